@@ -1,0 +1,740 @@
+"""graphc.codegen.gemm: the matmul kernel C (=|+=) op(A) @ op(B), with a fused epilogue.
+
+The packed path follows GotoBLAS and BLIS:
+
+- K. Goto, R. van de Geijn, "Anatomy of high-performance matrix multiplication", ACM TOMS 34(3), 2008.
+- F. Van Zee, R. van de Geijn, "BLIS: a framework for rapidly instantiating BLAS functionality",
+  ACM TOMS 41(3), 2015; T. M. Low et al., "Analytical modeling is enough for high-performance BLIS",
+  ACM TOMS 43(2), 2016 (how MR, NR, KC, MC, NC follow from registers and caches).
+
+```
+for jc in 0..N step NC:                       # B panel, KC x NC: the packed copy stays in L2
+  for pc in 0..K step KC:                     #   pack op(B)[pc:pc+KC, jc:jc+NC] into NR-wide slivers
+    for ic in 0..M step MC:                   #   pack op(A)[ic:ic+MC, pc:pc+KC] into MR-tall slivers
+      for jr in 0..NC step NR:                #     one KC x NR sliver of B stays in L1
+        for ir in 0..MC step MR:              #       microkernel: an MR x NR tile of C in registers,
+          C[ir:ir+MR, jr:jr+NR] (+)= A~ B~    #       KC rank-1 updates with fused multiply-adds
+```
+
+Transposes cost nothing in the loop nest: they only change how the packing routines read A and B
+(a contiguous copy, or an in-register transpose of LANES x LANES blocks). Packing pads edge slivers
+with zeros, so the microkernel always computes a full tile and only the store looks at the edges.
+The epilogue runs on the tile while it is still in registers, once, after the last KC block.
+
+Small problems skip packing (the direct path): when M is small, as in inference at batch 1, the
+microkernel reads A and B where they lie, and nt is computed as dot products along K.
+
+The register tile is MR x (NV * LANES) with MR = 6 and NV = 2: 12 accumulators plus two B vectors
+and one broadcast A value fit the 16 vector registers of AVX2 (6 x 16 for f32) and SSE (6 x 8).
+
+All buffers are fixed-size stack allocas in the entry block; nothing is allocated on the heap and no
+library is called.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+from llvmlite import ir
+
+Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value], ir.Value]
+"""epilogue(b, acc, i, j) -> value of acc's type, applied to C[i, j:j+W] before it is stored."""
+
+I64 = ir.IntType(64)
+I32 = ir.IntType(32)
+PTR = ir.PointerType()
+DTYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType()}
+ITEMSIZE = {"f32": 4, "f64": 8}
+
+
+@dataclass(frozen=True)
+class Blocking:
+    """Register tile MR x NR (NR = NV vectors of LANES) and cache blocks KC, MC, NC (elements)."""
+
+    lanes: int
+    mr: int = 6
+    nv: int = 2
+    kc: int = 256  # a KC x NR sliver of B (16 KiB for f32 on AVX2) stays in the 32 KiB L1
+    mc: int = 120  # the MC x KC block of A (120 KiB) stays in the 512 KiB L2
+    nc: int = 256  # the KC x NC panel of B (256 KiB); bounded by the stack, not by the L3
+    direct_max_m: int = 5  # M at or below this skips packing (nn, tn and nt)
+
+    @property
+    def nr(self) -> int:
+        return self.nv * self.lanes
+
+    @staticmethod
+    def for_dtype(dtype: str, vector_width: int) -> Blocking:
+        """`vector_width` counts f32 lanes (the register width); f64 gets half as many lanes."""
+        lanes = max(1, vector_width * 4 // ITEMSIZE[dtype])
+        if ITEMSIZE[dtype] == 8:  # same bytes per buffer as f32
+            return Blocking(lanes, kc=128)
+        return Blocking(lanes)
+
+
+def emit_gemm(
+    module: ir.Module,
+    name: str,
+    *,
+    dtype: str = "f32",
+    trans_a: bool = False,
+    trans_b: bool = False,
+    accumulate: bool = False,
+    epilogue: Epilogue | None = None,
+    vector_width: int = 8,
+    blocking: Blocking | None = None,
+) -> ir.Function:
+    """Emit `void name(i64 M, i64 N, i64 K, ptr A, ptr B, ptr C)`: C (+)= op(A) @ op(B).
+
+    Arrays are row-major and contiguous: A is [M,K] ([K,M] if trans_a), B is [K,N] ([N,K] if
+    trans_b), C is [M,N]. Any M, N, K >= 0 works; K == 0 gives C = epilogue(0) (or C_old).
+
+    Args:
+        module: the module that receives the function (and the intrinsics it declares).
+        name: the function's name.
+        dtype: "f32" or "f64".
+        trans_a: A is stored [K,M], i.e. C = A^T @ B.
+        trans_b: B is stored [N,K], i.e. C = A @ B^T.
+        accumulate: C += op(A) @ op(B) instead of C = ...
+        epilogue: applied once to every finished element (after the old C is added), before the
+            store: `epilogue(b, acc, i, j)` gets row i, first column j (both i64) and acc, a vector
+            of W lanes (columns j..j+W-1) or a scalar at the right edge of C.
+        vector_width: the SIMD register width counted in f32 lanes (8 for AVX2, 4 for SSE, 1 for
+            scalar code); f64 uses half as many lanes. The code is correct for any target, and
+            fast when this matches the target's registers.
+        blocking: tile and cache block sizes; the default is tuned for AVX2 (Zen 3).
+
+    Returns:
+        The new function.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"emit_gemm: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    if vector_width < 1 or vector_width & (vector_width - 1):
+        raise ValueError(f"emit_gemm: vector_width must be a power of two, got {vector_width}")
+    blk = blocking or Blocking.for_dtype(dtype, vector_width)
+    assert blk.mc % blk.mr == 0 and blk.nc % blk.nr == 0, blk
+    gen = _GemmEmitter(module, name, dtype, trans_a, trans_b, accumulate, epilogue, blk)
+    return gen.emit()
+
+
+# --------------------------------------------------------------------------------------------------
+# Loop helper
+
+
+@dataclass
+class _LoopState:
+    iv: ir.Value
+    carried: list[ir.Value]  # read in the body, then overwritten with the next iteration's values
+    final: list[ir.Value] = field(default_factory=list)  # after the loop: the values at exit
+
+
+@contextmanager
+def _loop(
+    b: ir.IRBuilder,
+    start: ir.Value,
+    stop: ir.Value,
+    step: int = 1,
+    name: str = "i",
+    carried: Sequence[ir.Value] = (),
+) -> Iterator[_LoopState]:
+    """for (iv = start; iv < stop; iv += step), carrying values through phis.
+
+    The header phis dominate the exit, so state.iv and state.final hold the values the loop
+    stopped with (iv is then the first index not visited, useful to start a remainder loop).
+    """
+    pre = b.block
+    head = b.append_basic_block(f"{name}.head")
+    body = b.append_basic_block(f"{name}.body")
+    done = b.append_basic_block(f"{name}.done")
+    b.branch(head)
+    b.position_at_end(head)
+    iv = b.phi(I64, name=name)
+    iv.add_incoming(start, pre)
+    phis = []
+    for n, v in enumerate(carried):
+        phi = b.phi(v.type, name=f"{name}.c{n}")
+        phi.add_incoming(v, pre)
+        phis.append(phi)
+    b.cbranch(b.icmp_signed("<", iv, stop), body, done)
+    b.position_at_end(body)
+    state = _LoopState(iv, list(phis))
+    yield state
+    latch = b.block
+    iv.add_incoming(b.add(iv, ir.Constant(I64, step), name=f"{name}.next", flags=["nsw"]), latch)
+    for phi, v in zip(phis, state.carried, strict=True):
+        phi.add_incoming(v, latch)
+    b.branch(head)
+    b.position_at_end(done)
+    state.final = list(phis)
+
+
+# --------------------------------------------------------------------------------------------------
+# The emitter
+
+
+class _GemmEmitter:
+    def __init__(
+        self,
+        module: ir.Module,
+        name: str,
+        dtype: str,
+        trans_a: bool,
+        trans_b: bool,
+        accumulate: bool,
+        epilogue: Epilogue | None,
+        blk: Blocking,
+    ) -> None:
+        self.module, self.name, self.blk = module, name, blk
+        self.trans_a, self.trans_b, self.accumulate, self.epilogue = (
+            trans_a,
+            trans_b,
+            accumulate,
+            epilogue,
+        )
+        self.elem = DTYPES[dtype]
+        self.size = ITEMSIZE[dtype]
+        fnty = ir.FunctionType(ir.VoidType(), [I64, I64, I64, PTR, PTR, PTR])
+        self.fn = ir.Function(module, fnty, name=name)
+        for arg, arg_name in zip(self.fn.args, ("M", "N", "K", "A", "B", "C"), strict=True):
+            arg.name = arg_name
+        for arg in self.fn.args[3:]:
+            arg.add_attribute("noalias")
+        self.fn.attributes.add("nounwind")
+        self.M, self.N, self.K, self.A, self.B, self.C = self.fn.args
+        self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
+
+    # -- small helpers ---------------------------------------------------------------------------
+
+    def const(self, v: int) -> ir.Constant:
+        return ir.Constant(I64, v)
+
+    def vtype(self, lanes: int) -> ir.Type:
+        return self.elem if lanes == 1 else ir.VectorType(self.elem, lanes)
+
+    def zero(self, lanes: int) -> ir.Constant:
+        if lanes == 1:
+            return ir.Constant(self.elem, 0.0)
+        return ir.Constant(self.vtype(lanes), [0.0] * lanes)
+
+    def at(self, base: ir.Value, idx: ir.Value, name: str = "") -> ir.Value:
+        return self.b.gep(base, [idx], inbounds=True, source_etype=self.elem, name=name)
+
+    def load(
+        self, ptr: ir.Value, lanes: int = 1, align: int | None = None, name: str = ""
+    ) -> ir.Value:
+        return self.b.load(ptr, typ=self.vtype(lanes), align=align or self.size, name=name)
+
+    def store(self, v: ir.Value, ptr: ir.Value, align: int | None = None) -> None:
+        self.b.store(v, ptr, align=align or self.size)
+
+    def splat(self, s: ir.Value, lanes: int, name: str = "") -> ir.Value:
+        if lanes == 1:
+            return s
+        vt = self.vtype(lanes)
+        v = self.b.insert_element(ir.Constant(vt, ir.Undefined), s, ir.Constant(I32, 0))
+        mask = ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)
+        return self.b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), mask, name=name)
+
+    def fma(self, x: ir.Value, y: ir.Value, acc: ir.Value, name: str = "") -> ir.Value:
+        # llvm.fmuladd, not llvm.fma: it fuses where the target has FMA (vfmadd231ps on AVX2) and
+        # becomes mul + add elsewhere, where llvm.fma would turn into calls to libm's fmaf.
+        ty = x.type
+        suffix = f"v{ty.count}{ty.element.intrinsic_name}" if isinstance(ty, ir.VectorType) else None
+        fname = f"llvm.fmuladd.{suffix or ty.intrinsic_name}"
+        fn = self.module.globals.get(fname)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(ty, [ty, ty, ty]), name=fname)
+        return self.b.call(fn, [x, y, acc], name=name)
+
+    def imin(self, x: ir.Value, y: ir.Value, name: str = "") -> ir.Value:
+        return self.b.select(self.b.icmp_signed("<", x, y), x, y, name=name)
+
+    def mul(self, x: ir.Value, y: ir.Value | int, name: str = "") -> ir.Value:
+        y = self.const(y) if isinstance(y, int) else y
+        return self.b.mul(x, y, name=name, flags=["nsw"])
+
+    def add(self, x: ir.Value, y: ir.Value | int, name: str = "") -> ir.Value:
+        y = self.const(y) if isinstance(y, int) else y
+        return self.b.add(x, y, name=name, flags=["nsw"])
+
+    def sub(self, x: ir.Value, y: ir.Value | int, name: str = "") -> ir.Value:
+        y = self.const(y) if isinstance(y, int) else y
+        return self.b.sub(x, y, name=name, flags=["nsw"])
+
+    def hsum(self, v: ir.Value) -> ir.Value:
+        """Sum of a vector's lanes by halving (a fixed, documented order, no reassoc flag)."""
+        n = v.type.count if isinstance(v.type, ir.VectorType) else 1
+        while n > 1:
+            half = n // 2
+            lo_mask = ir.Constant(ir.VectorType(I32, half), list(range(half)))
+            hi_mask = ir.Constant(ir.VectorType(I32, half), list(range(half, n)))
+            lo = self.b.shuffle_vector(v, v, lo_mask)
+            hi = self.b.shuffle_vector(v, v, hi_mask)
+            v, n = self.b.fadd(lo, hi), half
+            if n == 1:
+                v = self.b.extract_element(v, ir.Constant(I32, 0))
+        return v
+
+    def transpose(self, rows: list[ir.Value]) -> list[ir.Value]:
+        """Transpose an n x n block held as n vectors of n lanes (n a power of two).
+
+        Swapping the off-diagonal d x d blocks inside every 2d x 2d block, for d = n/2, ..., 1,
+        transposes the whole block; each swap is one two-input shufflevector per output row.
+        """
+        n, d = len(rows), len(rows) // 2
+        while d >= 1:
+            lo = ir.Constant(
+                ir.VectorType(I32, n), [l if not l & d else n + l - d for l in range(n)]
+            )
+            hi = ir.Constant(ir.VectorType(I32, n), [l + d if not l & d else n + l for l in range(n)])
+            out = list(rows)
+            for i in range(n):
+                if not i & d:
+                    out[i] = self.b.shuffle_vector(rows[i], rows[i + d], lo)
+                    out[i + d] = self.b.shuffle_vector(rows[i], rows[i + d], hi)
+            rows, d = out, d // 2
+        return rows
+
+    def when(self, conds: Sequence[ir.Value | bool], emit: Callable[..., None]) -> None:
+        """Call emit(*flags) with Python bools, branching at run time on the conds that are i1."""
+        for n, c in enumerate(conds):
+            if not isinstance(c, bool):
+                with self.b.if_else(c) as (then, otherwise):
+                    with then:
+                        self.when([*conds[:n], True, *conds[n + 1 :]], emit)
+                    with otherwise:
+                        self.when([*conds[:n], False, *conds[n + 1 :]], emit)
+                return
+        emit(*conds)
+
+    # -- element access --------------------------------------------------------------------------
+
+    def a_index(self, i: ir.Value, k: ir.Value) -> ir.Value:
+        """Offset of op(A)[i, k]."""
+        if self.trans_a:
+            return self.add(self.mul(k, self.M), i)
+        return self.add(self.mul(i, self.K), k)
+
+    def b_index(self, k: ir.Value, j: ir.Value) -> ir.Value:
+        """Offset of op(B)[k, j]."""
+        if self.trans_b:
+            return self.add(self.mul(j, self.K), k)
+        return self.add(self.mul(k, self.N), j)
+
+    # -- finishing C -------------------------------------------------------------------------------
+
+    def finish(self, acc: ir.Value, i: ir.Value, j: ir.Value, load_old: bool, last: bool) -> None:
+        """C[i, j:j+W] = epilogue(acc (+ C_old)) when last, else acc (+ C_old)."""
+        lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 1
+        ptr = self.at(self.C, self.add(self.mul(i, self.N), j), name="c.ptr")
+        if load_old:
+            acc = self.b.fadd(acc, self.load(ptr, lanes, name="c.old"), name="c.sum")
+        if last and self.epilogue is not None:
+            acc = self.epilogue(self.b, acc, i, j)
+            if acc.type != self.vtype(lanes):
+                raise TypeError(f"emit_gemm {self.name}: epilogue returned {acc.type}")
+        self.store(acc, ptr)
+
+    # -- the function ------------------------------------------------------------------------------
+
+    def emit(self) -> ir.Function:
+        b, blk = self.b, self.blk
+        self.a_buf = b.alloca(ir.ArrayType(self.elem, blk.mc * blk.kc), name="a.packed")
+        self.b_buf = b.alloca(ir.ArrayType(self.elem, blk.nc * blk.kc), name="b.packed")
+        self.tile_buf = b.alloca(ir.ArrayType(self.elem, blk.mr * blk.nr), name="c.tile")
+        for buf in (self.a_buf, self.b_buf, self.tile_buf):
+            buf.align = 64
+            buf.type = PTR  # llvmlite still types an alloca as `[n x float]*`; LLVM has only `ptr`
+        empty = b.or_(b.icmp_signed("<=", self.M, self.const(0)), b.icmp_signed("<=", self.N, self.const(0)))
+        with b.if_then(empty, likely=False):
+            b.ret_void()
+        direct_ok = not (self.trans_a and self.trans_b)
+        if direct_ok:
+            small = b.icmp_signed("<=", self.M, self.const(blk.direct_max_m))
+            with b.if_else(small) as (then, otherwise):
+                with then:
+                    if self.trans_b:
+                        self.emit_direct_dot()
+                    else:
+                        self.emit_direct()
+                with otherwise:
+                    self.emit_packed()
+        else:
+            self.emit_packed()
+        b.ret_void()
+        return self.fn
+
+    # -- packed path -------------------------------------------------------------------------------
+
+    def emit_packed(self) -> None:
+        b, blk = self.b, self.blk
+        KC = self.const(blk.kc)
+        # At least one K block, so that K == 0 still stores epilogue(0) (or C_old).
+        kblocks = b.select(
+            b.icmp_signed("<=", self.K, self.const(0)),
+            self.const(1),
+            b.sdiv(self.add(self.K, blk.kc - 1), KC),
+            name="kblocks",
+        )
+        with _loop(b, self.const(0), self.N, blk.nc, name="jc") as jc_loop:
+            jc = jc_loop.iv
+            nc = self.imin(self.sub(self.N, jc), self.const(blk.nc), name="nc")
+            with _loop(b, self.const(0), kblocks, 1, name="p") as p_loop:
+                pc = self.mul(p_loop.iv, blk.kc, name="pc")
+                kc = self.imin(self.sub(self.K, pc), KC, name="kc")
+                kc = b.select(b.icmp_signed("<", kc, self.const(0)), self.const(0), kc)
+                load_old = True if self.accumulate else b.icmp_signed(">", p_loop.iv, self.const(0))
+                last = self.epilogue is not None and b.icmp_signed(
+                    "==", p_loop.iv, self.sub(kblocks, 1)
+                )
+                with _loop(b, self.const(0), nc, blk.nr, name="jp") as jp:
+                    nr = self.imin(self.sub(nc, jp.iv), self.const(blk.nr))
+                    dst = self.at(self.b_buf, self.mul(jp.iv, kc))
+                    self.pack_b(self.add(jc, jp.iv), nr, pc, kc, dst)
+                with _loop(b, self.const(0), self.M, blk.mc, name="ic") as ic_loop:
+                    ic = ic_loop.iv
+                    mc = self.imin(self.sub(self.M, ic), self.const(blk.mc), name="mc")
+                    with _loop(b, self.const(0), mc, blk.mr, name="ip") as ip:
+                        mr = self.imin(self.sub(mc, ip.iv), self.const(blk.mr))
+                        dst = self.at(self.a_buf, self.mul(ip.iv, kc))
+                        self.pack_a(self.add(ic, ip.iv), mr, pc, kc, dst)
+                    with _loop(b, self.const(0), nc, blk.nr, name="jr") as jr:
+                        nr = self.imin(self.sub(nc, jr.iv), self.const(blk.nr), name="nr")
+                        bp = self.at(self.b_buf, self.mul(jr.iv, kc), name="bp")
+                        with _loop(b, self.const(0), mc, blk.mr, name="ir") as ir_:
+                            mr = self.imin(self.sub(mc, ir_.iv), self.const(blk.mr), name="mr")
+                            ap = self.at(self.a_buf, self.mul(ir_.iv, kc), name="ap")
+                            acc = self.microkernel(kc, ap, bp)
+                            i = self.add(ic, ir_.iv, name="i")
+                            j = self.add(jc, jr.iv, name="j")
+                            self.store_tile(acc, i, j, mr, nr, load_old, last)
+
+    def microkernel(self, kc: ir.Value, ap: ir.Value, bp: ir.Value) -> list[list[ir.Value]]:
+        """kc rank-1 updates of an MR x NR register tile from packed slivers of A and B."""
+        blk, L = self.blk, self.blk.lanes
+        zeros = [self.zero(L)] * (blk.mr * blk.nv)
+
+        def step(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+            bk = self.at(bp, self.mul(k, blk.nr))
+            bv = [self.load(self.at(bk, self.const(v * L)), L, L * self.size) for v in range(blk.nv)]
+            ak = self.at(ap, self.mul(k, blk.mr))
+            out = list(acc)
+            for r in range(blk.mr):
+                a = self.splat(self.load(self.at(ak, self.const(r))), L)
+                for v in range(blk.nv):
+                    out[r * blk.nv + v] = self.fma(a, bv[v], acc[r * blk.nv + v])
+            return out
+
+        acc = self.unrolled(kc, zeros, step, unroll=4, name="k")
+        return [acc[r * blk.nv : (r + 1) * blk.nv] for r in range(blk.mr)]
+
+    def unrolled(
+        self,
+        count: ir.Value,
+        init: list[ir.Value],
+        step: Callable[[ir.Value, list[ir.Value]], list[ir.Value]],
+        unroll: int,
+        name: str,
+    ) -> list[ir.Value]:
+        """Fold step(k, carried) over k in 0..count, unrolled `unroll` times plus a remainder."""
+        b = self.b
+        stop = self.sub(count, unroll - 1)
+        with _loop(b, self.const(0), stop, unroll, name=name, carried=init) as main:
+            vals = main.carried
+            for u in range(unroll):
+                vals = step(self.add(main.iv, u), vals)
+            main.carried = vals
+        with _loop(b, main.iv, count, 1, name=f"{name}.rem", carried=main.final) as rem:
+            rem.carried = step(rem.iv, rem.carried)
+        return rem.final
+
+    def store_tile(
+        self,
+        acc: list[list[ir.Value]],
+        i: ir.Value,
+        j: ir.Value,
+        mr: ir.Value,
+        nr: ir.Value,
+        load_old: ir.Value | bool,
+        last: ir.Value | bool,
+    ) -> None:
+        b, blk, L = self.b, self.blk, self.blk.lanes
+        full = b.and_(
+            b.icmp_signed("==", mr, self.const(blk.mr)), b.icmp_signed("==", nr, self.const(blk.nr))
+        )
+
+        def store_full(load_old: bool, last: bool) -> None:
+            for r in range(blk.mr):
+                for v in range(blk.nv):
+                    self.finish(acc[r][v], self.add(i, r), self.add(j, v * L), load_old, last)
+
+        with b.if_else(full, likely=True) as (then, otherwise):
+            with then:
+                self.when([load_old, last], store_full)
+            with otherwise:
+                for r in range(blk.mr):
+                    for v in range(blk.nv):
+                        ptr = self.at(self.tile_buf, self.const(r * blk.nr + v * L))
+                        self.store(acc[r][v], ptr, L * self.size)
+                self.when([load_old, last], lambda lo, la: self.store_edge(i, j, mr, nr, lo, la))
+
+    def store_edge(
+        self, i: ir.Value, j: ir.Value, mr: ir.Value, nr: ir.Value, load_old: bool, last: bool
+    ) -> None:
+        """Finish the valid mr x nr corner of the tile buffer: whole vectors, then scalars."""
+        b, blk, L = self.b, self.blk, self.blk.lanes
+        nr_vec = self.mul(b.sdiv(nr, self.const(L)), L) if L > 1 else self.const(0)
+        with _loop(b, self.const(0), mr, 1, name="er") as er:
+            row = self.mul(er.iv, blk.nr)
+            ii = self.add(i, er.iv)
+            if L > 1:
+                with _loop(b, self.const(0), nr_vec, L, name="ev") as ev:
+                    acc = self.load(self.at(self.tile_buf, self.add(row, ev.iv)), L, L * self.size)
+                    self.finish(acc, ii, self.add(j, ev.iv), load_old, last)
+            with _loop(b, nr_vec, nr, 1, name="es") as es:
+                acc = self.load(self.at(self.tile_buf, self.add(row, es.iv)))
+                self.finish(acc, ii, self.add(j, es.iv), load_old, last)
+
+    # -- packing -----------------------------------------------------------------------------------
+
+    def pack_a(self, i0: ir.Value, mr: ir.Value, pc: ir.Value, kc: ir.Value, dst: ir.Value) -> None:
+        """dst[k*MR + r] = op(A)[i0+r, pc+k] for r < mr, 0 for mr <= r < MR."""
+        if self.trans_a:  # A is [K, M]: element (x=i, k) at k*M + i
+            src = self.at(self.A, self.add(self.mul(pc, self.M), i0))
+            self.pack(src, self.M, False, mr, self.blk.mr, kc, dst, "pa")
+        else:  # A is [M, K]: element (i, k) at i*K + k
+            src = self.at(self.A, self.add(self.mul(i0, self.K), pc))
+            self.pack(src, self.K, True, mr, self.blk.mr, kc, dst, "pa")
+
+    def pack_b(self, j0: ir.Value, nr: ir.Value, pc: ir.Value, kc: ir.Value, dst: ir.Value) -> None:
+        """dst[k*NR + c] = op(B)[pc+k, j0+c] for c < nr, 0 for nr <= c < NR."""
+        if self.trans_b:  # B is [N, K]
+            src = self.at(self.B, self.add(self.mul(j0, self.K), pc))
+            self.pack(src, self.K, True, nr, self.blk.nr, kc, dst, "pb")
+        else:  # B is [K, N]
+            src = self.at(self.B, self.add(self.mul(pc, self.N), j0))
+            self.pack(src, self.N, False, nr, self.blk.nr, kc, dst, "pb")
+
+    def pack(
+        self,
+        src: ir.Value,
+        ld: ir.Value,
+        k_contiguous: bool,
+        nx: ir.Value,
+        R: int,
+        kc: ir.Value,
+        dst: ir.Value,
+        name: str,
+    ) -> None:
+        """dst[k*R + x] = S(x, k) for x < nx, else 0; S(x, k) = src[x*ld + k] or src[k*ld + x]."""
+        b, L = self.b, self.blk.lanes
+        full = b.icmp_signed("==", nx, self.const(R))
+        with b.if_else(full, likely=True) as (then, otherwise):
+            with then:
+                if k_contiguous:
+                    k_done = self.const(0)
+                    if L > 1:
+                        k_done = self.pack_transposed(src, ld, R, kc, dst, name)
+                    with _loop(b, k_done, kc, 1, name=f"{name}.kt") as kt:
+                        for x in range(R):
+                            v = self.load(self.at(src, self.add(self.mul(self.const(x), ld), kt.iv)))
+                            self.store(v, self.at(dst, self.add(self.mul(kt.iv, R), x)))
+                else:
+                    with _loop(b, self.const(0), kc, 1, name=f"{name}.k") as kl:
+                        v = self.load(self.at(src, self.mul(kl.iv, ld)), R)
+                        self.store(v, self.at(dst, self.mul(kl.iv, R)))
+            with otherwise:
+                # Edge sliver: clamp the index so the load stays in bounds, then select zero.
+                last = self.sub(nx, 1)
+                with _loop(b, self.const(0), kc, 1, name=f"{name}.ek") as ek:
+                    for x in range(R):
+                        xc = self.imin(self.const(x), last)
+                        if k_contiguous:
+                            off = self.add(self.mul(xc, ld), ek.iv)
+                        else:
+                            off = self.add(self.mul(ek.iv, ld), xc)
+                        v = self.load(self.at(src, off))
+                        v = b.select(b.icmp_signed("<", self.const(x), nx), v, self.zero(1))
+                        self.store(v, self.at(dst, self.add(self.mul(ek.iv, R), x)))
+
+    def pack_transposed(
+        self, src: ir.Value, ld: ir.Value, R: int, kc: ir.Value, dst: ir.Value, name: str
+    ) -> ir.Value:
+        """Pack R full rows, L values of k at a time, by L x L in-register transposes.
+
+        Returns the first k not packed (a multiple of L).
+        """
+        b, L = self.b, self.blk.lanes
+        with _loop(b, self.const(0), self.sub(kc, L - 1), L, name=f"{name}.kv") as kv:
+            for g in range(0, R, L):  # groups of L rows; the last may be short (MR = 6)
+                rows = min(L, R - g)
+                vecs = [
+                    self.load(self.at(src, self.add(self.mul(self.const(g + x), ld), kv.iv)), L)
+                    for x in range(rows)
+                ]
+                vecs += [self.zero(L)] * (L - rows)
+                for kk, col in enumerate(self.transpose(vecs)):
+                    if rows < L:
+                        mask = ir.Constant(ir.VectorType(I32, rows), list(range(rows)))
+                        col = b.shuffle_vector(col, col, mask)
+                    off = self.add(self.mul(self.add(kv.iv, kk), R), g)
+                    self.store(col, self.at(dst, off))
+        return kv.iv
+
+    # -- direct path (small M) ---------------------------------------------------------------------
+
+    def emit_direct(self) -> None:
+        """nn and tn for small M: tiles read A and B where they lie, over all of K at once."""
+        b, L = self.b, self.blk.lanes
+        with _loop(b, self.const(0), self.sub(self.M, 3), 4, name="di4") as di4:
+            self.direct_row_sweep(di4.iv, rows=4, nv=2)
+        with _loop(b, di4.iv, self.M, 1, name="di1") as di1:
+            self.direct_row_sweep(di1.iv, rows=1, nv=4)
+
+    def direct_row_sweep(self, i: ir.Value, rows: int, nv: int) -> None:
+        b, L = self.b, self.blk.lanes
+        tag = f"d{rows}"
+        start = self.const(0)
+        widths = dict.fromkeys([(nv, L), (1, L), (1, 1)])  # whole tiles, vectors, scalars
+        for vecs, lanes in widths:
+            width = vecs * lanes
+            with _loop(b, start, self.sub(self.N, width - 1), width, name=f"{tag}.j{width}") as jl:
+                self.direct_tile(i, jl.iv, rows, vecs, lanes)
+            start = jl.iv
+
+    def direct_tile(self, i: ir.Value, j: ir.Value, rows: int, nv: int, lanes: int) -> None:
+        """C[i:i+rows, j:j+nv*lanes] over all of K, from unpacked A and B (B is [K, N])."""
+        zeros = [self.zero(lanes)] * (rows * nv)
+        a_rows = [self.add(i, r) for r in range(rows)]
+
+        def step(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+            brow = self.at(self.B, self.add(self.mul(k, self.N), j))
+            bv = [self.load(self.at(brow, self.const(v * lanes)), lanes) for v in range(nv)]
+            out = list(acc)
+            for r in range(rows):
+                a = self.splat(self.load(self.at(self.A, self.a_index(a_rows[r], k))), lanes)
+                for v in range(nv):
+                    out[r * nv + v] = self.fma(a, bv[v], acc[r * nv + v])
+            return out
+
+        acc = self.unrolled(self.K, zeros, step, unroll=4, name="dk")
+        for r in range(rows):
+            for v in range(nv):
+                jj = self.add(j, v * lanes)
+                self.finish(acc[r * nv + v], a_rows[r], jj, self.accumulate, True)
+
+    def emit_direct_dot(self) -> None:
+        """nt for small M: each C element is a dot product of two rows that are contiguous in K."""
+        b, L = self.b, self.blk.lanes
+        with _loop(b, self.const(0), self.M, 1, name="dt.i") as il:
+            start = self.const(0)
+            for cols in (L, 1) if L > 1 else (1,):
+                with _loop(b, start, self.sub(self.N, cols - 1), cols, name=f"dt.j{cols}") as jl:
+                    self.dot_tile(il.iv, jl.iv, cols)
+                start = jl.iv
+
+    def dot_tile(self, i: ir.Value, j: ir.Value, cols: int) -> None:
+        """C[i, j:j+cols] = sum_k A[i, k] * B[j+c, k], vectorized along k."""
+        b, L = self.b, self.blk.lanes
+        arow = self.at(self.A, self.mul(i, self.K))
+        brows = [self.at(self.B, self.mul(self.add(j, c), self.K)) for c in range(cols)]
+
+        def vstep(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+            a = self.load(self.at(arow, k), L)
+            return [self.fma(a, self.load(self.at(brows[c], k), L), acc[c]) for c in range(cols)]
+
+        sums = [self.zero(1)] * cols
+        k_done = self.const(0)
+        if L > 1:
+            with _loop(b, self.const(0), self.sub(self.K, L - 1), L, name="dt.k",
+                       carried=[self.zero(L)] * cols) as kv:
+                kv.carried = vstep(kv.iv, kv.carried)
+            sums = [self.hsum(v) for v in kv.final]
+            k_done = kv.iv
+        with _loop(b, k_done, self.K, 1, name="dt.kr", carried=sums) as kr:
+            a = self.load(self.at(arow, kr.iv))
+            kr.carried = [
+                self.fma(a, self.load(self.at(brows[c], kr.iv)), kr.carried[c]) for c in range(cols)
+            ]
+        out = kr.final
+        if cols == 1:
+            acc = out[0]
+        else:
+            acc = ir.Constant(self.vtype(cols), ir.Undefined)
+            for c in range(cols):
+                acc = b.insert_element(acc, out[c], ir.Constant(I32, c))
+        self.finish(acc, i, j, self.accumulate, True)
+
+
+# --------------------------------------------------------------------------------------------------
+# JIT helper for tests and benchmarks
+
+
+def host_target_machine(cpu: str | None = None, features: str | None = None):  # noqa: ANN201
+    """The host's target machine (or one for `cpu`/`features`, e.g. "x86-64", "" for plain SSE2)."""
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    target = llvm.Target.from_default_triple()
+    if cpu is None:
+        cpu = llvm.get_host_cpu_name()
+    if features is None:
+        features = llvm.get_host_cpu_features().flatten()
+    return target.create_target_machine(cpu=cpu, features=features, opt=3)
+
+
+def optimize(module: ir.Module, target_machine) -> object:  # noqa: ANN001
+    """Parse, verify, run the O3 pipeline for the target, verify again; returns the ModuleRef."""
+    import llvmlite.binding as llvm
+
+    ref = llvm.parse_assembly(str(module))
+    ref.triple = target_machine.triple
+    ref.data_layout = str(target_machine.target_data)
+    ref.verify()
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pb = llvm.create_pass_builder(target_machine, pto)
+    pb.getModulePassManager().run(ref, pb)
+    ref.verify()
+    return ref
+
+
+class JitGemm:
+    """A gemm compiled in-process with MCJIT; call it with numpy arrays (C is written in place)."""
+
+    def __init__(self, target_machine=None, **config) -> None:  # noqa: ANN001, ANN003
+        import llvmlite.binding as llvm
+
+        self.config = config
+        self.dtype = np.float32 if config.get("dtype", "f32") == "f32" else np.float64
+        self.tm = target_machine or host_target_machine()
+        module = ir.Module(name="gemm")
+        module.triple = self.tm.triple
+        module.data_layout = str(self.tm.target_data)
+        emit_gemm(module, "gemm", **config)
+        self.module_ref = optimize(module, self.tm)
+        self.engine = llvm.create_mcjit_compiler(self.module_ref, self.tm)
+        self.engine.finalize_object()
+        addr = self.engine.get_function_address("gemm")
+        proto = ctypes.CFUNCTYPE(
+            None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+            ctypes.c_void_p, ctypes.c_void_p,
+        )
+        self.fn = proto(addr)
+
+    def asm(self) -> str:
+        return self.tm.emit_assembly(self.module_ref)
+
+    def __call__(self, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+        ta, tb = self.config.get("trans_a", False), self.config.get("trans_b", False)
+        for arr in (a, b, c):
+            assert arr.dtype == self.dtype and arr.flags.c_contiguous, (arr.dtype, arr.flags)
+        m, k = a.shape[::-1] if ta else a.shape
+        k2, n = b.shape[::-1] if tb else b.shape
+        assert k == k2 and c.shape == (m, n), (a.shape, b.shape, c.shape)
+        self.fn(m, n, k, a.ctypes.data, b.ctypes.data, c.ctypes.data)
+        return c

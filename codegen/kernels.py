@@ -1,0 +1,464 @@
+"""Kernel emitters: one LLVM function per scheduled kernel, and the entry points that call them.
+
+Entry-point ABI (JIT and shared library alike)::
+
+    int32_t NAME_ENTRY(void *params, void *state, void *workspace,
+                       void *const *inputs, void *const *outputs, int64_t n)
+
+``params``/``state`` are the model's flat persistent regions, ``workspace`` holds the gradients
+and the arena (``Schedule.workspace_bytes(n)`` bytes, 64-byte aligned), ``inputs``/``outputs``
+are arrays of pointers in the order of ``Schedule.input_slots``/``output_slots``, ``n`` is the
+batch size. Returns 0.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from llvmlite import ir
+
+from graphc.ir.errors import CodegenError
+from graphc.ir.graph import Graph, Node
+from graphc.ir.ops import normalize_axes
+from graphc.ir.passes.schedule import Buffer, Kernel, Schedule
+from graphc.ir.types import BATCH
+
+from . import vmath
+from .loops import I32, I64, i64, loop
+from .lower import lower_elementwise
+
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+LL = {"f32": ir.FloatType(), "f64": ir.DoubleType(), "i32": ir.IntType(32)}
+ENTRY_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR, PTR, PTR, I64])
+
+
+def storage_key(buf: Buffer) -> tuple:
+    return (buf.region, buf.offset, buf.offset_row, buf.slot)
+
+
+def llname(name: str) -> str:
+    return name.replace("%", "v").replace(".", "_")
+
+
+class KernelContext:
+    """The LLVM function of one kernel: a pointer argument per distinct buffer, then ``n``."""
+
+    def __init__(self, module: ir.Module, fname: str, sched: Schedule, values: list[str],
+                 extra_ptrs: int = 0):
+        self.sched = sched
+        self.g = sched.graph
+        keys: list[tuple] = []
+        self.key_of: dict[str, tuple] = {}
+        for v in values:
+            buf = sched.buffers[v]
+            if buf.region in ("inline", "fused"):
+                continue
+            k = storage_key(buf)
+            self.key_of[v] = k
+            if k not in keys:
+                keys.append(k)
+        self.keys = keys
+        ftype = ir.FunctionType(VOID, [PTR] * (len(keys) + extra_ptrs) + [I64])
+        self.fn = ir.Function(module, ftype, name=fname)
+        self.fn.linkage = "internal"
+        self.extra = list(self.fn.args[len(keys):len(keys) + extra_ptrs])
+        for a in self.fn.args[:-1]:
+            a.add_attribute("noalias")
+        self.n = self.fn.args[-1]
+        self.n.name = "n"
+        self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
+
+    def ptr(self, value: str) -> ir.Value:
+        try:
+            return self.fn.args[self.keys.index(self.key_of[value])]
+        except KeyError:
+            raise CodegenError(f"kernel has no buffer for value {value}") from None
+
+    def dim(self, d) -> ir.Value:
+        return self.n if d == BATCH else i64(d)
+
+    def count(self, shape) -> ir.Value:
+        out: ir.Value = i64(1)
+        for d in shape:
+            out = self.b.mul(out, self.dim(d), flags=("nsw",)) if out is not None else self.dim(d)
+        return out
+
+    def load(self, value: str, index: ir.Value) -> ir.Value:
+        t = LL[self.g[value].type.dtype]
+        p = self.b.gep(self.ptr(value), [index], inbounds=True, source_etype=t)
+        return self.b.load(p, typ=t, name=llname(value))
+
+    def store(self, value: str, index: ir.Value, x: ir.Value) -> None:
+        t = LL[self.g[value].type.dtype]
+        self.b.store(x, self.b.gep(self.ptr(value), [index], inbounds=True, source_etype=t))
+
+    def inline_value(self, node: Node) -> ir.Value:
+        t = LL[node.type.dtype]
+        if node.op == "const":
+            return ir.Constant(t, node.attr("value"))
+        if node.op == "size":
+            x = self.g[node.inputs[0]].type
+            axes = normalize_axes("size", node.attr("axes"), x.rank)
+            c = self.count([x.shape[a] for a in axes])
+            return self.b.sitofp(c, t, name=llname(node.name))
+        raise CodegenError(f"{node.op} is not an inline value")
+
+    def strides(self, shape, iter_shape) -> list[ir.Value | None]:
+        """Per iteration axis, the operand's element stride (None where it is broadcast)."""
+        out: list[ir.Value | None] = [None] * len(iter_shape)
+        off = len(iter_shape) - len(shape)
+        acc: ir.Value = i64(1)
+        for k in range(len(shape) - 1, -1, -1):
+            d = shape[k]
+            if d != 1:
+                out[off + k] = acc
+            acc = self.b.mul(acc, self.dim(d), flags=("nsw",))
+        return out
+
+
+def is_inline(sched: Schedule, v: str) -> bool:
+    return sched.buffers[v].region == "inline"
+
+
+# ---------------------------------------------------------------------------- elementwise
+
+def emit_elementwise(ctx: KernelContext, kernel: Kernel) -> None:
+    g, b = ctx.g, ctx.b
+    nodes = [g[x] for x in kernel.nodes]
+    members = set(kernel.nodes)
+    shape = nodes[-1].type.shape
+    for nd in nodes:
+        if nd.type.shape != shape:
+            raise CodegenError(f"fused kernel {kernel.name}: {nd.name} has shape {nd.type}, not {shape}")
+    ext: list[str] = []
+    for nd in nodes:
+        operands = nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs
+        for i in operands:
+            if i not in members and i not in ext:
+                ext.append(i)
+    scalars: dict[str, ir.Value] = {}
+    loaded: list[str] = []
+    for v in ext:
+        vt = g[v].type
+        if is_inline(ctx.sched, v):
+            scalars[v] = ctx.inline_value(g[v])
+        elif vt.size(1) == 1 and not vt.is_batched:
+            scalars[v] = ctx.load(v, i64(0))
+        else:
+            loaded.append(v)
+    flat = all(g[v].type.shape == shape for v in loaded)
+
+    def body(index_of: Callable[[str], ir.Value], out_index: ir.Value) -> None:
+        vals = dict(scalars)
+        for v in loaded:
+            vals[v] = ctx.load(v, index_of(v))
+        for nd in nodes:
+            args = [vals[i] for i in (nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs)]
+            vals[nd.name] = lower_elementwise(b, nd, args, llname(nd.name))
+            if nd.name in kernel.stores:
+                ctx.store(nd.name, out_index, vals[nd.name])
+
+    if flat or not shape:
+        total = ctx.count(shape)
+        with loop(b, total, name="i") as i:
+            body(lambda v: i, i)
+    else:
+        strides = {v: ctx.strides(g[v].type.shape, shape) for v in loaded}
+        out_strides = ctx.strides(shape, shape)
+        nest(ctx, shape, strides, out_strides, body)
+    b.ret_void()
+
+
+def nest(ctx: KernelContext, shape, strides: dict[str, list], out_strides: list,
+         body: Callable[[Callable[[str], ir.Value], ir.Value], None]) -> None:
+    """Loops over ``shape``; ``body(index_of, out_index)`` gets each operand's linear index."""
+    b = ctx.b
+
+    def rec(axis: int, idx: dict[str, ir.Value], out_idx: ir.Value) -> None:
+        if axis == len(shape):
+            body(lambda v: idx[v], out_idx)
+            return
+        with loop(b, ctx.dim(shape[axis]), name=f"i{axis}") as i:
+            nidx = {}
+            for v, st in strides.items():
+                s = st[axis]
+                nidx[v] = idx[v] if s is None else b.add(idx[v], b.mul(i, s, flags=("nsw",)), flags=("nsw",))
+            s = out_strides[axis]
+            no = out_idx if s is None else b.add(out_idx, b.mul(i, s, flags=("nsw",)), flags=("nsw",))
+            rec(axis + 1, nidx, no)
+
+    rec(0, {v: i64(0) for v in strides}, i64(0))
+
+
+# ---------------------------------------------------------------------------- copies
+
+def emit_copy(ctx: KernelContext, src: str, dst_ptr: ir.Value, count: ir.Value) -> None:
+    b = ctx.b
+    t = LL[ctx.g[src].type.dtype]
+    with loop(b, count, name="i") as i:
+        x = ctx.load(src, i)
+        b.store(x, b.gep(dst_ptr, [i], inbounds=True, source_etype=t))
+    b.ret_void()
+
+
+def emit_transpose(ctx: KernelContext, node: Node) -> None:
+    b = ctx.b
+    t = LL[node.type.dtype]
+    rows, cols = (ctx.dim(d) for d in node.type.shape)
+    with loop(b, rows, name="r") as r:
+        with loop(b, cols, name="c") as c:
+            x = ctx.load(node.inputs[0], b.add(b.mul(c, rows), r))
+            ctx.store(node.name, b.add(b.mul(r, cols), c), x)
+    b.ret_void()
+    del t
+
+
+# ---------------------------------------------------------------------------- reductions
+
+def emit_reduce(ctx: KernelContext, node: Node) -> None:
+    """sum/mean over axes: zero the output, accumulate, scale by 1/count for mean.
+
+    When the innermost axis is reduced, it is summed in a register with reassociation allowed
+    (the vectorizer then keeps several partial sums: a blocked summation).
+    """
+    b, g = ctx.b, ctx.g
+    x = node.inputs[0]
+    xt = g[x].type
+    t = LL[node.type.dtype]
+    axes = normalize_axes(node.op, node.attr("axes"), xt.rank)
+    out_count = ctx.count(node.type.shape)
+    zero = ir.Constant(t, 0.0)
+    with loop(b, out_count, name="z") as i:
+        ctx.store(node.name, i, zero)
+    if xt.rank == 0:
+        ctx.store(node.name, i64(0), ctx.load(x, i64(0)))
+    else:
+        kept = [d for k, d in enumerate(xt.shape) if k not in axes]
+        kept_strides = ctx.strides(kept, kept)
+        out_strides: list = []
+        j = 0
+        for k in range(xt.rank):
+            if k in axes:
+                out_strides.append(None)
+            else:
+                out_strides.append(kept_strides[j])
+                j += 1
+        x_strides = ctx.strides(xt.shape, xt.shape)
+        last = xt.rank - 1
+        acc = None
+        if last in axes:
+            with b.goto_entry_block():
+                acc = b.alloca(t, name="acc")
+
+        def rec(axis: int, xi: ir.Value, oi: ir.Value) -> None:
+            if axis == last:
+                if last in axes:
+                    b.store(zero, acc)
+                    with loop(b, ctx.dim(xt.shape[axis]), name=f"r{axis}") as i:
+                        v = ctx.load(x, b.add(xi, i, flags=("nsw",)))
+                        b.store(b.fadd(b.load(acc, typ=t), v, flags=("reassoc", "nsz")), acc)
+                    p = b.gep(ctx.ptr(node.name), [oi], inbounds=True, source_etype=t)
+                    b.store(b.fadd(b.load(p, typ=t), b.load(acc, typ=t)), p)
+                else:
+                    with loop(b, ctx.dim(xt.shape[axis]), name=f"r{axis}") as i:
+                        v = ctx.load(x, b.add(xi, i, flags=("nsw",)))
+                        p = b.gep(ctx.ptr(node.name), [b.add(oi, i, flags=("nsw",))], inbounds=True,
+                                  source_etype=t)
+                        b.store(b.fadd(b.load(p, typ=t), v), p)
+                return
+            with loop(b, ctx.dim(xt.shape[axis]), name=f"r{axis}") as i:
+                nxi = b.add(xi, b.mul(i, x_strides[axis], flags=("nsw",)), flags=("nsw",))
+                s = out_strides[axis]
+                noi = oi if s is None else b.add(oi, b.mul(i, s, flags=("nsw",)), flags=("nsw",))
+                rec(axis + 1, nxi, noi)
+
+        rec(0, i64(0), i64(0))
+    if node.op == "mean":
+        c = ctx.count([xt.shape[a] for a in axes])
+        inv = b.fdiv(ir.Constant(t, 1.0), b.sitofp(c, t), name="inv_count")
+        with loop(b, out_count, name="m") as i:
+            p = b.gep(ctx.ptr(node.name), [i], inbounds=True, source_etype=t)
+            b.store(b.fmul(b.load(p, typ=t), inv), p)
+    b.ret_void()
+
+
+# ---------------------------------------------------------------------------- row-wise
+
+def _row_max_sum(ctx: KernelContext, z: str, row: ir.Value, cols: ir.Value, t: ir.Type):
+    """(max_j z[row, j], sum_j exp(z[row, j] - max)) with two passes over the row."""
+    b = ctx.b
+    base = b.mul(row, cols, flags=("nsw",))
+    with b.goto_entry_block():
+        mx = b.alloca(t, name="row_max")
+        sm = b.alloca(t, name="row_sum")
+    b.store(ir.Constant(t, float("-inf")), mx)
+    with loop(b, cols, name="c0") as c:
+        v = ctx.load(z, b.add(base, c))
+        b.store(vmath.fmax(b, b.load(mx, typ=t), v), mx)
+    m = b.load(mx, typ=t, name="m")
+    b.store(ir.Constant(t, 0.0), sm)
+    with loop(b, cols, name="c1") as c:
+        v = ctx.load(z, b.add(base, c))
+        e = vmath.exp(b, b.fsub(v, m))
+        b.store(b.fadd(b.load(sm, typ=t), e, flags=("reassoc", "nsz")), sm)
+    return base, m, b.load(sm, typ=t, name="s")
+
+
+def emit_softmax(ctx: KernelContext, node: Node) -> None:
+    b = ctx.b
+    t = LL[node.type.dtype]
+    rows, cols = (ctx.dim(d) for d in node.type.shape)
+    x = node.inputs[0]
+    with loop(b, rows, name="row") as r:
+        base, m, s = _row_max_sum(ctx, x, r, cols, t)
+        inv = b.fdiv(ir.Constant(t, 1.0), s)
+        with loop(b, cols, name="c2") as c:
+            i = b.add(base, c)
+            ctx.store(node.name, i, b.fmul(vmath.exp(b, b.fsub(ctx.load(x, i), m)), inv))
+    b.ret_void()
+
+
+def _label(ctx: KernelContext, labels: str, r: ir.Value, cols: ir.Value):
+    """(label as i64 clamped into range, i1 whether it was in range): no read out of bounds."""
+    b = ctx.b
+    lab = b.sext(ctx.load(labels, r), I64)
+    ok = b.and_(b.icmp_signed(">=", lab, i64(0)), b.icmp_signed("<", lab, cols))
+    return b.select(ok, lab, i64(0)), ok
+
+
+def emit_softmax_cross_entropy(ctx: KernelContext, node: Node) -> None:
+    """loss = sum_r (m_r + log s_r - z[r, label_r]) / rows, accumulated in float64.
+
+    A label out of range makes the loss NaN (never an out-of-bounds read).
+    """
+    b = ctx.b
+    z, labels = node.inputs
+    t = LL[node.type.dtype]
+    d = ir.DoubleType()
+    rows, cols = (ctx.dim(dd) for dd in ctx.g[z].type.shape)
+    with b.goto_entry_block():
+        acc = b.alloca(d, name="loss_acc")
+    b.store(ir.Constant(d, 0.0), acc)
+    with loop(b, rows, name="row") as r:
+        base, m, s = _row_max_sum(ctx, z, r, cols, t)
+        lab, ok = _label(ctx, labels, r, cols)
+        zl = ctx.load(z, b.add(base, lab))
+        term = b.fsub(b.fadd(m, vmath.log(b, s)), zl)
+        term = b.select(ok, term, ir.Constant(t, float("nan")))
+        b.store(b.fadd(b.load(acc, typ=d), b.fpext(term, d) if t != d else term), acc)
+    mean = b.fdiv(b.load(acc, typ=d), b.sitofp(rows, d))
+    ctx.store(node.name, i64(0), b.fptrunc(mean, t) if t != d else mean)
+    b.ret_void()
+
+
+def emit_softmax_cross_entropy_grad(ctx: KernelContext, node: Node) -> None:
+    """dz[r, j] = (softmax(z[r])_j - [j == label_r]) * dy / rows."""
+    b = ctx.b
+    z, labels, dy = node.inputs
+    t = LL[node.type.dtype]
+    rows, cols = (ctx.dim(dd) for dd in node.type.shape)
+    dyv = ctx.inline_value(ctx.g[dy]) if is_inline(ctx.sched, dy) else ctx.load(dy, i64(0))
+    scale = b.fdiv(dyv, b.sitofp(rows, t), name="scale")
+    with loop(b, rows, name="row") as r:
+        base, m, s = _row_max_sum(ctx, z, r, cols, t)
+        inv = b.fmul(b.fdiv(ir.Constant(t, 1.0), s), scale)
+        lab, ok = _label(ctx, labels, r, cols)
+        with loop(b, cols, name="c2") as c:
+            i = b.add(base, c)
+            p = b.fmul(vmath.exp(b, b.fsub(ctx.load(z, i), m)), inv)
+            ctx.store(node.name, i, p)
+        i = b.add(base, lab)
+        bad = ir.Constant(t, float("nan"))
+        ctx.store(node.name, i, b.select(ok, b.fsub(ctx.load(node.name, i), scale), bad))
+    b.ret_void()
+
+
+# ---------------------------------------------------------------------------- matmul
+
+def emit_matmul(ctx: KernelContext, kernel: Kernel, gemm_for) -> None:
+    """GEMM with the rest of the kernel (bias add, activation, ...) as its epilogue."""
+    g, b = ctx.g, ctx.b
+    nodes = [g[x] for x in kernel.nodes]
+    mm, tail = nodes[0], nodes[1:]
+    if mm.op != "matmul":
+        raise CodegenError(f"kernel {kernel.name}: a matmul kernel must start with the matmul")
+    out = nodes[-1].name
+    members = set(kernel.nodes)
+    a, w = mm.inputs
+    ta, tb = bool(mm.attr("transpose_a")), bool(mm.attr("transpose_b"))
+    at = g[a].type
+    m_dim, n_dim = mm.type.shape
+    k_dim = at.shape[0] if ta else at.shape[1]
+    ext: list[str] = []
+    for nd in tail:
+        if nd.type.shape != mm.type.shape:
+            raise CodegenError(f"kernel {kernel.name}: epilogue node {nd.name} changes the shape")
+        for i in (nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs):
+            if i not in members and i not in ext:
+                ext.append(i)
+    dtype = mm.type.dtype
+    fn, extra = gemm_for(kernel, dtype, ta, tb, tail, ext)
+    args = [ctx.dim(m_dim), ctx.dim(n_dim), ctx.dim(k_dim), ctx.ptr(a), ctx.ptr(w), ctx.ptr(out)]
+    for v in extra:
+        args.append(ctx.inline_value(g[v]) if is_inline(ctx.sched, v) else ctx.ptr(v))
+    b.call(fn, args)
+    b.ret_void()
+
+
+def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: set[str]):
+    """The epilogue callable for emit_gemm: applies ``tail`` to the accumulator (scalar or vector).
+
+    External operands arrive as extra GEMM arguments (pointers, or scalar values when inline).
+    """
+    n_cols = mm.type.shape[1]
+
+    def epilogue(b: ir.IRBuilder, acc: ir.Value, i: ir.Value, j: ir.Value, extra: list[ir.Value]):
+        vals: dict[str, ir.Value] = {mm.name: acc}
+        lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 0
+        scal = LL[mm.type.dtype]
+        vec = acc.type
+        for v, arg in zip(ext, extra):
+            vt = g[v].type
+            if v in inline:
+                x = arg
+                vals[v] = _splat(b, x, lanes) if lanes else x
+                continue
+            rs, cs = _matrix_strides(vt.shape, n_cols)
+            idx: ir.Value = i64(0)
+            if rs is not None:
+                idx = b.mul(i, rs if isinstance(rs, ir.Value) else i64(rs))
+            if cs == 1:
+                idx = b.add(idx, j)
+            p = b.gep(arg, [idx], inbounds=True, source_etype=scal)
+            if lanes and cs == 1:
+                vals[v] = b.load(p, typ=vec, align=4)
+            else:
+                x = b.load(p, typ=scal)
+                vals[v] = _splat(b, x, lanes) if lanes else x
+        for nd in tail:
+            ops = nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs
+            vals[nd.name] = lower_elementwise(b, nd, [vals[o] for o in ops], llname(nd.name))
+        return vals[tail[-1].name] if tail else acc
+
+    return epilogue
+
+
+def _splat(b: ir.IRBuilder, x: ir.Value, lanes: int) -> ir.Value:
+    vt = ir.VectorType(x.type, lanes)
+    v = b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
+    return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
+
+
+def _matrix_strides(shape, n_cols) -> tuple:
+    """(row stride, column stride) of an operand broadcast against an [M, n_cols] matrix."""
+    if len(shape) == 0 or all(d == 1 for d in shape):
+        return None, None
+    if len(shape) == 1:
+        return None, 1
+    rows, cols = shape
+    if cols == 1:
+        return 1, None
+    if rows == 1:
+        return None, 1
+    return n_cols, 1

@@ -1,0 +1,151 @@
+"""Build one LLVM module for a model: a function per kernel and an entry point per schedule."""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from graphc.ir.errors import CodegenError
+from graphc.ir.passes.schedule import Kernel, Schedule
+
+from . import kernels as K
+from .kernels import ENTRY_TYPE, LL, PTR, KernelContext, epilogue_for, storage_key
+from .loops import I64, i64, loop
+from .target import vector_width
+
+
+class ModuleBuilder:
+    """Accumulates entry points (``NAME_train_step``, ``NAME_infer``, ...) into one ir.Module."""
+
+    def __init__(self, name: str, *, target_cpu: str = "native") -> None:
+        self.name = name
+        self.module = ir.Module(name=name)
+        self.vector_width = vector_width(target_cpu)
+        self.entries: dict[str, Schedule] = {}
+
+    def add_entry(self, entry: str, sched: Schedule) -> ir.Function:
+        """Emit ``int32_t NAME_entry(params, state, workspace, inputs, outputs, n)``."""
+        fname = f"{self.name}_{entry}"
+        self.entries[entry] = sched
+        fn = ir.Function(self.module, ENTRY_TYPE, name=fname)
+        params, state, ws, inputs, outputs, n = fn.args
+        for a, nm in zip(fn.args, ("params", "state", "workspace", "inputs", "outputs", "n")):
+            a.name = nm
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        cache: dict[tuple, ir.Value] = {}
+
+        def base(v: str) -> ir.Value:
+            buf = sched.buffers[v]
+            key = storage_key(buf)
+            if key in cache:
+                return cache[key]
+            if buf.region in ("input", "output"):
+                arr = inputs if buf.region == "input" else outputs
+                p = b.load(b.gep(arr, [i64(buf.slot)], source_etype=PTR), typ=PTR, name=f"{buf.region}{buf.slot}")
+            else:
+                root = {"param": params, "state": state, "grad": ws, "arena": ws}[buf.region]
+                off: ir.Value = i64(buf.offset)
+                if buf.offset_row:
+                    off = b.add(off, b.mul(n, i64(buf.offset_row)))
+                p = b.gep(root, [off], inbounds=True, source_etype=ir.IntType(8), name=K.llname(v))
+            cache[key] = p
+            return p
+
+        def out_ptr(spec: str) -> ir.Value:
+            slot = int(spec.split(":")[1])
+            return b.load(b.gep(outputs, [i64(slot)], source_etype=PTR), typ=PTR, name=f"output{slot}")
+
+        for kernel in sched.kernels:
+            kfn, values, extra_ptrs = self._emit_kernel(fname, sched, kernel, out_ptr_needed=kernel.kind == "copy")
+            args = []
+            seen = []
+            for v in values:
+                buf = sched.buffers[v]
+                if buf.region in ("inline", "fused"):
+                    continue
+                k = storage_key(buf)
+                if k not in seen:
+                    seen.append(k)
+                    args.append(base(v))
+            if kernel.kind == "copy":
+                dst = kernel.copy_to
+                args.append(out_ptr(dst) if dst.startswith("output:") else base(dst))
+            b.call(kfn, args + [n])
+        b.ret(ir.Constant(ir.IntType(32), 0))
+        return fn
+
+    def _emit_kernel(self, prefix: str, sched: Schedule, kernel: Kernel, out_ptr_needed: bool):
+        g = sched.graph
+        values: list[str] = []
+        for name in kernel.nodes:
+            nd = g[name]
+            for i in nd.inputs:
+                if i not in values:
+                    values.append(i)
+            values.append(name)
+        fname = f"{prefix}.{kernel.name}"
+        if kernel.kind == "copy":
+            src = kernel.nodes[0]
+            ctx = KernelContext(self.module, fname, sched, [src], extra_ptrs=1)
+            K.emit_copy(ctx, src, ctx.extra[0], ctx.count(g[src].type.shape))
+            return ctx.fn, [src], ctx.extra
+        ctx = KernelContext(self.module, fname, sched, values)
+        node = g[kernel.nodes[0]]
+        if kernel.kind == "elementwise":
+            K.emit_elementwise(ctx, kernel)
+        elif kernel.kind == "matmul":
+            K.emit_matmul(ctx, kernel, lambda *a: self._gemm_for(fname, sched, *a))
+        elif kernel.kind == "reduce":
+            K.emit_reduce(ctx, node)
+        elif kernel.kind == "transpose":
+            K.emit_transpose(ctx, node)
+        elif kernel.kind == "reshape":
+            K.emit_copy(ctx, node.inputs[0], ctx.ptr(node.name), ctx.count(node.type.shape))
+        elif node.op == "softmax":
+            K.emit_softmax(ctx, node)
+        elif node.op == "softmax_cross_entropy":
+            K.emit_softmax_cross_entropy(ctx, node)
+        elif node.op == "softmax_cross_entropy_grad":
+            K.emit_softmax_cross_entropy_grad(ctx, node)
+        else:
+            raise CodegenError(f"no kernel for {kernel.kind} kernel {kernel.name} ({node.op})")
+        return ctx.fn, values, []
+
+    def _gemm_for(self, fname, sched, kernel, dtype, ta, tb, tail, ext):
+        """A GEMM function for this kernel: (M, N, K, A, B, C, extra operands of the epilogue)."""
+        g = sched.graph
+        inline = {v for v in ext if sched.buffers[v].region == "inline"}
+        extra_types = [LL[g[v].type.dtype] if v in inline else PTR for v in ext]
+        epi = epilogue_for(g, g[kernel.nodes[0]], tail, ext, inline)
+        fn = emit_gemm_with_extras(self.module, f"{fname}.gemm", dtype, ta, tb, epi, extra_types,
+                                   self.vector_width)
+        return fn, ext
+
+
+def emit_gemm_with_extras(module, name, dtype, ta, tb, epilogue, extra_types, vector_width):
+    """Simple reference GEMM (i-k-j loop order, contiguous inner loop) with an epilogue."""
+    t = LL[dtype]
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64, I64, PTR, PTR, PTR] + extra_types), name=name)
+    fn.linkage = "internal"
+    m, nn, kk, a, bb, c = fn.args[:6]
+    for p in (a, bb, c):
+        p.add_attribute("noalias")
+    extra = list(fn.args[6:])
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    zero = ir.Constant(t, 0.0)
+    with loop(b, m, name="i") as i:
+        crow = b.mul(i, nn)
+        with loop(b, nn, name="j0") as j:
+            b.store(zero, b.gep(c, [b.add(crow, j)], inbounds=True, source_etype=t))
+        with loop(b, kk, name="k") as k:
+            aidx = b.add(b.mul(k, m), i) if ta else b.add(b.mul(i, kk), k)
+            av = b.load(b.gep(a, [aidx], inbounds=True, source_etype=t), typ=t)
+            with loop(b, nn, name="j") as j:
+                bidx = b.add(b.mul(j, kk), k) if tb else b.add(b.mul(k, nn), j)
+                bv = b.load(b.gep(bb, [bidx], inbounds=True, source_etype=t), typ=t)
+                cp = b.gep(c, [b.add(crow, j)], inbounds=True, source_etype=t)
+                b.store(b.fadd(b.load(cp, typ=t), b.fmul(av, bv)), cp)
+        with loop(b, nn, name="j1") as j:
+            cp = b.gep(c, [b.add(crow, j)], inbounds=True, source_etype=t)
+            b.store(epilogue(b, b.load(cp, typ=t), i, j, extra), cp)
+    b.ret_void()
+    return fn

@@ -1,0 +1,107 @@
+"""Target machines, the LLVM optimization pipeline, and in-process JIT compilation."""
+
+from __future__ import annotations
+
+import functools
+import threading
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+from graphc.ir.errors import CodegenError
+
+_lock = threading.Lock()
+
+
+@functools.cache
+def _init() -> None:
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+
+
+def host_cpu() -> tuple[str, str]:
+    _init()
+    return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+
+
+CPU_PRESETS = {
+    # name: (LLVM cpu, extra features); x86-64-v3 = AVX2+FMA, v4 adds AVX-512.
+    "x86-64": ("x86-64", ""),
+    "x86-64-v2": ("x86-64-v2", ""),
+    "x86-64-v3": ("x86-64-v3", ""),
+    "x86-64-v4": ("x86-64-v4", ""),
+}
+
+
+def target_machine(cpu: str = "native", *, pic: bool = False) -> llvm.TargetMachine:
+    """An LLVM target machine for ``cpu``: "native" (the host, with its features) or an LLVM
+    CPU name such as "x86-64", "x86-64-v3", "znver3", "skylake-avx512"."""
+    _init()
+    target = llvm.Target.from_default_triple()
+    if cpu == "native":
+        name, features = host_cpu()
+    else:
+        name, features = CPU_PRESETS.get(cpu, (cpu, ""))
+    return target.create_target_machine(
+        cpu=name, features=features, opt=3, reloc="pic" if pic else "default", codemodel="jitdefault"
+        if not pic else "small"
+    )
+
+
+def vector_width(tm_cpu: str = "native") -> int:
+    """float32 lanes of the widest vector unit worth using (8 with AVX2, 16 with AVX-512, else 4)."""
+    if tm_cpu == "native":
+        _, feats = host_cpu()
+        if "+avx512f" in feats.split(","):
+            return 16
+        if "+avx2" in feats.split(",") or "+avx" in feats.split(","):
+            return 8
+        return 4
+    if tm_cpu in ("x86-64-v4", "skylake-avx512", "znver4"):
+        return 16
+    if tm_cpu in ("x86-64-v3", "haswell", "znver2", "znver3"):
+        return 8
+    return 4
+
+
+def optimize(module: ir.Module, tm: llvm.TargetMachine, name: str) -> llvm.ModuleRef:
+    """Parse, verify, optimize at O3 with the new pass manager, verify again."""
+    _init()
+    module.triple = tm.triple
+    module.data_layout = str(tm.target_data)
+    try:
+        mod = llvm.parse_assembly(str(module))
+        mod.verify()
+    except RuntimeError as e:
+        raise CodegenError(f"LLVM rejected the module for graph {name!r}: {e}") from None
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pto.loop_vectorization = True
+    pto.slp_vectorization = True
+    pb = llvm.create_pass_builder(tm, pto)
+    pm = pb.getModulePassManager()
+    pm.run(mod, pb)
+    try:
+        mod.verify()
+    except RuntimeError as e:
+        raise CodegenError(f"LLVM produced an invalid module for graph {name!r}: {e}") from None
+    return mod
+
+
+class JitModule:
+    """An optimized module compiled to machine code in this process (MCJIT)."""
+
+    def __init__(self, mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> None:
+        with _lock:
+            self.engine = llvm.create_mcjit_compiler(mod, tm)
+            self.engine.finalize_object()
+        self.module = mod
+        self.tm = tm
+
+    def address(self, name: str) -> int:
+        addr = self.engine.get_function_address(name)
+        if not addr:
+            raise CodegenError(f"no function {name!r} in the compiled module")
+        return addr
+
+    def asm(self) -> str:
+        return self.tm.emit_assembly(self.module)

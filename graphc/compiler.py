@@ -1,0 +1,129 @@
+"""The compiler driver: DSL tensors -> graphs (forward, training, inference) -> passes -> LLVM -> JIT."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from graphc.codegen.module import ModuleBuilder
+from graphc.codegen.target import JitModule, optimize, target_machine
+from graphc.ir.algorithms import ancestors
+from graphc.ir.autodiff import gradients
+from graphc.ir.builder import Builder
+from graphc.ir.errors import GraphcError
+from graphc.ir.graph import Graph
+from graphc.ir.passes.pipeline import PipelineResult, run_pipeline
+from graphc.ir.passes.schedule import Buffer, Schedule, align, schedule
+from graphc.ir.types import TensorType
+
+from .dsl import Tensor, collect_graph
+from .optim import Adam, Optimizer
+
+
+@dataclass
+class Program:
+    """Everything the compiler made for one model, stage by stage."""
+
+    name: str
+    forward: Graph                       # outputs + loss
+    training: Graph | None               # forward + backward + update (before passes)
+    inference: Graph                     # outputs only
+    grads: dict[str, str]
+    optimized: dict[str, PipelineResult] = field(default_factory=dict)
+    schedules: dict[str, Schedule] = field(default_factory=dict)
+    layout: dict[str, Buffer] = field(default_factory=dict)
+    param_bytes: int = 0
+    state_bytes: int = 0
+    feature_inputs: list[str] = field(default_factory=list)
+    label_inputs: list[str] = field(default_factory=list)
+    loss: str | None = None
+    loss_kind: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    llvm_ir: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    opt_level: int = 2
+
+
+def build_graphs(name: str, outputs: list[Tensor], loss: Tensor | None,
+                 optimizer: Optimizer | None) -> Program:
+    """Forward, training and inference graphs from DSL tensors (no passes yet)."""
+    if not outputs:
+        raise GraphcError("compile: give at least one output tensor")
+    for t in outputs + ([loss] if loss is not None else []):
+        if not isinstance(t, Tensor):
+            raise GraphcError(f"compile: outputs and loss must be graphc Tensors, got {type(t).__name__}")
+    out_names = [t.name for t in outputs]
+    fwd = collect_graph(name, outputs + ([loss] if loss is not None else []))
+    inference = collect_graph(name, outputs)
+    feature_inputs = [n.name for n in inference.inputs]
+    label_inputs = [n.name for n in fwd.inputs if n.name not in feature_inputs]
+    if any(n.name == "lr" for n in fwd.inputs):
+        raise GraphcError("the input name 'lr' is reserved for the learning rate")
+    prog = Program(name, fwd, None, inference, {}, feature_inputs=feature_inputs,
+                   label_inputs=label_inputs, outputs=out_names)
+    if loss is None:
+        return prog
+    if loss.type.shape != ():
+        raise GraphcError(f"compile: the loss must be a scalar, got {loss.type} ({loss.name})")
+    prog.loss = loss.name
+    prog.loss_kind = getattr(loss, "kind", None)
+    params = [p.name for p in fwd.params if p.name in ancestors(fwd, [loss.name])]
+    if not params:
+        raise GraphcError("compile: the loss depends on no parameter: nothing to train")
+    g, grads = gradients(fwd.with_(outputs=(loss.name,)), loss.name, params)
+    b = Builder(g, section="update", dtype=loss.dtype)
+    lr = b.source("input", "lr", TensorType((), loss.dtype))
+    step = b.source("state", "step", TensorType((), loss.dtype), {"init": "zeros"})
+    t = b.add(step, b.const(1.0))
+    optimizer = optimizer or Adam()
+    updates = [(step, t)] + optimizer.build(b, params, grads, lr, t)
+    prog.training = b.graph(name, (loss.name,), tuple(updates))
+    prog.grads = grads
+    return prog
+
+
+def make_layout(prog: Program) -> None:
+    """Offsets of params and states in their flat regions (64-byte aligned, graph order)."""
+    src = prog.training or prog.forward
+    off = {"param": 0, "state": 0}
+    for n in src.nodes:
+        if n.op in ("param", "state"):
+            size = n.type.size(1) * n.type.itemsize
+            prog.layout[n.name] = Buffer(n.name, n.op, off[n.op], 0, size)
+            off[n.op] += align(size)
+    prog.param_bytes, prog.state_bytes = off["param"], off["state"]
+
+
+def compile_program(prog: Program, *, opt_level: int = 2, target_cpu: str = "native",
+                    disabled_passes: tuple[str, ...] = (), verify_each: bool = False
+                    ) -> tuple[Program, ModuleBuilder]:
+    """Run the passes, plan memory and build the LLVM module (not yet machine code)."""
+    prog.opt_level = opt_level
+    make_layout(prog)
+    mb = ModuleBuilder(prog.name, target_cpu=target_cpu)
+    entries = {"infer": prog.inference}
+    if prog.training is not None:
+        entries["eval"] = prog.forward
+        entries["train_step"] = prog.training
+    for entry, g in entries.items():
+        t0 = time.perf_counter()
+        res = run_pipeline(g, opt_level, disabled=disabled_passes, verify_each=verify_each)
+        prog.optimized[entry] = res
+        grads = prog.grads if entry == "train_step" else {}
+        sched = schedule(res.graph, prog.layout, grads, reuse=opt_level >= 1)
+        prog.schedules[entry] = sched
+        mb.add_entry(entry, sched)
+        prog.timings[f"passes+schedule:{entry}"] = time.perf_counter() - t0
+    return prog, mb
+
+
+def jit(prog: Program, mb: ModuleBuilder, target_cpu: str = "native") -> JitModule:
+    t0 = time.perf_counter()
+    prog.llvm_ir = str(mb.module)
+    tm = target_machine(target_cpu)
+    mod = optimize(mb.module, tm, prog.name)
+    prog.timings["llvm_opt"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    jm = JitModule(mod, tm)
+    prog.timings["machine_code"] = time.perf_counter() - t1
+    return jm

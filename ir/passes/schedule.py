@@ -1,0 +1,275 @@
+"""Scheduling and static memory planning: kernels in order, liveness, buffers in one arena.
+
+A value lives in one of these regions:
+    param, state      the persistent flat regions (offsets fixed by the model's layout)
+    input, output     caller-owned buffers, passed as an array of pointers (index = slot)
+    grad              the gradients of the params, contiguous, at the front of the workspace
+    arena             intermediates; offset = fixed + row * N bytes, reused once dead
+    inline            constants and sizes, computed in registers where used (no memory)
+    fused             computed and consumed inside one kernel (no memory)
+
+The workspace is [grad | arena fixed part | arena per-row part x N]; its size for batch N is
+``workspace_bytes(N)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..graph import Graph, Node
+from ..ops import OPS
+
+ALIGN = 64
+INLINE_OPS = ("const", "size")
+STANDALONE_KINDS = ("matmul", "reduce", "rowwise")
+
+
+def align(x: int) -> int:
+    return (x + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """Where a value lives: region, slot/offset (bytes) as ``fixed + row * N``, and its size."""
+
+    value: str
+    region: str
+    offset: int = 0
+    offset_row: int = 0
+    size: int = 0
+    size_row: int = 0
+    slot: int = -1
+
+    def describe(self) -> str:
+        if self.region in ("input", "output"):
+            return f"{self.region}[{self.slot}]"
+        if self.region in ("inline", "fused"):
+            return self.region
+        off = f"{self.offset}" + (f"+{self.offset_row}*N" if self.offset_row else "")
+        size = f"{self.size}" + (f"+{self.size_row}*N" if self.size_row else "")
+        return f"{self.region}@{off} ({size} B)"
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A unit of generated code: ``nodes`` run in one loop nest; ``stores`` are written to memory."""
+
+    name: str
+    kind: str  # elementwise | matmul | reduce | rowwise | transpose | reshape | copy
+    nodes: tuple[str, ...]
+    stores: tuple[str, ...]
+    copy_to: str | None = None  # for kind "copy": the update target written from nodes[0]
+
+
+@dataclass
+class Schedule:
+    """The scheduled graph: kernels in execution order and a buffer for every value."""
+
+    graph: Graph
+    kernels: list[Kernel]
+    buffers: dict[str, Buffer]
+    grad_bytes: int
+    arena_fixed: int
+    arena_row: int
+    unplanned_fixed: int
+    unplanned_row: int
+    input_slots: list[str] = field(default_factory=list)
+    output_slots: list[str] = field(default_factory=list)
+
+    def workspace_bytes(self, n: int) -> int:
+        return self.grad_bytes + self.arena_fixed + self.arena_row * n
+
+    def peak_arena_bytes(self, n: int) -> int:
+        return self.arena_fixed + self.arena_row * n
+
+    def unplanned_bytes(self, n: int) -> int:
+        return self.unplanned_fixed + self.unplanned_row * n
+
+
+def kernel_kind(node: Node) -> str:
+    kind = OPS[node.op].kind
+    if node.op in ("transpose", "reshape"):
+        return node.op
+    return kind
+
+
+def form_kernels(g: Graph) -> list[list[Node]]:
+    """Nodes grouped into kernels in graph order: a fusion group is one kernel, others alone."""
+    groups: dict[str, list[Node]] = {}
+    order: list[list[Node]] = []
+    for n in g.nodes:
+        if n.op in ("input", "param", "state") or n.op in INLINE_OPS:
+            continue
+        if n.group is None:
+            order.append([n])
+        elif n.group in groups:
+            groups[n.group].append(n)
+        else:
+            groups[n.group] = [n]
+            order.append(groups[n.group])
+    return order
+
+
+def schedule(
+    g: Graph,
+    layout: dict[str, Buffer],
+    grads: dict[str, str] | None = None,
+    *,
+    reuse: bool = True,
+) -> Schedule:
+    """Order the kernels of ``g`` and give every value a buffer.
+
+    Args:
+        g: the (fused) graph; its node order is a valid execution order.
+        layout: the buffers of params and states (regions "param" and "state").
+        grads: param -> gradient value; these go to the contiguous "grad" region.
+        reuse: share arena memory between values whose lifetimes do not overlap (-O1 and up).
+    """
+    grads = grads or {}
+    kernels_nodes = form_kernels(g)
+    kernel_of: dict[str, int] = {}
+    for k, nodes in enumerate(kernels_nodes):
+        for n in nodes:
+            kernel_of[n.name] = k
+
+    buffers: dict[str, Buffer] = {}
+    input_slots = [n.name for n in g.inputs]
+    for i, name in enumerate(input_slots):
+        buffers[name] = Buffer(name, "input", slot=i)
+    for n in g.nodes:
+        if n.op in ("param", "state"):
+            if n.name not in layout:
+                raise KeyError(f"schedule: {n.op} {n.name} has no place in the model's layout")
+            buffers[n.name] = layout[n.name]
+        elif n.op in INLINE_OPS:
+            buffers[n.name] = Buffer(n.name, "inline")
+
+    # outputs: written straight into the caller's buffer unless the value has storage already
+    output_slots = list(g.outputs)
+    extra: list[Kernel] = []
+    direct_out: dict[str, int] = {}
+    for j, name in enumerate(output_slots):
+        if name in direct_out or name in buffers:
+            extra.append(Kernel(f"k_out{j}", "copy", (name,), (), copy_to=f"output:{j}"))
+        else:
+            direct_out[name] = j
+
+    readers: dict[str, set[int]] = {}
+    for k, nodes in enumerate(kernels_nodes):
+        for n in nodes:
+            for i in n.inputs:
+                if kernel_of.get(i) != k:
+                    readers.setdefault(i, set()).add(k)
+
+    # updates: in place when every reader of the old value runs no later than the writer
+    update_copies: list[Kernel] = []
+    in_place: dict[str, str] = {}
+    for target, value in g.updates:
+        vnode, tnode = g[value], g[target]
+        k = kernel_of.get(value)
+        ok = (
+            k is not None
+            and value not in direct_out
+            and value not in in_place
+            and vnode.type.shape == tnode.type.shape
+            and kernel_kind(vnode) == "elementwise"
+            and all(r <= k for r in readers.get(target, ()))
+            and all(
+                nd.type.shape == tnode.type.shape
+                for nd in kernels_nodes[k]
+                if target in nd.inputs
+            )
+        )
+        if ok:
+            in_place[value] = target
+        else:
+            update_copies.append(Kernel(f"k_upd_{target}", "copy", (value,), (), copy_to=target))
+
+    # which values must be stored
+    needed: set[str] = set(readers) | set(direct_out) | set(in_place)
+    needed |= {k.nodes[0] for k in extra + update_copies}
+
+    grad_bytes = 0
+    grad_values = {v: p for p, v in grads.items()}
+    intervals: list[tuple[str, int, int, int, int]] = []  # name, start, end, size, size_row
+    unplanned_fixed = unplanned_row = 0
+    for k, nodes in enumerate(kernels_nodes):
+        for n in nodes:
+            if n.name in buffers:
+                continue
+            if n.name not in needed:
+                buffers[n.name] = Buffer(n.name, "fused")
+            elif n.name in direct_out:
+                buffers[n.name] = Buffer(n.name, "output", slot=direct_out[n.name])
+            elif n.name in in_place:
+                tb = buffers[in_place[n.name]]
+                buffers[n.name] = Buffer(n.name, tb.region, tb.offset, tb.offset_row, tb.size,
+                                         tb.size_row, tb.slot)
+            elif n.name in grad_values and not n.type.is_batched:
+                size = n.type.size(1) * n.type.itemsize
+                buffers[n.name] = Buffer(n.name, "grad", grad_bytes, 0, size)
+                grad_bytes += align(size)
+            else:
+                per = n.type.elements_per_row() * n.type.itemsize
+                size, size_row = (0, per) if n.type.is_batched else (per, 0)
+                last = max(readers.get(n.name, {k}) | {k})
+                if n.name in {kk.nodes[0] for kk in extra + update_copies}:
+                    last = len(kernels_nodes) + len(extra) + len(update_copies)
+                intervals.append((n.name, k, last, size, size_row))
+                unplanned_fixed += align(size)
+                unplanned_row += align(size_row)
+
+    arena_fixed, fixed_off = _place([(nm, s, e, sz) for nm, s, e, sz, _ in intervals if sz], reuse)
+    arena_row, row_off = _place([(nm, s, e, sr) for nm, s, e, _, sr in intervals if sr], reuse)
+    for nm, _, _, sz, sr in intervals:
+        if sz:
+            buffers[nm] = Buffer(nm, "arena", grad_bytes + fixed_off[nm], 0, sz, 0)
+    for nm, _, _, sz, sr in intervals:
+        if sr:
+            buffers[nm] = Buffer(nm, "arena", grad_bytes + arena_fixed, row_off[nm], 0, sr)
+
+    kernels: list[Kernel] = []
+    for k, nodes in enumerate(kernels_nodes):
+        names = tuple(n.name for n in nodes)
+        stores = tuple(n for n in names if buffers[n].region != "fused")
+        kind = kernel_kind(nodes[0]) if len(nodes) == 1 else _group_kind(nodes)
+        kernels.append(Kernel(f"k{k}_{_slug(nodes[0])}", kind, names, stores))
+    kernels += extra + update_copies
+    return Schedule(g, kernels, buffers, grad_bytes, arena_fixed, arena_row, unplanned_fixed,
+                    unplanned_row, input_slots, output_slots)
+
+
+def _group_kind(nodes: list[Node]) -> str:
+    kinds = {kernel_kind(n) for n in nodes}
+    if "matmul" in kinds:
+        return "matmul"
+    if kinds == {"elementwise"}:
+        return "elementwise"
+    return "+".join(sorted(kinds))
+
+
+def _slug(n: Node) -> str:
+    return n.op
+
+
+def _place(items: list[tuple[str, int, int, int]], reuse: bool) -> tuple[int, dict[str, int]]:
+    """Greedy best-fit by size: each value at the lowest aligned offset free during its lifetime."""
+    placed: list[tuple[int, int, int, int]] = []  # offset, size, start, end
+    out: dict[str, int] = {}
+    peak = 0
+    for name, start, end, size in sorted(items, key=lambda t: (-t[3], t[1], t[0])):
+        size = align(size)
+        if not reuse:
+            out[name] = peak
+            peak += size
+            continue
+        busy = sorted((o, o + s) for o, s, st, en in placed if not (en < start or end < st))
+        off = 0
+        for lo, hi in busy:
+            if off + size <= lo:
+                break
+            off = max(off, hi)
+        out[name] = off
+        placed.append((off, size, start, end))
+        peak = max(peak, off + size)
+    return peak, out
