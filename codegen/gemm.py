@@ -442,6 +442,10 @@ class _GemmEmitter:
     ) -> list[ir.Value]:
         """Fold step(k, carried) over k in 0..count, unrolled `unroll` times plus a remainder."""
         b = self.b
+        if unroll == 1:
+            with _loop(b, self.const(0), count, 1, name=name, carried=init) as only:
+                only.carried = step(only.iv, only.carried)
+            return only.final
         stop = self.sub(count, unroll - 1)
         with _loop(b, self.const(0), stop, unroll, name=name, carried=init) as main:
             vals = main.carried
@@ -551,15 +555,15 @@ class _GemmEmitter:
                 # Edge sliver: clamp the index so the load stays in bounds, then select zero.
                 last = self.sub(nx, 1)
                 with _loop(b, self.const(0), kc, 1, name=f"{name}.ek") as ek:
-                    for x in range(R):
-                        xc = self.imin(self.const(x), last)
+                    with _loop(b, self.const(0), self.const(R), 1, name=f"{name}.ex") as ex:
+                        xc = self.imin(ex.iv, last)
                         if k_contiguous:
                             off = self.add(self.mul(xc, ld), ek.iv)
                         else:
                             off = self.add(self.mul(ek.iv, ld), xc)
                         v = self.load(self.at(src, off))
-                        v = b.select(b.icmp_signed("<", self.const(x), nx), v, self.zero(1))
-                        self.store(v, self.at(dst, self.add(self.mul(ek.iv, R), x)))
+                        v = b.select(b.icmp_signed("<", ex.iv, nx), v, self.zero(1))
+                        self.store(v, self.at(dst, self.add(self.mul(ek.iv, R), ex.iv)))
 
     def pack_transposed(
         self, src: ir.Value, ld: ir.Value, R: int, kc: ir.Value, dst: ir.Value, name: str
@@ -603,10 +607,12 @@ class _GemmEmitter:
         for vecs, lanes in widths:
             width = vecs * lanes
             with _loop(b, start, self.sub(self.N, width - 1), width, name=f"{tag}.j{width}") as jl:
-                self.direct_tile(i, jl.iv, rows, vecs, lanes)
+                self.direct_tile(i, jl.iv, rows, vecs, lanes, unroll=4 if vecs > 1 else 1)
             start = jl.iv
 
-    def direct_tile(self, i: ir.Value, j: ir.Value, rows: int, nv: int, lanes: int) -> None:
+    def direct_tile(
+        self, i: ir.Value, j: ir.Value, rows: int, nv: int, lanes: int, unroll: int
+    ) -> None:
         """C[i:i+rows, j:j+nv*lanes] over all of K, from unpacked A and B (B is [K, N])."""
         zeros = [self.zero(lanes)] * (rows * nv)
         a_rows = [self.add(i, r) for r in range(rows)]
@@ -621,7 +627,7 @@ class _GemmEmitter:
                     out[r * nv + v] = self.fma(a, bv[v], acc[r * nv + v])
             return out
 
-        acc = self.unrolled(self.K, zeros, step, unroll=4, name="dk")
+        acc = self.unrolled(self.K, zeros, step, unroll=unroll, name="dk")
         for r in range(rows):
             for v in range(nv):
                 jj = self.add(j, v * lanes)
