@@ -145,6 +145,9 @@ def _loop(
 
     The header phis dominate the exit, so state.iv and state.final hold the values the loop
     stopped with (iv is then the first index not visited, useful to start a remainder loop).
+    Every loop is marked so that LLVM neither vectorizes nor unrolls it: the hot loops are
+    already vectorized and unrolled as written, and doing it again to the outer loops and the
+    edge loops would multiply code size and compile time for no speed.
     """
     pre = b.block
     head = b.append_basic_block(f"{name}.head")
@@ -167,9 +170,24 @@ def _loop(
     iv.add_incoming(b.add(iv, ir.Constant(I64, step), name=f"{name}.next", flags=["nsw"]), latch)
     for phi, v in zip(phis, state.carried, strict=True):
         phi.add_incoming(v, latch)
-    b.branch(head)
+    latch_br = b.branch(head)
+    latch_br.set_metadata("llvm.loop", _loop_id(b.block.parent.module, name))
     b.position_at_end(done)
     state.final = list(phis)
+
+
+def _loop_id(module: ir.Module, name: str) -> ir.MDValue:
+    """A distinct loop ID: !{self, !{"graphc.loop", name}, vectorize.enable=0, unroll.disable}."""
+    no_vec = module.add_metadata(
+        [ir.MetaDataString(module, "llvm.loop.vectorize.enable"), ir.Constant(ir.IntType(1), 0)]
+    )
+    no_unroll = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
+    tag = module.add_metadata(
+        [ir.MetaDataString(module, "graphc.loop"), ir.MetaDataString(module, name)]
+    )
+    loop_id = module.add_metadata([None, tag, no_vec, no_unroll])
+    loop_id.operands = (loop_id, *loop_id.operands[1:])  # LLVM wants the ID to name itself
+    return loop_id
 
 
 # --------------------------------------------------------------------------------------------------
@@ -327,44 +345,98 @@ class _GemmEmitter:
 
     # -- finishing C -------------------------------------------------------------------------------
 
-    def finish(self, acc: ir.Value, i: ir.Value, j: ir.Value, load_old: bool, last: bool) -> None:
-        """C[i, j:j+W] = epilogue(acc (+ C_old)) when last, else acc (+ C_old)."""
+    def finish(
+        self, acc: ir.Value, i: ir.Value, j: ir.Value, load_old: ir.Value | bool, last: ir.Value | bool
+    ) -> None:
+        """C[i, j:j+W] = epilogue(acc (+ C_old)) when last, else acc (+ C_old).
+
+        The flags are Python bools, or i1 values tested at run time (edge tiles, where code size
+        matters more than a predictable branch).
+        """
         lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 1
         ptr = self.at(self.C, self.add(self.mul(i, self.N), j), name="c.ptr")
-        if load_old:
-            acc = self.b.fadd(acc, self.load(ptr, lanes, name="c.old"), name="c.sum")
-        if last and self.epilogue is not None:
-            acc = self.epilogue(self.b, acc, i, j)
-            if acc.type != self.vtype(lanes):
-                raise TypeError(f"emit_gemm {self.name}: epilogue returned {acc.type}")
+
+        def add_old(acc: ir.Value) -> ir.Value:
+            return self.b.fadd(acc, self.load(ptr, lanes, name="c.old"), name="c.sum")
+
+        def apply_epilogue(acc: ir.Value) -> ir.Value:
+            out = self.epilogue(self.b, acc, i, j)
+            if out.type != acc.type:
+                raise TypeError(f"emit_gemm {self.name}: epilogue returned {out.type} for {acc.type}")
+            return out
+
+        acc = self.maybe(load_old, add_old, acc)
+        if self.epilogue is not None:
+            acc = self.maybe(last, apply_epilogue, acc)
         self.store(acc, ptr)
+
+    def maybe(self, cond: ir.Value | bool, f: Callable[[ir.Value], ir.Value], x: ir.Value) -> ir.Value:
+        """f(x) if cond else x, decided now for a bool and at run time for an i1."""
+        if isinstance(cond, bool):
+            return f(x) if cond else x
+        before = self.b.block
+        with self.b.if_then(cond):
+            fx = f(x)
+            then = self.b.block
+        phi = self.b.phi(x.type)
+        phi.add_incoming(fx, then)
+        phi.add_incoming(x, before)
+        return phi
 
     # -- the function ------------------------------------------------------------------------------
 
+    def define(
+        self, suffix: str, extra: Sequence[tuple[str, ir.Type]], body: Callable[..., None]
+    ) -> ir.Function:
+        """An internal, never-inlined helper `name.suffix(M, N, K, A, B, C, *extra)`.
+
+        Splitting the kernel into a few functions keeps each one small for LLVM (compile time,
+        register allocation); the calls happen once per panel, not per tile.
+        """
+        saved = self.fn, self.b, self.fn.args
+        fnty = ir.FunctionType(ir.VoidType(), [I64] * 3 + [PTR] * 3 + [t for _, t in extra])
+        fn = ir.Function(self.module, fnty, name=f"{self.name}.{suffix}")
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        fn.attributes.add("nounwind")
+        names = ["M", "N", "K", "A", "B", "C", *(n for n, _ in extra)]
+        for arg, arg_name in zip(fn.args, names, strict=True):
+            arg.name = arg_name
+            if isinstance(arg.type, ir.PointerType):
+                arg.add_attribute("noalias")
+        self.fn, self.b = fn, ir.IRBuilder(fn.append_basic_block("entry"))
+        self.M, self.N, self.K, self.A, self.B, self.C = fn.args[:6]
+        body(*fn.args[6:])
+        self.b.ret_void()
+        self.fn, self.b, args = saved
+        self.M, self.N, self.K, self.A, self.B, self.C = args[:6]
+        return fn
+
+    def call(self, fn: ir.Function, *extra: ir.Value) -> None:
+        self.b.call(fn, [self.M, self.N, self.K, self.A, self.B, self.C, *extra])
+
     def emit(self) -> ir.Function:
         b, blk = self.b, self.blk
-        self.a_buf = b.alloca(ir.ArrayType(self.elem, blk.mc * blk.kc), name="a.packed")
-        self.b_buf = b.alloca(ir.ArrayType(self.elem, blk.nc * blk.kc), name="b.packed")
-        self.tile_buf = b.alloca(ir.ArrayType(self.elem, blk.mr * blk.nr), name="c.tile")
-        for buf in (self.a_buf, self.b_buf, self.tile_buf):
-            buf.align = 64
-            buf.type = PTR  # llvmlite still types an alloca as `[n x float]*`; LLVM has only `ptr`
-        empty = b.or_(b.icmp_signed("<=", self.M, self.const(0)), b.icmp_signed("<=", self.N, self.const(0)))
+        packed = self.define("packed", [], self.emit_packed)
+        if self.trans_a and self.trans_b:
+            direct = None  # tt is rare (no training product needs it): always packed
+        elif self.trans_b:
+            direct = self.define("direct", [], self.emit_direct_dot)
+        else:
+            direct = self.define("direct", [], self.emit_direct)
+        zero = self.const(0)
+        empty = b.or_(b.icmp_signed("<=", self.M, zero), b.icmp_signed("<=", self.N, zero))
         with b.if_then(empty, likely=False):
             b.ret_void()
-        direct_ok = not (self.trans_a and self.trans_b)
-        if direct_ok:
+        if direct is not None:
             small = b.icmp_signed("<=", self.M, self.const(blk.direct_max_m))
             with b.if_else(small) as (then, otherwise):
                 with then:
-                    if self.trans_b:
-                        self.emit_direct_dot()
-                    else:
-                        self.emit_direct()
+                    self.call(direct)
                 with otherwise:
-                    self.emit_packed()
+                    self.call(packed)
         else:
-            self.emit_packed()
+            self.call(packed)
         b.ret_void()
         return self.fn
 
@@ -372,6 +444,17 @@ class _GemmEmitter:
 
     def emit_packed(self) -> None:
         b, blk = self.b, self.blk
+        self.a_buf = b.alloca(ir.ArrayType(self.elem, blk.mc * blk.kc), name="a.packed")
+        self.b_buf = b.alloca(ir.ArrayType(self.elem, blk.nc * blk.kc), name="b.packed")
+        self.tile_buf = b.alloca(ir.ArrayType(self.elem, blk.mr * blk.nr), name="c.tile")
+        for buf in (self.a_buf, self.b_buf, self.tile_buf):
+            buf.align = 64
+            buf.type = PTR  # llvmlite still types an alloca as `[n x float]*`; LLVM has only `ptr`
+        sliver = [("x0", I64), ("nx", I64), ("pc", I64), ("kc", I64), ("dst", PTR)]
+        pack_a = self.define("pack_a", sliver, self.pack_a)
+        edge = [(n, I64) for n in ("i", "j", "mr", "nr", "load_old", "last")] + [("tile", PTR)]
+        self.store_edge_fn = self.define("store_edge", edge, self.store_edge)
+        pack_b = self.define("pack_b", sliver, self.pack_b)
         KC = self.const(blk.kc)
         # At least one K block, so that K == 0 still stores epilogue(0) (or C_old).
         kblocks = b.select(
@@ -394,14 +477,14 @@ class _GemmEmitter:
                 with _loop(b, self.const(0), nc, blk.nr, name="jp") as jp:
                     nr = self.imin(self.sub(nc, jp.iv), self.const(blk.nr))
                     dst = self.at(self.b_buf, self.mul(jp.iv, kc))
-                    self.pack_b(self.add(jc, jp.iv), nr, pc, kc, dst)
+                    self.call(pack_b, self.add(jc, jp.iv), nr, pc, kc, dst)
                 with _loop(b, self.const(0), self.M, blk.mc, name="ic") as ic_loop:
                     ic = ic_loop.iv
                     mc = self.imin(self.sub(self.M, ic), self.const(blk.mc), name="mc")
                     with _loop(b, self.const(0), mc, blk.mr, name="ip") as ip:
                         mr = self.imin(self.sub(mc, ip.iv), self.const(blk.mr))
                         dst = self.at(self.a_buf, self.mul(ip.iv, kc))
-                        self.pack_a(self.add(ic, ip.iv), mr, pc, kc, dst)
+                        self.call(pack_a, self.add(ic, ip.iv), mr, pc, kc, dst)
                     with _loop(b, self.const(0), nc, blk.nr, name="jr") as jr:
                         nr = self.imin(self.sub(nc, jr.iv), self.const(blk.nr), name="nr")
                         bp = self.at(self.b_buf, self.mul(jr.iv, kc), name="bp")
@@ -484,23 +567,34 @@ class _GemmEmitter:
                     for v in range(blk.nv):
                         ptr = self.at(self.tile_buf, self.const(r * blk.nr + v * L))
                         self.store(acc[r][v], ptr, L * self.size)
-                self.when([load_old, last], lambda lo, la: self.store_edge(i, j, mr, nr, lo, la))
+                flags = [b.zext(f, I64) if not isinstance(f, bool) else self.const(int(f))
+                         for f in (load_old, last)]
+                self.call(self.store_edge_fn, i, j, mr, nr, *flags, self.tile_buf)
 
     def store_edge(
-        self, i: ir.Value, j: ir.Value, mr: ir.Value, nr: ir.Value, load_old: bool, last: bool
+        self,
+        i: ir.Value,
+        j: ir.Value,
+        mr: ir.Value,
+        nr: ir.Value,
+        load_old: ir.Value,
+        last: ir.Value,
+        tile: ir.Value,
     ) -> None:
-        """Finish the valid mr x nr corner of the tile buffer: whole vectors, then scalars."""
+        """Finish the valid mr x nr corner of an MR x NR tile: whole vectors, then scalars."""
         b, blk, L = self.b, self.blk, self.blk.lanes
+        load_old = True if self.accumulate else b.trunc(load_old, ir.IntType(1))
+        last = b.trunc(last, ir.IntType(1))
         nr_vec = self.mul(b.sdiv(nr, self.const(L)), L) if L > 1 else self.const(0)
         with _loop(b, self.const(0), mr, 1, name="er") as er:
             row = self.mul(er.iv, blk.nr)
             ii = self.add(i, er.iv)
             if L > 1:
                 with _loop(b, self.const(0), nr_vec, L, name="ev") as ev:
-                    acc = self.load(self.at(self.tile_buf, self.add(row, ev.iv)), L, L * self.size)
+                    acc = self.load(self.at(tile, self.add(row, ev.iv)), L, L * self.size)
                     self.finish(acc, ii, self.add(j, ev.iv), load_old, last)
             with _loop(b, nr_vec, nr, 1, name="es") as es:
-                acc = self.load(self.at(self.tile_buf, self.add(row, es.iv)))
+                acc = self.load(self.at(tile, self.add(row, es.iv)))
                 self.finish(acc, ii, self.add(j, es.iv), load_old, last)
 
     # -- packing -----------------------------------------------------------------------------------
@@ -712,12 +806,12 @@ def optimize(module: ir.Module, target_machine) -> object:  # noqa: ANN001
 class JitGemm:
     """A gemm compiled in-process with MCJIT; call it with numpy arrays (C is written in place)."""
 
-    def __init__(self, target_machine=None, **config) -> None:  # noqa: ANN001, ANN003
+    def __init__(self, cpu: str | None = None, features: str | None = None, **config) -> None:  # noqa: ANN003
         import llvmlite.binding as llvm
 
         self.config = config
         self.dtype = np.float32 if config.get("dtype", "f32") == "f32" else np.float64
-        self.tm = target_machine or host_target_machine()
+        self.tm = host_target_machine(cpu, features)  # the engine takes it over: one per kernel
         module = ir.Module(name="gemm")
         module.triple = self.tm.triple
         module.data_layout = str(self.tm.target_data)

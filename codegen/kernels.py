@@ -19,7 +19,7 @@ from llvmlite import ir
 
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Graph, Node
-from graphc.ir.ops import normalize_axes
+from graphc.ir.ops import OPS, normalize_axes
 from graphc.ir.passes.schedule import Buffer, Kernel, Schedule
 from graphc.ir.types import BATCH
 
@@ -155,7 +155,7 @@ def emit_elementwise(ctx: KernelContext, kernel: Kernel) -> None:
             vals[v] = ctx.load(v, index_of(v))
         for nd in nodes:
             args = [vals[i] for i in (nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs)]
-            vals[nd.name] = lower_elementwise(b, nd, args, llname(nd.name))
+            vals[nd.name] = lower_elementwise(b, nd, args, llname(nd.name), index=out_index)
             if nd.name in kernel.stores:
                 ctx.store(nd.name, out_index, vals[nd.name])
 
@@ -199,6 +199,14 @@ def emit_copy(ctx: KernelContext, src: str, dst_ptr: ir.Value, count: ir.Value) 
     with loop(b, count, name="i") as i:
         x = ctx.load(src, i)
         b.store(x, b.gep(dst_ptr, [i], inbounds=True, source_etype=t))
+    b.ret_void()
+
+
+def emit_fill(ctx: KernelContext, dst: str, x: ir.Value, count: ir.Value) -> None:
+    """dst[i] = x for every element: a reshape of an inline value (a constant, a size)."""
+    b = ctx.b
+    with loop(b, count, name="i") as i:
+        ctx.store(dst, i, x)
     b.ret_void()
 
 
@@ -436,9 +444,16 @@ def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: s
             else:
                 x = b.load(p, typ=scal)
                 vals[v] = _splat(b, x, lanes) if lanes else x
+        flat = None  # the element's flat index in C, for lowerings that need one (dropout)
+        if isinstance(n_cols, int) and any(getattr(OPS[nd.op], "needs_index", False) for nd in tail):
+            flat = b.add(b.mul(i, i64(n_cols)), j)
+            if lanes:
+                vt = ir.VectorType(I64, lanes)
+                flat = b.add(_splat(b, flat, lanes), ir.Constant(vt, list(range(lanes))))
         for nd in tail:
             ops = nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs
-            vals[nd.name] = lower_elementwise(b, nd, [vals[o] for o in ops], llname(nd.name))
+            vals[nd.name] = lower_elementwise(b, nd, [vals[o] for o in ops], llname(nd.name),
+                                              index=flat)
         return vals[tail[-1].name] if tail else acc
 
     return epilogue

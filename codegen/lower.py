@@ -125,8 +125,66 @@ def _broadcast_to(b, node, a, name):
     return a[0]
 
 
-def lower_elementwise(b: ir.IRBuilder, node: Node, args: list[ir.Value], name: str) -> ir.Value:
+# ---------------------------------------------------------------------------- dropout
+
+def _int_const(ty: ir.Type, v: int) -> ir.Constant:
+    """An i64 constant (or vector of them) from an unsigned 64-bit value."""
+    v = v - (1 << 64) if v >= 1 << 63 else v
+    if isinstance(ty, ir.VectorType):
+        return ir.Constant(ty, [v] * ty.count)
+    return ir.Constant(ty, v)
+
+
+def _mix64(b: ir.IRBuilder, z: ir.Value, name: str) -> ir.Value:
+    """SplitMix64's finalizer (graphc.ir.ops.random.mix64) on i64 or <W x i64> values."""
+    from graphc.ir.ops.random import MIX1, MIX2
+
+    t = z.type
+    z = b.mul(b.xor(z, b.lshr(z, _int_const(t, 30))), _int_const(t, MIX1))
+    z = b.mul(b.xor(z, b.lshr(z, _int_const(t, 27))), _int_const(t, MIX2))
+    return b.xor(z, b.lshr(z, _int_const(t, 31)), name=name)
+
+
+@lowering("dropout")
+def _dropout(b, node, a, name, index=None):
+    """The integer SplitMix64 draw of ir/ops/random.py, bit for bit; ``index`` is the element's
+    flat index (i64, or a vector of consecutive indices when x is a vector)."""
+    from graphc.ir.ops.random import GAMMA, MASK64, mix64, threshold
+
+    x, step = a
+    if isinstance(step.type, ir.VectorType):
+        step = b.extract_element(step, ir.Constant(ir.IntType(32), 0))
+    i64t = ir.IntType(64)
+    p, seed, stream = node.attr("p"), node.attr("seed", 0), node.attr("stream", 0)
+    k0 = int(mix64((seed + stream * GAMMA) & MASK64))
+    s = b.fptosi(step, i64t, name=name + ".step")
+    key = _mix64(b, b.add(_int_const(i64t, k0), b.mul(s, _int_const(i64t, GAMMA))), name + ".key")
+    it = index.type
+    if isinstance(it, ir.VectorType):
+        vk = b.insert_element(ir.Constant(it, ir.Undefined), key, ir.Constant(ir.IntType(32), 0))
+        key = b.shuffle_vector(vk, ir.Constant(it, ir.Undefined),
+                               ir.Constant(ir.VectorType(ir.IntType(32), it.count), [0] * it.count))
+    ctr = b.add(key, b.mul(b.add(index, _int_const(it, 1)), _int_const(it, GAMMA)))
+    u = _mix64(b, ctr, name + ".u")
+    keep = b.icmp_unsigned(">=", b.lshr(u, _int_const(it, 40)), _int_const(it, threshold(p)),
+                           name=name + ".keep")
+    scaled = b.fmul(x, vmath.const_like(x.type, 1.0 / (1.0 - p)))
+    return b.select(keep, scaled, zero_like(x), name=name)
+
+
+_dropout.needs_index = True
+
+
+def lower_elementwise(b: ir.IRBuilder, node: Node, args: list[ir.Value], name: str,
+                      index: ir.Value | None = None) -> ir.Value:
+    """Lower one elementwise node; ``index`` (the element's flat index in the node's output,
+    i64 or a vector of them matching the operands) is passed to lowerings that need it."""
     fn = LOWERINGS.get(node.op)
     if fn is None:
         raise CodegenError(f"no elementwise lowering for op {node.op} (node {node.name})")
+    if getattr(fn, "needs_index", False):
+        if index is None:
+            raise CodegenError(f"{node.op} (node {node.name}) needs the element index, which this "
+                               f"kernel does not provide")
+        return fn(b, node, args, name, index)
     return fn(b, node, args, name)

@@ -22,6 +22,15 @@ class ModuleBuilder:
         self.vector_width = vector_width(target_cpu)
         self.entries: dict[str, Schedule] = {}
 
+    def add_epoch_entry(self, step_entry: str = "train_step") -> ir.Function:
+        """Emit ``NAME_train_epoch``: mini-batches gathered by an index array, each one a call of
+        ``NAME_<step_entry>`` (added before); ABI in ``codegen/epoch.py``."""
+        from .epoch import emit_train_epoch
+
+        step = self.module.get_global(f"{self.name}_{step_entry}")
+        return emit_train_epoch(self.module, f"{self.name}_train_epoch", step,
+                                self.entries[step_entry])
+
     def add_entry(self, entry: str, sched: Schedule) -> ir.Function:
         """Emit ``int32_t NAME_entry(params, state, workspace, inputs, outputs, n)``."""
         fname = f"{self.name}_{entry}"
@@ -98,6 +107,8 @@ class ModuleBuilder:
             K.emit_reduce(ctx, node)
         elif kernel.kind == "transpose":
             K.emit_transpose(ctx, node)
+        elif kernel.kind == "reshape" and K.is_inline(sched, node.inputs[0]):
+            K.emit_fill(ctx, node.name, ctx.inline_value(g[node.inputs[0]]), ctx.count(node.type.shape))
         elif kernel.kind == "reshape":
             K.emit_copy(ctx, node.inputs[0], ctx.ptr(node.name), ctx.count(node.type.shape))
         elif node.op == "softmax":

@@ -97,6 +97,25 @@ class JitModule:
         self.module = mod
         self.tm = tm
 
+    @classmethod
+    def from_object(cls, data: bytes, tm: llvm.TargetMachine,
+                    module: llvm.ModuleRef | None = None) -> "JitModule":
+        """Load machine code made by ``tm.emit_object`` (e.g. from the compile cache) into MCJIT,
+        through an engine created from an empty module (``ExecutionEngine.add_object_file``)."""
+        _init()
+        self = cls.__new__(cls)
+        empty = llvm.parse_assembly(f'target triple = "{tm.triple}"')
+        with _lock:
+            self.engine = llvm.create_mcjit_compiler(empty, tm)
+            self.engine.add_object_file(llvm.ObjectFileRef.from_data(data))
+            self.engine.finalize_object()
+        self.module = module
+        self.tm = tm
+        return self
+
+    def has(self, name: str) -> bool:
+        return bool(self.engine.get_function_address(name))
+
     def address(self, name: str) -> int:
         addr = self.engine.get_function_address(name)
         if not addr:
@@ -104,4 +123,7 @@ class JitModule:
         return addr
 
     def asm(self) -> str:
+        if self.module is None:
+            raise CodegenError("this module was loaded from the compile cache: no assembly to show "
+                               "(set GRAPHC_NO_CACHE=1 to compile it afresh)")
         return self.tm.emit_assembly(self.module)

@@ -68,7 +68,7 @@ def _int_like(ty: ir.Type, bits: int) -> ir.Type:
     return ir.VectorType(it, ty.count) if isinstance(ty, ir.VectorType) else it
 
 
-def const_like(ty: ir.Type, value: float | int) -> ir.Constant:
+def const_like(ty: ir.Type, value: float) -> ir.Constant:
     """A constant of type `ty`; for a vector type the value is splatted to every lane.
 
     Float constants are rounded to the element type (llvmlite rounds float32 constants to nearest).
@@ -182,7 +182,9 @@ def _pow2(b: ir.IRBuilder, n: ir.Value, ty: ir.Type, name: str) -> ir.Value:
     if _is_f64(ty):
         # AVX2 has no 64-bit arithmetic shift or double<->i64 conversion, so n stays i32 until here.
         n = b.sext(n, _int_like(ty, 64), name=f"{name}.n64")
-        bits = b.shl(b.add(n, const_like(n.type, 1023)), const_like(n.type, 52), name=f"{name}.bits")
+        bits = b.shl(
+            b.add(n, const_like(n.type, 1023)), const_like(n.type, 52), name=f"{name}.bits"
+        )
     else:
         bits = b.shl(b.add(n, const_like(n.type, 127)), const_like(n.type, 23), name=f"{name}.bits")
     return b.bitcast(bits, ty, name=name)
@@ -212,7 +214,9 @@ def exp(b: ir.IRBuilder, x: ir.Value, name: str = "") -> ir.Value:
     # Clamp so that n fits an i32 and both 2**k factors are normal; the ordered compare sends NaN
     # to `lo` (a finite value); the NaN is put back at the end.
     xc = b.select(b.fcmp_ordered(">", x, const_like(ty, lo)), x, const_like(ty, lo), name=f"{p}.xc")
-    xc = b.select(b.fcmp_ordered("<", xc, const_like(ty, hi)), xc, const_like(ty, hi), name=f"{p}.xc")
+    xc = b.select(
+        b.fcmp_ordered("<", xc, const_like(ty, hi)), xc, const_like(ty, hi), name=f"{p}.xc"
+    )
     t = b.fmul(xc, const_like(ty, 1.0 / math.log(2.0)), name=f"{p}.t")
     nf = _intrinsic(b, "rint", [t], f"{p}.nf")
     r = _fma(b, nf, const_like(ty, -ln2_hi), xc, f"{p}.r")
@@ -297,7 +301,10 @@ def _log_core(b: ir.IRBuilder, x: ir.Value, p: str) -> ir.Value:
     """log(x) for positive finite x (other inputs give unspecified finite or NaN values)."""
     ty = x.type
     kf, f = _reduce_log(b, x, p)
-    c = lambda v: const_like(ty, v)  # noqa: E731
+
+    def c(v: float) -> ir.Constant:
+        return const_like(ty, v)
+
     if not _is_f64(ty):
         z = b.fmul(f, f, name=f"{p}.z")
         y = _horner(b, f, _LOGF_P, f"{p}.poly")
@@ -324,8 +331,15 @@ def _log_specials(b: ir.IRBuilder, x: ir.Value, res: ir.Value, p: str) -> ir.Val
     ty = x.type
     inf = const_like(ty, math.inf)
     res = b.select(b.fcmp_ordered("==", x, inf), inf, res, name=f"{p}.inf")
-    res = b.select(b.fcmp_ordered("==", x, const_like(ty, 0.0)), const_like(ty, -math.inf), res, name=f"{p}.zero")
-    res = b.select(b.fcmp_ordered("<", x, const_like(ty, 0.0)), const_like(ty, math.nan), res, name=f"{p}.neg")
+    res = b.select(
+        b.fcmp_ordered("==", x, const_like(ty, 0.0)),
+        const_like(ty, -math.inf),
+        res,
+        name=f"{p}.zero",
+    )
+    res = b.select(
+        b.fcmp_ordered("<", x, const_like(ty, 0.0)), const_like(ty, math.nan), res, name=f"{p}.neg"
+    )
     return _select_nan(b, x, res, p)
 
 
@@ -385,7 +399,13 @@ def log1p(b: ir.IRBuilder, x: ir.Value, name: str = "") -> ir.Value:
 # ---------------------------------------------------------------------------------------------
 
 # Cephes tanhf: tanh(x) = x + x^3 P(x^2) for |x| < 0.625.
-_TANHF_P = [-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1, -3.33332819422e-1]
+_TANHF_P = [
+    -5.70498872745e-3,
+    2.06390887954e-2,
+    -5.37397155531e-2,
+    1.33314422036e-1,
+    -3.33332819422e-1,
+]
 # Cephes tanh.c: tanh(x) = x + x^3 P(x^2) / Q(x^2) for |x| < 0.625 (Q monic).
 _TANH_P = [-9.64399179425052238628e-1, -9.92877231001918586564e1, -1.61468768441708447952e3]
 _TANH_Q = [1.0, 1.12811678491632931402e2, 2.23548839060100448583e3, 4.84406305325125486048e3]

@@ -12,20 +12,26 @@ from __future__ import annotations
 from graphc.ir.errors import (ArgumentError, CheckpointError, CodegenError, GradError, GraphcError,
                               NumericsError, ParseError, ShapeError, VerifyError)
 from graphc.ir.graph import Graph
+from graphc.runtime.library import Library, load
 
 from .api import compile, compile_sequential
-from .dsl import (Dense, Sequential, Tensor, activation, add, binary_cross_entropy, const, dense,
-                  div, exp, input, log, matmul, maximum, mean, mean_squared_error, mul, neg, param,
-                  perceptron, relu, reshape, sigmoid, softmax, softmax_cross_entropy, softplus,
-                  sqrt, square, sub, sum, tanh, transpose)
-from .optim import SGD, Adam, Optimizer
+from .dsl import (Dense, Dropout, Sequential, Tensor, activation, add, binary_cross_entropy, const,
+                  dense, div, dropout, exp, input, log, matmul, maximum, mean, mean_squared_error,
+                  mul, neg, param, perceptron, relu, reshape, sigmoid, softmax,
+                  softmax_cross_entropy, softplus, sqrt, square, sub, sum, tanh, transpose)
+from .callbacks import (CosineAnnealingLR, EarlyStopping, ExponentialLR, LambdaLR,
+                        ReduceLROnPlateau, StepLR)
+from .optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SGD", "Adam", "ArgumentError", "CheckpointError", "CodegenError", "Dense", "GradError", "Graph",
+    "SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "ArgumentError", "CosineAnnealingLR", "Dropout",
+    "EarlyStopping", "ExponentialLR", "LambdaLR", "RMSprop", "ReduceLROnPlateau", "StepLR",
+    "dropout", "CheckpointError", "CodegenError", "Dense", "GradError", "Graph",
     "GraphcError", "NumericsError", "Optimizer", "ParseError", "Sequential", "ShapeError", "Tensor",
-    "VerifyError", "activation", "add", "binary_cross_entropy", "compile", "compile_sequential",
+    "VerifyError", "Library", "load", "activation", "add", "binary_cross_entropy", "compile",
+    "compile_sequential",
     "const", "dense", "div", "exp", "input", "log", "matmul", "maximum", "mean",
     "mean_squared_error", "mul", "neg", "param", "perceptron", "relu", "reshape", "sigmoid",
     "softmax", "softmax_cross_entropy", "softplus", "sqrt", "square", "sub", "sum", "tanh",

@@ -8,7 +8,7 @@ from graphc.ir.errors import GraphcError
 from graphc.runtime.model import Model
 
 from . import dsl
-from .compiler import build_graphs, compile_program, jit
+from .compiler import build_graphs, jit_cached, schedule_program
 from .optim import Optimizer
 
 
@@ -39,9 +39,9 @@ def compile(outputs: dsl.Tensor | list[dsl.Tensor], loss: dsl.Tensor | None = No
         raise GraphcError(f"opt_level must be 0, 1 or 2, got {opt_level!r}")
     outs = [outputs] if isinstance(outputs, dsl.Tensor) else list(outputs)
     prog = build_graphs(name, outs, loss, optimizer)
-    prog, mb = compile_program(prog, opt_level=opt_level, target_cpu=target_cpu,
-                               disabled_passes=disabled_passes, verify_each=verify_each)
-    jm = jit(prog, mb, target_cpu)
+    schedule_program(prog, opt_level=opt_level, disabled_passes=disabled_passes,
+                     verify_each=verify_each)
+    jm = jit_cached(prog, target_cpu)
     return Model(prog, jm, optimizer=optimizer, seed=seed)
 
 

@@ -6,12 +6,13 @@ import time
 from dataclasses import dataclass, field
 
 from graphc.codegen.module import ModuleBuilder
-from graphc.codegen.target import JitModule, optimize, target_machine
+from graphc.codegen.target import JitModule, host_cpu, optimize, target_machine
 from graphc.ir.algorithms import ancestors
 from graphc.ir.autodiff import gradients
 from graphc.ir.builder import Builder
 from graphc.ir.errors import GraphcError
 from graphc.ir.graph import Graph
+from graphc.ir.ops.random import strip_dropout
 from graphc.ir.passes.pipeline import PipelineResult, run_pipeline
 from graphc.ir.passes.schedule import Buffer, Schedule, align, schedule
 from graphc.ir.types import TensorType
@@ -54,12 +55,12 @@ def build_graphs(name: str, outputs: list[Tensor], loss: Tensor | None,
             raise GraphcError(f"compile: outputs and loss must be graphc Tensors, got {type(t).__name__}")
     out_names = [t.name for t in outputs]
     fwd = collect_graph(name, outputs + ([loss] if loss is not None else []))
-    inference = collect_graph(name, outputs)
+    inference = strip_dropout(collect_graph(name, outputs))  # dropout is the identity there
     feature_inputs = [n.name for n in inference.inputs]
     label_inputs = [n.name for n in fwd.inputs if n.name not in feature_inputs]
     if any(n.name == "lr" for n in fwd.inputs):
         raise GraphcError("the input name 'lr' is reserved for the learning rate")
-    prog = Program(name, fwd, None, inference, {}, feature_inputs=feature_inputs,
+    prog = Program(name, strip_dropout(fwd), None, inference, {}, feature_inputs=feature_inputs,
                    label_inputs=label_inputs, outputs=out_names)
     if loss is None:
         return prog
@@ -73,7 +74,8 @@ def build_graphs(name: str, outputs: list[Tensor], loss: Tensor | None,
     g, grads = gradients(fwd.with_(outputs=(loss.name,)), loss.name, params)
     b = Builder(g, section="update", dtype=loss.dtype)
     lr = b.source("input", "lr", TensorType((), loss.dtype))
-    step = b.source("state", "step", TensorType((), loss.dtype), {"init": "zeros"})
+    step = b.source("state", "step", TensorType((), loss.dtype), {"init": "zeros"}) \
+        if "step" not in b.types else "step"  # dropout reads the counter in the forward part
     t = b.add(step, b.const(1.0))
     optimizer = optimizer or Adam()
     updates = [(step, t)] + optimizer.build(b, params, grads, lr, t)
@@ -94,13 +96,11 @@ def make_layout(prog: Program) -> None:
     prog.param_bytes, prog.state_bytes = off["param"], off["state"]
 
 
-def compile_program(prog: Program, *, opt_level: int = 2, target_cpu: str = "native",
-                    disabled_passes: tuple[str, ...] = (), verify_each: bool = False
-                    ) -> tuple[Program, ModuleBuilder]:
-    """Run the passes, plan memory and build the LLVM module (not yet machine code)."""
+def schedule_program(prog: Program, *, opt_level: int = 2, disabled_passes: tuple[str, ...] = (),
+                     verify_each: bool = False) -> Program:
+    """Run the passes and plan memory for every entry (infer, eval, train_step)."""
     prog.opt_level = opt_level
     make_layout(prog)
-    mb = ModuleBuilder(prog.name, target_cpu=target_cpu)
     entries = {"infer": prog.inference}
     if prog.training is not None:
         entries["eval"] = prog.forward
@@ -110,14 +110,34 @@ def compile_program(prog: Program, *, opt_level: int = 2, target_cpu: str = "nat
         res = run_pipeline(g, opt_level, disabled=disabled_passes, verify_each=verify_each)
         prog.optimized[entry] = res
         grads = prog.grads if entry == "train_step" else {}
-        sched = schedule(res.graph, prog.layout, grads, reuse=opt_level >= 1)
-        prog.schedules[entry] = sched
-        mb.add_entry(entry, sched)
+        prog.schedules[entry] = schedule(res.graph, prog.layout, grads, reuse=opt_level >= 1)
         prog.timings[f"passes+schedule:{entry}"] = time.perf_counter() - t0
-    return prog, mb
+    return prog
+
+
+def build_module(prog: Program, target_cpu: str = "native") -> ModuleBuilder:
+    """The LLVM module of a scheduled Program: an entry per schedule, plus ``train_epoch``."""
+    t0 = time.perf_counter()
+    mb = ModuleBuilder(prog.name, target_cpu=target_cpu)
+    for entry, sched in prog.schedules.items():
+        mb.add_entry(entry, sched)
+    if "train_step" in prog.schedules:
+        mb.add_epoch_entry("train_step")
+    prog.timings["llvm_ir"] = time.perf_counter() - t0
+    return mb
+
+
+def compile_program(prog: Program, *, opt_level: int = 2, target_cpu: str = "native",
+                    disabled_passes: tuple[str, ...] = (), verify_each: bool = False
+                    ) -> tuple[Program, ModuleBuilder]:
+    """Run the passes, plan memory and build the LLVM module (not yet machine code)."""
+    schedule_program(prog, opt_level=opt_level, disabled_passes=disabled_passes,
+                     verify_each=verify_each)
+    return prog, build_module(prog, target_cpu)
 
 
 def jit(prog: Program, mb: ModuleBuilder, target_cpu: str = "native") -> JitModule:
+    """Optimize and compile ``mb`` to machine code in this process (no cache)."""
     t0 = time.perf_counter()
     prog.llvm_ir = str(mb.module)
     tm = target_machine(target_cpu)
@@ -126,4 +146,44 @@ def jit(prog: Program, mb: ModuleBuilder, target_cpu: str = "native") -> JitModu
     t1 = time.perf_counter()
     jm = JitModule(mod, tm)
     prog.timings["machine_code"] = time.perf_counter() - t1
+    return jm
+
+
+def jit_cached(prog: Program, target_cpu: str = "native") -> JitModule:
+    """Machine code for a scheduled Program: from the compile cache (graphc/cache.py) when it
+    holds this program for this target, else compiled (object file stored for next time).
+
+    ``prog.timings["cache"]`` is "hit", "miss" or "off".
+    """
+    from . import cache
+
+    if not cache.enabled():
+        prog.timings["cache"] = "off"
+        return jit(prog, build_module(prog, target_cpu), target_cpu)
+    t0 = time.perf_counter()
+    tm = target_machine(target_cpu)
+    name, features = host_cpu() if target_cpu == "native" else (target_cpu, "")
+    key = cache.cache_key(prog, (tm.triple, name, features))
+    data = cache.load(key)
+    if data is not None:
+        try:
+            jm = JitModule.from_object(data, tm)
+            if all(jm.has(f"{prog.name}_{e}") for e in prog.schedules):
+                prog.timings["cache"] = "hit"
+                prog.timings["cache_load"] = time.perf_counter() - t0
+                return jm
+        except RuntimeError:
+            pass
+        cache.discard(key)  # unreadable by MCJIT or missing entries: rebuild it
+    prog.timings["cache"] = "miss"
+    mb = build_module(prog, target_cpu)
+    t1 = time.perf_counter()
+    prog.llvm_ir = str(mb.module)
+    mod = optimize(mb.module, tm, prog.name)
+    prog.timings["llvm_opt"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    obj = tm.emit_object(mod)
+    jm = JitModule.from_object(obj, tm, module=mod)
+    prog.timings["machine_code"] = time.perf_counter() - t2
+    cache.store(key, obj)
     return jm

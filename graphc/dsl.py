@@ -176,6 +176,32 @@ def maximum(x: Tensor, y: Tensor) -> Tensor:
     return apply("maximum", x, y)
 
 
+def dropout(x: Tensor, p: float, *, seed: int = 0, name: str | None = None) -> Tensor:
+    """Inverted dropout: in training each element is kept with probability 1 - p and scaled by
+    1 / (1 - p); at evaluation, prediction and in exported inference code it is the identity.
+
+    The mask is a pure function of (seed, training step, this node, element index), drawn
+    inside the compiled kernel by a counter-based generator (SplitMix64; see
+    graphc.ir.ops.random), so the JIT, an exported training library and the reference
+    interpreter draw the same mask, and the backward pass reuses it.
+
+    Raises:
+        GraphcError: p outside [0, 1) or seed not an int in [0, 2^63).
+    """
+    import zlib
+
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p < 1:
+        raise GraphcError(f"dropout: p must be a number in [0, 1), got {p!r} ({_user_loc()})")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise GraphcError(f"dropout: seed must be an int in [0, 2^63), got {seed!r}")
+    if p == 0:
+        return x
+    name = name or _fresh()
+    step = Tensor(make_node("step", "state", (), TensorType((), x.dtype), {"init": "zeros"}))
+    return apply("dropout", x, step, name=name, p=float(p), seed=seed,
+                 stream=zlib.crc32(name.encode()))
+
+
 def matmul(a: Tensor, b: Tensor, *, transpose_a: bool = False, transpose_b: bool = False) -> Tensor:
     """``op(a) @ op(b)`` for 2-D tensors; shapes [M,K] @ [K,N] -> [M,N]."""
     return apply("matmul", a, b, transpose_a=transpose_a or None, transpose_b=transpose_b or None)
@@ -288,6 +314,19 @@ class Dense:
 
     def __repr__(self) -> str:
         return f"Dense({self.units}, activation={self.activation!r})"
+
+
+class Dropout:
+    """Layer object for Sequential: ``Dropout(p, seed=0)`` (see ``dropout``)."""
+
+    def __init__(self, p: float, *, seed: int = 0) -> None:
+        self.p, self.seed = p, seed
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, seed=self.seed)
+
+    def __repr__(self) -> str:
+        return f"Dropout({self.p})"
 
 
 class Sequential:

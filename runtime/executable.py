@@ -38,6 +38,10 @@ class Entry:
         self.out_arrays: list[np.ndarray] = []
         self.workspace = aligned_empty(0)
         self._ws_cap = -1
+        self._last: list[np.ndarray | None] = [None] * len(self.in_types)
+        # The call's pointer arguments, computed once (params/state never move).
+        self._args = [params.ctypes.data, state.ctypes.data, self.workspace.ctypes.data,
+                      ctypes.addressof(self.inputs), ctypes.addressof(self.outputs)]
 
     def prepare(self, n: int) -> None:
         """Allocate outputs and workspace for batch size ``n`` (no-op when already done)."""
@@ -46,6 +50,7 @@ class Entry:
         if n > self._ws_cap:
             self.workspace = aligned_empty(self.sched.workspace_bytes(n))
             self._ws_cap = n
+            self._args[2] = self.workspace.ctypes.data
         self.out_arrays = [np.empty(t.concrete(n), t.np_dtype) for t in self.out_types]
         for j, a in enumerate(self.out_arrays):
             self.outputs[j] = a.ctypes.data
@@ -64,15 +69,63 @@ class Entry:
                                        else " (not C-contiguous)"))
 
     def __call__(self, arrays: list[np.ndarray], n: int, *, checked: bool = True) -> list[np.ndarray]:
-        if n < 1:
-            raise ArgumentError(f"batch size must be >= 1, got {n}")
         if checked:
+            if n < 1:
+                raise ArgumentError(f"batch size must be >= 1, got {n}")
             self.check(arrays, n)
-        self.prepare(n)
+        if n != self._n:
+            self.prepare(n)
+        # Nothing is allocated per call: the pointer of an array seen by the last call is kept
+        # (the array is kept alive with it, so its memory cannot move or be freed meanwhile).
+        last = self._last
         for i, a in enumerate(arrays):
-            self.inputs[i] = a.ctypes.data
-        rc = self.fn(self.params.ctypes.data, self.state.ctypes.data, self.workspace.ctypes.data,
-                     ctypes.addressof(self.inputs), ctypes.addressof(self.outputs), n)
+            if a is not last[i]:
+                self.inputs[i] = a.ctypes.data
+                last[i] = a
+        rc = self.fn(self._args[0], self._args[1], self._args[2], self._args[3], self._args[4], n)
         if rc != 0:
             raise ArgumentError(f"native code returned error {rc}")
         return self.out_arrays
+
+
+EPOCH = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
+                         ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)
+
+
+class EpochEntry:
+    """``NAME_train_epoch`` (ABI in ``graphc.codegen.epoch``): one native call per epoch.
+
+    It shares the workspace and output buffers of the ``train_step`` Entry it wraps, and makes
+    exactly the calls of that entry a per-step loop makes on the same gathered rows.
+    """
+
+    def __init__(self, address: int, step: Entry) -> None:
+        self.fn = EPOCH(address)
+        self.step = step
+        slots = step.sched.input_slots
+        self.inputs = (ctypes.c_void_p * max(1, len(slots)))()
+        self.staging = (ctypes.c_void_p * max(1, len(slots)))()
+
+    def __call__(self, arrays: list[np.ndarray], staging: list[np.ndarray | None], n: int,
+                 order: np.ndarray, batch: int, losses: np.ndarray) -> np.ndarray:
+        """Run ``ceil(n / batch)`` steps over ``arrays`` (checked by the caller for ``n`` rows)
+        in the row order ``order`` (int64[n]); ``staging[i]`` holds ``batch`` rows of batched
+        input ``i``. Writes and returns ``losses`` (one per step, the loss's dtype)."""
+        steps = -(-n // batch)
+        if order.dtype != np.int64 or order.shape != (n,) or not order.flags.c_contiguous:
+            raise ArgumentError(f"order must be a contiguous int64[{n}] array")
+        if losses.shape != (steps,) or losses.dtype != self.step.out_types[0].np_dtype:
+            raise ArgumentError(f"losses must be {self.step.out_types[0].np_dtype}[{steps}]")
+        e = self.step
+        e.prepare(batch)
+        for i, a in enumerate(arrays):
+            self.inputs[i] = a.ctypes.data
+            st = staging[i]
+            self.staging[i] = st.ctypes.data if st is not None else None
+        rc = self.fn(e._args[0], e._args[1], e._args[2], ctypes.addressof(self.inputs), e._args[4], n,
+                     order.ctypes.data, batch, ctypes.addressof(self.staging), losses.ctypes.data)
+        if rc != 0:
+            raise ArgumentError(f"native code returned error {rc}"
+                                + (" (a row index outside the data)" if rc == 3 else ""))
+        return losses

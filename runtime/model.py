@@ -13,7 +13,7 @@ import numpy as np
 from graphc.ir.errors import ArgumentError, GraphcError
 
 from .buffers import aligned_empty, view
-from .executable import Entry
+from .executable import Entry, EpochEntry
 
 
 @dataclass
@@ -24,6 +24,7 @@ class History:
     metrics: dict[str, list[float]] = field(default_factory=dict)
     stopped_early: bool = False
     best_epoch: int | None = None
+    interrupted: bool = False  # fit stopped by KeyboardInterrupt (the epochs so far are kept)
 
     def __getitem__(self, key: str) -> list[float]:
         return self.metrics[key]
@@ -63,6 +64,12 @@ class Model:
                      self._state_region, owner=jit)
             for e, s in program.schedules.items()
         }
+        # A whole epoch in one native call, when the module has it (see fit).
+        self.epoch_entry: EpochEntry | None = None
+        if "train_step" in self.entries and hasattr(jit, "has") and jit.has(f"{program.name}_train_epoch"):
+            self.epoch_entry = EpochEntry(jit.address(f"{program.name}_train_epoch"),
+                                          self.entries["train_step"])
+        self.use_epoch_entry = True
         self.seed = seed
         self.initialize(seed)
 
@@ -103,6 +110,37 @@ class Model:
                 raise ArgumentError(f"set_weights: {k} expects shape {self.params[k].shape}, got {np.shape(v)}")
         for k, v in weights.items():
             self.params[k][...] = v
+
+    def save(self, path: str, *, extra: dict[str, Any] | None = None) -> str:
+        """Write parameters, optimizer state (step counter included) and lr to ``path`` (.npz).
+
+        Atomic (a temporary file renamed into place); no pickle. See graphc.runtime.checkpoint.
+        Raises CheckpointError when it cannot be written.
+        """
+        from .checkpoint import save
+
+        return save(self, path, extra=extra)
+
+    def load(self, path: str, *, weights_only: bool = False) -> dict[str, Any]:
+        """Restore what ``save`` wrote (only the parameters when ``weights_only``).
+
+        Everything is checked first: a missing, corrupted, truncated or mismatched file raises
+        CheckpointError and leaves the model unchanged. Returns the checkpoint's header.
+        """
+        from .checkpoint import load
+
+        return load(self, path, weights_only=weights_only)
+
+    def export(self, path: str, **options: Any) -> Any:
+        """Write this model (its current weights) as a shared library and C header.
+
+        ``options``: header, entries, weights ("embed" | "file"), weights_path, target_cpu,
+        emit ("obj" | "llvm" | "asm"), cc; see ``graphc.export.export_model``, which this
+        calls. Returns its ExportResult (paths written).
+        """
+        from graphc.export import export_model  # the driver lives above the runtime layer
+
+        return export_model(self, path, **options)
 
     # ------------------------------------------------------------------ data
 
@@ -254,7 +292,8 @@ class Model:
     def fit(self, x: Any, y: Any = None, *, epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
             shuffle: bool = True, seed: int = 0, verbose: int = 1,
-            callbacks: list[Any] = (), allow_nonfinite: bool = False) -> History:
+            callbacks: list[Any] = (), allow_nonfinite: bool = False,
+            initial_epoch: int = 0) -> History:
         """Train for ``epochs`` passes over the data in shuffled mini-batches.
 
         Every epoch draws a permutation from ``np.random.default_rng([seed, epoch])``; the last
@@ -274,6 +313,15 @@ class Model:
                 epoch)``, ``on_epoch_end(model, epoch, figures) -> bool`` (True stops training)
                 and ``on_train_end(model, history)``.
             allow_nonfinite: do not reject NaN/Inf in the features.
+            initial_epoch: the first epoch to run (as in Keras, ``epochs`` is the index of the
+                last epoch + 1): after loading a checkpoint saved after epoch k, continue with
+                ``fit(..., epochs=E, initial_epoch=k)`` to draw the same shuffling
+                permutations as an uninterrupted run.
+
+        ``model.history`` holds the History from the start: a KeyboardInterrupt stops training
+        after the current step (the parameters are those of the last finished step), marks
+        ``history.interrupted`` and returns; an exception raised by a callback propagates, with
+        ``model.history`` holding the epochs finished so far.
 
         Returns:
             History with per-epoch loss (and val_loss and metrics when validating).
@@ -288,6 +336,9 @@ class Model:
             raise ArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
         if not isinstance(epochs, int) or epochs < 0:
             raise ArgumentError(f"epochs must be an int >= 0, got {epochs!r}")
+        if not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:
+            raise ArgumentError(f"initial_epoch must be an int in 0..epochs ({epochs}), got {initial_epoch!r}"
+                                " (epochs counts from 0, as in Keras: epochs=4, initial_epoch=2 runs 2 more)")
         feeds, n = self._as_feeds(x, y, need_labels=True)
         self._validate(feeds, allow_nonfinite)
         if validation_split:
@@ -304,12 +355,14 @@ class Model:
             vfeeds, vn = self._as_feeds(*validation_data, need_labels=True)
             self._validate(vfeeds, allow_nonfinite)
         history = History()
+        self.history = history
         e = self.entries["train_step"]
         slots = e.sched.input_slots
         bs = min(batch_size, n)
         stage = {k: np.empty((bs,) + v.shape[1:], v.dtype) for k, v in feeds.items()}
         rest = n % bs
-        stage_rest = {k: np.empty((rest,) + v.shape[1:], v.dtype) for k, v in feeds.items()} if rest else {}
+        # The last partial batch uses the first rows of the same buffers, as the epoch entry does.
+        stage_rest = {k: v[:rest] for k, v in stage.items()} if rest else {}
         lr_arr = np.zeros((), dtype=e.in_types[slots.index("lr")].np_dtype)
 
         def arrays_for(st: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -319,18 +372,31 @@ class Model:
         e.check(full_arrays, bs)
         if rest:
             e.check(rest_arrays, rest)
+        # One native call per epoch unless a callback wants to run between batches.
+        epoch_entry = self.epoch_entry if self.use_epoch_entry and not any(
+            hasattr(cb, "on_batch_begin") or hasattr(cb, "on_batch_end") for cb in callbacks) else None
+        if epoch_entry is not None:
+            data_arrays = arrays_for(feeds)
+            e.check(data_arrays, n)
+            staging = [None if s == "lr" else stage[s] for s in slots]
+            losses = np.empty(-(-n // bs), e.out_types[0].np_dtype)
         for cb in callbacks:
             getattr(cb, "on_train_begin", lambda m: None)(self)
         progress = _Progress(verbose, epochs)
         try:
-            for epoch in range(epochs):
+            for epoch in range(initial_epoch, epochs):
                 for cb in callbacks:
                     getattr(cb, "on_epoch_begin", lambda m, ep: None)(self, epoch)
                 t0 = time.perf_counter()
                 order = (np.random.default_rng([seed, epoch]).permutation(n) if shuffle
                          else np.arange(n))
                 total = 0.0
-                for lo in range(0, n, bs):
+                if epoch_entry is not None:
+                    lr_arr[...] = self.lr
+                    epoch_entry(data_arrays, staging, n, order, bs, losses)
+                    for lo, loss in zip(range(0, n, bs), losses.tolist()):
+                        total += loss * min(bs, n - lo)
+                for lo in range(0, n, bs) if epoch_entry is None else ():
                     idx = order[lo:lo + bs]
                     st, arrays = (stage, full_arrays) if len(idx) == bs else (stage_rest, rest_arrays)
                     for k, v in feeds.items():
@@ -350,6 +416,11 @@ class Model:
                 if stop:
                     history.stopped_early = True
                     break
+        except KeyboardInterrupt:
+            history.interrupted = True
+            if verbose:
+                print(f"fit: interrupted after {len(history.epochs)} finished epoch(s); the parameters "
+                      "are those of the last finished step", file=sys.stderr, flush=True)
         finally:
             for cb in callbacks:
                 getattr(cb, "on_train_end", lambda m, h: None)(self, history)
@@ -372,7 +443,7 @@ class _Progress:
             return
         parts = [f"{k} {v:.4f}" for k, v in figures.items() if k != "seconds"]
         print(f"epoch {epoch + 1}/{self.epochs}  " + "  ".join(parts)
-              + f"  ({figures['seconds'] * 1e3:.0f} ms)", file=sys.stdout, flush=True)
+              + f"  ({figures['seconds'] * 1e3:.1f} ms)", file=sys.stdout, flush=True)
 
 
 del math, Callable

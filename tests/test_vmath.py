@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import llvmlite.binding as llvm
 import numpy as np
 import pytest
-from llvmlite import ir
-
 from graphc.codegen import vmath
+from llvmlite import ir
 
 llvm.initialize_native_target()
 llvm.initialize_native_asmprinter()
@@ -36,7 +35,9 @@ def _add_elementwise(module: ir.Module, fname: str, op: str, dtype: type) -> Non
     """Add `void fname(ptr noalias x, ptr noalias y, i64 n)`: y[i] = vmath.<op>(x[i])."""
     ft = LLTYPE[dtype]
     i64 = ir.IntType(64)
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.PointerType(), ir.PointerType(), i64]), fname)
+    fn = ir.Function(
+        module, ir.FunctionType(ir.VoidType(), [ir.PointerType(), ir.PointerType(), i64]), fname
+    )
     x, y, n = fn.args
     x.name, y.name, n.name = "x", "y", "n"
     x.add_attribute("noalias")
@@ -184,10 +185,26 @@ def max_error(got: np.ndarray, x: np.ndarray, op: str) -> float:
 
 # The bounds the docstrings state; measured maxima are a little below them.
 BOUND = {
-    np.float32: {"exp": 3e-7, "log": 3e-7, "log1p": 3e-7, "tanh": 5e-7, "sigmoid": 5e-7,
-                 "softplus": 5e-7, "sqrt": 6e-8, "fabs": 0.0},
-    np.float64: {"exp": 1e-13, "log": 1e-13, "log1p": 1e-13, "tanh": 1e-13, "sigmoid": 1e-13,
-                 "softplus": 1e-13, "sqrt": 1.2e-16, "fabs": 0.0},
+    np.float32: {
+        "exp": 3e-7,
+        "log": 3e-7,
+        "log1p": 3e-7,
+        "tanh": 5e-7,
+        "sigmoid": 5e-7,
+        "softplus": 5e-7,
+        "sqrt": 6e-8,
+        "fabs": 0.0,
+    },
+    np.float64: {
+        "exp": 1e-13,
+        "log": 1e-13,
+        "log1p": 1e-13,
+        "tanh": 1e-13,
+        "sigmoid": 1e-13,
+        "softplus": 1e-13,
+        "sqrt": 1.2e-16,
+        "fabs": 0.0,
+    },
 }
 DTYPES = [np.float32, np.float64]
 
@@ -224,13 +241,45 @@ def test_tanh_keeps_relative_accuracy_for_tiny_x(dtype: type) -> None:
 INF, NAN = np.inf, np.nan
 SPECIAL = {
     # op: [(x, expected)] exact for both dtypes; expected None means "large x" per dtype below.
-    "exp": [(-INF, 0.0), (INF, INF), (NAN, NAN), (0.0, 1.0), (-0.0, 1.0), (-1e4, 0.0), (1e4, INF),
-            (-2000.0, 0.0)],
-    "log": [(0.0, -INF), (-0.0, -INF), (-1.0, NAN), (-INF, NAN), (INF, INF), (NAN, NAN), (1.0, 0.0)],
-    "log1p": [(-1.0, -INF), (-2.0, NAN), (-INF, NAN), (INF, INF), (NAN, NAN), (0.0, 0.0),
-              (-0.0, -0.0)],
-    "tanh": [(INF, 1.0), (-INF, -1.0), (NAN, NAN), (1e4, 1.0), (-1e4, -1.0), (20.0, 1.0),
-             (-20.0, -1.0), (0.0, 0.0), (-0.0, -0.0)],
+    "exp": [
+        (-INF, 0.0),
+        (INF, INF),
+        (NAN, NAN),
+        (0.0, 1.0),
+        (-0.0, 1.0),
+        (-1e4, 0.0),
+        (1e4, INF),
+        (-2000.0, 0.0),
+    ],
+    "log": [
+        (0.0, -INF),
+        (-0.0, -INF),
+        (-1.0, NAN),
+        (-INF, NAN),
+        (INF, INF),
+        (NAN, NAN),
+        (1.0, 0.0),
+    ],
+    "log1p": [
+        (-1.0, -INF),
+        (-2.0, NAN),
+        (-INF, NAN),
+        (INF, INF),
+        (NAN, NAN),
+        (0.0, 0.0),
+        (-0.0, -0.0),
+    ],
+    "tanh": [
+        (INF, 1.0),
+        (-INF, -1.0),
+        (NAN, NAN),
+        (1e4, 1.0),
+        (-1e4, -1.0),
+        (20.0, 1.0),
+        (-20.0, -1.0),
+        (0.0, 0.0),
+        (-0.0, -0.0),
+    ],
     "sigmoid": [(INF, 1.0), (-INF, 0.0), (NAN, NAN), (1e4, 1.0), (-1e4, 0.0), (0.0, 0.5)],
     "softplus": [(INF, INF), (-INF, 0.0), (NAN, NAN), (1e4, 1e4), (-1e4, 0.0)],
     "sqrt": [(INF, INF), (-1.0, NAN), (NAN, NAN), (4.0, 2.0), (-0.0, -0.0)],
@@ -268,7 +317,9 @@ def test_exp_overflow_threshold_and_subnormal_results(dtype: type) -> None:
 def test_functions_never_nan_for_finite_input(dtype: type) -> None:
     info = np.finfo(dtype)
     x = np.linspace(-1.0, 1.0, 20_001) * float(info.max)
-    x = np.concatenate([x, [info.max, -info.max, info.tiny, -info.smallest_subnormal]]).astype(dtype)
+    x = np.concatenate([x, [info.max, -info.max, info.tiny, -info.smallest_subnormal]]).astype(
+        dtype
+    )
     assert np.isfinite(x).all()
     for op in ("exp", "tanh", "sigmoid", "softplus"):
         got = kernels(dtype)(op, x)

@@ -116,6 +116,7 @@ def schedule(
     grads: dict[str, str] | None = None,
     *,
     reuse: bool = True,
+    in_place_reuse: bool = True,
 ) -> Schedule:
     """Order the kernels of ``g`` and give every value a buffer.
 
@@ -124,6 +125,8 @@ def schedule(
         layout: the buffers of params and states (regions "param" and "state").
         grads: param -> gradient value; these go to the contiguous "grad" region.
         reuse: share arena memory between values whose lifetimes do not overlap (-O1 and up).
+        in_place_reuse: with ``reuse``, let an elementwise kernel write a result into the buffer
+            of an operand of the same type that dies in that kernel (see _in_place_aliases).
     """
     grads = grads or {}
     kernels_nodes = form_kernels(g)
@@ -179,6 +182,10 @@ def schedule(
                 for nd in kernels_nodes[k]
                 if target in nd.inputs
             )
+            # a GEMM accumulates in its output buffer before the epilogue reads the operands:
+            # an epilogue that reads the old value must not write it in place (found by graphc.fuzz)
+            and not (any(kernel_kind(nd) == "matmul" for nd in kernels_nodes[k])
+                     and any(target in nd.inputs for nd in kernels_nodes[k]))
         )
         if ok:
             in_place[value] = target
@@ -219,14 +226,16 @@ def schedule(
                 unplanned_fixed += align(size)
                 unplanned_row += align(size_row)
 
-    arena_fixed, fixed_off = _place([(nm, s, e, sz) for nm, s, e, sz, _ in intervals if sz], reuse)
-    arena_row, row_off = _place([(nm, s, e, sr) for nm, s, e, _, sr in intervals if sr], reuse)
+    alias = _in_place_aliases(g, kernels_nodes, intervals) if reuse and in_place_reuse else {}
+    merged = _merge_aliased(intervals, alias)
+    arena_fixed, fixed_off = _place([(nm, s, e, sz) for nm, s, e, sz, _ in merged if sz], reuse)
+    arena_row, row_off = _place([(nm, s, e, sr) for nm, s, e, _, sr in merged if sr], reuse)
     for nm, _, _, sz, sr in intervals:
+        root = alias.get(nm, nm)
         if sz:
-            buffers[nm] = Buffer(nm, "arena", grad_bytes + fixed_off[nm], 0, sz, 0)
-    for nm, _, _, sz, sr in intervals:
+            buffers[nm] = Buffer(nm, "arena", grad_bytes + fixed_off[root], 0, sz, 0)
         if sr:
-            buffers[nm] = Buffer(nm, "arena", grad_bytes + arena_fixed, row_off[nm], 0, sr)
+            buffers[nm] = Buffer(nm, "arena", grad_bytes + arena_fixed, row_off[root], 0, sr)
 
     kernels: list[Kernel] = []
     for k, nodes in enumerate(kernels_nodes):
@@ -237,6 +246,47 @@ def schedule(
     kernels += extra + update_copies
     return Schedule(g, kernels, buffers, grad_bytes, arena_fixed, arena_row, unplanned_fixed,
                     unplanned_row, input_slots, output_slots)
+
+
+def _in_place_aliases(g: Graph, kernels_nodes: list[list[Node]],
+                      intervals: list[tuple[str, int, int, int, int]]) -> dict[str, str]:
+    """Results of elementwise kernels that take over the arena buffer of a dying operand.
+
+    A kernel of kind "elementwise" loads every operand element before it stores the results of
+    that element (codegen.kernels.emit_elementwise), so a result may overwrite an operand that
+    has the same type (hence the same index in the loop) and whose last reader is this kernel.
+    Each operand buffer goes to at most one result. Returns result -> root value whose buffer
+    it shares (chains resolved).
+    """
+    info = {nm: (s, e) for nm, s, e, _, _ in intervals}
+    alias: dict[str, str] = {}
+    for k, nodes in enumerate(kernels_nodes):
+        if (kernel_kind(nodes[0]) if len(nodes) == 1 else _group_kind(nodes)) != "elementwise":
+            continue
+        members = {n.name for n in nodes}
+        taken: set[str] = set()
+        for n in nodes:
+            if n.name not in info or info[n.name][0] != k:
+                continue
+            cands = [x for nd in nodes for x in (nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs)
+                     if x not in members]
+            for x in cands:
+                if (x in info and x not in taken and info[x][1] == k and info[x][0] < k
+                        and g[x].type == n.type):
+                    root = alias.get(x, x)
+                    alias[n.name] = root
+                    taken.add(x)
+                    break
+    return alias
+
+
+def _merge_aliased(intervals: list[tuple[str, int, int, int, int]], alias: dict[str, str]
+                   ) -> list[tuple[str, int, int, int, int]]:
+    """The intervals with every alias folded into its root (which then lives until the last end)."""
+    end = {nm: e for nm, _, e, _, _ in intervals}
+    for nm, root in alias.items():
+        end[root] = max(end[root], end[nm])
+    return [(nm, s, end[nm], sz, sr) for nm, s, _, sz, sr in intervals if nm not in alias]
 
 
 def _group_kind(nodes: list[Node]) -> str:

@@ -1,0 +1,74 @@
+/* predict: run a graphc library's inference on rows read from stdin.
+ *
+ * Reads whitespace-separated numbers, MODEL_X_ROW_ELEMS per row, until end of input; prints
+ * one line per row with the model's outputs. With an argument, loads the weights from that
+ * file first (libraries built with --weights file).
+ *
+ *     graphc compile ../models.py:digits -o libdigits.so
+ *     cc -std=c99 -DMODEL_HEADER='"digits.h"' predict.c -L. -ldigits \
+ *        -Wl,-rpath,'$ORIGIN' -o predict
+ *     ./predict < rows.txt
+ */
+#define GRAPHC_MODEL_ALIASES
+#include MODEL_HEADER
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static int fail(const char *what, int rc) {
+    fprintf(stderr, "predict: %s: %s\n", what, model_strerror(rc));
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    model_ctx ctx;
+    float *x = NULL, *y = NULL;
+    int64_t cap = 0, count = 0, n, i, j;
+    float v;
+    int rc, status = 1;
+
+    while (scanf("%f", &v) == 1) {  /* all rows into one growing array */
+        if (count == cap) {
+            float *grown;
+            cap = cap ? 2 * cap : 1024;
+            grown = (float *)realloc(x, (size_t)cap * sizeof *x);
+            if (!grown) { free(x); fprintf(stderr, "predict: out of memory\n"); return 1; }
+            x = grown;
+        }
+        x[count++] = v;
+    }
+    n = count / MODEL_X_ROW_ELEMS;
+    if (n < 1 || count % MODEL_X_ROW_ELEMS) {
+        fprintf(stderr, "predict: expected rows of %ld numbers, read %ld numbers\n",
+                (long)MODEL_X_ROW_ELEMS, (long)count);
+        free(x);
+        return 1;
+    }
+    ctx.params_bytes = MODEL_PARAM_BYTES;
+    ctx.params = malloc((size_t)ctx.params_bytes);
+    ctx.state = NULL;                      /* inference only */
+    ctx.state_bytes = 0;
+    ctx.workspace_bytes = model_workspace_size(n);
+    ctx.workspace = malloc((size_t)ctx.workspace_bytes);
+    y = (float *)malloc((size_t)(n * MODEL_Y_ROW_ELEMS) * sizeof *y);
+    if (!ctx.params || !ctx.workspace || !y) { fprintf(stderr, "predict: out of memory\n"); goto done; }
+    if ((rc = model_init(&ctx)) != MODEL_OK) { status = fail("init", rc); goto done; }
+    if (argc > 1 && (rc = model_load_weights(&ctx, argv[1])) != MODEL_OK) {
+        status = fail(argv[1], rc);
+        goto done;
+    }
+    rc = model_infer(&ctx, n, x, n * MODEL_X_ROW_ELEMS, y, n * MODEL_Y_ROW_ELEMS);
+    if (rc != MODEL_OK) { status = fail("infer", rc); goto done; }
+    for (i = 0; i < n; i++) {
+        for (j = 0; j < MODEL_Y_ROW_ELEMS; j++)
+            printf(j ? " %.9g" : "%.9g", (double)y[i * MODEL_Y_ROW_ELEMS + j]);
+        printf("\n");
+    }
+    status = 0;
+done:
+    free(x);
+    free(y);
+    free(ctx.params);
+    free(ctx.workspace);
+    return status;
+}

@@ -1,0 +1,143 @@
+"""The compile cache: machine code of compiled models, keyed by their scheduled graphs and target.
+
+A second ``gc.compile`` of the same model finds the object file that the first one stored, and
+loads it into the JIT without running LLVM (no IR emission, no O3, no instruction selection).
+
+- Key: SHA-256 of the text of every scheduled graph (nodes, kernels, buffer plan, slots, the
+  parameter layout), the target (LLVM triple, CPU name, CPU features), the graphc version, the
+  llvmlite version and the source text of ``graphc.codegen`` (so an edited code generator never
+  serves machine code made by its old self).
+- Value: the object file of ``TargetMachine.emit_object``, with a header holding a magic
+  string and the SHA-256 of the payload; a file whose header or digest does not match is
+  ignored, deleted and rebuilt.
+- Place: ``$GRAPHC_CACHE_DIR``, else ``~/.cache/graphc``; ``GRAPHC_NO_CACHE=1`` turns it off.
+  Writes go to a temporary file in the same folder, then ``os.replace``, so a reader never
+  sees half a file and concurrent writers of the same key are harmless.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+MAGIC = b"graphc-object-v1\n"
+DIGEST = 32  # bytes of SHA-256
+
+
+def enabled() -> bool:
+    """False when ``GRAPHC_NO_CACHE`` is set to anything but "", "0" or "false"."""
+    return os.environ.get("GRAPHC_NO_CACHE", "").strip().lower() in ("", "0", "false")
+
+
+def cache_dir() -> Path:
+    """``$GRAPHC_CACHE_DIR``, else ``~/.cache/graphc`` (not created here)."""
+    env = os.environ.get("GRAPHC_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "graphc"
+
+
+@functools.cache
+def _codegen_source_digest() -> str:
+    """SHA-256 over the source files of graphc.codegen (read once per process)."""
+    import graphc.codegen as cg
+
+    h = hashlib.sha256()
+    for p in sorted(Path(cg.__file__).parent.glob("*.py")):
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def schedule_text(sched: Any) -> str:
+    """A canonical text of one Schedule: the graph, the kernels, the buffers and the slots."""
+    g = sched.graph
+    # Every field of each node that changes its meaning (not loc/origin), one node a line.
+    parts = [repr((n.name, n.op, n.inputs, str(n.type), n.attrs, n.section, n.group))
+             for n in g.nodes]
+    parts.append(repr((g.name, g.outputs, getattr(g, "updates", ()))))
+    parts += [repr(k) for k in sched.kernels]
+    parts += [repr(sched.buffers.get(n.name)) for n in g.nodes]
+    parts.append(repr((sched.grad_bytes, sched.input_slots, sched.output_slots)))
+    parts.append(repr(sorted((k, v) for k, v in vars(sched).items()
+                             if isinstance(v, (int, float, str, bool)))))
+    return _renumber("\n".join(parts))
+
+
+def _renumber(text: str) -> str:
+    """Rename the DSL's fresh value names (``%17``) by order of first appearance, so that the
+    same model declared twice in one process (different counters) gives the same text."""
+    names: dict[str, str] = {}
+    return re.sub(r"%\d+", lambda m: names.setdefault(m.group(0), f"%{len(names)}"), text)
+
+
+def cache_key(prog: Any, target: tuple[str, str, str]) -> str:
+    """Hex SHA-256 key of a scheduled Program for ``target`` = (triple, cpu name, features)."""
+    import llvmlite
+
+    import graphc
+
+    h = hashlib.sha256()
+    for part in (f"graphc {graphc.__version__}", f"llvmlite {llvmlite.__version__}",
+                 _codegen_source_digest(), "|".join(target), prog.name,
+                 repr(sorted((k, repr(v)) for k, v in prog.layout.items()))):
+        h.update(part.encode())
+        h.update(b"\0")
+    for entry in sorted(prog.schedules):
+        h.update(entry.encode() + b"\0")
+        h.update(schedule_text(prog.schedules[entry]).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def path_for(key: str) -> Path:
+    return cache_dir() / f"{key}.o"
+
+
+def load(key: str) -> bytes | None:
+    """The stored object file for ``key``; None when absent or corrupted (the file is removed)."""
+    p = path_for(key)
+    try:
+        data = p.read_bytes()
+    except OSError:
+        return None
+    head = len(MAGIC) + DIGEST
+    payload = data[head:]
+    if (len(data) <= head or not data.startswith(MAGIC)
+            or hashlib.sha256(payload).digest() != data[len(MAGIC):head]):
+        discard(key)
+        return None
+    return payload
+
+
+def discard(key: str) -> None:
+    """Remove the entry for ``key`` if it exists (a bad file, or one MCJIT refused)."""
+    try:
+        path_for(key).unlink()
+    except OSError:
+        pass
+
+
+def store(key: str, obj: bytes) -> Path | None:
+    """Write ``obj`` atomically under ``key``; returns the path, or None if the folder is not
+    writable (the cache is an optimization: failing to write it is not an error)."""
+    d = cache_dir()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=d)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(MAGIC + hashlib.sha256(obj).digest() + obj)
+            os.replace(tmp, path_for(key))
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except OSError:
+        return None
+    return path_for(key)

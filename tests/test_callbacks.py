@@ -1,0 +1,102 @@
+"""Early stopping and plateau reduction, fed scripted validation curves (no compiled model)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from graphc.callbacks import EarlyStopping, ReduceLROnPlateau, run_scripted
+from graphc.ir.errors import ArgumentError, GraphcError
+
+
+@pytest.mark.parametrize("patience", [0, 1, 2, 3, 5])
+def test_early_stopping_stops_exactly_patience_epochs_after_the_best(patience: int) -> None:
+    # best at epoch 2, then no improvement
+    curve = [1.0, 0.8, 0.5] + [0.6] * 10
+    es = EarlyStopping(patience=patience)
+    _, ran = run_scripted([es], curve)
+    assert es.best_epoch == 2 and es.best == 0.5
+    # stops after epoch 2 + patience (patience 0: the first epoch without improvement, epoch 3)
+    want_stop = 2 + max(patience, 1)
+    assert es.stopped_epoch == want_stop and ran == want_stop + 1
+
+
+def test_early_stopping_runs_to_the_end_while_improving() -> None:
+    curve = [1.0 / (e + 1) for e in range(8)]
+    es = EarlyStopping(patience=1)
+    _, ran = run_scripted([es], curve)
+    assert ran == 8 and es.stopped_epoch is None and es.best_epoch == 7
+
+
+def test_min_delta_ignores_small_improvements() -> None:
+    curve = [1.0, 0.95, 0.92, 0.9, 0.89]
+    es = EarlyStopping(patience=2, min_delta=0.1)
+    _, ran = run_scripted([es], curve)
+    assert es.best_epoch == 0 and es.stopped_epoch == 2 and ran == 3
+    es = EarlyStopping(patience=2, min_delta=0.01)  # every step improves by > 0.01 except the last
+    _, ran = run_scripted([es], curve)
+    assert es.best_epoch == 3 and ran == 5
+
+
+def test_mode_max_and_auto_for_accuracy() -> None:
+    curve = [0.5, 0.7, 0.9, 0.85, 0.8, 0.95]
+    for mode in ("max", "auto"):
+        es = EarlyStopping("val_accuracy", patience=2, mode=mode)
+        _, ran = run_scripted([es], curve, monitor="val_accuracy")
+        assert es.mode == "max" and es.best_epoch == 2 and es.stopped_epoch == 4 and ran == 5
+
+
+def test_baseline_must_be_beaten_within_patience() -> None:
+    curve = [1.0, 0.9, 0.8, 0.7, 0.6]  # improving, but never below the baseline 0.5
+    es = EarlyStopping(patience=2, baseline=0.5)
+    _, ran = run_scripted([es], curve)  # epochs 0 and 1 miss the baseline: wait reaches 2
+    assert es.stopped_epoch == 1 and ran == 2
+    es = EarlyStopping(patience=2, baseline=0.95)
+    _, ran = run_scripted([es], curve)
+    assert es.stopped_epoch is None and ran == 5
+
+
+def test_start_from_epoch_ignores_warm_up_epochs() -> None:
+    curve = [0.1, 0.2, 1.0, 0.9, 0.95, 0.96, 0.97]
+    es = EarlyStopping(patience=2, start_from_epoch=2)
+    _, ran = run_scripted([es], curve)
+    assert es.best_epoch == 3 and es.stopped_epoch == 5 and ran == 6
+
+
+def test_restore_best_weights_on_stop_and_without_stop() -> None:
+    es = EarlyStopping(patience=2, restore_best_weights=True)
+    model, ran = run_scripted([es], [1.0, 0.5, 0.7, 0.8, 0.9])
+    assert ran == 4 and model.params["w"][0] == 1  # the weights of epoch 1
+    es = EarlyStopping(patience=10, restore_best_weights=True)
+    model, ran = run_scripted([es], [1.0, 0.5, 0.7, 0.8])
+    assert ran == 4 and es.stopped_epoch is None and model.params["w"][0] == 1
+    es = EarlyStopping(patience=10)
+    model, _ = run_scripted([es], [1.0, 0.5, 0.7, 0.8])
+    assert model.params["w"][0] == 3  # not restored
+
+
+def test_missing_monitor_names_the_available_figures() -> None:
+    es = EarlyStopping("val_loss")
+    with pytest.raises(ArgumentError, match="validation_data"):
+        run_scripted([es], [1.0], monitor="loss")
+    with pytest.raises(GraphcError, match="mode"):
+        EarlyStopping(mode="up")
+
+
+def test_reduce_on_plateau_follows_torch_rules() -> None:
+    # torch: reduce when num_bad_epochs > patience; then cooldown epochs count as good
+    curve = [1.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]
+    cb = ReduceLROnPlateau(patience=2, factor=0.5, cooldown=1)
+    model, _ = run_scripted([cb], curve)
+    # bad epochs: 2, 3, 4 -> count 3 > 2 at epoch 4: reduce; epoch 5 cooldown; 6, 7, 8 bad -> 8
+    assert cb.reductions == [4, 8]
+    assert math.isclose(model.lr, 0.1 * 0.25)
+
+
+def test_reduce_on_plateau_threshold_and_min_lr() -> None:
+    curve = [1.0, 0.99995, 0.9999, 0.9998]  # rel threshold 1e-4: improvements of < 0.01% are bad
+    cb = ReduceLROnPlateau(patience=0, factor=0.1, min_lr=0.05)
+    model, _ = run_scripted([cb], curve)
+    assert cb.reductions == [1]  # 0.99995 is not better; then lr is at min_lr: no more changes
+    assert model.lr == 0.05

@@ -1,0 +1,120 @@
+"""Dropout: the compiled mask is bit-identical to the reference's SplitMix64 mask, the backward
+pass reuses it, the statistics are right, and evaluation/prediction/inference are the identity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.ir.errors import GraphcError, ShapeError
+from graphc.ir.interpret import interpret
+from graphc.ir.ops import OPS
+from graphc.ir.ops.random import keep_mask, mix64
+
+ROWS, COLS = 20, 40
+
+
+def test_mix64_matches_splitmix64_reference_values() -> None:
+    # The first outputs of SplitMix64 seeded with 0 (Vigna's splitmix64.c: state += GAMMA; mix)
+    gamma = 0x9E3779B97F4A7C15
+    want = [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F]
+    got = [int(mix64(np.uint64((k * gamma) % 2**64))) for k in (1, 2, 3)]
+    assert got == want
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+def test_kept_fraction_and_mean_within_bounds(p: float) -> None:
+    n = 200_000
+    keep = keep_mask((n,), p, seed=3, stream=11, step=5)
+    sigma = np.sqrt(p * (1 - p) / n)
+    assert abs(keep.mean() - (1 - p)) < 5 * sigma
+    y = OPS["dropout"].reference(np.ones(n), np.array(5.0), p=p, seed=3, stream=11)
+    assert abs(y.mean() - 1.0) < 5 * sigma / (1 - p)  # inverted dropout keeps the mean
+    assert set(np.unique(y)) <= {0.0, 1.0 / (1 - p)}
+
+
+def test_masks_differ_between_steps_streams_and_seeds() -> None:
+    p, shape = 0.5, (100_000,)
+    base = keep_mask(shape, p, 0, 1, 0)
+    for other in (keep_mask(shape, p, 0, 1, 1), keep_mask(shape, p, 0, 2, 0), keep_mask(shape, p, 1, 1, 0)):
+        agree = np.mean(base == other)
+        assert abs(agree - 0.5) < 0.01  # independent masks agree on p^2 + (1-p)^2 of elements
+    assert np.array_equal(base, keep_mask(shape, p, 0, 1, 0))  # a pure function
+
+
+def _mask_model(p: float):
+    x = gc.input("x", ("N", COLS), dtype="f64")
+    w = gc.param("w", (COLS,), init="ones", dtype="f64")
+    d = gc.dropout(x * w, p, seed=5)
+    model = gc.compile(d, loss=gc.sum(d), optimizer=gc.SGD(lr=1.0), name="mask")
+    node = next(n for n in model.program.training.nodes if n.op == "dropout")
+    return model, node
+
+
+@pytest.mark.parametrize("p", [0.5, 0.75])
+def test_compiled_mask_is_bit_identical_to_the_reference(p: float) -> None:
+    # x[n, j] = 2^n, so dloss/dw[j] = scale * sum_n 2^n mask[n, j]: the mask, bit by bit.
+    model, node = _mask_model(p)
+    x = np.repeat(2.0 ** np.arange(ROWS)[:, None], COLS, axis=1)
+    scale = 1.0 / (1.0 - p)
+    for step in range(3):
+        model.set_weights({"w": np.ones(COLS)})
+        model.train_step(x, None)
+        code = np.rint((1.0 - model.params["w"]) / scale).astype(np.int64)
+        got = ((code[None, :] >> np.arange(ROWS)[:, None]) & 1).astype(bool)
+        want = keep_mask((ROWS, COLS), p, node.attr("seed"), node.attr("stream"), step)
+        assert np.array_equal(got, want), f"step {step}: {np.sum(got != want)} mask bits differ"
+        assert 0.1 < got.mean() < 0.9
+
+
+def test_training_step_with_fused_dropout_matches_interpreter() -> None:
+    """dense -> relu -> dropout -> dense: the dropout and its VJP may be fused into GEMM
+    epilogues or elementwise loops; one compiled step must equal the float64 interpreter."""
+    x = gc.input("x", ("N", 16), dtype="f64")
+    y = gc.input("y", ("N", 1), dtype="f64")
+    h = gc.dropout(gc.dense(x, 24, "relu", name="a"), 0.4, seed=1)
+    out = gc.dense(h, 1, name="b")
+    model = gc.compile(out, loss=gc.mean_squared_error(out, y), optimizer=gc.SGD(0.05), name="fd")
+    rng = np.random.default_rng(0)
+    xs, ys = rng.normal(size=(13, 16)), rng.normal(size=(13, 1))
+    g = model.program.training
+    for step in range(2):
+        before = model.get_weights()
+        loss = model.train_step(xs, ys)
+        env = interpret(g, {"x": xs, "y": ys, "lr": np.array(0.05), "step": np.array(float(step)),
+                            **before})
+        assert np.isclose(loss, env[g.outputs[0]], rtol=1e-10)
+        for k in before:
+            np.testing.assert_allclose(model.params[k], env[k + "'"], rtol=1e-9, atol=1e-12)
+    # the gradient really goes through the mask: a dropped hidden unit of one row gets none
+    assert any(n.op == "dropout" and n.section == "backward" for n in g.nodes)
+
+
+def test_evaluation_and_prediction_are_the_identity() -> None:
+    x = gc.input("x", ("N", 8))
+    y = gc.input("y", ("N", 1))
+    h = gc.dropout(gc.dense(x, 12, "tanh", name="a"), 0.5)
+    out = gc.dense(h, 1, name="b")
+    model = gc.compile(out, loss=gc.mean_squared_error(out, y), name="ev")
+    prog = model.program
+    assert not any(n.op == "dropout" for n in prog.inference.nodes + prog.forward.nodes)
+    assert any(n.op == "dropout" for n in prog.training.nodes)
+    rng = np.random.default_rng(1)
+    xs, ys = rng.normal(size=(10, 8)), rng.normal(size=(10, 1))
+    w = model.get_weights()
+    want = np.tanh(xs @ w["a.w"] + w["a.b"]) @ w["b.w"] + w["b.b"]  # no dropout, no scaling
+    np.testing.assert_allclose(model.predict(xs), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.predict(xs), model.predict(xs))  # deterministic
+    assert np.isclose(model.evaluate(xs, ys)["loss"], np.mean((want - ys) ** 2), rtol=1e-4)
+
+
+def test_dropout_rejects_bad_rates() -> None:
+    x = gc.input("x", ("N", 4))
+    with pytest.raises(GraphcError, match="p must be"):
+        gc.dropout(x, 1.0)
+    with pytest.raises(GraphcError, match="p must be"):
+        gc.dropout(x, -0.1)
+    assert gc.dropout(x, 0.0) is x
+    with pytest.raises(ShapeError, match="scalar"):
+        OPS["dropout"].infer([x.type, x.type], {"p": 0.5})

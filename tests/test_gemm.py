@@ -1,0 +1,223 @@
+"""Tests for graphc.codegen.gemm: every transpose x accumulate x epilogue, against float64 numpy."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import itertools
+import mmap
+import re
+
+import numpy as np
+import pytest
+from llvmlite import ir
+
+from graphc.codegen.gemm import Blocking, JitGemm, emit_gemm
+
+DIMS = (0, 1, 3, 7, 17, 33, 64, 100, 129, 257)
+NP_DTYPE = {"f32": np.float32, "f64": np.float64}
+ROW_STEP = 0.25  # the test epilogue adds ROW_STEP * i, so a wrong row index shows
+
+
+def shapes() -> list[tuple[int, int, int]]:
+    """Each of M, N, K runs through DIMS (the others moderate), plus shapes that cross blocks."""
+    out = []
+    for d in DIMS:
+        out += [(d, 33, 17), (17, d, 33), (33, 17, d)]
+    out += [(5, 40, 19), (6, 16, 8), (2, 9, 300), (257, 257, 257), (129, 300, 600), (130, 7, 3)]
+    return out
+
+
+# The bias arrays must outlive the compiled kernels, which hold their addresses.
+BIAS = {dt: np.linspace(-1.0, 1.0, 600).astype(t) for dt, t in NP_DTYPE.items()}
+
+
+def bias_relu(dtype: str):  # noqa: ANN201
+    """epilogue(acc, i, j) = max(0, acc + bias[j:j+W] + ROW_STEP * i), loading bias as a vector."""
+    bias = BIAS[dtype]
+
+    def epilogue(b: ir.IRBuilder, acc: ir.Value, i: ir.Value, j: ir.Value) -> ir.Value:
+        is_vec = isinstance(acc.type, ir.VectorType)
+        elem = acc.type.element if is_vec else acc.type
+        base = b.inttoptr(ir.Constant(ir.IntType(64), bias.ctypes.data), ir.PointerType())
+        ptr = b.gep(base, [j], inbounds=True, source_etype=elem)
+        x = b.fadd(acc, b.load(ptr, typ=acc.type, align=bias.itemsize), name="epi.bias")
+        row = b.fmul(b.sitofp(i, elem), ir.Constant(elem, ROW_STEP))
+        if is_vec:
+            row = b.insert_element(ir.Constant(acc.type, ir.Undefined), row, ir.Constant(ir.IntType(32), 0))
+            zeros = ir.Constant(ir.VectorType(ir.IntType(32), acc.type.count), None)
+            row = b.shuffle_vector(row, ir.Constant(acc.type, ir.Undefined), zeros)
+        x = b.fadd(x, row)
+        zero = ir.Constant(acc.type, None)
+        return b.select(b.fcmp_ordered(">", x, zero), x, zero, name="epi.relu")
+
+    return epilogue
+
+
+def reference_epilogue(c: np.ndarray, dtype: str) -> np.ndarray:
+    m, n = c.shape
+    return np.maximum(0.0, c + BIAS[dtype][:n].astype(np.float64) + ROW_STEP * np.arange(m)[:, None])
+
+
+@functools.cache
+def kernel(dtype: str, trans_a: bool, trans_b: bool, accumulate: bool, epilogue: bool) -> JitGemm:
+    return JitGemm(
+        dtype=dtype,
+        trans_a=trans_a,
+        trans_b=trans_b,
+        accumulate=accumulate,
+        epilogue=bias_relu(dtype) if epilogue else None,
+    )
+
+
+def operands(rng: np.random.Generator, m: int, n: int, k: int, ta: bool, tb: bool, dtype: str):  # noqa: ANN201
+    t = NP_DTYPE[dtype]
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(t)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(t)
+    return a, b
+
+
+def check(
+    g: JitGemm, m: int, n: int, k: int, rng: np.random.Generator, what: str, epilogue: bool
+) -> None:
+    cfg = g.config
+    dtype, ta, tb, acc = cfg["dtype"], cfg["trans_a"], cfg["trans_b"], cfg["accumulate"]
+    a, b = operands(rng, m, n, k, ta, tb, dtype)
+    c_old = rng.standard_normal((m, n)).astype(NP_DTYPE[dtype])
+    # NaN where C is not read: an element the kernel forgets stays NaN and fails the comparison.
+    c = c_old.copy() if acc else np.full((m, n), np.nan, NP_DTYPE[dtype])
+    g(a, b, c)
+    want = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
+    if acc:
+        want += c_old
+    if epilogue:
+        want = reference_epilogue(want, dtype)
+    tol = 1e-4 * np.sqrt(max(k, 1)) if dtype == "f32" else 1e-12 * max(k, 1)
+    np.testing.assert_allclose(c, want, rtol=tol, atol=tol, err_msg=f"{what} M,N,K={m},{n},{k}")
+
+
+CONFIGS = list(itertools.product(("f32", "f64"), (False, True), (False, True), (False, True), (False, True)))
+
+
+@pytest.mark.parametrize(
+    "dtype,trans_a,trans_b,accumulate,epilogue",
+    CONFIGS,
+    ids=[
+        f"{d}-{'t' if ta else 'n'}{'t' if tb else 'n'}{'-acc' if acc else ''}{'-epi' if epi else ''}"
+        for d, ta, tb, acc, epi in CONFIGS
+    ],
+)
+def test_gemm_matches_numpy(
+    dtype: str, trans_a: bool, trans_b: bool, accumulate: bool, epilogue: bool
+) -> None:
+    g = kernel(dtype, trans_a, trans_b, accumulate, epilogue)
+    rng = np.random.default_rng(hash((dtype, trans_a, trans_b, accumulate, epilogue)) % 2**32)
+    what = f"{dtype} trans_a={trans_a} trans_b={trans_b} acc={accumulate} epi={epilogue}"
+    for m, n, k in shapes():
+        check(g, m, n, k, rng, what, epilogue)
+
+
+def test_gemm_with_k_zero_stores_epilogue_of_zero() -> None:
+    g = kernel("f32", False, False, False, True)
+    c = np.full((7, 19), np.nan, np.float32)
+    g(np.zeros((7, 0), np.float32), np.zeros((0, 19), np.float32), c)
+    np.testing.assert_allclose(c, reference_epilogue(np.zeros((7, 19)), "f32"), rtol=1e-6)
+
+
+def test_gemm_writes_only_inside_c() -> None:
+    """C sits inside a larger buffer whose margins must keep their sentinel values."""
+    rng = np.random.default_rng(1)
+    for ta, tb in itertools.product((False, True), repeat=2):
+        g = kernel("f32", ta, tb, False, True)
+        for m, n, k in [(1, 9, 5), (7, 13, 300), (131, 17, 3), (4, 260, 2)]:
+            a, b = operands(rng, m, n, k, ta, tb, "f32")
+            buf = np.full(m * n + 64, 7.0, np.float32)
+            c = buf[32 : 32 + m * n].reshape(m, n)
+            g(a, b, c)
+            assert (buf[:32] == 7.0).all() and (buf[32 + m * n :] == 7.0).all(), (ta, tb, m, n, k)
+
+
+def guarded(arr: np.ndarray) -> tuple[np.ndarray, mmap.mmap]:
+    """A copy of arr that ends exactly at a PROT_NONE page: reading past its end faults."""
+    page = mmap.PAGESIZE
+    size = -(-arr.nbytes // page) * page
+    mem = mmap.mmap(-1, size + page)
+    base = ctypes.addressof(ctypes.c_char.from_buffer(mem))
+    libc = ctypes.CDLL(None)
+    libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    assert libc.mprotect(base + size, page, 0) == 0
+    view = np.frombuffer(mem, np.uint8, arr.nbytes, size - arr.nbytes).view(arr.dtype)
+    view = view.reshape(arr.shape)
+    view[...] = arr
+    return view, mem
+
+
+def test_gemm_reads_nothing_past_a_and_b() -> None:
+    """A and B end at an unreadable page, so an over-read (edge vectors, tails) crashes."""
+    rng = np.random.default_rng(2)
+    keep = []
+    for ta, tb in itertools.product((False, True), repeat=2):
+        g = kernel("f32", ta, tb, True, False)
+        for m, n, k in [(1, 13, 7), (3, 9, 11), (7, 21, 300), (130, 19, 5), (2, 1, 1)]:
+            a, b = operands(rng, m, n, k, ta, tb, "f32")
+            ga, mem_a = guarded(a)
+            gb, mem_b = guarded(b)
+            keep += [mem_a, mem_b]
+            c = np.zeros((m, n), np.float32)
+            g(ga, gb, c)
+            want = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
+            np.testing.assert_allclose(c, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("vector_width", [1, 4, 8])
+def test_gemm_is_correct_on_plain_x86_64(vector_width: int) -> None:
+    """SSE2 only (no AVX, no FMA): any vector width still gives the right answer."""
+    rng = np.random.default_rng(3)
+    for ta, tb in [(False, False), (False, True), (True, False)]:
+        g = JitGemm(
+            cpu="x86-64",
+            features="",
+            trans_a=ta,
+            trans_b=tb,
+            accumulate=False,
+            dtype="f32",
+            epilogue=bias_relu("f32"),
+            vector_width=vector_width,
+        )
+        for m, n, k in [(1, 19, 9), (3, 33, 17), (17, 29, 260), (64, 7, 3)]:
+            check(g, m, n, k, rng, f"x86-64 width {vector_width}", True)
+        asm = g.asm()
+        assert "ymm" not in asm and "vfmadd" not in asm
+
+
+def emitted(**config) -> str:  # noqa: ANN003
+    module = ir.Module(name="t")
+    emit_gemm(module, "g", **config)
+    return str(module)
+
+
+def test_gemm_calls_only_llvm_intrinsics_and_its_helpers() -> None:
+    text = emitted(trans_b=True, epilogue=bias_relu("f32"))
+    for callee in re.findall(r"call \S+ @\"?([\w.]+)", text):
+        assert callee.startswith("llvm.") or callee.startswith("g."), callee
+    assert "llvm.fmuladd.v8f32" in text
+
+
+def test_gemm_stack_buffers_are_bounded() -> None:
+    for dtype in ("f32", "f64"):
+        text = emitted(dtype=dtype)
+        sizes = [int(n) * (4 if t == "float" else 8)
+                 for n, t in re.findall(r"alloca \[(\d+) x (float|double)\]", text)]
+        assert sizes and sum(sizes) <= 400 * 1024, sizes
+
+
+def test_gemm_rejects_unknown_dtype() -> None:
+    with pytest.raises(ValueError, match="dtype"):
+        emit_gemm(ir.Module(), "g", dtype="f16")
+
+
+def test_blocking_tiles_fit_sixteen_registers() -> None:
+    for dtype, width in [("f32", 8), ("f64", 8), ("f32", 4)]:
+        blk = Blocking.for_dtype(dtype, width)
+        assert blk.mr * blk.nv + blk.nv + 1 <= 16
+        assert blk.nr * (4 if dtype == "f32" else 8) == 2 * width * 4

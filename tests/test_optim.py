@@ -1,0 +1,309 @@
+"""Optimizers: 50 steps of each rule and option against float64 numpy transcriptions of the
+documented algorithms (torch.optim's documentation pages; Keras 3's optimizer sources).
+
+Every configuration runs the training graph's update nodes in the float64 reference
+interpreter (the same IR the compiler lowers); one configuration per optimizer and profile also
+runs compiled (f64 model) and must agree within 1e-5 relative as well.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.compiler import build_graphs
+from graphc.init import initialize
+from graphc.ir.errors import GraphcError
+from graphc.ir.interpret import interpret
+from graphc.optim import SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
+
+STEPS = 50
+RNG = np.random.default_rng(1234)
+X = RNG.normal(size=(8, 3))
+Y = RNG.normal(size=(8, 2))
+W0 = RNG.normal(size=(3, 2)) * 0.5
+B0 = RNG.normal(size=(2,)) * 0.1
+
+
+def grads_of(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """d/dp of mean((X W + b - Y)^2) over all N*2 elements (analytic, float64)."""
+    r = X @ p["l.w"] + p["l.b"] - Y
+    dr = 2.0 * r / r.size
+    return {"l.w": X.T @ dr, "l.b": dr.sum(axis=0)}
+
+
+# ------------------------------------------------------------------ numpy references
+
+def ref_sgd(o, p, g, s, t, lr):
+    """torch.optim.SGD pseudo-code / keras.optimizers.SGD update_step."""
+    if o.semantics == "keras":
+        p = p - p * o.weight_decay * lr
+        if o.momentum == 0:
+            return p - lr * g
+        s["m"] = o.momentum * s.get("m", 0.0) - lr * g
+        return p + o.momentum * s["m"] - lr * g if o.nesterov else p + s["m"]
+    g = g + o.weight_decay * p
+    if o.momentum:
+        s["b"] = g if t == 1 else o.momentum * s["b"] + (1 - o.dampening) * g
+        g = g + o.momentum * s["b"] if o.nesterov else s["b"]
+    return p - lr * g
+
+
+def ref_adam(o, p, g, s, t, lr, decoupled=False):
+    """torch.optim.Adam / AdamW pseudo-code; keras.optimizers.Adam / AdamW update_step."""
+    b1, b2 = o.betas
+    m, v = s.get("m", 0.0), s.get("v", 0.0)
+    if o.semantics == "keras":
+        p = p - p * o.weight_decay * lr
+        alpha = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        s["m"] = m + (g - m) * (1 - b1)
+        s["v"] = v + (g * g - v) * (1 - b2)
+        vv = s["v"]
+        if o.amsgrad:
+            s["vh"] = vv = np.maximum(s.get("vh", 0.0), s["v"])
+        return p - s["m"] * alpha / (np.sqrt(vv) + o.eps)
+    if decoupled:
+        p = p - lr * o.weight_decay * p
+    else:
+        g = g + o.weight_decay * p
+    s["m"] = b1 * m + (1 - b1) * g
+    s["v"] = b2 * v + (1 - b2) * g * g
+    mhat = s["m"] / (1 - b1 ** t)
+    if o.amsgrad:
+        s["vmax"] = np.maximum(s.get("vmax", 0.0), s["v"])
+        vhat = s["vmax"] / (1 - b2 ** t)
+    else:
+        vhat = s["v"] / (1 - b2 ** t)
+    return p - lr * mhat / (np.sqrt(vhat) + o.eps)
+
+
+def ref_adamw(o, p, g, s, t, lr):
+    return ref_adam(o, p, g, s, t, lr, decoupled=True)
+
+
+def ref_adagrad(o, p, g, s, t, lr):
+    """torch.optim.Adagrad pseudo-code / keras.optimizers.Adagrad."""
+    if o.semantics == "keras":
+        p = p - p * o.weight_decay * lr
+        s["sum"] = s.get("sum", o.initial_accumulator_value) + g * g
+        return p - lr * g / np.sqrt(s["sum"] + o.eps)
+    g = g + o.weight_decay * p
+    clr = lr / (1 + (t - 1) * o.lr_decay)
+    s["sum"] = s.get("sum", o.initial_accumulator_value) + g * g
+    return p - clr * g / (np.sqrt(s["sum"]) + o.eps)
+
+
+def ref_rmsprop(o, p, g, s, t, lr):
+    """torch.optim.RMSprop pseudo-code / keras.optimizers.RMSprop."""
+    a = o.alpha
+    if o.semantics == "keras":
+        p = p - p * o.weight_decay * lr
+        s["v"] = a * s.get("v", 0.0) + (1 - a) * g * g
+        if o.centered:
+            s["ga"] = a * s.get("ga", 0.0) + (1 - a) * g
+            d = s["v"] - s["ga"] ** 2 + o.eps
+        else:
+            d = s["v"] + o.eps
+        inc = lr * g / np.sqrt(d)
+        if o.momentum > 0:
+            s["b"] = o.momentum * s.get("b", 0.0) + inc
+            return p - s["b"]
+        return p - inc
+    g = g + o.weight_decay * p
+    s["v"] = a * s.get("v", 0.0) + (1 - a) * g * g
+    vt = s["v"]
+    if o.centered:
+        s["ga"] = a * s.get("ga", 0.0) + (1 - a) * g
+        vt = vt - s["ga"] ** 2
+    if o.momentum > 0:
+        s["b"] = o.momentum * s.get("b", 0.0) + g / (np.sqrt(vt) + o.eps)
+        return p - lr * s["b"]
+    return p - lr * g / (np.sqrt(vt) + o.eps)
+
+
+def ref_adadelta(o, p, g, s, t, lr):
+    """torch.optim.Adadelta pseudo-code (Keras's rule is the same with its defaults)."""
+    if o.semantics == "keras":
+        p = p - p * o.weight_decay * lr
+    else:
+        g = g + o.weight_decay * p
+    r = o.rho
+    s["v"] = r * s.get("v", 0.0) + (1 - r) * g * g
+    dx = np.sqrt(s.get("u", 0.0) + o.eps) / np.sqrt(s["v"] + o.eps) * g
+    s["u"] = r * s.get("u", 0.0) + (1 - r) * dx * dx
+    return p - lr * dx
+
+
+REFS = {SGD: ref_sgd, Adam: ref_adam, AdamW: ref_adamw, Adagrad: ref_adagrad,
+        RMSprop: ref_rmsprop, Adadelta: ref_adadelta}
+
+
+def reference_run(opt, steps: int = STEPS) -> dict[str, np.ndarray]:
+    p = {"l.w": W0.copy(), "l.b": B0.copy()}
+    states: dict[str, dict] = {k: {} for k in p}
+    for t in range(1, steps + 1):
+        g = grads_of(p)
+        p = {k: REFS[type(opt)](opt, p[k], g[k], states[k], t, opt.lr) for k in p}
+    return p
+
+
+# ------------------------------------------------------------------ graphc runs
+
+def _net(dtype: str = "f64"):
+    x = gc.input("x", ("N", 3), dtype=dtype)
+    y = gc.input("y", ("N", 2), dtype=dtype)
+    out = gc.dense(x, 2, name="l")
+    return out, gc.mean_squared_error(out, y)
+
+
+def interpreted_run(opt, steps: int = STEPS) -> dict[str, np.ndarray]:
+    """The training graph's own update nodes, run by the float64 interpreter."""
+    out, loss = _net()
+    g = build_graphs("opt", [out], loss, opt).training
+    env = {"x": X, "y": Y, "lr": np.array(opt.lr), "l.w": W0.copy(), "l.b": B0.copy()}
+    for n in g.states:
+        env[n.name] = initialize(n.attr("init", "zeros"), n.type.concrete(1),
+                                 np.random.default_rng(0), np.float64, **dict(n.attr("init_args", ())))
+    for _ in range(steps):
+        res = interpret(g, env)
+        for target, _ in g.updates:
+            env[target] = res[target + "'"]
+    assert env["step"] == steps
+    return {"l.w": env["l.w"], "l.b": env["l.b"]}
+
+
+CONFIGS = [
+    SGD(lr=0.1),
+    SGD(lr=0.05, momentum=0.9),
+    SGD(lr=0.05, momentum=0.9, dampening=0.5),
+    SGD(lr=0.05, momentum=0.9, nesterov=True),
+    SGD(lr=0.05, weight_decay=0.1),
+    SGD(lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.05),
+    SGD(lr=0.05, semantics="keras"),
+    SGD(lr=0.05, momentum=0.9, semantics="keras"),
+    SGD(lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.1, semantics="keras"),
+    Adam(lr=0.05),
+    Adam(lr=0.05, amsgrad=True),
+    Adam(lr=0.05, weight_decay=0.1),
+    Adam(lr=0.05, betas=(0.5, 0.9), eps=1e-3),
+    Adam(lr=0.05, semantics="keras"),
+    Adam(lr=0.05, amsgrad=True, weight_decay=0.1, semantics="keras"),
+    AdamW(lr=0.05),
+    AdamW(lr=0.05, amsgrad=True, weight_decay=0.2),
+    AdamW(lr=0.05, semantics="keras"),
+    Adagrad(lr=0.1),
+    Adagrad(lr=0.1, lr_decay=0.05),
+    Adagrad(lr=0.1, initial_accumulator_value=0.5, eps=1e-3),
+    Adagrad(lr=0.1, weight_decay=0.1),
+    Adagrad(lr=0.1, semantics="keras"),
+    Adagrad(lr=0.1, weight_decay=0.1, semantics="keras"),
+    RMSprop(lr=0.01),
+    RMSprop(lr=0.01, momentum=0.9),
+    RMSprop(lr=0.01, centered=True),
+    RMSprop(lr=0.01, centered=True, momentum=0.5, alpha=0.9, eps=1e-4),
+    RMSprop(lr=0.01, weight_decay=0.1),
+    RMSprop(lr=0.01, semantics="keras"),
+    RMSprop(lr=0.01, momentum=0.9, centered=True, semantics="keras"),
+    Adadelta(),
+    Adadelta(rho=0.5, eps=1e-3),
+    Adadelta(weight_decay=0.1),
+    Adadelta(lr=0.5, semantics="keras"),
+]
+
+
+def _id(o) -> str:
+    return repr(o).replace(" ", "")
+
+
+@pytest.mark.parametrize("opt", CONFIGS, ids=_id)
+def test_update_graph_matches_documented_algorithm(opt) -> None:
+    want = reference_run(opt)
+    got = interpreted_run(opt)
+    moved = np.abs(want["l.w"] - W0).max()
+    assert moved > 1e-3, "the problem must actually move the parameters"
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-12, err_msg=k)
+
+
+COMPILED = [
+    SGD(lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.05),
+    Adam(lr=0.05, amsgrad=True, weight_decay=0.1),
+    AdamW(lr=0.05, amsgrad=True, semantics="keras"),
+    Adagrad(lr=0.1, lr_decay=0.05, weight_decay=0.1, initial_accumulator_value=0.5),
+    RMSprop(lr=0.01, centered=True, momentum=0.5, alpha=0.9, eps=1e-4, weight_decay=0.1),
+    Adadelta(rho=0.5, eps=1e-3, weight_decay=0.1),
+]
+
+
+@pytest.mark.parametrize("opt", COMPILED, ids=_id)
+def test_compiled_training_matches_documented_algorithm(opt) -> None:
+    out, loss = _net("f64")
+    model = gc.compile(out, loss=loss, optimizer=opt, name="opt")
+    model.set_weights({"l.w": W0, "l.b": B0})
+    for _ in range(STEPS):
+        model.train_step(X, Y)
+    want = reference_run(opt)
+    for k in want:
+        np.testing.assert_allclose(model.params[k], want[k], rtol=1e-5, atol=1e-10, err_msg=k)
+    assert model.state["step"] == STEPS
+
+
+def test_keras_profile_has_keras_defaults() -> None:
+    assert Adam(semantics="keras").eps == 1e-7 and Adam().eps == 1e-8
+    assert Adagrad(semantics="keras").initial_accumulator_value == 0.1
+    assert Adagrad().initial_accumulator_value == 0.0 and Adagrad().eps == 1e-10
+    assert Adadelta(semantics="keras").lr == 1e-3 and Adadelta().lr == 1.0
+    assert RMSprop(semantics="keras").alpha == 0.9 and RMSprop().alpha == 0.99
+    assert AdamW().weight_decay == 1e-2 and AdamW(semantics="keras").weight_decay == 0.004
+
+
+def test_optimizer_rejects_bad_options() -> None:
+    out, loss = _net()
+    with pytest.raises(GraphcError, match="Nesterov"):
+        build_graphs("o", [out], loss, SGD(nesterov=True))
+    with pytest.raises(GraphcError, match="lr must be"):
+        build_graphs("o", [out], loss, Adam(lr=-1.0))
+    with pytest.raises(GraphcError, match="betas"):
+        build_graphs("o", [out], loss, Adam(betas=(1.0, 0.9)))
+    with pytest.raises(GraphcError, match="semantics"):
+        Adam(semantics="tf")
+
+
+def _torch():
+    try:
+        import torch  # noqa: PLC0415
+    except Exception as e:  # a broken install raises OSError, not ImportError
+        pytest.skip(f"torch is not importable ({type(e).__name__}): comparison with torch.optim skipped")
+    return torch
+
+
+TORCH = [
+    (SGD(lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.05), "SGD",
+     dict(lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.05)),
+    (SGD(lr=0.05, momentum=0.9, nesterov=True), "SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
+    (Adam(lr=0.05, amsgrad=True, weight_decay=0.1), "Adam", dict(lr=0.05, amsgrad=True, weight_decay=0.1)),
+    (AdamW(lr=0.05, amsgrad=True), "AdamW", dict(lr=0.05, amsgrad=True)),
+    (Adagrad(lr=0.1, lr_decay=0.05, initial_accumulator_value=0.5), "Adagrad",
+     dict(lr=0.1, lr_decay=0.05, initial_accumulator_value=0.5)),
+    (RMSprop(lr=0.01, centered=True, momentum=0.5), "RMSprop", dict(lr=0.01, centered=True, momentum=0.5)),
+    (Adadelta(weight_decay=0.1), "Adadelta", dict(weight_decay=0.1)),
+]
+
+
+@pytest.mark.parametrize("opt,cls,kw", TORCH, ids=[t[1] for t in TORCH])
+def test_interpreted_update_matches_torch_optim(opt, cls, kw) -> None:
+    torch = _torch()
+    w = torch.tensor(W0, requires_grad=True)
+    b = torch.tensor(B0, requires_grad=True)
+    o = getattr(torch.optim, cls)([w, b], **kw)
+    xt, yt = torch.tensor(X), torch.tensor(Y)
+    for _ in range(STEPS):
+        o.zero_grad()
+        ((xt @ w + b - yt) ** 2).mean().backward()
+        o.step()
+    got = interpreted_run(opt)
+    np.testing.assert_allclose(got["l.w"], w.detach().numpy(), rtol=1e-5, atol=1e-10)
+    np.testing.assert_allclose(got["l.b"], b.detach().numpy(), rtol=1e-5, atol=1e-10)

@@ -1,0 +1,198 @@
+"""The IR text format: parse_graph(print_graph(g)) == g for every op and stage; parse errors."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+
+import numpy as np
+import pytest
+
+from graphc.compiler import build_graphs
+from graphc.ir.builder import Builder
+from graphc.ir.errors import ParseError
+from graphc.ir.graph import Graph, Node, make_node
+from graphc.ir.interpret import interpret
+from graphc.ir.ops import OPS
+from graphc.ir.passes.pipeline import run_pipeline
+from graphc.ir.text import graph_from_json, graph_to_json, parse_graph, print_graph
+from graphc.ir.types import TensorType
+from graphc.ir.verify import verify
+from graphc.modelspec import resolve
+
+EXAMPLES = "examples/models.py"
+MODELS = ("digits", "breast_cancer", "diabetes")
+
+F = TensorType(("N", 3))
+SQ = TensorType((3, 3))
+ROW = TensorType((3,))
+SCALAR = TensorType(())
+LABELS = TensorType(("N",), "i32")
+
+# op -> (operand types, attrs) for a graph that exercises it; ops added later fall back to a search
+OP_CASES: dict[str, tuple[list[TensorType], dict]] = {
+    "broadcast_to": ([ROW, F], {}),
+    "reshape": ([F], {"shape": ("N", 3, 1)}),
+    "matmul": ([F, SQ], {"transpose_b": True}),
+    "transpose": ([SQ], {}),
+    "softmax": ([F], {}),
+    "softmax_cross_entropy": ([F, LABELS], {}),
+    "softmax_cross_entropy_grad": ([F, LABELS, SCALAR], {}),
+    "sum": ([F], {"axes": (0,), "keepdims": True}),
+    "mean": ([F], {"axes": (1,)}),
+    "size": ([F], {"axes": (0, 1)}),
+    "const": ([], {"value": 0.1 + 0.2, "dtype": "f32"}),
+}
+CANDIDATE_TYPES = (F, SQ, ROW, SCALAR, LABELS)
+
+
+def loaded(model: str):
+    spec = resolve(f"{EXAMPLES}:{model}")
+    return build_graphs(spec.name, spec.outputs, spec.loss, spec.optimizer)
+
+
+@functools.cache
+def example_program(model: str):
+    return loaded(model)
+
+
+def op_graph(op: str) -> Graph | None:
+    """A small graph whose last node applies ``op``, or None if no candidate operands fit."""
+    spec = OPS[op]
+    if spec.kind == "source":
+        b = Builder()
+        b.source(op, "s", F, {"init": "zeros"} if "init" in spec.attr_names else None)
+        return b.graph("g_" + op, ["s"])
+    cases = [OP_CASES[op]] if op in OP_CASES else []
+    arity = spec.arity if spec.arity is not None else 2
+    for t in CANDIDATE_TYPES:
+        cases.append(([t] * arity, {}))
+    for types, attrs in cases:
+        b = Builder()
+        names = [b.source("input", f"a{i}", t) for i, t in enumerate(types)]
+        try:
+            out = b.emit(op, names, attrs)
+        except Exception:
+            continue
+        return b.graph("g_" + op, [out])
+    return None
+
+
+def assert_round_trip(g: Graph) -> None:
+    text = print_graph(g)
+    back = parse_graph(text)
+    assert back == g, f"round trip changed the graph:\n{text}"
+    assert [(n.loc, n.origin) for n in back.nodes] == [(n.loc, n.origin) for n in g.nodes]
+    assert print_graph(back) == text
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_every_op_round_trips(op: str) -> None:
+    g = op_graph(op)
+    if g is None:
+        pytest.skip(f"no operand types in the test table fit op {op}; add it to OP_CASES")
+    verify(g)
+    assert_round_trip(g)
+    # the same graph in a fused group and in the backward section
+    last = g.nodes[-1].with_(group="k0", section="backward", loc="m.py:3", origin="grad of %1")
+    assert_round_trip(g.with_(nodes=g.nodes[:-1] + (last,)))
+
+
+@pytest.mark.parametrize("level", [0, 2])
+@pytest.mark.parametrize("model", MODELS)
+def test_example_networks_round_trip_at_every_stage(model: str, level: int) -> None:
+    prog = example_program(model)
+    stages = [prog.forward, prog.training, prog.inference]
+    for g in (prog.training, prog.inference):
+        res = run_pipeline(g, level, verify_each=True)
+        stages += [r.graph for r in res.records]
+    if level == 2:
+        assert any(n.group for n in stages[-1].nodes), "expected fused nodes at -O2"
+    for g in stages:
+        assert_round_trip(g)
+        assert graph_from_json(json.loads(json.dumps(graph_to_json(g)))) == g
+
+
+def test_attrs_round_trip_exactly() -> None:
+    values = {
+        "f": 0.1 + 0.2, "tiny": 5e-324, "big": 1.7976931348623157e308, "neg": -2.5e-08,
+        "inf": math.inf, "ninf": -math.inf, "i": -7, "t": True, "n": False,
+        "s": 'a "quoted" \\ back\nslash', "nested": ((1, 2.0), ("x", (True,))), "empty": (),
+    }
+    node = make_node("s", "state", (), SCALAR, values)
+    g = Graph("attrs", (node,), ("s",))
+    back = parse_graph(print_graph(g))
+    assert back == g
+    for k, v in back.nodes[0].attrs:
+        assert type(v) is type(values[k]), k
+
+
+def test_names_that_are_not_words_are_quoted() -> None:
+    b = Builder()
+    x = b.source("input", "my x", F)
+    y = b.emit("relu", [x], name="return")
+    z = b.emit("exp", [y], name="update")
+    g = b.graph("odd graph", [z], ())
+    nodes = tuple(n.with_(group="g 1") if n.name == "update" else n for n in g.nodes)
+    assert_round_trip(g.with_(nodes=nodes))
+
+
+def test_hand_written_graph_infers_missing_types_and_computes_the_numpy_result() -> None:
+    g = parse_graph("""
+        # a one-layer network, types left out where they can be inferred
+        graph f(x: f32[N,3], w: f32[3,2] param {init="zeros"}, b: f32[2] param) {
+          %0 = matmul(x, w)
+          %1 = add(%0, b)          @net.py:4   # the bias
+          fused k {
+            %2 = tanh(%1) : f32[N,2]
+          }
+          return %2
+        }""")
+    assert g["%0"].type == TensorType(("N", 2))
+    assert g["%1"].loc == "net.py:4" and g["%1"].origin == "the bias"
+    assert g["%2"].group == "k"
+    verify(g)
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((4, 3)), "w": rng.standard_normal((3, 2)),
+             "b": rng.standard_normal(2)}
+    got = interpret(g, feeds)["%2"]
+    np.testing.assert_allclose(got, np.tanh(feeds["x"] @ feeds["w"] + feeds["b"]), rtol=1e-12)
+
+
+def test_renumber_gives_dense_names() -> None:
+    g = parse_graph("graph f(x: f32[4]) {\n  %7 = exp(x) : f32[4]\n  %9 = neg(%7) : f32[4]\n"
+                    "  return %9\n}")
+    assert print_graph(g, renumber=True) == (
+        "graph f(x: f32[4]) {\n  %0 = exp(x) : f32[4]\n  %1 = neg(%0) : f32[4]\n  return %1\n}")
+
+
+@pytest.mark.parametrize("text, where, words", [
+    ("graph f(x: f32[4]) {\n  %0 = exp(x) : f32[4\n  return %0\n}", "3:3", "',' or ']'"),
+    ("graph f(x: f32[4]) {\n  %0 = expo(x) : f32[4]\n  return %0\n}", "2:8", "unknown op"),
+    ("graph f(x: f32[4]) {\n  %0 = exp(y) : f32[4]\n  return %0\n}", "2:12", "not defined"),
+    ("graph f(x: f32[4]) {\n  %0 = exp(x) {a=} : f32[4]\n}", "2:18", "attr value"),
+    ("graph f(x: f32[4]) {\n  %0 = exp(x) : f32[4]\n  %0 = neg(x) : f32[4]\n}", "3:3", "twice"),
+    ("graph f(x: f32[M]) {\n}", "1:16", "expected a dimension"),
+    ("graph f(x: f32[N,N]) {\n}", "1:12", "more than once"),
+    ("graph f(x: f32[4]) {\n  %0 = exp(x) : f32[4]\n", "3:1", "expected '}'"),
+    ("graph f(x: f32[4]) {\n  %0 = add(x, x, x)\n}", "2:3", "cannot infer"),
+])
+def test_parse_errors_give_line_col_and_caret(text: str, where: str, words: str) -> None:
+    with pytest.raises(ParseError) as e:
+        parse_graph(text)
+    msg = str(e.value)
+    assert msg.startswith(where + ":"), msg
+    assert words in msg
+    line, col = map(int, where.split(":"))
+    lines = msg.split("\n")
+    src = text.split("\n")[line - 1]
+    assert lines[1] == "  " + src
+    assert lines[2] == "  " + " " * (col - 1) + "^"
+
+
+def test_check_false_parses_a_broken_graph_for_the_verifier() -> None:
+    g = parse_graph("graph f(x: f32[4]) {\n  %0 = exp(%1) : f32[4]\n  %1 = frob(%0) : f32[4]\n"
+                    "  return %1\n}", check=False)
+    assert [n.op for n in g.nodes] == ["input", "exp", "frob"]
+    assert isinstance(g.nodes[1], Node)
