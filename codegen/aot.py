@@ -51,7 +51,7 @@ from .target import optimize
 ABI_VERSION = 1
 WEIGHTS_VERSION = 1
 WEIGHTS_MAGIC = b"GCWEIGHT"
-MAX_BATCH = 1 << 30          # keeps every size expression far from int64 overflow
+MAX_BATCH = 1 << 30  # keeps every size expression far from int64 overflow
 C_TYPES = {"f32": "float", "f64": "double", "i32": "int32_t"}
 DTYPE_CODES = {"f32": 0, "f64": 1, "i32": 2}
 PUBLIC_ENTRIES = ("infer", "train_step")
@@ -62,25 +62,40 @@ ERRORS = [  # (macro suffix, code, message); mirrored in runtime/library.py by c
     ("ERR_BATCH", 2, "batch size n is outside 1..MAX_BATCH"),
     ("ERR_BUFFER", 3, "a buffer is smaller than the call needs"),
     ("ERR_ALIGN", 4, "a buffer is not aligned to MIN_ALIGN bytes"),
-    ("ERR_WEIGHTS", 5, "weights file rejected: wrong size, magic, version, model, shapes or checksum"),
+    (
+        "ERR_WEIGHTS",
+        5,
+        "weights file rejected: wrong size, magic, version, model, shapes or checksum",
+    ),
     ("ERR_IO", 6, "weights file cannot be opened or read"),
     ("ERR_INTERNAL", 7, "the compiled kernels reported an error"),
 ]
 
 
+C_KEYWORDS = frozenset(
+    "auto bool break case catch char class const continue default delete do double else enum "
+    "explicit extern false float for friend goto if inline int long namespace new operator "
+    "private protected public register restrict return short signed sizeof static struct switch "
+    "template this throw true try typedef typename union unsigned using virtual void volatile "
+    "while".split()
+)
+
+
 def c_ident(name: str) -> str:
-    """A C identifier from a graph value name (``fc1.w`` -> ``fc1_w``, ``%4`` -> ``v4``)."""
+    """A C identifier from a graph value name (``fc1.w`` -> ``fc1_w``, ``%4`` -> ``v4``,
+    ``int`` -> ``int_``), valid in C and C++."""
     s = re.sub(r"\W", "_", name.replace("%", "v"))
-    return s if s and not s[0].isdigit() else "v" + s
+    s = s if s and not s[0].isdigit() else "v" + s
+    return s + "_" if s in C_KEYWORDS else s
 
 
 @dataclass(frozen=True)
 class Port:
     """One array argument of a public entry point."""
 
-    name: str          # the graph value
-    cname: str         # the C parameter name
-    slot: int          # index in the internal inputs[]/outputs[] array
+    name: str  # the graph value
+    cname: str  # the C parameter name
+    slot: int  # index in the internal inputs[]/outputs[] array
     type: TensorType
 
     @property
@@ -106,12 +121,12 @@ class Region:
 @dataclass
 class EntryPlan:
     entry: str
-    inputs: list[Port]       # data inputs (lr excluded)
+    inputs: list[Port]  # data inputs (lr excluded)
     outputs: list[Port]
     lr: Port | None
     slots_in: int
     slots_out: int
-    ws_fixed: int            # workspace bytes = ws_fixed + ws_row * n
+    ws_fixed: int  # workspace bytes = ws_fixed + ws_row * n
     ws_row: int
 
 
@@ -131,7 +146,7 @@ class LibraryPlan:
     target_cpu: str
     lr: float
     loss_kind: str | None
-    state_init: bytes | None = None      # None: all zeros
+    state_init: bytes | None = None  # None: all zeros
     meta: dict = field(default_factory=dict)
 
     @property
@@ -144,10 +159,22 @@ class LibraryPlan:
         return max([t.itemsize for t in types] + [4])
 
 
-def plan_library(name: str, schedules: dict[str, Schedule], layout: dict, grads: dict[str, str],
-                 source: Graph, param_bytes: int, state_bytes: int, entries: list[str], *,
-                 embed: bool, target_cpu: str, lr: float, loss_kind: str | None,
-                 state_init: bytes | None) -> LibraryPlan:
+def plan_library(
+    name: str,
+    schedules: dict[str, Schedule],
+    layout: dict,
+    grads: dict[str, str],
+    source: Graph,
+    param_bytes: int,
+    state_bytes: int,
+    entries: list[str],
+    *,
+    embed: bool,
+    target_cpu: str,
+    lr: float,
+    loss_kind: str | None,
+    state_init: bytes | None,
+) -> LibraryPlan:
     """The public interface of a library from the compiled program's schedules and layout.
 
     Raises:
@@ -163,8 +190,9 @@ def plan_library(name: str, schedules: dict[str, Schedule], layout: dict, grads:
         s = schedules[entry]
         g = s.graph
         ins = [Port(v, c_ident(v), i, g[v].type) for i, v in enumerate(s.input_slots) if v != "lr"]
-        lr_port = next((Port(v, "lr", i, g[v].type) for i, v in enumerate(s.input_slots)
-                        if v == "lr"), None)
+        lr_port = next(
+            (Port(v, "lr", i, g[v].type) for i, v in enumerate(s.input_slots) if v == "lr"), None
+        )
         outs = []
         for j, v in enumerate(s.output_slots):
             if entry == "train_step":
@@ -177,12 +205,26 @@ def plan_library(name: str, schedules: dict[str, Schedule], layout: dict, grads:
         names = [p.cname for p in ins + outs] + ["ctx", "n"] + (["lr"] if lr_port else [])
         if len(set(names)) != len(names):
             raise CodegenError(f"{name}_{entry}: argument names collide in C: {names}")
-        plans[entry] = EntryPlan(entry, ins, outs, lr_port, len(s.input_slots), len(s.output_slots),
-                                 s.grad_bytes + s.arena_fixed, s.arena_row)
-    params = [Region(n.name, n.type, layout[n.name].offset, layout[n.name].size)
-              for n in source.nodes if n.op == "param"]
-    state = [Region(n.name, n.type, layout[n.name].offset, layout[n.name].size)
-             for n in source.nodes if n.op == "state"]
+        plans[entry] = EntryPlan(
+            entry,
+            ins,
+            outs,
+            lr_port,
+            len(s.input_slots),
+            len(s.output_slots),
+            s.grad_bytes + s.arena_fixed,
+            s.arena_row,
+        )
+    params = [
+        Region(n.name, n.type, layout[n.name].offset, layout[n.name].size)
+        for n in source.nodes
+        if n.op == "param"
+    ]
+    state = [
+        Region(n.name, n.type, layout[n.name].offset, layout[n.name].size)
+        for n in source.nodes
+        if n.op == "state"
+    ]
     grad_regions: list[Region] = []
     grad_bytes = 0
     if "train_step" in schedules:
@@ -192,8 +234,21 @@ def plan_library(name: str, schedules: dict[str, Schedule], layout: dict, grads:
             buf = ts.buffers.get(gv)
             if buf is not None and buf.region == "grad":
                 grad_regions.append(Region(p, source[p].type, buf.offset, buf.size))
-    plan = LibraryPlan(name, plans, params, state, grad_regions, param_bytes, state_bytes,
-                       grad_bytes, embed, target_cpu, lr, loss_kind, state_init)
+    plan = LibraryPlan(
+        name,
+        plans,
+        params,
+        state,
+        grad_regions,
+        param_bytes,
+        state_bytes,
+        grad_bytes,
+        embed,
+        target_cpu,
+        lr,
+        loss_kind,
+        state_init,
+    )
     plan.meta = _meta(plan)
     return plan
 
@@ -202,23 +257,46 @@ def _meta(plan: LibraryPlan) -> dict:
     """The JSON description ``graphc.load`` reads back from ``NAME_graphc_meta()``."""
 
     def port(p: Port) -> dict:
-        return {"name": p.name, "cname": p.cname, "dtype": p.type.dtype,
-                "shape": [d if d == BATCH else int(d) for d in p.type.shape]}
+        return {
+            "name": p.name,
+            "cname": p.cname,
+            "dtype": p.type.dtype,
+            "shape": [d if d == BATCH else int(d) for d in p.type.shape],
+        }
 
     def region(r: Region) -> dict:
-        return {"name": r.name, "dtype": r.type.dtype, "shape": list(r.type.concrete(1)),
-                "offset": r.offset, "bytes": r.nbytes}
+        return {
+            "name": r.name,
+            "dtype": r.type.dtype,
+            "shape": list(r.type.concrete(1)),
+            "offset": r.offset,
+            "bytes": r.nbytes,
+        }
 
     return {
-        "graphc_abi": ABI_VERSION, "name": plan.name, "embed": plan.embed,
-        "target_cpu": plan.target_cpu, "lr": plan.lr, "loss_kind": plan.loss_kind,
-        "param_bytes": plan.param_bytes, "state_bytes": plan.state_bytes,
-        "grad_bytes": plan.grad_bytes, "max_batch": MAX_BATCH, "min_align": plan.min_align,
-        "params": [region(r) for r in plan.params], "state": [region(r) for r in plan.state],
-        "entries": {e: {"inputs": [port(p) for p in ep.inputs], "outputs": [port(p) for p in ep.outputs],
-                        "lr_dtype": ep.lr.type.dtype if ep.lr else None,
-                        "workspace_fixed": ep.ws_fixed, "workspace_row": ep.ws_row}
-                    for e, ep in plan.entries.items()},
+        "graphc_abi": ABI_VERSION,
+        "name": plan.name,
+        "embed": plan.embed,
+        "target_cpu": plan.target_cpu,
+        "lr": plan.lr,
+        "loss_kind": plan.loss_kind,
+        "param_bytes": plan.param_bytes,
+        "state_bytes": plan.state_bytes,
+        "grad_bytes": plan.grad_bytes,
+        "max_batch": MAX_BATCH,
+        "min_align": plan.min_align,
+        "params": [region(r) for r in plan.params],
+        "state": [region(r) for r in plan.state],
+        "entries": {
+            e: {
+                "inputs": [port(p) for p in ep.inputs],
+                "outputs": [port(p) for p in ep.outputs],
+                "lr_dtype": ep.lr.type.dtype if ep.lr else None,
+                "workspace_fixed": ep.ws_fixed,
+                "workspace_row": ep.ws_row,
+            }
+            for e, ep in plan.entries.items()
+        },
     }
 
 
@@ -234,12 +312,23 @@ def weights_header(plan: LibraryPlan, crc: int = 0) -> bytes:
     body = _pad8(struct.pack("<I", len(plan.name)) + plan.name.encode())
     for r in plan.params:
         dims = r.type.concrete(1)
-        body += _pad8(struct.pack(f"<IIQQ{len(dims)}QI", len(dims), DTYPE_CODES[r.type.dtype],
-                                  r.offset, r.nbytes, *dims, len(r.name)) + r.name.encode())
+        body += _pad8(
+            struct.pack(
+                f"<IIQQ{len(dims)}QI",
+                len(dims),
+                DTYPE_CODES[r.type.dtype],
+                r.offset,
+                r.nbytes,
+                *dims,
+                len(r.name),
+            )
+            + r.name.encode()
+        )
     size = 32 + len(body)
     size += -size % 64
-    head = WEIGHTS_MAGIC + struct.pack("<IIQII", WEIGHTS_VERSION, size, plan.param_bytes,
-                                       len(plan.params), crc)
+    head = WEIGHTS_MAGIC + struct.pack(
+        "<IIQII", WEIGHTS_VERSION, size, plan.param_bytes, len(plan.params), crc
+    )
     out = head + body
     return out + b"\0" * (size - len(out))
 
@@ -247,15 +336,18 @@ def weights_header(plan: LibraryPlan, crc: int = 0) -> bytes:
 def weights_file_bytes(plan: LibraryPlan, params: bytes) -> bytes:
     """A complete weights file: header (with the CRC-32 of ``params``) then ``params``."""
     if len(params) != plan.param_bytes:
-        raise CodegenError(f"weights: expected {plan.param_bytes} parameter bytes, got {len(params)}")
+        raise CodegenError(
+            f"weights: expected {plan.param_bytes} parameter bytes, got {len(params)}"
+        )
     return weights_header(plan, zlib.crc32(params)) + params
 
 
 # ---------------------------------------------------------------------------- object
 
 
-def object_module(module: ir.Module, plan: LibraryPlan, tm: llvm.TargetMachine,
-                  weights: bytes | None) -> llvm.ModuleRef:
+def object_module(
+    module: ir.Module, plan: LibraryPlan, tm: llvm.TargetMachine, weights: bytes | None
+) -> llvm.ModuleRef:
     """Optimize the compiled module for ``tm`` with hidden, renamed entries and the weights.
 
     Entries not in ``plan.entries`` become internal (and are dropped by global DCE); the
@@ -265,8 +357,12 @@ def object_module(module: ir.Module, plan: LibraryPlan, tm: llvm.TargetMachine,
     """
     name = plan.name
     for fn in module.functions:
-        if fn.name.startswith(name + "_") and fn.name[len(name) + 1:] not in plan.entries \
-                and not fn.is_declaration and fn.linkage == "":
+        if (
+            fn.name.startswith(name + "_")
+            and fn.name[len(name) + 1 :] not in plan.entries
+            and not fn.is_declaration
+            and fn.linkage == ""
+        ):
             fn.linkage = "internal"
     if weights is not None:
         arr = ir.ArrayType(ir.IntType(8), max(1, len(weights)))
@@ -285,10 +381,6 @@ def object_module(module: ir.Module, plan: LibraryPlan, tm: llvm.TargetMachine,
 
 
 # ---------------------------------------------------------------------------- C header
-
-
-def _shape_comment(t: TensorType) -> str:
-    return str(t)
 
 
 def c_header(plan: LibraryPlan, graphc_version: str) -> str:
@@ -313,10 +405,10 @@ def c_header(plan: LibraryPlan, graphc_version: str) -> str:
     if "train_step" in ent:
         a(f" *     ctx.state = malloc({U}_STATE_BYTES);         ctx.state_bytes = {U}_STATE_BYTES;")
     a(f" *     ctx.workspace_bytes = {N}_workspace_size(64);   (the largest batch you will pass)")
-    a(f" *     ctx.workspace = malloc((size_t)ctx.workspace_bytes);")
+    a(" *     ctx.workspace = malloc((size_t)ctx.workspace_bytes);")
     a(f" *     if ({N}_init(&ctx) != {U}_OK) ... ;   (weights from the library, or zeros)")
     if not plan.embed:
-        a(f" *     if ({N}_load_weights(&ctx, \"{N}.weights\") != {U}_OK) ... ;")
+        a(f' *     if ({N}_load_weights(&ctx, "{N}.weights") != {U}_OK) ... ;')
     if "infer" in ent:
         e = ent["infer"]
         args = ", ".join([f"{p.cname}, {p.cname}_len" for p in e.inputs + e.outputs])
@@ -325,7 +417,7 @@ def c_header(plan: LibraryPlan, graphc_version: str) -> str:
         e = ent["train_step"]
         args = ", ".join([f"{p.cname}, {p.cname}_len" for p in e.inputs])
         a(f" *     rc = {N}_train_step(&ctx, n, {args}, 0.01f, &loss);")
-    a(f" *     if (rc != {U}_OK) fprintf(stderr, \"%s\\n\", {N}_strerror(rc));")
+    a(f' *     if (rc != {U}_OK) fprintf(stderr, "%s\\n", {N}_strerror(rc));')
     a(" *")
     a(f" * Build: cc -std=c99 main.c -L. -l{N} -Wl,-rpath,'$ORIGIN' -o main")
     a(" */")
@@ -357,18 +449,24 @@ def c_header(plan: LibraryPlan, graphc_version: str) -> str:
     a(f"#define {U}_MAX_BATCH ((int64_t){MAX_BATCH})")
     a(f"#define {U}_PARAM_BYTES ((int64_t){plan.param_bytes})   /* weights */")
     a(f"#define {U}_STATE_BYTES ((int64_t){plan.state_bytes})   /* optimizer state (train_step) */")
-    a(f"#define {U}_GRAD_BYTES ((int64_t){plan.grad_bytes})    /* gradients, at offset 0 of the "
-      f"train_step workspace */")
+    a(
+        f"#define {U}_GRAD_BYTES ((int64_t){plan.grad_bytes})    /* gradients, at offset 0 of the "
+        f"train_step workspace */"
+    )
     hdr_len = len(weights_header(plan))
-    a(f"#define {U}_WEIGHTS_FILE_BYTES ((int64_t){hdr_len + plan.param_bytes})   /* header {hdr_len} + "
-      f"PARAM_BYTES */")
+    a(
+        f"#define {U}_WEIGHTS_FILE_BYTES ((int64_t){hdr_len + plan.param_bytes})   /* header {hdr_len} + "
+        f"PARAM_BYTES */"
+    )
     for e in PUBLIC_ENTRIES:
         if e in ent:
             E = e.upper()
             a(f"#define {U}_{E}_WORKSPACE_FIXED ((int64_t){ent[e].ws_fixed})")
             a(f"#define {U}_{E}_WORKSPACE_PER_ROW ((int64_t){ent[e].ws_row})")
-            a(f"#define {U}_{E}_WORKSPACE_BYTES(n) ({U}_{E}_WORKSPACE_FIXED + "
-              f"{U}_{E}_WORKSPACE_PER_ROW * (int64_t)(n))")
+            a(
+                f"#define {U}_{E}_WORKSPACE_BYTES(n) ({U}_{E}_WORKSPACE_FIXED + "
+                f"{U}_{E}_WORKSPACE_PER_ROW * (int64_t)(n))"
+            )
     terms = [f"{U}_{e.upper()}_WORKSPACE_BYTES(n)" for e in PUBLIC_ENTRIES if e in ent]
     ws = terms[0] if len(terms) == 1 else f"({terms[0]} > {terms[1]} ? {terms[0]} : {terms[1]})"
     a(f"#define {U}_WORKSPACE_BYTES(n) {ws}   /* enough for every entry */")
@@ -385,54 +483,65 @@ def c_header(plan: LibraryPlan, graphc_version: str) -> str:
                 if key in seen:
                     continue
                 seen.add(key)
-                a(f"/* {kind} {p.cname} ({p.name}): {p.ctype} {_shape_comment(p.type)} */")
-                a(f"#define {key}_ROW_ELEMS ((int64_t){p.type.elements_per_row() if p.type.is_batched else 0})")
+                a(f"/* {kind} {p.cname} ({p.name}): {p.ctype} {p.type} */")
+                a(
+                    f"#define {key}_ROW_ELEMS ((int64_t){p.type.elements_per_row() if p.type.is_batched else 0})"
+                )
                 a(f"#define {key}_ELEMS(n) {p.elems_c('n')}")
                 a(f"#define {key}_SLOT {p.slot}")
                 for k, d in enumerate(p.type.shape):
                     if d != BATCH:
                         a(f"#define {key}_DIM{k} {d}")
     a("")
-    for title, regions, base in (("Parameters inside params", plan.params, "PARAM"),
-                                 ("Optimizer state inside state", plan.state, "STATE"),
-                                 ("Gradients inside the train_step workspace", plan.grads, "GRAD")):
+    for title, regions, base in (
+        ("Parameters inside params", plan.params, "PARAM"),
+        ("Optimizer state inside state", plan.state, "STATE"),
+        ("Gradients inside the train_step workspace", plan.grads, "GRAD"),
+    ):
         if not regions:
             continue
         a(f"/* {title}: byte offset and size, element type and shape. */")
         for r in regions:
             k = f"{U}_{base}_{c_ident(r.name).upper()}"
-            a(f"#define {k}_OFFSET {r.offset}    /* {r.type.with_dtype(r.type.dtype)} {r.name} */")
+            a(f"#define {k}_OFFSET {r.offset}    /* {r.type} {r.name} */")
             a(f"#define {k}_BYTES {r.nbytes}")
         a("")
-    a(f"/* The buffers one instance uses, all owned by the caller. state may be NULL when")
+    a("/* The buffers one instance uses, all owned by the caller. state may be NULL when")
     a(f"   train_step is not called; workspace must hold {N}_workspace_size(n) bytes for the")
-    a(f"   largest n passed. */")
+    a("   largest n passed. */")
     a(f"typedef struct {N}_ctx {{")
     a("    void *params;    int64_t params_bytes;     /* >= PARAM_BYTES */")
     a("    void *state;     int64_t state_bytes;      /* >= STATE_BYTES (train_step) */")
     a("    void *workspace; int64_t workspace_bytes;  /* >= workspace_size(n) */")
     a(f"}} {N}_ctx;")
     a("")
-    a(f"/* The message of an error code (a static string). */")
+    a("/* The message of an error code (a static string). */")
     a(f"const char *{N}_strerror(int code);")
-    a(f"/* Workspace bytes for batch size n (every entry), or -1 if n is outside 1..MAX_BATCH. */")
+    a("/* Workspace bytes for batch size n (every entry), or -1 if n is outside 1..MAX_BATCH. */")
     a(f"int64_t {N}_workspace_size(int64_t n);")
-    init_w = "copies the embedded weights into params" if plan.embed else \
-        f"zeroes params (then call {N}_load_weights)"
+    init_w = (
+        "copies the embedded weights into params"
+        if plan.embed
+        else f"zeroes params (then call {N}_load_weights)"
+    )
     a(f"/* Checks ctx, {init_w}, and sets state (when given) to the optimizer's initial values. */")
     a(f"int {N}_init({N}_ctx *ctx);")
-    a(f"/* Reads a weights file into params after checking its size, header and CRC-32; on any error")
-    a(f"   params is left as it was (unless the file changes while it is read: then it is zeroed). */")
+    a(
+        "/* Reads a weights file into params after checking its size, header and CRC-32; on any error"
+    )
+    a(
+        "   params is left as it was (unless the file changes while it is read: then it is zeroed). */"
+    )
     a(f"int {N}_load_weights({N}_ctx *ctx, const char *path);")
-    a(f"/* The same from a memory image of a weights file (len bytes). */")
+    a("/* The same from a memory image of a weights file (len bytes). */")
     a(f"int {N}_read_weights({N}_ctx *ctx, const void *data, int64_t len);")
-    a(f"/* Writes params as a weights file image of WEIGHTS_FILE_BYTES into out (len bytes). */")
+    a("/* Writes params as a weights file image of WEIGHTS_FILE_BYTES into out (len bytes). */")
     a(f"int {N}_write_weights(const {N}_ctx *ctx, void *out, int64_t len);")
     for e in PUBLIC_ENTRIES:
         if e not in ent:
             continue
         a(_prototype(plan, ent[e], doc=True) + ";")
-    a(f"/* JSON description of this library (graphc.load reads it). */")
+    a("/* JSON description of this library (graphc.load reads it). */")
     a(f"const char *{N}_graphc_meta(void);")
     a("")
     alias = _aliases(plan)
@@ -455,22 +564,44 @@ def _aliases(plan: LibraryPlan) -> list[str]:
     if inf is None or len(inf.inputs) != 1 or len(inf.outputs) != 1:
         return []
     x, y = inf.inputs[0], inf.outputs[0]
-    if x.type.dtype != "f32" or y.type.dtype != "f32" or not (x.type.is_batched and y.type.is_batched):
+    if (
+        x.type.dtype != "f32"
+        or y.type.dtype != "f32"
+        or not (x.type.is_batched and y.type.is_batched)
+    ):
         return []
     out = [f"#define model_ctx {N}_ctx"]
-    for f in ("strerror", "workspace_size", "init", "load_weights", "read_weights", "write_weights",
-              "infer", "train_step"):
+    for f in (
+        "strerror",
+        "workspace_size",
+        "init",
+        "load_weights",
+        "read_weights",
+        "write_weights",
+        "infer",
+        "train_step",
+    ):
         if f != "train_step" or "train_step" in plan.entries:
             out.append(f"#define model_{f} {N}_{f}")
     for s, _, _ in ERRORS:
         out.append(f"#define MODEL_{s} {U}_{s}")
     for m in ("PARAM_BYTES", "STATE_BYTES", "WEIGHTS_FILE_BYTES", "MAX_BATCH"):
         out.append(f"#define MODEL_{m} {U}_{m}")
+    for e in plan.entries:
+        out.append(
+            f"#define MODEL_{e.upper()}_WORKSPACE_BYTES(n) {U}_{e.upper()}_WORKSPACE_BYTES(n)"
+        )
     out.append(f"#define MODEL_X_ROW_ELEMS {U}_{x.cname.upper()}_ROW_ELEMS")
     out.append(f"#define MODEL_Y_ROW_ELEMS {U}_{y.cname.upper()}_ROW_ELEMS")
     ts = plan.entries.get("train_step")
-    if ts is not None and len(ts.inputs) == 2 and ts.inputs[0].name == x.name \
-            and ts.inputs[1].type.is_batched and ts.lr is not None and ts.lr.type.dtype == "f32":
+    if (
+        ts is not None
+        and len(ts.inputs) == 2
+        and ts.inputs[0].name == x.name
+        and ts.inputs[1].type.is_batched
+        and ts.lr is not None
+        and ts.lr.type.dtype == "f32"
+    ):
         lab = ts.inputs[1]
         out.append(f"typedef {lab.ctype} model_label_t;")
         out.append(f"#define MODEL_LABEL_ROW_ELEMS {U}_{lab.cname.upper()}_ROW_ELEMS")
@@ -496,8 +627,10 @@ def _prototype(plan: LibraryPlan, e: EntryPlan, doc: bool = False) -> str:
     if e.entry == "infer":
         what = "/* Inference on n rows: reads params and workspace, writes the outputs. */"
     else:
-        what = ("/* One optimizer step on n rows: forward, backward, update of params and state in\n"
-                "   place; writes the batch's mean loss. lr is the learning rate. */")
+        what = (
+            "/* One optimizer step on n rows: forward, backward, update of params and state in\n"
+            "   place; writes the batch's mean loss. lr is the learning rate. */"
+        )
     return what + "\n" + proto
 
 
@@ -505,7 +638,7 @@ def _prototype(plan: LibraryPlan, e: EntryPlan, doc: bool = False) -> str:
 
 
 def _c_bytes(data: bytes, indent: str = "    ") -> str:
-    rows = [", ".join(f"0x{b:02x}" for b in data[i:i + 16]) for i in range(0, len(data), 16)]
+    rows = [", ".join(f"0x{b:02x}" for b in data[i : i + 16]) for i in range(0, len(data), 16)]
     return (",\n" + indent).join(rows) if rows else "0"
 
 
@@ -523,15 +656,21 @@ def c_source(plan: LibraryPlan, header_name: str) -> str:
     a("")
     a('#define API __attribute__((visibility("default")))')
     for e in plan.entries:
-        a(f"extern int32_t {N}__graphc_{e}(void *, void *, void *, void *const *, void *const *, int64_t)"
-          f' __attribute__((visibility("hidden")));')
+        a(
+            f"extern int32_t {N}__graphc_{e}(void *, void *, void *, void *const *, void *const *, int64_t)"
+            f' __attribute__((visibility("hidden")));'
+        )
     if plan.embed:
-        a(f'extern const unsigned char {N}__graphc_weights[] __attribute__((visibility("hidden")));')
+        a(
+            f'extern const unsigned char {N}__graphc_weights[] __attribute__((visibility("hidden")));'
+        )
     a("")
     a(f"static const unsigned char wheader[{len(whdr)}] = {{\n    {_c_bytes(whdr)}\n}};")
     if plan.state_init is not None:
-        a(f"static const unsigned char state_init[{len(plan.state_init)}] = {{\n    "
-          f"{_c_bytes(plan.state_init)}\n}};")
+        a(
+            f"static const unsigned char state_init[{len(plan.state_init)}] = {{\n    "
+            f"{_c_bytes(plan.state_init)}\n}};"
+        )
     a(f"static const unsigned char meta[{len(meta)}] = {{\n    {_c_bytes(meta)}\n}};")
     a("")
     a("static const char *const messages[] = {")
@@ -540,7 +679,9 @@ def c_source(plan: LibraryPlan, header_name: str) -> str:
     a("};")
     a("")
     a(f"API const char *{N}_strerror(int code) {{")
-    a(f'    if (code < 0 || code >= (int)(sizeof messages / sizeof messages[0])) return "unknown error code";')
+    a(
+        '    if (code < 0 || code >= (int)(sizeof messages / sizeof messages[0])) return "unknown error code";'
+    )
     a("    return messages[code];")
     a("}")
     a("")
@@ -562,7 +703,9 @@ def c_source(plan: LibraryPlan, header_name: str) -> str:
     a(f"    if (need_state && !ctx->state && {U}_STATE_BYTES > 0) return {U}_ERR_NULL;")
     a(f"    if (ctx->params_bytes < {U}_PARAM_BYTES) return {U}_ERR_BUFFER;")
     a(f"    if (need_state && ctx->state_bytes < {U}_STATE_BYTES) return {U}_ERR_BUFFER;")
-    a(f"    if (misaligned(ctx->params) || (need_state && misaligned(ctx->state))) return {U}_ERR_ALIGN;")
+    a(
+        f"    if (misaligned(ctx->params) || (need_state && misaligned(ctx->state))) return {U}_ERR_ALIGN;"
+    )
     a(f"    return {U}_OK;")
     a("}")
     a("")
@@ -586,7 +729,9 @@ def c_source(plan: LibraryPlan, header_name: str) -> str:
     a("}")
     a("")
     a("static uint32_t le32(const unsigned char *p) {")
-    a("    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);")
+    a(
+        "    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);"
+    )
     a("}")
     a("")
     a("#define CRC_AT 28")
@@ -627,7 +772,9 @@ def c_source(plan: LibraryPlan, header_name: str) -> str:
     a(f"    if (!data) return {U}_ERR_NULL;")
     a(f"    if (len != {U}_WEIGHTS_FILE_BYTES) return {U}_ERR_WEIGHTS;")
     a(f"    if (!header_matches(p, 0, (int64_t)sizeof wheader)) return {U}_ERR_WEIGHTS;")
-    a(f"    if (crc32_update(0, p + sizeof wheader, {U}_PARAM_BYTES) != le32(p + CRC_AT)) return {U}_ERR_WEIGHTS;")
+    a(
+        f"    if (crc32_update(0, p + sizeof wheader, {U}_PARAM_BYTES) != le32(p + CRC_AT)) return {U}_ERR_WEIGHTS;"
+    )
     a(f"    memcpy(ctx->params, p + sizeof wheader, (size_t){U}_PARAM_BYTES);")
     a(f"    return {U}_OK;")
     a("}")
@@ -640,14 +787,18 @@ def c_source(plan: LibraryPlan, header_name: str) -> str:
     a("    int rc = check_ctx(ctx, 0);")
     a("    if (rc) return rc;")
     a(f"    if (!path) return {U}_ERR_NULL;")
-    a("    f = fopen(path, \"rb\");")
+    a('    f = fopen(path, "rb");')
     a(f"    if (!f) return {U}_ERR_IO;")
     a("    /* pass 1: header and CRC, params untouched */")
     a("    while (off < (int64_t)sizeof wheader) {")
-    a("        size_t want_n = sizeof wheader - (size_t)off < sizeof buf ? sizeof wheader - (size_t)off : sizeof buf;")
+    a(
+        "        size_t want_n = sizeof wheader - (size_t)off < sizeof buf ? sizeof wheader - (size_t)off : sizeof buf;"
+    )
     a("        size_t got = fread(buf, 1, want_n, f);")
     a("        if (got != want_n || !header_matches(buf, off, (int64_t)got)) goto bad;")
-    a("        if (off <= CRC_AT && off + (int64_t)got >= CRC_AT + 4) want = le32(buf + (CRC_AT - off));")
+    a(
+        "        if (off <= CRC_AT && off + (int64_t)got >= CRC_AT + 4) want = le32(buf + (CRC_AT - off));"
+    )
     a("        off += (int64_t)got;")
     a("    }")
     a(f"    for (left = {U}_PARAM_BYTES; left > 0;) {{")
@@ -660,8 +811,12 @@ def c_source(plan: LibraryPlan, header_name: str) -> str:
     a("    if (crc != want || fgetc(f) != EOF) goto bad;")
     a("    /* pass 2: the checked bytes into params */")
     a("    if (fseek(f, (long)sizeof wheader, SEEK_SET) != 0) goto io;")
-    a(f"    if (fread(ctx->params, 1, (size_t){U}_PARAM_BYTES, f) != (size_t){U}_PARAM_BYTES) goto changed;")
-    a(f"    if (crc32_update(0, (const unsigned char *)ctx->params, {U}_PARAM_BYTES) != want) goto changed;")
+    a(
+        f"    if (fread(ctx->params, 1, (size_t){U}_PARAM_BYTES, f) != (size_t){U}_PARAM_BYTES) goto changed;"
+    )
+    a(
+        f"    if (crc32_update(0, (const unsigned char *)ctx->params, {U}_PARAM_BYTES) != want) goto changed;"
+    )
     a("    fclose(f);")
     a(f"    return {U}_OK;")
     a("changed:")

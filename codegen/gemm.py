@@ -47,6 +47,8 @@ Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value], ir.Value]
 I64 = ir.IntType(64)
 I32 = ir.IntType(32)
 PTR = ir.PointerType()
+DIRECT_ROWS = 2  # direct path tile: DIRECT_ROWS x DIRECT_NV vectors (8 accumulators)
+DIRECT_NV = 4
 DTYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType()}
 ITEMSIZE = {"f32": 4, "f64": 8}
 
@@ -686,46 +688,53 @@ class _GemmEmitter:
     # -- direct path (small M) ---------------------------------------------------------------------
 
     def emit_direct(self) -> None:
-        """nn and tn for small M: tiles read A and B where they lie, over all of K at once."""
-        b, L = self.b, self.blk.lanes
-        with _loop(b, self.const(0), self.sub(self.M, 3), 4, name="di4") as di4:
-            self.direct_row_sweep(di4.iv, rows=4, nv=2)
-        with _loop(b, di4.iv, self.M, 1, name="di1") as di1:
-            self.direct_row_sweep(di1.iv, rows=1, nv=4)
+        """nn and tn for small M: tiles read A and B where they lie, over all of K at once.
 
-    def direct_row_sweep(self, i: ir.Value, rows: int, nv: int) -> None:
+        A tile has DIRECT_ROWS rows; past the last row of C it repeats that row and stores
+        nothing. At M = 1 that doubles the FMAs, which is free: a GEMV waits on reading B.
+        """
         b, L = self.b, self.blk.lanes
-        tag = f"d{rows}"
-        start = self.const(0)
-        widths = dict.fromkeys([(nv, L), (1, L), (1, 1)])  # whole tiles, vectors, scalars
-        for vecs, lanes in widths:
-            width = vecs * lanes
-            with _loop(b, start, self.sub(self.N, width - 1), width, name=f"{tag}.j{width}") as jl:
-                self.direct_tile(i, jl.iv, rows, vecs, lanes, unroll=4 if vecs > 1 else 1)
-            start = jl.iv
+        with _loop(b, self.const(0), self.M, DIRECT_ROWS, name="di") as il:
+            rows = [self.imin(self.add(il.iv, r), self.sub(self.M, 1)) for r in range(DIRECT_ROWS)]
+            start = self.const(0)
+            widths = dict.fromkeys([(DIRECT_NV, L), (1, L), (1, 1)])  # tiles, vectors, scalars
+            for vecs, lanes in widths:
+                width = vecs * lanes
+                stop = self.sub(self.N, width - 1)
+                with _loop(b, start, stop, width, name=f"dj{width}") as jl:
+                    self.direct_tile(il.iv, rows, jl.iv, vecs, lanes, unroll=2 if vecs > 1 else 1)
+                start = jl.iv
 
     def direct_tile(
-        self, i: ir.Value, j: ir.Value, rows: int, nv: int, lanes: int, unroll: int
+        self, i: ir.Value, rows: list[ir.Value], j: ir.Value, nv: int, lanes: int, unroll: int
     ) -> None:
-        """C[i:i+rows, j:j+nv*lanes] over all of K, from unpacked A and B (B is [K, N])."""
-        zeros = [self.zero(lanes)] * (rows * nv)
-        a_rows = [self.add(i, r) for r in range(rows)]
+        """C[rows, j:j+nv*lanes] over all of K, from unpacked A and B (B is [K, N])."""
+        b = self.b
+        zeros = [self.zero(lanes)] * (len(rows) * nv)
 
         def step(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
             brow = self.at(self.B, self.add(self.mul(k, self.N), j))
             bv = [self.load(self.at(brow, self.const(v * lanes)), lanes) for v in range(nv)]
             out = list(acc)
-            for r in range(rows):
-                a = self.splat(self.load(self.at(self.A, self.a_index(a_rows[r], k))), lanes)
+            for r, row in enumerate(rows):
+                a = self.splat(self.load(self.at(self.A, self.a_index(row, k))), lanes)
                 for v in range(nv):
                     out[r * nv + v] = self.fma(a, bv[v], acc[r * nv + v])
             return out
 
         acc = self.unrolled(self.K, zeros, step, unroll=unroll, name="dk")
-        for r in range(rows):
-            for v in range(nv):
-                jj = self.add(j, v * lanes)
-                self.finish(acc[r * nv + v], a_rows[r], jj, self.accumulate, True)
+        for r, row in enumerate(rows):
+
+            def store_row(r: int = r, row: ir.Value = row) -> None:
+                for v in range(nv):
+                    jj = self.add(j, v * lanes)
+                    self.finish(acc[r * nv + v], row, jj, self.accumulate, True)
+
+            if r == 0:
+                store_row()
+            else:  # a repeated row past the end of C
+                with b.if_then(b.icmp_signed("<", self.add(i, r), self.M)):
+                    store_row()
 
     def emit_direct_dot(self) -> None:
         """nt for small M: each C element is a dot product of two rows that are contiguous in K."""

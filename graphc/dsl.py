@@ -368,6 +368,6 @@ def collect_graph(name: str, outputs: list[Tensor]) -> Graph:
         seen[t.name] = t
         stack.append((t, True))
         for p in reversed(t.parents):
-            if p.name not in seen:
+            if p.name not in seen or seen[p.name] is not p:
                 stack.append((p, False))
     return Graph(name, tuple(t.node for t in order), tuple(t.name for t in outputs))

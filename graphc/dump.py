@@ -34,7 +34,7 @@ from typing import Any
 from graphc.ir.errors import ArgumentError, GraphcError
 from graphc.ir.graph import SOURCE_OPS, Graph, Node
 from graphc.ir.ops import OPS
-from graphc.ir.text import graph_to_json, print_graph
+from graphc.ir.text import format_attr, graph_to_json, print_graph
 
 FORMATS = ("text", "json", "dot", "svg")
 EXTENSIONS = {"text": "txt", "json": "json", "dot": "dot", "svg": "svg"}
@@ -107,7 +107,7 @@ class Stages:
 
 
 def load_program(model: str):
-    """Resolve MODEL (``file.py:name``) to a graphc.compiler.Program with no passes run yet.
+    """MODEL (``file.py:name``) as (Program with no passes run yet, build seconds, optimizer).
 
     Raises:
         ArgumentError: the file, the name or the object's type is wrong (see modelspec.resolve).
@@ -119,14 +119,18 @@ def load_program(model: str):
     if spec.model is not None:
         p = spec.model.program
         return dataclasses.replace(p, optimized={}, schedules={}, layout={}, timings={},
-                                   llvm_ir=""), 0.0
+                                   llvm_ir=""), 0.0, spec.model.optimizer
     if spec.graph is not None:
         g = spec.graph
         return Program(g.name, g, None, g, {}, feature_inputs=[n.name for n in g.inputs],
-                       outputs=list(g.outputs)), 0.0
+                       outputs=list(g.outputs)), 0.0, None
     t0 = time.perf_counter()
     prog = build_graphs(spec.name, spec.outputs, spec.loss, spec.optimizer)
-    return prog, time.perf_counter() - t0
+    if prog.training is not None and spec.optimizer is None:
+        from graphc.optim import Adam
+
+        spec.optimizer = Adam()  # what build_graphs uses when none is given
+    return prog, time.perf_counter() - t0, spec.optimizer
 
 
 def compile_stages(model: str, *, opt_level: int = 2, entry: str | None = None,
@@ -145,7 +149,7 @@ def compile_stages(model: str, *, opt_level: int = 2, entry: str | None = None,
     """
     from graphc.compiler import compile_program
 
-    prog, build_s = load_program(model)
+    prog, build_s, optimizer = load_program(model)
     entry = entry or ("train_step" if prog.training is not None else "infer")
     if entry not in ("train_step", "eval", "infer"):
         raise ArgumentError(f"--entry must be train_step, eval or infer, got {entry!r}")
@@ -161,8 +165,11 @@ def compile_stages(model: str, *, opt_level: int = 2, entry: str | None = None,
         t = prog.training
         nb = sum(1 for n in t.nodes if n.section == "backward")
         nu = sum(1 for n in t.nodes if n.section == "update")
+        grads = ", ".join(f"d{p} = {v}" for p, v in prog.grads.items())
         out.stages.append(Stage("backward", "graph", t, note=(
-            f"training graph after autodiff: {_count(t)} nodes ({nb} backward, {nu} update)")))
+            f"training graph after autodiff: {_count(t)} nodes ({nb} backward, {nu} update); "
+            f"loss {prog.loss} ({prog.loss_kind or 'custom'}); optimizer {optimizer!r}; "
+            f"gradients {grads}")))
     prev = start
     seen: dict[str, int] = {}
     for rec in prog.optimized[entry].records:
@@ -330,69 +337,110 @@ def _dot_str(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def graph_dot(g: Graph, *, title: str | None = None, with_loc: bool = True) -> str:
-    """Graphviz source for ``g``: a box per node (op, type, provenance), colored by section,
-    sources as ellipses, each fusion group a cluster labeled with the ops it absorbed."""
+def _ops_summary(ops: list[str]) -> str:
+    """``matmul + add + relu``, or ``13 ops: mul x6, add x3, ...`` for long lists."""
+    if len(ops) <= 4:
+        return " + ".join(ops)
+    counts: dict[str, int] = {}
+    for op in ops:
+        counts[op] = counts.get(op, 0) + 1
+    return f"{len(ops)} ops: " + ", ".join(f"{k} x{v}" if v > 1 else k for k, v in counts.items())
+
+
+def graph_dot(g: Graph, *, title: str | None = None, with_loc: bool = True,
+              collapse: bool = False) -> str:
+    """Graphviz source for ``g``.
+
+    A box per node (``name = op(operands)``, type, provenance) filled by section (forward blue,
+    backward orange, update green); sources are ellipses (input white, param yellow, state
+    violet); each fusion group is a red cluster labeled with the ops and nodes it absorbed (one
+    box listing them with ``collapse``). Constants are written into their users' operand lists
+    instead of drawn; a node whose value updates a param or state has a bold green border.
+    """
+    consts = {n.name: format_attr(n.attr("value")) for n in g.nodes if n.op == "const"}
+    updates: dict[str, list[str]] = {}
+    for t, v in g.updates:
+        updates.setdefault(v, []).append(t)
+
+    def operand(i: str) -> str:
+        return consts.get(i, i)
+
     def label(n: Node) -> str:
         if n.op in SOURCE_OPS:
             return f"{n.name}\n{n.op} {n.type}"
-        if n.op == "const":
-            return f"{n.attr('value')!r}"
-        attrs = ", ".join(f"{k}={v}" for k, v in n.attrs if k not in ("dtype",))
-        text = f"{n.name} = {n.op}" + (f" {{{attrs}}}" if attrs else "") + f"\n{n.type}"
+        attrs = ", ".join(f"{k}={format_attr(v)}" for k, v in n.attrs if k != "dtype")
+        text = (f"{n.name} = {n.op}({', '.join(operand(i) for i in n.inputs)})"
+                + (f" {{{attrs}}}" if attrs else "") + f"\n{n.type}")
         if n.origin:
             text += f"\n{n.origin}"
         elif with_loc and n.loc:
             text += f"\n{n.loc}"
+        if n.name in updates:
+            text += "\n-> " + ", ".join(updates[n.name])
         return text
 
-    def node_line(n: Node) -> str:
+    def style(n: Node) -> str:
         if n.op in SOURCE_OPS:
-            style = f'shape=ellipse, style=filled, fillcolor="{SOURCE_COLORS[n.op]}"'
-        elif n.op == "const":
-            style = (f'shape=plaintext, fontsize=8, fontcolor="#555555", '
-                     f'fillcolor="{SECTION_COLORS.get(n.section, "#eeeeee")}"')
-        else:
-            style = f'shape=box, style="rounded,filled", fillcolor="{SECTION_COLORS.get(n.section, "#eeeeee")}"'
-        return f"    {_dot_str(n.name)} [label={_dot_str(label(n))}, {style}];"
+            return f'shape=ellipse, style=filled, fillcolor="{SOURCE_COLORS[n.op]}"'
+        border = ', color="#15803d", penwidth=2' if n.name in updates else ""
+        return (f'shape=box, style="rounded,filled", '
+                f'fillcolor="{SECTION_COLORS.get(n.section, "#eeeeee")}"{border}')
 
     lines = [f"digraph {_dot_str(g.name)} {{",
              f"  label={_dot_str(title or g.name)}; labelloc=t; fontname=Helvetica;",
-             "  rankdir=TB; nodesep=0.25; ranksep=0.35;",
+             "  rankdir=TB; nodesep=0.2; ranksep=0.3;",
              '  node [fontname=Helvetica, fontsize=10, margin="0.08,0.03"];',
              '  edge [color="#555555", arrowsize=0.6];']
     groups: dict[str, list[Node]] = {}
     for n in g.nodes:
         if n.group is not None:
             groups.setdefault(n.group, []).append(n)
+    box_of = {n.name: n.name for n in g.nodes}
     for n in g.nodes:
-        if n.group is None:
-            lines.append(node_line(n))
-    for k, (gid, members) in enumerate(groups.items()):
-        ops = " + ".join(m.op for m in members)
-        absorbed = ", ".join(m.name for m in members)
+        if n.group is None and n.op != "const":
+            lines.append(f"  {_dot_str(n.name)} [label={_dot_str(label(n))}, {style(n)}];")
+    for gid, members in groups.items():
+        ops = _ops_summary([m.op for m in members if m.op != "const"])
+        absorbed = f"{members[0].name}" + (f"..{members[-1].name}" if len(members) > 1 else "")
+        if collapse:
+            key = "group:" + gid
+            for m in members:
+                box_of[m.name] = key
+            sec = members[-1].section
+            body = "\n".join(label(m).split("\n")[0] for m in members if m.op != "const")
+            ups = [t for m in members for t in updates.get(m.name, [])]
+            text = (f"fused {gid}: {ops}\n{members[-1].type}\n{body}"
+                    + ("\n-> " + ", ".join(ups) if ups else ""))
+            border = "#15803d" if ups else "#b91c1c"
+            lines.append(f'  {_dot_str(key)} [label={_dot_str(text)}, shape=box, style="rounded,filled,bold",'
+                         f' fillcolor="{SECTION_COLORS.get(sec, "#eeeeee")}", color="{border}"];')
+            continue
         lines.append(f"  subgraph {_dot_str('cluster_' + gid)} {{")
-        lines.append(f'    label={_dot_str(f"fused {gid}: {ops}  ({absorbed})")}; style="rounded,bold";'
-                     f' color="#b91c1c"; fontcolor="#b91c1c"; fontsize=10;')
-        lines += ["  " + node_line(m) for m in members]
+        lines.append(f"    label={_dot_str(f'fused {gid}: {ops} ({absorbed})')}; "
+                     'style="rounded,bold"; color="#b91c1c"; fontcolor="#b91c1c"; fontsize=10;')
+        for m in members:
+            if m.op != "const":
+                lines.append(f"    {_dot_str(m.name)} [label={_dot_str(label(m))}, {style(m)}];")
         lines.append("  }")
+    edges: set[tuple[str, str]] = set()
     for n in g.nodes:
-        for k, i in enumerate(n.inputs):
-            if i in g.by_name and g[i].op == "const":
-                lines.append(f"  {_dot_str(i)} -> {_dot_str(n.name)} [style=dotted];")
-            else:
-                lines.append(f"  {_dot_str(i)} -> {_dot_str(n.name)};")
-    for t, v in g.updates:
-        lines.append(f'  {_dot_str(v)} -> {_dot_str(t)} [style=dashed, color="#15803d", '
-                     'constraint=false, label="update", fontsize=8, fontcolor="#15803d"];')
+        for i in n.inputs:
+            if i in consts or i not in box_of:
+                continue
+            e = (box_of[i], box_of[n.name])
+            if e[0] != e[1] and e not in edges:
+                edges.add(e)
+                lines.append(f"  {_dot_str(e[0])} -> {_dot_str(e[1])};")
     lines.append('  subgraph cluster_legend { label="legend"; fontsize=9; style=dotted;')
     for sec, color in SECTION_COLORS.items():
         lines.append(f'    "legend_{sec}" [label="{sec}", shape=box, style="rounded,filled", '
                      f'fillcolor="{color}", fontsize=9];')
     lines.append('    "legend_fused" [label="fused group", shape=box, style="rounded,bold", '
                  'color="#b91c1c", fontsize=9];')
+    lines.append('    "legend_target" [label="updates a param/state", shape=box, '
+                 'style="rounded,bold", color="#15803d", fontsize=9];')
     lines.append('    "legend_forward" -> "legend_backward" -> "legend_update" -> "legend_fused" '
-                 '[style=invis];')
+                 '-> "legend_target" [style=invis];')
     lines.append("  }")
     lines.append("}")
     return "\n".join(lines)
@@ -432,6 +480,10 @@ def fusion_report(st: Stages) -> list[tuple[str, bool, str]]:
             break
         before = s.graph
     after = passes[-1].graph if passes else before
+    if not any(s.name.split(".")[0] in fuse_names for s in passes):
+        why = f"no fusion pass runs at -O{st.opt_level} (fusion runs at -O2)"
+        return [(n.name, False, why) for n in before.nodes
+                if n.op == "matmul" or n.op in ACTIVATION_OPS]
     try:
         from graphc.ir.passes.fuse import explain_fusion
     except ImportError:
@@ -489,7 +541,7 @@ def fusion_text(st: Stages) -> str:
         n = g.by_name.get(name)
         what = _describe(g, n) if n is not None else "?"
         where = f"{n.section} {n.loc or ''}" if n is not None else ""
-        lines.append(f"{name:<5} {what:<28} {'fused' if ok else 'NOT fused':<9}  {why}   "
+        lines.append(f"{name:<5} {what:<34} {'fused' if ok else 'NOT fused':<9}  {why}   "
                      f"[{where.strip()}]")
     lines.append(f"# {fused} of {len(rows)} fused")
     return "\n".join(lines)
@@ -595,11 +647,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=32, help="batch size N for --stats (32)")
     p.add_argument("--verify-each", action="store_true", help="verify the IR after every pass")
     p.add_argument("--no-loc", action="store_true", help="leave out @file:line")
+    p.add_argument("--collapse-fused", action="store_true",
+                   help="dot/svg: draw each fusion group as one box listing its nodes")
     p.add_argument("--target-cpu", default="native", help="CPU for llvm-opt and asm (native)")
     p.set_defaults(run=run)
 
 
-def render(st: Stages, stage: Stage, fmt: str, batch: int, with_loc: bool) -> str:
+def render(st: Stages, stage: Stage, fmt: str, batch: int, with_loc: bool,
+           collapse: bool = False) -> str:
     if fmt == "text":
         return stage_text(st, stage, batch=batch, with_loc=with_loc)
     if fmt == "json":
@@ -607,7 +662,7 @@ def render(st: Stages, stage: Stage, fmt: str, batch: int, with_loc: bool) -> st
     if stage.kind == "llvm":
         raise ArgumentError(f"stage {stage.name} has no picture; use --format text")
     title = f"{st.program.name}: {stage.name} ({st.entry}, -O{st.opt_level})"
-    dot = graph_dot(stage.graph, title=title, with_loc=with_loc)
+    dot = graph_dot(stage.graph, title=title, with_loc=with_loc, collapse=collapse)
     return dot if fmt == "dot" else render_svg(dot)
 
 
@@ -625,7 +680,7 @@ def run(args: argparse.Namespace) -> int:
             ext = TEXT_EXT.get(s.name, EXTENSIONS[fmt]) if fmt == "text" else EXTENSIONS[fmt]
             path = os.path.join(args.dump_dir, f"{k:02d}-{s.name}.{ext}")
             with open(path, "w") as f:
-                f.write(render(st, st.get(s.name), fmt, args.batch, with_loc) + "\n")
+                f.write(render(st, st.get(s.name), fmt, args.batch, with_loc, args.collapse_fused) + "\n")
             written.append(path)
         if args.explain_fusion:
             written.append(_write(os.path.join(args.dump_dir, "fusion.txt"), fusion_text(st)))
@@ -646,7 +701,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             parts += [render(st, s, "text", args.batch, with_loc) for s in shown]
     elif stage is not None:
-        parts.append(render(st, st.get(stage), args.format, args.batch, with_loc))
+        parts.append(render(st, st.get(stage), args.format, args.batch, with_loc,
+                            args.collapse_fused))
     if args.explain_fusion:
         parts.append(fusion_text(st))
     if args.stats:

@@ -55,27 +55,48 @@ def find_c_compiler(cc: str | None = None) -> list[str]:
             f"no C compiler found ({where} is not on PATH): graphc needs one to link the shared "
             "library. Install one (Debian/Ubuntu: apt-get install gcc; Fedora: dnf install gcc; "
             "macOS: xcode-select --install) or set $CC to a compiler's path; --emit llvm or asm "
-            "needs none")
+            "needs none"
+        )
     return argv
 
 
 def _recompile(model: Any, target_cpu: str) -> tuple[Program, Any]:
     """The model's program compiled again (same passes, same layout) for ``target_cpu``."""
     src = model.program
-    prog = Program(src.name, src.forward, src.training, src.inference, dict(src.grads),
-                   feature_inputs=list(src.feature_inputs), label_inputs=list(src.label_inputs),
-                   loss=src.loss, loss_kind=src.loss_kind, outputs=list(src.outputs))
+    prog = Program(
+        src.name,
+        src.forward,
+        src.training,
+        src.inference,
+        dict(src.grads),
+        feature_inputs=list(src.feature_inputs),
+        label_inputs=list(src.label_inputs),
+        loss=src.loss,
+        loss_kind=src.loss_kind,
+        outputs=list(src.outputs),
+    )
     prog, mb = compile_program(prog, opt_level=src.opt_level, target_cpu=target_cpu)
-    if {k: (b.offset, b.size) for k, b in prog.layout.items()} != \
-            {k: (b.offset, b.size) for k, b in src.layout.items()}:
-        raise CodegenError(f"export of {src.name!r}: the recompiled layout differs from the model's")
+    if {k: (b.offset, b.size) for k, b in prog.layout.items()} != {
+        k: (b.offset, b.size) for k, b in src.layout.items()
+    }:
+        raise CodegenError(
+            f"export of {src.name!r}: the recompiled layout differs from the model's"
+        )
     return prog, mb
 
 
-def export_model(model: Any, path: str, *, header: str | None = None,
-                 entries: list[str] | tuple[str, ...] | str | None = None, weights: str = "embed",
-                 weights_path: str | None = None, target_cpu: str = "native", emit: str = "obj",
-                 cc: str | None = None) -> ExportResult:
+def export_model(
+    model: Any,
+    path: str,
+    *,
+    header: str | None = None,
+    entries: list[str] | tuple[str, ...] | str | None = None,
+    weights: str = "embed",
+    weights_path: str | None = None,
+    target_cpu: str = "native",
+    emit: str = "obj",
+    cc: str | None = None,
+) -> ExportResult:
     """Write ``model`` as a shared library (``emit="obj"``), LLVM IR or assembly.
 
     Args:
@@ -105,7 +126,9 @@ def export_model(model: Any, path: str, *, header: str | None = None,
     entries = list(dict.fromkeys(entries))
     for e in entries:
         if e not in aot.PUBLIC_ENTRIES:
-            raise ArgumentError(f"--entry: unknown entry {e!r}; choose from {', '.join(aot.PUBLIC_ENTRIES)}")
+            raise ArgumentError(
+                f"--entry: unknown entry {e!r}; choose from {', '.join(aot.PUBLIC_ENTRIES)}"
+            )
         if e == "train_step" and prog0.training is None:
             raise ArgumentError(f"--entry train_step: model {name!r} was compiled without a loss")
     if not entries:
@@ -119,10 +142,21 @@ def export_model(model: Any, path: str, *, header: str | None = None,
     prog, mb = _recompile(model, target_cpu)
     src = prog.training or prog.forward
     state_init = _initial_state(model)
-    plan = aot.plan_library(name, prog.schedules, prog.layout, prog.grads, src, prog.param_bytes,
-                            prog.state_bytes, entries, embed=weights == "embed",
-                            target_cpu=target_cpu, lr=float(model.lr), loss_kind=prog.loss_kind,
-                            state_init=state_init if any(state_init) else None)
+    plan = aot.plan_library(
+        name,
+        prog.schedules,
+        prog.layout,
+        prog.grads,
+        src,
+        prog.param_bytes,
+        prog.state_bytes,
+        entries,
+        embed=weights == "embed",
+        target_cpu=target_cpu,
+        lr=float(model.lr),
+        loss_kind=prog.loss_kind,
+        state_init=state_init if any(state_init) else None,
+    )
     params = model._param_region.tobytes()
     tm = target_machine(target_cpu, pic=True)
     mod = aot.object_module(mb.module, plan, tm, params if plan.embed else None)
@@ -152,17 +186,36 @@ def export_model(model: Any, path: str, *, header: str | None = None,
         csrc = os.path.join(tmp, f"{name}_api.c")
         with open(csrc, "w") as f:
             f.write(aot.c_source(plan, hname))
-        cmd = ccmd + ["-std=c99", "-O2", "-fPIC", "-shared", "-fvisibility=hidden", "-Wall",
-                      "-Wextra", "-I", tmp, "-o", out, csrc, obj, "-lm"]
-        res = subprocess.run(cmd, capture_output=True, text=True)
+        cmd = ccmd + [
+            "-std=c99",
+            "-O2",
+            "-fPIC",
+            "-shared",
+            "-fvisibility=hidden",
+            "-Wall",
+            "-Wextra",
+            "-I",
+            tmp,
+            "-o",
+            out,
+            csrc,
+            obj,
+            "-lm",
+        ]
+        res = subprocess.run(cmd, check=False, capture_output=True, text=True)
         if res.returncode != 0:
-            raise CodegenError(f"linking lib for {name!r} failed: {' '.join(cmd)}\n{res.stderr.strip()}")
+            raise CodegenError(
+                f"linking lib for {name!r} failed: {' '.join(cmd)}\n{res.stderr.strip()}"
+            )
     os.makedirs(os.path.dirname(hpath), exist_ok=True)
     with open(hpath, "w") as f:
         f.write(htext)
     if not plan.embed:
-        wpath = os.path.abspath(weights_path) if weights_path else \
-            os.path.join(os.path.dirname(out), f"{name}.weights")
+        wpath = (
+            os.path.abspath(weights_path)
+            if weights_path
+            else os.path.join(os.path.dirname(out), f"{name}.weights")
+        )
         with open(wpath, "wb") as f:
             f.write(aot.weights_file_bytes(plan, params))
     return ExportResult(out, hpath, wpath, plan=plan)
@@ -175,10 +228,17 @@ def _initial_state(model: Any) -> bytes:
     region = np.zeros(model._state_region.nbytes, dtype=np.uint8)
     for n in model.state_nodes:
         args = dict(n.attr("init_args", ()))
-        arr = initialize(n.attr("init", "zeros"), n.type.concrete(1), np.random.default_rng([model.seed, 0]),
-                         n.type.np_dtype, **args)
+        arr = initialize(
+            n.attr("init", "zeros"),
+            n.type.concrete(1),
+            np.random.default_rng([model.seed, 0]),
+            n.type.np_dtype,
+            **args,
+        )
         off = model.program.layout[n.name].offset
-        region[off:off + arr.nbytes] = np.frombuffer(np.ascontiguousarray(arr).tobytes(), np.uint8)
+        region[off : off + arr.nbytes] = np.frombuffer(
+            np.ascontiguousarray(arr).tobytes(), np.uint8
+        )
     return region.tobytes()
 
 
@@ -187,8 +247,21 @@ def write_weights(model: Any, path: str) -> str:
     (or any library of this model) reads with ``NAME_load_weights``."""
     prog = model.program
     src = prog.training or prog.forward
-    plan = aot.plan_library(prog.name, {}, prog.layout, {}, src, prog.param_bytes, prog.state_bytes,
-                            [], embed=False, target_cpu="", lr=0.0, loss_kind=None, state_init=None)
+    plan = aot.plan_library(
+        prog.name,
+        {},
+        prog.layout,
+        {},
+        src,
+        prog.param_bytes,
+        prog.state_bytes,
+        [],
+        embed=False,
+        target_cpu="",
+        lr=0.0,
+        loss_kind=None,
+        state_init=None,
+    )
     with open(path, "wb") as f:
         f.write(aot.weights_file_bytes(plan, model._param_region.tobytes()))
     return path
@@ -198,23 +271,49 @@ def write_weights(model: Any, path: str) -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compile", help="compile MODEL ahead of time into a shared library and C header",
-                       description="Compile MODEL into libNAME.so + NAME.h for C programs.")
-    p.add_argument("model", help="path/to/file.py:name (a Model, or tensors: then weights are freshly "
-                                 "initialized with --seed)")
-    p.add_argument("-o", "--output", required=True, help="the library (libNAME.so), or the .ll/.s file")
+    p = sub.add_parser(
+        "compile",
+        help="compile MODEL ahead of time into a shared library and C header",
+        description="Compile MODEL into libNAME.so + NAME.h for C programs.",
+    )
+    p.add_argument(
+        "model",
+        help="path/to/file.py:name (a Model, or tensors: then weights are freshly "
+        "initialized with --seed)",
+    )
+    p.add_argument(
+        "-o", "--output", required=True, help="the library (libNAME.so), or the .ll/.s file"
+    )
     p.add_argument("--header", help="the C header's path (default: NAME.h next to the library)")
-    p.add_argument("--entry", default=None, help="comma-separated: infer,train_step (default: both "
-                                                  "when the model has a loss)")
-    p.add_argument("--weights", choices=WEIGHTS_MODES, default="embed",
-                   help="embed the weights as read-only data (default) or write NAME.weights")
-    p.add_argument("--weights-path", help="where --weights file writes (default: NAME.weights next "
-                                          "to the library)")
-    p.add_argument("--target-cpu", default="native",
-                   help="native (default), x86-64, x86-64-v2, x86-64-v3, x86-64-v4 or an LLVM CPU name")
-    p.add_argument("--emit", choices=EMITS, default="obj",
-                   help="obj: the shared library (default); llvm: optimized LLVM IR; asm: assembly")
-    p.add_argument("--seed", type=int, default=0, help="initialization seed when MODEL is not a Model")
+    p.add_argument(
+        "--entry",
+        default=None,
+        help="comma-separated: infer,train_step (default: both when the model has a loss)",
+    )
+    p.add_argument(
+        "--weights",
+        choices=WEIGHTS_MODES,
+        default="embed",
+        help="embed the weights as read-only data (default) or write NAME.weights",
+    )
+    p.add_argument(
+        "--weights-path",
+        help="where --weights file writes (default: NAME.weights next to the library)",
+    )
+    p.add_argument(
+        "--target-cpu",
+        default="native",
+        help="native (default), x86-64, x86-64-v2, x86-64-v3, x86-64-v4 or an LLVM CPU name",
+    )
+    p.add_argument(
+        "--emit",
+        choices=EMITS,
+        default="obj",
+        help="obj: the shared library (default); llvm: optimized LLVM IR; asm: assembly",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="initialization seed when MODEL is not a Model"
+    )
     p.add_argument("--opt-level", type=int, default=2, choices=(0, 1, 2))
     p.set_defaults(run=run)
 
@@ -226,21 +325,36 @@ def model_from_spec(spec: Any, *, seed: int = 0, opt_level: int = 2) -> Any:
     if spec.model is not None:
         return spec.model
     if spec.graph is not None:
-        raise ArgumentError(f"{spec.name}: graphc compile needs a Model or tensors (outputs, loss), "
-                            "not a bare Graph")
-    return gc_compile(spec.outputs, spec.loss, spec.optimizer, name=spec.name, seed=seed,
-                      opt_level=opt_level)
+        raise ArgumentError(
+            f"{spec.name}: graphc compile needs a Model or tensors (outputs, loss), "
+            "not a bare Graph"
+        )
+    return gc_compile(
+        spec.outputs, spec.loss, spec.optimizer, name=spec.name, seed=seed, opt_level=opt_level
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from .modelspec import resolve
 
     model = model_from_spec(resolve(args.model), seed=args.seed, opt_level=args.opt_level)
-    res = export_model(model, args.output, header=args.header, entries=args.entry,
-                       weights=args.weights, weights_path=args.weights_path,
-                       target_cpu=args.target_cpu, emit=args.emit)
-    for label, p in (("library", res.library), ("header", res.header), ("weights", res.weights),
-                     ("llvm", res.llvm), ("asm", res.asm)):
+    res = export_model(
+        model,
+        args.output,
+        header=args.header,
+        entries=args.entry,
+        weights=args.weights,
+        weights_path=args.weights_path,
+        target_cpu=args.target_cpu,
+        emit=args.emit,
+    )
+    for label, p in (
+        ("library", res.library),
+        ("header", res.header),
+        ("weights", res.weights),
+        ("llvm", res.llvm),
+        ("asm", res.asm),
+    ):
         if p:
             print(f"{label}: {p}")
     return 0

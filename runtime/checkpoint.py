@@ -94,8 +94,8 @@ def save(model: Any, path: str | os.PathLike, *, extra: dict[str, Any] | None = 
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"save {path!r}: extra metadata must be JSON-serializable ({e})") from None
     arrays = {HEADER_KEY: np.frombuffer(header.encode(), dtype=np.uint8)}
-    arrays.update({f"param/{k}": np.ascontiguousarray(v) for k, v in model.params.items()})
-    arrays.update({f"state/{k}": np.ascontiguousarray(v) for k, v in model.state.items()})
+    arrays.update({f"param/{k}": np.array(v, order="C") for k, v in model.params.items()})
+    arrays.update({f"state/{k}": np.array(v, order="C") for k, v in model.state.items()})
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
@@ -187,15 +187,20 @@ def load(model: Any, path: str | os.PathLike, *, weights_only: bool = False) -> 
     prog = model.program
     same_graph = header.get("graph_hash") == structure_hash(prog.training or prog.forward)
     same_forward = header.get("forward_hash") == structure_hash(prog.forward)
+    if not weights_only and not same_graph:
+        try:
+            _match(path, "parameter", model.params, params, same_forward)
+            detail = "the parameters fit; the optimizer or the loss differs"
+        except CheckpointError as e:
+            detail = str(e).split(": ", 1)[-1]
+        raise CheckpointError(
+            f"checkpoint {path!r} was saved from a different network or optimizer than model "
+            f"{prog.name!r} (checkpoint model {header.get('model')!r}; training-graph hash differs: "
+            f"{detail}). Build the same network with the same optimizer, or "
+            "load(..., weights_only=True) to take only the parameters")
     new_params = _match(path, "parameter", model.params, params, same_forward or same_graph)
     new_state: dict[str, np.ndarray] = {}
     if not weights_only:
-        if not same_graph:
-            raise CheckpointError(
-                f"checkpoint {path!r} was saved from a different network or optimizer than model "
-                f"{prog.name!r} (training-graph hash differs; checkpoint model {header.get('model')!r}). "
-                "Build the same network with the same optimizer, or load(..., weights_only=True) "
-                "to take only the parameters")
         new_state = _match(path, "optimizer state", model.state, state, True)
     for k, v in new_params.items():
         model.params[k][...] = v

@@ -22,14 +22,26 @@ from .buffers import aligned_empty, view
 
 NP_DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32}
 CT_SCALARS = {"f32": ctypes.c_float, "f64": ctypes.c_double, "i32": ctypes.c_int32}
-ERROR_NAMES = {1: "null pointer", 2: "bad batch size", 3: "buffer too small", 4: "misaligned buffer",
-               5: "weights file rejected", 6: "weights file cannot be read", 7: "internal error"}
+ERROR_NAMES = {
+    1: "null pointer",
+    2: "bad batch size",
+    3: "buffer too small",
+    4: "misaligned buffer",
+    5: "weights file rejected",
+    6: "weights file cannot be read",
+    7: "internal error",
+}
 
 
 class _Ctx(ctypes.Structure):
-    _fields_ = [("params", ctypes.c_void_p), ("params_bytes", ctypes.c_int64),
-                ("state", ctypes.c_void_p), ("state_bytes", ctypes.c_int64),
-                ("workspace", ctypes.c_void_p), ("workspace_bytes", ctypes.c_int64)]
+    _fields_ = [
+        ("params", ctypes.c_void_p),
+        ("params_bytes", ctypes.c_int64),
+        ("state", ctypes.c_void_p),
+        ("state_bytes", ctypes.c_int64),
+        ("workspace", ctypes.c_void_p),
+        ("workspace_bytes", ctypes.c_int64),
+    ]
 
 
 class Library:
@@ -49,8 +61,9 @@ class Library:
         if name is None:
             m = re.fullmatch(r"lib(\w+?)(\.\w+)*\.so(\.\d+)*", os.path.basename(path))
             if m is None:
-                raise ArgumentError(f"load: cannot tell the model name from {os.path.basename(path)!r}; "
-                                    "pass name=")
+                raise ArgumentError(
+                    f"load: cannot tell the model name from {os.path.basename(path)!r}; pass name="
+                )
             name = m.group(1)
         self.path, self.name = path, name
         try:
@@ -60,8 +73,9 @@ class Library:
         try:
             meta_fn = getattr(self._lib, f"{name}_graphc_meta")
         except AttributeError:
-            raise ArgumentError(f"load: {path!r} has no {name}_graphc_meta: not a graphc library for "
-                                f"model {name!r}") from None
+            raise ArgumentError(
+                f"load: {path!r} has no {name}_graphc_meta: not a graphc library for model {name!r}"
+            ) from None
         meta_fn.restype = ctypes.c_char_p
         self.meta: dict = json.loads(meta_fn().decode())
         self.lr = float(self.meta["lr"])
@@ -69,12 +83,22 @@ class Library:
         self._state = aligned_empty(self.meta["state_bytes"])
         self._ws = aligned_empty(0)
         self._ws_rows = 0
-        self._ctx = _Ctx(self._params.ctypes.data, self._params.nbytes, self._state.ctypes.data,
-                         self._state.nbytes, self._ws.ctypes.data, 0)
-        self.params = {r["name"]: view(self._params, r["offset"], tuple(r["shape"]), NP_DTYPES[r["dtype"]])
-                       for r in self.meta["params"]}
-        self.state = {r["name"]: view(self._state, r["offset"], tuple(r["shape"]), NP_DTYPES[r["dtype"]])
-                      for r in self.meta["state"]}
+        self._ctx = _Ctx(
+            self._params.ctypes.data,
+            self._params.nbytes,
+            self._state.ctypes.data,
+            self._state.nbytes,
+            self._ws.ctypes.data,
+            0,
+        )
+        self.params = {
+            r["name"]: view(self._params, r["offset"], tuple(r["shape"]), NP_DTYPES[r["dtype"]])
+            for r in self.meta["params"]
+        }
+        self.state = {
+            r["name"]: view(self._state, r["offset"], tuple(r["shape"]), NP_DTYPES[r["dtype"]])
+            for r in self.meta["state"]
+        }
         self._call("init", ctypes.byref(self._ctx))
 
     # ------------------------------------------------------------------ plumbing
@@ -82,7 +106,9 @@ class Library:
     def _call(self, fn: str, *args: Any) -> None:
         rc = getattr(self._lib, f"{self.name}_{fn}")(*args)
         if rc != 0:
-            raise ArgumentError(f"{self.name}_{fn} returned {rc} ({ERROR_NAMES.get(rc, 'unknown')})")
+            raise ArgumentError(
+                f"{self.name}_{fn} returned {rc} ({ERROR_NAMES.get(rc, 'unknown')})"
+            )
 
     def _workspace(self, n: int) -> None:
         if n > self._ws_rows:
@@ -95,8 +121,10 @@ class Library:
 
     def _entry(self, entry: str) -> dict:
         if entry not in self.meta["entries"]:
-            raise GraphcError(f"{os.path.basename(self.path)} was compiled without {entry} "
-                              f"(entries: {', '.join(self.meta['entries'])})")
+            raise GraphcError(
+                f"{os.path.basename(self.path)} was compiled without {entry} "
+                f"(entries: {', '.join(self.meta['entries'])})"
+            )
         return self.meta["entries"][entry]
 
     @staticmethod
@@ -113,21 +141,27 @@ class Library:
         elif len(ports) == 1:
             arrays = [data]
         else:
-            raise ArgumentError(f"{what}: the library has inputs {[p['name'] for p in ports]}; pass a dict")
+            raise ArgumentError(
+                f"{what}: the library has inputs {[p['name'] for p in ports]}; pass a dict"
+            )
         out, n = [], None
         for p, a in zip(ports, arrays):
             a = np.asarray(a)
             want_dtype = NP_DTYPES[p["dtype"]]
             if p["dtype"] == "i32" and not np.issubdtype(a.dtype, np.integer):
-                raise ArgumentError(f"input {p['name']!r} expects integers ({p['dtype']}), got {a.dtype}")
+                raise ArgumentError(
+                    f"input {p['name']!r} expects integers ({p['dtype']}), got {a.dtype}"
+                )
             rows = a.shape[0] if a.ndim else 0
             want = self._shape(p, rows)
             if a.ndim == 1 and len(want) == 2 and want[1] == 1:
                 a = a.reshape(want)
             if a.shape != want or (n is not None and rows != n):
-                raise ArgumentError(f"input {p['name']!r} expects {p['dtype']}{list(p['shape'])}"
-                                    + (f" with N={n}" if n is not None else "")
-                                    + f", got an array of shape {a.shape}")
+                raise ArgumentError(
+                    f"input {p['name']!r} expects {p['dtype']}{list(p['shape'])}"
+                    + (f" with N={n}" if n is not None else "")
+                    + f", got an array of shape {a.shape}"
+                )
             n = rows if "N" in p["shape"] else n
             out.append(np.ascontiguousarray(a, dtype=want_dtype))
         if n is None or n < 1:
@@ -161,7 +195,9 @@ class Library:
                 args += [ctypes.c_void_p(part.ctypes.data), ctypes.c_int64(part.size)]
             rc = fn(*args)
             if rc != 0:
-                raise ArgumentError(f"{self.name}_infer returned {rc} ({ERROR_NAMES.get(rc, 'unknown')})")
+                raise ArgumentError(
+                    f"{self.name}_infer returned {rc} ({ERROR_NAMES.get(rc, 'unknown')})"
+                )
         return outs[0] if len(outs) == 1 else {p["name"]: o for p, o in zip(e["outputs"], outs)}
 
     def train_step(self, x: Any, y: Any = None, *, lr: float | None = None) -> float:
@@ -170,7 +206,9 @@ class Library:
         ports = e["inputs"]
         if not isinstance(x, dict):
             if y is None or len(ports) != 2:
-                raise ArgumentError(f"train_step: pass x and y, or a dict for inputs {[p['name'] for p in ports]}")
+                raise ArgumentError(
+                    f"train_step: pass x and y, or a dict for inputs {[p['name'] for p in ports]}"
+                )
             x = {ports[0]["name"]: x, ports[1]["name"]: y}
         elif y is not None:
             x = {**x, **(y if isinstance(y, dict) else {ports[-1]["name"]: y})}
@@ -215,11 +253,24 @@ def _plan_from_meta(meta: dict) -> Any:
     from graphc.codegen import aot
     from graphc.ir.types import TensorType
 
-    params = [aot.Region(r["name"], TensorType(tuple(r["shape"]), r["dtype"]), r["offset"], r["bytes"])
-              for r in meta["params"]]
-    return aot.LibraryPlan(meta["name"], {}, params, [], [], meta["param_bytes"], meta["state_bytes"],
-                           meta["grad_bytes"], meta["embed"], meta["target_cpu"], meta["lr"],
-                           meta["loss_kind"])
+    params = [
+        aot.Region(r["name"], TensorType(tuple(r["shape"]), r["dtype"]), r["offset"], r["bytes"])
+        for r in meta["params"]
+    ]
+    return aot.LibraryPlan(
+        meta["name"],
+        {},
+        params,
+        [],
+        [],
+        meta["param_bytes"],
+        meta["state_bytes"],
+        meta["grad_bytes"],
+        meta["embed"],
+        meta["target_cpu"],
+        meta["lr"],
+        meta["loss_kind"],
+    )
 
 
 def load(path: str, name: str | None = None) -> Library:

@@ -382,7 +382,7 @@ class Model:
             losses = np.empty(-(-n // bs), e.out_types[0].np_dtype)
         for cb in callbacks:
             getattr(cb, "on_train_begin", lambda m: None)(self)
-        progress = _Progress(verbose, epochs)
+        progress = _Progress(verbose, epochs, initial_epoch)
         try:
             for epoch in range(initial_epoch, epochs):
                 for cb in callbacks:
@@ -407,6 +407,7 @@ class Model:
                 figures = {"loss": total / n}
                 if validation_data is not None:
                     figures.update({f"val_{k}": v for k, v in self._evaluate_feeds(vfeeds, vn).items()})
+                figures["lr"] = float(lr_arr)  # the rate this epoch's steps used
                 figures["seconds"] = time.perf_counter() - t0
                 history.add(epoch, figures)
                 progress.epoch(epoch, figures)
@@ -422,6 +423,7 @@ class Model:
                 print(f"fit: interrupted after {len(history.epochs)} finished epoch(s); the parameters "
                       "are those of the last finished step", file=sys.stderr, flush=True)
         finally:
+            progress.close()
             for cb in callbacks:
                 getattr(cb, "on_train_end", lambda m, h: None)(self, history)
         return history
@@ -433,17 +435,39 @@ class Model:
 
 
 class _Progress:
-    """One plain line per epoch (tqdm's bar when on a terminal and installed)."""
+    """Progress of ``fit``: a tqdm bar over the epochs (loss figures as its postfix) when stdout
+    is a terminal, tqdm is installed and verbose == 1; otherwise one plain line per epoch
+    (verbose >= 1: a file or a pipe gets readable lines, not bar redraws); nothing at verbose 0.
+    """
 
-    def __init__(self, verbose: int, epochs: int) -> None:
+    def __init__(self, verbose: int, epochs: int, initial_epoch: int = 0) -> None:
         self.verbose, self.epochs = verbose, epochs
+        self.bar = None
+        if verbose == 1 and getattr(sys.stdout, "isatty", lambda: False)():
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(total=max(0, epochs - initial_epoch), unit="epoch", file=sys.stdout,
+                                dynamic_ncols=True)
 
     def epoch(self, epoch: int, figures: dict[str, float]) -> None:
         if not self.verbose:
             return
-        parts = [f"{k} {v:.4f}" for k, v in figures.items() if k != "seconds"]
-        print(f"epoch {epoch + 1}/{self.epochs}  " + "  ".join(parts)
+        parts = {k: v for k, v in figures.items() if k not in ("seconds", "lr")}
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in parts.items()}, refresh=False)
+            self.bar.update(1)
+            return
+        print(f"epoch {epoch + 1}/{self.epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in parts.items())
+              + f"  lr {figures.get('lr', float('nan')):.3g}"
               + f"  ({figures['seconds'] * 1e3:.1f} ms)", file=sys.stdout, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 del math, Callable

@@ -1,0 +1,361 @@
+"""The benchmark's contestants: the same MLP training step and inference in graphc, numpy,
+PyTorch (eager and ``torch.compile``) and JAX (``jit``).
+
+Every contestant is built from one ``Spec`` and one set of initial weights (float32), and offers
+``step()`` (one training step on a fixed batch: forward, backward, optimizer update),
+``infer()`` (the logits of a fixed batch) and ``epoch(x, y, batch)`` (one shuffled pass over a
+data set, drawing the permutation with numpy and gathering the rows of every batch).
+
+The optimizers follow the ``torch.optim`` formulas for all contestants: SGD ``p -= lr * g``;
+Adam with betas (0.9, 0.999), eps 1e-8 and bias correction.
+
+A peer whose package is missing raises ``Missing`` from its constructor; ``run.py`` reports it
+in the table instead of failing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
+
+
+class Missing(Exception):
+    """A peer that cannot run here (package not installed, backend unavailable)."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """An MLP: layer widths, hidden activation, loss ("ce": softmax cross-entropy over integer
+    labels; "bce": binary cross-entropy from one logit), optimizer ("sgd" or "adam"), lr."""
+
+    sizes: tuple[int, ...]
+    act: str
+    loss: str
+    opt: str
+    lr: float
+
+    @property
+    def name(self) -> str:
+        return f"{'-'.join(map(str, self.sizes))} {self.act} {self.loss} {self.opt}"
+
+
+def init_weights(spec: Spec, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Glorot-uniform W [in, out] and zero b per layer, float32."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for a, b in zip(spec.sizes[:-1], spec.sizes[1:]):
+        lim = np.sqrt(6.0 / (a + b))
+        out.append((rng.uniform(-lim, lim, (a, b)).astype(np.float32), np.zeros(b, np.float32)))
+    return out
+
+
+def make_data(spec: Spec, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Random features float32 [n, in] and labels (int32 [n] classes, or float32 [n, 1] in {0,1})."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, spec.sizes[0])).astype(np.float32)
+    if spec.loss == "ce":
+        y = rng.integers(0, spec.sizes[-1], n).astype(np.int32)
+    else:
+        y = rng.integers(0, 2, (n, 1)).astype(np.float32)
+    return x, y
+
+
+# ------------------------------------------------------------------------------------- graphc
+
+class GraphcPeer:
+    """graphc: ``Model.fit`` (one native call per epoch), the ``train_step`` entry called directly
+    (one ctypes call per step, arrays prepared once), and ``Model.predict`` / the ``infer`` entry."""
+
+    label = "graphc"
+
+    def __init__(self, spec: Spec, weights, x: np.ndarray, y: np.ndarray) -> None:
+        import graphc as gc
+
+        xin = gc.input("x", ("N", spec.sizes[0]))
+        h = xin
+        nl = len(spec.sizes) - 1
+        for i, width in enumerate(spec.sizes[1:]):
+            h = gc.dense(h, width, None if i == nl - 1 else spec.act, name=f"fc{i + 1}")
+        if spec.loss == "ce":
+            yin = gc.input("y", ("N",), dtype="i32")
+            loss = gc.softmax_cross_entropy(h, yin)
+        else:
+            yin = gc.input("y", ("N", 1))
+            loss = gc.binary_cross_entropy(h, yin)
+        opt = gc.SGD(lr=spec.lr) if spec.opt == "sgd" else gc.Adam(lr=spec.lr)
+        t0 = time.perf_counter()
+        self.model = gc.compile(h, loss, opt, name="bench")
+        self.compile_s = time.perf_counter() - t0
+        self.model.set_weights({f"fc{i + 1}.{k}": v for i, (w, b) in enumerate(weights)
+                                for k, v in (("w", w), ("b", b))})
+        self.x, self.y = x, y
+        e = self.model.entries["train_step"]
+        feeds = {"x": x, "y": y, "lr": np.array(spec.lr, np.float32)}
+        self._step_entry, self._step_arrays = e, [feeds[s] for s in e.sched.input_slots]
+        e.check(self._step_arrays, len(x))
+        ie = self.model.entries["infer"]
+        self._infer_entry, self._infer_arrays = ie, [x]
+
+    def step(self) -> float:
+        """The ``train_step`` entry through ``Entry.__call__`` (no checks, nothing allocated)."""
+        return self._step_entry(self._step_arrays, len(self.x), checked=False)[0]
+
+    def step_api(self) -> float:
+        """``Model.train_step(x, y)``: the public per-batch call (converts and validates)."""
+        return self.model.train_step(self.x, self.y)
+
+    def fit_steps(self, batches: int) -> None:
+        """``Model.fit`` over ``batches`` copies of the batch (one native call for the epoch)."""
+        xs, ys = self._rep(batches)
+        self.model.fit(xs, ys, epochs=1, batch_size=len(self.x), shuffle=False, verbose=0)
+
+    def _rep(self, batches: int) -> tuple[np.ndarray, np.ndarray]:
+        key = ("rep", batches)
+        if getattr(self, "_rep_key", None) != key:
+            self._rep_data = (np.concatenate([self.x] * batches), np.concatenate([self.y] * batches))
+            self._rep_key = key
+        return self._rep_data
+
+    def infer(self) -> np.ndarray:
+        return self._infer_entry(self._infer_arrays, len(self.x), checked=False)[0]
+
+    def infer_api(self) -> np.ndarray:
+        return self.model.predict(self.x)
+
+    def epoch(self, x: np.ndarray, y: np.ndarray, batch: int, seed: int) -> None:
+        self.model.fit(x, y, epochs=1, batch_size=batch, seed=seed, verbose=0)
+
+
+# ------------------------------------------------------------------------------------- numpy
+
+class NumpyPeer:
+    """A hand-written float32 numpy MLP (matmuls in numpy's BLAS)."""
+
+    label = "numpy"
+
+    def __init__(self, spec: Spec, weights, x: np.ndarray, y: np.ndarray) -> None:
+        self.spec = spec
+        self.params = [a.copy() for wb in weights for a in wb]
+        self.m = [np.zeros_like(p) for p in self.params]
+        self.v = [np.zeros_like(p) for p in self.params]
+        self.t = 0
+        self.x, self.y = x, y
+        self.act, self.dact = {
+            "relu": (lambda z: np.maximum(z, 0), lambda z, a: (z > 0).astype(np.float32)),
+            "tanh": (np.tanh, lambda z, a: 1 - a * a),
+            "sigmoid": (lambda z: 1 / (1 + np.exp(-z)), lambda z, a: a * (1 - a)),
+        }[spec.act]
+
+    def _forward(self, x):
+        zs, acts = [], [x]
+        h = x
+        nl = len(self.params) // 2
+        for i in range(nl):
+            z = h @ self.params[2 * i] + self.params[2 * i + 1]
+            zs.append(z)
+            h = self.act(z) if i < nl - 1 else z
+            acts.append(h)
+        return zs, acts
+
+    def infer(self, x=None):
+        return self._forward(self.x if x is None else x)[1][-1]
+
+    def step(self, x=None, y=None) -> float:
+        x = self.x if x is None else x
+        y = self.y if y is None else y
+        zs, acts = self._forward(x)
+        z = acts[-1]
+        n = len(x)
+        if self.spec.loss == "ce":
+            zmax = z.max(axis=1, keepdims=True)
+            e = np.exp(z - zmax)
+            s = e.sum(axis=1, keepdims=True)
+            loss = float(np.mean(np.log(s[:, 0]) + zmax[:, 0] - z[np.arange(n), y]))
+            dz = e / s
+            dz[np.arange(n), y] -= 1
+            dz /= n
+        else:
+            loss = float(np.mean(np.logaddexp(0, z) - z * y))
+            dz = (1 / (1 + np.exp(-z)) - y) / z.size
+        grads = [None] * len(self.params)
+        nl = len(self.params) // 2
+        for i in range(nl - 1, -1, -1):
+            grads[2 * i] = acts[i].T @ dz
+            grads[2 * i + 1] = dz.sum(axis=0)
+            if i:
+                dz = (dz @ self.params[2 * i].T) * self.dact(zs[i - 1], acts[i])
+        self._update(grads)
+        return loss
+
+    def _update(self, grads) -> None:
+        lr = self.spec.lr
+        if self.spec.opt == "sgd":
+            for p, g in zip(self.params, grads):
+                p -= lr * g
+            return
+        self.t += 1
+        c1, c2 = 1 - BETA1 ** self.t, 1 - BETA2 ** self.t
+        for p, g, m, v in zip(self.params, grads, self.m, self.v):
+            m *= BETA1
+            m += (1 - BETA1) * g
+            v *= BETA2
+            v += (1 - BETA2) * g * g
+            p -= lr * (m / c1) / (np.sqrt(v / c2) + EPS)
+
+    def epoch(self, x, y, batch: int, seed: int) -> None:
+        order = np.random.default_rng(seed).permutation(len(x))
+        for lo in range(0, len(x), batch):
+            idx = order[lo:lo + batch]
+            self.step(x[idx], y[idx])
+
+
+# ------------------------------------------------------------------------------------- torch
+
+class TorchPeer:
+    """PyTorch eager: nn.Sequential, torch.optim.SGD/Adam, zero_grad(set_to_none=True)."""
+
+    label = "torch eager"
+    compiled = False
+
+    def __init__(self, spec: Spec, weights, x: np.ndarray, y: np.ndarray) -> None:
+        try:
+            import torch
+        except ImportError as e:
+            raise Missing("torch not installed") from e
+        self.torch = torch
+        layers = []
+        acts = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}
+        for i, (w, b) in enumerate(weights):
+            lin = torch.nn.Linear(*w.shape)
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(w.T.copy()))
+                lin.bias.copy_(torch.from_numpy(b))
+            layers.append(lin)
+            if i < len(weights) - 1:
+                layers.append(acts[spec.act]())
+        self.net = torch.nn.Sequential(*layers)
+        self.loss_fn = (torch.nn.CrossEntropyLoss() if spec.loss == "ce"
+                        else torch.nn.BCEWithLogitsLoss())
+        self.opt = (torch.optim.SGD(self.net.parameters(), lr=spec.lr) if spec.opt == "sgd"
+                    else torch.optim.Adam(self.net.parameters(), lr=spec.lr))
+        self.x = torch.from_numpy(x)
+        self.y = torch.from_numpy(y.astype(np.int64)) if spec.loss == "ce" else torch.from_numpy(y)
+        self.fwd = self.net
+        if self.compiled:
+            self.fwd = torch.compile(self.net)
+            self.step()                   # compile now (forward and backward graphs)
+            with torch.no_grad():
+                self.fwd(self.x)
+
+    def step(self, x=None, y=None) -> float:
+        x = self.x if x is None else x
+        y = self.y if y is None else y
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.fwd(x), y)
+        loss.backward()
+        self.opt.step()
+        return loss
+
+    def infer(self):
+        with self.torch.no_grad():
+            return self.fwd(self.x)
+
+    def epoch(self, x, y, batch: int, seed: int) -> None:
+        torch = self.torch
+        xt = torch.from_numpy(x)
+        yt = torch.from_numpy(y.astype(np.int64)) if y.dtype == np.int32 else torch.from_numpy(y)
+        order = torch.from_numpy(np.random.default_rng(seed).permutation(len(x)))
+        for lo in range(0, len(x), batch):
+            idx = order[lo:lo + batch]
+            self.step(xt[idx], yt[idx])
+
+
+class TorchCompilePeer(TorchPeer):
+    """``torch.compile`` (inductor) of the network; loss, backward and optimizer as in eager."""
+
+    label = "torch.compile"
+    compiled = True
+
+
+# ------------------------------------------------------------------------------------- JAX
+
+class JaxPeer:
+    """JAX: one ``jax.jit`` function per training step (forward, grad, update; buffers donated)."""
+
+    label = "JAX jit"
+
+    def __init__(self, spec: Spec, weights, x: np.ndarray, y: np.ndarray) -> None:
+        try:
+            import jax
+            import jax.numpy as jnp
+        except ImportError as e:
+            raise Missing("jax not installed") from e
+        self.jax, self.jnp = jax, jnp
+        act = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid}[spec.act]
+
+        def forward(params, x):
+            h = x
+            for i, (w, b) in enumerate(params):
+                h = h @ w + b
+                if i < len(params) - 1:
+                    h = act(h)
+            return h
+
+        def loss_fn(params, x, y):
+            z = forward(params, x)
+            if spec.loss == "ce":
+                return jnp.mean(jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(z, y[:, None], 1)[:, 0])
+            return jnp.mean(jnp.logaddexp(0.0, z) - z * y)
+
+        lr = spec.lr
+
+        def sgd(state, x, y):
+            params = state
+            loss, g = jax.value_and_grad(loss_fn)(params, x, y)
+            return jax.tree_util.tree_map(lambda p, d: p - lr * d, params, g), loss
+
+        def adam(state, x, y):
+            params, m, v, t = state
+            loss, g = jax.value_and_grad(loss_fn)(params, x, y)
+            t = t + 1
+            m = jax.tree_util.tree_map(lambda a, d: BETA1 * a + (1 - BETA1) * d, m, g)
+            v = jax.tree_util.tree_map(lambda a, d: BETA2 * a + (1 - BETA2) * d * d, v, g)
+            c1, c2 = 1 - BETA1 ** t, 1 - BETA2 ** t
+            params = jax.tree_util.tree_map(
+                lambda p, a, b: p - lr * (a / c1) / (jnp.sqrt(b / c2) + EPS), params, m, v)
+            return (params, m, v, t), loss
+
+        params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in weights]
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        self.state = params if spec.opt == "sgd" else (params, zeros, zeros, jnp.float32(0.0))
+        self._step = jax.jit(sgd if spec.opt == "sgd" else adam, donate_argnums=0)
+        self._infer = jax.jit(forward)
+        self.x, self.y = jnp.asarray(x), jnp.asarray(y)
+        self.spec = spec
+        self.step()
+        self.infer()
+
+    def step(self, x=None, y=None):
+        self.state, loss = self._step(self.state, self.x if x is None else x,
+                                      self.y if y is None else y)
+        return loss.block_until_ready()
+
+    def infer(self):
+        params = self.state if self.spec.opt == "sgd" else self.state[0]
+        return self._infer(params, self.x).block_until_ready()
+
+    def epoch(self, x, y, batch: int, seed: int) -> None:
+        order = np.random.default_rng(seed).permutation(len(x))
+        loss = None
+        for lo in range(0, len(x), batch):
+            idx = order[lo:lo + batch]
+            self.state, loss = self._step(self.state, x[idx], y[idx])
+        loss.block_until_ready()
+
+
+PEERS: list[Callable] = [NumpyPeer, TorchPeer, TorchCompilePeer, JaxPeer]

@@ -1,0 +1,442 @@
+"""Ahead-of-time libraries: C programs built against the generated header and .so (issue 7).
+
+References: Python's in-process (JIT) model for predictions and training losses, zlib's CRC-32
+for the weights file, objdump's disassembly for the instruction set, valgrind's memcheck.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.cli import main as cli_main
+from graphc.export import find_c_compiler, write_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+CC = shutil.which(os.environ.get("CC", "cc") or "cc")
+pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (cc or $CC) on PATH")
+CFLAGS = ["-std=c99", "-O0", "-Wall", "-Wextra", "-Werror"]
+VALGRIND = shutil.which("valgrind")
+OBJDUMP = shutil.which("objdump")
+
+
+def digits_model(seed: int = 0) -> gc.Model:
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import models
+    finally:
+        sys.path.pop(0)
+    d = models.digits()
+    return gc.compile(d["outputs"], d["loss"], d["optimizer"], name=d["name"], seed=seed)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    """The digits rows, standardized with the first 1400 rows' statistics."""
+    with gzip.open(EXAMPLES / "data" / "digits.csv.gz", "rt") as f:
+        raw = np.loadtxt(f, delimiter=",", skiprows=1)
+    x, y = raw[:, :64], raw[:, 64].astype(np.int32)
+    mu, sd = x[:1400].mean(0), x[:1400].std(0) + 1e-6
+    return ((x - mu) / sd).astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory, data):
+    """A digits model trained one epoch, exported (embedded weights, native CPU), and the C
+    example programs plus the bad-call program compiled against its header."""
+    x, y = data
+    model = digits_model()
+    model.fit(x[:1400], y[:1400], epochs=1, batch_size=64, verbose=0)
+    out = tmp_path_factory.mktemp("aot")
+    res = model.export(str(out / "libdigits.so"))
+    assert res.library and res.header and os.path.isfile(res.library) and os.path.isfile(res.header)
+    (out / "bad_calls.c").write_text(BAD_CALLS_C)
+    progs = {}
+    for prog, src in (
+        ("predict", EXAMPLES / "c" / "predict.c"),
+        ("train", EXAMPLES / "c" / "train.c"),
+        ("bad_calls", out / "bad_calls.c"),
+    ):
+        exe = out / prog
+        cmd = [
+            CC,
+            *CFLAGS,
+            '-DMODEL_HEADER="digits.h"',
+            f"-I{out}",
+            str(src),
+            f"-L{out}",
+            "-ldigits",
+            f"-Wl,-rpath,{out}",
+            "-o",
+            str(exe),
+        ]
+        r = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr}"
+        progs[prog] = str(exe)
+    rows = out / "rows.txt"
+    np.savetxt(rows, x[1400:1600], fmt="%.9g")
+    train_rows = out / "train_rows.txt"
+    np.savetxt(train_rows, np.hstack([x[:640], y[:640, None]]), fmt="%.9g")
+    good = out / "good.weights"
+    write_weights(model, str(good))
+    blob = good.read_bytes()
+    (out / "truncated.weights").write_bytes(blob[:-10])
+    flipped = bytearray(blob)
+    flipped[-100] ^= 0x01  # one bit of one parameter
+    (out / "corrupt.weights").write_bytes(bytes(flipped))
+    header = bytearray(blob)
+    header[40] ^= 0x01  # inside the model name / shape table
+    (out / "header.weights").write_bytes(bytes(header))
+    return {
+        "model": model,
+        "dir": out,
+        "lib": res.library,
+        "progs": progs,
+        "rows": rows,
+        "train_rows": train_rows,
+        "weights": str(good),
+    }
+
+
+def run(argv: list[str], stdin: Path | None = None) -> subprocess.CompletedProcess:
+    with open(stdin) if stdin else open(os.devnull) as f:
+        return subprocess.run(
+            argv, stdin=f, check=False, capture_output=True, text=True, timeout=120
+        )
+
+
+def test_c_program_inference_matches_python(build, data):
+    x, _ = data
+    r = run([build["progs"]["predict"]], build["rows"])
+    assert r.returncode == 0, r.stderr
+    got = np.array([[float(v) for v in line.split()] for line in r.stdout.splitlines()])
+    want = build["model"].predict(x[1400:1600])
+    assert got.shape == want.shape == (200, 10)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_c_program_training_matches_python_and_loss_falls(build, data):
+    x, y = data
+    out = build["dir"] / "trained.weights"
+    r = run([build["progs"]["train"], "100", "64", "0.01", str(out)], build["train_rows"])
+    assert r.returncode == 0, r.stderr
+    losses = np.array([float(line.split()[3]) for line in r.stdout.splitlines()])
+    assert losses.shape == (100,)
+    # The same 100 steps in process: same start weights, fresh Adam state, rows in order.
+    ref = digits_model()
+    ref.set_weights(build["model"].get_weights())
+    ref.lr = 0.01
+    want = []
+    for step in range(100):
+        idx = (step * 64 + np.arange(64)) % 640
+        want.append(ref.train_step(x[idx], y[idx]))
+    np.testing.assert_allclose(losses, want, rtol=1e-4, atol=1e-6)
+    assert losses[-10:].mean() < 0.7 * losses[:10].mean()
+    # The weights the C program wrote load back and equal the in-process ones.
+    lib = gc.load(build["lib"])
+    lib.load_weights(str(out))
+    for k, v in ref.params.items():
+        np.testing.assert_allclose(lib.params[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_bad_calls_return_their_error_codes(build):
+    d = build["dir"]
+    r = run(
+        [
+            build["progs"]["bad_calls"],
+            build["weights"],
+            str(d / "truncated.weights"),
+            str(d / "corrupt.weights"),
+            str(d / "header.weights"),
+            str(d / "missing.weights"),
+        ]
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "checks passed" in r.stdout
+
+
+@pytest.mark.skipif(VALGRIND is None, reason="valgrind is not installed")
+def test_programs_run_clean_under_valgrind(build):
+    d = build["dir"]
+    vg = [VALGRIND, "-q", "--leak-check=full", "--error-exitcode=99"]
+    few = d / "few_rows.txt"
+    few.write_text("".join(build["rows"].read_text().splitlines(True)[:20]))
+    cases = [
+        ([build["progs"]["predict"]], few),
+        ([build["progs"]["train"], "5", "32", "0.01", str(d / "vg.weights")], build["train_rows"]),
+        (
+            [
+                build["progs"]["bad_calls"],
+                build["weights"],
+                str(d / "truncated.weights"),
+                str(d / "corrupt.weights"),
+                str(d / "header.weights"),
+                str(d / "missing.weights"),
+            ],
+            None,
+        ),
+    ]
+    for argv, stdin in cases:
+        r = run(vg + argv, stdin)
+        assert r.returncode == 0, (
+            f"{os.path.basename(argv[0])}: rc {r.returncode}\n{r.stderr[-3000:]}"
+        )
+
+
+def test_header_compiles_as_c99_and_as_cpp(build):
+    d = build["dir"]
+    src = d / "header_only.c"
+    src.write_text(
+        '#include "digits.h"\nint main(void) { return DIGITS_OK + (int)(DIGITS_PARAM_BYTES > 0) - 1; }\n'
+    )
+    r = subprocess.run(
+        [
+            CC,
+            "-std=c99",
+            "-pedantic",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            f"-I{d}",
+            "-fsyntax-only",
+            str(src),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    cxx = shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no C++ compiler (c++) on PATH")
+    r = subprocess.run(
+        [cxx, "-x", "c++", "-Wall", "-Wextra", "-Werror", f"-I{d}", "-fsyntax-only", str(src)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+
+
+def test_load_round_trip_predict_train_and_shape_checks(build, data):
+    x, y = data
+    model = build["model"]
+    lib = gc.load(build["lib"])
+    assert lib.name == "digits" and set(lib.meta["entries"]) == {"infer", "train_step"}
+    lib._workspace(300)
+    lib._ws[:] = 0xFF  # the kernels must not rely on a zeroed workspace
+    np.testing.assert_allclose(
+        lib.predict(x[:300], batch_size=128), model.predict(x[:300]), rtol=1e-5, atol=1e-5
+    )
+    ref = digits_model()
+    ref.set_weights(model.get_weights())
+    ref.lr = lib.lr
+    for _ in range(3):
+        np.testing.assert_allclose(
+            lib.train_step(x[:50], y[:50]), ref.train_step(x[:50], y[:50]), rtol=1e-5
+        )
+    with pytest.raises(gc.ArgumentError, match="input 'x' expects f32"):
+        lib.predict(x[:5, :63])
+    with pytest.raises(gc.ArgumentError, match="labels"):
+        lib.train_step(x[:5], y[:4])
+    # The weights file Python writes is byte for byte the one the library writes (zlib CRC-32).
+    fresh = gc.load(build["lib"])
+    blob = fresh.weights_file_bytes()
+    assert blob == Path(build["weights"]).read_bytes()
+    header = len(blob) - fresh.meta["param_bytes"]
+    assert zlib.crc32(blob[header:]) == int.from_bytes(blob[28:32], "little")
+
+
+def test_two_instances_in_two_threads(build, data):
+    x, _ = data
+    want = build["model"].predict(x[:400])
+    libs = [gc.load(build["lib"]) for _ in range(2)]
+    got: list = [None, None]
+
+    def work(i: int) -> None:
+        for _ in range(20):
+            got[i] = libs[i].predict(x[:400], batch_size=37)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g in got:
+        np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_baseline_x86_64_library_has_no_avx_and_same_results(tmp_path, data, build):
+    x, _ = data
+    lib_path = tmp_path / "libdigits.so"
+    rc = cli_main(
+        [
+            "compile",
+            str(EXAMPLES / "models.py") + ":digits",
+            "-o",
+            str(lib_path),
+            "--target-cpu",
+            "x86-64",
+            "--weights",
+            "file",
+            "--entry",
+            "infer",
+            "--seed",
+            "3",
+        ]
+    )
+    assert rc == 0
+    wfile = tmp_path / "digits.weights"
+    assert wfile.is_file() and (tmp_path / "digits.h").is_file()
+    lib = gc.load(str(lib_path))
+    assert set(lib.meta["entries"]) == {"infer"}
+    assert not np.any(lib.predict(x[:4]))  # file mode: params are zero until loaded
+    lib.load_weights(str(wfile))
+    want = digits_model(seed=3).predict(x[:300])
+    np.testing.assert_allclose(lib.predict(x[:300]), want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(gc.GraphcError, match="without train_step"):
+        lib.train_step(x[:4], np.zeros(4, np.int32))
+    if OBJDUMP is None:
+        pytest.skip("objdump is not installed: instruction check skipped")
+    avx = re.compile(r"%[yz]mm\d+|\bvfmadd|\bvbroadcast")
+    asm = subprocess.run(
+        [OBJDUMP, "-d", str(lib_path)], check=False, capture_output=True, text=True
+    ).stdout
+    assert "digits__graphc_infer" in asm
+    hits = avx.findall(asm)
+    assert not hits, f"AVX instructions in an x86-64 library: {sorted(set(hits))[:10]}"
+    native = subprocess.run(
+        [OBJDUMP, "-d", build["lib"]], check=False, capture_output=True, text=True
+    ).stdout
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists() and " avx2" in cpuinfo.read_text():  # the check can fail: native has AVX
+        assert avx.search(native), "the check finds no AVX even in the native library"
+
+
+def test_missing_c_compiler_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("CC", "graphc-no-such-compiler")
+    with pytest.raises(gc.GraphcError, match=r"no C compiler found \(CC='graphc-no-such-compiler'"):
+        find_c_compiler()
+
+
+BAD_CALLS_C = r"""
+/* Every documented error code, with guard checks that rejected calls write nothing. */
+#define GRAPHC_MODEL_ALIASES
+#include MODEL_HEADER
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures = 0, checks = 0;
+#define CHECK(expr, want) do { int rc_ = (expr); checks++; if (rc_ != (want)) { \
+    printf("FAIL line %d: %s returned %d, want %d\n", __LINE__, #expr, rc_, (int)(want)); failures++; } } while (0)
+#define TRUE(cond) do { checks++; if (!(cond)) { printf("FAIL line %d: %s\n", __LINE__, #cond); failures++; } } while (0)
+#define GUARD 12345.0f
+#define YN (4 * MODEL_Y_ROW_ELEMS)
+
+static int untouched(const float *y, int64_t from, int64_t to) {
+    int64_t i;
+    for (i = from; i < to; i++) if (y[i] != GUARD) return 0;
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    model_ctx ctx, bad;
+    float x[4 * MODEL_X_ROW_ELEMS], y[YN + 16], loss = GUARD;
+    model_label_t labels[4] = {0, 1, 2, 3};
+    unsigned char *saved, *image;
+    int64_t i, ws = model_workspace_size(4);
+    FILE *f;
+    long len;
+    if (argc < 6) return 2;
+    for (i = 0; i < 4 * MODEL_X_ROW_ELEMS; i++) x[i] = (float)(i % 7) - 3.0f;
+    for (i = 0; i < YN + 16; i++) y[i] = GUARD;
+    ctx.params_bytes = MODEL_PARAM_BYTES; ctx.params = malloc((size_t)MODEL_PARAM_BYTES + 64);
+    ctx.state_bytes = MODEL_STATE_BYTES; ctx.state = malloc((size_t)MODEL_STATE_BYTES);
+    ctx.workspace_bytes = ws; ctx.workspace = malloc((size_t)ws);
+    saved = (unsigned char *)malloc((size_t)MODEL_PARAM_BYTES);
+    image = (unsigned char *)malloc((size_t)MODEL_WEIGHTS_FILE_BYTES + 16);
+
+    TRUE(model_workspace_size(0) == -1);
+    TRUE(model_workspace_size(MODEL_MAX_BATCH + 1) == -1);
+    TRUE(model_strerror(9999) != NULL && model_strerror(MODEL_ERR_NULL) != NULL);
+    CHECK(model_init(NULL), MODEL_ERR_NULL);
+    bad = ctx; bad.params = NULL;                 CHECK(model_init(&bad), MODEL_ERR_NULL);
+    bad = ctx; bad.params_bytes -= 1;             CHECK(model_init(&bad), MODEL_ERR_BUFFER);
+    bad = ctx; bad.params = (char *)ctx.params + 1; CHECK(model_init(&bad), MODEL_ERR_ALIGN);
+    bad = ctx; bad.state_bytes = 8;               CHECK(model_init(&bad), MODEL_ERR_BUFFER);
+    CHECK(model_init(&ctx), MODEL_OK);
+
+    /* inference */
+    CHECK(model_infer(NULL, 4, x, 4 * MODEL_X_ROW_ELEMS, y, YN), MODEL_ERR_NULL);
+    CHECK(model_infer(&ctx, 4, NULL, 4 * MODEL_X_ROW_ELEMS, y, YN), MODEL_ERR_NULL);
+    CHECK(model_infer(&ctx, 4, x, 4 * MODEL_X_ROW_ELEMS, NULL, YN), MODEL_ERR_NULL);
+    CHECK(model_infer(&ctx, 0, x, 4 * MODEL_X_ROW_ELEMS, y, YN), MODEL_ERR_BATCH);
+    CHECK(model_infer(&ctx, -3, x, 4 * MODEL_X_ROW_ELEMS, y, YN), MODEL_ERR_BATCH);
+    CHECK(model_infer(&ctx, MODEL_MAX_BATCH + 1, x, 4 * MODEL_X_ROW_ELEMS, y, YN), MODEL_ERR_BATCH);
+    CHECK(model_infer(&ctx, 4, x, 4 * MODEL_X_ROW_ELEMS - 1, y, YN), MODEL_ERR_BUFFER);
+    CHECK(model_infer(&ctx, 4, x, 4 * MODEL_X_ROW_ELEMS, y, YN - 1), MODEL_ERR_BUFFER);
+    CHECK(model_infer(&ctx, 5, x, 4 * MODEL_X_ROW_ELEMS, y, YN), MODEL_ERR_BUFFER);
+    bad = ctx; bad.workspace_bytes = MODEL_INFER_WORKSPACE_BYTES(4) - 1;      CHECK(model_infer(&bad, 4, x, 4 * MODEL_X_ROW_ELEMS, y, YN), MODEL_ERR_BUFFER);
+    bad = ctx; bad.workspace = NULL;              CHECK(model_infer(&bad, 4, x, 4 * MODEL_X_ROW_ELEMS, y, YN), MODEL_ERR_NULL);
+    bad = ctx; bad.params = NULL;                 CHECK(model_infer(&bad, 4, x, 4 * MODEL_X_ROW_ELEMS, y, YN), MODEL_ERR_NULL);
+    TRUE(untouched(y, 0, YN + 16));
+    CHECK(model_infer(&ctx, 2, x, 2 * MODEL_X_ROW_ELEMS, y, 2 * MODEL_Y_ROW_ELEMS), MODEL_OK);
+    TRUE(!untouched(y, 0, 2 * MODEL_Y_ROW_ELEMS) && untouched(y, 2 * MODEL_Y_ROW_ELEMS, YN + 16));
+
+    /* training */
+    bad = ctx; bad.state = NULL;                  CHECK(model_train_step(&bad, 4, x, 4 * MODEL_X_ROW_ELEMS, labels, 4, 0.01f, &loss), MODEL_ERR_NULL);
+    bad = ctx; bad.state_bytes = 4;               CHECK(model_train_step(&bad, 4, x, 4 * MODEL_X_ROW_ELEMS, labels, 4, 0.01f, &loss), MODEL_ERR_BUFFER);
+    CHECK(model_train_step(&ctx, 4, x, 4 * MODEL_X_ROW_ELEMS, NULL, 4, 0.01f, &loss), MODEL_ERR_NULL);
+    CHECK(model_train_step(&ctx, 4, x, 4 * MODEL_X_ROW_ELEMS, labels, 4, 0.01f, NULL), MODEL_ERR_NULL);
+    CHECK(model_train_step(&ctx, 0, x, 4 * MODEL_X_ROW_ELEMS, labels, 4, 0.01f, &loss), MODEL_ERR_BATCH);
+    CHECK(model_train_step(&ctx, 4, x, 4 * MODEL_X_ROW_ELEMS, labels, 3, 0.01f, &loss), MODEL_ERR_BUFFER);
+    bad = ctx; bad.workspace_bytes = model_workspace_size(3);
+    CHECK(model_train_step(&bad, 4, x, 4 * MODEL_X_ROW_ELEMS, labels, 4, 0.01f, &loss), MODEL_ERR_BUFFER);
+    TRUE(loss == GUARD);
+    CHECK(model_train_step(&ctx, 4, x, 4 * MODEL_X_ROW_ELEMS, labels, 4, 0.01f, &loss), MODEL_OK);
+    TRUE(loss != GUARD && loss > 0.0f);
+
+    /* weights files: rejected ones leave params as they were */
+    memcpy(saved, ctx.params, (size_t)MODEL_PARAM_BYTES);
+    CHECK(model_load_weights(&ctx, NULL), MODEL_ERR_NULL);
+    CHECK(model_load_weights(NULL, argv[1]), MODEL_ERR_NULL);
+    CHECK(model_load_weights(&ctx, argv[2]), MODEL_ERR_WEIGHTS);   /* truncated */
+    CHECK(model_load_weights(&ctx, argv[3]), MODEL_ERR_WEIGHTS);   /* one parameter bit flipped */
+    CHECK(model_load_weights(&ctx, argv[4]), MODEL_ERR_WEIGHTS);   /* header (shapes) changed */
+    CHECK(model_load_weights(&ctx, argv[5]), MODEL_ERR_IO);        /* no such file */
+    TRUE(memcmp(saved, ctx.params, (size_t)MODEL_PARAM_BYTES) == 0);
+    f = fopen(argv[1], "rb");
+    len = f ? (long)fread(image, 1, (size_t)MODEL_WEIGHTS_FILE_BYTES + 16, f) : -1;
+    if (f) fclose(f);
+    TRUE(len == (long)MODEL_WEIGHTS_FILE_BYTES);
+    CHECK(model_read_weights(&ctx, image, len - 1), MODEL_ERR_WEIGHTS);
+    CHECK(model_read_weights(&ctx, NULL, len), MODEL_ERR_NULL);
+    image[len - 1] ^= 0x80;
+    CHECK(model_read_weights(&ctx, image, len), MODEL_ERR_WEIGHTS);
+    image[len - 1] ^= 0x80;
+    TRUE(memcmp(saved, ctx.params, (size_t)MODEL_PARAM_BYTES) == 0);
+    CHECK(model_read_weights(&ctx, image, len), MODEL_OK);
+    CHECK(model_load_weights(&ctx, argv[1]), MODEL_OK);
+    CHECK(model_write_weights(&ctx, image, MODEL_WEIGHTS_FILE_BYTES - 1), MODEL_ERR_BUFFER);
+    CHECK(model_write_weights(&ctx, image, MODEL_WEIGHTS_FILE_BYTES), MODEL_OK);
+    CHECK(model_read_weights(&ctx, image, MODEL_WEIGHTS_FILE_BYTES), MODEL_OK);
+
+    free(ctx.params); free(ctx.state); free(ctx.workspace); free(saved); free(image);
+    if (failures) { printf("%d of %d checks failed\n", failures, checks); return 1; }
+    printf("%d checks passed\n", checks);
+    return 0;
+}
+"""

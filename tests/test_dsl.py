@@ -1,0 +1,82 @@
+"""The DSL: shapes inferred while building, mismatches reported with the op, both shapes and the
+user's line; graphs collected in a topological order."""
+
+from __future__ import annotations
+
+import pytest
+
+import graphc as gc
+from graphc.dsl import collect_graph
+
+
+def test_matmul_rejects_mismatched_inner_dims_naming_op_shapes_and_line() -> None:
+    x = gc.input("x", ("N", 64))
+    w = gc.param("w", (32, 10))
+    with pytest.raises(gc.ShapeError) as e:
+        gc.matmul(x, w)
+    msg = str(e.value)
+    assert "matmul: inner dimensions differ (64 vs 32)" in msg
+    assert "f32[N,64]" in msg and "f32[32,10]" in msg
+    assert "test_dsl.py:" in msg  # the user's line
+
+
+def test_add_rejects_shapes_that_do_not_broadcast() -> None:
+    with pytest.raises(gc.ShapeError, match=r"add: shapes cannot be broadcast together \(f32\[N,3\] vs f32\[4\]\)"):
+        gc.input("a", ("N", 3)) + gc.input("b", (4,))
+
+
+def test_dtype_mismatch_is_a_shape_error() -> None:
+    with pytest.raises(gc.ShapeError, match="different dtypes"):
+        gc.input("a", (3,)) * gc.input("b", (3,), dtype="f64")
+
+
+def test_dense_infers_shapes_and_names_params() -> None:
+    x = gc.input("x", ("N", 5))
+    y = gc.dense(x, 7, "relu", name="fc")
+    assert y.shape == ("N", 7)
+    g = collect_graph("m", [y])
+    assert [n.name for n in g.params] == ["fc.w", "fc.b"]
+    assert g["fc.w"].attr("init") == "he_uniform"
+    assert [n.op for n in g.nodes if n.op not in ("input", "param")] == ["matmul", "add", "relu"]
+
+
+def test_sequential_applies_layers_in_order() -> None:
+    net = gc.Sequential([gc.Dense(8, "tanh"), gc.Dense(3)], name="seq")
+    out = net(gc.input("x", ("N", 4)))
+    assert out.shape == ("N", 3)
+
+
+def test_softmax_cross_entropy_requires_integer_labels_of_batch_shape() -> None:
+    logits = gc.input("z", ("N", 10))
+    with pytest.raises(gc.ShapeError, match=r"labels must be i32\[N\]"):
+        gc.softmax_cross_entropy(logits, gc.input("y", ("N",)))
+
+
+def test_loss_targets_must_match_prediction() -> None:
+    p = gc.input("p", ("N", 1))
+    with pytest.raises(gc.ShapeError, match="must match"):
+        gc.mean_squared_error(p, gc.input("t", ("N",)))
+
+
+def test_unknown_activation_is_rejected() -> None:
+    with pytest.raises(gc.GraphcError, match="unknown activation 'gelu'"):
+        gc.Dense(3, "gelu")
+
+
+def test_collected_graph_is_topological_with_shared_subexpressions_once() -> None:
+    x = gc.input("x", ("N", 2))
+    h = gc.tanh(x)
+    y = h * h + h
+    g = collect_graph("m", [y])
+    seen: set[str] = set()
+    for n in g.nodes:
+        assert all(i in seen for i in n.inputs), n
+        seen.add(n.name)
+    assert sum(1 for n in g.nodes if n.op == "tanh") == 1
+
+
+def test_two_distinct_tensors_with_one_name_are_rejected() -> None:
+    a = gc.param("w", (2,))
+    b = gc.param("w", (3,))
+    with pytest.raises(gc.GraphcError, match="named 'w'"):
+        collect_graph("m", [a + gc.sum(b)])

@@ -1,0 +1,146 @@
+"""Learning-rate schedules (no recompile), the learning-rate search, fit's history and progress
+output, and learning-curve plots."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.callbacks import CosineAnnealingLR, ExponentialLR, LambdaLR, StepLR, run_scripted
+from graphc.ir.errors import GraphcError
+from graphc.lr_finder import find_lr, steepest
+from graphc.plot import have_matplotlib, learning_curves
+
+RNG = np.random.default_rng(7)
+X = RNG.normal(size=(64, 3))
+W_TRUE = np.array([[1.5], [-2.0], [0.5]])
+Y = X @ W_TRUE + 0.3 + 0.05 * RNG.normal(size=(64, 1))
+
+
+@pytest.fixture(scope="module")
+def model():
+    x = gc.input("x", ("N", 3), dtype="f64")
+    y = gc.input("y", ("N", 1), dtype="f64")
+    out = gc.dense(x, 1, name="l")
+    return gc.compile(out, loss=gc.mean_squared_error(out, y), optimizer=gc.SGD(lr=0.1), name="lin")
+
+
+def _grads(w, b):
+    r = X @ w + b - Y
+    dr = 2 * r / r.size
+    return X.T @ dr, dr.sum(axis=0)
+
+
+def test_step_schedule_changes_rate_without_recompiling(model) -> None:
+    model.initialize(0)
+    model.lr = 0.1
+    jit, entries = model.jit, dict(model.entries)
+    w0 = model.get_weights()
+    sched = StepLR(step_size=2, gamma=0.5)
+    hist = model.fit(X, Y, epochs=5, batch_size=64, shuffle=False, verbose=0, callbacks=[sched])
+    rates = [0.1, 0.1, 0.05, 0.05, 0.025]
+    assert np.allclose(hist["lr"], rates) and np.allclose(sched.rates, rates)
+    assert model.jit is jit and all(model.entries[k] is v for k, v in entries.items())
+    w, b = w0["l.w"].astype(np.float64), w0["l.b"].astype(np.float64)
+    for lr in rates:  # one full-batch SGD step per epoch with the scheduled rate
+        gw, gb = _grads(w, b)
+        w, b = w - lr * gw, b - lr * gb
+    np.testing.assert_allclose(model.params["l.w"], w, rtol=1e-10)
+    np.testing.assert_allclose(model.params["l.b"], b, rtol=1e-10)
+
+
+def test_closed_form_schedules() -> None:
+    cases = [
+        (StepLR(3, 0.1), lambda e: 0.1 * 0.1 ** (e // 3)),
+        (ExponentialLR(0.9), lambda e: 0.1 * 0.9 ** e),
+        (CosineAnnealingLR(T_max=6, eta_min=0.01),
+         lambda e: 0.01 + (0.1 - 0.01) * (1 + math.cos(math.pi * e / 6)) / 2),
+        (LambdaLR(lambda e: 1 / (1 + e)), lambda e: 0.1 / (1 + e)),
+    ]
+    for sched, formula in cases:
+        run_scripted([sched], [1.0] * 10)
+        assert np.allclose(sched.rates, [formula(e) for e in range(10)]), type(sched).__name__
+    cos = CosineAnnealingLR(T_max=6, eta_min=0.01)
+    run_scripted([cos], [1.0] * 7)
+    assert math.isclose(cos.rates[0], 0.1) and math.isclose(cos.rates[6], 0.01)
+
+
+def test_schedules_match_torch_lr_scheduler() -> None:
+    try:
+        import torch  # noqa: PLC0415
+    except Exception as e:
+        pytest.skip(f"torch is not importable ({type(e).__name__}): comparison skipped")
+    for ours, make in ((StepLR(3, 0.5), lambda o: torch.optim.lr_scheduler.StepLR(o, 3, 0.5)),
+                       (ExponentialLR(0.8), lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.8)),
+                       (CosineAnnealingLR(5, 0.01),
+                        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 5, 0.01))):
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        ts = make(opt)
+        want = []
+        for _ in range(8):
+            want.append(opt.param_groups[0]["lr"])
+            opt.step()
+            ts.step()
+        run_scripted([ours], [1.0] * 8)
+        assert np.allclose(ours.rates, want)
+
+
+def test_find_lr_sweeps_suggests_and_restores_everything(model, capsys) -> None:
+    model.initialize(3)
+    model.lr = 0.1
+    model.train_step(X, Y)  # a non-trivial state: step counter 1
+    params = model.get_weights()
+    state = {k: v.copy() for k, v in model.state.items()}
+    res = find_lr(model, X, Y, start_lr=1e-4, end_lr=10.0, num_steps=60, batch_size=16,
+                  plot="/nonexistent-dir/lr.png" if not have_matplotlib() else None)
+    assert len(res.lrs) == len(res.losses) == len(res.smoothed) >= 10
+    ratios = np.diff(np.log(res.lrs))
+    assert np.allclose(ratios, ratios[0])  # exponential sweep
+    assert math.isclose(res.lrs[0], 1e-4)
+    assert res.suggestion is not None and 1e-4 < res.suggestion < 10.0
+    assert min(res.smoothed) < res.smoothed[0]  # the loss did fall during the sweep
+    # gradient descent on this least-squares problem diverges for lr > 2/lambda_max ~ 1
+    assert res.suggestion < 2.0
+    for k, v in params.items():
+        assert np.array_equal(model.params[k], v)
+    for k, v in state.items():
+        assert np.array_equal(model.state[k], v)
+    assert model.lr == 0.1
+    if not have_matplotlib():
+        assert "matplotlib is not installed" in capsys.readouterr().out
+
+
+def test_steepest_descent_of_a_known_curve() -> None:
+    lrs = list(np.logspace(-5, 0, 51))
+    smoothed = [1.0 - math.tanh(math.log10(lr) + 2.5) for lr in lrs]  # steepest at 10^-2.5
+    assert math.isclose(math.log10(steepest(lrs, smoothed)), -2.5, abs_tol=0.05)
+
+
+def test_fit_history_and_plain_progress_lines(model, capsys) -> None:
+    model.initialize(0)
+    model.lr = 0.05
+    hist = model.fit(X, Y, epochs=3, batch_size=16, validation_split=0.25, verbose=1)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 3 and out[0].startswith("epoch 1/3") and "val_loss" in out[0]
+    for key in ("loss", "val_loss", "val_mse", "val_mae", "lr"):
+        assert len(hist[key]) == 3, key
+    assert hist["val_loss"][-1] < hist["val_loss"][0]
+    assert math.isclose(hist["val_loss"][-1], hist["val_mse"][-1], rel_tol=1e-9)
+    model.fit(X, Y, epochs=2, batch_size=16, verbose=0)
+    assert capsys.readouterr().out == ""
+
+
+def test_learning_curves_plot_or_clear_message(tmp_path) -> None:
+    hist = {"loss": [1.0, 0.5, 0.3], "val_loss": [1.1, 0.7, 0.8]}
+    path = str(tmp_path / "curves.png")
+    if have_matplotlib():
+        learning_curves(hist, path)
+        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    else:
+        with pytest.raises(GraphcError, match="pip install matplotlib"):
+            learning_curves(hist, path)
+    with pytest.raises(GraphcError, match="none of"):
+        learning_curves({"acc": [1.0]}, path)
