@@ -55,6 +55,7 @@ MAX_BATCH = 1 << 30  # keeps every size expression far from int64 overflow
 C_TYPES = {"f32": "float", "f64": "double", "i32": "int32_t"}
 DTYPE_CODES = {"f32": 0, "f64": 1, "i32": 2}
 PUBLIC_ENTRIES = ("infer", "train_step")
+WRAPPER_LOCALS = ("gc_in", "gc_out", "gc_lr", "gc_rc")  # locals of the generated entry wrappers
 
 ERRORS = [  # (macro suffix, code, message); mirrored in runtime/library.py by code
     ("OK", 0, "success"),
@@ -73,11 +74,63 @@ ERRORS = [  # (macro suffix, code, message); mirrored in runtime/library.py by c
 
 
 C_KEYWORDS = frozenset(
-    "auto bool break case catch char class const continue default delete do double else enum "
-    "explicit extern false float for friend goto if inline int long namespace new operator "
-    "private protected public register restrict return short signed sizeof static struct switch "
-    "template this throw true try typedef typename union unsigned using virtual void volatile "
-    "while".split()
+    {
+        "auto",
+        "bool",
+        "break",
+        "case",
+        "catch",
+        "char",
+        "class",
+        "const",
+        "continue",
+        "default",
+        "delete",
+        "do",
+        "double",
+        "else",
+        "enum",
+        "explicit",
+        "extern",
+        "false",
+        "float",
+        "for",
+        "friend",
+        "goto",
+        "if",
+        "inline",
+        "int",
+        "long",
+        "namespace",
+        "new",
+        "operator",
+        "private",
+        "protected",
+        "public",
+        "register",
+        "restrict",
+        "return",
+        "short",
+        "signed",
+        "sizeof",
+        "static",
+        "struct",
+        "switch",
+        "template",
+        "this",
+        "throw",
+        "true",
+        "try",
+        "typedef",
+        "typename",
+        "union",
+        "unsigned",
+        "using",
+        "virtual",
+        "void",
+        "volatile",
+        "while",
+    }
 )
 
 
@@ -182,6 +235,21 @@ def plan_library(
             train_step), or two arguments would get the same C name.
     """
     plans: dict[str, EntryPlan] = {}
+    # C names of all data inputs of all entries: output names must differ from every one of
+    # them, because the header's shape macros (NAME_<ARG>_ELEMS) are per name, not per entry.
+    taken = {"ctx", "n", "lr", "loss", *WRAPPER_LOCALS} | {
+        c_ident(v) for s in schedules.values() for v in s.input_slots if v != "lr"
+    }
+
+    def output_name(v: str, j: int, count: int) -> str:
+        if v.isidentifier() and c_ident(v) not in taken:
+            return c_ident(v)
+        for base in ("y", "out", "output"):
+            cand = base if count == 1 else f"{base}{j}"
+            if cand not in taken:
+                return cand
+        return f"graphc_out{j}"
+
     for entry in entries:
         if entry not in PUBLIC_ENTRIES:
             raise CodegenError(f"unknown entry {entry!r}; choose from {', '.join(PUBLIC_ENTRIES)}")
@@ -195,14 +263,13 @@ def plan_library(
         )
         outs = []
         for j, v in enumerate(s.output_slots):
-            if entry == "train_step":
-                cname = "loss" if j == 0 else f"out{j}"
-            elif v.isidentifier():
-                cname = c_ident(v)
+            if entry == "train_step" and j == 0:
+                cname = "loss"
             else:
-                cname = "y" if len(s.output_slots) == 1 else f"y{j}"
+                cname = output_name(v, j, len(s.output_slots))
             outs.append(Port(v, cname, j, g[v].type))
-        names = [p.cname for p in ins + outs] + ["ctx", "n"] + (["lr"] if lr_port else [])
+        names = [p.cname for p in ins + outs] + ["ctx", "n", *WRAPPER_LOCALS]
+        names += (["lr"] if lr_port else []) + [f"{p.cname}_len" for p in ins + outs]
         if len(set(names)) != len(names):
             raise CodegenError(f"{name}_{entry}: argument names collide in C: {names}")
         plans[entry] = EntryPlan(
@@ -473,7 +540,7 @@ def c_header(plan: LibraryPlan, graphc_version: str) -> str:
     a("")
     a("/* Inputs and outputs: element type, shape (N = batch size) and element count for batch n.")
     a("   SLOT is the argument's position among the entry's inputs or outputs. */")
-    seen: set[str] = set()
+    seen: dict[str, TensorType] = {}
     for e in PUBLIC_ENTRIES:
         if e not in ent:
             continue
@@ -481,8 +548,13 @@ def c_header(plan: LibraryPlan, graphc_version: str) -> str:
             for p in ports:
                 key = f"{U}_{p.cname.upper()}"
                 if key in seen:
+                    if seen[key] != p.type:
+                        raise CodegenError(
+                            f"{N}: argument {p.cname} has types {seen[key]} and "
+                            f"{p.type} in two entries (C macros would collide)"
+                        )
                     continue
-                seen.add(key)
+                seen[key] = p.type
                 a(f"/* {kind} {p.cname} ({p.name}): {p.ctype} {p.type} */")
                 a(
                     f"#define {key}_ROW_ELEMS ((int64_t){p.type.elements_per_row() if p.type.is_batched else 0})"
@@ -857,28 +929,30 @@ def _c_entry(plan: LibraryPlan, e: EntryPlan) -> list[str]:
     train = e.entry == "train_step"
     L = [f"API {_prototype(plan, e)} {{"]
     a = L.append
-    a(f"    void *in[{max(1, e.slots_in)}];")
-    a(f"    void *out[{max(1, e.slots_out)}];")
+    a(f"    void *gc_in[{max(1, e.slots_in)}];")
+    a(f"    void *gc_out[{max(1, e.slots_out)}];")
     if e.lr is not None:
-        a(f"    {e.lr.ctype} lr_value = lr;")
-    a(f"    int rc = check_ctx(ctx, {int(train)});")
-    a("    if (rc) return rc;")
+        a(f"    {e.lr.ctype} gc_lr = lr;")
+    a(f"    int gc_rc = check_ctx(ctx, {int(train)});")
+    a("    if (gc_rc) return gc_rc;")
     ptrs = [p.cname for p in e.inputs + e.outputs]
     a(f"    if ({' || '.join('!' + p for p in ptrs)}) return {U}_ERR_NULL;")
     a(f"    if (n < 1 || n > {U}_MAX_BATCH) return {U}_ERR_BATCH;")
-    a(f"    rc = check_workspace(ctx, {U}_{e.entry.upper()}_WORKSPACE_BYTES(n));")
-    a("    if (rc) return rc;")
+    a(f"    gc_rc = check_workspace(ctx, {U}_{e.entry.upper()}_WORKSPACE_BYTES(n));")
+    a("    if (gc_rc) return gc_rc;")
     for p in e.inputs + e.outputs:
         if train and p in e.outputs and not p.type.shape:
             continue
-        a(f"    if ({p.cname}_len < {p.elems_c('n')}) return {U}_ERR_BUFFER;")
+        a(f"    if ({p.cname}_len < {U}_{p.cname.upper()}_ELEMS(n)) return {U}_ERR_BUFFER;")
     for p in e.inputs:
-        a(f"    in[{p.slot}] = (void *){p.cname};")
+        a(f"    gc_in[{p.slot}] = (void *){p.cname};")
     if e.lr is not None:
-        a(f"    in[{e.lr.slot}] = &lr_value;")
+        a(f"    gc_in[{e.lr.slot}] = &gc_lr;")
     for p in e.outputs:
-        a(f"    out[{p.slot}] = (void *){p.cname};")
-    a(f"    rc = {N}__graphc_{e.entry}(ctx->params, ctx->state, ctx->workspace, in, out, n);")
-    a(f"    return rc ? {U}_ERR_INTERNAL : {U}_OK;")
+        a(f"    gc_out[{p.slot}] = (void *){p.cname};")
+    a(
+        f"    gc_rc = {N}__graphc_{e.entry}(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);"
+    )
+    a(f"    return gc_rc ? {U}_ERR_INTERNAL : {U}_OK;")
     a("}")
     return L

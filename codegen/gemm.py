@@ -64,6 +64,7 @@ class Blocking:
     mc: int = 120  # the MC x KC block of A (120 KiB) stays in the 512 KiB L2
     nc: int = 256  # the KC x NC panel of B (256 KiB); bounded by the stack, not by the L3
     direct_max_m: int = 5  # M at or below this skips packing (nn, tn and nt)
+    packed: bool = True  # False: the direct path serves every shape (small, quick to compile)
 
     @property
     def nr(self) -> int:
@@ -73,8 +74,10 @@ class Blocking:
     def for_dtype(dtype: str, vector_width: int) -> Blocking:
         """`vector_width` counts f32 lanes (the register width); f64 gets half as many lanes."""
         lanes = max(1, vector_width * 4 // ITEMSIZE[dtype])
-        if ITEMSIZE[dtype] == 8:  # same bytes per buffer as f32
-            return Blocking(lanes, kc=128)
+        if ITEMSIZE[dtype] == 8:
+            # f64 serves checks, not speed: the direct path alone is a third of the code (and
+            # of the compile time). Blocking(lanes, kc=128) would make it fast.
+            return Blocking(lanes, kc=128, packed=False)
         return Blocking(lanes)
 
 
@@ -419,9 +422,10 @@ class _GemmEmitter:
 
     def emit(self) -> ir.Function:
         b, blk = self.b, self.blk
-        packed = self.define("packed", [], self.emit_packed)
+        packed = self.define("packed", [], self.emit_packed) if blk.packed else None
         if self.trans_a and self.trans_b:
-            direct = None  # tt is rare (no training product needs it): always packed
+            # tt: no training product needs it; scalar direct code only when nothing else exists.
+            direct = None if packed else self.define("direct", [], self.emit_direct)
         elif self.trans_b:
             direct = self.define("direct", [], self.emit_direct_dot)
         else:
@@ -430,15 +434,15 @@ class _GemmEmitter:
         empty = b.or_(b.icmp_signed("<=", self.M, zero), b.icmp_signed("<=", self.N, zero))
         with b.if_then(empty, likely=False):
             b.ret_void()
-        if direct is not None:
+        if packed is None or direct is None:
+            self.call(packed or direct)
+        else:
             small = b.icmp_signed("<=", self.M, self.const(blk.direct_max_m))
             with b.if_else(small) as (then, otherwise):
                 with then:
                     self.call(direct)
                 with otherwise:
                     self.call(packed)
-        else:
-            self.call(packed)
         b.ret_void()
         return self.fn
 
@@ -698,6 +702,8 @@ class _GemmEmitter:
             rows = [self.imin(self.add(il.iv, r), self.sub(self.M, 1)) for r in range(DIRECT_ROWS)]
             start = self.const(0)
             widths = dict.fromkeys([(DIRECT_NV, L), (1, L), (1, 1)])  # tiles, vectors, scalars
+            if self.trans_b:  # tt: B is not contiguous along N
+                widths = {(1, 1): None}
             for vecs, lanes in widths:
                 width = vecs * lanes
                 stop = self.sub(self.N, width - 1)
@@ -708,12 +714,15 @@ class _GemmEmitter:
     def direct_tile(
         self, i: ir.Value, rows: list[ir.Value], j: ir.Value, nv: int, lanes: int, unroll: int
     ) -> None:
-        """C[rows, j:j+nv*lanes] over all of K, from unpacked A and B (B is [K, N])."""
+        """C[rows, j:j+nv*lanes] over all of K, from A and B where they lie.
+
+        B must be contiguous along N (not trans_b) unless the tile is one scalar wide.
+        """
         b = self.b
         zeros = [self.zero(lanes)] * (len(rows) * nv)
 
         def step(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
-            brow = self.at(self.B, self.add(self.mul(k, self.N), j))
+            brow = self.at(self.B, self.b_index(k, j))
             bv = [self.load(self.at(brow, self.const(v * lanes)), lanes) for v in range(nv)]
             out = list(acc)
             for r, row in enumerate(rows):
@@ -812,31 +821,61 @@ def optimize(module: ir.Module, target_machine) -> object:  # noqa: ANN001
     return ref
 
 
-class JitGemm:
-    """A gemm compiled in-process with MCJIT; call it with numpy arrays (C is written in place)."""
+_GEMM_PROTO = ctypes.CFUNCTYPE(
+    None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+    ctypes.c_void_p,
+)
 
-    def __init__(self, cpu: str | None = None, features: str | None = None, **config) -> None:  # noqa: ANN003
+
+class JitGemms:
+    """Several gemms compiled into one module with MCJIT, for tests and benchmarks.
+
+    `JitGemms({"fwd": dict(trans_b=False), ...})["fwd"](a, b, c)` computes into c. The runtime
+    has its own JIT; this exists so that the kernel can be checked without the rest of graphc.
+    """
+
+    def __init__(
+        self, configs: dict[str, dict], cpu: str | None = None, features: str | None = None
+    ) -> None:
         import llvmlite.binding as llvm
 
-        self.config = config
-        self.dtype = np.float32 if config.get("dtype", "f32") == "f32" else np.float64
-        self.tm = host_target_machine(cpu, features)  # the engine takes it over: one per kernel
-        module = ir.Module(name="gemm")
+        self.tm = host_target_machine(cpu, features)  # the engine takes it over: one per module
+        module = ir.Module(name="gemms")
         module.triple = self.tm.triple
         module.data_layout = str(self.tm.target_data)
-        emit_gemm(module, "gemm", **config)
+        for name, config in configs.items():
+            emit_gemm(module, name, **config)
         self.module_ref = optimize(module, self.tm)
         self.engine = llvm.create_mcjit_compiler(self.module_ref, self.tm)
         self.engine.finalize_object()
-        addr = self.engine.get_function_address("gemm")
-        proto = ctypes.CFUNCTYPE(
-            None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
-            ctypes.c_void_p, ctypes.c_void_p,
-        )
-        self.fn = proto(addr)
+        self.kernels = {
+            name: JitGemm(self, config, _GEMM_PROTO(self.engine.get_function_address(name)))
+            for name, config in configs.items()
+        }
+
+    def __getitem__(self, name: str) -> JitGemm:
+        return self.kernels[name]
 
     def asm(self) -> str:
         return self.tm.emit_assembly(self.module_ref)
+
+
+class JitGemm:
+    """One compiled gemm: call it with numpy arrays (C is written in place and returned).
+
+    `JitGemm.compile(**config)` compiles a module holding just this one.
+    """
+
+    def __init__(self, owner: JitGemms, config: dict, fn: Callable[..., None]) -> None:
+        self.owner, self.config, self.fn = owner, config, fn  # owner keeps the code alive
+        self.dtype = np.float32 if config.get("dtype", "f32") == "f32" else np.float64
+
+    @staticmethod
+    def compile(cpu: str | None = None, features: str | None = None, **config) -> JitGemm:  # noqa: ANN003
+        return JitGemms({"gemm": config}, cpu, features)["gemm"]
+
+    def asm(self) -> str:
+        return self.owner.asm()
 
     def __call__(self, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
         ta, tb = self.config.get("trans_a", False), self.config.get("trans_b", False)

@@ -191,6 +191,65 @@ def nest(ctx: KernelContext, shape, strides: dict[str, list], out_strides: list,
     rec(0, {v: i64(0) for v in strides}, i64(0))
 
 
+# ---------------------------------------------------------------------------- check_numerics
+
+NUMERICS_BASE = 1000  # an entry returns NUMERICS_BASE + i when numerics site i holds a NaN/Inf
+
+
+def numerics_sites(sched: Schedule) -> list[tuple[str, int]]:
+    """(value, kernel index) of every float value a kernel stores, in execution order.
+
+    With ``check_numerics`` the entry scans site ``i`` right after its kernel and returns
+    ``NUMERICS_BASE + i`` at the first one holding a NaN or Inf. The runtime computes the same
+    list from the schedule to name the node (so a cached object file needs no side table).
+    Copy kernels only move values that were checked where they were computed.
+    """
+    out = []
+    for k, kernel in enumerate(sched.kernels):
+        if kernel.kind == "copy":
+            continue
+        for v in kernel.stores:
+            if sched.graph[v].type.dtype in ("f32", "f64"):
+                out.append((v, k))
+    return out
+
+
+def nonfinite_scanner(module: ir.Module, dtype: str) -> ir.Function:
+    """``int64 first_nonfinite(T *p, int64 count)``: index of the first NaN/Inf, or -1.
+
+    x is finite exactly when x - x == 0 (NaN - NaN and Inf - Inf are NaN); without fast-math
+    flags LLVM may not fold the subtraction away.
+    """
+    name = f"graphc.first_nonfinite.{dtype}"
+    if name in module.globals:
+        return module.globals[name]
+    t = LL[dtype]
+    fn = ir.Function(module, ir.FunctionType(I64, [PTR, I64]), name=name)
+    fn.linkage = "internal"
+    p, count = fn.args
+    entry, hdr, body, nxt, found, done = (fn.append_basic_block(x) for x in
+                                          ("entry", "hdr", "body", "next", "found", "done"))
+    b = ir.IRBuilder(entry)
+    b.branch(hdr)
+    b.position_at_end(hdr)
+    i = b.phi(I64, name="i")
+    i.add_incoming(i64(0), entry)
+    b.cbranch(b.icmp_signed("<", i, count), body, done)
+    b.position_at_end(body)
+    x = b.load(b.gep(p, [i], inbounds=True, source_etype=t), typ=t, name="x")
+    bad = b.fcmp_unordered("uno", b.fsub(x, x), ir.Constant(t, 0.0), name="bad")
+    b.cbranch(bad, found, nxt)
+    b.position_at_end(nxt)
+    i1 = b.add(i, i64(1), name="i1")
+    i.add_incoming(i1, nxt)
+    b.branch(hdr)
+    b.position_at_end(found)
+    b.ret(i)
+    b.position_at_end(done)
+    b.ret(i64(-1))
+    return fn
+
+
 # ---------------------------------------------------------------------------- copies
 
 def emit_copy(ctx: KernelContext, src: str, dst_ptr: ir.Value, count: ir.Value) -> None:

@@ -16,8 +16,9 @@ from .target import vector_width
 class ModuleBuilder:
     """Accumulates entry points (``NAME_train_step``, ``NAME_infer``, ...) into one ir.Module."""
 
-    def __init__(self, name: str, *, target_cpu: str = "native") -> None:
+    def __init__(self, name: str, *, target_cpu: str = "native", check_numerics: bool = False) -> None:
         self.name = name
+        self.check_numerics = check_numerics  # scan each kernel's stores for NaN/Inf
         self.module = ir.Module(name=name)
         self.vector_width = vector_width(target_cpu)
         self.entries: dict[str, Schedule] = {}
@@ -63,7 +64,11 @@ class ModuleBuilder:
             slot = int(spec.split(":")[1])
             return b.load(b.gep(outputs, [i64(slot)], source_etype=PTR), typ=PTR, name=f"output{slot}")
 
-        for kernel in sched.kernels:
+        sites: dict[int, list[tuple[int, str]]] = {}
+        if self.check_numerics:
+            for i, (v, k) in enumerate(K.numerics_sites(sched)):
+                sites.setdefault(k, []).append((i, v))
+        for kidx, kernel in enumerate(sched.kernels):
             kfn, values, extra_ptrs = self._emit_kernel(fname, sched, kernel, out_ptr_needed=kernel.kind == "copy")
             args = []
             seen = []
@@ -79,6 +84,14 @@ class ModuleBuilder:
                 dst = kernel.copy_to
                 args.append(out_ptr(dst) if dst.startswith("output:") else base(dst))
             b.call(kfn, args + [n])
+            for i, v in sites.get(kidx, ()):  # check_numerics: return the site's code at a NaN/Inf
+                t = sched.graph[v].type
+                count: ir.Value = i64(1)
+                for d in t.shape:
+                    count = b.mul(count, n if d == "N" else i64(d))
+                first = b.call(K.nonfinite_scanner(self.module, t.dtype), [base(v), count])
+                with b.if_then(b.icmp_signed(">=", first, i64(0)), likely=False):
+                    b.ret(ir.Constant(ir.IntType(32), K.NUMERICS_BASE + i))
         b.ret(ir.Constant(ir.IntType(32), 0))
         return fn
 

@@ -1,12 +1,19 @@
 """The compile cache: machine code of compiled models, keyed by their scheduled graphs and target.
 
-A second ``gc.compile`` of the same model finds the object file that the first one stored, and
-loads it into the JIT without running LLVM (no IR emission, no O3, no instruction selection).
+A second ``gc.compile`` of the same model finds what the first one stored, in two levels:
+
+1. keyed by the graphs before the passes (with their source lines), the pass options, the
+   target and the compiler's source: the schedules (a pickle), so no pass runs again;
+2. keyed by the scheduled graphs (below): the object file, loaded into the JIT without running
+   LLVM (no IR emission, no O3, no instruction selection).
+
+Level 2 alone still serves a model whose script moved (other source lines, same graphs).
 
 - Key: SHA-256 of the text of every scheduled graph (nodes, kernels, buffer plan, slots, the
-  parameter layout), the target (LLVM triple, CPU name, CPU features), the graphc version, the
-  llvmlite version and the source text of ``graphc.codegen`` (so an edited code generator never
-  serves machine code made by its old self).
+  parameter layout), the code generator's options (``check_numerics``), the target (LLVM
+  triple, CPU name, CPU features), the graphc version, the llvmlite version and the source
+  text of ``graphc.codegen`` (so an edited code generator never serves machine code made by
+  its old self).
 - Value: the object file of ``TargetMachine.emit_object``, with a header holding a magic
   string and the SHA-256 of the payload; a file whose header or digest does not match is
   ignored, deleted and rebuilt.
@@ -20,6 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import pickle
 import re
 import tempfile
 from pathlib import Path
@@ -83,7 +91,8 @@ def cache_key(prog: Any, target: tuple[str, str, str]) -> str:
     h = hashlib.sha256()
     for part in (f"graphc {graphc.__version__}", f"llvmlite {llvmlite.__version__}",
                  _codegen_source_digest(), "|".join(target), prog.name,
-                 repr(sorted((k, repr(v)) for k, v in prog.layout.items()))):
+                 repr(sorted((k, repr(v)) for k, v in prog.layout.items())),
+                 f"check_numerics={getattr(prog, 'check_numerics', False)}"):
         h.update(part.encode())
         h.update(b"\0")
     for entry in sorted(prog.schedules):
@@ -93,13 +102,78 @@ def cache_key(prog: Any, target: tuple[str, str, str]) -> str:
     return h.hexdigest()
 
 
-def path_for(key: str) -> Path:
-    return cache_dir() / f"{key}.o"
+@functools.cache
+def _package_source_digest() -> str:
+    """SHA-256 over the source of graphc, graphc.ir (passes included) and graphc.codegen."""
+    import graphc
+    import graphc.codegen as cg
+    import graphc.ir as gir
+
+    h = hashlib.sha256()
+    for root in {Path(m.__file__).parent for m in (graphc, gir, cg)}:
+        for p in sorted(root.rglob("*.py")):
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
 
 
-def load(key: str) -> bytes | None:
+def _graph_text(g: Any) -> str:
+    lines = [repr((n.name, n.op, n.inputs, str(n.type), n.attrs, n.section, n.group, n.loc))
+             for n in g.nodes]
+    lines.append(repr((g.name, g.outputs, getattr(g, "updates", ()))))
+    return "\n".join(lines)
+
+
+def program_key(prog: Any, options: tuple, target: tuple[str, str, str]) -> str:
+    """Hex SHA-256 key of a Program before the passes (level 1: it gives the schedules).
+
+    Covers the forward, training and inference graphs with their source lines (they appear in
+    error messages), the pass options, the target and the source of the whole compiler.
+    """
+    import llvmlite
+
+    import graphc
+
+    text = "\n".join(
+        [f"graphc {graphc.__version__}", f"llvmlite {llvmlite.__version__}",
+         _package_source_digest(), "|".join(target), prog.name, repr(options),
+         f"check_numerics={getattr(prog, 'check_numerics', False)}",
+         repr(sorted(prog.grads.items()))]
+        + [_graph_text(g) for g in (prog.inference, prog.forward, prog.training) if g is not None])
+    return hashlib.sha256(_renumber(text).encode()).hexdigest()
+
+
+def load_program(key: str) -> dict | None:
+    """The level-1 entry (schedules, layout, object key) for ``key``; None if absent or bad.
+
+    The entry is a pickle: the cache folder is trusted as much as the machine code in it.
+    """
+    data = load(key, suffix=".prog")
+    if data is None:
+        return None
+    try:
+        entry = pickle.loads(data)
+    except Exception:  # an entry written by another graphc version: rebuild it
+        discard_program(key)
+        return None
+    return entry if isinstance(entry, dict) and {"schedules", "layout", "object_key"} <= entry.keys() else None
+
+
+def store_program(key: str, entry: dict) -> Path | None:
+    return store(key, pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL), suffix=".prog")
+
+
+def discard_program(key: str) -> None:
+    discard(key, suffix=".prog")
+
+
+def path_for(key: str, suffix: str = ".o") -> Path:
+    return cache_dir() / f"{key}{suffix}"
+
+
+def load(key: str, suffix: str = ".o") -> bytes | None:
     """The stored object file for ``key``; None when absent or corrupted (the file is removed)."""
-    p = path_for(key)
+    p = path_for(key, suffix)
     try:
         data = p.read_bytes()
     except OSError:
@@ -108,20 +182,20 @@ def load(key: str) -> bytes | None:
     payload = data[head:]
     if (len(data) <= head or not data.startswith(MAGIC)
             or hashlib.sha256(payload).digest() != data[len(MAGIC):head]):
-        discard(key)
+        discard(key, suffix)
         return None
     return payload
 
 
-def discard(key: str) -> None:
+def discard(key: str, suffix: str = ".o") -> None:
     """Remove the entry for ``key`` if it exists (a bad file, or one MCJIT refused)."""
     try:
-        path_for(key).unlink()
+        path_for(key, suffix).unlink()
     except OSError:
         pass
 
 
-def store(key: str, obj: bytes) -> Path | None:
+def store(key: str, obj: bytes, suffix: str = ".o") -> Path | None:
     """Write ``obj`` atomically under ``key``; returns the path, or None if the folder is not
     writable (the cache is an optimization: failing to write it is not an error)."""
     d = cache_dir()
@@ -131,7 +205,7 @@ def store(key: str, obj: bytes) -> Path | None:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(MAGIC + hashlib.sha256(obj).digest() + obj)
-            os.replace(tmp, path_for(key))
+            os.replace(tmp, path_for(key, suffix))
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -140,4 +214,4 @@ def store(key: str, obj: bytes) -> Path | None:
             raise
     except OSError:
         return None
-    return path_for(key)
+    return path_for(key, suffix)

@@ -14,7 +14,8 @@ schedule changes it between epochs without recompiling anything.
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -47,9 +48,14 @@ def _mode_for(monitor: str, mode: str, who: str) -> str:
 
 def _figure(figures: dict[str, float], monitor: str, who: str) -> float:
     if monitor not in figures:
-        hint = " (pass validation_data or validation_split to fit)" if monitor.startswith("val_") else ""
-        raise ArgumentError(f"{who}: monitor {monitor!r} is not among this epoch's figures "
-                            f"{sorted(figures)}{hint}")
+        hint = (
+            " (pass validation_data or validation_split to fit)"
+            if monitor.startswith("val_")
+            else ""
+        )
+        raise ArgumentError(
+            f"{who}: monitor {monitor!r} is not among this epoch's figures {sorted(figures)}{hint}"
+        )
     return float(figures[monitor])
 
 
@@ -82,11 +88,21 @@ class EarlyStopping(Callback):
         ArgumentError: (at the first monitored epoch) ``monitor`` is not among the figures.
     """
 
-    def __init__(self, monitor: str = "val_loss", *, min_delta: float = 0.0, patience: int = 0,
-                 mode: str = "auto", baseline: float | None = None, start_from_epoch: int = 0,
-                 restore_best_weights: bool = False) -> None:
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        *,
+        min_delta: float = 0.0,
+        patience: int = 0,
+        mode: str = "auto",
+        baseline: float | None = None,
+        start_from_epoch: int = 0,
+        restore_best_weights: bool = False,
+    ) -> None:
         if patience < 0 or min_delta < 0 or start_from_epoch < 0:
-            raise GraphcError("EarlyStopping: patience, min_delta and start_from_epoch must be >= 0")
+            raise GraphcError(
+                "EarlyStopping: patience, min_delta and start_from_epoch must be >= 0"
+            )
         self.monitor, self.min_delta, self.patience = monitor, float(min_delta), int(patience)
         self.mode = _mode_for(monitor, mode, "EarlyStopping")
         self.baseline, self.start_from_epoch = baseline, int(start_from_epoch)
@@ -167,7 +183,7 @@ class ExponentialLR(LRSchedule):
         self.gamma = gamma
 
     def rate(self, epoch: int, base_lr: float) -> float:
-        return base_lr * self.gamma ** epoch
+        return base_lr * self.gamma**epoch
 
 
 class CosineAnnealingLR(LRSchedule):
@@ -177,13 +193,16 @@ class CosineAnnealingLR(LRSchedule):
     (SGDR without restarts, Loshchilov & Hutter 2017); it continues periodically past T_max.
     """
 
-    def __init__(self, T_max: int, eta_min: float = 0.0) -> None:  # noqa: N803 (torch's name)
+    def __init__(self, T_max: int, eta_min: float = 0.0) -> None:
         if T_max < 1:
             raise GraphcError(f"CosineAnnealingLR: T_max must be >= 1, got {T_max}")
         self.T_max, self.eta_min = T_max, eta_min
 
     def rate(self, epoch: int, base_lr: float) -> float:
-        return self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
+        return (
+            self.eta_min
+            + (base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
+        )
 
 
 class LambdaLR(LRSchedule):
@@ -208,13 +227,25 @@ class ReduceLROnPlateau(Callback):
     and the count is reset.
     """
 
-    def __init__(self, monitor: str = "val_loss", *, mode: str = "min", factor: float = 0.1,
-                 patience: int = 10, threshold: float = 1e-4, threshold_mode: str = "rel",
-                 cooldown: int = 0, min_lr: float = 0.0, eps: float = 1e-8) -> None:
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        *,
+        mode: str = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        eps: float = 1e-8,
+    ) -> None:
         if not 0 < factor < 1:
             raise GraphcError(f"ReduceLROnPlateau: factor must lie in (0, 1), got {factor}")
         if threshold_mode not in ("rel", "abs"):
-            raise GraphcError(f"ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+            raise GraphcError(
+                f"ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}"
+            )
         self.monitor, self.factor, self.patience = monitor, factor, patience
         self.mode = _mode_for(monitor, mode, "ReduceLROnPlateau")
         self.threshold, self.threshold_mode = threshold, threshold_mode
@@ -267,8 +298,9 @@ class Scripted:
             self.params[k][...] = v
 
 
-def run_scripted(callbacks: list[Any], curve: list[float], monitor: str = "val_loss",
-                 model: Any = None) -> tuple[Any, int]:
+def run_scripted(
+    callbacks: list[Any], curve: list[float], monitor: str = "val_loss", model: Any = None
+) -> tuple[Any, int]:
     """Feed a scripted curve of ``monitor`` values to callbacks as ``fit`` would.
 
     At epoch e the stand-in model's weight is e, so restored weights name the epoch they come
@@ -285,7 +317,9 @@ def run_scripted(callbacks: list[Any], curve: list[float], monitor: str = "val_l
         ran += 1
         stop = False
         for cb in callbacks:
-            stop |= bool(getattr(cb, "on_epoch_end", lambda m, e, f: False)(model, epoch, {monitor: value}))
+            stop |= bool(
+                getattr(cb, "on_epoch_end", lambda m, e, f: False)(model, epoch, {monitor: value})
+            )
         if stop:
             break
     for cb in callbacks:

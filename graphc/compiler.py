@@ -43,6 +43,7 @@ class Program:
     llvm_ir: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     opt_level: int = 2
+    check_numerics: bool = False         # kernels' stores scanned for NaN/Inf (codegen.kernels)
 
 
 def build_graphs(name: str, outputs: list[Tensor], loss: Tensor | None,
@@ -118,7 +119,7 @@ def schedule_program(prog: Program, *, opt_level: int = 2, disabled_passes: tupl
 def build_module(prog: Program, target_cpu: str = "native") -> ModuleBuilder:
     """The LLVM module of a scheduled Program: an entry per schedule, plus ``train_epoch``."""
     t0 = time.perf_counter()
-    mb = ModuleBuilder(prog.name, target_cpu=target_cpu)
+    mb = ModuleBuilder(prog.name, target_cpu=target_cpu, check_numerics=prog.check_numerics)
     for entry, sched in prog.schedules.items():
         mb.add_entry(entry, sched)
     if "train_step" in prog.schedules:
@@ -149,6 +150,57 @@ def jit(prog: Program, mb: ModuleBuilder, target_cpu: str = "native") -> JitModu
     return jm
 
 
+def _target_id(target_cpu: str) -> tuple[str, str, str]:
+    tm = target_machine(target_cpu)
+    name, features = host_cpu() if target_cpu == "native" else (target_cpu, "")
+    return tm.triple, name, features
+
+
+def compile_cached(prog: Program, *, opt_level: int = 2, disabled_passes: tuple[str, ...] = (),
+                   verify_each: bool = False, target_cpu: str = "native") -> JitModule:
+    """Passes, schedules and machine code for a Program built by ``build_graphs``, each step
+    skipped when the compile cache (graphc/cache.py) holds its result.
+
+    Level 1 is keyed by the graphs before the passes (and their source lines): a hit gives the
+    schedules without running the passes. Level 2 is keyed by the scheduled graphs: a hit gives
+    the machine code without running LLVM. ``prog.timings["cache"]`` is "hit" (both levels),
+    "miss" (LLVM ran) or "off".
+    """
+    from . import cache
+
+    if not cache.enabled():
+        schedule_program(prog, opt_level=opt_level, disabled_passes=disabled_passes,
+                         verify_each=verify_each)
+        return jit_cached(prog, target_cpu)
+    target = _target_id(target_cpu)
+    key1 = cache.program_key(prog, (opt_level, tuple(disabled_passes)), target)
+    found = cache.load_program(key1)
+    if found is not None:
+        t0 = time.perf_counter()
+        prog.opt_level = opt_level
+        make_layout(prog)
+        prog.schedules = found["schedules"]
+        data = cache.load(found["object_key"])
+        if data is not None and prog.layout == found["layout"]:
+            try:
+                jm = JitModule.from_object(data, target_machine(target_cpu))
+                if all(jm.has(f"{prog.name}_{e}") for e in prog.schedules):
+                    prog.timings["cache"] = "hit"
+                    prog.timings["cache_load"] = time.perf_counter() - t0
+                    return jm
+            except RuntimeError:
+                pass
+        cache.discard_program(key1)
+        prog.schedules = {}
+        prog.layout = {}
+    schedule_program(prog, opt_level=opt_level, disabled_passes=disabled_passes,
+                     verify_each=verify_each)
+    jm = jit_cached(prog, target_cpu)
+    cache.store_program(key1, {"schedules": prog.schedules, "layout": prog.layout,
+                               "object_key": cache.cache_key(prog, target)})
+    return jm
+
+
 def jit_cached(prog: Program, target_cpu: str = "native") -> JitModule:
     """Machine code for a scheduled Program: from the compile cache (graphc/cache.py) when it
     holds this program for this target, else compiled (object file stored for next time).
@@ -162,8 +214,7 @@ def jit_cached(prog: Program, target_cpu: str = "native") -> JitModule:
         return jit(prog, build_module(prog, target_cpu), target_cpu)
     t0 = time.perf_counter()
     tm = target_machine(target_cpu)
-    name, features = host_cpu() if target_cpu == "native" else (target_cpu, "")
-    key = cache.cache_key(prog, (tm.triple, name, features))
+    key = cache.cache_key(prog, _target_id(target_cpu))
     data = cache.load(key)
     if data is not None:
         try:

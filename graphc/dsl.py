@@ -37,6 +37,34 @@ def _user_loc() -> str | None:
     return None
 
 
+_OPERATORS = {"__add__": "+", "__radd__": "+", "__sub__": "-", "__rsub__": "-", "__mul__": "*",
+              "__rmul__": "*", "__truediv__": "/", "__rtruediv__": "/", "__matmul__": "@",
+              "__neg__": "unary -"}
+
+
+def _dsl_call() -> str | None:
+    """Provenance: the graphc call the user wrote (``gc.dense``, ``Dense fc1``, ``operator *``)."""
+    f = sys._getframe(1)
+    last: str | None = None
+    while f is not None:
+        path = os.path.abspath(f.f_code.co_filename)
+        if not any(path.startswith(os.path.join(_PKG_DIR, d) + os.sep)
+                   for d in ("graphc", "ir", "codegen", "runtime")):
+            return last
+        name = f.f_code.co_name
+        owner = f.f_locals.get("self") if name == "__call__" else None
+        if owner is not None:  # a layer object: the innermost one names the call
+            label = getattr(owner, "name", None)
+            return type(owner).__name__ + (f" {label}" if isinstance(label, str) else "")
+        if name in _OPERATORS:
+            last = f"operator {_OPERATORS[name]}"
+        elif not name.startswith("_"):
+            layer = f.f_locals.get("name") if name in ("dense", "perceptron") else None
+            last = f"gc.{name}" + (f" {layer}" if isinstance(layer, str) else "")
+        f = f.f_back
+    return None
+
+
 class Tensor:
     """A value of the graph being declared: its node and the tensors it was computed from.
 
@@ -99,7 +127,8 @@ def apply(op: str, *inputs: Tensor, name: str | None = None, **attrs: Any) -> Te
     loc = _user_loc()
     names = tuple(t.name for t in inputs)
     typ = infer_type(op, names, [t.type for t in inputs], attrs, name, loc)
-    return Tensor(Node(name, op, names, typ, make_attrs(attrs), loc=loc), tuple(inputs))
+    return Tensor(Node(name, op, names, typ, make_attrs(attrs), loc=loc, origin=_dsl_call()),
+                  tuple(inputs))
 
 
 def _source(op: str, name: str, shape: Iterable, dtype: str, attrs: dict | None = None) -> Tensor:

@@ -2,7 +2,7 @@
 
     graphc dump examples/models.py:digits                       # every graph stage, as text
     graphc dump examples/models.py:digits --stage fuse_elementwise --format svg -o digits.svg
-    graphc dump examples/models.py:digits --dump-dir out/       # 01-forward.txt, 02-backward.txt, ...
+    graphc dump examples/models.py:digits --dump-dir out/       # 01-forward.txt, ...
     graphc dump examples/models.py:digits --explain-fusion --stats
 
 Stages, in pipeline order: ``forward`` (the DSL's graph), ``backward`` (the training graph after
@@ -41,9 +41,11 @@ EXTENSIONS = {"text": "txt", "json": "json", "dot": "dot", "svg": "svg"}
 TEXT_EXT = {"llvm": "ll", "llvm-opt": "ll", "asm": "s"}
 ACTIVATION_OPS = ("relu", "sigmoid", "tanh", "softplus", "softmax")
 INLINE_OPS = ("const", "size")
-INSTALL_DOT = ("Graphviz's 'dot' program is not installed, and --format svg needs it. Install "
-               "it (Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz; "
-               "conda: conda install graphviz), or use --format dot and render it elsewhere.")
+INSTALL_DOT = (
+    "Graphviz's 'dot' program is not installed, and --format svg needs it. Install "
+    "it (Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz; "
+    "conda: conda install graphviz), or use --format dot and render it elsewhere."
+)
 
 
 # ----------------------------------------------------------------------------------- stages
@@ -54,12 +56,12 @@ class Stage:
     """One stage of the compiler's work, as shown by ``graphc dump``."""
 
     name: str
-    kind: str                      # graph | schedule | llvm
-    graph: Graph | None = None     # graph and schedule stages
-    schedule: Any = None           # schedule stages: graphc.ir.passes.schedule.Schedule
-    text: str = ""                 # llvm stages
+    kind: str  # graph | schedule | llvm
+    graph: Graph | None = None  # graph and schedule stages
+    schedule: Any = None  # schedule stages: graphc.ir.passes.schedule.Schedule
+    text: str = ""  # llvm stages
     seconds: float = 0.0
-    note: str = ""                 # one line: what happened here
+    note: str = ""  # one line: what happened here
 
 
 @dataclass
@@ -103,7 +105,9 @@ class Stages:
         return self._llvm[key], float(self._llvm[key + "_s"])
 
     def pass_graphs(self) -> list[Stage]:
-        return [s for s in self.stages if s.kind == "graph" and s.name not in ("forward", "backward")]
+        return [
+            s for s in self.stages if s.kind == "graph" and s.name not in ("forward", "backward")
+        ]
 
 
 def load_program(model: str):
@@ -118,12 +122,26 @@ def load_program(model: str):
     spec = resolve(model)
     if spec.model is not None:
         p = spec.model.program
-        return dataclasses.replace(p, optimized={}, schedules={}, layout={}, timings={},
-                                   llvm_ir=""), 0.0, spec.model.optimizer
+        return (
+            dataclasses.replace(p, optimized={}, schedules={}, layout={}, timings={}, llvm_ir=""),
+            0.0,
+            spec.model.optimizer,
+        )
     if spec.graph is not None:
         g = spec.graph
-        return Program(g.name, g, None, g, {}, feature_inputs=[n.name for n in g.inputs],
-                       outputs=list(g.outputs)), 0.0, None
+        return (
+            Program(
+                g.name,
+                g,
+                None,
+                g,
+                {},
+                feature_inputs=[n.name for n in g.inputs],
+                outputs=list(g.outputs),
+            ),
+            0.0,
+            None,
+        )
     t0 = time.perf_counter()
     prog = build_graphs(spec.name, spec.outputs, spec.loss, spec.optimizer)
     if prog.training is not None and spec.optimizer is None:
@@ -133,9 +151,15 @@ def load_program(model: str):
     return prog, time.perf_counter() - t0, spec.optimizer
 
 
-def compile_stages(model: str, *, opt_level: int = 2, entry: str | None = None,
-                   verify_each: bool = False, target_cpu: str = "native",
-                   disabled_passes: tuple[str, ...] = ()) -> Stages:
+def compile_stages(
+    model: str,
+    *,
+    opt_level: int = 2,
+    entry: str | None = None,
+    verify_each: bool = False,
+    target_cpu: str = "native",
+    disabled_passes: tuple[str, ...] = (),
+) -> Stages:
     """Run the compiler's pipeline (``graphc.compiler.compile_program``) and keep every stage.
 
     Args:
@@ -155,41 +179,81 @@ def compile_stages(model: str, *, opt_level: int = 2, entry: str | None = None,
         raise ArgumentError(f"--entry must be train_step, eval or infer, got {entry!r}")
     if entry != "infer" and prog.training is None:
         raise ArgumentError(f"{model} has no loss, so no {entry} entry; use --entry infer")
-    prog, mb = compile_program(prog, opt_level=opt_level, target_cpu=target_cpu,
-                               disabled_passes=disabled_passes, verify_each=verify_each)
+    prog, mb = compile_program(
+        prog,
+        opt_level=opt_level,
+        target_cpu=target_cpu,
+        disabled_passes=disabled_passes,
+        verify_each=verify_each,
+    )
     out = Stages(prog, entry, opt_level, module_builder=mb, target_cpu=target_cpu)
-    out.stages.append(Stage("forward", "graph", prog.forward, seconds=build_s,
-                            note=f"the graph the DSL recorded: {_count(prog.forward)} nodes"))
+    out.stages.append(
+        Stage(
+            "forward",
+            "graph",
+            prog.forward,
+            seconds=build_s,
+            note=f"the graph the DSL recorded: {_count(prog.forward)} nodes",
+        )
+    )
     start = {"train_step": prog.training, "eval": prog.forward, "infer": prog.inference}[entry]
     if prog.training is not None:
         t = prog.training
         nb = sum(1 for n in t.nodes if n.section == "backward")
         nu = sum(1 for n in t.nodes if n.section == "update")
         grads = ", ".join(f"d{p} = {v}" for p, v in prog.grads.items())
-        out.stages.append(Stage("backward", "graph", t, note=(
-            f"training graph after autodiff: {_count(t)} nodes ({nb} backward, {nu} update); "
-            f"loss {prog.loss} ({prog.loss_kind or 'custom'}); optimizer {optimizer!r}; "
-            f"gradients {grads}")))
+        out.stages.append(
+            Stage(
+                "backward",
+                "graph",
+                t,
+                note=(
+                    f"training graph after autodiff: {_count(t)} nodes "
+                    f"({nb} backward, {nu} update); "
+                    f"loss {prog.loss} ({prog.loss_kind or 'custom'}); optimizer {optimizer!r}; "
+                    f"gradients {grads}"
+                ),
+            )
+        )
     prev = start
     seen: dict[str, int] = {}
     for rec in prog.optimized[entry].records:
         seen[rec.name] = seen.get(rec.name, 0) + 1
         name = rec.name if seen[rec.name] == 1 else f"{rec.name}.{seen[rec.name]}"
-        note = (f"after {rec.name}: {_count(prev)} -> {_count(rec.graph)} nodes, "
-                f"{_kernels(prev)} -> {_kernels(rec.graph)} kernels, {rec.seconds * 1e3:.2f} ms")
+        note = (
+            f"after {rec.name}: {_count(prev)} -> {_count(rec.graph)} nodes, "
+            f"{_kernels(prev)} -> {_kernels(rec.graph)} kernels, {rec.seconds * 1e3:.2f} ms"
+        )
         if rec.graph is prev:
             note += " (no change)"
         out.stages.append(Stage(name, "graph", rec.graph, seconds=rec.seconds, note=note))
         prev = rec.graph
     sched = prog.schedules[entry]
-    out.stages.append(Stage("scheduled", "schedule", sched.graph, sched, note=(
-        f"{len(sched.kernels)} kernels; arena {_bytes_expr(sched.arena_fixed, sched.arena_row)} "
-        f"(planned) vs {_bytes_expr(sched.unplanned_fixed, sched.unplanned_row)} unplanned")))
+    out.stages.append(
+        Stage(
+            "scheduled",
+            "schedule",
+            sched.graph,
+            sched,
+            note=(
+                f"{len(sched.kernels)} kernels; arena "
+                f"{_bytes_expr(sched.arena_fixed, sched.arena_row)} "
+                f"(planned) vs {_bytes_expr(sched.unplanned_fixed, sched.unplanned_row)} unplanned"
+            ),
+        )
+    )
     for name in ("llvm", "llvm-opt", "asm"):
-        out.stages.append(Stage(name, "llvm", note={
-            "llvm": "the LLVM module as built (all entries)",
-            "llvm-opt": "the LLVM module after O3",
-            "asm": f"machine code for {target_cpu}"}[name]))
+        out.stages.append(
+            Stage(
+                name,
+                "llvm",
+                note={
+                    "llvm": "the LLVM module as built (all entries)",
+                    "llvm-opt": "the LLVM module after O3",
+                    "asm": f"machine code for {target_cpu}",
+                }[name],
+            )
+        )
     return out
 
 
@@ -213,24 +277,36 @@ def _bytes_expr(fixed: int, row: int) -> str:
 _GRAD_OF = re.compile(r"grad of (\S+)(?: operand (\d+))?")
 
 
-def related_nodes(g: Graph, name: str) -> dict[str, Any]:
+def related_nodes(g: Graph, name: str, grads: dict[str, str] | None = None) -> dict[str, Any]:
     """Provenance links of node ``name``: a forward node's gradient nodes and back.
 
     Returns:
         A dict with (each key present only when it applies):
         ``gradient_nodes``: backward nodes made while differentiating through ``name``;
         ``gradient_of``: for a backward node, ``{"node": forward node, "operand": k or None}``;
-        ``fused_with``: the other nodes of its fusion group (what the kernel absorbed).
+        ``fused_with``: the other nodes of its fusion group (what the kernel absorbed);
+        with ``grads`` (param -> gradient value, from autodiff): ``gradient`` for a param and
+        ``gradient_of_param`` for its gradient value.
     """
     out: dict[str, Any] = {}
-    grads = [n.name for n in g.nodes
-             if n.origin and (m := _GRAD_OF.fullmatch(n.origin)) and m.group(1) == name]
+    for p, v in (grads or {}).items():
+        if p == name and v in g.by_name:
+            out["gradient"] = v
+        if v == name:
+            out["gradient_of_param"] = p
+    grads = [
+        n.name
+        for n in g.nodes
+        if n.origin and (m := _GRAD_OF.fullmatch(n.origin)) and m.group(1) == name
+    ]
     if grads:
         out["gradient_nodes"] = grads
     node = g.by_name.get(name)
     if node is not None and node.origin and (m := _GRAD_OF.fullmatch(node.origin)):
-        out["gradient_of"] = {"node": m.group(1),
-                              "operand": int(m.group(2)) if m.group(2) else None}
+        out["gradient_of"] = {
+            "node": m.group(1),
+            "operand": int(m.group(2)) if m.group(2) else None,
+        }
     if node is not None and node.group is not None:
         out["fused_with"] = [n.name for n in g.nodes if n.group == node.group and n.name != name]
     return out
@@ -285,7 +361,8 @@ def schedule_text(stage: Stage, batch: int) -> str:
         f"# arena: peak {_bytes_expr(s.arena_fixed, s.arena_row)} = {s.peak_arena_bytes(batch)} B "
         f"at N={batch}; without reuse {_bytes_expr(s.unplanned_fixed, s.unplanned_row)} = "
         f"{s.unplanned_bytes(batch)} B; gradients {s.grad_bytes} B; workspace "
-        f"{s.workspace_bytes(batch)} B at N={batch}")
+        f"{s.workspace_bytes(batch)} B at N={batch}"
+    )
     return "\n".join(lines) + "\n" + print_graph(g)
 
 
@@ -295,7 +372,8 @@ def stage_text(st: Stages, stage: Stage, *, batch: int = 32, with_loc: bool = Tr
     if stage.kind == "schedule":
         return schedule_text(stage, batch)
     return f"# stage {stage.name} ({st.entry}, -O{st.opt_level}): {stage.note}\n" + print_graph(
-        stage.graph, with_loc=with_loc)
+        stage.graph, with_loc=with_loc
+    )
 
 
 # ----------------------------------------------------------------------------------- json
@@ -303,26 +381,49 @@ def stage_text(st: Stages, stage: Stage, *, batch: int = 32, with_loc: bool = Tr
 
 def stage_json(st: Stages, stage: Stage, *, batch: int = 32) -> dict[str, Any]:
     """A stage as JSON (schema in docs/ir.md)."""
-    head = {"stage": stage.name, "entry": st.entry, "opt_level": st.opt_level,
-            "note": stage.note, "seconds": stage.seconds}
+    head = {
+        "stage": stage.name,
+        "entry": st.entry,
+        "opt_level": st.opt_level,
+        "note": stage.note,
+        "seconds": stage.seconds,
+    }
     if stage.kind == "llvm":
         return {**head, "text": stage.text}
     g = stage.graph
-    extra = {n.name: {"related": related_nodes(g, n.name)} for n in g.nodes}
+    grads = st.program.grads if st.entry == "train_step" else {}
+    extra = {n.name: {"related": related_nodes(g, n.name, grads)} for n in g.nodes}
     obj = {**head, "graph": graph_to_json(g, extra=extra)}
     if stage.kind == "schedule":
         s = stage.schedule
         obj["schedule"] = {
-            "kernels": [{"name": k.name, "kind": k.kind, "nodes": list(k.nodes),
-                         "stores": list(k.stores), "copy_to": k.copy_to} for k in s.kernels],
-            "buffers": {n: {"region": b.region, "offset": b.offset, "offset_per_row": b.offset_row,
-                            "size": b.size, "size_per_row": b.size_row, "slot": b.slot}
-                        for n, b in s.buffers.items()},
+            "kernels": [
+                {
+                    "name": k.name,
+                    "kind": k.kind,
+                    "nodes": list(k.nodes),
+                    "stores": list(k.stores),
+                    "copy_to": k.copy_to,
+                }
+                for k in s.kernels
+            ],
+            "buffers": {
+                n: {
+                    "region": b.region,
+                    "offset": b.offset,
+                    "offset_per_row": b.offset_row,
+                    "size": b.size,
+                    "size_per_row": b.size_row,
+                    "slot": b.slot,
+                }
+                for n, b in s.buffers.items()
+            },
             "batch": batch,
             "peak_arena_bytes": s.peak_arena_bytes(batch),
             "unplanned_bytes": s.unplanned_bytes(batch),
             "grad_bytes": s.grad_bytes,
-            "arena_fixed": s.arena_fixed, "arena_per_row": s.arena_row,
+            "arena_fixed": s.arena_fixed,
+            "arena_per_row": s.arena_row,
         }
     return obj
 
@@ -347,8 +448,9 @@ def _ops_summary(ops: list[str]) -> str:
     return f"{len(ops)} ops: " + ", ".join(f"{k} x{v}" if v > 1 else k for k, v in counts.items())
 
 
-def graph_dot(g: Graph, *, title: str | None = None, with_loc: bool = True,
-              collapse: bool = False) -> str:
+def graph_dot(
+    g: Graph, *, title: str | None = None, with_loc: bool = True, collapse: bool = False
+) -> str:
     """Graphviz source for ``g``.
 
     A box per node (``name = op(operands)``, type, provenance) filled by section (forward blue,
@@ -369,12 +471,14 @@ def graph_dot(g: Graph, *, title: str | None = None, with_loc: bool = True,
         if n.op in SOURCE_OPS:
             return f"{n.name}\n{n.op} {n.type}"
         attrs = ", ".join(f"{k}={format_attr(v)}" for k, v in n.attrs if k != "dtype")
-        text = (f"{n.name} = {n.op}({', '.join(operand(i) for i in n.inputs)})"
-                + (f" {{{attrs}}}" if attrs else "") + f"\n{n.type}")
-        if n.origin:
-            text += f"\n{n.origin}"
-        elif with_loc and n.loc:
-            text += f"\n{n.loc}"
+        text = (
+            f"{n.name} = {n.op}({', '.join(operand(i) for i in n.inputs)})"
+            + (f" {{{attrs}}}" if attrs else "")
+            + f"\n{n.type}"
+        )
+        notes = [s for s in (n.origin, n.loc if with_loc else None) if s]
+        if notes:
+            text += "\n" + ", ".join(notes)
         if n.name in updates:
             text += "\n-> " + ", ".join(updates[n.name])
         return text
@@ -383,14 +487,18 @@ def graph_dot(g: Graph, *, title: str | None = None, with_loc: bool = True,
         if n.op in SOURCE_OPS:
             return f'shape=ellipse, style=filled, fillcolor="{SOURCE_COLORS[n.op]}"'
         border = ', color="#15803d", penwidth=2' if n.name in updates else ""
-        return (f'shape=box, style="rounded,filled", '
-                f'fillcolor="{SECTION_COLORS.get(n.section, "#eeeeee")}"{border}')
+        return (
+            f'shape=box, style="rounded,filled", '
+            f'fillcolor="{SECTION_COLORS.get(n.section, "#eeeeee")}"{border}'
+        )
 
-    lines = [f"digraph {_dot_str(g.name)} {{",
-             f"  label={_dot_str(title or g.name)}; labelloc=t; fontname=Helvetica;",
-             "  rankdir=TB; nodesep=0.2; ranksep=0.3;",
-             '  node [fontname=Helvetica, fontsize=10, margin="0.08,0.03"];',
-             '  edge [color="#555555", arrowsize=0.6];']
+    lines = [
+        f"digraph {_dot_str(g.name)} {{",
+        f"  label={_dot_str(title or g.name)}; labelloc=t; fontname=Helvetica;",
+        "  rankdir=TB; nodesep=0.2; ranksep=0.3;",
+        '  node [fontname=Helvetica, fontsize=10, margin="0.08,0.03"];',
+        '  edge [color="#555555", arrowsize=0.6];',
+    ]
     groups: dict[str, list[Node]] = {}
     for n in g.nodes:
         if n.group is not None:
@@ -409,15 +517,21 @@ def graph_dot(g: Graph, *, title: str | None = None, with_loc: bool = True,
             sec = members[-1].section
             body = "\n".join(label(m).split("\n")[0] for m in members if m.op != "const")
             ups = [t for m in members for t in updates.get(m.name, [])]
-            text = (f"fused {gid}: {ops}\n{members[-1].type}\n{body}"
-                    + ("\n-> " + ", ".join(ups) if ups else ""))
+            text = f"fused {gid}: {ops}\n{members[-1].type}\n{body}" + (
+                "\n-> " + ", ".join(ups) if ups else ""
+            )
             border = "#15803d" if ups else "#b91c1c"
-            lines.append(f'  {_dot_str(key)} [label={_dot_str(text)}, shape=box, style="rounded,filled,bold",'
-                         f' fillcolor="{SECTION_COLORS.get(sec, "#eeeeee")}", color="{border}"];')
+            lines.append(
+                f"  {_dot_str(key)} [label={_dot_str(text)}, shape=box, "
+                'style="rounded,filled,bold",'
+                f' fillcolor="{SECTION_COLORS.get(sec, "#eeeeee")}", color="{border}"];'
+            )
             continue
         lines.append(f"  subgraph {_dot_str('cluster_' + gid)} {{")
-        lines.append(f"    label={_dot_str(f'fused {gid}: {ops} ({absorbed})')}; "
-                     'style="rounded,bold"; color="#b91c1c"; fontcolor="#b91c1c"; fontsize=10;')
+        lines.append(
+            f"    label={_dot_str(f'fused {gid}: {ops} ({absorbed})')}; "
+            'style="rounded,bold"; color="#b91c1c"; fontcolor="#b91c1c"; fontsize=10;'
+        )
         for m in members:
             if m.op != "const":
                 lines.append(f"    {_dot_str(m.name)} [label={_dot_str(label(m))}, {style(m)}];")
@@ -433,14 +547,22 @@ def graph_dot(g: Graph, *, title: str | None = None, with_loc: bool = True,
                 lines.append(f"  {_dot_str(e[0])} -> {_dot_str(e[1])};")
     lines.append('  subgraph cluster_legend { label="legend"; fontsize=9; style=dotted;')
     for sec, color in SECTION_COLORS.items():
-        lines.append(f'    "legend_{sec}" [label="{sec}", shape=box, style="rounded,filled", '
-                     f'fillcolor="{color}", fontsize=9];')
-    lines.append('    "legend_fused" [label="fused group", shape=box, style="rounded,bold", '
-                 'color="#b91c1c", fontsize=9];')
-    lines.append('    "legend_target" [label="updates a param/state", shape=box, '
-                 'style="rounded,bold", color="#15803d", fontsize=9];')
-    lines.append('    "legend_forward" -> "legend_backward" -> "legend_update" -> "legend_fused" '
-                 '-> "legend_target" [style=invis];')
+        lines.append(
+            f'    "legend_{sec}" [label="{sec}", shape=box, style="rounded,filled", '
+            f'fillcolor="{color}", fontsize=9];'
+        )
+    lines.append(
+        '    "legend_fused" [label="fused group", shape=box, style="rounded,bold", '
+        'color="#b91c1c", fontsize=9];'
+    )
+    lines.append(
+        '    "legend_target" [label="updates a param/state", shape=box, '
+        'style="rounded,bold", color="#15803d", fontsize=9];'
+    )
+    lines.append(
+        '    "legend_forward" -> "legend_backward" -> "legend_update" -> "legend_fused" '
+        '-> "legend_target" [style=invis];'
+    )
     lines.append("  }")
     lines.append("}")
     return "\n".join(lines)
@@ -459,8 +581,9 @@ def _run_dot(dot_source: str, fmt: str) -> bytes:
     exe = shutil.which("dot")
     if exe is None:
         raise GraphcError(INSTALL_DOT)
-    proc = subprocess.run([exe, f"-T{fmt}"], input=dot_source.encode(), capture_output=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [exe, f"-T{fmt}"], input=dot_source.encode(), capture_output=True, timeout=120, check=False
+    )
     if proc.returncode != 0:
         raise GraphcError(f"Graphviz dot failed: {proc.stderr.decode(errors='replace').strip()}")
     return proc.stdout
@@ -470,27 +593,47 @@ def _run_dot(dot_source: str, fmt: str) -> bytes:
 
 
 def fusion_report(st: Stages) -> list[tuple[str, bool, str]]:
-    """For every dense layer (matmul) and activation: (node, fused?, how or why not)."""
+    """For every dense layer (matmul) and activation: (node, fused?, how or why not).
+
+    Uses ``graphc.ir.passes.fuse.explain_fusion(before, after)`` when that exists (``before``:
+    the graph entering the first fusion pass), else derives the answer from the groups. Nodes
+    that an earlier pass removed are listed too, with the pass that removed them.
+    """
     passes = st.pass_graphs()
     fuse_names = ("fuse_dense", "fuse_elementwise")
-    before = st.program.training if st.entry == "train_step" else (
-        st.program.forward if st.entry == "eval" else st.program.inference)
+    start = {
+        "train_step": st.program.training,
+        "eval": st.program.forward,
+        "infer": st.program.inference,
+    }[st.entry]
+    wanted = [n for n in start.nodes if n.op == "matmul" or n.op in ACTIVATION_OPS]
+    removed: dict[str, str] = {}
+    before = start
     for s in passes:
         if s.name.split(".")[0] in fuse_names:
             break
+        for n in wanted:
+            if n.name in before.by_name and n.name not in s.graph.by_name:
+                removed[n.name] = f"removed by {s.name} before fusion (its value is not needed)"
         before = s.graph
     after = passes[-1].graph if passes else before
     if not any(s.name.split(".")[0] in fuse_names for s in passes):
         why = f"no fusion pass runs at -O{st.opt_level} (fusion runs at -O2)"
-        return [(n.name, False, why) for n in before.nodes
-                if n.op == "matmul" or n.op in ACTIVATION_OPS]
-    try:
-        from graphc.ir.passes.fuse import explain_fusion
-    except ImportError:
-        explain_fusion = None
-    if explain_fusion is not None:
-        return list(explain_fusion(before, after))
-    return _derive_fusion(before, after)
+        rows = [
+            (n.name, False, why) for n in before.nodes if n.op == "matmul" or n.op in ACTIVATION_OPS
+        ]
+    else:
+        try:
+            from graphc.ir.passes.fuse import explain_fusion
+        except ImportError:
+            explain_fusion = None
+        rows = list((explain_fusion or _derive_fusion)(before, after))
+    have = {r[0] for r in rows}
+    rows += [
+        (n.name, False, removed[n.name]) for n in wanted if n.name in removed and n.name not in have
+    ]
+    order = {n.name: k for k, n in enumerate(start.nodes)}
+    return sorted(rows, key=lambda r: order.get(r[0], len(order)))
 
 
 def _derive_fusion(before: Graph, after: Graph) -> list[tuple[str, bool, str]]:
@@ -541,8 +684,9 @@ def fusion_text(st: Stages) -> str:
         n = g.by_name.get(name)
         what = _describe(g, n) if n is not None else "?"
         where = f"{n.section} {n.loc or ''}" if n is not None else ""
-        lines.append(f"{name:<5} {what:<34} {'fused' if ok else 'NOT fused':<9}  {why}   "
-                     f"[{where.strip()}]")
+        lines.append(
+            f"{name:<5} {what:<34} {'fused' if ok else 'NOT fused':<9}  {why}   [{where.strip()}]"
+        )
     lines.append(f"# {fused} of {len(rows)} fused")
     return "\n".join(lines)
 
@@ -559,7 +703,7 @@ def node_costs(g: Graph, batch: int) -> list[tuple[Node, int, int]]:
             continue
         in_types = [g[i].type for i in n.inputs]
         flops = OPS[n.op].flops(n, in_types, batch)
-        moved = sum(t.size(batch) * t.itemsize for t in in_types) + n.type.size(batch) * n.type.itemsize
+        moved = sum(t.size(batch) * t.itemsize for t in [*in_types, n.type])
         out.append((n, int(flops), int(moved)))
     return out
 
@@ -590,31 +734,41 @@ def stats_text(st: Stages, batch: int) -> str:
             continue
         t = "" if s.name in ("backward", "scheduled") else f"{s.seconds * 1e3:>8.2f} ms"
         lines.append(f"{s.name:<24} {len(s.graph.nodes):>6} {_kernels(s.graph):>8} {t:>11}")
-    lines.append("(forward's time covers building every graph: DSL, autodiff and optimizer; "
-                 "kernels = what form_kernels would make of that stage)")
+    lines.append(
+        "(forward's time covers building every graph: DSL, autodiff and optimizer; "
+        "kernels = what form_kernels would make of that stage)"
+    )
     src = prog.training or prog.forward
     n_params = sum(n.type.size(1) for n in src.params)
-    lines.append(f"parameters: {n_params} values in {len(src.params)} params "
-                 f"({sum(n.type.size(1) * n.type.itemsize for n in src.params)} B)")
+    lines.append(
+        f"parameters: {n_params} values in {len(src.params)} params "
+        f"({sum(n.type.size(1) * n.type.itemsize for n in src.params)} B)"
+    )
     sched = prog.schedules[st.entry]
     final = sched.graph
     costs = node_costs(final, batch)
     lines.append(f"per node of the final graph (N={batch}):")
     lines.append(f"  {'node':<8} {'op':<28} {'type':<14} {'FLOPs':>12} {'bytes':>12}")
     for n, fl, by in costs:
-        lines.append(f"  {n.name:<8} {n.op:<28} {str(n.type):<14} {fl:>12} {by:>12}")
+        lines.append(f"  {n.name:<8} {n.op:<28} {n.type!s:<14} {fl:>12} {by:>12}")
     tf, tb = sum(c[1] for c in costs), sum(c[2] for c in costs)
     lines.append(f"total FLOPs: {tf} per step at N={batch}")
-    lines.append(f"total bytes moved: {tb} B node by node; {kernel_bytes(sched, batch)} B by the "
-                 f"{len(sched.kernels)} kernels (fused values stay in registers)")
-    lines.append(f"arena: peak {sched.peak_arena_bytes(batch)} B planned vs "
-                 f"{sched.unplanned_bytes(batch)} B unplanned (every value its own buffer) at "
-                 f"N={batch}; gradients {sched.grad_bytes} B")
+    lines.append(
+        f"total bytes moved: {tb} B node by node; {kernel_bytes(sched, batch)} B by the "
+        f"{len(sched.kernels)} kernels (fused values stay in registers)"
+    )
+    lines.append(
+        f"arena: peak {sched.peak_arena_bytes(batch)} B planned vs "
+        f"{sched.unplanned_bytes(batch)} B unplanned (every value its own buffer) at "
+        f"N={batch}; gradients {sched.grad_bytes} B"
+    )
     lines.append("compile time per pass (all entries):")
     for entry, res in prog.optimized.items():
         for r in res.records:
-            lines.append(f"  {entry:<11} {r.name:<22} {r.seconds * 1e3:8.2f} ms  "
-                         f"{r.nodes_before} -> {r.nodes_after} nodes")
+            lines.append(
+                f"  {entry:<11} {r.name:<22} {r.seconds * 1e3:8.2f} ms  "
+                f"{r.nodes_before} -> {r.nodes_after} nodes"
+            )
     for k, v in prog.timings.items():
         lines.append(f"  {k:<34} {v * 1e3:8.2f} ms")
     return "\n".join(lines)
@@ -625,36 +779,66 @@ def stats_text(st: Stages, batch: int) -> str:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "dump", help="print the compiler's stages for MODEL (text, json, dot, svg)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="path/to/file.py:name (a Model, Graph, Tensor, dict or a "
-                                 "function returning one)")
-    p.add_argument("--stage", default=None,
-                   help="forward | backward | a pass name | scheduled | llvm | llvm-opt | asm | "
-                        "all (default: all graph stages)")
+        "dump",
+        help="print the compiler's stages for MODEL (text, json, dot, svg)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "model",
+        help="path/to/file.py:name (a Model, Graph, Tensor, dict or a function returning one)",
+    )
+    p.add_argument(
+        "--stage",
+        default=None,
+        help="forward | backward | a pass name | scheduled | llvm | llvm-opt | asm | "
+        "all (default: all graph stages)",
+    )
     p.add_argument("--format", choices=FORMATS, default="text", help="output format (text)")
     p.add_argument("-o", "--output", metavar="PATH", help="write to PATH instead of stdout")
-    p.add_argument("--dump-dir", metavar="DIR",
-                   help="write every stage to DIR as NN-STAGE.EXT, in pipeline order")
-    p.add_argument("-O", dest="opt_level", type=int, default=2, choices=(0, 1, 2),
-                   help="optimization level (2)")
-    p.add_argument("--entry", choices=("train_step", "eval", "infer"),
-                   help="entry point whose passes to show (train_step when there is a loss)")
-    p.add_argument("--explain-fusion", action="store_true",
-                   help="say for every dense layer and activation whether it was fused, and why not")
-    p.add_argument("--stats", action="store_true",
-                   help="node/kernel counts, FLOPs, bytes, parameters, arena, compile times")
+    p.add_argument(
+        "--dump-dir",
+        metavar="DIR",
+        help="write every stage to DIR as NN-STAGE.EXT, in pipeline order",
+    )
+    p.add_argument(
+        "-O",
+        dest="opt_level",
+        type=int,
+        default=2,
+        choices=(0, 1, 2),
+        help="optimization level (2)",
+    )
+    p.add_argument(
+        "--entry",
+        choices=("train_step", "eval", "infer"),
+        help="entry point whose passes to show (train_step when there is a loss)",
+    )
+    p.add_argument(
+        "--explain-fusion",
+        action="store_true",
+        help="for every dense layer and activation: fused or not, and why not",
+    )
+    p.add_argument(
+        "--stats",
+        action="store_true",
+        help="node/kernel counts, FLOPs, bytes, parameters, arena, compile times",
+    )
     p.add_argument("--batch", type=int, default=32, help="batch size N for --stats (32)")
     p.add_argument("--verify-each", action="store_true", help="verify the IR after every pass")
     p.add_argument("--no-loc", action="store_true", help="leave out @file:line")
-    p.add_argument("--collapse-fused", action="store_true",
-                   help="dot/svg: draw each fusion group as one box listing its nodes")
+    p.add_argument(
+        "--collapse-fused",
+        action="store_true",
+        help="dot/svg: draw each fusion group as one box listing its nodes",
+    )
     p.add_argument("--target-cpu", default="native", help="CPU for llvm-opt and asm (native)")
     p.set_defaults(run=run)
 
 
-def render(st: Stages, stage: Stage, fmt: str, batch: int, with_loc: bool,
-           collapse: bool = False) -> str:
+def render(
+    st: Stages, stage: Stage, fmt: str, batch: int, with_loc: bool, collapse: bool = False
+) -> str:
     if fmt == "text":
         return stage_text(st, stage, batch=batch, with_loc=with_loc)
     if fmt == "json":
@@ -669,8 +853,13 @@ def render(st: Stages, stage: Stage, fmt: str, batch: int, with_loc: bool,
 def run(args: argparse.Namespace) -> int:
     if args.batch <= 0:
         raise ArgumentError(f"--batch must be positive, got {args.batch}")
-    st = compile_stages(args.model, opt_level=args.opt_level, entry=args.entry,
-                        verify_each=args.verify_each, target_cpu=args.target_cpu)
+    st = compile_stages(
+        args.model,
+        opt_level=args.opt_level,
+        entry=args.entry,
+        verify_each=args.verify_each,
+        target_cpu=args.target_cpu,
+    )
     with_loc = not args.no_loc
     if args.dump_dir:
         os.makedirs(args.dump_dir, exist_ok=True)
@@ -680,13 +869,17 @@ def run(args: argparse.Namespace) -> int:
             ext = TEXT_EXT.get(s.name, EXTENSIONS[fmt]) if fmt == "text" else EXTENSIONS[fmt]
             path = os.path.join(args.dump_dir, f"{k:02d}-{s.name}.{ext}")
             with open(path, "w") as f:
-                f.write(render(st, st.get(s.name), fmt, args.batch, with_loc, args.collapse_fused) + "\n")
+                f.write(
+                    render(st, st.get(s.name), fmt, args.batch, with_loc, args.collapse_fused)
+                    + "\n"
+                )
             written.append(path)
         if args.explain_fusion:
             written.append(_write(os.path.join(args.dump_dir, "fusion.txt"), fusion_text(st)))
         if args.stats:
-            written.append(_write(os.path.join(args.dump_dir, "stats.txt"),
-                                  stats_text(st, args.batch)))
+            written.append(
+                _write(os.path.join(args.dump_dir, "stats.txt"), stats_text(st, args.batch))
+            )
         print("\n".join(written))
         return 0
     parts = []
@@ -696,13 +889,21 @@ def run(args: argparse.Namespace) -> int:
         if args.format in ("dot", "svg"):
             raise ArgumentError("--format dot/svg shows one stage: give --stage, or --dump-dir")
         if args.format == "json":
-            parts.append(json.dumps({"model": st.program.name, "stages": [
-                stage_json(st, s, batch=args.batch) for s in shown]}, indent=1))
+            parts.append(
+                json.dumps(
+                    {
+                        "model": st.program.name,
+                        "stages": [stage_json(st, s, batch=args.batch) for s in shown],
+                    },
+                    indent=1,
+                )
+            )
         else:
             parts += [render(st, s, "text", args.batch, with_loc) for s in shown]
     elif stage is not None:
-        parts.append(render(st, st.get(stage), args.format, args.batch, with_loc,
-                            args.collapse_fused))
+        parts.append(
+            render(st, st.get(stage), args.format, args.batch, with_loc, args.collapse_fused)
+        )
     if args.explain_fusion:
         parts.append(fusion_text(st))
     if args.stats:

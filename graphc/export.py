@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import shlex
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from graphc.codegen import aot
-from graphc.codegen.target import target_machine
+from graphc.codegen.target import CPU_PRESETS, target_machine
 from graphc.ir.errors import ArgumentError, CodegenError, GraphcError
 
 from .compiler import Program, compile_program
@@ -74,6 +75,7 @@ def _recompile(model: Any, target_cpu: str) -> tuple[Program, Any]:
         loss=src.loss,
         loss_kind=src.loss_kind,
         outputs=list(src.outputs),
+        check_numerics=getattr(src, "check_numerics", False),  # the library checks NaN/Inf too
     )
     prog, mb = compile_program(prog, opt_level=src.opt_level, target_cpu=target_cpu)
     if {k: (b.offset, b.size) for k, b in prog.layout.items()} != {
@@ -202,6 +204,10 @@ def export_model(
             obj,
             "-lm",
         ]
+        if target_cpu in CPU_PRESETS and platform.machine().lower() in ("x86_64", "amd64"):
+            # The wrappers too must not use instructions beyond the target (a compiler whose
+            # default is newer than x86-64 would otherwise put AVX into a baseline library).
+            cmd.insert(len(ccmd), f"-march={target_cpu}")
         res = subprocess.run(cmd, check=False, capture_output=True, text=True)
         if res.returncode != 0:
             raise CodegenError(
@@ -315,6 +321,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=0, help="initialization seed when MODEL is not a Model"
     )
     p.add_argument("--opt-level", type=int, default=2, choices=(0, 1, 2))
+    p.add_argument(
+        "--check-numerics",
+        action="store_true",
+        help="compile NaN/Inf checks after every kernel into the library (entries "
+        "then return 1000 + site at the first NaN/Inf; off by default)",
+    )
     p.set_defaults(run=run)
 
 
@@ -338,6 +350,8 @@ def run(args: argparse.Namespace) -> int:
     from .modelspec import resolve
 
     model = model_from_spec(resolve(args.model), seed=args.seed, opt_level=args.opt_level)
+    if getattr(args, "check_numerics", False):
+        model.program.check_numerics = True  # read by _recompile: the library gets the checks
     res = export_model(
         model,
         args.output,

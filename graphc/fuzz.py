@@ -272,12 +272,13 @@ def _close(name: str, got: np.ndarray, ref: np.ndarray, ref32: np.ndarray, extra
     return None
 
 
-def compile_case(case: Case, opt_level: int):
+def compile_case(case: Case, opt_level: int, check_numerics: bool = False):
     """The case compiled with SGD(lr=1) and its parameters set to the case's values."""
     import graphc as gc
 
     model = gc.compile(case.outputs, loss=case.loss, optimizer=gc.SGD(lr=1.0),
-                       name=f"fuzz{case.seed % 100000}", opt_level=opt_level)
+                       name=f"fuzz{case.seed % 100000}", opt_level=opt_level,
+                       check_numerics=check_numerics)
     model.lr = 1.0
     for k, v in case.params.items():
         if k in model.params:  # a param the outputs and loss do not use is not in the model
@@ -285,9 +286,13 @@ def compile_case(case: Case, opt_level: int):
     return model
 
 
-def check_compiled(case: Case, opt_level: int) -> list[str]:
-    """Compiled infer/eval/train_step vs the float64 interpreter; returns failure messages."""
-    model = compile_case(case, opt_level)
+def check_compiled(case: Case, opt_level: int, check_numerics: bool = False) -> list[str]:
+    """Compiled infer/eval/train_step vs the float64 interpreter; returns failure messages.
+
+    With ``check_numerics`` the model is compiled with the NaN/Inf checks, which must neither
+    fire on these finite cases nor change any result.
+    """
+    model = compile_case(case, opt_level, check_numerics)
     prog = model.program
     failures: list[str] = []
     where = f"-O{opt_level}"
@@ -352,7 +357,8 @@ def check_gradients(case: Case, directions: int = 3) -> list[str]:
     return failures
 
 
-def run_case(seed: int, opt_levels: tuple[int, ...] = (0, 2), grads: bool = True) -> list[str]:
+def run_case(seed: int, opt_levels: tuple[int, ...] = (0, 2), grads: bool = True,
+             check_numerics: bool = False) -> list[str]:
     """All checks for one seed; an exception (compile error, crash) counts as a failure."""
     try:
         case = random_case(seed)
@@ -361,7 +367,7 @@ def run_case(seed: int, opt_levels: tuple[int, ...] = (0, 2), grads: bool = True
     failures: list[str] = []
     for level in opt_levels:
         try:
-            failures += check_compiled(case, level)
+            failures += check_compiled(case, level, check_numerics)
         except Exception as e:
             tb = traceback.format_exc(limit=-3)
             failures.append(f"-O{level} raised {type(e).__name__}: {e}\n{tb}")
@@ -380,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--opt-levels", type=int, nargs="+", default=[0, 2], choices=[0, 1, 2])
     ap.add_argument("--minutes", type=float, default=None, help="stop after this long")
     ap.add_argument("--no-grad-check", action="store_true", help="skip the finite differences")
+    ap.add_argument("--check-numerics", action="store_true",
+                    help="compile with check_numerics=True (must not fire nor change results)")
     args = ap.parse_args(argv)
     t0 = time.time()
     tried, failed = 0, []
@@ -387,13 +395,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.minutes is not None and time.time() - t0 > args.minutes * 60:
             break
         seed = args.seed + i
-        f = run_case(seed, tuple(args.opt_levels), not args.no_grad_check)
+        f = run_case(seed, tuple(args.opt_levels), not args.no_grad_check, args.check_numerics)
         tried += 1
         if f:
             failed.append(seed)
             print(f"FAIL seed {seed}", *f, sep="\n  ", flush=True)
     print(f"graphc.fuzz: seeds {args.seed}..{args.seed + tried - 1}: {tried} random graphs at "
-          f"-O{' -O'.join(map(str, args.opt_levels))}, {len(failed)} failed"
+          f"-O{' -O'.join(map(str, args.opt_levels))}"
+          + (" with check_numerics" if args.check_numerics else "") + f", {len(failed)} failed"
           + (f" (seeds {failed})" if failed else "") + f", {time.time() - t0:.0f} s", flush=True)
     return 1 if failed else 0
 

@@ -35,12 +35,14 @@ class LRFinderResult:
 
     def plot(self, path: str) -> str:
         """Write the loss-vs-rate curve as a PNG (needs matplotlib; GraphcError otherwise)."""
-        return _plot.lr_curve(self.lrs, self.smoothed, path, suggestion=self.suggestion,
-                              raw=self.losses)
+        return _plot.lr_curve(
+            self.lrs, self.smoothed, path, suggestion=self.suggestion, raw=self.losses
+        )
 
 
-def steepest(lrs: list[float], smoothed: list[float], skip_start: int = 0, skip_end: int = 0
-             ) -> float | None:
+def steepest(
+    lrs: list[float], smoothed: list[float], skip_start: int = 0, skip_end: int = 0
+) -> float | None:
     """The rate where d(smoothed)/d(log lr) is most negative (None with fewer than 3 points)."""
     hi = len(smoothed) - skip_end
     xs, ys = np.log(np.asarray(lrs[skip_start:hi])), np.asarray(smoothed[skip_start:hi])
@@ -50,9 +52,21 @@ def steepest(lrs: list[float], smoothed: list[float], skip_start: int = 0, skip_
     return float(np.exp(xs[int(np.argmin(slope))]))
 
 
-def find_lr(model: Any, x: Any, y: Any = None, *, start_lr: float = 1e-7, end_lr: float = 10.0,
-            num_steps: int = 100, batch_size: int = 32, beta: float = 0.98, diverge: float = 4.0,
-            seed: int = 0, plot: str | None = None, verbose: int = 0) -> LRFinderResult:
+def find_lr(
+    model: Any,
+    x: Any,
+    y: Any = None,
+    *,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_steps: int = 100,
+    batch_size: int = 32,
+    beta: float = 0.98,
+    diverge: float = 4.0,
+    seed: int = 0,
+    plot: str | None = None,
+    verbose: int = 0,
+) -> LRFinderResult:
     """Sweep the learning rate exponentially over a short training run and suggest one.
 
     Args:
@@ -92,13 +106,13 @@ def find_lr(model: Any, x: Any, y: Any = None, *, start_lr: float = 1e-7, end_lr
             lr = start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))
             if pos + bs > n:
                 order, pos = rng.permutation(n), 0
-            idx = order[pos:pos + bs]
+            idx = order[pos : pos + bs]
             pos += bs
             model.lr = lr
-            loss = model.train_step({k: v[idx] for k, v in feeds.items()
-                                     if k in model.program.feature_inputs},
-                                    {k: v[idx] for k, v in feeds.items()
-                                     if k in model.program.label_inputs})
+            loss = model.train_step(
+                {k: v[idx] for k, v in feeds.items() if k in model.program.feature_inputs},
+                {k: v[idx] for k, v in feeds.items() if k in model.program.label_inputs},
+            )
             avg = beta * avg + (1 - beta) * loss
             sm = avg / (1 - beta ** (i + 1))
             res.lrs.append(lr)
@@ -116,14 +130,20 @@ def find_lr(model: Any, x: Any, y: Any = None, *, start_lr: float = 1e-7, end_lr
     finite = [k for k, s in enumerate(res.smoothed) if math.isfinite(s)]
     upto = finite[-1] + 1 if finite else 0
     # skip the first tenth (the average is still warming up) and a diverging last point
-    res.suggestion = steepest(res.lrs[:upto], res.smoothed[:upto], skip_start=max(1, upto // 10),
-                              skip_end=1 if res.stopped_early else 0)
+    res.suggestion = steepest(
+        res.lrs[:upto],
+        res.smoothed[:upto],
+        skip_start=max(1, upto // 10),
+        skip_end=1 if res.stopped_early else 0,
+    )
     if plot:
         if _plot.have_matplotlib():
             res.plot(plot)
         else:
             print(f"find_lr: {_plot.MISSING}")
     if verbose and res.suggestion is not None:
-        print(f"find_lr: suggested learning rate {res.suggestion:.3g} "
-              f"({len(res.lrs)} steps from {start_lr:g} to {res.lrs[-1]:.3g})")
+        print(
+            f"find_lr: suggested learning rate {res.suggestion:.3g} "
+            f"({len(res.lrs)} steps from {start_lr:g} to {res.lrs[-1]:.3g})"
+        )
     return res

@@ -66,7 +66,11 @@ def resolve(spec: str) -> ModelSpec:
 
     obj, name = load_object(spec)
     if callable(obj) and not isinstance(obj, (Model, Graph, gc.Tensor, gc.Sequential)):
-        obj = obj()
+        try:
+            obj = obj()
+        except Exception as e:  # the user's function raised: say which, with its message
+            raise ArgumentError(f"{spec}: calling {name}() to build the model failed: "
+                                f"{type(e).__name__}: {e}") from e
     if isinstance(obj, Model):
         return ModelSpec(obj.program.name, model=obj)
     if isinstance(obj, Graph):

@@ -43,8 +43,10 @@ class Optimizer:
 
     def __post_init__(self) -> None:
         if self.semantics not in SEMANTICS:
-            raise GraphcError(f"{type(self).__name__}: semantics must be one of {SEMANTICS}, "
-                              f"got {self.semantics!r}")
+            raise GraphcError(
+                f"{type(self).__name__}: semantics must be one of {SEMANTICS}, "
+                f"got {self.semantics!r}"
+            )
         for k, v in self.DEFAULTS.get(self.semantics, {}).items():
             if getattr(self, k) is None:
                 setattr(self, k, v)
@@ -52,8 +54,9 @@ class Optimizer:
             if getattr(self, f.name) is None:
                 raise GraphcError(f"{type(self).__name__}: {f.name} has no default; give a value")
 
-    def build(self, b: Builder, params: list[str], grads: dict[str, str], lr: str,
-              t: str) -> list[tuple[str, str]]:
+    def build(
+        self, b: Builder, params: list[str], grads: dict[str, str], lr: str, t: str
+    ) -> list[tuple[str, str]]:
         """Emit the update nodes with ``b``.
 
         Args:
@@ -84,8 +87,14 @@ class Optimizer:
         name = type(self).__name__
         if not (isinstance(self.lr, int | float) and self.lr > 0 and math.isfinite(self.lr)):
             raise GraphcError(f"{name}: lr must be a positive number, got {self.lr!r}")
-        for f in ("weight_decay", "eps", "momentum", "dampening", "lr_decay",
-                  "initial_accumulator_value"):
+        for f in (
+            "weight_decay",
+            "eps",
+            "momentum",
+            "dampening",
+            "lr_decay",
+            "initial_accumulator_value",
+        ):
             v = getattr(self, f, 0.0)
             if not (isinstance(v, int | float) and v >= 0 and math.isfinite(v)):
                 raise GraphcError(f"{name}: {f} must be a finite number >= 0, got {v!r}")
@@ -173,8 +182,11 @@ class SGD(Optimizer):
                 v = self.slot(b, p, "momentum")
                 v1 = b.sub(b.mul(b.const(mu), v), lr_g)
                 ups.append((v, v1))
-                new_p = (b.sub(b.add(p0, b.mul(v1, b.const(mu))), lr_g) if self.nesterov
-                         else b.add(p0, v1))
+                new_p = (
+                    b.sub(b.add(p0, b.mul(v1, b.const(mu))), lr_g)
+                    if self.nesterov
+                    else b.add(p0, v1)
+                )
                 ups.append((p, new_p))
                 continue
             if mu:
@@ -317,8 +329,9 @@ class Adagrad(Optimizer):
             raise GraphcError("Adagrad: Keras's Adagrad has no lr_decay; use semantics='torch'")
         clr = lr
         if self.lr_decay:
-            clr = b.div(lr, b.add(b.const(1.0),
-                                  b.mul(b.sub(t, b.const(1.0)), b.const(self.lr_decay))))
+            clr = b.div(
+                lr, b.add(b.const(1.0), b.mul(b.sub(t, b.const(1.0)), b.const(self.lr_decay)))
+            )
         ups = []
         for p in params:
             g = self._l2(b, p, grads[p])

@@ -1,7 +1,7 @@
 """Plots of training runs (PNG, through matplotlib, an optional extra: ``pip install graphc[plot]``).
 
-    history = model.fit(x, y, epochs=50, validation_split=0.2)
-    graphc.plot.learning_curves(history, "curves.png")
+history = model.fit(x, y, epochs=50, validation_split=0.2)
+graphc.plot.learning_curves(history, "curves.png")
 """
 
 from __future__ import annotations
@@ -10,13 +10,15 @@ from typing import Any
 
 from graphc.ir.errors import GraphcError
 
-MISSING = ("matplotlib is not installed, so no plot was written; install it with "
-           "`pip install matplotlib` (or `pip install graphc[plot]`)")
+MISSING = (
+    "matplotlib is not installed, so no plot was written; install it with "
+    "`pip install matplotlib` (or `pip install graphc[plot]`)"
+)
 
 
 def have_matplotlib() -> bool:
     try:
-        import matplotlib  # noqa: F401, PLC0415
+        import matplotlib  # noqa: F401
     except ImportError:
         return False
     return True
@@ -25,17 +27,18 @@ def have_matplotlib() -> bool:
 def _pyplot() -> Any:
     """matplotlib.pyplot on the file-only Agg backend, or GraphcError with the install hint."""
     try:
-        import matplotlib  # noqa: PLC0415
+        import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.pyplot as plt
     except ImportError:
         raise GraphcError(MISSING) from None
     return plt
 
 
-def learning_curves(history: Any, path: str, *, title: str | None = None,
-                    metrics: tuple[str, ...] = ("loss",)) -> str:
+def learning_curves(
+    history: Any, path: str, *, title: str | None = None, metrics: tuple[str, ...] = ("loss",)
+) -> str:
     """Write a PNG of training and validation figures per epoch (one panel per metric).
 
     Under-fitting shows as both curves staying high; over-fitting as the validation curve
@@ -58,8 +61,9 @@ def learning_curves(history: Any, path: str, *, title: str | None = None,
     figures = history.metrics if hasattr(history, "metrics") else dict(history)
     shown = [m for m in metrics if m in figures or f"val_{m}" in figures]
     if not shown:
-        raise GraphcError(f"learning_curves: the history holds none of {metrics} "
-                          f"(it has {sorted(figures)})")
+        raise GraphcError(
+            f"learning_curves: the history holds none of {metrics} (it has {sorted(figures)})"
+        )
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(shown), figsize=(6 * len(shown), 4), squeeze=False)
     best = getattr(history, "best_epoch", None)
@@ -71,7 +75,9 @@ def learning_curves(history: Any, path: str, *, title: str | None = None,
                 ys = figures[key]
                 ax.plot(range(1, len(ys) + 1), ys, label=label)
         if best is not None:
-            ax.axvline(best + 1, color="gray", linestyle="--", linewidth=1, label=f"best epoch {best + 1}")
+            ax.axvline(
+                best + 1, color="gray", linestyle="--", linewidth=1, label=f"best epoch {best + 1}"
+            )
         ax.set_xlabel("epoch")
         ax.set_ylabel(m)
         ax.grid(alpha=0.3)
@@ -84,8 +90,14 @@ def learning_curves(history: Any, path: str, *, title: str | None = None,
     return path
 
 
-def lr_curve(lrs: list[float], losses: list[float], path: str, *, suggestion: float | None = None,
-             raw: list[float] | None = None) -> str:
+def lr_curve(
+    lrs: list[float],
+    losses: list[float],
+    path: str,
+    *,
+    suggestion: float | None = None,
+    raw: list[float] | None = None,
+) -> str:
     """Write a PNG of loss against learning rate (log axis), marking the suggested rate.
 
     Raises:
@@ -94,8 +106,8 @@ def lr_curve(lrs: list[float], losses: list[float], path: str, *, suggestion: fl
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     if raw is not None:
-        ax.plot(lrs[:len(raw)], raw, alpha=0.3, label="loss")
-    ax.plot(lrs[:len(losses)], losses, label="smoothed loss")
+        ax.plot(lrs[: len(raw)], raw, alpha=0.3, label="loss")
+    ax.plot(lrs[: len(losses)], losses, label="smoothed loss")
     if suggestion is not None:
         ax.axvline(suggestion, color="red", linestyle="--", label=f"suggested {suggestion:.2e}")
     ax.set_xscale("log")

@@ -28,6 +28,16 @@ def sum_to(b: Builder, grad: str, target: str) -> str:
     return grad
 
 
+def _name_operand(b: Builder, value: str, fwd: str, k: int) -> None:
+    """Provenance: mark the node computing operand ``k``'s gradient "grad of FWD operand k"."""
+    for j in range(len(b.nodes) - 1, -1, -1):
+        n = b.nodes[j]
+        if n.name == value:
+            if n.origin == f"grad of {fwd}":
+                b.nodes[j] = n.with_(origin=f"grad of {fwd} operand {k}")
+            return
+
+
 def gradients(g: Graph, loss: str, wrt: tuple[str, ...] | list[str]) -> tuple[Graph, dict[str, str]]:
     """Append the nodes computing d(loss)/d(w) for every w in ``wrt``.
 
@@ -62,6 +72,9 @@ def gradients(g: Graph, loss: str, wrt: tuple[str, ...] | list[str]) -> tuple[Gr
         b.loc = node.loc
         b.origin = f"grad of {node.name}"
         grads = spec.grad(b, node, dy)
+        for k, gx in enumerate(grads):
+            if gx is not None:
+                _name_operand(b, gx, node.name, k)
         for k, (x, gx) in enumerate(zip(node.inputs, grads)):
             if gx is None or not needs[k]:
                 continue

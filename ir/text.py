@@ -15,7 +15,7 @@ take no part in ``==``). Example (the digits network, training graph, shortened)
         %2 = relu(%1) : f32[N,32]                            @examples/models.py:10
       }
      backward:
-      %7 = softmax_cross_entropy_grad(%4, labels, %6) : f32[N,10]  @examples/models.py:11  # grad of %5
+      %8 = sum(%7) {axes=[0]} : f32[10]          @examples/models.py:10  # grad of %4 operand 1
      update:
       lr = input() : f32[]
       %18 = add(step, %17) : f32[]
@@ -27,21 +27,22 @@ Grammar (EBNF; whitespace and newlines separate tokens and are otherwise insigni
 
     graph    = "graph" name "(" [ source { "," source } [ "," ] ] ")" "{" { stmt } "}" ;
     source   = name ":" type [ "param" | "state" ] [ attrs ] [ loc ] [ origin ] ;
-                                                  (* loc and origin may also follow the comma *)
+                 (* loc and origin may also follow the source's comma *)
     stmt     = section | fused | node | return | update ;
-    section  = ( "forward" | "backward" | "update" ) ":" ;    (* sets the section of what follows *)
-    fused    = "fused" name "{" { section | node } "}" ;        (* nodes of one fusion group *)
-    node     = name "=" op "(" [ name { "," name } ] ")" [ attrs ] [ ":" type ] [ loc ] [ origin ] ;
-    return   = "return" [ name { "," name } ] ;                (* outputs, once; the first on return's line *)
-    update   = "update" name "<-" name { "," name "<-" name } ;  (* target <- new value *)
+    section  = ( "forward" | "backward" | "update" ) ":" ;  (* sets the section of what follows *)
+    fused    = "fused" name "{" { section | node } "}" ;      (* the nodes of one fusion group *)
+    node     = name "=" op "(" [ name { "," name } ] ")" [ attrs ] [ ":" type ] [ loc ]
+               [ origin ] ;
+    return   = "return" [ name { "," name } ] ;  (* the outputs, once; the first on its line *)
+    update   = "update" name "<-" name { "," name "<-" name } ;       (* target <- new value *)
     attrs    = "{" [ key "=" value { "," key "=" value } ] "}" ;
     value    = int | float | "true" | "false" | string | "[" [ value { "," value } ] "]" ;
-    type     = dtype "[" [ dim { "," dim } ] "]" ;                (* f32[N,64]; f32[] is a scalar *)
+    type     = dtype "[" [ dim { "," dim } ] "]" ;          (* f32[N,64]; f32[] is a scalar *)
     dim      = int | "N" ;
-    loc      = "@" ( string | bare ) ;                         (* the user's file:line *)
-    origin   = "#" text-to-end-of-line ;                       (* provenance, see below *)
-    name     = "%" word | letter-or-_ word | string ;          (* word: letters, digits, _ and . *)
-    op = key = dtype = letter-or-_ { letter | digit | "_" } ;
+    loc      = "@" ( string | bare ) ;          (* the user's file:line; bare: no space , # " *)
+    origin   = "#" text to the end of the line ;                  (* provenance, see below *)
+    name     = "%" word | ( letter | "_" ) word | string ;  (* word: letters, digits, _ and . *)
+    op = key = dtype = ( letter | "_" ) { letter | digit | "_" } ;
 
 Meaning:
     - Sources listed in the header are inputs unless marked ``param`` (trainable) or ``state``
@@ -75,8 +76,16 @@ from .errors import ParseError
 from .graph import SECTIONS, SOURCE_OPS, Graph, Node, make_attrs
 from .types import TensorType
 
-__all__ = ["format_attr", "format_node", "graph_from_json", "graph_lines", "graph_to_json",
-           "parse_graph", "print_graph", "renumbered"]
+__all__ = [
+    "format_attr",
+    "format_node",
+    "graph_from_json",
+    "graph_lines",
+    "graph_to_json",
+    "parse_graph",
+    "print_graph",
+    "renumbered",
+]
 
 _BARE_NAME = re.compile(r"(%[\w.]+|[A-Za-z_][\w.]*)\Z")
 _BARE_LOC = re.compile(r'[^\s#",]+\Z')
@@ -133,8 +142,9 @@ def format_node(node: Node, *, with_loc: bool = True) -> str:
 
 def _format_source(node: Node, with_loc: bool) -> str:
     kind = "" if node.op == "input" else f" {node.op}"
-    return _provenance(f"{format_name(node.name)}: {node.type}{kind}{format_attrs(node)}", node,
-                       with_loc)
+    return _provenance(
+        f"{format_name(node.name)}: {node.type}{kind}{format_attrs(node)}", node, with_loc
+    )
 
 
 def renumbered(g: Graph) -> Graph:
@@ -146,10 +156,16 @@ def renumbered(g: Graph) -> Graph:
     taken = {n.name for n in g.nodes if n.name not in mapping}
     if any(v in taken for v in mapping.values()):
         return g  # a user name looks like a generated one: keep every name as it is
-    r = lambda s: mapping.get(s, s)  # noqa: E731
+
+    def r(s: str) -> str:
+        return mapping.get(s, s)
+
     nodes = tuple(n.with_(name=r(n.name), inputs=tuple(r(i) for i in n.inputs)) for n in g.nodes)
-    return g.with_(nodes=nodes, outputs=tuple(r(o) for o in g.outputs),
-                   updates=tuple((r(t), r(v)) for t, v in g.updates))
+    return g.with_(
+        nodes=nodes,
+        outputs=tuple(r(o) for o in g.outputs),
+        updates=tuple((r(t), r(v)) for t, v in g.updates),
+    )
 
 
 def _first_readers(nodes: list[Node] | tuple[Node, ...]) -> dict[str, int]:
@@ -166,6 +182,7 @@ def _header_sources(g: Graph) -> set[str]:
     The parser places a header source just before its first reader (header order among
     several), or first of all when nothing reads it; a source elsewhere is written in the body.
     """
+
     def fits(n: Node) -> bool:
         return n.op in SOURCE_OPS and n.section == "forward" and n.group is None
 
@@ -198,8 +215,9 @@ def _place_header(head: list[Node], body: list[Node]) -> tuple[Node, ...]:
     return tuple(out)
 
 
-def graph_lines(g: Graph, *, with_loc: bool = True, renumber: bool = False
-                ) -> list[tuple[str, str | None]]:
+def graph_lines(
+    g: Graph, *, with_loc: bool = True, renumber: bool = False
+) -> list[tuple[str, str | None]]:
     """The text of ``g`` line by line, each with the name of the node it shows (or None)."""
     if renumber:
         g = renumbered(g)
@@ -207,10 +225,14 @@ def graph_lines(g: Graph, *, with_loc: bool = True, renumber: bool = False
     head = [n for n in g.nodes if n.name in in_head]
     k = len(head)
     out: list[tuple[str, str | None]] = []
-    one_line = f"graph {format_name(g.name)}(" + ", ".join(
-        _format_source(n, False) for n in head) + ") {"
-    if len(one_line) <= 100 and not (with_loc and any(n.loc for n in head)) and not any(
-            n.origin for n in head):
+    one_line = (
+        f"graph {format_name(g.name)}(" + ", ".join(_format_source(n, False) for n in head) + ") {"
+    )
+    if (
+        len(one_line) <= 100
+        and not (with_loc and any(n.loc for n in head))
+        and not any(n.origin for n in head)
+    ):
         out.append((one_line, None))
     else:
         out.append((f"graph {format_name(g.name)}(", None))
@@ -236,8 +258,13 @@ def graph_lines(g: Graph, *, with_loc: bool = True, renumber: bool = False
         out.append((indent + format_node(n, with_loc=with_loc), n.name))
     if group is not None:
         out.append(("  }", None))
-    out.append(("  return" + ("" if not g.outputs else " " + ", ".join(
-        format_name(o) for o in g.outputs)), None))
+    out.append(
+        (
+            "  return"
+            + ("" if not g.outputs else " " + ", ".join(format_name(o) for o in g.outputs)),
+            None,
+        )
+    )
     for t, v in g.updates:
         out.append((f"  update {format_name(t)} <- {format_name(v)}", None))
     out.append(("}", None))
@@ -482,8 +509,9 @@ class _Parser:
                     self.fail("a second 'return'")
                 ret = self.next()
                 same_line = self.peek().line == ret.line
-                outputs = (self.names("}") if same_line and self.peek().kind in ("name", "string")
-                           else [])
+                outputs = (
+                    self.names("}") if same_line and self.peek().kind in ("name", "string") else []
+                )
             elif self.at("update"):
                 self.next()
                 while True:
@@ -494,17 +522,20 @@ class _Parser:
                         break
                     self.next()
             else:
-                self.fail("expected a node 'NAME = op(...)', a section label, 'fused', "
-                          "'return' or 'update'")
+                self.fail(
+                    "expected a node 'NAME = op(...)', a section label, 'fused', "
+                    "'return' or 'update'"
+                )
         end = self.next()
         if self.peek().kind != "eof":
             self.fail("expected the end of input after the graph's '}'")
         if self.check:
             for name in list(outputs or []) + [x for u in updates for x in u]:
                 if name not in self.defined:
-                    self.fail_at(end.line, end.col,
-                                 f"an output or update names the undefined value {name!r}")
-        nodes = _place_header(self.nodes[:self.n_head], self.nodes[self.n_head:])
+                    self.fail_at(
+                        end.line, end.col, f"an output or update names the undefined value {name!r}"
+                    )
+        nodes = _place_header(self.nodes[: self.n_head], self.nodes[self.n_head :])
         return Graph(gname, nodes, tuple(outputs or ()), tuple(updates))
 
     def add(self, node: Node, tok: _Tok) -> None:
@@ -581,15 +612,28 @@ class _Parser:
 
             missing = [i for i in inputs if i not in self.defined]
             if missing:
-                self.fail(f"cannot infer the type: operand {missing[0]!r} is undefined; "
-                          "expected ': type'")
+                self.fail(
+                    f"cannot infer the type: operand {missing[0]!r} is undefined; expected ': type'"
+                )
             try:
                 typ = infer_type(op, tuple(inputs), [self.defined[i] for i in inputs], attrs, name)
             except ShapeError as e:
                 self.fail_at(tok.line, tok.col, f"cannot infer the type: {e}")
         loc, origin = self.provenance()
-        self.add(Node(name, op, tuple(inputs), typ, make_attrs(attrs), self.section, self.group,
-                      loc, origin), tok)
+        self.add(
+            Node(
+                name,
+                op,
+                tuple(inputs),
+                typ,
+                make_attrs(attrs),
+                self.section,
+                self.group,
+                loc,
+                origin,
+            ),
+            tok,
+        )
 
 
 def parse_graph(text: str, *, check: bool = True) -> Graph:
@@ -635,18 +679,26 @@ def graph_to_json(g: Graph, *, extra: dict[str, dict[str, Any]] | None = None) -
     nodes = []
     for n in g.nodes:
         obj: dict[str, Any] = {
-            "name": n.name, "op": n.op, "inputs": list(n.inputs),
+            "name": n.name,
+            "op": n.op,
+            "inputs": list(n.inputs),
             "type": {"shape": list(n.type.shape), "dtype": n.type.dtype},
             "attrs": {k: _json_attr(v) for k, v in n.attrs},
-            "section": n.section, "group": n.group, "loc": n.loc, "origin": n.origin,
+            "section": n.section,
+            "group": n.group,
+            "loc": n.loc,
+            "origin": n.origin,
         }
         obj.update((extra or {}).get(n.name, {}))
         nodes.append(obj)
     return {
-        "format": "graphc-graph", "version": JSON_VERSION, "name": g.name,
+        "format": "graphc-graph",
+        "version": JSON_VERSION,
+        "name": g.name,
         "nodes": nodes,
-        "edges": [{"from": i, "to": n.name, "operand": k}
-                  for n in g.nodes for k, i in enumerate(n.inputs)],
+        "edges": [
+            {"from": i, "to": n.name, "operand": k} for n in g.nodes for k, i in enumerate(n.inputs)
+        ],
         "outputs": list(g.outputs),
         "updates": [{"target": t, "value": v} for t, v in g.updates],
         "sections": {s: [n.name for n in g.nodes if n.section == s] for s in SECTIONS},
@@ -667,12 +719,24 @@ def graph_from_json(obj: dict[str, Any] | str) -> Graph:
             raise ParseError(f"{e.lineno}:{e.colno}: not JSON: {e.msg}") from None
     try:
         nodes = tuple(
-            Node(n["name"], n["op"], tuple(n["inputs"]),
-                 TensorType(tuple(n["type"]["shape"]), n["type"]["dtype"]),
-                 make_attrs(n.get("attrs", {})), n.get("section", "forward"), n.get("group"),
-                 n.get("loc"), n.get("origin"))
-            for n in obj["nodes"])
-        return Graph(obj["name"], nodes, tuple(obj["outputs"]),
-                     tuple((u["target"], u["value"]) for u in obj.get("updates", [])))
+            Node(
+                n["name"],
+                n["op"],
+                tuple(n["inputs"]),
+                TensorType(tuple(n["type"]["shape"]), n["type"]["dtype"]),
+                make_attrs(n.get("attrs", {})),
+                n.get("section", "forward"),
+                n.get("group"),
+                n.get("loc"),
+                n.get("origin"),
+            )
+            for n in obj["nodes"]
+        )
+        return Graph(
+            obj["name"],
+            nodes,
+            tuple(obj["outputs"]),
+            tuple((u["target"], u["value"]) for u in obj.get("updates", [])),
+        )
     except (KeyError, TypeError, ValueError) as e:
         raise ParseError(f"malformed graph JSON: {type(e).__name__}: {e}") from None

@@ -59,13 +59,15 @@ def _first_problem(g: Graph) -> tuple[str | None, str] | None:
         if spec is None:
             return n.name, f"node {n.name}: unknown op {n.op!r} (not in the op registry OPS)"
         if spec.arity is not None and len(n.inputs) != spec.arity:
-            return n.name, (f"node {n.name}: {n.op} expects {spec.arity} operands, "
-                            f"got {len(n.inputs)}")
+            return n.name, (
+                f"node {n.name}: {n.op} expects {spec.arity} operands, got {len(n.inputs)}"
+            )
         bad = [k for k, _ in n.attrs if k not in spec.attr_names]
         if bad:
             allowed = ", ".join(spec.attr_names) or "none"
-            return n.name, (f"node {n.name}: {n.op} does not accept attr {bad[0]!r} "
-                            f"(accepted: {allowed})")
+            return n.name, (
+                f"node {n.name}: {n.op} does not accept attr {bad[0]!r} (accepted: {allowed})"
+            )
         for k, i in enumerate(n.inputs):
             if i not in seen:
                 if i in later:
@@ -73,24 +75,32 @@ def _first_problem(g: Graph) -> tuple[str | None, str] | None:
 
                     cycle = find_cycle(g)
                     if cycle is not None and n.name in cycle:
-                        return n.name, (f"node {n.name}: dependency cycle "
-                                        f"{' -> '.join(cycle + cycle[:1])}")
+                        return n.name, (
+                            f"node {n.name}: dependency cycle {' -> '.join(cycle + cycle[:1])}"
+                        )
                     if cycle is not None:
-                        return cycle[0], (f"node {cycle[0]}: dependency cycle "
-                                          f"{' -> '.join(cycle + cycle[:1])}")
-                    return n.name, (f"node {n.name}: operand {k} ({i}) is used before its "
-                                    "definition (nodes are not in topological order)")
+                        return cycle[0], (
+                            f"node {cycle[0]}: dependency cycle {' -> '.join(cycle + cycle[:1])}"
+                        )
+                    return n.name, (
+                        f"node {n.name}: operand {k} ({i}) is used before its "
+                        "definition (nodes are not in topological order)"
+                    )
                 return n.name, f"node {n.name}: operand {k} ({i}) is not defined in the graph"
         if n.op not in SOURCE_OPS:
             try:
-                t = infer_type(n.op, n.inputs, [seen[i].type for i in n.inputs], n.attr_dict,
-                               n.name, n.loc)
+                t = infer_type(
+                    n.op, n.inputs, [seen[i].type for i in n.inputs], n.attr_dict, n.name, n.loc
+                )
             except ShapeError as e:
                 return n.name, f"node {n.name}: its op rejects its operands: {e}"
             if t != n.type:
-                return n.name, (f"node {n.name}: stored type {n.type} differs from the type "
-                                f"{n.op} infers, {t} (operands: "
-                                + ", ".join(f"{i} : {seen[i].type}" for i in n.inputs) + ")")
+                return n.name, (
+                    f"node {n.name}: stored type {n.type} differs from the type "
+                    f"{n.op} infers, {t} (operands: "
+                    + ", ".join(f"{i} : {seen[i].type}" for i in n.inputs)
+                    + ")"
+                )
         seen[n.name] = n
 
     open_group, closed = None, set()
@@ -104,8 +114,10 @@ def _first_problem(g: Graph) -> tuple[str | None, str] | None:
             continue
         if n.group != open_group:
             if n.group in closed:
-                return n.name, (f"node {n.name}: fusion group {n.group!r} is not contiguous "
-                                "(another kernel's node stands between its nodes)")
+                return n.name, (
+                    f"node {n.name}: fusion group {n.group!r} is not contiguous "
+                    "(another kernel's node stands between its nodes)"
+                )
             if open_group is not None:
                 closed.add(open_group)
             open_group = n.group
@@ -125,8 +137,9 @@ def _first_problem(g: Graph) -> tuple[str | None, str] | None:
         if v not in seen:
             return t, f"node {t}: its update value {v!r} is not a value of the graph"
         if seen[v].type != seen[t].type:
-            return v, (f"node {v}: update {t} <- {v} changes the type "
-                       f"({seen[t].type} <- {seen[v].type})")
+            return v, (
+                f"node {v}: update {t} <- {v} changes the type ({seen[t].type} <- {seen[v].type})"
+            )
     return None
 
 
@@ -139,7 +152,7 @@ def _message(g: Graph, node: str | None, msg: str, after: str | None) -> str:
         head += "\n(an IR invariant broke between passes: this is a graphc bug, please report it)"
     try:
         lines = graph_lines(g)
-    except Exception as e:  # a graph too broken to print: say so, keep the first message
+    except (KeyError, TypeError, ValueError) as e:  # too broken to print: keep the message
         return f"{head}\n(cannot print the graph: {type(e).__name__}: {e})"
     marked = [k for k, (_, name) in enumerate(lines) if name == node]
     if not marked and node is not None:  # "return" or "update TARGET": mark that statement

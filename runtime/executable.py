@@ -6,7 +6,7 @@ import ctypes
 
 import numpy as np
 
-from graphc.ir.errors import ArgumentError
+from graphc.ir.errors import ArgumentError, NumericsError
 from graphc.ir.passes.schedule import Schedule
 
 from .buffers import aligned_empty
@@ -38,6 +38,11 @@ class Entry:
         self.out_arrays: list[np.ndarray] = []
         self.workspace = aligned_empty(0)
         self._ws_cap = -1
+        # check_numerics: (value, kernel index) per site (codegen.kernels.numerics_sites), the
+        # entry's name and a callable giving the step counter; set by the Model.
+        self.numerics: list[tuple[str, int]] | None = None
+        self.name = ""
+        self.step_of = None
         self._last: list[np.ndarray | None] = [None] * len(self.in_types)
         # The call's pointer arguments, computed once (params/state never move).
         self._args = [params.ctypes.data, state.ctypes.data, self.workspace.ctypes.data,
@@ -84,8 +89,42 @@ class Entry:
                 last[i] = a
         rc = self.fn(self._args[0], self._args[1], self._args[2], self._args[3], self._args[4], n)
         if rc != 0:
-            raise ArgumentError(f"native code returned error {rc}")
+            raise self.error(rc)
         return self.out_arrays
+
+    def error(self, rc: int) -> Exception:
+        """The exception for a nonzero return code: NumericsError for a check_numerics site."""
+        from graphc.codegen.kernels import NUMERICS_BASE
+
+        sites = self.numerics
+        if not sites or not NUMERICS_BASE <= rc < NUMERICS_BASE + len(sites):
+            return ArgumentError(f"native code returned error {rc}")
+        v, k = sites[rc - NUMERICS_BASE]
+        g, kernels = self.sched.graph, self.sched.kernels
+        nd = g[v]
+        done = self.step_of() if self.step_of is not None else None
+        if self.name == "train_step" and done is not None:
+            # had this step's counter update already run when kernel k failed?
+            upd = dict(g.updates).get("step")
+            ran = any(j < k and (upd in kern.nodes or kern.copy_to == "step")
+                      for j, kern in enumerate(kernels))
+            where = f"training step {int(done) + (0 if ran else 1)}"
+        elif done is not None:
+            where = f"{self.name or 'entry'} (after {int(done)} training steps)"
+        else:
+            where = self.name or "entry"
+        lines = [f"{nd.op} node {v} produced NaN or Inf in the {nd.section} part of {where}",
+                 f"  at   {v} = {nd.op}({', '.join(nd.inputs)}) : {nd.type}"
+                 f"    {nd.loc or '(no source line)'}"]
+        if nd.origin:
+            lines.append(f"  from {nd.origin}")
+        lines += [f"  operand {i} : {g[i].type}" for i in nd.inputs]
+        others = [x for x in kernels[k].nodes if x != v]
+        if others:
+            lines.append(f"  (computed in one fused kernel with {', '.join(others)})")
+        lines.append("  Check the data for NaN/Inf and extreme values, lower the learning rate, or "
+                     "inspect the values feeding this node (graphc dump shows the graph).")
+        return NumericsError("\n".join(lines))
 
 
 EPOCH = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -125,6 +164,8 @@ class EpochEntry:
             self.staging[i] = st.ctypes.data if st is not None else None
         rc = self.fn(e._args[0], e._args[1], e._args[2], ctypes.addressof(self.inputs), e._args[4], n,
                      order.ctypes.data, batch, ctypes.addressof(self.staging), losses.ctypes.data)
+        if rc != 0 and e.numerics and rc != 3:
+            raise e.error(rc)
         if rc != 0:
             raise ArgumentError(f"native code returned error {rc}"
                                 + (" (a row index outside the data)" if rc == 3 else ""))

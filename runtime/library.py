@@ -186,11 +186,16 @@ class Library:
         outs = [np.empty(self._shape(p, n), NP_DTYPES[p["dtype"]]) for p in e["outputs"]]
         fn = self._lib[f"{self.name}_infer"]
         fn.restype = ctypes.c_int
+        ports = e["inputs"] + e["outputs"]
+        # Rows can be split into batches only when every array has N first (an output such as
+        # a sum over the batch depends on all rows: then one call).
+        if not all(p["shape"] and p["shape"][0] == "N" for p in ports):
+            batch_size = n
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)
             self._workspace(hi - lo)
             args: list[Any] = [ctypes.byref(self._ctx), ctypes.c_int64(hi - lo)]
-            parts = [a[lo:hi] for a in arrays] + [o[lo:hi] for o in outs]
+            parts = [a[lo:hi] if hi - lo < n else a for a in arrays + outs]
             for part in parts:
                 args += [ctypes.c_void_p(part.ctypes.data), ctypes.c_int64(part.size)]
             rc = fn(*args)
@@ -273,7 +278,20 @@ def _plan_from_meta(meta: dict) -> Any:
     )
 
 
-def load(path: str, name: str | None = None) -> Library:
-    """Load a library made by ``graphc compile`` / ``Model.export`` (``name`` defaults to the
-    NAME of ``libNAME.so``)."""
-    return Library(path, name)
+def load(path: str, name: str | None = None, weights: str | None = None) -> Library:
+    """Load a library made by ``graphc compile`` / ``Model.export``.
+
+    Args:
+        path: the ``.so``.
+        name: the model's name (default: NAME of ``libNAME.so``).
+        weights: a weights file to load (needed for libraries built with ``--weights file``,
+            whose params start at zero).
+
+    Raises:
+        ArgumentError: no such file, or not a graphc library for ``name``.
+        CheckpointError: the weights file is missing or rejected.
+    """
+    lib = Library(path, name)
+    if weights is not None:
+        lib.load_weights(weights)
+    return lib

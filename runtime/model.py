@@ -11,9 +11,11 @@ from typing import Any, Callable
 import numpy as np
 
 from graphc.ir.errors import ArgumentError, GraphcError
+from graphc.ir.types import BATCH
 
 from .buffers import aligned_empty, view
 from .executable import Entry, EpochEntry
+from .parallel import MIN_ROWS_PER_THREAD, RowPool, default_threads
 
 
 @dataclass
@@ -64,12 +66,20 @@ class Model:
                      self._state_region, owner=jit)
             for e, s in program.schedules.items()
         }
+        if getattr(program, "check_numerics", False):  # name the node behind a NaN/Inf code
+            from graphc.codegen.kernels import numerics_sites
+
+            for ename, e in self.entries.items():
+                e.numerics, e.name = numerics_sites(e.sched), ename
+                e.step_of = (lambda: float(self.state["step"])) if "step" in self.state else None
         # A whole epoch in one native call, when the module has it (see fit).
         self.epoch_entry: EpochEntry | None = None
         if "train_step" in self.entries and hasattr(jit, "has") and jit.has(f"{program.name}_train_epoch"):
             self.epoch_entry = EpochEntry(jit.address(f"{program.name}_train_epoch"),
                                           self.entries["train_step"])
         self.use_epoch_entry = True
+        self.threads = default_threads()  # predict's rows are split over this many threads
+        self._pool: RowPool | None = None
         self.seed = seed
         self.initialize(seed)
 
@@ -244,6 +254,10 @@ class Model:
             raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
         e = self.entries[entry]
         names = [s for s in e.sched.input_slots]
+        if entry == "infer" and self.threads > 1 and n >= 2 * MIN_ROWS_PER_THREAD and all(
+                t.shape and t.shape[0] == BATCH for t in e.in_types + e.out_types):
+            return self._parallel_rows(e, [np.ascontiguousarray(feeds[k]) for k in names], n,
+                                       batch_size)
         parts: list[list[np.ndarray]] = []
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)
@@ -251,6 +265,28 @@ class Model:
             parts.append([o.copy() for o in self._run(entry, batch, hi - lo)])
         return [np.concatenate([p[j] for p in parts]) if parts[0][j].ndim else
                 np.array([p[j] for p in parts]) for j in range(len(parts[0]))]
+
+    def _parallel_rows(self, e: Entry, arrays: list[np.ndarray], n: int, batch_size: int
+                       ) -> list[np.ndarray]:
+        """``infer`` over rows split between ``self.threads`` threads (runtime/parallel.py)."""
+        if self._pool is None or self._pool.threads != self.threads:
+            if self._pool is not None:
+                self._pool.close()
+            address = self.jit.address(f"{self.program.name}_infer")
+
+            def clone() -> Entry:
+                c = Entry(address, e.sched, self._param_region, self._state_region, owner=self.jit)
+                c.numerics, c.name, c.step_of = (getattr(e, "numerics", None), "infer",
+                                                 getattr(e, "step_of", None))
+                return c
+
+            self._pool = RowPool(clone, self.threads)
+        outs = [np.empty(t.concrete(n), t.np_dtype) for t in e.out_types]
+        chunk = max(batch_size, 1) * self.threads
+        for lo in range(0, n, chunk):
+            hi = min(n, lo + chunk)
+            self._pool.run([a[lo:hi] for a in arrays], hi - lo, [o[lo:hi] for o in outs])
+        return outs
 
     def evaluate(self, x: Any, y: Any, *, batch_size: int = 1024) -> dict[str, float]:
         """Loss and metrics over all rows: accuracy for classification, MSE/MAE/R^2 for regression."""
@@ -407,7 +443,7 @@ class Model:
                 figures = {"loss": total / n}
                 if validation_data is not None:
                     figures.update({f"val_{k}": v for k, v in self._evaluate_feeds(vfeeds, vn).items()})
-                figures["lr"] = float(lr_arr)  # the rate this epoch's steps used
+                figures["lr"] = float(self.lr)  # the rate this epoch's steps used
                 figures["seconds"] = time.perf_counter() - t0
                 history.add(epoch, figures)
                 progress.epoch(epoch, figures)

@@ -113,3 +113,16 @@ def test_store_is_atomic_and_leaves_no_temporary_files(tmp_path, monkeypatch) ->
     assert cache.store(key, b"payload") == tmp_path / "sub" / f"{key}.o"
     assert cache.load(key) == b"payload"
     assert [p.name for p in (tmp_path / "sub").iterdir()] == [f"{key}.o"]
+
+
+def test_corrupted_schedule_entry_is_ignored(llvm_calls, cache_dir) -> None:
+    _compile()
+    progs = list(cache_dir.glob("*.prog"))
+    assert progs
+    for p in progs:
+        p.write_bytes(p.read_bytes()[:-7] + b"garbage")
+    before = len(llvm_calls)
+    m = _compile()                  # passes run again; the machine code is still a level-2 hit
+    assert m.program.timings["cache"] == "hit" and len(llvm_calls) == before
+    assert "passes+schedule:train_step" in m.program.timings
+    assert _compile().program.timings["cache"] == "hit"

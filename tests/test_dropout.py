@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import graphc as gc
 from graphc.ir.errors import GraphcError, ShapeError
 from graphc.ir.interpret import interpret
 from graphc.ir.ops import OPS
 from graphc.ir.ops.random import keep_mask, mix64
+
+import graphc as gc
 
 ROWS, COLS = 20, 40
 
@@ -37,7 +37,11 @@ def test_kept_fraction_and_mean_within_bounds(p: float) -> None:
 def test_masks_differ_between_steps_streams_and_seeds() -> None:
     p, shape = 0.5, (100_000,)
     base = keep_mask(shape, p, 0, 1, 0)
-    for other in (keep_mask(shape, p, 0, 1, 1), keep_mask(shape, p, 0, 2, 0), keep_mask(shape, p, 1, 1, 0)):
+    for other in (
+        keep_mask(shape, p, 0, 1, 1),
+        keep_mask(shape, p, 0, 2, 0),
+        keep_mask(shape, p, 1, 1, 0),
+    ):
         agree = np.mean(base == other)
         assert abs(agree - 0.5) < 0.01  # independent masks agree on p^2 + (1-p)^2 of elements
     assert np.array_equal(base, keep_mask(shape, p, 0, 1, 0))  # a pure function
@@ -82,8 +86,9 @@ def test_training_step_with_fused_dropout_matches_interpreter() -> None:
     for step in range(2):
         before = model.get_weights()
         loss = model.train_step(xs, ys)
-        env = interpret(g, {"x": xs, "y": ys, "lr": np.array(0.05), "step": np.array(float(step)),
-                            **before})
+        env = interpret(
+            g, {"x": xs, "y": ys, "lr": np.array(0.05), "step": np.array(float(step)), **before}
+        )
         assert np.isclose(loss, env[g.outputs[0]], rtol=1e-10)
         for k in before:
             np.testing.assert_allclose(model.params[k], env[k + "'"], rtol=1e-9, atol=1e-12)
@@ -118,3 +123,28 @@ def test_dropout_rejects_bad_rates() -> None:
     assert gc.dropout(x, 0.0) is x
     with pytest.raises(ShapeError, match="scalar"):
         OPS["dropout"].infer([x.type, x.type], {"p": 0.5})
+
+
+def test_vjp_matches_finite_differences_of_the_reference() -> None:
+    """For a fixed step the op is linear in x: d/dx sum(u * dropout(x)) = u * keep / (1 - p)."""
+    from conftest import numeric_grad
+    from graphc.ir.autodiff import gradients
+
+    from graphc.dsl import collect_graph
+
+    x = gc.input("x", (3, 5), dtype="f64")
+    u = gc.input("u", (3, 5), dtype="f64")
+    loss = gc.sum(gc.dropout(x, 0.4, seed=9) * u)
+    g = collect_graph("vjp", [loss])
+    g2, grads = gradients(g, loss.name, ["x"])
+    attrs = dict(next(n for n in g.nodes if n.op == "dropout").attrs)
+    rng = np.random.default_rng(0)
+    xs, us = rng.normal(size=(3, 5)), rng.normal(size=(3, 5))
+    for step in (0.0, 4.0):
+        got = interpret(g2, {"x": xs, "u": us, "step": np.array(step)})[grads["x"]]
+
+        def f(a: np.ndarray, step: float = step) -> float:
+            return float(np.sum(us * OPS["dropout"].reference(a, np.array(step), **attrs)))
+
+        np.testing.assert_allclose(got, numeric_grad(f, [xs], 0), rtol=1e-6, atol=1e-8)
+        assert 0 < np.count_nonzero(got) < got.size  # some elements dropped, some kept

@@ -19,7 +19,7 @@ from graphc.ir.interpret import interpret
 FUZZ_SETTINGS = dict(deadline=None, suppress_health_check=list(HealthCheck))
 
 
-@settings(max_examples=4, **FUZZ_SETTINGS)
+@settings(max_examples=3, **FUZZ_SETTINGS)
 @given(seed=st.integers(0, 2**31 - 1), opt_level=st.sampled_from([0, 2]))
 def test_random_graph_compiled_matches_interpreter(seed: int, opt_level: int) -> None:
     case = fuzz.random_case(seed)
@@ -27,7 +27,7 @@ def test_random_graph_compiled_matches_interpreter(seed: int, opt_level: int) ->
     assert not failures, case.describe() + "\n" + "\n".join(failures)
 
 
-@settings(max_examples=25, **FUZZ_SETTINGS)
+@settings(max_examples=15, **FUZZ_SETTINGS)
 @given(seed=st.integers(0, 2**31 - 1))
 def test_random_graph_gradients_match_finite_differences(seed: int) -> None:
     case = fuzz.random_case(seed)
@@ -89,8 +89,7 @@ def test_gemm_epilogue_update_is_not_written_in_place() -> None:
     _sgd_step_matches_interpreter(model, feeds)
 
 
-@pytest.mark.parametrize("opt_level", [0, 2])
-def test_mean_loss_reshapes_a_constant_seed(opt_level: int) -> None:
+def test_mean_loss_reshapes_a_constant_seed(opt_level: int = 0) -> None:
     """The VJP of mean() reshapes the constant seed dy = 1 (an inline value, no buffer): at -O0
     codegen raised "kernel has no buffer for value %4" for every MSE/BCE loss."""
     x = gc.input("x", ("N", 5))

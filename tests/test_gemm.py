@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from llvmlite import ir
 
-from graphc.codegen.gemm import Blocking, JitGemm, emit_gemm
+from graphc.codegen.gemm import Blocking, JitGemm, JitGemms, emit_gemm
 
 DIMS = (0, 1, 3, 7, 17, 33, 64, 100, 129, 257)
 NP_DTYPE = {"f32": np.float32, "f64": np.float64}
@@ -61,15 +61,31 @@ def reference_epilogue(c: np.ndarray, dtype: str) -> np.ndarray:
     return np.maximum(0.0, c + BIAS[dtype][:n].astype(np.float64) + ROW_STEP * np.arange(m)[:, None])
 
 
+CONFIGS = list(itertools.product(("f32", "f64"), (False, True), (False, True), (False, True), (False, True)))
+
+
+def config_name(dtype: str, trans_a: bool, trans_b: bool, accumulate: bool, epilogue: bool) -> str:
+    ops = ("t" if trans_a else "n") + ("t" if trans_b else "n")
+    return f"{dtype}_{ops}{'_acc' if accumulate else ''}{'_epi' if epilogue else ''}"
+
+
 @functools.cache
-def kernel(dtype: str, trans_a: bool, trans_b: bool, accumulate: bool, epilogue: bool) -> JitGemm:
-    return JitGemm(
-        dtype=dtype,
-        trans_a=trans_a,
-        trans_b=trans_b,
-        accumulate=accumulate,
-        epilogue=bias_relu(dtype) if epilogue else None,
+def kernels(dtype: str) -> JitGemms:
+    """All 16 variants of one dtype in one module (also checks that they can share a module)."""
+    return JitGemms(
+        {
+            config_name(*cfg): dict(
+                dtype=dtype, trans_a=cfg[1], trans_b=cfg[2], accumulate=cfg[3],
+                epilogue=bias_relu(dtype) if cfg[4] else None,
+            )
+            for cfg in CONFIGS
+            if cfg[0] == dtype
+        }
     )
+
+
+def kernel(dtype: str, trans_a: bool, trans_b: bool, accumulate: bool, epilogue: bool) -> JitGemm:
+    return kernels(dtype)[config_name(dtype, trans_a, trans_b, accumulate, epilogue)]
 
 
 def operands(rng: np.random.Generator, m: int, n: int, k: int, ta: bool, tb: bool, dtype: str):  # noqa: ANN201
@@ -98,16 +114,8 @@ def check(
     np.testing.assert_allclose(c, want, rtol=tol, atol=tol, err_msg=f"{what} M,N,K={m},{n},{k}")
 
 
-CONFIGS = list(itertools.product(("f32", "f64"), (False, True), (False, True), (False, True), (False, True)))
-
-
 @pytest.mark.parametrize(
-    "dtype,trans_a,trans_b,accumulate,epilogue",
-    CONFIGS,
-    ids=[
-        f"{d}-{'t' if ta else 'n'}{'t' if tb else 'n'}{'-acc' if acc else ''}{'-epi' if epi else ''}"
-        for d, ta, tb, acc, epi in CONFIGS
-    ],
+    "dtype,trans_a,trans_b,accumulate,epilogue", CONFIGS, ids=[config_name(*c) for c in CONFIGS]
 )
 def test_gemm_matches_numpy(
     dtype: str, trans_a: bool, trans_b: bool, accumulate: bool, epilogue: bool
@@ -171,27 +179,33 @@ def test_gemm_reads_nothing_past_a_and_b() -> None:
             np.testing.assert_allclose(c, want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize(
-    "vector_width,trans_a,trans_b", [(4, False, False), (4, False, True), (4, True, False), (1, False, False), (8, False, True)]
-)
-def test_gemm_is_correct_on_plain_x86_64(vector_width: int, trans_a: bool, trans_b: bool) -> None:
-    """SSE2 only (no AVX, no FMA): any vector width still gives the right answer."""
+PLAIN_X86 = {  # name: (vector_width, trans_a, trans_b)
+    "sse_nn": (4, False, False),
+    "sse_nt": (4, False, True),
+    "sse_tn": (4, True, False),
+    "scalar_nt": (1, False, True),
+}
+
+
+@functools.cache
+def plain_x86_kernels() -> JitGemms:
+    configs = {
+        name: dict(vector_width=w, trans_a=ta, trans_b=tb, accumulate=False, dtype="f32",
+                   epilogue=bias_relu("f32"))
+        for name, (w, ta, tb) in PLAIN_X86.items()
+    }
+    return JitGemms(configs, cpu="x86-64", features="")
+
+
+@pytest.mark.parametrize("name", list(PLAIN_X86))
+def test_gemm_is_correct_on_plain_x86_64(name: str) -> None:
+    """SSE2 only (no AVX, no FMA): vector widths 4 and 1 give the right answer."""
     rng = np.random.default_rng(3)
-    for ta, tb in [(trans_a, trans_b)]:
-        g = JitGemm(
-            cpu="x86-64",
-            features="",
-            trans_a=ta,
-            trans_b=tb,
-            accumulate=False,
-            dtype="f32",
-            epilogue=bias_relu("f32"),
-            vector_width=vector_width,
-        )
-        for m, n, k in [(1, 19, 9), (3, 33, 17), (17, 29, 260), (64, 7, 3)]:
-            check(g, m, n, k, rng, f"x86-64 width {vector_width}", True)
-        asm = g.asm()
-        assert "ymm" not in asm and "vfmadd" not in asm
+    g = plain_x86_kernels()[name]
+    for m, n, k in [(1, 19, 9), (3, 33, 17), (17, 29, 260), (64, 7, 3)]:
+        check(g, m, n, k, rng, f"x86-64 {name}", True)
+    asm = g.asm()
+    assert "ymm" not in asm and "vfmadd" not in asm
 
 
 def emitted(**config) -> str:  # noqa: ANN003
@@ -207,12 +221,24 @@ def test_gemm_calls_only_llvm_intrinsics_and_its_helpers() -> None:
     assert "llvm.fmuladd.v8f32" in text
 
 
-def test_gemm_stack_buffers_are_bounded() -> None:
-    for dtype in ("f32", "f64"):
-        text = emitted(dtype=dtype)
-        sizes = [int(n) * (4 if t == "float" else 8)
-                 for n, t in re.findall(r"alloca \[(\d+) x (float|double)\]", text)]
-        assert sizes and sum(sizes) <= 400 * 1024, sizes
+@pytest.mark.parametrize("blocking", [None, Blocking(4, kc=128)], ids=["default", "f64-packed"])
+def test_gemm_stack_buffers_are_bounded(blocking: Blocking | None) -> None:
+    text = emitted(dtype="f32" if blocking is None else "f64", blocking=blocking)
+    sizes = [
+        int(n) * (4 if t == "float" else 8)
+        for n, t in re.findall(r"alloca \[(\d+) x (float|double)\]", text)
+    ]
+    assert sizes and sum(sizes) <= 400 * 1024, sizes
+
+
+def test_gemm_f64_packed_path_matches_numpy() -> None:
+    """f64 uses the direct path by default; the packed path works for it too."""
+    rng = np.random.default_rng(4)
+    for ta, tb in [(False, False), (True, True)]:
+        g = JitGemm.compile(dtype="f64", trans_a=ta, trans_b=tb, accumulate=True,
+                            epilogue=bias_relu("f64"), blocking=Blocking(4, kc=128))
+        for m, n, k in [(1, 9, 5), (13, 29, 300), (130, 7, 129)]:
+            check(g, m, n, k, rng, f"f64 packed {ta=} {tb=}", True)
 
 
 def test_gemm_rejects_unknown_dtype() -> None:

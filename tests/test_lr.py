@@ -4,13 +4,14 @@ output, and learning-curve plots."""
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
+from graphc.ir.errors import GraphcError
 
 import graphc as gc
 from graphc.callbacks import CosineAnnealingLR, ExponentialLR, LambdaLR, StepLR, run_scripted
-from graphc.ir.errors import GraphcError
 from graphc.lr_finder import find_lr, steepest
 from graphc.plot import have_matplotlib, learning_curves
 
@@ -55,9 +56,11 @@ def test_step_schedule_changes_rate_without_recompiling(model) -> None:
 def test_closed_form_schedules() -> None:
     cases = [
         (StepLR(3, 0.1), lambda e: 0.1 * 0.1 ** (e // 3)),
-        (ExponentialLR(0.9), lambda e: 0.1 * 0.9 ** e),
-        (CosineAnnealingLR(T_max=6, eta_min=0.01),
-         lambda e: 0.01 + (0.1 - 0.01) * (1 + math.cos(math.pi * e / 6)) / 2),
+        (ExponentialLR(0.9), lambda e: 0.1 * 0.9**e),
+        (
+            CosineAnnealingLR(T_max=6, eta_min=0.01),
+            lambda e: 0.01 + (0.1 - 0.01) * (1 + math.cos(math.pi * e / 6)) / 2,
+        ),
         (LambdaLR(lambda e: 1 / (1 + e)), lambda e: 0.1 / (1 + e)),
     ]
     for sched, formula in cases:
@@ -68,15 +71,30 @@ def test_closed_form_schedules() -> None:
     assert math.isclose(cos.rates[0], 0.1) and math.isclose(cos.rates[6], 0.01)
 
 
-def test_schedules_match_torch_lr_scheduler() -> None:
+def _torch():
+    """torch, or a skip saying why; a failed import is remembered for the rest of the session
+    (importing a broken torch install takes seconds)."""
+    why = os.environ.get("GRAPHC_TEST_TORCH_MISSING")
+    if why:
+        pytest.skip(f"torch is not importable ({why}): comparison with torch skipped")
     try:
-        import torch  # noqa: PLC0415
-    except Exception as e:
-        pytest.skip(f"torch is not importable ({type(e).__name__}): comparison skipped")
-    for ours, make in ((StepLR(3, 0.5), lambda o: torch.optim.lr_scheduler.StepLR(o, 3, 0.5)),
-                       (ExponentialLR(0.8), lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.8)),
-                       (CosineAnnealingLR(5, 0.01),
-                        lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 5, 0.01))):
+        import torch
+    except Exception as e:  # noqa: BLE001 (a broken install raises OSError)
+        os.environ["GRAPHC_TEST_TORCH_MISSING"] = type(e).__name__
+        pytest.skip(f"torch is not importable ({type(e).__name__}): comparison with torch skipped")
+    return torch
+
+
+def test_schedules_match_torch_lr_scheduler() -> None:
+    torch = _torch()
+    for ours, make in (
+        (StepLR(3, 0.5), lambda o: torch.optim.lr_scheduler.StepLR(o, 3, 0.5)),
+        (ExponentialLR(0.8), lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.8)),
+        (
+            CosineAnnealingLR(5, 0.01),
+            lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 5, 0.01),
+        ),
+    ):
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
         ts = make(opt)
         want = []
@@ -94,8 +112,16 @@ def test_find_lr_sweeps_suggests_and_restores_everything(model, capsys) -> None:
     model.train_step(X, Y)  # a non-trivial state: step counter 1
     params = model.get_weights()
     state = {k: v.copy() for k, v in model.state.items()}
-    res = find_lr(model, X, Y, start_lr=1e-4, end_lr=10.0, num_steps=60, batch_size=16,
-                  plot="/nonexistent-dir/lr.png" if not have_matplotlib() else None)
+    res = find_lr(
+        model,
+        X,
+        Y,
+        start_lr=1e-4,
+        end_lr=10.0,
+        num_steps=60,
+        batch_size=16,
+        plot="/nonexistent-dir/lr.png" if not have_matplotlib() else None,
+    )
     assert len(res.lrs) == len(res.losses) == len(res.smoothed) >= 10
     ratios = np.diff(np.log(res.lrs))
     assert np.allclose(ratios, ratios[0])  # exponential sweep
@@ -138,7 +164,8 @@ def test_learning_curves_plot_or_clear_message(tmp_path) -> None:
     path = str(tmp_path / "curves.png")
     if have_matplotlib():
         learning_curves(hist, path)
-        assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     else:
         with pytest.raises(GraphcError, match="pip install matplotlib"):
             learning_curves(hist, path)

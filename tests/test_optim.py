@@ -9,15 +9,16 @@ runs compiled (f64 model) and must agree within 1e-5 relative as well.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
+from graphc.ir.errors import GraphcError
+from graphc.ir.interpret import interpret
 
 import graphc as gc
 from graphc.compiler import build_graphs
 from graphc.init import initialize
-from graphc.ir.errors import GraphcError
-from graphc.ir.interpret import interpret
 from graphc.optim import SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
 
 STEPS = 50
@@ -36,6 +37,7 @@ def grads_of(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------ numpy references
+
 
 def ref_sgd(o, p, g, s, t, lr):
     """torch.optim.SGD pseudo-code / keras.optimizers.SGD update_step."""
@@ -58,7 +60,7 @@ def ref_adam(o, p, g, s, t, lr, decoupled=False):
     m, v = s.get("m", 0.0), s.get("v", 0.0)
     if o.semantics == "keras":
         p = p - p * o.weight_decay * lr
-        alpha = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        alpha = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
         s["m"] = m + (g - m) * (1 - b1)
         s["v"] = v + (g * g - v) * (1 - b2)
         vv = s["v"]
@@ -71,12 +73,12 @@ def ref_adam(o, p, g, s, t, lr, decoupled=False):
         g = g + o.weight_decay * p
     s["m"] = b1 * m + (1 - b1) * g
     s["v"] = b2 * v + (1 - b2) * g * g
-    mhat = s["m"] / (1 - b1 ** t)
+    mhat = s["m"] / (1 - b1**t)
     if o.amsgrad:
         s["vmax"] = np.maximum(s.get("vmax", 0.0), s["v"])
-        vhat = s["vmax"] / (1 - b2 ** t)
+        vhat = s["vmax"] / (1 - b2**t)
     else:
-        vhat = s["v"] / (1 - b2 ** t)
+        vhat = s["v"] / (1 - b2**t)
     return p - lr * mhat / (np.sqrt(vhat) + o.eps)
 
 
@@ -137,8 +139,14 @@ def ref_adadelta(o, p, g, s, t, lr):
     return p - lr * dx
 
 
-REFS = {SGD: ref_sgd, Adam: ref_adam, AdamW: ref_adamw, Adagrad: ref_adagrad,
-        RMSprop: ref_rmsprop, Adadelta: ref_adadelta}
+REFS = {
+    SGD: ref_sgd,
+    Adam: ref_adam,
+    AdamW: ref_adamw,
+    Adagrad: ref_adagrad,
+    RMSprop: ref_rmsprop,
+    Adadelta: ref_adadelta,
+}
 
 
 def reference_run(opt, steps: int = STEPS) -> dict[str, np.ndarray]:
@@ -151,6 +159,7 @@ def reference_run(opt, steps: int = STEPS) -> dict[str, np.ndarray]:
 
 
 # ------------------------------------------------------------------ graphc runs
+
 
 def _net(dtype: str = "f64"):
     x = gc.input("x", ("N", 3), dtype=dtype)
@@ -165,8 +174,13 @@ def interpreted_run(opt, steps: int = STEPS) -> dict[str, np.ndarray]:
     g = build_graphs("opt", [out], loss, opt).training
     env = {"x": X, "y": Y, "lr": np.array(opt.lr), "l.w": W0.copy(), "l.b": B0.copy()}
     for n in g.states:
-        env[n.name] = initialize(n.attr("init", "zeros"), n.type.concrete(1),
-                                 np.random.default_rng(0), np.float64, **dict(n.attr("init_args", ())))
+        env[n.name] = initialize(
+            n.attr("init", "zeros"),
+            n.type.concrete(1),
+            np.random.default_rng(0),
+            np.float64,
+            **dict(n.attr("init_args", ())),
+        )
     for _ in range(steps):
         res = interpret(g, env)
         for target, _ in g.updates:
@@ -273,23 +287,47 @@ def test_optimizer_rejects_bad_options() -> None:
 
 
 def _torch():
+    """torch, or a skip saying why; a failed import is remembered for the rest of the session
+    (importing a broken torch install takes seconds)."""
+    why = os.environ.get("GRAPHC_TEST_TORCH_MISSING")
+    if why:
+        pytest.skip(f"torch is not importable ({why}): comparison with torch skipped")
     try:
-        import torch  # noqa: PLC0415
-    except Exception as e:  # a broken install raises OSError, not ImportError
-        pytest.skip(f"torch is not importable ({type(e).__name__}): comparison with torch.optim skipped")
+        import torch
+    except Exception as e:  # noqa: BLE001 (a broken install raises OSError)
+        os.environ["GRAPHC_TEST_TORCH_MISSING"] = type(e).__name__
+        pytest.skip(f"torch is not importable ({type(e).__name__}): comparison with torch skipped")
     return torch
 
 
 TORCH = [
-    (SGD(lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.05), "SGD",
-     dict(lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.05)),
-    (SGD(lr=0.05, momentum=0.9, nesterov=True), "SGD", dict(lr=0.05, momentum=0.9, nesterov=True)),
-    (Adam(lr=0.05, amsgrad=True, weight_decay=0.1), "Adam", dict(lr=0.05, amsgrad=True, weight_decay=0.1)),
-    (AdamW(lr=0.05, amsgrad=True), "AdamW", dict(lr=0.05, amsgrad=True)),
-    (Adagrad(lr=0.1, lr_decay=0.05, initial_accumulator_value=0.5), "Adagrad",
-     dict(lr=0.1, lr_decay=0.05, initial_accumulator_value=0.5)),
-    (RMSprop(lr=0.01, centered=True, momentum=0.5), "RMSprop", dict(lr=0.01, centered=True, momentum=0.5)),
-    (Adadelta(weight_decay=0.1), "Adadelta", dict(weight_decay=0.1)),
+    (
+        SGD(lr=0.05, momentum=0.8, dampening=0.3, weight_decay=0.05),
+        "SGD",
+        {"lr": 0.05, "momentum": 0.8, "dampening": 0.3, "weight_decay": 0.05},
+    ),
+    (
+        SGD(lr=0.05, momentum=0.9, nesterov=True),
+        "SGD",
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True},
+    ),
+    (
+        Adam(lr=0.05, amsgrad=True, weight_decay=0.1),
+        "Adam",
+        {"lr": 0.05, "amsgrad": True, "weight_decay": 0.1},
+    ),
+    (AdamW(lr=0.05, amsgrad=True), "AdamW", {"lr": 0.05, "amsgrad": True}),
+    (
+        Adagrad(lr=0.1, lr_decay=0.05, initial_accumulator_value=0.5),
+        "Adagrad",
+        {"lr": 0.1, "lr_decay": 0.05, "initial_accumulator_value": 0.5},
+    ),
+    (
+        RMSprop(lr=0.01, centered=True, momentum=0.5),
+        "RMSprop",
+        {"lr": 0.01, "centered": True, "momentum": 0.5},
+    ),
+    (Adadelta(weight_decay=0.1), "Adadelta", {"weight_decay": 0.1}),
 ]
 
 

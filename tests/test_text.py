@@ -8,10 +8,8 @@ import math
 
 import numpy as np
 import pytest
-
-from graphc.compiler import build_graphs
 from graphc.ir.builder import Builder
-from graphc.ir.errors import ParseError
+from graphc.ir.errors import GraphcError, ParseError
 from graphc.ir.graph import Graph, Node, make_node
 from graphc.ir.interpret import interpret
 from graphc.ir.ops import OPS
@@ -19,6 +17,10 @@ from graphc.ir.passes.pipeline import run_pipeline
 from graphc.ir.text import graph_from_json, graph_to_json, parse_graph, print_graph
 from graphc.ir.types import TensorType
 from graphc.ir.verify import verify
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from graphc.compiler import build_graphs
 from graphc.modelspec import resolve
 
 EXAMPLES = "examples/models.py"
@@ -43,6 +45,7 @@ OP_CASES: dict[str, tuple[list[TensorType], dict]] = {
     "mean": ([F], {"axes": (1,)}),
     "size": ([F], {"axes": (0, 1)}),
     "const": ([], {"value": 0.1 + 0.2, "dtype": "f32"}),
+    "dropout": ([F, SCALAR], {"p": 0.25, "seed": 7, "stream": 1}),
 }
 CANDIDATE_TYPES = (F, SQ, ROW, SCALAR, LABELS)
 
@@ -73,7 +76,7 @@ def op_graph(op: str) -> Graph | None:
         names = [b.source("input", f"a{i}", t) for i, t in enumerate(types)]
         try:
             out = b.emit(op, names, attrs)
-        except Exception:
+        except GraphcError:
             continue
         return b.graph("g_" + op, [out])
     return None
@@ -116,9 +119,18 @@ def test_example_networks_round_trip_at_every_stage(model: str, level: int) -> N
 
 def test_attrs_round_trip_exactly() -> None:
     values = {
-        "f": 0.1 + 0.2, "tiny": 5e-324, "big": 1.7976931348623157e308, "neg": -2.5e-08,
-        "inf": math.inf, "ninf": -math.inf, "i": -7, "t": True, "n": False,
-        "s": 'a "quoted" \\ back\nslash', "nested": ((1, 2.0), ("x", (True,))), "empty": (),
+        "f": 0.1 + 0.2,
+        "tiny": 5e-324,
+        "big": 1.7976931348623157e308,
+        "neg": -2.5e-08,
+        "inf": math.inf,
+        "ninf": -math.inf,
+        "i": -7,
+        "t": True,
+        "n": False,
+        "s": 'a "quoted" \\ back\nslash',
+        "nested": ((1, 2.0), ("x", (True,))),
+        "empty": (),
     }
     node = make_node("s", "state", (), SCALAR, values)
     g = Graph("attrs", (node,), ("s",))
@@ -154,30 +166,38 @@ def test_hand_written_graph_infers_missing_types_and_computes_the_numpy_result()
     assert g["%2"].group == "k"
     verify(g)
     rng = np.random.default_rng(0)
-    feeds = {"x": rng.standard_normal((4, 3)), "w": rng.standard_normal((3, 2)),
-             "b": rng.standard_normal(2)}
+    feeds = {
+        "x": rng.standard_normal((4, 3)),
+        "w": rng.standard_normal((3, 2)),
+        "b": rng.standard_normal(2),
+    }
     got = interpret(g, feeds)["%2"]
     np.testing.assert_allclose(got, np.tanh(feeds["x"] @ feeds["w"] + feeds["b"]), rtol=1e-12)
 
 
 def test_renumber_gives_dense_names() -> None:
-    g = parse_graph("graph f(x: f32[4]) {\n  %7 = exp(x) : f32[4]\n  %9 = neg(%7) : f32[4]\n"
-                    "  return %9\n}")
+    g = parse_graph(
+        "graph f(x: f32[4]) {\n  %7 = exp(x) : f32[4]\n  %9 = neg(%7) : f32[4]\n  return %9\n}"
+    )
     assert print_graph(g, renumber=True) == (
-        "graph f(x: f32[4]) {\n  %0 = exp(x) : f32[4]\n  %1 = neg(%0) : f32[4]\n  return %1\n}")
+        "graph f(x: f32[4]) {\n  %0 = exp(x) : f32[4]\n  %1 = neg(%0) : f32[4]\n  return %1\n}"
+    )
 
 
-@pytest.mark.parametrize("text, where, words", [
-    ("graph f(x: f32[4]) {\n  %0 = exp(x) : f32[4\n  return %0\n}", "3:3", "',' or ']'"),
-    ("graph f(x: f32[4]) {\n  %0 = expo(x) : f32[4]\n  return %0\n}", "2:8", "unknown op"),
-    ("graph f(x: f32[4]) {\n  %0 = exp(y) : f32[4]\n  return %0\n}", "2:12", "not defined"),
-    ("graph f(x: f32[4]) {\n  %0 = exp(x) {a=} : f32[4]\n}", "2:18", "attr value"),
-    ("graph f(x: f32[4]) {\n  %0 = exp(x) : f32[4]\n  %0 = neg(x) : f32[4]\n}", "3:3", "twice"),
-    ("graph f(x: f32[M]) {\n}", "1:16", "expected a dimension"),
-    ("graph f(x: f32[N,N]) {\n}", "1:12", "more than once"),
-    ("graph f(x: f32[4]) {\n  %0 = exp(x) : f32[4]\n", "3:1", "expected '}'"),
-    ("graph f(x: f32[4]) {\n  %0 = add(x, x, x)\n}", "2:3", "cannot infer"),
-])
+@pytest.mark.parametrize(
+    "text, where, words",
+    [
+        ("graph f(x: f32[4]) {\n  %0 = exp(x) : f32[4\n  return %0\n}", "3:3", "',' or ']'"),
+        ("graph f(x: f32[4]) {\n  %0 = expo(x) : f32[4]\n  return %0\n}", "2:8", "unknown op"),
+        ("graph f(x: f32[4]) {\n  %0 = exp(y) : f32[4]\n  return %0\n}", "2:12", "not defined"),
+        ("graph f(x: f32[4]) {\n  %0 = exp(x) {a=} : f32[4]\n}", "2:18", "attr value"),
+        ("graph f(x: f32[4]) {\n  %0 = exp(x) : f32[4]\n  %0 = neg(x) : f32[4]\n}", "3:3", "twice"),
+        ("graph f(x: f32[M]) {\n}", "1:16", "expected a dimension"),
+        ("graph f(x: f32[N,N]) {\n}", "1:12", "more than once"),
+        ("graph f(x: f32[4]) {\n  %0 = exp(x) : f32[4]\n", "3:1", "expected '}'"),
+        ("graph f(x: f32[4]) {\n  %0 = add(x, x, x)\n}", "2:3", "cannot infer"),
+    ],
+)
 def test_parse_errors_give_line_col_and_caret(text: str, where: str, words: str) -> None:
     with pytest.raises(ParseError) as e:
         parse_graph(text)
@@ -192,7 +212,53 @@ def test_parse_errors_give_line_col_and_caret(text: str, where: str, words: str)
 
 
 def test_check_false_parses_a_broken_graph_for_the_verifier() -> None:
-    g = parse_graph("graph f(x: f32[4]) {\n  %0 = exp(%1) : f32[4]\n  %1 = frob(%0) : f32[4]\n"
-                    "  return %1\n}", check=False)
+    g = parse_graph(
+        "graph f(x: f32[4]) {\n  %0 = exp(%1) : f32[4]\n  %1 = frob(%0) : f32[4]\n  return %1\n}",
+        check=False,
+    )
     assert [n.op for n in g.nodes] == ["input", "exp", "frob"]
     assert isinstance(g.nodes[1], Node)
+
+
+attr_values = st.recursive(
+    st.integers(-(2**63), 2**63) | st.floats(allow_nan=False) | st.booleans() | st.text(),
+    lambda inner: st.lists(inner, max_size=3).map(tuple),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.dictionaries(
+        st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True), attr_values, max_size=4
+    ),
+    st.text(min_size=1).filter(lambda s: "\n" not in s and s.strip() == s),
+    st.text(min_size=1).filter(lambda s: "\n" not in s),
+)
+def test_any_attrs_names_and_provenance_round_trip(attrs: dict, origin: str, loc: str) -> None:
+    node = make_node("s", "state", (), SCALAR, attrs, loc=loc, origin=origin)
+    user = make_node("%0", "exp", ("s",), SCALAR, loc=loc, origin=origin)
+    g = Graph("g", (node, user), ("%0",))
+    back = parse_graph(print_graph(g))
+    assert back == g
+    assert [(n.loc, n.origin) for n in back.nodes] == [(loc, origin)] * 2
+    for k, v in back.nodes[0].attrs:
+        assert repr(v) == repr(attrs[k])  # same types: 1 stays int, 1.0 float, True bool
+
+
+def test_a_fused_group_may_span_sections() -> None:
+    g = parse_graph("""graph f(x: f32[4]) {
+      fused k {
+        %0 = exp(x) : f32[4]
+       backward:
+        %1 = neg(%0) : f32[4]
+      }
+      %2 = log(%1) : f32[4]
+      return %2
+    }""")
+    assert [(n.section, n.group) for n in g.nodes[1:]] == [
+        ("forward", "k"),
+        ("backward", "k"),
+        ("backward", None),
+    ]
+    assert_round_trip(g)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
-from graphc.compiler import build_graphs
 from graphc.ir.errors import VerifyError
 from graphc.ir.graph import Graph
 from graphc.ir.passes.pipeline import run_pipeline
 from graphc.ir.text import parse_graph
 from graphc.ir.types import TensorType
 from graphc.ir.verify import verify
+
+from graphc.compiler import build_graphs
 from graphc.modelspec import resolve
 
 GOOD = """graph f(x: f32[N,3], w: f32[3,2] param, b: f32[2] param) {
@@ -53,8 +53,10 @@ def test_every_stage_of_the_examples_verifies(model: str) -> None:
 
 
 def test_wrong_shape_names_the_node_and_the_pass() -> None:
-    msg = message(broken(GOOD.replace("%1 = add(%0, b) : f32[N,2]", "%1 = add(%0, b) : f32[N,5]")),
-                  after="fuse_dense")
+    msg = message(
+        broken(GOOD.replace("%1 = add(%0, b) : f32[N,2]", "%1 = add(%0, b) : f32[N,5]")),
+        after="fuse_dense",
+    )
     assert "after pass fuse_dense" in msg and "node %1" in msg
     assert "f32[N,5]" in msg and "f32[N,2]" in msg
     assert "%1 = add(%0, b)" in marked_line(msg)
@@ -124,7 +126,7 @@ def test_outputs_and_updates_are_checked() -> None:
 
 
 def test_stored_type_of_a_const_is_checked() -> None:
-    text = "graph f() {\n  %0 = const() {dtype=\"f64\", value=1.0} : f32[]\n  return %0\n}"
+    text = 'graph f() {\n  %0 = const() {dtype="f64", value=1.0} : f32[]\n  return %0\n}'
     msg = message(broken(text), after=None)
     assert "in verify()" in msg and "node %0" in msg and "f64[]" in msg
     assert "graphc bug" not in msg

@@ -1,4 +1,4 @@
-/* train: keep training a graphc library's network in C, then print its final weights' checksum.
+/* train: keep training a graphc library's network in C, optionally saving the weights.
  *
  * Reads rows from stdin: MODEL_X_ROW_ELEMS features then MODEL_LABEL_ROW_ELEMS labels per row.
  * Runs STEPS optimizer steps on mini-batches of BATCH rows taken in order (wrapping around),

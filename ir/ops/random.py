@@ -25,10 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ShapeError
+from ..graph import Graph
 from ..types import TensorType
 from .base import Op, register, same_float_dtype
-
-from ..graph import Graph
 
 if TYPE_CHECKING:
     from ..builder import Builder
@@ -51,7 +50,7 @@ def mix64(z: np.ndarray) -> np.ndarray:
 
 def threshold(p: float) -> int:
     """T = round(p * 2^24): an element is kept when the top 24 bits of its draw are >= T."""
-    return int(round(float(p) * (1 << 24)))
+    return round(float(p) * (1 << 24))
 
 
 def mask_key(seed: int, stream: int, step: int) -> int:
@@ -107,7 +106,7 @@ class Dropout(Op):
         return np.where(keep, x * (1.0 / (1.0 - p)), 0.0).astype(x.dtype)
 
     def grad(self, b: Builder, node: Node, dy: str):
-        x, step = node.inputs
+        step = node.inputs[1]
         if b.type_of(dy).shape != node.type.shape:
             dy = b.broadcast_to(dy, node.name)
         return (b.dropout(dy, step, **dict(node.attrs)), None)
@@ -132,8 +131,18 @@ def strip_dropout(g: Graph) -> Graph:
         ins = tuple(alias.get(i, i) for i in n.inputs)
         if n.op == "dropout":
             if n.name in outputs:
-                nodes.append(make_node(n.name, "reshape", ins[:1], n.type, {"shape": n.type.shape},
-                                       section=n.section, loc=n.loc, origin="dropout at evaluation"))
+                nodes.append(
+                    make_node(
+                        n.name,
+                        "reshape",
+                        ins[:1],
+                        n.type,
+                        {"shape": n.type.shape},
+                        section=n.section,
+                        loc=n.loc,
+                        origin="dropout at evaluation",
+                    )
+                )
             else:
                 alias[n.name] = ins[0]
             continue

@@ -119,8 +119,14 @@ def _reorder(g: Graph, group_of: dict[str, str]) -> Graph:
     members: dict[str, list[Node]] = {}
     for n in g.nodes:
         members.setdefault(unit_of[n.name], []).append(n.with_(group=group_of.get(n.name)))
+    # a unit runs where its first member stood; a source stands just before its first reader
+    key: dict[str, tuple[int, int, int]] = {u: (first[u], 0, first[u]) for u in d.nodes}
+    for n in g.nodes:
+        if n.op in SOURCE_OPS:
+            readers = [first[r] for r in d.successors(n.name)]
+            key[n.name] = (min(readers, default=index[n.name]), -1, index[n.name])
     out: list[Node] = []
-    for u in nx.lexicographical_topological_sort(d, key=lambda u: first[u]):
+    for u in nx.lexicographical_topological_sort(d, key=lambda u: key[u]):
         nodes = members[u]
         mm = [n for n in nodes if n.op == "matmul"]
         out += mm + [n for n in nodes if n.op != "matmul"]  # the GEMM first, its epilogue after

@@ -168,6 +168,8 @@ SIMPLIFY_RULES: tuple[Rule, ...] = (
 def _cse_key(n: Node) -> tuple | None:
     if n.op in SOURCE_OPS:
         return None
+    if n.op == "const":  # {value=1.0} and {dtype="f32", value=1.0} are one constant
+        return ("const", float(n.attr("value")), n.type)
     return (n.op, n.inputs, n.attrs, n.type)
 
 
