@@ -47,6 +47,7 @@ Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value], ir.Value]
 I64 = ir.IntType(64)
 I32 = ir.IntType(32)
 PTR = ir.PointerType()
+PACK_PREFETCH_ROWS = 8  # packing a [K, M] or [K, N] source asks for the row this far ahead
 DIRECT_ROWS = 2  # direct path tile: DIRECT_ROWS x DIRECT_NV vectors (8 accumulators)
 DIRECT_NV = 4
 DTYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType()}
@@ -456,11 +457,11 @@ class _GemmEmitter:
         for buf in (self.a_buf, self.b_buf, self.tile_buf):
             buf.align = 64
             buf.type = PTR  # llvmlite still types an alloca as `[n x float]*`; LLVM has only `ptr`
-        sliver = [("x0", I64), ("nx", I64), ("pc", I64), ("kc", I64), ("dst", PTR)]
-        pack_a = self.define("pack_a", sliver, self.pack_a)
+        block = [("x0", I64), ("nx", I64), ("pc", I64), ("kc", I64), ("dst", PTR)]
+        pack_a = self.define("pack_a", block, self.pack_a)
         edge = [(n, I64) for n in ("i", "j", "mr", "nr", "load_old", "last")] + [("tile", PTR)]
         self.store_edge_fn = self.define("store_edge", edge, self.store_edge)
-        pack_b = self.define("pack_b", sliver, self.pack_b)
+        pack_b = self.define("pack_b", block, self.pack_b)
         KC = self.const(blk.kc)
         # At least one K block, so that K == 0 still stores epilogue(0) (or C_old).
         kblocks = b.select(
@@ -480,27 +481,45 @@ class _GemmEmitter:
                 last = self.epilogue is not None and b.icmp_signed(
                     "==", p_loop.iv, self.sub(kblocks, 1)
                 )
-                with _loop(b, self.const(0), nc, blk.nr, name="jp") as jp:
-                    nr = self.imin(self.sub(nc, jp.iv), self.const(blk.nr))
-                    dst = self.at(self.b_buf, self.mul(jp.iv, kc))
-                    self.call(pack_b, self.add(jc, jp.iv), nr, pc, kc, dst)
+                self.call(pack_b, jc, nc, pc, kc, self.b_buf)
                 with _loop(b, self.const(0), self.M, blk.mc, name="ic") as ic_loop:
                     ic = ic_loop.iv
                     mc = self.imin(self.sub(self.M, ic), self.const(blk.mc), name="mc")
-                    with _loop(b, self.const(0), mc, blk.mr, name="ip") as ip:
-                        mr = self.imin(self.sub(mc, ip.iv), self.const(blk.mr))
-                        dst = self.at(self.a_buf, self.mul(ip.iv, kc))
-                        self.call(pack_a, self.add(ic, ip.iv), mr, pc, kc, dst)
+                    self.call(pack_a, ic, mc, pc, kc, self.a_buf)
                     with _loop(b, self.const(0), nc, blk.nr, name="jr") as jr:
                         nr = self.imin(self.sub(nc, jr.iv), self.const(blk.nr), name="nr")
                         bp = self.at(self.b_buf, self.mul(jr.iv, kc), name="bp")
                         with _loop(b, self.const(0), mc, blk.mr, name="ir") as ir_:
                             mr = self.imin(self.sub(mc, ir_.iv), self.const(blk.mr), name="mr")
                             ap = self.at(self.a_buf, self.mul(ir_.iv, kc), name="ap")
-                            acc = self.microkernel(kc, ap, bp)
                             i = self.add(ic, ir_.iv, name="i")
                             j = self.add(jc, jr.iv, name="j")
+                            self.prefetch_tile(i, j)
+                            acc = self.microkernel(kc, ap, bp)
                             self.store_tile(acc, i, j, mr, nr, load_old, last)
+
+    def prefetch_tile(self, i: ir.Value, j: ir.Value) -> None:
+        """Ask for the C tile's cache lines now, so they arrive while the microkernel runs.
+
+        Without this the tile's loads and stores miss at the end of every microkernel (C is
+        read and written once per KC block); BLIS kernels prefetch C the same way. A prefetch
+        never faults, so edge tiles may prefetch past the end of C.
+        """
+        b, blk = self.b, self.blk
+        row0 = self.add(self.mul(i, self.N), j)
+        for r in range(blk.mr):
+            first = self.add(row0, self.mul(self.N, r))
+            for off in (0, blk.nr - 1):  # the first and last element: at most two lines
+                self.prefetch(b.gep(self.C, [self.add(first, off)], source_etype=self.elem), True)
+
+    def prefetch(self, ptr: ir.Value, write: bool) -> None:
+        """llvm.prefetch into L1; a hint that never faults, so ptr may point anywhere."""
+        fn = self.module.globals.get("llvm.prefetch.p0")
+        if fn is None:
+            fnty = ir.FunctionType(ir.VoidType(), [PTR, I32, I32, I32])
+            fn = ir.Function(self.module, fnty, name="llvm.prefetch.p0")
+        args = [ptr, ir.Constant(I32, int(write)), ir.Constant(I32, 3), ir.Constant(I32, 1)]
+        self.b.call(fn, args)
 
     def microkernel(self, kc: ir.Value, ap: ir.Value, bp: ir.Value) -> list[list[ir.Value]]:
         """kc rank-1 updates of an MR x NR register tile from packed slivers of A and B."""
@@ -605,25 +624,25 @@ class _GemmEmitter:
 
     # -- packing -----------------------------------------------------------------------------------
 
-    def pack_a(self, i0: ir.Value, mr: ir.Value, pc: ir.Value, kc: ir.Value, dst: ir.Value) -> None:
-        """dst[k*MR + r] = op(A)[i0+r, pc+k] for r < mr, 0 for mr <= r < MR."""
-        if self.trans_a:  # A is [K, M]: element (x=i, k) at k*M + i
+    def pack_a(self, i0: ir.Value, mc: ir.Value, pc: ir.Value, kc: ir.Value, dst: ir.Value) -> None:
+        """Pack op(A)[i0:i0+mc, pc:pc+kc] into MR-row slivers (see pack_block)."""
+        if self.trans_a:  # A is [K, M]: element (i, k) at k*M + i
             src = self.at(self.A, self.add(self.mul(pc, self.M), i0))
-            self.pack(src, self.M, False, mr, self.blk.mr, kc, dst, "pa")
+            self.pack_block(src, self.M, False, mc, self.blk.mr, kc, dst, "pa")
         else:  # A is [M, K]: element (i, k) at i*K + k
             src = self.at(self.A, self.add(self.mul(i0, self.K), pc))
-            self.pack(src, self.K, True, mr, self.blk.mr, kc, dst, "pa")
+            self.pack_block(src, self.K, True, mc, self.blk.mr, kc, dst, "pa")
 
-    def pack_b(self, j0: ir.Value, nr: ir.Value, pc: ir.Value, kc: ir.Value, dst: ir.Value) -> None:
-        """dst[k*NR + c] = op(B)[pc+k, j0+c] for c < nr, 0 for nr <= c < NR."""
-        if self.trans_b:  # B is [N, K]
+    def pack_b(self, j0: ir.Value, nc: ir.Value, pc: ir.Value, kc: ir.Value, dst: ir.Value) -> None:
+        """Pack op(B)[pc:pc+kc, j0:j0+nc] into NR-column slivers (see pack_block)."""
+        if self.trans_b:  # B is [N, K]: element (k, j) at j*K + k
             src = self.at(self.B, self.add(self.mul(j0, self.K), pc))
-            self.pack(src, self.K, True, nr, self.blk.nr, kc, dst, "pb")
-        else:  # B is [K, N]
+            self.pack_block(src, self.K, True, nc, self.blk.nr, kc, dst, "pb")
+        else:  # B is [K, N]: element (k, j) at k*N + j
             src = self.at(self.B, self.add(self.mul(pc, self.N), j0))
-            self.pack(src, self.N, False, nr, self.blk.nr, kc, dst, "pb")
+            self.pack_block(src, self.N, False, nc, self.blk.nr, kc, dst, "pb")
 
-    def pack(
+    def pack_block(
         self,
         src: ir.Value,
         ld: ir.Value,
@@ -634,36 +653,51 @@ class _GemmEmitter:
         dst: ir.Value,
         name: str,
     ) -> None:
-        """dst[k*R + x] = S(x, k) for x < nx, else 0; S(x, k) = src[x*ld + k] or src[k*ld + x]."""
+        """Sliver s of R values of x lies at dst + s*R*kc: dst[s*R*kc + k*R + x'] = S(s*R + x', k).
+
+        S(x, k) = src[x*ld + k] (k_contiguous) or src[k*ld + x]; x >= nx reads as 0. The source
+        is read in its own order: along k one sliver at a time (L x L transposes), or along x
+        one k at a time. Reading a [K, M] source sliver by sliver would touch each cache line
+        R/16 times, at a stride that maps every line of a sliver to one L1 set.
+        """
         b, L = self.b, self.blk.lanes
-        full = b.icmp_signed("==", nx, self.const(R))
-        with b.if_else(full, likely=True) as (then, otherwise):
-            with then:
-                if k_contiguous:
-                    k_done = self.const(0)
-                    if L > 1:
-                        k_done = self.pack_transposed(src, ld, R, kc, dst, name)
-                    with _loop(b, k_done, kc, 1, name=f"{name}.kt") as kt:
-                        for x in range(R):
-                            v = self.load(self.at(src, self.add(self.mul(self.const(x), ld), kt.iv)))
-                            self.store(v, self.at(dst, self.add(self.mul(kt.iv, R), x)))
-                else:
-                    with _loop(b, self.const(0), kc, 1, name=f"{name}.k") as kl:
-                        v = self.load(self.at(src, self.mul(kl.iv, ld)), R)
-                        self.store(v, self.at(dst, self.mul(kl.iv, R)))
-            with otherwise:
-                # Edge sliver: clamp the index so the load stays in bounds, then select zero.
-                last = self.sub(nx, 1)
-                with _loop(b, self.const(0), kc, 1, name=f"{name}.ek") as ek:
-                    with _loop(b, self.const(0), self.const(R), 1, name=f"{name}.ex") as ex:
-                        xc = self.imin(ex.iv, last)
-                        if k_contiguous:
-                            off = self.add(self.mul(xc, ld), ek.iv)
-                        else:
-                            off = self.add(self.mul(ek.iv, ld), xc)
-                        v = self.load(self.at(src, off))
-                        v = b.select(b.icmp_signed("<", ex.iv, nx), v, self.zero(1))
-                        self.store(v, self.at(dst, self.add(self.mul(ek.iv, R), ex.iv)))
+        nfull = self.mul(b.sdiv(nx, self.const(R)), R, name=f"{name}.nfull")
+        if k_contiguous:
+            with _loop(b, self.const(0), nfull, R, name=f"{name}.s") as sl:
+                rows = self.at(src, self.mul(sl.iv, ld))
+                sliver = self.at(dst, self.mul(sl.iv, kc))
+                k_done = self.const(0)
+                if L > 1:
+                    k_done = self.pack_transposed(rows, ld, R, kc, sliver, name)
+                with _loop(b, k_done, kc, 1, name=f"{name}.kt") as kt:
+                    with _loop(b, self.const(0), self.const(R), 1, name=f"{name}.xt") as xt:
+                        v = self.load(self.at(rows, self.add(self.mul(xt.iv, ld), kt.iv)))
+                        self.store(v, self.at(sliver, self.add(self.mul(kt.iv, R), xt.iv)))
+        else:
+            with _loop(b, self.const(0), kc, 1, name=f"{name}.k") as kl:
+                row = self.at(src, self.mul(kl.iv, ld))
+                ahead = b.gep(row, [self.mul(ld, PACK_PREFETCH_ROWS)], source_etype=self.elem)
+                with _loop(b, self.const(0), nfull, R, name=f"{name}.s") as sl:
+                    # Rows lie ld apart, often a page or more: the hardware prefetcher does not
+                    # follow, so ask for the row PACK_PREFETCH_ROWS ahead.
+                    self.prefetch(b.gep(ahead, [sl.iv], source_etype=self.elem), write=False)
+                    v = self.load(self.at(row, sl.iv), R)
+                    self.store(v, self.at(dst, self.add(self.mul(sl.iv, kc), self.mul(kl.iv, R))))
+        with b.if_then(b.icmp_signed("<", nfull, nx)):
+            # The last sliver is partial: clamp x so the load stays in bounds, then select 0.
+            last = self.sub(self.sub(nx, nfull), 1)
+            base = self.at(src, self.mul(nfull, ld) if k_contiguous else nfull)
+            sliver = self.at(dst, self.mul(nfull, kc))
+            with _loop(b, self.const(0), kc, 1, name=f"{name}.ek") as ek:
+                with _loop(b, self.const(0), self.const(R), 1, name=f"{name}.ex") as ex:
+                    xc = self.imin(ex.iv, last)
+                    if k_contiguous:
+                        off = self.add(self.mul(xc, ld), ek.iv)
+                    else:
+                        off = self.add(self.mul(ek.iv, ld), xc)
+                    v = self.load(self.at(base, off))
+                    v = b.select(b.icmp_signed("<=", ex.iv, last), v, self.zero(1))
+                    self.store(v, self.at(sliver, self.add(self.mul(ek.iv, R), ex.iv)))
 
     def pack_transposed(
         self, src: ir.Value, ld: ir.Value, R: int, kc: ir.Value, dst: ir.Value, name: str

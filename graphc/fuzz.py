@@ -173,8 +173,13 @@ class _Gen:
         if kind == "reduce":
             red = dsl.sum if self.rng.random() < 0.5 else dsl.mean
             axis = int(self.rng.integers(2))
-            self.ops.append(f"{red.__name__}({axis},keep)")
-            r = red(v, axes=axis, keepdims=True)  # [N,1] or [1,d]
+            if self.rng.random() < 0.4:  # without keepdims: [N] reshaped to [N,1], or [d]
+                self.ops.append(f"{red.__name__}({axis})")
+                r = red(v, axes=axis)
+                r = dsl.reshape(r, ("N", 1)) if axis == 1 else r
+            else:
+                self.ops.append(f"{red.__name__}({axis},keep)")
+                r = red(v, axes=axis, keepdims=True)  # [N,1] or [1,d]
             other = tensors[int(self.rng.integers(len(tensors)))]
             if other.shape != v.shape:
                 other = v

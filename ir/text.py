@@ -47,10 +47,10 @@ Grammar (EBNF; whitespace and newlines separate tokens and are otherwise insigni
 Meaning:
     - Sources listed in the header are inputs unless marked ``param`` (trainable) or ``state``
       (optimizer slots, counters), all in the forward section. In node order each one stands
-      just before the first node that reads it (header order among several), or first of all
-      when no node reads it. Sources that stand elsewhere (``lr``, ``step`` and the optimizer
-      slots of a training graph, in its update section) are written in the body where they
-      stand, as ``lr = input() : f32[]``.
+      just before the statement (a node, or a fused block) that first reads it, in header order
+      among several, or first of all when nothing reads it. Sources that stand elsewhere
+      (``lr``, ``step`` and the optimizer slots of a training graph, in its update section) are
+      written in the body where they stand, as ``lr = input() : f32[]``.
     - Nodes keep the textual order. The section (forward, backward, update) starts as forward
       and changes at each section label. ``fused G { ... }`` gives its nodes ``group = G``.
     - Attrs are sorted by key; floats are written with ``repr`` (exact round trip; ``inf``,
@@ -133,18 +133,18 @@ def _provenance(text: str, node: Node, with_loc: bool, width: int = LOC_COLUMN) 
     return f"{text:<{width}}  {tail}"
 
 
-def format_node(node: Node, *, with_loc: bool = True) -> str:
-    """One node as ``name = op(operands) {attrs} : type  @loc  # origin``."""
+def format_node(node: Node, *, with_loc: bool = True, width: int = LOC_COLUMN) -> str:
+    """One node as ``name = op(operands) {attrs} : type  @loc  # origin`` (provenance from
+    column ``width`` on, when the text is shorter)."""
     ins = ", ".join(format_name(i) for i in node.inputs)
     text = f"{format_name(node.name)} = {node.op}({ins}){format_attrs(node)} : {node.type}"
-    return _provenance(text, node, with_loc)
+    return _provenance(text, node, with_loc, width)
 
 
-def _format_source(node: Node, with_loc: bool) -> str:
+def _format_source(node: Node) -> str:
+    """A header source, ``name: type [param|state] {attrs}`` (provenance is added by the caller)."""
     kind = "" if node.op == "input" else f" {node.op}"
-    return _provenance(
-        f"{format_name(node.name)}: {node.type}{kind}{format_attrs(node)}", node, with_loc
-    )
+    return f"{format_name(node.name)}: {node.type}{kind}{format_attrs(node)}"
 
 
 def renumbered(g: Graph) -> Graph:
@@ -168,51 +168,66 @@ def renumbered(g: Graph) -> Graph:
     )
 
 
-def _first_readers(nodes: list[Node] | tuple[Node, ...]) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _unit_starts(nodes: list[Node] | tuple[Node, ...]) -> list[int]:
+    """For each node, the index where its statement starts: a fused block (a run of nodes with
+    one group) is one statement, any other node is one by itself."""
+    out: list[int] = []
     for k, n in enumerate(nodes):
-        for i in n.inputs:
-            out.setdefault(i, k)
+        same = k > 0 and n.group is not None and nodes[k - 1].group == n.group
+        out.append(out[k - 1] if same else k)
     return out
 
 
-def _header_sources(g: Graph) -> set[str]:
-    """The sources the header can hold: forward, ungrouped, and where the parser puts them back.
+def _first_readers(nodes: list[Node] | tuple[Node, ...]) -> dict[str, int]:
+    """For each value, where the statement of its first reader starts."""
+    start = _unit_starts(nodes)
+    out: dict[str, int] = {}
+    for k, n in enumerate(nodes):
+        for i in n.inputs:
+            out.setdefault(i, start[k])
+    return out
 
-    The parser places a header source just before its first reader (header order among
-    several), or first of all when nothing reads it; a source elsewhere is written in the body.
-    """
+
+def _place_header(head: list[Node], body: list[Node]) -> tuple[Node, ...]:
+    """Merge header sources into the body: each just before the statement (node or fused block)
+    that first reads it, in header order among several; first of all when nothing reads it."""
+    first = _first_readers(body)
+    before: dict[int, list[Node]] = {}
+    for n in head:
+        if n.name in first:
+            before.setdefault(first[n.name], []).append(n)
+    out = [n for n in head if n.name not in first]
+    for k, n in enumerate(body):
+        out += before.get(k, [])
+        out.append(n)
+    return tuple(out)
+
+
+def _header_sources(g: Graph) -> set[str]:
+    """The sources the header holds: forward and ungrouped ones that ``_place_header`` puts
+    back where they stand (checked); the others are written in the body where they stand."""
 
     def fits(n: Node) -> bool:
         return n.op in SOURCE_OPS and n.section == "forward" and n.group is None
 
     first = _first_readers(g.nodes)
-    out: set[str] = set()
-    for k, n in enumerate(g.nodes):
+    lead: set[str] = set()
+    for n in g.nodes:
         if not (fits(n) and n.name not in first):
             break
-        out.add(n.name)
-    for k, n in enumerate(g.nodes):
+        lead.add(n.name)
+    out = set(lead)
+    for k in sorted(set(first.values())):
         j = k - 1
         while j >= 0 and fits(g.nodes[j]) and first.get(g.nodes[j].name) == k:
             out.add(g.nodes[j].name)
             j -= 1
-    return out
-
-
-def _place_header(head: list[Node], body: list[Node]) -> tuple[Node, ...]:
-    """Merge header sources into the body: each just before its first reader (see above)."""
-    first = _first_readers(body)
-    unread = [n for n in head if n.name not in first]
-    before: dict[int, list[Node]] = {}
-    for n in head:
-        if n.name in first:
-            before.setdefault(first[n.name], []).append(n)
-    out = list(unread)
-    for k, n in enumerate(body):
-        out += before.get(k, [])
-        out.append(n)
-    return tuple(out)
+    for chosen in (out, lead):
+        head = [n for n in g.nodes if n.name in chosen]
+        body = [n for n in g.nodes if n.name not in chosen]
+        if _place_header(head, body) == g.nodes:
+            return chosen
+    return set()
 
 
 def graph_lines(
@@ -225,9 +240,7 @@ def graph_lines(
     head = [n for n in g.nodes if n.name in in_head]
     k = len(head)
     out: list[tuple[str, str | None]] = []
-    one_line = (
-        f"graph {format_name(g.name)}(" + ", ".join(_format_source(n, False) for n in head) + ") {"
-    )
+    one_line = f"graph {format_name(g.name)}(" + ", ".join(_format_source(n) for n in head) + ") {"
     if (
         len(one_line) <= 100
         and not (with_loc and any(n.loc for n in head))
@@ -237,7 +250,7 @@ def graph_lines(
     else:
         out.append((f"graph {format_name(g.name)}(", None))
         for i, n in enumerate(head):
-            text = _format_source(n, False) + ("," if i < k - 1 else "")
+            text = _format_source(n) + ("," if i < k - 1 else "")
             out.append(("    " + _provenance(text, n, with_loc, LOC_COLUMN - 2), n.name))
         out.append((") {", None))
     section, group = "forward", None
@@ -255,7 +268,8 @@ def graph_lines(
             out.append((f"  fused {format_name(n.group)} {{  # {' + '.join(members)}", None))
             group = n.group
         indent = "    " if group is not None else "  "
-        out.append((indent + format_node(n, with_loc=with_loc), n.name))
+        width = LOC_COLUMN + 2 - len(indent)  # provenance in one column, inside blocks too
+        out.append((indent + format_node(n, with_loc=with_loc, width=width), n.name))
     if group is not None:
         out.append(("  }", None))
     out.append(

@@ -81,6 +81,7 @@ class Model:
         self.threads = default_threads()  # predict's rows are split over this many threads
         self._pool: RowPool | None = None
         self.seed = seed
+        self.history: History | None = None  # the last fit's (set as soon as fit starts)
         self.initialize(seed)
 
     # ------------------------------------------------------------------ parameters
@@ -221,6 +222,15 @@ class Model:
                     raise ArgumentError(
                         f"input {name!r}: row {row} holds NaN or Inf ({int((~finite).sum())} rows); clean the "
                         f"data or pass allow_nonfinite=True")
+            if t.dtype != "i32" and self.program.loss_kind == "binary_cross_entropy" \
+                    and name in self.program.label_inputs:
+                outside = ((a < 0) | (a > 1)).reshape(a.shape[0], -1).any(axis=1)
+                if outside.any():
+                    row = int(np.flatnonzero(outside)[0])
+                    raise ArgumentError(
+                        f"targets {name!r}: row {row} holds {a[row].ravel()[:4].tolist()}, outside [0, 1] "
+                        f"({int(outside.sum())} rows); binary_cross_entropy takes 0/1 labels or "
+                        "probabilities")
 
     def _classes_for(self, labels: str) -> int | None:
         for n in self.program.forward.nodes:

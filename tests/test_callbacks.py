@@ -100,3 +100,18 @@ def test_reduce_on_plateau_threshold_and_min_lr() -> None:
     model, _ = run_scripted([cb], curve)
     assert cb.reductions == [1]  # 0.99995 is not better; then lr is at min_lr: no more changes
     assert model.lr == 0.05
+
+
+def test_overfitting_example_shows_a_smaller_gap_with_dropout_and_early_stopping() -> None:
+    """examples/overfitting.py, shortened: the regularized run generalizes better."""
+    import os
+    import sys
+
+    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    sys.path.insert(0, examples)
+    import overfitting
+
+    plain, reg = overfitting.main(["--epochs", "30", "--plot", ""])
+    assert plain["epochs_run"] == 30 and plain["train_loss"] < 0.01  # memorized
+    assert reg["gap"] < plain["gap"] and reg["val_loss"] < plain["val_loss"]
+    assert reg["val_accuracy"] > 0.85

@@ -79,20 +79,27 @@ def assert_same_runs(a, b) -> None:
         np.testing.assert_allclose(pb, pa, rtol=1e-5, atol=1e-5, err_msg=f"step {step} predict")
 
 
-@pytest.mark.parametrize("example", ["digits", "breast_cancer", "diabetes"])
-def test_example_networks_agree_at_O0_and_O2(example: str) -> None:
+# -O0 compiles are the slow part (one kernel per node); diabetes (relu + Adam, like digits) is
+# checked at -O2 against the interpreter only, which -O0 is also checked against.
+@pytest.mark.parametrize("example,levels", [
+    pytest.param("digits", (0, 2), id="digits"),
+    pytest.param("breast_cancer", (0, 2), id="breast_cancer"),
+    pytest.param("diabetes", (2,), id="diabetes-O2"),
+])
+def test_example_networks_agree_at_O0_and_O2(example: str, levels: tuple[int, ...]) -> None:
     spec = getattr(load_examples(), example)()
     rng = np.random.default_rng(11)
     batches = [example_data(example, rng, n) for n in (32, 7)][:STEPS]
     runs = {}
-    for level in (0, 2):
+    for level in levels:
         model = gc.compile(spec["outputs"], spec["loss"], spec["optimizer"], name=spec["name"],
                            opt_level=level, seed=5)
         runs[level] = train_and_check(model, batches)
         if level == 2:
             kernels = model.program.schedules["train_step"].kernels
             assert any(k.kind == "matmul" and len(k.nodes) > 1 for k in kernels)
-    assert_same_runs(runs[0], runs[2])
+    if 0 in runs:
+        assert_same_runs(runs[0], runs[2])
 
 
 # ---------------------------------------------------------------------------- random graphs
@@ -101,7 +108,7 @@ UNARY = ("tanh", "sigmoid", "relu", "neg", "softplus", "square", "exp_bounded")
 
 
 def random_network(seed: int):
-    """A random net over elementwise ops, dense layers, matmul and reductions, with an MSE loss.
+    """A random net over elementwise ops, dense layers, matmul, reductions and dropout, MSE loss.
 
     Values stay bounded (exp only of tanh), so float32 and float64 agree to ~1e-6.
     """
@@ -109,10 +116,10 @@ def random_network(seed: int):
     d = int(rng.integers(3, 7))
     x = gc.input("x", ("N", d))
     vals = [x]
-    for i in range(6):
+    for i in range(8):
         v = vals[int(rng.integers(len(vals)))]
         w = v.shape[1]
-        kind = rng.choice(["dense", "unary", "param_op", "pair", "center", "matmul_t"])
+        kind = rng.choice(["dense", "unary", "param_op", "pair", "center", "matmul_t", "dropout"])
         if kind == "dense":
             act = [None, "relu", "sigmoid", "tanh"][int(rng.integers(4))]
             out = gc.dense(v, int(rng.integers(2, 6)), act, name=f"d{i}")
@@ -129,6 +136,8 @@ def random_network(seed: int):
             out = [gc.add, gc.mul, gc.sub, gc.maximum][int(rng.integers(4))](v, u)
         elif kind == "center":
             out = v - gc.mean(v, axes=1, keepdims=True) * gc.sum(gc.sigmoid(v), axes=0, keepdims=True)
+        elif kind == "dropout":
+            out = gc.dropout(v, 0.25, seed=seed)
         else:
             out = gc.matmul(v, gc.param(f"m{i}", (3, w), init="glorot_uniform"), transpose_b=True)
         vals.append(out)
@@ -137,11 +146,11 @@ def random_network(seed: int):
     return out, gc.mean_squared_error(out, y), d
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1])
 def test_random_graphs_agree_at_O0_and_O2(seed: int) -> None:
     runs = {}
+    out, loss, d = random_network(seed)
     for level in (0, 2):
-        out, loss, d = random_network(seed)
         model = gc.compile(out, loss, gc.Adam(lr=1e-2), name=f"rand{seed}", opt_level=level,
                            seed=seed)
         k = out.shape[1]

@@ -250,3 +250,16 @@ def test_every_op_has_a_flop_count() -> None:
     for n, fl, by in node_costs(st.program.training, 4):
         assert fl >= 0 and by > 0, n.name
     assert all(hasattr(op, "flops") for op in OPS.values())
+
+
+def test_derived_fusion_report_agrees_with_the_groups() -> None:
+    from graphc.dump import _derive_fusion
+
+    st = digits_stages()
+    passes = st.pass_graphs()
+    k = next(i for i, s in enumerate(passes) if s.name.startswith("fuse"))
+    before = passes[k - 1].graph if k else st.program.training
+    after = passes[-1].graph
+    for name, fused, why in _derive_fusion(before, after):
+        assert fused == (after[name].group is not None), (name, why)
+        assert why

@@ -190,3 +190,16 @@ def test_export_without_a_c_compiler_says_how_to_get_one(clf, tmp_path, monkeypa
     with pytest.raises(gc.GraphcError, match=r"no C compiler found \(CC=.*no-such-cc.*apt-get install gcc"):
         clf.export(str(tmp_path / "liberrs.so"))
     assert not os.path.exists(tmp_path / "liberrs.so")
+
+
+def test_binary_cross_entropy_targets_outside_0_1_are_rejected() -> None:
+    x = gc.input("x", ("N", 2))
+    z = gc.dense(x, 1, name="bce_errs")
+    m = gc.compile(z, loss=gc.binary_cross_entropy(z, gc.input("t", ("N", 1))), name="bce_errs",
+                   optimizer=gc.SGD(0.1))
+    xs = np.zeros((6, 2), np.float32)
+    t = np.array([0, 1, 1, 2, 0, 0], np.float32)
+    with pytest.raises(gc.ArgumentError, match=r"targets 't': row 3 holds \[2.0\], outside \[0, 1\] \(1 rows\)"):
+        m.fit(xs, t, verbose=0)
+    t[3] = 0.25  # soft targets are fine
+    assert len(m.fit(xs, t, verbose=0)["loss"]) == 1

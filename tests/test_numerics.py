@@ -6,6 +6,8 @@ stable forms exp(-|x|), max(x,0) + log1p(exp(-|x|)), x - max - log(sum(exp(x - m
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -187,7 +189,7 @@ def test_exported_library_gets_the_checks_too(checked, tmp_path) -> None:
     pytest.importorskip("graphc.export")
     res = checked.export(str(tmp_path / "checked.ll"), emit="llvm")
     text = open(res.llvm).read()
-    assert "fcmp uno" in text and "i32 1000" in text  # the scan, and the code of site 0
+    assert "fcmp uno" in text and re.search(r"\b1000\b", text)  # the scan; the code of site 0
 
 
 def test_check_numerics_is_off_by_default_and_emits_no_code(checked) -> None:

@@ -8,8 +8,10 @@ runs compiled (f64 model) and must agree within 1e-5 relative as well.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -290,6 +292,15 @@ def _torch():
     """torch, or a skip saying why; a failed import is remembered for the rest of the session
     (importing a broken torch install takes seconds)."""
     why = os.environ.get("GRAPHC_TEST_TORCH_MISSING")
+    spec = importlib.util.find_spec("torch")
+    if spec is None:
+        why = "not installed"
+    elif sys.platform == "linux" and spec.origin:
+        # torch/__init__ loads lib/libtorch_global_deps.so first; without it the import fails
+        # after many seconds of searching, so an incomplete install is recognized up front
+        lib = os.path.join(os.path.dirname(spec.origin), "lib")
+        if os.path.isdir(lib) and not os.path.exists(os.path.join(lib, "libtorch_global_deps.so")):
+            why = "incomplete install: lib/libtorch_global_deps.so is missing"
     if why:
         pytest.skip(f"torch is not importable ({why}): comparison with torch skipped")
     try:

@@ -329,6 +329,17 @@ def test_fuse_dense_puts_the_activation_derivative_in_the_backward_gemm(act: str
     assert_same_outputs(g, out)
 
 
+def test_fuse_dense_keeps_gradients_out_of_the_update() -> None:
+    # with SGD the weight gradient's only reader is p - lr * g; it stays a stored gradient
+    g, prog = dense_training_graph("relu")
+    out = run_pipeline(g, 2).graph
+    rows = {n: (f, why) for n, f, why in explain_fusion(g, out)}
+    for p, grad in prog.grads.items():
+        if g[grad].op == "matmul":
+            assert rows[grad] == (False, rows[grad][1]) and "optimizer update" in rows[grad][1]
+            assert out[grad].group is None
+
+
 # ---------------------------------------------------------------------------- fuse_elementwise
 
 def test_fuse_elementwise_makes_one_group_of_a_tree() -> None:
@@ -349,6 +360,26 @@ def test_fuse_elementwise_makes_one_group_of_a_tree() -> None:
         "[ew0] %3 = mul(%1, %2) : f32[N,3]",
         "%4 = sum(%1) {axes=[0]} : f32[3]",
         "return %3, %4",
+    ])
+    assert_same_outputs(g, out)
+
+
+def test_fuse_elementwise_merges_sibling_loops_over_one_value() -> None:
+    g = verify(parse_graph(
+        """graph f(x: f32[N,3], y: f32[N,3]) {
+          %0 = exp(x) : f32[N,3]
+          %1 = sum(%0) {axes=[0]} : f32[3]
+          %2 = mul(x, y) : f32[N,3]
+          %3 = sum(%2) {axes=[0]} : f32[3]
+          return %1, %3
+        }"""))
+    out = verify(fuse_elementwise(g))
+    assert body(out) == "\n".join([
+        "[ew0] %0 = exp(x) : f32[N,3]",
+        "[ew0] %1 = mul(x, y) : f32[N,3]",
+        "%2 = sum(%0) {axes=[0]} : f32[3]",
+        "%3 = sum(%1) {axes=[0]} : f32[3]",
+        "return %2, %3",
     ])
     assert_same_outputs(g, out)
 

@@ -107,7 +107,7 @@ def test_every_op_round_trips(op: str) -> None:
 def test_example_networks_round_trip_at_every_stage(model: str, level: int) -> None:
     prog = example_program(model)
     stages = [prog.forward, prog.training, prog.inference]
-    for g in (prog.training, prog.inference):
+    for g in (prog.training, prog.forward, prog.inference):
         res = run_pipeline(g, level, verify_each=True)
         stages += [r.graph for r in res.records]
     if level == 2:
@@ -227,7 +227,7 @@ attr_values = st.recursive(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     st.dictionaries(
         st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True), attr_values, max_size=4

@@ -17,7 +17,8 @@ Two passes, both Graph -> Graph:
 
 ``fuse_elementwise``
     Connected elementwise nodes of one shape and dtype (operands may broadcast) become one
-    group: one loop, several stored outputs where values are read outside the group. The
+    group: one loop, several stored outputs where values are read outside the group. Sibling
+    loops that read the same full-size value are merged too (one pass over it). The
     optimizer's updates of one parameter (its m, v and new value) end up in one kernel.
 
 A merge is made only when the contracted graph stays acyclic; the nodes are then re-emitted in
@@ -45,6 +46,11 @@ def is_pointwise(n: Node) -> bool:
     """True for an elementwise op that a fused loop can evaluate element by element."""
     return (n.op not in SOURCE_OPS and n.op not in INLINE_OPS and n.op not in NOT_POINTWISE
             and OPS[n.op].kind == "elementwise" and n.type.dtype in ("f32", "f64"))
+
+
+def _needs_index(n: Node) -> bool:
+    """Ops such as dropout whose lowering needs the element's flat index."""
+    return bool(getattr(OPS[n.op], "needs_index", False))
 
 
 def _escaping(g: Graph) -> set[str]:
@@ -153,6 +159,12 @@ def _dense_group(g: Graph, mm: Node, groups: _Groups, escaping: set[str]) -> set
         u = g[us.pop()]
         if not is_pointwise(u) or u.name in groups.group_of or u.type != mm.type:
             break
+        if u.section == "update" and mm.section != "update":
+            # a gradient stays stored (in the contiguous gradient region), and the update then
+            # runs in place over the parameter instead of through a GEMM output and a copy
+            break
+        if _needs_index(u) and not isinstance(mm.type.shape[1], int):
+            break  # the epilogue knows an element's flat index only for a fixed column count
         trial = group | {u.name}
         trial |= _side_producers(g, u, trial, mm, groups, escaping)
         if any(not _epilogue_operand_ok(g[i].type.shape, mm.type.shape)
@@ -173,6 +185,7 @@ def _side_producers(g: Graph, u: Node, group: set[str], mm: Node, groups: _Group
         v = stack.pop()
         n = g[v]
         if (v in out or v in group or v in mm.inputs or not is_pointwise(n) or v in escaping
+                or (_needs_index(n) and not isinstance(mm.type.shape[1], int))
                 or v in groups.group_of or n.type != mm.type
                 or any(x not in group | out | {v} for x in g.users[v])):
             continue
@@ -228,6 +241,23 @@ def fuse_elementwise(g: Graph) -> Graph:
             mine.add(gid)
             groups.assign(trial, gid)
             changed = True
+    # siblings: loops that read the same full-size value share one pass over it
+    for v in g.nodes:
+        if v.op in INLINE_OPS:
+            continue
+        readers = sorted({u for u in g.users[v.name] if u in fusible and g[u].type == v.type},
+                         key=g.index.get)
+        for u in readers[1:]:
+            a, b = groups.group_of.get(readers[0]), groups.group_of.get(u)
+            if a is not None and a == b:
+                continue
+            trial = groups.unit(readers[0]) | groups.unit(u)
+            if groups.creates_cycle(trial):
+                continue
+            gid = a if a in mine else b if b in mine else next(ids)
+            mine.add(gid)
+            groups.assign(trial, gid)
+            changed = True
     return _reorder(g, groups.group_of) if changed else g
 
 
@@ -279,6 +309,8 @@ def _why_not(g: Graph, n: Node, escaping: set[str]) -> str:
         u = g[us[0]]
         if not is_pointwise(u) or u.type != n.type:
             return f"unsupported pattern: its only consumer {u.name} is {u.op} : {u.type}"
+        if u.section == "update" and n.section != "update":
+            return f"its consumer {u.name} is the optimizer update: the gradient stays stored"
         return f"its consumer {u.name} ({u.op}) is already fused elsewhere or would make a cycle"
     x = n.inputs[0]
     p = g[x]
