@@ -247,6 +247,7 @@ class TorchPeer:
         self.y = torch.from_numpy(y.astype(np.int64)) if spec.loss == "ce" else torch.from_numpy(y)
         self.fwd = self.net
         if self.compiled:
+            torch._dynamo.reset()             # each case is a new network: no recompile limit
             self.fwd = torch.compile(self.net)
             self.step()                   # compile now (forward and backward graphs)
             with torch.no_grad():
@@ -331,8 +332,10 @@ class JaxPeer:
             return (params, m, v, t), loss
 
         params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in weights]
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        self.state = params if spec.opt == "sgd" else (params, zeros, zeros, jnp.float32(0.0))
+        def zeros():  # separate buffers for m and v: donated buffers must be distinct
+            return jax.tree_util.tree_map(jnp.zeros_like, params)
+
+        self.state = params if spec.opt == "sgd" else (params, zeros(), zeros(), jnp.float32(0.0))
         self._step = jax.jit(sgd if spec.opt == "sgd" else adam, donate_argnums=0)
         self._infer = jax.jit(forward)
         self.x, self.y = jnp.asarray(x), jnp.asarray(y)

@@ -47,7 +47,9 @@ Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value], ir.Value]
 I64 = ir.IntType(64)
 I32 = ir.IntType(32)
 PTR = ir.PointerType()
+A_IN_PLACE_MAX_SLIVERS = 2  # N <= this many NR-wide slivers: the microkernel reads A unpacked
 PACK_PREFETCH_ROWS = 8  # packing a [K, M] or [K, N] source asks for the row this far ahead
+GEMV_ROWS = 8  # a GEMV (M = 1) adds this many rows of B to C's row per pass
 DIRECT_ROWS = 2  # direct path tile: DIRECT_ROWS x DIRECT_NV vectors (8 accumulators)
 DIRECT_NV = 4
 DTYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType()}
@@ -462,6 +464,8 @@ class _GemmEmitter:
         edge = [(n, I64) for n in ("i", "j", "mr", "nr", "load_old", "last")] + [("tile", PTR)]
         self.store_edge_fn = self.define("store_edge", edge, self.store_edge)
         pack_b = self.define("pack_b", block, self.pack_b)
+        # A is packed to be read N / NR times; for fewer, the microkernel reads it in place.
+        a_in_place = b.icmp_signed("<=", self.N, self.const(blk.nr * A_IN_PLACE_MAX_SLIVERS))
         KC = self.const(blk.kc)
         # At least one K block, so that K == 0 still stores epilogue(0) (or C_old).
         kblocks = b.select(
@@ -485,18 +489,47 @@ class _GemmEmitter:
                 with _loop(b, self.const(0), self.M, blk.mc, name="ic") as ic_loop:
                     ic = ic_loop.iv
                     mc = self.imin(self.sub(self.M, ic), self.const(blk.mc), name="mc")
-                    self.call(pack_a, ic, mc, pc, kc, self.a_buf)
+                    with b.if_then(b.not_(a_in_place)):
+                        self.call(pack_a, ic, mc, pc, kc, self.a_buf)
                     with _loop(b, self.const(0), nc, blk.nr, name="jr") as jr:
                         nr = self.imin(self.sub(nc, jr.iv), self.const(blk.nr), name="nr")
                         bp = self.at(self.b_buf, self.mul(jr.iv, kc), name="bp")
                         with _loop(b, self.const(0), mc, blk.mr, name="ir") as ir_:
                             mr = self.imin(self.sub(mc, ir_.iv), self.const(blk.mr), name="mr")
-                            ap = self.at(self.a_buf, self.mul(ir_.iv, kc), name="ap")
                             i = self.add(ic, ir_.iv, name="i")
                             j = self.add(jc, jr.iv, name="j")
                             self.prefetch_tile(i, j)
-                            acc = self.microkernel(kc, ap, bp)
+                            acc = self.tile_product(a_in_place, i, ir_.iv, pc, kc, bp)
                             self.store_tile(acc, i, j, mr, nr, load_old, last)
+
+    def tile_product(
+        self, a_in_place: ir.Value, i: ir.Value, ir_: ir.Value, pc: ir.Value, kc: ir.Value, bp: ir.Value
+    ) -> list[list[ir.Value]]:
+        """The microkernel on packed A, or on A where it lies (rows past M repeat the last)."""
+        b, blk = self.b, self.blk
+        with b.if_else(a_in_place) as (then, otherwise):
+            with then:
+                last_row = self.sub(self.M, 1)
+                rows = [self.imin(self.add(i, r), last_row) for r in range(blk.mr)]
+                a_rows = [self.at(self.A, self.a_index(row, pc)) for row in rows]
+                a_step = self.M if self.trans_a else self.const(1)
+                in_place = self.microkernel(kc, a_rows, a_step, bp)
+                in_place_block = b.block
+            with otherwise:
+                ap = self.at(self.a_buf, self.mul(ir_, kc), name="ap")
+                a_rows = [self.at(ap, self.const(r)) for r in range(blk.mr)]
+                packed = self.microkernel(kc, a_rows, self.const(blk.mr), bp)
+                packed_block = b.block
+        out = []
+        for row_in_place, row_packed in zip(in_place, packed, strict=True):
+            row = []
+            for x, y in zip(row_in_place, row_packed, strict=True):
+                phi = b.phi(x.type)
+                phi.add_incoming(x, in_place_block)
+                phi.add_incoming(y, packed_block)
+                row.append(phi)
+            out.append(row)
+        return out
 
     def prefetch_tile(self, i: ir.Value, j: ir.Value) -> None:
         """Ask for the C tile's cache lines now, so they arrive while the microkernel runs.
@@ -521,18 +554,21 @@ class _GemmEmitter:
         args = [ptr, ir.Constant(I32, int(write)), ir.Constant(I32, 3), ir.Constant(I32, 1)]
         self.b.call(fn, args)
 
-    def microkernel(self, kc: ir.Value, ap: ir.Value, bp: ir.Value) -> list[list[ir.Value]]:
-        """kc rank-1 updates of an MR x NR register tile from packed slivers of A and B."""
+    def microkernel(
+        self, kc: ir.Value, a_rows: list[ir.Value], a_step: ir.Value, bp: ir.Value
+    ) -> list[list[ir.Value]]:
+        """kc rank-1 updates of an MR x NR register tile: A[r, k] at a_rows[r] + k*a_step, B
+        from a packed sliver."""
         blk, L = self.blk, self.blk.lanes
         zeros = [self.zero(L)] * (blk.mr * blk.nv)
 
         def step(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
             bk = self.at(bp, self.mul(k, blk.nr))
             bv = [self.load(self.at(bk, self.const(v * L)), L, L * self.size) for v in range(blk.nv)]
-            ak = self.at(ap, self.mul(k, blk.mr))
+            ka = self.mul(k, a_step)
             out = list(acc)
             for r in range(blk.mr):
-                a = self.splat(self.load(self.at(ak, self.const(r))), L)
+                a = self.splat(self.load(self.at(a_rows[r], ka)), L)
                 for v in range(blk.nv):
                     out[r * blk.nv + v] = self.fma(a, bv[v], acc[r * blk.nv + v])
             return out
@@ -660,68 +696,90 @@ class _GemmEmitter:
         one k at a time. Reading a [K, M] source sliver by sliver would touch each cache line
         R/16 times, at a stride that maps every line of a sliver to one L1 set.
         """
-        b, L = self.b, self.blk.lanes
-        nfull = self.mul(b.sdiv(nx, self.const(R)), R, name=f"{name}.nfull")
+        b = self.b
         if k_contiguous:
-            with _loop(b, self.const(0), nfull, R, name=f"{name}.s") as sl:
+            with _loop(b, self.const(0), nx, R, name=f"{name}.s") as sl:
                 rows = self.at(src, self.mul(sl.iv, ld))
-                sliver = self.at(dst, self.mul(sl.iv, kc))
-                k_done = self.const(0)
-                if L > 1:
-                    k_done = self.pack_transposed(rows, ld, R, kc, sliver, name)
-                with _loop(b, k_done, kc, 1, name=f"{name}.kt") as kt:
-                    with _loop(b, self.const(0), self.const(R), 1, name=f"{name}.xt") as xt:
-                        v = self.load(self.at(rows, self.add(self.mul(xt.iv, ld), kt.iv)))
-                        self.store(v, self.at(sliver, self.add(self.mul(kt.iv, R), xt.iv)))
-        else:
-            with _loop(b, self.const(0), kc, 1, name=f"{name}.k") as kl:
-                row = self.at(src, self.mul(kl.iv, ld))
-                ahead = b.gep(row, [self.mul(ld, PACK_PREFETCH_ROWS)], source_etype=self.elem)
-                with _loop(b, self.const(0), nfull, R, name=f"{name}.s") as sl:
-                    # Rows lie ld apart, often a page or more: the hardware prefetcher does not
-                    # follow, so ask for the row PACK_PREFETCH_ROWS ahead.
-                    self.prefetch(b.gep(ahead, [sl.iv], source_etype=self.elem), write=False)
-                    v = self.load(self.at(row, sl.iv), R)
-                    self.store(v, self.at(dst, self.add(self.mul(sl.iv, kc), self.mul(kl.iv, R))))
-        with b.if_then(b.icmp_signed("<", nfull, nx)):
-            # The last sliver is partial: clamp x so the load stays in bounds, then select 0.
-            last = self.sub(self.sub(nx, nfull), 1)
-            base = self.at(src, self.mul(nfull, ld) if k_contiguous else nfull)
-            sliver = self.at(dst, self.mul(nfull, kc))
-            with _loop(b, self.const(0), kc, 1, name=f"{name}.ek") as ek:
-                with _loop(b, self.const(0), self.const(R), 1, name=f"{name}.ex") as ex:
-                    xc = self.imin(ex.iv, last)
-                    if k_contiguous:
-                        off = self.add(self.mul(xc, ld), ek.iv)
-                    else:
-                        off = self.add(self.mul(ek.iv, ld), xc)
-                    v = self.load(self.at(base, off))
-                    v = b.select(b.icmp_signed("<=", ex.iv, last), v, self.zero(1))
-                    self.store(v, self.at(sliver, self.add(self.mul(ek.iv, R), ex.iv)))
+                valid = self.imin(self.sub(nx, sl.iv), self.const(R))
+                self.pack_sliver_transposed(rows, ld, valid, R, kc, self.at(dst, self.mul(sl.iv, kc)), name)
+            return
+        nfull = self.mul(b.sdiv(nx, self.const(R)), R, name=f"{name}.nfull")
+        partial = b.icmp_signed("<", nfull, nx)
+        edge = self.at(dst, self.mul(nfull, kc))
+        with _loop(b, self.const(0), kc, 1, name=f"{name}.k") as kl:
+            row = self.at(src, self.mul(kl.iv, ld))
+            ahead = b.gep(row, [self.mul(ld, PACK_PREFETCH_ROWS)], source_etype=self.elem)
+            with _loop(b, self.const(0), nfull, R, name=f"{name}.s") as sl:
+                # Rows lie ld apart, often a page or more: the hardware prefetcher does not
+                # follow, so ask for the row PACK_PREFETCH_ROWS ahead.
+                self.prefetch(b.gep(ahead, [sl.iv], source_etype=self.elem), write=False)
+                v = self.load(self.at(row, sl.iv), R)
+                self.store(v, self.at(dst, self.add(self.mul(sl.iv, kc), self.mul(kl.iv, R))))
+            with b.if_then(partial):  # the last sliver: nx - nfull < R values, then zeros
+                v = self.masked_load(self.at(row, nfull), R, self.sub(nx, nfull))
+                self.store(v, self.at(edge, self.mul(kl.iv, R)))
 
-    def pack_transposed(
-        self, src: ir.Value, ld: ir.Value, R: int, kc: ir.Value, dst: ir.Value, name: str
-    ) -> ir.Value:
-        """Pack R full rows, L values of k at a time, by L x L in-register transposes.
+    def masked_load(self, ptr: ir.Value, lanes: int, count: ir.Value) -> ir.Value:
+        """The first `count` (< lanes) values at ptr, then zeros; reads nothing past them."""
+        vt = self.vtype(lanes)
+        mt = ir.VectorType(ir.IntType(1), lanes)
+        suffix = f"v{lanes}{self.elem.intrinsic_name}"
+        fname = f"llvm.masked.load.{suffix}.p0"
+        fn = self.module.globals.get(fname)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(vt, [PTR, I32, mt, vt]), name=fname)
+        iota = ir.Constant(ir.VectorType(I32, lanes), list(range(lanes)))
+        n = self.b.trunc(count, I32)
+        n = self.b.shuffle_vector(
+            self.b.insert_element(ir.Constant(ir.VectorType(I32, lanes), ir.Undefined), n, ir.Constant(I32, 0)),
+            ir.Constant(ir.VectorType(I32, lanes), ir.Undefined),
+            ir.Constant(ir.VectorType(I32, lanes), [0] * lanes),
+        )
+        mask = self.b.icmp_unsigned("<", iota, n)
+        return self.b.call(fn, [ptr, ir.Constant(I32, self.size), mask, self.zero(lanes)])
 
-        Returns the first k not packed (a multiple of L).
+    def pack_sliver_transposed(
+        self, rows: ir.Value, ld: ir.Value, valid: ir.Value, R: int, kc: ir.Value, dst: ir.Value,
+        name: str,
+    ) -> None:
+        """dst[k*R + x] = rows[x*ld + k] for x < valid, else 0: L x L in-register transposes.
+
+        Rows past `valid` read the last valid row and are replaced by zeros, so edge slivers
+        take the same path as full ones.
         """
         b, L = self.b, self.blk.lanes
-        with _loop(b, self.const(0), self.sub(kc, L - 1), L, name=f"{name}.kv") as kv:
-            for g in range(0, R, L):  # groups of L rows; the last may be short (MR = 6)
-                rows = min(L, R - g)
-                vecs = [
-                    self.load(self.at(src, self.add(self.mul(self.const(g + x), ld), kv.iv)), L)
-                    for x in range(rows)
-                ]
-                vecs += [self.zero(L)] * (L - rows)
-                for kk, col in enumerate(self.transpose(vecs)):
-                    if rows < L:
-                        mask = ir.Constant(ir.VectorType(I32, rows), list(range(rows)))
-                        col = b.shuffle_vector(col, col, mask)
-                    off = self.add(self.mul(self.add(kv.iv, kk), R), g)
-                    self.store(col, self.at(dst, off))
-        return kv.iv
+        last = self.sub(valid, 1)
+        row_ptrs = [self.at(rows, self.mul(self.imin(self.const(x), last), ld)) for x in range(R)]
+        keep = [None] + [b.icmp_signed("<", self.const(x), valid) for x in range(1, R)]
+        next_rows = b.gep(rows, [self.mul(ld, R)], source_etype=self.elem)
+        k_done = self.const(0)
+        if L > 1:
+            with _loop(b, self.const(0), self.sub(kc, L - 1), L, name=f"{name}.kv") as kv:
+                # Each row starts on a page of its own, where the hardware prefetcher starts
+                # cold: fetch the next sliver's rows while this one is transposed.
+                for x in range(R):
+                    ahead = self.add(self.mul(ld, x), kv.iv)
+                    self.prefetch(b.gep(next_rows, [ahead], source_etype=self.elem), write=False)
+                for g in range(0, R, L):  # groups of L rows; the last may be short (MR = 6)
+                    n = min(L, R - g)
+                    vecs = []
+                    for x in range(g, g + n):
+                        v = self.load(self.at(row_ptrs[x], kv.iv), L)
+                        vecs.append(v if keep[x] is None else b.select(keep[x], v, self.zero(L)))
+                    vecs += [self.zero(L)] * (L - n)
+                    for kk, col in enumerate(self.transpose(vecs)):
+                        if n < L:
+                            mask = ir.Constant(ir.VectorType(I32, n), list(range(n)))
+                            col = b.shuffle_vector(col, col, mask)
+                        off = self.add(self.mul(self.add(kv.iv, kk), R), g)
+                        self.store(col, self.at(dst, off))
+            k_done = kv.iv
+        with _loop(b, k_done, kc, 1, name=f"{name}.kt") as kt:
+            with _loop(b, self.const(0), self.const(R), 1, name=f"{name}.xt") as xt:
+                xc = self.imin(xt.iv, last)
+                v = self.load(self.at(rows, self.add(self.mul(xc, ld), kt.iv)))
+                v = b.select(b.icmp_signed("<", xt.iv, valid), v, self.zero(1))
+                self.store(v, self.at(dst, self.add(self.mul(kt.iv, R), xt.iv)))
 
     # -- direct path (small M) ---------------------------------------------------------------------
 
@@ -729,9 +787,13 @@ class _GemmEmitter:
         """nn and tn for small M: tiles read A and B where they lie, over all of K at once.
 
         A tile has DIRECT_ROWS rows; past the last row of C it repeats that row and stores
-        nothing. At M = 1 that doubles the FMAs, which is free: a GEMV waits on reading B.
+        nothing. A single row (M = 1, a GEMV) streams B instead (emit_gemv).
         """
         b, L = self.b, self.blk.lanes
+        if not self.trans_b:
+            with b.if_then(b.icmp_signed("==", self.M, self.const(1))):
+                self.emit_gemv()
+                b.ret_void()
         with _loop(b, self.const(0), self.M, DIRECT_ROWS, name="di") as il:
             rows = [self.imin(self.add(il.iv, r), self.sub(self.M, 1)) for r in range(DIRECT_ROWS)]
             start = self.const(0)
@@ -744,6 +806,51 @@ class _GemmEmitter:
                 with _loop(b, start, stop, width, name=f"dj{width}") as jl:
                     self.direct_tile(il.iv, rows, jl.iv, vecs, lanes, unroll=2 if vecs > 1 else 1)
                 start = jl.iv
+
+    def emit_gemv(self) -> None:
+        """C[0, :] (+)= A[0, :] @ B for B [K, N], reading B row after row as it lies in memory.
+
+        A register tile would walk down K with a stride of N, touching a new page every few
+        rows, where the prefetcher cannot follow. Instead C's row is the accumulator, updated
+        by GEMV_ROWS rows of B at a time (so it is read and written K / GEMV_ROWS times, in L1).
+        """
+        b, L = self.b, self.blk.lanes
+        lanes_list = [L, 1] if L > 1 else [1]
+        zero = self.const(0)
+
+        def sweep(name: str, body: Callable[[ir.Value, int], None]) -> None:
+            """body(j, lanes) over C's row: vectors of L, then scalars."""
+            start = zero
+            for lanes in lanes_list:
+                with _loop(b, start, self.sub(self.N, lanes - 1), lanes, name=f"{name}{lanes}") as jl:
+                    body(jl.iv, lanes)
+                start = jl.iv
+
+        def c_ptr(j: ir.Value) -> ir.Value:
+            return self.at(self.C, j)
+
+        if not self.accumulate:
+            sweep("gz", lambda j, lanes: self.store(self.zero(lanes), c_ptr(j)))
+
+        def update(k0: ir.Value, count: int, name: str) -> None:
+            a = [self.load(self.at(self.A, self.a_index(zero, self.add(k0, t)))) for t in range(count)]
+            brows = [self.at(self.B, self.mul(self.add(k0, t), self.N)) for t in range(count)]
+
+            def body(j: ir.Value, lanes: int) -> None:
+                acc = self.load(c_ptr(j), lanes)
+                for t in range(count):
+                    bv = self.load(self.at(brows[t], j), lanes)
+                    acc = self.fma(self.splat(a[t], lanes), bv, acc)
+                self.store(acc, c_ptr(j))
+
+            sweep(name, body)
+
+        with _loop(b, zero, self.sub(self.K, GEMV_ROWS - 1), GEMV_ROWS, name="gk") as gk:
+            update(gk.iv, GEMV_ROWS, "gu")
+        with _loop(b, gk.iv, self.K, 1, name="gkr") as gkr:
+            update(gkr.iv, 1, "gr")
+        if self.epilogue is not None:
+            sweep("ge", lambda j, lanes: self.finish(self.load(c_ptr(j), lanes), zero, j, False, True))
 
     def direct_tile(
         self, i: ir.Value, rows: list[ir.Value], j: ir.Value, nv: int, lanes: int, unroll: int

@@ -151,6 +151,8 @@ def emit_elementwise(ctx: KernelContext, kernel: Kernel) -> None:
 
     def body(index_of: Callable[[str], ir.Value], out_index: ir.Value) -> None:
         vals = dict(scalars)
+        # every operand element is loaded before any result of it is stored: the memory plan
+        # lets a result overwrite a dying operand of its type (schedule._in_place_aliases)
         for v in loaded:
             vals[v] = ctx.load(v, index_of(v))
         for nd in nodes:
@@ -466,6 +468,43 @@ def emit_softmax_cross_entropy_grad(ctx: KernelContext, node: Node) -> None:
         i = b.add(base, lab)
         bad = ir.Constant(t, float("nan"))
         ctx.store(node.name, i, b.select(ok, b.fsub(ctx.load(node.name, i), scale), bad))
+    b.ret_void()
+
+
+def emit_softmax_cross_entropy_with_grad(ctx: KernelContext, kernel: Kernel) -> None:
+    """The loss and its gradient dz in one pass over the rows (a group made by the pass
+    ``fuse_softmax_cross_entropy``): each row's max and sum of exponentials are computed once.
+
+    The arithmetic is that of emit_softmax_cross_entropy and emit_softmax_cross_entropy_grad,
+    operation for operation, so the results are the same as theirs.
+    """
+    b, g = ctx.b, ctx.g
+    loss = next(g[v] for v in kernel.nodes if g[v].op == "softmax_cross_entropy")
+    grad = next(g[v] for v in kernel.nodes if g[v].op == "softmax_cross_entropy_grad")
+    z, labels, dy = grad.inputs
+    t = LL[loss.type.dtype]
+    d = ir.DoubleType()
+    rows, cols = (ctx.dim(dd) for dd in g[z].type.shape)
+    dyv = ctx.inline_value(g[dy]) if is_inline(ctx.sched, dy) else ctx.load(dy, i64(0))
+    scale = b.fdiv(dyv, b.sitofp(rows, t), name="scale")
+    with b.goto_entry_block():
+        acc = b.alloca(d, name="loss_acc")
+    b.store(ir.Constant(d, 0.0), acc)
+    bad = ir.Constant(t, float("nan"))
+    with loop(b, rows, name="row") as r:
+        base, m, s = _row_max_sum(ctx, z, r, cols, t)
+        lab, ok = _label(ctx, labels, r, cols)
+        zl = ctx.load(z, b.add(base, lab))
+        term = b.select(ok, b.fsub(b.fadd(m, vmath.log(b, s)), zl), bad)
+        b.store(b.fadd(b.load(acc, typ=d), b.fpext(term, d) if t != d else term), acc)
+        inv = b.fmul(b.fdiv(ir.Constant(t, 1.0), s), scale)
+        with loop(b, cols, name="c2") as c:
+            i = b.add(base, c)
+            ctx.store(grad.name, i, b.fmul(vmath.exp(b, b.fsub(ctx.load(z, i), m)), inv))
+        i = b.add(base, lab)
+        ctx.store(grad.name, i, b.select(ok, b.fsub(ctx.load(grad.name, i), scale), bad))
+    mean = b.fdiv(b.load(acc, typ=d), b.sitofp(rows, d))
+    ctx.store(loss.name, i64(0), b.fptrunc(mean, t) if t != d else mean)
     b.ret_void()
 
 

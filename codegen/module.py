@@ -124,6 +124,8 @@ class ModuleBuilder:
             K.emit_fill(ctx, node.name, ctx.inline_value(g[node.inputs[0]]), ctx.count(node.type.shape))
         elif kernel.kind == "reshape":
             K.emit_copy(ctx, node.inputs[0], ctx.ptr(node.name), ctx.count(node.type.shape))
+        elif kernel.kind == "rowwise" and len(kernel.nodes) > 1:
+            K.emit_softmax_cross_entropy_with_grad(ctx, kernel)
         elif node.op == "softmax":
             K.emit_softmax(ctx, node)
         elif node.op == "softmax_cross_entropy":

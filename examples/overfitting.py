@@ -28,20 +28,31 @@ import graphc as gc
 from graphc.plot import MISSING, have_matplotlib
 
 
-def build(p_drop: float, seed: int):
-    """64-256-256-10 relu MLP; dropout with rate ``p_drop`` after each hidden layer (0: none)."""
+def build(p_drop: float, seed: int, hidden: int = 256):
+    """64-H-H-10 relu MLP (H = ``hidden``); dropout with rate ``p_drop`` after each hidden layer
+    (0: none)."""
     x = gc.input("x", ("N", 64))
     labels = gc.input("labels", ("N",), dtype="i32")
-    h = gc.dropout(gc.dense(x, 256, "relu", name="h1"), p_drop, seed=seed)
-    h = gc.dropout(gc.dense(h, 256, "relu", name="h2"), p_drop, seed=seed)
+    h = gc.dropout(gc.dense(x, hidden, "relu", name="h1"), p_drop, seed=seed)
+    h = gc.dropout(gc.dense(h, hidden, "relu", name="h2"), p_drop, seed=seed)
     logits = gc.dense(h, 10, name="out")
     return logits, gc.softmax_cross_entropy(logits, labels)
 
 
 def run(
-    name: str, data, xtr, ytr, *, p_drop: float, early: bool, epochs: int, seed: int, lr: float
+    name: str,
+    data,
+    xtr,
+    ytr,
+    *,
+    p_drop: float,
+    early: bool,
+    epochs: int,
+    seed: int,
+    lr: float,
+    hidden: int,
 ) -> dict:
-    logits, loss = build(p_drop, seed)
+    logits, loss = build(p_drop, seed, hidden)
     model = gc.compile(logits, loss, gc.Adam(lr=lr), name=name, seed=seed)
     callbacks = (
         [gc.EarlyStopping("val_loss", patience=15, restore_best_weights=True)] if early else []
@@ -104,6 +115,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--train-rows", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--hidden", type=int, default=256, help="units per hidden layer")
     ap.add_argument(
         "--plot",
         default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out", "overfitting.png"),
@@ -126,6 +138,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             epochs=args.epochs,
             seed=args.seed,
             lr=args.lr,
+            hidden=args.hidden,
         ),
         run(
             "dropout_early_stopping",
@@ -137,6 +150,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             epochs=args.epochs,
             seed=args.seed,
             lr=args.lr,
+            hidden=args.hidden,
         ),
     ]
     print(

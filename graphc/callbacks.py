@@ -148,12 +148,16 @@ class EarlyStopping(Callback):
 class LRSchedule(Callback):
     """Base of the epoch-wise schedules: ``model.lr = rate(epoch, base_lr)`` before each epoch.
 
-    ``base_lr`` is ``model.lr`` when training begins. The rate for each epoch is recorded in
-    ``self.rates``.
+    ``base_lr`` is ``model.lr`` when the schedule is first used; a later ``fit`` with the same
+    schedule (resuming with ``initial_epoch``) continues it rather than restarting from the
+    decayed rate. The rates of the current ``fit`` are recorded in ``self.rates``.
     """
 
+    base_lr: float | None = None
+
     def on_train_begin(self, model: Any) -> None:
-        self.base_lr = float(model.lr)
+        if self.base_lr is None:
+            self.base_lr = float(model.lr)
         self.rates: list[float] = []
 
     def rate(self, epoch: int, base_lr: float) -> float:

@@ -2,7 +2,8 @@
 
 Each case is a pure function of one integer seed: a random network over the DSL's ops
 (elementwise unary and binary ops with broadcasting, matmul with transposes, sum/mean over axes
-with keepdims, reshape, transpose, softmax, and one of the losses softmax_cross_entropy,
+with and without keepdims, reshape, transpose, softmax, dropout (whose mask the JIT and the
+interpreter must draw alike), and one of the losses softmax_cross_entropy,
 binary_cross_entropy, mean_squared_error or a random projection), random batch sizes (1, odd
 sizes, sizes that are not multiples of the vector width), random data of magnitudes up to 1e3,
 and parameters. Input domains are kept valid (log and sqrt only see positive values, exp only
@@ -11,7 +12,8 @@ bounded ones, divisors are bounded away from zero).
 For each case and optimization level it checks, with ``SGD(lr=1)`` so that one training step
 turns each parameter p into p - grad:
 
-- the ``infer`` outputs and the ``eval`` loss against ``graphc.ir.interpret`` in float64;
+- the ``infer`` outputs and the ``eval`` loss (no dropout) against ``graphc.ir.interpret`` in
+  float64;
 - the ``train_step`` loss and every updated parameter against the interpreter run over the
   training graph (forward + backward + update) in float64;
 - the interpreter's float64 gradients against central finite differences of its own forward
@@ -105,9 +107,13 @@ class _Gen:
 
     def unary(self, v: dsl.Tensor, big: bool) -> tuple[dsl.Tensor, bool]:
         """A unary op (or a small composite keeping its domain valid); big: |v| may be large."""
-        choices = ["neg", "sigmoid", "tanh", "relu", "softplus", "exp", "log", "sqrt", "square"]
+        choices = ["neg", "sigmoid", "tanh", "relu", "softplus", "exp", "log", "sqrt", "square",
+                   "dropout"]
         op = str(self.rng.choice(choices))
         self.ops.append(op)
+        if op == "dropout":  # the JIT and the interpreter must draw the same mask
+            return dsl.dropout(v, float(self.rng.choice([0.1, 0.5])),
+                               seed=int(self.rng.integers(2**31))), big
         if op == "exp":  # exp only of bounded values
             return dsl.exp(dsl.tanh(v) * 3.0), False
         if op == "log":  # log of values >= 0.1
@@ -306,14 +312,19 @@ def check_compiled(case: Case, opt_level: int, check_numerics: bool = False) -> 
     ref_feeds = {**case.feeds, **used, **state, "lr": np.array(1.0)}
     ref = interpret(prog.training, ref_feeds)
     ref32 = interpret(prog.training, ref_feeds, float_dtype=None)
+    # infer and eval run without dropout (graphc.ir.ops.random.strip_dropout): own references
+    inf = interpret(prog.inference, ref_feeds)
+    inf32 = interpret(prog.inference, ref_feeds, float_dtype=None)
+    ev_ref = interpret(prog.forward, ref_feeds)
+    ev_ref32 = interpret(prog.forward, ref_feeds, float_dtype=None)
 
     feeds = {k: np.ascontiguousarray(v) for k, v in case.feeds.items()}
     infer_feeds = {k: feeds[k] for k in prog.feature_inputs}
     outs = model._run("infer", infer_feeds, case.n)
     for name, got in zip(prog.outputs, outs):
-        failures.append(_close(f"{where} infer output {name}", got, ref[name], ref32[name]))
+        failures.append(_close(f"{where} infer output {name}", got, inf[name], inf32[name]))
     ev = model._run("eval", feeds, case.n)
-    failures.append(_close(f"{where} eval loss", ev[-1], ref[prog.loss], ref32[prog.loss]))
+    failures.append(_close(f"{where} eval loss", ev[-1], ev_ref[prog.loss], ev_ref32[prog.loss]))
     before = {k: v.astype(np.float64) for k, v in case.params.items()}
     loss = model._run("train_step", feeds, case.n)[0]
     failures.append(_close(f"{where} train_step loss", loss, ref[prog.loss], ref32[prog.loss]))
@@ -335,11 +346,12 @@ def check_gradients(case: Case, directions: int = 3) -> list[str]:
     prog = build_graphs("fuzzgrad", case.outputs, case.loss, gc.SGD(lr=1.0))
     used = {p.name for p in prog.training.params}
     base = {**case.feeds, **{k: v.astype(np.float64) for k, v in case.params.items() if k in used}}
-    env = interpret(prog.training, {**base, "step": np.array(0.0), "lr": np.array(1.0)})
-    fwd = prog.forward
+    fixed = {"step": np.array(0.0), "lr": np.array(1.0)}
+    env = interpret(prog.training, {**base, **fixed})
 
     def loss_at(params: dict[str, np.ndarray]) -> float:
-        return float(interpret(fwd, {**base, **params})[prog.loss])
+        # the training graph's loss: dropout masks as in training (fixed by the step counter)
+        return float(interpret(prog.training, {**base, **params, **fixed})[prog.loss])
 
     rng = np.random.default_rng([case.seed, 7])
     failures = []

@@ -6,6 +6,7 @@ graphc.plot.learning_curves(history, "curves.png")
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from graphc.ir.errors import GraphcError
@@ -110,6 +111,10 @@ def lr_curve(
     ax.plot(lrs[: len(losses)], losses, label="smoothed loss")
     if suggestion is not None:
         ax.axvline(suggestion, color="red", linestyle="--", label=f"suggested {suggestion:.2e}")
+    finite = [v for v in losses if math.isfinite(v)]
+    if finite:  # the diverging tail would squash the useful part: clip at 1.25x the start
+        lo = min(finite + [v for v in (raw or []) if math.isfinite(v)])
+        ax.set_ylim(lo - 0.05 * abs(lo), 1.25 * max(finite[: finite.index(min(finite)) + 1]))
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss")

@@ -302,6 +302,8 @@ class Model:
         """Loss and metrics over all rows: accuracy for classification, MSE/MAE/R^2 for regression."""
         if self.program.loss is None:
             raise GraphcError("evaluate: this model was compiled without a loss")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
         feeds, n = self._as_feeds(x, y, need_labels=True)
         self._validate(feeds)
         e = self.entries["eval"]
@@ -326,7 +328,7 @@ class Model:
         y = labels[0]
         if kind == "softmax_cross_entropy":
             return {"accuracy": float(np.mean(np.argmax(out, axis=1) == y))}
-        if kind == "binary_cross_entropy":
+        if kind == "binary_cross_entropy":  # binary accuracy: logit > 0 is probability > 0.5
             return {"accuracy": float(np.mean((out > 0).astype(y.dtype) == y))}
         if kind == "mean_squared_error":
             err = out.astype(np.float64) - y
@@ -354,7 +356,8 @@ class Model:
             validation_split: instead, hold out this fraction of the rows (the last ones).
             shuffle: reshuffle each epoch.
             seed: seeds the shuffling.
-            verbose: 0 silent, 1 one line per epoch.
+            verbose: 0 silent; 1 a tqdm bar over the epochs when stdout is a terminal and tqdm
+                is installed, else one plain line per epoch (a file or a pipe); 2 always lines.
             callbacks: objects with optional ``on_train_begin(model)``, ``on_epoch_begin(model,
                 epoch)``, ``on_epoch_end(model, epoch, figures) -> bool`` (True stops training)
                 and ``on_train_end(model, history)``.
@@ -370,7 +373,8 @@ class Model:
         ``model.history`` holding the epochs finished so far.
 
         Returns:
-            History with per-epoch loss (and val_loss and metrics when validating).
+            History with per-epoch loss, the learning rate used (``lr``), seconds, and val_loss
+                and val_ metrics (accuracy, or mse/mae/r2) when validating.
 
         Raises:
             ArgumentError: bad shapes or dtypes, NaN/Inf rows, labels out of range, an empty

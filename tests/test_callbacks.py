@@ -111,7 +111,7 @@ def test_overfitting_example_shows_a_smaller_gap_with_dropout_and_early_stopping
     sys.path.insert(0, examples)
     import overfitting
 
-    plain, reg = overfitting.main(["--epochs", "30", "--plot", ""])
+    plain, reg = overfitting.main(["--epochs", "30", "--hidden", "128", "--plot", ""])
     assert plain["epochs_run"] == 30 and plain["train_loss"] < 0.01  # memorized
     assert reg["gap"] < plain["gap"] and reg["val_loss"] < plain["val_loss"]
     assert reg["val_accuracy"] > 0.85

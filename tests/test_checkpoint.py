@@ -12,10 +12,14 @@ from graphc.runtime import checkpoint
 
 
 def _net(hidden: int = 8, optimizer=None, name: str = "ckpt"):
-    """A small classifier with stable parameter names (Sequential names its layers)."""
-    net = gc.Sequential([gc.Dense(hidden, "tanh"), gc.Dense(3)], name=name)
-    return gc.compile_sequential(net, (4,), "softmax_cross_entropy",
-                                 optimizer or gc.Adam(1e-2), seed=0)
+    """A small classifier with stable names. Its dropout mask depends on the step counter (which
+    the checkpoint carries) and on the dropout node's name (named here: an automatic name would
+    differ between two builds in one process, and so would the masks)."""
+    x = gc.input("x", ("N", 4))
+    h = gc.dropout(gc.dense(x, hidden, "tanh", name=f"{name}.l0"), 0.25, name=f"{name}.drop")
+    out = gc.dense(h, 3, name=f"{name}.l2")
+    loss = gc.softmax_cross_entropy(out, gc.input("y", ("N",), dtype="i32"))
+    return gc.compile(out, loss=loss, optimizer=optimizer or gc.Adam(1e-2), name=name, seed=0)
 
 
 def _data(n: int = 37):
@@ -92,7 +96,7 @@ def test_save_then_load_round_trips_params_state_and_lr(trained, fresh, tmp_path
     fresh.load(path)
     _assert_same(fresh, _snapshot(model))
     with np.load(path, allow_pickle=False) as z:  # a plain .npz, readable without graphc
-        assert "param/ckpt.l0.w" in z.files and "state/step" in z.files
+        assert "param/ckpt.l0.w" in z.files and "param/ckpt.l2.w" in z.files and "state/step" in z.files
     assert [f for f in os.listdir(tmp_path) if f != "m.npz"] == []  # no temporary left behind
 
 

@@ -32,13 +32,19 @@ def load_examples():
 
 def example_data(name: str, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     if name == "digits":
-        return (rng.uniform(0, 1, (n, 64)).astype(np.float32),
-                rng.integers(0, 10, n).astype(np.int32))
+        return (
+            rng.uniform(0, 1, (n, 64)).astype(np.float32),
+            rng.integers(0, 10, n).astype(np.int32),
+        )
     if name == "breast_cancer":
-        return (rng.standard_normal((n, 30)).astype(np.float32),
-                rng.integers(0, 2, (n, 1)).astype(np.float32))
-    return (rng.standard_normal((n, 10)).astype(np.float32),
-            rng.standard_normal((n, 1)).astype(np.float32))
+        return (
+            rng.standard_normal((n, 30)).astype(np.float32),
+            rng.integers(0, 2, (n, 1)).astype(np.float32),
+        )
+    return (
+        rng.standard_normal((n, 10)).astype(np.float32),
+        rng.standard_normal((n, 1)).astype(np.float32),
+    )
 
 
 def reference_step(model, x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
@@ -62,10 +68,12 @@ def train_and_check(model, batches) -> list[tuple[float, dict[str, np.ndarray], 
         for p, ref in ref_params.items():
             np.testing.assert_allclose(model.params[p], ref, rtol=RTOL, atol=ATOL, err_msg=p)
         pred = np.asarray(model.predict(x))
-        ref_pred = interpret(model.program.inference,
-                             {model.program.feature_inputs[0]: x, **model.params})
-        np.testing.assert_allclose(pred, ref_pred[model.program.outputs[0]], rtol=RTOL,
-                                   atol=ATOL * 10, err_msg="predict")
+        ref_pred = interpret(
+            model.program.inference, {model.program.feature_inputs[0]: x, **model.params}
+        )
+        np.testing.assert_allclose(
+            pred, ref_pred[model.program.outputs[0]], rtol=RTOL, atol=ATOL * 10, err_msg="predict"
+        )
         seen.append((loss, model.get_weights(), pred))
     return seen
 
@@ -74,26 +82,36 @@ def assert_same_runs(a, b) -> None:
     for step, ((la, wa, pa), (lb, wb, pb)) in enumerate(zip(a, b)):
         np.testing.assert_allclose(lb, la, rtol=1e-5, atol=1e-6, err_msg=f"step {step} loss")
         for p in wa:
-            np.testing.assert_allclose(wb[p], wa[p], rtol=1e-5, atol=1e-6,
-                                       err_msg=f"step {step} {p}")
+            np.testing.assert_allclose(
+                wb[p], wa[p], rtol=1e-5, atol=1e-6, err_msg=f"step {step} {p}"
+            )
         np.testing.assert_allclose(pb, pa, rtol=1e-5, atol=1e-5, err_msg=f"step {step} predict")
 
 
 # -O0 compiles are the slow part (one kernel per node); diabetes (relu + Adam, like digits) is
 # checked at -O2 against the interpreter only, which -O0 is also checked against.
-@pytest.mark.parametrize("example,levels", [
-    pytest.param("digits", (0, 2), id="digits"),
-    pytest.param("breast_cancer", (0, 2), id="breast_cancer"),
-    pytest.param("diabetes", (2,), id="diabetes-O2"),
-])
+@pytest.mark.parametrize(
+    "example,levels",
+    [
+        pytest.param("digits", (0, 2), id="digits"),
+        pytest.param("breast_cancer", (0, 2), id="breast_cancer"),
+        pytest.param("diabetes", (2,), id="diabetes-O2"),
+    ],
+)
 def test_example_networks_agree_at_O0_and_O2(example: str, levels: tuple[int, ...]) -> None:
     spec = getattr(load_examples(), example)()
     rng = np.random.default_rng(11)
     batches = [example_data(example, rng, n) for n in (32, 7)][:STEPS]
     runs = {}
     for level in levels:
-        model = gc.compile(spec["outputs"], spec["loss"], spec["optimizer"], name=spec["name"],
-                           opt_level=level, seed=5)
+        model = gc.compile(
+            spec["outputs"],
+            spec["loss"],
+            spec["optimizer"],
+            name=spec["name"],
+            opt_level=level,
+            seed=5,
+        )
         runs[level] = train_and_check(model, batches)
         if level == 2:
             kernels = model.program.schedules["train_step"].kernels
@@ -135,7 +153,9 @@ def random_network(seed: int):
             u = same[int(rng.integers(len(same)))]
             out = [gc.add, gc.mul, gc.sub, gc.maximum][int(rng.integers(4))](v, u)
         elif kind == "center":
-            out = v - gc.mean(v, axes=1, keepdims=True) * gc.sum(gc.sigmoid(v), axes=0, keepdims=True)
+            out = v - gc.mean(v, axes=1, keepdims=True) * gc.sum(
+                gc.sigmoid(v), axes=0, keepdims=True
+            )
         elif kind == "dropout":
             out = gc.dropout(v, 0.25, seed=seed)
         else:
@@ -146,16 +166,22 @@ def random_network(seed: int):
     return out, gc.mean_squared_error(out, y), d
 
 
-@pytest.mark.parametrize("seed", [1])
+@pytest.mark.parametrize("seed", [11])  # has dropout (index-dependent masks) and tanh
 def test_random_graphs_agree_at_O0_and_O2(seed: int) -> None:
     runs = {}
     out, loss, d = random_network(seed)
     for level in (0, 2):
-        model = gc.compile(out, loss, gc.Adam(lr=1e-2), name=f"rand{seed}", opt_level=level,
-                           seed=seed)
+        model = gc.compile(
+            out, loss, gc.Adam(lr=1e-2), name=f"rand{seed}", opt_level=level, seed=seed
+        )
         k = out.shape[1]
         data = np.random.default_rng(100 + seed)
-        batches = [(data.standard_normal((n, d)).astype(np.float32),
-                    data.standard_normal((n, k)).astype(np.float32)) for n in (9, 4)][:STEPS]
+        batches = [
+            (
+                data.standard_normal((n, d)).astype(np.float32),
+                data.standard_normal((n, k)).astype(np.float32),
+            )
+            for n in (9, 4)
+        ][:STEPS]
         runs[level] = train_and_check(model, batches)
     assert_same_runs(runs[0], runs[2])

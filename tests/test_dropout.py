@@ -3,6 +3,8 @@ pass reuses it, the statistics are right, and evaluation/prediction/inference ar
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from graphc.ir.errors import GraphcError, ShapeError
@@ -72,46 +74,47 @@ def test_compiled_mask_is_bit_identical_to_the_reference(p: float) -> None:
         assert 0.1 < got.mean() < 0.9
 
 
-def test_training_step_with_fused_dropout_matches_interpreter() -> None:
-    """dense -> relu -> dropout -> dense: the dropout and its VJP may be fused into GEMM
-    epilogues or elementwise loops; one compiled step must equal the float64 interpreter."""
-    x = gc.input("x", ("N", 16), dtype="f64")
-    y = gc.input("y", ("N", 1), dtype="f64")
+@pytest.fixture(scope="module")
+def mlp():
+    """dense -> relu -> dropout -> dense (f32), compiled once for the tests below."""
+    x = gc.input("x", ("N", 16))
+    y = gc.input("y", ("N", 1))
     h = gc.dropout(gc.dense(x, 24, "relu", name="a"), 0.4, seed=1)
     out = gc.dense(h, 1, name="b")
-    model = gc.compile(out, loss=gc.mean_squared_error(out, y), optimizer=gc.SGD(0.05), name="fd")
-    rng = np.random.default_rng(0)
-    xs, ys = rng.normal(size=(13, 16)), rng.normal(size=(13, 1))
-    g = model.program.training
-    for step in range(2):
-        before = model.get_weights()
-        loss = model.train_step(xs, ys)
-        env = interpret(
-            g, {"x": xs, "y": ys, "lr": np.array(0.05), "step": np.array(float(step)), **before}
-        )
-        assert np.isclose(loss, env[g.outputs[0]], rtol=1e-10)
-        for k in before:
-            np.testing.assert_allclose(model.params[k], env[k + "'"], rtol=1e-9, atol=1e-12)
-    # the gradient really goes through the mask: a dropped hidden unit of one row gets none
+    return gc.compile(out, loss=gc.mean_squared_error(out, y), optimizer=gc.SGD(0.05), name="dx")
+
+
+XS = np.random.default_rng(0).normal(size=(13, 16))
+YS = np.random.default_rng(1).normal(size=(13, 1))
+
+
+def test_training_step_with_fused_dropout_matches_interpreter(mlp) -> None:
+    """The dropout and its VJP may be fused into GEMM epilogues or elementwise loops; compiled
+    steps must equal the float64 interpreter's (same masks: a different mask would change the
+    updates by O(lr), not by float32 rounding)."""
+    mlp.initialize(0)
+    mlp.state["step"][...] = 0
+    g = mlp.program.training
     assert any(n.op == "dropout" and n.section == "backward" for n in g.nodes)
+    for step in range(3):
+        before = mlp.get_weights()
+        loss = mlp.train_step(XS, YS)
+        env = interpret(
+            g, {"x": XS, "y": YS, "lr": np.array(0.05), "step": np.array(float(step)), **before}
+        )
+        assert np.isclose(loss, env[g.outputs[0]], rtol=1e-5)
+        for k in before:
+            np.testing.assert_allclose(mlp.params[k], env[k + "'"], rtol=1e-5, atol=1e-6)
 
 
-def test_evaluation_and_prediction_are_the_identity() -> None:
-    x = gc.input("x", ("N", 8))
-    y = gc.input("y", ("N", 1))
-    h = gc.dropout(gc.dense(x, 12, "tanh", name="a"), 0.5)
-    out = gc.dense(h, 1, name="b")
-    model = gc.compile(out, loss=gc.mean_squared_error(out, y), name="ev")
-    prog = model.program
+def test_evaluation_and_prediction_are_the_identity(mlp) -> None:
+    prog = mlp.program
     assert not any(n.op == "dropout" for n in prog.inference.nodes + prog.forward.nodes)
-    assert any(n.op == "dropout" for n in prog.training.nodes)
-    rng = np.random.default_rng(1)
-    xs, ys = rng.normal(size=(10, 8)), rng.normal(size=(10, 1))
-    w = model.get_weights()
-    want = np.tanh(xs @ w["a.w"] + w["a.b"]) @ w["b.w"] + w["b.b"]  # no dropout, no scaling
-    np.testing.assert_allclose(model.predict(xs), want, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(model.predict(xs), model.predict(xs))  # deterministic
-    assert np.isclose(model.evaluate(xs, ys)["loss"], np.mean((want - ys) ** 2), rtol=1e-4)
+    w = mlp.get_weights()
+    want = np.maximum(XS @ w["a.w"] + w["a.b"], 0) @ w["b.w"] + w["b.b"]  # no mask, no scaling
+    np.testing.assert_allclose(mlp.predict(XS), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(mlp.predict(XS), mlp.predict(XS))  # deterministic
+    assert np.isclose(mlp.evaluate(XS, YS)["loss"], np.mean((want - YS) ** 2), rtol=1e-4)
 
 
 def test_dropout_rejects_bad_rates() -> None:
@@ -148,3 +151,39 @@ def test_vjp_matches_finite_differences_of_the_reference() -> None:
 
         np.testing.assert_allclose(got, numeric_grad(f, [xs], 0), rtol=1e-6, atol=1e-8)
         assert 0 < np.count_nonzero(got) < got.size  # some elements dropped, some kept
+
+
+def test_exported_training_library_draws_the_same_masks(mlp, tmp_path) -> None:
+    """The .so's train_step and the JIT's give bit-identical losses and parameters."""
+    import shutil
+
+    if not (shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")):
+        pytest.skip("no C compiler: the library cannot be linked")
+    path = str(tmp_path / "libdx.so")
+    mlp.export(path)
+    lib = gc.load(path)
+    np.testing.assert_array_equal(lib.predict(XS), mlp.predict(XS))
+    lib.state["step"][...] = mlp.state["step"]
+    for _ in range(3):
+        assert mlp.train_step(XS, YS) == lib.train_step(XS, YS, lr=0.05)
+    for k, v in mlp.params.items():
+        np.testing.assert_array_equal(lib.params[k], v)
+
+
+def test_dropout_layer_in_sequential_builds_one_stream_per_layer() -> None:
+    from graphc.compiler import build_graphs
+
+    x = gc.input("x", ("N", 6))
+    y = gc.input("y", ("N", 1))
+    net = gc.Sequential(
+        [gc.Dense(8, "relu"), gc.Dropout(0.3), gc.Dense(8, "relu"), gc.Dropout(0.3), gc.Dense(1)],
+        name="sq",
+    )
+    out = net(x)
+    prog = build_graphs("sq", [out], gc.mean_squared_error(out, y), gc.SGD())
+    fwd = [n for n in prog.training.nodes if n.op == "dropout" and n.section == "forward"]
+    assert len(fwd) == 2 and fwd[0].attr("stream") != fwd[1].attr("stream")
+    assert {n.attr("p") for n in fwd} == {0.3}
+    assert [n.name for n in prog.training.states] == [
+        "step"
+    ]  # one counter, shared with the optimizer

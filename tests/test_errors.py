@@ -133,6 +133,8 @@ def test_batch_size_larger_than_the_data_is_one_batch_and_zero_is_rejected(clf) 
             clf.fit(x, y, batch_size=bs, verbose=0)
     with pytest.raises(gc.ArgumentError, match="batch_size must be >= 1"):
         clf.predict(x, batch_size=0)
+    with pytest.raises(gc.ArgumentError, match="batch_size must be a positive int"):
+        clf.evaluate(x, y, batch_size=0)
     with pytest.raises(gc.ArgumentError, match="epochs must be an int"):
         clf.fit(x, y, epochs=-1, verbose=0)
     check()

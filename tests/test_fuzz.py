@@ -50,7 +50,8 @@ def test_generator_covers_every_dsl_op() -> None:
                 stack.extend(x.parents)
     want = {"add", "sub", "mul", "div", "maximum", "neg", "exp", "log", "sqrt", "sigmoid", "tanh",
             "relu", "softplus", "square", "matmul", "matmultranspose_a", "matmultranspose_b",
-            "sum", "mean", "reshape", "transpose", "softmax", "softmax_cross_entropy", "const"}
+            "sum", "mean", "reshape", "transpose", "softmax", "softmax_cross_entropy", "const",
+            "dropout"}
     assert want <= seen, f"never generated: {sorted(want - seen)}"
 
 

@@ -182,3 +182,34 @@ def test_learning_curves_plot_or_clear_message(tmp_path) -> None:
             learning_curves(hist, path)
     with pytest.raises(GraphcError, match="none of"):
         learning_curves({"acc": [1.0]}, path)
+
+
+def test_schedule_continues_across_fit_calls() -> None:
+    sched = ExponentialLR(0.5)
+    model, _ = run_scripted([sched], [1.0] * 3)
+    assert np.allclose(sched.rates, [0.1, 0.05, 0.025])
+    run_scripted([sched], [1.0] * 2, model=model)  # the base rate stays 0.1, not 0.025
+    assert np.allclose(sched.rates, [0.1, 0.05])
+
+
+def test_metrics_match_their_definitions() -> None:
+    from types import SimpleNamespace
+
+    from graphc.runtime.model import Model
+
+    rng = np.random.default_rng(3)
+
+    def metrics(kind, out, y):
+        stub = SimpleNamespace(program=SimpleNamespace(loss_kind=kind, label_inputs=["y"]))
+        return Model._metrics(stub, out, {"y": y})
+
+    logits, labels = rng.normal(size=(50, 4)), rng.integers(0, 4, 50)
+    acc = metrics("softmax_cross_entropy", logits, labels)["accuracy"]
+    assert acc == np.mean(logits.argmax(1) == labels)
+    z, t = rng.normal(size=(50, 1)), rng.integers(0, 2, (50, 1)).astype(np.float32)
+    assert metrics("binary_cross_entropy", z, t)["accuracy"] == np.mean((z > 0) == (t > 0.5))
+    p, q = rng.normal(size=(50, 1)), rng.normal(size=(50, 1))
+    m = metrics("mean_squared_error", p, q)
+    assert np.isclose(m["mse"], np.mean((p - q) ** 2)) and np.isclose(
+        m["mae"], np.mean(np.abs(p - q))
+    )

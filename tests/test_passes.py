@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from graphc.compiler import build_graphs, make_layout
+from graphc.ir.errors import GraphcError
 from graphc.ir.graph import SOURCE_OPS, Graph
 from graphc.ir.interpret import interpret
 from graphc.ir.passes.dce import eliminate_dead_nodes
-from graphc.ir.passes.fuse import explain_fusion, fuse_dense, fuse_elementwise
+from graphc.ir.passes.fuse import (
+    explain_fusion,
+    fuse_dense,
+    fuse_elementwise,
+    fuse_softmax_cross_entropy,
+)
 from graphc.ir.passes.pipeline import passes_for_level, run_pipeline
 from graphc.ir.passes.schedule import schedule
 from graphc.ir.passes.simplify import simplify
@@ -22,6 +27,7 @@ from graphc.ir.text import format_node, parse_graph, renumbered
 from graphc.ir.verify import verify
 
 import graphc as gc
+from graphc.compiler import build_graphs, make_layout
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -33,10 +39,16 @@ def body(g: Graph) -> str:
     for n in g.nodes:
         if n.op in SOURCE_OPS:
             continue
-        lines.append((f"[{n.group}] " if n.group else "") + format_node(n.with_(origin=None), with_loc=False))
+        lines.append(
+            (f"[{n.group}] " if n.group else "") + format_node(n.with_(origin=None), with_loc=False)
+        )
     lines.append("return " + ", ".join(g.outputs))
     lines += [f"update {t} <- {v}" for t, v in g.updates]
     return "\n".join(lines)
+
+
+def lines(*xs: str) -> str:
+    return "\n".join(xs)
 
 
 def feeds_for(g: Graph, rng: np.random.Generator, n: int = 5) -> dict[str, np.ndarray]:
@@ -146,8 +158,10 @@ RULE_CASES = {
           %4 = mul(x, %3) : f32[3]
           return %4
         }""",
-        f'%0 = const() {{dtype="f32", value={float(np.sqrt(np.float32(6.0)))!r}}} : f32[]\n'
-        "%1 = mul(x, %0) : f32[3]\nreturn %1",
+        (
+            f'%0 = const() {{dtype="f32", value={float(np.sqrt(np.float32(6.0)))!r}}} : f32[]\n'
+            "%1 = mul(x, %0) : f32[3]\nreturn %1"
+        ),
     ),
     "fold_size_of_fixed_axes": (
         """graph f(x: f32[N,4]) {
@@ -157,8 +171,10 @@ RULE_CASES = {
           %3 = div(%2, %1) : f32[N,4]
           return %3
         }""",
-        '%0 = const() {dtype="f32", value=4.0} : f32[]\n%1 = size(x) {axes=[0]} : f32[]\n'
-        "%2 = div(x, %0) : f32[N,4]\n%3 = div(%2, %1) : f32[N,4]\nreturn %3",
+        (
+            '%0 = const() {dtype="f32", value=4.0} : f32[]\n%1 = size(x) {axes=[0]} : f32[]\n'
+            "%2 = div(x, %0) : f32[N,4]\n%3 = div(%2, %1) : f32[N,4]\nreturn %3"
+        ),
     ),
     "common_subexpressions": (
         """graph f(x: f32[3], y: f32[3]) {
@@ -171,8 +187,10 @@ RULE_CASES = {
           %6 = div(%4, %5) : f32[3]
           return %6
         }""",
-        "%0 = mul(x, y) : f32[3]\n%1 = const() {value=1.0} : f32[]\n"
-        "%2 = add(%0, %1) : f32[3]\n%3 = div(%2, %2) : f32[3]\nreturn %3",
+        (
+            "%0 = mul(x, y) : f32[3]\n%1 = const() {value=1.0} : f32[]\n"
+            "%2 = add(%0, %1) : f32[3]\n%3 = div(%2, %2) : f32[3]\nreturn %3"
+        ),
     ),
 }
 
@@ -194,7 +212,8 @@ def test_simplify_keeps_identities_that_broadcast() -> None:
           %2 = mul(%1, %0) : f32[N,3]
           %3 = reshape(%2) {shape=["N",3]} : f32[N,3]
           return %3
-        }""")
+        }"""
+    )
     assert body(out) == "%0 = broadcast_to(x, y) : f32[N,3]\nreturn %0"
     assert_same_outputs(g, out)
 
@@ -209,8 +228,11 @@ def test_simplify_renames_outputs_and_updates() -> None:
           %4 = add(%3, %0) : f32[3]
           return %1
           update p <- %4
-        }""")
-    assert body(out) == "%0 = mul(x, p) : f32[3]\n%1 = sub(p, %0) : f32[3]\nreturn %0\nupdate p <- %1"
+        }"""
+    )
+    assert (
+        body(out) == "%0 = mul(x, p) : f32[3]\n%1 = sub(p, %0) : f32[3]\nreturn %0\nupdate p <- %1"
+    )
     assert_same_outputs(g, out)
 
 
@@ -219,7 +241,8 @@ def test_simplify_returns_the_same_object_when_nothing_changes() -> None:
         """graph f(x: f32[3]) {
           %0 = exp(x) : f32[3]
           return %0
-        }""")
+        }"""
+    )
     assert simplify(g) is g
     assert fuse_dense(g) is g
 
@@ -241,8 +264,10 @@ def test_fuse_dense_puts_bias_and_activation_in_the_gemm_group(act: str | None) 
     out = verify(fuse_dense(g), after="fuse_dense")
     tail = f"\n[dense0] %2 = {act}(%1) : f32[N,3]" if act else ""
     ret = "%2" if act else "%1"
-    assert body(out) == ("[dense0] %0 = matmul(x, w) : f32[N,3]\n[dense0] %1 = add(%0, b) : f32[N,3]"
-                         f"{tail}\nreturn {ret}")
+    assert body(out) == (
+        "[dense0] %0 = matmul(x, w) : f32[N,3]\n[dense0] %1 = add(%0, b) : f32[N,3]"
+        f"{tail}\nreturn {ret}"
+    )
     assert_same_outputs(g, out)
     if act:
         assert explain_fusion(g, out) == [
@@ -254,29 +279,37 @@ def test_fuse_dense_puts_bias_and_activation_in_the_gemm_group(act: str | None) 
 def test_fuse_dense_leaves_an_activation_whose_input_is_read_elsewhere() -> None:
     # the pre-activation %1 is also read by %3: the GEMM kernel stores only its last value, so
     # relu cannot join it (matmul + bias still fuse, storing %1)
-    g = verify(parse_graph(
-        """graph f(x: f32[N,4], w: f32[4,3] param, b: f32[3] param) {
+    g = verify(
+        parse_graph(
+            """graph f(x: f32[N,4], w: f32[4,3] param, b: f32[3] param) {
           %0 = matmul(x, w) : f32[N,3]
           %1 = add(%0, b) : f32[N,3]
           %2 = relu(%1) : f32[N,3]
           %3 = mul(%1, %2) : f32[N,3]
           return %3
-        }"""))
+        }"""
+        )
+    )
     out = verify(fuse_dense(g))
-    assert body(out) == ("[dense0] %0 = matmul(x, w) : f32[N,3]\n[dense0] %1 = add(%0, b) : f32[N,3]\n"
-                         "%2 = relu(%1) : f32[N,3]\n%3 = mul(%1, %2) : f32[N,3]\nreturn %3")
-    why = dict((n, (f, r)) for n, f, r in explain_fusion(g, out))
+    assert body(out) == (
+        "[dense0] %0 = matmul(x, w) : f32[N,3]\n[dense0] %1 = add(%0, b) : f32[N,3]\n"
+        "%2 = relu(%1) : f32[N,3]\n%3 = mul(%1, %2) : f32[N,3]\nreturn %3"
+    )
+    why = {n: (f, r) for n, f, r in explain_fusion(g, out)}
     assert why["%2"][0] is False and "another consumer" in why["%2"][1] and "%3" in why["%2"][1]
     assert_same_outputs(g, out)
 
 
 def test_fuse_dense_leaves_a_matmul_whose_result_is_an_output() -> None:
-    g = verify(parse_graph(
-        """graph f(x: f32[N,4], w: f32[4,3] param, b: f32[3] param) {
+    g = verify(
+        parse_graph(
+            """graph f(x: f32[N,4], w: f32[4,3] param, b: f32[3] param) {
           %0 = matmul(x, w) : f32[N,3]
           %1 = add(%0, b) : f32[N,3]
           return %0, %1
-        }"""))
+        }"""
+        )
+    )
     out = fuse_dense(g)
     assert out is g
     assert explain_fusion(g, out)[0][:2] == ("%0", False)
@@ -285,15 +318,18 @@ def test_fuse_dense_leaves_a_matmul_whose_result_is_an_output() -> None:
 def test_fuse_dense_never_makes_a_cycle() -> None:
     # %3 needs %1 (the sum of the matmul's row) before it can run: joining %3 to the GEMM group
     # would make the group depend on itself
-    g = verify(parse_graph(
-        """graph f(x: f32[N,4], w: f32[4,3] param) {
+    g = verify(
+        parse_graph(
+            """graph f(x: f32[N,4], w: f32[4,3] param) {
           %0 = matmul(x, w) : f32[N,3]
           %1 = sum(x) {axes=[1], keepdims=true} : f32[N,1]
           %2 = exp(%0) : f32[N,3]
           %3 = sum(%2) {axes=[1], keepdims=true} : f32[N,1]
           %4 = div(%2, %3) : f32[N,3]
           return %4, %1
-        }"""))
+        }"""
+        )
+    )
     out = verify(fuse_dense(g))
     assert body(out).count("[dense0]") == 2 and "[dense0] %4" not in body(out)
     assert_same_outputs(g, out)
@@ -334,7 +370,7 @@ def test_fuse_dense_keeps_gradients_out_of_the_update() -> None:
     g, prog = dense_training_graph("relu")
     out = run_pipeline(g, 2).graph
     rows = {n: (f, why) for n, f, why in explain_fusion(g, out)}
-    for p, grad in prog.grads.items():
+    for grad in prog.grads.values():
         if g[grad].op == "matmul":
             assert rows[grad] == (False, rows[grad][1]) and "optimizer update" in rows[grad][1]
             assert out[grad].group is None
@@ -342,87 +378,143 @@ def test_fuse_dense_keeps_gradients_out_of_the_update() -> None:
 
 # ---------------------------------------------------------------------------- fuse_elementwise
 
+
 def test_fuse_elementwise_makes_one_group_of_a_tree() -> None:
-    g = verify(parse_graph(
-        """graph f(x: f32[N,3], b: f32[3]) {
+    g = verify(
+        parse_graph(
+            """graph f(x: f32[N,3], b: f32[3]) {
           %0 = exp(x) : f32[N,3]
           %1 = add(%0, b) : f32[N,3]
           %2 = tanh(x) : f32[N,3]
           %3 = mul(%1, %2) : f32[N,3]
           %4 = sum(%1) {axes=[0]} : f32[3]
           return %3, %4
-        }"""))
+        }"""
+        )
+    )
     out = verify(fuse_elementwise(g), after="fuse_elementwise")
-    assert body(out) == "\n".join([
+    assert body(out) == lines(
         "[ew0] %0 = exp(x) : f32[N,3]",
         "[ew0] %1 = add(%0, b) : f32[N,3]",
         "[ew0] %2 = tanh(x) : f32[N,3]",
         "[ew0] %3 = mul(%1, %2) : f32[N,3]",
         "%4 = sum(%1) {axes=[0]} : f32[3]",
         "return %3, %4",
-    ])
+    )
     assert_same_outputs(g, out)
 
 
 def test_fuse_elementwise_merges_sibling_loops_over_one_value() -> None:
-    g = verify(parse_graph(
-        """graph f(x: f32[N,3], y: f32[N,3]) {
+    g = verify(
+        parse_graph(
+            """graph f(x: f32[N,3], y: f32[N,3]) {
           %0 = exp(x) : f32[N,3]
           %1 = sum(%0) {axes=[0]} : f32[3]
           %2 = mul(x, y) : f32[N,3]
           %3 = sum(%2) {axes=[0]} : f32[3]
           return %1, %3
-        }"""))
+        }"""
+        )
+    )
     out = verify(fuse_elementwise(g))
-    assert body(out) == "\n".join([
+    assert body(out) == lines(
         "[ew0] %0 = exp(x) : f32[N,3]",
         "[ew0] %1 = mul(x, y) : f32[N,3]",
         "%2 = sum(%0) {axes=[0]} : f32[3]",
         "%3 = sum(%1) {axes=[0]} : f32[3]",
         "return %2, %3",
-    ])
+    )
     assert_same_outputs(g, out)
 
 
 def test_fuse_elementwise_does_not_fuse_through_a_reduction() -> None:
     # %0 -> %1 (sum) -> %2: putting %0 and %2 in one loop would need %1 inside it
-    g = verify(parse_graph(
-        """graph f(x: f32[N,3]) {
+    g = verify(
+        parse_graph(
+            """graph f(x: f32[N,3]) {
           %0 = exp(x) : f32[N,3]
           %1 = sum(%0) {axes=[1], keepdims=true} : f32[N,1]
           %2 = div(%0, %1) : f32[N,3]
           %3 = neg(%2) : f32[N,3]
           return %3
-        }"""))
+        }"""
+        )
+    )
     out = verify(fuse_elementwise(g))
-    assert body(out) == "\n".join([
+    assert body(out) == lines(
         "%0 = exp(x) : f32[N,3]",
         "%1 = sum(%0) {axes=[1], keepdims=true} : f32[N,1]",
         "[ew0] %2 = div(%0, %1) : f32[N,3]",
         "[ew0] %3 = neg(%2) : f32[N,3]",
         "return %3",
-    ])
+    )
     assert_same_outputs(g, out)
 
 
 def test_fuse_elementwise_reorders_so_that_a_group_is_contiguous() -> None:
     # %1 and %3 join; %2 (a matmul they do not depend on... but %3 does) must run first
-    g = verify(parse_graph(
-        """graph f(x: f32[3,3], w: f32[3,3]) {
+    g = verify(
+        parse_graph(
+            """graph f(x: f32[3,3], w: f32[3,3]) {
           %0 = exp(x) : f32[3,3]
           %1 = neg(%0) : f32[3,3]
           %2 = matmul(x, w) : f32[3,3]
           %3 = add(%1, %2) : f32[3,3]
           return %3
-        }"""))
+        }"""
+        )
+    )
     out = verify(fuse_elementwise(g))
-    assert body(out) == "\n".join([
+    assert body(out) == lines(
         "%0 = matmul(x, w) : f32[3,3]",
         "[ew0] %1 = exp(x) : f32[3,3]",
         "[ew0] %2 = neg(%1) : f32[3,3]",
         "[ew0] %3 = add(%2, %0) : f32[3,3]",
         "return %3",
-    ])
+    )
+    assert_same_outputs(g, out)
+
+
+def test_group_ids_may_equal_node_names() -> None:
+    g = verify(
+        parse_graph(
+            """graph f(x: f32[N,3], w: f32[3,3]) {
+          ew0 = exp(x) : f32[N,3]
+          dense0 = sum(ew0) {axes=[1], keepdims=true} : f32[N,1]
+          %0 = matmul(ew0, w) : f32[N,3]
+          %1 = add(%0, dense0) : f32[N,3]
+          %2 = neg(%1) : f32[N,3]
+          %3 = tanh(ew0) : f32[N,3]
+          return %2, %3
+        }"""
+        )
+    )
+    out = verify(fuse_elementwise(verify(fuse_dense(g))))
+    assert [n.group for n in out.nodes if n.op in ("matmul", "add", "neg")] == ["dense0"] * 3
+    assert out["ew0"].group == out["%3"].group is not None
+    assert_same_outputs(g, out)
+
+
+def test_fuse_softmax_cross_entropy_joins_the_loss_and_its_gradient() -> None:
+    g = verify(
+        parse_graph(
+            """graph f(z: f32[N,4], labels: i32[N]) {
+          %0 = softmax_cross_entropy(z, labels) : f32[]
+          %1 = const() {value=1.0} : f32[]
+          %2 = softmax_cross_entropy_grad(z, labels, %1) : f32[N,4]
+          %3 = softmax_cross_entropy(%2, labels) : f32[]
+          return %0, %3
+        }"""
+        )
+    )
+    out = verify(fuse_softmax_cross_entropy(g), after="fuse_softmax_cross_entropy")
+    assert body(out) == lines(
+        "%0 = const() {value=1.0} : f32[]",
+        "[xent0] %1 = softmax_cross_entropy(z, labels) : f32[]",
+        "[xent0] %2 = softmax_cross_entropy_grad(z, labels, %0) : f32[N,4]",
+        "%3 = softmax_cross_entropy(%2, labels) : f32[]",
+        "return %1, %3",
+    )
     assert_same_outputs(g, out)
 
 
@@ -430,7 +522,9 @@ def _digits_training():
     x = gc.input("x", ("N", 64))
     labels = gc.input("labels", ("N",), dtype="i32")
     logits = gc.dense(gc.dense(x, 32, "relu", name="fc1"), 10, name="fc2")
-    return build_graphs("digits", [logits], gc.softmax_cross_entropy(logits, labels), gc.Adam(lr=1e-2))
+    return build_graphs(
+        "digits", [logits], gc.softmax_cross_entropy(logits, labels), gc.Adam(lr=1e-2)
+    )
 
 
 def test_adam_updates_become_one_kernel_per_parameter() -> None:
@@ -463,13 +557,27 @@ def test_explain_fusion_names_the_backward_consumer() -> None:
 
 # ---------------------------------------------------------------------------- pipeline
 
+
 def test_levels_and_disabled_passes() -> None:
-    names = lambda lvl: [p.__name__ for p in passes_for_level(lvl)]  # noqa: E731
+    names = lambda lvl: [p.__name__ for p in passes_for_level(lvl)]
     assert names(0) == ["eliminate_dead_nodes"]
     assert names(1) == ["simplify", "eliminate_dead_nodes"]
-    assert names(2) == ["simplify", "eliminate_dead_nodes", "fuse_dense", "fuse_elementwise"]
+    assert names(2) == [
+        "simplify",
+        "eliminate_dead_nodes",
+        "fuse_dense",
+        "fuse_elementwise",
+        "fuse_softmax_cross_entropy",
+    ]
     prog = _digits_training()
     res = run_pipeline(prog.training, 2, disabled=("fuse_dense",))
-    assert [r.name for r in res.records] == ["simplify", "eliminate_dead_nodes", "fuse_elementwise"]
+    assert [r.name for r in res.records] == [
+        "simplify",
+        "eliminate_dead_nodes",
+        "fuse_elementwise",
+        "fuse_softmax_cross_entropy",
+    ]
     assert not any(n.group and n.op == "matmul" for n in res.graph.nodes)
     assert any(n.group for n in res.graph.nodes)
+    with pytest.raises(GraphcError, match="unknown pass 'fuse_dens'"):
+        run_pipeline(prog.training, 2, disabled=("fuse_dens",))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from graphc.compiler import build_graphs, make_layout
 from graphc.ir.interpret import interpret
 from graphc.ir.passes.pipeline import run_pipeline
 from graphc.ir.passes.schedule import ALIGN, Buffer, align, schedule
@@ -14,6 +13,7 @@ from graphc.ir.text import parse_graph
 from graphc.ir.verify import verify
 
 import graphc as gc
+from graphc.compiler import build_graphs, make_layout
 
 
 def plan(text: str, **kw):
@@ -77,13 +77,14 @@ def test_no_in_place_result_over_a_broadcast_operand_or_in_a_matmul() -> None:
       %4 = sum(%3) {axes=[1]} : f32[8]
       return %4
     }""")
-    assert arena(s, "%1") != arena(s, "%0")        # [8] operand, [8,8] result
-    assert arena(s, "%2") == arena(s, "%1")        # same type, dies here
-    assert arena(s, "%3") != arena(s, "%2")        # the GEMM reads A while it writes C
+    assert arena(s, "%1") != arena(s, "%0")  # [8] operand, [8,8] result
+    assert arena(s, "%2") == arena(s, "%1")  # same type, dies here
+    assert arena(s, "%3") != arena(s, "%2")  # the GEMM reads A while it writes C
 
 
 def test_fusion_groups_become_kernels_with_their_stored_values() -> None:
-    g = verify(parse_graph("""graph f(x: f32[N,4], w: f32[4,3] param, b: f32[3] param) {
+    g = verify(
+        parse_graph("""graph f(x: f32[N,4], w: f32[4,3] param, b: f32[3] param) {
       fused d {
         %0 = matmul(x, w) : f32[N,3]
         %1 = add(%0, b) : f32[N,3]
@@ -95,7 +96,8 @@ def test_fusion_groups_become_kernels_with_their_stored_values() -> None:
       }
       %5 = sum(%3) {axes=[1]} : f32[N]
       return %4, %5
-    }"""))
+    }""")
+    )
     layout = {"w": Buffer("w", "param", 0, 0, 48), "b": Buffer("b", "param", 64, 0, 12)}
     s = schedule(g, layout)
     kinds = [(k.kind, k.nodes, k.stores) for k in s.kernels]
@@ -112,8 +114,9 @@ def _digits_program():
     x = gc.input("x", ("N", 64))
     labels = gc.input("labels", ("N",), dtype="i32")
     logits = gc.dense(gc.dense(x, 32, "relu", name="fc1"), 10, name="fc2")
-    prog = build_graphs("digits", [logits], gc.softmax_cross_entropy(logits, labels),
-                        gc.Adam(lr=1e-2))
+    prog = build_graphs(
+        "digits", [logits], gc.softmax_cross_entropy(logits, labels), gc.Adam(lr=1e-2)
+    )
     make_layout(prog)
     return prog
 
@@ -124,8 +127,11 @@ def test_digits_training_plan_at_O0_O1_O2() -> None:
     for level in (0, 1, 2):
         g = run_pipeline(prog.training, level, verify_each=True).graph
         s = schedule(g, prog.layout, prog.grads, reuse=level >= 1)
-        figures[level] = (len(s.kernels), [s.peak_arena_bytes(n) for n in (32, 128)],
-                          [s.unplanned_bytes(n) for n in (32, 128)])
+        figures[level] = (
+            len(s.kernels),
+            [s.peak_arena_bytes(n) for n in (32, 128)],
+            [s.unplanned_bytes(n) for n in (32, 128)],
+        )
         for n in (32, 128):
             assert s.peak_arena_bytes(n) <= s.unplanned_bytes(n)
             assert s.peak_arena_bytes(n) % ALIGN == 0

@@ -1,6 +1,6 @@
 """Fusion: mark nodes that run as one kernel (``Node.group``), and order the graph so they can.
 
-Two passes, both Graph -> Graph:
+Three passes, each Graph -> Graph (run in this order at -O2):
 
 ``fuse_dense``
     A matmul and the elementwise nodes of its shape that consume it (bias add, activation,
@@ -21,9 +21,17 @@ Two passes, both Graph -> Graph:
     loops that read the same full-size value are merged too (one pass over it). The
     optimizer's updates of one parameter (its m, v and new value) end up in one kernel.
 
+``fuse_softmax_cross_entropy``
+    The loss and its gradient, which read the same logits and labels, become one row loop.
+
 A merge is made only when the contracted graph stays acyclic; the nodes are then re-emitted in
 a topological order of the groups (each group's members contiguous, matmul first), keeping the
-original order wherever the dependencies allow.
+original order wherever the dependencies allow. Each pass returns ``g`` itself when it fuses
+nothing.
+
+Not fused (yet): the bias gradient (a sum over the batch) with the kernel that produces the
+gradient it sums (it needs a reduction in the GEMM epilogue or the elementwise loop), and the
+updates of several parameters into one loop over the contiguous regions.
 
 ``explain_fusion(before, after)`` says, for every matmul and activation, whether it was fused
 and, if not, why.
@@ -44,8 +52,13 @@ NOT_POINTWISE = ("transpose", "reshape")
 
 def is_pointwise(n: Node) -> bool:
     """True for an elementwise op that a fused loop can evaluate element by element."""
-    return (n.op not in SOURCE_OPS and n.op not in INLINE_OPS and n.op not in NOT_POINTWISE
-            and OPS[n.op].kind == "elementwise" and n.type.dtype in ("f32", "f64"))
+    return (
+        n.op not in SOURCE_OPS
+        and n.op not in INLINE_OPS
+        and n.op not in NOT_POINTWISE
+        and OPS[n.op].kind == "elementwise"
+        and n.type.dtype in ("f32", "f64")
+    )
 
 
 def _needs_index(n: Node) -> bool:
@@ -111,10 +124,14 @@ class _Groups:
 
 def _reorder(g: Graph, group_of: dict[str, str]) -> Graph:
     """``g`` with groups stamped on the nodes and emitted contiguously in a topological order."""
-    unit_of = {n.name: group_of.get(n.name, n.name) for n in g.nodes}
+    # a unit is ("group", id) or ("node", name): a group id may equal some node's name
+    unit_of = {
+        n.name: ("group", group_of[n.name]) if n.name in group_of else ("node", n.name)
+        for n in g.nodes
+    }
     index = g.index
     d = nx.DiGraph()
-    first: dict[str, int] = {}
+    first: dict[tuple[str, str], int] = {}
     for n in g.nodes:
         u = unit_of[n.name]
         d.add_node(u)
@@ -122,15 +139,16 @@ def _reorder(g: Graph, group_of: dict[str, str]) -> Graph:
         for i in n.inputs:
             if unit_of[i] != u:
                 d.add_edge(unit_of[i], u)
-    members: dict[str, list[Node]] = {}
+    members: dict[tuple[str, str], list[Node]] = {}
     for n in g.nodes:
         members.setdefault(unit_of[n.name], []).append(n.with_(group=group_of.get(n.name)))
     # a unit runs where its first member stood; a source stands just before its first reader
-    key: dict[str, tuple[int, int, int]] = {u: (first[u], 0, first[u]) for u in d.nodes}
+    key = {u: (first[u], 0, first[u]) for u in d.nodes}
     for n in g.nodes:
         if n.op in SOURCE_OPS:
-            readers = [first[r] for r in d.successors(n.name)]
-            key[n.name] = (min(readers, default=index[n.name]), -1, index[n.name])
+            u = unit_of[n.name]
+            readers = [first[r] for r in d.successors(u)]
+            key[u] = (min(readers, default=index[n.name]), -1, index[n.name])
     out: list[Node] = []
     for u in nx.lexicographical_topological_sort(d, key=lambda u: key[u]):
         nodes = members[u]
@@ -140,6 +158,7 @@ def _reorder(g: Graph, group_of: dict[str, str]) -> Graph:
 
 
 # ---------------------------------------------------------------------------- fuse_dense
+
 
 def _epilogue_operand_ok(t_shape, mm_shape) -> bool:
     """Operand shapes the GEMM epilogue can read: [M,N], [N], [1,N], [M,1], scalar."""
@@ -167,8 +186,13 @@ def _dense_group(g: Graph, mm: Node, groups: _Groups, escaping: set[str]) -> set
             break  # the epilogue knows an element's flat index only for a fixed column count
         trial = group | {u.name}
         trial |= _side_producers(g, u, trial, mm, groups, escaping)
-        if any(not _epilogue_operand_ok(g[i].type.shape, mm.type.shape)
-               for m in trial if m != mm.name for i in g[m].inputs if i not in trial):
+        if any(
+            not _epilogue_operand_ok(g[i].type.shape, mm.type.shape)
+            for m in trial
+            if m != mm.name
+            for i in g[m].inputs
+            if i not in trial
+        ):
             break
         if groups.creates_cycle(trial):
             break
@@ -176,18 +200,26 @@ def _dense_group(g: Graph, mm: Node, groups: _Groups, escaping: set[str]) -> set
     return group
 
 
-def _side_producers(g: Graph, u: Node, group: set[str], mm: Node, groups: _Groups,
-                    escaping: set[str]) -> set[str]:
+def _side_producers(
+    g: Graph, u: Node, group: set[str], mm: Node, groups: _Groups, escaping: set[str]
+) -> set[str]:
     """Pointwise producers of ``u``'s other operands that only the group reads (absorbed)."""
     out: set[str] = set()
     stack = [i for i in u.inputs if i not in group]
     while stack:
         v = stack.pop()
         n = g[v]
-        if (v in out or v in group or v in mm.inputs or not is_pointwise(n) or v in escaping
-                or (_needs_index(n) and not isinstance(mm.type.shape[1], int))
-                or v in groups.group_of or n.type != mm.type
-                or any(x not in group | out | {v} for x in g.users[v])):
+        if (
+            v in out
+            or v in group
+            or v in mm.inputs
+            or not is_pointwise(n)
+            or v in escaping
+            or (_needs_index(n) and not isinstance(mm.type.shape[1], int))
+            or v in groups.group_of
+            or n.type != mm.type
+            or any(x not in group | out | {v} for x in g.users[v])
+        ):
             continue
         out.add(v)
         stack.extend(i for i in n.inputs if i not in group and i not in out)
@@ -217,6 +249,7 @@ def fuse_dense(g: Graph) -> Graph:
 
 # ---------------------------------------------------------------------------- fuse_elementwise
 
+
 def fuse_elementwise(g: Graph) -> Graph:
     """Connected pointwise nodes of one shape and dtype become one loop (several outputs allowed)."""
     groups = _Groups(g)
@@ -245,8 +278,9 @@ def fuse_elementwise(g: Graph) -> Graph:
     for v in g.nodes:
         if v.op in INLINE_OPS:
             continue
-        readers = sorted({u for u in g.users[v.name] if u in fusible and g[u].type == v.type},
-                         key=g.index.get)
+        readers = sorted(
+            {u for u in g.users[v.name] if u in fusible and g[u].type == v.type}, key=g.index.get
+        )
         for u in readers[1:]:
             a, b = groups.group_of.get(readers[0]), groups.group_of.get(u)
             if a is not None and a == b:
@@ -261,7 +295,39 @@ def fuse_elementwise(g: Graph) -> Graph:
     return _reorder(g, groups.group_of) if changed else g
 
 
+# ---------------------------------------------------------------------------- softmax + cross-entropy
+
+
+def fuse_softmax_cross_entropy(g: Graph) -> Graph:
+    """softmax_cross_entropy(z, l) and softmax_cross_entropy_grad(z, l, dy) run as one row loop.
+
+    Both need each row's max and sum of exponentials; the fused kernel
+    (codegen.kernels.emit_softmax_cross_entropy_with_grad) computes them once.
+    """
+    groups = _Groups(g)
+    ids = _fresh_group_ids(g, "xent")
+    changed = False
+    for n in g.nodes:
+        if n.op != "softmax_cross_entropy" or n.name in groups.group_of:
+            continue
+        for u in g.nodes:
+            if (
+                u.op != "softmax_cross_entropy_grad"
+                or u.inputs[:2] != n.inputs
+                or u.name in groups.group_of
+                or u.type.dtype != n.type.dtype
+            ):
+                continue
+            members = {n.name, u.name}
+            if not groups.creates_cycle(members):
+                groups.assign(members, next(ids))
+                changed = True
+                break
+    return _reorder(g, groups.group_of) if changed else g
+
+
 # ---------------------------------------------------------------------------- explain
+
 
 def explain_fusion(before: Graph, after: Graph) -> list[tuple[str, bool, str]]:
     """For every matmul and activation of ``before``: (name, fused?, what happened or why not).
@@ -271,7 +337,7 @@ def explain_fusion(before: Graph, after: Graph) -> list[tuple[str, bool, str]]:
     value is needed by the backward pass, or by other nodes); it is a graph output or update;
     or the pattern is unsupported (the consumer is not pointwise or changes the shape).
     """
-    members: dict[str, list[Node]] = {}
+    members: dict[tuple[str, str], list[Node]] = {}
     for n in after.nodes:
         if n.group is not None:
             members.setdefault(n.group, []).append(n)
@@ -287,8 +353,13 @@ def explain_fusion(before: Graph, after: Graph) -> list[tuple[str, bool, str]]:
         grp = members.get(a.group, []) if a.group is not None else []
         if len(grp) > 1:
             mm = next((m.name for m in grp if m.op == "matmul"), None)
-            what = (f"in the epilogue of matmul {mm}" if mm and mm != n.name
-                    else "as the GEMM of" if mm else "in the elementwise loop")
+            what = (
+                f"in the epilogue of matmul {mm}"
+                if mm and mm != n.name
+                else "as the GEMM of"
+                if mm
+                else "in the elementwise loop"
+            )
             ops = "+".join(m.op for m in grp)
             out.append((n.name, True, f"{what} kernel {a.group} ({ops})"))
             continue

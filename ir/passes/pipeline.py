@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
+from ..errors import GraphcError
 from ..graph import Graph
 from .dce import eliminate_dead_nodes
+from .fuse import fuse_dense, fuse_elementwise, fuse_softmax_cross_entropy
+from .simplify import simplify
 
 Pass = Callable[[Graph], Graph]
 
@@ -28,29 +31,44 @@ class PipelineResult:
 
 
 def passes_for_level(level: int) -> list[Pass]:
-    """The passes run at -O``level`` (0: none but dead-code elimination)."""
+    """The passes run at -O``level``, in order.
+
+    -O0: dead-code elimination only (and the scheduler shares no memory);
+    -O1: + simplify (CSE, constant folding, algebraic identities) (and the scheduler reuses
+    dead buffers and writes elementwise results in place); -O2 (default): + fuse_dense,
+    fuse_elementwise and fuse_softmax_cross_entropy.
+    """
     out: list[Pass] = [eliminate_dead_nodes]
-    try:
-        from .simplify import simplify
-
-        if level >= 1:
-            out.insert(0, simplify)
-    except ImportError:
-        pass
-    try:
-        from .fuse import fuse_dense, fuse_elementwise
-
-        if level >= 2:
-            out += [fuse_dense, fuse_elementwise]
-    except ImportError:
-        pass
+    if level >= 1:
+        out.insert(0, simplify)
+    if level >= 2:
+        out += [fuse_dense, fuse_elementwise, fuse_softmax_cross_entropy]
     return out
 
 
-def run_pipeline(g: Graph, level: int = 2, *, disabled: tuple[str, ...] = (),
-                 verify_each: bool = False, hook: Callable[[PassRecord], None] | None = None
-                 ) -> PipelineResult:
-    """Run the passes of ``level`` (skipping those named in ``disabled``) over ``g``."""
+PASS_NAMES = tuple(p.__name__ for p in passes_for_level(2))
+
+
+def run_pipeline(
+    g: Graph,
+    level: int = 2,
+    *,
+    disabled: tuple[str, ...] = (),
+    verify_each: bool = False,
+    hook: Callable[[PassRecord], None] | None = None,
+) -> PipelineResult:
+    """Run the passes of ``level`` (skipping those named in ``disabled``) over ``g``.
+
+    Raises:
+        GraphcError: ``disabled`` names a pass that does not exist (see PASS_NAMES).
+        VerifyError: with ``verify_each``, a pass broke an invariant of the IR.
+    """
+    unknown = [d for d in disabled if d not in PASS_NAMES]
+    if unknown:
+        raise GraphcError(
+            f"unknown pass {', '.join(map(repr, unknown))} in disabled_passes; "
+            f"the passes are {', '.join(PASS_NAMES)}"
+        )
     result = PipelineResult(g)
     for p in passes_for_level(level):
         if p.__name__ in disabled:

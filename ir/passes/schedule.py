@@ -4,7 +4,9 @@ A value lives in one of these regions:
     param, state      the persistent flat regions (offsets fixed by the model's layout)
     input, output     caller-owned buffers, passed as an array of pointers (index = slot)
     grad              the gradients of the params, contiguous, at the front of the workspace
-    arena             intermediates; offset = fixed + row * N bytes, reused once dead
+    arena             intermediates; offset = fixed + row * N bytes, reused once dead; an
+                      elementwise kernel may also write a result over an operand of the same
+                      type that dies in that kernel (in place, see _in_place_aliases)
     inline            constants and sizes, computed in registers where used (no memory)
     fused             computed and consumed inside one kernel (no memory)
 
