@@ -472,17 +472,20 @@ def emit_softmax_cross_entropy_grad(ctx: KernelContext, node: Node) -> None:
 
 
 def emit_softmax_cross_entropy_with_grad(ctx: KernelContext, kernel: Kernel) -> None:
-    """The loss and its gradient dz in one pass over the rows (a group made by the pass
-    ``fuse_softmax_cross_entropy``): each row's max and sum of exponentials are computed once.
+    """The gradient dz of softmax cross-entropy with, in the same pass over the rows, the loss
+    and/or the column sums of dz (the bias gradient): a group made by the pass
+    ``fuse_softmax_cross_entropy``. Each row's max and sum of exponentials are computed once.
 
-    The arithmetic is that of emit_softmax_cross_entropy and emit_softmax_cross_entropy_grad,
-    operation for operation, so the results are the same as theirs.
+    The arithmetic is that of emit_softmax_cross_entropy, emit_softmax_cross_entropy_grad and
+    emit_reduce (sum over axis 0 adds the rows in order), operation for operation, so the
+    results are the same as theirs.
     """
     b, g = ctx.b, ctx.g
-    loss = next(g[v] for v in kernel.nodes if g[v].op == "softmax_cross_entropy")
-    grad = next(g[v] for v in kernel.nodes if g[v].op == "softmax_cross_entropy_grad")
+    by_op = {g[v].op: g[v] for v in kernel.nodes}
+    grad = by_op["softmax_cross_entropy_grad"]
+    loss, colsum = by_op.get("softmax_cross_entropy"), by_op.get("sum")
     z, labels, dy = grad.inputs
-    t = LL[loss.type.dtype]
+    t = LL[grad.type.dtype]
     d = ir.DoubleType()
     rows, cols = (ctx.dim(dd) for dd in g[z].type.shape)
     dyv = ctx.inline_value(g[dy]) if is_inline(ctx.sched, dy) else ctx.load(dy, i64(0))
@@ -490,21 +493,30 @@ def emit_softmax_cross_entropy_with_grad(ctx: KernelContext, kernel: Kernel) -> 
     with b.goto_entry_block():
         acc = b.alloca(d, name="loss_acc")
     b.store(ir.Constant(d, 0.0), acc)
+    if colsum is not None:
+        with loop(b, cols, name="z") as c:
+            ctx.store(colsum.name, c, ir.Constant(t, 0.0))
     bad = ir.Constant(t, float("nan"))
     with loop(b, rows, name="row") as r:
         base, m, s = _row_max_sum(ctx, z, r, cols, t)
         lab, ok = _label(ctx, labels, r, cols)
-        zl = ctx.load(z, b.add(base, lab))
-        term = b.select(ok, b.fsub(b.fadd(m, vmath.log(b, s)), zl), bad)
-        b.store(b.fadd(b.load(acc, typ=d), b.fpext(term, d) if t != d else term), acc)
+        if loss is not None:
+            zl = ctx.load(z, b.add(base, lab))
+            term = b.select(ok, b.fsub(b.fadd(m, vmath.log(b, s)), zl), bad)
+            b.store(b.fadd(b.load(acc, typ=d), b.fpext(term, d) if t != d else term), acc)
         inv = b.fmul(b.fdiv(ir.Constant(t, 1.0), s), scale)
         with loop(b, cols, name="c2") as c:
             i = b.add(base, c)
             ctx.store(grad.name, i, b.fmul(vmath.exp(b, b.fsub(ctx.load(z, i), m)), inv))
         i = b.add(base, lab)
         ctx.store(grad.name, i, b.select(ok, b.fsub(ctx.load(grad.name, i), scale), bad))
-    mean = b.fdiv(b.load(acc, typ=d), b.sitofp(rows, d))
-    ctx.store(loss.name, i64(0), b.fptrunc(mean, t) if t != d else mean)
+        if colsum is not None:
+            with loop(b, cols, name="c3") as c:
+                p = b.gep(ctx.ptr(colsum.name), [c], inbounds=True, source_etype=t)
+                b.store(b.fadd(b.load(p, typ=t), ctx.load(grad.name, b.add(base, c))), p)
+    if loss is not None:
+        mean = b.fdiv(b.load(acc, typ=d), b.sitofp(rows, d))
+        ctx.store(loss.name, i64(0), b.fptrunc(mean, t) if t != d else mean)
     b.ret_void()
 
 

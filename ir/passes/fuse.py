@@ -22,16 +22,18 @@ Three passes, each Graph -> Graph (run in this order at -O2):
     optimizer's updates of one parameter (its m, v and new value) end up in one kernel.
 
 ``fuse_softmax_cross_entropy``
-    The loss and its gradient, which read the same logits and labels, become one row loop.
+    The loss, its gradient and the bias gradient (the gradient's column sums) become one loop
+    over the rows of the logits.
 
 A merge is made only when the contracted graph stays acyclic; the nodes are then re-emitted in
 a topological order of the groups (each group's members contiguous, matmul first), keeping the
 original order wherever the dependencies allow. Each pass returns ``g`` itself when it fuses
 nothing.
 
-Not fused (yet): the bias gradient (a sum over the batch) with the kernel that produces the
-gradient it sums (it needs a reduction in the GEMM epilogue or the elementwise loop), and the
-updates of several parameters into one loop over the contiguous regions.
+Not fused (yet): the bias gradient (a sum over the batch) with a GEMM or elementwise kernel that
+produces the gradient it sums (that needs a column reduction in the GEMM epilogue or the
+elementwise loop; only the softmax cross-entropy gradient has it), and the updates of several
+parameters into one loop over the contiguous regions.
 
 ``explain_fusion(before, after)`` says, for every matmul and activation, whether it was fused
 and, if not, why.
@@ -299,30 +301,49 @@ def fuse_elementwise(g: Graph) -> Graph:
 
 
 def fuse_softmax_cross_entropy(g: Graph) -> Graph:
-    """softmax_cross_entropy(z, l) and softmax_cross_entropy_grad(z, l, dy) run as one row loop.
+    """softmax_cross_entropy_grad(z, l, dy) runs in one row loop with the loss
+    softmax_cross_entropy(z, l) and with the bias gradient sum(dz) {axes=[0]}, where present.
 
-    Both need each row's max and sum of exponentials; the fused kernel
-    (codegen.kernels.emit_softmax_cross_entropy_with_grad) computes them once.
+    All need each row's max and sum of exponentials (the loss) or the row of dz just computed
+    (the column sums); the fused kernel (codegen.kernels.emit_softmax_cross_entropy_with_grad)
+    computes them once::
+
+        %5 = softmax_cross_entropy(%4, labels) : f32[]             fused xent0 {
+        %7 = softmax_cross_entropy_grad(%4, labels, %6) : f32[N,10]    %5 = ...   (same nodes)
+        %8 = sum(%7) {axes=[0]} : f32[10]                 ==>          %7 = ...
+                                                                       %8 = ...
+                                                                     }
     """
     groups = _Groups(g)
     ids = _fresh_group_ids(g, "xent")
     changed = False
-    for n in g.nodes:
-        if n.op != "softmax_cross_entropy" or n.name in groups.group_of:
+    for gr in g.nodes:
+        if gr.op != "softmax_cross_entropy_grad" or gr.name in groups.group_of:
             continue
-        for u in g.nodes:
+        members = {gr.name}
+        for n in g.nodes:
             if (
-                u.op != "softmax_cross_entropy_grad"
-                or u.inputs[:2] != n.inputs
-                or u.name in groups.group_of
-                or u.type.dtype != n.type.dtype
+                n.op == "softmax_cross_entropy"
+                and n.inputs == gr.inputs[:2]
+                and n.name not in groups.group_of
+                and not groups.creates_cycle(members | {n.name})
             ):
-                continue
-            members = {n.name, u.name}
-            if not groups.creates_cycle(members):
-                groups.assign(members, next(ids))
-                changed = True
+                members.add(n.name)
                 break
+        for u in sorted(set(g.users[gr.name]), key=g.index.get):
+            n = g[u]
+            if (
+                n.op == "sum"
+                and tuple(n.attr("axes") or ()) == (0,)
+                and not n.attr("keepdims", False)
+                and n.name not in groups.group_of
+                and not groups.creates_cycle(members | {n.name})
+            ):
+                members.add(n.name)
+                break
+        if len(members) > 1:
+            groups.assign(members, next(ids))
+            changed = True
     return _reorder(g, groups.group_of) if changed else g
 
 

@@ -295,6 +295,8 @@ def _group_kind(nodes: list[Node]) -> str:
     kinds = {kernel_kind(n) for n in nodes}
     if "matmul" in kinds:
         return "matmul"
+    if "rowwise" in kinds:  # a row loop with reductions over its rows (fuse_softmax_cross_entropy)
+        return "rowwise"
     if kinds == {"elementwise"}:
         return "elementwise"
     return "+".join(sorted(kinds))
