@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from llvmlite import ir
 
+from graphc.ir.errors import CodegenError
+
 Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value], ir.Value]
 """epilogue(b, acc, i, j) -> value of acc's type, applied to C[i, j:j+W] before it is stored."""
 
@@ -76,12 +78,14 @@ class Blocking:
     @staticmethod
     def for_dtype(dtype: str, vector_width: int) -> Blocking:
         """`vector_width` counts f32 lanes (the register width); f64 gets half as many lanes."""
-        lanes = max(1, vector_width * 4 // ITEMSIZE[dtype])
-        if ITEMSIZE[dtype] == 8:
+        size = ITEMSIZE[dtype]
+        lanes = max(1, vector_width * 4 // size)
+        kc = min(256, 16384 // (2 * lanes * size))  # the KC x NR sliver of B: 16 KiB of L1
+        if size == 8:
             # f64 serves checks, not speed: the direct path alone is a third of the code (and
-            # of the compile time). Blocking(lanes, kc=128) would make it fast.
-            return Blocking(lanes, kc=128, packed=False)
-        return Blocking(lanes)
+            # of the compile time). Blocking(lanes, kc=128) makes it fast.
+            return Blocking(lanes, kc=kc, packed=False)
+        return Blocking(lanes, kc=kc)
 
 
 def emit_gemm(
@@ -95,6 +99,7 @@ def emit_gemm(
     epilogue: Epilogue | None = None,
     vector_width: int = 8,
     blocking: Blocking | None = None,
+    extra_types: Sequence[ir.Type] = (),
 ) -> ir.Function:
     """Emit `void name(i64 M, i64 N, i64 K, ptr A, ptr B, ptr C)`: C (+)= op(A) @ op(B).
 
@@ -115,17 +120,27 @@ def emit_gemm(
             scalar code); f64 uses half as many lanes. The code is correct for any target, and
             fast when this matches the target's registers.
         blocking: tile and cache block sizes; the default is tuned for AVX2 (Zen 3).
+        extra_types: more parameters after C (say, a bias pointer). With any, the function is
+            `name(M, N, K, A, B, C, *extras)` and the epilogue is called as
+            `epilogue(b, acc, i, j, extras)`, with the extras as values it may use.
 
     Returns:
         The new function.
+
+    Raises:
+        CodegenError: an unknown dtype, a vector width that is not a power of two, or a
+            blocking whose MC or NC is not a multiple of MR or NR.
     """
     if dtype not in DTYPES:
-        raise ValueError(f"emit_gemm: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        raise CodegenError(f"emit_gemm {name}: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if vector_width < 1 or vector_width & (vector_width - 1):
-        raise ValueError(f"emit_gemm: vector_width must be a power of two, got {vector_width}")
+        raise CodegenError(f"emit_gemm {name}: vector_width must be a power of two, got {vector_width}")
     blk = blocking or Blocking.for_dtype(dtype, vector_width)
-    assert blk.mc % blk.mr == 0 and blk.nc % blk.nr == 0, blk
-    gen = _GemmEmitter(module, name, dtype, trans_a, trans_b, accumulate, epilogue, blk)
+    if blk.mc % blk.mr or blk.nc % blk.nr or blk.lanes & (blk.lanes - 1):
+        raise CodegenError(f"emit_gemm {name}: MC, NC must be multiples of MR, NR in {blk}")
+    gen = _GemmEmitter(
+        module, name, dtype, trans_a, trans_b, accumulate, epilogue, blk, tuple(extra_types)
+    )
     return gen.emit()
 
 
@@ -213,8 +228,11 @@ class _GemmEmitter:
         accumulate: bool,
         epilogue: Epilogue | None,
         blk: Blocking,
+        extra_types: tuple[ir.Type, ...],
     ) -> None:
         self.module, self.name, self.blk = module, name, blk
+        self.extra_types = extra_types
+        self.takes_extras: set[str] = set()  # helpers that get the caller's extras
         self.trans_a, self.trans_b, self.accumulate, self.epilogue = (
             trans_a,
             trans_b,
@@ -223,15 +241,22 @@ class _GemmEmitter:
         )
         self.elem = DTYPES[dtype]
         self.size = ITEMSIZE[dtype]
-        fnty = ir.FunctionType(ir.VoidType(), [I64, I64, I64, PTR, PTR, PTR])
+        fnty = ir.FunctionType(ir.VoidType(), [I64, I64, I64, PTR, PTR, PTR, *extra_types])
         self.fn = ir.Function(module, fnty, name=name)
-        for arg, arg_name in zip(self.fn.args, ("M", "N", "K", "A", "B", "C"), strict=True):
+        names = ["M", "N", "K", "A", "B", "C", *(f"extra{n}" for n in range(len(extra_types)))]
+        for arg, arg_name in zip(self.fn.args, names, strict=True):
             arg.name = arg_name
-        for arg in self.fn.args[3:]:
+        for arg in self.fn.args[3:6]:
             arg.add_attribute("noalias")
         self.fn.attributes.add("nounwind")
-        self.M, self.N, self.K, self.A, self.B, self.C = self.fn.args
+        self.use_args(self.fn, with_extras=True)
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
+
+    def use_args(self, fn: ir.Function, with_extras: bool) -> None:
+        """Point M, N, K, A, B, C (and the caller's extras) at fn's arguments."""
+        self.M, self.N, self.K, self.A, self.B, self.C = fn.args[:6]
+        n = len(self.extra_types) if with_extras else 0
+        self.extras = list(fn.args[6 : 6 + n])
 
     # -- small helpers ---------------------------------------------------------------------------
 
@@ -368,7 +393,10 @@ class _GemmEmitter:
             return self.b.fadd(acc, self.load(ptr, lanes, name="c.old"), name="c.sum")
 
         def apply_epilogue(acc: ir.Value) -> ir.Value:
-            out = self.epilogue(self.b, acc, i, j)
+            if self.extra_types:
+                out = self.epilogue(self.b, acc, i, j, self.extras)
+            else:
+                out = self.epilogue(self.b, acc, i, j)
             if out.type != acc.type:
                 raise TypeError(f"emit_gemm {self.name}: epilogue returned {out.type} for {acc.type}")
             return out
@@ -394,34 +422,49 @@ class _GemmEmitter:
     # -- the function ------------------------------------------------------------------------------
 
     def define(
-        self, suffix: str, extra: Sequence[tuple[str, ir.Type]], body: Callable[..., None]
+        self,
+        suffix: str,
+        extra: Sequence[tuple[str, ir.Type]],
+        body: Callable[..., None],
+        shared: str | None = None,
     ) -> ir.Function:
         """An internal, never-inlined helper `name.suffix(M, N, K, A, B, C, *extra)`.
 
         Splitting the kernel into a few functions keeps each one small for LLVM (compile time,
-        register allocation); the calls happen once per panel, not per tile.
+        register allocation); the calls happen once per panel, not per tile. A helper with a
+        `shared` name depends only on what that name spells, so the gemms of one module
+        share it (a training step's forward and backward products pack the same ways).
         """
-        saved = self.fn, self.b, self.fn.args
-        fnty = ir.FunctionType(ir.VoidType(), [I64] * 3 + [PTR] * 3 + [t for _, t in extra])
-        fn = ir.Function(self.module, fnty, name=f"{self.name}.{suffix}")
+        if shared is not None and shared in self.module.globals:
+            return self.module.globals[shared]
+        saved = self.fn, self.b, self.extras
+        user = [] if shared else [(f"extra{n}", t) for n, t in enumerate(self.extra_types)]
+        params = [*user, *extra]
+        fnty = ir.FunctionType(ir.VoidType(), [I64] * 3 + [PTR] * 3 + [t for _, t in params])
+        fn = ir.Function(self.module, fnty, name=shared or f"{self.name}.{suffix}")
         fn.linkage = "internal"
         fn.attributes.add("noinline")
         fn.attributes.add("nounwind")
-        names = ["M", "N", "K", "A", "B", "C", *(n for n, _ in extra)]
+        names = ["M", "N", "K", "A", "B", "C", *(n for n, _ in params)]
         for arg, arg_name in zip(fn.args, names, strict=True):
             arg.name = arg_name
-            if isinstance(arg.type, ir.PointerType):
+            if isinstance(arg.type, ir.PointerType) and not arg_name.startswith("extra"):
                 arg.add_attribute("noalias")
         self.fn, self.b = fn, ir.IRBuilder(fn.append_basic_block("entry"))
-        self.M, self.N, self.K, self.A, self.B, self.C = fn.args[:6]
-        body(*fn.args[6:])
+        if user:
+            self.takes_extras.add(fn.name)
+        self.use_args(fn, with_extras=not shared)
+        body(*fn.args[6 + len(user) :])
         self.b.ret_void()
-        self.fn, self.b, args = saved
-        self.M, self.N, self.K, self.A, self.B, self.C = args[:6]
+        self.fn, self.b, extras = saved
+        self.use_args(self.fn, with_extras=True)
+        self.extras = extras
         return fn
 
     def call(self, fn: ir.Function, *extra: ir.Value) -> None:
-        self.b.call(fn, [self.M, self.N, self.K, self.A, self.B, self.C, *extra])
+        """Call a helper made by define(), passing the caller's extras when it takes them."""
+        user = self.extras if fn.name in self.takes_extras else []
+        self.b.call(fn, [self.M, self.N, self.K, self.A, self.B, self.C, *user, *extra])
 
     def emit(self) -> ir.Function:
         b, blk = self.b, self.blk
@@ -460,10 +503,15 @@ class _GemmEmitter:
             buf.align = 64
             buf.type = PTR  # llvmlite still types an alloca as `[n x float]*`; LLVM has only `ptr`
         block = [("x0", I64), ("nx", I64), ("pc", I64), ("kc", I64), ("dst", PTR)]
-        pack_a = self.define("pack_a", block, self.pack_a)
+        kind = f"{self.elem}.x{blk.lanes}.{blk.mr}x{blk.nr}"
+        pack_a = self.define(
+            "pack_a", block, self.pack_a, f"graphc.gemm.pack_a.{'t' if self.trans_a else 'n'}.{kind}"
+        )
+        pack_b = self.define(
+            "pack_b", block, self.pack_b, f"graphc.gemm.pack_b.{'t' if self.trans_b else 'n'}.{kind}"
+        )
         edge = [(n, I64) for n in ("i", "j", "mr", "nr", "load_old", "last")] + [("tile", PTR)]
         self.store_edge_fn = self.define("store_edge", edge, self.store_edge)
-        pack_b = self.define("pack_b", block, self.pack_b)
         # A is packed to be read N / NR times; for fewer, the microkernel reads it in place.
         a_in_place = b.icmp_signed("<=", self.N, self.const(blk.nr * A_IN_PLACE_MAX_SLIVERS))
         KC = self.const(blk.kc)
@@ -962,10 +1010,8 @@ def optimize(module: ir.Module, target_machine) -> object:  # noqa: ANN001
     return ref
 
 
-_GEMM_PROTO = ctypes.CFUNCTYPE(
-    None, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-    ctypes.c_void_p,
-)
+_GEMM_ARGS = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 3
+_CTYPES = {"i64": ctypes.c_int64, "float": ctypes.c_float, "double": ctypes.c_double}
 
 
 class JitGemms:
@@ -990,7 +1036,7 @@ class JitGemms:
         self.engine = llvm.create_mcjit_compiler(self.module_ref, self.tm)
         self.engine.finalize_object()
         self.kernels = {
-            name: JitGemm(self, config, _GEMM_PROTO(self.engine.get_function_address(name)))
+            name: JitGemm(self, config, self.engine.get_function_address(name))
             for name, config in configs.items()
         }
 
@@ -1007,9 +1053,11 @@ class JitGemm:
     `JitGemm.compile(**config)` compiles a module holding just this one.
     """
 
-    def __init__(self, owner: JitGemms, config: dict, fn: Callable[..., None]) -> None:
-        self.owner, self.config, self.fn = owner, config, fn  # owner keeps the code alive
+    def __init__(self, owner: JitGemms, config: dict, address: int) -> None:
+        self.owner, self.config = owner, config  # the owner keeps the code alive
         self.dtype = np.float32 if config.get("dtype", "f32") == "f32" else np.float64
+        extras = [_CTYPES.get(str(t), ctypes.c_void_p) for t in config.get("extra_types", ())]
+        self.fn = ctypes.CFUNCTYPE(None, *_GEMM_ARGS, *extras)(address)
 
     @staticmethod
     def compile(cpu: str | None = None, features: str | None = None, **config) -> JitGemm:  # noqa: ANN003
@@ -1018,12 +1066,12 @@ class JitGemm:
     def asm(self) -> str:
         return self.owner.asm()
 
-    def __call__(self, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    def __call__(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, *extras: object) -> np.ndarray:
         ta, tb = self.config.get("trans_a", False), self.config.get("trans_b", False)
         for arr in (a, b, c):
             assert arr.dtype == self.dtype and arr.flags.c_contiguous, (arr.dtype, arr.flags)
         m, k = a.shape[::-1] if ta else a.shape
         k2, n = b.shape[::-1] if tb else b.shape
         assert k == k2 and c.shape == (m, n), (a.shape, b.shape, c.shape)
-        self.fn(m, n, k, a.ctypes.data, b.ctypes.data, c.ctypes.data)
+        self.fn(m, n, k, a.ctypes.data, b.ctypes.data, c.ctypes.data, *extras)
         return c

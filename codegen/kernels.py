@@ -477,8 +477,8 @@ def emit_softmax_cross_entropy_with_grad(ctx: KernelContext, kernel: Kernel) -> 
     ``fuse_softmax_cross_entropy``. Each row's max and sum of exponentials are computed once.
 
     The arithmetic is that of emit_softmax_cross_entropy, emit_softmax_cross_entropy_grad and
-    emit_reduce (sum over axis 0 adds the rows in order), operation for operation, so the
-    results are the same as theirs.
+    emit_reduce (sum over axis 0 adds the rows in order, in float64 for small float32 outputs),
+    operation for operation, so the results are the same as theirs.
     """
     b, g = ctx.b, ctx.g
     by_op = {g[v].op: g[v] for v in kernel.nodes}
@@ -493,9 +493,17 @@ def emit_softmax_cross_entropy_with_grad(ctx: KernelContext, kernel: Kernel) -> 
     with b.goto_entry_block():
         acc = b.alloca(d, name="loss_acc")
     b.store(ir.Constant(d, 0.0), acc)
-    if colsum is not None:
+    if colsum is not None:  # accumulated as emit_reduce does (float64 for small f32 outputs)
+        count = colsum.type.size(1)
+        wide = colsum.type.dtype == "f32" and count <= ACC64_MAX
+        at = d if wide else t
+        if wide:
+            with b.goto_entry_block():
+                sums = b.alloca(at, size=count, name="acc64")
+        else:
+            sums = ctx.ptr(colsum.name)
         with loop(b, cols, name="z") as c:
-            ctx.store(colsum.name, c, ir.Constant(t, 0.0))
+            b.store(ir.Constant(at, 0.0), b.gep(sums, [c], inbounds=True, source_etype=at))
     bad = ir.Constant(t, float("nan"))
     with loop(b, rows, name="row") as r:
         base, m, s = _row_max_sum(ctx, z, r, cols, t)
@@ -512,8 +520,13 @@ def emit_softmax_cross_entropy_with_grad(ctx: KernelContext, kernel: Kernel) -> 
         ctx.store(grad.name, i, b.select(ok, b.fsub(ctx.load(grad.name, i), scale), bad))
         if colsum is not None:
             with loop(b, cols, name="c3") as c:
-                p = b.gep(ctx.ptr(colsum.name), [c], inbounds=True, source_etype=t)
-                b.store(b.fadd(b.load(p, typ=t), ctx.load(grad.name, b.add(base, c))), p)
+                p = b.gep(sums, [c], inbounds=True, source_etype=at)
+                v = ctx.load(grad.name, b.add(base, c))
+                b.store(b.fadd(b.load(p, typ=at), b.fpext(v, at) if wide else v), p)
+    if colsum is not None and wide:
+        with loop(b, cols, name="m") as c:
+            v = b.load(b.gep(sums, [c], inbounds=True, source_etype=at), typ=at)
+            ctx.store(colsum.name, c, b.fptrunc(v, t))
     if loss is not None:
         mean = b.fdiv(b.load(acc, typ=d), b.sitofp(rows, d))
         ctx.store(loss.name, i64(0), b.fptrunc(mean, t) if t != d else mean)

@@ -219,7 +219,7 @@ class Library:
             x = {**x, **(y if isinstance(y, dict) else {ports[-1]["name"]: y})}
         arrays, n = self._inputs(ports, x, "train_step")
         self._workspace(n)
-        loss = ctypes.c_float()
+        loss = CT_SCALARS[e["lr_dtype"]]()  # the loss has the model's float type, like lr
         args: list[Any] = [ctypes.byref(self._ctx), ctypes.c_int64(n)]
         for a in arrays:
             args += [ctypes.c_void_p(a.ctypes.data), ctypes.c_int64(a.size)]

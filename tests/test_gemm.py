@@ -13,6 +13,7 @@ import pytest
 from llvmlite import ir
 
 from graphc.codegen.gemm import Blocking, JitGemm, JitGemms, emit_gemm
+from graphc.ir.errors import CodegenError
 
 DIMS = (0, 1, 3, 7, 17, 33, 64, 100, 129, 257)
 NP_DTYPE = {"f32": np.float32, "f64": np.float64}
@@ -139,7 +140,7 @@ def test_gemm_writes_only_inside_c() -> None:
     rng = np.random.default_rng(1)
     for ta, tb in itertools.product((False, True), repeat=2):
         g = kernel("f32", ta, tb, False, True)
-        for m, n, k in [(1, 9, 5), (7, 13, 300), (131, 17, 3), (4, 260, 2)]:
+        for m, n, k in [(1, 9, 5), (3, 21, 4), (5, 8, 9), (7, 13, 300), (131, 17, 3), (4, 260, 2)]:
             a, b = operands(rng, m, n, k, ta, tb, "f32")
             buf = np.full(m * n + 64, 7.0, np.float32)
             c = buf[32 : 32 + m * n].reshape(m, n)
@@ -181,7 +182,6 @@ def test_gemm_reads_nothing_past_a_and_b() -> None:
 
 PLAIN_X86 = {  # name: (vector_width, trans_a, trans_b)
     "sse_nn": (4, False, False),
-    "sse_nt": (4, False, True),
     "sse_tn": (4, True, False),
     "scalar_nt": (1, False, True),
 }
@@ -208,6 +208,35 @@ def test_gemm_is_correct_on_plain_x86_64(name: str) -> None:
     assert "ymm" not in asm and "vfmadd" not in asm
 
 
+def test_gemm_passes_extra_arguments_to_the_epilogue() -> None:
+    """extra_types: a bias pointer and a scale arrive as arguments, in every helper."""
+
+    def epilogue(b: ir.IRBuilder, acc: ir.Value, i: ir.Value, j: ir.Value, extras) -> ir.Value:  # noqa: ANN001
+        bias_ptr, scale = extras
+        elem = ir.FloatType()
+        bias = b.load(b.gep(bias_ptr, [j], inbounds=True, source_etype=elem), typ=acc.type, align=4)
+        if isinstance(acc.type, ir.VectorType):
+            scale = b.insert_element(ir.Constant(acc.type, ir.Undefined), scale, ir.Constant(ir.IntType(32), 0))
+            scale = b.shuffle_vector(scale, ir.Constant(acc.type, ir.Undefined),
+                                     ir.Constant(ir.VectorType(ir.IntType(32), acc.type.count), None))
+        return b.fadd(b.fmul(acc, scale), bias)
+
+    extra_types = [ir.PointerType(), ir.FloatType()]
+    gs = JitGemms({
+        op: dict(trans_a=op[0] == "t", trans_b=op[1] == "t", epilogue=epilogue, extra_types=extra_types)
+        for op in ("nn", "nt", "tn")
+    })
+    rng = np.random.default_rng(5)
+    for op, g in gs.kernels.items():
+        for m, n, k in [(1, 13, 7), (3, 21, 5), (67, 45, 300)]:
+            a, b = operands(rng, m, n, k, op[0] == "t", op[1] == "t", "f32")
+            bias = rng.standard_normal(n).astype(np.float32)
+            c = np.full((m, n), np.nan, np.float32)
+            g(a, b, c, bias.ctypes.data, 0.5)
+            want = 0.5 * ((a.T if op[0] == "t" else a) @ (b.T if op[1] == "t" else b)) + bias
+            np.testing.assert_allclose(c, want, rtol=1e-4, atol=1e-4, err_msg=f"{op} {m},{n},{k}")
+
+
 def emitted(**config) -> str:  # noqa: ANN003
     module = ir.Module(name="t")
     emit_gemm(module, "g", **config)
@@ -217,7 +246,7 @@ def emitted(**config) -> str:  # noqa: ANN003
 def test_gemm_calls_only_llvm_intrinsics_and_its_helpers() -> None:
     text = emitted(trans_b=True, epilogue=bias_relu("f32"))
     for callee in re.findall(r"call \S+ @\"?([\w.]+)", text):
-        assert callee.startswith("llvm.") or callee.startswith("g."), callee
+        assert callee.startswith(("llvm.", "g.", "graphc.gemm.")), callee
     assert "llvm.fmuladd.v8f32" in text
 
 
@@ -234,16 +263,19 @@ def test_gemm_stack_buffers_are_bounded(blocking: Blocking | None) -> None:
 def test_gemm_f64_packed_path_matches_numpy() -> None:
     """f64 uses the direct path by default; the packed path works for it too."""
     rng = np.random.default_rng(4)
-    for ta, tb in [(False, False), (True, True)]:
-        g = JitGemm.compile(dtype="f64", trans_a=ta, trans_b=tb, accumulate=True,
-                            epilogue=bias_relu("f64"), blocking=Blocking(4, kc=128))
-        for m, n, k in [(1, 9, 5), (13, 29, 300), (130, 7, 129)]:
-            check(g, m, n, k, rng, f"f64 packed {ta=} {tb=}", True)
+    g = JitGemm.compile(dtype="f64", trans_a=True, trans_b=True, accumulate=True,
+                        epilogue=bias_relu("f64"), blocking=Blocking(4, kc=128))
+    for m, n, k in [(1, 9, 5), (13, 29, 300), (130, 7, 129), (7, 40, 9)]:
+        check(g, m, n, k, rng, "f64 packed tt", True)
 
 
-def test_gemm_rejects_unknown_dtype() -> None:
-    with pytest.raises(ValueError, match="dtype"):
+def test_gemm_rejects_unknown_dtype_and_bad_widths() -> None:
+    with pytest.raises(CodegenError, match="dtype"):
         emit_gemm(ir.Module(), "g", dtype="f16")
+    with pytest.raises(CodegenError, match="power of two"):
+        emit_gemm(ir.Module(), "g", vector_width=6)
+    with pytest.raises(CodegenError, match="multiples"):
+        emit_gemm(ir.Module(), "g", blocking=Blocking(8, mc=100))
 
 
 def test_blocking_tiles_fit_sixteen_registers() -> None:

@@ -495,15 +495,17 @@ def test_group_ids_may_equal_node_names() -> None:
     assert_same_outputs(g, out)
 
 
-def test_fuse_softmax_cross_entropy_joins_the_loss_and_its_gradient() -> None:
+def test_fuse_softmax_cross_entropy_joins_loss_gradient_and_bias_gradient() -> None:
     g = verify(
         parse_graph(
             """graph f(z: f32[N,4], labels: i32[N]) {
           %0 = softmax_cross_entropy(z, labels) : f32[]
           %1 = const() {value=1.0} : f32[]
           %2 = softmax_cross_entropy_grad(z, labels, %1) : f32[N,4]
-          %3 = softmax_cross_entropy(%2, labels) : f32[]
-          return %0, %3
+          %3 = sum(%2) {axes=[1]} : f32[N]
+          %4 = sum(%2) {axes=[0]} : f32[4]
+          %5 = softmax_cross_entropy(%2, labels) : f32[]
+          return %0, %3, %4, %5
         }"""
         )
     )
@@ -512,8 +514,10 @@ def test_fuse_softmax_cross_entropy_joins_the_loss_and_its_gradient() -> None:
         "%0 = const() {value=1.0} : f32[]",
         "[xent0] %1 = softmax_cross_entropy(z, labels) : f32[]",
         "[xent0] %2 = softmax_cross_entropy_grad(z, labels, %0) : f32[N,4]",
-        "%3 = softmax_cross_entropy(%2, labels) : f32[]",
-        "return %1, %3",
+        "[xent0] %3 = sum(%2) {axes=[0]} : f32[4]",
+        "%4 = sum(%2) {axes=[1]} : f32[N]",
+        "%5 = softmax_cross_entropy(%2, labels) : f32[]",
+        "return %1, %4, %3, %5",
     )
     assert_same_outputs(g, out)
 
