@@ -34,18 +34,18 @@ except ImportError:  # limit BLAS threads through the environment, before numpy 
             sys.exit(subprocess.call([sys.executable, *sys.argv], env=env))
         os.environ.update({v: "1" for v in _THREAD_VARS})
 
-import contextlib  # noqa: E402
-import ctypes  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+import contextlib
+import ctypes
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
-import llvmlite  # noqa: E402
-import llvmlite.binding as llvm  # noqa: E402
-import numpy as np  # noqa: E402
-from llvmlite import ir  # noqa: E402
-
-from graphc.codegen.gemm import JitGemms, host_target_machine, optimize  # noqa: E402
+import llvmlite
+import llvmlite.binding as llvm
+import numpy as np
+from graphc.codegen.gemm import JitGemms, host_target_machine, optimize
+from llvmlite import ir
 
 FLOP_PER_CYCLE = 32  # f32 on AVX2 + FMA: 2 FMA pipes x 8 lanes x 2 FLOP
 
@@ -107,16 +107,15 @@ def bias_relu(b: ir.IRBuilder, acc: ir.Value, i: ir.Value, j: ir.Value) -> ir.Va
 
 
 def config(case: Case) -> dict:
-    return dict(
-        trans_a=case.trans_a, trans_b=case.trans_b, epilogue=bias_relu if case.epilogue else None
-    )
+    epilogue = bias_relu if case.epilogue else None
+    return {"trans_a": case.trans_a, "trans_b": case.trans_b, "epilogue": epilogue}
 
 
-def clock(kind: str):  # noqa: ANN201
+def clock(kind: str):
     return time.thread_time if kind == "thread" else time.perf_counter
 
 
-def race(fns: list, seconds: float, now) -> list[float]:  # noqa: ANN001
+def race(fns: list, seconds: float, now) -> list[float]:
     """Best seconds per call of each fn, timed in batches that alternate between them."""
     for f in fns:
         f()
@@ -136,7 +135,7 @@ def race(fns: list, seconds: float, now) -> list[float]:  # noqa: ANN001
             return best
 
 
-def fma_peak(seconds: float, now) -> float:  # noqa: ANN001
+def fma_peak(seconds: float, now) -> float:
     """GFLOP/s of 12 independent chains of 8-lane f32 FMAs: the FMA pipes' throughput."""
     tm = host_target_machine()
     module = ir.Module(name="peak")
@@ -148,7 +147,9 @@ def fma_peak(seconds: float, now) -> float:  # noqa: ANN001
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     n, x = fn.args
     xv = b.insert_element(ir.Constant(v8, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
-    xv = b.shuffle_vector(xv, ir.Constant(v8, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 8), None))
+    xv = b.shuffle_vector(
+        xv, ir.Constant(v8, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 8), None)
+    )
     entry, head = b.block, fn.append_basic_block("head")
     body, done = fn.append_basic_block("body"), fn.append_basic_block("done")
     b.branch(head)
@@ -195,53 +196,63 @@ def main() -> None:
         run(cases(args.big), args.seconds, now, args.clock)
 
 
-def run(todo: list[Case], seconds: float, now, clock_name: str) -> None:  # noqa: ANN001
+def calls(c: Case, fn: Callable[..., None], rng: np.random.Generator) -> tuple[Callable, Callable]:
+    """graphc's kernel and numpy's equivalent on the same fresh operands (C written in place)."""
+    a = rng.standard_normal((c.k, c.m) if c.trans_a else (c.m, c.k)).astype(np.float32)
+    b = rng.standard_normal((c.n, c.k) if c.trans_b else (c.k, c.n)).astype(np.float32)
+    out = np.zeros((c.m, c.n), np.float32)
+    a_op, b_op = (a.T if c.trans_a else a), (b.T if c.trans_b else b)
+    args = (c.m, c.n, c.k, a.ctypes.data, b.ctypes.data, out.ctypes.data)
+    bias = BIAS[: c.n]
+
+    def graphc_call() -> None:
+        fn(*args)  # a, b and out stay alive in this closure
+
+    def numpy_call() -> None:
+        np.matmul(a_op, b_op, out=out)
+        if c.epilogue:
+            np.add(out, bias, out=out)
+            np.maximum(out, 0.0, out=out)
+
+    return graphc_call, numpy_call
+
+
+def run(todo: list[Case], seconds: float, now, clock_name: str) -> None:
     peak = fma_peak(max(seconds, 0.5), now)
     ghz = peak / FLOP_PER_CYCLE
     t0 = time.perf_counter()
     names = {c: f"g{n}" for n, c in enumerate(todo)}
     kernels = JitGemms({names[c]: config(c) for c in todo})
     compile_s = time.perf_counter() - t0
-    print(f"# graphc gemm vs numpy, f32, one thread ({platform.processor() or platform.machine()}, "
-          f"{llvm.get_host_cpu_name()})\n")
-    print(f"- llvmlite {llvmlite.__version__}, numpy {np.__version__}; BLAS threads: "
-          f"{'threadpoolctl' if threadpool_limits else 'OPENBLAS_NUM_THREADS=1'}; "
-          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
-    print(f"- peak: {FLOP_PER_CYCLE} FLOP/cycle x {ghz:.2f} GHz (clock measured with an FMA "
-          f"loop) = {peak:.1f} GFLOP/s")
-    print(f"- {clock_name} clock, best batch of {seconds:g} s per shape; compiling {len(todo)} "
-          f"kernels took {compile_s:.1f} s\n")
+    print(
+        f"# graphc gemm vs numpy, f32, one thread ({platform.processor() or platform.machine()}, "
+        f"{llvm.get_host_cpu_name()})\n"
+    )
+    print(
+        f"- llvmlite {llvmlite.__version__}, numpy {np.__version__}; BLAS threads: "
+        f"{'threadpoolctl' if threadpool_limits else 'OPENBLAS_NUM_THREADS=1'}; "
+        f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
+    )
+    print(
+        f"- peak: {FLOP_PER_CYCLE} FLOP/cycle x {ghz:.2f} GHz (clock measured with an FMA "
+        f"loop) = {peak:.1f} GFLOP/s"
+    )
+    print(
+        f"- {clock_name} clock, best batch of {seconds:g} s per shape; compiling {len(todo)} "
+        f"kernels took {compile_s:.1f} s\n"
+    )
     print("| shape (M x N x K) | variant | graphc GFLOP/s | numpy GFLOP/s | ratio | % of peak |")
     print("|---|---|---:|---:|---:|---:|")
     rng = np.random.default_rng(0)
     for c in todo:
-        a = rng.standard_normal((c.k, c.m) if c.trans_a else (c.m, c.k)).astype(np.float32)
-        b = rng.standard_normal((c.n, c.k) if c.trans_b else (c.k, c.n)).astype(np.float32)
-        out = np.zeros((c.m, c.n), np.float32)
-        a_op, b_op = (a.T if c.trans_a else a), (b.T if c.trans_b else b)
-        fn = kernels[names[c]].fn
-        args = (c.m, c.n, c.k, a.ctypes.data, b.ctypes.data, out.ctypes.data)
-        bias = BIAS[: c.n]
-
-        def graphc_call() -> None:
-            fn(*args)
-
-        if c.epilogue:
-
-            def numpy_call() -> None:
-                np.matmul(a_op, b_op, out=out)
-                np.add(out, bias, out=out)
-                np.maximum(out, 0.0, out=out)
-
-        else:
-
-            def numpy_call() -> None:
-                np.matmul(a_op, b_op, out=out)
-
+        graphc_call, numpy_call = calls(c, kernels[names[c]].fn, rng)
         t_graphc, t_numpy = race([graphc_call, numpy_call], seconds, now)
         g, n = c.flops / t_graphc / 1e9, c.flops / t_numpy / 1e9
-        print(f"| {c.m} x {c.n} x {c.k} | {c.op} {c.what} | {g:.1f} | {n:.1f} | {g / n:.2f} | "
-              f"{100 * g / peak:.0f}% |", flush=True)
+        print(
+            f"| {c.m} x {c.n} x {c.k} | {c.op} {c.what} | {g:.1f} | {n:.1f} | {g / n:.2f} | "
+            f"{100 * g / peak:.0f}% |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -2,33 +2,47 @@
 
 The packed path follows GotoBLAS and BLIS:
 
-- K. Goto, R. van de Geijn, "Anatomy of high-performance matrix multiplication", ACM TOMS 34(3), 2008.
+- K. Goto, R. van de Geijn, "Anatomy of high-performance matrix multiplication", ACM TOMS 34(3),
+  2008.
 - F. Van Zee, R. van de Geijn, "BLIS: a framework for rapidly instantiating BLAS functionality",
-  ACM TOMS 41(3), 2015; T. M. Low et al., "Analytical modeling is enough for high-performance BLIS",
-  ACM TOMS 43(2), 2016 (how MR, NR, KC, MC, NC follow from registers and caches).
+  ACM TOMS 41(3), 2015; T. M. Low et al., "Analytical modeling is enough for high-performance
+  BLIS", ACM TOMS 43(2), 2016 (how MR, NR, KC, MC, NC follow from registers and caches).
 
 ```
-for jc in 0..N step NC:                       # B panel, KC x NC: the packed copy stays in L2
-  for pc in 0..K step KC:                     #   pack op(B)[pc:pc+KC, jc:jc+NC] into NR-wide slivers
-    for ic in 0..M step MC:                   #   pack op(A)[ic:ic+MC, pc:pc+KC] into MR-tall slivers
-      for jr in 0..NC step NR:                #     one KC x NR sliver of B stays in L1
-        for ir in 0..MC step MR:              #       microkernel: an MR x NR tile of C in registers,
-          C[ir:ir+MR, jr:jr+NR] (+)= A~ B~    #       KC rank-1 updates with fused multiply-adds
+for jc in 0..N step NC:                  # B panel, KC x NC, packed once: 256 KiB, in L2
+  for pc in 0..K step KC:                #   pack op(B)[pc:pc+KC, jc:jc+NC] into NR-wide slivers
+    for ic in 0..M step MC:              #   pack op(A)[ic:ic+MC, pc:pc+KC] into MR-tall slivers
+      for jr in 0..NC step NR:           #     one KC x NR sliver of B stays in L1
+        for ir in 0..MC step MR:         #       microkernel: an MR x NR tile of C in registers,
+          C[ir:ir+MR, jr:jr+NR] (+)= A~B~ #       KC rank-1 updates with fused multiply-adds
 ```
 
-Transposes cost nothing in the loop nest: they only change how the packing routines read A and B
-(a contiguous copy, or an in-register transpose of LANES x LANES blocks). Packing pads edge slivers
-with zeros, so the microkernel always computes a full tile and only the store looks at the edges.
-The epilogue runs on the tile while it is still in registers, once, after the last KC block.
+- The register tile is MR x (NV * LANES) with MR = 6 and NV = 2: 12 accumulators, two B vectors
+  and one broadcast A value fit the 16 vector registers of AVX2 (6 x 16 for f32) or SSE (6 x 8).
+- Transposes cost nothing in the loop nest: they change only how the packing routines read A
+  and B (a contiguous copy along x, or LANES x LANES in-register transposes along k). Packing
+  pads edge slivers with zeros, so the microkernel always computes a whole tile and only the
+  store looks at the edges (masked loads in packing, scalar columns at the right edge of C).
+- The epilogue runs on the tile while it is still in registers, once, after the last KC block.
+  The C tile is prefetched when its microkernel starts, so the read-modify-write between KC
+  blocks does not stall.
+- When N spans at most A_IN_PLACE_MAX_SLIVERS slivers, packing A would not pay (each value is
+  used once or twice): the microkernel reads A where it lies.
 
-Small problems skip packing (the direct path): when M is small, as in inference at batch 1, the
-microkernel reads A and B where they lie, and nt is computed as dot products along K.
+Small M skips packing altogether (the direct path, M <= Blocking.direct_max_m):
 
-The register tile is MR x (NV * LANES) with MR = 6 and NV = 2: 12 accumulators plus two B vectors
-and one broadcast A value fit the 16 vector registers of AVX2 (6 x 16 for f32) and SSE (6 x 8).
+- nn and tn: 2-row register tiles read A and B where they lie, over all of K; a single row
+  (batch-1 inference, a GEMV) instead streams B row after row into C's row.
+- nt: each C element is a dot product of two rows that are contiguous in K.
 
-All buffers are fixed-size stack allocas in the entry block; nothing is allocated on the heap and no
-library is called.
+f64 uses only the direct path by default: it serves checks, not speed, and compiles in a third of
+the time (pass blocking=Blocking(4) for the packed path). The kernel is split into a few
+never-inlined helper functions (paths, packing, edge stores) to keep LLVM's work small, and every
+loop is marked against LLVM's own vectorizing and unrolling, which the kernel does itself.
+
+All buffers are fixed-size stack allocas of the packed path (376 KiB for f32); nothing is
+allocated on the heap and no library is called (llvm.fmuladd, llvm.prefetch and
+llvm.masked.load are the only intrinsics).
 """
 
 from __future__ import annotations
@@ -39,9 +53,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
-from llvmlite import ir
-
 from graphc.ir.errors import CodegenError
+from llvmlite import ir
 
 Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value], ir.Value]
 """epilogue(b, acc, i, j) -> value of acc's type, applied to C[i, j:j+W] before it is stored."""
@@ -83,7 +96,7 @@ class Blocking:
         kc = min(256, 16384 // (2 * lanes * size))  # the KC x NR sliver of B: 16 KiB of L1
         if size == 8:
             # f64 serves checks, not speed: the direct path alone is a third of the code (and
-            # of the compile time). Blocking(lanes, kc=128) makes it fast.
+            # of the compile time). blocking=Blocking(lanes) makes it fast.
             return Blocking(lanes, kc=kc, packed=False)
         return Blocking(lanes, kc=kc)
 
@@ -132,9 +145,13 @@ def emit_gemm(
             blocking whose MC or NC is not a multiple of MR or NR.
     """
     if dtype not in DTYPES:
-        raise CodegenError(f"emit_gemm {name}: dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        raise CodegenError(
+            f"emit_gemm {name}: dtype must be one of {sorted(DTYPES)}, got {dtype!r}"
+        )
     if vector_width < 1 or vector_width & (vector_width - 1):
-        raise CodegenError(f"emit_gemm {name}: vector_width must be a power of two, got {vector_width}")
+        raise CodegenError(
+            f"emit_gemm {name}: vector_width must be a power of two, got {vector_width}"
+        )
     blk = blocking or Blocking.for_dtype(dtype, vector_width)
     if blk.mc % blk.mr or blk.nc % blk.nr or blk.lanes & (blk.lanes - 1):
         raise CodegenError(f"emit_gemm {name}: MC, NC must be multiples of MR, NR in {blk}")
@@ -233,12 +250,8 @@ class _GemmEmitter:
         self.module, self.name, self.blk = module, name, blk
         self.extra_types = extra_types
         self.takes_extras: set[str] = set()  # helpers that get the caller's extras
-        self.trans_a, self.trans_b, self.accumulate, self.epilogue = (
-            trans_a,
-            trans_b,
-            accumulate,
-            epilogue,
-        )
+        self.trans_a, self.trans_b = trans_a, trans_b
+        self.accumulate, self.epilogue = accumulate, epilogue
         self.elem = DTYPES[dtype]
         self.size = ITEMSIZE[dtype]
         fnty = ir.FunctionType(ir.VoidType(), [I64, I64, I64, PTR, PTR, PTR, *extra_types])
@@ -294,7 +307,9 @@ class _GemmEmitter:
         # llvm.fmuladd, not llvm.fma: it fuses where the target has FMA (vfmadd231ps on AVX2) and
         # becomes mul + add elsewhere, where llvm.fma would turn into calls to libm's fmaf.
         ty = x.type
-        suffix = f"v{ty.count}{ty.element.intrinsic_name}" if isinstance(ty, ir.VectorType) else None
+        suffix = (
+            f"v{ty.count}{ty.element.intrinsic_name}" if isinstance(ty, ir.VectorType) else None
+        )
         fname = f"llvm.fmuladd.{suffix or ty.intrinsic_name}"
         fn = self.module.globals.get(fname)
         if fn is None:
@@ -341,7 +356,9 @@ class _GemmEmitter:
             lo = ir.Constant(
                 ir.VectorType(I32, n), [l if not l & d else n + l - d for l in range(n)]
             )
-            hi = ir.Constant(ir.VectorType(I32, n), [l + d if not l & d else n + l for l in range(n)])
+            hi = ir.Constant(
+                ir.VectorType(I32, n), [l + d if not l & d else n + l for l in range(n)]
+            )
             out = list(rows)
             for i in range(n):
                 if not i & d:
@@ -379,7 +396,12 @@ class _GemmEmitter:
     # -- finishing C -------------------------------------------------------------------------------
 
     def finish(
-        self, acc: ir.Value, i: ir.Value, j: ir.Value, load_old: ir.Value | bool, last: ir.Value | bool
+        self,
+        acc: ir.Value,
+        i: ir.Value,
+        j: ir.Value,
+        load_old: ir.Value | bool,
+        last: ir.Value | bool,
     ) -> None:
         """C[i, j:j+W] = epilogue(acc (+ C_old)) when last, else acc (+ C_old).
 
@@ -398,7 +420,9 @@ class _GemmEmitter:
             else:
                 out = self.epilogue(self.b, acc, i, j)
             if out.type != acc.type:
-                raise TypeError(f"emit_gemm {self.name}: epilogue returned {out.type} for {acc.type}")
+                raise CodegenError(
+                    f"emit_gemm {self.name}: the epilogue returned {out.type} for {acc.type}"
+                )
             return out
 
         acc = self.maybe(load_old, add_old, acc)
@@ -406,7 +430,9 @@ class _GemmEmitter:
             acc = self.maybe(last, apply_epilogue, acc)
         self.store(acc, ptr)
 
-    def maybe(self, cond: ir.Value | bool, f: Callable[[ir.Value], ir.Value], x: ir.Value) -> ir.Value:
+    def maybe(
+        self, cond: ir.Value | bool, f: Callable[[ir.Value], ir.Value], x: ir.Value
+    ) -> ir.Value:
         """f(x) if cond else x, decided now for a bool and at run time for an i1."""
         if isinstance(cond, bool):
             return f(x) if cond else x
@@ -505,10 +531,16 @@ class _GemmEmitter:
         block = [("x0", I64), ("nx", I64), ("pc", I64), ("kc", I64), ("dst", PTR)]
         kind = f"{self.elem}.x{blk.lanes}.{blk.mr}x{blk.nr}"
         pack_a = self.define(
-            "pack_a", block, self.pack_a, f"graphc.gemm.pack_a.{'t' if self.trans_a else 'n'}.{kind}"
+            "pack_a",
+            block,
+            self.pack_a,
+            f"graphc.gemm.pack_a.{'t' if self.trans_a else 'n'}.{kind}",
         )
         pack_b = self.define(
-            "pack_b", block, self.pack_b, f"graphc.gemm.pack_b.{'t' if self.trans_b else 'n'}.{kind}"
+            "pack_b",
+            block,
+            self.pack_b,
+            f"graphc.gemm.pack_b.{'t' if self.trans_b else 'n'}.{kind}",
         )
         edge = [(n, I64) for n in ("i", "j", "mr", "nr", "load_old", "last")] + [("tile", PTR)]
         self.store_edge_fn = self.define("store_edge", edge, self.store_edge)
@@ -551,7 +583,13 @@ class _GemmEmitter:
                             self.store_tile(acc, i, j, mr, nr, load_old, last)
 
     def tile_product(
-        self, a_in_place: ir.Value, i: ir.Value, ir_: ir.Value, pc: ir.Value, kc: ir.Value, bp: ir.Value
+        self,
+        a_in_place: ir.Value,
+        i: ir.Value,
+        ir_: ir.Value,
+        pc: ir.Value,
+        kc: ir.Value,
+        bp: ir.Value,
     ) -> list[list[ir.Value]]:
         """The microkernel on packed A, or on A where it lies (rows past M repeat the last)."""
         b, blk = self.b, self.blk
@@ -612,7 +650,9 @@ class _GemmEmitter:
 
         def step(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
             bk = self.at(bp, self.mul(k, blk.nr))
-            bv = [self.load(self.at(bk, self.const(v * L)), L, L * self.size) for v in range(blk.nv)]
+            bv = [
+                self.load(self.at(bk, self.const(v * L)), L, L * self.size) for v in range(blk.nv)
+            ]
             ka = self.mul(k, a_step)
             out = list(acc)
             for r in range(blk.mr):
@@ -676,8 +716,10 @@ class _GemmEmitter:
                     for v in range(blk.nv):
                         ptr = self.at(self.tile_buf, self.const(r * blk.nr + v * L))
                         self.store(acc[r][v], ptr, L * self.size)
-                flags = [b.zext(f, I64) if not isinstance(f, bool) else self.const(int(f))
-                         for f in (load_old, last)]
+                flags = [
+                    b.zext(f, I64) if not isinstance(f, bool) else self.const(int(f))
+                    for f in (load_old, last)
+                ]
                 self.call(self.store_edge_fn, i, j, mr, nr, *flags, self.tile_buf)
 
     def store_edge(
@@ -749,7 +791,9 @@ class _GemmEmitter:
             with _loop(b, self.const(0), nx, R, name=f"{name}.s") as sl:
                 rows = self.at(src, self.mul(sl.iv, ld))
                 valid = self.imin(self.sub(nx, sl.iv), self.const(R))
-                self.pack_sliver_transposed(rows, ld, valid, R, kc, self.at(dst, self.mul(sl.iv, kc)), name)
+                self.pack_sliver_transposed(
+                    rows, ld, valid, R, kc, self.at(dst, self.mul(sl.iv, kc)), name
+                )
             return
         nfull = self.mul(b.sdiv(nx, self.const(R)), R, name=f"{name}.nfull")
         partial = b.icmp_signed("<", nfull, nx)
@@ -779,7 +823,9 @@ class _GemmEmitter:
         iota = ir.Constant(ir.VectorType(I32, lanes), list(range(lanes)))
         n = self.b.trunc(count, I32)
         n = self.b.shuffle_vector(
-            self.b.insert_element(ir.Constant(ir.VectorType(I32, lanes), ir.Undefined), n, ir.Constant(I32, 0)),
+            self.b.insert_element(
+                ir.Constant(ir.VectorType(I32, lanes), ir.Undefined), n, ir.Constant(I32, 0)
+            ),
             ir.Constant(ir.VectorType(I32, lanes), ir.Undefined),
             ir.Constant(ir.VectorType(I32, lanes), [0] * lanes),
         )
@@ -787,7 +833,13 @@ class _GemmEmitter:
         return self.b.call(fn, [ptr, ir.Constant(I32, self.size), mask, self.zero(lanes)])
 
     def pack_sliver_transposed(
-        self, rows: ir.Value, ld: ir.Value, valid: ir.Value, R: int, kc: ir.Value, dst: ir.Value,
+        self,
+        rows: ir.Value,
+        ld: ir.Value,
+        valid: ir.Value,
+        R: int,
+        kc: ir.Value,
+        dst: ir.Value,
         name: str,
     ) -> None:
         """dst[k*R + x] = rows[x*ld + k] for x < valid, else 0: L x L in-register transposes.
@@ -822,12 +874,14 @@ class _GemmEmitter:
                         off = self.add(self.mul(self.add(kv.iv, kk), R), g)
                         self.store(col, self.at(dst, off))
             k_done = kv.iv
-        with _loop(b, k_done, kc, 1, name=f"{name}.kt") as kt:
-            with _loop(b, self.const(0), self.const(R), 1, name=f"{name}.xt") as xt:
-                xc = self.imin(xt.iv, last)
-                v = self.load(self.at(rows, self.add(self.mul(xc, ld), kt.iv)))
-                v = b.select(b.icmp_signed("<", xt.iv, valid), v, self.zero(1))
-                self.store(v, self.at(dst, self.add(self.mul(kt.iv, R), xt.iv)))
+        with (
+            _loop(b, k_done, kc, 1, name=f"{name}.kt") as kt,
+            _loop(b, self.const(0), self.const(R), 1, name=f"{name}.xt") as xt,
+        ):
+            xc = self.imin(xt.iv, last)
+            v = self.load(self.at(rows, self.add(self.mul(xc, ld), kt.iv)))
+            v = b.select(b.icmp_signed("<", xt.iv, valid), v, self.zero(1))
+            self.store(v, self.at(dst, self.add(self.mul(kt.iv, R), xt.iv)))
 
     # -- direct path (small M) ---------------------------------------------------------------------
 
@@ -870,7 +924,9 @@ class _GemmEmitter:
             """body(j, lanes) over C's row: vectors of L, then scalars."""
             start = zero
             for lanes in lanes_list:
-                with _loop(b, start, self.sub(self.N, lanes - 1), lanes, name=f"{name}{lanes}") as jl:
+                with _loop(
+                    b, start, self.sub(self.N, lanes - 1), lanes, name=f"{name}{lanes}"
+                ) as jl:
                     body(jl.iv, lanes)
                 start = jl.iv
 
@@ -881,7 +937,10 @@ class _GemmEmitter:
             sweep("gz", lambda j, lanes: self.store(self.zero(lanes), c_ptr(j)))
 
         def update(k0: ir.Value, count: int, name: str) -> None:
-            a = [self.load(self.at(self.A, self.a_index(zero, self.add(k0, t)))) for t in range(count)]
+            a = [
+                self.load(self.at(self.A, self.a_index(zero, self.add(k0, t))))
+                for t in range(count)
+            ]
             brows = [self.at(self.B, self.mul(self.add(k0, t), self.N)) for t in range(count)]
 
             def body(j: ir.Value, lanes: int) -> None:
@@ -898,7 +957,9 @@ class _GemmEmitter:
         with _loop(b, gk.iv, self.K, 1, name="gkr") as gkr:
             update(gkr.iv, 1, "gr")
         if self.epilogue is not None:
-            sweep("ge", lambda j, lanes: self.finish(self.load(c_ptr(j), lanes), zero, j, False, True))
+            sweep(
+                "ge", lambda j, lanes: self.finish(self.load(c_ptr(j), lanes), zero, j, False, True)
+            )
 
     def direct_tile(
         self, i: ir.Value, rows: list[ir.Value], j: ir.Value, nv: int, lanes: int, unroll: int
@@ -957,8 +1018,14 @@ class _GemmEmitter:
         sums = [self.zero(1)] * cols
         k_done = self.const(0)
         if L > 1:
-            with _loop(b, self.const(0), self.sub(self.K, L - 1), L, name="dt.k",
-                       carried=[self.zero(L)] * cols) as kv:
+            with _loop(
+                b,
+                self.const(0),
+                self.sub(self.K, L - 1),
+                L,
+                name="dt.k",
+                carried=[self.zero(L)] * cols,
+            ) as kv:
                 kv.carried = vstep(kv.iv, kv.carried)
             sums = [self.hsum(v) for v in kv.final]
             k_done = kv.iv
@@ -981,7 +1048,7 @@ class _GemmEmitter:
 # JIT helper for tests and benchmarks
 
 
-def host_target_machine(cpu: str | None = None, features: str | None = None):  # noqa: ANN201
+def host_target_machine(cpu: str | None = None, features: str | None = None):
     """The host's target machine (or one for `cpu`/`features`, e.g. "x86-64", "" for plain SSE2)."""
     import llvmlite.binding as llvm
 
@@ -995,7 +1062,7 @@ def host_target_machine(cpu: str | None = None, features: str | None = None):  #
     return target.create_target_machine(cpu=cpu, features=features, opt=3)
 
 
-def optimize(module: ir.Module, target_machine) -> object:  # noqa: ANN001
+def optimize(module: ir.Module, target_machine) -> object:
     """Parse, verify, run the O3 pipeline for the target, verify again; returns the ModuleRef."""
     import llvmlite.binding as llvm
 
@@ -1060,7 +1127,7 @@ class JitGemm:
         self.fn = ctypes.CFUNCTYPE(None, *_GEMM_ARGS, *extras)(address)
 
     @staticmethod
-    def compile(cpu: str | None = None, features: str | None = None, **config) -> JitGemm:  # noqa: ANN003
+    def compile(cpu: str | None = None, features: str | None = None, **config) -> JitGemm:
         return JitGemms({"gemm": config}, cpu, features)["gemm"]
 
     def asm(self) -> str:

@@ -572,7 +572,7 @@ def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: s
     """
     n_cols = mm.type.shape[1]
 
-    def epilogue(b: ir.IRBuilder, acc: ir.Value, i: ir.Value, j: ir.Value, extra: list[ir.Value]):
+    def epilogue(b: ir.IRBuilder, acc: ir.Value, i: ir.Value, j: ir.Value, extra=()):
         vals: dict[str, ir.Value] = {mm.name: acc}
         lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 0
         scal = LL[mm.type.dtype]

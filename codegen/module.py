@@ -8,6 +8,7 @@ from graphc.ir.errors import CodegenError
 from graphc.ir.passes.schedule import Kernel, Schedule
 
 from . import kernels as K
+from .gemm import emit_gemm
 from .kernels import ENTRY_TYPE, LL, PTR, KernelContext, epilogue_for, storage_key
 from .loops import I64, i64, loop
 from .target import vector_width
@@ -142,36 +143,7 @@ class ModuleBuilder:
         inline = {v for v in ext if sched.buffers[v].region == "inline"}
         extra_types = [LL[g[v].type.dtype] if v in inline else PTR for v in ext]
         epi = epilogue_for(g, g[kernel.nodes[0]], tail, ext, inline)
-        fn = emit_gemm_with_extras(self.module, f"{fname}.gemm", dtype, ta, tb, epi, extra_types,
-                                   self.vector_width)
+        fn = emit_gemm(self.module, f"{fname}.gemm", dtype=dtype, trans_a=ta, trans_b=tb,
+                       epilogue=epi, vector_width=self.vector_width, extra_types=extra_types)
+        fn.linkage = "internal"
         return fn, ext
-
-
-def emit_gemm_with_extras(module, name, dtype, ta, tb, epilogue, extra_types, vector_width):
-    """Simple reference GEMM (i-k-j loop order, contiguous inner loop) with an epilogue."""
-    t = LL[dtype]
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64, I64, I64, PTR, PTR, PTR] + extra_types), name=name)
-    fn.linkage = "internal"
-    m, nn, kk, a, bb, c = fn.args[:6]
-    for p in (a, bb, c):
-        p.add_attribute("noalias")
-    extra = list(fn.args[6:])
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    zero = ir.Constant(t, 0.0)
-    with loop(b, m, name="i") as i:
-        crow = b.mul(i, nn)
-        with loop(b, nn, name="j0") as j:
-            b.store(zero, b.gep(c, [b.add(crow, j)], inbounds=True, source_etype=t))
-        with loop(b, kk, name="k") as k:
-            aidx = b.add(b.mul(k, m), i) if ta else b.add(b.mul(i, kk), k)
-            av = b.load(b.gep(a, [aidx], inbounds=True, source_etype=t), typ=t)
-            with loop(b, nn, name="j") as j:
-                bidx = b.add(b.mul(j, kk), k) if tb else b.add(b.mul(k, nn), j)
-                bv = b.load(b.gep(bb, [bidx], inbounds=True, source_etype=t), typ=t)
-                cp = b.gep(c, [b.add(crow, j)], inbounds=True, source_etype=t)
-                b.store(b.fadd(b.load(cp, typ=t), b.fmul(av, bv)), cp)
-        with loop(b, nn, name="j1") as j:
-            cp = b.gep(c, [b.add(crow, j)], inbounds=True, source_etype=t)
-            b.store(epilogue(b, b.load(cp, typ=t), i, j, extra), cp)
-    b.ret_void()
-    return fn

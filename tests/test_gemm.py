@@ -10,10 +10,9 @@ import re
 
 import numpy as np
 import pytest
-from llvmlite import ir
-
 from graphc.codegen.gemm import Blocking, JitGemm, JitGemms, emit_gemm
 from graphc.ir.errors import CodegenError
+from llvmlite import ir
 
 DIMS = (0, 1, 3, 7, 17, 33, 64, 100, 129, 257)
 NP_DTYPE = {"f32": np.float32, "f64": np.float64}
@@ -35,7 +34,7 @@ def shapes() -> list[tuple[int, int, int]]:
 BIAS = {dt: np.linspace(-1.0, 1.0, 600).astype(t) for dt, t in NP_DTYPE.items()}
 
 
-def bias_relu(dtype: str):  # noqa: ANN201
+def bias_relu(dtype: str):
     """epilogue(acc, i, j) = max(0, acc + bias[j:j+W] + ROW_STEP * i), loading bias as a vector."""
     bias = BIAS[dtype]
 
@@ -47,7 +46,9 @@ def bias_relu(dtype: str):  # noqa: ANN201
         x = b.fadd(acc, b.load(ptr, typ=acc.type, align=bias.itemsize), name="epi.bias")
         row = b.fmul(b.sitofp(i, elem), ir.Constant(elem, ROW_STEP))
         if is_vec:
-            row = b.insert_element(ir.Constant(acc.type, ir.Undefined), row, ir.Constant(ir.IntType(32), 0))
+            row = b.insert_element(
+                ir.Constant(acc.type, ir.Undefined), row, ir.Constant(ir.IntType(32), 0)
+            )
             zeros = ir.Constant(ir.VectorType(ir.IntType(32), acc.type.count), None)
             row = b.shuffle_vector(row, ir.Constant(acc.type, ir.Undefined), zeros)
         x = b.fadd(x, row)
@@ -59,10 +60,14 @@ def bias_relu(dtype: str):  # noqa: ANN201
 
 def reference_epilogue(c: np.ndarray, dtype: str) -> np.ndarray:
     m, n = c.shape
-    return np.maximum(0.0, c + BIAS[dtype][:n].astype(np.float64) + ROW_STEP * np.arange(m)[:, None])
+    return np.maximum(
+        0.0, c + BIAS[dtype][:n].astype(np.float64) + ROW_STEP * np.arange(m)[:, None]
+    )
 
 
-CONFIGS = list(itertools.product(("f32", "f64"), (False, True), (False, True), (False, True), (False, True)))
+CONFIGS = list(
+    itertools.product(("f32", "f64"), (False, True), (False, True), (False, True), (False, True))
+)
 
 
 def config_name(dtype: str, trans_a: bool, trans_b: bool, accumulate: bool, epilogue: bool) -> str:
@@ -75,10 +80,13 @@ def kernels(dtype: str) -> JitGemms:
     """All 16 variants of one dtype in one module (also checks that they can share a module)."""
     return JitGemms(
         {
-            config_name(*cfg): dict(
-                dtype=dtype, trans_a=cfg[1], trans_b=cfg[2], accumulate=cfg[3],
-                epilogue=bias_relu(dtype) if cfg[4] else None,
-            )
+            config_name(*cfg): {
+                "dtype": dtype,
+                "trans_a": cfg[1],
+                "trans_b": cfg[2],
+                "accumulate": cfg[3],
+                "epilogue": bias_relu(dtype) if cfg[4] else None,
+            }
             for cfg in CONFIGS
             if cfg[0] == dtype
         }
@@ -89,7 +97,7 @@ def kernel(dtype: str, trans_a: bool, trans_b: bool, accumulate: bool, epilogue:
     return kernels(dtype)[config_name(dtype, trans_a, trans_b, accumulate, epilogue)]
 
 
-def operands(rng: np.random.Generator, m: int, n: int, k: int, ta: bool, tb: bool, dtype: str):  # noqa: ANN201
+def operands(rng: np.random.Generator, m: int, n: int, k: int, ta: bool, tb: bool, dtype: str):
     t = NP_DTYPE[dtype]
     a = rng.standard_normal((k, m) if ta else (m, k)).astype(t)
     b = rng.standard_normal((n, k) if tb else (k, n)).astype(t)
@@ -100,7 +108,8 @@ def check(
     g: JitGemm, m: int, n: int, k: int, rng: np.random.Generator, what: str, epilogue: bool
 ) -> None:
     cfg = g.config
-    dtype, ta, tb, acc = cfg["dtype"], cfg["trans_a"], cfg["trans_b"], cfg["accumulate"]
+    dtype, ta, tb = cfg.get("dtype", "f32"), cfg.get("trans_a", False), cfg.get("trans_b", False)
+    acc = cfg.get("accumulate", False)
     a, b = operands(rng, m, n, k, ta, tb, dtype)
     c_old = rng.standard_normal((m, n)).astype(NP_DTYPE[dtype])
     # NaN where C is not read: an element the kernel forgets stays NaN and fails the comparison.
@@ -190,8 +199,13 @@ PLAIN_X86 = {  # name: (vector_width, trans_a, trans_b)
 @functools.cache
 def plain_x86_kernels() -> JitGemms:
     configs = {
-        name: dict(vector_width=w, trans_a=ta, trans_b=tb, accumulate=False, dtype="f32",
-                   epilogue=bias_relu("f32"))
+        name: {
+            "vector_width": w,
+            "trans_a": ta,
+            "trans_b": tb,
+            "dtype": "f32",
+            "epilogue": bias_relu("f32"),
+        }
         for name, (w, ta, tb) in PLAIN_X86.items()
     }
     return JitGemms(configs, cpu="x86-64", features="")
@@ -211,21 +225,33 @@ def test_gemm_is_correct_on_plain_x86_64(name: str) -> None:
 def test_gemm_passes_extra_arguments_to_the_epilogue() -> None:
     """extra_types: a bias pointer and a scale arrive as arguments, in every helper."""
 
-    def epilogue(b: ir.IRBuilder, acc: ir.Value, i: ir.Value, j: ir.Value, extras) -> ir.Value:  # noqa: ANN001
+    def epilogue(b: ir.IRBuilder, acc: ir.Value, i: ir.Value, j: ir.Value, extras) -> ir.Value:
         bias_ptr, scale = extras
         elem = ir.FloatType()
         bias = b.load(b.gep(bias_ptr, [j], inbounds=True, source_etype=elem), typ=acc.type, align=4)
         if isinstance(acc.type, ir.VectorType):
-            scale = b.insert_element(ir.Constant(acc.type, ir.Undefined), scale, ir.Constant(ir.IntType(32), 0))
-            scale = b.shuffle_vector(scale, ir.Constant(acc.type, ir.Undefined),
-                                     ir.Constant(ir.VectorType(ir.IntType(32), acc.type.count), None))
+            scale = b.insert_element(
+                ir.Constant(acc.type, ir.Undefined), scale, ir.Constant(ir.IntType(32), 0)
+            )
+            scale = b.shuffle_vector(
+                scale,
+                ir.Constant(acc.type, ir.Undefined),
+                ir.Constant(ir.VectorType(ir.IntType(32), acc.type.count), None),
+            )
         return b.fadd(b.fmul(acc, scale), bias)
 
     extra_types = [ir.PointerType(), ir.FloatType()]
-    gs = JitGemms({
-        op: dict(trans_a=op[0] == "t", trans_b=op[1] == "t", epilogue=epilogue, extra_types=extra_types)
-        for op in ("nn", "nt", "tn")
-    })
+    gs = JitGemms(
+        {
+            op: {
+                "trans_a": op[0] == "t",
+                "trans_b": op[1] == "t",
+                "epilogue": epilogue,
+                "extra_types": extra_types,
+            }
+            for op in ("nn", "nt", "tn")
+        }
+    )
     rng = np.random.default_rng(5)
     for op, g in gs.kernels.items():
         for m, n, k in [(1, 13, 7), (3, 21, 5), (67, 45, 300)]:
@@ -237,7 +263,7 @@ def test_gemm_passes_extra_arguments_to_the_epilogue() -> None:
             np.testing.assert_allclose(c, want, rtol=1e-4, atol=1e-4, err_msg=f"{op} {m},{n},{k}")
 
 
-def emitted(**config) -> str:  # noqa: ANN003
+def emitted(**config) -> str:
     module = ir.Module(name="t")
     emit_gemm(module, "g", **config)
     return str(module)
@@ -263,8 +289,14 @@ def test_gemm_stack_buffers_are_bounded(blocking: Blocking | None) -> None:
 def test_gemm_f64_packed_path_matches_numpy() -> None:
     """f64 uses the direct path by default; the packed path works for it too."""
     rng = np.random.default_rng(4)
-    g = JitGemm.compile(dtype="f64", trans_a=True, trans_b=True, accumulate=True,
-                        epilogue=bias_relu("f64"), blocking=Blocking(4, kc=128))
+    g = JitGemm.compile(
+        dtype="f64",
+        trans_a=True,
+        trans_b=True,
+        accumulate=True,
+        epilogue=bias_relu("f64"),
+        blocking=Blocking(4, kc=128),
+    )
     for m, n, k in [(1, 9, 5), (13, 29, 300), (130, 7, 129), (7, 40, 9)]:
         check(g, m, n, k, rng, "f64 packed tt", True)
 
