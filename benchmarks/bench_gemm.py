@@ -2,7 +2,8 @@
 
     python benchmarks/bench_gemm.py [--seconds S] [--clock thread|wall] [--big]
 
-Prints a markdown table: shape, variant, graphc GFLOP/s, numpy GFLOP/s, ratio, % of peak.
+Prints a markdown table: shape, variant, graphc GFLOP/s, numpy GFLOP/s, ratio, % of peak, and
+the time of one call of each.
 
 - Both run on the calling thread: numpy's BLAS is limited to one thread (threadpoolctl when
   installed, else OPENBLAS_NUM_THREADS=1 and friends, set before numpy is imported).
@@ -241,8 +242,11 @@ def run(todo: list[Case], seconds: float, now, clock_name: str) -> None:
         f"- {clock_name} clock, best batch of {seconds:g} s per shape; compiling {len(todo)} "
         f"kernels took {compile_s:.1f} s\n"
     )
-    print("| shape (M x N x K) | variant | graphc GFLOP/s | numpy GFLOP/s | ratio | % of peak |")
-    print("|---|---|---:|---:|---:|---:|")
+    print(
+        "| shape (M x N x K) | variant | graphc GFLOP/s | numpy GFLOP/s | ratio | % of peak "
+        "| graphc µs | numpy µs |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     rng = np.random.default_rng(0)
     for c in todo:
         graphc_call, numpy_call = calls(c, kernels[names[c]].fn, rng)
@@ -250,7 +254,7 @@ def run(todo: list[Case], seconds: float, now, clock_name: str) -> None:
         g, n = c.flops / t_graphc / 1e9, c.flops / t_numpy / 1e9
         print(
             f"| {c.m} x {c.n} x {c.k} | {c.op} {c.what} | {g:.1f} | {n:.1f} | {g / n:.2f} | "
-            f"{100 * g / peak:.0f}% |",
+            f"{100 * g / peak:.0f}% | {t_graphc * 1e6:.1f} | {t_numpy * 1e6:.1f} |",
             flush=True,
         )
 

@@ -24,7 +24,7 @@ def shapes() -> list[tuple[int, int, int]]:
     out = []
     for d in DIMS:
         out += [(d, 33, 17), (17, d, 33), (33, 17, d)]
-    # Around the direct path's limit (M <= 5), three K blocks (KC = 256 for f32, 128 for f64),
+    # Around the direct path's limit (M <= 5), three K blocks of f32 (KC = 256),
     # and every cache block at once.
     out += [(5, 40, 19), (6, 16, 8), (2, 9, 300), (7, 19, 600), (257, 257, 257), (130, 7, 3)]
     return out
