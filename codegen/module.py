@@ -23,6 +23,8 @@ class ModuleBuilder:
         self.module = ir.Module(name=name)
         self.vector_width = vector_width(target_cpu)
         self.entries: dict[str, Schedule] = {}
+        self._kernels: dict[tuple, ir.Function] = {}  # structural signature -> kernel function
+        self.kernels_reused = 0
 
     def add_epoch_entry(self, step_entry: str = "train_step") -> ir.Function:
         """Emit ``NAME_train_epoch``: mini-batches gathered by an index array, each one a call of
@@ -97,6 +99,8 @@ class ModuleBuilder:
         return fn
 
     def _emit_kernel(self, prefix: str, sched: Schedule, kernel: Kernel, out_ptr_needed: bool):
+        """The kernel's function (reused when an identical kernel was emitted before, e.g. the
+        forward GEMMs shared by train_step, eval and infer), its values, its extra pointers."""
         g = sched.graph
         values: list[str] = []
         for name in kernel.nodes:
@@ -105,6 +109,16 @@ class ModuleBuilder:
                 if i not in values:
                     values.append(i)
             values.append(name)
+        sig = kernel_signature(sched, kernel, values)
+        if sig in self._kernels:
+            self.kernels_reused += 1
+            return self._kernels[sig], ([kernel.nodes[0]] if kernel.kind == "copy" else values), []
+        fn, vals, extra = self._emit_new_kernel(prefix, sched, kernel, values)
+        self._kernels[sig] = fn
+        return fn, vals, extra
+
+    def _emit_new_kernel(self, prefix: str, sched: Schedule, kernel: Kernel, values: list[str]):
+        g = sched.graph
         fname = f"{prefix}.{kernel.name}"
         if kernel.kind == "copy":
             src = kernel.nodes[0]
@@ -147,3 +161,39 @@ class ModuleBuilder:
                        epilogue=epi, vector_width=self.vector_width, extra_types=extra_types)
         fn.linkage = "internal"
         return fn, ext
+
+
+def kernel_signature(sched: Schedule, kernel: Kernel, values: list[str]) -> tuple:
+    """Everything the generated code of a kernel depends on, with value names abstracted away:
+    ops, attrs and types of its nodes, how they connect, which operands are inline constants
+    (and their values), which values share a buffer (one pointer argument), which are stored."""
+    g = sched.graph
+    members = {n: i for i, n in enumerate(kernel.nodes)}
+    ext: dict[str, int] = {}
+    keys: list[tuple] = []
+
+    def canon(v: str) -> tuple:
+        if v in members:
+            return ("n", members[v])
+        if v not in ext:
+            ext[v] = len(ext)
+        nd = g[v]
+        buf = sched.buffers[v]
+        if buf.region == "inline":
+            operand_types = tuple(g[i].type for i in nd.inputs)
+            return ("inline", nd.op, nd.attrs, nd.type, operand_types)
+        return ("x", ext[v], nd.type)
+
+    nodes = tuple(
+        (g[n].op, g[n].attrs, g[n].type, tuple(canon(i) for i in g[n].inputs), n in kernel.stores)
+        for n in kernel.nodes)
+    arg_pattern = []
+    for v in values:
+        buf = sched.buffers[v]
+        if buf.region in ("inline", "fused"):
+            continue
+        k = storage_key(buf)
+        if k not in keys:
+            keys.append(k)
+        arg_pattern.append(keys.index(k))
+    return (kernel.kind, nodes, tuple(arg_pattern), kernel.copy_to is not None)
