@@ -23,10 +23,9 @@ gives bit-identical parameters and losses to ``ceil(n / batch)`` calls of ``NAME
 
 from __future__ import annotations
 
-from llvmlite import ir
-
 from graphc.ir.passes.schedule import Schedule
 from graphc.ir.types import BATCH
+from llvmlite import ir
 
 from .kernels import LL, PTR
 from .loops import I32, I64, i64, loop

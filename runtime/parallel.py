@@ -17,8 +17,8 @@ The thread count: ``threads`` of ``gc.compile`` / ``Model.threads``; default
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 

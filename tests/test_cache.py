@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from graphc.runtime.model import Model
 
 import graphc as gc
-import graphc.compiler as compiler
-from graphc import cache
-from graphc.runtime.model import Model
+from graphc import cache, compiler
 
 
 def _net(hidden: int = 4):
