@@ -25,6 +25,7 @@ class ModuleBuilder:
         self.entries: dict[str, Schedule] = {}
         self._kernels: dict[tuple, ir.Function] = {}  # structural signature -> kernel function
         self.kernels_reused = 0
+        self._gemms: dict[tuple, ir.Function] = {}  # GEMM functions by what their code depends on
 
     def add_epoch_entry(self, step_entry: str = "train_step") -> ir.Function:
         """Emit ``NAME_train_epoch``: mini-batches gathered by an index array, each one a call of
@@ -156,11 +157,21 @@ class ModuleBuilder:
         g = sched.graph
         inline = {v for v in ext if sched.buffers[v].region == "inline"}
         extra_types = [LL[g[v].type.dtype] if v in inline else PTR for v in ext]
-        epi = epilogue_for(g, g[kernel.nodes[0]], tail, ext, inline)
-        fn = emit_gemm(self.module, f"{fname}.gemm", dtype=dtype, trans_a=ta, trans_b=tb,
-                       epilogue=epi, vector_width=self.vector_width, extra_types=extra_types)
-        fn.linkage = "internal"
-        return fn, ext
+        mm = g[kernel.nodes[0]]
+        # The GEMM code depends on the transposes, the epilogue's ops and its operands' shapes
+        # (not on M, N, K, which are arguments): kernels that agree share one function.
+        pos = {mm.name: ("mm",), **{t.name: ("t", i) for i, t in enumerate(tail)},
+               **{v: ("x", i) for i, v in enumerate(ext)}}
+        key = (dtype, ta, tb, mm.type.shape[1] if tail else None,
+               tuple((t.op, t.attrs, t.type.dtype, tuple(pos[i] for i in t.inputs)) for t in tail),
+               tuple((v in inline, g[v].type) for v in ext))
+        if key not in self._gemms:
+            epi = epilogue_for(g, mm, tail, ext, inline)
+            fn = emit_gemm(self.module, f"{fname}.gemm", dtype=dtype, trans_a=ta, trans_b=tb,
+                           epilogue=epi, vector_width=self.vector_width, extra_types=extra_types)
+            fn.linkage = "internal"
+            self._gemms[key] = fn
+        return self._gemms[key], ext
 
 
 def kernel_signature(sched: Schedule, kernel: Kernel, values: list[str]) -> tuple:

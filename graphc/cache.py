@@ -1,13 +1,9 @@
 """The compile cache: machine code of compiled models, keyed by their scheduled graphs and target.
 
-A second ``gc.compile`` of the same model finds what the first one stored, in two levels:
-
-1. keyed by the graphs before the passes (with their source lines), the pass options, the
-   target and the compiler's source: the schedules (a pickle), so no pass runs again;
-2. keyed by the scheduled graphs (below): the object file, loaded into the JIT without running
-   LLVM (no IR emission, no O3, no instruction selection).
-
-Level 2 alone still serves a model whose script moved (other source lines, same graphs).
+A second ``gc.compile`` of the same model runs the passes again (about 10 ms) and then finds
+the object file the first one stored, keyed by the scheduled graphs: it is loaded into the JIT
+without running LLVM (no IR emission, no O3, no instruction selection). Nothing is pickled:
+the cache holds only object files with a checked header.
 
 - Key: SHA-256 of the text of every scheduled graph (nodes, kernels, buffer plan, slots, the
   parameter layout), the code generator's options (``check_numerics``), the target (LLVM
@@ -27,7 +23,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-import pickle
 import re
 import tempfile
 from pathlib import Path
@@ -100,71 +95,6 @@ def cache_key(prog: Any, target: tuple[str, str, str]) -> str:
         h.update(schedule_text(prog.schedules[entry]).encode())
         h.update(b"\0")
     return h.hexdigest()
-
-
-@functools.cache
-def _package_source_digest() -> str:
-    """SHA-256 over the source of graphc, graphc.ir (passes included) and graphc.codegen."""
-    import graphc
-    import graphc.codegen as cg
-    import graphc.ir as gir
-
-    h = hashlib.sha256()
-    for root in {Path(m.__file__).parent for m in (graphc, gir, cg)}:
-        for p in sorted(root.rglob("*.py")):
-            h.update(str(p.relative_to(root)).encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
-def _graph_text(g: Any) -> str:
-    lines = [repr((n.name, n.op, n.inputs, str(n.type), n.attrs, n.section, n.group, n.loc))
-             for n in g.nodes]
-    lines.append(repr((g.name, g.outputs, getattr(g, "updates", ()))))
-    return "\n".join(lines)
-
-
-def program_key(prog: Any, options: tuple, target: tuple[str, str, str]) -> str:
-    """Hex SHA-256 key of a Program before the passes (level 1: it gives the schedules).
-
-    Covers the forward, training and inference graphs with their source lines (they appear in
-    error messages), the pass options, the target and the source of the whole compiler.
-    """
-    import llvmlite
-
-    import graphc
-
-    text = "\n".join(
-        [f"graphc {graphc.__version__}", f"llvmlite {llvmlite.__version__}",
-         _package_source_digest(), "|".join(target), prog.name, repr(options),
-         f"check_numerics={getattr(prog, 'check_numerics', False)}",
-         repr(sorted(prog.grads.items()))]
-        + [_graph_text(g) for g in (prog.inference, prog.forward, prog.training) if g is not None])
-    return hashlib.sha256(_renumber(text).encode()).hexdigest()
-
-
-def load_program(key: str) -> dict | None:
-    """The level-1 entry (schedules, layout, object key) for ``key``; None if absent or bad.
-
-    The entry is a pickle: the cache folder is trusted as much as the machine code in it.
-    """
-    data = load(key, suffix=".prog")
-    if data is None:
-        return None
-    try:
-        entry = pickle.loads(data)
-    except Exception:  # an entry written by another graphc version: rebuild it
-        discard_program(key)
-        return None
-    return entry if isinstance(entry, dict) and {"schedules", "layout", "object_key"} <= entry.keys() else None
-
-
-def store_program(key: str, entry: dict) -> Path | None:
-    return store(key, pickle.dumps(entry, protocol=pickle.HIGHEST_PROTOCOL), suffix=".prog")
-
-
-def discard_program(key: str) -> None:
-    discard(key, suffix=".prog")
 
 
 def path_for(key: str, suffix: str = ".o") -> Path:

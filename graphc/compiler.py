@@ -158,47 +158,14 @@ def _target_id(target_cpu: str) -> tuple[str, str, str]:
 
 def compile_cached(prog: Program, *, opt_level: int = 2, disabled_passes: tuple[str, ...] = (),
                    verify_each: bool = False, target_cpu: str = "native") -> JitModule:
-    """Passes, schedules and machine code for a Program built by ``build_graphs``, each step
-    skipped when the compile cache (graphc/cache.py) holds its result.
+    """Passes and schedules (always run: about 10 ms), then machine code from the compile cache
+    (graphc/cache.py, keyed by the scheduled graphs) or, on a miss, from LLVM.
 
-    Level 1 is keyed by the graphs before the passes (and their source lines): a hit gives the
-    schedules without running the passes. Level 2 is keyed by the scheduled graphs: a hit gives
-    the machine code without running LLVM. ``prog.timings["cache"]`` is "hit" (both levels),
-    "miss" (LLVM ran) or "off".
+    ``prog.timings["cache"]`` is "hit", "miss" or "off".
     """
-    from . import cache
-
-    if not cache.enabled():
-        schedule_program(prog, opt_level=opt_level, disabled_passes=disabled_passes,
-                         verify_each=verify_each)
-        return jit_cached(prog, target_cpu)
-    target = _target_id(target_cpu)
-    key1 = cache.program_key(prog, (opt_level, tuple(disabled_passes)), target)
-    found = cache.load_program(key1)
-    if found is not None:
-        t0 = time.perf_counter()
-        prog.opt_level = opt_level
-        make_layout(prog)
-        prog.schedules = found["schedules"]
-        data = cache.load(found["object_key"])
-        if data is not None and prog.layout == found["layout"]:
-            try:
-                jm = JitModule.from_object(data, target_machine(target_cpu))
-                if all(jm.has(f"{prog.name}_{e}") for e in prog.schedules):
-                    prog.timings["cache"] = "hit"
-                    prog.timings["cache_load"] = time.perf_counter() - t0
-                    return jm
-            except RuntimeError:
-                pass
-        cache.discard_program(key1)
-        prog.schedules = {}
-        prog.layout = {}
     schedule_program(prog, opt_level=opt_level, disabled_passes=disabled_passes,
                      verify_each=verify_each)
-    jm = jit_cached(prog, target_cpu)
-    cache.store_program(key1, {"schedules": prog.schedules, "layout": prog.layout,
-                               "object_key": cache.cache_key(prog, target)})
-    return jm
+    return jit_cached(prog, target_cpu)
 
 
 def jit_cached(prog: Program, target_cpu: str = "native") -> JitModule:
