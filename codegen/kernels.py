@@ -272,15 +272,14 @@ def emit_fill(ctx: KernelContext, dst: str, x: ir.Value, count: ir.Value) -> Non
 
 
 def emit_transpose(ctx: KernelContext, node: Node) -> None:
+    """y[r, c] = x[c, r]."""
     b = ctx.b
-    t = LL[node.type.dtype]
     rows, cols = (ctx.dim(d) for d in node.type.shape)
     with loop(b, rows, name="r") as r:
         with loop(b, cols, name="c") as c:
             x = ctx.load(node.inputs[0], b.add(b.mul(c, rows), r))
             ctx.store(node.name, b.add(b.mul(r, cols), c), x)
     b.ret_void()
-    del t
 
 
 # ---------------------------------------------------------------------------- reductions
@@ -307,7 +306,6 @@ def emit_reduce(ctx: KernelContext, node: Node) -> None:
     t = LL[node.type.dtype]
     axes = normalize_axes(node.op, node.attr("axes"), xt.rank)
     out_count = ctx.count(node.type.shape)
-    zero = ir.Constant(t, 0.0)
     const_count = None if node.type.is_batched else node.type.size(1)
     wide = (node.type.dtype == "f32" and xt.rank > 0 and const_count is not None
             and const_count <= ACC64_MAX)

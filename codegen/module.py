@@ -10,7 +10,7 @@ from graphc.ir.passes.schedule import Kernel, Schedule
 from . import kernels as K
 from .gemm import emit_gemm
 from .kernels import ENTRY_TYPE, LL, PTR, KernelContext, epilogue_for, storage_key
-from .loops import I64, i64, loop
+from .loops import i64
 from .target import vector_width
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -306,7 +305,6 @@ class Model:
             raise ArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
         feeds, n = self._as_feeds(x, y, need_labels=True)
         self._validate(feeds)
-        e = self.entries["eval"]
         losses, outs = [], []
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)
@@ -314,7 +312,6 @@ class Model:
             res = self._run("eval", batch, hi - lo)
             losses.append(float(res[-1]) * (hi - lo))
             outs.append(res[0].copy())
-        del e
         out = np.concatenate(outs)
         figures = {"loss": sum(losses) / n}
         figures.update(self._metrics(out, feeds))
@@ -519,5 +516,3 @@ class _Progress:
             self.bar.close()
             self.bar = None
 
-
-del math, Callable

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
+
 import numpy as np
+import pytest
 
 
 def numeric_grad(f, xs: list[np.ndarray], i: int, eps: float = 1e-6) -> np.ndarray:
@@ -16,3 +21,26 @@ def numeric_grad(f, xs: list[np.ndarray], i: int, eps: float = 1e-6) -> np.ndarr
         lo = f(*xs[:i], xs[i] - step, *xs[i + 1:])
         grad[idx] = (hi - lo) / (2 * eps)
     return grad
+
+
+def torch_or_skip():
+    """torch, or a skip saying why; a failed import is remembered for the rest of the session
+    (importing a broken torch install takes seconds)."""
+    why = os.environ.get("GRAPHC_TEST_TORCH_MISSING")
+    spec = importlib.util.find_spec("torch")
+    if spec is None:
+        why = "not installed"
+    elif sys.platform == "linux" and spec.origin:
+        # torch/__init__ loads lib/libtorch_global_deps.so first; without it the import fails
+        # after many seconds of searching, so an incomplete install is recognized up front
+        lib = os.path.join(os.path.dirname(spec.origin), "lib")
+        if os.path.isdir(lib) and not os.path.exists(os.path.join(lib, "libtorch_global_deps.so")):
+            why = "incomplete install: lib/libtorch_global_deps.so is missing"
+    if why:
+        pytest.skip(f"torch is not importable ({why}): comparison with torch skipped")
+    try:
+        import torch
+    except Exception as e:  # noqa: BLE001 (a broken install raises OSError)
+        os.environ["GRAPHC_TEST_TORCH_MISSING"] = type(e).__name__
+        pytest.skip(f"torch is not importable ({type(e).__name__}): comparison with torch skipped")
+    return torch

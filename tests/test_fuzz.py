@@ -8,7 +8,6 @@ fuzzer found are pinned down below as ordinary tests.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -8,15 +8,14 @@ runs compiled (f64 model) and must agree within 1e-5 relative as well.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 from graphc.ir.errors import GraphcError
 from graphc.ir.interpret import interpret
+
+from conftest import torch_or_skip as _torch
 
 import graphc as gc
 from graphc.compiler import build_graphs
@@ -286,29 +285,6 @@ def test_optimizer_rejects_bad_options() -> None:
         build_graphs("o", [out], loss, Adam(betas=(1.0, 0.9)))
     with pytest.raises(GraphcError, match="semantics"):
         Adam(semantics="tf")
-
-
-def _torch():
-    """torch, or a skip saying why; a failed import is remembered for the rest of the session
-    (importing a broken torch install takes seconds)."""
-    why = os.environ.get("GRAPHC_TEST_TORCH_MISSING")
-    spec = importlib.util.find_spec("torch")
-    if spec is None:
-        why = "not installed"
-    elif sys.platform == "linux" and spec.origin:
-        # torch/__init__ loads lib/libtorch_global_deps.so first; without it the import fails
-        # after many seconds of searching, so an incomplete install is recognized up front
-        lib = os.path.join(os.path.dirname(spec.origin), "lib")
-        if os.path.isdir(lib) and not os.path.exists(os.path.join(lib, "libtorch_global_deps.so")):
-            why = "incomplete install: lib/libtorch_global_deps.so is missing"
-    if why:
-        pytest.skip(f"torch is not importable ({why}): comparison with torch skipped")
-    try:
-        import torch
-    except Exception as e:  # noqa: BLE001 (a broken install raises OSError)
-        os.environ["GRAPHC_TEST_TORCH_MISSING"] = type(e).__name__
-        pytest.skip(f"torch is not importable ({type(e).__name__}): comparison with torch skipped")
-    return torch
 
 
 TORCH = [
