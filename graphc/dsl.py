@@ -168,6 +168,7 @@ def _unary(op: str):
         return apply(op, x, name=name)
 
     f.__name__ = op
+    f.__code__ = f.__code__.replace(co_name=op)  # provenance reads the frame's name: gc.tanh
     f.__doc__ = f"Elementwise {op} (see graphc.ir.ops for the formula and its VJP)."
     return f
 

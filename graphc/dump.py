@@ -19,6 +19,8 @@ in docs/ir.md), ``dot`` (Graphviz source) and ``svg`` (rendered by Graphviz's ``
 
 from __future__ import annotations
 
+from graphc.ir.passes.pipeline import PASS_NAMES
+
 import argparse
 import dataclasses
 import json
@@ -791,8 +793,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--stage",
         default=None,
-        help="forward | backward | a pass name | scheduled | llvm | llvm-opt | asm | "
-        "all (default: all graph stages)",
+        help="forward | backward | a pass name (" + ", ".join(PASS_NAMES) + ") | scheduled | "
+        "llvm | llvm-opt | asm | all (default: all graph stages)",
     )
     p.add_argument("--format", choices=FORMATS, default="text", help="output format (text)")
     p.add_argument("-o", "--output", metavar="PATH", help="write to PATH instead of stdout")

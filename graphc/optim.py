@@ -53,6 +53,7 @@ class Optimizer:
         for f in fields(self):  # type: ignore[arg-type]
             if getattr(self, f.name) is None:
                 raise GraphcError(f"{type(self).__name__}: {f.name} has no default; give a value")
+        self._check()  # reject bad hyperparameters where they are written, not at compile time
 
     def build(
         self, b: Builder, params: list[str], grads: dict[str, str], lr: str, t: str

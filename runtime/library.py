@@ -58,6 +58,12 @@ class Library:
         path = os.path.abspath(path)
         if not os.path.isfile(path):
             raise ArgumentError(f"load: no library at {path!r}")
+        with open(path, "rb") as f:
+            if f.read(4) != b"\x7fELF":
+                raise ArgumentError(
+                    f"load: {path!r} is not a shared library. graphc.load opens libraries made by "
+                    "`graphc compile` or model.export(); to restore a checkpoint (.npz), build the "
+                    "model again and call model.load(path)")
         if name is None:
             m = re.fullmatch(r"lib(\w+?)(\.\w+)*\.so(\.\d+)*", os.path.basename(path))
             if m is None:
