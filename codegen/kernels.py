@@ -161,7 +161,12 @@ def emit_elementwise(ctx: KernelContext, kernel: Kernel) -> None:
             if nd.name in kernel.stores:
                 ctx.store(nd.name, out_index, vals[nd.name])
 
-    if flat or not shape:
+    if kernel.elements:  # a flat update (fuse_optimizer): every param's elements in one loop
+        if not flat:
+            raise CodegenError(f"flat update kernel {kernel.name} has broadcast operands")
+        with loop(b, i64(kernel.elements), name="i") as i:
+            body(lambda v: i, i)
+    elif flat or not shape:
         total = ctx.count(shape)
         with loop(b, total, name="i") as i:
             body(lambda v: i, i)

@@ -207,4 +207,4 @@ def kernel_signature(sched: Schedule, kernel: Kernel, values: list[str]) -> tupl
         if k not in keys:
             keys.append(k)
         arg_pattern.append(keys.index(k))
-    return (kernel.kind, nodes, tuple(arg_pattern), kernel.copy_to is not None)
+    return (kernel.kind, nodes, tuple(arg_pattern), kernel.copy_to is not None, kernel.elements)

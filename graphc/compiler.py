@@ -86,14 +86,44 @@ def build_graphs(name: str, outputs: list[Tensor], loss: Tensor | None,
 
 
 def make_layout(prog: Program) -> None:
-    """Offsets of params and states in their flat regions (64-byte aligned, graph order)."""
+    """Offsets of params and states in their flat regions (64-byte aligned).
+
+    Params in graph order. States: first those that are no optimizer slot (e.g. "step"), then
+    one sub-region per slot kind laid out like the param region (``P.exp_avg`` at
+    ``base_exp_avg + offset(P)``), so that one flat loop can update every param and its slots
+    (ir.passes.schedule, fuse_optimizer). A slot whose type differs from its param's goes last.
+    """
     src = prog.training or prog.forward
     off = {"param": 0, "state": 0}
+    kinds: dict[str, list] = {}
     for n in src.nodes:
-        if n.op in ("param", "state"):
+        if n.op == "param":
             size = n.type.size(1) * n.type.itemsize
-            prog.layout[n.name] = Buffer(n.name, n.op, off[n.op], 0, size)
-            off[n.op] += align(size)
+            prog.layout[n.name] = Buffer(n.name, "param", off["param"], 0, size)
+            off["param"] += align(size)
+    late = []
+    for n in src.nodes:
+        if n.op != "state":
+            continue
+        p = dict(n.attrs).get("slot_of")
+        if (p in prog.layout and n.name.startswith(f"{p}.") and src[p].type == n.type):
+            kinds.setdefault(n.name[len(p) + 1:], []).append((n, p))
+        elif p is not None:
+            late.append(n)
+        else:
+            size = n.type.size(1) * n.type.itemsize
+            prog.layout[n.name] = Buffer(n.name, "state", off["state"], 0, size)
+            off["state"] += align(size)
+    for slots in kinds.values():
+        base = off["state"]
+        for n, p in slots:
+            pb = prog.layout[p]
+            prog.layout[n.name] = Buffer(n.name, "state", base + pb.offset, 0, pb.size)
+        off["state"] = base + off["param"]
+    for n in late:
+        size = n.type.size(1) * n.type.itemsize
+        prog.layout[n.name] = Buffer(n.name, "state", off["state"], 0, size)
+        off["state"] += align(size)
     prog.param_bytes, prog.state_bytes = off["param"], off["state"]
 
 
@@ -108,7 +138,10 @@ def schedule_program(prog: Program, *, opt_level: int = 2, disabled_passes: tupl
         entries["train_step"] = prog.training
     for entry, g in entries.items():
         t0 = time.perf_counter()
-        res = run_pipeline(g, opt_level, disabled=disabled_passes, verify_each=verify_each)
+        # check_numerics scans each stored value after its kernel; the one flat optimizer loop
+        # would hide which parameter went bad, so the per-parameter update kernels stay
+        off = tuple(disabled_passes) + (("fuse_optimizer",) if prog.check_numerics else ())
+        res = run_pipeline(g, opt_level, disabled=off, verify_each=verify_each)
         prog.optimized[entry] = res
         grads = prog.grads if entry == "train_step" else {}
         prog.schedules[entry] = schedule(res.graph, prog.layout, grads, reuse=opt_level >= 1)

@@ -344,7 +344,11 @@ def schedule_text(stage: Stage, batch: int) -> str:
         extra = f" -> {k.copy_to}" if k.copy_to else ""
         stores = " ".join(k.stores) or "-"
         ops = "+".join(g[n].op for n in k.nodes)
+        if k.elements:
+            extra += f" (flat: {k.elements} elements, every param of its update rule)"
         lines.append(f"#   {k.name:<30} {k.kind:<12} {ops:<34} stores {stores}{extra}")
+    for sid, why in getattr(s, "flat_notes", {}).items():
+        lines.append(f"# fuse_optimizer {sid}: {why}")
     lines.append("# buffers (region@offset as fixed+per_row*N bytes, size):")
     regions: dict[str, list[str]] = {}
     for name, b in s.buffers.items():
@@ -735,10 +739,12 @@ def stats_text(st: Stages, batch: int) -> str:
         if s.kind == "llvm":
             continue
         t = "" if s.name in ("backward", "scheduled") else f"{s.seconds * 1e3:>8.2f} ms"
-        lines.append(f"{s.name:<24} {len(s.graph.nodes):>6} {_kernels(s.graph):>8} {t:>11}")
+        nk = len(s.schedule.kernels) if s.name == "scheduled" and s.schedule else _kernels(s.graph)
+        lines.append(f"{s.name:<24} {len(s.graph.nodes):>6} {nk:>8} {t:>11}")
     lines.append(
         "(forward's time covers building every graph: DSL, autodiff and optimizer; "
-        "kernels = what form_kernels would make of that stage)"
+        "kernels = what form_kernels would make of that stage; scheduled: the kernels run, "
+        "with fuse_optimizer's flat updates)"
     )
     src = prog.training or prog.forward
     n_params = sum(n.type.size(1) for n in src.params)

@@ -532,9 +532,10 @@ def _digits_training():
 
 
 def test_adam_updates_become_one_kernel_per_parameter() -> None:
+    # without fuse_optimizer (which makes them one flat kernel: tests/test_optimizer_fusion.py)
     prog = _digits_training()
     make_layout(prog)
-    g = run_pipeline(prog.training, 2, verify_each=True).graph
+    g = run_pipeline(prog.training, 2, verify_each=True, disabled=("fuse_optimizer",)).graph
     sched = schedule(g, prog.layout, prog.grads)
     update = [k for k in sched.kernels if g[k.nodes[0]].section == "update"]
     params = [p.name for p in g.params]
@@ -572,6 +573,7 @@ def test_levels_and_disabled_passes() -> None:
         "fuse_dense",
         "fuse_elementwise",
         "fuse_softmax_cross_entropy",
+        "fuse_optimizer",
     ]
     prog = _digits_training()
     res = run_pipeline(prog.training, 2, disabled=("fuse_dense",))
@@ -580,6 +582,7 @@ def test_levels_and_disabled_passes() -> None:
         "eliminate_dead_nodes",
         "fuse_elementwise",
         "fuse_softmax_cross_entropy",
+        "fuse_optimizer",
     ]
     assert not any(n.group and n.op == "matmul" for n in res.graph.nodes)
     assert any(n.group for n in res.graph.nodes)

@@ -1,6 +1,6 @@
 """Fusion: mark nodes that run as one kernel (``Node.group``), and order the graph so they can.
 
-Three passes, each Graph -> Graph (run in this order at -O2):
+Four passes, each Graph -> Graph (run in this order at -O2):
 
 ``fuse_dense``
     A matmul and the elementwise nodes of its shape that consume it (bias add, activation,
@@ -25,6 +25,13 @@ Three passes, each Graph -> Graph (run in this order at -O2):
     The loss, its gradient and the bias gradient (the gradient's column sums) become one loop
     over the rows of the logits.
 
+``fuse_optimizer``
+    Update groups (one per param, from fuse_elementwise) that have the same structure (ops,
+    attrs, scalar operands such as lr and the bias corrections; param, gradient and slots in
+    the same roles) are marked as one set (group ids ``"optK|<id>"``). The scheduler makes a
+    set one loop over the contiguous param, gradient and state regions when the layout allows
+    it (``ir.passes.schedule._flat_updates``; ``Schedule.flat_notes`` says why not otherwise).
+
 A merge is made only when the contracted graph stays acyclic; the nodes are then re-emitted in
 a topological order of the groups (each group's members contiguous, matmul first), keeping the
 original order wherever the dependencies allow. Each pass returns ``g`` itself when it fuses
@@ -33,7 +40,8 @@ nothing.
 Not fused (yet): the bias gradient (a sum over the batch) with a GEMM or elementwise kernel that
 produces the gradient it sums (that needs a column reduction in the GEMM epilogue or the
 elementwise loop; only the softmax cross-entropy gradient has it), and the updates of several
-parameters into one loop over the contiguous regions.
+parameters into one loop over the contiguous regions (``fuse_optimizer`` marks alike update
+groups; the scheduler makes them one loop where the memory layout allows it).
 
 ``explain_fusion(before, after)`` says, for every matmul and activation, whether it was fused
 and, if not, why.
@@ -348,6 +356,102 @@ def fuse_softmax_cross_entropy(g: Graph) -> Graph:
 
 
 # ---------------------------------------------------------------------------- explain
+
+
+def fuse_optimizer(g: Graph) -> Graph:
+    """Mark the per-parameter update groups that have one structure as one flat update.
+
+    An update group (made by fuse_elementwise) is a group of section "update" whose elementwise
+    nodes all have the shape of one param ``P``, whose update targets are ``P`` and states with
+    ``slot_of == P`` (each written from the group), and none of whose members is read outside
+    the group. Two such groups are alike when their nodes have the same ops, attrs and dtypes,
+    connect the same way, read the same scalar operands (lr, bias corrections, constants) by
+    name and their full-size operands (param, gradient, slots) in the same roles. Each set of
+    two or more alike groups gets group ids ``"optK|<old id>"``; the scheduler
+    (ir.passes.schedule) turns such a set into one loop over the contiguous param, gradient
+    and state regions when the memory layout allows it, else keeps one kernel per group.
+    """
+    groups: dict[str, list[Node]] = {}
+    for n in g.nodes:
+        if n.group is not None:
+            groups.setdefault(n.group, []).append(n)
+    target_of = {v: t for t, v in g.updates}
+    users = g.users
+    outputs = set(g.outputs)
+    by_sig: dict[tuple, list[str]] = {}
+    for gid, nodes in groups.items():
+        sig = _update_signature(g, nodes, target_of, users, outputs)
+        if sig is not None:
+            by_sig.setdefault(sig, []).append(gid)
+    rename: dict[str, str] = {}
+    k = 0
+    for gids in by_sig.values():
+        if len(gids) < 2:
+            continue
+        for gid in gids:
+            rename[gid] = f"opt{k}|{gid}"
+        k += 1
+    if not rename:
+        return g
+    return g.with_(nodes=tuple(n.with_(group=rename[n.group]) if n.group in rename else n
+                               for n in g.nodes))
+
+
+def _update_signature(g: Graph, nodes: list[Node], target_of: dict[str, str],
+                      users: dict, outputs: set[str]) -> tuple | None:
+    """The structure of an update group with names abstracted (see fuse_optimizer), or None."""
+    if "|" in nodes[0].group:
+        return None
+    shape = nodes[-1].type.shape
+    members = {n.name: i for i, n in enumerate(nodes)}
+    params = [target_of[n.name] for n in nodes
+              if n.name in target_of and g[target_of[n.name]].op == "param"]
+    if len(params) != 1:
+        return None
+    p = params[0]
+    ptype = g[p].type
+    if ptype.is_batched or shape != ptype.shape:
+        return None
+    roles: dict[str, tuple] = {}
+    keys: list[tuple] = []
+    for n in nodes:
+        if n.section != "update" or OPS[n.op].kind != "elementwise" or n.type != ptype:
+            return None
+        if n.op == "broadcast_to" or _needs_index(n):
+            return None
+        if n.name in outputs or any(u not in members for u in users.get(n.name, ())):
+            return None
+        ins: list[tuple] = []
+        for x in n.inputs:
+            if x in members:
+                ins.append(("n", members[x]))
+                continue
+            xn = g[x]
+            if xn.type.size(1) == 1 and not xn.type.is_batched:
+                ins.append(("s", x, xn.type))  # a scalar: shared by name
+            elif xn.type != ptype:
+                return None
+            elif x == p:
+                ins.append(("p",))
+            elif xn.op == "state" and dict(xn.attrs).get("slot_of") == p:
+                ins.append(("slot", x[len(p) + 1:] if x.startswith(p + ".") else x))
+            else:
+                roles.setdefault(x, ("x", len(roles)))  # e.g. the gradient
+                ins.append(roles[x])
+        upd = None
+        if n.name in target_of:
+            t = target_of[n.name]
+            tn = g[t]
+            if t == p:
+                upd = ("p",)
+            elif tn.op == "state" and dict(tn.attrs).get("slot_of") == p and t.startswith(p + "."):
+                upd = ("slot", t[len(p) + 1:])
+            else:
+                return None
+        keys.append((n.op, repr(n.attrs),
+                     tuple(ins), upd))
+    return (ptype.dtype, tuple(keys))
+
 
 
 def explain_fusion(before: Graph, after: Graph) -> list[tuple[str, bool, str]]:

@@ -3,7 +3,8 @@
 A value lives in one of these regions:
     param, state      the persistent flat regions (offsets fixed by the model's layout)
     input, output     caller-owned buffers, passed as an array of pointers (index = slot)
-    grad              the gradients of the params, contiguous, at the front of the workspace
+    grad              the gradients of the params at the front of the workspace, laid out like
+                      the param region (gradient of P at grad_base + offset(P))
     arena             intermediates; offset = fixed + row * N bytes, reused once dead; an
                       elementwise kernel may also write a result over an operand of the same
                       type that dies in that kernel (in place, see _in_place_aliases)
@@ -17,6 +18,7 @@ The workspace is [grad | arena fixed part | arena per-row part x N]; its size fo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from ..graph import Graph, Node
 from ..ops import OPS
@@ -61,6 +63,7 @@ class Kernel:
     nodes: tuple[str, ...]
     stores: tuple[str, ...]
     copy_to: str | None = None  # for kind "copy": the update target written from nodes[0]
+    elements: int = 0  # flat update (fuse_optimizer): loop over this many elements
 
 
 @dataclass
@@ -77,6 +80,8 @@ class Schedule:
     unplanned_row: int
     input_slots: list[str] = field(default_factory=list)
     output_slots: list[str] = field(default_factory=list)
+    # fuse_optimizer's sets ("optK"): "one loop over ... elements" or "not flat: <why>"
+    flat_notes: dict[str, str] = field(default_factory=dict)
 
     def workspace_bytes(self, n: int) -> int:
         return self.grad_bytes + self.arena_fixed + self.arena_row * n
@@ -198,8 +203,17 @@ def schedule(
     needed: set[str] = set(readers) | set(direct_out) | set(in_place)
     needed |= {k.nodes[0] for k in extra + update_copies}
 
-    grad_bytes = 0
+    # a gradient sits at grad_base + the offset of its param (the grad region is laid out like
+    # the param region, so fuse_optimizer's flat loops see param i and its gradient at one index)
     grad_values = {v: p for p, v in grads.items()}
+    grad_at: dict[str, int] = {}
+    for v, p in grad_values.items():
+        pb = layout.get(p)
+        if (v in g.by_name and pb is not None and pb.region == "param" and not g[v].type.is_batched
+                and g[v].type.size(1) * g[v].type.itemsize == pb.size):
+            grad_at[v] = pb.offset
+    grad_bytes = max((align(layout[grad_values[v]].offset + layout[grad_values[v]].size)
+                      for v in grad_at), default=0)
     intervals: list[tuple[str, int, int, int, int]] = []  # name, start, end, size, size_row
     unplanned_fixed = unplanned_row = 0
     for k, nodes in enumerate(kernels_nodes):
@@ -214,6 +228,9 @@ def schedule(
                 tb = buffers[in_place[n.name]]
                 buffers[n.name] = Buffer(n.name, tb.region, tb.offset, tb.offset_row, tb.size,
                                          tb.size_row, tb.slot)
+            elif n.name in grad_at:
+                size = n.type.size(1) * n.type.itemsize
+                buffers[n.name] = Buffer(n.name, "grad", grad_at[n.name], 0, size)
             elif n.name in grad_values and not n.type.is_batched:
                 size = n.type.size(1) * n.type.itemsize
                 buffers[n.name] = Buffer(n.name, "grad", grad_bytes, 0, size)
@@ -240,14 +257,110 @@ def schedule(
             buffers[nm] = Buffer(nm, "arena", grad_bytes + arena_fixed, row_off[root], 0, sr)
 
     kernels: list[Kernel] = []
+    flat_at, flat_skip, flat_notes = _flat_updates(g, kernels_nodes, buffers, in_place)
     for k, nodes in enumerate(kernels_nodes):
+        if k in flat_skip:
+            continue
+        if k in flat_at:
+            kernels.append(flat_at[k])
+            continue
         names = tuple(n.name for n in nodes)
         stores = tuple(n for n in names if buffers[n].region != "fused")
         kind = kernel_kind(nodes[0]) if len(nodes) == 1 else _group_kind(nodes)
         kernels.append(Kernel(f"k{k}_{_slug(nodes[0])}", kind, names, stores))
     kernels += extra + update_copies
     return Schedule(g, kernels, buffers, grad_bytes, arena_fixed, arena_row, unplanned_fixed,
-                    unplanned_row, input_slots, output_slots)
+                    unplanned_row, input_slots, output_slots, flat_notes)
+
+
+def _flat_updates(g: Graph, kernels_nodes: list[list[Node]], buffers: dict[str, Buffer],
+                  in_place: dict[str, str]
+                  ) -> tuple[dict[int, Kernel], set[int], dict[str, str]]:
+    """The flat update kernels of the groups fuse_optimizer marked ``"optK|..."``.
+
+    A set of alike update groups becomes one elementwise Kernel over ``elements`` values that
+    runs the nodes of the group whose param comes first, at the place of the set's last group,
+    when: the params are adjacent in the param region (offsets follow with 64-byte alignment),
+    and every full-size operand and stored value of each group lies in one region at
+    ``base + offset(param)`` with the same base for all groups (gradients in the grad region,
+    slots in their state sub-regions, results written in place). Padding between params is
+    zero in every region and stays finite and zero under the optimizers' formulas. Otherwise
+    the groups stay one kernel each. Returns (kernel index -> flat Kernel, kernel indexes
+    dropped, set id -> what was done or why not).
+    """
+    sets: dict[str, list[int]] = {}
+    for k, nodes in enumerate(kernels_nodes):
+        gid = nodes[0].group
+        if gid and "|" in gid and all(n.group == gid for n in nodes):
+            sets.setdefault(gid.split("|", 1)[0], []).append(k)
+    at: dict[int, Kernel] = {}
+    skip: set[int] = set()
+    notes: dict[str, str] = {}
+    for sid, ks in sets.items():
+        why = _why_not_flat(g, [kernels_nodes[k] for k in ks], buffers, in_place) \
+            if len(ks) > 1 else "only one group left"
+        if isinstance(why, str):
+            notes[sid] = f"not flat: {why}"
+            continue
+        first, elements = why
+        nodes = kernels_nodes[ks[first]]
+        names = tuple(n.name for n in nodes)
+        stores = tuple(n for n in names if buffers[n].region != "fused")
+        at[max(ks)] = Kernel(f"k{max(ks)}_{sid}_flat", "elementwise", names, stores,
+                             elements=elements)
+        skip |= set(ks) - {max(ks)}
+        notes[sid] = f"one loop over {elements} elements for {len(ks)} params"
+    return at, skip, notes
+
+
+def _why_not_flat(g: Graph, groups: list[list[Node]], buffers: dict[str, Buffer],
+                  in_place: dict[str, str]) -> str | tuple[int, int]:
+    """(index of the group whose param comes first, element count) or why not flat."""
+    target_of = {v: t for t, v in g.updates}
+    params = []
+    for nodes in groups:
+        ps = [target_of[n.name] for n in nodes
+              if n.name in target_of and g[target_of[n.name]].op == "param"]
+        if len(ps) != 1:
+            return "a group does not update exactly one param"
+        params.append(ps[0])
+    dtypes = {g[p].type.dtype for p in params}
+    if len(dtypes) != 1:
+        return f"params of several dtypes ({', '.join(sorted(dtypes))})"
+    pbs = [buffers[p] for p in params]
+    order = sorted(range(len(groups)), key=lambda i: pbs[i].offset)
+    for a, b in pairwise(order):
+        if pbs[b].offset != align(pbs[a].offset + pbs[a].size):
+            return f"params {params[a]} and {params[b]} are not adjacent in the param region"
+    itemsize = g[params[0]].type.itemsize
+    first = order[0]
+    base: dict[int, tuple[str, int]] = {}
+    for i, nodes in enumerate(groups):
+        members = {n.name for n in nodes}
+        pos = 0
+        for n in nodes:
+            for x in list(n.inputs) + [n.name]:
+                if x in members and x != n.name:
+                    continue
+                xt = g[x].type
+                if x != n.name and xt.size(1) == 1 and not xt.is_batched:
+                    continue  # a scalar operand
+                buf = buffers[x]
+                if buf.region == "fused":
+                    continue
+                if buf.region not in ("param", "state", "grad") or buf.offset_row or buf.size_row:
+                    return f"{x} is in the {buf.region} region, not a param/grad/state region"
+                if x == n.name and x not in in_place:
+                    return f"{x} is not written in place"
+                key = (buf.region, buf.offset - pbs[i].offset)
+                if i == 0:
+                    base[pos] = key
+                elif base.get(pos) != key:
+                    return (f"{x} is not at the same place relative to its param as in the "
+                            f"other groups ({buf.describe()})")
+                pos += 1
+    end = pbs[order[-1]].offset + pbs[order[-1]].size
+    return first, (end - pbs[first].offset) // itemsize
 
 
 def _in_place_aliases(g: Graph, kernels_nodes: list[list[Node]],
