@@ -48,16 +48,9 @@ class KernelContext:
                  extra_ptrs: int = 0):
         self.sched = sched
         self.g = sched.graph
-        keys: list[tuple] = []
-        self.key_of: dict[str, tuple] = {}
-        for v in values:
-            buf = sched.buffers[v]
-            if buf.region in ("inline", "fused"):
-                continue
-            k = storage_key(buf)
-            self.key_of[v] = k
-            if k not in keys:
-                keys.append(k)
+        self.key_of = {v: storage_key(sched.buffers[v]) for v in values
+                       if sched.buffers[v].region not in ("inline", "fused")}
+        keys = [self.key_of[v] for v in distinct_buffers(sched, values)]
         self.keys = keys
         ftype = ir.FunctionType(VOID, [PTR] * (len(keys) + extra_ptrs) + [I64])
         self.fn = ir.Function(module, ftype, name=fname)
@@ -115,6 +108,22 @@ class KernelContext:
                 out[off + k] = acc
             acc = self.b.mul(acc, self.dim(d), flags=("nsw",))
         return out
+
+
+def distinct_buffers(sched: Schedule, values: list[str]) -> list[str]:
+    """One value per distinct buffer among ``values``, in order of first appearance (inline
+    and fused values have no buffer): the pointer arguments of a kernel, in its order."""
+    out: list[str] = []
+    seen: set[tuple] = set()
+    for v in values:
+        buf = sched.buffers[v]
+        if buf.region in ("inline", "fused"):
+            continue
+        k = storage_key(buf)
+        if k not in seen:
+            seen.add(k)
+            out.append(v)
+    return out
 
 
 def is_inline(sched: Schedule, v: str) -> bool:

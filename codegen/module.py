@@ -74,16 +74,7 @@ class ModuleBuilder:
                 sites.setdefault(k, []).append((i, v))
         for kidx, kernel in enumerate(sched.kernels):
             kfn, values, extra_ptrs = self._emit_kernel(fname, sched, kernel, out_ptr_needed=kernel.kind == "copy")
-            args = []
-            seen = []
-            for v in values:
-                buf = sched.buffers[v]
-                if buf.region in ("inline", "fused"):
-                    continue
-                k = storage_key(buf)
-                if k not in seen:
-                    seen.append(k)
-                    args.append(base(v))
+            args = [base(v) for v in K.distinct_buffers(sched, values)]
             if kernel.kind == "copy":
                 dst = kernel.copy_to
                 args.append(out_ptr(dst) if dst.startswith("output:") else base(dst))
