@@ -127,31 +127,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     xtr, ytr = data.x_train[: args.train_rows], data.y_train[: args.train_rows]
     print(f"digits: training on {len(xtr)} rows, validating on {len(data.x_test)} held-out rows")
     t0 = time.perf_counter()
+    common = dict(epochs=args.epochs, seed=args.seed, lr=args.lr, hidden=args.hidden)
     results = [
-        run(
-            "plain",
-            data,
-            xtr,
-            ytr,
-            p_drop=0.0,
-            early=False,
-            epochs=args.epochs,
-            seed=args.seed,
-            lr=args.lr,
-            hidden=args.hidden,
-        ),
-        run(
-            "dropout_early_stopping",
-            data,
-            xtr,
-            ytr,
-            p_drop=0.5,
-            early=True,
-            epochs=args.epochs,
-            seed=args.seed,
-            lr=args.lr,
-            hidden=args.hidden,
-        ),
+        run("plain", data, xtr, ytr, p_drop=0.0, early=False, **common),
+        run("dropout_early_stopping", data, xtr, ytr, p_drop=0.5, early=True, **common),
     ]
     print(
         f"{'run':<24}{'epochs':>7}{'best':>6}{'train loss':>12}{'val loss':>10}{'gap':>9}"

@@ -19,6 +19,7 @@ in docs/ir.md), ``dot`` (Graphviz source) and ``svg`` (rendered by Graphviz's ``
 
 from __future__ import annotations
 
+from graphc.ir.passes.fuse import explain_fusion
 from graphc.ir.passes.pipeline import PASS_NAMES
 
 import argparse
@@ -601,9 +602,9 @@ def _run_dot(dot_source: str, fmt: str) -> bytes:
 def fusion_report(st: Stages) -> list[tuple[str, bool, str]]:
     """For every dense layer (matmul) and activation: (node, fused?, how or why not).
 
-    Uses ``graphc.ir.passes.fuse.explain_fusion(before, after)`` when that exists (``before``:
-    the graph entering the first fusion pass), else derives the answer from the groups. Nodes
-    that an earlier pass removed are listed too, with the pass that removed them.
+    Uses ``graphc.ir.passes.fuse.explain_fusion(before, after)`` (``before``: the graph entering
+    the first fusion pass). Nodes that an earlier pass removed are listed too, with the pass
+    that removed them.
     """
     passes = st.pass_graphs()
     fuse_names = ("fuse_dense", "fuse_elementwise")
@@ -629,42 +630,13 @@ def fusion_report(st: Stages) -> list[tuple[str, bool, str]]:
             (n.name, False, why) for n in before.nodes if n.op == "matmul" or n.op in ACTIVATION_OPS
         ]
     else:
-        try:
-            from graphc.ir.passes.fuse import explain_fusion
-        except ImportError:
-            explain_fusion = None
-        rows = list((explain_fusion or _derive_fusion)(before, after))
+        rows = list(explain_fusion(before, after))
     have = {r[0] for r in rows}
     rows += [
         (n.name, False, removed[n.name]) for n in wanted if n.name in removed and n.name not in have
     ]
     order = {n.name: k for k, n in enumerate(start.nodes)}
     return sorted(rows, key=lambda r: order.get(r[0], len(order)))
-
-
-def _derive_fusion(before: Graph, after: Graph) -> list[tuple[str, bool, str]]:
-    out = []
-    for n in before.nodes:
-        if n.op != "matmul" and n.op not in ACTIVATION_OPS:
-            continue
-        a = after.by_name.get(n.name)
-        if a is None:
-            out.append((n.name, False, "removed by an earlier pass"))
-        elif a.group is not None:
-            ops = "+".join(m.op for m in after.nodes if m.group == a.group)
-            out.append((n.name, True, f"in kernel {a.group} ({ops})"))
-        else:
-            users = sorted(set(before.users.get(n.name, ())), key=before.index.get)
-            if any(before[u].section == "backward" for u in users) and len(users) > 1:
-                why = "value needed by the backward pass: read by " + ", ".join(users)
-            elif len(users) > 1:
-                why = "another consumer: read by " + ", ".join(users)
-            elif n.op == "matmul" and users and OPS[before[users[0]].op].kind != "elementwise":
-                why = f"unsupported pattern: its consumer is {before[users[0]].op}"
-            else:
-                why = "unsupported pattern (no fusion pass at this level)"
-            out.append((n.name, False, why))
-    return out
 
 
 def _describe(g: Graph, n: Node) -> str:
@@ -686,6 +658,7 @@ def fusion_text(st: Stages) -> str:
     if not rows:
         lines.append("(no matmul or activation)")
     fused = sum(1 for _, f, _ in rows if f)
+    removed = sum(1 for _, f, why in rows if not f and why.startswith("removed"))
     for name, ok, why in rows:
         n = g.by_name.get(name)
         what = _describe(g, n) if n is not None else "?"
@@ -693,7 +666,8 @@ def fusion_text(st: Stages) -> str:
         lines.append(
             f"{name:<5} {what:<34} {'fused' if ok else 'NOT fused':<9}  {why}   [{where.strip()}]"
         )
-    lines.append(f"# {fused} of {len(rows)} fused")
+    tail = f"; {removed} removed before fusion" if removed else ""
+    lines.append(f"# {fused} of {len(rows) - removed} fused{tail}")
     return "\n".join(lines)
 
 
