@@ -56,6 +56,8 @@ import numpy as np
 from graphc.ir.errors import CodegenError
 from llvmlite import ir
 
+from .threads import TASK_TYPE, ThreadPool
+
 Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value], ir.Value]
 """epilogue(b, acc, i, j) -> value of acc's type, applied to C[i, j:j+W] before it is stored."""
 
@@ -67,6 +69,7 @@ PACK_PREFETCH_ROWS = 8  # packing a [K, M] or [K, N] source asks for the row thi
 GEMV_ROWS = 8  # a GEMV (M = 1) adds this many rows of B to C's row per pass
 DIRECT_ROWS = 2  # direct path tile: DIRECT_ROWS x DIRECT_NV vectors (8 accumulators)
 DIRECT_NV = 4
+PARALLEL_MIN_MACS = 1 << 18  # smaller products (about 6 us on one core) stay on one thread
 DTYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType()}
 ITEMSIZE = {"f32": 4, "f64": 8}
 
@@ -113,6 +116,7 @@ def emit_gemm(
     vector_width: int = 8,
     blocking: Blocking | None = None,
     extra_types: Sequence[ir.Type] = (),
+    pool: ThreadPool | None = None,
 ) -> ir.Function:
     """Emit `void name(i64 M, i64 N, i64 K, ptr A, ptr B, ptr C)`: C (+)= op(A) @ op(B).
 
@@ -136,6 +140,11 @@ def emit_gemm(
         extra_types: more parameters after C (say, a bias pointer). With any, the function is
             `name(M, N, K, A, B, C, *extras)` and the epilogue is called as
             `epilogue(b, acc, i, j, extras)`, with the extras as values it may use.
+        pool: the module's thread pool (codegen/threads.py): products of at least
+            PARALLEL_MIN_MACS multiply-adds on the packed path split C into as many blocks as
+            the pool has threads, along M when M >= N (each block packs all of B) else along
+            N (each packs all of A), at multiples of MR or NR. Every element of C is computed
+            exactly as by one thread, so results do not depend on the thread count.
 
     Returns:
         The new function.
@@ -156,7 +165,7 @@ def emit_gemm(
     if blk.mc % blk.mr or blk.nc % blk.nr or blk.lanes & (blk.lanes - 1):
         raise CodegenError(f"emit_gemm {name}: MC, NC must be multiples of MR, NR in {blk}")
     gen = _GemmEmitter(
-        module, name, dtype, trans_a, trans_b, accumulate, epilogue, blk, tuple(extra_types)
+        module, name, dtype, trans_a, trans_b, accumulate, epilogue, blk, tuple(extra_types), pool
     )
     return gen.emit()
 
@@ -246,8 +255,9 @@ class _GemmEmitter:
         epilogue: Epilogue | None,
         blk: Blocking,
         extra_types: tuple[ir.Type, ...],
+        pool: ThreadPool | None = None,
     ) -> None:
-        self.module, self.name, self.blk = module, name, blk
+        self.module, self.name, self.blk, self.pool = module, name, blk, pool
         self.extra_types = extra_types
         self.takes_extras: set[str] = set()  # helpers that get the caller's extras
         self.trans_a, self.trans_b = trans_a, trans_b
@@ -494,7 +504,8 @@ class _GemmEmitter:
 
     def emit(self) -> ir.Function:
         b, blk = self.b, self.blk
-        packed = self.define("packed", [], self.emit_packed) if blk.packed else None
+        block = [(n, I64) for n in ("m0", "m1", "n0", "n1")]
+        packed = self.define("packed", block, self.emit_packed) if blk.packed else None
         if self.trans_a and self.trans_b:
             # tt: no training product needs it; scalar direct code only when nothing else exists.
             direct = None if packed else self.define("direct", [], self.emit_direct)
@@ -506,21 +517,89 @@ class _GemmEmitter:
         empty = b.or_(b.icmp_signed("<=", self.M, zero), b.icmp_signed("<=", self.N, zero))
         with b.if_then(empty, likely=False):
             b.ret_void()
-        if packed is None or direct is None:
-            self.call(packed or direct)
+        if packed is None:
+            self.call(direct)
+        elif direct is None:
+            self.call_packed(packed)
         else:
             small = b.icmp_signed("<=", self.M, self.const(blk.direct_max_m))
             with b.if_else(small) as (then, otherwise):
                 with then:
                     self.call(direct)
                 with otherwise:
-                    self.call(packed)
+                    self.call_packed(packed)
         b.ret_void()
         return self.fn
 
+    def call_packed(self, packed: ir.Function) -> None:
+        """The packed path over all of C, split between the pool's threads when it pays."""
+        b, zero = self.b, self.const(0)
+        if self.pool is None:
+            self.call(packed, zero, self.M, zero, self.N)
+            return
+        threads = b.load_atomic(self.pool.threads, "monotonic", 8, typ=I64)
+        macs = self.mul(self.mul(self.M, self.N), self.K)
+        split = b.and_(b.icmp_signed(">", threads, self.const(1)),
+                       b.icmp_signed(">=", macs, self.const(PARALLEL_MIN_MACS)))
+        with b.if_else(split, likely=True) as (then, otherwise):
+            with then:
+                fields = [self.M, self.N, self.K, self.A, self.B, self.C, *self.extras]
+                ctx_type = ir.LiteralStructType([f.type for f in fields])
+                here = b.block
+                b.position_at_start(self.fn.entry_basic_block)  # a static alloca
+                ctx = b.alloca(ctx_type, name="task.ctx")
+                ctx.type = PTR  # llvmlite still types an alloca as `{...}*`; LLVM has only `ptr`
+                b.position_at_end(here)
+                for n, f in enumerate(fields):
+                    b.store(f, b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, n)],
+                                     inbounds=True, source_etype=ctx_type))
+                task = self.emit_task(packed, ctx_type)
+                b.call(self.pool.run, [task, ctx, threads])
+            with otherwise:
+                self.call(packed, zero, self.M, zero, self.N)
+
+    def emit_task(self, packed: ir.Function, ctx_type: ir.LiteralStructType) -> ir.Function:
+        """`void name.task(ptr ctx, i64 t, i64 count)`: block t of count of C on the packed path."""
+        fn = ir.Function(self.module, TASK_TYPE, name=f"{self.name}.task")
+        fn.linkage = "internal"
+        fn.attributes.add("nounwind")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        ctx, t, count = fn.args
+        fields = [
+            b.load(b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, n)], inbounds=True,
+                         source_etype=ctx_type), typ=ft)
+            for n, ft in enumerate(ctx_type.elements)
+        ]
+        M, N = fields[0], fields[1]
+        one = ir.Constant(I64, 1)
+
+        def block(extent: ir.Value, unit: int) -> tuple[ir.Value, ir.Value]:
+            """[lo, hi) of `extent` for task t: count near-equal runs of whole `unit`s."""
+            u = ir.Constant(I64, unit)
+            units = b.sdiv(b.add(extent, ir.Constant(I64, unit - 1)), u)
+            per = b.sdiv(b.add(units, b.sub(count, one)), count)
+            lo = b.mul(b.mul(t, per), u)
+            hi = b.add(lo, b.mul(per, u))
+            clamp = lambda v: b.select(b.icmp_signed("<", v, extent), v, extent)  # noqa: E731
+            return clamp(lo), clamp(hi)
+
+        m0, m1 = block(M, self.blk.mr)
+        n0, n1 = block(N, self.blk.nr)
+        along_m = b.icmp_signed(">=", M, N)
+        zero = ir.Constant(I64, 0)
+        lo_m, hi_m = b.select(along_m, m0, zero), b.select(along_m, m1, M)
+        lo_n, hi_n = b.select(along_m, zero, n0), b.select(along_m, N, n1)
+        nonempty = b.and_(b.icmp_signed("<", lo_m, hi_m), b.icmp_signed("<", lo_n, hi_n))
+        with b.if_then(nonempty):
+            user = fields[6:] if packed.name in self.takes_extras else []
+            b.call(packed, [*fields[:6], *user, lo_m, hi_m, lo_n, hi_n])
+        b.ret_void()
+        return fn
+
     # -- packed path -------------------------------------------------------------------------------
 
-    def emit_packed(self) -> None:
+    def emit_packed(self, m0: ir.Value, m1: ir.Value, n0: ir.Value, n1: ir.Value) -> None:
+        """C[m0:m1, n0:n1] (a block of C, for threads; all of it is 0, M, 0, N)."""
         b, blk = self.b, self.blk
         self.a_buf = b.alloca(ir.ArrayType(self.elem, blk.mc * blk.kc), name="a.packed")
         self.b_buf = b.alloca(ir.ArrayType(self.elem, blk.nc * blk.kc), name="b.packed")
@@ -554,9 +633,9 @@ class _GemmEmitter:
             b.sdiv(self.add(self.K, blk.kc - 1), KC),
             name="kblocks",
         )
-        with _loop(b, self.const(0), self.N, blk.nc, name="jc") as jc_loop:
+        with _loop(b, n0, n1, blk.nc, name="jc") as jc_loop:
             jc = jc_loop.iv
-            nc = self.imin(self.sub(self.N, jc), self.const(blk.nc), name="nc")
+            nc = self.imin(self.sub(n1, jc), self.const(blk.nc), name="nc")
             with _loop(b, self.const(0), kblocks, 1, name="p") as p_loop:
                 pc = self.mul(p_loop.iv, blk.kc, name="pc")
                 kc = self.imin(self.sub(self.K, pc), KC, name="kc")
@@ -566,9 +645,9 @@ class _GemmEmitter:
                     "==", p_loop.iv, self.sub(kblocks, 1)
                 )
                 self.call(pack_b, jc, nc, pc, kc, self.b_buf)
-                with _loop(b, self.const(0), self.M, blk.mc, name="ic") as ic_loop:
+                with _loop(b, m0, m1, blk.mc, name="ic") as ic_loop:
                     ic = ic_loop.iv
-                    mc = self.imin(self.sub(self.M, ic), self.const(blk.mc), name="mc")
+                    mc = self.imin(self.sub(m1, ic), self.const(blk.mc), name="mc")
                     with b.if_then(b.not_(a_in_place)):
                         self.call(pack_a, ic, mc, pc, kc, self.a_buf)
                     with _loop(b, self.const(0), nc, blk.nr, name="jr") as jr:
@@ -1086,26 +1165,48 @@ class JitGemms:
 
     `JitGemms({"fwd": dict(trans_b=False), ...})["fwd"](a, b, c)` computes into c. The runtime
     has its own JIT; this exists so that the kernel can be checked without the rest of graphc.
+    The gemms share a thread pool of `threads` threads (settable later with set_threads).
     """
 
     def __init__(
-        self, configs: dict[str, dict], cpu: str | None = None, features: str | None = None
+        self,
+        configs: dict[str, dict],
+        cpu: str | None = None,
+        features: str | None = None,
+        threads: int = 1,
     ) -> None:
         import llvmlite.binding as llvm
+
+        from .threads import thread_pool
 
         self.tm = host_target_machine(cpu, features)  # the engine takes it over: one per module
         module = ir.Module(name="gemms")
         module.triple = self.tm.triple
         module.data_layout = str(self.tm.target_data)
+        pool = thread_pool(module, "gemms")
         for name, config in configs.items():
-            emit_gemm(module, name, **config)
+            emit_gemm(module, name, pool=pool, **config)
         self.module_ref = optimize(module, self.tm)
         self.engine = llvm.create_mcjit_compiler(self.module_ref, self.tm)
         self.engine.finalize_object()
+        self._set_threads = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)(
+            self.engine.get_function_address("gemms_set_num_threads")
+        )
         self.kernels = {
             name: JitGemm(self, config, self.engine.get_function_address(name))
             for name, config in configs.items()
         }
+        self.set_threads(threads)
+
+    def set_threads(self, threads: int) -> None:
+        """Run the gemms on `threads` threads (the caller's and threads - 1 workers)."""
+        rc = self._set_threads(threads)
+        if rc:
+            raise CodegenError(f"JitGemms: pthread_create failed with error {rc}")
+
+    def __del__(self) -> None:
+        if getattr(self, "_set_threads", None) is not None:
+            self._set_threads(1)  # join the workers before the engine frees their code
 
     def __getitem__(self, name: str) -> JitGemm:
         return self.kernels[name]
@@ -1127,8 +1228,10 @@ class JitGemm:
         self.fn = ctypes.CFUNCTYPE(None, *_GEMM_ARGS, *extras)(address)
 
     @staticmethod
-    def compile(cpu: str | None = None, features: str | None = None, **config) -> JitGemm:
-        return JitGemms({"gemm": config}, cpu, features)["gemm"]
+    def compile(
+        cpu: str | None = None, features: str | None = None, threads: int = 1, **config
+    ) -> JitGemm:
+        return JitGemms({"gemm": config}, cpu, features, threads)["gemm"]
 
     def asm(self) -> str:
         return self.owner.asm()

@@ -26,6 +26,7 @@ from graphc.ir.types import BATCH
 from . import vmath
 from .loops import I32, I64, i64, loop
 from .lower import lower_elementwise
+from .threads import TASK_TYPE, ThreadPool
 
 PTR = ir.PointerType()
 VOID = ir.VoidType()
@@ -45,7 +46,8 @@ class KernelContext:
     """The LLVM function of one kernel: a pointer argument per distinct buffer, then ``n``."""
 
     def __init__(self, module: ir.Module, fname: str, sched: Schedule, values: list[str],
-                 extra_ptrs: int = 0):
+                 extra_ptrs: int = 0, pool: ThreadPool | None = None):
+        self.module, self.pool = module, pool  # pool: the module's threads, for large loops
         self.sched = sched
         self.g = sched.graph
         self.key_of = {v: storage_key(sched.buffers[v]) for v in values
@@ -147,16 +149,17 @@ def emit_elementwise(ctx: KernelContext, kernel: Kernel) -> None:
             if i not in members and i not in ext:
                 ext.append(i)
     scalars: dict[str, ir.Value] = {}
-    loaded: list[str] = []
-    for v in ext:
-        vt = g[v].type
-        if is_inline(ctx.sched, v):
-            scalars[v] = ctx.inline_value(g[v])
-        elif vt.size(1) == 1 and not vt.is_batched:
-            scalars[v] = ctx.load(v, i64(0))
-        else:
-            loaded.append(v)
+    loaded = [v for v in ext if not is_inline(ctx.sched, v) and not
+              (g[v].type.size(1) == 1 and not g[v].type.is_batched)]
     flat = all(g[v].type.shape == shape for v in loaded)
+
+    def setup() -> None:
+        """The operands that are one value for the whole kernel, before the loop."""
+        for v in ext:
+            if is_inline(ctx.sched, v):
+                scalars[v] = ctx.inline_value(g[v])
+            elif v not in loaded:
+                scalars[v] = ctx.load(v, i64(0))
 
     def body(index_of: Callable[[str], ir.Value], out_index: ir.Value) -> None:
         vals = dict(scalars)
@@ -166,24 +169,99 @@ def emit_elementwise(ctx: KernelContext, kernel: Kernel) -> None:
             vals[v] = ctx.load(v, index_of(v))
         for nd in nodes:
             args = [vals[i] for i in (nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs)]
-            vals[nd.name] = lower_elementwise(b, nd, args, llname(nd.name), index=out_index)
+            vals[nd.name] = lower_elementwise(ctx.b, nd, args, llname(nd.name), index=out_index)
             if nd.name in kernel.stores:
                 ctx.store(nd.name, out_index, vals[nd.name])
 
     if kernel.elements:  # a flat update (fuse_optimizer): every param's elements in one loop
         if not flat:
             raise CodegenError(f"flat update kernel {kernel.name} has broadcast operands")
-        with loop(b, i64(kernel.elements), name="i") as i:
-            body(lambda v: i, i)
+        flat_loop(ctx, i64(kernel.elements), lambda i: body(lambda v: i, i), setup)
     elif flat or not shape:
-        total = ctx.count(shape)
-        with loop(b, total, name="i") as i:
-            body(lambda v: i, i)
+        flat_loop(ctx, ctx.count(shape), lambda i: body(lambda v: i, i), setup)
     else:
+        setup()
         strides = {v: ctx.strides(g[v].type.shape, shape) for v in loaded}
         out_strides = ctx.strides(shape, shape)
         nest(ctx, shape, strides, out_strides, body)
     b.ret_void()
+
+
+PARALLEL_MIN_ELEMENTS = 1 << 15  # shorter element loops stay on one thread
+PARALLEL_CHUNK = 64  # threads' ranges start at multiples of this many elements (cache lines)
+
+
+def flat_loop(ctx: KernelContext, total: ir.Value, body: Callable[[ir.Value], None],
+              setup: Callable[[], None]) -> None:
+    """``setup(); for i in 0..total: body(i)`` in the kernel; with a thread pool, loops of at
+    least PARALLEL_MIN_ELEMENTS are split into one contiguous range per thread.
+
+    The body goes into a helper ``KERNEL.range(buffers..., n, lo, hi)`` (same pointer arguments
+    as the kernel, so ctx.ptr/load/store work inside it); the kernel calls it over everything, or
+    hands the pool a task that calls it over the task's range. Each element is computed by the
+    same code at the same index either way, so the results do not depend on the thread count.
+    """
+    b = ctx.b
+    if ctx.pool is None:
+        setup()
+        with loop(b, total, name="i") as i:
+            body(i)
+        return
+    kernel_fn, kernel_b, kernel_n = ctx.fn, ctx.b, ctx.n
+    head = list(kernel_fn.function_type.args)
+    range_fn = ir.Function(ctx.module, ir.FunctionType(VOID, head + [I64, I64]),
+                           name=f"{kernel_fn.name}.range")
+    range_fn.linkage = "internal"
+    range_fn.attributes.add("nounwind")
+    for a, src in zip(range_fn.args, kernel_fn.args):
+        if isinstance(a.type, ir.PointerType):
+            a.add_attribute("noalias")
+        a.name = src.name
+    lo, hi = range_fn.args[-2:]
+    ctx.fn, ctx.n = range_fn, range_fn.args[len(head) - 1]
+    ctx.b = rb = ir.IRBuilder(range_fn.append_basic_block("entry"))
+    setup()
+    with loop(rb, hi, name="i", start=lo) as i:
+        body(i)
+    rb.ret_void()
+    ctx.fn, ctx.b, ctx.n = kernel_fn, kernel_b, kernel_n
+
+    # the task: range t of count, in whole chunks
+    ctx_type = ir.LiteralStructType(head)
+    task = ir.Function(ctx.module, TASK_TYPE, name=f"{kernel_fn.name}.task")
+    task.linkage = "internal"
+    tb = ir.IRBuilder(task.append_basic_block("entry"))
+    cp, t, count = task.args
+    fields = [tb.load(tb.gep(cp, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True,
+                             source_etype=ctx_type), typ=ft) for k, ft in enumerate(head)]
+    n_total = tb.load(tb.gep(cp, [ir.Constant(I32, 0), ir.Constant(I32, len(head))],
+                             inbounds=True, source_etype=ir.LiteralStructType(head + [I64])),
+                      typ=I64)
+    chunks = tb.sdiv(tb.add(n_total, i64(PARALLEL_CHUNK - 1)), i64(PARALLEL_CHUNK))
+    per = tb.mul(tb.sdiv(tb.add(chunks, tb.sub(count, i64(1))), count), i64(PARALLEL_CHUNK))
+    start = tb.mul(t, per)
+    stop = tb.add(start, per)
+    clamp = lambda v: tb.select(tb.icmp_signed("<", v, n_total), v, n_total)  # noqa: E731
+    tb.call(range_fn, fields + [clamp(start), clamp(stop)])
+    tb.ret_void()
+
+    threads = b.load_atomic(ctx.pool.threads, "monotonic", 8, typ=I64)
+    split = b.and_(b.icmp_signed(">", threads, i64(1)),
+                   b.icmp_signed(">=", total, i64(PARALLEL_MIN_ELEMENTS)))
+    with b.if_else(split) as (then, otherwise):
+        with then:
+            full = ir.LiteralStructType(head + [I64])
+            here = b.block
+            b.position_at_start(kernel_fn.entry_basic_block)
+            cp = b.alloca(full, name="task.ctx")
+            cp.type = PTR  # llvmlite types an alloca as `{...}*`; LLVM has only `ptr`
+            b.position_at_end(here)
+            for k, v in enumerate(list(kernel_fn.args) + [total]):
+                b.store(v, b.gep(cp, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True,
+                                 source_etype=full))
+            b.call(ctx.pool.run, [task, cp, threads])
+        with otherwise:
+            b.call(range_fn, list(kernel_fn.args) + [i64(0), total])
 
 
 def nest(ctx: KernelContext, shape, strides: dict[str, list], out_strides: list,

@@ -12,6 +12,7 @@ from .gemm import emit_gemm
 from .kernels import ENTRY_TYPE, LL, PTR, KernelContext, epilogue_for, storage_key
 from .loops import i64
 from .target import vector_width
+from .threads import thread_pool
 
 
 class ModuleBuilder:
@@ -117,7 +118,8 @@ class ModuleBuilder:
             ctx = KernelContext(self.module, fname, sched, [src], extra_ptrs=1)
             K.emit_copy(ctx, src, ctx.extra[0], ctx.count(g[src].type.shape))
             return ctx.fn, [src], ctx.extra
-        ctx = KernelContext(self.module, fname, sched, values)
+        ctx = KernelContext(self.module, fname, sched, values,
+                            pool=thread_pool(self.module, self.name))
         node = g[kernel.nodes[0]]
         if kernel.kind == "elementwise":
             K.emit_elementwise(ctx, kernel)
@@ -159,7 +161,8 @@ class ModuleBuilder:
         if key not in self._gemms:
             epi = epilogue_for(g, mm, tail, ext, inline)
             fn = emit_gemm(self.module, f"{fname}.gemm", dtype=dtype, trans_a=ta, trans_b=tb,
-                           epilogue=epi, vector_width=self.vector_width, extra_types=extra_types)
+                           epilogue=epi, vector_width=self.vector_width, extra_types=extra_types,
+                           pool=thread_pool(self.module, self.name))
             fn.linkage = "internal"
             self._gemms[key] = fn
         return self._gemms[key], ext

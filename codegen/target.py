@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import functools
 import threading
+import weakref
 
 import llvmlite.binding as llvm
 from llvmlite import ir
@@ -11,6 +14,14 @@ from llvmlite import ir
 from graphc.ir.errors import CodegenError
 
 _lock = threading.Lock()
+_live_pools: weakref.WeakSet = weakref.WeakSet()  # JIT modules whose worker threads may run
+
+
+@atexit.register
+def _stop_all_threads() -> None:
+    """Join every JIT module's workers before the interpreter tears the modules down."""
+    for jm in list(_live_pools):
+        jm.stop_threads()
 
 
 @functools.cache
@@ -96,6 +107,31 @@ class JitModule:
             self.engine.finalize_object()
         self.module = mod
         self.tm = tm
+        self._set_threads = None
+
+    def set_threads(self, prefix: str, threads: int) -> int:
+        """Run the module's kernels on ``threads`` threads: calls ``PREFIX_set_num_threads``
+        (codegen/threads.py), which joins the old workers and starts threads - 1 new ones.
+        Returns the thread count now in use (fewer when the system refused to start a thread);
+        0 when the module has no thread pool (no packed GEMM in it)."""
+        if self._set_threads is None:
+            addr = self.engine.get_function_address(f"{prefix}_set_num_threads")
+            if not addr:
+                return 0
+            self._set_threads = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)(addr)
+            self._get_threads = ctypes.CFUNCTYPE(ctypes.c_int32)(
+                self.engine.get_function_address(f"{prefix}_get_num_threads"))
+            _live_pools.add(self)
+        self._set_threads(threads)
+        return int(self._get_threads())
+
+    def stop_threads(self) -> None:
+        """Join the module's worker threads (before its code is freed; at exit)."""
+        if getattr(self, "_set_threads", None) is not None:
+            self._set_threads(1)
+
+    def __del__(self) -> None:
+        self.stop_threads()
 
     @classmethod
     def from_object(cls, data: bytes, tm: llvm.TargetMachine,
@@ -104,6 +140,7 @@ class JitModule:
         through an engine created from an empty module (``ExecutionEngine.add_object_file``)."""
         _init()
         self = cls.__new__(cls)
+        self._set_threads = None
         empty = llvm.parse_assembly(f'target triple = "{tm.triple}"')
         with _lock:
             self.engine = llvm.create_mcjit_compiler(empty, tm)

@@ -33,8 +33,10 @@ def compile(outputs: dsl.Tensor | list[dsl.Tensor], loss: dsl.Tensor | None = No
             code (JIT and exported libraries); the first NaN/Inf raises graphc.NumericsError
             naming the node, its op, its source line and the step. Off by default (no code
             emitted, nothing to pay).
-        threads: threads that ``predict`` splits its rows over (default: ``$GRAPHC_THREADS``,
-            else every core this process may use; also settable later as ``model.threads``).
+        threads: threads the compiled kernels split their large GEMMs over, in training and
+            predict alike, with bit-identical results for any count (default:
+            ``$GRAPHC_THREADS``, else every core this process may use; also settable later as
+            ``model.threads``).
             Training steps run on one thread.
 
     Raises:

@@ -193,6 +193,7 @@ def export_model(
             "-O2",
             "-fPIC",
             "-shared",
+            "-pthread",
             "-fvisibility=hidden",
             "-Wall",
             "-Wextra",

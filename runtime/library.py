@@ -107,6 +107,24 @@ class Library:
         }
         self._call("init", ctypes.byref(self._ctx))
 
+    @property
+    def threads(self) -> int:
+        """Threads the library splits its large GEMMs over (``NAME_set_num_threads``; 1 by
+        default, the same bits for any count)."""
+        fn = getattr(self._lib, f"{self.name}_get_num_threads", None)
+        return int(fn()) if fn is not None else 1
+
+    @threads.setter
+    def threads(self, n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ArgumentError(f"threads must be a positive int, got {n!r}")
+        fn = getattr(self._lib, f"{self.name}_set_num_threads", None)
+        if fn is None:
+            raise ArgumentError(f"{self.path!r} has no {self.name}_set_num_threads (made by an "
+                                "older graphc): it runs on one thread")
+        fn.argtypes, fn.restype = [ctypes.c_int32], ctypes.c_int32
+        fn(n)
+
     # ------------------------------------------------------------------ plumbing
 
     def _call(self, fn: str, *args: Any) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +16,7 @@ from graphc.ir.types import BATCH
 
 from .buffers import aligned_empty, view
 from .executable import Entry, EpochEntry
-from .parallel import MIN_ROWS_PER_THREAD, RowPool, default_threads
+from .parallel import default_threads
 
 
 @dataclass
@@ -34,6 +36,19 @@ class History:
         self.epochs.append(epoch)
         for k, v in figures.items():
             self.metrics.setdefault(k, []).append(float(v))
+
+
+def _serialized(method):
+    """Run the method under the model's lock: its entry points share workspace and output
+    buffers, so calls from several Python threads take turns (each call still uses every
+    thread of ``Model.threads`` inside the native code)."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 class Model:
@@ -77,11 +92,30 @@ class Model:
             self.epoch_entry = EpochEntry(jit.address(f"{program.name}_train_epoch"),
                                           self.entries["train_step"])
         self.use_epoch_entry = True
-        self.threads = default_threads()  # predict's rows are split over this many threads
-        self._pool: RowPool | None = None
+        self._lock = threading.RLock()
+        self._threads = 1
+        self.threads = default_threads()
         self.seed = seed
         self.history: History | None = None  # the last fit's (set as soon as fit starts)
         self.initialize(seed)
+
+    @property
+    def threads(self) -> int:
+        """Threads the compiled kernels split their work over (GEMMs of every entry point:
+        training steps, epochs, predict); results do not depend on it (codegen/threads.py).
+
+        Raises:
+            ArgumentError: a count that is not a positive int.
+        """
+        return self._threads
+
+    @threads.setter
+    def threads(self, n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ArgumentError(f"threads must be a positive int, got {n!r}")
+        set_threads = getattr(self.jit, "set_threads", None)
+        got = set_threads(self.program.name, n) if set_threads is not None else 0
+        self._threads = got or 1
 
     # ------------------------------------------------------------------ parameters
 
@@ -245,12 +279,14 @@ class Model:
                   for i, name in enumerate(e.sched.input_slots)]
         return e(arrays, n)
 
+    @_serialized
     def train_step(self, x: Any, y: Any = None) -> float:
         """One optimizer step on one batch (all rows of x, y); returns the batch's loss."""
         feeds, n = self._as_feeds(x, y, need_labels=True)
         self._validate(feeds)
         return float(self._run("train_step", feeds, n)[0])
 
+    @_serialized
     def predict(self, x: Any, *, batch_size: int = 1024) -> np.ndarray | dict[str, np.ndarray]:
         """The model's outputs for every row of ``x`` (one array, or a dict for several outputs)."""
         feeds, n = self._as_feeds(x, None, need_labels=False)
@@ -263,10 +299,6 @@ class Model:
             raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
         e = self.entries[entry]
         names = [s for s in e.sched.input_slots]
-        if entry == "infer" and self.threads > 1 and n >= 2 * MIN_ROWS_PER_THREAD and all(
-                t.shape and t.shape[0] == BATCH for t in e.in_types + e.out_types):
-            return self._parallel_rows(e, [np.ascontiguousarray(feeds[k]) for k in names], n,
-                                       batch_size)
         parts: list[list[np.ndarray]] = []
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)
@@ -275,28 +307,7 @@ class Model:
         return [np.concatenate([p[j] for p in parts]) if parts[0][j].ndim else
                 np.array([p[j] for p in parts]) for j in range(len(parts[0]))]
 
-    def _parallel_rows(self, e: Entry, arrays: list[np.ndarray], n: int, batch_size: int
-                       ) -> list[np.ndarray]:
-        """``infer`` over rows split between ``self.threads`` threads (runtime/parallel.py)."""
-        if self._pool is None or self._pool.threads != self.threads:
-            if self._pool is not None:
-                self._pool.close()
-            address = self.jit.address(f"{self.program.name}_infer")
-
-            def clone() -> Entry:
-                c = Entry(address, e.sched, self._param_region, self._state_region, owner=self.jit)
-                c.numerics, c.name, c.step_of = (getattr(e, "numerics", None), "infer",
-                                                 getattr(e, "step_of", None))
-                return c
-
-            self._pool = RowPool(clone, self.threads)
-        outs = [np.empty(t.concrete(n), t.np_dtype) for t in e.out_types]
-        chunk = max(batch_size, 1) * self.threads
-        for lo in range(0, n, chunk):
-            hi = min(n, lo + chunk)
-            self._pool.run([a[lo:hi] for a in arrays], hi - lo, [o[lo:hi] for o in outs])
-        return outs
-
+    @_serialized
     def evaluate(self, x: Any, y: Any, *, batch_size: int = 1024) -> dict[str, float]:
         """Loss and metrics over all rows: accuracy for classification, MSE/MAE/R^2 for regression."""
         if self.program.loss is None:
@@ -334,6 +345,7 @@ class Model:
                     "r2": 1.0 - float(np.mean(err ** 2)) / var if var > 0 else float("nan")}
         return {}
 
+    @_serialized
     def fit(self, x: Any, y: Any = None, *, epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
             shuffle: bool = True, seed: int = 0, verbose: int = 1,

@@ -107,11 +107,11 @@ def build(tmp_path_factory, data):
     }
 
 
-def run(argv: list[str], stdin: Path | None = None) -> subprocess.CompletedProcess:
+def run(argv: list[str], stdin: Path | None = None, env: dict | None = None
+        ) -> subprocess.CompletedProcess:
     with open(stdin) if stdin else open(os.devnull) as f:
-        return subprocess.run(
-            argv, stdin=f, check=False, capture_output=True, text=True, timeout=120
-        )
+        return subprocess.run(argv, stdin=f, check=False, capture_output=True, text=True,
+                              timeout=120, env={**os.environ, **(env or {})})
 
 
 def test_c_program_inference_matches_python(build, data):
@@ -122,6 +122,11 @@ def test_c_program_inference_matches_python(build, data):
     want = build["model"].predict(x[1400:1600])
     assert got.shape == want.shape == (200, 10)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # 200 x 64 x 32 multiply-adds: the first layer's GEMM is split over the threads
+    for threads in ("2", "3"):
+        r2 = run([build["progs"]["predict"]], build["rows"], env={"MODEL_THREADS": threads})
+        assert r2.returncode == 0, r2.stderr
+        assert r2.stdout == r.stdout  # the same bits
 
 
 def test_c_program_training_matches_python_and_loss_falls(build, data):
@@ -243,7 +248,7 @@ def test_library_exports_only_the_documented_functions(build):
     names = {line.split()[-1] for line in out.splitlines() if line.strip()}
     api = {f"digits_{f}" for f in ("strerror", "workspace_size", "init", "load_weights",
                                    "read_weights", "write_weights", "infer", "train_step",
-                                   "graphc_meta")}  # fmt: skip
+                                   "graphc_meta", "set_num_threads", "get_num_threads")}  # fmt: skip
     ours = {n for n in names if n.startswith("digits")}
     assert ours == api, f"unexpected exports {ours ^ api}"
     header = Path(build["dir"] / "digits.h").read_text()
@@ -258,9 +263,13 @@ def test_load_round_trip_predict_train_and_shape_checks(build, data):
     assert lib.name == "digits" and set(lib.meta["entries"]) == {"infer", "train_step"}
     lib._workspace(300)
     lib._ws[:] = 0xFF  # the kernels must not rely on a zeroed workspace
-    np.testing.assert_allclose(
-        lib.predict(x[:300], batch_size=128), model.predict(x[:300]), rtol=1e-5, atol=1e-5
-    )
+    one = lib.predict(x[:300], batch_size=128)
+    np.testing.assert_allclose(one, model.predict(x[:300]), rtol=1e-5, atol=1e-5)
+    assert lib.threads == 1
+    lib.threads = 2
+    assert lib.threads == 2
+    assert np.array_equal(lib.predict(x[:300], batch_size=128), one)
+    lib.threads = 1
     ref = digits_model()
     ref.set_weights(model.get_weights())
     ref.lr = lib.lr

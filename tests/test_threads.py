@@ -1,51 +1,157 @@
-"""predict split over threads (runtime/parallel.py): the same rows as one thread and as numpy."""
+"""Threads in the generated code (codegen/threads.py, the GEMM's split in codegen/gemm.py):
+training and predict give the same bits with any thread count, and agree with numpy; workers
+start and stop with Model.threads; concurrent callers of one model stay correct."""
 
 from __future__ import annotations
+
+import gc as pygc
+import os
+import threading
 
 import numpy as np
 import pytest
 
 import graphc as gc
+from graphc.codegen.gemm import PARALLEL_MIN_MACS, JitGemm
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
+def cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRAPHC_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        x = gc.input("x", ("N", 12))
-        logits = gc.dense(gc.dense(x, 20, "relu", name="fc1"), 3, name="fc2")
-        yield gc.compile(logits, name="threadnet", seed=2, threads=2)
+        yield
 
 
-def _numpy_forward(m, x: np.ndarray) -> np.ndarray:
+def _net(threads: int) -> gc.Model:
+    # 64 x 300 x 200 = 3.8M multiply-adds per forward GEMM: well above PARALLEL_MIN_MACS.
+    x = gc.input("x", ("N", 200))
+    h = gc.dense(x, 300, "relu", name="fc1")
+    logits = gc.dense(h, 10, name="fc2")
+    return gc.compile(logits, loss=gc.softmax_cross_entropy(logits, gc.input("y", ("N",), "i32")),
+                      optimizer=gc.Adam(1e-3), name="threadnet", seed=3, threads=threads)
+
+
+def _data(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((rows, 200)).astype(np.float32),
+            rng.integers(0, 10, rows).astype(np.int32))
+
+
+def test_gemm_split_is_bit_identical_to_one_thread_and_matches_numpy() -> None:
+    rng = np.random.default_rng(1)
+    # along M (M >= N) and along N, uneven blocks, edges smaller than a tile, M*N*K just
+    # above and below PARALLEL_MIN_MACS
+    shapes = [(128, 256, 784), (784, 256, 128), (130, 10, 300), (97, 301, 33), (301, 97, 33),
+              (64, 64, 64), (64, 64, 63), (1000, 20, 50)]
+    assert 64 * 64 * 64 >= PARALLEL_MIN_MACS > 64 * 64 * 63
+    for ta, tb in [(False, False), (True, False), (False, True)]:
+        g = JitGemm.compile(trans_a=ta, trans_b=tb, threads=1)
+        for m, n, k in shapes:
+            a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+            b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+            outs = []
+            for t in (1, 2, 3):
+                g.owner.set_threads(t)
+                outs.append(g(a, b, np.full((m, n), np.nan, np.float32)))
+            ref = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
+            np.testing.assert_allclose(outs[0], ref, rtol=1e-4, atol=1e-4 * np.sqrt(k))
+            for o in outs[1:]:
+                assert np.array_equal(o, outs[0]), (ta, tb, m, n, k)
+
+
+def test_training_is_bit_identical_with_1_2_3_threads(cache) -> None:
+    x, y = _data(640)
+    results = []
+    for threads in (1, 2, 3):
+        m = _net(threads)
+        assert m.threads == threads
+        losses = [m.train_step(x[i:i + 64], y[i:i + 64]) for i in range(0, 320, 64)]
+        m.fit(x, y, epochs=2, batch_size=64, shuffle=True, verbose=0)  # the epoch entry
+        results.append((losses, {k: v.copy() for k, v in m.params.items()},
+                        m.predict(x[:300])))
+    for losses, params, pred in results[1:]:
+        assert losses == results[0][0]
+        for k in params:
+            assert np.array_equal(params[k], results[0][1][k]), k
+        assert np.array_equal(pred, results[0][2])
+
+
+def test_threaded_predict_matches_numpy(cache) -> None:
+    m = _net(2)
+    x, _ = _data(203, seed=5)  # 203 rows: blocks of uneven size
     p = {k: v.astype(np.float64) for k, v in m.params.items()}
-    h = np.maximum(x @ p["fc1.w"] + p["fc1.b"], 0)
-    return h @ p["fc2.w"] + p["fc2.b"]
+    ref = np.maximum(x @ p["fc1.w"] + p["fc1.b"], 0) @ p["fc2.w"] + p["fc2.b"]
+    np.testing.assert_allclose(m.predict(x), ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("threads", [2, 3])
-def test_threaded_predict_matches_one_thread_and_numpy(model, threads) -> None:
-    x = np.random.default_rng(threads).standard_normal((203, 12)).astype(np.float32)
-    model.threads = 1
-    one = model.predict(x, batch_size=64)
-    model.threads = threads
-    many = model.predict(x, batch_size=64)                 # 203 rows: uneven blocks
-    assert model._pool is not None and model._pool.threads == threads
-    np.testing.assert_allclose(many, one, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(many, _numpy_forward(model, x.astype(np.float64)),
-                               rtol=1e-4, atol=1e-5)
+def test_workers_start_and_stop_with_model_threads(cache) -> None:
+    m = _net(1)
+    pygc.collect()  # models of other tests join their workers when collected
+    before = _os_threads()
+    m.threads = 3
+    assert m.threads == 3 and _os_threads() == before + 2
+    m.threads = 2
+    assert _os_threads() == before + 1
+    m.threads = 1
+    assert _os_threads() == before
+    m.threads = 2
+    del m
+    pygc.collect()
+    assert _os_threads() == before  # the JIT module joined its worker before freeing its code
 
 
-def test_small_batches_stay_on_the_calling_thread(model) -> None:
-    model.threads = 4
-    model._pool = None
-    x = np.ones((5, 12), np.float32)
-    np.testing.assert_allclose(model.predict(x), _numpy_forward(model, x.astype(np.float64)),
-                               rtol=1e-4, atol=1e-5)
-    assert model._pool is None
+def test_concurrent_callers_of_one_model(cache) -> None:
+    """Python threads calling one model take turns (Model's lock); the results stay exact."""
+    m = _net(2)
+    x, _ = _data(256, seed=7)
+    want = m.predict(x)
+    errors: list[str] = []
+
+    def call() -> None:
+        for _ in range(20):
+            if not np.array_equal(m.predict(x), want):
+                errors.append("mismatch")
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_concurrent_dispatches_into_one_pool() -> None:
+    """Callers that find the pool busy run their blocks alone (codegen/threads.py): several
+    Python threads calling GEMMs of one module at once, each into its own C."""
+    g = JitGemm.compile(threads=2)
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((96, 200)).astype(np.float32)
+    bs = [rng.standard_normal((200, 150)).astype(np.float32) for _ in range(4)]
+    want = [g(a, b, np.empty((96, 150), np.float32)) for b in bs]
+    errors: list[int] = []
+
+    def call(k: int) -> None:
+        c = np.empty((96, 150), np.float32)
+        for _ in range(200):
+            if not np.array_equal(g(a, bs[k], c), want[k]):
+                errors.append(k)
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
 
 
 def test_threads_must_be_positive() -> None:
     x = gc.input("x", ("N", 2))
     with pytest.raises(gc.GraphcError, match="threads"):
         gc.compile(gc.dense(x, 1), threads=0)
+    m = gc.compile(gc.dense(x, 1))
+    with pytest.raises(gc.GraphcError, match="threads"):
+        m.threads = -1

@@ -52,6 +52,7 @@ int main(int argc, char **argv) {
     ctx.workspace = malloc((size_t)ctx.workspace_bytes);
     y = (float *)malloc((size_t)(n * MODEL_Y_ROW_ELEMS) * sizeof *y);
     if (!ctx.params || !ctx.workspace || !y) { fprintf(stderr, "predict: out of memory\n"); goto done; }
+    if (getenv("MODEL_THREADS")) model_set_num_threads(atoi(getenv("MODEL_THREADS")));
     if ((rc = model_init(&ctx)) != MODEL_OK) { status = fail("init", rc); goto done; }
     if (argc > 1 && (rc = model_load_weights(&ctx, argv[1])) != MODEL_OK) {
         status = fail(argv[1], rc);
