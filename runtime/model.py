@@ -114,7 +114,8 @@ class Model:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ArgumentError(f"threads must be a positive int, got {n!r}")
         set_threads = getattr(self.jit, "set_threads", None)
-        got = set_threads(self.program.name, n) if set_threads is not None else 0
+        with self._lock:  # never while a call of this model runs in another thread
+            got = set_threads(self.program.name, n) if set_threads is not None else 0
         self._threads = got or 1
 
     # ------------------------------------------------------------------ parameters

@@ -360,6 +360,24 @@ def test_cli_baseline_x86_64_library_has_no_avx_and_same_results(tmp_path, data,
         assert avx.search(native), "the check finds no AVX even in the native library"
 
 
+def test_avx512_target_uses_512_bit_fmas(tmp_path):
+    """--target-cpu x86-64-v4 (AVX-512): the GEMM's microkernel is built from zmm FMAs (the
+    assembly only: this machine need not run it)."""
+    out = tmp_path / "digits.s"
+    r = subprocess.run([sys.executable, "-m", "graphc", "compile", str(EXAMPLES / "models.py") +
+                        ":digits", "-o", str(out), "--emit", "asm", "--target-cpu", "x86-64-v4",
+                        "--entry", "infer"], check=False, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    asm = out.read_text()
+    assert len(re.findall(r"vfmadd\w*ps\s+.*%zmm", asm)) >= 12  # one 6 x 2-vector tile at least
+    v3 = tmp_path / "v3.s"
+    r = subprocess.run([sys.executable, "-m", "graphc", "compile", str(EXAMPLES / "models.py") +
+                        ":digits", "-o", str(v3), "--emit", "asm", "--target-cpu", "x86-64-v3",
+                        "--entry", "infer"], check=False, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "zmm" not in v3.read_text() and re.search(r"vfmadd\w*ps\s+.*%ymm", v3.read_text())
+
+
 def test_c_names_never_collide_between_inputs_and_outputs(tmp_path):
     """compile_sequential names its labels "y": the output then gets another C name, and a
     train_step-only header still compiles (no LLVM needed: plan and header only)."""
