@@ -189,6 +189,7 @@ def emit_elementwise(ctx: KernelContext, kernel: Kernel) -> None:
 
 PARALLEL_MIN_ELEMENTS = 1 << 15  # shorter element loops stay on one thread
 PARALLEL_CHUNK = 64  # threads' ranges start at multiples of this many elements (cache lines)
+TASKS_PER_THREAD = 4  # a split loop is this many ranges per thread (each >= 1/4 of the minimum)
 
 
 def flat_loop(ctx: KernelContext, total: ir.Value, body: Callable[[ir.Value], None],
@@ -259,7 +260,12 @@ def flat_loop(ctx: KernelContext, total: ir.Value, body: Callable[[ir.Value], No
             for k, v in enumerate(list(kernel_fn.args) + [total]):
                 b.store(v, b.gep(cp, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True,
                                  source_etype=full))
-            b.call(ctx.pool.run, [task, cp, threads])
+            # TASKS_PER_THREAD ranges a thread: one that runs late (a busy core) leaves its
+            # share to the others
+            tasks = b.mul(threads, i64(TASKS_PER_THREAD))
+            most = b.sdiv(total, i64(PARALLEL_MIN_ELEMENTS // TASKS_PER_THREAD))
+            tasks = b.select(b.icmp_signed("<", most, tasks), most, tasks)
+            b.call(ctx.pool.run, [task, cp, tasks])
         with otherwise:
             b.call(range_fn, list(kernel_fn.args) + [i64(0), total])
 
