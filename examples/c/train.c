@@ -55,6 +55,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "train: out of memory\n");
         goto done;
     }
+    if (getenv("MODEL_THREADS")) model_set_num_threads(atoi(getenv("MODEL_THREADS")));
     if ((rc = model_init(&ctx)) != MODEL_OK) {
         fprintf(stderr, "train: init: %s\n", model_strerror(rc));
         goto done;
