@@ -70,6 +70,8 @@ GEMV_ROWS = 8  # a GEMV (M = 1) adds this many rows of B to C's row per pass
 DIRECT_ROWS = 2  # direct path tile: DIRECT_ROWS x DIRECT_NV vectors (8 accumulators)
 DIRECT_NV = 4
 PARALLEL_MIN_MACS = 1 << 18  # smaller products (about 6 us on one core) stay on one thread
+BLOCKS_PER_THREAD = 4  # a split product has at most this many blocks of C per thread ...
+BLOCK_MIN = 96  # ... each of at least this many rows (split along M) or columns (along N)
 DTYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType()}
 ITEMSIZE = {"f32": 4, "f64": 8}
 
@@ -141,9 +143,9 @@ def emit_gemm(
             `name(M, N, K, A, B, C, *extras)` and the epilogue is called as
             `epilogue(b, acc, i, j, extras)`, with the extras as values it may use.
         pool: the module's thread pool (codegen/threads.py): products of at least
-            PARALLEL_MIN_MACS multiply-adds on the packed path split C into as many blocks as
-            the pool has threads, along M when M >= N (each block packs all of B) else along
-            N (each packs all of A), at multiples of MR or NR. Every element of C is computed
+            PARALLEL_MIN_MACS multiply-adds on the packed path split C into 1 to
+            BLOCKS_PER_THREAD blocks per thread, along M when M >= N (each block packs all of
+            B) else along N (each packs all of A), at multiples of MR or NR. Every element of C is computed
             exactly as by one thread, so results do not depend on the thread count.
 
     Returns:
@@ -554,7 +556,14 @@ class _GemmEmitter:
                     b.store(f, b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, n)],
                                      inbounds=True, source_etype=ctx_type))
                 task = self.emit_task(packed, ctx_type)
-                b.call(self.pool.run, [task, ctx, threads])
+                # Up to BLOCKS_PER_THREAD blocks a thread, each >= BLOCK_MIN rows (columns): a
+                # thread that runs late (a busy core) leaves blocks to the others, and each
+                # block's copy of the other operand's packing stays cheap.
+                extent = b.select(b.icmp_signed(">=", self.M, self.N), self.M, self.N)
+                per = b.sdiv(extent, b.mul(threads, self.const(BLOCK_MIN)))
+                per = b.select(b.icmp_signed("<", per, self.const(1)), self.const(1), per)
+                per = self.imin(per, self.const(BLOCKS_PER_THREAD))
+                b.call(self.pool.run, [task, ctx, b.mul(threads, per, name="blocks")])
             with otherwise:
                 self.call(packed, zero, self.M, zero, self.N)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc as pygc
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -61,6 +62,20 @@ def test_gemm_split_is_bit_identical_to_one_thread_and_matches_numpy() -> None:
             np.testing.assert_allclose(outs[0], ref, rtol=1e-4, atol=1e-4 * np.sqrt(k))
             for o in outs[1:]:
                 assert np.array_equal(o, outs[0]), (ta, tb, m, n, k)
+
+
+def test_sleeping_workers_wake_for_the_next_product() -> None:
+    """Workers that polled long enough to sleep on the condition variable (codegen/threads.py)
+    are woken by the next dispatch (or left their blocks to the caller): every call after a
+    pause completes with the exact result."""
+    g = JitGemm.compile(threads=2)
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((300, 256)).astype(np.float32)
+    b = rng.standard_normal((256, 300)).astype(np.float32)
+    want = g(a, b, np.empty((300, 300), np.float32))
+    for _ in range(5):
+        time.sleep(0.05)  # > the ~1 ms of polling
+        assert np.array_equal(g(a, b, np.empty((300, 300), np.float32)), want)
 
 
 def test_training_is_bit_identical_with_1_2_3_threads(cache) -> None:
