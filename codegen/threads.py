@@ -50,7 +50,6 @@ TASK_TYPE = ir.FunctionType(VOID, [PTR, I64, I64])
 MAX_THREADS = 64  # NAME_set_num_threads clamps to this
 SPIN_POLLS = 1 << 15  # a worker polls this many times (~1 ms with pause) before it sleeps
 WAIT_POLLS = 1 << 10  # the caller polls `done` this many times between sched_yield calls
-PREFIX = "graphc.pool."
 
 
 @dataclass(frozen=True)
@@ -59,30 +58,45 @@ class ThreadPool:
 
     run: ir.Function  # void run(ptr task, ptr ctx, i64 count)
     threads: ir.GlobalVariable  # i64: threads that run tasks (1: the caller alone)
-    set_threads: ir.Function  # i32 NAME_set_num_threads(i32 n)
-    get_threads: ir.Function  # i32 NAME_get_num_threads()
+    set_threads: ir.Function | None  # i32 NAME_set_num_threads(i32 n) (None: declared pool)
+    get_threads: ir.Function | None  # i32 NAME_get_num_threads()
 
 
 def thread_pool(module: ir.Module, prefix: str) -> ThreadPool:
     """The module's pool, emitted on first use; ``prefix`` names the exported functions
     ``PREFIX_set_num_threads(int32 n) -> int32`` (0, or pthread_create's error code after
-    starting as many workers as it could) and ``PREFIX_get_num_threads() -> int32``."""
-    if PREFIX + "run" in module.globals:
-        g = module.globals
-        return ThreadPool(g[PREFIX + "run"], g[PREFIX + "threads"],
+    starting as many workers as it could) and ``PREFIX_get_num_threads() -> int32``, and the
+    pool's own symbols ``PREFIX.pool.*``. ``run`` and ``threads`` have hidden external linkage,
+    so that another module of the same program can use them (declare_thread_pool)."""
+    g = module.globals
+    if f"{prefix}.pool.run" in g and not g[f"{prefix}.pool.run"].is_declaration:
+        return ThreadPool(g[f"{prefix}.pool.run"], g[f"{prefix}.pool.threads"],
                           g[f"{prefix}_set_num_threads"], g[f"{prefix}_get_num_threads"])
     return _PoolEmitter(module, prefix).emit()
 
 
+def declare_thread_pool(module: ir.Module, prefix: str) -> ThreadPool:
+    """``run`` and ``threads`` of the pool that another module of the program defines
+    (thread_pool(other, prefix)): for code compiled separately and linked with it."""
+    g = module.globals
+    run = g.get(f"{prefix}.pool.run") or ir.Function(
+        module, ir.FunctionType(VOID, [PTR, PTR, I64]), name=f"{prefix}.pool.run")
+    threads = g.get(f"{prefix}.pool.threads")
+    if threads is None:
+        threads = ir.GlobalVariable(module, I64, name=f"{prefix}.pool.threads")
+        threads.align = 8
+    return ThreadPool(run, threads, None, None)
+
+
 class _PoolEmitter:
     def __init__(self, module: ir.Module, prefix: str) -> None:
-        self.m, self.prefix = module, prefix
+        self.m, self.prefix, self.sym = module, prefix, f"{prefix}.pool."
         self.pause = _is_x86()
 
     # -- globals and declarations --------------------------------------------------------------
 
     def var(self, name: str, typ: ir.Type, init=0, align: int = 8) -> ir.GlobalVariable:
-        g = ir.GlobalVariable(self.m, typ, name=PREFIX + name)
+        g = ir.GlobalVariable(self.m, typ, name=self.sym + name)
         g.linkage = "internal"
         g.initializer = ir.Constant(typ, init) if not isinstance(init, ir.Constant) else init
         g.align = align
@@ -108,6 +122,7 @@ class _PoolEmitter:
         self.ctx = self.var("ctx", PTR, ir.Constant(PTR, None))
         self.count = self.var("count", I64)
         self.threads = self.var("threads", I64, 1)
+        self.threads.linkage, self.threads.storage_class = "", "hidden"  # external, hidden
         self.sleepers = self.var("sleepers", I64, align=64)
         self.stop = self.var("stop", I64)
         self.busy = self.var("busy", I64)
@@ -151,7 +166,7 @@ class _PoolEmitter:
 
     def emit_claim(self) -> ir.Function:
         """void claim(i64 gen): claim and run task indices of dispatch `gen` until none is left."""
-        fn, b = self.function(PREFIX + "claim", VOID, [I64])
+        fn, b = self.function(self.sym + "claim", VOID, [I64])
         fn.attributes.add("noinline")
         gen = fn.args[0]
         task = b.load_atomic(self.task, "monotonic", 8, typ=PTR)
@@ -190,7 +205,7 @@ class _PoolEmitter:
 
     def emit_worker(self) -> ir.Function:
         """ptr worker(ptr): poll, sleep, claim; returns when `stop` is set."""
-        fn, b = self.function(PREFIX + "worker", PTR, [PTR])
+        fn, b = self.function(self.sym + "worker", PTR, [PTR])
         null = ir.Constant(PTR, None)
         start = self.gen_of(b, b.load_atomic(self.work, "acquire", 8, typ=I64))
         entry = b.block
@@ -258,7 +273,8 @@ class _PoolEmitter:
 
     def emit_run(self) -> ir.Function:
         """void run(ptr task, ptr ctx, i64 count): task(ctx, t, count) for t < count, in parallel."""
-        fn, b = self.function(PREFIX + "run", VOID, [PTR, PTR, I64])
+        fn, b = self.function(self.sym + "run", VOID, [PTR, PTR, I64], internal=False)
+        fn.linkage = "hidden"  # printed where LLVM expects the visibility: external, hidden
         task, ctx, count = fn.args
         task = _Callee(task, TASK_TYPE)
         zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
