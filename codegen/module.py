@@ -15,7 +15,8 @@ from .target import vector_width
 
 
 class ModuleBuilder:
-    """Accumulates entry points (``NAME_train_step``, ``NAME_infer``, ...) into one ir.Module."""
+    """Accumulates entry points (``NAME_train_step``, ``NAME_infer``, ...) into one ir.Module,
+    or, for the JIT, into one module plus modules of matmul kernels and GEMMs (``parts()``)."""
 
     def __init__(self, name: str, *, target_cpu: str = "native", check_numerics: bool = False,
                  gemm_modules: int = 0) -> None:
