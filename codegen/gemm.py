@@ -48,7 +48,7 @@ llvm.masked.load are the only intrinsics).
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -119,6 +119,7 @@ def emit_gemm(
     blocking: Blocking | None = None,
     extra_types: Sequence[ir.Type] = (),
     pool: ThreadPool | None = None,
+    fixed: Mapping[str, int] | None = None,
 ) -> ir.Function:
     """Emit `void name(i64 M, i64 N, i64 K, ptr A, ptr B, ptr C)`: C (+)= op(A) @ op(B).
 
@@ -148,6 +149,11 @@ def emit_gemm(
             B) else along N (each packs all of A), at multiples of MR or NR. Every element of C is computed
             exactly as by one thread, so results do not depend on the thread count.
 
+        fixed: dimensions known when the code is generated ("M", "N", "K" -> value; every call
+            must pass that value): the code uses the constants, and drops the paths they rule
+            out (edge tiles, the direct path, K blocks). Threads' blocks reach the code through
+            memory, where LLVM could not propagate constants from the callers.
+
     Returns:
         The new function.
 
@@ -167,7 +173,8 @@ def emit_gemm(
     if blk.mc % blk.mr or blk.nc % blk.nr or blk.lanes & (blk.lanes - 1):
         raise CodegenError(f"emit_gemm {name}: MC, NC must be multiples of MR, NR in {blk}")
     gen = _GemmEmitter(
-        module, name, dtype, trans_a, trans_b, accumulate, epilogue, blk, tuple(extra_types), pool
+        module, name, dtype, trans_a, trans_b, accumulate, epilogue, blk, tuple(extra_types), pool,
+        dict(fixed or {}),
     )
     return gen.emit()
 
@@ -258,8 +265,12 @@ class _GemmEmitter:
         blk: Blocking,
         extra_types: tuple[ir.Type, ...],
         pool: ThreadPool | None = None,
+        fixed: dict[str, int] | None = None,
     ) -> None:
         self.module, self.name, self.blk, self.pool = module, name, blk, pool
+        self.fixed = fixed or {}
+        if set(self.fixed) - {"M", "N", "K"}:
+            raise CodegenError(f"emit_gemm {name}: fixed takes M, N, K, got {sorted(self.fixed)}")
         self.extra_types = extra_types
         self.takes_extras: set[str] = set()  # helpers that get the caller's extras
         self.trans_a, self.trans_b = trans_a, trans_b
@@ -277,9 +288,12 @@ class _GemmEmitter:
         self.use_args(self.fn, with_extras=True)
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
 
-    def use_args(self, fn: ir.Function, with_extras: bool) -> None:
-        """Point M, N, K, A, B, C (and the caller's extras) at fn's arguments."""
+    def use_args(self, fn: ir.Function, with_extras: bool, fixed: bool = True) -> None:
+        """Point M, N, K, A, B, C (and the caller's extras) at fn's arguments, or M, N, K at
+        their fixed values (not in shared helpers: their code serves other GEMMs too)."""
         self.M, self.N, self.K, self.A, self.B, self.C = fn.args[:6]
+        for dim, value in self.fixed.items() if fixed else ():
+            setattr(self, dim, self.const(value))
         n = len(self.extra_types) if with_extras else 0
         self.extras = list(fn.args[6 : 6 + n])
 
@@ -491,7 +505,7 @@ class _GemmEmitter:
         self.fn, self.b = fn, ir.IRBuilder(fn.append_basic_block("entry"))
         if user:
             self.takes_extras.add(fn.name)
-        self.use_args(fn, with_extras=not shared)
+        self.use_args(fn, with_extras=not shared, fixed=not shared)
         body(*fn.args[6 + len(user) :])
         self.b.ret_void()
         self.fn, self.b, extras = saved
@@ -507,8 +521,12 @@ class _GemmEmitter:
     def emit(self) -> ir.Function:
         b, blk = self.b, self.blk
         block = [(n, I64) for n in ("m0", "m1", "n0", "n1")]
-        packed = self.define("packed", block, self.emit_packed) if blk.packed else None
-        if self.trans_a and self.trans_b:
+        fixed_m = self.fixed.get("M")
+        use_packed = blk.packed and (fixed_m is None or fixed_m > blk.direct_max_m)
+        packed = self.define("packed", block, self.emit_packed) if use_packed else None
+        if packed is not None and fixed_m is not None and not (self.trans_a and self.trans_b):
+            direct = None  # M is fixed above direct_max_m: the small-M code would be dead
+        elif self.trans_a and self.trans_b:
             # tt: no training product needs it; scalar direct code only when nothing else exists.
             direct = None if packed else self.define("direct", [], self.emit_direct)
         elif self.trans_b:
@@ -559,13 +577,24 @@ class _GemmEmitter:
                 # Up to BLOCKS_PER_THREAD blocks a thread, each >= BLOCK_MIN rows (columns): a
                 # thread that runs late (a busy core) leaves blocks to the others, and each
                 # block's copy of the other operand's packing stays cheap.
-                extent = b.select(b.icmp_signed(">=", self.M, self.N), self.M, self.N)
+                extent = b.select(self.split_along_m(b, self.M, self.N), self.M, self.N)
                 per = b.sdiv(extent, b.mul(threads, self.const(BLOCK_MIN)))
                 per = b.select(b.icmp_signed("<", per, self.const(1)), self.const(1), per)
                 per = self.imin(per, self.const(BLOCKS_PER_THREAD))
                 b.call(self.pool.run, [task, ctx, b.mul(threads, per, name="blocks")])
             with otherwise:
                 self.call(packed, zero, self.M, zero, self.N)
+
+    def split_along_m(self, b: ir.IRBuilder, M: ir.Value, N: ir.Value) -> ir.Value:
+        """i1: threads split C along M (else along N): the longer side, decided now when the
+        fixed dimensions tell (a fixed N alone: along M, the batch), so that the block's other
+        range is the constant whole and LLVM keeps specializing the packed path on it."""
+        fixed_m, fixed_n = self.fixed.get("M"), self.fixed.get("N")
+        if fixed_n is not None:
+            return ir.Constant(ir.IntType(1), fixed_m is None or fixed_m >= fixed_n)
+        if fixed_m is not None:
+            return ir.Constant(ir.IntType(1), 0)
+        return b.icmp_signed(">=", M, N)
 
     def emit_task(self, packed: ir.Function, ctx_type: ir.LiteralStructType) -> ir.Function:
         """`void name.task(ptr ctx, i64 t, i64 count)`: block t of count of C on the packed path."""
@@ -579,7 +608,8 @@ class _GemmEmitter:
                          source_etype=ctx_type), typ=ft)
             for n, ft in enumerate(ctx_type.elements)
         ]
-        M, N = fields[0], fields[1]
+        M = self.const(self.fixed["M"]) if "M" in self.fixed else fields[0]
+        N = self.const(self.fixed["N"]) if "N" in self.fixed else fields[1]
         one = ir.Constant(I64, 1)
 
         def block(extent: ir.Value, unit: int) -> tuple[ir.Value, ir.Value]:
@@ -594,7 +624,7 @@ class _GemmEmitter:
 
         m0, m1 = block(M, self.blk.mr)
         n0, n1 = block(N, self.blk.nr)
-        along_m = b.icmp_signed(">=", M, N)
+        along_m = self.split_along_m(b, M, N)
         zero = ir.Constant(I64, 0)
         lo_m, hi_m = b.select(along_m, m0, zero), b.select(along_m, m1, M)
         lo_n, hi_n = b.select(along_m, zero, n0), b.select(along_m, N, n1)

@@ -214,6 +214,7 @@ def flat_loop(ctx: KernelContext, total: ir.Value, body: Callable[[ir.Value], No
                            name=f"{kernel_fn.name}.range")
     range_fn.linkage = "internal"
     range_fn.attributes.add("nounwind")
+    range_fn.attributes.add("noinline")  # one copy of the loop, called by the kernel and task
     for a, src in zip(range_fn.args, kernel_fn.args):
         if isinstance(a.type, ir.PointerType):
             a.add_attribute("noalias")
@@ -631,20 +632,14 @@ def emit_softmax_cross_entropy_with_grad(ctx: KernelContext, kernel: Kernel) -> 
 
 # ---------------------------------------------------------------------------- matmul
 
-def emit_matmul(ctx: KernelContext, kernel: Kernel, gemm_for) -> None:
-    """GEMM with the rest of the kernel (bias add, activation, ...) as its epilogue."""
-    g, b = ctx.g, ctx.b
+def matmul_parts(g: Graph, kernel: Kernel) -> tuple:
+    """(matmul node, epilogue nodes, dtype, transpose_a, transpose_b, the epilogue's operands
+    from outside the kernel) of a matmul kernel: what emit_matmul passes to ``gemm_for``."""
     nodes = [g[x] for x in kernel.nodes]
     mm, tail = nodes[0], nodes[1:]
     if mm.op != "matmul":
         raise CodegenError(f"kernel {kernel.name}: a matmul kernel must start with the matmul")
-    out = nodes[-1].name
     members = set(kernel.nodes)
-    a, w = mm.inputs
-    ta, tb = bool(mm.attr("transpose_a")), bool(mm.attr("transpose_b"))
-    at = g[a].type
-    m_dim, n_dim = mm.type.shape
-    k_dim = at.shape[0] if ta else at.shape[1]
     ext: list[str] = []
     for nd in tail:
         if nd.type.shape != mm.type.shape:
@@ -652,7 +647,19 @@ def emit_matmul(ctx: KernelContext, kernel: Kernel, gemm_for) -> None:
         for i in (nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs):
             if i not in members and i not in ext:
                 ext.append(i)
-    dtype = mm.type.dtype
+    ta, tb = bool(mm.attr("transpose_a")), bool(mm.attr("transpose_b"))
+    return mm, tail, mm.type.dtype, ta, tb, ext
+
+
+def emit_matmul(ctx: KernelContext, kernel: Kernel, gemm_for) -> None:
+    """GEMM with the rest of the kernel (bias add, activation, ...) as its epilogue."""
+    g, b = ctx.g, ctx.b
+    mm, tail, dtype, ta, tb, ext = matmul_parts(g, kernel)
+    out = g[kernel.nodes[-1]].name
+    a, w = mm.inputs
+    at = g[a].type
+    m_dim, n_dim = mm.type.shape
+    k_dim = at.shape[0] if ta else at.shape[1]
     fn, extra = gemm_for(kernel, dtype, ta, tb, tail, ext)
     args = [ctx.dim(m_dim), ctx.dim(n_dim), ctx.dim(k_dim), ctx.ptr(a), ctx.ptr(w), ctx.ptr(out)]
     for v in extra:

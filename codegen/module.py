@@ -12,21 +12,37 @@ from .gemm import emit_gemm
 from .kernels import ENTRY_TYPE, LL, PTR, KernelContext, epilogue_for, storage_key
 from .loops import i64
 from .target import vector_width
-from .threads import thread_pool
+from .threads import ThreadPool, declare_thread_pool, thread_pool
 
 
 class ModuleBuilder:
-    """Accumulates entry points (``NAME_train_step``, ``NAME_infer``, ...) into one ir.Module."""
+    """Accumulates entry points (``NAME_train_step``, ``NAME_infer``, ...) into one ir.Module,
+    or, for the JIT, into one module plus modules of matmul kernels and GEMMs (``parts()``)."""
 
-    def __init__(self, name: str, *, target_cpu: str = "native", check_numerics: bool = False) -> None:
+    def __init__(self, name: str, *, target_cpu: str = "native", check_numerics: bool = False,
+                 gemm_modules: int = 0) -> None:
+        """``gemm_modules`` > 0: the matmul kernels and their GEMM functions go into that many
+        more modules (``gemm_parts``; the kernels as external symbols, declared in ``module``;
+        the GEMMs spread over them in turn), so that the JIT optimizes them with a cheaper
+        pipeline and compiles the modules in parallel (``codegen.target.compile_parts``).
+        0: one module. A kernel and its GEMM always share a module: LLVM propagates the
+        kernel's constant N and K into the GEMM and drops the paths they rule out (a third of
+        the GEMM's code)."""
         self.name = name
         self.check_numerics = check_numerics  # scan each kernel's stores for NaN/Inf
         self.module = ir.Module(name=name)
+        self.gemm_parts = [ir.Module(name=f"{name}.gemm{i}") for i in range(gemm_modules)]
         self.vector_width = vector_width(target_cpu)
         self.entries: dict[str, Schedule] = {}
         self._kernels: dict[tuple, ir.Function] = {}  # structural signature -> kernel function
         self.kernels_reused = 0
         self._gemms: dict[tuple, ir.Function] = {}  # GEMM functions by what their code depends on
+        self._fixed: dict[tuple, dict[str, int]] = {}  # their constant dimensions (plan_gemms)
+
+    def parts(self) -> list[tuple[ir.Module, str]]:
+        """The modules to compile with the pipeline each needs ("main" or "gemm"; see
+        ``codegen.target.PIPELINES``): ``module``, then the GEMM modules that hold code."""
+        return [(self.module, "main")] + [(m, "gemm") for m in self.gemm_parts if m.functions]
 
     def add_epoch_entry(self, step_entry: str = "train_step") -> ir.Function:
         """Emit ``NAME_train_epoch``: mini-batches gathered by an index array, each one a call of
@@ -118,13 +134,17 @@ class ModuleBuilder:
             ctx = KernelContext(self.module, fname, sched, [src], extra_ptrs=1)
             K.emit_copy(ctx, src, ctx.extra[0], ctx.count(g[src].type.shape))
             return ctx.fn, [src], ctx.extra
-        ctx = KernelContext(self.module, fname, sched, values,
-                            pool=thread_pool(self.module, self.name))
+        module = self.module
+        if kernel.kind == "matmul" and self.gemm_parts:
+            key = self._gemm_key(sched, kernel, *K.matmul_parts(g, kernel)[1:])
+            module = (self._gemms[key].module if key in self._gemms
+                      else self.gemm_parts[len(self._gemms) % len(self.gemm_parts)])
+        ctx = KernelContext(module, fname, sched, values, pool=self.pool(module))
         node = g[kernel.nodes[0]]
         if kernel.kind == "elementwise":
             K.emit_elementwise(ctx, kernel)
         elif kernel.kind == "matmul":
-            K.emit_matmul(ctx, kernel, lambda *a: self._gemm_for(fname, sched, *a))
+            K.emit_matmul(ctx, kernel, lambda *a: self._gemm_for(fname, module, sched, *a))
         elif kernel.kind == "reduce":
             K.emit_reduce(ctx, node)
         elif kernel.kind == "transpose":
@@ -143,26 +163,63 @@ class ModuleBuilder:
             K.emit_softmax_cross_entropy_grad(ctx, node)
         else:
             raise CodegenError(f"no kernel for {kernel.kind} kernel {kernel.name} ({node.op})")
+        if module is not self.module:  # defined in the GEMM module, declared in this one
+            ctx.fn.linkage = ""
+            return ir.Function(self.module, ctx.fn.function_type, name=fname), values, []
         return ctx.fn, values, []
 
-    def _gemm_for(self, fname, sched, kernel, dtype, ta, tb, tail, ext):
-        """A GEMM function for this kernel: (M, N, K, A, B, C, extra operands of the epilogue)."""
+    def plan_gemms(self, schedules) -> None:
+        """Find, for every GEMM function the schedules will share, the dimensions that are the
+        same constant in all its kernels: emit_gemm(fixed=...) builds them into its code."""
+        dims: dict[tuple, set[tuple]] = {}
+        for sched in schedules:
+            g = sched.graph
+            for kernel in sched.kernels:
+                if kernel.kind != "matmul":
+                    continue
+                mm, tail, dtype, ta, tb, ext = K.matmul_parts(g, kernel)
+                key = self._gemm_key(sched, kernel, tail, dtype, ta, tb, ext)
+                a = g[mm.inputs[0]].type
+                mnk = (*mm.type.shape, a.shape[0] if ta else a.shape[1])
+                dims.setdefault(key, set()).add(mnk)
+        self._fixed = {}
+        for key, seen in dims.items():
+            values = [{x[k] for x in seen} for k in range(3)]
+            self._fixed[key] = {d: v.pop() for d, v in zip("MNK", values)
+                                if len(v) == 1 and isinstance(next(iter(v)), int)}
+
+    def pool(self, module: ir.Module) -> ThreadPool:
+        """The program's thread pool, as ``module``'s code reaches it: defined in the main
+        module, declared in the GEMM modules (linked together by the JIT)."""
+        pool = thread_pool(self.module, self.name)
+        return pool if module is self.module else declare_thread_pool(module, self.name)
+
+    @staticmethod
+    def _gemm_key(sched, kernel, tail, dtype, ta, tb, ext) -> tuple:
+        """What a kernel's GEMM code depends on: the transposes, the epilogue's ops and its
+        operands' shapes (not M, N, K, which are arguments): kernels that agree share one."""
+        g = sched.graph
+        inline = {v for v in ext if sched.buffers[v].region == "inline"}
+        mm = g[kernel.nodes[0]]
+        pos = {mm.name: ("mm",), **{t.name: ("t", i) for i, t in enumerate(tail)},
+               **{v: ("x", i) for i, v in enumerate(ext)}}
+        return (dtype, ta, tb, mm.type.shape[1] if tail else None,
+                tuple((t.op, t.attrs, t.type.dtype, tuple(pos[i] for i in t.inputs)) for t in tail),
+                tuple((v in inline, g[v].type) for v in ext))
+
+    def _gemm_for(self, fname, module, sched, kernel, dtype, ta, tb, tail, ext):
+        """A GEMM function for this kernel, in ``module`` (the kernel's):
+        (M, N, K, A, B, C, extra operands of the epilogue)."""
         g = sched.graph
         inline = {v for v in ext if sched.buffers[v].region == "inline"}
         extra_types = [LL[g[v].type.dtype] if v in inline else PTR for v in ext]
         mm = g[kernel.nodes[0]]
-        # The GEMM code depends on the transposes, the epilogue's ops and its operands' shapes
-        # (not on M, N, K, which are arguments): kernels that agree share one function.
-        pos = {mm.name: ("mm",), **{t.name: ("t", i) for i, t in enumerate(tail)},
-               **{v: ("x", i) for i, v in enumerate(ext)}}
-        key = (dtype, ta, tb, mm.type.shape[1] if tail else None,
-               tuple((t.op, t.attrs, t.type.dtype, tuple(pos[i] for i in t.inputs)) for t in tail),
-               tuple((v in inline, g[v].type) for v in ext))
+        key = self._gemm_key(sched, kernel, tail, dtype, ta, tb, ext)
         if key not in self._gemms:
             epi = epilogue_for(g, mm, tail, ext, inline)
-            fn = emit_gemm(self.module, f"{fname}.gemm", dtype=dtype, trans_a=ta, trans_b=tb,
+            fn = emit_gemm(module, f"{fname}.gemm", dtype=dtype, trans_a=ta, trans_b=tb,
                            epilogue=epi, vector_width=self.vector_width, extra_types=extra_types,
-                           pool=thread_pool(self.module, self.name))
+                           pool=self.pool(module), fixed=self._fixed.get(key))
             fn.linkage = "internal"
             self._gemms[key] = fn
         return self._gemms[key], ext

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import ctypes
 import functools
+import os
 import threading
+import time
 import weakref
 
 import llvmlite.binding as llvm
+import llvmlite.binding.ffi as ffi
 from llvmlite import ir
 
 from graphc.ir.errors import CodegenError
@@ -75,27 +79,133 @@ def vector_width(tm_cpu: str = "native") -> int:
     return 4
 
 
-def optimize(module: ir.Module, tm: llvm.TargetMachine, name: str) -> llvm.ModuleRef:
-    """Parse, verify, optimize at O3 with the new pass manager, verify again."""
+PIPELINES = {
+    # part kind: (speed level, loop and SLP vectorizers)
+    # Elementwise kernels, reductions and vmath rely on O3's loop vectorizer.
+    "main": (3, True),
+    # GEMM code is vectorized and unrolled by hand and its loops are marked against LLVM's
+    # vectorizers and unrollers: O1 gives the same GFLOP/s as O3 (benchmarks/bench_gemm.py's
+    # shapes, within noise) in well under half the optimization time. A hand-picked shorter
+    # list (ipsccp, globaldce, simplifycfg, instcombine) cost 1-2 % on the squares and 15 %
+    # on the GEMV.
+    "gemm": (1, False),
+}
+
+
+def optimize(module: ir.Module | str, tm: llvm.TargetMachine, name: str, *, kind: str = "main",
+             context: llvm.ContextRef | None = None) -> llvm.ModuleRef:
+    """Parse, verify, optimize with the new pass manager (``PIPELINES[kind]``: O3 with the
+    vectorizers for "main"), verify again. ``module`` is an ir.Module or its text (with the
+    triple and data layout of ``tm``). ``context``: an LLVM context of this thread (default:
+    the global one)."""
     _init()
-    module.triple = tm.triple
-    module.data_layout = str(tm.target_data)
+    if not isinstance(module, str):
+        module.triple = tm.triple
+        module.data_layout = str(tm.target_data)
+        module = str(module)
     try:
-        mod = llvm.parse_assembly(str(module))
+        mod = llvm.parse_assembly(module, context=context)
         mod.verify()
     except RuntimeError as e:
         raise CodegenError(f"LLVM rejected the module for graph {name!r}: {e}") from None
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
-    pto.loop_vectorization = True
-    pto.slp_vectorization = True
+    level, vectorize = PIPELINES[kind]
+    pto = llvm.create_pipeline_tuning_options(speed_level=level)
+    pto.loop_vectorization = vectorize
+    pto.slp_vectorization = vectorize
     pb = llvm.create_pass_builder(tm, pto)
     pm = pb.getModulePassManager()
-    pm.run(mod, pb)
+    run = ffi.lib.LLVMPY_RunNewModulePassManager
+    # Without llvmlite's lock only in a context of the caller's own (compile_parts' threads).
+    (run if context is None else _unlocked(run))(pm, mod, pb)
     try:
         mod.verify()
     except RuntimeError as e:
         raise CodegenError(f"LLVM produced an invalid module for graph {name!r}: {e}") from None
     return mod
+
+
+def _unlocked(fn):
+    """The raw ctypes function behind an llvmlite binding: it runs without llvmlite's global
+    lock and releases the GIL, so that threads working on modules of their own LLVM contexts
+    (with their own target machines) run in parallel. Falls back to the locked binding."""
+    return getattr(fn, "_cfn", fn)
+
+
+def emit_object(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> bytes:
+    """``tm.emit_object(mod)``, without holding llvmlite's lock during code generation."""
+    with ffi.OutputString() as err:
+        buf = _unlocked(ffi.lib.LLVMPY_TargetMachineEmitToMemory)(tm, mod, 1, err)
+        if not buf:
+            raise CodegenError(f"LLVM could not emit machine code: {err}")
+    try:
+        return ctypes.string_at(ffi.lib.LLVMPY_GetBufferStart(buf), ffi.lib.LLVMPY_GetBufferSize(buf))
+    finally:
+        ffi.lib.LLVMPY_DisposeMemoryBuffer(buf)
+
+
+def compile_threads() -> int:
+    """Threads for compile_parts: ``$GRAPHC_COMPILE_THREADS``, else the number of cores."""
+    env = os.environ.get("GRAPHC_COMPILE_THREADS", "").strip()
+    return max(1, int(env)) if env.isdigit() else max(1, os.cpu_count() or 1)
+
+
+def module_text(module: ir.Module, tm: llvm.TargetMachine) -> str:
+    """The text of ``module`` with the triple and data layout of ``tm``."""
+    module.triple = tm.triple
+    module.data_layout = str(tm.target_data)
+    return str(module)
+
+
+def compile_parts(parts: list[tuple[ir.Module, str]], target_cpu: str, name: str,
+                  timings: dict | None = None) -> tuple[list[str], list[tuple[llvm.ModuleRef, bytes]]]:
+    """Optimize (``PIPELINES[kind]``) and compile each (module, kind) to an object file;
+    returns the modules' texts and (optimized module, object file) per part.
+
+    Parts run in parallel threads (``compile_threads()``), each in an LLVM context and with a
+    target machine of its own (LLVM is thread-safe across contexts; the threads call LLVM
+    without llvmlite's lock and without the GIL). Each part is handed to a thread as soon as
+    its text is printed, so printing the next one (Python) overlaps LLVM's work on this one.
+    ``timings`` receives "llvm_text" (printing) and "llvm_opt", "machine_code": the sums
+    over parts of the seconds each took (with threads, more than the wall time they took).
+    """
+    tm0 = target_machine(target_cpu)
+    texts: list[str] = []
+    results: list = [None] * len(parts)
+    spent: list = [None] * len(parts)
+
+    def work(i: int, kind: str) -> None:
+        tm = target_machine(target_cpu)
+        ctx = llvm.create_context()
+        t0 = time.perf_counter()
+        mod = optimize(texts[i], tm, name, kind=kind, context=ctx)
+        t1 = time.perf_counter()
+        obj = emit_object(mod, tm)
+        spent[i] = (t1 - t0, time.perf_counter() - t1)
+        results[i] = (mod, obj)
+
+    nthreads = min(compile_threads(), len(parts))
+    pool = concurrent.futures.ThreadPoolExecutor(nthreads) if nthreads > 1 else None
+    printing = 0.0
+    try:
+        futures = []
+        for i, (module, kind) in enumerate(parts):
+            t0 = time.perf_counter()
+            texts.append(module_text(module, tm0))
+            printing += time.perf_counter() - t0
+            if pool is None:
+                work(i, kind)
+            else:
+                futures.append(pool.submit(work, i, kind))
+        for f in futures:
+            f.result()
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    if timings is not None:
+        timings["llvm_text"] = printing
+        timings["llvm_opt"] = sum(s[0] for s in spent)
+        timings["machine_code"] = sum(s[1] for s in spent)
+    return texts, results
 
 
 class JitModule:
@@ -106,6 +216,7 @@ class JitModule:
             self.engine = llvm.create_mcjit_compiler(mod, tm)
             self.engine.finalize_object()
         self.module = mod
+        self.modules = [mod]
         self.tm = tm
         self._set_threads = None
 
@@ -138,15 +249,25 @@ class JitModule:
                     module: llvm.ModuleRef | None = None) -> "JitModule":
         """Load machine code made by ``tm.emit_object`` (e.g. from the compile cache) into MCJIT,
         through an engine created from an empty module (``ExecutionEngine.add_object_file``)."""
+        return cls.from_objects([data], tm, [module] if module is not None else None)
+
+    @classmethod
+    def from_objects(cls, objects: list[bytes], tm: llvm.TargetMachine,
+                     modules: list[llvm.ModuleRef] | None = None) -> "JitModule":
+        """Load several object files into one MCJIT engine; their external symbols resolve
+        against each other when the engine is finalized. ``modules`` (optional) are the
+        optimized modules they came from, for ``asm()``."""
         _init()
         self = cls.__new__(cls)
         self._set_threads = None
         empty = llvm.parse_assembly(f'target triple = "{tm.triple}"')
         with _lock:
             self.engine = llvm.create_mcjit_compiler(empty, tm)
-            self.engine.add_object_file(llvm.ObjectFileRef.from_data(data))
+            for data in objects:
+                self.engine.add_object_file(llvm.ObjectFileRef.from_data(data))
             self.engine.finalize_object()
-        self.module = module
+        self.modules = list(modules or [])
+        self.module = self.modules[0] if self.modules else None
         self.tm = tm
         return self
 
@@ -163,4 +284,4 @@ class JitModule:
         if self.module is None:
             raise CodegenError("this module was loaded from the compile cache: no assembly to show "
                                "(set GRAPHC_NO_CACHE=1 to compile it afresh)")
-        return self.tm.emit_assembly(self.module)
+        return "\n".join(self.tm.emit_assembly(m) for m in self.modules)

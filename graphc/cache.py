@@ -10,9 +10,10 @@ the cache holds only object files with a checked header.
   triple, CPU name, CPU features), the graphc version, the llvmlite version and the source
   text of ``graphc.codegen`` (so an edited code generator never serves machine code made by
   its old self).
-- Value: the object file of ``TargetMachine.emit_object``, with a header holding a magic
-  string and the SHA-256 of the payload; a file whose header or digest does not match is
-  ignored, deleted and rebuilt.
+- Value: the object files of ``TargetMachine.emit_object`` (the JIT compiles a model as a few
+  modules, see ``codegen.target.compile_parts``), each preceded by its length (8 bytes, little
+  endian), after a header holding a magic string and the SHA-256 of the payload; a file whose
+  header, digest or lengths do not match is ignored, deleted and rebuilt.
 - Place: ``$GRAPHC_CACHE_DIR``, else ``~/.cache/graphc``; ``GRAPHC_NO_CACHE=1`` turns it off.
   Writes go to a temporary file in the same folder, then ``os.replace``, so a reader never
   sees half a file and concurrent writers of the same key are harmless.
@@ -28,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-MAGIC = b"graphc-object-v1\n"
+MAGIC = b"graphc-object-v2\n"
 DIGEST = 32  # bytes of SHA-256
 
 
@@ -115,6 +116,28 @@ def load(key: str, suffix: str = ".o") -> bytes | None:
         discard(key, suffix)
         return None
     return payload
+
+
+def load_objects(key: str, suffix: str = ".o") -> list[bytes] | None:
+    """The object files stored by ``store_objects``; None when absent or corrupted (removed)."""
+    data = load(key, suffix)
+    if data is None:
+        return None
+    objects, pos = [], 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos:pos + 8], "little")
+        pos += 8
+        if size <= 0 or pos + size > len(data):
+            discard(key, suffix)
+            return None
+        objects.append(data[pos:pos + size])
+        pos += size
+    return objects or None
+
+
+def store_objects(key: str, objects: list[bytes], suffix: str = ".o") -> Path | None:
+    """``store`` several object files under ``key`` (each with its length before it)."""
+    return store(key, b"".join(len(o).to_bytes(8, "little") + o for o in objects), suffix)
 
 
 def discard(key: str, suffix: str = ".o") -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import time
 from dataclasses import dataclass, field
 
 from graphc.codegen.module import ModuleBuilder
-from graphc.codegen.target import JitModule, host_cpu, optimize, target_machine
+from graphc.codegen.target import (JitModule, compile_parts, compile_threads, host_cpu,
+                                   target_machine)
 from graphc.ir.algorithms import ancestors
 from graphc.ir.autodiff import gradients
 from graphc.ir.builder import Builder
@@ -149,16 +152,38 @@ def schedule_program(prog: Program, *, opt_level: int = 2, disabled_passes: tupl
     return prog
 
 
-def build_module(prog: Program, target_cpu: str = "native") -> ModuleBuilder:
-    """The LLVM module of a scheduled Program: an entry per schedule, plus ``train_epoch``."""
+def build_module(prog: Program, target_cpu: str = "native", *, split: bool = False) -> ModuleBuilder:
+    """The LLVM module of a scheduled Program: an entry per schedule, plus ``train_epoch``
+    (``split``: the GEMMs in modules of their own, one per compile thread; see ModuleBuilder)."""
     t0 = time.perf_counter()
-    mb = ModuleBuilder(prog.name, target_cpu=target_cpu, check_numerics=prog.check_numerics)
-    for entry, sched in prog.schedules.items():
-        mb.add_entry(entry, sched)
-    if "train_step" in prog.schedules:
-        mb.add_epoch_entry("train_step")
+    mb = ModuleBuilder(prog.name, target_cpu=target_cpu, check_numerics=prog.check_numerics,
+                       gemm_modules=compile_threads() if split else 0)
+    with gc_paused():
+        mb.plan_gemms(prog.schedules.values())
+        for entry, sched in prog.schedules.items():
+            mb.add_entry(entry, sched)
+        if "train_step" in prog.schedules:
+            mb.add_epoch_entry("train_step")
     prog.timings["llvm_ir"] = time.perf_counter() - t0
     return mb
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Python's cyclic garbage collector off for the block (then on again if it was on).
+
+    Building and printing a module creates about 10^5 llvmlite objects that all stay alive;
+    the collector ran about 90 times over them for the digits network (a third of the time
+    spent building the IR) without freeing any: they live until the module is compiled. The
+    first collection after the block frees them (llvmlite's objects form reference cycles).
+    Blocks nest."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def compile_program(prog: Program, *, opt_level: int = 2, target_cpu: str = "native",
@@ -172,15 +197,20 @@ def compile_program(prog: Program, *, opt_level: int = 2, target_cpu: str = "nat
 
 def jit(prog: Program, mb: ModuleBuilder, target_cpu: str = "native") -> JitModule:
     """Optimize and compile ``mb`` to machine code in this process (no cache)."""
+    objects, modules = _objects(prog, mb, target_cpu)
+    return JitModule.from_objects(objects, target_machine(target_cpu), modules)
+
+
+def _objects(prog: Program, mb: ModuleBuilder, target_cpu: str) -> tuple[list[bytes], list]:
+    """Object files of ``mb``'s parts (compiled in parallel: codegen.target.compile_parts) and
+    the optimized modules they came from. Sets ``prog.llvm_ir`` and the timings "llvm_text",
+    "llvm_opt", "machine_code" (summed over the parts) and "llvm" (the wall time of all)."""
     t0 = time.perf_counter()
-    prog.llvm_ir = str(mb.module)
-    tm = target_machine(target_cpu)
-    mod = optimize(mb.module, tm, prog.name)
-    prog.timings["llvm_opt"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    jm = JitModule(mod, tm)
-    prog.timings["machine_code"] = time.perf_counter() - t1
-    return jm
+    with gc_paused():  # printing the modules allocates as much as building them
+        texts, compiled = compile_parts(mb.parts(), target_cpu, prog.name, prog.timings)
+    prog.llvm_ir = "\n".join(texts)
+    prog.timings["llvm"] = time.perf_counter() - t0
+    return [obj for _, obj in compiled], [mod for mod, _ in compiled]
 
 
 def _target_id(target_cpu: str) -> tuple[str, str, str]:
@@ -211,14 +241,15 @@ def jit_cached(prog: Program, target_cpu: str = "native") -> JitModule:
 
     if not cache.enabled():
         prog.timings["cache"] = "off"
-        return jit(prog, build_module(prog, target_cpu), target_cpu)
+        with gc_paused():  # one pause for building, printing and compiling (see gc_paused)
+            return jit(prog, build_module(prog, target_cpu, split=True), target_cpu)
     t0 = time.perf_counter()
     tm = target_machine(target_cpu)
     key = cache.cache_key(prog, _target_id(target_cpu))
-    data = cache.load(key)
+    data = cache.load_objects(key)
     if data is not None:
         try:
-            jm = JitModule.from_object(data, tm)
+            jm = JitModule.from_objects(data, tm)
             if all(jm.has(f"{prog.name}_{e}") for e in prog.schedules):
                 prog.timings["cache"] = "hit"
                 prog.timings["cache_load"] = time.perf_counter() - t0
@@ -227,14 +258,12 @@ def jit_cached(prog: Program, target_cpu: str = "native") -> JitModule:
             pass
         cache.discard(key)  # unreadable by MCJIT or missing entries: rebuild it
     prog.timings["cache"] = "miss"
-    mb = build_module(prog, target_cpu)
+    with gc_paused():  # one pause for building, printing and compiling (see gc_paused)
+        mb = build_module(prog, target_cpu, split=True)
+        objects, modules = _objects(prog, mb, target_cpu)
+        del mb  # the IR is garbage now: the first collection after the pause frees it
     t1 = time.perf_counter()
-    prog.llvm_ir = str(mb.module)
-    mod = optimize(mb.module, tm, prog.name)
-    prog.timings["llvm_opt"] = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    obj = tm.emit_object(mod)
-    jm = JitModule.from_object(obj, tm, module=mod)
-    prog.timings["machine_code"] = time.perf_counter() - t2
-    cache.store(key, obj)
+    jm = JitModule.from_objects(objects, tm, modules)
+    prog.timings["load"] = time.perf_counter() - t1
+    cache.store_objects(key, objects)
     return jm

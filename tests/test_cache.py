@@ -30,17 +30,17 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture
 def llvm_calls(monkeypatch, cache_dir):
-    """Counts the LLVM optimizer runs of this test."""
+    """Counts the LLVM compilations (optimizer and code generator) of this test."""
     monkeypatch.setenv("GRAPHC_CACHE_DIR", str(cache_dir))
     monkeypatch.delenv("GRAPHC_NO_CACHE", raising=False)
     calls = []
-    real = compiler.optimize
+    real = compiler.compile_parts
 
     def counting(*a, **kw):
         calls.append(1)
         return real(*a, **kw)
 
-    monkeypatch.setattr(compiler, "optimize", counting)
+    monkeypatch.setattr(compiler, "compile_parts", counting)
     return calls
 
 
