@@ -151,7 +151,8 @@ def emit_gemm(
 
         fixed: dimensions known when the code is generated ("M", "N", "K" -> value; every call
             must pass that value): the code uses the constants, and drops the paths they rule
-            out (edge tiles, the direct path, K blocks). Threads' blocks reach the code through
+            out (edge tiles, the direct path, K blocks). "min_M": a lower bound of M in every
+            call (above Blocking.direct_max_m, the direct path is left out). Threads' blocks reach the code through
             memory, where LLVM could not propagate constants from the callers.
 
     Returns:
@@ -268,9 +269,11 @@ class _GemmEmitter:
         fixed: dict[str, int] | None = None,
     ) -> None:
         self.module, self.name, self.blk, self.pool = module, name, blk, pool
-        self.fixed = fixed or {}
+        self.fixed = dict(fixed or {})
+        self.min_m = self.fixed.pop("min_M", self.fixed.get("M", 0))
         if set(self.fixed) - {"M", "N", "K"}:
-            raise CodegenError(f"emit_gemm {name}: fixed takes M, N, K, got {sorted(self.fixed)}")
+            raise CodegenError(f"emit_gemm {name}: fixed takes M, N, K, min_M, got "
+                               f"{sorted(self.fixed)}")
         self.extra_types = extra_types
         self.takes_extras: set[str] = set()  # helpers that get the caller's extras
         self.trans_a, self.trans_b = trans_a, trans_b
@@ -524,8 +527,8 @@ class _GemmEmitter:
         fixed_m = self.fixed.get("M")
         use_packed = blk.packed and (fixed_m is None or fixed_m > blk.direct_max_m)
         packed = self.define("packed", block, self.emit_packed) if use_packed else None
-        if packed is not None and fixed_m is not None and not (self.trans_a and self.trans_b):
-            direct = None  # M is fixed above direct_max_m: the small-M code would be dead
+        if packed is not None and self.min_m > blk.direct_max_m:
+            direct = None  # every call has M above direct_max_m: the small-M code would be dead
         elif self.trans_a and self.trans_b:
             # tt: no training product needs it; scalar direct code only when nothing else exists.
             direct = None if packed else self.define("direct", [], self.emit_direct)
@@ -586,14 +589,11 @@ class _GemmEmitter:
                 self.call(packed, zero, self.M, zero, self.N)
 
     def split_along_m(self, b: ir.IRBuilder, M: ir.Value, N: ir.Value) -> ir.Value:
-        """i1: threads split C along M (else along N): the longer side, decided now when the
-        fixed dimensions tell (a fixed N alone: along M, the batch), so that the block's other
-        range is the constant whole and LLVM keeps specializing the packed path on it."""
+        """i1: threads split C along M (each block packs all of B) when M >= N, else along N
+        (each packs all of A): the copies cost the least. Decided now when both are fixed."""
         fixed_m, fixed_n = self.fixed.get("M"), self.fixed.get("N")
-        if fixed_n is not None:
-            return ir.Constant(ir.IntType(1), fixed_m is None or fixed_m >= fixed_n)
-        if fixed_m is not None:
-            return ir.Constant(ir.IntType(1), 0)
+        if fixed_m is not None and fixed_n is not None:
+            return ir.Constant(ir.IntType(1), fixed_m >= fixed_n)
         return b.icmp_signed(">=", M, N)
 
     def emit_task(self, packed: ir.Function, ctx_type: ir.LiteralStructType) -> ir.Function:

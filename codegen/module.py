@@ -185,8 +185,11 @@ class ModuleBuilder:
         self._fixed = {}
         for key, seen in dims.items():
             values = [{x[k] for x in seen} for k in range(3)]
-            self._fixed[key] = {d: v.pop() for d, v in zip("MNK", values)
-                                if len(v) == 1 and isinstance(next(iter(v)), int)}
+            fixed = {d: next(iter(v)) for d, v in zip("MNK", values)
+                     if len(v) == 1 and isinstance(next(iter(v)), int)}
+            if all(isinstance(m, int) for m in values[0]):  # M is no batch size anywhere
+                fixed["min_M"] = min(values[0])
+            self._fixed[key] = fixed
 
     def pool(self, module: ir.Module) -> ThreadPool:
         """The program's thread pool, as ``module``'s code reaches it: defined in the main

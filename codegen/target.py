@@ -144,9 +144,15 @@ def emit_object(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> bytes:
 
 
 def compile_threads() -> int:
-    """Threads for compile_parts: ``$GRAPHC_COMPILE_THREADS``, else the number of cores."""
+    """Threads for compile_parts: ``$GRAPHC_COMPILE_THREADS``, else the cores this process may
+    run on (``os.sched_getaffinity``)."""
     env = os.environ.get("GRAPHC_COMPILE_THREADS", "").strip()
-    return max(1, int(env)) if env.isdigit() else max(1, os.cpu_count() or 1)
+    if env.isdigit():
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def module_text(module: ir.Module, tm: llvm.TargetMachine) -> str:
