@@ -70,6 +70,7 @@ GEMV_ROWS = 8  # a GEMV (M = 1) adds this many rows of B to C's row per pass
 DIRECT_ROWS = 2  # direct path tile: DIRECT_ROWS x DIRECT_NV vectors (8 accumulators)
 DIRECT_NV = 4
 PARALLEL_MIN_MACS = 1 << 18  # smaller products (about 6 us on one core) stay on one thread
+DIRECT_PARALLEL_MIN = 1 << 16  # the small-M path splits its columns when B holds this many
 BLOCKS_PER_THREAD = 4  # a split product has at most this many blocks of C per thread ...
 BLOCK_MIN = 96  # ... each of at least this many rows (split along M) or columns (along N)
 DTYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType()}
@@ -178,6 +179,19 @@ def emit_gemm(
         dict(fixed or {}),
     )
     return gen.emit()
+
+
+def _block_range(
+    b: ir.IRBuilder, extent: ir.Value, unit: int, t: ir.Value, count: ir.Value
+) -> tuple[ir.Value, ir.Value]:
+    """[lo, hi) of 0..extent for task t of count: near-equal runs of whole `unit`s."""
+    u, one = ir.Constant(I64, unit), ir.Constant(I64, 1)
+    units = b.sdiv(b.add(extent, ir.Constant(I64, unit - 1)), u)
+    per = b.sdiv(b.add(units, b.sub(count, one)), count)
+    lo = b.mul(b.mul(t, per), u)
+    hi = b.add(lo, b.mul(per, u))
+    clamp = lambda v: b.select(b.icmp_signed("<", v, extent), v, extent)  # noqa: E731
+    return clamp(lo), clamp(hi)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -524,6 +538,7 @@ class _GemmEmitter:
     def emit(self) -> ir.Function:
         b, blk = self.b, self.blk
         block = [(n, I64) for n in ("m0", "m1", "n0", "n1")]
+        cols = [(n, I64) for n in ("n0", "n1")]
         fixed_m = self.fixed.get("M")
         use_packed = blk.packed and (fixed_m is None or fixed_m > blk.direct_max_m)
         packed = self.define("packed", block, self.emit_packed) if use_packed else None
@@ -531,24 +546,24 @@ class _GemmEmitter:
             direct = None  # every call has M above direct_max_m: the small-M code would be dead
         elif self.trans_a and self.trans_b:
             # tt: no training product needs it; scalar direct code only when nothing else exists.
-            direct = None if packed else self.define("direct", [], self.emit_direct)
+            direct = None if packed else self.define("direct", cols, self.emit_direct)
         elif self.trans_b:
-            direct = self.define("direct", [], self.emit_direct_dot)
+            direct = self.define("direct", cols, self.emit_direct_dot)
         else:
-            direct = self.define("direct", [], self.emit_direct)
+            direct = self.define("direct", cols, self.emit_direct)
         zero = self.const(0)
         empty = b.or_(b.icmp_signed("<=", self.M, zero), b.icmp_signed("<=", self.N, zero))
         with b.if_then(empty, likely=False):
             b.ret_void()
         if packed is None:
-            self.call(direct)
+            self.call_direct(direct)
         elif direct is None:
             self.call_packed(packed)
         else:
             small = b.icmp_signed("<=", self.M, self.const(blk.direct_max_m))
             with b.if_else(small) as (then, otherwise):
                 with then:
-                    self.call(direct)
+                    self.call_direct(direct)
                 with otherwise:
                     self.call_packed(packed)
         b.ret_void()
@@ -566,16 +581,7 @@ class _GemmEmitter:
                        b.icmp_signed(">=", macs, self.const(PARALLEL_MIN_MACS)))
         with b.if_else(split, likely=True) as (then, otherwise):
             with then:
-                fields = [self.M, self.N, self.K, self.A, self.B, self.C, *self.extras]
-                ctx_type = ir.LiteralStructType([f.type for f in fields])
-                here = b.block
-                b.position_at_start(self.fn.entry_basic_block)  # a static alloca
-                ctx = b.alloca(ctx_type, name="task.ctx")
-                ctx.type = PTR  # llvmlite still types an alloca as `{...}*`; LLVM has only `ptr`
-                b.position_at_end(here)
-                for n, f in enumerate(fields):
-                    b.store(f, b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, n)],
-                                     inbounds=True, source_etype=ctx_type))
+                ctx, ctx_type = self.task_context()
                 task = self.emit_task(packed, ctx_type)
                 # Up to BLOCKS_PER_THREAD blocks a thread, each >= BLOCK_MIN rows (columns): a
                 # thread that runs late (a busy core) leaves blocks to the others, and each
@@ -587,6 +593,57 @@ class _GemmEmitter:
                 b.call(self.pool.run, [task, ctx, b.mul(threads, per, name="blocks")])
             with otherwise:
                 self.call(packed, zero, self.M, zero, self.N)
+
+    def task_context(self) -> tuple[ir.Value, ir.LiteralStructType]:
+        """A stack struct {M, N, K, A, B, C, extras...} filled with this call's arguments."""
+        b = self.b
+        fields = [self.M, self.N, self.K, self.A, self.B, self.C, *self.extras]
+        ctx_type = ir.LiteralStructType([f.type for f in fields])
+        here = b.block
+        b.position_at_start(self.fn.entry_basic_block)  # a static alloca
+        ctx = b.alloca(ctx_type, name="task.ctx")
+        ctx.type = PTR  # llvmlite still types an alloca as `{...}*`; LLVM has only `ptr`
+        b.position_at_end(here)
+        for n, f in enumerate(fields):
+            b.store(f, b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, n)], inbounds=True,
+                             source_etype=ctx_type))
+        return ctx, ctx_type
+
+    def call_direct(self, direct: ir.Function) -> None:
+        """The small-M path over all of C, its columns split between the pool's threads when B
+        holds at least DIRECT_PARALLEL_MIN values: then each thread streams its share of B
+        (which may then stay in its core's L2 from one call to the next)."""
+        b, zero = self.b, self.const(0)
+        if self.pool is None:
+            self.call(direct, zero, self.N)
+            return
+        threads = b.load_atomic(self.pool.threads, "monotonic", 8, typ=I64)
+        split = b.and_(b.icmp_signed(">", threads, self.const(1)),
+                       b.icmp_signed(">=", self.mul(self.N, self.K),
+                                     self.const(DIRECT_PARALLEL_MIN)))
+        with b.if_else(split) as (then, otherwise):
+            with then:
+                ctx, ctx_type = self.task_context()
+                fn = ir.Function(self.module, TASK_TYPE, name=f"{self.name}.direct_task")
+                fn.linkage = "internal"
+                fn.attributes.add("nounwind")
+                tb = ir.IRBuilder(fn.append_basic_block("entry"))
+                cp, t, count = fn.args
+                fields = [
+                    tb.load(tb.gep(cp, [ir.Constant(I32, 0), ir.Constant(I32, n)], inbounds=True,
+                                   source_etype=ctx_type), typ=ft)
+                    for n, ft in enumerate(ctx_type.elements)
+                ]
+                N = self.const(self.fixed["N"]) if "N" in self.fixed else fields[1]
+                unit = DIRECT_NV * self.blk.lanes  # whole register tiles
+                n0, n1 = _block_range(tb, N, unit, t, count)
+                with tb.if_then(tb.icmp_signed("<", n0, n1)):
+                    user = fields[6:] if direct.name in self.takes_extras else []
+                    tb.call(direct, [*fields[:6], *user, n0, n1])
+                tb.ret_void()
+                b.call(self.pool.run, [fn, ctx, threads])
+            with otherwise:
+                self.call(direct, zero, self.N)
 
     def split_along_m(self, b: ir.IRBuilder, M: ir.Value, N: ir.Value) -> ir.Value:
         """i1: threads split C along M (each block packs all of B) when M >= N, else along N
@@ -610,20 +667,8 @@ class _GemmEmitter:
         ]
         M = self.const(self.fixed["M"]) if "M" in self.fixed else fields[0]
         N = self.const(self.fixed["N"]) if "N" in self.fixed else fields[1]
-        one = ir.Constant(I64, 1)
-
-        def block(extent: ir.Value, unit: int) -> tuple[ir.Value, ir.Value]:
-            """[lo, hi) of `extent` for task t: count near-equal runs of whole `unit`s."""
-            u = ir.Constant(I64, unit)
-            units = b.sdiv(b.add(extent, ir.Constant(I64, unit - 1)), u)
-            per = b.sdiv(b.add(units, b.sub(count, one)), count)
-            lo = b.mul(b.mul(t, per), u)
-            hi = b.add(lo, b.mul(per, u))
-            clamp = lambda v: b.select(b.icmp_signed("<", v, extent), v, extent)  # noqa: E731
-            return clamp(lo), clamp(hi)
-
-        m0, m1 = block(M, self.blk.mr)
-        n0, n1 = block(N, self.blk.nr)
+        m0, m1 = _block_range(b, M, self.blk.mr, t, count)
+        n0, n1 = _block_range(b, N, self.blk.nr, t, count)
         along_m = self.split_along_m(b, M, N)
         zero = ir.Constant(I64, 0)
         lo_m, hi_m = b.select(along_m, m0, zero), b.select(along_m, m1, M)
@@ -1003,26 +1048,28 @@ class _GemmEmitter:
 
     # -- direct path (small M) ---------------------------------------------------------------------
 
-    def emit_direct(self) -> None:
-        """nn and tn for small M: tiles read A and B where they lie, over all of K at once.
+    def emit_direct(self, n0: ir.Value, n1: ir.Value) -> None:
+        """nn and tn for small M, columns n0..n1 of C: tiles read A and B where they lie, over
+        all of K at once.
 
         A tile has DIRECT_ROWS rows; past the last row of C it repeats that row and stores
         nothing. A single row (M = 1, a GEMV) streams B instead (emit_gemv).
         """
         b, L = self.b, self.blk.lanes
+        self.n_lo, self.n_hi = n0, n1
         if not self.trans_b:
             with b.if_then(b.icmp_signed("==", self.M, self.const(1))):
                 self.emit_gemv()
                 b.ret_void()
         with _loop(b, self.const(0), self.M, DIRECT_ROWS, name="di") as il:
             rows = [self.imin(self.add(il.iv, r), self.sub(self.M, 1)) for r in range(DIRECT_ROWS)]
-            start = self.const(0)
+            start = n0
             widths = dict.fromkeys([(DIRECT_NV, L), (1, L), (1, 1)])  # tiles, vectors, scalars
             if self.trans_b:  # tt: B is not contiguous along N
                 widths = {(1, 1): None}
             for vecs, lanes in widths:
                 width = vecs * lanes
-                stop = self.sub(self.N, width - 1)
+                stop = self.sub(n1, width - 1)
                 with _loop(b, start, stop, width, name=f"dj{width}") as jl:
                     self.direct_tile(il.iv, rows, jl.iv, vecs, lanes, unroll=2 if vecs > 1 else 1)
                 start = jl.iv
@@ -1039,11 +1086,11 @@ class _GemmEmitter:
         zero = self.const(0)
 
         def sweep(name: str, body: Callable[[ir.Value, int], None]) -> None:
-            """body(j, lanes) over C's row: vectors of L, then scalars."""
-            start = zero
+            """body(j, lanes) over C's row (columns n_lo..n_hi): vectors of L, then scalars."""
+            start = self.n_lo
             for lanes in lanes_list:
                 with _loop(
-                    b, start, self.sub(self.N, lanes - 1), lanes, name=f"{name}{lanes}"
+                    b, start, self.sub(self.n_hi, lanes - 1), lanes, name=f"{name}{lanes}"
                 ) as jl:
                     body(jl.iv, lanes)
                 start = jl.iv
@@ -1113,13 +1160,14 @@ class _GemmEmitter:
                 with b.if_then(b.icmp_signed("<", self.add(i, r), self.M)):
                     store_row()
 
-    def emit_direct_dot(self) -> None:
-        """nt for small M: each C element is a dot product of two rows that are contiguous in K."""
+    def emit_direct_dot(self, n0: ir.Value, n1: ir.Value) -> None:
+        """nt for small M, columns n0..n1 of C: each C element is a dot product of two rows
+        that are contiguous in K."""
         b, L = self.b, self.blk.lanes
         with _loop(b, self.const(0), self.M, 1, name="dt.i") as il:
-            start = self.const(0)
+            start = n0
             for cols in (L, 1) if L > 1 else (1,):
-                with _loop(b, start, self.sub(self.N, cols - 1), cols, name=f"dt.j{cols}") as jl:
+                with _loop(b, start, self.sub(n1, cols - 1), cols, name=f"dt.j{cols}") as jl:
                     self.dot_tile(il.iv, jl.iv, cols)
                 start = jl.iv
 

@@ -47,7 +47,9 @@ def test_gemm_split_is_bit_identical_to_one_thread_and_matches_numpy() -> None:
     # along M (M >= N) and along N, uneven blocks, edges smaller than a tile, M*N*K just
     # above and below PARALLEL_MIN_MACS
     shapes = [(128, 256, 784), (784, 256, 128), (130, 10, 300), (97, 301, 33), (301, 97, 33),
-              (64, 64, 64), (64, 64, 63), (1000, 20, 50)]
+              (64, 64, 64), (64, 64, 63), (1000, 20, 50),
+              # the small-M path splits N when B holds >= DIRECT_PARALLEL_MIN values
+              (1, 300, 256), (1, 37, 2000), (3, 1000, 70), (5, 257, 300), (2, 40, 40)]
     assert 64 * 64 * 64 >= PARALLEL_MIN_MACS > 64 * 64 * 63
     for ta, tb in [(False, False), (True, False), (False, True)]:
         g = JitGemm.compile(trans_a=ta, trans_b=tb, threads=1)
