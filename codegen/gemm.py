@@ -614,8 +614,9 @@ class _GemmEmitter:
         holds at least DIRECT_PARALLEL_MIN values: then each thread streams its share of B
         (which may then stay in its core's L2 from one call to the next)."""
         b, zero = self.b, self.const(0)
-        if self.pool is None:
-            self.call(direct, zero, self.N)
+        n, k = self.fixed.get("N"), self.fixed.get("K")
+        if self.pool is None or (n is not None and k is not None and n * k < DIRECT_PARALLEL_MIN):
+            self.call(direct, zero, self.N)  # (the only call: LLVM specializes on 0, N)
             return
         threads = b.load_atomic(self.pool.threads, "monotonic", 8, typ=I64)
         split = b.and_(b.icmp_signed(">", threads, self.const(1)),
