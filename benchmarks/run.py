@@ -239,31 +239,38 @@ def worker(threads: int, quick: bool, only: str = "") -> dict[str, Any]:
     return res
 
 
-def compile_times() -> dict[str, float]:
-    """Seconds for gc.compile of examples/models.py:digits with an empty cache, then cached."""
-    sys.path.insert(0, str(HERE.parent / "examples"))
-    from models import digits  # type: ignore[import-not-found]
+_COMPILE_PROBE = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from models import digits
+import graphc as gc
+t0 = time.perf_counter()
+spec = digits()
+m = gc.compile(spec["outputs"], spec["loss"], spec["optimizer"], name=spec["name"])
+out = {"seconds": time.perf_counter() - t0}
+out.update({k: v for k, v in m.program.timings.items() if isinstance(v, float)})
+print(json.dumps(out))
+"""
 
-    import graphc as gc
 
+def compile_times(rounds: int = 3) -> dict[str, float]:
+    """Seconds for gc.compile of examples/models.py:digits, each in a fresh process (as a user
+    runs it, with none of the peers' thread pools still spinning): cold with an empty cache,
+    then cached (a new process that finds the object files). Best of ``rounds``; the breakdown
+    is the best cold run's."""
     out: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as d:
-        old = os.environ.get("GRAPHC_CACHE_DIR")
-        os.environ["GRAPHC_CACHE_DIR"] = d
-        try:
+    examples = str(HERE.parent / "examples")
+    for _ in range(rounds):
+        with tempfile.TemporaryDirectory() as d:
+            env = {**os.environ, "GRAPHC_CACHE_DIR": d}
             for what in ("cold", "cached"):
-                t0 = time.perf_counter()
-                spec = digits()
-                m = gc.compile(spec["outputs"], spec["loss"], spec["optimizer"], name=spec["name"])
-                out[what] = time.perf_counter() - t0
-                if what == "cold":
-                    out.update({f"cold {k}": v for k, v in m.program.timings.items()
-                                if isinstance(v, float)})
-        finally:
-            if old is None:
-                del os.environ["GRAPHC_CACHE_DIR"]
-            else:
-                os.environ["GRAPHC_CACHE_DIR"] = old
+                r = subprocess.run([sys.executable, "-c", _COMPILE_PROBE, examples], env=env,
+                                   capture_output=True, text=True, check=True)
+                t = json.loads(r.stdout.strip().splitlines()[-1])
+                if what not in out or t["seconds"] < out[what]:
+                    out[what] = t["seconds"]
+                    if what == "cold":
+                        out.update({f"cold {k}": v for k, v in t.items() if k != "seconds"})
     return out
 
 

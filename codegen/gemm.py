@@ -709,7 +709,11 @@ class _GemmEmitter:
         edge = [(n, I64) for n in ("i", "j", "mr", "nr", "load_old", "last")] + [("tile", PTR)]
         self.store_edge_fn = self.define("store_edge", edge, self.store_edge)
         # A is packed to be read N / NR times; for fewer, the microkernel reads it in place.
-        a_in_place = b.icmp_signed("<=", self.N, self.const(blk.nr * A_IN_PLACE_MAX_SLIVERS))
+        in_place_max = blk.nr * A_IN_PLACE_MAX_SLIVERS
+        if "N" in self.fixed:  # decided now: one microkernel in the code, not two
+            a_in_place: ir.Value | bool = self.fixed["N"] <= in_place_max
+        else:
+            a_in_place = b.icmp_signed("<=", self.N, self.const(in_place_max))
         KC = self.const(blk.kc)
         # At least one K block, so that K == 0 still stores epilogue(0) (or C_old).
         kblocks = b.select(
@@ -733,8 +737,11 @@ class _GemmEmitter:
                 with _loop(b, m0, m1, blk.mc, name="ic") as ic_loop:
                     ic = ic_loop.iv
                     mc = self.imin(self.sub(m1, ic), self.const(blk.mc), name="mc")
-                    with b.if_then(b.not_(a_in_place)):
+                    if a_in_place is False:
                         self.call(pack_a, ic, mc, pc, kc, self.a_buf)
+                    elif a_in_place is not True:
+                        with b.if_then(b.not_(a_in_place)):
+                            self.call(pack_a, ic, mc, pc, kc, self.a_buf)
                     with _loop(b, self.const(0), nc, blk.nr, name="jr") as jr:
                         nr = self.imin(self.sub(nc, jr.iv), self.const(blk.nr), name="nr")
                         bp = self.at(self.b_buf, self.mul(jr.iv, kc), name="bp")
@@ -748,27 +755,37 @@ class _GemmEmitter:
 
     def tile_product(
         self,
-        a_in_place: ir.Value,
+        a_in_place: ir.Value | bool,
         i: ir.Value,
         ir_: ir.Value,
         pc: ir.Value,
         kc: ir.Value,
         bp: ir.Value,
     ) -> list[list[ir.Value]]:
-        """The microkernel on packed A, or on A where it lies (rows past M repeat the last)."""
+        """The microkernel on packed A, or on A where it lies (rows past M repeat the last);
+        `a_in_place` is an i1, or a bool when the choice is known now (one microkernel)."""
         b, blk = self.b, self.blk
+
+        def on_a_in_place() -> list[list[ir.Value]]:
+            last_row = self.sub(self.M, 1)
+            rows = [self.imin(self.add(i, r), last_row) for r in range(blk.mr)]
+            a_rows = [self.at(self.A, self.a_index(row, pc)) for row in rows]
+            a_step = self.M if self.trans_a else self.const(1)
+            return self.microkernel(kc, a_rows, a_step, bp)
+
+        def on_packed_a() -> list[list[ir.Value]]:
+            ap = self.at(self.a_buf, self.mul(ir_, kc), name="ap")
+            a_rows = [self.at(ap, self.const(r)) for r in range(blk.mr)]
+            return self.microkernel(kc, a_rows, self.const(blk.mr), bp)
+
+        if isinstance(a_in_place, bool):
+            return on_a_in_place() if a_in_place else on_packed_a()
         with b.if_else(a_in_place) as (then, otherwise):
             with then:
-                last_row = self.sub(self.M, 1)
-                rows = [self.imin(self.add(i, r), last_row) for r in range(blk.mr)]
-                a_rows = [self.at(self.A, self.a_index(row, pc)) for row in rows]
-                a_step = self.M if self.trans_a else self.const(1)
-                in_place = self.microkernel(kc, a_rows, a_step, bp)
+                in_place = on_a_in_place()
                 in_place_block = b.block
             with otherwise:
-                ap = self.at(self.a_buf, self.mul(ir_, kc), name="ap")
-                a_rows = [self.at(ap, self.const(r)) for r in range(blk.mr)]
-                packed = self.microkernel(kc, a_rows, self.const(blk.mr), bp)
+                packed = on_packed_a()
                 packed_block = b.block
         out = []
         for row_in_place, row_packed in zip(in_place, packed, strict=True):
