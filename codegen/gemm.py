@@ -72,7 +72,8 @@ DIRECT_NV = 4
 PARALLEL_MIN_MACS = 1 << 18  # smaller products (about 6 us on one core) stay on one thread
 DIRECT_PARALLEL_MIN = 1 << 16  # the small-M path splits its columns when B holds this many
 BLOCKS_PER_THREAD = 4  # a split product has at most this many blocks of C per thread ...
-BLOCK_MIN = 96  # ... each of at least this many rows (split along M) or columns (along N)
+BLOCK_MIN = 512  # ... each of at least this many rows (split along M) or columns (along N):
+# every block packs all of the other operand, and packing a value costs some 30 multiply-adds
 DTYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType()}
 ITEMSIZE = {"f32": 4, "f64": 8}
 
