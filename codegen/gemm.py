@@ -626,19 +626,9 @@ class _GemmEmitter:
         with b.if_else(split) as (then, otherwise):
             with then:
                 ctx, ctx_type = self.task_context()
-                fn = ir.Function(self.module, TASK_TYPE, name=f"{self.name}.direct_task")
-                fn.linkage = "internal"
-                fn.attributes.add("nounwind")
-                tb = ir.IRBuilder(fn.append_basic_block("entry"))
-                cp, t, count = fn.args
-                fields = [
-                    tb.load(tb.gep(cp, [ir.Constant(I32, 0), ir.Constant(I32, n)], inbounds=True,
-                                   source_etype=ctx_type), typ=ft)
-                    for n, ft in enumerate(ctx_type.elements)
-                ]
-                N = self.const(self.fixed["N"]) if "N" in self.fixed else fields[1]
+                fn, tb, fields, t, count = self.new_task("direct_task", ctx_type)
                 unit = DIRECT_NV * self.blk.lanes  # whole register tiles
-                n0, n1 = _block_range(tb, N, unit, t, count)
+                n0, n1 = _block_range(tb, fields[1], unit, t, count)
                 with tb.if_then(tb.icmp_signed("<", n0, n1)):
                     user = fields[6:] if direct.name in self.takes_extras else []
                     tb.call(direct, [*fields[:6], *user, n0, n1])
@@ -655,9 +645,12 @@ class _GemmEmitter:
             return ir.Constant(ir.IntType(1), fixed_m >= fixed_n)
         return b.icmp_signed(">=", M, N)
 
-    def emit_task(self, packed: ir.Function, ctx_type: ir.LiteralStructType) -> ir.Function:
-        """`void name.task(ptr ctx, i64 t, i64 count)`: block t of count of C on the packed path."""
-        fn = ir.Function(self.module, TASK_TYPE, name=f"{self.name}.task")
+    def new_task(
+        self, suffix: str, ctx_type: ir.LiteralStructType
+    ) -> tuple[ir.Function, ir.IRBuilder, list[ir.Value], ir.Value, ir.Value]:
+        """`void name.SUFFIX(ptr ctx, i64 t, i64 count)`, its builder after loading the context
+        (task_context's fields, M, N, K as constants where fixed), t and count."""
+        fn = ir.Function(self.module, TASK_TYPE, name=f"{self.name}.{suffix}")
         fn.linkage = "internal"
         fn.attributes.add("nounwind")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -667,8 +660,15 @@ class _GemmEmitter:
                          source_etype=ctx_type), typ=ft)
             for n, ft in enumerate(ctx_type.elements)
         ]
-        M = self.const(self.fixed["M"]) if "M" in self.fixed else fields[0]
-        N = self.const(self.fixed["N"]) if "N" in self.fixed else fields[1]
+        for n, dim in enumerate("MNK"):
+            if dim in self.fixed:
+                fields[n] = self.const(self.fixed[dim])
+        return fn, b, fields, t, count
+
+    def emit_task(self, packed: ir.Function, ctx_type: ir.LiteralStructType) -> ir.Function:
+        """`void name.task(ptr ctx, i64 t, i64 count)`: block t of count of C on the packed path."""
+        fn, b, fields, t, count = self.new_task("task", ctx_type)
+        M, N = fields[0], fields[1]
         m0, m1 = _block_range(b, M, self.blk.mr, t, count)
         n0, n1 = _block_range(b, N, self.blk.nr, t, count)
         along_m = self.split_along_m(b, M, N)
