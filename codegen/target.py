@@ -28,6 +28,18 @@ def _stop_all_threads() -> None:
         jm.stop_threads()
 
 
+def _forget_all_threads() -> None:
+    """In a fork()ed child: every JIT module's pool back to one thread (the workers stayed in
+    the parent; joining them here would hang)."""
+    for jm in list(_live_pools):
+        if jm._forget_threads is not None:
+            jm._forget_threads()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_all_threads)
+
+
 @functools.cache
 def _init() -> None:
     llvm.initialize_native_target()
@@ -224,7 +236,7 @@ class JitModule:
         self.module = mod
         self.modules = [mod]
         self.tm = tm
-        self._set_threads = None
+        self._set_threads = self._forget_threads = None
 
     def set_threads(self, prefix: str, threads: int) -> int:
         """Run the module's kernels on ``threads`` threads: calls ``PREFIX_set_num_threads``
@@ -238,9 +250,15 @@ class JitModule:
             self._set_threads = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)(addr)
             self._get_threads = ctypes.CFUNCTYPE(ctypes.c_int32)(
                 self.engine.get_function_address(f"{prefix}_get_num_threads"))
+            self._forget_threads = ctypes.CFUNCTYPE(None)(
+                self.engine.get_function_address(f"{prefix}_forget_threads"))
             _live_pools.add(self)
         self._set_threads(threads)
-        return int(self._get_threads())
+        return self.threads()
+
+    def threads(self) -> int:
+        """The thread count the module's pool runs with now (1 without a pool)."""
+        return int(self._get_threads()) if self._set_threads is not None else 1
 
     def stop_threads(self) -> None:
         """Join the module's worker threads (before its code is freed; at exit)."""
@@ -265,7 +283,7 @@ class JitModule:
         optimized modules they came from, for ``asm()``."""
         _init()
         self = cls.__new__(cls)
-        self._set_threads = None
+        self._set_threads = self._forget_threads = None
         empty = llvm.parse_assembly(f'target triple = "{tm.triple}"')
         with _lock:
             self.engine = llvm.create_mcjit_compiler(empty, tm)

@@ -28,6 +28,10 @@ How tasks split the work does not depend on which thread runs them, so results d
 on the thread count when the tasks compute disjoint outputs in a fixed order (the GEMM's do:
 codegen/gemm.py splits C into blocks, each computed as in the one-thread kernel).
 
+After a fork() the child has none of the workers: ``NAME_forget_threads`` resets the pool to one
+thread (the JIT runtime calls it from ``os.register_at_fork``, exported libraries from a
+``pthread_atfork`` child handler).
+
 The mutex and condition variable are zero-initialized storage of 128 bytes each: glibc's and
 musl's PTHREAD_MUTEX_INITIALIZER / PTHREAD_COND_INITIALIZER are all zeros and smaller than that.
 """
@@ -144,7 +148,22 @@ class _PoolEmitter:
         set_threads = self.emit_set_threads(worker)
         get_threads, b = self.function(f"{self.prefix}_get_num_threads", I32, [], internal=False)
         b.ret(b.trunc(b.load_atomic(self.threads, "monotonic", 8), I32))
+        self.emit_forget_threads()
         return ThreadPool(run, self.threads, set_threads, get_threads)
+
+    def emit_forget_threads(self) -> None:
+        """void NAME_forget_threads(void): for the child of a fork(), which has none of the
+        parent's workers: back to one thread, with a fresh mutex and condition variable (the
+        parent may have held them at the fork), without joining anything. Call it only there
+        (the runtime does, through os.register_at_fork; libraries through pthread_atfork)."""
+        fn, b = self.function(f"{self.prefix}_forget_threads", VOID, [], internal=False)
+        zero = ir.Constant(I64, 0)
+        for var in (self.workers, self.sleepers, self.stop, self.busy):
+            _store_atomic(b, zero, var, "monotonic", 8)
+        _store_atomic(b, ir.Constant(I64, 1), self.threads, "monotonic", 8)
+        for storage in (self.mutex, self.cond):
+            b.store(ir.Constant(storage.value_type, None), storage)
+        b.ret_void()
 
     # -- small helpers ---------------------------------------------------------------------------
 

@@ -107,7 +107,8 @@ class Model:
         Raises:
             ArgumentError: a count that is not a positive int.
         """
-        return self._threads
+        current = getattr(self.jit, "threads", None)
+        return current() if current is not None and self._threads > 1 else self._threads
 
     @threads.setter
     def threads(self, n: int) -> None:

@@ -165,6 +165,43 @@ def test_concurrent_dispatches_into_one_pool() -> None:
     assert errors == []
 
 
+FORK_SCRIPT = r"""
+import os, sys, time
+import numpy as np
+import graphc as gc
+x = gc.input("x", ("N", 200))
+out = gc.dense(gc.dense(x, 300, "relu"), 10)
+m = gc.compile(out, name="forked", threads=2)
+lib = gc.load(m.export(os.path.join(sys.argv[1], "libforked.so")).library)
+lib.threads = 2
+X = np.ones((256, 200), np.float32)
+want, want_lib = m.predict(X), lib.predict(X)
+time.sleep(0.05)  # the workers poll, then sleep on the condition variable
+pid = os.fork()
+if pid == 0:  # the child has none of the parent's workers
+    ok = m.threads == 1 and lib.threads == 1
+    m.threads = 2  # would join workers that are not there without the fork handlers
+    lib.threads = 2
+    ok = ok and np.array_equal(m.predict(X), want) and np.array_equal(lib.predict(X), want_lib)
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_fork_child_forgets_the_parents_workers(tmp_path) -> None:
+    """After os.fork() (multiprocessing's default on Linux), the child's models and libraries
+    run on one thread, can start their own workers, and give the parent's results."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", FORK_SCRIPT, str(tmp_path)], capture_output=True,
+                       text=True, timeout=120, env={**os.environ,
+                                                    "GRAPHC_CACHE_DIR": str(tmp_path / "c")})
+    assert r.returncode == 0, r.stderr
+    assert "child 0" in r.stdout, r.stdout + r.stderr
+
+
 def test_threads_must_be_positive() -> None:
     x = gc.input("x", ("N", 2))
     with pytest.raises(gc.GraphcError, match="threads"):
