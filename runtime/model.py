@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,8 @@ from graphc.ir.types import BATCH
 
 from .buffers import aligned_empty, view
 from .executable import Entry, EpochEntry
+from graphc.codegen.threads import MAX_THREADS
+
 from .parallel import default_threads
 
 
@@ -36,6 +40,20 @@ class History:
         self.epochs.append(epoch)
         for k, v in figures.items():
             self.metrics.setdefault(k, []).append(float(v))
+
+
+_live_models: "weakref.WeakSet[Model]" = weakref.WeakSet()
+
+
+def _fresh_locks_after_fork() -> None:
+    """In a fork()ed child: the models' locks may have been held by a parent thread that the
+    child does not have; give every live model a new one (as ``threading`` does for its own)."""
+    for m in list(_live_models):
+        m._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_locks_after_fork)
 
 
 def _serialized(method):
@@ -93,6 +111,7 @@ class Model:
                                           self.entries["train_step"])
         self.use_epoch_entry = True
         self._lock = threading.RLock()
+        _live_models.add(self)
         self._threads = 1
         self.threads = default_threads()
         self.seed = seed
@@ -103,6 +122,7 @@ class Model:
     def threads(self) -> int:
         """Threads the compiled kernels split their work over (GEMMs of every entry point:
         training steps, epochs, predict); results do not depend on it (codegen/threads.py).
+        Counts above MAX_THREADS (64) run MAX_THREADS; more threads than cores only slow down.
 
         Raises:
             ArgumentError: a count that is not a positive int.
@@ -115,6 +135,7 @@ class Model:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ArgumentError(f"threads must be a positive int, got {n!r}")
         set_threads = getattr(self.jit, "set_threads", None)
+        n = min(n, MAX_THREADS)  # the native call takes an int32
         with self._lock:  # never while a call of this model runs in another thread
             got = set_threads(self.program.name, n) if set_threads is not None else 0
         self._threads = got or 1

@@ -177,7 +177,16 @@ lib.threads = 2
 X = np.ones((256, 200), np.float32)
 want, want_lib = m.predict(X), lib.predict(X)
 time.sleep(0.05)  # the workers poll, then sleep on the condition variable
+import threading
+held, release = threading.Event(), threading.Event()
+def hold():  # a parent thread inside a call of the model and the library when the fork comes
+    with m._lock, lib._lock:
+        held.set()
+        release.wait()
+threading.Thread(target=hold).start()
+held.wait()
 pid = os.fork()
+release.set()
 if pid == 0:  # the child has none of the parent's workers
     ok = m.threads == 1 and lib.threads == 1
     m.threads = 2  # would join workers that are not there without the fork handlers
@@ -202,10 +211,15 @@ def test_fork_child_forgets_the_parents_workers(tmp_path) -> None:
     assert "child 0" in r.stdout, r.stdout + r.stderr
 
 
-def test_threads_must_be_positive() -> None:
+def test_threads_must_be_positive(cache) -> None:
     x = gc.input("x", ("N", 2))
     with pytest.raises(gc.GraphcError, match="threads"):
         gc.compile(gc.dense(x, 1), threads=0)
-    m = gc.compile(gc.dense(x, 1))
+    m = gc.compile(gc.dense(x, 1, name="fc"))
     with pytest.raises(gc.GraphcError, match="threads"):
         m.threads = -1
+    big = _net(1)
+    big.threads = 2 ** 32 + 2  # clamped to MAX_THREADS, not wrapped to 2 by the int32 argument
+    assert big.threads == 64
+    big.threads = 1
+    assert big.threads == 1
