@@ -235,7 +235,6 @@ def kernel_signature(sched: Schedule, kernel: Kernel, values: list[str]) -> tupl
     g = sched.graph
     members = {n: i for i, n in enumerate(kernel.nodes)}
     ext: dict[str, int] = {}
-    keys: list[tuple] = []
 
     def canon(v: str) -> tuple:
         if v in members:
@@ -252,13 +251,7 @@ def kernel_signature(sched: Schedule, kernel: Kernel, values: list[str]) -> tupl
     nodes = tuple(
         (g[n].op, g[n].attrs, g[n].type, tuple(canon(i) for i in g[n].inputs), n in kernel.stores)
         for n in kernel.nodes)
-    arg_pattern = []
-    for v in values:
-        buf = sched.buffers[v]
-        if buf.region in ("inline", "fused"):
-            continue
-        k = storage_key(buf)
-        if k not in keys:
-            keys.append(k)
-        arg_pattern.append(keys.index(k))
+    keys = [storage_key(sched.buffers[v]) for v in K.distinct_buffers(sched, values)]
+    arg_pattern = [keys.index(storage_key(sched.buffers[v])) for v in values
+                   if sched.buffers[v].region not in ("inline", "fused")]
     return (kernel.kind, nodes, tuple(arg_pattern), kernel.copy_to is not None, kernel.elements)
