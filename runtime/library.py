@@ -9,12 +9,9 @@ the call, so a wrong shape raises ArgumentError instead of reading past a buffer
 from __future__ import annotations
 
 import ctypes
-import functools
 import json
 import os
 import re
-import threading
-import weakref
 from typing import Any
 
 import numpy as np
@@ -24,6 +21,7 @@ from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError
 from graphc.codegen.threads import MAX_THREADS
 
 from .buffers import aligned_empty, view
+from .parallel import own_lock, serialized
 
 NP_DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32}
 CT_SCALARS = {"f32": ctypes.c_float, "f64": ctypes.c_double, "i32": ctypes.c_int32}
@@ -47,30 +45,6 @@ class _Ctx(ctypes.Structure):
         ("workspace", ctypes.c_void_p),
         ("workspace_bytes", ctypes.c_int64),
     ]
-
-
-_live_libraries: "weakref.WeakSet[Library]" = weakref.WeakSet()
-
-
-def _fresh_locks_after_fork() -> None:
-    """In a fork()ed child: new locks (a parent thread may have held the old ones)."""
-    for lib in list(_live_libraries):
-        lib._lock = threading.RLock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_locks_after_fork)
-
-
-def _serialized(method):
-    """Run the method under the library object's lock (its calls share one workspace)."""
-
-    @functools.wraps(method)
-    def locked(self, *args, **kwargs):
-        with self._lock:
-            return method(self, *args, **kwargs)
-
-    return locked
 
 
 class Library:
@@ -101,8 +75,7 @@ class Library:
                 )
             name = m.group(1)
         self.path, self.name = path, name
-        self._lock = threading.RLock()  # calls share one workspace: they take turns
-        _live_libraries.add(self)
+        own_lock(self)  # calls share one workspace: they take turns
         try:
             self._lib = ctypes.CDLL(path)
         except OSError as e:
@@ -226,7 +199,7 @@ class Library:
 
     # ------------------------------------------------------------------ entries
 
-    @_serialized
+    @serialized
     def predict(self, x: Any, *, batch_size: int = 1024) -> np.ndarray | dict[str, np.ndarray]:
         """``NAME_infer`` on every row of ``x`` (array or dict by input name), in batches.
 
@@ -262,7 +235,7 @@ class Library:
                 )
         return outs[0] if len(outs) == 1 else {p["name"]: o for p, o in zip(e["outputs"], outs)}
 
-    @_serialized
+    @serialized
     def train_step(self, x: Any, y: Any = None, *, lr: float | None = None) -> float:
         """One ``NAME_train_step`` on all rows of x (and labels y); returns the batch's loss."""
         e = self._entry("train_step")
@@ -288,7 +261,7 @@ class Library:
 
     # ------------------------------------------------------------------ weights
 
-    @_serialized
+    @serialized
     def load_weights(self, path: str) -> None:
         """``NAME_load_weights``: a checked weights file into the params.
 

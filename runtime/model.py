@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
-import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +16,7 @@ from .buffers import aligned_empty, view
 from .executable import Entry, EpochEntry
 from graphc.codegen.threads import MAX_THREADS
 
-from .parallel import default_threads
+from .parallel import default_threads, own_lock, serialized
 
 
 @dataclass
@@ -40,33 +36,6 @@ class History:
         self.epochs.append(epoch)
         for k, v in figures.items():
             self.metrics.setdefault(k, []).append(float(v))
-
-
-_live_models: "weakref.WeakSet[Model]" = weakref.WeakSet()
-
-
-def _fresh_locks_after_fork() -> None:
-    """In a fork()ed child: the models' locks may have been held by a parent thread that the
-    child does not have; give every live model a new one (as ``threading`` does for its own)."""
-    for m in list(_live_models):
-        m._lock = threading.RLock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_locks_after_fork)
-
-
-def _serialized(method):
-    """Run the method under the model's lock: its entry points share workspace and output
-    buffers, so calls from several Python threads take turns (each call still uses every
-    thread of ``Model.threads`` inside the native code)."""
-
-    @functools.wraps(method)
-    def locked(self, *args, **kwargs):
-        with self._lock:
-            return method(self, *args, **kwargs)
-
-    return locked
 
 
 class Model:
@@ -110,9 +79,7 @@ class Model:
             self.epoch_entry = EpochEntry(jit.address(f"{program.name}_train_epoch"),
                                           self.entries["train_step"])
         self.use_epoch_entry = True
-        self._lock = threading.RLock()
-        _live_models.add(self)
-        self._threads = 1
+        own_lock(self)
         self.threads = default_threads()
         self.seed = seed
         self.history: History | None = None  # the last fit's (set as soon as fit starts)
@@ -127,18 +94,15 @@ class Model:
         Raises:
             ArgumentError: a count that is not a positive int.
         """
-        current = getattr(self.jit, "threads", None)
-        return current() if current is not None and self._threads > 1 else self._threads
+        return self.jit.threads()
 
     @threads.setter
     def threads(self, n: int) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ArgumentError(f"threads must be a positive int, got {n!r}")
-        set_threads = getattr(self.jit, "set_threads", None)
         n = min(n, MAX_THREADS)  # the native call takes an int32
         with self._lock:  # never while a call of this model runs in another thread
-            got = set_threads(self.program.name, n) if set_threads is not None else 0
-        self._threads = got or 1
+            self.jit.set_threads(self.program.name, n)
 
     # ------------------------------------------------------------------ parameters
 
@@ -302,14 +266,14 @@ class Model:
                   for i, name in enumerate(e.sched.input_slots)]
         return e(arrays, n)
 
-    @_serialized
+    @serialized
     def train_step(self, x: Any, y: Any = None) -> float:
         """One optimizer step on one batch (all rows of x, y); returns the batch's loss."""
         feeds, n = self._as_feeds(x, y, need_labels=True)
         self._validate(feeds)
         return float(self._run("train_step", feeds, n)[0])
 
-    @_serialized
+    @serialized
     def predict(self, x: Any, *, batch_size: int = 1024) -> np.ndarray | dict[str, np.ndarray]:
         """The model's outputs for every row of ``x`` (one array, or a dict for several outputs)."""
         feeds, n = self._as_feeds(x, None, need_labels=False)
@@ -330,7 +294,7 @@ class Model:
         return [np.concatenate([p[j] for p in parts]) if parts[0][j].ndim else
                 np.array([p[j] for p in parts]) for j in range(len(parts[0]))]
 
-    @_serialized
+    @serialized
     def evaluate(self, x: Any, y: Any, *, batch_size: int = 1024) -> dict[str, float]:
         """Loss and metrics over all rows: accuracy for classification, MSE/MAE/R^2 for regression."""
         if self.program.loss is None:
@@ -368,7 +332,7 @@ class Model:
                     "r2": 1.0 - float(np.mean(err ** 2)) / var if var > 0 else float("nan")}
         return {}
 
-    @_serialized
+    @serialized
     def fit(self, x: Any, y: Any = None, *, epochs: int = 1, batch_size: int = 32,
             validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
             shuffle: bool = True, seed: int = 0, verbose: int = 1,
