@@ -67,6 +67,7 @@ def make_data(spec: Spec, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray
 
 # ------------------------------------------------------------------------------------- graphc
 
+
 class GraphcPeer:
     """graphc: ``Model.fit`` (one native call per epoch), the ``train_step`` entry called directly
     (one ctypes call per step, arrays prepared once), and ``Model.predict`` / the ``infer`` entry."""
@@ -91,8 +92,13 @@ class GraphcPeer:
         t0 = time.perf_counter()
         self.model = gc.compile(h, loss, opt, name="bench")
         self.compile_s = time.perf_counter() - t0
-        self.model.set_weights({f"fc{i + 1}.{k}": v for i, (w, b) in enumerate(weights)
-                                for k, v in (("w", w), ("b", b))})
+        self.model.set_weights(
+            {
+                f"fc{i + 1}.{k}": v
+                for i, (w, b) in enumerate(weights)
+                for k, v in (("w", w), ("b", b))
+            }
+        )
         self.x, self.y = x, y
         e = self.model.entries["train_step"]
         feeds = {"x": x, "y": y, "lr": np.array(spec.lr, np.float32)}
@@ -117,7 +123,10 @@ class GraphcPeer:
     def _rep(self, batches: int) -> tuple[np.ndarray, np.ndarray]:
         key = ("rep", batches)
         if getattr(self, "_rep_key", None) != key:
-            self._rep_data = (np.concatenate([self.x] * batches), np.concatenate([self.y] * batches))
+            self._rep_data = (
+                np.concatenate([self.x] * batches),
+                np.concatenate([self.y] * batches),
+            )
             self._rep_key = key
         return self._rep_data
 
@@ -132,6 +141,7 @@ class GraphcPeer:
 
 
 # ------------------------------------------------------------------------------------- numpy
+
 
 class NumpyPeer:
     """A hand-written float32 numpy MLP (matmuls in numpy's BLAS)."""
@@ -199,7 +209,7 @@ class NumpyPeer:
                 p -= lr * g
             return
         self.t += 1
-        c1, c2 = 1 - BETA1 ** self.t, 1 - BETA2 ** self.t
+        c1, c2 = 1 - BETA1**self.t, 1 - BETA2**self.t
         for p, g, m, v in zip(self.params, grads, self.m, self.v):
             m *= BETA1
             m += (1 - BETA1) * g
@@ -210,11 +220,12 @@ class NumpyPeer:
     def epoch(self, x, y, batch: int, seed: int) -> None:
         order = np.random.default_rng(seed).permutation(len(x))
         for lo in range(0, len(x), batch):
-            idx = order[lo:lo + batch]
+            idx = order[lo : lo + batch]
             self.step(x[idx], y[idx])
 
 
 # ------------------------------------------------------------------------------------- torch
+
 
 class TorchPeer:
     """PyTorch eager: nn.Sequential, torch.optim.SGD/Adam, zero_grad(set_to_none=True)."""
@@ -239,17 +250,21 @@ class TorchPeer:
             if i < len(weights) - 1:
                 layers.append(acts[spec.act]())
         self.net = torch.nn.Sequential(*layers)
-        self.loss_fn = (torch.nn.CrossEntropyLoss() if spec.loss == "ce"
-                        else torch.nn.BCEWithLogitsLoss())
-        self.opt = (torch.optim.SGD(self.net.parameters(), lr=spec.lr) if spec.opt == "sgd"
-                    else torch.optim.Adam(self.net.parameters(), lr=spec.lr))
+        self.loss_fn = (
+            torch.nn.CrossEntropyLoss() if spec.loss == "ce" else torch.nn.BCEWithLogitsLoss()
+        )
+        self.opt = (
+            torch.optim.SGD(self.net.parameters(), lr=spec.lr)
+            if spec.opt == "sgd"
+            else torch.optim.Adam(self.net.parameters(), lr=spec.lr)
+        )
         self.x = torch.from_numpy(x)
         self.y = torch.from_numpy(y.astype(np.int64)) if spec.loss == "ce" else torch.from_numpy(y)
         self.fwd = self.net
         if self.compiled:
-            torch._dynamo.reset()             # each case is a new network: no recompile limit
+            torch._dynamo.reset()  # each case is a new network: no recompile limit
             self.fwd = torch.compile(self.net)
-            self.step()                   # compile now (forward and backward graphs)
+            self.step()  # compile now (forward and backward graphs)
             with torch.no_grad():
                 self.fwd(self.x)
 
@@ -272,7 +287,7 @@ class TorchPeer:
         yt = torch.from_numpy(y.astype(np.int64)) if y.dtype == np.int32 else torch.from_numpy(y)
         order = torch.from_numpy(np.random.default_rng(seed).permutation(len(x)))
         for lo in range(0, len(x), batch):
-            idx = order[lo:lo + batch]
+            idx = order[lo : lo + batch]
             self.step(xt[idx], yt[idx])
 
 
@@ -284,6 +299,7 @@ class TorchCompilePeer(TorchPeer):
 
 
 # ------------------------------------------------------------------------------------- JAX
+
 
 class JaxPeer:
     """JAX: one ``jax.jit`` function per training step (forward, grad, update; buffers donated)."""
@@ -310,7 +326,9 @@ class JaxPeer:
         def loss_fn(params, x, y):
             z = forward(params, x)
             if spec.loss == "ce":
-                return jnp.mean(jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(z, y[:, None], 1)[:, 0])
+                return jnp.mean(
+                    jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(z, y[:, None], 1)[:, 0]
+                )
             return jnp.mean(jnp.logaddexp(0.0, z) - z * y)
 
         lr = spec.lr
@@ -326,12 +344,14 @@ class JaxPeer:
             t = t + 1
             m = jax.tree_util.tree_map(lambda a, d: BETA1 * a + (1 - BETA1) * d, m, g)
             v = jax.tree_util.tree_map(lambda a, d: BETA2 * a + (1 - BETA2) * d * d, v, g)
-            c1, c2 = 1 - BETA1 ** t, 1 - BETA2 ** t
+            c1, c2 = 1 - BETA1**t, 1 - BETA2**t
             params = jax.tree_util.tree_map(
-                lambda p, a, b: p - lr * (a / c1) / (jnp.sqrt(b / c2) + EPS), params, m, v)
+                lambda p, a, b: p - lr * (a / c1) / (jnp.sqrt(b / c2) + EPS), params, m, v
+            )
             return (params, m, v, t), loss
 
         params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in weights]
+
         def zeros():  # separate buffers for m and v: donated buffers must be distinct
             return jax.tree_util.tree_map(jnp.zeros_like, params)
 
@@ -344,8 +364,9 @@ class JaxPeer:
         self.infer()
 
     def step(self, x=None, y=None):
-        self.state, loss = self._step(self.state, self.x if x is None else x,
-                                      self.y if y is None else y)
+        self.state, loss = self._step(
+            self.state, self.x if x is None else x, self.y if y is None else y
+        )
         return loss.block_until_ready()
 
     def infer(self):
@@ -356,7 +377,7 @@ class JaxPeer:
         order = np.random.default_rng(seed).permutation(len(x))
         loss = None
         for lo in range(0, len(x), batch):
-            idx = order[lo:lo + batch]
+            idx = order[lo : lo + batch]
             self.state, loss = self._step(self.state, x[idx], y[idx])
         loss.block_until_ready()
 

@@ -47,14 +47,16 @@ now = time.thread_time
 
 def products(batch: int) -> list[tuple[str, int, int, int, bool, bool]]:
     """(name, M, N, K, trans_a, trans_b) of a 784-256-128-10 step, as graphc computes them."""
-    return [("fwd1 X W1", batch, 256, 784, False, False),
-            ("fwd2 H1 W2", batch, 128, 256, False, False),
-            ("fwd3 H2 W3", batch, 10, 128, False, False),
-            ("dW3 H2^T dZ3", 128, 10, batch, True, False),
-            ("dH2 dZ3 W3^T", batch, 128, 10, False, True),
-            ("dH1 dZ2 W2^T", batch, 256, 128, False, True),
-            ("dW2 H1^T dZ2", 256, 128, batch, True, False),
-            ("dW1 X^T dZ1", 784, 256, batch, True, False)]
+    return [
+        ("fwd1 X W1", batch, 256, 784, False, False),
+        ("fwd2 H1 W2", batch, 128, 256, False, False),
+        ("fwd3 H2 W3", batch, 10, 128, False, False),
+        ("dW3 H2^T dZ3", 128, 10, batch, True, False),
+        ("dH2 dZ3 W3^T", batch, 128, 10, False, True),
+        ("dH1 dZ2 W2^T", batch, 256, 128, False, True),
+        ("dW2 H1^T dZ2", 256, 128, batch, True, False),
+        ("dW1 X^T dZ1", 784, 256, batch, True, False),
+    ]
 
 
 def timer(fn, seconds: float = 0.006):
@@ -112,10 +114,16 @@ def runners_for(batch: int, gemms: JitGemms, rng: np.random.Generator) -> dict[s
 def main() -> None:
     batches = [int(b) for b in sys.argv[1:]] or [128, 512]
     peak = fma_peak(1.0, now)
-    print(f"# 784-256-128-10 training step, 1 thread; FMA peak {peak:.0f} GFLOP/s "
-          f"(bench_gemm.fma_peak); medians of {ROUNDS} interleaved rounds, thread CPU time\n")
-    gemms = JitGemms({f"{'nt'[ta]}{'nt'[tb]}": dict(trans_a=ta, trans_b=tb)
-                      for ta, tb in ((False, False), (True, False), (False, True))})
+    print(
+        f"# 784-256-128-10 training step, 1 thread; FMA peak {peak:.0f} GFLOP/s "
+        f"(bench_gemm.fma_peak); medians of {ROUNDS} interleaved rounds, thread CPU time\n"
+    )
+    gemms = JitGemms(
+        {
+            f"{'nt'[ta]}{'nt'[tb]}": dict(trans_a=ta, trans_b=tb)
+            for ta, tb in ((False, False), (True, False), (False, True))
+        }
+    )
     rng = np.random.default_rng(0)
     for batch in batches:
         runners = runners_for(batch, gemms, rng)
@@ -126,8 +134,11 @@ def main() -> None:
         med = {k: statistics.median(v) for k, v in samples.items()}
         cols = ["graphc", "torch", "numpy"]
         print(f"## batch {batch}\n")
-        print("| product | M, N, K | " + " | ".join(f"{c} us | {c} GFLOP/s (% peak)"
-                                                    for c in cols) + " |")
+        print(
+            "| product | M, N, K | "
+            + " | ".join(f"{c} us | {c} GFLOP/s (% peak)" for c in cols)
+            + " |"
+        )
         print("|---|---|" + "---|---|" * len(cols))
         total = dict.fromkeys(cols, 0.0)
         flop_total = 0.0
@@ -143,10 +154,17 @@ def main() -> None:
                 total[c] += t
                 cells.append(f"{t:,.0f} | {flop / t / 1e3:.1f} ({flop / t / 1e3 / peak:.0%})")
             print(f"| {name} | {m}, {n}, {k} | " + " | ".join(cells) + " |")
-        print("| **sum** | | " + " | ".join(
-            f"{total[c]:,.0f} | {flop_total / total[c] / 1e3:.1f} "
-            f"({flop_total / total[c] / 1e3 / peak:.0%})" if total[c] else "n/a | n/a"
-            for c in cols) + " |\n")
+        print(
+            "| **sum** | | "
+            + " | ".join(
+                f"{total[c]:,.0f} | {flop_total / total[c] / 1e3:.1f} "
+                f"({flop_total / total[c] / 1e3 / peak:.0%})"
+                if total[c]
+                else "n/a | n/a"
+                for c in cols
+            )
+            + " |\n"
+        )
         for opt in ("sgd", "adam"):
             line = []
             for c in ("graphc", "torch"):

@@ -54,6 +54,7 @@ PEER_COLUMNS = ["numpy", "torch eager", "torch.compile", "JAX jit"]
 
 # ------------------------------------------------------------------------------------ timing
 
+
 def time_us(fn: Callable[[], Any], *, min_time: float, repeats: int) -> float:
     """Median over ``repeats`` of the mean time of one call, in a loop lasting >= min_time."""
     t0 = time.perf_counter()
@@ -95,9 +96,11 @@ def set_threads(n: int) -> None:
     """Pin the process and every library's pool to ``n`` threads (called before imports)."""
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_cpu_multi_thread_eigen={'false' if n == 1 else 'true'}"
-                               f" intra_op_parallelism_threads={n}").strip()
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + f" --xla_cpu_multi_thread_eigen={'false' if n == 1 else 'true'}"
+        f" intra_op_parallelism_threads={n}"
+    ).strip()
     os.environ["GRAPHC_THREADS"] = str(n)
     try:
         os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:n]))
@@ -111,11 +114,13 @@ def worker(threads: int, quick: bool, only: str = "") -> dict[str, Any]:
 
     try:
         import threadpoolctl
+
         threadpoolctl.threadpool_limits(threads)
     except ImportError:
         pass
     try:
         import torch
+
         torch.set_num_threads(threads)
     except ImportError:
         pass
@@ -135,10 +140,13 @@ def worker(threads: int, quick: bool, only: str = "") -> dict[str, Any]:
         time.sleep(SETTLE_SECONDS if threads > 1 else 0.0)
         try:
             res["cases"].setdefault(case, {})[column] = time_us(
-                fn, min_time=kw.get("min_time", min_time), repeats=kw.get("repeats", repeats))
+                fn, min_time=kw.get("min_time", min_time), repeats=kw.get("repeats", repeats)
+            )
         except Exception as e:  # a peer failing on this machine is a result, not a crash
             res["cases"].setdefault(case, {})[column] = None
-            res["notes"][f"{column} / {case}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            res["notes"][f"{column} / {case}"] = (
+                f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            )
 
     def peer(cls, spec, w, x, y, case):
         try:
@@ -146,8 +154,9 @@ def worker(threads: int, quick: bool, only: str = "") -> dict[str, Any]:
         except P.Missing as e:
             res["notes"][cls.label] = str(e)
         except Exception as e:
-            res["notes"][f"{cls.label} / {case}"] = (f"{type(e).__name__}: "
-                                                     f"{str(e).splitlines()[0][:160] if str(e) else ''}")
+            res["notes"][f"{cls.label} / {case}"] = (
+                f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+            )
             if os.environ.get("BENCH_DEBUG"):
                 traceback.print_exc()
         res["cases"].setdefault(case, {})[cls.label] = None
@@ -160,6 +169,7 @@ def worker(threads: int, quick: bool, only: str = "") -> dict[str, Any]:
     # the FMA pipes' measured throughput on one core (bench_gemm.py's JIT loop of FMAs)
     try:
         from bench_gemm import fma_peak
+
         res["fma_peak_core"] = fma_peak(0.3 if quick else 1.0, time.thread_time)
     except Exception as e:
         res["notes"]["measured peak"] = f"bench_gemm.fma_peak unavailable: {e}"[:200]
@@ -177,6 +187,7 @@ def worker(threads: int, quick: bool, only: str = "") -> dict[str, Any]:
         record(case, "numpy", lambda: np.matmul(a, b, out=out))
         try:
             import graphc as gc
+
             xin = gc.input("a", ("N", s))
             wp = gc.param("b", (s, s), init="zeros")
             m = gc.compile(gc.matmul(xin, wp), name="gemm")
@@ -186,7 +197,7 @@ def worker(threads: int, quick: bool, only: str = "") -> dict[str, Any]:
         except Exception as ex:
             res["cases"][case]["graphc"] = None
             res["notes"][f"graphc / {case}"] = f"{type(ex).__name__}: {ex}"[:200]
-        res["cases"][case]["flop"] = 2.0 * s ** 3
+        res["cases"][case]["flop"] = 2.0 * s**3
 
     # training steps
     for cid, sizes_, act, loss, opt, lr, batch in TRAIN_CASES:
@@ -231,7 +242,7 @@ def worker(threads: int, quick: bool, only: str = "") -> dict[str, Any]:
     w = P.init_weights(spec)
     x, y = P.make_data(spec, n, seed=3)
     xb, yb = x[:128], y[:128]
-    seeds = iter(range(10 ** 6))
+    seeds = iter(range(10**6))
     g = P.GraphcPeer(spec, w, xb, yb) if n else None
     if n:
         record(cid, "graphc fit", lambda: g.epoch(x, y, 128, next(seeds)), min_time=0, repeats=3)
@@ -271,8 +282,13 @@ def compile_times(rounds: int = 3) -> dict[str, float]:
         with tempfile.TemporaryDirectory() as d:
             env = {**os.environ, "GRAPHC_CACHE_DIR": d}
             for what in ("cold", "cached"):
-                r = subprocess.run([sys.executable, "-c", _COMPILE_PROBE, examples], env=env,
-                                   capture_output=True, text=True, check=True)
+                r = subprocess.run(
+                    [sys.executable, "-c", _COMPILE_PROBE, examples],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 t = json.loads(r.stdout.strip().splitlines()[-1])
                 if what not in out or t["seconds"] < out[what]:
                     out[what] = t["seconds"]
@@ -282,6 +298,7 @@ def compile_times(rounds: int = 3) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------ report
+
 
 def machine() -> dict[str, str]:
     """CPU model, cores, vector flags, clock, and library versions."""
@@ -293,8 +310,11 @@ def machine() -> dict[str, str]:
         flags = set(fields.get("flags", "").split())
         info["cpu"] = fields.get("model name", "?")
         info["cpu MHz (/proc/cpuinfo)"] = fields.get("cpu MHz", "?")
-        info["vector flags"] = " ".join(f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f",
-                                                     "avx512vl", "avx512bw") if f in flags)
+        info["vector flags"] = " ".join(
+            f
+            for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512vl", "avx512bw")
+            if f in flags
+        )
     except OSError:
         info["cpu"] = platform.processor()
     info["cores"] = str(os.cpu_count())
@@ -311,6 +331,7 @@ def machine() -> dict[str, str]:
         from graphc.codegen.target import host_cpu
 
         import graphc
+
         info["graphc"] = graphc.__version__
         info["LLVM host CPU"] = host_cpu()[0]
     except Exception as e:  # pragma: no cover
@@ -331,9 +352,11 @@ def peak_gflops(info: dict[str, str], cores: int) -> tuple[float, str]:
     # Zen 3/4 and recent Intel cores: two 256-bit FMA pipes; AVX-512 on Zen 4 runs as 2x256.
     flop_per_cycle = pipes * min(lanes, 8) * fma
     peak = cores * ghz * flop_per_cycle
-    how = (f"{cores} core(s) x {ghz:.2f} GHz (/proc/cpuinfo; the boost clock may be higher) x "
-           f"{flop_per_cycle} FLOP/cycle ({pipes} FMA pipes x {min(lanes, 8)} f32 lanes x "
-           f"{fma} for FMA) = {peak:.0f} GFLOP/s")
+    how = (
+        f"{cores} core(s) x {ghz:.2f} GHz (/proc/cpuinfo; the boost clock may be higher) x "
+        f"{flop_per_cycle} FLOP/cycle ({pipes} FMA pipes x {min(lanes, 8)} f32 lanes x "
+        f"{fma} for FMA) = {peak:.0f} GFLOP/s"
+    )
     return peak, how
 
 
@@ -345,10 +368,13 @@ def _target(cid: str, g: float | None, row: dict, fastest: float | None) -> tupl
             return "<= 0.5 torch, <= 0.8 JAX", ""
         return "<= 0.5 torch, <= 0.8 JAX", "yes" if g <= 0.5 * torch_ and g <= 0.8 * jax_ else "no"
     if cid.startswith(("2-8-1", "30-16-1")):
-        return "<= 0.3 JAX", "" if g is None or jax_ is None else ("yes" if g <= 0.3 * jax_ else "no")
+        return "<= 0.3 JAX", "" if g is None or jax_ is None else (
+            "yes" if g <= 0.3 * jax_ else "no"
+        )
     if cid == "infer 784 b1":
         return "<= 0.5 fastest", "" if g is None or fastest is None else (
-            "yes" if g <= 0.5 * fastest else "no")
+            "yes" if g <= 0.5 * fastest else "no"
+        )
     return "", ""
 
 
@@ -373,34 +399,49 @@ def report(results: list[dict[str, Any]], info: dict[str, str], cmd: str, wall: 
         peak, how = peak_gflops(info, th)
         if r.get("fma_peak_core"):
             peak = r["fma_peak_core"] * th
-            how = (f"measured: {r['fma_peak_core']:.0f} GFLOP/s per core from 12 independent "
-                   f"chains of 8-lane FMAs (benchmarks/bench_gemm.py fma_peak, thread CPU time), "
-                   f"x {th} core(s) = {peak:.0f} GFLOP/s; nominal: {how}")
-        out += ["### GEMM, float32, C = A B, square", "",
-                f"Peak: {how}.", "",
-                "| n | graphc us | numpy us | graphc GFLOP/s | numpy GFLOP/s | graphc/numpy speed "
-                "| graphc % of peak |", "|---|---|---|---|---|---|---|"]
+            how = (
+                f"measured: {r['fma_peak_core']:.0f} GFLOP/s per core from 12 independent "
+                f"chains of 8-lane FMAs (benchmarks/bench_gemm.py fma_peak, thread CPU time), "
+                f"x {th} core(s) = {peak:.0f} GFLOP/s; nominal: {how}"
+            )
+        out += [
+            "### GEMM, float32, C = A B, square",
+            "",
+            f"Peak: {how}.",
+            "",
+            "| n | graphc us | numpy us | graphc GFLOP/s | numpy GFLOP/s | graphc/numpy speed "
+            "| graphc % of peak |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for cid, row in cases.items():
             if not cid.startswith("gemm"):
                 continue
             g, npy, flop = row.get("graphc"), row.get("numpy"), row["flop"]
             gf = flop / g / 1e3 if g else None
             nf = flop / npy / 1e3 if npy else None
-            out.append(f"| {cid.split()[1]} | {fmt(g)} | {fmt(npy)} | {fmt(gf)} | {fmt(nf)} | "
-                       f"{ratio(gf, nf)} | {f'{100 * gf / peak:.0f}%' if gf and peak else ''} |")
+            out.append(
+                f"| {cid.split()[1]} | {fmt(g)} | {fmt(npy)} | {fmt(gf)} | {fmt(nf)} | "
+                f"{ratio(gf, nf)} | {f'{100 * gf / peak:.0f}%' if gf and peak else ''} |"
+            )
         # training and inference
-        out += ["", "### Training steps and inference (us per step; ratio = graphc / peer)", "",
-                "graphc step: the compiled entry called from Python on one resident batch "
-                "(one ctypes call, nothing allocated), the conditions the peers' steps run in; "
-                "the ratios use it. graphc fit: per step of `Model.fit` over a data set of at "
-                "least 64 batches (one native call per epoch; the rows of each batch gathered "
-                "from the whole data set, which at batch 512 is 100 MB and comes from DRAM). "
-                "graphc train_step() / predict(): the public per-batch API (converts and "
-                "validates its arguments). The epoch table compares whole epochs, data "
-                "movement included, for everyone.", "",
-                "| case | graphc fit | graphc step | graphc train_step() / predict() | "
-                + " | ".join(PEER_COLUMNS) + " | / torch | / JAX | / fastest peer | target | met |",
-                "|---" * (4 + len(PEER_COLUMNS) + 5) + "|"]
+        out += [
+            "",
+            "### Training steps and inference (us per step; ratio = graphc / peer)",
+            "",
+            "graphc step: the compiled entry called from Python on one resident batch "
+            "(one ctypes call, nothing allocated), the conditions the peers' steps run in; "
+            "the ratios use it. graphc fit: per step of `Model.fit` over a data set of at "
+            "least 64 batches (one native call per epoch; the rows of each batch gathered "
+            "from the whole data set, which at batch 512 is 100 MB and comes from DRAM). "
+            "graphc train_step() / predict(): the public per-batch API (converts and "
+            "validates its arguments). The epoch table compares whole epochs, data "
+            "movement included, for everyone.",
+            "",
+            "| case | graphc fit | graphc step | graphc train_step() / predict() | "
+            + " | ".join(PEER_COLUMNS)
+            + " | / torch | / JAX | / fastest peer | target | met |",
+            "|---" * (4 + len(PEER_COLUMNS) + 5) + "|",
+        ]
         for cid, row in cases.items():
             if cid.startswith("gemm") or cid.startswith("epoch"):
                 continue
@@ -408,29 +449,43 @@ def report(results: list[dict[str, Any]], info: dict[str, str], cmd: str, wall: 
             peers_ = [row.get(c) for c in PEER_COLUMNS]
             fastest = min((p for p in peers_ if p), default=None)
             target, met = _target(cid, g, row, fastest)
-            out.append(f"| {cid} | {fmt(row.get('graphc fit'))} | {fmt(row.get('graphc step'))} | "
-                       f"{fmt(row.get('graphc train_step()'))} | "
-                       + " | ".join(fmt(p) for p in peers_)
-                       + f" | {ratio(g, row.get('torch eager'))} | {ratio(g, row.get('JAX jit'))} | "
-                       f"{ratio(g, fastest)} | {target} | {met} |")
-        out += ["", "### One epoch (us per epoch, shuffling and row gathering included)", "",
-                "| case | graphc fit | " + " | ".join(PEER_COLUMNS) + " | / fastest peer | met |",
-                "|---" * (4 + len(PEER_COLUMNS)) + "|"]
+            out.append(
+                f"| {cid} | {fmt(row.get('graphc fit'))} | {fmt(row.get('graphc step'))} | "
+                f"{fmt(row.get('graphc train_step()'))} | "
+                + " | ".join(fmt(p) for p in peers_)
+                + f" | {ratio(g, row.get('torch eager'))} | {ratio(g, row.get('JAX jit'))} | "
+                f"{ratio(g, fastest)} | {target} | {met} |"
+            )
+        out += [
+            "",
+            "### One epoch (us per epoch, shuffling and row gathering included)",
+            "",
+            "| case | graphc fit | " + " | ".join(PEER_COLUMNS) + " | / fastest peer | met |",
+            "|---" * (4 + len(PEER_COLUMNS)) + "|",
+        ]
         for cid, row in cases.items():
             if cid.startswith("epoch"):
                 g = row.get("graphc fit")
                 peers_ = [row.get(c) for c in PEER_COLUMNS]
                 fastest = min((p for p in peers_ if p), default=None)
                 met = "" if g is None or fastest is None else ("yes" if g < fastest else "no")
-                out.append(f"| {cid} | {fmt(g)} | " + " | ".join(fmt(p) for p in peers_)
-                           + f" | {ratio(g, fastest)} | {met} |")
+                out.append(
+                    f"| {cid} | {fmt(g)} | "
+                    + " | ".join(fmt(p) for p in peers_)
+                    + f" | {ratio(g, fastest)} | {met} |"
+                )
         c = r.get("compile")
         if c:
-            out += ["", "### Compile time, digits network (examples/models.py:digits)", "",
-                    f"- cold (empty cache): {c['cold'] * 1e3:.0f} ms (target < 1000 ms); "
-                    + ", ".join(f"{k[5:]} {v * 1e3:.0f} ms" for k, v in c.items()
-                                if k.startswith("cold ")),
-                    f"- cached: {c['cached'] * 1e3:.1f} ms (target < 50 ms)"]
+            out += [
+                "",
+                "### Compile time, digits network (examples/models.py:digits)",
+                "",
+                f"- cold (empty cache): {c['cold'] * 1e3:.0f} ms (target < 1000 ms); "
+                + ", ".join(
+                    f"{k[5:]} {v * 1e3:.0f} ms" for k, v in c.items() if k.startswith("cold ")
+                ),
+                f"- cached: {c['cached'] * 1e3:.1f} ms (target < 50 ms)",
+            ]
         if r["notes"]:
             out += ["", "### Notes", ""] + [f"- {k}: {v}" for k, v in r["notes"].items()]
     return "\n".join(out) + "\n"
@@ -438,12 +493,19 @@ def report(results: list[dict[str, Any]], info: dict[str, str], cmd: str, wall: 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repeats, smaller epoch, no "
-                    "torch.compile, GEMM up to 1024")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="fewer repeats, smaller epoch, no torch.compile, GEMM up to 1024",
+    )
     ap.add_argument("--threads", default="1", help="comma-separated thread counts (default 1)")
     ap.add_argument("-o", "--output", default=None, help="write the markdown table here")
-    ap.add_argument("--only", default="", help="comma-separated substrings: run only the cases "
-                    "whose name contains one (e.g. 'gemm,b4,compile')")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated substrings: run only the cases "
+        "whose name contains one (e.g. 'gemm,b4,compile')",
+    )
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -456,8 +518,16 @@ def main(argv: list[str] | None = None) -> int:
     for th in [int(t) for t in args.threads.split(",")]:
         with tempfile.TemporaryDirectory() as d:
             js = Path(d) / "result.json"
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(th),
-                   "--json", str(js), "--only", args.only]
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--worker",
+                str(th),
+                "--json",
+                str(js),
+                "--only",
+                args.only,
+            ]
             if args.quick:
                 cmd.append("--quick")
             print(f"running {th} thread(s) ...", file=sys.stderr, flush=True)
@@ -470,8 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, info, cmdline.strip(), time.perf_counter() - t0)
     if args.output:
         Path(args.output).write_text(text)
-        Path(args.output).with_suffix(".json").write_text(json.dumps(
-            {"machine": info, "results": results}, indent=1))
+        Path(args.output).with_suffix(".json").write_text(
+            json.dumps({"machine": info, "results": results}, indent=1)
+        )
     print(text)
     return 0
 

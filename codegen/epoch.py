@@ -43,12 +43,24 @@ def _memcpy(module: ir.Module) -> ir.Function:
         return ir.Function(module, ftype, name=name)
 
 
-def emit_train_epoch(module: ir.Module, fname: str, step: ir.Function, sched: Schedule) -> ir.Function:
+def emit_train_epoch(
+    module: ir.Module, fname: str, step: ir.Function, sched: Schedule
+) -> ir.Function:
     """Emit ``fname`` (see the module docstring) looping ``step`` over gathered mini-batches."""
     g = sched.graph
     fn = ir.Function(module, EPOCH_TYPE, name=fname)
-    names = ("params", "state", "workspace", "inputs", "outputs", "n", "order", "batch",
-             "staging", "losses")
+    names = (
+        "params",
+        "state",
+        "workspace",
+        "inputs",
+        "outputs",
+        "n",
+        "order",
+        "batch",
+        "staging",
+        "losses",
+    )
     for a, nm in zip(fn.args, names):
         a.name = nm
     params, state, ws, inputs, outputs, n, order, batch, staging, losses = fn.args
@@ -74,8 +86,9 @@ def emit_train_epoch(module: ir.Module, fname: str, step: ir.Function, sched: Sc
         rest = b.sub(n, lo)
         nb = b.select(b.icmp_signed("<", rest, batch), rest, batch, name="nb")
         with loop(b, nb, name="r") as r:
-            row = b.load(b.gep(order, [b.add(lo, r)], inbounds=True, source_etype=I64), typ=I64,
-                         name="row")
+            row = b.load(
+                b.gep(order, [b.add(lo, r)], inbounds=True, source_etype=I64), typ=I64, name="row"
+            )
             ok_bb = fn.append_basic_block("row_ok")
             inside = b.and_(b.icmp_signed(">=", row, i64(0)), b.icmp_signed("<", row, n))
             b.cbranch(inside, ok_bb, bad)

@@ -176,7 +176,16 @@ def emit_gemm(
     if blk.mc % blk.mr or blk.nc % blk.nr or blk.lanes & (blk.lanes - 1):
         raise CodegenError(f"emit_gemm {name}: MC, NC must be multiples of MR, NR in {blk}")
     gen = _GemmEmitter(
-        module, name, dtype, trans_a, trans_b, accumulate, epilogue, blk, tuple(extra_types), pool,
+        module,
+        name,
+        dtype,
+        trans_a,
+        trans_b,
+        accumulate,
+        epilogue,
+        blk,
+        tuple(extra_types),
+        pool,
         dict(fixed or {}),
     )
     return gen.emit()
@@ -287,8 +296,9 @@ class _GemmEmitter:
         self.fixed = dict(fixed or {})
         self.min_m = self.fixed.pop("min_M", self.fixed.get("M", 0))
         if set(self.fixed) - {"M", "N", "K"}:
-            raise CodegenError(f"emit_gemm {name}: fixed takes M, N, K, min_M, got "
-                               f"{sorted(self.fixed)}")
+            raise CodegenError(
+                f"emit_gemm {name}: fixed takes M, N, K, min_M, got {sorted(self.fixed)}"
+            )
         self.extra_types = extra_types
         self.takes_extras: set[str] = set()  # helpers that get the caller's extras
         self.trans_a, self.trans_b = trans_a, trans_b
@@ -578,8 +588,10 @@ class _GemmEmitter:
             return
         threads = b.load_atomic(self.pool.threads, "monotonic", 8, typ=I64)
         macs = self.mul(self.mul(self.M, self.N), self.K)
-        split = b.and_(b.icmp_signed(">", threads, self.const(1)),
-                       b.icmp_signed(">=", macs, self.const(PARALLEL_MIN_MACS)))
+        split = b.and_(
+            b.icmp_signed(">", threads, self.const(1)),
+            b.icmp_signed(">=", macs, self.const(PARALLEL_MIN_MACS)),
+        )
         with b.if_else(split, likely=True) as (then, otherwise):
             with then:
                 ctx, ctx_type = self.task_context()
@@ -606,8 +618,15 @@ class _GemmEmitter:
         ctx.type = PTR  # llvmlite still types an alloca as `{...}*`; LLVM has only `ptr`
         b.position_at_end(here)
         for n, f in enumerate(fields):
-            b.store(f, b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, n)], inbounds=True,
-                             source_etype=ctx_type))
+            b.store(
+                f,
+                b.gep(
+                    ctx,
+                    [ir.Constant(I32, 0), ir.Constant(I32, n)],
+                    inbounds=True,
+                    source_etype=ctx_type,
+                ),
+            )
         return ctx, ctx_type
 
     def call_direct(self, direct: ir.Function) -> None:
@@ -620,9 +639,10 @@ class _GemmEmitter:
             self.call(direct, zero, self.N)  # (the only call: LLVM specializes on 0, N)
             return
         threads = b.load_atomic(self.pool.threads, "monotonic", 8, typ=I64)
-        split = b.and_(b.icmp_signed(">", threads, self.const(1)),
-                       b.icmp_signed(">=", self.mul(self.N, self.K),
-                                     self.const(DIRECT_PARALLEL_MIN)))
+        split = b.and_(
+            b.icmp_signed(">", threads, self.const(1)),
+            b.icmp_signed(">=", self.mul(self.N, self.K), self.const(DIRECT_PARALLEL_MIN)),
+        )
         with b.if_else(split) as (then, otherwise):
             with then:
                 ctx, ctx_type = self.task_context()
@@ -656,8 +676,15 @@ class _GemmEmitter:
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         ctx, t, count = fn.args
         fields = [
-            b.load(b.gep(ctx, [ir.Constant(I32, 0), ir.Constant(I32, n)], inbounds=True,
-                         source_etype=ctx_type), typ=ft)
+            b.load(
+                b.gep(
+                    ctx,
+                    [ir.Constant(I32, 0), ir.Constant(I32, n)],
+                    inbounds=True,
+                    source_etype=ctx_type,
+                ),
+                typ=ft,
+            )
             for n, ft in enumerate(ctx_type.elements)
         ]
         for n, dim in enumerate("MNK"):

@@ -45,19 +45,29 @@ def llname(name: str) -> str:
 class KernelContext:
     """The LLVM function of one kernel: a pointer argument per distinct buffer, then ``n``."""
 
-    def __init__(self, module: ir.Module, fname: str, sched: Schedule, values: list[str],
-                 extra_ptrs: int = 0, pool: ThreadPool | None = None):
+    def __init__(
+        self,
+        module: ir.Module,
+        fname: str,
+        sched: Schedule,
+        values: list[str],
+        extra_ptrs: int = 0,
+        pool: ThreadPool | None = None,
+    ):
         self.module, self.pool = module, pool  # pool: the module's threads, for large loops
         self.sched = sched
         self.g = sched.graph
-        self.key_of = {v: storage_key(sched.buffers[v]) for v in values
-                       if sched.buffers[v].region not in ("inline", "fused")}
+        self.key_of = {
+            v: storage_key(sched.buffers[v])
+            for v in values
+            if sched.buffers[v].region not in ("inline", "fused")
+        }
         keys = [self.key_of[v] for v in distinct_buffers(sched, values)]
         self.keys = keys
         ftype = ir.FunctionType(VOID, [PTR] * (len(keys) + extra_ptrs) + [I64])
         self.fn = ir.Function(module, ftype, name=fname)
         self.fn.linkage = "internal"
-        self.extra = list(self.fn.args[len(keys):len(keys) + extra_ptrs])
+        self.extra = list(self.fn.args[len(keys) : len(keys) + extra_ptrs])
         for a in self.fn.args[:-1]:
             a.add_attribute("noalias")
         self.n = self.fn.args[-1]
@@ -134,6 +144,7 @@ def is_inline(sched: Schedule, v: str) -> bool:
 
 # ---------------------------------------------------------------------------- elementwise
 
+
 def emit_elementwise(ctx: KernelContext, kernel: Kernel) -> None:
     g, b = ctx.g, ctx.b
     nodes = [g[x] for x in kernel.nodes]
@@ -141,7 +152,9 @@ def emit_elementwise(ctx: KernelContext, kernel: Kernel) -> None:
     shape = nodes[-1].type.shape
     for nd in nodes:
         if nd.type.shape != shape:
-            raise CodegenError(f"fused kernel {kernel.name}: {nd.name} has shape {nd.type}, not {shape}")
+            raise CodegenError(
+                f"fused kernel {kernel.name}: {nd.name} has shape {nd.type}, not {shape}"
+            )
     ext: list[str] = []
     for nd in nodes:
         operands = nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs
@@ -149,8 +162,11 @@ def emit_elementwise(ctx: KernelContext, kernel: Kernel) -> None:
             if i not in members and i not in ext:
                 ext.append(i)
     scalars: dict[str, ir.Value] = {}
-    loaded = [v for v in ext if not is_inline(ctx.sched, v) and not
-              (g[v].type.size(1) == 1 and not g[v].type.is_batched)]
+    loaded = [
+        v
+        for v in ext
+        if not is_inline(ctx.sched, v) and not (g[v].type.size(1) == 1 and not g[v].type.is_batched)
+    ]
     flat = all(g[v].type.shape == shape for v in loaded)
 
     def setup() -> None:
@@ -192,8 +208,9 @@ PARALLEL_CHUNK = 64  # threads' ranges start at multiples of this many elements 
 TASKS_PER_THREAD = 4  # a split loop is this many ranges per thread (each >= 1/4 of the minimum)
 
 
-def flat_loop(ctx: KernelContext, total: ir.Value, body: Callable[[ir.Value], None],
-              setup: Callable[[], None]) -> None:
+def flat_loop(
+    ctx: KernelContext, total: ir.Value, body: Callable[[ir.Value], None], setup: Callable[[], None]
+) -> None:
     """``setup(); for i in 0..total: body(i)`` in the kernel; with a thread pool, loops of at
     least PARALLEL_MIN_ELEMENTS are split into one contiguous range per thread.
 
@@ -210,8 +227,9 @@ def flat_loop(ctx: KernelContext, total: ir.Value, body: Callable[[ir.Value], No
         return
     kernel_fn, kernel_b, kernel_n = ctx.fn, ctx.b, ctx.n
     head = list(kernel_fn.function_type.args)
-    range_fn = ir.Function(ctx.module, ir.FunctionType(VOID, head + [I64, I64]),
-                           name=f"{kernel_fn.name}.range")
+    range_fn = ir.Function(
+        ctx.module, ir.FunctionType(VOID, head + [I64, I64]), name=f"{kernel_fn.name}.range"
+    )
     range_fn.linkage = "internal"
     range_fn.attributes.add("nounwind")
     range_fn.attributes.add("noinline")  # one copy of the loop, called by the kernel and task
@@ -234,11 +252,24 @@ def flat_loop(ctx: KernelContext, total: ir.Value, body: Callable[[ir.Value], No
     task.linkage = "internal"
     tb = ir.IRBuilder(task.append_basic_block("entry"))
     cp, t, count = task.args
-    fields = [tb.load(tb.gep(cp, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True,
-                             source_etype=ctx_type), typ=ft) for k, ft in enumerate(head)]
-    n_total = tb.load(tb.gep(cp, [ir.Constant(I32, 0), ir.Constant(I32, len(head))],
-                             inbounds=True, source_etype=ir.LiteralStructType(head + [I64])),
-                      typ=I64)
+    fields = [
+        tb.load(
+            tb.gep(
+                cp, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True, source_etype=ctx_type
+            ),
+            typ=ft,
+        )
+        for k, ft in enumerate(head)
+    ]
+    n_total = tb.load(
+        tb.gep(
+            cp,
+            [ir.Constant(I32, 0), ir.Constant(I32, len(head))],
+            inbounds=True,
+            source_etype=ir.LiteralStructType(head + [I64]),
+        ),
+        typ=I64,
+    )
     chunks = tb.sdiv(tb.add(n_total, i64(PARALLEL_CHUNK - 1)), i64(PARALLEL_CHUNK))
     per = tb.mul(tb.sdiv(tb.add(chunks, tb.sub(count, i64(1))), count), i64(PARALLEL_CHUNK))
     start = tb.mul(t, per)
@@ -248,8 +279,9 @@ def flat_loop(ctx: KernelContext, total: ir.Value, body: Callable[[ir.Value], No
     tb.ret_void()
 
     threads = b.load_atomic(ctx.pool.threads, "monotonic", 8, typ=I64)
-    split = b.and_(b.icmp_signed(">", threads, i64(1)),
-                   b.icmp_signed(">=", total, i64(PARALLEL_MIN_ELEMENTS)))
+    split = b.and_(
+        b.icmp_signed(">", threads, i64(1)), b.icmp_signed(">=", total, i64(PARALLEL_MIN_ELEMENTS))
+    )
     with b.if_else(split) as (then, otherwise):
         with then:
             full = ir.LiteralStructType(head + [I64])
@@ -259,8 +291,15 @@ def flat_loop(ctx: KernelContext, total: ir.Value, body: Callable[[ir.Value], No
             cp.type = PTR  # llvmlite types an alloca as `{...}*`; LLVM has only `ptr`
             b.position_at_end(here)
             for k, v in enumerate(list(kernel_fn.args) + [total]):
-                b.store(v, b.gep(cp, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True,
-                                 source_etype=full))
+                b.store(
+                    v,
+                    b.gep(
+                        cp,
+                        [ir.Constant(I32, 0), ir.Constant(I32, k)],
+                        inbounds=True,
+                        source_etype=full,
+                    ),
+                )
             # TASKS_PER_THREAD ranges a thread: one that runs late (a busy core) leaves its
             # share to the others
             tasks = b.mul(threads, i64(TASKS_PER_THREAD))
@@ -271,8 +310,13 @@ def flat_loop(ctx: KernelContext, total: ir.Value, body: Callable[[ir.Value], No
             b.call(range_fn, list(kernel_fn.args) + [i64(0), total])
 
 
-def nest(ctx: KernelContext, shape, strides: dict[str, list], out_strides: list,
-         body: Callable[[Callable[[str], ir.Value], ir.Value], None]) -> None:
+def nest(
+    ctx: KernelContext,
+    shape,
+    strides: dict[str, list],
+    out_strides: list,
+    body: Callable[[Callable[[str], ir.Value], ir.Value], None],
+) -> None:
     """Loops over ``shape``; ``body(index_of, out_index)`` gets each operand's linear index."""
     b = ctx.b
 
@@ -284,9 +328,17 @@ def nest(ctx: KernelContext, shape, strides: dict[str, list], out_strides: list,
             nidx = {}
             for v, st in strides.items():
                 s = st[axis]
-                nidx[v] = idx[v] if s is None else b.add(idx[v], b.mul(i, s, flags=("nsw",)), flags=("nsw",))
+                nidx[v] = (
+                    idx[v]
+                    if s is None
+                    else b.add(idx[v], b.mul(i, s, flags=("nsw",)), flags=("nsw",))
+                )
             s = out_strides[axis]
-            no = out_idx if s is None else b.add(out_idx, b.mul(i, s, flags=("nsw",)), flags=("nsw",))
+            no = (
+                out_idx
+                if s is None
+                else b.add(out_idx, b.mul(i, s, flags=("nsw",)), flags=("nsw",))
+            )
             rec(axis + 1, nidx, no)
 
     rec(0, {v: i64(0) for v in strides}, i64(0))
@@ -328,8 +380,9 @@ def nonfinite_scanner(module: ir.Module, dtype: str) -> ir.Function:
     fn = ir.Function(module, ir.FunctionType(I64, [PTR, I64]), name=name)
     fn.linkage = "internal"
     p, count = fn.args
-    entry, hdr, body, nxt, found, done = (fn.append_basic_block(x) for x in
-                                          ("entry", "hdr", "body", "next", "found", "done"))
+    entry, hdr, body, nxt, found, done = (
+        fn.append_basic_block(x) for x in ("entry", "hdr", "body", "next", "found", "done")
+    )
     b = ir.IRBuilder(entry)
     b.branch(hdr)
     b.position_at_end(hdr)
@@ -352,6 +405,7 @@ def nonfinite_scanner(module: ir.Module, dtype: str) -> ir.Function:
 
 
 # ---------------------------------------------------------------------------- copies
+
 
 def emit_copy(ctx: KernelContext, src: str, dst_ptr: ir.Value, count: ir.Value) -> None:
     b = ctx.b
@@ -406,8 +460,12 @@ def emit_reduce(ctx: KernelContext, node: Node) -> None:
     axes = normalize_axes(node.op, node.attr("axes"), xt.rank)
     out_count = ctx.count(node.type.shape)
     const_count = None if node.type.is_batched else node.type.size(1)
-    wide = (node.type.dtype == "f32" and xt.rank > 0 and const_count is not None
-            and const_count <= ACC64_MAX)
+    wide = (
+        node.type.dtype == "f32"
+        and xt.rank > 0
+        and const_count is not None
+        and const_count <= ACC64_MAX
+    )
     at = ir.DoubleType() if wide else t  # the accumulation type
     if wide:
         with b.goto_entry_block():
@@ -453,8 +511,9 @@ def emit_reduce(ctx: KernelContext, node: Node) -> None:
                 else:
                     with loop(b, ctx.dim(xt.shape[axis]), name=f"r{axis}") as i:
                         v = widen(ctx.load(x, b.add(xi, i, flags=("nsw",))))
-                        p = b.gep(dst, [b.add(oi, i, flags=("nsw",))], inbounds=True,
-                                  source_etype=at)
+                        p = b.gep(
+                            dst, [b.add(oi, i, flags=("nsw",))], inbounds=True, source_etype=at
+                        )
                         b.store(b.fadd(b.load(p, typ=at), v), p)
                 return
             with loop(b, ctx.dim(xt.shape[axis]), name=f"r{axis}") as i:
@@ -478,6 +537,7 @@ def emit_reduce(ctx: KernelContext, node: Node) -> None:
 
 
 # ---------------------------------------------------------------------------- row-wise
+
 
 def _row_max_sum(ctx: KernelContext, z: str, row: ir.Value, cols: ir.Value, t: ir.Type):
     """(max_j z[row, j], sum_j exp(z[row, j] - max)) with two passes over the row."""
@@ -632,6 +692,7 @@ def emit_softmax_cross_entropy_with_grad(ctx: KernelContext, kernel: Kernel) -> 
 
 # ---------------------------------------------------------------------------- matmul
 
+
 def matmul_parts(g: Graph, kernel: Kernel) -> tuple:
     """(matmul node, epilogue nodes, dtype, transpose_a, transpose_b, the epilogue's operands
     from outside the kernel) of a matmul kernel: what emit_matmul passes to ``gemm_for``."""
@@ -644,7 +705,7 @@ def matmul_parts(g: Graph, kernel: Kernel) -> tuple:
     for nd in tail:
         if nd.type.shape != mm.type.shape:
             raise CodegenError(f"kernel {kernel.name}: epilogue node {nd.name} changes the shape")
-        for i in (nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs):
+        for i in nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs:
             if i not in members and i not in ext:
                 ext.append(i)
     ta, tb = bool(mm.attr("transpose_a")), bool(mm.attr("transpose_b"))
@@ -699,15 +760,18 @@ def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: s
                 x = b.load(p, typ=scal)
                 vals[v] = _splat(b, x, lanes) if lanes else x
         flat = None  # the element's flat index in C, for lowerings that need one (dropout)
-        if isinstance(n_cols, int) and any(getattr(OPS[nd.op], "needs_index", False) for nd in tail):
+        if isinstance(n_cols, int) and any(
+            getattr(OPS[nd.op], "needs_index", False) for nd in tail
+        ):
             flat = b.add(b.mul(i, i64(n_cols)), j)
             if lanes:
                 vt = ir.VectorType(I64, lanes)
                 flat = b.add(_splat(b, flat, lanes), ir.Constant(vt, list(range(lanes))))
         for nd in tail:
             ops = nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs
-            vals[nd.name] = lower_elementwise(b, nd, [vals[o] for o in ops], llname(nd.name),
-                                              index=flat)
+            vals[nd.name] = lower_elementwise(
+                b, nd, [vals[o] for o in ops], llname(nd.name), index=flat
+            )
         return vals[tail[-1].name] if tail else acc
 
     return epilogue
@@ -716,7 +780,9 @@ def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: s
 def _splat(b: ir.IRBuilder, x: ir.Value, lanes: int) -> ir.Value:
     vt = ir.VectorType(x.type, lanes)
     v = b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
-    return b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
+    return b.shuffle_vector(
+        v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)
+    )
 
 
 def _matrix_strides(shape, n_cols) -> tuple:

@@ -12,8 +12,9 @@ I32 = ir.IntType(32)
 
 
 @contextmanager
-def loop(b: ir.IRBuilder, count: ir.Value, name: str = "i", start: ir.Value | int = 0,
-         step: int = 1) -> Iterator[ir.Value]:
+def loop(
+    b: ir.IRBuilder, count: ir.Value, name: str = "i", start: ir.Value | int = 0, step: int = 1
+) -> Iterator[ir.Value]:
     """A loop ``for i in range(start, count, step)`` (i64); the body is what the with-block emits.
 
     The loop is in canonical form (phi in the header, test at the top), which LLVM's loop

@@ -127,6 +127,7 @@ def _broadcast_to(b, node, a, name):
 
 # ---------------------------------------------------------------------------- dropout
 
+
 def _int_const(ty: ir.Type, v: int) -> ir.Constant:
     """An i64 constant (or vector of them) from an unsigned 64-bit value."""
     v = v - (1 << 64) if v >= 1 << 63 else v
@@ -162,12 +163,16 @@ def _dropout(b, node, a, name, index=None):
     it = index.type
     if isinstance(it, ir.VectorType):
         vk = b.insert_element(ir.Constant(it, ir.Undefined), key, ir.Constant(ir.IntType(32), 0))
-        key = b.shuffle_vector(vk, ir.Constant(it, ir.Undefined),
-                               ir.Constant(ir.VectorType(ir.IntType(32), it.count), [0] * it.count))
+        key = b.shuffle_vector(
+            vk,
+            ir.Constant(it, ir.Undefined),
+            ir.Constant(ir.VectorType(ir.IntType(32), it.count), [0] * it.count),
+        )
     ctr = b.add(key, b.mul(b.add(index, _int_const(it, 1)), _int_const(it, GAMMA)))
     u = _mix64(b, ctr, name + ".u")
-    keep = b.icmp_unsigned(">=", b.lshr(u, _int_const(it, 40)), _int_const(it, threshold(p)),
-                           name=name + ".keep")
+    keep = b.icmp_unsigned(
+        ">=", b.lshr(u, _int_const(it, 40)), _int_const(it, threshold(p)), name=name + ".keep"
+    )
     scaled = b.fmul(x, vmath.const_like(x.type, 1.0 / (1.0 - p)))
     return b.select(keep, scaled, zero_like(x), name=name)
 
@@ -175,8 +180,9 @@ def _dropout(b, node, a, name, index=None):
 _dropout.needs_index = True
 
 
-def lower_elementwise(b: ir.IRBuilder, node: Node, args: list[ir.Value], name: str,
-                      index: ir.Value | None = None) -> ir.Value:
+def lower_elementwise(
+    b: ir.IRBuilder, node: Node, args: list[ir.Value], name: str, index: ir.Value | None = None
+) -> ir.Value:
     """Lower one elementwise node; ``index`` (the element's flat index in the node's output,
     i64 or a vector of them matching the operands) is passed to lowerings that need it."""
     fn = LOWERINGS.get(node.op)
@@ -184,7 +190,9 @@ def lower_elementwise(b: ir.IRBuilder, node: Node, args: list[ir.Value], name: s
         raise CodegenError(f"no elementwise lowering for op {node.op} (node {node.name})")
     if getattr(fn, "needs_index", False):
         if index is None:
-            raise CodegenError(f"{node.op} (node {node.name}) needs the element index, which this "
-                               f"kernel does not provide")
+            raise CodegenError(
+                f"{node.op} (node {node.name}) needs the element index, which this "
+                f"kernel does not provide"
+            )
         return fn(b, node, args, name, index)
     return fn(b, node, args, name)

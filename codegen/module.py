@@ -19,8 +19,14 @@ class ModuleBuilder:
     """Accumulates entry points (``NAME_train_step``, ``NAME_infer``, ...) into one ir.Module,
     or, for the JIT, into one module plus modules of matmul kernels and GEMMs (``parts()``)."""
 
-    def __init__(self, name: str, *, target_cpu: str = "native", check_numerics: bool = False,
-                 gemm_modules: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        target_cpu: str = "native",
+        check_numerics: bool = False,
+        gemm_modules: int = 0,
+    ) -> None:
         """``gemm_modules`` > 0: the matmul kernels and their GEMM functions go into that many
         more modules (``gemm_parts``; the kernels as external symbols, declared in ``module``;
         the GEMMs spread over them in turn), so that the JIT optimizes them with a cheaper
@@ -50,8 +56,9 @@ class ModuleBuilder:
         from .epoch import emit_train_epoch
 
         step = self.module.get_global(f"{self.name}_{step_entry}")
-        return emit_train_epoch(self.module, f"{self.name}_train_epoch", step,
-                                self.entries[step_entry])
+        return emit_train_epoch(
+            self.module, f"{self.name}_train_epoch", step, self.entries[step_entry]
+        )
 
     def add_entry(self, entry: str, sched: Schedule) -> ir.Function:
         """Emit ``int32_t NAME_entry(params, state, workspace, inputs, outputs, n)``."""
@@ -71,7 +78,11 @@ class ModuleBuilder:
                 return cache[key]
             if buf.region in ("input", "output"):
                 arr = inputs if buf.region == "input" else outputs
-                p = b.load(b.gep(arr, [i64(buf.slot)], source_etype=PTR), typ=PTR, name=f"{buf.region}{buf.slot}")
+                p = b.load(
+                    b.gep(arr, [i64(buf.slot)], source_etype=PTR),
+                    typ=PTR,
+                    name=f"{buf.region}{buf.slot}",
+                )
             else:
                 root = {"param": params, "state": state, "grad": ws, "arena": ws}[buf.region]
                 off: ir.Value = i64(buf.offset)
@@ -83,14 +94,18 @@ class ModuleBuilder:
 
         def out_ptr(spec: str) -> ir.Value:
             slot = int(spec.split(":")[1])
-            return b.load(b.gep(outputs, [i64(slot)], source_etype=PTR), typ=PTR, name=f"output{slot}")
+            return b.load(
+                b.gep(outputs, [i64(slot)], source_etype=PTR), typ=PTR, name=f"output{slot}"
+            )
 
         sites: dict[int, list[tuple[int, str]]] = {}
         if self.check_numerics:
             for i, (v, k) in enumerate(K.numerics_sites(sched)):
                 sites.setdefault(k, []).append((i, v))
         for kidx, kernel in enumerate(sched.kernels):
-            kfn, values, extra_ptrs = self._emit_kernel(fname, sched, kernel, out_ptr_needed=kernel.kind == "copy")
+            kfn, values, extra_ptrs = self._emit_kernel(
+                fname, sched, kernel, out_ptr_needed=kernel.kind == "copy"
+            )
             args = [base(v) for v in K.distinct_buffers(sched, values)]
             if kernel.kind == "copy":
                 dst = kernel.copy_to
@@ -137,8 +152,11 @@ class ModuleBuilder:
         module = self.module
         if kernel.kind == "matmul" and self.gemm_parts:
             key = self._gemm_key(sched, kernel, *K.matmul_parts(g, kernel)[1:])
-            module = (self._gemms[key].module if key in self._gemms
-                      else self.gemm_parts[len(self._gemms) % len(self.gemm_parts)])
+            module = (
+                self._gemms[key].module
+                if key in self._gemms
+                else self.gemm_parts[len(self._gemms) % len(self.gemm_parts)]
+            )
         ctx = KernelContext(module, fname, sched, values, pool=self.pool(module))
         node = g[kernel.nodes[0]]
         if kernel.kind == "elementwise":
@@ -150,7 +168,9 @@ class ModuleBuilder:
         elif kernel.kind == "transpose":
             K.emit_transpose(ctx, node)
         elif kernel.kind == "reshape" and K.is_inline(sched, node.inputs[0]):
-            K.emit_fill(ctx, node.name, ctx.inline_value(g[node.inputs[0]]), ctx.count(node.type.shape))
+            K.emit_fill(
+                ctx, node.name, ctx.inline_value(g[node.inputs[0]]), ctx.count(node.type.shape)
+            )
         elif kernel.kind == "reshape":
             K.emit_copy(ctx, node.inputs[0], ctx.ptr(node.name), ctx.count(node.type.shape))
         elif kernel.kind == "rowwise" and len(kernel.nodes) > 1:
@@ -185,8 +205,11 @@ class ModuleBuilder:
         self._fixed = {}
         for key, seen in dims.items():
             values = [{x[k] for x in seen} for k in range(3)]
-            fixed = {d: next(iter(v)) for d, v in zip("MNK", values)
-                     if len(v) == 1 and isinstance(next(iter(v)), int)}
+            fixed = {
+                d: next(iter(v))
+                for d, v in zip("MNK", values)
+                if len(v) == 1 and isinstance(next(iter(v)), int)
+            }
             if all(isinstance(m, int) for m in values[0]):  # M is no batch size anywhere
                 fixed["min_M"] = min(values[0])
             self._fixed[key] = fixed
@@ -204,11 +227,19 @@ class ModuleBuilder:
         g = sched.graph
         inline = {v for v in ext if sched.buffers[v].region == "inline"}
         mm = g[kernel.nodes[0]]
-        pos = {mm.name: ("mm",), **{t.name: ("t", i) for i, t in enumerate(tail)},
-               **{v: ("x", i) for i, v in enumerate(ext)}}
-        return (dtype, ta, tb, mm.type.shape[1] if tail else None,
-                tuple((t.op, t.attrs, t.type.dtype, tuple(pos[i] for i in t.inputs)) for t in tail),
-                tuple((v in inline, g[v].type) for v in ext))
+        pos = {
+            mm.name: ("mm",),
+            **{t.name: ("t", i) for i, t in enumerate(tail)},
+            **{v: ("x", i) for i, v in enumerate(ext)},
+        }
+        return (
+            dtype,
+            ta,
+            tb,
+            mm.type.shape[1] if tail else None,
+            tuple((t.op, t.attrs, t.type.dtype, tuple(pos[i] for i in t.inputs)) for t in tail),
+            tuple((v in inline, g[v].type) for v in ext),
+        )
 
     def _gemm_for(self, fname, module, sched, kernel, dtype, ta, tb, tail, ext):
         """A GEMM function for this kernel, in ``module`` (the kernel's):
@@ -220,9 +251,18 @@ class ModuleBuilder:
         key = self._gemm_key(sched, kernel, tail, dtype, ta, tb, ext)
         if key not in self._gemms:
             epi = epilogue_for(g, mm, tail, ext, inline)
-            fn = emit_gemm(module, f"{fname}.gemm", dtype=dtype, trans_a=ta, trans_b=tb,
-                           epilogue=epi, vector_width=self.vector_width, extra_types=extra_types,
-                           pool=self.pool(module), fixed=self._fixed.get(key))
+            fn = emit_gemm(
+                module,
+                f"{fname}.gemm",
+                dtype=dtype,
+                trans_a=ta,
+                trans_b=tb,
+                epilogue=epi,
+                vector_width=self.vector_width,
+                extra_types=extra_types,
+                pool=self.pool(module),
+                fixed=self._fixed.get(key),
+            )
             fn.linkage = "internal"
             self._gemms[key] = fn
         return self._gemms[key], ext
@@ -250,8 +290,12 @@ def kernel_signature(sched: Schedule, kernel: Kernel, values: list[str]) -> tupl
 
     nodes = tuple(
         (g[n].op, g[n].attrs, g[n].type, tuple(canon(i) for i in g[n].inputs), n in kernel.stores)
-        for n in kernel.nodes)
+        for n in kernel.nodes
+    )
     keys = [storage_key(sched.buffers[v]) for v in K.distinct_buffers(sched, values)]
-    arg_pattern = [keys.index(storage_key(sched.buffers[v])) for v in values
-                   if sched.buffers[v].region not in ("inline", "fused")]
+    arg_pattern = [
+        keys.index(storage_key(sched.buffers[v]))
+        for v in values
+        if sched.buffers[v].region not in ("inline", "fused")
+    ]
     return (kernel.kind, nodes, tuple(arg_pattern), kernel.copy_to is not None, kernel.elements)

@@ -70,8 +70,11 @@ def target_machine(cpu: str = "native", *, pic: bool = False) -> llvm.TargetMach
     else:
         name, features = CPU_PRESETS.get(cpu, (cpu, ""))
     return target.create_target_machine(
-        cpu=name, features=features, opt=3, reloc="pic" if pic else "default", codemodel="jitdefault"
-        if not pic else "small"
+        cpu=name,
+        features=features,
+        opt=3,
+        reloc="pic" if pic else "default",
+        codemodel="jitdefault" if not pic else "small",
     )
 
 
@@ -104,8 +107,14 @@ PIPELINES = {
 }
 
 
-def optimize(module: ir.Module | str, tm: llvm.TargetMachine, name: str, *, kind: str = "main",
-             context: llvm.ContextRef | None = None) -> llvm.ModuleRef:
+def optimize(
+    module: ir.Module | str,
+    tm: llvm.TargetMachine,
+    name: str,
+    *,
+    kind: str = "main",
+    context: llvm.ContextRef | None = None,
+) -> llvm.ModuleRef:
     """Parse, verify, optimize with the new pass manager (``PIPELINES[kind]``: O3 with the
     vectorizers for "main"), verify again. ``module`` is an ir.Module or its text (with the
     triple and data layout of ``tm``). ``context``: an LLVM context of this thread (default:
@@ -150,7 +159,9 @@ def emit_object(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> bytes:
         if not buf:
             raise CodegenError(f"LLVM could not emit machine code: {err}")
     try:
-        return ctypes.string_at(ffi.lib.LLVMPY_GetBufferStart(buf), ffi.lib.LLVMPY_GetBufferSize(buf))
+        return ctypes.string_at(
+            ffi.lib.LLVMPY_GetBufferStart(buf), ffi.lib.LLVMPY_GetBufferSize(buf)
+        )
     finally:
         ffi.lib.LLVMPY_DisposeMemoryBuffer(buf)
 
@@ -174,8 +185,9 @@ def module_text(module: ir.Module, tm: llvm.TargetMachine) -> str:
     return str(module)
 
 
-def compile_parts(parts: list[tuple[ir.Module, str]], target_cpu: str, name: str,
-                  timings: dict | None = None) -> tuple[list[str], list[tuple[llvm.ModuleRef, bytes]]]:
+def compile_parts(
+    parts: list[tuple[ir.Module, str]], target_cpu: str, name: str, timings: dict | None = None
+) -> tuple[list[str], list[tuple[llvm.ModuleRef, bytes]]]:
     """Optimize (``PIPELINES[kind]``) and compile each (module, kind) to an object file;
     returns the modules' texts and (optimized module, object file) per part.
 
@@ -249,9 +261,11 @@ class JitModule:
                 return 0
             self._set_threads = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)(addr)
             self._get_threads = ctypes.CFUNCTYPE(ctypes.c_int32)(
-                self.engine.get_function_address(f"{prefix}_get_num_threads"))
+                self.engine.get_function_address(f"{prefix}_get_num_threads")
+            )
             self._forget_threads = ctypes.CFUNCTYPE(None)(
-                self.engine.get_function_address(f"{prefix}_forget_threads"))
+                self.engine.get_function_address(f"{prefix}_forget_threads")
+            )
             _live_pools.add(self)
         self._set_threads(threads)
         return self.threads()
@@ -269,15 +283,20 @@ class JitModule:
         self.stop_threads()
 
     @classmethod
-    def from_object(cls, data: bytes, tm: llvm.TargetMachine,
-                    module: llvm.ModuleRef | None = None) -> "JitModule":
+    def from_object(
+        cls, data: bytes, tm: llvm.TargetMachine, module: llvm.ModuleRef | None = None
+    ) -> "JitModule":
         """Load machine code made by ``tm.emit_object`` (e.g. from the compile cache) into MCJIT,
         through an engine created from an empty module (``ExecutionEngine.add_object_file``)."""
         return cls.from_objects([data], tm, [module] if module is not None else None)
 
     @classmethod
-    def from_objects(cls, objects: list[bytes], tm: llvm.TargetMachine,
-                     modules: list[llvm.ModuleRef] | None = None) -> "JitModule":
+    def from_objects(
+        cls,
+        objects: list[bytes],
+        tm: llvm.TargetMachine,
+        modules: list[llvm.ModuleRef] | None = None,
+    ) -> "JitModule":
         """Load several object files into one MCJIT engine; their external symbols resolve
         against each other when the engine is finalized. ``modules`` (optional) are the
         optimized modules they came from, for ``asm()``."""
@@ -306,6 +325,8 @@ class JitModule:
 
     def asm(self) -> str:
         if self.module is None:
-            raise CodegenError("this module was loaded from the compile cache: no assembly to show "
-                               "(set GRAPHC_NO_CACHE=1 to compile it afresh)")
+            raise CodegenError(
+                "this module was loaded from the compile cache: no assembly to show "
+                "(set GRAPHC_NO_CACHE=1 to compile it afresh)"
+            )
         return "\n".join(self.tm.emit_assembly(m) for m in self.modules)

@@ -74,8 +74,12 @@ def thread_pool(module: ir.Module, prefix: str) -> ThreadPool:
     so that another module of the same program can use them (declare_thread_pool)."""
     g = module.globals
     if f"{prefix}.pool.run" in g and not g[f"{prefix}.pool.run"].is_declaration:
-        return ThreadPool(g[f"{prefix}.pool.run"], g[f"{prefix}.pool.threads"],
-                          g[f"{prefix}_set_num_threads"], g[f"{prefix}_get_num_threads"])
+        return ThreadPool(
+            g[f"{prefix}.pool.run"],
+            g[f"{prefix}.pool.threads"],
+            g[f"{prefix}_set_num_threads"],
+            g[f"{prefix}_get_num_threads"],
+        )
     return _PoolEmitter(module, prefix).emit()
 
 
@@ -84,7 +88,8 @@ def declare_thread_pool(module: ir.Module, prefix: str) -> ThreadPool:
     (thread_pool(other, prefix)): for code compiled separately and linked with it."""
     g = module.globals
     run = g.get(f"{prefix}.pool.run") or ir.Function(
-        module, ir.FunctionType(VOID, [PTR, PTR, I64]), name=f"{prefix}.pool.run")
+        module, ir.FunctionType(VOID, [PTR, PTR, I64]), name=f"{prefix}.pool.run"
+    )
     threads = g.get(f"{prefix}.pool.threads")
     if threads is None:
         threads = ir.GlobalVariable(module, I64, name=f"{prefix}.pool.threads")
@@ -202,8 +207,9 @@ class _PoolEmitter:
         w = b.phi(I64, name="w")
         w.add_incoming(first, entry)
         index = b.and_(w, ir.Constant(I64, 0xFFFFFFFF), name="index")
-        mine = b.and_(b.icmp_unsigned("==", self.gen_of(b, w), gen),
-                      b.icmp_unsigned("<", index, count))
+        mine = b.and_(
+            b.icmp_unsigned("==", self.gen_of(b, w), gen), b.icmp_unsigned("<", index, count)
+        )
         b.cbranch(mine, try_, out)
         b.position_at_end(try_)
         pair = b.cmpxchg(self.work, w, b.add(w, ir.Constant(I64, 1)), "acq_rel", "acquire")
@@ -248,8 +254,9 @@ class _PoolEmitter:
         polls = b.phi(I64, name="polls")
         polls.add_incoming(ir.Constant(I64, 0), top)
         gen = self.gen_of(b, b.load_atomic(self.work, "acquire", 8, typ=I64))
-        stopped = b.icmp_unsigned("!=", b.load_atomic(self.stop, "acquire", 8, typ=I64),
-                                  ir.Constant(I64, 0))
+        stopped = b.icmp_unsigned(
+            "!=", b.load_atomic(self.stop, "acquire", 8, typ=I64), ir.Constant(I64, 0)
+        )
         with b.if_then(stopped, likely=False):
             b.ret(null)
         new = b.icmp_unsigned("!=", gen, seen)
@@ -267,8 +274,9 @@ class _PoolEmitter:
         b.branch(wait_head)
         b.position_at_end(wait_head)
         g2 = self.gen_of(b, b.load_atomic(self.work, "seq_cst", 8, typ=I64))
-        halt = b.icmp_unsigned("!=", b.load_atomic(self.stop, "seq_cst", 8, typ=I64),
-                               ir.Constant(I64, 0))
+        halt = b.icmp_unsigned(
+            "!=", b.load_atomic(self.stop, "seq_cst", 8, typ=I64), ir.Constant(I64, 0)
+        )
         b.cbranch(b.and_(b.icmp_unsigned("==", g2, seen), b.not_(halt)), wait_body, woke)
         b.position_at_end(wait_body)
         b.call(self.wait, [self.cond, self.mutex])
@@ -301,8 +309,9 @@ class _PoolEmitter:
         serial = b.append_basic_block("serial")
         try_ = b.append_basic_block("try")
         go = b.append_basic_block("go")
-        b.cbranch(b.or_(b.icmp_signed("<=", count, one), b.icmp_signed("<=", threads, one)),
-                  serial, try_)
+        b.cbranch(
+            b.or_(b.icmp_signed("<=", count, one), b.icmp_signed("<=", threads, one)), serial, try_
+        )
 
         b.position_at_end(try_)
         got = b.extract_value(b.cmpxchg(self.busy, zero, one, "acquire", "monotonic"), 1)
@@ -353,8 +362,9 @@ class _PoolEmitter:
         nxt = b.add(polls, one)
         with b.if_then(b.icmp_signed(">=", nxt, ir.Constant(I64, WAIT_POLLS)), likely=False):
             b.call(self.yield_, [])
-        polls.add_incoming(b.select(b.icmp_signed(">=", nxt, ir.Constant(I64, WAIT_POLLS)),
-                                    zero, nxt), b.block)
+        polls.add_incoming(
+            b.select(b.icmp_signed(">=", nxt, ir.Constant(I64, WAIT_POLLS)), zero, nxt), b.block
+        )
         b.branch(head)
         b.position_at_end(out)
         _store_atomic(b, zero, self.busy, "release", 8)
@@ -370,8 +380,12 @@ class _PoolEmitter:
         zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
         n = b.sext(fn.args[0], I64)
         n = b.select(b.icmp_signed("<", n, one), one, n)
-        n = b.select(b.icmp_signed(">", n, ir.Constant(I64, MAX_THREADS)),
-                     ir.Constant(I64, MAX_THREADS), n, name="n")
+        n = b.select(
+            b.icmp_signed(">", n, ir.Constant(I64, MAX_THREADS)),
+            ir.Constant(I64, MAX_THREADS),
+            n,
+            name="n",
+        )
         _store_atomic(b, one, self.threads, "monotonic", 8)
         running = b.load_atomic(self.workers, "monotonic", 8, typ=I64)
         with b.if_then(b.icmp_signed(">", running, zero)):
@@ -424,8 +438,9 @@ class _PoolEmitter:
         return fn
 
 
-def _store_atomic(b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, ordering: str,
-                  align: int) -> None:
+def _store_atomic(
+    b: ir.IRBuilder, value: ir.Value, ptr: ir.Value, ordering: str, align: int
+) -> None:
     """An atomic store (llvmlite's IRBuilder.store_atomic still compares typed pointees)."""
     b._insert(ir.instructions.StoreAtomicInstr(b.block, value, ptr, ordering, align))
 

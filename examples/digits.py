@@ -34,18 +34,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"))
+    ap.add_argument(
+        "--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out")
+    )
     args = ap.parse_args(argv)
 
     data = load("digits", seed=args.seed, labels="int")
-    print(f"digits: {len(data.x_train)} training rows, {len(data.x_test)} test rows, 64 features, 10 classes")
+    print(
+        f"digits: {len(data.x_train)} training rows, {len(data.x_test)} test rows, 64 features, 10 classes"
+    )
     logits, loss = build()
     t0 = time.perf_counter()
     model = gc.compile(logits, loss, gc.Adam(lr=args.lr), name="digits", seed=args.seed)
-    print(f"compiled in {time.perf_counter() - t0:.2f} s "
-          f"({len(model.program.schedules['train_step'].kernels)} kernels in the training step)")
-    model.fit(data.x_train, data.y_train, epochs=args.epochs, batch_size=args.batch_size,
-              seed=args.seed, validation_data=(data.x_test, data.y_test))
+    print(
+        f"compiled in {time.perf_counter() - t0:.2f} s "
+        f"({len(model.program.schedules['train_step'].kernels)} kernels in the training step)"
+    )
+    model.fit(
+        data.x_train,
+        data.y_train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        validation_data=(data.x_test, data.y_test),
+    )
     result = model.evaluate(data.x_test, data.y_test)
     print(f"test loss {result['loss']:.4f}  test accuracy {result['accuracy']:.4f}")
 

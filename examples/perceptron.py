@@ -23,8 +23,9 @@ def train(hidden: int | None, targets: np.ndarray, epochs: int = 500) -> float:
     y = gc.input("y", ("N", 1))
     h = x if hidden is None else gc.dense(x, hidden, "tanh", name="hidden")
     logit = gc.perceptron(h, name="unit")
-    model = gc.compile(logit, gc.binary_cross_entropy(logit, y), gc.Adam(lr=0.1), seed=1,
-                       name="perceptron")
+    model = gc.compile(
+        logit, gc.binary_cross_entropy(logit, y), gc.Adam(lr=0.1), seed=1, name="perceptron"
+    )
     model.fit(X, targets, epochs=epochs, batch_size=4, verbose=0)
     return model.evaluate(X, targets)["accuracy"]
 

@@ -1,39 +1,137 @@
 """graphc: an ahead-of-time neural-network compiler.
 
-    import graphc as gc
-    x = gc.input("x", ("N", 64)); labels = gc.input("labels", ("N",), dtype="i32")
-    logits = gc.dense(gc.dense(x, 32, "relu"), 10)
-    model = gc.compile(logits, loss=gc.softmax_cross_entropy(logits, labels), optimizer=gc.Adam(1e-3))
-    model.fit(X, y, epochs=20, batch_size=32)
+import graphc as gc
+x = gc.input("x", ("N", 64)); labels = gc.input("labels", ("N",), dtype="i32")
+logits = gc.dense(gc.dense(x, 32, "relu"), 10)
+model = gc.compile(logits, loss=gc.softmax_cross_entropy(logits, labels), optimizer=gc.Adam(1e-3))
+model.fit(X, y, epochs=20, batch_size=32)
 """
 
 from __future__ import annotations
 
-from graphc.ir.errors import (ArgumentError, CheckpointError, CodegenError, GradError, GraphcError,
-                              NumericsError, ParseError, ShapeError, VerifyError)
+from graphc.ir.errors import (
+    ArgumentError,
+    CheckpointError,
+    CodegenError,
+    GradError,
+    GraphcError,
+    NumericsError,
+    ParseError,
+    ShapeError,
+    VerifyError,
+)
 from graphc.ir.graph import Graph
 from graphc.runtime.library import Library, load
 
 from .api import compile, compile_sequential
-from .dsl import (Dense, Dropout, Sequential, Tensor, activation, add, binary_cross_entropy, const,
-                  dense, div, dropout, exp, input, log, matmul, maximum, mean, mean_squared_error,
-                  mul, neg, param, perceptron, relu, reshape, sigmoid, softmax,
-                  softmax_cross_entropy, softplus, sqrt, square, sub, sum, tanh, transpose)
-from .callbacks import (CosineAnnealingLR, EarlyStopping, ExponentialLR, LambdaLR,
-                        ReduceLROnPlateau, StepLR)
+from .dsl import (
+    Dense,
+    Dropout,
+    Sequential,
+    Tensor,
+    activation,
+    add,
+    binary_cross_entropy,
+    const,
+    dense,
+    div,
+    dropout,
+    exp,
+    input,
+    log,
+    matmul,
+    maximum,
+    mean,
+    mean_squared_error,
+    mul,
+    neg,
+    param,
+    perceptron,
+    relu,
+    reshape,
+    sigmoid,
+    softmax,
+    softmax_cross_entropy,
+    softplus,
+    sqrt,
+    square,
+    sub,
+    sum,
+    tanh,
+    transpose,
+)
+from .callbacks import (
+    CosineAnnealingLR,
+    EarlyStopping,
+    ExponentialLR,
+    LambdaLR,
+    ReduceLROnPlateau,
+    StepLR,
+)
 from .optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SGD", "Adadelta", "Adagrad", "Adam", "AdamW", "ArgumentError", "CosineAnnealingLR", "Dropout",
-    "EarlyStopping", "ExponentialLR", "LambdaLR", "RMSprop", "ReduceLROnPlateau", "StepLR",
-    "dropout", "CheckpointError", "CodegenError", "Dense", "GradError", "Graph",
-    "GraphcError", "NumericsError", "Optimizer", "ParseError", "Sequential", "ShapeError", "Tensor",
-    "VerifyError", "Library", "load", "activation", "add", "binary_cross_entropy", "compile",
+    "SGD",
+    "Adadelta",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "ArgumentError",
+    "CosineAnnealingLR",
+    "Dropout",
+    "EarlyStopping",
+    "ExponentialLR",
+    "LambdaLR",
+    "RMSprop",
+    "ReduceLROnPlateau",
+    "StepLR",
+    "dropout",
+    "CheckpointError",
+    "CodegenError",
+    "Dense",
+    "GradError",
+    "Graph",
+    "GraphcError",
+    "NumericsError",
+    "Optimizer",
+    "ParseError",
+    "Sequential",
+    "ShapeError",
+    "Tensor",
+    "VerifyError",
+    "Library",
+    "load",
+    "activation",
+    "add",
+    "binary_cross_entropy",
+    "compile",
     "compile_sequential",
-    "const", "dense", "div", "exp", "input", "log", "matmul", "maximum", "mean",
-    "mean_squared_error", "mul", "neg", "param", "perceptron", "relu", "reshape", "sigmoid",
-    "softmax", "softmax_cross_entropy", "softplus", "sqrt", "square", "sub", "sum", "tanh",
+    "const",
+    "dense",
+    "div",
+    "exp",
+    "input",
+    "log",
+    "matmul",
+    "maximum",
+    "mean",
+    "mean_squared_error",
+    "mul",
+    "neg",
+    "param",
+    "perceptron",
+    "relu",
+    "reshape",
+    "sigmoid",
+    "softmax",
+    "softmax_cross_entropy",
+    "softplus",
+    "sqrt",
+    "square",
+    "sub",
+    "sum",
+    "tanh",
     "transpose",
 ]

@@ -12,11 +12,20 @@ from .compiler import build_graphs, compile_cached
 from .optim import Optimizer
 
 
-def compile(outputs: dsl.Tensor | list[dsl.Tensor], loss: dsl.Tensor | None = None,  # noqa: A001
-            optimizer: Optimizer | None = None, *, name: str = "model", opt_level: int = 2,
-            seed: int = 0, disabled_passes: tuple[str, ...] = (), verify_each: bool = False,
-            target_cpu: str = "native", check_numerics: bool = False,
-            threads: int | None = None) -> Model:
+def compile(
+    outputs: dsl.Tensor | list[dsl.Tensor],
+    loss: dsl.Tensor | None = None,  # noqa: A001
+    optimizer: Optimizer | None = None,
+    *,
+    name: str = "model",
+    opt_level: int = 2,
+    seed: int = 0,
+    disabled_passes: tuple[str, ...] = (),
+    verify_each: bool = False,
+    target_cpu: str = "native",
+    check_numerics: bool = False,
+    threads: int | None = None,
+) -> Model:
     """Compile a network to native code and return a Model with freshly initialized parameters.
 
     Args:
@@ -52,16 +61,26 @@ def compile(outputs: dsl.Tensor | list[dsl.Tensor], loss: dsl.Tensor | None = No
     outs = [outputs] if isinstance(outputs, dsl.Tensor) else list(outputs)
     prog = build_graphs(name, outs, loss, optimizer)
     prog.check_numerics = bool(check_numerics)
-    jm = compile_cached(prog, opt_level=opt_level, disabled_passes=disabled_passes,
-                        verify_each=verify_each, target_cpu=target_cpu)
+    jm = compile_cached(
+        prog,
+        opt_level=opt_level,
+        disabled_passes=disabled_passes,
+        verify_each=verify_each,
+        target_cpu=target_cpu,
+    )
     model = Model(prog, jm, optimizer=optimizer, seed=seed)
     if threads is not None:
         model.threads = threads
     return model
 
 
-def compile_sequential(net: dsl.Sequential, input_shape: tuple[int, ...], loss: str,
-                       optimizer: Optimizer | None = None, **kw: Any) -> Model:
+def compile_sequential(
+    net: dsl.Sequential,
+    input_shape: tuple[int, ...],
+    loss: str,
+    optimizer: Optimizer | None = None,
+    **kw: Any,
+) -> Model:
     """Compile a Sequential with input ``x`` of shape (N, *input_shape) and a named loss.
 
     ``loss`` is "softmax_cross_entropy" (labels i32[N]), "binary_cross_entropy" or

@@ -60,14 +60,18 @@ def schedule_text(sched: Any) -> str:
     """A canonical text of one Schedule: the graph, the kernels, the buffers and the slots."""
     g = sched.graph
     # Every field of each node that changes its meaning (not loc/origin), one node a line.
-    parts = [repr((n.name, n.op, n.inputs, str(n.type), n.attrs, n.section, n.group))
-             for n in g.nodes]
+    parts = [
+        repr((n.name, n.op, n.inputs, str(n.type), n.attrs, n.section, n.group)) for n in g.nodes
+    ]
     parts.append(repr((g.name, g.outputs, getattr(g, "updates", ()))))
     parts += [repr(k) for k in sched.kernels]
     parts += [repr(sched.buffers.get(n.name)) for n in g.nodes]
     parts.append(repr((sched.grad_bytes, sched.input_slots, sched.output_slots)))
-    parts.append(repr(sorted((k, v) for k, v in vars(sched).items()
-                             if isinstance(v, (int, float, str, bool)))))
+    parts.append(
+        repr(
+            sorted((k, v) for k, v in vars(sched).items() if isinstance(v, (int, float, str, bool)))
+        )
+    )
     return _renumber("\n".join(parts))
 
 
@@ -85,10 +89,15 @@ def cache_key(prog: Any, target: tuple[str, str, str]) -> str:
     import graphc
 
     h = hashlib.sha256()
-    for part in (f"graphc {graphc.__version__}", f"llvmlite {llvmlite.__version__}",
-                 _codegen_source_digest(), "|".join(target), prog.name,
-                 repr(sorted((k, repr(v)) for k, v in prog.layout.items())),
-                 f"check_numerics={getattr(prog, 'check_numerics', False)}"):
+    for part in (
+        f"graphc {graphc.__version__}",
+        f"llvmlite {llvmlite.__version__}",
+        _codegen_source_digest(),
+        "|".join(target),
+        prog.name,
+        repr(sorted((k, repr(v)) for k, v in prog.layout.items())),
+        f"check_numerics={getattr(prog, 'check_numerics', False)}",
+    ):
         h.update(part.encode())
         h.update(b"\0")
     for entry in sorted(prog.schedules):
@@ -111,8 +120,11 @@ def load(key: str, suffix: str = ".o") -> bytes | None:
         return None
     head = len(MAGIC) + DIGEST
     payload = data[head:]
-    if (len(data) <= head or not data.startswith(MAGIC)
-            or hashlib.sha256(payload).digest() != data[len(MAGIC):head]):
+    if (
+        len(data) <= head
+        or not data.startswith(MAGIC)
+        or hashlib.sha256(payload).digest() != data[len(MAGIC) : head]
+    ):
         discard(key, suffix)
         return None
     return payload
@@ -125,12 +137,12 @@ def load_objects(key: str, suffix: str = ".o") -> list[bytes] | None:
         return None
     objects, pos = [], 0
     while pos < len(data):
-        size = int.from_bytes(data[pos:pos + 8], "little")
+        size = int.from_bytes(data[pos : pos + 8], "little")
         pos += 8
         if size <= 0 or pos + size > len(data):
             discard(key, suffix)
             return None
-        objects.append(data[pos:pos + size])
+        objects.append(data[pos : pos + size])
         pos += size
     return objects or None
 

@@ -9,7 +9,9 @@ from graphc.ir.errors import GraphcError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="graphc", description="graphc: an ahead-of-time neural-network compiler")
+    p = argparse.ArgumentParser(
+        prog="graphc", description="graphc: an ahead-of-time neural-network compiler"
+    )
     sub = p.add_subparsers(dest="command", required=True)
     from graphc import dump as dump_cmd
 

@@ -8,8 +8,13 @@ import time
 from dataclasses import dataclass, field
 
 from graphc.codegen.module import ModuleBuilder
-from graphc.codegen.target import (JitModule, compile_parts, compile_threads, host_cpu,
-                                   target_machine)
+from graphc.codegen.target import (
+    JitModule,
+    compile_parts,
+    compile_threads,
+    host_cpu,
+    target_machine,
+)
 from graphc.ir.algorithms import ancestors
 from graphc.ir.autodiff import gradients
 from graphc.ir.builder import Builder
@@ -29,9 +34,9 @@ class Program:
     """Everything the compiler made for one model, stage by stage."""
 
     name: str
-    forward: Graph                       # outputs + loss
-    training: Graph | None               # forward + backward + update (before passes)
-    inference: Graph                     # outputs only
+    forward: Graph  # outputs + loss
+    training: Graph | None  # forward + backward + update (before passes)
+    inference: Graph  # outputs only
     grads: dict[str, str]
     optimized: dict[str, PipelineResult] = field(default_factory=dict)
     schedules: dict[str, Schedule] = field(default_factory=dict)
@@ -46,17 +51,20 @@ class Program:
     llvm_ir: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     opt_level: int = 2
-    check_numerics: bool = False         # kernels' stores scanned for NaN/Inf (codegen.kernels)
+    check_numerics: bool = False  # kernels' stores scanned for NaN/Inf (codegen.kernels)
 
 
-def build_graphs(name: str, outputs: list[Tensor], loss: Tensor | None,
-                 optimizer: Optimizer | None) -> Program:
+def build_graphs(
+    name: str, outputs: list[Tensor], loss: Tensor | None, optimizer: Optimizer | None
+) -> Program:
     """Forward, training and inference graphs from DSL tensors (no passes yet)."""
     if not outputs:
         raise GraphcError("compile: give at least one output tensor")
     for t in outputs + ([loss] if loss is not None else []):
         if not isinstance(t, Tensor):
-            raise GraphcError(f"compile: outputs and loss must be graphc Tensors, got {type(t).__name__}")
+            raise GraphcError(
+                f"compile: outputs and loss must be graphc Tensors, got {type(t).__name__}"
+            )
     out_names = [t.name for t in outputs]
     fwd = collect_graph(name, outputs + ([loss] if loss is not None else []))
     inference = strip_dropout(collect_graph(name, outputs))  # dropout is the identity there
@@ -64,8 +72,16 @@ def build_graphs(name: str, outputs: list[Tensor], loss: Tensor | None,
     label_inputs = [n.name for n in fwd.inputs if n.name not in feature_inputs]
     if any(n.name == "lr" for n in fwd.inputs):
         raise GraphcError("the input name 'lr' is reserved for the learning rate")
-    prog = Program(name, strip_dropout(fwd), None, inference, {}, feature_inputs=feature_inputs,
-                   label_inputs=label_inputs, outputs=out_names)
+    prog = Program(
+        name,
+        strip_dropout(fwd),
+        None,
+        inference,
+        {},
+        feature_inputs=feature_inputs,
+        label_inputs=label_inputs,
+        outputs=out_names,
+    )
     if loss is None:
         return prog
     if loss.type.shape != ():
@@ -78,8 +94,11 @@ def build_graphs(name: str, outputs: list[Tensor], loss: Tensor | None,
     g, grads = gradients(fwd.with_(outputs=(loss.name,)), loss.name, params)
     b = Builder(g, section="update", dtype=loss.dtype)
     lr = b.source("input", "lr", TensorType((), loss.dtype))
-    step = b.source("state", "step", TensorType((), loss.dtype), {"init": "zeros"}) \
-        if "step" not in b.types else "step"  # dropout reads the counter in the forward part
+    step = (
+        b.source("state", "step", TensorType((), loss.dtype), {"init": "zeros"})
+        if "step" not in b.types
+        else "step"
+    )  # dropout reads the counter in the forward part
     t = b.add(step, b.const(1.0))
     optimizer = optimizer or Adam()
     updates = [(step, t)] + optimizer.build(b, params, grads, lr, t)
@@ -109,8 +128,8 @@ def make_layout(prog: Program) -> None:
         if n.op != "state":
             continue
         p = dict(n.attrs).get("slot_of")
-        if (p in prog.layout and n.name.startswith(f"{p}.") and src[p].type == n.type):
-            kinds.setdefault(n.name[len(p) + 1:], []).append((n, p))
+        if p in prog.layout and n.name.startswith(f"{p}.") and src[p].type == n.type:
+            kinds.setdefault(n.name[len(p) + 1 :], []).append((n, p))
         elif p is not None:
             late.append(n)
         else:
@@ -130,8 +149,13 @@ def make_layout(prog: Program) -> None:
     prog.param_bytes, prog.state_bytes = off["param"], off["state"]
 
 
-def schedule_program(prog: Program, *, opt_level: int = 2, disabled_passes: tuple[str, ...] = (),
-                     verify_each: bool = False) -> Program:
+def schedule_program(
+    prog: Program,
+    *,
+    opt_level: int = 2,
+    disabled_passes: tuple[str, ...] = (),
+    verify_each: bool = False,
+) -> Program:
     """Run the passes and plan memory for every entry (infer, eval, train_step)."""
     prog.opt_level = opt_level
     make_layout(prog)
@@ -152,12 +176,18 @@ def schedule_program(prog: Program, *, opt_level: int = 2, disabled_passes: tupl
     return prog
 
 
-def build_module(prog: Program, target_cpu: str = "native", *, split: bool = False) -> ModuleBuilder:
+def build_module(
+    prog: Program, target_cpu: str = "native", *, split: bool = False
+) -> ModuleBuilder:
     """The LLVM module of a scheduled Program: an entry per schedule, plus ``train_epoch``
     (``split``: the GEMMs in modules of their own, one per compile thread; see ModuleBuilder)."""
     t0 = time.perf_counter()
-    mb = ModuleBuilder(prog.name, target_cpu=target_cpu, check_numerics=prog.check_numerics,
-                       gemm_modules=compile_threads() if split else 0)
+    mb = ModuleBuilder(
+        prog.name,
+        target_cpu=target_cpu,
+        check_numerics=prog.check_numerics,
+        gemm_modules=compile_threads() if split else 0,
+    )
     with gc_paused():
         mb.plan_gemms(prog.schedules.values())
         for entry, sched in prog.schedules.items():
@@ -186,12 +216,18 @@ def gc_paused():
             gc.enable()
 
 
-def compile_program(prog: Program, *, opt_level: int = 2, target_cpu: str = "native",
-                    disabled_passes: tuple[str, ...] = (), verify_each: bool = False
-                    ) -> tuple[Program, ModuleBuilder]:
+def compile_program(
+    prog: Program,
+    *,
+    opt_level: int = 2,
+    target_cpu: str = "native",
+    disabled_passes: tuple[str, ...] = (),
+    verify_each: bool = False,
+) -> tuple[Program, ModuleBuilder]:
     """Run the passes, plan memory and build the LLVM module (not yet machine code)."""
-    schedule_program(prog, opt_level=opt_level, disabled_passes=disabled_passes,
-                     verify_each=verify_each)
+    schedule_program(
+        prog, opt_level=opt_level, disabled_passes=disabled_passes, verify_each=verify_each
+    )
     return prog, build_module(prog, target_cpu)
 
 
@@ -219,15 +255,22 @@ def _target_id(target_cpu: str) -> tuple[str, str, str]:
     return tm.triple, name, features
 
 
-def compile_cached(prog: Program, *, opt_level: int = 2, disabled_passes: tuple[str, ...] = (),
-                   verify_each: bool = False, target_cpu: str = "native") -> JitModule:
+def compile_cached(
+    prog: Program,
+    *,
+    opt_level: int = 2,
+    disabled_passes: tuple[str, ...] = (),
+    verify_each: bool = False,
+    target_cpu: str = "native",
+) -> JitModule:
     """Passes and schedules (always run: about 10 ms), then machine code from the compile cache
     (graphc/cache.py, keyed by the scheduled graphs) or, on a miss, from LLVM.
 
     ``prog.timings["cache"]`` is "hit", "miss" or "off".
     """
-    schedule_program(prog, opt_level=opt_level, disabled_passes=disabled_passes,
-                     verify_each=verify_each)
+    schedule_program(
+        prog, opt_level=opt_level, disabled_passes=disabled_passes, verify_each=verify_each
+    )
     return jit_cached(prog, target_cpu)
 
 

@@ -1,9 +1,9 @@
 """The Python DSL: tensors that record a graph as they are combined, with shapes checked on the spot.
 
-    x = gc.input("x", ("N", 64))
-    h = gc.dense(x, 32, activation="relu")
-    logits = gc.dense(h, 10)
-    loss = gc.softmax_cross_entropy(logits, gc.input("labels", ("N",), dtype="i32"))
+x = gc.input("x", ("N", 64))
+h = gc.dense(x, 32, activation="relu")
+logits = gc.dense(h, 10)
+loss = gc.softmax_cross_entropy(logits, gc.input("labels", ("N",), dtype="i32"))
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ def _user_loc() -> str | None:
     f = sys._getframe(1)
     while f is not None:
         path = os.path.abspath(f.f_code.co_filename)
-        inside = any(path.startswith(os.path.join(_PKG_DIR, d) + os.sep)
-                     for d in ("graphc", "ir", "codegen", "runtime"))
+        inside = any(
+            path.startswith(os.path.join(_PKG_DIR, d) + os.sep)
+            for d in ("graphc", "ir", "codegen", "runtime")
+        )
         if not inside:
             rel = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
             return f"{rel}:{f.f_lineno}"
@@ -37,9 +39,18 @@ def _user_loc() -> str | None:
     return None
 
 
-_OPERATORS = {"__add__": "+", "__radd__": "+", "__sub__": "-", "__rsub__": "-", "__mul__": "*",
-              "__rmul__": "*", "__truediv__": "/", "__rtruediv__": "/", "__matmul__": "@",
-              "__neg__": "unary -"}
+_OPERATORS = {
+    "__add__": "+",
+    "__radd__": "+",
+    "__sub__": "-",
+    "__rsub__": "-",
+    "__mul__": "*",
+    "__rmul__": "*",
+    "__truediv__": "/",
+    "__rtruediv__": "/",
+    "__matmul__": "@",
+    "__neg__": "unary -",
+}
 
 
 def _dsl_call() -> str | None:
@@ -48,8 +59,10 @@ def _dsl_call() -> str | None:
     last: str | None = None
     while f is not None:
         path = os.path.abspath(f.f_code.co_filename)
-        if not any(path.startswith(os.path.join(_PKG_DIR, d) + os.sep)
-                   for d in ("graphc", "ir", "codegen", "runtime")):
+        if not any(
+            path.startswith(os.path.join(_PKG_DIR, d) + os.sep)
+            for d in ("graphc", "ir", "codegen", "runtime")
+        ):
             return last
         name = f.f_code.co_name
         owner = f.f_locals.get("self") if name == "__call__" else None
@@ -101,16 +114,35 @@ class Tensor:
     def _lift(self, other: Any) -> Tensor:
         return other if isinstance(other, Tensor) else const(float(other), dtype=self.dtype)
 
-    def __add__(self, o): return apply("add", self, self._lift(o))
-    def __radd__(self, o): return apply("add", self._lift(o), self)
-    def __sub__(self, o): return apply("sub", self, self._lift(o))
-    def __rsub__(self, o): return apply("sub", self._lift(o), self)
-    def __mul__(self, o): return apply("mul", self, self._lift(o))
-    def __rmul__(self, o): return apply("mul", self._lift(o), self)
-    def __truediv__(self, o): return apply("div", self, self._lift(o))
-    def __rtruediv__(self, o): return apply("div", self._lift(o), self)
-    def __matmul__(self, o): return apply("matmul", self, o)
-    def __neg__(self): return apply("neg", self)
+    def __add__(self, o):
+        return apply("add", self, self._lift(o))
+
+    def __radd__(self, o):
+        return apply("add", self._lift(o), self)
+
+    def __sub__(self, o):
+        return apply("sub", self, self._lift(o))
+
+    def __rsub__(self, o):
+        return apply("sub", self._lift(o), self)
+
+    def __mul__(self, o):
+        return apply("mul", self, self._lift(o))
+
+    def __rmul__(self, o):
+        return apply("mul", self._lift(o), self)
+
+    def __truediv__(self, o):
+        return apply("div", self, self._lift(o))
+
+    def __rtruediv__(self, o):
+        return apply("div", self._lift(o), self)
+
+    def __matmul__(self, o):
+        return apply("matmul", self, o)
+
+    def __neg__(self):
+        return apply("neg", self)
 
 
 def _fresh(prefix: str = "%") -> str:
@@ -127,8 +159,9 @@ def apply(op: str, *inputs: Tensor, name: str | None = None, **attrs: Any) -> Te
     loc = _user_loc()
     names = tuple(t.name for t in inputs)
     typ = infer_type(op, names, [t.type for t in inputs], attrs, name, loc)
-    return Tensor(Node(name, op, names, typ, make_attrs(attrs), loc=loc, origin=_dsl_call()),
-                  tuple(inputs))
+    return Tensor(
+        Node(name, op, names, typ, make_attrs(attrs), loc=loc, origin=_dsl_call()), tuple(inputs)
+    )
 
 
 def _source(op: str, name: str, shape: Iterable, dtype: str, attrs: dict | None = None) -> Tensor:
@@ -146,8 +179,9 @@ def input(name: str, shape: Iterable, dtype: str = "f32") -> Tensor:  # noqa: A0
     return _source("input", name, shape, dtype)
 
 
-def param(name: str, shape: Iterable, init: str = "glorot_uniform", dtype: str = "f32",
-          **init_args: float) -> Tensor:
+def param(
+    name: str, shape: Iterable, init: str = "glorot_uniform", dtype: str = "f32", **init_args: float
+) -> Tensor:
     """A trainable parameter initialized by ``init`` (see graphc.init) when the model is built."""
     from graphc.init import check_initializer
 
@@ -228,8 +262,9 @@ def dropout(x: Tensor, p: float, *, seed: int = 0, name: str | None = None) -> T
         return x
     name = name or _fresh()
     step = Tensor(make_node("step", "state", (), TensorType((), x.dtype), {"init": "zeros"}))
-    return apply("dropout", x, step, name=name, p=float(p), seed=seed,
-                 stream=zlib.crc32(name.encode()))
+    return apply(
+        "dropout", x, step, name=name, p=float(p), seed=seed, stream=zlib.crc32(name.encode())
+    )
 
 
 def matmul(a: Tensor, b: Tensor, *, transpose_a: bool = False, transpose_b: bool = False) -> Tensor:
@@ -266,6 +301,7 @@ def activation(x: Tensor, kind: str | None) -> Tensor:
 
 # ---------------------------------------------------------------- losses (from logits)
 
+
 def softmax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean softmax cross-entropy of logits [N,C] against integer labels i32[N] (log-sum-exp form)."""
     return _tag(apply("softmax_cross_entropy", logits, labels), "softmax_cross_entropy")
@@ -283,14 +319,18 @@ def binary_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     torch.nn.BCEWithLogitsLoss). ``targets`` must have the logits' shape, values in [0, 1].
     """
     if targets.shape != logits.shape:
-        raise ShapeError(f"binary_cross_entropy: targets {targets.type} must match logits {logits.type}")
+        raise ShapeError(
+            f"binary_cross_entropy: targets {targets.type} must match logits {logits.type}"
+        )
     return _tag(mean(softplus(logits) - logits * targets), "binary_cross_entropy")
 
 
 def mean_squared_error(pred: Tensor, target: Tensor) -> Tensor:
     """mean((pred - target)^2) over all elements."""
     if target.shape != pred.shape:
-        raise ShapeError(f"mean_squared_error: target {target.type} must match prediction {pred.type}")
+        raise ShapeError(
+            f"mean_squared_error: target {target.type} must match prediction {pred.type}"
+        )
     return _tag(mean(square(pred - target)), "mean_squared_error")
 
 
@@ -303,8 +343,16 @@ LOSSES = {
 
 # ---------------------------------------------------------------- layers
 
-def dense(x: Tensor, units: int, activation: str | None = None, *, name: str | None = None,
-          init: str | None = None, use_bias: bool = True) -> Tensor:
+
+def dense(
+    x: Tensor,
+    units: int,
+    activation: str | None = None,
+    *,
+    name: str | None = None,
+    init: str | None = None,
+    use_bias: bool = True,
+) -> Tensor:
     """A fully connected layer: ``activation(x @ W + b)`` with W [in, units], b [units].
 
     W is initialized with He uniform before relu and Glorot uniform otherwise (unless ``init``);
@@ -331,16 +379,31 @@ def perceptron(x: Tensor, *, name: str | None = None) -> Tensor:
 class Dense:
     """Layer object for Sequential: ``Dense(units, activation=None, name=None, init=None)``."""
 
-    def __init__(self, units: int, activation: str | None = None, *, name: str | None = None,
-                 init: str | None = None, use_bias: bool = True) -> None:
+    def __init__(
+        self,
+        units: int,
+        activation: str | None = None,
+        *,
+        name: str | None = None,
+        init: str | None = None,
+        use_bias: bool = True,
+    ) -> None:
         if activation not in ACTIVATIONS:
-            raise GraphcError(f"Dense: unknown activation {activation!r}; choose one of {ACTIVATIONS}")
+            raise GraphcError(
+                f"Dense: unknown activation {activation!r}; choose one of {ACTIVATIONS}"
+            )
         self.units, self.activation, self.name, self.init, self.use_bias = (
-            units, activation, name, init, use_bias)
+            units,
+            activation,
+            name,
+            init,
+            use_bias,
+        )
 
     def __call__(self, x: Tensor) -> Tensor:
-        return dense(x, self.units, self.activation, name=self.name, init=self.init,
-                     use_bias=self.use_bias)
+        return dense(
+            x, self.units, self.activation, name=self.name, init=self.init, use_bias=self.use_bias
+        )
 
     def __repr__(self) -> str:
         return f"Dense({self.units}, activation={self.activation!r})"
@@ -377,6 +440,7 @@ class Sequential:
 
 # ---------------------------------------------------------------- graph collection
 
+
 def collect_graph(name: str, outputs: list[Tensor]) -> Graph:
     """The Graph of every tensor ``outputs`` depend on, in a topological order.
 
@@ -393,7 +457,9 @@ def collect_graph(name: str, outputs: list[Tensor]) -> Graph:
             continue
         if t.name in seen:
             if seen[t.name] is not t and seen[t.name].node != t.node:
-                raise GraphcError(f"two different tensors are named {t.name!r}; names must be unique")
+                raise GraphcError(
+                    f"two different tensors are named {t.name!r}; names must be unique"
+                )
             continue
         seen[t.name] = t
         stack.append((t, True))

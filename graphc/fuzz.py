@@ -59,8 +59,8 @@ class Case:
     seed: int
     outputs: list[dsl.Tensor]
     loss: dsl.Tensor
-    feeds: dict[str, np.ndarray]          # inputs (x, targets/labels)
-    params: dict[str, np.ndarray]         # initial parameter values
+    feeds: dict[str, np.ndarray]  # inputs (x, targets/labels)
+    params: dict[str, np.ndarray]  # initial parameter values
     ops: list[str] = field(default_factory=list)
     n: int = 1
     dtype: str = "f32"
@@ -87,7 +87,9 @@ class _Gen:
     def dim(self) -> int:
         return int(self.rng.choice(DIMS))
 
-    def param(self, shape: tuple[int, ...], scale: float = 1.0, positive: bool = False) -> dsl.Tensor:
+    def param(
+        self, shape: tuple[int, ...], scale: float = 1.0, positive: bool = False
+    ) -> dsl.Tensor:
         name = f"p{len(self.params)}"
         v = self.rng.standard_normal(shape) * scale
         if positive:
@@ -95,7 +97,9 @@ class _Gen:
         self.params[name] = v.astype(self.np_dtype)
         return dsl.param(name, shape, init="zeros", dtype=self.dtype)
 
-    def input(self, name: str, shape: tuple, values: np.ndarray, dtype: str | None = None) -> dsl.Tensor:
+    def input(
+        self, name: str, shape: tuple, values: np.ndarray, dtype: str | None = None
+    ) -> dsl.Tensor:
         dt = dtype or self.dtype
         self.feeds[name] = values
         return dsl.input(name, shape, dtype=dt)
@@ -107,13 +111,24 @@ class _Gen:
 
     def unary(self, v: dsl.Tensor, big: bool) -> tuple[dsl.Tensor, bool]:
         """A unary op (or a small composite keeping its domain valid); big: |v| may be large."""
-        choices = ["neg", "sigmoid", "tanh", "relu", "softplus", "exp", "log", "sqrt", "square",
-                   "dropout"]
+        choices = [
+            "neg",
+            "sigmoid",
+            "tanh",
+            "relu",
+            "softplus",
+            "exp",
+            "log",
+            "sqrt",
+            "square",
+            "dropout",
+        ]
         op = str(self.rng.choice(choices))
         self.ops.append(op)
         if op == "dropout":  # the JIT and the interpreter must draw the same mask
-            return dsl.dropout(v, float(self.rng.choice([0.1, 0.5])),
-                               seed=int(self.rng.integers(2**31))), big
+            return dsl.dropout(
+                v, float(self.rng.choice([0.1, 0.5])), seed=int(self.rng.integers(2**31))
+            ), big
         if op == "exp":  # exp only of bounded values
             return dsl.exp(dsl.tanh(v) * 3.0), False
         if op == "log":  # log of values >= 0.1
@@ -161,8 +176,11 @@ class _Gen:
     def step(self, pool: list[tuple[dsl.Tensor, bool]]) -> tuple[dsl.Tensor, bool]:
         v, big = pool[int(self.rng.integers(len(pool)))]
         tensors = [t for t, _ in pool]
-        kind = str(self.rng.choice(["unary", "binary", "binary", "matmul", "reduce", "reshape",
-                                    "softmax", "transpose"]))
+        kind = str(
+            self.rng.choice(
+                ["unary", "binary", "binary", "matmul", "reduce", "reshape", "softmax", "transpose"]
+            )
+        )
         d = v.shape[1]
         if kind == "unary":
             return self.unary(v, big)
@@ -221,7 +239,9 @@ class _Gen:
         rng = self.rng
         d0 = self.dim()
         scale = float(rng.choice(SCALES))
-        x = self.input("x", ("N", d0), (rng.standard_normal((self.n, d0)) * scale).astype(self.np_dtype))
+        x = self.input(
+            "x", ("N", d0), (rng.standard_normal((self.n, d0)) * scale).astype(self.np_dtype)
+        )
         pool: list[tuple[dsl.Tensor, bool]] = [(x, scale > 10)]
         for _ in range(int(rng.integers(2, 7))):
             pool.append(self.step(pool))
@@ -230,7 +250,9 @@ class _Gen:
             out = dsl.tanh(out * 1e-3) * 10.0
         # a final dense layer, so the loss always depends on parameters
         c = self.dim()
-        out = dsl.matmul(out, self.param((out.shape[1], c), 1.0 / np.sqrt(out.shape[1]))) + self.param((c,))
+        out = dsl.matmul(
+            out, self.param((out.shape[1], c), 1.0 / np.sqrt(out.shape[1]))
+        ) + self.param((c,))
         outputs = [out]
         extra = pool[int(rng.integers(1, len(pool)))][0]
         if extra is not out and extra.shape[0] == "N":
@@ -239,7 +261,9 @@ class _Gen:
         loss_kind = str(rng.choice(["sce", "bce", "mse", "proj"]))
         self.ops.append(loss_kind)
         if loss_kind == "sce":
-            labels = self.input("labels", ("N",), rng.integers(0, c, self.n).astype(np.int32), "i32")
+            labels = self.input(
+                "labels", ("N",), rng.integers(0, c, self.n).astype(np.int32), "i32"
+            )
             loss = dsl.softmax_cross_entropy(out, labels)
         elif loss_kind == "bce":
             t = rng.integers(0, 2, (self.n, c)).astype(float)
@@ -262,8 +286,14 @@ def random_case(seed: int) -> Case:
 
 # ---------------------------------------------------------------------------- checks
 
-def _close(name: str, got: np.ndarray, ref: np.ndarray, ref32: np.ndarray, extra_tol: np.ndarray | float = 0.0
-           ) -> str | None:
+
+def _close(
+    name: str,
+    got: np.ndarray,
+    ref: np.ndarray,
+    ref32: np.ndarray,
+    extra_tol: np.ndarray | float = 0.0,
+) -> str | None:
     got = np.asarray(got, np.float64)
     ref = np.asarray(ref, np.float64)
     ref32 = np.asarray(ref32, np.float64)
@@ -277,9 +307,15 @@ def _close(name: str, got: np.ndarray, ref: np.ndarray, ref32: np.ndarray, extra
     allowed = atol + RTOL * np.abs(ref) + 8 * np.abs(np.nan_to_num(ref32 - ref)) + extra_tol
     bad = np.abs(got - ref) > allowed
     if bad.any():
-        i = np.unravel_index(int(np.argmax(np.abs(got - ref) - allowed)), ref.shape) if ref.ndim else ()
-        return (f"{name}: {int(bad.sum())}/{bad.size} elements differ; worst at {i}: got "
-                f"{got[i]!r}, float64 reference {ref[i]!r} (allowed {allowed[i]:.3g})")
+        i = (
+            np.unravel_index(int(np.argmax(np.abs(got - ref) - allowed)), ref.shape)
+            if ref.ndim
+            else ()
+        )
+        return (
+            f"{name}: {int(bad.sum())}/{bad.size} elements differ; worst at {i}: got "
+            f"{got[i]!r}, float64 reference {ref[i]!r} (allowed {allowed[i]:.3g})"
+        )
     return None
 
 
@@ -287,9 +323,14 @@ def compile_case(case: Case, opt_level: int, check_numerics: bool = False):
     """The case compiled with SGD(lr=1) and its parameters set to the case's values."""
     import graphc as gc
 
-    model = gc.compile(case.outputs, loss=case.loss, optimizer=gc.SGD(lr=1.0),
-                       name=f"fuzz{case.seed % 100000}", opt_level=opt_level,
-                       check_numerics=check_numerics)
+    model = gc.compile(
+        case.outputs,
+        loss=case.loss,
+        optimizer=gc.SGD(lr=1.0),
+        name=f"fuzz{case.seed % 100000}",
+        opt_level=opt_level,
+        check_numerics=check_numerics,
+    )
     model.lr = 1.0
     for k, v in case.params.items():
         if k in model.params:  # a param the outputs and loss do not use is not in the model
@@ -333,8 +374,15 @@ def check_compiled(case: Case, opt_level: int, check_numerics: bool = False) -> 
             continue
         # p' = p - grad: float32 rounding of p itself is allowed on top
         eps = np.finfo(model.params[p].dtype).eps
-        failures.append(_close(f"{where} updated param {p} (p - grad)", model.params[p], ref[p + "'"],
-                               ref32[p + "'"], extra_tol=4 * eps * np.abs(before[p])))
+        failures.append(
+            _close(
+                f"{where} updated param {p} (p - grad)",
+                model.params[p],
+                ref[p + "'"],
+                ref32[p + "'"],
+                extra_tol=4 * eps * np.abs(before[p]),
+            )
+        )
     return [f for f in failures if f]
 
 
@@ -364,7 +412,9 @@ def check_gradients(case: Case, directions: int = 3) -> list[str]:
             hi = loss_at({**{p: base[p] + eps * v[p] for p in names}})
             lo = loss_at({**{p: base[p] - eps * v[p] for p in names}})
             fd = (hi - lo) / (2 * eps)
-            scale = max(abs(fd), abs(analytic), 1e-3 * abs(loss_at({p: base[p] for p in names})), 1e-8)
+            scale = max(
+                abs(fd), abs(analytic), 1e-3 * abs(loss_at({p: base[p] for p in names})), 1e-8
+            )
             if abs(fd - analytic) <= 1e-4 * scale + 1e-7:
                 ok = True
                 break
@@ -374,8 +424,12 @@ def check_gradients(case: Case, directions: int = 3) -> list[str]:
     return failures
 
 
-def run_case(seed: int, opt_levels: tuple[int, ...] = (0, 2), grads: bool = True,
-             check_numerics: bool = False) -> list[str]:
+def run_case(
+    seed: int,
+    opt_levels: tuple[int, ...] = (0, 2),
+    grads: bool = True,
+    check_numerics: bool = False,
+) -> list[str]:
     """All checks for one seed; an exception (compile error, crash) counts as a failure."""
     try:
         case = random_case(seed)
@@ -403,8 +457,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--opt-levels", type=int, nargs="+", default=[0, 2], choices=[0, 1, 2])
     ap.add_argument("--minutes", type=float, default=None, help="stop after this long")
     ap.add_argument("--no-grad-check", action="store_true", help="skip the finite differences")
-    ap.add_argument("--check-numerics", action="store_true",
-                    help="compile with check_numerics=True (must not fire nor change results)")
+    ap.add_argument(
+        "--check-numerics",
+        action="store_true",
+        help="compile with check_numerics=True (must not fire nor change results)",
+    )
     args = ap.parse_args(argv)
     t0 = time.time()
     tried, failed = 0, []
@@ -417,10 +474,15 @@ def main(argv: list[str] | None = None) -> int:
         if f:
             failed.append(seed)
             print(f"FAIL seed {seed}", *f, sep="\n  ", flush=True)
-    print(f"graphc.fuzz: seeds {args.seed}..{args.seed + tried - 1}: {tried} random graphs at "
-          f"-O{' -O'.join(map(str, args.opt_levels))}"
-          + (" with check_numerics" if args.check_numerics else "") + f", {len(failed)} failed"
-          + (f" (seeds {failed})" if failed else "") + f", {time.time() - t0:.0f} s", flush=True)
+    print(
+        f"graphc.fuzz: seeds {args.seed}..{args.seed + tried - 1}: {tried} random graphs at "
+        f"-O{' -O'.join(map(str, args.opt_levels))}"
+        + (" with check_numerics" if args.check_numerics else "")
+        + f", {len(failed)} failed"
+        + (f" (seeds {failed})" if failed else "")
+        + f", {time.time() - t0:.0f} s",
+        flush=True,
+    )
     return 1 if failed else 0
 
 

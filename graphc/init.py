@@ -19,8 +19,17 @@ import numpy as np
 
 from graphc.ir.errors import GraphcError
 
-INITIALIZERS = ("zeros", "ones", "constant", "uniform", "normal", "glorot_uniform",
-                "glorot_normal", "he_uniform", "he_normal")
+INITIALIZERS = (
+    "zeros",
+    "ones",
+    "constant",
+    "uniform",
+    "normal",
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+)
 _ARGS = {"constant": {"value"}, "uniform": {"low", "high"}, "normal": {"mean", "std"}}
 
 
@@ -42,8 +51,9 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[0] * receptive, shape[1] * receptive
 
 
-def initialize(name: str, shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32,
-               **args: float) -> np.ndarray:
+def initialize(
+    name: str, shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32, **args: float
+) -> np.ndarray:
     """An array of ``shape`` drawn by initializer ``name`` from ``rng`` (float64 math, cast)."""
     check_initializer(name, args)
     fan_in, fan_out = fans(shape)

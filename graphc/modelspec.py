@@ -17,7 +17,7 @@ class ModelSpec:
     """What a MODEL argument named: exactly one of ``model``, ``graph`` or (outputs, loss)."""
 
     name: str
-    model: Any = None          # a compiled graphc Model
+    model: Any = None  # a compiled graphc Model
     graph: Graph | None = None
     outputs: list | None = None
     loss: Any = None
@@ -50,7 +50,9 @@ def load_object(spec: str) -> tuple[Any, str]:
         sys.path.pop(0)
     if not hasattr(module, name):
         public = sorted(k for k in vars(module) if not k.startswith("_"))
-        raise ArgumentError(f"{path!r} has no attribute {name!r} (it defines: {', '.join(public[:20])})")
+        raise ArgumentError(
+            f"{path!r} has no attribute {name!r} (it defines: {', '.join(public[:20])})"
+        )
     return getattr(module, name), name
 
 
@@ -69,8 +71,9 @@ def resolve(spec: str) -> ModelSpec:
         try:
             obj = obj()
         except Exception as e:  # the user's function raised: say which, with its message
-            raise ArgumentError(f"{spec}: calling {name}() to build the model failed: "
-                                f"{type(e).__name__}: {e}") from e
+            raise ArgumentError(
+                f"{spec}: calling {name}() to build the model failed: {type(e).__name__}: {e}"
+            ) from e
     if isinstance(obj, Model):
         return ModelSpec(obj.program.name, model=obj)
     if isinstance(obj, Graph):
@@ -79,12 +82,21 @@ def resolve(spec: str) -> ModelSpec:
         return ModelSpec(name, outputs=[obj])
     if isinstance(obj, dict) and "outputs" in obj:
         outs = obj["outputs"]
-        return ModelSpec(obj.get("name", name), outputs=outs if isinstance(outs, list) else [outs],
-                         loss=obj.get("loss"), optimizer=obj.get("optimizer"))
+        return ModelSpec(
+            obj.get("name", name),
+            outputs=outs if isinstance(outs, list) else [outs],
+            loss=obj.get("loss"),
+            optimizer=obj.get("optimizer"),
+        )
     if isinstance(obj, tuple) and obj and isinstance(obj[0], (gc.Tensor, list)):
         outs = obj[0] if isinstance(obj[0], list) else [obj[0]]
-        return ModelSpec(name, outputs=outs, loss=obj[1] if len(obj) > 1 else None,
-                         optimizer=obj[2] if len(obj) > 2 else None)
+        return ModelSpec(
+            name,
+            outputs=outs,
+            loss=obj[1] if len(obj) > 1 else None,
+            optimizer=obj[2] if len(obj) > 2 else None,
+        )
     raise ArgumentError(
         f"{spec}: expected a graphc Model, Graph, Tensor, a dict with 'outputs' (and 'loss', "
-        f"'optimizer'), or a function returning one; got {type(obj).__name__}")
+        f"'optimizer'), or a function returning one; got {type(obj).__name__}"
+    )

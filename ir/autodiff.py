@@ -38,7 +38,9 @@ def _name_operand(b: Builder, value: str, fwd: str, k: int) -> None:
             return
 
 
-def gradients(g: Graph, loss: str, wrt: tuple[str, ...] | list[str]) -> tuple[Graph, dict[str, str]]:
+def gradients(
+    g: Graph, loss: str, wrt: tuple[str, ...] | list[str]
+) -> tuple[Graph, dict[str, str]]:
     """Append the nodes computing d(loss)/d(w) for every w in ``wrt``.
 
     Args:

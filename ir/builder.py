@@ -43,7 +43,9 @@ def describe_failure(
     name: str,
     loc: str | None,
 ) -> str:
-    attr_text = " {" + ", ".join(f"{k}={v!r}" for k, v in sorted(attrs.items())) + "}" if attrs else ""
+    attr_text = (
+        " {" + ", ".join(f"{k}={v!r}" for k, v in sorted(attrs.items())) + "}" if attrs else ""
+    )
     line = f"{name} = {op}({', '.join(inputs)}){attr_text}"
     out = [msg, f"  at   {line:<40} {loc or ''}".rstrip()]
     for i, (n, t) in enumerate(zip(inputs, types)):
@@ -80,10 +82,17 @@ class Builder:
         return node.name
 
     def source(self, op: str, name: str, type: TensorType, attrs: dict | None = None) -> str:
-        return self.add_node(make_node(name, op, (), type, attrs, section=self.section, loc=self.loc))
+        return self.add_node(
+            make_node(name, op, (), type, attrs, section=self.section, loc=self.loc)
+        )
 
-    def emit(self, op: str, inputs: tuple[str, ...] | list[str], attrs: dict | None = None,
-             name: str | None = None) -> str:
+    def emit(
+        self,
+        op: str,
+        inputs: tuple[str, ...] | list[str],
+        attrs: dict | None = None,
+        name: str | None = None,
+    ) -> str:
         inputs = tuple(inputs)
         for i in inputs:
             if i not in self.types:
@@ -107,6 +116,10 @@ class Builder:
             raise AttributeError(op)
         return lambda *inputs, **attrs: self.emit(op, inputs, attrs)
 
-    def graph(self, name: str, outputs: tuple[str, ...] | list[str],
-              updates: tuple[tuple[str, str], ...] = ()) -> Graph:
+    def graph(
+        self,
+        name: str,
+        outputs: tuple[str, ...] | list[str],
+        updates: tuple[tuple[str, str], ...] = (),
+    ) -> Graph:
         return Graph(name, tuple(self.nodes), tuple(outputs), tuple(updates))

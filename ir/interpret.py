@@ -31,9 +31,15 @@ def interpret(
     for node in g.nodes:
         if node.op in ("input", "param", "state"):
             if node.name not in feeds:
-                raise ArgumentError(f"interpret: no value given for {node.op} {node.name}: {node.type}")
+                raise ArgumentError(
+                    f"interpret: no value given for {node.op} {node.name}: {node.type}"
+                )
             a = np.asarray(feeds[node.name])
-            dt = node.type.np_dtype if float_dtype is None or node.type.dtype == "i32" else float_dtype
+            dt = (
+                node.type.np_dtype
+                if float_dtype is None or node.type.dtype == "i32"
+                else float_dtype
+            )
             a = a.astype(dt, copy=False)
             if "N" in node.type.shape and a.ndim == node.type.rank:
                 n_batch = a.shape[node.type.shape.index("N")] if n_batch is None else n_batch

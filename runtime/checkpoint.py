@@ -48,8 +48,14 @@ def structure_hash(g: Graph) -> str:
         attrs = [(k, index.get(v, v) if isinstance(v, str) else v) for k, v in n.attrs]
         item = (n.op, [index.get(x, x) for x in n.inputs], str(n.type), attrs, n.section)
         h.update(repr(item).encode())
-    h.update(repr(([index.get(o, o) for o in g.outputs],
-                   [(index.get(t, t), index.get(v, v)) for t, v in g.updates])).encode())
+    h.update(
+        repr(
+            (
+                [index.get(o, o) for o in g.outputs],
+                [(index.get(t, t), index.get(v, v)) for t, v in g.updates],
+            )
+        ).encode()
+    )
     return h.hexdigest()
 
 
@@ -62,7 +68,9 @@ def header_for(model: Any, extra: dict[str, Any] | None = None) -> dict[str, Any
     history = getattr(model, "history", None)
     epochs = getattr(history, "epochs", None)
     return {
-        "format": FORMAT, "version": VERSION, "model": prog.name,
+        "format": FORMAT,
+        "version": VERSION,
+        "model": prog.name,
         "graph_hash": structure_hash(prog.training or prog.forward),
         "forward_hash": structure_hash(prog.forward),
         "lr": float(model.lr),
@@ -92,7 +100,9 @@ def save(model: Any, path: str | os.PathLike, *, extra: dict[str, Any] | None = 
     try:
         header = json.dumps(header_for(model, extra))
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"save {path!r}: extra metadata must be JSON-serializable ({e})") from None
+        raise CheckpointError(
+            f"save {path!r}: extra metadata must be JSON-serializable ({e})"
+        ) from None
     arrays = {HEADER_KEY: np.frombuffer(header.encode(), dtype=np.uint8)}
     arrays.update({f"param/{k}": np.array(v, order="C") for k, v in model.params.items()})
     arrays.update({f"state/{k}": np.array(v, order="C") for k, v in model.state.items()})
@@ -123,7 +133,9 @@ def save(model: Any, path: str | os.PathLike, *, extra: dict[str, Any] | None = 
     return path
 
 
-def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+def read(
+    path: str | os.PathLike,
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(header, params, state) of a checkpoint file, fully read and checked for integrity.
 
     Raises:
@@ -137,31 +149,43 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zipfile.LargeZipFile) as e:
-        raise CheckpointError(f"checkpoint {path!r} is corrupted or truncated, or not an .npz file "
-                              f"({type(e).__name__}: {e}); save it again") from None
+        raise CheckpointError(
+            f"checkpoint {path!r} is corrupted or truncated, or not an .npz file "
+            f"({type(e).__name__}: {e}); save it again"
+        ) from None
     if HEADER_KEY not in data:
-        raise CheckpointError(f"{path!r} is an .npz file without a graphc header: not a graphc "
-                              "checkpoint (write one with model.save)")
+        raise CheckpointError(
+            f"{path!r} is an .npz file without a graphc header: not a graphc "
+            "checkpoint (write one with model.save)"
+        )
     try:
         header = json.loads(data.pop(HEADER_KEY).tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {path!r}: the header is unreadable ({e})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise CheckpointError(f"{path!r} is not a graphc checkpoint (format {header.get('format') if isinstance(header, dict) else None!r})")
+        raise CheckpointError(
+            f"{path!r} is not a graphc checkpoint (format {header.get('format') if isinstance(header, dict) else None!r})"
+        )
     if header.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint {path!r} has format version {header.get('version')!r}; "
-                              f"this graphc reads version {VERSION}")
+        raise CheckpointError(
+            f"checkpoint {path!r} has format version {header.get('version')!r}; "
+            f"this graphc reads version {VERSION}"
+        )
     params, state = {}, {}
     for section, out in (("params", params), ("state", state)):
         prefix = "param/" if section == "params" else "state/"
         for name, shape, dtype in header.get(section, []):
             a = data.get(prefix + name)
             if a is None:
-                raise CheckpointError(f"checkpoint {path!r}: array {prefix + name} listed in the header "
-                                      "is missing (the file is damaged)")
+                raise CheckpointError(
+                    f"checkpoint {path!r}: array {prefix + name} listed in the header "
+                    "is missing (the file is damaged)"
+                )
             if list(a.shape) != list(shape) or a.dtype.str != dtype:
-                raise CheckpointError(f"checkpoint {path!r}: array {prefix + name} is {a.dtype}{list(a.shape)}, "
-                                      f"the header says {np.dtype(dtype)}{list(shape)} (the file is damaged)")
+                raise CheckpointError(
+                    f"checkpoint {path!r}: array {prefix + name} is {a.dtype}{list(a.shape)}, "
+                    f"the header says {np.dtype(dtype)}{list(shape)} (the file is damaged)"
+                )
             out[name] = a
     return header, params, state
 
@@ -197,7 +221,8 @@ def load(model: Any, path: str | os.PathLike, *, weights_only: bool = False) -> 
             f"checkpoint {path!r} was saved from a different network or optimizer than model "
             f"{prog.name!r} (checkpoint model {header.get('model')!r}; training-graph hash differs: "
             f"{detail}). Build the same network with the same optimizer, or "
-            "load(..., weights_only=True) to take only the parameters")
+            "load(..., weights_only=True) to take only the parameters"
+        )
     new_params = _match(path, "parameter", model.params, params, same_forward or same_graph)
     new_state: dict[str, np.ndarray] = {}
     if not weights_only:
@@ -211,12 +236,23 @@ def load(model: Any, path: str | os.PathLike, *, weights_only: bool = False) -> 
     return header
 
 
-def _match(path: str, what: str, have: dict[str, np.ndarray], got: dict[str, np.ndarray],
-           positional_ok: bool) -> dict[str, np.ndarray]:
+def _match(
+    path: str,
+    what: str,
+    have: dict[str, np.ndarray],
+    got: dict[str, np.ndarray],
+    positional_ok: bool,
+) -> dict[str, np.ndarray]:
     """The checkpoint's arrays keyed by the model's names; raises CheckpointError on mismatch."""
     if set(have) != set(got):
-        if positional_ok and len(have) == len(got) and all(
-                a.shape == b.shape and a.dtype == b.dtype for a, b in zip(have.values(), got.values())):
+        if (
+            positional_ok
+            and len(have) == len(got)
+            and all(
+                a.shape == b.shape and a.dtype == b.dtype
+                for a, b in zip(have.values(), got.values())
+            )
+        ):
             return dict(zip(have, got.values()))
         missing = sorted(set(have) - set(got))
         unknown = sorted(set(got) - set(have))
@@ -225,9 +261,15 @@ def _match(path: str, what: str, have: dict[str, np.ndarray], got: dict[str, np.
             + (f"missing {missing}" if missing else "")
             + ("; " if missing and unknown else "")
             + (f"not in the model {unknown}" if unknown else "")
-            + ". Was it saved from another network?")
-    bad = [f"{k}: model {have[k].dtype}{list(have[k].shape)}, file {got[k].dtype}{list(got[k].shape)}"
-           for k in have if have[k].shape != got[k].shape or have[k].dtype != got[k].dtype]
+            + ". Was it saved from another network?"
+        )
+    bad = [
+        f"{k}: model {have[k].dtype}{list(have[k].shape)}, file {got[k].dtype}{list(got[k].shape)}"
+        for k in have
+        if have[k].shape != got[k].shape or have[k].dtype != got[k].dtype
+    ]
     if bad:
-        raise CheckpointError(f"checkpoint {path!r}: {what} shapes or dtypes differ: " + "; ".join(bad))
+        raise CheckpointError(
+            f"checkpoint {path!r}: {what} shapes or dtypes differ: " + "; ".join(bad)
+        )
     return {k: got[k] for k in have}

@@ -11,8 +11,15 @@ from graphc.ir.passes.schedule import Schedule
 
 from .buffers import aligned_empty
 
-ENTRY = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
+ENTRY = ctypes.CFUNCTYPE(
+    ctypes.c_int32,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+)
 
 
 class Entry:
@@ -23,8 +30,14 @@ class Entry:
     same batch size: copy them if you keep them).
     """
 
-    def __init__(self, address: int, sched: Schedule, params: np.ndarray, state: np.ndarray,
-                 owner: object = None) -> None:
+    def __init__(
+        self,
+        address: int,
+        sched: Schedule,
+        params: np.ndarray,
+        state: np.ndarray,
+        owner: object = None,
+    ) -> None:
         self.fn = ENTRY(address)
         self.sched = sched
         self.owner = owner  # keeps the JIT engine alive while this entry exists
@@ -45,8 +58,13 @@ class Entry:
         self.step_of = None
         self._last: list[np.ndarray | None] = [None] * len(self.in_types)
         # The call's pointer arguments, computed once (params/state never move).
-        self._args = [params.ctypes.data, state.ctypes.data, self.workspace.ctypes.data,
-                      ctypes.addressof(self.inputs), ctypes.addressof(self.outputs)]
+        self._args = [
+            params.ctypes.data,
+            state.ctypes.data,
+            self.workspace.ctypes.data,
+            ctypes.addressof(self.inputs),
+            ctypes.addressof(self.outputs),
+        ]
 
     def prepare(self, n: int) -> None:
         """Allocate outputs and workspace for batch size ``n`` (no-op when already done)."""
@@ -66,14 +84,25 @@ class Entry:
         if len(arrays) != len(self.in_types):
             raise ArgumentError(f"expected {len(self.in_types)} input arrays, got {len(arrays)}")
         for name, t, a in zip(self.sched.input_slots, self.in_types, arrays):
-            if not isinstance(a, np.ndarray) or a.dtype != t.np_dtype or a.shape != t.concrete(n) \
-                    or not a.flags.c_contiguous:
+            if (
+                not isinstance(a, np.ndarray)
+                or a.dtype != t.np_dtype
+                or a.shape != t.concrete(n)
+                or not a.flags.c_contiguous
+            ):
                 got = f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else type(a).__name__
-                raise ArgumentError(f"input {name!r} expects {t} with N={n}, got {got}"
-                                    + ("" if not isinstance(a, np.ndarray) or a.flags.c_contiguous
-                                       else " (not C-contiguous)"))
+                raise ArgumentError(
+                    f"input {name!r} expects {t} with N={n}, got {got}"
+                    + (
+                        ""
+                        if not isinstance(a, np.ndarray) or a.flags.c_contiguous
+                        else " (not C-contiguous)"
+                    )
+                )
 
-    def __call__(self, arrays: list[np.ndarray], n: int, *, checked: bool = True) -> list[np.ndarray]:
+    def __call__(
+        self, arrays: list[np.ndarray], n: int, *, checked: bool = True
+    ) -> list[np.ndarray]:
         if checked:
             if n < 1:
                 raise ArgumentError(f"batch size must be >= 1, got {n}")
@@ -106,30 +135,46 @@ class Entry:
         if self.name == "train_step" and done is not None:
             # had this step's counter update already run when kernel k failed?
             upd = dict(g.updates).get("step")
-            ran = any(j < k and (upd in kern.nodes or kern.copy_to == "step")
-                      for j, kern in enumerate(kernels))
+            ran = any(
+                j < k and (upd in kern.nodes or kern.copy_to == "step")
+                for j, kern in enumerate(kernels)
+            )
             where = f"training step {int(done) + (0 if ran else 1)}"
         elif done is not None:
             where = f"{self.name or 'entry'} (after {int(done)} training steps)"
         else:
             where = self.name or "entry"
-        lines = [f"{nd.op} node {v} produced NaN or Inf in the {nd.section} part of {where}",
-                 f"  at   {v} = {nd.op}({', '.join(nd.inputs)}) : {nd.type}"
-                 f"    {nd.loc or '(no source line)'}"]
+        lines = [
+            f"{nd.op} node {v} produced NaN or Inf in the {nd.section} part of {where}",
+            f"  at   {v} = {nd.op}({', '.join(nd.inputs)}) : {nd.type}"
+            f"    {nd.loc or '(no source line)'}",
+        ]
         if nd.origin:
             lines.append(f"  from {nd.origin}")
         lines += [f"  operand {i} : {g[i].type}" for i in nd.inputs]
         others = [x for x in kernels[k].nodes if x != v]
         if others:
             lines.append(f"  (computed in one fused kernel with {', '.join(others)})")
-        lines.append("  Check the data for NaN/Inf and extreme values, lower the learning rate, or "
-                     "inspect the values feeding this node (graphc dump shows the graph).")
+        lines.append(
+            "  Check the data for NaN/Inf and extreme values, lower the learning rate, or "
+            "inspect the values feeding this node (graphc dump shows the graph)."
+        )
         return NumericsError("\n".join(lines))
 
 
-EPOCH = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                         ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p,
-                         ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p)
+EPOCH = ctypes.CFUNCTYPE(
+    ctypes.c_int32,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+)
 
 
 class EpochEntry:
@@ -146,8 +191,15 @@ class EpochEntry:
         self.inputs = (ctypes.c_void_p * max(1, len(slots)))()
         self.staging = (ctypes.c_void_p * max(1, len(slots)))()
 
-    def __call__(self, arrays: list[np.ndarray], staging: list[np.ndarray | None], n: int,
-                 order: np.ndarray, batch: int, losses: np.ndarray) -> np.ndarray:
+    def __call__(
+        self,
+        arrays: list[np.ndarray],
+        staging: list[np.ndarray | None],
+        n: int,
+        order: np.ndarray,
+        batch: int,
+        losses: np.ndarray,
+    ) -> np.ndarray:
         """Run ``ceil(n / batch)`` steps over ``arrays`` (checked by the caller for ``n`` rows)
         in the row order ``order`` (int64[n]); ``staging[i]`` holds ``batch`` rows of batched
         input ``i``. Writes and returns ``losses`` (one per step, the loss's dtype)."""
@@ -162,11 +214,23 @@ class EpochEntry:
             self.inputs[i] = a.ctypes.data
             st = staging[i]
             self.staging[i] = st.ctypes.data if st is not None else None
-        rc = self.fn(e._args[0], e._args[1], e._args[2], ctypes.addressof(self.inputs), e._args[4], n,
-                     order.ctypes.data, batch, ctypes.addressof(self.staging), losses.ctypes.data)
+        rc = self.fn(
+            e._args[0],
+            e._args[1],
+            e._args[2],
+            ctypes.addressof(self.inputs),
+            e._args[4],
+            n,
+            order.ctypes.data,
+            batch,
+            ctypes.addressof(self.staging),
+            losses.ctypes.data,
+        )
         if rc != 0 and e.numerics and rc != 3:
             raise e.error(rc)
         if rc != 0:
-            raise ArgumentError(f"native code returned error {rc}"
-                                + (" (a row index outside the data)" if rc == 3 else ""))
+            raise ArgumentError(
+                f"native code returned error {rc}"
+                + (" (a row index outside the data)" if rc == 3 else "")
+            )
         return losses

@@ -66,7 +66,8 @@ class Library:
                 raise ArgumentError(
                     f"load: {path!r} is not a shared library. graphc.load opens libraries made by "
                     "`graphc compile` or model.export(); to restore a checkpoint (.npz), build the "
-                    "model again and call model.load(path)")
+                    "model again and call model.load(path)"
+                )
         if name is None:
             m = re.fullmatch(r"lib(\w+?)(\.\w+)*\.so(\.\d+)*", os.path.basename(path))
             if m is None:
@@ -124,8 +125,10 @@ class Library:
             raise ArgumentError(f"threads must be a positive int, got {n!r}")
         fn = getattr(self._lib, f"{self.name}_set_num_threads", None)
         if fn is None:
-            raise ArgumentError(f"{self.path!r} has no {self.name}_set_num_threads (made by an "
-                                "older graphc): it runs on one thread")
+            raise ArgumentError(
+                f"{self.path!r} has no {self.name}_set_num_threads (made by an "
+                "older graphc): it runs on one thread"
+            )
         fn.argtypes, fn.restype = [ctypes.c_int32], ctypes.c_int32
         with self._lock:
             fn(min(n, MAX_THREADS))  # the library clamps to 1..MAX_THREADS; int32 must not wrap

@@ -58,13 +58,32 @@ class Model:
         src = program.training or program.forward
         self.param_nodes = [n for n in src.nodes if n.op == "param"]
         self.state_nodes = [n for n in src.nodes if n.op == "state"]
-        self.params = {n.name: view(self._param_region, program.layout[n.name].offset,
-                                    n.type.concrete(1), n.type.np_dtype) for n in self.param_nodes}
-        self.state = {n.name: view(self._state_region, program.layout[n.name].offset,
-                                   n.type.concrete(1), n.type.np_dtype) for n in self.state_nodes}
+        self.params = {
+            n.name: view(
+                self._param_region,
+                program.layout[n.name].offset,
+                n.type.concrete(1),
+                n.type.np_dtype,
+            )
+            for n in self.param_nodes
+        }
+        self.state = {
+            n.name: view(
+                self._state_region,
+                program.layout[n.name].offset,
+                n.type.concrete(1),
+                n.type.np_dtype,
+            )
+            for n in self.state_nodes
+        }
         self.entries = {
-            e: Entry(jit.address(f"{program.name}_{e}"), s, self._param_region,
-                     self._state_region, owner=jit)
+            e: Entry(
+                jit.address(f"{program.name}_{e}"),
+                s,
+                self._param_region,
+                self._state_region,
+                owner=jit,
+            )
             for e, s in program.schedules.items()
         }
         if getattr(program, "check_numerics", False):  # name the node behind a NaN/Inf code
@@ -75,9 +94,14 @@ class Model:
                 e.step_of = (lambda: float(self.state["step"])) if "step" in self.state else None
         # A whole epoch in one native call, when the module has it (see fit).
         self.epoch_entry: EpochEntry | None = None
-        if "train_step" in self.entries and hasattr(jit, "has") and jit.has(f"{program.name}_train_epoch"):
-            self.epoch_entry = EpochEntry(jit.address(f"{program.name}_train_epoch"),
-                                          self.entries["train_step"])
+        if (
+            "train_step" in self.entries
+            and hasattr(jit, "has")
+            and jit.has(f"{program.name}_train_epoch")
+        ):
+            self.epoch_entry = EpochEntry(
+                jit.address(f"{program.name}_train_epoch"), self.entries["train_step"]
+            )
         self.use_epoch_entry = True
         own_lock(self)
         self.threads = default_threads()
@@ -116,14 +140,22 @@ class Model:
 
         for i, n in enumerate(self.param_nodes):
             args = dict(n.attr("init_args", ()))
-            self.params[n.name][...] = initialize(n.attr("init", "zeros"), n.type.concrete(1),
-                                                  np.random.default_rng([seed, i]),
-                                                  n.type.np_dtype, **args)
+            self.params[n.name][...] = initialize(
+                n.attr("init", "zeros"),
+                n.type.concrete(1),
+                np.random.default_rng([seed, i]),
+                n.type.np_dtype,
+                **args,
+            )
         for n in self.state_nodes:
             args = dict(n.attr("init_args", ()))
-            self.state[n.name][...] = initialize(n.attr("init", "zeros"), n.type.concrete(1),
-                                                 np.random.default_rng([seed, 0]), n.type.np_dtype,
-                                                 **args)
+            self.state[n.name][...] = initialize(
+                n.attr("init", "zeros"),
+                n.type.concrete(1),
+                np.random.default_rng([seed, 0]),
+                n.type.np_dtype,
+                **args,
+            )
 
     @property
     def param_count(self) -> int:
@@ -138,7 +170,9 @@ class Model:
             if k not in self.params:
                 raise ArgumentError(f"set_weights: the model has no parameter {k!r}")
             if np.shape(v) != self.params[k].shape:
-                raise ArgumentError(f"set_weights: {k} expects shape {self.params[k].shape}, got {np.shape(v)}")
+                raise ArgumentError(
+                    f"set_weights: {k} expects shape {self.params[k].shape}, got {np.shape(v)}"
+                )
         for k, v in weights.items():
             self.params[k][...] = v
 
@@ -203,10 +237,16 @@ class Model:
                 raise ArgumentError(f"input {name!r}: expected an array of {t}, got a scalar")
             if t.dtype == "i32":
                 if not np.issubdtype(a.dtype, np.integer):
-                    if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+                    if (
+                        np.issubdtype(a.dtype, np.floating)
+                        and np.all(np.isfinite(a))
+                        and np.all(a == np.round(a))
+                    ):
                         a = a.astype(np.int64)
                     else:
-                        raise ArgumentError(f"input {name!r} holds class labels: expected integers, got {a.dtype}")
+                        raise ArgumentError(
+                            f"input {name!r} holds class labels: expected integers, got {a.dtype}"
+                        )
             elif not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
                 raise ArgumentError(f"input {name!r} expects numbers ({t}), got dtype {a.dtype}")
             want = t.concrete(a.shape[0] if a.ndim else 0)
@@ -215,7 +255,9 @@ class Model:
             if a.shape[1:] != tuple(want[1:]) or a.ndim != len(want):
                 raise ArgumentError(f"input {name!r} expects {t}, got an array of shape {a.shape}")
             if n is not None and a.shape[0] != n:
-                raise ArgumentError(f"inputs have different numbers of rows ({n} and {a.shape[0]} for {name!r})")
+                raise ArgumentError(
+                    f"inputs have different numbers of rows ({n} and {a.shape[0]} for {name!r})"
+                )
             n = a.shape[0]
             feeds[name] = np.ascontiguousarray(a, dtype=t.np_dtype) if t.dtype != "i32" else a
         if n is None or n == 0:
@@ -233,7 +275,8 @@ class Model:
                 if bad.size:
                     raise ArgumentError(
                         f"labels {name!r}: row {bad[0]} has class {a[bad[0]]}, outside 0..{classes - 1} "
-                        f"({bad.size} such rows)")
+                        f"({bad.size} such rows)"
+                    )
                 feeds[name] = np.ascontiguousarray(a, dtype=np.int32)
             elif not allow_nonfinite:
                 finite = np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1)
@@ -241,16 +284,21 @@ class Model:
                     row = int(np.flatnonzero(~finite)[0])
                     raise ArgumentError(
                         f"input {name!r}: row {row} holds NaN or Inf ({int((~finite).sum())} rows); clean the "
-                        f"data or pass allow_nonfinite=True")
-            if t.dtype != "i32" and self.program.loss_kind == "binary_cross_entropy" \
-                    and name in self.program.label_inputs:
+                        f"data or pass allow_nonfinite=True"
+                    )
+            if (
+                t.dtype != "i32"
+                and self.program.loss_kind == "binary_cross_entropy"
+                and name in self.program.label_inputs
+            ):
                 outside = ((a < 0) | (a > 1)).reshape(a.shape[0], -1).any(axis=1)
                 if outside.any():
                     row = int(np.flatnonzero(outside)[0])
                     raise ArgumentError(
                         f"targets {name!r}: row {row} holds {a[row].ravel()[:4].tolist()}, outside [0, 1] "
                         f"({int(outside.sum())} rows); binary_cross_entropy takes 0/1 labels or "
-                        "probabilities")
+                        "probabilities"
+                    )
 
     def _classes_for(self, labels: str) -> int | None:
         for n in self.program.forward.nodes:
@@ -262,8 +310,10 @@ class Model:
 
     def _run(self, entry: str, feeds: dict[str, np.ndarray], n: int) -> list[np.ndarray]:
         e = self.entries[entry]
-        arrays = [feeds[name] if name != "lr" else np.array(self.lr, dtype=e.in_types[i].np_dtype)
-                  for i, name in enumerate(e.sched.input_slots)]
+        arrays = [
+            feeds[name] if name != "lr" else np.array(self.lr, dtype=e.in_types[i].np_dtype)
+            for i, name in enumerate(e.sched.input_slots)
+        ]
         return e(arrays, n)
 
     @serialized
@@ -280,8 +330,9 @@ class Model:
         outs = self._batched("infer", feeds, n, batch_size)
         return outs[0] if len(outs) == 1 else dict(zip(self.program.outputs, outs))
 
-    def _batched(self, entry: str, feeds: dict[str, np.ndarray], n: int, batch_size: int
-                 ) -> list[np.ndarray]:
+    def _batched(
+        self, entry: str, feeds: dict[str, np.ndarray], n: int, batch_size: int
+    ) -> list[np.ndarray]:
         if batch_size < 1:
             raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
         e = self.entries[entry]
@@ -291,8 +342,12 @@ class Model:
             hi = min(n, lo + batch_size)
             batch = {k: np.ascontiguousarray(feeds[k][lo:hi]) for k in names if k in feeds}
             parts.append([o.copy() for o in self._run(entry, batch, hi - lo)])
-        return [np.concatenate([p[j] for p in parts]) if parts[0][j].ndim else
-                np.array([p[j] for p in parts]) for j in range(len(parts[0]))]
+        return [
+            np.concatenate([p[j] for p in parts])
+            if parts[0][j].ndim
+            else np.array([p[j] for p in parts])
+            for j in range(len(parts[0]))
+        ]
 
     @serialized
     def evaluate(self, x: Any, y: Any, *, batch_size: int = 1024) -> dict[str, float]:
@@ -328,16 +383,30 @@ class Model:
         if kind == "mean_squared_error":
             err = out.astype(np.float64) - y
             var = float(np.var(y))
-            return {"mse": float(np.mean(err ** 2)), "mae": float(np.mean(np.abs(err))),
-                    "r2": 1.0 - float(np.mean(err ** 2)) / var if var > 0 else float("nan")}
+            return {
+                "mse": float(np.mean(err**2)),
+                "mae": float(np.mean(np.abs(err))),
+                "r2": 1.0 - float(np.mean(err**2)) / var if var > 0 else float("nan"),
+            }
         return {}
 
     @serialized
-    def fit(self, x: Any, y: Any = None, *, epochs: int = 1, batch_size: int = 32,
-            validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
-            shuffle: bool = True, seed: int = 0, verbose: int = 1,
-            callbacks: list[Any] = (), allow_nonfinite: bool = False,
-            initial_epoch: int = 0) -> History:
+    def fit(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        epochs: int = 1,
+        batch_size: int = 32,
+        validation_data: tuple[Any, Any] | None = None,
+        validation_split: float = 0.0,
+        shuffle: bool = True,
+        seed: int = 0,
+        verbose: int = 1,
+        callbacks: list[Any] = (),
+        allow_nonfinite: bool = False,
+        initial_epoch: int = 0,
+    ) -> History:
         """Train for ``epochs`` passes over the data in shuffled mini-batches.
 
         Every epoch draws a permutation from ``np.random.default_rng([seed, epoch])``; the last
@@ -383,8 +452,10 @@ class Model:
         if not isinstance(epochs, int) or epochs < 0:
             raise ArgumentError(f"epochs must be an int >= 0, got {epochs!r}")
         if not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:
-            raise ArgumentError(f"initial_epoch must be an int in 0..epochs ({epochs}), got {initial_epoch!r}"
-                                " (epochs counts from 0, as in Keras: epochs=4, initial_epoch=2 runs 2 more)")
+            raise ArgumentError(
+                f"initial_epoch must be an int in 0..epochs ({epochs}), got {initial_epoch!r}"
+                " (epochs counts from 0, as in Keras: epochs=4, initial_epoch=2 runs 2 more)"
+            )
         feeds, n = self._as_feeds(x, y, need_labels=True)
         self._validate(feeds, allow_nonfinite)
         if validation_split:
@@ -392,9 +463,13 @@ class Model:
                 raise ArgumentError(f"validation_split must lie in (0, 1), got {validation_split}")
             cut = int(round(n * (1 - validation_split)))
             if cut < 1 or cut >= n:
-                raise ArgumentError(f"validation_split={validation_split} leaves no rows on one side")
-            validation_data = ({k: v[cut:] for k, v in feeds.items() if k in self.program.feature_inputs},
-                               {k: v[cut:] for k, v in feeds.items() if k in self.program.label_inputs})
+                raise ArgumentError(
+                    f"validation_split={validation_split} leaves no rows on one side"
+                )
+            validation_data = (
+                {k: v[cut:] for k, v in feeds.items() if k in self.program.feature_inputs},
+                {k: v[cut:] for k, v in feeds.items() if k in self.program.label_inputs},
+            )
             feeds = {k: v[:cut] for k, v in feeds.items()}
             n = cut
         if validation_data is not None:
@@ -419,8 +494,14 @@ class Model:
         if rest:
             e.check(rest_arrays, rest)
         # One native call per epoch unless a callback wants to run between batches.
-        epoch_entry = self.epoch_entry if self.use_epoch_entry and not any(
-            hasattr(cb, "on_batch_begin") or hasattr(cb, "on_batch_end") for cb in callbacks) else None
+        epoch_entry = (
+            self.epoch_entry
+            if self.use_epoch_entry
+            and not any(
+                hasattr(cb, "on_batch_begin") or hasattr(cb, "on_batch_end") for cb in callbacks
+            )
+            else None
+        )
         if epoch_entry is not None:
             data_arrays = arrays_for(feeds)
             e.check(data_arrays, n)
@@ -434,8 +515,9 @@ class Model:
                 for cb in callbacks:
                     getattr(cb, "on_epoch_begin", lambda m, ep: None)(self, epoch)
                 t0 = time.perf_counter()
-                order = (np.random.default_rng([seed, epoch]).permutation(n) if shuffle
-                         else np.arange(n))
+                order = (
+                    np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+                )
                 total = 0.0
                 if epoch_entry is not None:
                     lr_arr[...] = self.lr
@@ -443,8 +525,10 @@ class Model:
                     for lo, loss in zip(range(0, n, bs), losses.tolist()):
                         total += loss * min(bs, n - lo)
                 for lo in range(0, n, bs) if epoch_entry is None else ():
-                    idx = order[lo:lo + bs]
-                    st, arrays = (stage, full_arrays) if len(idx) == bs else (stage_rest, rest_arrays)
+                    idx = order[lo : lo + bs]
+                    st, arrays = (
+                        (stage, full_arrays) if len(idx) == bs else (stage_rest, rest_arrays)
+                    )
                     for k, v in feeds.items():
                         np.take(v, idx, axis=0, out=st[k])
                     lr_arr[...] = self.lr
@@ -452,22 +536,30 @@ class Model:
                     total += float(loss) * len(idx)
                 figures = {"loss": total / n}
                 if validation_data is not None:
-                    figures.update({f"val_{k}": v for k, v in self._evaluate_feeds(vfeeds, vn).items()})
+                    figures.update(
+                        {f"val_{k}": v for k, v in self._evaluate_feeds(vfeeds, vn).items()}
+                    )
                 figures["lr"] = float(self.lr)  # the rate this epoch's steps used
                 figures["seconds"] = time.perf_counter() - t0
                 history.add(epoch, figures)
                 progress.epoch(epoch, figures)
                 stop = False
                 for cb in callbacks:
-                    stop |= bool(getattr(cb, "on_epoch_end", lambda m, ep, f: False)(self, epoch, figures))
+                    stop |= bool(
+                        getattr(cb, "on_epoch_end", lambda m, ep, f: False)(self, epoch, figures)
+                    )
                 if stop:
                     history.stopped_early = True
                     break
         except KeyboardInterrupt:
             history.interrupted = True
             if verbose:
-                print(f"fit: interrupted after {len(history.epochs)} finished epoch(s); the parameters "
-                      "are those of the last finished step", file=sys.stderr, flush=True)
+                print(
+                    f"fit: interrupted after {len(history.epochs)} finished epoch(s); the parameters "
+                    "are those of the last finished step",
+                    file=sys.stderr,
+                    flush=True,
+                )
         finally:
             progress.close()
             for cb in callbacks:
@@ -495,8 +587,12 @@ class _Progress:
             except ImportError:
                 tqdm = None
             if tqdm is not None:
-                self.bar = tqdm(total=max(0, epochs - initial_epoch), unit="epoch", file=sys.stdout,
-                                dynamic_ncols=True)
+                self.bar = tqdm(
+                    total=max(0, epochs - initial_epoch),
+                    unit="epoch",
+                    file=sys.stdout,
+                    dynamic_ncols=True,
+                )
 
     def epoch(self, epoch: int, figures: dict[str, float]) -> None:
         if not self.verbose:
@@ -506,12 +602,16 @@ class _Progress:
             self.bar.set_postfix({k: f"{v:.4f}" for k, v in parts.items()}, refresh=False)
             self.bar.update(1)
             return
-        print(f"epoch {epoch + 1}/{self.epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in parts.items())
-              + f"  lr {figures.get('lr', float('nan')):.3g}"
-              + f"  ({figures['seconds'] * 1e3:.1f} ms)", file=sys.stdout, flush=True)
+        print(
+            f"epoch {epoch + 1}/{self.epochs}  "
+            + "  ".join(f"{k} {v:.4f}" for k, v in parts.items())
+            + f"  lr {figures.get('lr', float('nan')):.3g}"
+            + f"  ({figures['seconds'] * 1e3:.1f} ms)",
+            file=sys.stdout,
+            flush=True,
+        )
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-

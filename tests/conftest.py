@@ -17,8 +17,8 @@ def numeric_grad(f, xs: list[np.ndarray], i: int, eps: float = 1e-6) -> np.ndarr
     for idx in np.ndindex(grad.shape):
         step = np.zeros_like(xs[i])
         step[idx] = eps
-        hi = f(*xs[:i], xs[i] + step, *xs[i + 1:])
-        lo = f(*xs[:i], xs[i] - step, *xs[i + 1:])
+        hi = f(*xs[:i], xs[i] + step, *xs[i + 1 :])
+        lo = f(*xs[:i], xs[i] - step, *xs[i + 1 :])
         grad[idx] = (hi - lo) / (2 * eps)
     return grad
 

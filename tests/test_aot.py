@@ -107,11 +107,19 @@ def build(tmp_path_factory, data):
     }
 
 
-def run(argv: list[str], stdin: Path | None = None, env: dict | None = None
-        ) -> subprocess.CompletedProcess:
+def run(
+    argv: list[str], stdin: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
     with open(stdin) if stdin else open(os.devnull) as f:
-        return subprocess.run(argv, stdin=f, check=False, capture_output=True, text=True,
-                              timeout=120, env={**os.environ, **(env or {})})
+        return subprocess.run(
+            argv,
+            stdin=f,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **(env or {})},
+        )
 
 
 def test_c_program_inference_matches_python(build, data):
@@ -364,16 +372,50 @@ def test_avx512_target_uses_512_bit_fmas(tmp_path):
     """--target-cpu x86-64-v4 (AVX-512): the GEMM's microkernel is built from zmm FMAs (the
     assembly only: this machine need not run it)."""
     out = tmp_path / "digits.s"
-    r = subprocess.run([sys.executable, "-m", "graphc", "compile", str(EXAMPLES / "models.py") +
-                        ":digits", "-o", str(out), "--emit", "asm", "--target-cpu", "x86-64-v4",
-                        "--entry", "infer"], check=False, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "graphc",
+            "compile",
+            str(EXAMPLES / "models.py") + ":digits",
+            "-o",
+            str(out),
+            "--emit",
+            "asm",
+            "--target-cpu",
+            "x86-64-v4",
+            "--entry",
+            "infer",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     asm = out.read_text()
     assert len(re.findall(r"vfmadd\w*ps\s+.*%zmm", asm)) >= 12  # one 6 x 2-vector tile at least
     v3 = tmp_path / "v3.s"
-    r = subprocess.run([sys.executable, "-m", "graphc", "compile", str(EXAMPLES / "models.py") +
-                        ":digits", "-o", str(v3), "--emit", "asm", "--target-cpu", "x86-64-v3",
-                        "--entry", "infer"], check=False, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "graphc",
+            "compile",
+            str(EXAMPLES / "models.py") + ":digits",
+            "-o",
+            str(v3),
+            "--emit",
+            "asm",
+            "--target-cpu",
+            "x86-64-v3",
+            "--entry",
+            "infer",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert "zmm" not in v3.read_text() and re.search(r"vfmadd\w*ps\s+.*%ymm", v3.read_text())
 

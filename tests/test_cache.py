@@ -58,7 +58,7 @@ def test_second_compile_hits_cache_and_gives_identical_results(llvm_calls, cache
     m1 = _compile()
     assert m1.program.timings["cache"] == "miss" and len(llvm_calls) == 1
     assert len(list(cache_dir.glob("*.o"))) == 1
-    m2 = _compile()                                  # declared afresh: new %N names, same graph
+    m2 = _compile()  # declared afresh: new %N names, same graph
     assert m2.program.timings["cache"] == "hit" and len(llvm_calls) == 1
     l1, p1 = _train(m1)
     l2, p2 = _train(m2)
@@ -83,12 +83,12 @@ def test_corrupted_cache_file_is_ignored_and_rebuilt(llvm_calls, cache_dir) -> N
     path = cache.path_for(key)
     good = path.read_bytes()
     n0 = len(llvm_calls)
-    path.write_bytes(good[:len(cache.MAGIC) + 40] + b"\x00garbage" * 10)
+    path.write_bytes(good[: len(cache.MAGIC) + 40] + b"\x00garbage" * 10)
     m2 = _compile()
     assert m2.program.timings["cache"] == "miss" and len(llvm_calls) == n0 + 1
-    assert cache.load(key) is not None               # rebuilt and stored again
+    assert cache.load(key) is not None  # rebuilt and stored again
     assert _train(m1)[0] == _train(m2)[0]
-    path.write_bytes(good[:-100])                    # truncated: the digest no longer matches
+    path.write_bytes(good[:-100])  # truncated: the digest no longer matches
     assert cache.load(key) is None and not path.exists()
 
 
@@ -119,6 +119,6 @@ def test_cache_holds_only_checked_object_files_no_pickle(llvm_calls, cache_dir) 
     files = list(cache_dir.iterdir())
     assert files and all(p.suffix == ".o" for p in files)
     assert all(p.read_bytes().startswith(cache.MAGIC) for p in files)
-    m = _compile()                  # passes run again; the machine code is a hit
+    m = _compile()  # passes run again; the machine code is a hit
     assert m.program.timings["cache"] == "hit"
     assert "passes+schedule:train_step" in m.program.timings

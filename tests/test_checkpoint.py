@@ -58,8 +58,11 @@ def fresh():
 
 
 def _snapshot(model):
-    return ({k: v.copy() for k, v in model.params.items()},
-            {k: v.copy() for k, v in model.state.items()}, model.lr)
+    return (
+        {k: v.copy() for k, v in model.params.items()},
+        {k: v.copy() for k, v in model.state.items()},
+        model.lr,
+    )
 
 
 def _assert_same(model, snap) -> None:
@@ -96,11 +99,17 @@ def test_save_then_load_round_trips_params_state_and_lr(trained, fresh, tmp_path
     fresh.load(path)
     _assert_same(fresh, _snapshot(model))
     with np.load(path, allow_pickle=False) as z:  # a plain .npz, readable without graphc
-        assert "param/ckpt.l0.w" in z.files and "param/ckpt.l2.w" in z.files and "state/step" in z.files
+        assert (
+            "param/ckpt.l0.w" in z.files
+            and "param/ckpt.l2.w" in z.files
+            and "state/step" in z.files
+        )
     assert [f for f in os.listdir(tmp_path) if f != "m.npz"] == []  # no temporary left behind
 
 
-def test_crash_while_writing_leaves_the_previous_file_intact(trained, tmp_path, monkeypatch) -> None:
+def test_crash_while_writing_leaves_the_previous_file_intact(
+    trained, tmp_path, monkeypatch
+) -> None:
     model, _, _ = trained
     path = str(tmp_path / "m.npz")
     model.save(path)
@@ -122,7 +131,9 @@ def test_save_writes_a_temporary_file_then_renames_it(trained, tmp_path, monkeyp
     calls = []
     real_replace, real_fsync = os.replace, os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: calls.append("fsync") or real_fsync(fd))
-    monkeypatch.setattr(os, "replace", lambda a, b: calls.append(("replace", a, b)) or real_replace(a, b))
+    monkeypatch.setattr(
+        os, "replace", lambda a, b: calls.append(("replace", a, b)) or real_replace(a, b)
+    )
     path = str(tmp_path / "m.npz")
     model.save(path)
     rename = [c for c in calls if c != "fsync"]
@@ -136,7 +147,7 @@ def _damaged_files(good: bytes, tmp_path):
     half.write_bytes(good[: len(good) // 2])
     flipped = bytearray(good)
     i = len(good) // 2
-    flipped[i:i + 8] = bytes(255 - b for b in flipped[i:i + 8])
+    flipped[i : i + 8] = bytes(255 - b for b in flipped[i : i + 8])
     corrupt = tmp_path / "corrupt.npz"
     corrupt.write_bytes(bytes(flipped))
     text = tmp_path / "text.npz"
@@ -145,13 +156,19 @@ def _damaged_files(good: bytes, tmp_path):
     np.savez(pickled, __header__=np.array([{"format": "graphc-checkpoint"}], dtype=object))
     foreign = tmp_path / "foreign.npz"
     np.savez(foreign, a=np.zeros(3))
-    return {"truncated": (half, "corrupted or truncated"), "bit flips": (corrupt, "corrupted"),
-            "text": (text, "not an .npz"), "pickle": (pickled, "corrupted|pickle"),
-            "foreign npz": (foreign, "without a graphc header"),
-            "missing": (tmp_path / "nope.npz", "does not exist")}
+    return {
+        "truncated": (half, "corrupted or truncated"),
+        "bit flips": (corrupt, "corrupted"),
+        "text": (text, "not an .npz"),
+        "pickle": (pickled, "corrupted|pickle"),
+        "foreign npz": (foreign, "without a graphc header"),
+        "missing": (tmp_path / "nope.npz", "does not exist"),
+    }
 
 
-def test_damaged_files_raise_checkpoint_error_and_leave_the_model_unchanged(trained, fresh, tmp_path) -> None:
+def test_damaged_files_raise_checkpoint_error_and_leave_the_model_unchanged(
+    trained, fresh, tmp_path
+) -> None:
     model, _, path = trained
     good = open(path, "rb").read()
     snap = _snapshot(fresh)
@@ -167,7 +184,9 @@ def test_checkpoint_of_another_network_is_rejected_with_the_differences(fresh, t
     path = str(tmp_path / "other.npz")
     other.save(path)
     snap = _snapshot(fresh)
-    with pytest.raises(gc.CheckpointError, match=r"ckpt.l0.w: model float32\[4, 8\], file float32\[4, 5\]"):
+    with pytest.raises(
+        gc.CheckpointError, match=r"ckpt.l0.w: model float32\[4, 8\], file float32\[4, 5\]"
+    ):
         fresh.load(path, weights_only=True)
     with pytest.raises(gc.CheckpointError, match="different network or optimizer"):
         fresh.load(path)
@@ -189,6 +208,7 @@ def test_weights_only_loads_across_optimizers(trained, tmp_path) -> None:
 
 def test_header_hash_ignores_automatic_names() -> None:
     """Two builds of one network in one process get different auto names but the same hash."""
+
     def build():
         x = gc.input("x", ("N", 3))
         out = gc.dense(gc.dense(x, 4, "relu"), 2)
@@ -243,4 +263,3 @@ def test_initial_epoch_out_of_range_is_rejected(fresh) -> None:
     x, y = _data()
     with pytest.raises(gc.ArgumentError, match="initial_epoch"):
         fresh.fit(x, y, epochs=2, initial_epoch=3, verbose=0)
-

@@ -30,29 +30,42 @@ def _mlp(activation: str, loss_kind: str, optimizer):
     return gc.compile(out, loss, optimizer, name="mlp", seed=3)
 
 
-@pytest.mark.parametrize("activation,loss_kind,opt", [
-    ("relu", "sce", "adam"), ("tanh", "bce", "sgd"), ("sigmoid", "mse", "momentum"),
-])
+@pytest.mark.parametrize(
+    "activation,loss_kind,opt",
+    [
+        ("relu", "sce", "adam"),
+        ("tanh", "bce", "sgd"),
+        ("sigmoid", "mse", "momentum"),
+    ],
+)
 @pytest.mark.parametrize("n", [1, 7, 13])
 def test_training_step_matches_interpreter(activation, loss_kind, opt, n) -> None:
-    optimizer = {"adam": gc.Adam(lr=0.01), "sgd": gc.SGD(lr=0.1),
-                 "momentum": gc.SGD(lr=0.05, momentum=0.9, nesterov=True)}[opt]
+    optimizer = {
+        "adam": gc.Adam(lr=0.01),
+        "sgd": gc.SGD(lr=0.1),
+        "momentum": gc.SGD(lr=0.05, momentum=0.9, nesterov=True),
+    }[opt]
     m = _mlp(activation, loss_kind, optimizer)
     rng = np.random.default_rng(n)
     x = rng.standard_normal((n, 6)).astype(np.float32)
-    y = (rng.integers(0, 3, n).astype(np.int32) if loss_kind == "sce"
-         else rng.integers(0, 2, (n, 1)).astype(np.float32))
+    y = (
+        rng.integers(0, 3, n).astype(np.int32)
+        if loss_kind == "sce"
+        else rng.integers(0, 2, (n, 1)).astype(np.float32)
+    )
     g = m.program.training
     for step in range(3):
         feeds = {"x": x, "labels": y, "lr": np.float64(m.lr), **m.params, **m.state}
         ref = interpret(g, feeds)
         loss = m.train_step(x, y)
-        np.testing.assert_allclose(loss, ref[m.program.loss], rtol=2e-5, atol=1e-6,
-                                   err_msg=f"loss at step {step}")
+        np.testing.assert_allclose(
+            loss, ref[m.program.loss], rtol=2e-5, atol=1e-6, err_msg=f"loss at step {step}"
+        )
         for target, _ in g.updates:
             cur = m.params.get(target, m.state.get(target))
-            np.testing.assert_allclose(cur, ref[target + "'"], rtol=1e-4, atol=1e-5,
-                                       err_msg=f"{target} after step {step}")
+            np.testing.assert_allclose(
+                cur, ref[target + "'"], rtol=1e-4, atol=1e-5, err_msg=f"{target} after step {step}"
+            )
 
 
 def test_inference_matches_interpreter_for_batch_sizes_off_the_vector_width() -> None:

@@ -35,8 +35,9 @@ def test_split_module_computes_the_same_as_numpy(monkeypatch, threads) -> None:
     rng = np.random.default_rng(1)
     for n in (1, 5, 33):  # the direct GEMM path (n <= 5) and the packed one
         x = rng.standard_normal((n, 7)).astype(np.float32)
-        np.testing.assert_allclose(m.predict(x), _forward(m, x.astype(np.float64)),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            m.predict(x), _forward(m, x.astype(np.float64)), rtol=1e-5, atol=1e-5
+        )
     # one SGD step against its formula: w -= lr * dL/dw, the gradient by central differences
     x = rng.standard_normal((16, 7)).astype(np.float32)
     y = rng.standard_normal((16, 1)).astype(np.float32)

@@ -21,7 +21,9 @@ def test_matmul_rejects_mismatched_inner_dims_naming_op_shapes_and_line() -> Non
 
 
 def test_add_rejects_shapes_that_do_not_broadcast() -> None:
-    with pytest.raises(gc.ShapeError, match=r"add: shapes cannot be broadcast together \(f32\[N,3\] vs f32\[4\]\)"):
+    with pytest.raises(
+        gc.ShapeError, match=r"add: shapes cannot be broadcast together \(f32\[N,3\] vs f32\[4\]\)"
+    ):
         gc.input("a", ("N", 3)) + gc.input("b", (4,))
 
 

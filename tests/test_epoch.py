@@ -20,15 +20,16 @@ def classifier():
     x = gc.input("x", ("N", 6))
     labels = gc.input("labels", ("N",), dtype="i32")
     logits = gc.dense(gc.dense(x, 5, "tanh", name="fc1"), 3, name="fc2")
-    return gc.compile(logits, gc.softmax_cross_entropy(logits, labels), gc.Adam(lr=0.01),
-                      name="epochnet", seed=1)
+    return gc.compile(
+        logits, gc.softmax_cross_entropy(logits, labels), gc.Adam(lr=0.01), name="epochnet", seed=1
+    )
 
 
 def test_epoch_entry_is_bit_identical_to_per_step_calls(classifier) -> None:
     m = classifier
     assert m.epoch_entry is not None
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((53, 6)).astype(np.float32)     # 53 = 6 * 8 + 5: a partial last batch
+    x = rng.standard_normal((53, 6)).astype(np.float32)  # 53 = 6 * 8 + 5: a partial last batch
     y = rng.integers(0, 3, 53)
     runs = []
     for use_epoch in (True, False):
@@ -43,7 +44,7 @@ def test_epoch_entry_is_bit_identical_to_per_step_calls(classifier) -> None:
         np.testing.assert_array_equal(w1[k], w2[k], err_msg=k)
     for k in s1:
         np.testing.assert_array_equal(s1[k], s2[k], err_msg=k)
-    assert s1["step"] == 3 * 7                                # ceil(53 / 8) steps per epoch
+    assert s1["step"] == 3 * 7  # ceil(53 / 8) steps per epoch
 
 
 def test_batch_callback_falls_back_to_per_step_path(classifier) -> None:
@@ -51,7 +52,7 @@ def test_batch_callback_falls_back_to_per_step_path(classifier) -> None:
     seen = []
 
     class PerBatch:
-        def on_batch_end(self, model, batch, loss):              # pragma: no cover - never called
+        def on_batch_end(self, model, batch, loss):  # pragma: no cover - never called
             seen.append(batch)
 
     rng = np.random.default_rng(1)
@@ -72,10 +73,12 @@ def test_epoch_entry_rejects_row_index_outside_data(classifier) -> None:
     y = np.zeros(n, np.int32)
     feeds = {"x": x, "labels": y, "lr": np.array(0.01, np.float32)}
     arrays = [feeds[s] for s in e.sched.input_slots]
-    staging = [None if s == "lr" else np.empty((bs,) + feeds[s].shape[1:], feeds[s].dtype)
-               for s in e.sched.input_slots]
+    staging = [
+        None if s == "lr" else np.empty((bs,) + feeds[s].shape[1:], feeds[s].dtype)
+        for s in e.sched.input_slots
+    ]
     order = np.arange(n, dtype=np.int64)
-    order[7] = n                                                # one past the last row
+    order[7] = n  # one past the last row
     losses = np.empty(3, np.float32)
     with pytest.raises(gc.ArgumentError, match="row index outside"):
         m.epoch_entry(arrays, staging, n, order, bs, losses)
@@ -94,13 +97,13 @@ def test_epoch_matches_numpy_sgd_on_shuffled_minibatches() -> None:
     ys = rng.standard_normal((n, 1)).astype(np.float32)
     w = m.params["lin.w"].astype(np.float64).copy()
     b = m.params["lin.b"].astype(np.float64).copy()
-    order = np.random.default_rng([7, 0]).permutation(n)       # fit's documented shuffling
+    order = np.random.default_rng([7, 0]).permutation(n)  # fit's documented shuffling
     losses = []
     for lo in range(0, n, bs):
-        idx = order[lo:lo + bs]
+        idx = order[lo : lo + bs]
         xb, yb = xs[idx].astype(np.float64), ys[idx].astype(np.float64)
         r = xb @ w + b - yb
-        losses.append(float(np.mean(r ** 2)) * len(idx))
+        losses.append(float(np.mean(r**2)) * len(idx))
         w -= 0.05 * (2.0 / r.size) * xb.T @ r
         b -= 0.05 * (2.0 / r.size) * r.sum(axis=0)
     h = m.fit(xs, ys, epochs=1, batch_size=bs, seed=7, verbose=0)

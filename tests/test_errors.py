@@ -13,6 +13,7 @@ from graphc import modelspec
 
 # ---------------------------------------------------------------- while building the graph
 
+
 def test_matmul_shape_mismatch_names_op_and_both_shapes() -> None:
     x = gc.input("x", ("N", 3))
     w = gc.param("w", (4, 2))
@@ -25,7 +26,9 @@ def test_matmul_shape_mismatch_names_op_and_both_shapes() -> None:
 
 def test_broadcast_and_dtype_mismatches_name_both_operands() -> None:
     x = gc.input("x", ("N", 3))
-    with pytest.raises(gc.ShapeError, match=r"add: shapes cannot be broadcast together \(f32\[N,3\] vs f32\[4\]\)"):
+    with pytest.raises(
+        gc.ShapeError, match=r"add: shapes cannot be broadcast together \(f32\[N,3\] vs f32\[4\]\)"
+    ):
         x + gc.param("b", (4,))
     with pytest.raises(gc.ShapeError, match=r"different dtypes \(f32\[N,3\], f64\[N,3\]\)"):
         x * gc.input("z", ("N", 3), dtype="f64")
@@ -37,12 +40,17 @@ def test_broadcast_and_dtype_mismatches_name_both_operands() -> None:
 
 # ---------------------------------------------------------------- data given to a compiled model
 
+
 @pytest.fixture(scope="module")
 def clf():
     x = gc.input("x", ("N", 4))
     logits = gc.dense(x, 3, name="errs")
-    return gc.compile(logits, loss=gc.softmax_cross_entropy(logits, gc.input("y", ("N",), dtype="i32")),
-                      optimizer=gc.SGD(0.1), name="errs")
+    return gc.compile(
+        logits,
+        loss=gc.softmax_cross_entropy(logits, gc.input("y", ("N",), dtype="i32")),
+        optimizer=gc.SGD(0.1),
+        name="errs",
+    )
 
 
 def _data(n: int = 10):
@@ -55,15 +63,20 @@ def _unchanged(model):
 
     def check():
         for k, v in snap[0].items():
-            assert np.array_equal(model.params[k], v, equal_nan=True), f"{k} changed although rejected"
+            assert np.array_equal(model.params[k], v, equal_nan=True), (
+                f"{k} changed although rejected"
+            )
         assert float(model.state["step"]) == snap[1]
+
     return check
 
 
 def test_wrong_feature_shape_or_dtype_names_the_input(clf) -> None:
     x, y = _data()
     check = _unchanged(clf)
-    with pytest.raises(gc.ArgumentError, match=r"input 'x' expects f32\[N,4\], got an array of shape \(10, 5\)"):
+    with pytest.raises(
+        gc.ArgumentError, match=r"input 'x' expects f32\[N,4\], got an array of shape \(10, 5\)"
+    ):
         clf.fit(np.zeros((10, 5), np.float32), y, verbose=0)
     with pytest.raises(gc.ArgumentError, match=r"input 'x' expects numbers .* got dtype <U1"):
         clf.fit(np.full((10, 4), "a"), y, verbose=0)
@@ -89,7 +102,10 @@ def test_nan_or_inf_in_training_data_is_reported_with_its_row(clf) -> None:
     x[7, 2] = np.nan
     x[8, 0] = np.inf
     check = _unchanged(clf)
-    with pytest.raises(gc.ArgumentError, match=r"input 'x': row 7 holds NaN or Inf \(2 rows\).*allow_nonfinite=True"):
+    with pytest.raises(
+        gc.ArgumentError,
+        match=r"input 'x': row 7 holds NaN or Inf \(2 rows\).*allow_nonfinite=True",
+    ):
         clf.fit(x, y, verbose=0)
     check()
     xv, yv = _data(4)
@@ -107,7 +123,9 @@ def test_class_labels_out_of_range_are_reported(clf) -> None:
     check = _unchanged(clf)
     bad = y.copy()
     bad[4] = 3
-    with pytest.raises(gc.ArgumentError, match=r"labels 'y': row 4 has class 3, outside 0..2 \(1 such rows\)"):
+    with pytest.raises(
+        gc.ArgumentError, match=r"labels 'y': row 4 has class 3, outside 0..2 \(1 such rows\)"
+    ):
         clf.fit(x, bad, verbose=0)
     bad[4] = -1
     with pytest.raises(gc.ArgumentError, match="row 4 has class -1"):
@@ -152,13 +170,18 @@ def test_set_weights_checks_names_and_shapes_before_copying(clf) -> None:
 
 # ---------------------------------------------------------------- model files, checkpoints, export
 
+
 def test_model_file_or_attribute_missing_or_not_a_graph(tmp_path) -> None:
     f = tmp_path / "net.py"
-    f.write_text("import graphc as gc\nnumber = 3\nx = gc.input('x', ('N', 2))\nout = gc.dense(x, 1)\n"
-                 "def broken():\n    raise RuntimeError('oops')\n")
+    f.write_text(
+        "import graphc as gc\nnumber = 3\nx = gc.input('x', ('N', 2))\nout = gc.dense(x, 1)\n"
+        "def broken():\n    raise RuntimeError('oops')\n"
+    )
     with pytest.raises(gc.ArgumentError, match="does not exist"):
         modelspec.resolve(str(tmp_path / "missing.py") + ":out")
-    with pytest.raises(gc.ArgumentError, match=r"has no attribute 'nope' \(it defines: .*number.*out"):
+    with pytest.raises(
+        gc.ArgumentError, match=r"has no attribute 'nope' \(it defines: .*number.*out"
+    ):
         modelspec.resolve(f"{f}:nope")
     with pytest.raises(gc.ArgumentError, match="expected a graphc Model, Graph, Tensor.*got int"):
         modelspec.resolve(f"{f}:number")
@@ -189,7 +212,9 @@ def test_weights_file_that_is_not_a_checkpoint(clf, tmp_path) -> None:
 def test_export_without_a_c_compiler_says_how_to_get_one(clf, tmp_path, monkeypatch) -> None:
     pytest.importorskip("graphc.export")
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
-    with pytest.raises(gc.GraphcError, match=r"no C compiler found \(CC=.*no-such-cc.*apt-get install gcc"):
+    with pytest.raises(
+        gc.GraphcError, match=r"no C compiler found \(CC=.*no-such-cc.*apt-get install gcc"
+    ):
         clf.export(str(tmp_path / "liberrs.so"))
     assert not os.path.exists(tmp_path / "liberrs.so")
 
@@ -197,11 +222,17 @@ def test_export_without_a_c_compiler_says_how_to_get_one(clf, tmp_path, monkeypa
 def test_binary_cross_entropy_targets_outside_0_1_are_rejected() -> None:
     x = gc.input("x", ("N", 2))
     z = gc.dense(x, 1, name="bce_errs")
-    m = gc.compile(z, loss=gc.binary_cross_entropy(z, gc.input("t", ("N", 1))), name="bce_errs",
-                   optimizer=gc.SGD(0.1))
+    m = gc.compile(
+        z,
+        loss=gc.binary_cross_entropy(z, gc.input("t", ("N", 1))),
+        name="bce_errs",
+        optimizer=gc.SGD(0.1),
+    )
     xs = np.zeros((6, 2), np.float32)
     t = np.array([0, 1, 1, 2, 0, 0], np.float32)
-    with pytest.raises(gc.ArgumentError, match=r"targets 't': row 3 holds \[2.0\], outside \[0, 1\] \(1 rows\)"):
+    with pytest.raises(
+        gc.ArgumentError, match=r"targets 't': row 3 holds \[2.0\], outside \[0, 1\] \(1 rows\)"
+    ):
         m.fit(xs, t, verbose=0)
     t[3] = 0.25  # soft targets are fine
     assert len(m.fit(xs, t, verbose=0)["loss"]) == 1

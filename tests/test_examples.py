@@ -34,8 +34,12 @@ def test_perceptron_learns_and_but_not_xor_until_a_hidden_layer() -> None:
 
 def test_digits_main_job_reaches_095_and_library_matches(tmp_path) -> None:
     """The README's main job, end to end: train, evaluate, export, load the .so back."""
-    proc = subprocess.run([sys.executable, os.path.join(EXAMPLES, "digits.py"), "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "digits.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "library predictions match the in-process model: True" in proc.stdout
     acc = float(proc.stdout.split("test accuracy ")[1].split()[0])

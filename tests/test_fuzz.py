@@ -47,10 +47,33 @@ def test_generator_covers_every_dsl_op() -> None:
                 if x.node.op == "matmul":
                     seen.add("matmul" + "".join(k for k, v in x.node.attrs if v))
                 stack.extend(x.parents)
-    want = {"add", "sub", "mul", "div", "maximum", "neg", "exp", "log", "sqrt", "sigmoid", "tanh",
-            "relu", "softplus", "square", "matmul", "matmultranspose_a", "matmultranspose_b",
-            "sum", "mean", "reshape", "transpose", "softmax", "softmax_cross_entropy", "const",
-            "dropout"}
+    want = {
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "maximum",
+        "neg",
+        "exp",
+        "log",
+        "sqrt",
+        "sigmoid",
+        "tanh",
+        "relu",
+        "softplus",
+        "square",
+        "matmul",
+        "matmultranspose_a",
+        "matmultranspose_b",
+        "sum",
+        "mean",
+        "reshape",
+        "transpose",
+        "softmax",
+        "softmax_cross_entropy",
+        "const",
+        "dropout",
+    }
     assert want <= seen, f"never generated: {sorted(want - seen)}"
 
 
@@ -63,13 +86,17 @@ def test_fuzz_command_reports_seed_count_and_failures(capsys) -> None:
 
 # ---------------------------------------------------------------- regressions found by fuzzing
 
+
 def _sgd_step_matches_interpreter(model, feeds: dict[str, np.ndarray]) -> None:
     before = {k: v.astype(np.float64) for k, v in model.params.items()}
-    ref = interpret(model.program.training, {**feeds, **before, "step": np.array(0.0),
-                                             "lr": np.array(1.0)})
+    ref = interpret(
+        model.program.training, {**feeds, **before, "step": np.array(0.0), "lr": np.array(1.0)}
+    )
     model.lr = 1.0
-    model.train_step({k: feeds[k] for k in model.program.feature_inputs},
-                     {k: feeds[k] for k in model.program.label_inputs})
+    model.train_step(
+        {k: feeds[k] for k in model.program.feature_inputs},
+        {k: feeds[k] for k in model.program.label_inputs},
+    )
     for p, v in model.params.items():
         np.testing.assert_allclose(v, ref[p + "'"], rtol=1e-4, atol=1e-5, err_msg=p)
 
@@ -81,11 +108,14 @@ def test_gemm_epilogue_update_is_not_written_in_place() -> None:
     x = gc.input("x", ("N", 17))
     labels = gc.input("labels", ("N",), dtype="i32")
     logits = gc.dense(x, 9, name="d")
-    model = gc.compile(logits, loss=gc.softmax_cross_entropy(logits, labels),
-                       optimizer=gc.SGD(lr=1.0), opt_level=2)
+    model = gc.compile(
+        logits, loss=gc.softmax_cross_entropy(logits, labels), optimizer=gc.SGD(lr=1.0), opt_level=2
+    )
     rng = np.random.default_rng(0)
-    feeds = {"x": rng.standard_normal((13, 17)).astype(np.float32),
-             "labels": rng.integers(0, 9, 13).astype(np.int32)}
+    feeds = {
+        "x": rng.standard_normal((13, 17)).astype(np.float32),
+        "labels": rng.integers(0, 9, 13).astype(np.int32),
+    }
     _sgd_step_matches_interpreter(model, feeds)
 
 
@@ -95,7 +125,8 @@ def test_mean_loss_reshapes_a_constant_seed(opt_level: int = 0) -> None:
     x = gc.input("x", ("N", 5))
     w = gc.param("w", (5, 3))
     out = gc.tanh(x @ w)
-    model = gc.compile(out, loss=gc.mean(gc.square(out)), optimizer=gc.SGD(lr=1.0),
-                       opt_level=opt_level)
+    model = gc.compile(
+        out, loss=gc.mean(gc.square(out)), optimizer=gc.SGD(lr=1.0), opt_level=opt_level
+    )
     feeds = {"x": np.random.default_rng(1).standard_normal((7, 5)).astype(np.float32)}
     _sgd_step_matches_interpreter(model, feeds)

@@ -24,11 +24,14 @@ def _program(optimizer=None):
 
 def _feeds(n: int = 5):
     rng = np.random.default_rng(3)
-    return {"x": rng.standard_normal((n, 3)).astype(np.float32),
-            "t": rng.standard_normal((n, 2)).astype(np.float32),
-            "w": rng.standard_normal((3, 2)).astype(np.float32),
-            "b": rng.standard_normal(2).astype(np.float32),
-            "step": np.array(4.0), "lr": np.array(0.5)}
+    return {
+        "x": rng.standard_normal((n, 3)).astype(np.float32),
+        "t": rng.standard_normal((n, 2)).astype(np.float32),
+        "w": rng.standard_normal((3, 2)).astype(np.float32),
+        "b": rng.standard_normal(2).astype(np.float32),
+        "step": np.array(4.0),
+        "lr": np.array(0.5),
+    }
 
 
 def test_training_graph_matches_handwritten_numpy_in_float64() -> None:
@@ -38,13 +41,13 @@ def test_training_graph_matches_handwritten_numpy_in_float64() -> None:
     x, t, w, b = (f[k].astype(np.float64) for k in ("x", "t", "w", "b"))
     y = np.tanh(x @ w + b)
     loss = np.mean((y - t) ** 2)
-    dz = 2 * (y - t) / y.size * (1 - y * y)        # d loss / d (x w + b)
+    dz = 2 * (y - t) / y.size * (1 - y * y)  # d loss / d (x w + b)
     assert env[prog.loss].dtype == np.float64
     np.testing.assert_allclose(env[prog.loss], loss, rtol=1e-12)
     np.testing.assert_allclose(env[prog.grads["w"]], x.T @ dz, rtol=1e-12)
     np.testing.assert_allclose(env[prog.grads["b"]], dz.sum(axis=0), rtol=1e-12)
-    np.testing.assert_allclose(env["w'"], w - 0.5 * (x.T @ dz), rtol=1e-12)   # SGD update
-    assert env["step'"] == 5.0                                            # the step counter
+    np.testing.assert_allclose(env["w'"], w - 0.5 * (x.T @ dz), rtol=1e-12)  # SGD update
+    assert env["step'"] == 5.0  # the step counter
 
 
 def test_float_dtype_none_computes_in_each_nodes_dtype() -> None:
@@ -80,9 +83,12 @@ def test_stable_references_at_extreme_values() -> None:
     from graphc.ir.ops import OPS
 
     z = np.array([-1e4, -50.0, 0.0, 50.0, 1e4])
-    np.testing.assert_allclose(OPS["sigmoid"].reference(z), [0.0, np.exp(-50.0), 0.5, 1.0, 1.0], rtol=1e-12)
-    np.testing.assert_allclose(OPS["softplus"].reference(z), [0.0, np.exp(-50.0), np.log(2.0), 50.0, 1e4],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        OPS["sigmoid"].reference(z), [0.0, np.exp(-50.0), 0.5, 1.0, 1.0], rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        OPS["softplus"].reference(z), [0.0, np.exp(-50.0), np.log(2.0), 50.0, 1e4], rtol=1e-12
+    )
     logits = np.array([[1e4, -1e4, 0.0]])
     assert OPS["softmax_cross_entropy"].reference(logits, np.array([1])) == 2e4
     assert np.all(np.isfinite(OPS["softmax"].reference(logits)))

@@ -15,14 +15,21 @@ import graphc as gc
 from graphc.ir.interpret import interpret
 
 # logits with +-1e4, ties at 1e4, the float32 exp overflow edge (88.7), and ordinary values
-Z = np.array([[1e4, -1e4, 0.0, 20.0],
-              [-1e4, 1e4, -88.0, 88.0],
-              [100.0, -100.0, 1e4, 1e4],
-              [-1e4, -1e4, -1e4, -1e4],
-              [0.5, -0.5, 30.0, -30.0],
-              [1e4, 1e4, -1e4, 89.0]], dtype=np.float32)
-T = np.array([[1, 0, 1, 0], [1, 0, 0, 1], [0, 1, 1, 1], [0, 0, 1, 1], [1, 1, 0, 0], [0, 1, 0, 1]],
-             dtype=np.float32)  # exact 0/1 targets, including the worst cases (t=1 at z=-1e4)
+Z = np.array(
+    [
+        [1e4, -1e4, 0.0, 20.0],
+        [-1e4, 1e4, -88.0, 88.0],
+        [100.0, -100.0, 1e4, 1e4],
+        [-1e4, -1e4, -1e4, -1e4],
+        [0.5, -0.5, 30.0, -30.0],
+        [1e4, 1e4, -1e4, 89.0],
+    ],
+    dtype=np.float32,
+)
+T = np.array(
+    [[1, 0, 1, 0], [1, 0, 0, 1], [0, 1, 1, 1], [0, 0, 1, 1], [1, 1, 0, 0], [0, 1, 0, 1]],
+    dtype=np.float32,
+)  # exact 0/1 targets, including the worst cases (t=1 at z=-1e4)
 LABELS = np.array([1, 0, 2, 3, 3, 2], dtype=np.int32)  # label at -1e4: loss 2e4, finite
 
 
@@ -33,15 +40,25 @@ def model():
     labels = gc.input("labels", ("N",), dtype="i32")
     logits = z + gc.param("b", (4,), init="zeros")
     loss = gc.binary_cross_entropy(logits, t) + gc.softmax_cross_entropy(logits, labels)
-    m = gc.compile([gc.sigmoid(logits), gc.softplus(logits), gc.softmax(logits)], loss=loss,
-                   optimizer=gc.SGD(lr=1.0), name="numerics")
+    m = gc.compile(
+        [gc.sigmoid(logits), gc.softplus(logits), gc.softmax(logits)],
+        loss=loss,
+        optimizer=gc.SGD(lr=1.0),
+        name="numerics",
+    )
     m.lr = 1.0
     return m
 
 
 def _reference(m) -> dict[str, np.ndarray]:
-    feeds = {"z": Z, "t": T, "labels": LABELS, "b": np.zeros(4), "step": np.array(0.0),
-             "lr": np.array(1.0)}
+    feeds = {
+        "z": Z,
+        "t": T,
+        "labels": LABELS,
+        "b": np.zeros(4),
+        "step": np.array(0.0),
+        "lr": np.array(1.0),
+    }
     return interpret(m.program.training, feeds)
 
 
@@ -50,8 +67,9 @@ def test_activations_are_finite_and_correct_at_extreme_logits(model) -> None:
     outs = model.predict({"z": Z})
     for name, got in zip(model.program.outputs, outs.values()):
         assert np.all(np.isfinite(got)), f"{model.program.forward[name].op}: non-finite values"
-        np.testing.assert_allclose(got, ref[name], rtol=1e-5, atol=1e-6,
-                                   err_msg=model.program.forward[name].op)
+        np.testing.assert_allclose(
+            got, ref[name], rtol=1e-5, atol=1e-6, err_msg=model.program.forward[name].op
+        )
     sig, sp, sm = outs.values()
     assert sig[0, 0] == 1.0 and sig[0, 1] == 0.0 and sp[0, 0] == 1e4 and sp[0, 1] == 0.0
     np.testing.assert_allclose(sm.sum(axis=1), 1.0, rtol=1e-6)
@@ -71,7 +89,9 @@ def test_losses_and_gradients_are_finite_at_extreme_logits(model) -> None:
     assert np.all(np.isfinite(grad))
     # the documented closed form: d/dz BCE = (sigmoid(z) - t) / (N*C); d/dz SCE = (p - onehot) / N
     z = Z.astype(np.float64)
-    sig = np.where(z >= 0, 1 / (1 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z))))
+    sig = np.where(
+        z >= 0, 1 / (1 + np.exp(-np.abs(z))), np.exp(-np.abs(z)) / (1 + np.exp(-np.abs(z)))
+    )
     p = np.exp(z - z.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     onehot = np.eye(4)[LABELS]
@@ -90,14 +110,16 @@ def test_float32_mean_over_100k_rows_is_within_one_rounding_of_float64() -> None
     outs = [f(xs[k], axes=axes) for k, (_, axes) in cases.items() for f in (gc.mean, gc.sum)]
     m = gc.compile(outs, name="longsum")
     rng = np.random.default_rng(0)
-    data = {k: ((1.0 + 0.1 * rng.standard_normal((n, *shape))) * 3.3).astype(np.float32)
-            for k, (shape, _) in cases.items()}
+    data = {
+        k: ((1.0 + 0.1 * rng.standard_normal((n, *shape))) * 3.3).astype(np.float32)
+        for k, (shape, _) in cases.items()
+    }
     got = m._run("infer", data, n)
     for j, (k, (_, axes)) in enumerate(cases.items()):
-        for g, how in zip(got[2 * j:2 * j + 2], ("mean", "sum")):
+        for g, how in zip(got[2 * j : 2 * j + 2], ("mean", "sum")):
             ref = getattr(data[k].astype(np.float64), how)(axis=axes)
             err = np.abs(np.asarray(g, np.float64) - ref)
-            assert np.all(err <= 2.0 ** -23 * np.abs(ref)), (k, how, float(np.max(err / np.abs(ref))))
+            assert np.all(err <= 2.0**-23 * np.abs(ref)), (k, how, float(np.max(err / np.abs(ref))))
 
 
 def _llvm_ir(program, optimized: bool = False) -> str:
@@ -112,8 +134,14 @@ def _llvm_ir(program, optimized: bool = False) -> str:
 def test_no_fast_math_flags_that_assume_finite_values(model) -> None:
     ir_text = _llvm_ir(model.program) + _llvm_ir(model.program, optimized=True)
     assert "fadd" in ir_text
-    for flag in (" nnan ", " ninf ", " fast ", '"no-nans-fp-math"="true"', '"no-infs-fp-math"="true"',
-                 '"unsafe-fp-math"="true"'):
+    for flag in (
+        " nnan ",
+        " ninf ",
+        " fast ",
+        '"no-nans-fp-math"="true"',
+        '"no-infs-fp-math"="true"',
+        '"unsafe-fp-math"="true"',
+    ):
         assert flag not in ir_text, f"LLVM IR uses {flag.strip()}"
 
 
@@ -129,13 +157,19 @@ def test_nan_propagates_through_compiled_code(model) -> None:
 
 # ---------------------------------------------------------------- check_numerics
 
+
 def _checked_model(opt=None, check: bool = True):
     x = gc.input("x", ("N", 3))
     t = gc.input("t", ("N", 1))
-    root = gc.sqrt(x * gc.param("s", (3,), init="ones"))           # NaN at x < 0; d/ds NaN at 0
+    root = gc.sqrt(x * gc.param("s", (3,), init="ones"))  # NaN at x < 0; d/ds NaN at 0
     out = gc.dense(root, 1, name="o")
-    return gc.compile(out, loss=gc.mean_squared_error(out, t), optimizer=opt or gc.SGD(0.1),
-                      check_numerics=check, name="checked")
+    return gc.compile(
+        out,
+        loss=gc.mean_squared_error(out, t),
+        optimizer=opt or gc.SGD(0.1),
+        check_numerics=check,
+        name="checked",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -147,17 +181,21 @@ def test_check_numerics_names_forward_node_op_line_and_step(checked) -> None:
     x = np.ones((4, 3), np.float32)
     t = np.ones((4, 1), np.float32)
     checked.initialize(0)
-    checked.fit(x, t, epochs=2, batch_size=4, verbose=0)          # steps 1 and 2 are fine
-    x[2, 1] = -1.0                                                  # sqrt(-1) = NaN in step 3
+    checked.fit(x, t, epochs=2, batch_size=4, verbose=0)  # steps 1 and 2 are fine
+    x[2, 1] = -1.0  # sqrt(-1) = NaN in step 3
     before = {k: v.copy() for k, v in checked.params.items()}
     with pytest.raises(gc.NumericsError) as info:
         checked.train_step(x, t)
     msg = str(info.value)
     assert "sqrt node" in msg and "forward part of training step 3" in msg
-    assert "test_numerics.py:" in msg                               # the DSL line of gc.sqrt
-    line = next(i + 1 for i, s in enumerate(open(__file__).read().splitlines()) if "root = gc.sqrt(x * " in s)
+    assert "test_numerics.py:" in msg  # the DSL line of gc.sqrt
+    line = next(
+        i + 1
+        for i, s in enumerate(open(__file__).read().splitlines())
+        if "root = gc.sqrt(x * " in s
+    )
     assert f"test_numerics.py:{line}" in msg
-    for k, v in before.items():                                    # stopped before the update
+    for k, v in before.items():  # stopped before the update
         assert np.array_equal(checked.params[k], v)
     with pytest.raises(gc.NumericsError, match="forward part of training step 3"):
         checked.fit(x, t, epochs=1, batch_size=2, verbose=0, allow_nonfinite=True)
@@ -177,7 +215,7 @@ def test_check_numerics_catches_the_backward_part(checked) -> None:
 
 def test_check_numerics_catches_the_update_part(checked) -> None:
     checked.initialize(0)
-    checked.lr = 3e38                                               # p - lr * g overflows
+    checked.lr = 3e38  # p - lr * g overflows
     try:
         with pytest.raises(gc.NumericsError, match="update part of training step 1"):
             checked.train_step(np.full((4, 3), 4.0, np.float32), np.full((4, 1), -1e3, np.float32))
@@ -198,4 +236,4 @@ def test_check_numerics_is_off_by_default_and_emits_no_code(checked) -> None:
     assert "first_nonfinite" not in _llvm_ir(plain.program)
     x = np.ones((4, 3), np.float32)
     x[0, 0] = -1.0
-    assert np.isnan(plain.predict(x)[0, 0])                         # no check: NaN comes out
+    assert np.isnan(plain.predict(x)[0, 0])  # no check: NaN comes out

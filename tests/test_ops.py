@@ -22,7 +22,7 @@ class Case:
     low: float = -2.0
     high: float = 2.0
     avoid: float | None = None  # resample values within 0.05 of this kink
-    labels: int | None = None   # the last operand is i32 labels in [0, labels)
+    labels: int | None = None  # the last operand is i32 labels in [0, labels)
     id: str = ""
 
     def sample(self, rng: np.random.Generator, dtype=np.float64) -> list[np.ndarray]:
@@ -77,8 +77,16 @@ CASES = [
 ]
 
 TESTED_ELSEWHERE = {"dropout"}  # random mask: tests/test_dropout.py checks its VJP
-NONDIFF = {"greater", "greater_equal", "softmax_cross_entropy_grad", "const", "size",
-           "input", "param", "state"}
+NONDIFF = {
+    "greater",
+    "greater_equal",
+    "softmax_cross_entropy_grad",
+    "const",
+    "size",
+    "input",
+    "param",
+    "state",
+}
 
 
 def _build(case: Case, dtype: str, shapes: list[tuple]):
@@ -128,7 +136,10 @@ def test_forward_matches_reference(case: Case) -> None:
 def _predict_no_inputs(m, feeds):
     """Run the inference entry directly (these graphs have no batch dimension)."""
     e = m.entries["infer"]
-    arrays = [np.array(feeds[n], dtype=t.np_dtype, order="C") for n, t in zip(e.sched.input_slots, e.in_types)]
+    arrays = [
+        np.array(feeds[n], dtype=t.np_dtype, order="C")
+        for n, t in zip(e.sched.input_slots, e.in_types)
+    ]
     return e(arrays, 1)[0].copy()
 
 
@@ -139,7 +150,9 @@ def test_gradient_matches_finite_differences(case: Case) -> None:
     xs = case.sample(rng, np.float64)
     y, params, like = _build(case, "f64", case.shapes)
     ref = OPS[case.op].reference
-    out_shape = np.shape(ref(*xs, *( [np.zeros(case.shapes[1])] if like is not None else []), **case.attrs))
+    out_shape = np.shape(
+        ref(*xs, *([np.zeros(case.shapes[1])] if like is not None else []), **case.attrs)
+    )
     u = np.asarray(rng.standard_normal(out_shape))
     uin = gc.input("u", y.shape, dtype="f64")
     loss = gc.sum(uin * y) if y.shape else uin * y
@@ -162,8 +175,9 @@ def test_gradient_matches_finite_differences(case: Case) -> None:
     for k in range(len(params)):
         got = before[f"p{k}"] - m.params[f"p{k}"]
         want = numeric_grad(f, xs, k)
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7,
-                                   err_msg=f"{case.op}: gradient of operand {k}")
+        np.testing.assert_allclose(
+            got, want, rtol=1e-5, atol=1e-7, err_msg=f"{case.op}: gradient of operand {k}"
+        )
 
 
 def _train_step_any_batch(m, feats, labs):
@@ -180,8 +194,18 @@ def _train_step_any_batch(m, feats, labs):
 
 def test_every_op_has_doc_reference_lowering_and_gradient_check() -> None:
     covered = {c.op for c in CASES}
-    kernel_ops = {"matmul", "sum", "mean", "transpose", "reshape", "softmax",
-                  "softmax_cross_entropy", "softmax_cross_entropy_grad", "const", "size"}
+    kernel_ops = {
+        "matmul",
+        "sum",
+        "mean",
+        "transpose",
+        "reshape",
+        "softmax",
+        "softmax_cross_entropy",
+        "softmax_cross_entropy_grad",
+        "const",
+        "size",
+    }
     for name, op in OPS.items():
         assert type(op).__doc__, f"op {name} has no docstring"
         if name in ("input", "param", "state"):

@@ -27,16 +27,26 @@ def _model(opt, opt_level: int = 2, **kw):
     y = gc.input("y", ("N",), dtype="i32")
     h = gc.dense(x, 5, "tanh", name="l1")
     out = gc.dense(h, 3, name="l2")
-    return gc.compile(out, loss=gc.softmax_cross_entropy(out, y), optimizer=opt,
-                      name="of", opt_level=opt_level, seed=1, **kw)
+    return gc.compile(
+        out,
+        loss=gc.softmax_cross_entropy(out, y),
+        optimizer=opt,
+        name="of",
+        opt_level=opt_level,
+        seed=1,
+        **kw,
+    )
 
 
 def _update_kernels(model) -> list:
     sched = model.program.schedules["train_step"]
     g = sched.graph
-    return [k for k in sched.kernels
-            if k.kind == "elementwise" and any(g[n].section == "update" and g[n].type.shape
-                                               for n in k.nodes)]
+    return [
+        k
+        for k in sched.kernels
+        if k.kind == "elementwise"
+        and any(g[n].section == "update" and g[n].type.shape for n in k.nodes)
+    ]
 
 
 def _interpreted(model, opt, steps: int) -> dict[str, np.ndarray]:
@@ -87,12 +97,12 @@ def test_flat_update_matches_O0_and_interpreter(opt) -> None:
     used = np.zeros(m2.program.param_bytes, bool)
     for k, v in m2.params.items():
         off = m2.program.layout[k].offset
-        used[off:off + v.nbytes] = True
+        used[off : off + v.nbytes] = True
     assert not np.any(m2._param_region[~used]), "padding of the param region was written"
     used = np.zeros(m2.program.state_bytes, bool)
     for k, v in m2.state.items():
         off = m2.program.layout[k].offset
-        used[off:off + v.nbytes] = True
+        used[off : off + v.nbytes] = True
     assert not np.any(m2._state_region[~used]), "padding of the state region was written"
     assert moved > 1e-4, "the steps must actually move the parameters"
 
@@ -148,8 +158,9 @@ def test_f64_params_fuse_and_match_O0() -> None:
     out = gc.dense(gc.dense(x, 3, "tanh", name="a"), 2, name="b")
     opt = gc.Adam(lr=0.05)
     m2 = gc.compile(out, loss=gc.mean_squared_error(out, t), optimizer=opt, name="mx", seed=2)
-    m0 = gc.compile(out, loss=gc.mean_squared_error(out, t), optimizer=opt, name="mx", seed=2,
-                    opt_level=0)
+    m0 = gc.compile(
+        out, loss=gc.mean_squared_error(out, t), optimizer=opt, name="mx", seed=2, opt_level=0
+    )
     assert [k.elements > 0 for k in _update_kernels(m2)] == [True]
     xs = RNG.standard_normal((8, 4))
     ts = RNG.standard_normal((8, 2))

@@ -32,24 +32,44 @@ def _net(threads: int) -> gc.Model:
     x = gc.input("x", ("N", 200))
     h = gc.dense(x, 300, "relu", name="fc1")
     logits = gc.dense(h, 10, name="fc2")
-    return gc.compile(logits, loss=gc.softmax_cross_entropy(logits, gc.input("y", ("N",), "i32")),
-                      optimizer=gc.Adam(1e-3), name="threadnet", seed=3, threads=threads)
+    return gc.compile(
+        logits,
+        loss=gc.softmax_cross_entropy(logits, gc.input("y", ("N",), "i32")),
+        optimizer=gc.Adam(1e-3),
+        name="threadnet",
+        seed=3,
+        threads=threads,
+    )
 
 
 def _data(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return (rng.standard_normal((rows, 200)).astype(np.float32),
-            rng.integers(0, 10, rows).astype(np.int32))
+    return (
+        rng.standard_normal((rows, 200)).astype(np.float32),
+        rng.integers(0, 10, rows).astype(np.int32),
+    )
 
 
 def test_gemm_split_is_bit_identical_to_one_thread_and_matches_numpy() -> None:
     rng = np.random.default_rng(1)
     # along M (M >= N) and along N, uneven blocks, edges smaller than a tile, M*N*K just
     # above and below PARALLEL_MIN_MACS
-    shapes = [(128, 256, 784), (784, 256, 128), (130, 10, 300), (97, 301, 33), (301, 97, 33),
-              (64, 64, 64), (64, 64, 63), (1000, 20, 50),
-              # the small-M path splits N when B holds >= DIRECT_PARALLEL_MIN values
-              (1, 300, 256), (1, 37, 2000), (3, 1000, 70), (5, 257, 300), (2, 40, 40)]
+    shapes = [
+        (128, 256, 784),
+        (784, 256, 128),
+        (130, 10, 300),
+        (97, 301, 33),
+        (301, 97, 33),
+        (64, 64, 64),
+        (64, 64, 63),
+        (1000, 20, 50),
+        # the small-M path splits N when B holds >= DIRECT_PARALLEL_MIN values
+        (1, 300, 256),
+        (1, 37, 2000),
+        (3, 1000, 70),
+        (5, 257, 300),
+        (2, 40, 40),
+    ]
     assert 64 * 64 * 64 >= PARALLEL_MIN_MACS > 64 * 64 * 63
     for ta, tb in [(False, False), (True, False), (False, True)]:
         g = JitGemm.compile(trans_a=ta, trans_b=tb, threads=1)
@@ -86,10 +106,9 @@ def test_training_is_bit_identical_with_1_2_3_threads(cache) -> None:
     for threads in (1, 2, 3):
         m = _net(threads)
         assert m.threads == threads
-        losses = [m.train_step(x[i:i + 64], y[i:i + 64]) for i in range(0, 320, 64)]
+        losses = [m.train_step(x[i : i + 64], y[i : i + 64]) for i in range(0, 320, 64)]
         m.fit(x, y, epochs=2, batch_size=64, shuffle=True, verbose=0)  # the epoch entry
-        results.append((losses, {k: v.copy() for k, v in m.params.items()},
-                        m.predict(x[:300])))
+        results.append((losses, {k: v.copy() for k, v in m.params.items()}, m.predict(x[:300])))
     for losses, params, pred in results[1:]:
         assert losses == results[0][0]
         for k in params:
@@ -204,9 +223,13 @@ def test_fork_child_forgets_the_parents_workers(tmp_path) -> None:
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-c", FORK_SCRIPT, str(tmp_path)], capture_output=True,
-                       text=True, timeout=120, env={**os.environ,
-                                                    "GRAPHC_CACHE_DIR": str(tmp_path / "c")})
+    r = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "GRAPHC_CACHE_DIR": str(tmp_path / "c")},
+    )
     assert r.returncode == 0, r.stderr
     assert "child 0" in r.stdout, r.stdout + r.stderr
 
@@ -219,7 +242,7 @@ def test_threads_must_be_positive(cache) -> None:
     with pytest.raises(gc.GraphcError, match="threads"):
         m.threads = -1
     big = _net(1)
-    big.threads = 2 ** 32 + 2  # clamped to MAX_THREADS, not wrapped to 2 by the int32 argument
+    big.threads = 2**32 + 2  # clamped to MAX_THREADS, not wrapped to 2 by the int32 argument
     assert big.threads == 64
     big.threads = 1
     assert big.threads == 1

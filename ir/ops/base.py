@@ -88,7 +88,9 @@ class Binary(Op):
         dt = same_float_dtype(self.name, types)
         shape = broadcast_shapes(types[0].shape, types[1].shape)
         if shape is None:
-            raise ShapeError(f"{self.name}: shapes cannot be broadcast together ({types[0]} vs {types[1]})")
+            raise ShapeError(
+                f"{self.name}: shapes cannot be broadcast together ({types[0]} vs {types[1]})"
+            )
         return TensorType(shape, dt)
 
 

@@ -280,4 +280,3 @@ class Reshape(Op):
     def grad(self, b: Builder, node: Node, dy: str):
         x = b.type_of(node.inputs[0])
         return (b.reshape(dy, shape=x.shape),)
-

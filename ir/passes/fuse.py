@@ -393,19 +393,24 @@ def fuse_optimizer(g: Graph) -> Graph:
         k += 1
     if not rename:
         return g
-    return g.with_(nodes=tuple(n.with_(group=rename[n.group]) if n.group in rename else n
-                               for n in g.nodes))
+    return g.with_(
+        nodes=tuple(n.with_(group=rename[n.group]) if n.group in rename else n for n in g.nodes)
+    )
 
 
-def _update_signature(g: Graph, nodes: list[Node], target_of: dict[str, str],
-                      users: dict, outputs: set[str]) -> tuple | None:
+def _update_signature(
+    g: Graph, nodes: list[Node], target_of: dict[str, str], users: dict, outputs: set[str]
+) -> tuple | None:
     """The structure of an update group with names abstracted (see fuse_optimizer), or None."""
     if "|" in nodes[0].group:
         return None
     shape = nodes[-1].type.shape
     members = {n.name: i for i, n in enumerate(nodes)}
-    params = [target_of[n.name] for n in nodes
-              if n.name in target_of and g[target_of[n.name]].op == "param"]
+    params = [
+        target_of[n.name]
+        for n in nodes
+        if n.name in target_of and g[target_of[n.name]].op == "param"
+    ]
     if len(params) != 1:
         return None
     p = params[0]
@@ -434,7 +439,7 @@ def _update_signature(g: Graph, nodes: list[Node], target_of: dict[str, str],
             elif x == p:
                 ins.append(("p",))
             elif xn.op == "state" and dict(xn.attrs).get("slot_of") == p:
-                ins.append(("slot", x[len(p) + 1:] if x.startswith(p + ".") else x))
+                ins.append(("slot", x[len(p) + 1 :] if x.startswith(p + ".") else x))
             else:
                 roles.setdefault(x, ("x", len(roles)))  # e.g. the gradient
                 ins.append(roles[x])
@@ -445,13 +450,11 @@ def _update_signature(g: Graph, nodes: list[Node], target_of: dict[str, str],
             if t == p:
                 upd = ("p",)
             elif tn.op == "state" and dict(tn.attrs).get("slot_of") == p and t.startswith(p + "."):
-                upd = ("slot", t[len(p) + 1:])
+                upd = ("slot", t[len(p) + 1 :])
             else:
                 return None
-        keys.append((n.op, repr(n.attrs),
-                     tuple(ins), upd))
+        keys.append((n.op, repr(n.attrs), tuple(ins), upd))
     return (ptype.dtype, tuple(keys))
-
 
 
 def explain_fusion(before: Graph, after: Graph) -> list[tuple[str, bool, str]]:

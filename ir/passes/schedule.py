@@ -185,14 +185,14 @@ def schedule(
             and kernel_kind(vnode) == "elementwise"
             and all(r <= k for r in readers.get(target, ()))
             and all(
-                nd.type.shape == tnode.type.shape
-                for nd in kernels_nodes[k]
-                if target in nd.inputs
+                nd.type.shape == tnode.type.shape for nd in kernels_nodes[k] if target in nd.inputs
             )
             # a GEMM accumulates in its output buffer before the epilogue reads the operands:
             # an epilogue that reads the old value must not write it in place (found by graphc.fuzz)
-            and not (any(kernel_kind(nd) == "matmul" for nd in kernels_nodes[k])
-                     and any(target in nd.inputs for nd in kernels_nodes[k]))
+            and not (
+                any(kernel_kind(nd) == "matmul" for nd in kernels_nodes[k])
+                and any(target in nd.inputs for nd in kernels_nodes[k])
+            )
         )
         if ok:
             in_place[value] = target
@@ -209,11 +209,18 @@ def schedule(
     grad_at: dict[str, int] = {}
     for v, p in grad_values.items():
         pb = layout.get(p)
-        if (v in g.by_name and pb is not None and pb.region == "param" and not g[v].type.is_batched
-                and g[v].type.size(1) * g[v].type.itemsize == pb.size):
+        if (
+            v in g.by_name
+            and pb is not None
+            and pb.region == "param"
+            and not g[v].type.is_batched
+            and g[v].type.size(1) * g[v].type.itemsize == pb.size
+        ):
             grad_at[v] = pb.offset
-    grad_bytes = max((align(layout[grad_values[v]].offset + layout[grad_values[v]].size)
-                      for v in grad_at), default=0)
+    grad_bytes = max(
+        (align(layout[grad_values[v]].offset + layout[grad_values[v]].size) for v in grad_at),
+        default=0,
+    )
     intervals: list[tuple[str, int, int, int, int]] = []  # name, start, end, size, size_row
     unplanned_fixed = unplanned_row = 0
     for k, nodes in enumerate(kernels_nodes):
@@ -226,8 +233,9 @@ def schedule(
                 buffers[n.name] = Buffer(n.name, "output", slot=direct_out[n.name])
             elif n.name in in_place:
                 tb = buffers[in_place[n.name]]
-                buffers[n.name] = Buffer(n.name, tb.region, tb.offset, tb.offset_row, tb.size,
-                                         tb.size_row, tb.slot)
+                buffers[n.name] = Buffer(
+                    n.name, tb.region, tb.offset, tb.offset_row, tb.size, tb.size_row, tb.slot
+                )
             elif n.name in grad_at:
                 size = n.type.size(1) * n.type.itemsize
                 buffers[n.name] = Buffer(n.name, "grad", grad_at[n.name], 0, size)
@@ -269,13 +277,24 @@ def schedule(
         kind = kernel_kind(nodes[0]) if len(nodes) == 1 else _group_kind(nodes)
         kernels.append(Kernel(f"k{k}_{_slug(nodes[0])}", kind, names, stores))
     kernels += extra + update_copies
-    return Schedule(g, kernels, buffers, grad_bytes, arena_fixed, arena_row, unplanned_fixed,
-                    unplanned_row, input_slots, output_slots, flat_notes)
+    return Schedule(
+        g,
+        kernels,
+        buffers,
+        grad_bytes,
+        arena_fixed,
+        arena_row,
+        unplanned_fixed,
+        unplanned_row,
+        input_slots,
+        output_slots,
+        flat_notes,
+    )
 
 
-def _flat_updates(g: Graph, kernels_nodes: list[list[Node]], buffers: dict[str, Buffer],
-                  in_place: dict[str, str]
-                  ) -> tuple[dict[int, Kernel], set[int], dict[str, str]]:
+def _flat_updates(
+    g: Graph, kernels_nodes: list[list[Node]], buffers: dict[str, Buffer], in_place: dict[str, str]
+) -> tuple[dict[int, Kernel], set[int], dict[str, str]]:
     """The flat update kernels of the groups fuse_optimizer marked ``"optK|..."``.
 
     A set of alike update groups becomes one elementwise Kernel over ``elements`` values that
@@ -297,8 +316,11 @@ def _flat_updates(g: Graph, kernels_nodes: list[list[Node]], buffers: dict[str, 
     skip: set[int] = set()
     notes: dict[str, str] = {}
     for sid, ks in sets.items():
-        why = _why_not_flat(g, [kernels_nodes[k] for k in ks], buffers, in_place) \
-            if len(ks) > 1 else "only one group left"
+        why = (
+            _why_not_flat(g, [kernels_nodes[k] for k in ks], buffers, in_place)
+            if len(ks) > 1
+            else "only one group left"
+        )
         if isinstance(why, str):
             notes[sid] = f"not flat: {why}"
             continue
@@ -306,21 +328,26 @@ def _flat_updates(g: Graph, kernels_nodes: list[list[Node]], buffers: dict[str, 
         nodes = kernels_nodes[ks[first]]
         names = tuple(n.name for n in nodes)
         stores = tuple(n for n in names if buffers[n].region != "fused")
-        at[max(ks)] = Kernel(f"k{max(ks)}_{sid}_flat", "elementwise", names, stores,
-                             elements=elements)
+        at[max(ks)] = Kernel(
+            f"k{max(ks)}_{sid}_flat", "elementwise", names, stores, elements=elements
+        )
         skip |= set(ks) - {max(ks)}
         notes[sid] = f"one loop over {elements} elements for {len(ks)} params"
     return at, skip, notes
 
 
-def _why_not_flat(g: Graph, groups: list[list[Node]], buffers: dict[str, Buffer],
-                  in_place: dict[str, str]) -> str | tuple[int, int]:
+def _why_not_flat(
+    g: Graph, groups: list[list[Node]], buffers: dict[str, Buffer], in_place: dict[str, str]
+) -> str | tuple[int, int]:
     """(index of the group whose param comes first, element count) or why not flat."""
     target_of = {v: t for t, v in g.updates}
     params = []
     for nodes in groups:
-        ps = [target_of[n.name] for n in nodes
-              if n.name in target_of and g[target_of[n.name]].op == "param"]
+        ps = [
+            target_of[n.name]
+            for n in nodes
+            if n.name in target_of and g[target_of[n.name]].op == "param"
+        ]
         if len(ps) != 1:
             return "a group does not update exactly one param"
         params.append(ps[0])
@@ -356,15 +383,18 @@ def _why_not_flat(g: Graph, groups: list[list[Node]], buffers: dict[str, Buffer]
                 if i == 0:
                     base[pos] = key
                 elif base.get(pos) != key:
-                    return (f"{x} is not at the same place relative to its param as in the "
-                            f"other groups ({buf.describe()})")
+                    return (
+                        f"{x} is not at the same place relative to its param as in the "
+                        f"other groups ({buf.describe()})"
+                    )
                 pos += 1
     end = pbs[order[-1]].offset + pbs[order[-1]].size
     return first, (end - pbs[first].offset) // itemsize
 
 
-def _in_place_aliases(g: Graph, kernels_nodes: list[list[Node]],
-                      intervals: list[tuple[str, int, int, int, int]]) -> dict[str, str]:
+def _in_place_aliases(
+    g: Graph, kernels_nodes: list[list[Node]], intervals: list[tuple[str, int, int, int, int]]
+) -> dict[str, str]:
     """Results of elementwise kernels that take over the arena buffer of a dying operand.
 
     A kernel of kind "elementwise" loads every operand element before it stores the results of
@@ -383,11 +413,20 @@ def _in_place_aliases(g: Graph, kernels_nodes: list[list[Node]],
         for n in nodes:
             if n.name not in info or info[n.name][0] != k:
                 continue
-            cands = [x for nd in nodes for x in (nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs)
-                     if x not in members]
+            cands = [
+                x
+                for nd in nodes
+                for x in (nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs)
+                if x not in members
+            ]
             for x in cands:
-                if (x in info and x not in taken and info[x][1] == k and info[x][0] < k
-                        and g[x].type == n.type):
+                if (
+                    x in info
+                    and x not in taken
+                    and info[x][1] == k
+                    and info[x][0] < k
+                    and g[x].type == n.type
+                ):
                     root = alias.get(x, x)
                     alias[n.name] = root
                     taken.add(x)
@@ -395,8 +434,9 @@ def _in_place_aliases(g: Graph, kernels_nodes: list[list[Node]],
     return alias
 
 
-def _merge_aliased(intervals: list[tuple[str, int, int, int, int]], alias: dict[str, str]
-                   ) -> list[tuple[str, int, int, int, int]]:
+def _merge_aliased(
+    intervals: list[tuple[str, int, int, int, int]], alias: dict[str, str]
+) -> list[tuple[str, int, int, int, int]]:
     """The intervals with every alias folded into its root (which then lives until the last end)."""
     end = {nm: e for nm, _, e, _, _ in intervals}
     for nm, root in alias.items():
