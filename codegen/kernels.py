@@ -581,8 +581,18 @@ def _label(ctx: KernelContext, labels: str, r: ir.Value, cols: ir.Value):
     return b.select(ok, lab, i64(0)), ok
 
 
+def _xent_term(b: ir.IRBuilder, m: ir.Value, s: ir.Value, zl: ir.Value) -> ir.Value:
+    """One row's cross-entropy -log softmax(z)_label = (m - z_label) + log s.
+
+    m is the row max and s = sum_j exp(z_j - m) lies in [1, C]. The difference m - z_label is
+    taken first: it is exact when the two are close (Sterbenz) and never rounds the small log s
+    against a large m, as (m + log s) - z_label does (logits [1e8, 1e8] would give 0, not ln 2).
+    """
+    return b.fadd(b.fsub(m, zl), vmath.log(b, s))
+
+
 def emit_softmax_cross_entropy(ctx: KernelContext, node: Node) -> None:
-    """loss = sum_r (m_r + log s_r - z[r, label_r]) / rows, accumulated in float64.
+    """loss = sum_r ((m_r - z[r, label_r]) + log s_r) / rows, accumulated in float64.
 
     A label out of range makes the loss NaN (never an out-of-bounds read).
     """
@@ -598,8 +608,7 @@ def emit_softmax_cross_entropy(ctx: KernelContext, node: Node) -> None:
         base, m, s = _row_max_sum(ctx, z, r, cols, t)
         lab, ok = _label(ctx, labels, r, cols)
         zl = ctx.load(z, b.add(base, lab))
-        term = b.fsub(b.fadd(m, vmath.log(b, s)), zl)
-        term = b.select(ok, term, ir.Constant(t, float("nan")))
+        term = b.select(ok, _xent_term(b, m, s, zl), ir.Constant(t, float("nan")))
         b.store(b.fadd(b.load(acc, typ=d), b.fpext(term, d) if t != d else term), acc)
     mean = b.fdiv(b.load(acc, typ=d), b.sitofp(rows, d))
     ctx.store(node.name, i64(0), b.fptrunc(mean, t) if t != d else mean)
@@ -633,15 +642,19 @@ def emit_softmax_cross_entropy_with_grad(ctx: KernelContext, kernel: Kernel) -> 
     and/or the column sums of dz (the bias gradient): a group made by the pass
     ``fuse_softmax_cross_entropy``. Each row's max and sum of exponentials are computed once.
 
-    The arithmetic is that of emit_softmax_cross_entropy, emit_softmax_cross_entropy_grad and
-    emit_reduce (sum over axis 0 adds the rows in order, in float64 for small float32 outputs),
-    operation for operation, so the results are the same as theirs.
+    dz is stored only when a value outside the group reads it (else the schedule gives it no
+    buffer); the label's column gets its ``- scale`` in the same column loop. The arithmetic is
+    that of emit_softmax_cross_entropy, emit_softmax_cross_entropy_grad and emit_reduce (sum
+    over axis 0 adds the rows in order, in float64 for small float32 outputs), operation for
+    operation, so the results are the same as theirs.
     """
     b, g = ctx.b, ctx.g
     by_op = {g[v].op: g[v] for v in kernel.nodes}
     grad = by_op["softmax_cross_entropy_grad"]
     loss, colsum = by_op.get("softmax_cross_entropy"), by_op.get("sum")
     z, labels, dy = grad.inputs
+    # dz has no buffer when only the column sums use it (logits = x + b, b the only param)
+    stored = grad.name in ctx.key_of
     t = LL[grad.type.dtype]
     d = ir.DoubleType()
     rows, cols = (ctx.dim(dd) for dd in g[z].type.shape)
@@ -667,18 +680,17 @@ def emit_softmax_cross_entropy_with_grad(ctx: KernelContext, kernel: Kernel) -> 
         lab, ok = _label(ctx, labels, r, cols)
         if loss is not None:
             zl = ctx.load(z, b.add(base, lab))
-            term = b.select(ok, b.fsub(b.fadd(m, vmath.log(b, s)), zl), bad)
+            term = b.select(ok, _xent_term(b, m, s, zl), bad)
             b.store(b.fadd(b.load(acc, typ=d), b.fpext(term, d) if t != d else term), acc)
         inv = b.fmul(b.fdiv(ir.Constant(t, 1.0), s), scale)
         with loop(b, cols, name="c2") as c:
             i = b.add(base, c)
-            ctx.store(grad.name, i, b.fmul(vmath.exp(b, b.fsub(ctx.load(z, i), m)), inv))
-        i = b.add(base, lab)
-        ctx.store(grad.name, i, b.select(ok, b.fsub(ctx.load(grad.name, i), scale), bad))
-        if colsum is not None:
-            with loop(b, cols, name="c3") as c:
+            v = b.fmul(vmath.exp(b, b.fsub(ctx.load(z, i), m)), inv)
+            v = b.select(b.icmp_signed("==", c, lab), b.select(ok, b.fsub(v, scale), bad), v)
+            if stored:
+                ctx.store(grad.name, i, v)
+            if colsum is not None:
                 p = b.gep(sums, [c], inbounds=True, source_etype=at)
-                v = ctx.load(grad.name, b.add(base, c))
                 b.store(b.fadd(b.load(p, typ=at), b.fpext(v, at) if wide else v), p)
     if colsum is not None and wide:
         with loop(b, cols, name="m") as c:

@@ -237,3 +237,70 @@ def test_check_numerics_is_off_by_default_and_emits_no_code(checked) -> None:
     x = np.ones((4, 3), np.float32)
     x[0, 0] = -1.0
     assert np.isnan(plain.predict(x)[0, 0])  # no check: NaN comes out
+
+
+# ---------------------------------------------------------------- softmax cross-entropy at large logits
+
+# rows where (m + log s) - z_label rounds the small log s against a large max m
+XENT_Z = np.array(
+    [[1e8, 1e8, -1e8], [1000.0, 999.5, 0.0], [-3e7, 3e7, 0.0], [1e4 + 1, 1e4, 1e4 - 3]],
+    dtype=np.float32,
+)
+XENT_L = np.array([0, 1, 0, 1], dtype=np.int32)
+
+
+def _xent64(z: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per-row -log softmax(z)_label in float64 (the float32 logits taken as exact)."""
+    z = z.astype(np.float64)
+    m = z.max(axis=1)
+    return (m - z[np.arange(len(z)), labels]) + np.log(np.exp(z - m[:, None]).sum(axis=1))
+
+
+@pytest.mark.parametrize("opt_level", [0, 2])
+def test_softmax_cross_entropy_keeps_log_s_at_large_logits(opt_level) -> None:
+    """Every emitter of the loss (the eval entry's own kernel, the train step's kernel fused
+    with dz at -O2, unfused at -O0) gives (m - z_label) + log s: ln 2 for logits [1e8, 1e8]."""
+    z = gc.input("z", ("N", 3))
+    labels = gc.input("labels", ("N",), dtype="i32")
+    logits = z + gc.param("b", (3,), init="zeros")
+    m = gc.compile(
+        logits,
+        loss=gc.softmax_cross_entropy(logits, labels),
+        optimizer=gc.SGD(lr=1e-30),  # b stays 0 to float32 precision
+        opt_level=opt_level,
+        name=f"xent_big{opt_level}",
+    )
+    want = _xent64(XENT_Z, XENT_L)
+    for i in range(len(XENT_Z)):
+        row, lab = XENT_Z[i : i + 1], XENT_L[i : i + 1]
+        ev = m.evaluate({"z": row}, lab)["loss"]
+        tr = m.train_step({"z": row}, lab)
+        for got in (ev, tr):
+            np.testing.assert_allclose(got, want[i], rtol=2e-7, err_msg=f"row {i}")
+    assert abs(m.evaluate({"z": XENT_Z[:1]}, XENT_L[:1])["loss"] - np.log(2.0)) < 1e-7
+
+
+@pytest.mark.parametrize("opt_level", [0, 1, 2])
+def test_softmax_cross_entropy_whose_only_param_is_a_bias(opt_level) -> None:
+    """logits = tanh(x) + b: dz feeds only the bias gradient sum(dz, axis 0), so the fused
+    kernel has no buffer for dz (was CodegenError at -O2). Checked against (p - onehot) / N."""
+    x = gc.input("x", ("N", 4))
+    labels = gc.input("labels", ("N",), dtype="i32")
+    logits = gc.tanh(x) + gc.param("b", (4,), init="zeros")
+    m = gc.compile(
+        logits,
+        loss=gc.softmax_cross_entropy(logits, labels),
+        optimizer=gc.SGD(lr=1.0),
+        opt_level=opt_level,
+        name=f"xent_bias{opt_level}",
+    )
+    rng = np.random.default_rng(5)
+    xs = rng.standard_normal((7, 4)).astype(np.float32)
+    ys = rng.integers(0, 4, 7).astype(np.int32)
+    loss = m.train_step({"x": xs}, ys)  # b' = -grad
+    t = np.tanh(xs.astype(np.float64))
+    p = np.exp(t - t.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(loss, _xent64(np.tanh(xs), ys).mean(), rtol=1e-5)
+    want = ((p - np.eye(4)[ys]) / len(xs)).sum(axis=0)
+    np.testing.assert_allclose(-m.params["b"], want, rtol=1e-5, atol=1e-7)
