@@ -125,6 +125,26 @@ def _broadcast_to(b, node, a, name):
     return a[0]
 
 
+@lowering("one_minus_pow")
+def _one_minus_pow(b, node, a, name):
+    """1 - base**t in double by binary powering over the 63 bits of the integer t (straight-line
+    code: a scalar computed once per step), rounded once to t's type."""
+    t = a[0]
+    vec = isinstance(t.type, ir.VectorType)
+    d = ir.VectorType(ir.DoubleType(), t.type.count) if vec else ir.DoubleType()
+    it = ir.VectorType(ir.IntType(64), t.type.count) if vec else ir.IntType(64)
+    n = b.fptosi(t, it, name=name + ".t")
+    one, zero = vmath.const_like(d, 1.0), _int_const(it, 0)
+    acc, p = one, vmath.const_like(d, float(node.attr("base")))
+    for k in range(63):
+        bit = b.icmp_signed("!=", b.and_(n, _int_const(it, 1 << k)), zero)
+        acc = b.fmul(acc, b.select(bit, p, one))
+        if k < 62:
+            p = b.fmul(p, p)
+    out = b.fsub(one, acc)
+    return out if t.type == d else b.fptrunc(out, t.type, name=name)
+
+
 # ---------------------------------------------------------------------------- dropout
 
 

@@ -46,6 +46,7 @@ OP_CASES: dict[str, tuple[list[TensorType], dict]] = {
     "size": ([F], {"axes": (0, 1)}),
     "const": ([], {"value": 0.1 + 0.2, "dtype": "f32"}),
     "dropout": ([F, SCALAR], {"p": 0.25, "seed": 7, "stream": 1}),
+    "one_minus_pow": ([SCALAR], {"base": 0.999}),
 }
 CANDIDATE_TYPES = (F, SQ, ROW, SCALAR, LABELS)
 

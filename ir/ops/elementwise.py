@@ -280,3 +280,36 @@ class Reshape(Op):
     def grad(self, b: Builder, node: Node, dy: str):
         x = b.type_of(node.inputs[0])
         return (b.reshape(dy, shape=x.shape),)
+
+
+@register
+class OneMinusPow(Op):
+    """y = 1 - base**t for a whole-number t >= 0 (the 1-based step number): the bias
+    corrections 1 - beta1^t, 1 - beta2^t of Adam-type optimizers; nondifferentiable.
+
+    Computed in float64 from the integer t by binary powering, then 1 - base**t rounded once
+    to the output dtype. The relative error of 1 - base**t before that rounding is below
+    2^-50 / (1 - base) (a squaring doubles the relative error of base**t, so that grows like
+    t 2^-53, but 1 - base**t >= t (1 - base) base**t): 2^-37 at base = 0.9999.
+    The float32 form 1 - exp(t log beta) loses about 5 digits when beta is close to 1
+    (beta2 = 0.999: 1e-4 relative in 1 - beta2), which shows in every Adam step.
+
+    Operand t: a float scalar (any shape is accepted, elementwise) holding a whole number.
+    Attr base: a float in [0, 1].
+    """
+
+    name = "one_minus_pow"
+    arity = 1
+    nondifferentiable = True
+    attr_names = ("base",)
+
+    def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+        same_float_dtype(self.name, types)
+        base = attrs.get("base")
+        if not isinstance(base, float | int) or isinstance(base, bool) or not 0 <= base <= 1:
+            raise ShapeError(f"{self.name}: base must be a number in [0, 1], got {base!r}")
+        return types[0]
+
+    def reference(self, t, *, base):
+        t = np.asarray(t)
+        return (1.0 - np.float64(base) ** t.astype(np.float64)).astype(t.dtype)
