@@ -120,6 +120,20 @@ def _softplus(b, node, a, name):
     return vmath.softplus(b, a[0], name=name)
 
 
+@lowering("sigmoid_cross_entropy")
+def _sigmoid_cross_entropy(b, node, a, name):
+    """(z > 0 ? z (1 - y) : -z y) + log1p(exp(-|z|)), a product with a zero factor being 0
+    (so an infinite logit at its own target gives 0, not inf * 0 = NaN); see the op."""
+    z, y = a
+    zero, one = zero_like(z), one_like(z)
+    omy = b.fsub(one, y)
+    pos = b.select(b.fcmp_ordered("==", omy, zero), zero, b.fmul(z, omy))
+    neg = b.select(b.fcmp_ordered("==", y, zero), zero, b.fneg(b.fmul(z, y)))
+    lin = b.select(b.fcmp_ordered(">", z, zero), pos, neg)
+    tail = vmath.softplus(b, b.fneg(vmath.fabs(b, z)))  # log1p(exp(-|z|))
+    return b.fadd(lin, tail, name=name)
+
+
 @lowering("broadcast_to")
 def _broadcast_to(b, node, a, name):
     return a[0]

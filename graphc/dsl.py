@@ -317,12 +317,14 @@ def binary_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
 
     Equal to -mean(y log sigmoid(z) + (1-y) log(1 - sigmoid(z))) (the logits form, as in
     torch.nn.BCEWithLogitsLoss). ``targets`` must have the logits' shape, values in [0, 1].
+    Each element is the op ``sigmoid_cross_entropy``: an infinite logit at its own target
+    (-inf with 0, +inf with 1) gives 0, the limit, not NaN.
     """
     if targets.shape != logits.shape:
         raise ShapeError(
             f"binary_cross_entropy: targets {targets.type} must match logits {logits.type}"
         )
-    return _tag(mean(softplus(logits) - logits * targets), "binary_cross_entropy")
+    return _tag(mean(apply("sigmoid_cross_entropy", logits, targets)), "binary_cross_entropy")
 
 
 def mean_squared_error(pred: Tensor, target: Tensor) -> Tensor:

@@ -304,3 +304,41 @@ def test_softmax_cross_entropy_whose_only_param_is_a_bias(opt_level) -> None:
     np.testing.assert_allclose(loss, _xent64(np.tanh(xs), ys).mean(), rtol=1e-5)
     want = ((p - np.eye(4)[ys]) / len(xs)).sum(axis=0)
     np.testing.assert_allclose(-m.params["b"], want, rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------- binary cross-entropy at +-inf
+
+
+@pytest.mark.parametrize("opt_level", [0, 2])
+def test_binary_cross_entropy_takes_its_limits_at_infinite_logits(opt_level) -> None:
+    """The stable formula's limits: l(-inf, 0) = l(+inf, 1) = 0, l(-inf, 1) = l(+inf, 0) = +inf,
+    l(+inf, 0.5) = +inf; finite logits against float64 softplus(z) - z y (exact math)."""
+    z = gc.input("z", ("N", 4))
+    t = gc.input("t", ("N", 4))
+    logits = z + gc.param("b", (4,), init="zeros")
+    m = gc.compile(
+        logits,
+        loss=gc.binary_cross_entropy(logits, t),
+        optimizer=gc.SGD(lr=1.0),
+        opt_level=opt_level,
+        name=f"bce_inf{opt_level}",
+    )
+    inf = np.inf  # the infinities come in through b (inputs are checked for NaN/Inf)
+    cases = [  # (z row, b, targets row, the row's mean loss)
+        ([0, 0, 0, 0], [-inf, inf, -inf, inf], [0, 1, 0, 1], 0.0),
+        ([0, 0, 3, -2], [-inf, inf, 0, 0], [0, 1, 0.25, 1], None),
+        ([0, 0, 0, 0], [-inf, 0, 0, 0], [1, 0, 0, 0], inf),
+        ([0, 0, 0, 0], [inf, 0, 0, 0], [0.5, 0, 0, 0], inf),
+    ]
+    for zs, bs, ts, want in cases:
+        zr, tr = np.array([zs], np.float32), np.array([ts], np.float32)
+        m.params["b"][...] = bs
+        if want is None:  # the infinite columns give 0; the finite ones softplus(z) - z y
+            zf, tf = zr[0, 2:].astype(np.float64), tr[0, 2:].astype(np.float64)
+            want = float(np.sum(np.logaddexp(0.0, zf) - zf * tf) / 4)
+        got = m.evaluate({"z": zr}, {"t": tr})["loss"]
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=str(bs))
+    m.params["b"][...] = [-inf, inf, -inf, inf]
+    loss = m.train_step({"z": np.zeros((1, 4), np.float32)}, {"t": np.array([[0, 1, 0, 1]], "f4")})
+    assert loss == 0.0  # and the gradient sigmoid(z) - y is 0 there, so b stays as it was:
+    np.testing.assert_array_equal(m.params["b"], [-inf, inf, -inf, inf])

@@ -60,6 +60,8 @@ CASES = [
     Case("tanh", [(3, 4)], low=-3, high=3),
     Case("relu", [(3, 4)], avoid=0.0),
     Case("softplus", [(3, 4)], low=-6, high=6),
+    Case("sigmoid_cross_entropy", [(3, 4), (3, 4)], avoid=0.0),
+    Case("sigmoid_cross_entropy", [(3, 4), (4,)], low=-5, high=5, id="sigmoid_xent-bcast"),
     Case("matmul", [(3, 4), (4, 5)]),
     Case("matmul", [(4, 3), (4, 5)], {"transpose_a": True}, id="matmul-ta"),
     Case("matmul", [(3, 4), (5, 4)], {"transpose_b": True}, id="matmul-tb"),

@@ -218,6 +218,31 @@ class Softplus(Unary):
 
 
 @register
+class SigmoidCrossEntropy(Binary):
+    """Per-element binary cross-entropy from a logit z and a target y in [0, 1]:
+    l = -(y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))) = softplus(z) - z y, computed as
+    (z > 0 ? z (1 - y) : -z y) + log1p(exp(-|z|)) (stable for every finite z; the form of
+    torch.nn.BCEWithLogitsLoss), where a zero factor of an infinite z gives 0: the limits
+    l(-inf, 0) = l(+inf, 1) = 0 and l(-inf, y > 0) = l(+inf, y < 1) = +inf. NaN stays NaN.
+
+    VJP: dz = dy (sigmoid(z) - y), dy_ = -dy z.
+    """
+
+    name = "sigmoid_cross_entropy"
+
+    def reference(self, z, y):
+        with np.errstate(invalid="ignore", over="ignore"):
+            pos = np.where(1 - y == 0, 0.0, z * (1 - y))
+            neg = np.where(y == 0, 0.0, -z * y)
+            lin = np.where(z > 0, pos, neg)
+            return (lin + np.log1p(np.exp(-np.abs(z)))).astype(np.result_type(z, y))
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        z, y = node.inputs
+        return (b.mul(dy, b.sub(b.sigmoid(z), y)), b.neg(b.mul(dy, z)))
+
+
+@register
 class Square(Unary):
     """y = x * x.   VJP: dx = 2 x dy."""
 
