@@ -5,6 +5,7 @@ from __future__ import annotations
 from llvmlite import ir
 
 from graphc.ir.errors import CodegenError
+from graphc.ir.graph import attrs_key
 from graphc.ir.passes.schedule import Kernel, Schedule
 
 from . import kernels as K
@@ -237,7 +238,10 @@ class ModuleBuilder:
             ta,
             tb,
             mm.type.shape[1] if tail else None,
-            tuple((t.op, t.attrs, t.type.dtype, tuple(pos[i] for i in t.inputs)) for t in tail),
+            tuple(
+                (t.op, attrs_key(t.attrs), t.type.dtype, tuple(pos[i] for i in t.inputs))
+                for t in tail
+            ),
             tuple((v in inline, g[v].type) for v in ext),
         )
 
@@ -285,11 +289,17 @@ def kernel_signature(sched: Schedule, kernel: Kernel, values: list[str]) -> tupl
         buf = sched.buffers[v]
         if buf.region == "inline":
             operand_types = tuple(g[i].type for i in nd.inputs)
-            return ("inline", nd.op, nd.attrs, nd.type, operand_types)
+            return ("inline", nd.op, attrs_key(nd.attrs), nd.type, operand_types)
         return ("x", ext[v], nd.type)
 
     nodes = tuple(
-        (g[n].op, g[n].attrs, g[n].type, tuple(canon(i) for i in g[n].inputs), n in kernel.stores)
+        (
+            g[n].op,
+            attrs_key(g[n].attrs),
+            g[n].type,
+            tuple(canon(i) for i in g[n].inputs),
+            n in kernel.stores,
+        )
         for n in kernel.nodes
     )
     keys = [storage_key(sched.buffers[v]) for v in K.distinct_buffers(sched, values)]

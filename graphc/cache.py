@@ -29,6 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from graphc.ir.graph import attrs_key
+
 MAGIC = b"graphc-object-v2\n"
 DIGEST = 32  # bytes of SHA-256
 
@@ -103,6 +105,9 @@ def cache_key(prog: Any, target: tuple[str, str, str]) -> str:
     for entry in sorted(prog.schedules):
         h.update(entry.encode() + b"\0")
         h.update(schedule_text(prog.schedules[entry]).encode())
+        # the text writes every NaN as "nan": constants' bits (NaN payloads) are keyed too
+        consts = [attrs_key(n.attrs) for n in prog.schedules[entry].graph.nodes if n.op == "const"]
+        h.update(repr(consts).encode())
         h.update(b"\0")
     return h.hexdigest()
 

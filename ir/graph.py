@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -62,6 +64,25 @@ class Node:
         if "attrs" in changes and isinstance(changes["attrs"], dict):
             changes["attrs"] = make_attrs(changes["attrs"])
         return replace(self, **changes)
+
+
+def value_key(value: Any) -> Any:
+    """A hashable key of an attr value that tells apart what ``==`` does not: a float by its
+    IEEE-754 bits (+0.0 and -0.0 differ, and NaNs compare by payload), a bool apart from the
+    int 1/0. Every table that merges nodes or code by their attrs (CSE, kernel reuse, GEMM
+    epilogues, the optimizer fusion, the compile cache) keys by this, never by the value."""
+    if isinstance(value, float):
+        return ("f", struct.unpack("<Q", struct.pack("<d", value))[0])
+    if isinstance(value, bool):
+        return ("b", value)
+    if isinstance(value, tuple):
+        return tuple(value_key(v) for v in value)
+    return value
+
+
+def attrs_key(attrs: tuple[tuple[str, Attr], ...]) -> tuple:
+    """``value_key`` of every attr value, keys kept: a hashable key of a node's attrs."""
+    return tuple((k, value_key(v)) for k, v in attrs)
 
 
 def make_attrs(attrs: dict[str, Attr] | None) -> tuple[tuple[str, Attr], ...]:

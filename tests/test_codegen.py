@@ -92,3 +92,25 @@ def test_float32_loops_are_vectorized(monkeypatch) -> None:
 def test_no_fast_math_flags_that_assume_finite_values() -> None:
     m = _mlp("sigmoid", "bce", gc.Adam())
     assert not re.search(r"\b(nnan|ninf|fast)\b", m.program.llvm_ir)
+
+
+@pytest.mark.parametrize("opt_level", [0, 2])
+def test_signed_zero_constants_stay_apart(opt_level) -> None:
+    """+0.0 and -0.0 are different constants (CSE, kernel reuse and the simplifier's x + 0 key
+    them by bits): 1/(x * 0.0), 1/(x * -0.0), 1/(x + 0.0), ... against float64 numpy."""
+    x = gc.input("x", ("N", 3))
+    fns = [
+        lambda v, z: 1 / (v * z),
+        lambda v, z: 1 / (v + z),
+        lambda v, z: 1 / (v - z),
+        lambda v, z: 1 / (z - v),
+    ]
+    outs = [f(x, gc.const(z)) for f in fns for z in (0.0, -0.0)]
+    m = gc.compile(outs, opt_level=opt_level, name=f"zeros{opt_level}")
+    xs = np.array([[1.0, -0.0, 0.0], [-2.0, 0.0, -0.0]], np.float32)
+    got = list(m.predict({"x": xs}).values())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        want = [f(xs.astype(np.float64), np.float64(z)) for f in fns for z in (0.0, -0.0)]
+    for i, (g, w) in enumerate(zip(got, want)):
+        np.testing.assert_array_equal(g, w, err_msg=f"output {i}")
+        assert np.array_equal(np.signbit(g), np.signbit(w)), f"output {i}"

@@ -97,14 +97,23 @@ RULE_CASES = {
     ),
     "add_zero_sub_zero": (
         """graph f(x: f32[4]) {
-          %0 = const() {value=0.0} : f32[]
+          %0 = const() {value=-0.0} : f32[]
+          %5 = const() {value=0.0} : f32[]
           %1 = add(x, %0) : f32[4]
-          %2 = sub(%1, %0) : f32[4]
+          %2 = sub(%1, %5) : f32[4]
           %3 = add(%0, %2) : f32[4]
           %4 = exp(%3) : f32[4]
           return %4
         }""",
         "%0 = exp(x) : f32[4]\nreturn %0",
+    ),
+    "add_positive_zero_stays": (  # -0.0 + 0.0 is +0.0: x + 0.0 is not x
+        """graph f(x: f32[4]) {
+          %0 = const() {value=0.0} : f32[]
+          %1 = add(x, %0) : f32[4]
+          return %1
+        }""",
+        "%0 = const() {value=0.0} : f32[]\n%1 = add(x, %0) : f32[4]\nreturn %1",
     ),
     "div_by_one": (
         """graph f(x: f32[3]) {
@@ -221,7 +230,7 @@ def test_simplify_keeps_identities_that_broadcast() -> None:
 def test_simplify_renames_outputs_and_updates() -> None:
     g, out = run_simplify(
         """graph f(x: f32[3], p: f32[3] param) {
-          %0 = const() {value=0.0} : f32[]
+          %0 = const() {value=-0.0} : f32[]
           %1 = mul(x, p) : f32[3]
           %2 = mul(x, p) : f32[3]
           %3 = sub(p, %2) : f32[3]

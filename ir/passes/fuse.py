@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from ..graph import SOURCE_OPS, Graph, Node
+from ..graph import SOURCE_OPS, Graph, Node, attrs_key
 from ..ops import OPS
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh")
@@ -453,7 +453,7 @@ def _update_signature(
                 upd = ("slot", t[len(p) + 1 :])
             else:
                 return None
-        keys.append((n.op, repr(n.attrs), tuple(ins), upd))
+        keys.append((n.op, attrs_key(n.attrs), tuple(ins), upd))
     return (ptype.dtype, tuple(keys))
 
 

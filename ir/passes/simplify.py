@@ -16,11 +16,13 @@ other than folding constants.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable
 
 import numpy as np
 
-from ..graph import SOURCE_OPS, Graph, Node, make_attrs
+from ..graph import SOURCE_OPS, Graph, Node, attrs_key, make_attrs, value_key
 from ..ops import OPS, normalize_axes
 from ..types import BATCH
 
@@ -57,27 +59,32 @@ def mul_by_one(n: Node, nodes: dict[str, Node]) -> str | None:
     return None
 
 
-def add_zero(n: Node, nodes: dict[str, Node]) -> str | None:
-    """add(x, 0) -> x and add(0, x) -> x, when no broadcasting happens.
+def _is_zero(v: float | None, sign: float) -> bool:
+    """v is the zero of the given sign (+1.0 or -1.0): +0.0 and -0.0 are told apart."""
+    return v == 0.0 and math.copysign(1.0, v) == sign
 
-    (-0.0 + 0.0 is +0.0, so x + 0 is not x for x = -0.0; the sign of a zero does not change any
-    later result of this IR except through division by it, which we accept, as XLA does.)
+
+def add_zero(n: Node, nodes: dict[str, Node]) -> str | None:
+    """add(x, -0.0) -> x and add(-0.0, x) -> x, when no broadcasting happens.
+
+    Only the negative zero is the identity of IEEE addition: -0.0 + +0.0 is +0.0, so x + 0.0 is
+    not x at x = -0.0 (and 1 / (x + 0.0) would turn +inf into -inf); that add stays.
     """
     if n.op != "add":
         return None
     x, y = n.inputs
-    if const_value(nodes, y) == 0.0 and _same_type(nodes, x, n):
+    if _is_zero(const_value(nodes, y), -1.0) and _same_type(nodes, x, n):
         return x
-    if const_value(nodes, x) == 0.0 and _same_type(nodes, y, n):
+    if _is_zero(const_value(nodes, x), -1.0) and _same_type(nodes, y, n):
         return y
     return None
 
 
 def sub_zero(n: Node, nodes: dict[str, Node]) -> str | None:
-    """sub(x, 0) -> x, when no broadcasting happens."""
+    """sub(x, +0.0) -> x, when no broadcasting happens (x - (-0.0) is x + 0.0: not x at -0.0)."""
     if (
         n.op == "sub"
-        and const_value(nodes, n.inputs[1]) == 0.0
+        and _is_zero(const_value(nodes, n.inputs[1]), 1.0)
         and _same_type(nodes, n.inputs[0], n)
     ):
         return n.inputs[0]
@@ -191,8 +198,8 @@ def _cse_key(n: Node) -> tuple | None:
     if n.op in SOURCE_OPS:
         return None
     if n.op == "const":  # {value=1.0} and {dtype="f32", value=1.0} are one constant
-        return ("const", float(n.attr("value")), n.type)
-    return (n.op, n.inputs, n.attrs, n.type)
+        return ("const", value_key(float(n.attr("value"))), n.type)  # by bits: -0.0 is not 0.0
+    return (n.op, n.inputs, attrs_key(n.attrs), n.type)
 
 
 def rewrite_to_fixpoint(
