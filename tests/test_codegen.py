@@ -114,3 +114,76 @@ def test_signed_zero_constants_stay_apart(opt_level) -> None:
     for i, (g, w) in enumerate(zip(got, want)):
         np.testing.assert_array_equal(g, w, err_msg=f"output {i}")
         assert np.array_equal(np.signbit(g), np.signbit(w)), f"output {i}"
+
+
+@pytest.mark.parametrize("opt_level", [0, 1, 2])
+def test_batch_dimension_in_every_position(opt_level) -> None:
+    """N as a GEMM's column count (and its epilogue operands' row stride), as its reduction
+    length, as the row length of a softmax and a reduction, and size-1 axes before others:
+    compiled outputs against float64 numpy for a batch that is no multiple of a vector."""
+    x = gc.input("x", ("N", 4))
+    x2 = gc.input("x2", ("N", 3))
+    x3 = gc.input("x3", ("N", 1, 3))
+    w = gc.param("w", (3, 4))
+    c = gc.param("c", (3, 1))
+    mm = gc.matmul(w, x, transpose_b=True)  # [3, N]
+    outs = [
+        gc.tanh(mm) * gc.transpose(x2),  # epilogue operand [3, N]: row stride N
+        gc.relu(mm + c),  # a [3, 1] column operand
+        gc.matmul(x, x, transpose_a=True),  # K = N
+        gc.sum(mm, axes=1),
+        gc.softmax(gc.transpose(x2)),  # rows of length N
+        gc.sum(x3, axes=2),  # a size-1 axis before the reduced one
+        gc.mean(x3, axes=(0, 1)),
+        gc.sum(gc.reshape(x2, ("N", 3, 1)), axes=1),
+    ]
+    m = gc.compile(outs, opt_level=opt_level, name=f"npos{opt_level}")
+    rng = np.random.default_rng(3)
+    n = 37
+    feeds = {
+        "x": rng.standard_normal((n, 4)).astype(np.float32),
+        "x2": rng.standard_normal((n, 3)).astype(np.float32),
+        "x3": rng.standard_normal((n, 1, 3)).astype(np.float32),
+    }
+    got = list(m._run("infer", feeds, n))
+    X, X2, X3 = (feeds[k].astype(np.float64) for k in ("x", "x2", "x3"))
+    W, C = m.params["w"].astype(np.float64), m.params["c"].astype(np.float64)
+    MM = W @ X.T
+    e = np.exp(X2.T - X2.T.max(axis=1, keepdims=True))
+    want = [
+        np.tanh(MM) * X2.T,
+        np.maximum(MM + C, 0.0),
+        X.T @ X,
+        MM.sum(axis=1),
+        e / e.sum(axis=1, keepdims=True),
+        X3.sum(axis=2),
+        X3.mean(axis=(0, 1)),
+        X2.reshape(n, 3, 1).sum(axis=1),
+    ]
+    for i, (g, w_) in enumerate(zip(got, want)):
+        np.testing.assert_allclose(g, w_, rtol=2e-5, atol=2e-5, err_msg=f"output {i}")
+
+
+@pytest.mark.parametrize("opt_level", [0, 1, 2])
+def test_l2_penalty_on_weights(opt_level) -> None:
+    """loss = mse + c * sum(w * w) on a dense weight and sum(square(v)) on a (1, 5) param (a
+    size-1 leading axis): the gradient 2 c w joins the GEMM's; checked by one SGD step against
+    float64 numpy (was KeyError in the GEMM planner at -O2, AttributeError in emit_reduce)."""
+    x, y = gc.input("x", ("N", 5)), gc.input("y", ("N", 2))
+    w, v = gc.param("w", (5, 2)), gc.param("v", (1, 5))
+    out = gc.matmul(x, w) + gc.matmul(x, v, transpose_b=True)
+    loss = gc.mean_squared_error(out, y) + 0.01 * gc.sum(w * w) + 0.1 * gc.sum(gc.square(v))
+    m = gc.compile(out, loss=loss, optimizer=gc.SGD(lr=1.0), opt_level=opt_level, name="l2")
+    rng = np.random.default_rng(4)
+    xs, ys = rng.standard_normal((9, 5)).astype("f4"), rng.standard_normal((9, 2)).astype("f4")
+    W, V = m.params["w"].astype(np.float64), m.params["v"].astype(np.float64)
+    X, Y = xs.astype(np.float64), ys.astype(np.float64)
+    r = X @ W + X @ V.T - Y
+    dr = 2 * r / r.size
+    want_loss = (r**2).mean() + 0.01 * (W**2).sum() + 0.1 * (V**2).sum()
+    loss_got = m.train_step({"x": xs}, ys)
+    np.testing.assert_allclose(loss_got, want_loss, rtol=1e-5)
+    np.testing.assert_allclose(m.params["w"], W - (X.T @ dr + 0.02 * W), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        m.params["v"], V - (dr.sum(axis=1) @ X + 0.2 * V), rtol=1e-5, atol=1e-6
+    )
