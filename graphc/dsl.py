@@ -16,6 +16,7 @@ from typing import Any, Iterable
 from graphc.ir.builder import infer_type
 from graphc.ir.errors import GraphcError, ShapeError
 from graphc.ir.graph import Graph, Node, make_attrs, make_node
+from graphc.ir.ops.random import number_dropout_streams
 from graphc.ir.types import TensorType
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -247,7 +248,10 @@ def dropout(x: Tensor, p: float, *, seed: int = 0, name: str | None = None) -> T
     The mask is a pure function of (seed, training step, this node, element index), drawn
     inside the compiled kernel by a counter-based generator (SplitMix64; see
     graphc.ir.ops.random), so the JIT, an exported training library and the reference
-    interpreter draw the same mask, and the backward pass reuses it.
+    interpreter draw the same mask, and the backward pass reuses it. The node's stream is
+    the CRC-32 of ``name`` when given, else derived from the graph's structure (what the
+    dropout depends on; ``number_dropout_streams``), so the same network built twice in one
+    process draws the same masks and each one's checkpoint loads into the other.
 
     Raises:
         GraphcError: p outside [0, 1) or seed not an int in [0, 2^63).
@@ -260,11 +264,12 @@ def dropout(x: Tensor, p: float, *, seed: int = 0, name: str | None = None) -> T
         raise GraphcError(f"dropout: seed must be an int in [0, 2^63), got {seed!r}")
     if p == 0:
         return x
-    name = name or _fresh()
+    # A named dropout's stream is the CRC-32 of its name; an unnamed one gets its stream from
+    # the graph's structure when the graph is collected (ir.ops.random.number_dropout_streams),
+    # never from the process-wide counter behind automatic names.
+    stream = zlib.crc32(name.encode()) if name is not None else None
     step = Tensor(make_node("step", "state", (), TensorType((), x.dtype), {"init": "zeros"}))
-    return apply(
-        "dropout", x, step, name=name, p=float(p), seed=seed, stream=zlib.crc32(name.encode())
-    )
+    return apply("dropout", x, step, name=name or _fresh(), p=float(p), seed=seed, stream=stream)
 
 
 def matmul(a: Tensor, b: Tensor, *, transpose_a: bool = False, transpose_b: bool = False) -> Tensor:
@@ -468,4 +473,5 @@ def collect_graph(name: str, outputs: list[Tensor]) -> Graph:
         for p in reversed(t.parents):
             if p.name not in seen or seen[p.name] is not p:
                 stack.append((p, False))
-    return Graph(name, tuple(t.node for t in order), tuple(t.name for t in outputs))
+    g = Graph(name, tuple(t.node for t in order), tuple(t.name for t in outputs))
+    return number_dropout_streams(g)

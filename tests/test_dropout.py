@@ -187,3 +187,46 @@ def test_dropout_layer_in_sequential_builds_one_stream_per_layer() -> None:
     assert [n.name for n in prog.training.states] == [
         "step"
     ]  # one counter, shared with the optimizer
+
+
+def _seq_dropout_model() -> gc.Model:
+    net = gc.Sequential(
+        [gc.Dense(8, "relu"), gc.Dropout(0.4), gc.Dense(8, "tanh"), gc.Dropout(0.2), gc.Dense(1)],
+        name="twice",
+    )
+    return gc.compile_sequential(net, (6,), "mean_squared_error", gc.SGD(lr=0.05), seed=1)
+
+
+def test_same_sequential_built_twice_draws_the_same_masks_and_shares_checkpoints(
+    tmp_path,
+) -> None:
+    # #13 item 3: streams come from the graph's structure, not from a process-wide counter
+    # (building something else in between moves that counter).
+    m1 = _seq_dropout_model()
+    gc.dense(gc.input("other", ("N", 3)), 2)  # consumes automatic names
+    m2 = _seq_dropout_model()
+    s1 = [n.attr("stream") for n in m1.program.training.nodes if n.op == "dropout"]
+    s2 = [n.attr("stream") for n in m2.program.training.nodes if n.op == "dropout"]
+    assert s1 == s2 and len(set(s1[:2])) == 2
+    path = tmp_path / "m1.npz"
+    m1.save(str(path))
+    m2.load(str(path))  # the same network: the checkpoint fits
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 6)).astype(np.float32)
+    y = rng.standard_normal((16, 1)).astype(np.float32)
+    for _ in range(3):
+        assert m1.train_step(x, y) == m2.train_step(x, y)
+    for k in m1.params:
+        np.testing.assert_array_equal(m1.params[k], m2.params[k])
+
+
+def test_two_dropouts_of_one_value_get_different_streams() -> None:
+    import zlib
+
+    from graphc.dsl import collect_graph
+
+    x = gc.input("x", ("N", 4))
+    out = gc.dropout(x, 0.5) + gc.dropout(x, 0.5) + gc.dropout(x, 0.5, name="mine")
+    g = collect_graph("two", [out])
+    streams = [n.attr("stream") for n in g.nodes if n.op == "dropout"]
+    assert len(set(streams)) == 3 and zlib.crc32(b"mine") in streams
