@@ -16,6 +16,7 @@ from graphc.ir.errors import (
     GradError,
     GraphcError,
     NumericsError,
+    OnnxError,
     ParseError,
     ShapeError,
     VerifyError,
@@ -24,6 +25,7 @@ from graphc.ir.graph import Graph
 from graphc.runtime.library import Library, load
 
 from .api import compile, compile_sequential
+from .onnx_import import OnnxImport, from_onnx
 from .dsl import (
     Dense,
     Dropout,
@@ -95,6 +97,9 @@ __all__ = [
     "Graph",
     "GraphcError",
     "NumericsError",
+    "OnnxError",
+    "OnnxImport",
+    "from_onnx",
     "Optimizer",
     "ParseError",
     "Sequential",

@@ -1,0 +1,1411 @@
+"""ONNX import: an ONNX model (a file or a ModelProto) becomes graphc DSL tensors.
+
+Each ONNX node becomes the DSL ops a user would write (``OPS`` below: one entry per ONNX
+operator), so autodiff, fusion, code generation and export are shared with hand-written
+networks. Initializers become parameters (trainable, by the caller's choice) or non-trainable
+constants (``state`` sources), both filled from the file's values when the model is compiled.
+Shape computations (Shape, Gather, Concat, ... on shapes) run here, at import time, on arrays
+in which the symbolic batch dimension is the string "N".
+
+Everything the file says is checked before it is used: sizes are bounded, tensors' byte counts
+match their shapes, external data stays inside the model's folder, and an operator, attribute
+or data type outside what is listed here raises OnnxError naming the node, its op type and the
+opset, before anything is compiled.
+
+Spec: https://onnx.ai/onnx/operators/ (the operator definitions quoted in the rules below).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from graphc.ir.errors import GraphcError, OnnxError
+from graphc.ir.graph import make_node
+from graphc.ir.types import TensorType
+
+from . import dsl
+from .dsl import Tensor
+
+MIN_OPSET = 7  # the Gemm/Add/... semantics (numpy broadcasting) every rule below assumes
+MAX_FILE_BYTES = 2**31 - 1  # protobuf's limit for one message
+MAX_ELEMENTS = 2**28  # per tensor (1 GiB of float32): bounds what an untrusted file can allocate
+MAX_NODES = 100_000
+RESERVED = {"lr", "step"}  # names the compiler gives its own sources
+
+INSTALL_HINT = "ONNX support needs the onnx package: pip install 'graphc[onnx]'"
+
+
+def require_onnx() -> Any:
+    """The onnx module, or OnnxError naming the extra to install."""
+    try:
+        import onnx
+    except ImportError as e:
+        raise OnnxError(f"{INSTALL_HINT} ({e})") from None
+    return onnx
+
+
+# ---------------------------------------------------------------- the result
+
+
+@dataclass
+class OnnxImport:
+    """An imported ONNX graph as graphc tensors.
+
+    Attributes:
+        outputs: one Tensor per selected ONNX graph output (``gc.compile(imp.outputs)``).
+        inputs: one Tensor per ONNX graph input that is not an initializer (f32[N, ...]).
+        params: graphc name -> Tensor of each trainable initializer.
+        constants: graphc name -> Tensor of each non-trainable constant.
+        weights: graphc name -> the file's array for every param and constant (float32).
+        input_names / output_names: ONNX name -> graphc name.
+        opset: the model's default-domain opset.
+        name: a C identifier for the model (from the graph's name).
+    """
+
+    outputs: list[Tensor]
+    inputs: list[Tensor]
+    params: dict[str, Tensor]
+    constants: dict[str, Tensor]
+    weights: dict[str, np.ndarray]
+    input_names: dict[str, str]
+    output_names: dict[str, str]
+    opset: int
+    name: str
+    producer: str = ""
+    all_inputs: list[str] = field(default_factory=list)  # ONNX input names, bound ones too
+    bound: set[str] = field(default_factory=set)  # inputs bound by ``constants``
+
+    def compile(self, loss: Tensor | None = None, optimizer: Any = None, **kw: Any) -> Any:
+        """``gc.compile(self.outputs, loss, optimizer, name=self.name, **kw)``; the model's
+        parameters and constants hold the file's values."""
+        from .api import compile as gc_compile
+
+        kw.setdefault("name", self.name)
+        return gc_compile(self.outputs, loss, optimizer, **kw)
+
+
+# ---------------------------------------------------------------- loading and checking files
+
+
+_NP_OF = {  # TensorProto.DataType -> numpy dtype, for the types a file's tensors may use
+    1: np.float32,
+    2: np.uint8,
+    3: np.int8,
+    5: np.int16,
+    6: np.int32,
+    7: np.int64,
+    9: np.bool_,
+    10: np.float16,
+    11: np.float64,
+    12: np.uint32,
+    13: np.uint64,
+    16: "bfloat16",
+}
+_TYPE_NAME = {
+    1: "float",
+    2: "uint8",
+    3: "int8",
+    4: "uint16",
+    5: "int16",
+    6: "int32",
+    7: "int64",
+    8: "string",
+    9: "bool",
+    10: "float16",
+    11: "double",
+    12: "uint32",
+    13: "uint64",
+    14: "complex64",
+    15: "complex128",
+    16: "bfloat16",
+    17: "float8e4m3fn",
+    18: "float8e4m3fnuz",
+    19: "float8e5m2",
+    20: "float8e5m2fnuz",
+    21: "uint4",
+    22: "int4",
+    23: "float4e2m1",
+    24: "float8e8m0",
+    25: "uint2",
+    26: "int2",
+}
+FLOAT_TYPES = (1, 10, 11, 16)
+
+
+def type_name(t: int) -> str:
+    return _TYPE_NAME.get(t, f"type {t}")
+
+
+def load_model(source: Any) -> tuple[Any, str | None]:
+    """A ModelProto from a path (external data confined to the file's folder) or a ModelProto.
+
+    Returns (model, folder of the file or None).
+
+    Raises:
+        OnnxError: missing, too large or unparsable file; bad external data.
+    """
+    onnx = require_onnx()
+    if isinstance(source, onnx.ModelProto):
+        return source, None
+    if isinstance(source, (bytes, bytearray)):
+        return _parse(onnx, bytes(source), "<bytes>"), None
+    if not isinstance(source, (str, os.PathLike)):
+        raise OnnxError(
+            f"from_onnx: expected a path or an onnx.ModelProto, got {type(source).__name__}"
+        )
+    path = os.fspath(source)
+    if not os.path.isfile(path):
+        raise OnnxError(f"ONNX file {path!r} does not exist")
+    size = os.path.getsize(path)
+    if size > MAX_FILE_BYTES:
+        raise OnnxError(f"ONNX file {path!r} is {size} bytes, above protobuf's 2 GiB limit")
+    with open(path, "rb") as f:
+        data = f.read()
+    return _parse(onnx, data, path), os.path.dirname(os.path.abspath(path))
+
+
+def _parse(onnx: Any, data: bytes, where: str) -> Any:
+    m = onnx.ModelProto()
+    try:
+        m.ParseFromString(data)
+    except Exception as e:  # noqa: BLE001 -- protobuf's DecodeError and friends: the file is not a model
+        raise OnnxError(f"{where}: not a valid ONNX model ({type(e).__name__}: {e})") from None
+    if not m.HasField("graph"):
+        raise OnnxError(f"{where}: the file holds no graph (is it an ONNX model?)")
+    return m
+
+
+def tensor_to_array(t: Any, base_dir: str | None, what: str) -> np.ndarray:
+    """The array of a TensorProto (in-file or external data), every size checked first.
+
+    Raises:
+        OnnxError: unsupported data type, sizes that disagree, external data outside
+            ``base_dir`` or past its file's end.
+    """
+    onnx = require_onnx()
+    dims = tuple(int(d) for d in t.dims)
+    if any(d < 0 for d in dims):
+        raise OnnxError(f"{what}: negative dimension in {list(dims)}")
+    count = math.prod(dims)
+    if count > MAX_ELEMENTS:
+        raise OnnxError(f"{what}: {count} elements, above the limit of {MAX_ELEMENTS}")
+    if t.data_type not in _NP_OF:
+        raise OnnxError(
+            f"{what}: data type {type_name(t.data_type)} is not supported (float, double, "
+            "float16, bfloat16, bool and integer tensors are)"
+        )
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        return _external(t, dims, count, base_dir, what)
+    try:
+        from onnx import numpy_helper
+
+        a = numpy_helper.to_array(t)
+    except Exception as e:  # noqa: BLE001 -- wrong byte counts, bad fields: say which tensor
+        raise OnnxError(f"{what}: cannot read its values ({type(e).__name__}: {e})") from None
+    if a.shape != dims:
+        raise OnnxError(f"{what}: holds {a.size} values for shape {list(dims)}")
+    if a.dtype.kind == "V" or str(a.dtype) == "bfloat16":  # ml_dtypes bfloat16
+        a = a.astype(np.float32)
+    return a
+
+
+def _external(t: Any, dims: tuple, count: int, base_dir: str | None, what: str) -> np.ndarray:
+    info = {e.key: e.value for e in t.external_data}
+    loc = info.get("location", "")
+    if base_dir is None:
+        raise OnnxError(f"{what}: stored as external data; import the model from its file path")
+    if not loc or os.path.isabs(loc) or "\0" in loc:
+        raise OnnxError(f"{what}: external data location {loc!r} must be a relative path")
+    root = os.path.realpath(base_dir)
+    path = os.path.realpath(os.path.join(root, loc))
+    if os.path.commonpath([root, path]) != root:
+        raise OnnxError(
+            f"{what}: external data {loc!r} lies outside the model's folder {root!r}; refused"
+        )
+    if not os.path.isfile(path):
+        raise OnnxError(f"{what}: external data file {path!r} does not exist")
+    try:
+        offset = int(info.get("offset", 0))
+        length = int(info["length"]) if "length" in info else None
+    except ValueError:
+        raise OnnxError(f"{what}: external data offset/length are not integers: {info}") from None
+    dt = _NP_OF[t.data_type]
+    itemsize = 2 if dt == "bfloat16" else np.dtype(dt).itemsize
+    if t.data_type == 9:
+        itemsize = 1
+    want = count * itemsize
+    if length is not None and length != want:
+        raise OnnxError(f"{what}: external data length {length} != {want} bytes for {list(dims)}")
+    size = os.path.getsize(path)
+    if offset < 0 or offset + want > size:
+        raise OnnxError(
+            f"{what}: external data [{offset}, {offset + want}) runs past the end of {loc!r} "
+            f"({size} bytes)"
+        )
+    with open(path, "rb") as f:
+        f.seek(offset)
+        raw = f.read(want)
+    if dt == "bfloat16":
+        bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+        return bits.view(np.float32).reshape(dims)
+    return np.frombuffer(raw, dtype=np.dtype(dt).newbyteorder("<")).reshape(dims).copy()
+
+
+# ---------------------------------------------------------------- names
+
+
+def c_name(name: str, taken: set[str], prefix: str = "v") -> str:
+    """``name`` with every character outside [A-Za-z0-9_] replaced by '_', made unique in
+    ``taken`` (and added to it); graphc and C both accept the result."""
+    s = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_") or prefix
+    if s[0].isdigit():
+        s = f"{prefix}_{s}"
+    base, i = s, 1
+    while s in taken or s in RESERVED:
+        s, i = f"{base}_{i}", i + 1
+    taken.add(s)
+    return s
+
+
+# ---------------------------------------------------------------- the converter
+
+
+Value = Tensor | np.ndarray  # a graph value, or an array known at import time
+
+
+class NodeContext:
+    """What an op rule sees of one ONNX node: its operands (as graph tensors or as arrays known
+    at import time), its attributes, and the opset version of its operator."""
+
+    def __init__(self, imp: Importer, node: Any, index: int, version: int) -> None:
+        self.imp, self.node, self.index, self.version = imp, node, index, version
+        self.attrs = {a.name: a for a in node.attribute}
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.node.input)
+
+    def has(self, i: int) -> bool:
+        return i < len(self.node.input) and self.node.input[i] != ""
+
+    def value(self, i: int) -> Value:
+        return self.imp.lookup(self.node.input[i], self)
+
+    def x(self, i: int) -> Tensor:
+        """Operand ``i`` as a graph tensor (an array becomes a param or a constant)."""
+        return self.imp.as_tensor(self.node.input[i], self)
+
+    def c(self, i: int) -> np.ndarray:
+        """Operand ``i`` as an array known at import time."""
+        v = self.value(i)
+        if isinstance(v, Tensor):
+            self.fail(
+                f"input {i} ({self.node.input[i]!r}) must be known at import time (an "
+                "initializer, a Constant or a shape computation), but it is computed from the "
+                "graph's inputs"
+            )
+        return v
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        onnx = require_onnx()
+        a = self.attrs.get(name)
+        if a is None:
+            return default
+        v = onnx.helper.get_attribute_value(a)
+        if isinstance(v, bytes):
+            return v.decode("utf-8", "replace")
+        if a.type == onnx.AttributeProto.TENSOR:
+            return tensor_to_array(v, self.imp.base_dir, f"attribute {name} of {self.where()}")
+        if isinstance(v, list):
+            return [x.decode() if isinstance(x, bytes) else x for x in v]
+        return v
+
+    def where(self) -> str:
+        return f"node {self.index} {self.node.name!r} ({self.node.op_type}, opset {self.version})"
+
+    def fail(self, msg: str) -> None:
+        raise OnnxError(f"{self.where()}: {msg}")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one ONNX operator becomes graphc ops.
+
+    convert(cx) returns the node's outputs (Tensors or arrays); ``attrs`` lists every attribute
+    the rule implements (any other raises); ``fold`` computes the outputs with numpy when every
+    operand is known at import time (shape computations), in which case ``convert`` is skipped.
+    """
+
+    convert: Callable[[NodeContext], list[Value]] | None
+    attrs: tuple[str, ...] = ()
+    fold: Callable[[NodeContext, list[np.ndarray]], list[np.ndarray]] | None = None
+    domain: str = ""
+    note: str = ""  # what is not supported, for the table in the docs
+
+
+class Importer:
+    """Converts one ModelProto; see ``from_onnx``."""
+
+    def __init__(
+        self, model: Any, base_dir: str | None, trainable: Any, where: str, bound: dict
+    ) -> None:
+        onnx = require_onnx()
+        self.bound = {k: np.asarray(v) for k, v in bound.items()}
+        self.model, self.base_dir, self.where = model, base_dir, where
+        self.graph = model.graph
+        self.opsets = {o.domain or "": int(o.version) for o in model.opset_import}
+        if "ai.onnx" in self.opsets:
+            self.opsets.setdefault("", self.opsets["ai.onnx"])
+        self.opset = self.opsets.get("")
+        newest = onnx.defs.onnx_opset_version()
+        if self.opset is None:
+            raise OnnxError(f"{where}: the model declares no default-domain opset")
+        if not MIN_OPSET <= self.opset <= newest:
+            raise OnnxError(
+                f"{where}: opset {self.opset} is outside what graphc imports ({MIN_OPSET} to "
+                f"{newest}, the newest the installed onnx {onnx.__version__} defines)"
+            )
+        self.trainable = trainable
+        self.values: dict[str, Value] = {}
+        self.initializers: dict[str, np.ndarray] = {}
+        self.materialized: dict[str, Tensor] = {}
+        self.params: dict[str, Tensor] = {}
+        self.constants: dict[str, Tensor] = {}
+        self.weights: dict[str, np.ndarray] = {}
+        self.frozen_names: set[str] = set()
+        self.taken: set[str] = set()
+        self.integral: set[int] = set()  # id() of tensors holding integer values (labels)
+        self.known: set[int] = set()
+
+    # -------------------------------------------------------------- values
+
+    def lookup(self, name: str, cx: NodeContext | None) -> Value:
+        if name in self.values:
+            return self.values[name]
+        if name in self.initializers:
+            return self.initializers[name]
+        where = cx.where() if cx else self.where
+        raise OnnxError(
+            f"{where}: value {name!r} is not defined before its use (an ONNX graph lists its "
+            "nodes in topological order), or it is an output graphc does not compute"
+        )
+
+    def as_tensor(self, name: str, cx: NodeContext) -> Tensor:
+        v = self.lookup(name, cx)
+        if isinstance(v, Tensor):
+            return v
+        if name in self.materialized:
+            return self.materialized[name]
+        t = self.constant_tensor(name, v, cx, initializer=name in self.initializers)
+        self.materialized[name] = t
+        return t
+
+    def constant_tensor(self, name: str, a: np.ndarray, cx: NodeContext, initializer: bool):
+        if a.dtype == object:
+            cx.fail(
+                f"{name!r} depends on the batch size N and is used as data; graphc uses such "
+                "values only as shapes"
+            )
+        if a.dtype.kind not in "fiub":
+            cx.fail(f"{name!r} has data type {a.dtype}, which graphc cannot compute with")
+        if a.size > MAX_ELEMENTS:
+            cx.fail(f"{name!r} has {a.size} elements, above the limit of {MAX_ELEMENTS}")
+        a32 = np.asarray(a, dtype=np.float32)
+        if a.ndim == 0 and not (initializer and self.is_trainable(name)):
+            return dsl.const(float(a32))
+        from graphc.init import hold_array
+
+        gname = c_name(name, self.taken, "w")
+        key = hold_array(a32)
+        train = initializer and a.dtype.kind == "f" and self.is_trainable(name)
+        op = "param" if train else "state"
+        node = make_node(
+            gname,
+            op,
+            (),
+            TensorType(a32.shape, "f32"),
+            {"init": "array", "init_args": (("key", key),)},
+            loc=f"{self.where}: initializer {name!r}" if initializer else f"{self.where}: {name!r}",
+            origin=f"onnx {'initializer' if initializer else 'constant'} {name}",
+        )
+        t = Tensor(node)
+        (self.params if train else self.constants)[gname] = t
+        self.weights[gname] = a32
+        return t
+
+    def is_trainable(self, name: str) -> bool:
+        if name in self.frozen_names:
+            return False
+        tr = self.trainable
+        if tr is True or tr is None:
+            return True
+        if tr is False:
+            return False
+        if callable(tr):
+            return bool(tr(name))
+        return name in tr
+
+    # -------------------------------------------------------------- the walk
+
+    def run(self, outputs: list[str] | None) -> OnnxImport:
+        g = self.graph
+        if len(g.node) > MAX_NODES:
+            raise OnnxError(f"{self.where}: {len(g.node)} nodes, above the limit of {MAX_NODES}")
+        for i, t in enumerate(g.initializer):
+            if not t.name:
+                raise OnnxError(f"{self.where}: initializer {i} has no name")
+            self.initializers[t.name] = tensor_to_array(
+                t, self.base_dir, f"{self.where}: initializer {t.name!r}"
+            )
+        if len(g.sparse_initializer):
+            raise OnnxError(f"{self.where}: sparse initializers are not supported")
+        self.find_frozen()
+        inputs, input_names, all_inputs = [], {}, []
+        names = {vi.name for vi in g.input}
+        for k in self.bound:
+            if k not in names:
+                raise OnnxError(f"{self.where}: constants: the graph has no input {k!r}")
+        for vi in g.input:
+            if vi.name in self.initializers:  # IR < 4: initializers listed as inputs too
+                continue
+            all_inputs.append(vi.name)
+            if vi.name in self.bound:
+                self.values[vi.name] = self.bound[vi.name]
+                continue
+            t = self.graph_input(vi)
+            inputs.append(t)
+            input_names[vi.name] = t.name
+            self.values[vi.name] = t
+            self.known.add(id(t))
+        want = outputs if outputs is not None else [o.name for o in g.output]
+        declared = [o.name for o in g.output]
+        needed = set(want)  # convert only the nodes the selected outputs depend on
+        use = [False] * len(g.node)
+        for i in range(len(g.node) - 1, -1, -1):
+            if any(o in needed for o in g.node[i].output):
+                use[i] = True
+                needed.update(n for n in g.node[i].input if n)
+        for i, node in enumerate(g.node):
+            if use[i]:
+                self.convert(i, node)
+        outs, out_names = [], {}
+        for name in want:
+            if name not in declared and name not in self.values:
+                raise OnnxError(f"{self.where}: no output {name!r}; the graph's are {declared}")
+            v = self.lookup(name, None)
+            if not isinstance(v, Tensor):
+                raise OnnxError(
+                    f"{self.where}: output {name!r} is a constant (it does not depend on any "
+                    "input); graphc compiles only computed outputs"
+                )
+            outs.append(v)
+            out_names[name] = v.name
+        gname = self.graph.name or "model"
+        return OnnxImport(
+            outs,
+            inputs,
+            self.params,
+            self.constants,
+            self.weights,
+            input_names,
+            out_names,
+            self.opset,
+            c_name(gname, set(), "model"),
+            self.model.producer_name,
+            all_inputs,
+            set(self.bound),
+        )
+
+    def find_frozen(self) -> None:
+        """Running statistics (BatchNormalization's mean and variance) never train."""
+        for node in self.graph.node:
+            if node.op_type == "BatchNormalization":
+                self.frozen_names.update(n for n in node.input[3:5] if n)
+
+    def graph_input(self, vi: Any) -> Tensor:
+        where = f"{self.where}: input {vi.name!r}"
+        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if tt is None:
+            raise OnnxError(f"{where}: only tensor inputs are supported (got {vi.type})")
+        if tt.elem_type not in FLOAT_TYPES:
+            raise OnnxError(
+                f"{where}: element type {type_name(tt.elem_type)}; graphc inputs are floating "
+                "point (float, double, float16 and bfloat16 inputs are read as float32)"
+            )
+        if not tt.HasField("shape"):
+            raise OnnxError(f"{where}: the input has no shape; graphc needs every dimension")
+        shape: list[Any] = []
+        for k, d in enumerate(tt.shape.dim):
+            fixed = d.HasField("dim_value")
+            if fixed and d.dim_value <= 0:
+                raise OnnxError(
+                    f"{where}: dimension {k} has size {d.dim_value}; graphc does not support "
+                    "empty tensors (a dimension of size 0)"
+                )
+            if fixed:
+                shape.append(int(d.dim_value))
+            elif k == 0:
+                shape.append("N")  # dim_param, or left unknown: the batch dimension
+            else:
+                raise OnnxError(
+                    f"{where}: dimension {k} is symbolic ({d.dim_param or '?'}); graphc fixes "
+                    "every dimension but the first (the batch N)"
+                )
+        return dsl.input(c_name(vi.name, self.taken, "x"), tuple(shape))
+
+    def convert(self, index: int, node: Any) -> None:
+        onnx = require_onnx()
+        domain = node.domain or ""
+        if domain == "ai.onnx":
+            domain = ""
+        key = node.op_type if domain == "" else f"{domain}:{node.op_type}"
+        version = self.opsets.get(domain)
+        cx = NodeContext(self, node, index, version or 0)
+        if version is None:
+            cx.fail(f"its domain {domain!r} is not imported by the model (opset_import)")
+        rule = OPS.get(key)
+        if rule is None:
+            supported = ", ".join(sorted(OPS))
+            cx.fail(f"operator {key} is not supported by graphc. Supported: {supported}")
+        try:
+            cx.version = onnx.defs.get_schema(node.op_type, version, domain).since_version
+        except Exception:  # noqa: BLE001 -- onnx raises several kinds
+            cx.fail(f"operator {key} is not defined at opset {version}")
+        for a in node.attribute:
+            if a.name not in rule.attrs:
+                cx.fail(
+                    f"attribute {a.name!r} is not supported (supported: "
+                    f"{', '.join(rule.attrs) or 'none'})"
+                )
+        for name in node.output:
+            if name and (name in self.values or name in self.initializers):
+                cx.fail(f"output {name!r} is defined twice")
+        args = [self.lookup(n, cx) if n else None for n in node.input]
+        present = [a for a in args if a is not None]
+        frozen = all(
+            not isinstance(a, Tensor)
+            and not (n in self.initializers and a.dtype.kind == "f" and self.is_trainable(n))
+            for n, a in zip(node.input, args)
+            if n
+        )
+        try:
+            if rule.fold is not None and frozen and present:
+                outs = rule.fold(cx, args)
+            elif rule.convert is None:
+                cx.fail("this operator is supported only on values known at import time")
+            else:
+                outs = rule.convert(cx)
+        except OnnxError:
+            raise
+        except GraphcError as e:  # a shape error from the DSL: say which ONNX node
+            raise OnnxError(f"{cx.where()}: {type(e).__name__}: {e}") from None
+        for name, v in zip(node.output, outs):
+            if not name or v is None:
+                continue
+            if isinstance(v, np.ndarray) and v.size > MAX_ELEMENTS:
+                cx.fail(f"output {name!r} would hold {v.size} elements")
+            if isinstance(v, Tensor):
+                self.stamp(v, cx)
+            self.values[name] = v
+
+    def stamp(self, t: Tensor, cx: NodeContext) -> None:
+        """Mark the tensors a rule made with the ONNX node they came from (shown by dumps and
+        error messages)."""
+        stack = [t]
+        loc = f"{self.where}: node {cx.index} {cx.node.name!r}"
+        while stack:
+            u = stack.pop()
+            if id(u) in self.known:
+                continue
+            self.known.add(id(u))
+            if u.node.op not in ("param", "state", "input"):
+                u.node = u.node.with_(loc=loc, origin=f"onnx {cx.node.op_type} {cx.node.name}")
+            stack.extend(u.parents)
+
+
+def from_onnx(
+    model: Any,
+    *,
+    trainable: Any = True,
+    outputs: list[str] | None = None,
+    name: str | None = None,
+    constants: dict[str, Any] | None = None,
+) -> OnnxImport:
+    """Import an ONNX model as graphc tensors, ready for ``gc.compile``.
+
+    Args:
+        model: a path to a .onnx file (external data, e.g. ``model.onnx.data``, is read from the
+            file's folder and nowhere else), the file's bytes, or an ``onnx.ModelProto``.
+        trainable: which float initializers become trainable params: True (all; running
+            statistics of BatchNormalization never train), False (none: all are constants), a
+            collection of ONNX initializer names, or a predicate on the name.
+        outputs: ONNX output names to import (default: every graph output).
+        name: the model's name (a C identifier; default: from the graph's name).
+        constants: ONNX input name -> array: inputs bound to these values at import time (for
+            example a shape or an index input), no longer inputs of the compiled model.
+
+    Returns:
+        OnnxImport: ``outputs``, ``inputs``, ``params``, ``constants``, ``weights``, name maps;
+        ``imp.compile(loss, optimizer, ...)`` compiles it.
+
+    Raises:
+        OnnxError: a malformed file, or an operator, attribute or data type graphc does not
+            support (naming the node, its op type and the opset); raised before anything is
+            compiled. The message says which extra to install when onnx is missing.
+    """
+    m, base = load_model(model)
+    where = os.path.basename(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else "onnx"
+    imp = Importer(m, base, trainable, where, constants or {}).run(outputs)
+    if name is not None:
+        if not name.isidentifier():
+            raise OnnxError(f"model name {name!r} must be a C identifier")
+        imp.name = name
+    return imp
+
+
+# ---------------------------------------------------------------- op rules
+
+
+def _axis(cx: NodeContext, axis: int, rank: int) -> int:
+    if not -rank <= axis < max(rank, 1):
+        cx.fail(f"axis {axis} is out of range for rank {rank}")
+    return axis % rank if rank else 0
+
+
+def _shape_of(t: Value) -> tuple:
+    return tuple(t.shape)
+
+
+def _reshape(cx: NodeContext, x: Tensor, shape: tuple) -> Tensor:
+    """Reshape that keeps the batch dimension N first (graphc's reshape rule)."""
+    if tuple(shape) == tuple(x.shape):
+        return x
+    return dsl.reshape(x, shape)
+
+
+def _target_shape(cx: NodeContext, in_shape: tuple, target: np.ndarray, allowzero: bool) -> tuple:
+    """ONNX Reshape's output shape (0 copies a dimension unless allowzero, -1 is inferred); the
+    batch dimension N may appear only first."""
+    out: list[Any] = []
+    for i, d in enumerate(target.tolist()):
+        if isinstance(d, str):
+            out.append(d)
+        elif d == 0 and not allowzero:
+            if i >= len(in_shape):
+                cx.fail(f"shape {target.tolist()} copies dimension {i} the input does not have")
+            out.append(in_shape[i])
+        else:
+            out.append(int(d))
+    if sum(1 for d in out if d == -1) > 1:
+        cx.fail(f"shape {target.tolist()} has more than one -1")
+    batched = "N" in in_shape
+    fixed_in = math.prod(int(d) for d in in_shape if d != "N")
+    if -1 in out:
+        k = out.index(-1)
+        rest = math.prod(int(d) for j, d in enumerate(out) if j != k and d != "N")
+        if batched and "N" not in out:
+            if k != 0 or rest != fixed_in:
+                cx.fail(
+                    f"reshape of {_fmt(in_shape)} to {target.tolist()} would merge the batch "
+                    "dimension N with others; graphc keeps N as the first dimension"
+                )
+            out[k] = "N"
+        else:
+            if rest == 0 or fixed_in % rest:
+                cx.fail(f"cannot reshape {_fmt(in_shape)} to {target.tolist()}")
+            out[k] = fixed_in // rest
+    if any(d != "N" and (not isinstance(d, int) or d < 0) for d in out):
+        cx.fail(f"bad shape {target.tolist()}")
+    return tuple(out)
+
+
+def _fmt(shape: tuple) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def _numpy_reshape(cx: NodeContext, a: np.ndarray, target: np.ndarray, allowzero: bool):
+    shape = _target_shape(cx, a.shape, target, allowzero)
+    return a.reshape(shape)
+
+
+# --- elementwise
+
+
+def _unary(op: str) -> Callable[[NodeContext], list[Value]]:
+    return lambda cx: [dsl.apply(op, cx.x(0))]
+
+
+def _binary(op: str) -> Callable[[NodeContext], list[Value]]:
+    return lambda cx: [dsl.apply(op, cx.x(0), cx.x(1))]
+
+
+def _abs(x: Tensor) -> Tensor:
+    return dsl.relu(x) + dsl.relu(-x)
+
+
+def _minimum(a: Tensor, b: Tensor) -> Tensor:
+    return -dsl.maximum(-a, -b)
+
+
+def _leaky_relu(cx: NodeContext) -> list[Value]:
+    # max(x, 0) + alpha * min(x, 0), written with relu so any alpha (also > 1) is exact
+    x, alpha = cx.x(0), float(cx.attr("alpha", 0.01))
+    return [dsl.relu(x) - alpha * dsl.relu(-x)]
+
+
+def _prelu(cx: NodeContext) -> list[Value]:
+    x, slope = cx.x(0), cx.x(1)  # slope broadcasts to x (unidirectionally); a param when trained
+    return [dsl.relu(x) - slope * dsl.relu(-x)]
+
+
+def _elu_core(x: Tensor, alpha: float) -> Tensor:
+    # x for x > 0, alpha * (exp(x) - 1) otherwise; exp sees min(x, 0) only, so never overflows
+    return dsl.relu(x) + alpha * (dsl.exp(-dsl.relu(-x)) - 1.0)
+
+
+def _elu(cx: NodeContext) -> list[Value]:
+    return [_elu_core(cx.x(0), float(cx.attr("alpha", 1.0)))]
+
+
+def _selu(cx: NodeContext) -> list[Value]:
+    alpha = float(cx.attr("alpha", 1.67326319217681884765625))
+    gamma = float(cx.attr("gamma", 1.05070102214813232421875))
+    return [gamma * _elu_core(cx.x(0), alpha)]
+
+
+def _softsign(cx: NodeContext) -> list[Value]:
+    x = cx.x(0)
+    return [x / (_abs(x) + 1.0)]
+
+
+def _hard_sigmoid(cx: NodeContext) -> list[Value]:
+    x = cx.x(0)
+    y = float(cx.attr("alpha", 0.2)) * x + float(cx.attr("beta", 0.5))
+    return [1.0 - dsl.relu(1.0 - dsl.relu(y))]  # max(0, min(1, y))
+
+
+def _erf(x: Tensor) -> Tensor:
+    """erf(x): a Taylor series for |x| < 0.5 and Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7)
+    above it, so small arguments keep their relative accuracy."""
+    ax = _abs(x)
+    small = dsl.apply("greater", dsl.const(0.5), ax)  # 1.0 where |x| < 0.5
+    xs = x * small
+    x2 = xs * xs
+    series = xs * (
+        1.1283791670955126
+        + x2
+        * (
+            -0.37612638903183754
+            + x2 * (0.11283791670955126 + x2 * (-0.026866170645131252 + x2 * 0.005223977625442188))
+        )
+    )
+    t = 1.0 / (1.0 + 0.3275911 * ax)
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
+    sign = dsl.apply("greater", x, dsl.const(0.0)) - dsl.apply("greater", dsl.const(0.0), x)
+    large = sign * (1.0 - poly * dsl.exp(-(x * x)))
+    return series + (1.0 - small) * large
+
+
+def _gelu(cx: NodeContext) -> list[Value]:
+    x = cx.x(0)
+    approx = cx.attr("approximate", "none")
+    if approx == "tanh":
+        inner = math.sqrt(2 / math.pi) * (x + 0.044715 * (x * x * x))
+        return [0.5 * x * (1.0 + dsl.tanh(inner))]
+    if approx != "none":
+        cx.fail(f"approximate={approx!r} (supported: 'none', 'tanh')")
+    return [0.5 * x * (1.0 + _erf(x * (1 / math.sqrt(2))))]
+
+
+def _pow(cx: NodeContext) -> list[Value]:
+    x = cx.x(0)
+    v = cx.value(1)
+    if (
+        isinstance(v, np.ndarray)
+        and v.size == 1
+        and not (cx.node.input[1] in cx.imp.initializers and cx.imp.is_trainable(cx.node.input[1]))
+    ):
+        p = float(v.reshape(()))
+        if p == 1.0:
+            return [x * 1.0]
+        if p == 2.0:
+            return [dsl.square(x)]
+        if p == 0.5:
+            return [dsl.sqrt(x)]
+        if p == int(p) and 0 <= p <= 8:
+            out = dsl.const(1.0)
+            for _ in range(int(p)):
+                out = out * x
+            return [out if out.shape == x.shape else out + x * 0.0]
+    return [dsl.exp(cx.x(1) * dsl.log(x))]  # x > 0 (NaN for x < 0, as numpy for such powers)
+
+
+def _clip(cx: NodeContext) -> list[Value]:
+    x = cx.x(0)
+    if cx.version < 11:
+        lo, hi = cx.attr("min", -3.4028234663852886e38), cx.attr("max", 3.4028234663852886e38)
+        lo_t, hi_t = dsl.const(lo), dsl.const(hi)
+    else:
+        lo_t = cx.x(1) if cx.has(1) else None
+        hi_t = cx.x(2) if cx.has(2) else None
+    y = x
+    if lo_t is not None:
+        y = dsl.maximum(y, lo_t)
+    if hi_t is not None:
+        y = _minimum(y, hi_t)
+    return [y if y is not x else x * 1.0]
+
+
+def _variadic(f: Callable[[Tensor, Tensor], Tensor]) -> Callable[[NodeContext], list[Value]]:
+    def convert(cx: NodeContext) -> list[Value]:
+        xs = [cx.x(i) for i in range(cx.n_inputs) if cx.has(i)]
+        if not xs:
+            cx.fail("needs at least one input")
+        out = xs[0]
+        for y in xs[1:]:
+            out = f(out, y)
+        return [out if len(xs) > 1 else out * 1.0]
+
+    return convert
+
+
+def _compare(op: str, swap: bool = False) -> Callable[[NodeContext], list[Value]]:
+    def convert(cx: NodeContext) -> list[Value]:
+        a, b = cx.x(0), cx.x(1)
+        if swap:
+            a, b = b, a
+        t = dsl.apply(op, a, b)
+        cx.imp.integral.add(id(t))
+        return [t]
+
+    return convert
+
+
+def _equal(cx: NodeContext) -> list[Value]:
+    a, b = cx.x(0), cx.x(1)
+    t = dsl.apply("greater_equal", a, b) * dsl.apply("greater_equal", b, a)
+    cx.imp.integral.add(id(t))
+    return [t]
+
+
+def _where(cx: NodeContext) -> list[Value]:
+    # c * x + (1 - c) * y with c a 0/1 mask; an Inf or NaN in the branch not taken leaks into
+    # the result (inf * 0), which is where this differs from a select.
+    c, x, y = cx.x(0), cx.x(1), cx.x(2)
+    return [c * x + (1.0 - c) * y]
+
+
+# --- linear algebra
+
+
+def _gemm(cx: NodeContext) -> list[Value]:
+    a, b = cx.x(0), cx.x(1)
+    alpha, beta = float(cx.attr("alpha", 1.0)), float(cx.attr("beta", 1.0))
+    y = dsl.matmul(
+        a, b, transpose_a=bool(cx.attr("transA", 0)), transpose_b=bool(cx.attr("transB", 0))
+    )
+    if alpha != 1.0:
+        y = y * alpha
+    if cx.has(2) and beta != 0.0:
+        c = cx.x(2)
+        y = y + (c if beta == 1.0 else c * beta)
+    return [y]
+
+
+def _matmul(cx: NodeContext) -> list[Value]:
+    a, b = cx.x(0), cx.x(1)
+    ra, rb = len(a.shape), len(b.shape)
+    if ra == 2 and rb == 2:
+        return [dsl.matmul(a, b)]
+    if rb == 2 and ra > 2 and "N" not in a.shape:  # stacked rows times one matrix
+        flat = _reshape(cx, a, (math.prod(a.shape[:-1]), a.shape[-1]))
+        return [_reshape(cx, dsl.matmul(flat, b), (*a.shape[:-1], b.shape[1]))]
+    if ra == 2 and rb == 1:
+        y = dsl.matmul(a, _reshape(cx, b, (b.shape[0], 1)))
+        return [_reshape(cx, y, (a.shape[0],))]
+    if ra == 1 and rb == 2:
+        y = dsl.matmul(_reshape(cx, a, (1, a.shape[0])), b)
+        return [_reshape(cx, y, (b.shape[1],))]
+    cx.fail(
+        f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)}: graphc multiplies 2-D matrices (and "
+        "a stack of rows of fixed shape by a matrix); batched matrix products are not supported"
+    )
+    return []
+
+
+def _transpose(cx: NodeContext) -> list[Value]:
+    x = cx.x(0)
+    perm = cx.attr("perm")
+    r = len(x.shape)
+    if r == 2 and (perm is None or list(perm) == [1, 0]):
+        return [dsl.transpose(x)]
+    if perm is not None and list(perm) == list(range(r)):
+        return [x * 1.0]
+    cx.fail(f"perm={perm} on {_fmt(x.shape)}: graphc transposes 2-D values only")
+    return []
+
+
+def _fold_transpose(cx: NodeContext, args: list) -> list:
+    perm = cx.attr("perm")
+    return [np.transpose(args[0], perm)]
+
+
+# --- softmax
+
+
+def _softmax_like(log: bool) -> Callable[[NodeContext], list[Value]]:
+    def convert(cx: NodeContext) -> list[Value]:
+        x = cx.x(0)
+        r = len(x.shape)
+        legacy = cx.version < 13  # opset < 13: coerced to 2-D at ``axis`` (default 1)
+        axis = _axis(cx, int(cx.attr("axis", 1 if legacy else -1)), r)
+        if legacy:
+            rows, cols = x.shape[:axis], x.shape[axis:]
+        elif axis == r - 1:
+            rows, cols = x.shape[:-1], x.shape[-1:]
+        else:
+            cx.fail(f"axis={axis} on {_fmt(x.shape)}: graphc normalizes over the last axis only")
+        if "N" in cols or "N" in rows[1:] or (rows and rows[0] == "N" and len(rows) > 1):
+            cx.fail(f"axis={axis} on {_fmt(x.shape)} would merge the batch dimension N")
+        two = (rows[0] if rows == ("N",) else math.prod(rows), math.prod(cols))
+        y = dsl.softmax(_reshape(cx, x, two))
+        if log:
+            y = dsl.log(y)  # log(softmax): underflows to -inf below about -87 (no log_softmax yet)
+        return [_reshape(cx, y, x.shape)]
+
+    return convert
+
+
+# --- shapes
+
+
+def _shape_array(cx: NodeContext, shape: tuple) -> np.ndarray:
+    start, end = cx.attr("start", 0), cx.attr("end", None)
+    dims = list(shape)[slice(start, end)]
+    if any(d == "N" for d in dims):
+        return np.array(dims, dtype=object)
+    return np.array(dims, dtype=np.int64)
+
+
+def _shape(cx: NodeContext) -> list[Value]:
+    return [_shape_array(cx, _shape_of(cx.value(0)))]
+
+
+def _fold_shape(cx: NodeContext, args: list) -> list:
+    return [_shape_array(cx, args[0].shape)]
+
+
+def _flatten(cx: NodeContext) -> list[Value]:
+    x = cx.x(0)
+    r = len(x.shape)
+    axis = int(cx.attr("axis", 1))
+    axis = axis + r if axis < 0 else axis
+    if not 0 <= axis <= r:
+        cx.fail(f"axis {axis} is out of range for rank {r}")
+    head, tail = x.shape[:axis], x.shape[axis:]
+    if "N" in head[1:] or "N" in tail or (head[:1] == ("N",) and math.prod(head[1:]) != 1):
+        cx.fail(f"axis={axis} on {_fmt(x.shape)} would merge the batch dimension N")
+    first = "N" if head[:1] == ("N",) else math.prod(head)
+    return [_reshape(cx, x, (first, math.prod(tail)))]
+
+
+def _fold_flatten(cx: NodeContext, args: list) -> list:
+    a = args[0]
+    axis = int(cx.attr("axis", 1))
+    axis = axis + a.ndim if axis < 0 else axis
+    return [a.reshape(math.prod(a.shape[:axis]), -1)]
+
+
+def _reshape_rule(cx: NodeContext) -> list[Value]:
+    x = cx.x(0)
+    target = cx.c(1)
+    shape = _target_shape(cx, x.shape, target, bool(cx.attr("allowzero", 0)))
+    return [_reshape(cx, x, shape)]
+
+
+def _fold_reshape(cx: NodeContext, args: list) -> list:
+    return [_numpy_reshape(cx, args[0], args[1], bool(cx.attr("allowzero", 0)))]
+
+
+def _axes_arg(cx: NodeContext, attr_until: int) -> list[int] | None:
+    """``axes`` from the attribute (opset < attr_until) or the second input."""
+    if cx.version < attr_until:
+        axes = cx.attr("axes")
+    else:
+        axes = cx.c(1).tolist() if cx.has(1) else None
+    return None if axes is None else [int(a) for a in np.ravel(axes)]
+
+
+def _squeezed(cx: NodeContext, shape: tuple, axes: list[int] | None) -> tuple:
+    r = len(shape)
+    if axes is None:
+        axes = [i for i, d in enumerate(shape) if d == 1]
+    axes = [_axis(cx, a, r) for a in axes]
+    for a in axes:
+        if shape[a] != 1:
+            cx.fail(f"cannot squeeze axis {a} of size {shape[a]}")
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def _unsqueezed(cx: NodeContext, shape: tuple, axes: list[int] | None) -> tuple:
+    if axes is None:
+        cx.fail("Unsqueeze needs axes")
+    r = len(shape) + len(axes)
+    axes = sorted(_axis(cx, a, r) for a in axes)
+    out = list(shape)
+    for a in axes:
+        out.insert(a, 1)
+    return tuple(out)
+
+
+def _squeeze(cx: NodeContext) -> list[Value]:
+    x = cx.x(0)
+    return [_reshape(cx, x, _squeezed(cx, x.shape, _axes_arg(cx, 13)))]
+
+
+def _unsqueeze(cx: NodeContext) -> list[Value]:
+    x = cx.x(0)
+    shape = _unsqueezed(cx, x.shape, _axes_arg(cx, 13))
+    if "N" in shape and shape.index("N") != 0:
+        cx.fail(f"unsqueeze of {_fmt(x.shape)} to {_fmt(shape)} moves the batch dimension N")
+    return [_reshape(cx, x, shape)]
+
+
+def _fold_squeeze(cx: NodeContext, args: list) -> list:
+    return [args[0].reshape(_squeezed(cx, args[0].shape, _axes_arg(cx, 13)))]
+
+
+def _fold_unsqueeze(cx: NodeContext, args: list) -> list:
+    return [args[0].reshape(_unsqueezed(cx, args[0].shape, _axes_arg(cx, 13)))]
+
+
+def _concat(cx: NodeContext) -> list[Value]:
+    """Concat along the last axis of 2-D values, as a sum of products with 0/1 selection
+    matrices (exact: each output element is one input element times 1 plus zeros)."""
+    xs = [cx.x(i) for i in range(cx.n_inputs) if cx.has(i)]
+    r = len(xs[0].shape)
+    axis = _axis(cx, int(cx.attr("axis")), r)
+    if r != 2 or axis != 1 or any(len(x.shape) != 2 for x in xs):
+        cx.fail(
+            f"Concat on axis {axis} of {', '.join(_fmt(x.shape) for x in xs)}: graphc joins "
+            "2-D values along their last axis only"
+        )
+    total = sum(int(x.shape[1]) for x in xs)
+    out, start = None, 0
+    for x in xs:
+        k = int(x.shape[1])
+        sel = np.zeros((k, total), np.float32)
+        sel[np.arange(k), start + np.arange(k)] = 1.0
+        start += k
+        term = dsl.matmul(x, cx.imp.constant_tensor(f"concat_sel_{k}", sel, cx, False))
+        out = term if out is None else out + term
+    return [out]
+
+
+def _fold_concat(cx: NodeContext, args: list) -> list:
+    arrs = [a for a in args if a is not None]
+    axis = int(cx.attr("axis"))
+    dt = object if any(a.dtype == object for a in arrs) else None
+    return [np.concatenate([a.astype(dt) if dt else a for a in arrs], axis=axis)]
+
+
+def _fold_gather(cx: NodeContext, args: list) -> list:
+    data, idx = args[0], args[1]
+    axis = _axis(cx, int(cx.attr("axis", 0)), data.ndim)
+    n = data.shape[axis]
+    idx = np.asarray(idx).astype(np.int64)
+    if np.any((idx < -n) | (idx >= n)):
+        cx.fail(f"index out of range [-{n}, {n})")
+    out = np.take(data, np.where(idx < 0, idx + n, idx), axis=axis)
+    return [np.asarray(out, dtype=data.dtype)]  # a 0-d object array stays an array
+
+
+def _fold_slice(cx: NodeContext, args: list) -> list:
+    data = args[0]
+    if cx.version < 10:
+        starts, ends, axes = cx.attr("starts"), cx.attr("ends"), cx.attr("axes")
+        steps = None
+    else:
+        starts, ends = args[1].tolist(), args[2].tolist()
+        axes = args[3].tolist() if len(args) > 3 and args[3] is not None else None
+        steps = args[4].tolist() if len(args) > 4 and args[4] is not None else None
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    sl = [slice(None)] * data.ndim
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        if st == 0:
+            cx.fail("slice step 0")
+        sl[_axis(cx, int(a), data.ndim)] = slice(int(s), int(e), int(st))
+    return [data[tuple(sl)]]
+
+
+def _fold_cast(cx: NodeContext, args: list) -> list:
+    to = int(cx.attr("to"))
+    a = args[0]
+    if a.dtype == object:
+        return [a]
+    if to not in _NP_OF or to == 16:
+        cx.fail(f"cast to {type_name(to)} is not supported")
+    return [a.astype(_NP_OF[to])]
+
+
+def _cast(cx: NodeContext) -> list[Value]:
+    x = cx.x(0)
+    to = int(cx.attr("to"))
+    if to in (1, 11):
+        return [x]  # graphc computes in float32; a cast to double keeps float32 values
+    if to in (10, 16):
+        cx.fail(f"cast to {type_name(to)}: graphc computes in float32 and cannot round to it")
+    if to in (6, 7, 3, 2, 5, 12, 13, 9) and id(x) in cx.imp.integral:
+        return [x]  # integer values (labels, masks), kept in float32 (exact up to 2**24)
+    cx.fail(
+        f"cast of a computed value to {type_name(to)}: graphc casts to float types, and to "
+        "integer types only values that already are integers (class labels, comparisons)"
+    )
+    return []
+
+
+def _identity(cx: NodeContext) -> list[Value]:
+    return [cx.value(0)]
+
+
+def _dropout(cx: NodeContext) -> list[Value]:
+    if cx.has(2):
+        mode = cx.c(2)
+        if bool(np.ravel(mode)[0]):
+            cx.fail("training_mode=true: graphc imports inference graphs (dropout is identity)")
+    x = cx.value(0)
+    if len(cx.node.output) > 1 and cx.node.output[1] and isinstance(x, Tensor):
+        mask = x * 0.0 + 1.0  # every element kept at inference
+        cx.imp.integral.add(id(mask))
+        return [x, mask]
+    return [x]
+
+
+def _constant(cx: NodeContext) -> list[Value]:
+    for key, dt in (
+        ("value", None),
+        ("value_float", np.float32),
+        ("value_floats", np.float32),
+        ("value_int", np.int64),
+        ("value_ints", np.int64),
+    ):
+        if key in cx.attrs:
+            v = cx.attr(key)
+            return [np.asarray(v) if dt is None else np.asarray(v, dtype=dt)]
+    cx.fail(
+        "needs one of value, value_float(s), value_int(s) (sparse and string values are not supported)"
+    )
+    return []
+
+
+def _constant_of_shape(cx: NodeContext, args: list) -> list:
+    shape = args[0]
+    if shape.dtype == object:
+        cx.fail("ConstantOfShape with a batch-dependent shape is not supported")
+    count = math.prod(int(d) for d in shape.tolist())
+    if count > MAX_ELEMENTS:
+        cx.fail(f"{count} elements, above the limit of {MAX_ELEMENTS}")
+    v = cx.attr("value")
+    v = np.zeros(1, np.float32) if v is None else v
+    return [np.full(tuple(int(d) for d in shape.tolist()), v.reshape(-1)[0], dtype=v.dtype)]
+
+
+def _arith_fold(f: Callable) -> Callable[[NodeContext, list], list]:
+    def fold(cx: NodeContext, args: list) -> list:
+        a, b = args[0], args[1]
+        if a.dtype == object or b.dtype == object:
+            cx.fail("arithmetic on the batch size N is not supported in shape computations")
+        out = f(a, b)
+        return [out.astype(np.result_type(a, b)) if out.dtype != np.result_type(a, b) else out]
+
+    return fold
+
+
+def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype.kind in "iu" and b.dtype.kind in "iu":
+        if np.any(b == 0):
+            raise OnnxError("integer division by zero in a shape computation")
+        return np.trunc(a / b).astype(np.result_type(a, b))
+    return a / b
+
+
+# --- reductions
+
+
+def _reduce(op: str, attr_until: int) -> Callable[[NodeContext], list[Value]]:
+    def convert(cx: NodeContext) -> list[Value]:
+        x = cx.x(0)
+        axes = _axes_arg(cx, attr_until)
+        keep = bool(cx.attr("keepdims", 1))
+        if axes is not None and len(axes) == 0:
+            axes = None
+        if axes is None and cx.attr("noop_with_empty_axes", 0):
+            return [x * 1.0]
+        return [dsl.apply(op, x, axes=None if axes is None else tuple(axes), keepdims=keep or None)]
+
+    return convert
+
+
+# --- normalization
+
+
+def _channel_shape(cx: NodeContext, t: Tensor, rank: int) -> Tensor:
+    """A per-channel [C] value shaped to broadcast along axis 1 of a rank-``rank`` value."""
+    if len(t.shape) == 1 and rank > 2:
+        return _reshape(cx, t, (t.shape[0],) + (1,) * (rank - 2))
+    return t
+
+
+def _batch_norm(cx: NodeContext) -> list[Value]:
+    if cx.attr("training_mode", 0):
+        cx.fail("training_mode=1 is not supported (graphc imports inference graphs)")
+    x = cx.x(0)
+    r = len(x.shape)
+    scale, bias, mean, var = (_channel_shape(cx, cx.x(i), r) for i in range(1, 5))
+    eps = float(cx.attr("epsilon", 1e-5))
+    return [(x - mean) * (scale / dsl.sqrt(var + eps)) + bias]
+
+
+def _layer_norm(cx: NodeContext) -> list[Value]:
+    x = cx.x(0)
+    r = len(x.shape)
+    axis = _axis(cx, int(cx.attr("axis", -1)), r)
+    axes = tuple(range(axis, r))
+    if "N" in x.shape[axis:]:
+        cx.fail(f"axis={axis} on {_fmt(x.shape)} normalizes over the batch dimension N")
+    eps = float(cx.attr("epsilon", 1e-5))
+    mu = dsl.mean(x, axes, keepdims=True)
+    d = x - mu
+    var = dsl.mean(dsl.square(d), axes, keepdims=True)
+    inv = 1.0 / dsl.sqrt(var + eps)
+    y = d * inv * cx.x(1)
+    if cx.has(2):
+        y = y + cx.x(2)
+    return [y, mu, inv]
+
+
+# --- ai.onnx.ml (scikit-learn converters' endings)
+
+
+def _array_feature_extractor(cx: NodeContext) -> list[Value]:
+    classes = cx.c(0)
+    idx = cx.x(1)
+    if id(idx) not in cx.imp.integral:
+        cx.fail("the indices must be integers computed in the graph (e.g. ArgMax)")
+    if classes.dtype.kind not in "iuf":
+        cx.fail(f"class labels of type {classes.dtype} (strings) are not supported; use integers")
+    flat = classes.reshape(-1)
+    if np.array_equal(flat, np.arange(flat.size)):
+        out = idx  # labels 0..C-1: the index itself
+    else:
+        # sum over classes of (idx == k) * label_k
+        cols = dsl.reshape(idx, (idx.shape[0], 1)) if len(idx.shape) == 1 else idx
+        k = cx.imp.constant_tensor("class_index", np.arange(flat.size, dtype=np.float32), cx, False)
+        hit = dsl.apply("greater_equal", cols, k) * dsl.apply("greater_equal", k, cols)
+        lab = cx.imp.constant_tensor("class_labels", flat.astype(np.float32), cx, False)
+        out = dsl.sum(hit * lab, 1, keepdims=True)
+    cx.imp.integral.add(id(out))
+    return [out]
+
+
+def _zipmap(cx: NodeContext) -> list[Value]:
+    # scikit-learn's list of {class: probability} dicts: graphc returns the [N, C] array whose
+    # columns are the classes in the order of classlabels_*
+    return [cx.x(0)]
+
+
+def _argmax(cx: NodeContext) -> list[Value]:
+    from graphc.ir.ops import OPS as IR_OPS
+
+    if "argmax" not in IR_OPS:
+        cx.fail("ArgMax needs graphc's argmax op, which this version does not have")
+    x = cx.x(0)
+    r = len(x.shape)
+    axis = _axis(cx, int(cx.attr("axis", 0)), r)
+    if cx.attr("select_last_index", 0):
+        cx.fail("select_last_index=1 is not supported")
+    t = dsl.apply("argmax", x, axis=axis, keepdims=bool(cx.attr("keepdims", 1)) or None)
+    cx.imp.integral.add(id(t))
+    return [t]
+
+
+# ---------------------------------------------------------------- the table
+
+_UNARY = {
+    "Relu": "relu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "Exp": "exp",
+    "Log": "log",
+    "Sqrt": "sqrt",
+    "Neg": "neg",
+    "Softplus": "softplus",
+}
+
+OPS: dict[str, Rule] = {
+    **{k: Rule(_unary(v)) for k, v in _UNARY.items()},
+    "Abs": Rule(lambda cx: [_abs(cx.x(0))]),
+    "Reciprocal": Rule(lambda cx: [1.0 / cx.x(0)]),
+    "LeakyRelu": Rule(_leaky_relu, ("alpha",)),
+    "PRelu": Rule(_prelu),
+    "Elu": Rule(_elu, ("alpha",)),
+    "Selu": Rule(_selu, ("alpha", "gamma")),
+    "Softsign": Rule(_softsign),
+    "HardSigmoid": Rule(_hard_sigmoid, ("alpha", "beta")),
+    "Gelu": Rule(_gelu, ("approximate",)),
+    "Erf": Rule(lambda cx: [_erf(cx.x(0))]),
+    "Pow": Rule(_pow),
+    "Clip": Rule(_clip, ("min", "max")),
+    "Max": Rule(_variadic(dsl.maximum)),
+    "Min": Rule(_variadic(_minimum)),
+    "Sum": Rule(_variadic(dsl.add)),
+    "Add": Rule(_binary("add"), fold=_arith_fold(np.add)),
+    "Sub": Rule(_binary("sub"), fold=_arith_fold(np.subtract)),
+    "Mul": Rule(_binary("mul"), fold=_arith_fold(np.multiply)),
+    "Div": Rule(_binary("div"), fold=_arith_fold(_int_div)),
+    "Greater": Rule(_compare("greater")),
+    "Less": Rule(_compare("greater", swap=True)),
+    "GreaterOrEqual": Rule(_compare("greater_equal")),
+    "LessOrEqual": Rule(_compare("greater_equal", swap=True)),
+    "Equal": Rule(_equal),
+    "Where": Rule(_where),
+    "Gemm": Rule(_gemm, ("alpha", "beta", "transA", "transB")),
+    "MatMul": Rule(_matmul),
+    "Transpose": Rule(_transpose, ("perm",), fold=_fold_transpose),
+    "Softmax": Rule(_softmax_like(False), ("axis",)),
+    "LogSoftmax": Rule(_softmax_like(True), ("axis",)),
+    "Flatten": Rule(_flatten, ("axis",), fold=_fold_flatten),
+    "Reshape": Rule(_reshape_rule, ("allowzero",), fold=_fold_reshape),
+    "Squeeze": Rule(_squeeze, ("axes",), fold=_fold_squeeze),
+    "Unsqueeze": Rule(_unsqueeze, ("axes",), fold=_fold_unsqueeze),
+    "Concat": Rule(_concat, ("axis",), fold=_fold_concat),
+    "Shape": Rule(_shape, ("start", "end"), fold=_fold_shape),
+    "Gather": Rule(None, ("axis",), fold=_fold_gather),
+    "Slice": Rule(None, ("starts", "ends", "axes"), fold=_fold_slice),
+    "ConstantOfShape": Rule(None, ("value",), fold=_constant_of_shape),
+    "Cast": Rule(_cast, ("to", "saturate", "round_mode"), fold=_fold_cast),
+    "Identity": Rule(_identity, fold=lambda cx, a: [a[0]]),
+    "Dropout": Rule(_dropout, ("ratio", "seed", "is_test"), fold=lambda cx, a: [a[0]]),
+    "Constant": Rule(
+        _constant, ("value", "value_float", "value_floats", "value_int", "value_ints")
+    ),
+    "ReduceMean": Rule(_reduce("mean", 18), ("axes", "keepdims", "noop_with_empty_axes")),
+    "ReduceSum": Rule(_reduce("sum", 13), ("axes", "keepdims", "noop_with_empty_axes")),
+    "BatchNormalization": Rule(_batch_norm, ("epsilon", "momentum", "training_mode", "spatial")),
+    "LayerNormalization": Rule(_layer_norm, ("axis", "epsilon", "stash_type")),
+    "ArgMax": Rule(_argmax, ("axis", "keepdims", "select_last_index")),
+    "ai.onnx.ml:ArrayFeatureExtractor": Rule(_array_feature_extractor, domain="ai.onnx.ml"),
+    "ai.onnx.ml:ZipMap": Rule(
+        _zipmap, ("classlabels_int64s", "classlabels_strings"), domain="ai.onnx.ml"
+    ),
+}

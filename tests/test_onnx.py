@@ -1,0 +1,384 @@
+"""ONNX import: real exporters' graphs against ONNX Runtime, ONNX's node tests, malformed files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper
+
+import graphc as gc
+from graphc.onnx_import import OPS
+
+RTOL, ATOL = 1e-5, 1e-7  # float32 outputs against ONNX Runtime's
+
+
+def ort_run(model_or_path, feeds: dict) -> list[np.ndarray]:
+    ort = pytest.importorskip("onnxruntime")
+    src = model_or_path if isinstance(model_or_path, str) else model_or_path.SerializeToString()
+    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def assert_close(got: np.ndarray, want: np.ndarray) -> None:
+    got = np.asarray(got).reshape(np.shape(want))
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+def init(name: str, a: np.ndarray) -> TensorProto:
+    return numpy_helper.from_array(np.asarray(a), name)
+
+
+def make_model(nodes, inputs, outputs, inits, opset: int, name: str = "net") -> onnx.ModelProto:
+    g = helper.make_graph(nodes, name, inputs, outputs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
+def pytorch_like(rng: np.random.Generator, opset: int = 17) -> onnx.ModelProto:
+    """What torch.onnx.export writes for Flatten -> Linear -> ReLU -> Linear: Gemm with
+    transB=1 (weights stored [out, in]), a dim_param batch, names like /fc1/Gemm."""
+    w1 = rng.standard_normal((32, 64)).astype(np.float32) * 0.2
+    w2 = rng.standard_normal((10, 32)).astype(np.float32) * 0.2
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["/Flatten_output_0"], "/flatten/Flatten", axis=1),
+        helper.make_node(
+            "Gemm",
+            ["/Flatten_output_0", "fc1.weight", "fc1.bias"],
+            ["/fc1/Gemm_output_0"],
+            "/fc1/Gemm",
+            alpha=1.0,
+            beta=1.0,
+            transB=1,
+        ),
+        helper.make_node("Relu", ["/fc1/Gemm_output_0"], ["/relu/Relu_output_0"], "/relu/Relu"),
+        helper.make_node(
+            "Gemm",
+            ["/relu/Relu_output_0", "fc2.weight", "fc2.bias"],
+            ["output"],
+            "/fc2/Gemm",
+            transB=1,
+        ),
+    ]
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch_size", 1, 8, 8])
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch_size", 10])
+    inits = [
+        init("fc1.weight", w1),
+        init("fc1.bias", rng.standard_normal(32).astype(np.float32) * 0.1),
+        init("fc2.weight", w2),
+        init("fc2.bias", rng.standard_normal(10).astype(np.float32) * 0.1),
+    ]
+    m = make_model(nodes, [inp], [out], inits, opset, "main_graph")
+    m.producer_name = "pytorch"
+    return m
+
+
+def keras_like(rng: np.random.Generator) -> onnx.ModelProto:
+    """What tf2onnx writes for a Keras Flatten -> Dense(relu) -> Dense(softmax): a Reshape with
+    a -1, MatMul + Add, an unk__ batch dimension, an Identity at the end."""
+    nodes = [
+        helper.make_node("Reshape", ["input_1", "const_fold_opt__10"], ["flatten/Reshape:0"]),
+        helper.make_node("MatMul", ["flatten/Reshape:0", "dense/MatMul/ReadVariableOp:0"], ["m1"]),
+        helper.make_node("Add", ["m1", "dense/BiasAdd/ReadVariableOp:0"], ["a1"]),
+        helper.make_node("Relu", ["a1"], ["dense/Relu:0"]),
+        helper.make_node("MatMul", ["dense/Relu:0", "dense_1/MatMul/ReadVariableOp:0"], ["m2"]),
+        helper.make_node("Add", ["m2", "dense_1/BiasAdd/ReadVariableOp:0"], ["a2"]),
+        helper.make_node("Softmax", ["a2"], ["dense_1/Softmax:0"], axis=-1),
+        helper.make_node("Identity", ["dense_1/Softmax:0"], ["dense_1"]),
+    ]
+    inp = helper.make_tensor_value_info("input_1", TensorProto.FLOAT, ["unk__6", 6, 6])
+    out = helper.make_tensor_value_info("dense_1", TensorProto.FLOAT, ["unk__7", 5])
+    inits = [
+        init("const_fold_opt__10", np.array([-1, 36], np.int64)),
+        init("dense/MatMul/ReadVariableOp:0", rng.standard_normal((36, 16)).astype(np.float32)),
+        init("dense/BiasAdd/ReadVariableOp:0", rng.standard_normal(16).astype(np.float32)),
+        init("dense_1/MatMul/ReadVariableOp:0", rng.standard_normal((16, 5)).astype(np.float32)),
+        init("dense_1/BiasAdd/ReadVariableOp:0", rng.standard_normal(5).astype(np.float32)),
+    ]
+    m = make_model(nodes, [inp], [out], inits, 13, "tf2onnx")
+    m.producer_name = "tf2onnx"
+    return m
+
+
+# ---------------------------------------------------------------- packaging
+
+
+def test_importing_graphc_does_not_import_onnx() -> None:
+    code = "import sys, graphc; assert 'onnx' not in sys.modules, 'onnx imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_missing_onnx_names_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
+    with pytest.raises(gc.OnnxError, match=r"pip install 'graphc\[onnx\]'"):
+        gc.from_onnx("model.onnx")
+
+
+# ---------------------------------------------------------------- exporters vs ONNX Runtime
+
+
+def _sklearn_model(kind: str):
+    pytest.importorskip("skl2onnx")
+    from skl2onnx import to_onnx
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((120, 7)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings of the few iterations
+        if kind == "regressor":
+            est = MLPRegressor(hidden_layer_sizes=(16, 8), max_iter=200, random_state=0)
+            est.fit(x, x[:, 0] - 2 * x[:, 1])
+        else:
+            classes = 2 if kind == "binary" else 3
+            est = MLPClassifier(
+                hidden_layer_sizes=(16,), activation="tanh", max_iter=200, random_state=0
+            )
+            est.fit(x, (x[:, 0] > 0).astype(int) + (classes == 3) * (x[:, 1] > 0))
+        m = to_onnx(
+            est, x[:1], options={id(est): {"zipmap": False}} if kind != "regressor" else None
+        )
+    return est, m, x
+
+
+@pytest.mark.parametrize("kind", ["regressor", "binary", "multiclass"])
+def test_sklearn_mlp_matches_onnxruntime(kind: str) -> None:
+    est, m, x = _sklearn_model(kind)
+    out = "variable" if kind == "regressor" else "probabilities"
+    imp = gc.from_onnx(m, outputs=[out])
+    got = imp.compile().predict(x)
+    want = ort_run(m, {"X": x})[[o.name for o in m.graph.output].index(out)]
+    assert_close(got, want)
+    if kind != "regressor":
+        np.testing.assert_allclose(got, est.predict_proba(x), rtol=1e-4, atol=1e-6)
+
+
+def test_pytorch_like_graph_with_external_data(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    m = pytorch_like(rng)
+    path = str(tmp_path / "model.onnx")
+    onnx.save_model(
+        m, path, save_as_external_data=True, location="model.onnx.data", size_threshold=0
+    )
+    assert os.path.exists(tmp_path / "model.onnx.data")
+    x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    imp = gc.from_onnx(path)
+    assert imp.inputs[0].shape == ("N", 1, 8, 8)
+    assert set(imp.params) == {"fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias"}
+    assert_close(imp.compile().predict(x), ort_run(path, {"input": x})[0])
+
+
+def test_keras_like_graph_matches_onnxruntime() -> None:
+    rng = np.random.default_rng(2)
+    m = keras_like(rng)
+    x = rng.standard_normal((9, 6, 6)).astype(np.float32)
+    model = gc.from_onnx(m).compile()
+    assert_close(model.predict(x), ort_run(m, {"input_1": x})[0])
+
+
+def test_flatten_by_shape_computation() -> None:
+    """Shape -> Gather(0) -> Unsqueeze -> Concat([N, -1]) -> Reshape: the older exporters'
+    flatten; N stays symbolic through the shape arithmetic."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((12, 4)).astype(np.float32)
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes0"], ["n1"]),
+        helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["y0"]),
+        helper.make_node("Sigmoid", ["y0"], ["y"]),
+    ]
+    inits = [
+        init("zero", np.array(0, np.int64)),
+        init("axes0", np.array([0], np.int64)),
+        init("minus1", np.array([-1], np.int64)),
+        init("w", w),
+    ]
+    m = make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        inits,
+        13,
+    )
+    x = rng.standard_normal((6, 3, 4)).astype(np.float32)
+    assert_close(gc.from_onnx(m).compile().predict(x), ort_run(m, {"x": x})[0])
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+
+def test_fine_tune_only_the_chosen_layers() -> None:
+    rng = np.random.default_rng(4)
+    m = pytorch_like(rng)
+    imp = gc.from_onnx(m, trainable=["fc2.weight", "fc2.bias"])
+    assert set(imp.params) == {"fc2_weight", "fc2_bias"}
+    assert set(imp.constants) == {"fc1_weight", "fc1_bias"}
+    labels = gc.input("labels", ("N",), dtype="i32")
+    model = imp.compile(gc.softmax_cross_entropy(imp.outputs[0], labels), gc.SGD(0.1))
+    x = rng.standard_normal((64, 1, 8, 8)).astype(np.float32)
+    y = rng.integers(0, 10, 64)
+    fc1 = model.state["fc1_weight"].copy()
+    fc2 = model.params["fc2_weight"].copy()
+    np.testing.assert_array_equal(fc2, numpy_helper.to_array(m.graph.initializer[2]))
+    first = model.train_step(x, y)
+    for _ in range(20):
+        last = model.train_step(x, y)
+    assert last < first
+    np.testing.assert_array_equal(model.state["fc1_weight"], fc1)  # a constant stays
+    assert not np.array_equal(model.params["fc2_weight"], fc2)
+
+
+# ---------------------------------------------------------------- errors, untrusted files
+
+
+def _one_node(op: str, **attrs) -> onnx.ModelProto:
+    node = helper.make_node(op, ["x"], ["y"], "the_node", **attrs)
+    return make_model(
+        [node],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [],
+        17,
+    )
+
+
+def test_unsupported_operator_names_node_op_opset_and_the_supported() -> None:
+    m = _one_node("Hardmax")
+    with pytest.raises(
+        gc.OnnxError, match=r"node 0 'the_node' \(Hardmax, opset 17\).*Supported:.*Gemm"
+    ):
+        gc.from_onnx(m)
+
+
+def test_unsupported_attribute_is_named() -> None:
+    node = helper.make_node("Relu", ["x"], ["y"], "r", bogus=3)  # the checker would refuse it
+    g = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(gc.OnnxError, match=r"'r' \(Relu, opset 14\): attribute 'bogus'"):
+        gc.from_onnx(m)
+
+
+def test_integer_input_and_symbolic_inner_dimension_are_rejected() -> None:
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.INT64, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, None)],
+    )
+    with pytest.raises(gc.OnnxError, match="input 'x': element type int64"):
+        gc.from_onnx(helper.make_model(g))
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "M"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    with pytest.raises(gc.OnnxError, match="dimension 1 is symbolic"):
+        gc.from_onnx(helper.make_model(g))
+
+
+def test_malformed_files_raise_onnx_error(tmp_path) -> None:
+    rng = np.random.default_rng(5)
+    good = pytorch_like(rng).SerializeToString()
+    for i, data in enumerate([b"", b"\x00garbage\xff" * 10, good[: len(good) // 2], good[::-1]]):
+        p = tmp_path / f"bad{i}.onnx"
+        p.write_bytes(data)
+        with pytest.raises(gc.OnnxError):
+            gc.from_onnx(str(p))
+    with pytest.raises(gc.OnnxError, match="does not exist"):
+        gc.from_onnx(str(tmp_path / "missing.onnx"))
+
+
+def _external_model(tmp_path, location: str, length: int | None = None) -> str:
+    m = pytorch_like(np.random.default_rng(6))
+    t = m.graph.initializer[0]
+    raw = numpy_helper.to_array(t).tobytes()
+    (tmp_path / "w.bin").write_bytes(raw)
+    t.ClearField("float_data")
+    t.ClearField("raw_data")
+    t.data_location = TensorProto.EXTERNAL
+    entries = {"location": location, "offset": "0"}
+    if length is not None:
+        entries["length"] = str(length)
+    for k, v in entries.items():
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    path = str(tmp_path / "sub" / "m.onnx")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(m.SerializeToString())
+    return path
+
+
+def test_external_data_outside_the_model_folder_is_refused(tmp_path) -> None:
+    with pytest.raises(gc.OnnxError, match="outside the model's folder"):
+        gc.from_onnx(_external_model(tmp_path, "../w.bin"))
+    with pytest.raises(gc.OnnxError, match="relative path"):
+        gc.from_onnx(_external_model(tmp_path, str(tmp_path / "w.bin")))
+
+
+def test_external_data_of_the_wrong_size_is_refused(tmp_path) -> None:
+    path = _external_model(tmp_path, "w.bin")
+    os.replace(tmp_path / "w.bin", tmp_path / "sub" / "w.bin")
+    with open(tmp_path / "sub" / "w.bin", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(gc.OnnxError, match="runs past the end"):
+        gc.from_onnx(path)
+    with pytest.raises(gc.OnnxError, match="length 7"):
+        gc.from_onnx(_external_model(tmp_path, "w.bin", length=7))
+
+
+def test_initializer_with_too_few_values_is_refused() -> None:
+    m = pytorch_like(np.random.default_rng(7))
+    t = m.graph.initializer[1]
+    t.raw_data = t.raw_data[:8] if t.raw_data else np.zeros(2, np.float32).tobytes()
+    t.ClearField("float_data")
+    with pytest.raises(gc.OnnxError, match="fc1.bias"):
+        gc.from_onnx(m)
+
+
+# ---------------------------------------------------------------- ONNX's node tests
+
+
+def test_onnx_node_tests_pass_or_are_documented_unsupported() -> None:
+    """Every node test case of every supported operator (interpreted: the import's meaning,
+    checked against ONNX's reference outputs), and compiled for one case per operator."""
+    from graphc.onnx_backend import node_cases, run_case, run_node_tests
+
+    reports = run_node_tests(mode="interpret")
+    failures = [(r.op, name, why) for r in reports for name, why in r.failed]
+    assert not failures, failures
+    ran = {r.op: len(r.passed) for r in reports}
+    for op in ("Gemm", "MatMul", "Relu", "Softmax", "Flatten", "Reshape", "Sigmoid", "Tanh"):
+        assert ran[op] >= 1, op
+    compiled = []
+    for r in reports:
+        if r.passed:
+            case = next(c for c in node_cases(r.op) if c.name == r.passed[0])
+            status, why = run_case(case, "compile")
+            if status != "pass":
+                compiled.append((r.op, case.name, why))
+    assert not compiled, compiled
+
+
+def test_every_rule_has_node_tests_or_is_ml_domain() -> None:
+    from graphc.onnx_backend import node_cases
+
+    missing = [op for op in OPS if ":" not in op and not node_cases(op)]
+    assert not missing, missing
