@@ -768,7 +768,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "model",
-        help="path/to/file.py:name (a Model, Graph, Tensor, dict or a function returning one)",
+        help="path/to/file.py:name (a Model, Graph, Tensor, dict or a function returning one), or model.onnx",
     )
     p.add_argument(
         "--stage",

@@ -58,7 +58,8 @@ def load_object(spec: str) -> tuple[Any, str]:
 
 def resolve(spec: str) -> ModelSpec:
     """Load MODEL and classify it: a Model, a Graph, a Tensor, a (outputs, loss[, optimizer])
-    tuple or dict, or a function returning one of these.
+    tuple or dict, or a function returning one of these; or an ONNX file (``model.onnx``,
+    imported by graphc.onnx_import).
 
     Raises:
         ArgumentError: the object is none of these.
@@ -66,6 +67,9 @@ def resolve(spec: str) -> ModelSpec:
     import graphc as gc
     from graphc.runtime.model import Model
 
+    if spec.lower().endswith(".onnx"):  # an ONNX file: its outputs, weights from the file
+        imp = gc.from_onnx(spec)
+        return ModelSpec(imp.name, outputs=imp.outputs)
     obj, name = load_object(spec)
     if callable(obj) and not isinstance(obj, (Model, Graph, gc.Tensor, gc.Sequential)):
         try:

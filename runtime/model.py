@@ -207,6 +207,17 @@ class Model:
 
         return export_model(self, path, **options)
 
+    def to_onnx(self, path: str, *, include_loss: bool = False) -> str:
+        """Write the inference graph (and the loss, with ``include_loss``) as an ONNX file with
+        the current weights as initializers and the batch dimension symbolic ("N").
+
+        Needs the onnx package (``pip install 'graphc[onnx]'``). See graphc.onnx_export.
+        Raises OnnxError for an op without an ONNX form. Returns ``path``.
+        """
+        from graphc.onnx_export import save_onnx  # the exporter lives above the runtime layer
+
+        return save_onnx(self, path, include_loss=include_loss)
+
     # ------------------------------------------------------------------ data
 
     def _as_feeds(self, x: Any, y: Any, *, need_labels: bool) -> tuple[dict[str, np.ndarray], int]:

@@ -382,3 +382,74 @@ def test_every_rule_has_node_tests_or_is_ml_domain() -> None:
 
     missing = [op for op in OPS if ":" not in op and not node_cases(op)]
     assert not missing, missing
+
+
+# ---------------------------------------------------------------- export
+
+
+def _dsl_mlp():
+    x = gc.input("x", ("N", 6))
+    h = gc.dense(x, 12, "tanh", name="fc1")
+    h = gc.dense(h, 8, "relu", name="fc2")
+    h = gc.maximum(h, 0.25 * h) + gc.square(h) * 0.01 - gc.sqrt(gc.softplus(h)) / 3.0
+    logits = gc.dense(h, 4, name="out")
+    probs = gc.softmax(logits)
+    labels = gc.input("labels", ("N",), dtype="i32")
+    return probs, gc.softmax_cross_entropy(logits, labels)
+
+
+def test_export_checks_matches_onnxruntime_and_round_trips(tmp_path) -> None:
+    probs, loss = _dsl_mlp()
+    model = gc.compile(probs, loss, gc.Adam(1e-2), seed=3)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((40, 6)).astype(np.float32)
+    y = rng.integers(0, 4, 40)
+    model.fit(x, y, epochs=3, batch_size=8, verbose=0)  # exported weights are trained ones
+    path = str(tmp_path / "mlp.onnx")
+    model.to_onnx(path)
+    m = onnx.load(path)
+    onnx.checker.check_model(m, full_check=True)
+    assert m.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    docs = [n.doc_string for n in m.graph.node]
+    assert any("test_onnx.py" in d and "graphc" in d for d in docs), docs[:3]
+    want = model.predict(x)
+    assert_close(ort_run(path, {"x": x})[0], want)
+    again = gc.from_onnx(path).compile()
+    assert_close(again.predict(x), want)
+    # with the loss: ONNX Runtime's SoftmaxCrossEntropyLoss equals model.evaluate's loss
+    lpath = str(tmp_path / "mlp_loss.onnx")
+    model.to_onnx(lpath, include_loss=True)
+    got = ort_run(lpath, {"x": x, "labels": y.astype(np.int32)})
+    np.testing.assert_allclose(got[1], model.evaluate(x, y)["loss"], rtol=1e-5)
+
+
+def test_cli_compiles_and_dumps_an_onnx_file(tmp_path) -> None:
+    from graphc.cli import main
+
+    path = str(tmp_path / "torchlike.onnx")
+    onnx.save_model(pytorch_like(np.random.default_rng(9)), path)
+    out = str(tmp_path / "back.onnx")
+    assert main(["compile", path, "--emit", "onnx", "-o", out]) == 0
+    x = np.random.default_rng(10).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    assert_close(ort_run(out, {"input": x})[0], ort_run(path, {"input": x})[0])
+    assert main(["dump", path, "-o", str(tmp_path / "dump.txt")]) == 0
+    assert "matmul" in (tmp_path / "dump.txt").read_text()
+
+
+def test_every_forward_op_has_an_onnx_form() -> None:
+    """Ops that can reach an inference or loss graph need an EXPORTS entry (the rest belong to
+    gradients, optimizer updates or training-only dropout)."""
+    from graphc.ir.ops import OPS as IR_OPS
+
+    from graphc.onnx_export import EXPORTS
+
+    training_only = {"dropout", "one_minus_pow", "size", "softmax_cross_entropy_grad"}
+    missing = sorted(
+        op
+        for op in IR_OPS
+        if op not in EXPORTS
+        and IR_OPS[op].kind != "source"
+        and op not in training_only
+        and not op.endswith(("_update", "_grad"))
+    )
+    assert not missing, f"no ONNX form for {missing}: add them to graphc.onnx_export.EXPORTS"

@@ -1,0 +1,288 @@
+"""ONNX export: a compiled Model's inference graph (and, on request, its loss) as an ONNX model.
+
+Every graphc op maps to standard ONNX operators (``EXPORTS``: one entry per op), params and
+states become initializers holding their current values, the batch dimension becomes the
+symbolic dimension "N", and each node's ``doc_string`` says which graphc node and which line of
+the user's source it came from (shown by Netron). The file passes
+``onnx.checker.check_model(full_check=True)``; ONNX Runtime computes what ``model.predict``
+does, and ``gc.from_onnx`` reads it back to the same graph.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from graphc.ir.errors import GraphcError, OnnxError
+from graphc.ir.graph import Graph, Node
+
+from .onnx_import import require_onnx
+
+OPSET = 17  # Gemm, Softmax(axis=-1), LayerNormalization; ReduceSum takes axes as an input
+
+
+class _Writer:
+    """Accumulates ONNX nodes and initializers for one graph."""
+
+    def __init__(self, g: Graph, values: dict[str, np.ndarray]) -> None:
+        self.onnx = require_onnx()
+        self.g, self.values = g, values
+        self.nodes: list[Any] = []
+        self.inits: list[Any] = []
+        self.count = 0
+
+    def fresh(self, base: str) -> str:
+        self.count += 1
+        return f"{base}__{self.count}"
+
+    def const(self, a: np.ndarray, base: str = "c") -> str:
+        name = self.fresh(base)
+        self.inits.append(self.onnx.numpy_helper.from_array(np.asarray(a), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], out: str, n: Node, **attrs: Any) -> str:
+        doc = f"graphc {n.name} = {n.op}({', '.join(n.inputs)})"
+        if n.loc:
+            doc += f" at {n.loc}"
+        if n.origin:
+            doc += f" [{n.origin}]"
+        self.nodes.append(
+            self.onnx.helper.make_node(
+                op,
+                inputs,
+                [out],
+                name=self.fresh(n.name) if out != n.name else n.name,
+                doc_string=doc,
+                **attrs,
+            )
+        )
+        return out
+
+
+def _shape_dims(shape: tuple) -> list:
+    return ["N" if d == "N" else int(d) for d in shape]
+
+
+def _simple(op: str) -> Callable[[_Writer, Node], None]:
+    def emit(w: _Writer, n: Node) -> None:
+        w.node(op, list(n.inputs), n.name, n)
+
+    return emit
+
+
+def _compare(op: str) -> Callable[[_Writer, Node], None]:
+    def emit(w: _Writer, n: Node) -> None:  # a bool mask, cast to the float dtype of graphc
+        mask = w.node(op, list(n.inputs), w.fresh(n.name), n)
+        w.node("Cast", [mask], n.name, n, to=w.onnx.TensorProto.FLOAT)
+
+    return emit
+
+
+def _square(w: _Writer, n: Node) -> None:
+    x = n.inputs[0]
+    w.node("Mul", [x, x], n.name, n)
+
+
+def _matmul(w: _Writer, n: Node) -> None:
+    ta, tb = bool(n.attr("transpose_a")), bool(n.attr("transpose_b"))
+    if not ta and not tb:
+        w.node("MatMul", list(n.inputs), n.name, n)
+    else:
+        w.node("Gemm", list(n.inputs), n.name, n, transA=int(ta), transB=int(tb))
+
+
+def _transpose(w: _Writer, n: Node) -> None:
+    w.node("Transpose", list(n.inputs), n.name, n, perm=[1, 0])
+
+
+def _reshape(w: _Writer, n: Node) -> None:
+    shape = np.array([-1 if d == "N" else int(d) for d in n.type.shape], np.int64)
+    w.node("Reshape", [n.inputs[0], w.const(shape, "shape")], n.name, n)
+
+
+def _broadcast_to(w: _Writer, n: Node) -> None:
+    shape = w.node("Shape", [n.inputs[1]], w.fresh("shape"), n)
+    w.node("Expand", [n.inputs[0], shape], n.name, n)
+
+
+def _softmax(w: _Writer, n: Node) -> None:
+    w.node("Softmax", list(n.inputs), n.name, n, axis=-1)
+
+
+def _axes_of(w: _Writer, n: Node) -> list[int]:
+    rank = len(w.g[n.inputs[0]].type.shape)
+    axes = n.attr("axes")
+    if axes is None:
+        return list(range(rank))
+    axes = (axes,) if isinstance(axes, int) else axes
+    return [a % rank for a in axes]
+
+
+def _reduce(op: str) -> Callable[[_Writer, Node], None]:
+    def emit(w: _Writer, n: Node) -> None:
+        keep = int(bool(n.attr("keepdims")))
+        axes = _axes_of(w, n)
+        if op == "ReduceSum":  # opset 13+: axes as an input
+            w.node(
+                op,
+                [n.inputs[0], w.const(np.array(axes, np.int64), "axes")],
+                n.name,
+                n,
+                keepdims=keep,
+            )
+        else:  # ReduceMean takes the attribute up to opset 17
+            w.node(op, [n.inputs[0]], n.name, n, axes=axes, keepdims=keep)
+
+    return emit
+
+
+def _const(w: _Writer, n: Node) -> None:
+    value = np.array(n.attr("value"), dtype=n.type.np_dtype)
+    t = w.onnx.numpy_helper.from_array(value, n.name)
+    w.node("Constant", [], n.name, n, value=t)
+
+
+def _sigmoid_cross_entropy(w: _Writer, n: Node) -> None:
+    z, y = n.inputs  # softplus(z) - z * y, the stable form for finite logits
+    sp = w.node("Softplus", [z], w.fresh(n.name), n)
+    zy = w.node("Mul", [z, y], w.fresh(n.name), n)
+    w.node("Sub", [sp, zy], n.name, n)
+
+
+def _softmax_cross_entropy(w: _Writer, n: Node) -> None:
+    w.node("SoftmaxCrossEntropyLoss", list(n.inputs), n.name, n, reduction="mean")
+
+
+def _one_minus_pow(w: _Writer, n: Node) -> None:
+    raise OnnxError("one_minus_pow belongs to optimizer updates, which ONNX export leaves out")
+
+
+# graphc op -> how it is written in ONNX (one entry per op)
+EXPORTS: dict[str, Callable[[_Writer, Node], None]] = {
+    "add": _simple("Add"),
+    "sub": _simple("Sub"),
+    "mul": _simple("Mul"),
+    "div": _simple("Div"),
+    "maximum": _simple("Max"),
+    "greater": _compare("Greater"),
+    "greater_equal": _compare("GreaterOrEqual"),
+    "neg": _simple("Neg"),
+    "exp": _simple("Exp"),
+    "log": _simple("Log"),
+    "sqrt": _simple("Sqrt"),
+    "sigmoid": _simple("Sigmoid"),
+    "tanh": _simple("Tanh"),
+    "relu": _simple("Relu"),
+    "softplus": _simple("Softplus"),
+    "square": _square,
+    "broadcast_to": _broadcast_to,
+    "reshape": _reshape,
+    "matmul": _matmul,
+    "transpose": _transpose,
+    "softmax": _softmax,
+    "sum": _reduce("ReduceSum"),
+    "mean": _reduce("ReduceMean"),
+    "const": _const,
+    "sigmoid_cross_entropy": _sigmoid_cross_entropy,
+    "softmax_cross_entropy": _softmax_cross_entropy,
+}
+
+
+def to_onnx_model(model: Any, *, include_loss: bool = False, name: str | None = None) -> Any:
+    """The ONNX ModelProto of ``model`` (its current weights).
+
+    Args:
+        model: a compiled graphc Model.
+        include_loss: also export the loss (output "loss") with the label inputs it needs.
+        name: the ONNX graph's name (default: the model's).
+
+    Raises:
+        OnnxError: an op has no ONNX form (named with its node), or the model has no loss and
+            ``include_loss`` is set.
+    """
+    onnx = require_onnx()
+    prog = model.program
+    if include_loss and prog.loss is None:
+        raise OnnxError("to_onnx(include_loss=True): the model has no loss")
+    g = prog.forward if include_loss else prog.inference
+    outputs = list(prog.outputs) + ([prog.loss] if include_loss else [])
+    values = {**model.params, **model.state}
+    w = _Writer(g, values)
+    inputs = []
+    for n in g.nodes:
+        if n.op == "input":
+            elem = onnx.TensorProto.INT32 if n.type.dtype == "i32" else onnx.TensorProto.FLOAT
+            if n.type.dtype == "f64":
+                elem = onnx.TensorProto.DOUBLE
+            inputs.append(
+                onnx.helper.make_tensor_value_info(n.name, elem, _shape_dims(n.type.shape))
+            )
+        elif n.op in ("param", "state"):
+            if n.name not in values:
+                raise OnnxError(f"to_onnx: no value for {n.op} {n.name!r}")
+            arr = np.asarray(values[n.name], dtype=n.type.np_dtype).reshape(n.type.concrete(1))
+            t = onnx.numpy_helper.from_array(arr, n.name)
+            t.doc_string = f"graphc {n.op} {n.name}" + (" (trainable)" if n.op == "param" else "")
+            w.inits.append(t)
+        elif n.op in EXPORTS:
+            EXPORTS[n.op](w, n)
+        else:
+            where = f" at {n.loc}" if n.loc else ""
+            raise OnnxError(
+                f"to_onnx: node {n.name} ({n.op}){where} has no ONNX form; exportable ops: "
+                f"{', '.join(sorted(EXPORTS))}"
+            )
+    outs = []
+    for o in outputs:
+        t = g[o].type
+        elem = onnx.TensorProto.DOUBLE if t.dtype == "f64" else onnx.TensorProto.FLOAT
+        outs.append(onnx.helper.make_tensor_value_info(o, elem, _shape_dims(t.shape)))
+    graph = onnx.helper.make_graph(w.nodes, name or prog.name, inputs, outs, w.inits)
+    graph.doc_string = f"exported by graphc from model {prog.name!r}"
+    m = onnx.helper.make_model(
+        graph,
+        opset_imports=[onnx.helper.make_opsetid("", OPSET)],
+        producer_name="graphc",
+        producer_version=_version(),
+    )
+    m.ir_version = 8  # what opset 17 needs; older runtimes read it
+    return m
+
+
+def _version() -> str:
+    try:
+        from graphc import __version__
+
+        return __version__
+    except ImportError:  # pragma: no cover
+        return ""
+
+
+def save_onnx(model: Any, path: str, *, include_loss: bool = False, check: bool = True) -> str:
+    """Write ``model`` as an ONNX file at ``path`` (atomically: a temporary file renamed into
+    place); returns the path.
+
+    Raises:
+        OnnxError: an op without ONNX form, or the checker rejected the result (a graphc bug).
+        GraphcError: the file cannot be written.
+    """
+    onnx = require_onnx()
+    m = to_onnx_model(model, include_loss=include_loss)
+    if check:
+        try:
+            onnx.checker.check_model(m, full_check=True)
+        except Exception as e:  # noqa: BLE001 -- the checker raises several kinds
+            raise OnnxError(f"to_onnx: the exported model fails onnx.checker: {e}") from None
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(m.SerializeToString())
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise GraphcError(f"to_onnx: cannot write {path!r}: {e}") from None
+    return path
