@@ -453,3 +453,17 @@ def test_every_forward_op_has_an_onnx_form() -> None:
         and not op.endswith(("_update", "_grad"))
     )
     assert not missing, f"no ONNX form for {missing}: add them to graphc.onnx_export.EXPORTS"
+
+
+def test_sklearn_example_on_digits(tmp_path) -> None:
+    """examples/onnx_sklearn.py: the library predicts scikit-learn's classes, fine-tuning with
+    graphc lowers the test loss, and ONNX Runtime reads the fine-tuned export back."""
+    pytest.importorskip("skl2onnx")
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples"))
+    import onnx_sklearn
+
+    r = onnx_sklearn.main(["--out", str(tmp_path), "--epochs", "2"])
+    assert r["library_matches_sklearn"] == 1.0
+    assert r["sklearn_accuracy"] >= 0.95 and r["accuracy_after"] >= 0.95
+    assert r["loss_after"] < r["loss_before"]
+    assert r["onnxruntime_max_diff"] < 1e-5
