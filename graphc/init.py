@@ -33,8 +33,10 @@ INITIALIZERS = (
     "glorot_normal",
     "he_uniform",
     "he_normal",
-    "array",
 )
+# Not for users' params: "array" copies an array held by this process (hold_array), the
+# weights an imported ONNX model brings; its key is a digest no user writes by hand.
+INTERNAL_INITIALIZERS = ("array",)
 _ARGS = {
     "constant": {"value"},
     "uniform": {"low", "high"},
@@ -62,7 +64,7 @@ def hold_array(a: np.ndarray) -> str:
 
 def check_initializer(name: str, args: dict[str, Any]) -> None:
     """Raises GraphcError for an unknown initializer or an argument it does not take."""
-    if name not in INITIALIZERS:
+    if name not in INITIALIZERS and name not in INTERNAL_INITIALIZERS:
         raise GraphcError(f"unknown initializer {name!r}; choose one of {', '.join(INITIALIZERS)}")
     extra = set(args) - _ARGS.get(name, set())
     if extra:
