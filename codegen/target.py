@@ -12,7 +12,7 @@ import time
 import weakref
 
 import llvmlite.binding as llvm
-import llvmlite.binding.ffi as ffi
+from . import llvm_private
 from llvmlite import ir
 
 from graphc.ir.errors import CodegenError
@@ -135,9 +135,8 @@ def optimize(
     pto.slp_vectorization = vectorize
     pb = llvm.create_pass_builder(tm, pto)
     pm = pb.getModulePassManager()
-    run = ffi.lib.LLVMPY_RunNewModulePassManager
     # Without llvmlite's lock only in a context of the caller's own (compile_parts' threads).
-    (run if context is None else _unlocked(run))(pm, mod, pb)
+    llvm_private.run_module_passes(pm, mod, pb, unlocked=context is not None)
     try:
         mod.verify()
     except RuntimeError as e:
@@ -145,25 +144,13 @@ def optimize(
     return mod
 
 
-def _unlocked(fn):
-    """The raw ctypes function behind an llvmlite binding: it runs without llvmlite's global
-    lock and releases the GIL, so that threads working on modules of their own LLVM contexts
-    (with their own target machines) run in parallel. Falls back to the locked binding."""
-    return getattr(fn, "_cfn", fn)
-
-
 def emit_object(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> bytes:
-    """``tm.emit_object(mod)``, without holding llvmlite's lock during code generation."""
-    with ffi.OutputString() as err:
-        buf = _unlocked(ffi.lib.LLVMPY_TargetMachineEmitToMemory)(tm, mod, 1, err)
-        if not buf:
-            raise CodegenError(f"LLVM could not emit machine code: {err}")
+    """``tm.emit_object(mod)``, without holding llvmlite's lock during code generation where
+    the installed llvmlite allows it (``llvm_private``)."""
     try:
-        return ctypes.string_at(
-            ffi.lib.LLVMPY_GetBufferStart(buf), ffi.lib.LLVMPY_GetBufferSize(buf)
-        )
-    finally:
-        ffi.lib.LLVMPY_DisposeMemoryBuffer(buf)
+        return llvm_private.emit_object(mod, tm)
+    except RuntimeError as e:
+        raise CodegenError(str(e)) from None
 
 
 def compile_threads() -> int:

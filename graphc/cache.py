@@ -20,7 +20,12 @@ the cache holds only object files with a checked header.
   ELF relocatable files (header, section table, symbol and relocation tables all inside the
   file and pointing at existing entries), is ignored, deleted and rebuilt: machine code is
   handed to LLVM's loader only when it was written by graphc for this very key.
-- Place: ``$GRAPHC_CACHE_DIR``, else ``~/.cache/graphc``; ``GRAPHC_NO_CACHE=1`` turns it off.
+- Place: ``$GRAPHC_CACHE_DIR``, else ``$XDG_CACHE_HOME/graphc``, else ``~/.cache/graphc``;
+  ``GRAPHC_NO_CACHE=1`` turns it off. ``graphc cache info`` prints the folder, the entry count
+  and the bytes; ``graphc cache clear`` empties it.
+- Size: bounded by ``$GRAPHC_CACHE_MAX_MB`` (default 256 MB). After each write the least
+  recently used entries (by modification time, which a cache hit refreshes) are removed until
+  the folder fits.
   Writes go to a temporary file in the same folder, then ``os.replace``, so a reader never
   sees half a file and concurrent writers of the same key are harmless.
 
@@ -59,10 +64,28 @@ def enabled() -> bool:
     return os.environ.get("GRAPHC_NO_CACHE", "").strip().lower() in ("", "0", "false")
 
 
+DEFAULT_MAX_MB = 256
+
+
 def cache_dir() -> Path:
-    """``$GRAPHC_CACHE_DIR``, else ``~/.cache/graphc`` (not created here)."""
+    """``$GRAPHC_CACHE_DIR``, else ``$XDG_CACHE_HOME/graphc``, else ``~/.cache/graphc`` (the XDG
+    base-directory rule; not created here)."""
     env = os.environ.get("GRAPHC_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "graphc"
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg).expanduser() if os.path.isabs(os.path.expanduser(xdg)) else None
+    return (base or Path.home() / ".cache") / "graphc"
+
+
+def max_bytes() -> int:
+    """The size bound of the cache folder: ``$GRAPHC_CACHE_MAX_MB`` megabytes (default 256)."""
+    raw = os.environ.get("GRAPHC_CACHE_MAX_MB", "").strip()
+    try:
+        mb = float(raw) if raw else DEFAULT_MAX_MB
+    except ValueError:
+        mb = DEFAULT_MAX_MB
+    return max(0, int(mb * 1e6))
 
 
 @functools.cache
@@ -329,6 +352,7 @@ def load(key: str, suffix: str = ".o") -> bytes | None:
         return None
     data = _read_fd(fd)
     secret = _secret(folder)
+    touch(path_for(key, suffix))  # least recently used goes first (evict)
     head = len(MAGIC) + DIGEST
     payload = data[head:]
     if (
@@ -397,4 +421,116 @@ def store(key: str, obj: bytes, suffix: str = ".o") -> Path | None:
             raise
     except OSError:
         return None
+    evict()
     return path_for(key, suffix)
+
+
+def entries() -> list[Path]:
+    """The cache's entry files (not temporaries), oldest use first."""
+    try:
+        files = [p for p in cache_dir().iterdir() if not p.name.startswith(".") and p.is_file()]
+    except OSError:
+        return []
+    stats = []
+    for p in files:
+        try:
+            stats.append((p.stat().st_mtime, p))
+        except OSError:  # removed meanwhile by another process
+            continue
+    return [p for _, p in sorted(stats)]
+
+
+def touch(path: Path) -> None:
+    """Mark an entry as just used (eviction removes the least recently used first)."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
+def evict(limit: int | None = None) -> int:
+    """Remove least recently used entries until the folder holds at most ``limit`` bytes
+    (default ``max_bytes()``); returns the number removed. Races with other processes are
+    harmless: a vanished file is skipped."""
+    limit = max_bytes() if limit is None else limit
+    files = entries()
+    sizes = {}
+    for p in files:
+        try:
+            sizes[p] = p.stat().st_size
+        except OSError:
+            sizes[p] = 0
+    total, removed = sum(sizes.values()), 0
+    for p in files:
+        if total <= limit:
+            break
+        try:
+            p.unlink()
+            removed += 1
+        except OSError:
+            pass
+        total -= sizes[p]
+    return removed
+
+
+def info() -> dict[str, Any]:
+    """{"path", "entries", "bytes", "max_bytes", "enabled"} of the cache folder."""
+    files = entries()
+    size = 0
+    for p in files:
+        try:
+            size += p.stat().st_size
+        except OSError:
+            pass
+    return {
+        "path": str(cache_dir()),
+        "entries": len(files),
+        "bytes": size,
+        "max_bytes": max_bytes(),
+        "enabled": enabled(),
+    }
+
+
+def clear() -> int:
+    """Remove every entry (and stale temporaries) of the cache folder; returns the count."""
+    n = 0
+    try:
+        items = list(cache_dir().iterdir())
+    except OSError:
+        return 0
+    for p in items:
+        if p.is_file() and p.suffix in (".o", ".tmp"):  # entries and temporaries, not .secret
+            try:
+                p.unlink()
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
+def add_parser(sub: Any) -> None:
+    """``graphc cache info`` and ``graphc cache clear``."""
+    p = sub.add_parser(
+        "cache",
+        help="show or clear the compile cache",
+        description=(
+            "The compile cache keeps the machine code of compiled models so that compiling "
+            "the same model again skips LLVM. It lives in $GRAPHC_CACHE_DIR, else "
+            "$XDG_CACHE_HOME/graphc, else ~/.cache/graphc, and is bounded by "
+            "$GRAPHC_CACHE_MAX_MB (default 256; least recently used entries go first)."
+        ),
+    )
+    p.add_argument("action", choices=("info", "clear"), help="info: where and how big; clear")
+    p.set_defaults(run=_run_cli)
+
+
+def _run_cli(args: Any) -> int:
+    if args.action == "clear":
+        print(f"removed {clear()} files from {cache_dir()}")
+        return 0
+    i = info()
+    print(f"path:    {i['path']}")
+    print(f"entries: {i['entries']}")
+    print(f"size:    {i['bytes'] / 1e6:.1f} MB of at most {i['max_bytes'] / 1e6:.0f} MB")
+    print(f"enabled: {'yes' if i['enabled'] else 'no (GRAPHC_NO_CACHE is set)'}")
+    return 0

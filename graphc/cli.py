@@ -12,10 +12,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="graphc", description="graphc: an ahead-of-time neural-network compiler"
     )
+    from graphc import __version__
+
+    p.add_argument("--version", action="version", version=f"graphc {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    from graphc import cache as cache_cmd
     from graphc import dump as dump_cmd
 
     dump_cmd.add_parser(sub)
+    cache_cmd.add_parser(sub)
     try:
         from graphc import export as export_cmd
 

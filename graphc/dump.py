@@ -892,7 +892,7 @@ def run(args: argparse.Namespace) -> int:
         parts.append(stats_text(st, args.batch))
     text = "\n\n".join(parts) + "\n"
     if args.output:
-        _write(args.output, text)
+        print(f"wrote {_write(args.output, text)}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
@@ -900,6 +900,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _write(path: str, text: str) -> str:
     try:
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
         with open(path, "w") as f:
             f.write(text if text.endswith("\n") else text + "\n")
     except OSError as e:

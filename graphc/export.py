@@ -87,6 +87,14 @@ def _recompile(model: Any, target_cpu: str) -> tuple[Program, Any]:
     return prog, mb
 
 
+def header_path_for(library: str) -> str:
+    """The default header of a library: ``x.h`` beside ``x.so`` or ``libx.so``."""
+    stem = os.path.basename(library).split(".")[0]
+    if stem.startswith("lib") and len(stem) > 3:
+        stem = stem[3:]
+    return os.path.join(os.path.dirname(os.path.abspath(library)), f"{stem or 'model'}.h")
+
+
 def export_model(
     model: Any,
     path: str,
@@ -104,7 +112,8 @@ def export_model(
     Args:
         model: a compiled graphc Model; its current parameters are the library's weights.
         path: the output file (``libNAME.so`` for a library).
-        header: the C header's path (default: ``NAME.h`` next to ``path``).
+        header: the C header's path (default: named after the library, ``x.h`` next to
+            ``x.so`` or ``libx.so``).
         entries: "infer", "train_step" or both (default: both when the model has a loss).
         weights: "embed" (read-only data inside the library) or "file" (a checked weights file
             ``weights_path``, default ``NAME.weights`` next to ``path``).
@@ -175,7 +184,7 @@ def export_model(
 
     import graphc
 
-    hpath = os.path.abspath(header) if header else os.path.join(os.path.dirname(out), f"{name}.h")
+    hpath = os.path.abspath(header) if header else header_path_for(out)
     htext = aot.c_header(plan, graphc.__version__)
     wpath = None
     with tempfile.TemporaryDirectory(prefix=f"graphc-{name}-") as tmp:
@@ -291,7 +300,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-o", "--output", required=True, help="the library (libNAME.so), or the .ll/.s file"
     )
-    p.add_argument("--header", help="the C header's path (default: NAME.h next to the library)")
+    p.add_argument(
+        "--header",
+        help="the C header's path (default: named after the library: -o libx.so or -o x.so "
+        "gives x.h next to it)",
+    )
     p.add_argument(
         "--entry",
         default=None,
@@ -322,7 +335,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="initialization seed when MODEL is not a Model"
     )
-    p.add_argument("--opt-level", type=int, default=2, choices=(0, 1, 2))
+    p.add_argument(
+        "-O",
+        "--opt-level",
+        dest="opt_level",
+        type=int,
+        default=2,
+        choices=(0, 1, 2),
+        help="optimization level (2), as for graphc dump",
+    )
     p.add_argument(
         "--check-numerics",
         action="store_true",

@@ -56,6 +56,30 @@ def load_object(spec: str) -> tuple[Any, str]:
     return getattr(module, name), name
 
 
+def _check_model_function(spec: str, name: str, fn: Any) -> None:
+    """Refuse, without calling it, anything but a function that takes no required arguments
+    (a script's ``main(argv)`` or a class would run the user's program, not build a network)."""
+    import inspect
+
+    if not (inspect.isfunction(fn) or inspect.ismethod(fn)):
+        raise ArgumentError(
+            f"{spec}: {name} is a {type(fn).__name__}, not a MODEL function; MODEL names a "
+            "Model, Graph, Tensor, an (outputs, loss[, optimizer]) tuple or dict, or a function "
+            "taking no arguments that returns one"
+        )
+    required = [
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    if required:
+        raise ArgumentError(
+            f"{spec}: {name}({', '.join(required)}) takes required arguments, so graphc did not "
+            "call it; a MODEL function takes no arguments and returns a Model, Graph, Tensor "
+            "or an (outputs, loss[, optimizer]) tuple or dict"
+        )
+
+
 def resolve(spec: str) -> ModelSpec:
     """Load MODEL and classify it: a Model, a Graph, a Tensor, a (outputs, loss[, optimizer])
     tuple or dict, or a function returning one of these; or an ONNX file (``model.onnx``,
@@ -72,6 +96,7 @@ def resolve(spec: str) -> ModelSpec:
         return ModelSpec(imp.name, outputs=imp.outputs)
     obj, name = load_object(spec)
     if callable(obj) and not isinstance(obj, (Model, Graph, gc.Tensor, gc.Sequential)):
+        _check_model_function(spec, name, obj)
         try:
             obj = obj()
         except Exception as e:  # the user's function raised: say which, with its message
@@ -101,6 +126,6 @@ def resolve(spec: str) -> ModelSpec:
             optimizer=obj[2] if len(obj) > 2 else None,
         )
     raise ArgumentError(
-        f"{spec}: expected a graphc Model, Graph, Tensor, a dict with 'outputs' (and 'loss', "
+        f"{spec}: {name} gave a {type(obj).__name__}; expected a graphc Model, Graph, Tensor, a dict with 'outputs' (and 'loss', "
         f"'optimizer'), or a function returning one; got {type(obj).__name__}"
     )

@@ -21,7 +21,7 @@ the interpreter, the JIT and an exported training library all run the same rule.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from graphc.ir.builder import Builder
@@ -30,18 +30,23 @@ from graphc.ir.errors import GraphcError
 SEMANTICS = ("torch", "keras")
 
 
+@dataclass
 class Optimizer:
     """Base: ``build`` returns the (target, new value) updates for params and their state.
 
     Subclasses are dataclasses whose fields default to None where the default depends on the
-    profile; ``DEFAULTS[semantics]`` fills them in ``__post_init__``.
+    profile; ``DEFAULTS[semantics]`` fills them in ``__post_init__``. Every optimizer also takes
+    the keyword ``learning_rate=``, Keras's name for ``lr`` (it sets ``lr``).
     """
 
-    lr: float = 1e-3
-    semantics: str = "torch"
+    lr = 1e-3  # plain class attributes, not fields: subclasses declare their own, in their order
+    semantics = "torch"
     DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
+    learning_rate: float | None = field(default=None, kw_only=True, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.learning_rate is not None:
+            self.lr = self.learning_rate
         if self.semantics not in SEMANTICS:
             raise GraphcError(
                 f"{type(self).__name__}: semantics must be one of {SEMANTICS}, "
@@ -51,7 +56,7 @@ class Optimizer:
             if getattr(self, k) is None:
                 setattr(self, k, v)
         for f in fields(self):  # type: ignore[arg-type]
-            if getattr(self, f.name) is None:
+            if getattr(self, f.name) is None and f.name != "learning_rate":
                 raise GraphcError(f"{type(self).__name__}: {f.name} has no default; give a value")
         self._check()  # reject bad hyperparameters where they are written, not at compile time
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from .graph import Graph
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 def dependency_graph(g: Graph) -> nx.DiGraph:
     """A networkx DiGraph with an edge operand -> user for every operand of every node."""
+    import networkx as nx  # deferred: keeps `import graphc` fast
+
     d = nx.DiGraph()
     d.add_nodes_from(n.name for n in g.nodes)
     d.add_edges_from((i, n.name) for n in g.nodes for i in n.inputs)
@@ -17,6 +22,8 @@ def dependency_graph(g: Graph) -> nx.DiGraph:
 
 def ancestors(g: Graph, names: list[str] | tuple[str, ...]) -> set[str]:
     """Every value that ``names`` depend on, ``names`` included."""
+    import networkx as nx  # deferred: keeps `import graphc` fast
+
     d = dependency_graph(g)
     out: set[str] = set(names)
     for name in names:
@@ -26,6 +33,8 @@ def ancestors(g: Graph, names: list[str] | tuple[str, ...]) -> set[str]:
 
 def descendants(g: Graph, names: list[str] | tuple[str, ...]) -> set[str]:
     """Every value computed from ``names``, ``names`` included."""
+    import networkx as nx  # deferred: keeps `import graphc` fast
+
     d = dependency_graph(g)
     out: set[str] = set(names)
     for name in names:
@@ -35,6 +44,8 @@ def descendants(g: Graph, names: list[str] | tuple[str, ...]) -> set[str]:
 
 def find_cycle(g: Graph) -> list[str] | None:
     """The names along one dependency cycle, or None if the graph is acyclic."""
+    import networkx as nx  # deferred: keeps `import graphc` fast
+
     try:
         return [u for u, _ in nx.find_cycle(dependency_graph(g))]
     except nx.NetworkXNoCycle:

@@ -32,6 +32,11 @@ class History:
     def __getitem__(self, key: str) -> list[float]:
         return self.metrics[key]
 
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Keras's ``History.history``: metric name -> one value per epoch (the same lists)."""
+        return self.metrics
+
     def add(self, epoch: int, figures: dict[str, float]) -> None:
         self.epochs.append(epoch)
         for k, v in figures.items():

@@ -49,8 +49,6 @@ and, if not, why.
 
 from __future__ import annotations
 
-import networkx as nx
-
 from ..graph import SOURCE_OPS, Graph, Node, attrs_key
 from ..ops import OPS
 
@@ -134,6 +132,8 @@ class _Groups:
 
 def _reorder(g: Graph, group_of: dict[str, str]) -> Graph:
     """``g`` with groups stamped on the nodes and emitted contiguously in a topological order."""
+    import networkx as nx  # deferred: keeps `import graphc` fast
+
     # a unit is ("group", id) or ("node", name): a group id may equal some node's name
     unit_of = {
         n.name: ("group", group_of[n.name]) if n.name in group_of else ("node", n.name)
