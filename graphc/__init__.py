@@ -64,6 +64,8 @@ from .dsl import (
 )
 from .callbacks import (
     CosineAnnealingLR,
+    CSVLogger,
+    TensorBoard,
     EarlyStopping,
     ExponentialLR,
     LambdaLR,
@@ -76,6 +78,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SGD",
+    "CSVLogger",
+    "TensorBoard",
     "Adadelta",
     "Adagrad",
     "Adam",

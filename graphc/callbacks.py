@@ -329,3 +329,101 @@ def run_scripted(
     for cb in callbacks:
         getattr(cb, "on_train_end", lambda m, h: None)(model, None)
     return model, ran
+
+
+class CSVLogger(Callback):
+    """Append one row per epoch to a CSV file (the columns of Keras's ``CSVLogger``: ``epoch``,
+    then the epoch's figures sorted by name: ``loss``, ``lr``, ``seconds``, ``val_loss``, ...).
+
+    The header is written with the first row; a later key gets a column only if it was present
+    in the first epoch (Keras's rule). With ``append=True`` an existing file keeps its rows and
+    no second header is written. Rows are flushed after every epoch, so an interrupted run
+    keeps what it logged.
+
+    Args:
+        filename: the CSV file's path (its folder must exist).
+        separator: the field separator (",").
+        append: append to an existing file instead of replacing it.
+
+    Raises:
+        ArgumentError: the file cannot be opened (when training begins).
+    """
+
+    def __init__(self, filename: str, separator: str = ",", append: bool = False) -> None:
+        self.filename, self.separator, self.append = str(filename), separator, append
+        self._file: Any = None
+        self._writer: Any = None
+        self._keys: list[str] | None = None
+
+    def on_train_begin(self, model: Any) -> None:
+        import csv
+        import os
+
+        had_rows = self.append and os.path.isfile(self.filename)
+        had_rows = had_rows and os.path.getsize(self.filename) > 0
+        try:
+            self._file = open(self.filename, "a" if self.append else "w", newline="")  # noqa: SIM115
+        except OSError as e:
+            raise ArgumentError(f"CSVLogger: cannot open {self.filename!r}: {e.strerror}") from None
+        self._writer = csv.writer(self._file, delimiter=self.separator)
+        self._keys = None
+        self._header_done = had_rows
+
+    def on_epoch_end(self, model: Any, epoch: int, figures: dict[str, float]) -> bool:
+        if self._writer is None:
+            return False
+        if self._keys is None:
+            self._keys = sorted(figures)
+            if not self._header_done:
+                self._writer.writerow(["epoch", *self._keys])
+        self._writer.writerow([epoch, *(repr(float(figures.get(k, "nan"))) for k in self._keys)])
+        self._file.flush()
+        return False
+
+    def on_train_end(self, model: Any, history: Any) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = self._writer = None
+
+
+class TensorBoard(Callback):
+    """Write every epoch's figures as TensorBoard scalars (tag ``epoch_loss``,
+    ``epoch_val_loss``, ... as Keras names them; step = the epoch, from 0) into ``log_dir``.
+
+    Needs the optional ``tensorboardX`` package (``pip install "graphc[tensorboard]"``); view
+    with ``tensorboard --logdir LOG_DIR``.
+
+    Args:
+        log_dir: the folder of the event files (created if missing).
+
+    Raises:
+        GraphcError: tensorboardX is not installed (raised here, at construction).
+    """
+
+    def __init__(self, log_dir: str = "logs") -> None:
+        try:
+            import tensorboardX  # noqa: F401
+        except ImportError:
+            raise GraphcError(
+                "TensorBoard needs the tensorboardX package: pip install 'graphc[tensorboard]' "
+                "(or pip install tensorboardX)"
+            ) from None
+        self.log_dir = str(log_dir)
+        self._writer: Any = None
+
+    def on_train_begin(self, model: Any) -> None:
+        from tensorboardX import SummaryWriter
+
+        self._writer = SummaryWriter(self.log_dir)
+
+    def on_epoch_end(self, model: Any, epoch: int, figures: dict[str, float]) -> bool:
+        if self._writer is not None:
+            for k, v in figures.items():
+                self._writer.add_scalar(f"epoch_{k}", float(v), epoch)
+            self._writer.flush()
+        return False
+
+    def on_train_end(self, model: Any, history: Any) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -157,6 +157,12 @@ class Graph:
     def with_(self, **changes: Any) -> Graph:
         return replace(self, **changes)
 
+    def _repr_svg_(self) -> str | None:
+        """Jupyter's picture of the graph (Graphviz); None (the text repr) without Graphviz."""
+        from .dot import graph_dot, svg_or_none
+
+        return svg_or_none(graph_dot(self))
+
     def __hash__(self) -> int:  # cached_property needs a __dict__, so no slots; hash the fields
         return hash((self.name, self.nodes, self.outputs, self.updates))
 

@@ -223,6 +223,36 @@ class Model:
 
         return save_onnx(self, path, include_loss=include_loss)
 
+    # ------------------------------------------------------------------ seeing it
+
+    def summary(self, batch: int = 32, print_fn: Any = print) -> str:
+        """Print (with ``print_fn``; None prints nothing) and return a table of the compiled
+        network: one row per inference kernel (fused ops, output type, parameter values read,
+        FLOPs per row), then the parameter count and bytes, the optimizer state, the FLOPs per
+        row and every entry's arena at batch size ``batch`` (``runtime/summary.py``)."""
+        from .summary import summary_text
+
+        text = summary_text(self, batch)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def __repr__(self) -> str:
+        prog = self.program
+        ins = ", ".join(f"{n.name}: {n.type}" for n in prog.inference.inputs)
+        outs = ", ".join(str(prog.inference[o].type) for o in prog.inference.outputs)
+        opt = repr(self.optimizer) if self.optimizer is not None and prog.loss else "inference only"
+        n = sum(a.size for a in self.params.values())
+        return f"<graphc.Model {prog.name!r} ({ins}) -> {outs}; {n:,} parameters; {opt}>"
+
+    def _repr_svg_(self) -> str | None:
+        """Jupyter's picture: the scheduled inference graph with its fused kernels as boxes
+        (Graphviz); None without Graphviz, so that Jupyter shows ``repr``."""
+        from graphc.ir.dot import graph_dot, svg_or_none
+
+        g = self.program.schedules["infer"].graph
+        return svg_or_none(graph_dot(g, title=f"{self.program.name} (infer)", collapse=True))
+
     # ------------------------------------------------------------------ data
 
     def _as_feeds(self, x: Any, y: Any, *, need_labels: bool) -> tuple[dict[str, np.ndarray], int]:

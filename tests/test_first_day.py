@@ -187,3 +187,107 @@ def test_compile_works_without_llvmlites_private_api(monkeypatch) -> None:
     m = gc.compile(gc.sigmoid(x), name="public_api_only")
     xs = np.linspace(-3, 3, 8, dtype=np.float32).reshape(2, 4)
     np.testing.assert_allclose(m.predict(xs), 1 / (1 + np.exp(-xs.astype(np.float64))), rtol=1e-6)
+
+
+def small_fit_model(name: str):
+    x = gc.input("x", ("N", 2))
+    t = gc.input("t", ("N", 1))
+    y = gc.dense(x, 1)
+    m = gc.compile(y, gc.mean_squared_error(y, t), gc.SGD(0.1), name=name)
+    rng = np.random.default_rng(2)
+    xs = rng.standard_normal((32, 2)).astype(np.float32)
+    return m, xs, (xs[:, :1] - 2 * xs[:, 1:]).copy()
+
+
+def test_csv_logger_writes_one_row_per_epoch_with_the_history(tmp_path) -> None:
+    import csv
+
+    m, xs, ts = small_fit_model("csvlog")
+    path = tmp_path / "log.csv"
+    h = m.fit(xs, ts, epochs=4, batch_size=8, verbose=0, callbacks=[gc.CSVLogger(str(path))])
+    rows = list(csv.DictReader(path.open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert [float(r["loss"]) for r in rows] == h.history["loss"]  # repr round-trips exactly
+    m.fit(
+        xs, ts, epochs=2, batch_size=8, verbose=0, callbacks=[gc.CSVLogger(str(path), append=True)]
+    )
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1 + 4 + 2 and lines[0].startswith("epoch,")
+
+
+def read_tfrecords(path: Path) -> list[bytes]:
+    """The records of a TFRecord file (length, crc, data, crc), read independently of the
+    writer; CRCs are not checked here."""
+    import struct
+
+    data, pos, out = path.read_bytes(), 0, []
+    while pos < len(data):
+        (n,) = struct.unpack("<Q", data[pos : pos + 8])
+        out.append(data[pos + 12 : pos + 12 + n])
+        pos += 12 + n + 4
+    return out
+
+
+def test_tensorboard_callback_writes_the_epoch_scalars(tmp_path) -> None:
+    pytest.importorskip("tensorboardX")
+    from tensorboardX.proto.event_pb2 import Event
+
+    m, xs, ts = small_fit_model("tblog")
+    h = m.fit(xs, ts, epochs=3, batch_size=8, verbose=0, callbacks=[gc.TensorBoard(tmp_path)])
+    files = list(tmp_path.glob("events.out.tfevents.*"))
+    assert len(files) == 1
+    got: dict[str, list[tuple[int, float]]] = {}
+    for rec in read_tfrecords(files[0]):
+        ev = Event.FromString(rec)
+        for v in ev.summary.value:
+            got.setdefault(v.tag, []).append((ev.step, v.simple_value))
+    assert [s for s, _ in got["epoch_loss"]] == [0, 1, 2]
+    np.testing.assert_allclose([v for _, v in got["epoch_loss"]], h.history["loss"], rtol=1e-6)
+
+
+def digits_like(name: str = "sumnet"):
+    x = gc.input("x", ("N", 64))
+    labels = gc.input("labels", ("N",), dtype="i32")
+    h = gc.dense(x, 32, activation="relu")
+    logits = gc.dense(h, 10)
+    return gc.compile(logits, gc.softmax_cross_entropy(logits, labels), gc.Adam(3e-3), name=name)
+
+
+def test_summary_counts_parameters_and_flops_by_hand() -> None:
+    m = digits_like()
+    text = m.summary(print_fn=None)
+    # 64*32 + 32 and 32*10 + 10 parameter values; matmul FLOPs 2*K*M per row plus one per
+    # element for the bias add (and relu in the first kernel)
+    assert "2,080" in text and "330" in text and "Parameters: 2,410" in text
+    assert f"FLOPs per row (inference): {2 * 64 * 32 + 32 + 32 + 2 * 32 * 10 + 10:,}" in text
+    assert "f32[N,32]" in text and "f32[N,10]" in text and "Arena of train_step" in text
+    assert "Optimizer: Adam, state 4,821 values" in text  # m and v per param value + step
+
+
+def test_repr_names_inputs_outputs_parameters_and_optimizer() -> None:
+    r = repr(digits_like("reprnet"))
+    assert r.startswith("<graphc.Model 'reprnet' (x: f32[N,64]) -> f32[N,10]; 2,410 parameters")
+    assert "Adam(lr=0.003" in r
+
+
+def test_repr_svg_of_models_and_graphs_is_svg_that_parses() -> None:
+    import shutil
+    import xml.etree.ElementTree as ET
+
+    if shutil.which("dot") is None:
+        pytest.skip("Graphviz 'dot' is not installed (.ci/run installs it)")
+    m = digits_like("svgnet")
+    for svg in (m._repr_svg_(), m.program.forward._repr_svg_()):
+        root = ET.fromstring(svg)
+        assert root.tag.endswith("svg")
+    assert "matmul" in m._repr_svg_()
+
+
+def test_repr_svg_without_graphviz_falls_back_to_text(monkeypatch) -> None:
+    import shutil
+    import sys
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setitem(sys.modules, "graphviz", None)  # the package "not installed"
+    m = digits_like("nosvg")
+    assert m._repr_svg_() is None and repr(m).startswith("<graphc.Model")

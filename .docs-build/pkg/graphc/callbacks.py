@@ -1,0 +1,432 @@
+"""Training callbacks for ``Model.fit``: early stopping and learning-rate schedules.
+
+A callback is any object with some of these methods (``fit`` calls those it has):
+
+    on_train_begin(model)
+    on_epoch_begin(model, epoch)                  epoch counts from 0
+    on_epoch_end(model, epoch, figures) -> bool   figures: {"loss": ..., "val_loss": ...}; True stops
+    on_train_end(model, history)
+
+The learning rate is a runtime input of the compiled training step (``model.lr``), so a
+schedule changes it between epochs without recompiling anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from graphc.ir.errors import ArgumentError, GraphcError
+
+
+class Callback:
+    """Base class with no-op hooks (subclassing it is optional)."""
+
+    def on_train_begin(self, model: Any) -> None:
+        pass
+
+    def on_epoch_begin(self, model: Any, epoch: int) -> None:
+        pass
+
+    def on_epoch_end(self, model: Any, epoch: int, figures: dict[str, float]) -> bool:
+        return False
+
+    def on_train_end(self, model: Any, history: Any) -> None:
+        pass
+
+
+def _mode_for(monitor: str, mode: str, who: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise GraphcError(f"{who}: mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode != "auto":
+        return mode
+    return "max" if any(k in monitor for k in ("acc", "r2", "auc")) else "min"
+
+
+def _figure(figures: dict[str, float], monitor: str, who: str) -> float:
+    if monitor not in figures:
+        hint = (
+            " (pass validation_data or validation_split to fit)"
+            if monitor.startswith("val_")
+            else ""
+        )
+        raise ArgumentError(
+            f"{who}: monitor {monitor!r} is not among this epoch's figures {sorted(figures)}{hint}"
+        )
+    return float(figures[monitor])
+
+
+class EarlyStopping(Callback):
+    """Stop training when the monitored figure stops improving (the rules of Keras's
+    ``keras.callbacks.EarlyStopping``, except that best weights are also restored when training
+    ends without a stop).
+
+    An epoch improves when ``current < best - min_delta`` (mode "min") or
+    ``current > best + min_delta`` ("max"). After each epoch from ``start_from_epoch`` on, the
+    counter ``wait`` grows by one and is reset to 0 by an improvement (which, when ``baseline``
+    is set, must also beat the baseline); training stops after the epoch where
+    ``wait >= patience`` (never after the first epoch). So with patience 2 it stops 2 epochs
+    after the best one.
+
+    Args:
+        monitor: a key of the epoch's figures ("val_loss", "val_accuracy", "loss", ...).
+        min_delta: the least change that counts as an improvement (>= 0).
+        patience: epochs without improvement before stopping (>= 0).
+        mode: "min", "max" or "auto" (max for accuracy-like names, else min).
+        baseline: stop unless the figure beats this within ``patience`` epochs.
+        start_from_epoch: epochs to let pass before monitoring (warm-up).
+        restore_best_weights: at the end of training (stopped or not), set the parameters to
+            those of the best epoch.
+
+    Attributes:
+        best: the best value of the monitored figure so far.
+        best_epoch: the epoch that reached it.
+        stopped_epoch: the epoch after which training stopped (None when not stopped).
+        wait: epochs since the last improvement.
+
+    Raises:
+        ArgumentError: (at the first monitored epoch) ``monitor`` is not among the figures.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        *,
+        min_delta: float = 0.0,
+        patience: int = 0,
+        mode: str = "auto",
+        baseline: float | None = None,
+        start_from_epoch: int = 0,
+        restore_best_weights: bool = False,
+    ) -> None:
+        if patience < 0 or min_delta < 0 or start_from_epoch < 0:
+            raise GraphcError(
+                "EarlyStopping: patience, min_delta and start_from_epoch must be >= 0"
+            )
+        self.monitor, self.min_delta, self.patience = monitor, float(min_delta), int(patience)
+        self.mode = _mode_for(monitor, mode, "EarlyStopping")
+        self.baseline, self.start_from_epoch = baseline, int(start_from_epoch)
+        self.restore_best_weights = restore_best_weights
+        self.on_train_begin(None)
+
+    def on_train_begin(self, model: Any) -> None:
+        self.wait = 0
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch: int | None = None
+        self.best_weights: dict[str, np.ndarray] | None = None
+        self.stopped_epoch: int | None = None
+
+    def _improves(self, value: float, reference: float) -> bool:
+        if self.mode == "min":
+            return value < reference - self.min_delta
+        return value > reference + self.min_delta
+
+    def on_epoch_end(self, model: Any, epoch: int, figures: dict[str, float]) -> bool:
+        if epoch < self.start_from_epoch:
+            return False
+        current = _figure(figures, self.monitor, "EarlyStopping")
+        self.wait += 1
+        if self._improves(current, self.best):
+            self.best, self.best_epoch = current, epoch
+            if self.restore_best_weights and model is not None:
+                self.best_weights = model.get_weights()
+            if self.baseline is None or self._improves(current, self.baseline):
+                self.wait = 0
+                return False
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            return True
+        return False
+
+    def on_train_end(self, model: Any, history: Any) -> None:
+        if self.restore_best_weights and self.best_weights is not None and model is not None:
+            model.set_weights(self.best_weights)
+        if history is not None and self.best_epoch is not None:
+            history.best_epoch = self.best_epoch
+
+
+class LRSchedule(Callback):
+    """Base of the epoch-wise schedules: ``model.lr = rate(epoch, base_lr)`` before each epoch.
+
+    ``base_lr`` is ``model.lr`` when the schedule is first used; a later ``fit`` with the same
+    schedule (resuming with ``initial_epoch``) continues it rather than restarting from the
+    decayed rate. The rates of the current ``fit`` are recorded in ``self.rates``.
+    """
+
+    base_lr: float | None = None
+
+    def on_train_begin(self, model: Any) -> None:
+        if self.base_lr is None:
+            self.base_lr = float(model.lr)
+        self.rates: list[float] = []
+
+    def rate(self, epoch: int, base_lr: float) -> float:
+        raise NotImplementedError
+
+    def on_epoch_begin(self, model: Any, epoch: int) -> None:
+        model.lr = float(self.rate(epoch, self.base_lr))
+        self.rates.append(model.lr)
+
+
+class StepLR(LRSchedule):
+    """lr = base_lr * gamma ** (epoch // step_size) (``torch.optim.lr_scheduler.StepLR``)."""
+
+    def __init__(self, step_size: int, gamma: float = 0.1) -> None:
+        if step_size < 1:
+            raise GraphcError(f"StepLR: step_size must be >= 1, got {step_size}")
+        self.step_size, self.gamma = step_size, gamma
+
+    def rate(self, epoch: int, base_lr: float) -> float:
+        return base_lr * self.gamma ** (epoch // self.step_size)
+
+
+class ExponentialLR(LRSchedule):
+    """lr = base_lr * gamma ** epoch (``torch.optim.lr_scheduler.ExponentialLR``)."""
+
+    def __init__(self, gamma: float) -> None:
+        self.gamma = gamma
+
+    def rate(self, epoch: int, base_lr: float) -> float:
+        return base_lr * self.gamma**epoch
+
+
+class CosineAnnealingLR(LRSchedule):
+    """lr = eta_min + (base_lr - eta_min) (1 + cos(pi epoch / T_max)) / 2.
+
+    The closed form given in ``torch.optim.lr_scheduler.CosineAnnealingLR``'s documentation
+    (SGDR without restarts, Loshchilov & Hutter 2017); it continues periodically past T_max.
+    """
+
+    def __init__(self, T_max: int, eta_min: float = 0.0) -> None:
+        if T_max < 1:
+            raise GraphcError(f"CosineAnnealingLR: T_max must be >= 1, got {T_max}")
+        self.T_max, self.eta_min = T_max, eta_min
+
+    def rate(self, epoch: int, base_lr: float) -> float:
+        return (
+            self.eta_min
+            + (base_lr - self.eta_min) * (1 + math.cos(math.pi * epoch / self.T_max)) / 2
+        )
+
+
+class LambdaLR(LRSchedule):
+    """lr = base_lr * fn(epoch) (``torch.optim.lr_scheduler.LambdaLR``)."""
+
+    def __init__(self, fn: Callable[[int], float]) -> None:
+        self.fn = fn
+
+    def rate(self, epoch: int, base_lr: float) -> float:
+        return base_lr * float(self.fn(epoch))
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the rate by ``factor`` when the monitored figure stops improving
+    (the algorithm of ``torch.optim.lr_scheduler.ReduceLROnPlateau``).
+
+    After each epoch: ``current`` is better when ``current < best * (1 - threshold)`` (mode
+    "min", threshold_mode "rel"), ``current < best - threshold`` ("abs"), and symmetrically for
+    "max". A better value resets the bad-epoch count, otherwise it grows by one; during the
+    ``cooldown`` epochs after a reduction the count stays 0. When the count exceeds
+    ``patience``, ``lr = max(lr * factor, min_lr)`` (skipped when the change is below ``eps``),
+    and the count is reset.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        *,
+        mode: str = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_lr: float = 0.0,
+        eps: float = 1e-8,
+    ) -> None:
+        if not 0 < factor < 1:
+            raise GraphcError(f"ReduceLROnPlateau: factor must lie in (0, 1), got {factor}")
+        if threshold_mode not in ("rel", "abs"):
+            raise GraphcError(
+                f"ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}"
+            )
+        self.monitor, self.factor, self.patience = monitor, factor, patience
+        self.mode = _mode_for(monitor, mode, "ReduceLROnPlateau")
+        self.threshold, self.threshold_mode = threshold, threshold_mode
+        self.cooldown, self.min_lr, self.eps = cooldown, min_lr, eps
+        self.on_train_begin(None)
+
+    def on_train_begin(self, model: Any) -> None:
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.num_bad_epochs = 0
+        self.cooldown_counter = 0
+        self.reductions: list[int] = []
+
+    def _better(self, a: float) -> bool:
+        t, best = self.threshold, self.best
+        if self.mode == "min":
+            return a < best * (1 - t) if self.threshold_mode == "rel" else a < best - t
+        return a > best * (1 + t) if self.threshold_mode == "rel" else a > best + t
+
+    def on_epoch_end(self, model: Any, epoch: int, figures: dict[str, float]) -> bool:
+        current = _figure(figures, self.monitor, "ReduceLROnPlateau")
+        if self._better(current):
+            self.best, self.num_bad_epochs = current, 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self.num_bad_epochs > self.patience:
+            new = max(model.lr * self.factor, self.min_lr)
+            if model.lr - new > self.eps:
+                model.lr = new
+                self.reductions.append(epoch)
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
+        return False
+
+
+class Scripted:
+    """A stand-in model for testing callbacks: ``lr`` and weights, no compiled code."""
+
+    def __init__(self, lr: float = 0.1) -> None:
+        self.lr = lr
+        self.params = {"w": np.zeros(1)}
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self.params.items()}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        for k, v in weights.items():
+            self.params[k][...] = v
+
+
+def run_scripted(
+    callbacks: list[Any], curve: list[float], monitor: str = "val_loss", model: Any = None
+) -> tuple[Any, int]:
+    """Feed a scripted curve of ``monitor`` values to callbacks as ``fit`` would.
+
+    At epoch e the stand-in model's weight is e, so restored weights name the epoch they come
+    from. Returns (model, number of epochs run).
+    """
+    model = model or Scripted()
+    for cb in callbacks:
+        getattr(cb, "on_train_begin", lambda m: None)(model)
+    ran = 0
+    for epoch, value in enumerate(curve):
+        for cb in callbacks:
+            getattr(cb, "on_epoch_begin", lambda m, e: None)(model, epoch)
+        model.params["w"][...] = epoch
+        ran += 1
+        stop = False
+        for cb in callbacks:
+            stop |= bool(
+                getattr(cb, "on_epoch_end", lambda m, e, f: False)(model, epoch, {monitor: value})
+            )
+        if stop:
+            break
+    for cb in callbacks:
+        getattr(cb, "on_train_end", lambda m, h: None)(model, None)
+    return model, ran
+
+
+class CSVLogger(Callback):
+    """Append one row per epoch to a CSV file (the columns of Keras's ``CSVLogger``: ``epoch``,
+    then the epoch's figures sorted by name: ``loss``, ``lr``, ``seconds``, ``val_loss``, ...).
+
+    The header is written with the first row; a later key gets a column only if it was present
+    in the first epoch (Keras's rule). With ``append=True`` an existing file keeps its rows and
+    no second header is written. Rows are flushed after every epoch, so an interrupted run
+    keeps what it logged.
+
+    Args:
+        filename: the CSV file's path (its folder must exist).
+        separator: the field separator (",").
+        append: append to an existing file instead of replacing it.
+
+    Raises:
+        ArgumentError: the file cannot be opened (when training begins).
+    """
+
+    def __init__(self, filename: str, separator: str = ",", append: bool = False) -> None:
+        self.filename, self.separator, self.append = str(filename), separator, append
+        self._file: Any = None
+        self._writer: Any = None
+        self._keys: list[str] | None = None
+
+    def on_train_begin(self, model: Any) -> None:
+        import csv
+        import os
+
+        had_rows = self.append and os.path.isfile(self.filename)
+        had_rows = had_rows and os.path.getsize(self.filename) > 0
+        try:
+            self._file = open(self.filename, "a" if self.append else "w", newline="")  # noqa: SIM115
+        except OSError as e:
+            raise ArgumentError(f"CSVLogger: cannot open {self.filename!r}: {e.strerror}") from None
+        self._writer = csv.writer(self._file, delimiter=self.separator)
+        self._keys = None
+        self._header_done = had_rows
+
+    def on_epoch_end(self, model: Any, epoch: int, figures: dict[str, float]) -> bool:
+        if self._writer is None:
+            return False
+        if self._keys is None:
+            self._keys = sorted(figures)
+            if not self._header_done:
+                self._writer.writerow(["epoch", *self._keys])
+        self._writer.writerow([epoch, *(repr(float(figures.get(k, "nan"))) for k in self._keys)])
+        self._file.flush()
+        return False
+
+    def on_train_end(self, model: Any, history: Any) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = self._writer = None
+
+
+class TensorBoard(Callback):
+    """Write every epoch's figures as TensorBoard scalars (tag ``epoch_loss``,
+    ``epoch_val_loss``, ... as Keras names them; step = the epoch, from 0) into ``log_dir``.
+
+    Needs the optional ``tensorboardX`` package (``pip install "graphc[tensorboard]"``); view
+    with ``tensorboard --logdir LOG_DIR``.
+
+    Args:
+        log_dir: the folder of the event files (created if missing).
+
+    Raises:
+        GraphcError: tensorboardX is not installed (raised here, at construction).
+    """
+
+    def __init__(self, log_dir: str = "logs") -> None:
+        try:
+            import tensorboardX  # noqa: F401
+        except ImportError:
+            raise GraphcError(
+                "TensorBoard needs the tensorboardX package: pip install 'graphc[tensorboard]' "
+                "(or pip install tensorboardX)"
+            ) from None
+        self.log_dir = str(log_dir)
+        self._writer: Any = None
+
+    def on_train_begin(self, model: Any) -> None:
+        from tensorboardX import SummaryWriter
+
+        self._writer = SummaryWriter(self.log_dir)
+
+    def on_epoch_end(self, model: Any, epoch: int, figures: dict[str, float]) -> bool:
+        if self._writer is not None:
+            for k, v in figures.items():
+                self._writer.add_scalar(f"epoch_{k}", float(v), epoch)
+            self._writer.flush()
+        return False
+
+    def on_train_end(self, model: Any, history: Any) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

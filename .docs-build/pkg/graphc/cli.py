@@ -1,0 +1,44 @@
+"""The ``graphc`` command line: ``graphc dump MODEL ...`` and ``graphc compile MODEL -o lib.so``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from graphc.ir.errors import GraphcError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="graphc", description="graphc: an ahead-of-time neural-network compiler"
+    )
+    from graphc import __version__
+
+    p.add_argument("--version", action="version", version=f"graphc {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    from graphc import cache as cache_cmd
+    from graphc import dump as dump_cmd
+
+    dump_cmd.add_parser(sub)
+    cache_cmd.add_parser(sub)
+    try:
+        from graphc import export as export_cmd
+
+        export_cmd.add_parser(sub)
+    except ImportError:
+        pass
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except GraphcError as e:
+        print(f"graphc: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""graphc.codegen: scheduled graph -> LLVM IR (llvmlite), kernels, vector math, JIT and object emission."""

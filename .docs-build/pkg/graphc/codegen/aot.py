@@ -1,0 +1,1000 @@
+"""Ahead-of-time emission: an object file for a chosen CPU, the public C wrappers, the C header
+and the checked weights file of a shared library.
+
+The JIT and the shared library run the *same* generated kernels: ``graphc.compiler`` builds the
+module (entries ``NAME_infer``/``NAME_train_step`` with the internal ABI of ``codegen/kernels.py``)
+and this module only renames those entries to hidden symbols ``NAME__graphc_ENTRY``, adds the
+embedded weights as a read-only global, and emits the object for the target CPU.
+
+The public API is a generated C file, compiled by ``cc`` together with that object into the
+``.so``. C rather than LLVM IR for the wrappers because they are argument checks, ``memcpy``,
+``stdio`` for the weights file and a CRC: plain C is easier to read and audit than IRBuilder
+code for them, it is compiled by the same compiler that checks the header, and a C compiler is
+needed to link the shared library anyway. The wrappers hold no mutable global state: every
+buffer belongs to the caller (``NAME_ctx``), so two contexts can run in two threads.
+
+Weights file layout (little-endian; ``weights_header``)::
+
+    0   char[8]  "GCWEIGHT"
+    8   u32      format version (WEIGHTS_VERSION)
+    12  u32      header bytes H (a multiple of 64; the parameter bytes follow at offset H)
+    16  u64      parameter bytes P (NAME_PARAM_BYTES)
+    24  u32      parameter count
+    28  u32      CRC-32 of the P parameter bytes (zlib's CRC-32, polynomial 0xEDB88320)
+    32  u32 len, bytes: the model name, zero-padded to 8 bytes
+        per parameter: u32 rank, u32 dtype (0 f32, 1 f64, 2 i32), u64 offset, u64 bytes,
+                       u64 dims[rank], u32 name length, name bytes, zero-padded to 8 bytes
+        zero padding to H
+
+A library accepts a file whose first H bytes equal its own expected header (CRC field aside),
+whose size is exactly H + P and whose CRC matches.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+
+from graphc.ir.errors import CodegenError
+from graphc.ir.graph import Graph
+from graphc.ir.passes.schedule import ALIGN, Schedule
+from graphc.ir.types import BATCH, TensorType
+
+from .target import optimize
+from .threads import thread_pool
+
+ABI_VERSION = 1
+WEIGHTS_VERSION = 1
+WEIGHTS_MAGIC = b"GCWEIGHT"
+MAX_BATCH = 1 << 30  # keeps every size expression far from int64 overflow
+C_TYPES = {"f32": "float", "f64": "double", "i32": "int32_t"}
+DTYPE_CODES = {"f32": 0, "f64": 1, "i32": 2}
+PUBLIC_ENTRIES = ("infer", "train_step")
+THREAD_FUNCTIONS = ("set_num_threads", "get_num_threads")  # NAME_...: exported as they are
+WRAPPER_LOCALS = ("gc_in", "gc_out", "gc_lr", "gc_rc")  # locals of the generated entry wrappers
+
+ERRORS = [  # (macro suffix, code, message); mirrored in runtime/library.py by code
+    ("OK", 0, "success"),
+    ("ERR_NULL", 1, "a required pointer is NULL"),
+    ("ERR_BATCH", 2, "batch size n is outside 1..MAX_BATCH"),
+    ("ERR_BUFFER", 3, "a buffer is smaller than the call needs"),
+    ("ERR_ALIGN", 4, "a buffer is not aligned to MIN_ALIGN bytes"),
+    (
+        "ERR_WEIGHTS",
+        5,
+        "weights file rejected: wrong size, magic, version, model, shapes or checksum",
+    ),
+    ("ERR_IO", 6, "weights file cannot be opened or read"),
+    ("ERR_INTERNAL", 7, "the compiled kernels reported an error"),
+]
+
+
+C_KEYWORDS = frozenset(
+    {
+        "auto",
+        "bool",
+        "break",
+        "case",
+        "catch",
+        "char",
+        "class",
+        "const",
+        "continue",
+        "default",
+        "delete",
+        "do",
+        "double",
+        "else",
+        "enum",
+        "explicit",
+        "extern",
+        "false",
+        "float",
+        "for",
+        "friend",
+        "goto",
+        "if",
+        "inline",
+        "int",
+        "long",
+        "namespace",
+        "new",
+        "operator",
+        "private",
+        "protected",
+        "public",
+        "register",
+        "restrict",
+        "return",
+        "short",
+        "signed",
+        "sizeof",
+        "static",
+        "struct",
+        "switch",
+        "template",
+        "this",
+        "throw",
+        "true",
+        "try",
+        "typedef",
+        "typename",
+        "union",
+        "unsigned",
+        "using",
+        "virtual",
+        "void",
+        "volatile",
+        "while",
+    }
+)
+
+
+def c_ident(name: str) -> str:
+    """A C identifier from a graph value name (``fc1.w`` -> ``fc1_w``, ``%4`` -> ``v4``,
+    ``int`` -> ``int_``), valid in C and C++."""
+    s = re.sub(r"\W", "_", name.replace("%", "v"))
+    s = s if s and not s[0].isdigit() else "v" + s
+    return s + "_" if s in C_KEYWORDS else s
+
+
+@dataclass(frozen=True)
+class Port:
+    """One array argument of a public entry point."""
+
+    name: str  # the graph value
+    cname: str  # the C parameter name
+    slot: int  # index in the internal inputs[]/outputs[] array
+    type: TensorType
+
+    @property
+    def ctype(self) -> str:
+        return C_TYPES[self.type.dtype]
+
+    def elems_c(self, n: str) -> str:
+        """C expression: the element count for batch size ``n``."""
+        per = self.type.elements_per_row()
+        return f"((int64_t)({n}) * {per})" if self.type.is_batched else f"((int64_t){per})"
+
+
+@dataclass(frozen=True)
+class Region:
+    """A named array inside the params, state or gradient region."""
+
+    name: str
+    type: TensorType
+    offset: int
+    nbytes: int
+
+
+@dataclass
+class EntryPlan:
+    entry: str
+    inputs: list[Port]  # data inputs (lr excluded)
+    outputs: list[Port]
+    lr: Port | None
+    slots_in: int
+    slots_out: int
+    ws_fixed: int  # workspace bytes = ws_fixed + ws_row * n
+    ws_row: int
+
+
+@dataclass
+class LibraryPlan:
+    """Everything the header, the wrappers and the weights file describe."""
+
+    name: str
+    entries: dict[str, EntryPlan]
+    params: list[Region]
+    state: list[Region]
+    grads: list[Region]
+    param_bytes: int
+    state_bytes: int
+    grad_bytes: int
+    embed: bool
+    target_cpu: str
+    lr: float
+    loss_kind: str | None
+    state_init: bytes | None = None  # None: all zeros
+    meta: dict = field(default_factory=dict)
+    constants: list[Region] = field(default_factory=list)  # non-trainable params (gc.constant)
+
+    @property
+    def upper(self) -> str:
+        return self.name.upper()
+
+    @property
+    def min_align(self) -> int:
+        types = [r.type for r in self.params + self.state]
+        return max([t.itemsize for t in types] + [4])
+
+
+def plan_library(
+    name: str,
+    schedules: dict[str, Schedule],
+    layout: dict,
+    grads: dict[str, str],
+    source: Graph,
+    param_bytes: int,
+    state_bytes: int,
+    entries: list[str],
+    *,
+    embed: bool,
+    target_cpu: str,
+    lr: float,
+    loss_kind: str | None,
+    state_init: bytes | None,
+) -> LibraryPlan:
+    """The public interface of a library from the compiled program's schedules and layout.
+
+    Raises:
+        CodegenError: an entry is unknown or was not compiled (a model without a loss has no
+            train_step), or two arguments would get the same C name.
+    """
+    plans: dict[str, EntryPlan] = {}
+    # C names of all data inputs of all entries: output names must differ from every one of
+    # them, because the header's shape macros (NAME_<ARG>_ELEMS) are per name, not per entry.
+    taken = {"ctx", "n", "lr", "loss", *WRAPPER_LOCALS} | {
+        c_ident(v) for s in schedules.values() for v in s.input_slots if v != "lr"
+    }
+
+    def output_name(v: str, j: int, count: int) -> str:
+        if v.isidentifier() and c_ident(v) not in taken:
+            return c_ident(v)
+        for base in ("y", "out", "output"):
+            cand = base if count == 1 else f"{base}{j}"
+            if cand not in taken:
+                return cand
+        return f"graphc_out{j}"
+
+    for entry in entries:
+        if entry not in PUBLIC_ENTRIES:
+            raise CodegenError(f"unknown entry {entry!r}; choose from {', '.join(PUBLIC_ENTRIES)}")
+        if entry not in schedules:
+            raise CodegenError(f"model {name!r} has no {entry} entry (compiled without a loss?)")
+        s = schedules[entry]
+        g = s.graph
+        ins = [Port(v, c_ident(v), i, g[v].type) for i, v in enumerate(s.input_slots) if v != "lr"]
+        lr_port = next(
+            (Port(v, "lr", i, g[v].type) for i, v in enumerate(s.input_slots) if v == "lr"), None
+        )
+        outs = []
+        for j, v in enumerate(s.output_slots):
+            if entry == "train_step" and j == 0:
+                cname = "loss"
+            else:
+                cname = output_name(v, j, len(s.output_slots))
+            outs.append(Port(v, cname, j, g[v].type))
+        names = [p.cname for p in ins + outs] + ["ctx", "n", *WRAPPER_LOCALS]
+        names += (["lr"] if lr_port else []) + [f"{p.cname}_len" for p in ins + outs]
+        if len(set(names)) != len(names):
+            raise CodegenError(f"{name}_{entry}: argument names collide in C: {names}")
+        plans[entry] = EntryPlan(
+            entry,
+            ins,
+            outs,
+            lr_port,
+            len(s.input_slots),
+            len(s.output_slots),
+            s.grad_bytes + s.arena_fixed,
+            s.arena_row,
+        )
+    params = [
+        Region(n.name, n.type, layout[n.name].offset, layout[n.name].size)
+        for n in source.nodes
+        if n.op == "param"
+    ]
+    state = [
+        Region(n.name, n.type, layout[n.name].offset, layout[n.name].size)
+        for n in source.nodes
+        if n.op == "state"
+    ]
+    grad_regions: list[Region] = []
+    grad_bytes = 0
+    if "train_step" in schedules:
+        ts = schedules["train_step"]
+        grad_bytes = ts.grad_bytes
+        for p, gv in grads.items():
+            buf = ts.buffers.get(gv)
+            if buf is not None and buf.region == "grad":
+                grad_regions.append(Region(p, source[p].type, buf.offset, buf.size))
+    plan = LibraryPlan(
+        name,
+        plans,
+        params,
+        state,
+        grad_regions,
+        param_bytes,
+        state_bytes,
+        grad_bytes,
+        embed,
+        target_cpu,
+        lr,
+        loss_kind,
+        state_init,
+    )
+    fixed = {n.name for n in source.params if not n.attr("trainable", True)}
+    plan.constants = [r for r in params if r.name in fixed]
+    plan.meta = _meta(plan)
+    return plan
+
+
+def _meta(plan: LibraryPlan) -> dict:
+    """The JSON description ``graphc.load`` reads back from ``NAME_graphc_meta()``."""
+
+    def port(p: Port) -> dict:
+        return {
+            "name": p.name,
+            "cname": p.cname,
+            "dtype": p.type.dtype,
+            "shape": [d if d == BATCH else int(d) for d in p.type.shape],
+        }
+
+    def region(r: Region) -> dict:
+        return {
+            "name": r.name,
+            "dtype": r.type.dtype,
+            "shape": list(r.type.concrete(1)),
+            "offset": r.offset,
+            "bytes": r.nbytes,
+        }
+
+    return {
+        "graphc_abi": ABI_VERSION,
+        "name": plan.name,
+        "embed": plan.embed,
+        "target_cpu": plan.target_cpu,
+        "lr": plan.lr,
+        "loss_kind": plan.loss_kind,
+        "param_bytes": plan.param_bytes,
+        "state_bytes": plan.state_bytes,
+        "grad_bytes": plan.grad_bytes,
+        "max_batch": MAX_BATCH,
+        "min_align": plan.min_align,
+        "params": [region(r) for r in plan.params],
+        "state": [region(r) for r in plan.state],
+        "entries": {
+            e: {
+                "inputs": [port(p) for p in ep.inputs],
+                "outputs": [port(p) for p in ep.outputs],
+                "lr_dtype": ep.lr.type.dtype if ep.lr else None,
+                "workspace_fixed": ep.ws_fixed,
+                "workspace_row": ep.ws_row,
+            }
+            for e, ep in plan.entries.items()
+        },
+    }
+
+
+# ---------------------------------------------------------------------------- weights file
+
+
+def _pad8(b: bytes) -> bytes:
+    return b + b"\0" * (-len(b) % 8)
+
+
+def weights_header(plan: LibraryPlan, crc: int = 0) -> bytes:
+    """The weights file's header for this model (see the module docstring), CRC field ``crc``."""
+    body = _pad8(struct.pack("<I", len(plan.name)) + plan.name.encode())
+    for r in plan.params:
+        dims = r.type.concrete(1)
+        body += _pad8(
+            struct.pack(
+                f"<IIQQ{len(dims)}QI",
+                len(dims),
+                DTYPE_CODES[r.type.dtype],
+                r.offset,
+                r.nbytes,
+                *dims,
+                len(r.name),
+            )
+            + r.name.encode()
+        )
+    size = 32 + len(body)
+    size += -size % 64
+    head = WEIGHTS_MAGIC + struct.pack(
+        "<IIQII", WEIGHTS_VERSION, size, plan.param_bytes, len(plan.params), crc
+    )
+    out = head + body
+    return out + b"\0" * (size - len(out))
+
+
+def weights_file_bytes(plan: LibraryPlan, params: bytes) -> bytes:
+    """A complete weights file: header (with the CRC-32 of ``params``) then ``params``."""
+    if len(params) != plan.param_bytes:
+        raise CodegenError(
+            f"weights: expected {plan.param_bytes} parameter bytes, got {len(params)}"
+        )
+    return weights_header(plan, zlib.crc32(params)) + params
+
+
+# ---------------------------------------------------------------------------- object
+
+
+def object_module(
+    module: ir.Module, plan: LibraryPlan, tm: llvm.TargetMachine, weights: bytes | None
+) -> llvm.ModuleRef:
+    """Optimize the compiled module for ``tm`` with hidden, renamed entries and the weights.
+
+    Entries not in ``plan.entries`` become internal (and are dropped by global DCE); the
+    kept ones are renamed ``NAME_ENTRY`` -> ``NAME__graphc_ENTRY`` so the public wrappers can
+    take the plain names. ``weights`` (the params region image) becomes the read-only global
+    ``NAME__graphc_weights``, 64-byte aligned.
+    """
+    name = plan.name
+    thread_pool(module, name)  # NAME_set/get_num_threads exist even without a GEMM
+    for fn in module.functions:
+        if (
+            fn.name.startswith(name + "_")
+            and fn.name[len(name) + 1 :] not in plan.entries
+            and fn.name[len(name) + 1 :] not in THREAD_FUNCTIONS
+            and fn.name != f"{name}_forget_threads"
+            and not fn.is_declaration
+            and fn.linkage == ""
+        ):
+            fn.linkage = "internal"
+    if weights is not None:
+        arr = ir.ArrayType(ir.IntType(8), max(1, len(weights)))
+        gv = ir.GlobalVariable(module, arr, name=f"{name}__graphc_weights")
+        gv.global_constant = True
+        gv.initializer = ir.Constant(arr, bytearray(weights or b"\0"))
+        gv.align = ALIGN
+    mod = optimize(module, tm, name)
+    for entry in plan.entries:
+        fn = mod.get_function(f"{name}_{entry}")
+        fn.name = f"{name}__graphc_{entry}"
+        fn.visibility = "hidden"
+    if weights is not None:
+        mod.get_global_variable(f"{name}__graphc_weights").visibility = "hidden"
+    mod.get_function(f"{name}_forget_threads").visibility = "hidden"  # the C wrapper's only
+    return mod
+
+
+# ---------------------------------------------------------------------------- C header
+
+
+def _constants_note(plan: LibraryPlan) -> list[str]:
+    """Header comment lines on the inputs' preprocessing inside the library (its constants)."""
+    if not plan.constants:
+        return []
+    lines = [
+        " *",
+        " * Inputs: give the features as the model took them in Python. Preprocessing written in",
+        " * the graph (gc.Normalization, gc.constant) runs inside this library, with these",
+        " * non-trainable parameters (in the params region; train_step never changes them):",
+    ]
+    lines += [f" *     {r.name} : {r.type}" for r in plan.constants]
+    return lines
+
+
+def c_header(plan: LibraryPlan, graphc_version: str) -> str:
+    """The library's C header: entry points, error codes, shapes and the memory plan."""
+    N, U = plan.name, plan.upper
+    guard = f"GRAPHC_{U}_H"
+    ent = plan.entries
+    L: list[str] = []
+    a = L.append
+    a(f"/* {N}.h: C interface of lib{N}.so, generated by graphc {graphc_version}. Do not edit.")
+    a(" *")
+    a(" * Every buffer belongs to the caller; the only global state is a pool of worker threads")
+    a(f" * ({N}_set_num_threads, default 1: none), and two {N}_ctx can be used from two threads")
+    a(f" * at once. No call allocates memory except {N}_load_weights (stdio's FILE) and")
+    a(f" * {N}_set_num_threads (the threads). Lengths are in elements of the pointed-to type,")
+    a(" * region sizes in bytes. Calls return 0 or one of the error codes below and, on an error,")
+    a(" * write nothing.")
+    a(" *")
+    a(" * Usage:")
+    a(" *")
+    a(f" *     static {N}_ctx ctx;")
+    a(f" *     ctx.params = malloc({U}_PARAM_BYTES);        ctx.params_bytes = {U}_PARAM_BYTES;")
+    if "train_step" in ent:
+        a(f" *     ctx.state = malloc({U}_STATE_BYTES);         ctx.state_bytes = {U}_STATE_BYTES;")
+    a(f" *     ctx.workspace_bytes = {N}_workspace_size(64);   (the largest batch you will pass)")
+    a(" *     ctx.workspace = malloc((size_t)ctx.workspace_bytes);")
+    a(f" *     if ({N}_init(&ctx) != {U}_OK) ... ;   (weights from the library, or zeros)")
+    if not plan.embed:
+        a(f' *     if ({N}_load_weights(&ctx, "{N}.weights") != {U}_OK) ... ;')
+    if "infer" in ent:
+        e = ent["infer"]
+        args = ", ".join([f"{p.cname}, {p.cname}_len" for p in e.inputs + e.outputs])
+        a(f" *     int rc = {N}_infer(&ctx, n, {args});")
+    if "train_step" in ent:
+        e = ent["train_step"]
+        args = ", ".join([f"{p.cname}, {p.cname}_len" for p in e.inputs])
+        a(f" *     rc = {N}_train_step(&ctx, n, {args}, 0.01f, &loss);")
+    a(f' *     if (rc != {U}_OK) fprintf(stderr, "%s\\n", {N}_strerror(rc));')
+    a(" *")
+    a(f" * Build: cc -std=c99 main.c -L. -l{N} -Wl,-rpath,'$ORIGIN' -pthread -o main")
+    L.extend(_constants_note(plan))
+    a(" */")
+    a(f"#ifndef {guard}")
+    a(f"#define {guard}")
+    a("")
+    a("#include <stdint.h>")
+    a("")
+    a("#ifdef __cplusplus")
+    a('extern "C" {')
+    a("#endif")
+    a("")
+    a(f'#define {U}_GRAPHC_VERSION "{graphc_version}"')
+    a(f"#define {U}_ABI_VERSION {ABI_VERSION}")
+    a(f"#define {U}_WEIGHTS_VERSION {WEIGHTS_VERSION}")
+    a(f"#define {U}_WEIGHTS_EMBEDDED {int(plan.embed)}    /* 0: load them with {N}_load_weights */")
+    a(f'#define {U}_TARGET_CPU "{plan.target_cpu}"')
+    a(f"#define {U}_HAS_INFER {int('infer' in ent)}")
+    a(f"#define {U}_HAS_TRAIN_STEP {int('train_step' in ent)}")
+    a("")
+    a("/* Error codes (the return value of every int function). */")
+    for suffix, code, msg in ERRORS:
+        a(f"#define {U}_{suffix} {code}{' ' * max(1, 16 - len(suffix))}/* {msg} */")
+    a("")
+    a("/* Memory plan: bytes of every region. ALIGN is the alignment the kernels are tuned for;")
+    a("   MIN_ALIGN is the alignment the calls require of params, state and workspace. */")
+    a(f"#define {U}_ALIGN {ALIGN}")
+    a(f"#define {U}_MIN_ALIGN {plan.min_align}")
+    a(f"#define {U}_MAX_BATCH ((int64_t){MAX_BATCH})")
+    a(f"#define {U}_PARAM_BYTES ((int64_t){plan.param_bytes})   /* weights */")
+    a(f"#define {U}_STATE_BYTES ((int64_t){plan.state_bytes})   /* optimizer state (train_step) */")
+    a(
+        f"#define {U}_GRAD_BYTES ((int64_t){plan.grad_bytes})    /* gradients, at offset 0 of the "
+        f"train_step workspace */"
+    )
+    hdr_len = len(weights_header(plan))
+    a(
+        f"#define {U}_WEIGHTS_FILE_BYTES ((int64_t){hdr_len + plan.param_bytes})   /* header {hdr_len} + "
+        f"PARAM_BYTES */"
+    )
+    for e in PUBLIC_ENTRIES:
+        if e in ent:
+            E = e.upper()
+            a(f"#define {U}_{E}_WORKSPACE_FIXED ((int64_t){ent[e].ws_fixed})")
+            a(f"#define {U}_{E}_WORKSPACE_PER_ROW ((int64_t){ent[e].ws_row})")
+            a(
+                f"#define {U}_{E}_WORKSPACE_BYTES(n) ({U}_{E}_WORKSPACE_FIXED + "
+                f"{U}_{E}_WORKSPACE_PER_ROW * (int64_t)(n))"
+            )
+    terms = [f"{U}_{e.upper()}_WORKSPACE_BYTES(n)" for e in PUBLIC_ENTRIES if e in ent]
+    ws = terms[0] if len(terms) == 1 else f"({terms[0]} > {terms[1]} ? {terms[0]} : {terms[1]})"
+    a(f"#define {U}_WORKSPACE_BYTES(n) {ws}   /* enough for every entry */")
+    a("")
+    a("/* Inputs and outputs: element type, shape (N = batch size) and element count for batch n.")
+    a("   SLOT is the argument's position among the entry's inputs or outputs. */")
+    seen: dict[str, TensorType] = {}
+    for e in PUBLIC_ENTRIES:
+        if e not in ent:
+            continue
+        for kind, ports in (("input", ent[e].inputs), ("output", ent[e].outputs)):
+            for p in ports:
+                key = f"{U}_{p.cname.upper()}"
+                if key in seen:
+                    if seen[key] != p.type:
+                        raise CodegenError(
+                            f"{N}: argument {p.cname} has types {seen[key]} and "
+                            f"{p.type} in two entries (C macros would collide)"
+                        )
+                    continue
+                seen[key] = p.type
+                a(f"/* {kind} {p.cname} ({p.name}): {p.ctype} {p.type} */")
+                a(
+                    f"#define {key}_ROW_ELEMS ((int64_t){p.type.elements_per_row() if p.type.is_batched else 0})"
+                )
+                a(f"#define {key}_ELEMS(n) {p.elems_c('n')}")
+                a(f"#define {key}_SLOT {p.slot}")
+                for k, d in enumerate(p.type.shape):
+                    if d != BATCH:
+                        a(f"#define {key}_DIM{k} {d}")
+    a("")
+    for title, regions, base in (
+        ("Parameters inside params", plan.params, "PARAM"),
+        ("Optimizer state inside state", plan.state, "STATE"),
+        ("Gradients inside the train_step workspace", plan.grads, "GRAD"),
+    ):
+        if not regions:
+            continue
+        a(f"/* {title}: byte offset and size, element type and shape. */")
+        for r in regions:
+            k = f"{U}_{base}_{c_ident(r.name).upper()}"
+            a(f"#define {k}_OFFSET {r.offset}    /* {r.type} {r.name} */")
+            a(f"#define {k}_BYTES {r.nbytes}")
+        a("")
+    a("/* The buffers one instance uses, all owned by the caller. state may be NULL when")
+    a(f"   train_step is not called; workspace must hold {N}_workspace_size(n) bytes for the")
+    a("   largest n passed. */")
+    a(f"typedef struct {N}_ctx {{")
+    a("    void *params;    int64_t params_bytes;     /* >= PARAM_BYTES */")
+    a("    void *state;     int64_t state_bytes;      /* >= STATE_BYTES (train_step) */")
+    a("    void *workspace; int64_t workspace_bytes;  /* >= workspace_size(n) */")
+    a(f"}} {N}_ctx;")
+    a("")
+    a("/* The message of an error code (a static string). */")
+    a(f"const char *{N}_strerror(int code);")
+    a("/* Workspace bytes for batch size n (every entry), or -1 if n is outside 1..MAX_BATCH. */")
+    a(f"int64_t {N}_workspace_size(int64_t n);")
+    init_w = (
+        "copies the embedded weights into params"
+        if plan.embed
+        else f"zeroes params (then call {N}_load_weights)"
+    )
+    a(f"/* Checks ctx, {init_w}, and sets state (when given) to the optimizer's initial values. */")
+    a(f"int {N}_init({N}_ctx *ctx);")
+    a(
+        "/* Reads a weights file into params after checking its size, header and CRC-32; on any error"
+    )
+    a(
+        "   params is left as it was (unless the file changes while it is read: then it is zeroed). */"
+    )
+    a(f"int {N}_load_weights({N}_ctx *ctx, const char *path);")
+    a("/* The same from a memory image of a weights file (len bytes). */")
+    a(f"int {N}_read_weights({N}_ctx *ctx, const void *data, int64_t len);")
+    a("/* Writes params as a weights file image of WEIGHTS_FILE_BYTES into out (len bytes). */")
+    a(f"int {N}_write_weights(const {N}_ctx *ctx, void *out, int64_t len);")
+    for e in PUBLIC_ENTRIES:
+        if e not in ent:
+            continue
+        a(_prototype(plan, ent[e], doc=True) + ";")
+    a("/* Threads that split each call's large matrix products (the caller's and n - 1 workers;")
+    a("   n is clamped to 1..64). Results are the same bits for any n. Returns 0, or")
+    a("   pthread_create's error code (then fewer threads run: see get_num_threads). Not to be")
+    a("   called while a call of this library runs; the workers stop when the library unloads. */")
+    a(f"int32_t {N}_set_num_threads(int32_t n);")
+    a(f"int32_t {N}_get_num_threads(void);")
+    a("/* JSON description of this library (graphc.load reads it). */")
+    a(f"const char *{N}_graphc_meta(void);")
+    a("")
+    alias = _aliases(plan)
+    if alias:
+        a("/* Generic names for programs that serve any one-input model (examples/c/). */")
+        a("#ifdef GRAPHC_MODEL_ALIASES")
+        L.extend(alias)
+        a("#endif")
+        a("")
+    a("#ifdef __cplusplus")
+    a("}")
+    a("#endif")
+    a(f"#endif /* {guard} */")
+    return "\n".join(L) + "\n"
+
+
+def _aliases(plan: LibraryPlan) -> list[str]:
+    N, U = plan.name, plan.upper
+    inf = plan.entries.get("infer")
+    if inf is None or len(inf.inputs) != 1 or len(inf.outputs) != 1:
+        return []
+    x, y = inf.inputs[0], inf.outputs[0]
+    if (
+        x.type.dtype != "f32"
+        or y.type.dtype != "f32"
+        or not (x.type.is_batched and y.type.is_batched)
+    ):
+        return []
+    out = [f"#define model_ctx {N}_ctx"]
+    for f in (
+        "strerror",
+        "workspace_size",
+        "init",
+        "load_weights",
+        "read_weights",
+        "write_weights",
+        "infer",
+        "train_step",
+        "set_num_threads",
+    ):
+        if f != "train_step" or "train_step" in plan.entries:
+            out.append(f"#define model_{f} {N}_{f}")
+    for s, _, _ in ERRORS:
+        out.append(f"#define MODEL_{s} {U}_{s}")
+    for m in ("PARAM_BYTES", "STATE_BYTES", "WEIGHTS_FILE_BYTES", "MAX_BATCH"):
+        out.append(f"#define MODEL_{m} {U}_{m}")
+    for e in plan.entries:
+        out.append(
+            f"#define MODEL_{e.upper()}_WORKSPACE_BYTES(n) {U}_{e.upper()}_WORKSPACE_BYTES(n)"
+        )
+    out.append(f"#define MODEL_X_ROW_ELEMS {U}_{x.cname.upper()}_ROW_ELEMS")
+    out.append(f"#define MODEL_Y_ROW_ELEMS {U}_{y.cname.upper()}_ROW_ELEMS")
+    ts = plan.entries.get("train_step")
+    if (
+        ts is not None
+        and len(ts.inputs) == 2
+        and ts.inputs[0].name == x.name
+        and ts.inputs[1].type.is_batched
+        and ts.lr is not None
+        and ts.lr.type.dtype == "f32"
+    ):
+        lab = ts.inputs[1]
+        out.append(f"typedef {lab.ctype} model_label_t;")
+        out.append(f"#define MODEL_LABEL_ROW_ELEMS {U}_{lab.cname.upper()}_ROW_ELEMS")
+        out.append(f"#define MODEL_LABEL_IS_INT {int(lab.type.dtype == 'i32')}")
+    return out
+
+
+def _prototype(plan: LibraryPlan, e: EntryPlan, doc: bool = False) -> str:
+    N = plan.name
+    args = [f"{N}_ctx *ctx" if e.entry == "train_step" else f"const {N}_ctx *ctx", "int64_t n"]
+    for p in e.inputs:
+        args += [f"const {p.ctype} *{p.cname}", f"int64_t {p.cname}_len"]
+    if e.lr is not None:
+        args.append(f"{e.lr.ctype} lr")
+    for p in e.outputs:
+        if e.entry == "train_step" and not p.type.shape:
+            args.append(f"{p.ctype} *{p.cname}")
+        else:
+            args += [f"{p.ctype} *{p.cname}", f"int64_t {p.cname}_len"]
+    proto = f"int {N}_{e.entry}({', '.join(args)})"
+    if not doc:
+        return proto
+    if e.entry == "infer":
+        what = "/* Inference on n rows: reads params and workspace, writes the outputs. */"
+    else:
+        what = (
+            "/* One optimizer step on n rows: forward, backward, update of params and state in\n"
+            "   place; writes the batch's mean loss. lr is the learning rate. */"
+        )
+    return what + "\n" + proto
+
+
+# ---------------------------------------------------------------------------- C wrappers
+
+
+def _c_bytes(data: bytes, indent: str = "    ") -> str:
+    rows = [", ".join(f"0x{b:02x}" for b in data[i : i + 16]) for i in range(0, len(data), 16)]
+    return (",\n" + indent).join(rows) if rows else "0"
+
+
+def c_source(plan: LibraryPlan, header_name: str) -> str:
+    """The public wrappers (argument checks, weights file, CRC) around the hidden entries."""
+    N, U = plan.name, plan.upper
+    whdr = weights_header(plan)
+    meta = json.dumps(plan.meta, separators=(",", ":")).encode() + b"\0"
+    L: list[str] = []
+    a = L.append
+    a(f"/* Generated by graphc: the public wrappers of lib{N}.so. */")
+    a(f'#include "{header_name}"')
+    a("#include <pthread.h>")
+    a("#include <stdio.h>")
+    a("#include <string.h>")
+    a("")
+    a('#define API __attribute__((visibility("default")))')
+    for e in plan.entries:
+        a(
+            f"extern int32_t {N}__graphc_{e}(void *, void *, void *, void *const *, void *const *, int64_t)"
+            f' __attribute__((visibility("hidden")));'
+        )
+    if plan.embed:
+        a(
+            f'extern const unsigned char {N}__graphc_weights[] __attribute__((visibility("hidden")));'
+        )
+    a("")
+    a(f'extern void {N}_forget_threads(void) __attribute__((visibility("hidden")));')
+    a("/* Join the worker threads before the library's code is unmapped (dlclose, exit); in the")
+    a("   child of a fork(), which has none of them, forget them (back to one thread). glibc")
+    a("   drops the fork handler when the library is unloaded. */")
+    a(f"__attribute__((destructor)) static void stop_threads(void) {{ {N}_set_num_threads(1); }}")
+    a("__attribute__((constructor)) static void on_fork_forget_threads(void) {")
+    a(f"    pthread_atfork(NULL, NULL, {N}_forget_threads);")
+    a("}")
+    a("")
+    a(f"static const unsigned char wheader[{len(whdr)}] = {{\n    {_c_bytes(whdr)}\n}};")
+    if plan.state_init is not None:
+        a(
+            f"static const unsigned char state_init[{len(plan.state_init)}] = {{\n    "
+            f"{_c_bytes(plan.state_init)}\n}};"
+        )
+    a(f"static const unsigned char meta[{len(meta)}] = {{\n    {_c_bytes(meta)}\n}};")
+    a("")
+    a("static const char *const messages[] = {")
+    for _, _, msg in ERRORS:
+        a(f'    "{msg}",')
+    a("};")
+    a("")
+    a(f"API const char *{N}_strerror(int code) {{")
+    a(
+        '    if (code < 0 || code >= (int)(sizeof messages / sizeof messages[0])) return "unknown error code";'
+    )
+    a("    return messages[code];")
+    a("}")
+    a("")
+    a(f"API const char *{N}_graphc_meta(void) {{ return (const char *)meta; }}")
+    a("")
+    a(f"API int64_t {N}_workspace_size(int64_t n) {{")
+    a(f"    if (n < 1 || n > {U}_MAX_BATCH) return -1;")
+    a(f"    return {U}_WORKSPACE_BYTES(n);")
+    a("}")
+    a("")
+    a("static int misaligned(const void *p) {")
+    a(f"    return ((uintptr_t)p % {U}_MIN_ALIGN) != 0;")
+    a("}")
+    a("")
+    a("/* ctx and its params (and state when need_state) exist, are large enough and aligned. */")
+    a(f"static int check_ctx(const {N}_ctx *ctx, int need_state) {{")
+    a(f"    if (!ctx) return {U}_ERR_NULL;")
+    a(f"    if (!ctx->params && {U}_PARAM_BYTES > 0) return {U}_ERR_NULL;")
+    a(f"    if (need_state && !ctx->state && {U}_STATE_BYTES > 0) return {U}_ERR_NULL;")
+    a(f"    if (ctx->params_bytes < {U}_PARAM_BYTES) return {U}_ERR_BUFFER;")
+    a(f"    if (need_state && ctx->state_bytes < {U}_STATE_BYTES) return {U}_ERR_BUFFER;")
+    a(
+        f"    if (misaligned(ctx->params) || (need_state && misaligned(ctx->state))) return {U}_ERR_ALIGN;"
+    )
+    a(f"    return {U}_OK;")
+    a("}")
+    a("")
+    a(f"static int check_workspace(const {N}_ctx *ctx, int64_t need) {{")
+    a(f"    if (need > 0 && !ctx->workspace) return {U}_ERR_NULL;")
+    a(f"    if (ctx->workspace_bytes < need) return {U}_ERR_BUFFER;")
+    a(f"    if (misaligned(ctx->workspace)) return {U}_ERR_ALIGN;")
+    a(f"    return {U}_OK;")
+    a("}")
+    a("")
+    a("/* zlib's CRC-32 (reflected polynomial 0xEDB88320), bitwise: no table, no global state. */")
+    a("static uint32_t crc32_update(uint32_t crc, const unsigned char *p, int64_t len) {")
+    a("    int64_t i;")
+    a("    int k;")
+    a("    crc = ~crc;")
+    a("    for (i = 0; i < len; i++) {")
+    a("        crc ^= p[i];")
+    a("        for (k = 0; k < 8; k++) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));")
+    a("    }")
+    a("    return ~crc;")
+    a("}")
+    a("")
+    a("static uint32_t le32(const unsigned char *p) {")
+    a(
+        "    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);"
+    )
+    a("}")
+    a("")
+    a("#define CRC_AT 28")
+    a("")
+    a("/* Compares len bytes of a file header at byte offset off with ours (CRC field skipped). */")
+    a("static int header_matches(const unsigned char *p, int64_t off, int64_t len) {")
+    a("    int64_t i;")
+    a("    for (i = 0; i < len; i++) {")
+    a("        int64_t at = off + i;")
+    a("        if (at >= CRC_AT && at < CRC_AT + 4) continue;")
+    a("        if (p[i] != wheader[at]) return 0;")
+    a("    }")
+    a("    return 1;")
+    a("}")
+    a("")
+    a(f"API int {N}_init({N}_ctx *ctx) {{")
+    a("    int rc = check_ctx(ctx, 0);")
+    a("    if (rc) return rc;")
+    a(f"    if (ctx->state && (ctx->state_bytes < {U}_STATE_BYTES)) return {U}_ERR_BUFFER;")
+    a(f"    if (ctx->state && misaligned(ctx->state)) return {U}_ERR_ALIGN;")
+    if plan.embed:
+        a(f"    memcpy(ctx->params, {N}__graphc_weights, (size_t){U}_PARAM_BYTES);")
+    else:
+        a(f"    memset(ctx->params, 0, (size_t){U}_PARAM_BYTES);")
+    a("    if (ctx->state) {")
+    if plan.state_init is not None:
+        a(f"        memcpy(ctx->state, state_init, (size_t){U}_STATE_BYTES);")
+    else:
+        a(f"        memset(ctx->state, 0, (size_t){U}_STATE_BYTES);")
+    a("    }")
+    a(f"    return {U}_OK;")
+    a("}")
+    a("")
+    a(f"API int {N}_read_weights({N}_ctx *ctx, const void *data, int64_t len) {{")
+    a("    const unsigned char *p = (const unsigned char *)data;")
+    a("    int rc = check_ctx(ctx, 0);")
+    a("    if (rc) return rc;")
+    a(f"    if (!data) return {U}_ERR_NULL;")
+    a(f"    if (len != {U}_WEIGHTS_FILE_BYTES) return {U}_ERR_WEIGHTS;")
+    a(f"    if (!header_matches(p, 0, (int64_t)sizeof wheader)) return {U}_ERR_WEIGHTS;")
+    a(
+        f"    if (crc32_update(0, p + sizeof wheader, {U}_PARAM_BYTES) != le32(p + CRC_AT)) return {U}_ERR_WEIGHTS;"
+    )
+    a(f"    memcpy(ctx->params, p + sizeof wheader, (size_t){U}_PARAM_BYTES);")
+    a(f"    return {U}_OK;")
+    a("}")
+    a("")
+    a(f"API int {N}_load_weights({N}_ctx *ctx, const char *path) {{")
+    a("    unsigned char buf[4096];")
+    a("    FILE *f;")
+    a("    int64_t off = 0, left;")
+    a("    uint32_t want = 0, crc = 0;")
+    a("    int rc = check_ctx(ctx, 0);")
+    a("    if (rc) return rc;")
+    a(f"    if (!path) return {U}_ERR_NULL;")
+    a('    f = fopen(path, "rb");')
+    a(f"    if (!f) return {U}_ERR_IO;")
+    a("    /* pass 1: header and CRC, params untouched */")
+    a("    while (off < (int64_t)sizeof wheader) {")
+    a(
+        "        size_t want_n = sizeof wheader - (size_t)off < sizeof buf ? sizeof wheader - (size_t)off : sizeof buf;"
+    )
+    a("        size_t got = fread(buf, 1, want_n, f);")
+    a("        if (got != want_n || !header_matches(buf, off, (int64_t)got)) goto bad;")
+    a(
+        "        if (off <= CRC_AT && off + (int64_t)got >= CRC_AT + 4) want = le32(buf + (CRC_AT - off));"
+    )
+    a("        off += (int64_t)got;")
+    a("    }")
+    a(f"    for (left = {U}_PARAM_BYTES; left > 0;) {{")
+    a("        size_t want_n = left < (int64_t)sizeof buf ? (size_t)left : sizeof buf;")
+    a("        size_t got = fread(buf, 1, want_n, f);")
+    a("        if (got != want_n) goto bad;")
+    a("        crc = crc32_update(crc, buf, (int64_t)got);")
+    a("        left -= (int64_t)got;")
+    a("    }")
+    a("    if (crc != want || fgetc(f) != EOF) goto bad;")
+    a("    /* pass 2: the checked bytes into params */")
+    a("    if (fseek(f, (long)sizeof wheader, SEEK_SET) != 0) goto io;")
+    a(
+        f"    if (fread(ctx->params, 1, (size_t){U}_PARAM_BYTES, f) != (size_t){U}_PARAM_BYTES) goto changed;"
+    )
+    a(
+        f"    if (crc32_update(0, (const unsigned char *)ctx->params, {U}_PARAM_BYTES) != want) goto changed;"
+    )
+    a("    fclose(f);")
+    a(f"    return {U}_OK;")
+    a("changed:")
+    a(f"    memset(ctx->params, 0, (size_t){U}_PARAM_BYTES);")
+    a("bad:")
+    a("    fclose(f);")
+    a(f"    return {U}_ERR_WEIGHTS;")
+    a("io:")
+    a("    fclose(f);")
+    a(f"    return {U}_ERR_IO;")
+    a("}")
+    a("")
+    a(f"API int {N}_write_weights(const {N}_ctx *ctx, void *out, int64_t len) {{")
+    a("    unsigned char *p = (unsigned char *)out;")
+    a("    uint32_t crc;")
+    a("    int rc = check_ctx(ctx, 0);")
+    a("    if (rc) return rc;")
+    a(f"    if (!out) return {U}_ERR_NULL;")
+    a(f"    if (len < {U}_WEIGHTS_FILE_BYTES) return {U}_ERR_BUFFER;")
+    a(f"    crc = crc32_update(0, (const unsigned char *)ctx->params, {U}_PARAM_BYTES);")
+    a("    memcpy(p, wheader, sizeof wheader);")
+    a("    p[CRC_AT] = (unsigned char)(crc & 0xff);")
+    a("    p[CRC_AT + 1] = (unsigned char)((crc >> 8) & 0xff);")
+    a("    p[CRC_AT + 2] = (unsigned char)((crc >> 16) & 0xff);")
+    a("    p[CRC_AT + 3] = (unsigned char)((crc >> 24) & 0xff);")
+    a(f"    memcpy(p + sizeof wheader, ctx->params, (size_t){U}_PARAM_BYTES);")
+    a(f"    return {U}_OK;")
+    a("}")
+    for e in PUBLIC_ENTRIES:
+        if e in plan.entries:
+            a("")
+            L.extend(_c_entry(plan, plan.entries[e]))
+    return "\n".join(L) + "\n"
+
+
+def _c_entry(plan: LibraryPlan, e: EntryPlan) -> list[str]:
+    N, U = plan.name, plan.upper
+    train = e.entry == "train_step"
+    L = [f"API {_prototype(plan, e)} {{"]
+    a = L.append
+    a(f"    void *gc_in[{max(1, e.slots_in)}];")
+    a(f"    void *gc_out[{max(1, e.slots_out)}];")
+    if e.lr is not None:
+        a(f"    {e.lr.ctype} gc_lr = lr;")
+    a(f"    int gc_rc = check_ctx(ctx, {int(train)});")
+    a("    if (gc_rc) return gc_rc;")
+    ptrs = [p.cname for p in e.inputs + e.outputs]
+    a(f"    if ({' || '.join('!' + p for p in ptrs)}) return {U}_ERR_NULL;")
+    a(f"    if (n < 1 || n > {U}_MAX_BATCH) return {U}_ERR_BATCH;")
+    a(f"    gc_rc = check_workspace(ctx, {U}_{e.entry.upper()}_WORKSPACE_BYTES(n));")
+    a("    if (gc_rc) return gc_rc;")
+    for p in e.inputs + e.outputs:
+        if train and p in e.outputs and not p.type.shape:
+            continue
+        a(f"    if ({p.cname}_len < {U}_{p.cname.upper()}_ELEMS(n)) return {U}_ERR_BUFFER;")
+    for p in e.inputs:
+        a(f"    gc_in[{p.slot}] = (void *){p.cname};")
+    if e.lr is not None:
+        a(f"    gc_in[{e.lr.slot}] = &gc_lr;")
+    for p in e.outputs:
+        a(f"    gc_out[{p.slot}] = (void *){p.cname};")
+    a(
+        f"    gc_rc = {N}__graphc_{e.entry}(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);"
+    )
+    a(f"    return gc_rc ? {U}_ERR_INTERNAL : {U}_OK;")
+    a("}")
+    return L

@@ -1,0 +1,113 @@
+"""The ``NAME_train_epoch`` entry: a whole epoch of mini-batches in one native call.
+
+ABI (JIT and shared library alike)::
+
+    int32_t NAME_train_epoch(void *params, void *state, void *workspace,
+                             void *const *inputs, void *const *outputs, int64_t n,
+                             const int64_t *order, int64_t batch,
+                             void *const *staging, T *losses)
+
+``inputs`` are laid out as for ``NAME_train_step`` but hold the whole data set (``n`` rows for
+every input with a batch dimension; unbatched inputs such as ``lr`` as usual). ``order`` is a
+permutation (or any selection) of ``n`` row indexes; the epoch runs ``ceil(n / batch)`` steps,
+step ``s`` on the rows ``order[s*batch : min(n, (s+1)*batch)]``, which it gathers into
+``staging[i]`` (``batch`` rows, one buffer per batched input slot; the pointer of an unbatched
+slot is ignored) before calling ``NAME_train_step`` on them. ``workspace`` must hold
+``Schedule.workspace_bytes(batch)`` bytes. The loss of step ``s`` is stored in ``losses[s]``
+(``T`` is the loss's dtype). Returns 0, or 3 when an index of ``order`` lies outside ``0..n-1``
+(the steps before it have run).
+
+Each step is the very same call the per-step path makes, on the same gathered rows, so an epoch
+gives bit-identical parameters and losses to ``ceil(n / batch)`` calls of ``NAME_train_step``.
+"""
+
+from __future__ import annotations
+
+from graphc.ir.passes.schedule import Schedule
+from graphc.ir.types import BATCH
+from llvmlite import ir
+
+from .kernels import LL, PTR
+from .loops import I32, I64, i64, loop
+
+EPOCH_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, PTR])
+ERR_INDEX = 3
+
+
+def _memcpy(module: ir.Module) -> ir.Function:
+    name = "llvm.memcpy.p0.p0.i64"
+    try:
+        return module.get_global(name)
+    except KeyError:
+        ftype = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64, ir.IntType(1)])
+        return ir.Function(module, ftype, name=name)
+
+
+def emit_train_epoch(
+    module: ir.Module, fname: str, step: ir.Function, sched: Schedule
+) -> ir.Function:
+    """Emit ``fname`` (see the module docstring) looping ``step`` over gathered mini-batches."""
+    g = sched.graph
+    fn = ir.Function(module, EPOCH_TYPE, name=fname)
+    names = (
+        "params",
+        "state",
+        "workspace",
+        "inputs",
+        "outputs",
+        "n",
+        "order",
+        "batch",
+        "staging",
+        "losses",
+    )
+    for a, nm in zip(fn.args, names):
+        a.name = nm
+    params, state, ws, inputs, outputs, n, order, batch, staging, losses = fn.args
+    loss_t = LL[g[sched.output_slots[0]].type.dtype]
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    memcpy = _memcpy(module)
+    slots = len(sched.input_slots)
+    step_inputs = b.alloca(PTR, size=max(1, slots), name="step_inputs")
+    batched: list[tuple[int, int, ir.Value, ir.Value]] = []  # slot, row bytes, data, stage
+    for i, name in enumerate(sched.input_slots):
+        t = g[name].type
+        src = b.load(b.gep(inputs, [i64(i)], source_etype=PTR), typ=PTR, name=f"in{i}")
+        if t.shape and t.shape[0] == BATCH:
+            stage = b.load(b.gep(staging, [i64(i)], source_etype=PTR), typ=PTR, name=f"stage{i}")
+            batched.append((i, t.size(1) * t.itemsize, src, stage))
+            src = stage
+        b.store(src, b.gep(step_inputs, [i64(i)], source_etype=PTR))
+    args_ptr = step_inputs
+    bad = fn.append_basic_block("bad_index")
+    steps = b.sdiv(b.add(n, b.sub(batch, i64(1))), batch, name="steps")
+    with loop(b, steps, name="s") as s:
+        lo = b.mul(s, batch, name="lo")
+        rest = b.sub(n, lo)
+        nb = b.select(b.icmp_signed("<", rest, batch), rest, batch, name="nb")
+        with loop(b, nb, name="r") as r:
+            row = b.load(
+                b.gep(order, [b.add(lo, r)], inbounds=True, source_etype=I64), typ=I64, name="row"
+            )
+            ok_bb = fn.append_basic_block("row_ok")
+            inside = b.and_(b.icmp_signed(">=", row, i64(0)), b.icmp_signed("<", row, n))
+            b.cbranch(inside, ok_bb, bad)
+            b.position_at_end(ok_bb)
+            for _, rb, src, stage in batched:
+                s_ptr = b.gep(src, [b.mul(row, i64(rb))], inbounds=True, source_etype=ir.IntType(8))
+                d_ptr = b.gep(stage, [b.mul(r, i64(rb))], inbounds=True, source_etype=ir.IntType(8))
+                b.call(memcpy, [d_ptr, s_ptr, i64(rb), ir.Constant(ir.IntType(1), 0)])
+        rc = b.call(step, [params, state, ws, args_ptr, outputs, nb], name="rc")
+        fail_bb = fn.append_basic_block("step_failed")
+        cont_bb = fn.append_basic_block("step_ok")
+        b.cbranch(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), fail_bb, cont_bb)
+        b.position_at_end(fail_bb)
+        b.ret(rc)
+        b.position_at_end(cont_bb)
+        out0 = b.load(b.gep(outputs, [i64(0)], source_etype=PTR), typ=PTR, name="loss_ptr")
+        loss = b.load(out0, typ=loss_t, name="loss")
+        b.store(loss, b.gep(losses, [s], inbounds=True, source_etype=loss_t))
+    b.ret(ir.Constant(I32, 0))
+    b.position_at_end(bad)
+    b.ret(ir.Constant(I32, ERR_INDEX))
+    return fn

@@ -1,0 +1,1380 @@
+"""graphc.codegen.gemm: the matmul kernel C (=|+=) op(A) @ op(B), with a fused epilogue.
+
+The packed path follows GotoBLAS and BLIS:
+
+- K. Goto, R. van de Geijn, "Anatomy of high-performance matrix multiplication", ACM TOMS 34(3),
+  2008.
+- F. Van Zee, R. van de Geijn, "BLIS: a framework for rapidly instantiating BLAS functionality",
+  ACM TOMS 41(3), 2015; T. M. Low et al., "Analytical modeling is enough for high-performance
+  BLIS", ACM TOMS 43(2), 2016 (how MR, NR, KC, MC, NC follow from registers and caches).
+
+```
+for jc in 0..N step NC:                  # B panel, KC x NC, packed once: 256 KiB, in L2
+  for pc in 0..K step KC:                #   pack op(B)[pc:pc+KC, jc:jc+NC] into NR-wide slivers
+    for ic in 0..M step MC:              #   pack op(A)[ic:ic+MC, pc:pc+KC] into MR-tall slivers
+      for jr in 0..NC step NR:           #     one KC x NR sliver of B stays in L1
+        for ir in 0..MC step MR:         #       microkernel: an MR x NR tile of C in registers,
+          C[ir:ir+MR, jr:jr+NR] (+)= A~B~ #       KC rank-1 updates with fused multiply-adds
+```
+
+- The register tile is MR x (NV * LANES) with MR = 6 and NV = 2: 12 accumulators, two B vectors
+  and one broadcast A value fit the 16 vector registers of AVX2 (6 x 16 for f32) or SSE (6 x 8).
+- Transposes cost nothing in the loop nest: they change only how the packing routines read A
+  and B (a contiguous copy along x, or LANES x LANES in-register transposes along k). Packing
+  pads edge slivers with zeros, so the microkernel always computes a whole tile and only the
+  store looks at the edges (masked loads in packing, scalar columns at the right edge of C).
+- The epilogue runs on the tile while it is still in registers, once, after the last KC block.
+  The C tile is prefetched when its microkernel starts, so the read-modify-write between KC
+  blocks does not stall.
+- When N spans at most A_IN_PLACE_MAX_SLIVERS slivers, packing A would not pay (each value is
+  used once or twice): the microkernel reads A where it lies.
+
+Small M skips packing altogether (the direct path, M <= Blocking.direct_max_m):
+
+- nn and tn: 2-row register tiles read A and B where they lie, over all of K; a single row
+  (batch-1 inference, a GEMV) instead streams B row after row into C's row.
+- nt: each C element is a dot product of two rows that are contiguous in K.
+
+f64 uses only the direct path by default: it serves checks, not speed, and compiles in a third of
+the time (pass blocking=Blocking(4) for the packed path). The kernel is split into a few
+never-inlined helper functions (paths, packing, edge stores) to keep LLVM's work small, and every
+loop is marked against LLVM's own vectorizing and unrolling, which the kernel does itself.
+
+All buffers are fixed-size stack allocas of the packed path (376 KiB for f32); nothing is
+allocated on the heap and no library is called (llvm.fmuladd, llvm.prefetch and
+llvm.masked.load are the only intrinsics).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+from graphc.ir.errors import CodegenError
+from llvmlite import ir
+
+from .threads import TASK_TYPE, ThreadPool
+
+Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value], ir.Value]
+"""epilogue(b, acc, i, j) -> value of acc's type, applied to C[i, j:j+W] before it is stored."""
+
+I64 = ir.IntType(64)
+I32 = ir.IntType(32)
+PTR = ir.PointerType()
+A_IN_PLACE_MAX_SLIVERS = 2  # N <= this many NR-wide slivers: the microkernel reads A unpacked
+PACK_PREFETCH_ROWS = 8  # packing a [K, M] or [K, N] source asks for the row this far ahead
+GEMV_ROWS = 8  # a GEMV (M = 1) adds this many rows of B to C's row per pass
+DIRECT_ROWS = 2  # direct path tile: DIRECT_ROWS x DIRECT_NV vectors (8 accumulators)
+DIRECT_NV = 4
+PARALLEL_MIN_MACS = 1 << 18  # smaller products (about 6 us on one core) stay on one thread
+DIRECT_PARALLEL_MIN = 1 << 16  # the small-M path splits its columns when B holds this many
+BLOCKS_PER_THREAD = 4  # a split product has at most this many blocks of C per thread ...
+BLOCK_MIN = 512  # ... each of at least this many rows (split along M) or columns (along N):
+# every block packs all of the other operand, and packing a value costs some 30 multiply-adds
+DTYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType()}
+ITEMSIZE = {"f32": 4, "f64": 8}
+
+
+@dataclass(frozen=True)
+class Blocking:
+    """Register tile MR x NR (NR = NV vectors of LANES) and cache blocks KC, MC, NC (elements)."""
+
+    lanes: int
+    mr: int = 6
+    nv: int = 2
+    kc: int = 256  # a KC x NR sliver of B (16 KiB for f32 on AVX2) stays in the 32 KiB L1
+    mc: int = 120  # the MC x KC block of A (120 KiB) stays in the 512 KiB L2
+    nc: int = 256  # the KC x NC panel of B (256 KiB); bounded by the stack, not by the L3
+    direct_max_m: int = 5  # M at or below this skips packing (nn, tn and nt)
+    packed: bool = True  # False: the direct path serves every shape (small, quick to compile)
+
+    @property
+    def nr(self) -> int:
+        return self.nv * self.lanes
+
+    @staticmethod
+    def for_dtype(dtype: str, vector_width: int) -> Blocking:
+        """`vector_width` counts f32 lanes (the register width); f64 gets half as many lanes."""
+        size = ITEMSIZE[dtype]
+        lanes = max(1, vector_width * 4 // size)
+        kc = min(256, 16384 // (2 * lanes * size))  # the KC x NR sliver of B: 16 KiB of L1
+        if size == 8:
+            # f64 serves checks, not speed: the direct path alone is a third of the code (and
+            # of the compile time). blocking=Blocking(lanes) makes it fast.
+            return Blocking(lanes, kc=kc, packed=False)
+        return Blocking(lanes, kc=kc)
+
+
+def emit_gemm(
+    module: ir.Module,
+    name: str,
+    *,
+    dtype: str = "f32",
+    trans_a: bool = False,
+    trans_b: bool = False,
+    accumulate: bool = False,
+    epilogue: Epilogue | None = None,
+    vector_width: int = 8,
+    blocking: Blocking | None = None,
+    extra_types: Sequence[ir.Type] = (),
+    pool: ThreadPool | None = None,
+    fixed: Mapping[str, int] | None = None,
+) -> ir.Function:
+    """Emit `void name(i64 M, i64 N, i64 K, ptr A, ptr B, ptr C)`: C (+)= op(A) @ op(B).
+
+    Arrays are row-major and contiguous: A is [M,K] ([K,M] if trans_a), B is [K,N] ([N,K] if
+    trans_b), C is [M,N]. Any M, N, K >= 0 works; K == 0 gives C = epilogue(0) (or C_old).
+
+    Args:
+        module: the module that receives the function (and the intrinsics it declares).
+        name: the function's name.
+        dtype: "f32" or "f64".
+        trans_a: A is stored [K,M], i.e. C = A^T @ B.
+        trans_b: B is stored [N,K], i.e. C = A @ B^T.
+        accumulate: C += op(A) @ op(B) instead of C = ...
+        epilogue: applied once to every finished element (after the old C is added), before the
+            store: `epilogue(b, acc, i, j)` gets row i, first column j (both i64) and acc, a vector
+            of W lanes (columns j..j+W-1) or a scalar at the right edge of C.
+        vector_width: the SIMD register width counted in f32 lanes (8 for AVX2, 4 for SSE, 1 for
+            scalar code); f64 uses half as many lanes. The code is correct for any target, and
+            fast when this matches the target's registers.
+        blocking: tile and cache block sizes; the default is tuned for AVX2 (Zen 3).
+        extra_types: more parameters after C (say, a bias pointer). With any, the function is
+            `name(M, N, K, A, B, C, *extras)` and the epilogue is called as
+            `epilogue(b, acc, i, j, extras)`, with the extras as values it may use.
+        pool: the module's thread pool (codegen/threads.py): products of at least
+            PARALLEL_MIN_MACS multiply-adds on the packed path split C into 1 to
+            BLOCKS_PER_THREAD blocks per thread, along M when M >= N (each block packs all of
+            B) else along N (each packs all of A), at multiples of MR or NR. Every element of C is computed
+            exactly as by one thread, so results do not depend on the thread count.
+
+        fixed: dimensions known when the code is generated ("M", "N", "K" -> value; every call
+            must pass that value): the code uses the constants, and drops the paths they rule
+            out (edge tiles, the direct path, K blocks). "min_M": a lower bound of M in every
+            call (above Blocking.direct_max_m, the direct path is left out). Threads' blocks reach the code through
+            memory, where LLVM could not propagate constants from the callers.
+
+    Returns:
+        The new function.
+
+    Raises:
+        CodegenError: an unknown dtype, a vector width that is not a power of two, or a
+            blocking whose MC or NC is not a multiple of MR or NR.
+    """
+    if dtype not in DTYPES:
+        raise CodegenError(
+            f"emit_gemm {name}: dtype must be one of {sorted(DTYPES)}, got {dtype!r}"
+        )
+    if vector_width < 1 or vector_width & (vector_width - 1):
+        raise CodegenError(
+            f"emit_gemm {name}: vector_width must be a power of two, got {vector_width}"
+        )
+    blk = blocking or Blocking.for_dtype(dtype, vector_width)
+    if blk.mc % blk.mr or blk.nc % blk.nr or blk.lanes & (blk.lanes - 1):
+        raise CodegenError(f"emit_gemm {name}: MC, NC must be multiples of MR, NR in {blk}")
+    gen = _GemmEmitter(
+        module,
+        name,
+        dtype,
+        trans_a,
+        trans_b,
+        accumulate,
+        epilogue,
+        blk,
+        tuple(extra_types),
+        pool,
+        dict(fixed or {}),
+    )
+    return gen.emit()
+
+
+def _block_range(
+    b: ir.IRBuilder, extent: ir.Value, unit: int, t: ir.Value, count: ir.Value
+) -> tuple[ir.Value, ir.Value]:
+    """[lo, hi) of 0..extent for task t of count: near-equal runs of whole `unit`s."""
+    u, one = ir.Constant(I64, unit), ir.Constant(I64, 1)
+    units = b.sdiv(b.add(extent, ir.Constant(I64, unit - 1)), u)
+    per = b.sdiv(b.add(units, b.sub(count, one)), count)
+    lo = b.mul(b.mul(t, per), u)
+    hi = b.add(lo, b.mul(per, u))
+    clamp = lambda v: b.select(b.icmp_signed("<", v, extent), v, extent)  # noqa: E731
+    return clamp(lo), clamp(hi)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loop helper
+
+
+@dataclass
+class _LoopState:
+    iv: ir.Value
+    carried: list[ir.Value]  # read in the body, then overwritten with the next iteration's values
+    final: list[ir.Value] = field(default_factory=list)  # after the loop: the values at exit
+
+
+@contextmanager
+def _loop(
+    b: ir.IRBuilder,
+    start: ir.Value,
+    stop: ir.Value,
+    step: int = 1,
+    name: str = "i",
+    carried: Sequence[ir.Value] = (),
+) -> Iterator[_LoopState]:
+    """for (iv = start; iv < stop; iv += step), carrying values through phis.
+
+    The header phis dominate the exit, so state.iv and state.final hold the values the loop
+    stopped with (iv is then the first index not visited, useful to start a remainder loop).
+    Every loop is marked so that LLVM neither vectorizes nor unrolls it: the hot loops are
+    already vectorized and unrolled as written, and doing it again to the outer loops and the
+    edge loops would multiply code size and compile time for no speed.
+    """
+    pre = b.block
+    head = b.append_basic_block(f"{name}.head")
+    body = b.append_basic_block(f"{name}.body")
+    done = b.append_basic_block(f"{name}.done")
+    b.branch(head)
+    b.position_at_end(head)
+    iv = b.phi(I64, name=name)
+    iv.add_incoming(start, pre)
+    phis = []
+    for n, v in enumerate(carried):
+        phi = b.phi(v.type, name=f"{name}.c{n}")
+        phi.add_incoming(v, pre)
+        phis.append(phi)
+    b.cbranch(b.icmp_signed("<", iv, stop), body, done)
+    b.position_at_end(body)
+    state = _LoopState(iv, list(phis))
+    yield state
+    latch = b.block
+    iv.add_incoming(b.add(iv, ir.Constant(I64, step), name=f"{name}.next", flags=["nsw"]), latch)
+    for phi, v in zip(phis, state.carried, strict=True):
+        phi.add_incoming(v, latch)
+    latch_br = b.branch(head)
+    latch_br.set_metadata("llvm.loop", _loop_id(b.block.parent.module, name))
+    b.position_at_end(done)
+    state.final = list(phis)
+
+
+def _loop_id(module: ir.Module, name: str) -> ir.MDValue:
+    """A distinct loop ID: !{self, !{"graphc.loop", name}, vectorize.enable=0, unroll.disable}."""
+    no_vec = module.add_metadata(
+        [ir.MetaDataString(module, "llvm.loop.vectorize.enable"), ir.Constant(ir.IntType(1), 0)]
+    )
+    no_unroll = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
+    tag = module.add_metadata(
+        [ir.MetaDataString(module, "graphc.loop"), ir.MetaDataString(module, name)]
+    )
+    loop_id = module.add_metadata([None, tag, no_vec, no_unroll])
+    loop_id.operands = (loop_id, *loop_id.operands[1:])  # LLVM wants the ID to name itself
+    return loop_id
+
+
+# --------------------------------------------------------------------------------------------------
+# The emitter
+
+
+class _GemmEmitter:
+    def __init__(
+        self,
+        module: ir.Module,
+        name: str,
+        dtype: str,
+        trans_a: bool,
+        trans_b: bool,
+        accumulate: bool,
+        epilogue: Epilogue | None,
+        blk: Blocking,
+        extra_types: tuple[ir.Type, ...],
+        pool: ThreadPool | None = None,
+        fixed: dict[str, int] | None = None,
+    ) -> None:
+        self.module, self.name, self.blk, self.pool = module, name, blk, pool
+        self.fixed = dict(fixed or {})
+        self.min_m = self.fixed.pop("min_M", self.fixed.get("M", 0))
+        if set(self.fixed) - {"M", "N", "K"}:
+            raise CodegenError(
+                f"emit_gemm {name}: fixed takes M, N, K, min_M, got {sorted(self.fixed)}"
+            )
+        self.extra_types = extra_types
+        self.takes_extras: set[str] = set()  # helpers that get the caller's extras
+        self.trans_a, self.trans_b = trans_a, trans_b
+        self.accumulate, self.epilogue = accumulate, epilogue
+        self.elem = DTYPES[dtype]
+        self.size = ITEMSIZE[dtype]
+        fnty = ir.FunctionType(ir.VoidType(), [I64, I64, I64, PTR, PTR, PTR, *extra_types])
+        self.fn = ir.Function(module, fnty, name=name)
+        names = ["M", "N", "K", "A", "B", "C", *(f"extra{n}" for n in range(len(extra_types)))]
+        for arg, arg_name in zip(self.fn.args, names, strict=True):
+            arg.name = arg_name
+        for arg in self.fn.args[3:6]:
+            arg.add_attribute("noalias")
+        self.fn.attributes.add("nounwind")
+        self.use_args(self.fn, with_extras=True)
+        self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
+
+    def use_args(self, fn: ir.Function, with_extras: bool, fixed: bool = True) -> None:
+        """Point M, N, K, A, B, C (and the caller's extras) at fn's arguments, or M, N, K at
+        their fixed values (not in shared helpers: their code serves other GEMMs too)."""
+        self.M, self.N, self.K, self.A, self.B, self.C = fn.args[:6]
+        for dim, value in self.fixed.items() if fixed else ():
+            setattr(self, dim, self.const(value))
+        n = len(self.extra_types) if with_extras else 0
+        self.extras = list(fn.args[6 : 6 + n])
+
+    # -- small helpers ---------------------------------------------------------------------------
+
+    def const(self, v: int) -> ir.Constant:
+        return ir.Constant(I64, v)
+
+    def vtype(self, lanes: int) -> ir.Type:
+        return self.elem if lanes == 1 else ir.VectorType(self.elem, lanes)
+
+    def zero(self, lanes: int) -> ir.Constant:
+        if lanes == 1:
+            return ir.Constant(self.elem, 0.0)
+        return ir.Constant(self.vtype(lanes), [0.0] * lanes)
+
+    def at(self, base: ir.Value, idx: ir.Value, name: str = "") -> ir.Value:
+        return self.b.gep(base, [idx], inbounds=True, source_etype=self.elem, name=name)
+
+    def load(
+        self, ptr: ir.Value, lanes: int = 1, align: int | None = None, name: str = ""
+    ) -> ir.Value:
+        return self.b.load(ptr, typ=self.vtype(lanes), align=align or self.size, name=name)
+
+    def store(self, v: ir.Value, ptr: ir.Value, align: int | None = None) -> None:
+        self.b.store(v, ptr, align=align or self.size)
+
+    def splat(self, s: ir.Value, lanes: int, name: str = "") -> ir.Value:
+        if lanes == 1:
+            return s
+        vt = self.vtype(lanes)
+        v = self.b.insert_element(ir.Constant(vt, ir.Undefined), s, ir.Constant(I32, 0))
+        mask = ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)
+        return self.b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), mask, name=name)
+
+    def fma(self, x: ir.Value, y: ir.Value, acc: ir.Value, name: str = "") -> ir.Value:
+        # llvm.fmuladd, not llvm.fma: it fuses where the target has FMA (vfmadd231ps on AVX2) and
+        # becomes mul + add elsewhere, where llvm.fma would turn into calls to libm's fmaf.
+        ty = x.type
+        suffix = (
+            f"v{ty.count}{ty.element.intrinsic_name}" if isinstance(ty, ir.VectorType) else None
+        )
+        fname = f"llvm.fmuladd.{suffix or ty.intrinsic_name}"
+        fn = self.module.globals.get(fname)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(ty, [ty, ty, ty]), name=fname)
+        return self.b.call(fn, [x, y, acc], name=name)
+
+    def imin(self, x: ir.Value, y: ir.Value, name: str = "") -> ir.Value:
+        return self.b.select(self.b.icmp_signed("<", x, y), x, y, name=name)
+
+    def mul(self, x: ir.Value, y: ir.Value | int, name: str = "") -> ir.Value:
+        y = self.const(y) if isinstance(y, int) else y
+        return self.b.mul(x, y, name=name, flags=["nsw"])
+
+    def add(self, x: ir.Value, y: ir.Value | int, name: str = "") -> ir.Value:
+        y = self.const(y) if isinstance(y, int) else y
+        return self.b.add(x, y, name=name, flags=["nsw"])
+
+    def sub(self, x: ir.Value, y: ir.Value | int, name: str = "") -> ir.Value:
+        y = self.const(y) if isinstance(y, int) else y
+        return self.b.sub(x, y, name=name, flags=["nsw"])
+
+    def hsum(self, v: ir.Value) -> ir.Value:
+        """Sum of a vector's lanes by halving (a fixed, documented order, no reassoc flag)."""
+        n = v.type.count if isinstance(v.type, ir.VectorType) else 1
+        while n > 1:
+            half = n // 2
+            lo_mask = ir.Constant(ir.VectorType(I32, half), list(range(half)))
+            hi_mask = ir.Constant(ir.VectorType(I32, half), list(range(half, n)))
+            lo = self.b.shuffle_vector(v, v, lo_mask)
+            hi = self.b.shuffle_vector(v, v, hi_mask)
+            v, n = self.b.fadd(lo, hi), half
+            if n == 1:
+                v = self.b.extract_element(v, ir.Constant(I32, 0))
+        return v
+
+    def transpose(self, rows: list[ir.Value]) -> list[ir.Value]:
+        """Transpose an n x n block held as n vectors of n lanes (n a power of two).
+
+        Swapping the off-diagonal d x d blocks inside every 2d x 2d block, for d = n/2, ..., 1,
+        transposes the whole block; each swap is one two-input shufflevector per output row.
+        """
+        n, d = len(rows), len(rows) // 2
+        while d >= 1:
+            lo = ir.Constant(
+                ir.VectorType(I32, n), [l if not l & d else n + l - d for l in range(n)]
+            )
+            hi = ir.Constant(
+                ir.VectorType(I32, n), [l + d if not l & d else n + l for l in range(n)]
+            )
+            out = list(rows)
+            for i in range(n):
+                if not i & d:
+                    out[i] = self.b.shuffle_vector(rows[i], rows[i + d], lo)
+                    out[i + d] = self.b.shuffle_vector(rows[i], rows[i + d], hi)
+            rows, d = out, d // 2
+        return rows
+
+    def when(self, conds: Sequence[ir.Value | bool], emit: Callable[..., None]) -> None:
+        """Call emit(*flags) with Python bools, branching at run time on the conds that are i1."""
+        for n, c in enumerate(conds):
+            if not isinstance(c, bool):
+                with self.b.if_else(c) as (then, otherwise):
+                    with then:
+                        self.when([*conds[:n], True, *conds[n + 1 :]], emit)
+                    with otherwise:
+                        self.when([*conds[:n], False, *conds[n + 1 :]], emit)
+                return
+        emit(*conds)
+
+    # -- element access --------------------------------------------------------------------------
+
+    def a_index(self, i: ir.Value, k: ir.Value) -> ir.Value:
+        """Offset of op(A)[i, k]."""
+        if self.trans_a:
+            return self.add(self.mul(k, self.M), i)
+        return self.add(self.mul(i, self.K), k)
+
+    def b_index(self, k: ir.Value, j: ir.Value) -> ir.Value:
+        """Offset of op(B)[k, j]."""
+        if self.trans_b:
+            return self.add(self.mul(j, self.K), k)
+        return self.add(self.mul(k, self.N), j)
+
+    # -- finishing C -------------------------------------------------------------------------------
+
+    def finish(
+        self,
+        acc: ir.Value,
+        i: ir.Value,
+        j: ir.Value,
+        load_old: ir.Value | bool,
+        last: ir.Value | bool,
+    ) -> None:
+        """C[i, j:j+W] = epilogue(acc (+ C_old)) when last, else acc (+ C_old).
+
+        The flags are Python bools, or i1 values tested at run time (edge tiles, where code size
+        matters more than a predictable branch).
+        """
+        lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 1
+        ptr = self.at(self.C, self.add(self.mul(i, self.N), j), name="c.ptr")
+
+        def add_old(acc: ir.Value) -> ir.Value:
+            return self.b.fadd(acc, self.load(ptr, lanes, name="c.old"), name="c.sum")
+
+        def apply_epilogue(acc: ir.Value) -> ir.Value:
+            if self.extra_types:
+                out = self.epilogue(self.b, acc, i, j, self.extras)
+            else:
+                out = self.epilogue(self.b, acc, i, j)
+            if out.type != acc.type:
+                raise CodegenError(
+                    f"emit_gemm {self.name}: the epilogue returned {out.type} for {acc.type}"
+                )
+            return out
+
+        acc = self.maybe(load_old, add_old, acc)
+        if self.epilogue is not None:
+            acc = self.maybe(last, apply_epilogue, acc)
+        self.store(acc, ptr)
+
+    def maybe(
+        self, cond: ir.Value | bool, f: Callable[[ir.Value], ir.Value], x: ir.Value
+    ) -> ir.Value:
+        """f(x) if cond else x, decided now for a bool and at run time for an i1."""
+        if isinstance(cond, bool):
+            return f(x) if cond else x
+        before = self.b.block
+        with self.b.if_then(cond):
+            fx = f(x)
+            then = self.b.block
+        phi = self.b.phi(x.type)
+        phi.add_incoming(fx, then)
+        phi.add_incoming(x, before)
+        return phi
+
+    # -- the function ------------------------------------------------------------------------------
+
+    def define(
+        self,
+        suffix: str,
+        extra: Sequence[tuple[str, ir.Type]],
+        body: Callable[..., None],
+        shared: str | None = None,
+    ) -> ir.Function:
+        """An internal, never-inlined helper `name.suffix(M, N, K, A, B, C, *extra)`.
+
+        Splitting the kernel into a few functions keeps each one small for LLVM (compile time,
+        register allocation); the calls happen once per panel, not per tile. A helper with a
+        `shared` name depends only on what that name spells, so the gemms of one module
+        share it (a training step's forward and backward products pack the same ways).
+        """
+        if shared is not None and shared in self.module.globals:
+            return self.module.globals[shared]
+        saved = self.fn, self.b, self.extras
+        user = [] if shared else [(f"extra{n}", t) for n, t in enumerate(self.extra_types)]
+        params = [*user, *extra]
+        fnty = ir.FunctionType(ir.VoidType(), [I64] * 3 + [PTR] * 3 + [t for _, t in params])
+        fn = ir.Function(self.module, fnty, name=shared or f"{self.name}.{suffix}")
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        fn.attributes.add("nounwind")
+        names = ["M", "N", "K", "A", "B", "C", *(n for n, _ in params)]
+        for arg, arg_name in zip(fn.args, names, strict=True):
+            arg.name = arg_name
+            if isinstance(arg.type, ir.PointerType) and not arg_name.startswith("extra"):
+                arg.add_attribute("noalias")
+        self.fn, self.b = fn, ir.IRBuilder(fn.append_basic_block("entry"))
+        if user:
+            self.takes_extras.add(fn.name)
+        self.use_args(fn, with_extras=not shared, fixed=not shared)
+        body(*fn.args[6 + len(user) :])
+        self.b.ret_void()
+        self.fn, self.b, extras = saved
+        self.use_args(self.fn, with_extras=True)
+        self.extras = extras
+        return fn
+
+    def call(self, fn: ir.Function, *extra: ir.Value) -> None:
+        """Call a helper made by define(), passing the caller's extras when it takes them."""
+        user = self.extras if fn.name in self.takes_extras else []
+        self.b.call(fn, [self.M, self.N, self.K, self.A, self.B, self.C, *user, *extra])
+
+    def emit(self) -> ir.Function:
+        b, blk = self.b, self.blk
+        block = [(n, I64) for n in ("m0", "m1", "n0", "n1")]
+        cols = [(n, I64) for n in ("n0", "n1")]
+        fixed_m = self.fixed.get("M")
+        use_packed = blk.packed and (fixed_m is None or fixed_m > blk.direct_max_m)
+        packed = self.define("packed", block, self.emit_packed) if use_packed else None
+        if packed is not None and self.min_m > blk.direct_max_m:
+            direct = None  # every call has M above direct_max_m: the small-M code would be dead
+        elif self.trans_a and self.trans_b:
+            # tt: no training product needs it; scalar direct code only when nothing else exists.
+            direct = None if packed else self.define("direct", cols, self.emit_direct)
+        elif self.trans_b:
+            direct = self.define("direct", cols, self.emit_direct_dot)
+        else:
+            direct = self.define("direct", cols, self.emit_direct)
+        zero = self.const(0)
+        empty = b.or_(b.icmp_signed("<=", self.M, zero), b.icmp_signed("<=", self.N, zero))
+        with b.if_then(empty, likely=False):
+            b.ret_void()
+        if packed is None:
+            self.call_direct(direct)
+        elif direct is None:
+            self.call_packed(packed)
+        else:
+            small = b.icmp_signed("<=", self.M, self.const(blk.direct_max_m))
+            with b.if_else(small) as (then, otherwise):
+                with then:
+                    self.call_direct(direct)
+                with otherwise:
+                    self.call_packed(packed)
+        b.ret_void()
+        return self.fn
+
+    def call_packed(self, packed: ir.Function) -> None:
+        """The packed path over all of C, split between the pool's threads when it pays."""
+        b, zero = self.b, self.const(0)
+        if self.pool is None:
+            self.call(packed, zero, self.M, zero, self.N)
+            return
+        threads = b.load_atomic(self.pool.threads, "monotonic", 8, typ=I64)
+        macs = self.mul(self.mul(self.M, self.N), self.K)
+        split = b.and_(
+            b.icmp_signed(">", threads, self.const(1)),
+            b.icmp_signed(">=", macs, self.const(PARALLEL_MIN_MACS)),
+        )
+        with b.if_else(split, likely=True) as (then, otherwise):
+            with then:
+                ctx, ctx_type = self.task_context()
+                task = self.emit_task(packed, ctx_type)
+                # Up to BLOCKS_PER_THREAD blocks a thread, each >= BLOCK_MIN rows (columns): a
+                # thread that runs late (a busy core) leaves blocks to the others, and each
+                # block's copy of the other operand's packing stays cheap.
+                extent = b.select(self.split_along_m(b, self.M, self.N), self.M, self.N)
+                per = b.sdiv(extent, b.mul(threads, self.const(BLOCK_MIN)))
+                per = b.select(b.icmp_signed("<", per, self.const(1)), self.const(1), per)
+                per = self.imin(per, self.const(BLOCKS_PER_THREAD))
+                b.call(self.pool.run, [task, ctx, b.mul(threads, per, name="blocks")])
+            with otherwise:
+                self.call(packed, zero, self.M, zero, self.N)
+
+    def task_context(self) -> tuple[ir.Value, ir.LiteralStructType]:
+        """A stack struct {M, N, K, A, B, C, extras...} filled with this call's arguments."""
+        b = self.b
+        fields = [self.M, self.N, self.K, self.A, self.B, self.C, *self.extras]
+        ctx_type = ir.LiteralStructType([f.type for f in fields])
+        here = b.block
+        b.position_at_start(self.fn.entry_basic_block)  # a static alloca
+        ctx = b.alloca(ctx_type, name="task.ctx")
+        ctx.type = PTR  # llvmlite still types an alloca as `{...}*`; LLVM has only `ptr`
+        b.position_at_end(here)
+        for n, f in enumerate(fields):
+            b.store(
+                f,
+                b.gep(
+                    ctx,
+                    [ir.Constant(I32, 0), ir.Constant(I32, n)],
+                    inbounds=True,
+                    source_etype=ctx_type,
+                ),
+            )
+        return ctx, ctx_type
+
+    def call_direct(self, direct: ir.Function) -> None:
+        """The small-M path over all of C, its columns split between the pool's threads when B
+        holds at least DIRECT_PARALLEL_MIN values: then each thread streams its share of B
+        (which may then stay in its core's L2 from one call to the next)."""
+        b, zero = self.b, self.const(0)
+        n, k = self.fixed.get("N"), self.fixed.get("K")
+        if self.pool is None or (n is not None and k is not None and n * k < DIRECT_PARALLEL_MIN):
+            self.call(direct, zero, self.N)  # (the only call: LLVM specializes on 0, N)
+            return
+        threads = b.load_atomic(self.pool.threads, "monotonic", 8, typ=I64)
+        split = b.and_(
+            b.icmp_signed(">", threads, self.const(1)),
+            b.icmp_signed(">=", self.mul(self.N, self.K), self.const(DIRECT_PARALLEL_MIN)),
+        )
+        with b.if_else(split) as (then, otherwise):
+            with then:
+                ctx, ctx_type = self.task_context()
+                fn, tb, fields, t, count = self.new_task("direct_task", ctx_type)
+                unit = DIRECT_NV * self.blk.lanes  # whole register tiles
+                n0, n1 = _block_range(tb, fields[1], unit, t, count)
+                with tb.if_then(tb.icmp_signed("<", n0, n1)):
+                    user = fields[6:] if direct.name in self.takes_extras else []
+                    tb.call(direct, [*fields[:6], *user, n0, n1])
+                tb.ret_void()
+                b.call(self.pool.run, [fn, ctx, threads])
+            with otherwise:
+                self.call(direct, zero, self.N)
+
+    def split_along_m(self, b: ir.IRBuilder, M: ir.Value, N: ir.Value) -> ir.Value:
+        """i1: threads split C along M (each block packs all of B) when M >= N, else along N
+        (each packs all of A): the copies cost the least. Decided now when both are fixed."""
+        fixed_m, fixed_n = self.fixed.get("M"), self.fixed.get("N")
+        if fixed_m is not None and fixed_n is not None:
+            return ir.Constant(ir.IntType(1), fixed_m >= fixed_n)
+        return b.icmp_signed(">=", M, N)
+
+    def new_task(
+        self, suffix: str, ctx_type: ir.LiteralStructType
+    ) -> tuple[ir.Function, ir.IRBuilder, list[ir.Value], ir.Value, ir.Value]:
+        """`void name.SUFFIX(ptr ctx, i64 t, i64 count)`, its builder after loading the context
+        (task_context's fields, M, N, K as constants where fixed), t and count."""
+        fn = ir.Function(self.module, TASK_TYPE, name=f"{self.name}.{suffix}")
+        fn.linkage = "internal"
+        fn.attributes.add("nounwind")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        ctx, t, count = fn.args
+        fields = [
+            b.load(
+                b.gep(
+                    ctx,
+                    [ir.Constant(I32, 0), ir.Constant(I32, n)],
+                    inbounds=True,
+                    source_etype=ctx_type,
+                ),
+                typ=ft,
+            )
+            for n, ft in enumerate(ctx_type.elements)
+        ]
+        for n, dim in enumerate("MNK"):
+            if dim in self.fixed:
+                fields[n] = self.const(self.fixed[dim])
+        return fn, b, fields, t, count
+
+    def emit_task(self, packed: ir.Function, ctx_type: ir.LiteralStructType) -> ir.Function:
+        """`void name.task(ptr ctx, i64 t, i64 count)`: block t of count of C on the packed path."""
+        fn, b, fields, t, count = self.new_task("task", ctx_type)
+        M, N = fields[0], fields[1]
+        m0, m1 = _block_range(b, M, self.blk.mr, t, count)
+        n0, n1 = _block_range(b, N, self.blk.nr, t, count)
+        along_m = self.split_along_m(b, M, N)
+        zero = ir.Constant(I64, 0)
+        lo_m, hi_m = b.select(along_m, m0, zero), b.select(along_m, m1, M)
+        lo_n, hi_n = b.select(along_m, zero, n0), b.select(along_m, N, n1)
+        nonempty = b.and_(b.icmp_signed("<", lo_m, hi_m), b.icmp_signed("<", lo_n, hi_n))
+        with b.if_then(nonempty):
+            user = fields[6:] if packed.name in self.takes_extras else []
+            b.call(packed, [*fields[:6], *user, lo_m, hi_m, lo_n, hi_n])
+        b.ret_void()
+        return fn
+
+    # -- packed path -------------------------------------------------------------------------------
+
+    def emit_packed(self, m0: ir.Value, m1: ir.Value, n0: ir.Value, n1: ir.Value) -> None:
+        """C[m0:m1, n0:n1] (a block of C, for threads; all of it is 0, M, 0, N)."""
+        b, blk = self.b, self.blk
+        self.a_buf = b.alloca(ir.ArrayType(self.elem, blk.mc * blk.kc), name="a.packed")
+        self.b_buf = b.alloca(ir.ArrayType(self.elem, blk.nc * blk.kc), name="b.packed")
+        self.tile_buf = b.alloca(ir.ArrayType(self.elem, blk.mr * blk.nr), name="c.tile")
+        for buf in (self.a_buf, self.b_buf, self.tile_buf):
+            buf.align = 64
+            buf.type = PTR  # llvmlite still types an alloca as `[n x float]*`; LLVM has only `ptr`
+        block = [("x0", I64), ("nx", I64), ("pc", I64), ("kc", I64), ("dst", PTR)]
+        kind = f"{self.elem}.x{blk.lanes}.{blk.mr}x{blk.nr}"
+        pack_a = self.define(
+            "pack_a",
+            block,
+            self.pack_a,
+            f"graphc.gemm.pack_a.{'t' if self.trans_a else 'n'}.{kind}",
+        )
+        pack_b = self.define(
+            "pack_b",
+            block,
+            self.pack_b,
+            f"graphc.gemm.pack_b.{'t' if self.trans_b else 'n'}.{kind}",
+        )
+        edge = [(n, I64) for n in ("i", "j", "mr", "nr", "load_old", "last")] + [("tile", PTR)]
+        self.store_edge_fn = self.define("store_edge", edge, self.store_edge)
+        # A is packed to be read N / NR times; for fewer, the microkernel reads it in place.
+        in_place_max = blk.nr * A_IN_PLACE_MAX_SLIVERS
+        if "N" in self.fixed:  # decided now: one microkernel in the code, not two
+            a_in_place: ir.Value | bool = self.fixed["N"] <= in_place_max
+        else:
+            a_in_place = b.icmp_signed("<=", self.N, self.const(in_place_max))
+        KC = self.const(blk.kc)
+        # At least one K block, so that K == 0 still stores epilogue(0) (or C_old).
+        kblocks = b.select(
+            b.icmp_signed("<=", self.K, self.const(0)),
+            self.const(1),
+            b.sdiv(self.add(self.K, blk.kc - 1), KC),
+            name="kblocks",
+        )
+        with _loop(b, n0, n1, blk.nc, name="jc") as jc_loop:
+            jc = jc_loop.iv
+            nc = self.imin(self.sub(n1, jc), self.const(blk.nc), name="nc")
+            with _loop(b, self.const(0), kblocks, 1, name="p") as p_loop:
+                pc = self.mul(p_loop.iv, blk.kc, name="pc")
+                kc = self.imin(self.sub(self.K, pc), KC, name="kc")
+                kc = b.select(b.icmp_signed("<", kc, self.const(0)), self.const(0), kc)
+                load_old = True if self.accumulate else b.icmp_signed(">", p_loop.iv, self.const(0))
+                last = self.epilogue is not None and b.icmp_signed(
+                    "==", p_loop.iv, self.sub(kblocks, 1)
+                )
+                self.call(pack_b, jc, nc, pc, kc, self.b_buf)
+                with _loop(b, m0, m1, blk.mc, name="ic") as ic_loop:
+                    ic = ic_loop.iv
+                    mc = self.imin(self.sub(m1, ic), self.const(blk.mc), name="mc")
+                    if a_in_place is False:
+                        self.call(pack_a, ic, mc, pc, kc, self.a_buf)
+                    elif a_in_place is not True:
+                        with b.if_then(b.not_(a_in_place)):
+                            self.call(pack_a, ic, mc, pc, kc, self.a_buf)
+                    with _loop(b, self.const(0), nc, blk.nr, name="jr") as jr:
+                        nr = self.imin(self.sub(nc, jr.iv), self.const(blk.nr), name="nr")
+                        bp = self.at(self.b_buf, self.mul(jr.iv, kc), name="bp")
+                        with _loop(b, self.const(0), mc, blk.mr, name="ir") as ir_:
+                            mr = self.imin(self.sub(mc, ir_.iv), self.const(blk.mr), name="mr")
+                            i = self.add(ic, ir_.iv, name="i")
+                            j = self.add(jc, jr.iv, name="j")
+                            self.prefetch_tile(i, j)
+                            acc = self.tile_product(a_in_place, i, ir_.iv, pc, kc, bp)
+                            self.store_tile(acc, i, j, mr, nr, load_old, last)
+
+    def tile_product(
+        self,
+        a_in_place: ir.Value | bool,
+        i: ir.Value,
+        ir_: ir.Value,
+        pc: ir.Value,
+        kc: ir.Value,
+        bp: ir.Value,
+    ) -> list[list[ir.Value]]:
+        """The microkernel on packed A, or on A where it lies (rows past M repeat the last);
+        `a_in_place` is an i1, or a bool when the choice is known now (one microkernel)."""
+        b, blk = self.b, self.blk
+
+        def on_a_in_place() -> list[list[ir.Value]]:
+            last_row = self.sub(self.M, 1)
+            rows = [self.imin(self.add(i, r), last_row) for r in range(blk.mr)]
+            a_rows = [self.at(self.A, self.a_index(row, pc)) for row in rows]
+            a_step = self.M if self.trans_a else self.const(1)
+            return self.microkernel(kc, a_rows, a_step, bp)
+
+        def on_packed_a() -> list[list[ir.Value]]:
+            ap = self.at(self.a_buf, self.mul(ir_, kc), name="ap")
+            a_rows = [self.at(ap, self.const(r)) for r in range(blk.mr)]
+            return self.microkernel(kc, a_rows, self.const(blk.mr), bp)
+
+        if isinstance(a_in_place, bool):
+            return on_a_in_place() if a_in_place else on_packed_a()
+        with b.if_else(a_in_place) as (then, otherwise):
+            with then:
+                in_place = on_a_in_place()
+                in_place_block = b.block
+            with otherwise:
+                packed = on_packed_a()
+                packed_block = b.block
+        out = []
+        for row_in_place, row_packed in zip(in_place, packed, strict=True):
+            row = []
+            for x, y in zip(row_in_place, row_packed, strict=True):
+                phi = b.phi(x.type)
+                phi.add_incoming(x, in_place_block)
+                phi.add_incoming(y, packed_block)
+                row.append(phi)
+            out.append(row)
+        return out
+
+    def prefetch_tile(self, i: ir.Value, j: ir.Value) -> None:
+        """Ask for the C tile's cache lines now, so they arrive while the microkernel runs.
+
+        Without this the tile's loads and stores miss at the end of every microkernel (C is
+        read and written once per KC block); BLIS kernels prefetch C the same way. A prefetch
+        never faults, so edge tiles may prefetch past the end of C.
+        """
+        b, blk = self.b, self.blk
+        row0 = self.add(self.mul(i, self.N), j)
+        for r in range(blk.mr):
+            first = self.add(row0, self.mul(self.N, r))
+            for off in (0, blk.nr - 1):  # the first and last element: at most two lines
+                self.prefetch(b.gep(self.C, [self.add(first, off)], source_etype=self.elem), True)
+
+    def prefetch(self, ptr: ir.Value, write: bool) -> None:
+        """llvm.prefetch into L1; a hint that never faults, so ptr may point anywhere."""
+        fn = self.module.globals.get("llvm.prefetch.p0")
+        if fn is None:
+            fnty = ir.FunctionType(ir.VoidType(), [PTR, I32, I32, I32])
+            fn = ir.Function(self.module, fnty, name="llvm.prefetch.p0")
+        args = [ptr, ir.Constant(I32, int(write)), ir.Constant(I32, 3), ir.Constant(I32, 1)]
+        self.b.call(fn, args)
+
+    def microkernel(
+        self, kc: ir.Value, a_rows: list[ir.Value], a_step: ir.Value, bp: ir.Value
+    ) -> list[list[ir.Value]]:
+        """kc rank-1 updates of an MR x NR register tile: A[r, k] at a_rows[r] + k*a_step, B
+        from a packed sliver."""
+        blk, L = self.blk, self.blk.lanes
+        zeros = [self.zero(L)] * (blk.mr * blk.nv)
+
+        def step(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+            bk = self.at(bp, self.mul(k, blk.nr))
+            bv = [
+                self.load(self.at(bk, self.const(v * L)), L, L * self.size) for v in range(blk.nv)
+            ]
+            ka = self.mul(k, a_step)
+            out = list(acc)
+            for r in range(blk.mr):
+                a = self.splat(self.load(self.at(a_rows[r], ka)), L)
+                for v in range(blk.nv):
+                    out[r * blk.nv + v] = self.fma(a, bv[v], acc[r * blk.nv + v])
+            return out
+
+        acc = self.unrolled(kc, zeros, step, unroll=4, name="k")
+        return [acc[r * blk.nv : (r + 1) * blk.nv] for r in range(blk.mr)]
+
+    def unrolled(
+        self,
+        count: ir.Value,
+        init: list[ir.Value],
+        step: Callable[[ir.Value, list[ir.Value]], list[ir.Value]],
+        unroll: int,
+        name: str,
+    ) -> list[ir.Value]:
+        """Fold step(k, carried) over k in 0..count, unrolled `unroll` times plus a remainder."""
+        b = self.b
+        if unroll == 1:
+            with _loop(b, self.const(0), count, 1, name=name, carried=init) as only:
+                only.carried = step(only.iv, only.carried)
+            return only.final
+        stop = self.sub(count, unroll - 1)
+        with _loop(b, self.const(0), stop, unroll, name=name, carried=init) as main:
+            vals = main.carried
+            for u in range(unroll):
+                vals = step(self.add(main.iv, u), vals)
+            main.carried = vals
+        with _loop(b, main.iv, count, 1, name=f"{name}.rem", carried=main.final) as rem:
+            rem.carried = step(rem.iv, rem.carried)
+        return rem.final
+
+    def store_tile(
+        self,
+        acc: list[list[ir.Value]],
+        i: ir.Value,
+        j: ir.Value,
+        mr: ir.Value,
+        nr: ir.Value,
+        load_old: ir.Value | bool,
+        last: ir.Value | bool,
+    ) -> None:
+        b, blk, L = self.b, self.blk, self.blk.lanes
+        full = b.and_(
+            b.icmp_signed("==", mr, self.const(blk.mr)), b.icmp_signed("==", nr, self.const(blk.nr))
+        )
+
+        def store_full(load_old: bool, last: bool) -> None:
+            for r in range(blk.mr):
+                for v in range(blk.nv):
+                    self.finish(acc[r][v], self.add(i, r), self.add(j, v * L), load_old, last)
+
+        with b.if_else(full, likely=True) as (then, otherwise):
+            with then:
+                self.when([load_old, last], store_full)
+            with otherwise:
+                for r in range(blk.mr):
+                    for v in range(blk.nv):
+                        ptr = self.at(self.tile_buf, self.const(r * blk.nr + v * L))
+                        self.store(acc[r][v], ptr, L * self.size)
+                flags = [
+                    b.zext(f, I64) if not isinstance(f, bool) else self.const(int(f))
+                    for f in (load_old, last)
+                ]
+                self.call(self.store_edge_fn, i, j, mr, nr, *flags, self.tile_buf)
+
+    def store_edge(
+        self,
+        i: ir.Value,
+        j: ir.Value,
+        mr: ir.Value,
+        nr: ir.Value,
+        load_old: ir.Value,
+        last: ir.Value,
+        tile: ir.Value,
+    ) -> None:
+        """Finish the valid mr x nr corner of an MR x NR tile: whole vectors, then scalars."""
+        b, blk, L = self.b, self.blk, self.blk.lanes
+        load_old = True if self.accumulate else b.trunc(load_old, ir.IntType(1))
+        last = b.trunc(last, ir.IntType(1))
+        nr_vec = self.mul(b.sdiv(nr, self.const(L)), L) if L > 1 else self.const(0)
+        with _loop(b, self.const(0), mr, 1, name="er") as er:
+            row = self.mul(er.iv, blk.nr)
+            ii = self.add(i, er.iv)
+            if L > 1:
+                with _loop(b, self.const(0), nr_vec, L, name="ev") as ev:
+                    acc = self.load(self.at(tile, self.add(row, ev.iv)), L, L * self.size)
+                    self.finish(acc, ii, self.add(j, ev.iv), load_old, last)
+            with _loop(b, nr_vec, nr, 1, name="es") as es:
+                acc = self.load(self.at(tile, self.add(row, es.iv)))
+                self.finish(acc, ii, self.add(j, es.iv), load_old, last)
+
+    # -- packing -----------------------------------------------------------------------------------
+
+    def pack_a(self, i0: ir.Value, mc: ir.Value, pc: ir.Value, kc: ir.Value, dst: ir.Value) -> None:
+        """Pack op(A)[i0:i0+mc, pc:pc+kc] into MR-row slivers (see pack_block)."""
+        if self.trans_a:  # A is [K, M]: element (i, k) at k*M + i
+            src = self.at(self.A, self.add(self.mul(pc, self.M), i0))
+            self.pack_block(src, self.M, False, mc, self.blk.mr, kc, dst, "pa")
+        else:  # A is [M, K]: element (i, k) at i*K + k
+            src = self.at(self.A, self.add(self.mul(i0, self.K), pc))
+            self.pack_block(src, self.K, True, mc, self.blk.mr, kc, dst, "pa")
+
+    def pack_b(self, j0: ir.Value, nc: ir.Value, pc: ir.Value, kc: ir.Value, dst: ir.Value) -> None:
+        """Pack op(B)[pc:pc+kc, j0:j0+nc] into NR-column slivers (see pack_block)."""
+        if self.trans_b:  # B is [N, K]: element (k, j) at j*K + k
+            src = self.at(self.B, self.add(self.mul(j0, self.K), pc))
+            self.pack_block(src, self.K, True, nc, self.blk.nr, kc, dst, "pb")
+        else:  # B is [K, N]: element (k, j) at k*N + j
+            src = self.at(self.B, self.add(self.mul(pc, self.N), j0))
+            self.pack_block(src, self.N, False, nc, self.blk.nr, kc, dst, "pb")
+
+    def pack_block(
+        self,
+        src: ir.Value,
+        ld: ir.Value,
+        k_contiguous: bool,
+        nx: ir.Value,
+        R: int,
+        kc: ir.Value,
+        dst: ir.Value,
+        name: str,
+    ) -> None:
+        """Sliver s of R values of x lies at dst + s*R*kc: dst[s*R*kc + k*R + x'] = S(s*R + x', k).
+
+        S(x, k) = src[x*ld + k] (k_contiguous) or src[k*ld + x]; x >= nx reads as 0. The source
+        is read in its own order: along k one sliver at a time (L x L transposes), or along x
+        one k at a time. Reading a [K, M] source sliver by sliver would touch each cache line
+        R/16 times, at a stride that maps every line of a sliver to one L1 set.
+        """
+        b = self.b
+        if k_contiguous:
+            with _loop(b, self.const(0), nx, R, name=f"{name}.s") as sl:
+                rows = self.at(src, self.mul(sl.iv, ld))
+                valid = self.imin(self.sub(nx, sl.iv), self.const(R))
+                self.pack_sliver_transposed(
+                    rows, ld, valid, R, kc, self.at(dst, self.mul(sl.iv, kc)), name
+                )
+            return
+        nfull = self.mul(b.sdiv(nx, self.const(R)), R, name=f"{name}.nfull")
+        partial = b.icmp_signed("<", nfull, nx)
+        edge = self.at(dst, self.mul(nfull, kc))
+        with _loop(b, self.const(0), kc, 1, name=f"{name}.k") as kl:
+            row = self.at(src, self.mul(kl.iv, ld))
+            ahead = b.gep(row, [self.mul(ld, PACK_PREFETCH_ROWS)], source_etype=self.elem)
+            with _loop(b, self.const(0), nfull, R, name=f"{name}.s") as sl:
+                # Rows lie ld apart, often a page or more: the hardware prefetcher does not
+                # follow, so ask for the row PACK_PREFETCH_ROWS ahead.
+                self.prefetch(b.gep(ahead, [sl.iv], source_etype=self.elem), write=False)
+                v = self.load(self.at(row, sl.iv), R)
+                self.store(v, self.at(dst, self.add(self.mul(sl.iv, kc), self.mul(kl.iv, R))))
+            with b.if_then(partial):  # the last sliver: nx - nfull < R values, then zeros
+                v = self.masked_load(self.at(row, nfull), R, self.sub(nx, nfull))
+                self.store(v, self.at(edge, self.mul(kl.iv, R)))
+
+    def masked_load(self, ptr: ir.Value, lanes: int, count: ir.Value) -> ir.Value:
+        """The first `count` (< lanes) values at ptr, then zeros; reads nothing past them."""
+        vt = self.vtype(lanes)
+        mt = ir.VectorType(ir.IntType(1), lanes)
+        suffix = f"v{lanes}{self.elem.intrinsic_name}"
+        fname = f"llvm.masked.load.{suffix}.p0"
+        fn = self.module.globals.get(fname)
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(vt, [PTR, I32, mt, vt]), name=fname)
+        iota = ir.Constant(ir.VectorType(I32, lanes), list(range(lanes)))
+        n = self.b.trunc(count, I32)
+        n = self.b.shuffle_vector(
+            self.b.insert_element(
+                ir.Constant(ir.VectorType(I32, lanes), ir.Undefined), n, ir.Constant(I32, 0)
+            ),
+            ir.Constant(ir.VectorType(I32, lanes), ir.Undefined),
+            ir.Constant(ir.VectorType(I32, lanes), [0] * lanes),
+        )
+        mask = self.b.icmp_unsigned("<", iota, n)
+        return self.b.call(fn, [ptr, ir.Constant(I32, self.size), mask, self.zero(lanes)])
+
+    def pack_sliver_transposed(
+        self,
+        rows: ir.Value,
+        ld: ir.Value,
+        valid: ir.Value,
+        R: int,
+        kc: ir.Value,
+        dst: ir.Value,
+        name: str,
+    ) -> None:
+        """dst[k*R + x] = rows[x*ld + k] for x < valid, else 0: L x L in-register transposes.
+
+        Rows past `valid` read the last valid row and are replaced by zeros, so edge slivers
+        take the same path as full ones.
+        """
+        b, L = self.b, self.blk.lanes
+        last = self.sub(valid, 1)
+        row_ptrs = [self.at(rows, self.mul(self.imin(self.const(x), last), ld)) for x in range(R)]
+        keep = [None] + [b.icmp_signed("<", self.const(x), valid) for x in range(1, R)]
+        next_rows = b.gep(rows, [self.mul(ld, R)], source_etype=self.elem)
+        k_done = self.const(0)
+        if L > 1:
+            with _loop(b, self.const(0), self.sub(kc, L - 1), L, name=f"{name}.kv") as kv:
+                # Each row starts on a page of its own, where the hardware prefetcher starts
+                # cold: fetch the next sliver's rows while this one is transposed.
+                for x in range(R):
+                    ahead = self.add(self.mul(ld, x), kv.iv)
+                    self.prefetch(b.gep(next_rows, [ahead], source_etype=self.elem), write=False)
+                for g in range(0, R, L):  # groups of L rows; the last may be short (MR = 6)
+                    n = min(L, R - g)
+                    vecs = []
+                    for x in range(g, g + n):
+                        v = self.load(self.at(row_ptrs[x], kv.iv), L)
+                        vecs.append(v if keep[x] is None else b.select(keep[x], v, self.zero(L)))
+                    vecs += [self.zero(L)] * (L - n)
+                    for kk, col in enumerate(self.transpose(vecs)):
+                        if n < L:
+                            mask = ir.Constant(ir.VectorType(I32, n), list(range(n)))
+                            col = b.shuffle_vector(col, col, mask)
+                        off = self.add(self.mul(self.add(kv.iv, kk), R), g)
+                        self.store(col, self.at(dst, off))
+            k_done = kv.iv
+        with (
+            _loop(b, k_done, kc, 1, name=f"{name}.kt") as kt,
+            _loop(b, self.const(0), self.const(R), 1, name=f"{name}.xt") as xt,
+        ):
+            xc = self.imin(xt.iv, last)
+            v = self.load(self.at(rows, self.add(self.mul(xc, ld), kt.iv)))
+            v = b.select(b.icmp_signed("<", xt.iv, valid), v, self.zero(1))
+            self.store(v, self.at(dst, self.add(self.mul(kt.iv, R), xt.iv)))
+
+    # -- direct path (small M) ---------------------------------------------------------------------
+
+    def emit_direct(self, n0: ir.Value, n1: ir.Value) -> None:
+        """nn and tn for small M, columns n0..n1 of C: tiles read A and B where they lie, over
+        all of K at once.
+
+        A tile has DIRECT_ROWS rows; past the last row of C it repeats that row and stores
+        nothing. A single row (M = 1, a GEMV) streams B instead (emit_gemv).
+        """
+        b, L = self.b, self.blk.lanes
+        self.n_lo, self.n_hi = n0, n1
+        if not self.trans_b:
+            with b.if_then(b.icmp_signed("==", self.M, self.const(1))):
+                self.emit_gemv()
+                b.ret_void()
+        with _loop(b, self.const(0), self.M, DIRECT_ROWS, name="di") as il:
+            rows = [self.imin(self.add(il.iv, r), self.sub(self.M, 1)) for r in range(DIRECT_ROWS)]
+            start = n0
+            widths = dict.fromkeys([(DIRECT_NV, L), (1, L), (1, 1)])  # tiles, vectors, scalars
+            if self.trans_b:  # tt: B is not contiguous along N
+                widths = {(1, 1): None}
+            for vecs, lanes in widths:
+                width = vecs * lanes
+                stop = self.sub(n1, width - 1)
+                with _loop(b, start, stop, width, name=f"dj{width}") as jl:
+                    self.direct_tile(il.iv, rows, jl.iv, vecs, lanes, unroll=2 if vecs > 1 else 1)
+                start = jl.iv
+
+    def emit_gemv(self) -> None:
+        """C[0, :] (+)= A[0, :] @ B for B [K, N], reading B row after row as it lies in memory.
+
+        A register tile would walk down K with a stride of N, touching a new page every few
+        rows, where the prefetcher cannot follow. Instead C's row is the accumulator, updated
+        by GEMV_ROWS rows of B at a time (so it is read and written K / GEMV_ROWS times, in L1).
+        """
+        b, L = self.b, self.blk.lanes
+        lanes_list = [L, 1] if L > 1 else [1]
+        zero = self.const(0)
+
+        def sweep(name: str, body: Callable[[ir.Value, int], None]) -> None:
+            """body(j, lanes) over C's row (columns n_lo..n_hi): vectors of L, then scalars."""
+            start = self.n_lo
+            for lanes in lanes_list:
+                with _loop(
+                    b, start, self.sub(self.n_hi, lanes - 1), lanes, name=f"{name}{lanes}"
+                ) as jl:
+                    body(jl.iv, lanes)
+                start = jl.iv
+
+        def c_ptr(j: ir.Value) -> ir.Value:
+            return self.at(self.C, j)
+
+        if not self.accumulate:
+            sweep("gz", lambda j, lanes: self.store(self.zero(lanes), c_ptr(j)))
+
+        def update(k0: ir.Value, count: int, name: str) -> None:
+            a = [
+                self.load(self.at(self.A, self.a_index(zero, self.add(k0, t))))
+                for t in range(count)
+            ]
+            brows = [self.at(self.B, self.mul(self.add(k0, t), self.N)) for t in range(count)]
+
+            def body(j: ir.Value, lanes: int) -> None:
+                acc = self.load(c_ptr(j), lanes)
+                for t in range(count):
+                    bv = self.load(self.at(brows[t], j), lanes)
+                    acc = self.fma(self.splat(a[t], lanes), bv, acc)
+                self.store(acc, c_ptr(j))
+
+            sweep(name, body)
+
+        with _loop(b, zero, self.sub(self.K, GEMV_ROWS - 1), GEMV_ROWS, name="gk") as gk:
+            update(gk.iv, GEMV_ROWS, "gu")
+        with _loop(b, gk.iv, self.K, 1, name="gkr") as gkr:
+            update(gkr.iv, 1, "gr")
+        if self.epilogue is not None:
+            sweep(
+                "ge", lambda j, lanes: self.finish(self.load(c_ptr(j), lanes), zero, j, False, True)
+            )
+
+    def direct_tile(
+        self, i: ir.Value, rows: list[ir.Value], j: ir.Value, nv: int, lanes: int, unroll: int
+    ) -> None:
+        """C[rows, j:j+nv*lanes] over all of K, from A and B where they lie.
+
+        B must be contiguous along N (not trans_b) unless the tile is one scalar wide.
+        """
+        b = self.b
+        zeros = [self.zero(lanes)] * (len(rows) * nv)
+
+        def step(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+            brow = self.at(self.B, self.b_index(k, j))
+            bv = [self.load(self.at(brow, self.const(v * lanes)), lanes) for v in range(nv)]
+            out = list(acc)
+            for r, row in enumerate(rows):
+                a = self.splat(self.load(self.at(self.A, self.a_index(row, k))), lanes)
+                for v in range(nv):
+                    out[r * nv + v] = self.fma(a, bv[v], acc[r * nv + v])
+            return out
+
+        acc = self.unrolled(self.K, zeros, step, unroll=unroll, name="dk")
+        for r, row in enumerate(rows):
+
+            def store_row(r: int = r, row: ir.Value = row) -> None:
+                for v in range(nv):
+                    jj = self.add(j, v * lanes)
+                    self.finish(acc[r * nv + v], row, jj, self.accumulate, True)
+
+            if r == 0:
+                store_row()
+            else:  # a repeated row past the end of C
+                with b.if_then(b.icmp_signed("<", self.add(i, r), self.M)):
+                    store_row()
+
+    def emit_direct_dot(self, n0: ir.Value, n1: ir.Value) -> None:
+        """nt for small M, columns n0..n1 of C: each C element is a dot product of two rows
+        that are contiguous in K."""
+        b, L = self.b, self.blk.lanes
+        with _loop(b, self.const(0), self.M, 1, name="dt.i") as il:
+            start = n0
+            for cols in (L, 1) if L > 1 else (1,):
+                with _loop(b, start, self.sub(n1, cols - 1), cols, name=f"dt.j{cols}") as jl:
+                    self.dot_tile(il.iv, jl.iv, cols)
+                start = jl.iv
+
+    def dot_tile(self, i: ir.Value, j: ir.Value, cols: int) -> None:
+        """C[i, j:j+cols] = sum_k A[i, k] * B[j+c, k], vectorized along k."""
+        b, L = self.b, self.blk.lanes
+        arow = self.at(self.A, self.mul(i, self.K))
+        brows = [self.at(self.B, self.mul(self.add(j, c), self.K)) for c in range(cols)]
+
+        def vstep(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
+            a = self.load(self.at(arow, k), L)
+            return [self.fma(a, self.load(self.at(brows[c], k), L), acc[c]) for c in range(cols)]
+
+        sums = [self.zero(1)] * cols
+        k_done = self.const(0)
+        if L > 1:
+            with _loop(
+                b,
+                self.const(0),
+                self.sub(self.K, L - 1),
+                L,
+                name="dt.k",
+                carried=[self.zero(L)] * cols,
+            ) as kv:
+                kv.carried = vstep(kv.iv, kv.carried)
+            sums = [self.hsum(v) for v in kv.final]
+            k_done = kv.iv
+        with _loop(b, k_done, self.K, 1, name="dt.kr", carried=sums) as kr:
+            a = self.load(self.at(arow, kr.iv))
+            kr.carried = [
+                self.fma(a, self.load(self.at(brows[c], kr.iv)), kr.carried[c]) for c in range(cols)
+            ]
+        out = kr.final
+        if cols == 1:
+            acc = out[0]
+        else:
+            acc = ir.Constant(self.vtype(cols), ir.Undefined)
+            for c in range(cols):
+                acc = b.insert_element(acc, out[c], ir.Constant(I32, c))
+        self.finish(acc, i, j, self.accumulate, True)
+
+
+# --------------------------------------------------------------------------------------------------
+# JIT helper for tests and benchmarks
+
+
+def host_target_machine(cpu: str | None = None, features: str | None = None):
+    """The host's target machine (or one for `cpu`/`features`, e.g. "x86-64", "" for plain SSE2)."""
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    target = llvm.Target.from_default_triple()
+    if cpu is None:
+        cpu = llvm.get_host_cpu_name()
+    if features is None:
+        features = llvm.get_host_cpu_features().flatten()
+    return target.create_target_machine(cpu=cpu, features=features, opt=3)
+
+
+def optimize(module: ir.Module, target_machine) -> object:
+    """Parse, verify, run the O3 pipeline for the target, verify again; returns the ModuleRef."""
+    import llvmlite.binding as llvm
+
+    ref = llvm.parse_assembly(str(module))
+    ref.triple = target_machine.triple
+    ref.data_layout = str(target_machine.target_data)
+    ref.verify()
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pb = llvm.create_pass_builder(target_machine, pto)
+    pb.getModulePassManager().run(ref, pb)
+    ref.verify()
+    return ref
+
+
+_GEMM_ARGS = [ctypes.c_int64] * 3 + [ctypes.c_void_p] * 3
+_CTYPES = {"i64": ctypes.c_int64, "float": ctypes.c_float, "double": ctypes.c_double}
+
+
+class JitGemms:
+    """Several gemms compiled into one module with MCJIT, for tests and benchmarks.
+
+    `JitGemms({"fwd": dict(trans_b=False), ...})["fwd"](a, b, c)` computes into c. The runtime
+    has its own JIT; this exists so that the kernel can be checked without the rest of graphc.
+    The gemms share a thread pool of `threads` threads (settable later with set_threads).
+    """
+
+    def __init__(
+        self,
+        configs: dict[str, dict],
+        cpu: str | None = None,
+        features: str | None = None,
+        threads: int = 1,
+    ) -> None:
+        import llvmlite.binding as llvm
+
+        from .threads import thread_pool
+
+        self.tm = host_target_machine(cpu, features)  # the engine takes it over: one per module
+        module = ir.Module(name="gemms")
+        module.triple = self.tm.triple
+        module.data_layout = str(self.tm.target_data)
+        pool = thread_pool(module, "gemms")
+        for name, config in configs.items():
+            emit_gemm(module, name, pool=pool, **config)
+        self.module_ref = optimize(module, self.tm)
+        self.engine = llvm.create_mcjit_compiler(self.module_ref, self.tm)
+        self.engine.finalize_object()
+        self._set_threads = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int32)(
+            self.engine.get_function_address("gemms_set_num_threads")
+        )
+        self.kernels = {
+            name: JitGemm(self, config, self.engine.get_function_address(name))
+            for name, config in configs.items()
+        }
+        self.set_threads(threads)
+
+    def set_threads(self, threads: int) -> None:
+        """Run the gemms on `threads` threads (the caller's and threads - 1 workers)."""
+        rc = self._set_threads(threads)
+        if rc:
+            raise CodegenError(f"JitGemms: pthread_create failed with error {rc}")
+
+    def __del__(self) -> None:
+        if getattr(self, "_set_threads", None) is not None:
+            self._set_threads(1)  # join the workers before the engine frees their code
+
+    def __getitem__(self, name: str) -> JitGemm:
+        return self.kernels[name]
+
+    def asm(self) -> str:
+        return self.tm.emit_assembly(self.module_ref)
+
+
+class JitGemm:
+    """One compiled gemm: call it with numpy arrays (C is written in place and returned).
+
+    `JitGemm.compile(**config)` compiles a module holding just this one.
+    """
+
+    def __init__(self, owner: JitGemms, config: dict, address: int) -> None:
+        self.owner, self.config = owner, config  # the owner keeps the code alive
+        self.dtype = np.float32 if config.get("dtype", "f32") == "f32" else np.float64
+        extras = [_CTYPES.get(str(t), ctypes.c_void_p) for t in config.get("extra_types", ())]
+        self.fn = ctypes.CFUNCTYPE(None, *_GEMM_ARGS, *extras)(address)
+
+    @staticmethod
+    def compile(
+        cpu: str | None = None, features: str | None = None, threads: int = 1, **config
+    ) -> JitGemm:
+        return JitGemms({"gemm": config}, cpu, features, threads)["gemm"]
+
+    def asm(self) -> str:
+        return self.owner.asm()
+
+    def __call__(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, *extras: object) -> np.ndarray:
+        ta, tb = self.config.get("trans_a", False), self.config.get("trans_b", False)
+        for arr in (a, b, c):
+            assert arr.dtype == self.dtype and arr.flags.c_contiguous, (arr.dtype, arr.flags)
+        m, k = a.shape[::-1] if ta else a.shape
+        k2, n = b.shape[::-1] if tb else b.shape
+        assert k == k2 and c.shape == (m, n), (a.shape, b.shape, c.shape)
+        self.fn(m, n, k, a.ctypes.data, b.ctypes.data, c.ctypes.data, *extras)
+        return c

@@ -1,0 +1,811 @@
+"""Kernel emitters: one LLVM function per scheduled kernel, and the entry points that call them.
+
+Entry-point ABI (JIT and shared library alike)::
+
+    int32_t NAME_ENTRY(void *params, void *state, void *workspace,
+                       void *const *inputs, void *const *outputs, int64_t n)
+
+``params``/``state`` are the model's flat persistent regions, ``workspace`` holds the gradients
+and the arena (``Schedule.workspace_bytes(n)`` bytes, 64-byte aligned), ``inputs``/``outputs``
+are arrays of pointers in the order of ``Schedule.input_slots``/``output_slots``, ``n`` is the
+batch size. Returns 0.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from llvmlite import ir
+
+from graphc.ir.errors import CodegenError
+from graphc.ir.graph import Graph, Node
+from graphc.ir.ops import OPS, normalize_axes
+from graphc.ir.passes.schedule import Buffer, Kernel, Schedule
+from graphc.ir.types import BATCH
+
+from . import vmath
+from .loops import I32, I64, i64, loop
+from .lower import lower_elementwise
+from .threads import TASK_TYPE, ThreadPool
+
+PTR = ir.PointerType()
+VOID = ir.VoidType()
+LL = {"f32": ir.FloatType(), "f64": ir.DoubleType(), "i32": ir.IntType(32)}
+ENTRY_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR, PTR, PTR, I64])
+
+
+def storage_key(buf: Buffer) -> tuple:
+    return (buf.region, buf.offset, buf.offset_row, buf.slot)
+
+
+def llname(name: str) -> str:
+    return name.replace("%", "v").replace(".", "_")
+
+
+class KernelContext:
+    """The LLVM function of one kernel: a pointer argument per distinct buffer, then ``n``."""
+
+    def __init__(
+        self,
+        module: ir.Module,
+        fname: str,
+        sched: Schedule,
+        values: list[str],
+        extra_ptrs: int = 0,
+        pool: ThreadPool | None = None,
+    ):
+        self.module, self.pool = module, pool  # pool: the module's threads, for large loops
+        self.sched = sched
+        self.g = sched.graph
+        self.key_of = {
+            v: storage_key(sched.buffers[v])
+            for v in values
+            if sched.buffers[v].region not in ("inline", "fused")
+        }
+        keys = [self.key_of[v] for v in distinct_buffers(sched, values)]
+        self.keys = keys
+        ftype = ir.FunctionType(VOID, [PTR] * (len(keys) + extra_ptrs) + [I64])
+        self.fn = ir.Function(module, ftype, name=fname)
+        self.fn.linkage = "internal"
+        self.extra = list(self.fn.args[len(keys) : len(keys) + extra_ptrs])
+        for a in self.fn.args[:-1]:
+            a.add_attribute("noalias")
+        self.n = self.fn.args[-1]
+        self.n.name = "n"
+        self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
+
+    def ptr(self, value: str) -> ir.Value:
+        try:
+            return self.fn.args[self.keys.index(self.key_of[value])]
+        except KeyError:
+            raise CodegenError(f"kernel has no buffer for value {value}") from None
+
+    def dim(self, d) -> ir.Value:
+        return self.n if d == BATCH else i64(d)
+
+    def count(self, shape) -> ir.Value:
+        out: ir.Value = i64(1)
+        for d in shape:
+            out = self.b.mul(out, self.dim(d), flags=("nsw",)) if out is not None else self.dim(d)
+        return out
+
+    def load(self, value: str, index: ir.Value) -> ir.Value:
+        t = LL[self.g[value].type.dtype]
+        p = self.b.gep(self.ptr(value), [index], inbounds=True, source_etype=t)
+        return self.b.load(p, typ=t, name=llname(value))
+
+    def store(self, value: str, index: ir.Value, x: ir.Value) -> None:
+        t = LL[self.g[value].type.dtype]
+        self.b.store(x, self.b.gep(self.ptr(value), [index], inbounds=True, source_etype=t))
+
+    def inline_value(self, node: Node) -> ir.Value:
+        t = LL[node.type.dtype]
+        if node.op == "const":
+            return ir.Constant(t, node.attr("value"))
+        if node.op == "size":
+            x = self.g[node.inputs[0]].type
+            axes = normalize_axes("size", node.attr("axes"), x.rank)
+            c = self.count([x.shape[a] for a in axes])
+            return self.b.sitofp(c, t, name=llname(node.name))
+        raise CodegenError(f"{node.op} is not an inline value")
+
+    def strides(self, shape, iter_shape) -> list[ir.Value | None]:
+        """Per iteration axis, the operand's element stride (None where it is broadcast)."""
+        out: list[ir.Value | None] = [None] * len(iter_shape)
+        off = len(iter_shape) - len(shape)
+        acc: ir.Value = i64(1)
+        for k in range(len(shape) - 1, -1, -1):
+            d = shape[k]
+            if d != 1:
+                out[off + k] = acc
+            acc = self.b.mul(acc, self.dim(d), flags=("nsw",))
+        return out
+
+
+def distinct_buffers(sched: Schedule, values: list[str]) -> list[str]:
+    """One value per distinct buffer among ``values``, in order of first appearance (inline
+    and fused values have no buffer): the pointer arguments of a kernel, in its order."""
+    out: list[str] = []
+    seen: set[tuple] = set()
+    for v in values:
+        buf = sched.buffers[v]
+        if buf.region in ("inline", "fused"):
+            continue
+        k = storage_key(buf)
+        if k not in seen:
+            seen.add(k)
+            out.append(v)
+    return out
+
+
+def is_inline(sched: Schedule, v: str) -> bool:
+    return sched.buffers[v].region == "inline"
+
+
+# ---------------------------------------------------------------------------- elementwise
+
+
+def emit_elementwise(ctx: KernelContext, kernel: Kernel) -> None:
+    g, b = ctx.g, ctx.b
+    nodes = [g[x] for x in kernel.nodes]
+    members = set(kernel.nodes)
+    shape = nodes[-1].type.shape
+    for nd in nodes:
+        if nd.type.shape != shape:
+            raise CodegenError(
+                f"fused kernel {kernel.name}: {nd.name} has shape {nd.type}, not {shape}"
+            )
+    ext: list[str] = []
+    for nd in nodes:
+        operands = nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs
+        for i in operands:
+            if i not in members and i not in ext:
+                ext.append(i)
+    scalars: dict[str, ir.Value] = {}
+    loaded = [
+        v
+        for v in ext
+        if not is_inline(ctx.sched, v) and not (g[v].type.size(1) == 1 and not g[v].type.is_batched)
+    ]
+    flat = all(g[v].type.shape == shape for v in loaded)
+
+    def setup() -> None:
+        """The operands that are one value for the whole kernel, before the loop."""
+        for v in ext:
+            if is_inline(ctx.sched, v):
+                scalars[v] = ctx.inline_value(g[v])
+            elif v not in loaded:
+                scalars[v] = ctx.load(v, i64(0))
+
+    def body(index_of: Callable[[str], ir.Value], out_index: ir.Value) -> None:
+        vals = dict(scalars)
+        # every operand element is loaded before any result of it is stored: the memory plan
+        # lets a result overwrite a dying operand of its type (schedule._in_place_aliases)
+        for v in loaded:
+            vals[v] = ctx.load(v, index_of(v))
+        for nd in nodes:
+            args = [vals[i] for i in (nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs)]
+            vals[nd.name] = lower_elementwise(ctx.b, nd, args, llname(nd.name), index=out_index)
+            if nd.name in kernel.stores:
+                ctx.store(nd.name, out_index, vals[nd.name])
+
+    if kernel.elements:  # a flat update (fuse_optimizer): every param's elements in one loop
+        if not flat:
+            raise CodegenError(f"flat update kernel {kernel.name} has broadcast operands")
+        flat_loop(ctx, i64(kernel.elements), lambda i: body(lambda v: i, i), setup)
+    elif flat or not shape:
+        flat_loop(ctx, ctx.count(shape), lambda i: body(lambda v: i, i), setup)
+    else:
+        setup()
+        strides = {v: ctx.strides(g[v].type.shape, shape) for v in loaded}
+        out_strides = ctx.strides(shape, shape)
+        nest(ctx, shape, strides, out_strides, body)
+    b.ret_void()
+
+
+PARALLEL_MIN_ELEMENTS = 1 << 15  # shorter element loops stay on one thread
+PARALLEL_CHUNK = 64  # threads' ranges start at multiples of this many elements (cache lines)
+TASKS_PER_THREAD = 4  # a split loop is this many ranges per thread (each >= 1/4 of the minimum)
+
+
+def flat_loop(
+    ctx: KernelContext, total: ir.Value, body: Callable[[ir.Value], None], setup: Callable[[], None]
+) -> None:
+    """``setup(); for i in 0..total: body(i)`` in the kernel; with a thread pool, loops of at
+    least PARALLEL_MIN_ELEMENTS are split into one contiguous range per thread.
+
+    The body goes into a helper ``KERNEL.range(buffers..., n, lo, hi)`` (same pointer arguments
+    as the kernel, so ctx.ptr/load/store work inside it); the kernel calls it over everything, or
+    hands the pool a task that calls it over the task's range. Each element is computed by the
+    same code at the same index either way, so the results do not depend on the thread count.
+    """
+    b = ctx.b
+    if ctx.pool is None:
+        setup()
+        with loop(b, total, name="i") as i:
+            body(i)
+        return
+    kernel_fn, kernel_b, kernel_n = ctx.fn, ctx.b, ctx.n
+    head = list(kernel_fn.function_type.args)
+    range_fn = ir.Function(
+        ctx.module, ir.FunctionType(VOID, head + [I64, I64]), name=f"{kernel_fn.name}.range"
+    )
+    range_fn.linkage = "internal"
+    range_fn.attributes.add("nounwind")
+    range_fn.attributes.add("noinline")  # one copy of the loop, called by the kernel and task
+    for a, src in zip(range_fn.args, kernel_fn.args):
+        if isinstance(a.type, ir.PointerType):
+            a.add_attribute("noalias")
+        a.name = src.name
+    lo, hi = range_fn.args[-2:]
+    ctx.fn, ctx.n = range_fn, range_fn.args[len(head) - 1]
+    ctx.b = rb = ir.IRBuilder(range_fn.append_basic_block("entry"))
+    setup()
+    with loop(rb, hi, name="i", start=lo) as i:
+        body(i)
+    rb.ret_void()
+    ctx.fn, ctx.b, ctx.n = kernel_fn, kernel_b, kernel_n
+
+    # the task: range t of count, in whole chunks
+    ctx_type = ir.LiteralStructType(head)
+    task = ir.Function(ctx.module, TASK_TYPE, name=f"{kernel_fn.name}.task")
+    task.linkage = "internal"
+    tb = ir.IRBuilder(task.append_basic_block("entry"))
+    cp, t, count = task.args
+    fields = [
+        tb.load(
+            tb.gep(
+                cp, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True, source_etype=ctx_type
+            ),
+            typ=ft,
+        )
+        for k, ft in enumerate(head)
+    ]
+    n_total = tb.load(
+        tb.gep(
+            cp,
+            [ir.Constant(I32, 0), ir.Constant(I32, len(head))],
+            inbounds=True,
+            source_etype=ir.LiteralStructType(head + [I64]),
+        ),
+        typ=I64,
+    )
+    chunks = tb.sdiv(tb.add(n_total, i64(PARALLEL_CHUNK - 1)), i64(PARALLEL_CHUNK))
+    per = tb.mul(tb.sdiv(tb.add(chunks, tb.sub(count, i64(1))), count), i64(PARALLEL_CHUNK))
+    start = tb.mul(t, per)
+    stop = tb.add(start, per)
+    clamp = lambda v: tb.select(tb.icmp_signed("<", v, n_total), v, n_total)  # noqa: E731
+    tb.call(range_fn, fields + [clamp(start), clamp(stop)])
+    tb.ret_void()
+
+    threads = b.load_atomic(ctx.pool.threads, "monotonic", 8, typ=I64)
+    split = b.and_(
+        b.icmp_signed(">", threads, i64(1)), b.icmp_signed(">=", total, i64(PARALLEL_MIN_ELEMENTS))
+    )
+    with b.if_else(split) as (then, otherwise):
+        with then:
+            full = ir.LiteralStructType(head + [I64])
+            here = b.block
+            b.position_at_start(kernel_fn.entry_basic_block)
+            cp = b.alloca(full, name="task.ctx")
+            cp.type = PTR  # llvmlite types an alloca as `{...}*`; LLVM has only `ptr`
+            b.position_at_end(here)
+            for k, v in enumerate(list(kernel_fn.args) + [total]):
+                b.store(
+                    v,
+                    b.gep(
+                        cp,
+                        [ir.Constant(I32, 0), ir.Constant(I32, k)],
+                        inbounds=True,
+                        source_etype=full,
+                    ),
+                )
+            # TASKS_PER_THREAD ranges a thread: one that runs late (a busy core) leaves its
+            # share to the others
+            tasks = b.mul(threads, i64(TASKS_PER_THREAD))
+            most = b.sdiv(total, i64(PARALLEL_MIN_ELEMENTS // TASKS_PER_THREAD))
+            tasks = b.select(b.icmp_signed("<", most, tasks), most, tasks)
+            b.call(ctx.pool.run, [task, cp, tasks])
+        with otherwise:
+            b.call(range_fn, list(kernel_fn.args) + [i64(0), total])
+
+
+def nest(
+    ctx: KernelContext,
+    shape,
+    strides: dict[str, list],
+    out_strides: list,
+    body: Callable[[Callable[[str], ir.Value], ir.Value], None],
+) -> None:
+    """Loops over ``shape``; ``body(index_of, out_index)`` gets each operand's linear index."""
+    b = ctx.b
+
+    def rec(axis: int, idx: dict[str, ir.Value], out_idx: ir.Value) -> None:
+        if axis == len(shape):
+            body(lambda v: idx[v], out_idx)
+            return
+        with loop(b, ctx.dim(shape[axis]), name=f"i{axis}") as i:
+            nidx = {}
+            for v, st in strides.items():
+                s = st[axis]
+                nidx[v] = (
+                    idx[v]
+                    if s is None
+                    else b.add(idx[v], b.mul(i, s, flags=("nsw",)), flags=("nsw",))
+                )
+            s = out_strides[axis]
+            no = (
+                out_idx
+                if s is None
+                else b.add(out_idx, b.mul(i, s, flags=("nsw",)), flags=("nsw",))
+            )
+            rec(axis + 1, nidx, no)
+
+    rec(0, {v: i64(0) for v in strides}, i64(0))
+
+
+# ---------------------------------------------------------------------------- check_numerics
+
+NUMERICS_BASE = 1000  # an entry returns NUMERICS_BASE + i when numerics site i holds a NaN/Inf
+
+
+def numerics_sites(sched: Schedule) -> list[tuple[str, int]]:
+    """(value, kernel index) of every float value a kernel stores, in execution order.
+
+    With ``check_numerics`` the entry scans site ``i`` right after its kernel and returns
+    ``NUMERICS_BASE + i`` at the first one holding a NaN or Inf. The runtime computes the same
+    list from the schedule to name the node (so a cached object file needs no side table).
+    Copy kernels only move values that were checked where they were computed.
+    """
+    out = []
+    for k, kernel in enumerate(sched.kernels):
+        if kernel.kind == "copy":
+            continue
+        for v in kernel.stores:
+            if sched.graph[v].type.dtype in ("f32", "f64"):
+                out.append((v, k))
+    return out
+
+
+def nonfinite_scanner(module: ir.Module, dtype: str) -> ir.Function:
+    """``int64 first_nonfinite(T *p, int64 count)``: index of the first NaN/Inf, or -1.
+
+    x is finite exactly when x - x == 0 (NaN - NaN and Inf - Inf are NaN); without fast-math
+    flags LLVM may not fold the subtraction away.
+    """
+    name = f"graphc.first_nonfinite.{dtype}"
+    if name in module.globals:
+        return module.globals[name]
+    t = LL[dtype]
+    fn = ir.Function(module, ir.FunctionType(I64, [PTR, I64]), name=name)
+    fn.linkage = "internal"
+    p, count = fn.args
+    entry, hdr, body, nxt, found, done = (
+        fn.append_basic_block(x) for x in ("entry", "hdr", "body", "next", "found", "done")
+    )
+    b = ir.IRBuilder(entry)
+    b.branch(hdr)
+    b.position_at_end(hdr)
+    i = b.phi(I64, name="i")
+    i.add_incoming(i64(0), entry)
+    b.cbranch(b.icmp_signed("<", i, count), body, done)
+    b.position_at_end(body)
+    x = b.load(b.gep(p, [i], inbounds=True, source_etype=t), typ=t, name="x")
+    bad = b.fcmp_unordered("uno", b.fsub(x, x), ir.Constant(t, 0.0), name="bad")
+    b.cbranch(bad, found, nxt)
+    b.position_at_end(nxt)
+    i1 = b.add(i, i64(1), name="i1")
+    i.add_incoming(i1, nxt)
+    b.branch(hdr)
+    b.position_at_end(found)
+    b.ret(i)
+    b.position_at_end(done)
+    b.ret(i64(-1))
+    return fn
+
+
+# ---------------------------------------------------------------------------- copies
+
+
+def emit_copy(ctx: KernelContext, src: str, dst_ptr: ir.Value, count: ir.Value) -> None:
+    b = ctx.b
+    t = LL[ctx.g[src].type.dtype]
+    with loop(b, count, name="i") as i:
+        x = ctx.load(src, i)
+        b.store(x, b.gep(dst_ptr, [i], inbounds=True, source_etype=t))
+    b.ret_void()
+
+
+def emit_fill(ctx: KernelContext, dst: str, x: ir.Value, count: ir.Value) -> None:
+    """dst[i] = x for every element: a reshape of an inline value (a constant, a size)."""
+    b = ctx.b
+    with loop(b, count, name="i") as i:
+        ctx.store(dst, i, x)
+    b.ret_void()
+
+
+def emit_transpose(ctx: KernelContext, node: Node) -> None:
+    """y[r, c] = x[c, r]."""
+    b = ctx.b
+    rows, cols = (ctx.dim(d) for d in node.type.shape)
+    with loop(b, rows, name="r") as r:
+        with loop(b, cols, name="c") as c:
+            x = ctx.load(node.inputs[0], b.add(b.mul(c, rows), r))
+            ctx.store(node.name, b.add(b.mul(r, cols), c), x)
+    b.ret_void()
+
+
+# ---------------------------------------------------------------------------- reductions
+
+ACC64_MAX = 4096  # outputs up to this many elements accumulate in a float64 buffer on the stack
+
+
+def emit_reduce(ctx: KernelContext, node: Node) -> None:
+    """sum/mean over axes: zero the accumulators, accumulate, scale by 1/count for mean.
+
+    When the innermost axis is reduced, it is summed in a register with reassociation allowed
+    (the vectorizer then keeps several partial sums: a blocked summation).
+
+    Accuracy: float32 reductions whose output has a compile-time size of at most ACC64_MAX
+    elements (every reduction over the batch axis, and sums to a scalar) accumulate in float64
+    (a stack buffer) and round once at the end, so a sum of n float32 values is within about
+    n * 2^-53 (relative to the sum of magnitudes) plus one float32 rounding of the exact sum,
+    instead of n * 2^-24 for sequential float32 accumulation. Larger or batch-sized outputs
+    (e.g. a sum over features for every row) add few terms per element and stay in float32.
+    """
+    b, g = ctx.b, ctx.g
+    x = node.inputs[0]
+    xt = g[x].type
+    t = LL[node.type.dtype]
+    axes = normalize_axes(node.op, node.attr("axes"), xt.rank)
+    out_count = ctx.count(node.type.shape)
+    const_count = None if node.type.is_batched else node.type.size(1)
+    wide = (
+        node.type.dtype == "f32"
+        and xt.rank > 0
+        and const_count is not None
+        and const_count <= ACC64_MAX
+    )
+    at = ir.DoubleType() if wide else t  # the accumulation type
+    if wide:
+        with b.goto_entry_block():
+            dst = b.alloca(at, size=const_count, name="acc64")
+    else:
+        dst = ctx.ptr(node.name)
+    azero = ir.Constant(at, 0.0)
+
+    def widen(v: ir.Value) -> ir.Value:
+        return b.fpext(v, at) if wide else v
+
+    with loop(b, out_count, name="z") as i:
+        b.store(azero, b.gep(dst, [i], inbounds=True, source_etype=at))
+    if xt.rank == 0:
+        ctx.store(node.name, i64(0), ctx.load(x, i64(0)))
+    else:
+        kept = [d for k, d in enumerate(xt.shape) if k not in axes]
+        kept_strides = ctx.strides(kept, kept)
+        out_strides: list = []
+        j = 0
+        for k in range(xt.rank):
+            if k in axes:
+                out_strides.append(None)
+            else:
+                out_strides.append(kept_strides[j])
+                j += 1
+        x_strides = ctx.strides(xt.shape, xt.shape)
+        last = xt.rank - 1
+        acc = None
+        if last in axes:
+            with b.goto_entry_block():
+                acc = b.alloca(at, name="acc")
+
+        def rec(axis: int, xi: ir.Value, oi: ir.Value) -> None:
+            if axis == last:
+                if last in axes:
+                    b.store(azero, acc)
+                    with loop(b, ctx.dim(xt.shape[axis]), name=f"r{axis}") as i:
+                        v = widen(ctx.load(x, b.add(xi, i, flags=("nsw",))))
+                        b.store(b.fadd(b.load(acc, typ=at), v, flags=("reassoc", "nsz")), acc)
+                    p = b.gep(dst, [oi], inbounds=True, source_etype=at)
+                    b.store(b.fadd(b.load(p, typ=at), b.load(acc, typ=at)), p)
+                else:
+                    with loop(b, ctx.dim(xt.shape[axis]), name=f"r{axis}") as i:
+                        v = widen(ctx.load(x, b.add(xi, i, flags=("nsw",))))
+                        p = b.gep(
+                            dst, [b.add(oi, i, flags=("nsw",))], inbounds=True, source_etype=at
+                        )
+                        b.store(b.fadd(b.load(p, typ=at), v), p)
+                return
+            with loop(b, ctx.dim(xt.shape[axis]), name=f"r{axis}") as i:
+                nxi = b.add(xi, b.mul(i, x_strides[axis], flags=("nsw",)), flags=("nsw",))
+                s = out_strides[axis]
+                noi = oi if s is None else b.add(oi, b.mul(i, s, flags=("nsw",)), flags=("nsw",))
+                rec(axis + 1, nxi, noi)
+
+        rec(0, i64(0), i64(0))
+    inv = None
+    if node.op == "mean":
+        c = ctx.count([xt.shape[a] for a in axes])
+        inv = b.fdiv(ir.Constant(at, 1.0), b.sitofp(c, at), name="inv_count")
+    if wide or inv is not None:
+        with loop(b, out_count, name="m") as i:
+            v = b.load(b.gep(dst, [i], inbounds=True, source_etype=at), typ=at)
+            if inv is not None:
+                v = b.fmul(v, inv)
+            ctx.store(node.name, i, b.fptrunc(v, t) if wide else v)
+    b.ret_void()
+
+
+# ---------------------------------------------------------------------------- row-wise
+
+
+def _row_max_sum(ctx: KernelContext, z: str, row: ir.Value, cols: ir.Value, t: ir.Type):
+    """(max_j z[row, j], sum_j exp(z[row, j] - max)) with two passes over the row."""
+    b = ctx.b
+    base = b.mul(row, cols, flags=("nsw",))
+    with b.goto_entry_block():
+        mx = b.alloca(t, name="row_max")
+        sm = b.alloca(t, name="row_sum")
+    b.store(ir.Constant(t, float("-inf")), mx)
+    with loop(b, cols, name="c0") as c:
+        v = ctx.load(z, b.add(base, c))
+        b.store(vmath.fmax(b, b.load(mx, typ=t), v), mx)
+    m = b.load(mx, typ=t, name="m")
+    b.store(ir.Constant(t, 0.0), sm)
+    with loop(b, cols, name="c1") as c:
+        v = ctx.load(z, b.add(base, c))
+        e = vmath.exp(b, b.fsub(v, m))
+        b.store(b.fadd(b.load(sm, typ=t), e, flags=("reassoc", "nsz")), sm)
+    return base, m, b.load(sm, typ=t, name="s")
+
+
+def emit_softmax(ctx: KernelContext, node: Node) -> None:
+    b = ctx.b
+    t = LL[node.type.dtype]
+    rows, cols = (ctx.dim(d) for d in node.type.shape)
+    x = node.inputs[0]
+    with loop(b, rows, name="row") as r:
+        base, m, s = _row_max_sum(ctx, x, r, cols, t)
+        inv = b.fdiv(ir.Constant(t, 1.0), s)
+        with loop(b, cols, name="c2") as c:
+            i = b.add(base, c)
+            ctx.store(node.name, i, b.fmul(vmath.exp(b, b.fsub(ctx.load(x, i), m)), inv))
+    b.ret_void()
+
+
+def _label(ctx: KernelContext, labels: str, r: ir.Value, cols: ir.Value):
+    """(label as i64 clamped into range, i1 whether it was in range): no read out of bounds."""
+    b = ctx.b
+    lab = b.sext(ctx.load(labels, r), I64)
+    ok = b.and_(b.icmp_signed(">=", lab, i64(0)), b.icmp_signed("<", lab, cols))
+    return b.select(ok, lab, i64(0)), ok
+
+
+def _xent_term(b: ir.IRBuilder, m: ir.Value, s: ir.Value, zl: ir.Value) -> ir.Value:
+    """One row's cross-entropy -log softmax(z)_label = (m - z_label) + log s.
+
+    m is the row max and s = sum_j exp(z_j - m) lies in [1, C]. The difference m - z_label is
+    taken first: it is exact when the two are close (Sterbenz) and never rounds the small log s
+    against a large m, as (m + log s) - z_label does (logits [1e8, 1e8] would give 0, not ln 2).
+    """
+    return b.fadd(b.fsub(m, zl), vmath.log(b, s))
+
+
+def emit_softmax_cross_entropy(ctx: KernelContext, node: Node) -> None:
+    """loss = sum_r ((m_r - z[r, label_r]) + log s_r) / rows, accumulated in float64.
+
+    A label out of range makes the loss NaN (never an out-of-bounds read).
+    """
+    b = ctx.b
+    z, labels = node.inputs
+    t = LL[node.type.dtype]
+    d = ir.DoubleType()
+    rows, cols = (ctx.dim(dd) for dd in ctx.g[z].type.shape)
+    with b.goto_entry_block():
+        acc = b.alloca(d, name="loss_acc")
+    b.store(ir.Constant(d, 0.0), acc)
+    with loop(b, rows, name="row") as r:
+        base, m, s = _row_max_sum(ctx, z, r, cols, t)
+        lab, ok = _label(ctx, labels, r, cols)
+        zl = ctx.load(z, b.add(base, lab))
+        term = b.select(ok, _xent_term(b, m, s, zl), ir.Constant(t, float("nan")))
+        b.store(b.fadd(b.load(acc, typ=d), b.fpext(term, d) if t != d else term), acc)
+    mean = b.fdiv(b.load(acc, typ=d), b.sitofp(rows, d))
+    ctx.store(node.name, i64(0), b.fptrunc(mean, t) if t != d else mean)
+    b.ret_void()
+
+
+def emit_softmax_cross_entropy_grad(ctx: KernelContext, node: Node) -> None:
+    """dz[r, j] = (softmax(z[r])_j - [j == label_r]) * dy / rows."""
+    b = ctx.b
+    z, labels, dy = node.inputs
+    t = LL[node.type.dtype]
+    rows, cols = (ctx.dim(dd) for dd in node.type.shape)
+    dyv = ctx.inline_value(ctx.g[dy]) if is_inline(ctx.sched, dy) else ctx.load(dy, i64(0))
+    scale = b.fdiv(dyv, b.sitofp(rows, t), name="scale")
+    with loop(b, rows, name="row") as r:
+        base, m, s = _row_max_sum(ctx, z, r, cols, t)
+        inv = b.fmul(b.fdiv(ir.Constant(t, 1.0), s), scale)
+        lab, ok = _label(ctx, labels, r, cols)
+        with loop(b, cols, name="c2") as c:
+            i = b.add(base, c)
+            p = b.fmul(vmath.exp(b, b.fsub(ctx.load(z, i), m)), inv)
+            ctx.store(node.name, i, p)
+        i = b.add(base, lab)
+        bad = ir.Constant(t, float("nan"))
+        ctx.store(node.name, i, b.select(ok, b.fsub(ctx.load(node.name, i), scale), bad))
+    b.ret_void()
+
+
+def emit_softmax_cross_entropy_with_grad(ctx: KernelContext, kernel: Kernel) -> None:
+    """The gradient dz of softmax cross-entropy with, in the same pass over the rows, the loss
+    and/or the column sums of dz (the bias gradient): a group made by the pass
+    ``fuse_softmax_cross_entropy``. Each row's max and sum of exponentials are computed once.
+
+    dz is stored only when a value outside the group reads it (else the schedule gives it no
+    buffer); the label's column gets its ``- scale`` in the same column loop. The arithmetic is
+    that of emit_softmax_cross_entropy, emit_softmax_cross_entropy_grad and emit_reduce (sum
+    over axis 0 adds the rows in order, in float64 for small float32 outputs), operation for
+    operation, so the results are the same as theirs.
+    """
+    b, g = ctx.b, ctx.g
+    by_op = {g[v].op: g[v] for v in kernel.nodes}
+    grad = by_op["softmax_cross_entropy_grad"]
+    loss, colsum = by_op.get("softmax_cross_entropy"), by_op.get("sum")
+    z, labels, dy = grad.inputs
+    # dz has no buffer when only the column sums use it (logits = x + b, b the only param)
+    stored = grad.name in ctx.key_of
+    t = LL[grad.type.dtype]
+    d = ir.DoubleType()
+    rows, cols = (ctx.dim(dd) for dd in g[z].type.shape)
+    dyv = ctx.inline_value(g[dy]) if is_inline(ctx.sched, dy) else ctx.load(dy, i64(0))
+    scale = b.fdiv(dyv, b.sitofp(rows, t), name="scale")
+    with b.goto_entry_block():
+        acc = b.alloca(d, name="loss_acc")
+    b.store(ir.Constant(d, 0.0), acc)
+    if colsum is not None:  # accumulated as emit_reduce does (float64 for small f32 outputs)
+        count = colsum.type.size(1)
+        wide = colsum.type.dtype == "f32" and count <= ACC64_MAX
+        at = d if wide else t
+        if wide:
+            with b.goto_entry_block():
+                sums = b.alloca(at, size=count, name="acc64")
+        else:
+            sums = ctx.ptr(colsum.name)
+        with loop(b, cols, name="z") as c:
+            b.store(ir.Constant(at, 0.0), b.gep(sums, [c], inbounds=True, source_etype=at))
+    bad = ir.Constant(t, float("nan"))
+    with loop(b, rows, name="row") as r:
+        base, m, s = _row_max_sum(ctx, z, r, cols, t)
+        lab, ok = _label(ctx, labels, r, cols)
+        if loss is not None:
+            zl = ctx.load(z, b.add(base, lab))
+            term = b.select(ok, _xent_term(b, m, s, zl), bad)
+            b.store(b.fadd(b.load(acc, typ=d), b.fpext(term, d) if t != d else term), acc)
+        inv = b.fmul(b.fdiv(ir.Constant(t, 1.0), s), scale)
+        with loop(b, cols, name="c2") as c:
+            i = b.add(base, c)
+            v = b.fmul(vmath.exp(b, b.fsub(ctx.load(z, i), m)), inv)
+            v = b.select(b.icmp_signed("==", c, lab), b.select(ok, b.fsub(v, scale), bad), v)
+            if stored:
+                ctx.store(grad.name, i, v)
+            if colsum is not None:
+                p = b.gep(sums, [c], inbounds=True, source_etype=at)
+                b.store(b.fadd(b.load(p, typ=at), b.fpext(v, at) if wide else v), p)
+    if colsum is not None and wide:
+        with loop(b, cols, name="m") as c:
+            v = b.load(b.gep(sums, [c], inbounds=True, source_etype=at), typ=at)
+            ctx.store(colsum.name, c, b.fptrunc(v, t))
+    if loss is not None:
+        mean = b.fdiv(b.load(acc, typ=d), b.sitofp(rows, d))
+        ctx.store(loss.name, i64(0), b.fptrunc(mean, t) if t != d else mean)
+    b.ret_void()
+
+
+# ---------------------------------------------------------------------------- matmul
+
+
+def matmul_parts(g: Graph, kernel: Kernel) -> tuple:
+    """(matmul node, epilogue nodes, dtype, transpose_a, transpose_b, the epilogue's operands
+    from outside the kernel) of a matmul kernel: what emit_matmul passes to ``gemm_for``."""
+    nodes = [g[x] for x in kernel.nodes]
+    mm, tail = nodes[0], nodes[1:]
+    if mm.op != "matmul":
+        raise CodegenError(f"kernel {kernel.name}: a matmul kernel must start with the matmul")
+    members = set(kernel.nodes)
+    ext: list[str] = []
+    for nd in tail:
+        if nd.type.shape != mm.type.shape:
+            raise CodegenError(f"kernel {kernel.name}: epilogue node {nd.name} changes the shape")
+        for i in nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs:
+            if i not in members and i not in ext:
+                ext.append(i)
+    ta, tb = bool(mm.attr("transpose_a")), bool(mm.attr("transpose_b"))
+    return mm, tail, mm.type.dtype, ta, tb, ext
+
+
+def emit_matmul(ctx: KernelContext, kernel: Kernel, gemm_for) -> None:
+    """GEMM with the rest of the kernel (bias add, activation, ...) as its epilogue."""
+    g, b = ctx.g, ctx.b
+    mm, tail, dtype, ta, tb, ext = matmul_parts(g, kernel)
+    out = g[kernel.nodes[-1]].name
+    a, w = mm.inputs
+    at = g[a].type
+    m_dim, n_dim = mm.type.shape
+    k_dim = at.shape[0] if ta else at.shape[1]
+    fn, extra = gemm_for(kernel, dtype, ta, tb, tail, ext)
+    args = [ctx.dim(m_dim), ctx.dim(n_dim), ctx.dim(k_dim), ctx.ptr(a), ctx.ptr(w), ctx.ptr(out)]
+    for v in extra:
+        args.append(ctx.inline_value(g[v]) if is_inline(ctx.sched, v) else ctx.ptr(v))
+    b.call(fn, args)
+    b.ret_void()
+
+
+def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: set[str]):
+    """The epilogue callable for emit_gemm: applies ``tail`` to the accumulator (scalar or vector).
+
+    External operands arrive as extra GEMM arguments (pointers, or scalar values when inline).
+    """
+    n_cols = mm.type.shape[1]
+
+    def epilogue(b: ir.IRBuilder, acc: ir.Value, i: ir.Value, j: ir.Value, extra=()):
+        vals: dict[str, ir.Value] = {mm.name: acc}
+        lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 0
+        scal = LL[mm.type.dtype]
+        vec = acc.type
+        for v, arg in zip(ext, extra):
+            vt = g[v].type
+            if v in inline:
+                x = arg
+                vals[v] = _splat(b, x, lanes) if lanes else x
+                continue
+            rs, cs = _matrix_strides(vt.shape, n_cols)
+            idx: ir.Value = i64(0)
+            if rs is not None:
+                idx = b.mul(i, rs if isinstance(rs, ir.Value) else i64(rs))
+            if cs == 1:
+                idx = b.add(idx, j)
+            p = b.gep(arg, [idx], inbounds=True, source_etype=scal)
+            if lanes and cs == 1:
+                vals[v] = b.load(p, typ=vec, align=4)
+            else:
+                x = b.load(p, typ=scal)
+                vals[v] = _splat(b, x, lanes) if lanes else x
+        flat = None  # the element's flat index in C, for lowerings that need one (dropout)
+        if isinstance(n_cols, int) and any(
+            getattr(OPS[nd.op], "needs_index", False) for nd in tail
+        ):
+            flat = b.add(b.mul(i, i64(n_cols)), j)
+            if lanes:
+                vt = ir.VectorType(I64, lanes)
+                flat = b.add(_splat(b, flat, lanes), ir.Constant(vt, list(range(lanes))))
+        for nd in tail:
+            ops = nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs
+            vals[nd.name] = lower_elementwise(
+                b, nd, [vals[o] for o in ops], llname(nd.name), index=flat
+            )
+        return vals[tail[-1].name] if tail else acc
+
+    return epilogue
+
+
+def _splat(b: ir.IRBuilder, x: ir.Value, lanes: int) -> ir.Value:
+    vt = ir.VectorType(x.type, lanes)
+    v = b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
+    return b.shuffle_vector(
+        v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)
+    )
+
+
+def _matrix_strides(shape, n_cols) -> tuple:
+    """(row stride, column stride) of an operand broadcast against an [M, n_cols] matrix."""
+    if len(shape) == 0 or all(d == 1 for d in shape):
+        return None, None
+    if len(shape) == 1:
+        return None, 1
+    rows, cols = shape
+    if cols == 1:
+        return 1, None
+    if rows == 1:
+        return None, 1
+    return n_cols, 1

@@ -1,0 +1,311 @@
+"""Build one LLVM module for a model: a function per kernel and an entry point per schedule."""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from graphc.ir.errors import CodegenError
+from graphc.ir.graph import attrs_key
+from graphc.ir.passes.schedule import Kernel, Schedule
+
+from . import kernels as K
+from .gemm import emit_gemm
+from .kernels import ENTRY_TYPE, LL, PTR, KernelContext, epilogue_for, storage_key
+from .loops import i64
+from .target import vector_width
+from .threads import ThreadPool, declare_thread_pool, thread_pool
+
+
+class ModuleBuilder:
+    """Accumulates entry points (``NAME_train_step``, ``NAME_infer``, ...) into one ir.Module,
+    or, for the JIT, into one module plus modules of matmul kernels and GEMMs (``parts()``)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        target_cpu: str = "native",
+        check_numerics: bool = False,
+        gemm_modules: int = 0,
+    ) -> None:
+        """``gemm_modules`` > 0: the matmul kernels and their GEMM functions go into that many
+        more modules (``gemm_parts``; the kernels as external symbols, declared in ``module``;
+        the GEMMs spread over them in turn), so that the JIT optimizes them with a cheaper
+        pipeline and compiles the modules in parallel (``codegen.target.compile_parts``).
+        0: one module. A kernel and its GEMM always share a module: LLVM propagates the
+        kernel's constant N and K into the GEMM and drops the paths they rule out (a third of
+        the GEMM's code)."""
+        self.name = name
+        self.check_numerics = check_numerics  # scan each kernel's stores for NaN/Inf
+        self.module = ir.Module(name=name)
+        self.gemm_parts = [ir.Module(name=f"{name}.gemm{i}") for i in range(gemm_modules)]
+        self.vector_width = vector_width(target_cpu)
+        self.entries: dict[str, Schedule] = {}
+        self._kernels: dict[tuple, ir.Function] = {}  # structural signature -> kernel function
+        self.kernels_reused = 0
+        self._gemms: dict[tuple, ir.Function] = {}  # GEMM functions by what their code depends on
+        self._fixed: dict[tuple, dict[str, int]] = {}  # their constant dimensions (plan_gemms)
+
+    def parts(self) -> list[tuple[ir.Module, str]]:
+        """The modules to compile with the pipeline each needs ("main" or "gemm"; see
+        ``codegen.target.PIPELINES``): ``module``, then the GEMM modules that hold code."""
+        return [(self.module, "main")] + [(m, "gemm") for m in self.gemm_parts if m.functions]
+
+    def add_epoch_entry(self, step_entry: str = "train_step") -> ir.Function:
+        """Emit ``NAME_train_epoch``: mini-batches gathered by an index array, each one a call of
+        ``NAME_<step_entry>`` (added before); ABI in ``codegen/epoch.py``."""
+        from .epoch import emit_train_epoch
+
+        step = self.module.get_global(f"{self.name}_{step_entry}")
+        return emit_train_epoch(
+            self.module, f"{self.name}_train_epoch", step, self.entries[step_entry]
+        )
+
+    def add_entry(self, entry: str, sched: Schedule) -> ir.Function:
+        """Emit ``int32_t NAME_entry(params, state, workspace, inputs, outputs, n)``."""
+        fname = f"{self.name}_{entry}"
+        self.entries[entry] = sched
+        fn = ir.Function(self.module, ENTRY_TYPE, name=fname)
+        params, state, ws, inputs, outputs, n = fn.args
+        for a, nm in zip(fn.args, ("params", "state", "workspace", "inputs", "outputs", "n")):
+            a.name = nm
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        cache: dict[tuple, ir.Value] = {}
+
+        def base(v: str) -> ir.Value:
+            buf = sched.buffers[v]
+            key = storage_key(buf)
+            if key in cache:
+                return cache[key]
+            if buf.region in ("input", "output"):
+                arr = inputs if buf.region == "input" else outputs
+                p = b.load(
+                    b.gep(arr, [i64(buf.slot)], source_etype=PTR),
+                    typ=PTR,
+                    name=f"{buf.region}{buf.slot}",
+                )
+            else:
+                root = {"param": params, "state": state, "grad": ws, "arena": ws}[buf.region]
+                off: ir.Value = i64(buf.offset)
+                if buf.offset_row:
+                    off = b.add(off, b.mul(n, i64(buf.offset_row)))
+                p = b.gep(root, [off], inbounds=True, source_etype=ir.IntType(8), name=K.llname(v))
+            cache[key] = p
+            return p
+
+        def out_ptr(spec: str) -> ir.Value:
+            slot = int(spec.split(":")[1])
+            return b.load(
+                b.gep(outputs, [i64(slot)], source_etype=PTR), typ=PTR, name=f"output{slot}"
+            )
+
+        sites: dict[int, list[tuple[int, str]]] = {}
+        if self.check_numerics:
+            for i, (v, k) in enumerate(K.numerics_sites(sched)):
+                sites.setdefault(k, []).append((i, v))
+        for kidx, kernel in enumerate(sched.kernels):
+            kfn, values, extra_ptrs = self._emit_kernel(
+                fname, sched, kernel, out_ptr_needed=kernel.kind == "copy"
+            )
+            args = [base(v) for v in K.distinct_buffers(sched, values)]
+            if kernel.kind == "copy":
+                dst = kernel.copy_to
+                args.append(out_ptr(dst) if dst.startswith("output:") else base(dst))
+            b.call(kfn, args + [n])
+            for i, v in sites.get(kidx, ()):  # check_numerics: return the site's code at a NaN/Inf
+                t = sched.graph[v].type
+                count: ir.Value = i64(1)
+                for d in t.shape:
+                    count = b.mul(count, n if d == "N" else i64(d))
+                first = b.call(K.nonfinite_scanner(self.module, t.dtype), [base(v), count])
+                with b.if_then(b.icmp_signed(">=", first, i64(0)), likely=False):
+                    b.ret(ir.Constant(ir.IntType(32), K.NUMERICS_BASE + i))
+        b.ret(ir.Constant(ir.IntType(32), 0))
+        return fn
+
+    def _emit_kernel(self, prefix: str, sched: Schedule, kernel: Kernel, out_ptr_needed: bool):
+        """The kernel's function (reused when an identical kernel was emitted before, e.g. the
+        forward GEMMs shared by train_step, eval and infer), its values, its extra pointers."""
+        g = sched.graph
+        values: list[str] = []
+        for name in kernel.nodes:
+            nd = g[name]
+            for i in nd.inputs:
+                if i not in values:
+                    values.append(i)
+            values.append(name)
+        sig = kernel_signature(sched, kernel, values)
+        if sig in self._kernels:
+            self.kernels_reused += 1
+            return self._kernels[sig], ([kernel.nodes[0]] if kernel.kind == "copy" else values), []
+        fn, vals, extra = self._emit_new_kernel(prefix, sched, kernel, values)
+        self._kernels[sig] = fn
+        return fn, vals, extra
+
+    def _emit_new_kernel(self, prefix: str, sched: Schedule, kernel: Kernel, values: list[str]):
+        g = sched.graph
+        fname = f"{prefix}.{kernel.name}"
+        if kernel.kind == "copy":
+            src = kernel.nodes[0]
+            ctx = KernelContext(self.module, fname, sched, [src], extra_ptrs=1)
+            K.emit_copy(ctx, src, ctx.extra[0], ctx.count(g[src].type.shape))
+            return ctx.fn, [src], ctx.extra
+        module = self.module
+        if kernel.kind == "matmul" and self.gemm_parts:
+            key = self._gemm_key(sched, kernel, *K.matmul_parts(g, kernel)[1:])
+            module = (
+                self._gemms[key].module
+                if key in self._gemms
+                else self.gemm_parts[len(self._gemms) % len(self.gemm_parts)]
+            )
+        ctx = KernelContext(module, fname, sched, values, pool=self.pool(module))
+        node = g[kernel.nodes[0]]
+        if kernel.kind == "elementwise":
+            K.emit_elementwise(ctx, kernel)
+        elif kernel.kind == "matmul":
+            K.emit_matmul(ctx, kernel, lambda *a: self._gemm_for(fname, module, sched, *a))
+        elif kernel.kind == "reduce":
+            K.emit_reduce(ctx, node)
+        elif kernel.kind == "transpose":
+            K.emit_transpose(ctx, node)
+        elif kernel.kind == "reshape" and K.is_inline(sched, node.inputs[0]):
+            K.emit_fill(
+                ctx, node.name, ctx.inline_value(g[node.inputs[0]]), ctx.count(node.type.shape)
+            )
+        elif kernel.kind == "reshape":
+            K.emit_copy(ctx, node.inputs[0], ctx.ptr(node.name), ctx.count(node.type.shape))
+        elif kernel.kind == "rowwise" and len(kernel.nodes) > 1:
+            K.emit_softmax_cross_entropy_with_grad(ctx, kernel)
+        elif node.op == "softmax":
+            K.emit_softmax(ctx, node)
+        elif node.op == "softmax_cross_entropy":
+            K.emit_softmax_cross_entropy(ctx, node)
+        elif node.op == "softmax_cross_entropy_grad":
+            K.emit_softmax_cross_entropy_grad(ctx, node)
+        else:
+            raise CodegenError(f"no kernel for {kernel.kind} kernel {kernel.name} ({node.op})")
+        if module is not self.module:  # defined in the GEMM module, declared in this one
+            ctx.fn.linkage = ""
+            return ir.Function(self.module, ctx.fn.function_type, name=fname), values, []
+        return ctx.fn, values, []
+
+    def plan_gemms(self, schedules) -> None:
+        """Find, for every GEMM function the schedules will share, the dimensions that are the
+        same constant in all its kernels: emit_gemm(fixed=...) builds them into its code."""
+        dims: dict[tuple, set[tuple]] = {}
+        for sched in schedules:
+            g = sched.graph
+            for kernel in sched.kernels:
+                if kernel.kind != "matmul":
+                    continue
+                mm, tail, dtype, ta, tb, ext = K.matmul_parts(g, kernel)
+                key = self._gemm_key(sched, kernel, tail, dtype, ta, tb, ext)
+                a = g[mm.inputs[0]].type
+                mnk = (*mm.type.shape, a.shape[0] if ta else a.shape[1])
+                dims.setdefault(key, set()).add(mnk)
+        self._fixed = {}
+        for key, seen in dims.items():
+            values = [{x[k] for x in seen} for k in range(3)]
+            fixed = {
+                d: next(iter(v))
+                for d, v in zip("MNK", values)
+                if len(v) == 1 and isinstance(next(iter(v)), int)
+            }
+            if all(isinstance(m, int) for m in values[0]):  # M is no batch size anywhere
+                fixed["min_M"] = min(values[0])
+            self._fixed[key] = fixed
+
+    def pool(self, module: ir.Module) -> ThreadPool:
+        """The program's thread pool, as ``module``'s code reaches it: defined in the main
+        module, declared in the GEMM modules (linked together by the JIT)."""
+        pool = thread_pool(self.module, self.name)
+        return pool if module is self.module else declare_thread_pool(module, self.name)
+
+    @staticmethod
+    def _gemm_key(sched, kernel, tail, dtype, ta, tb, ext) -> tuple:
+        """What a kernel's GEMM code depends on: the transposes, the epilogue's ops and its
+        operands' shapes (not M, N, K, which are arguments): kernels that agree share one."""
+        g = sched.graph
+        inline = {v for v in ext if sched.buffers[v].region == "inline"}
+        mm = g[kernel.nodes[0]]
+        pos = {
+            mm.name: ("mm",),
+            **{t.name: ("t", i) for i, t in enumerate(tail)},
+            **{v: ("x", i) for i, v in enumerate(ext)},
+        }
+        return (
+            dtype,
+            ta,
+            tb,
+            mm.type.shape[1] if tail else None,
+            tuple(
+                (t.op, attrs_key(t.attrs), t.type.dtype, tuple(pos[i] for i in t.inputs))
+                for t in tail
+            ),
+            tuple((v in inline, g[v].type) for v in ext),
+        )
+
+    def _gemm_for(self, fname, module, sched, kernel, dtype, ta, tb, tail, ext):
+        """A GEMM function for this kernel, in ``module`` (the kernel's):
+        (M, N, K, A, B, C, extra operands of the epilogue)."""
+        g = sched.graph
+        inline = {v for v in ext if sched.buffers[v].region == "inline"}
+        extra_types = [LL[g[v].type.dtype] if v in inline else PTR for v in ext]
+        mm = g[kernel.nodes[0]]
+        key = self._gemm_key(sched, kernel, tail, dtype, ta, tb, ext)
+        if key not in self._gemms:
+            epi = epilogue_for(g, mm, tail, ext, inline)
+            fn = emit_gemm(
+                module,
+                f"{fname}.gemm",
+                dtype=dtype,
+                trans_a=ta,
+                trans_b=tb,
+                epilogue=epi,
+                vector_width=self.vector_width,
+                extra_types=extra_types,
+                pool=self.pool(module),
+                fixed=self._fixed.get(key),
+            )
+            fn.linkage = "internal"
+            self._gemms[key] = fn
+        return self._gemms[key], ext
+
+
+def kernel_signature(sched: Schedule, kernel: Kernel, values: list[str]) -> tuple:
+    """Everything the generated code of a kernel depends on, with value names abstracted away:
+    ops, attrs and types of its nodes, how they connect, which operands are inline constants
+    (and their values), which values share a buffer (one pointer argument), which are stored."""
+    g = sched.graph
+    members = {n: i for i, n in enumerate(kernel.nodes)}
+    ext: dict[str, int] = {}
+
+    def canon(v: str) -> tuple:
+        if v in members:
+            return ("n", members[v])
+        if v not in ext:
+            ext[v] = len(ext)
+        nd = g[v]
+        buf = sched.buffers[v]
+        if buf.region == "inline":
+            operand_types = tuple(g[i].type for i in nd.inputs)
+            return ("inline", nd.op, attrs_key(nd.attrs), nd.type, operand_types)
+        return ("x", ext[v], nd.type)
+
+    nodes = tuple(
+        (
+            g[n].op,
+            attrs_key(g[n].attrs),
+            g[n].type,
+            tuple(canon(i) for i in g[n].inputs),
+            n in kernel.stores,
+        )
+        for n in kernel.nodes
+    )
+    keys = [storage_key(sched.buffers[v]) for v in K.distinct_buffers(sched, values)]
+    arg_pattern = [
+        keys.index(storage_key(sched.buffers[v]))
+        for v in values
+        if sched.buffers[v].region not in ("inline", "fused")
+    ]
+    return (kernel.kind, nodes, tuple(arg_pattern), kernel.copy_to is not None, kernel.elements)

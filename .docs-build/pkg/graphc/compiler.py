@@ -1,0 +1,318 @@
+"""The compiler driver: DSL tensors -> graphs (forward, training, inference) -> passes -> LLVM -> JIT."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphc.codegen.module import ModuleBuilder
+from graphc.codegen.target import (
+    JitModule,
+    compile_parts,
+    compile_threads,
+    host_cpu,
+    target_machine,
+)
+from graphc.ir.algorithms import ancestors
+from graphc.ir.autodiff import gradients
+from graphc.ir.builder import Builder
+from graphc.ir.errors import GraphcError
+from graphc.ir.graph import Graph
+from graphc.ir.ops.random import strip_dropout
+from graphc.ir.passes.pipeline import PipelineResult, run_pipeline
+from graphc.ir.passes.schedule import Buffer, Schedule, align, schedule
+from graphc.ir.types import TensorType
+
+from .dsl import Tensor, collect_graph, constant_values
+from .optim import Adam, Optimizer
+
+
+@dataclass
+class Program:
+    """Everything the compiler made for one model, stage by stage."""
+
+    name: str
+    forward: Graph  # outputs + loss
+    training: Graph | None  # forward + backward + update (before passes)
+    inference: Graph  # outputs only
+    grads: dict[str, str]
+    optimized: dict[str, PipelineResult] = field(default_factory=dict)
+    schedules: dict[str, Schedule] = field(default_factory=dict)
+    layout: dict[str, Buffer] = field(default_factory=dict)
+    param_bytes: int = 0
+    state_bytes: int = 0
+    feature_inputs: list[str] = field(default_factory=list)
+    label_inputs: list[str] = field(default_factory=list)
+    loss: str | None = None
+    loss_kind: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    llvm_ir: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    opt_level: int = 2
+    check_numerics: bool = False  # kernels' stores scanned for NaN/Inf (codegen.kernels)
+    constants: dict[str, Any] = field(default_factory=dict)  # gc.constant: name -> array
+    declared: Graph | None = None  # the network as declared (dropout kept): model files
+
+
+def build_graphs(
+    name: str, outputs: list[Tensor], loss: Tensor | None, optimizer: Optimizer | None
+) -> Program:
+    """Forward, training and inference graphs from DSL tensors (no passes yet)."""
+    if not outputs:
+        raise GraphcError("compile: give at least one output tensor")
+    for t in outputs + ([loss] if loss is not None else []):
+        if not isinstance(t, Tensor):
+            raise GraphcError(
+                f"compile: outputs and loss must be graphc Tensors, got {type(t).__name__}"
+            )
+    out_names = [t.name for t in outputs]
+    fwd = collect_graph(name, outputs + ([loss] if loss is not None else []))
+    inference = strip_dropout(collect_graph(name, outputs))  # dropout is the identity there
+    feature_inputs = [n.name for n in inference.inputs]
+    label_inputs = [n.name for n in fwd.inputs if n.name not in feature_inputs]
+    if any(n.name == "lr" for n in fwd.inputs):
+        raise GraphcError("the input name 'lr' is reserved for the learning rate")
+    prog = Program(
+        name,
+        strip_dropout(fwd),
+        None,
+        inference,
+        {},
+        feature_inputs=feature_inputs,
+        label_inputs=label_inputs,
+        outputs=out_names,
+        constants=constant_values(outputs + ([loss] if loss is not None else [])),
+        declared=fwd,
+    )
+    if loss is None:
+        return prog
+    if loss.type.shape != ():
+        raise GraphcError(f"compile: the loss must be a scalar, got {loss.type} ({loss.name})")
+    prog.loss = loss.name
+    prog.loss_kind = getattr(loss, "kind", None)
+    needed = ancestors(fwd, [loss.name])
+    params = [p.name for p in fwd.params if p.name in needed and p.attr("trainable", True)]
+    if not params:
+        raise GraphcError("compile: the loss depends on no trainable parameter: nothing to train")
+    g, grads = gradients(fwd.with_(outputs=(loss.name,)), loss.name, params)
+    b = Builder(g, section="update", dtype=loss.dtype)
+    lr = b.source("input", "lr", TensorType((), loss.dtype))
+    step = (
+        b.source("state", "step", TensorType((), loss.dtype), {"init": "zeros"})
+        if "step" not in b.types
+        else "step"
+    )  # dropout reads the counter in the forward part
+    t = b.add(step, b.const(1.0))
+    optimizer = optimizer or Adam()
+    updates = [(step, t)] + optimizer.build(b, params, grads, lr, t)
+    prog.training = b.graph(name, (loss.name,), tuple(updates))
+    prog.grads = grads
+    return prog
+
+
+def make_layout(prog: Program) -> None:
+    """Offsets of params and states in their flat regions (64-byte aligned).
+
+    Params in graph order. States: first those that are no optimizer slot (e.g. "step"), then
+    one sub-region per slot kind laid out like the param region (``P.exp_avg`` at
+    ``base_exp_avg + offset(P)``), so that one flat loop can update every param and its slots
+    (ir.passes.schedule, fuse_optimizer). A slot whose type differs from its param's goes last.
+    """
+    src = prog.training or prog.forward
+    off = {"param": 0, "state": 0}
+    kinds: dict[str, list] = {}
+    for n in src.nodes:
+        if n.op == "param":
+            size = n.type.size(1) * n.type.itemsize
+            prog.layout[n.name] = Buffer(n.name, "param", off["param"], 0, size)
+            off["param"] += align(size)
+    late = []
+    for n in src.nodes:
+        if n.op != "state":
+            continue
+        p = dict(n.attrs).get("slot_of")
+        if p in prog.layout and n.name.startswith(f"{p}.") and src[p].type == n.type:
+            kinds.setdefault(n.name[len(p) + 1 :], []).append((n, p))
+        elif p is not None:
+            late.append(n)
+        else:
+            size = n.type.size(1) * n.type.itemsize
+            prog.layout[n.name] = Buffer(n.name, "state", off["state"], 0, size)
+            off["state"] += align(size)
+    for slots in kinds.values():
+        base = off["state"]
+        for n, p in slots:
+            pb = prog.layout[p]
+            prog.layout[n.name] = Buffer(n.name, "state", base + pb.offset, 0, pb.size)
+        off["state"] = base + off["param"]
+    for n in late:
+        size = n.type.size(1) * n.type.itemsize
+        prog.layout[n.name] = Buffer(n.name, "state", off["state"], 0, size)
+        off["state"] += align(size)
+    prog.param_bytes, prog.state_bytes = off["param"], off["state"]
+
+
+def schedule_program(
+    prog: Program,
+    *,
+    opt_level: int = 2,
+    disabled_passes: tuple[str, ...] = (),
+    verify_each: bool = False,
+) -> Program:
+    """Run the passes and plan memory for every entry (infer, eval, train_step)."""
+    prog.opt_level = opt_level
+    make_layout(prog)
+    entries = {"infer": prog.inference}
+    if prog.training is not None:
+        entries["eval"] = prog.forward
+        entries["train_step"] = prog.training
+    for entry, g in entries.items():
+        t0 = time.perf_counter()
+        # check_numerics scans each stored value after its kernel; the one flat optimizer loop
+        # would hide which parameter went bad, so the per-parameter update kernels stay
+        off = tuple(disabled_passes) + (("fuse_optimizer",) if prog.check_numerics else ())
+        res = run_pipeline(g, opt_level, disabled=off, verify_each=verify_each)
+        prog.optimized[entry] = res
+        grads = prog.grads if entry == "train_step" else {}
+        prog.schedules[entry] = schedule(res.graph, prog.layout, grads, reuse=opt_level >= 1)
+        prog.timings[f"passes+schedule:{entry}"] = time.perf_counter() - t0
+    return prog
+
+
+def build_module(
+    prog: Program, target_cpu: str = "native", *, split: bool = False
+) -> ModuleBuilder:
+    """The LLVM module of a scheduled Program: an entry per schedule, plus ``train_epoch``
+    (``split``: the GEMMs in modules of their own, one per compile thread; see ModuleBuilder)."""
+    t0 = time.perf_counter()
+    mb = ModuleBuilder(
+        prog.name,
+        target_cpu=target_cpu,
+        check_numerics=prog.check_numerics,
+        gemm_modules=compile_threads() if split else 0,
+    )
+    with gc_paused():
+        mb.plan_gemms(prog.schedules.values())
+        for entry, sched in prog.schedules.items():
+            mb.add_entry(entry, sched)
+        if "train_step" in prog.schedules:
+            mb.add_epoch_entry("train_step")
+    prog.timings["llvm_ir"] = time.perf_counter() - t0
+    return mb
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Python's cyclic garbage collector off for the block (then on again if it was on).
+
+    Building and printing a module creates about 10^5 llvmlite objects that all stay alive;
+    the collector ran about 90 times over them for the digits network (a third of the time
+    spent building the IR) without freeing any: they live until the module is compiled. The
+    first collection after the block frees them (llvmlite's objects form reference cycles).
+    Blocks nest."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def compile_program(
+    prog: Program,
+    *,
+    opt_level: int = 2,
+    target_cpu: str = "native",
+    disabled_passes: tuple[str, ...] = (),
+    verify_each: bool = False,
+) -> tuple[Program, ModuleBuilder]:
+    """Run the passes, plan memory and build the LLVM module (not yet machine code)."""
+    schedule_program(
+        prog, opt_level=opt_level, disabled_passes=disabled_passes, verify_each=verify_each
+    )
+    return prog, build_module(prog, target_cpu)
+
+
+def jit(prog: Program, mb: ModuleBuilder, target_cpu: str = "native") -> JitModule:
+    """Optimize and compile ``mb`` to machine code in this process (no cache)."""
+    objects, modules = _objects(prog, mb, target_cpu)
+    return JitModule.from_objects(objects, target_machine(target_cpu), modules)
+
+
+def _objects(prog: Program, mb: ModuleBuilder, target_cpu: str) -> tuple[list[bytes], list]:
+    """Object files of ``mb``'s parts (compiled in parallel: codegen.target.compile_parts) and
+    the optimized modules they came from. Sets ``prog.llvm_ir`` and the timings "llvm_text",
+    "llvm_opt", "machine_code" (summed over the parts) and "llvm" (the wall time of all)."""
+    t0 = time.perf_counter()
+    with gc_paused():  # printing the modules allocates as much as building them
+        texts, compiled = compile_parts(mb.parts(), target_cpu, prog.name, prog.timings)
+    prog.llvm_ir = "\n".join(texts)
+    prog.timings["llvm"] = time.perf_counter() - t0
+    return [obj for _, obj in compiled], [mod for mod, _ in compiled]
+
+
+def _target_id(target_cpu: str) -> tuple[str, str, str]:
+    tm = target_machine(target_cpu)
+    name, features = host_cpu() if target_cpu == "native" else (target_cpu, "")
+    return tm.triple, name, features
+
+
+def compile_cached(
+    prog: Program,
+    *,
+    opt_level: int = 2,
+    disabled_passes: tuple[str, ...] = (),
+    verify_each: bool = False,
+    target_cpu: str = "native",
+) -> JitModule:
+    """Passes and schedules (always run: about 10 ms), then machine code from the compile cache
+    (graphc/cache.py, keyed by the scheduled graphs) or, on a miss, from LLVM.
+
+    ``prog.timings["cache"]`` is "hit", "miss" or "off".
+    """
+    schedule_program(
+        prog, opt_level=opt_level, disabled_passes=disabled_passes, verify_each=verify_each
+    )
+    return jit_cached(prog, target_cpu)
+
+
+def jit_cached(prog: Program, target_cpu: str = "native") -> JitModule:
+    """Machine code for a scheduled Program: from the compile cache (graphc/cache.py) when it
+    holds this program for this target, else compiled (object file stored for next time).
+
+    ``prog.timings["cache"]`` is "hit", "miss" or "off".
+    """
+    from . import cache
+
+    if not cache.enabled():
+        prog.timings["cache"] = "off"
+        with gc_paused():  # one pause for building, printing and compiling (see gc_paused)
+            return jit(prog, build_module(prog, target_cpu, split=True), target_cpu)
+    t0 = time.perf_counter()
+    tm = target_machine(target_cpu)
+    key = cache.cache_key(prog, _target_id(target_cpu))
+    data = cache.load_objects(key)
+    if data is not None:
+        try:
+            jm = JitModule.from_objects(data, tm)
+            if all(jm.has(f"{prog.name}_{e}") for e in prog.schedules):
+                prog.timings["cache"] = "hit"
+                prog.timings["cache_load"] = time.perf_counter() - t0
+                return jm
+        except RuntimeError:
+            pass
+        cache.discard(key)  # unreadable by MCJIT or missing entries: rebuild it
+    prog.timings["cache"] = "miss"
+    with gc_paused():  # one pause for building, printing and compiling (see gc_paused)
+        mb = build_module(prog, target_cpu, split=True)
+        objects, modules = _objects(prog, mb, target_cpu)
+        del mb  # the IR is garbage now: the first collection after the pause frees it
+    t1 = time.perf_counter()
+    jm = JitModule.from_objects(objects, tm, modules)
+    prog.timings["load"] = time.perf_counter() - t1
+    cache.store_objects(key, objects)
+    return jm

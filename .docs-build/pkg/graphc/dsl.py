@@ -1,0 +1,640 @@
+"""The Python DSL: tensors that record a graph as they are combined, with shapes checked on the spot.
+
+x = gc.input("x", ("N", 64))
+h = gc.dense(x, 32, activation="relu")
+logits = gc.dense(h, 10)
+loss = gc.softmax_cross_entropy(logits, gc.input("labels", ("N",), dtype="i32"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import sys
+from typing import Any, Iterable
+
+import numpy as np
+
+from graphc.ir.builder import infer_type
+from graphc.ir.errors import GraphcError, ShapeError
+from graphc.ir.graph import Graph, Node, make_attrs, make_node
+from graphc.ir.types import TensorType
+
+_PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_counter = itertools.count()
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "softplus", None)
+
+
+def _user_loc() -> str | None:
+    """file:line of the first stack frame outside graphc (the user's call site)."""
+    f = sys._getframe(1)
+    while f is not None:
+        path = os.path.abspath(f.f_code.co_filename)
+        inside = any(
+            path.startswith(os.path.join(_PKG_DIR, d) + os.sep)
+            for d in ("graphc", "ir", "codegen", "runtime")
+        )
+        if not inside:
+            rel = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
+            return f"{rel}:{f.f_lineno}"
+        f = f.f_back
+    return None
+
+
+_OPERATORS = {
+    "__add__": "+",
+    "__radd__": "+",
+    "__sub__": "-",
+    "__rsub__": "-",
+    "__mul__": "*",
+    "__rmul__": "*",
+    "__truediv__": "/",
+    "__rtruediv__": "/",
+    "__matmul__": "@",
+    "__neg__": "unary -",
+}
+
+
+def _dsl_call() -> str | None:
+    """Provenance: the graphc call the user wrote (``gc.dense``, ``Dense fc1``, ``operator *``)."""
+    f = sys._getframe(1)
+    last: str | None = None
+    while f is not None:
+        path = os.path.abspath(f.f_code.co_filename)
+        if not any(
+            path.startswith(os.path.join(_PKG_DIR, d) + os.sep)
+            for d in ("graphc", "ir", "codegen", "runtime")
+        ):
+            return last
+        name = f.f_code.co_name
+        owner = f.f_locals.get("self") if name == "__call__" else None
+        if owner is not None:  # a layer object: the innermost one names the call
+            label = getattr(owner, "name", None)
+            return type(owner).__name__ + (f" {label}" if isinstance(label, str) else "")
+        if name in _OPERATORS:
+            last = f"operator {_OPERATORS[name]}"
+        elif not name.startswith("_"):
+            layer = f.f_locals.get("name") if name in ("dense", "perceptron") else None
+            last = f"gc.{name}" + (f" {layer}" if isinstance(layer, str) else "")
+        f = f.f_back
+    return None
+
+
+class Tensor:
+    """A value of the graph being declared: its node and the tensors it was computed from.
+
+    Supports ``+ - * / @`` and unary ``-`` with tensors and Python numbers (numbers become
+    scalar constants of the tensor's dtype).
+    """
+
+    __slots__ = ("node", "parents", "kind", "value")
+
+    def __init__(self, node: Node, parents: tuple[Tensor, ...] = ()) -> None:
+        self.node = node
+        self.parents = parents
+        self.kind: str | None = None  # the loss it computes, for the runtime's metrics
+        self.value: np.ndarray | None = None  # a constant's array (gc.constant)
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def type(self) -> TensorType:
+        return self.node.type
+
+    @property
+    def shape(self) -> tuple:
+        return self.node.type.shape
+
+    @property
+    def dtype(self) -> str:
+        return self.node.type.dtype
+
+    def __repr__(self) -> str:
+        return f"Tensor({self.name}: {self.type}, op={self.node.op})"
+
+    def _lift(self, other: Any) -> Tensor:
+        return other if isinstance(other, Tensor) else const(float(other), dtype=self.dtype)
+
+    def __add__(self, o):
+        return apply("add", self, self._lift(o))
+
+    def __radd__(self, o):
+        return apply("add", self._lift(o), self)
+
+    def __sub__(self, o):
+        return apply("sub", self, self._lift(o))
+
+    def __rsub__(self, o):
+        return apply("sub", self._lift(o), self)
+
+    def __mul__(self, o):
+        return apply("mul", self, self._lift(o))
+
+    def __rmul__(self, o):
+        return apply("mul", self._lift(o), self)
+
+    def __truediv__(self, o):
+        return apply("div", self, self._lift(o))
+
+    def __rtruediv__(self, o):
+        return apply("div", self._lift(o), self)
+
+    def __matmul__(self, o):
+        return apply("matmul", self, o)
+
+    def __neg__(self):
+        return apply("neg", self)
+
+
+def _fresh(prefix: str = "%") -> str:
+    return f"{prefix}{next(_counter)}"
+
+
+def apply(op: str, *inputs: Tensor, name: str | None = None, **attrs: Any) -> Tensor:
+    """Emit ``op`` on ``inputs``; the result type is inferred now (a mismatch raises here)."""
+    for i, t in enumerate(inputs):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: operand {i} must be a graphc Tensor, got {type(t).__name__}")
+    attrs = {k: v for k, v in attrs.items() if v is not None}
+    name = name or _fresh()
+    loc = _user_loc()
+    names = tuple(t.name for t in inputs)
+    typ = infer_type(op, names, [t.type for t in inputs], attrs, name, loc)
+    return Tensor(
+        Node(name, op, names, typ, make_attrs(attrs), loc=loc, origin=_dsl_call()), tuple(inputs)
+    )
+
+
+def _source(op: str, name: str, shape: Iterable, dtype: str, attrs: dict | None = None) -> Tensor:
+    if not isinstance(name, str) or not name.replace("_", "a").replace(".", "a").isalnum():
+        raise GraphcError(f"{op} name {name!r}: use letters, digits, '_' and '.'")
+    try:
+        t = TensorType(tuple(shape), dtype)
+    except ValueError as e:
+        raise ShapeError(f"{op} {name!r}: {e}") from None
+    return Tensor(make_node(name, op, (), t, attrs, loc=_user_loc()))
+
+
+def input(name: str, shape: Iterable, dtype: str = "f32") -> Tensor:  # noqa: A001
+    """A data placeholder; use "N" for the batch dimension, e.g. ``input("x", ("N", 64))``."""
+    return _source("input", name, shape, dtype)
+
+
+def param(
+    name: str,
+    shape: Iterable,
+    init: str = "glorot_uniform",
+    dtype: str = "f32",
+    *,
+    trainable: bool = True,
+    **init_args: float,
+) -> Tensor:
+    """A parameter initialized by ``init`` (see graphc.init) when the model is built.
+
+    ``trainable=False`` makes it a weight the optimizer never changes (no gradient is
+    computed for it), like Keras's non-trainable weights: it is still saved, exported and
+    settable with ``set_weights``.
+    """
+    from graphc.init import check_initializer
+
+    if not isinstance(trainable, bool):
+        raise GraphcError(f"param {name!r}: trainable must be True or False, got {trainable!r}")
+    if init == "array":
+        raise GraphcError(f"param {name!r}: use gc.constant(array) for a parameter with values")
+    check_initializer(init, init_args)
+    attrs: dict[str, Any] = {"init": init}
+    if init_args:
+        attrs["init_args"] = tuple(sorted((k, float(v)) for k, v in init_args.items()))
+    if not trainable:
+        attrs["trainable"] = False
+    return _source("param", name, shape, dtype, attrs)
+
+
+def constant(value: Any, name: str | None = None, dtype: str = "f32") -> Tensor:
+    """A constant array in the graph: a non-trainable parameter holding ``value``.
+
+    Its values live in the model's parameter region, so that they travel with ``save``,
+    ``export`` (the library computes with them) and the model file, and ``set_weights`` can
+    replace them; the optimizer never changes them. Scalars are better written as numbers
+    (``x * 2.0``), which become IR constants.
+
+    Args:
+        value: an array-like of numbers (any shape, converted to ``dtype``).
+        name: the parameter's name (default: ``constant_`` and a digest of the values and
+            shape, so the same array gives the same name in every process).
+        dtype: "f32" (default) or "f64".
+
+    Raises:
+        GraphcError: ``value`` is not numeric or is empty, or holds NaN or infinity.
+    """
+    np_dtype = {"f32": np.float32, "f64": np.float64}.get(dtype)
+    if np_dtype is None:
+        raise GraphcError(f"constant: dtype must be 'f32' or 'f64', got {dtype!r}")
+    try:
+        arr = np.array(value, dtype=np_dtype)
+    except (TypeError, ValueError) as e:
+        raise GraphcError(f"constant: value is not an array of numbers ({e})") from None
+    if arr.size == 0:
+        raise GraphcError(f"constant: value is empty (shape {arr.shape})")
+    if not np.all(np.isfinite(arr)):
+        raise GraphcError("constant: value holds NaN or infinity")
+    if name is None:
+        digest = hashlib.sha256(repr(arr.shape).encode() + arr.tobytes()).hexdigest()[:12]
+        name = f"constant_{digest}"
+    t = _source("param", name, arr.shape, dtype, {"init": "array", "trainable": False})
+    t.value = arr
+    return t
+
+
+def constant_values(outputs: Iterable[Tensor]) -> dict[str, np.ndarray]:
+    """name -> array of every ``gc.constant`` that ``outputs`` depend on."""
+    out: dict[str, np.ndarray] = {}
+    seen: set[int] = set()
+    stack = list(outputs)
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        if t.value is not None:
+            out[t.name] = t.value
+        stack.extend(t.parents)
+    return out
+
+
+def const(value: float, dtype: str = "f32") -> Tensor:
+    """A scalar constant."""
+    return apply("const", value=float(value), dtype=dtype)
+
+
+def _unary(op: str):
+    def f(x: Tensor, *, name: str | None = None) -> Tensor:
+        return apply(op, x, name=name)
+
+    f.__name__ = op
+    f.__code__ = f.__code__.replace(co_name=op)  # provenance reads the frame's name: gc.tanh
+    f.__doc__ = f"Elementwise {op} (see graphc.ir.ops for the formula and its VJP)."
+    return f
+
+
+sigmoid = _unary("sigmoid")
+tanh = _unary("tanh")
+relu = _unary("relu")
+softplus = _unary("softplus")
+exp = _unary("exp")
+log = _unary("log")
+sqrt = _unary("sqrt")
+square = _unary("square")
+neg = _unary("neg")
+softmax = _unary("softmax")
+transpose = _unary("transpose")
+
+
+def add(x: Tensor, y: Tensor) -> Tensor:
+    return apply("add", x, y)
+
+
+def sub(x: Tensor, y: Tensor) -> Tensor:
+    return apply("sub", x, y)
+
+
+def mul(x: Tensor, y: Tensor) -> Tensor:
+    return apply("mul", x, y)
+
+
+def div(x: Tensor, y: Tensor) -> Tensor:
+    return apply("div", x, y)
+
+
+def maximum(x: Tensor, y: Tensor) -> Tensor:
+    return apply("maximum", x, y)
+
+
+def dropout(x: Tensor, p: float, *, seed: int = 0, name: str | None = None) -> Tensor:
+    """Inverted dropout: in training each element is kept with probability 1 - p and scaled by
+    1 / (1 - p); at evaluation, prediction and in exported inference code it is the identity.
+
+    The mask is a pure function of (seed, training step, this node, element index), drawn
+    inside the compiled kernel by a counter-based generator (SplitMix64; see
+    graphc.ir.ops.random), so the JIT, an exported training library and the reference
+    interpreter draw the same mask, and the backward pass reuses it.
+
+    Raises:
+        GraphcError: p outside [0, 1) or seed not an int in [0, 2^63).
+    """
+    import zlib
+
+    if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p < 1:
+        raise GraphcError(f"dropout: p must be a number in [0, 1), got {p!r} ({_user_loc()})")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise GraphcError(f"dropout: seed must be an int in [0, 2^63), got {seed!r}")
+    if p == 0:
+        return x
+    name = name or _fresh()
+    step = Tensor(make_node("step", "state", (), TensorType((), x.dtype), {"init": "zeros"}))
+    return apply(
+        "dropout", x, step, name=name, p=float(p), seed=seed, stream=zlib.crc32(name.encode())
+    )
+
+
+def matmul(a: Tensor, b: Tensor, *, transpose_a: bool = False, transpose_b: bool = False) -> Tensor:
+    """``op(a) @ op(b)`` for 2-D tensors; shapes [M,K] @ [K,N] -> [M,N]."""
+    return apply("matmul", a, b, transpose_a=transpose_a or None, transpose_b=transpose_b or None)
+
+
+def sum(x: Tensor, axes: Iterable[int] | int | None = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+    """Sum over ``axes`` (all when None)."""
+    return apply("sum", x, axes=_axes(axes), keepdims=keepdims or None)
+
+
+def mean(x: Tensor, axes: Iterable[int] | int | None = None, keepdims: bool = False) -> Tensor:
+    """Mean over ``axes`` (all when None); the count includes the batch size at run time."""
+    return apply("mean", x, axes=_axes(axes), keepdims=keepdims or None)
+
+
+def reshape(x: Tensor, shape: Iterable) -> Tensor:
+    return apply("reshape", x, shape=tuple(shape))
+
+
+def _axes(axes: Iterable[int] | int | None) -> tuple[int, ...] | None:
+    if axes is None:
+        return None
+    return (axes,) if isinstance(axes, int) else tuple(axes)
+
+
+def activation(x: Tensor, kind: str | None) -> Tensor:
+    """Apply the activation named ``kind`` ("sigmoid", "tanh", "relu", "softplus" or None)."""
+    if kind not in ACTIVATIONS:
+        raise GraphcError(f"unknown activation {kind!r}; choose one of {ACTIVATIONS}")
+    return x if kind is None else apply(kind, x)
+
+
+# ---------------------------------------------------------------- losses (from logits)
+
+
+def softmax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean softmax cross-entropy of logits [N,C] against integer labels i32[N] (log-sum-exp form)."""
+    return _tag(apply("softmax_cross_entropy", logits, labels), "softmax_cross_entropy")
+
+
+def _tag(t: Tensor, kind: str) -> Tensor:
+    t.kind = kind
+    return t
+
+
+def binary_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean binary cross-entropy from logits: mean(softplus(z) - z*y), stable for any z.
+
+    Equal to -mean(y log sigmoid(z) + (1-y) log(1 - sigmoid(z))) (the logits form, as in
+    torch.nn.BCEWithLogitsLoss). ``targets`` must have the logits' shape, values in [0, 1].
+    Each element is the op ``sigmoid_cross_entropy``: an infinite logit at its own target
+    (-inf with 0, +inf with 1) gives 0, the limit, not NaN.
+    """
+    if targets.shape != logits.shape:
+        raise ShapeError(
+            f"binary_cross_entropy: targets {targets.type} must match logits {logits.type}"
+        )
+    return _tag(mean(apply("sigmoid_cross_entropy", logits, targets)), "binary_cross_entropy")
+
+
+def mean_squared_error(pred: Tensor, target: Tensor) -> Tensor:
+    """mean((pred - target)^2) over all elements."""
+    if target.shape != pred.shape:
+        raise ShapeError(
+            f"mean_squared_error: target {target.type} must match prediction {pred.type}"
+        )
+    return _tag(mean(square(pred - target)), "mean_squared_error")
+
+
+LOSSES = {
+    "softmax_cross_entropy": softmax_cross_entropy,
+    "binary_cross_entropy": binary_cross_entropy,
+    "mean_squared_error": mean_squared_error,
+}
+
+
+# ---------------------------------------------------------------- layers
+
+
+def dense(
+    x: Tensor,
+    units: int,
+    activation: str | None = None,
+    *,
+    name: str | None = None,
+    init: str | None = None,
+    use_bias: bool = True,
+) -> Tensor:
+    """A fully connected layer: ``activation(x @ W + b)`` with W [in, units], b [units].
+
+    W is initialized with He uniform before relu and Glorot uniform otherwise (unless ``init``);
+    b with zeros. Params are named ``NAME.w`` and ``NAME.b``.
+    """
+    if x.type.rank != 2:
+        raise ShapeError(f"dense: expects a 2-D input [batch, features], got {x.type} ({x.name})")
+    if not isinstance(units, int) or units <= 0:
+        raise ShapeError(f"dense: units must be a positive int, got {units!r}")
+    name = name or _fresh("dense")
+    init = init or ("he_uniform" if activation == "relu" else "glorot_uniform")
+    w = param(f"{name}.w", (x.shape[1], units), init=init, dtype=x.dtype)
+    y = matmul(x, w)
+    if use_bias:
+        y = y + param(f"{name}.b", (units,), init="zeros", dtype=x.dtype)
+    return globals()["activation"](y, activation)
+
+
+def perceptron(x: Tensor, *, name: str | None = None) -> Tensor:
+    """One perceptron unit: the logit ``x @ w + b`` ([N,1]); its probability is sigmoid(logit)."""
+    return dense(x, 1, None, name=name or _fresh("perceptron"))
+
+
+class Dense:
+    """Layer object for Sequential: ``Dense(units, activation=None, name=None, init=None)``."""
+
+    def __init__(
+        self,
+        units: int,
+        activation: str | None = None,
+        *,
+        name: str | None = None,
+        init: str | None = None,
+        use_bias: bool = True,
+    ) -> None:
+        if activation not in ACTIVATIONS:
+            raise GraphcError(
+                f"Dense: unknown activation {activation!r}; choose one of {ACTIVATIONS}"
+            )
+        self.units, self.activation, self.name, self.init, self.use_bias = (
+            units,
+            activation,
+            name,
+            init,
+            use_bias,
+        )
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return dense(
+            x, self.units, self.activation, name=self.name, init=self.init, use_bias=self.use_bias
+        )
+
+    def __repr__(self) -> str:
+        return f"Dense({self.units}, activation={self.activation!r})"
+
+
+class Dropout:
+    """Layer object for Sequential: ``Dropout(p, seed=0)`` (see ``dropout``)."""
+
+    def __init__(self, p: float, *, seed: int = 0) -> None:
+        self.p, self.seed = p, seed
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, seed=self.seed)
+
+    def __repr__(self) -> str:
+        return f"Dropout({self.p})"
+
+
+class Normalization:
+    """Feature standardization inside the graph: ``(x - mean) * inv_std`` per feature, with the
+    mean and standard deviation learned by ``adapt(data)`` (Keras's
+    ``keras.layers.Normalization``), so that a compiled model, its exported library and their
+    C callers take raw features.
+
+    ``inv_std`` is ``1 / sqrt(variance)``, and 1 where the variance is 0 (scikit-learn
+    StandardScaler's rule: a feature constant in the data is centred, not scaled; Keras instead
+    divides by ``max(sqrt(variance), 1e-7)``, which blows up such a feature when it later
+    varies). Statistics are computed in float64 over every axis but ``axis`` (population
+    variance, ``ddof=0``). They become two non-trainable parameters, ``NAME.mean`` and
+    ``NAME.inv_std``, saved and exported with the weights and never changed by the optimizer.
+
+    Args:
+        axis: the feature axis of the data (default -1, the last).
+        mean: the per-feature mean, if known (instead of ``adapt``).
+        variance: the per-feature variance, if known (with ``mean``).
+        name: the parameters' prefix (default: ``normalization_`` and a digest of the
+            statistics, the same in every process).
+
+    Raises:
+        GraphcError: calling the layer before ``adapt`` (or without mean and variance); data
+            that is empty, not numeric or not finite; a feature count that does not match the
+            input's.
+    """
+
+    def __init__(
+        self,
+        axis: int = -1,
+        *,
+        mean: Any = None,
+        variance: Any = None,
+        name: str | None = None,
+    ) -> None:
+        self.axis, self.name = axis, name
+        self.mean: np.ndarray | None = None
+        self.variance: np.ndarray | None = None
+        if (mean is None) != (variance is None):
+            raise GraphcError("Normalization: give both mean and variance, or neither (adapt)")
+        if mean is not None:
+            self.mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+            self.variance = np.asarray(variance, dtype=np.float64).reshape(-1)
+            if self.mean.shape != self.variance.shape or np.any(self.variance < 0):
+                raise GraphcError(
+                    "Normalization: mean and variance must have one value per feature, "
+                    "variance >= 0"
+                )
+
+    def adapt(self, data: Any) -> Normalization:
+        """Learn the per-feature mean and variance of ``data`` (array-like, features on
+        ``axis``); returns the layer."""
+        try:
+            arr = np.asarray(data, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise GraphcError(f"Normalization.adapt: data is not numeric ({e})") from None
+        if arr.ndim == 0 or arr.size == 0:
+            raise GraphcError(f"Normalization.adapt: data is empty (shape {arr.shape})")
+        if not np.all(np.isfinite(arr)):
+            row = int(np.argwhere(~np.isfinite(arr))[0][0])
+            raise GraphcError(f"Normalization.adapt: data holds NaN or infinity (row {row})")
+        arr = np.moveaxis(arr, self.axis, -1).reshape(-1, arr.shape[self.axis])
+        self.mean, self.variance = arr.mean(axis=0), arr.var(axis=0)
+        return self
+
+    def inv_std(self) -> np.ndarray:
+        """1 / sqrt(variance), 1 where the variance is 0 (float64)."""
+        assert self.variance is not None
+        std = np.sqrt(self.variance)
+        return np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 1.0)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.mean is None:
+            raise GraphcError("Normalization: call adapt(data) first (or give mean and variance)")
+        axis = self.axis % len(x.shape) if x.shape else 0
+        features = x.shape[axis] if x.shape else None
+        if features != len(self.mean):
+            raise ShapeError(
+                f"Normalization: input {x.name} : {x.type} has {features} features on axis "
+                f"{self.axis}, the statistics {len(self.mean)}"
+            )
+        shape = [1] * (len(x.shape) - axis)  # broadcast over the trailing axes after `axis`
+        shape[0] = len(self.mean)
+        name = self.name
+        if name is None:
+            digest = hashlib.sha256(self.mean.tobytes() + self.variance.tobytes()).hexdigest()
+            name = f"normalization_{digest[:12]}"
+        dt = x.dtype
+        mean = constant(self.mean.reshape(shape), name=f"{name}.mean", dtype=dt)
+        inv = constant(self.inv_std().reshape(shape), name=f"{name}.inv_std", dtype=dt)
+        return (x - mean) * inv
+
+    def __repr__(self) -> str:
+        n = "not adapted" if self.mean is None else f"{len(self.mean)} features"
+        return f"Normalization({n})"
+
+
+class Sequential:
+    """Layers applied in order: ``Sequential([Dense(32, "relu"), Dense(10)], name="digits")``."""
+
+    def __init__(self, layers: list, name: str = "model") -> None:
+        self.layers = list(layers)
+        self.name = name
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, Dense) and layer.name is None:
+                layer.name = f"{name}.l{i}"
+
+    def __call__(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+# ---------------------------------------------------------------- graph collection
+
+
+def collect_graph(name: str, outputs: list[Tensor]) -> Graph:
+    """The Graph of every tensor ``outputs`` depend on, in a topological order.
+
+    Raises:
+        GraphcError: two different tensors share a name.
+    """
+    order: list[Tensor] = []
+    seen: dict[str, Tensor] = {}
+    stack: list[tuple[Tensor, bool]] = [(t, False) for t in reversed(outputs)]
+    while stack:
+        t, expanded = stack.pop()
+        if expanded:
+            order.append(t)
+            continue
+        if t.name in seen:
+            if seen[t.name] is not t and seen[t.name].node != t.node:
+                raise GraphcError(
+                    f"two different tensors are named {t.name!r}; names must be unique"
+                )
+            continue
+        seen[t.name] = t
+        stack.append((t, True))
+        for p in reversed(t.parents):
+            if p.name not in seen or seen[p.name] is not p:
+                stack.append((p, False))
+    return Graph(name, tuple(t.node for t in order), tuple(t.name for t in outputs))

@@ -1,0 +1,81 @@
+"""Weight initializers, seeded: zeros, constant, uniform, normal, Glorot/Xavier and He/Kaiming.
+
+Formulas (fan_in, fan_out = shape[0], shape[1] for a [in, out] weight; a vector has fan_in =
+fan_out = its length):
+    glorot_uniform  U(-a, a), a = sqrt(6 / (fan_in + fan_out))      Glorot & Bengio (2010)
+    glorot_normal   N(0, 2 / (fan_in + fan_out))                    Glorot & Bengio (2010)
+    he_uniform      U(-a, a), a = sqrt(6 / fan_in)                  He et al. (2015)
+    he_normal       N(0, 2 / fan_in)                                He et al. (2015)
+These match torch.nn.init's xavier_*/kaiming_* (gain 1 and sqrt(2), respectively; normal, not
+truncated normal).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from graphc.ir.errors import GraphcError
+
+INITIALIZERS = (
+    "zeros",
+    "ones",
+    "constant",
+    "uniform",
+    "normal",
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+    "array",  # gc.constant: the values come with the program (Program.constants), not a draw
+)
+_ARGS = {"constant": {"value"}, "uniform": {"low", "high"}, "normal": {"mean", "std"}}
+
+
+def check_initializer(name: str, args: dict[str, Any]) -> None:
+    """Raises GraphcError for an unknown initializer or an argument it does not take."""
+    if name not in INITIALIZERS:
+        raise GraphcError(f"unknown initializer {name!r}; choose one of {', '.join(INITIALIZERS)}")
+    extra = set(args) - _ARGS.get(name, set())
+    if extra:
+        raise GraphcError(f"initializer {name!r} takes no argument(s) {sorted(extra)}")
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    return shape[0] * receptive, shape[1] * receptive
+
+
+def initialize(
+    name: str, shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32, **args: float
+) -> np.ndarray:
+    """An array of ``shape`` drawn by initializer ``name`` from ``rng`` (float64 math, cast)."""
+    check_initializer(name, args)
+    fan_in, fan_out = fans(shape)
+    if name == "zeros":
+        out = np.zeros(shape)
+    elif name == "ones":
+        out = np.ones(shape)
+    elif name == "constant":
+        out = np.full(shape, args.get("value", 0.0))
+    elif name == "uniform":
+        out = rng.uniform(args.get("low", -0.05), args.get("high", 0.05), shape)
+    elif name == "normal":
+        out = rng.normal(args.get("mean", 0.0), args.get("std", 0.05), shape)
+    elif name == "glorot_uniform":
+        a = math.sqrt(6.0 / (fan_in + fan_out))
+        out = rng.uniform(-a, a, shape)
+    elif name == "glorot_normal":
+        out = rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), shape)
+    elif name == "he_uniform":
+        a = math.sqrt(6.0 / fan_in)
+        out = rng.uniform(-a, a, shape)
+    else:  # he_normal
+        out = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+    return np.asarray(out, dtype=dtype)

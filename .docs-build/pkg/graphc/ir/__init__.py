@@ -1,0 +1,1 @@
+"""graphc.ir: types, nodes, graphs, the op registry, autodiff, the interpreter and the passes."""

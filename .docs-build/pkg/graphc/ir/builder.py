@@ -1,0 +1,125 @@
+"""Builder: appends type-checked nodes to a growing graph (used by the DSL, autodiff and passes)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .errors import GraphcError, ShapeError
+from .graph import Graph, NameSupply, Node, make_attrs, make_node
+from .ops import OPS
+from .types import TensorType
+
+
+def infer_type(
+    op: str,
+    inputs: tuple[str, ...],
+    types: list[TensorType],
+    attrs: dict[str, Any],
+    name: str = "?",
+    loc: str | None = None,
+) -> TensorType:
+    """The result type of ``op`` on operands of ``types``.
+
+    Raises:
+        ShapeError: naming the op, the would-be node, every operand with its type, and ``loc``.
+    """
+    if op not in OPS:
+        raise ShapeError(f"unknown op {op!r} at node {name}")
+    spec = OPS[op]
+    if spec.arity is not None and len(types) != spec.arity:
+        raise ShapeError(f"{op}: expects {spec.arity} operands, got {len(types)} (node {name})")
+    try:
+        return spec.infer(types, attrs)
+    except ShapeError as e:
+        raise ShapeError(describe_failure(str(e), op, inputs, types, attrs, name, loc)) from None
+
+
+def describe_failure(
+    msg: str,
+    op: str,
+    inputs: tuple[str, ...],
+    types: list[TensorType],
+    attrs: dict[str, Any],
+    name: str,
+    loc: str | None,
+) -> str:
+    attr_text = (
+        " {" + ", ".join(f"{k}={v!r}" for k, v in sorted(attrs.items())) + "}" if attrs else ""
+    )
+    line = f"{name} = {op}({', '.join(inputs)}){attr_text}"
+    out = [msg, f"  at   {line:<40} {loc or ''}".rstrip()]
+    for i, (n, t) in enumerate(zip(inputs, types)):
+        out.append(f"  operand {i}  {n} : {t}")
+    return "\n".join(out)
+
+
+class Builder:
+    """Appends nodes to a graph under construction; every node's type is inferred on the spot.
+
+    ``b.mul(x, y)`` (any registered op name) emits a node and returns its name. ``section``,
+    ``loc`` and ``origin`` are stamped on every node emitted while they are set.
+    """
+
+    def __init__(self, base: Graph | None = None, *, section: str = "forward", dtype: str = "f32"):
+        self.nodes: list[Node] = list(base.nodes) if base is not None else []
+        self.types: dict[str, TensorType] = {n.name: n.type for n in self.nodes}
+        self.names = NameSupply([n.name for n in self.nodes])
+        self.section = section
+        self.dtype = dtype
+        self.loc: str | None = None
+        self.origin: str | None = None
+        self._consts: dict[tuple[float, str], str] = {}
+
+    def type_of(self, name: str) -> TensorType:
+        return self.types[name]
+
+    def add_node(self, node: Node) -> str:
+        if node.name in self.types:
+            raise GraphcError(f"a value named {node.name!r} already exists in this graph")
+        self.names.reserve(node.name)
+        self.nodes.append(node)
+        self.types[node.name] = node.type
+        return node.name
+
+    def source(self, op: str, name: str, type: TensorType, attrs: dict | None = None) -> str:
+        return self.add_node(
+            make_node(name, op, (), type, attrs, section=self.section, loc=self.loc)
+        )
+
+    def emit(
+        self,
+        op: str,
+        inputs: tuple[str, ...] | list[str],
+        attrs: dict | None = None,
+        name: str | None = None,
+    ) -> str:
+        inputs = tuple(inputs)
+        for i in inputs:
+            if i not in self.types:
+                raise GraphcError(f"{op}: operand {i!r} is not defined in this graph")
+        attrs = {k: v for k, v in (attrs or {}).items() if v is not None}
+        name = name or self.names.fresh()
+        t = infer_type(op, inputs, [self.types[i] for i in inputs], attrs, name, self.loc)
+        return self.add_node(
+            Node(name, op, inputs, t, make_attrs(attrs), self.section, None, self.loc, self.origin)
+        )
+
+    def const(self, value: float, *, like: str | None = None, dtype: str | None = None) -> str:
+        dt = dtype or (self.types[like].dtype if like else self.dtype)
+        key = (float(value), dt)
+        if key not in self._consts:
+            self._consts[key] = self.emit("const", (), {"value": float(value), "dtype": dt})
+        return self._consts[key]
+
+    def __getattr__(self, op: str) -> Callable[..., str]:
+        if op.startswith("_") or op not in OPS:
+            raise AttributeError(op)
+        return lambda *inputs, **attrs: self.emit(op, inputs, attrs)
+
+    def graph(
+        self,
+        name: str,
+        outputs: tuple[str, ...] | list[str],
+        updates: tuple[tuple[str, str], ...] = (),
+    ) -> Graph:
+        return Graph(name, tuple(self.nodes), tuple(outputs), tuple(updates))

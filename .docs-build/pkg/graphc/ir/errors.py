@@ -1,0 +1,39 @@
+"""The errors graphc shows its users: one class per kind of mistake, all under GraphcError."""
+
+from __future__ import annotations
+
+
+class GraphcError(Exception):
+    """Base of every error graphc raises on purpose."""
+
+
+class ShapeError(GraphcError, ValueError):
+    """An op got operands whose shapes or dtypes it cannot combine (raised while building)."""
+
+
+class ParseError(GraphcError, ValueError):
+    """The text form of a graph could not be parsed; the message gives line:col and a caret."""
+
+
+class GradError(GraphcError):
+    """Autodiff needed a VJP rule that the op does not have."""
+
+
+class CodegenError(GraphcError):
+    """LLVM rejected or failed to compile the module made from a graph."""
+
+
+class ArgumentError(GraphcError, ValueError):
+    """A runtime argument (data array, batch size, file, option) does not fit what was compiled."""
+
+
+class CheckpointError(GraphcError, ValueError):
+    """A checkpoint or weights file is missing, corrupted, or belongs to another model."""
+
+
+class NumericsError(GraphcError, FloatingPointError):
+    """check_numerics found a NaN or Inf; the message names the node, its op and its source line."""
+
+
+class VerifyError(GraphcError):
+    """A graph broke an IR invariant. Between passes this is a graphc bug: please report it."""

@@ -1,0 +1,340 @@
+"""Elementwise ops (with numpy broadcasting): arithmetic, activations, comparisons."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..types import TensorType, broadcast_shapes
+from .base import Binary, Op, Unary, register, same_float_dtype
+
+if TYPE_CHECKING:
+    from ..builder import Builder
+    from ..graph import Node
+
+
+@register
+class Add(Binary):
+    """z = x + y.   VJP: dx = dy, dy_ = dy (summed back to each operand's shape)."""
+
+    name = "add"
+
+    def reference(self, x, y):
+        return x + y
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        return (dy, dy)
+
+
+@register
+class Sub(Binary):
+    """z = x - y.   VJP: dx = dy, dy_ = -dy."""
+
+    name = "sub"
+
+    def reference(self, x, y):
+        return x - y
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        return (dy, b.neg(dy))
+
+
+@register
+class Mul(Binary):
+    """z = x * y.   VJP: dx = dy * y, dy_ = dy * x."""
+
+    name = "mul"
+
+    def reference(self, x, y):
+        return x * y
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        x, y = node.inputs
+        return (b.mul(dy, y), b.mul(dy, x))
+
+
+@register
+class Div(Binary):
+    """z = x / y.   VJP: dx = dy / y, dy_ = -dy * z / y."""
+
+    name = "div"
+
+    def reference(self, x, y):
+        return x / y
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        x, y = node.inputs
+        return (b.div(dy, y), b.neg(b.div(b.mul(dy, node.name), y)))
+
+
+@register
+class Maximum(Binary):
+    """z = max(x, y) (NaN if either is NaN).   VJP: dx = dy * [x >= y], dy_ = dy * [x < y]."""
+
+    name = "maximum"
+
+    def reference(self, x, y):
+        return np.maximum(x, y)
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        x, y = node.inputs
+        ge = b.greater_equal(x, y)
+        return (b.mul(dy, ge), b.mul(dy, b.sub(b.const(1.0, like=ge), ge)))
+
+
+@register
+class Greater(Binary):
+    """z = 1.0 where x > y else 0.0 (a mask in the operands' dtype); nondifferentiable."""
+
+    name = "greater"
+    nondifferentiable = True
+
+    def reference(self, x, y):
+        return (x > y).astype(np.result_type(x, y))
+
+
+@register
+class GreaterEqual(Binary):
+    """z = 1.0 where x >= y else 0.0; nondifferentiable."""
+
+    name = "greater_equal"
+    nondifferentiable = True
+
+    def reference(self, x, y):
+        return (x >= y).astype(np.result_type(x, y))
+
+
+@register
+class Neg(Unary):
+    """y = -x.   VJP: dx = -dy."""
+
+    name = "neg"
+
+    def reference(self, x):
+        return -x
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        return (b.neg(dy),)
+
+
+@register
+class Exp(Unary):
+    """y = exp(x).   VJP: dx = dy * y."""
+
+    name = "exp"
+
+    def reference(self, x):
+        return np.exp(x)
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        return (b.mul(dy, node.name),)
+
+
+@register
+class Log(Unary):
+    """y = log(x) (natural).   VJP: dx = dy / x."""
+
+    name = "log"
+
+    def reference(self, x):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(x)
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        return (b.div(dy, node.inputs[0]),)
+
+
+@register
+class Sqrt(Unary):
+    """y = sqrt(x).   VJP: dx = dy / (2 y)."""
+
+    name = "sqrt"
+
+    def reference(self, x):
+        with np.errstate(invalid="ignore"):
+            return np.sqrt(x)
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        return (b.div(dy, b.mul(b.const(2.0, like=node.name), node.name)),)
+
+
+@register
+class Sigmoid(Unary):
+    """y = 1 / (1 + exp(-x)).   VJP: dx = dy * y * (1 - y)."""
+
+    name = "sigmoid"
+
+    def reference(self, x):
+        # exp(-|x|) never overflows: the stable two-branch form.
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype)
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        y = node.name
+        return (b.mul(dy, b.mul(y, b.sub(b.const(1.0, like=y), y))),)
+
+
+@register
+class Tanh(Unary):
+    """y = tanh(x).   VJP: dx = dy * (1 - y*y)."""
+
+    name = "tanh"
+
+    def reference(self, x):
+        return np.tanh(x)
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        y = node.name
+        return (b.mul(dy, b.sub(b.const(1.0, like=y), b.mul(y, y))),)
+
+
+@register
+class Relu(Unary):
+    """y = max(x, 0).   VJP: dx = dy * [y > 0] (the subgradient 0 at x = 0)."""
+
+    name = "relu"
+
+    def reference(self, x):
+        return np.maximum(x, 0).astype(x.dtype)
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        y = node.name
+        return (b.mul(dy, b.greater(y, b.const(0.0, like=y))),)
+
+
+@register
+class Softplus(Unary):
+    """y = log(1 + exp(x)), computed as max(x, 0) + log1p(exp(-|x|)).   VJP: dx = dy * sigmoid(x)."""
+
+    name = "softplus"
+
+    def reference(self, x):
+        return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype)
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        return (b.mul(dy, b.sigmoid(node.inputs[0])),)
+
+
+@register
+class SigmoidCrossEntropy(Binary):
+    """Per-element binary cross-entropy from a logit z and a target y in [0, 1]:
+    l = -(y log sigmoid(z) + (1 - y) log(1 - sigmoid(z))) = softplus(z) - z y, computed as
+    (z > 0 ? z (1 - y) : -z y) + log1p(exp(-|z|)) (stable for every finite z; the form of
+    torch.nn.BCEWithLogitsLoss), where a zero factor of an infinite z gives 0: the limits
+    l(-inf, 0) = l(+inf, 1) = 0 and l(-inf, y > 0) = l(+inf, y < 1) = +inf. NaN stays NaN.
+
+    VJP: dz = dy (sigmoid(z) - y), dy_ = -dy z.
+    """
+
+    name = "sigmoid_cross_entropy"
+
+    def reference(self, z, y):
+        with np.errstate(invalid="ignore", over="ignore"):
+            pos = np.where(1 - y == 0, 0.0, z * (1 - y))
+            neg = np.where(y == 0, 0.0, -z * y)
+            lin = np.where(z > 0, pos, neg)
+            return (lin + np.log1p(np.exp(-np.abs(z)))).astype(np.result_type(z, y))
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        z, y = node.inputs
+        return (b.mul(dy, b.sub(b.sigmoid(z), y)), b.neg(b.mul(dy, z)))
+
+
+@register
+class Square(Unary):
+    """y = x * x.   VJP: dx = 2 x dy."""
+
+    name = "square"
+
+    def reference(self, x):
+        return x * x
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        x = node.inputs[0]
+        return (b.mul(dy, b.mul(b.const(2.0, like=x), x)),)
+
+
+@register
+class BroadcastTo(Op):
+    """z = x broadcast (numpy rules) to the shape of ``like``.   VJP: dx = sum_to(dz, x)."""
+
+    name = "broadcast_to"
+    arity = 2
+
+    def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+        x, like = types
+        same_float_dtype(self.name, [x, like.with_dtype(x.dtype)])
+        if broadcast_shapes(x.shape, like.shape) != like.shape:
+            raise ShapeError(f"broadcast_to: {x} cannot be broadcast to the shape of {like}")
+        return TensorType(like.shape, x.dtype)
+
+    def reference(self, x, like):
+        return np.broadcast_to(x, like.shape).copy()
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        return (dy, None)
+
+
+@register
+class Reshape(Op):
+    """z = x with shape ``shape`` (same element order and count; N may appear in ``shape``).
+
+    VJP: dx = reshape(dz) to x's shape.
+    """
+
+    name = "reshape"
+    arity = 1
+    attr_names = ("shape",)
+
+    def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+        (x,) = types
+        shape = tuple(attrs.get("shape", ()))
+        try:
+            out = TensorType(shape, x.dtype)
+        except ValueError as e:
+            raise ShapeError(f"reshape: {e}") from None
+        if out.is_batched != x.is_batched or out.elements_per_row() != x.elements_per_row():
+            raise ShapeError(f"reshape: cannot reshape {x} to {out}: element counts differ")
+        return out
+
+    def reference(self, x, *, shape):
+        return x.reshape([(-1 if d == "N" else d) for d in shape])
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        x = b.type_of(node.inputs[0])
+        return (b.reshape(dy, shape=x.shape),)
+
+
+@register
+class OneMinusPow(Op):
+    """y = 1 - base**t for a whole-number t >= 0 (the 1-based step number): the bias
+    corrections 1 - beta1^t, 1 - beta2^t of Adam-type optimizers; nondifferentiable.
+
+    Computed in float64 from the integer t by binary powering, then 1 - base**t rounded once
+    to the output dtype. The relative error of 1 - base**t before that rounding is below
+    2^-50 / (1 - base) (a squaring doubles the relative error of base**t, so that grows like
+    t 2^-53, but 1 - base**t >= t (1 - base) base**t): 2^-37 at base = 0.9999.
+    The float32 form 1 - exp(t log beta) loses about 5 digits when beta is close to 1
+    (beta2 = 0.999: 1e-4 relative in 1 - beta2), which shows in every Adam step.
+
+    Operand t: a float scalar (any shape is accepted, elementwise) holding a whole number.
+    Attr base: a float in [0, 1].
+    """
+
+    name = "one_minus_pow"
+    arity = 1
+    nondifferentiable = True
+    attr_names = ("base",)
+
+    def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+        same_float_dtype(self.name, types)
+        base = attrs.get("base")
+        if not isinstance(base, float | int) or isinstance(base, bool) or not 0 <= base <= 1:
+            raise ShapeError(f"{self.name}: base must be a number in [0, 1], got {base!r}")
+        return types[0]
+
+    def reference(self, t, *, base):
+        t = np.asarray(t)
+        return (1.0 - np.float64(base) ** t.astype(np.float64)).astype(t.dtype)

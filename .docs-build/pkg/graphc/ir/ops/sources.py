@@ -1,0 +1,88 @@
+"""Sources and constants: input (data placeholder), param (trainable), state (slot), const, size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..types import TensorType
+from .base import Op, normalize_axes, register
+
+
+class Source(Op):
+    """A value that enters the graph from outside; its type is given by the ``shape``/``dtype``
+    recorded on the node itself (the builder passes the declared type)."""
+
+    arity = 0
+    kind = "source"
+    nondifferentiable = True
+
+    def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+        raise ShapeError(f"{self.name}: a source node's type is declared, not inferred")
+
+
+@register
+class Input(Source):
+    """A data placeholder (features, labels, learning rate, step counter)."""
+
+    name = "input"
+
+
+@register
+class Param(Source):
+    """A trainable parameter; attr ``init`` names its initializer (e.g. "glorot_uniform")."""
+
+    name = "param"
+    attr_names = ("init", "init_args", "trainable")  # trainable=False: never updated
+
+
+@register
+class State(Source):
+    """Persistent non-trainable state (optimizer slots, counters), updated through Graph.updates."""
+
+    name = "state"
+    attr_names = ("init", "init_args", "slot_of")
+
+
+@register
+class Const(Op):
+    """A scalar constant: ``const() {value=v, dtype} : f32[]``."""
+
+    name = "const"
+    arity = 0
+    kind = "scalar"
+    nondifferentiable = True
+    attr_names = ("value", "dtype")
+
+    def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+        if not isinstance(attrs.get("value"), int | float) or isinstance(attrs.get("value"), bool):
+            raise ShapeError(f"const: value must be a number, got {attrs.get('value')!r}")
+        return TensorType((), attrs.get("dtype", "f32"))
+
+    def reference(self, *, value: float, dtype: str = "f32") -> np.ndarray:
+        return np.array(value)
+
+
+@register
+class Size(Op):
+    """The number of elements of ``x`` along ``axes`` as a scalar (N resolved at run time).
+
+    Used by mean's VJP; nondifferentiable.
+    """
+
+    name = "size"
+    arity = 1
+    kind = "scalar"
+    nondifferentiable = True
+    attr_names = ("axes",)
+
+    def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+        (t,) = types
+        normalize_axes(self.name, attrs.get("axes"), t.rank)
+        return TensorType((), "f32" if t.dtype == "i32" else t.dtype)
+
+    def reference(self, x: np.ndarray, *, axes: Any = None) -> np.ndarray:
+        axes = normalize_axes(self.name, axes, x.ndim)
+        return np.array(float(np.prod([x.shape[a] for a in axes])))

@@ -1,0 +1,88 @@
+"""Tensor types: a shape whose dimensions are ints or the symbolic batch size "N", and a dtype."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+Dim = int | str
+DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32}
+BATCH = "N"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorType:
+    """The type of a value: ``shape`` (ints, or "N" for the batch size) and ``dtype``.
+
+    ``str()`` gives the text form, e.g. ``f32[N,784]``; a scalar is ``f32[]``.
+    """
+
+    shape: tuple[Dim, ...]
+    dtype: str = "f32"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; expected one of {sorted(DTYPES)}")
+        for d in self.shape:
+            if not (isinstance(d, str) and d == BATCH) and not (isinstance(d, int) and d >= 0):
+                raise ValueError(f"bad dimension {d!r} in shape {self.shape}: use ints >= 0 or 'N'")
+        if sum(1 for d in self.shape if d == BATCH) > 1:
+            raise ValueError(f"shape {self.shape} uses the batch dimension N more than once")
+
+    def __str__(self) -> str:
+        return f"{self.dtype}[{','.join(str(d) for d in self.shape)}]"
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    @property
+    def is_batched(self) -> bool:
+        return BATCH in self.shape
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(DTYPES[self.dtype]).itemsize
+
+    @property
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(DTYPES[self.dtype])
+
+    def concrete(self, n: int) -> tuple[int, ...]:
+        """The shape with N replaced by the batch size ``n``."""
+        return tuple(n if d == BATCH else d for d in self.shape)
+
+    def elements_per_row(self) -> int:
+        """The element count divided by N (the full count when the type has no N)."""
+        out = 1
+        for d in self.shape:
+            if d != BATCH:
+                out *= d
+        return out
+
+    def size(self, n: int) -> int:
+        """Number of elements for batch size ``n``."""
+        return self.elements_per_row() * (n if self.is_batched else 1)
+
+    def with_dtype(self, dtype: str) -> TensorType:
+        return TensorType(self.shape, dtype)
+
+
+def scalar(dtype: str = "f32") -> TensorType:
+    return TensorType((), dtype)
+
+
+def broadcast_shapes(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> tuple[Dim, ...] | None:
+    """numpy broadcasting of two shapes with a symbolic N (which matches N or 1); None if they don't."""
+    out: list[Dim] = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        x = a[-i] if i <= len(a) else 1
+        y = b[-i] if i <= len(b) else 1
+        if x == y or y == 1:
+            out.append(x)
+        elif x == 1:
+            out.append(y)
+        else:
+            return None
+    return tuple(reversed(out))

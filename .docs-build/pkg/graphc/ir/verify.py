@@ -1,0 +1,165 @@
+"""The IR verifier: checks a graph's invariants and names the node (and the pass) that broke one.
+
+Checked, in this order (the first problem found is raised):
+    - names are unique; sections are forward/backward/update;
+    - every op is registered, has the right number of operands and only the attrs it accepts
+      (``Op.attr_names``); sources (input/param/state) have no operands;
+    - operands name values defined earlier (a value defined later means a cycle or a wrong
+      order: ``ir.algorithms.find_cycle`` tells which);
+    - each stored type equals the type the op's rule infers from the operands' stored types
+      (``ir.builder.infer_type``);
+    - the nodes of a fusion group are contiguous (only sources and inline constants/sizes,
+      which need no kernel, may stand between them);
+    - outputs exist; each update's target is a param or state, given once, and its new value
+      exists with the same type.
+"""
+
+from __future__ import annotations
+
+from .errors import ShapeError, VerifyError
+from .graph import SECTIONS, SOURCE_OPS, Graph, Node
+
+CONTEXT_LINES = 5
+INLINE_OPS = ("const", "size")  # computed where used; they may sit inside a group's span
+
+
+def verify(g: Graph, after: str | None = None) -> Graph:
+    """Check ``g``'s invariants (listed in the module docstring) and return ``g``.
+
+    Args:
+        g: the graph.
+        after: the name of the pass that made ``g`` (named in the error).
+
+    Returns:
+        ``g`` itself, so that passes chain as ``g = verify(p(g), after=p.__name__)``.
+
+    Raises:
+        VerifyError: naming the node, the broken rule and the pass, with +-5 lines of the
+            graph's text around the node, marked ``>>``.
+    """
+    problem = _first_problem(g)
+    if problem is not None:
+        node, msg = problem
+        raise VerifyError(_message(g, node, msg, after))
+    return g
+
+
+def _first_problem(g: Graph) -> tuple[str | None, str] | None:
+    from .builder import infer_type
+    from .ops import OPS
+
+    seen: dict[str, Node] = {}
+    later = {n.name for n in g.nodes}
+    for n in g.nodes:
+        if n.name in seen:
+            return n.name, f"node {n.name}: the name {n.name!r} is defined twice"
+        if n.section not in SECTIONS:
+            return n.name, f"node {n.name}: unknown section {n.section!r} (expected {SECTIONS})"
+        spec = OPS.get(n.op)
+        if spec is None:
+            return n.name, f"node {n.name}: unknown op {n.op!r} (not in the op registry OPS)"
+        if spec.arity is not None and len(n.inputs) != spec.arity:
+            return n.name, (
+                f"node {n.name}: {n.op} expects {spec.arity} operands, got {len(n.inputs)}"
+            )
+        bad = [k for k, _ in n.attrs if k not in spec.attr_names]
+        if bad:
+            allowed = ", ".join(spec.attr_names) or "none"
+            return n.name, (
+                f"node {n.name}: {n.op} does not accept attr {bad[0]!r} (accepted: {allowed})"
+            )
+        for k, i in enumerate(n.inputs):
+            if i not in seen:
+                if i in later:
+                    from .algorithms import find_cycle
+
+                    cycle = find_cycle(g)
+                    if cycle is not None and n.name in cycle:
+                        return n.name, (
+                            f"node {n.name}: dependency cycle {' -> '.join(cycle + cycle[:1])}"
+                        )
+                    if cycle is not None:
+                        return cycle[0], (
+                            f"node {cycle[0]}: dependency cycle {' -> '.join(cycle + cycle[:1])}"
+                        )
+                    return n.name, (
+                        f"node {n.name}: operand {k} ({i}) is used before its "
+                        "definition (nodes are not in topological order)"
+                    )
+                return n.name, f"node {n.name}: operand {k} ({i}) is not defined in the graph"
+        if n.op not in SOURCE_OPS:
+            try:
+                t = infer_type(
+                    n.op, n.inputs, [seen[i].type for i in n.inputs], n.attr_dict, n.name, n.loc
+                )
+            except ShapeError as e:
+                return n.name, f"node {n.name}: its op rejects its operands: {e}"
+            if t != n.type:
+                return n.name, (
+                    f"node {n.name}: stored type {n.type} differs from the type "
+                    f"{n.op} infers, {t} (operands: "
+                    + ", ".join(f"{i} : {seen[i].type}" for i in n.inputs)
+                    + ")"
+                )
+        seen[n.name] = n
+
+    open_group, closed = None, set()
+    for n in g.nodes:
+        if n.group is None:
+            if n.op in SOURCE_OPS or n.op in INLINE_OPS:
+                continue
+            if open_group is not None:
+                closed.add(open_group)
+                open_group = None
+            continue
+        if n.group != open_group:
+            if n.group in closed:
+                return n.name, (
+                    f"node {n.name}: fusion group {n.group!r} is not contiguous "
+                    "(another kernel's node stands between its nodes)"
+                )
+            if open_group is not None:
+                closed.add(open_group)
+            open_group = n.group
+
+    for o in g.outputs:
+        if o not in seen:
+            return "return", f"output {o!r} is not a value of the graph"
+    targets: set[str] = set()
+    for t, v in g.updates:
+        if t not in seen:
+            return f"update {t}", f"update target {t!r} is not a value of the graph"
+        if seen[t].op not in ("param", "state"):
+            return t, f"node {t}: update target must be a param or state, not {seen[t].op}"
+        if t in targets:
+            return t, f"node {t}: updated twice"
+        targets.add(t)
+        if v not in seen:
+            return t, f"node {t}: its update value {v!r} is not a value of the graph"
+        if seen[v].type != seen[t].type:
+            return v, (
+                f"node {v}: update {t} <- {v} changes the type ({seen[t].type} <- {seen[v].type})"
+            )
+    return None
+
+
+def _message(g: Graph, node: str | None, msg: str, after: str | None) -> str:
+    from .text import graph_lines
+
+    where = f"after pass {after}" if after else "in verify()"
+    head = f"graph {g.name} {where}: {msg}"
+    if after:
+        head += "\n(an IR invariant broke between passes: this is a graphc bug, please report it)"
+    try:
+        lines = graph_lines(g)
+    except (KeyError, TypeError, ValueError) as e:  # too broken to print: keep the message
+        return f"{head}\n(cannot print the graph: {type(e).__name__}: {e})"
+    marked = [k for k, (_, name) in enumerate(lines) if name == node]
+    if not marked and node is not None:  # "return" or "update TARGET": mark that statement
+        marked = [k for k, (text, _) in enumerate(lines) if text.lstrip().startswith(node)]
+    if not marked:
+        return head
+    k = marked[0]
+    lo, hi = max(0, k - CONTEXT_LINES), min(len(lines), k + CONTEXT_LINES + 1)
+    body = [(">> " if j == k else "   ") + lines[j][0] for j in range(lo, hi)]
+    return head + "\n" + "\n".join(body)

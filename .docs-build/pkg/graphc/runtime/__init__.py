@@ -1,0 +1,1 @@
+"""graphc.runtime: executing compiled modules, buffers, the training loop, callbacks and checkpoints."""

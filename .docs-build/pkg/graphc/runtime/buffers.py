@@ -1,0 +1,21 @@
+"""Aligned numpy buffers and the views of params and states inside their flat regions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+ALIGN = 64
+
+
+def aligned_empty(nbytes: int, align: int = ALIGN) -> np.ndarray:
+    """A uint8 array of ``nbytes`` whose data pointer is a multiple of ``align`` (zeroed)."""
+    raw = np.zeros(nbytes + align, dtype=np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start : start + nbytes]
+
+
+def view(region: np.ndarray, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """The array of ``shape``/``dtype`` at byte ``offset`` of ``region`` (shares memory)."""
+    count = int(np.prod(shape)) if shape else 1
+    nbytes = count * np.dtype(dtype).itemsize
+    return region[offset : offset + nbytes].view(dtype).reshape(shape)

@@ -1,0 +1,275 @@
+"""Checkpoints: a model's parameters and optimizer state in one ``.npz`` file, written atomically.
+
+File format (numpy's ``.npz``, read with ``allow_pickle=False``: no pickle anywhere)::
+
+    __header__        uint8[...]   UTF-8 JSON: {"format": "graphc-checkpoint", "version": 1,
+                                   "model": name, "graph_hash": ..., "forward_hash": ...,
+                                   "lr": float, "epochs_done": int | null, "extra": {...},
+                                   "params": [[name, shape, dtype], ...],
+                                   "state": [[name, shape, dtype], ...]}
+    param/NAME        one array per trainable parameter
+    state/NAME        one array per optimizer slot, and ``state/step`` (the step counter)
+
+``graph_hash`` is a SHA-256 of the training graph's structure (ops, types, attrs and
+connections, with every name replaced by its position, so that automatically numbered names
+like ``dense4.w`` do not matter); ``forward_hash`` the same of the forward graph.
+
+Writing goes to a temporary file in the target's directory, which is flushed, fsync'ed and then
+renamed over the target (``os.replace``, atomic on POSIX and Windows): a crash leaves either the
+old file or the new one, never half of one. Loading reads and checks the whole file before it
+touches the model: any problem raises ``CheckpointError`` and leaves the model unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from graphc.ir.errors import CheckpointError
+from graphc.ir.graph import Graph
+
+FORMAT = "graphc-checkpoint"
+VERSION = 1
+HEADER_KEY = "__header__"
+
+
+def structure_hash(g: Graph) -> str:
+    """SHA-256 (hex) of ``g``'s structure, independent of value names, locations and fusion."""
+    index: dict[str, int] = {}
+    h = hashlib.sha256()
+    for i, n in enumerate(g.nodes):
+        index[n.name] = i
+        attrs = [(k, index.get(v, v) if isinstance(v, str) else v) for k, v in n.attrs]
+        item = (n.op, [index.get(x, x) for x in n.inputs], str(n.type), attrs, n.section)
+        h.update(repr(item).encode())
+    h.update(
+        repr(
+            (
+                [index.get(o, o) for o in g.outputs],
+                [(index.get(t, t), index.get(v, v)) for t, v in g.updates],
+            )
+        ).encode()
+    )
+    return h.hexdigest()
+
+
+def _entries(arrays: dict[str, np.ndarray]) -> list[list[Any]]:
+    return [[k, list(v.shape), v.dtype.str] for k, v in arrays.items()]
+
+
+def header_for(model: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    prog = model.program
+    history = getattr(model, "history", None)
+    epochs = getattr(history, "epochs", None)
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": prog.name,
+        "graph_hash": structure_hash(prog.training or prog.forward),
+        "forward_hash": structure_hash(prog.forward),
+        "lr": float(model.lr),
+        "epochs_done": int(epochs[-1]) + 1 if epochs else None,
+        "extra": extra or {},
+        "params": _entries(model.params),
+        "state": _entries(model.state),
+    }
+
+
+def save(model: Any, path: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> str:
+    """Write ``model``'s parameters and optimizer state (step counter included) to ``path``.
+
+    Args:
+        model: a graphc Model.
+        path: the file to write (conventionally ``*.npz``; written as given).
+        extra: JSON-serializable metadata kept in the header (e.g. {"epoch": 3}).
+
+    Returns:
+        The path written.
+
+    Raises:
+        CheckpointError: ``extra`` is not JSON-serializable or the file cannot be written (the
+            previous file at ``path``, if any, is then left as it was).
+    """
+    path = os.fspath(path)
+    try:
+        header = json.dumps(header_for(model, extra))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"save {path!r}: extra metadata must be JSON-serializable ({e})"
+        ) from None
+    arrays = {HEADER_KEY: np.frombuffer(header.encode(), dtype=np.uint8)}
+    arrays.update({f"param/{k}": np.array(v, order="C") for k, v in model.params.items()})
+    arrays.update({f"state/{k}": np.array(v, order="C") for k, v in model.state.items()})
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise CheckpointError(f"cannot write checkpoint {path!r}: {e}") from e
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable (POSIX); not possible everywhere, hence best effort
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return path
+
+
+def read(
+    path: str | os.PathLike,
+) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(header, params, state) of a checkpoint file, fully read and checked for integrity.
+
+    Raises:
+        CheckpointError: the file is missing, not an .npz, truncated or corrupted (zip CRC),
+            holds pickled objects, has no graphc header, or its arrays disagree with the header.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zipfile.LargeZipFile) as e:
+        raise CheckpointError(
+            f"checkpoint {path!r} is corrupted or truncated, or not an .npz file "
+            f"({type(e).__name__}: {e}); save it again"
+        ) from None
+    if HEADER_KEY not in data:
+        raise CheckpointError(
+            f"{path!r} is an .npz file without a graphc header: not a graphc "
+            "checkpoint (write one with model.save)"
+        )
+    try:
+        header = json.loads(data.pop(HEADER_KEY).tobytes().decode())
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint {path!r}: the header is unreadable ({e})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path!r} is not a graphc checkpoint (format {header.get('format') if isinstance(header, dict) else None!r})"
+        )
+    if header.get("version") != VERSION:
+        raise CheckpointError(
+            f"checkpoint {path!r} has format version {header.get('version')!r}; "
+            f"this graphc reads version {VERSION}"
+        )
+    params, state = {}, {}
+    for section, out in (("params", params), ("state", state)):
+        prefix = "param/" if section == "params" else "state/"
+        for name, shape, dtype in header.get(section, []):
+            a = data.get(prefix + name)
+            if a is None:
+                raise CheckpointError(
+                    f"checkpoint {path!r}: array {prefix + name} listed in the header "
+                    "is missing (the file is damaged)"
+                )
+            if list(a.shape) != list(shape) or a.dtype.str != dtype:
+                raise CheckpointError(
+                    f"checkpoint {path!r}: array {prefix + name} is {a.dtype}{list(a.shape)}, "
+                    f"the header says {np.dtype(dtype)}{list(shape)} (the file is damaged)"
+                )
+            out[name] = a
+    return header, params, state
+
+
+def load(model: Any, path: str | os.PathLike, *, weights_only: bool = False) -> dict[str, Any]:
+    """Restore ``model``'s parameters (and, unless ``weights_only``, optimizer state and lr).
+
+    Every check runs before the first copy, so on any error the model is unchanged.
+    Parameters are matched by name; when the names differ (e.g. automatically numbered
+    layers of a network rebuilt in the same process) but the graph structure hashes agree, by
+    position.
+
+    Returns:
+        The checkpoint's header (model, epochs_done, extra, ...).
+
+    Raises:
+        CheckpointError: see ``read``; or the checkpoint belongs to another network or
+            optimizer (names, shapes, dtypes or the graph hash differ): the message lists the
+            differences.
+    """
+    path = os.fspath(path)
+    header, params, state = read(path)
+    prog = model.program
+    same_graph = header.get("graph_hash") == structure_hash(prog.training or prog.forward)
+    same_forward = header.get("forward_hash") == structure_hash(prog.forward)
+    if not weights_only and not same_graph:
+        try:
+            _match(path, "parameter", model.params, params, same_forward)
+            detail = "the parameters fit; the optimizer or the loss differs"
+        except CheckpointError as e:
+            detail = str(e).split(": ", 1)[-1]
+        raise CheckpointError(
+            f"checkpoint {path!r} was saved from a different network or optimizer than model "
+            f"{prog.name!r} (checkpoint model {header.get('model')!r}; training-graph hash differs: "
+            f"{detail}). Build the same network with the same optimizer, or "
+            "load(..., weights_only=True) to take only the parameters"
+        )
+    new_params = _match(path, "parameter", model.params, params, same_forward or same_graph)
+    new_state: dict[str, np.ndarray] = {}
+    if not weights_only:
+        new_state = _match(path, "optimizer state", model.state, state, True)
+    for k, v in new_params.items():
+        model.params[k][...] = v
+    for k, v in new_state.items():
+        model.state[k][...] = v
+    if not weights_only and isinstance(header.get("lr"), (int, float)):
+        model.lr = float(header["lr"])
+    return header
+
+
+def _match(
+    path: str,
+    what: str,
+    have: dict[str, np.ndarray],
+    got: dict[str, np.ndarray],
+    positional_ok: bool,
+) -> dict[str, np.ndarray]:
+    """The checkpoint's arrays keyed by the model's names; raises CheckpointError on mismatch."""
+    if set(have) != set(got):
+        if (
+            positional_ok
+            and len(have) == len(got)
+            and all(
+                a.shape == b.shape and a.dtype == b.dtype
+                for a, b in zip(have.values(), got.values())
+            )
+        ):
+            return dict(zip(have, got.values()))
+        missing = sorted(set(have) - set(got))
+        unknown = sorted(set(got) - set(have))
+        raise CheckpointError(
+            f"checkpoint {path!r} does not fit this model's {what}: "
+            + (f"missing {missing}" if missing else "")
+            + ("; " if missing and unknown else "")
+            + (f"not in the model {unknown}" if unknown else "")
+            + ". Was it saved from another network?"
+        )
+    bad = [
+        f"{k}: model {have[k].dtype}{list(have[k].shape)}, file {got[k].dtype}{list(got[k].shape)}"
+        for k in have
+        if have[k].shape != got[k].shape or have[k].dtype != got[k].dtype
+    ]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {path!r}: {what} shapes or dtypes differ: " + "; ".join(bad)
+        )
+    return {k: got[k] for k in have}

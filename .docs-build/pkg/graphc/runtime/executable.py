@@ -1,0 +1,236 @@
+"""A compiled entry point called through ctypes, with its buffers prepared once per batch size."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+
+from graphc.ir.errors import ArgumentError, NumericsError
+from graphc.ir.passes.schedule import Schedule
+
+from .buffers import aligned_empty
+
+ENTRY = ctypes.CFUNCTYPE(
+    ctypes.c_int32,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+)
+
+
+class Entry:
+    """One entry point (``train_step``, ``infer``, ``eval``) of a compiled module.
+
+    ``__call__(arrays, n)`` checks every array against the compiled input types, then runs
+    the native code; outputs are written into preallocated arrays (reused between calls of the
+    same batch size: copy them if you keep them).
+    """
+
+    def __init__(
+        self,
+        address: int,
+        sched: Schedule,
+        params: np.ndarray,
+        state: np.ndarray,
+        owner: object = None,
+    ) -> None:
+        self.fn = ENTRY(address)
+        self.sched = sched
+        self.owner = owner  # keeps the JIT engine alive while this entry exists
+        self.params, self.state = params, state
+        g = sched.graph
+        self.in_types = [g[name].type for name in sched.input_slots]
+        self.out_types = [g[name].type for name in sched.output_slots]
+        self.inputs = (ctypes.c_void_p * max(1, len(self.in_types)))()
+        self.outputs = (ctypes.c_void_p * max(1, len(self.out_types)))()
+        self._n = -1
+        self.out_arrays: list[np.ndarray] = []
+        self.workspace = aligned_empty(0)
+        self._ws_cap = -1
+        # check_numerics: (value, kernel index) per site (codegen.kernels.numerics_sites), the
+        # entry's name and a callable giving the step counter; set by the Model.
+        self.numerics: list[tuple[str, int]] | None = None
+        self.name = ""
+        self.step_of = None
+        self._last: list[np.ndarray | None] = [None] * len(self.in_types)
+        # The call's pointer arguments, computed once (params/state never move).
+        self._args = [
+            params.ctypes.data,
+            state.ctypes.data,
+            self.workspace.ctypes.data,
+            ctypes.addressof(self.inputs),
+            ctypes.addressof(self.outputs),
+        ]
+
+    def prepare(self, n: int) -> None:
+        """Allocate outputs and workspace for batch size ``n`` (no-op when already done)."""
+        if n == self._n:
+            return
+        if n > self._ws_cap:
+            self.workspace = aligned_empty(self.sched.workspace_bytes(n))
+            self._ws_cap = n
+            self._args[2] = self.workspace.ctypes.data
+        self.out_arrays = [np.empty(t.concrete(n), t.np_dtype) for t in self.out_types]
+        for j, a in enumerate(self.out_arrays):
+            self.outputs[j] = a.ctypes.data
+        self._n = n
+
+    def check(self, arrays: list[np.ndarray], n: int) -> None:
+        """Raises ArgumentError naming the input when an array's shape or dtype is wrong."""
+        if len(arrays) != len(self.in_types):
+            raise ArgumentError(f"expected {len(self.in_types)} input arrays, got {len(arrays)}")
+        for name, t, a in zip(self.sched.input_slots, self.in_types, arrays):
+            if (
+                not isinstance(a, np.ndarray)
+                or a.dtype != t.np_dtype
+                or a.shape != t.concrete(n)
+                or not a.flags.c_contiguous
+            ):
+                got = f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else type(a).__name__
+                raise ArgumentError(
+                    f"input {name!r} expects {t} with N={n}, got {got}"
+                    + (
+                        ""
+                        if not isinstance(a, np.ndarray) or a.flags.c_contiguous
+                        else " (not C-contiguous)"
+                    )
+                )
+
+    def __call__(
+        self, arrays: list[np.ndarray], n: int, *, checked: bool = True
+    ) -> list[np.ndarray]:
+        if checked:
+            if n < 1:
+                raise ArgumentError(f"batch size must be >= 1, got {n}")
+            self.check(arrays, n)
+        if n != self._n:
+            self.prepare(n)
+        # Nothing is allocated per call: the pointer of an array seen by the last call is kept
+        # (the array is kept alive with it, so its memory cannot move or be freed meanwhile).
+        last = self._last
+        for i, a in enumerate(arrays):
+            if a is not last[i]:
+                self.inputs[i] = a.ctypes.data
+                last[i] = a
+        rc = self.fn(self._args[0], self._args[1], self._args[2], self._args[3], self._args[4], n)
+        if rc != 0:
+            raise self.error(rc)
+        return self.out_arrays
+
+    def error(self, rc: int) -> Exception:
+        """The exception for a nonzero return code: NumericsError for a check_numerics site."""
+        from graphc.codegen.kernels import NUMERICS_BASE
+
+        sites = self.numerics
+        if not sites or not NUMERICS_BASE <= rc < NUMERICS_BASE + len(sites):
+            return ArgumentError(f"native code returned error {rc}")
+        v, k = sites[rc - NUMERICS_BASE]
+        g, kernels = self.sched.graph, self.sched.kernels
+        nd = g[v]
+        done = self.step_of() if self.step_of is not None else None
+        if self.name == "train_step" and done is not None:
+            # had this step's counter update already run when kernel k failed?
+            upd = dict(g.updates).get("step")
+            ran = any(
+                j < k and (upd in kern.nodes or kern.copy_to == "step")
+                for j, kern in enumerate(kernels)
+            )
+            where = f"training step {int(done) + (0 if ran else 1)}"
+        elif done is not None:
+            where = f"{self.name or 'entry'} (after {int(done)} training steps)"
+        else:
+            where = self.name or "entry"
+        lines = [
+            f"{nd.op} node {v} produced NaN or Inf in the {nd.section} part of {where}",
+            f"  at   {v} = {nd.op}({', '.join(nd.inputs)}) : {nd.type}"
+            f"    {nd.loc or '(no source line)'}",
+        ]
+        if nd.origin:
+            lines.append(f"  from {nd.origin}")
+        lines += [f"  operand {i} : {g[i].type}" for i in nd.inputs]
+        others = [x for x in kernels[k].nodes if x != v]
+        if others:
+            lines.append(f"  (computed in one fused kernel with {', '.join(others)})")
+        lines.append(
+            "  Check the data for NaN/Inf and extreme values, lower the learning rate, or "
+            "inspect the values feeding this node (graphc dump shows the graph)."
+        )
+        return NumericsError("\n".join(lines))
+
+
+EPOCH = ctypes.CFUNCTYPE(
+    ctypes.c_int32,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+)
+
+
+class EpochEntry:
+    """``NAME_train_epoch`` (ABI in ``graphc.codegen.epoch``): one native call per epoch.
+
+    It shares the workspace and output buffers of the ``train_step`` Entry it wraps, and makes
+    exactly the calls of that entry a per-step loop makes on the same gathered rows.
+    """
+
+    def __init__(self, address: int, step: Entry) -> None:
+        self.fn = EPOCH(address)
+        self.step = step
+        slots = step.sched.input_slots
+        self.inputs = (ctypes.c_void_p * max(1, len(slots)))()
+        self.staging = (ctypes.c_void_p * max(1, len(slots)))()
+
+    def __call__(
+        self,
+        arrays: list[np.ndarray],
+        staging: list[np.ndarray | None],
+        n: int,
+        order: np.ndarray,
+        batch: int,
+        losses: np.ndarray,
+    ) -> np.ndarray:
+        """Run ``ceil(n / batch)`` steps over ``arrays`` (checked by the caller for ``n`` rows)
+        in the row order ``order`` (int64[n]); ``staging[i]`` holds ``batch`` rows of batched
+        input ``i``. Writes and returns ``losses`` (one per step, the loss's dtype)."""
+        steps = -(-n // batch)
+        if order.dtype != np.int64 or order.shape != (n,) or not order.flags.c_contiguous:
+            raise ArgumentError(f"order must be a contiguous int64[{n}] array")
+        if losses.shape != (steps,) or losses.dtype != self.step.out_types[0].np_dtype:
+            raise ArgumentError(f"losses must be {self.step.out_types[0].np_dtype}[{steps}]")
+        e = self.step
+        e.prepare(batch)
+        for i, a in enumerate(arrays):
+            self.inputs[i] = a.ctypes.data
+            st = staging[i]
+            self.staging[i] = st.ctypes.data if st is not None else None
+        rc = self.fn(
+            e._args[0],
+            e._args[1],
+            e._args[2],
+            ctypes.addressof(self.inputs),
+            e._args[4],
+            n,
+            order.ctypes.data,
+            batch,
+            ctypes.addressof(self.staging),
+            losses.ctypes.data,
+        )
+        if rc != 0 and e.numerics and rc != 3:
+            raise e.error(rc)
+        if rc != 0:
+            raise ArgumentError(
+                f"native code returned error {rc}"
+                + (" (a row index outside the data)" if rc == 3 else "")
+            )
+        return losses

@@ -1,0 +1,670 @@
+"""The trained-model object: parameters, optimizer state, fit / evaluate / predict over native code."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from graphc.ir.errors import ArgumentError, GraphcError
+from graphc.ir.types import BATCH
+
+from .buffers import aligned_empty, view
+from .executable import Entry, EpochEntry
+from graphc.codegen.threads import MAX_THREADS
+
+from .parallel import default_threads, own_lock, serialized
+
+
+@dataclass
+class History:
+    """Per-epoch figures of a ``fit`` run: ``history["loss"]``, ``history["val_loss"]``, ..."""
+
+    epochs: list[int] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    stopped_early: bool = False
+    best_epoch: int | None = None
+    interrupted: bool = False  # fit stopped by KeyboardInterrupt (the epochs so far are kept)
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.metrics[key]
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Keras's ``History.history``: metric name -> one value per epoch (the same lists)."""
+        return self.metrics
+
+    def add(self, epoch: int, figures: dict[str, float]) -> None:
+        self.epochs.append(epoch)
+        for k, v in figures.items():
+            self.metrics.setdefault(k, []).append(float(v))
+
+
+class Model:
+    """A compiled network with its parameters (see ``graphc.compile``).
+
+    Attributes:
+        program: the compiler's output, stage by stage (graphs, schedules, timings).
+        params: name -> float array view of each trainable parameter (writable in place).
+        state: name -> array view of each optimizer slot and the step counter.
+        lr: the learning rate fed to the next training step.
+    """
+
+    def __init__(self, program: Any, jit: Any, *, optimizer: Any = None, seed: int = 0) -> None:
+        self.program = program
+        self.jit = jit
+        self.optimizer = optimizer
+        self.lr = float(getattr(optimizer, "lr", 1e-3))
+        self._param_region = aligned_empty(program.param_bytes)
+        self._state_region = aligned_empty(program.state_bytes)
+        src = program.training or program.forward
+        self.param_nodes = [n for n in src.nodes if n.op == "param"]
+        self.state_nodes = [n for n in src.nodes if n.op == "state"]
+        self.params = {
+            n.name: view(
+                self._param_region,
+                program.layout[n.name].offset,
+                n.type.concrete(1),
+                n.type.np_dtype,
+            )
+            for n in self.param_nodes
+        }
+        self.state = {
+            n.name: view(
+                self._state_region,
+                program.layout[n.name].offset,
+                n.type.concrete(1),
+                n.type.np_dtype,
+            )
+            for n in self.state_nodes
+        }
+        self.entries = {
+            e: Entry(
+                jit.address(f"{program.name}_{e}"),
+                s,
+                self._param_region,
+                self._state_region,
+                owner=jit,
+            )
+            for e, s in program.schedules.items()
+        }
+        if getattr(program, "check_numerics", False):  # name the node behind a NaN/Inf code
+            from graphc.codegen.kernels import numerics_sites
+
+            for ename, e in self.entries.items():
+                e.numerics, e.name = numerics_sites(e.sched), ename
+                e.step_of = (lambda: float(self.state["step"])) if "step" in self.state else None
+        # A whole epoch in one native call, when the module has it (see fit).
+        self.epoch_entry: EpochEntry | None = None
+        if (
+            "train_step" in self.entries
+            and hasattr(jit, "has")
+            and jit.has(f"{program.name}_train_epoch")
+        ):
+            self.epoch_entry = EpochEntry(
+                jit.address(f"{program.name}_train_epoch"), self.entries["train_step"]
+            )
+        self.use_epoch_entry = True
+        own_lock(self)
+        self.threads = default_threads()
+        self.seed = seed
+        self.history: History | None = None  # the last fit's (set as soon as fit starts)
+        self.initialize(seed)
+
+    @property
+    def threads(self) -> int:
+        """Threads the compiled kernels split their work over (GEMMs of every entry point:
+        training steps, epochs, predict); results do not depend on it (codegen/threads.py).
+        Counts above MAX_THREADS (64) run MAX_THREADS; more threads than cores only slow down.
+
+        Raises:
+            ArgumentError: a count that is not a positive int.
+        """
+        return self.jit.threads()
+
+    @threads.setter
+    def threads(self, n: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ArgumentError(f"threads must be a positive int, got {n!r}")
+        n = min(n, MAX_THREADS)  # the native call takes an int32
+        with self._lock:  # never while a call of this model runs in another thread
+            self.jit.set_threads(self.program.name, n)
+
+    # ------------------------------------------------------------------ parameters
+
+    def initialize(self, seed: int = 0) -> None:
+        """(Re)draw every parameter with its initializer and zero the optimizer state.
+
+        Parameter i draws from ``np.random.default_rng([seed, i])``, so each parameter's
+        values depend only on the seed and its position.
+        """
+        from graphc.init import initialize
+
+        constants = getattr(self.program, "constants", {})
+        for i, n in enumerate(self.param_nodes):
+            if n.attr("init") == "array":  # gc.constant: its values, not a draw
+                self.params[n.name][...] = constants[n.name]
+                continue
+            args = dict(n.attr("init_args", ()))
+            self.params[n.name][...] = initialize(
+                n.attr("init", "zeros"),
+                n.type.concrete(1),
+                np.random.default_rng([seed, i]),
+                n.type.np_dtype,
+                **args,
+            )
+        for n in self.state_nodes:
+            args = dict(n.attr("init_args", ()))
+            self.state[n.name][...] = initialize(
+                n.attr("init", "zeros"),
+                n.type.concrete(1),
+                np.random.default_rng([seed, 0]),
+                n.type.np_dtype,
+                **args,
+            )
+
+    @property
+    def param_count(self) -> int:
+        return int(sum(a.size for a in self.params.values()))
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self.params.items()}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Copy arrays into the parameters; every name and shape is checked before any copy."""
+        for k, v in weights.items():
+            if k not in self.params:
+                raise ArgumentError(f"set_weights: the model has no parameter {k!r}")
+            if np.shape(v) != self.params[k].shape:
+                raise ArgumentError(
+                    f"set_weights: {k} expects shape {self.params[k].shape}, got {np.shape(v)}"
+                )
+        for k, v in weights.items():
+            self.params[k][...] = v
+
+    def save(self, path: str, *, extra: dict[str, Any] | None = None) -> str:
+        """Write parameters, optimizer state (step counter included) and lr to ``path`` (.npz).
+
+        Atomic (a temporary file renamed into place); no pickle. See graphc.runtime.checkpoint.
+        Raises CheckpointError when it cannot be written.
+        """
+        from .checkpoint import save
+
+        return save(self, path, extra=extra)
+
+    def load(self, path: str, *, weights_only: bool = False) -> dict[str, Any]:
+        """Restore what ``save`` wrote (only the parameters when ``weights_only``).
+
+        Everything is checked first: a missing, corrupted, truncated or mismatched file raises
+        CheckpointError and leaves the model unchanged. Returns the checkpoint's header.
+        """
+        from .checkpoint import load
+
+        return load(self, path, weights_only=weights_only)
+
+    def save_model(self, path: str) -> str:
+        """Write the whole model to one file (``.gcm``): the network as graphc IR text, the
+        weights, the optimizer state and set-up, the learning rate; ``graphc.load_model``
+        reads it back without the Python source that declared the network (no pickle; see
+        ``runtime/modelfile.py``). Returns the path.
+
+        Raises:
+            CheckpointError: the file cannot be written (an existing file stays as it was).
+        """
+        from .modelfile import save_model
+
+        return save_model(self, path)
+
+    def export(self, path: str, **options: Any) -> Any:
+        """Write this model (its current weights) as a shared library and C header.
+
+        ``options``: header, entries, weights ("embed" | "file"), weights_path, target_cpu,
+        emit ("obj" | "llvm" | "asm"), cc; see ``graphc.export.export_model``, which this
+        calls. Returns its ExportResult (paths written).
+        """
+        from graphc.export import export_model  # the driver lives above the runtime layer
+
+        return export_model(self, path, **options)
+
+    # ------------------------------------------------------------------ seeing it
+
+    def summary(self, batch: int = 32, print_fn: Any = print) -> str:
+        """Print (with ``print_fn``; None prints nothing) and return a table of the compiled
+        network: one row per inference kernel (fused ops, output type, parameter values read,
+        FLOPs per row), then the parameter count and bytes, the optimizer state, the FLOPs per
+        row and every entry's arena at batch size ``batch`` (``runtime/summary.py``)."""
+        from .summary import summary_text
+
+        text = summary_text(self, batch)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def __repr__(self) -> str:
+        prog = self.program
+        ins = ", ".join(f"{n.name}: {n.type}" for n in prog.inference.inputs)
+        outs = ", ".join(str(prog.inference[o].type) for o in prog.inference.outputs)
+        opt = repr(self.optimizer) if self.optimizer is not None and prog.loss else "inference only"
+        n = sum(a.size for a in self.params.values())
+        return f"<graphc.Model {prog.name!r} ({ins}) -> {outs}; {n:,} parameters; {opt}>"
+
+    def _repr_svg_(self) -> str | None:
+        """Jupyter's picture: the scheduled inference graph with its fused kernels as boxes
+        (Graphviz); None without Graphviz, so that Jupyter shows ``repr``."""
+        from graphc.ir.dot import graph_dot, svg_or_none
+
+        g = self.program.schedules["infer"].graph
+        return svg_or_none(graph_dot(g, title=f"{self.program.name} (infer)", collapse=True))
+
+    # ------------------------------------------------------------------ data
+
+    def _as_feeds(self, x: Any, y: Any, *, need_labels: bool) -> tuple[dict[str, np.ndarray], int]:
+        prog = self.program
+        feeds: dict[str, np.ndarray] = {}
+        for names, data, what in ((prog.feature_inputs, x, "x"), (prog.label_inputs, y, "y")):
+            if not names:
+                continue
+            if data is None:
+                if need_labels or what == "x":
+                    raise ArgumentError(f"{what} is missing: the model needs {', '.join(names)}")
+                continue
+            if isinstance(data, dict):
+                missing = [n for n in names if n not in data]
+                if missing:
+                    raise ArgumentError(f"{what} has no array for input(s) {missing}")
+                feeds.update({n: data[n] for n in names})
+            elif len(names) == 1:
+                feeds[names[0]] = data
+            else:
+                raise ArgumentError(f"{what}: the model has several inputs {names}; pass a dict")
+        n = None
+        src = prog.forward
+        for name, a in list(feeds.items()):
+            t = src[name].type
+            a = np.asarray(a)
+            if a.ndim == 0:
+                raise ArgumentError(f"input {name!r}: expected an array of {t}, got a scalar")
+            if t.dtype == "i32":
+                if not np.issubdtype(a.dtype, np.integer):
+                    if (
+                        np.issubdtype(a.dtype, np.floating)
+                        and np.all(np.isfinite(a))
+                        and np.all(a == np.round(a))
+                    ):
+                        a = a.astype(np.int64)
+                    else:
+                        raise ArgumentError(
+                            f"input {name!r} holds class labels: expected integers, got {a.dtype}"
+                        )
+            elif not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+                raise ArgumentError(f"input {name!r} expects numbers ({t}), got dtype {a.dtype}")
+            want = t.concrete(a.shape[0] if a.ndim else 0)
+            if a.shape != want and a.size == int(np.prod(want)) and a.ndim == 1:
+                a = a.reshape(want)  # a vector of targets for an [N, 1] output
+            if a.shape[1:] != tuple(want[1:]) or a.ndim != len(want):
+                raise ArgumentError(f"input {name!r} expects {t}, got an array of shape {a.shape}")
+            if n is not None and a.shape[0] != n:
+                raise ArgumentError(
+                    f"inputs have different numbers of rows ({n} and {a.shape[0]} for {name!r})"
+                )
+            n = a.shape[0]
+            feeds[name] = np.ascontiguousarray(a, dtype=t.np_dtype) if t.dtype != "i32" else a
+        if n is None or n == 0:
+            raise ArgumentError("the data set is empty: no rows to use")
+        return feeds, n
+
+    def _validate(self, feeds: dict[str, np.ndarray], allow_nonfinite: bool = False) -> None:
+        """NaN/Inf in the data (with the first bad row) and labels out of range, before training."""
+        src = self.program.forward
+        for name, a in feeds.items():
+            t = src[name].type
+            if t.dtype == "i32":
+                classes = self._classes_for(name)
+                bad = np.flatnonzero((a < 0) | (a >= classes)) if classes else np.array([], int)
+                if bad.size:
+                    raise ArgumentError(
+                        f"labels {name!r}: row {bad[0]} has class {a[bad[0]]}, outside 0..{classes - 1} "
+                        f"({bad.size} such rows)"
+                    )
+                feeds[name] = np.ascontiguousarray(a, dtype=np.int32)
+            elif not allow_nonfinite:
+                finite = np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1)
+                if not finite.all():
+                    row = int(np.flatnonzero(~finite)[0])
+                    raise ArgumentError(
+                        f"input {name!r}: row {row} holds NaN or Inf ({int((~finite).sum())} rows); clean the "
+                        f"data or pass allow_nonfinite=True"
+                    )
+            if (
+                t.dtype != "i32"
+                and self.program.loss_kind == "binary_cross_entropy"
+                and name in self.program.label_inputs
+            ):
+                outside = ((a < 0) | (a > 1)).reshape(a.shape[0], -1).any(axis=1)
+                if outside.any():
+                    row = int(np.flatnonzero(outside)[0])
+                    raise ArgumentError(
+                        f"targets {name!r}: row {row} holds {a[row].ravel()[:4].tolist()}, outside [0, 1] "
+                        f"({int(outside.sum())} rows); binary_cross_entropy takes 0/1 labels or "
+                        "probabilities"
+                    )
+
+    def _classes_for(self, labels: str) -> int | None:
+        for n in self.program.forward.nodes:
+            if n.op == "softmax_cross_entropy" and n.inputs[1] == labels:
+                return int(self.program.forward[n.inputs[0]].type.shape[1])
+        return None
+
+    # ------------------------------------------------------------------ running
+
+    def _run(self, entry: str, feeds: dict[str, np.ndarray], n: int) -> list[np.ndarray]:
+        e = self.entries[entry]
+        arrays = [
+            feeds[name] if name != "lr" else np.array(self.lr, dtype=e.in_types[i].np_dtype)
+            for i, name in enumerate(e.sched.input_slots)
+        ]
+        return e(arrays, n)
+
+    @serialized
+    def train_step(self, x: Any, y: Any = None) -> float:
+        """One optimizer step on one batch (all rows of x, y); returns the batch's loss."""
+        feeds, n = self._as_feeds(x, y, need_labels=True)
+        self._validate(feeds)
+        return float(self._run("train_step", feeds, n)[0])
+
+    @serialized
+    def predict(self, x: Any, *, batch_size: int = 1024) -> np.ndarray | dict[str, np.ndarray]:
+        """The model's outputs for every row of ``x`` (one array, or a dict for several outputs)."""
+        feeds, n = self._as_feeds(x, None, need_labels=False)
+        outs = self._batched("infer", feeds, n, batch_size)
+        return outs[0] if len(outs) == 1 else dict(zip(self.program.outputs, outs))
+
+    def _batched(
+        self, entry: str, feeds: dict[str, np.ndarray], n: int, batch_size: int
+    ) -> list[np.ndarray]:
+        if batch_size < 1:
+            raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
+        e = self.entries[entry]
+        names = [s for s in e.sched.input_slots]
+        parts: list[list[np.ndarray]] = []
+        for lo in range(0, n, batch_size):
+            hi = min(n, lo + batch_size)
+            batch = {k: np.ascontiguousarray(feeds[k][lo:hi]) for k in names if k in feeds}
+            parts.append([o.copy() for o in self._run(entry, batch, hi - lo)])
+        return [
+            np.concatenate([p[j] for p in parts])
+            if parts[0][j].ndim
+            else np.array([p[j] for p in parts])
+            for j in range(len(parts[0]))
+        ]
+
+    @serialized
+    def evaluate(self, x: Any, y: Any, *, batch_size: int = 1024) -> dict[str, float]:
+        """Loss and metrics over all rows: accuracy for classification, MSE/MAE/R^2 for regression."""
+        if self.program.loss is None:
+            raise GraphcError("evaluate: this model was compiled without a loss")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
+        feeds, n = self._as_feeds(x, y, need_labels=True)
+        self._validate(feeds)
+        losses, outs = [], []
+        for lo in range(0, n, batch_size):
+            hi = min(n, lo + batch_size)
+            batch = {k: np.ascontiguousarray(v[lo:hi]) for k, v in feeds.items()}
+            res = self._run("eval", batch, hi - lo)
+            losses.append(float(res[-1]) * (hi - lo))
+            outs.append(res[0].copy())
+        out = np.concatenate(outs)
+        figures = {"loss": sum(losses) / n}
+        figures.update(self._metrics(out, feeds))
+        return figures
+
+    def _metrics(self, out: np.ndarray, feeds: dict[str, np.ndarray]) -> dict[str, float]:
+        kind = self.program.loss_kind
+        labels = [feeds[k] for k in self.program.label_inputs]
+        if not labels:
+            return {}
+        y = labels[0]
+        if kind == "softmax_cross_entropy":
+            return {"accuracy": float(np.mean(np.argmax(out, axis=1) == y))}
+        if kind == "binary_cross_entropy":  # binary accuracy: logit > 0 is probability > 0.5
+            return {"accuracy": float(np.mean((out > 0).astype(y.dtype) == y))}
+        if kind == "mean_squared_error":
+            err = out.astype(np.float64) - y
+            var = float(np.var(y))
+            return {
+                "mse": float(np.mean(err**2)),
+                "mae": float(np.mean(np.abs(err))),
+                "r2": 1.0 - float(np.mean(err**2)) / var if var > 0 else float("nan"),
+            }
+        return {}
+
+    @serialized
+    def fit(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        epochs: int = 1,
+        batch_size: int = 32,
+        validation_data: tuple[Any, Any] | None = None,
+        validation_split: float = 0.0,
+        shuffle: bool = True,
+        seed: int = 0,
+        verbose: int = 1,
+        callbacks: list[Any] = (),
+        allow_nonfinite: bool = False,
+        initial_epoch: int = 0,
+    ) -> History:
+        """Train for ``epochs`` passes over the data in shuffled mini-batches.
+
+        Every epoch draws a permutation from ``np.random.default_rng([seed, epoch])``; the last
+        partial batch is included. One native call per batch runs forward, backward and the
+        optimizer update.
+
+        Args:
+            x: features (an array, or a dict by input name).
+            y: targets (an array, or a dict by input name).
+            epochs: passes over the data (>= 1).
+            batch_size: rows per step (>= 1; larger than the data means one batch).
+            validation_data: (x_val, y_val), evaluated after every epoch.
+            validation_split: instead, hold out this fraction of the rows (the last ones).
+            shuffle: reshuffle each epoch.
+            seed: seeds the shuffling.
+            verbose: 0 silent; 1 a tqdm bar over the epochs when stdout is a terminal and tqdm
+                is installed, else one plain line per epoch (a file or a pipe); 2 always lines.
+            callbacks: objects with optional ``on_train_begin(model)``, ``on_epoch_begin(model,
+                epoch)``, ``on_epoch_end(model, epoch, figures) -> bool`` (True stops training)
+                and ``on_train_end(model, history)``.
+            allow_nonfinite: do not reject NaN/Inf in the features.
+            initial_epoch: the first epoch to run (as in Keras, ``epochs`` is the index of the
+                last epoch + 1): after loading a checkpoint saved after epoch k, continue with
+                ``fit(..., epochs=E, initial_epoch=k)`` to draw the same shuffling
+                permutations as an uninterrupted run.
+
+        ``model.history`` holds the History from the start: a KeyboardInterrupt stops training
+        after the current step (the parameters are those of the last finished step), marks
+        ``history.interrupted`` and returns; an exception raised by a callback propagates, with
+        ``model.history`` holding the epochs finished so far.
+
+        Returns:
+            History with per-epoch loss, the learning rate used (``lr``), seconds, and val_loss
+                and val_ metrics (accuracy, or mse/mae/r2) when validating.
+
+        Raises:
+            ArgumentError: bad shapes or dtypes, NaN/Inf rows, labels out of range, an empty
+                data set or batch_size < 1, all before any step runs.
+        """
+        if self.program.training is None:
+            raise GraphcError("fit: this model was compiled without a loss")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
+        if not isinstance(epochs, int) or epochs < 0:
+            raise ArgumentError(f"epochs must be an int >= 0, got {epochs!r}")
+        if not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:
+            raise ArgumentError(
+                f"initial_epoch must be an int in 0..epochs ({epochs}), got {initial_epoch!r}"
+                " (epochs counts from 0, as in Keras: epochs=4, initial_epoch=2 runs 2 more)"
+            )
+        feeds, n = self._as_feeds(x, y, need_labels=True)
+        self._validate(feeds, allow_nonfinite)
+        if validation_split:
+            if not 0 < validation_split < 1:
+                raise ArgumentError(f"validation_split must lie in (0, 1), got {validation_split}")
+            cut = int(round(n * (1 - validation_split)))
+            if cut < 1 or cut >= n:
+                raise ArgumentError(
+                    f"validation_split={validation_split} leaves no rows on one side"
+                )
+            validation_data = (
+                {k: v[cut:] for k, v in feeds.items() if k in self.program.feature_inputs},
+                {k: v[cut:] for k, v in feeds.items() if k in self.program.label_inputs},
+            )
+            feeds = {k: v[:cut] for k, v in feeds.items()}
+            n = cut
+        if validation_data is not None:
+            vfeeds, vn = self._as_feeds(*validation_data, need_labels=True)
+            self._validate(vfeeds, allow_nonfinite)
+        history = History()
+        self.history = history
+        e = self.entries["train_step"]
+        slots = e.sched.input_slots
+        bs = min(batch_size, n)
+        stage = {k: np.empty((bs,) + v.shape[1:], v.dtype) for k, v in feeds.items()}
+        rest = n % bs
+        # The last partial batch uses the first rows of the same buffers, as the epoch entry does.
+        stage_rest = {k: v[:rest] for k, v in stage.items()} if rest else {}
+        lr_arr = np.zeros((), dtype=e.in_types[slots.index("lr")].np_dtype)
+
+        def arrays_for(st: dict[str, np.ndarray]) -> list[np.ndarray]:
+            return [lr_arr if s == "lr" else st[s] for s in slots]
+
+        full_arrays, rest_arrays = arrays_for(stage), arrays_for(stage_rest) if rest else None
+        e.check(full_arrays, bs)
+        if rest:
+            e.check(rest_arrays, rest)
+        # One native call per epoch unless a callback wants to run between batches.
+        epoch_entry = (
+            self.epoch_entry
+            if self.use_epoch_entry
+            and not any(
+                hasattr(cb, "on_batch_begin") or hasattr(cb, "on_batch_end") for cb in callbacks
+            )
+            else None
+        )
+        if epoch_entry is not None:
+            data_arrays = arrays_for(feeds)
+            e.check(data_arrays, n)
+            staging = [None if s == "lr" else stage[s] for s in slots]
+            losses = np.empty(-(-n // bs), e.out_types[0].np_dtype)
+        for cb in callbacks:
+            getattr(cb, "on_train_begin", lambda m: None)(self)
+        progress = _Progress(verbose, epochs, initial_epoch)
+        try:
+            for epoch in range(initial_epoch, epochs):
+                for cb in callbacks:
+                    getattr(cb, "on_epoch_begin", lambda m, ep: None)(self, epoch)
+                t0 = time.perf_counter()
+                order = (
+                    np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+                )
+                total = 0.0
+                if epoch_entry is not None:
+                    lr_arr[...] = self.lr
+                    epoch_entry(data_arrays, staging, n, order, bs, losses)
+                    for lo, loss in zip(range(0, n, bs), losses.tolist()):
+                        total += loss * min(bs, n - lo)
+                for lo in range(0, n, bs) if epoch_entry is None else ():
+                    idx = order[lo : lo + bs]
+                    st, arrays = (
+                        (stage, full_arrays) if len(idx) == bs else (stage_rest, rest_arrays)
+                    )
+                    for k, v in feeds.items():
+                        np.take(v, idx, axis=0, out=st[k])
+                    lr_arr[...] = self.lr
+                    loss = e(arrays, len(idx), checked=False)[0]
+                    total += float(loss) * len(idx)
+                figures = {"loss": total / n}
+                if validation_data is not None:
+                    figures.update(
+                        {f"val_{k}": v for k, v in self._evaluate_feeds(vfeeds, vn).items()}
+                    )
+                figures["lr"] = float(self.lr)  # the rate this epoch's steps used
+                figures["seconds"] = time.perf_counter() - t0
+                history.add(epoch, figures)
+                progress.epoch(epoch, figures)
+                stop = False
+                for cb in callbacks:
+                    stop |= bool(
+                        getattr(cb, "on_epoch_end", lambda m, ep, f: False)(self, epoch, figures)
+                    )
+                if stop:
+                    history.stopped_early = True
+                    break
+        except KeyboardInterrupt:
+            history.interrupted = True
+            if verbose:
+                print(
+                    f"fit: interrupted after {len(history.epochs)} finished epoch(s); the parameters "
+                    "are those of the last finished step",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        finally:
+            progress.close()
+            for cb in callbacks:
+                getattr(cb, "on_train_end", lambda m, h: None)(self, history)
+        return history
+
+    def _evaluate_feeds(self, feeds: dict[str, np.ndarray], n: int) -> dict[str, float]:
+        x = {k: v for k, v in feeds.items() if k in self.program.feature_inputs}
+        y = {k: v for k, v in feeds.items() if k in self.program.label_inputs}
+        return self.evaluate(x, y)
+
+
+class _Progress:
+    """Progress of ``fit``: a tqdm bar over the epochs (loss figures as its postfix) when stdout
+    is a terminal, tqdm is installed and verbose == 1; otherwise one plain line per epoch
+    (verbose >= 1: a file or a pipe gets readable lines, not bar redraws); nothing at verbose 0.
+    """
+
+    def __init__(self, verbose: int, epochs: int, initial_epoch: int = 0) -> None:
+        self.verbose, self.epochs = verbose, epochs
+        self.bar = None
+        if verbose == 1 and getattr(sys.stdout, "isatty", lambda: False)():
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                tqdm = None
+            if tqdm is not None:
+                self.bar = tqdm(
+                    total=max(0, epochs - initial_epoch),
+                    unit="epoch",
+                    file=sys.stdout,
+                    dynamic_ncols=True,
+                )
+
+    def epoch(self, epoch: int, figures: dict[str, float]) -> None:
+        if not self.verbose:
+            return
+        parts = {k: v for k, v in figures.items() if k not in ("seconds", "lr")}
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4f}" for k, v in parts.items()}, refresh=False)
+            self.bar.update(1)
+            return
+        print(
+            f"epoch {epoch + 1}/{self.epochs}  "
+            + "  ".join(f"{k} {v:.4f}" for k, v in parts.items())
+            + f"  lr {figures.get('lr', float('nan')):.3g}"
+            + f"  ({figures['seconds'] * 1e3:.1f} ms)",
+            file=sys.stdout,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
