@@ -203,6 +203,7 @@ class LibraryPlan:
     loss_kind: str | None
     state_init: bytes | None = None  # None: all zeros
     meta: dict = field(default_factory=dict)
+    constants: list[Region] = field(default_factory=list)  # non-trainable params (gc.constant)
 
     @property
     def upper(self) -> str:
@@ -318,6 +319,8 @@ def plan_library(
         loss_kind,
         state_init,
     )
+    fixed = {n.name for n in source.params if not n.attr("trainable", True)}
+    plan.constants = [r for r in params if r.name in fixed]
     plan.meta = _meta(plan)
     return plan
 
@@ -456,6 +459,20 @@ def object_module(
 # ---------------------------------------------------------------------------- C header
 
 
+def _constants_note(plan: LibraryPlan) -> list[str]:
+    """Header comment lines on the inputs' preprocessing inside the library (its constants)."""
+    if not plan.constants:
+        return []
+    lines = [
+        " *",
+        " * Inputs: give the features as the model took them in Python. Preprocessing written in",
+        " * the graph (gc.Normalization, gc.constant) runs inside this library, with these",
+        " * non-trainable parameters (in the params region; train_step never changes them):",
+    ]
+    lines += [f" *     {r.name} : {r.type}" for r in plan.constants]
+    return lines
+
+
 def c_header(plan: LibraryPlan, graphc_version: str) -> str:
     """The library's C header: entry points, error codes, shapes and the memory plan."""
     N, U = plan.name, plan.upper
@@ -494,6 +511,7 @@ def c_header(plan: LibraryPlan, graphc_version: str) -> str:
     a(f' *     if (rc != {U}_OK) fprintf(stderr, "%s\\n", {N}_strerror(rc));')
     a(" *")
     a(f" * Build: cc -std=c99 main.c -L. -l{N} -Wl,-rpath,'$ORIGIN' -pthread -o main")
+    L.extend(_constants_note(plan))
     a(" */")
     a(f"#ifndef {guard}")
     a(f"#define {guard}")

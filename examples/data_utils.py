@@ -42,8 +42,17 @@ def read_csv(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return data[:, :-1], data[:, -1], header[:-1]
 
 
-def load(name: str, *, seed: int = 0, test_fraction: float = 0.2, labels: str = "float") -> Split:
-    """Shuffle with ``seed``, split 80/20, standardize; ``labels``: "int" (class ids) or "float"."""
+def load(
+    name: str,
+    *,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    labels: str = "float",
+    standardize: bool = True,
+) -> Split:
+    """Shuffle with ``seed``, split 80/20, standardize (unless ``standardize=False``: raw
+    features, e.g. for a model that normalizes inside its graph with ``gc.Normalization``);
+    ``labels``: "int" (class ids) or "float"."""
     x, y, names = read_csv(name)
     order = np.random.default_rng(seed).permutation(len(x))
     x, y = x[order], y[order]
@@ -51,6 +60,6 @@ def load(name: str, *, seed: int = 0, test_fraction: float = 0.2, labels: str = 
     mean = x[:cut].mean(axis=0)
     std = x[:cut].std(axis=0)
     std[std == 0] = 1.0
-    x = ((x - mean) / std).astype(np.float32)
+    x = ((x - mean) / std if standardize else x).astype(np.float32)
     y = y.astype(np.int32) if labels == "int" else y.astype(np.float32)
     return Split(x[:cut], y[:cut], x[cut:], y[cut:], names, mean, std)

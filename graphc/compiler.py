@@ -6,6 +6,7 @@ import contextlib
 import gc
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from graphc.codegen.module import ModuleBuilder
 from graphc.codegen.target import (
@@ -25,7 +26,7 @@ from graphc.ir.passes.pipeline import PipelineResult, run_pipeline
 from graphc.ir.passes.schedule import Buffer, Schedule, align, schedule
 from graphc.ir.types import TensorType
 
-from .dsl import Tensor, collect_graph
+from .dsl import Tensor, collect_graph, constant_values
 from .optim import Adam, Optimizer
 
 
@@ -52,6 +53,7 @@ class Program:
     timings: dict[str, float] = field(default_factory=dict)
     opt_level: int = 2
     check_numerics: bool = False  # kernels' stores scanned for NaN/Inf (codegen.kernels)
+    constants: dict[str, Any] = field(default_factory=dict)  # gc.constant: name -> array
 
 
 def build_graphs(
@@ -81,6 +83,7 @@ def build_graphs(
         feature_inputs=feature_inputs,
         label_inputs=label_inputs,
         outputs=out_names,
+        constants=constant_values(outputs + ([loss] if loss is not None else [])),
     )
     if loss is None:
         return prog
@@ -88,9 +91,10 @@ def build_graphs(
         raise GraphcError(f"compile: the loss must be a scalar, got {loss.type} ({loss.name})")
     prog.loss = loss.name
     prog.loss_kind = getattr(loss, "kind", None)
-    params = [p.name for p in fwd.params if p.name in ancestors(fwd, [loss.name])]
+    needed = ancestors(fwd, [loss.name])
+    params = [p.name for p in fwd.params if p.name in needed and p.attr("trainable", True)]
     if not params:
-        raise GraphcError("compile: the loss depends on no parameter: nothing to train")
+        raise GraphcError("compile: the loss depends on no trainable parameter: nothing to train")
     g, grads = gradients(fwd.with_(outputs=(loss.name,)), loss.name, params)
     b = Builder(g, section="update", dtype=loss.dtype)
     lr = b.source("input", "lr", TensorType((), loss.dtype))

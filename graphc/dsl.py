@@ -8,10 +8,13 @@ loss = gc.softmax_cross_entropy(logits, gc.input("labels", ("N",), dtype="i32"))
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import sys
 from typing import Any, Iterable
+
+import numpy as np
 
 from graphc.ir.builder import infer_type
 from graphc.ir.errors import GraphcError, ShapeError
@@ -86,12 +89,13 @@ class Tensor:
     scalar constants of the tensor's dtype).
     """
 
-    __slots__ = ("node", "parents", "kind")
+    __slots__ = ("node", "parents", "kind", "value")
 
     def __init__(self, node: Node, parents: tuple[Tensor, ...] = ()) -> None:
         self.node = node
         self.parents = parents
         self.kind: str | None = None  # the loss it computes, for the runtime's metrics
+        self.value: np.ndarray | None = None  # a constant's array (gc.constant)
 
     @property
     def name(self) -> str:
@@ -181,16 +185,85 @@ def input(name: str, shape: Iterable, dtype: str = "f32") -> Tensor:  # noqa: A0
 
 
 def param(
-    name: str, shape: Iterable, init: str = "glorot_uniform", dtype: str = "f32", **init_args: float
+    name: str,
+    shape: Iterable,
+    init: str = "glorot_uniform",
+    dtype: str = "f32",
+    *,
+    trainable: bool = True,
+    **init_args: float,
 ) -> Tensor:
-    """A trainable parameter initialized by ``init`` (see graphc.init) when the model is built."""
+    """A parameter initialized by ``init`` (see graphc.init) when the model is built.
+
+    ``trainable=False`` makes it a weight the optimizer never changes (no gradient is
+    computed for it), like Keras's non-trainable weights: it is still saved, exported and
+    settable with ``set_weights``.
+    """
     from graphc.init import check_initializer
 
+    if not isinstance(trainable, bool):
+        raise GraphcError(f"param {name!r}: trainable must be True or False, got {trainable!r}")
+    if init == "array":
+        raise GraphcError(f"param {name!r}: use gc.constant(array) for a parameter with values")
     check_initializer(init, init_args)
-    attrs = {"init": init}
+    attrs: dict[str, Any] = {"init": init}
     if init_args:
         attrs["init_args"] = tuple(sorted((k, float(v)) for k, v in init_args.items()))
+    if not trainable:
+        attrs["trainable"] = False
     return _source("param", name, shape, dtype, attrs)
+
+
+def constant(value: Any, name: str | None = None, dtype: str = "f32") -> Tensor:
+    """A constant array in the graph: a non-trainable parameter holding ``value``.
+
+    Its values live in the model's parameter region, so that they travel with ``save``,
+    ``export`` (the library computes with them) and the model file, and ``set_weights`` can
+    replace them; the optimizer never changes them. Scalars are better written as numbers
+    (``x * 2.0``), which become IR constants.
+
+    Args:
+        value: an array-like of numbers (any shape, converted to ``dtype``).
+        name: the parameter's name (default: ``constant_`` and a digest of the values and
+            shape, so the same array gives the same name in every process).
+        dtype: "f32" (default) or "f64".
+
+    Raises:
+        GraphcError: ``value`` is not numeric or is empty, or holds NaN or infinity.
+    """
+    np_dtype = {"f32": np.float32, "f64": np.float64}.get(dtype)
+    if np_dtype is None:
+        raise GraphcError(f"constant: dtype must be 'f32' or 'f64', got {dtype!r}")
+    try:
+        arr = np.array(value, dtype=np_dtype)
+    except (TypeError, ValueError) as e:
+        raise GraphcError(f"constant: value is not an array of numbers ({e})") from None
+    if arr.size == 0:
+        raise GraphcError(f"constant: value is empty (shape {arr.shape})")
+    if not np.all(np.isfinite(arr)):
+        raise GraphcError("constant: value holds NaN or infinity")
+    if name is None:
+        digest = hashlib.sha256(repr(arr.shape).encode() + arr.tobytes()).hexdigest()[:12]
+        name = f"constant_{digest}"
+    t = _source("param", name, arr.shape, dtype, {"init": "array", "trainable": False})
+    t.value = arr
+    return t
+
+
+def constant_values(outputs: Iterable[Tensor]) -> dict[str, np.ndarray]:
+    """name -> array of every ``gc.constant`` that ``outputs`` depend on."""
+    out: dict[str, np.ndarray] = {}
+    seen: set[int] = set()
+    stack = list(outputs)
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        if t.value is not None:
+            out[t.name] = t.value
+        stack.extend(t.parents)
+    return out
 
 
 def const(value: float, dtype: str = "f32") -> Tensor:
@@ -427,6 +500,101 @@ class Dropout:
 
     def __repr__(self) -> str:
         return f"Dropout({self.p})"
+
+
+class Normalization:
+    """Feature standardization inside the graph: ``(x - mean) * inv_std`` per feature, with the
+    mean and standard deviation learned by ``adapt(data)`` (Keras's
+    ``keras.layers.Normalization``), so that a compiled model, its exported library and their
+    C callers take raw features.
+
+    ``inv_std`` is ``1 / sqrt(variance)``, and 1 where the variance is 0 (scikit-learn
+    StandardScaler's rule: a feature constant in the data is centred, not scaled; Keras instead
+    divides by ``max(sqrt(variance), 1e-7)``, which blows up such a feature when it later
+    varies). Statistics are computed in float64 over every axis but ``axis`` (population
+    variance, ``ddof=0``). They become two non-trainable parameters, ``NAME.mean`` and
+    ``NAME.inv_std``, saved and exported with the weights and never changed by the optimizer.
+
+    Args:
+        axis: the feature axis of the data (default -1, the last).
+        mean, variance: the statistics, if known (instead of ``adapt``).
+        name: the parameters' prefix (default: ``normalization_`` and a digest of the
+            statistics, the same in every process).
+
+    Raises:
+        GraphcError: calling the layer before ``adapt`` (or without mean and variance); data
+            that is empty, not numeric or not finite; a feature count that does not match the
+            input's.
+    """
+
+    def __init__(
+        self,
+        axis: int = -1,
+        *,
+        mean: Any = None,
+        variance: Any = None,
+        name: str | None = None,
+    ) -> None:
+        self.axis, self.name = axis, name
+        self.mean: np.ndarray | None = None
+        self.variance: np.ndarray | None = None
+        if (mean is None) != (variance is None):
+            raise GraphcError("Normalization: give both mean and variance, or neither (adapt)")
+        if mean is not None:
+            self.mean = np.asarray(mean, dtype=np.float64).reshape(-1)
+            self.variance = np.asarray(variance, dtype=np.float64).reshape(-1)
+            if self.mean.shape != self.variance.shape or np.any(self.variance < 0):
+                raise GraphcError(
+                    "Normalization: mean and variance must have one value per feature, "
+                    "variance >= 0"
+                )
+
+    def adapt(self, data: Any) -> Normalization:
+        """Learn the per-feature mean and variance of ``data`` (array-like, features on
+        ``axis``); returns the layer."""
+        try:
+            arr = np.asarray(data, dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise GraphcError(f"Normalization.adapt: data is not numeric ({e})") from None
+        if arr.ndim == 0 or arr.size == 0:
+            raise GraphcError(f"Normalization.adapt: data is empty (shape {arr.shape})")
+        if not np.all(np.isfinite(arr)):
+            row = int(np.argwhere(~np.isfinite(arr))[0][0])
+            raise GraphcError(f"Normalization.adapt: data holds NaN or infinity (row {row})")
+        arr = np.moveaxis(arr, self.axis, -1).reshape(-1, arr.shape[self.axis])
+        self.mean, self.variance = arr.mean(axis=0), arr.var(axis=0)
+        return self
+
+    def inv_std(self) -> np.ndarray:
+        """1 / sqrt(variance), 1 where the variance is 0 (float64)."""
+        assert self.variance is not None
+        std = np.sqrt(self.variance)
+        return np.where(std > 0, 1.0 / np.where(std > 0, std, 1.0), 1.0)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.mean is None:
+            raise GraphcError("Normalization: call adapt(data) first (or give mean and variance)")
+        axis = self.axis % len(x.shape) if x.shape else 0
+        features = x.shape[axis] if x.shape else None
+        if features != len(self.mean):
+            raise ShapeError(
+                f"Normalization: input {x.name} : {x.type} has {features} features on axis "
+                f"{self.axis}, the statistics {len(self.mean)}"
+            )
+        shape = [1] * (len(x.shape) - axis)  # broadcast over the trailing axes after `axis`
+        shape[0] = len(self.mean)
+        name = self.name
+        if name is None:
+            digest = hashlib.sha256(self.mean.tobytes() + self.variance.tobytes()).hexdigest()
+            name = f"normalization_{digest[:12]}"
+        dt = x.dtype
+        mean = constant(self.mean.reshape(shape), name=f"{name}.mean", dtype=dt)
+        inv = constant(self.inv_std().reshape(shape), name=f"{name}.inv_std", dtype=dt)
+        return (x - mean) * inv
+
+    def __repr__(self) -> str:
+        n = "not adapted" if self.mean is None else f"{len(self.mean)} features"
+        return f"Normalization({n})"
 
 
 class Sequential:

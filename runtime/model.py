@@ -143,7 +143,11 @@ class Model:
         """
         from graphc.init import initialize
 
+        constants = getattr(self.program, "constants", {})
         for i, n in enumerate(self.param_nodes):
+            if n.attr("init") == "array":  # gc.constant: its values, not a draw
+                self.params[n.name][...] = constants[n.name]
+                continue
             args = dict(n.attr("init_args", ()))
             self.params[n.name][...] = initialize(
                 n.attr("init", "zeros"),

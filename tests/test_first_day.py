@@ -291,3 +291,60 @@ def test_repr_svg_without_graphviz_falls_back_to_text(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "graphviz", None)  # the package "not installed"
     m = digits_like("nosvg")
     assert m._repr_svg_() is None and repr(m).startswith("<graphc.Model")
+
+
+def test_normalization_standardizes_inside_the_graph_like_numpy() -> None:
+    rng = np.random.default_rng(3)
+    raw = rng.normal(5.0, 3.0, (200, 4))
+    raw[:, 2] = 7.0  # a constant feature: centred, not scaled (StandardScaler's rule)
+    x = gc.input("x", ("N", 4))
+    norm = gc.Normalization(name="feat").adapt(raw)
+    m = gc.compile(norm(x), name="normonly")
+    mean, std = raw.mean(axis=0), raw.std(axis=0)
+    want = (raw - mean) / np.where(std > 0, std, 1.0)
+    got = m.predict(raw.astype(np.float32))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert set(m.params) == {"feat.mean", "feat.inv_std"}
+
+
+def test_constants_are_not_trained_and_travel_with_the_library(tmp_path) -> None:
+    rng = np.random.default_rng(4)
+    raw = rng.normal(100.0, 20.0, (64, 3)).astype(np.float32)
+    t = (raw @ np.array([[0.5], [-0.2], [0.1]], np.float32) / 20.0).astype(np.float32)
+    x = gc.input("x", ("N", 3))
+    target = gc.input("t", ("N", 1))
+    norm = gc.Normalization(name="pre").adapt(raw)
+    y = gc.dense(norm(x), 1, name="out")
+    m = gc.compile(y, gc.mean_squared_error(y, target), gc.SGD(0.1), name="withconst")
+    before = {k: m.params[k].copy() for k in ("pre.mean", "pre.inv_std")}
+    m.fit(raw, t, epochs=3, batch_size=16, verbose=0)
+    for k, v in before.items():
+        np.testing.assert_array_equal(m.params[k], v)  # never updated
+    np.testing.assert_allclose(m.params["pre.mean"], raw.astype(np.float64).mean(0), rtol=1e-6)
+    m.export(str(tmp_path / "libwithconst.so"))
+    header = (tmp_path / "withconst.h").read_text()
+    assert "pre.mean : f32[3]" in header and "pre.inv_std : f32[3]" in header
+    lib = gc.load(str(tmp_path / "libwithconst.so"))
+    np.testing.assert_allclose(lib.predict(raw), m.predict(raw), rtol=1e-6, atol=1e-6)
+
+
+def test_constant_names_are_the_same_in_every_build_and_param_can_be_frozen() -> None:
+    a = gc.constant([[1.0, 2.0]])
+    b = gc.constant(np.array([[1.0, 2.0]]))
+    assert a.name == b.name and a.name.startswith("constant_")
+    assert gc.constant([1.0, 2.0]).name != a.name  # the shape is part of the digest
+    w = gc.param("frozen", (2, 2), trainable=False)
+    x = gc.input("x", ("N", 2))
+    t = gc.input("t", ("N", 2))
+    y = gc.matmul(x, w) + gc.param("bias", (2,), init="zeros")
+    m = gc.compile(y, gc.mean_squared_error(y, t), gc.SGD(0.5), name="frozen")
+    w0 = m.params["frozen"].copy()
+    m.train_step(np.ones((2, 2), np.float32), np.zeros((2, 2), np.float32))
+    np.testing.assert_array_equal(m.params["frozen"], w0)
+    assert np.any(m.params["bias"] != 0)
+    with pytest.raises(gc.GraphcError, match="NaN or infinity"):
+        gc.constant([1.0, np.inf])
+    with pytest.raises(gc.GraphcError, match="adapt"):
+        gc.Normalization()(x)
+    with pytest.raises(gc.ShapeError, match="has 2 features"):
+        gc.Normalization(mean=[0, 0, 0], variance=[1, 1, 1])(x)
