@@ -26,6 +26,8 @@ from graphc.runtime.library import Library, load
 
 from .api import compile, compile_sequential
 from .onnx_import import OnnxImport, from_onnx
+
+from .modelfile import load_model
 from .dsl import (
     Dense,
     Dropout,
@@ -119,6 +121,7 @@ __all__ = [
     "add",
     "binary_cross_entropy",
     "compile",
+    "load_model",
     "compile_sequential",
     "const",
     "constant",

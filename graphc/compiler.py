@@ -54,6 +54,7 @@ class Program:
     opt_level: int = 2
     check_numerics: bool = False  # kernels' stores scanned for NaN/Inf (codegen.kernels)
     constants: dict[str, Any] = field(default_factory=dict)  # gc.constant: name -> array
+    declared: Graph | None = None  # the network as declared (dropout kept): model files
 
 
 def build_graphs(
@@ -84,6 +85,7 @@ def build_graphs(
         label_inputs=label_inputs,
         outputs=out_names,
         constants=constant_values(outputs + ([loss] if loss is not None else [])),
+        declared=fwd,
     )
     if loss is None:
         return prog

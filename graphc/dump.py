@@ -603,7 +603,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "model",
-        help="path/to/file.py:name (a Model, Graph, Tensor, dict or a function returning one), or model.onnx",
+        help="path/to/file.py:name (a Model, Graph, Tensor, dict or a function returning one), "
+        "model.onnx, or a model file model.gcm (Model.save_model)",
     )
     p.add_argument(
         "--stage",

@@ -295,7 +295,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "model",
         help="path/to/file.py:name (a Model, or tensors: then weights are freshly "
-        "initialized with --seed), or model.onnx (weights from the file)",
+        "initialized with --seed), model.onnx (weights from the file), or a model file "
+        "model.gcm (Model.save_model, its trained weights)",
     )
     p.add_argument(
         "-o", "--output", required=True, help="the library (libNAME.so), or the .ll/.s file"

@@ -85,8 +85,11 @@ def resolve(spec: str) -> ModelSpec:
     tuple or dict, or a function returning one of these; or an ONNX file (``model.onnx``,
     imported by graphc.onnx_import).
 
+    A path ending in ``.gcm`` is a whole-model file (``Model.save_model``), loaded with its
+    weights by ``graphc.load_model``.
+
     Raises:
-        ArgumentError: the object is none of these.
+        ArgumentError: the object is none of these. CheckpointError: a bad model file.
     """
     import graphc as gc
     from graphc.runtime.model import Model
@@ -94,6 +97,10 @@ def resolve(spec: str) -> ModelSpec:
     if spec.lower().endswith(".onnx"):  # an ONNX file: its outputs, weights from the file
         imp = gc.from_onnx(spec)
         return ModelSpec(imp.name, outputs=imp.outputs)
+
+    if spec.endswith(".gcm") and os.path.isfile(spec):  # a whole-model file: no Python runs
+        model = gc.load_model(spec)
+        return ModelSpec(model.program.name, model=model)
     obj, name = load_object(spec)
     if callable(obj) and not isinstance(obj, (Model, Graph, gc.Tensor, gc.Sequential)):
         _check_model_function(spec, name, obj)

@@ -205,6 +205,19 @@ class Model:
 
         return load(self, path, weights_only=weights_only)
 
+    def save_model(self, path: str) -> str:
+        """Write the whole model to one file (``.gcm``): the network as graphc IR text, the
+        weights, the optimizer state and set-up, the learning rate; ``graphc.load_model``
+        reads it back without the Python source that declared the network (no pickle; see
+        ``runtime/modelfile.py``). Returns the path.
+
+        Raises:
+            CheckpointError: the file cannot be written (an existing file stays as it was).
+        """
+        from .modelfile import save_model
+
+        return save_model(self, path)
+
     def export(self, path: str, **options: Any) -> Any:
         """Write this model (its current weights) as a shared library and C header.
 

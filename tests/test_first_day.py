@@ -348,3 +348,63 @@ def test_constant_names_are_the_same_in_every_build_and_param_can_be_frozen() ->
         gc.Normalization()(x)
     with pytest.raises(gc.ShapeError, match="has 2 features"):
         gc.Normalization(mean=[0, 0, 0], variance=[1, 1, 1])(x)
+
+
+def test_save_model_and_load_model_need_no_python_source(tmp_path) -> None:
+    rng = np.random.default_rng(5)
+    xs = (rng.random((60, 4)) * 10).astype(np.float32)
+    ys = rng.integers(0, 3, 60).astype(np.int32)
+    x = gc.input("x", ("N", 4))
+    labels = gc.input("labels", ("N",), dtype="i32")
+    norm = gc.Normalization(name="n").adapt(xs)
+    h = gc.dropout(gc.dense(norm(x), 8, "relu", name="h"), 0.2)
+    logits = gc.dense(h, 3, name="o")
+    opt = gc.Adam(learning_rate=0.01, betas=(0.8, 0.99))
+    m = gc.compile(logits, gc.softmax_cross_entropy(logits, labels), opt, name="saved")
+    m.fit(xs, ys, epochs=2, batch_size=16, verbose=0)
+    path = m.save_model(str(tmp_path / "net.gcm"))
+    # a fresh process: no Python declares the network there
+    code = (
+        "import sys, numpy as np, graphc as gc\n"
+        "m = gc.load_model(sys.argv[1])\n"
+        "x = np.load(sys.argv[2]); y = np.load(sys.argv[3])\n"
+        "np.save(sys.argv[4], m.predict(x))\n"
+        "m.fit(x, y, epochs=1, batch_size=16, verbose=0, seed=7)\n"
+        "np.save(sys.argv[5], m.predict(x))\n"
+        "print(m.optimizer)\n"
+    )
+    np.save(tmp_path / "x.npy", xs)
+    np.save(tmp_path / "y.npy", ys)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            path,
+            *(str(tmp_path / f) for f in ("x.npy", "y.npy", "p0.npy", "p1.npy")),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "betas=(0.8, 0.99)" in out.stdout and "lr=0.01" in out.stdout
+    np.testing.assert_array_equal(np.load(tmp_path / "p0.npy"), m.predict(xs))
+    m.fit(xs, ys, epochs=1, batch_size=16, verbose=0, seed=7)  # the same trajectory, dropout too
+    np.testing.assert_array_equal(np.load(tmp_path / "p1.npy"), m.predict(xs))
+
+
+def test_model_files_go_through_the_cli_and_refuse_plain_checkpoints(tmp_path, capsys) -> None:
+    m = digits_like("filenet")
+    gcm = m.save_model(str(tmp_path / "filenet.gcm"))
+    assert main(["compile", gcm, "-o", str(tmp_path / "libfilenet.so")]) == 0
+    lib = gc.load(str(tmp_path / "libfilenet.so"))
+    xs = np.random.default_rng(6).standard_normal((5, 64)).astype(np.float32)
+    np.testing.assert_allclose(lib.predict(xs), m.predict(xs), rtol=1e-6, atol=1e-6)
+    assert main(["dump", gcm, "--stage", "forward"]) == 0
+    assert "softmax_cross_entropy" in capsys.readouterr().out
+    ckpt = m.save(str(tmp_path / "plain.npz"))
+    with pytest.raises(gc.CheckpointError, match="without a model description"):
+        gc.load_model(ckpt)
+    (tmp_path / "junk.gcm").write_bytes(b"not a zip")
+    with pytest.raises(gc.CheckpointError, match="corrupted"):
+        gc.load_model(str(tmp_path / "junk.gcm"))

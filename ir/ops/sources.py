@@ -35,7 +35,7 @@ class Param(Source):
     """A trainable parameter; attr ``init`` names its initializer (e.g. "glorot_uniform")."""
 
     name = "param"
-    attr_names = ("init", "init_args")
+    attr_names = ("init", "init_args", "trainable")  # trainable=False: never updated
 
 
 @register

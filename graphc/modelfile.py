@@ -1,0 +1,123 @@
+"""``graphc.load_model``: a whole-model file (``.gcm``, written by ``Model.save_model``) back to
+a compiled Model, without the Python source that declared the network.
+
+The file's format is described in ``graphc.runtime.modelfile``. Nothing in it is executed: the
+network is parsed from graphc's IR text, the optimizer is one of graphc's classes chosen by name
+with its fields checked by its constructor, and the weights go through the checkpoint loader's
+checks.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from graphc.ir.errors import CheckpointError, GraphcError
+from graphc.ir.text import parse_graph
+from graphc.ir.verify import verify
+from graphc.runtime import checkpoint
+from graphc.runtime.modelfile import EXTRA_KEY, FORMAT, VERSION
+
+from . import optim
+from .dsl import Tensor
+
+
+
+def read_description(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model description, constants' arrays) of a model file, checked.
+
+    Raises:
+        CheckpointError: not a checkpoint, or a checkpoint without a model description, or a
+            description of another format version or with missing or mistyped fields.
+    """
+    header, params, _ = checkpoint.read(path)
+    desc = header.get("extra", {}).get(EXTRA_KEY) if isinstance(header.get("extra"), dict) else None
+    where = os.fspath(path)
+    if not isinstance(desc, dict):
+        raise CheckpointError(
+            f"{where!r} is a checkpoint without a model description (written by model.save, "
+            "not model.save_model): build the network in Python and use model.load"
+        )
+    if desc.get("format") != FORMAT or desc.get("version") != VERSION:
+        raise CheckpointError(
+            f"{where!r}: model file format {desc.get('format')!r} version {desc.get('version')!r}; "
+            f"this graphc reads {FORMAT!r} version {VERSION}"
+        )
+    kinds = {"name": str, "graph": str, "outputs": list, "opt_level": int}
+    for key, kind in kinds.items():
+        if not isinstance(desc.get(key), kind):
+            raise CheckpointError(
+                f"{where!r}: model description field {key!r} is missing or not a {kind.__name__}"
+            )
+    return desc, params
+
+
+def network_from_description(
+    desc: dict[str, Any], constants: dict[str, Any], where: str = "model file"
+) -> tuple[list[Tensor], Tensor | None, Any]:
+    """(output tensors, loss tensor or None, optimizer or None) rebuilt from a description.
+
+    Raises:
+        CheckpointError: the graph text does not parse or verify, names an unknown value, or
+            the optimizer is unknown or has bad fields.
+    """
+    try:
+        g = verify(parse_graph(desc["graph"]))
+    except GraphcError as e:
+        raise CheckpointError(f"{where}: the network's graph is invalid: {e}") from None
+    tensors: dict[str, Tensor] = {}
+    for n in g.nodes:
+        t = Tensor(n, tuple(tensors[i] for i in n.inputs))
+        if n.op == "param" and n.attr("init") == "array":
+            if n.name not in constants:
+                raise CheckpointError(f"{where}: the values of constant {n.name!r} are missing")
+            t.value = constants[n.name]
+        tensors[n.name] = t
+    missing = [v for v in [*desc["outputs"], desc.get("loss")] if v and v not in tensors]
+    if missing:
+        raise CheckpointError(f"{where}: the graph has no value(s) {missing}")
+    outputs = [tensors[v] for v in desc["outputs"]]
+    loss = tensors[desc["loss"]] if desc.get("loss") else None
+    if loss is not None:
+        loss.kind = desc.get("loss_kind")
+    opt = None
+    spec = desc.get("optimizer")
+    if loss is not None and spec is not None:
+        cls = optim.OPTIMIZERS.get(spec.get("class")) if isinstance(spec, dict) else None
+        if cls is None or not isinstance(spec.get("fields"), dict):
+            raise CheckpointError(
+                f"{where}: unknown optimizer {spec!r}; graphc has {', '.join(optim.OPTIMIZERS)}"
+            )
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["fields"].items()}
+        try:
+            opt = cls(**fields)
+        except (TypeError, GraphcError) as e:
+            raise CheckpointError(
+                f"{where}: optimizer {cls.__name__} fields are invalid: {e}"
+            ) from None
+    return outputs, loss, opt
+
+
+def load_model(path: str | os.PathLike, *, threads: int | None = None) -> Any:
+    """Read a model file written by ``Model.save_model`` and return the compiled Model with its
+    weights, optimizer state and learning rate, ready to ``predict``, ``fit`` further or
+    ``export``.
+
+    Args:
+        path: the ``.gcm`` file.
+        threads: as for ``graphc.compile``.
+
+    Raises:
+        CheckpointError: the file is missing, damaged, hostile or not a model file (the
+            message says which); nothing is compiled then.
+    """
+    from .api import compile as gc_compile
+
+    where = os.fspath(path)
+    desc, params = read_description(path)
+    outputs, loss, opt = network_from_description(desc, params, repr(where))
+    model = gc_compile(
+        outputs, loss, opt, name=desc["name"], opt_level=desc["opt_level"], threads=threads
+    )
+    checkpoint.load(model, path)
+    return model
