@@ -408,3 +408,49 @@ def test_model_files_go_through_the_cli_and_refuse_plain_checkpoints(tmp_path, c
     (tmp_path / "junk.gcm").write_bytes(b"not a zip")
     with pytest.raises(gc.CheckpointError, match="corrupted"):
         gc.load_model(str(tmp_path / "junk.gcm"))
+
+
+def test_c_predict_reads_one_row_per_line_and_names_a_bad_line(tmp_path) -> None:
+    import shutil
+
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    m = digits_like("digits")
+    m.export(str(tmp_path / "libdigits.so"))
+    exe = tmp_path / "predict"
+    cmd = [cc, "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", '-DMODEL_HEADER="digits.h"',
+           f"-I{tmp_path}", str(ROOT / "examples" / "c" / "predict.c"), f"-L{tmp_path}",
+           "-ldigits", f"-Wl,-rpath,{tmp_path}", "-o", str(exe)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True)
+    rng = np.random.default_rng(8)
+    xs = rng.standard_normal((3, 64)).astype(np.float32)
+    good = "# a comment\n" + "\n".join(",".join(f"{v:.9g}" for v in r) for r in xs) + "\n\n"
+    r = subprocess.run([str(exe)], input=good, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    got = np.array([[float(v) for v in line.split()] for line in r.stdout.splitlines()])
+    np.testing.assert_allclose(got, m.predict(xs), rtol=1e-5, atol=1e-5)
+    lines = good.splitlines()
+    lines[2] = " ".join(lines[2].split(",")[:63])  # row 2 (file line 3) loses a number
+    r = subprocess.run([str(exe)], input="\n".join(lines), capture_output=True, text=True)
+    assert r.returncode == 1 and "line 3: 63 numbers, expected 64" in r.stderr
+    lines[2] = lines[3] + " 1.5"  # one too many: never carried over into the next row
+    r = subprocess.run([str(exe)], input="\n".join(lines), capture_output=True, text=True)
+    assert r.returncode == 1 and "line 3: more than 64 numbers" in r.stderr
+    r = subprocess.run([str(exe)], input="1 2 x 4\n", capture_output=True, text=True)
+    assert r.returncode == 1 and "line 1: not a number at column 5" in r.stderr
+
+
+def test_make_rows_writes_raw_digits_rows(tmp_path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "c" / "make_rows.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "digits_rows.txt" in out.stdout
+    rows = np.loadtxt(tmp_path / "digits_rows.txt")
+    train = np.loadtxt(tmp_path / "digits_train.txt")
+    assert rows.shape[1] == 64 and train.shape[1] == 65
+    assert rows.min() >= 0 and rows.max() <= 16 and len(rows) + len(train) == 1797
+    assert set(np.unique(train[:, 64])) <= set(range(10))

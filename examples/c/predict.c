@@ -1,19 +1,22 @@
 /* predict: run a graphc library's inference on rows read from stdin.
  *
- * Reads whitespace-separated numbers, MODEL_X_ROW_ELEMS per row, until end of input; prints
- * one line per row with the model's outputs. With an argument, loads the weights from that
- * file first (libraries built with --weights file).
+ * Reads rows from stdin, one per line, MODEL_X_ROW_ELEMS numbers each (separated by spaces,
+ * tabs or commas; see rows.h: a line of another length is an error naming the line); prints one
+ * line per row with the model's outputs. With an argument, loads the weights from that file
+ * first (libraries built with --weights file). `make rows` writes digits_rows.txt.
  *
  *     graphc compile ../models.py:digits -o libdigits.so
  *     cc -std=c99 -DMODEL_HEADER='"digits.h"' predict.c -L. -ldigits \
  *        -Wl,-rpath,'$ORIGIN' -o predict
- *     ./predict < rows.txt
+ *     ./predict < digits_rows.txt
  */
 #define GRAPHC_MODEL_ALIASES
 #include MODEL_HEADER
 
 #include <stdio.h>
 #include <stdlib.h>
+
+#include "rows.h"
 
 static int fail(const char *what, int rc) {
     fprintf(stderr, "predict: %s: %s\n", what, model_strerror(rc));
@@ -23,24 +26,13 @@ static int fail(const char *what, int rc) {
 int main(int argc, char **argv) {
     model_ctx ctx;
     float *x = NULL, *y = NULL;
-    int64_t cap = 0, count = 0, n, i, j;
-    float v;
+    int64_t n, i, j;
     int rc, status = 1;
 
-    while (scanf("%f", &v) == 1) {  /* all rows into one growing array */
-        if (count == cap) {
-            float *grown;
-            cap = cap ? 2 * cap : 1024;
-            grown = (float *)realloc(x, (size_t)cap * sizeof *x);
-            if (!grown) { free(x); fprintf(stderr, "predict: out of memory\n"); return 1; }
-            x = grown;
-        }
-        x[count++] = v;
-    }
-    n = count / MODEL_X_ROW_ELEMS;
-    if (n < 1 || count % MODEL_X_ROW_ELEMS) {
-        fprintf(stderr, "predict: expected rows of %ld numbers, read %ld numbers\n",
-                (long)MODEL_X_ROW_ELEMS, (long)count);
+    if (read_rows(stdin, MODEL_X_ROW_ELEMS, &x, &n, "predict")) return 1;
+    if (n < 1) {
+        fprintf(stderr, "predict: no rows on stdin (%ld numbers per line)\n",
+                (long)MODEL_X_ROW_ELEMS);
         free(x);
         return 1;
     }

@@ -1,17 +1,21 @@
 /* train: keep training a graphc library's network in C, optionally saving the weights.
  *
- * Reads rows from stdin: MODEL_X_ROW_ELEMS features then MODEL_LABEL_ROW_ELEMS labels per row.
+ * Reads rows from stdin, one per line: MODEL_X_ROW_ELEMS features then MODEL_LABEL_ROW_ELEMS
+ * labels (see rows.h; a line of another length is an error naming the line). `make rows`
+ * writes digits_train.txt.
  * Runs STEPS optimizer steps on mini-batches of BATCH rows taken in order (wrapping around),
  * printing "step K loss L" after each, and with OUT given writes the trained weights there as a
  * weights file (load it with NAME_load_weights, or graphc.load(...).load_weights).
  *
- *     ./train [STEPS=100] [BATCH=64] [LR=0.01] [OUT] < rows.txt
+ *     ./train [STEPS=100] [BATCH=64] [LR=0.01] [OUT] < digits_train.txt
  */
 #define GRAPHC_MODEL_ALIASES
 #include MODEL_HEADER
 
 #include <stdio.h>
 #include <stdlib.h>
+
+#include "rows.h"
 
 #define ROW (MODEL_X_ROW_ELEMS + MODEL_LABEL_ROW_ELEMS)
 
@@ -20,23 +24,13 @@ int main(int argc, char **argv) {
     float *data = NULL, *xb = NULL;
     model_label_t *lb = NULL;
     unsigned char *image = NULL;
-    int64_t cap = 0, count = 0, rows, i, j, step;
+    int64_t rows, i, j, step;
     long steps = argc > 1 ? atol(argv[1]) : 100, batch = argc > 2 ? atol(argv[2]) : 64;
-    float lr = argc > 3 ? (float)atof(argv[3]) : 0.01f, v, loss = 0.0f;
+    float lr = argc > 3 ? (float)atof(argv[3]) : 0.01f, loss = 0.0f;
     int rc, status = 1;
 
-    while (scanf("%f", &v) == 1) {
-        if (count == cap) {
-            float *grown;
-            cap = cap ? 2 * cap : 4096;
-            grown = (float *)realloc(data, (size_t)cap * sizeof *data);
-            if (!grown) { free(data); fprintf(stderr, "train: out of memory\n"); return 1; }
-            data = grown;
-        }
-        data[count++] = v;
-    }
-    rows = count / ROW;
-    if (rows < 1 || count % ROW || steps < 1 || batch < 1) {
+    if (read_rows(stdin, ROW, &data, &rows, "train")) return 1;
+    if (rows < 1 || steps < 1 || batch < 1) {
         fprintf(stderr, "train: need rows of %ld numbers and STEPS, BATCH >= 1\n", (long)ROW);
         free(data);
         return 1;
