@@ -82,7 +82,10 @@ class EarlyStopping(Callback):
             those of the best epoch.
 
     Attributes:
-        best, best_epoch, stopped_epoch (None when not stopped), wait.
+        best: the best value of the monitored figure so far.
+        best_epoch: the epoch that reached it.
+        stopped_epoch: the epoch after which training stopped (None when not stopped).
+        wait: epochs since the last improvement.
 
     Raises:
         ArgumentError: (at the first monitored epoch) ``monitor`` is not among the figures.

@@ -517,7 +517,8 @@ class Normalization:
 
     Args:
         axis: the feature axis of the data (default -1, the last).
-        mean, variance: the statistics, if known (instead of ``adapt``).
+        mean: the per-feature mean, if known (instead of ``adapt``).
+        variance: the per-feature variance, if known (with ``mean``).
         name: the parameters' prefix (default: ``normalization_`` and a digest of the
             statistics, the same in every process).
 

@@ -477,7 +477,8 @@ class Model:
         optimizer update.
 
         Args:
-            x, y: features and targets (arrays, or dicts by input name).
+            x: features (an array, or a dict by input name).
+            y: targets (an array, or a dict by input name).
             epochs: passes over the data (>= 1).
             batch_size: rows per step (>= 1; larger than the data means one batch).
             validation_data: (x_val, y_val), evaluated after every epoch.
