@@ -25,9 +25,8 @@ from graphc.ir.graph import Graph
 from graphc.runtime.library import Library, load
 
 from .api import compile, compile_sequential
-from .onnx_import import OnnxImport, from_onnx
-
 from .modelfile import load_model
+from .onnx_import import OnnxImport, from_onnx
 from .dsl import (
     Dense,
     Dropout,

@@ -33,10 +33,10 @@ INITIALIZERS = (
     "glorot_normal",
     "he_uniform",
     "he_normal",
-    "array",  # gc.constant: the values come with the program (Program.constants), not a draw
 )
 # Not for users' params: "array" copies an array held by this process (hold_array), the
-# weights an imported ONNX model brings; its key is a digest no user writes by hand.
+# weights an imported ONNX model brings; its key is a digest no user writes by hand. Without a
+# key, it marks a gc.constant, whose values come with the program (Program.constants).
 INTERNAL_INITIALIZERS = ("array",)
 _ARGS = {
     "constant": {"value"},

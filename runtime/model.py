@@ -145,7 +145,7 @@ class Model:
 
         constants = getattr(self.program, "constants", {})
         for i, n in enumerate(self.param_nodes):
-            if n.attr("init") == "array":  # gc.constant: its values, not a draw
+            if n.name in constants:  # gc.constant: its values, not a draw
                 self.params[n.name][...] = constants[n.name]
                 continue
             args = dict(n.attr("init_args", ()))
@@ -157,6 +157,9 @@ class Model:
                 **args,
             )
         for n in self.state_nodes:
+            if n.name in constants:  # an array the program brings (model files, imports)
+                self.state[n.name][...] = constants[n.name]
+                continue
             args = dict(n.attr("init_args", ()))
             self.state[n.name][...] = initialize(
                 n.attr("init", "zeros"),
