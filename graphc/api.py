@@ -31,7 +31,8 @@ def compile(
     Args:
         outputs: the tensor(s) ``predict`` returns (e.g. logits).
         loss: a scalar tensor to minimize (None: an inference-only model).
-        optimizer: SGD, Adam, ... (default Adam()).
+        optimizer: SGD, Adam, ... (default ``graphc.Adam()``: lr 1e-3, betas (0.9, 0.999),
+            eps 1e-8, torch semantics).
         name: the model's name; prefixes the entry points (``NAME_train_step``).
         opt_level: 0 (no fusion, no buffer reuse), 1, or 2 (default).
         seed: seeds the parameter initializers.

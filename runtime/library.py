@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 
 from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError
+from graphc.ir.types import TensorType
 
 from graphc.codegen.threads import MAX_THREADS
 
 from .buffers import aligned_empty, view
+from .executable import one_hot_hint
 from .parallel import own_lock, serialized
 
 NP_DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32}
@@ -193,6 +195,7 @@ class Library:
                     f"input {p['name']!r} expects {p['dtype']}{list(p['shape'])}"
                     + (f" with N={n}" if n is not None else "")
                     + f", got an array of shape {a.shape}"
+                    + one_hot_hint(TensorType(tuple(p["shape"]), p["dtype"]), a.shape)
                 )
             n = rows if "N" in p["shape"] else n
             out.append(np.ascontiguousarray(a, dtype=want_dtype))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -13,10 +14,12 @@ from graphc.ir.errors import ArgumentError, GraphcError
 from graphc.ir.types import BATCH
 
 from .buffers import aligned_empty, view
-from .executable import Entry, EpochEntry
+from .executable import Entry, EpochEntry, one_hot_hint
 from graphc.codegen.threads import MAX_THREADS
 
 from .parallel import default_threads, own_lock, serialized
+
+log = logging.getLogger(__name__)  # graphc's own messages; fit's epoch lines stay on stdout
 
 
 @dataclass
@@ -319,7 +322,10 @@ class Model:
             if a.shape != want and a.size == int(np.prod(want)) and a.ndim == 1:
                 a = a.reshape(want)  # a vector of targets for an [N, 1] output
             if a.shape[1:] != tuple(want[1:]) or a.ndim != len(want):
-                raise ArgumentError(f"input {name!r} expects {t}, got an array of shape {a.shape}")
+                raise ArgumentError(
+                    f"input {name!r} expects {t}, got an array of shape {a.shape}"
+                    + one_hot_hint(t, a.shape)
+                )
             if n is not None and a.shape[0] != n:
                 raise ArgumentError(
                     f"inputs have different numbers of rows ({n} and {a.shape[0]} for {name!r})"
@@ -620,13 +626,11 @@ class Model:
                     break
         except KeyboardInterrupt:
             history.interrupted = True
-            if verbose:
-                print(
-                    f"fit: interrupted after {len(history.epochs)} finished epoch(s); the parameters "
-                    "are those of the last finished step",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            log.warning(
+                "fit: interrupted after %d finished epoch(s); the parameters are those of the "
+                "last finished step",
+                len(history.epochs),
+            )
         finally:
             progress.close()
             for cb in callbacks:

@@ -454,3 +454,31 @@ def test_make_rows_writes_raw_digits_rows(tmp_path) -> None:
     assert rows.shape[1] == 64 and train.shape[1] == 65
     assert rows.min() >= 0 and rows.max() <= 16 and len(rows) + len(train) == 1797
     assert set(np.unique(train[:, 64])) <= set(range(10))
+
+
+def test_one_hot_labels_to_a_sparse_loss_get_a_hint(tmp_path) -> None:
+    m = digits_like("hint")
+    xs = np.zeros((4, 64), np.float32)
+    onehot = np.eye(10, dtype=np.float32)[[1, 2, 3, 4]]
+    for call in (lambda: m.fit(xs, onehot, epochs=1, verbose=0), lambda: m.evaluate(xs, onehot)):
+        with pytest.raises(gc.ArgumentError, match=r"one-hot labels, 10 columns.*argmax"):
+            call()
+    with pytest.raises(gc.ArgumentError, match="one-hot"):
+        m.train_step(xs, onehot.astype(np.int32))
+    m.export(str(tmp_path / "libhint.so"))
+    with pytest.raises(gc.ArgumentError, match="one-hot"):
+        gc.load(str(tmp_path / "libhint.so")).train_step(xs, onehot.astype(np.int32))
+
+
+def test_fit_interruption_is_logged_not_printed(caplog, capsys) -> None:
+    m, xs, ts = small_fit_model("interrupted")
+
+    class Stop(gc.callbacks.Callback):
+        def on_epoch_end(self, model, epoch, figures):
+            raise KeyboardInterrupt
+
+    with caplog.at_level("WARNING", logger="graphc"):
+        h = m.fit(xs, ts, epochs=3, batch_size=8, verbose=0, callbacks=[Stop()])
+    assert h.interrupted
+    assert any("interrupted" in r.getMessage() for r in caplog.records)
+    assert "interrupted" not in capsys.readouterr().err
