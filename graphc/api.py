@@ -60,6 +60,10 @@ def compile(
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise GraphcError(f"threads must be a positive int, got {threads!r}")
     outs = [outputs] if isinstance(outputs, dsl.Tensor) else list(outputs)
+    if loss is not None and optimizer is None:
+        from .optim import Adam
+
+        optimizer = Adam()  # the documented default; the Model keeps it (repr, model files)
     prog = build_graphs(name, outs, loss, optimizer)
     prog.check_numerics = bool(check_numerics)
     jm = compile_cached(

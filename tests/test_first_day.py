@@ -482,3 +482,22 @@ def test_fit_interruption_is_logged_not_printed(caplog, capsys) -> None:
     assert h.interrupted
     assert any("interrupted" in r.getMessage() for r in caplog.records)
     assert "interrupted" not in capsys.readouterr().err
+
+
+def test_the_default_optimizer_is_adam_with_torchs_defaults() -> None:
+    x = gc.input("x", ("N", 2))
+    t = gc.input("t", ("N", 1))
+    y = gc.dense(x, 1, name="d")
+    m = gc.compile(y, gc.mean_squared_error(y, t), name="default_opt")
+    assert isinstance(m.optimizer, gc.Adam) and m.lr == 1e-3
+    assert (m.optimizer.betas, m.optimizer.eps) == ((0.9, 0.999), 1e-8)
+    # one step against the documented first Adam step: p - lr * g / (|g| + eps) = p - lr*sign(g)
+    xs = np.array([[1.0, 2.0], [3.0, -1.0]], np.float32)
+    ts = np.array([[0.5], [-0.5]], np.float32)
+    w0, b0 = m.params["d.w"].astype(np.float64), m.params["d.b"].astype(np.float64)
+    r = xs @ w0 + b0 - ts
+    gw, gb = 2 / 2 * xs.T @ r, 2 / 2 * r.sum(0)
+    m.train_step(xs, ts)
+    np.testing.assert_allclose(m.params["d.w"], w0 - 1e-3 * gw / (np.abs(gw) + 1e-8), atol=1e-6)
+    np.testing.assert_allclose(m.params["d.b"], b0 - 1e-3 * gb / (np.abs(gb) + 1e-8), atol=1e-6)
+    assert "Adam(lr=0.001" in repr(m) and "Adam()" in gc.compile.__doc__
