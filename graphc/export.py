@@ -167,6 +167,7 @@ def export_model(
         lr=float(model.lr),
         loss_kind=prog.loss_kind,
         state_init=state_init if any(state_init) else None,
+        check_numerics=bool(getattr(prog, "check_numerics", False)),
     )
     params = model._param_region.tobytes()
     tm = target_machine(target_cpu, pic=True)

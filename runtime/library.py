@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError
+from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError, NumericsError
 from graphc.ir.types import TensorType
 
 from graphc.codegen.threads import MAX_THREADS
@@ -140,9 +140,22 @@ class Library:
     def _call(self, fn: str, *args: Any) -> None:
         rc = getattr(self._lib, f"{self.name}_{fn}")(*args)
         if rc != 0:
-            raise ArgumentError(
-                f"{self.name}_{fn} returned {rc} ({ERROR_NAMES.get(rc, 'unknown')})"
+            raise self._error(fn, rc)
+
+    def _error(self, fn: str, rc: int) -> GraphcError:
+        """The exception for return code ``rc`` of ``NAME_fn``: NumericsError naming the node,
+        its op, its part and source line for a check_numerics site, else ArgumentError."""
+        sites = self.meta.get("numerics") or []
+        base = self.meta.get("numerics_base", 1000)
+        if sites and base <= rc < base + len(sites):
+            site = sites[rc - base]
+            return NumericsError(
+                f"{site['op']} node {site['node']} produced NaN or Inf in the {site['section']} "
+                f"part of {self.name}_{fn}\n  at   {site['node']} = {site['op']}(...)    "
+                f"{site['loc'] or '(no source line)'}\n  (code {rc}; nothing after it ran: "
+                "check the data for NaN/Inf and extreme values, or lower the learning rate)"
             )
+        return ArgumentError(f"{self.name}_{fn} returned {rc} ({ERROR_NAMES.get(rc, 'unknown')})")
 
     def _workspace(self, n: int) -> None:
         if n > self._ws_rows:
@@ -236,9 +249,7 @@ class Library:
                 args += [ctypes.c_void_p(part.ctypes.data), ctypes.c_int64(part.size)]
             rc = fn(*args)
             if rc != 0:
-                raise ArgumentError(
-                    f"{self.name}_infer returned {rc} ({ERROR_NAMES.get(rc, 'unknown')})"
-                )
+                raise self._error("infer", rc)
         return outs[0] if len(outs) == 1 else {p["name"]: o for p, o in zip(e["outputs"], outs)}
 
     @serialized

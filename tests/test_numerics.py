@@ -342,3 +342,82 @@ def test_binary_cross_entropy_takes_its_limits_at_infinite_logits(opt_level) -> 
     loss = m.train_step({"z": np.zeros((1, 4), np.float32)}, {"t": np.array([[0, 1, 0, 1]], "f4")})
     assert loss == 0.0  # and the gradient sigmoid(z) - y is 0 there, so b stays as it was:
     np.testing.assert_array_equal(m.params["b"], [-inf, inf, -inf, inf])
+
+
+def test_exported_library_names_the_numerics_site(checked, tmp_path) -> None:
+    """The library returns ERR_NUMERICS + site (not ERR_INTERNAL = 7), NAME_strerror and the
+    header name the node, and gc.load raises NumericsError naming node, op and source line; a C
+    program sees the same code (under valgrind when it is installed)."""
+    import os
+    import shutil
+    import subprocess
+
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    checked.initialize(0)
+    res = checked.export(str(tmp_path / "libchecked.so"))
+    header = open(res.header).read()
+    assert "#define CHECKED_ERR_NUMERICS 1000" in header
+    line = next(
+        i + 1
+        for i, s in enumerate(open(__file__).read().splitlines())
+        if "root = gc.sqrt(x * " in s
+    )
+    assert "sqrt node" in header and f"test_numerics.py:{line}" in header
+    lib = gc.load(res.library)
+    x = np.ones((4, 3), np.float32)
+    x[1, 2] = -1.0
+    with pytest.raises(gc.NumericsError, match=rf"(?s)sqrt node .*test_numerics.py:{line}"):
+        lib.predict(x)
+    np.testing.assert_allclose(
+        lib.predict(np.ones((4, 3), np.float32)),
+        checked.predict(np.ones((4, 3), np.float32)),
+        rtol=1e-6,
+    )
+    prog = tmp_path / "nan.c"  # a NaN at the first site of NAME_infer, seen from C
+    prog.write_text(
+        f'#include <stdio.h>\n#include <stdlib.h>\n#include "{os.path.basename(res.header)}"\n'
+        "int main(void) {\n"
+        "    checked_ctx ctx = {0};\n"
+        "    ctx.params = aligned_alloc(64, 4096); ctx.params_bytes = 4096;\n"
+        "    ctx.workspace = aligned_alloc(64, 65536); ctx.workspace_bytes = 65536;\n"
+        "    if (checked_init(&ctx)) return 2;\n"
+        "    float x[3] = {1.0f, -1.0f, 1.0f}, y[1];\n"
+        "    int rc = checked_infer(&ctx, 1, x, 3, y, 1);\n"
+        '    printf("%d %s\\n", rc, checked_strerror(rc));\n'
+        "    free(ctx.params); free(ctx.workspace);\n"
+        "    return rc >= CHECKED_ERR_NUMERICS ? 0 : 1;\n"
+        "}\n"
+    )
+    from graphc.codegen.target import host_cpu
+
+    vg = shutil.which("valgrind")
+    d = str(tmp_path)
+    if vg and "+avx512f" in host_cpu()[1].split(","):  # valgrind cannot run AVX-512 code
+        d = str(tmp_path / "avx2")
+        os.mkdir(d)
+        checked.export(os.path.join(d, "libchecked.so"), target_cpu="x86-64-v3")
+    exe = tmp_path / "nan"
+    cmd = [
+        cc,
+        "-std=c11",
+        f"-I{d}",
+        str(prog),
+        f"-L{d}",
+        "-lchecked",
+        f"-Wl,-rpath,{d}",
+        "-o",
+        str(exe),
+    ]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    run = (
+        [str(exe)]
+        if vg is None
+        else [vg, "-q", "--error-exitcode=99", "--leak-check=full", str(exe)]
+    )
+    r = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    code, msg = r.stdout.split(" ", 1)
+    assert int(code) >= 1000 and "sqrt node" in msg and f"test_numerics.py:{line}" in msg
