@@ -45,7 +45,6 @@ UNSUPPORTED = {
     "normalization over an axis other than the last": r"over the last axis only",
     "transposes of more than 2 dimensions": r"transposes 2-D values only",
     "Concat other than along the last axis of 2-D values": r"joins 2-D values along",
-    "ops needing graphc ops that do not exist yet (argmax)": r"needs graphc's argmax",
     "training-mode Dropout/BatchNormalization": r"training_mode",
     "outputs that are constants": r"is a constant",
     "unsupported attributes": r"attribute '.*' is not supported",

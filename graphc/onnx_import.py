@@ -347,7 +347,7 @@ class Rule:
     attrs: tuple[str, ...] = ()
     fold: Callable[[NodeContext, list[np.ndarray]], list[np.ndarray]] | None = None
     domain: str = ""
-    note: str = ""  # what is not supported, for the table in the docs
+    keeps_integers: bool = False  # moves values only: integer values (labels) stay integers
 
 
 class Importer:
@@ -606,6 +606,12 @@ class Importer:
             raise
         except GraphcError as e:  # a shape error from the DSL: say which ONNX node
             raise OnnxError(f"{cx.where()}: {type(e).__name__}: {e}") from None
+        except (ValueError, TypeError, IndexError, KeyError, OverflowError, MemoryError) as e:
+            # numpy on a malformed file's values (shapes that do not fit, odd attribute types)
+            raise OnnxError(f"{cx.where()}: malformed node ({type(e).__name__}: {e})") from None
+        first = args[0] if args else None
+        if rule.keeps_integers and isinstance(first, Tensor) and id(first) in self.integral:
+            self.integral.update(id(v) for v in outs if isinstance(v, Tensor))
         for name, v in zip(node.output, outs):
             if not name or v is None:
                 continue
@@ -1324,17 +1330,78 @@ def _zipmap(cx: NodeContext) -> list[Value]:
     return [cx.x(0)]
 
 
-def _argmax(cx: NodeContext) -> list[Value]:
-    from graphc.ir.ops import OPS as IR_OPS
+MAX_COMPOSED_AXIS = 4096  # the largest axis a composed max/argmax walks one slice at a time
 
-    if "argmax" not in IR_OPS:
-        cx.fail("ArgMax needs graphc's argmax op, which this version does not have")
+
+def _slices(cx: NodeContext, x: Tensor, axis: int) -> list[Tensor]:
+    """The slices of ``x`` along ``axis`` (kept as size-1 axes): sum(x * e_k, axis), exact."""
+    size = x.shape[axis]
+    if size == "N":
+        cx.fail(f"a max over the batch dimension N of {_fmt(x.shape)} is not supported")
+    if size > MAX_COMPOSED_AXIS:
+        cx.fail(
+            f"axis {axis} has {size} elements; graphc composes max/argmax over at most "
+            f"{MAX_COMPOSED_AXIS}"
+        )
+    trail = (1,) * (len(x.shape) - axis - 1)
+    out = []
+    for k in range(size):
+        e = np.zeros((size, *trail), np.float32)
+        e[k] = 1.0
+        sel = cx.imp.constant_tensor(f"onehot_{size}_{k}", e, cx, False)
+        out.append(dsl.sum(x * sel, axis, keepdims=True))
+    return out
+
+
+def _max_along(cx: NodeContext, x: Tensor, axis: int) -> Tensor:
+    """max over ``axis`` (kept as a size-1 axis) as a chain of elementwise maxima of its
+    slices (graphc has no max reduction yet)."""
+    parts = _slices(cx, x, axis)
+    m = parts[0]
+    for p in parts[1:]:
+        m = dsl.maximum(m, p)
+    return m
+
+
+def _drop_axis(cx: NodeContext, t: Tensor, axis: int) -> Tensor:
+    return _reshape(cx, t, tuple(d for i, d in enumerate(t.shape) if i != axis))
+
+
+def _reduce_max(cx: NodeContext) -> list[Value]:
+    x = cx.x(0)
+    axes = _axes_arg(cx, 18)
+    keep = bool(cx.attr("keepdims", 1))
+    r = len(x.shape)
+    if axes is None or len(axes) == 0:
+        if axes is not None and cx.attr("noop_with_empty_axes", 0):
+            return [x * 1.0]
+        axes = list(range(r))
+    axes = sorted({_axis(cx, a, r) for a in axes})
+    y = x
+    for a in axes:
+        y = _max_along(cx, y, a)
+    if not keep:
+        y = _reshape(cx, y, tuple(d for i, d in enumerate(x.shape) if i not in axes))
+    return [y]
+
+
+def _argmax(cx: NodeContext) -> list[Value]:
+    """The index of the first maximum along ``axis``: with m the max and g_k = [x_k >= m],
+    index = (S - 1) - max_k(g_k * (S - 1 - k)); nondifferentiable, exact for S < 2**24."""
     x = cx.x(0)
     r = len(x.shape)
     axis = _axis(cx, int(cx.attr("axis", 0)), r)
     if cx.attr("select_last_index", 0):
         cx.fail("select_last_index=1 is not supported")
-    t = dsl.apply("argmax", x, axis=axis, keepdims=bool(cx.attr("keepdims", 1)) or None)
+    size = x.shape[axis]
+    m = _max_along(cx, x, axis)
+    hit = dsl.apply("greater_equal", x, m)
+    trail = (1,) * (r - axis - 1)
+    rank = np.arange(size - 1, -1, -1, dtype=np.float32).reshape((size, *trail))
+    score = _max_along(cx, hit * cx.imp.constant_tensor(f"rank_{size}", rank, cx, False), axis)
+    t = (size - 1) - score
+    if not cx.attr("keepdims", 1):
+        t = _drop_axis(cx, t, axis)
     cx.imp.integral.add(id(t))
     return [t]
 
@@ -1381,21 +1448,23 @@ OPS: dict[str, Rule] = {
     "Where": Rule(_where),
     "Gemm": Rule(_gemm, ("alpha", "beta", "transA", "transB")),
     "MatMul": Rule(_matmul),
-    "Transpose": Rule(_transpose, ("perm",), fold=_fold_transpose),
+    "Transpose": Rule(_transpose, ("perm",), fold=_fold_transpose, keeps_integers=True),
     "Softmax": Rule(_softmax_like(False), ("axis",)),
     "LogSoftmax": Rule(_softmax_like(True), ("axis",)),
-    "Flatten": Rule(_flatten, ("axis",), fold=_fold_flatten),
-    "Reshape": Rule(_reshape_rule, ("allowzero",), fold=_fold_reshape),
-    "Squeeze": Rule(_squeeze, ("axes",), fold=_fold_squeeze),
-    "Unsqueeze": Rule(_unsqueeze, ("axes",), fold=_fold_unsqueeze),
+    "Flatten": Rule(_flatten, ("axis",), fold=_fold_flatten, keeps_integers=True),
+    "Reshape": Rule(_reshape_rule, ("allowzero",), fold=_fold_reshape, keeps_integers=True),
+    "Squeeze": Rule(_squeeze, ("axes",), fold=_fold_squeeze, keeps_integers=True),
+    "Unsqueeze": Rule(_unsqueeze, ("axes",), fold=_fold_unsqueeze, keeps_integers=True),
     "Concat": Rule(_concat, ("axis",), fold=_fold_concat),
     "Shape": Rule(_shape, ("start", "end"), fold=_fold_shape),
     "Gather": Rule(None, ("axis",), fold=_fold_gather),
     "Slice": Rule(None, ("starts", "ends", "axes"), fold=_fold_slice),
     "ConstantOfShape": Rule(None, ("value",), fold=_constant_of_shape),
-    "Cast": Rule(_cast, ("to", "saturate", "round_mode"), fold=_fold_cast),
-    "Identity": Rule(_identity, fold=lambda cx, a: [a[0]]),
-    "Dropout": Rule(_dropout, ("ratio", "seed", "is_test"), fold=lambda cx, a: [a[0]]),
+    "Cast": Rule(_cast, ("to", "saturate", "round_mode"), fold=_fold_cast, keeps_integers=True),
+    "Identity": Rule(_identity, fold=lambda cx, a: [a[0]], keeps_integers=True),
+    "Dropout": Rule(
+        _dropout, ("ratio", "seed", "is_test"), fold=lambda cx, a: [a[0]], keeps_integers=True
+    ),
     "Constant": Rule(
         _constant, ("value", "value_float", "value_floats", "value_int", "value_ints")
     ),
@@ -1404,6 +1473,7 @@ OPS: dict[str, Rule] = {
     "BatchNormalization": Rule(_batch_norm, ("epsilon", "momentum", "training_mode", "spatial")),
     "LayerNormalization": Rule(_layer_norm, ("axis", "epsilon", "stash_type")),
     "ArgMax": Rule(_argmax, ("axis", "keepdims", "select_last_index")),
+    "ReduceMax": Rule(_reduce_max, ("axes", "keepdims", "noop_with_empty_axes")),
     "ai.onnx.ml:ArrayFeatureExtractor": Rule(_array_feature_extractor, domain="ai.onnx.ml"),
     "ai.onnx.ml:ZipMap": Rule(
         _zipmap, ("classlabels_int64s", "classlabels_strings"), domain="ai.onnx.ml"

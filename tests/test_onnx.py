@@ -152,13 +152,38 @@ def _sklearn_model(kind: str):
 @pytest.mark.parametrize("kind", ["regressor", "binary", "multiclass"])
 def test_sklearn_mlp_matches_onnxruntime(kind: str) -> None:
     est, m, x = _sklearn_model(kind)
-    out = "variable" if kind == "regressor" else "probabilities"
-    imp = gc.from_onnx(m, outputs=[out])
-    got = imp.compile().predict(x)
-    want = ort_run(m, {"X": x})[[o.name for o in m.graph.output].index(out)]
-    assert_close(got, want)
-    if kind != "regressor":
-        np.testing.assert_allclose(got, est.predict_proba(x), rtol=1e-4, atol=1e-6)
+    model = gc.from_onnx(m).compile()  # every output: label and probabilities, or variable
+    got = model.predict(x)
+    want = ort_run(m, {"X": x})
+    if kind == "regressor":
+        assert_close(got, want[0])
+        return
+    label, probs = (got[name] for name in model.program.outputs)
+    np.testing.assert_array_equal(label.reshape(-1), want[0])  # int64 labels, exact
+    np.testing.assert_array_equal(label.reshape(-1), est.predict(x))
+    assert_close(probs, want[1])
+    np.testing.assert_allclose(probs, est.predict_proba(x), rtol=1e-4, atol=1e-6)
+
+
+def test_sklearn_classifier_with_zipmap_and_string_free_labels() -> None:
+    """skl2onnx's default ends in ZipMap (a list of {class: probability}); graphc returns its
+    [N, C] array, columns in class order; labels 3, 5, 9 come out of ArrayFeatureExtractor."""
+    pytest.importorskip("skl2onnx")
+    from skl2onnx import to_onnx
+    from sklearn.neural_network import MLPClassifier
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((90, 5)).astype(np.float32)
+    y = np.array([3, 5, 9])[(x[:, 0] > 0).astype(int) + (x[:, 1] > 0.5)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = MLPClassifier(hidden_layer_sizes=(8,), max_iter=100, random_state=0).fit(x, y)
+        m = to_onnx(est, x[:1])
+    out = gc.from_onnx(m).compile().predict(x)
+    label, probs = out.values()
+    labels_ort, maps = ort_run(m, {"X": x})
+    np.testing.assert_array_equal(label.reshape(-1), labels_ort)
+    assert_close(probs, np.array([[d[c] for c in (3, 5, 9)] for d in maps], np.float32))
 
 
 def test_pytorch_like_graph_with_external_data(tmp_path) -> None:
@@ -303,6 +328,23 @@ def test_malformed_files_raise_onnx_error(tmp_path) -> None:
             gc.from_onnx(str(p))
     with pytest.raises(gc.OnnxError, match="does not exist"):
         gc.from_onnx(str(tmp_path / "missing.onnx"))
+
+
+def test_mutated_files_never_crash() -> None:
+    """Random byte flips of real exporters' files: each import succeeds or raises OnnxError."""
+    rng = np.random.default_rng(11)
+    seeds = [pytorch_like(rng).SerializeToString(), keras_like(rng).SerializeToString()]
+    outcomes = {"ok": 0, "OnnxError": 0}
+    for i in range(120):
+        data = bytearray(seeds[i % 2])
+        for _ in range(1 + i % 4):
+            data[int(rng.integers(len(data)))] = int(rng.integers(256))
+        try:
+            gc.from_onnx(bytes(data))
+            outcomes["ok"] += 1
+        except gc.OnnxError:
+            outcomes["OnnxError"] += 1
+    assert outcomes["OnnxError"] > 0 and outcomes["ok"] > 0, outcomes
 
 
 def _external_model(tmp_path, location: str, length: int | None = None) -> str:
