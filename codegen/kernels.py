@@ -708,9 +708,9 @@ def emit_softmax_cross_entropy_with_grad(ctx: KernelContext, kernel: Kernel) -> 
 
 
 def data_operands(nd: Node) -> tuple[str, ...]:
-    """The operands whose values an elementwise node reads (broadcast_to's second operand only
-    gives the shape)."""
-    return nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs
+    """The operands whose values an elementwise node reads (``Op.data_operands``: broadcast_to's
+    second operand only gives the shape)."""
+    return OPS[nd.op].data_inputs(nd)
 
 
 def matmul_parts(g: Graph, kernel: Kernel) -> tuple:
@@ -783,7 +783,7 @@ def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: s
                 x = b.load(p, typ=scal)
                 vals[v] = _splat(b, x, lanes) if lanes else x
         flat = None  # the element's flat index in C, for lowerings that need one (dropout)
-        if any(getattr(OPS[nd.op], "needs_index", False) for nd in tail):
+        if any(OPS[nd.op].needs_index for nd in tail):
             flat = b.add(b.mul(i, row), j)
             if lanes:
                 vt = ir.VectorType(I64, lanes)

@@ -61,8 +61,8 @@ def test_loss_targets_must_match_prediction() -> None:
 
 
 def test_unknown_activation_is_rejected() -> None:
-    with pytest.raises(gc.GraphcError, match="unknown activation 'gelu'"):
-        gc.Dense(3, "gelu")
+    with pytest.raises(gc.GraphcError, match="unknown activation 'relu6x'"):
+        gc.Dense(3, "relu6x")
 
 
 def test_collected_graph_is_topological_with_shared_subexpressions_once() -> None:

@@ -62,6 +62,8 @@ CASES = [
     Case("softplus", [(3, 4)], low=-6, high=6),
     Case("sigmoid_cross_entropy", [(3, 4), (3, 4)], avoid=0.0),
     Case("sigmoid_cross_entropy", [(3, 4), (4,)], low=-5, high=5, id="sigmoid_xent-bcast"),
+    Case("leaky_relu", [(3, 4)], {"alpha": 0.2}, avoid=0.0),
+    Case("leaky_relu", [(3, 4)], avoid=0.0, id="leaky_relu-default-alpha"),
     Case("matmul", [(3, 4), (4, 5)]),
     Case("matmul", [(4, 3), (4, 5)], {"transpose_a": True}, id="matmul-ta"),
     Case("matmul", [(3, 4), (5, 4)], {"transpose_b": True}, id="matmul-tb"),
@@ -131,7 +133,7 @@ def test_forward_matches_reference(case: Case) -> None:
     ref_args = [x.astype(np.float64) if x.dtype.kind == "f" else x for x in xs]
     if like is not None:
         ref_args.append(np.zeros(case.shapes[1]))
-    want = OPS[case.op].reference(*ref_args, **case.attrs)
+    want = OPS[case.op].evaluate(*ref_args, **case.attrs)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=f"{case.op}: forward")
 
 
@@ -151,7 +153,7 @@ def test_gradient_matches_finite_differences(case: Case) -> None:
     rng = np.random.default_rng(0)
     xs = case.sample(rng, np.float64)
     y, params, like = _build(case, "f64", case.shapes)
-    ref = OPS[case.op].reference
+    ref = OPS[case.op].evaluate
     out_shape = np.shape(
         ref(*xs, *([np.zeros(case.shapes[1])] if like is not None else []), **case.attrs)
     )

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..graph import Graph
 from ..types import TensorType
-from .base import Op, register, same_float_dtype
+from .base import REQUIRED, Op, register, same_float_dtype
 
 if TYPE_CHECKING:
     from ..builder import Builder
@@ -84,8 +84,8 @@ class Dropout(Op):
 
     name = "dropout"
     arity = 2
-    needs_index = True  # its lowering needs the element's flat index
-    attr_names = ("p", "seed", "stream")
+    needs_index = True
+    attrs = {"p": REQUIRED, "seed": 0, "stream": 0}
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         x, step = types
