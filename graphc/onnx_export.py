@@ -18,6 +18,7 @@ import numpy as np
 
 from graphc.ir.errors import GraphcError, OnnxError
 from graphc.ir.graph import Graph, Node
+from graphc.ir.ops import OPS
 
 from .onnx_import import require_onnx
 
@@ -66,9 +67,12 @@ def _shape_dims(shape: tuple) -> list:
     return ["N" if d == "N" else int(d) for d in shape]
 
 
-def _simple(op: str) -> Callable[[_Writer, Node], None]:
+def _simple(op: str, *attrs: str) -> Callable[[_Writer, Node], None]:
+    """One ONNX node ``op`` of the same operands; ``attrs``: graphc attrs of the same name and
+    meaning in ONNX, written with their values (the op's default where the node has none)."""
+
     def emit(w: _Writer, n: Node) -> None:
-        w.node(op, list(n.inputs), n.name, n)
+        w.node(op, list(n.inputs), n.name, n, **{k: OPS[n.op].attr(n, k) for k in attrs})
 
     return emit
 
@@ -176,6 +180,7 @@ EXPORTS: dict[str, Callable[[_Writer, Node], None]] = {
     "sigmoid": _simple("Sigmoid"),
     "tanh": _simple("Tanh"),
     "relu": _simple("Relu"),
+    "leaky_relu": _simple("LeakyRelu", "alpha"),
     "softplus": _simple("Softplus"),
     "square": _square,
     "broadcast_to": _broadcast_to,
