@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import llvmlite.binding as llvm
 from llvmlite import ir
 
+from graphc.ir.batch import rows_independent
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Graph
 from graphc.ir.passes.schedule import ALIGN, Schedule
@@ -184,6 +185,9 @@ class EntryPlan:
     slots_out: int
     ws_fixed: int  # workspace bytes = ws_fixed + ws_row * n
     ws_row: int
+    # Calls on blocks of rows give the rows of one call on all (graphc.ir.batch): every output
+    # is row-wise (row i depends on input row i only; for train_step: never, the loss is a mean)
+    rows_independent: bool = False
 
 
 @dataclass
@@ -292,6 +296,7 @@ def plan_library(
             len(s.output_slots),
             s.grad_bytes + s.arena_fixed,
             s.arena_row,
+            entry == "infer" and rows_independent(g, s.output_slots),
         )
     params = [
         Region(n.name, n.type, layout[n.name].offset, layout[n.name].size)
@@ -398,6 +403,7 @@ def _meta(plan: LibraryPlan) -> dict:
                 "lr_dtype": ep.lr.type.dtype if ep.lr else None,
                 "workspace_fixed": ep.ws_fixed,
                 "workspace_row": ep.ws_row,
+                "rows_independent": ep.rows_independent,
             }
             for e, ep in plan.entries.items()
         },
@@ -561,6 +567,15 @@ def c_header(plan: LibraryPlan, graphc_version: str) -> str:
     a(f'#define {U}_TARGET_CPU "{plan.target_cpu}"')
     a(f"#define {U}_HAS_INFER {int('infer' in ent)}")
     a(f"#define {U}_HAS_TRAIN_STEP {int('train_step' in ent)}")
+    if "infer" in ent:
+        a(
+            f"#define {U}_INFER_ROWS_INDEPENDENT {int(ent['infer'].rows_independent)}"
+            "    /* 1: each output row depends on its input row only, so"
+        )
+        a(
+            f"   {N}_infer may run on blocks of rows; 0: an output mixes rows (a reduction over the"
+            " batch, N not leading): pass all rows in one call */"
+        )
     a("")
     a("/* Error codes (the return value of every int function). */")
     for suffix, code, msg in ERRORS:

@@ -199,19 +199,22 @@ class Library:
                 raise ArgumentError(
                     f"input {p['name']!r} expects integers ({p['dtype']}), got {a.dtype}"
                 )
-            rows = a.shape[0] if a.ndim else 0
+            ax = p["shape"].index("N") if "N" in p["shape"] else None  # N need not lead
+            rows = a.shape[ax] if ax is not None and a.ndim > ax else 0
             want = self._shape(p, rows)
-            if a.ndim == 1 and len(want) == 2 and want[1] == 1:
+            if a.ndim == 1 and len(want) == 2 and want[1] == 1 and ax == 0:
                 a = a.reshape(want)
-            if a.shape != want or (n is not None and rows != n):
+            if a.shape != want or (n is not None and ax is not None and rows != n):
                 raise ArgumentError(
                     f"input {p['name']!r} expects {p['dtype']}{list(p['shape'])}"
                     + (f" with N={n}" if n is not None else "")
                     + f", got an array of shape {a.shape}"
                     + one_hot_hint(TensorType(tuple(p["shape"]), p["dtype"]), a.shape)
                 )
-            n = rows if "N" in p["shape"] else n
+            n = rows if ax is not None else n
             out.append(np.ascontiguousarray(a, dtype=want_dtype))
+        if n is None and arrays:
+            n = 1  # no input has a batch axis
         if n is None or n < 1:
             raise ArgumentError(f"{what}: no rows")
         return out, n
@@ -220,7 +223,9 @@ class Library:
 
     @serialized
     def predict(self, x: Any, *, batch_size: int = 1024) -> np.ndarray | dict[str, np.ndarray]:
-        """``NAME_infer`` on every row of ``x`` (array or dict by input name), in batches.
+        """``NAME_infer`` on every row of ``x`` (array or dict by input name), in blocks of
+        ``batch_size`` rows when the library's outputs are row-wise (its ``rows_independent``
+        flag, ``NAME_INFER_ROWS_INDEPENDENT`` in the header), else in one call.
 
         Returns:
             the output array (float32), or a dict by output name when there are several.
@@ -235,10 +240,10 @@ class Library:
         outs = [np.empty(self._shape(p, n), NP_DTYPES[p["dtype"]]) for p in e["outputs"]]
         fn = self._lib[f"{self.name}_infer"]
         fn.restype = ctypes.c_int
-        ports = e["inputs"] + e["outputs"]
-        # Rows can be split into batches only when every array has N first (an output such as
-        # a sum over the batch depends on all rows: then one call).
-        if not all(p["shape"] and p["shape"][0] == "N" for p in ports):
+        # Rows are split into blocks only when the library says every output row depends on
+        # its input row alone (graphc.ir.batch, the rule Model.predict follows); a library
+        # without the flag (older graphc) or an output mixing rows: one call.
+        if not e.get("rows_independent", False):
             batch_size = n
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)

@@ -1,0 +1,126 @@
+"""Which values of a graph depend on the rows of the batch one by one: may predict split rows?
+
+``predict`` and ``evaluate`` feed large inputs in blocks of rows and join the blocks' outputs.
+That gives the whole input's answer only when output row i depends on input row i alone: a
+mean over the batch, a softmax over the batch axis or an input with N in a non-leading
+position (``(3, "N")``) make the blocks' answers wrong. ``batch_kinds`` derives, once per graph,
+the kind of every value; ``rows_independent`` and ``loss_is_row_mean`` give the rule that the
+compiled model and an exported library (which stores the answer in its description) share.
+
+Kinds (rows are the symbolic batch dimension ``N``, at most one per type):
+
+- ``const``: depends on no input with N (parameters, constants, inputs without N).
+- ``rows``: N is the leading axis and row i depends on row i of every input with N (and on
+  ``const`` values) only, each such input having N leading.
+- ``mean``: no N axis; the mean over rows of a ``rows`` value, or an affine combination of such
+  means and ``const`` values (mean(a) + mean(b) = mean(a + b) over the same rows), so the mean
+  over blocks weighted by their rows gives the whole batch's value (a loss such as
+  ``softmax_cross_entropy`` or ``mean(square(p - y))`` plus a weight penalty).
+- ``mixed``: anything else, including every op this module does not know (the safe answer:
+  run all rows in one call).
+"""
+
+from __future__ import annotations
+
+from .graph import Graph, Node
+from .ops import OPS
+from .types import BATCH, TensorType
+
+CONST, ROWS, MEAN, MIXED = "const", "rows", "mean", "mixed"
+
+
+def _leading(t: TensorType) -> bool:
+    """N is the first axis (and, types having at most one N, nowhere else)."""
+    return bool(t.shape) and t.shape[0] == BATCH
+
+
+def _kind(n: Node, g: Graph, kinds: dict[str, str]) -> str:
+    ins = [kinds[i] for i in n.inputs]
+    types = [g[i].type for i in n.inputs]
+    op = OPS.get(n.op)
+    kind = getattr(op, "kind", None)
+    if kind == "source" or not n.inputs:
+        if n.op == "input" and n.type.is_batched:
+            return ROWS if _leading(n.type) else MIXED
+        return CONST if kind in ("source", "scalar") else MIXED
+    if MIXED in ins:
+        return MIXED
+    if all(k == CONST for k in ins):
+        # a value of constants only; one that grows an N axis (broadcast_to a batched shape)
+        # is the same in every row: each block gets the same rows
+        if not n.type.is_batched:
+            return CONST
+        return ROWS if _leading(n.type) and kind == "elementwise" else MIXED
+    if n.op == "size":  # counts rows: differs between blocks
+        return MIXED
+    if kind == "elementwise":
+        if MEAN in ins:
+            return _affine_of_means(n, ins)
+        # rows operands must keep N as the output's leading axis (same rank: no broadcasting
+        # that moves the batch axis), and the output must keep it first
+        if not _leading(n.type):
+            return MIXED
+        for k, t in zip(ins, types):
+            if k == ROWS and (len(t.shape) != len(n.type.shape) or not _leading(t)):
+                return MIXED
+        return ROWS
+    if kind == "matmul":
+        a, b = ins
+        if a == ROWS and b == CONST and not n.attr("transpose_a", False):
+            return ROWS
+        return MIXED
+    if kind == "reduce":
+        (x,) = ins
+        rank = len(types[0].shape)
+        axes = n.attr("axes", None)
+        axes = tuple(range(rank)) if axes is None else tuple(a % rank for a in axes)
+        if x == ROWS and 0 not in axes:
+            return ROWS
+        if x == ROWS and n.op == "mean" and not n.type.is_batched:
+            return MEAN
+        return MIXED
+    if kind == "rowwise":
+        if n.op == "softmax" and ins == [ROWS] and len(types[0].shape) >= 2:
+            return ROWS  # over the last axis: within one row
+        if n.op == "softmax_cross_entropy" and ins == [ROWS, ROWS]:
+            return MEAN  # the mean over rows of each row's loss
+        return MIXED
+    return MIXED
+
+
+def _affine_of_means(n: Node, ins: list[str]) -> str:
+    """An elementwise node with a ``mean`` operand: ``mean`` when it is affine in the means."""
+    if n.type.is_batched:
+        return MIXED
+    if n.op in ("add", "sub") and all(k in (MEAN, CONST) for k in ins):
+        return MEAN
+    if n.op == "neg":
+        return MEAN
+    if n.op == "mul" and sorted(ins) == [CONST, MEAN]:
+        return MEAN
+    if n.op == "div" and ins == [MEAN, CONST]:
+        return MEAN
+    if n.op == "reshape" and ins == [MEAN]:
+        return MEAN
+    return MIXED
+
+
+def batch_kinds(g: Graph) -> dict[str, str]:
+    """The kind (const, rows, mean or mixed; see the module doc) of every value of ``g``."""
+    kinds: dict[str, str] = {}
+    for n in g.nodes:
+        kinds[n.name] = _kind(n, g, kinds)
+    return kinds
+
+
+def rows_independent(g: Graph, outputs: tuple[str, ...] | list[str] | None = None) -> bool:
+    """True when every one of ``outputs`` (default: the graph's) is ``rows``: running blocks of
+    rows and joining the outputs on axis 0 gives the outputs of all rows at once."""
+    kinds = batch_kinds(g)
+    return all(kinds[o] == ROWS for o in (g.outputs if outputs is None else outputs))
+
+
+def loss_is_row_mean(g: Graph, loss: str) -> bool:
+    """True when the scalar ``loss`` is ``mean`` (or ``const``): the row-weighted mean of the
+    blocks' losses is the whole batch's loss."""
+    return batch_kinds(g)[loss] in (MEAN, CONST)
