@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,7 +116,7 @@ def test_exported_library_carries_the_rule(tmp_path) -> None:
     m = gc.compile(gc.softmax(gc.transpose(gc.input("x", ("N", 3)))), name="lsoft")
     path = tmp_path / "liblsoft.so"
     res = m.export(str(path))
-    assert "#define LSOFT_INFER_ROWS_INDEPENDENT 0" in open(res.header).read()
+    assert "#define LSOFT_INFER_ROWS_INDEPENDENT 0" in Path(res.header).read_text()
     lib = gc.load(str(path))
     assert lib.meta["entries"]["infer"]["rows_independent"] is False
     z = x.T.astype(np.float64)
@@ -125,7 +126,7 @@ def test_exported_library_carries_the_rule(tmp_path) -> None:
     xi = gc.input("x", ("N", 3))
     m = gc.compile(gc.dense(xi, 2, name="d"), name="ldense")
     res = m.export(str(tmp_path / "libldense.so"))
-    assert "#define LDENSE_INFER_ROWS_INDEPENDENT 1" in open(res.header).read()
+    assert "#define LDENSE_INFER_ROWS_INDEPENDENT 1" in Path(res.header).read_text()
     lib = gc.load(str(tmp_path / "libldense.so"))
     assert lib.meta["entries"]["infer"]["rows_independent"] is True
     np.testing.assert_array_equal(lib.predict(x, batch_size=256), m.predict(x))
