@@ -95,7 +95,10 @@ def resolve(spec: str) -> ModelSpec:
     from graphc.runtime.model import Model
 
     if spec.lower().endswith(".onnx"):  # an ONNX file: its outputs, weights from the file
-        imp = gc.from_onnx(spec)
+        from graphc.onnx_import import c_name
+
+        stem = os.path.splitext(os.path.basename(spec))[0]
+        imp = gc.from_onnx(spec, name=c_name(stem, set(), "model"))  # libSTEM.so finds it
         return ModelSpec(imp.name, outputs=imp.outputs)
 
     if spec.endswith(".gcm") and os.path.isfile(spec):  # a whole-model file: no Python runs

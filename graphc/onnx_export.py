@@ -85,9 +85,8 @@ def _compare(op: str) -> Callable[[_Writer, Node], None]:
     return emit
 
 
-def _square(w: _Writer, n: Node) -> None:
-    x = n.inputs[0]
-    w.node("Mul", [x, x], n.name, n)
+def _square(w: _Writer, n: Node) -> None:  # Pow(x, 2): read back as square
+    w.node("Pow", [n.inputs[0], w.const(np.array(2.0, n.type.np_dtype), "two")], n.name, n)
 
 
 def _matmul(w: _Writer, n: Node) -> None:

@@ -524,10 +524,13 @@ class Importer:
         )
 
     def find_frozen(self) -> None:
-        """Running statistics (BatchNormalization's mean and variance) never train."""
+        """Initializers that are no weights never train: BatchNormalization's running mean and
+        variance, Pow's exponent, Clip's bounds."""
+        frozen_inputs = {"BatchNormalization": (3, 4), "Pow": (1,), "Clip": (1, 2)}
         for node in self.graph.node:
-            if node.op_type == "BatchNormalization":
-                self.frozen_names.update(n for n in node.input[3:5] if n)
+            for k in frozen_inputs.get(node.op_type, ()):
+                if k < len(node.input) and node.input[k]:
+                    self.frozen_names.add(node.input[k])
 
     def graph_input(self, vi: Any) -> Tensor:
         where = f"{self.where}: input {vi.name!r}"

@@ -186,9 +186,10 @@ def test_sklearn_classifier_with_zipmap_and_string_free_labels() -> None:
     assert_close(probs, np.array([[d[c] for c in (3, 5, 9)] for d in maps], np.float32))
 
 
-def test_pytorch_like_graph_with_external_data(tmp_path) -> None:
+@pytest.mark.parametrize("opset", [13, 17, onnx.defs.onnx_opset_version()])
+def test_pytorch_like_graph_with_external_data(tmp_path, opset: int) -> None:
     rng = np.random.default_rng(1)
-    m = pytorch_like(rng)
+    m = pytorch_like(rng, opset)
     path = str(tmp_path / "model.onnx")
     onnx.save_model(
         m, path, save_as_external_data=True, location="model.onnx.data", size_threshold=0
@@ -456,8 +457,15 @@ def test_export_checks_matches_onnxruntime_and_round_trips(tmp_path) -> None:
     assert any("test_onnx.py" in d and "graphc" in d for d in docs), docs[:3]
     want = model.predict(x)
     assert_close(ort_run(path, {"x": x})[0], want)
-    again = gc.from_onnx(path).compile()
+    imp = gc.from_onnx(path)
+    again = imp.compile()
     assert_close(again.predict(x), want)
+
+    # the same graph: the same ops in the same order (sources aside)
+    def ops(g):
+        return [n.op for n in g.nodes if n.op not in ("input", "param", "state", "const")]
+
+    assert ops(again.program.inference) == ops(model.program.inference)
     # with the loss: ONNX Runtime's SoftmaxCrossEntropyLoss equals model.evaluate's loss
     lpath = str(tmp_path / "mlp_loss.onnx")
     model.to_onnx(lpath, include_loss=True)
@@ -474,6 +482,9 @@ def test_cli_compiles_and_dumps_an_onnx_file(tmp_path) -> None:
     assert main(["compile", path, "--emit", "onnx", "-o", out]) == 0
     x = np.random.default_rng(10).standard_normal((3, 1, 8, 8)).astype(np.float32)
     assert_close(ort_run(out, {"input": x})[0], ort_run(path, {"input": x})[0])
+    lib = str(tmp_path / "libtorchlike.so")
+    assert main(["compile", path, "-o", lib, "--entry", "infer"]) == 0
+    assert_close(gc.load(lib).predict(x), ort_run(path, {"input": x})[0])
     assert main(["dump", path, "-o", str(tmp_path / "dump.txt")]) == 0
     assert "matmul" in (tmp_path / "dump.txt").read_text()
 
