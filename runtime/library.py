@@ -8,10 +8,14 @@ the call, so a wrong shape raises ArgumentError instead of reading past a buffer
 
 from __future__ import annotations
 
+import _ctypes
 import ctypes
 import json
 import os
 import re
+import shutil
+import tempfile
+import weakref
 from typing import Any
 
 import numpy as np
@@ -36,6 +40,53 @@ ERROR_NAMES = {
     6: "weights file cannot be read",
     7: "internal error",
 }
+
+
+def _open_private_copy(path: str) -> tuple[ctypes.CDLL, Any]:
+    """dlopen a private copy of the library at ``path``, as the file is now.
+
+    The dynamic loader hands back the already-loaded object for a path (or file) it has seen,
+    so a library re-exported at the same path would be served stale. The copy lives in an
+    anonymous memory file (Linux ``memfd_create``, opened as ``/proc/self/fd/N`` and kept open
+    while loaded, so that name is never reused meanwhile), else in a fresh temporary folder.
+    Returns the CDLL and what ``_unload`` must free (the descriptor or the folder).
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        try:
+            fd = os.memfd_create("graphc-" + os.path.basename(path), os.MFD_CLOEXEC)
+        except OSError:
+            fd = None
+        if fd is not None:
+            try:
+                view_ = memoryview(data)
+                while view_:
+                    view_ = view_[os.write(fd, view_) :]
+                return ctypes.CDLL(f"/proc/self/fd/{fd}"), fd
+            except OSError:
+                os.close(fd)  # e.g. memfd exec forbidden: fall back to a temporary file
+    folder = tempfile.mkdtemp(prefix="graphc-lib-")
+    copy = os.path.join(folder, os.path.basename(path))
+    try:
+        with open(copy, "wb") as f:
+            f.write(data)
+        return ctypes.CDLL(copy), folder
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _unload(handle: int, keep: Any) -> None:
+    """dlclose a library opened by ``_open_private_copy`` and free its copy."""
+    try:
+        _ctypes.dlclose(handle)
+    except (OSError, AttributeError):
+        pass
+    if isinstance(keep, int):
+        os.close(keep)
+    else:
+        shutil.rmtree(keep, ignore_errors=True)
 
 
 class _Ctx(ctypes.Structure):
@@ -80,9 +131,11 @@ class Library:
         self.path, self.name = path, name
         own_lock(self)  # calls share one workspace: they take turns
         try:
-            self._lib = ctypes.CDLL(path)
+            self._lib, keep = _open_private_copy(path)
         except OSError as e:
             raise GraphcError(f"load: cannot load {path!r}: {e}") from None
+        # unloaded (dlclose) and its private copy freed when this Library is dropped
+        self._unload = weakref.finalize(self, _unload, self._lib._handle, keep)
         try:
             meta_fn = getattr(self._lib, f"{name}_graphc_meta")
         except AttributeError:
@@ -334,6 +387,10 @@ def _plan_from_meta(meta: dict) -> Any:
 
 def load(path: str, name: str | None = None, weights: str | None = None) -> Library:
     """Load a library made by ``graphc compile`` / ``Model.export``.
+
+    Every call loads the file as it is now (a private copy: a library re-exported at the same
+    path is never served from an earlier load), and the copy is unloaded when the returned
+    Library is dropped.
 
     Args:
         path: the ``.so``.
