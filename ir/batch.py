@@ -27,6 +27,7 @@ from .ops import OPS
 from .types import BATCH, TensorType
 
 CONST, ROWS, MEAN, MIXED = "const", "rows", "mean", "mixed"
+POINTWISE = ("pointwise", "elementwise")  # Op.kind of ops whose element i reads element i
 
 
 def _leading(t: TensorType) -> bool:
@@ -50,10 +51,16 @@ def _kind(n: Node, g: Graph, kinds: dict[str, str]) -> str:
         # is the same in every row: each block gets the same rows
         if not n.type.is_batched:
             return CONST
-        return ROWS if _leading(n.type) and kind == "elementwise" else MIXED
+        return ROWS if _leading(n.type) and kind in POINTWISE else MIXED
     if n.op == "size":  # counts rows: differs between blocks
         return MIXED
-    if kind == "elementwise":
+    if kind == "movement" and n.op not in ("reshape", "transpose"):
+        return MIXED  # unknown data movement (it might reorder rows): the safe answer
+    if kind == "movement" and n.op == "reshape":
+        # row-major: with N leading on both sides a row stays a row (whatever its new shape)
+        ok = ins == [ROWS] and _leading(n.type) and _leading(types[0])
+        return ROWS if ok else MIXED
+    if kind in POINTWISE or n.op == "transpose":
         if MEAN in ins:
             return _affine_of_means(n, ins)
         # rows operands must keep N as the output's leading axis (same rank: no broadcasting

@@ -97,15 +97,11 @@ def test_batch_kinds_follow_the_ops() -> None:
     per_row = gc.sum(rows, axes=1)
     loss = gc.mean(gc.square(rows)) * 2.0 + gc.sum(gc.square(w))
     bad = gc.mean(rows) * gc.mean(rows)
-    g = collect_graph("k", [rows, mixed, per_row, loss, bad])
+    moved = gc.reshape(rows, ("N", 3, 1))
+    g = collect_graph("k", [rows, mixed, per_row, loss, bad, moved])
     k = batch_kinds(g)
-    assert [k[t.name] for t in (rows, mixed, per_row, loss, bad)] == [
-        ROWS,
-        MIXED,
-        ROWS,
-        MEAN,
-        MIXED,
-    ]
+    got = [k[t.name] for t in (rows, mixed, per_row, loss, bad, moved)]
+    assert got == [ROWS, MIXED, ROWS, MEAN, MIXED, ROWS]
     assert rows_independent(g, [rows.name, per_row.name])
     assert not rows_independent(g, [rows.name, mixed.name])
 
