@@ -40,6 +40,7 @@ UNSUPPORTED = {
     "sequence and optional values": r"only tensor inputs are supported",
     "Gather/Slice of computed values (graphc runs them on shapes and constants only)": r"Gather|"
     r"Slice.*supported only on values known at import time",
+    "Slice with steps other than 1": r"slices with step 1 only",
     "symbolic dimensions other than the first": r"dimension \d+ is symbolic",
     "batched (3-D and up) matrix products": r"batched matrix products",
     "normalization over an axis other than the last": r"over the last axis only",

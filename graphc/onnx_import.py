@@ -744,6 +744,32 @@ def _numpy_reshape(cx: NodeContext, a: np.ndarray, target: np.ndarray, allowzero
     return a.reshape(shape)
 
 
+# --- graphc's native ops, where this version has them
+
+
+def native(op: str) -> bool:
+    """Whether graphc's IR registers ``op`` (rules use it then, and compose it otherwise)."""
+    from graphc.ir.ops import OPS as IR_OPS
+
+    return op in IR_OPS
+
+
+def native_or(
+    op: str, fallback: Callable[[NodeContext], list[Value]], **attr_map: tuple[str, Any]
+) -> Callable[[NodeContext], list[Value]]:
+    """A unary rule: graphc's op ``op`` (attrs from the ONNX attributes in ``attr_map``:
+    graphc name -> (ONNX name, default)) when registered, else ``fallback``."""
+
+    def convert(cx: NodeContext) -> list[Value]:
+        if not native(op):
+            return fallback(cx)
+        attrs = {k: cx.attr(a, d) for k, (a, d) in attr_map.items()}
+        attrs = {k: float(v) if isinstance(v, int | float) else v for k, v in attrs.items()}
+        return [dsl.apply(op, cx.x(0), **attrs)]
+
+    return convert
+
+
 # --- elementwise
 
 
@@ -756,11 +782,11 @@ def _binary(op: str) -> Callable[[NodeContext], list[Value]]:
 
 
 def _abs(x: Tensor) -> Tensor:
-    return dsl.relu(x) + dsl.relu(-x)
+    return dsl.apply("abs", x) if native("abs") else dsl.relu(x) + dsl.relu(-x)
 
 
 def _minimum(a: Tensor, b: Tensor) -> Tensor:
-    return -dsl.maximum(-a, -b)
+    return dsl.apply("minimum", a, b) if native("minimum") else -dsl.maximum(-a, -b)
 
 
 def _leaky_relu(cx: NodeContext) -> list[Value]:
@@ -783,9 +809,14 @@ def _elu(cx: NodeContext) -> list[Value]:
     return [_elu_core(cx.x(0), float(cx.attr("alpha", 1.0)))]
 
 
+SELU_ALPHA, SELU_GAMMA = 1.67326319217681884765625, 1.05070102214813232421875
+
+
 def _selu(cx: NodeContext) -> list[Value]:
-    alpha = float(cx.attr("alpha", 1.67326319217681884765625))
-    gamma = float(cx.attr("gamma", 1.05070102214813232421875))
+    alpha = float(cx.attr("alpha", SELU_ALPHA))
+    gamma = float(cx.attr("gamma", SELU_GAMMA))
+    if native("selu") and (alpha, gamma) == (SELU_ALPHA, SELU_GAMMA):
+        return [dsl.apply("selu", cx.x(0))]
     return [gamma * _elu_core(cx.x(0), alpha)]
 
 
@@ -801,8 +832,10 @@ def _hard_sigmoid(cx: NodeContext) -> list[Value]:
 
 
 def _erf(x: Tensor) -> Tensor:
-    """erf(x): a Taylor series for |x| < 0.5 and Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7)
-    above it, so small arguments keep their relative accuracy."""
+    """erf(x): graphc's erf, or a Taylor series for |x| < 0.5 and Abramowitz & Stegun 7.1.26
+    (|error| <= 1.5e-7) above it, so small arguments keep their relative accuracy."""
+    if native("erf"):
+        return dsl.apply("erf", x)
     ax = _abs(x)
     small = dsl.apply("greater", dsl.const(0.5), ax)  # 1.0 where |x| < 0.5
     xs = x * small
@@ -887,12 +920,15 @@ def _variadic(f: Callable[[Tensor, Tensor], Tensor]) -> Callable[[NodeContext], 
     return convert
 
 
-def _compare(op: str, swap: bool = False) -> Callable[[NodeContext], list[Value]]:
+def _compare(op: str, swap_of: str | None = None) -> Callable[[NodeContext], list[Value]]:
+    """A comparison as a 0/1 mask: graphc's ``op``, or ``swap_of`` with operands swapped."""
+
     def convert(cx: NodeContext) -> list[Value]:
         a, b = cx.x(0), cx.x(1)
-        if swap:
-            a, b = b, a
-        t = dsl.apply(op, a, b)
+        if swap_of is not None and not native(op):
+            t = dsl.apply(swap_of, b, a)
+        else:
+            t = dsl.apply(op, a, b)
         cx.imp.integral.add(id(t))
         return [t]
 
@@ -901,7 +937,10 @@ def _compare(op: str, swap: bool = False) -> Callable[[NodeContext], list[Value]
 
 def _equal(cx: NodeContext) -> list[Value]:
     a, b = cx.x(0), cx.x(1)
-    t = dsl.apply("greater_equal", a, b) * dsl.apply("greater_equal", b, a)
+    if native("equal"):
+        t = dsl.apply("equal", a, b)
+    else:
+        t = dsl.apply("greater_equal", a, b) * dsl.apply("greater_equal", b, a)
     cx.imp.integral.add(id(t))
     return [t]
 
@@ -910,6 +949,8 @@ def _where(cx: NodeContext) -> list[Value]:
     # c * x + (1 - c) * y with c a 0/1 mask; an Inf or NaN in the branch not taken leaks into
     # the result (inf * 0), which is where this differs from a select.
     c, x, y = cx.x(0), cx.x(1), cx.x(2)
+    if native("where"):
+        return [dsl.apply("where", c, x, y)]
     return [c * x + (1.0 - c) * y]
 
 
@@ -986,9 +1027,12 @@ def _softmax_like(log: bool) -> Callable[[NodeContext], list[Value]]:
         if "N" in cols or "N" in rows[1:] or (rows and rows[0] == "N" and len(rows) > 1):
             cx.fail(f"axis={axis} on {_fmt(x.shape)} would merge the batch dimension N")
         two = (rows[0] if rows == ("N",) else math.prod(rows), math.prod(cols))
-        y = dsl.softmax(_reshape(cx, x, two))
-        if log:
-            y = dsl.log(y)  # log(softmax): underflows to -inf below about -87 (no log_softmax yet)
+        if log and native("log_softmax"):
+            y = dsl.apply("log_softmax", _reshape(cx, x, two))
+        else:
+            y = dsl.softmax(_reshape(cx, x, two))
+            if log:
+                y = dsl.log(y)  # log(softmax): -inf below about -87 (without log_softmax)
         return [_reshape(cx, y, x.shape)]
 
     return convert
@@ -1103,6 +1147,8 @@ def _concat(cx: NodeContext) -> list[Value]:
     xs = [cx.x(i) for i in range(cx.n_inputs) if cx.has(i)]
     r = len(xs[0].shape)
     axis = _axis(cx, int(cx.attr("axis")), r)
+    if native("concat"):
+        return [dsl.apply("concat", *xs, axis=axis) if len(xs) > 1 else xs[0] * 1.0]
     if r != 2 or axis != 1 or any(len(x.shape) != 2 for x in xs):
         cx.fail(
             f"Concat on axis {axis} of {', '.join(_fmt(x.shape) for x in xs)}: graphc joins "
@@ -1155,6 +1201,38 @@ def _fold_slice(cx: NodeContext, args: list) -> list:
             cx.fail("slice step 0")
         sl[_axis(cx, int(a), data.ndim)] = slice(int(s), int(e), int(st))
     return [data[tuple(sl)]]
+
+
+def _slice(cx: NodeContext) -> list[Value]:
+    """Slice of a computed value: graphc's slice op (steps of 1, the batch axis whole)."""
+    if not native("slice"):
+        cx.fail(
+            "Slice of a computed value needs graphc's slice op; it is supported only on "
+            "values known at import time in this version"
+        )
+    x = cx.x(0)
+    r = len(x.shape)
+    if cx.version < 10:
+        starts, ends, axes = cx.attr("starts"), cx.attr("ends"), cx.attr("axes")
+        steps = None
+    else:
+        starts, ends = cx.c(1).tolist(), cx.c(2).tolist()
+        axes = cx.c(3).tolist() if cx.has(3) else None
+        steps = cx.c(4).tolist() if cx.has(4) else None
+    axes = list(range(len(starts))) if axes is None else [_axis(cx, int(a), r) for a in axes]
+    if steps is not None and any(int(s) != 1 for s in steps):
+        cx.fail(f"steps {steps}: graphc slices with step 1 only")
+    b, e = [], []
+    for a, st, en in zip(axes, starts, ends):
+        size = x.shape[a]
+        if size == "N":
+            cx.fail(f"slicing the batch dimension N of {_fmt(x.shape)} is not supported")
+        lo, hi, _ = slice(int(st), int(en)).indices(int(size))
+        if hi <= lo:
+            cx.fail(f"the slice [{st}:{en}] of axis {a} (size {size}) is empty")
+        b.append(lo)
+        e.append(hi)
+    return [dsl.apply("slice", x, axes=tuple(axes), starts=tuple(b), ends=tuple(e))]
 
 
 def _fold_cast(cx: NodeContext, args: list) -> list:
@@ -1380,6 +1458,8 @@ def _reduce_max(cx: NodeContext) -> list[Value]:
             return [x * 1.0]
         axes = list(range(r))
     axes = sorted({_axis(cx, a, r) for a in axes})
+    if native("max"):
+        return [dsl.apply("max", x, axes=tuple(axes), keepdims=keep or None)]
     y = x
     for a in axes:
         y = _max_along(cx, y, a)
@@ -1425,14 +1505,17 @@ _UNARY = {
 OPS: dict[str, Rule] = {
     **{k: Rule(_unary(v)) for k, v in _UNARY.items()},
     "Abs": Rule(lambda cx: [_abs(cx.x(0))]),
-    "Reciprocal": Rule(lambda cx: [1.0 / cx.x(0)]),
-    "LeakyRelu": Rule(_leaky_relu, ("alpha",)),
+    "Reciprocal": Rule(native_or("reciprocal", lambda cx: [1.0 / cx.x(0)])),
+    "LeakyRelu": Rule(native_or("leaky_relu", _leaky_relu, alpha=("alpha", 0.01)), ("alpha",)),
     "PRelu": Rule(_prelu),
-    "Elu": Rule(_elu, ("alpha",)),
+    "Elu": Rule(native_or("elu", _elu, alpha=("alpha", 1.0)), ("alpha",)),
     "Selu": Rule(_selu, ("alpha", "gamma")),
-    "Softsign": Rule(_softsign),
-    "HardSigmoid": Rule(_hard_sigmoid, ("alpha", "beta")),
-    "Gelu": Rule(_gelu, ("approximate",)),
+    "Softsign": Rule(native_or("softsign", _softsign)),
+    "HardSigmoid": Rule(
+        native_or("hard_sigmoid", _hard_sigmoid, alpha=("alpha", 0.2), beta=("beta", 0.5)),
+        ("alpha", "beta"),
+    ),
+    "Gelu": Rule(native_or("gelu", _gelu, approximate=("approximate", "none")), ("approximate",)),
     "Erf": Rule(lambda cx: [_erf(cx.x(0))]),
     "Pow": Rule(_pow),
     "Clip": Rule(_clip, ("min", "max")),
@@ -1444,9 +1527,9 @@ OPS: dict[str, Rule] = {
     "Mul": Rule(_binary("mul"), fold=_arith_fold(np.multiply)),
     "Div": Rule(_binary("div"), fold=_arith_fold(_int_div)),
     "Greater": Rule(_compare("greater")),
-    "Less": Rule(_compare("greater", swap=True)),
+    "Less": Rule(_compare("less", swap_of="greater")),
     "GreaterOrEqual": Rule(_compare("greater_equal")),
-    "LessOrEqual": Rule(_compare("greater_equal", swap=True)),
+    "LessOrEqual": Rule(_compare("less_equal", swap_of="greater_equal")),
     "Equal": Rule(_equal),
     "Where": Rule(_where),
     "Gemm": Rule(_gemm, ("alpha", "beta", "transA", "transB")),
@@ -1461,7 +1544,7 @@ OPS: dict[str, Rule] = {
     "Concat": Rule(_concat, ("axis",), fold=_fold_concat),
     "Shape": Rule(_shape, ("start", "end"), fold=_fold_shape),
     "Gather": Rule(None, ("axis",), fold=_fold_gather),
-    "Slice": Rule(None, ("starts", "ends", "axes"), fold=_fold_slice),
+    "Slice": Rule(_slice, ("starts", "ends", "axes"), fold=_fold_slice),
     "ConstantOfShape": Rule(None, ("value",), fold=_constant_of_shape),
     "Cast": Rule(_cast, ("to", "saturate", "round_mode"), fold=_fold_cast, keeps_integers=True),
     "Identity": Rule(_identity, fold=lambda cx, a: [a[0]], keeps_integers=True),
