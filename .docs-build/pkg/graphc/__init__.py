@@ -16,6 +16,7 @@ from graphc.ir.errors import (
     GradError,
     GraphcError,
     NumericsError,
+    OnnxError,
     ParseError,
     ShapeError,
     VerifyError,
@@ -23,8 +24,10 @@ from graphc.ir.errors import (
 from graphc.ir.graph import Graph
 from graphc.runtime.library import Library, load
 
+from . import dsl as _dsl
 from .api import compile, compile_sequential
 from .modelfile import load_model
+from .onnx_import import OnnxImport, from_onnx
 from .dsl import (
     Dense,
     Dropout,
@@ -39,28 +42,19 @@ from .dsl import (
     dense,
     div,
     dropout,
-    exp,
     input,
-    log,
     matmul,
     maximum,
     mean,
     mean_squared_error,
     mul,
-    neg,
     param,
     perceptron,
-    relu,
     reshape,
-    sigmoid,
     softmax,
     softmax_cross_entropy,
-    softplus,
-    sqrt,
-    square,
     sub,
     sum,
-    tanh,
     transpose,
 )
 from .callbacks import (
@@ -74,6 +68,10 @@ from .callbacks import (
     StepLR,
 )
 from .optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop
+
+# one function per registered pointwise op (gc.relu, gc.exp, gc.leaky_relu, ...), generated from
+# the op registry by graphc.dsl
+globals().update(_dsl.OP_FUNCTIONS)
 
 __version__ = "0.1.0"
 
@@ -103,6 +101,9 @@ __all__ = [
     "Graph",
     "GraphcError",
     "NumericsError",
+    "OnnxError",
+    "OnnxImport",
+    "from_onnx",
     "Optimizer",
     "ParseError",
     "Sequential",
@@ -121,27 +122,19 @@ __all__ = [
     "constant",
     "dense",
     "div",
-    "exp",
     "input",
-    "log",
     "matmul",
     "maximum",
     "mean",
     "mean_squared_error",
     "mul",
-    "neg",
     "param",
     "perceptron",
-    "relu",
     "reshape",
-    "sigmoid",
     "softmax",
     "softmax_cross_entropy",
-    "softplus",
-    "sqrt",
-    "square",
     "sub",
     "sum",
-    "tanh",
     "transpose",
+    *sorted(_dsl.OP_FUNCTIONS),
 ]

@@ -31,7 +31,8 @@ def compile(
     Args:
         outputs: the tensor(s) ``predict`` returns (e.g. logits).
         loss: a scalar tensor to minimize (None: an inference-only model).
-        optimizer: SGD, Adam, ... (default Adam()).
+        optimizer: SGD, Adam, ... (default ``graphc.Adam()``: lr 1e-3, betas (0.9, 0.999),
+            eps 1e-8, torch semantics).
         name: the model's name; prefixes the entry points (``NAME_train_step``).
         opt_level: 0 (no fusion, no buffer reuse), 1, or 2 (default).
         seed: seeds the parameter initializers.
@@ -59,6 +60,10 @@ def compile(
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise GraphcError(f"threads must be a positive int, got {threads!r}")
     outs = [outputs] if isinstance(outputs, dsl.Tensor) else list(outputs)
+    if loss is not None and optimizer is None:
+        from .optim import Adam
+
+        optimizer = Adam()  # the documented default; the Model keeps it (repr, model files)
     prog = build_graphs(name, outs, loss, optimizer)
     prog.check_numerics = bool(check_numerics)
     jm = compile_cached(

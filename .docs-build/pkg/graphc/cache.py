@@ -9,11 +9,17 @@ the cache holds only object files with a checked header.
   parameter layout), the code generator's options (``check_numerics``), the target (LLVM
   triple, CPU name, CPU features), the graphc version, the llvmlite version and the source
   text of ``graphc.codegen`` (so an edited code generator never serves machine code made by
-  its old self).
+  its old self). Value names are replaced by their order of first appearance, so the same
+  model declared twice in one process (automatic names such as ``dense4.w`` and ``%17`` come
+  from a process-wide counter) has one key.
 - Value: the object files of ``TargetMachine.emit_object`` (the JIT compiles a model as a few
   modules, see ``codegen.target.compile_parts``), each preceded by its length (8 bytes, little
-  endian), after a header holding a magic string and the SHA-256 of the payload; a file whose
-  header, digest or lengths do not match is ignored, deleted and rebuilt.
+  endian), after a header holding a magic string and an HMAC-SHA256 of the key and the payload
+  under a secret of this cache folder (``.secret``: 32 random bytes, mode 0600, made on first
+  use). A file whose header, MAC or lengths do not match, or whose objects are not well-formed
+  ELF relocatable files (header, section table, symbol and relocation tables all inside the
+  file and pointing at existing entries), is ignored, deleted and rebuilt: machine code is
+  handed to LLVM's loader only when it was written by graphc for this very key.
 - Place: ``$GRAPHC_CACHE_DIR``, else ``$XDG_CACHE_HOME/graphc``, else ``~/.cache/graphc``;
   ``GRAPHC_NO_CACHE=1`` turns it off. ``graphc cache info`` prints the folder, the entry count
   and the bytes; ``graphc cache clear`` empties it.
@@ -22,21 +28,34 @@ the cache holds only object files with a checked header.
   the folder fits.
   Writes go to a temporary file in the same folder, then ``os.replace``, so a reader never
   sees half a file and concurrent writers of the same key are harmless.
+
+Trust. The cache holds machine code that this process will run, so whoever can write it can
+run code in every process that compiles a cached model. The folder is created with mode 0700;
+a folder (or secret) not owned by the current user, or writable by its group or by others, is
+refused: graphc then compiles without the cache and says so once per process (CacheWarning).
+Entries are opened without following symbolic links (``O_NOFOLLOW``) and without blocking
+(``O_NONBLOCK``: a FIFO at an entry's name cannot hang the process), and are read only when
+they are regular files owned by the user and not writable by group or others; anything else is
+skipped with the same single warning and the model is compiled.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import os
 import re
+import stat
+import struct
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 from graphc.ir.graph import attrs_key
 
-MAGIC = b"graphc-object-v2\n"
+MAGIC = b"graphc-object-v3\n"
 DIGEST = 32  # bytes of SHA-256
 
 
@@ -82,7 +101,8 @@ def _codegen_source_digest() -> str:
 
 
 def schedule_text(sched: Any) -> str:
-    """A canonical text of one Schedule: the graph, the kernels, the buffers and the slots."""
+    """A canonical text of one Schedule: the graph, the kernels, the buffers and the slots
+    (value names as they are; ``cache_key`` renames them)."""
     g = sched.graph
     # Every field of each node that changes its meaning (not loc/origin), one node a line.
     parts = [
@@ -97,14 +117,27 @@ def schedule_text(sched: Any) -> str:
             sorted((k, v) for k, v in vars(sched).items() if isinstance(v, (int, float, str, bool)))
         )
     )
-    return _renumber("\n".join(parts))
+    return "\n".join(parts)
 
 
-def _renumber(text: str) -> str:
-    """Rename the DSL's fresh value names (``%17``) by order of first appearance, so that the
-    same model declared twice in one process (different counters) gives the same text."""
-    names: dict[str, str] = {}
-    return re.sub(r"%\d+", lambda m: names.setdefault(m.group(0), f"%{len(names)}"), text)
+_QUOTED = re.compile(r"'((?:[^'\\]|\\.)*)'")
+
+
+def _rename(text: str, names: set[str]) -> str:
+    """Replace every quoted value name of ``text`` (``'dense4.w'``, ``'%17'``) by ``'#k'``, k its
+    order of first appearance, so that the same model declared twice in one process (names
+    drawn from a process-wide counter) gives the same text. Other quoted strings (ops, attrs,
+    dtypes) stay; a string is renamed everywhere or nowhere, so two texts are equal only when
+    the programs are equal up to a one-to-one renaming of their values."""
+    seen: dict[str, str] = {}
+
+    def sub(m: re.Match) -> str:
+        s = m.group(1)
+        if s not in names:
+            return m.group(0)
+        return "'" + seen.setdefault(s, f"#{len(seen)}") + "'"
+
+    return _QUOTED.sub(sub, text)
 
 
 def cache_key(prog: Any, target: tuple[str, str, str]) -> str:
@@ -113,6 +146,20 @@ def cache_key(prog: Any, target: tuple[str, str, str]) -> str:
 
     import graphc
 
+    src = prog.training or prog.forward
+    names = set(prog.layout)
+    for sched in prog.schedules.values():
+        names.update(n.name for n in sched.graph.nodes)
+    # the layout in graph order (sorting by name would depend on the names)
+    order = [n.name for n in src.nodes if n.name in prog.layout]
+    order += sorted(set(prog.layout) - set(order))
+    text = [repr([(k, prog.layout[k]) for k in order])]
+    for entry in sorted(prog.schedules):
+        text.append(entry)
+        text.append(schedule_text(prog.schedules[entry]))
+        # the text writes every NaN as "nan": constants' bits (NaN payloads) are keyed too
+        consts = [attrs_key(n.attrs) for n in prog.schedules[entry].graph.nodes if n.op == "const"]
+        text.append(repr(consts))
     h = hashlib.sha256()
     for part in (
         f"graphc {graphc.__version__}",
@@ -120,19 +167,174 @@ def cache_key(prog: Any, target: tuple[str, str, str]) -> str:
         _codegen_source_digest(),
         "|".join(target),
         prog.name,
-        repr(sorted((k, repr(v)) for k, v in prog.layout.items())),
         f"check_numerics={getattr(prog, 'check_numerics', False)}",
+        _rename("\0".join(text), names),
     ):
         h.update(part.encode())
         h.update(b"\0")
-    for entry in sorted(prog.schedules):
-        h.update(entry.encode() + b"\0")
-        h.update(schedule_text(prog.schedules[entry]).encode())
-        # the text writes every NaN as "nan": constants' bits (NaN payloads) are keyed too
-        consts = [attrs_key(n.attrs) for n in prog.schedules[entry].graph.nodes if n.op == "const"]
-        h.update(repr(consts).encode())
-        h.update(b"\0")
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------- trust (see the module doc)
+
+
+class CacheWarning(UserWarning):
+    """The compile cache was refused (ownership, permissions, file type); graphc compiled."""
+
+
+_warned: set[str] = set()
+MAX_ENTRY_BYTES = 1 << 30  # an entry larger than this is not ours
+SECRET = ".secret"
+
+
+def _warn(what: str) -> None:
+    """One CacheWarning per process and folder (the first refusal says why)."""
+    folder = str(cache_dir())
+    if folder in _warned:
+        return
+    _warned.add(folder)
+    warnings.warn(
+        f"graphc compile cache {folder}: {what}; compiling without the cache (see "
+        "graphc.cache: the folder and its entries must belong to you and be writable only by "
+        "you)",
+        CacheWarning,
+        stacklevel=3,
+    )
+
+
+def _private(st: os.stat_result) -> bool:
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _folder(create: bool) -> Path | None:
+    """The cache folder when it is trusted (made 0700 when ``create`` and absent), else None."""
+    d = cache_dir()
+    try:
+        st = os.stat(d)
+    except FileNotFoundError:
+        if not create:
+            return None
+        try:
+            d.parent.mkdir(parents=True, exist_ok=True)
+            os.mkdir(d, 0o700)
+            st = os.stat(d)
+        except FileExistsError:
+            st = os.stat(d)
+        except OSError:
+            return None
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        _warn("not a folder")
+        return None
+    if not _private(st):
+        _warn(
+            f"the folder is owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):04o} "
+            f"(needs uid {os.geteuid()}, not writable by group or others)"
+        )
+        return None
+    return d
+
+
+def _open_private(path: Path, flags: int = os.O_RDONLY) -> int | None:
+    """A descriptor of ``path`` when it is a regular file owned by the user and writable by
+    nobody else, opened without following links or blocking; None when absent (and, with a
+    warning, when it is anything else)."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        _warn(f"cannot open {path.name} ({e.strerror}: a symbolic link or unreadable)")
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or not _private(st) or st.st_size > MAX_ENTRY_BYTES:
+        os.close(fd)
+        _warn(
+            f"{path.name} is not a regular file of yours writable only by you "
+            f"(mode {st.st_mode:o}, uid {st.st_uid})"
+        )
+        return None
+    return fd
+
+
+def _read_fd(fd: int) -> bytes:
+    with os.fdopen(fd, "rb") as f:
+        return f.read(MAX_ENTRY_BYTES + 1)
+
+
+def _secret(folder: Path) -> bytes | None:
+    """This folder's MAC key (made on first use, mode 0600); None when it cannot be trusted."""
+    path = folder / SECRET
+    fd = _open_private(path)
+    if fd is None and not path.exists() and not path.is_symlink():
+        try:
+            wfd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            pass  # another process made it just now
+        except OSError:
+            return None
+        else:
+            with os.fdopen(wfd, "wb") as f:
+                f.write(os.urandom(DIGEST))
+        fd = _open_private(path)
+    if fd is None:
+        return None
+    data = _read_fd(fd)
+    if len(data) != DIGEST:
+        return None  # still being written by another process, or damaged: not now
+    return data
+
+
+def _mac(secret: bytes, key: str, payload: bytes) -> bytes:
+    return hmac.new(secret, key.encode() + b"\0" + payload, hashlib.sha256).digest()
+
+
+def elf_problem(obj: bytes) -> str | None:
+    """Why ``obj`` is not a well-formed little-endian ELF64 relocatable file, or None.
+
+    Checked before LLVM's loader sees it (it trusts these fields): the ELF header, the section
+    table and every section inside the file, section links, symbol names and section indexes,
+    and every relocation's symbol index and offset inside its target section.
+    """
+    if len(obj) < 64 or obj[:4] != b"\x7fELF":
+        return "no ELF header"
+    if obj[4] != 2 or obj[5] != 1:
+        return "not little-endian ELF64"
+    e_type, _, _, _, _, e_shoff, _, e_ehsize, _, _, e_shentsize, e_shnum, e_shstrndx = (
+        struct.unpack_from("<HHIQQQIHHHHHH", obj, 16)
+    )
+    if e_type != 1 or e_ehsize != 64 or e_shentsize != 64 or not 0 < e_shnum < 0xFF00:
+        return "not a relocatable object"
+    if e_shoff < 64 or e_shoff + 64 * e_shnum > len(obj) or e_shstrndx >= e_shnum:
+        return "section table outside the file"
+    secs = [struct.unpack_from("<IIQQQQIIQQ", obj, e_shoff + 64 * i) for i in range(e_shnum)]
+    for i, (_, typ, _, _, off, size, link, info, _, entsize) in enumerate(secs):
+        if typ != 8 and (off > len(obj) or size > len(obj) - off):  # 8: SHT_NOBITS
+            return f"section {i} outside the file"
+        if link >= e_shnum:
+            return f"section {i} links to section {link}"
+        if typ in (2, 4, 11) and (entsize != 24 or size % 24):  # SYMTAB, RELA, DYNSYM
+            return f"section {i} has entries of {entsize} bytes"
+        if typ == 9:  # SHT_REL: not emitted for our targets
+            return f"section {i} holds REL relocations"
+    for i, (_, typ, _, _, off, size, link, info, _, _) in enumerate(secs):
+        if typ == 2:
+            strsize = secs[link][5]
+            for name, _, _, shndx, _, _ in struct.iter_unpack("<IBBHQQ", obj[off : off + size]):
+                if name >= max(strsize, 1) or (shndx >= e_shnum and shndx < 0xFF00):
+                    return f"symbol table {i} has a bad entry"
+        elif typ == 4:
+            if secs[link][1] != 2 or info >= e_shnum:
+                return f"relocation section {i} has a bad symbol table or target"
+            nsyms, target = secs[link][5] // 24, secs[info][5]
+            for r_off, r_info, _ in struct.iter_unpack("<QQq", obj[off : off + size]):
+                if r_info >> 32 >= nsyms or r_off >= target:
+                    return f"relocation section {i} has a bad entry"
+    return None
+
+
+# ---------------------------------------------------------------- entries
 
 
 def path_for(key: str, suffix: str = ".o") -> Path:
@@ -140,19 +342,24 @@ def path_for(key: str, suffix: str = ".o") -> Path:
 
 
 def load(key: str, suffix: str = ".o") -> bytes | None:
-    """The stored object file for ``key``; None when absent or corrupted (the file is removed)."""
-    p = path_for(key, suffix)
-    try:
-        data = p.read_bytes()
-    except OSError:
+    """The stored payload for ``key``; None when absent, refused (see the module doc) or
+    corrupted (then the file is removed)."""
+    folder = _folder(create=False)
+    if folder is None:
         return None
-    touch(p)
+    fd = _open_private(path_for(key, suffix))
+    if fd is None:
+        return None
+    data = _read_fd(fd)
+    secret = _secret(folder)
+    touch(path_for(key, suffix))  # least recently used goes first (evict)
     head = len(MAGIC) + DIGEST
     payload = data[head:]
     if (
-        len(data) <= head
+        secret is None
+        or len(data) <= head
         or not data.startswith(MAGIC)
-        or hashlib.sha256(payload).digest() != data[len(MAGIC) : head]
+        or not hmac.compare_digest(_mac(secret, key, payload), data[len(MAGIC) : head])
     ):
         discard(key, suffix)
         return None
@@ -160,7 +367,8 @@ def load(key: str, suffix: str = ".o") -> bytes | None:
 
 
 def load_objects(key: str, suffix: str = ".o") -> list[bytes] | None:
-    """The object files stored by ``store_objects``; None when absent or corrupted (removed)."""
+    """The object files stored by ``store_objects``; None when absent, refused or corrupted
+    (lengths, or an object that is not well-formed ELF: see ``elf_problem``; then removed)."""
     data = load(key, suffix)
     if data is None:
         return None
@@ -168,7 +376,7 @@ def load_objects(key: str, suffix: str = ".o") -> list[bytes] | None:
     while pos < len(data):
         size = int.from_bytes(data[pos : pos + 8], "little")
         pos += 8
-        if size <= 0 or pos + size > len(data):
+        if size <= 0 or pos + size > len(data) or elf_problem(data[pos : pos + size]):
             discard(key, suffix)
             return None
         objects.append(data[pos : pos + size])
@@ -190,15 +398,20 @@ def discard(key: str, suffix: str = ".o") -> None:
 
 
 def store(key: str, obj: bytes, suffix: str = ".o") -> Path | None:
-    """Write ``obj`` atomically under ``key``; returns the path, or None if the folder is not
-    writable (the cache is an optimization: failing to write it is not an error)."""
-    d = cache_dir()
+    """Write ``obj`` atomically under ``key`` (mode 0600); returns the path, or None if the
+    folder is refused or not writable (the cache is an optimization: failing to write it is
+    not an error)."""
+    d = _folder(create=True)
+    if d is None:
+        return None
+    secret = _secret(d)
+    if secret is None:
+        return None
     try:
-        d.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=d)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(MAGIC + hashlib.sha256(obj).digest() + obj)
+                f.write(MAGIC + _mac(secret, key, obj) + obj)
             os.replace(tmp, path_for(key, suffix))
         except BaseException:
             try:
@@ -286,7 +499,7 @@ def clear() -> int:
     except OSError:
         return 0
     for p in items:
-        if p.is_file() and (p.suffix in (".o", ".tmp") or p.name.startswith(".")):
+        if p.is_file() and p.suffix in (".o", ".tmp"):  # entries and temporaries, not .secret
             try:
                 p.unlink()
                 n += 1

@@ -9,21 +9,26 @@ loss = gc.softmax_cross_entropy(logits, gc.input("labels", ("N",), dtype="i32"))
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import os
 import sys
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from graphc.ir.builder import infer_type
 from graphc.ir.errors import GraphcError, ShapeError
 from graphc.ir.graph import Graph, Node, make_attrs, make_node
+from graphc.ir.ops.random import number_dropout_streams
+from graphc.ir.ops import ACTIVATIONS as ACTIVATION_OPS
+from graphc.ir.ops import OPS, POINTWISE_OPS, REQUIRED
 from graphc.ir.types import TensorType
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _counter = itertools.count()
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "softplus", None)
+# the names dense(..., activation=...) accepts: every op with the activation trait, or None
+ACTIVATIONS: tuple[str | None, ...] = (*sorted(ACTIVATION_OPS), None)
 
 
 def _user_loc() -> str | None:
@@ -270,27 +275,46 @@ def const(value: float, dtype: str = "f32") -> Tensor:
     return apply("const", value=float(value), dtype=dtype)
 
 
-def _unary(op: str):
-    def f(x: Tensor, *, name: str | None = None) -> Tensor:
-        return apply(op, x, name=name)
+def op_function(op: str) -> Callable[..., Tensor]:
+    """The DSL function of a registered op: ``f(x[, y], *, name=None, **attrs) -> Tensor``.
 
-    f.__name__ = op
+    Its keyword arguments are the op's declared attrs with their defaults (``Op.attrs``, the one
+    place a default is written); its docstring is the op's. Unknown keywords raise GraphcError.
+    """
+    spec = OPS[op]
+
+    def f(*xs: Tensor, name: str | None = None, **attrs: Any) -> Tensor:
+        unknown = sorted(set(attrs) - set(spec.attrs))
+        if unknown or len(xs) != spec.arity:
+            raise GraphcError(
+                f"{op}: takes {spec.arity} tensor(s) and the keywords "
+                f"{', '.join(spec.attrs) or 'none'} (plus name); got {len(xs)} tensor(s)"
+                + (f" and {', '.join(unknown)}" if unknown else "")
+                + f" ({_user_loc()})"
+            )
+        return apply(op, *xs, name=name, **spec.attr_values(attrs))
+
+    f.__name__ = f.__qualname__ = op
     f.__code__ = f.__code__.replace(co_name=op)  # provenance reads the frame's name: gc.tanh
-    f.__doc__ = f"Elementwise {op} (see graphc.ir.ops for the formula and its VJP)."
+    f.__doc__ = type(spec).__doc__
+    params = [
+        inspect.Parameter(a, inspect.Parameter.POSITIONAL_ONLY) for a in "xyz"[: spec.arity or 0]
+    ]
+    params.append(inspect.Parameter("name", inspect.Parameter.KEYWORD_ONLY, default=None))
+    params += [
+        inspect.Parameter(
+            k,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=inspect.Parameter.empty if v is REQUIRED else v,
+        )
+        for k, v in spec.attrs.items()
+    ]
+    f.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     return f
 
 
-sigmoid = _unary("sigmoid")
-tanh = _unary("tanh")
-relu = _unary("relu")
-softplus = _unary("softplus")
-exp = _unary("exp")
-log = _unary("log")
-sqrt = _unary("sqrt")
-square = _unary("square")
-neg = _unary("neg")
-softmax = _unary("softmax")
-transpose = _unary("transpose")
+softmax = op_function("softmax")
+transpose = op_function("transpose")
 
 
 def add(x: Tensor, y: Tensor) -> Tensor:
@@ -320,7 +344,10 @@ def dropout(x: Tensor, p: float, *, seed: int = 0, name: str | None = None) -> T
     The mask is a pure function of (seed, training step, this node, element index), drawn
     inside the compiled kernel by a counter-based generator (SplitMix64; see
     graphc.ir.ops.random), so the JIT, an exported training library and the reference
-    interpreter draw the same mask, and the backward pass reuses it.
+    interpreter draw the same mask, and the backward pass reuses it. The node's stream is
+    the CRC-32 of ``name`` when given, else derived from the graph's structure (what the
+    dropout depends on; ``number_dropout_streams``), so the same network built twice in one
+    process draws the same masks and each one's checkpoint loads into the other.
 
     Raises:
         GraphcError: p outside [0, 1) or seed not an int in [0, 2^63).
@@ -333,11 +360,12 @@ def dropout(x: Tensor, p: float, *, seed: int = 0, name: str | None = None) -> T
         raise GraphcError(f"dropout: seed must be an int in [0, 2^63), got {seed!r}")
     if p == 0:
         return x
-    name = name or _fresh()
+    # A named dropout's stream is the CRC-32 of its name; an unnamed one gets its stream from
+    # the graph's structure when the graph is collected (ir.ops.random.number_dropout_streams),
+    # never from the process-wide counter behind automatic names.
+    stream = zlib.crc32(name.encode()) if name is not None else None
     step = Tensor(make_node("step", "state", (), TensorType((), x.dtype), {"init": "zeros"}))
-    return apply(
-        "dropout", x, step, name=name, p=float(p), seed=seed, stream=zlib.crc32(name.encode())
-    )
+    return apply("dropout", x, step, name=name or _fresh(), p=float(p), seed=seed, stream=stream)
 
 
 def matmul(a: Tensor, b: Tensor, *, transpose_a: bool = False, transpose_b: bool = False) -> Tensor:
@@ -366,10 +394,13 @@ def _axes(axes: Iterable[int] | int | None) -> tuple[int, ...] | None:
 
 
 def activation(x: Tensor, kind: str | None) -> Tensor:
-    """Apply the activation named ``kind`` ("sigmoid", "tanh", "relu", "softplus" or None)."""
+    """Apply the activation named ``kind`` (an op with the activation trait, e.g. "relu",
+    "sigmoid", "tanh", "softplus", "leaky_relu", "softmax"; see ``ACTIVATIONS``) with its
+    default attrs, or nothing for None. Other attrs: call the op, ``gc.leaky_relu(x, alpha=0.2)``.
+    """
     if kind not in ACTIVATIONS:
         raise GraphcError(f"unknown activation {kind!r}; choose one of {ACTIVATIONS}")
-    return x if kind is None else apply(kind, x)
+    return x if kind is None else globals()[kind](x)
 
 
 # ---------------------------------------------------------------- losses (from logits)
@@ -406,7 +437,7 @@ def mean_squared_error(pred: Tensor, target: Tensor) -> Tensor:
         raise ShapeError(
             f"mean_squared_error: target {target.type} must match prediction {pred.type}"
         )
-    return _tag(mean(square(pred - target)), "mean_squared_error")
+    return _tag(mean(apply("square", pred - target)), "mean_squared_error")
 
 
 LOSSES = {
@@ -637,4 +668,17 @@ def collect_graph(name: str, outputs: list[Tensor]) -> Graph:
         for p in reversed(t.parents):
             if p.name not in seen or seen[p.name] is not p:
                 stack.append((p, False))
-    return Graph(name, tuple(t.node for t in order), tuple(t.name for t in outputs))
+    g = Graph(name, tuple(t.node for t in order), tuple(t.name for t in outputs))
+    return number_dropout_streams(g)
+
+
+# ---------------------------------------------------------------- one function per pointwise op
+
+# every registered pointwise op not written out above gets its DSL function from the registry
+# (gc.exp, gc.relu, gc.leaky_relu, ...): adding an op to ir/ops adds it here
+OP_FUNCTIONS: dict[str, Callable[..., Tensor]] = {
+    op: op_function(op)
+    for op in sorted(POINTWISE_OPS)
+    if op not in globals() and not OPS[op].needs_index and OPS[op].data_operands is None
+}
+globals().update(OP_FUNCTIONS)

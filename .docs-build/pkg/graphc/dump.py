@@ -32,17 +32,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphc.ir.errors import ArgumentError
-from graphc.ir.graph import SOURCE_OPS, Graph, Node
 from graphc.ir.dot import graph_dot, render_svg
-from graphc.ir.ops import OPS
+from graphc.ir.errors import ArgumentError
+from graphc.ir.graph import Graph, Node
+from graphc.ir.ops import ACTIVATIONS, INLINE_OPS, OPS, SOURCE_OPS
 from graphc.ir.text import graph_to_json, print_graph
 
 FORMATS = ("text", "json", "dot", "svg")
 EXTENSIONS = {"text": "txt", "json": "json", "dot": "dot", "svg": "svg"}
 TEXT_EXT = {"llvm": "ll", "llvm-opt": "ll", "asm": "s"}
-ACTIVATION_OPS = ("relu", "sigmoid", "tanh", "softplus", "softmax")
-INLINE_OPS = ("const", "size")
 
 
 # ----------------------------------------------------------------------------------- stages
@@ -322,7 +320,7 @@ def layer_of(g: Graph, node: Node) -> str | None:
             src = g.by_name.get(i)
             if src is not None and src.op == "param":
                 return i.rsplit(".", 1)[0]
-        if n.op in ("add", "relu", "sigmoid", "tanh", "softplus") and len(seen) < 4:
+        if (n.op == "add" or n.op in ACTIVATIONS) and len(seen) < 4:
             todo += list(n.inputs)
     return None
 
@@ -448,7 +446,7 @@ def fusion_report(st: Stages) -> list[tuple[str, bool, str]]:
         "eval": st.program.forward,
         "infer": st.program.inference,
     }[st.entry]
-    wanted = [n for n in start.nodes if n.op == "matmul" or n.op in ACTIVATION_OPS]
+    wanted = [n for n in start.nodes if n.op == "matmul" or n.op in ACTIVATIONS]
     removed: dict[str, str] = {}
     before = start
     for s in passes:
@@ -462,7 +460,7 @@ def fusion_report(st: Stages) -> list[tuple[str, bool, str]]:
     if not any(s.name.split(".")[0] in fuse_names for s in passes):
         why = f"no fusion pass runs at -O{st.opt_level} (fusion runs at -O2)"
         rows = [
-            (n.name, False, why) for n in before.nodes if n.op == "matmul" or n.op in ACTIVATION_OPS
+            (n.name, False, why) for n in before.nodes if n.op == "matmul" or n.op in ACTIVATIONS
         ]
     else:
         rows = list(explain_fusion(before, after))
@@ -603,8 +601,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "model",
-        help="path/to/file.py:name (a Model, Graph, Tensor, dict or a function returning one) "
-        "or a model file model.gcm (Model.save_model)",
+        help="path/to/file.py:name (a Model, Graph, Tensor, dict or a function returning one), "
+        "model.onnx, or a model file model.gcm (Model.save_model)",
     )
     p.add_argument(
         "--stage",

@@ -167,6 +167,7 @@ def export_model(
         lr=float(model.lr),
         loss_kind=prog.loss_kind,
         state_init=state_init if any(state_init) else None,
+        check_numerics=bool(getattr(prog, "check_numerics", False)),
     )
     params = model._param_region.tobytes()
     tm = target_machine(target_cpu, pic=True)
@@ -295,7 +296,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "model",
         help="path/to/file.py:name (a Model, or tensors: then weights are freshly "
-        "initialized with --seed), or a model file model.gcm with its trained weights",
+        "initialized with --seed), model.onnx (weights from the file), or a model file "
+        "model.gcm (Model.save_model, its trained weights)",
     )
     p.add_argument(
         "-o", "--output", required=True, help="the library (libNAME.so), or the .ll/.s file"
@@ -327,9 +329,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--emit",
-        choices=EMITS,
+        choices=(*EMITS, "onnx"),
         default="obj",
-        help="obj: the shared library (default); llvm: optimized LLVM IR; asm: assembly",
+        help="obj: the shared library (default); llvm: optimized LLVM IR; asm: assembly; "
+        "onnx: an ONNX model of the inference graph with the weights",
     )
     p.add_argument(
         "--seed", type=int, default=0, help="initialization seed when MODEL is not a Model"
@@ -374,6 +377,9 @@ def run(args: argparse.Namespace) -> int:
     model = model_from_spec(resolve(args.model), seed=args.seed, opt_level=args.opt_level)
     if getattr(args, "check_numerics", False):
         model.program.check_numerics = True  # read by _recompile: the library gets the checks
+    if args.emit == "onnx":
+        print(f"onnx: {model.to_onnx(args.output)}")
+        return 0
     res = export_model(
         model,
         args.output,

@@ -44,12 +44,33 @@ import numpy as np
 
 from graphc import dsl
 from graphc.ir.interpret import interpret
+from graphc.ir.ops import OPS, POINTWISE_OPS
 
 RTOL = 2e-3
 ATOL_REL = 1e-5
 BATCH_SIZES = (1, 2, 3, 5, 7, 8, 9, 13, 17, 33)
 DIMS = (1, 2, 3, 4, 5, 6, 8, 9, 16, 17)
 SCALES = (1.0, 10.0, 1e3)
+
+
+# the unary ops the generator draws from: every differentiable unary pointwise op of the registry
+# (a new op joins by being registered) and dropout
+UNARY_OPS = sorted(
+    op
+    for op in POINTWISE_OPS
+    if OPS[op].arity == 1 and not OPS[op].nondifferentiable and not OPS[op].needs_index
+) + ["dropout"]
+
+
+def _unary_range(op: str) -> tuple[bool, bool]:
+    """(finite on [-3, 3], bounded by 10 in magnitude on [-1e4, 1e4]) of the op's reference,
+    with its default attrs: how the generator keeps a new op's input in its domain."""
+    spec = OPS[op]
+    with np.errstate(all="ignore"):
+        small = spec.evaluate(np.linspace(-3.0, 3.0, 61))
+        wide = spec.evaluate(np.linspace(-1e4, 1e4, 201).astype(np.float32))
+    finite = bool(np.all(np.isfinite(small)))
+    return finite, finite and bool(np.all(np.abs(wide) <= 10.0))
 
 
 @dataclass
@@ -111,19 +132,7 @@ class _Gen:
 
     def unary(self, v: dsl.Tensor, big: bool) -> tuple[dsl.Tensor, bool]:
         """A unary op (or a small composite keeping its domain valid); big: |v| may be large."""
-        choices = [
-            "neg",
-            "sigmoid",
-            "tanh",
-            "relu",
-            "softplus",
-            "exp",
-            "log",
-            "sqrt",
-            "square",
-            "dropout",
-        ]
-        op = str(self.rng.choice(choices))
+        op = str(self.rng.choice(UNARY_OPS))
         self.ops.append(op)
         if op == "dropout":  # the JIT and the interpreter must draw the same mask
             return dsl.dropout(
@@ -139,8 +148,13 @@ class _Gen:
             if big:  # keep float32 far from overflow: square a bounded value
                 return dsl.square(dsl.tanh(v) * 4.0), False
             return dsl.square(v), True
-        fn = getattr(dsl, op)
-        return fn(v), big and op in ("neg", "relu", "softplus")
+        fn = dsl.OP_FUNCTIONS[op]
+        finite, bounded = _unary_range(op)
+        if not finite:  # a domain such as x > 0 (reciprocal, rsqrt, ...): values >= 0.5
+            return fn(dsl.softplus(v) + 0.5), not bounded
+        if big and not bounded:
+            return fn(v), True
+        return fn(v), False
 
     def binary(self, a: dsl.Tensor, b: dsl.Tensor) -> dsl.Tensor:
         op = str(self.rng.choice(["add", "sub", "mul", "maximum", "div"]))

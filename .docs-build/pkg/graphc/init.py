@@ -8,6 +8,10 @@ fan_out = its length):
     he_normal       N(0, 2 / fan_in)                                He et al. (2015)
 These match torch.nn.init's xavier_*/kaiming_* (gain 1 and sqrt(2), respectively; normal, not
 truncated normal).
+
+``array`` (argument ``key``) copies an array held by this process (``hold_array``): the weights
+an imported ONNX model brings (graphc.onnx_import). The graph keeps only the key (a digest of
+the array's bytes), so graph hashes and compile caches stay small.
 """
 
 from __future__ import annotations
@@ -29,14 +33,39 @@ INITIALIZERS = (
     "glorot_normal",
     "he_uniform",
     "he_normal",
-    "array",  # gc.constant: the values come with the program (Program.constants), not a draw
 )
-_ARGS = {"constant": {"value"}, "uniform": {"low", "high"}, "normal": {"mean", "std"}}
+# Not for users' params: "array" copies an array held by this process (hold_array), the
+# weights an imported ONNX model brings; its key is a digest no user writes by hand. Without a
+# key, it marks a gc.constant, whose values come with the program (Program.constants).
+INTERNAL_INITIALIZERS = ("array",)
+_ARGS = {
+    "constant": {"value"},
+    "uniform": {"low", "high"},
+    "normal": {"mean", "std"},
+    "array": {"key"},
+}
+_HELD: dict[str, np.ndarray] = {}  # key -> array, for the "array" initializer
+
+
+def hold_array(a: np.ndarray) -> str:
+    """Keep ``a`` (read-only copy) for the ``array`` initializer; returns its key (a digest of
+    dtype, shape and bytes, so equal arrays share one key)."""
+    import hashlib
+
+    a = np.array(a, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    key = h.hexdigest()[:32]
+    if key not in _HELD:
+        c = a.copy()
+        c.flags.writeable = False
+        _HELD[key] = c
+    return key
 
 
 def check_initializer(name: str, args: dict[str, Any]) -> None:
     """Raises GraphcError for an unknown initializer or an argument it does not take."""
-    if name not in INITIALIZERS:
+    if name not in INITIALIZERS and name not in INTERNAL_INITIALIZERS:
         raise GraphcError(f"unknown initializer {name!r}; choose one of {', '.join(INITIALIZERS)}")
     extra = set(args) - _ARGS.get(name, set())
     if extra:
@@ -73,6 +102,16 @@ def initialize(
         out = rng.uniform(-a, a, shape)
     elif name == "glorot_normal":
         out = rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), shape)
+    elif name == "array":
+        key = args.get("key")
+        if key not in _HELD:
+            raise GraphcError(
+                f"initializer 'array': no array with key {key!r} is held by this process (the "
+                "graph was imported in another process; import the model file again)"
+            )
+        out = _HELD[key]
+        if out.shape != tuple(shape):
+            raise GraphcError(f"initializer 'array': held shape {out.shape}, wanted {tuple(shape)}")
     elif name == "he_uniform":
         a = math.sqrt(6.0 / fan_in)
         out = rng.uniform(-a, a, shape)

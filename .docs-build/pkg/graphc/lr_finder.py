@@ -12,6 +12,7 @@ is a runtime input of the compiled step, nothing is recompiled.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -140,7 +141,7 @@ def find_lr(
         if _plot.have_matplotlib():
             res.plot(plot)
         else:
-            print(f"find_lr: {_plot.MISSING}")
+            logging.getLogger(__name__).warning("find_lr: %s", _plot.MISSING)
     if verbose and res.suggestion is not None:
         print(
             f"find_lr: suggested learning rate {res.suggestion:.3g} "

@@ -22,15 +22,14 @@ from . import optim
 from .dsl import Tensor
 
 
-
 def read_description(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(model description, constants' arrays) of a model file, checked.
+    """(model description, every saved array by name) of a model file, checked.
 
     Raises:
         CheckpointError: not a checkpoint, or a checkpoint without a model description, or a
             description of another format version or with missing or mistyped fields.
     """
-    header, params, _ = checkpoint.read(path)
+    header, params, state = checkpoint.read(path)
     desc = header.get("extra", {}).get(EXTRA_KEY) if isinstance(header.get("extra"), dict) else None
     where = os.fspath(path)
     if not isinstance(desc, dict):
@@ -49,7 +48,7 @@ def read_description(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
             raise CheckpointError(
                 f"{where!r}: model description field {key!r} is missing or not a {kind.__name__}"
             )
-    return desc, params
+    return desc, {**state, **params}
 
 
 def network_from_description(
@@ -68,7 +67,7 @@ def network_from_description(
     tensors: dict[str, Tensor] = {}
     for n in g.nodes:
         t = Tensor(n, tuple(tensors[i] for i in n.inputs))
-        if n.op == "param" and n.attr("init") == "array":
+        if n.op in ("param", "state") and n.attr("init") == "array":
             if n.name not in constants:
                 raise CheckpointError(f"{where}: the values of constant {n.name!r} are missing")
             t.value = constants[n.name]

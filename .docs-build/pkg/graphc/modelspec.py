@@ -82,7 +82,8 @@ def _check_model_function(spec: str, name: str, fn: Any) -> None:
 
 def resolve(spec: str) -> ModelSpec:
     """Load MODEL and classify it: a Model, a Graph, a Tensor, a (outputs, loss[, optimizer])
-    tuple or dict, or a function returning one of these.
+    tuple or dict, or a function returning one of these; or an ONNX file (``model.onnx``,
+    imported by graphc.onnx_import).
 
     A path ending in ``.gcm`` is a whole-model file (``Model.save_model``), loaded with its
     weights by ``graphc.load_model``.
@@ -92,6 +93,13 @@ def resolve(spec: str) -> ModelSpec:
     """
     import graphc as gc
     from graphc.runtime.model import Model
+
+    if spec.lower().endswith(".onnx"):  # an ONNX file: its outputs, weights from the file
+        from graphc.onnx_import import c_name
+
+        stem = os.path.splitext(os.path.basename(spec))[0]
+        imp = gc.from_onnx(spec, name=c_name(stem, set(), "model"))  # libSTEM.so finds it
+        return ModelSpec(imp.name, outputs=imp.outputs)
 
     if spec.endswith(".gcm") and os.path.isfile(spec):  # a whole-model file: no Python runs
         model = gc.load_model(spec)

@@ -41,11 +41,13 @@ from dataclasses import dataclass, field
 import llvmlite.binding as llvm
 from llvmlite import ir
 
+from graphc.ir.batch import rows_independent
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Graph
 from graphc.ir.passes.schedule import ALIGN, Schedule
 from graphc.ir.types import BATCH, TensorType
 
+from .kernels import NUMERICS_BASE
 from .target import optimize
 from .threads import thread_pool
 
@@ -183,6 +185,9 @@ class EntryPlan:
     slots_out: int
     ws_fixed: int  # workspace bytes = ws_fixed + ws_row * n
     ws_row: int
+    # Calls on blocks of rows give the rows of one call on all (graphc.ir.batch): every output
+    # is row-wise (row i depends on input row i only; for train_step: never, the loss is a mean)
+    rows_independent: bool = False
 
 
 @dataclass
@@ -204,6 +209,10 @@ class LibraryPlan:
     state_init: bytes | None = None  # None: all zeros
     meta: dict = field(default_factory=dict)
     constants: list[Region] = field(default_factory=list)  # non-trainable params (gc.constant)
+    # check_numerics: one row per site of every public entry, in entry order (infer's first);
+    # an entry returns ERR_NUMERICS + numerics_offset[entry] + its own site index
+    numerics: list[dict] = field(default_factory=list)
+    numerics_offset: dict[str, int] = field(default_factory=dict)
 
     @property
     def upper(self) -> str:
@@ -230,8 +239,11 @@ def plan_library(
     lr: float,
     loss_kind: str | None,
     state_init: bytes | None,
+    check_numerics: bool = False,
 ) -> LibraryPlan:
-    """The public interface of a library from the compiled program's schedules and layout.
+    """The public interface of a library from the compiled program's schedules and layout
+    (``check_numerics``: the schedules were compiled with the NaN/Inf scans, whose sites the
+    library names: codes ERR_NUMERICS + site, ``NAME_strerror``, the JSON description).
 
     Raises:
         CodegenError: an entry is unknown or was not compiled (a model without a loss has no
@@ -284,6 +296,7 @@ def plan_library(
             len(s.output_slots),
             s.grad_bytes + s.arena_fixed,
             s.arena_row,
+            entry == "infer" and rows_independent(g, s.output_slots),
         )
     params = [
         Region(n.name, n.type, layout[n.name].offset, layout[n.name].size)
@@ -321,8 +334,29 @@ def plan_library(
     )
     fixed = {n.name for n in source.params if not n.attr("trainable", True)}
     plan.constants = [r for r in params if r.name in fixed]
+    if check_numerics:
+        from .kernels import numerics_sites
+
+        for entry in PUBLIC_ENTRIES:
+            if entry not in plans:
+                continue
+            plan.numerics_offset[entry] = len(plan.numerics)
+            g = schedules[entry].graph
+            for v, _ in numerics_sites(schedules[entry]):
+                nd = g[v]
+                plan.numerics.append(
+                    {"entry": entry, "node": v, "op": nd.op, "section": nd.section, "loc": nd.loc}
+                )
     plan.meta = _meta(plan)
     return plan
+
+
+def numerics_message(site: dict) -> str:
+    """One check_numerics site as ``NAME_strerror`` and graphc.load describe it."""
+    return (
+        f"NaN or Inf in {site['entry']}: {site['op']} node {site['node']} ({site['section']} "
+        f"part) at {site['loc'] or 'no source line'}"
+    )
 
 
 def _meta(plan: LibraryPlan) -> dict:
@@ -359,6 +393,9 @@ def _meta(plan: LibraryPlan) -> dict:
         "min_align": plan.min_align,
         "params": [region(r) for r in plan.params],
         "state": [region(r) for r in plan.state],
+        "numerics_base": NUMERICS_BASE,
+        "numerics": plan.numerics,
+        "numerics_offset": plan.numerics_offset,
         "entries": {
             e: {
                 "inputs": [port(p) for p in ep.inputs],
@@ -366,6 +403,7 @@ def _meta(plan: LibraryPlan) -> dict:
                 "lr_dtype": ep.lr.type.dtype if ep.lr else None,
                 "workspace_fixed": ep.ws_fixed,
                 "workspace_row": ep.ws_row,
+                "rows_independent": ep.rows_independent,
             }
             for e, ep in plan.entries.items()
         },
@@ -529,10 +567,25 @@ def c_header(plan: LibraryPlan, graphc_version: str) -> str:
     a(f'#define {U}_TARGET_CPU "{plan.target_cpu}"')
     a(f"#define {U}_HAS_INFER {int('infer' in ent)}")
     a(f"#define {U}_HAS_TRAIN_STEP {int('train_step' in ent)}")
+    if "infer" in ent:
+        a(
+            f"#define {U}_INFER_ROWS_INDEPENDENT {int(ent['infer'].rows_independent)}"
+            "    /* 1: each output row depends on its input row only, so"
+        )
+        a(
+            f"   {N}_infer may run on blocks of rows; 0: an output mixes rows (a reduction over the"
+            " batch, N not leading): pass all rows in one call */"
+        )
     a("")
     a("/* Error codes (the return value of every int function). */")
     for suffix, code, msg in ERRORS:
         a(f"#define {U}_{suffix} {code}{' ' * max(1, 16 - len(suffix))}/* {msg} */")
+    if plan.numerics:
+        a(f"/* check_numerics: an entry returns {U}_ERR_NUMERICS + site at the first NaN/Inf a")
+        a(f"   kernel stores (the rest of the call is skipped); {N}_strerror names the node. */")
+        a(f"#define {U}_ERR_NUMERICS {NUMERICS_BASE}")
+        for i, site in enumerate(plan.numerics):
+            a(f"/*   {NUMERICS_BASE + i}: {numerics_message(site)} */")
     a("")
     a("/* Memory plan: bytes of every region. ALIGN is the alignment the kernels are tuned for;")
     a("   MIN_ALIGN is the alignment the calls require of params, state and workspace. */")
@@ -792,7 +845,18 @@ def c_source(plan: LibraryPlan, header_name: str) -> str:
         a(f'    "{msg}",')
     a("};")
     a("")
+    if plan.numerics:
+        a("static const char *const numerics_sites[] = {")
+        for site in plan.numerics:
+            a(f"    {json.dumps(numerics_message(site))},")
+        a("};")
+        a("")
     a(f"API const char *{N}_strerror(int code) {{")
+    if plan.numerics:
+        a(
+            f"    if (code >= {NUMERICS_BASE} && code < {NUMERICS_BASE + len(plan.numerics)}) "
+            f"return numerics_sites[code - {NUMERICS_BASE}];"
+        )
     a(
         '    if (code < 0 || code >= (int)(sizeof messages / sizeof messages[0])) return "unknown error code";'
     )
@@ -995,6 +1059,9 @@ def _c_entry(plan: LibraryPlan, e: EntryPlan) -> list[str]:
     a(
         f"    gc_rc = {N}__graphc_{e.entry}(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);"
     )
+    if e.entry in plan.numerics_offset:  # a check_numerics site: its code, unique in the library
+        off = plan.numerics_offset[e.entry]
+        a(f"    if (gc_rc >= {NUMERICS_BASE}) return gc_rc + {off};")
     a(f"    return gc_rc ? {U}_ERR_INTERNAL : {U}_OK;")
     a("}")
     return L

@@ -144,7 +144,9 @@ def emit_gemm(
         blocking: tile and cache block sizes; the default is tuned for AVX2 (Zen 3).
         extra_types: more parameters after C (say, a bias pointer). With any, the function is
             `name(M, N, K, A, B, C, *extras)` and the epilogue is called as
-            `epilogue(b, acc, i, j, extras)`, with the extras as values it may use.
+            `epilogue(b, acc, i, j, extras)`, with the extras as values it may use. An
+            epilogue with a true attribute ``needs_dims`` also gets ``dims=(M, N)`` (i64
+            values: the row stride of C and of operands shaped like C, symbolic or not).
         pool: the module's thread pool (codegen/threads.py): products of at least
             PARALLEL_MIN_MACS multiply-adds on the packed path split C into 1 to
             BLOCKS_PER_THREAD blocks per thread, along M when M >= N (each block packs all of
@@ -469,10 +471,11 @@ class _GemmEmitter:
             return self.b.fadd(acc, self.load(ptr, lanes, name="c.old"), name="c.sum")
 
         def apply_epilogue(acc: ir.Value) -> ir.Value:
+            kw = {"dims": (self.M, self.N)} if getattr(self.epilogue, "needs_dims", False) else {}
             if self.extra_types:
-                out = self.epilogue(self.b, acc, i, j, self.extras)
+                out = self.epilogue(self.b, acc, i, j, self.extras, **kw)
             else:
-                out = self.epilogue(self.b, acc, i, j)
+                out = self.epilogue(self.b, acc, i, j, **kw)
             if out.type != acc.type:
                 raise CodegenError(
                     f"emit_gemm {self.name}: the epilogue returned {out.type} for {acc.type}"

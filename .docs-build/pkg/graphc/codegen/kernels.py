@@ -157,7 +157,7 @@ def emit_elementwise(ctx: KernelContext, kernel: Kernel) -> None:
             )
     ext: list[str] = []
     for nd in nodes:
-        operands = nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs
+        operands = data_operands(nd)
         for i in operands:
             if i not in members and i not in ext:
                 ext.append(i)
@@ -184,7 +184,7 @@ def emit_elementwise(ctx: KernelContext, kernel: Kernel) -> None:
         for v in loaded:
             vals[v] = ctx.load(v, index_of(v))
         for nd in nodes:
-            args = [vals[i] for i in (nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs)]
+            args = [vals[i] for i in data_operands(nd)]
             vals[nd.name] = lower_elementwise(ctx.b, nd, args, llname(nd.name), index=out_index)
             if nd.name in kernel.stores:
                 ctx.store(nd.name, out_index, vals[nd.name])
@@ -517,7 +517,9 @@ def emit_reduce(ctx: KernelContext, node: Node) -> None:
                         b.store(b.fadd(b.load(p, typ=at), v), p)
                 return
             with loop(b, ctx.dim(xt.shape[axis]), name=f"r{axis}") as i:
-                nxi = b.add(xi, b.mul(i, x_strides[axis], flags=("nsw",)), flags=("nsw",))
+                # ctx.strides gives None for a size-1 axis (i is 0 there): no offset to add
+                xs = x_strides[axis]
+                nxi = xi if xs is None else b.add(xi, b.mul(i, xs, flags=("nsw",)), flags=("nsw",))
                 s = out_strides[axis]
                 noi = oi if s is None else b.add(oi, b.mul(i, s, flags=("nsw",)), flags=("nsw",))
                 rec(axis + 1, nxi, noi)
@@ -705,6 +707,12 @@ def emit_softmax_cross_entropy_with_grad(ctx: KernelContext, kernel: Kernel) -> 
 # ---------------------------------------------------------------------------- matmul
 
 
+def data_operands(nd: Node) -> tuple[str, ...]:
+    """The operands whose values an elementwise node reads (``Op.data_operands``: broadcast_to's
+    second operand only gives the shape)."""
+    return OPS[nd.op].data_inputs(nd)
+
+
 def matmul_parts(g: Graph, kernel: Kernel) -> tuple:
     """(matmul node, epilogue nodes, dtype, transpose_a, transpose_b, the epilogue's operands
     from outside the kernel) of a matmul kernel: what emit_matmul passes to ``gemm_for``."""
@@ -717,7 +725,7 @@ def matmul_parts(g: Graph, kernel: Kernel) -> tuple:
     for nd in tail:
         if nd.type.shape != mm.type.shape:
             raise CodegenError(f"kernel {kernel.name}: epilogue node {nd.name} changes the shape")
-        for i in nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs:
+        for i in data_operands(nd):
             if i not in members and i not in ext:
                 ext.append(i)
     ta, tb = bool(mm.attr("transpose_a")), bool(mm.attr("transpose_b"))
@@ -748,7 +756,10 @@ def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: s
     """
     n_cols = mm.type.shape[1]
 
-    def epilogue(b: ir.IRBuilder, acc: ir.Value, i: ir.Value, j: ir.Value, extra=()):
+    def epilogue(b: ir.IRBuilder, acc: ir.Value, i: ir.Value, j: ir.Value, extra=(), dims=None):
+        # the row stride of C (and of operands shaped like it): the GEMM's N argument, which
+        # is the batch size when the column dimension is symbolic
+        row = i64(n_cols) if isinstance(n_cols, int) else dims[1]
         vals: dict[str, ir.Value] = {mm.name: acc}
         lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 0
         scal = LL[mm.type.dtype]
@@ -762,7 +773,7 @@ def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: s
             rs, cs = _matrix_strides(vt.shape, n_cols)
             idx: ir.Value = i64(0)
             if rs is not None:
-                idx = b.mul(i, rs if isinstance(rs, ir.Value) else i64(rs))
+                idx = b.mul(i, row if rs == "cols" else i64(rs))
             if cs == 1:
                 idx = b.add(idx, j)
             p = b.gep(arg, [idx], inbounds=True, source_etype=scal)
@@ -772,20 +783,18 @@ def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: s
                 x = b.load(p, typ=scal)
                 vals[v] = _splat(b, x, lanes) if lanes else x
         flat = None  # the element's flat index in C, for lowerings that need one (dropout)
-        if isinstance(n_cols, int) and any(
-            getattr(OPS[nd.op], "needs_index", False) for nd in tail
-        ):
-            flat = b.add(b.mul(i, i64(n_cols)), j)
+        if any(OPS[nd.op].needs_index for nd in tail):
+            flat = b.add(b.mul(i, row), j)
             if lanes:
                 vt = ir.VectorType(I64, lanes)
                 flat = b.add(_splat(b, flat, lanes), ir.Constant(vt, list(range(lanes))))
         for nd in tail:
-            ops = nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs
             vals[nd.name] = lower_elementwise(
-                b, nd, [vals[o] for o in ops], llname(nd.name), index=flat
+                b, nd, [vals[o] for o in data_operands(nd)], llname(nd.name), index=flat
             )
         return vals[tail[-1].name] if tail else acc
 
+    epilogue.needs_dims = True
     return epilogue
 
 
@@ -798,7 +807,9 @@ def _splat(b: ir.IRBuilder, x: ir.Value, lanes: int) -> ir.Value:
 
 
 def _matrix_strides(shape, n_cols) -> tuple:
-    """(row stride, column stride) of an operand broadcast against an [M, n_cols] matrix."""
+    """(row stride, column stride) of an operand broadcast against an [M, n_cols] matrix (None:
+    broadcast along that axis). A full row's stride is "cols", the matrix's column count, which
+    the caller turns into a value: a constant, or the GEMM's N when n_cols is the batch size."""
     if len(shape) == 0 or all(d == 1 for d in shape):
         return None, None
     if len(shape) == 1:
@@ -808,4 +819,4 @@ def _matrix_strides(shape, n_cols) -> tuple:
         return 1, None
     if rows == 1:
         return None, 1
-    return n_cols, 1
+    return "cols", 1

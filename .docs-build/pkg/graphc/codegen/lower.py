@@ -6,19 +6,37 @@ them inside loops that LLVM vectorizes. Transcendentals use our polynomial ``vma
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from llvmlite import ir
 
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Node
+from graphc.ir.ops import OPS
 
 from . import vmath
 
-LOWERINGS: dict[str, Callable[[ir.IRBuilder, Node, list[ir.Value], str], ir.Value]] = {}
+Lowering = Callable[..., ir.Value]  # (b, node, operand values, name[, index]) -> value
+LOWERINGS: dict[str, Lowering] = {}
+
+# ops that are one IRBuilder instruction on their operands (one line per op)
+INSTRUCTIONS = {"add": "fadd", "sub": "fsub", "mul": "fmul", "div": "fdiv", "neg": "fneg"}
+
+# ops that are one vector-math function of ``codegen.vmath`` (polynomials with a tested bound)
+VMATH = {
+    "exp": vmath.exp,
+    "log": vmath.log,
+    "sqrt": vmath.sqrt,
+    "sigmoid": vmath.sigmoid,
+    "tanh": vmath.tanh,
+    "softplus": vmath.softplus,
+    "maximum": vmath.fmax,
+}
 
 
 def lowering(op: str):
+    """Decorator: ``fn(b, node, args, name)`` lowers ``op`` (read attrs with ``attr``)."""
+
     def deco(fn):
         if op in LOWERINGS:
             raise ValueError(f"lowering for {op!r} defined twice")
@@ -26,6 +44,25 @@ def lowering(op: str):
         return fn
 
     return deco
+
+
+def _instruction(method: str) -> Lowering:
+    return lambda b, node, a, name: getattr(b, method)(*a, name=name)
+
+
+def _vmath(fn: Callable[..., ir.Value]) -> Lowering:
+    return lambda b, node, a, name: fn(b, *a, name=name)
+
+
+for _op, _method in INSTRUCTIONS.items():
+    lowering(_op)(_instruction(_method))
+for _op, _fn in VMATH.items():
+    lowering(_op)(_vmath(_fn))
+
+
+def attr(node: Node, key: str) -> Any:
+    """The node's attr ``key``, or the op's declared default (defaults live on the op class)."""
+    return OPS[node.op].attr(node, key)
 
 
 def zero_like(x: ir.Value) -> ir.Constant:
@@ -36,29 +73,10 @@ def one_like(x: ir.Value) -> ir.Constant:
     return vmath.const_like(x.type, 1.0)
 
 
-@lowering("add")
-def _add(b, node, a, name):
-    return b.fadd(a[0], a[1], name=name)
-
-
-@lowering("sub")
-def _sub(b, node, a, name):
-    return b.fsub(a[0], a[1], name=name)
-
-
-@lowering("mul")
-def _mul(b, node, a, name):
-    return b.fmul(a[0], a[1], name=name)
-
-
-@lowering("div")
-def _div(b, node, a, name):
-    return b.fdiv(a[0], a[1], name=name)
-
-
-@lowering("neg")
-def _neg(b, node, a, name):
-    return b.fneg(a[0], name=name)
+def _mask(b: ir.IRBuilder, pred: str, x: ir.Value, y: ir.Value, name: str) -> ir.Value:
+    """1.0 where ``x pred y`` (ordered: false for NaN) else 0.0, in x's type."""
+    c = b.fcmp_ordered(pred, x, y, name=name + ".c")
+    return b.select(c, one_like(x), zero_like(x), name=name)
 
 
 @lowering("square")
@@ -66,21 +84,14 @@ def _square(b, node, a, name):
     return b.fmul(a[0], a[0], name=name)
 
 
-@lowering("maximum")
-def _maximum(b, node, a, name):
-    return vmath.fmax(b, a[0], a[1], name=name)
-
-
 @lowering("greater")
 def _greater(b, node, a, name):
-    c = b.fcmp_ordered(">", a[0], a[1], name=name + ".c")
-    return b.select(c, one_like(a[0]), zero_like(a[0]), name=name)
+    return _mask(b, ">", a[0], a[1], name)
 
 
 @lowering("greater_equal")
 def _greater_equal(b, node, a, name):
-    c = b.fcmp_ordered(">=", a[0], a[1], name=name + ".c")
-    return b.select(c, one_like(a[0]), zero_like(a[0]), name=name)
+    return _mask(b, ">=", a[0], a[1], name)
 
 
 @lowering("relu")
@@ -90,34 +101,12 @@ def _relu(b, node, a, name):
     return b.select(c, zero_like(a[0]), a[0], name=name)
 
 
-@lowering("exp")
-def _exp(b, node, a, name):
-    return vmath.exp(b, a[0], name=name)
-
-
-@lowering("log")
-def _log(b, node, a, name):
-    return vmath.log(b, a[0], name=name)
-
-
-@lowering("sqrt")
-def _sqrt(b, node, a, name):
-    return vmath.sqrt(b, a[0], name=name)
-
-
-@lowering("sigmoid")
-def _sigmoid(b, node, a, name):
-    return vmath.sigmoid(b, a[0], name=name)
-
-
-@lowering("tanh")
-def _tanh(b, node, a, name):
-    return vmath.tanh(b, a[0], name=name)
-
-
-@lowering("softplus")
-def _softplus(b, node, a, name):
-    return vmath.softplus(b, a[0], name=name)
+@lowering("leaky_relu")
+def _leaky_relu(b, node, a, name):
+    # select(x < 0, alpha * x, x): NaN stays NaN, as in relu
+    c = b.fcmp_ordered("<", a[0], zero_like(a[0]), name=name + ".c")
+    ax = b.fmul(a[0], vmath.const_like(a[0].type, attr(node, "alpha")), name=name + ".ax")
+    return b.select(c, ax, a[0], name=name)
 
 
 @lowering("sigmoid_cross_entropy")
@@ -190,7 +179,7 @@ def _dropout(b, node, a, name, index=None):
     if isinstance(step.type, ir.VectorType):
         step = b.extract_element(step, ir.Constant(ir.IntType(32), 0))
     i64t = ir.IntType(64)
-    p, seed, stream = node.attr("p"), node.attr("seed", 0), node.attr("stream", 0)
+    p, seed, stream = attr(node, "p"), attr(node, "seed"), attr(node, "stream")
     k0 = int(mix64((seed + stream * GAMMA) & MASK64))
     s = b.fptosi(step, i64t, name=name + ".step")
     key = _mix64(b, b.add(_int_const(i64t, k0), b.mul(s, _int_const(i64t, GAMMA))), name + ".key")
@@ -211,9 +200,6 @@ def _dropout(b, node, a, name, index=None):
     return b.select(keep, scaled, zero_like(x), name=name)
 
 
-_dropout.needs_index = True
-
-
 def lower_elementwise(
     b: ir.IRBuilder, node: Node, args: list[ir.Value], name: str, index: ir.Value | None = None
 ) -> ir.Value:
@@ -222,7 +208,7 @@ def lower_elementwise(
     fn = LOWERINGS.get(node.op)
     if fn is None:
         raise CodegenError(f"no elementwise lowering for op {node.op} (node {node.name})")
-    if getattr(fn, "needs_index", False):
+    if OPS[node.op].needs_index:
         if index is None:
             raise CodegenError(
                 f"{node.op} (node {node.name}) needs the element index, which this "

@@ -239,7 +239,7 @@ class ModuleBuilder:
             tb,
             mm.type.shape[1] if tail else None,
             tuple(
-                (t.op, attrs_key(t.attrs), t.type.dtype, tuple(pos[i] for i in t.inputs))
+                (t.op, attrs_key(t.attrs), t.type.dtype, tuple(pos[i] for i in K.data_operands(t)))
                 for t in tail
             ),
             tuple((v in inline, g[v].type) for v in ext),

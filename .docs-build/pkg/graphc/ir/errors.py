@@ -37,3 +37,8 @@ class NumericsError(GraphcError, FloatingPointError):
 
 class VerifyError(GraphcError):
     """A graph broke an IR invariant. Between passes this is a graphc bug: please report it."""
+
+
+class OnnxError(GraphcError, ValueError):
+    """An ONNX file could not be imported: malformed, or an operator, attribute or data type
+    graphc does not support (the message names the node, its op type and the opset)."""

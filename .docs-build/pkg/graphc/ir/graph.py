@@ -13,7 +13,16 @@ from .types import TensorType
 Attr = Any  # int | float | bool | str | tuple[Attr, ...]
 
 SECTIONS = ("forward", "backward", "update")
-SOURCE_OPS = ("input", "param", "state")  # values that enter from outside: data, weights, slots
+
+
+def __getattr__(name: str) -> Any:
+    # SOURCE_OPS moved to graphc.ir.ops (derived from the ops' kinds); ir.ops imports this
+    # module, so the old name is resolved lazily
+    if name == "SOURCE_OPS":
+        from .ops import SOURCE_OPS
+
+        return SOURCE_OPS
+    raise AttributeError(name)
 
 
 def _freeze(value: Any) -> Any:
@@ -139,7 +148,9 @@ class Graph:
         return self.by_name[name]
 
     def sources(self, op: str | None = None) -> list[Node]:
-        ops = SOURCE_OPS if op is None else (op,)
+        from .ops import SOURCE_OPS
+
+        ops = SOURCE_OPS if op is None else frozenset((op,))
         return [n for n in self.nodes if n.op in ops]
 
     @property

@@ -6,7 +6,7 @@ import numpy as np
 
 from .errors import ArgumentError
 from .graph import Graph
-from .ops import OPS
+from .ops import OPS, SOURCE_OPS
 
 
 def interpret(
@@ -29,7 +29,7 @@ def interpret(
     env: dict[str, np.ndarray] = {}
     n_batch: int | None = None
     for node in g.nodes:
-        if node.op in ("input", "param", "state"):
+        if node.op in SOURCE_OPS:
             if node.name not in feeds:
                 raise ArgumentError(
                     f"interpret: no value given for {node.op} {node.name}: {node.type}"
@@ -57,7 +57,7 @@ def interpret(
             continue
         spec = OPS[node.op]
         with np.errstate(all="ignore"):
-            out = spec.reference(*(env[i] for i in node.inputs), **attrs)
+            out = spec.evaluate(*(env[i] for i in node.inputs), **attrs)
         dt = node.type.np_dtype if float_dtype is None else float_dtype
         env[node.name] = np.asarray(out, dtype=dt)
     for target, value in g.updates:

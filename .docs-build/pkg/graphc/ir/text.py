@@ -73,7 +73,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ParseError
-from .graph import SECTIONS, SOURCE_OPS, Graph, Node, make_attrs
+from .graph import SECTIONS, Graph, Node, make_attrs
+from .ops import SOURCE_OPS
 from .types import TensorType
 
 __all__ = [

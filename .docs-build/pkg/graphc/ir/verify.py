@@ -17,10 +17,10 @@ Checked, in this order (the first problem found is raised):
 from __future__ import annotations
 
 from .errors import ShapeError, VerifyError
-from .graph import SECTIONS, SOURCE_OPS, Graph, Node
+from .graph import SECTIONS, Graph, Node
+from .ops import INLINE_OPS, SOURCE_OPS
 
 CONTEXT_LINES = 5
-INLINE_OPS = ("const", "size")  # computed where used; they may sit inside a group's span
 
 
 def verify(g: Graph, after: str | None = None) -> Graph:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,17 @@ ENTRY = ctypes.CFUNCTYPE(
     ctypes.c_void_p,
     ctypes.c_int64,
 )
+
+
+def one_hot_hint(t: Any, shape: tuple[int, ...]) -> str:
+    """A hint for class labels given one-hot (``[rows, classes]`` for an integer ``[N]``
+    input): "" when the shapes do not look like that."""
+    if t.dtype != "i32" or len(shape) != len(t.shape) + 1 or shape[-1] < 2:
+        return ""
+    return (
+        f" (these look like one-hot labels, {shape[-1]} columns: this loss takes class ids; "
+        "pass y.argmax(axis=1), or use a categorical cross-entropy on one-hot targets)"
+    )
 
 
 class Entry:
@@ -93,6 +105,7 @@ class Entry:
                 got = f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else type(a).__name__
                 raise ArgumentError(
                     f"input {name!r} expects {t} with N={n}, got {got}"
+                    + (one_hot_hint(t, a.shape) if isinstance(a, np.ndarray) else "")
                     + (
                         ""
                         if not isinstance(a, np.ndarray) or a.flags.c_contiguous

@@ -8,19 +8,25 @@ the call, so a wrong shape raises ArgumentError instead of reading past a buffer
 
 from __future__ import annotations
 
+import _ctypes
 import ctypes
 import json
 import os
 import re
+import shutil
+import tempfile
+import weakref
 from typing import Any
 
 import numpy as np
 
-from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError
+from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError, NumericsError
+from graphc.ir.types import TensorType
 
 from graphc.codegen.threads import MAX_THREADS
 
 from .buffers import aligned_empty, view
+from .executable import one_hot_hint
 from .parallel import own_lock, serialized
 
 NP_DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32}
@@ -34,6 +40,53 @@ ERROR_NAMES = {
     6: "weights file cannot be read",
     7: "internal error",
 }
+
+
+def _open_private_copy(path: str) -> tuple[ctypes.CDLL, Any]:
+    """dlopen a private copy of the library at ``path``, as the file is now.
+
+    The dynamic loader hands back the already-loaded object for a path (or file) it has seen,
+    so a library re-exported at the same path would be served stale. The copy lives in an
+    anonymous memory file (Linux ``memfd_create``, opened as ``/proc/self/fd/N`` and kept open
+    while loaded, so that name is never reused meanwhile), else in a fresh temporary folder.
+    Returns the CDLL and what ``_unload`` must free (the descriptor or the folder).
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
+        try:
+            fd = os.memfd_create("graphc-" + os.path.basename(path), os.MFD_CLOEXEC)
+        except OSError:
+            fd = None
+        if fd is not None:
+            try:
+                view_ = memoryview(data)
+                while view_:
+                    view_ = view_[os.write(fd, view_) :]
+                return ctypes.CDLL(f"/proc/self/fd/{fd}"), fd
+            except OSError:
+                os.close(fd)  # e.g. memfd exec forbidden: fall back to a temporary file
+    folder = tempfile.mkdtemp(prefix="graphc-lib-")
+    copy = os.path.join(folder, os.path.basename(path))
+    try:
+        with open(copy, "wb") as f:
+            f.write(data)
+        return ctypes.CDLL(copy), folder
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _unload(handle: int, keep: Any) -> None:
+    """dlclose a library opened by ``_open_private_copy`` and free its copy."""
+    try:
+        _ctypes.dlclose(handle)
+    except (OSError, AttributeError):
+        pass
+    if isinstance(keep, int):
+        os.close(keep)
+    else:
+        shutil.rmtree(keep, ignore_errors=True)
 
 
 class _Ctx(ctypes.Structure):
@@ -78,9 +131,11 @@ class Library:
         self.path, self.name = path, name
         own_lock(self)  # calls share one workspace: they take turns
         try:
-            self._lib = ctypes.CDLL(path)
+            self._lib, keep = _open_private_copy(path)
         except OSError as e:
             raise GraphcError(f"load: cannot load {path!r}: {e}") from None
+        # unloaded (dlclose) and its private copy freed when this Library is dropped
+        self._unload = weakref.finalize(self, _unload, self._lib._handle, keep)
         try:
             meta_fn = getattr(self._lib, f"{name}_graphc_meta")
         except AttributeError:
@@ -138,9 +193,22 @@ class Library:
     def _call(self, fn: str, *args: Any) -> None:
         rc = getattr(self._lib, f"{self.name}_{fn}")(*args)
         if rc != 0:
-            raise ArgumentError(
-                f"{self.name}_{fn} returned {rc} ({ERROR_NAMES.get(rc, 'unknown')})"
+            raise self._error(fn, rc)
+
+    def _error(self, fn: str, rc: int) -> GraphcError:
+        """The exception for return code ``rc`` of ``NAME_fn``: NumericsError naming the node,
+        its op, its part and source line for a check_numerics site, else ArgumentError."""
+        sites = self.meta.get("numerics") or []
+        base = self.meta.get("numerics_base", 1000)
+        if sites and base <= rc < base + len(sites):
+            site = sites[rc - base]
+            return NumericsError(
+                f"{site['op']} node {site['node']} produced NaN or Inf in the {site['section']} "
+                f"part of {self.name}_{fn}\n  at   {site['node']} = {site['op']}(...)    "
+                f"{site['loc'] or '(no source line)'}\n  (code {rc}; nothing after it ran: "
+                "check the data for NaN/Inf and extreme values, or lower the learning rate)"
             )
+        return ArgumentError(f"{self.name}_{fn} returned {rc} ({ERROR_NAMES.get(rc, 'unknown')})")
 
     def _workspace(self, n: int) -> None:
         if n > self._ws_rows:
@@ -184,18 +252,22 @@ class Library:
                 raise ArgumentError(
                     f"input {p['name']!r} expects integers ({p['dtype']}), got {a.dtype}"
                 )
-            rows = a.shape[0] if a.ndim else 0
+            ax = p["shape"].index("N") if "N" in p["shape"] else None  # N need not lead
+            rows = a.shape[ax] if ax is not None and a.ndim > ax else 0
             want = self._shape(p, rows)
-            if a.ndim == 1 and len(want) == 2 and want[1] == 1:
+            if a.ndim == 1 and len(want) == 2 and want[1] == 1 and ax == 0:
                 a = a.reshape(want)
-            if a.shape != want or (n is not None and rows != n):
+            if a.shape != want or (n is not None and ax is not None and rows != n):
                 raise ArgumentError(
                     f"input {p['name']!r} expects {p['dtype']}{list(p['shape'])}"
                     + (f" with N={n}" if n is not None else "")
                     + f", got an array of shape {a.shape}"
+                    + one_hot_hint(TensorType(tuple(p["shape"]), p["dtype"]), a.shape)
                 )
-            n = rows if "N" in p["shape"] else n
+            n = rows if ax is not None else n
             out.append(np.ascontiguousarray(a, dtype=want_dtype))
+        if n is None and arrays:
+            n = 1  # no input has a batch axis
         if n is None or n < 1:
             raise ArgumentError(f"{what}: no rows")
         return out, n
@@ -204,7 +276,9 @@ class Library:
 
     @serialized
     def predict(self, x: Any, *, batch_size: int = 1024) -> np.ndarray | dict[str, np.ndarray]:
-        """``NAME_infer`` on every row of ``x`` (array or dict by input name), in batches.
+        """``NAME_infer`` on every row of ``x`` (array or dict by input name), in blocks of
+        ``batch_size`` rows when the library's outputs are row-wise (its ``rows_independent``
+        flag, ``NAME_INFER_ROWS_INDEPENDENT`` in the header), else in one call.
 
         Returns:
             the output array (float32), or a dict by output name when there are several.
@@ -219,10 +293,10 @@ class Library:
         outs = [np.empty(self._shape(p, n), NP_DTYPES[p["dtype"]]) for p in e["outputs"]]
         fn = self._lib[f"{self.name}_infer"]
         fn.restype = ctypes.c_int
-        ports = e["inputs"] + e["outputs"]
-        # Rows can be split into batches only when every array has N first (an output such as
-        # a sum over the batch depends on all rows: then one call).
-        if not all(p["shape"] and p["shape"][0] == "N" for p in ports):
+        # Rows are split into blocks only when the library says every output row depends on
+        # its input row alone (graphc.ir.batch, the rule Model.predict follows); a library
+        # without the flag (older graphc) or an output mixing rows: one call.
+        if not e.get("rows_independent", False):
             batch_size = n
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)
@@ -233,9 +307,7 @@ class Library:
                 args += [ctypes.c_void_p(part.ctypes.data), ctypes.c_int64(part.size)]
             rc = fn(*args)
             if rc != 0:
-                raise ArgumentError(
-                    f"{self.name}_infer returned {rc} ({ERROR_NAMES.get(rc, 'unknown')})"
-                )
+                raise self._error("infer", rc)
         return outs[0] if len(outs) == 1 else {p["name"]: o for p, o in zip(e["outputs"], outs)}
 
     @serialized
@@ -315,6 +387,10 @@ def _plan_from_meta(meta: dict) -> Any:
 
 def load(path: str, name: str | None = None, weights: str | None = None) -> Library:
     """Load a library made by ``graphc compile`` / ``Model.export``.
+
+    Every call loads the file as it is now (a private copy: a library re-exported at the same
+    path is never served from an earlier load), and the copy is unloaded when the returned
+    Library is dropped.
 
     Args:
         path: the ``.so``.

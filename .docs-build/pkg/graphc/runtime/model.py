@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -9,14 +10,17 @@ from typing import Any
 
 import numpy as np
 
+from graphc.ir.batch import loss_is_row_mean, rows_independent
 from graphc.ir.errors import ArgumentError, GraphcError
 from graphc.ir.types import BATCH
 
 from .buffers import aligned_empty, view
-from .executable import Entry, EpochEntry
+from .executable import Entry, EpochEntry, one_hot_hint
 from graphc.codegen.threads import MAX_THREADS
 
 from .parallel import default_threads, own_lock, serialized
+
+log = logging.getLogger(__name__)  # graphc's own messages; fit's epoch lines stay on stdout
 
 
 @dataclass
@@ -41,6 +45,21 @@ class History:
         self.epochs.append(epoch)
         for k, v in figures.items():
             self.metrics.setdefault(k, []).append(float(v))
+
+
+def row_split(schedules: dict[str, Any]) -> dict[str, bool]:
+    """Per entry, whether running blocks of rows and joining them gives the answer for all
+    rows (graphc.ir.batch): ``infer`` when every output is row-wise; ``eval`` when, in addition,
+    the loss (the last output) is a mean over rows, so blocks' losses average by their rows."""
+    out = {}
+    if "infer" in schedules:
+        s = schedules["infer"]
+        out["infer"] = rows_independent(s.graph, s.output_slots)
+    if "eval" in schedules:
+        s = schedules["eval"]
+        *outs, loss = s.output_slots
+        out["eval"] = rows_independent(s.graph, outs) and loss_is_row_mean(s.graph, loss)
+    return out
 
 
 class Model:
@@ -108,6 +127,8 @@ class Model:
                 jit.address(f"{program.name}_train_epoch"), self.entries["train_step"]
             )
         self.use_epoch_entry = True
+        # May predict/evaluate split rows into blocks? (the rule exported libraries carry too)
+        self.row_split = row_split(program.schedules)
         own_lock(self)
         self.threads = default_threads()
         self.seed = seed
@@ -145,7 +166,7 @@ class Model:
 
         constants = getattr(self.program, "constants", {})
         for i, n in enumerate(self.param_nodes):
-            if n.attr("init") == "array":  # gc.constant: its values, not a draw
+            if n.name in constants:  # gc.constant: its values, not a draw
                 self.params[n.name][...] = constants[n.name]
                 continue
             args = dict(n.attr("init_args", ()))
@@ -157,6 +178,9 @@ class Model:
                 **args,
             )
         for n in self.state_nodes:
+            if n.name in constants:  # an array the program brings (model files, imports)
+                self.state[n.name][...] = constants[n.name]
+                continue
             args = dict(n.attr("init_args", ()))
             self.state[n.name][...] = initialize(
                 n.attr("init", "zeros"),
@@ -228,6 +252,17 @@ class Model:
         from graphc.export import export_model  # the driver lives above the runtime layer
 
         return export_model(self, path, **options)
+
+    def to_onnx(self, path: str, *, include_loss: bool = False) -> str:
+        """Write the inference graph (and the loss, with ``include_loss``) as an ONNX file with
+        the current weights as initializers and the batch dimension symbolic ("N").
+
+        Needs the onnx package (``pip install 'graphc[onnx]'``). See graphc.onnx_export.
+        Raises OnnxError for an op without an ONNX form. Returns ``path``.
+        """
+        from graphc.onnx_export import save_onnx  # the exporter lives above the runtime layer
+
+        return save_onnx(self, path, include_loss=include_loss)
 
     # ------------------------------------------------------------------ seeing it
 
@@ -301,17 +336,25 @@ class Model:
                         )
             elif not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
                 raise ArgumentError(f"input {name!r} expects numbers ({t}), got dtype {a.dtype}")
-            want = t.concrete(a.shape[0] if a.ndim else 0)
-            if a.shape != want and a.size == int(np.prod(want)) and a.ndim == 1:
+            ax = t.shape.index(BATCH) if t.is_batched else None  # N need not lead: (3, "N")
+            rows = a.shape[ax] if ax is not None and a.ndim > ax else None
+            want = t.concrete(rows if rows is not None else 0)
+            if a.shape != want and a.size == int(np.prod(want)) and a.ndim == 1 and ax == 0:
                 a = a.reshape(want)  # a vector of targets for an [N, 1] output
-            if a.shape[1:] != tuple(want[1:]) or a.ndim != len(want):
-                raise ArgumentError(f"input {name!r} expects {t}, got an array of shape {a.shape}")
-            if n is not None and a.shape[0] != n:
+            if a.shape != want:
                 raise ArgumentError(
-                    f"inputs have different numbers of rows ({n} and {a.shape[0]} for {name!r})"
+                    f"input {name!r} expects {t}, got an array of shape {a.shape}"
+                    + one_hot_hint(t, a.shape)
                 )
-            n = a.shape[0]
+            if rows is not None:
+                if n is not None and rows != n:
+                    raise ArgumentError(
+                        f"inputs have different numbers of rows ({n} and {rows} for {name!r})"
+                    )
+                n = rows
             feeds[name] = np.ascontiguousarray(a, dtype=t.np_dtype) if t.dtype != "i32" else a
+        if n is None and feeds:
+            n = 1  # no input has a batch axis: one call, the size argument is unused
         if n is None or n == 0:
             raise ArgumentError("the data set is empty: no rows to use")
         return feeds, n
@@ -377,7 +420,12 @@ class Model:
 
     @serialized
     def predict(self, x: Any, *, batch_size: int = 1024) -> np.ndarray | dict[str, np.ndarray]:
-        """The model's outputs for every row of ``x`` (one array, or a dict for several outputs)."""
+        """The model's outputs for every row of ``x`` (one array, or a dict for several outputs).
+
+        Rows go through the native code in blocks of ``batch_size`` only when every output is
+        row-wise (row i depends on input row i alone: ``row_split["infer"]``, derived from the
+        graph by ``graphc.ir.batch``); otherwise, e.g. an output that reduces over the batch or
+        an input with N not leading, all rows go in one call."""
         feeds, n = self._as_feeds(x, None, need_labels=False)
         outs = self._batched("infer", feeds, n, batch_size)
         return outs[0] if len(outs) == 1 else dict(zip(self.program.outputs, outs))
@@ -388,6 +436,8 @@ class Model:
         if batch_size < 1:
             raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
         e = self.entries[entry]
+        if not self.row_split.get(entry, False):
+            return [o.copy() for o in self._run(entry, feeds, n)]
         names = [s for s in e.sched.input_slots]
         parts: list[list[np.ndarray]] = []
         for lo in range(0, n, batch_size):
@@ -411,9 +461,15 @@ class Model:
         feeds, n = self._as_feeds(x, y, need_labels=True)
         self._validate(feeds)
         losses, outs = [], []
+        if not self.row_split.get("eval", False):
+            batch_size = n  # the outputs or the loss depend on several rows: one call
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)
-            batch = {k: np.ascontiguousarray(v[lo:hi]) for k, v in feeds.items()}
+            batch = (
+                {k: np.ascontiguousarray(v[lo:hi]) for k, v in feeds.items()}
+                if hi - lo < n
+                else feeds
+            )
             res = self._run("eval", batch, hi - lo)
             losses.append(float(res[-1]) * (hi - lo))
             outs.append(res[0].copy())
@@ -510,6 +566,13 @@ class Model:
                 " (epochs counts from 0, as in Keras: epochs=4, initial_epoch=2 runs 2 more)"
             )
         feeds, n = self._as_feeds(x, y, need_labels=True)
+        for k in feeds:
+            t = self.program.forward[k].type
+            if t.is_batched and t.shape[0] != BATCH:
+                raise ArgumentError(
+                    f"fit: input {k!r} is {t}, with N at axis {t.shape.index(BATCH)}; mini-batches "
+                    "take rows along the leading axis: declare training inputs with N first"
+                )
         self._validate(feeds, allow_nonfinite)
         if validation_split:
             if not 0 < validation_split < 1:
@@ -606,13 +669,11 @@ class Model:
                     break
         except KeyboardInterrupt:
             history.interrupted = True
-            if verbose:
-                print(
-                    f"fit: interrupted after {len(history.epochs)} finished epoch(s); the parameters "
-                    "are those of the last finished step",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            log.warning(
+                "fit: interrupted after %d finished epoch(s); the parameters are those of the "
+                "last finished step",
+                len(history.epochs),
+            )
         finally:
             progress.close()
             for cb in callbacks:

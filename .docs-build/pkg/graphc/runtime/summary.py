@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphc.ir.ops import OPS
-
-HIDDEN_OPS = ("const", "size")
+from graphc.ir.ops import INLINE_OPS, OPS
 
 
 def _fmt_bytes(n: float) -> str:
@@ -29,7 +27,7 @@ def kernel_rows(program: Any, entry: str = "infer") -> list[dict[str, Any]]:
     g = sched.graph
     rows = []
     for k in sched.kernels:
-        members = [g[n] for n in k.nodes if g[n].op not in HIDDEN_OPS]
+        members = [g[n] for n in k.nodes if g[n].op not in INLINE_OPS]
         if not members:
             continue
         reads = {i for n in members for i in n.inputs}

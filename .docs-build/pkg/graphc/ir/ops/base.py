@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -16,31 +17,109 @@ if TYPE_CHECKING:
 OPS: dict[str, Op] = {}
 
 
+class Kind(StrEnum):
+    """What an op does to the elements of its operands; passes and the scheduler read this."""
+
+    POINTWISE = "pointwise"  # out[i] from the data operands' element i (after broadcasting)
+    MOVEMENT = "movement"  # moves elements without arithmetic (transpose, reshape)
+    MATMUL = "matmul"
+    REDUCE = "reduce"  # a reduction over axes
+    ROWWISE = "rowwise"  # one pass over each row of a 2-D operand (softmax, the losses)
+    SOURCE = "source"  # enters from outside: data, trainable params, persistent state
+    SCALAR = "scalar"  # a scalar from attrs or static shapes (const, size)
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED: Any = _Required()  # an attr with no default (the verifier's and builders' business)
+
+# the kernel a node of each kind runs in when it is not fused (an op may override: Op.kernel)
+_KERNEL_OF_KIND = {
+    Kind.POINTWISE: "elementwise",
+    Kind.MATMUL: "matmul",
+    Kind.REDUCE: "reduce",
+    Kind.ROWWISE: "rowwise",
+}
+
+
 def register(cls: type[Op]) -> type[Op]:
     """Class decorator: add one instance of ``cls`` to OPS under ``cls.name``."""
     if cls.name in OPS:
         raise ValueError(f"op {cls.name!r} registered twice")
+    if not isinstance(cls.kind, Kind):
+        raise ValueError(f"op {cls.name!r}: kind must be an ir.ops.Kind, got {cls.kind!r}")
+    if "attr_names" in cls.__dict__:
+        raise ValueError(f"op {cls.name!r}: declare attrs = {{name: default}}, not attr_names")
     OPS[cls.name] = cls()
     return cls
 
 
 class Op:
-    """An op: ``infer`` (types -> type), ``reference`` (numpy), ``grad`` (VJP, as IR).
+    """An op: ``infer`` (types -> type), ``reference`` (numpy), ``grad`` (VJP, as IR), and the
+    traits that passes, the scheduler, codegen, the printer and the DSL read from the registry.
 
-    Class attributes:
+    Class attributes (declare them once, on the op's class):
         name: the op's name in the IR.
         arity: number of operands (None: any).
-        kind: "elementwise" (one output element from the same-index operand elements, after
-            broadcasting), "matmul", "reduce", "rowwise" (a kernel per row), "scalar", "source".
+        kind: a ``Kind``.
+        attrs: the attrs the op accepts, with their defaults (``REQUIRED``: none; ``None``: the
+            attr is absent unless given). A node stores only the attrs it was given; read the
+            effective value with ``op.attr(node, key)``, and ``evaluate`` fills the defaults in.
+        data_operands: how many leading operands carry elements (None: all). ``broadcast_to``
+            has 1: its second operand only gives the shape.
         nondifferentiable: no gradient flows through it.
-        attr_names: the attrs it accepts (checked by the verifier).
+        inline: computed in registers where it is used (no kernel, no buffer; const, size).
+        activation: accepted as ``dense(..., activation=NAME)`` (and fusable as the GEMM
+            epilogue like any pointwise op).
+        needs_index: its lowering needs the element's flat index (dropout's counter-based mask).
+        commutative: op(x, y) == op(y, x).
+        identity: the right identity element e with op(x, e) == x (add/sub 0, mul/div 1).
+        kernel: the kernel kind a lone node of this op runs in (default: from ``kind``).
     """
 
     name: ClassVar[str] = ""
     arity: ClassVar[int | None] = None
-    kind: ClassVar[str] = "elementwise"
+    kind: ClassVar[Kind] = Kind.POINTWISE
+    attrs: ClassVar[dict[str, Any]] = {}
+    data_operands: ClassVar[int | None] = None
     nondifferentiable: ClassVar[bool] = False
-    attr_names: ClassVar[tuple[str, ...]] = ()
+    inline: ClassVar[bool] = False
+    activation: ClassVar[bool] = False
+    needs_index: ClassVar[bool] = False
+    commutative: ClassVar[bool] = False
+    identity: ClassVar[float | None] = None
+    kernel: ClassVar[str | None] = None
+
+    @property
+    def attr_names(self) -> tuple[str, ...]:
+        return tuple(self.attrs)
+
+    @property
+    def kernel_kind(self) -> str:
+        """The kernel kind of a lone node of this op ("elementwise", "matmul", ...)."""
+        return self.kernel or _KERNEL_OF_KIND.get(self.kind, self.kind.value)
+
+    def attr(self, node: Node, key: str) -> Any:
+        """The value of attr ``key`` on ``node``, or the op's default for it."""
+        default = self.attrs[key]
+        return node.attr(key, None if default is REQUIRED else default)
+
+    def attr_values(self, given: dict[str, Any]) -> dict[str, Any]:
+        """``given`` completed with the defaults of the attrs it lacks (those that have one)."""
+        out = {k: v for k, v in self.attrs.items() if v is not REQUIRED and v is not None}
+        out.update(given)
+        return out
+
+    def data_inputs(self, node: Node) -> tuple[str, ...]:
+        """The operands of ``node`` whose elements the op reads (see ``data_operands``)."""
+        return node.inputs if self.data_operands is None else node.inputs[: self.data_operands]
+
+    def evaluate(self, *xs: np.ndarray, **attrs: Any) -> np.ndarray:
+        """``reference`` with the attrs' defaults filled in (what the interpreter runs)."""
+        return self.reference(*xs, **self.attr_values(attrs))
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         raise NotImplementedError
@@ -70,7 +149,7 @@ def same_float_dtype(op: str, types: list[TensorType]) -> str:
 
 
 class Unary(Op):
-    """Elementwise op of one operand: the output type is the input type."""
+    """Pointwise op of one operand: the output type is the input type."""
 
     arity = 1
 
@@ -80,7 +159,7 @@ class Unary(Op):
 
 
 class Binary(Op):
-    """Elementwise op of two operands with numpy broadcasting."""
+    """Pointwise op of two operands with numpy broadcasting."""
 
     arity = 2
 
@@ -98,8 +177,8 @@ class Reduce(Op):
     """Reduction over ``axes`` (a tuple of non-negative ints), with ``keepdims``."""
 
     arity = 1
-    kind = "reduce"
-    attr_names = ("axes", "keepdims")
+    kind = Kind.REDUCE
+    attrs: ClassVar[dict[str, Any]] = {"axes": None, "keepdims": False}
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         (t,) = types

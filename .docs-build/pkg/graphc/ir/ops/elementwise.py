@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import TensorType, broadcast_shapes
-from .base import Binary, Op, Unary, register, same_float_dtype
+from .base import REQUIRED, Binary, Kind, Op, Unary, register, same_float_dtype
 
 if TYPE_CHECKING:
     from ..builder import Builder
@@ -20,6 +20,8 @@ class Add(Binary):
     """z = x + y.   VJP: dx = dy, dy_ = dy (summed back to each operand's shape)."""
 
     name = "add"
+    commutative = True
+    identity = 0.0
 
     def reference(self, x, y):
         return x + y
@@ -33,6 +35,7 @@ class Sub(Binary):
     """z = x - y.   VJP: dx = dy, dy_ = -dy."""
 
     name = "sub"
+    identity = 0.0
 
     def reference(self, x, y):
         return x - y
@@ -46,6 +49,8 @@ class Mul(Binary):
     """z = x * y.   VJP: dx = dy * y, dy_ = dy * x."""
 
     name = "mul"
+    commutative = True
+    identity = 1.0
 
     def reference(self, x, y):
         return x * y
@@ -60,6 +65,7 @@ class Div(Binary):
     """z = x / y.   VJP: dx = dy / y, dy_ = -dy * z / y."""
 
     name = "div"
+    identity = 1.0
 
     def reference(self, x, y):
         return x / y
@@ -74,6 +80,7 @@ class Maximum(Binary):
     """z = max(x, y) (NaN if either is NaN).   VJP: dx = dy * [x >= y], dy_ = dy * [x < y]."""
 
     name = "maximum"
+    commutative = True
 
     def reference(self, x, y):
         return np.maximum(x, y)
@@ -165,6 +172,7 @@ class Sigmoid(Unary):
     """y = 1 / (1 + exp(-x)).   VJP: dx = dy * y * (1 - y)."""
 
     name = "sigmoid"
+    activation = True
 
     def reference(self, x):
         # exp(-|x|) never overflows: the stable two-branch form.
@@ -181,6 +189,7 @@ class Tanh(Unary):
     """y = tanh(x).   VJP: dx = dy * (1 - y*y)."""
 
     name = "tanh"
+    activation = True
 
     def reference(self, x):
         return np.tanh(x)
@@ -195,6 +204,7 @@ class Relu(Unary):
     """y = max(x, 0).   VJP: dx = dy * [y > 0] (the subgradient 0 at x = 0)."""
 
     name = "relu"
+    activation = True
 
     def reference(self, x):
         return np.maximum(x, 0).astype(x.dtype)
@@ -205,10 +215,33 @@ class Relu(Unary):
 
 
 @register
+class LeakyRelu(Unary):
+    """y = x where x >= 0 else alpha * x (alpha: the slope for x < 0; 0.01 as torch.nn.LeakyReLU).
+
+    VJP: dx = dy * (alpha + (1 - alpha) * [x > 0]) (the slope alpha at x = 0); for alpha >= 0,
+    [x > 0] = [y > 0], so the rule reads the output and the input need not be kept.
+    """
+
+    name = "leaky_relu"
+    activation = True
+    attrs = {"alpha": 0.01}
+
+    def reference(self, x, *, alpha):
+        return np.where(x < 0, alpha * x, x).astype(x.dtype)
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        alpha = float(self.attr(node, "alpha"))
+        x = node.name if alpha >= 0 else node.inputs[0]
+        pos = b.greater(x, b.const(0.0, like=x))
+        return (b.mul(dy, b.add(b.mul(pos, b.const(1.0 - alpha, like=x)), b.const(alpha, like=x))),)
+
+
+@register
 class Softplus(Unary):
     """y = log(1 + exp(x)), computed as max(x, 0) + log1p(exp(-|x|)).   VJP: dx = dy * sigmoid(x)."""
 
     name = "softplus"
+    activation = True
 
     def reference(self, x):
         return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype)
@@ -262,6 +295,7 @@ class BroadcastTo(Op):
 
     name = "broadcast_to"
     arity = 2
+    data_operands = 1  # the second operand only gives the shape
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         x, like = types
@@ -286,7 +320,9 @@ class Reshape(Op):
 
     name = "reshape"
     arity = 1
-    attr_names = ("shape",)
+    kind = Kind.MOVEMENT
+    kernel = "reshape"
+    attrs = {"shape": REQUIRED}
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         (x,) = types
@@ -326,7 +362,7 @@ class OneMinusPow(Op):
     name = "one_minus_pow"
     arity = 1
     nondifferentiable = True
-    attr_names = ("base",)
+    attrs = {"base": REQUIRED}
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         same_float_dtype(self.name, types)

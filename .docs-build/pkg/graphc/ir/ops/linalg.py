@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import TensorType
-from .base import Op, register, same_float_dtype
+from .base import Kind, Op, register, same_float_dtype
 
 if TYPE_CHECKING:
     from ..builder import Builder
@@ -26,8 +26,8 @@ class Matmul(Op):
 
     name = "matmul"
     arity = 2
-    kind = "matmul"
-    attr_names = ("transpose_a", "transpose_b")
+    kind = Kind.MATMUL
+    attrs = {"transpose_a": False, "transpose_b": False}
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         a, b = types
@@ -69,7 +69,8 @@ class Transpose(Op):
 
     name = "transpose"
     arity = 1
-    kind = "elementwise"
+    kind = Kind.MOVEMENT
+    kernel = "transpose"
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         (x,) = types

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import TensorType
-from .base import Op, register, same_float_dtype
+from .base import Kind, Op, register, same_float_dtype
 
 if TYPE_CHECKING:
     from ..builder import Builder
@@ -40,7 +40,8 @@ class Softmax(Op):
 
     name = "softmax"
     arity = 1
-    kind = "rowwise"
+    activation = True  # dense(..., activation="softmax"); a row-wise kernel, never an epilogue
+    kind = Kind.ROWWISE
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         (x,) = types
@@ -68,7 +69,7 @@ class SoftmaxCrossEntropy(Op):
 
     name = "softmax_cross_entropy"
     arity = 2
-    kind = "rowwise"
+    kind = Kind.ROWWISE
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         _check_logits_labels(self.name, *types)
@@ -89,7 +90,7 @@ class SoftmaxCrossEntropyGrad(Op):
 
     name = "softmax_cross_entropy_grad"
     arity = 3
-    kind = "rowwise"
+    kind = Kind.ROWWISE
     nondifferentiable = True
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:

@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..graph import Graph
 from ..types import TensorType
-from .base import Op, register, same_float_dtype
+from .base import REQUIRED, Op, register, same_float_dtype
 
 if TYPE_CHECKING:
     from ..builder import Builder
@@ -84,8 +84,8 @@ class Dropout(Op):
 
     name = "dropout"
     arity = 2
-    needs_index = True  # its lowering needs the element's flat index
-    attr_names = ("p", "seed", "stream")
+    needs_index = True
+    attrs = {"p": REQUIRED, "seed": 0, "stream": 0}
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         x, step = types
@@ -149,4 +149,38 @@ def strip_dropout(g: Graph) -> Graph:
         nodes.append(n.with_(inputs=ins) if ins != n.inputs else n)
     used = {i for n in nodes for i in n.inputs} | set(g.outputs) | {x for u in g.updates for x in u}
     nodes = [n for n in nodes if not (n.op == "state" and n.name == "step" and n.name not in used)]
+    return g.with_(nodes=tuple(nodes))
+
+
+def number_dropout_streams(g: Graph) -> Graph:
+    """``g`` with a ``stream`` attr on every dropout node that has none, derived from the
+    graph's structure only (never from names, which may come from a process-wide counter).
+
+    A node's structural digest is SHA-256 over its op, type, attrs (``stream`` left out) and
+    its inputs' digests, with no names (a Merkle hash of the subgraph it depends on); the
+    dropout's stream is the low 63 bits of SHA-256(its digest, k), k counting earlier dropouts
+    of ``g`` with the same digest (two dropouts of one value get different streams). So the
+    same network declared twice draws the same masks, and a checkpoint of one loads into the
+    other. Dropouts given a stream (a user-named dropout: CRC-32 of its name) keep it.
+    Returns ``g`` itself when every dropout has a stream.
+    """
+    import hashlib
+
+    if all(n.op != "dropout" or "stream" in dict(n.attrs) for n in g.nodes):
+        return g
+    digest: dict[str, bytes] = {}
+    seen: dict[bytes, int] = {}
+    nodes = []
+    for n in g.nodes:
+        attrs = tuple((k, v) for k, v in n.attrs if k != "stream")
+        item = (n.op, str(n.type), attrs, [digest.get(i, b"").hex() for i in n.inputs])
+        d = hashlib.sha256(repr(item).encode()).digest()
+        digest[n.name] = d
+        if n.op == "dropout" and "stream" not in dict(n.attrs):
+            k = seen.get(d, 0)
+            seen[d] = k + 1
+            h = hashlib.sha256(d + k.to_bytes(8, "little")).digest()
+            stream = int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+            n = n.with_(attrs=tuple(sorted(n.attrs + (("stream", stream),))))
+        nodes.append(n)
     return g.with_(nodes=tuple(nodes))

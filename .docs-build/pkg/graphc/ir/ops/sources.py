@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import TensorType
-from .base import Op, normalize_axes, register
+from .base import REQUIRED, Kind, Op, normalize_axes, register
 
 
 class Source(Op):
@@ -16,7 +16,7 @@ class Source(Op):
     recorded on the node itself (the builder passes the declared type)."""
 
     arity = 0
-    kind = "source"
+    kind = Kind.SOURCE
     nondifferentiable = True
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
@@ -35,7 +35,7 @@ class Param(Source):
     """A trainable parameter; attr ``init`` names its initializer (e.g. "glorot_uniform")."""
 
     name = "param"
-    attr_names = ("init", "init_args", "trainable")  # trainable=False: never updated
+    attrs = {"init": None, "init_args": None, "trainable": None}  # trainable=False: never updated
 
 
 @register
@@ -43,7 +43,7 @@ class State(Source):
     """Persistent non-trainable state (optimizer slots, counters), updated through Graph.updates."""
 
     name = "state"
-    attr_names = ("init", "init_args", "slot_of")
+    attrs = {"init": None, "init_args": None, "slot_of": None}
 
 
 @register
@@ -52,9 +52,10 @@ class Const(Op):
 
     name = "const"
     arity = 0
-    kind = "scalar"
+    kind = Kind.SCALAR
+    inline = True
     nondifferentiable = True
-    attr_names = ("value", "dtype")
+    attrs = {"value": REQUIRED, "dtype": "f32"}
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         if not isinstance(attrs.get("value"), int | float) or isinstance(attrs.get("value"), bool):
@@ -74,9 +75,10 @@ class Size(Op):
 
     name = "size"
     arity = 1
-    kind = "scalar"
+    kind = Kind.SCALAR
+    inline = True
     nondifferentiable = True
-    attr_names = ("axes",)
+    attrs = {"axes": None}
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         (t,) = types

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..graph import Graph
+from ..ops import SOURCE_OPS
 
 
 def eliminate_dead_nodes(g: Graph) -> Graph:
@@ -11,5 +12,5 @@ def eliminate_dead_nodes(g: Graph) -> Graph:
     for n in reversed(g.nodes):
         if n.name in live:
             live.update(n.inputs)
-    keep = tuple(n for n in g.nodes if n.name in live or n.op in ("input", "param", "state"))
+    keep = tuple(n for n in g.nodes if n.name in live or n.op in SOURCE_OPS)
     return g if len(keep) == len(g.nodes) else g.with_(nodes=keep)

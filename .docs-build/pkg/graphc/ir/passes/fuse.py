@@ -49,29 +49,18 @@ and, if not, why.
 
 from __future__ import annotations
 
-from ..graph import SOURCE_OPS, Graph, Node, attrs_key
-from ..ops import OPS
-
-ACTIVATIONS = ("relu", "sigmoid", "tanh")
-INLINE_OPS = ("const", "size")
-# ops of kind "elementwise" whose element i does not come from the operands' element i
-NOT_POINTWISE = ("transpose", "reshape")
+from ..graph import Graph, Node, attrs_key
+from ..ops import ACTIVATIONS, INLINE_OPS, OPS, POINTWISE_OPS, SOURCE_OPS
 
 
 def is_pointwise(n: Node) -> bool:
-    """True for an elementwise op that a fused loop can evaluate element by element."""
-    return (
-        n.op not in SOURCE_OPS
-        and n.op not in INLINE_OPS
-        and n.op not in NOT_POINTWISE
-        and OPS[n.op].kind == "elementwise"
-        and n.type.dtype in ("f32", "f64")
-    )
+    """True for a pointwise op that a fused loop can evaluate element by element."""
+    return n.op in POINTWISE_OPS and n.type.dtype in ("f32", "f64")
 
 
 def _needs_index(n: Node) -> bool:
     """Ops such as dropout whose lowering needs the element's flat index."""
-    return bool(getattr(OPS[n.op], "needs_index", False))
+    return OPS[n.op].needs_index
 
 
 def _escaping(g: Graph) -> set[str]:
@@ -270,8 +259,7 @@ def fuse_elementwise(g: Graph) -> Graph:
     for n in g.nodes:
         if n.name not in fusible:
             continue
-        operands = n.inputs[:1] if n.op == "broadcast_to" else n.inputs
-        for i in operands:
+        for i in OPS[n.op].data_inputs(n):
             if i not in fusible or g[i].type != n.type:
                 continue
             gi, gn = groups.group_of.get(i), groups.group_of.get(n.name)
@@ -420,9 +408,10 @@ def _update_signature(
     roles: dict[str, tuple] = {}
     keys: list[tuple] = []
     for n in nodes:
-        if n.section != "update" or OPS[n.op].kind != "elementwise" or n.type != ptype:
+        spec = OPS[n.op]
+        if n.section != "update" or not is_pointwise(n) or n.type != ptype:
             return None
-        if n.op == "broadcast_to" or _needs_index(n):
+        if spec.data_operands is not None or spec.needs_index:
             return None
         if n.name in outputs or any(u not in members for u in users.get(n.name, ())):
             return None

@@ -21,11 +21,9 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 
 from ..graph import Graph, Node
-from ..ops import OPS
+from ..ops import INLINE_OPS, OPS, SOURCE_OPS
 
 ALIGN = 64
-INLINE_OPS = ("const", "size")
-STANDALONE_KINDS = ("matmul", "reduce", "rowwise")
 
 
 def align(x: int) -> int:
@@ -94,10 +92,8 @@ class Schedule:
 
 
 def kernel_kind(node: Node) -> str:
-    kind = OPS[node.op].kind
-    if node.op in ("transpose", "reshape"):
-        return node.op
-    return kind
+    """The kernel kind of ``node`` running alone (``Op.kernel_kind``)."""
+    return OPS[node.op].kernel_kind
 
 
 def form_kernels(g: Graph) -> list[list[Node]]:
@@ -105,7 +101,7 @@ def form_kernels(g: Graph) -> list[list[Node]]:
     groups: dict[str, list[Node]] = {}
     order: list[list[Node]] = []
     for n in g.nodes:
-        if n.op in ("input", "param", "state") or n.op in INLINE_OPS:
+        if n.op in SOURCE_OPS or n.op in INLINE_OPS:
             continue
         if n.group is None:
             order.append([n])
@@ -413,12 +409,7 @@ def _in_place_aliases(
         for n in nodes:
             if n.name not in info or info[n.name][0] != k:
                 continue
-            cands = [
-                x
-                for nd in nodes
-                for x in (nd.inputs[:1] if nd.op == "broadcast_to" else nd.inputs)
-                if x not in members
-            ]
+            cands = [x for nd in nodes for x in OPS[nd.op].data_inputs(nd) if x not in members]
             for x in cands:
                 if (
                     x in info

@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..graph import SOURCE_OPS, Graph, Node, attrs_key, make_attrs, value_key
-from ..ops import OPS, normalize_axes
+from ..graph import Graph, Node, attrs_key, make_attrs, value_key
+from ..ops import OPS, SOURCE_OPS, Kind, normalize_axes
 from ..types import BATCH
 
 Rule = Callable[[Node, dict[str, Node]], "Node | str | None"]
@@ -137,7 +137,7 @@ def reshape_of_reshape(n: Node, nodes: dict[str, Node]) -> Node | None:
     return None
 
 
-FOLDABLE_KINDS = ("elementwise", "scalar")
+FOLDABLE_KINDS = (Kind.POINTWISE, Kind.SCALAR)
 
 
 def fold_constants(n: Node, nodes: dict[str, Node]) -> Node | None:
@@ -155,16 +155,16 @@ def fold_constants(n: Node, nodes: dict[str, Node]) -> Node | None:
     if n.op == "const" or n.type.shape != () or not n.inputs or n.type.dtype == "i32":
         return None
     spec = OPS[n.op]
-    if spec.kind not in FOLDABLE_KINDS or n.op in ("transpose", "reshape", "broadcast_to"):
+    if spec.kind not in FOLDABLE_KINDS or spec.data_operands is not None:
         return None
-    if getattr(spec, "needs_index", False):  # dropout: its mask is drawn per element index
+    if spec.needs_index:  # dropout: its mask is drawn per element index
         return None
     values = [const_value(nodes, i) for i in n.inputs]
     if any(v is None for v in values) or any(nodes[i].type.shape != () for i in n.inputs):
         return None
     dt = n.type.np_dtype
     with np.errstate(all="ignore"):
-        out = OPS[n.op].reference(*(np.array(v, dtype=dt) for v in values), **n.attr_dict)
+        out = spec.evaluate(*(np.array(v, dtype=dt) for v in values), **n.attr_dict)
     return _const_node(n, float(np.asarray(out, dtype=dt)))
 
 
