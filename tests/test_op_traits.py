@@ -45,9 +45,10 @@ def test_traits_are_consistent(name: str) -> None:
     if op.commutative:
         x, y = np.array([0.5, -2.0, 3.0]), np.array([1.5, 2.0, -1.0])
         np.testing.assert_array_equal(op.evaluate(x, y), op.evaluate(y, x), err_msg=name)
-    if op.identity is not None:
-        x = np.array([0.5, -2.0, 3.0])
-        np.testing.assert_array_equal(op.evaluate(x, np.array(op.identity)), x, err_msg=name)
+    if op.identity is not None:  # bit for bit, signed zeros and infinities included
+        x = np.array([0.5, -2.0, 3.0, 0.0, -0.0, np.inf, -np.inf])
+        got = op.evaluate(x, np.array(op.identity))
+        np.testing.assert_array_equal(got.view(np.int64), x.view(np.int64), err_msg=name)
     if op.data_operands is not None:
         assert op.arity is not None and 0 < op.data_operands < op.arity, name
 
@@ -97,3 +98,21 @@ def test_dense_with_every_pointwise_activation_is_fused_and_matches_numpy(act: s
     m.train_step(xs, ts)
     want = numeric_grad(lambda w: float(np.mean((forward(w) - ts) ** 2)), [w], 0)
     np.testing.assert_allclose(w - m.params["d.w"], want, rtol=1e-6, atol=1e-8, err_msg=act)
+
+
+@pytest.mark.parametrize("name", sorted(n for n, o in OPS.items() if o.identity is not None))
+def test_simplify_removes_every_declared_identity_and_only_it(name: str) -> None:
+    """One rule serves every op declaring an identity; the other signed zero is not one."""
+    from graphc.ir.passes.simplify import SIMPLIFY_RULES, identity_operand, simplify
+    from graphc.ir.text import parse_graph
+
+    assert identity_operand in SIMPLIFY_RULES[name]
+    e = OPS[name].identity
+    text = "graph f(x: f32[4]) {{\n  %0 = const() {{value={v!r}}} : f32[]\n  %1 = {op}({a}) : f32[4]\n  return %1\n}}"
+    out = simplify(parse_graph(text.format(v=e, op=name, a="x, %0")))
+    assert out.outputs == ("x",)
+    if OPS[name].commutative:
+        assert simplify(parse_graph(text.format(v=e, op=name, a="%0, x"))).outputs == ("x",)
+    if e == 0.0:
+        kept = simplify(parse_graph(text.format(v=-e, op=name, a="x, %0")))
+        assert kept.outputs == ("%1",), f"{name}(x, {-e!r}) is not x at x = -0.0"

@@ -21,7 +21,7 @@ class Add(Binary):
 
     name = "add"
     commutative = True
-    identity = 0.0
+    identity = -0.0  # -0.0 + +0.0 = +0.0: only the negative zero leaves every x as it is
 
     def reference(self, x, y):
         return x + y
@@ -35,7 +35,7 @@ class Sub(Binary):
     """z = x - y.   VJP: dx = dy, dy_ = -dy."""
 
     name = "sub"
-    identity = 0.0
+    identity = 0.0  # x - (-0.0) = x + 0.0, which is not x at x = -0.0
 
     def reference(self, x, y):
         return x - y

@@ -1,9 +1,11 @@
 """Simplification: common-subexpression elimination, constant folding and algebraic identities.
 
 Every rule looks at one node (whose operands have already been rewritten) and returns a
-replacement node (same name), the name of an existing value that replaces it, or None. One
-driver, ``rewrite_to_fixpoint``, applies CSE and the rules until nothing matches; it returns the
-graph object itself when nothing changed.
+replacement node (same name), the name of an existing value that replaces it, or None. A rule is
+registered with ``@rewrites(op, ...)`` for the ops it looks at (``SIMPLIFY_RULES``: op -> rules),
+and algebraic facts come from the ops' traits (one ``identity_operand`` rule reads
+``Op.identity`` and ``Op.commutative``). One driver, ``rewrite_to_fixpoint``, applies CSE and the
+rules until nothing matches; it returns the graph object itself when nothing changed.
 
     %0 = const() {value=1.0} : f32[]            graph f(x: f32[4]) {
     %1 = mul(x, %0) : f32[4]            ==>       return x
@@ -27,6 +29,7 @@ from ..ops import OPS, SOURCE_OPS, Kind, normalize_axes
 from ..types import BATCH
 
 Rule = Callable[[Node, dict[str, Node]], "Node | str | None"]
+RuleTable = dict[str, tuple[Rule, ...]]  # op -> its rules
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -46,100 +49,30 @@ def _same_type(nodes: dict[str, Node], x: str, n: Node) -> bool:
 
 # ---------------------------------------------------------------------------- rules
 
-
-def mul_by_one(n: Node, nodes: dict[str, Node]) -> str | None:
-    """mul(x, 1) -> x and mul(1, x) -> x, when no broadcasting happens."""
-    if n.op != "mul":
-        return None
-    x, y = n.inputs
-    if const_value(nodes, y) == 1.0 and _same_type(nodes, x, n):
-        return x
-    if const_value(nodes, x) == 1.0 and _same_type(nodes, y, n):
-        return y
-    return None
+# op -> the rules that look at nodes of that op, in the order they are tried (``rewrites``)
+SIMPLIFY_RULES: RuleTable = {}
 
 
-def _is_zero(v: float | None, sign: float) -> bool:
-    """v is the zero of the given sign (+1.0 or -1.0): +0.0 and -0.0 are told apart."""
-    return v == 0.0 and math.copysign(1.0, v) == sign
+def rewrites(*ops: str) -> Callable[[Rule], Rule]:
+    """Decorator: register a rule for the nodes of ``ops`` (it is never called for others)."""
+
+    def deco(rule: Rule) -> Rule:
+        for op in ops:
+            SIMPLIFY_RULES[op] = (*SIMPLIFY_RULES.get(op, ()), rule)
+        return rule
+
+    return deco
 
 
-def add_zero(n: Node, nodes: dict[str, Node]) -> str | None:
-    """add(x, -0.0) -> x and add(-0.0, x) -> x, when no broadcasting happens.
-
-    Only the negative zero is the identity of IEEE addition: -0.0 + +0.0 is +0.0, so x + 0.0 is
-    not x at x = -0.0 (and 1 / (x + 0.0) would turn +inf into -inf); that add stays.
-    """
-    if n.op != "add":
-        return None
-    x, y = n.inputs
-    if _is_zero(const_value(nodes, y), -1.0) and _same_type(nodes, x, n):
-        return x
-    if _is_zero(const_value(nodes, x), -1.0) and _same_type(nodes, y, n):
-        return y
-    return None
-
-
-def sub_zero(n: Node, nodes: dict[str, Node]) -> str | None:
-    """sub(x, +0.0) -> x, when no broadcasting happens (x - (-0.0) is x + 0.0: not x at -0.0)."""
-    if (
-        n.op == "sub"
-        and _is_zero(const_value(nodes, n.inputs[1]), 1.0)
-        and _same_type(nodes, n.inputs[0], n)
-    ):
-        return n.inputs[0]
-    return None
-
-
-def div_by_one(n: Node, nodes: dict[str, Node]) -> str | None:
-    """div(x, 1) -> x, when no broadcasting happens."""
-    if (
-        n.op == "div"
-        and const_value(nodes, n.inputs[1]) == 1.0
-        and _same_type(nodes, n.inputs[0], n)
-    ):
-        return n.inputs[0]
-    return None
-
-
-def neg_of_neg(n: Node, nodes: dict[str, Node]) -> str | None:
-    """neg(neg(x)) -> x."""
-    if n.op == "neg" and nodes[n.inputs[0]].op == "neg":
-        return nodes[n.inputs[0]].inputs[0]
-    return None
-
-
-def transpose_of_transpose(n: Node, nodes: dict[str, Node]) -> str | None:
-    """transpose(transpose(x)) -> x."""
-    if n.op == "transpose" and nodes[n.inputs[0]].op == "transpose":
-        return nodes[n.inputs[0]].inputs[0]
-    return None
-
-
-def broadcast_to_same_shape(n: Node, nodes: dict[str, Node]) -> str | None:
-    """broadcast_to(x, like) -> x when x already has the result's type."""
-    if n.op == "broadcast_to" and _same_type(nodes, n.inputs[0], n):
-        return n.inputs[0]
-    return None
-
-
-def reshape_to_same_shape(n: Node, nodes: dict[str, Node]) -> str | None:
-    """reshape(x) {shape=s} -> x when x's shape is s."""
-    if n.op == "reshape" and _same_type(nodes, n.inputs[0], n):
-        return n.inputs[0]
-    return None
-
-
-def reshape_of_reshape(n: Node, nodes: dict[str, Node]) -> Node | None:
-    """reshape(reshape(x)) {shape=s} -> reshape(x) {shape=s} (row-major order is kept by both)."""
-    if n.op == "reshape" and nodes[n.inputs[0]].op == "reshape":
-        return n.with_(inputs=(nodes[n.inputs[0]].inputs[0],))
-    return None
+def _is_exactly(v: float | None, e: float) -> bool:
+    """v is e bit for bit (+0.0 and -0.0 are told apart)."""
+    return v is not None and v == e and math.copysign(1.0, v) == math.copysign(1.0, e)
 
 
 FOLDABLE_KINDS = (Kind.POINTWISE, Kind.SCALAR)
 
 
+@rewrites(*(op for op, spec in OPS.items() if spec.kind in FOLDABLE_KINDS))
 def fold_constants(n: Node, nodes: dict[str, Node]) -> Node | None:
     """op(c1, c2, ...) -> const() {value=op(c1, c2, ...)} for scalar ops whose operands are consts.
 
@@ -155,7 +88,7 @@ def fold_constants(n: Node, nodes: dict[str, Node]) -> Node | None:
     if n.op == "const" or n.type.shape != () or not n.inputs or n.type.dtype == "i32":
         return None
     spec = OPS[n.op]
-    if spec.kind not in FOLDABLE_KINDS or spec.data_operands is not None:
+    if spec.data_operands is not None:
         return None
     if spec.needs_index:  # dropout: its mask is drawn per element index
         return None
@@ -177,18 +110,58 @@ def _const_node(n: Node, value: float) -> Node:
     )
 
 
-SIMPLIFY_RULES: tuple[Rule, ...] = (
-    fold_constants,
-    mul_by_one,
-    add_zero,
-    sub_zero,
-    div_by_one,
-    neg_of_neg,
-    transpose_of_transpose,
-    broadcast_to_same_shape,
-    reshape_to_same_shape,
-    reshape_of_reshape,
-)
+@rewrites(*(op for op, spec in OPS.items() if spec.identity is not None))
+def identity_operand(n: Node, nodes: dict[str, Node]) -> str | None:
+    """op(x, e) -> x for the op's identity element e (``Op.identity``), and op(e, x) -> x when
+    the op is commutative; only when no broadcasting happens, and e must match bit for bit.
+
+    The identities: x + (-0.0), x - (+0.0), x * 1, x / 1. Only the negative zero is the identity
+    of IEEE addition: -0.0 + +0.0 is +0.0, so x + 0.0 is not x at x = -0.0 (and 1 / (x + 0.0)
+    would turn -inf into +inf); that add stays, and so does x - (-0.0).
+    """
+    spec = OPS[n.op]
+    x, y = n.inputs
+    if _is_exactly(const_value(nodes, y), spec.identity) and _same_type(nodes, x, n):
+        return x
+    if (
+        spec.commutative
+        and _is_exactly(const_value(nodes, x), spec.identity)
+        and _same_type(nodes, y, n)
+    ):
+        return y
+    return None
+
+
+@rewrites("neg")
+def neg_of_neg(n: Node, nodes: dict[str, Node]) -> str | None:
+    """neg(neg(x)) -> x."""
+    if nodes[n.inputs[0]].op == "neg":
+        return nodes[n.inputs[0]].inputs[0]
+    return None
+
+
+@rewrites("transpose")
+def transpose_of_transpose(n: Node, nodes: dict[str, Node]) -> str | None:
+    """transpose(transpose(x)) -> x."""
+    if nodes[n.inputs[0]].op == "transpose":
+        return nodes[n.inputs[0]].inputs[0]
+    return None
+
+
+@rewrites("broadcast_to", "reshape")
+def same_type_identity(n: Node, nodes: dict[str, Node]) -> str | None:
+    """broadcast_to(x, like) -> x and reshape(x) {shape=s} -> x when x has the result's type."""
+    if _same_type(nodes, n.inputs[0], n):
+        return n.inputs[0]
+    return None
+
+
+@rewrites("reshape")
+def reshape_of_reshape(n: Node, nodes: dict[str, Node]) -> Node | None:
+    """reshape(reshape(x)) {shape=s} -> reshape(x) {shape=s} (row-major order is kept by both)."""
+    if nodes[n.inputs[0]].op == "reshape":
+        return n.with_(inputs=(nodes[n.inputs[0]].inputs[0],))
+    return None
 
 
 # ---------------------------------------------------------------------------- driver
@@ -203,7 +176,7 @@ def _cse_key(n: Node) -> tuple | None:
 
 
 def rewrite_to_fixpoint(
-    g: Graph, rules: tuple[Rule, ...] = SIMPLIFY_RULES, *, cse: bool = True, max_rounds: int = 20
+    g: Graph, rules: RuleTable = SIMPLIFY_RULES, *, cse: bool = True, max_rounds: int = 20
 ) -> Graph:
     """Apply ``rules`` (and CSE when ``cse``) to every node until nothing matches.
 
@@ -219,7 +192,7 @@ def rewrite_to_fixpoint(
     return current
 
 
-def _rewrite_once(g: Graph, rules: tuple[Rule, ...], cse: bool) -> Graph:
+def _rewrite_once(g: Graph, rules: RuleTable, cse: bool) -> Graph:
     rename: dict[str, str] = {}
     nodes: dict[str, Node] = {}
     seen: dict[tuple, str] = {}
@@ -230,7 +203,7 @@ def _rewrite_once(g: Graph, rules: tuple[Rule, ...], cse: bool) -> Graph:
         if inputs != n.inputs:
             n = n.with_(inputs=inputs)
             changed = True
-        for rule in rules:
+        for rule in rules.get(n.op, ()):
             r = rule(n, nodes)
             if r is None:
                 continue
@@ -238,8 +211,9 @@ def _rewrite_once(g: Graph, rules: tuple[Rule, ...], cse: bool) -> Graph:
             if isinstance(r, str):
                 rename[n.name] = r
                 n = None
-                break
-            n = r
+            else:
+                n = r  # possibly another op: its rules run in the next round
+            break
         if n is None:
             continue
         key = _cse_key(n) if cse else None
@@ -264,11 +238,6 @@ def _rewrite_once(g: Graph, rules: tuple[Rule, ...], cse: bool) -> Graph:
         outputs=tuple(follow(o) for o in g.outputs),
         updates=tuple((t, follow(v)) for t, v in g.updates),
     )
-
-
-def eliminate_common_subexpressions(g: Graph) -> Graph:
-    """Nodes with the same op, operands, attrs and type are computed once."""
-    return rewrite_to_fixpoint(g, (), cse=True)
 
 
 def simplify(g: Graph) -> Graph:
