@@ -1,1 +1,0 @@
-"""graphc.codegen: scheduled graph -> LLVM IR (llvmlite), kernels, vector math, JIT and object emission."""

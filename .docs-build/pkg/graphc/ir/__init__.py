@@ -1,1 +1,0 @@
-"""graphc.ir: types, nodes, graphs, the op registry, autodiff, the interpreter and the passes."""

@@ -1,1 +1,0 @@
-"""Graph -> graph passes."""

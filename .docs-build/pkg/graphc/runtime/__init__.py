@@ -1,1 +1,0 @@
-"""graphc.runtime: executing compiled modules, buffers, the training loop, callbacks and checkpoints."""
