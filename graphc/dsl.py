@@ -8,6 +8,7 @@ loss = gc.softmax_cross_entropy(logits, gc.input("labels", ("N",), dtype="i32"))
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import itertools
@@ -18,7 +19,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from graphc.ir.builder import infer_type
-from graphc.ir.errors import GraphcError, ShapeError
+from graphc.ir.errors import ArgumentError, GraphcError, ShapeError
 from graphc.ir.graph import Graph, Node, make_attrs, make_node
 from graphc.ir.ops.random import number_dropout_streams
 from graphc.ir.ops import ACTIVATIONS as ACTIVATION_OPS
@@ -121,7 +122,14 @@ class Tensor:
         return f"Tensor({self.name}: {self.type}, op={self.node.op})"
 
     def _lift(self, other: Any) -> Tensor:
-        return other if isinstance(other, Tensor) else const(float(other), dtype=self.dtype)
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, bool) or not isinstance(other, int | float | np.number):
+            raise ArgumentError(
+                f"{self.name} : {self.type} combined with {type(other).__name__} {other!r:.40}: "
+                f"use a graphc Tensor or a number (at {_user_loc()})"
+            )
+        return const(float(other), dtype=self.dtype)
 
     def __add__(self, o):
         return apply("add", self, self._lift(o))
@@ -162,7 +170,9 @@ def apply(op: str, *inputs: Tensor, name: str | None = None, **attrs: Any) -> Te
     """Emit ``op`` on ``inputs``; the result type is inferred now (a mismatch raises here)."""
     for i, t in enumerate(inputs):
         if not isinstance(t, Tensor):
-            raise TypeError(f"{op}: operand {i} must be a graphc Tensor, got {type(t).__name__}")
+            raise ArgumentError(
+                f"{op}: operand {i} must be a graphc Tensor, got {type(t).__name__} {t!r:.40}"
+            )
     attrs = {k: v for k, v in attrs.items() if v is not None}
     name = name or _fresh()
     loc = _user_loc()
@@ -178,8 +188,10 @@ def _source(op: str, name: str, shape: Iterable, dtype: str, attrs: dict | None 
         raise GraphcError(f"{op} name {name!r}: use letters, digits, '_' and '.'")
     try:
         t = TensorType(tuple(shape), dtype)
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise ShapeError(f"{op} {name!r}: {e}") from None
+    if 0 in t.shape:
+        raise ShapeError(f"{op} {name!r}: shape {t.shape} has a dimension of size 0 (no elements)")
     return Tensor(make_node(name, op, (), t, attrs, loc=_user_loc()))
 
 
@@ -370,6 +382,9 @@ def dropout(x: Tensor, p: float, *, seed: int = 0, name: str | None = None) -> T
 
 def matmul(a: Tensor, b: Tensor, *, transpose_a: bool = False, transpose_b: bool = False) -> Tensor:
     """``op(a) @ op(b)`` for 2-D tensors; shapes [M,K] @ [K,N] -> [M,N]."""
+    for k, v in (("transpose_a", transpose_a), ("transpose_b", transpose_b)):
+        if not isinstance(v, bool):
+            raise ArgumentError(f"matmul: {k} must be True or False, got {v!r}")
     return apply("matmul", a, b, transpose_a=transpose_a or None, transpose_b=transpose_b or None)
 
 
@@ -426,7 +441,8 @@ def binary_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """
     if targets.shape != logits.shape:
         raise ShapeError(
-            f"binary_cross_entropy: targets {targets.type} must match logits {logits.type}"
+            f"binary_cross_entropy: targets {targets.type} must match logits {logits.type} "
+            f"(targets {targets.name}, logits {logits.name})"
         )
     return _tag(mean(apply("sigmoid_cross_entropy", logits, targets)), "binary_cross_entropy")
 
@@ -435,7 +451,8 @@ def mean_squared_error(pred: Tensor, target: Tensor) -> Tensor:
     """mean((pred - target)^2) over all elements."""
     if target.shape != pred.shape:
         raise ShapeError(
-            f"mean_squared_error: target {target.type} must match prediction {pred.type}"
+            f"mean_squared_error: target {target.type} must match prediction {pred.type} "
+            f"(target {target.name}, prediction {pred.name})"
         )
     return _tag(mean(apply("square", pred - target)), "mean_squared_error")
 
@@ -466,7 +483,7 @@ def dense(
     """
     if x.type.rank != 2:
         raise ShapeError(f"dense: expects a 2-D input [batch, features], got {x.type} ({x.name})")
-    if not isinstance(units, int) or units <= 0:
+    if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
         raise ShapeError(f"dense: units must be a positive int, got {units!r}")
     name = name or _fresh("dense")
     init = init or ("he_uniform" if activation == "relu" else "glorot_uniform")
@@ -496,7 +513,12 @@ class Dense:
     ) -> None:
         if activation not in ACTIVATIONS:
             raise GraphcError(
-                f"Dense: unknown activation {activation!r}; choose one of {ACTIVATIONS}"
+                f"Dense: unknown activation {activation!r}; choose one of {ACTIVATIONS} "
+                f"(at {_user_loc()})"
+            )
+        if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
+            raise ShapeError(
+                f"Dense: units must be a positive int, got {units!r} (at {_user_loc()})"
             )
         self.units, self.activation, self.name, self.init, self.use_bias = (
             units,
@@ -643,11 +665,22 @@ class Sequential:
 # ---------------------------------------------------------------- graph collection
 
 
+def _same_value(a: Tensor, b: Tensor) -> bool:
+    """Two tensor objects that stand for one value: the optimizer's step counter (every dropout
+    reads it), or gc.constant arrays of equal values (named by a digest of them)."""
+    if a.node != b.node:
+        return False
+    if a.node.op == "state":
+        return True
+    return a.value is not None and b.value is not None and np.array_equal(a.value, b.value)
+
+
 def collect_graph(name: str, outputs: list[Tensor]) -> Graph:
     """The Graph of every tensor ``outputs`` depend on, in a topological order.
 
     Raises:
-        GraphcError: two different tensors share a name.
+        GraphcError: two different tensors share a name (the message names both lines), e.g.
+            two ``gc.param("w", ...)``: they would silently become one.
     """
     order: list[Tensor] = []
     seen: dict[str, Tensor] = {}
@@ -658,9 +691,11 @@ def collect_graph(name: str, outputs: list[Tensor]) -> Graph:
             order.append(t)
             continue
         if t.name in seen:
-            if seen[t.name] is not t and seen[t.name].node != t.node:
+            if seen[t.name] is not t and not _same_value(seen[t.name], t):
+                a, b = seen[t.name].node, t.node
                 raise GraphcError(
-                    f"two different tensors are named {t.name!r}; names must be unique"
+                    f"two different tensors are named {t.name!r}: {a.op} {a.type} at "
+                    f"{a.loc or '?'} and {b.op} {b.type} at {b.loc or '?'}; names must be unique"
                 )
             continue
         seen[t.name] = t
@@ -682,3 +717,36 @@ OP_FUNCTIONS: dict[str, Callable[..., Tensor]] = {
     if op not in globals() and not OPS[op].needs_index and OPS[op].data_operands is None
 }
 globals().update(OP_FUNCTIONS)
+
+
+# ---------------------------------------------------------------- the user's line in every error
+
+
+def _names_user_line(fn):
+    """``fn`` with every GraphcError it raises naming the user's line (``at file:line``), when
+    the message does not already; the wrapper's name starts with "_", so provenance skips it."""
+
+    @functools.wraps(fn)
+    def _guard(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except GraphcError as e:
+            loc = _user_loc()
+            if loc is None or loc in str(e):
+                raise
+            raise type(e)(f"{e}\n  at   {loc}") from None
+
+    return _guard
+
+
+for _name in {
+    *"apply input param constant const add sub mul div maximum dropout matmul sum mean".split(),
+    *"reshape activation softmax_cross_entropy binary_cross_entropy mean_squared_error".split(),
+    *"dense perceptron sigmoid tanh relu softplus exp log sqrt square neg softmax".split(),
+    *"transpose".split(),
+    *OP_FUNCTIONS,
+}:
+    if _name in globals():
+        globals()[_name] = _names_user_line(globals()[_name])
+OP_FUNCTIONS = {k: globals()[k] for k in OP_FUNCTIONS}
+del _name

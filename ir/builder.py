@@ -30,7 +30,7 @@ def infer_type(
         raise ShapeError(f"{op}: expects {spec.arity} operands, got {len(types)} (node {name})")
     try:
         return spec.infer(types, attrs)
-    except ShapeError as e:
+    except (ShapeError, ValueError, TypeError) as e:  # a bad attr or type: the user's mistake
         raise ShapeError(describe_failure(str(e), op, inputs, types, attrs, name, loc)) from None
 
 

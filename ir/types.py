@@ -25,7 +25,8 @@ class TensorType:
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; expected one of {sorted(DTYPES)}")
         for d in self.shape:
-            if not (isinstance(d, str) and d == BATCH) and not (isinstance(d, int) and d >= 0):
+            ok_int = isinstance(d, int) and not isinstance(d, bool) and d >= 0
+            if not (isinstance(d, str) and d == BATCH) and not ok_int:
                 raise ValueError(f"bad dimension {d!r} in shape {self.shape}: use ints >= 0 or 'N'")
         if sum(1 for d in self.shape if d == BATCH) > 1:
             raise ValueError(f"shape {self.shape} uses the batch dimension N more than once")
@@ -74,7 +75,8 @@ def scalar(dtype: str = "f32") -> TensorType:
 
 
 def broadcast_shapes(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> tuple[Dim, ...] | None:
-    """numpy broadcasting of two shapes with a symbolic N (which matches N or 1); None if they don't."""
+    """numpy broadcasting of two shapes with a symbolic N (which matches N or 1); None if they
+    don't, or if the result would hold N twice (numpy turns [N,1] and [N] into [N,N])."""
     out: list[Dim] = []
     for i in range(1, max(len(a), len(b)) + 1):
         x = a[-i] if i <= len(a) else 1
@@ -85,4 +87,6 @@ def broadcast_shapes(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> tuple[Dim, ...] 
             out.append(y)
         else:
             return None
+    if out.count(BATCH) > 1:  # [N,1] with [N] would be [N,N]: two batch axes, not a type
+        return None
     return tuple(reversed(out))

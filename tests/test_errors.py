@@ -236,3 +236,74 @@ def test_binary_cross_entropy_targets_outside_0_1_are_rejected() -> None:
         m.fit(xs, t, verbose=0)
     t[3] = 0.25  # soft targets are fine
     assert len(m.fit(xs, t, verbose=0)["loss"]) == 1
+
+
+# ---------------------------------------------------------------- issue 13 item 21
+
+THIS = "test_errors.py:"
+
+
+def _line_of(text: str) -> int:
+    return next(i + 1 for i, s in enumerate(open(__file__).read().splitlines()) if text in s)
+
+
+def test_two_tensors_with_one_name_are_refused_naming_both_lines() -> None:
+    x = gc.input("x", ("N", 3))
+    w1 = gc.param("w", (3, 2))  # first w
+    w2 = gc.param("w", (3, 2))  # second w (same type: was silently the same param)
+    with pytest.raises(gc.GraphcError, match="two different tensors are named 'w'") as info:
+        gc.compile(x @ w1 + x @ w2)
+    msg = str(info.value)
+    assert f"{THIS}{_line_of('# first w')}" in msg and f"{THIS}{_line_of('# second w')}" in msg
+    x2 = gc.input("x", ("N", 3))
+    with pytest.raises(gc.GraphcError, match="two different tensors are named 'x'"):
+        gc.compile(x + x2)
+    d = gc.dropout(x, 0.5) + gc.dropout(x, 0.5)  # the step counter both read is one value
+    gc.compile(d, loss=gc.mean(d * gc.param("v", (3,))), optimizer=gc.SGD())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda x: gc.dense(x, units=True),
+        lambda x: gc.Dense(True)(x),
+        lambda x: gc.dense(x, 0),
+        lambda x: gc.sum(x, axes=True),
+        lambda x: gc.input("y", ("N", True)),
+        lambda x: gc.param("z", (3, 0)),
+        lambda x: gc.input("y", ("N", 0)),
+        lambda x: gc.matmul(x, gc.param("m", (3, 2)), transpose_a="yes"),
+        lambda x: gc.matmul(x, 3),
+        lambda x: x + "a",
+        lambda x: gc.input("a", ("N", 1)) - gc.input("b", ("N",)),  # would be [N,N]
+        lambda x: gc.mean_squared_error(x, gc.input("t", ("N", 2))),
+        lambda x: gc.binary_cross_entropy(x, gc.input("t", ("N", 2))),
+        lambda x: gc.dense(x, 2, activation="swish"),
+        lambda x: gc.param("q", (2,), init="nope"),
+        lambda x: gc.reshape(x, ("N", 4)),
+    ],
+    ids=[
+        "units-bool",
+        "Dense-bool",
+        "units-0",
+        "axes-bool",
+        "dim-bool",
+        "param-size-0",
+        "input-size-0",
+        "transpose-str",
+        "matmul-int",
+        "add-str",
+        "N1-minus-N",
+        "mse-shapes",
+        "bce-shapes",
+        "activation",
+        "initializer",
+        "reshape",
+    ],
+)
+def test_every_dsl_error_is_a_graphc_error_naming_the_line(make) -> None:
+    x = gc.input("x", ("N", 3))
+    with pytest.raises(gc.GraphcError) as info:
+        make(x)
+    assert THIS in str(info.value), str(info.value)  # the lambda's line: the user's call
+    assert isinstance(info.value, gc.GraphcError)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from ..errors import GradError, ShapeError
-from ..types import TensorType, broadcast_shapes
+from ..types import BATCH, TensorType, broadcast_shapes
 
 if TYPE_CHECKING:
     from ..builder import Builder
@@ -167,8 +167,16 @@ class Binary(Op):
         dt = same_float_dtype(self.name, types)
         shape = broadcast_shapes(types[0].shape, types[1].shape)
         if shape is None:
+            a, b = types[0].shape, types[1].shape
+            hint = (
+                "; the batch dimension N would appear twice (numpy would broadcast [N,1] and "
+                "[N] to [N,N]): reshape one operand"
+                if BATCH in a and BATCH in b
+                else ""
+            )
             raise ShapeError(
                 f"{self.name}: shapes cannot be broadcast together ({types[0]} vs {types[1]})"
+                + hint
             )
         return TensorType(shape, dt)
 
@@ -198,7 +206,7 @@ def normalize_axes(op: str, axes: Any, rank: int) -> tuple[int, ...]:
         axes = (axes,)
     out = []
     for a in axes:
-        if not isinstance(a, int) or not -rank <= a < max(rank, 1):
+        if not isinstance(a, int) or isinstance(a, bool) or not -rank <= a < max(rank, 1):
             raise ShapeError(f"{op}: axis {a!r} is out of range for rank {rank}")
         out.append(a % rank if rank else 0)
     if len(set(out)) != len(out):
