@@ -501,3 +501,23 @@ def test_the_default_optimizer_is_adam_with_torchs_defaults() -> None:
     np.testing.assert_allclose(m.params["d.w"], w0 - 1e-3 * gw / (np.abs(gw) + 1e-8), atol=1e-6)
     np.testing.assert_allclose(m.params["d.b"], b0 - 1e-3 * gb / (np.abs(gb) + 1e-8), atol=1e-6)
     assert "Adam(lr=0.001" in repr(m) and "Adam()" in gc.compile.__doc__
+
+
+def test_readme_commands_write_nothing_into_the_repository_root() -> None:
+    import re
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", text, flags=re.S)
+    outputs = []
+    for block in blocks:
+        for line in block.splitlines():
+            line = line.split("#", 1)[0]
+            if not line.strip().startswith(("graphc", "python")) or "examples/" not in line:
+                continue  # only commands a reader can run as written, on the repository's files
+            words = shlex.split(line)
+            for flag in ("-o", "--output", "--dump-dir", "--out", "--header"):
+                outputs += [words[i + 1] for i, w in enumerate(words[:-1]) if w == flag]
+    assert outputs, "the README names no output paths any more: update this test"
+    for path in outputs:
+        assert path.startswith(("examples/out", "/tmp", "$")), f"README writes {path} in the root"
