@@ -55,6 +55,8 @@ class KernelContext:
         pool: ThreadPool | None = None,
     ):
         self.module, self.pool = module, pool  # pool: the module's threads, for large loops
+        # matmul kernels: (kernel, dtype, ta, tb, epilogue, operands) -> (GEMM function, args)
+        self.gemm_for: Callable[..., tuple[ir.Function, list[str]]] | None = None
         self.sched = sched
         self.g = sched.graph
         self.key_of = {
@@ -424,6 +426,16 @@ def emit_fill(ctx: KernelContext, dst: str, x: ir.Value, count: ir.Value) -> Non
     b.ret_void()
 
 
+def emit_reshape(ctx: KernelContext, node: Node) -> None:
+    """A reshape that is not an alias: a copy of its operand, or a fill with an inline value."""
+    n = ctx.count(node.type.shape)
+    x = node.inputs[0]
+    if is_inline(ctx.sched, x):
+        emit_fill(ctx, node.name, ctx.inline_value(ctx.g[x]), n)
+    else:
+        emit_copy(ctx, x, ctx.ptr(node.name), n)
+
+
 def emit_transpose(ctx: KernelContext, node: Node) -> None:
     """y[r, c] = x[c, r]."""
     b = ctx.b
@@ -593,78 +605,59 @@ def _xent_term(b: ir.IRBuilder, m: ir.Value, s: ir.Value, zl: ir.Value) -> ir.Va
     return b.fadd(b.fsub(m, zl), vmath.log(b, s))
 
 
-def emit_softmax_cross_entropy(ctx: KernelContext, node: Node) -> None:
-    """loss = sum_r ((m_r - z[r, label_r]) + log s_r) / rows, accumulated in float64.
-
-    A label out of range makes the loss NaN (never an out-of-bounds read).
-    """
+def _xent_grad_row(ctx: KernelContext, dz, z, row, cols, scale, bad, sums) -> None:
+    """One row of dz = (softmax(z) - onehot) * scale, stored (to ``dz`` unless None) and/or
+    added to the column sums ``sums`` = (pointer, type, float64?) unless None."""
     b = ctx.b
-    z, labels = node.inputs
-    t = LL[node.type.dtype]
-    d = ir.DoubleType()
-    rows, cols = (ctx.dim(dd) for dd in ctx.g[z].type.shape)
-    with b.goto_entry_block():
-        acc = b.alloca(d, name="loss_acc")
-    b.store(ir.Constant(d, 0.0), acc)
-    with loop(b, rows, name="row") as r:
-        base, m, s = _row_max_sum(ctx, z, r, cols, t)
-        lab, ok = _label(ctx, labels, r, cols)
-        zl = ctx.load(z, b.add(base, lab))
-        term = b.select(ok, _xent_term(b, m, s, zl), ir.Constant(t, float("nan")))
-        b.store(b.fadd(b.load(acc, typ=d), b.fpext(term, d) if t != d else term), acc)
-    mean = b.fdiv(b.load(acc, typ=d), b.sitofp(rows, d))
-    ctx.store(node.name, i64(0), b.fptrunc(mean, t) if t != d else mean)
-    b.ret_void()
+    base, m, s, lab, ok = row
+    inv = b.fmul(b.fdiv(ir.Constant(s.type, 1.0), s), scale)
+    with loop(b, cols, name="c2") as c:
+        i = b.add(base, c)
+        v = b.fmul(vmath.exp(b, b.fsub(ctx.load(z, i), m)), inv)
+        v = b.select(b.icmp_signed("==", c, lab), b.select(ok, b.fsub(v, scale), bad), v)
+        if dz is not None:
+            ctx.store(dz, i, v)
+        if sums:
+            p, at, wide = sums
+            q = b.gep(p, [c], inbounds=True, source_etype=at)
+            b.store(b.fadd(b.load(q, typ=at), b.fpext(v, at) if wide else v), q)
 
 
-def emit_softmax_cross_entropy_grad(ctx: KernelContext, node: Node) -> None:
-    """dz[r, j] = (softmax(z[r])_j - [j == label_r]) * dy / rows."""
-    b = ctx.b
-    z, labels, dy = node.inputs
-    t = LL[node.type.dtype]
-    rows, cols = (ctx.dim(dd) for dd in node.type.shape)
-    dyv = ctx.inline_value(ctx.g[dy]) if is_inline(ctx.sched, dy) else ctx.load(dy, i64(0))
-    scale = b.fdiv(dyv, b.sitofp(rows, t), name="scale")
-    with loop(b, rows, name="row") as r:
-        base, m, s = _row_max_sum(ctx, z, r, cols, t)
-        inv = b.fmul(b.fdiv(ir.Constant(t, 1.0), s), scale)
-        lab, ok = _label(ctx, labels, r, cols)
-        with loop(b, cols, name="c2") as c:
-            i = b.add(base, c)
-            p = b.fmul(vmath.exp(b, b.fsub(ctx.load(z, i), m)), inv)
-            ctx.store(node.name, i, p)
-        i = b.add(base, lab)
-        bad = ir.Constant(t, float("nan"))
-        ctx.store(node.name, i, b.select(ok, b.fsub(ctx.load(node.name, i), scale), bad))
-    b.ret_void()
+def emit_softmax_cross_entropy(ctx: KernelContext, kernel: Kernel) -> None:
+    """Softmax cross-entropy over the rows of the logits z [rows, C] with labels i32[rows], in
+    one pass over the rows; each of its three results is optional (present in the kernel):
 
+    - the loss ``softmax_cross_entropy(z, labels)`` = sum_r ((m_r - z[r, label_r]) + log s_r)
+      / rows, accumulated in float64 (``_xent_term``);
+    - the gradient ``softmax_cross_entropy_grad(z, labels, dy)``: dz[r, j] = (softmax(z[r])_j
+      - [j == label_r]) * dy / rows, stored only when a value outside the kernel reads it (else
+      the schedule gives it no buffer);
+    - the column sums of dz ``sum(dz) {axes=[0]}`` (the bias gradient), added over the rows in
+      order as emit_reduce does (in float64 for small float32 outputs).
 
-def emit_softmax_cross_entropy_with_grad(ctx: KernelContext, kernel: Kernel) -> None:
-    """The gradient dz of softmax cross-entropy with, in the same pass over the rows, the loss
-    and/or the column sums of dz (the bias gradient): a group made by the pass
-    ``fuse_softmax_cross_entropy``. Each row's max and sum of exponentials are computed once.
-
-    dz is stored only when a value outside the group reads it (else the schedule gives it no
-    buffer); the label's column gets its ``- scale`` in the same column loop. The arithmetic is
-    that of emit_softmax_cross_entropy, emit_softmax_cross_entropy_grad and emit_reduce (sum
-    over axis 0 adds the rows in order, in float64 for small float32 outputs), operation for
-    operation, so the results are the same as theirs.
+    A group of these is made by the pass ``fuse_softmax_cross_entropy``; a lone loss or
+    gradient is a kernel of one. Each row's max m_r and sum of exponentials s_r are computed
+    once. A label out of range makes its row's loss and dz[r, 0] NaN (never an out-of-bounds
+    read).
     """
     b, g = ctx.b, ctx.g
     by_op = {g[v].op: g[v] for v in kernel.nodes}
-    grad = by_op["softmax_cross_entropy_grad"]
-    loss, colsum = by_op.get("softmax_cross_entropy"), by_op.get("sum")
-    z, labels, dy = grad.inputs
-    # dz has no buffer when only the column sums use it (logits = x + b, b the only param)
-    stored = grad.name in ctx.key_of
-    t = LL[grad.type.dtype]
+    grad = by_op.get("softmax_cross_entropy_grad")
+    loss = by_op.get("softmax_cross_entropy")
+    colsum = by_op.get("sum") if grad is not None else None
+    z, labels = (grad or loss).inputs[:2]
+    stored = grad is not None and grad.name in ctx.key_of
+    t = LL[g[z].type.dtype]
     d = ir.DoubleType()
     rows, cols = (ctx.dim(dd) for dd in g[z].type.shape)
-    dyv = ctx.inline_value(g[dy]) if is_inline(ctx.sched, dy) else ctx.load(dy, i64(0))
-    scale = b.fdiv(dyv, b.sitofp(rows, t), name="scale")
-    with b.goto_entry_block():
-        acc = b.alloca(d, name="loss_acc")
-    b.store(ir.Constant(d, 0.0), acc)
+    if grad is not None:
+        dy = grad.inputs[2]
+        dyv = ctx.inline_value(g[dy]) if is_inline(ctx.sched, dy) else ctx.load(dy, i64(0))
+        scale = b.fdiv(dyv, b.sitofp(rows, t), name="scale")
+    if loss is not None:
+        with b.goto_entry_block():
+            acc = b.alloca(d, name="loss_acc")
+        b.store(ir.Constant(d, 0.0), acc)
     if colsum is not None:  # accumulated as emit_reduce does (float64 for small f32 outputs)
         count = colsum.type.size(1)
         wide = colsum.type.dtype == "f32" and count <= ACC64_MAX
@@ -684,16 +677,17 @@ def emit_softmax_cross_entropy_with_grad(ctx: KernelContext, kernel: Kernel) -> 
             zl = ctx.load(z, b.add(base, lab))
             term = b.select(ok, _xent_term(b, m, s, zl), bad)
             b.store(b.fadd(b.load(acc, typ=d), b.fpext(term, d) if t != d else term), acc)
-        inv = b.fmul(b.fdiv(ir.Constant(t, 1.0), s), scale)
-        with loop(b, cols, name="c2") as c:
-            i = b.add(base, c)
-            v = b.fmul(vmath.exp(b, b.fsub(ctx.load(z, i), m)), inv)
-            v = b.select(b.icmp_signed("==", c, lab), b.select(ok, b.fsub(v, scale), bad), v)
-            if stored:
-                ctx.store(grad.name, i, v)
-            if colsum is not None:
-                p = b.gep(sums, [c], inbounds=True, source_etype=at)
-                b.store(b.fadd(b.load(p, typ=at), b.fpext(v, at) if wide else v), p)
+        if grad is not None:
+            _xent_grad_row(
+                ctx,
+                grad.name if stored else None,
+                z,
+                (base, m, s, lab, ok),
+                cols,
+                scale,
+                bad,
+                (sums, at, wide) if colsum is not None else None,
+            )
     if colsum is not None and wide:
         with loop(b, cols, name="m") as c:
             v = b.load(b.gep(sums, [c], inbounds=True, source_etype=at), typ=at)
@@ -702,6 +696,30 @@ def emit_softmax_cross_entropy_with_grad(ctx: KernelContext, kernel: Kernel) -> 
         mean = b.fdiv(b.load(acc, typ=d), b.sitofp(rows, d))
         ctx.store(loss.name, i64(0), b.fptrunc(mean, t) if t != d else mean)
     b.ret_void()
+
+
+def _of_node(emit: Callable[[KernelContext, Node], None]) -> Emitter:
+    """An emitter of a kernel of one node from a function of that node."""
+    return lambda ctx, kernel: emit(ctx, ctx.g[kernel.nodes[0]])
+
+
+Emitter = Callable[[KernelContext, Kernel], None]
+
+# row-wise kernels by the op of their first node (a fused group of the cross-entropy's loss,
+# gradient and column sums starts with the loss or the gradient)
+ROWWISE_EMITTERS: dict[str, Emitter] = {
+    "softmax": _of_node(emit_softmax),
+    "softmax_cross_entropy": emit_softmax_cross_entropy,
+    "softmax_cross_entropy_grad": emit_softmax_cross_entropy,
+}
+
+
+def emit_rowwise(ctx: KernelContext, kernel: Kernel) -> None:
+    """A row-wise kernel: the emitter ROWWISE_EMITTERS gives for its first node's op."""
+    op = ctx.g[kernel.nodes[0]].op
+    if op not in ROWWISE_EMITTERS:
+        raise CodegenError(f"no row-wise kernel for {op} (kernel {kernel.name})")
+    ROWWISE_EMITTERS[op](ctx, kernel)
 
 
 # ---------------------------------------------------------------------------- matmul
@@ -732,8 +750,9 @@ def matmul_parts(g: Graph, kernel: Kernel) -> tuple:
     return mm, tail, mm.type.dtype, ta, tb, ext
 
 
-def emit_matmul(ctx: KernelContext, kernel: Kernel, gemm_for) -> None:
-    """GEMM with the rest of the kernel (bias add, activation, ...) as its epilogue."""
+def emit_matmul(ctx: KernelContext, kernel: Kernel) -> None:
+    """GEMM with the rest of the kernel (bias add, activation, ...) as its epilogue; the GEMM
+    function comes from ``ctx.gemm_for`` (shared between kernels by the module builder)."""
     g, b = ctx.g, ctx.b
     mm, tail, dtype, ta, tb, ext = matmul_parts(g, kernel)
     out = g[kernel.nodes[-1]].name
@@ -741,7 +760,7 @@ def emit_matmul(ctx: KernelContext, kernel: Kernel, gemm_for) -> None:
     at = g[a].type
     m_dim, n_dim = mm.type.shape
     k_dim = at.shape[0] if ta else at.shape[1]
-    fn, extra = gemm_for(kernel, dtype, ta, tb, tail, ext)
+    fn, extra = ctx.gemm_for(kernel, dtype, ta, tb, tail, ext)
     args = [ctx.dim(m_dim), ctx.dim(n_dim), ctx.dim(k_dim), ctx.ptr(a), ctx.ptr(w), ctx.ptr(out)]
     for v in extra:
         args.append(ctx.inline_value(g[v]) if is_inline(ctx.sched, v) else ctx.ptr(v))
@@ -820,3 +839,15 @@ def _matrix_strides(shape, n_cols) -> tuple:
     if rows == 1:
         return None, 1
     return "cols", 1
+
+
+# kernel kind (ir.passes.schedule.Kernel.kind) -> its emitter; "copy" kernels, whose function
+# takes the destination as an extra pointer, are emitted by the module builder itself
+KERNEL_EMITTERS: dict[str, Emitter] = {
+    "elementwise": emit_elementwise,
+    "matmul": emit_matmul,
+    "reduce": _of_node(emit_reduce),
+    "transpose": _of_node(emit_transpose),
+    "reshape": _of_node(emit_reshape),
+    "rowwise": emit_rowwise,
+}

@@ -159,31 +159,12 @@ class ModuleBuilder:
                 else self.gemm_parts[len(self._gemms) % len(self.gemm_parts)]
             )
         ctx = KernelContext(module, fname, sched, values, pool=self.pool(module))
-        node = g[kernel.nodes[0]]
-        if kernel.kind == "elementwise":
-            K.emit_elementwise(ctx, kernel)
-        elif kernel.kind == "matmul":
-            K.emit_matmul(ctx, kernel, lambda *a: self._gemm_for(fname, module, sched, *a))
-        elif kernel.kind == "reduce":
-            K.emit_reduce(ctx, node)
-        elif kernel.kind == "transpose":
-            K.emit_transpose(ctx, node)
-        elif kernel.kind == "reshape" and K.is_inline(sched, node.inputs[0]):
-            K.emit_fill(
-                ctx, node.name, ctx.inline_value(g[node.inputs[0]]), ctx.count(node.type.shape)
-            )
-        elif kernel.kind == "reshape":
-            K.emit_copy(ctx, node.inputs[0], ctx.ptr(node.name), ctx.count(node.type.shape))
-        elif kernel.kind == "rowwise" and len(kernel.nodes) > 1:
-            K.emit_softmax_cross_entropy_with_grad(ctx, kernel)
-        elif node.op == "softmax":
-            K.emit_softmax(ctx, node)
-        elif node.op == "softmax_cross_entropy":
-            K.emit_softmax_cross_entropy(ctx, node)
-        elif node.op == "softmax_cross_entropy_grad":
-            K.emit_softmax_cross_entropy_grad(ctx, node)
-        else:
-            raise CodegenError(f"no kernel for {kernel.kind} kernel {kernel.name} ({node.op})")
+        ctx.gemm_for = lambda *a: self._gemm_for(fname, module, sched, *a)
+        emit = K.KERNEL_EMITTERS.get(kernel.kind)
+        if emit is None:
+            op = g[kernel.nodes[0]].op
+            raise CodegenError(f"no kernel for {kernel.kind} kernel {kernel.name} ({op})")
+        emit(ctx, kernel)
         if module is not self.module:  # defined in the GEMM module, declared in this one
             ctx.fn.linkage = ""
             return ir.Function(self.module, ctx.fn.function_type, name=fname), values, []

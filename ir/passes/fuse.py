@@ -301,7 +301,7 @@ def fuse_softmax_cross_entropy(g: Graph) -> Graph:
     softmax_cross_entropy(z, l) and with the bias gradient sum(dz) {axes=[0]}, where present.
 
     All need each row's max and sum of exponentials (the loss) or the row of dz just computed
-    (the column sums); the fused kernel (codegen.kernels.emit_softmax_cross_entropy_with_grad)
+    (the column sums); the fused kernel (codegen.kernels.emit_softmax_cross_entropy)
     computes them once::
 
         %5 = softmax_cross_entropy(%4, labels) : f32[]             fused xent0 {
