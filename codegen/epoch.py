@@ -15,7 +15,9 @@ step ``s`` on the rows ``order[s*batch : min(n, (s+1)*batch)]``, which it gather
 slot is ignored) before calling ``NAME_train_step`` on them. ``workspace`` must hold
 ``Schedule.workspace_bytes(batch)`` bytes. The loss of step ``s`` is stored in ``losses[s]``
 (``T`` is the loss's dtype). Returns 0, or 3 when an index of ``order`` lies outside ``0..n-1``
-(the steps before it have run).
+(the steps before it have run), or ``ERR_NONFINITE_LOSS`` right after the first step whose loss
+is NaN or infinite (``losses[s]`` holds it; that step's update has run, no later step has), or
+the nonzero code of a failed step.
 
 Each step is the very same call the per-step path makes, on the same gathered rows, so an epoch
 gives bit-identical parameters and losses to ``ceil(n / batch)`` calls of ``NAME_train_step``.
@@ -32,6 +34,7 @@ from .loops import I32, I64, i64, loop
 
 EPOCH_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, PTR])
 ERR_INDEX = 3
+ERR_NONFINITE_LOSS = 900  # an internal code of this entry (the JIT's fit), never a step's
 
 
 def _memcpy(module: ir.Module) -> ir.Function:
@@ -107,6 +110,14 @@ def emit_train_epoch(
         out0 = b.load(b.gep(outputs, [i64(0)], source_etype=PTR), typ=PTR, name="loss_ptr")
         loss = b.load(out0, typ=loss_t, name="loss")
         b.store(loss, b.gep(losses, [s], inbounds=True, source_etype=loss_t))
+        # loss - loss is 0 exactly when the loss is finite (NaN for NaN and +-Inf)
+        finite = b.fcmp_ordered("==", b.fsub(loss, loss), ir.Constant(loss_t, 0.0), name="finite")
+        stop_bb = fn.append_basic_block("nonfinite_loss")
+        next_bb = fn.append_basic_block("next_step")
+        b.cbranch(finite, next_bb, stop_bb)
+        b.position_at_end(stop_bb)
+        b.ret(ir.Constant(I32, ERR_NONFINITE_LOSS))
+        b.position_at_end(next_bb)
     b.ret(ir.Constant(I32, 0))
     b.position_at_end(bad)
     b.ret(ir.Constant(I32, ERR_INDEX))

@@ -6,6 +6,11 @@ A callback is any object with some of these methods (``fit`` calls those it has)
     on_epoch_begin(model, epoch)                  epoch counts from 0
     on_epoch_end(model, epoch, figures) -> bool   figures: {"loss": ..., "val_loss": ...}; True stops
     on_train_end(model, history)
+    on_batch_begin(batch, logs)                   Keras's arguments: batch counts from 0 in each
+    on_batch_end(batch, logs)                     epoch; logs {"batch", "size"}, at the end also
+                                                  "loss" (epoch mean so far) and "batch_loss"
+
+A batch hook makes ``fit`` call the native code once per batch instead of once per epoch.
 
 The learning rate is a runtime input of the compiled training step (``model.lr``), so a
 schedule changes it between epochs without recompiling anything.

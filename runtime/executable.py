@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from graphc.ir.errors import ArgumentError, NumericsError
+from graphc.codegen.epoch import ERR_NONFINITE_LOSS
 from graphc.ir.passes.schedule import Schedule
 
 from .buffers import aligned_empty
@@ -190,6 +191,16 @@ EPOCH = ctypes.CFUNCTYPE(
 )
 
 
+class NonfiniteLoss(Exception):
+    """Raised by EpochEntry when a step's loss was NaN or infinite: the epoch stopped right after
+    step ``step`` (its update ran, no later step did). ``Model.fit`` turns it into a
+    NumericsError after rolling back to the last finite step."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"non-finite loss at step {step}")
+        self.step = step
+
+
 class EpochEntry:
     """``NAME_train_epoch`` (ABI in ``graphc.codegen.epoch``): one native call per epoch.
 
@@ -239,6 +250,9 @@ class EpochEntry:
             ctypes.addressof(self.staging),
             losses.ctypes.data,
         )
+        if rc == ERR_NONFINITE_LOSS:
+            bad = np.flatnonzero(~np.isfinite(losses))
+            raise NonfiniteLoss(int(bad[0]) if bad.size else steps - 1)
         if rc != 0 and e.numerics and rc != 3:
             raise e.error(rc)
         if rc != 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -11,11 +12,11 @@ from typing import Any
 import numpy as np
 
 from graphc.ir.batch import loss_is_row_mean, rows_independent
-from graphc.ir.errors import ArgumentError, GraphcError
+from graphc.ir.errors import ArgumentError, GraphcError, NumericsError
 from graphc.ir.types import BATCH
 
 from .buffers import aligned_empty, view
-from .executable import Entry, EpochEntry, one_hot_hint
+from .executable import Entry, EpochEntry, NonfiniteLoss, one_hot_hint
 from graphc.codegen.threads import MAX_THREADS
 
 from .parallel import default_threads, own_lock, serialized
@@ -40,6 +41,12 @@ class History:
     def history(self) -> dict[str, list[float]]:
         """Keras's ``History.history``: metric name -> one value per epoch (the same lists)."""
         return self.metrics
+
+    def truncate(self, epochs: int) -> None:
+        """Keep the first ``epochs`` epochs (fit's rollback of an unfinished epoch)."""
+        del self.epochs[epochs:]
+        for v in self.metrics.values():
+            del v[epochs:]
 
     def add(self, epoch: int, figures: dict[str, float]) -> None:
         self.epochs.append(epoch)
@@ -514,6 +521,7 @@ class Model:
         callbacks: list[Any] = (),
         allow_nonfinite: bool = False,
         initial_epoch: int = 0,
+        stop_on_nonfinite: bool = True,
     ) -> History:
         """Train for ``epochs`` passes over the data in shuffled mini-batches.
 
@@ -534,17 +542,30 @@ class Model:
                 is installed, else one plain line per epoch (a file or a pipe); 2 always lines.
             callbacks: objects with optional ``on_train_begin(model)``, ``on_epoch_begin(model,
                 epoch)``, ``on_epoch_end(model, epoch, figures) -> bool`` (True stops training)
-                and ``on_train_end(model, history)``.
+                and ``on_train_end(model, history)``; ``set_model(model)`` is called first when
+                present. Batch hooks take Keras's arguments: ``on_batch_begin(batch, logs)``
+                with logs {"batch", "size"} and ``on_batch_end(batch, logs)`` with also "loss"
+                (the epoch's mean loss so far, as Keras) and "batch_loss"; batch counts from 0
+                in each epoch (``on_train_batch_begin/end`` are the same hooks). A batch hook
+                makes fit run one native call per batch instead of one per epoch.
             allow_nonfinite: do not reject NaN/Inf in the features.
             initial_epoch: the first epoch to run (as in Keras, ``epochs`` is the index of the
                 last epoch + 1): after loading a checkpoint saved after epoch k, continue with
                 ``fit(..., epochs=E, initial_epoch=k)`` to draw the same shuffling
                 permutations as an uninterrupted run.
+            stop_on_nonfinite: stop at the first step whose loss is NaN or infinite (default),
+                leaving the parameters and optimizer state of the step before, and raise
+                NumericsError naming the epoch and step; False trains on (one native call
+                per batch then).
 
-        ``model.history`` holds the History from the start: a KeyboardInterrupt stops training
-        after the current step (the parameters are those of the last finished step), marks
-        ``history.interrupted`` and returns; an exception raised by a callback propagates, with
-        ``model.history`` holding the epochs finished so far.
+        ``model.history`` holds the History from the start: a KeyboardInterrupt (Ctrl-C) stops
+        training at the end of the last finished epoch: an unfinished epoch is rolled back
+        (parameters, optimizer state and step counter as they were when it began, from a copy
+        made at each epoch's start), so the model, ``model.history`` and a checkpoint saved
+        after that epoch agree, and ``fit(..., initial_epoch=k)`` with k the epochs done
+        continues exactly as the uninterrupted run; ``history.interrupted`` is set and fit
+        returns. An exception raised by a callback propagates, with ``model.history`` holding
+        the epochs finished so far.
 
         Returns:
             History with per-epoch loss, the learning rate used (``lr``), seconds, and val_loss
@@ -553,6 +574,9 @@ class Model:
         Raises:
             ArgumentError: bad shapes or dtypes, NaN/Inf rows, labels out of range, an empty
                 data set or batch_size < 1, all before any step runs.
+            NumericsError: a step's loss was not finite (``stop_on_nonfinite``); the model
+                holds the parameters after the last finite step, ``model.history`` the
+                finished epochs.
         """
         if self.program.training is None:
             raise GraphcError("fit: this model was compiled without a loss")
@@ -609,13 +633,19 @@ class Model:
         e.check(full_arrays, bs)
         if rest:
             e.check(rest_arrays, rest)
-        # One native call per epoch unless a callback wants to run between batches.
+        # One native call per epoch unless a callback wants to run between batches (or the
+        # caller wants to train on past a non-finite loss: the native epoch stops at one).
+        batch_hooks = [  # Keras's names: on_train_batch_* (preferred) or on_batch_*
+            (
+                getattr(cb, "on_train_batch_begin", None) or getattr(cb, "on_batch_begin", None),
+                getattr(cb, "on_train_batch_end", None) or getattr(cb, "on_batch_end", None),
+            )
+            for cb in callbacks
+        ]
+        batch_hooks = [(b, e_) for b, e_ in batch_hooks if b is not None or e_ is not None]
         epoch_entry = (
             self.epoch_entry
-            if self.use_epoch_entry
-            and not any(
-                hasattr(cb, "on_batch_begin") or hasattr(cb, "on_batch_end") for cb in callbacks
-            )
+            if self.use_epoch_entry and not batch_hooks and stop_on_nonfinite
             else None
         )
         if epoch_entry is not None:
@@ -623,9 +653,37 @@ class Model:
             e.check(data_arrays, n)
             staging = [None if s == "lr" else stage[s] for s in slots]
             losses = np.empty(-(-n // bs), e.out_types[0].np_dtype)
+
+        def step(order: np.ndarray, lo: int, lr: float) -> tuple[float, int]:
+            """One training step on rows order[lo:lo+bs] at rate lr: (loss, rows)."""
+            idx = order[lo : lo + bs]
+            st, arrays = (stage, full_arrays) if len(idx) == bs else (stage_rest, rest_arrays)
+            for k, v in feeds.items():
+                np.take(v, idx, axis=0, out=st[k])
+            lr_arr[...] = lr
+            return float(e(arrays, len(idx), checked=False)[0]), len(idx)
+
+        def nonfinite(epoch: int, order: np.ndarray, bad: int, loss: float, lrs: list[float]):
+            """Roll back to the epoch's start, replay its finite steps, name the bad one."""
+            self._param_region[...], self._state_region[...] = start
+            for s_ in range(bad):
+                step(order, s_ * bs, lrs[s_])
+            rows = order[bad * bs : bad * bs + bs]
+            return NumericsError(
+                f"fit: the loss became {loss} (not finite) at epoch {epoch}, step {bad} "
+                f"(batch rows {rows[:5].tolist()}{' ...' if len(rows) > 5 else ''}); training "
+                f"stopped with the parameters and optimizer state after step {bad - 1} of that "
+                "epoch, the last finite one. Lower the learning rate, check the data and the "
+                "loss for overflow, or compile with check_numerics=True to find the node; "
+                "stop_on_nonfinite=False trains on"
+            )
+
         for cb in callbacks:
+            getattr(cb, "set_model", lambda m: None)(self)
             getattr(cb, "on_train_begin", lambda m: None)(self)
         progress = _Progress(verbose, epochs, initial_epoch)
+        start: tuple[np.ndarray, np.ndarray] | None = None  # the running epoch's starting point
+        done = len(history.epochs)
         try:
             for epoch in range(initial_epoch, epochs):
                 for cb in callbacks:
@@ -634,22 +692,36 @@ class Model:
                 order = (
                     np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
                 )
+                # Until the epoch is in the history, an interruption or a non-finite loss goes
+                # back here (one copy of params and state per epoch).
+                start = (self._param_region.copy(), self._state_region.copy())
+                done = len(history.epochs)
                 total = 0.0
                 if epoch_entry is not None:
                     lr_arr[...] = self.lr
-                    epoch_entry(data_arrays, staging, n, order, bs, losses)
+                    try:
+                        epoch_entry(data_arrays, staging, n, order, bs, losses)
+                    except NonfiniteLoss as bad:
+                        lrs = [float(lr_arr)] * len(losses)
+                        raise nonfinite(epoch, order, bad.step, losses[bad.step], lrs) from None
                     for lo, loss in zip(range(0, n, bs), losses.tolist()):
                         total += loss * min(bs, n - lo)
-                for lo in range(0, n, bs) if epoch_entry is None else ():
-                    idx = order[lo : lo + bs]
-                    st, arrays = (
-                        (stage, full_arrays) if len(idx) == bs else (stage_rest, rest_arrays)
-                    )
-                    for k, v in feeds.items():
-                        np.take(v, idx, axis=0, out=st[k])
-                    lr_arr[...] = self.lr
-                    loss = e(arrays, len(idx), checked=False)[0]
-                    total += float(loss) * len(idx)
+                lrs: list[float] = []
+                for b, lo in enumerate(range(0, n, bs) if epoch_entry is None else ()):
+                    rows = min(bs, n - lo)
+                    for begin, _ in batch_hooks:
+                        if begin is not None:
+                            begin(b, {"batch": b, "size": rows})
+                    lrs.append(float(self.lr))
+                    loss, rows = step(order, lo, self.lr)
+                    if stop_on_nonfinite and not math.isfinite(loss):
+                        raise nonfinite(epoch, order, b, loss, lrs)
+                    total += loss * rows
+                    logs = {"batch": b, "size": rows, "loss": total / (lo + rows)}
+                    logs["batch_loss"] = loss
+                    for _, end in batch_hooks:
+                        if end is not None:
+                            end(b, dict(logs))
                 figures = {"loss": total / n}
                 if validation_data is not None:
                     figures.update(
@@ -658,6 +730,7 @@ class Model:
                 figures["lr"] = float(self.lr)  # the rate this epoch's steps used
                 figures["seconds"] = time.perf_counter() - t0
                 history.add(epoch, figures)
+                start = None  # committed: parameters, step counter and history agree
                 progress.epoch(epoch, figures)
                 stop = False
                 for cb in callbacks:
@@ -669,10 +742,15 @@ class Model:
                     break
         except KeyboardInterrupt:
             history.interrupted = True
+            if start is not None:  # mid-epoch: back to the end of the last finished epoch
+                self._param_region[...], self._state_region[...] = start
+                history.truncate(done)
             log.warning(
-                "fit: interrupted after %d finished epoch(s); the parameters are those of the "
-                "last finished step",
+                "fit: interrupted after %d finished epoch(s); the parameters, optimizer state "
+                "and step counter are those at the end of the last finished epoch (resume with "
+                "initial_epoch=%d)",
                 len(history.epochs),
+                initial_epoch + len(history.epochs),
             )
         finally:
             progress.close()

@@ -52,7 +52,7 @@ def test_batch_callback_falls_back_to_per_step_path(classifier) -> None:
     seen = []
 
     class PerBatch:
-        def on_batch_end(self, model, batch, loss):  # pragma: no cover - never called
+        def on_batch_end(self, batch, logs):  # Keras's arguments (#13 item 18)
             seen.append(batch)
 
     rng = np.random.default_rng(1)
@@ -63,6 +63,7 @@ def test_batch_callback_falls_back_to_per_step_path(classifier) -> None:
     m.initialize(1)
     h2 = m.fit(x, y, epochs=1, batch_size=6, verbose=0)
     assert h1["loss"] == h2["loss"]
+    assert seen == [0, 1, 2, 3]
 
 
 def test_epoch_entry_rejects_row_index_outside_data(classifier) -> None:
