@@ -669,11 +669,15 @@ class Model:
             for s_ in range(bad):
                 step(order, s_ * bs, lrs[s_])
             rows = order[bad * bs : bad * bs + bs]
+            kept = (
+                f"after step {bad - 1} of that epoch, the last finite one"
+                if bad
+                else "the epoch began with"
+            )
             return NumericsError(
                 f"fit: the loss became {loss} (not finite) at epoch {epoch}, step {bad} "
                 f"(batch rows {rows[:5].tolist()}{' ...' if len(rows) > 5 else ''}); training "
-                f"stopped with the parameters and optimizer state after step {bad - 1} of that "
-                "epoch, the last finite one. Lower the learning rate, check the data and the "
+                f"stopped with the parameters and optimizer state {kept}. Lower the learning rate, check the data and the "
                 "loss for overflow, or compile with check_numerics=True to find the node; "
                 "stop_on_nonfinite=False trains on"
             )

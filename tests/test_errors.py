@@ -113,7 +113,11 @@ def test_nan_or_inf_in_training_data_is_reported_with_its_row(clf) -> None:
     with pytest.raises(gc.ArgumentError, match="row 3 holds NaN or Inf"):
         clf.fit(_data()[0], y, validation_data=(xv, yv), verbose=0)
     check()
-    hist = clf.fit(x, y, epochs=1, verbose=0, allow_nonfinite=True)  # allowed on request
+    # allowed on request; the NaN loss then stops fit before any parameter goes NaN (#13 item 8)
+    with pytest.raises(gc.NumericsError, match=r"epoch 0, step 0 .*the epoch began with"):
+        clf.fit(x, y, epochs=1, verbose=0, allow_nonfinite=True, shuffle=False, batch_size=8)
+    check()
+    hist = clf.fit(x, y, epochs=1, verbose=0, allow_nonfinite=True, stop_on_nonfinite=False)
     assert len(hist["loss"]) == 1
     clf.initialize(0)  # the NaN rows made the weights NaN: start again for the other tests
 
