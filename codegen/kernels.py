@@ -20,7 +20,7 @@ from llvmlite import ir
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Graph, Node
 from graphc.ir.ops import OPS, normalize_axes
-from graphc.ir.plan import Buffer, Kernel, Schedule
+from graphc.ir.passes.schedule import Buffer, Kernel, Schedule
 from graphc.ir.types import BATCH
 
 from . import vmath
@@ -452,8 +452,21 @@ def emit_transpose(ctx: KernelContext, node: Node) -> None:
 ACC64_MAX = 4096  # outputs up to this many elements accumulate in a float64 buffer on the stack
 
 
+# (initial value, combine) of each reduction: sum/mean add, max/min keep NaN (llvm.maximum/minimum)
+_REDUCE_INIT = {"sum": 0.0, "mean": 0.0, "max": float("-inf"), "min": float("inf")}
+
+
+def _combine(b: ir.IRBuilder, op: str, acc: ir.Value, v: ir.Value, reassoc: bool = False):
+    if op == "max":
+        return vmath.fmax(b, acc, v)
+    if op == "min":
+        return vmath.fmin(b, acc, v)
+    return b.fadd(acc, v, flags=("reassoc", "nsz") if reassoc else ())
+
+
 def emit_reduce(ctx: KernelContext, node: Node) -> None:
-    """sum/mean over axes: zero the accumulators, accumulate, scale by 1/count for mean.
+    """sum/mean/max/min over axes: set the accumulators (0 or -+inf), accumulate, scale by
+    1/count for mean.
 
     When the innermost axis is reduced, it is summed in a register with reassociation allowed
     (the vectorizer then keeps several partial sums: a blocked summation).
@@ -473,7 +486,8 @@ def emit_reduce(ctx: KernelContext, node: Node) -> None:
     out_count = ctx.count(node.type.shape)
     const_count = None if node.type.is_batched else node.type.size(1)
     wide = (
-        node.type.dtype == "f32"
+        node.op in ("sum", "mean")  # max and min are exact in any type
+        and node.type.dtype == "f32"
         and xt.rank > 0
         and const_count is not None
         and const_count <= ACC64_MAX
@@ -484,7 +498,7 @@ def emit_reduce(ctx: KernelContext, node: Node) -> None:
             dst = b.alloca(at, size=const_count, name="acc64")
     else:
         dst = ctx.ptr(node.name)
-    azero = ir.Constant(at, 0.0)
+    azero = ir.Constant(at, _REDUCE_INIT[node.op])
 
     def widen(v: ir.Value) -> ir.Value:
         return b.fpext(v, at) if wide else v
@@ -517,16 +531,16 @@ def emit_reduce(ctx: KernelContext, node: Node) -> None:
                     b.store(azero, acc)
                     with loop(b, ctx.dim(xt.shape[axis]), name=f"r{axis}") as i:
                         v = widen(ctx.load(x, b.add(xi, i, flags=("nsw",))))
-                        b.store(b.fadd(b.load(acc, typ=at), v, flags=("reassoc", "nsz")), acc)
+                        b.store(_combine(b, node.op, b.load(acc, typ=at), v, True), acc)
                     p = b.gep(dst, [oi], inbounds=True, source_etype=at)
-                    b.store(b.fadd(b.load(p, typ=at), b.load(acc, typ=at)), p)
+                    b.store(_combine(b, node.op, b.load(p, typ=at), b.load(acc, typ=at)), p)
                 else:
                     with loop(b, ctx.dim(xt.shape[axis]), name=f"r{axis}") as i:
                         v = widen(ctx.load(x, b.add(xi, i, flags=("nsw",))))
                         p = b.gep(
                             dst, [b.add(oi, i, flags=("nsw",))], inbounds=True, source_etype=at
                         )
-                        b.store(b.fadd(b.load(p, typ=at), v), p)
+                        b.store(_combine(b, node.op, b.load(p, typ=at), v), p)
                 return
             with loop(b, ctx.dim(xt.shape[axis]), name=f"r{axis}") as i:
                 # ctx.strides gives None for a size-1 axis (i is 0 there): no offset to add
@@ -584,6 +598,51 @@ def emit_softmax(ctx: KernelContext, node: Node) -> None:
         with loop(b, cols, name="c2") as c:
             i = b.add(base, c)
             ctx.store(node.name, i, b.fmul(vmath.exp(b, b.fsub(ctx.load(x, i), m)), inv))
+    b.ret_void()
+
+
+def emit_log_softmax(ctx: KernelContext, node: Node) -> None:
+    """y[r, j] = (x[r, j] - m_r) - log s_r with the row's max m_r and sum of exponentials s_r."""
+    b = ctx.b
+    t = LL[node.type.dtype]
+    rows, cols = (ctx.dim(d) for d in node.type.shape)
+    x = node.inputs[0]
+    with loop(b, rows, name="row") as r:
+        base, m, s = _row_max_sum(ctx, x, r, cols, t)
+        ls = vmath.log(b, s, name="log_s")
+        with loop(b, cols, name="c2") as c:
+            i = b.add(base, c)
+            ctx.store(node.name, i, b.fsub(b.fsub(ctx.load(x, i), m), ls))
+    b.ret_void()
+
+
+def emit_argmax(ctx: KernelContext, node: Node) -> None:
+    """y[o, i] = the first k with x[o, k, i] largest (a NaN counts as largest), as an i32; x
+    viewed as [outer, axis, inner]."""
+    b = ctx.b
+    x = node.inputs[0]
+    xt = ctx.g[x].type
+    (a,) = normalize_axes("argmax", OPS["argmax"].attr(node, "axis"), xt.rank)
+    t = LL[xt.dtype]
+    outer, inner = ctx.count(xt.shape[:a]), ctx.count(xt.shape[a + 1 :])
+    length = ctx.dim(xt.shape[a])
+    with b.goto_entry_block():
+        best_p = b.alloca(t, name="best")
+        idx_p = b.alloca(I64, name="best_k")
+    with loop(b, outer, name="o") as o:
+        with loop(b, inner, name="i") as i:
+            b.store(ir.Constant(t, float("-inf")), best_p)
+            b.store(i64(0), idx_p)
+            base = b.add(b.mul(b.mul(o, length), inner), i)
+            with loop(b, length, name="k") as k:
+                v = ctx.load(x, b.add(base, b.mul(k, inner)))
+                best = b.load(best_p, typ=t)
+                # v > best, or v is the first NaN; once best is NaN it stays
+                take = b.and_(b.fcmp_unordered(">", v, best), b.fcmp_ordered("ord", best, best))
+                b.store(b.select(take, v, best), best_p)
+                b.store(b.select(take, k, b.load(idx_p, typ=I64)), idx_p)
+            out = b.add(b.mul(o, inner), i)
+            ctx.store(node.name, out, b.trunc(b.load(idx_p, typ=I64), I32))
     b.ret_void()
 
 
@@ -709,6 +768,7 @@ Emitter = Callable[[KernelContext, Kernel], None]
 # gradient and column sums starts with the loss or the gradient)
 ROWWISE_EMITTERS: dict[str, Emitter] = {
     "softmax": _of_node(emit_softmax),
+    "log_softmax": _of_node(emit_log_softmax),
     "softmax_cross_entropy": emit_softmax_cross_entropy,
     "softmax_cross_entropy_grad": emit_softmax_cross_entropy,
 }
@@ -841,8 +901,15 @@ def _matrix_strides(shape, n_cols) -> tuple:
     return "cols", 1
 
 
-# kernel kind (ir.plan.Kernel.kind) -> its emitter; "copy" kernels, whose function
+# kernel kind (ir.passes.schedule.Kernel.kind) -> its emitter; "copy" kernels, whose function
 # takes the destination as an extra pointer, are emitted by the module builder itself
+def _emit_movement(ctx: KernelContext, kernel: Kernel) -> None:
+    """slice, pad, concat: strided copies (codegen/movement.py)."""
+    from .movement import emit_movement
+
+    emit_movement(ctx, ctx.g[kernel.nodes[0]])
+
+
 KERNEL_EMITTERS: dict[str, Emitter] = {
     "elementwise": emit_elementwise,
     "matmul": emit_matmul,
@@ -850,4 +917,6 @@ KERNEL_EMITTERS: dict[str, Emitter] = {
     "transpose": _of_node(emit_transpose),
     "reshape": _of_node(emit_reshape),
     "rowwise": emit_rowwise,
+    "argmax": _of_node(emit_argmax),
+    "movement": _emit_movement,
 }

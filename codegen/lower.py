@@ -31,6 +31,9 @@ VMATH = {
     "tanh": vmath.tanh,
     "softplus": vmath.softplus,
     "maximum": vmath.fmax,
+    "minimum": vmath.fmin,
+    "abs": vmath.fabs,
+    "erf": vmath.erf,
 }
 
 
@@ -73,25 +76,34 @@ def one_like(x: ir.Value) -> ir.Constant:
     return vmath.const_like(x.type, 1.0)
 
 
-def _mask(b: ir.IRBuilder, pred: str, x: ir.Value, y: ir.Value, name: str) -> ir.Value:
-    """1.0 where ``x pred y`` (ordered: false for NaN) else 0.0, in x's type."""
-    c = b.fcmp_ordered(pred, x, y, name=name + ".c")
+def _mask(
+    b: ir.IRBuilder, pred: str, x: ir.Value, y: ir.Value, name: str, ordered: bool = True
+) -> ir.Value:
+    """1.0 where ``x pred y`` else 0.0, in x's type (ordered: false when either is NaN;
+    unordered: true then)."""
+    cmp = b.fcmp_ordered if ordered else b.fcmp_unordered
+    c = cmp(pred, x, y, name=name + ".c")
     return b.select(c, one_like(x), zero_like(x), name=name)
+
+
+# comparison ops: (predicate, ordered); their results are masks of 1.0 and 0.0
+COMPARISONS = {
+    "greater": (">", True),
+    "greater_equal": (">=", True),
+    "less": ("<", True),
+    "less_equal": ("<=", True),
+    "equal": ("==", True),
+    "not_equal": ("!=", False),  # NaN differs from everything, as in numpy
+}
+for _op, (_pred, _ordered) in COMPARISONS.items():
+    lowering(_op)(
+        lambda b, node, a, name, p=_pred, o=_ordered: _mask(b, p, a[0], a[1], name, ordered=o)
+    )
 
 
 @lowering("square")
 def _square(b, node, a, name):
     return b.fmul(a[0], a[0], name=name)
-
-
-@lowering("greater")
-def _greater(b, node, a, name):
-    return _mask(b, ">", a[0], a[1], name)
-
-
-@lowering("greater_equal")
-def _greater_equal(b, node, a, name):
-    return _mask(b, ">=", a[0], a[1], name)
 
 
 @lowering("relu")
@@ -146,6 +158,129 @@ def _one_minus_pow(b, node, a, name):
             p = b.fmul(p, p)
     out = b.fsub(one, acc)
     return out if t.type == d else b.fptrunc(out, t.type, name=name)
+
+
+# ---------------------------------------------------------------------------- activations, math
+
+
+def _c(x: ir.Value, v: float) -> ir.Constant:
+    return vmath.const_like(x.type, v)
+
+
+@lowering("reciprocal")
+def _reciprocal(b, node, a, name):
+    return b.fdiv(one_like(a[0]), a[0], name=name)
+
+
+@lowering("rsqrt")
+def _rsqrt(b, node, a, name):
+    return b.fdiv(one_like(a[0]), vmath.sqrt(b, a[0], name=name + ".sqrt"), name=name)
+
+
+@lowering("where")
+def _where(b, node, a, name):
+    c = b.fcmp_unordered("!=", a[0], zero_like(a[0]), name=name + ".c")  # NaN counts as true
+    return b.select(c, a[1], a[2], name=name)
+
+
+def _clamp(b, x: ir.Value, lo: float, hi: float, name: str) -> ir.Value:
+    return vmath.fmin(b, vmath.fmax(b, x, _c(x, lo), name=name + ".lo"), _c(x, hi), name=name)
+
+
+@lowering("clip")
+def _clip(b, node, a, name):
+    return _clamp(b, a[0], float(attr(node, "min")), float(attr(node, "max")), name)
+
+
+def _int_power(b, x: ir.Value, k: int, name: str) -> ir.Value:
+    """x**k for an int k >= 1 by binary powering (exact products, any sign of x)."""
+    result, base = None, x
+    while k:
+        if k & 1:
+            result = base if result is None else b.fmul(result, base, name=name + ".p")
+        k >>= 1
+        if k:
+            base = b.fmul(base, base, name=name + ".sq")
+    return result
+
+
+@lowering("pow")
+def _pow(b, node, a, name):
+    """Integer exponents up to 64 in magnitude: repeated products (then one division for a
+    negative one); 0.5: sqrt; otherwise exp(e * log(x)) (NaN for x < 0, as numpy)."""
+    x, e = a[0], float(attr(node, "exponent"))
+    if e == 0.0:
+        return one_like(x)
+    if e.is_integer() and abs(e) <= 64:
+        p = _int_power(b, x, int(abs(e)), name)
+        return p if e > 0 else b.fdiv(one_like(x), p, name=name)
+    if e == 0.5:
+        return vmath.sqrt(b, x, name=name)
+    lx = vmath.log(b, x, name=name + ".log")
+    return vmath.exp(b, b.fmul(lx, _c(x, e)), name=name)
+
+
+def _elu(b, x: ir.Value, alpha: float, name: str) -> ir.Value:
+    em1 = b.fsub(vmath.exp(b, x, name=name + ".exp"), one_like(x))
+    neg = b.fmul(em1, _c(x, alpha), name=name + ".neg")
+    return b.select(b.fcmp_ordered(">", x, zero_like(x)), x, neg, name=name)
+
+
+@lowering("elu")
+def _elu_op(b, node, a, name):
+    return _elu(b, a[0], float(attr(node, "alpha")), name)
+
+
+@lowering("selu")
+def _selu(b, node, a, name):
+    from graphc.ir.ops.activations import SELU_ALPHA, SELU_SCALE
+
+    return b.fmul(_elu(b, a[0], SELU_ALPHA, name + ".elu"), _c(a[0], SELU_SCALE), name=name)
+
+
+@lowering("gelu")
+def _gelu(b, node, a, name):
+    import math
+
+    from graphc.ir.ops.activations import GELU_TANH_C
+
+    x = a[0]
+    if attr(node, "approximate") == "tanh":
+        x3 = b.fmul(b.fmul(x, x), x)
+        u = b.fmul(b.fadd(x, b.fmul(x3, _c(x, GELU_TANH_C))), _c(x, math.sqrt(2.0 / math.pi)))
+        s = vmath.tanh(b, u, name=name + ".tanh")
+    else:
+        s = vmath.erf(b, b.fmul(x, _c(x, 1.0 / math.sqrt(2.0))), name=name + ".erf")
+    return b.fmul(b.fmul(x, _c(x, 0.5)), b.fadd(one_like(x), s), name=name)
+
+
+@lowering("silu")
+def _silu(b, node, a, name):
+    return b.fmul(a[0], vmath.sigmoid(b, a[0], name=name + ".sig"), name=name)
+
+
+@lowering("mish")
+def _mish(b, node, a, name):
+    sp = vmath.softplus(b, a[0], name=name + ".sp")
+    return b.fmul(a[0], vmath.tanh(b, sp, name=name + ".tanh"), name=name)
+
+
+@lowering("softsign")
+def _softsign(b, node, a, name):
+    den = b.fadd(one_like(a[0]), vmath.fabs(b, a[0], name=name + ".abs"))
+    return b.fdiv(a[0], den, name=name)
+
+
+@lowering("hard_sigmoid")
+def _hard_sigmoid(b, node, a, name):
+    x = a[0]
+    z = b.fadd(b.fmul(x, _c(x, float(attr(node, "alpha")))), _c(x, float(attr(node, "beta"))))
+    return _clamp(b, z, 0.0, 1.0, name)
+
+
+@lowering("hard_tanh")
+def _hard_tanh(b, node, a, name):
+    return _clamp(b, a[0], -1.0, 1.0, name)
 
 
 # ---------------------------------------------------------------------------- dropout

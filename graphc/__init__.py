@@ -22,21 +22,12 @@ from graphc.ir.errors import (
     VerifyError,
 )
 from graphc.ir.graph import Graph
-from graphc.runtime import model as _runtime_model
 from graphc.runtime.library import Library, load
 
 from . import dsl as _dsl
 from .api import compile, compile_sequential
-from .callbacks import (
-    CosineAnnealingLR,
-    CSVLogger,
-    EarlyStopping,
-    ExponentialLR,
-    LambdaLR,
-    ReduceLROnPlateau,
-    StepLR,
-    TensorBoard,
-)
+from .modelfile import load_model
+from .onnx_import import OnnxImport, from_onnx
 from .dsl import (
     Dense,
     Dropout,
@@ -66,34 +57,82 @@ from .dsl import (
     sum,
     transpose,
 )
-from .modelfile import load_model
-from .onnx_import import OnnxImport, from_onnx
+from .callbacks import (
+    CosineAnnealingLR,
+    CSVLogger,
+    TensorBoard,
+    EarlyStopping,
+    ExponentialLR,
+    LambdaLR,
+    ReduceLROnPlateau,
+    StepLR,
+)
 from .optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop
-
-
-def _export_library(model, path, **options):
-    from .export import export_model
-
-    return export_model(model, path, **options)
-
-
-def _export_onnx(model, path, **options):
-    from .onnx_export import save_onnx
-
-    return save_onnx(model, path, **options)
-
-
-# Model.export / Model.to_onnx: the runtime calls these drivers through its table (it does not
-# import graphc); they import their modules when first used
-_runtime_model.EXPORTERS.update(library=_export_library, onnx=_export_onnx)
 
 # one function per registered pointwise op (gc.relu, gc.exp, gc.leaky_relu, ...), generated from
 # the op registry by graphc.dsl
 globals().update(_dsl.OP_FUNCTIONS)
 
+# issue #14's functions beyond the generated ones (numbers as operands, layers, losses); after
+# the generated functions, so that gc.minimum, gc.clip, gc.where, ... take numbers too
+from .functional import (  # noqa: A004, E402 (max, min, pow, slice: numpy's names)
+    BatchNorm,
+    LayerNorm,
+    argmax,
+    batch_norm,
+    binary_cross_entropy_from_probs,
+    categorical_cross_entropy,
+    concat,
+    equal,
+    expand_dims,
+    greater,
+    greater_equal,
+    huber,
+    layer_norm,
+    less,
+    less_equal,
+    log_softmax,
+    max,
+    mean_absolute_error,
+    min,
+    minimum,
+    not_equal,
+    pow,
+    slice,
+    squeeze,
+    swish,
+    where,
+)
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "BatchNorm",
+    "LayerNorm",
+    "argmax",
+    "batch_norm",
+    "binary_cross_entropy_from_probs",
+    "categorical_cross_entropy",
+    "concat",
+    "equal",
+    "expand_dims",
+    "greater",
+    "greater_equal",
+    "huber",
+    "layer_norm",
+    "less",
+    "less_equal",
+    "log_softmax",
+    "max",
+    "mean_absolute_error",
+    "min",
+    "minimum",
+    "not_equal",
+    "pow",
+    "slice",
+    "squeeze",
+    "swish",
+    "where",
     "SGD",
     "CSVLogger",
     "TensorBoard",

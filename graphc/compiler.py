@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
+from dataclasses import dataclass, field
+from typing import Any
 
 from graphc.codegen.module import ModuleBuilder
 from graphc.codegen.target import (
@@ -18,15 +20,42 @@ from graphc.ir.algorithms import ancestors
 from graphc.ir.autodiff import gradients
 from graphc.ir.builder import Builder
 from graphc.ir.errors import GraphcError
+from graphc.ir.graph import Graph
 from graphc.ir.ops.random import strip_dropout
-from graphc.ir.passes.layout import layout_state
-from graphc.ir.passes.pipeline import run_pipeline
-from graphc.ir.passes.schedule import schedule
-from graphc.ir.program import Program
+from graphc.ir.passes.decompose import add_weight_penalties, decompose
+from graphc.ir.passes.pipeline import PipelineResult, run_pipeline
+from graphc.ir.passes.schedule import Buffer, Schedule, align, schedule
 from graphc.ir.types import TensorType
 
 from .dsl import Tensor, collect_graph, constant_values
 from .optim import Adam, Optimizer
+
+
+@dataclass
+class Program:
+    """Everything the compiler made for one model, stage by stage."""
+
+    name: str
+    forward: Graph  # outputs + loss
+    training: Graph | None  # forward + backward + update (before passes)
+    inference: Graph  # outputs only
+    grads: dict[str, str]
+    optimized: dict[str, PipelineResult] = field(default_factory=dict)
+    schedules: dict[str, Schedule] = field(default_factory=dict)
+    layout: dict[str, Buffer] = field(default_factory=dict)
+    param_bytes: int = 0
+    state_bytes: int = 0
+    feature_inputs: list[str] = field(default_factory=list)
+    label_inputs: list[str] = field(default_factory=list)
+    loss: str | None = None
+    loss_kind: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    llvm_ir: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    opt_level: int = 2
+    check_numerics: bool = False  # kernels' stores scanned for NaN/Inf (codegen.kernels)
+    constants: dict[str, Any] = field(default_factory=dict)  # gc.constant: name -> array
+    declared: Graph | None = None  # the network as declared (dropout kept): model files
 
 
 def build_graphs(
@@ -42,14 +71,18 @@ def build_graphs(
             )
     out_names = [t.name for t in outputs]
     fwd = collect_graph(name, outputs + ([loss] if loss is not None else []))
-    inference = strip_dropout(collect_graph(name, outputs))  # dropout is the identity there
+    loss_name = loss.name if loss is not None else None
+    if loss_name is not None:  # dense(..., kernel_l2=...): the penalties join the loss
+        fwd, loss_name = add_weight_penalties(fwd, loss_name)
+    # dropout is the identity and batch_norm uses its running statistics outside training
+    inference = _inference_form(collect_graph(name, outputs))
     feature_inputs = [n.name for n in inference.inputs]
     label_inputs = [n.name for n in fwd.inputs if n.name not in feature_inputs]
     if any(n.name == "lr" for n in fwd.inputs):
         raise GraphcError("the input name 'lr' is reserved for the learning rate")
     prog = Program(
         name,
-        strip_dropout(fwd),
+        _inference_form(fwd),
         None,
         inference,
         {},
@@ -63,13 +96,14 @@ def build_graphs(
         return prog
     if loss.type.shape != ():
         raise GraphcError(f"compile: the loss must be a scalar, got {loss.type} ({loss.name})")
-    prog.loss = loss.name
+    prog.loss = loss_name
     prog.loss_kind = getattr(loss, "kind", None)
-    needed = ancestors(fwd, [loss.name])
+    needed = ancestors(fwd, [loss_name])
     params = [p.name for p in fwd.params if p.name in needed and p.attr("trainable", True)]
     if not params:
         raise GraphcError("compile: the loss depends on no trainable parameter: nothing to train")
-    g, grads = gradients(fwd.with_(outputs=(loss.name,)), loss.name, params)
+    train_fwd, state_updates = decompose(fwd, training=True)  # batch_norm: batch statistics
+    g, grads = gradients(train_fwd.with_(outputs=(loss_name,)), loss_name, params)
     b = Builder(g, section="update", dtype=loss.dtype)
     lr = b.source("input", "lr", TensorType((), loss.dtype))
     step = (
@@ -79,15 +113,57 @@ def build_graphs(
     )  # dropout reads the counter in the forward part
     t = b.add(step, b.const(1.0))
     optimizer = optimizer or Adam()
-    updates = [(step, t)] + optimizer.build(b, params, grads, lr, t)
-    prog.training = b.graph(name, (loss.name,), tuple(updates))
+    updates = [(step, t)] + optimizer.build(b, params, grads, lr, t) + state_updates
+    prog.training = b.graph(name, (loss_name,), tuple(updates))
     prog.grads = grads
     return prog
 
 
+def _inference_form(g: Graph) -> Graph:
+    """``g`` as evaluated outside training: without dropout, composites in inference mode."""
+    return decompose(strip_dropout(g), training=False)[0]
+
+
 def make_layout(prog: Program) -> None:
-    """Fill ``prog.layout``, ``param_bytes`` and ``state_bytes`` (``ir.passes.layout``)."""
-    prog.layout, prog.param_bytes, prog.state_bytes = layout_state(prog.training or prog.forward)
+    """Offsets of params and states in their flat regions (64-byte aligned).
+
+    Params in graph order. States: first those that are no optimizer slot (e.g. "step"), then
+    one sub-region per slot kind laid out like the param region (``P.exp_avg`` at
+    ``base_exp_avg + offset(P)``), so that one flat loop can update every param and its slots
+    (ir.passes.schedule, fuse_optimizer). A slot whose type differs from its param's goes last.
+    """
+    src = prog.training or prog.forward
+    off = {"param": 0, "state": 0}
+    kinds: dict[str, list] = {}
+    for n in src.nodes:
+        if n.op == "param":
+            size = n.type.size(1) * n.type.itemsize
+            prog.layout[n.name] = Buffer(n.name, "param", off["param"], 0, size)
+            off["param"] += align(size)
+    late = []
+    for n in src.nodes:
+        if n.op != "state":
+            continue
+        p = dict(n.attrs).get("slot_of")
+        if p in prog.layout and n.name.startswith(f"{p}.") and src[p].type == n.type:
+            kinds.setdefault(n.name[len(p) + 1 :], []).append((n, p))
+        elif p is not None:
+            late.append(n)
+        else:
+            size = n.type.size(1) * n.type.itemsize
+            prog.layout[n.name] = Buffer(n.name, "state", off["state"], 0, size)
+            off["state"] += align(size)
+    for slots in kinds.values():
+        base = off["state"]
+        for n, p in slots:
+            pb = prog.layout[p]
+            prog.layout[n.name] = Buffer(n.name, "state", base + pb.offset, 0, pb.size)
+        off["state"] = base + off["param"]
+    for n in late:
+        size = n.type.size(1) * n.type.itemsize
+        prog.layout[n.name] = Buffer(n.name, "state", off["state"], 0, size)
+        off["state"] += align(size)
+    prog.param_bytes, prog.state_bytes = off["param"], off["state"]
 
 
 def schedule_program(

@@ -28,8 +28,14 @@ from graphc.ir.types import TensorType
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _counter = itertools.count()
-# the names dense(..., activation=...) accepts: every op with the activation trait, or None
-ACTIVATIONS: tuple[str | None, ...] = (*sorted(ACTIVATION_OPS), None)
+# activation names that are an op with other attrs, or another name for an op
+ACTIVATION_ALIASES: dict[str, tuple[str, dict]] = {
+    "swish": ("silu", {}),
+    "gelu_tanh": ("gelu", {"approximate": "tanh"}),
+}
+# the names dense(..., activation=...) accepts: every op with the activation trait, the
+# aliases, or None
+ACTIVATIONS: tuple[str | None, ...] = (*sorted([*ACTIVATION_OPS, *ACTIVATION_ALIASES]), None)
 
 
 def _user_loc() -> str | None:
@@ -207,13 +213,17 @@ def param(
     dtype: str = "f32",
     *,
     trainable: bool = True,
+    l1: float = 0.0,
+    l2: float = 0.0,
     **init_args: float,
 ) -> Tensor:
     """A parameter initialized by ``init`` (see graphc.init) when the model is built.
 
     ``trainable=False`` makes it a weight the optimizer never changes (no gradient is
     computed for it), like Keras's non-trainable weights: it is still saved, exported and
-    settable with ``set_weights``.
+    settable with ``set_weights``. ``l1``/``l2``: weight penalties; compile adds
+    l1 * sum(|P|) + l2 * sum(P^2) to the loss (the Keras regularizers' formulas) when the loss
+    depends on P.
     """
     from graphc.init import check_initializer
 
@@ -223,6 +233,11 @@ def param(
         raise GraphcError(f"param {name!r}: use gc.constant(array) for a parameter with values")
     check_initializer(init, init_args)
     attrs: dict[str, Any] = {"init": init}
+    for key, w in (("l1", l1), ("l2", l2)):
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0.0 <= w < float("inf"):
+            raise GraphcError(f"param {name!r}: {key} must be a finite number >= 0, got {w!r}")
+        if w:
+            attrs[key] = float(w)
     if init_args:
         attrs["init_args"] = tuple(sorted((k, float(v)) for k, v in init_args.items()))
     if not trainable:
@@ -410,12 +425,16 @@ def _axes(axes: Iterable[int] | int | None) -> tuple[int, ...] | None:
 
 def activation(x: Tensor, kind: str | None) -> Tensor:
     """Apply the activation named ``kind`` (an op with the activation trait, e.g. "relu",
-    "sigmoid", "tanh", "softplus", "leaky_relu", "softmax"; see ``ACTIVATIONS``) with its
-    default attrs, or nothing for None. Other attrs: call the op, ``gc.leaky_relu(x, alpha=0.2)``.
+    "sigmoid", "gelu", "leaky_relu", "softmax", or an alias: "swish" for silu, "gelu_tanh" for
+    gelu(approximate="tanh"); see ``ACTIVATIONS``) with its default attrs, or nothing for None.
+    Other attrs: call the op, ``gc.leaky_relu(x, alpha=0.2)``.
     """
     if kind not in ACTIVATIONS:
         raise GraphcError(f"unknown activation {kind!r}; choose one of {ACTIVATIONS}")
-    return x if kind is None else globals()[kind](x)
+    if kind is None:
+        return x
+    op, attrs = ACTIVATION_ALIASES.get(kind, (kind, {}))
+    return globals()[op](x, **attrs)
 
 
 # ---------------------------------------------------------------- losses (from logits)
@@ -431,14 +450,20 @@ def _tag(t: Tensor, kind: str) -> Tensor:
     return t
 
 
-def binary_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+def binary_cross_entropy(logits: Tensor, targets: Tensor, *, from_logits: bool = True) -> Tensor:
     """Mean binary cross-entropy from logits: mean(softplus(z) - z*y), stable for any z.
 
     Equal to -mean(y log sigmoid(z) + (1-y) log(1 - sigmoid(z))) (the logits form, as in
     torch.nn.BCEWithLogitsLoss). ``targets`` must have the logits' shape, values in [0, 1].
     Each element is the op ``sigmoid_cross_entropy``: an infinite logit at its own target
     (-inf with 0, +inf with 1) gives 0, the limit, not NaN.
+    ``from_logits=False``: the first operand holds probabilities; the clamped Keras form
+    (graphc.functional.binary_cross_entropy_from_probs).
     """
+    if not from_logits:
+        from .functional import binary_cross_entropy_from_probs
+
+        return binary_cross_entropy_from_probs(logits, targets)
     if targets.shape != logits.shape:
         raise ShapeError(
             f"binary_cross_entropy: targets {targets.type} must match logits {logits.type} "
@@ -475,11 +500,15 @@ def dense(
     name: str | None = None,
     init: str | None = None,
     use_bias: bool = True,
+    kernel_l1: float = 0.0,
+    kernel_l2: float = 0.0,
 ) -> Tensor:
     """A fully connected layer: ``activation(x @ W + b)`` with W [in, units], b [units].
 
     W is initialized with He uniform before relu and Glorot uniform otherwise (unless ``init``);
-    b with zeros. Params are named ``NAME.w`` and ``NAME.b``.
+    b with zeros. Params are named ``NAME.w`` and ``NAME.b``. ``activation``: one of
+    ACTIVATIONS (every pointwise activation; fused into the GEMM's epilogue). ``kernel_l1``,
+    ``kernel_l2``: penalties on W added to the loss (see ``param``).
     """
     if x.type.rank != 2:
         raise ShapeError(f"dense: expects a 2-D input [batch, features], got {x.type} ({x.name})")
@@ -487,7 +516,9 @@ def dense(
         raise ShapeError(f"dense: units must be a positive int, got {units!r}")
     name = name or _fresh("dense")
     init = init or ("he_uniform" if activation == "relu" else "glorot_uniform")
-    w = param(f"{name}.w", (x.shape[1], units), init=init, dtype=x.dtype)
+    w = param(
+        f"{name}.w", (x.shape[1], units), init=init, dtype=x.dtype, l1=kernel_l1, l2=kernel_l2
+    )
     y = matmul(x, w)
     if use_bias:
         y = y + param(f"{name}.b", (units,), init="zeros", dtype=x.dtype)
@@ -500,7 +531,8 @@ def perceptron(x: Tensor, *, name: str | None = None) -> Tensor:
 
 
 class Dense:
-    """Layer object for Sequential: ``Dense(units, activation=None, name=None, init=None)``."""
+    """Layer object for Sequential: ``Dense(units, activation=None, name=None, init=None,
+    use_bias=True, kernel_l1=0.0, kernel_l2=0.0)`` (see ``dense``)."""
 
     def __init__(
         self,
@@ -510,6 +542,8 @@ class Dense:
         name: str | None = None,
         init: str | None = None,
         use_bias: bool = True,
+        kernel_l1: float = 0.0,
+        kernel_l2: float = 0.0,
     ) -> None:
         if activation not in ACTIVATIONS:
             raise GraphcError(
@@ -520,17 +554,19 @@ class Dense:
             raise ShapeError(
                 f"Dense: units must be a positive int, got {units!r} (at {_user_loc()})"
             )
-        self.units, self.activation, self.name, self.init, self.use_bias = (
-            units,
-            activation,
-            name,
-            init,
-            use_bias,
-        )
+        self.units, self.activation, self.name, self.init = units, activation, name, init
+        self.use_bias, self.kernel_l1, self.kernel_l2 = use_bias, kernel_l1, kernel_l2
 
     def __call__(self, x: Tensor) -> Tensor:
         return dense(
-            x, self.units, self.activation, name=self.name, init=self.init, use_bias=self.use_bias
+            x,
+            self.units,
+            self.activation,
+            name=self.name,
+            init=self.init,
+            use_bias=self.use_bias,
+            kernel_l1=self.kernel_l1,
+            kernel_l2=self.kernel_l2,
         )
 
     def __repr__(self) -> str:

@@ -239,18 +239,26 @@ def export_model(
 
 
 def _initial_state(model: Any) -> bytes:
-    """The optimizer state's image right after initialization (zeros for SGD/Adam slots)."""
+    """The state region's image for the library: the optimizer state right after
+    initialization (zeros for SGD/Adam slots), except the states that inference reads (e.g.
+    batch_norm's running statistics), which are part of the trained model: their current values.
+    """
     from graphc.init import initialize
 
     region = np.zeros(model._state_region.nbytes, dtype=np.uint8)
+    model_state = {n.name for n in model.program.inference.nodes if n.op == "state"}
     for n in model.state_nodes:
         args = dict(n.attr("init_args", ()))
-        arr = initialize(
-            n.attr("init", "zeros"),
-            n.type.concrete(1),
-            np.random.default_rng([model.seed, 0]),
-            n.type.np_dtype,
-            **args,
+        arr = (
+            model.state[n.name]
+            if n.name in model_state
+            else initialize(
+                n.attr("init", "zeros"),
+                n.type.concrete(1),
+                np.random.default_rng([model.seed, 0]),
+                n.type.np_dtype,
+                **args,
+            )
         )
         off = model.program.layout[n.name].offset
         region[off : off + arr.nbytes] = np.frombuffer(

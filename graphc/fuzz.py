@@ -43,14 +43,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from graphc import dsl
+from graphc import functional as fn
 from graphc.ir.interpret import interpret
-from graphc.ir.ops import OPS, POINTWISE_OPS
+from graphc.ir.ops import OPS, POINTWISE_OPS, REQUIRED
 
 RTOL = 2e-3
 ATOL_REL = 1e-5
 BATCH_SIZES = (1, 2, 3, 5, 7, 8, 9, 13, 17, 33)
 DIMS = (1, 2, 3, 4, 5, 6, 8, 9, 16, 17)
 SCALES = (1.0, 10.0, 1e3)
+# unary ops drawn with attrs of the generator's choosing (clip and pow have no defaults)
+ATTR_UNARY = ("clip", "pow", "gelu_tanh")
 
 
 # the unary ops the generator draws from: every differentiable unary pointwise op of the registry
@@ -58,7 +61,10 @@ SCALES = (1.0, 10.0, 1e3)
 UNARY_OPS = sorted(
     op
     for op in POINTWISE_OPS
-    if OPS[op].arity == 1 and not OPS[op].nondifferentiable and not OPS[op].needs_index
+    if OPS[op].arity == 1
+    and not OPS[op].nondifferentiable
+    and not OPS[op].needs_index
+    and REQUIRED not in OPS[op].attrs.values()
 ) + ["dropout"]
 
 
@@ -132,8 +138,10 @@ class _Gen:
 
     def unary(self, v: dsl.Tensor, big: bool) -> tuple[dsl.Tensor, bool]:
         """A unary op (or a small composite keeping its domain valid); big: |v| may be large."""
-        op = str(self.rng.choice(UNARY_OPS))
+        op = str(self.rng.choice(UNARY_OPS + list(ATTR_UNARY)))
         self.ops.append(op)
+        if op in ATTR_UNARY:
+            return self.attr_unary(op, v, big)
         if op == "dropout":  # the JIT and the interpreter must draw the same mask
             return dsl.dropout(
                 v, float(self.rng.choice([0.1, 0.5])), seed=int(self.rng.integers(2**31))
@@ -156,9 +164,25 @@ class _Gen:
             return fn(v), True
         return fn(v), False
 
+    def attr_unary(self, op: str, v: dsl.Tensor, big: bool) -> tuple[dsl.Tensor, bool]:
+        """The unary ops of ATTR_UNARY, their operands kept in their domains."""
+        if op == "gelu_tanh":
+            return dsl.OP_FUNCTIONS["gelu"](v, approximate="tanh"), big
+        if op == "clip":
+            return dsl.OP_FUNCTIONS["clip"](v, min=-0.5, max=1.5), False
+        # pow: integer powers of any sign, fractional ones of positive values
+        if self.rng.random() < 0.5:
+            return fn.pow(dsl.tanh(v) * 2.0, float(self.rng.choice([2.0, 3.0]))), False
+        return fn.pow(dsl.softplus(v) + 0.5, float(self.rng.choice([-1.5, 0.5, 2.5]))), big
+
     def binary(self, a: dsl.Tensor, b: dsl.Tensor) -> dsl.Tensor:
-        op = str(self.rng.choice(["add", "sub", "mul", "maximum", "div"]))
+        op = str(self.rng.choice(["add", "sub", "mul", "maximum", "div", "minimum", "where"]))
         self.ops.append(op)
+        if op == "minimum":
+            return fn.minimum(a, b)
+        if op == "where":  # a select through a comparison mask of the two
+            cmp = str(self.rng.choice(["greater", "less", "less_equal", "greater_equal"]))
+            return fn.where(getattr(fn, cmp)(a, b), a, dsl.tanh(b))
         if op == "div":  # divisor >= 0.5
             return dsl.div(a, dsl.softplus(b) + 0.5)
         if op == "mul" and self.rng.random() < 0.5:
@@ -192,7 +216,19 @@ class _Gen:
         tensors = [t for t, _ in pool]
         kind = str(
             self.rng.choice(
-                ["unary", "binary", "binary", "matmul", "reduce", "reshape", "softmax", "transpose"]
+                [
+                    "unary",
+                    "unary",  # the unary ops are the most numerous (every activation)
+                    "unary",
+                    "binary",
+                    "binary",
+                    "matmul",
+                    "reduce",
+                    "reshape",
+                    "softmax",
+                    "transpose",
+                    "movement",
+                ]
             )
         )
         d = v.shape[1]
@@ -209,7 +245,7 @@ class _Gen:
             self.ops.append("matmul(tb)")
             return dsl.matmul(v, self.param((e, d), scale), transpose_b=True), big
         if kind == "reduce":
-            red = dsl.sum if self.rng.random() < 0.5 else dsl.mean
+            red = self.rng.choice([dsl.sum, dsl.mean, dsl.sum, dsl.mean, fn.max, fn.min])
             axis = int(self.rng.integers(2))
             if self.rng.random() < 0.4:  # without keepdims: [N] reshaped to [N,1], or [d]
                 self.ops.append(f"{red.__name__}({axis})")
@@ -235,8 +271,21 @@ class _Gen:
             self.ops.append("reshape")
             return dsl.reshape(v, ("N", d)), big
         if kind == "softmax":
+            if self.rng.random() < 0.3:
+                self.ops.append("log_softmax")
+                return fn.log_softmax(v), big
             self.ops.append("softmax")
             return dsl.softmax(v), False
+        if kind == "movement":  # issue #14's slice, pad and concat along the features
+            m = str(self.rng.choice(["slice", "pad", "concat"]))
+            self.ops.append(m)
+            if m == "slice":
+                lo = int(self.rng.integers(d))
+                return fn.slice(v, (lo,), (int(self.rng.integers(lo + 1, d + 1)),), axes=(1,)), big
+            if m == "pad":
+                return dsl.apply("pad", v, axes=(1,), before=(1,), after=(2,)), big
+            w = tensors[int(self.rng.integers(len(tensors)))]
+            return fn.concat([v, dsl.tanh(w)], axis=1), big
         # transpose: (v^T w) [d, e] with w [N, e] from the pool, then v2 @ that: [N, e]
         w = tensors[int(self.rng.integers(len(tensors)))]
         e = w.shape[1]

@@ -163,8 +163,152 @@ def _one_minus_pow(w: _Writer, n: Node) -> None:
     raise OnnxError("one_minus_pow belongs to optimizer updates, which ONNX export leaves out")
 
 
+# ---------------------------------------------------------------- issue #14's ops (opset 17)
+
+
+def _scalar(w: _Writer, n: Node, value: float) -> str:
+    """An initializer holding ``value`` in the dtype of n's first operand."""
+    return w.const(np.array(value, dtype=w.g[n.inputs[0]].type.np_dtype), "c")
+
+
+def _attr_of(n: Node, key: str) -> Any:
+    from graphc.ir.ops import OPS as IR_OPS
+
+    return IR_OPS[n.op].attr(n, key)
+
+
+def _elu(w: _Writer, n: Node) -> None:
+    w.node("Elu", list(n.inputs), n.name, n, alpha=float(_attr_of(n, "alpha")))
+
+
+def _hard_sigmoid(w: _Writer, n: Node) -> None:
+    alpha, beta = float(_attr_of(n, "alpha")), float(_attr_of(n, "beta"))
+    w.node("HardSigmoid", list(n.inputs), n.name, n, alpha=alpha, beta=beta)
+
+
+def _clip_to(lo: float | None, hi: float | None) -> Callable[[_Writer, Node], None]:
+    def emit(w: _Writer, n: Node) -> None:
+        a = lo if lo is not None else float(_attr_of(n, "min"))
+        b = hi if hi is not None else float(_attr_of(n, "max"))
+        w.node("Clip", [n.inputs[0], _scalar(w, n, a), _scalar(w, n, b)], n.name, n)
+
+    return emit
+
+
+def _times_of(inner: Callable[[_Writer, Node, str], str]) -> Callable[[_Writer, Node], None]:
+    """x * inner(x): silu, mish and gelu (opset 17 has no Mish or Gelu)."""
+
+    def emit(w: _Writer, n: Node) -> None:
+        x = n.inputs[0]
+        w.node("Mul", [x, inner(w, n, x)], n.name, n)
+
+    return emit
+
+
+def _gelu_factor(w: _Writer, n: Node, x: str) -> str:
+    import math
+
+    f = lambda op, ins: w.node(op, ins, w.fresh(n.name), n)  # noqa: E731
+    if _attr_of(n, "approximate") == "tanh":
+        from graphc.ir.ops.activations import GELU_TANH_C
+
+        x3 = f("Mul", [f("Mul", [x, x]), x])
+        inner = f("Add", [x, f("Mul", [x3, _scalar(w, n, GELU_TANH_C)])])
+        s = f("Tanh", [f("Mul", [inner, _scalar(w, n, math.sqrt(2.0 / math.pi))])])
+    else:
+        s = f("Erf", [f("Mul", [x, _scalar(w, n, 1.0 / math.sqrt(2.0))])])
+    return f("Mul", [f("Add", [s, _scalar(w, n, 1.0)]), _scalar(w, n, 0.5)])
+
+
+def _pow(w: _Writer, n: Node) -> None:
+    w.node("Pow", [n.inputs[0], _scalar(w, n, float(_attr_of(n, "exponent")))], n.name, n)
+
+
+def _rsqrt(w: _Writer, n: Node) -> None:
+    w.node("Reciprocal", [w.node("Sqrt", list(n.inputs), w.fresh(n.name), n)], n.name, n)
+
+
+def _not_equal(w: _Writer, n: Node) -> None:
+    eq = w.node("Equal", list(n.inputs), w.fresh(n.name), n)
+    ne = w.node("Not", [eq], w.fresh(n.name), n)
+    w.node("Cast", [ne], n.name, n, to=w.onnx.TensorProto.FLOAT)
+
+
+def _where(w: _Writer, n: Node) -> None:
+    cond, a, b = n.inputs  # nonzero (NaN included) is true, as Cast to bool
+    c = w.node("Cast", [cond], w.fresh(n.name), n, to=w.onnx.TensorProto.BOOL)
+    w.node("Where", [c, a, b], n.name, n)
+
+
+def _argmax(w: _Writer, n: Node) -> None:
+    rank = len(w.g[n.inputs[0]].type.shape)
+    axis, keep = int(_attr_of(n, "axis")) % rank, int(bool(_attr_of(n, "keepdims")))
+    i = w.node("ArgMax", list(n.inputs), w.fresh(n.name), n, axis=axis, keepdims=keep)
+    w.node("Cast", [i], n.name, n, to=w.onnx.TensorProto.INT32)
+
+
+def _slice(w: _Writer, n: Node) -> None:
+    from graphc.ir.ops.shape import slice_bounds
+
+    bounds = slice_bounds(w.g[n.inputs[0]].type, dict(n.attrs))
+    axes = sorted(bounds)
+    ins = [np.array([bounds[a][k] for a in axes], np.int64) for k in (0, 1)]
+    ins.append(np.array(axes, np.int64))
+    w.node("Slice", [n.inputs[0]] + [w.const(v, "slice") for v in ins], n.name, n)
+
+
+def _pad(w: _Writer, n: Node) -> None:
+    rank = len(w.g[n.inputs[0]].type.shape)
+    pads = [0] * (2 * rank)
+    for a, lo, hi in zip(_attr_of(n, "axes"), _attr_of(n, "before"), _attr_of(n, "after")):
+        pads[a % rank], pads[rank + a % rank] = lo, hi
+    w.node("Pad", [n.inputs[0], w.const(np.array(pads, np.int64), "pads")], n.name, n)
+
+
+def _concat(w: _Writer, n: Node) -> None:
+    rank = len(n.type.shape)
+    w.node("Concat", list(n.inputs), n.name, n, axis=int(_attr_of(n, "axis")) % rank)
+
+
+def _batch_norm(w: _Writer, n: Node) -> None:  # inference form (graphs usually hold primitives)
+    eps, m = float(_attr_of(n, "eps")), float(_attr_of(n, "momentum"))
+    w.node("BatchNormalization", list(n.inputs), n.name, n, epsilon=eps, momentum=1.0 - m)
+
+
 # graphc op -> how it is written in ONNX (one entry per op)
 EXPORTS: dict[str, Callable[[_Writer, Node], None]] = {
+    "elu": _elu,
+    "selu": _simple("Selu"),
+    "gelu": _times_of(_gelu_factor),
+    "silu": _times_of(lambda w, n, x: w.node("Sigmoid", [x], w.fresh(n.name), n)),
+    "mish": _times_of(
+        lambda w, n, x: w.node(
+            "Tanh", [w.node("Softplus", [x], w.fresh(n.name), n)], w.fresh(n.name), n
+        )
+    ),
+    "softsign": _simple("Softsign"),
+    "hard_sigmoid": _hard_sigmoid,
+    "hard_tanh": _clip_to(-1.0, 1.0),
+    "abs": _simple("Abs"),
+    "minimum": _simple("Min"),
+    "clip": _clip_to(None, None),
+    "pow": _pow,
+    "reciprocal": _simple("Reciprocal"),
+    "rsqrt": _rsqrt,
+    "erf": _simple("Erf"),
+    "less": _compare("Less"),
+    "less_equal": _compare("LessOrEqual"),
+    "equal": _compare("Equal"),
+    "not_equal": _not_equal,
+    "where": _where,
+    "max": _reduce("ReduceMax"),
+    "min": _reduce("ReduceMin"),
+    "argmax": _argmax,
+    "log_softmax": lambda w, n: w.node("LogSoftmax", list(n.inputs), n.name, n, axis=-1),
+    "slice": _slice,
+    "pad": _pad,
+    "concat": _concat,
+    "batch_norm": _batch_norm,
     "add": _simple("Add"),
     "sub": _simple("Sub"),
     "mul": _simple("Mul"),
@@ -242,7 +386,9 @@ def to_onnx_model(model: Any, *, include_loss: bool = False, name: str | None = 
     outs = []
     for o in outputs:
         t = g[o].type
-        elem = onnx.TensorProto.DOUBLE if t.dtype == "f64" else onnx.TensorProto.FLOAT
+        elem = {"f64": onnx.TensorProto.DOUBLE, "i32": onnx.TensorProto.INT32}.get(
+            t.dtype, onnx.TensorProto.FLOAT
+        )
         outs.append(onnx.helper.make_tensor_value_info(o, elem, _shape_dims(t.shape)))
     graph = onnx.helper.make_graph(w.nodes, name or prog.name, inputs, outs, w.inits)
     graph.doc_string = f"exported by graphc from model {prog.name!r}"

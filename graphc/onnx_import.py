@@ -1229,7 +1229,10 @@ def _slice(cx: NodeContext) -> list[Value]:
             cx.fail(f"slicing the batch dimension N of {_fmt(x.shape)} is not supported")
         lo, hi, _ = slice(int(st), int(en)).indices(int(size))
         if hi <= lo:
-            cx.fail(f"the slice [{st}:{en}] of axis {a} (size {size}) is empty")
+            cx.fail(
+                f"the slice [{st}:{en}] of axis {a} (size {size}) is empty: graphc has no "
+                "dimension of size 0"
+            )
         b.append(lo)
         e.append(hi)
     return [dsl.apply("slice", x, axes=tuple(axes), starts=tuple(b), ends=tuple(e))]

@@ -58,7 +58,7 @@ def interpret(
         spec = OPS[node.op]
         with np.errstate(all="ignore"):
             out = spec.evaluate(*(env[i] for i in node.inputs), **attrs)
-        dt = node.type.np_dtype if float_dtype is None else float_dtype
+        dt = node.type.np_dtype if float_dtype is None or node.type.dtype == "i32" else float_dtype
         env[node.name] = np.asarray(out, dtype=dt)
     for target, value in g.updates:
         env[target + "'"] = env[value]

@@ -282,7 +282,7 @@ def test_two_tensors_with_one_name_are_refused_naming_both_lines() -> None:
         lambda x: gc.input("a", ("N", 1)) - gc.input("b", ("N",)),  # would be [N,N]
         lambda x: gc.mean_squared_error(x, gc.input("t", ("N", 2))),
         lambda x: gc.binary_cross_entropy(x, gc.input("t", ("N", 2))),
-        lambda x: gc.dense(x, 2, activation="swish"),
+        lambda x: gc.dense(x, 2, activation="swishy"),
         lambda x: gc.param("q", (2,), init="nope"),
         lambda x: gc.reshape(x, ("N", 4)),
     ],

@@ -197,8 +197,17 @@ def _train_step_any_batch(m, feats, labs):
 
 
 def test_every_op_has_doc_reference_lowering_and_gradient_check() -> None:
-    covered = {c.op for c in CASES}
+    from test_ops_new import CASES as NEW_CASES  # issue #14's ops, batched into few compiles
+
+    covered = {c.op for c in CASES} | {c.op for c in NEW_CASES if c.grad}
     kernel_ops = {
+        "max",
+        "min",
+        "argmax",
+        "log_softmax",
+        "slice",
+        "pad",
+        "concat",
         "matmul",
         "sum",
         "mean",
@@ -215,6 +224,8 @@ def test_every_op_has_doc_reference_lowering_and_gradient_check() -> None:
         if name in ("input", "param", "state"):
             continue
         assert type(op).reference is not type(op).__mro__[-2].reference, f"{name}: no reference"
+        if hasattr(op, "decompose"):  # a composite: its primitives have lowerings and VJPs
+            continue
         assert name in LOWERINGS or name in kernel_ops, f"op {name} has no lowering"
         if not op.nondifferentiable and op.kind != "source" and name not in TESTED_ELSEWHERE:
             assert name in covered, f"op {name} has no row in CASES (gradient check)"

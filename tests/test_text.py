@@ -47,6 +47,14 @@ OP_CASES: dict[str, tuple[list[TensorType], dict]] = {
     "const": ([], {"value": 0.1 + 0.2, "dtype": "f32"}),
     "dropout": ([F, SCALAR], {"p": 0.25, "seed": 7, "stream": 1}),
     "one_minus_pow": ([SCALAR], {"base": 0.999}),
+    "batch_norm": ([F, ROW, ROW, ROW, ROW], {"momentum": 0.25, "eps": 1e-3}),
+    "clip": ([F], {"min": -0.5, "max": 1.0 / 3.0}),
+    "pow": ([F], {"exponent": -1.5}),
+    "slice": ([SQ], {"axes": (1, 0), "starts": (1, -2), "ends": (3, 100)}),
+    "pad": ([F], {"axes": (1,), "before": (2,), "after": (0,)}),
+    "concat": ([F, F], {"axis": 1}),
+    "gelu": ([F], {"approximate": "tanh"}),
+    "argmax": ([F], {"axis": 1, "keepdims": True}),
 }
 CANDIDATE_TYPES = (F, SQ, ROW, SCALAR, LABELS)
 

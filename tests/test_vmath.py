@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ llvm.initialize_native_target()
 llvm.initialize_native_asmprinter()
 
 LLTYPE = {np.float32: ir.FloatType(), np.float64: ir.DoubleType()}
-NAMES = ["exp", "log", "log1p", "tanh", "sigmoid", "softplus", "sqrt", "fabs"]
+NAMES = ["exp", "log", "log1p", "tanh", "sigmoid", "softplus", "sqrt", "fabs", "erf"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,6 +127,7 @@ REFERENCE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "softplus": lambda x: np.logaddexp(0.0, x),
     "sqrt": np.sqrt,
     "fabs": np.abs,
+    "erf": np.vectorize(math.erf, otypes=[np.float64]),  # CPython's erf: within about 1 ulp
 }
 
 
@@ -156,6 +158,7 @@ def grid(op: str, dtype: type) -> np.ndarray:
         "softplus": [np.linspace(-xmax, xmax, n), _both_signs_log(lo_exp, hi_exp, n // 2)],
         "sqrt": [np.logspace(lo_exp, hi_exp, n)],
         "fabs": [_both_signs_log(lo_exp, hi_exp, n // 2)],
+        "erf": [np.linspace(-7.0, 7.0, n), _both_signs_log(lo_exp, hi_exp, n // 4)],
     }[op]
     return np.concatenate(parts).astype(dtype)
 
@@ -194,6 +197,7 @@ BOUND = {
         "softplus": 2.5e-7,
         "sqrt": 6e-8,  # correctly rounded: half an ulp
         "fabs": 0.0,
+        "erf": 2.5e-7,
     },
     np.float64: {
         "exp": 1e-15,
@@ -204,6 +208,7 @@ BOUND = {
         "softplus": 1e-15,
         "sqrt": 1.2e-16,
         "fabs": 0.0,
+        "erf": 1e-15,
     },
 }
 DTYPES = [np.float32, np.float64]
@@ -284,6 +289,7 @@ SPECIAL = {
     "softplus": [(INF, INF), (-INF, 0.0), (NAN, NAN), (1e4, 1e4), (-1e4, 0.0)],
     "sqrt": [(INF, INF), (-1.0, NAN), (NAN, NAN), (4.0, 2.0), (-0.0, -0.0)],
     "fabs": [(-INF, INF), (NAN, NAN), (-0.0, 0.0), (-3.0, 3.0)],
+    "erf": [(INF, 1.0), (-INF, -1.0), (NAN, NAN), (0.0, 0.0), (-0.0, -0.0), (10.0, 1.0)],
 }
 
 
@@ -321,7 +327,7 @@ def test_functions_never_nan_for_finite_input(dtype: type) -> None:
         dtype
     )
     assert np.isfinite(x).all()
-    for op in ("exp", "tanh", "sigmoid", "softplus"):
+    for op in ("exp", "tanh", "sigmoid", "softplus", "erf"):
         got = kernels(dtype)(op, x)
         assert not np.isnan(got).any(), f"{op} gave NaN for finite input"
     assert np.isfinite(kernels(dtype)("softplus", x[np.abs(x) < 1e30])).all()

@@ -7,6 +7,7 @@ of op names. An op class declares what it is; it joins the right sets by being r
 
 # importing a family registers its ops
 from . import elementwise, linalg, loss, random, reduce, sources  # noqa: F401
+from . import activations, arith, norm, rowwise, shape  # noqa: F401, I001
 from .base import (
     OPS,
     REQUIRED,

@@ -27,6 +27,7 @@ class Kind(StrEnum):
     ROWWISE = "rowwise"  # one pass over each row of a 2-D operand (softmax, the losses)
     SOURCE = "source"  # enters from outside: data, trainable params, persistent state
     SCALAR = "scalar"  # a scalar from attrs or static shapes (const, size)
+    COMPOSITE = "composite"  # replaced by primitives (``decompose``) before any pass runs
 
 
 class _Required:

@@ -35,7 +35,8 @@ class Param(Source):
     """A trainable parameter; attr ``init`` names its initializer (e.g. "glorot_uniform")."""
 
     name = "param"
-    attrs = {"init": None, "init_args": None, "trainable": None}  # trainable=False: never updated
+    # trainable=False: never updated; l1, l2: weight penalties added to the loss
+    attrs = {"init": None, "init_args": None, "trainable": None, "l1": None, "l2": None}
 
 
 @register

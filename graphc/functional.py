@@ -1,0 +1,306 @@
+"""DSL functions for the ops of issue #14: activations, pointwise math and comparisons,
+reductions, log_softmax, movement (slice, concat, squeeze, expand_dims), normalization
+(layer_norm, batch_norm) and the losses built from them.
+
+Attr defaults live on the op classes (graphc.ir.ops): an argument left at None takes the op's
+default, so each default is written once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from graphc.ir.errors import GraphcError, ShapeError
+
+from .dsl import (
+    LOSSES,
+    OP_FUNCTIONS,
+    Tensor,
+    _fresh,
+    _tag,
+    apply,
+    const,
+    mean,
+    param,
+    reshape,
+    sum,
+)
+
+
+def _op(op: str, doc: str):
+    def f(x: Tensor, *, name: str | None = None) -> Tensor:
+        return apply(op, x, name=name)
+
+    f.__name__ = op
+    f.__code__ = f.__code__.replace(co_name=op)  # provenance reads the frame's name
+    f.__doc__ = doc
+    return f
+
+
+# The pointwise ops' own functions (gc.elu(x, alpha=1.0), gc.gelu(x, approximate="none"), gc.abs,
+# gc.erf, ...) are generated from the registry by graphc.dsl (OP_FUNCTIONS); the functions here
+# add what a generated one cannot: Python numbers as operands, aliases.
+
+swish = OP_FUNCTIONS["silu"]
+
+
+def _lift(x: Tensor, y: Tensor | float) -> Tensor:
+    return y if isinstance(y, Tensor) else const(float(y), dtype=x.dtype)
+
+
+def minimum(x: Tensor, y: Tensor | float) -> Tensor:
+    """Elementwise min with broadcasting (NaN if either is NaN; at a tie the gradient goes to x)."""
+    return apply("minimum", x, _lift(x, y))
+
+
+def pow(x: Tensor, exponent: float) -> Tensor:
+    """x ** exponent for a Python number (integer exponents: exact products, any sign of x)."""
+    return apply("pow", x, exponent=float(exponent))
+
+
+def _compare(op: str):
+    def f(x: Tensor, y: Tensor | float) -> Tensor:
+        return apply(op, x, _lift(x, y))
+
+    f.__name__ = op
+    f.__code__ = f.__code__.replace(co_name=op)
+    f.__doc__ = f"1.0 where x {op.replace('_', ' ')} y, else 0.0 (a mask; no gradient)."
+    return f
+
+
+greater = _compare("greater")
+greater_equal = _compare("greater_equal")
+less = _compare("less")
+less_equal = _compare("less_equal")
+equal = _compare("equal")
+not_equal = _compare("not_equal")
+
+
+def where(cond: Tensor, a: Tensor | float, b: Tensor | float) -> Tensor:
+    """a where cond != 0 else b (all broadcast); cond is usually a comparison's mask."""
+    return apply("where", cond, _lift(cond, a), _lift(cond, b))
+
+
+# ---------------------------------------------------------------- reductions, rows
+
+
+def _axes(axes: Iterable[int] | int | None) -> tuple[int, ...] | None:
+    if axes is None:
+        return None
+    return (axes,) if isinstance(axes, int) else tuple(axes)
+
+
+def max(x: Tensor, axes: Iterable[int] | int | None = None, keepdims: bool = False) -> Tensor:
+    """Maximum over ``axes`` (all when None); the gradient is split evenly among ties."""
+    return apply("max", x, axes=_axes(axes), keepdims=keepdims or None)
+
+
+def min(x: Tensor, axes: Iterable[int] | int | None = None, keepdims: bool = False) -> Tensor:
+    """Minimum over ``axes`` (all when None); the gradient is split evenly among ties."""
+    return apply("min", x, axes=_axes(axes), keepdims=keepdims or None)
+
+
+def argmax(x: Tensor, axis: int | None = None, keepdims: bool = False) -> Tensor:
+    """i32 index of the largest element along ``axis`` (default: the last); no gradient."""
+    return apply("argmax", x, axis=axis, keepdims=keepdims or None)
+
+
+def log_softmax(x: Tensor, *, name: str | None = None) -> Tensor:
+    """log(softmax(x)) over the last axis of a 2-D x, in the stable form."""
+    return apply("log_softmax", x, name=name)
+
+
+# ---------------------------------------------------------------- movement
+
+
+def slice(
+    x: Tensor, starts: Iterable[int], ends: Iterable[int], axes: Iterable[int] | None = None
+) -> Tensor:
+    """x[..., starts[k]:ends[k], ...] along ``axes`` (default: the first len(starts) axes);
+    static bounds with Python's rules; not along the batch axis."""
+    starts, ends = tuple(starts), tuple(ends)
+    axes = tuple(range(len(starts))) if axes is None else tuple(axes)
+    return apply("slice", x, axes=axes, starts=starts, ends=ends)
+
+
+def concat(xs: list[Tensor], axis: int) -> Tensor:
+    """The tensors joined along ``axis`` (other dimensions equal; not the batch axis)."""
+    return apply("concat", *xs, axis=axis)
+
+
+def squeeze(x: Tensor, axes: Iterable[int] | int | None = None) -> Tensor:
+    """x without the given axes of length 1 (all of them when None): a reshape.
+
+    Raises:
+        ShapeError: an axis is out of range or its length is not 1.
+    """
+    rank = x.type.rank
+    if axes is None:
+        drop = {a for a, d in enumerate(x.shape) if d == 1}
+    else:
+        drop = set()
+        for a in _axes(axes) or ():
+            if not -rank <= a < rank or x.shape[a % rank] != 1:
+                raise ShapeError(f"squeeze: axis {a} of {x.type} is not of length 1 ({x.name})")
+            drop.add(a % rank)
+    return reshape(x, tuple(d for a, d in enumerate(x.shape) if a not in drop))
+
+
+def expand_dims(x: Tensor, axis: int) -> Tensor:
+    """x with a new axis of length 1 at ``axis`` (negative counts from the end): a reshape."""
+    rank = x.type.rank + 1
+    if not -rank <= axis < rank:
+        raise ShapeError(f"expand_dims: axis {axis} is out of range for {x.type} ({x.name})")
+    shape = list(x.shape)
+    shape.insert(axis % rank, 1)
+    return reshape(x, tuple(shape))
+
+
+# ---------------------------------------------------------------- normalization
+
+
+def layer_norm(x: Tensor, *, eps: float = 1e-5, name: str | None = None) -> Tensor:
+    """Layer normalization (Ba et al., 2016) over the last axis, with learned scale ``NAME.gamma``
+    (ones) and shift ``NAME.beta`` (zeros), as torch.nn.LayerNorm (eps = 1e-5):
+    y = (x - mean) / sqrt(var + eps) * gamma + beta, var the biased variance of the row.
+
+    Composed of primitives (mean, sub, square, rsqrt, mul, add), so fusion and autodiff see
+    them; the row statistics are two reductions over the last axis.
+    """
+    if x.type.rank < 1 or not isinstance(x.shape[-1], int):
+        raise ShapeError(f"layer_norm: expects x with a fixed last axis, got {x.type} ({x.name})")
+    name = name or _fresh("layer_norm")
+    c, last = x.shape[-1], x.type.rank - 1
+    gamma = param(f"{name}.gamma", (c,), init="ones", dtype=x.dtype)
+    beta = param(f"{name}.beta", (c,), init="zeros", dtype=x.dtype)
+    d = x - mean(x, axes=last, keepdims=True)
+    var = mean(d * d, axes=last, keepdims=True)
+    return d * apply("rsqrt", var + eps) * gamma + beta
+
+
+def batch_norm(
+    x: Tensor,
+    *,
+    momentum: float | None = None,
+    eps: float | None = None,
+    name: str | None = None,
+) -> Tensor:
+    """Batch normalization over the last axis, as torch.nn.BatchNorm1d (momentum 0.1, eps 1e-5,
+    the op's defaults): in training the batch's statistics, and the compiled step updates the
+    running mean and variance (states ``NAME.running_mean``, ``NAME.running_var``); evaluate,
+    predict and exported libraries use the running statistics. Learned ``NAME.gamma`` (ones),
+    ``NAME.beta`` (zeros). See graphc.ir.ops.norm.BatchNorm for the formulas.
+    """
+    from .dsl import _source
+
+    if x.type.rank < 2 or not isinstance(x.shape[-1], int):
+        raise ShapeError(f"batch_norm: expects x [..., C] with a fixed C, got {x.type} ({x.name})")
+    name = name or _fresh("batch_norm")
+    c = (x.shape[-1],)
+    gamma = param(f"{name}.gamma", c, init="ones", dtype=x.dtype)
+    beta = param(f"{name}.beta", c, init="zeros", dtype=x.dtype)
+    rm = _source("state", f"{name}.running_mean", c, x.dtype, {"init": "zeros"})
+    rv = _source("state", f"{name}.running_var", c, x.dtype, {"init": "ones"})
+    return apply("batch_norm", x, gamma, beta, rm, rv, name=name, momentum=momentum, eps=eps)
+
+
+class LayerNorm:
+    """Layer object for Sequential: ``LayerNorm(eps=1e-5, name=None)`` (see ``layer_norm``)."""
+
+    def __init__(self, *, eps: float = 1e-5, name: str | None = None) -> None:
+        self.eps, self.name = eps, name
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return layer_norm(x, eps=self.eps, name=self.name)
+
+    def __repr__(self) -> str:
+        return f"LayerNorm(eps={self.eps})"
+
+
+class BatchNorm:
+    """Layer object for Sequential: ``BatchNorm(momentum=None, eps=None, name=None)``."""
+
+    def __init__(
+        self, *, momentum: float | None = None, eps: float | None = None, name: str | None = None
+    ) -> None:
+        self.momentum, self.eps, self.name = momentum, eps, name
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return batch_norm(x, momentum=self.momentum, eps=self.eps, name=self.name)
+
+    def __repr__(self) -> str:
+        return "BatchNorm()"
+
+
+# ---------------------------------------------------------------- losses
+
+
+def _same_shape(loss: str, pred: Tensor, target: Tensor) -> None:
+    if target.shape != pred.shape:
+        raise ShapeError(f"{loss}: target {target.type} must match prediction {pred.type}")
+
+
+def categorical_cross_entropy(
+    logits: Tensor, targets: Tensor, *, label_smoothing: float = 0.0
+) -> Tensor:
+    """Mean over rows of -sum_c t_c log softmax(z)_c, from logits z [N,C] and float targets
+    t [N,C] (one-hot or soft, rows summing to 1). With label smoothing e the targets become
+    (1 - e) t + e / C (as tf.keras.losses.CategoricalCrossentropy and torch.nn.CrossEntropyLoss).
+
+    Raises:
+        ShapeError: the shapes differ or the logits are not 2-D.
+        GraphcError: label_smoothing outside [0, 1].
+    """
+    _same_shape("categorical_cross_entropy", logits, targets)
+    if logits.type.rank != 2:
+        raise ShapeError(f"categorical_cross_entropy: logits must be [N, C], got {logits.type}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise GraphcError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    t = targets
+    if label_smoothing:
+        t = t * (1.0 - label_smoothing) + label_smoothing / logits.shape[1]
+    per_row = sum(t * log_softmax(logits), axes=1)
+    return _tag(-mean(per_row), "categorical_cross_entropy")
+
+
+BCE_EPSILON = 1e-7  # tf.keras.backend.epsilon(): the clamp of binary_cross_entropy on probabilities
+
+
+def binary_cross_entropy_from_probs(probs: Tensor, targets: Tensor) -> Tensor:
+    """Mean binary cross-entropy of probabilities p against targets t in [0, 1], in the clamped
+    Keras form: p is clipped to [eps, 1 - eps] with eps = 1e-7, then
+    -mean(t log p + (1 - t) log(1 - p)). The clamp keeps the loss finite for p = 0 or 1 (at
+    most -log(1e-7) = 16.1 per element) and stops the gradient outside the clamp; the logits
+    form (``binary_cross_entropy``) is exact and preferred when logits are at hand.
+    """
+    _same_shape("binary_cross_entropy", probs, targets)
+    p = apply("clip", probs, min=BCE_EPSILON, max=1.0 - BCE_EPSILON)
+    ll = targets * apply("log", p) + (1.0 - targets) * apply("log", 1.0 - p)
+    return _tag(-mean(ll), "binary_cross_entropy_probs")
+
+
+def huber(pred: Tensor, target: Tensor, *, delta: float = 1.0) -> Tensor:
+    """Mean Huber loss: 0.5 d^2 where |d| <= delta, else delta (|d| - 0.5 delta), d = pred -
+    target (torch.nn.HuberLoss, tf.keras.losses.Huber), computed as 0.5 q^2 + delta (|d| - q)
+    with q = min(|d|, delta)."""
+    _same_shape("huber", pred, target)
+    if not delta > 0:
+        raise GraphcError(f"huber: delta must be > 0, got {delta!r}")
+    a = apply("abs", pred - target)
+    q = minimum(a, delta)
+    return _tag(mean(0.5 * q * q + delta * (a - q)), "huber")
+
+
+def mean_absolute_error(pred: Tensor, target: Tensor) -> Tensor:
+    """mean(|pred - target|) over all elements (gradient 0 where they are equal)."""
+    _same_shape("mean_absolute_error", pred, target)
+    return _tag(mean(apply("abs", pred - target)), "mean_absolute_error")
+
+
+LOSSES.update(  # the losses compile_sequential accepts by name
+    {
+        "categorical_cross_entropy": categorical_cross_entropy,
+        "huber": huber,
+        "mean_absolute_error": mean_absolute_error,
+    }
+)
