@@ -44,7 +44,7 @@ from llvmlite import ir
 from graphc.ir.batch import rows_independent
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Graph
-from graphc.ir.passes.schedule import ALIGN, Schedule
+from graphc.ir.plan import ALIGN, Schedule
 from graphc.ir.types import BATCH, TensorType
 
 from .kernels import NUMERICS_BASE

@@ -25,7 +25,7 @@ gives bit-identical parameters and losses to ``ceil(n / batch)`` calls of ``NAME
 
 from __future__ import annotations
 
-from graphc.ir.passes.schedule import Schedule
+from graphc.ir.plan import Schedule
 from graphc.ir.types import BATCH
 from llvmlite import ir
 

@@ -20,7 +20,7 @@ from llvmlite import ir
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Graph, Node
 from graphc.ir.ops import OPS, normalize_axes
-from graphc.ir.passes.schedule import Buffer, Kernel, Schedule
+from graphc.ir.plan import Buffer, Kernel, Schedule
 from graphc.ir.types import BATCH
 
 from . import vmath
@@ -901,7 +901,7 @@ def _matrix_strides(shape, n_cols) -> tuple:
     return "cols", 1
 
 
-# kernel kind (ir.passes.schedule.Kernel.kind) -> its emitter; "copy" kernels, whose function
+# kernel kind (ir.plan.Kernel.kind) -> its emitter; "copy" kernels, whose function
 # takes the destination as an extra pointer, are emitted by the module builder itself
 def _emit_movement(ctx: KernelContext, kernel: Kernel) -> None:
     """slice, pad, concat: strided copies (codegen/movement.py)."""

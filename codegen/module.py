@@ -6,7 +6,7 @@ from llvmlite import ir
 
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import attrs_key
-from graphc.ir.passes.schedule import Kernel, Schedule
+from graphc.ir.plan import Kernel, Schedule
 
 from . import kernels as K
 from .gemm import emit_gemm

@@ -22,12 +22,21 @@ from graphc.ir.errors import (
     VerifyError,
 )
 from graphc.ir.graph import Graph
+from graphc.runtime import model as _runtime_model
 from graphc.runtime.library import Library, load
 
 from . import dsl as _dsl
 from .api import compile, compile_sequential
-from .modelfile import load_model
-from .onnx_import import OnnxImport, from_onnx
+from .callbacks import (
+    CosineAnnealingLR,
+    CSVLogger,
+    EarlyStopping,
+    ExponentialLR,
+    LambdaLR,
+    ReduceLROnPlateau,
+    StepLR,
+    TensorBoard,
+)
 from .dsl import (
     Dense,
     Dropout,
@@ -57,17 +66,26 @@ from .dsl import (
     sum,
     transpose,
 )
-from .callbacks import (
-    CosineAnnealingLR,
-    CSVLogger,
-    TensorBoard,
-    EarlyStopping,
-    ExponentialLR,
-    LambdaLR,
-    ReduceLROnPlateau,
-    StepLR,
-)
+from .modelfile import load_model
+from .onnx_import import OnnxImport, from_onnx
 from .optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop
+
+
+def _export_library(model, path, **options):
+    from .export import export_model
+
+    return export_model(model, path, **options)
+
+
+def _export_onnx(model, path, **options):
+    from .onnx_export import save_onnx
+
+    return save_onnx(model, path, **options)
+
+
+# Model.export / Model.to_onnx: the runtime calls these drivers through its table (it does not
+# import graphc); they import their modules when first used
+_runtime_model.EXPORTERS.update(library=_export_library, onnx=_export_onnx)
 
 # one function per registered pointwise op (gc.relu, gc.exp, gc.leaky_relu, ...), generated from
 # the op registry by graphc.dsl

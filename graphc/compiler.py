@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 from graphc.codegen.module import ModuleBuilder
 from graphc.codegen.target import (
@@ -23,39 +21,14 @@ from graphc.ir.errors import GraphcError
 from graphc.ir.graph import Graph
 from graphc.ir.ops.random import strip_dropout
 from graphc.ir.passes.decompose import add_weight_penalties, decompose
-from graphc.ir.passes.pipeline import PipelineResult, run_pipeline
-from graphc.ir.passes.schedule import Buffer, Schedule, align, schedule
+from graphc.ir.passes.layout import layout_state
+from graphc.ir.passes.pipeline import run_pipeline
+from graphc.ir.passes.schedule import schedule
+from graphc.ir.program import Program
 from graphc.ir.types import TensorType
 
 from .dsl import Tensor, collect_graph, constant_values
 from .optim import Adam, Optimizer
-
-
-@dataclass
-class Program:
-    """Everything the compiler made for one model, stage by stage."""
-
-    name: str
-    forward: Graph  # outputs + loss
-    training: Graph | None  # forward + backward + update (before passes)
-    inference: Graph  # outputs only
-    grads: dict[str, str]
-    optimized: dict[str, PipelineResult] = field(default_factory=dict)
-    schedules: dict[str, Schedule] = field(default_factory=dict)
-    layout: dict[str, Buffer] = field(default_factory=dict)
-    param_bytes: int = 0
-    state_bytes: int = 0
-    feature_inputs: list[str] = field(default_factory=list)
-    label_inputs: list[str] = field(default_factory=list)
-    loss: str | None = None
-    loss_kind: str | None = None
-    outputs: list[str] = field(default_factory=list)
-    llvm_ir: str = ""
-    timings: dict[str, float] = field(default_factory=dict)
-    opt_level: int = 2
-    check_numerics: bool = False  # kernels' stores scanned for NaN/Inf (codegen.kernels)
-    constants: dict[str, Any] = field(default_factory=dict)  # gc.constant: name -> array
-    declared: Graph | None = None  # the network as declared (dropout kept): model files
 
 
 def build_graphs(
@@ -125,45 +98,8 @@ def _inference_form(g: Graph) -> Graph:
 
 
 def make_layout(prog: Program) -> None:
-    """Offsets of params and states in their flat regions (64-byte aligned).
-
-    Params in graph order. States: first those that are no optimizer slot (e.g. "step"), then
-    one sub-region per slot kind laid out like the param region (``P.exp_avg`` at
-    ``base_exp_avg + offset(P)``), so that one flat loop can update every param and its slots
-    (ir.passes.schedule, fuse_optimizer). A slot whose type differs from its param's goes last.
-    """
-    src = prog.training or prog.forward
-    off = {"param": 0, "state": 0}
-    kinds: dict[str, list] = {}
-    for n in src.nodes:
-        if n.op == "param":
-            size = n.type.size(1) * n.type.itemsize
-            prog.layout[n.name] = Buffer(n.name, "param", off["param"], 0, size)
-            off["param"] += align(size)
-    late = []
-    for n in src.nodes:
-        if n.op != "state":
-            continue
-        p = dict(n.attrs).get("slot_of")
-        if p in prog.layout and n.name.startswith(f"{p}.") and src[p].type == n.type:
-            kinds.setdefault(n.name[len(p) + 1 :], []).append((n, p))
-        elif p is not None:
-            late.append(n)
-        else:
-            size = n.type.size(1) * n.type.itemsize
-            prog.layout[n.name] = Buffer(n.name, "state", off["state"], 0, size)
-            off["state"] += align(size)
-    for slots in kinds.values():
-        base = off["state"]
-        for n, p in slots:
-            pb = prog.layout[p]
-            prog.layout[n.name] = Buffer(n.name, "state", base + pb.offset, 0, pb.size)
-        off["state"] = base + off["param"]
-    for n in late:
-        size = n.type.size(1) * n.type.itemsize
-        prog.layout[n.name] = Buffer(n.name, "state", off["state"], 0, size)
-        off["state"] += align(size)
-    prog.param_bytes, prog.state_bytes = off["param"], off["state"]
+    """Fill ``prog.layout``, ``param_bytes`` and ``state_bytes`` (``ir.passes.layout``)."""
+    prog.layout, prog.param_bytes, prog.state_bytes = layout_state(prog.training or prog.forward)
 
 
 def schedule_program(

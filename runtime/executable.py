@@ -6,10 +6,9 @@ import ctypes
 from typing import Any
 
 import numpy as np
-
-from graphc.ir.errors import ArgumentError, NumericsError
 from graphc.codegen.epoch import ERR_NONFINITE_LOSS
-from graphc.ir.passes.schedule import Schedule
+from graphc.ir.errors import ArgumentError, NumericsError
+from graphc.ir.plan import Schedule
 
 from .buffers import aligned_empty
 

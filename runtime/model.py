@@ -6,19 +6,18 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
+from graphc.codegen.threads import MAX_THREADS
 from graphc.ir.batch import loss_is_row_mean, rows_independent
 from graphc.ir.errors import ArgumentError, GraphcError, NumericsError
 from graphc.ir.types import BATCH
 
 from .buffers import aligned_empty, view
 from .executable import Entry, EpochEntry, NonfiniteLoss, one_hot_hint
-from graphc.codegen.threads import MAX_THREADS
-
 from .parallel import default_threads, own_lock, serialized
 
 log = logging.getLogger(__name__)  # graphc's own messages; fit's epoch lines stay on stdout
@@ -67,6 +66,18 @@ def row_split(schedules: dict[str, Any]) -> dict[str, bool]:
         *outs, loss = s.output_slots
         out["eval"] = rows_independent(s.graph, outs) and loss_is_row_mean(s.graph, loss)
     return out
+
+
+# The drivers of Model.export ("library": graphc.export.export_model) and Model.to_onnx ("onnx":
+# graphc.onnx_export.save_onnx) live above the runtime layer; the graphc package installs them
+# here when it is imported, so the runtime never imports graphc.
+EXPORTERS: dict[str, Callable[..., Any]] = {}
+
+
+def _exporter(kind: str) -> Callable[..., Any]:
+    if kind not in EXPORTERS:
+        raise GraphcError(f"no {kind} exporter installed: import graphc first")
+    return EXPORTERS[kind]
 
 
 class Model:
@@ -169,7 +180,7 @@ class Model:
         Parameter i draws from ``np.random.default_rng([seed, i])``, so each parameter's
         values depend only on the seed and its position.
         """
-        from graphc.init import initialize
+        from graphc.ir.init import initialize
 
         constants = getattr(self.program, "constants", {})
         for i, n in enumerate(self.param_nodes):
@@ -256,9 +267,7 @@ class Model:
         emit ("obj" | "llvm" | "asm"), cc; see ``graphc.export.export_model``, which this
         calls. Returns its ExportResult (paths written).
         """
-        from graphc.export import export_model  # the driver lives above the runtime layer
-
-        return export_model(self, path, **options)
+        return _exporter("library")(self, path, **options)
 
     def to_onnx(self, path: str, *, include_loss: bool = False) -> str:
         """Write the inference graph (and the loss, with ``include_loss``) as an ONNX file with
@@ -267,9 +276,7 @@ class Model:
         Needs the onnx package (``pip install 'graphc[onnx]'``). See graphc.onnx_export.
         Raises OnnxError for an op without an ONNX form. Returns ``path``.
         """
-        from graphc.onnx_export import save_onnx  # the exporter lives above the runtime layer
-
-        return save_onnx(self, path, include_loss=include_loss)
+        return _exporter("onnx")(self, path, include_loss=include_loss)
 
     # ------------------------------------------------------------------ seeing it
 

@@ -17,78 +17,13 @@ The workspace is [grad | arena fixed part | arena per-row part x N]; its size fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from itertools import pairwise
 
 from ..graph import Graph, Node
 from ..ops import INLINE_OPS, OPS, SOURCE_OPS
+from ..plan import ALIGN, Buffer, Kernel, Schedule, align
 
-ALIGN = 64
-
-
-def align(x: int) -> int:
-    return (x + ALIGN - 1) // ALIGN * ALIGN
-
-
-@dataclass(frozen=True)
-class Buffer:
-    """Where a value lives: region, slot/offset (bytes) as ``fixed + row * N``, and its size."""
-
-    value: str
-    region: str
-    offset: int = 0
-    offset_row: int = 0
-    size: int = 0
-    size_row: int = 0
-    slot: int = -1
-
-    def describe(self) -> str:
-        if self.region in ("input", "output"):
-            return f"{self.region}[{self.slot}]"
-        if self.region in ("inline", "fused"):
-            return self.region
-        off = f"{self.offset}" + (f"+{self.offset_row}*N" if self.offset_row else "")
-        size = f"{self.size}" + (f"+{self.size_row}*N" if self.size_row else "")
-        return f"{self.region}@{off} ({size} B)"
-
-
-@dataclass(frozen=True)
-class Kernel:
-    """A unit of generated code: ``nodes`` run in one loop nest; ``stores`` are written to memory."""
-
-    name: str
-    kind: str  # elementwise | matmul | reduce | rowwise | transpose | reshape | copy
-    nodes: tuple[str, ...]
-    stores: tuple[str, ...]
-    copy_to: str | None = None  # for kind "copy": the update target written from nodes[0]
-    elements: int = 0  # flat update (fuse_optimizer): loop over this many elements
-
-
-@dataclass
-class Schedule:
-    """The scheduled graph: kernels in execution order and a buffer for every value."""
-
-    graph: Graph
-    kernels: list[Kernel]
-    buffers: dict[str, Buffer]
-    grad_bytes: int
-    arena_fixed: int
-    arena_row: int
-    unplanned_fixed: int
-    unplanned_row: int
-    input_slots: list[str] = field(default_factory=list)
-    output_slots: list[str] = field(default_factory=list)
-    # fuse_optimizer's sets ("optK"): "one loop over ... elements" or "not flat: <why>"
-    flat_notes: dict[str, str] = field(default_factory=dict)
-
-    def workspace_bytes(self, n: int) -> int:
-        return self.grad_bytes + self.arena_fixed + self.arena_row * n
-
-    def peak_arena_bytes(self, n: int) -> int:
-        return self.arena_fixed + self.arena_row * n
-
-    def unplanned_bytes(self, n: int) -> int:
-        return self.unplanned_fixed + self.unplanned_row * n
+__all__ = ["ALIGN", "Buffer", "Kernel", "Schedule", "align", "form_kernels", "schedule"]
 
 
 def kernel_kind(node: Node) -> str:

@@ -1,0 +1,120 @@
+"""Weight initializers, seeded: zeros, constant, uniform, normal, Glorot/Xavier and He/Kaiming.
+
+Formulas (fan_in, fan_out = shape[0], shape[1] for a [in, out] weight; a vector has fan_in =
+fan_out = its length):
+    glorot_uniform  U(-a, a), a = sqrt(6 / (fan_in + fan_out))      Glorot & Bengio (2010)
+    glorot_normal   N(0, 2 / (fan_in + fan_out))                    Glorot & Bengio (2010)
+    he_uniform      U(-a, a), a = sqrt(6 / fan_in)                  He et al. (2015)
+    he_normal       N(0, 2 / fan_in)                                He et al. (2015)
+These match torch.nn.init's xavier_*/kaiming_* (gain 1 and sqrt(2), respectively; normal, not
+truncated normal).
+
+``array`` (argument ``key``) copies an array held by this process (``hold_array``): the weights
+an imported ONNX model brings (graphc.onnx_import). The graph keeps only the key (a digest of
+the array's bytes), so graph hashes and compile caches stay small.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .errors import GraphcError
+
+INITIALIZERS = (
+    "zeros",
+    "ones",
+    "constant",
+    "uniform",
+    "normal",
+    "glorot_uniform",
+    "glorot_normal",
+    "he_uniform",
+    "he_normal",
+)
+# Not for users' params: "array" copies an array held by this process (hold_array), the
+# weights an imported ONNX model brings; its key is a digest no user writes by hand. Without a
+# key, it marks a gc.constant, whose values come with the program (Program.constants).
+INTERNAL_INITIALIZERS = ("array",)
+_ARGS = {
+    "constant": {"value"},
+    "uniform": {"low", "high"},
+    "normal": {"mean", "std"},
+    "array": {"key"},
+}
+_HELD: dict[str, np.ndarray] = {}  # key -> array, for the "array" initializer
+
+
+def hold_array(a: np.ndarray) -> str:
+    """Keep ``a`` (read-only copy) for the ``array`` initializer; returns its key (a digest of
+    dtype, shape and bytes, so equal arrays share one key)."""
+    import hashlib
+
+    a = np.array(a, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    key = h.hexdigest()[:32]
+    if key not in _HELD:
+        c = a.copy()
+        c.flags.writeable = False
+        _HELD[key] = c
+    return key
+
+
+def check_initializer(name: str, args: dict[str, Any]) -> None:
+    """Raises GraphcError for an unknown initializer or an argument it does not take."""
+    if name not in INITIALIZERS and name not in INTERNAL_INITIALIZERS:
+        raise GraphcError(f"unknown initializer {name!r}; choose one of {', '.join(INITIALIZERS)}")
+    extra = set(args) - _ARGS.get(name, set())
+    if extra:
+        raise GraphcError(f"initializer {name!r} takes no argument(s) {sorted(extra)}")
+
+
+def fans(shape: tuple[int, ...]) -> tuple[int, int]:
+    if len(shape) == 0:
+        return 1, 1
+    if len(shape) == 1:
+        return shape[0], shape[0]
+    receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    return shape[0] * receptive, shape[1] * receptive
+
+
+def initialize(
+    name: str, shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32, **args: float
+) -> np.ndarray:
+    """An array of ``shape`` drawn by initializer ``name`` from ``rng`` (float64 math, cast)."""
+    check_initializer(name, args)
+    fan_in, fan_out = fans(shape)
+    if name == "zeros":
+        out = np.zeros(shape)
+    elif name == "ones":
+        out = np.ones(shape)
+    elif name == "constant":
+        out = np.full(shape, args.get("value", 0.0))
+    elif name == "uniform":
+        out = rng.uniform(args.get("low", -0.05), args.get("high", 0.05), shape)
+    elif name == "normal":
+        out = rng.normal(args.get("mean", 0.0), args.get("std", 0.05), shape)
+    elif name == "glorot_uniform":
+        a = math.sqrt(6.0 / (fan_in + fan_out))
+        out = rng.uniform(-a, a, shape)
+    elif name == "glorot_normal":
+        out = rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), shape)
+    elif name == "array":
+        key = args.get("key")
+        if key not in _HELD:
+            raise GraphcError(
+                f"initializer 'array': no array with key {key!r} is held by this process (the "
+                "graph was imported in another process; import the model file again)"
+            )
+        out = _HELD[key]
+        if out.shape != tuple(shape):
+            raise GraphcError(f"initializer 'array': held shape {out.shape}, wanted {tuple(shape)}")
+    elif name == "he_uniform":
+        a = math.sqrt(6.0 / fan_in)
+        out = rng.uniform(-a, a, shape)
+    else:  # he_normal
+        out = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+    return np.asarray(out, dtype=dtype)

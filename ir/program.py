@@ -1,0 +1,39 @@
+"""``Program``: everything the compiler makes for one model, stage by stage (data only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .graph import Graph
+from .plan import Buffer, Schedule
+
+if TYPE_CHECKING:
+    from .passes.pipeline import PipelineResult
+
+
+@dataclass
+class Program:
+    """Everything the compiler made for one model, stage by stage."""
+
+    name: str
+    forward: Graph  # outputs + loss
+    training: Graph | None  # forward + backward + update (before passes)
+    inference: Graph  # outputs only
+    grads: dict[str, str]
+    optimized: dict[str, PipelineResult] = field(default_factory=dict)
+    schedules: dict[str, Schedule] = field(default_factory=dict)
+    layout: dict[str, Buffer] = field(default_factory=dict)
+    param_bytes: int = 0
+    state_bytes: int = 0
+    feature_inputs: list[str] = field(default_factory=list)
+    label_inputs: list[str] = field(default_factory=list)
+    loss: str | None = None
+    loss_kind: str | None = None
+    outputs: list[str] = field(default_factory=list)
+    llvm_ir: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    opt_level: int = 2
+    check_numerics: bool = False  # kernels' stores scanned for NaN/Inf (codegen.kernels)
+    constants: dict[str, Any] = field(default_factory=dict)  # gc.constant: name -> array
+    declared: Graph | None = None  # the network as declared (dropout kept): model files
