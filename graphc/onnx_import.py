@@ -381,6 +381,7 @@ class Importer:
         self.weights: dict[str, np.ndarray] = {}
         self.frozen_names: set[str] = set()
         self.taken: set[str] = set()
+        self.output_set: set[str] = set()
         self.integral: set[int] = set()  # id() of tensors holding integer values (labels)
         self.known: set[int] = set()
 
@@ -486,6 +487,7 @@ class Importer:
             self.known.add(id(t))
         want = outputs if outputs is not None else [o.name for o in g.output]
         declared = [o.name for o in g.output]
+        self.output_set = set(want)
         needed = set(want)  # convert only the nodes the selected outputs depend on
         use = [False] * len(g.node)
         for i in range(len(g.node) - 1, -1, -1):
@@ -506,6 +508,8 @@ class Importer:
                     "input); graphc compiles only computed outputs"
                 )
             outs.append(v)
+        self.name_outputs(want, outs)
+        for name, v in zip(want, outs):
             out_names[name] = v.name
         gname = self.graph.name or "model"
         return OnnxImport(
@@ -522,6 +526,30 @@ class Importer:
             all_inputs,
             set(self.bound),
         )
+
+    def name_outputs(self, names: list[str], outs: list[Tensor]) -> None:
+        """Give computed outputs their ONNX names (sanitized), so that predict's dict and the C
+        header use the exporter's names: every node that reads one is rewritten with it."""
+        rename: dict[str, str] = {}
+        for name, t in zip(names, outs):
+            if t.name[:1] == "%" and t.name not in rename:
+                rename[t.name] = c_name(name, self.taken, "y")
+        if not rename:
+            return
+        seen: set[int] = set()
+        stack = list(outs)
+        while stack:
+            t = stack.pop()
+            if id(t) in seen:
+                continue
+            seen.add(id(t))
+            n = t.node
+            if n.name in rename or any(i in rename for i in n.inputs):
+                t.node = n.with_(
+                    name=rename.get(n.name, n.name),
+                    inputs=tuple(rename.get(i, i) for i in n.inputs),
+                )
+            stack.extend(t.parents)
 
     def find_frozen(self) -> None:
         """Initializers that are no weights never train: BatchNormalization's running mean and
