@@ -39,15 +39,15 @@ import zlib
 from dataclasses import dataclass, field
 
 import llvmlite.binding as llvm
-from llvmlite import ir
-
 from graphc.ir.batch import rows_independent
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Graph
 from graphc.ir.plan import ALIGN, Schedule
-from graphc.ir.types import BATCH, TensorType
+from graphc.ir.types import BATCH, DTYPE_INFO, TensorType
+from llvmlite import ir
 
 from .kernels import NUMERICS_BASE
+from .lltypes import I8
 from .target import optimize
 from .threads import thread_pool
 
@@ -55,8 +55,6 @@ ABI_VERSION = 1
 WEIGHTS_VERSION = 1
 WEIGHTS_MAGIC = b"GCWEIGHT"
 MAX_BATCH = 1 << 30  # keeps every size expression far from int64 overflow
-C_TYPES = {"f32": "float", "f64": "double", "i32": "int32_t"}
-DTYPE_CODES = {"f32": 0, "f64": 1, "i32": 2}
 PUBLIC_ENTRIES = ("infer", "train_step")
 THREAD_FUNCTIONS = ("set_num_threads", "get_num_threads")  # NAME_...: exported as they are
 WRAPPER_LOCALS = ("gc_in", "gc_out", "gc_lr", "gc_rc")  # locals of the generated entry wrappers
@@ -157,7 +155,7 @@ class Port:
 
     @property
     def ctype(self) -> str:
-        return C_TYPES[self.type.dtype]
+        return DTYPE_INFO[self.type.dtype].c
 
     def elems_c(self, n: str) -> str:
         """C expression: the element count for batch size ``n``."""
@@ -426,7 +424,7 @@ def weights_header(plan: LibraryPlan, crc: int = 0) -> bytes:
             struct.pack(
                 f"<IIQQ{len(dims)}QI",
                 len(dims),
-                DTYPE_CODES[r.type.dtype],
+                DTYPE_INFO[r.type.dtype].code,
                 r.offset,
                 r.nbytes,
                 *dims,
@@ -478,7 +476,7 @@ def object_module(
         ):
             fn.linkage = "internal"
     if weights is not None:
-        arr = ir.ArrayType(ir.IntType(8), max(1, len(weights)))
+        arr = ir.ArrayType(I8, max(1, len(weights)))
         gv = ir.GlobalVariable(module, arr, name=f"{name}__graphc_weights")
         gv.global_constant = True
         gv.initializer = ir.Constant(arr, bytearray(weights or b"\0"))

@@ -29,8 +29,8 @@ from graphc.ir.plan import Schedule
 from graphc.ir.types import BATCH
 from llvmlite import ir
 
-from .kernels import LL, PTR
-from .loops import I32, I64, i64, loop
+from .lltypes import I1, I8, I32, I64, LL, PTR, VOID, i64
+from .loops import loop
 
 EPOCH_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, PTR])
 ERR_INDEX = 3
@@ -42,7 +42,7 @@ def _memcpy(module: ir.Module) -> ir.Function:
     try:
         return module.get_global(name)
     except KeyError:
-        ftype = ir.FunctionType(ir.VoidType(), [PTR, PTR, I64, ir.IntType(1)])
+        ftype = ir.FunctionType(VOID, [PTR, PTR, I64, I1])
         return ir.Function(module, ftype, name=name)
 
 
@@ -97,9 +97,9 @@ def emit_train_epoch(
             b.cbranch(inside, ok_bb, bad)
             b.position_at_end(ok_bb)
             for _, rb, src, stage in batched:
-                s_ptr = b.gep(src, [b.mul(row, i64(rb))], inbounds=True, source_etype=ir.IntType(8))
-                d_ptr = b.gep(stage, [b.mul(r, i64(rb))], inbounds=True, source_etype=ir.IntType(8))
-                b.call(memcpy, [d_ptr, s_ptr, i64(rb), ir.Constant(ir.IntType(1), 0)])
+                s_ptr = b.gep(src, [b.mul(row, i64(rb))], inbounds=True, source_etype=I8)
+                d_ptr = b.gep(stage, [b.mul(r, i64(rb))], inbounds=True, source_etype=I8)
+                b.call(memcpy, [d_ptr, s_ptr, i64(rb), ir.Constant(I1, 0)])
         rc = b.call(step, [params, state, ws, args_ptr, outputs, nb], name="rc")
         fail_bb = fn.append_basic_block("step_failed")
         cont_bb = fn.append_basic_block("step_ok")

@@ -48,22 +48,21 @@ llvm.masked.load are the only intrinsics).
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from graphc.ir.errors import CodegenError
+from graphc.ir.types import DTYPE_INFO
 from llvmlite import ir
 
+from .lltypes import I1, I32, I64, LL, PTR, VOID
+from .loops import counted_loop as _loop
 from .threads import TASK_TYPE, ThreadPool
 
 Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value], ir.Value]
 """epilogue(b, acc, i, j) -> value of acc's type, applied to C[i, j:j+W] before it is stored."""
 
-I64 = ir.IntType(64)
-I32 = ir.IntType(32)
-PTR = ir.PointerType()
 A_IN_PLACE_MAX_SLIVERS = 2  # N <= this many NR-wide slivers: the microkernel reads A unpacked
 PACK_PREFETCH_ROWS = 8  # packing a [K, M] or [K, N] source asks for the row this far ahead
 GEMV_ROWS = 8  # a GEMV (M = 1) adds this many rows of B to C's row per pass
@@ -74,8 +73,7 @@ DIRECT_PARALLEL_MIN = 1 << 16  # the small-M path splits its columns when B hold
 BLOCKS_PER_THREAD = 4  # a split product has at most this many blocks of C per thread ...
 BLOCK_MIN = 512  # ... each of at least this many rows (split along M) or columns (along N):
 # every block packs all of the other operand, and packing a value costs some 30 multiply-adds
-DTYPES = {"f32": ir.FloatType(), "f64": ir.DoubleType()}
-ITEMSIZE = {"f32": 4, "f64": 8}
+DTYPES = {k: LL[k] for k, d in DTYPE_INFO.items() if d.is_float}  # the GEMM's element types
 
 
 @dataclass(frozen=True)
@@ -98,7 +96,7 @@ class Blocking:
     @staticmethod
     def for_dtype(dtype: str, vector_width: int) -> Blocking:
         """`vector_width` counts f32 lanes (the register width); f64 gets half as many lanes."""
-        size = ITEMSIZE[dtype]
+        size = DTYPE_INFO[dtype].itemsize
         lanes = max(1, vector_width * 4 // size)
         kc = min(256, 16384 // (2 * lanes * size))  # the KC x NR sliver of B: 16 KiB of L1
         if size == 8:
@@ -207,75 +205,6 @@ def _block_range(
 
 
 # --------------------------------------------------------------------------------------------------
-# Loop helper
-
-
-@dataclass
-class _LoopState:
-    iv: ir.Value
-    carried: list[ir.Value]  # read in the body, then overwritten with the next iteration's values
-    final: list[ir.Value] = field(default_factory=list)  # after the loop: the values at exit
-
-
-@contextmanager
-def _loop(
-    b: ir.IRBuilder,
-    start: ir.Value,
-    stop: ir.Value,
-    step: int = 1,
-    name: str = "i",
-    carried: Sequence[ir.Value] = (),
-) -> Iterator[_LoopState]:
-    """for (iv = start; iv < stop; iv += step), carrying values through phis.
-
-    The header phis dominate the exit, so state.iv and state.final hold the values the loop
-    stopped with (iv is then the first index not visited, useful to start a remainder loop).
-    Every loop is marked so that LLVM neither vectorizes nor unrolls it: the hot loops are
-    already vectorized and unrolled as written, and doing it again to the outer loops and the
-    edge loops would multiply code size and compile time for no speed.
-    """
-    pre = b.block
-    head = b.append_basic_block(f"{name}.head")
-    body = b.append_basic_block(f"{name}.body")
-    done = b.append_basic_block(f"{name}.done")
-    b.branch(head)
-    b.position_at_end(head)
-    iv = b.phi(I64, name=name)
-    iv.add_incoming(start, pre)
-    phis = []
-    for n, v in enumerate(carried):
-        phi = b.phi(v.type, name=f"{name}.c{n}")
-        phi.add_incoming(v, pre)
-        phis.append(phi)
-    b.cbranch(b.icmp_signed("<", iv, stop), body, done)
-    b.position_at_end(body)
-    state = _LoopState(iv, list(phis))
-    yield state
-    latch = b.block
-    iv.add_incoming(b.add(iv, ir.Constant(I64, step), name=f"{name}.next", flags=["nsw"]), latch)
-    for phi, v in zip(phis, state.carried, strict=True):
-        phi.add_incoming(v, latch)
-    latch_br = b.branch(head)
-    latch_br.set_metadata("llvm.loop", _loop_id(b.block.parent.module, name))
-    b.position_at_end(done)
-    state.final = list(phis)
-
-
-def _loop_id(module: ir.Module, name: str) -> ir.MDValue:
-    """A distinct loop ID: !{self, !{"graphc.loop", name}, vectorize.enable=0, unroll.disable}."""
-    no_vec = module.add_metadata(
-        [ir.MetaDataString(module, "llvm.loop.vectorize.enable"), ir.Constant(ir.IntType(1), 0)]
-    )
-    no_unroll = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
-    tag = module.add_metadata(
-        [ir.MetaDataString(module, "graphc.loop"), ir.MetaDataString(module, name)]
-    )
-    loop_id = module.add_metadata([None, tag, no_vec, no_unroll])
-    loop_id.operands = (loop_id, *loop_id.operands[1:])  # LLVM wants the ID to name itself
-    return loop_id
-
-
-# --------------------------------------------------------------------------------------------------
 # The emitter
 
 
@@ -306,8 +235,8 @@ class _GemmEmitter:
         self.trans_a, self.trans_b = trans_a, trans_b
         self.accumulate, self.epilogue = accumulate, epilogue
         self.elem = DTYPES[dtype]
-        self.size = ITEMSIZE[dtype]
-        fnty = ir.FunctionType(ir.VoidType(), [I64, I64, I64, PTR, PTR, PTR, *extra_types])
+        self.size = DTYPE_INFO[dtype].itemsize
+        fnty = ir.FunctionType(VOID, [I64, I64, I64, PTR, PTR, PTR, *extra_types])
         self.fn = ir.Function(module, fnty, name=name)
         names = ["M", "N", "K", "A", "B", "C", *(f"extra{n}" for n in range(len(extra_types)))]
         for arg, arg_name in zip(self.fn.args, names, strict=True):
@@ -523,7 +452,7 @@ class _GemmEmitter:
         saved = self.fn, self.b, self.extras
         user = [] if shared else [(f"extra{n}", t) for n, t in enumerate(self.extra_types)]
         params = [*user, *extra]
-        fnty = ir.FunctionType(ir.VoidType(), [I64] * 3 + [PTR] * 3 + [t for _, t in params])
+        fnty = ir.FunctionType(VOID, [I64] * 3 + [PTR] * 3 + [t for _, t in params])
         fn = ir.Function(self.module, fnty, name=shared or f"{self.name}.{suffix}")
         fn.linkage = "internal"
         fn.attributes.add("noinline")
@@ -665,7 +594,7 @@ class _GemmEmitter:
         (each packs all of A): the copies cost the least. Decided now when both are fixed."""
         fixed_m, fixed_n = self.fixed.get("M"), self.fixed.get("N")
         if fixed_m is not None and fixed_n is not None:
-            return ir.Constant(ir.IntType(1), fixed_m >= fixed_n)
+            return ir.Constant(I1, fixed_m >= fixed_n)
         return b.icmp_signed(">=", M, N)
 
     def new_task(
@@ -847,7 +776,7 @@ class _GemmEmitter:
         """llvm.prefetch into L1; a hint that never faults, so ptr may point anywhere."""
         fn = self.module.globals.get("llvm.prefetch.p0")
         if fn is None:
-            fnty = ir.FunctionType(ir.VoidType(), [PTR, I32, I32, I32])
+            fnty = ir.FunctionType(VOID, [PTR, I32, I32, I32])
             fn = ir.Function(self.module, fnty, name="llvm.prefetch.p0")
         args = [ptr, ir.Constant(I32, int(write)), ir.Constant(I32, 3), ir.Constant(I32, 1)]
         self.b.call(fn, args)
@@ -946,8 +875,8 @@ class _GemmEmitter:
     ) -> None:
         """Finish the valid mr x nr corner of an MR x NR tile: whole vectors, then scalars."""
         b, blk, L = self.b, self.blk, self.blk.lanes
-        load_old = True if self.accumulate else b.trunc(load_old, ir.IntType(1))
-        last = b.trunc(last, ir.IntType(1))
+        load_old = True if self.accumulate else b.trunc(load_old, I1)
+        last = b.trunc(last, I1)
         nr_vec = self.mul(b.sdiv(nr, self.const(L)), L) if L > 1 else self.const(0)
         with _loop(b, self.const(0), mr, 1, name="er") as er:
             row = self.mul(er.iv, blk.nr)
@@ -1026,7 +955,7 @@ class _GemmEmitter:
     def masked_load(self, ptr: ir.Value, lanes: int, count: ir.Value) -> ir.Value:
         """The first `count` (< lanes) values at ptr, then zeros; reads nothing past them."""
         vt = self.vtype(lanes)
-        mt = ir.VectorType(ir.IntType(1), lanes)
+        mt = ir.VectorType(I1, lanes)
         suffix = f"v{lanes}{self.elem.intrinsic_name}"
         fname = f"llvm.masked.load.{suffix}.p0"
         fn = self.module.globals.get(fname)

@@ -15,22 +15,19 @@ from __future__ import annotations
 
 from typing import Callable
 
-from llvmlite import ir
-
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Graph, Node
 from graphc.ir.ops import OPS, normalize_axes
 from graphc.ir.plan import Buffer, Kernel, Schedule
 from graphc.ir.types import BATCH
+from llvmlite import ir
 
 from . import vmath
-from .loops import I32, I64, i64, loop
+from .lltypes import F64, I32, I64, LL, PTR, VOID, i64
+from .loops import loop, loop_nest
 from .lower import lower_elementwise
 from .threads import TASK_TYPE, ThreadPool
 
-PTR = ir.PointerType()
-VOID = ir.VoidType()
-LL = {"f32": ir.FloatType(), "f64": ir.DoubleType(), "i32": ir.IntType(32)}
 ENTRY_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR, PTR, PTR, I64])
 
 
@@ -319,31 +316,8 @@ def nest(
     out_strides: list,
     body: Callable[[Callable[[str], ir.Value], ir.Value], None],
 ) -> None:
-    """Loops over ``shape``; ``body(index_of, out_index)`` gets each operand's linear index."""
-    b = ctx.b
-
-    def rec(axis: int, idx: dict[str, ir.Value], out_idx: ir.Value) -> None:
-        if axis == len(shape):
-            body(lambda v: idx[v], out_idx)
-            return
-        with loop(b, ctx.dim(shape[axis]), name=f"i{axis}") as i:
-            nidx = {}
-            for v, st in strides.items():
-                s = st[axis]
-                nidx[v] = (
-                    idx[v]
-                    if s is None
-                    else b.add(idx[v], b.mul(i, s, flags=("nsw",)), flags=("nsw",))
-                )
-            s = out_strides[axis]
-            no = (
-                out_idx
-                if s is None
-                else b.add(out_idx, b.mul(i, s, flags=("nsw",)), flags=("nsw",))
-            )
-            rec(axis + 1, nidx, no)
-
-    rec(0, {v: i64(0) for v in strides}, i64(0))
+    """Loops over ``shape`` (``loops.loop_nest`` with the batch dimension resolved)."""
+    loop_nest(ctx.b, [ctx.dim(d) for d in shape], strides, out_strides, body)
 
 
 # ---------------------------------------------------------------------------- check_numerics
@@ -492,7 +466,7 @@ def emit_reduce(ctx: KernelContext, node: Node) -> None:
         and const_count is not None
         and const_count <= ACC64_MAX
     )
-    at = ir.DoubleType() if wide else t  # the accumulation type
+    at = F64 if wide else t  # the accumulation type
     if wide:
         with b.goto_entry_block():
             dst = b.alloca(at, size=const_count, name="acc64")
@@ -707,7 +681,7 @@ def emit_softmax_cross_entropy(ctx: KernelContext, kernel: Kernel) -> None:
     z, labels = (grad or loss).inputs[:2]
     stored = grad is not None and grad.name in ctx.key_of
     t = LL[g[z].type.dtype]
-    d = ir.DoubleType()
+    d = F64
     rows, cols = (ctx.dim(dd) for dd in g[z].type.shape)
     if grad is not None:
         dy = grad.inputs[2]

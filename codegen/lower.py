@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from llvmlite import ir
-
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Node
 from graphc.ir.ops import OPS
+from llvmlite import ir
 
 from . import vmath
+from .lltypes import F64, I32, I64
 
 Lowering = Callable[..., ir.Value]  # (b, node, operand values, name[, index]) -> value
 LOWERINGS: dict[str, Lowering] = {}
@@ -146,8 +146,8 @@ def _one_minus_pow(b, node, a, name):
     code: a scalar computed once per step), rounded once to t's type."""
     t = a[0]
     vec = isinstance(t.type, ir.VectorType)
-    d = ir.VectorType(ir.DoubleType(), t.type.count) if vec else ir.DoubleType()
-    it = ir.VectorType(ir.IntType(64), t.type.count) if vec else ir.IntType(64)
+    d = ir.VectorType(F64, t.type.count) if vec else F64
+    it = ir.VectorType(I64, t.type.count) if vec else I64
     n = b.fptosi(t, it, name=name + ".t")
     one, zero = vmath.const_like(d, 1.0), _int_const(it, 0)
     acc, p = one, vmath.const_like(d, float(node.attr("base")))
@@ -312,19 +312,19 @@ def _dropout(b, node, a, name, index=None):
 
     x, step = a
     if isinstance(step.type, ir.VectorType):
-        step = b.extract_element(step, ir.Constant(ir.IntType(32), 0))
-    i64t = ir.IntType(64)
+        step = b.extract_element(step, ir.Constant(I32, 0))
+    i64t = I64
     p, seed, stream = attr(node, "p"), attr(node, "seed"), attr(node, "stream")
     k0 = int(mix64((seed + stream * GAMMA) & MASK64))
     s = b.fptosi(step, i64t, name=name + ".step")
     key = _mix64(b, b.add(_int_const(i64t, k0), b.mul(s, _int_const(i64t, GAMMA))), name + ".key")
     it = index.type
     if isinstance(it, ir.VectorType):
-        vk = b.insert_element(ir.Constant(it, ir.Undefined), key, ir.Constant(ir.IntType(32), 0))
+        vk = b.insert_element(ir.Constant(it, ir.Undefined), key, ir.Constant(I32, 0))
         key = b.shuffle_vector(
             vk,
             ir.Constant(it, ir.Undefined),
-            ir.Constant(ir.VectorType(ir.IntType(32), it.count), [0] * it.count),
+            ir.Constant(ir.VectorType(I32, it.count), [0] * it.count),
         )
     ctr = b.add(key, b.mul(b.add(index, _int_const(it, 1)), _int_const(it, GAMMA)))
     u = _mix64(b, ctr, name + ".u")

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from llvmlite import ir
-
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import attrs_key
 from graphc.ir.plan import Kernel, Schedule
+from llvmlite import ir
 
 from . import kernels as K
 from .gemm import emit_gemm
-from .kernels import ENTRY_TYPE, LL, PTR, KernelContext, epilogue_for, storage_key
-from .loops import i64
+from .kernels import ENTRY_TYPE, KernelContext, epilogue_for, storage_key
+from .lltypes import I8, I32, LL, PTR, i64
 from .target import vector_width
 from .threads import ThreadPool, declare_thread_pool, thread_pool
 
@@ -89,7 +88,7 @@ class ModuleBuilder:
                 off: ir.Value = i64(buf.offset)
                 if buf.offset_row:
                     off = b.add(off, b.mul(n, i64(buf.offset_row)))
-                p = b.gep(root, [off], inbounds=True, source_etype=ir.IntType(8), name=K.llname(v))
+                p = b.gep(root, [off], inbounds=True, source_etype=I8, name=K.llname(v))
             cache[key] = p
             return p
 
@@ -119,8 +118,8 @@ class ModuleBuilder:
                     count = b.mul(count, n if d == "N" else i64(d))
                 first = b.call(K.nonfinite_scanner(self.module, t.dtype), [base(v), count])
                 with b.if_then(b.icmp_signed(">=", first, i64(0)), likely=False):
-                    b.ret(ir.Constant(ir.IntType(32), K.NUMERICS_BASE + i))
-        b.ret(ir.Constant(ir.IntType(32), 0))
+                    b.ret(ir.Constant(I32, K.NUMERICS_BASE + i))
+        b.ret(ir.Constant(I32, 0))
         return fn
 
     def _emit_kernel(self, prefix: str, sched: Schedule, kernel: Kernel, out_ptr_needed: bool):

@@ -12,10 +12,10 @@ import time
 import weakref
 
 import llvmlite.binding as llvm
-from . import llvm_private
+from graphc.ir.errors import CodegenError
 from llvmlite import ir
 
-from graphc.ir.errors import CodegenError
+from . import llvm_private
 
 _lock = threading.Lock()
 _live_pools: weakref.WeakSet = weakref.WeakSet()  # JIT modules whose worker threads may run
@@ -228,14 +228,26 @@ def compile_parts(
 class JitModule:
     """An optimized module compiled to machine code in this process (MCJIT)."""
 
-    def __init__(self, mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> None:
-        with _lock:
-            self.engine = llvm.create_mcjit_compiler(mod, tm)
-            self.engine.finalize_object()
-        self.module = mod
-        self.modules = [mod]
-        self.tm = tm
+    def __init__(
+        self,
+        objects: list[bytes],
+        tm: llvm.TargetMachine,
+        modules: list[llvm.ModuleRef] | None = None,
+    ) -> None:
+        """Load object files (``tm.emit_object``, or the compile cache's) into one MCJIT engine;
+        their external symbols resolve against each other when the engine is finalized.
+        ``modules`` (optional) are the optimized modules they came from, for ``asm()``."""
+        _init()
         self._set_threads = self._forget_threads = None
+        empty = llvm.parse_assembly(f'target triple = "{tm.triple}"')
+        with _lock:
+            self.engine = llvm.create_mcjit_compiler(empty, tm)
+            for data in objects:
+                self.engine.add_object_file(llvm.ObjectFileRef.from_data(data))
+            self.engine.finalize_object()
+        self.modules = list(modules or [])
+        self.module = self.modules[0] if self.modules else None
+        self.tm = tm
 
     def set_threads(self, prefix: str, threads: int) -> int:
         """Run the module's kernels on ``threads`` threads: calls ``PREFIX_set_num_threads``
@@ -268,38 +280,6 @@ class JitModule:
 
     def __del__(self) -> None:
         self.stop_threads()
-
-    @classmethod
-    def from_object(
-        cls, data: bytes, tm: llvm.TargetMachine, module: llvm.ModuleRef | None = None
-    ) -> "JitModule":
-        """Load machine code made by ``tm.emit_object`` (e.g. from the compile cache) into MCJIT,
-        through an engine created from an empty module (``ExecutionEngine.add_object_file``)."""
-        return cls.from_objects([data], tm, [module] if module is not None else None)
-
-    @classmethod
-    def from_objects(
-        cls,
-        objects: list[bytes],
-        tm: llvm.TargetMachine,
-        modules: list[llvm.ModuleRef] | None = None,
-    ) -> "JitModule":
-        """Load several object files into one MCJIT engine; their external symbols resolve
-        against each other when the engine is finalized. ``modules`` (optional) are the
-        optimized modules they came from, for ``asm()``."""
-        _init()
-        self = cls.__new__(cls)
-        self._set_threads = self._forget_threads = None
-        empty = llvm.parse_assembly(f'target triple = "{tm.triple}"')
-        with _lock:
-            self.engine = llvm.create_mcjit_compiler(empty, tm)
-            for data in objects:
-                self.engine.add_object_file(llvm.ObjectFileRef.from_data(data))
-            self.engine.finalize_object()
-        self.modules = list(modules or [])
-        self.module = self.modules[0] if self.modules else None
-        self.tm = tm
-        return self
 
     def has(self, name: str) -> bool:
         return bool(self.engine.get_function_address(name))

@@ -187,7 +187,7 @@ def compile_program(
 def jit(prog: Program, mb: ModuleBuilder, target_cpu: str = "native") -> JitModule:
     """Optimize and compile ``mb`` to machine code in this process (no cache)."""
     objects, modules = _objects(prog, mb, target_cpu)
-    return JitModule.from_objects(objects, target_machine(target_cpu), modules)
+    return JitModule(objects, target_machine(target_cpu), modules)
 
 
 def _objects(prog: Program, mb: ModuleBuilder, target_cpu: str) -> tuple[list[bytes], list]:
@@ -245,7 +245,7 @@ def jit_cached(prog: Program, target_cpu: str = "native") -> JitModule:
     data = cache.load_objects(key)
     if data is not None:
         try:
-            jm = JitModule.from_objects(data, tm)
+            jm = JitModule(data, tm)
             if all(jm.has(f"{prog.name}_{e}") for e in prog.schedules):
                 prog.timings["cache"] = "hit"
                 prog.timings["cache_load"] = time.perf_counter() - t0
@@ -259,7 +259,7 @@ def jit_cached(prog: Program, target_cpu: str = "native") -> JitModule:
         objects, modules = _objects(prog, mb, target_cpu)
         del mb  # the IR is garbage now: the first collection after the pause frees it
     t1 = time.perf_counter()
-    jm = JitModule.from_objects(objects, tm, modules)
+    jm = JitModule(objects, tm, modules)
     prog.timings["load"] = time.perf_counter() - t1
     cache.store_objects(key, objects)
     return jm

@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 Dim = int | str
-DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32}
 BATCH = "N"
+
+
+@dataclass(frozen=True)
+class DType:
+    """One IR dtype in every form graphc writes it: numpy, C (generated header), ctypes, and
+    the code the header's tables use."""
+
+    name: str  # "f32", as in the text format
+    np: Any  # np.float32
+    c: str  # "float"
+    ctype: Any  # ctypes.c_float
+    code: int  # NAME_DTYPE_* code in the generated header
+    is_float: bool
+
+    @property
+    def itemsize(self) -> int:
+        return int(np.dtype(self.np).itemsize)
+
+
+DTYPE_INFO: dict[str, DType] = {
+    d.name: d
+    for d in (
+        DType("f32", np.float32, "float", ctypes.c_float, 0, True),
+        DType("f64", np.float64, "double", ctypes.c_double, 1, True),
+        DType("i32", np.int32, "int32_t", ctypes.c_int32, 2, False),
+    )
+}
+DTYPES = {k: d.np for k, d in DTYPE_INFO.items()}  # dtype name -> numpy scalar type
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +73,7 @@ class TensorType:
 
     @property
     def itemsize(self) -> int:
-        return np.dtype(DTYPES[self.dtype]).itemsize
+        return DTYPE_INFO[self.dtype].itemsize
 
     @property
     def np_dtype(self) -> np.dtype:

@@ -30,7 +30,6 @@ import zipfile
 from typing import Any
 
 import numpy as np
-
 from graphc.ir.errors import CheckpointError
 from graphc.ir.graph import Graph
 

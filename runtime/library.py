@@ -19,18 +19,14 @@ import weakref
 from typing import Any
 
 import numpy as np
-
-from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError, NumericsError
-from graphc.ir.types import TensorType
-
 from graphc.codegen.threads import MAX_THREADS
+from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError, NumericsError
+from graphc.ir.types import DTYPE_INFO, TensorType
 
 from .buffers import aligned_empty, view
 from .executable import one_hot_hint
 from .parallel import own_lock, serialized
 
-NP_DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32}
-CT_SCALARS = {"f32": ctypes.c_float, "f64": ctypes.c_double, "i32": ctypes.c_int32}
 ERROR_NAMES = {
     1: "null pointer",
     2: "bad batch size",
@@ -158,11 +154,11 @@ class Library:
             0,
         )
         self.params = {
-            r["name"]: view(self._params, r["offset"], tuple(r["shape"]), NP_DTYPES[r["dtype"]])
+            r["name"]: view(self._params, r["offset"], tuple(r["shape"]), DTYPE_INFO[r["dtype"]].np)
             for r in self.meta["params"]
         }
         self.state = {
-            r["name"]: view(self._state, r["offset"], tuple(r["shape"]), NP_DTYPES[r["dtype"]])
+            r["name"]: view(self._state, r["offset"], tuple(r["shape"]), DTYPE_INFO[r["dtype"]].np)
             for r in self.meta["state"]
         }
         self._call("init", ctypes.byref(self._ctx))
@@ -247,7 +243,7 @@ class Library:
         out, n = [], None
         for p, a in zip(ports, arrays):
             a = np.asarray(a)
-            want_dtype = NP_DTYPES[p["dtype"]]
+            want_dtype = DTYPE_INFO[p["dtype"]].np
             if p["dtype"] == "i32" and not np.issubdtype(a.dtype, np.integer):
                 raise ArgumentError(
                     f"input {p['name']!r} expects integers ({p['dtype']}), got {a.dtype}"
@@ -290,7 +286,7 @@ class Library:
         arrays, n = self._inputs(e["inputs"], x, "predict")
         if batch_size < 1:
             raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
-        outs = [np.empty(self._shape(p, n), NP_DTYPES[p["dtype"]]) for p in e["outputs"]]
+        outs = [np.empty(self._shape(p, n), DTYPE_INFO[p["dtype"]].np) for p in e["outputs"]]
         fn = self._lib[f"{self.name}_infer"]
         fn.restype = ctypes.c_int
         # Rows are split into blocks only when the library says every output row depends on
@@ -325,11 +321,11 @@ class Library:
             x = {**x, **(y if isinstance(y, dict) else {ports[-1]["name"]: y})}
         arrays, n = self._inputs(ports, x, "train_step")
         self._workspace(n)
-        loss = CT_SCALARS[e["lr_dtype"]]()  # the loss has the model's float type, like lr
+        loss = DTYPE_INFO[e["lr_dtype"]].ctype()  # the loss has the model's float type, like lr
         args: list[Any] = [ctypes.byref(self._ctx), ctypes.c_int64(n)]
         for a in arrays:
             args += [ctypes.c_void_p(a.ctypes.data), ctypes.c_int64(a.size)]
-        args.append(CT_SCALARS[e["lr_dtype"]](self.lr if lr is None else lr))
+        args.append(DTYPE_INFO[e["lr_dtype"]].ctype(self.lr if lr is None else lr))
         args.append(ctypes.byref(loss))
         self._call("train_step", *args)
         return float(loss.value)

@@ -19,7 +19,6 @@ other than folding constants.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 
 import numpy as np
