@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc as pygc
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -46,3 +47,56 @@ def test_reexported_library_at_the_same_path_serves_the_new_file(tmp_path) -> No
         del first, second
         pygc.collect()
         assert _mapped("graphc-libreload") == 0  # dropped libraries are unloaded
+
+
+VALGRIND = shutil.which("valgrind")
+C_LOADER = r"""
+#include <stdio.h>
+#include "wf.h"
+static unsigned char params[WF_PARAM_BYTES + 64] __attribute__((aligned(64)));
+int main(int argc, char **argv) {
+    wf_ctx ctx = {0};
+    int i;
+    ctx.params = params;
+    ctx.params_bytes = WF_PARAM_BYTES;
+    if (wf_init(&ctx) != WF_OK) return 90;
+    for (i = 1; i < argc; i++) printf("%d\n", wf_load_weights(&ctx, argv[i]));
+    return 0;
+}
+"""
+
+
+def test_c_loader_refuses_fifo_and_directory_weights_paths(tmp_path) -> None:
+    """#13 item 17: a FIFO weights path hung NAME_load_weights (fopen blocks until a writer
+    comes); a directory gave ERR_WEIGHTS. Both are ERR_IO now; under valgrind when present."""
+    import subprocess
+
+    from graphc.codegen.target import host_cpu
+
+    x = gc.input("x", ("N", 3))
+    m = gc.compile(gc.dense(x, 2, name="d"), name="wf")
+    cpu = "x86-64-v3" if "+avx512f" in host_cpu()[1].split(",") else "native"  # valgrind
+    res = m.export(str(tmp_path / "libwf.so"), weights="file", target_cpu=cpu)
+    prog = tmp_path / "loader"
+    src = tmp_path / "loader.c"
+    src.write_text(C_LOADER)
+    cmd = [CC, "-std=c99", "-Wall", "-Werror", f"-I{tmp_path}", str(src), f"-L{tmp_path}", "-lwf"]
+    cmd += [f"-Wl,-rpath,{tmp_path}", "-o", str(prog)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    fifo = tmp_path / "fifo.weights"
+    os.mkfifo(fifo)
+    folder = tmp_path / "folder.weights"
+    folder.mkdir()
+    argv = [str(prog), res.weights, str(fifo), str(folder), str(tmp_path / "missing")]
+    if VALGRIND:
+        argv = [VALGRIND, "-q", "--leak-check=full", "--error-exitcode=99", *argv]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    io = 6  # WF_ERR_IO, as the header says
+    assert f"#define WF_ERR_IO {io}" in Path(res.header).read_text()
+    assert r.stdout.split() == ["0", str(io), str(io), str(io)]
+    lib = gc.load(res.library)
+    with pytest.raises(gc.CheckpointError, match="code 6"):
+        lib.load_weights(str(folder))
+    lib.load_weights(res.weights)
+    np.testing.assert_array_equal(lib.params["d.w"], m.params["d.w"])
