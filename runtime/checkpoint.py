@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
 import zipfile
 from typing import Any
@@ -106,7 +107,17 @@ def save(model: Any, path: str | os.PathLike, *, extra: dict[str, Any] | None = 
     arrays.update({f"param/{k}": np.array(v, order="C") for k, v in model.params.items()})
     arrays.update({f"state/{k}": np.array(v, order="C") for k, v in model.state.items()})
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    if not os.path.isdir(directory):
+        raise CheckpointError(
+            f"cannot write checkpoint {path!r}: folder {directory!r} does not exist"
+        )
+    _remove_stale_temps(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise CheckpointError(
+            f"cannot write checkpoint {path!r}: {e.strerror} (folder {directory!r})"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -132,22 +143,137 @@ def save(model: Any, path: str | os.PathLike, *, extra: dict[str, Any] | None = 
     return path
 
 
+def _temp_prefix(path: str, pid: int | None = None) -> str:
+    """Temporary files of ``save`` to ``path``: ``.NAME.PID.XXXXXXXX.tmp`` beside it."""
+    return f".{os.path.basename(path)}.{os.getpid() if pid is None else pid}."
+
+
+def _remove_stale_temps(path: str) -> None:
+    """Delete temporary files left by killed saves to ``path`` (those of processes that no
+    longer run; a live process may be writing its own). Best effort."""
+    directory = os.path.dirname(os.path.abspath(path))
+    base = f".{os.path.basename(path)}."
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(base) and name.endswith(".tmp")):
+            continue
+        pid_text = name[len(base) :].split(".", 1)[0]
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        if pid == os.getpid():
+            continue  # this process's own save in another thread, or a file it will remove
+        try:
+            os.kill(pid, 0)
+            continue  # alive (or not ours to signal): maybe writing now
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass
+
+
+# Bounds on what ``read`` takes from a file before reading it (a hostile .npz can declare huge
+# arrays, expand a few KB into GB, or hold objects): members, total bytes, compression ratio.
+MAX_MEMBERS = 100_000
+MAX_RATIO = 2000  # uncompressed / compressed (np.savez stores; deflate cannot pass ~1032)
+HEADER_ROOM = 16 << 20  # bytes allowed for the JSON header (with ``extra``) beyond the arrays
+NUMERIC_KINDS = "biuf"
+
+
+def _read_npz(path: str, max_bytes: int | None) -> dict[str, np.ndarray]:
+    """The arrays of an .npz, each member's size, dtype and shape checked before its data is
+    read: numeric dtypes only (no objects, no pickle), sizes matching the .npy headers, the
+    total uncompressed size at most ``max_bytes`` and no member expanding more than MAX_RATIO
+    times. Raises CheckpointError."""
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise CheckpointError(f"checkpoint {path!r} holds {len(infos)} arrays: not ours")
+        total = sum(i.file_size for i in infos)
+        if max_bytes is not None and total > max_bytes:
+            raise CheckpointError(
+                f"checkpoint {path!r} declares {total} bytes of arrays; this model's parameters "
+                f"and state take at most {max_bytes}: not a checkpoint of this model"
+            )
+        for i in infos:
+            if i.file_size > MAX_RATIO * max(i.compress_size, 1) + 4096:
+                raise CheckpointError(
+                    f"checkpoint {path!r}: member {i.filename!r} expands {i.compress_size} bytes "
+                    f"to {i.file_size} (a zip bomb?)"
+                )
+            if not i.filename.endswith(".npy"):
+                raise CheckpointError(f"checkpoint {path!r}: unexpected member {i.filename!r}")
+            with zf.open(i) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f"unsupported .npy version {version}")
+                if dtype.kind not in NUMERIC_KINDS or dtype.hasobject or dtype.fields:
+                    raise CheckpointError(
+                        f"checkpoint {path!r}: array {i.filename[:-4]!r} has dtype {dtype}; "
+                        "checkpoints hold numbers only"
+                    )
+                count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+                nbytes = count * dtype.itemsize
+                header = f.tell()
+                if count < 0 or header + nbytes != i.file_size:
+                    raise CheckpointError(
+                        f"checkpoint {path!r}: array {i.filename[:-4]!r} says {dtype}{list(shape)} "
+                        f"({nbytes} bytes) but holds {i.file_size - header} (the file is damaged)"
+                    )
+                data = f.read(nbytes)
+                if len(data) != nbytes or f.read(1):  # reading to the end checks the CRC
+                    raise EOFError(f"member {i.filename!r} is truncated")
+            a = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+            out[i.filename[:-4]] = a
+    return out
+
+
 def read(
-    path: str | os.PathLike,
+    path: str | os.PathLike, *, max_bytes: int | None = None
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(header, params, state) of a checkpoint file, fully read and checked for integrity.
 
+    Every array's size, dtype and shape is checked from the zip directory and its .npy header
+    before its data is read (see ``_read_npz``); ``max_bytes`` bounds the arrays' total size
+    (``load`` passes what the model's parameters and state take, plus room for the header).
+
     Raises:
-        CheckpointError: the file is missing, not an .npz, truncated or corrupted (zip CRC),
-            holds pickled objects, has no graphc header, or its arrays disagree with the header.
+        CheckpointError: the file is missing, not a regular file, not an .npz, truncated or
+            corrupted (zip CRC), too large (``max_bytes``) or a zip bomb, holds pickled objects
+            or non-numeric arrays, has no graphc header, or its arrays disagree with the header.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist")
+        raise CheckpointError(f"checkpoint {path!r} does not exist or is not a regular file")
     try:
-        with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zipfile.LargeZipFile) as e:
+        data = _read_npz(path, max_bytes)
+    except CheckpointError:
+        raise
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        MemoryError,
+        NotImplementedError,  # a compression method zipfile does not know
+        RuntimeError,  # an encrypted member
+        struct.error,
+    ) as e:
         raise CheckpointError(
             f"checkpoint {path!r} is corrupted or truncated, or not an .npz file "
             f"({type(e).__name__}: {e}); save it again"
@@ -170,6 +296,19 @@ def read(
             f"checkpoint {path!r} has format version {header.get('version')!r}; "
             f"this graphc reads version {VERSION}"
         )
+    try:
+        return header, *_arrays(path, header, data)
+    except (TypeError, ValueError, AttributeError) as e:  # a header of the wrong shapes
+        raise CheckpointError(
+            f"checkpoint {path!r}: the header's array list is malformed ({e}); the file is "
+            "damaged or not written by graphc"
+        ) from None
+
+
+def _arrays(
+    path: str, header: dict[str, Any], data: dict[str, np.ndarray]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The (params, state) arrays the header lists, checked against it."""
     params, state = {}, {}
     for section, out in (("params", params), ("state", state)):
         prefix = "param/" if section == "params" else "state/"
@@ -186,7 +325,7 @@ def read(
                     f"the header says {np.dtype(dtype)}{list(shape)} (the file is damaged)"
                 )
             out[name] = a
-    return header, params, state
+    return params, state
 
 
 def load(model: Any, path: str | os.PathLike, *, weights_only: bool = False) -> dict[str, Any]:
@@ -206,7 +345,8 @@ def load(model: Any, path: str | os.PathLike, *, weights_only: bool = False) -> 
             differences.
     """
     path = os.fspath(path)
-    header, params, state = read(path)
+    need = sum(a.nbytes for a in (*model.params.values(), *model.state.values()))
+    header, params, state = read(path, max_bytes=need + HEADER_ROOM)
     prog = model.program
     same_graph = header.get("graph_hash") == structure_hash(prog.training or prog.forward)
     same_forward = header.get("forward_hash") == structure_hash(prog.forward)
