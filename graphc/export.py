@@ -195,6 +195,7 @@ def export_model(
         hname = os.path.basename(hpath)
         with open(os.path.join(tmp, hname), "w") as f:
             f.write(htext)
+        lib_tmp = os.path.join(tmp, os.path.basename(out))
         csrc = os.path.join(tmp, f"{name}_api.c")
         with open(csrc, "w") as f:
             f.write(aot.c_source(plan, hname))
@@ -210,7 +211,7 @@ def export_model(
             "-I",
             tmp,
             "-o",
-            out,
+            lib_tmp,
             csrc,
             obj,
             "-lm",
@@ -224,18 +225,83 @@ def export_model(
             raise CodegenError(
                 f"linking lib for {name!r} failed: {' '.join(cmd)}\n{res.stderr.strip()}"
             )
-    os.makedirs(os.path.dirname(hpath), exist_ok=True)
-    with open(hpath, "w") as f:
-        f.write(htext)
+        with open(lib_tmp, "rb") as f:
+            files = [(out, f.read(), 0o755)]
+    files.append((hpath, htext.encode(), 0o644))
     if not plan.embed:
         wpath = (
             os.path.abspath(weights_path)
             if weights_path
             else os.path.join(os.path.dirname(out), f"{name}.weights")
         )
-        with open(wpath, "wb") as f:
-            f.write(aot.weights_file_bytes(plan, params))
+        files.append((wpath, aot.weights_file_bytes(plan, params), 0o644))
+    write_all_or_nothing(files)
     return ExportResult(out, hpath, wpath, plan=plan)
+
+
+def write_all_or_nothing(files: list[tuple[str, bytes, int]]) -> None:
+    """Write every (path, data, mode) or none: each goes to a temporary file beside its target
+    first (created with ``mode`` under the umask); only when all are written are they renamed
+    over their targets, and a failed rename puts the files it replaced back.
+
+    Raises:
+        ArgumentError: a file cannot be written (its folder is missing or read-only, the
+            disk is full, ...); every target is then as it was.
+    """
+    temps: list[tuple[str, str]] = []
+    try:
+        for path, data, mode in files:
+            folder = os.path.dirname(path)
+            try:
+                os.makedirs(folder, exist_ok=True)
+                tmp = os.path.join(
+                    folder, f".{os.path.basename(path)}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+                )
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+                temps.append((tmp, path))
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            except OSError as e:
+                raise ArgumentError(
+                    f"export: cannot write {path!r} ({e.strerror}); nothing was written"
+                ) from None
+        backups: list[tuple[str, str | None]] = []  # (target, backup of the file it replaced)
+        try:
+            for tmp, path in temps:
+                backup = None
+                if os.path.lexists(path):
+                    backup = tmp + ".old"
+                    try:
+                        os.link(path, backup)
+                    except OSError:
+                        backup = None
+                os.replace(tmp, path)
+                backups.append((path, backup))
+        except OSError as e:
+            for path, backup in reversed(backups):
+                try:
+                    if backup is not None:
+                        os.replace(backup, path)
+                    else:
+                        os.unlink(path)
+                except OSError:
+                    pass
+            raise ArgumentError(
+                f"export: cannot replace {path!r} ({e.strerror}); the earlier files are back"
+            ) from None
+        for _, backup in backups:
+            if backup is not None:
+                try:
+                    os.unlink(backup)
+                except OSError:
+                    pass
+    finally:
+        for tmp, _ in temps:
+            if os.path.lexists(tmp):
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
 
 
 def _initial_state(model: Any) -> bytes:

@@ -100,3 +100,28 @@ def test_c_loader_refuses_fifo_and_directory_weights_paths(tmp_path) -> None:
         lib.load_weights(str(folder))
     lib.load_weights(res.weights)
     np.testing.assert_array_equal(lib.params["d.w"], m.params["d.w"])
+
+
+def test_export_is_all_or_nothing(tmp_path) -> None:
+    """#13 item 17: a header that cannot be written used to leave a new .so behind."""
+    x = gc.input("x", ("N", 3))
+    m = gc.compile(gc.dense(x, 2, name="d"), name="aon")
+    lib = tmp_path / "libaon.so"
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the header's folder should be")
+    with pytest.raises(gc.ArgumentError, match="nothing was written"):
+        m.export(str(lib), header=str(blocker / "aon.h"))
+    assert not lib.exists() and sorted(p.name for p in tmp_path.iterdir()) == [blocker.name]
+    res = m.export(str(lib))  # a good export, then a failing one leaves it as it was
+    before = lib.read_bytes(), Path(res.header).read_bytes()
+    m.params["d.b"][...] = 7.0
+    with pytest.raises(gc.ArgumentError):
+        m.export(str(lib), header=str(blocker / "aon.h"), weights="file")
+    assert (lib.read_bytes(), Path(res.header).read_bytes()) == before
+    assert not (tmp_path / "aon.weights").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    xs = np.ones((2, 3), np.float32)
+    w = {k: v.astype(np.float64) for k, v in m.params.items()}
+    np.testing.assert_allclose(
+        gc.load(str(lib)).predict(xs), xs @ w["d.w"], rtol=1e-5, atol=1e-6
+    )  # the old library: bias 0
