@@ -33,6 +33,7 @@ whose size is exactly H + P and whose CRC matches.
 from __future__ import annotations
 
 import json
+import pathlib
 import re
 import struct
 import zlib
@@ -797,6 +798,12 @@ def _c_bytes(data: bytes, indent: str = "    ") -> str:
     return (",\n" + indent).join(rows) if rows else "0"
 
 
+def wrapper_template() -> str:
+    """The fixed C of the public wrappers: ``codegen/templates/wrapper.c`` (its macros are
+    listed there; ``c_source`` defines them for a model)."""
+    return (pathlib.Path(__file__).parent / "templates" / "wrapper.c").read_text()
+
+
 def c_source(plan: LibraryPlan, header_name: str) -> str:
     """The public wrappers (argument checks, weights file, CRC) around the hidden entries."""
     N, U = plan.name, plan.upper
@@ -872,175 +879,19 @@ def c_source(plan: LibraryPlan, header_name: str) -> str:
     a(f"    return {U}_WORKSPACE_BYTES(n);")
     a("}")
     a("")
-    a("static int misaligned(const void *p) {")
-    a(f"    return ((uintptr_t)p % {U}_MIN_ALIGN) != 0;")
-    a("}")
-    a("")
-    a("/* ctx and its params (and state when need_state) exist, are large enough and aligned. */")
-    a(f"static int check_ctx(const {N}_ctx *ctx, int need_state) {{")
-    a(f"    if (!ctx) return {U}_ERR_NULL;")
-    a(f"    if (!ctx->params && {U}_PARAM_BYTES > 0) return {U}_ERR_NULL;")
-    a(f"    if (need_state && !ctx->state && {U}_STATE_BYTES > 0) return {U}_ERR_NULL;")
-    a(f"    if (ctx->params_bytes < {U}_PARAM_BYTES) return {U}_ERR_BUFFER;")
-    a(f"    if (need_state && ctx->state_bytes < {U}_STATE_BYTES) return {U}_ERR_BUFFER;")
-    a(
-        f"    if (misaligned(ctx->params) || (need_state && misaligned(ctx->state))) return {U}_ERR_ALIGN;"
-    )
-    a(f"    return {U}_OK;")
-    a("}")
-    a("")
-    a(f"static int check_workspace(const {N}_ctx *ctx, int64_t need) {{")
-    a(f"    if (need > 0 && !ctx->workspace) return {U}_ERR_NULL;")
-    a(f"    if (ctx->workspace_bytes < need) return {U}_ERR_BUFFER;")
-    a(f"    if (misaligned(ctx->workspace)) return {U}_ERR_ALIGN;")
-    a(f"    return {U}_OK;")
-    a("}")
-    a("")
-    a("/* zlib's CRC-32 (reflected polynomial 0xEDB88320), bitwise: no table, no global state. */")
-    a("static uint32_t crc32_update(uint32_t crc, const unsigned char *p, int64_t len) {")
-    a("    int64_t i;")
-    a("    int k;")
-    a("    crc = ~crc;")
-    a("    for (i = 0; i < len; i++) {")
-    a("        crc ^= p[i];")
-    a("        for (k = 0; k < 8; k++) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));")
-    a("    }")
-    a("    return ~crc;")
-    a("}")
-    a("")
-    a("static uint32_t le32(const unsigned char *p) {")
-    a(
-        "    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);"
-    )
-    a("}")
-    a("")
-    a("#define CRC_AT 28")
-    a("")
-    a("/* Compares len bytes of a file header at byte offset off with ours (CRC field skipped). */")
-    a("static int header_matches(const unsigned char *p, int64_t off, int64_t len) {")
-    a("    int64_t i;")
-    a("    for (i = 0; i < len; i++) {")
-    a("        int64_t at = off + i;")
-    a("        if (at >= CRC_AT && at < CRC_AT + 4) continue;")
-    a("        if (p[i] != wheader[at]) return 0;")
-    a("    }")
-    a("    return 1;")
-    a("}")
-    a("")
-    a(f"API int {N}_init({N}_ctx *ctx) {{")
-    a("    int rc = check_ctx(ctx, 0);")
-    a("    if (rc) return rc;")
-    a(f"    if (ctx->state && (ctx->state_bytes < {U}_STATE_BYTES)) return {U}_ERR_BUFFER;")
-    a(f"    if (ctx->state && misaligned(ctx->state)) return {U}_ERR_ALIGN;")
+    a(f"#define GC_CTX {N}_ctx")
+    a(f"#define GC_FN(f) {N}_##f")
+    a("#define GC_API API")
+    for k in ("PARAM_BYTES", "STATE_BYTES", "MIN_ALIGN", "WEIGHTS_FILE_BYTES", "OK"):
+        a(f"#define GC_{k} {U}_{k}")
+    for k in ("NULL", "BUFFER", "ALIGN", "WEIGHTS", "IO"):
+        a(f"#define GC_ERR_{k} {U}_ERR_{k}")
     if plan.embed:
-        a(f"    memcpy(ctx->params, {N}__graphc_weights, (size_t){U}_PARAM_BYTES);")
-    else:
-        a(f"    memset(ctx->params, 0, (size_t){U}_PARAM_BYTES);")
-    a("    if (ctx->state) {")
+        a(f"#define GC_EMBEDDED_WEIGHTS {N}__graphc_weights")
     if plan.state_init is not None:
-        a(f"        memcpy(ctx->state, state_init, (size_t){U}_STATE_BYTES);")
-    else:
-        a(f"        memset(ctx->state, 0, (size_t){U}_STATE_BYTES);")
-    a("    }")
-    a(f"    return {U}_OK;")
-    a("}")
+        a("#define GC_STATE_INIT state_init")
     a("")
-    a(f"API int {N}_read_weights({N}_ctx *ctx, const void *data, int64_t len) {{")
-    a("    const unsigned char *p = (const unsigned char *)data;")
-    a("    int rc = check_ctx(ctx, 0);")
-    a("    if (rc) return rc;")
-    a(f"    if (!data) return {U}_ERR_NULL;")
-    a(f"    if (len != {U}_WEIGHTS_FILE_BYTES) return {U}_ERR_WEIGHTS;")
-    a(f"    if (!header_matches(p, 0, (int64_t)sizeof wheader)) return {U}_ERR_WEIGHTS;")
-    a(
-        f"    if (crc32_update(0, p + sizeof wheader, {U}_PARAM_BYTES) != le32(p + CRC_AT)) return {U}_ERR_WEIGHTS;"
-    )
-    a(f"    memcpy(ctx->params, p + sizeof wheader, (size_t){U}_PARAM_BYTES);")
-    a(f"    return {U}_OK;")
-    a("}")
-    a("")
-    a("/* The weights file, opened only when it is a regular file: O_NONBLOCK so that a FIFO")
-    a("   cannot block the open (it is then refused, as a directory or a device is). */")
-    a("static FILE *open_regular(const char *path) {")
-    a("    struct stat st;")
-    a("    FILE *f;")
-    a("    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);")
-    a("    if (fd < 0) return NULL;")
-    a("    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {")
-    a("        close(fd);")
-    a("        return NULL;")
-    a("    }")
-    a('    f = fdopen(fd, "rb");')
-    a("    if (!f) close(fd);")
-    a("    return f;")
-    a("}")
-    a("")
-    a(f"API int {N}_load_weights({N}_ctx *ctx, const char *path) {{")
-    a("    unsigned char buf[4096];")
-    a("    FILE *f;")
-    a("    int64_t off = 0, left;")
-    a("    uint32_t want = 0, crc = 0;")
-    a("    int rc = check_ctx(ctx, 0);")
-    a("    if (rc) return rc;")
-    a(f"    if (!path) return {U}_ERR_NULL;")
-    a("    f = open_regular(path);")
-    a(f"    if (!f) return {U}_ERR_IO;")
-    a("    /* pass 1: header and CRC, params untouched */")
-    a("    while (off < (int64_t)sizeof wheader) {")
-    a(
-        "        size_t want_n = sizeof wheader - (size_t)off < sizeof buf ? sizeof wheader - (size_t)off : sizeof buf;"
-    )
-    a("        size_t got = fread(buf, 1, want_n, f);")
-    a("        if (got != want_n || !header_matches(buf, off, (int64_t)got)) goto bad;")
-    a(
-        "        if (off <= CRC_AT && off + (int64_t)got >= CRC_AT + 4) want = le32(buf + (CRC_AT - off));"
-    )
-    a("        off += (int64_t)got;")
-    a("    }")
-    a(f"    for (left = {U}_PARAM_BYTES; left > 0;) {{")
-    a("        size_t want_n = left < (int64_t)sizeof buf ? (size_t)left : sizeof buf;")
-    a("        size_t got = fread(buf, 1, want_n, f);")
-    a("        if (got != want_n) goto bad;")
-    a("        crc = crc32_update(crc, buf, (int64_t)got);")
-    a("        left -= (int64_t)got;")
-    a("    }")
-    a("    if (crc != want || fgetc(f) != EOF) goto bad;")
-    a("    /* pass 2: the checked bytes into params */")
-    a("    if (fseek(f, (long)sizeof wheader, SEEK_SET) != 0) goto io;")
-    a(
-        f"    if (fread(ctx->params, 1, (size_t){U}_PARAM_BYTES, f) != (size_t){U}_PARAM_BYTES) goto changed;"
-    )
-    a(
-        f"    if (crc32_update(0, (const unsigned char *)ctx->params, {U}_PARAM_BYTES) != want) goto changed;"
-    )
-    a("    fclose(f);")
-    a(f"    return {U}_OK;")
-    a("changed:")
-    a(f"    memset(ctx->params, 0, (size_t){U}_PARAM_BYTES);")
-    a("bad:")
-    a("    fclose(f);")
-    a(f"    return {U}_ERR_WEIGHTS;")
-    a("io:")
-    a("    fclose(f);")
-    a(f"    return {U}_ERR_IO;")
-    a("}")
-    a("")
-    a(f"API int {N}_write_weights(const {N}_ctx *ctx, void *out, int64_t len) {{")
-    a("    unsigned char *p = (unsigned char *)out;")
-    a("    uint32_t crc;")
-    a("    int rc = check_ctx(ctx, 0);")
-    a("    if (rc) return rc;")
-    a(f"    if (!out) return {U}_ERR_NULL;")
-    a(f"    if (len < {U}_WEIGHTS_FILE_BYTES) return {U}_ERR_BUFFER;")
-    a(f"    crc = crc32_update(0, (const unsigned char *)ctx->params, {U}_PARAM_BYTES);")
-    a("    memcpy(p, wheader, sizeof wheader);")
-    a("    p[CRC_AT] = (unsigned char)(crc & 0xff);")
-    a("    p[CRC_AT + 1] = (unsigned char)((crc >> 8) & 0xff);")
-    a("    p[CRC_AT + 2] = (unsigned char)((crc >> 16) & 0xff);")
-    a("    p[CRC_AT + 3] = (unsigned char)((crc >> 24) & 0xff);")
-    a(f"    memcpy(p + sizeof wheader, ctx->params, (size_t){U}_PARAM_BYTES);")
-    a(f"    return {U}_OK;")
-    a("}")
+    L.extend(wrapper_template().rstrip("\n").split("\n"))
     for e in PUBLIC_ENTRIES:
         if e in plan.entries:
             a("")

@@ -1,0 +1,177 @@
+/* graphc: the fixed C of a generated library's public wrappers (codegen/aot.py, c_source).
+ *
+ * Context and workspace checks, the weights file (header compared byte for byte, CRC-32 of
+ * the params) and its reading and writing. The generated source pastes this text after it
+ * has included the model's header, <fcntl.h>, <stdio.h>, <string.h>, <sys/stat.h> and
+ * <unistd.h> (with _POSIX_C_SOURCE 200809L) and defined, for its model NAME:
+ *
+ *   GC_CTX                  NAME_ctx
+ *   GC_FN(f)                NAME_##f (the public functions' names)
+ *   GC_API                  the visibility attribute of a public function
+ *   GC_PARAM_BYTES, GC_STATE_BYTES, GC_MIN_ALIGN, GC_WEIGHTS_FILE_BYTES
+ *   GC_OK, GC_ERR_NULL, GC_ERR_BUFFER, GC_ERR_ALIGN, GC_ERR_WEIGHTS, GC_ERR_IO
+ *   wheader[]               the weights file's header for this model (CRC field zero)
+ *   GC_EMBEDDED_WEIGHTS     (optional) the symbol of the params built into the library
+ *   GC_STATE_INIT           (optional) the symbol of the state's initial bytes
+ *
+ * tests/test_aot.py compiles this file alone, with stand-ins for those names, under
+ * -Wall -Wextra -Werror.
+ */
+
+static int misaligned(const void *p) {
+    return ((uintptr_t)p % GC_MIN_ALIGN) != 0;
+}
+
+/* ctx and its params (and state when need_state) exist, are large enough and aligned. */
+static int check_ctx(const GC_CTX *ctx, int need_state) {
+    if (!ctx) return GC_ERR_NULL;
+    if (!ctx->params && GC_PARAM_BYTES > 0) return GC_ERR_NULL;
+    if (need_state && !ctx->state && GC_STATE_BYTES > 0) return GC_ERR_NULL;
+    if (ctx->params_bytes < GC_PARAM_BYTES) return GC_ERR_BUFFER;
+    if (need_state && ctx->state_bytes < GC_STATE_BYTES) return GC_ERR_BUFFER;
+    if (misaligned(ctx->params) || (need_state && misaligned(ctx->state))) return GC_ERR_ALIGN;
+    return GC_OK;
+}
+
+static int check_workspace(const GC_CTX *ctx, int64_t need) {
+    if (need > 0 && !ctx->workspace) return GC_ERR_NULL;
+    if (ctx->workspace_bytes < need) return GC_ERR_BUFFER;
+    if (misaligned(ctx->workspace)) return GC_ERR_ALIGN;
+    return GC_OK;
+}
+
+/* zlib's CRC-32 (reflected polynomial 0xEDB88320), bitwise: no table, no global state. */
+static uint32_t crc32_update(uint32_t crc, const unsigned char *p, int64_t len) {
+    int64_t i;
+    int k;
+    crc = ~crc;
+    for (i = 0; i < len; i++) {
+        crc ^= p[i];
+        for (k = 0; k < 8; k++) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+    }
+    return ~crc;
+}
+
+static uint32_t le32(const unsigned char *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+#define CRC_AT 28
+
+/* Compares len bytes of a file header at byte offset off with ours (CRC field skipped). */
+static int header_matches(const unsigned char *p, int64_t off, int64_t len) {
+    int64_t i;
+    for (i = 0; i < len; i++) {
+        int64_t at = off + i;
+        if (at >= CRC_AT && at < CRC_AT + 4) continue;
+        if (p[i] != wheader[at]) return 0;
+    }
+    return 1;
+}
+
+GC_API int GC_FN(init)(GC_CTX *ctx) {
+    int rc = check_ctx(ctx, 0);
+    if (rc) return rc;
+    if (ctx->state && (ctx->state_bytes < GC_STATE_BYTES)) return GC_ERR_BUFFER;
+    if (ctx->state && misaligned(ctx->state)) return GC_ERR_ALIGN;
+#ifdef GC_EMBEDDED_WEIGHTS
+    memcpy(ctx->params, GC_EMBEDDED_WEIGHTS, (size_t)GC_PARAM_BYTES);
+#else
+    memset(ctx->params, 0, (size_t)GC_PARAM_BYTES);
+#endif
+    if (ctx->state) {
+#ifdef GC_STATE_INIT
+        memcpy(ctx->state, GC_STATE_INIT, (size_t)GC_STATE_BYTES);
+#else
+        memset(ctx->state, 0, (size_t)GC_STATE_BYTES);
+#endif
+    }
+    return GC_OK;
+}
+
+GC_API int GC_FN(read_weights)(GC_CTX *ctx, const void *data, int64_t len) {
+    const unsigned char *p = (const unsigned char *)data;
+    int rc = check_ctx(ctx, 0);
+    if (rc) return rc;
+    if (!data) return GC_ERR_NULL;
+    if (len != GC_WEIGHTS_FILE_BYTES) return GC_ERR_WEIGHTS;
+    if (!header_matches(p, 0, (int64_t)sizeof wheader)) return GC_ERR_WEIGHTS;
+    if (crc32_update(0, p + sizeof wheader, GC_PARAM_BYTES) != le32(p + CRC_AT)) return GC_ERR_WEIGHTS;
+    memcpy(ctx->params, p + sizeof wheader, (size_t)GC_PARAM_BYTES);
+    return GC_OK;
+}
+
+/* The weights file, opened only when it is a regular file: O_NONBLOCK so that a FIFO
+   cannot block the open (it is then refused, as a directory or a device is). */
+static FILE *open_regular(const char *path) {
+    struct stat st;
+    FILE *f;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return NULL;
+    }
+    f = fdopen(fd, "rb");
+    if (!f) close(fd);
+    return f;
+}
+
+GC_API int GC_FN(load_weights)(GC_CTX *ctx, const char *path) {
+    unsigned char buf[4096];
+    FILE *f;
+    int64_t off = 0, left;
+    uint32_t want = 0, crc = 0;
+    int rc = check_ctx(ctx, 0);
+    if (rc) return rc;
+    if (!path) return GC_ERR_NULL;
+    f = open_regular(path);
+    if (!f) return GC_ERR_IO;
+    /* pass 1: header and CRC, params untouched */
+    while (off < (int64_t)sizeof wheader) {
+        size_t want_n = sizeof wheader - (size_t)off < sizeof buf ? sizeof wheader - (size_t)off : sizeof buf;
+        size_t got = fread(buf, 1, want_n, f);
+        if (got != want_n || !header_matches(buf, off, (int64_t)got)) goto bad;
+        if (off <= CRC_AT && off + (int64_t)got >= CRC_AT + 4) want = le32(buf + (CRC_AT - off));
+        off += (int64_t)got;
+    }
+    for (left = GC_PARAM_BYTES; left > 0;) {
+        size_t want_n = left < (int64_t)sizeof buf ? (size_t)left : sizeof buf;
+        size_t got = fread(buf, 1, want_n, f);
+        if (got != want_n) goto bad;
+        crc = crc32_update(crc, buf, (int64_t)got);
+        left -= (int64_t)got;
+    }
+    if (crc != want || fgetc(f) != EOF) goto bad;
+    /* pass 2: the checked bytes into params */
+    if (fseek(f, (long)sizeof wheader, SEEK_SET) != 0) goto io;
+    if (fread(ctx->params, 1, (size_t)GC_PARAM_BYTES, f) != (size_t)GC_PARAM_BYTES) goto changed;
+    if (crc32_update(0, (const unsigned char *)ctx->params, GC_PARAM_BYTES) != want) goto changed;
+    fclose(f);
+    return GC_OK;
+changed:
+    memset(ctx->params, 0, (size_t)GC_PARAM_BYTES);
+bad:
+    fclose(f);
+    return GC_ERR_WEIGHTS;
+io:
+    fclose(f);
+    return GC_ERR_IO;
+}
+
+GC_API int GC_FN(write_weights)(const GC_CTX *ctx, void *out, int64_t len) {
+    unsigned char *p = (unsigned char *)out;
+    uint32_t crc;
+    int rc = check_ctx(ctx, 0);
+    if (rc) return rc;
+    if (!out) return GC_ERR_NULL;
+    if (len < GC_WEIGHTS_FILE_BYTES) return GC_ERR_BUFFER;
+    crc = crc32_update(0, (const unsigned char *)ctx->params, GC_PARAM_BYTES);
+    memcpy(p, wheader, sizeof wheader);
+    p[CRC_AT] = (unsigned char)(crc & 0xff);
+    p[CRC_AT + 1] = (unsigned char)((crc >> 8) & 0xff);
+    p[CRC_AT + 2] = (unsigned char)((crc >> 16) & 0xff);
+    p[CRC_AT + 3] = (unsigned char)((crc >> 24) & 0xff);
+    memcpy(p + sizeof wheader, ctx->params, (size_t)GC_PARAM_BYTES);
+    return GC_OK;
+}
