@@ -905,6 +905,8 @@ def _pow(cx: NodeContext) -> list[Value]:
         and not (cx.node.input[1] in cx.imp.initializers and cx.imp.is_trainable(cx.node.input[1]))
     ):
         p = float(v.reshape(()))
+        if native("pow") and math.isfinite(p) and p not in (1.0, 2.0, 0.5):
+            return [dsl.apply("pow", x, exponent=p)]
         if p == 1.0:
             return [x * 1.0]
         if p == 2.0:
