@@ -17,6 +17,7 @@ The workspace is [grad | arena fixed part | arena per-row part x N]; its size fo
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from itertools import pairwise
 
 from ..graph import Graph, Node
@@ -48,6 +49,32 @@ def form_kernels(g: Graph) -> list[list[Node]]:
     return order
 
 
+@dataclass
+class _Plan:
+    """What ``schedule`` works out, step by step (each step fills some fields)."""
+
+    g: Graph
+    layout: dict[str, Buffer]
+    kernels_nodes: list[list[Node]]
+    kernel_of: dict[str, int]
+    buffers: dict[str, Buffer] = field(default_factory=dict)
+    input_slots: list[str] = field(default_factory=list)
+    readers: dict[str, set[int]] = field(default_factory=dict)  # value -> kernels reading it
+    direct_out: dict[str, int] = field(default_factory=dict)  # value -> output slot it is
+    out_copies: list[Kernel] = field(default_factory=list)
+    in_place: dict[str, str] = field(default_factory=dict)  # update value -> its target
+    update_copies: list[Kernel] = field(default_factory=list)
+    grad_values: dict[str, str] = field(default_factory=dict)  # gradient value -> param
+    grad_at: dict[str, int] = field(default_factory=dict)  # gradient -> offset in grad region
+    grad_bytes: int = 0
+    # arena values: (name, first kernel, last kernel, fixed bytes, bytes per row)
+    intervals: list[tuple[str, int, int, int, int]] = field(default_factory=list)
+    unplanned_fixed: int = 0
+    unplanned_row: int = 0
+    arena_fixed: int = 0
+    arena_row: int = 0
+
+
 def schedule(
     g: Graph,
     layout: dict[str, Buffer],
@@ -66,79 +93,105 @@ def schedule(
         in_place_reuse: with ``reuse``, let an elementwise kernel write a result into the buffer
             of an operand of the same type that dies in that kernel (see _in_place_aliases).
     """
-    grads = grads or {}
-    kernels_nodes = form_kernels(g)
-    kernel_of: dict[str, int] = {}
-    for k, nodes in enumerate(kernels_nodes):
-        for n in nodes:
-            kernel_of[n.name] = k
+    plan = _start(g, layout)
+    _plan_outputs(plan)
+    _plan_readers(plan)
+    _plan_updates(plan)
+    _plan_gradients(plan, grads or {})
+    _plan_values(plan)
+    _plan_arena(plan, reuse, in_place_reuse)
+    kernels, flat_notes = _kernel_list(plan)
+    return Schedule(
+        g,
+        kernels,
+        plan.buffers,
+        plan.grad_bytes,
+        plan.arena_fixed,
+        plan.arena_row,
+        plan.unplanned_fixed,
+        plan.unplanned_row,
+        plan.input_slots,
+        list(g.outputs),
+        flat_notes,
+    )
 
-    buffers: dict[str, Buffer] = {}
-    input_slots = [n.name for n in g.inputs]
-    for i, name in enumerate(input_slots):
-        buffers[name] = Buffer(name, "input", slot=i)
+
+def _start(g: Graph, layout: dict[str, Buffer]) -> _Plan:
+    """The kernels (in graph order), and the buffers fixed from the start: inputs by slot,
+    params and states from the model's layout, constants and sizes inline."""
+    kernels_nodes = form_kernels(g)
+    kernel_of = {n.name: k for k, nodes in enumerate(kernels_nodes) for n in nodes}
+    plan = _Plan(g, layout, kernels_nodes, kernel_of)
+    plan.input_slots = [n.name for n in g.inputs]
+    for i, name in enumerate(plan.input_slots):
+        plan.buffers[name] = Buffer(name, "input", slot=i)
     for n in g.nodes:
         if n.op in ("param", "state"):
             if n.name not in layout:
                 raise KeyError(f"schedule: {n.op} {n.name} has no place in the model's layout")
-            buffers[n.name] = layout[n.name]
+            plan.buffers[n.name] = layout[n.name]
         elif n.op in INLINE_OPS:
-            buffers[n.name] = Buffer(n.name, "inline")
+            plan.buffers[n.name] = Buffer(n.name, "inline")
+    return plan
 
-    # outputs: written straight into the caller's buffer unless the value has storage already
-    output_slots = list(g.outputs)
-    extra: list[Kernel] = []
-    direct_out: dict[str, int] = {}
-    for j, name in enumerate(output_slots):
-        if name in direct_out or name in buffers:
-            extra.append(Kernel(f"k_out{j}", "copy", (name,), (), copy_to=f"output:{j}"))
+
+def _plan_outputs(plan: _Plan) -> None:
+    """Outputs are written straight into the caller's buffer unless the value has storage
+    already (a param, an input, another output): then a copy kernel writes them."""
+    for j, name in enumerate(plan.g.outputs):
+        if name in plan.direct_out or name in plan.buffers:
+            plan.out_copies.append(Kernel(f"k_out{j}", "copy", (name,), (), copy_to=f"output:{j}"))
         else:
-            direct_out[name] = j
+            plan.direct_out[name] = j
 
-    readers: dict[str, set[int]] = {}
-    for k, nodes in enumerate(kernels_nodes):
+
+def _plan_readers(plan: _Plan) -> None:
+    """For every value, the kernels that read it from memory (not from inside their loop)."""
+    for k, nodes in enumerate(plan.kernels_nodes):
         for n in nodes:
             for i in n.inputs:
-                if kernel_of.get(i) != k:
-                    readers.setdefault(i, set()).add(k)
+                if plan.kernel_of.get(i) != k:
+                    plan.readers.setdefault(i, set()).add(k)
 
-    # updates: in place when every reader of the old value runs no later than the writer
-    update_copies: list[Kernel] = []
-    in_place: dict[str, str] = {}
-    for target, value in g.updates:
-        vnode, tnode = g[value], g[target]
-        k = kernel_of.get(value)
-        ok = (
-            k is not None
-            and value not in direct_out
-            and value not in in_place
-            and vnode.type.shape == tnode.type.shape
-            and kernel_kind(vnode) == "elementwise"
-            and all(r <= k for r in readers.get(target, ()))
-            and all(
-                nd.type.shape == tnode.type.shape for nd in kernels_nodes[k] if target in nd.inputs
-            )
-            # a GEMM accumulates in its output buffer before the epilogue reads the operands:
-            # an epilogue that reads the old value must not write it in place (found by graphc.fuzz)
-            and not (
-                any(kernel_kind(nd) == "matmul" for nd in kernels_nodes[k])
-                and any(target in nd.inputs for nd in kernels_nodes[k])
-            )
-        )
-        if ok:
-            in_place[value] = target
+
+def _plan_updates(plan: _Plan) -> None:
+    """An update writes its new value over its target in place when that is safe
+    (``_can_update_in_place``); otherwise a copy kernel writes it after all kernels."""
+    for target, value in plan.g.updates:
+        if _can_update_in_place(plan, target, value):
+            plan.in_place[value] = target
         else:
-            update_copies.append(Kernel(f"k_upd_{target}", "copy", (value,), (), copy_to=target))
+            copy = Kernel(f"k_upd_{target}", "copy", (value,), (), copy_to=target)
+            plan.update_copies.append(copy)
 
-    # which values must be stored
-    needed: set[str] = set(readers) | set(direct_out) | set(in_place)
-    needed |= {k.nodes[0] for k in extra + update_copies}
 
-    # a gradient sits at grad_base + the offset of its param (the grad region is laid out like
-    # the param region, so fuse_optimizer's flat loops see param i and its gradient at one index)
-    grad_values = {v: p for p, v in grads.items()}
-    grad_at: dict[str, int] = {}
-    for v, p in grad_values.items():
+def _can_update_in_place(plan: _Plan, target: str, value: str) -> bool:
+    """Whether ``value`` can be written over ``target``: made by an elementwise kernel of the
+    target's shape, after every other reader of the old value ran, and not by a GEMM whose
+    epilogue reads the old value (a GEMM accumulates in its output buffer before the epilogue
+    reads the operands; found by graphc.fuzz)."""
+    vnode, tnode = plan.g[value], plan.g[target]
+    k = plan.kernel_of.get(value)
+    if k is None or value in plan.direct_out or value in plan.in_place:
+        return False
+    nodes = plan.kernels_nodes[k]
+    reads_old = [nd for nd in nodes if target in nd.inputs]
+    return (
+        vnode.type.shape == tnode.type.shape
+        and kernel_kind(vnode) == "elementwise"
+        and all(r <= k for r in plan.readers.get(target, ()))
+        and all(nd.type.shape == tnode.type.shape for nd in reads_old)
+        and not (reads_old and any(kernel_kind(nd) == "matmul" for nd in nodes))
+    )
+
+
+def _plan_gradients(plan: _Plan, grads: dict[str, str]) -> None:
+    """A gradient sits at grad_base + the offset of its param (the grad region is laid out like
+    the param region, so fuse_optimizer's flat loops see param i and its gradient at one
+    index) when it has its param's size; ``grad_bytes`` is the region's size so far."""
+    g, layout = plan.g, plan.layout
+    plan.grad_values = {v: p for p, v in grads.items()}
+    for v, p in plan.grad_values.items():
         pb = layout.get(p)
         if (
             v in g.by_name
@@ -147,80 +200,99 @@ def schedule(
             and not g[v].type.is_batched
             and g[v].type.size(1) * g[v].type.itemsize == pb.size
         ):
-            grad_at[v] = pb.offset
-    grad_bytes = max(
-        (align(layout[grad_values[v]].offset + layout[grad_values[v]].size) for v in grad_at),
-        default=0,
+            plan.grad_at[v] = pb.offset
+    ends = (
+        align(layout[plan.grad_values[v]].offset + layout[plan.grad_values[v]].size)
+        for v in plan.grad_at
     )
-    intervals: list[tuple[str, int, int, int, int]] = []  # name, start, end, size, size_row
-    unplanned_fixed = unplanned_row = 0
-    for k, nodes in enumerate(kernels_nodes):
+    plan.grad_bytes = max(ends, default=0)
+
+
+def _plan_values(plan: _Plan) -> None:
+    """A buffer for every value a kernel computes: none ("fused") when no one reads it from
+    memory, the caller's output, its update target, its place in the grad region, or an
+    interval of the arena (placed by ``_plan_arena``)."""
+    copied = {kk.nodes[0] for kk in plan.out_copies + plan.update_copies}
+    needed = set(plan.readers) | set(plan.direct_out) | set(plan.in_place) | copied
+    n_kernels = len(plan.kernels_nodes) + len(plan.out_copies) + len(plan.update_copies)
+    for k, nodes in enumerate(plan.kernels_nodes):
         for n in nodes:
-            if n.name in buffers:
+            if n.name in plan.buffers:
                 continue
             if n.name not in needed:
-                buffers[n.name] = Buffer(n.name, "fused")
-            elif n.name in direct_out:
-                buffers[n.name] = Buffer(n.name, "output", slot=direct_out[n.name])
-            elif n.name in in_place:
-                tb = buffers[in_place[n.name]]
-                buffers[n.name] = Buffer(
+                plan.buffers[n.name] = Buffer(n.name, "fused")
+            elif n.name in plan.direct_out:
+                plan.buffers[n.name] = Buffer(n.name, "output", slot=plan.direct_out[n.name])
+            elif n.name in plan.in_place:
+                tb = plan.buffers[plan.in_place[n.name]]
+                plan.buffers[n.name] = Buffer(
                     n.name, tb.region, tb.offset, tb.offset_row, tb.size, tb.size_row, tb.slot
                 )
-            elif n.name in grad_at:
-                size = n.type.size(1) * n.type.itemsize
-                buffers[n.name] = Buffer(n.name, "grad", grad_at[n.name], 0, size)
-            elif n.name in grad_values and not n.type.is_batched:
-                size = n.type.size(1) * n.type.itemsize
-                buffers[n.name] = Buffer(n.name, "grad", grad_bytes, 0, size)
-                grad_bytes += align(size)
-            else:
-                per = n.type.elements_per_row() * n.type.itemsize
-                size, size_row = (0, per) if n.type.is_batched else (per, 0)
-                last = max(readers.get(n.name, {k}) | {k})
-                if n.name in {kk.nodes[0] for kk in extra + update_copies}:
-                    last = len(kernels_nodes) + len(extra) + len(update_copies)
-                intervals.append((n.name, k, last, size, size_row))
-                unplanned_fixed += align(size)
-                unplanned_row += align(size_row)
+            elif not _grad_buffer(plan, n):
+                last = n_kernels if n.name in copied else max(plan.readers.get(n.name, {k}) | {k})
+                _arena_interval(plan, n, k, last)
 
-    alias = _in_place_aliases(g, kernels_nodes, intervals) if reuse and in_place_reuse else {}
+
+def _grad_buffer(plan: _Plan, n: Node) -> bool:
+    """Give gradient ``n`` its place in the grad region (its param's offset, or the region's
+    end when its size differs); False when ``n`` is no gradient with a place there."""
+    size = n.type.size(1) * n.type.itemsize
+    if n.name in plan.grad_at:
+        plan.buffers[n.name] = Buffer(n.name, "grad", plan.grad_at[n.name], 0, size)
+        return True
+    if n.name in plan.grad_values and not n.type.is_batched:
+        plan.buffers[n.name] = Buffer(n.name, "grad", plan.grad_bytes, 0, size)
+        plan.grad_bytes += align(size)
+        return True
+    return False
+
+
+def _arena_interval(plan: _Plan, n: Node, first: int, last: int) -> None:
+    """Value ``n`` lives in the arena from kernel ``first`` to kernel ``last``."""
+    per = n.type.elements_per_row() * n.type.itemsize
+    size, size_row = (0, per) if n.type.is_batched else (per, 0)
+    plan.intervals.append((n.name, first, last, size, size_row))
+    plan.unplanned_fixed += align(size)
+    plan.unplanned_row += align(size_row)
+
+
+def _plan_arena(plan: _Plan, reuse: bool, in_place_reuse: bool) -> None:
+    """Offsets in the arena (after the grad region): the fixed part, then the per-row part;
+    values whose lifetimes do not overlap share memory when ``reuse``."""
+    g, intervals = plan.g, plan.intervals
+    alias = _in_place_aliases(g, plan.kernels_nodes, intervals) if reuse and in_place_reuse else {}
     merged = _merge_aliased(intervals, alias)
-    arena_fixed, fixed_off = _place([(nm, s, e, sz) for nm, s, e, sz, _ in merged if sz], reuse)
-    arena_row, row_off = _place([(nm, s, e, sr) for nm, s, e, _, sr in merged if sr], reuse)
+    plan.arena_fixed, fixed_off = _place(
+        [(nm, s, e, sz) for nm, s, e, sz, _ in merged if sz], reuse
+    )
+    plan.arena_row, row_off = _place([(nm, s, e, sr) for nm, s, e, _, sr in merged if sr], reuse)
+    base = plan.grad_bytes
     for nm, _, _, sz, sr in intervals:
         root = alias.get(nm, nm)
         if sz:
-            buffers[nm] = Buffer(nm, "arena", grad_bytes + fixed_off[root], 0, sz, 0)
+            plan.buffers[nm] = Buffer(nm, "arena", base + fixed_off[root], 0, sz, 0)
         if sr:
-            buffers[nm] = Buffer(nm, "arena", grad_bytes + arena_fixed, row_off[root], 0, sr)
+            plan.buffers[nm] = Buffer(nm, "arena", base + plan.arena_fixed, row_off[root], 0, sr)
 
+
+def _kernel_list(plan: _Plan) -> tuple[list[Kernel], dict[str, str]]:
+    """The kernels in execution order (fuse_optimizer's sets as one flat loop where the layout
+    allows it), then the output and update copies; and the flat sets' notes."""
+    flat_at, flat_skip, flat_notes = _flat_updates(
+        plan.g, plan.kernels_nodes, plan.buffers, plan.in_place
+    )
     kernels: list[Kernel] = []
-    flat_at, flat_skip, flat_notes = _flat_updates(g, kernels_nodes, buffers, in_place)
-    for k, nodes in enumerate(kernels_nodes):
+    for k, nodes in enumerate(plan.kernels_nodes):
         if k in flat_skip:
             continue
         if k in flat_at:
             kernels.append(flat_at[k])
             continue
         names = tuple(n.name for n in nodes)
-        stores = tuple(n for n in names if buffers[n].region != "fused")
+        stores = tuple(n for n in names if plan.buffers[n].region != "fused")
         kind = kernel_kind(nodes[0]) if len(nodes) == 1 else _group_kind(nodes)
         kernels.append(Kernel(f"k{k}_{_slug(nodes[0])}", kind, names, stores))
-    kernels += extra + update_copies
-    return Schedule(
-        g,
-        kernels,
-        buffers,
-        grad_bytes,
-        arena_fixed,
-        arena_row,
-        unplanned_fixed,
-        unplanned_row,
-        input_slots,
-        output_slots,
-        flat_notes,
-    )
+    return kernels + plan.out_copies + plan.update_copies, flat_notes
 
 
 def _flat_updates(
