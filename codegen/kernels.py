@@ -829,11 +829,12 @@ def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: s
                 idx = b.mul(i, row if rs == "cols" else i64(rs))
             if cs == 1:
                 idx = b.add(idx, j)
-            p = b.gep(arg, [idx], inbounds=True, source_etype=scal)
-            if lanes and cs == 1:
+            et = LL[vt.dtype]  # the operand's own type (the i64 step counter of a dropout)
+            p = b.gep(arg, [idx], inbounds=True, source_etype=et)
+            if lanes and cs == 1 and et == scal:
                 vals[v] = b.load(p, typ=vec, align=4)
             else:
-                x = b.load(p, typ=scal)
+                x = b.load(p, typ=et)
                 vals[v] = _splat(b, x, lanes) if lanes else x
         flat = None  # the element's flat index in C, for lowerings that need one (dropout)
         if any(OPS[nd.op].needs_index for nd in tail):

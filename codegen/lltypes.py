@@ -13,7 +13,7 @@ F64 = ir.DoubleType()
 PTR = ir.PointerType()  # opaque pointers (current llvmlite): element types go to gep/load
 VOID = ir.VoidType()
 
-LL: dict[str, ir.Type] = {"f32": F32, "f64": F64, "i32": I32}  # IR dtype -> LLVM type
+LL: dict[str, ir.Type] = {"f32": F32, "f64": F64, "i32": I32, "i64": I64}  # IR dtype -> LLVM type
 
 
 def i64(v: int) -> ir.Constant:

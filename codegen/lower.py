@@ -148,7 +148,11 @@ def _one_minus_pow(b, node, a, name):
     vec = isinstance(t.type, ir.VectorType)
     d = ir.VectorType(F64, t.type.count) if vec else F64
     it = ir.VectorType(I64, t.type.count) if vec else I64
-    n = b.fptosi(t, it, name=name + ".t")
+    out_t = _float_type(node.type.dtype, t.type)
+    if _is_int(t.type):
+        n = t if t.type == it else b.sext(t, it, name=name + ".t")
+    else:
+        n = b.fptosi(t, it, name=name + ".t")
     one, zero = vmath.const_like(d, 1.0), _int_const(it, 0)
     acc, p = one, vmath.const_like(d, float(node.attr("base")))
     for k in range(63):
@@ -157,7 +161,33 @@ def _one_minus_pow(b, node, a, name):
         if k < 62:
             p = b.fmul(p, p)
     out = b.fsub(one, acc)
-    return out if t.type == d else b.fptrunc(out, t.type, name=name)
+    return out if out_t == d else b.fptrunc(out, out_t, name=name)
+
+
+def _is_int(ty: ir.Type) -> bool:
+    return isinstance(ty.element if isinstance(ty, ir.VectorType) else ty, ir.IntType)
+
+
+def _float_type(dtype: str, like: ir.Type) -> ir.Type:
+    """The LLVM float type of ``dtype``, a vector of as many lanes as ``like`` if it is one."""
+    f = ir.DoubleType() if dtype == "f64" else ir.FloatType()
+    return ir.VectorType(f, like.count) if isinstance(like, ir.VectorType) else f
+
+
+@lowering("increment")
+def _increment(b, node, a, name):
+    return b.add(a[0], _int_const(a[0].type, 1), name=name)
+
+
+@lowering("cast")
+def _cast(b, node, a, name):
+    x = a[0]
+    to = _float_type(node.type.dtype, x.type)
+    if _is_int(x.type):
+        return b.sitofp(x, to, name=name)
+    if x.type == to:
+        return x
+    return (b.fpext if node.type.dtype == "f64" else b.fptrunc)(x, to, name=name)
 
 
 # ---------------------------------------------------------------------------- activations, math
@@ -316,7 +346,10 @@ def _dropout(b, node, a, name, index=None):
     i64t = I64
     p, seed, stream = attr(node, "p"), attr(node, "seed"), attr(node, "stream")
     k0 = int(mix64((seed + stream * GAMMA) & MASK64))
-    s = b.fptosi(step, i64t, name=name + ".step")
+    if _is_int(step.type):  # the i64 step counter (a float one from older graphs: converted)
+        s = step if step.type == i64t else b.sext(step, i64t, name=name + ".step")
+    else:
+        s = b.fptosi(step, i64t, name=name + ".step")
     key = _mix64(b, b.add(_int_const(i64t, k0), b.mul(s, _int_const(i64t, GAMMA))), name + ".key")
     it = index.type
     if isinstance(it, ir.VectorType):

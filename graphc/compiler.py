@@ -80,11 +80,11 @@ def build_graphs(
     b = Builder(g, section="update", dtype=loss.dtype)
     lr = b.source("input", "lr", TensorType((), loss.dtype))
     step = (
-        b.source("state", "step", TensorType((), loss.dtype), {"init": "zeros"})
+        b.source("state", "step", TensorType((), "i64"), {"init": "zeros"})
         if "step" not in b.types
         else "step"
-    )  # dropout reads the counter in the forward part
-    t = b.add(step, b.const(1.0))
+    )  # dropout reads the counter in the forward part; an integer: exact to 2^63 steps
+    t = b.increment(step)
     optimizer = optimizer or Adam()
     updates = [(step, t)] + optimizer.build(b, params, grads, lr, t) + state_updates
     prog.training = b.graph(name, (loss_name,), tuple(updates))

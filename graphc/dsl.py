@@ -391,7 +391,7 @@ def dropout(x: Tensor, p: float, *, seed: int = 0, name: str | None = None) -> T
     # the graph's structure when the graph is collected (ir.ops.random.number_dropout_streams),
     # never from the process-wide counter behind automatic names.
     stream = zlib.crc32(name.encode()) if name is not None else None
-    step = Tensor(make_node("step", "state", (), TensorType((), x.dtype), {"init": "zeros"}))
+    step = Tensor(make_node("step", "state", (), TensorType((), "i64"), {"init": "zeros"}))
     return apply("dropout", x, step, name=name or _fresh(), p=float(p), seed=seed, stream=stream)
 
 

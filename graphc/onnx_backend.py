@@ -103,7 +103,7 @@ class GraphcRep:
 
             g = collect_graph(imp.name, imp.outputs)
             vals = interpret(
-                g, {**feeds, **imp.weights, "step": np.float32(0)}, float_dtype=np.float32
+                g, {**feeds, **imp.weights, "step": np.int64(0)}, float_dtype=np.float32
             )
             outs = [vals[t.name] for t in imp.outputs]
         else:

@@ -1,8 +1,10 @@
 """Optimizers: each emits its update rule as IR nodes (section "update") of the training graph.
 
 The learning rate is a runtime input (scalar ``lr``), so schedules change it without a
-recompile; the step counter ``step`` is a state value incremented by the graph itself, and
-``t = step + 1`` (the 1-based number of the step being taken) is passed to ``build``.
+recompile; the step counter ``step`` is an i64 state value incremented by the graph itself,
+and ``t = step + 1`` (the 1-based number of the step being taken, i64) is passed to ``build``;
+float factors of it go through ``_step_float`` (op ``cast``) or, for 1 - beta^t, op
+``one_minus_pow`` straight from the integer.
 
 Two profiles of semantics:
 
@@ -70,7 +72,7 @@ class Optimizer:
             params: the trainable params, in graph order.
             grads: param -> its gradient value.
             lr: the scalar learning-rate input.
-            t: the scalar 1-based step number (step + 1).
+            t: the scalar 1-based step number (step + 1), i64.
 
         Returns:
             (target, new value) pairs for every param and state slot.
@@ -123,7 +125,12 @@ class Optimizer:
 def _bias_correction(b: Builder, beta: float, t: str) -> str:
     """1 - beta**t, computed in float64 from the integer step t (op one_minus_pow), then rounded:
     in float32, 1 - exp(t log beta) loses about 5 digits when beta is near 1."""
-    return b.one_minus_pow(t, base=float(beta))
+    return b.one_minus_pow(t, base=float(beta), dtype=b.dtype)
+
+
+def _step_float(b: Builder, t: str) -> str:
+    """The integer step t as a float of the model's dtype (exact below 2^24 in f32)."""
+    return b.cast(t, dtype=b.dtype)
 
 
 def _check_fraction(name: str, what: str, v: float, closed: bool = False) -> None:
@@ -197,7 +204,7 @@ class SGD(Optimizer):
             if mu:
                 buf = self.slot(b, p, "momentum_buffer")
                 if self.dampening:
-                    first = b.greater(b.const(1.5), t)  # 1.0 when t == 1
+                    first = b.greater(b.const(1.5), _step_float(b, t))  # 1.0 when t == 1
                     damp = b.add(b.const(1 - self.dampening), b.mul(first, b.const(self.dampening)))
                     new_buf = b.add(b.mul(b.const(mu), buf), b.mul(damp, g))
                 else:
@@ -335,8 +342,9 @@ class Adagrad(Optimizer):
             raise GraphcError("Adagrad: Keras's Adagrad has no lr_decay; use semantics='torch'")
         clr = lr
         if self.lr_decay:
+            tf = _step_float(b, t)
             clr = b.div(
-                lr, b.add(b.const(1.0), b.mul(b.sub(t, b.const(1.0)), b.const(self.lr_decay)))
+                lr, b.add(b.const(1.0), b.mul(b.sub(tf, b.const(1.0)), b.const(self.lr_decay)))
             )
         ups = []
         for p in params:

@@ -7,6 +7,7 @@ import numpy as np
 from .errors import ArgumentError
 from .graph import Graph
 from .ops import OPS, SOURCE_OPS
+from .types import INT_DTYPES
 
 
 def interpret(
@@ -37,7 +38,7 @@ def interpret(
             a = np.asarray(feeds[node.name])
             dt = (
                 node.type.np_dtype
-                if float_dtype is None or node.type.dtype == "i32"
+                if float_dtype is None or node.type.dtype in INT_DTYPES
                 else float_dtype
             )
             a = a.astype(dt, copy=False)
@@ -58,8 +59,8 @@ def interpret(
         spec = OPS[node.op]
         with np.errstate(all="ignore"):
             out = spec.evaluate(*(env[i] for i in node.inputs), **attrs)
-        dt = node.type.np_dtype if float_dtype is None or node.type.dtype == "i32" else float_dtype
-        env[node.name] = np.asarray(out, dtype=dt)
+        keep = float_dtype is None or node.type.dtype in INT_DTYPES  # integers stay integers
+        env[node.name] = np.asarray(out, dtype=node.type.np_dtype if keep else float_dtype)
     for target, value in g.updates:
         env[target + "'"] = env[value]
     return env

@@ -35,9 +35,11 @@ DTYPE_INFO: dict[str, DType] = {
         DType("f32", np.float32, "float", ctypes.c_float, 0, True),
         DType("f64", np.float64, "double", ctypes.c_double, 1, True),
         DType("i32", np.int32, "int32_t", ctypes.c_int32, 2, False),
+        DType("i64", np.int64, "int64_t", ctypes.c_int64, 3, False),  # the step counter
     )
 }
 DTYPES = {k: d.np for k, d in DTYPE_INFO.items()}  # dtype name -> numpy scalar type
+INT_DTYPES = tuple(k for k, d in DTYPE_INFO.items() if not d.is_float)
 
 
 @dataclass(frozen=True, slots=True)

@@ -397,8 +397,7 @@ class Model:
                     )
             if (
                 t.dtype != "i32"
-                and self.program.loss_kind
-                in ("binary_cross_entropy", "binary_cross_entropy_probs")
+                and self.program.loss_kind in ("binary_cross_entropy", "binary_cross_entropy_probs")
                 and name in self.program.label_inputs
             ):
                 outside = ((a < 0) | (a > 1)).reshape(a.shape[0], -1).any(axis=1)

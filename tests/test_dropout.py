@@ -230,3 +230,23 @@ def test_two_dropouts_of_one_value_get_different_streams() -> None:
     g = collect_graph("two", [out])
     streams = [n.attr("stream") for n in g.nodes if n.op == "dropout"]
     assert len(set(streams)) == 3 and zlib.crc32(b"mine") in streams
+
+
+def test_step_counter_is_an_integer_past_2_24(mlp) -> None:
+    """The step counter is i64: at 2^24 + 1 (where a float32 counter stalls, 2^24 + 1 rounding
+    to 2^24) the step draws that step's own mask, checked against the interpreter, whose mask
+    at 2^24 differs; the counter then reads 2^24 + 2 exactly."""
+    assert mlp.state["step"].dtype == np.int64
+    mlp.initialize(0)
+    g = mlp.program.training
+    big = 2**24 + 1
+    mlp.state["step"][...] = big
+    before = mlp.get_weights()
+    mlp.train_step(XS, YS)
+    assert int(mlp.state["step"]) == big + 1
+    feeds = {"x": XS, "y": YS, "lr": np.array(0.05), **before}
+    env = interpret(g, {**feeds, "step": np.array(big, np.int64)})
+    stalled = interpret(g, {**feeds, "step": np.array(big - 1, np.int64)})
+    for k in before:
+        np.testing.assert_allclose(mlp.params[k], env[k + "'"], rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(env[k + "'"], stalled[k + "'"]) for k in before)

@@ -31,6 +31,7 @@ SQ = TensorType((3, 3))
 ROW = TensorType((3,))
 SCALAR = TensorType(())
 LABELS = TensorType(("N",), "i32")
+STEP = TensorType((), "i64")  # the optimizer's step counter
 
 # op -> (operand types, attrs) for a graph that exercises it; ops added later fall back to a search
 OP_CASES: dict[str, tuple[list[TensorType], dict]] = {
@@ -46,7 +47,9 @@ OP_CASES: dict[str, tuple[list[TensorType], dict]] = {
     "size": ([F], {"axes": (0, 1)}),
     "const": ([], {"value": 0.1 + 0.2, "dtype": "f32"}),
     "dropout": ([F, SCALAR], {"p": 0.25, "seed": 7, "stream": 1}),
-    "one_minus_pow": ([SCALAR], {"base": 0.999}),
+    "one_minus_pow": ([STEP], {"base": 0.999, "dtype": "f32"}),
+    "increment": ([STEP], {}),
+    "cast": ([STEP], {"dtype": "f64"}),
     "batch_norm": ([F, ROW, ROW, ROW, ROW], {"momentum": 0.25, "eps": 1e-3}),
     "clip": ([F], {"min": -0.5, "max": 1.0 / 3.0}),
     "pow": ([F], {"exponent": -1.5}),

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ShapeError
-from ..types import TensorType, broadcast_shapes
+from ..types import DTYPES, INT_DTYPES, TensorType, broadcast_shapes
 from .base import REQUIRED, Binary, Kind, Op, Unary, register, same_float_dtype
 
 if TYPE_CHECKING:
@@ -355,22 +355,69 @@ class OneMinusPow(Op):
     The float32 form 1 - exp(t log beta) loses about 5 digits when beta is close to 1
     (beta2 = 0.999: 1e-4 relative in 1 - beta2), which shows in every Adam step.
 
-    Operand t: a float scalar (any shape is accepted, elementwise) holding a whole number.
-    Attr base: a float in [0, 1].
+    Operand t: an integer (the i64 step counter) or a float holding a whole number (any shape,
+    elementwise). Attrs: base, a float in [0, 1]; dtype, the result's float type (default:
+    t's own when it is a float, else f32).
     """
 
     name = "one_minus_pow"
     arity = 1
     nondifferentiable = True
-    attrs = {"base": REQUIRED}
+    attrs = {"base": REQUIRED, "dtype": None}
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
-        same_float_dtype(self.name, types)
+        (t,) = types
         base = attrs.get("base")
         if not isinstance(base, float | int) or isinstance(base, bool) or not 0 <= base <= 1:
             raise ShapeError(f"{self.name}: base must be a number in [0, 1], got {base!r}")
-        return types[0]
+        dt = attrs.get("dtype") or (t.dtype if t.dtype not in INT_DTYPES else "f32")
+        if dt not in ("f32", "f64"):
+            raise ShapeError(f"{self.name}: dtype must be f32 or f64, got {dt!r}")
+        return TensorType(t.shape, dt)
 
-    def reference(self, t, *, base):
+    def reference(self, t, *, base, dtype=None):
         t = np.asarray(t)
-        return (1.0 - np.float64(base) ** t.astype(np.float64)).astype(t.dtype)
+        out = 1.0 - np.float64(base) ** t.astype(np.float64)
+        return out.astype(
+            DTYPES[dtype] if dtype else (t.dtype if t.dtype.kind == "f" else np.float32)
+        )
+
+
+@register
+class Increment(Op):
+    """y = x + 1 for an integer tensor (the optimizer's i64 step counter: exact to 2^63, where a
+    float32 counter stalls at 2^24); nondifferentiable."""
+
+    name = "increment"
+    arity = 1
+    nondifferentiable = True
+
+    def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+        (x,) = types
+        if x.dtype not in INT_DTYPES:
+            raise ShapeError(f"{self.name}: expects an integer operand, got {x}")
+        return x
+
+    def reference(self, x):
+        return np.asarray(x) + np.asarray(1, dtype=np.asarray(x).dtype)
+
+
+@register
+class Cast(Op):
+    """y = x converted to the float type ``dtype`` (an integer is rounded to the nearest float,
+    as C's conversion does: exact below 2^24 for f32, 2^53 for f64); nondifferentiable."""
+
+    name = "cast"
+    arity = 1
+    nondifferentiable = True
+    attrs = {"dtype": REQUIRED}
+
+    def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+        (x,) = types
+        dt = attrs.get("dtype")
+        if dt not in ("f32", "f64"):
+            raise ShapeError(f"{self.name}: dtype must be f32 or f64, got {dt!r}")
+        return TensorType(x.shape, dt)
+
+    def reference(self, x, *, dtype):
+        return np.asarray(x).astype(DTYPES[dtype])

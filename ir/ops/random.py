@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..graph import Graph
-from ..types import TensorType
+from ..types import INT_DTYPES, TensorType
 from .base import REQUIRED, Op, register, same_float_dtype
 
 if TYPE_CHECKING:
@@ -73,8 +73,8 @@ def keep_mask(shape: tuple[int, ...], p: float, seed: int, stream: int, step: in
 class Dropout(Op):
     """Inverted dropout in training: ``y = x * keep / (1 - p)``, keep drawn per element.
 
-    Operands: ``x`` (any float shape) and ``step`` (a scalar of x's dtype: the step counter,
-    read as an integer). Attrs: ``p`` in [0, 1), ``seed`` and ``stream`` (ints). The mask is
+    Operands: ``x`` (any float shape) and ``step`` (a scalar: the optimizer's i64 step counter;
+    a float one of x's dtype is read as an integer too). Attrs: ``p`` in [0, 1), ``seed`` and ``stream`` (ints). The mask is
     ``keep_mask(x.shape, p, seed, stream, step)``; dropped elements give 0.
 
     VJP: dx = dropout(dy, step) with the same attrs, i.e. dy * keep / (1 - p) with the same mask
@@ -89,7 +89,7 @@ class Dropout(Op):
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         x, step = types
-        same_float_dtype(self.name, [x, step])
+        same_float_dtype(self.name, [x] if step.dtype in INT_DTYPES else [x, step])
         if step.shape != ():
             raise ShapeError(f"dropout: the step operand must be a scalar, got {step}")
         p = attrs.get("p")
