@@ -60,9 +60,12 @@ class ModuleBuilder:
             self.module, f"{self.name}_train_epoch", step, self.entries[step_entry]
         )
 
-    def add_entry(self, entry: str, sched: Schedule) -> ir.Function:
-        """Emit ``int32_t NAME_entry(params, state, workspace, inputs, outputs, n)``."""
-        fname = f"{self.name}_{entry}"
+    def add_entry(self, entry: str, sched: Schedule, *, prefix: str | None = None) -> ir.Function:
+        """Emit ``int32_t NAME_entry(params, state, workspace, inputs, outputs, n)``.
+
+        ``prefix`` replaces NAME: several programs in one module (graphc.fuzz builds many
+        small models at once, sharing identical kernels and GEMMs and LLVM's fixed costs)."""
+        fname = f"{prefix or self.name}_{entry}"
         self.entries[entry] = sched
         fn = ir.Function(self.module, ENTRY_TYPE, name=fname)
         params, state, ws, inputs, outputs, n = fn.args

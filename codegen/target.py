@@ -104,6 +104,9 @@ PIPELINES = {
     # list (ipsccp, globaldce, simplifycfg, instcombine) cost 1-2 % on the squares and 15 %
     # on the GEMV.
     "gemm": (1, False),
+    # graphc.fuzz's builds: many small models, each run once on a few rows; see fuzz.py for
+    # what it measured
+    "fuzz": (1, True),
 }
 
 
