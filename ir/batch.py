@@ -54,6 +54,10 @@ def _kind(n: Node, g: Graph, kinds: dict[str, str]) -> str:
         return ROWS if _leading(n.type) and kind in POINTWISE else MIXED
     if n.op == "size":  # counts rows: differs between blocks
         return MIXED
+    if n.op in ("slice", "pad", "concat"):
+        # static bounds off the batch axis (the ops refuse N): a row stays a row
+        ok = all(k == ROWS and _leading(t) for k, t in zip(ins, types)) and _leading(n.type)
+        return ROWS if ok else MIXED
     if kind == "movement" and n.op not in ("reshape", "transpose"):
         return MIXED  # unknown data movement (it might reorder rows): the safe answer
     if kind == "movement" and n.op == "reshape":
@@ -79,7 +83,7 @@ def _kind(n: Node, g: Graph, kinds: dict[str, str]) -> str:
     if kind == "reduce":
         (x,) = ins
         rank = len(types[0].shape)
-        axes = n.attr("axes", None)
+        axes = n.attr("axes", None) if n.op != "argmax" else (OPS[n.op].attr(n, "axis"),)
         axes = tuple(range(rank)) if axes is None else tuple(a % rank for a in axes)
         if x == ROWS and 0 not in axes:
             return ROWS
@@ -87,7 +91,7 @@ def _kind(n: Node, g: Graph, kinds: dict[str, str]) -> str:
             return MEAN
         return MIXED
     if kind == "rowwise":
-        if n.op == "softmax" and ins == [ROWS] and len(types[0].shape) >= 2:
+        if n.op in ("softmax", "log_softmax") and ins == [ROWS] and len(types[0].shape) >= 2:
             return ROWS  # over the last axis: within one row
         if n.op == "softmax_cross_entropy" and ins == [ROWS, ROWS]:
             return MEAN  # the mean over rows of each row's loss

@@ -279,3 +279,17 @@ def test_squeeze_expand_dims_and_dsl_errors() -> None:
         gc.gelu(x, approximate="fast")
     with pytest.raises(gc.GraphcError, match="l2"):
         gc.dense(gc.input("z", ("N", 2)), 3, kernel_l2=-1.0)
+
+
+def test_row_wise_ops_of_issue_14_keep_predict_splitting_rows() -> None:
+    """slice/pad/concat (never along N), log_softmax, argmax and max over features keep row i
+    of the outputs a function of row i of the inputs (ir.batch: predict may split rows)."""
+    from graphc.dsl import apply, collect_graph
+    from graphc.ir.batch import rows_independent
+
+    x = gc.input("x", ("N", 6))
+    h = gc.concat([gc.slice(x, (1,), (4,), axes=(1,)), apply("pad", x, axes=(1,), before=(1,),
+                  after=(0,))], axis=1)  # fmt: skip
+    outs = [gc.log_softmax(h), gc.argmax(h, axis=1), gc.max(h, axes=1, keepdims=True)]
+    assert rows_independent(collect_graph("rows", outs))
+    assert not rows_independent(collect_graph("cols", [gc.argmax(x, axis=0)]))
