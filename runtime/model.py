@@ -17,6 +17,7 @@ from graphc.ir.errors import ArgumentError, GraphcError, NumericsError
 from graphc.ir.types import BATCH
 
 from .buffers import aligned_empty, view
+from .callbacks import CallbackList
 from .executable import Entry, EpochEntry, NonfiniteLoss, one_hot_hint
 from .parallel import default_threads, own_lock, serialized
 
@@ -591,15 +592,48 @@ class Model:
         """
         if self.program.training is None:
             raise GraphcError("fit: this model was compiled without a loss")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
-        if not isinstance(epochs, int) or epochs < 0:
-            raise ArgumentError(f"epochs must be an int >= 0, got {epochs!r}")
-        if not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:
-            raise ArgumentError(
-                f"initial_epoch must be an int in 0..epochs ({epochs}), got {initial_epoch!r}"
-                " (epochs counts from 0, as in Keras: epochs=4, initial_epoch=2 runs 2 more)"
-            )
+        _check_fit_counts(epochs, batch_size, initial_epoch)
+        feeds, n, val = self._fit_data(x, y, validation_data, validation_split, allow_nonfinite)
+        history = History()
+        self.history = history
+        cbs = CallbackList(callbacks)
+        # One native call per epoch unless a callback wants to run between batches (or the
+        # caller wants to train on past a non-finite loss: the native epoch stops at one).
+        native = self.use_epoch_entry and not cbs.has_batch_hooks and stop_on_nonfinite
+        run = _FitRun(self, feeds, n, batch_size, native, stop_on_nonfinite)
+        cbs.train_begin(self)
+        progress = _Progress(verbose, epochs, initial_epoch)
+        try:
+            for epoch in range(initial_epoch, epochs):
+                cbs.epoch_begin(self, epoch)
+                figures = run.epoch(epoch, shuffle, seed, cbs, len(history.epochs))
+                if val is not None:
+                    figures.update({f"val_{k}": v for k, v in self._evaluate_feeds(*val).items()})
+                figures["lr"] = float(self.lr)  # the rate this epoch's steps used
+                figures["seconds"] = time.perf_counter() - run.t0
+                history.add(epoch, figures)
+                run.start = None  # committed: parameters, step counter and history agree
+                progress.epoch(epoch, figures)
+                if cbs.epoch_end(self, epoch, figures):
+                    history.stopped_early = True
+                    break
+        except KeyboardInterrupt:
+            run.roll_back_interrupted(history, initial_epoch)
+        finally:
+            progress.close()
+            cbs.train_end(self, history)
+        return history
+
+    def _fit_data(
+        self,
+        x: Any,
+        y: Any,
+        validation_data: tuple[Any, Any] | None,
+        validation_split: float,
+        allow_nonfinite: bool,
+    ) -> tuple[dict[str, np.ndarray], int, tuple[dict[str, np.ndarray], int] | None]:
+        """fit's training feeds and row count, checked, and its validation feeds (the last
+        ``validation_split`` of the rows, or ``validation_data``) with their row count."""
         feeds, n = self._as_feeds(x, y, need_labels=True)
         for k in feeds:
             t = self.program.forward[k].type
@@ -610,173 +644,180 @@ class Model:
                 )
         self._validate(feeds, allow_nonfinite)
         if validation_split:
-            if not 0 < validation_split < 1:
-                raise ArgumentError(f"validation_split must lie in (0, 1), got {validation_split}")
-            cut = int(round(n * (1 - validation_split)))
-            if cut < 1 or cut >= n:
-                raise ArgumentError(
-                    f"validation_split={validation_split} leaves no rows on one side"
-                )
-            validation_data = (
-                {k: v[cut:] for k, v in feeds.items() if k in self.program.feature_inputs},
-                {k: v[cut:] for k, v in feeds.items() if k in self.program.label_inputs},
-            )
-            feeds = {k: v[:cut] for k, v in feeds.items()}
-            n = cut
-        if validation_data is not None:
-            vfeeds, vn = self._as_feeds(*validation_data, need_labels=True)
-            self._validate(vfeeds, allow_nonfinite)
-        history = History()
-        self.history = history
-        e = self.entries["train_step"]
-        slots = e.sched.input_slots
-        bs = min(batch_size, n)
-        stage = {k: np.empty((bs,) + v.shape[1:], v.dtype) for k, v in feeds.items()}
-        rest = n % bs
-        # The last partial batch uses the first rows of the same buffers, as the epoch entry does.
-        stage_rest = {k: v[:rest] for k, v in stage.items()} if rest else {}
-        lr_arr = np.zeros((), dtype=e.in_types[slots.index("lr")].np_dtype)
+            validation_data, feeds, n = self._split_validation(feeds, n, validation_split)
+        if validation_data is None:
+            return feeds, n, None
+        vfeeds, vn = self._as_feeds(*validation_data, need_labels=True)
+        self._validate(vfeeds, allow_nonfinite)
+        return feeds, n, (vfeeds, vn)
 
-        def arrays_for(st: dict[str, np.ndarray]) -> list[np.ndarray]:
-            return [lr_arr if s == "lr" else st[s] for s in slots]
-
-        full_arrays, rest_arrays = arrays_for(stage), arrays_for(stage_rest) if rest else None
-        e.check(full_arrays, bs)
-        if rest:
-            e.check(rest_arrays, rest)
-        # One native call per epoch unless a callback wants to run between batches (or the
-        # caller wants to train on past a non-finite loss: the native epoch stops at one).
-        batch_hooks = [  # Keras's names: on_train_batch_* (preferred) or on_batch_*
-            (
-                getattr(cb, "on_train_batch_begin", None) or getattr(cb, "on_batch_begin", None),
-                getattr(cb, "on_train_batch_end", None) or getattr(cb, "on_batch_end", None),
-            )
-            for cb in callbacks
-        ]
-        batch_hooks = [(b, e_) for b, e_ in batch_hooks if b is not None or e_ is not None]
-        epoch_entry = (
-            self.epoch_entry
-            if self.use_epoch_entry and not batch_hooks and stop_on_nonfinite
-            else None
+    def _split_validation(
+        self, feeds: dict[str, np.ndarray], n: int, fraction: float
+    ) -> tuple[tuple[dict, dict], dict[str, np.ndarray], int]:
+        """(validation (x, y) from the last rows, the training feeds left, their row count)."""
+        if not 0 < fraction < 1:
+            raise ArgumentError(f"validation_split must lie in (0, 1), got {fraction}")
+        cut = int(round(n * (1 - fraction)))
+        if cut < 1 or cut >= n:
+            raise ArgumentError(f"validation_split={fraction} leaves no rows on one side")
+        validation = (
+            {k: v[cut:] for k, v in feeds.items() if k in self.program.feature_inputs},
+            {k: v[cut:] for k, v in feeds.items() if k in self.program.label_inputs},
         )
-        if epoch_entry is not None:
-            data_arrays = arrays_for(feeds)
-            e.check(data_arrays, n)
-            staging = [None if s == "lr" else stage[s] for s in slots]
-            losses = np.empty(-(-n // bs), e.out_types[0].np_dtype)
-
-        def step(order: np.ndarray, lo: int, lr: float) -> tuple[float, int]:
-            """One training step on rows order[lo:lo+bs] at rate lr: (loss, rows)."""
-            idx = order[lo : lo + bs]
-            st, arrays = (stage, full_arrays) if len(idx) == bs else (stage_rest, rest_arrays)
-            for k, v in feeds.items():
-                np.take(v, idx, axis=0, out=st[k])
-            lr_arr[...] = lr
-            return float(e(arrays, len(idx), checked=False)[0]), len(idx)
-
-        def nonfinite(epoch: int, order: np.ndarray, bad: int, loss: float, lrs: list[float]):
-            """Roll back to the epoch's start, replay its finite steps, name the bad one."""
-            self._param_region[...], self._state_region[...] = start
-            for s_ in range(bad):
-                step(order, s_ * bs, lrs[s_])
-            rows = order[bad * bs : bad * bs + bs]
-            kept = (
-                f"after step {bad - 1} of that epoch, the last finite one"
-                if bad
-                else "the epoch began with"
-            )
-            return NumericsError(
-                f"fit: the loss became {loss} (not finite) at epoch {epoch}, step {bad} "
-                f"(batch rows {rows[:5].tolist()}{' ...' if len(rows) > 5 else ''}); training "
-                f"stopped with the parameters and optimizer state {kept}. Lower the learning rate, check the data and the "
-                "loss for overflow, or compile with check_numerics=True to find the node; "
-                "stop_on_nonfinite=False trains on"
-            )
-
-        for cb in callbacks:
-            getattr(cb, "set_model", lambda m: None)(self)
-            getattr(cb, "on_train_begin", lambda m: None)(self)
-        progress = _Progress(verbose, epochs, initial_epoch)
-        start: tuple[np.ndarray, np.ndarray] | None = None  # the running epoch's starting point
-        done = len(history.epochs)
-        try:
-            for epoch in range(initial_epoch, epochs):
-                for cb in callbacks:
-                    getattr(cb, "on_epoch_begin", lambda m, ep: None)(self, epoch)
-                t0 = time.perf_counter()
-                order = (
-                    np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-                )
-                # Until the epoch is in the history, an interruption or a non-finite loss goes
-                # back here (one copy of params and state per epoch).
-                start = (self._param_region.copy(), self._state_region.copy())
-                done = len(history.epochs)
-                total = 0.0
-                if epoch_entry is not None:
-                    lr_arr[...] = self.lr
-                    try:
-                        epoch_entry(data_arrays, staging, n, order, bs, losses)
-                    except NonfiniteLoss as bad:
-                        lrs = [float(lr_arr)] * len(losses)
-                        raise nonfinite(epoch, order, bad.step, losses[bad.step], lrs) from None
-                    for lo, loss in zip(range(0, n, bs), losses.tolist()):
-                        total += loss * min(bs, n - lo)
-                lrs: list[float] = []
-                for b, lo in enumerate(range(0, n, bs) if epoch_entry is None else ()):
-                    rows = min(bs, n - lo)
-                    for begin, _ in batch_hooks:
-                        if begin is not None:
-                            begin(b, {"batch": b, "size": rows})
-                    lrs.append(float(self.lr))
-                    loss, rows = step(order, lo, self.lr)
-                    if stop_on_nonfinite and not math.isfinite(loss):
-                        raise nonfinite(epoch, order, b, loss, lrs)
-                    total += loss * rows
-                    logs = {"batch": b, "size": rows, "loss": total / (lo + rows)}
-                    logs["batch_loss"] = loss
-                    for _, end in batch_hooks:
-                        if end is not None:
-                            end(b, dict(logs))
-                figures = {"loss": total / n}
-                if validation_data is not None:
-                    figures.update(
-                        {f"val_{k}": v for k, v in self._evaluate_feeds(vfeeds, vn).items()}
-                    )
-                figures["lr"] = float(self.lr)  # the rate this epoch's steps used
-                figures["seconds"] = time.perf_counter() - t0
-                history.add(epoch, figures)
-                start = None  # committed: parameters, step counter and history agree
-                progress.epoch(epoch, figures)
-                stop = False
-                for cb in callbacks:
-                    stop |= bool(
-                        getattr(cb, "on_epoch_end", lambda m, ep, f: False)(self, epoch, figures)
-                    )
-                if stop:
-                    history.stopped_early = True
-                    break
-        except KeyboardInterrupt:
-            history.interrupted = True
-            if start is not None:  # mid-epoch: back to the end of the last finished epoch
-                self._param_region[...], self._state_region[...] = start
-                history.truncate(done)
-            log.warning(
-                "fit: interrupted after %d finished epoch(s); the parameters, optimizer state "
-                "and step counter are those at the end of the last finished epoch (resume with "
-                "initial_epoch=%d)",
-                len(history.epochs),
-                initial_epoch + len(history.epochs),
-            )
-        finally:
-            progress.close()
-            for cb in callbacks:
-                getattr(cb, "on_train_end", lambda m, h: None)(self, history)
-        return history
+        return validation, {k: v[:cut] for k, v in feeds.items()}, cut
 
     def _evaluate_feeds(self, feeds: dict[str, np.ndarray], n: int) -> dict[str, float]:
         x = {k: v for k, v in feeds.items() if k in self.program.feature_inputs}
         y = {k: v for k, v in feeds.items() if k in self.program.label_inputs}
         return self.evaluate(x, y)
+
+
+def _check_fit_counts(epochs: int, batch_size: int, initial_epoch: int) -> None:
+    """fit's counts: batch_size >= 1, epochs >= 0, 0 <= initial_epoch <= epochs."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ArgumentError(f"epochs must be an int >= 0, got {epochs!r}")
+    if not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:
+        raise ArgumentError(
+            f"initial_epoch must be an int in 0..epochs ({epochs}), got {initial_epoch!r}"
+            " (epochs counts from 0, as in Keras: epochs=4, initial_epoch=2 runs 2 more)"
+        )
+
+
+class _FitRun:
+    """The training steps of one ``fit``: staging buffers for a batch's rows, one native call
+    per step or per epoch, and the epoch's starting point to roll back to."""
+
+    def __init__(
+        self,
+        model: Model,
+        feeds: dict[str, np.ndarray],
+        n: int,
+        batch_size: int,
+        native: bool,
+        stop_on_nonfinite: bool,
+    ) -> None:
+        self.model, self.feeds, self.n, self.stop_on_nonfinite = model, feeds, n, stop_on_nonfinite
+        self.e = e = model.entries["train_step"]
+        self.slots = e.sched.input_slots
+        self.bs = bs = min(batch_size, n)
+        self.stage = {k: np.empty((bs,) + v.shape[1:], v.dtype) for k, v in feeds.items()}
+        rest = n % bs
+        # The last partial batch uses the first rows of the same buffers, as the epoch entry does.
+        self.stage_rest = {k: v[:rest] for k, v in self.stage.items()} if rest else {}
+        self.lr_arr = np.zeros((), dtype=e.in_types[self.slots.index("lr")].np_dtype)
+        self.full_arrays = self._arrays_for(self.stage)
+        self.rest_arrays = self._arrays_for(self.stage_rest) if rest else None
+        e.check(self.full_arrays, bs)
+        if rest:
+            e.check(self.rest_arrays, rest)
+        self.epoch_entry = model.epoch_entry if native else None
+        if self.epoch_entry is not None:
+            self.data_arrays = self._arrays_for(feeds)
+            e.check(self.data_arrays, n)
+            self.staging = [None if s == "lr" else self.stage[s] for s in self.slots]
+            self.losses = np.empty(-(-n // bs), e.out_types[0].np_dtype)
+        self.start: tuple[np.ndarray, np.ndarray] | None = None  # the running epoch's start
+        self.done = 0  # epochs in the history when the running epoch began
+        self.t0 = 0.0
+
+    def _arrays_for(self, st: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [self.lr_arr if s == "lr" else st[s] for s in self.slots]
+
+    def epoch(
+        self, epoch: int, shuffle: bool, seed: int, cbs: CallbackList, done: int
+    ) -> dict[str, float]:
+        """Run one epoch (rows in the order drawn from ``[seed, epoch]``); {"loss": mean}."""
+        m = self.model
+        self.t0 = time.perf_counter()
+        n = self.n
+        order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+        # Until the epoch is in the history, an interruption or a non-finite loss goes
+        # back here (one copy of params and state per epoch).
+        self.start = (m._param_region.copy(), m._state_region.copy())
+        self.done = done
+        if self.epoch_entry is not None:
+            total = self._native_epoch(epoch, order)
+        else:
+            total = self._batch_epoch(epoch, order, cbs)
+        return {"loss": total / n}
+
+    def _native_epoch(self, epoch: int, order: np.ndarray) -> float:
+        """The whole epoch in one native call; the sum of the batches' losses times rows."""
+        n, bs = self.n, self.bs
+        self.lr_arr[...] = self.model.lr
+        try:
+            self.epoch_entry(self.data_arrays, self.staging, n, order, bs, self.losses)
+        except NonfiniteLoss as bad:
+            lrs = [float(self.lr_arr)] * len(self.losses)
+            raise self._nonfinite(epoch, order, bad.step, self.losses[bad.step], lrs) from None
+        total = 0.0
+        for lo, loss in zip(range(0, n, bs), self.losses.tolist()):
+            total += loss * min(bs, n - lo)
+        return total
+
+    def _batch_epoch(self, epoch: int, order: np.ndarray, cbs: CallbackList) -> float:
+        """One native call per batch, with the batch hooks around each."""
+        total = 0.0
+        lrs: list[float] = []
+        for b, lo in enumerate(range(0, self.n, self.bs)):
+            cbs.batch_begin(b, {"batch": b, "size": min(self.bs, self.n - lo)})
+            lrs.append(float(self.model.lr))
+            loss, rows = self._step(order, lo, self.model.lr)
+            if self.stop_on_nonfinite and not math.isfinite(loss):
+                raise self._nonfinite(epoch, order, b, loss, lrs)
+            total += loss * rows
+            logs = {"batch": b, "size": rows, "loss": total / (lo + rows), "batch_loss": loss}
+            cbs.batch_end(b, logs)
+        return total
+
+    def _step(self, order: np.ndarray, lo: int, lr: float) -> tuple[float, int]:
+        """One training step on rows order[lo:lo+bs] at rate lr: (loss, rows)."""
+        idx = order[lo : lo + self.bs]
+        full = len(idx) == self.bs
+        st, arrays = (self.stage, self.full_arrays) if full else (self.stage_rest, self.rest_arrays)
+        for k, v in self.feeds.items():
+            np.take(v, idx, axis=0, out=st[k])
+        self.lr_arr[...] = lr
+        return float(self.e(arrays, len(idx), checked=False)[0]), len(idx)
+
+    def _nonfinite(
+        self, epoch: int, order: np.ndarray, bad: int, loss: float, lrs: list[float]
+    ) -> NumericsError:
+        """Roll back to the epoch's start, replay its finite steps, name the bad one."""
+        m, bs = self.model, self.bs
+        m._param_region[...], m._state_region[...] = self.start
+        for s_ in range(bad):
+            self._step(order, s_ * bs, lrs[s_])
+        rows = order[bad * bs : bad * bs + bs]
+        kept = (
+            f"after step {bad - 1} of that epoch, the last finite one"
+            if bad
+            else "the epoch began with"
+        )
+        return NumericsError(
+            f"fit: the loss became {loss} (not finite) at epoch {epoch}, step {bad} "
+            f"(batch rows {rows[:5].tolist()}{' ...' if len(rows) > 5 else ''}); training "
+            f"stopped with the parameters and optimizer state {kept}. Lower the learning rate, check the data and the "
+            "loss for overflow, or compile with check_numerics=True to find the node; "
+            "stop_on_nonfinite=False trains on"
+        )
+
+    def roll_back_interrupted(self, history: History, initial_epoch: int) -> None:
+        """After Ctrl-C: an unfinished epoch is undone (parameters, state, history)."""
+        m = self.model
+        history.interrupted = True
+        if self.start is not None:  # mid-epoch: back to the end of the last finished epoch
+            m._param_region[...], m._state_region[...] = self.start
+            history.truncate(self.done)
+        log.warning(
+            "fit: interrupted after %d finished epoch(s); the parameters, optimizer state "
+            "and step counter are those at the end of the last finished epoch (resume with "
+            "initial_epoch=%d)",
+            len(history.epochs),
+            initial_epoch + len(history.epochs),
+        )
 
 
 class _Progress:
