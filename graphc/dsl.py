@@ -758,7 +758,7 @@ globals().update(OP_FUNCTIONS)
 # ---------------------------------------------------------------- the user's line in every error
 
 
-def _names_user_line(fn):
+def names_user_line(fn):
     """``fn`` with every GraphcError it raises naming the user's line (``at file:line``), when
     the message does not already; the wrapper's name starts with "_", so provenance skips it."""
 
@@ -783,6 +783,6 @@ for _name in {
     *OP_FUNCTIONS,
 }:
     if _name in globals():
-        globals()[_name] = _names_user_line(globals()[_name])
+        globals()[_name] = names_user_line(globals()[_name])
 OP_FUNCTIONS = {k: globals()[k] for k in OP_FUNCTIONS}
 del _name

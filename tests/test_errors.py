@@ -285,6 +285,9 @@ def test_two_tensors_with_one_name_are_refused_naming_both_lines() -> None:
         lambda x: gc.dense(x, 2, activation="swishy"),
         lambda x: gc.param("q", (2,), init="nope"),
         lambda x: gc.reshape(x, ("N", 4)),
+        lambda x: gc.huber(x, gc.input("t", ("N", 2))),
+        lambda x: gc.categorical_cross_entropy(x, gc.input("t", ("N", 2))),
+        lambda x: gc.squeeze(x, axes=1),
     ],
     ids=[
         "units-bool",
@@ -303,6 +306,9 @@ def test_two_tensors_with_one_name_are_refused_naming_both_lines() -> None:
         "activation",
         "initializer",
         "reshape",
+        "huber-shapes",
+        "cce-shapes",
+        "squeeze",
     ],
 )
 def test_every_dsl_error_is_a_graphc_error_naming_the_line(make) -> None:
