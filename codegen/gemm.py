@@ -52,6 +52,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from typing import Any
 from graphc.ir.errors import CodegenError
 from graphc.ir.types import DTYPE_INFO
 from llvmlite import ir
@@ -401,10 +402,11 @@ class _GemmEmitter:
 
         def apply_epilogue(acc: ir.Value) -> ir.Value:
             kw = {"dims": (self.M, self.N)} if getattr(self.epilogue, "needs_dims", False) else {}
+            epilogue: Any = self.epilogue
             if self.extra_types:
-                out = self.epilogue(self.b, acc, i, j, self.extras, **kw)
+                out = epilogue(self.b, acc, i, j, self.extras, **kw)
             else:
-                out = self.epilogue(self.b, acc, i, j, **kw)
+                out = epilogue(self.b, acc, i, j, **kw)
             if out.type != acc.type:
                 raise CodegenError(
                     f"emit_gemm {self.name}: the epilogue returned {out.type} for {acc.type}"
@@ -1289,7 +1291,9 @@ class JitGemm:
     def __init__(self, owner: JitGemms, config: dict, address: int) -> None:
         self.owner, self.config = owner, config  # the owner keeps the code alive
         self.dtype = np.float32 if config.get("dtype", "f32") == "f32" else np.float64
-        extras = [_CTYPES.get(str(t), ctypes.c_void_p) for t in config.get("extra_types", ())]
+        extras: list[Any] = [
+            _CTYPES.get(str(t), ctypes.c_void_p) for t in config.get("extra_types", ())
+        ]
         self.fn = ctypes.CFUNCTYPE(None, *_GEMM_ARGS, *extras)(address)
 
     @staticmethod

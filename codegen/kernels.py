@@ -678,7 +678,9 @@ def emit_softmax_cross_entropy(ctx: KernelContext, kernel: Kernel) -> None:
     grad = by_op.get("softmax_cross_entropy_grad")
     loss = by_op.get("softmax_cross_entropy")
     colsum = by_op.get("sum") if grad is not None else None
-    z, labels = (grad or loss).inputs[:2]
+    first = grad if grad is not None else loss
+    assert first is not None  # the kernel holds the loss, the gradient or both
+    z, labels = first.inputs[:2]
     stored = grad is not None and grad.name in ctx.key_of
     t = LL[g[z].type.dtype]
     d = F64
@@ -794,6 +796,7 @@ def emit_matmul(ctx: KernelContext, kernel: Kernel) -> None:
     at = g[a].type
     m_dim, n_dim = mm.type.shape
     k_dim = at.shape[0] if ta else at.shape[1]
+    assert ctx.gemm_for is not None  # set by the module builder for matmul kernels
     fn, extra = ctx.gemm_for(kernel, dtype, ta, tb, tail, ext)
     args = [ctx.dim(m_dim), ctx.dim(n_dim), ctx.dim(k_dim), ctx.ptr(a), ctx.ptr(w), ctx.ptr(out)]
     for v in extra:
@@ -848,7 +851,7 @@ def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: s
             )
         return vals[tail[-1].name] if tail else acc
 
-    epilogue.needs_dims = True
+    epilogue.needs_dims = True  # type: ignore[attr-defined]  # read by emit_gemm
     return epilogue
 
 

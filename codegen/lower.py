@@ -53,7 +53,7 @@ def _instruction(method: str) -> Lowering:
     return lambda b, node, a, name: getattr(b, method)(*a, name=name)
 
 
-def _vmath(fn: Callable[..., ir.Value]) -> Lowering:
+def _vmath(fn: Any) -> Lowering:
     return lambda b, node, a, name: fn(b, *a, name=name)
 
 

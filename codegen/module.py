@@ -112,13 +112,14 @@ class ModuleBuilder:
             args = [base(v) for v in K.distinct_buffers(sched, values)]
             if kernel.kind == "copy":
                 dst = kernel.copy_to
+                assert dst is not None  # every copy kernel names its destination
                 args.append(out_ptr(dst) if dst.startswith("output:") else base(dst))
             b.call(kfn, args + [n])
             for i, v in sites.get(kidx, ()):  # check_numerics: return the site's code at a NaN/Inf
                 t = sched.graph[v].type
                 count: ir.Value = i64(1)
                 for d in t.shape:
-                    count = b.mul(count, n if d == "N" else i64(d))
+                    count = b.mul(count, n if d == "N" else i64(int(d)))
                 first = b.call(K.nonfinite_scanner(self.module, t.dtype), [base(v), count])
                 with b.if_then(b.icmp_signed(">=", first, i64(0)), likely=False):
                     b.ret(ir.Constant(I32, K.NUMERICS_BASE + i))

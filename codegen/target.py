@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import atexit
 import concurrent.futures
 import ctypes
@@ -241,7 +243,9 @@ class JitModule:
         their external symbols resolve against each other when the engine is finalized.
         ``modules`` (optional) are the optimized modules they came from, for ``asm()``."""
         _init()
-        self._set_threads = self._forget_threads = None
+        self._set_threads: Any = None  # ctypes functions of the module's thread pool
+        self._get_threads: Any = None
+        self._forget_threads: Any = None
         empty = llvm.parse_assembly(f'target triple = "{tm.triple}"')
         with _lock:
             self.engine = llvm.create_mcjit_compiler(empty, tm)

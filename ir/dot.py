@@ -11,7 +11,8 @@ import shutil
 import subprocess
 
 from .errors import GraphcError
-from .graph import SOURCE_OPS, Graph, Node
+from .graph import Graph, Node
+from .ops import SOURCE_OPS
 from .text import format_attr
 
 INSTALL_DOT = (

@@ -109,7 +109,7 @@ def initialize(
                 f"initializer 'array': no array with key {key!r} is held by this process (the "
                 "graph was imported in another process; import the model file again)"
             )
-        out = _HELD[key]
+        out = _HELD[str(key)]
         if out.shape != tuple(shape):
             raise GraphcError(f"initializer 'array': held shape {out.shape}, wanted {tuple(shape)}")
     elif name == "he_uniform":

@@ -70,7 +70,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import ParseError
 from .graph import SECTIONS, Graph, Node, make_attrs
@@ -350,7 +350,7 @@ class _Parser:
             if kind == "comment":
                 if toks and toks[-1].line == line and toks[-1].comment is None:
                     toks[-1].comment = s[1:].strip()
-            elif kind != "ws":
+            elif kind is not None and kind != "ws":
                 toks.append(_Tok(kind, s, line, col))
             nl = s.count("\n")
             if nl:
@@ -360,11 +360,11 @@ class _Parser:
         toks.append(_Tok("eof", "", line, i - line_start + 1))
         return toks
 
-    def fail_at(self, line: int, col: int, msg: str) -> None:
+    def fail_at(self, line: int, col: int, msg: str) -> NoReturn:
         src = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
         raise ParseError(f"{line}:{col}: {msg}\n  {src}\n  {' ' * (col - 1)}^")
 
-    def fail(self, msg: str, tok: _Tok | None = None) -> None:
+    def fail(self, msg: str, tok: _Tok | None = None) -> NoReturn:
         tok = tok or self.peek()
         found = "end of input" if tok.kind == "eof" else repr(tok.text)
         self.fail_at(tok.line, tok.col, f"{msg}, found {found}")
@@ -402,7 +402,7 @@ class _Parser:
         return self.next().text
 
     def names(self, end: str) -> list[str]:
-        out = []
+        out: list[Any] = []
         if self.at(end):
             return out
         out.append(self.name())
@@ -451,7 +451,7 @@ class _Parser:
             self.next()
             return -math.inf
         if t.kind == "punct" and t.text == "[":
-            items = []
+            items: list[Any] = []
             while not self.at("]"):
                 if items:
                     self.expect(",", "',' or ']' in the list")
@@ -506,7 +506,8 @@ class _Parser:
         self.next()
         self.n_head = len(self.nodes)
         self.expect("{", "'{' to open the graph's body")
-        self.section, self.group = "forward", None
+        self.section = "forward"
+        self.group: str | None = None
         outputs: list[str] | None = None
         updates: list[tuple[str, str]] = []
         while not self.at("}"):
@@ -604,7 +605,7 @@ class _Parser:
             self.fail_at(op_tok.line, op_tok.col, f"unknown op {op!r}")
         self.expect("(", "'(' after the op")
         in_toks = []
-        inputs = []
+        inputs: list[str] = []
         while not self.at(")"):
             if inputs:
                 self.expect(",", "',' or ')' in the operands")
@@ -727,11 +728,14 @@ def graph_from_json(obj: dict[str, Any] | str) -> Graph:
     Raises:
         ParseError: a field is missing or malformed.
     """
+    data: dict[str, Any]
     if isinstance(obj, str):
         try:
-            obj = json.loads(obj)
+            data = json.loads(obj)
         except json.JSONDecodeError as e:
             raise ParseError(f"{e.lineno}:{e.colno}: not JSON: {e.msg}") from None
+    else:
+        data = obj
     try:
         nodes = tuple(
             Node(
@@ -745,13 +749,13 @@ def graph_from_json(obj: dict[str, Any] | str) -> Graph:
                 n.get("loc"),
                 n.get("origin"),
             )
-            for n in obj["nodes"]
+            for n in data["nodes"]
         )
         return Graph(
-            obj["name"],
+            data["name"],
             nodes,
-            tuple(obj["outputs"]),
-            tuple((u["target"], u["value"]) for u in obj.get("updates", [])),
+            tuple(data["outputs"]),
+            tuple((u["target"], u["value"]) for u in data.get("updates", [])),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ParseError(f"malformed graph JSON: {type(e).__name__}: {e}") from None

@@ -83,14 +83,14 @@ class TensorType:
 
     def concrete(self, n: int) -> tuple[int, ...]:
         """The shape with N replaced by the batch size ``n``."""
-        return tuple(n if d == BATCH else d for d in self.shape)
+        return tuple(n if d == BATCH else int(d) for d in self.shape)
 
     def elements_per_row(self) -> int:
         """The element count divided by N (the full count when the type has no N)."""
         out = 1
         for d in self.shape:
             if d != BATCH:
-                out *= d
+                out *= int(d)
         return out
 
     def size(self, n: int) -> int:

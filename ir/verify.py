@@ -126,19 +126,19 @@ def _first_problem(g: Graph) -> tuple[str | None, str] | None:
         if o not in seen:
             return "return", f"output {o!r} is not a value of the graph"
     targets: set[str] = set()
-    for t, v in g.updates:
-        if t not in seen:
-            return f"update {t}", f"update target {t!r} is not a value of the graph"
-        if seen[t].op not in ("param", "state"):
-            return t, f"node {t}: update target must be a param or state, not {seen[t].op}"
-        if t in targets:
-            return t, f"node {t}: updated twice"
-        targets.add(t)
+    for tgt, v in g.updates:
+        if tgt not in seen:
+            return f"update {tgt}", f"update target {tgt!r} is not a value of the graph"
+        if seen[tgt].op not in ("param", "state"):
+            return tgt, f"node {tgt}: update target must be a param or state, not {seen[tgt].op}"
+        if tgt in targets:
+            return tgt, f"node {tgt}: updated twice"
+        targets.add(tgt)
         if v not in seen:
-            return t, f"node {t}: its update value {v!r} is not a value of the graph"
-        if seen[v].type != seen[t].type:
+            return tgt, f"node {tgt}: its update value {v!r} is not a value of the graph"
+        if seen[v].type != seen[tgt].type:
             return v, (
-                f"node {v}: update {t} <- {v} changes the type ({seen[t].type} <- {seen[v].type})"
+                f"node {v}: update {tgt} <- {v} changes the type ({seen[tgt].type} <- {seen[v].type})"
             )
     return None
 

@@ -64,7 +64,7 @@ class Clip(Unary):
         for k, v in (("min", lo), ("max", hi)):
             if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
                 raise ShapeError(f"clip: attr {k} must be a number, got {v!r}")
-        if lo > hi:
+        if float(lo) > float(hi):  # type: ignore[arg-type]  # both numbers: checked above
             raise ShapeError(f"clip: min {lo!r} is greater than max {hi!r}")
         return super().infer(types, attrs)
 

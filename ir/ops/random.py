@@ -39,13 +39,13 @@ MIX2 = 0x94D049BB133111EB
 MASK64 = (1 << 64) - 1
 
 
-def mix64(z: np.ndarray) -> np.ndarray:
+def mix64(z: np.ndarray | np.uint64) -> np.ndarray:
     """SplitMix64's finalizer on uint64 arrays (wrapping multiplication)."""
     z = np.asarray(z, dtype=np.uint64)
     with np.errstate(over="ignore"):
         z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
-    return z ^ (z >> np.uint64(31))
+    return np.asarray(z ^ (z >> np.uint64(31)))
 
 
 def threshold(p: float) -> int:

@@ -118,7 +118,7 @@ class Pad(Op):
             raise ShapeError(f"pad: widths must be >= 0, got before={before} after={after}")
         add = {a: lo + hi for a, lo, hi in zip(axes, before, after)}
         return TensorType(
-            tuple(d + add[a] if a in add else d for a, d in enumerate(t.shape)), t.dtype
+            tuple(int(d) + add[a] if a in add else d for a, d in enumerate(t.shape)), t.dtype
         )
 
     def reference(self, x, *, axes, before, after):

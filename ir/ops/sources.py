@@ -63,8 +63,8 @@ class Const(Op):
             raise ShapeError(f"const: value must be a number, got {attrs.get('value')!r}")
         return TensorType((), attrs.get("dtype", "f32"))
 
-    def reference(self, *, value: float, dtype: str = "f32") -> np.ndarray:
-        return np.array(value)
+    def reference(self, *xs: np.ndarray, **attrs: Any) -> np.ndarray:
+        return np.array(attrs["value"])
 
 
 @register
@@ -86,6 +86,7 @@ class Size(Op):
         normalize_axes(self.name, attrs.get("axes"), t.rank)
         return TensorType((), "f32" if t.dtype == "i32" else t.dtype)
 
-    def reference(self, x: np.ndarray, *, axes: Any = None) -> np.ndarray:
+    def reference(self, *xs: np.ndarray, axes: Any = None, **attrs: Any) -> np.ndarray:
+        (x,) = xs
         axes = normalize_axes(self.name, axes, x.ndim)
         return np.array(float(np.prod([x.shape[a] for a in axes])))

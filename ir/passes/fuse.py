@@ -277,7 +277,8 @@ def fuse_elementwise(g: Graph) -> Graph:
         if v.op in INLINE_OPS:
             continue
         readers = sorted(
-            {u for u in g.users[v.name] if u in fusible and g[u].type == v.type}, key=g.index.get
+            {u for u in g.users[v.name] if u in fusible and g[u].type == v.type},
+            key=g.index.__getitem__,
         )
         for u in readers[1:]:
             a, b = groups.group_of.get(readers[0]), groups.group_of.get(u)
@@ -326,7 +327,7 @@ def fuse_softmax_cross_entropy(g: Graph) -> Graph:
             ):
                 members.add(n.name)
                 break
-        for u in sorted(set(g.users[gr.name]), key=g.index.get):
+        for u in sorted(set(g.users[gr.name]), key=g.index.__getitem__):
             n = g[u]
             if (
                 n.op == "sum"
@@ -390,7 +391,7 @@ def _update_signature(
     g: Graph, nodes: list[Node], target_of: dict[str, str], users: dict, outputs: set[str]
 ) -> tuple | None:
     """The structure of an update group with names abstracted (see fuse_optimizer), or None."""
-    if "|" in nodes[0].group:
+    if "|" in (nodes[0].group or ""):
         return None
     shape = nodes[-1].type.shape
     members = {n.name: i for i, n in enumerate(nodes)}
@@ -432,7 +433,7 @@ def _update_signature(
             else:
                 roles.setdefault(x, ("x", len(roles)))  # e.g. the gradient
                 ins.append(roles[x])
-        upd = None
+        upd: tuple[str, ...] | None = None
         if n.name in target_of:
             t = target_of[n.name]
             tn = g[t]
@@ -454,7 +455,7 @@ def explain_fusion(before: Graph, after: Graph) -> list[tuple[str, bool, str]]:
     value is needed by the backward pass, or by other nodes); it is a graph output or update;
     or the pattern is unsupported (the consumer is not pointwise or changes the shape).
     """
-    members: dict[tuple[str, str], list[Node]] = {}
+    members: dict[str, list[Node]] = {}
     for n in after.nodes:
         if n.group is not None:
             members.setdefault(n.group, []).append(n)
@@ -487,7 +488,7 @@ def explain_fusion(before: Graph, after: Graph) -> list[tuple[str, bool, str]]:
 def _why_not(g: Graph, n: Node, escaping: set[str]) -> str:
     users = g.users
     if n.op == "matmul":
-        us = sorted(set(users.get(n.name, ())), key=g.index.get)
+        us = sorted(set(users.get(n.name, ())), key=g.index.__getitem__)
         if n.name in escaping:
             return "its result is a graph output or update, stored by itself"
         if len(us) > 1:
@@ -504,7 +505,7 @@ def _why_not(g: Graph, n: Node, escaping: set[str]) -> str:
     p = g[x]
     if p.op in SOURCE_OPS:
         return f"unsupported pattern: its input {x} is a {p.op}"
-    others = sorted(set(users[x]) - {n.name}, key=g.index.get)
+    others = sorted(set(users[x]) - {n.name}, key=g.index.__getitem__)
     if others:
         return _consumers_text(f"another consumer: its input {x} is also read by", g, others)
     if x in escaping:

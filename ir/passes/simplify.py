@@ -83,7 +83,7 @@ def fold_constants(n: Node, nodes: dict[str, Node]) -> Node | None:
         dims = [x.shape[a] for a in normalize_axes("size", n.attr("axes"), x.rank)]
         if BATCH in dims:
             return None
-        return _const_node(n, float(np.prod(dims, dtype=np.float64)))
+        return _const_node(n, float(np.prod([int(d) for d in dims], dtype=np.float64)))
     if n.op == "const" or n.type.shape != () or not n.inputs or n.type.dtype == "i32":
         return None
     spec = OPS[n.op]
@@ -119,14 +119,12 @@ def identity_operand(n: Node, nodes: dict[str, Node]) -> str | None:
     would turn -inf into +inf); that add stays, and so does x - (-0.0).
     """
     spec = OPS[n.op]
+    e = spec.identity
+    assert e is not None  # registered only for ops with an identity
     x, y = n.inputs
-    if _is_exactly(const_value(nodes, y), spec.identity) and _same_type(nodes, x, n):
+    if _is_exactly(const_value(nodes, y), e) and _same_type(nodes, x, n):
         return x
-    if (
-        spec.commutative
-        and _is_exactly(const_value(nodes, x), spec.identity)
-        and _same_type(nodes, y, n)
-    ):
+    if spec.commutative and _is_exactly(const_value(nodes, x), e) and _same_type(nodes, y, n):
         return y
     return None
 
@@ -197,12 +195,14 @@ def _rewrite_once(g: Graph, rules: RuleTable, cse: bool) -> Graph:
     seen: dict[tuple, str] = {}
     kept: list[Node] = []
     changed = False
-    for n in g.nodes:
-        inputs = tuple(rename.get(i, i) for i in n.inputs)
-        if inputs != n.inputs:
-            n = n.with_(inputs=inputs)
+    for node in g.nodes:
+        n: Node | None = node
+        inputs = tuple(rename.get(i, i) for i in node.inputs)
+        if inputs != node.inputs:
+            n = node.with_(inputs=inputs)
             changed = True
-        for rule in rules.get(n.op, ()):
+        for rule in rules.get(node.op, ()):
+            assert n is not None
             r = rule(n, nodes)
             if r is None:
                 continue
