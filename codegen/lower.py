@@ -77,10 +77,24 @@ def one_like(x: ir.Value) -> ir.Constant:
 
 
 def _mask(
-    b: ir.IRBuilder, pred: str, x: ir.Value, y: ir.Value, name: str, ordered: bool = True
+    b: ir.IRBuilder,
+    pred: str,
+    x: ir.Value,
+    y: ir.Value,
+    name: str,
+    ordered: bool = True,
+    out: str | None = None,
 ) -> ir.Value:
     """1.0 where ``x pred y`` else 0.0, in x's type (ordered: false when either is NaN;
-    unordered: true then)."""
+    unordered: true then); integer operands are compared as signed and give a mask of dtype
+    ``out``."""
+    elem = x.type.element if isinstance(x.type, ir.VectorType) else x.type
+    if isinstance(elem, ir.IntType):
+        c = b.icmp_signed(pred, x, y, name=name + ".c")
+        ft: ir.Type = ir.DoubleType() if out == "f64" else ir.FloatType()
+        if isinstance(x.type, ir.VectorType):
+            ft = ir.VectorType(ft, x.type.count)
+        return b.select(c, vmath.const_like(ft, 1.0), vmath.const_like(ft, 0.0), name=name)
     cmp = b.fcmp_ordered if ordered else b.fcmp_unordered
     c = cmp(pred, x, y, name=name + ".c")
     return b.select(c, one_like(x), zero_like(x), name=name)
@@ -97,7 +111,9 @@ COMPARISONS = {
 }
 for _op, (_pred, _ordered) in COMPARISONS.items():
     lowering(_op)(
-        lambda b, node, a, name, p=_pred, o=_ordered: _mask(b, p, a[0], a[1], name, ordered=o)
+        lambda b, node, a, name, p=_pred, o=_ordered: _mask(
+            b, p, a[0], a[1], name, ordered=o, out=node.type.dtype
+        )
     )
 
 

@@ -293,3 +293,19 @@ def test_row_wise_ops_of_issue_14_keep_predict_splitting_rows() -> None:
     outs = [gc.log_softmax(h), gc.argmax(h, axis=1), gc.max(h, axes=1, keepdims=True)]
     assert rows_independent(collect_graph("rows", outs))
     assert not rows_independent(collect_graph("cols", [gc.argmax(x, axis=0)]))
+
+
+def test_accuracy_in_the_graph_from_argmax_and_integer_labels() -> None:
+    """equal/less on i32 operands give f32 masks: mean(equal(argmax(z), labels)) is accuracy."""
+    x = gc.input("x", ("N", 4))
+    lab = gc.input("labels", ("N",), dtype="i32")
+    am = gc.argmax(x, axis=1)
+    m = gc.compile([gc.mean(gc.equal(am, lab)), gc.less(am, lab), am], name="acc")
+    rng = np.random.default_rng(5)
+    xv = rng.standard_normal((9, 4)).astype(np.float32)
+    lv = rng.integers(0, 4, 9).astype(np.int32)
+    acc, lt, got_am = m.entries["infer"]([xv, lv], 9)
+    want = np.argmax(xv, axis=1)
+    np.testing.assert_array_equal(got_am, want)
+    assert float(acc) == pytest.approx(np.mean(want == lv), abs=1e-7)
+    np.testing.assert_array_equal(lt, (want < lv).astype(np.float32))

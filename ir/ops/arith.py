@@ -159,9 +159,24 @@ class Erf(Unary):
 
 class Compare(Binary):
     """z = 1.0 where ``x OP y`` holds, else 0.0 (a mask in the operands' dtype; false when either
-    is NaN, except not_equal); nondifferentiable."""
+    is NaN, except not_equal); nondifferentiable. Two i32 operands (labels, argmax) give an
+    f32 mask, so that an accuracy is ``mean(equal(argmax(logits, axis=1), labels))``."""
 
     nondifferentiable = True
+
+    def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+        if [t.dtype for t in types] == ["i32", "i32"]:
+            shape = broadcast_shapes(types[0].shape, types[1].shape)
+            if shape is None:
+                raise ShapeError(
+                    f"{self.name}: shapes cannot be broadcast together ({types[0]} vs {types[1]})"
+                )
+            return TensorType(shape, "f32")
+        return super().infer(types, attrs)
+
+    def evaluate(self, *xs: np.ndarray, **attrs: Any) -> np.ndarray:
+        out = super().evaluate(*xs, **attrs)
+        return out.astype(np.float32) if out.dtype.kind in "iub" else out
 
 
 @register

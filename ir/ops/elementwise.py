@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import DTYPES, INT_DTYPES, TensorType, broadcast_shapes
+from .arith import Compare  # the comparisons' shared shape rule (i32 operands too)
 from .base import REQUIRED, Binary, Kind, Op, Unary, register, same_float_dtype
 
 if TYPE_CHECKING:
@@ -92,22 +93,20 @@ class Maximum(Binary):
 
 
 @register
-class Greater(Binary):
+class Greater(Compare):
     """z = 1.0 where x > y else 0.0 (a mask in the operands' dtype); nondifferentiable."""
 
     name = "greater"
-    nondifferentiable = True
 
     def reference(self, x, y):
         return (x > y).astype(np.result_type(x, y))
 
 
 @register
-class GreaterEqual(Binary):
+class GreaterEqual(Compare):
     """z = 1.0 where x >= y else 0.0; nondifferentiable."""
 
     name = "greater_equal"
-    nondifferentiable = True
 
     def reference(self, x, y):
         return (x >= y).astype(np.result_type(x, y))
