@@ -159,6 +159,11 @@ def _softmax_cross_entropy(w: _Writer, n: Node) -> None:
     w.node("SoftmaxCrossEntropyLoss", list(n.inputs), n.name, n, reduction="mean")
 
 
+def _cast(w: _Writer, n: Node) -> None:
+    to = w.onnx.TensorProto.DOUBLE if n.type.dtype == "f64" else w.onnx.TensorProto.FLOAT
+    w.node("Cast", list(n.inputs), n.name, n, to=to)
+
+
 def _one_minus_pow(w: _Writer, n: Node) -> None:
     raise OnnxError("one_minus_pow belongs to optimizer updates, which ONNX export leaves out")
 
@@ -336,6 +341,7 @@ EXPORTS: dict[str, Callable[[_Writer, Node], None]] = {
     "const": _const,
     "sigmoid_cross_entropy": _sigmoid_cross_entropy,
     "softmax_cross_entropy": _softmax_cross_entropy,
+    "cast": _cast,
 }
 
 

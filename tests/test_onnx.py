@@ -497,7 +497,13 @@ def test_every_forward_op_has_an_onnx_form() -> None:
 
     from graphc.onnx_export import EXPORTS
 
-    training_only = {"dropout", "one_minus_pow", "size", "softmax_cross_entropy_grad"}
+    training_only = {
+        "dropout",
+        "one_minus_pow",
+        "size",
+        "softmax_cross_entropy_grad",
+        "increment",  # the optimizer's step counter
+    }
     missing = sorted(
         op
         for op in IR_OPS
@@ -521,3 +527,19 @@ def test_sklearn_example_on_digits(tmp_path) -> None:
     assert r["sklearn_accuracy"] >= 0.95 and r["accuracy_after"] >= 0.95
     assert r["loss_after"] < r["loss_before"]
     assert r["onnxruntime_max_diff"] < 1e-5
+
+
+def test_export_of_argmax_cast_concat_and_activations(tmp_path) -> None:
+    """Ops of issue 14 through the exporter: ONNX Runtime agrees, and the file reads back."""
+    x = gc.input("x", ("N", 5))
+    h = gc.concat([gc.elu(x), gc.leaky_relu(x)], axis=1)
+    idx = gc.cast(gc.argmax(h, axis=1), dtype="f32")
+    model = gc.compile([h, idx])
+    path = str(tmp_path / "ops.onnx")
+    model.to_onnx(path)
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+    xs = np.random.default_rng(13).standard_normal((7, 5)).astype(np.float32)
+    want = model.predict(xs)
+    got = ort_run(path, {"x": xs})
+    assert_close(got[0], want[h.name])
+    np.testing.assert_array_equal(got[1], want[idx.name])
