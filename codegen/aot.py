@@ -57,7 +57,7 @@ WEIGHTS_VERSION = 1
 WEIGHTS_MAGIC = b"GCWEIGHT"
 MAX_BATCH = 1 << 30  # keeps every size expression far from int64 overflow
 PUBLIC_ENTRIES = ("infer", "train_step")
-THREAD_FUNCTIONS = ("set_num_threads", "get_num_threads")  # NAME_...: exported as they are
+THREAD_FUNCTIONS = ("set_num_threads", "get_num_threads")  # NAME_...: wrapped by the C API
 WRAPPER_LOCALS = ("gc_in", "gc_out", "gc_lr", "gc_rc")  # locals of the generated entry wrappers
 
 ERRORS = [  # (macro suffix, code, message); mirrored in runtime/library.py by code
@@ -73,6 +73,7 @@ ERRORS = [  # (macro suffix, code, message); mirrored in runtime/library.py by c
     ),
     ("ERR_IO", 6, "weights file cannot be opened or read, or is not a regular file"),
     ("ERR_INTERNAL", 7, "the compiled kernels reported an error"),
+    ("ERR_CPU", 8, "this CPU lacks instructions the library was built for (see TARGET_CPU)"),
 ]
 
 
@@ -212,6 +213,8 @@ class LibraryPlan:
     # an entry returns ERR_NUMERICS + numerics_offset[entry] + its own site index
     numerics: list[dict] = field(default_factory=list)
     numerics_offset: dict[str, int] = field(default_factory=dict)
+    target: str = ""  # the triple (aarch64-linux-gnu); "" for this machine's
+    cpu_checks: tuple[str, ...] = ()  # x86 extensions the init checks (__builtin_cpu_supports)
 
     @property
     def upper(self) -> str:
@@ -239,6 +242,8 @@ def plan_library(
     loss_kind: str | None,
     state_init: bytes | None,
     check_numerics: bool = False,
+    target: str = "",
+    cpu_checks: tuple[str, ...] = (),
 ) -> LibraryPlan:
     """The public interface of a library from the compiled program's schedules and layout
     (``check_numerics``: the schedules were compiled with the NaN/Inf scans, whose sites the
@@ -330,6 +335,8 @@ def plan_library(
         lr,
         loss_kind,
         state_init,
+        target=target,
+        cpu_checks=tuple(cpu_checks),
     )
     fixed = {n.name for n in source.params if not n.attr("trainable", True)}
     plan.constants = [r for r in params if r.name in fixed]
@@ -383,6 +390,7 @@ def _meta(plan: LibraryPlan) -> dict:
         "name": plan.name,
         "embed": plan.embed,
         "target_cpu": plan.target_cpu,
+        "target": plan.target,
         "lr": plan.lr,
         "loss_kind": plan.loss_kind,
         "param_bytes": plan.param_bytes,
@@ -483,7 +491,10 @@ def object_module(
         gv.initializer = ir.Constant(arr, bytearray(weights or b"\0"))
         gv.align = ALIGN
     mod = optimize(module, tm, name)
-    for entry in plan.entries:
+    # Hidden names for everything the C API wraps: the API's calls bind inside the library
+    # (a same-named library loaded earlier cannot take them over), and the wrappers can check
+    # the CPU before any of the target's instructions run.
+    for entry in (*plan.entries, *THREAD_FUNCTIONS):
         fn = mod.get_function(f"{name}_{entry}")
         fn.name = f"{name}__graphc_{entry}"
         fn.visibility = "hidden"
@@ -581,6 +592,7 @@ def _header_versions(plan: LibraryPlan, graphc_version: str) -> list[str]:
     a(f"#define {U}_ABI_VERSION {ABI_VERSION}")
     a(f"#define {U}_WEIGHTS_VERSION {WEIGHTS_VERSION}")
     a(f"#define {U}_WEIGHTS_EMBEDDED {int(plan.embed)}    /* 0: load them with {N}_load_weights */")
+    a(f'#define {U}_TARGET "{plan.target}"     /* the triple the library was built for */')
     a(f'#define {U}_TARGET_CPU "{plan.target_cpu}"')
     a(f"#define {U}_HAS_INFER {int('infer' in ent)}")
     a(f"#define {U}_HAS_TRAIN_STEP {int('train_step' in ent)}")
@@ -900,10 +912,21 @@ def _source_prelude(plan: LibraryPlan, header_name: str) -> list[str]:
         )
     a("")
     a(f'extern void {N}_forget_threads(void) __attribute__((visibility("hidden")));')
+    for fn, ret, args in (("set", "int32_t", "int32_t"), ("get", "int32_t", "void")):
+        a(
+            f"extern {ret} {N}__graphc_{fn}_num_threads({args})"
+            ' __attribute__((visibility("hidden")));'
+        )
+    a("")
+    L.extend(_c_cpu_check(plan))
+    a("")
     a("/* Join the worker threads before the library's code is unmapped (dlclose, exit); in the")
     a("   child of a fork(), which has none of them, forget them (back to one thread). glibc")
-    a("   drops the fork handler when the library is unloaded. */")
-    a(f"__attribute__((destructor)) static void stop_threads(void) {{ {N}_set_num_threads(1); }}")
+    a("   drops the fork handler when the library is unloaded. The calls are to this library's")
+    a("   own hidden functions, never to a same-named library's. */")
+    a("__attribute__((destructor)) static void stop_threads(void) {")
+    a(f"    if (cpu_supported()) {N}__graphc_set_num_threads(1);")
+    a("}")
     a("__attribute__((constructor)) static void on_fork_forget_threads(void) {")
     a(f"    pthread_atfork(NULL, NULL, {N}_forget_threads);")
     a("}")
@@ -926,7 +949,13 @@ def _source_tables(plan: LibraryPlan) -> list[str]:
     a(f"static const unsigned char meta[{len(meta)}] = {{\n    {_c_bytes(meta)}\n}};")
     a("")
     a("static const char *const messages[] = {")
-    for _, _, msg in ERRORS:
+    for suffix, _, msg in ERRORS:
+        if suffix == "ERR_CPU" and plan.cpu_checks:
+            msg = (
+                f"this CPU lacks {'/'.join(plan.cpu_checks)}: the library was built for "
+                f"{plan.target_cpu} ({plan.target or 'this machine'}); build one for this "
+                "CPU (graphc compile --target-cpu native, or x86-64 for any x86-64)"
+            )
         a(f'    "{msg}",')
     a("};")
     a("")
@@ -958,6 +987,13 @@ def _source_info_functions(plan: LibraryPlan) -> list[str]:
     a("")
     a(f"API const char *{N}_graphc_meta(void) {{ return (const char *)meta; }}")
     a("")
+    a(f"API int32_t {N}_set_num_threads(int32_t n) {{")
+    a(f"    if (!cpu_supported()) return {U}_ERR_CPU;")
+    a(f"    return {N}__graphc_set_num_threads(n);")
+    a("}")
+    a("")
+    a(f"API int32_t {N}_get_num_threads(void) {{ return {N}__graphc_get_num_threads(); }}")
+    a("")
     a(f"API int64_t {N}_workspace_size(int64_t n) {{")
     a(f"    if (n < 1 || n > {U}_MAX_BATCH) return -1;")
     a(f"    return {U}_WORKSPACE_BYTES(n);")
@@ -976,13 +1012,38 @@ def _template_macros(plan: LibraryPlan) -> list[str]:
     a("#define GC_API API")
     for k in ("PARAM_BYTES", "STATE_BYTES", "MIN_ALIGN", "WEIGHTS_FILE_BYTES", "OK"):
         a(f"#define GC_{k} {U}_{k}")
-    for k in ("NULL", "BUFFER", "ALIGN", "WEIGHTS", "IO"):
+    for k in ("NULL", "BUFFER", "ALIGN", "WEIGHTS", "IO", "CPU"):
         a(f"#define GC_ERR_{k} {U}_ERR_{k}")
+    a("#define GC_CPU_SUPPORTED cpu_supported")
     if plan.embed:
         a(f"#define GC_EMBEDDED_WEIGHTS {N}__graphc_weights")
     if plan.state_init is not None:
         a("#define GC_STATE_INIT state_init")
     a("")
+    return L
+
+
+def _c_cpu_check(plan: LibraryPlan) -> list[str]:
+    """``cpu_supported()``: whether this CPU has the x86 extensions the kernels use
+    (``plan.cpu_checks``), asked of the C compiler's ``__builtin_cpu_supports``; the entries,
+    init and set_num_threads return ERR_CPU instead of running an illegal instruction."""
+    L = [
+        "/* 1 when this CPU runs the library's kernels (the x86 extensions of TARGET_CPU). */",
+        "static int cpu_supported(void) {",
+    ]
+    if plan.cpu_checks:
+        test = " &&\n           ".join(f'__builtin_cpu_supports("{f}")' for f in plan.cpu_checks)
+        L += [
+            "#if defined(__x86_64__) || defined(__i386__)",
+            "    __builtin_cpu_init();",
+            f"    return {test};",
+            "#else",
+            "    return 1;",
+            "#endif",
+        ]
+    else:
+        L.append("    return 1;")
+    L.append("}")
     return L
 
 

@@ -95,16 +95,28 @@ class Blocking:
         return self.nv * self.lanes
 
     @staticmethod
-    def for_dtype(dtype: str, vector_width: int) -> Blocking:
-        """`vector_width` counts f32 lanes (the register width); f64 gets half as many lanes."""
+    def for_dtype(dtype: str, vector_width: int, registers: int = 16) -> Blocking:
+        """`vector_width` counts f32 lanes (the register width); f64 gets half as many lanes.
+        `registers`: the target's vector registers, which the register tile fills.
+
+        The tile MR x NV needs MR * NV accumulators, NV vectors of B and one broadcast A value:
+        6 x 2 (15 registers) on 16 (SSE, AVX2); 8 x 3 (28) on 32 registers of at most 4 lanes
+        (NEON: BLIS's 8 x 12 for ARMv8-A, or scalar code on 32 floating-point registers). The
+        AVX-512 targets (32 registers of 16 lanes) keep 6 x 2: NR = 32 columns already, and
+        a wider tile would waste more of it on the edges of the small products of training.
+        """
         size = DTYPE_INFO[dtype].itemsize
         lanes = max(1, vector_width * 4 // size)
-        kc = min(256, 16384 // (2 * lanes * size))  # the KC x NR sliver of B: 16 KiB of L1
+        mr, nv = (8, 3) if registers >= 32 and vector_width <= 4 else (6, 2)
+        nr = nv * lanes
+        kc = min(256, 8192 * nv // (nr * size))  # the KC x NR sliver of B: 16 KiB of L1 (NV=2)
+        nc = nr * max(1, 256 // nr)  # a multiple of NR near 256
+        mc = mr * max(1, 120 // mr)  # a multiple of MR near 120
         if size == 8:
             # f64 serves checks, not speed: the direct path alone is a third of the code (and
             # of the compile time). blocking=Blocking(lanes) makes it fast.
-            return Blocking(lanes, kc=kc, packed=False)
-        return Blocking(lanes, kc=kc)
+            return Blocking(lanes, mr=mr, nv=nv, kc=kc, mc=mc, nc=nc, packed=False)
+        return Blocking(lanes, mr=mr, nv=nv, kc=kc, mc=mc, nc=nc)
 
 
 def emit_gemm(
@@ -117,6 +129,7 @@ def emit_gemm(
     accumulate: bool = False,
     epilogue: Epilogue | None = None,
     vector_width: int = 8,
+    registers: int = 16,
     blocking: Blocking | None = None,
     extra_types: Sequence[ir.Type] = (),
     pool: ThreadPool | None = None,
@@ -140,6 +153,8 @@ def emit_gemm(
         vector_width: the SIMD register width counted in f32 lanes (8 for AVX2, 4 for SSE, 1 for
             scalar code); f64 uses half as many lanes. The code is correct for any target, and
             fast when this matches the target's registers.
+        registers: the target's vector registers (16 on SSE/AVX2, 32 on NEON and AVX-512):
+            with vector_width, they size the register tile (Blocking.for_dtype).
         blocking: tile and cache block sizes; the default is tuned for AVX2 (Zen 3).
         extra_types: more parameters after C (say, a bias pointer). With any, the function is
             `name(M, N, K, A, B, C, *extras)` and the epilogue is called as
@@ -173,7 +188,7 @@ def emit_gemm(
         raise CodegenError(
             f"emit_gemm {name}: vector_width must be a power of two, got {vector_width}"
         )
-    blk = blocking or Blocking.for_dtype(dtype, vector_width)
+    blk = blocking or Blocking.for_dtype(dtype, vector_width, registers)
     if blk.mc % blk.mr or blk.nc % blk.nr or blk.lanes & (blk.lanes - 1):
         raise CodegenError(f"emit_gemm {name}: MC, NC must be multiples of MR, NR in {blk}")
     gen = _GemmEmitter(

@@ -11,7 +11,7 @@ from . import kernels as K
 from .gemm import emit_gemm
 from .kernels import ENTRY_TYPE, KernelContext, epilogue_for, storage_key
 from .lltypes import I8, I32, LL, PTR, i64
-from .target import vector_width
+from .target import Target, as_target, vector_unit
 from .threads import ThreadPool, declare_thread_pool, thread_pool
 
 
@@ -23,7 +23,7 @@ class ModuleBuilder:
         self,
         name: str,
         *,
-        target_cpu: str = "native",
+        target_cpu: str | Target = "native",
         check_numerics: bool = False,
         gemm_modules: int = 0,
     ) -> None:
@@ -36,9 +36,14 @@ class ModuleBuilder:
         the GEMM's code)."""
         self.name = name
         self.check_numerics = check_numerics  # scan each kernel's stores for NaN/Inf
+        self.target = as_target(target_cpu)  # every target decision below reads this
         self.module = ir.Module(name=name)
         self.gemm_parts = [ir.Module(name=f"{name}.gemm{i}") for i in range(gemm_modules)]
-        self.vector_width = vector_width(target_cpu)
+        for m in (self.module, *self.gemm_parts):
+            m.triple = self.target.llvm_triple  # codegen/threads.py reads it (x86 pause)
+        unit = vector_unit(self.target)
+        self.vector_width = unit.lanes
+        self.vector_registers = unit.registers
         self.entries: dict[str, Schedule] = {}
         self._kernels: dict[tuple, ir.Function] = {}  # structural signature -> kernel function
         self.kernels_reused = 0
@@ -247,6 +252,7 @@ class ModuleBuilder:
                 trans_b=tb,
                 epilogue=epi,
                 vector_width=self.vector_width,
+                registers=self.vector_registers,
                 extra_types=extra_types,
                 pool=self.pool(module),
                 fixed=self._fixed.get(key),

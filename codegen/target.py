@@ -1,4 +1,8 @@
-"""Target machines, the LLVM optimization pipeline, and in-process JIT compilation."""
+"""Targets (architecture, CPU, features: validated before LLVM sees them), target machines, the
+LLVM optimization pipeline, and in-process JIT compilation.
+
+Every decision that depends on the machine the code will run on reads a ``Target`` (or the
+triple of the module being built), never the host: the host is only the default target."""
 
 from __future__ import annotations
 
@@ -7,14 +11,19 @@ from typing import Any
 import atexit
 import concurrent.futures
 import ctypes
+import difflib
 import functools
 import os
+import re
+import subprocess
+import sys
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 
 import llvmlite.binding as llvm
-from graphc.ir.errors import CodegenError
+from graphc.ir.errors import CodegenError, TargetError
 from llvmlite import ir
 
 from . import llvm_private
@@ -48,9 +57,150 @@ def _init() -> None:
     llvm.initialize_native_asmprinter()
 
 
+@functools.cache
+def _init_all() -> None:
+    """Every LLVM backend llvmlite was built with (for cross targets)."""
+    _init()
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+
+
 def host_cpu() -> tuple[str, str]:
     _init()
     return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+
+
+# ---------------------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A machine architecture graphc can build libraries for (or names as unsupported).
+
+    ``triple`` is the GNU triple users and toolchains spell (``aarch64-linux-gnu``: the prefix
+    of Debian's cross gcc); ``llvm_triple`` the one LLVM gets. ``vector_bits`` and
+    ``registers`` describe the fixed-width SIMD unit the kernels are written for (bits per
+    register, register count; 0 bits: scalar code); a CPU can widen them (x86: AVX2, AVX-512).
+    """
+
+    name: str
+    triple: str
+    llvm_triple: str
+    default_cpu: str
+    vector_bits: int
+    registers: int
+    word_bits: int
+    packages: str  # the distribution packages of its cross C toolchain (Debian/Ubuntu names)
+    qemu: str  # the qemu-user program that runs its binaries
+    default_features: str = ""
+    unsupported: str = ""  # why graphc cannot build for it ("" = supported)
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def supported(self) -> bool:
+        return not self.unsupported
+
+
+ARCHES: dict[str, Arch] = {
+    a.triple: a
+    for a in (
+        Arch(
+            "x86_64",
+            "x86_64-linux-gnu",
+            "x86_64-unknown-linux-gnu",
+            "x86-64",
+            128,
+            16,
+            64,
+            "gcc-x86-64-linux-gnu",
+            "qemu-x86_64",
+            aliases=("x86_64", "x86_64-unknown-linux-gnu", "x86_64-pc-linux-gnu", "amd64"),
+        ),
+        Arch(
+            "aarch64",
+            "aarch64-linux-gnu",
+            "aarch64-unknown-linux-gnu",
+            "generic",
+            128,  # NEON: 32 registers of 128 bits
+            32,
+            64,
+            "gcc-aarch64-linux-gnu",
+            "qemu-aarch64",
+            default_features="+neon",
+            aliases=("aarch64", "arm64", "aarch64-unknown-linux-gnu", "arm64-linux-gnu"),
+        ),
+        Arch(
+            "riscv64",
+            "riscv64-linux-gnu",
+            "riscv64-unknown-linux-gnu",
+            "generic-rv64",
+            0,  # RV64GC: scalar code (RVV's lengths are not fixed: not used)
+            32,
+            64,
+            "gcc-riscv64-linux-gnu",
+            "qemu-riscv64",
+            default_features="+m,+a,+f,+d,+c",
+            aliases=("riscv64", "riscv64-unknown-linux-gnu"),
+        ),
+        Arch(
+            "armv7",
+            "armv7-linux-gnueabihf",
+            "armv7-unknown-linux-gnueabihf",
+            "generic",
+            128,
+            16,
+            32,
+            "gcc-arm-linux-gnueabihf",
+            "qemu-arm",
+            default_features="+neon,+vfp4",
+            unsupported="the generated code assumes 64-bit pointers and pthread_t (a 32-bit "
+            "word size is not implemented)",
+            aliases=("armv7", "arm-linux-gnueabihf", "armv7-unknown-linux-gnueabihf", "armhf"),
+        ),
+    )
+}
+
+
+def host_arch() -> Arch:
+    """The Arch of the machine this process runs on.
+
+    Raises:
+        TargetError: graphc has no Arch for it.
+    """
+    triple = llvm.get_process_triple()
+    for a in ARCHES.values():
+        if triple.split("-")[0] == a.name:
+            return a
+    raise TargetError(f"this machine ({triple}) is not an architecture graphc knows")
+
+
+def find_arch(triple: str) -> Arch:
+    """The Arch for a triple as users spell it (``aarch64-linux-gnu``, ``arm64``, ...).
+
+    Raises:
+        TargetError: unknown or unsupported, with the list of what is supported.
+    """
+    key = triple.strip().lower()
+    for a in ARCHES.values():
+        if key == a.triple or key in a.aliases:
+            if not a.supported:
+                raise TargetError(
+                    f"target {triple!r} is not supported: {a.unsupported}. Supported targets: "
+                    f"{', '.join(supported_triples())} (`graphc targets` lists them)"
+                )
+            return a
+    near = difflib.get_close_matches(
+        key, [t for a in ARCHES.values() for t in (a.triple, *a.aliases)]
+    )
+    hint = f" (did you mean {', '.join(repr(n) for n in near[:3])}?)" if near else ""
+    raise TargetError(
+        f"unknown target {triple!r}{hint}. Supported targets: "
+        f"{', '.join(supported_triples())} (`graphc targets` lists them)"
+    )
+
+
+def supported_triples() -> list[str]:
+    return [a.triple for a in ARCHES.values() if a.supported]
 
 
 CPU_PRESETS = {
@@ -62,16 +212,162 @@ CPU_PRESETS = {
 }
 
 
-def target_machine(cpu: str = "native", *, pic: bool = False) -> llvm.TargetMachine:
-    """An LLVM target machine for ``cpu``: "native" (the host, with its features) or an LLVM
-    CPU name such as "x86-64", "x86-64-v3", "znver3", "skylake-avx512"."""
-    _init()
-    target = llvm.Target.from_default_triple()
+@dataclass(frozen=True)
+class Target:
+    """What a library or JIT module is built for: an Arch, an LLVM CPU and its features.
+
+    ``cpu`` is "native" for this machine's CPU (with the features LLVM detects) or an LLVM CPU
+    name; ``features`` an LLVM feature string ("+avx2,-avx512f"). Make one with
+    ``resolve_target`` (which validates the names before LLVM sees them)."""
+
+    arch: Arch
+    cpu: str
+    features: str = ""
+
+    @property
+    def triple(self) -> str:
+        return self.arch.triple
+
+    @property
+    def llvm_triple(self) -> str:
+        return self.arch.llvm_triple
+
+    @property
+    def is_host(self) -> bool:
+        """Code for this target can run in this process (same architecture)."""
+        return self.arch.name == host_arch().name
+
+    def llvm_cpu_features(self) -> tuple[str, str]:
+        """(LLVM cpu name, feature string) for the target machine."""
+        if self.cpu == "native":
+            name, feats = host_cpu()
+            return name, ",".join(f for f in (feats, self.features) if f)
+        name, extra = CPU_PRESETS.get(self.cpu, (self.cpu, ""))
+        feats = ",".join(f for f in (self.arch.default_features, extra, self.features) if f)
+        return name, feats
+
+    def __str__(self) -> str:
+        feats = f" {self.features}" if self.features else ""
+        return f"{self.triple} ({self.cpu}{feats})"
+
+
+def resolve_target(
+    target: str | Target | None = None, cpu: str | None = None, features: str = ""
+) -> Target:
+    """A validated Target: ``target`` a triple (None or "host": this machine), ``cpu`` an LLVM
+    CPU name or preset (None: "native" on this machine's architecture, else the architecture's
+    generic CPU), ``features`` LLVM features ("+avx2,-fma").
+
+    Names are checked against the lists LLVM itself prints (``-mcpu=help``) before any target
+    machine is made: LLVM aborts the process on some unknown names (``x86_64`` as a CPU).
+
+    Raises:
+        TargetError: an unknown or unsupported triple, CPU or feature (with close matches).
+    """
+    if isinstance(target, Target):
+        if cpu is None and not features:
+            return target
+        target = target.triple
+    arch = host_arch() if target in (None, "", "host", "native") else find_arch(target)
+    host = arch.name == host_arch().name
+    if cpu is None or cpu == "":
+        cpu = "native" if host else arch.default_cpu
+    cpu = cpu.strip()
     if cpu == "native":
-        name, features = host_cpu()
-    else:
-        name, features = CPU_PRESETS.get(cpu, (cpu, ""))
-    return target.create_target_machine(
+        if not host:
+            raise TargetError(
+                f"--target-cpu native names this machine's CPU ({host_cpu()[0]}, "
+                f"{host_arch().triple}); for {arch.triple} give one of its CPUs, e.g. "
+                f"{', '.join(_example_cpus(arch))} (`graphc targets --cpus {arch.triple}`)"
+            )
+    elif cpu not in CPU_PRESETS or arch.name != "x86_64":
+        known = llvm_cpus(arch.llvm_triple)
+        if cpu not in known:
+            near = difflib.get_close_matches(cpu, sorted(known), n=5, cutoff=0.6)
+            hint = f"; close matches: {', '.join(near)}" if near else ""
+            raise TargetError(
+                f"unknown CPU {cpu!r} for {arch.triple}{hint}. `graphc targets --cpus "
+                f"{arch.triple}` lists the {len(known)} CPUs LLVM knows"
+                + (", and x86-64, x86-64-v2, x86-64-v3, x86-64-v4" if arch.name == "x86_64" else "")
+            )
+    features = ",".join(f.strip() for f in features.split(",") if f.strip())
+    if features:
+        known = llvm_features(arch.llvm_triple)
+        for f in features.split(","):
+            if f[0] not in "+-" or f[1:] not in known:
+                near = difflib.get_close_matches(f.lstrip("+-"), sorted(known), n=5)
+                hint = f"; close matches: {', '.join(near)}" if near else ""
+                raise TargetError(
+                    f"unknown CPU feature {f!r} for {arch.triple} (write +name or -name){hint}"
+                )
+    return Target(arch, cpu, features)
+
+
+def as_target(cpu: str | Target) -> Target:
+    """A Target from what older callers pass as ``target_cpu``: a Target, or a CPU name of this
+    machine's architecture ("native", "x86-64-v3", "znver3", ...), validated."""
+    return cpu if isinstance(cpu, Target) else resolve_target(None, cpu)
+
+
+def _example_cpus(arch: Arch) -> list[str]:
+    return {
+        "x86_64": ["x86-64", "x86-64-v3", "znver4"],
+        "aarch64": ["generic", "cortex-a72", "neoverse-n1"],
+    }.get(arch.name, [arch.default_cpu])
+
+
+_HELP_SCRIPT = """
+import sys, llvmlite.binding as llvm
+llvm.initialize_all_targets(); llvm.initialize_all_asmprinters()
+tm = llvm.Target.from_triple(sys.argv[1]).create_target_machine(cpu="help", features="+help")
+"""
+
+
+@functools.cache
+def _llvm_help(llvm_triple: str) -> tuple[frozenset[str], frozenset[str]]:
+    """(CPU names, feature names) LLVM knows for a triple: what its ``-mcpu=help`` and
+    ``-mattr=help`` print, read from a child process (LLVM prints them to stderr)."""
+    r = subprocess.run(
+        [sys.executable, "-c", _HELP_SCRIPT, llvm_triple],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    text = r.stdout + r.stderr
+    cpus: set[str] = set()
+    feats: set[str] = set()
+    section = None
+    for line in text.splitlines():
+        if line.startswith("Available CPUs"):
+            section = cpus
+        elif line.startswith("Available features"):
+            section = feats
+        elif section is not None and line.startswith("  ") and " - " in line:
+            section.add(line.split()[0])
+    if not cpus:
+        raise TargetError(f"LLVM printed no CPU list for {llvm_triple}: {text[-300:]}")
+    return frozenset(cpus), frozenset(feats)
+
+
+def llvm_cpus(llvm_triple: str) -> frozenset[str]:
+    """The CPU names LLVM accepts for ``llvm_triple``."""
+    return _llvm_help(llvm_triple)[0]
+
+
+def llvm_features(llvm_triple: str) -> frozenset[str]:
+    """The CPU feature names LLVM accepts for ``llvm_triple`` (without + or -)."""
+    return _llvm_help(llvm_triple)[1]
+
+
+def target_machine(cpu: str | Target = "native", *, pic: bool = False) -> llvm.TargetMachine:
+    """An LLVM target machine for ``cpu``: a Target, or a CPU of this machine's architecture:
+    "native" (the host, with its features) or an LLVM CPU name such as "x86-64", "x86-64-v3",
+    "znver3", "skylake-avx512" (validated first: TargetError when unknown)."""
+    t = as_target(cpu)
+    _init_all() if not t.is_host else _init()
+    name, features = t.llvm_cpu_features()
+    return llvm.Target.from_triple(t.llvm_triple).create_target_machine(
         cpu=name,
         features=features,
         opt=3,
@@ -80,20 +376,91 @@ def target_machine(cpu: str = "native", *, pic: bool = False) -> llvm.TargetMach
     )
 
 
-def vector_width(tm_cpu: str = "native") -> int:
-    """float32 lanes of the widest vector unit worth using (8 with AVX2, 16 with AVX-512, else 4)."""
-    if tm_cpu == "native":
-        _, feats = host_cpu()
-        if "+avx512f" in feats.split(","):
-            return 16
-        if "+avx2" in feats.split(",") or "+avx" in feats.split(","):
-            return 8
-        return 4
-    if tm_cpu in ("x86-64-v4", "skylake-avx512", "znver4"):
-        return 16
-    if tm_cpu in ("x86-64-v3", "haswell", "znver2", "znver3"):
-        return 8
-    return 4
+@dataclass(frozen=True)
+class VectorUnit:
+    """The SIMD registers the kernels use on a target: f32 lanes per register (1: scalar code)
+    and how many registers there are (the GEMM's register tile is sized from both)."""
+
+    lanes: int
+    registers: int
+    isa: tuple[str, ...] = ()  # x86 extensions the code uses, checked by a library's init
+
+
+_PROBE = """
+define void @vec(ptr %p) #0 {
+  %a = load <16 x float>, ptr %p
+  %b = fmul <16 x float> %a, %a
+  store <16 x float> %b, ptr %p
+  ret void
+}
+define void @fma(ptr %p) {
+  %a = load <4 x float>, ptr %p
+  %b = call <4 x float> @llvm.fma.v4f32(<4 x float> %a, <4 x float> %a, <4 x float> %a)
+  store <4 x float> %b, ptr %p
+  ret void
+}
+define void @int256(ptr %p) {
+  %a = load <8 x i32>, ptr %p
+  %b = mul <8 x i32> %a, %a
+  store <8 x i32> %b, ptr %p
+  ret void
+}
+define void @round(ptr %p) {
+  %a = load <4 x float>, ptr %p
+  %b = call <4 x float> @llvm.floor.v4f32(<4 x float> %a)
+  store <4 x float> %b, ptr %p
+  ret void
+}
+declare <4 x float> @llvm.fma.v4f32(<4 x float>, <4 x float>, <4 x float>)
+declare <4 x float> @llvm.floor.v4f32(<4 x float>)
+attributes #0 = { "min-legal-vector-width"="512" }
+"""
+
+
+@functools.cache
+def _x86_unit(cpu: str, features: str) -> VectorUnit:
+    """x86: the vector unit of an LLVM CPU, read from the code LLVM makes for it (a few
+    vector operations): zmm registers mean AVX-512, ymm AVX, vfmadd FMA, and so on."""
+    _init()
+    tm = llvm.Target.from_triple(ARCHES["x86_64-linux-gnu"].llvm_triple).create_target_machine(
+        cpu=cpu, features=features, opt=2
+    )
+    mod = llvm.parse_assembly(_PROBE)
+    mod.triple = tm.triple
+    asm = tm.emit_assembly(mod)
+    parts = {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^(\w+):.*?\n(.*?)\.Lfunc_end", asm, re.DOTALL | re.MULTILINE)
+    }
+    isa = []
+    if "roundps" in parts.get("round", ""):
+        isa.append("sse4.1")
+    if "ymm" in parts.get("vec", "") or "zmm" in parts.get("vec", ""):
+        isa.append("avx")
+    if "ymm" in parts.get("int256", "") or "zmm" in parts.get("int256", ""):
+        isa.append("avx2")
+    if "vfmadd" in parts.get("fma", ""):
+        isa.append("fma")
+    if "zmm" in parts.get("vec", ""):
+        isa.append("avx512f")
+        return VectorUnit(16, 32, tuple(isa))
+    return VectorUnit(8 if "avx" in isa else 4, 16, tuple(isa))
+
+
+def vector_unit(cpu: str | Target = "native") -> VectorUnit:
+    """The vector unit the kernels are written for on ``cpu`` (a Target or a CPU name of this
+    machine): lanes and registers from the target, never from the host (except "native")."""
+    t = as_target(cpu)
+    if t.arch.name == "x86_64":
+        return _x86_unit(*t.llvm_cpu_features())
+    lanes = max(1, t.arch.vector_bits // 32)
+    return VectorUnit(lanes, t.arch.registers)
+
+
+def vector_width(tm_cpu: str | Target = "native") -> int:
+    """float32 lanes of the widest vector unit worth using (8 with AVX2, 16 with AVX-512, 4 on
+    SSE and NEON, 1 for scalar code)."""
+    return vector_unit(tm_cpu).lanes
 
 
 PIPELINES = {

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import llvmlite.binding as llvm
 from llvmlite import ir
 
 from .lltypes import I32, I64, PTR, VOID
@@ -97,7 +96,7 @@ def declare_thread_pool(module: ir.Module, prefix: str) -> ThreadPool:
 class _PoolEmitter:
     def __init__(self, module: ir.Module, prefix: str) -> None:
         self.m, self.prefix, self.sym = module, prefix, f"{prefix}.pool."
-        self.pause = _is_x86()
+        self.pause = _is_x86(module)
 
     # -- globals and declarations --------------------------------------------------------------
 
@@ -452,5 +451,7 @@ class _Callee:
         return self.value.get_reference()
 
 
-def _is_x86() -> bool:
-    return llvm.get_process_triple().startswith(("x86_64", "i386", "i686"))
+def _is_x86(module: ir.Module) -> bool:
+    """Whether the module is built for x86 (its triple, set by whoever builds it for a target;
+    never the host's: a library cross-compiled on x86 for aarch64 must not use ``pause``)."""
+    return str(module.triple).startswith(("x86_64", "i386", "i686"))

@@ -19,6 +19,7 @@ from graphc.ir.errors import (
     OnnxError,
     ParseError,
     ShapeError,
+    TargetError,
     VerifyError,
 )
 from graphc.ir.graph import Graph
@@ -182,6 +183,7 @@ __all__ = [
     "Optimizer",
     "ParseError",
     "Sequential",
+    "TargetError",
     "ShapeError",
     "Tensor",
     "VerifyError",

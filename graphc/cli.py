@@ -10,7 +10,9 @@ from graphc.ir.errors import GraphcError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="graphc", description="graphc: an ahead-of-time neural-network compiler"
+        prog="graphc",
+        description="graphc: an ahead-of-time neural-network compiler",
+        allow_abbrev=False,
     )
     from graphc import __version__
 
@@ -25,8 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
         from graphc import export as export_cmd
 
         export_cmd.add_parser(sub)
+        export_cmd.add_targets_parser(sub)
     except ImportError:
         pass
+    # No abbreviations: `--target aarch64-linux-gnu` must never be read as another option
+    # that merely starts with the same letters (it once became --target-cpu).
+    p.allow_abbrev = False
+    for sp in sub.choices.values():
+        sp.allow_abbrev = False
     return p
 
 

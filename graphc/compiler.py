@@ -10,8 +10,9 @@ from graphc.codegen.module import ModuleBuilder
 from graphc.codegen.target import (
     JitModule,
     compile_parts,
+    Target,
+    as_target,
     compile_threads,
-    host_cpu,
     target_machine,
 )
 from graphc.ir.algorithms import ancestors
@@ -202,10 +203,10 @@ def _objects(prog: Program, mb: ModuleBuilder, target_cpu: str) -> tuple[list[by
     return [obj for _, obj in compiled], [mod for mod, _ in compiled]
 
 
-def _target_id(target_cpu: str) -> tuple[str, str, str]:
-    tm = target_machine(target_cpu)
-    name, features = host_cpu() if target_cpu == "native" else (target_cpu, "")
-    return tm.triple, name, features
+def _target_id(target_cpu: str | Target) -> tuple[str, str, str]:
+    t = as_target(target_cpu)
+    name, features = t.llvm_cpu_features()
+    return t.llvm_triple, name, features
 
 
 def compile_cached(

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import shlex
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -21,12 +18,21 @@ from typing import Any
 import numpy as np
 
 from graphc.codegen import aot
-from graphc.codegen.target import CPU_PRESETS, target_machine
-from graphc.ir.errors import ArgumentError, CodegenError, GraphcError
+from graphc.codegen.target import (
+    ARCHES,
+    Target,
+    llvm_cpus,
+    resolve_target,
+    target_machine,
+    vector_unit,
+)
+from graphc.codegen.toolchain import Toolchain, available_toolchains, find_toolchain
+from graphc.ir.errors import ArgumentError, CodegenError
 
 from .compiler import Program, compile_program
 
-EMITS = ("obj", "llvm", "asm")
+EMITS = ("so", "obj", "a", "llvm", "asm")
+EMIT_SUFFIXES = {".so": "so", ".o": "obj", ".a": "a", ".ll": "llvm", ".s": "asm"}
 WEIGHTS_MODES = ("embed", "file")
 
 
@@ -43,25 +49,16 @@ class ExportResult:
 
 
 def find_c_compiler(cc: str | None = None) -> list[str]:
-    """The C compiler command: ``cc`` if given, else ``$CC``, else ``cc`` on PATH.
+    """The C compiler command for this machine (``graphc.codegen.toolchain``'s order: ``cc``,
+    ``$GRAPHC_CC``, ``$CC``, ``cc``, ...).
 
     Raises:
-        GraphcError: none is found (the message says how to install one).
+        TargetError (a GraphcError): none is found (the message says how to install one).
     """
-    spec = cc or os.environ.get("CC") or "cc"
-    argv = shlex.split(spec)
-    if not argv or shutil.which(argv[0]) is None:
-        where = f"CC={os.environ['CC']!r}" if os.environ.get("CC") and not cc else f"{spec!r}"
-        raise GraphcError(
-            f"no C compiler found ({where} is not on PATH): graphc needs one to link the shared "
-            "library. Install one (Debian/Ubuntu: apt-get install gcc; Fedora: dnf install gcc; "
-            "macOS: xcode-select --install) or set $CC to a compiler's path; --emit llvm or asm "
-            "needs none"
-        )
-    return argv
+    return list(find_toolchain(resolve_target(None), cc).cc)
 
 
-def _recompile(model: Any, target_cpu: str) -> tuple[Program, Any]:
+def _recompile(model: Any, target_cpu: str | Target) -> tuple[Program, Any]:
     """The model's program compiled again (same passes, same layout) for ``target_cpu``."""
     src = model.program
     prog = Program(
@@ -103,30 +100,41 @@ def export_model(
     entries: list[str] | tuple[str, ...] | str | None = None,
     weights: str = "embed",
     weights_path: str | None = None,
-    target_cpu: str = "native",
-    emit: str = "obj",
+    target: str | None = None,
+    target_cpu: str | None = None,
+    features: str = "",
+    emit: str | None = None,
     cc: str | None = None,
 ) -> ExportResult:
-    """Write ``model`` as a shared library (``emit="obj"``), LLVM IR or assembly.
+    """Write ``model`` as a shared library, an object file or static archive (to link into a
+    bigger program), LLVM IR or assembly, for this machine or another one.
 
     Args:
         model: a compiled graphc Model; its current parameters are the library's weights.
-        path: the output file (``libNAME.so`` for a library).
+        path: the output file (``libNAME.so``, ``NAME.o``, ``libNAME.a``, ``.ll``, ``.s``).
         header: the C header's path (default: named after the library, ``x.h`` next to
             ``x.so`` or ``libx.so``).
         entries: "infer", "train_step" or both (default: both when the model has a loss).
         weights: "embed" (read-only data inside the library) or "file" (a checked weights file
             ``weights_path``, default ``NAME.weights`` next to ``path``).
-        target_cpu: "native", "x86-64", "x86-64-v2/v3/v4" or an LLVM CPU name.
-        emit: "obj" (the library), "llvm" (optimized LLVM IR text) or "asm".
-        cc: the C compiler command (default ``$CC`` or ``cc``).
+        target: the triple to build for (``aarch64-linux-gnu``, ``x86_64-linux-gnu``, ...;
+            default: this machine; ``graphc targets`` lists them).
+        target_cpu: "native" (this machine's CPU; the default on this machine's architecture),
+            "x86-64", "x86-64-v2/v3/v4", or an LLVM CPU name of the target (``cortex-a72``,
+            ``neoverse-n1``; default on another architecture: its generic CPU).
+        features: LLVM CPU features to add or remove ("+avx2,-avx512f").
+        emit: "so" (shared library), "obj" (one relocatable object: kernels and C API), "a"
+            (static archive of it), "llvm" (optimized LLVM IR text) or "asm"; default from
+            ``path``'s suffix (.o, .a, .ll, .s), else "so".
+        cc: the C compiler command (default: ``graphc.codegen.toolchain``'s search).
 
     Returns:
         ExportResult with the paths written.
 
     Raises:
-        ArgumentError: a bad option value. GraphcError: no C compiler. CodegenError: LLVM or
-            the C compiler failed (with its message).
+        ArgumentError: a bad option value. TargetError: an unknown target, CPU or feature, or
+            no C toolchain for the target. CodegenError: LLVM or the C compiler failed (with
+            its message).
     """
     prog0 = model.program
     name = prog0.name
@@ -146,11 +154,14 @@ def export_model(
         raise ArgumentError("--entry: give at least one of infer, train_step")
     if weights not in WEIGHTS_MODES:
         raise ArgumentError(f"--weights must be embed or file, got {weights!r}")
+    if emit is None:
+        emit = EMIT_SUFFIXES.get(os.path.splitext(path)[1], "so")
     if emit not in EMITS:
         raise ArgumentError(f"--emit must be one of {', '.join(EMITS)}, got {emit!r}")
-    ccmd = find_c_compiler(cc) if emit == "obj" else None
+    tgt = resolve_target(target, target_cpu, features)
+    tools = find_toolchain(tgt, cc) if emit in ("so", "obj", "a") else None
 
-    prog, mb = _recompile(model, target_cpu)
+    prog, mb = _recompile(model, tgt)
     src = prog.training or prog.forward
     state_init = _initial_state(model)
     plan = aot.plan_library(
@@ -163,14 +174,16 @@ def export_model(
         prog.state_bytes,
         entries,
         embed=weights == "embed",
-        target_cpu=target_cpu,
+        target_cpu=tgt.cpu,
         lr=float(model.lr),
         loss_kind=prog.loss_kind,
         state_init=state_init if any(state_init) else None,
         check_numerics=bool(getattr(prog, "check_numerics", False)),
+        target=tgt.triple,
+        cpu_checks=vector_unit(tgt).isa,
     )
     params = model._param_region.tobytes()
-    tm = target_machine(target_cpu, pic=True)
+    tm = target_machine(tgt, pic=True)
     mod = aot.object_module(mb.module, plan, tm, params if plan.embed else None)
     out = os.path.abspath(path)
     os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -199,34 +212,9 @@ def export_model(
         csrc = os.path.join(tmp, f"{name}_api.c")
         with open(csrc, "w") as f:
             f.write(aot.c_source(plan, hname))
-        cmd = ccmd + [
-            "-std=c99",
-            "-O2",
-            "-fPIC",
-            "-shared",
-            "-pthread",
-            "-fvisibility=hidden",
-            "-Wall",
-            "-Wextra",
-            "-I",
-            tmp,
-            "-o",
-            lib_tmp,
-            csrc,
-            obj,
-            "-lm",
-        ]
-        if target_cpu in CPU_PRESETS and platform.machine().lower() in ("x86_64", "amd64"):
-            # The wrappers too must not use instructions beyond the target (a compiler whose
-            # default is newer than x86-64 would otherwise put AVX into a baseline library).
-            cmd.insert(len(ccmd), f"-march={target_cpu}")
-        res = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise CodegenError(
-                f"linking lib for {name!r} failed: {' '.join(cmd)}\n{res.stderr.strip()}"
-            )
+        _link(tools, tgt, emit, name, tmp, csrc, obj, lib_tmp)
         with open(lib_tmp, "rb") as f:
-            files = [(out, f.read(), 0o755)]
+            files = [(out, f.read(), 0o755 if emit == "so" else 0o644)]
     files.append((hpath, htext.encode(), 0o644))
     if not plan.embed:
         wpath = (
@@ -302,6 +290,58 @@ def write_all_or_nothing(files: list[tuple[str, bytes, int]]) -> None:
                     os.unlink(tmp)
                 except OSError:
                     pass
+
+
+def _wrapper_flags(tgt: Target) -> list[str]:
+    """C compiler flags that keep the C wrappers within the target CPU. On x86 they are built
+    for baseline x86-64 whatever the kernels' CPU is (a compiler whose default is newer would
+    put AVX into a baseline library; and the check of a -v4 library must run on any x86-64).
+    Elsewhere the CPU is passed when the compiler knows it, with the architecture's default
+    otherwise."""
+    if tgt.arch.name == "x86_64":
+        return ["-march=x86-64", "-mtune=generic"]
+    if tgt.arch.name == "aarch64" and tgt.cpu not in ("native", "generic"):
+        return [f"-mcpu={tgt.cpu}"]
+    return []
+
+
+def _run(cmd: list[str], what: str) -> None:
+    res = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise CodegenError(f"{what} failed: {' '.join(cmd)}\n{res.stderr.strip()}")
+
+
+def _link(
+    tools: Toolchain | None,
+    tgt: Target,
+    emit: str,
+    name: str,
+    tmp: str,
+    csrc: str,
+    obj: str,
+    out: str,
+) -> None:
+    """Compile the C wrappers and link them with the kernels' object into ``out``: a shared
+    library (internal calls bound inside it: -Bsymbolic), one relocatable object, or a static
+    archive of that object."""
+    assert tools is not None
+    cc = list(tools.cc)
+    common = ["-std=c99", "-O2", "-fPIC", "-pthread", "-fvisibility=hidden", "-Wall", "-Wextra"]
+    common += _wrapper_flags(tgt)
+    if emit == "so":
+        # -Bsymbolic: the library's own calls (its destructor's NAME_set_num_threads) bind to
+        # its own definitions, never to a same-named library loaded before it.
+        cmd = cc + common + ["-shared", "-Wl,-Bsymbolic", "-I", tmp, "-o", out, csrc, obj, "-lm"]
+        _run(cmd, f"linking lib{name}.so for {tgt.triple} with {tools}")
+        return
+    api_o = os.path.join(tmp, f"{name}_api.o")
+    _run(cc + common + ["-c", "-I", tmp, "-o", api_o, csrc], f"compiling {name}'s C API")
+    merged = out if emit == "obj" else os.path.join(tmp, f"{name}.o")
+    _run(cc + ["-r", "-nostdlib", "-o", merged, api_o, obj], f"linking {name}.o with {tools}")
+    if emit == "a":
+        if os.path.exists(out):
+            os.unlink(out)  # ar adds to an existing archive
+        _run(list(tools.ar) + ["rcs", out, merged], f"archiving lib{name}.a")
 
 
 def _initial_state(model: Any) -> bytes:
@@ -397,16 +437,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="where --weights file writes (default: NAME.weights next to the library)",
     )
     p.add_argument(
+        "--target",
+        default=None,
+        metavar="TRIPLE",
+        help="build for another machine: x86_64-linux-gnu, aarch64-linux-gnu, ... "
+        "(default: this one; `graphc targets` lists them)",
+    )
+    p.add_argument(
         "--target-cpu",
-        default="native",
-        help="native (default), x86-64, x86-64-v2, x86-64-v3, x86-64-v4 or an LLVM CPU name",
+        default=None,
+        metavar="CPU",
+        help="native (default on this machine's architecture), x86-64, x86-64-v2, x86-64-v3, "
+        "x86-64-v4, or an LLVM CPU name of the target (cortex-a72, neoverse-n1; default on "
+        "another architecture: generic)",
+    )
+    p.add_argument(
+        "--features",
+        default="",
+        metavar="+F,-G",
+        help="LLVM CPU features to add (+name) or remove (-name)",
     )
     p.add_argument(
         "--emit",
         choices=(*EMITS, "onnx"),
-        default="obj",
-        help="obj: the shared library (default); llvm: optimized LLVM IR; asm: assembly; "
-        "onnx: an ONNX model of the inference graph with the weights",
+        default=None,
+        help="so: shared library; obj: one object file (kernels and C API) to link into a "
+        "program; a: static archive; llvm: optimized LLVM IR; asm: assembly; onnx: an ONNX "
+        "model of the inference graph with the weights (default: from the output's suffix, "
+        "else so)",
+    )
+    p.add_argument(
+        "--cc",
+        default=None,
+        metavar="CMD",
+        help="the C compiler that links the library (default: $GRAPHC_CC, then for this "
+        "machine $CC and cc, then TRIPLE-gcc, clang + lld, the ziglang wheel)",
     )
     p.add_argument(
         "--seed", type=int, default=0, help="initialization seed when MODEL is not a Model"
@@ -451,7 +516,7 @@ def run(args: argparse.Namespace) -> int:
     model = model_from_spec(resolve(args.model), seed=args.seed, opt_level=args.opt_level)
     if getattr(args, "check_numerics", False):
         model.program.check_numerics = True  # read by _recompile: the library gets the checks
-    if args.emit == "onnx":
+    if args.emit == "onnx" or (args.emit is None and args.output.endswith(".onnx")):
         print(f"onnx: {model.to_onnx(args.output)}")
         return 0
     res = export_model(
@@ -461,8 +526,11 @@ def run(args: argparse.Namespace) -> int:
         entries=args.entry,
         weights=args.weights,
         weights_path=args.weights_path,
+        target=args.target,
         target_cpu=args.target_cpu,
+        features=args.features,
         emit=args.emit,
+        cc=args.cc,
     )
     for label, p in (
         ("library", res.library),
@@ -473,4 +541,50 @@ def run(args: argparse.Namespace) -> int:
     ):
         if p:
             print(f"{label}: {p}")
+    return 0
+
+
+def add_targets_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "targets",
+        help="list the target triples (and CPUs) this installation can build for",
+        description="List the triples graphc compile --target accepts, the C toolchain each "
+        "would link with, and the triples graphc cannot build for (and why).",
+    )
+    p.add_argument(
+        "--cpus", metavar="TRIPLE", default=None, help="list the CPU names of one triple"
+    )
+    p.set_defaults(run=run_targets)
+
+
+def run_targets(args: argparse.Namespace) -> int:
+    from graphc.codegen.target import host_arch
+
+    if args.cpus:
+        tgt = resolve_target(args.cpus)
+        names = sorted(llvm_cpus(tgt.llvm_triple))
+        if tgt.arch.name == "x86_64":
+            names = ["x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4"] + names
+        if tgt.is_host:
+            names = ["native"] + names
+        print("\n".join(names))
+        return 0
+    tools = available_toolchains()
+    host = host_arch().triple
+    print("supported (triple, default CPU, C toolchain):")
+    for a in ARCHES.values():
+        if not a.supported:
+            continue
+        t = tools.get(a.triple)
+        cpu = "native" if a.triple == host else a.default_cpu
+        where = (
+            str(t) if t else f"none found: apt-get install {a.packages} (or pip install ziglang)"
+        )
+        mark = "  (this machine)" if a.triple == host else ""
+        print(f"  {a.triple:24} {cpu:12} {where}{mark}")
+    bad = [a for a in ARCHES.values() if not a.supported]
+    if bad:
+        print("not supported:")
+        for a in bad:
+            print(f"  {a.triple:24} {a.unsupported}")
     return 0

@@ -27,6 +27,10 @@ class ArgumentError(GraphcError, ValueError):
     """A runtime argument (data array, batch size, file, option) does not fit what was compiled."""
 
 
+class TargetError(ArgumentError):
+    """An unknown or unsupported target triple, CPU name or CPU feature, or no toolchain for it."""
+
+
 class CheckpointError(GraphcError, ValueError):
     """A checkpoint or weights file is missing, corrupted, or belongs to another model."""
 

@@ -35,6 +35,7 @@ ERROR_NAMES = {
     5: "weights file rejected",
     6: "weights file cannot be read",
     7: "internal error",
+    8: "CPU lacks the instructions the library was built for",
 }
 
 

@@ -264,9 +264,10 @@ class Model:
     def export(self, path: str, **options: Any) -> Any:
         """Write this model (its current weights) as a shared library and C header.
 
-        ``options``: header, entries, weights ("embed" | "file"), weights_path, target_cpu,
-        emit ("obj" | "llvm" | "asm"), cc; see ``graphc.export.export_model``, which this
-        calls. Returns its ExportResult (paths written).
+        ``options``: header, entries, weights ("embed" | "file"), weights_path, target (a
+        triple such as "aarch64-linux-gnu"), target_cpu, features, emit ("so" | "obj" | "a" |
+        "llvm" | "asm"), cc; see ``graphc.export.export_model``, which this calls. Returns its
+        ExportResult (paths written).
         """
         return _exporter("library")(self, path, **options)
 

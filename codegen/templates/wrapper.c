@@ -13,6 +13,8 @@
  *   wheader[]               the weights file's header for this model (CRC field zero)
  *   GC_EMBEDDED_WEIGHTS     (optional) the symbol of the params built into the library
  *   GC_STATE_INIT           (optional) the symbol of the state's initial bytes
+ *   GC_CPU_SUPPORTED        (optional) a function: 0 when this CPU cannot run the kernels;
+ *                           every checked call then returns GC_ERR_CPU
  *
  * tests/test_aot.py compiles this file alone, with stand-ins for those names, under
  * -Wall -Wextra -Werror.
@@ -24,6 +26,9 @@ static int misaligned(const void *p) {
 
 /* ctx and its params (and state when need_state) exist, are large enough and aligned. */
 static int check_ctx(const GC_CTX *ctx, int need_state) {
+#ifdef GC_CPU_SUPPORTED
+    if (!GC_CPU_SUPPORTED()) return GC_ERR_CPU;
+#endif
     if (!ctx) return GC_ERR_NULL;
     if (!ctx->params && GC_PARAM_BYTES > 0) return GC_ERR_NULL;
     if (need_state && !ctx->state && GC_STATE_BYTES > 0) return GC_ERR_NULL;
@@ -57,6 +62,12 @@ static uint32_t le32(const unsigned char *p) {
 }
 
 #define CRC_AT 28
+
+/* Weights files hold little-endian values (byte 32 of the header says so). */
+static int little_endian(void) {
+    const uint32_t one = 1;
+    return *(const unsigned char *)&one == 1;
+}
 
 /* Compares len bytes of a file header at byte offset off with ours (CRC field skipped). */
 static int header_matches(const unsigned char *p, int64_t off, int64_t len) {
@@ -94,7 +105,7 @@ GC_API int GC_FN(read_weights)(GC_CTX *ctx, const void *data, int64_t len) {
     int rc = check_ctx(ctx, 0);
     if (rc) return rc;
     if (!data) return GC_ERR_NULL;
-    if (len != GC_WEIGHTS_FILE_BYTES) return GC_ERR_WEIGHTS;
+    if (len != GC_WEIGHTS_FILE_BYTES || !little_endian()) return GC_ERR_WEIGHTS;
     if (!header_matches(p, 0, (int64_t)sizeof wheader)) return GC_ERR_WEIGHTS;
     if (crc32_update(0, p + sizeof wheader, GC_PARAM_BYTES) != le32(p + CRC_AT)) return GC_ERR_WEIGHTS;
     memcpy(ctx->params, p + sizeof wheader, (size_t)GC_PARAM_BYTES);
@@ -125,6 +136,7 @@ GC_API int GC_FN(load_weights)(GC_CTX *ctx, const char *path) {
     int rc = check_ctx(ctx, 0);
     if (rc) return rc;
     if (!path) return GC_ERR_NULL;
+    if (!little_endian()) return GC_ERR_WEIGHTS;
     f = open_regular(path);
     if (!f) return GC_ERR_IO;
     /* pass 1: header and CRC, params untouched */
