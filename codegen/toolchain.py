@@ -100,25 +100,29 @@ def find_toolchain(target: Target, cc: str | None = None) -> Toolchain:
                 where = f"{_EXPLICIT[how]}{shlex.join(argv)!r}"
                 raise TargetError(
                     f"no C compiler found ({where} is not on PATH): give a compiler's full "
-                    "path, or leave it out to search for one (order: graphc.codegen.toolchain)"
+                    "path, or leave it out to search for one (order: graphc.codegen.toolchain). "
+                    + _install_hint(target)
                 )
             continue
         return Toolchain(tuple(argv), tuple(_ar_for(argv, target.triple)), how)
-    a = target.arch
-    if target.is_host:
-        hint = (
-            "Install one (Debian/Ubuntu: apt-get install gcc; Fedora: dnf install gcc; "
-            "macOS: xcode-select --install) or set $CC to a compiler's path"
-        )
-    else:
-        hint = (
-            f"Install the cross compiler (Debian/Ubuntu: apt-get install {a.packages}), or "
-            "pip install ziglang, or name a compiler with --cc / $GRAPHC_CC"
-        )
     raise TargetError(
         f"no C compiler for {target.triple} found (tried: "
         f"{', '.join(shlex.join(c) for c, _ in _candidates(target, None))}): graphc needs one to "
-        f"link the library. {hint}; --emit llvm or asm needs none"
+        f"link the library. {_install_hint(target)}"
+    )
+
+
+def _install_hint(target: Target) -> str:
+    if target.is_host:
+        return (
+            "Install one (Debian/Ubuntu: apt-get install gcc; Fedora: dnf install gcc; "
+            "macOS: xcode-select --install) or set $CC to a compiler's path; --emit llvm or "
+            "asm needs none"
+        )
+    return (
+        f"Install the cross compiler (Debian/Ubuntu: apt-get install {target.arch.packages}), "
+        "or pip install ziglang, or name a compiler with --cc / $GRAPHC_CC; --emit llvm or "
+        "asm needs none"
     )
 
 
