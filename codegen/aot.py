@@ -21,21 +21,28 @@ Weights file layout (little-endian; ``weights_header``)::
     16  u64      parameter bytes P (NAME_PARAM_BYTES)
     24  u32      parameter count
     28  u32      CRC-32 of the P parameter bytes (zlib's CRC-32, polynomial 0xEDB88320)
-    32  u32 len, bytes: the model name, zero-padded to 8 bytes
+    32  u8       byte order of the parameter values: 1 = little-endian (the only one written)
+    33  u8       bits of the header's size and offset fields: 64
+    34  u8[6]    zero
+    40  u32 len, bytes: the model name, zero-padded to 8 bytes
         per parameter: u32 rank, u32 dtype (0 f32, 1 f64, 2 i32), u64 offset, u64 bytes,
                        u64 dims[rank], u32 name length, name bytes, zero-padded to 8 bytes
         zero padding to H
 
 A library accepts a file whose first H bytes equal its own expected header (CRC field aside),
-whose size is exactly H + P and whose CRC matches.
+whose size is exactly H + P and whose CRC matches, and only on a little-endian machine: a file
+(or library) of another byte order or field width is rejected, never misread. Writers convert
+host-order parameters to little-endian (``params_little_endian``).
 """
 
 from __future__ import annotations
 
+import array
 import json
 import pathlib
 import re
 import struct
+import sys
 import zlib
 from dataclasses import dataclass, field
 
@@ -53,7 +60,7 @@ from .target import optimize
 from .threads import thread_pool
 
 ABI_VERSION = 1
-WEIGHTS_VERSION = 1
+WEIGHTS_VERSION = 2  # 2: byte order and field width at 32
 WEIGHTS_MAGIC = b"GCWEIGHT"
 MAX_BATCH = 1 << 30  # keeps every size expression far from int64 overflow
 PUBLIC_ENTRIES = ("infer", "train_step")
@@ -426,7 +433,8 @@ def _pad8(b: bytes) -> bytes:
 
 def weights_header(plan: LibraryPlan, crc: int = 0) -> bytes:
     """The weights file's header for this model (see the module docstring), CRC field ``crc``."""
-    body = _pad8(struct.pack("<I", len(plan.name)) + plan.name.encode())
+    body = struct.pack("<BB6x", 1, 64)  # little-endian values, 64-bit size fields
+    body += _pad8(struct.pack("<I", len(plan.name)) + plan.name.encode())
     for r in plan.params:
         dims = r.type.concrete(1)
         body += _pad8(
@@ -456,7 +464,22 @@ def weights_file_bytes(plan: LibraryPlan, params: bytes) -> bytes:
         raise CodegenError(
             f"weights: expected {plan.param_bytes} parameter bytes, got {len(params)}"
         )
+    params = params_little_endian(plan, params)
     return weights_header(plan, zlib.crc32(params)) + params
+
+
+def params_little_endian(plan: LibraryPlan, params: bytes) -> bytes:
+    """The params region (host byte order, as numpy holds it) in little-endian order, the
+    order of weights files and embedded weights: unchanged on little-endian hosts."""
+    if sys.byteorder == "little":
+        return params
+    out = bytearray(params)
+    for r in plan.params:
+        values = array.array({"f32": "f", "f64": "d", "i32": "i"}[r.type.dtype])
+        values.frombytes(params[r.offset : r.offset + r.nbytes])
+        values.byteswap()
+        out[r.offset : r.offset + r.nbytes] = values.tobytes()
+    return bytes(out)
 
 
 # ---------------------------------------------------------------------------- object

@@ -184,7 +184,8 @@ def export_model(
     )
     params = model._param_region.tobytes()
     tm = target_machine(tgt, pic=True)
-    mod = aot.object_module(mb.module, plan, tm, params if plan.embed else None)
+    embedded = aot.params_little_endian(plan, params) if plan.embed else None
+    mod = aot.object_module(mb.module, plan, tm, embedded)
     out = os.path.abspath(path)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     if emit == "llvm":

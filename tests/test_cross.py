@@ -20,15 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-import graphc as gc
-from graphc.cli import main as cli_main
 from graphc.codegen.module import ModuleBuilder
 from graphc.codegen.target import resolve_target, vector_unit
 from graphc.codegen.toolchain import find_toolchain
-from graphc.export import write_weights
-
 from test_aot import BAD_CALLS_C, EXAMPLES, digits_model  # noqa: E402  (the tests' folder)
+
+import graphc as gc
+from graphc.cli import main as cli_main
+from graphc.export import write_weights
 
 AARCH64_CC = shutil.which("aarch64-linux-gnu-gcc")
 QEMU_AARCH64 = shutil.which("qemu-aarch64")
@@ -446,3 +445,49 @@ def test_two_libraries_with_the_same_model_name_load_and_unload(tmp_path):
     assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
     lib = ctypes.CDLL(paths[0])
     assert lib.digits_get_num_threads() == 1
+
+
+@pytest.mark.skipif(
+    shutil.which("make") is None or AARCH64_CC is None or QEMU_AARCH64 is None,
+    reason="needs make, aarch64-linux-gnu-gcc and qemu-aarch64",
+)
+def test_examples_c_make_target_aarch64_builds_and_runs(tmp_path):
+    """examples/c: `make run TARGET=aarch64-linux-gnu` builds the library and both programs for
+    aarch64 and runs them under qemu-user (training, then prediction with the trained weights)."""
+    if (
+        "rows.h" in (EXAMPLES / "c" / "Makefile").read_text()
+        and not (EXAMPLES / "c" / "rows.h").exists()
+    ):
+        pytest.skip("examples/c/rows.h, which the Makefile needs, is missing from the checkout")
+    work = tmp_path / "c"
+    shutil.copytree(EXAMPLES / "c", work)
+    shutil.copy(EXAMPLES / "data_utils.py", tmp_path / "data_utils.py")
+    shutil.copytree(EXAMPLES / "data", tmp_path / "data")
+    r = subprocess.run(
+        ["make", "run", "TARGET=aarch64-linux-gnu", f"MODEL={EXAMPLES / 'models.py'}:digits",
+         f"GRAPHC={sys.executable} -m graphc", f"PYTHON={sys.executable}"],
+        cwd=work, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert (work / "predict").read_bytes()[18:20] == (183).to_bytes(2, "little")  # EM_AARCH64
+    lines = r.stdout.strip().splitlines()
+    assert len(lines[-1].split()) == 10  # a row of the 10 classes' scores
+
+
+def test_weights_file_states_byte_order_and_field_width(tmp_path):
+    """Byte 32 of a weights file is its values' byte order (1: little-endian), byte 33 the bits
+    of its size fields (64); a library rejects a file that says otherwise (ERR_WEIGHTS, as
+    CheckpointError from gc.load) and accepts the file as written."""
+    model = digits_model(seed=4)
+    res = model.export(str(tmp_path / "libdigits.so"), entries="infer", weights="file")
+    blob = open(res.weights, "rb").read()
+    assert blob[:8] == b"GCWEIGHT" and blob[32:34] == bytes([1, 64])
+    x = np.linspace(-1, 1, 64 * 3, dtype=np.float32).reshape(3, 64)
+    lib = gc.load(res.library, weights=res.weights)
+    np.testing.assert_allclose(lib.predict(x), model.predict(x), rtol=1e-6, atol=1e-6)
+    for at, value in ((32, 2), (33, 32)):
+        bad = bytearray(blob)
+        bad[at] = value
+        (tmp_path / "bad.weights").write_bytes(bytes(bad))
+        with pytest.raises(gc.CheckpointError, match="rejected"):
+            gc.load(res.library, weights=str(tmp_path / "bad.weights"))
