@@ -491,3 +491,27 @@ def test_weights_file_states_byte_order_and_field_width(tmp_path):
         (tmp_path / "bad.weights").write_bytes(bytes(bad))
         with pytest.raises(gc.CheckpointError, match="rejected"):
             gc.load(res.library, weights=str(tmp_path / "bad.weights"))
+
+
+def test_header_is_the_same_c_for_every_target(tmp_path):
+    """The header of an aarch64 library differs from the host's only in the two lines that name
+    the target, and its declarations use fixed-width types only (no long, size_t, intptr_t)."""
+    model = digits_model(seed=6)
+    texts = []
+    for triple in (None, "aarch64-linux-gnu"):
+        d = tmp_path / (triple or "host")
+        res = model.export(str(d / "libdigits.so"), target=triple, entries="infer")
+        texts.append(open(res.header).read())
+    a, b = (t.splitlines() for t in texts)
+    diff = [(x, y) for x, y in zip(a, b) if x != y]
+    assert len(a) == len(b) and len(diff) == 2 and all("_TARGET" in x for x, _ in diff), diff
+    code = re.sub(r"/\*.*?\*/", "", texts[0], flags=re.DOTALL)
+    assert not re.search(r"\b(long|size_t|intptr_t|uintptr_t)\b", code)
+
+
+def test_named_aarch64_core_builds_with_neon_fmas(tmp_path):
+    model = digits_model(seed=6)
+    res = model.export(str(tmp_path / "d.s"), target="aarch64-linux-gnu",
+                       target_cpu="neoverse-n1", entries="infer")  # fmt: skip
+    asm = open(res.asm).read()
+    assert len(re.findall(r"\tfmla\tv\d+\.4s", asm)) >= 24 and "pause" not in asm
