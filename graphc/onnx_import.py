@@ -1502,13 +1502,19 @@ def _reduce_max(cx: NodeContext) -> list[Value]:
 
 
 def _argmax(cx: NodeContext) -> list[Value]:
-    """The index of the first maximum along ``axis``: with m the max and g_k = [x_k >= m],
-    index = (S - 1) - max_k(g_k * (S - 1 - k)); nondifferentiable, exact for S < 2**24."""
+    """The index of the first maximum along ``axis``, as float32: graphc's argmax and cast, or
+    (without them) with m the max and g_k = [x_k >= m], index = (S - 1) - max_k(g_k * (S - 1 -
+    k)); nondifferentiable, exact for S < 2**24."""
     x = cx.x(0)
     r = len(x.shape)
     axis = _axis(cx, int(cx.attr("axis", 0)), r)
     if cx.attr("select_last_index", 0):
         cx.fail("select_last_index=1 is not supported")
+    keep = bool(cx.attr("keepdims", 1))
+    if native("argmax") and native("cast"):  # i32 indices, as float32 values (labels flow on)
+        t = dsl.apply("cast", dsl.apply("argmax", x, axis=axis, keepdims=keep), dtype="f32")
+        cx.imp.integral.add(id(t))
+        return [t]
     size = x.shape[axis]
     m = _max_along(cx, x, axis)
     hit = dsl.apply("greater_equal", x, m)
@@ -1516,7 +1522,7 @@ def _argmax(cx: NodeContext) -> list[Value]:
     rank = np.arange(size - 1, -1, -1, dtype=np.float32).reshape((size, *trail))
     score = _max_along(cx, hit * cx.imp.constant_tensor(f"rank_{size}", rank, cx, False), axis)
     t = (size - 1) - score
-    if not cx.attr("keepdims", 1):
+    if not keep:
         t = _drop_axis(cx, t, axis)
     cx.imp.integral.add(id(t))
     return [t]
