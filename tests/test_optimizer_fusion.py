@@ -123,10 +123,12 @@ def test_digits_has_one_update_kernel() -> None:
     flat = [k for k in sched.kernels if k.elements]
     last = prog.layout["fc2.b"]
     assert len(flat) == 1 and flat[0].elements == (last.offset + last.size) // 4
-    assert len(sched.kernels) == 9
+    # 9 + 2: the i64 step increment and Adam's two bias corrections are scalar kernels of
+    # their own (an i64 value does not fuse into an f32 loop)
+    assert len(sched.kernels) == 11
     assert any(v.startswith("one loop") for v in sched.flat_notes.values())
     off = _digits_program(disabled_passes=("fuse_optimizer",)).schedules["train_step"]
-    assert len(off.kernels) == 12 and not any(k.elements for k in off.kernels)
+    assert len(off.kernels) == 14 and not any(k.elements for k in off.kernels)
 
 
 def test_layout_follows_the_param_region() -> None:
@@ -148,7 +150,7 @@ def test_gradients_outside_the_grad_region_fall_back() -> None:
     g = prog.optimized["train_step"].graph
     sched = schedule(g, prog.layout, {})  # gradients planned in the arena, not the grad region
     assert not any(k.elements for k in sched.kernels)
-    assert len(sched.kernels) == 12
+    assert len(sched.kernels) == 14
     assert all(v.startswith("not flat") for v in sched.flat_notes.values()) and sched.flat_notes
 
 

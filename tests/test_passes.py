@@ -562,7 +562,8 @@ def test_adam_updates_become_one_kernel_per_parameter() -> None:
         writers = [k for k in update if any(g[n].inputs and p in g[n].inputs for n in k.nodes)]
         assert len(writers) == 1, (p, writers)
         assert len(writers[0].stores) == 3  # m, v and the parameter, in place
-    assert len(update) == len(params) + 1  # + the step counter and bias corrections (scalars)
+    # + 3 scalar kernels: the i64 step increment and Adam's two bias corrections
+    assert len(update) == len(params) + 3
     assert_same_outputs(prog.training, g)
 
 
