@@ -295,9 +295,8 @@ def _gelu(b, node, a, name):
         x3 = b.fmul(b.fmul(x, x), x)
         u = b.fmul(b.fadd(x, b.fmul(x3, _c(x, GELU_TANH_C))), _c(x, math.sqrt(2.0 / math.pi)))
         s = vmath.tanh(b, u, name=name + ".tanh")
-    else:
-        s = vmath.erf(b, b.fmul(x, _c(x, 1.0 / math.sqrt(2.0))), name=name + ".erf")
-    return b.fmul(b.fmul(x, _c(x, 0.5)), b.fadd(one_like(x), s), name=name)
+        return b.fmul(b.fmul(x, _c(x, 0.5)), b.fadd(one_like(x), s), name=name)
+    return b.fmul(x, vmath.normal_cdf(b, x, name=name + ".cdf"), name=name)  # keeps the tail
 
 
 @lowering("silu")

@@ -32,6 +32,7 @@ from llvmlite import ir
 __all__ = [
     "const_like",
     "erf",
+    "normal_cdf",
     "exp",
     "fabs",
     "fmax",
@@ -612,3 +613,71 @@ def erf(b: ir.IRBuilder, x: ir.Value, name: str = "") -> ir.Value:
     mag = b.select(lt(2.5), mid, mag, name=f"{p}.mag")
     mag = b.select(lt(1.0), small, mag, name=f"{p}.mag")
     return _select_nan(b, x, _copysign(b, mag, x, f"{p}.signed"), p)
+
+
+# Fitted for graphc like the erf sets (float32): erfc(z) exp(z^2) = M(z - 1.5) on 0.5 <= z < 2.5
+# and = T(1 / z) on 2.5 <= z < 10.
+_ERFCXF_M = [
+    2.7747002604883164e-05,
+    -9.466513438383117e-05,
+    0.0002206089411629364,
+    -0.0006393129006028175,
+    0.001885620062239468,
+    -0.005155815742909908,
+    0.01337803527712822,
+    -0.0329291857779026,
+    0.07615091651678085,
+    -0.16362300515174866,
+    0.32158541679382324,
+]
+_ERFCXF_T = [
+    0.3761620819568634,
+    -0.838828980922699,
+    0.6682390570640564,
+    -0.041980162262916565,
+    -0.27786970138549805,
+    -0.00022571993758901954,
+    0.5641939043998718,
+    4.73989629767857e-08,
+]
+
+
+def normal_cdf(b: ir.IRBuilder, x: ir.Value, name: str = "") -> ir.Value:
+    """Phi(x) = (1 + erf(x / sqrt 2)) / 2, the standard normal CDF (GELU's factor).
+
+    Method, float32: Phi(x) = erfc(z) / 2 with z = -x / sqrt 2; for |z| < 0.5, erfc(z) =
+    1 - erf(z); otherwise erfc(|z|) = exp(-z^2) M(|z| - 1.5) or exp(-z^2) T(1/|z|) (coefficients
+    above), with z^2 = x^2 / 2 taken from x exactly (x^2 split by an fma), and erfc(z) = 2 -
+    erfc(|z|) for z < 0. So the left tail keeps its relative accuracy where 1 + erf(x / sqrt 2)
+    would cancel (x < -1). Float64: (1 + erf(x / sqrt 2)) / 2 (absolute error about 1e-16: the
+    relative error grows in the far left tail, 1e-10 at x = -5, and Phi is 0 below x = -8.3).
+
+    Special values: Phi(-inf) = 0, Phi(+inf) = 1, Phi(nan) = nan.
+
+    Error bound (tested on [-13, 13] against 0.5 math.erfc(-x / sqrt 2)): float32 5e-7 relative
+    (measured 3.3e-7, in the tail too); float64 3e-16 absolute and 1e-9 relative where
+    Phi > 1e-6.
+    """
+    p = name or "normal_cdf"
+    ty = x.type
+    half, one = const_like(ty, 0.5), const_like(ty, 1.0)
+    if _is_f64(ty):
+        e = erf(b, b.fmul(x, const_like(ty, 1.0 / math.sqrt(2.0))), name=f"{p}.erf")
+        return b.fmul(half, b.fadd(one, e), name=p)
+    z = b.fmul(x, const_like(ty, -1.0 / math.sqrt(2.0)), name=f"{p}.z")
+    az = fabs(b, z, name=f"{p}.az")
+    h = b.fmul(x, x, name=f"{p}.h")
+    lo = _fma(b, x, x, b.fneg(h), f"{p}.l")  # x^2 = h + lo exactly
+    e = exp(b, b.fmul(h, const_like(ty, -0.5)), name=f"{p}.exp")  # exp(-x^2/2) = exp(-z^2) ...
+    e = b.fmul(e, b.fsub(one, b.fmul(lo, half)), name=f"{p}.e")  # ... times exp(-lo/2)
+    mid = _horner(b, b.fsub(az, const_like(ty, 1.5)), _ERFCXF_M, f"{p}.M")
+    tail = _horner(b, b.fdiv(one, az), _ERFCXF_T, f"{p}.T")
+    g = b.select(b.fcmp_ordered("<", az, const_like(ty, 2.5)), mid, tail, name=f"{p}.g")
+    ec = b.fmul(e, g, name=f"{p}.ec")  # erfc(|z|) for |z| >= 0.5
+    # erfc(|z|) < 1e-45 (below float32's subnormals) from |z| = 10 on; also for |z| = inf, where
+    # the products above are NaN
+    ec = b.select(b.fcmp_ordered("<", az, const_like(ty, 10.0)), ec, const_like(ty, 0.0))
+    ec = b.select(b.fcmp_ordered("<", z, const_like(ty, 0.0)), b.fsub(const_like(ty, 2.0), ec), ec)
+    small = b.fsub(one, erf(b, z, name=f"{p}.erf"), name=f"{p}.small")
+    r = b.select(b.fcmp_ordered("<", az, half), small, ec, name=f"{p}.erfc")
+    return _select_nan(b, x, b.fmul(half, r), p)

@@ -372,3 +372,30 @@ def test_vector_values_are_accepted_and_return_same_type() -> None:
     llvm.parse_assembly(str(module)).verify()
     with pytest.raises(TypeError, match="expected float"):
         vmath.exp(b, ir.Constant(ir.IntType(32), 1))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_normal_cdf_keeps_relative_accuracy_in_the_left_tail(dtype: type) -> None:
+    """vmath.normal_cdf (GELU's factor) against 0.5 * math.erfc(-x / sqrt 2) in float64."""
+    module = ir.Module(name="ncdf")
+    _add_elementwise(module, "f", "normal_cdf", dtype)
+    tm = _target_machine()
+    engine = llvm.create_mcjit_compiler(_optimize(module, tm), tm)
+    engine.finalize_object()
+    fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(
+        engine.get_function_address("f")
+    )
+    x = np.concatenate([np.linspace(-13.0, 13.0, 400_001), [0.0, -0.0]]).astype(dtype)
+    y = np.empty_like(x)
+    fn(x.ctypes.data, y.ctypes.data, x.size)
+    ref = 0.5 * np.vectorize(math.erfc)(-x.astype(np.float64) / math.sqrt(2.0))
+    err = np.abs(y - ref) / np.maximum(ref, float(np.finfo(dtype).tiny))
+    if dtype is np.float32:
+        assert float(err.max()) <= 5e-7, float(err.max())
+    else:  # (1 + erf) / 2: absolute accuracy, relative where Phi is not tiny (see the docstring)
+        assert float(np.abs(y - ref).max()) <= 3e-16
+        assert float(err[ref > 1e-6].max()) <= 1e-9
+    special = np.array([np.inf, -np.inf, np.nan], dtype=dtype)
+    out = np.empty_like(special)
+    fn(special.ctypes.data, out.ctypes.data, 3)
+    assert out[0] == 1.0 and out[1] == 0.0 and np.isnan(out[2])
