@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -571,13 +573,15 @@ class Model:
                 NumericsError naming the epoch and step; False trains on (one native call
                 per batch then).
 
-        ``model.history`` holds the History from the start: a KeyboardInterrupt (Ctrl-C) stops
-        training at the end of the last finished epoch: an unfinished epoch is rolled back
-        (parameters, optimizer state and step counter as they were when it began, from a copy
-        made at each epoch's start), so the model, ``model.history`` and a checkpoint saved
-        after that epoch agree, and ``fit(..., initial_epoch=k)`` with k the epochs done
-        continues exactly as the uninterrupted run; ``history.interrupted`` is set and fit
-        returns. An exception raised by a callback propagates, with ``model.history`` holding
+        ``model.history`` holds the History from the start. Ctrl-C (SIGINT, in the main
+        thread) takes effect at the next step boundary: a one-call native epoch runs to its
+        end and is committed to the history first; in the per-step path the unfinished epoch
+        is rolled back (parameters, optimizer state and step counter as they were when it
+        began, from a copy made at each epoch's start; the same for a KeyboardInterrupt raised
+        anywhere else, a second Ctrl-C interrupts at once). So the model, ``model.history`` and
+        a checkpoint saved after the last finished epoch agree, and ``fit(...,
+        initial_epoch=k)`` with k the epochs done continues exactly as the uninterrupted run;
+        ``history.interrupted`` is set and fit returns. An exception raised by a callback propagates, with ``model.history`` holding
         the epochs finished so far.
 
         Returns:
@@ -604,8 +608,10 @@ class Model:
         run = _FitRun(self, feeds, n, batch_size, native, stop_on_nonfinite)
         cbs.train_begin(self)
         progress = _Progress(verbose, epochs, initial_epoch)
+        run.ctrl_c = ctrl_c = _DeferredInterrupt()  # Ctrl-C acts at the next step boundary
         try:
             for epoch in range(initial_epoch, epochs):
+                ctrl_c.check()  # pressed in the last epoch's callbacks: no new epoch
                 cbs.epoch_begin(self, epoch)
                 figures = run.epoch(epoch, shuffle, seed, cbs, len(history.epochs))
                 if val is not None:
@@ -614,6 +620,7 @@ class Model:
                 figures["seconds"] = time.perf_counter() - run.t0
                 history.add(epoch, figures)
                 run.start = None  # committed: parameters, step counter and history agree
+                ctrl_c.check()  # pressed during the epoch (a native one-call epoch included)
                 progress.epoch(epoch, figures)
                 if cbs.epoch_end(self, epoch, figures):
                     history.stopped_early = True
@@ -621,6 +628,8 @@ class Model:
         except KeyboardInterrupt:
             run.roll_back_interrupted(history, initial_epoch)
         finally:
+            if ctrl_c.restore():  # pressed once training had ended: say so, nothing to undo
+                history.interrupted = True
             progress.close()
             cbs.train_end(self, history)
         return history
@@ -720,6 +729,7 @@ class _FitRun:
             self.staging = [None if s == "lr" else self.stage[s] for s in self.slots]
             self.losses = np.empty(-(-n // bs), e.out_types[0].np_dtype)
         self.start: tuple[np.ndarray, np.ndarray] | None = None  # the running epoch's start
+        self.ctrl_c: _DeferredInterrupt | None = None  # set by fit
         self.done = 0  # epochs in the history when the running epoch began
         self.t0 = 0.0
 
@@ -766,6 +776,8 @@ class _FitRun:
             cbs.batch_begin(b, {"batch": b, "size": min(self.bs, self.n - lo)})
             lrs.append(float(self.model.lr))
             loss, rows = self._step(order, lo, self.model.lr)
+            if self.ctrl_c is not None:
+                self.ctrl_c.check()  # mid-epoch: rolled back by fit
             if self.stop_on_nonfinite and not math.isfinite(loss):
                 raise self._nonfinite(epoch, order, b, loss, lrs)
             total += loss * rows
@@ -819,6 +831,43 @@ class _FitRun:
             len(history.epochs),
             initial_epoch + len(history.epochs),
         )
+
+
+class _DeferredInterrupt:
+    """While fit runs (in the main thread, with Python's default SIGINT handler), a first Ctrl-C
+    is recorded and raised as KeyboardInterrupt at the next ``check()``, i.e. at a step or
+    epoch boundary, never in the middle of fit's bookkeeping; a second one interrupts at once.
+    A one-call native epoch therefore finishes and is committed to the history before fit
+    stops (signals reach Python only between native calls anyway)."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.installed = False
+        if threading.current_thread() is threading.main_thread():
+            try:
+                if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                    signal.signal(signal.SIGINT, self._handler)
+                    self.installed = True
+            except (ValueError, OSError):
+                pass
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def check(self) -> None:
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    def restore(self) -> bool:
+        """Put Python's handler back; True when a Ctrl-C came after the last check."""
+        if self.installed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            self.installed = False
+        pending, self.pending = self.pending, False
+        return pending
 
 
 class _Progress:

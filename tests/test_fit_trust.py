@@ -178,3 +178,26 @@ def test_batch_callbacks_get_keras_arguments(data) -> None:
         np.testing.assert_allclose(logs["loss"], total / (b * BS + sizes[b]), rtol=1e-12)
         w["lin.w"] = w["lin.w"] - LR * 2 * xb.T @ r / r.size
         w["lin.b"] = w["lin.b"] - LR * 2 * r.sum(axis=0) / r.size
+
+
+def test_sigint_during_a_one_call_epoch_finishes_and_commits_that_epoch(data) -> None:
+    """A real SIGINT while epoch 2 runs natively: the epoch completes, enters the history, and
+    fit stops there; resuming gives the uninterrupted run."""
+    x, y = data
+    fit = dict(batch_size=BS, verbose=0, seed=4)
+    ref = _linear()
+    ref_hist = ref.fit(x, y, epochs=4, **fit)
+    m = _linear()
+    assert m.epoch_entry is not None
+
+    class CtrlCAtEpoch2:
+        def on_epoch_begin(self, model, epoch):
+            if epoch == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    h = m.fit(x, y, epochs=4, callbacks=[CtrlCAtEpoch2()], **fit)
+    assert h.interrupted and h.epochs == [0, 1, 2] and h["loss"] == ref_hist["loss"][:3]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    m.fit(x, y, epochs=4, initial_epoch=3, **fit)
+    for k in ref.params:
+        np.testing.assert_array_equal(m.params[k], ref.params[k])
