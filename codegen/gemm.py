@@ -70,7 +70,11 @@ GEMV_ROWS = 8  # a GEMV (M = 1) adds this many rows of B to C's row per pass
 DIRECT_ROWS = 2  # direct path tile: DIRECT_ROWS x DIRECT_NV vectors (8 accumulators)
 DIRECT_NV = 4
 PARALLEL_MIN_MACS = 1 << 18  # smaller products (about 6 us on one core) stay on one thread
-DIRECT_PARALLEL_MIN = 1 << 16  # the small-M path splits its columns when B holds this many
+# The small-M path splits its columns when B holds this many values. Measured with
+# benchmarks/dispatch.py (GEMV at batch 1, K = 256, 2 threads against 1, 2-core Zen 3 under
+# load): 1.22x slower at 2^16 values of B, 0.78x at 2^17, 0.54x at 2^18; a dispatch that waits
+# for the other core costs some 10-40 us, which a GEMV below 2^17 values does not earn back.
+DIRECT_PARALLEL_MIN = 1 << 17
 BLOCKS_PER_THREAD = 4  # a split product has at most this many blocks of C per thread ...
 BLOCK_MIN = 512  # ... each of at least this many rows (split along M) or columns (along N):
 # every block packs all of the other operand, and packing a value costs some 30 multiply-adds

@@ -647,6 +647,12 @@ class JitModule:
         """The thread count the module's pool runs with now (1 without a pool)."""
         return int(self._get_threads()) if self._set_threads is not None else 1
 
+    def dispatches(self, prefix: str) -> int:
+        """How many times the module's kernels handed work to the pool (``PREFIX_pool_
+        dispatches``; codegen/threads.py): work below the thresholds never does."""
+        addr = self.engine.get_function_address(f"{prefix}_pool_dispatches")
+        return int(ctypes.CFUNCTYPE(ctypes.c_int64)(addr)()) if addr else 0
+
     def stop_threads(self) -> None:
         """Join the module's worker threads (before its code is freed; at exit)."""
         if getattr(self, "_set_threads", None) is not None:

@@ -149,6 +149,11 @@ class _PoolEmitter:
         set_threads = self.emit_set_threads(worker)
         get_threads, b = self.function(f"{self.prefix}_get_num_threads", I32, [], internal=False)
         b.ret(b.trunc(b.load_atomic(self.threads, "monotonic", 8), I32))
+        # i64 NAME_pool_dispatches(): dispatches that woke the pool so far (the generation in
+        # `work`, mod 2^32). Tests use it to check that small work stays on the caller; the
+        # libraries do not export it (aot.object_module makes it internal).
+        dispatches, b = self.function(f"{self.prefix}_pool_dispatches", I64, [], internal=False)
+        b.ret(self.gen_of(b, b.load_atomic(self.work, "monotonic", 8, typ=I64)))
         self.emit_forget_threads()
         return ThreadPool(run, self.threads, set_threads, get_threads)
 

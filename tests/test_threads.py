@@ -28,9 +28,10 @@ def cache(tmp_path_factory):
 
 
 def _net(threads: int) -> gc.Model:
-    # 64 x 300 x 200 = 3.8M multiply-adds per forward GEMM: well above PARALLEL_MIN_MACS.
+    # 64 x 700 x 200 = 9M multiply-adds per forward GEMM: well above PARALLEL_MIN_MACS; 147,710
+    # parameters, so Adam's flat update loop splits too (PARALLEL_MIN_ELEMENTS).
     x = gc.input("x", ("N", 200))
-    h = gc.dense(x, 300, "relu", name="fc1")
+    h = gc.dense(x, 700, "relu", name="fc1")
     logits = gc.dense(h, 10, name="fc2")
     return gc.compile(
         logits,
@@ -65,7 +66,8 @@ def test_gemm_split_is_bit_identical_to_one_thread_and_matches_numpy() -> None:
         (1000, 20, 50),
         # the small-M path splits N when B holds >= DIRECT_PARALLEL_MIN values
         (1, 300, 256),
-        (1, 37, 2000),
+        (1, 600, 256),
+        (1, 37, 4000),
         (3, 1000, 70),
         (5, 257, 300),
         (2, 40, 40),
