@@ -54,6 +54,7 @@ from graphc.ir.plan import ALIGN, Schedule
 from graphc.ir.types import BATCH, DTYPE_INFO, TensorType
 from llvmlite import ir
 
+from .checks import CHECK_BASE, InputCheck
 from .kernels import NUMERICS_BASE
 from .lltypes import I8
 from .target import optimize
@@ -81,7 +82,22 @@ ERRORS = [  # (macro suffix, code, message); mirrored in runtime/library.py by c
     ("ERR_IO", 6, "weights file cannot be opened or read, or is not a regular file"),
     ("ERR_INTERNAL", 7, "the compiled kernels reported an error"),
     ("ERR_CPU", 8, "this CPU lacks instructions the library was built for (see TARGET_CPU)"),
+    # The input checks of train_step (codegen/checks.py): run before anything is written.
+    ("ERR_LABEL", 9, "a class label is outside 0..CLASSES-1; nothing was written"),
+    ("ERR_NONFINITE", 10, "an input holds NaN or Inf; nothing was written"),
+    (
+        "ERR_TARGET",
+        11,
+        "a binary cross-entropy target is NaN or outside [0, 1]; nothing was written",
+    ),
+    ("ERR_LR", 12, "the learning rate is NaN, infinite or negative; nothing was written"),
 ]
+CHECK_ERRORS = {
+    "classes": "ERR_LABEL",
+    "finite": "ERR_NONFINITE",
+    "unit": "ERR_TARGET",
+    "lr": "ERR_LR",
+}
 
 
 C_KEYWORDS = frozenset(
@@ -195,6 +211,7 @@ class EntryPlan:
     # Calls on blocks of rows give the rows of one call on all (graphc.ir.batch): every output
     # is row-wise (row i depends on input row i only; for train_step: never, the loss is a mean)
     rows_independent: bool = False
+    checks: dict[str, InputCheck] = field(default_factory=dict)  # by value name
 
 
 @dataclass
@@ -251,6 +268,7 @@ def plan_library(
     check_numerics: bool = False,
     target: str = "",
     cpu_checks: tuple[str, ...] = (),
+    input_checks: dict[str, list[InputCheck]] | None = None,
 ) -> LibraryPlan:
     """The public interface of a library from the compiled program's schedules and layout
     (``check_numerics``: the schedules were compiled with the NaN/Inf scans, whose sites the
@@ -308,6 +326,7 @@ def plan_library(
             s.grad_bytes + s.arena_fixed,
             s.arena_row,
             entry == "infer" and rows_independent(g, s.output_slots),
+            {c.name: c for c in (input_checks or {}).get(entry, ())},
         )
     params = [
         Region(n.name, n.type, layout[n.name].offset, layout[n.name].size)
@@ -375,13 +394,16 @@ def numerics_message(site: dict) -> str:
 def _meta(plan: LibraryPlan) -> dict:
     """The JSON description ``graphc.load`` reads back from ``NAME_graphc_meta()``."""
 
-    def port(p: Port) -> dict:
-        return {
+    def port(p: Port, checks: dict[str, InputCheck]) -> dict:
+        out = {
             "name": p.name,
             "cname": p.cname,
             "dtype": p.type.dtype,
             "shape": [d if d == BATCH else int(d) for d in p.type.shape],
         }
+        if p.name in checks:  # the entry's native check of this input (codegen/checks.py)
+            out["check"] = [checks[p.name].kind, checks[p.name].bound]
+        return out
 
     def region(r: Region) -> dict:
         return {
@@ -412,8 +434,8 @@ def _meta(plan: LibraryPlan) -> dict:
         "numerics_offset": plan.numerics_offset,
         "entries": {
             e: {
-                "inputs": [port(p) for p in ep.inputs],
-                "outputs": [port(p) for p in ep.outputs],
+                "inputs": [port(p, ep.checks) for p in ep.inputs],
+                "outputs": [port(p, {}) for p in ep.outputs],
                 "lr_dtype": ep.lr.type.dtype if ep.lr else None,
                 "workspace_fixed": ep.ws_fixed,
                 "workspace_row": ep.ws_row,
@@ -715,6 +737,9 @@ def _header_ports(plan: LibraryPlan) -> list[str]:
                 )
                 a(f"#define {key}_ELEMS(n) {p.elems_c('n')}")
                 a(f"#define {key}_SLOT {p.slot}")
+                chk = ent[e].checks.get(p.name)
+                if chk is not None and chk.kind == "classes":
+                    a(f"#define {key}_CLASSES {chk.bound}   /* labels must lie in 0..CLASSES-1 */")
                 for k, d in enumerate(p.type.shape):
                     if d != BATCH:
                         a(f"#define {key}_DIM{k} {d}")
@@ -852,6 +877,9 @@ def _aliases(plan: LibraryPlan) -> list[str]:
         out.append(f"typedef {lab.ctype} model_label_t;")
         out.append(f"#define MODEL_LABEL_ROW_ELEMS {U}_{lab.cname.upper()}_ROW_ELEMS")
         out.append(f"#define MODEL_LABEL_IS_INT {int(lab.type.dtype == 'i32')}")
+        chk = ts.checks.get(lab.name)
+        if chk is not None and chk.kind == "classes":
+            out.append(f"#define MODEL_LABEL_CLASSES {U}_{lab.cname.upper()}_CLASSES")
     return out
 
 
@@ -875,8 +903,28 @@ def _prototype(plan: LibraryPlan, e: EntryPlan, doc: bool = False) -> str:
     else:
         what = (
             "/* One optimizer step on n rows: forward, backward, update of params and state in\n"
-            "   place; writes the batch's mean loss. lr is the learning rate. */"
+            "   place; writes the batch's mean loss. lr is the learning rate."
         )
+        U = plan.upper
+        rules = []
+        for name, c in e.checks.items():
+            cn = "lr" if c.kind == "lr" else c_ident(name)
+            rules.append(
+                {
+                    "classes": f"{cn} in 0..{U}_{cn.upper()}_CLASSES-1 ({U}_ERR_LABEL)",
+                    "finite": f"{cn} free of NaN and Inf ({U}_ERR_NONFINITE)",
+                    "unit": f"{cn} in [0, 1] ({U}_ERR_TARGET)",
+                    "lr": f"lr finite and >= 0 ({U}_ERR_LR)",
+                }[c.kind]
+            )
+        if rules:
+            what += (
+                "\n   The values are checked first; on a failure the call returns the code and\n"
+                "   writes nothing (params, state and loss unchanged):\n     "
+                + ";\n     ".join(rules)
+                + "."
+            )
+        what += " */"
     return what + "\n" + proto
 
 
@@ -1099,6 +1147,13 @@ def _c_entry(plan: LibraryPlan, e: EntryPlan) -> list[str]:
     a(
         f"    gc_rc = {N}__graphc_{e.entry}(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);"
     )
+    if e.checks:  # the input checks' codes (CHECK_BASE + slot): nothing was written
+        slot_of = {p.name: p.slot for p in e.inputs}
+        if e.lr is not None:
+            slot_of[e.lr.name] = e.lr.slot
+        for name, c in e.checks.items():
+            code = CHECK_BASE + slot_of[name]
+            a(f"    if (gc_rc == {code}) return {U}_{CHECK_ERRORS[c.kind]};  /* {name} */")
     if e.entry in plan.numerics_offset:  # a check_numerics site: its code, unique in the library
         off = plan.numerics_offset[e.entry]
         a(f"    if (gc_rc >= {NUMERICS_BASE}) return gc_rc + {off};")

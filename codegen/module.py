@@ -5,9 +5,11 @@ from __future__ import annotations
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import attrs_key
 from graphc.ir.plan import Kernel, Schedule
+from graphc.ir.types import BATCH
 from llvmlite import ir
 
 from . import kernels as K
+from .checks import InputCheck, emit_input_checks
 from .gemm import emit_gemm
 from .kernels import ENTRY_TYPE, KernelContext, epilogue_for, storage_key
 from .lltypes import I8, I32, LL, PTR, i64
@@ -60,18 +62,51 @@ class ModuleBuilder:
         ``NAME_<step_entry>`` (added before); ABI in ``codegen/epoch.py``."""
         from .epoch import emit_train_epoch
 
-        step = self.module.get_global(f"{self.name}_{step_entry}")
+        fname = f"{self.name}_{step_entry}"  # the body: fit checked the whole data set once
+        step = self.module.globals.get(f"{fname}_unchecked") or self.module.get_global(fname)
         return emit_train_epoch(
             self.module, f"{self.name}_train_epoch", step, self.entries[step_entry]
         )
 
-    def add_entry(self, entry: str, sched: Schedule, *, prefix: str | None = None) -> ir.Function:
+    def add_entry(
+        self,
+        entry: str,
+        sched: Schedule,
+        checks: list[InputCheck] | tuple = (),
+        *,
+        prefix: str | None = None,
+    ) -> ir.Function:
         """Emit ``int32_t NAME_entry(params, state, workspace, inputs, outputs, n)``.
 
-        ``prefix`` replaces NAME: several programs in one module (graphc.fuzz builds many
-        small models at once, sharing identical kernels and GEMMs and LLVM's fixed costs)."""
+        ``checks`` (codegen/checks.py): the entry first scans those inputs and returns
+        ``CHECK_BASE + slot`` for the first that fails, before any kernel runs; the body alone
+        is then also emitted as ``NAME_entry_unchecked``. ``prefix`` replaces NAME: several
+        programs in one module (graphc.fuzz builds many small models at once, sharing
+        identical kernels and GEMMs and LLVM's fixed costs)."""
         fname = f"{prefix or self.name}_{entry}"
         self.entries[entry] = sched
+        body = self._add_body(fname, sched, f"{fname}_unchecked" if checks else fname)
+        if not checks:
+            return body
+        fn = ir.Function(self.module, ENTRY_TYPE, name=fname)
+        for a, nm in zip(fn.args, ("params", "state", "workspace", "inputs", "outputs", "n")):
+            a.name = nm
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        n = fn.args[5]
+        slot_of = {v: i for i, v in enumerate(sched.input_slots)}
+        scans = []
+        for c in checks:
+            t = sched.graph[c.name].type
+            count: ir.Value = i64(1)
+            for d in t.shape:
+                count = b.mul(count, n if d == BATCH else i64(d))
+            scans.append((slot_of[c.name], c, t.dtype, count))
+        emit_input_checks(b, self.module, scans, fn.args[3])
+        b.ret(b.call(body, list(fn.args), tail=True))
+        return fn
+
+    def _add_body(self, prefix: str, sched: Schedule, fname: str) -> ir.Function:
+        """The entry's kernels in order (kernel functions named after ``prefix``)."""
         fn = ir.Function(self.module, ENTRY_TYPE, name=fname)
         params, state, ws, inputs, outputs, n = fn.args
         for a, nm in zip(fn.args, ("params", "state", "workspace", "inputs", "outputs", "n")):
@@ -112,7 +147,7 @@ class ModuleBuilder:
                 sites.setdefault(k, []).append((i, v))
         for kidx, kernel in enumerate(sched.kernels):
             kfn, values, extra_ptrs = self._emit_kernel(
-                fname, sched, kernel, out_ptr_needed=kernel.kind == "copy"
+                prefix, sched, kernel, out_ptr_needed=kernel.kind == "copy"
             )
             args = [base(v) for v in K.distinct_buffers(sched, values)]
             if kernel.kind == "copy":

@@ -140,6 +140,17 @@ def _rename(text: str, names: set[str]) -> str:
     return _QUOTED.sub(sub, text)
 
 
+def _checks_text(prog: Any) -> str:
+    """The entries' native input checks (codegen/checks.py) by input slot, not by name."""
+    out = []
+    for entry, checks in sorted(getattr(prog, "input_checks", {}).items()):
+        slots = prog.schedules[entry].input_slots
+        out.append(
+            f"{entry}:" + ",".join(f"{slots.index(c.name)}/{c.kind}/{c.bound}" for c in checks)
+        )
+    return "input_checks=" + ";".join(out)
+
+
 def cache_key(prog: Any, target: tuple[str, str, str]) -> str:
     """Hex SHA-256 key of a scheduled Program for ``target`` = (triple, cpu name, features)."""
     import llvmlite
@@ -169,6 +180,7 @@ def cache_key(prog: Any, target: tuple[str, str, str]) -> str:
         prog.name,
         f"check_numerics={getattr(prog, 'check_numerics', False)}",
         _rename("\0".join(text), names),
+        _checks_text(prog),
     ):
         h.update(part.encode())
         h.update(b"\0")

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import time
 
+from graphc.codegen.checks import InputCheck
 from graphc.codegen.module import ModuleBuilder
 from graphc.codegen.target import (
     JitModule,
@@ -127,7 +128,36 @@ def schedule_program(
         grads = prog.grads if entry == "train_step" else {}
         prog.schedules[entry] = schedule(res.graph, prog.layout, grads, reuse=opt_level >= 1)
         prog.timings[f"passes+schedule:{entry}"] = time.perf_counter() - t0
+    prog.input_checks = {e: plan_input_checks(prog, e) for e in prog.schedules}
     return prog
+
+
+def plan_input_checks(prog: Program, entry: str) -> list[InputCheck]:
+    """The value checks entry ``entry``'s native code runs before it writes anything: the
+    learning rate finite and >= 0, class labels in 0..classes-1 (softmax cross-entropy),
+    binary cross-entropy targets in [0, 1], every other float input finite. ``infer`` checks
+    nothing (NaN in, NaN out harms no state)."""
+    if entry == "infer":
+        return []
+    classes = {
+        n.inputs[1]: int(prog.forward[n.inputs[0]].type.shape[1])
+        for n in prog.forward.nodes
+        if n.op == "softmax_cross_entropy"
+    }
+    sched = prog.schedules[entry]
+    out = []
+    for v in sched.input_slots:
+        t = sched.graph[v].type
+        if v == "lr":
+            out.append(InputCheck(v, "lr"))
+        elif t.dtype == "i32":
+            if v in classes:
+                out.append(InputCheck(v, "classes", classes[v]))
+        elif prog.loss_kind == "binary_cross_entropy" and v in prog.label_inputs:
+            out.append(InputCheck(v, "unit"))
+        else:
+            out.append(InputCheck(v, "finite"))
+    return out
 
 
 def build_module(
@@ -145,7 +175,7 @@ def build_module(
     with gc_paused():
         mb.plan_gemms(prog.schedules.values())
         for entry, sched in prog.schedules.items():
-            mb.add_entry(entry, sched)
+            mb.add_entry(entry, sched, prog.input_checks.get(entry, ()))
         if "train_step" in prog.schedules:
             mb.add_epoch_entry("train_step")
     prog.timings["llvm_ir"] = time.perf_counter() - t0

@@ -181,6 +181,7 @@ def export_model(
         check_numerics=bool(getattr(prog, "check_numerics", False)),
         target=tgt.triple,
         cpu_checks=vector_unit(tgt).isa,
+        input_checks=prog.input_checks,
     )
     params = model._param_region.tobytes()
     tm = target_machine(tgt, pic=True)

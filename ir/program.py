@@ -37,3 +37,6 @@ class Program:
     check_numerics: bool = False  # kernels' stores scanned for NaN/Inf (codegen.kernels)
     constants: dict[str, Any] = field(default_factory=dict)  # gc.constant: name -> array
     declared: Graph | None = None  # the network as declared (dropout kept): model files
+    # entry -> the value checks its native code runs on its inputs first, before any write
+    # (graphc.codegen.checks.InputCheck, planned by graphc.compiler.plan_input_checks)
+    input_checks: dict[str, list[Any]] = field(default_factory=dict)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 
 ALIGN = 64
@@ -19,3 +21,17 @@ def view(region: np.ndarray, offset: int, shape: tuple[int, ...], dtype: np.dtyp
     count = int(np.prod(shape)) if shape else 1
     nbytes = count * np.dtype(dtype).itemsize
     return region[offset : offset + nbytes].view(dtype).reshape(shape)
+
+
+_char = ctypes.c_char.from_buffer
+_addressof = ctypes.addressof
+
+
+def address(a: np.ndarray) -> int:
+    """The data pointer of a C-contiguous array, fast: through the buffer protocol (about
+    twice as fast as ``__array_interface__``, which builds a dict); read-only and empty arrays
+    take the slow way."""
+    try:
+        return _addressof(_char(a))
+    except (TypeError, ValueError):
+        return a.__array_interface__["data"][0]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import struct
 import tempfile
@@ -366,12 +367,16 @@ def load(model: Any, path: str | os.PathLike, *, weights_only: bool = False) -> 
     new_state: dict[str, np.ndarray] = {}
     if not weights_only:
         new_state = _match(path, "optimizer state", model.state, state, True)
+    lr = header.get("lr") if not weights_only else None
+    if isinstance(lr, (int, float)) and not (math.isfinite(lr) and lr >= 0):
+        # checked before anything is written: model.lr rejects it (runtime/checks.py)
+        raise CheckpointError(f"{path}: learning rate {lr!r} is not finite and >= 0")
     for k, v in new_params.items():
         model.params[k][...] = v
     for k, v in new_state.items():
         model.state[k][...] = v
-    if not weights_only and isinstance(header.get("lr"), (int, float)):
-        model.lr = float(header["lr"])
+    if isinstance(lr, (int, float)):
+        model.lr = float(lr)
     return header
 
 

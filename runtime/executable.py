@@ -9,8 +9,10 @@ import numpy as np
 from graphc.codegen.epoch import ERR_NONFINITE_LOSS
 from graphc.ir.errors import ArgumentError, NumericsError
 from graphc.ir.plan import Schedule
+from graphc.ir.types import BATCH
 
-from .buffers import aligned_empty
+from .buffers import address, aligned_empty
+from .checks import InputRejected
 
 ENTRY = ctypes.CFUNCTYPE(
     ctypes.c_int32,
@@ -39,7 +41,11 @@ class Entry:
 
     ``__call__(arrays, n)`` checks every array against the compiled input types, then runs
     the native code; outputs are written into preallocated arrays (reused between calls of the
-    same batch size: copy them if you keep them).
+    same batch size: copy them if you keep them), or into the caller's arrays (``outs``).
+
+    An entry compiled with input checks (codegen/checks.py) scans its inputs' values first and
+    raises InputRejected (naming the input) before anything is written; ``unchecked_address``
+    is its body without the scans (``scan=False``), for callers that checked the data once.
     """
 
     def __init__(
@@ -49,8 +55,12 @@ class Entry:
         params: np.ndarray,
         state: np.ndarray,
         owner: object = None,
+        unchecked_address: int | None = None,
+        checks: list | tuple = (),
     ) -> None:
         self.fn = ENTRY(address)
+        self.fn_unchecked = ENTRY(unchecked_address) if unchecked_address else self.fn
+        self.checks = {c.name: c for c in checks}
         self.sched = sched
         self.owner = owner  # keeps the JIT engine alive while this entry exists
         self.params, self.state = params, state
@@ -69,6 +79,7 @@ class Entry:
         self.name = ""
         self.step_of = None
         self._last: list[np.ndarray | None] = [None] * len(self.in_types)
+        self._outs_moved = False  # outputs[] points at a caller's arrays (see __call__)
         # The call's pointer arguments, computed once (params/state never move).
         self._args = [
             params.ctypes.data,
@@ -89,6 +100,7 @@ class Entry:
         self.out_arrays = [np.empty(t.concrete(n), t.np_dtype) for t in self.out_types]
         for j, a in enumerate(self.out_arrays):
             self.outputs[j] = a.ctypes.data
+        self._outs_moved = False
         self._n = n
 
     def check(self, arrays: list[np.ndarray], n: int) -> None:
@@ -114,30 +126,120 @@ class Entry:
                 )
 
     def __call__(
-        self, arrays: list[np.ndarray], n: int, *, checked: bool = True
+        self,
+        arrays: list[np.ndarray],
+        n: int,
+        *,
+        checked: bool = True,
+        scan: bool = True,
+        outs: list[np.ndarray] | None = None,
     ) -> list[np.ndarray]:
+        """Run the entry on ``arrays`` (one per input slot) for batch size ``n``.
+
+        ``checked``: check the arrays' metadata (dtype, shape, C order) first; callers that
+        checked this layout before pass False. ``scan``: run the native value checks (when
+        compiled). ``outs``: arrays (C-contiguous, the output types at ``n``, unchecked) that
+        receive the outputs instead of the entry's own buffers, written once.
+        Returns the output arrays.
+        """
         if checked:
             if n < 1:
                 raise ArgumentError(f"batch size must be >= 1, got {n}")
             self.check(arrays, n)
+        if outs is None:
+            return self.run(arrays, n, scan)
         if n != self._n:
             self.prepare(n)
+        for j, o in enumerate(outs):
+            self.outputs[j] = address(o)
+        self._outs_moved = True
+        self._set_inputs(arrays)
+        fn = self.fn if scan else self.fn_unchecked
+        rc = fn(self._args[0], self._args[1], self._args[2], self._args[3], self._args[4], n)
+        if rc != 0:
+            raise self.error(rc)
+        return self.out_arrays if outs is None else outs
+
+    def _set_inputs(self, arrays: list[np.ndarray] | tuple) -> None:
         # Nothing is allocated per call: the pointer of an array seen by the last call is kept
         # (the array is kept alive with it, so its memory cannot move or be freed meanwhile).
-        last = self._last
+        last, inputs = self._last, self.inputs
         for i, a in enumerate(arrays):
             if a is not last[i]:
-                self.inputs[i] = a.ctypes.data
+                inputs[i] = address(a)
                 last[i] = a
-        rc = self.fn(self._args[0], self._args[1], self._args[2], self._args[3], self._args[4], n)
+
+    def run(self, arrays: list[np.ndarray] | tuple, n: int, scan: bool = True) -> list[np.ndarray]:
+        """The call path of ``__call__`` for arrays whose layout was checked before (one per
+        input slot, ``n`` rows): the outputs land in the entry's own arrays."""
+        if n != self._n:
+            self.prepare(n)
+        elif self._outs_moved:
+            for j, a in enumerate(self.out_arrays):
+                self.outputs[j] = a.ctypes.data
+            self._outs_moved = False
+        self._set_inputs(arrays)
+        a = self._args
+        rc = (self.fn if scan else self.fn_unchecked)(a[0], a[1], a[2], a[3], a[4], n)
         if rc != 0:
             raise self.error(rc)
         return self.out_arrays
 
+    def run_batches(
+        self,
+        arrays: list[np.ndarray],
+        outs: list[np.ndarray],
+        n: int,
+        step: int,
+        after: Any = None,
+        scan: bool = True,
+    ) -> None:
+        """Run the entry over rows ``[lo, lo + step)`` of ``arrays`` for lo = 0, step, ...,
+        writing each batch's rows of ``outs`` in place; ``after(lo, hi)`` runs after each.
+
+        ``arrays`` and ``outs`` hold all ``n`` rows and were checked by the caller (the types
+        at ``n``); a batch's pointers are offsets into them, so no per-batch array is made.
+        Arrays without N first (lr, a scalar loss) are passed whole to every batch."""
+
+        def rows(arr: list[np.ndarray], types: list) -> list[tuple[int, int]]:
+            return [
+                (address(a), a.strides[0] if t.shape[:1] == (BATCH,) else 0)
+                for a, t in zip(arr, types)
+            ]
+
+        ins, outp = rows(arrays, self.in_types), rows(outs, self.out_types)
+        self._last = [None] * len(self.in_types)
+        fn = self.fn if scan else self.fn_unchecked
+        a = self._args
+        inputs, outputs = self.inputs, self.outputs
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            if hi - lo != self._n:
+                self.prepare(hi - lo)
+            for i, (p, rb) in enumerate(ins):
+                inputs[i] = p + lo * rb
+            for j, (p, rb) in enumerate(outp):
+                outputs[j] = p + lo * rb
+            self._outs_moved = True
+            rc = fn(a[0], a[1], a[2], a[3], a[4], hi - lo)
+            if rc != 0:
+                raise self.error(rc)
+            if after is not None:
+                after(lo, hi)
+
     def error(self, rc: int) -> Exception:
         """The exception for a nonzero return code: NumericsError for a check_numerics site."""
+        from graphc.codegen.checks import CHECK_BASE
         from graphc.codegen.kernels import NUMERICS_BASE
 
+        slots = self.sched.input_slots
+        if CHECK_BASE <= rc < CHECK_BASE + len(slots):
+            name = slots[rc - CHECK_BASE]
+            chk = self.checks.get(name)
+            kind = chk.kind if chk is not None else "value"
+            return InputRejected(
+                f"input {name!r} failed the native {kind} check", rc - CHECK_BASE, name
+            )
         sites = self.numerics
         if not sites or not NUMERICS_BASE <= rc < NUMERICS_BASE + len(sites):
             return ArgumentError(f"native code returned error {rc}")

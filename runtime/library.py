@@ -19,23 +19,20 @@ import weakref
 from typing import Any
 
 import numpy as np
+from graphc.codegen.aot import CHECK_ERRORS, ERRORS
 from graphc.codegen.threads import MAX_THREADS
 from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError, NumericsError
 from graphc.ir.types import DTYPE_INFO, TensorType
 
-from .buffers import aligned_empty, view
+from .buffers import address, aligned_empty, view
+from .checks import check_lr, explain
 from .executable import one_hot_hint
 from .parallel import own_lock, serialized
 
-ERROR_NAMES = {
-    1: "null pointer",
-    2: "bad batch size",
-    3: "buffer too small",
-    4: "misaligned buffer",
-    5: "weights file rejected",
-    6: "weights file cannot be read",
-    7: "internal error",
-    8: "CPU lacks the instructions the library was built for",
+ERROR_NAMES = {code: msg for _, code, msg in ERRORS if code}
+# The codes of the entries' input checks (codegen/checks.py kinds) in the C wrappers
+CHECK_CODES = {
+    code: kind for kind, suffix in CHECK_ERRORS.items() for s, code, _ in ERRORS if s == suffix
 }
 
 
@@ -142,6 +139,11 @@ class Library:
         meta_fn.restype = ctypes.c_char_p
         self.meta: dict = json.loads(meta_fn().decode())
         self.lr = float(self.meta["lr"])
+        self._layouts: dict[tuple, int] = {}  # call layouts that passed the checks once
+        self._fns: dict[str, Any] = {}
+        self._loss = DTYPE_INFO[
+            (self.meta["entries"].get("train_step") or {}).get("lr_dtype") or "f32"
+        ].ctype()
         self._params = aligned_empty(self.meta["param_bytes"])
         self._state = aligned_empty(self.meta["state_bytes"])
         self._ws = aligned_empty(0)
@@ -154,6 +156,7 @@ class Library:
             self._ws.ctypes.data,
             0,
         )
+        self._ctxp = ctypes.addressof(self._ctx)  # the struct never moves
         self.params = {
             r["name"]: view(self._params, r["offset"], tuple(r["shape"]), DTYPE_INFO[r["dtype"]].np)
             for r in self.meta["params"]
@@ -163,6 +166,19 @@ class Library:
             for r in self.meta["state"]
         }
         self._call("init", ctypes.byref(self._ctx))
+
+    @property
+    def lr(self) -> float:
+        """The learning rate ``train_step`` uses by default.
+
+        Raises:
+            ArgumentError: on assignment of NaN, +-Inf, a negative value or a non-number.
+        """
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self._lr = check_lr(value)
 
     @property
     def threads(self) -> int:
@@ -261,6 +277,16 @@ class Library:
                     + f", got an array of shape {a.shape}"
                     + one_hot_hint(TensorType(tuple(p["shape"]), p["dtype"]), a.shape)
                 )
+            if p["dtype"] == "i32" and a.dtype != np.int32 and a.size:
+                # range before the cast: int64 2**32 + 3 must not wrap to class 3
+                kind, bound = p.get("check", ("", 0))
+                lo, hi = (0, bound) if kind == "classes" else (-(2**31), 2**31)
+                bad = np.flatnonzero((a < lo) | (a >= hi))
+                if bad.size:
+                    raise ArgumentError(
+                        f"labels {p['name']!r}: row {bad[0]} has class {a[bad[0]]}, outside "
+                        f"{lo}..{hi - 1} ({bad.size} such rows)"
+                    )
             n = rows if ax is not None else n
             out.append(np.ascontiguousarray(a, dtype=want_dtype))
         if n is None and arrays:
@@ -269,27 +295,90 @@ class Library:
             raise ArgumentError(f"{what}: no rows")
         return out, n
 
+    def _function(self, entry: str) -> Any:
+        """``NAME_entry`` with its argument types (made once): pointers and lengths as ints."""
+        fn = self._fns.get(entry)
+        if fn is None:
+            e = self._entry(entry)
+            fn = self._lib[f"{self.name}_{entry}"]
+            fn.restype = ctypes.c_int
+            types = [ctypes.c_void_p, ctypes.c_int64]
+            types += [ctypes.c_void_p, ctypes.c_int64] * len(e["inputs"])
+            if entry == "train_step":
+                types += [DTYPE_INFO[e["lr_dtype"]].ctype, ctypes.c_void_p]
+            else:
+                types += [ctypes.c_void_p, ctypes.c_int64] * len(e["outputs"])
+            fn.argtypes = types
+            self._fns[entry] = fn
+        return fn
+
+    def _failed(self, entry: str, rc: int, ports: list[dict], arrays: list, lr: float) -> Exception:
+        """The exception for return code ``rc``: an input check names the input and its row."""
+        kind = CHECK_CODES.get(rc)
+        if kind == "lr":
+            return ArgumentError(f"the learning rate must be finite and >= 0, got {lr!r}")
+        if kind is not None:
+            for p, a in zip(ports, arrays):
+                chk = p.get("check")
+                if chk and chk[0] == kind:
+                    err = explain(kind, p["name"], np.asarray(a), chk[1])
+                    if "rejected by the native check" not in str(err):
+                        return ArgumentError(f"{self.name}_{entry}: {err}")
+        return self._error(entry, rc)
+
     # ------------------------------------------------------------------ entries
 
     @serialized
-    def predict(self, x: Any, *, batch_size: int = 1024) -> np.ndarray | dict[str, np.ndarray]:
+    def predict(
+        self, x: Any, *, batch_size: int = 1024, out: Any = None
+    ) -> np.ndarray | dict[str, np.ndarray]:
         """``NAME_infer`` on every row of ``x`` (array or dict by input name), in blocks of
         ``batch_size`` rows when the library's outputs are row-wise (its ``rows_independent``
         flag, ``NAME_INFER_ROWS_INDEPENDENT`` in the header), else in one call.
+
+        Args:
+            x: the inputs.
+            batch_size: rows per call (one call when some array lacks N first).
+            out: an array (or a dict by output name) receiving the outputs: C-contiguous, the
+                output's dtype and shape; by default a new array. Written once, in place.
 
         Returns:
             the output array (float32), or a dict by output name when there are several.
 
         Raises:
-            ArgumentError: a shape or dtype differs from the library's inputs.
+            ArgumentError: a shape or dtype differs from the library's inputs, or ``out``
+                does not fit.
         """
-        e = self._entry("infer")
+        fn = self._fns.get("infer") or self._function("infer")
+        e = self.meta["entries"]["infer"]
+        if type(x) is np.ndarray and (out is None or type(out) is np.ndarray):
+            key = ("infer", x.dtype, x.shape, x.strides)
+            if out is not None:
+                key += (out.dtype, out.shape, out.strides, out.flags.writeable)
+            known = self._layouts.get(key)
+            if known is not None and known[0] <= batch_size and known[0] <= self._ws_rows:
+                n = known[0]
+                if out is None:
+                    out = np.empty(known[1], known[2])
+                elif np.may_share_memory(out, x):
+                    raise ArgumentError("predict: out overlaps the input array")
+                rc = fn(
+                    self._ctxp,
+                    n,
+                    address(x),
+                    x.size,
+                    address(out),
+                    out.size,
+                )
+                if rc != 0:
+                    raise self._failed("infer", rc, e["inputs"], [x], self.lr)
+                return out
+        else:
+            key = None
         arrays, n = self._inputs(e["inputs"], x, "predict")
         if batch_size < 1:
             raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
-        outs = [np.empty(self._shape(p, n), DTYPE_INFO[p["dtype"]].np) for p in e["outputs"]]
-        fn = self._lib[f"{self.name}_infer"]
-        fn.restype = ctypes.c_int
+        outs = self._outputs(e["outputs"], n, out, arrays)
         # Rows are split into blocks only when the library says every output row depends on
         # its input row alone (graphc.ir.batch, the rule Model.predict follows); a library
         # without the flag (older graphc) or an output mixing rows: one call.
@@ -298,20 +387,92 @@ class Library:
         for lo in range(0, n, batch_size):
             hi = min(n, lo + batch_size)
             self._workspace(hi - lo)
-            args: list[Any] = [ctypes.byref(self._ctx), ctypes.c_int64(hi - lo)]
+            args: list[Any] = [ctypes.addressof(self._ctx), hi - lo]
             parts = [a[lo:hi] if hi - lo < n else a for a in arrays + outs]
             for part in parts:
-                args += [ctypes.c_void_p(part.ctypes.data), ctypes.c_int64(part.size)]
+                args += [address(part), part.size]
             rc = fn(*args)
             if rc != 0:
-                raise self._error("infer", rc)
+                raise self._failed("infer", rc, e["inputs"], arrays, self.lr)
+        if (
+            key is not None
+            and len(arrays) == len(outs) == 1
+            and arrays[0] is x
+            and (out is None or outs[0] is out)
+        ):
+            self._layouts[key] = (n, outs[0].shape, outs[0].dtype)
         return outs[0] if len(outs) == 1 else {p["name"]: o for p, o in zip(e["outputs"], outs)}
+
+    def _outputs(self, ports: list[dict], n: int, out: Any, arrays: list) -> list[np.ndarray]:
+        """New output arrays, or the caller's ``out`` after its checks."""
+        if out is None:
+            return [np.empty(self._shape(p, n), DTYPE_INFO[p["dtype"]].np) for p in ports]
+        if isinstance(out, dict):
+            missing = [p["name"] for p in ports if p["name"] not in out]
+            if missing:
+                raise ArgumentError(f"out has no array for output(s) {missing}")
+            outs = [out[p["name"]] for p in ports]
+        elif len(ports) == 1:
+            outs = [out]
+        else:
+            raise ArgumentError(
+                f"out: the library has several outputs {[p['name'] for p in ports]}; pass a dict"
+            )
+        for p, o in zip(ports, outs):
+            want = self._shape(p, n)
+            if (
+                not isinstance(o, np.ndarray)
+                or o.dtype != DTYPE_INFO[p["dtype"]].np
+                or o.shape != want
+                or not o.flags.c_contiguous
+                or not o.flags.writeable
+            ):
+                got = f"{o.dtype}{list(o.shape)}" if isinstance(o, np.ndarray) else type(o).__name__
+                raise ArgumentError(
+                    f"out for output {p['name']!r} must be a writable C-contiguous "
+                    f"{p['dtype']}{list(want)} array, got {got}"
+                )
+            if any(np.may_share_memory(o, a) for a in arrays):
+                raise ArgumentError(f"out for output {p['name']!r} overlaps an input array")
+        return outs
 
     @serialized
     def train_step(self, x: Any, y: Any = None, *, lr: float | None = None) -> float:
-        """One ``NAME_train_step`` on all rows of x (and labels y); returns the batch's loss."""
-        e = self._entry("train_step")
+        """One ``NAME_train_step`` on all rows of x (and labels y); returns the batch's loss.
+
+        The library checks the values first (labels in range, no NaN/Inf, lr finite and
+        >= 0) and writes nothing when one fails; int32 labels and float32 arrays in the
+        library's layout are passed as they are (the layout checked once per shape).
+
+        Raises:
+            ArgumentError: a shape or dtype that does not fit; a label outside the classes
+                (or, for int64 labels, outside int32) or a NaN/Inf row, naming the input and
+                the row; a learning rate that is NaN, infinite or negative.
+        """
+        fn = self._fns.get("train_step") or self._function("train_step")
+        e = self.meta["entries"]["train_step"]
         ports = e["inputs"]
+        rate = self._lr if lr is None else check_lr(lr)
+        loss = self._loss
+        key = None
+        if type(x) is np.ndarray and type(y) is np.ndarray and len(ports) == 2:
+            key = ("train_step", x.dtype, x.shape, x.strides, y.dtype, y.shape, y.strides)
+            n = self._layouts.get(key)
+            if n is not None and n <= self._ws_rows:
+                rc = fn(
+                    self._ctxp,
+                    n,
+                    address(x),
+                    x.size,
+                    address(y),
+                    y.size,
+                    rate,
+                    ctypes.addressof(loss),
+                )
+                if rc != 0:
+                    raise self._failed("train_step", rc, ports, [x, y], rate)
+                return float(loss.value)
+        xs, ys = x, y
         if not isinstance(x, dict):
             if y is None or len(ports) != 2:
                 raise ArgumentError(
@@ -322,13 +483,14 @@ class Library:
             x = {**x, **(y if isinstance(y, dict) else {ports[-1]["name"]: y})}
         arrays, n = self._inputs(ports, x, "train_step")
         self._workspace(n)
-        loss = DTYPE_INFO[e["lr_dtype"]].ctype()  # the loss has the model's float type, like lr
-        args: list[Any] = [ctypes.byref(self._ctx), ctypes.c_int64(n)]
+        args: list[Any] = [ctypes.addressof(self._ctx), n]
         for a in arrays:
-            args += [ctypes.c_void_p(a.ctypes.data), ctypes.c_int64(a.size)]
-        args.append(DTYPE_INFO[e["lr_dtype"]].ctype(self.lr if lr is None else lr))
-        args.append(ctypes.byref(loss))
-        self._call("train_step", *args)
+            args += [address(a), a.size]
+        rc = fn(*args, rate, ctypes.addressof(loss))
+        if key is not None and arrays[0] is xs and arrays[1] is ys:
+            self._layouts[key] = n
+        if rc != 0:
+            raise self._failed("train_step", rc, ports, arrays, rate)
         return float(loss.value)
 
     # ------------------------------------------------------------------ weights

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import signal
 import sys
 import threading
@@ -20,6 +21,7 @@ from graphc.ir.types import BATCH
 
 from .buffers import aligned_empty, view
 from .callbacks import CallbackList
+from .checks import InputRejected, check_lr
 from .executable import Entry, EpochEntry, NonfiniteLoss, one_hot_hint
 from .parallel import default_threads, own_lock, serialized
 
@@ -97,7 +99,6 @@ class Model:
         self.program = program
         self.jit = jit
         self.optimizer = optimizer
-        self.lr = float(getattr(optimizer, "lr", 1e-3))
         self._param_region = aligned_empty(program.param_bytes)
         self._state_region = aligned_empty(program.state_bytes)
         src = program.training or program.forward
@@ -121,6 +122,7 @@ class Model:
             )
             for n in self.state_nodes
         }
+        checks = getattr(program, "input_checks", {})
         self.entries = {
             e: Entry(
                 jit.address(f"{program.name}_{e}"),
@@ -128,9 +130,41 @@ class Model:
                 self._param_region,
                 self._state_region,
                 owner=jit,
+                unchecked_address=(
+                    jit.address(f"{program.name}_{e}_unchecked") if checks.get(e) else None
+                ),
+                checks=checks.get(e, ()),
             )
             for e, s in program.schedules.items()
         }
+        # The call path (train_step, predict, evaluate): array layouts (dtype, shape, strides)
+        # that passed the metadata checks once, by entry; values are checked natively.
+        self._layouts: dict[tuple, int] = {}
+        self._lr_arrays: dict[Any, np.ndarray] = {}  # lr as each entry's 0-d input, by dtype
+        for e in self.entries.values():
+            for name, t in zip(e.sched.input_slots, e.in_types):
+                if name == "lr":
+                    self._lr_arrays.setdefault(t.np_dtype, np.zeros((), t.np_dtype))
+        self.lr = float(getattr(optimizer, "lr", 1e-3))
+        # train_step(x, y) of a model with one feature and one label input: the entry and the
+        # slot order of (x, y, lr), so that a call in a known layout builds nothing else
+        self._xy: tuple[str, str] | None = None
+        if "train_step" in self.entries and (
+            len(program.feature_inputs) == len(program.label_inputs) == 1
+        ):
+            self._xy = (program.feature_inputs[0], program.label_inputs[0])
+            self._train = e = self.entries["train_step"]
+            lr_arr = next(
+                (
+                    self._lr_arrays[t.np_dtype]
+                    for s, t in zip(e.sched.input_slots, e.in_types)
+                    if s == "lr"
+                ),
+                None,
+            )
+            where = {self._xy[0]: 0, self._xy[1]: 1}
+            self._train_lr = lr_arr
+            self._pack_xy = operator.itemgetter(*(where.get(s, 2) for s in e.sched.input_slots))
         if getattr(program, "check_numerics", False):  # name the node behind a NaN/Inf code
             from graphc.codegen.kernels import numerics_sites
 
@@ -174,6 +208,23 @@ class Model:
         n = min(n, MAX_THREADS)  # the native call takes an int32
         with self._lock:  # never while a call of this model runs in another thread
             self.jit.set_threads(self.program.name, n)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next training step uses (a runtime input of the compiled step).
+
+        Raises:
+            ArgumentError: on assignment of NaN, +-Inf, a negative value or a non-number
+                (the rate is left as it was).
+        """
+        return self._lr
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        v = check_lr(value)
+        self._lr = v
+        for a in self._lr_arrays.values():
+            a[()] = v
 
     # ------------------------------------------------------------------ parameters
 
@@ -421,79 +472,243 @@ class Model:
 
     # ------------------------------------------------------------------ running
 
-    def _run(self, entry: str, feeds: dict[str, np.ndarray], n: int) -> list[np.ndarray]:
-        e = self.entries[entry]
-        arrays = [
-            feeds[name] if name != "lr" else np.array(self.lr, dtype=e.in_types[i].np_dtype)
-            for i, name in enumerate(e.sched.input_slots)
+    def _arrays(self, e: Entry, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One array per input slot of ``e``: the feeds, and the learning rate's 0-d array."""
+        lr = self._lr_arrays
+        return [
+            lr[t.np_dtype] if name == "lr" else feeds[name]
+            for name, t in zip(e.sched.input_slots, e.in_types)
         ]
-        return e(arrays, n)
+
+    def _run(
+        self,
+        entry: str,
+        feeds: dict[str, np.ndarray],
+        n: int,
+        outs: list[np.ndarray] | None = None,
+        *,
+        checked: bool = True,
+        explain: dict[str, np.ndarray] | None = None,
+    ) -> list[np.ndarray]:
+        """Call ``entry`` on ``feeds`` (``n`` rows); a value its native checks reject raises
+        the ArgumentError naming the row of ``explain`` (default: ``feeds``) that fails."""
+        e = self.entries[entry]
+        try:
+            return e(self._arrays(e, feeds), n, checked=checked, outs=outs)
+        except InputRejected as err:
+            raise self._explain(err, feeds if explain is None else explain) from None
+
+    def _explain(self, err: InputRejected, feeds: dict[str, np.ndarray]) -> ArgumentError:
+        """The message of a native rejection: the same numpy checks ``fit`` runs up front,
+        now only on the error path, name the input and its first bad row."""
+        if err.name == "lr":
+            return ArgumentError(f"the learning rate must be finite and >= 0, got {self.lr!r}")
+        try:
+            self._validate(dict(feeds))
+        except ArgumentError as e:
+            return e
+        return err
+
+    def _cast_labels(self, feeds: dict[str, np.ndarray]) -> None:
+        """Integer labels of another dtype than int32: range-checked in numpy before the cast
+        (int64 2**32 + 3 must not wrap to 3); int32 labels are checked natively."""
+        src = self.program.forward
+        for name, a in feeds.items():
+            if src[name].type.dtype != "i32" or (a.dtype == np.int32 and a.flags.c_contiguous):
+                continue
+            if a.dtype != np.int32:
+                classes = self._classes_for(name)
+                lim = classes if classes else 2**31
+                bad = np.flatnonzero((a < (0 if classes else -(2**31))) | (a >= lim))
+                if bad.size:
+                    raise ArgumentError(
+                        f"labels {name!r}: row {bad[0]} has class {a[bad[0]]}, outside "
+                        f"{0 if classes else -(2**31)}..{lim - 1} ({bad.size} such rows)"
+                    )
+            feeds[name] = np.ascontiguousarray(a, dtype=np.int32)
+
+    def _layout_key(self, entry: str, arrays: tuple) -> tuple | None:
+        """The call's layout (dtype, shape, strides of each array), or None when an argument
+        is not a plain ndarray (then the full conversion path runs)."""
+        key: list = [entry]
+        for a in arrays:
+            if type(a) is not np.ndarray:
+                return None
+            key += (a.dtype, a.shape, a.strides)
+        return tuple(key)
 
     @serialized
     def train_step(self, x: Any, y: Any = None) -> float:
-        """One optimizer step on one batch (all rows of x, y); returns the batch's loss."""
+        """One optimizer step on one batch (all rows of x, y); returns the batch's loss.
+
+        Arrays already in the compiled layout (float32 or the model's dtype, C-contiguous,
+        int32 labels) go to the native step as they are: their layout is checked once and
+        remembered, their values are checked by the native code (labels in range, no NaN or
+        Inf, a finite lr >= 0) before anything is written.
+
+        Raises:
+            ArgumentError: a shape or dtype that does not fit, a label outside the classes, a
+                row with NaN or Inf (naming the input and the row), a bad learning rate; the
+                parameters and the optimizer state are then unchanged.
+        """
+        key = None
+        if self._xy is not None and type(x) is np.ndarray and type(y) is np.ndarray:
+            key = ("train_step", x.dtype, x.shape, x.strides, y.dtype, y.shape, y.strides)
+            n = self._layouts.get(key)
+            if n is not None:  # the native call, with nothing checked or built in Python
+                try:
+                    return float(self._train.run(self._pack_xy((x, y, self._train_lr)), n)[0])
+                except InputRejected as err:
+                    raise self._explain(err, dict(zip(self._xy, (x, y)))) from None
         feeds, n = self._as_feeds(x, y, need_labels=True)
-        self._validate(feeds)
-        return float(self._run("train_step", feeds, n)[0])
+        self._cast_labels(feeds)
+        e = self.entries["train_step"]
+        e.check(self._arrays(e, feeds), n)
+        if key is not None and all(feeds[k] is a for k, a in zip(self._xy, (x, y))):
+            self._layouts[key] = n
+        return float(self._run("train_step", feeds, n, checked=False)[0])
 
     @serialized
-    def predict(self, x: Any, *, batch_size: int = 1024) -> np.ndarray | dict[str, np.ndarray]:
+    def predict(
+        self, x: Any, *, batch_size: int = 1024, out: Any = None
+    ) -> np.ndarray | dict[str, np.ndarray]:
         """The model's outputs for every row of ``x`` (one array, or a dict for several outputs).
 
-        Rows go through the native code in blocks of ``batch_size`` only when every output is
-        row-wise (row i depends on input row i alone: ``row_split["infer"]``, derived from the
-        graph by ``graphc.ir.batch``); otherwise, e.g. an output that reduces over the batch or
-        an input with N not leading, all rows go in one call."""
+        Args:
+            x: features (an array, or a dict by input name).
+            batch_size: rows per native call. Rows go through the native code in blocks only
+                when every output is row-wise (row i depends on input row i alone:
+                ``row_split["infer"]``, derived from the graph by ``graphc.ir.batch``);
+                otherwise (an output that reduces over the batch, an input with N not
+                leading) all rows go in one call.
+            out: an array (or a dict by output name) receiving the outputs: C-contiguous, the
+                output's dtype and shape. The native code writes each output once, straight
+                into it (or into a new array when ``out`` is None).
+
+        Raises:
+            ArgumentError: a shape or dtype that does not fit, or an unsuitable ``out``.
+        """
+        prog = self.program
+        e = self.entries["infer"]
+        one = len(prog.feature_inputs) == 1 and len(e.out_types) == 1 and type(x) is np.ndarray
+        key = None
+        if one and (out is None or type(out) is np.ndarray):
+            key = ("infer", x.dtype, x.shape, x.strides)
+            if out is not None:
+                key += (out.dtype, out.shape, out.strides)
+            known = self._layouts.get(key)
+            if known is not None and (known[0] <= batch_size or not self.row_split.get("infer")):
+                n, shape, dtype = known
+                if out is None:
+                    out = np.empty(shape, dtype)
+                elif not out.flags.writeable or np.may_share_memory(out, x):
+                    known = None  # the full checks below name the problem
+                if known is not None:
+                    return e([x], n, checked=False, outs=[out])[0]
         feeds, n = self._as_feeds(x, None, need_labels=False)
-        outs = self._batched("infer", feeds, n, batch_size)
+        if (
+            key is not None
+            and feeds[prog.feature_inputs[0]] is x
+            and e.out_types[0].shape[:1] == (BATCH,)
+        ):
+            e.check([x], n)
+            t = e.out_types[0]
+            self._layouts[key] = (n, t.concrete(n), t.np_dtype)
+        outs = self._outputs_for(e, n, out, feeds)
+        self._batched("infer", feeds, n, batch_size, outs)
         return outs[0] if len(outs) == 1 else dict(zip(self.program.outputs, outs))
 
-    def _batched(
-        self, entry: str, feeds: dict[str, np.ndarray], n: int, batch_size: int
+    def _outputs_for(
+        self, e: Entry, n: int, out: Any, feeds: dict[str, np.ndarray]
     ) -> list[np.ndarray]:
+        """The arrays the outputs go to: new ones, or the caller's ``out`` after its checks."""
+        if out is None:
+            return [np.empty(t.concrete(n), t.np_dtype) for t in e.out_types]
+        names = self.program.outputs
+        if isinstance(out, dict):
+            missing = [k for k in names if k not in out]
+            if missing:
+                raise ArgumentError(f"out has no array for output(s) {missing}")
+            arrays = [out[k] for k in names]
+        elif len(names) == 1:
+            arrays = [out]
+        else:
+            raise ArgumentError(f"out: the model has several outputs {names}; pass a dict")
+        for name, t, a in zip(names, e.out_types, arrays):
+            want = t.concrete(n)
+            if (
+                not isinstance(a, np.ndarray)
+                or a.dtype != t.np_dtype
+                or a.shape != want
+                or not a.flags.c_contiguous
+                or not a.flags.writeable
+            ):
+                got = f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else type(a).__name__
+                raise ArgumentError(
+                    f"out for output {name!r} must be a writable C-contiguous "
+                    f"{np.dtype(t.np_dtype).name}{list(want)} array, got {got}"
+                )
+            if any(np.may_share_memory(a, v) for v in feeds.values()):
+                raise ArgumentError(f"out for output {name!r} overlaps an input array")
+        return arrays
+
+    def _batched(
+        self,
+        entry: str,
+        feeds: dict[str, np.ndarray],
+        n: int,
+        batch_size: int,
+        outs: list[np.ndarray],
+    ) -> list[np.ndarray]:
+        """Run ``entry`` over the rows in batches, each writing its rows of ``outs`` in place.
+
+        Rows are split only when every input and every output has N first (an output such
+        as a sum over the batch depends on all rows: then one call)."""
         if batch_size < 1:
             raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
         e = self.entries[entry]
-        if not self.row_split.get(entry, False):
-            return [o.copy() for o in self._run(entry, feeds, n)]
-        names = [s for s in e.sched.input_slots]
-        parts: list[list[np.ndarray]] = []
-        for lo in range(0, n, batch_size):
-            hi = min(n, lo + batch_size)
-            batch = {k: np.ascontiguousarray(feeds[k][lo:hi]) for k in names if k in feeds}
-            parts.append([o.copy() for o in self._run(entry, batch, hi - lo)])
-        return [
-            np.concatenate([p[j] for p in parts])
-            if parts[0][j].ndim
-            else np.array([p[j] for p in parts])
-            for j in range(len(parts[0]))
-        ]
+        arrays = self._arrays(e, feeds)
+        e.check(arrays, n)
+        try:
+            e.run_batches(arrays, outs, n, batch_size if self.row_split.get(entry, False) else n)
+        except InputRejected as err:
+            raise self._explain(err, feeds) from None
+        return outs
 
     @serialized
     def evaluate(self, x: Any, y: Any, *, batch_size: int = 1024) -> dict[str, float]:
-        """Loss and metrics over all rows: accuracy for classification, MSE/MAE/R^2 for regression."""
+        """Loss and metrics over all rows: accuracy for classification, MSE/MAE/R^2 for regression.
+
+        The outputs of each batch are written once, into one array for all rows.
+
+        Raises:
+            ArgumentError: as ``train_step`` (bad shapes, labels out of range, NaN/Inf rows).
+        """
         if self.program.loss is None:
             raise GraphcError("evaluate: this model was compiled without a loss")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
         feeds, n = self._as_feeds(x, y, need_labels=True)
-        self._validate(feeds)
-        losses, outs = [], []
-        if not self.row_split.get("eval", False):
-            batch_size = n  # the outputs or the loss depend on several rows: one call
-        for lo in range(0, n, batch_size):
-            hi = min(n, lo + batch_size)
-            batch = (
-                {k: np.ascontiguousarray(v[lo:hi]) for k, v in feeds.items()}
-                if hi - lo < n
-                else feeds
+        self._cast_labels(feeds)
+        e = self.entries["eval"]
+        outs = [np.empty(t.concrete(n), t.np_dtype) for t in e.out_types[:-1]]
+        loss = np.empty((), e.out_types[-1].np_dtype)
+        arrays = self._arrays(e, feeds)
+        e.check(arrays, n)
+        parts: list[float] = []
+        try:
+            e.run_batches(
+                arrays,
+                outs + [loss],
+                n,
+                batch_size if self.row_split.get("eval", False) else n,
+                lambda lo, hi: parts.append(float(loss) * (hi - lo)),
             )
-            res = self._run("eval", batch, hi - lo)
-            losses.append(float(res[-1]) * (hi - lo))
-            outs.append(res[0].copy())
-        out = np.concatenate(outs)
-        figures = {"loss": sum(losses) / n}
-        figures.update(self._metrics(out, feeds))
+        except InputRejected as err:
+            raise self._explain(err, feeds) from None
+        total = sum(parts)
+        figures = {"loss": total / n}
+        figures.update(self._metrics(outs[0], feeds))
         return figures
 
     def _metrics(self, out: np.ndarray, feeds: dict[str, np.ndarray]) -> dict[str, float]:
@@ -793,7 +1008,7 @@ class _FitRun:
         for k, v in self.feeds.items():
             np.take(v, idx, axis=0, out=st[k])
         self.lr_arr[...] = lr
-        return float(self.e(arrays, len(idx), checked=False)[0]), len(idx)
+        return float(self.e(arrays, len(idx), checked=False, scan=False)[0]), len(idx)
 
     def _nonfinite(
         self, epoch: int, order: np.ndarray, bad: int, loss: float, lrs: list[float]

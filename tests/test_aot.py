@@ -457,6 +457,7 @@ BAD_CALLS_C = r"""
 /* Every documented error code, with guard checks that rejected calls write nothing. */
 #define GRAPHC_MODEL_ALIASES
 #include MODEL_HEADER
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -530,6 +531,33 @@ int main(int argc, char **argv) {
     TRUE(loss == GUARD);
     CHECK(model_train_step(&ctx, 4, x, 4 * MODEL_X_ROW_ELEMS, labels, 4, 0.01f, &loss), MODEL_OK);
     TRUE(loss != GUARD && loss > 0.0f);
+
+    /* value checks (issue 13 item 4): a rejected step writes nothing, params and state alike */
+    {
+        unsigned char *p0 = (unsigned char *)malloc((size_t)MODEL_PARAM_BYTES);
+        unsigned char *s0 = (unsigned char *)malloc((size_t)MODEL_STATE_BYTES);
+        float lrs[3];
+        int k;
+        memcpy(p0, ctx.params, (size_t)MODEL_PARAM_BYTES);
+        memcpy(s0, ctx.state, (size_t)MODEL_STATE_BYTES);
+        loss = GUARD;
+        labels[3] = MODEL_LABEL_CLASSES;  CHECK(model_train_step(&ctx, 4, x, 4 * MODEL_X_ROW_ELEMS, labels, 4, 0.01f, &loss), MODEL_ERR_LABEL);
+        labels[3] = -1;                   CHECK(model_train_step(&ctx, 4, x, 4 * MODEL_X_ROW_ELEMS, labels, 4, 0.01f, &loss), MODEL_ERR_LABEL);
+        labels[3] = 2147483647;           CHECK(model_train_step(&ctx, 4, x, 4 * MODEL_X_ROW_ELEMS, labels, 4, 0.01f, &loss), MODEL_ERR_LABEL);
+        labels[3] = 3;
+        x[2 * MODEL_X_ROW_ELEMS + 5] = NAN;      CHECK(model_train_step(&ctx, 4, x, 4 * MODEL_X_ROW_ELEMS, labels, 4, 0.01f, &loss), MODEL_ERR_NONFINITE);
+        x[2 * MODEL_X_ROW_ELEMS + 5] = -INFINITY; CHECK(model_train_step(&ctx, 4, x, 4 * MODEL_X_ROW_ELEMS, labels, 4, 0.01f, &loss), MODEL_ERR_NONFINITE);
+        x[2 * MODEL_X_ROW_ELEMS + 5] = 1.0f;
+        lrs[0] = NAN; lrs[1] = INFINITY; lrs[2] = -0.01f;
+        for (k = 0; k < 3; k++) CHECK(model_train_step(&ctx, 4, x, 4 * MODEL_X_ROW_ELEMS, labels, 4, lrs[k], &loss), MODEL_ERR_LR);
+        TRUE(loss == GUARD);
+        TRUE(memcmp(p0, ctx.params, (size_t)MODEL_PARAM_BYTES) == 0);
+        TRUE(memcmp(s0, ctx.state, (size_t)MODEL_STATE_BYTES) == 0);
+        TRUE(strstr(model_strerror(MODEL_ERR_LABEL), "label") != NULL);
+        CHECK(model_train_step(&ctx, 4, x, 4 * MODEL_X_ROW_ELEMS, labels, 4, 0.0f, &loss), MODEL_OK);
+        free(p0);
+        free(s0);
+    }
 
     /* weights files: rejected ones leave params as they were */
     memcpy(saved, ctx.params, (size_t)MODEL_PARAM_BYTES);

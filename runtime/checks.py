@@ -1,0 +1,88 @@
+"""The messages of rejected input values: the row, the value and the rule it broke.
+
+The native entries scan their inputs (codegen/checks.py) and return a code naming the input
+slot; only then, on the error path, these functions look at the array again with numpy to
+name the first bad row, so the call path stays free of O(n) Python work.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from graphc.ir.errors import ArgumentError
+
+
+class InputRejected(ArgumentError):
+    """A native entry refused input ``name`` (slot ``slot``) before writing anything."""
+
+    def __init__(self, message: str, slot: int = -1, name: str = "") -> None:
+        super().__init__(message)
+        self.slot, self.name = slot, name
+
+
+def check_lr(lr: object) -> float:
+    """``lr`` as a float when it is a real number, finite and >= 0.
+
+    Raises:
+        ArgumentError: NaN, +-Inf, a negative value, or not a real number.
+    """
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)):
+        raise ArgumentError(f"the learning rate must be a real number, got {lr!r}")
+    v = float(lr)
+    if not math.isfinite(v) or v < 0:
+        raise ArgumentError(
+            f"the learning rate must be finite and >= 0, got {v!r}: nothing was changed"
+        )
+    return v
+
+
+def label_error(name: str, a: np.ndarray, classes: int) -> ArgumentError | None:
+    """The error for labels outside 0..classes-1 (first bad row, how many), or None."""
+    bad = np.flatnonzero((a < 0) | (a >= classes))
+    if not bad.size:
+        return None
+    return ArgumentError(
+        f"labels {name!r}: row {bad[0]} has class {a[bad[0]]}, outside 0..{classes - 1} "
+        f"({bad.size} such rows)"
+    )
+
+
+def nonfinite_error(name: str, a: np.ndarray, hint: str = "") -> ArgumentError | None:
+    """The error for rows holding NaN or Inf (first bad row, how many), or None."""
+    finite = np.isfinite(a.reshape(a.shape[0], -1) if a.ndim else a.reshape(1, 1)).all(axis=1)
+    if finite.all():
+        return None
+    row = int(np.flatnonzero(~finite)[0])
+    return ArgumentError(
+        f"input {name!r}: row {row} holds NaN or Inf ({int((~finite).sum())} rows); "
+        f"clean the data{hint}"
+    )
+
+
+def unit_error(name: str, a: np.ndarray) -> ArgumentError | None:
+    """The error for binary cross-entropy targets outside [0, 1], or None."""
+    outside = ((a < 0) | (a > 1)).reshape(a.shape[0], -1).any(axis=1)
+    if not outside.any():
+        return None
+    row = int(np.flatnonzero(outside)[0])
+    return ArgumentError(
+        f"targets {name!r}: row {row} holds {a[row].ravel()[:4].tolist()}, outside [0, 1] "
+        f"({int(outside.sum())} rows); binary_cross_entropy takes 0/1 labels or probabilities"
+    )
+
+
+def explain(kind: str, name: str, a: np.ndarray, bound: int = 0, hint: str = "") -> ArgumentError:
+    """The error naming the first row of ``a`` that fails check ``kind`` (codegen/checks.py)."""
+    err: ArgumentError | None
+    if kind == "lr":
+        err = ArgumentError(
+            f"the learning rate must be finite and >= 0, got {float(a)!r}: nothing was changed"
+        )
+    elif kind == "classes":
+        err = label_error(name, a, bound)
+    elif kind == "unit":
+        err = nonfinite_error(name, a, hint) or unit_error(name, a)
+    else:
+        err = nonfinite_error(name, a, hint)
+    return err or ArgumentError(f"input {name!r} was rejected by the native check ({kind})")
