@@ -1,10 +1,16 @@
 """The benchmark's contestants: the same MLP training step and inference in graphc, numpy,
-PyTorch (eager and ``torch.compile``) and JAX (``jit``).
+PyTorch (eager with its foreach and its fused Adam, and ``torch.compile`` of the whole step) and
+JAX (``jit`` with donated buffers).
 
 Every contestant is built from one ``Spec`` and one set of initial weights (float32), and offers
-``step()`` (one training step on a fixed batch: forward, backward, optimizer update),
-``infer()`` (the logits of a fixed batch) and ``epoch(x, y, batch)`` (one shuffled pass over a
-data set, drawing the permutation with numpy and gathering the rows of every batch).
+``step()`` (one training step on a fixed batch: forward, backward, optimizer update; it may
+return before the work is done, ``sync()`` waits for it), ``infer()`` (the logits of a fixed
+batch), ``loss()`` (the last step's loss as a float) and ``epoch(x, y, batch)`` (one shuffled
+pass over a data set, drawing the permutation with numpy and gathering the rows of every batch).
+
+graphc runs through its public API (``Model.train_step``, ``predict``, ``fit``); the bare
+compiled entry (``step_bare``/``infer_bare``: one ctypes call, nothing checked) is a second,
+labelled column, never the one the ratios use.
 
 The optimizers follow the ``torch.optim`` formulas for all contestants: SGD ``p -= lr * g``;
 Adam with betas (0.9, 0.999), eps 1e-8 and bias correction.
@@ -69,8 +75,8 @@ def make_data(spec: Spec, n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray
 
 
 class GraphcPeer:
-    """graphc: ``Model.fit`` (one native call per epoch), the ``train_step`` entry called directly
-    (one ctypes call per step, arrays prepared once), and ``Model.predict`` / the ``infer`` entry."""
+    """graphc through its public API: ``Model.train_step``, ``Model.predict``, ``Model.fit``;
+    ``step_bare``/``infer_bare`` call the compiled entry directly (a labelled extra column)."""
 
     label = "graphc"
 
@@ -91,6 +97,7 @@ class GraphcPeer:
         opt = gc.SGD(lr=spec.lr) if spec.opt == "sgd" else gc.Adam(lr=spec.lr)
         t0 = time.perf_counter()
         self.model = gc.compile(h, loss, opt, name="bench")
+        self._loss = float("nan")
         self.compile_s = time.perf_counter() - t0
         self.model.set_weights(
             {
@@ -107,13 +114,19 @@ class GraphcPeer:
         ie = self.model.entries["infer"]
         self._infer_entry, self._infer_arrays = ie, [x]
 
-    def step(self) -> float:
-        """The ``train_step`` entry through ``Entry.__call__`` (no checks, nothing allocated)."""
-        return self._step_entry(self._step_arrays, len(self.x), checked=False)[0]
+    def step(self) -> None:
+        """``Model.train_step(x, y)``: the public per-batch call."""
+        self._loss = self.model.train_step(self.x, self.y)
 
-    def step_api(self) -> float:
-        """``Model.train_step(x, y)``: the public per-batch call (converts and validates)."""
-        return self.model.train_step(self.x, self.y)
+    def step_bare(self) -> None:
+        """The ``train_step`` entry through ``Entry.run`` (no checks, nothing allocated)."""
+        self._loss = float(self._step_entry.run(self._step_arrays, len(self.x))[0])
+
+    def sync(self) -> None:
+        pass
+
+    def loss(self) -> float:
+        return self._loss
 
     def fit_steps(self, batches: int) -> None:
         """``Model.fit`` over ``batches`` copies of the batch (one native call for the epoch)."""
@@ -130,10 +143,10 @@ class GraphcPeer:
             self._rep_key = key
         return self._rep_data
 
-    def infer(self) -> np.ndarray:
-        return self._infer_entry(self._infer_arrays, len(self.x), checked=False)[0]
+    def infer_bare(self) -> np.ndarray:
+        return self._infer_entry.run(self._infer_arrays, len(self.x))[0]
 
-    def infer_api(self) -> np.ndarray:
+    def infer(self) -> np.ndarray:
         return self.model.predict(self.x)
 
     def epoch(self, x: np.ndarray, y: np.ndarray, batch: int, seed: int) -> None:
@@ -155,6 +168,7 @@ class NumpyPeer:
         self.v = [np.zeros_like(p) for p in self.params]
         self.t = 0
         self.x, self.y = x, y
+        self._loss = float("nan")
         self.act, self.dact = {
             "relu": (lambda z: np.maximum(z, 0), lambda z, a: (z > 0).astype(np.float32)),
             "tanh": (np.tanh, lambda z, a: 1 - a * a),
@@ -174,6 +188,12 @@ class NumpyPeer:
 
     def infer(self, x=None):
         return self._forward(self.x if x is None else x)[1][-1]
+
+    def sync(self) -> None:
+        pass
+
+    def loss(self) -> float:
+        return self._loss
 
     def step(self, x=None, y=None) -> float:
         x = self.x if x is None else x
@@ -200,6 +220,7 @@ class NumpyPeer:
             if i:
                 dz = (dz @ self.params[2 * i].T) * self.dact(zs[i - 1], acts[i])
         self._update(grads)
+        self._loss = loss
         return loss
 
     def _update(self, grads) -> None:
@@ -228,10 +249,13 @@ class NumpyPeer:
 
 
 class TorchPeer:
-    """PyTorch eager: nn.Sequential, torch.optim.SGD/Adam, zero_grad(set_to_none=True)."""
+    """PyTorch eager: nn.Sequential, zero_grad(set_to_none=True), and the optimizer's
+    ``foreach`` implementation (one multi-tensor kernel per update, PyTorch's documented faster
+    variant; its CPU default is a Python loop over the tensors)."""
 
-    label = "torch eager"
+    label = "torch eager (foreach)"
     compiled = False
+    variant = {"foreach": True}
 
     def __init__(self, spec: Spec, weights, x: np.ndarray, y: np.ndarray) -> None:
         try:
@@ -253,33 +277,53 @@ class TorchPeer:
         self.loss_fn = (
             torch.nn.CrossEntropyLoss() if spec.loss == "ce" else torch.nn.BCEWithLogitsLoss()
         )
-        self.opt = (
-            torch.optim.SGD(self.net.parameters(), lr=spec.lr)
-            if spec.opt == "sgd"
-            else torch.optim.Adam(self.net.parameters(), lr=spec.lr)
-        )
+        cls = torch.optim.SGD if spec.opt == "sgd" else torch.optim.Adam
+        self.opt = cls(self.net.parameters(), lr=spec.lr, **self.variant)
         self.x = torch.from_numpy(x)
         self.y = torch.from_numpy(y.astype(np.int64)) if spec.loss == "ce" else torch.from_numpy(y)
-        self.fwd = self.net
+        self._loss = None
+        self._step = self._eager_step
         if self.compiled:
-            torch._dynamo.reset()  # each case is a new network: no recompile limit
-            self.fwd = torch.compile(self.net)
-            self.step()  # compile now (forward and backward graphs)
-            with torch.no_grad():
-                self.fwd(self.x)
+            import copy
 
-    def step(self, x=None, y=None) -> float:
-        x = self.x if x is None else x
-        y = self.y if y is None else y
+            torch._dynamo.reset()  # each case is a new network: no recompile limit
+            start = copy.deepcopy(self.net.state_dict())
+            # the whole step: forward, loss, backward and the optimizer's update
+            self._step = torch.compile(self._eager_step)
+            self.step()
+            self.step()  # compiled now (the optimizer's state exists after the first step)
+            with torch.no_grad():  # back to the shared initial weights, a fresh optimizer
+                for k, v in self.net.state_dict().items():
+                    v.copy_(start[k])
+                for st in self.opt.state.values():
+                    for v in st.values():
+                        if torch.is_tensor(v):
+                            v.zero_()
+            self._infer = torch.compile(self.net)
+            with torch.no_grad():
+                self._infer(self.x)
+        else:
+            self._infer = self.net
+
+    def _eager_step(self, x, y):
         self.opt.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.fwd(x), y)
+        loss = self.loss_fn(self.net(x), y)
         loss.backward()
         self.opt.step()
-        return loss
+        return loss.detach()
+
+    def step(self, x=None, y=None) -> None:
+        self._loss = self._step(self.x if x is None else x, self.y if y is None else y)
+
+    def sync(self) -> None:
+        pass
+
+    def loss(self) -> float:
+        return float(self._loss)
 
     def infer(self):
         with self.torch.no_grad():
-            return self.fwd(self.x)
+            return self._infer(self.x)
 
     def epoch(self, x, y, batch: int, seed: int) -> None:
         torch = self.torch
@@ -291,11 +335,21 @@ class TorchPeer:
             self.step(xt[idx], yt[idx])
 
 
+class TorchFusedPeer(TorchPeer):
+    """PyTorch eager with ``fused=True`` (one fused kernel for every parameter's update; the
+    fastest documented variant on CPU since PyTorch 2.4)."""
+
+    label = "torch eager (fused)"
+    variant = {"fused": True}
+
+
 class TorchCompilePeer(TorchPeer):
-    """``torch.compile`` (inductor) of the network; loss, backward and optimizer as in eager."""
+    """``torch.compile`` (inductor) of the whole step: forward, loss, backward and the update
+    (fused optimizer)."""
 
     label = "torch.compile"
     compiled = True
+    variant = {"fused": True}
 
 
 # ------------------------------------------------------------------------------------- JAX
@@ -355,19 +409,32 @@ class JaxPeer:
         def zeros():  # separate buffers for m and v: donated buffers must be distinct
             return jax.tree_util.tree_map(jnp.zeros_like, params)
 
-        self.state = params if spec.opt == "sgd" else (params, zeros(), zeros(), jnp.float32(0.0))
+        def fresh():  # the initial state (donated buffers are consumed by a step)
+            p = [(jnp.asarray(w), jnp.asarray(b)) for w, b in weights]
+            return p if spec.opt == "sgd" else (p, zeros(), zeros(), jnp.float32(0.0))
+
+        self.state = fresh()
         self._step = jax.jit(sgd if spec.opt == "sgd" else adam, donate_argnums=0)
         self._infer = jax.jit(forward)
         self.x, self.y = jnp.asarray(x), jnp.asarray(y)
         self.spec = spec
-        self.step()
+        self._loss = None
+        self.step()  # compile now
+        self.sync()
         self.infer()
+        self.state = fresh()  # and start from the shared initial weights
 
-    def step(self, x=None, y=None):
-        self.state, loss = self._step(
+    def step(self, x=None, y=None) -> None:
+        """Dispatches the step and returns (JAX runs it asynchronously; ``sync`` waits)."""
+        self.state, self._loss = self._step(
             self.state, self.x if x is None else x, self.y if y is None else y
         )
-        return loss.block_until_ready()
+
+    def sync(self) -> None:
+        self._loss.block_until_ready()
+
+    def loss(self) -> float:
+        return float(self._loss)
 
     def infer(self):
         params = self.state if self.spec.opt == "sgd" else self.state[0]
@@ -382,4 +449,4 @@ class JaxPeer:
         loss.block_until_ready()
 
 
-PEERS: list[Callable] = [NumpyPeer, TorchPeer, TorchCompilePeer, JaxPeer]
+PEERS: list[Callable] = [NumpyPeer, TorchPeer, TorchFusedPeer, TorchCompilePeer, JaxPeer]
