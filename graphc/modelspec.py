@@ -32,7 +32,16 @@ def load_object(spec: str) -> tuple[Any, str]:
             has no such attribute.
     """
     if ":" not in spec:
-        raise ArgumentError(f"MODEL must look like path/to/file.py:name, got {spec!r}")
+        if spec.endswith((".gcm", ".onnx", ".py")) and not os.path.isfile(spec):
+            raise ArgumentError(f"model file {spec!r} does not exist")
+        if spec.endswith(".py"):
+            raise ArgumentError(
+                f"MODEL must name what to compile in {spec!r}: {spec}:NAME, where NAME is a "
+                "Model, Graph, Tensor, (outputs, loss[, optimizer]) or a function returning one"
+            )
+        raise ArgumentError(
+            f"MODEL must look like path/to/file.py:name, model.gcm or model.onnx, got {spec!r}"
+        )
     path, name = spec.rsplit(":", 1)
     if not os.path.isfile(path):
         raise ArgumentError(f"model file {path!r} does not exist")
@@ -49,7 +58,11 @@ def load_object(spec: str) -> tuple[Any, str]:
     finally:
         sys.path.pop(0)
     if not hasattr(module, name):
-        public = sorted(k for k in vars(module) if not k.startswith("_"))
+        public = sorted(
+            k
+            for k, v in vars(module).items()
+            if not k.startswith("_") and not isinstance(v, type(sys))  # modules: no
+        )
         raise ArgumentError(
             f"{path!r} has no attribute {name!r} (it defines: {', '.join(public[:20])})"
         )
