@@ -439,6 +439,24 @@ def test_c_predict_reads_one_row_per_line_and_names_a_bad_line(tmp_path) -> None
     assert r.returncode == 1 and "line 3: more than 64 numbers" in r.stderr
     r = subprocess.run([str(exe)], input="1 2 x 4\n", capture_output=True, text=True)
     assert r.returncode == 1 and "line 1: not a number at column 5" in r.stderr
+    # train.c: a label that is not a class id 0..9 is refused before any step (the library
+    # itself does not check labels: an id of 12 would give a NaN loss)
+    cmd[cmd.index(str(ROOT / "examples" / "c" / "predict.c"))] = str(
+        ROOT / "examples" / "c" / "train.c"
+    )
+    cmd[-1] = str(tmp_path / "train")
+    subprocess.run(cmd, check=True, capture_output=True)
+    feats = " ".join(f"{v:.9g}" for v in xs[0])
+    for label, ok in (("3", True), ("12", False), ("3.5", False), ("-1", False)):
+        rows = f"{feats} 1\n{feats} {label}\n"
+        r = subprocess.run(
+            [cmd[-1], "1", "2"], input=rows, capture_output=True, text=True, check=False
+        )
+        if ok:
+            assert r.returncode == 0 and r.stdout.startswith("step 0 loss "), r.stderr
+        else:
+            assert r.returncode == 1 and r.stdout == "", r.stdout
+            assert f"row 2: label {label} is not a class id 0..9" in r.stderr
 
 
 def test_make_rows_writes_raw_digits_rows(tmp_path) -> None:

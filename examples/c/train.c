@@ -1,7 +1,8 @@
 /* train: keep training a graphc library's network in C, optionally saving the weights.
  *
  * Reads rows from stdin, one per line: MODEL_X_ROW_ELEMS features then MODEL_LABEL_ROW_ELEMS
- * labels (see rows.h; a line of another length is an error naming the line). `make rows`
+ * labels (see rows.h; a line of another length is an error naming the line; integer labels
+ * must be class ids 0 .. MODEL_Y_ROW_ELEMS-1, checked here). `make rows`
  * writes digits_train.txt.
  * Runs STEPS optimizer steps on mini-batches of BATCH rows taken in order (wrapping around),
  * printing "step K loss L" after each, and with OUT given writes the trained weights there as a
@@ -35,6 +36,19 @@ int main(int argc, char **argv) {
         free(data);
         return 1;
     }
+#if MODEL_LABEL_IS_INT
+    /* class ids: a whole number 0 .. classes-1 (the library does not check them) */
+    for (i = 0; i < rows; i++)
+        for (j = 0; j < MODEL_LABEL_ROW_ELEMS; j++) {
+            float v = data[i * ROW + MODEL_X_ROW_ELEMS + j];
+            if (!(v >= 0.0f && v < (float)MODEL_Y_ROW_ELEMS) || v != (float)(int32_t)v) {
+                fprintf(stderr, "train: row %ld: label %g is not a class id 0..%ld\n",
+                        (long)i + 1, (double)v, (long)MODEL_Y_ROW_ELEMS - 1);
+                free(data);
+                return 1;
+            }
+        }
+#endif
     if (batch > rows) batch = (long)rows;
     ctx.params_bytes = MODEL_PARAM_BYTES;
     ctx.params = malloc((size_t)ctx.params_bytes);
