@@ -539,3 +539,27 @@ def test_readme_commands_write_nothing_into_the_repository_root() -> None:
     assert outputs, "the README names no output paths any more: update this test"
     for path in outputs:
         assert path.startswith(("examples/out", "/tmp", "$")), f"README writes {path} in the root"
+
+
+def test_readme_kernel_and_arena_figures_are_what_graphc_dump_prints(capsys) -> None:
+    """The README's -O0/-O2 figures for the digits training step (kernels, arena bytes at batch
+    32) against `graphc dump --stage scheduled`: a pass that changes them must update the text."""
+    import re
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    m = re.search(
+        r"(\d+) kernels and a ([\d,]+)-byte arena at batch 32 with `-O0`; (\d+) kernels and "
+        r"([\d,]+) bytes with `-O2`",
+        text,
+    )
+    assert m, "the README's optimization-level figures moved: update this test"
+    for level, kernels, arena in (("0", m[1], m[2]), ("2", m[3], m[4])):
+        spec = str(ROOT / "examples" / "models.py") + ":digits"
+        assert main(["dump", spec, "-O", level, "--stage", "scheduled", "--batch", "32"]) in (
+            0,
+            None,
+        )
+        out = capsys.readouterr().out
+        got_k = re.search(r"# scheduled graph digits: (\d+) kernels", out)[1]
+        got_a = re.search(r"# arena: peak .*? = (\d+) B at N=32", out)[1]
+        assert (got_k, got_a) == (kernels, arena.replace(",", "")), f"-O{level}"
