@@ -45,8 +45,9 @@ from dataclasses import dataclass
 import llvmlite
 import llvmlite.binding as llvm
 import numpy as np
-from graphc.codegen.gemm import JitGemms, host_target_machine, optimize
 from llvmlite import ir
+
+from graphc.codegen.gemm import JitGemms, host_target_machine, optimize
 
 FLOP_PER_CYCLE = 32  # f32 on AVX2 + FMA: 2 FMA pipes x 8 lanes x 2 FLOP
 

@@ -21,10 +21,10 @@ import os
 import time
 
 import numpy as np
-from graphc.codegen.gemm import DIRECT_PARALLEL_MIN, PARALLEL_MIN_MACS
-from graphc.codegen.kernels import PARALLEL_MIN_ELEMENTS
 
 import graphc as gc
+from graphc.codegen.gemm import DIRECT_PARALLEL_MIN, PARALLEL_MIN_MACS
+from graphc.codegen.kernels import PARALLEL_MIN_ELEMENTS
 
 
 def best_us(fn, rounds: int, reps: int) -> float:

@@ -16,6 +16,7 @@ Run: python benchmarks/onnx_bench.py [-o benchmarks/ONNX_RESULTS.md] [--rounds 3
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -39,7 +40,7 @@ def write_model(path: str) -> None:
     rng = np.random.default_rng(0)
     nodes, inits, prev = [], [], "/Flatten_output_0"
     nodes.append(helper.make_node("Flatten", ["input"], [prev], "/flatten/Flatten", axis=1))
-    for i, (a, b) in enumerate(zip(SIZES[:-1], SIZES[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(SIZES)):
         w = (rng.standard_normal((b, a)) * np.sqrt(2 / a)).astype(np.float32)
         inits += [numpy_helper.from_array(w, f"fc{i}.weight")]
         inits += [numpy_helper.from_array(np.zeros(b, np.float32), f"fc{i}.bias")]

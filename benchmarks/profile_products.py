@@ -26,13 +26,13 @@ for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
 os.environ["GRAPHC_THREADS"] = "1"
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import peers as P  # noqa: E402
-from bench_gemm import fma_peak  # noqa: E402
+import peers as P
+from bench_gemm import fma_peak
 
-from graphc.codegen.gemm import JitGemms  # noqa: E402
+from graphc.codegen.gemm import JitGemms
 
 try:
     import torch

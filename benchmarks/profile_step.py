@@ -16,6 +16,8 @@ import numpy as np
 import graphc as gc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import itertools
+
 import peers as P
 
 
@@ -49,7 +51,7 @@ for sizes, act, loss, opt, lr, b in cases:
     x, y = P.make_data(spec, b)
     g = P.GraphcPeer(spec, P.init_weights(spec), x, y)
     m = g.model
-    steps = max(20, int(2e8 // (b * sum(a * c for a, c in zip(sizes[:-1], sizes[1:])) * 6)))
+    steps = max(20, int(2e8 // (b * sum(a * c for a, c in itertools.pairwise(sizes)) * 6)))
     steps = min(steps, 20000)
     e = m.entries["train_step"]
     ee = m.epoch_entry
@@ -69,7 +71,7 @@ for sizes, act, loss, opt, lr, b in cases:
     raw = med(lambda: fn(a[0], a[1], a[2], a[3], a[4], b), max(5, int(2000 / max(native, 1))))
     step = med(g.step, max(5, int(2000 / max(native, 1))))
     fit = med(lambda: m.fit(xs, ys, epochs=1, batch_size=b, shuffle=False, verbose=0), 1, 3) / steps
-    gemms = [gemm_us(b, k, n) for k, n in zip(sizes[:-1], sizes[1:])]
+    gemms = [gemm_us(b, k, n) for k, n in itertools.pairwise(sizes)]
     print(
         f"{spec.name} b{b}: native/step (epoch entry, no Python) {native:.1f} us; raw ctypes call "
         f"{raw:.1f} us; Entry call {step:.1f} us; fit/step {fit:.1f} us; forward GEMMs alone "

@@ -417,7 +417,7 @@ def report(runs: dict, info: dict[str, str], cmd: str, wall: float) -> str:
     for th, res in runs.items():
         out += ["", f"## {th} thread(s)", ""]
         cases: dict[str, dict[str, tuple[float, float] | None]] = {}
-        for c, r in res["workers"].items():
+        for r in res["workers"].values():
             for key, smp in r.get("samples", {}).items():
                 cid, col = key.split("|")
                 cases.setdefault(cid, {})[col] = summary(smp)
@@ -452,7 +452,7 @@ def report(runs: dict, info: dict[str, str], cmd: str, wall: float) -> str:
         for c, r in res["workers"].items():
             bad, worst = [], [0.0, 0.0]
             for cid, ls in r.get("losses", {}).items():
-                if cid in ref and ref[cid]:
+                if ref.get(cid):
                     errs = [abs(a - b) / max(abs(b), 1e-6) for a, b in zip(ls, ref[cid])]
                     worst[0] = max(worst[0], errs[0])
                     worst[1] = max([worst[1]] + errs[1:])

@@ -47,12 +47,13 @@ import zlib
 from dataclasses import dataclass, field
 
 import llvmlite.binding as llvm
+from llvmlite import ir
+
 from graphc.ir.batch import rows_independent
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Graph
 from graphc.ir.plan import ALIGN, Schedule
 from graphc.ir.types import BATCH, DTYPE_INFO, TensorType
-from llvmlite import ir
 
 from .checks import CHECK_BASE, InputCheck
 from .kernels import NUMERICS_BASE

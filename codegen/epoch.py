@@ -25,9 +25,10 @@ gives bit-identical parameters and losses to ``ceil(n / batch)`` calls of ``NAME
 
 from __future__ import annotations
 
+from llvmlite import ir
+
 from graphc.ir.plan import Schedule
 from graphc.ir.types import BATCH
-from llvmlite import ir
 
 from .lltypes import I1, I8, I32, I64, LL, PTR, VOID, i64
 from .loops import loop

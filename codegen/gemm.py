@@ -50,12 +50,13 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from typing import Any
+from llvmlite import ir
+
 from graphc.ir.errors import CodegenError
 from graphc.ir.types import DTYPE_INFO
-from llvmlite import ir
 
 from .lltypes import I1, I32, I64, LL, PTR, VOID
 from .loops import counted_loop as _loop
@@ -359,10 +360,10 @@ class _GemmEmitter:
         n, d = len(rows), len(rows) // 2
         while d >= 1:
             lo = ir.Constant(
-                ir.VectorType(I32, n), [l if not l & d else n + l - d for l in range(n)]
+                ir.VectorType(I32, n), [k if not k & d else n + k - d for k in range(n)]
             )
             hi = ir.Constant(
-                ir.VectorType(I32, n), [l + d if not l & d else n + l for l in range(n)]
+                ir.VectorType(I32, n), [k + d if not k & d else n + k for k in range(n)]
             )
             out = list(rows)
             for i in range(n):

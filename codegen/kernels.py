@@ -13,14 +13,15 @@ batch size. Returns 0.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+
+from llvmlite import ir
 
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Graph, Node
 from graphc.ir.ops import OPS, normalize_axes
 from graphc.ir.plan import Buffer, Kernel, Schedule
 from graphc.ir.types import BATCH
-from llvmlite import ir
 
 from . import vmath
 from .lltypes import F64, I32, I64, LL, PTR, VOID, i64
@@ -418,10 +419,9 @@ def emit_transpose(ctx: KernelContext, node: Node) -> None:
     """y[r, c] = x[c, r]."""
     b = ctx.b
     rows, cols = (ctx.dim(d) for d in node.type.shape)
-    with loop(b, rows, name="r") as r:
-        with loop(b, cols, name="c") as c:
-            x = ctx.load(node.inputs[0], b.add(b.mul(c, rows), r))
-            ctx.store(node.name, b.add(b.mul(r, cols), c), x)
+    with loop(b, rows, name="r") as r, loop(b, cols, name="c") as c:
+        x = ctx.load(node.inputs[0], b.add(b.mul(c, rows), r))
+        ctx.store(node.name, b.add(b.mul(r, cols), c), x)
     b.ret_void()
 
 
@@ -607,20 +607,19 @@ def emit_argmax(ctx: KernelContext, node: Node) -> None:
     with b.goto_entry_block():
         best_p = b.alloca(t, name="best")
         idx_p = b.alloca(I64, name="best_k")
-    with loop(b, outer, name="o") as o:
-        with loop(b, inner, name="i") as i:
-            b.store(ir.Constant(t, float("-inf")), best_p)
-            b.store(i64(0), idx_p)
-            base = b.add(b.mul(b.mul(o, length), inner), i)
-            with loop(b, length, name="k") as k:
-                v = ctx.load(x, b.add(base, b.mul(k, inner)))
-                best = b.load(best_p, typ=t)
-                # v > best, or v is the first NaN; once best is NaN it stays
-                take = b.and_(b.fcmp_unordered(">", v, best), b.fcmp_ordered("ord", best, best))
-                b.store(b.select(take, v, best), best_p)
-                b.store(b.select(take, k, b.load(idx_p, typ=I64)), idx_p)
-            out = b.add(b.mul(o, inner), i)
-            ctx.store(node.name, out, b.trunc(b.load(idx_p, typ=I64), I32))
+    with loop(b, outer, name="o") as o, loop(b, inner, name="i") as i:
+        b.store(ir.Constant(t, float("-inf")), best_p)
+        b.store(i64(0), idx_p)
+        base = b.add(b.mul(b.mul(o, length), inner), i)
+        with loop(b, length, name="k") as k:
+            v = ctx.load(x, b.add(base, b.mul(k, inner)))
+            best = b.load(best_p, typ=t)
+            # v > best, or v is the first NaN; once best is NaN it stays
+            take = b.and_(b.fcmp_unordered(">", v, best), b.fcmp_ordered("ord", best, best))
+            b.store(b.select(take, v, best), best_p)
+            b.store(b.select(take, k, b.load(idx_p, typ=I64)), idx_p)
+        out = b.add(b.mul(o, inner), i)
+        ctx.store(node.name, out, b.trunc(b.load(idx_p, typ=I64), I32))
     b.ret_void()
 
 
@@ -830,7 +829,7 @@ def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: s
                 x = arg
                 vals[v] = _splat(b, x, lanes) if lanes else x
                 continue
-            rs, cs = _matrix_strides(vt.shape, n_cols)
+            rs, cs = _matrix_strides(vt.shape)
             idx: ir.Value = i64(0)
             if rs is not None:
                 idx = b.mul(i, row if rs == "cols" else i64(rs))
@@ -867,10 +866,11 @@ def _splat(b: ir.IRBuilder, x: ir.Value, lanes: int) -> ir.Value:
     )
 
 
-def _matrix_strides(shape, n_cols) -> tuple:
-    """(row stride, column stride) of an operand broadcast against an [M, n_cols] matrix (None:
+def _matrix_strides(shape) -> tuple:
+    """(row stride, column stride) of an operand broadcast against an [M, N] matrix (None:
     broadcast along that axis). A full row's stride is "cols", the matrix's column count, which
-    the caller turns into a value: a constant, or the GEMM's N when n_cols is the batch size."""
+    the caller turns into a value: a constant, or the GEMM's N argument when N is the batch
+    size."""
     if len(shape) == 0 or all(d == 1 for d in shape):
         return None, None
     if len(shape) == 1:

@@ -6,12 +6,14 @@ them inside loops that LLVM vectorizes. Transcendentals use our polynomial ``vma
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
+
+from llvmlite import ir
 
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Node
 from graphc.ir.ops import OPS
-from llvmlite import ir
 
 from . import vmath
 from .lltypes import F64, I32, I64

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from llvmlite import ir
+
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import attrs_key
 from graphc.ir.plan import Kernel, Schedule
 from graphc.ir.types import BATCH
-from llvmlite import ir
 
 from . import kernels as K
 from .checks import InputCheck, emit_input_checks
@@ -99,7 +100,7 @@ class ModuleBuilder:
             t = sched.graph[c.name].type
             count: ir.Value = i64(1)
             for d in t.shape:
-                count = b.mul(count, n if d == BATCH else i64(d))
+                count = b.mul(count, n if d == BATCH else i64(int(d)))
             scans.append((slot_of[c.name], c, t.dtype, count))
         emit_input_checks(b, self.module, scans, fn.args[3])
         b.ret(b.call(body, list(fn.args), tail=True))
@@ -146,7 +147,7 @@ class ModuleBuilder:
             for i, (v, k) in enumerate(K.numerics_sites(sched)):
                 sites.setdefault(k, []).append((i, v))
         for kidx, kernel in enumerate(sched.kernels):
-            kfn, values, extra_ptrs = self._emit_kernel(
+            kfn, values, _extra_ptrs = self._emit_kernel(
                 prefix, sched, kernel, out_ptr_needed=kernel.kind == "copy"
             )
             args = [base(v) for v in K.distinct_buffers(sched, values)]

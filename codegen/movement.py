@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 
+from llvmlite import ir
+
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Node
 from graphc.ir.ops import OPS
 from graphc.ir.ops.shape import slice_bounds
 from graphc.ir.types import BATCH
-from llvmlite import ir
 
 from .kernels import LL, KernelContext
 from .loops import i64, loop

@@ -6,8 +6,6 @@ triple of the module being built), never the host: the host is only the default 
 
 from __future__ import annotations
 
-from typing import Any
-
 import atexit
 import concurrent.futures
 import ctypes
@@ -21,10 +19,12 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import llvmlite.binding as llvm
-from graphc.ir.errors import CodegenError, TargetError
 from llvmlite import ir
+
+from graphc.ir.errors import CodegenError, TargetError
 
 from . import llvm_private
 

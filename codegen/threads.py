@@ -152,7 +152,7 @@ class _PoolEmitter:
         # i64 NAME_pool_dispatches(): dispatches that woke the pool so far (the generation in
         # `work`, mod 2^32). Tests use it to check that small work stays on the caller; the
         # libraries do not export it (aot.object_module makes it internal).
-        dispatches, b = self.function(f"{self.prefix}_pool_dispatches", I64, [], internal=False)
+        _dispatches, b = self.function(f"{self.prefix}_pool_dispatches", I64, [], internal=False)
         b.ret(self.gen_of(b, b.load_atomic(self.work, "monotonic", 8, typ=I64)))
         self.emit_forget_threads()
         return ThreadPool(run, self.threads, set_threads, get_threads)
@@ -162,7 +162,7 @@ class _PoolEmitter:
         parent's workers: back to one thread, with a fresh mutex and condition variable (the
         parent may have held them at the fork), without joining anything. Call it only there
         (the runtime does, through os.register_at_fork; libraries through pthread_atfork)."""
-        fn, b = self.function(f"{self.prefix}_forget_threads", VOID, [], internal=False)
+        _fn, b = self.function(f"{self.prefix}_forget_threads", VOID, [], internal=False)
         zero = ir.Constant(I64, 0)
         for var in (self.workers, self.sleepers, self.stop, self.busy):
             _store_atomic(b, zero, var, "monotonic", 8)

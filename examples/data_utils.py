@@ -56,7 +56,7 @@ def load(
     x, y, names = read_csv(name)
     order = np.random.default_rng(seed).permutation(len(x))
     x, y = x[order], y[order]
-    cut = int(round(len(x) * (1 - test_fraction)))
+    cut = round(len(x) * (1 - test_fraction))
     mean = x[:cut].mean(axis=0)
     std = x[:cut].std(axis=0)
     std[std == 0] = 1.0

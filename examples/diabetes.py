@@ -10,8 +10,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import graphc as gc  # noqa: E402
-from data_utils import load  # noqa: E402
+from data_utils import load
+
+import graphc as gc
 
 
 def main(epochs: int = 40, verbose: int = 1) -> dict:

@@ -14,8 +14,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import graphc as gc  # noqa: E402
-from data_utils import load  # noqa: E402
+from data_utils import load
+
+import graphc as gc
 
 
 def build(x_train: np.ndarray):

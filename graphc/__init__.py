@@ -94,7 +94,7 @@ globals().update(_dsl.OP_FUNCTIONS)
 
 # issue #14's functions beyond the generated ones (numbers as operands, layers, losses); after
 # the generated functions, so that gc.minimum, gc.clip, gc.where, ... take numbers too
-from .functional import (  # noqa: A004, E402 (max, min, pow, slice: numpy's names)
+from .functional import (  # noqa: E402 (max, min, pow, slice: numpy's names)
     BatchNorm,
     LayerNorm,
     argmax,

@@ -14,7 +14,7 @@ from .optim import Optimizer
 
 def compile(
     outputs: dsl.Tensor | list[dsl.Tensor],
-    loss: dsl.Tensor | None = None,  # noqa: A001
+    loss: dsl.Tensor | None = None,
     optimizer: Optimizer | None = None,
     *,
     name: str = "model",
@@ -47,7 +47,6 @@ def compile(
             predict alike, with bit-identical results for any count (default:
             ``$GRAPHC_THREADS``, else every core this process may use; also settable later as
             ``model.threads``).
-            Training steps run on one thread.
 
     Raises:
         GraphcError: bad arguments (see the message); ShapeError was raised earlier, while the

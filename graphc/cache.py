@@ -321,7 +321,7 @@ def elf_problem(obj: bytes) -> str | None:
     if e_shoff < 64 or e_shoff + 64 * e_shnum > len(obj) or e_shstrndx >= e_shnum:
         return "section table outside the file"
     secs = [struct.unpack_from("<IIQQQQIIQQ", obj, e_shoff + 64 * i) for i in range(e_shnum)]
-    for i, (_, typ, _, _, off, size, link, info, _, entsize) in enumerate(secs):
+    for i, (_, typ, _, _, off, size, link, _info, _, entsize) in enumerate(secs):
         if typ != 8 and (off > len(obj) or size > len(obj) - off):  # 8: SHT_NOBITS
             return f"section {i} outside the file"
         if link >= e_shnum:

@@ -370,7 +370,7 @@ class CSVLogger(Callback):
         had_rows = self.append and os.path.isfile(self.filename)
         had_rows = had_rows and os.path.getsize(self.filename) > 0
         try:
-            self._file = open(self.filename, "a" if self.append else "w", newline="")  # noqa: SIM115
+            self._file = open(self.filename, "a" if self.append else "w", newline="")
         except OSError as e:
             raise ArgumentError(f"CSVLogger: cannot open {self.filename!r}: {e.strerror}") from None
         self._writer = csv.writer(self._file, delimiter=self.separator)

@@ -10,9 +10,9 @@ from graphc.codegen.checks import InputCheck
 from graphc.codegen.module import ModuleBuilder
 from graphc.codegen.target import (
     JitModule,
-    compile_parts,
     Target,
     as_target,
+    compile_parts,
     compile_threads,
     target_machine,
 )

@@ -14,16 +14,17 @@ import inspect
 import itertools
 import os
 import sys
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
 from graphc.ir.builder import infer_type
 from graphc.ir.errors import ArgumentError, GraphcError, ShapeError
 from graphc.ir.graph import Graph, Node, make_attrs, make_node
-from graphc.ir.ops.random import number_dropout_streams
 from graphc.ir.ops import ACTIVATIONS as ACTIVATION_OPS
 from graphc.ir.ops import OPS, POINTWISE_OPS, REQUIRED
+from graphc.ir.ops.random import number_dropout_streams
 from graphc.ir.types import TensorType
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,7 +101,7 @@ class Tensor:
     scalar constants of the tensor's dtype).
     """
 
-    __slots__ = ("node", "parents", "kind", "value")
+    __slots__ = ("kind", "node", "parents", "value")
 
     def __init__(self, node: Node, parents: tuple[Tensor, ...] = ()) -> None:
         self.node = node
@@ -201,7 +202,7 @@ def _source(op: str, name: str, shape: Iterable, dtype: str, attrs: dict | None 
     return Tensor(make_node(name, op, (), t, attrs, loc=_user_loc()))
 
 
-def input(name: str, shape: Iterable, dtype: str = "f32") -> Tensor:  # noqa: A001
+def input(name: str, shape: Iterable, dtype: str = "f32") -> Tensor:
     """A data placeholder; use "N" for the batch dimension, e.g. ``input("x", ("N", 64))``."""
     return _source("input", name, shape, dtype)
 
@@ -403,7 +404,7 @@ def matmul(a: Tensor, b: Tensor, *, transpose_a: bool = False, transpose_b: bool
     return apply("matmul", a, b, transpose_a=transpose_a or None, transpose_b=transpose_b or None)
 
 
-def sum(x: Tensor, axes: Iterable[int] | int | None = None, keepdims: bool = False) -> Tensor:  # noqa: A001
+def sum(x: Tensor, axes: Iterable[int] | int | None = None, keepdims: bool = False) -> Tensor:
     """Sum over ``axes`` (all when None)."""
     return apply("sum", x, axes=_axes(axes), keepdims=keepdims or None)
 
@@ -776,10 +777,44 @@ def names_user_line(fn):
 
 
 for _name in {
-    *"apply input param constant const add sub mul div maximum dropout matmul sum mean".split(),
-    *"reshape activation softmax_cross_entropy binary_cross_entropy mean_squared_error".split(),
-    *"dense perceptron sigmoid tanh relu softplus exp log sqrt square neg softmax".split(),
-    *"transpose".split(),
+    *[
+        "apply",
+        "input",
+        "param",
+        "constant",
+        "const",
+        "add",
+        "sub",
+        "mul",
+        "div",
+        "maximum",
+        "dropout",
+        "matmul",
+        "sum",
+        "mean",
+    ],
+    *[
+        "reshape",
+        "activation",
+        "softmax_cross_entropy",
+        "binary_cross_entropy",
+        "mean_squared_error",
+    ],
+    *[
+        "dense",
+        "perceptron",
+        "sigmoid",
+        "tanh",
+        "relu",
+        "softplus",
+        "exp",
+        "log",
+        "sqrt",
+        "square",
+        "neg",
+        "softmax",
+    ],
+    *["transpose"],
     *OP_FUNCTIONS,
 }:
     if _name in globals():

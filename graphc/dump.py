@@ -20,9 +20,6 @@ in docs/ir.md), ``dot`` (Graphviz source) and ``svg`` (rendered by Graphviz's ``
 
 from __future__ import annotations
 
-from graphc.ir.passes.fuse import explain_fusion
-from graphc.ir.passes.pipeline import PASS_NAMES
-
 import argparse
 import dataclasses
 import json
@@ -37,6 +34,8 @@ from graphc.ir.dot import graph_dot, render_svg
 from graphc.ir.errors import ArgumentError
 from graphc.ir.graph import Graph, Node
 from graphc.ir.ops import ACTIVATIONS, INLINE_OPS, OPS, SOURCE_OPS
+from graphc.ir.passes.fuse import explain_fusion
+from graphc.ir.passes.pipeline import PASS_NAMES
 from graphc.ir.text import graph_to_json, print_graph
 
 FORMATS = ("text", "json", "dot", "svg")

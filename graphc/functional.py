@@ -19,9 +19,9 @@ from .dsl import (
     _fresh,
     _tag,
     apply,
-    names_user_line,
     const,
     mean,
+    names_user_line,
     param,
     reshape,
     sum,
@@ -309,9 +309,13 @@ LOSSES.update(  # the losses compile_sequential accepts by name
 
 # every GraphcError a user can cause here names the user's line (as in graphc.dsl)
 for _name, _fn in list(globals().items()):
-    if callable(_fn) and not isinstance(_fn, type) and not _name.startswith("_"):
-        if getattr(_fn, "__module__", None) == __name__:
-            globals()[_name] = names_user_line(_fn)
+    if (
+        callable(_fn)
+        and not isinstance(_fn, type)
+        and not _name.startswith("_")
+        and getattr(_fn, "__module__", None) == __name__
+    ):
+        globals()[_name] = names_user_line(_fn)
 for _name in ("categorical_cross_entropy", "huber", "mean_absolute_error"):
     LOSSES[_name] = globals()[_name]
 del _name, _fn

@@ -662,8 +662,8 @@ def check_compiled(
 
 def check_gradients(case: Case, directions: int = 3) -> list[str]:
     """The interpreter's float64 gradients vs central finite differences of its forward loss."""
-    from graphc.compiler import build_graphs
     import graphc as gc
+    from graphc.compiler import build_graphs
 
     prog = build_graphs("fuzzgrad", case.outputs, case.loss, gc.SGD(lr=1.0))
     used = {p.name for p in prog.training.params}

@@ -430,7 +430,7 @@ def save_onnx(model: Any, path: str, *, include_loss: bool = False, check: bool 
     if check:
         try:
             onnx.checker.check_model(m, full_check=True)
-        except Exception as e:  # noqa: BLE001 -- the checker raises several kinds
+        except Exception as e:
             raise OnnxError(f"to_onnx: the exported model fails onnx.checker: {e}") from None
     tmp = f"{path}.tmp{os.getpid()}"
     try:

@@ -175,7 +175,7 @@ def _parse(onnx: Any, data: bytes, where: str) -> Any:
     m = onnx.ModelProto()
     try:
         m.ParseFromString(data)
-    except Exception as e:  # noqa: BLE001 -- protobuf's DecodeError and friends: the file is not a model
+    except Exception as e:
         raise OnnxError(f"{where}: not a valid ONNX model ({type(e).__name__}: {e})") from None
     if not m.HasField("graph"):
         raise OnnxError(f"{where}: the file holds no graph (is it an ONNX model?)")
@@ -207,7 +207,7 @@ def tensor_to_array(t: Any, base_dir: str | None, what: str) -> np.ndarray:
         from onnx import numpy_helper
 
         a = numpy_helper.to_array(t)
-    except Exception as e:  # noqa: BLE001 -- wrong byte counts, bad fields: say which tensor
+    except Exception as e:
         raise OnnxError(f"{what}: cannot read its values ({type(e).__name__}: {e})") from None
     if a.shape != dims:
         raise OnnxError(f"{what}: holds {a.size} values for shape {list(dims)}")
@@ -607,7 +607,7 @@ class Importer:
             cx.fail(f"operator {key} is not supported by graphc. Supported: {supported}")
         try:
             cx.version = onnx.defs.get_schema(node.op_type, version, domain).since_version
-        except Exception:  # noqa: BLE001 -- onnx raises several kinds
+        except Exception:
             cx.fail(f"operator {key} is not defined at opset {version}")
         for a in node.attribute:
             if a.name not in rule.attrs:

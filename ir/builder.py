@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import GraphcError, ShapeError
 from .graph import Graph, NameSupply, Node, make_attrs, make_node

@@ -32,6 +32,7 @@ import zipfile
 from typing import Any
 
 import numpy as np
+
 from graphc.ir.errors import CheckpointError
 from graphc.ir.graph import Graph
 

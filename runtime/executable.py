@@ -6,6 +6,7 @@ import ctypes
 from typing import Any
 
 import numpy as np
+
 from graphc.codegen.epoch import ERR_NONFINITE_LOSS
 from graphc.ir.errors import ArgumentError, NumericsError
 from graphc.ir.plan import Schedule

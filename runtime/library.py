@@ -19,6 +19,7 @@ import weakref
 from typing import Any
 
 import numpy as np
+
 from graphc.codegen.aot import CHECK_ERRORS, ERRORS
 from graphc.codegen.threads import MAX_THREADS
 from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError, NumericsError

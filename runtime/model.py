@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from graphc.codegen.threads import MAX_THREADS
 from graphc.ir.batch import loss_is_row_mean, rows_independent
 from graphc.ir.errors import ArgumentError, GraphcError, NumericsError
@@ -830,7 +831,7 @@ class Model:
                 cbs.epoch_begin(self, epoch)
                 figures = run.epoch(epoch, shuffle, seed, cbs, len(history.epochs))
                 if val is not None:
-                    figures.update({f"val_{k}": v for k, v in self._evaluate_feeds(*val).items()})
+                    figures.update({f"val_{k}": v for k, v in self._evaluate_feeds(val[0]).items()})
                 figures["lr"] = float(self.lr)  # the rate this epoch's steps used
                 figures["seconds"] = time.perf_counter() - run.t0
                 history.add(epoch, figures)
@@ -882,7 +883,7 @@ class Model:
         """(validation (x, y) from the last rows, the training feeds left, their row count)."""
         if not 0 < fraction < 1:
             raise ArgumentError(f"validation_split must lie in (0, 1), got {fraction}")
-        cut = int(round(n * (1 - fraction)))
+        cut = round(n * (1 - fraction))
         if cut < 1 or cut >= n:
             raise ArgumentError(f"validation_split={fraction} leaves no rows on one side")
         validation = (
@@ -891,7 +892,7 @@ class Model:
         )
         return validation, {k: v[:cut] for k, v in feeds.items()}, cut
 
-    def _evaluate_feeds(self, feeds: dict[str, np.ndarray], n: int) -> dict[str, float]:
+    def _evaluate_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, float]:
         x = {k: v for k, v in feeds.items() if k in self.program.feature_inputs}
         y = {k: v for k, v in feeds.items() if k in self.program.label_inputs}
         return self.evaluate(x, y)

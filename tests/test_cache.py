@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from graphc.runtime.model import Model
 
 import graphc as gc
 from graphc import cache, compiler
+from graphc.runtime.model import Model
 
 
 def _net(hidden: int = 4):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from graphc.ir.errors import ArgumentError, GraphcError
 
 from graphc.callbacks import EarlyStopping, ReduceLROnPlateau, run_scripted
+from graphc.ir.errors import ArgumentError, GraphcError
 
 
 @pytest.mark.parametrize("patience", [0, 1, 2, 3, 5])

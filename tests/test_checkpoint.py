@@ -169,7 +169,7 @@ def _damaged_files(good: bytes, tmp_path):
 def test_damaged_files_raise_checkpoint_error_and_leave_the_model_unchanged(
     trained, fresh, tmp_path
 ) -> None:
-    model, _, path = trained
+    _model, _, path = trained
     good = open(path, "rb").read()
     snap = _snapshot(fresh)
     for what, (p, msg) in _damaged_files(good, tmp_path).items():

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from graphc.codegen.module import ModuleBuilder
-from graphc.codegen.target import resolve_target, vector_unit
-from graphc.codegen.toolchain import find_toolchain
-from test_aot import BAD_CALLS_C, EXAMPLES, digits_model  # noqa: E402  (the tests' folder)
+from test_aot import BAD_CALLS_C, EXAMPLES, digits_model
 
 import graphc as gc
 from graphc.cli import main as cli_main
+from graphc.codegen.module import ModuleBuilder
+from graphc.codegen.target import resolve_target, vector_unit
+from graphc.codegen.toolchain import find_toolchain
 from graphc.export import write_weights
 
 AARCH64_CC = shutil.which("aarch64-linux-gnu-gcc")

@@ -14,9 +14,9 @@ import pathlib
 
 import numpy as np
 import pytest
-from graphc.ir.interpret import interpret
 
 import graphc as gc
+from graphc.ir.interpret import interpret
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples" / "models.py"
 STEPS = 2

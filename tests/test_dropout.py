@@ -7,12 +7,12 @@ import os
 
 import numpy as np
 import pytest
+
+import graphc as gc
 from graphc.ir.errors import GraphcError, ShapeError
 from graphc.ir.interpret import interpret
 from graphc.ir.ops import OPS
 from graphc.ir.ops.random import keep_mask, mix64
-
-import graphc as gc
 
 ROWS, COLS = 20, 40
 
@@ -131,9 +131,9 @@ def test_dropout_rejects_bad_rates() -> None:
 def test_vjp_matches_finite_differences_of_the_reference() -> None:
     """For a fixed step the op is linear in x: d/dx sum(u * dropout(x)) = u * keep / (1 - p)."""
     from conftest import numeric_grad
-    from graphc.ir.autodiff import gradients
 
     from graphc.dsl import collect_graph
+    from graphc.ir.autodiff import gradients
 
     x = gc.input("x", (3, 5), dtype="f64")
     u = gc.input("u", (3, 5), dtype="f64")

@@ -8,10 +8,6 @@ import os
 import shutil
 
 import pytest
-from graphc.ir.errors import GraphcError
-from graphc.ir.ops import OPS
-from graphc.ir.passes.pipeline import passes_for_level
-from graphc.ir.text import graph_from_json, parse_graph, renumbered
 
 from graphc.cli import main
 from graphc.dump import (
@@ -23,6 +19,10 @@ from graphc.dump import (
     render_svg,
     stats_text,
 )
+from graphc.ir.errors import GraphcError
+from graphc.ir.ops import OPS
+from graphc.ir.passes.pipeline import passes_for_level
+from graphc.ir.text import graph_from_json, parse_graph, renumbered
 
 DIGITS = "examples/models.py:digits"
 

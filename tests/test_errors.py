@@ -10,7 +10,6 @@ import pytest
 import graphc as gc
 from graphc import modelspec
 
-
 # ---------------------------------------------------------------- while building the graph
 
 
@@ -92,7 +91,7 @@ def test_wrong_feature_shape_or_dtype_names_the_input(clf) -> None:
 
 
 def test_float64_and_integer_features_are_converted(clf) -> None:
-    x, y = _data()
+    x, _y = _data()
     a = clf.predict(x)
     np.testing.assert_array_equal(clf.predict(x.astype(np.float64)), a)
 

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 
-
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 sys.path.insert(0, EXAMPLES)
 

@@ -10,9 +10,10 @@ import re
 
 import numpy as np
 import pytest
+from llvmlite import ir
+
 from graphc.codegen.gemm import Blocking, JitGemm, JitGemms, emit_gemm
 from graphc.ir.errors import CodegenError
-from llvmlite import ir
 
 DIMS = (0, 1, 3, 7, 17, 33, 64, 100, 129, 257)
 NP_DTYPE = {"f32": np.float32, "f64": np.float64}

@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from graphc.ir.errors import GraphcError
 
 from graphc.init import INITIALIZERS, fans, initialize
+from graphc.ir.errors import GraphcError
 
 SHAPE = (300, 500)  # fan_in 300, fan_out 500, 150 000 draws
 FAN_IN, FAN_OUT = SHAPE

@@ -115,7 +115,7 @@ def losses_model():
 
 
 def test_losses_fused_and_unfused_agree(losses_model) -> None:
-    cases, values, _, m = losses_model
+    _cases, values, _, m = losses_model
     _, values2, _, m2 = _losses(disabled=FUSION_PASSES)
     np.testing.assert_allclose(values, values2, rtol=1e-13)
     for k in m.params:
@@ -206,7 +206,7 @@ def test_batch_norm_training_updates_running_statistics_and_inference_uses_them(
     g0, b0 = np.array([1.5, 0.5, 2.0]), np.array([0.1, -0.2, 0.3])
     m.set_weights({"bn.gamma": g0, "bn.beta": b0})
     rm, rv = np.zeros(3), np.ones(3)
-    for step in range(3):
+    for _step in range(3):
         xv = (rng.standard_normal((8, 3)) * [1, 2, 3] + [0, 1, -1]).astype(np.float32)
         tv = rng.standard_normal((8, 3)).astype(np.float32)
         gamma, beta = (

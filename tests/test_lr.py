@@ -7,12 +7,11 @@ import math
 
 import numpy as np
 import pytest
-from graphc.ir.errors import GraphcError
-
 from conftest import torch_or_skip as _torch
 
 import graphc as gc
 from graphc.callbacks import CosineAnnealingLR, ExponentialLR, LambdaLR, StepLR, run_scripted
+from graphc.ir.errors import GraphcError
 from graphc.lr_finder import find_lr, steepest
 from graphc.plot import have_matplotlib, learning_curves
 

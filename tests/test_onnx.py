@@ -393,7 +393,7 @@ def test_initializer_with_too_few_values_is_refused() -> None:
     t = m.graph.initializer[1]
     t.raw_data = t.raw_data[:8] if t.raw_data else np.zeros(2, np.float32).tobytes()
     t.ClearField("float_data")
-    with pytest.raises(gc.OnnxError, match="fc1.bias"):
+    with pytest.raises(gc.OnnxError, match=r"fc1\.bias"):
         gc.from_onnx(m)
 
 
@@ -494,7 +494,6 @@ def test_every_forward_op_has_an_onnx_form() -> None:
     """Ops that can reach an inference or loss graph need an EXPORTS entry (the rest belong to
     gradients, optimizer updates or training-only dropout)."""
     from graphc.ir.ops import OPS as IR_OPS
-
     from graphc.onnx_export import EXPORTS
 
     training_only = {

@@ -9,6 +9,8 @@ import inspect
 import numpy as np
 import pytest
 from conftest import numeric_grad
+
+import graphc as gc
 from graphc.ir.ops import (
     ACTIVATIONS,
     INLINE_OPS,
@@ -20,13 +22,11 @@ from graphc.ir.ops import (
     ops_where,
 )
 
-import graphc as gc
-
 POINTWISE_ACTIVATIONS = sorted(ACTIVATIONS & POINTWISE_OPS)
 
 
 def test_named_sets_are_the_ops_with_the_trait() -> None:
-    assert SOURCE_OPS == {n for n, op in OPS.items() if op.kind is Kind.SOURCE}
+    assert {n for n, op in OPS.items() if op.kind is Kind.SOURCE} == SOURCE_OPS
     assert {"input", "param", "state"} <= SOURCE_OPS
     assert {"const", "size"} <= INLINE_OPS
     assert {"relu", "sigmoid", "tanh", "softplus", "leaky_relu"} <= ACTIVATIONS

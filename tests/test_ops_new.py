@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 from conftest import numeric_grad
-from graphc.ir.ops import OPS
 
 import graphc as gc
 from graphc.dsl import ACTIVATION_ALIASES, apply
+from graphc.ir.ops import OPS
 
 
 @dataclass

@@ -12,14 +12,13 @@ import math
 
 import numpy as np
 import pytest
-from graphc.ir.errors import GraphcError
-from graphc.ir.interpret import interpret
-
 from conftest import torch_or_skip as _torch
 
 import graphc as gc
 from graphc.compiler import build_graphs
 from graphc.init import initialize
+from graphc.ir.errors import GraphcError
+from graphc.ir.interpret import interpret
 from graphc.optim import SGD, Adadelta, Adagrad, Adam, AdamW, RMSprop
 
 STEPS = 50

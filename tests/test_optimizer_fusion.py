@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from graphc.ir.interpret import interpret
-from graphc.ir.passes.pipeline import PASS_NAMES
 
 import graphc as gc
+from graphc.ir.interpret import interpret
+from graphc.ir.passes.pipeline import PASS_NAMES
 
 RNG = np.random.default_rng(3)
 X = RNG.standard_normal((16, 6)).astype(np.float32)

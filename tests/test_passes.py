@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+import graphc as gc
+from graphc.compiler import build_graphs, make_layout
 from graphc.ir.errors import GraphcError
 from graphc.ir.graph import Graph
-from graphc.ir.ops import ACTIVATIONS, POINTWISE_OPS, SOURCE_OPS
 from graphc.ir.interpret import interpret
+from graphc.ir.ops import ACTIVATIONS, POINTWISE_OPS, SOURCE_OPS
 from graphc.ir.passes.dce import eliminate_dead_nodes
 from graphc.ir.passes.fuse import (
     explain_fusion,
@@ -26,9 +29,6 @@ from graphc.ir.passes.schedule import schedule
 from graphc.ir.passes.simplify import simplify
 from graphc.ir.text import format_node, parse_graph, renumbered
 from graphc.ir.verify import verify
-
-import graphc as gc
-from graphc.compiler import build_graphs, make_layout
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -584,7 +584,9 @@ def test_explain_fusion_names_the_backward_consumer() -> None:
 
 
 def test_levels_and_disabled_passes() -> None:
-    names = lambda lvl: [p.__name__ for p in passes_for_level(lvl)]
+    def names(lvl):
+        return [p.__name__ for p in passes_for_level(lvl)]
+
     assert names(0) == ["eliminate_dead_nodes"]
     assert names(1) == ["simplify", "eliminate_dead_nodes"]
     assert names(2) == [

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from graphc.ir.batch import MEAN, MIXED, ROWS, batch_kinds, rows_independent
 
 import graphc as gc
+from graphc.ir.batch import MEAN, MIXED, ROWS, batch_kinds, rows_independent
 
 CC = shutil.which(os.environ.get("CC", "cc") or "cc")
 RNG = np.random.default_rng(13)

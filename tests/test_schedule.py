@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+import graphc as gc
+from graphc.compiler import build_graphs, make_layout
 from graphc.ir.interpret import interpret
 from graphc.ir.passes.pipeline import run_pipeline
 from graphc.ir.passes.schedule import ALIGN, Buffer, align, schedule
 from graphc.ir.text import parse_graph
 from graphc.ir.verify import verify
-
-import graphc as gc
-from graphc.compiler import build_graphs, make_layout
 
 
 def plan(text: str, **kw):

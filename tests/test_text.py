@@ -8,6 +8,10 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from graphc.compiler import build_graphs
 from graphc.ir.builder import Builder
 from graphc.ir.errors import GraphcError, ParseError
 from graphc.ir.graph import Graph, Node, make_node
@@ -17,10 +21,6 @@ from graphc.ir.passes.pipeline import run_pipeline
 from graphc.ir.text import graph_from_json, graph_to_json, parse_graph, print_graph
 from graphc.ir.types import TensorType
 from graphc.ir.verify import verify
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from graphc.compiler import build_graphs
 from graphc.modelspec import resolve
 
 EXAMPLES = "examples/models.py"

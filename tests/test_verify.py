@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
+
+from graphc.compiler import build_graphs
 from graphc.ir.errors import VerifyError
 from graphc.ir.graph import Graph
 from graphc.ir.passes.pipeline import run_pipeline
 from graphc.ir.text import parse_graph
 from graphc.ir.types import TensorType
 from graphc.ir.verify import verify
-
-from graphc.compiler import build_graphs
 from graphc.modelspec import resolve
 
 GOOD = """graph f(x: f32[N,3], w: f32[3,2] param, b: f32[2] param) {

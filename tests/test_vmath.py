@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import llvmlite.binding as llvm
 import numpy as np
 import pytest
-from graphc.codegen import vmath
 from llvmlite import ir
+
+from graphc.codegen import vmath
 
 llvm.initialize_native_target()
 llvm.initialize_native_asmprinter()

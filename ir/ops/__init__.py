@@ -6,8 +6,19 @@ of op names. An op class declares what it is; it joins the right sets by being r
 """
 
 # importing a family registers its ops
-from . import elementwise, linalg, loss, random, reduce, sources  # noqa: F401
-from . import activations, arith, norm, rowwise, shape  # noqa: F401, I001
+from . import (  # noqa: F401  # noqa: F401, I001
+    activations,
+    arith,
+    elementwise,
+    linalg,
+    loss,
+    norm,
+    random,
+    reduce,
+    rowwise,
+    shape,
+    sources,
+)
 from .base import (
     OPS,
     REQUIRED,

@@ -105,7 +105,10 @@ class Gelu(Unary):
 
     def grad(self, b: Builder, node: Node, dy: str):
         x = node.inputs[0]
-        c = lambda v: b.const(v, like=x)
+
+        def c(v):
+            return b.const(v, like=x)
+
         half = c(0.5)
         if self.attr(node, "approximate") == "tanh":
             x2 = b.mul(x, x)

@@ -72,7 +72,7 @@ class Div(Binary):
         return x / y
 
     def grad(self, b: Builder, node: Node, dy: str):
-        x, y = node.inputs
+        _x, y = node.inputs
         return (b.div(dy, y), b.neg(b.div(b.mul(dy, node.name), y)))
 
 
