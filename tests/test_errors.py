@@ -186,13 +186,13 @@ def test_model_file_or_attribute_missing_or_not_a_graph(tmp_path) -> None:
         gc.ArgumentError, match=r"has no attribute 'nope' \(it defines: .*number.*out"
     ):
         modelspec.resolve(f"{f}:nope")
-    with pytest.raises(gc.ArgumentError, match="expected a graphc Model, Graph, Tensor.*got int"):
+    with pytest.raises(gc.ArgumentError, match=r"expected a graphc Model, Graph, Tensor.*got int"):
         modelspec.resolve(f"{f}:number")
     with pytest.raises(gc.ArgumentError, match=r"must name what to compile in .*net.py:NAME"):
         modelspec.resolve(str(f))
-    with pytest.raises(gc.ArgumentError, match="model file .*missing.gcm' does not exist"):
+    with pytest.raises(gc.ArgumentError, match=r"model file .*missing\.gcm' does not exist"):
         modelspec.resolve(str(tmp_path / "missing.gcm"))
-    with pytest.raises(gc.ArgumentError, match="must look like path/to/file.py:name"):
+    with pytest.raises(gc.ArgumentError, match=r"must look like path/to/file\.py:name"):
         modelspec.resolve(str(tmp_path / "net"))
     with pytest.raises(gc.ArgumentError, match=r"it defines: broken, number, out, x\)"):
         modelspec.resolve(f"{f}:nope")  # the imported module gc is not listed
