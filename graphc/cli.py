@@ -46,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     except GraphcError as e:
         print(f"graphc: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `graphc targets --cpus ... | head`: the reader has enough
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return 1
 
 
 if __name__ == "__main__":

@@ -563,3 +563,15 @@ def test_readme_kernel_and_arena_figures_are_what_graphc_dump_prints(capsys) -> 
         got_k = re.search(r"# scheduled graph digits: (\d+) kernels", out)[1]
         got_a = re.search(r"# arena: peak .*? = (\d+) B at N=32", out)[1]
         assert (got_k, got_a) == (kernels, arena.replace(",", "")), f"-O{level}"
+
+
+def test_cli_output_piped_into_head_ends_quietly() -> None:
+    """`graphc targets --cpus aarch64-linux-gnu | head -3`: the closed pipe is not a traceback."""
+    r = subprocess.run(
+        f"{sys.executable} -m graphc targets --cpus aarch64-linux-gnu | head -n 1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.stdout.strip() and "Traceback" not in r.stderr and "Error" not in r.stderr, r.stderr
