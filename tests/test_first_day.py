@@ -439,8 +439,8 @@ def test_c_predict_reads_one_row_per_line_and_names_a_bad_line(tmp_path) -> None
     assert r.returncode == 1 and "line 3: more than 64 numbers" in r.stderr
     r = subprocess.run([str(exe)], input="1 2 x 4\n", capture_output=True, text=True)
     assert r.returncode == 1 and "line 1: not a number at column 5" in r.stderr
-    # train.c: a label that is not a class id 0..9 is refused before any step (the library
-    # itself does not check labels: an id of 12 would give a NaN loss)
+    # train.c: a label that is not a class id 0..9 is refused by row before any step (the
+    # library's ERR_LABEL catches 12 and -1 too, but sees 3.5 only as the int 3)
     cmd[cmd.index(str(ROOT / "examples" / "c" / "predict.c"))] = str(
         ROOT / "examples" / "c" / "train.c"
     )

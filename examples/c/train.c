@@ -37,7 +37,8 @@ int main(int argc, char **argv) {
         return 1;
     }
 #if MODEL_LABEL_IS_INT
-    /* class ids: a whole number 0 .. classes-1 (the library does not check them) */
+    /* class ids: whole numbers 0 .. classes-1, named by row (the library returns ERR_LABEL for
+       an id out of range, but a 3.5 read from text would reach it as 3) */
     for (i = 0; i < rows; i++)
         for (j = 0; j < MODEL_LABEL_ROW_ELEMS; j++) {
             float v = data[i * ROW + MODEL_X_ROW_ELEMS + j];
