@@ -547,6 +547,10 @@ def main(argv: list[str] | None = None) -> int:
                     runs[th]["workers"][c] = {"notes": {c: f"worker exit {proc.returncode}"}}
                     continue
                 runs[th]["workers"][c] = json.loads(js.read_text())
+            if args.output:  # what is done so far survives a run that is stopped later
+                Path(args.output).with_suffix(".partial.json").write_text(
+                    json.dumps({"machine": info, "runs": runs}, indent=1)
+                )
         if not args.no_compile and (not args.only or "compile" in args.only):
             print(f"{th} thread(s): compile times ...", file=sys.stderr, flush=True)
             runs[th]["compile"] = compile_times(3, th, args.quick)
@@ -558,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.output).with_suffix(".json").write_text(
             json.dumps({"machine": info, "runs": runs}, indent=1)
         )
+        Path(args.output).with_suffix(".partial.json").unlink(missing_ok=True)
     print(text)
     return 0
 
