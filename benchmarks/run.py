@@ -463,6 +463,8 @@ def report(runs: dict, info: dict[str, str], cmd: str, wall: float) -> str:
                 if not bad and r.get("losses")
                 else ("DIFFERS: " + ", ".join(bad) if bad else "no losses")
             )
+            if not ref:
+                what = "not checked (numpy did not run)"
             out.append(f"- {c}: {what}")
         out += ["", "| contestant | peak RSS MB | load average before -> after |", "|---|---|---|"]
         for c, r in res["workers"].items():
