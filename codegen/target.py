@@ -161,6 +161,18 @@ ARCHES: dict[str, Arch] = {
 }
 
 
+ELF_MACHINES = {3: "i386", 40: "arm", 62: "x86_64", 183: "aarch64", 243: "riscv64"}
+
+
+def elf_arch(head: bytes) -> str | None:
+    """The architecture an ELF file was built for, from its first 20 bytes (``e_machine``),
+    as Arch.name spells it; None when the bytes are not a readable ELF header."""
+    if len(head) < 20 or head[:4] != b"\x7fELF" or head[5] not in (1, 2):
+        return None
+    machine = int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+    return ELF_MACHINES.get(machine, f"ELF machine {machine}")
+
+
 def host_arch() -> Arch:
     """The Arch of the machine this process runs on.
 

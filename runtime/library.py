@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from graphc.codegen.aot import CHECK_ERRORS, ERRORS
+from graphc.codegen.target import elf_arch, host_arch
 from graphc.codegen.threads import MAX_THREADS
 from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError, NumericsError
 from graphc.ir.types import DTYPE_INFO, TensorType
@@ -110,12 +111,21 @@ class Library:
         if not os.path.isfile(path):
             raise ArgumentError(f"load: no library at {path!r}")
         with open(path, "rb") as f:
-            if f.read(4) != b"\x7fELF":
+            head = f.read(20)
+            if head[:4] != b"\x7fELF":
                 raise ArgumentError(
                     f"load: {path!r} is not a shared library. graphc.load opens libraries made by "
                     "`graphc compile` or model.export(); to restore a checkpoint (.npz), build the "
                     "model again and call model.load(path)"
                 )
+        built_for, here = elf_arch(head), host_arch().name
+        if built_for is not None and built_for != here:
+            raise ArgumentError(
+                f"load: {path!r} was built for {built_for} (graphc compile --target); this "
+                f"machine is {here}. Run it on the target machine (or a C program linked with "
+                f"it under qemu-{built_for}); graphc.load opens libraries of this machine's "
+                "architecture"
+            )
         if name is None:
             m = re.fullmatch(r"lib(\w+?)(\.\w+)*\.so(\.\d+)*", os.path.basename(path))
             if m is None:

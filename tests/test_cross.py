@@ -515,3 +515,8 @@ def test_named_aarch64_core_builds_with_neon_fmas(tmp_path):
                        target_cpu="neoverse-n1", entries="infer")  # fmt: skip
     asm = open(res.asm).read()
     assert len(re.findall(r"\tfmla\tv\d+\.4s", asm)) >= 24 and "pause" not in asm
+
+
+def test_load_of_a_library_for_another_architecture_is_a_clear_error(arm):
+    with pytest.raises(gc.ArgumentError, match=r"built for aarch64 .*this machine is x86_64"):
+        gc.load(arm["lib"])
