@@ -127,12 +127,13 @@ class Library:
                 "architecture"
             )
         if name is None:
+            found = graphc_model_names(path)  # the name the library carries, whatever the file's
             m = re.fullmatch(r"lib(\w+?)(\.\w+)*\.so(\.\d+)*", os.path.basename(path))
-            if m is None:
+            if len(found) != 1 and m is None:
                 raise ArgumentError(
                     f"load: cannot tell the model name from {os.path.basename(path)!r}; pass name="
                 )
-            name = m.group(1)
+            name = found[0] if len(found) == 1 else m.group(1)
         self.path, self.name = path, name
         own_lock(self)  # calls share one workspace: they take turns
         try:
@@ -555,6 +556,53 @@ def _plan_from_meta(meta: dict) -> Any:
     )
 
 
+def graphc_model_names(path: str) -> list[str]:
+    """NAME of every ``NAME_graphc_meta`` function a 64-bit little-endian ELF shared library
+    exports (its dynamic symbol table), read with bounds checks; [] for anything else."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(64 << 20)
+    except OSError:
+        return []
+    if len(data) < 64 or data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return []
+
+    def section(i: int) -> tuple[int, int, int, int] | None:
+        off = shoff + i * shentsize
+        if i < 0 or i >= shnum or off + 64 > len(data):
+            return None
+        (sh_type,) = struct.unpack_from("<I", data, off + 4)
+        sh_offset, sh_size = struct.unpack_from("<QQ", data, off + 24)
+        (sh_link,) = struct.unpack_from("<I", data, off + 40)
+        return sh_type, sh_offset, sh_size, sh_link
+
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    if shentsize < 64:
+        return []
+    names = []
+    for i in range(min(shnum, 4096)):
+        sec = section(i)
+        if sec is None or sec[0] != 11:  # SHT_DYNSYM
+            continue
+        strtab = section(sec[3])
+        if strtab is None or sec[1] + sec[2] > len(data) or strtab[1] + strtab[2] > len(data):
+            return []
+        for off in range(sec[1], sec[1] + sec[2] - 23, 24):
+            (st_name,) = struct.unpack_from("<I", data, off)
+            (st_shndx,) = struct.unpack_from("<H", data, off + 6)
+            start = strtab[1] + st_name
+            end = data.find(b"\0", start, strtab[1] + strtab[2])
+            if st_shndx == 0 or end < 0:
+                continue
+            sym = data[start:end].decode("ascii", "replace")
+            if sym.endswith("_graphc_meta") and sym[: -len("_graphc_meta")].isidentifier():
+                names.append(sym[: -len("_graphc_meta")])
+    return names
+
+
 def load(path: str, name: str | None = None, weights: str | None = None) -> Library:
     """Load a library made by ``graphc compile`` / ``Model.export``.
 
@@ -564,7 +612,8 @@ def load(path: str, name: str | None = None, weights: str | None = None) -> Libr
 
     Args:
         path: the ``.so``.
-        name: the model's name (default: NAME of ``libNAME.so``).
+        name: the model's name, the C prefix (default: the one NAME whose
+            ``NAME_graphc_meta`` the library exports, else NAME of ``libNAME.so``).
         weights: a weights file to load (needed for libraries built with ``--weights file``,
             whose params start at zero).
 

@@ -575,3 +575,19 @@ def test_cli_output_piped_into_head_ends_quietly() -> None:
         check=False,
     )
     assert r.stdout.strip() and "Traceback" not in r.stderr and "Error" not in r.stderr, r.stderr
+
+
+def test_load_finds_the_model_name_inside_a_library_named_otherwise(tmp_path) -> None:
+    from graphc.runtime.library import graphc_model_names
+
+    m = digits_like("digits")
+    lib_path = tmp_path / "libnet.so"
+    m.export(str(lib_path))
+    assert (tmp_path / "net.h").is_file() and graphc_model_names(str(lib_path)) == ["digits"]
+    xs = np.random.default_rng(10).standard_normal((3, 64)).astype(np.float32)
+    lib = gc.load(str(lib_path))
+    assert lib.name == "digits"
+    np.testing.assert_allclose(lib.predict(xs), m.predict(xs), rtol=1e-6, atol=1e-6)
+    junk = tmp_path / "libjunk.so"
+    junk.write_bytes(b"\x7fELF\x02\x01" + b"\xff" * 200)  # a damaged ELF: no names, no crash
+    assert graphc_model_names(str(junk)) == []
