@@ -14,6 +14,7 @@ from llvmlite import ir
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Node
 from graphc.ir.ops import OPS
+from graphc.ir.types import BATCH
 
 from . import vmath
 from .lltypes import F64, I32, I64
@@ -357,17 +358,27 @@ def _dropout(b, node, a, name, index=None):
     flat index (i64, or a vector of consecutive indices when x is a vector)."""
     from graphc.ir.ops.random import GAMMA, MASK64, mix64, threshold
 
-    x, step = a
-    if isinstance(step.type, ir.VectorType):
-        step = b.extract_element(step, ir.Constant(I32, 0))
+    x, step = a[:2]
     i64t = I64
+
+    def as_i64(v: ir.Value, what: str) -> ir.Value:
+        """The step counter or row0 as i64 (an integer operand, or a float one of older graphs)."""
+        if isinstance(v.type, ir.VectorType):
+            v = b.extract_element(v, ir.Constant(I32, 0))
+        if _is_int(v.type):
+            return v if v.type == i64t else b.sext(v, i64t, name=name + what)
+        return b.fptosi(v, i64t, name=name + what)
+
     p, seed, stream = attr(node, "p"), attr(node, "seed"), attr(node, "stream")
     k0 = int(mix64((seed + stream * GAMMA) & MASK64))
-    if _is_int(step.type):  # the i64 step counter (a float one from older graphs: converted)
-        s = step if step.type == i64t else b.sext(step, i64t, name=name + ".step")
-    else:
-        s = b.fptosi(step, i64t, name=name + ".step")
+    s = as_i64(step, ".step")
     key = _mix64(b, b.add(_int_const(i64t, k0), b.mul(s, _int_const(i64t, GAMMA))), name + ".key")
+    shape = node.type.shape
+    if len(a) > 2 and shape and shape[0] == BATCH:  # row0: the rows are a slice of the batch
+        per_row = 1
+        for d in shape[1:]:
+            per_row *= int(d)
+        key = b.add(key, b.mul(as_i64(a[2], ".row0"), _int_const(i64t, per_row * GAMMA & MASK64)))
     it = index.type
     if isinstance(it, ir.VectorType):
         vk = b.insert_element(ir.Constant(it, ir.Undefined), key, ir.Constant(I32, 0))

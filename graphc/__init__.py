@@ -13,6 +13,7 @@ from graphc.ir.errors import (
     ArgumentError,
     CheckpointError,
     CodegenError,
+    DistributedError,
     GradError,
     GraphcError,
     NumericsError,
@@ -23,6 +24,7 @@ from graphc.ir.errors import (
     VerifyError,
 )
 from graphc.ir.graph import Graph
+from graphc.runtime import distributed
 from graphc.runtime import model as _runtime_model
 from graphc.runtime.library import Library, load
 
@@ -160,6 +162,7 @@ __all__ = [
     "Adam",
     "AdamW",
     "ArgumentError",
+    "DistributedError",
     "CosineAnnealingLR",
     "Dropout",
     "Normalization",
@@ -169,6 +172,7 @@ __all__ = [
     "RMSprop",
     "ReduceLROnPlateau",
     "StepLR",
+    "distributed",
     "dropout",
     "CheckpointError",
     "CodegenError",

@@ -20,12 +20,13 @@ from graphc.ir.algorithms import ancestors
 from graphc.ir.autodiff import gradients
 from graphc.ir.builder import Builder
 from graphc.ir.errors import GraphcError
-from graphc.ir.graph import Graph
+from graphc.ir.graph import Graph, make_node
 from graphc.ir.ops.random import strip_dropout
 from graphc.ir.passes.decompose import add_weight_penalties, decompose
 from graphc.ir.passes.layout import layout_state
 from graphc.ir.passes.pipeline import run_pipeline
 from graphc.ir.passes.schedule import schedule
+from graphc.ir.plan import Buffer, Schedule
 from graphc.ir.program import Program
 from graphc.ir.types import TensorType
 
@@ -91,12 +92,80 @@ def build_graphs(
     updates = [(step, t)] + optimizer.build(b, params, grads, lr, t) + state_updates
     prog.training = b.graph(name, (loss_name,), tuple(updates))
     prog.grads = grads
+    if state_updates:  # batch statistics: a rank's slice would give other ones
+        prog.split_note = (
+            "its batch statistics (batch_norm) would be each rank's own, not the global batch's"
+        )
+    else:
+        build_split(prog, train_fwd, params, optimizer)
     return prog
 
 
 def _inference_form(g: Graph) -> Graph:
     """``g`` as evaluated outside training: without dropout, composites in inference mode."""
     return decompose(strip_dropout(g), training=False)[0]
+
+
+SPLIT_INPUTS = ("loss_scale", "row0")  # the extra inputs of NAME_train_grads
+
+
+def grad_slot(param: str) -> str:
+    """The name of the source holding ``param``'s gradient in ``NAME_apply_update``."""
+    return f"{param}.grad"
+
+
+def build_split(prog: Program, fwd: Graph, params: list[str], optimizer: Optimizer) -> None:
+    """The training step as two graphs, for data-parallel training (runtime/distributed.py).
+
+    ``train_grads``: forward and backward of ``loss * loss_scale`` (``loss_scale``: a scalar
+    input); it returns the unscaled loss and writes the gradient of every param P to the grad
+    region of the workspace, at P's offset in the param region (the region is contiguous and
+    laid out like the params: one all-reduce covers every gradient). With dropout it takes
+    ``row0`` (a scalar input: the index of the first row in the global batch), so that each
+    row draws the mask it draws when the whole batch runs in one process.
+    ``apply_update``: the optimizer update (step counter included) from the gradients in that
+    region, with input ``lr``.
+
+    One process runs ``train_step`` as ``train_grads`` with loss_scale 1 and row0 0, then
+    ``apply_update``. A rank holding b of the B rows of a global batch passes loss_scale b/B:
+    the sum of the ranks' gradients is then the gradient of the mean loss over the global batch
+    (loss terms that do not depend on the rows, such as weight penalties, have weights b/B that
+    sum to 1). Sets ``prog.split`` (or ``prog.split_note`` when a user input is named like one
+    of SPLIT_INPUTS).
+    """
+    taken = [n for n in SPLIT_INPUTS if n in fwd.by_name]
+    if taken:
+        prog.split_note = f"the model has an input named {taken[0]!r} (reserved for train_grads)"
+        return
+    loss = prog.loss
+    dt = fwd[loss].type.dtype
+    scalar = TensorType((), dt)
+    front = [make_node("loss_scale", "input", (), scalar)]
+    has_dropout = any(n.op == "dropout" for n in fwd.nodes)
+    if has_dropout:
+        front.append(make_node("row0", "input", (), TensorType((), "i64")))
+    nodes = [
+        n.with_(inputs=n.inputs[:2] + ("row0",)) if n.op == "dropout" else n for n in fwd.nodes
+    ]
+    b = Builder(fwd.with_(nodes=tuple(front + nodes)), section="forward", dtype=dt)
+    scaled = b.mul(loss, "loss_scale")
+    g, grads = gradients(b.graph(fwd.name, (scaled,)), scaled, params)
+    b = Builder(g, section="update", dtype=dt)
+    ups = []
+    for p in params:
+        slot = b.source("state", grad_slot(p), fwd[p].type, {"init": "zeros"})
+        ups.append((slot, grads[p]))
+    prog.split["train_grads"] = b.graph(fwd.name, (loss,), tuple(ups))
+    b = Builder(None, section="update", dtype=dt)
+    src = prog.training
+    for p in params:
+        b.add_node(src[p])
+    step = b.add_node(src["step"])
+    lr = b.source("input", "lr", scalar)
+    gmap = {p: b.source("state", grad_slot(p), src[p].type, {"init": "zeros"}) for p in params}
+    t = b.increment(step)
+    updates = [(step, t)] + optimizer.build(b, params, gmap, lr, t)
+    prog.split["apply_update"] = b.graph(fwd.name, (), tuple(updates))
 
 
 def make_layout(prog: Program) -> None:
@@ -128,6 +197,8 @@ def schedule_program(
         grads = prog.grads if entry == "train_step" else {}
         prog.schedules[entry] = schedule(res.graph, prog.layout, grads, reuse=opt_level >= 1)
         prog.timings[f"passes+schedule:{entry}"] = time.perf_counter() - t0
+        if entry == "train_step" and prog.split:
+            schedule_split(prog, opt_level, off, verify_each)
     prog.input_checks = {e: plan_input_checks(prog, e) for e in prog.schedules}
     return prog
 
@@ -148,6 +219,8 @@ def plan_input_checks(prog: Program, entry: str) -> list[InputCheck]:
     out = []
     for v in sched.input_slots:
         t = sched.graph[v].type
+        if v == "row0":  # train_grads' row offset (an integer the runtime computes)
+            continue
         if v == "lr":
             out.append(InputCheck(v, "lr"))
         elif t.dtype == "i32":
@@ -158,6 +231,53 @@ def plan_input_checks(prog: Program, entry: str) -> list[InputCheck]:
         else:
             out.append(InputCheck(v, "finite"))
     return out
+
+
+def schedule_split(
+    prog: Program, opt_level: int, disabled: tuple[str, ...], verify_each: bool
+) -> None:
+    """Schedules of ``prog.split`` (see build_split) with every gradient in the grad region:
+    the gradient sources of apply_update are placed there, and train_grads' gradients land
+    there (its copy of a gradient onto its own place is dropped). Both schedules then hold
+    the grad region in the first ``param_bytes`` bytes of the workspace; when one does not
+    (gradients merged by the passes), the split entries are left out and split_note says why.
+    """
+    t0 = time.perf_counter()
+    src = prog.training
+    params = [n.name for n in src.nodes if n.op == "param" and n.name in prog.grads]
+    layout = dict(prog.layout)
+    for p in params:
+        pb = prog.layout[p]
+        layout[grad_slot(p)] = Buffer(grad_slot(p), "grad", pb.offset, 0, pb.size)
+    done: dict[str, Schedule] = {}
+    for entry, g in prog.split.items():
+        res = run_pipeline(g, opt_level, disabled=disabled, verify_each=verify_each)
+        upd = dict(res.graph.updates)
+        grads = (
+            {p: upd[grad_slot(p)] for p in params if grad_slot(p) in upd}
+            if entry == "train_grads"
+            else {p: grad_slot(p) for p in params}
+        )
+        sched = schedule(res.graph, layout, grads, reuse=opt_level >= 1)
+        sched.kernels = [
+            k
+            for k in sched.kernels
+            if not (
+                k.kind == "copy"
+                and k.copy_to in layout
+                and sched.buffers[k.nodes[0]].region == "grad"
+                and sched.buffers[k.nodes[0]].offset == layout[k.copy_to].offset
+            )
+        ]
+        if sched.grad_bytes != prog.param_bytes:
+            prog.split_note = (
+                f"{entry}: the gradients do not fill the grad region ({sched.grad_bytes} of "
+                f"{prog.param_bytes} bytes)"
+            )
+            return
+        done[entry] = sched
+    prog.schedules.update(done)
+    prog.timings["passes+schedule:split"] = time.perf_counter() - t0
 
 
 def build_module(

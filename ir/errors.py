@@ -46,3 +46,8 @@ class VerifyError(GraphcError):
 class OnnxError(GraphcError, ValueError):
     """An ONNX file could not be imported: malformed, or an operator, attribute or data type
     graphc does not support (the message names the node, its op type and the opset)."""
+
+
+class DistributedError(GraphcError):
+    """Data-parallel training cannot run: MPI or mpi4py missing, ranks that disagree on the
+    data or the arguments, or a model whose training step could not be split."""

@@ -40,3 +40,7 @@ class Program:
     # entry -> the value checks its native code runs on its inputs first, before any write
     # (graphc.codegen.checks.InputCheck, planned by graphc.compiler.plan_input_checks)
     input_checks: dict[str, list[Any]] = field(default_factory=dict)
+    # The training step split in two for data-parallel training (graphc.compiler.build_split):
+    # entry name -> graph ("train_grads", "apply_update"), or {} with the reason in split_note.
+    split: dict[str, Graph] = field(default_factory=dict)
+    split_note: str = ""

@@ -38,6 +38,7 @@ class History:
     stopped_early: bool = False
     best_epoch: int | None = None
     interrupted: bool = False  # fit stopped by KeyboardInterrupt (the epochs so far are kept)
+    step_losses: list[float] = field(default_factory=list)  # per global batch (distributed fit)
 
     def __getitem__(self, key: str) -> list[float]:
         return self.metrics[key]
@@ -286,10 +287,13 @@ class Model:
         """Write parameters, optimizer state (step counter included) and lr to ``path`` (.npz).
 
         Atomic (a temporary file renamed into place); no pickle. See graphc.runtime.checkpoint.
-        Raises CheckpointError when it cannot be written.
+        Raises CheckpointError when it cannot be written. During a distributed ``fit``, ranks
+        other than 0 write nothing (they hold the same model) and return ``path``.
         """
         from .checkpoint import save
 
+        if getattr(self, "_dist_rank", 0):
+            return path
         return save(self, path, extra=extra)
 
     def load(self, path: str, *, weights_only: bool = False) -> dict[str, Any]:
@@ -753,6 +757,7 @@ class Model:
         allow_nonfinite: bool = False,
         initial_epoch: int = 0,
         stop_on_nonfinite: bool = True,
+        distributed: Any = None,
     ) -> History:
         """Train for ``epochs`` passes over the data in shuffled mini-batches.
 
@@ -788,6 +793,12 @@ class Model:
                 leaving the parameters and optimizer state of the step before, and raise
                 NumericsError naming the epoch and step; False trains on (one native call
                 per batch then).
+            distributed: "mpi" (or an mpi4py communicator): data-parallel training over the
+                ranks of ``mpirun -np K python script.py``, every rank calling ``fit`` with
+                the same data and arguments; the trajectory is the one-process one with the
+                same ``batch_size`` (the global batch, split over the ranks), and only rank 0
+                prints. See graphc.runtime.distributed. Needs Open MPI and mpi4py
+                (``pip install "graphc[mpi]"``).
 
         ``model.history`` holds the History from the start. Ctrl-C (SIGINT, in the main
         thread) takes effect at the next step boundary: a one-call native epoch runs to its
@@ -810,13 +821,38 @@ class Model:
             NumericsError: a step's loss was not finite (``stop_on_nonfinite``); the model
                 holds the parameters after the last finite step, ``model.history`` the
                 finished epochs.
+            DistributedError: ``distributed`` given but MPI or mpi4py missing (the message
+                says what to install), or ranks that disagree on the data or the arguments.
         """
         if self.program.training is None:
             raise GraphcError("fit: this model was compiled without a loss")
         _check_fit_counts(epochs, batch_size, initial_epoch)
+        comm = None
+        if distributed is not None:
+            from .distributed import check_supported
+
+            comm = check_supported(distributed)
         feeds, n, val = self._fit_data(x, y, validation_data, validation_split, allow_nonfinite)
         history = History()
         self.history = history
+        if comm is not None:  # data-parallel: graphc.runtime.distributed runs the epochs
+            from . import distributed as dist
+
+            return dist.fit(
+                self,
+                comm,
+                feeds,
+                n,
+                val,
+                history,
+                _Progress(verbose if comm.Get_rank() == 0 else 0, epochs, initial_epoch),
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                batch_size=batch_size,
+                shuffle=shuffle,
+                seed=seed,
+                callbacks=list(callbacks),
+            )
         cbs = CallbackList(callbacks)
         # One native call per epoch unless a callback wants to run between batches (or the
         # caller wants to train on past a non-finite loss: the native epoch stops at one).

@@ -59,12 +59,17 @@ def mask_key(seed: int, stream: int, step: int) -> int:
     return int(mix64(np.uint64((k + int(step) * GAMMA) & MASK64)))
 
 
-def keep_mask(shape: tuple[int, ...], p: float, seed: int, stream: int, step: int) -> np.ndarray:
-    """Boolean keep-mask of ``shape`` for one dropout node at one step (see the module doc)."""
+def keep_mask(
+    shape: tuple[int, ...], p: float, seed: int, stream: int, step: int, first: int = 0
+) -> np.ndarray:
+    """Boolean keep-mask of ``shape`` for one dropout node at one step (see the module doc);
+    ``first`` is the counter index of its first element (0, or the global index of the first
+    element when the rows are a slice of a larger batch, as in data-parallel training)."""
     n = int(np.prod(shape))
     key = np.uint64(mask_key(seed, stream, step))
     with np.errstate(over="ignore"):
-        counters = key + (np.arange(1, n + 1, dtype=np.uint64) * np.uint64(GAMMA))
+        idx = np.arange(first + 1, first + n + 1, dtype=np.uint64)
+        counters = key + idx * np.uint64(GAMMA)
     u = mix64(counters)
     return ((u >> np.uint64(40)) >= np.uint64(threshold(p))).reshape(shape)
 
@@ -73,8 +78,13 @@ def keep_mask(shape: tuple[int, ...], p: float, seed: int, stream: int, step: in
 class Dropout(Op):
     """Inverted dropout in training: ``y = x * keep / (1 - p)``, keep drawn per element.
 
-    Operands: ``x`` (any float shape) and ``step`` (a scalar: the optimizer's i64 step counter;
-    a float one of x's dtype is read as an integer too). Attrs: ``p`` in [0, 1), ``seed`` and ``stream`` (ints). The mask is
+    Operands: ``x`` (any float shape), ``step`` (a scalar: the optimizer's i64 step counter;
+    a float one of x's dtype is read as an integer too) and optionally ``row0`` (an integer
+    scalar: the index of x's first row in the global batch, when x's rows are one rank's slice
+    of it in data-parallel training; element ``i`` then draws counter
+    ``i + row0 * elements_per_row``, so the mask equals the one the whole batch draws in one
+    process; ignored when x has no batch dimension). Attrs: ``p`` in [0, 1), ``seed`` and
+    ``stream`` (ints). The mask is
     ``keep_mask(x.shape, p, seed, stream, step)``; dropped elements give 0.
 
     VJP: dx = dropout(dy, step) with the same attrs, i.e. dy * keep / (1 - p) with the same mask
@@ -83,15 +93,20 @@ class Dropout(Op):
     """
 
     name = "dropout"
-    arity = 2
+    arity = None  # x, step and the optional row0 (checked in infer)
     needs_index = True
     attrs = {"p": REQUIRED, "seed": 0, "stream": 0}
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
-        x, step = types
-        same_float_dtype(self.name, [x] if step.dtype in INT_DTYPES else [x, step])
-        if step.shape != ():
-            raise ShapeError(f"dropout: the step operand must be a scalar, got {step}")
+        if len(types) not in (2, 3):
+            raise ShapeError(
+                f"dropout: expects 2 or 3 operands (x, step[, row0]), got {len(types)}"
+            )
+        x, step = types[:2]
+        same_float_dtype(self.name, [x] + [t for t in types[1:] if t.dtype not in INT_DTYPES])
+        for what, t in zip(("step", "row0"), types[1:]):
+            if t.shape != ():
+                raise ShapeError(f"dropout: the {what} operand must be a scalar, got {t}")
         p = attrs.get("p")
         if not isinstance(p, float | int) or isinstance(p, bool) or not 0 <= p < 1:
             raise ShapeError(f"dropout: p must be a number in [0, 1), got {p!r}")
@@ -101,15 +116,17 @@ class Dropout(Op):
                 raise ShapeError(f"dropout: {k} must be an int in [0, 2^63), got {v!r}")
         return x
 
-    def reference(self, x, step, *, p, seed=0, stream=0):
-        keep = keep_mask(x.shape, p, seed, stream, int(step))
+    def reference(self, x, step, row0=None, *, p, seed=0, stream=0):
+        first = int(row0) * int(np.prod(x.shape[1:])) if row0 is not None and x.ndim else 0
+        keep = keep_mask(x.shape, p, seed, stream, int(step), first if x.ndim else 0)
         return np.where(keep, x * (1.0 / (1.0 - p)), 0.0).astype(x.dtype)
 
     def grad(self, b: Builder, node: Node, dy: str):
-        step = node.inputs[1]
         if b.type_of(dy).shape != node.type.shape:
             dy = b.broadcast_to(dy, node.name)
-        return (b.dropout(dy, step, **dict(node.attrs)), None)
+        return (b.dropout(dy, *node.inputs[1:], **dict(node.attrs)),) + (None,) * (
+            len(node.inputs) - 1
+        )
 
 
 def strip_dropout(g: Graph) -> Graph:

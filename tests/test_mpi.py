@@ -1,0 +1,182 @@
+"""Data-parallel training over MPI (graphc.runtime.distributed), against one process.
+
+Each test launches ``mpirun --oversubscribe -np K python tests/mpi_worker.py ...`` (CI runs as
+root, hence ``--allow-run-as-root``) and compares what rank 0 wrote with the same program run
+in one process without MPI: the reference is plain ``fit`` (and ``train_step`` on fit's batches
+for the per-step losses), the documented one-process trajectory with the global batch.
+Skipped, with the reason, when ``mpirun`` or mpi4py is missing (.ci/run installs both).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+WORKER = Path(__file__).with_name("mpi_worker.py")
+MPIRUN = shutil.which("mpirun")
+
+
+def _have_mpi4py() -> bool:
+    try:
+        import importlib.util
+
+        return importlib.util.find_spec("mpi4py") is not None
+    except ImportError:
+        return False
+
+
+need_mpi = pytest.mark.skipif(
+    MPIRUN is None or not _have_mpi4py(),
+    reason="needs Open MPI's mpirun and mpi4py (apt-get install openmpi-bin libopenmpi-dev; "
+    'pip install "graphc[mpi]"); .ci/run installs both',
+)
+
+
+def _env(serial: bool = False) -> dict[str, str]:
+    env = dict(os.environ, OMPI_MCA_rmaps_base_oversubscribe="1", GRAPHC_THREADS="1")
+    env.pop("GRAPHC_TEST_SERIAL", None)
+    if serial:
+        env["GRAPHC_TEST_SERIAL"] = "1"
+    return env
+
+
+def mpirun(ranks: int, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    cmd = [MPIRUN, "--oversubscribe", "--allow-run-as-root", "-np", str(ranks)]
+    cmd += [sys.executable, str(WORKER), *args]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=_env(), check=False
+    )
+
+
+def serial(*args: str) -> None:
+    cmd = [sys.executable, str(WORKER), *args]
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, env=_env(serial=True), check=False
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict[str, np.ndarray]:
+    out = tmp_path_factory.mktemp("mpi") / "ref.npz"
+    serial("train", str(out))
+    return dict(np.load(out))
+
+
+def _compare(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
+    assert set(got) == set(ref)
+    for k, want in ref.items():
+        if "steps" in k or "loss" in k:
+            assert got[k].shape == want.shape, k
+            np.testing.assert_allclose(got[k], want, rtol=1e-5, atol=0, err_msg=k)
+        else:
+            np.testing.assert_allclose(got[k], want, rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+@need_mpi
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_ranks_match_one_process(ranks, reference, tmp_path):
+    """SGD, momentum and Adam with dropout; 50 rows in global batches of 16 (the last one has
+    2 rows: with 3 ranks one rank holds none of them)."""
+    out = tmp_path / "got.npz"
+    r = mpirun(ranks, "train", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = dict(np.load(out))
+    assert len(got["adam_steps"]) == 2 * 4  # 2 epochs of 4 global batches
+    _compare(got, reference)
+
+
+@need_mpi
+def test_resume_with_another_rank_count(tmp_path):
+    """2 ranks train epochs 0-1 and checkpoint (rank 0 writes), 3 ranks resume for epochs 2-3
+    from the file loaded on rank 0 only: the same as one process resuming."""
+    ckpt, ckpt1 = tmp_path / "two.npz", tmp_path / "one.npz"
+    r = mpirun(2, "save", str(tmp_path / "a.npz"), str(ckpt))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert ckpt.exists()
+    r = mpirun(3, "resume", str(tmp_path / "got.npz"), str(ckpt))
+    assert r.returncode == 0, r.stderr[-3000:]
+    serial("save", str(tmp_path / "b.npz"), str(ckpt1))
+    serial("resume", str(tmp_path / "ref.npz"), str(ckpt1))
+    got, ref = dict(np.load(tmp_path / "got.npz")), dict(np.load(tmp_path / "ref.npz"))
+    assert len(got["steps"]) == 8
+    _compare(got, ref)
+
+
+@need_mpi
+@pytest.mark.parametrize("how", ["raise", "kill"])
+def test_a_failing_rank_ends_the_job(how, tmp_path):
+    """A rank that raises (MPI_Abort) or dies (SIGKILL) ends every rank within 60 s, with a
+    nonzero exit status and a message naming the failure."""
+    t0 = time.monotonic()
+    r = mpirun(2, how, str(tmp_path / "x.npz"), timeout=60)
+    assert time.monotonic() - t0 < 60
+    assert r.returncode != 0
+    text = r.stdout + r.stderr
+    if how == "raise":
+        assert "rank 1 of 2 failed" in text and "a failure planted on rank 1" in text
+    else:
+        assert "signal 9" in text or "Killed" in text or "killed" in text, text[-2000:]
+
+
+def test_missing_mpi_names_what_to_install(monkeypatch):
+    """Without mpi4py, distributed="mpi" raises DistributedError naming the packages."""
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now raises ImportError
+    x = gc.input("x", ("N", 3))
+    y = gc.input("y", ("N", 1))
+    out = gc.dense(x, 1, name="fc")
+    m = gc.compile(out, gc.mean_squared_error(out, y), gc.SGD(lr=0.1), name="nompi")
+    before = m.get_weights()
+    with pytest.raises(gc.DistributedError) as e:
+        m.fit(np.ones((4, 3)), np.ones((4, 1)), distributed="mpi", verbose=0)
+    assert "apt-get install openmpi-bin libopenmpi-dev" in str(e.value)
+    assert "graphc[mpi]" in str(e.value)
+    for k, v in before.items():
+        np.testing.assert_array_equal(m.params[k], v)
+    with pytest.raises(gc.ArgumentError):
+        m.fit(np.ones((4, 3)), np.ones((4, 1)), distributed="tcp", verbose=0)
+
+
+def test_split_step_equals_train_step():
+    """train_grads (loss_scale 1, row0 0) then apply_update gives train_step's bits, dropout
+    included; half the batch with loss_scale 1/2 twice, summed, gives the same gradients."""
+    from graphc.runtime.distributed import SplitStep
+
+    def build(name):
+        x = gc.input("x", ("N", 6))
+        y = gc.input("y", ("N",), dtype="i32")
+        h = gc.dropout(gc.dense(x, 8, "relu", name="fc1"), 0.5, name="d")
+        o = gc.dense(h, 3, name="fc2")
+        return gc.compile(o, gc.softmax_cross_entropy(o, y), gc.Adam(lr=0.01), name=name)
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((10, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 10).astype(np.int32)
+    a, b = build("split_a"), build("split_b")
+    s = SplitStep(b, 10)
+    for _ in range(3):
+        la = a.train_step(x, y)
+        s.scale[...], s.row0[...] = 1.0, 0.0
+        lb = s.grads(s.arrays({"x": x, "y": y}), 10)[0]
+        full = s.grad.copy()
+        total = np.zeros_like(full)
+        for lo in (0, 5):  # two halves, as two ranks would compute them
+            s.scale[...], s.row0[...] = 0.5, lo
+            s.grads(s.arrays({"x": x[lo : lo + 5], "y": y[lo : lo + 5]}), 5)
+            total += s.grad
+        s.grad[...] = full
+        s.lr[...] = b.lr
+        s.update(s.update_arrays, 1)
+        assert float(lb) == la
+        np.testing.assert_allclose(total, full, rtol=1e-5, atol=1e-7)
+        for k in a.params:
+            np.testing.assert_array_equal(a.params[k], b.params[k])
