@@ -65,9 +65,12 @@ ABI_VERSION = 1
 WEIGHTS_VERSION = 2  # 2: byte order and field width at 32
 WEIGHTS_MAGIC = b"GCWEIGHT"
 MAX_BATCH = 1 << 30  # keeps every size expression far from int64 overflow
-PUBLIC_ENTRIES = ("infer", "train_step")
+PUBLIC_ENTRIES = ("infer", "train_step", "train_grads", "apply_update")
+# Entries that change params/state (need ctx->state); train_grads + apply_update are
+# train_step split around the caller's all-reduce of the GRAD_BYTES at the workspace's start.
+TRAIN_ENTRIES = ("train_step", "train_grads", "apply_update")
 THREAD_FUNCTIONS = ("set_num_threads", "get_num_threads")  # NAME_...: wrapped by the C API
-WRAPPER_LOCALS = ("gc_in", "gc_out", "gc_lr", "gc_rc")  # locals of the generated entry wrappers
+WRAPPER_LOCALS = ("gc_in", "gc_out", "gc_lr", "gc_rc", "gc_loss_scale", "gc_row0")
 
 ERRORS = [  # (macro suffix, code, message); mirrored in runtime/library.py by code
     ("OK", 0, "success"),
@@ -303,12 +306,15 @@ def plan_library(
         s = schedules[entry]
         g = s.graph
         ins = [Port(v, c_ident(v), i, g[v].type) for i, v in enumerate(s.input_slots) if v != "lr"]
+        if entry == "train_grads" and "train_step" in schedules:  # data in train_step's order
+            order = schedules["train_step"].input_slots
+            ins.sort(key=lambda p: order.index(p.name) if p.name in order else len(order))
         lr_port = next(
             (Port(v, "lr", i, g[v].type) for i, v in enumerate(s.input_slots) if v == "lr"), None
         )
         outs = []
         for j, v in enumerate(s.output_slots):
-            if entry == "train_step" and j == 0:
+            if entry in ("train_step", "train_grads") and j == 0:
                 cname = "loss"
             else:
                 cname = output_name(v, j, len(s.output_slots))
@@ -341,12 +347,17 @@ def plan_library(
     ]
     grad_regions: list[Region] = []
     grad_bytes = 0
-    if "train_step" in schedules:
-        ts = schedules["train_step"]
-        grad_bytes = ts.grad_bytes
+    for which in ("train_step", "train_grads"):
+        if which not in schedules or (which == "train_grads" and "train_grads" not in entries):
+            continue
+        ts = schedules[which]
+        grad_bytes, grad_regions = ts.grad_bytes, []
         for p, gv in grads.items():
             buf = ts.buffers.get(gv)
-            if buf is not None and buf.region == "grad":
+            if which == "train_grads":  # every gradient at its param's offset (build_split)
+                pb = layout[p]
+                grad_regions.append(Region(p, source[p].type, pb.offset, pb.size))
+            elif buf is not None and buf.region == "grad":
                 grad_regions.append(Region(p, source[p].type, buf.offset, buf.size))
     plan = LibraryPlan(
         name,
@@ -651,6 +662,8 @@ def _header_versions(plan: LibraryPlan, graphc_version: str) -> list[str]:
             f"   {N}_infer may run on blocks of rows; 0: an output mixes rows (a reduction over the"
             " batch, N not leading): pass all rows in one call */"
         )
+    a(f"#define {U}_HAS_TRAIN_GRADS {int('train_grads' in ent)}")
+    a(f"#define {U}_HAS_APPLY_UPDATE {int('apply_update' in ent)}")
     a("")
     return L
 
@@ -687,7 +700,7 @@ def _header_memory_plan(plan: LibraryPlan) -> list[str]:
     a(f"#define {U}_STATE_BYTES ((int64_t){plan.state_bytes})   /* optimizer state (train_step) */")
     a(
         f"#define {U}_GRAD_BYTES ((int64_t){plan.grad_bytes})    /* gradients, at offset 0 of the "
-        f"train_step workspace */"
+        f"workspace (train_step; train_grads writes them, apply_update reads them) */"
     )
     hdr_len = len(weights_header(plan))
     a(
@@ -704,7 +717,9 @@ def _header_memory_plan(plan: LibraryPlan) -> list[str]:
                 f"{U}_{E}_WORKSPACE_PER_ROW * (int64_t)(n))"
             )
     terms = [f"{U}_{e.upper()}_WORKSPACE_BYTES(n)" for e in PUBLIC_ENTRIES if e in ent]
-    ws = terms[0] if len(terms) == 1 else f"({terms[0]} > {terms[1]} ? {terms[0]} : {terms[1]})"
+    ws = terms[0]
+    for t in terms[1:]:
+        ws = f"({ws} > {t} ? {ws} : {t})"
     a(f"#define {U}_WORKSPACE_BYTES(n) {ws}   /* enough for every entry */")
     a("")
     return L
@@ -817,6 +832,14 @@ def _header_prototypes(plan: LibraryPlan) -> list[str]:
         if e not in ent:
             continue
         a(_prototype(plan, ent[e], doc=True) + ";")
+    if "train_grads" in ent:
+        a("/* Data-parallel training (graphc.runtime.distributed, examples/c/mpi_train.c): with")
+        a("   one ctx per process, a process holding b of the B rows of a global batch, the")
+        a(f"   first of them row r0 of that batch, calls {N}_train_grads(..., loss_scale = b / B,")
+        a(f"   row0 = r0, ...), sums the first {plan.upper}_GRAD_BYTES bytes of ctx.workspace")
+        a("   (gradients, laid out like params) over all processes in place (MPI_Allreduce,")
+        a(f"   MPI_SUM), then calls {N}_apply_update: the same step as {N}_train_step on the whole")
+        a("   batch. */")
     a("/* Threads that split each call's large matrix products (the caller's and n - 1 workers;")
     a("   n is clamped to 1..64). Results are the same bits for any n. Returns 0, or")
     a("   pthread_create's error code (then fewer threads run: see get_num_threads). Not to be")
@@ -851,13 +874,15 @@ def _aliases(plan: LibraryPlan) -> list[str]:
         "write_weights",
         "infer",
         "train_step",
+        "train_grads",
+        "apply_update",
         "set_num_threads",
     ):
-        if f != "train_step" or "train_step" in plan.entries:
+        if f not in PUBLIC_ENTRIES or f in plan.entries:
             out.append(f"#define model_{f} {N}_{f}")
     for s, _, _ in ERRORS:
         out.append(f"#define MODEL_{s} {U}_{s}")
-    for m in ("PARAM_BYTES", "STATE_BYTES", "WEIGHTS_FILE_BYTES", "MAX_BATCH"):
+    for m in ("PARAM_BYTES", "STATE_BYTES", "GRAD_BYTES", "WEIGHTS_FILE_BYTES", "MAX_BATCH"):
         out.append(f"#define MODEL_{m} {U}_{m}")
     for e in plan.entries:
         out.append(
@@ -884,15 +909,32 @@ def _aliases(plan: LibraryPlan) -> list[str]:
     return out
 
 
+def _has_rows(e: EntryPlan) -> bool:
+    """Whether the entry takes the batch size n (apply_update, which reads no rows, does not)."""
+    return e.entry != "apply_update"
+
+
+def _scalar_in(e: EntryPlan, p: Port) -> bool:
+    """train_grads' loss_scale and row0: passed by value, after the data (row0 as int64_t,
+    also when the model has no dropout, which alone reads it: one C signature for all)."""
+    return e.entry == "train_grads" and p.name in ("loss_scale", "row0")
+
+
 def _prototype(plan: LibraryPlan, e: EntryPlan, doc: bool = False) -> str:
     N = plan.name
-    args = [f"{N}_ctx *ctx" if e.entry == "train_step" else f"const {N}_ctx *ctx", "int64_t n"]
+    train = e.entry in TRAIN_ENTRIES
+    args = [f"{N}_ctx *ctx" if train else f"const {N}_ctx *ctx"]
+    args += ["int64_t n"] if _has_rows(e) else []
     for p in e.inputs:
-        args += [f"const {p.ctype} *{p.cname}", f"int64_t {p.cname}_len"]
+        if not _scalar_in(e, p):
+            args += [f"const {p.ctype} *{p.cname}", f"int64_t {p.cname}_len"]
+    if e.entry == "train_grads":
+        scale = next(p for p in e.inputs if p.name == "loss_scale")
+        args += [f"{scale.ctype} loss_scale", "int64_t row0"]
     if e.lr is not None:
         args.append(f"{e.lr.ctype} lr")
     for p in e.outputs:
-        if e.entry == "train_step" and not p.type.shape:
+        if train and not p.type.shape:
             args.append(f"{p.ctype} *{p.cname}")
         else:
             args += [f"{p.ctype} *{p.cname}", f"int64_t {p.cname}_len"]
@@ -901,6 +943,18 @@ def _prototype(plan: LibraryPlan, e: EntryPlan, doc: bool = False) -> str:
         return proto
     if e.entry == "infer":
         what = "/* Inference on n rows: reads params and workspace, writes the outputs. */"
+    elif e.entry == "train_grads":
+        what = (
+            "/* Forward and backward on n rows: writes the gradients of loss_scale * (the rows'\n"
+            "   mean loss) to the first GRAD_BYTES of the workspace and the rows' mean loss;\n"
+            "   row0 (with dropout) is the index of the first row in the global batch. Changes\n"
+            "   neither params nor state. */"
+        )
+    elif e.entry == "apply_update":
+        what = (
+            "/* The optimizer update of params and state (step counter included) from the\n"
+            "   gradients in the first GRAD_BYTES of the workspace; lr is the learning rate. */"
+        )
     else:
         what = (
             "/* One optimizer step on n rows: forward, backward, update of params and state in\n"
@@ -1121,25 +1175,38 @@ def _c_cpu_check(plan: LibraryPlan) -> list[str]:
 
 def _c_entry(plan: LibraryPlan, e: EntryPlan) -> list[str]:
     N, U = plan.name, plan.upper
-    train = e.entry == "train_step"
+    train = e.entry in TRAIN_ENTRIES
     L = [f"API {_prototype(plan, e)} {{"]
     a = L.append
     a(f"    void *gc_in[{max(1, e.slots_in)}];")
     a(f"    void *gc_out[{max(1, e.slots_out)}];")
+    if not _has_rows(e):
+        a("    int64_t n = 1;")
     if e.lr is not None:
         a(f"    {e.lr.ctype} gc_lr = lr;")
+    for p in e.inputs:
+        if _scalar_in(e, p):
+            a(f"    {p.ctype} gc_{p.cname} = ({p.ctype}){p.cname};")
     a(f"    int gc_rc = check_ctx(ctx, {int(train)});")
     a("    if (gc_rc) return gc_rc;")
-    ptrs = [p.cname for p in e.inputs + e.outputs]
-    a(f"    if ({' || '.join('!' + p for p in ptrs)}) return {U}_ERR_NULL;")
+    ptrs = [p.cname for p in e.inputs + e.outputs if not _scalar_in(e, p)]
+    if ptrs:
+        a(f"    if ({' || '.join('!' + p for p in ptrs)}) return {U}_ERR_NULL;")
     a(f"    if (n < 1 || n > {U}_MAX_BATCH) return {U}_ERR_BATCH;")
+    if e.entry == "train_grads":
+        a(f"    if (row0 < 0 || row0 > {U}_MAX_BATCH) return {U}_ERR_BATCH;")
+        if not any(p.name == "row0" for p in e.inputs):
+            a("    (void)row0;  /* no dropout: the masks need no row index */")
     a(f"    gc_rc = check_workspace(ctx, {U}_{e.entry.upper()}_WORKSPACE_BYTES(n));")
     a("    if (gc_rc) return gc_rc;")
     for p in e.inputs + e.outputs:
-        if train and p in e.outputs and not p.type.shape:
+        if (train and p in e.outputs and not p.type.shape) or _scalar_in(e, p):
             continue
         a(f"    if ({p.cname}_len < {U}_{p.cname.upper()}_ELEMS(n)) return {U}_ERR_BUFFER;")
     for p in e.inputs:
+        if _scalar_in(e, p):
+            a(f"    gc_in[{p.slot}] = &gc_{p.cname};")
+            continue
         a(f"    gc_in[{p.slot}] = (void *){p.cname};")
     if e.lr is not None:
         a(f"    gc_in[{e.lr.slot}] = &gc_lr;")

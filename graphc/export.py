@@ -58,8 +58,9 @@ def find_c_compiler(cc: str | None = None) -> list[str]:
     return list(find_toolchain(resolve_target(None), cc).cc)
 
 
-def _recompile(model: Any, target_cpu: str | Target) -> tuple[Program, Any]:
-    """The model's program compiled again (same passes, same layout) for ``target_cpu``."""
+def _recompile(model: Any, target_cpu: str | Target, split: bool = False) -> tuple[Program, Any]:
+    """The model's program compiled again (same passes, same layout) for ``target_cpu``
+    (``split``: with the entries train_grads and apply_update)."""
     src = model.program
     prog = Program(
         src.name,
@@ -73,6 +74,8 @@ def _recompile(model: Any, target_cpu: str | Target) -> tuple[Program, Any]:
         loss_kind=src.loss_kind,
         outputs=list(src.outputs),
         check_numerics=getattr(src, "check_numerics", False),  # the library checks NaN/Inf too
+        split=dict(src.split) if split else {},
+        split_note=src.split_note,
     )
     prog, mb = compile_program(prog, opt_level=src.opt_level, target_cpu=target_cpu)
     if {k: (b.offset, b.size) for k, b in prog.layout.items()} != {
@@ -114,7 +117,10 @@ def export_model(
         path: the output file (``libNAME.so``, ``NAME.o``, ``libNAME.a``, ``.ll``, ``.s``).
         header: the C header's path (default: named after the library, ``x.h`` next to
             ``x.so`` or ``libx.so``).
-        entries: "infer", "train_step" or both (default: both when the model has a loss).
+        entries: "infer", "train_step", "train_grads", "apply_update" (the last two: the
+            training step split around an all-reduce for data-parallel training; see the
+            header) in a list or a comma-separated string (default: infer and train_step when
+            the model has a loss).
         weights: "embed" (read-only data inside the library) or "file" (a checked weights file
             ``weights_path``, default ``NAME.weights`` next to ``path``).
         target: the triple to build for (``aarch64-linux-gnu``, ``x86_64-linux-gnu``, ...;
@@ -148,8 +154,10 @@ def export_model(
             raise ArgumentError(
                 f"--entry: unknown entry {e!r}; choose from {', '.join(aot.PUBLIC_ENTRIES)}"
             )
-        if e == "train_step" and prog0.training is None:
-            raise ArgumentError(f"--entry train_step: model {name!r} was compiled without a loss")
+        if e in aot.TRAIN_ENTRIES and prog0.training is None:
+            raise ArgumentError(f"--entry {e}: model {name!r} was compiled without a loss")
+        if e in ("train_grads", "apply_update") and e not in prog0.schedules:
+            raise ArgumentError(f"--entry {e}: not compiled for this model ({prog0.split_note})")
     if not entries:
         raise ArgumentError("--entry: give at least one of infer, train_step")
     if weights not in WEIGHTS_MODES:
@@ -161,7 +169,7 @@ def export_model(
     tgt = resolve_target(target, target_cpu, features)
     tools = find_toolchain(tgt, cc) if emit in ("so", "obj", "a") else None
 
-    prog, mb = _recompile(model, tgt)
+    prog, mb = _recompile(model, tgt, split=bool({"train_grads", "apply_update"} & set(entries)))
     src = prog.training or prog.forward
     state_init = _initial_state(model)
     plan = aot.plan_library(
@@ -426,7 +434,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--entry",
         default=None,
-        help="comma-separated: infer,train_step (default: both when the model has a loss)",
+        help="comma-separated: infer,train_step,train_grads,apply_update (default: infer and "
+        "train_step when the model has a loss; train_grads,apply_update: the step split "
+        "around an all-reduce, see examples/c/mpi_train.c)",
     )
     p.add_argument(
         "--weights",

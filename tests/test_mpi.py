@@ -180,3 +180,44 @@ def test_split_step_equals_train_step():
         np.testing.assert_allclose(total, full, rtol=1e-5, atol=1e-7)
         for k in a.params:
             np.testing.assert_array_equal(a.params[k], b.params[k])
+
+
+@need_mpi
+@pytest.mark.skipif(shutil.which("mpicc") is None, reason="needs mpicc (libopenmpi-dev)")
+def test_c_example_matches_python(tmp_path):
+    """examples/c/mpi_train.c (mpicc, its own MPI_Allreduce between NAME_train_grads and
+    NAME_apply_update) on 2 ranks prints the per-step losses of train_step in one process."""
+    sys.path.insert(0, str(WORKER.parent))
+    try:
+        import mpi_worker as w
+    finally:
+        sys.path.pop(0)
+    m = w.model("adam", "cmpi")
+    res = m.export(
+        str(tmp_path / "libcmpi.so"), entries="infer,train_step,train_grads,apply_update"
+    )
+    header = Path(res.header).read_text()
+    assert "cmpi_train_grads(" in header and "cmpi_apply_update(" in header
+    exe = tmp_path / "mpi_train"
+    src = WORKER.parents[1] / "examples" / "c" / "mpi_train.c"
+    cmd = ["mpicc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", '-DMODEL_HEADER="cmpi.h"',
+           f"-I{tmp_path}", str(src), f"-L{tmp_path}", "-lcmpi", f"-Wl,-rpath,{tmp_path}",
+           "-o", str(exe)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    x, y = w.data()
+    rows = tmp_path / "rows.txt"
+    np.savetxt(rows, np.hstack([x, y[:, None]]), fmt="%.9g")
+    cmd = [MPIRUN, "--oversubscribe", "--allow-run-as-root", "-np", "2", str(exe), str(rows),
+           "2", str(w.BATCH), "0.01"]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env(), check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = [float(line.split()[3]) for line in r.stdout.splitlines() if line.startswith("step ")]
+    ref = w.model("adam", "cmpi_ref")  # the same initial weights (seed 1)
+    want = [
+        ref.train_step(x[lo : lo + w.BATCH], y[lo : lo + w.BATCH])
+        for _ in range(2)
+        for lo in range(0, w.ROWS, w.BATCH)
+    ]
+    assert len(got) == len(want) == 8
+    np.testing.assert_allclose(got, want, rtol=1e-5)
