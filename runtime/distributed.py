@@ -145,9 +145,7 @@ class SplitStep:
         nbytes = max(self.grads.sched.workspace_bytes(cap), self.update.sched.workspace_bytes(cap))
         self.workspace = aligned_empty(nbytes)  # zeroed: the padding between gradients stays 0
         for e in (self.grads, self.update):
-            e.prepare(min(cap, 1))
-            e.workspace, e._ws_cap = self.workspace, cap
-            e._args[2] = self.workspace.ctypes.data
+            e.use_workspace(self.workspace, cap)
         self.grad = self.workspace[: prog.param_bytes].view(self.dtype)
         gslots, uslots = self.grads.sched.input_slots, self.update.sched.input_slots
         self.scale = np.zeros((), self.grads.in_types[gslots.index("loss_scale")].np_dtype)

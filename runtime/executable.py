@@ -104,6 +104,18 @@ class Entry:
         self._outs_moved = False
         self._n = n
 
+    def use_workspace(self, workspace: np.ndarray, rows: int) -> None:
+        """Run on the caller's ``workspace`` (at least ``workspace_bytes(rows)`` bytes) for every
+        batch of up to ``rows`` rows: entries that pass values through it, such as
+        ``train_grads`` and ``apply_update`` (the gradient region at its start), share one."""
+        if workspace.nbytes < self.sched.workspace_bytes(rows):
+            raise ArgumentError(
+                f"workspace of {workspace.nbytes} bytes, {self.sched.workspace_bytes(rows)} needed"
+            )
+        self.prepare(1)
+        self.workspace, self._ws_cap = workspace, rows
+        self._args[2] = workspace.ctypes.data
+
     def check(self, arrays: list[np.ndarray], n: int) -> None:
         """Raises ArgumentError naming the input when an array's shape or dtype is wrong."""
         if len(arrays) != len(self.in_types):

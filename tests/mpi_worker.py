@@ -5,7 +5,9 @@
 MODE:
     train     three models (SGD, SGD with momentum, Adam; dropout; 50 rows in batches of 16,
               so the last global batch has 2 rows) trained 2 epochs with distributed="mpi";
-              rank 0 writes OUT.npz with the per-step losses, epoch losses and final params
+              Adam: 3 epochs on 40 rows, validation_split=0.2 and ReduceLROnPlateau (which
+              halves lr after epoch 1 from the validation loss the ranks compute together);
+              rank 0 writes OUT.npz with the per-step losses, epoch figures and final params
     resume    Adam model: loads checkpoint ARGS[0] on rank 0 only, then trains epochs 2..3
     save      Adam model: 2 epochs, rank 0's checkpoint callback writes ARGS[0]
     raise     rank 1 raises in a callback during epoch 1 (the job must end with an error)
@@ -67,15 +69,21 @@ class Fail:
             raise RuntimeError("a failure planted on rank 1")
 
 
-def step_losses(kind: str, name: str, epochs: range) -> list[float]:
+def step_losses(
+    kind: str, name: str, epochs: range, rows: int = ROWS, lrs: list[float] | None = None
+) -> list[float]:
     """The per-step losses of the one-process fit, replayed with train_step on fit's batches
-    (permutation default_rng([seed, epoch]), consecutive slices of BATCH rows)."""
+    (permutation default_rng([seed, epoch]), consecutive slices of BATCH rows; ``lrs``: the
+    rate of each epoch, as fit's history recorded it)."""
     x, y = data()
+    x, y = x[:rows], y[:rows]
     m = model(kind, name)
     out = []
     for epoch in range(epochs.stop):
-        order = np.random.default_rng([5, epoch]).permutation(ROWS)
-        for lo in range(0, ROWS, BATCH):
+        order = np.random.default_rng([5, epoch]).permutation(rows)
+        if lrs is not None:
+            m.lr = lrs[epoch]
+        for lo in range(0, rows, BATCH):
             loss = m.train_step(x[order[lo : lo + BATCH]], y[order[lo : lo + BATCH]])
             if epoch in epochs:
                 out.append(loss)
@@ -90,10 +98,21 @@ def main() -> None:
     if mode == "train":
         for kind in ("sgd", "momentum", "adam"):
             m = model(kind, f"m_{kind}")
-            h = m.fit(x, y, epochs=2, batch_size=BATCH, seed=5, verbose=0, distributed=dist)
-            steps = h.step_losses if dist else step_losses(kind, f"r_{kind}", range(2))
+            more = {"epochs": 2}
+            if kind == "adam":  # validation figures and a callback that acts on them
+                plateau = gc.ReduceLROnPlateau("val_loss", factor=0.5, patience=0, threshold=0.5)
+                more = {"epochs": 3, "validation_split": 0.2, "callbacks": [plateau]}
+            h = m.fit(x, y, batch_size=BATCH, seed=5, verbose=0, distributed=dist, **more)
+            if dist:
+                steps = h.step_losses
+            elif kind == "adam":
+                steps = step_losses(kind, f"r_{kind}", range(3), 40, h["lr"])
+            else:
+                steps = step_losses(kind, f"r_{kind}", range(2))
             res[f"{kind}_steps"] = np.array(steps)
-            res[f"{kind}_loss"] = np.array(h["loss"])
+            for key in ("loss", "val_loss", "val_accuracy", "lr"):
+                if key in h.metrics:
+                    res[f"{kind}_{key}"] = np.array(h[key])
             for k, v in m.params.items():
                 res[f"{kind}_param_{k}"] = v
     elif mode in ("save", "resume"):

@@ -75,7 +75,7 @@ def reference(tmp_path_factory) -> dict[str, np.ndarray]:
 def _compare(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
     assert set(got) == set(ref)
     for k, want in ref.items():
-        if "steps" in k or "loss" in k:
+        if "steps" in k or "loss" in k or "val_" in k or "lr" in k:
             assert got[k].shape == want.shape, k
             np.testing.assert_allclose(got[k], want, rtol=1e-5, atol=0, err_msg=k)
         else:
@@ -91,7 +91,9 @@ def test_ranks_match_one_process(ranks, reference, tmp_path):
     r = mpirun(ranks, "train", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     got = dict(np.load(out))
-    assert len(got["adam_steps"]) == 2 * 4  # 2 epochs of 4 global batches
+    assert len(got["sgd_steps"]) == 2 * 4  # 2 epochs of 4 global batches
+    assert len(got["adam_steps"]) == 3 * 3  # 3 epochs of 40 rows
+    assert list(got["adam_lr"]) == [0.01, 0.01, 0.005]  # ReduceLROnPlateau acted once
     _compare(got, reference)
 
 
