@@ -102,7 +102,7 @@ class Dropout(Op):
             raise ShapeError(
                 f"dropout: expects 2 or 3 operands (x, step[, row0]), got {len(types)}"
             )
-        x, step = types[:2]
+        x = types[0]
         same_float_dtype(self.name, [x] + [t for t in types[1:] if t.dtype not in INT_DTYPES])
         for what, t in zip(("step", "row0"), types[1:]):
             if t.shape != ():
