@@ -81,8 +81,9 @@ def graphc_worker(args: argparse.Namespace) -> None:
 
 def split_times(m, comm, x, y, batch: int) -> dict:
     """Compute (train_grads + apply_update on this rank's rows) and all-reduce, timed apart."""
-    from graphc.runtime.distributed import SplitStep, shard
     from mpi4py import MPI
+
+    from graphc.runtime.distributed import SplitStep, shard
 
     k, r = comm.Get_size(), comm.Get_rank()
     first, count = shard(batch, k, r)

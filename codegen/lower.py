@@ -15,7 +15,6 @@ from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Node
 from graphc.ir.ops import OPS
 from graphc.ir.types import BATCH
-from llvmlite import ir
 
 from . import vmath
 from .lltypes import F64, I32, I64

@@ -42,6 +42,7 @@ import traceback
 from typing import Any
 
 import numpy as np
+
 from graphc.ir.errors import ArgumentError, DistributedError
 
 from .buffers import aligned_empty
@@ -66,7 +67,7 @@ def world(comm: Any = None) -> Any:
         return comm
     try:
         from mpi4py import MPI
-    except Exception as e:  # noqa: BLE001 - ImportError, or RuntimeError without libmpi
+    except Exception as e:
         raise DistributedError(
             f"distributed='mpi' needs MPI and mpi4py ({type(e).__name__}: {e}); {INSTALL}"
         ) from None
