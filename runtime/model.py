@@ -574,6 +574,48 @@ class Model:
         return float(self._run("train_step", feeds, n, checked=False)[0])
 
     @serialized
+    def gradients(self, x: Any, y: Any = None) -> dict[str, np.ndarray]:
+        """The gradient of the loss on one batch (all rows of ``x``, ``y``) with respect to every
+        trainable parameter, without updating anything.
+
+        Runs the compiled ``train_grads`` entry (the forward and backward half of
+        ``train_step``, see graphc.compiler.build_split) on its own workspace: parameters,
+        optimizer state, step counter and learning rate are left as they are. With dropout, the
+        masks are those the next ``train_step`` on the same batch draws.
+
+        Returns:
+            name -> array of the parameter's shape and dtype (copies): dloss/dparam, the loss
+            being the batch's mean as ``train_step`` computes it.
+
+        Raises:
+            ArgumentError: as ``train_step`` (shapes, dtypes, labels out of range, NaN/Inf);
+                GraphcError: an inference-only model, or one compiled without the split step.
+        """
+        from graphc.ir.errors import DistributedError
+
+        from .distributed import SplitStep
+
+        if self.program.loss is None:
+            raise GraphcError("gradients: this model has no loss (compile it with one)")
+        feeds, n = self._as_feeds(x, y, need_labels=True)
+        self._cast_labels(feeds)
+        self._validate(feeds)
+        try:
+            step = SplitStep(self, n)
+        except DistributedError as e:
+            raise GraphcError(f"gradients: {e}") from None
+        step.scale[...] = 1.0
+        if step.row0 is not None:
+            step.row0[...] = 0.0
+        step.grads(step.arrays(feeds), n)
+        out = {}
+        for p in self.program.grads:
+            lay, node = self.program.layout[p], self.program.forward[p]
+            flat = step.workspace[lay.offset : lay.offset + lay.size].view(node.type.np_dtype)
+            out[p] = flat.reshape(node.type.concrete(1)).copy()
+        return out
+
+    @serialized
     def predict(
         self, x: Any, *, batch_size: int = 1024, out: Any = None
     ) -> np.ndarray | dict[str, np.ndarray]:

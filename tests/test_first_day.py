@@ -591,3 +591,44 @@ def test_load_finds_the_model_name_inside_a_library_named_otherwise(tmp_path) ->
     junk = tmp_path / "libjunk.so"
     junk.write_bytes(b"\x7fELF\x02\x01" + b"\xff" * 200)  # a damaged ELF: no names, no crash
     assert graphc_model_names(str(junk)) == []
+
+
+def test_gradients_match_finite_differences_and_change_nothing() -> None:
+    rng = np.random.default_rng(9)
+    x = gc.input("x", ("N", 3))
+    labels = gc.input("labels", ("N",), dtype="i32")
+    h = gc.dense(x, 4, "tanh", name="h")
+    logits = gc.dense(h, 3, name="o")
+    m = gc.compile(logits, gc.softmax_cross_entropy(logits, labels), gc.Adam(0.1), name="grads")
+    xs = rng.standard_normal((5, 3)).astype(np.float32)
+    ys = rng.integers(0, 3, 5).astype(np.int32)
+    m.train_step(xs, ys)  # a step taken: state and counter are not zero
+    params = {k: v.copy() for k, v in m.params.items()}
+    state = {k: v.copy() for k, v in m.state.items()}
+    g = m.gradients(xs, ys)
+    for k, v in m.params.items():
+        np.testing.assert_array_equal(v, params[k])
+    for k, v in m.state.items():
+        np.testing.assert_array_equal(v, state[k])
+    assert set(g) == {"h.w", "h.b", "o.w", "o.b"}
+
+    def loss(p: dict[str, np.ndarray]) -> float:  # float64, the documented formula
+        z = np.tanh(xs @ p["h.w"] + p["h.b"]) @ p["o.w"] + p["o.b"]
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-logp[np.arange(5), ys].mean())
+
+    p64 = {k: v.astype(np.float64) for k, v in params.items()}
+    for name, grad in g.items():
+        num = np.zeros_like(p64[name])
+        for idx in np.ndindex(num.shape):
+            hi, lo = dict(p64), dict(p64)
+            hi[name] = p64[name].copy()
+            lo[name] = p64[name].copy()
+            hi[name][idx] += 1e-6
+            lo[name][idx] -= 1e-6
+            num[idx] = (loss(hi) - loss(lo)) / 2e-6
+        assert grad.shape == params[name].shape and grad.dtype == np.float32
+        np.testing.assert_allclose(grad, num, rtol=1e-4, atol=1e-6, err_msg=name)
+    with pytest.raises(gc.ArgumentError):
+        m.gradients(xs, np.full(5, 7, np.int32))  # labels out of range: refused, nothing run
