@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import warnings
 
 import numpy as np
@@ -38,10 +37,14 @@ def logits_name(m) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=None, help="folder for the .onnx, .so and .h files")
+    ap.add_argument(
+        "--out",
+        default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "out"),
+        help="folder for the .onnx, .so and .h files (default: examples/out, as digits.py)",
+    )
     ap.add_argument("--epochs", type=int, default=5, help="fine-tuning epochs (default 5)")
     args = ap.parse_args(argv)
-    out = args.out or tempfile.mkdtemp(prefix="graphc_onnx_")
+    out = args.out
     os.makedirs(out, exist_ok=True)
 
     from skl2onnx import to_onnx

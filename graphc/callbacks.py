@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.ir.errors import ArgumentError, GraphcError
+from graphc.ir.errors import ArgumentError, GraphcError, install_hint
 
 
 class Callback:
@@ -398,7 +398,7 @@ class TensorBoard(Callback):
     """Write every epoch's figures as TensorBoard scalars (tag ``epoch_loss``,
     ``epoch_val_loss``, ... as Keras names them; step = the epoch, from 0) into ``log_dir``.
 
-    Needs the optional ``tensorboardX`` package (``pip install "graphc[tensorboard]"``); view
+    Needs the optional ``tensorboardX`` package (``pip install -e ".[tensorboard]"``); view
     with ``tensorboard --logdir LOG_DIR``.
 
     Args:
@@ -413,8 +413,8 @@ class TensorBoard(Callback):
             import tensorboardX  # noqa: F401
         except ImportError:
             raise GraphcError(
-                "TensorBoard needs the tensorboardX package: pip install 'graphc[tensorboard]' "
-                "(or pip install tensorboardX)"
+                "TensorBoard needs the tensorboardX package: "
+                + install_hint("tensorboardX", "tensorboard")
             ) from None
         self.log_dir = str(log_dir)
         self._writer: Any = None

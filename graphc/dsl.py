@@ -40,9 +40,13 @@ ACTIVATIONS: tuple[str | None, ...] = (*sorted([*ACTIVATION_OPS, *ACTIVATION_ALI
 
 
 def _user_loc() -> str | None:
-    """file:line of the first stack frame outside graphc (the user's call site)."""
+    """file:line of the first stack frame outside graphc (the user's call site); None when
+    there is none (graphc's command line: no frame but the interpreter's frozen modules)."""
     f = sys._getframe(1)
     while f is not None:
+        if f.f_code.co_filename.startswith("<frozen "):  # runpy etc. of `python -m graphc`
+            f = f.f_back
+            continue
         path = os.path.abspath(f.f_code.co_filename)
         inside = any(
             path.startswith(os.path.join(_PKG_DIR, d) + os.sep)

@@ -849,7 +849,7 @@ def main(argv: list[str] | None = None) -> int:
                     break
     secs = time.time() - t0
     print(
-        f"graphc.fuzz: seeds {args.seed}..{args.seed + args.count - 1}: {tried} random graphs at "
+        f"graphc.fuzz: seeds {args.seed}..{args.seed + args.count - 1}: {tried} random graph{'s' if tried != 1 else ''} at "
         f"-O{' -O'.join(map(str, levels))}"
         + (" with check_numerics" if numerics else "")
         + f", {len(failed)} failed"

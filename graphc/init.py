@@ -6,6 +6,5 @@ from graphc.ir.init import (  # noqa: F401
     INTERNAL_INITIALIZERS,
     check_initializer,
     fans,
-    hold_array,
     initialize,
 )

@@ -29,7 +29,7 @@ def read_description(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
         CheckpointError: not a checkpoint, or a checkpoint without a model description, or a
             description of another format version or with missing or mistyped fields.
     """
-    header, params, state = checkpoint.read(path)
+    header, params, state = checkpoint.read(path, kind="model file")
     desc = header.get("extra", {}).get(EXTRA_KEY) if isinstance(header.get("extra"), dict) else None
     where = os.fspath(path)
     if not isinstance(desc, dict):

@@ -149,10 +149,25 @@ def _const(w: _Writer, n: Node) -> None:
 
 
 def _sigmoid_cross_entropy(w: _Writer, n: Node) -> None:
-    z, y = n.inputs  # softplus(z) - z * y, the stable form for finite logits
-    sp = w.node("Softplus", [z], w.fresh(n.name), n)
-    zy = w.node("Mul", [z, y], w.fresh(n.name), n)
-    w.node("Sub", [sp, zy], n.name, n)
+    """(1 - y) relu(z) + y relu(-z) + softplus(-|z|): softplus(z) - z y rearranged so that no
+    term overflows, with a product whose label factor is exactly 0 taken as 0 (Where), so
+    infinite logits give the limits graphc's op gives (0 at z = +inf, y = 1) instead of NaN."""
+    z, y = n.inputs
+    one, zero = _scalar(w, n, 1.0), _scalar(w, n, 0.0)
+
+    def exact_zero_factor(factor: str, relu_of: str) -> str:
+        prod = w.node(
+            "Mul", [factor, w.node("Relu", [relu_of], w.fresh(n.name), n)], w.fresh(n.name), n
+        )
+        is_zero = w.node("Equal", [factor, zero], w.fresh(n.name), n)
+        return w.node("Where", [is_zero, zero, prod], w.fresh(n.name), n)
+
+    neg_z = w.node("Neg", [z], w.fresh(n.name), n)
+    pos = exact_zero_factor(w.node("Sub", [one, y], w.fresh(n.name), n), z)
+    neg = exact_zero_factor(y, neg_z)
+    abs_z = w.node("Abs", [z], w.fresh(n.name), n)
+    tail = w.node("Softplus", [w.node("Neg", [abs_z], w.fresh(n.name), n)], w.fresh(n.name), n)
+    w.node("Add", [w.node("Add", [pos, neg], w.fresh(n.name), n), tail], n.name, n)
 
 
 def _softmax_cross_entropy(w: _Writer, n: Node) -> None:

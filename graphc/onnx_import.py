@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.ir.errors import GraphcError, OnnxError
+from graphc.ir.errors import GraphcError, OnnxError, install_hint
 from graphc.ir.graph import make_node
 from graphc.ir.types import TensorType
 
@@ -39,7 +39,7 @@ MAX_ELEMENTS = 2**28  # per tensor (1 GiB of float32): bounds what an untrusted 
 MAX_NODES = 100_000
 RESERVED = {"lr", "step"}  # names the compiler gives its own sources
 
-INSTALL_HINT = "ONNX support needs the onnx package: pip install 'graphc[onnx]'"
+INSTALL_HINT = "ONNX support needs the onnx package: " + install_hint("onnx", "onnx")
 
 
 def require_onnx() -> Any:
@@ -421,10 +421,7 @@ class Importer:
         a32 = np.asarray(a, dtype=np.float32)
         if a.ndim == 0 and not (initializer and self.is_trainable(name)):
             return dsl.const(float(a32))
-        from graphc.init import hold_array
-
         gname = c_name(name, self.taken, "w")
-        key = hold_array(a32)
         train = initializer and a.dtype.kind == "f" and self.is_trainable(name)
         op = "param" if train else "state"
         node = make_node(
@@ -432,11 +429,12 @@ class Importer:
             op,
             (),
             TensorType(a32.shape, "f32"),
-            {"init": "array", "init_args": (("key", key),)},
+            {"init": "array"},
             loc=f"{self.where}: initializer {name!r}" if initializer else f"{self.where}: {name!r}",
             origin=f"onnx {'initializer' if initializer else 'constant'} {name}",
         )
         t = Tensor(node)
+        t.value = a32  # travels as Program.constants, like gc.constant's values
         (self.params if train else self.constants)[gname] = t
         self.weights[gname] = a32
         return t
@@ -589,7 +587,11 @@ class Importer:
                     f"{where}: dimension {k} is symbolic ({d.dim_param or '?'}); graphc fixes "
                     "every dimension but the first (the batch N)"
                 )
-        return dsl.input(c_name(vi.name, self.taken, "x"), tuple(shape))
+        t = dsl.input(c_name(vi.name, self.taken, "x"), tuple(shape))
+        t.node = t.node.with_(
+            loc=f"{self.where}: input {vi.name!r}", origin=f"onnx input {vi.name}"
+        )
+        return t
 
     def convert(self, index: int, node: Any) -> None:
         onnx = require_onnx()

@@ -1,4 +1,4 @@
-"""Plots of training runs (PNG, through matplotlib, an optional extra: ``pip install graphc[plot]``).
+"""Plots of training runs (PNG, through matplotlib, an optional extra: ``pip install -e ".[plot]"``).
 
 history = model.fit(x, y, epochs=50, validation_split=0.2)
 graphc.plot.learning_curves(history, "curves.png")
@@ -9,11 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from graphc.ir.errors import GraphcError
+from graphc.ir.errors import GraphcError, install_hint
 
-MISSING = (
-    "matplotlib is not installed, so no plot was written; install it with "
-    "`pip install matplotlib` (or `pip install graphc[plot]`)"
+MISSING = "matplotlib is not installed, so no plot was written; " + install_hint(
+    "matplotlib", "plot"
 )
 
 

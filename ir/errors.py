@@ -51,3 +51,9 @@ class OnnxError(GraphcError, ValueError):
 class DistributedError(GraphcError):
     """Data-parallel training cannot run: MPI or mpi4py missing, ranks that disagree on the
     data or the arguments, or a model whose training step could not be split."""
+
+
+def install_hint(packages: str, extra: str) -> str:
+    """How to install an optional dependency: the packages themselves, or graphc's extra from
+    a checkout (graphc installs from its repository, ``pip install -e .``)."""
+    return f'pip install {packages} (or, in your graphc checkout, pip install -e ".[{extra}]")'

@@ -9,9 +9,9 @@ fan_out = its length):
 These match torch.nn.init's xavier_*/kaiming_* (gain 1 and sqrt(2), respectively; normal, not
 truncated normal).
 
-``array`` (argument ``key``) copies an array held by this process (``hold_array``): the weights
-an imported ONNX model brings (graphc.onnx_import). The graph keeps only the key (a digest of
-the array's bytes), so graph hashes and compile caches stay small.
+``array`` marks a source whose values the program brings (``Program.constants``): a
+``gc.constant``, an imported ONNX model's weights, a model file's constants. The graph holds
+no values, so graph hashes and compile caches stay small; ``initialize`` refuses to draw it.
 """
 
 from __future__ import annotations
@@ -34,33 +34,14 @@ INITIALIZERS = (
     "he_uniform",
     "he_normal",
 )
-# Not for users' params: "array" copies an array held by this process (hold_array), the
-# weights an imported ONNX model brings; its key is a digest no user writes by hand. Without a
-# key, it marks a gc.constant, whose values come with the program (Program.constants).
+# Not for users' params: "array" marks a source whose values come with the program
+# (Program.constants: gc.constant, ONNX weights, model files), never a draw.
 INTERNAL_INITIALIZERS = ("array",)
 _ARGS = {
     "constant": {"value"},
     "uniform": {"low", "high"},
     "normal": {"mean", "std"},
-    "array": {"key"},
 }
-_HELD: dict[str, np.ndarray] = {}  # key -> array, for the "array" initializer
-
-
-def hold_array(a: np.ndarray) -> str:
-    """Keep ``a`` (read-only copy) for the ``array`` initializer; returns its key (a digest of
-    dtype, shape and bytes, so equal arrays share one key)."""
-    import hashlib
-
-    a = np.array(a, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
-    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
-    h.update(a.tobytes())
-    key = h.hexdigest()[:32]
-    if key not in _HELD:
-        c = a.copy()
-        c.flags.writeable = False
-        _HELD[key] = c
-    return key
 
 
 def check_initializer(name: str, args: dict[str, Any]) -> None:
@@ -103,15 +84,10 @@ def initialize(
     elif name == "glorot_normal":
         out = rng.normal(0.0, math.sqrt(2.0 / (fan_in + fan_out)), shape)
     elif name == "array":
-        key = args.get("key")
-        if key not in _HELD:
-            raise GraphcError(
-                f"initializer 'array': no array with key {key!r} is held by this process (the "
-                "graph was imported in another process; import the model file again)"
-            )
-        out = _HELD[str(key)]
-        if out.shape != tuple(shape):
-            raise GraphcError(f"initializer 'array': held shape {out.shape}, wanted {tuple(shape)}")
+        raise GraphcError(
+            "initializer 'array': the values of this constant come with the program "
+            "(Program.constants) and are missing; rebuild it from the model file or the ONNX file"
+        )
     elif name == "he_uniform":
         a = math.sqrt(6.0 / fan_in)
         out = rng.uniform(-a, a, shape)

@@ -189,30 +189,30 @@ HEADER_ROOM = 16 << 20  # bytes allowed for the JSON header (with ``extra``) bey
 NUMERIC_KINDS = "biuf"
 
 
-def _read_npz(path: str, max_bytes: int | None) -> dict[str, np.ndarray]:
+def _read_npz(path: str, max_bytes: int | None, kind: str) -> dict[str, np.ndarray]:
     """The arrays of an .npz, each member's size, dtype and shape checked before its data is
     read: numeric dtypes only (no objects, no pickle), sizes matching the .npy headers, the
     total uncompressed size at most ``max_bytes`` and no member expanding more than MAX_RATIO
-    times. Raises CheckpointError."""
+    times. Raises CheckpointError (its message calls the file a ``kind``)."""
     out: dict[str, np.ndarray] = {}
     with zipfile.ZipFile(path) as zf:
         infos = zf.infolist()
         if len(infos) > MAX_MEMBERS:
-            raise CheckpointError(f"checkpoint {path!r} holds {len(infos)} arrays: not ours")
+            raise CheckpointError(f"{kind} {path!r} holds {len(infos)} arrays: not ours")
         total = sum(i.file_size for i in infos)
         if max_bytes is not None and total > max_bytes:
             raise CheckpointError(
-                f"checkpoint {path!r} declares {total} bytes of arrays; this model's parameters "
+                f"{kind} {path!r} declares {total} bytes of arrays; this model's parameters "
                 f"and state take at most {max_bytes}: not a checkpoint of this model"
             )
         for i in infos:
             if i.file_size > MAX_RATIO * max(i.compress_size, 1) + 4096:
                 raise CheckpointError(
-                    f"checkpoint {path!r}: member {i.filename!r} expands {i.compress_size} bytes "
+                    f"{kind} {path!r}: member {i.filename!r} expands {i.compress_size} bytes "
                     f"to {i.file_size} (a zip bomb?)"
                 )
             if not i.filename.endswith(".npy"):
-                raise CheckpointError(f"checkpoint {path!r}: unexpected member {i.filename!r}")
+                raise CheckpointError(f"{kind} {path!r}: unexpected member {i.filename!r}")
             with zf.open(i) as f:
                 version = np.lib.format.read_magic(f)
                 if version == (1, 0):
@@ -223,7 +223,7 @@ def _read_npz(path: str, max_bytes: int | None) -> dict[str, np.ndarray]:
                     raise ValueError(f"unsupported .npy version {version}")
                 if dtype.kind not in NUMERIC_KINDS or dtype.hasobject or dtype.fields:
                     raise CheckpointError(
-                        f"checkpoint {path!r}: array {i.filename[:-4]!r} has dtype {dtype}; "
+                        f"{kind} {path!r}: array {i.filename[:-4]!r} has dtype {dtype}; "
                         "checkpoints hold numbers only"
                     )
                 count = int(np.prod(shape, dtype=np.int64)) if shape else 1
@@ -231,7 +231,7 @@ def _read_npz(path: str, max_bytes: int | None) -> dict[str, np.ndarray]:
                 header = f.tell()
                 if count < 0 or header + nbytes != i.file_size:
                     raise CheckpointError(
-                        f"checkpoint {path!r}: array {i.filename[:-4]!r} says {dtype}{list(shape)} "
+                        f"{kind} {path!r}: array {i.filename[:-4]!r} says {dtype}{list(shape)} "
                         f"({nbytes} bytes) but holds {i.file_size - header} (the file is damaged)"
                     )
                 data = f.read(nbytes)
@@ -243,13 +243,14 @@ def _read_npz(path: str, max_bytes: int | None) -> dict[str, np.ndarray]:
 
 
 def read(
-    path: str | os.PathLike, *, max_bytes: int | None = None
+    path: str | os.PathLike, *, max_bytes: int | None = None, kind: str = "checkpoint"
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(header, params, state) of a checkpoint file, fully read and checked for integrity.
 
     Every array's size, dtype and shape is checked from the zip directory and its .npy header
     before its data is read (see ``_read_npz``); ``max_bytes`` bounds the arrays' total size
     (``load`` passes what the model's parameters and state take, plus room for the header).
+    ``kind`` is what error messages call the file ("checkpoint", "model file").
 
     Raises:
         CheckpointError: the file is missing, not a regular file, not an .npz, truncated or
@@ -258,9 +259,9 @@ def read(
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise CheckpointError(f"checkpoint {path!r} does not exist or is not a regular file")
+        raise CheckpointError(f"{kind} {path!r} does not exist or is not a regular file")
     try:
-        data = _read_npz(path, max_bytes)
+        data = _read_npz(path, max_bytes, kind)
     except CheckpointError:
         raise
     except (
@@ -277,32 +278,32 @@ def read(
         struct.error,
     ) as e:
         raise CheckpointError(
-            f"checkpoint {path!r} is corrupted or truncated, or not an .npz file "
+            f"{kind} {path!r} is corrupted or truncated, or not an .npz file "
             f"({type(e).__name__}: {e}); save it again"
         ) from None
     if HEADER_KEY not in data:
         raise CheckpointError(
-            f"{path!r} is an .npz file without a graphc header: not a graphc "
-            "checkpoint (write one with model.save)"
+            f"{path!r} is an .npz file without a graphc header: not a graphc {kind} "
+            "(write one with model.save or model.save_model)"
         )
     try:
         header = json.loads(data.pop(HEADER_KEY).tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
-        raise CheckpointError(f"checkpoint {path!r}: the header is unreadable ({e})") from None
+        raise CheckpointError(f"{kind} {path!r}: the header is unreadable ({e})") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(
-            f"{path!r} is not a graphc checkpoint (format {header.get('format') if isinstance(header, dict) else None!r})"
+            f"{path!r} is not a graphc {kind} (format {header.get('format') if isinstance(header, dict) else None!r})"
         )
     if header.get("version") != VERSION:
         raise CheckpointError(
-            f"checkpoint {path!r} has format version {header.get('version')!r}; "
+            f"{kind} {path!r} has format version {header.get('version')!r}; "
             f"this graphc reads version {VERSION}"
         )
     try:
         return header, *_arrays(path, header, data)
     except (TypeError, ValueError, AttributeError) as e:  # a header of the wrong shapes
         raise CheckpointError(
-            f"checkpoint {path!r}: the header's array list is malformed ({e}); the file is "
+            f"{kind} {path!r}: the header's array list is malformed ({e}); the file is "
             "damaged or not written by graphc"
         ) from None
 

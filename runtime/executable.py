@@ -26,15 +26,22 @@ ENTRY = ctypes.CFUNCTYPE(
 )
 
 
-def one_hot_hint(t: Any, shape: tuple[int, ...]) -> str:
-    """A hint for class labels given one-hot (``[rows, classes]`` for an integer ``[N]``
-    input): "" when the shapes do not look like that."""
-    if t.dtype != "i32" or len(shape) != len(t.shape) + 1 or shape[-1] < 2:
+def shape_hint(t: Any, shape: tuple[int, ...], want: tuple[int, ...] | None = None) -> str:
+    """A hint for an input of the wrong shape (``""`` when none fits): class labels given
+    one-hot (``[rows, classes]`` for an integer ``[N]`` input), or the right values with
+    size-1 axes added or missing (labels ``(N, 1)`` for ``[N]``: a column read from a CSV or
+    a DataFrame), when ``want`` (the concrete shape expected) is given."""
+    if t.dtype == "i32" and len(shape) == len(t.shape) + 1 and shape[-1] >= 2:
+        return (
+            f" (these look like one-hot labels, {shape[-1]} columns: this loss takes class "
+            "ids; pass y.argmax(axis=1), or use a categorical cross-entropy on one-hot targets)"
+        )
+    if want is None or shape == want:
         return ""
-    return (
-        f" (these look like one-hot labels, {shape[-1]} columns: this loss takes class ids; "
-        "pass y.argmax(axis=1), or use a categorical cross-entropy on one-hot targets)"
-    )
+    if [d for d in shape if d != 1] == [d for d in want if d != 1]:
+        how = "added" if len(shape) > len(want) else "missing"
+        return f" (the same values with size-1 axes {how}: pass a.reshape{want})"
+    return ""
 
 
 class Entry:
@@ -130,7 +137,7 @@ class Entry:
                 got = f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else type(a).__name__
                 raise ArgumentError(
                     f"input {name!r} expects {t} with N={n}, got {got}"
-                    + (one_hot_hint(t, a.shape) if isinstance(a, np.ndarray) else "")
+                    + (shape_hint(t, a.shape, t.concrete(n)) if isinstance(a, np.ndarray) else "")
                     + (
                         ""
                         if not isinstance(a, np.ndarray) or a.flags.c_contiguous

@@ -28,7 +28,7 @@ from graphc.ir.types import DTYPE_INFO, TensorType
 
 from .buffers import address, aligned_empty, view
 from .checks import check_lr, explain
-from .executable import one_hot_hint
+from .executable import shape_hint
 from .parallel import own_lock, serialized
 
 ERROR_NAMES = {code: msg for _, code, msg in ERRORS if code}
@@ -287,7 +287,7 @@ class Library:
                     f"input {p['name']!r} expects {p['dtype']}{list(p['shape'])}"
                     + (f" with N={n}" if n is not None else "")
                     + f", got an array of shape {a.shape}"
-                    + one_hot_hint(TensorType(tuple(p["shape"]), p["dtype"]), a.shape)
+                    + shape_hint(TensorType(tuple(p["shape"]), p["dtype"]), a.shape, want)
                 )
             if p["dtype"] == "i32" and a.dtype != np.int32 and a.size:
                 # range before the cast: int64 2**32 + 3 must not wrap to class 3

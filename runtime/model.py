@@ -23,7 +23,7 @@ from graphc.ir.types import BATCH
 from .buffers import aligned_empty, view
 from .callbacks import CallbackList
 from .checks import InputRejected, check_lr
-from .executable import Entry, EpochEntry, NonfiniteLoss, one_hot_hint
+from .executable import Entry, EpochEntry, NonfiniteLoss, shape_hint
 from .parallel import default_threads, own_lock, serialized
 
 log = logging.getLogger(__name__)  # graphc's own messages; fit's epoch lines stay on stdout
@@ -236,33 +236,37 @@ class Model:
         Parameter i draws from ``np.random.default_rng([seed, i])``, so each parameter's
         values depend only on the seed and its position.
         """
-        from graphc.ir.init import initialize
-
         constants = getattr(self.program, "constants", {})
         for i, n in enumerate(self.param_nodes):
-            if n.name in constants:  # gc.constant: its values, not a draw
-                self.params[n.name][...] = constants[n.name]
-                continue
-            args = dict(n.attr("init_args", ()))
-            self.params[n.name][...] = initialize(
-                n.attr("init", "zeros"),
-                n.type.concrete(1),
-                np.random.default_rng([seed, i]),
-                n.type.np_dtype,
-                **args,
-            )
+            self.params[n.name][...] = self._initial_value(n, constants, [seed, i])
         for n in self.state_nodes:
-            if n.name in constants:  # an array the program brings (model files, imports)
-                self.state[n.name][...] = constants[n.name]
-                continue
-            args = dict(n.attr("init_args", ()))
-            self.state[n.name][...] = initialize(
-                n.attr("init", "zeros"),
-                n.type.concrete(1),
-                np.random.default_rng([seed, 0]),
-                n.type.np_dtype,
-                **args,
+            self.state[n.name][...] = self._initial_value(n, constants, [seed, 0])
+
+    @staticmethod
+    def _initial_value(n: Any, constants: dict[str, Any], seed: list[int]) -> np.ndarray:
+        """The values a param/state source starts with: the program's array for a constant
+        (gc.constant, ONNX weights, model files), else a draw of its initializer.
+
+        Raises:
+            GraphcError: a constant's values are missing from the program.
+        """
+        from graphc.ir.init import initialize
+
+        if n.name in constants:
+            return constants[n.name]
+        if n.attr("init") == "array":
+            raise GraphcError(
+                f"{n.name}: the values of this constant are missing (they come with the "
+                "program: rebuild it with gc.constant, from the model file or the ONNX file)"
             )
+        args = dict(n.attr("init_args", ()))
+        return initialize(
+            n.attr("init", "zeros"),
+            n.type.concrete(1),
+            np.random.default_rng(seed),
+            n.type.np_dtype,
+            **args,
+        )
 
     @property
     def param_count(self) -> int:
@@ -333,7 +337,7 @@ class Model:
         """Write the inference graph (and the loss, with ``include_loss``) as an ONNX file with
         the current weights as initializers and the batch dimension symbolic ("N").
 
-        Needs the onnx package (``pip install 'graphc[onnx]'``). See graphc.onnx_export.
+        Needs the onnx package (``pip install -e ".[onnx]"``). See graphc.onnx_export.
         Raises OnnxError for an op without an ONNX form. Returns ``path``.
         """
         return _exporter("onnx")(self, path, include_loss=include_loss)
@@ -418,7 +422,7 @@ class Model:
             if a.shape != want:
                 raise ArgumentError(
                     f"input {name!r} expects {t}, got an array of shape {a.shape}"
-                    + one_hot_hint(t, a.shape)
+                    + shape_hint(t, a.shape, want)
                 )
             if rows is not None:
                 if n is not None and rows != n:
@@ -840,7 +844,7 @@ class Model:
                 the same data and arguments; the trajectory is the one-process one with the
                 same ``batch_size`` (the global batch, split over the ranks), and only rank 0
                 prints. See graphc.runtime.distributed. Needs Open MPI and mpi4py
-                (``pip install "graphc[mpi]"``).
+                (``pip install -e ".[mpi]"``).
 
         ``model.history`` holds the History from the start. Ctrl-C (SIGINT, in the main
         thread) takes effect at the next step boundary: a one-call native epoch runs to its

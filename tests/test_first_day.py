@@ -406,8 +406,10 @@ def test_model_files_go_through_the_cli_and_refuse_plain_checkpoints(tmp_path, c
     with pytest.raises(gc.CheckpointError, match="without a model description"):
         gc.load_model(ckpt)
     (tmp_path / "junk.gcm").write_bytes(b"not a zip")
-    with pytest.raises(gc.CheckpointError, match="corrupted"):
+    with pytest.raises(gc.CheckpointError, match=r"^model file .*junk.gcm.* corrupted"):
         gc.load_model(str(tmp_path / "junk.gcm"))
+    with pytest.raises(gc.CheckpointError, match=r"^model file .*absent.gcm.* does not exist"):
+        gc.load_model(str(tmp_path / "absent.gcm"))
 
 
 def test_c_predict_reads_one_row_per_line_and_names_a_bad_line(tmp_path) -> None:
@@ -632,3 +634,22 @@ def test_gradients_match_finite_differences_and_change_nothing() -> None:
         np.testing.assert_allclose(grad, num, rtol=1e-4, atol=1e-6, err_msg=name)
     with pytest.raises(gc.ArgumentError):
         m.gradients(xs, np.full(5, 7, np.int32))  # labels out of range: refused, nothing run
+
+
+def test_labels_with_a_size_1_axis_get_a_reshape_hint() -> None:
+    x = gc.input("x", ("N", 4))
+    y = gc.input("y", ("N",), dtype="i32")
+    h = gc.dense(x, 3)
+    m = gc.compile([h], gc.softmax_cross_entropy(h, y), gc.SGD(0.1))
+    xs = np.zeros((5, 4), np.float32)
+    for call in (
+        lambda: m.train_step(xs, np.zeros((5, 1), np.int64)),
+        lambda: m.evaluate(xs, np.zeros((5, 1), np.int32)),
+    ):
+        with pytest.raises(gc.ArgumentError, match=r"size-1 axes added: pass a.reshape\(5,\)"):
+            call()
+    with pytest.raises(gc.ArgumentError, match=r"size-1 axes added: pass a.reshape\(5, 4\)"):
+        m.predict(xs[:, None])
+    with pytest.raises(gc.ArgumentError) as e:  # not the same values: no reshape hint
+        m.predict(np.zeros((5, 3), np.float32))
+    assert "reshape" not in str(e.value)

@@ -118,7 +118,7 @@ def test_importing_graphc_does_not_import_onnx() -> None:
 
 def test_missing_onnx_names_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
-    with pytest.raises(gc.OnnxError, match=r"pip install 'graphc\[onnx\]'"):
+    with pytest.raises(gc.OnnxError, match=r'pip install onnx .*pip install -e "\.\[onnx\]"'):
         gc.from_onnx("model.onnx")
 
 
@@ -264,6 +264,44 @@ def test_fine_tune_only_the_chosen_layers() -> None:
     assert last < first
     np.testing.assert_array_equal(model.state["fc1_weight"], fc1)  # a constant stays
     assert not np.array_equal(model.params["fc2_weight"], fc2)
+
+
+def test_imported_weights_travel_with_the_program_to_another_process(tmp_path) -> None:
+    """The file's weights come with the compiled program (Program.constants), not a registry
+    of this process: a fine-tuned import saved as a model file predicts the same in a fresh
+    process, and two imports of the same graph with other weights do not share values."""
+    rng = np.random.default_rng(5)
+    m = pytorch_like(rng)
+    imp = gc.from_onnx(m, trainable=["fc2.weight", "fc2.bias"])
+    labels = gc.input("labels", ("N",), dtype="i32")
+    model = imp.compile(gc.softmax_cross_entropy(imp.outputs[0], labels), gc.SGD(0.1))
+    x = rng.standard_normal((16, 1, 8, 8)).astype(np.float32)
+    model.train_step(x, rng.integers(0, 10, 16))
+    path = tmp_path / "tuned.gcm"
+    model.save_model(path)
+    np.save(tmp_path / "x.npy", x)
+    code = (
+        "import sys, numpy as np, graphc as gc\n"
+        f"m = gc.load_model({str(path)!r})\n"
+        f"np.save({str(tmp_path / 'y.npy')!r}, m.predict(np.load({str(tmp_path / 'x.npy')!r})))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), model.predict(x))
+    other = pytorch_like(np.random.default_rng(6))
+    want = ort_run(other, {"input": x})[0]
+    got = gc.from_onnx(other).compile().predict(x)
+    assert_close(got, want)
+    assert not np.allclose(got, model.predict(x))
+
+
+def test_a_constant_without_its_values_is_named() -> None:
+    from graphc.ir.errors import GraphcError
+
+    imp = gc.from_onnx(pytorch_like(np.random.default_rng(7)), trainable=False)
+    for t in imp.constants.values():
+        t.value = None  # as a graph rebuilt from text without the file's values
+    with pytest.raises(GraphcError, match=r"fc1_weight|fc1_bias|fc2_weight|fc2_bias"):
+        imp.compile()
 
 
 # ---------------------------------------------------------------- errors, untrusted files
@@ -474,6 +512,28 @@ def test_export_checks_matches_onnxruntime_and_round_trips(tmp_path) -> None:
     np.testing.assert_allclose(got[1], model.evaluate(x, y)["loss"], rtol=1e-5)
 
 
+def test_exported_binary_cross_entropy_at_extreme_and_infinite_logits(tmp_path) -> None:
+    """The exported logits-form BCE equals the formula's limit at infinite logits, as graphc's
+    op does (no NaN from inf - inf or inf * 0), and the float64 formula elsewhere."""
+    x = gc.input("x", ("N", 4))
+    t = gc.input("t", ("N", 4))
+    z = x * gc.param("scale", (4,), init="ones")
+    model = gc.compile([z], gc.binary_cross_entropy(z, t), gc.SGD(0.1))
+    path = str(tmp_path / "bce.onnx")
+    model.to_onnx(path, include_loss=True)
+    inf = np.inf
+    xs = np.array([[inf, -inf, 80.0, -80.0], [3.0, -2.0, 0.0, 1e-3]], np.float32)
+    ts = np.array([[1.0, 0.0, 1.0, 0.0], [0.25, 1.0, 0.5, 0.0]], np.float32)
+    loss = ort_run(path, {"x": xs, "t": ts})[1]
+    z64, t64 = xs.astype(np.float64), ts.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        per = np.logaddexp(0.0, z64) - z64 * t64
+    per[0, :2] = 0.0  # the limits at the target: softplus(z) - z y -> 0
+    np.testing.assert_allclose(loss, per.mean(), rtol=1e-6)
+    finite = ort_run(path, {"x": xs[1:], "t": ts[1:]})[1]
+    np.testing.assert_allclose(finite, model.evaluate(xs[1:], ts[1:])["loss"], rtol=1e-6)
+
+
 def test_cli_compiles_and_dumps_an_onnx_file(tmp_path) -> None:
     from graphc.cli import main
 
@@ -487,7 +547,11 @@ def test_cli_compiles_and_dumps_an_onnx_file(tmp_path) -> None:
     assert main(["compile", path, "-o", lib, "--entry", "infer"]) == 0
     assert_close(gc.load(lib).predict(x), ort_run(path, {"input": x})[0])
     assert main(["dump", path, "-o", str(tmp_path / "dump.txt")]) == 0
-    assert "matmul" in (tmp_path / "dump.txt").read_text()
+    dump = (tmp_path / "dump.txt").read_text()
+    assert "matmul" in dump
+    # every source line points into the ONNX file: inputs, initializers and nodes
+    assert "torchlike.onnx: input 'input'" in dump and "torchlike.onnx: node 1 '/fc1/Gemm'" in dump
+    assert "test_onnx.py" not in dump and "runpy" not in dump
 
 
 def test_every_forward_op_has_an_onnx_form() -> None:
