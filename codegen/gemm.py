@@ -19,6 +19,8 @@ for jc in 0..N step NC:                  # B panel, KC x NC, packed once: 256 Ki
 
 - The register tile is MR x (NV * LANES) with MR = 6 and NV = 2: 12 accumulators, two B vectors
   and one broadcast A value fit the 16 vector registers of AVX2 (6 x 16 for f32) or SSE (6 x 8).
+  On AVX-512's 32 registers the tile follows N (Blocking.for_dtype): 6 x 64 for wide products,
+  12 x 16 for a 10-column output layer.
 - Transposes cost nothing in the loop nest: they change only how the packing routines read A
   and B (a contiguous copy along x, or LANES x LANES in-register transposes along k). Packing
   pads edge slivers with zeros, so the microkernel always computes a whole tile and only the
@@ -100,21 +102,36 @@ class Blocking:
         return self.nv * self.lanes
 
     @staticmethod
-    def for_dtype(dtype: str, vector_width: int, registers: int = 16) -> Blocking:
+    def for_dtype(
+        dtype: str, vector_width: int, registers: int = 16, n: int | None = None
+    ) -> Blocking:
         """`vector_width` counts f32 lanes (the register width); f64 gets half as many lanes.
-        `registers`: the target's vector registers, which the register tile fills.
+        `registers`: the target's vector registers, which the register tile fills. `n`: C's
+        column count when every call has the same (a layer's width), else None.
 
         The tile MR x NV needs MR * NV accumulators, NV vectors of B and one broadcast A value:
         6 x 2 (15 registers) on 16 (SSE, AVX2); 8 x 3 (28) on 32 registers of at most 4 lanes
-        (NEON: BLIS's 8 x 12 for ARMv8-A, or scalar code on 32 floating-point registers). The
-        AVX-512 targets (32 registers of 16 lanes) keep 6 x 2: NR = 32 columns already, and
-        a wider tile would waste more of it on the edges of the small products of training.
+        (NEON: BLIS's 8 x 12 for ARMv8-A, or scalar code on 32 floating-point registers).
+        On 32 wide registers (AVX-512: 16 f32 lanes) the tile follows N, so that little of it
+        is spent on the right edge of C: 12 x 1 (25 registers) for N up to one vector (a
+        10-class output layer), 6 x 2 up to two vectors, else 6 x 4 (29 registers: 24 FMAs
+        for 10 loads per k). Measured on a 2-core Xeon (AVX-512, two FMA units) with
+        benchmarks/bench_gemm.py's product shapes: 6 x 4 ran N >= 128 products 5-25 % faster
+        than 6 x 2, and 12 x 1 ran N = 10 products 1.5x faster than 6 x 2 (6 x 4: 2x slower).
+        With 6 x 4, KC = 256 (a 64 KiB sliver of B, streamed from L2 with the A block) beat
+        KC = 128 by some 5 %.
         """
         size = DTYPE_INFO[dtype].itemsize
         lanes = max(1, vector_width * 4 // size)
         mr, nv = (8, 3) if registers >= 32 and vector_width <= 4 else (6, 2)
+        wide = registers >= 32 and vector_width >= 16 and size == 4
+        if wide:
+            vectors = 4 if n is None else -(-n // lanes)
+            mr, nv = (12, 1) if vectors <= 1 else (6, 2) if vectors <= 2 else (6, 4)
         nr = nv * lanes
         kc = min(256, 8192 * nv // (nr * size))  # the KC x NR sliver of B: 16 KiB of L1 (NV=2)
+        if wide:
+            kc = 256
         nc = nr * max(1, 256 // nr)  # a multiple of NR near 256
         mc = mr * max(1, 120 // mr)  # a multiple of MR near 120
         if size == 8:
@@ -160,7 +177,8 @@ def emit_gemm(
             fast when this matches the target's registers.
         registers: the target's vector registers (16 on SSE/AVX2, 32 on NEON and AVX-512):
             with vector_width, they size the register tile (Blocking.for_dtype).
-        blocking: tile and cache block sizes; the default is tuned for AVX2 (Zen 3).
+        blocking: tile and cache block sizes; the default (Blocking.for_dtype, from the
+            target's registers and a fixed N) was tuned on AVX2 (Zen 3) and AVX-512 (Xeon).
         extra_types: more parameters after C (say, a bias pointer). With any, the function is
             `name(M, N, K, A, B, C, *extras)` and the epilogue is called as
             `epilogue(b, acc, i, j, extras)`, with the extras as values it may use. An
@@ -193,7 +211,8 @@ def emit_gemm(
         raise CodegenError(
             f"emit_gemm {name}: vector_width must be a power of two, got {vector_width}"
         )
-    blk = blocking or Blocking.for_dtype(dtype, vector_width, registers)
+    fixed_n = (fixed or {}).get("N")
+    blk = blocking or Blocking.for_dtype(dtype, vector_width, registers, fixed_n)
     if blk.mc % blk.mr or blk.nc % blk.nr or blk.lanes & (blk.lanes - 1):
         raise CodegenError(f"emit_gemm {name}: MC, NC must be multiples of MR, NR in {blk}")
     gen = _GemmEmitter(
@@ -824,7 +843,8 @@ class _GemmEmitter:
                     out[r * blk.nv + v] = self.fma(a, bv[v], acc[r * blk.nv + v])
             return out
 
-        acc = self.unrolled(kc, zeros, step, unroll=4, name="k")
+        # 4 k-steps per trip; 2 for 6 x 4 (48 FMAs either way, less code to compile)
+        acc = self.unrolled(kc, zeros, step, unroll=4 if blk.nv <= 2 else 2, name="k")
         return [acc[r * blk.nv : (r + 1) * blk.nv] for r in range(blk.mr)]
 
     def unrolled(

@@ -11,7 +11,7 @@ from graphc.ir.types import BATCH
 
 from . import kernels as K
 from .checks import InputCheck, emit_input_checks
-from .gemm import emit_gemm
+from .gemm import Blocking, emit_gemm
 from .kernels import ENTRY_TYPE, KernelContext, epilogue_for, storage_key
 from .lltypes import I8, I32, LL, PTR, i64
 from .target import Target, as_target, vector_unit
@@ -246,13 +246,17 @@ class ModuleBuilder:
         pool = thread_pool(self.module, self.name)
         return pool if module is self.module else declare_thread_pool(module, self.name)
 
-    @staticmethod
-    def _gemm_key(sched, kernel, tail, dtype, ta, tb, ext) -> tuple:
+    def _gemm_key(self, sched, kernel, tail, dtype, ta, tb, ext) -> tuple:
         """What a kernel's GEMM code depends on: the transposes, the epilogue's ops and its
-        operands' shapes (not M, N, K, which are arguments): kernels that agree share one."""
+        operands' shapes, the register tile its N calls for (Blocking.for_dtype; not M, N, K,
+        which are arguments): kernels that agree share one."""
         g = sched.graph
         inline = {v for v in ext if sched.buffers[v].region == "inline"}
         mm = g[kernel.nodes[0]]
+        n = mm.type.shape[1]
+        blk = Blocking.for_dtype(
+            dtype, self.vector_width, self.vector_registers, n if isinstance(n, int) else None
+        )
         pos = {
             mm.name: ("mm",),
             **{t.name: ("t", i) for i, t in enumerate(tail)},
@@ -262,6 +266,7 @@ class ModuleBuilder:
             dtype,
             ta,
             tb,
+            (blk.mr, blk.nv),
             mm.type.shape[1] if tail else None,
             tuple(
                 (t.op, attrs_key(t.attrs), t.type.dtype, tuple(pos[i] for i in K.data_operands(t)))

@@ -316,3 +316,63 @@ def test_blocking_tiles_fit_sixteen_registers() -> None:
         blk = Blocking.for_dtype(dtype, width)
         assert blk.mr * blk.nv + blk.nv + 1 <= 16
         assert blk.nr * (4 if dtype == "f32" else 8) == 2 * width * 4
+
+
+WIDE = {  # name: (trans_a, trans_b, accumulate, epilogue, fixed N): 16 lanes on 32 registers
+    "nn_epi": (False, False, False, True, None),
+    "tn_acc": (True, False, True, False, None),
+    "nt_epi": (False, True, False, True, None),
+    "nn_n10": (False, False, False, True, 10),
+    "tn_n10": (True, False, False, False, 10),
+    "nt_n20": (False, True, True, False, 20),
+}
+
+
+@functools.cache
+def wide_kernels() -> JitGemms:
+    """The AVX-512 register tiles (16 lanes, 32 registers); LLVM splits the vectors on a host
+    without AVX-512, so the results are checked everywhere."""
+    configs = {
+        name: {
+            "vector_width": 16,
+            "registers": 32,
+            "trans_a": ta,
+            "trans_b": tb,
+            "accumulate": acc,
+            "epilogue": bias_relu("f32") if epi else None,
+            "fixed": {"N": n} if n else None,
+        }
+        for name, (ta, tb, acc, epi, n) in WIDE.items()
+    }
+    return JitGemms(configs)
+
+
+def test_blocking_on_wide_registers_follows_n() -> None:
+    """AVX-512: 12 x 1 up to 16 columns, 6 x 2 up to 32, else (and for unknown N) 6 x 4;
+    every tile fits 32 registers (accumulators, B vectors, one broadcast)."""
+    tiles = {n: Blocking.for_dtype("f32", 16, 32, n) for n in (1, 10, 16, 17, 32, 33, 256, None)}
+    assert {n: (b.mr, b.nv) for n, b in tiles.items()} == {
+        1: (12, 1), 10: (12, 1), 16: (12, 1), 17: (6, 2), 32: (6, 2), 33: (6, 4),
+        256: (6, 4), None: (6, 4),
+    }  # fmt: skip
+    for b in tiles.values():
+        assert b.mr * b.nv + b.nv + 1 <= 32 and b.mc % b.mr == 0 and b.nc % b.nr == 0
+    assert (Blocking.for_dtype("f64", 16, 32).mr, Blocking.for_dtype("f64", 16, 32).nv) == (6, 2)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name", list(WIDE))
+def test_gemm_wide_tiles_match_numpy(name: str, threads: int) -> None:
+    """Every wide tile, edges in M, N and K (across KC = 256 and NC = 256), on 1 and 2 threads
+    (the larger shapes split between the threads)."""
+    g = wide_kernels()[name]
+    g.owner.set_threads(threads)
+    try:
+        rng = np.random.default_rng(len(name) + threads)
+        n_fixed = WIDE[name][4]
+        ns = [n_fixed] if n_fixed else [1, 17, 63, 65, 130, 300]
+        for n in ns:
+            for m, k in [(1, 9), (6, 1), (7, 17), (13, 300), (130, 260), (257, 600)]:
+                check(g, m, n, k, rng, f"wide {name} {threads} threads", WIDE[name][3])
+    finally:
+        g.owner.set_threads(1)
