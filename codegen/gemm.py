@@ -96,6 +96,9 @@ class Blocking:
     nc: int = 256  # the KC x NC panel of B (256 KiB); bounded by the stack, not by the L3
     direct_max_m: int = 5  # M at or below this skips packing (nn, tn and nt)
     packed: bool = True  # False: the direct path serves every shape (small, quick to compile)
+    # True: op(A) stored [M, K] is never packed; the microkernel broadcasts from MR rows where
+    # they lie, whatever N (trans_a still packs above A_IN_PLACE_MAX_SLIVERS slivers of N)
+    rows_of_a_in_place: bool = False
 
     @property
     def nr(self) -> int:
@@ -119,7 +122,9 @@ class Blocking:
         benchmarks/bench_gemm.py's product shapes: 6 x 4 ran N >= 128 products 5-25 % faster
         than 6 x 2, and 12 x 1 ran N = 10 products 1.5x faster than 6 x 2 (6 x 4: 2x slower).
         With 6 x 4, KC = 256 (a 64 KiB sliver of B, streamed from L2 with the A block) beat
-        KC = 128 by some 5 %.
+        KC = 128 by some 5 %. There, A stored [M, K] is read in place (rows_of_a_in_place): six
+        row streams per tile, no packing; nn and nt products with N = 256..1024 ran 3-12 %
+        faster than with A packed (A stored [K, M] ran 5 % slower in place, so it is packed).
         """
         size = DTYPE_INFO[dtype].itemsize
         lanes = max(1, vector_width * 4 // size)
@@ -134,6 +139,8 @@ class Blocking:
             kc = 256
         nc = nr * max(1, 256 // nr)  # a multiple of NR near 256
         mc = mr * max(1, 120 // mr)  # a multiple of MR near 120
+        if wide:
+            return Blocking(lanes, mr=mr, nv=nv, kc=kc, mc=mc, nc=nc, rows_of_a_in_place=True)
         if size == 8:
             # f64 serves checks, not speed: the direct path alone is a third of the code (and
             # of the compile time). blocking=Blocking(lanes) makes it fast.
@@ -695,12 +702,6 @@ class _GemmEmitter:
             buf.type = PTR  # llvmlite still types an alloca as `[n x float]*`; LLVM has only `ptr`
         block = [("x0", I64), ("nx", I64), ("pc", I64), ("kc", I64), ("dst", PTR)]
         kind = f"{self.elem}.x{blk.lanes}.{blk.mr}x{blk.nr}"
-        pack_a = self.define(
-            "pack_a",
-            block,
-            self.pack_a,
-            f"graphc.gemm.pack_a.{'t' if self.trans_a else 'n'}.{kind}",
-        )
         pack_b = self.define(
             "pack_b",
             block,
@@ -711,10 +712,19 @@ class _GemmEmitter:
         self.store_edge_fn = self.define("store_edge", edge, self.store_edge)
         # A is packed to be read N / NR times; for fewer, the microkernel reads it in place.
         in_place_max = blk.nr * A_IN_PLACE_MAX_SLIVERS
-        if "N" in self.fixed:  # decided now: one microkernel in the code, not two
-            a_in_place: ir.Value | bool = self.fixed["N"] <= in_place_max
+        if blk.rows_of_a_in_place and not self.trans_a:
+            a_in_place: ir.Value | bool = True
+        elif "N" in self.fixed:  # decided now: one microkernel in the code, not two
+            a_in_place = self.fixed["N"] <= in_place_max
         else:
             a_in_place = b.icmp_signed("<=", self.N, self.const(in_place_max))
+        if a_in_place is not True:
+            pack_a = self.define(
+                "pack_a",
+                block,
+                self.pack_a,
+                f"graphc.gemm.pack_a.{'t' if self.trans_a else 'n'}.{kind}",
+            )
         KC = self.const(blk.kc)
         # At least one K block, so that K == 0 still stores epilogue(0) (or C_old).
         kblocks = b.select(

@@ -358,6 +358,10 @@ def test_blocking_on_wide_registers_follows_n() -> None:
     for b in tiles.values():
         assert b.mr * b.nv + b.nv + 1 <= 32 and b.mc % b.mr == 0 and b.nc % b.nr == 0
     assert (Blocking.for_dtype("f64", 16, 32).mr, Blocking.for_dtype("f64", 16, 32).nv) == (6, 2)
+    # A stored [M, K] is read where it lies on the wide tile; A stored [K, M] is still packed
+    wide = {"vector_width": 16, "registers": 32}
+    assert "pack_a" not in emitted(trans_b=True, **wide)
+    assert "pack_a" in emitted(trans_a=True, **wide) and "pack_a" in emitted()
 
 
 @pytest.mark.parametrize("threads", [1, 2])
