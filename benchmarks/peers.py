@@ -109,18 +109,18 @@ class GraphcPeer:
         self.x, self.y = x, y
         e = self.model.entries["train_step"]
         feeds = {"x": x, "y": y, "lr": np.array(spec.lr, np.float32)}
-        self._step_entry, self._step_arrays = e, [feeds[s] for s in e.sched.input_slots]
+        self._step_arrays = [feeds[s] for s in e.sched.input_slots]
         e.check(self._step_arrays, len(x))
-        ie = self.model.entries["infer"]
-        self._infer_entry, self._infer_arrays = ie, [x]
+        self._step_entry = bare_call(e)
+        self._infer_entry, self._infer_arrays = bare_call(self.model.entries["infer"]), [x]
 
     def step(self) -> None:
         """``Model.train_step(x, y)``: the public per-batch call."""
         self._loss = self.model.train_step(self.x, self.y)
 
     def step_bare(self) -> None:
-        """The ``train_step`` entry through ``Entry.run`` (no checks, nothing allocated)."""
-        self._loss = float(self._step_entry.run(self._step_arrays, len(self.x))[0])
+        """The ``train_step`` entry called with nothing checked and nothing allocated."""
+        self._loss = float(self._step_entry(self._step_arrays, len(self.x))[0])
 
     def sync(self) -> None:
         pass
@@ -144,13 +144,43 @@ class GraphcPeer:
         return self._rep_data
 
     def infer_bare(self) -> np.ndarray:
-        return self._infer_entry.run(self._infer_arrays, len(self.x))[0]
+        return self._infer_entry(self._infer_arrays, len(self.x))[0]
 
     def infer(self) -> np.ndarray:
         return self.model.predict(self.x)
 
     def epoch(self, x: np.ndarray, y: np.ndarray, batch: int, seed: int) -> None:
         self.model.fit(x, y, epochs=1, batch_size=batch, seed=seed, verbose=0)
+
+
+def bare_call(entry) -> Callable:
+    """``entry``'s call with nothing checked: ``Entry.run(arrays, n)``, or, in graphc before
+    the call-path work of issue 12 (the ``--before`` contestant), ``Entry(arrays, n,
+    checked=False)``."""
+    run = getattr(entry, "run", None)
+    if run is not None:
+        return run
+    return lambda arrays, n: entry(arrays, n, checked=False)
+
+
+def graphc_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int):
+    """``a @ b`` as a compiled graphc model (b a parameter): (model, public call, bare call).
+    The public call is ``predict(a, out=out)``, or ``predict(a)`` in a graphc whose ``predict``
+    has no ``out=`` (before issue 12)."""
+    import inspect
+
+    import graphc as gc
+
+    n = a.shape[1]
+    m = gc.compile(gc.matmul(gc.input("a", ("N", n)), gc.param("b", b.shape)), name="gemm")
+    m.threads = threads
+    m.params["b"][...] = b
+    bare = bare_call(m.entries["infer"])
+    if "out" in inspect.signature(m.predict).parameters:
+        call = lambda: m.predict(a, out=out)  # noqa: E731
+    else:
+        call = lambda: m.predict(a)  # noqa: E731
+    return m, call, lambda: bare([a], len(a))[0]
 
 
 # ------------------------------------------------------------------------------------- numpy
@@ -255,6 +285,7 @@ class TorchPeer:
 
     label = "torch eager (foreach)"
     compiled = False
+    _copies = 0  # renamed copies of _eager_step made for torch.compile
     variant = {"foreach": True}
 
     def __init__(self, spec: Spec, weights, x: np.ndarray, y: np.ndarray) -> None:
@@ -285,11 +316,18 @@ class TorchPeer:
         self._step = self._eager_step
         if self.compiled:
             import copy
+            import types
 
-            torch._dynamo.reset()  # each case is a new network: no recompile limit
+            # Every case of a worker lives in one process. Dynamo caches compiled code per code
+            # object, with a limit of entries per object: every peer gets a code object of its
+            # own (a renamed copy of _eager_step), so no case evicts or recompiles another's.
+            TorchPeer._copies += 1
+            fn = TorchPeer._eager_step
+            code = fn.__code__.replace(co_name=f"_eager_step_{TorchPeer._copies}")
+            own = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__)
             start = copy.deepcopy(self.net.state_dict())
             # the whole step: forward, loss, backward and the optimizer's update
-            self._step = torch.compile(self._eager_step)
+            self._step = torch.compile(types.MethodType(own, self))
             self.step()
             self.step()  # compiled now (the optimizer's state exists after the first step)
             with torch.no_grad():  # back to the shared initial weights, a fresh optimizer
@@ -299,9 +337,7 @@ class TorchPeer:
                     for v in st.values():
                         if torch.is_tensor(v):
                             v.zero_()
-            self._infer = torch.compile(self.net)
-            with torch.no_grad():
-                self._infer(self.x)
+            self._infer = None  # compiled at its first use (only the inference cases)
         else:
             self._infer = self.net
 
@@ -322,6 +358,8 @@ class TorchPeer:
         return float(self._loss)
 
     def infer(self):
+        if self._infer is None:
+            self._infer = self.torch.compile(self.net)
         with self.torch.no_grad():
             return self._infer(self.x)
 
