@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from graphc.ir.errors import GraphcError
 from graphc.runtime.model import Model
 
 from . import dsl
-from .compiler import build_graphs, compile_cached
+from .compiler import build_graphs, compile_cached, compile_split
 from .optim import Optimizer
 
 
@@ -72,7 +73,13 @@ def compile(
         verify_each=verify_each,
         target_cpu=target_cpu,
     )
-    model = Model(prog, jm, optimizer=optimizer, seed=seed)
+    model = Model(
+        prog,
+        jm,
+        optimizer=optimizer,
+        seed=seed,
+        compile_split=functools.partial(compile_split, prog, target_cpu) if prog.split else None,
+    )
     if threads is not None:
         model.threads = threads
     return model

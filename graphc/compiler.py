@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import time
 
@@ -179,8 +180,11 @@ def schedule_program(
     opt_level: int = 2,
     disabled_passes: tuple[str, ...] = (),
     verify_each: bool = False,
+    split: bool = True,
 ) -> Program:
-    """Run the passes and plan memory for every entry (infer, eval, train_step)."""
+    """Run the passes and plan memory for every entry (infer, eval, train_step, and with
+    ``split`` the split step's train_grads and apply_update when ``prog.split`` has them;
+    without, ``compile_split`` schedules them when they are needed)."""
     prog.opt_level = opt_level
     make_layout(prog)
     entries = {"infer": prog.inference}
@@ -192,12 +196,13 @@ def schedule_program(
         # check_numerics scans each stored value after its kernel; the one flat optimizer loop
         # would hide which parameter went bad, so the per-parameter update kernels stay
         off = tuple(disabled_passes) + (("fuse_optimizer",) if prog.check_numerics else ())
+        prog.disabled_passes, prog.verify_each = off, verify_each  # for compile_split
         res = run_pipeline(g, opt_level, disabled=off, verify_each=verify_each)
         prog.optimized[entry] = res
         grads = prog.grads if entry == "train_step" else {}
         prog.schedules[entry] = schedule(res.graph, prog.layout, grads, reuse=opt_level >= 1)
         prog.timings[f"passes+schedule:{entry}"] = time.perf_counter() - t0
-        if entry == "train_step" and prog.split:
+        if entry == "train_step" and prog.split and split:
             schedule_split(prog, opt_level, off, verify_each)
     prog.input_checks = {e: plan_input_checks(prog, e) for e in prog.schedules}
     return prog
@@ -278,6 +283,33 @@ def schedule_split(
         done[entry] = sched
     prog.schedules.update(done)
     prog.timings["passes+schedule:split"] = time.perf_counter() - t0
+
+
+SPLIT_ENTRIES = ("train_grads", "apply_update")
+
+
+def compile_split(prog: Program, target_cpu: str = "native") -> JitModule | None:
+    """Machine code of the split training step (``NAME_train_grads``, ``NAME_apply_update``)
+    of a Program scheduled without it (``schedule_program(split=False)``, as ``gc.compile``
+    does: only data-parallel training and ``Model.gradients`` call them), in a module of its
+    own (from the compile cache, or compiled and stored). None when the model has no split
+    step (``prog.split_note`` says why)."""
+    if not prog.split:
+        return None
+    if any(e not in prog.schedules for e in SPLIT_ENTRIES):
+        schedule_split(prog, prog.opt_level, prog.disabled_passes, prog.verify_each)
+        if any(e not in prog.schedules for e in SPLIT_ENTRIES):
+            return None
+        for e in SPLIT_ENTRIES:
+            prog.input_checks[e] = plan_input_checks(prog, e)
+    part = dataclasses.replace(
+        prog,
+        schedules={e: prog.schedules[e] for e in SPLIT_ENTRIES},
+        input_checks={e: prog.input_checks[e] for e in SPLIT_ENTRIES},
+        timings={},
+        llvm_ir="",
+    )
+    return jit_cached(part, target_cpu)
 
 
 def build_module(
@@ -373,7 +405,11 @@ def compile_cached(
     ``prog.timings["cache"]`` is "hit", "miss" or "off".
     """
     schedule_program(
-        prog, opt_level=opt_level, disabled_passes=disabled_passes, verify_each=verify_each
+        prog,
+        opt_level=opt_level,
+        disabled_passes=disabled_passes,
+        verify_each=verify_each,
+        split=False,  # compile_split makes them when they are needed
     )
     return jit_cached(prog, target_cpu)
 

@@ -29,7 +29,7 @@ from graphc.codegen.target import (
 from graphc.codegen.toolchain import Toolchain, available_toolchains, find_toolchain
 from graphc.ir.errors import ArgumentError, CodegenError
 
-from .compiler import Program, compile_program
+from .compiler import SPLIT_ENTRIES, Program, compile_program
 
 EMITS = ("so", "obj", "a", "llvm", "asm")
 EMIT_SUFFIXES = {".so": "so", ".o": "obj", ".a": "a", ".ll": "llvm", ".s": "asm"}
@@ -77,7 +77,12 @@ def _recompile(model: Any, target_cpu: str | Target, split: bool = False) -> tup
         split=dict(src.split) if split else {},
         split_note=src.split_note,
     )
-    prog, mb = compile_program(prog, opt_level=src.opt_level, target_cpu=target_cpu)
+    prog, mb = compile_program(
+        prog,
+        opt_level=src.opt_level,
+        disabled_passes=src.disabled_passes,
+        target_cpu=target_cpu,
+    )
     if {k: (b.offset, b.size) for k, b in prog.layout.items()} != {
         k: (b.offset, b.size) for k, b in src.layout.items()
     }:
@@ -156,7 +161,7 @@ def export_model(
             )
         if e in aot.TRAIN_ENTRIES and prog0.training is None:
             raise ArgumentError(f"--entry {e}: model {name!r} was compiled without a loss")
-        if e in ("train_grads", "apply_update") and e not in prog0.schedules:
+        if e in SPLIT_ENTRIES and not prog0.split:
             raise ArgumentError(f"--entry {e}: not compiled for this model ({prog0.split_note})")
     if not entries:
         raise ArgumentError("--entry: give at least one of infer, train_step")
@@ -169,7 +174,10 @@ def export_model(
     tgt = resolve_target(target, target_cpu, features)
     tools = find_toolchain(tgt, cc) if emit in ("so", "obj", "a") else None
 
-    prog, mb = _recompile(model, tgt, split=bool({"train_grads", "apply_update"} & set(entries)))
+    prog, mb = _recompile(model, tgt, split=bool(set(SPLIT_ENTRIES) & set(entries)))
+    for e in entries:
+        if e in SPLIT_ENTRIES and e not in prog.schedules:  # schedule_split said why not
+            raise ArgumentError(f"--entry {e}: not compiled for this model ({prog.split_note})")
     src = prog.training or prog.forward
     state_init = _initial_state(model)
     plan = aot.plan_library(

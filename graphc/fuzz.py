@@ -586,7 +586,7 @@ def compile_cases(
     for case, level in jobs:
         prog = build_graphs(f"fz{case.seed}o{level}", case.outputs, case.loss, gc.SGD(lr=1.0))
         prog.check_numerics = check_numerics
-        progs.append(schedule_program(prog, opt_level=level))
+        progs.append(schedule_program(prog, opt_level=level, split=False))
     with gc_paused():
         mb = ModuleBuilder("fuzzbatch", check_numerics=check_numerics, gemm_modules=1)
         mb.plan_gemms([s for p in progs for s in p.schedules.values()])

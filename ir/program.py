@@ -44,3 +44,6 @@ class Program:
     # entry name -> graph ("train_grads", "apply_update"), or {} with the reason in split_note.
     split: dict[str, Graph] = field(default_factory=dict)
     split_note: str = ""
+    # the passes' options schedule_program ran with (graphc.compiler.compile_split reuses them)
+    disabled_passes: tuple[str, ...] = ()
+    verify_each: bool = False

@@ -132,10 +132,11 @@ class SplitStep:
 
     def __init__(self, model: Any, cap: int) -> None:
         prog = model.program
-        if "train_grads" not in model.entries or "apply_update" not in model.entries:
+        entries = model.split_entries()  # compiled on first use
+        if entries is None:
             why = getattr(prog, "split_note", "") or "it was compiled without a loss"
             raise DistributedError(f"this model has no split training step: {why}")
-        self.grads, self.update = model.entries["train_grads"], model.entries["apply_update"]
+        self.grads, self.update = entries
         dtypes = {n.type.np_dtype for n in model.param_nodes}
         if len(dtypes) != 1:
             raise DistributedError(

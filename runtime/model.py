@@ -97,9 +97,22 @@ class Model:
         lr: the learning rate fed to the next training step.
     """
 
-    def __init__(self, program: Any, jit: Any, *, optimizer: Any = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        program: Any,
+        jit: Any,
+        *,
+        optimizer: Any = None,
+        seed: int = 0,
+        compile_split: Callable[[], Any] | None = None,
+    ) -> None:
+        """``compile_split``: makes, on first need, a compiled module holding the entries
+        ``train_grads`` and ``apply_update`` when ``jit`` has none (graphc.compiler
+        .compile_split; None when there is none to make): see ``split_entries``."""
         self.program = program
         self.jit = jit
+        self._compile_split = compile_split
+        self._split_jit: Any = None
         self.optimizer = optimizer
         self._param_region = aligned_empty(program.param_bytes)
         self._state_region = aligned_empty(program.state_bytes)
@@ -124,21 +137,7 @@ class Model:
             )
             for n in self.state_nodes
         }
-        checks = getattr(program, "input_checks", {})
-        self.entries = {
-            e: Entry(
-                jit.address(f"{program.name}_{e}"),
-                s,
-                self._param_region,
-                self._state_region,
-                owner=jit,
-                unchecked_address=(
-                    jit.address(f"{program.name}_{e}_unchecked") if checks.get(e) else None
-                ),
-                checks=checks.get(e, ()),
-            )
-            for e, s in program.schedules.items()
-        }
+        self.entries = {e: self._entry(jit, e) for e in program.schedules}
         # The call path (train_step, predict, evaluate): array layouts (dtype, shape, strides)
         # that passed the metadata checks once, by entry; values are checked natively.
         self._layouts: dict[tuple, int] = {}
@@ -167,12 +166,6 @@ class Model:
             where = {self._xy[0]: 0, self._xy[1]: 1}
             self._train_lr = lr_arr
             self._pack_xy = operator.itemgetter(*(where.get(s, 2) for s in e.sched.input_slots))
-        if getattr(program, "check_numerics", False):  # name the node behind a NaN/Inf code
-            from graphc.codegen.kernels import numerics_sites
-
-            for ename, e in self.entries.items():
-                e.numerics, e.name = numerics_sites(e.sched), ename
-                e.step_of = (lambda: float(self.state["step"])) if "step" in self.state else None
         # A whole epoch in one native call, when the module has it (see fit).
         self.epoch_entry: EpochEntry | None = None
         if (
@@ -210,6 +203,51 @@ class Model:
         n = min(n, MAX_THREADS)  # the native call takes an int32
         with self._lock:  # never while a call of this model runs in another thread
             self.jit.set_threads(self.program.name, n)
+            if self._split_jit is not None:
+                self._split_jit.set_threads(self.program.name, n)
+
+    def _entry(self, jit: Any, e: str) -> Entry:
+        """Entry ``e`` of the program, at its address in ``jit``."""
+        prog = self.program
+        checks = getattr(prog, "input_checks", {}).get(e, ())
+        entry = Entry(
+            jit.address(f"{prog.name}_{e}"),
+            prog.schedules[e],
+            self._param_region,
+            self._state_region,
+            owner=jit,
+            unchecked_address=jit.address(f"{prog.name}_{e}_unchecked") if checks else None,
+            checks=checks,
+        )
+        if getattr(prog, "check_numerics", False):  # name the node behind a NaN/Inf code
+            from graphc.codegen.kernels import numerics_sites
+
+            entry.numerics, entry.name = numerics_sites(entry.sched), e
+            entry.step_of = (lambda: float(self.state["step"])) if "step" in self.state else None
+        return entry
+
+    def split_entries(self) -> tuple[Entry, Entry] | None:
+        """The entries ``train_grads`` and ``apply_update`` (the training step split around an
+        all-reduce: graphc.compiler.build_split), or None when the model has none
+        (``program.split_note`` says why).
+
+        ``gc.compile`` does not compile them with the model (data-parallel training and
+        ``gradients`` are their only users): the first call compiles them into a module of
+        their own (through the compile cache), with a thread pool that follows
+        ``threads``.
+        """
+        with self._lock:
+            if "train_grads" not in self.entries and self._compile_split is not None:
+                make, self._compile_split = self._compile_split, None
+                jit = make()
+                if jit is not None:
+                    for e in ("train_grads", "apply_update"):
+                        self.entries[e] = self._entry(jit, e)
+                    self._split_jit = jit
+                    jit.set_threads(self.program.name, self.jit.threads())
+            if "train_grads" not in self.entries or "apply_update" not in self.entries:
+                return None
+            return self.entries["train_grads"], self.entries["apply_update"]
 
     @property
     def lr(self) -> float:

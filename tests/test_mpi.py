@@ -148,6 +148,41 @@ def test_missing_mpi_names_what_to_install(monkeypatch):
         m.fit(np.ones((4, 3)), np.ones((4, 1)), distributed="tcp", verbose=0)
 
 
+def test_split_entries_compiled_on_first_use():
+    """gc.compile leaves train_grads / apply_update out of the model's module (its cold
+    compile pays for them only when used); the first SplitStep compiles them into a module of
+    their own whose thread pool follows ``threads``, and the split step then gives train_step's
+    bits."""
+    from graphc.runtime.distributed import SplitStep
+
+    def build(name):
+        x = gc.input("x", ("N", 5))
+        y = gc.input("y", ("N",), dtype="i32")
+        o = gc.dense(gc.dense(x, 7, "relu", name="fc1"), 3, name="fc2")
+        return gc.compile(o, gc.softmax_cross_entropy(o, y), gc.SGD(lr=0.1), name=name)
+
+    a, b = build("lazy_a"), build("lazy_b")
+    assert set(b.entries) == {"infer", "eval", "train_step"}
+    assert not b.jit.has("lazy_b_train_grads")
+    b.threads = 2
+    s = SplitStep(b, 8)
+    assert {"train_grads", "apply_update"} <= set(b.entries)
+    assert b._split_jit.threads() == 2
+    b.threads = 1
+    assert b._split_jit.threads() == 1
+    assert SplitStep(b, 8).grads is s.grads  # compiled once
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 5)).astype(np.float32)
+    y = rng.integers(0, 3, 8).astype(np.int32)
+    la = a.train_step(x, y)
+    s.scale[...] = 1.0
+    assert float(s.grads(s.arrays({"x": x, "y": y}), 8)[0]) == la
+    s.lr[...] = b.lr
+    s.update(s.update_arrays, 1)
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+
+
 def test_split_step_equals_train_step():
     """train_grads (loss_scale 1, row0 0) then apply_update gives train_step's bits, dropout
     included; half the batch with loss_scale 1/2 twice, summed, gives the same gradients."""
