@@ -557,7 +557,11 @@ def module_text(module: ir.Module, tm: llvm.TargetMachine) -> str:
 
 
 def compile_parts(
-    parts: list[tuple[ir.Module, str]], target_cpu: str, name: str, timings: dict | None = None
+    parts: list[tuple[ir.Module, str]],
+    target_cpu: str,
+    name: str,
+    timings: dict | None = None,
+    stats: list[dict] | None = None,
 ) -> tuple[list[str], list[tuple[llvm.ModuleRef, bytes]]]:
     """Optimize (``PIPELINES[kind]``) and compile each (module, kind) to an object file;
     returns the modules' texts and (optimized module, object file) per part.
@@ -568,6 +572,9 @@ def compile_parts(
     its text is printed, so printing the next one (Python) overlaps LLVM's work on this one.
     ``timings`` receives "llvm_text" (printing) and "llvm_opt", "machine_code": the sums
     over parts of the seconds each took (with threads, more than the wall time they took).
+    ``stats`` (benchmarks/compile_time.py) receives one dict per part: its kind, the bytes of
+    its IR text and object file, its functions, and per phase (print, opt, codegen) the wall
+    seconds and the CPU seconds of the thread that ran it.
     """
     tm0 = target_machine(target_cpu)
     texts: list[str] = []
@@ -577,22 +584,24 @@ def compile_parts(
     def work(i: int, kind: str) -> None:
         tm = target_machine(target_cpu)
         ctx = llvm.create_context()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         mod = optimize(texts[i], tm, name, kind=kind, context=ctx)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.thread_time()
         obj = emit_object(mod, tm)
-        spent[i] = (t1 - t0, time.perf_counter() - t1)
+        spent[i] = (t1 - t0, time.perf_counter() - t1, c1 - c0, time.thread_time() - c1)
         results[i] = (mod, obj)
 
     nthreads = min(compile_threads(), len(parts))
     pool = concurrent.futures.ThreadPoolExecutor(nthreads) if nthreads > 1 else None
     printing = 0.0
+    printed = []
     try:
         futures = []
         for i, (module, kind) in enumerate(parts):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             texts.append(module_text(module, tm0))
-            printing += time.perf_counter() - t0
+            printed.append((time.perf_counter() - t0, time.thread_time() - c0))
+            printing += printed[-1][0]
             if pool is None:
                 work(i, kind)
             else:
@@ -606,6 +615,22 @@ def compile_parts(
         timings["llvm_text"] = printing
         timings["llvm_opt"] = sum(s[0] for s in spent)
         timings["machine_code"] = sum(s[1] for s in spent)
+    if stats is not None:
+        for i, (_, kind) in enumerate(parts):
+            stats.append(
+                {
+                    "kind": kind,
+                    "ir_bytes": len(texts[i]),
+                    "functions": texts[i].count("\ndefine "),
+                    "object_bytes": len(results[i][1]),
+                    "print_s": printed[i][0],
+                    "print_cpu_s": printed[i][1],
+                    "opt_s": spent[i][0],
+                    "opt_cpu_s": spent[i][2],
+                    "codegen_s": spent[i][1],
+                    "codegen_cpu_s": spent[i][3],
+                }
+            )
     return texts, results
 
 
