@@ -487,14 +487,19 @@ def compile_times(
                 env["GRAPHC_CACHE_DIR"] = d
                 for label, py, which in unit:
                     load = os.getloadavg()[0]
-                    r = subprocess.run(
-                        [*pin(threads), py, str(Path(__file__).resolve()), "--probe", which],
-                        env=env,
-                        cwd=d,  # no graphc of the working directory shadows the interpreter's
-                        capture_output=True,
-                        text=True,
-                        check=False,
-                    )
+                    try:
+                        r = subprocess.run(
+                            [*pin(threads), py, str(Path(__file__).resolve()), "--probe", which],
+                            env=env,
+                            cwd=d,  # no graphc of the working directory shadows the interpreter's
+                            capture_output=True,
+                            text=True,
+                            check=False,
+                            timeout=300,
+                        )
+                    except subprocess.TimeoutExpired:
+                        print(f"compile probe {label}: no answer in 300 s", file=sys.stderr)
+                        continue
                     if r.returncode == 0:
                         t = json.loads(r.stdout.strip().splitlines()[-1])
                         out.setdefault(label, []).append({**t, "load": load})
@@ -707,6 +712,17 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     info = machine()
     lineup = [(c, c, sys.executable) for c in args.contestants.split(",") if c]
+    try:
+        here = graphc_origin()
+        info["graphc"] = here["path"]
+        if Path(here["path"]) != ROOT:
+            print(
+                f"warning: this interpreter's graphc is {here['path']}, not {ROOT}: the graphc "
+                "contestant runs that one (install this checkout: pip install -e .)",
+                file=sys.stderr,
+            )
+    except ImportError:
+        info["graphc"] = "not installed"
     pythons = {"graphc": sys.executable} if "graphc" in args.contestants.split(",") else {}
     if args.before:
         origin = subprocess.run(
