@@ -49,6 +49,7 @@ and, if not, why.
 
 from __future__ import annotations
 
+from ..algorithms import lexicographic_order
 from ..graph import Graph, Node, attrs_key
 from ..ops import ACTIVATIONS, INLINE_OPS, OPS, POINTWISE_OPS, SOURCE_OPS
 
@@ -121,35 +122,34 @@ class _Groups:
 
 def _reorder(g: Graph, group_of: dict[str, str]) -> Graph:
     """``g`` with groups stamped on the nodes and emitted contiguously in a topological order."""
-    import networkx as nx  # deferred: keeps `import graphc` fast
-
     # a unit is ("group", id) or ("node", name): a group id may equal some node's name
     unit_of = {
         n.name: ("group", group_of[n.name]) if n.name in group_of else ("node", n.name)
         for n in g.nodes
     }
     index = g.index
-    d = nx.DiGraph()
     first: dict[tuple[str, str], int] = {}
+    edges: list[tuple[tuple[str, str], tuple[str, str]]] = []
+    readers: dict[tuple[str, str], list[int]] = {}
     for n in g.nodes:
         u = unit_of[n.name]
-        d.add_node(u)
         first[u] = min(first.get(u, index[n.name]), index[n.name])
         for i in n.inputs:
             if unit_of[i] != u:
-                d.add_edge(unit_of[i], u)
+                edges.append((unit_of[i], u))
+    for a, b in dict.fromkeys(edges):
+        readers.setdefault(a, []).append(first[b])
     members: dict[tuple[str, str], list[Node]] = {}
     for n in g.nodes:
         members.setdefault(unit_of[n.name], []).append(n.with_(group=group_of.get(n.name)))
     # a unit runs where its first member stood; a source stands just before its first reader
-    key = {u: (first[u], 0, first[u]) for u in d.nodes}
+    key = {u: (first[u], 0, first[u]) for u in first}
     for n in g.nodes:
         if n.op in SOURCE_OPS:
             u = unit_of[n.name]
-            readers = [first[r] for r in d.successors(u)]
-            key[u] = (min(readers, default=index[n.name]), -1, index[n.name])
+            key[u] = (min(readers.get(u, ()), default=index[n.name]), -1, index[n.name])
     out: list[Node] = []
-    for u in nx.lexicographical_topological_sort(d, key=lambda u: key[u]):
+    for u in lexicographic_order(first, edges, key.__getitem__):
         nodes = members[u]
         mm = [n for n in nodes if n.op == "matmul"]
         out += mm + [n for n in nodes if n.op != "matmul"]  # the GEMM first, its epilogue after
