@@ -5,12 +5,13 @@
 Per thread count (each process pinned with taskset to that many cores, GRAPHC_THREADS and the
 compile threads set to it, an empty compile cache per round):
 
-- "cold": benchmarks/run.py's definition (its ``_COMPILE_PROBE``): a fresh process from
-  ``import graphc`` to the end of the first ``train_step`` (DSL, ``gc.compile``, one step at
-  batch 128), wall seconds, and the CPU seconds of the whole process (all its threads);
+- "cold": benchmarks/run.py's definition (``run.py --probe graphc``): in a fresh process,
+  after ``import graphc`` (timed apart, printed as "import"), the DSL, ``gc.compile`` and the
+  first ``train_step`` at batch 128: wall seconds; and the CPU seconds of the whole process
+  (all its threads, the imports included);
 - "cached": the same with the cache the cold run filled;
-- with ``--jax``: JAX's first call (import, trace, compile, one step and one inference) by
-  the same probe, and graphc cold / JAX;
+- with ``--jax``: JAX's first call (trace, compile, one step and one inference; its import
+  timed apart) by the same probe, and graphc cold / JAX;
 - the phases of a cold compile, from a third fresh process that runs ``gc.compile``'s stages
   one by one (graphc.compiler): wall and CPU seconds of the Python phases (imports, graphs and
   autodiff, passes and schedules, building the LLVM IR with llvmlite, printing it), then, per
@@ -35,7 +36,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import _COMPILE_PROBE, pin, set_env_threads  # the same definitions as run.py
+from run import pin, set_env_threads  # the same definitions as run.py
+
+RUN = str(HERE / "run.py")
 
 _PHASES = r"""
 import json, sys, time
@@ -86,13 +89,14 @@ print(json.dumps({"phases": out, "parts": stats,
 """
 
 
-def _run(code: str, args: list[str], env: dict, threads: int) -> tuple[dict, float]:
-    """Run ``code`` in a fresh pinned process; its last stdout line (JSON) and its CPU seconds
-    (user + system of the child and its threads)."""
+def _run(args: list[str], env: dict, threads: int) -> tuple[dict, float]:
+    """Run ``python ARGS`` in a fresh pinned process; its last stdout line (JSON) and its CPU
+    seconds (user + system of the child and its threads)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(
-        pin(threads) + [sys.executable, "-c", code, *args],
+        pin(threads) + [sys.executable, *args],
         env=env,
+        cwd=env["GRAPHC_CACHE_DIR"],
         capture_output=True,
         text=True,
         check=False,
@@ -105,24 +109,26 @@ def _run(code: str, args: list[str], env: dict, threads: int) -> tuple[dict, flo
 
 
 def measure(threads: int, rounds: int, jax: bool) -> dict:
-    res: dict = {"cold": [], "cold_cpu": [], "cached": [], "jax": [], "jax_cpu": [], "phases": []}
+    res: dict = {k: [] for k in ("cold", "cold_cpu", "import", "cached", "jax", "jax_cpu")}
+    res["phases"] = []
     for _ in range(rounds):
         with tempfile.TemporaryDirectory() as d:
             env = {**os.environ, "GRAPHC_CACHE_DIR": d, "GRAPHC_COMPILE_THREADS": str(threads)}
             set_env_threads(env, threads)
-            out, cpu = _run(_COMPILE_PROBE, [str(HERE), "graphc"], env, threads)
+            out, cpu = _run([RUN, "--probe", "graphc"], env, threads)
             res["cold"].append(out["seconds"])
+            res["import"].append(out["import_s"])
             res["cold_cpu"].append(cpu)
-            out, _ = _run(_COMPILE_PROBE, [str(HERE), "graphc"], env, threads)
+            out, _ = _run([RUN, "--probe", "graphc"], env, threads)
             res["cached"].append(out["seconds"])
             if jax:
-                out, cpu = _run(_COMPILE_PROBE, [str(HERE), "jax"], env, threads)
+                out, cpu = _run([RUN, "--probe", "jax"], env, threads)
                 res["jax"].append(out["seconds"])
                 res["jax_cpu"].append(cpu)
         with tempfile.TemporaryDirectory() as d:
             env = {**os.environ, "GRAPHC_CACHE_DIR": d, "GRAPHC_COMPILE_THREADS": str(threads)}
             set_env_threads(env, threads)
-            res["phases"].append(_run(_PHASES, [], env, threads)[0])
+            res["phases"].append(_run(["-c", _PHASES], env, threads)[0])
     return res
 
 
@@ -131,16 +137,17 @@ def report(threads: int, res: dict) -> None:
     load = os.getloadavg()[0]
     print(f"\n== {threads} thread(s), {len(res['cold'])} round(s), load average {load:.2f}")
     line = (
-        f"graphc cold (fresh process, empty cache, to the end of the first train_step): "
-        f"{med(res['cold']):.3f} s wall, {med(res['cold_cpu']):.3f} s CPU; "
-        f"cached {med(res['cached']):.3f} s"
+        f"graphc cold (fresh process, empty cache, gc.compile to the end of the first "
+        f"train_step): {med(res['cold']):.3f} s wall (import graphc {med(res['import']):.3f} s "
+        f"apart); the process's CPU {med(res['cold_cpu']):.3f} s (imports included); cached "
+        f"{med(res['cached']):.3f} s"
     )
     print(line)
     if res["jax"]:
         print(
-            f"JAX first call: {med(res['jax']):.3f} s wall, {med(res['jax_cpu']):.3f} s CPU; "
-            f"graphc cold / JAX = {med(res['cold']) / med(res['jax']):.2f} (wall), "
-            f"{med(res['cold_cpu']) / med(res['jax_cpu']):.2f} (CPU)"
+            f"JAX first call: {med(res['jax']):.3f} s wall (import apart), the process's CPU "
+            f"{med(res['jax_cpu']):.3f} s; graphc cold / JAX = "
+            f"{med(res['cold']) / med(res['jax']):.2f} (wall)"
         )
     phases = res["phases"]
     print(f"phases of a cold compile (median of {len(phases)}): wall s, CPU s (all threads)")
