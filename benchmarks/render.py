@@ -375,8 +375,10 @@ def report(data: dict) -> str:
 
 
 def _agreement(losses: dict, ref: dict) -> str:
+    if not losses:
+        return "no losses (no training or inference case ran)"
     if not ref:
-        return "not checked (numpy did not run)"
+        return "not checked (no losses from numpy)"
     bad, worst = [], [0.0, 0.0]
     for cid, ls in losses.items():
         if ref.get(cid):
@@ -387,8 +389,6 @@ def _agreement(losses: dict, ref: dict) -> str:
                 bad.append(f"{cid} ({max(errs):.1e})")
     if bad:
         return "DIFFERS: " + ", ".join(bad)
-    if not losses:
-        return "no losses"
     return f"agrees in every case (first step {worst[0]:.1e}, later {worst[1]:.1e})"
 
 

@@ -27,7 +27,8 @@ How a thread count is measured (one phase per ``--threads`` entry):
 3. A block is a loop of calls lasting at least ``--block`` seconds after one untimed warm-up
    call, timed in wall-clock time and ended by the contestant's ``sync`` (JAX dispatches
    asynchronously); a call of at least ``max(2 * block, 0.5)`` seconds (the epoch) is timed
-   once, its warm-up being the sample. With each block the worker logs the 1-minute load
+   once, its warm-up being the sample (every worker ran one untimed epoch when it built, so
+   that JAX and torch.compile have compiled the last, shorter batch). With each block the worker logs the 1-minute load
    average, the CPU time other processes used meanwhile (the machine's busy time from
    ``/proc/stat``, steal included, less its own), in cores, and its threads' run-queue wait
    (``/proc/self/task/*/schedstat``: time runnable but not running, over the block's wall
@@ -307,6 +308,10 @@ def build_cases(kind: str, label: str, threads: int, only: str, epoch_n: int, re
                 calls.append(len(xe))
 
             res["epoch_samples"] = calls
+            # One untimed epoch: JAX and torch.compile compile the last, shorter batch's shape
+            # (60,000 = 468 x 128 + 96) at its first sight, which no timed epoch should carry.
+            one()
+            c.sync()
             timed.append((f"{cid}|{label}", one, c.sync))
 
         add(cid, build)
