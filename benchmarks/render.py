@@ -301,12 +301,21 @@ def conditions(data: dict) -> str:
         f"Load average (1 min) {data['load_start'][0]:.2f} at the start, "
         f"{data.get('load_end', [float('nan')])[0]:.2f} at the end, {ld} during the timed "
         f"blocks; cores used by other processes during a block: median {wt}. "
-        f"{st.get('rounds')} rounds of "
+        f"{_rounds(data)} of "
         f"blocks of at least {st.get('block')} s, contestants in a shuffled order every round "
         f"(seed {st.get('seed')}). `~`: noisy (spread above {100 * NOISY_SPREAD:.0f}% of the "
         f"median, other processes using more than {NOISY_FOREIGN:g} cores during the median "
         f"block, or load above the thread count + {NOISY_LOAD:g})."
     )
+
+
+def _rounds(data: dict) -> str:
+    """'9 rounds', or '9 rounds at 1 thread and 5 (of 9 asked) at 2' when a phase ran fewer."""
+    asked = data.get("settings", {}).get("rounds")
+    ran = {th: len(run.get("orders", [])) for th, run in data["runs"].items()}
+    if all(n == asked for n in ran.values()):
+        return f"{asked} rounds"
+    return "rounds: " + ", ".join(f"{n} of {asked} asked at {th} thr." for th, n in ran.items())
 
 
 def report(data: dict) -> str:
