@@ -19,10 +19,32 @@ model and calls ``fit`` with the same data and arguments. Then:
   size B, up to the order of the floating-point sums; dropout masks depend on the global row
   index, so they match too. Ops whose value depends on the whole batch (none so far, batch
   normalization later) see only the rank's rows, as in PyTorch's DistributedDataParallel;
+- each rank's share of the batch's loss, whether it was finite and whether the rank was asked
+  to stop ride in the same all-reduce (SplitStep.flags, just before the gradients), so every
+  rank takes the same decision at the same step without another collective:
+  - a non-finite loss (``stop_on_nonfinite``, the default): that step's update is not applied
+    and every rank raises NumericsError naming the epoch, the step, the batch's first rows and
+    how many ranks saw it; the parameters and optimizer state are those after the last finite
+    step, as in one process;
+  - batch callbacks (``on_batch_begin/end``, Keras's logs) run on every rank with the same
+    logs (the global batch's loss); the learning rate each update uses is ``model.lr`` after
+    the step's callbacks, so a callback must set it alike on every rank;
+  - SIGINT or SIGTERM (Open MPI's ``mpirun`` answers Ctrl-C by sending every rank SIGTERM,
+    then SIGKILL 1 s later, ``odls_base_sigkill_timeout``): the first is held until the next
+    step's all-reduce; then every rank rolls the unfinished epoch back (parameters, optimizer
+    state, history: as at the end of the last finished epoch), sets ``history.interrupted``
+    and returns from fit; a second signal acts at once. Checkpoints written by callbacks at
+    epoch ends are whole files (written beside and renamed), so a run cut short resumes
+    from the last one with ``initial_epoch``;
 - the epoch loss comes from all ranks' per-step losses (gathered, so every rank computes the
   same figure), validation is split over the ranks and its figures combined (weighted by row
   counts), so callbacks see identical figures on every rank; their stop decision and the
   learning rate are then taken from rank 0;
+- threads: unless chosen (``threads=``, ``model.threads``, ``GRAPHC_THREADS``), each rank runs
+  ``thread_share`` threads during fit: its cores over the ranks of the machine sharing them
+  (1 for 2 ranks on 2 cores), as ``torchrun`` sets OMP_NUM_THREADS=1 for several processes
+  per machine; more threads than cores would make the ranks, which meet at every step,
+  wait for each other's descheduled threads;
 - only rank 0 prints; ``model.save`` on other ranks writes nothing while ``fit`` runs (so a
   callback that saves checkpoints writes one file);
 - an exception on a rank after the ranks started talking prints ``graphc: rank r of K ...``
@@ -30,22 +52,34 @@ model and calls ``fit`` with the same data and arguments. Then:
   a collective for a dead peer); a rank that dies is noticed by ``mpirun``, which ends the
   job.
 
+Ops whose value depends on the whole batch (batch normalization) refuse distributed fit (see
+``Model.fit``). Each step is one Python iteration (gather the rank's rows, ``train_grads``,
+the all-reduce, ``apply_update``): about 0.1 ms of Python per step besides the native calls
+and the all-reduce.
+
 mpi4py is imported only here, and only when asked for (``distributed="mpi"``, ``world()``).
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from typing import Any
 
 import numpy as np
 
-from graphc.ir.errors import ArgumentError, DistributedError
+from graphc.ir.errors import ArgumentError, DistributedError, NumericsError
 
-from .buffers import aligned_empty
+from .buffers import ALIGN, aligned_empty
+from .callbacks import CallbackList
+
+log = logging.getLogger(__name__)
 
 INSTALL = (
     "install Open MPI (Debian/Ubuntu: `apt-get install openmpi-bin libopenmpi-dev`) and mpi4py "
@@ -128,7 +162,16 @@ def abort_on_error(comm: Any, what: str) -> Any:
 
 class SplitStep:
     """``NAME_train_grads`` and ``NAME_apply_update`` of a Model over one shared workspace
-    (for up to ``cap`` rows), whose first ``param_bytes`` bytes are the grad region."""
+    (for up to ``cap`` rows), whose first ``param_bytes`` bytes are the grad region.
+
+    Just before the grad region lie ``FLAGS`` values of the gradients' dtype (``flags``), so
+    that one all-reduce of ``reduced`` (flags + gradients, contiguous) also sums, over the
+    ranks: the count of ranks whose loss was not finite, the ranks' shares of the global
+    batch's loss, and the count of ranks asked to stop (Ctrl-C, SIGTERM). Every rank thus
+    takes the same decision at the same step without a second collective."""
+
+    FLAGS = 3  # [non-finite losses, loss share, stop requests]
+    HEAD = ALIGN  # bytes before the entries' workspace: the flags, alignment kept
 
     def __init__(self, model: Any, cap: int) -> None:
         prog = model.program
@@ -145,10 +188,17 @@ class SplitStep:
             )
         self.dtype = np.dtype(dtypes.pop())
         nbytes = max(self.grads.sched.workspace_bytes(cap), self.update.sched.workspace_bytes(cap))
-        self.workspace = aligned_empty(nbytes)  # zeroed: the padding between gradients stays 0
+        # zeroed: the padding between gradients stays 0
+        self.buffer = aligned_empty(self.HEAD + max(nbytes, prog.param_bytes))
+        self.workspace = self.buffer[self.HEAD :]  # what the entries see (aligned as the buffer)
         for e in (self.grads, self.update):
             e.use_workspace(self.workspace, cap)
+        flag_bytes = self.FLAGS * self.dtype.itemsize
+        self.flags = self.buffer[self.HEAD - flag_bytes : self.HEAD].view(self.dtype)
         self.grad = self.workspace[: prog.param_bytes].view(self.dtype)
+        self.reduced = self.buffer[self.HEAD - flag_bytes : self.HEAD + prog.param_bytes].view(
+            self.dtype
+        )
         gslots, uslots = self.grads.sched.input_slots, self.update.sched.input_slots
         self.scale = np.zeros((), self.grads.in_types[gslots.index("loss_scale")].np_dtype)
         self.row0 = (
@@ -181,10 +231,17 @@ def fit(
     shuffle: bool,
     seed: int,
     callbacks: list[Any],
+    stop_on_nonfinite: bool = True,
 ) -> Any:
     """The distributed body of ``Model.fit`` (see the module docstring); ``feeds`` and
     ``validation`` were checked by the caller. Fills and returns ``history`` (with
-    ``history.step_losses``: the loss of every global mini-batch, in order)."""
+    ``history.step_losses``: the loss of every global mini-batch, in order).
+
+    Raises:
+        DistributedError: ranks that disagree on the data or the arguments.
+        NumericsError: (``stop_on_nonfinite``) on every rank at the same step, when the loss
+            of a global batch is not finite; that step's update is not applied.
+    """
     comm = world(comm)
     k, r = comm.Get_size(), comm.Get_rank()
     # Every rank must train on the same rows with the same arguments: compare (cheap) digests.
@@ -195,6 +252,7 @@ def fit(
         initial_epoch,
         seed,
         bool(shuffle),
+        bool(stop_on_nonfinite),
         model.program.name,
         model.param_count,
         tuple((name, a.shape, str(a.dtype), _digest(a)) for name, a in sorted(feeds.items())),
@@ -204,32 +262,110 @@ def fit(
     if differ:
         raise DistributedError(
             f"rank {differ[0]} calls fit with other data or arguments than rank 0 "
-            f"(rows, batch_size, epochs, initial_epoch, seed, shuffle, model, data digest): "
-            f"{everyone[differ[0]][:8]} vs {everyone[0][:8]}; every rank must pass the same"
+            f"(rows, batch_size, epochs, initial_epoch, seed, shuffle, stop_on_nonfinite, "
+            f"model, data digest): {everyone[differ[0]][:9]} vs {everyone[0][:9]}; every rank "
+            "must pass the same"
         )
     bs = min(batch_size, n)
     cap = -(-bs // k)
     step = SplitStep(model, cap)
     stage = {name: np.empty((cap,) + a.shape[1:], a.dtype) for name, a in feeds.items()}
+    cbs = CallbackList(callbacks)
+    threads, default = model.threads, getattr(model, "_threads_default", False)
+    if default:  # not chosen by the user: no more threads on a machine than its cores
+        model.threads = min(threads, thread_share(comm))
+    requests = _StopRequests()
     model._dist_rank = r
+    agreed: _Agreed | None = None
     try:
         with abort_on_error(comm, f"fit (epoch loop of {k} ranks)"):
             comm.Bcast(model._param_region, root=0)
             comm.Bcast(model._state_region, root=0)
             model.lr = float(comm.bcast(float(model.lr), root=0))
-            for cb in callbacks:
-                getattr(cb, "on_train_begin", lambda m: None)(model)
-            _epochs(
-                model, comm, step, stage, feeds, n, bs, validation, history, progress,
-                epochs=epochs, initial_epoch=initial_epoch, shuffle=shuffle, seed=seed,
-                callbacks=callbacks,
-            )  # fmt: skip
-            for cb in callbacks:
-                getattr(cb, "on_train_end", lambda m, h: None)(model, history)
+            cbs.train_begin(model)
+            try:
+                _epochs(
+                    model, comm, step, stage, feeds, n, bs, validation, history, progress,
+                    epochs=epochs, initial_epoch=initial_epoch, shuffle=shuffle, seed=seed,
+                    cbs=cbs, requests=requests, stop_on_nonfinite=stop_on_nonfinite,
+                )  # fmt: skip
+            except _Agreed as e:  # every rank, at the same step: not a failure of one rank
+                agreed = e
+            cbs.train_end(model, history)
     finally:
+        requests.restore()
+        model.threads = threads
+        model._threads_default = default
         model._dist_rank = 0
         progress.close()
+    if agreed is not None and agreed.error is not None:
+        raise agreed.error
     return history
+
+
+def thread_share(comm: Any) -> int:
+    """The threads one rank should use so that the ranks of this machine do not run more
+    threads than they have cores: the rank's cores (``os.sched_getaffinity``) divided by the
+    most ranks of the machine that share one of them (all ranks of the machine when unbound,
+    1 with ``mpirun --bind-to core``). The rule of ``torchrun``, which sets OMP_NUM_THREADS=1
+    for several processes per machine, refined by the binding. At least 1."""
+    from mpi4py import MPI
+
+    try:
+        cores = set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = set(range(os.cpu_count() or 1))
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        sets = local.allgather(sorted(cores))
+    finally:
+        local.Free()
+    sharing = max(sum(c in set(s) for s in sets) for c in cores)
+    return max(1, len(cores) // max(1, sharing))
+
+
+class _Agreed(Exception):
+    """Raised on every rank at the same step (the flags travel in the gradients' all-reduce):
+    ``error`` None for a stop request (fit returns), else the error fit raises."""
+
+    def __init__(self, error: BaseException | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _StopRequests:
+    """SIGINT (Ctrl-C) and SIGTERM (what ``mpirun`` sends every rank when it is interrupted,
+    SIGKILL following ``odls_base_sigkill_timeout`` = 1 s later) while a distributed fit runs
+    in the main thread with the default handlers: the first is recorded (``pending``) and
+    travels in the next step's all-reduce, so that every rank stops at the same step; a
+    second one acts at once (KeyboardInterrupt, which ends the job through MPI_Abort; or the
+    default action of SIGTERM)."""
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.old: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                if signal.getsignal(s) in (signal.default_int_handler, signal.SIG_DFL):
+                    self.old[s] = signal.signal(s, self._handler)
+            except (ValueError, OSError):
+                pass
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if not self.pending:
+            self.pending = signum
+            return
+        self.restore()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signum)
+
+    def restore(self) -> None:
+        for s, h in self.old.items():
+            signal.signal(s, h)
+        self.old = {}
 
 
 def _digest(a: np.ndarray) -> int:
@@ -242,24 +378,28 @@ def _digest(a: np.ndarray) -> int:
 
 def _epochs(
     model, comm, step, stage, feeds, n, bs, validation, history, progress, *, epochs,
-    initial_epoch, shuffle, seed, callbacks,
+    initial_epoch, shuffle, seed, cbs, requests, stop_on_nonfinite,
 ) -> None:  # fmt: skip
     from mpi4py import MPI
 
     k, r = comm.Get_size(), comm.Get_rank()
     grads, update = step.grads, step.update
+    flags = step.flags
     steps = -(-n // bs)
     mine = np.zeros(steps, np.float64)
     checked: set[int] = set()
     for epoch in range(initial_epoch, epochs):
-        for cb in callbacks:
-            getattr(cb, "on_epoch_begin", lambda m, ep: None)(model, epoch)
+        cbs.epoch_begin(model, epoch)
         t0 = time.perf_counter()
         order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
-        step.lr[...] = model.lr
+        # Until the epoch is in the history, a stop request goes back here.
+        start = (model._param_region.copy(), model._state_region.copy())
+        done = len(history.epochs)
+        total = 0.0
         for s in range(steps):
             lo = s * bs
             big = min(bs, n - lo)
+            cbs.batch_begin(s, {"batch": s, "size": big})
             first, count = shard(big, k, r)
             if count:
                 idx = order[lo + first : lo + first + count]
@@ -273,13 +413,35 @@ def _epochs(
                 if count not in checked:
                     grads.check(arrays, count)
                     checked.add(count)
-                loss = float(grads(arrays, count, checked=False)[0])
+                loss = float(grads(arrays, count, checked=False, scan=False)[0])
                 mine[s] = loss * count / big
             else:  # fewer rows than ranks: this rank adds nothing to the sum
                 step.grad[...] = 0
                 mine[s] = 0.0
-            comm.Allreduce(MPI.IN_PLACE, step.grad, op=MPI.SUM)
+            flags[0] = 0.0 if math.isfinite(mine[s]) else 1.0
+            flags[1] = mine[s]
+            flags[2] = 1.0 if requests.pending else 0.0
+            comm.Allreduce(MPI.IN_PLACE, step.reduced, op=MPI.SUM)
+            if flags[2] > 0:  # a rank was asked to stop: all undo the unfinished epoch
+                model._param_region[...], model._state_region[...] = start
+                history.truncate(done)
+                history.interrupted = True
+                if r == 0:
+                    log.warning(
+                        "fit: interrupted (SIGINT/SIGTERM on %d of %d ranks) after %d finished "
+                        "epoch(s); the parameters, optimizer state and step counter are those at "
+                        "the end of the last finished epoch (resume with initial_epoch=%d)",
+                        int(flags[2]), k, done, initial_epoch + done,
+                    )  # fmt: skip
+                raise _Agreed(None)
+            batch_loss = float(flags[1])
+            if stop_on_nonfinite and (flags[0] > 0 or not math.isfinite(batch_loss)):
+                raise _Agreed(_nonfinite(epoch, s, order[lo : lo + big], batch_loss, flags[0], k))
+            step.lr[...] = model.lr  # a batch callback may have changed it
             update(step.update_arrays, 1, checked=False)
+            total += batch_loss * big
+            logs = {"batch": s, "size": big, "loss": total / (lo + big), "batch_loss": batch_loss}
+            cbs.batch_end(s, logs)
         per_step = np.sum(comm.allgather(mine), axis=0)  # every rank sums in one order
         history.step_losses.extend(per_step.tolist())
         sizes = np.minimum(bs, n - np.arange(steps) * bs)
@@ -290,14 +452,28 @@ def _epochs(
         figures["seconds"] = time.perf_counter() - t0
         history.add(epoch, figures)
         progress.epoch(epoch, figures)
-        stop = False
-        for cb in callbacks:
-            stop |= bool(getattr(cb, "on_epoch_end", lambda m, ep, f: False)(model, epoch, figures))
+        stop = cbs.epoch_end(model, epoch, figures)
         stop, lr = comm.bcast((stop, float(model.lr)), root=0)
         model.lr = lr
         if stop:
             history.stopped_early = True
             break
+
+
+def _nonfinite(
+    epoch: int, s: int, rows: np.ndarray, loss: float, bad_ranks: float, k: int
+) -> NumericsError:
+    """The error every rank raises when global batch ``s`` of ``epoch`` had a non-finite loss
+    (the step's update was not applied)."""
+    kept = f"after step {s - 1} of that epoch, the last finite one" if s else "the epoch began with"
+    return NumericsError(
+        f"fit: the loss became {loss} (not finite) at epoch {epoch}, step {s} (batch rows "
+        f"{rows[:5].tolist()}{' ...' if len(rows) > 5 else ''}; not finite on "
+        f"{int(bad_ranks)} of {k} ranks); training stopped on every rank with the parameters "
+        f"and optimizer state {kept}. Lower the learning rate, check the data and the loss for "
+        "overflow, or compile with check_numerics=True to find the node; "
+        "stop_on_nonfinite=False trains on"
+    )
 
 
 def _evaluate(model: Any, comm: Any, feeds: dict[str, np.ndarray], n: int) -> list:

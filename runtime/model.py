@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import operator
+import os
 import signal
 import sys
 import threading
@@ -181,6 +182,7 @@ class Model:
         self.row_split = row_split(program.schedules)
         own_lock(self)
         self.threads = default_threads()
+        self._threads_default = not os.environ.get("GRAPHC_THREADS", "").strip()
         self.seed = seed
         self.history: History | None = None  # the last fit's (set as soon as fit starts)
         self.initialize(seed)
@@ -201,6 +203,7 @@ class Model:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ArgumentError(f"threads must be a positive int, got {n!r}")
         n = min(n, MAX_THREADS)  # the native call takes an int32
+        self._threads_default = False  # chosen: distributed fit keeps it (see thread_share)
         with self._lock:  # never while a call of this model runs in another thread
             self.jit.set_threads(self.program.name, n)
             if self._split_jit is not None:
@@ -881,7 +884,12 @@ class Model:
                 ranks of ``mpirun -np K python script.py``, every rank calling ``fit`` with
                 the same data and arguments; the trajectory is the one-process one with the
                 same ``batch_size`` (the global batch, split over the ranks), and only rank 0
-                prints. See graphc.runtime.distributed. Needs Open MPI and mpi4py
+                prints. Batch callbacks, the non-finite stop and Ctrl-C act as below, on every
+                rank at the same step (a stop request from any rank, SIGINT or the SIGTERM
+                mpirun sends when interrupted, rolls the unfinished epoch back everywhere).
+                Unless threads were chosen (``threads=``, ``GRAPHC_THREADS``), each rank runs
+                its cores / the ranks sharing them threads during fit. See
+                graphc.runtime.distributed. Needs Open MPI and mpi4py
                 (``pip install -e ".[mpi]"``).
 
         ``model.history`` holds the History from the start. Ctrl-C (SIGINT, in the main
@@ -936,6 +944,7 @@ class Model:
                 shuffle=shuffle,
                 seed=seed,
                 callbacks=list(callbacks),
+                stop_on_nonfinite=stop_on_nonfinite,
             )
         cbs = CallbackList(callbacks)
         # One native call per epoch unless a callback wants to run between batches (or the

@@ -12,6 +12,14 @@ MODE:
     save      Adam model: 2 epochs, rank 0's checkpoint callback writes ARGS[0]
     raise     rank 1 raises in a callback during epoch 1 (the job must end with an error)
     kill      rank 1 kills itself with SIGKILL during epoch 1 (the job must end)
+    limits    fit's one-process behaviours, distributed (ARGS: none):
+              nan: a NaN feature row in global batch 2 of epoch 0 (allow_nonfinite): every
+              rank raises NumericsError naming epoch 0, step 2 and the rows, with the
+              parameters after step 1; batch: a callback sets lr before every batch and
+              records Keras's batch logs; stop: rank 1 sends itself SIGTERM (what mpirun
+              sends when interrupted) after batch 1 of epoch 1: every rank rolls epoch 1
+              back and returns with history.interrupted; rank 0 also checks that every rank
+              saw the same (logs, messages, parameters)
 """
 
 from __future__ import annotations
@@ -90,6 +98,93 @@ def step_losses(
     return out
 
 
+class BatchLog:
+    """Sets lr before each batch (a warm-up ramp) and records the batch logs."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[float, ...]] = []
+
+    def set_model(self, m) -> None:
+        self.m = m
+
+    def on_batch_begin(self, batch, logs):
+        self.m.lr = 0.02 * (1 + batch) / 4
+        self.rows.append((batch, logs["size"], -1.0, -1.0))
+
+    def on_batch_end(self, batch, logs):
+        self.rows.append((batch, logs["size"], logs["loss"], logs["batch_loss"]))
+
+
+class Stop:
+    """Rank 1 sends itself SIGTERM after batch 1 of epoch 1."""
+
+    def on_epoch_begin(self, m, epoch):
+        self.epoch = epoch
+
+    def on_batch_end(self, batch, logs):
+        if (
+            self.epoch == 1
+            and batch == 1
+            and gc.distributed.rank() == min(1, gc.distributed.size() - 1)
+        ):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def nan_row() -> int:
+    """The row that fit's permutation of epoch 0 (seed 5) puts in global batch 2."""
+    return int(np.random.default_rng([5, 0]).permutation(ROWS)[2 * BATCH + 3])
+
+
+def limits(dist: str | None) -> dict[str, np.ndarray]:
+    x, y = data()
+    res: dict[str, np.ndarray] = {}
+    same = []  # what every rank must agree on
+    # nan: the non-finite stop
+    m = model("adam", "lim_nan")
+    xn = x.copy()
+    xn[nan_row(), 0] = np.nan
+    try:
+        m.fit(xn, y, epochs=2, batch_size=BATCH, seed=5, verbose=0, allow_nonfinite=True,
+              distributed=dist)  # fmt: skip
+        message = "no error"
+    except gc.NumericsError as e:
+        message = str(e)
+    res["nan_message"] = np.array(message)
+    res.update({f"nan_param_{k}": v for k, v in m.params.items()})
+    res["nan_epochs"] = np.array(len(m.history.epochs))
+    same.append((message, [v.tobytes() for v in m.params.values()]))
+    # batch: batch callbacks (lr set per batch, logs)
+    m = model("momentum", "lim_batch")
+    cb = BatchLog()
+    h = m.fit(x, y, epochs=2, batch_size=BATCH, seed=5, verbose=0, callbacks=[cb], distributed=dist)
+    res["batch_logs"] = np.array(cb.rows)
+    res["batch_loss"] = np.array(h["loss"])
+    res.update({f"batch_param_{k}": v for k, v in m.params.items()})
+    same.append((cb.rows, [v.tobytes() for v in m.params.values()]))
+    # stop: a stop request on one rank
+    m = model("sgd", "lim_stop")
+    if dist:
+        h = m.fit(x, y, epochs=3, batch_size=BATCH, seed=5, verbose=0, callbacks=[Stop()],
+                  distributed=dist)  # fmt: skip
+    else:  # the one-process reference: epoch 0 alone (SIGTERM would end this process)
+        h = m.fit(x, y, epochs=1, batch_size=BATCH, seed=5, verbose=0)
+    res["stop_interrupted"] = np.array(h.interrupted)
+    res["stop_epochs"] = np.array(len(h.epochs))
+    res["stop_handler_restored"] = np.array(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+    res.update({f"stop_param_{k}": v for k, v in m.params.items()})
+    same.append((h.interrupted, [v.tobytes() for v in m.params.values()]))
+    if dist:
+        comm = gc.distributed.world()
+        from graphc.runtime.distributed import thread_share
+
+        share = thread_share(comm)
+        everyone = comm.allgather((same, share, len(os.sched_getaffinity(0))))
+        res["ranks_agree"] = np.array(all(e[0] == everyone[0][0] for e in everyone))
+        res["thread_shares"] = np.array([e[1] for e in everyone])
+        res["cores"] = np.array(os.cpu_count())
+    return res
+
+
 def main() -> None:
     mode, out = sys.argv[1], sys.argv[2]
     dist = None if os.environ.get("GRAPHC_TEST_SERIAL") else "mpi"
@@ -135,6 +230,8 @@ def main() -> None:
         res["steps"] = np.array(steps)
         for k, v in m.params.items():
             res[f"param_{k}"] = v
+    elif mode == "limits":
+        res = limits(dist)
     else:
         m = model("adam", "m_adam")
         m.fit(x, y, epochs=3, batch_size=BATCH, verbose=0, callbacks=[Fail(mode)], distributed=dist)

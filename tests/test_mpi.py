@@ -258,3 +258,32 @@ def test_c_example_matches_python(tmp_path):
     ]
     assert len(got) == len(want) == 8
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+@need_mpi
+def test_fit_limits_match_one_process(tmp_path):
+    """Distributed fit keeps fit's one-process behaviours, identically on every rank (2 ranks):
+    the non-finite stop (NumericsError naming epoch 0, step 2 and the rows; the parameters
+    after step 1), batch callbacks (lr set before every batch, Keras's batch logs), and a stop
+    request (SIGTERM, what mpirun sends on Ctrl-C) on one rank rolling the unfinished epoch
+    back on all; each rank's thread share leaves no more threads than cores."""
+    r = mpirun(2, "limits", str(tmp_path / "got.npz"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    serial("limits", str(tmp_path / "ref.npz"))
+    got, ref = dict(np.load(tmp_path / "got.npz")), dict(np.load(tmp_path / "ref.npz"))
+    assert bool(got["ranks_agree"])  # messages, batch logs, parameters: the same on each rank
+    want = str(ref["nan_message"])
+    assert "at epoch 0, step 2 (batch rows" in want and "after step 1 of that epoch" in want
+    head = want[: want.index(" ...")]  # the rows named: the first five of the batch
+    assert str(got["nan_message"]).startswith(head), (got["nan_message"], want)
+    assert "not finite on 1 of 2 ranks" in str(got["nan_message"])
+    assert int(got["nan_epochs"]) == int(ref["nan_epochs"]) == 0
+    assert got["batch_logs"].shape == ref["batch_logs"].shape == (16, 4)
+    np.testing.assert_allclose(got["batch_logs"], ref["batch_logs"], rtol=1e-5)
+    assert bool(got["stop_interrupted"]) and int(got["stop_epochs"]) == 1
+    assert bool(got["stop_handler_restored"])
+    for k, want_p in ref.items():
+        if "_param_" in k:
+            np.testing.assert_allclose(got[k], want_p, rtol=1e-4, atol=1e-5, err_msg=k)
+    shares = got["thread_shares"]
+    assert len(shares) == 2 and shares.sum() <= max(int(got["cores"]), 2), shares
