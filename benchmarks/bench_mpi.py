@@ -1,23 +1,33 @@
-"""Data-parallel scaling over MPI: 1 rank x 1 thread against K ranks x 1 thread.
+"""Data-parallel scaling over MPI: 1 rank x 1 thread against K ranks x 1 thread (issue #17).
 
-    python benchmarks/bench_mpi.py                      # batches 256 and 1024, 1 and 2 ranks
-    python benchmarks/bench_mpi.py --batches 256 --ranks 1,2,3 --epochs 2 --json out.json
+    python benchmarks/bench_mpi.py                # the issue's table (about 1-2 min on 2 idle cores)
+    python benchmarks/bench_mpi.py --batches 256 --ranks 1,2,3 --repeats 5 --json out.json
 
 The 784-256-128-10 relu network (softmax cross-entropy, SGD lr 0.01) trains on synthetic rows
-(16384 by default) with ``fit``; every process runs one thread (GRAPHC_THREADS=1, and
-``mpirun --bind-to core``). Figures:
+(16384 by default) with ``fit``; every process runs one thread (``GRAPHC_THREADS=1``, torch's
+``set_num_threads(1)``) and the ranks are launched with ``mpirun --bind-to core`` (one core
+each; ``--bind-to none --oversubscribe`` when there are more ranks than cores). Each
+configuration runs ``--repeats`` times, interleaved (1 rank, K ranks, 1 rank, ...) so that a
+burst of load from elsewhere hits both sides alike; the table gives the median. Figures:
 
 - samples/s: rows trained per second of wall time over ``--epochs`` epochs after one warm-up
   epoch (rank 0's clock between two barriers for the distributed runs);
 - efficiency: (samples/s with K ranks) / (K x samples/s of the one-process ``fit``, which runs
   a whole epoch in one native call: the best one process does);
-- the split of a distributed step: compute (``train_grads`` on the rank's rows +
-  ``apply_update``, timed alone) and the all-reduce of the gradient region (``MPI_Allreduce``
-  of the same bytes, timed alone), from which benchmarks/README.md models larger clusters;
-- PyTorch DistributedDataParallel (gloo backend, over 127.0.0.1) on the same network, batches
-  and thread count, when torch is installed, as the ratio graphc / torch of samples/s.
+- CPU wait: the time per step the process (rank 0) was runnable but not running, waiting for
+  a core (the run-queue delay of ``/proc/thread-self/schedstat``). On idle cores it is ~0;
+  when other work shares the cores it shows how much of a step was lost to it. Ranks meet at
+  every step's all-reduce, so one descheduled rank stalls all of them (measured under load
+  17: almost all of a 12-16 ms all-reduce was run-queue delay, 0.15 ms when both ranks run);
+- the step's parts on the ranks, medians over one epoch of the same loop as the distributed
+  fit: compute (gathering the rank's rows + ``train_grads``), the all-reduce of the gradient
+  region (flags included: 940,620 bytes) as each rank sees it, and ``apply_update``;
+- PyTorch DistributedDataParallel (gloo backend, over 127.0.0.1, each rank on its own core)
+  on the same network, batches and thread count, when torch is installed, as the ratio
+  graphc / torch of samples/s.
 
-The machine is shared: the load average before and after each run is printed beside it.
+The load average before and after each configuration is printed beside it: figures measured
+under load say what the code does on a shared host, not what it does on free cores.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +45,9 @@ import time
 import numpy as np
 
 FEATURES, HIDDEN, CLASSES = 784, (256, 128), 10
+# Open MPI's own flags: one core per rank (its default for np <= 2, explicit here), and the
+# oversubscription a run as root in a container may need.
+MPIRUN_FLAGS = ["--allow-run-as-root", "--map-by", "core"]
 
 
 def loadavg() -> str:
@@ -46,6 +60,16 @@ def data(rows: int) -> tuple[np.ndarray, np.ndarray]:
         rng.standard_normal((rows, FEATURES)).astype(np.float32),
         rng.integers(0, CLASSES, rows).astype(np.int32),
     )
+
+
+def cpu_wait() -> float:
+    """Seconds this thread has spent runnable but waiting for a CPU (nan where the kernel does
+    not say: /proc/thread-self/schedstat needs Linux with schedstats)."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) * 1e-9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 # ------------------------------------------------------------------------------ graphc worker
@@ -67,46 +91,64 @@ def graphc_worker(args: argparse.Namespace) -> None:
     m.fit(x, y, epochs=1, **fit)  # warm-up
     if comm is not None:
         comm.Barrier()
-    t0 = time.perf_counter()
+    w0, t0 = cpu_wait(), time.perf_counter()
     m.fit(x, y, epochs=1 + args.epochs, initial_epoch=1, **fit)
     if comm is not None:
         comm.Barrier()
-    wall = time.perf_counter() - t0
-    out = {"samples_per_s": args.epochs * args.rows / wall, "wall_s": wall}
+    wall, waited = time.perf_counter() - t0, cpu_wait() - w0
+    steps = args.epochs * -(-args.rows // args.batch)
+    out = {
+        "samples_per_s": args.epochs * args.rows / wall,
+        "wall_s": wall,
+        "step_ms": 1e3 * wall / steps,
+        "cpu_wait_ms": 1e3 * waited / steps,
+    }
     if comm is not None:
-        out.update(split_times(m, comm, x, y, args.batch))
+        out.update(step_parts(m, comm, x, y, args.batch))
     if comm is None or comm.Get_rank() == 0:
         print("RESULT " + json.dumps(out), flush=True)
 
 
-def split_times(m, comm, x, y, batch: int) -> dict:
-    """Compute (train_grads + apply_update on this rank's rows) and all-reduce, timed apart."""
+def step_parts(m, comm, x, y, batch: int) -> dict:
+    """Medians over one epoch of the distributed fit's step (the loop of
+    graphc.runtime.distributed, lr 0 so the model does not move), part by part, the slowest
+    rank's: compute (rows gathered + train_grads), all-reduce, apply_update."""
     from mpi4py import MPI
 
     from graphc.runtime.distributed import SplitStep, shard
 
     k, r = comm.Get_size(), comm.Get_rank()
+    n = len(x)
     first, count = shard(batch, k, r)
     s = SplitStep(m, count)
-    s.scale[...], s.lr[...] = count / batch, 0.0  # lr 0: the timing does not move the model
-    arrays = s.arrays({"x": x[first : first + count], "y": y[first : first + count]})
-    reps = 30
-
-    def timed(fn) -> float:
-        fn()
-        comm.Barrier()
+    s.lr[...] = 0.0
+    xs, ys = np.empty((count, FEATURES), np.float32), np.empty(count, np.int32)
+    arrays = s.arrays({"x": xs, "y": ys})
+    order = np.random.default_rng([0, 99]).permutation(n)
+    parts: dict[str, list[float]] = {"compute": [], "allreduce": [], "update": []}
+    comm.Barrier()
+    for lo in range(0, n - batch + 1, batch):
         t0 = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        return (time.perf_counter() - t0) / reps
-
-    compute = timed(lambda: (s.grads(arrays, count), s.update(s.update_arrays, 1)))
-    allreduce = timed(lambda: comm.Allreduce(MPI.IN_PLACE, s.grad, op=MPI.SUM))
-    times = comm.allgather((compute, allreduce))
+        idx = order[lo + first : lo + first + count]
+        np.take(x, idx, axis=0, out=xs)
+        np.take(y, idx, axis=0, out=ys)
+        s.scale[...] = count / batch
+        if s.row0 is not None:
+            s.row0[...] = first
+        s.grads(arrays, count, checked=False, scan=False)
+        t1 = time.perf_counter()
+        comm.Allreduce(MPI.IN_PLACE, s.reduced, op=MPI.SUM)
+        t2 = time.perf_counter()
+        s.update(s.update_arrays, 1, checked=False)
+        t3 = time.perf_counter()
+        parts["compute"].append(t1 - t0)
+        parts["allreduce"].append(t2 - t1)
+        parts["update"].append(t3 - t2)
+    med = {key: statistics.median(v) for key, v in parts.items()}
+    everyone = comm.allgather(med)
     return {
-        "grad_bytes": int(s.grad.nbytes),
-        "compute_ms": 1e3 * max(c for c, _ in times),
-        "allreduce_ms": 1e3 * max(a for _, a in times),
+        "grad_bytes": int(s.reduced.nbytes),
+        **{f"{key}_ms": 1e3 * max(e[key] for e in everyone) for key in med},
     }
 
 
@@ -172,27 +214,39 @@ def result(text: str) -> dict:
     raise RuntimeError(f"no result in the worker's output:\n{text[-3000:]}")
 
 
+def mpirun_cmd(ranks: int) -> list[str]:
+    """``mpirun`` with the flags of this benchmark: one core per rank while there are enough."""
+    cmd = [shutil.which("mpirun") or "mpirun", *MPIRUN_FLAGS]
+    if ranks <= (os.cpu_count() or 1):
+        cmd += ["--bind-to", "core"]
+    else:
+        cmd += ["--bind-to", "none", "--oversubscribe"]
+    return cmd + ["-np", str(ranks)]
+
+
 def run_graphc(ranks: int, batch: int, args: argparse.Namespace) -> dict:
     me = [sys.executable, os.path.abspath(__file__), "--worker", "graphc", "--batch", str(batch)]
     me += ["--rows", str(args.rows), "--epochs", str(args.epochs)]
     env = dict(os.environ, GRAPHC_THREADS="1", OMP_NUM_THREADS="1")
-    if ranks == 0:  # the one-process fit
-        cmd = me
-    else:
-        cmd = [shutil.which("mpirun") or "mpirun", "--allow-run-as-root", "--oversubscribe"]
-        cmd += ["--bind-to", "core" if ranks <= (os.cpu_count() or 1) else "none"]
-        cmd += ["-np", str(ranks), *me, "--distributed"]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, timeout=900)
+    cmd = me if ranks == 1 else [*mpirun_cmd(ranks), *me, "--distributed"]
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, check=False, timeout=600,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
     if r.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
     return result(r.stdout)
 
 
-def run_torch(ranks: int, batch: int, args: argparse.Namespace) -> dict | None:
+def have_torch() -> bool:
     try:
         import torch  # noqa: F401
     except ImportError:
-        return None
+        return False
+    return True
+
+
+def run_torch(ranks: int, batch: int, args: argparse.Namespace) -> dict:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -203,11 +257,13 @@ def run_torch(ranks: int, batch: int, args: argparse.Namespace) -> dict | None:
         cmd += ["--batch", str(batch), "--rows", str(args.rows), "--epochs", str(args.epochs)]
         cmd += ["--rank", str(rank), "--world", str(ranks)]
         pre = (
-            ["taskset", "-c", str(rank % (os.cpu_count() or 1))] if shutil.which("taskset") else []
+            ["taskset", "-c", str(rank % (os.cpu_count() or 1))]
+            if shutil.which("taskset") and ranks > 1
+            else []
         )
         procs.append(subprocess.Popen(pre + cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True, env=env))  # fmt: skip
-    outs = [p.communicate(timeout=900) for p in procs]
+                                      stdin=subprocess.DEVNULL, text=True, env=env))  # fmt: skip
+    outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs):
         if p.returncode:
             raise RuntimeError(f"torch worker failed:\n{err[-3000:]}")
@@ -246,10 +302,18 @@ def cluster_model(
             rab = wire + 2 * math.log2(p) * alpha_us * 1e-6
             e_ring, e_rab = 1 / (1 + p * ring / t1), 1 / (1 + p * rab / t1)
             lines.append(
-                f"| {r['batch']} | {t1 * 1e3:.1f} | {p} | {r['batch'] / p:g} | {ring * 1e3:.2f} "
+                f"| {r['batch']} | {t1 * 1e3:.2f} | {p} | {r['batch'] / p:g} | {ring * 1e3:.2f} "
                 f"| {e_ring:.2f} | {rab * 1e3:.2f} | {e_rab:.2f} |"
             )
     return "\n".join(lines)
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median samples/s (its other figures with it); all samples/s kept."""
+    ordered = sorted(runs, key=lambda g: g["samples_per_s"])
+    out = dict(ordered[(len(ordered) - 1) // 2])
+    out["all_samples_per_s"] = [round(g["samples_per_s"]) for g in runs]
+    return out
 
 
 def main() -> None:
@@ -257,7 +321,8 @@ def main() -> None:
     ap.add_argument("--batches", default="256,1024")
     ap.add_argument("--ranks", default="1,2", help="1 is the one-process fit; >1 MPI ranks")
     ap.add_argument("--rows", type=int, default=16384)
-    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=2, help="timed epochs per run")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per configuration (median)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--worker", choices=("graphc", "torch"), help=argparse.SUPPRESS)
@@ -272,39 +337,60 @@ def main() -> None:
         return torch_worker(args)
     batches = [int(b) for b in args.batches.split(",")]
     ranks = [int(k) for k in args.ranks.split(",")]
+    if 1 not in ranks:
+        ranks = [1, *ranks]  # the efficiency needs the one-process baseline
+    torch = not args.no_torch and have_torch()
+    start = time.perf_counter()
     print(f"# bench_mpi: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-          f"{os.cpu_count()} cores, {args.rows} rows, {args.epochs} epochs timed")  # fmt: skip
+          f"{os.cpu_count()} cores, {args.rows} rows, {args.epochs} epochs timed, median of "
+          f"{args.repeats} interleaved runs; mpirun {' '.join(mpirun_cmd(2)[1:-2])}; "
+          f"torch DDP: {'yes' if torch else 'not installed (or --no-torch)'}")  # fmt: skip
     print(
-        "\n| batch | ranks | graphc samples/s | efficiency | compute ms | all-reduce ms "
-        "| torch DDP samples/s | torch eff. | graphc / torch | load before/after |"
+        "\n| batch | ranks | graphc samples/s | efficiency | step ms | CPU wait ms/step "
+        "| compute / all-reduce / update ms | torch DDP samples/s | torch eff. | graphc / torch "
+        "| load before / after |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for batch in batches:
-        base = tbase = None
+        before = loadavg()
+        g_runs: dict[int, list[dict]] = {k: [] for k in ranks}
+        t_runs: dict[int, list[dict]] = {k: [] for k in ranks}
+        for _ in range(args.repeats):
+            for k in ranks:
+                g_runs[k].append(run_graphc(k, batch, args))
+                if torch:
+                    t_runs[k].append(run_torch(k, batch, args))
+        after = loadavg()
+        base = statistics.median(g["samples_per_s"] for g in g_runs[1])
+        tbase = statistics.median(t["samples_per_s"] for t in t_runs[1]) if torch else None
         for k in ranks:
-            before = loadavg()
-            g = run_graphc(0 if k == 1 else k, batch, args)
-            t = None if args.no_torch else run_torch(k, batch, args)
-            after = loadavg()
-            base = g["samples_per_s"] if k == 1 else base
-            if t is not None and k == 1:
-                tbase = t["samples_per_s"]
-            eff = g["samples_per_s"] / (k * base) if base else float("nan")
+            g = median_run(g_runs[k])
+            t = median_run(t_runs[k]) if torch else None
+            eff = g["samples_per_s"] / (k * base)
             teff = t["samples_per_s"] / (k * tbase) if t and tbase else float("nan")
             row = {"batch": batch, "ranks": k, "graphc": g, "torch": t, "efficiency": eff,
                    "torch_efficiency": teff, "load": [before, after]}  # fmt: skip
             rows.append(row)
+            parts = (
+                f"{g['compute_ms']:.2f} / {g['allreduce_ms']:.3f} / {g['update_ms']:.3f}"
+                if "compute_ms" in g
+                else ""
+            )
             ts = f"{t['samples_per_s']:.0f}" if t else "n/a"
             ratio = f"{g['samples_per_s'] / t['samples_per_s']:.2f}" if t else "n/a"
-            print(f"| {batch} | {k} | {g['samples_per_s']:.0f} | {eff:.2f} | "
-                  f"{g.get('compute_ms', float('nan')):.2f} | "
-                  f"{g.get('allreduce_ms', float('nan')):.3f} | {ts} | {teff:.2f} | {ratio} "
+            tes = f"{teff:.2f}" if t else "n/a"
+            print(f"| {batch} | {k} | {g['samples_per_s']:.0f} | {eff:.2f} | {g['step_ms']:.2f} "
+                  f"| {g['cpu_wait_ms']:.2f} | {parts} | {ts} | {tes} | {ratio} "
                   f"| {before} / {after} |", flush=True)  # fmt: skip
     dist = [r for r in rows if "grad_bytes" in r["graphc"]]
     if dist:
-        print(f"\ngradient region: {dist[0]['graphc']['grad_bytes']} bytes")
-        print(cluster_model(rows, dist[0]["graphc"]["grad_bytes"]))
+        g = dist[0]["graphc"]
+        print(f"\nall-reduced region: {g['grad_bytes']} bytes; all-reduce (median, on this "
+              f"machine) {g['allreduce_ms']:.3f} ms = "
+              f"{g['allreduce_ms'] * 1e6 / g['grad_bytes']:.3f} ns/byte")  # fmt: skip
+        print(cluster_model(rows, g["grad_bytes"]))
+    print(f"\n(benchmark wall time {time.perf_counter() - start:.0f} s)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
