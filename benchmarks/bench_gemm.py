@@ -10,9 +10,10 @@ the time of one call of each.
 - Each kernel is timed in short batches that alternate with numpy's, for --seconds per shape,
   and the best batch counts. The default clock is the calling thread's CPU time, so time the OS
   gives to other processes on a busy machine does not count against either side.
-- Peak = 32 FLOP/cycle (2 FMA pipes x 8 f32 lanes x 2 FLOP) x the clock, and the clock comes
-  from a JIT-compiled loop of independent 8-lane FMAs (32 FLOP per cycle when it runs at the
-  FMA pipes' throughput), measured in the same run.
+- Peak: the GFLOP/s of a JIT-compiled loop of independent FMAs as wide as the kernels' vectors
+  (codegen.target.vector_unit: 8 f32 lanes on AVX2, 16 on AVX-512), measured in the same run;
+  with two FMA pipes that is 32 (AVX2) or 64 (AVX-512 with two 512-bit FMA units) FLOP per
+  cycle. The kernels are built for the host's vector unit, as a compiled model's are.
 - graphc is called through ctypes with the array addresses computed once, as the runtime does.
 """
 
@@ -48,8 +49,9 @@ import numpy as np
 from llvmlite import ir
 
 from graphc.codegen.gemm import JitGemms, host_target_machine, optimize
+from graphc.codegen.target import vector_unit
 
-FLOP_PER_CYCLE = 32  # f32 on AVX2 + FMA: 2 FMA pipes x 8 lanes x 2 FLOP
+UNIT = vector_unit("native")  # the lanes and registers a compiled model's kernels use here
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,14 @@ def bias_relu(b: ir.IRBuilder, acc: ir.Value, i: ir.Value, j: ir.Value) -> ir.Va
 
 def config(case: Case) -> dict:
     epilogue = bias_relu if case.epilogue else None
-    return {"trans_a": case.trans_a, "trans_b": case.trans_b, "epilogue": epilogue}
+    return {
+        "trans_a": case.trans_a,
+        "trans_b": case.trans_b,
+        "epilogue": epilogue,
+        "vector_width": UNIT.lanes,
+        "registers": UNIT.registers,
+        "fixed": {"N": case.n},  # as a model's layer has: the register tile follows N
+    }
 
 
 def clock(kind: str):
@@ -137,20 +146,22 @@ def race(fns: list, seconds: float, now) -> list[float]:
             return best
 
 
-def fma_peak(seconds: float, now) -> float:
-    """GFLOP/s of 12 independent chains of 8-lane f32 FMAs: the FMA pipes' throughput."""
+def fma_peak(seconds: float, now, lanes: int | None = None) -> float:
+    """GFLOP/s of 12 independent chains of `lanes`-lane f32 FMAs (default: the host's vector
+    unit): the FMA pipes' throughput."""
+    lanes = lanes or max(UNIT.lanes, 1)
     tm = host_target_machine()
     module = ir.Module(name="peak")
     module.triple, module.data_layout = tm.triple, str(tm.target_data)
     f32, i64 = ir.FloatType(), ir.IntType(64)
-    v8 = ir.VectorType(f32, 8)
-    fma = ir.Function(module, ir.FunctionType(v8, [v8] * 3), name="llvm.fma.v8f32")
+    v8 = ir.VectorType(f32, lanes)
+    fma = ir.Function(module, ir.FunctionType(v8, [v8] * 3), name=f"llvm.fma.v{lanes}f32")
     fn = ir.Function(module, ir.FunctionType(f32, [i64, f32]), name="peak")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     n, x = fn.args
     xv = b.insert_element(ir.Constant(v8, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
     xv = b.shuffle_vector(
-        xv, ir.Constant(v8, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 8), None)
+        xv, ir.Constant(v8, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), lanes), None)
     )
     entry, head = b.block, fn.append_basic_block("head")
     body, done = fn.append_basic_block("body"), fn.append_basic_block("done")
@@ -160,7 +171,7 @@ def fma_peak(seconds: float, now) -> float:
     i.add_incoming(ir.Constant(i64, 0), entry)
     accs = [b.phi(v8) for _ in range(12)]
     for a in accs:
-        a.add_incoming(ir.Constant(v8, [1.0] * 8), entry)
+        a.add_incoming(ir.Constant(v8, [1.0] * lanes), entry)
     b.cbranch(b.icmp_signed("<", i, n), body, done)
     b.position_at_end(body)
     new = list(accs)
@@ -183,7 +194,7 @@ def fma_peak(seconds: float, now) -> float:
     )
     trips = 200_000
     (best,) = race([lambda: peak(trips, 0.5)], seconds, now)
-    return trips * 48 * 16 / best / 1e9
+    return trips * 48 * lanes * 2 / best / 1e9
 
 
 def main() -> None:
@@ -221,7 +232,6 @@ def calls(c: Case, fn: Callable[..., None], rng: np.random.Generator) -> tuple[C
 
 def run(todo: list[Case], seconds: float, now, clock_name: str) -> None:
     peak = fma_peak(max(seconds, 0.5), now)
-    ghz = peak / FLOP_PER_CYCLE
     t0 = time.perf_counter()
     names = {c: f"g{n}" for n, c in enumerate(todo)}
     kernels = JitGemms({names[c]: config(c) for c in todo})
@@ -236,8 +246,8 @@ def run(todo: list[Case], seconds: float, now, clock_name: str) -> None:
         f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}"
     )
     print(
-        f"- peak: {FLOP_PER_CYCLE} FLOP/cycle x {ghz:.2f} GHz (clock measured with an FMA "
-        f"loop) = {peak:.1f} GFLOP/s"
+        f"- peak: {peak:.1f} GFLOP/s, measured with a loop of independent {UNIT.lanes}-lane FMAs "
+        f"(the kernels' vectors: {UNIT.lanes} f32 lanes, {UNIT.registers} registers)"
     )
     print(
         f"- {clock_name} clock, best batch of {seconds:g} s per shape; compiling {len(todo)} "

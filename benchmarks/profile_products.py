@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers as P
-from bench_gemm import fma_peak
+from bench_gemm import UNIT, fma_peak
 
 from graphc.codegen.gemm import JitGemms
 
@@ -81,7 +81,7 @@ def runners_for(batch: int, gemms: JitGemms, rng: np.random.Generator) -> dict[s
         a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
         b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
         c = np.empty((m, n), np.float32)
-        g = gemms[f"{'nt'[ta]}{'nt'[tb]}"]
+        g = gemms[f"{name}|{batch}"]
         addr = (a.ctypes.data, b.ctypes.data, c.ctypes.data)
         out[f"{name}|graphc"] = timer(lambda g=g, addr=addr, m=m, n=n, k=k: g.fn(m, n, k, *addr))
         an, bn = (a.T if ta else a), (b.T if tb else b)
@@ -118,10 +118,19 @@ def main() -> None:
         f"# 784-256-128-10 training step, 1 thread; FMA peak {peak:.0f} GFLOP/s "
         f"(bench_gemm.fma_peak); medians of {ROUNDS} interleaved rounds, thread CPU time\n"
     )
+    # one kernel per product, built as a model's are: the host's vector unit, N fixed (the
+    # register tile follows N on AVX-512)
     gemms = JitGemms(
         {
-            f"{'nt'[ta]}{'nt'[tb]}": dict(trans_a=ta, trans_b=tb)
-            for ta, tb in ((False, False), (True, False), (False, True))
+            f"{name}|{batch}": dict(
+                trans_a=ta,
+                trans_b=tb,
+                vector_width=UNIT.lanes,
+                registers=UNIT.registers,
+                fixed={"N": n},
+            )
+            for batch in batches
+            for name, _, n, _, ta, tb in products(batch)
         }
     )
     rng = np.random.default_rng(0)
