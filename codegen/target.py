@@ -566,9 +566,9 @@ def compile_parts(
     """Optimize (``PIPELINES[kind]``) and compile each (module, kind) to an object file;
     returns the modules' texts and (optimized module, object file) per part.
 
-    Parts run in parallel threads (``compile_threads()``), each in an LLVM context and with a
-    target machine of its own (LLVM is thread-safe across contexts; the threads call LLVM
-    without llvmlite's lock and without the GIL). Each part is handed to a thread as soon as
+    Parts run in parallel threads (one per part when ``compile_threads()`` > 1), each in an
+    LLVM context and with a target machine of its own (LLVM is thread-safe across contexts;
+    the threads call LLVM without llvmlite's lock and without the GIL). Each part is handed to a thread as soon as
     its text is printed, so printing the next one (Python) overlaps LLVM's work on this one.
     ``timings`` receives "llvm_text" (printing) and "llvm_opt", "machine_code": the sums
     over parts of the seconds each took (with threads, more than the wall time they took).
@@ -591,7 +591,11 @@ def compile_parts(
         spent[i] = (t1 - t0, time.perf_counter() - t1, c1 - c0, time.thread_time() - c1)
         results[i] = (mod, obj)
 
-    nthreads = min(compile_threads(), len(parts))
+    # One thread per part when several cores may run them (build_module makes one GEMM part
+    # per core, plus the main module): with one per core, the part printed last waited for
+    # the first to finish although the cores' shares would have been even; the system
+    # shares the cores between the parts' threads instead.
+    nthreads = len(parts) if compile_threads() > 1 else 1
     pool = concurrent.futures.ThreadPoolExecutor(nthreads) if nthreads > 1 else None
     printing = 0.0
     printed = []
