@@ -16,9 +16,10 @@ How a thread count is measured (one phase per ``--threads`` entry):
    any library loads (``*_NUM_THREADS``, threadpoolctl, ``torch.set_num_threads``, XLA's
    ``--xla_cpu_multi_thread_eigen=false`` at one thread, ``GRAPHC_THREADS``) and pinned with
    ``taskset`` to that many cores (XLA sizes its pool by the cores it may run on, so pinning
-   is the setting that works for it). The workers build every case at once (compiles, the
-   loss-agreement steps); builds overlap, one-thread workers spread over the cores while they
-   build, then every thread of a one-thread worker is moved to the first core.
+   is the setting that works for it). The workers build every case first (compiles, data,
+   the loss-agreement steps, one untimed epoch), ``cores // threads`` of them at a time, a
+   one-thread worker on a core of its own; then every thread of a one-thread worker is moved
+   to the first core, where all one-thread contestants are timed.
 2. Rounds: each round draws a fresh order of the contestants (``random.Random(seed)``, the
    orders are logged) and runs them one at a time: the parent tells one worker to time one block
    of every case (cases in a shuffled order too), waits for its answer, pauses ``--gap`` seconds
@@ -608,6 +609,46 @@ class Worker:
                 self.proc.wait()
 
 
+BUILD_FIRST = ["torch.compile", "JAX jit", "graphc"]  # the longest builds start first
+
+
+def build_workers(threads: int, lineup: list[tuple[str, str, str]], args, res: dict) -> dict:
+    """Start every contestant's worker and wait for it to build, ``cores // threads`` at a
+    time (builds never oversubscribe the cores: spinning thread pools would make them crawl);
+    a one-thread worker builds on the core of its slot. Returns label -> Worker, in the
+    lineup's order; a worker that fails or exceeds ``--build-timeout`` is noted and dropped."""
+    slots = list(range(max(1, len(os.sched_getaffinity(0)) // threads)))
+    rank = {k: i for i, k in enumerate(BUILD_FIRST)}
+    pending = sorted(lineup, key=lambda c: rank.get(c[0], len(rank)))
+    running: dict[Any, tuple[str, Worker, int, float]] = {}  # stdout -> label, worker, slot
+    done: dict[str, Worker] = {}
+    while pending or running:
+        while pending and slots:
+            label, kind, python = pending.pop(0)
+            slot = slots.pop(0)
+            print(f"{threads} thread(s): building {label} ...", file=sys.stderr, flush=True)
+            w = Worker(label, kind, python, threads, slot if threads == 1 else 0, args)
+            running[w.proc.stdout] = (label, w, slot, time.perf_counter())
+        ready, _, _ = select.select(list(running), [], [], 5.0)
+        now = time.perf_counter()
+        for out, (label, w, slot, started) in list(running.items()):
+            if out not in ready and now - started < args.build_timeout:
+                continue
+            del running[out]
+            slots.append(slot)
+            try:
+                if out not in ready:
+                    raise RuntimeError(f"no answer in {args.build_timeout:.0f} s")
+                res["workers"][label] = w.ask(None, 1.0)["ready"]
+                done[label] = w
+            except (RuntimeError, ValueError, KeyError) as e:
+                res["notes"][label] = f"worker did not start: {e}"
+                w.close()
+    built = res["workers"]
+    res["workers"] = {label: built[label] for label, _, _ in lineup if label in built}
+    return {label: done[label] for label, _, _ in lineup if label in done}
+
+
 def phase(threads: int, lineup: list[tuple[str, str, str]], args, rng, save, until: float) -> dict:
     """One thread count: start the workers, then ``args.rounds`` shuffled rounds, fewer if
     another round would end after ``until`` (a ``time.perf_counter()`` value)."""
@@ -618,18 +659,8 @@ def phase(threads: int, lineup: list[tuple[str, str, str]], args, rng, save, unt
         "notes": {},
         "round_wall_s": [],
     }
-    workers: dict[str, Worker] = {}
     t0 = time.perf_counter()
-    for i, (label, kind, python) in enumerate(lineup):
-        print(f"{threads} thread(s): building {label} ...", file=sys.stderr, flush=True)
-        workers[label] = Worker(label, kind, python, threads, i if threads == 1 else 0, args)
-    for label, w in list(workers.items()):
-        try:
-            res["workers"][label] = w.ask(None, args.build_timeout)["ready"]
-        except (RuntimeError, ValueError, KeyError) as e:
-            res["notes"][label] = f"worker did not start: {e}"
-            w.close()
-            del workers[label]
+    workers = build_workers(threads, lineup, args, res)
     res["build_wall_s"] = time.perf_counter() - t0
     first = sorted(os.sched_getaffinity(0))[0]
     for w in workers.values():
