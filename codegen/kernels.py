@@ -25,7 +25,7 @@ from graphc.ir.types import BATCH
 
 from . import vmath
 from .lltypes import F64, I32, I64, LL, PTR, VOID, i64
-from .loops import loop, loop_nest
+from .loops import counted_loop, loop, loop_nest
 from .lower import lower_elementwise
 from .threads import TASK_TYPE, ThreadPool
 
@@ -485,6 +485,8 @@ def emit_reduce(ctx: KernelContext, node: Node) -> None:
         b.store(azero, b.gep(dst, [i], inbounds=True, source_etype=at))
     if xt.rank == 0:
         ctx.store(node.name, i64(0), ctx.load(x, i64(0)))
+    elif wide and xt.rank == 2 and axes == (0,) and const_count >= COLSUM_BLOCK:
+        _column_sums(ctx, x, dst, const_count)
     else:
         kept = [d for k, d in enumerate(xt.shape) if k not in axes]
         kept_strides = ctx.strides(kept, kept)
@@ -540,6 +542,52 @@ def emit_reduce(ctx: KernelContext, node: Node) -> None:
                 v = b.fmul(v, inv)
             ctx.store(node.name, i, b.fptrunc(v, t) if wide else v)
     b.ret_void()
+
+
+COLSUM_BLOCK = 32  # columns whose float64 sums a column-sum kernel keeps in registers
+
+
+def _column_sums(ctx: KernelContext, x: str, dst: ir.Value, cols: int) -> None:
+    """dst[j] += sum_i x[i, j] for x [rows, cols] float32 and dst float64 (a bias gradient:
+    the column sums of a batch of output gradients).
+
+    Blocks of COLSUM_BLOCK columns keep their sums in registers down all rows (vectors of 16
+    float64: 4 zmm or 8 ymm registers); the columns left over (cols % COLSUM_BLOCK) keep one
+    scalar each. Every column is summed row after row from 0, as emit_reduce's general loop
+    does, so the result is the same to the bit. The general loop reads and writes dst for every
+    element: the 512 x 256 bias gradient of the 784-256-128-10 step took 19.7 us (with the call)
+    where this takes 11.5 us (one Xeon core, AVX-512; 512 x 128: 4.5 and 5.1 us, within noise).
+    Blocks of 64 and 128 columns ran 10.0 and 8.4 us on AVX-512, but would spill on the 16
+    registers of AVX2.
+    """
+    b = ctx.b
+    half = 16  # float64 lanes per carried vector
+    vf, vd = ir.VectorType(LL["f32"], half), ir.VectorType(F64, half)
+    rows = ctx.dim(ctx.g[x].type.shape[0])
+    src = ctx.ptr(x)
+    full = cols - cols % COLSUM_BLOCK
+    zero = ir.Constant(vd, [0.0] * half)
+    with counted_loop(b, i64(0), i64(full), COLSUM_BLOCK, name="cb") as cb:
+        carried = [zero] * (COLSUM_BLOCK // half)
+        with counted_loop(b, i64(0), rows, 1, name="cr", carried=carried) as cr:
+            base = b.add(b.mul(cr.iv, i64(cols), flags=("nsw",)), cb.iv, flags=("nsw",))
+            sums = []
+            for h, acc in enumerate(cr.carried):
+                p = b.gep(src, [b.add(base, i64(h * half))], inbounds=True, source_etype=LL["f32"])
+                sums.append(b.fadd(acc, b.fpext(b.load(p, typ=vf, align=4), vd)))
+            cr.carried = sums
+        for h, acc in enumerate(cr.final):  # once per block: lane by lane
+            for lane in range(half):
+                j = b.add(cb.iv, i64(h * half + lane))
+                p = b.gep(dst, [j], inbounds=True, source_etype=F64)
+                b.store(b.extract_element(acc, ir.Constant(I32, lane)), p)
+    if full == cols:
+        return
+    with counted_loop(b, i64(full), i64(cols), 1, name="cs") as cs:
+        with counted_loop(b, i64(0), rows, 1, name="csr", carried=[ir.Constant(F64, 0.0)]) as r:
+            idx = b.add(b.mul(r.iv, i64(cols), flags=("nsw",)), cs.iv, flags=("nsw",))
+            r.carried = [b.fadd(r.carried[0], b.fpext(ctx.load(x, idx), F64))]
+        b.store(r.final[0], b.gep(dst, [cs.iv], inbounds=True, source_etype=F64))
 
 
 # ---------------------------------------------------------------------------- row-wise

@@ -122,6 +122,25 @@ def test_float32_mean_over_100k_rows_is_within_one_rounding_of_float64() -> None
             assert np.all(err <= 2.0**-23 * np.abs(ref)), (k, how, float(np.max(err / np.abs(ref))))
 
 
+@pytest.mark.parametrize("rows", [1, 3, 513])
+def test_column_sums_are_sequential_float64_sums_rounded_once(rows: int) -> None:
+    """Sums and means over the batch axis of [N, C] (bias gradients; C = 32 to 261: whole
+    register blocks of 32 columns, a remainder, both) equal the float64 sum taken row after row,
+    rounded once to float32, to the bit (the mean: times 1/N in float64, then rounded)."""
+    widths = (32, 45, 70, 261)
+    xs = [gc.input(f"x{c}", ("N", c)) for c in widths]
+    outs = [f(x, axes=0, keepdims=k) for x in xs for f, k in ((gc.sum, False), (gc.mean, True))]
+    m = gc.compile(outs, name=f"colsum{rows}")
+    rng = np.random.default_rng(rows)
+    data = {f"x{c}": (rng.standard_normal((rows, c)) * 10.0).astype(np.float32) for c in widths}
+    got = m._run("infer", data, rows)
+    for j, c in enumerate(widths):
+        seq = np.cumsum(data[f"x{c}"].astype(np.float64), axis=0)[-1]  # row after row
+        np.testing.assert_array_equal(np.asarray(got[2 * j]), seq.astype(np.float32))
+        mean = (seq * (1.0 / rows)).astype(np.float32)[None, :]
+        np.testing.assert_array_equal(np.asarray(got[2 * j + 1]), mean)
+
+
 def _llvm_ir(program, optimized: bool = False) -> str:
     """The LLVM IR of a compiled model's program, rebuilt (a compile-cache hit keeps none)."""
     from graphc.codegen.target import optimize, target_machine
