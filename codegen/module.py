@@ -52,6 +52,7 @@ class ModuleBuilder:
         self.kernels_reused = 0
         self._gemms: dict[tuple, ir.Function] = {}  # GEMM functions by what their code depends on
         self._fixed: dict[tuple, dict[str, int]] = {}  # their constant dimensions (plan_gemms)
+        self._families: dict[tuple, ir.Module] = {}  # GEMM module by family (see _gemm_part)
 
     def parts(self) -> list[tuple[ir.Module, str]]:
         """The modules to compile with the pipeline each needs ("main" or "gemm"; see
@@ -197,11 +198,7 @@ class ModuleBuilder:
         module = self.module
         if kernel.kind == "matmul" and self.gemm_parts:
             key = self._gemm_key(sched, kernel, *K.matmul_parts(g, kernel)[1:])
-            module = (
-                self._gemms[key].module
-                if key in self._gemms
-                else self.gemm_parts[len(self._gemms) % len(self.gemm_parts)]
-            )
+            module = self._gemms[key].module if key in self._gemms else self._gemm_part(key)
         ctx = KernelContext(module, fname, sched, values, pool=self.pool(module))
         ctx.gemm_for = lambda *a: self._gemm_for(fname, module, sched, *a)
         emit = K.KERNEL_EMITTERS.get(kernel.kind)
@@ -239,6 +236,22 @@ class ModuleBuilder:
             if all(isinstance(m, int) for m in values[0]):  # M is no batch size anywhere
                 fixed["min_M"] = min(values[0])
             self._fixed[key] = fixed
+
+    def _gemm_part(self, key: tuple) -> ir.Module:
+        """The GEMM module for a new GEMM function (``key``: ``_gemm_key``'s): the one that
+        holds its family (same dtype, transposes and register tile), whose packing helpers it
+        shares (each module defines its own: the transposing B packer of a 6x64 tile alone is
+        about 0.1 s of machine code generation); else, or when that module is ahead of the
+        least loaded one by more than an average GEMM, the least loaded one (instructions
+        emitted so far), so that the modules, compiled in parallel, stay about even."""
+        loads = {id(m): _instructions(m) for m in self.gemm_parts}
+        least = min(self.gemm_parts, key=lambda m: loads[id(m)])
+        family = self._families.get(key[:4])
+        done = len(self._gemms)
+        mean = sum(loads.values()) / done if done else 0
+        if family is None or loads[id(family)] > loads[id(least)] + mean:
+            family = self._families[key[:4]] = least
+        return family
 
     def pool(self, module: ir.Module) -> ThreadPool:
         """The program's thread pool, as ``module``'s code reaches it: defined in the main
@@ -301,6 +314,11 @@ class ModuleBuilder:
             fn.linkage = "internal"
             self._gemms[key] = fn
         return self._gemms[key], ext
+
+
+def _instructions(module: ir.Module) -> int:
+    """Instructions emitted so far into ``module`` (a measure of its compile time)."""
+    return sum(len(bb.instructions) for f in module.functions for bb in f.blocks)
 
 
 def kernel_signature(sched: Schedule, kernel: Kernel, values: list[str]) -> tuple:
