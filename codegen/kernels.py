@@ -861,12 +861,11 @@ def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: s
 
     External operands arrive as extra GEMM arguments (pointers, or scalar values when inline).
     """
-    n_cols = mm.type.shape[1]
 
     def epilogue(b: ir.IRBuilder, acc: ir.Value, i: ir.Value, j: ir.Value, extra=(), dims=None):
-        # the row stride of C (and of operands shaped like it): the GEMM's N argument, which
-        # is the batch size when the column dimension is symbolic
-        row = i64(n_cols) if isinstance(n_cols, int) else dims[1]
+        # the row stride of C (and of operands shaped like it): the GEMM's N argument (a
+        # constant in a GEMM built for one N), so that GEMMs of several widths can share code
+        row = dims[1]
         vals: dict[str, ir.Value] = {mm.name: acc}
         lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 0
         scal = LL[mm.type.dtype]
@@ -877,7 +876,7 @@ def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: s
                 x = arg
                 vals[v] = _splat(b, x, lanes) if lanes else x
                 continue
-            rs, cs = _matrix_strides(vt.shape)
+            rs, cs = epilogue_strides(vt.shape)
             idx: ir.Value = i64(0)
             if rs is not None:
                 idx = b.mul(i, row if rs == "cols" else i64(rs))
@@ -914,7 +913,7 @@ def _splat(b: ir.IRBuilder, x: ir.Value, lanes: int) -> ir.Value:
     )
 
 
-def _matrix_strides(shape) -> tuple:
+def epilogue_strides(shape) -> tuple:
     """(row stride, column stride) of an operand broadcast against an [M, N] matrix (None:
     broadcast along that axis). A full row's stride is "cols", the matrix's column count, which
     the caller turns into a value: a constant, or the GEMM's N argument when N is the batch

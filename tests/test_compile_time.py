@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import networkx as nx
+import numpy as np
 
 import graphc as gc
 from graphc.compiler import build_graphs
@@ -58,3 +59,53 @@ def test_cold_compile_imports_no_networkx(tmp_path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
     assert r.stdout.split() == ["False"]
+
+
+def test_backward_products_of_several_widths_share_one_gemm(monkeypatch) -> None:
+    """dX = dY @ W^T of two hidden layers of different widths (100, 120) compile to one GEMM
+    function (N and K as arguments), and an SGD step matches float64 numpy's."""
+    from graphc.compiler import build_module, schedule_program
+
+    def net(name):
+        x = gc.input("x", ("N", 20))
+        y = gc.input("y", ("N",), dtype="i32")
+        h = gc.dense(gc.dense(x, 100, "relu", name="a"), 120, "relu", name="b")
+        o = gc.dense(h, 5, name="c")
+        return [o], gc.softmax_cross_entropy(o, y), x, y
+
+    outs, loss, _, _ = net("share")
+    prog = schedule_program(build_graphs("share", outs, loss, gc.SGD(lr=0.1)), split=False)
+    mb = build_module(prog)
+    assert sum(1 for key in mb._gemms if key[2]) == 1  # trans_b: the backward dX products
+
+    monkeypatch.setenv("GRAPHC_NO_CACHE", "1")
+    outs, loss, _, _ = net("share2")
+    m = gc.compile(outs, loss, gc.SGD(lr=0.1), name="share2", seed=3)
+    rng = np.random.default_rng(0)
+    xb = rng.standard_normal((64, 20)).astype(np.float32)
+    yb = rng.integers(0, 5, 64).astype(np.int32)
+    p = {k: v.astype(np.float64) for k, v in m.params.items()}
+    h1 = xb @ p["a.w"] + p["a.b"]
+    a1 = np.maximum(h1, 0)
+    h2 = a1 @ p["b.w"] + p["b.b"]
+    a2 = np.maximum(h2, 0)
+    z = a2 @ p["c.w"] + p["c.b"]
+    e = np.exp(z - z.max(1, keepdims=True))
+    sm = e / e.sum(1, keepdims=True)
+    loss_ref = -np.log(sm[np.arange(64), yb]).mean()
+    dz = sm.copy()
+    dz[np.arange(64), yb] -= 1
+    dz /= 64
+    dh2 = (dz @ p["c.w"].T) * (h2 > 0)
+    dh1 = (dh2 @ p["b.w"].T) * (h1 > 0)
+    grads = {
+        "c.w": a2.T @ dz,
+        "c.b": dz.sum(0),
+        "b.w": a1.T @ dh2,
+        "b.b": dh2.sum(0),
+        "a.w": xb.T @ dh1,
+        "a.b": dh1.sum(0),
+    }
+    assert abs(m.train_step(xb, yb) - loss_ref) < 1e-5
+    for k, g in grads.items():
+        np.testing.assert_allclose(m.params[k], p[k] - 0.1 * g, rtol=1e-4, atol=1e-6)
