@@ -259,6 +259,14 @@ class ModuleBuilder:
         pool = thread_pool(self.module, self.name)
         return pool if module is self.module else declare_thread_pool(module, self.name)
 
+    def _blocking(self, mm, dtype: str) -> Blocking:
+        """The GEMM tile for a matmul node on this target: it follows the node's N when fixed
+        (Blocking.for_dtype), and is given to emit_gemm as is, so that kernels sharing a GEMM
+        (same key, perhaps different N) get the tile their key promises."""
+        n = mm.type.shape[1]
+        n = n if isinstance(n, int) else None
+        return Blocking.for_dtype(dtype, self.vector_width, self.vector_registers, n)
+
     def _gemm_key(self, sched, kernel, tail, dtype, ta, tb, ext) -> tuple:
         """What a kernel's GEMM code depends on: the transposes, the epilogue's ops and its
         operands' shapes, the register tile its N calls for (Blocking.for_dtype; not M, N, K,
@@ -273,10 +281,7 @@ class ModuleBuilder:
         g = sched.graph
         inline = {v for v in ext if sched.buffers[v].region == "inline"}
         mm = g[kernel.nodes[0]]
-        n = mm.type.shape[1]
-        blk = Blocking.for_dtype(
-            dtype, self.vector_width, self.vector_registers, n if isinstance(n, int) else None
-        )
+        blk = self._blocking(mm, dtype)
         pos = {
             mm.name: ("mm",),
             **{t.name: ("t", i) for i, t in enumerate(tail)},
@@ -319,6 +324,7 @@ class ModuleBuilder:
                 epilogue=epi,
                 vector_width=self.vector_width,
                 registers=self.vector_registers,
+                blocking=self._blocking(mm, dtype),
                 extra_types=extra_types,
                 pool=self.pool(module),
                 fixed=self._fixed.get(key),

@@ -380,3 +380,26 @@ def test_gemm_wide_tiles_match_numpy(name: str, threads: int) -> None:
                 check(g, m, n, k, rng, f"wide {name} {threads} threads", WIDE[name][3])
     finally:
         g.owner.set_threads(1)
+
+
+def test_gemm_narrow_wide_tile_serves_any_n() -> None:
+    """The 12 x 16 tile (chosen for N <= 16) also serves a GEMM shared by kernels whose N differ
+    (N not fixed): wider N takes several slivers, narrower an edge."""
+    blk = Blocking.for_dtype("f32", 16, 32, 10)
+    g = JitGemms(
+        {
+            "tn": {"vector_width": 16, "registers": 32, "trans_a": True, "blocking": blk},
+            "nn": {
+                "vector_width": 16,
+                "registers": 32,
+                "blocking": blk,
+                "epilogue": bias_relu("f32"),
+            },
+        },
+        threads=2,
+    )
+    rng = np.random.default_rng(12)
+    for n in (1, 5, 10, 16, 17, 40):
+        for m, k in [(7, 3), (130, 300), (600, 600)]:
+            check(g["tn"], m, n, k, rng, "12x16 tn", False)
+            check(g["nn"], m, n, k, rng, "12x16 nn", True)
