@@ -82,7 +82,7 @@ extern "C" {
 #define DIGITS_X_ELEMS(n) ((int64_t)(n) * 64)
 #define DIGITS_X_SLOT 0
 #define DIGITS_X_DIM1 64
-/* output y (%14): float f32[N,10] */
+/* output y (%4): float f32[N,10] */
 #define DIGITS_Y_ROW_ELEMS ((int64_t)10)
 #define DIGITS_Y_ELEMS(n) ((int64_t)(n) * 10)
 #define DIGITS_Y_SLOT 0
@@ -92,7 +92,7 @@ extern "C" {
 #define DIGITS_LABELS_ELEMS(n) ((int64_t)(n) * 1)
 #define DIGITS_LABELS_SLOT 1
 #define DIGITS_LABELS_CLASSES 10   /* labels must lie in 0..CLASSES-1 */
-/* output loss (%15): float f32[] */
+/* output loss (%5): float f32[] */
 #define DIGITS_LOSS_ROW_ELEMS ((int64_t)0)
 #define DIGITS_LOSS_ELEMS(n) ((int64_t)1)
 #define DIGITS_LOSS_SLOT 0

@@ -89,7 +89,7 @@ extern "C" {
 #define SPLIT_X_ELEMS(n) ((int64_t)(n) * 64)
 #define SPLIT_X_SLOT 0
 #define SPLIT_X_DIM1 64
-/* output y (%20): float f32[N,10] */
+/* output y (%4): float f32[N,10] */
 #define SPLIT_Y_ROW_ELEMS ((int64_t)10)
 #define SPLIT_Y_ELEMS(n) ((int64_t)(n) * 10)
 #define SPLIT_Y_SLOT 0
@@ -99,7 +99,7 @@ extern "C" {
 #define SPLIT_LABELS_ELEMS(n) ((int64_t)(n) * 1)
 #define SPLIT_LABELS_SLOT 1
 #define SPLIT_LABELS_CLASSES 10   /* labels must lie in 0..CLASSES-1 */
-/* output loss (%21): float f32[] */
+/* output loss (%5): float f32[] */
 #define SPLIT_LOSS_ROW_ELEMS ((int64_t)0)
 #define SPLIT_LOSS_ELEMS(n) ((int64_t)1)
 #define SPLIT_LOSS_SLOT 0

@@ -83,12 +83,12 @@ extern "C" {
 #define TWO_B_ELEMS(n) ((int64_t)(n) * 3)
 #define TWO_B_SLOT 1
 #define TWO_B_DIM1 3
-/* output y0 (%23): float f32[N,2] */
+/* output y0 (%1): float f32[N,2] */
 #define TWO_Y0_ROW_ELEMS ((int64_t)2)
 #define TWO_Y0_ELEMS(n) ((int64_t)(n) * 2)
 #define TWO_Y0_SLOT 0
 #define TWO_Y0_DIM1 2
-/* output y1 (%25): float f32[N,4] */
+/* output y1 (%3): float f32[N,4] */
 #define TWO_Y1_ROW_ELEMS ((int64_t)4)
 #define TWO_Y1_ELEMS(n) ((int64_t)(n) * 4)
 #define TWO_Y1_SLOT 1
