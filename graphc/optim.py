@@ -264,6 +264,11 @@ class Adam(Optimizer):
             alpha = b.div(b.mul(lr, b.sqrt(bc2)), bc1)
         else:
             step_size = b.div(lr, bc1)
+            # v / (1 - beta2^t) as v * (1 / (1 - beta2^t)): one rounding more under the square
+            # root (relative 2^-24), one division less per element. The update loop is bound by
+            # the divider while its arrays are in L2 (a division and a square root per element
+            # left): 0.58 -> 0.41-0.45 ns per parameter for 16k-66k parameters, one Xeon core
+            inv_bc2 = b.div(b.const(1.0), bc2)
         for p in params:
             g = grads[p] if decoupled else self._l2(b, p, grads[p])
             p0 = self._decoupled(b, p, lr, decoupled)
@@ -284,7 +289,7 @@ class Adam(Optimizer):
                 upd = b.div(b.mul(m1, alpha), b.add(b.sqrt(v_used), b.const(self.eps)))
                 ups.append((p, b.sub(p0, upd)))
             else:
-                denom = b.add(b.sqrt(b.div(v_used, bc2)), b.const(self.eps))
+                denom = b.add(b.sqrt(b.mul(v_used, inv_bc2)), b.const(self.eps))
                 ups.append((p, b.sub(p0, b.mul(step_size, b.div(m1, denom)))))
         return ups
 
