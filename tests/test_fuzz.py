@@ -111,7 +111,7 @@ def test_fuzz_command_reports_seed_count_and_failures(capsys) -> None:
     rc = fuzz.main(["--count", "1", "--seed", "3", "--opt-levels", "0"])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "seeds 3..3: 1 random graphs at -O0, 0 failed" in out
+    assert "seeds 3..3: 1 random graph at -O0, 0 failed" in out
 
 
 # ---------------------------------------------------------------- regressions found by fuzzing
