@@ -277,9 +277,18 @@ def test_gemm_calls_only_llvm_intrinsics_and_its_helpers() -> None:
     assert "llvm.fmuladd.v8f32" in text
 
 
-@pytest.mark.parametrize("blocking", [None, Blocking(4, kc=128)], ids=["default", "f64-packed"])
-def test_gemm_stack_buffers_are_bounded(blocking: Blocking | None) -> None:
-    text = emitted(dtype="f32" if blocking is None else "f64", blocking=blocking)
+@pytest.mark.parametrize(
+    "blocking,config",
+    [
+        (None, {}),
+        (Blocking(4, kc=128), {"dtype": "f64"}),
+        (None, {"vector_width": 16, "registers": 32}),  # rows of A in place: a deeper KC
+        (None, {"vector_width": 16, "registers": 32, "trans_a": True}),  # A packed
+    ],
+    ids=["default", "f64-packed", "wide-nn", "wide-tn"],
+)
+def test_gemm_stack_buffers_are_bounded(blocking: Blocking | None, config: dict) -> None:
+    text = emitted(blocking=blocking, **config)
     sizes = [
         int(n) * (4 if t == "float" else 8)
         for n, t in re.findall(r"alloca \[(\d+) x (float|double)\]", text)
