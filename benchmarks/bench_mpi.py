@@ -2,6 +2,7 @@
 
     python benchmarks/bench_mpi.py                # the table (about 1-2 min on 2 idle cores)
     python benchmarks/bench_mpi.py --batches 256 --ranks 1,2,3 --repeats 5 --json out.json
+    GRAPHC_MPI_WAIT=sleep python benchmarks/bench_mpi.py   # ranks nap in the all-reduce
 
 The 784-256-128-10 relu network (softmax cross-entropy, SGD lr 0.01) trains on synthetic rows
 (16384 by default) with ``fit``; every process runs one thread (``GRAPHC_THREADS=1``, torch's
@@ -344,6 +345,7 @@ def main() -> None:
     print(f"# bench_mpi: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"{os.cpu_count()} cores, {args.rows} rows, {args.epochs} epochs timed, median of "
           f"{args.repeats} interleaved runs; mpirun {' '.join(mpirun_cmd(2)[1:-2])}; "
+          f"GRAPHC_MPI_WAIT={os.environ.get('GRAPHC_MPI_WAIT') or 'spin'}; "
           f"torch DDP: {'yes' if torch else 'not installed (or --no-torch)'}")  # fmt: skip
     print(
         "\n| batch | ranks | graphc samples/s | efficiency | step ms | CPU wait ms/step "

@@ -253,6 +253,7 @@ def fit(
         seed,
         bool(shuffle),
         bool(stop_on_nonfinite),
+        os.environ.get("GRAPHC_MPI_WAIT", ""),
         model.program.name,
         model.param_count,
         tuple((name, a.shape, str(a.dtype), _digest(a)) for name, a in sorted(feeds.items())),
@@ -263,9 +264,10 @@ def fit(
         raise DistributedError(
             f"rank {differ[0]} calls fit with other data or arguments than rank 0 "
             f"(rows, batch_size, epochs, initial_epoch, seed, shuffle, stop_on_nonfinite, "
-            f"model, data digest): {everyone[differ[0]][:9]} vs {everyone[0][:9]}; every rank "
-            "must pass the same"
+            f"GRAPHC_MPI_WAIT, model, data digest): {everyone[differ[0]][:10]} vs "
+            f"{everyone[0][:10]}; every rank must pass the same"
         )
+    wait_mode()  # a bad value raises here, on every rank alike
     bs = min(batch_size, n)
     cap = -(-bs // k)
     step = SplitStep(model, cap)
@@ -322,6 +324,38 @@ def thread_share(comm: Any) -> int:
         local.Free()
     sharing = max(sum(c in set(s) for s in sets) for c in cores)
     return max(1, len(cores) // max(1, sharing))
+
+
+WAIT_MODES = ("spin", "sleep")
+
+
+def wait_mode() -> str:
+    """How a rank waits in the step's all-reduce: ``$GRAPHC_MPI_WAIT``, "spin" (default) or
+    "sleep".
+
+    "spin": ``MPI_Allreduce``, whose shared-memory transport polls until the other ranks
+    arrive: fastest on free cores (0.15 ms for the 0.94 MB gradient of the 784-256-128-10
+    network on 2 ranks). "sleep": ``MPI_Iallreduce``, polled with ``MPI_Test`` for 0.2 ms and
+    then between sleeps of 50 µs, so a waiting rank yields its core: on a host where other work
+    competes for the cores (measured at load average 8 on 2 cores) steps ran 2 to 2.5 times
+    faster at batch 256 than with "spin", but on free cores Open MPI's nonblocking all-reduce
+    took 0.43 instead of 0.15 ms. Every rank must use the same mode (fit checks)."""
+    mode = os.environ.get("GRAPHC_MPI_WAIT", "").strip().lower() or "spin"
+    if mode not in WAIT_MODES:
+        raise ArgumentError(f"GRAPHC_MPI_WAIT must be one of {WAIT_MODES}, got {mode!r}")
+    return mode
+
+
+def allreduce(comm: Any, buf: np.ndarray, MPI: Any, napping: bool) -> None:
+    """In-place sum of ``buf`` over the ranks, waiting as ``wait_mode`` says."""
+    if not napping:
+        comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        return
+    req = comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+    t0 = time.perf_counter()
+    while not req.Test():
+        if time.perf_counter() - t0 > 2e-4:
+            time.sleep(5e-5)
 
 
 class _Agreed(Exception):
@@ -385,6 +419,7 @@ def _epochs(
     k, r = comm.Get_size(), comm.Get_rank()
     grads, update = step.grads, step.update
     flags = step.flags
+    napping = wait_mode() == "sleep"
     steps = -(-n // bs)
     mine = np.zeros(steps, np.float64)
     checked: set[int] = set()
@@ -421,7 +456,7 @@ def _epochs(
             flags[0] = 0.0 if math.isfinite(mine[s]) else 1.0
             flags[1] = mine[s]
             flags[2] = 1.0 if requests.pending else 0.0
-            comm.Allreduce(MPI.IN_PLACE, step.reduced, op=MPI.SUM)
+            allreduce(comm, step.reduced, MPI, napping)
             if flags[2] > 0:  # a rank was asked to stop: all undo the unfinished epoch
                 model._param_region[...], model._state_region[...] = start
                 history.truncate(done)
