@@ -116,7 +116,7 @@ def step_parts(m, comm, x, y, batch: int) -> dict:
     rank's: compute (rows gathered + train_grads), all-reduce, apply_update."""
     from mpi4py import MPI
 
-    from graphc.runtime.distributed import SplitStep, shard
+    from graphc.runtime.distributed import SplitStep, allreduce, shard, wait_mode
 
     k, r = comm.Get_size(), comm.Get_rank()
     n = len(x)
@@ -127,6 +127,7 @@ def step_parts(m, comm, x, y, batch: int) -> dict:
     arrays = s.arrays({"x": xs, "y": ys})
     order = np.random.default_rng([0, 99]).permutation(n)
     parts: dict[str, list[float]] = {"compute": [], "allreduce": [], "update": []}
+    napping = wait_mode() == "sleep"
     comm.Barrier()
     for lo in range(0, n - batch + 1, batch):
         t0 = time.perf_counter()
@@ -138,7 +139,7 @@ def step_parts(m, comm, x, y, batch: int) -> dict:
             s.row0[...] = first
         s.grads(arrays, count, checked=False, scan=False)
         t1 = time.perf_counter()
-        comm.Allreduce(MPI.IN_PLACE, s.reduced, op=MPI.SUM)
+        allreduce(comm, s.reduced, MPI, napping)  # as fit does (GRAPHC_MPI_WAIT)
         t2 = time.perf_counter()
         s.update(s.update_arrays, 1, checked=False)
         t3 = time.perf_counter()
@@ -202,7 +203,9 @@ def torch_worker(args: argparse.Namespace) -> None:
     if rank == 0:
         print("RESULT " + json.dumps({"samples_per_s": args.epochs * args.rows / wall}), flush=True)
     if world > 1:
-        tdist.destroy_process_group()
+        # measured; skip gloo's teardown, which sometimes ends in std::terminate under load
+        sys.stderr.flush()
+        os._exit(0)
 
 
 # ------------------------------------------------------------------------------------ driver
