@@ -326,24 +326,40 @@ def thread_share(comm: Any) -> int:
     return max(1, len(cores) // max(1, sharing))
 
 
-WAIT_MODES = ("spin", "sleep")
+WAIT_MODES = ("auto", "spin", "sleep")
+AUTO_NAP = 0.1  # "auto" naps through an epoch after one whose ranks waited this much for a core
 
 
 def wait_mode() -> str:
-    """How a rank waits in the step's all-reduce: ``$GRAPHC_MPI_WAIT``, "spin" (default) or
-    "sleep".
+    """How a rank waits in the step's all-reduce: ``$GRAPHC_MPI_WAIT``, "auto" (default),
+    "spin" or "sleep".
 
     "spin": ``MPI_Allreduce``, whose shared-memory transport polls until the other ranks
     arrive: fastest on free cores (0.15 ms for the 0.94 MB gradient of the 784-256-128-10
     network on 2 ranks). "sleep": ``MPI_Iallreduce``, polled with ``MPI_Test`` for 0.2 ms and
-    then between sleeps of 50 µs, so a waiting rank yields its core: on a host where other work
-    competes for the cores (measured at load average 8 on 2 cores) steps ran 2 to 2.5 times
-    faster at batch 256 than with "spin", but on free cores Open MPI's nonblocking all-reduce
-    took 0.43 instead of 0.15 ms. Every rank must use the same mode (fit checks)."""
-    mode = os.environ.get("GRAPHC_MPI_WAIT", "").strip().lower() or "spin"
+    then between sleeps of 50 µs, so a waiting rank yields its core and keeps the scheduler's
+    wake-up credit: where other work competes for the cores (load average 7 on 2 cores,
+    interleaved runs of the benchmark's fit) steps ran 1.6 to 3 times faster than with "spin",
+    but on free cores Open MPI's nonblocking all-reduce took 0.43 instead of 0.15 ms. "auto":
+    "spin", and "sleep" through each epoch after one in which the ranks spent on average more
+    than AUTO_NAP of their time waiting for a core (their run-queue delay, from
+    /proc/thread-self/schedstat; "spin" where the kernel does not say), decided from figures
+    all ranks share, so every rank switches at the same step. Every rank must be given the
+    same mode (fit checks)."""
+    mode = os.environ.get("GRAPHC_MPI_WAIT", "").strip().lower() or "auto"
     if mode not in WAIT_MODES:
         raise ArgumentError(f"GRAPHC_MPI_WAIT must be one of {WAIT_MODES}, got {mode!r}")
     return mode
+
+
+def cpu_wait() -> float:
+    """Seconds the calling thread has been runnable but waiting for a CPU (its run-queue
+    delay, /proc/thread-self/schedstat); nan where the kernel does not say."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) * 1e-9
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def allreduce(comm: Any, buf: np.ndarray, MPI: Any, napping: bool) -> None:
@@ -419,13 +435,14 @@ def _epochs(
     k, r = comm.Get_size(), comm.Get_rank()
     grads, update = step.grads, step.update
     flags = step.flags
-    napping = wait_mode() == "sleep"
+    mode = wait_mode()
+    napping = mode == "sleep"
     steps = -(-n // bs)
     mine = np.zeros(steps, np.float64)
     checked: set[int] = set()
     for epoch in range(initial_epoch, epochs):
         cbs.epoch_begin(model, epoch)
-        t0 = time.perf_counter()
+        t0, w0 = time.perf_counter(), cpu_wait()
         order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
         # Until the epoch is in the history, a stop request goes back here.
         start = (model._param_region.copy(), model._state_region.copy())
@@ -477,7 +494,11 @@ def _epochs(
             total += batch_loss * big
             logs = {"batch": s, "size": big, "loss": total / (lo + big), "batch_loss": batch_loss}
             cbs.batch_end(s, logs)
-        per_step = np.sum(comm.allgather(mine), axis=0)  # every rank sums in one order
+        waited = (cpu_wait() - w0) / max(time.perf_counter() - t0, 1e-9)
+        everyone = comm.allgather((mine, waited))
+        per_step = np.sum([m_ for m_, _ in everyone], axis=0)  # every rank sums in one order
+        if mode == "auto":  # the same figures on every rank: the same choice
+            napping = bool(np.mean([w for _, w in everyone]) > AUTO_NAP)
         history.step_losses.extend(per_step.tolist())
         sizes = np.minimum(bs, n - np.arange(steps) * bs)
         figures = {"loss": float(np.dot(per_step, sizes) / n)}
