@@ -45,6 +45,9 @@ model and calls ``fit`` with the same data and arguments. Then:
   (1 for 2 ranks on 2 cores), as ``torchrun`` sets OMP_NUM_THREADS=1 for several processes
   per machine; more threads than cores would make the ranks, which meet at every step,
   wait for each other's descheduled threads;
+- waiting in the all-reduce: spinning (``MPI_Allreduce``) on free cores, napping
+  (``MPI_Iallreduce`` polled between short sleeps) after an epoch in which the ranks waited
+  for a core more than 10% of the time; ``GRAPHC_MPI_WAIT`` (see wait_mode) chooses;
 - only rank 0 prints; ``model.save`` on other ranks writes nothing while ``fit`` runs (so a
   callback that saves checkpoints writes one file);
 - an exception on a rank after the ranks started talking prints ``graphc: rank r of K ...``
