@@ -277,8 +277,9 @@ def fit(
     stage = {name: np.empty((cap,) + a.shape[1:], a.dtype) for name, a in feeds.items()}
     cbs = CallbackList(callbacks)
     threads, default = model.threads, getattr(model, "_threads_default", False)
+    share = thread_share(comm)  # a collective: every rank calls it, whatever its threads
     if default:  # not chosen by the user: no more threads on a machine than its cores
-        model.threads = min(threads, thread_share(comm))
+        model.threads = min(threads, share)
     requests = _StopRequests()
     model._dist_rank = r
     agreed: _Agreed | None = None
