@@ -77,7 +77,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.ir.errors import ArgumentError, DistributedError, NumericsError
+from graphc.ir.errors import ArgumentError, DistributedError, NumericsError, install_hint
 
 from .buffers import ALIGN, aligned_empty
 from .callbacks import CallbackList
@@ -86,7 +86,7 @@ log = logging.getLogger(__name__)
 
 INSTALL = (
     "install Open MPI (Debian/Ubuntu: `apt-get install openmpi-bin libopenmpi-dev`) and mpi4py "
-    '(`pip install "graphc[mpi]"`), then launch with `mpirun -np K python your_script.py`'
+    f"(`{install_hint('mpi4py', 'mpi')}`), then launch with `mpirun -np K python your_script.py`"
 )
 
 _LAUNCH_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
