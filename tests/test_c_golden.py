@@ -11,6 +11,7 @@ also still compile with the C example programs (tests/test_c_templates.py)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import pathlib
 
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
+from graphc import dsl
 from graphc.codegen import aot
 from graphc.compiler import build_graphs, schedule_program
 
@@ -66,7 +68,11 @@ CASES = {
 def generated(case: str) -> tuple[str, str]:
     """(header, wrapper source) of one case."""
     network, entries, kw = CASES[case]
-    outputs, loss, opt = network()
+    saved, dsl._counter = dsl._counter, itertools.count()  # automatic names from %0, as alone
+    try:
+        outputs, loss, opt = network()
+    finally:
+        dsl._counter = saved
     prog = schedule_program(build_graphs(case, outputs, loss, opt))
     kw = {"target_cpu": "native", "state_init": None, **kw}
     if kw["state_init"] is not None:
