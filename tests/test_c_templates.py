@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from graphc.codegen import aot
+from graphc.codegen import aot, ctemplate
+from graphc.ir.errors import CodegenError
 
 TEMPLATES = pathlib.Path(aot.__file__).parent / "templates"
 
@@ -64,6 +65,153 @@ def test_wrapper_template_compiles_alone_without_warnings(tmp_path, defines) -> 
     cmd = [cc, "-std=c99", "-Wall", "-Wextra", "-Werror", *defines, "-c", str(src), "-o"]
     r = subprocess.run([*cmd, str(tmp_path / "w.o")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def _cc() -> str:
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        pytest.skip("no C compiler")
+    return cc
+
+
+# header.h's numeric placeholders, as a library's values would look (stand-ins; NAME, UPPER
+# and the strings' placeholders need none)
+HEADER_VALUES = {
+    "ABI": 1,
+    "WEIGHTSVERSION": 2,
+    "EMBED": 1,
+    "HASINFER": 1,
+    "HASTRAINSTEP": 1,
+    "ROWSINDEPENDENT": 1,
+    "HASTRAINGRADS": 0,
+    "HASAPPLYUPDATE": 0,
+    "NUMERICSBASE": 100,
+    "ALIGN": 64,
+    "MINALIGN": 8,
+    "MAXBATCH": 1024,
+    "PARAMBYTES": 256,
+    "STATEBYTES": 64,
+    "GRADBYTES": 256,
+    "WEIGHTSFILEBYTES": 304,
+    "WORKSPACEBYTES": "((int64_t)4096)",
+    "LABELTYPE": "int32_t",
+    "LABELISINT": 1,
+}
+# a caller of the unfilled header: every fixed macro and function in use
+HEADER_USE = """
+#define GRAPHC_MODEL_ALIASES
+#define GCUPPER_GCX_ROW_ELEMS 4
+#define GCUPPER_GCY_ROW_ELEMS 2
+#define GCUPPER_GCLABEL_ROW_ELEMS 1
+#define GCUPPER_GCLABEL_CLASSES 2
+#include "header.h"
+#include <stdlib.h>
+int main(void) {
+    static GCNAME_ctx ctx;
+    int64_t ws = GCUPPER_WORKSPACE_BYTES(3) + GCUPPER_MAX_BATCH + GCUPPER_WEIGHTS_FILE_BYTES;
+    int flags = GCUPPER_HAS_INFER + GCUPPER_HAS_TRAIN_STEP + GCUPPER_HAS_TRAIN_GRADS +
+                GCUPPER_HAS_APPLY_UPDATE + GCUPPER_INFER_ROWS_INDEPENDENT + GCUPPER_ERR_NUMERICS +
+                GCUPPER_ABI_VERSION + GCUPPER_WEIGHTS_VERSION + GCUPPER_WEIGHTS_EMBEDDED +
+                GCUPPER_ALIGN + GCUPPER_MIN_ALIGN;
+    const char *s = GCUPPER_GRAPHC_VERSION GCUPPER_TARGET GCUPPER_TARGET_CPU;
+    model_label_t label = MODEL_LABEL_IS_INT * MODEL_LABEL_CLASSES * MODEL_LABEL_ROW_ELEMS;
+    model_ctx *mc = &ctx;
+    ws += MODEL_X_ROW_ELEMS * MODEL_Y_ROW_ELEMS + MODEL_MAX_BATCH + MODEL_PARAM_BYTES + label;
+    ws += MODEL_STATE_BYTES + MODEL_GRAD_BYTES + MODEL_WEIGHTS_FILE_BYTES + model_init(mc);
+    ctx.params = malloc((size_t)(GCUPPER_PARAM_BYTES + GCUPPER_STATE_BYTES + GCUPPER_GRAD_BYTES));
+    ctx.workspace_bytes = GCNAME_workspace_size(ws);
+    if (GCNAME_init(&ctx) || GCNAME_load_weights(&ctx, s) || GCNAME_read_weights(&ctx, s, 1) ||
+        GCNAME_write_weights(&ctx, ctx.params, 1) || GCNAME_set_num_threads(flags) < 0)
+        return GCNAME_get_num_threads() + (GCNAME_strerror(1) == GCNAME_graphc_meta());
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("lang", ["c", "c++"])
+def test_header_template_compiles_alone_without_warnings(tmp_path, lang) -> None:
+    """header.h unfilled: its placeholders are C tokens, so the fixed C is checked as C99 and
+    as C++ (the generated header is included from both); then used, with stand-in values."""
+    cc = _cc()
+    (tmp_path / "header.h").write_text((ctemplate.TEMPLATES / "header.h").read_text())
+    (tmp_path / "use.c").write_text(HEADER_USE)
+    std = ["-x", "c", "-std=c99"] if lang == "c" else ["-x", "c++", "-std=c++11"]
+    warn = ["-Wall", "-Wextra", "-Werror", "-pedantic"]
+    values = [f"-DGC{k}={v}" for k, v in HEADER_VALUES.items()]
+    for src in ("header.h", "use.c"):
+        cmd = [cc, *std, *warn, *values, f"-I{tmp_path}", "-fsyntax-only"]
+        r = subprocess.run([*cmd, str(tmp_path / src)], capture_output=True, text=True)
+        assert r.returncode == 0, f"{src}: {r.stderr}"
+
+
+EXAMPLES_C = pathlib.Path(__file__).parent.parent / "examples" / "c"
+
+
+@pytest.mark.parametrize("case", ["digits", "split", "bce"])
+def test_generated_header_compiles_with_the_c_examples(tmp_path, case) -> None:
+    """The filled header (tests/test_c_golden.py's plans: the same text byte for byte) with
+    examples/c/predict.c and train.c as their Makefile builds them, and mpi_train.c (mpicc)
+    where the library has train_grads."""
+    from tests.test_c_golden import generated
+
+    cc = _cc()
+    header, _ = generated(case)
+    (tmp_path / f"{case}.h").write_text(header)
+    flags = ["-std=c99", "-Wall", "-Wextra", "-Werror", f'-DMODEL_HEADER="{case}.h"']
+    progs = [(cc, "predict.c"), (cc, "train.c")]
+    if "_HAS_TRAIN_GRADS 1" in header and shutil.which("mpicc"):
+        progs.append((shutil.which("mpicc"), "mpi_train.c"))
+    for compiler, prog in progs:
+        cmd = [compiler, *flags, f"-I{tmp_path}", f"-I{EXAMPLES_C}", "-fsyntax-only"]
+        r = subprocess.run([*cmd, str(EXAMPLES_C / prog)], capture_output=True, text=True)
+        assert r.returncode == 0, f"{prog}: {r.stderr}"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda v, f, s: v.pop("PARAMBYTES"), r"placeholders named but not given \['PARAMBYTES'\]"),
+        (lambda v, f, s: v.update(EXTRA=1), r"given but not named \['EXTRA'\]"),
+        (lambda v, f, s: f.pop("embed"), r"flags named but not given \['embed'\]"),
+        (lambda v, f, s: s.pop("ports"), r"slots named but not given \['ports'\]"),
+    ],
+)
+def test_template_and_generator_out_of_step_is_an_error(change, message) -> None:
+    from tests.test_c_golden import generated
+
+    calls = []
+    real = ctemplate.fill
+
+    def spy(name, values, flags, slots):
+        calls.append((name, dict(values), dict(flags), dict(slots)))
+        return real(name, values, flags, slots)
+
+    aot.fill, saved = spy, aot.fill
+    try:
+        generated("digits")
+    finally:
+        aot.fill = saved
+    name, values, flags, slots = calls[0]
+    change(values, flags, slots)
+    with pytest.raises(CodegenError, match=message):
+        ctemplate.fill(name, values, flags, slots)
+
+
+def test_template_directives_pair_up(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(ctemplate, "TEMPLATES", tmp_path)
+    (tmp_path / "t.h").write_text(
+        "a GCX\n//@ if f\nb\n//@ if not g\nc\n//@ else\nd\n//@ end\n//@ s\n//@ end\n"
+    )
+    assert ctemplate.fill("t.h", {"X": 7}, {"f": True, "g": True}, {"s": ["GCX"]}) == [
+        "a 7", "b", "d", "GCX"
+    ]  # fmt: skip
+    assert ctemplate.fill("t.h", {"X": 7}, {"f": False, "g": False}, {"s": ["e"]}) == ["a 7"]
+    (tmp_path / "u.h").write_text("//@ if f\nb\n")
+    with pytest.raises(CodegenError, match="has no `//@ end`"):
+        ctemplate.fill("u.h", {}, {"f": True}, {})
+    (tmp_path / "v.h").write_text("b\n//@ end\n")
+    with pytest.raises(CodegenError, match="without its `//@ if`"):
+        ctemplate.fill("v.h", {}, {}, {})
 
 
 def test_generated_source_carries_the_template() -> None:
