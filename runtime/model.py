@@ -1053,12 +1053,28 @@ class _FitRun:
         native: bool,
         stop_on_nonfinite: bool,
     ) -> None:
+        """Staging buffers for batches of ``min(batch_size, n)`` rows of ``feeds`` (the last
+        one may be partial), checked once against the entry's types; with ``native`` (and a
+        compiled epoch entry) the whole-epoch call's arguments too."""
         self.model, self.feeds, self.n, self.stop_on_nonfinite = model, feeds, n, stop_on_nonfinite
-        self.e = e = model.entries["train_step"]
-        self.slots = e.sched.input_slots
-        self.bs = bs = min(batch_size, n)
-        self.stage = {k: np.empty((bs,) + v.shape[1:], v.dtype) for k, v in feeds.items()}
-        rest = n % bs
+        self.e = model.entries["train_step"]
+        self.slots = self.e.sched.input_slots
+        self.bs = min(batch_size, n)
+        self._stage_batches()
+        self.epoch_entry = model.epoch_entry if native else None
+        if self.epoch_entry is not None:
+            self._stage_epoch()
+        self.start: tuple[np.ndarray, np.ndarray] | None = None  # the running epoch's start
+        self.ctrl_c: _DeferredInterrupt | None = None  # set by fit
+        self.done = 0  # epochs in the history when the running epoch began
+        self.t0 = 0.0
+
+    def _stage_batches(self) -> None:
+        """One batch's staging buffers and the step's arguments over them (the full batch's,
+        and the last partial batch's), checked against the entry's types."""
+        e, bs = self.e, self.bs
+        self.stage = {k: np.empty((bs,) + v.shape[1:], v.dtype) for k, v in self.feeds.items()}
+        rest = self.n % bs
         # The last partial batch uses the first rows of the same buffers, as the epoch entry does.
         self.stage_rest = {k: v[:rest] for k, v in self.stage.items()} if rest else {}
         self.lr_arr = np.zeros((), dtype=e.in_types[self.slots.index("lr")].np_dtype)
@@ -1067,16 +1083,14 @@ class _FitRun:
         e.check(self.full_arrays, bs)
         if rest:
             e.check(self.rest_arrays, rest)
-        self.epoch_entry = model.epoch_entry if native else None
-        if self.epoch_entry is not None:
-            self.data_arrays = self._arrays_for(feeds)
-            e.check(self.data_arrays, n)
-            self.staging = [None if s == "lr" else self.stage[s] for s in self.slots]
-            self.losses = np.empty(-(-n // bs), e.out_types[0].np_dtype)
-        self.start: tuple[np.ndarray, np.ndarray] | None = None  # the running epoch's start
-        self.ctrl_c: _DeferredInterrupt | None = None  # set by fit
-        self.done = 0  # epochs in the history when the running epoch began
-        self.t0 = 0.0
+
+    def _stage_epoch(self) -> None:
+        """The whole-epoch call's arguments: every row, the staging buffers it gathers each
+        batch into, one loss per batch."""
+        self.data_arrays = self._arrays_for(self.feeds)
+        self.e.check(self.data_arrays, self.n)
+        self.staging = [None if s == "lr" else self.stage[s] for s in self.slots]
+        self.losses = np.empty(-(-self.n // self.bs), self.e.out_types[0].np_dtype)
 
     def _arrays_for(self, st: dict[str, np.ndarray]) -> list[np.ndarray]:
         return [self.lr_arr if s == "lr" else st[s] for s in self.slots]
