@@ -59,6 +59,18 @@ def is_pointwise(n: Node) -> bool:
     return n.op in POINTWISE_OPS and n.type.dtype in ("f32", "f64")
 
 
+def _is_scalar_pointwise(n: Node) -> bool:
+    """A pointwise op on one value (shape []), of any dtype: the optimizer's i64 step counter
+    and the float factors made from it (increment, cast, one_minus_pow, lr / (1 - beta^t)).
+    Its kernel is one iteration, so values of several dtypes share it."""
+    return n.op in POINTWISE_OPS and n.type.shape == ()
+
+
+def _one_loop(a: Node, b: Node) -> bool:
+    """Whether two pointwise nodes can be one loop: the same type, or both scalars."""
+    return a.type == b.type or (a.type.shape == () and b.type.shape == ())
+
+
 def _needs_index(n: Node) -> bool:
     """Ops such as dropout whose lowering needs the element's flat index."""
     return OPS[n.op].needs_index
@@ -250,17 +262,23 @@ def fuse_dense(g: Graph) -> Graph:
 
 
 def fuse_elementwise(g: Graph) -> Graph:
-    """Connected pointwise nodes of one shape and dtype become one loop (several outputs allowed)."""
+    """Connected pointwise nodes of one shape and dtype become one loop (several outputs
+    allowed); connected scalar ones become one kernel whatever their dtypes (the step counter
+    and the bias corrections made from it)."""
     groups = _Groups(g)
     ids = _fresh_group_ids(g, "ew")
-    fusible = {n.name for n in g.nodes if is_pointwise(n) and n.name not in groups.group_of}
+    fusible = {
+        n.name
+        for n in g.nodes
+        if (is_pointwise(n) or _is_scalar_pointwise(n)) and n.name not in groups.group_of
+    }
     mine: set[str] = set()  # groups made by this pass (those of fuse_dense stay as they are)
     changed = False
     for n in g.nodes:
         if n.name not in fusible:
             continue
         for i in OPS[n.op].data_inputs(n):
-            if i not in fusible or g[i].type != n.type:
+            if i not in fusible or not _one_loop(g[i], n):
                 continue
             gi, gn = groups.group_of.get(i), groups.group_of.get(n.name)
             if gi is not None and gi == gn:
