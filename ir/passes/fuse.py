@@ -20,6 +20,8 @@ Four passes, each Graph -> Graph (run in this order at -O2):
     group: one loop, several stored outputs where values are read outside the group. Sibling
     loops that read the same full-size value are merged too (one pass over it). The
     optimizer's updates of one parameter (its m, v and new value) end up in one kernel.
+    Connected scalar nodes become one kernel whatever their dtypes: the i64 step counter's
+    increment and the float factors made from it (Adam's bias corrections, lr / (1 - beta1^t)).
 
 ``fuse_softmax_cross_entropy``
     The loss, its gradient and the bias gradient (the gradient's column sums) become one loop
