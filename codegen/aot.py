@@ -1020,21 +1020,27 @@ def _c_cpu_check(plan: LibraryPlan) -> list[str]:
 
 
 def _c_entry(plan: LibraryPlan, e: EntryPlan) -> list[str]:
-    N, U = plan.name, plan.upper
-    train = e.entry in TRAIN_ENTRIES
+    """The public wrapper of entry ``e``: its locals, the checks that return an error code
+    before anything is written, then the call of the hidden entry and its code mapped."""
     L = [f"API {_prototype(plan, e)} {{"]
-    a = L.append
-    a(f"    void *gc_in[{max(1, e.slots_in)}];")
-    a(f"    void *gc_out[{max(1, e.slots_out)}];")
+    L.append(f"    void *gc_in[{max(1, e.slots_in)}];")
+    L.append(f"    void *gc_out[{max(1, e.slots_out)}];")
     if not _has_rows(e):
-        a("    int64_t n = 1;")
+        L.append("    int64_t n = 1;")
     if e.lr is not None:
-        a(f"    {e.lr.ctype} gc_lr = lr;")
+        L.append(f"    {e.lr.ctype} gc_lr = lr;")
     for p in e.inputs:
         if _scalar_in(e, p):
-            a(f"    {p.ctype} gc_{p.cname} = ({p.ctype}){p.cname};")
-    a(f"    int gc_rc = check_ctx(ctx, {int(train)});")
-    a("    if (gc_rc) return gc_rc;")
+            L.append(f"    {p.ctype} gc_{p.cname} = ({p.ctype}){p.cname};")
+    return L + _c_entry_checks(plan, e) + _c_entry_call(plan, e)
+
+
+def _c_entry_checks(plan: LibraryPlan, e: EntryPlan) -> list[str]:
+    """The wrapper's argument checks: ctx, NULL pointers, batch size (and row0), workspace,
+    each array's length."""
+    U, train = plan.upper, e.entry in TRAIN_ENTRIES
+    L = [f"    int gc_rc = check_ctx(ctx, {int(train)});", "    if (gc_rc) return gc_rc;"]
+    a = L.append
     ptrs = [p.cname for p in e.inputs + e.outputs if not _scalar_in(e, p)]
     if ptrs:
         a(f"    if ({' || '.join('!' + p for p in ptrs)}) return {U}_ERR_NULL;")
@@ -1049,18 +1055,24 @@ def _c_entry(plan: LibraryPlan, e: EntryPlan) -> list[str]:
         if (train and p in e.outputs and not p.type.shape) or _scalar_in(e, p):
             continue
         a(f"    if ({p.cname}_len < {U}_{p.cname.upper()}_ELEMS(n)) return {U}_ERR_BUFFER;")
+    return L
+
+
+def _c_entry_call(plan: LibraryPlan, e: EntryPlan) -> list[str]:
+    """The wrapper's call of the hidden entry, and its return code as the library's: an input
+    check's, a check_numerics site's (unique in the library), ERR_INTERNAL or OK."""
+    N, U = plan.name, plan.upper
+    L: list[str] = []
+    a = L.append
     for p in e.inputs:
-        if _scalar_in(e, p):
-            a(f"    gc_in[{p.slot}] = &gc_{p.cname};")
-            continue
-        a(f"    gc_in[{p.slot}] = (void *){p.cname};")
+        a(
+            f"    gc_in[{p.slot}] = {f'&gc_{p.cname}' if _scalar_in(e, p) else f'(void *){p.cname}'};"
+        )
     if e.lr is not None:
         a(f"    gc_in[{e.lr.slot}] = &gc_lr;")
-    for p in e.outputs:
-        a(f"    gc_out[{p.slot}] = (void *){p.cname};")
-    a(
-        f"    gc_rc = {N}__graphc_{e.entry}(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);"
-    )
+    L += [f"    gc_out[{p.slot}] = (void *){p.cname};" for p in e.outputs]
+    args = "ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n"
+    a(f"    gc_rc = {N}__graphc_{e.entry}({args});")
     if e.checks:  # the input checks' codes (CHECK_BASE + slot): nothing was written
         slot_of = {p.name: p.slot for p in e.inputs}
         if e.lr is not None:
@@ -1068,9 +1080,8 @@ def _c_entry(plan: LibraryPlan, e: EntryPlan) -> list[str]:
         for name, c in e.checks.items():
             code = CHECK_BASE + slot_of[name]
             a(f"    if (gc_rc == {code}) return {U}_{CHECK_ERRORS[c.kind]};  /* {name} */")
-    if e.entry in plan.numerics_offset:  # a check_numerics site: its code, unique in the library
-        off = plan.numerics_offset[e.entry]
-        a(f"    if (gc_rc >= {NUMERICS_BASE}) return gc_rc + {off};")
+    if e.entry in plan.numerics_offset:
+        a(f"    if (gc_rc >= {NUMERICS_BASE}) return gc_rc + {plan.numerics_offset[e.entry]};")
     a(f"    return gc_rc ? {U}_ERR_INTERNAL : {U}_OK;")
     a("}")
     return L
