@@ -152,7 +152,7 @@ def test_generated_header_compiles_with_the_c_examples(tmp_path, case) -> None:
     """The filled header (tests/test_c_golden.py's plans: the same text byte for byte) with
     examples/c/predict.c and train.c as their Makefile builds them, and mpi_train.c (mpicc)
     where the library has train_grads."""
-    from tests.test_c_golden import generated
+    from test_c_golden import generated
 
     cc = _cc()
     header, _ = generated(case)
@@ -176,22 +176,15 @@ def test_generated_header_compiles_with_the_c_examples(tmp_path, case) -> None:
         (lambda v, f, s: s.pop("ports"), r"slots named but not given \['ports'\]"),
     ],
 )
-def test_template_and_generator_out_of_step_is_an_error(change, message) -> None:
-    from tests.test_c_golden import generated
+def test_template_and_generator_out_of_step_is_an_error(change, message, monkeypatch) -> None:
+    """c_header's values, flags and slots for a model, one of them then taken away or added:
+    fill names what the template and the generator disagree on."""
+    from test_c_golden import generated
 
     calls = []
-    real = ctemplate.fill
-
-    def spy(name, values, flags, slots):
-        calls.append((name, dict(values), dict(flags), dict(slots)))
-        return real(name, values, flags, slots)
-
-    aot.fill, saved = spy, aot.fill
-    try:
-        generated("digits")
-    finally:
-        aot.fill = saved
-    name, values, flags, slots = calls[0]
+    monkeypatch.setattr(aot, "fill", lambda *args: calls.append(args) or ctemplate.fill(*args))
+    generated("digits")
+    name, values, flags, slots = (dict(a) if isinstance(a, dict) else a for a in calls[0])
     change(values, flags, slots)
     with pytest.raises(CodegenError, match=message):
         ctemplate.fill(name, values, flags, slots)
