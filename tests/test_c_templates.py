@@ -209,3 +209,18 @@ def test_template_directives_pair_up(tmp_path, monkeypatch) -> None:
 
 def test_generated_source_carries_the_template() -> None:
     assert "static uint32_t crc32_update" in aot.wrapper_template()
+
+
+def test_every_template_ships_with_the_package() -> None:
+    """pyproject.toml's package-data of graphc.codegen covers every file of codegen/templates/,
+    so a regular install (not only an editable one) carries them."""
+    import fnmatch
+    import tomllib
+
+    pyproject = pathlib.Path(__file__).parent.parent / "pyproject.toml"
+    globs = tomllib.loads(pyproject.read_text())["tool"]["setuptools"]["package-data"]
+    files = sorted(f.name for f in TEMPLATES.iterdir())
+    assert "header.h" in files and "wrapper.c" in files
+    for name in files:
+        ok = any(fnmatch.fnmatch(f"templates/{name}", g) for g in globs["graphc.codegen"])
+        assert ok, f"codegen/templates/{name} is not in pyproject's package-data"
