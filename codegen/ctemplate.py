@@ -4,10 +4,11 @@ A template is C as it stands (a test compiles it alone), so its placeholders are
 
 - ``GCKEY`` (``GC`` then capitals and digits, e.g. ``GCNAME``, ``GCPARAMBYTES``): replaced by
   ``values["KEY"]`` wherever it stands, in code, strings and comments alike.
-- a line ``//@ KEY`` (a C99 comment; also inside a block comment): a slot, replaced by the
-  lines ``slots["KEY"]``, copied as they are (no placeholders are read in them).
-- ``//@ if KEY`` / ``//@ if not KEY`` ... ``//@ else`` ... ``//@ end``: the lines between are
-  kept only when ``flags["KEY"]`` is (or is not) true; these nest.
+- a line ``//@ key`` (a C99 comment, also inside a block comment; ``key`` in lower case and
+  underscores): a slot, replaced by the lines ``slots["key"]``, copied as they are (no
+  placeholders are read in them).
+- ``//@ if key`` / ``//@ if not key`` ... ``//@ else`` ... ``//@ end``: the lines between are
+  kept only when ``flags["key"]`` is (or is not) true; these nest.
 - any other ``//@`` line is a note on the template, never copied.
 
 Every placeholder, flag and slot the template names must be given, and every one given must
