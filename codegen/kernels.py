@@ -613,33 +613,43 @@ def _row_max_sum(ctx: KernelContext, z: str, row: ir.Value, cols: ir.Value, t: i
     return base, m, b.load(sm, typ=t, name="s")
 
 
-def emit_softmax(ctx: KernelContext, node: Node) -> None:
+def _emit_rows_by_max_sum(
+    ctx: KernelContext,
+    node: Node,
+    per_row: Callable[[ir.IRBuilder, ir.Value], ir.Value],
+    per_element: Callable[[ir.IRBuilder, ir.Value, ir.Value], ir.Value],
+) -> None:
+    """y[r, j] = per_element(x[r, j] - m_r, per_row(s_r)) with the row's max m_r and sum of
+    exponentials s_r (``_row_max_sum``): softmax and log_softmax over the last axis."""
     b = ctx.b
     t = LL[node.type.dtype]
     rows, cols = (ctx.dim(d) for d in node.type.shape)
     x = node.inputs[0]
     with loop(b, rows, name="row") as r:
         base, m, s = _row_max_sum(ctx, x, r, cols, t)
-        inv = b.fdiv(ir.Constant(t, 1.0), s)
+        k = per_row(b, s)
         with loop(b, cols, name="c2") as c:
             i = b.add(base, c)
-            ctx.store(node.name, i, b.fmul(vmath.exp(b, b.fsub(ctx.load(x, i), m)), inv))
+            ctx.store(node.name, i, per_element(b, b.fsub(ctx.load(x, i), m), k))
     b.ret_void()
+
+
+def emit_softmax(ctx: KernelContext, node: Node) -> None:
+    """y[r, j] = exp(x[r, j] - m_r) * (1 / s_r)."""
+    one = ir.Constant(LL[node.type.dtype], 1.0)
+    _emit_rows_by_max_sum(
+        ctx,
+        node,
+        lambda b, s: b.fdiv(one, s),
+        lambda b, d, inv: b.fmul(vmath.exp(b, d), inv),
+    )
 
 
 def emit_log_softmax(ctx: KernelContext, node: Node) -> None:
-    """y[r, j] = (x[r, j] - m_r) - log s_r with the row's max m_r and sum of exponentials s_r."""
-    b = ctx.b
-    t = LL[node.type.dtype]
-    rows, cols = (ctx.dim(d) for d in node.type.shape)
-    x = node.inputs[0]
-    with loop(b, rows, name="row") as r:
-        base, m, s = _row_max_sum(ctx, x, r, cols, t)
-        ls = vmath.log(b, s, name="log_s")
-        with loop(b, cols, name="c2") as c:
-            i = b.add(base, c)
-            ctx.store(node.name, i, b.fsub(b.fsub(ctx.load(x, i), m), ls))
-    b.ret_void()
+    """y[r, j] = (x[r, j] - m_r) - log s_r."""
+    _emit_rows_by_max_sum(
+        ctx, node, lambda b, s: vmath.log(b, s, name="log_s"), lambda b, d, ls: b.fsub(d, ls)
+    )
 
 
 def emit_argmax(ctx: KernelContext, node: Node) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
+
+from graphc.ir.errors import ArgumentError
 
 ALIGN = 64
 
@@ -35,3 +39,50 @@ def address(a: np.ndarray) -> int:
         return _addressof(_char(a))
     except (TypeError, ValueError):
         return a.__array_interface__["data"][0]
+
+
+def output_arrays(
+    out: Any,
+    names: list[str],
+    specs: list[tuple[tuple[int, ...], np.dtype]],
+    inputs: Iterable[np.ndarray],
+    owner: str,
+) -> list[np.ndarray]:
+    """The arrays a call writes its outputs to: new ones (``specs``: each output's shape and
+    dtype) when ``out`` is None, else the caller's ``out`` (the array of the only output, or a
+    dict by output name), each a writable C-contiguous array of its output's shape and dtype
+    that shares no memory with ``inputs``. ``owner`` ("model", "library") names the caller's
+    object in the messages.
+
+    Raises:
+        ArgumentError: an output without an array, a wrong type, dtype or shape, a read-only
+            or strided array, or one overlapping an input (naming the output).
+    """
+    if out is None:
+        return [np.empty(shape, dtype) for shape, dtype in specs]
+    if isinstance(out, dict):
+        missing = [k for k in names if k not in out]
+        if missing:
+            raise ArgumentError(f"out has no array for output(s) {missing}")
+        arrays = [out[k] for k in names]
+    elif len(names) == 1:
+        arrays = [out]
+    else:
+        raise ArgumentError(f"out: the {owner} has several outputs {names}; pass a dict")
+    inputs = list(inputs)
+    for name, (want, dtype), a in zip(names, specs, arrays):
+        if not (
+            isinstance(a, np.ndarray)
+            and a.dtype == dtype
+            and a.shape == want
+            and a.flags.c_contiguous
+            and a.flags.writeable
+        ):
+            got = f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else type(a).__name__
+            raise ArgumentError(
+                f"out for output {name!r} must be a writable C-contiguous "
+                f"{np.dtype(dtype).name}{list(want)} array, got {got}"
+            )
+        if any(np.may_share_memory(a, v) for v in inputs):
+            raise ArgumentError(f"out for output {name!r} overlaps an input array")
+    return arrays

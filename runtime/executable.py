@@ -15,15 +15,9 @@ from graphc.ir.types import BATCH
 from .buffers import address, aligned_empty
 from .checks import InputRejected
 
-ENTRY = ctypes.CFUNCTYPE(
-    ctypes.c_int32,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_int64,
-)
+# an entry's arguments: params, state, workspace, inputs[], outputs[], rows n (codegen/module.py)
+ENTRY_ARGS = (*(ctypes.c_void_p,) * 5, ctypes.c_int64)
+ENTRY = ctypes.CFUNCTYPE(ctypes.c_int32, *ENTRY_ARGS)
 
 
 def shape_hint(t: Any, shape: tuple[int, ...], want: tuple[int, ...] | None = None) -> str:
@@ -297,18 +291,9 @@ class Entry:
         return NumericsError("\n".join(lines))
 
 
+# the train_step entry's arguments, then order[], batch, staging[], losses[] (codegen/epoch.py)
 EPOCH = ctypes.CFUNCTYPE(
-    ctypes.c_int32,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_int64,
-    ctypes.c_void_p,
-    ctypes.c_int64,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
+    ctypes.c_int32, *ENTRY_ARGS, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p
 )
 
 

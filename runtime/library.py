@@ -26,7 +26,7 @@ from graphc.codegen.threads import MAX_THREADS
 from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError, NumericsError
 from graphc.ir.types import DTYPE_INFO, TensorType
 
-from .buffers import address, aligned_empty, view
+from .buffers import address, aligned_empty, output_arrays, view
 from .checks import check_lr, explain
 from .executable import shape_hint
 from .parallel import own_lock, serialized
@@ -416,37 +416,9 @@ class Library:
         return outs[0] if len(outs) == 1 else {p["name"]: o for p, o in zip(e["outputs"], outs)}
 
     def _outputs(self, ports: list[dict], n: int, out: Any, arrays: list) -> list[np.ndarray]:
-        """New output arrays, or the caller's ``out`` after its checks."""
-        if out is None:
-            return [np.empty(self._shape(p, n), DTYPE_INFO[p["dtype"]].np) for p in ports]
-        if isinstance(out, dict):
-            missing = [p["name"] for p in ports if p["name"] not in out]
-            if missing:
-                raise ArgumentError(f"out has no array for output(s) {missing}")
-            outs = [out[p["name"]] for p in ports]
-        elif len(ports) == 1:
-            outs = [out]
-        else:
-            raise ArgumentError(
-                f"out: the library has several outputs {[p['name'] for p in ports]}; pass a dict"
-            )
-        for p, o in zip(ports, outs):
-            want = self._shape(p, n)
-            if (
-                not isinstance(o, np.ndarray)
-                or o.dtype != DTYPE_INFO[p["dtype"]].np
-                or o.shape != want
-                or not o.flags.c_contiguous
-                or not o.flags.writeable
-            ):
-                got = f"{o.dtype}{list(o.shape)}" if isinstance(o, np.ndarray) else type(o).__name__
-                raise ArgumentError(
-                    f"out for output {p['name']!r} must be a writable C-contiguous "
-                    f"{p['dtype']}{list(want)} array, got {got}"
-                )
-            if any(np.may_share_memory(o, a) for a in arrays):
-                raise ArgumentError(f"out for output {p['name']!r} overlaps an input array")
-        return outs
+        """New output arrays, or the caller's ``out`` after its checks (buffers.output_arrays)."""
+        specs = [(self._shape(p, n), DTYPE_INFO[p["dtype"]].np) for p in ports]
+        return output_arrays(out, [p["name"] for p in ports], specs, arrays, "library")
 
     @serialized
     def train_step(self, x: Any, y: Any = None, *, lr: float | None = None) -> float:

@@ -21,7 +21,7 @@ from graphc.ir.batch import loss_is_row_mean, rows_independent
 from graphc.ir.errors import ArgumentError, GraphcError, NumericsError
 from graphc.ir.types import BATCH
 
-from .buffers import aligned_empty, view
+from .buffers import aligned_empty, output_arrays, view
 from .callbacks import CallbackList
 from .checks import InputRejected, check_lr
 from .executable import Entry, EpochEntry, NonfiniteLoss, shape_hint
@@ -120,24 +120,8 @@ class Model:
         src = program.training or program.forward
         self.param_nodes = [n for n in src.nodes if n.op == "param"]
         self.state_nodes = [n for n in src.nodes if n.op == "state"]
-        self.params = {
-            n.name: view(
-                self._param_region,
-                program.layout[n.name].offset,
-                n.type.concrete(1),
-                n.type.np_dtype,
-            )
-            for n in self.param_nodes
-        }
-        self.state = {
-            n.name: view(
-                self._state_region,
-                program.layout[n.name].offset,
-                n.type.concrete(1),
-                n.type.np_dtype,
-            )
-            for n in self.state_nodes
-        }
+        self.params = _views(self._param_region, self.param_nodes, program)
+        self.state = _views(self._state_region, self.state_nodes, program)
         self.entries = {e: self._entry(jit, e) for e in program.schedules}
         # The call path (train_step, predict, evaluate): array layouts (dtype, shape, strides)
         # that passed the metadata checks once, by entry; values are checked natively.
@@ -713,36 +697,10 @@ class Model:
     def _outputs_for(
         self, e: Entry, n: int, out: Any, feeds: dict[str, np.ndarray]
     ) -> list[np.ndarray]:
-        """The arrays the outputs go to: new ones, or the caller's ``out`` after its checks."""
-        if out is None:
-            return [np.empty(t.concrete(n), t.np_dtype) for t in e.out_types]
-        names = self.program.outputs
-        if isinstance(out, dict):
-            missing = [k for k in names if k not in out]
-            if missing:
-                raise ArgumentError(f"out has no array for output(s) {missing}")
-            arrays = [out[k] for k in names]
-        elif len(names) == 1:
-            arrays = [out]
-        else:
-            raise ArgumentError(f"out: the model has several outputs {names}; pass a dict")
-        for name, t, a in zip(names, e.out_types, arrays):
-            want = t.concrete(n)
-            if (
-                not isinstance(a, np.ndarray)
-                or a.dtype != t.np_dtype
-                or a.shape != want
-                or not a.flags.c_contiguous
-                or not a.flags.writeable
-            ):
-                got = f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else type(a).__name__
-                raise ArgumentError(
-                    f"out for output {name!r} must be a writable C-contiguous "
-                    f"{np.dtype(t.np_dtype).name}{list(want)} array, got {got}"
-                )
-            if any(np.may_share_memory(a, v) for v in feeds.values()):
-                raise ArgumentError(f"out for output {name!r} overlaps an input array")
-        return arrays
+        """The arrays the outputs go to: new ones, or the caller's ``out`` after its checks
+        (buffers.output_arrays)."""
+        specs = [(t.concrete(n), t.np_dtype) for t in e.out_types]
+        return output_arrays(out, self.program.outputs, specs, feeds.values(), "model")
 
     def _batched(
         self,
@@ -1038,6 +996,14 @@ def _check_fit_counts(epochs: int, batch_size: int, initial_epoch: int) -> None:
             f"initial_epoch must be an int in 0..epochs ({epochs}), got {initial_epoch!r}"
             " (epochs counts from 0, as in Keras: epochs=4, initial_epoch=2 runs 2 more)"
         )
+
+
+def _views(region: np.ndarray, nodes: list[Any], program: Any) -> dict[str, np.ndarray]:
+    """Each param (or state) node's array inside its flat region, at its layout offset."""
+    return {
+        n.name: view(region, program.layout[n.name].offset, n.type.concrete(1), n.type.np_dtype)
+        for n in nodes
+    }
 
 
 class _FitRun:

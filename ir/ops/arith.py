@@ -32,6 +32,12 @@ class Abs(Unary):
         return (b.mul(dy, b.sub(b.greater(x, zero), b.less(x, zero))),)
 
 
+def pick_grad(b: Builder, dy: str, mask: str) -> tuple[str, str]:
+    """(dy * mask, dy * (1 - mask)): the gradients of an op that picks x where ``mask`` is 1
+    and y where it is 0 (minimum, maximum; the whole gradient to x at a tie)."""
+    return (b.mul(dy, mask), b.mul(dy, b.sub(b.const(1.0, like=mask), mask)))
+
+
 @register
 class Minimum(Binary):
     """z = min(x, y) (NaN if either is NaN).   VJP: dx = dy * [x <= y], dy_ = dy * [x > y]
@@ -44,9 +50,7 @@ class Minimum(Binary):
         return np.minimum(x, y)
 
     def grad(self, b: Builder, node: Node, dy: str):
-        x, y = node.inputs
-        le = b.less_equal(x, y)
-        return (b.mul(dy, le), b.mul(dy, b.sub(b.const(1.0, like=le), le)))
+        return pick_grad(b, dy, b.less_equal(*node.inputs))
 
 
 @register

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..types import DTYPES, INT_DTYPES, TensorType, broadcast_shapes
-from .arith import Compare  # the comparisons' shared shape rule (i32 operands too)
+from .arith import Compare, pick_grad  # Compare: the comparisons' shape rule (i32 too)
 from .base import REQUIRED, Binary, Kind, Op, Unary, register, same_float_dtype
 
 if TYPE_CHECKING:
@@ -87,9 +87,7 @@ class Maximum(Binary):
         return np.maximum(x, y)
 
     def grad(self, b: Builder, node: Node, dy: str):
-        x, y = node.inputs
-        ge = b.greater_equal(x, y)
-        return (b.mul(dy, ge), b.mul(dy, b.sub(b.const(1.0, like=ge), ge)))
+        return pick_grad(b, dy, b.greater_equal(*node.inputs))
 
 
 @register
