@@ -124,12 +124,14 @@ def test_digits_has_one_update_kernel() -> None:
     last = prog.layout["fc2.b"]
     assert len(flat) == 1 and flat[0].elements == (last.offset + last.size) // 4
     # 7 forward and backward kernels, one scalar kernel (the i64 step increment, Adam's two bias
-    # corrections from it and lr / (1 - beta1^t): values of two dtypes in one kernel), the update
+    # corrections from it and the factors made of them: values of two dtypes in one kernel), the
+    # update
     assert len(sched.kernels) == 9
     ops = {k.name: sorted(sched.graph[v].op for v in k.nodes) for k in sched.kernels}
     scalar = [k for k in sched.kernels if "increment" in ops[k.name]]
     assert len(scalar) == 1
-    assert ops[scalar[0].name] == ["div", "increment", "one_minus_pow", "one_minus_pow"]
+    assert ops[scalar[0].name].count("one_minus_pow") == 2  # and the divisions by them
+    assert all(sched.graph[v].type.shape == () for v in scalar[0].nodes)
     assert not any("one_minus_pow" in ops[k.name] for k in sched.kernels if k is not scalar[0])
     assert any(v.startswith("one loop") for v in sched.flat_notes.values())
     off = _digits_program(disabled_passes=("fuse_optimizer",)).schedules["train_step"]
