@@ -485,7 +485,13 @@ def emit_reduce(ctx: KernelContext, node: Node) -> None:
         b.store(azero, b.gep(dst, [i], inbounds=True, source_etype=at))
     if xt.rank == 0:
         ctx.store(node.name, i64(0), ctx.load(x, i64(0)))
-    elif wide and xt.rank == 2 and axes == (0,) and const_count >= COLSUM_BLOCK:
+    elif (
+        wide
+        and const_count is not None
+        and xt.rank == 2
+        and axes == (0,)
+        and (const_count >= COLSUM_BLOCK)
+    ):
         _column_sums(ctx, x, dst, const_count)
     else:
         kept = [d for k, d in enumerate(xt.shape) if k not in axes]
