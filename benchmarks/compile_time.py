@@ -53,8 +53,6 @@ import numpy as np
 mark("import numpy")
 import graphc as gc
 mark("import graphc")
-import networkx  # the passes use it (imported on first use)
-mark("import networkx")
 from graphc.codegen.target import JitModule, compile_parts, target_machine
 from graphc.compiler import build_graphs, build_module, gc_paused, schedule_program
 from graphc.runtime.model import Model
