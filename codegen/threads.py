@@ -48,6 +48,7 @@ TASK_TYPE = ir.FunctionType(VOID, [PTR, I64, I64])
 """void task(ptr ctx, i64 index, i64 count)"""
 
 MAX_THREADS = 64  # NAME_set_num_threads clamps to this
+WORKER_STACK_BYTES = 8 << 20  # each worker's stack (glibc's usual default; musl's is 128 KiB)
 SPIN_POLLS = 1 << 15  # a worker polls this many times (~1 ms with pause) before it sleeps
 WAIT_POLLS = 1 << 10  # the caller polls `done` this many times between sched_yield calls
 
@@ -141,6 +142,11 @@ class _PoolEmitter:
         self.wait = self.declare("pthread_cond_wait", I32, [PTR, PTR])
         self.broadcast = self.declare("pthread_cond_broadcast", I32, [PTR])
         self.create = self.declare("pthread_create", I32, [PTR, PTR, PTR, PTR])
+        # pthread_attr_t: 56 bytes (glibc, musl on 64-bit), 64 (glibc aarch64); 128 reserved
+        self.attr = self.var("attr", ir.ArrayType(I64, 16), None, align=16)
+        self.attr_init = self.declare("pthread_attr_init", I32, [PTR])
+        self.attr_stack = self.declare("pthread_attr_setstacksize", I32, [PTR, I64])
+        self.attr_destroy = self.declare("pthread_attr_destroy", I32, [PTR])
         self.join = self.declare("pthread_join", I32, [I64, PTR])
         self.yield_ = self.declare("sched_yield", I32, [])
         self.claim_fn = self.emit_claim()
@@ -409,7 +415,13 @@ class _PoolEmitter:
             b.position_at_end(out)
             _store_atomic(b, zero, self.stop, "seq_cst", 8)
             _store_atomic(b, zero, self.workers, "monotonic", 8)
-        # start n - 1 workers
+        # start n - 1 workers, each with a stack of WORKER_STACK_BYTES: the GEMM's packed
+        # blocks live on the stack (up to 386 KiB), above musl's 128 KiB default
+        attr = self.attr
+        have_attr = b.icmp_signed("==", b.call(self.attr_init, [attr]), ir.Constant(I32, 0))
+        with b.if_then(have_attr):
+            b.call(self.attr_stack, [attr, ir.Constant(I64, WORKER_STACK_BYTES)])
+        attr_arg = b.select(have_attr, attr, ir.Constant(PTR, None))
         pre = b.block
         head = b.append_basic_block("start.head")
         body = b.append_basic_block("start.body")
@@ -423,7 +435,7 @@ class _PoolEmitter:
         b.cbranch(b.icmp_signed("<", i, b.sub(n, one)), body, out)
         b.position_at_end(body)
         slot = b.gep(self.tids, [zero, i], inbounds=True)
-        rc = b.call(self.create, [slot, ir.Constant(PTR, None), worker, ir.Constant(PTR, None)])
+        rc = b.call(self.create, [slot, attr_arg, worker, ir.Constant(PTR, None)])
         b.cbranch(b.icmp_signed("==", rc, ir.Constant(I32, 0)), started, failed)
         b.position_at_end(started)
         nxt = b.add(i, one)
@@ -432,8 +444,12 @@ class _PoolEmitter:
         b.branch(head)
         b.position_at_end(failed)  # run with the workers that did start
         _store_atomic(b, b.add(i, one), self.threads, "release", 8)
+        with b.if_then(have_attr):
+            b.call(self.attr_destroy, [attr])
         b.ret(rc)
         b.position_at_end(out)
+        with b.if_then(have_attr):
+            b.call(self.attr_destroy, [attr])
         _store_atomic(b, n, self.threads, "release", 8)
         b.ret(ir.Constant(I32, 0))
         return fn

@@ -248,3 +248,41 @@ def test_threads_must_be_positive(cache) -> None:
     assert big.threads == 64
     big.threads = 1
     assert big.threads == 1
+
+
+def test_workers_have_room_for_the_gemm_blocks_whatever_the_default_stack(tmp_path) -> None:
+    """The GEMM's packed blocks live on the stack (up to 386 KiB); workers are started with
+    an 8 MiB stack, not the C library's default (musl: 128 KiB; glibc: RLIMIT_STACK). Here the
+    default is 256 KiB: without the explicit size a 2-thread 1024x512x512 product crashed."""
+    import resource
+    import subprocess
+    import sys
+
+    script = tmp_path / "small_stack.py"
+    script.write_text(
+        "import threading\n"
+        "threading.stack_size(64 << 20)  # the calling thread's own room\n"
+        "def main():\n"
+        "    import numpy as np, graphc as gc\n"
+        "    x = gc.input('x', ('N', 512))\n"
+        "    m = gc.compile([gc.matmul(x, gc.param('w', (512, 512)))], threads=2)\n"
+        "    a = np.random.default_rng(0).standard_normal((1024, 512)).astype(np.float32)\n"
+        "    want = a.astype(np.float64) @ m.params['w'].astype(np.float64)\n"
+        "    print(float(np.abs(m.predict(a) - want).max()))\n"
+        "t = threading.Thread(target=main)\n"
+        "t.start()\n"
+        "t.join()\n"
+    )
+
+    def small_default_stack() -> None:
+        resource.setrlimit(resource.RLIMIT_STACK, (256 << 10, resource.RLIM_INFINITY))
+
+    r = subprocess.run(
+        [sys.executable, str(script)],
+        preexec_fn=small_default_stack,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert float(r.stdout.split()[-1]) < 1e-4
