@@ -44,6 +44,7 @@ import re
 import struct
 import sys
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import llvmlite.binding as llvm
@@ -283,88 +284,23 @@ def plan_library(
         CodegenError: an entry is unknown or was not compiled (a model without a loss has no
             train_step), or two arguments would get the same C name.
     """
-    plans: dict[str, EntryPlan] = {}
-    # C names of all data inputs of all entries: output names must differ from every one of
-    # them, because the header's shape macros (NAME_<ARG>_ELEMS) are per name, not per entry.
-    taken = {"ctx", "n", "lr", "loss", *WRAPPER_LOCALS} | {
-        c_ident(v) for s in schedules.values() for v in s.input_slots if v != "lr"
-    }
-
-    def output_name(v: str, j: int, count: int) -> str:
-        if v.isidentifier() and c_ident(v) not in taken:
-            return c_ident(v)
-        for base in ("y", "out", "output"):
-            cand = base if count == 1 else f"{base}{j}"
-            if cand not in taken:
-                return cand
-        return f"graphc_out{j}"
-
     for entry in entries:
         if entry not in PUBLIC_ENTRIES:
             raise CodegenError(f"unknown entry {entry!r}; choose from {', '.join(PUBLIC_ENTRIES)}")
         if entry not in schedules:
             raise CodegenError(f"model {name!r} has no {entry} entry (compiled without a loss?)")
-        s = schedules[entry]
-        g = s.graph
-        ins = [Port(v, c_ident(v), i, g[v].type) for i, v in enumerate(s.input_slots) if v != "lr"]
-        if entry == "train_grads" and "train_step" in schedules:  # data in train_step's order
-            order = schedules["train_step"].input_slots
-            ins.sort(key=lambda p: order.index(p.name) if p.name in order else len(order))
-        lr_port = next(
-            (Port(v, "lr", i, g[v].type) for i, v in enumerate(s.input_slots) if v == "lr"), None
-        )
-        outs = []
-        for j, v in enumerate(s.output_slots):
-            if entry in ("train_step", "train_grads") and j == 0:
-                cname = "loss"
-            else:
-                cname = output_name(v, j, len(s.output_slots))
-            outs.append(Port(v, cname, j, g[v].type))
-        names = [p.cname for p in ins + outs] + ["ctx", "n", *WRAPPER_LOCALS]
-        names += (["lr"] if lr_port else []) + [f"{p.cname}_len" for p in ins + outs]
-        if len(set(names)) != len(names):
-            raise CodegenError(f"{name}_{entry}: argument names collide in C: {names}")
-        plans[entry] = EntryPlan(
-            entry,
-            ins,
-            outs,
-            lr_port,
-            len(s.input_slots),
-            len(s.output_slots),
-            s.grad_bytes + s.arena_fixed,
-            s.arena_row,
-            entry == "infer" and rows_independent(g, s.output_slots),
-            {c.name: c for c in (input_checks or {}).get(entry, ())},
-        )
-    params = [
-        Region(n.name, n.type, layout[n.name].offset, layout[n.name].size)
-        for n in source.nodes
-        if n.op == "param"
-    ]
-    state = [
-        Region(n.name, n.type, layout[n.name].offset, layout[n.name].size)
-        for n in source.nodes
-        if n.op == "state"
-    ]
-    grad_regions: list[Region] = []
-    grad_bytes = 0
-    for which in ("train_step", "train_grads"):
-        if which not in schedules or (which == "train_grads" and "train_grads" not in entries):
-            continue
-        ts = schedules[which]
-        grad_bytes, grad_regions = ts.grad_bytes, []
-        for p, gv in grads.items():
-            buf = ts.buffers.get(gv)
-            if which == "train_grads":  # every gradient at its param's offset (build_split)
-                pb = layout[p]
-                grad_regions.append(Region(p, source[p].type, pb.offset, pb.size))
-            elif buf is not None and buf.region == "grad":
-                grad_regions.append(Region(p, source[p].type, buf.offset, buf.size))
+    output_name = _output_namer(schedules)
+    plans = {
+        e: _plan_entry(name, e, schedules, output_name, (input_checks or {}).get(e, ()))
+        for e in entries
+    }
+    params = _regions(source, layout, "param")
+    grad_bytes, grad_regions = _grad_regions(schedules, entries, grads, layout, source)
     plan = LibraryPlan(
         name,
         plans,
         params,
-        state,
+        _regions(source, layout, "state"),
         grad_regions,
         param_bytes,
         state_bytes,
@@ -380,20 +316,125 @@ def plan_library(
     fixed = {n.name for n in source.params if not n.attr("trainable", True)}
     plan.constants = [r for r in params if r.name in fixed]
     if check_numerics:
-        from .kernels import numerics_sites
-
-        for entry in PUBLIC_ENTRIES:
-            if entry not in plans:
-                continue
-            plan.numerics_offset[entry] = len(plan.numerics)
-            g = schedules[entry].graph
-            for v, _ in numerics_sites(schedules[entry]):
-                nd = g[v]
-                plan.numerics.append(
-                    {"entry": entry, "node": v, "op": nd.op, "section": nd.section, "loc": nd.loc}
-                )
+        _plan_numerics_sites(plan, schedules)
     plan.meta = _meta(plan)
     return plan
+
+
+def _output_namer(schedules: dict[str, Schedule]) -> Callable[[str, int, int], str]:
+    """``name(value, j, count)``: the C name of output j of ``count``. Output names must differ
+    from every data input's C name of every entry, because the header's shape macros
+    (NAME_<ARG>_ELEMS) are per name, not per entry."""
+    taken = {"ctx", "n", "lr", "loss", *WRAPPER_LOCALS} | {
+        c_ident(v) for s in schedules.values() for v in s.input_slots if v != "lr"
+    }
+
+    def output_name(v: str, j: int, count: int) -> str:
+        if v.isidentifier() and c_ident(v) not in taken:
+            return c_ident(v)
+        for base in ("y", "out", "output"):
+            cand = base if count == 1 else f"{base}{j}"
+            if cand not in taken:
+                return cand
+        return f"graphc_out{j}"
+
+    return output_name
+
+
+def _plan_entry(
+    name: str,
+    entry: str,
+    schedules: dict[str, Schedule],
+    output_name: Callable[[str, int, int], str],
+    checks: Iterable[InputCheck],
+) -> EntryPlan:
+    """One entry's C arguments: its data inputs (train_grads' in train_step's order), its lr
+    and its outputs (the loss first for the training entries). Raises CodegenError when two
+    arguments would get the same C name."""
+    s = schedules[entry]
+    g = s.graph
+    ins = [Port(v, c_ident(v), i, g[v].type) for i, v in enumerate(s.input_slots) if v != "lr"]
+    if entry == "train_grads" and "train_step" in schedules:  # data in train_step's order
+        order = schedules["train_step"].input_slots
+        ins.sort(key=lambda p: order.index(p.name) if p.name in order else len(order))
+    lr_port = next(
+        (Port(v, "lr", i, g[v].type) for i, v in enumerate(s.input_slots) if v == "lr"), None
+    )
+    outs = []
+    for j, v in enumerate(s.output_slots):
+        loss = entry in ("train_step", "train_grads") and j == 0
+        outs.append(
+            Port(v, "loss" if loss else output_name(v, j, len(s.output_slots)), j, g[v].type)
+        )
+    names = [p.cname for p in ins + outs] + ["ctx", "n", *WRAPPER_LOCALS]
+    names += (["lr"] if lr_port else []) + [f"{p.cname}_len" for p in ins + outs]
+    if len(set(names)) != len(names):
+        raise CodegenError(f"{name}_{entry}: argument names collide in C: {names}")
+    return EntryPlan(
+        entry,
+        ins,
+        outs,
+        lr_port,
+        len(s.input_slots),
+        len(s.output_slots),
+        s.grad_bytes + s.arena_fixed,
+        s.arena_row,
+        entry == "infer" and rows_independent(g, s.output_slots),
+        {c.name: c for c in checks},
+    )
+
+
+def _regions(source: Graph, layout: dict, op: str) -> list[Region]:
+    """The regions of the ``op`` sources (param or state) in the parameter layout."""
+    return [
+        Region(n.name, n.type, layout[n.name].offset, layout[n.name].size)
+        for n in source.nodes
+        if n.op == op
+    ]
+
+
+def _grad_regions(
+    schedules: dict[str, Schedule],
+    entries: list[str],
+    grads: dict[str, str],
+    layout: dict,
+    source: Graph,
+) -> tuple[int, list[Region]]:
+    """(gradient bytes, each param's gradient region): where train_step leaves them in its
+    grad region, or, when the library has train_grads, every gradient at its param's offset
+    (build_split), which the C program all-reduces."""
+    grad_regions: list[Region] = []
+    grad_bytes = 0
+    for which in ("train_step", "train_grads"):
+        if which not in schedules or (which == "train_grads" and "train_grads" not in entries):
+            continue
+        ts = schedules[which]
+        grad_bytes, grad_regions = ts.grad_bytes, []
+        for p, gv in grads.items():
+            buf = ts.buffers.get(gv)
+            if which == "train_grads":
+                pb = layout[p]
+                grad_regions.append(Region(p, source[p].type, pb.offset, pb.size))
+            elif buf is not None and buf.region == "grad":
+                grad_regions.append(Region(p, source[p].type, buf.offset, buf.size))
+    return grad_bytes, grad_regions
+
+
+def _plan_numerics_sites(plan: LibraryPlan, schedules: dict[str, Schedule]) -> None:
+    """The check_numerics sites the library names, entry by entry (codes ERR_NUMERICS + site;
+    ``numerics_offset[entry]``: its first site)."""
+    from .kernels import numerics_sites
+
+    for entry in PUBLIC_ENTRIES:
+        if entry not in plan.entries:
+            continue
+        plan.numerics_offset[entry] = len(plan.numerics)
+        g = schedules[entry].graph
+        for v, _ in numerics_sites(schedules[entry]):
+            nd = g[v]
+            plan.numerics.append(
+                {"entry": entry, "node": v, "op": nd.op, "section": nd.section, "loc": nd.loc}
+            )
 
 
 def numerics_message(site: dict) -> str:
