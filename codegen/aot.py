@@ -447,27 +447,6 @@ def numerics_message(site: dict) -> str:
 
 def _meta(plan: LibraryPlan) -> dict:
     """The JSON description ``graphc.load`` reads back from ``NAME_graphc_meta()``."""
-
-    def port(p: Port, checks: dict[str, InputCheck]) -> dict:
-        out = {
-            "name": p.name,
-            "cname": p.cname,
-            "dtype": p.type.dtype,
-            "shape": [d if d == BATCH else int(d) for d in p.type.shape],
-        }
-        if p.name in checks:  # the entry's native check of this input (codegen/checks.py)
-            out["check"] = [checks[p.name].kind, checks[p.name].bound]
-        return out
-
-    def region(r: Region) -> dict:
-        return {
-            "name": r.name,
-            "dtype": r.type.dtype,
-            "shape": list(r.type.concrete(1)),
-            "offset": r.offset,
-            "bytes": r.nbytes,
-        }
-
     return {
         "graphc_abi": ABI_VERSION,
         "name": plan.name,
@@ -481,22 +460,48 @@ def _meta(plan: LibraryPlan) -> dict:
         "grad_bytes": plan.grad_bytes,
         "max_batch": MAX_BATCH,
         "min_align": plan.min_align,
-        "params": [region(r) for r in plan.params],
-        "state": [region(r) for r in plan.state],
+        "params": [_meta_region(r) for r in plan.params],
+        "state": [_meta_region(r) for r in plan.state],
         "numerics_base": NUMERICS_BASE,
         "numerics": plan.numerics,
         "numerics_offset": plan.numerics_offset,
-        "entries": {
-            e: {
-                "inputs": [port(p, ep.checks) for p in ep.inputs],
-                "outputs": [port(p, {}) for p in ep.outputs],
-                "lr_dtype": ep.lr.type.dtype if ep.lr else None,
-                "workspace_fixed": ep.ws_fixed,
-                "workspace_row": ep.ws_row,
-                "rows_independent": ep.rows_independent,
-            }
-            for e, ep in plan.entries.items()
-        },
+        "entries": {e: _meta_entry(ep) for e, ep in plan.entries.items()},
+    }
+
+
+def _meta_entry(ep: EntryPlan) -> dict:
+    """One entry's ports, lr dtype and workspace sizes in the JSON description."""
+    return {
+        "inputs": [_meta_port(p, ep.checks) for p in ep.inputs],
+        "outputs": [_meta_port(p, {}) for p in ep.outputs],
+        "lr_dtype": ep.lr.type.dtype if ep.lr else None,
+        "workspace_fixed": ep.ws_fixed,
+        "workspace_row": ep.ws_row,
+        "rows_independent": ep.rows_independent,
+    }
+
+
+def _meta_port(p: Port, checks: dict[str, InputCheck]) -> dict:
+    """A port's names, dtype, shape (N kept as "N") and its native input check, if any."""
+    out = {
+        "name": p.name,
+        "cname": p.cname,
+        "dtype": p.type.dtype,
+        "shape": [d if d == BATCH else int(d) for d in p.type.shape],
+    }
+    if p.name in checks:  # the entry's native check of this input (codegen/checks.py)
+        out["check"] = [checks[p.name].kind, checks[p.name].bound]
+    return out
+
+
+def _meta_region(r: Region) -> dict:
+    """A param or state region: name, dtype, shape, byte offset and size."""
+    return {
+        "name": r.name,
+        "dtype": r.type.dtype,
+        "shape": list(r.type.concrete(1)),
+        "offset": r.offset,
+        "bytes": r.nbytes,
     }
 
 
@@ -584,11 +589,7 @@ def object_module(
         ):
             fn.linkage = "internal"
     if weights is not None:
-        arr = ir.ArrayType(I8, max(1, len(weights)))
-        gv = ir.GlobalVariable(module, arr, name=f"{name}__graphc_weights")
-        gv.global_constant = True
-        gv.initializer = ir.Constant(arr, bytearray(weights or b"\0"))
-        gv.align = ALIGN
+        _weights_global(module, name, weights)
     mod = optimize(module, tm, name)
     # Hidden names for everything the C API wraps: the API's calls bind inside the library
     # (a same-named library loaded earlier cannot take them over), and the wrappers can check
@@ -601,6 +602,15 @@ def object_module(
         mod.get_global_variable(f"{name}__graphc_weights").visibility = "hidden"
     mod.get_function(f"{name}_forget_threads").visibility = "hidden"  # the C wrapper's only
     return mod
+
+
+def _weights_global(module: ir.Module, name: str, weights: bytes) -> None:
+    """The params region image as the read-only, ALIGN-aligned global NAME__graphc_weights."""
+    arr = ir.ArrayType(I8, max(1, len(weights)))
+    gv = ir.GlobalVariable(module, arr, name=f"{name}__graphc_weights")
+    gv.global_constant = True
+    gv.initializer = ir.Constant(arr, bytearray(weights or b"\0"))
+    gv.align = ALIGN
 
 
 # ---------------------------------------------------------------------------- C header
