@@ -313,12 +313,37 @@ def plan_library(
         target=target,
         cpu_checks=tuple(cpu_checks),
     )
+    _check_macro_names(plan)
     fixed = {n.name for n in source.params if not n.attr("trainable", True)}
     plan.constants = [r for r in params if r.name in fixed]
     if check_numerics:
         _plan_numerics_sites(plan, schedules)
     plan.meta = _meta(plan)
     return plan
+
+
+def _check_macro_names(plan: LibraryPlan) -> None:
+    """The header's macros upper-case names (NAME_ARG_ELEMS, NAME_PARAM_W_OFFSET): names that
+    differ only in case would share a macro, one of them silently (or define it twice).
+
+    Raises:
+        CodegenError: naming both names and the macro they would share.
+    """
+    groups: list[tuple[str, list[str]]] = [
+        ("argument", [p.cname for ep in plan.entries.values() for p in (*ep.inputs, *ep.outputs)]),
+        ("parameter", [c_ident(r.name) for r in plan.params]),
+        ("state slot", [c_ident(r.name) for r in plan.state]),
+    ]
+    for what, names in groups:
+        seen: dict[str, str] = {}
+        for cname in names:
+            other = seen.setdefault(cname.upper(), cname)
+            if other != cname:
+                raise CodegenError(
+                    f"{plan.name}: {what}s {other!r} and {cname!r} differ only in case, and the "
+                    f"header's macros ({plan.upper}_..._{cname.upper()}_...) are upper case: "
+                    "rename one of them"
+                )
 
 
 def _output_namer(schedules: dict[str, Schedule]) -> Callable[[str, int, int], str]:
@@ -637,6 +662,31 @@ def _header_flags(plan: LibraryPlan) -> dict[str, bool]:
     return flags
 
 
+def c_string_literal(text: str) -> str:
+    """``text`` as a C string literal that means the same bytes (UTF-8) under any C standard:
+    printable ASCII as is, ``"`` ``\\`` and ``?`` escaped (``??/`` etc. are trigraphs in C99),
+    every other byte as a three-digit octal escape (not ``\\u``: C forbids universal character
+    names below U+00A0)."""
+    out = []
+    for byte in text.encode():
+        ch = chr(byte)
+        if ch in '"\\?':
+            out.append("\\" + ch)
+        elif 0x20 <= byte < 0x7F:
+            out.append(ch)
+        else:
+            out.append(f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def c_comment_text(text: str) -> str:
+    """``text`` safe inside a ``/* ... */`` comment: no comment delimiters, no trigraphs (``??/``
+    before a line end would splice lines), one line."""
+    text = " ".join(text.splitlines())
+    text = text.replace("*/", "* /").replace("/*", "/ *")
+    return re.sub(r"\?(?=\?)", "?\\\\", text)
+
+
 def _header_slots(plan: LibraryPlan) -> dict[str, list[str]]:
     """header.h's model-specific lists: error codes, ports, regions, prototypes, ..."""
     U, ent = plan.upper, plan.entries
@@ -647,7 +697,7 @@ def _header_slots(plan: LibraryPlan) -> dict[str, list[str]]:
             for suffix, code, msg in ERRORS
         ],
         "numerics_sites": [
-            f"/*   {NUMERICS_BASE + i}: {numerics_message(site)} */"
+            f"/*   {NUMERICS_BASE + i}: {c_comment_text(numerics_message(site))} */"
             for i, site in enumerate(plan.numerics)
         ],
         "entry_workspaces": _header_workspaces(plan),
@@ -971,13 +1021,13 @@ def _source_messages(plan: LibraryPlan) -> list[str]:
                 f"{plan.target_cpu} ({plan.target or 'this machine'}); build one for this "
                 "CPU (graphc compile --target-cpu native, or x86-64 for any x86-64)"
             )
-        a(f'    "{msg}",')
+        a(f"    {c_string_literal(msg)},")
     a("};")
     a("")
     if plan.numerics:
         a("static const char *const numerics_sites[] = {")
         for site in plan.numerics:
-            a(f"    {json.dumps(numerics_message(site))},")
+            a(f"    {c_string_literal(numerics_message(site))},")
         a("};")
         a("")
     return L

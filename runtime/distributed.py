@@ -86,7 +86,7 @@ log = logging.getLogger(__name__)
 
 INSTALL = (
     "install Open MPI (Debian/Ubuntu: `apt-get install openmpi-bin libopenmpi-dev`) and mpi4py "
-    f"(`{install_hint('mpi4py', 'mpi')}`), then launch with `mpirun -np K python your_script.py`"
+    f"({install_hint('mpi4py', 'mpi')}), then launch with `mpirun -np K python your_script.py`"
 )
 
 _LAUNCH_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")

@@ -20,22 +20,39 @@ ENTRY_ARGS = (*(ctypes.c_void_p,) * 5, ctypes.c_int64)
 ENTRY = ctypes.CFUNCTYPE(ctypes.c_int32, *ENTRY_ARGS)
 
 
-def shape_hint(t: Any, shape: tuple[int, ...], want: tuple[int, ...] | None = None) -> str:
-    """A hint for an input of the wrong shape (``""`` when none fits): class labels given
-    one-hot (``[rows, classes]`` for an integer ``[N]`` input), or the right values with
-    size-1 axes added or missing (labels ``(N, 1)`` for ``[N]``: a column read from a CSV or
-    a DataFrame), when ``want`` (the concrete shape expected) is given."""
-    if t.dtype == "i32" and len(shape) == len(t.shape) + 1 and shape[-1] >= 2:
+def shape_hint(
+    t: Any, shape: tuple[int, ...], want: tuple[int, ...] | None = None, values: Any = None
+) -> str:
+    """A hint for an input of the wrong shape (``""`` when none fits):
+    - class labels given one-hot: ``[rows, classes]`` for an integer ``[N]`` input, when the
+      ``values`` are 0/1 with one 1 per row (other arrays of that shape get no such hint);
+    - a vector given as one row or one column (``(1, k)`` or ``(k, 1)`` for ``[N]``: a column
+      read from a CSV or a DataFrame): ``a.reshape(-1)``;
+    - the right values with size-1 axes added or missing, when ``want`` (the concrete shape
+      expected) is given: ``a.reshape(want)``.
+    """
+    one_hot_shape = t.dtype == "i32" and len(shape) == len(t.shape) + 1 and shape[-1] >= 2
+    if one_hot_shape and values is not None and _looks_one_hot(np.asarray(values), shape[-1]):
         return (
             f" (these look like one-hot labels, {shape[-1]} columns: this loss takes class "
             "ids; pass y.argmax(axis=1), or use a categorical cross-entropy on one-hot targets)"
         )
+    if len(t.shape) == 1 and t.is_batched and len(shape) == 2 and 1 in shape:
+        return " (a vector given as one row or one column: pass a.reshape(-1))"
     if want is None or shape == want:
         return ""
     if [d for d in shape if d != 1] == [d for d in want if d != 1]:
         how = "added" if len(shape) > len(want) else "missing"
         return f" (the same values with size-1 axes {how}: pass a.reshape{want})"
     return ""
+
+
+def _looks_one_hot(a: np.ndarray, columns: int) -> bool:
+    """0/1 values with exactly one 1 in each row of ``columns``."""
+    if a.size == 0 or a.dtype.kind not in "biuf":
+        return False
+    rows = a.reshape(-1, columns)
+    return bool(np.isin(rows, (0, 1)).all() and (rows.sum(axis=1) == 1).all())
 
 
 class Entry:
@@ -131,7 +148,11 @@ class Entry:
                 got = f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else type(a).__name__
                 raise ArgumentError(
                     f"input {name!r} expects {t} with N={n}, got {got}"
-                    + (shape_hint(t, a.shape, t.concrete(n)) if isinstance(a, np.ndarray) else "")
+                    + (
+                        shape_hint(t, a.shape, t.concrete(n), a)
+                        if isinstance(a, np.ndarray)
+                        else ""
+                    )
                     + (
                         ""
                         if not isinstance(a, np.ndarray) or a.flags.c_contiguous

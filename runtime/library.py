@@ -273,6 +273,11 @@ class Library:
         for p, a in zip(ports, arrays):
             a = np.asarray(a)
             want_dtype = DTYPE_INFO[p["dtype"]].np
+            if a.dtype.kind not in "iuf":  # no bool, complex, object or string arrays
+                raise ArgumentError(
+                    f"input {p['name']!r} expects numbers ({p['dtype']}), got dtype {a.dtype}"
+                )
+            given = a.shape
             if p["dtype"] == "i32" and not np.issubdtype(a.dtype, np.integer):
                 raise ArgumentError(
                     f"input {p['name']!r} expects integers ({p['dtype']}), got {a.dtype}"
@@ -286,8 +291,8 @@ class Library:
                 raise ArgumentError(
                     f"input {p['name']!r} expects {p['dtype']}{list(p['shape'])}"
                     + (f" with N={n}" if n is not None else "")
-                    + f", got an array of shape {a.shape}"
-                    + shape_hint(TensorType(tuple(p["shape"]), p["dtype"]), a.shape, want)
+                    + f", got an array of shape {given}"
+                    + shape_hint(TensorType(tuple(p["shape"]), p["dtype"]), given, want, a)
                 )
             if p["dtype"] == "i32" and a.dtype != np.int32 and a.size:
                 # range before the cast: int64 2**32 + 3 must not wrap to class 3

@@ -447,7 +447,7 @@ class Model:
             if a.shape != want:
                 raise ArgumentError(
                     f"input {name!r} expects {t}, got an array of shape {a.shape}"
-                    + shape_hint(t, a.shape, want)
+                    + shape_hint(t, a.shape, want, a)
                 )
             if rows is not None:
                 if n is not None and rows != n:

@@ -224,3 +224,33 @@ def test_every_template_ships_with_the_package() -> None:
     for name in files:
         ok = any(fnmatch.fnmatch(f"templates/{name}", g) for g in globs["graphc.codegen"])
         assert ok, f"codegen/templates/{name} is not in pyproject's package-data"
+
+
+NASTY = [
+    "plain",
+    "x'??/",  # a trigraph for a backslash: ended the string literal under -std=c99
+    "a??=b??!c???/d",
+    'quote " backslash \\ end\\',
+    "comment */ opener /* ",
+    "é ü 漢 \x01 \x7f tab\tnewline\nend",
+]
+
+
+def test_user_text_in_generated_c_strings_and_comments(tmp_path) -> None:
+    """Names and source locations reach the generated C as string literals (NAME_strerror's
+    messages) and comments (the header's numerics sites): under -std=c99 -trigraphs with
+    warnings as errors, each string must mean exactly its UTF-8 bytes, and no comment may end
+    early, nest or splice the next line."""
+    lines = ["#include <stdio.h>", "int main(void) {"]
+    for i, text in enumerate(NASTY):
+        lines.append(f"/* {aot.c_comment_text(text)} */")
+        lines.append(f"    const char *s{i} = {aot.c_string_literal(text)};")
+        lines.append(f'    fputs(s{i}, stdout); fputs("\\n---\\n", stdout);')
+    lines += ["    return 0;", "}", ""]
+    src = tmp_path / "strings.c"
+    src.write_text("\n".join(lines))
+    exe = tmp_path / "strings"
+    flags = ["-std=c99", "-trigraphs", "-Wall", "-Wextra", "-Werror", "-pedantic"]
+    subprocess.run([_cc(), *flags, str(src), "-o", str(exe)], check=True)
+    out = subprocess.run([str(exe)], capture_output=True, check=True).stdout
+    assert out == b"".join(t.encode() + b"\n---\n" for t in NASTY)

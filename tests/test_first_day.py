@@ -642,14 +642,32 @@ def test_labels_with_a_size_1_axis_get_a_reshape_hint() -> None:
     h = gc.dense(x, 3)
     m = gc.compile([h], gc.softmax_cross_entropy(h, y), gc.SGD(0.1))
     xs = np.zeros((5, 4), np.float32)
+    labels = np.arange(5) % 3
     for call in (
-        lambda: m.train_step(xs, np.zeros((5, 1), np.int64)),
-        lambda: m.evaluate(xs, np.zeros((5, 1), np.int32)),
+        lambda: m.train_step(xs, labels.reshape(5, 1)),
+        lambda: m.evaluate(xs, labels.reshape(5, 1).astype(np.int32)),
+        lambda: m.train_step(xs, labels.reshape(1, 5)),  # a row: not one-hot, whatever its width
     ):
-        with pytest.raises(gc.ArgumentError, match=r"size-1 axes added: pass a.reshape\(5,\)"):
+        with pytest.raises(gc.ArgumentError, match=r"one row or one column: pass a.reshape\(-1\)"):
             call()
     with pytest.raises(gc.ArgumentError, match=r"size-1 axes added: pass a.reshape\(5, 4\)"):
         m.predict(xs[:, None])
     with pytest.raises(gc.ArgumentError) as e:  # not the same values: no reshape hint
         m.predict(np.zeros((5, 3), np.float32))
     assert "reshape" not in str(e.value)
+    # labels of a one-hot shape whose values are not one-hot get no argmax hint
+    with pytest.raises(gc.ArgumentError) as e:
+        m.train_step(xs[:2], (np.arange(10) % 3).reshape(2, 5))
+    assert "one-hot" not in str(e.value) and "argmax" not in str(e.value)
+
+
+def test_loaded_library_refuses_non_numeric_arrays_like_the_model(tmp_path) -> None:
+    m = digits_like("kinds")
+    lib = gc.load(m.export(str(tmp_path / "libkinds.so")).library)
+    xs = np.zeros((2, 64))
+    for bad in (xs.astype(str), xs.astype(bool), xs.astype(complex), xs.astype(object)):
+        for call in (lambda: lib.predict(bad), lambda: m.predict(bad)):
+            with pytest.raises(gc.ArgumentError, match=f"expects numbers.*{bad.dtype}"):
+                call()
+    with pytest.raises(gc.ArgumentError, match=r"got an array of shape \(3,\)"):
+        lib.train_step(xs, np.zeros(3, np.int32))  # the shape passed, not a reshaped one

@@ -5,7 +5,10 @@
  * at once. No call allocates memory except two_load_weights (stdio's FILE) and
  * two_set_num_threads (the threads). Lengths are in elements of the pointed-to type,
  * region sizes in bytes. Calls return 0 or one of the error codes below and, on an error,
- * write nothing.
+ * write nothing. A call needs up to 400 KiB of stack in the calling thread (the matrix
+ * products' packed blocks live there): the main thread has it; a thread you create may not
+ * (musl's default is 128 KiB): give it 1 MiB with pthread_attr_setstacksize. The worker
+ * threads get 8 MiB.
  *
  * Usage:
  *
