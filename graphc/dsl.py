@@ -737,6 +737,12 @@ def collect_graph(name: str, outputs: list[Tensor]) -> Graph:
                 raise GraphcError(
                     f"two different tensors are named {t.name!r}: {a.op} {a.type} at "
                     f"{a.loc or '?'} and {b.op} {b.type} at {b.loc or '?'}; names must be unique"
+                    + (
+                        " (two ONNX imports: give one gc.from_onnx(..., prefix='m2_'))"
+                        if (a.origin or "").startswith("onnx")
+                        and (b.origin or "").startswith("onnx")
+                        else ""
+                    )
                 )
             continue
         seen[t.name] = t

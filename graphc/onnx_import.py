@@ -354,9 +354,16 @@ class Importer:
     """Converts one ModelProto; see ``from_onnx``."""
 
     def __init__(
-        self, model: Any, base_dir: str | None, trainable: Any, where: str, bound: dict
+        self,
+        model: Any,
+        base_dir: str | None,
+        trainable: Any,
+        where: str,
+        bound: dict,
+        prefix: str = "",
     ) -> None:
         onnx = require_onnx()
+        self.prefix = prefix  # before every graphc name this import gives
         self.bound = {k: np.asarray(v) for k, v in bound.items()}
         self.model, self.base_dir, self.where = model, base_dir, where
         self.graph = model.graph
@@ -421,7 +428,7 @@ class Importer:
         a32 = np.asarray(a, dtype=np.float32)
         if a.ndim == 0 and not (initializer and self.is_trainable(name)):
             return dsl.const(float(a32))
-        gname = c_name(name, self.taken, "w")
+        gname = c_name(self.prefix + name, self.taken, "w")
         train = initializer and a.dtype.kind == "f" and self.is_trainable(name)
         op = "param" if train else "state"
         node = make_node(
@@ -531,7 +538,7 @@ class Importer:
         rename: dict[str, str] = {}
         for name, t in zip(names, outs):
             if t.name[:1] == "%" and t.name not in rename:
-                rename[t.name] = c_name(name, self.taken, "y")
+                rename[t.name] = c_name(self.prefix + name, self.taken, "y")
         if not rename:
             return
         seen: set[int] = set()
@@ -587,7 +594,7 @@ class Importer:
                     f"{where}: dimension {k} is symbolic ({d.dim_param or '?'}); graphc fixes "
                     "every dimension but the first (the batch N)"
                 )
-        t = dsl.input(c_name(vi.name, self.taken, "x"), tuple(shape))
+        t = dsl.input(c_name(self.prefix + vi.name, self.taken, "x"), tuple(shape))
         t.node = t.node.with_(
             loc=f"{self.where}: input {vi.name!r}", origin=f"onnx input {vi.name}"
         )
@@ -676,6 +683,7 @@ def from_onnx(
     outputs: list[str] | None = None,
     name: str | None = None,
     constants: dict[str, Any] | None = None,
+    prefix: str = "",
 ) -> OnnxImport:
     """Import an ONNX model as graphc tensors, ready for ``gc.compile``.
 
@@ -689,6 +697,9 @@ def from_onnx(
         name: the model's name (a C identifier; default: from the graph's name).
         constants: ONNX input name -> array: inputs bound to these values at import time (for
             example a shape or an index input), no longer inputs of the compiled model.
+        prefix: put before the graphc name of every input, weight and output of this import
+            (letters, digits, '_'), so that two imports whose ONNX names coincide (two
+            PyTorch exports, or one file imported twice) can go into one model.
 
     Returns:
         OnnxImport: ``outputs``, ``inputs``, ``params``, ``constants``, ``weights``, name maps;
@@ -699,9 +710,11 @@ def from_onnx(
             support (naming the node, its op type and the opset); raised before anything is
             compiled. The message says which extra to install when onnx is missing.
     """
+    if not isinstance(prefix, str) or re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)?", prefix) is None:
+        raise OnnxError(f"from_onnx: prefix must be letters, digits and '_', got {prefix!r}")
     m, base = load_model(model)
     where = os.path.basename(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else "onnx"
-    imp = Importer(m, base, trainable, where, constants or {}).run(outputs)
+    imp = Importer(m, base, trainable, where, constants or {}, prefix).run(outputs)
     if name is not None:
         if not name.isidentifier():
             raise OnnxError(f"model name {name!r} must be a C identifier")

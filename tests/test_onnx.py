@@ -606,3 +606,22 @@ def test_export_of_argmax_cast_concat_and_activations(tmp_path) -> None:
     got = ort_run(path, {"x": xs})
     assert_close(got[0], want[h.name])
     np.testing.assert_array_equal(got[1], want[idx.name])
+
+
+def test_two_imports_with_the_same_names_combine_with_a_prefix() -> None:
+    """Two PyTorch exports name their tensors alike (input, fc1.weight, output): combined in
+    one model they clash, with a message naming the prefix option; with it they combine, and
+    each keeps its own weights (vs ONNX Runtime)."""
+    m1, m2 = pytorch_like(np.random.default_rng(11)), pytorch_like(np.random.default_rng(12))
+    a, b = gc.from_onnx(m1), gc.from_onnx(m2)
+    with pytest.raises(gc.GraphcError, match=r"prefix='m2_'"):
+        gc.compile([a.outputs[0], b.outputs[0]])
+    b = gc.from_onnx(m2, prefix="m2_")
+    model = gc.compile([a.outputs[0], b.outputs[0]], name="both")
+    x = np.random.default_rng(13).standard_normal((3, 1, 8, 8)).astype(np.float32)
+    got = model.predict({"input": x, "m2_input": x})
+    got = list(got.values()) if isinstance(got, dict) else got
+    for out, m in zip(got, (m1, m2)):  # sums of 64 products: absolute error ~4e-7
+        np.testing.assert_allclose(out, ort_run(m, {"input": x})[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(gc.OnnxError, match="prefix"):
+        gc.from_onnx(m2, prefix="2 bad")
