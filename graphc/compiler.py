@@ -28,7 +28,7 @@ from graphc.ir.passes.layout import layout_state
 from graphc.ir.passes.pipeline import run_pipeline
 from graphc.ir.passes.schedule import schedule
 from graphc.ir.plan import Buffer, Schedule
-from graphc.ir.program import Program
+from graphc.ir.program import UNIT_TARGET_LOSSES, Program
 from graphc.ir.types import TensorType
 
 from .dsl import Tensor, collect_graph, constant_values
@@ -231,7 +231,7 @@ def plan_input_checks(prog: Program, entry: str) -> list[InputCheck]:
         elif t.dtype == "i32":
             if v in classes:
                 out.append(InputCheck(v, "classes", classes[v]))
-        elif prog.loss_kind == "binary_cross_entropy" and v in prog.label_inputs:
+        elif prog.loss_kind in UNIT_TARGET_LOSSES and v in prog.label_inputs:
             out.append(InputCheck(v, "unit"))
         else:
             out.append(InputCheck(v, "finite"))

@@ -12,6 +12,11 @@ if TYPE_CHECKING:
     from .passes.pipeline import PipelineResult
 
 
+# Losses whose targets are probabilities: every target value must lie in [0, 1] (the native
+# input scan's "unit" check, fit's row check).
+UNIT_TARGET_LOSSES = frozenset({"binary_cross_entropy", "binary_cross_entropy_probs"})
+
+
 @dataclass
 class Program:
     """Everything the compiler made for one model, stage by stage."""

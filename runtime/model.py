@@ -19,6 +19,7 @@ import numpy as np
 from graphc.codegen.threads import MAX_THREADS
 from graphc.ir.batch import loss_is_row_mean, rows_independent
 from graphc.ir.errors import ArgumentError, GraphcError, NumericsError
+from graphc.ir.program import UNIT_TARGET_LOSSES
 from graphc.ir.types import BATCH
 
 from .buffers import aligned_empty, output_arrays, view
@@ -486,7 +487,7 @@ class Model:
                     )
             if (
                 t.dtype != "i32"
-                and self.program.loss_kind in ("binary_cross_entropy", "binary_cross_entropy_probs")
+                and self.program.loss_kind in UNIT_TARGET_LOSSES
                 and name in self.program.label_inputs
             ):
                 outside = ((a < 0) | (a > 1)).reshape(a.shape[0], -1).any(axis=1)

@@ -23,6 +23,8 @@ def _mlp(name: str, loss: str = "ce", opt=None) -> gc.Model:
     h = gc.dense(gc.dense(x, 5, "tanh", name="fc1"), 4 if loss == "ce" else 1, name="fc2")
     if loss == "ce":
         lo = gc.softmax_cross_entropy(h, gc.input("y", ("N",), dtype="i32"))
+    elif loss == "bce_probs":  # on probabilities: the clamped Keras form
+        lo = gc.binary_cross_entropy(gc.sigmoid(h), gc.input("y", ("N", 1)), from_logits=False)
     else:
         lo = gc.binary_cross_entropy(h, gc.input("y", ("N", 1)))
     return gc.compile(h, lo, opt or gc.Adam(lr=0.01), name=name, threads=1)
@@ -121,8 +123,11 @@ def test_bad_learning_rate_is_rejected_everywhere(model, library, lr):
     assert _snapshot(library) == lib_before
 
 
-def test_bce_targets_outside_unit_interval_are_named(tmp_path):
-    m = _mlp("cp_bce", loss="bce", opt=gc.SGD(lr=0.1))
+@pytest.mark.parametrize("loss", ["bce", "bce_probs"])
+def test_bce_targets_outside_unit_interval_are_named(tmp_path, loss):
+    """Both binary cross-entropies (logits and probabilities) take targets in [0, 1]: the
+    native scan of train_step, gc.load's library and the header say so."""
+    m = _mlp("cp_bce", loss=loss, opt=gc.SGD(lr=0.1))
     x = np.random.default_rng(5).standard_normal((6, 3)).astype("f4")
     y = np.zeros((6, 1), "f4")
     m.train_step(x, y)
@@ -153,14 +158,23 @@ def test_evaluate_names_the_absolute_row_across_batches(model):
         model.evaluate(x, y, batch_size=8)
 
 
-def test_fit_with_allow_nonfinite_still_trains(model):
-    """fit checks the data set once in numpy; its steps skip the native scans."""
-    m = _mlp("cp_fit")
+def test_fit_checks_the_data_once_and_allow_nonfinite_lets_it_through():
+    """fit checks the data set once in numpy (its steps skip the native scans): a NaN row is
+    named before anything changes; with allow_nonfinite=True fit runs and the NaN reaches the
+    parameters, as asked."""
+    m = _mlp("cp_fit", opt=gc.SGD(lr=0.1))
     x, y = _data(np.random.default_rng(7), n=16)
+    before = _snapshot(m)
+    start = {k: v.copy() for k, v in m.params.items()}
     x[2, 0] = np.nan
     with pytest.raises(ArgumentError, match="row 2 holds NaN"):
         m.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    assert _snapshot(m) == before
     m.fit(x[3:], y[3:], epochs=1, batch_size=4, verbose=0)
+    assert all(np.isfinite(v).all() for v in m.params.values())
+    assert any(not np.array_equal(m.params[k], start[k]) for k in start)  # it trained
+    m.fit(x, y, epochs=1, batch_size=4, verbose=0, allow_nonfinite=True, stop_on_nonfinite=False)
+    assert np.isnan(m.params["fc1.w"]).any()
 
 
 def _reference(m, x: np.ndarray) -> np.ndarray:
@@ -211,11 +225,15 @@ def test_cached_layout_still_rejects_a_changed_shape(model):
         model.train_step(x[:, :2].copy(), y)
     with pytest.raises(ArgumentError):
         model.train_step(x, y[:5].copy())
-    # a non-contiguous view of the right shape is converted, not misread
+    # a non-contiguous view of the right shape is converted, not misread: the same loss as
+    # the contiguous array (evaluate changes nothing), and the float64 reference's loss
     wide = np.zeros((8, 6), "f4")
     wide[:, ::2] = x
-    a = model.train_step(wide[:, ::2], y)
-    assert np.isfinite(a)
+    z = _reference(model, x)
+    z = z - z.max(axis=1, keepdims=True)
+    want = float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(8), y]))
+    for arr in (wide[:, ::2], x):
+        np.testing.assert_allclose(model.evaluate(arr, y)["loss"], want, rtol=1e-5)
 
 
 def _net(name: str, sizes: tuple[int, ...], loss: str) -> gc.Model:
