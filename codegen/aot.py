@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import array
 import json
-import pathlib
 import re
 import struct
 import sys
@@ -57,7 +56,7 @@ from graphc.ir.plan import ALIGN, Schedule
 from graphc.ir.types import BATCH, DTYPE_INFO, TensorType
 
 from .checks import CHECK_BASE, InputCheck
-from .ctemplate import fill
+from .ctemplate import fill, template_text
 from .kernels import NUMERICS_BASE
 from .lltypes import I8
 from .target import optimize
@@ -923,7 +922,7 @@ def _c_bytes(data: bytes, indent: str = "    ") -> str:
 def wrapper_template() -> str:
     """The fixed C of the public wrappers: ``codegen/templates/wrapper.c`` (its macros are
     listed there; ``c_source`` defines them for a model)."""
-    return (pathlib.Path(__file__).parent / "templates" / "wrapper.c").read_text()
+    return template_text("wrapper.c")
 
 
 def c_source(plan: LibraryPlan, header_name: str) -> str:

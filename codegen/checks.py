@@ -31,7 +31,6 @@ from .loops import I32, I64, i64, loop
 
 CHECK_BASE = 1 << 24  # an entry returns CHECK_BASE + slot when input slot `slot` fails its check
 # (far above check_numerics' NUMERICS_BASE + site codes, codegen/kernels.py)
-KINDS = ("finite", "unit", "classes", "lr")
 
 
 @dataclass(frozen=True)

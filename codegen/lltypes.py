@@ -19,8 +19,3 @@ LL: dict[str, ir.Type] = {"f32": F32, "f64": F64, "i32": I32, "i64": I64}  # IR 
 def i64(v: int) -> ir.Constant:
     """An i64 constant."""
     return ir.Constant(I64, v)
-
-
-def i32(v: int) -> ir.Constant:
-    """An i32 constant."""
-    return ir.Constant(I32, v)

@@ -91,12 +91,9 @@ def _mask(
     """1.0 where ``x pred y`` else 0.0, in x's type (ordered: false when either is NaN;
     unordered: true then); integer operands are compared as signed and give a mask of dtype
     ``out``."""
-    elem = x.type.element if isinstance(x.type, ir.VectorType) else x.type
-    if isinstance(elem, ir.IntType):
+    if _is_int(x.type):
         c = b.icmp_signed(pred, x, y, name=name + ".c")
-        ft: ir.Type = ir.DoubleType() if out == "f64" else ir.FloatType()
-        if isinstance(x.type, ir.VectorType):
-            ft = ir.VectorType(ft, x.type.count)
+        ft = _float_type(out or "f32", x.type)
         return b.select(c, vmath.const_like(ft, 1.0), vmath.const_like(ft, 0.0), name=name)
     cmp = b.fcmp_ordered if ordered else b.fcmp_unordered
     c = cmp(pred, x, y, name=name + ".c")
@@ -375,9 +372,7 @@ def _dropout(b, node, a, name, index=None):
     key = _mix64(b, b.add(_int_const(i64t, k0), b.mul(s, _int_const(i64t, GAMMA))), name + ".key")
     shape = node.type.shape
     if len(a) > 2 and shape and shape[0] == BATCH:  # row0: the rows are a slice of the batch
-        per_row = 1
-        for d in shape[1:]:
-            per_row *= int(d)
+        per_row = node.type.elements_per_row()
         key = b.add(key, b.mul(as_i64(a[2], ".row0"), _int_const(i64t, per_row * GAMMA & MASK64)))
     it = index.type
     if isinstance(it, ir.VectorType):

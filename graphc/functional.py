@@ -16,6 +16,7 @@ from .dsl import (
     LOSSES,
     OP_FUNCTIONS,
     Tensor,
+    _axes,
     _fresh,
     _tag,
     apply,
@@ -26,17 +27,6 @@ from .dsl import (
     reshape,
     sum,
 )
-
-
-def _op(op: str, doc: str):
-    def f(x: Tensor, *, name: str | None = None) -> Tensor:
-        return apply(op, x, name=name)
-
-    f.__name__ = op
-    f.__code__ = f.__code__.replace(co_name=op)  # provenance reads the frame's name
-    f.__doc__ = doc
-    return f
-
 
 # The pointwise ops' own functions (gc.elu(x, alpha=1.0), gc.gelu(x, approximate="none"), gc.abs,
 # gc.erf, ...) are generated from the registry by graphc.dsl (OP_FUNCTIONS); the functions here
@@ -83,12 +73,6 @@ def where(cond: Tensor, a: Tensor | float, b: Tensor | float) -> Tensor:
 
 
 # ---------------------------------------------------------------- reductions, rows
-
-
-def _axes(axes: Iterable[int] | int | None) -> tuple[int, ...] | None:
-    if axes is None:
-        return None
-    return (axes,) if isinstance(axes, int) else tuple(axes)
 
 
 def max(x: Tensor, axes: Iterable[int] | int | None = None, keepdims: bool = False) -> Tensor:
@@ -298,15 +282,6 @@ def mean_absolute_error(pred: Tensor, target: Tensor) -> Tensor:
     return _tag(mean(apply("abs", pred - target)), "mean_absolute_error")
 
 
-LOSSES.update(  # the losses compile_sequential accepts by name
-    {
-        "categorical_cross_entropy": categorical_cross_entropy,
-        "huber": huber,
-        "mean_absolute_error": mean_absolute_error,
-    }
-)
-
-
 # every GraphcError a user can cause here names the user's line (as in graphc.dsl)
 for _name, _fn in list(globals().items()):
     if (
@@ -317,5 +292,5 @@ for _name, _fn in list(globals().items()):
     ):
         globals()[_name] = names_user_line(_fn)
 for _name in ("categorical_cross_entropy", "huber", "mean_absolute_error"):
-    LOSSES[_name] = globals()[_name]
+    LOSSES[_name] = globals()[_name]  # the losses compile_sequential accepts by name
 del _name, _fn

@@ -544,10 +544,7 @@ def _evaluate(model: Any, comm: Any, feeds: dict[str, np.ndarray], n: int) -> li
     first, count = shard(n, k, r)
     figs: dict[str, float] = {}
     if count:
-        part = {name: a[first : first + count] for name, a in feeds.items()}
-        x = {name: a for name, a in part.items() if name in model.program.feature_inputs}
-        y = {name: a for name, a in part.items() if name in model.program.label_inputs}
-        figs = model.evaluate(x, y)
+        figs = model._evaluate_feeds({name: a[first : first + count] for name, a in feeds.items()})
     everyone = comm.allgather((count, figs))
     keys = next(f for c, f in everyone if c).keys()
     out = {key: sum(c * f[key] for c, f in everyone if c) / n for key in keys}

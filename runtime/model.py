@@ -562,16 +562,6 @@ class Model:
                     )
             feeds[name] = np.ascontiguousarray(a, dtype=np.int32)
 
-    def _layout_key(self, entry: str, arrays: tuple) -> tuple | None:
-        """The call's layout (dtype, shape, strides of each array), or None when an argument
-        is not a plain ndarray (then the full conversion path runs)."""
-        key: list = [entry]
-        for a in arrays:
-            if type(a) is not np.ndarray:
-                return None
-            key += (a.dtype, a.shape, a.strides)
-        return tuple(key)
-
     @serialized
     def train_step(self, x: Any, y: Any = None) -> float:
         """One optimizer step on one batch (all rows of x, y); returns the batch's loss.

@@ -60,6 +60,21 @@ def compile_programs(src_dir: Path, lib_dir: Path) -> dict[str, str]:
     return progs
 
 
+def write_damaged_weights(model, out: Path) -> Path:
+    """good.weights (the model's) and three damaged copies beside it, which the C programs
+    must refuse: truncated.weights, corrupt.weights (one bit of one parameter) and
+    header.weights (one bit inside the model name / shape table). Returns good.weights."""
+    good = out / "good.weights"
+    write_weights(model, str(good))
+    blob = good.read_bytes()
+    (out / "truncated.weights").write_bytes(blob[:-10])
+    for name, at in (("corrupt", -100), ("header", 40)):
+        damaged = bytearray(blob)
+        damaged[at] ^= 0x01
+        (out / f"{name}.weights").write_bytes(bytes(damaged))
+    return good
+
+
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
     """The digits rows, standardized with the first 1400 rows' statistics."""
@@ -86,16 +101,7 @@ def build(tmp_path_factory, data):
     np.savetxt(rows, x[1400:1600], fmt="%.9g")
     train_rows = out / "train_rows.txt"
     np.savetxt(train_rows, np.hstack([x[:640], y[:640, None]]), fmt="%.9g")
-    good = out / "good.weights"
-    write_weights(model, str(good))
-    blob = good.read_bytes()
-    (out / "truncated.weights").write_bytes(blob[:-10])
-    flipped = bytearray(blob)
-    flipped[-100] ^= 0x01  # one bit of one parameter
-    (out / "corrupt.weights").write_bytes(bytes(flipped))
-    header = bytearray(blob)
-    header[40] ^= 0x01  # inside the model name / shape table
-    (out / "header.weights").write_bytes(bytes(header))
+    good = write_damaged_weights(model, out)
     return {
         "model": model,
         "dir": out,

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_aot import BAD_CALLS_C, EXAMPLES, digits_model
+from test_aot import BAD_CALLS_C, EXAMPLES, digits_model, write_damaged_weights
 
 import graphc as gc
 from graphc.cli import main as cli_main
 from graphc.codegen.module import ModuleBuilder
 from graphc.codegen.target import resolve_target, vector_unit
 from graphc.codegen.toolchain import find_toolchain
-from graphc.export import write_weights
 
 AARCH64_CC = shutil.which("aarch64-linux-gnu-gcc")
 QEMU_AARCH64 = shutil.which("qemu-aarch64")
@@ -229,16 +228,7 @@ def cross(request, tmp_path_factory, data, trained):
     np.savetxt(rows, x[1400:1500], fmt="%.9g")
     train_rows = out / "train_rows.txt"
     np.savetxt(train_rows, np.hstack([x[:320], y[:320, None]]), fmt="%.9g")
-    good = out / "good.weights"
-    write_weights(model, str(good))
-    blob = good.read_bytes()
-    (out / "truncated.weights").write_bytes(blob[:-10])
-    flipped = bytearray(blob)
-    flipped[-100] ^= 0x01
-    (out / "corrupt.weights").write_bytes(bytes(flipped))
-    header = bytearray(blob)
-    header[40] ^= 0x01
-    (out / "header.weights").write_bytes(bytes(header))
+    good = write_damaged_weights(model, out)
     return {"triple": triple, "model": model, "dir": out, "lib": res.library, "progs": progs,
             "rows": rows, "train_rows": train_rows, "weights": str(good)}  # fmt: skip
 
