@@ -465,41 +465,79 @@ class Model:
             raise ArgumentError("the data set is empty: no rows to use")
         return feeds, n
 
-    def _validate(self, feeds: dict[str, np.ndarray], allow_nonfinite: bool = False) -> None:
-        """NaN/Inf in the data (with the first bad row) and labels out of range, before training."""
+    def _validate(
+        self, feeds: dict[str, np.ndarray], allow_nonfinite: bool = False, comm: Any = None
+    ) -> None:
+        """NaN/Inf in the data (with the first bad row) and labels out of range, before training.
+
+        With ``comm`` (distributed fit: every rank holds the same rows) each rank scans only its
+        share of the rows and one allgather combines what the ranks found, so that every rank
+        raises the same error (the first bad row and the count of bad rows over all rows) in
+        about 1/K of the time."""
+        split = comm is not None and comm.Get_size() > 1
+        lo, hi = 0, None
+        if split:  # fit's feeds: every one holds the same rows along axis 0
+            from .distributed import shard
+
+            n = next(iter(feeds.values())).shape[0]
+            lo, count = shard(n, comm.Get_size(), comm.Get_rank())
+            hi = lo + count
+        found = []  # (input index, check, first bad row, bad rows) in this rank's rows
         src = self.program.forward
-        for name, a in feeds.items():
+        for i, (name, a) in enumerate(feeds.items()):
             t = src[name].type
+            part = a[lo:hi] if split else a
+            bad = None
             if t.dtype == "i32":
                 classes = self._classes_for(name)
-                bad = np.flatnonzero((a < 0) | (a >= classes)) if classes else np.array([], int)
-                if bad.size:
-                    raise ArgumentError(
-                        f"labels {name!r}: row {bad[0]} has class {a[bad[0]]}, outside 0..{classes - 1} "
-                        f"({bad.size} such rows)"
-                    )
+                if classes:
+                    bad = (part < 0) | (part >= classes)
                 feeds[name] = np.ascontiguousarray(a, dtype=np.int32)
-            elif not allow_nonfinite:
-                finite = np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1)
-                if not finite.all():
-                    row = int(np.flatnonzero(~finite)[0])
-                    raise ArgumentError(
-                        f"input {name!r}: row {row} holds NaN or Inf ({int((~finite).sum())} rows); clean the "
-                        f"data or pass allow_nonfinite=True"
-                    )
+            elif not allow_nonfinite:  # by blocks of rows: the temporaries stay in cache
+                flat = part.reshape(part.shape[0], -1)
+                step = max(1, (1 << 18) // max(1, flat.shape[1]))
+                bad = np.concatenate(
+                    [
+                        ~np.isfinite(flat[j : j + step]).all(axis=1)
+                        for j in range(0, len(flat), step)
+                    ]
+                    or [np.zeros(0, bool)]
+                )
+            if bad is not None and bad.any():
+                found.append((i, 0, lo + int(np.flatnonzero(bad)[0]), int(bad.sum())))
             if (
                 t.dtype != "i32"
                 and self.program.loss_kind in UNIT_TARGET_LOSSES
                 and name in self.program.label_inputs
             ):
-                outside = ((a < 0) | (a > 1)).reshape(a.shape[0], -1).any(axis=1)
+                outside = ((part < 0) | (part > 1)).reshape(part.shape[0], -1).any(axis=1)
                 if outside.any():
-                    row = int(np.flatnonzero(outside)[0])
-                    raise ArgumentError(
-                        f"targets {name!r}: row {row} holds {a[row].ravel()[:4].tolist()}, outside [0, 1] "
-                        f"({int(outside.sum())} rows); binary_cross_entropy takes 0/1 labels or "
-                        "probabilities"
-                    )
+                    found.append((i, 1, lo + int(np.flatnonzero(outside)[0]), int(outside.sum())))
+        if split:
+            merged: dict[tuple[int, int], tuple[int, int]] = {}
+            for i, check, row, count in (f for fs in comm.allgather(found) for f in fs):
+                first, total = merged.get((i, check), (row, 0))
+                merged[(i, check)] = (min(first, row), total + count)
+            found = [(*key, *merged[key]) for key in sorted(merged)]
+        if not found:
+            return
+        i, check, row, count = min(found)
+        name = list(feeds)[i]
+        a = feeds[name]
+        if check == 1:
+            raise ArgumentError(
+                f"targets {name!r}: row {row} holds {a[row].ravel()[:4].tolist()}, outside [0, 1] "
+                f"({count} rows); binary_cross_entropy takes 0/1 labels or probabilities"
+            )
+        if src[name].type.dtype == "i32":
+            raise ArgumentError(
+                f"labels {name!r}: row {row} has class {a[row]}, outside "
+                f"0..{self._classes_for(name) - 1} ({count} such rows)"
+            )
+        raise ArgumentError(
+            f"input {name!r}: row {row} holds NaN or Inf ({count} rows); clean the "
+            f"data or pass allow_nonfinite=True"
+        )
 
     def _classes_for(self, labels: str) -> int | None:
         for n in self.program.forward.nodes:
@@ -890,7 +928,9 @@ class Model:
             from .distributed import check_supported
 
             comm = check_supported(distributed)
-        feeds, n, val = self._fit_data(x, y, validation_data, validation_split, allow_nonfinite)
+        feeds, n, val = self._fit_data(
+            x, y, validation_data, validation_split, allow_nonfinite, comm
+        )
         history = History()
         self.history = history
         if comm is not None:  # data-parallel: graphc.runtime.distributed runs the epochs
@@ -952,9 +992,11 @@ class Model:
         validation_data: tuple[Any, Any] | None,
         validation_split: float,
         allow_nonfinite: bool,
+        comm: Any = None,
     ) -> tuple[dict[str, np.ndarray], int, tuple[dict[str, np.ndarray], int] | None]:
         """fit's training feeds and row count, checked, and its validation feeds (the last
-        ``validation_split`` of the rows, or ``validation_data``) with their row count."""
+        ``validation_split`` of the rows, or ``validation_data``) with their row count
+        (``comm``: the ranks of a distributed fit share the checks, see _validate)."""
         feeds, n = self._as_feeds(x, y, need_labels=True)
         for k in feeds:
             t = self.program.forward[k].type
@@ -963,13 +1005,13 @@ class Model:
                     f"fit: input {k!r} is {t}, with N at axis {t.shape.index(BATCH)}; mini-batches "
                     "take rows along the leading axis: declare training inputs with N first"
                 )
-        self._validate(feeds, allow_nonfinite)
+        self._validate(feeds, allow_nonfinite, comm)
         if validation_split:
             validation_data, feeds, n = self._split_validation(feeds, n, validation_split)
         if validation_data is None:
             return feeds, n, None
         vfeeds, vn = self._as_feeds(*validation_data, need_labels=True)
-        self._validate(vfeeds, allow_nonfinite)
+        self._validate(vfeeds, allow_nonfinite, comm)
         return feeds, n, (vfeeds, vn)
 
     def _split_validation(

@@ -24,7 +24,9 @@ MODE:
               the all-reduce a call-out) against one Python iteration per step
               (use_epoch_entry False), Adam with dropout: 2 epochs, then 2 more in which
               rank 1 sends itself SIGTERM inside the all-reduce of step 1 of epoch 2;
-              rank 0 writes whether each path ran and whether they agreed bit for bit
+              rank 0 writes whether each path ran and whether they agreed bit for bit;
+              also the errors of fit on data with NaN rows / bad labels in both ranks'
+              shares of the rows (each rank checks its share), one-process and distributed
 """
 
 from __future__ import annotations
@@ -230,7 +232,24 @@ def paths() -> dict[str, np.ndarray]:
             h2.interrupted,
             len(h2.epochs),
         )
+    m = model("sgd", "paths_data")
+    messages = []
+    for bad in ("x", "y"):
+        xn, yn = x.copy(), y.copy()
+        if bad == "x":
+            xn[[45, 10, 30], 1] = np.nan  # rank 0 holds rows 0..24 of 50, rank 1 25..49
+        else:
+            yn[[30, 5]] = CLASSES
+        for dist in (None, "mpi"):
+            try:
+                m.fit(xn, yn, epochs=1, batch_size=BATCH, verbose=0, distributed=dist)
+                messages.append("no error")
+            except gc.ArgumentError as e:
+                messages.append(str(e))
+    everyone = d.world().allgather(messages)
     return {
+        "messages": np.array(messages),
+        "messages_agree": np.array(all(e == messages for e in everyone)),
         "ran_native": np.array(ran["native"]),
         "ran_python": np.array(ran["python"]),
         "identical": np.array(out[True] == out[False]),
