@@ -25,8 +25,12 @@ for jc in 0..N step NC:                  # B panel, KC x NC, packed once: 256 Ki
   and B (a contiguous copy along x, or LANES x LANES in-register transposes along k). Packing
   pads edge slivers with zeros, so the microkernel always computes a whole tile and only the
   store looks at the edges (masked loads in packing, scalar columns at the right edge of C).
-- The epilogue runs on the tile while it is still in registers, once, after the last KC block.
-  The C tile is prefetched when its microkernel starts, so the read-modify-write between KC
+- The microkernel is a function of its own per register tile (and per way of reading A: rows
+  contiguous along k, or columns), shared by every product of a module, with M, N, K, the
+  strides and the edges as arguments; it runs a whole panel (MC rows of C, one sliver of B) per
+  call, so the call costs little. It stores plain sums (+ C_old); the epilogue is a helper of
+  each GEMM that runs on the panel just stored (in L1), once, after the last KC block. The C
+  tile is prefetched when the microkernel starts it, so the read-modify-write between KC
   blocks does not stall.
 - When N spans at most A_IN_PLACE_MAX_SLIVERS slivers, packing A would not pay (each value is
   used once or twice): the microkernel reads A where it lies.
@@ -38,9 +42,14 @@ Small M skips packing altogether (the direct path, M <= Blocking.direct_max_m):
 - nt: each C element is a dot product of two rows that are contiguous in K.
 
 f64 uses only the direct path by default: it serves checks, not speed, and compiles in a third of
-the time (pass blocking=Blocking(4) for the packed path). The kernel is split into a few
-never-inlined helper functions (paths, packing, edge stores) to keep LLVM's work small, and every
-loop is marked against LLVM's own vectorizing and unrolling, which the kernel does itself.
+the time (pass blocking=Blocking(4) for the packed path). The kernel is split into
+never-inlined helper functions to keep LLVM's work small: what depends only on the tile, the
+transposes and the element type (microkernels, packing, the direct paths, which store plain
+products) is shared by all GEMMs of a module; each GEMM adds its loop nest, its epilogue and,
+for M = 1 with N and K built in, its own GEMV. Compile time follows the code's size: one GEMM
+per shape with everything inlined took 0.76 s of LLVM time for the 784-256-128-10 Adam step's
+six products, the shared helpers about half that. Every loop is marked against LLVM's own
+vectorizing and unrolling, which the kernel does itself.
 
 All buffers are fixed-size stack allocas of the packed path (at most 386 KiB for f32); nothing is
 allocated on the heap and no library is called (llvm.fmuladd, llvm.prefetch and
@@ -544,16 +553,35 @@ class _GemmEmitter:
         cols = [(n, I64) for n in ("n0", "n1")]
         fixed_m = self.fixed.get("M")
         use_packed = blk.packed and (fixed_m is None or fixed_m > blk.direct_max_m)
+        # The epilogue, once, as a helper over a rectangle of finished C: the paths store
+        # plain products (no copy of the epilogue in every store), then call it
+        if self.epilogue is not None:
+            self.epilogue_fn = self.define("epilogue", block, self.emit_epilogue)
         packed = self.define("packed", block, self.emit_packed) if use_packed else None
+        # The direct paths compute C (+)= op(A) @ op(B) only: one per kind, shared by the module
+        kind = f"{'t' if self.trans_a else 'n'}{'t' if self.trans_b else 'n'}"
+        kind += f".{'acc' if self.accumulate else 'set'}.{self.elem}.x{blk.lanes}"
         if packed is not None and self.min_m > blk.direct_max_m:
             direct = None  # every call has M above direct_max_m: the small-M code would be dead
         elif self.trans_a and self.trans_b:
             # tt: no training product needs it; scalar direct code only when nothing else exists.
-            direct = None if packed else self.define("direct", cols, self.emit_direct)
+            direct = (
+                None
+                if packed
+                else self.define("direct", cols, self.emit_direct, f"graphc.gemm.direct.{kind}")
+            )
         elif self.trans_b:
-            direct = self.define("direct", cols, self.emit_direct_dot)
+            direct = self.define("direct", cols, self.emit_direct_dot, f"graphc.gemm.dot.{kind}")
         else:
-            direct = self.define("direct", cols, self.emit_direct)
+            direct = self.define("direct", cols, self.emit_direct, f"graphc.gemm.direct.{kind}")
+        self.gemv_fn = None
+        if direct is not None and not self.trans_b:
+            # M = 1 streams B (emit_gemv). With N and K built in (a layer's forward product,
+            # batch-1 inference) a GEMV of this GEMM's own: some 5-10 % faster than the shared
+            # one for about 0.015 s of compile time each
+            own = {"N", "K"} <= set(self.fixed)
+            shared = None if own else f"graphc.gemm.gemv.{kind}"
+            self.gemv_fn = self.define("gemv", cols, self.emit_gemv_cols, shared)
         zero = self.const(0)
         empty = b.or_(b.icmp_signed("<=", self.M, zero), b.icmp_signed("<=", self.N, zero))
         with b.if_then(empty, likely=False):
@@ -571,6 +599,36 @@ class _GemmEmitter:
                     self.call_packed(packed)
         b.ret_void()
         return self.fn
+
+    def finish_rect(
+        self,
+        b: ir.IRBuilder,
+        args: Sequence[ir.Value],
+        user: Sequence[ir.Value],
+        i0: ir.Value,
+        i1: ir.Value,
+        j0: ir.Value,
+        j1: ir.Value,
+    ) -> None:
+        """Apply the epilogue (if any) to C[i0:i1, j0:j1] with builder b (args: M..C)."""
+        if self.epilogue is None:
+            return
+        extras = list(user) if self.epilogue_fn.name in self.takes_extras else []
+        b.call(self.epilogue_fn, [*args[:6], *extras, i0, i1, j0, j1])
+
+    def emit_epilogue(self, i0: ir.Value, i1: ir.Value, j0: ir.Value, j1: ir.Value) -> None:
+        """C[i, j] = epilogue(C[i, j]) over rows i0..i1, columns j0..j1: vectors, then scalars.
+
+        The paths call it on C they have just stored (a panel of the packed path, in L1), after
+        the last K block."""
+        b, L = self.b, self.blk.lanes
+        with _loop(b, i0, i1, 1, name="ei") as il:
+            start = j0
+            for lanes in (L, 1) if L > 1 else (1,):
+                with _loop(b, start, self.sub(j1, lanes - 1), lanes, name=f"ej{lanes}") as jl:
+                    ptr = self.at(self.C, self.add(self.mul(il.iv, self.N), jl.iv))
+                    self.finish(self.load(ptr, lanes), il.iv, jl.iv, False, True)
+                start = jl.iv
 
     def call_packed(self, packed: ir.Function) -> None:
         """The packed path over all of C, split between the pool's threads when it pays."""
@@ -628,7 +686,16 @@ class _GemmEmitter:
         b, zero = self.b, self.const(0)
         n, k = self.fixed.get("N"), self.fixed.get("K")
         if self.pool is None or (n is not None and k is not None and n * k < DIRECT_PARALLEL_MIN):
-            self.call(direct, zero, self.N)  # (the only call: LLVM specializes on 0, N)
+            self.call_small(b, direct, self.fn.args[:6], self.extras, zero, self.N)
+            self.finish_rect(
+                b,
+                [self.M, self.N, self.K, self.A, self.B, self.C],
+                self.extras,
+                zero,
+                self.M,
+                zero,
+                self.N,
+            )
             return
         threads = b.load_atomic(self.pool.threads, "monotonic", 8, typ=I64)
         split = b.and_(
@@ -642,12 +709,55 @@ class _GemmEmitter:
                 unit = DIRECT_NV * self.blk.lanes  # whole register tiles
                 n0, n1 = _block_range(tb, fields[1], unit, t, count)
                 with tb.if_then(tb.icmp_signed("<", n0, n1)):
-                    user = fields[6:] if direct.name in self.takes_extras else []
-                    tb.call(direct, [*fields[:6], *user, n0, n1])
+                    self.call_small(tb, direct, fields[:6], fields[6:], n0, n1)
+                    self.finish_rect(tb, fields[:6], fields[6:], zero, fields[0], n0, n1)
                 tb.ret_void()
                 b.call(self.pool.run, [fn, ctx, threads])
             with otherwise:
-                self.call(direct, zero, self.N)
+                self.call_small(b, direct, self.fn.args[:6], self.extras, zero, self.N)
+                self.finish_rect(
+                    b,
+                    [self.M, self.N, self.K, self.A, self.B, self.C],
+                    self.extras,
+                    zero,
+                    self.M,
+                    zero,
+                    self.N,
+                )
+
+    def call_small(
+        self,
+        b: ir.IRBuilder,
+        direct: ir.Function,
+        args: Sequence[ir.Value],
+        user: Sequence[ir.Value],
+        n0: ir.Value,
+        n1: ir.Value,
+    ) -> None:
+        """Columns n0..n1 of C on the direct path (this GEMM's own GEMV when M = 1 if it has
+        one), with builder b; args: M..C as b's function has them, user: its extras."""
+        args = list(args)
+        for n, dim in enumerate("MNK"):
+            if dim in self.fixed:
+                args[n] = self.const(self.fixed[dim])
+
+        def plain(fn: ir.Function) -> None:
+            extras = list(user) if fn.name in self.takes_extras else []
+            b.call(fn, [*args, *extras, n0, n1])
+
+        if self.gemv_fn is None:
+            plain(direct)
+            return
+        with b.if_else(b.icmp_signed("==", args[0], self.const(1))) as (then, otherwise):
+            with then:
+                plain(self.gemv_fn)
+            with otherwise:
+                plain(direct)
+
+    def emit_gemv_cols(self, n0: ir.Value, n1: ir.Value) -> None:
+        """emit_gemv over columns n0..n1 (M = 1; a helper of its own)."""
+        self.n_lo, self.n_hi = n0, n1
+        self.emit_gemv()
 
     def split_along_m(self, b: ir.IRBuilder, M: ir.Value, N: ir.Value) -> ir.Value:
         """i1: threads split C along M (each block packs all of B) when M >= N, else along N
@@ -704,7 +814,10 @@ class _GemmEmitter:
     # -- packed path -------------------------------------------------------------------------------
 
     def emit_packed(self, m0: ir.Value, m1: ir.Value, n0: ir.Value, n1: ir.Value) -> None:
-        """C[m0:m1, n0:n1] (a block of C, for threads; all of it is 0, M, 0, N)."""
+        """C[m0:m1, n0:n1] (a block of C, for threads; all of it is 0, M, 0, N).
+
+        This GEMM's own code is the loop nest down to the panels and the epilogue; packing and
+        the microkernel are helpers shared by every GEMM of the module with the same tile."""
         b, blk = self.b, self.blk
         rows_in_place = blk.rows_of_a_in_place and not self.trans_a
         # No A block when rows of A are read in place: its stack space goes to a deeper KC
@@ -714,8 +827,7 @@ class _GemmEmitter:
             self.a_buf = b.alloca(ir.ArrayType(self.elem, blk.mc * kc_size), name="a.packed")
             bufs.append(self.a_buf)
         self.b_buf = b.alloca(ir.ArrayType(self.elem, blk.nc * kc_size), name="b.packed")
-        self.tile_buf = b.alloca(ir.ArrayType(self.elem, blk.mr * blk.nr), name="c.tile")
-        for buf in (*bufs, self.b_buf, self.tile_buf):
+        for buf in (*bufs, self.b_buf):
             buf.align = 64
             buf.type = PTR  # llvmlite still types an alloca as `[n x float]*`; LLVM has only `ptr`
         block = [("x0", I64), ("nx", I64), ("pc", I64), ("kc", I64), ("dst", PTR)]
@@ -726,13 +838,11 @@ class _GemmEmitter:
             self.pack_b,
             f"graphc.gemm.pack_b.{'t' if self.trans_b else 'n'}.{kind}",
         )
-        edge = [(n, I64) for n in ("i", "j", "mr", "nr", "load_old", "last")] + [("tile", PTR)]
-        self.store_edge_fn = self.define("store_edge", edge, self.store_edge)
         # A is packed to be read N / NR times; for fewer, the microkernel reads it in place.
         in_place_max = blk.nr * A_IN_PLACE_MAX_SLIVERS
         if rows_in_place:
             a_in_place: ir.Value | bool = True
-        elif "N" in self.fixed:  # decided now: one microkernel in the code, not two
+        elif "N" in self.fixed:  # decided now
             a_in_place = self.fixed["N"] <= in_place_max
         else:
             a_in_place = b.icmp_signed("<=", self.N, self.const(in_place_max))
@@ -758,7 +868,11 @@ class _GemmEmitter:
                 pc = self.mul(p_loop.iv, kc_size, name="pc")
                 kc = self.imin(self.sub(self.K, pc), KC, name="kc")
                 kc = b.select(b.icmp_signed("<", kc, self.const(0)), self.const(0), kc)
-                load_old = True if self.accumulate else b.icmp_signed(">", p_loop.iv, self.const(0))
+                load_old = (
+                    self.const(1)
+                    if self.accumulate
+                    else b.zext(b.icmp_signed(">", p_loop.iv, self.const(0)), I64)
+                )
                 last = self.epilogue is not None and b.icmp_signed(
                     "==", p_loop.iv, self.sub(kblocks, 1)
                 )
@@ -766,68 +880,148 @@ class _GemmEmitter:
                 with _loop(b, m0, m1, blk.mc, name="ic") as ic_loop:
                     ic = ic_loop.iv
                     mc = self.imin(self.sub(m1, ic), self.const(blk.mc), name="mc")
-                    if a_in_place is False:
-                        self.call(pack_a, ic, mc, pc, kc, self.a_buf)
-                    elif a_in_place is not True:
-                        with b.if_then(b.not_(a_in_place)):
+                    # A tile t of the panel: rows at a + t*ps_a + r*rs_a, k at + k*cs_a
+                    if self.trans_a:  # A is [K, M], read in place
+                        in_place = (
+                            self.at(self.A, self.add(self.mul(pc, self.M), ic)),
+                            self.const(1),
+                            self.M,
+                            self.const(blk.mr),
+                        )
+                    else:  # A is [M, K]
+                        in_place = (
+                            self.at(self.A, self.add(self.mul(ic, self.K), pc)),
+                            self.K,
+                            self.const(1),
+                            self.mul(self.K, blk.mr),
+                        )
+                    # (microkernel, A's arguments) when A is read in place, when packed
+                    choices = [(self.shared_ukernel(rows=not self.trans_a), in_place)]
+                    if a_in_place is not True:
+                        if a_in_place is False:
                             self.call(pack_a, ic, mc, pc, kc, self.a_buf)
+                        else:
+                            with b.if_then(b.not_(a_in_place)):
+                                self.call(pack_a, ic, mc, pc, kc, self.a_buf)
+                        one, mr_ = self.const(1), self.const(blk.mr)
+                        packed_a = (self.a_buf, one, mr_, self.mul(kc, blk.mr))
+                        choices.append((self.shared_ukernel(rows=False), packed_a))
+                        if a_in_place is False:
+                            choices = choices[1:]
+                        elif choices[0][0] is choices[1][0]:  # one microkernel: select A
+                            choices = [
+                                (
+                                    choices[0][0],
+                                    tuple(
+                                        b.select(a_in_place, x, y)
+                                        for x, y in zip(in_place, packed_a, strict=True)
+                                    ),
+                                )
+                            ]
                     with _loop(b, self.const(0), nc, blk.nr, name="jr") as jr:
                         nr = self.imin(self.sub(nc, jr.iv), self.const(blk.nr), name="nr")
                         bp = self.at(self.b_buf, self.mul(jr.iv, kc), name="bp")
-                        with _loop(b, self.const(0), mc, blk.mr, name="ir") as ir_:
-                            mr = self.imin(self.sub(mc, ir_.iv), self.const(blk.mr), name="mr")
-                            i = self.add(ic, ir_.iv, name="i")
-                            j = self.add(jc, jr.iv, name="j")
-                            self.prefetch_tile(i, j)
-                            acc = self.tile_product(a_in_place, i, ir_.iv, pc, kc, bp)
-                            self.store_tile(acc, i, j, mr, nr, load_old, last)
+                        j = self.add(jc, jr.iv, name="j")
+                        cp = self.at(self.C, self.add(self.mul(ic, self.N), j), name="cp")
+                        rest = [bp, cp, self.N, nr, load_old]
+                        if len(choices) == 1:
+                            b.call(choices[0][0], [kc, mc, *choices[0][1], *rest])
+                        else:
+                            with b.if_else(a_in_place) as (then, otherwise):
+                                for branch, (fn, a_args) in zip((then, otherwise), choices):
+                                    with branch:
+                                        b.call(fn, [kc, mc, *a_args, *rest])
+                        if last is not False:
+                            with b.if_then(last):
+                                self.call(
+                                    self.epilogue_fn, ic, self.add(ic, mc), j, self.add(j, nr)
+                                )
 
-    def tile_product(
+    def shared_ukernel(self, rows: bool) -> ir.Function:
+        """The module's microkernel for this tile (see emit_ukernel), defined on first use:
+        for A's rows contiguous along k (`rows`: A [M, K] in place), or A's columns (A [K, M]
+        in place, or packed)."""
+        blk = self.blk
+        name = f"graphc.gemm.ukernel.{'rows' if rows else 'cols'}.{self.elem}.x{blk.lanes}"
+        name += f".{blk.mr}x{blk.nr}"
+        if name in self.module.globals:
+            return self.module.globals[name]
+        params = [
+            ("kc", I64),
+            ("mc", I64),
+            ("a", PTR),
+            ("rs_a", I64),
+            ("cs_a", I64),
+            ("ps_a", I64),
+            ("bp", PTR),
+            ("c", PTR),
+            ("ldc", I64),
+            ("nr", I64),
+            ("load_old", I64),
+        ]
+        fn = ir.Function(self.module, ir.FunctionType(VOID, [t for _, t in params]), name=name)
+        fn.linkage = "internal"
+        fn.attributes.add("noinline")
+        fn.attributes.add("nounwind")
+        for arg, (arg_name, _) in zip(fn.args, params, strict=True):
+            arg.name = arg_name
+            if arg_name in ("a", "bp", "c"):
+                arg.add_attribute("noalias")
+        saved = self.b
+        self.b = ir.IRBuilder(fn.append_basic_block("entry"))
+        self.emit_ukernel(rows, *fn.args)
+        self.b.ret_void()
+        self.b = saved
+        return fn
+
+    def emit_ukernel(
         self,
-        a_in_place: ir.Value | bool,
-        i: ir.Value,
-        ir_: ir.Value,
-        pc: ir.Value,
+        rows: bool,
         kc: ir.Value,
+        mc: ir.Value,
+        a: ir.Value,
+        rs_a: ir.Value,
+        cs_a: ir.Value,
+        ps_a: ir.Value,
         bp: ir.Value,
-    ) -> list[list[ir.Value]]:
-        """The microkernel on packed A, or on A where it lies (rows past M repeat the last);
-        `a_in_place` is an i1, or a bool when the choice is known now (one microkernel)."""
+        c: ir.Value,
+        ldc: ir.Value,
+        nr: ir.Value,
+        load_old: ir.Value,
+    ) -> None:
+        """A panel: C[0:mc, 0:nr] (+= when load_old) A[0:mc, 0:kc] @ B~ (ldc: C's row stride).
+
+        B~ is a packed KC x NR sliver; A's tile t (rows t*MR..) lies at a + t*ps_a, row r of it
+        at + r*rs_a, k at + k*cs_a: the packed A block (1, MR, MR*kc) or A where it lies. One
+        call per panel, so that its cost is spread over mc/MR tiles; rows of the last tile past
+        mc repeat its last row and are not stored. No epilogue: the caller applies its own.
+        With `rows`, cs_a is taken as 1, else rs_a: A's addresses then need one register per
+        row, or one in all (a 12-row tile with both strides variable ran 1.2x slower).
+        """
         b, blk = self.b, self.blk
+        if rows:
+            cs_a = self.const(1)
+        else:
+            rs_a = self.const(1)
+        tile_buf = b.alloca(ir.ArrayType(self.elem, blk.mr * blk.nr), name="c.tile")
+        tile_buf.align = 64
+        tile_buf.type = PTR
+        load_old = b.icmp_signed("!=", load_old, self.const(0))
+        with _loop(b, self.const(0), mc, blk.mr, name="ir", carried=[a]) as ir_:
+            a_tile = ir_.carried[0]
+            mr = self.imin(self.sub(mc, ir_.iv), self.const(blk.mr), name="mr")
+            last_row = self.sub(mr, 1)
+            a_rows = [
+                self.at(a_tile, self.mul(self.imin(self.const(r), last_row), rs_a))
+                for r in range(blk.mr)
+            ]
+            c_tile = self.at(c, self.mul(ir_.iv, ldc), name="c.tile.ptr")
+            self.prefetch_tile(c_tile, ldc)
+            acc = self.microkernel(kc, a_rows, cs_a, bp)
+            self.store_tile(acc, c_tile, ldc, mr, nr, load_old, tile_buf)
+            ir_.carried = [self.at(a_tile, ps_a)]
 
-        def on_a_in_place() -> list[list[ir.Value]]:
-            last_row = self.sub(self.M, 1)
-            rows = [self.imin(self.add(i, r), last_row) for r in range(blk.mr)]
-            a_rows = [self.at(self.A, self.a_index(row, pc)) for row in rows]
-            a_step = self.M if self.trans_a else self.const(1)
-            return self.microkernel(kc, a_rows, a_step, bp)
-
-        def on_packed_a() -> list[list[ir.Value]]:
-            ap = self.at(self.a_buf, self.mul(ir_, kc), name="ap")
-            a_rows = [self.at(ap, self.const(r)) for r in range(blk.mr)]
-            return self.microkernel(kc, a_rows, self.const(blk.mr), bp)
-
-        if isinstance(a_in_place, bool):
-            return on_a_in_place() if a_in_place else on_packed_a()
-        with b.if_else(a_in_place) as (then, otherwise):
-            with then:
-                in_place = on_a_in_place()
-                in_place_block = b.block
-            with otherwise:
-                packed = on_packed_a()
-                packed_block = b.block
-        out = []
-        for row_in_place, row_packed in zip(in_place, packed, strict=True):
-            row = []
-            for x, y in zip(row_in_place, row_packed, strict=True):
-                phi = b.phi(x.type)
-                phi.add_incoming(x, in_place_block)
-                phi.add_incoming(y, packed_block)
-                row.append(phi)
-            out.append(row)
-        return out
-
-    def prefetch_tile(self, i: ir.Value, j: ir.Value) -> None:
+    def prefetch_tile(self, c_tile: ir.Value, ldc: ir.Value) -> None:
         """Ask for the C tile's cache lines now, so they arrive while the microkernel runs.
 
         Without this the tile's loads and stores miss at the end of every microkernel (C is
@@ -835,11 +1029,11 @@ class _GemmEmitter:
         never faults, so edge tiles may prefetch past the end of C.
         """
         b, blk = self.b, self.blk
-        row0 = self.add(self.mul(i, self.N), j)
         for r in range(blk.mr):
-            first = self.add(row0, self.mul(self.N, r))
+            first = self.mul(ldc, r)
             for off in (0, blk.nr - 1):  # the first and last element: at most two lines
-                self.prefetch(b.gep(self.C, [self.add(first, off)], source_etype=self.elem), True)
+                ptr = b.gep(c_tile, [self.add(first, off)], source_etype=self.elem)
+                self.prefetch(ptr, True)
 
     def prefetch(self, ptr: ir.Value, write: bool) -> None:
         """llvm.prefetch into L1; a hint that never faults, so ptr may point anywhere."""
@@ -899,65 +1093,65 @@ class _GemmEmitter:
             rem.carried = step(rem.iv, rem.carried)
         return rem.final
 
+    def store_c(self, acc: ir.Value, ptr: ir.Value, load_old: ir.Value) -> None:
+        """*ptr = acc (+ *ptr when load_old, an i1: C is read either way, one copy of the code;
+        a select, not + 0, so that -0 stays -0)."""
+        lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 1
+        total = self.b.fadd(acc, self.load(ptr, lanes, name="c.old"), name="c.sum")
+        self.store(self.b.select(load_old, total, acc), ptr)
+
     def store_tile(
         self,
         acc: list[list[ir.Value]],
-        i: ir.Value,
-        j: ir.Value,
+        c_tile: ir.Value,
+        ldc: ir.Value,
         mr: ir.Value,
         nr: ir.Value,
-        load_old: ir.Value | bool,
-        last: ir.Value | bool,
+        load_old: ir.Value,
+        tile_buf: ir.Value,
     ) -> None:
+        """The tile's valid mr x nr corner to C (+ C_old when load_old, an i1)."""
         b, blk, L = self.b, self.blk, self.blk.lanes
         full = b.and_(
             b.icmp_signed("==", mr, self.const(blk.mr)), b.icmp_signed("==", nr, self.const(blk.nr))
         )
 
-        def store_full(load_old: bool, last: bool) -> None:
-            for r in range(blk.mr):
-                for v in range(blk.nv):
-                    self.finish(acc[r][v], self.add(i, r), self.add(j, v * L), load_old, last)
-
         with b.if_else(full, likely=True) as (then, otherwise):
             with then:
-                self.when([load_old, last], store_full)
+                for r in range(blk.mr):
+                    row = self.at(c_tile, self.mul(ldc, r))
+                    for v in range(blk.nv):
+                        self.store_c(acc[r][v], self.at(row, self.const(v * L)), load_old)
             with otherwise:
                 for r in range(blk.mr):
                     for v in range(blk.nv):
-                        ptr = self.at(self.tile_buf, self.const(r * blk.nr + v * L))
+                        ptr = self.at(tile_buf, self.const(r * blk.nr + v * L))
                         self.store(acc[r][v], ptr, L * self.size)
-                flags = [
-                    b.zext(f, I64) if not isinstance(f, bool) else self.const(int(f))
-                    for f in (load_old, last)
-                ]
-                self.call(self.store_edge_fn, i, j, mr, nr, *flags, self.tile_buf)
+                self.store_edge(c_tile, ldc, mr, nr, load_old, tile_buf)
 
     def store_edge(
         self,
-        i: ir.Value,
-        j: ir.Value,
+        c_tile: ir.Value,
+        ldc: ir.Value,
         mr: ir.Value,
         nr: ir.Value,
         load_old: ir.Value,
-        last: ir.Value,
         tile: ir.Value,
     ) -> None:
-        """Finish the valid mr x nr corner of an MR x NR tile: whole vectors, then scalars."""
+        """Store the valid mr x nr corner of an MR x NR tile held in `tile`: whole vectors,
+        then scalars."""
         b, blk, L = self.b, self.blk, self.blk.lanes
-        load_old = True if self.accumulate else b.trunc(load_old, I1)
-        last = b.trunc(last, I1)
         nr_vec = self.mul(b.sdiv(nr, self.const(L)), L) if L > 1 else self.const(0)
         with _loop(b, self.const(0), mr, 1, name="er") as er:
             row = self.mul(er.iv, blk.nr)
-            ii = self.add(i, er.iv)
+            c_row = self.at(c_tile, self.mul(er.iv, ldc))
             if L > 1:
                 with _loop(b, self.const(0), nr_vec, L, name="ev") as ev:
                     acc = self.load(self.at(tile, self.add(row, ev.iv)), L, L * self.size)
-                    self.finish(acc, ii, self.add(j, ev.iv), load_old, last)
+                    self.store_c(acc, self.at(c_row, ev.iv), load_old)
             with _loop(b, nr_vec, nr, 1, name="es") as es:
                 acc = self.load(self.at(tile, self.add(row, es.iv)))
-                self.finish(acc, ii, self.add(j, es.iv), load_old, last)
+                self.store_c(acc, self.at(c_row, es.iv), load_old)
 
     # -- packing -----------------------------------------------------------------------------------
 
@@ -1060,6 +1254,9 @@ class _GemmEmitter:
         """
         b, L = self.b, self.blk.lanes
         last = self.sub(valid, 1)
+        if L > 1 and R > L and R % L == 0:
+            self.pack_groups_transposed(rows, ld, valid, R, kc, dst, name)
+            return
         row_ptrs = [self.at(rows, self.mul(self.imin(self.const(x), last), ld)) for x in range(R)]
         keep = [None] + [b.icmp_signed("<", self.const(x), valid) for x in range(1, R)]
         next_rows = b.gep(rows, [self.mul(ld, R)], source_etype=self.elem)
@@ -1094,6 +1291,49 @@ class _GemmEmitter:
             v = b.select(b.icmp_signed("<", xt.iv, valid), v, self.zero(1))
             self.store(v, self.at(dst, self.add(self.mul(kt.iv, R), xt.iv)))
 
+    def pack_groups_transposed(
+        self,
+        rows: ir.Value,
+        ld: ir.Value,
+        valid: ir.Value,
+        R: int,
+        kc: ir.Value,
+        dst: ir.Value,
+        name: str,
+    ) -> None:
+        """pack_sliver_transposed for R a multiple of L (> L): a loop over the R / L groups of
+        L rows, each one L x L transpose per L values of k (one transpose in the code, not
+        R / L: the 6 x 64 tile's packer was a tenth of a training step's compile time)."""
+        b, L = self.b, self.blk.lanes
+        last = self.sub(valid, 1)
+        next_rows = b.gep(rows, [self.mul(ld, R)], source_etype=self.elem)
+        k_done = self.mul(b.sdiv(kc, self.const(L)), L)
+        with _loop(b, self.const(0), self.const(R), L, name=f"{name}.g") as gl:
+            xs = [self.add(gl.iv, x) for x in range(L)]
+            row_ptrs = [self.at(rows, self.mul(self.imin(x, last), ld)) for x in xs]
+            keep = [b.icmp_signed("<", x, valid) for x in xs]
+            with _loop(b, self.const(0), k_done, L, name=f"{name}.kv") as kv:
+                # Each row starts on a page of its own, where the hardware prefetcher starts
+                # cold: fetch the next sliver's rows while this one is transposed.
+                for x in xs:
+                    ahead = self.add(self.mul(ld, x), kv.iv)
+                    self.prefetch(b.gep(next_rows, [ahead], source_etype=self.elem), write=False)
+                vecs = [
+                    b.select(keep[x], self.load(self.at(row_ptrs[x], kv.iv), L), self.zero(L))
+                    for x in range(L)
+                ]
+                for kk, col in enumerate(self.transpose(vecs)):
+                    off = self.add(self.mul(self.add(kv.iv, kk), R), gl.iv)
+                    self.store(col, self.at(dst, off))
+        with (
+            _loop(b, k_done, kc, 1, name=f"{name}.kt") as kt,
+            _loop(b, self.const(0), self.const(R), 1, name=f"{name}.xt") as xt,
+        ):
+            xc = self.imin(xt.iv, last)
+            v = self.load(self.at(rows, self.add(self.mul(xc, ld), kt.iv)))
+            v = b.select(b.icmp_signed("<", xt.iv, valid), v, self.zero(1))
+            self.store(v, self.at(dst, self.add(self.mul(kt.iv, R), xt.iv)))
+
     # -- direct path (small M) ---------------------------------------------------------------------
 
     def emit_direct(self, n0: ir.Value, n1: ir.Value) -> None:
@@ -1101,14 +1341,10 @@ class _GemmEmitter:
         all of K at once.
 
         A tile has DIRECT_ROWS rows; past the last row of C it repeats that row and stores
-        nothing. A single row (M = 1, a GEMV) streams B instead (emit_gemv).
+        nothing. A single row (M = 1, a GEMV) streams B instead (emit_gemv, a helper of its
+        own that the caller calls instead of this one).
         """
         b, L = self.b, self.blk.lanes
-        self.n_lo, self.n_hi = n0, n1
-        if not self.trans_b:
-            with b.if_then(b.icmp_signed("==", self.M, self.const(1))):
-                self.emit_gemv()
-                b.ret_void()
         with _loop(b, self.const(0), self.M, DIRECT_ROWS, name="di") as il:
             rows = [self.imin(self.add(il.iv, r), self.sub(self.M, 1)) for r in range(DIRECT_ROWS)]
             start = n0
@@ -1169,10 +1405,6 @@ class _GemmEmitter:
             update(gk.iv, GEMV_ROWS, "gu")
         with _loop(b, gk.iv, self.K, 1, name="gkr") as gkr:
             update(gkr.iv, 1, "gr")
-        if self.epilogue is not None:
-            sweep(
-                "ge", lambda j, lanes: self.finish(self.load(c_ptr(j), lanes), zero, j, False, True)
-            )
 
     def direct_tile(
         self, i: ir.Value, rows: list[ir.Value], j: ir.Value, nv: int, lanes: int, unroll: int
@@ -1200,7 +1432,7 @@ class _GemmEmitter:
             def store_row(r: int = r, row: ir.Value = row) -> None:
                 for v in range(nv):
                     jj = self.add(j, v * lanes)
-                    self.finish(acc[r * nv + v], row, jj, self.accumulate, True)
+                    self.finish(acc[r * nv + v], row, jj, self.accumulate, False)
 
             if r == 0:
                 store_row()
@@ -1255,7 +1487,7 @@ class _GemmEmitter:
             acc = ir.Constant(self.vtype(cols), ir.Undefined)
             for c in range(cols):
                 acc = b.insert_element(acc, out[c], ir.Constant(I32, c))
-        self.finish(acc, i, j, self.accumulate, True)
+        self.finish(acc, i, j, self.accumulate, False)
 
 
 # --------------------------------------------------------------------------------------------------

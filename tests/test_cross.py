@@ -314,9 +314,9 @@ def neon_fmas(path: str) -> dict[str, int]:
 @needs_aarch64
 def test_aarch64_gemm_is_built_from_neon_vector_fmas(arm):
     counts = neon_fmas(arm["lib"])
-    packed = {f: n for f, n in counts.items() if f.endswith("gemm.packed")}
-    assert packed, f"no packed GEMM with NEON FMAs: {counts}"
-    # the 8 x 3-vector register tile: 24 fmla per step of k in every packed microkernel
+    packed = {f: n for f, n in counts.items() if f.startswith("graphc.gemm.ukernel.")}
+    assert packed, f"no packed GEMM microkernel with NEON FMAs: {counts}"
+    # the 8 x 3-vector register tile: 24 fmla per step of k in every microkernel
     assert all(n >= 24 and n % 24 == 0 for n in packed.values()), packed
 
 
