@@ -30,7 +30,7 @@ from llvmlite import ir
 from graphc.ir.plan import Schedule
 from graphc.ir.types import BATCH
 
-from .lltypes import I1, I8, I32, I64, LL, PTR, VOID, i64
+from .lltypes import F64, I1, I8, I32, I64, LL, PTR, VOID, i64
 from .loops import loop
 
 EPOCH_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, PTR])
@@ -123,3 +123,139 @@ def emit_train_epoch(
     b.position_at_end(bad)
     b.ret(ir.Constant(I32, ERR_INDEX))
     return fn
+
+
+# ---------------------------------------------------------------- the data-parallel epoch
+
+# int32_t reduce(int64_t step, int64_t rows): the caller's all-reduce between the two entries
+REDUCE_TYPE = ir.FunctionType(I32, [I64, I64])
+EPOCH_SPLIT_TYPE = ir.FunctionType(
+    I32, [PTR, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, I64, I64, I64, I64, PTR, PTR, PTR]
+)
+ERR_REDUCE = 901  # the reduce call-out returned nonzero: the entry stopped before the update
+
+
+def emit_train_epoch_split(
+    module: ir.Module,
+    fname: str,
+    grads: ir.Function,
+    update: ir.Function,
+    gsched: Schedule,
+) -> ir.Function:
+    """Emit ``fname``, the data-parallel epoch of one rank: steps of ``NAME_train_grads``, a
+    call-out that all-reduces the grad region, and ``NAME_apply_update``. ABI::
+
+        int32_t NAME_train_epoch_split(void *params, void *state, void *workspace,
+            void *const *inputs, void *const *outputs, int64_t n, const int64_t *order,
+            int64_t batch, void *const *staging, int64_t ranks, int64_t rank,
+            int64_t first_step, int64_t end_step, void *const *update_inputs,
+            int32_t (*reduce)(int64_t step, int64_t rows), int64_t *at)
+
+    ``inputs``/``outputs``: train_grads' slots, the batched inputs holding all ``n`` rows (as
+    for ``NAME_train_epoch``); its ``loss_scale`` and ``row0`` slots point at scalars this
+    entry writes before each step. Global step ``s`` (``first_step <= s < end_step``) covers
+    ``order[s*batch : min(n, (s+1)*batch)]`` (``big`` rows); this rank takes the ``rank``-th
+    of ``ranks`` nearly equal consecutive slices of it (runtime.distributed.shard: ``first``,
+    ``count``), gathers those rows into ``staging`` and calls train_grads on them with
+    loss_scale = count / big (rounded from double, as numpy does) and row0 = first (none when
+    ``count`` is 0: the rank contributes nothing). Then ``reduce(s, count)``: 0 runs
+    apply_update (inputs ``update_inputs``, no outputs) and goes on; any other value stops the
+    entry with ERR_REDUCE before the update. ``at[0]`` holds the step being run. Returns 0,
+    ERR_INDEX (a row index outside 0..n-1), ERR_REDUCE or the nonzero code of an entry.
+    """
+    g = gsched.graph
+    fn = ir.Function(module, EPOCH_SPLIT_TYPE, name=fname)
+    names = (
+        "params", "state", "workspace", "inputs", "outputs", "n", "order", "batch", "staging",
+        "ranks", "rank", "first_step", "end_step", "update_inputs", "reduce", "at",
+    )  # fmt: skip
+    for a, nm in zip(fn.args, names):
+        a.name = nm
+    params, state, ws, inputs, outputs, n, order, batch, staging = fn.args[:9]
+    ranks, rank, first_step, end_step, update_inputs, reduce_fn, at = fn.args[9:]
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    memcpy = _memcpy(module)
+    slots = len(gsched.input_slots)
+    step_inputs = b.alloca(PTR, size=max(1, slots), name="step_inputs")
+    no_outputs = b.alloca(PTR, size=1, name="no_outputs")
+    batched: list[tuple[int, ir.Value, ir.Value]] = []  # row bytes, data, stage
+    scale_ptr = row0_ptr = None
+    for i, name in enumerate(gsched.input_slots):
+        t = g[name].type
+        src = b.load(b.gep(inputs, [i64(i)], source_etype=PTR), typ=PTR, name=f"in{i}")
+        if t.shape and t.shape[0] == BATCH:
+            stage = b.load(b.gep(staging, [i64(i)], source_etype=PTR), typ=PTR, name=f"stage{i}")
+            batched.append((t.size(1) * t.itemsize, src, stage))
+            src = stage
+        elif name == "loss_scale":
+            scale_ptr, scale_t = src, LL[t.dtype]
+        elif name == "row0":
+            row0_ptr = src
+        b.store(src, b.gep(step_inputs, [i64(i)], source_etype=PTR))
+    if scale_ptr is None:
+        raise ValueError(f"{fname}: train_grads has no loss_scale input")
+    bad = fn.append_basic_block("bad_index")
+    reduce_call = _callee(reduce_fn, REDUCE_TYPE)
+    with loop(b, b.sub(end_step, first_step), name="j") as j:
+        s = b.add(first_step, j, name="s")
+        b.store(s, at)
+        lo = b.mul(s, batch, name="lo")
+        rest = b.sub(n, lo)
+        big = b.select(b.icmp_signed("<", rest, batch), rest, batch, name="big")
+        # shard(big, ranks, rank): the first big % ranks slices hold one row more
+        q, r_ = b.sdiv(big, ranks, name="q"), b.srem(big, ranks, name="r")
+        more = b.icmp_signed("<", rank, r_)
+        first = b.add(b.mul(rank, q), b.select(more, rank, r_), name="first")
+        count = b.add(q, b.zext(more, I64), name="count")
+        has_rows = fn.append_basic_block("has_rows")
+        reduce_bb = fn.append_basic_block("reduce")
+        b.cbranch(b.icmp_signed(">", count, i64(0)), has_rows, reduce_bb)
+        b.position_at_end(has_rows)
+        base = b.add(lo, first, name="base")
+        with loop(b, count, name="r") as r:
+            row = b.load(
+                b.gep(order, [b.add(base, r)], inbounds=True, source_etype=I64), typ=I64, name="row"
+            )
+            ok_bb = fn.append_basic_block("row_ok")
+            inside = b.and_(b.icmp_signed(">=", row, i64(0)), b.icmp_signed("<", row, n))
+            b.cbranch(inside, ok_bb, bad)
+            b.position_at_end(ok_bb)
+            for rb, src, stage in batched:
+                s_ptr = b.gep(src, [b.mul(row, i64(rb))], inbounds=True, source_etype=I8)
+                d_ptr = b.gep(stage, [b.mul(r, i64(rb))], inbounds=True, source_etype=I8)
+                b.call(memcpy, [d_ptr, s_ptr, i64(rb), ir.Constant(I1, 0)])
+        # as numpy: count / big in double, then rounded to the scale's type
+        ratio = b.fdiv(b.sitofp(count, F64), b.sitofp(big, F64))
+        b.store(ratio if scale_t == F64 else b.fptrunc(ratio, scale_t), scale_ptr)
+        if row0_ptr is not None:
+            b.store(first, row0_ptr)
+        rc = b.call(grads, [params, state, ws, step_inputs, outputs, count], name="rc")
+        _return_if_nonzero(b, fn, rc, "grads")
+        b.branch(reduce_bb)
+        b.position_at_end(reduce_bb)
+        go = b.call(reduce_call, [s, count], name="go")
+        stop_bb, upd_bb = fn.append_basic_block("reduce_stop"), fn.append_basic_block("update")
+        b.cbranch(b.icmp_signed("!=", go, ir.Constant(I32, 0)), stop_bb, upd_bb)
+        b.position_at_end(stop_bb)
+        b.ret(ir.Constant(I32, ERR_REDUCE))
+        b.position_at_end(upd_bb)
+        rc = b.call(update, [params, state, ws, update_inputs, no_outputs, i64(1)], name="urc")
+        _return_if_nonzero(b, fn, rc, "update")
+    b.ret(ir.Constant(I32, 0))
+    b.position_at_end(bad)
+    b.ret(ir.Constant(I32, ERR_INDEX))
+    return fn
+
+
+def _return_if_nonzero(b: ir.IRBuilder, fn: ir.Function, rc: ir.Value, what: str) -> None:
+    fail_bb, ok_bb = fn.append_basic_block(f"{what}_failed"), fn.append_basic_block(f"{what}_ok")
+    b.cbranch(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), fail_bb, ok_bb)
+    b.position_at_end(fail_bb)
+    b.ret(rc)
+    b.position_at_end(ok_bb)
+
+
+def _callee(value: ir.Value, ftype: ir.FunctionType):
+    from .threads import _Callee
+
+    return _Callee(value, ftype)

@@ -70,6 +70,23 @@ class ModuleBuilder:
             self.module, f"{self.name}_train_epoch", step, self.entries[step_entry]
         )
 
+    def add_split_epoch_entry(self) -> ir.Function:
+        """Emit ``NAME_train_epoch_split``: a rank's data-parallel epoch over the entries
+        ``train_grads`` (its body: distributed fit checked the data once) and ``apply_update``
+        (added before) with an all-reduce call-out between them; ABI in ``codegen/epoch.py``."""
+        from .epoch import emit_train_epoch_split
+
+        g = f"{self.name}_train_grads"
+        grads = self.module.globals.get(f"{g}_unchecked") or self.module.get_global(g)
+        update = self.module.get_global(f"{self.name}_apply_update")
+        return emit_train_epoch_split(
+            self.module,
+            f"{self.name}_train_epoch_split",
+            grads,
+            update,
+            self.entries["train_grads"],
+        )
+
     def add_entry(
         self,
         entry: str,

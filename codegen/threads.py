@@ -9,8 +9,10 @@ together, and returns when all calls have returned.
 Protocol (all state is in module globals; orderings are C11's, as LLVM defines them):
 
 - ``work`` packs the dispatch's generation (high 32 bits) and the next unclaimed task index (low
-  32 bits). The caller publishes a dispatch by storing ``(gen + 1) << 32`` after it wrote the
-  task, context and count; anyone (the caller too) claims index t with a compare-and-swap
+  32 bits). The caller publishes a dispatch by storing ``(gen + 1) << 32 | 1`` after it wrote
+  the task, context and count: index 0 is the caller's, so a split runs the same share on the
+  same core every call (its data stays in that core's cache) when the workers are on time;
+  anyone (the caller too) claims the other indices t with a compare-and-swap
   ``gen<<32 | t -> gen<<32 | t+1``, so each index runs exactly once, and a worker that looks at
   an old generation never claims in a newer one. A successful claim also proves the fields it
   read before are that generation's: the caller rewrites them only after every index of the
@@ -348,10 +350,15 @@ class _PoolEmitter:
         _store_atomic(b, zero, self.done, "monotonic", 8)
         old = b.load_atomic(self.work, "monotonic", 8, typ=I64)
         gen = b.and_(b.add(self.gen_of(b, old), one), ir.Constant(I64, 0xFFFFFFFF), name="gen")
-        _store_atomic(b, b.shl(gen, ir.Constant(I64, 32)), self.work, "seq_cst", 8)
+        # index 0 is claimed by the caller in the same store: with one worker per core, each
+        # thread then runs the same share of a split every call (the GEMV's columns of B stay
+        # in that core's L2), unless a worker is late and the caller claims its share too
+        _store_atomic(b, b.or_(b.shl(gen, ir.Constant(I64, 32)), one), self.work, "seq_cst", 8)
         asleep = b.load_atomic(self.sleepers, "seq_cst", 8, typ=I64)
         with b.if_then(b.icmp_signed(">", asleep, zero), likely=False):
             self.wake_all(b)
+        b.call(task, [ctx, zero, count])
+        b.atomic_rmw("add", self.done, one, "release")
         b.call(self.claim_fn, [gen])
         # wait for tasks other threads claimed
         pre = b.block

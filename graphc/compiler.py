@@ -330,6 +330,8 @@ def build_module(
             mb.add_entry(entry, sched, prog.input_checks.get(entry, ()))
         if "train_step" in prog.schedules:
             mb.add_epoch_entry("train_step")
+        if all(e in prog.schedules for e in SPLIT_ENTRIES):
+            mb.add_split_epoch_entry()
     prog.timings["llvm_ir"] = time.perf_counter() - t0
     return mb
 

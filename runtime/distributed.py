@@ -56,15 +56,19 @@ model and calls ``fit`` with the same data and arguments. Then:
   job.
 
 Ops whose value depends on the whole batch (batch normalization) refuse distributed fit (see
-``Model.fit``). Each step is one Python iteration (gather the rank's rows, ``train_grads``,
-the all-reduce, ``apply_update``): about 0.1 ms of Python per step besides the native calls
-and the all-reduce.
+``Model.fit``). Without batch callbacks (and with ``model.use_epoch_entry``, the default), a
+rank's epoch is one native call (``NAME_train_epoch_split``, graphc.codegen.epoch): it gathers
+the rank's rows, runs ``train_grads``, calls back into Python for the all-reduce and the
+decisions above (about 10 µs of Python per step), then runs ``apply_update``; the per-step
+Python loop (about 0.25 ms per step besides the native calls) remains for batch callbacks.
+Both make the same native calls on the same rows: their results are equal bit for bit.
 
 mpi4py is imported only here, and only when asked for (``distributed="mpi"``, ``world()``).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import os
@@ -77,10 +81,12 @@ from typing import Any
 
 import numpy as np
 
+from graphc.codegen.epoch import ERR_INDEX, ERR_REDUCE
 from graphc.ir.errors import ArgumentError, DistributedError, NumericsError, install_hint
 
-from .buffers import ALIGN, aligned_empty
+from .buffers import ALIGN, address, aligned_empty
 from .callbacks import CallbackList
+from .executable import ENTRY_ARGS
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +96,22 @@ INSTALL = (
 )
 
 _LAUNCH_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+
+LAST_PATH = ""  # the loop of the last distributed fit: "native" (one call per epoch) or "python"
+
+# NAME_train_epoch_split (ABI in graphc.codegen.epoch) and its call-out reduce(step, rows)
+REDUCE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, ctypes.c_int64)
+EPOCH_SPLIT = ctypes.CFUNCTYPE(
+    ctypes.c_int32,
+    *ENTRY_ARGS,  # params, state, workspace, inputs[], outputs[], n
+    ctypes.c_void_p,  # order
+    ctypes.c_int64,  # batch
+    ctypes.c_void_p,  # staging[]
+    *(ctypes.c_int64,) * 4,  # ranks, rank, first_step, end_step
+    ctypes.c_void_p,  # update_inputs[]
+    ctypes.c_void_p,  # reduce
+    ctypes.c_void_p,  # at
+)
 
 
 def world(comm: Any = None) -> Any:
@@ -213,10 +235,52 @@ class SplitStep:
         self.gslots = gslots
         self.update_arrays = [self.lr]
 
+        # the rank's whole epoch in one native call (NAME_train_epoch_split), when compiled
+        jit, name = model._split_jit or model.jit, f"{prog.name}_train_epoch_split"
+        self.epoch_fn = (
+            EPOCH_SPLIT(jit.address(name)) if getattr(jit, "has", None) and jit.has(name) else None
+        )
+
     def arrays(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The input arrays of train_grads: ``feeds`` plus loss_scale and row0."""
         extra = {"loss_scale": self.scale, "row0": self.row0}
         return [extra[s] if s in extra else feeds[s] for s in self.gslots]
+
+    def native_epoch(
+        self, feeds: dict[str, np.ndarray], stage: dict[str, np.ndarray], n: int, k: int, r: int
+    ) -> Any:
+        """A function ``run(order, batch, first_step, end_step, reduce) -> (rc, at)`` running
+        global steps ``first_step..end_step-1`` of an epoch in one native call (train_grads
+        on this rank's rows gathered from ``feeds`` into ``stage``, ``reduce(step, rows)``,
+        apply_update while it returns 0); None when the module has no such entry. ``feeds``
+        (``n`` rows) are checked here against train_grads' input types."""
+        if self.epoch_fn is None:
+            return None
+        data = self.arrays(feeds)
+        self.grads.check(data, n)
+        g, u = self.grads, self.update
+        slots = len(self.gslots)
+        inputs = (ctypes.c_void_p * max(1, slots))(*[address(a) for a in data])
+        staging = (ctypes.c_void_p * max(1, slots))(
+            *[address(stage[s]) if s in stage else None for s in self.gslots]
+        )
+        u._set_inputs(self.update_arrays)
+        at = np.zeros(1, np.int64)
+        keep = (data, inputs, staging, at)
+
+        def run(order: np.ndarray, batch: int, first: int, end: int, reduce: Any) -> tuple:
+            assert order.dtype == np.int64 and order.shape == (n,) and order.flags.c_contiguous
+            cb = REDUCE(reduce)
+            a = g._args
+            rc = self.epoch_fn(
+                a[0], a[1], a[2], ctypes.addressof(inputs), a[4], n, address(order), batch,
+                ctypes.addressof(staging), k, r, first, end, ctypes.addressof(u.inputs),
+                ctypes.cast(cb, ctypes.c_void_p).value, address(at),
+            )  # fmt: skip
+            return int(rc), int(at[0])
+
+        run.keep = keep  # type: ignore[attr-defined]  # the pointers above stay valid
+        return run
 
 
 def fit(
@@ -444,6 +508,14 @@ def _epochs(
     steps = -(-n // bs)
     mine = np.zeros(steps, np.float64)
     checked: set[int] = set()
+    # one native call per epoch unless batch callbacks must run between the steps
+    native = (
+        step.native_epoch(feeds, stage, n, k, r)
+        if model.use_epoch_entry and not cbs.has_batch_hooks
+        else None
+    )
+    global LAST_PATH
+    LAST_PATH = "python" if native is None else "native"
     for epoch in range(initial_epoch, epochs):
         cbs.epoch_begin(model, epoch)
         t0, w0 = time.perf_counter(), cpu_wait()
@@ -452,7 +524,59 @@ def _epochs(
         start = (model._param_region.copy(), model._state_region.copy())
         done = len(history.epochs)
         total = 0.0
-        for s in range(steps):
+
+        def agree(s: int, big: int) -> float:
+            """Step ``s``'s all-reduce (flags and gradients) and what every rank then decides:
+            the global batch's loss, or _Agreed raised (stop request, non-finite loss)."""
+            flags[0] = 0.0 if math.isfinite(mine[s]) else 1.0
+            flags[1] = mine[s]
+            flags[2] = 1.0 if requests.pending else 0.0
+            allreduce(comm, step.reduced, MPI, napping)
+            if flags[2] > 0:  # a rank was asked to stop: all undo the unfinished epoch
+                model._param_region[...], model._state_region[...] = start
+                history.truncate(done)
+                history.interrupted = True
+                if r == 0:
+                    log.warning(
+                        "fit: interrupted (SIGINT/SIGTERM on %d of %d ranks) after %d finished "
+                        "epoch(s); the parameters, optimizer state and step counter are those at "
+                        "the end of the last finished epoch (resume with initial_epoch=%d)",
+                        int(flags[2]), k, done, initial_epoch + done,
+                    )  # fmt: skip
+                raise _Agreed(None)
+            batch_loss = float(flags[1])
+            if stop_on_nonfinite and (flags[0] > 0 or not math.isfinite(batch_loss)):
+                lo = s * bs
+                raise _Agreed(_nonfinite(epoch, s, order[lo : lo + big], batch_loss, flags[0], k))
+            return batch_loss
+
+        if native is not None:  # the epoch in one native call, the all-reduce a call-out
+            failed: list[BaseException] = []
+            reduced = [-1]
+
+            def reduce(s: int, count: int) -> int:
+                nonlocal total
+                try:
+                    reduced[0] = s
+                    big = min(bs, n - s * bs)
+                    if count:
+                        mine[s] = float(grads.out_arrays[0]) * count / big
+                    else:  # fewer rows than ranks: this rank adds nothing to the sum
+                        step.grad[...] = 0
+                        mine[s] = 0.0
+                    total += agree(s, big) * big
+                    return 0
+                except BaseException as e:
+                    failed.append(e)
+                    return 1
+
+            step.lr[...] = model.lr
+            rc, at = native(order, bs, 0, steps, reduce)
+            if failed:
+                raise failed[0]
+            if rc:
+                raise _native_error(rc, grads if reduced[0] != at else update)
+        for s in range(steps) if native is None else ():
             lo = s * bs
             big = min(bs, n - lo)
             cbs.batch_begin(s, {"batch": s, "size": big})
@@ -474,25 +598,7 @@ def _epochs(
             else:  # fewer rows than ranks: this rank adds nothing to the sum
                 step.grad[...] = 0
                 mine[s] = 0.0
-            flags[0] = 0.0 if math.isfinite(mine[s]) else 1.0
-            flags[1] = mine[s]
-            flags[2] = 1.0 if requests.pending else 0.0
-            allreduce(comm, step.reduced, MPI, napping)
-            if flags[2] > 0:  # a rank was asked to stop: all undo the unfinished epoch
-                model._param_region[...], model._state_region[...] = start
-                history.truncate(done)
-                history.interrupted = True
-                if r == 0:
-                    log.warning(
-                        "fit: interrupted (SIGINT/SIGTERM on %d of %d ranks) after %d finished "
-                        "epoch(s); the parameters, optimizer state and step counter are those at "
-                        "the end of the last finished epoch (resume with initial_epoch=%d)",
-                        int(flags[2]), k, done, initial_epoch + done,
-                    )  # fmt: skip
-                raise _Agreed(None)
-            batch_loss = float(flags[1])
-            if stop_on_nonfinite and (flags[0] > 0 or not math.isfinite(batch_loss)):
-                raise _Agreed(_nonfinite(epoch, s, order[lo : lo + big], batch_loss, flags[0], k))
+            batch_loss = agree(s, big)
             step.lr[...] = model.lr  # a batch callback may have changed it
             update(step.update_arrays, 1, checked=False)
             total += batch_loss * big
@@ -518,6 +624,16 @@ def _epochs(
         if stop:
             history.stopped_early = True
             break
+
+
+def _native_error(rc: int, entry: Any) -> Exception:
+    """The exception for a nonzero code of NAME_train_epoch_split (``entry``: the split entry
+    that failed, for its own codes)."""
+    if rc == ERR_INDEX:
+        return ArgumentError("native code returned error 3 (a row index outside the data)")
+    if rc == ERR_REDUCE:  # the call-out says why itself
+        return DistributedError("the all-reduce call-out stopped the epoch")
+    return entry.error(rc)
 
 
 def _nonfinite(

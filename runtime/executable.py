@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from graphc.codegen.epoch import ERR_NONFINITE_LOSS
+from graphc.codegen.target import call_frame_address
 from graphc.ir.errors import ArgumentError, NumericsError
 from graphc.ir.plan import Schedule
 from graphc.ir.types import BATCH
@@ -18,6 +19,18 @@ from .checks import InputRejected
 # an entry's arguments: params, state, workspace, inputs[], outputs[], rows n (codegen/module.py)
 ENTRY_ARGS = (*(ctypes.c_void_p,) * 5, ctypes.c_int64)
 ENTRY = ctypes.CFUNCTYPE(ctypes.c_int32, *ENTRY_ARGS)
+COPY_OUTPUT_MAX = 4096  # Entry.run_one: outputs up to this many bytes land in a copy
+FRAME_CALL = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_void_p)  # graphc_call_frame(frame)
+_frame_call: Any = None
+
+
+def frame_caller() -> Any:
+    """``graphc_call_frame`` (codegen.target.call_frame_address) as a ctypes function: an
+    entry called through it with its arguments in a frame costs one ctypes argument, not six."""
+    global _frame_call
+    if _frame_call is None:
+        _frame_call = FRAME_CALL(call_frame_address())
+    return _frame_call
 
 
 def shape_hint(
@@ -99,6 +112,7 @@ class Entry:
         self.step_of = None
         self._last: list[np.ndarray | None] = [None] * len(self.in_types)
         self._outs_moved = False  # outputs[] points at a caller's arrays (see __call__)
+        self._out_last: np.ndarray | None = None  # the caller's array outputs[0] points at
         # The call's pointer arguments, computed once (params/state never move).
         self._args = [
             params.ctypes.data,
@@ -107,6 +121,11 @@ class Entry:
             ctypes.addressof(self.inputs),
             ctypes.addressof(self.outputs),
         ]
+        # The same with the entry's address first and n last, for graphc_call_frame (run,
+        # run_one): [fn, params, state, workspace, inputs, outputs, n], n kept equal to _n.
+        self._frame = (ctypes.c_uint64 * 7)(address, *self._args, 0)
+        self._frame_at = ctypes.addressof(self._frame)
+        self._call: Any = None  # frame_caller(), fetched by the first call that uses it
 
     def prepare(self, n: int) -> None:
         """Allocate outputs and workspace for batch size ``n`` (no-op when already done)."""
@@ -115,12 +134,12 @@ class Entry:
         if n > self._ws_cap:
             self.workspace = aligned_empty(self.sched.workspace_bytes(n))
             self._ws_cap = n
-            self._args[2] = self.workspace.ctypes.data
+            self._args[2] = self._frame[3] = self.workspace.ctypes.data
         self.out_arrays = [np.empty(t.concrete(n), t.np_dtype) for t in self.out_types]
         for j, a in enumerate(self.out_arrays):
             self.outputs[j] = a.ctypes.data
-        self._outs_moved = False
-        self._n = n
+        self._outs_moved, self._out_last = False, None
+        self._n = self._frame[6] = n
 
     def use_workspace(self, workspace: np.ndarray, rows: int) -> None:
         """Run on the caller's ``workspace`` (at least ``workspace_bytes(rows)`` bytes) for every
@@ -132,7 +151,7 @@ class Entry:
             )
         self.prepare(1)
         self.workspace, self._ws_cap = workspace, rows
-        self._args[2] = workspace.ctypes.data
+        self._args[2] = self._frame[3] = workspace.ctypes.data
 
     def check(self, arrays: list[np.ndarray], n: int) -> None:
         """Raises ArgumentError naming the input when an array's shape or dtype is wrong."""
@@ -187,7 +206,7 @@ class Entry:
             self.prepare(n)
         for j, o in enumerate(outs):
             self.outputs[j] = address(o)
-        self._outs_moved = True
+        self._outs_moved, self._out_last = True, None
         self._set_inputs(arrays)
         fn = self.fn if scan else self.fn_unchecked
         rc = fn(self._args[0], self._args[1], self._args[2], self._args[3], self._args[4], n)
@@ -212,13 +231,56 @@ class Entry:
         elif self._outs_moved:
             for j, a in enumerate(self.out_arrays):
                 self.outputs[j] = a.ctypes.data
-            self._outs_moved = False
+            self._outs_moved, self._out_last = False, None
         self._set_inputs(arrays)
-        a = self._args
-        rc = (self.fn if scan else self.fn_unchecked)(a[0], a[1], a[2], a[3], a[4], n)
+        if scan:
+            rc = (self._call or self._caller())(self._frame_at)
+        else:
+            a = self._args
+            rc = self.fn_unchecked(a[0], a[1], a[2], a[3], a[4], n)
         if rc != 0:
             raise self.error(rc)
         return self.out_arrays
+
+    def _caller(self) -> Any:
+        self._call = frame_caller()
+        return self._call
+
+    def run_one(self, x: np.ndarray, n: int, out: np.ndarray | None = None) -> np.ndarray:
+        """The call path of an entry with one input and one output (``infer`` of most models)
+        for an ``x`` and ``out`` whose layouts were checked before (``out``: C-contiguous,
+        writable, the output type at ``n``, not overlapping ``x``).
+
+        Returns ``out``, or when it is None a new array: for an output of at most
+        COPY_OUTPUT_MAX bytes the native code writes the entry's own buffer (its address is
+        set once) and the new array is a copy of it (0.2 us against 0.45 us for taking a new
+        array's address, measured at batch 1, benchmarks/callpath.py); larger outputs are
+        written once, straight into the new array. Pointers of the arrays seen by the last
+        call are kept (those arrays with them, so their memory cannot move meanwhile)."""
+        if n != self._n:
+            self.prepare(n)
+        if x is not self._last[0]:
+            self.inputs[0] = address(x)
+            self._last[0] = x
+        call = self._call or self._caller()
+        if out is None:
+            own = self.out_arrays[0]
+            if own.nbytes <= COPY_OUTPUT_MAX:
+                if self._outs_moved:
+                    self.outputs[0] = own.ctypes.data
+                    self._outs_moved, self._out_last = False, None
+                rc = call(self._frame_at)
+                if rc != 0:
+                    raise self.error(rc)
+                return own.copy()
+            out = np.empty(own.shape, own.dtype)
+        if out is not self._out_last:
+            self.outputs[0] = address(out)
+            self._outs_moved, self._out_last = True, out
+        rc = call(self._frame_at)
+        if rc != 0:
+            raise self.error(rc)
+        return out
 
     def run_batches(
         self,
@@ -255,7 +317,7 @@ class Entry:
                 inputs[i] = p + lo * rb
             for j, (p, rb) in enumerate(outp):
                 outputs[j] = p + lo * rb
-            self._outs_moved = True
+            self._outs_moved, self._out_last = True, None
             rc = fn(a[0], a[1], a[2], a[3], a[4], hi - lo)
             if rc != 0:
                 raise self.error(rc)

@@ -152,10 +152,16 @@ class Library:
         self.meta: dict = json.loads(meta_fn().decode())
         self.lr = float(self.meta["lr"])
         self._layouts: dict[tuple, int] = {}  # call layouts that passed the checks once
+        self._last_x: np.ndarray | None = None  # predict's last x and its address
+        self._last_xp = 0
+        self._step_x: np.ndarray | None = None  # train_step's last x, y and their addresses
+        self._step_y: np.ndarray | None = None
+        self._step_xp = self._step_yp = 0
         self._fns: dict[str, Any] = {}
         self._loss = DTYPE_INFO[
             (self.meta["entries"].get("train_step") or {}).get("lr_dtype") or "f32"
         ].ctype()
+        self._lossp = ctypes.addressof(self._loss)
         self._params = aligned_empty(self.meta["param_bytes"])
         self._state = aligned_empty(self.meta["state_bytes"])
         self._ws = aligned_empty(0)
@@ -345,7 +351,6 @@ class Library:
 
     # ------------------------------------------------------------------ entries
 
-    @serialized
     def predict(
         self, x: Any, *, batch_size: int = 1024, out: Any = None
     ) -> np.ndarray | dict[str, np.ndarray]:
@@ -357,7 +362,9 @@ class Library:
             x: the inputs.
             batch_size: rows per call (one call when some array lacks N first).
             out: an array (or a dict by output name) receiving the outputs: C-contiguous, the
-                output's dtype and shape; by default a new array. Written once, in place.
+                output's dtype and shape; by default a new array. Written once, in place
+                (without ``out``, a single output of at most 4 KiB is written to a buffer of
+                this Library's and copied: cheaper than taking a new array's address).
 
         Returns:
             the output array (float32), or a dict by output name when there are several.
@@ -366,32 +373,48 @@ class Library:
             ArgumentError: a shape or dtype differs from the library's inputs, or ``out``
                 does not fit.
         """
+        with self._lock:  # (serialized, inline: the batch-1 call path counts every 0.1 us)
+            if type(x) is np.ndarray and (out is None or type(out) is np.ndarray):
+                key = ("infer", x.dtype, x.shape, x.strides)
+                if out is not None:
+                    key += (out.dtype, out.shape, out.strides, out.flags.writeable)
+                known = self._layouts.get(key)
+                if known is not None and known[0] <= batch_size and known[0] <= self._ws_rows:
+                    return self._predict_known(x, out, known)
+            else:
+                key = None
+            return self._predict(x, batch_size, out, key)
+
+    def _predict_known(self, x: np.ndarray, out: np.ndarray | None, known: tuple) -> np.ndarray:
+        """predict on arrays of a layout that passed the checks (``known``: rows, output
+        shape and dtype, and an own output buffer when the output is small): one native call.
+        The pointer of the last ``x`` is kept (and ``x`` with it, so it cannot move)."""
+        n, shape, dtype, own = known
+        if x is not self._last_x:
+            self._last_xp, self._last_x = address(x), x
+        if out is None:
+            if own is not None:
+                rc = self._fns["infer"](self._ctxp, n, self._last_xp, x.size, own[1], own[0].size)
+                if rc != 0:
+                    raise self._failed(
+                        "infer", rc, self.meta["entries"]["infer"]["inputs"], [x], self.lr
+                    )
+                return own[0].copy()
+            out = np.empty(shape, dtype)
+        elif np.may_share_memory(out, x):
+            raise ArgumentError("predict: out overlaps the input array")
+        rc = self._fns["infer"](self._ctxp, n, self._last_xp, x.size, address(out), out.size)
+        if rc != 0:
+            raise self._failed("infer", rc, self.meta["entries"]["infer"]["inputs"], [x], self.lr)
+        return out
+
+    def _predict(
+        self, x: Any, batch_size: int, out: Any, key: tuple | None
+    ) -> np.ndarray | dict[str, np.ndarray]:
+        """predict's checked path; remembers ``key`` (the layout of x and out) when its
+        arrays went to the native code as they are."""
         fn = self._fns.get("infer") or self._function("infer")
         e = self.meta["entries"]["infer"]
-        if type(x) is np.ndarray and (out is None or type(out) is np.ndarray):
-            key = ("infer", x.dtype, x.shape, x.strides)
-            if out is not None:
-                key += (out.dtype, out.shape, out.strides, out.flags.writeable)
-            known = self._layouts.get(key)
-            if known is not None and known[0] <= batch_size and known[0] <= self._ws_rows:
-                n = known[0]
-                if out is None:
-                    out = np.empty(known[1], known[2])
-                elif np.may_share_memory(out, x):
-                    raise ArgumentError("predict: out overlaps the input array")
-                rc = fn(
-                    self._ctxp,
-                    n,
-                    address(x),
-                    x.size,
-                    address(out),
-                    out.size,
-                )
-                if rc != 0:
-                    raise self._failed("infer", rc, e["inputs"], [x], self.lr)
-                return out
-        else:
-            key = None
         arrays, n = self._inputs(e["inputs"], x, "predict")
         if batch_size < 1:
             raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
@@ -417,7 +440,11 @@ class Library:
             and arrays[0] is x
             and (out is None or outs[0] is out)
         ):
-            self._layouts[key] = (n, outs[0].shape, outs[0].dtype)
+            own = None
+            if out is None and outs[0].nbytes <= 4096:
+                own = np.empty(outs[0].shape, outs[0].dtype)
+                own = (own, own.ctypes.data)
+            self._layouts[key] = (n, outs[0].shape, outs[0].dtype, own)
         return outs[0] if len(outs) == 1 else {p["name"]: o for p, o in zip(e["outputs"], outs)}
 
     def _outputs(self, ports: list[dict], n: int, out: Any, arrays: list) -> list[np.ndarray]:
@@ -425,7 +452,6 @@ class Library:
         specs = [(self._shape(p, n), DTYPE_INFO[p["dtype"]].np) for p in ports]
         return output_arrays(out, [p["name"] for p in ports], specs, arrays, "library")
 
-    @serialized
     def train_step(self, x: Any, y: Any = None, *, lr: float | None = None) -> float:
         """One ``NAME_train_step`` on all rows of x (and labels y); returns the batch's loss.
 
@@ -438,6 +464,38 @@ class Library:
                 (or, for int64 labels, outside int32) or a NaN/Inf row, naming the input and
                 the row; a learning rate that is NaN, infinite or negative.
         """
+        with self._lock:  # (serialized, inline: a small step's call counts every 0.1 us)
+            if type(x) is np.ndarray and type(y) is np.ndarray:
+                n = self._layouts.get(
+                    ("train_step", x.dtype, x.shape, x.strides, y.dtype, y.shape, y.strides)
+                )
+                if n is not None and n <= self._ws_rows:
+                    # a layout checked before: one native call, the last x's and y's pointers
+                    # kept (and the arrays with them, so their memory cannot move)
+                    if x is not self._step_x:
+                        self._step_xp, self._step_x = address(x), x
+                    if y is not self._step_y:
+                        self._step_yp, self._step_y = address(y), y
+                    rate = self._lr if lr is None else check_lr(lr)
+                    rc = self._fns["train_step"](
+                        self._ctxp,
+                        n,
+                        self._step_xp,
+                        x.size,
+                        self._step_yp,
+                        y.size,
+                        rate,
+                        self._lossp,
+                    )
+                    if rc != 0:
+                        ports = self.meta["entries"]["train_step"]["inputs"]
+                        raise self._failed("train_step", rc, ports, [x, y], rate)
+                    return float(self._loss.value)
+            return self._train_step(x, y, lr)
+
+    def _train_step(self, x: Any, y: Any, lr: float | None) -> float:
+        """train_step's checked path; remembers the layout of x and y when they went to the
+        native code as they are."""
         fn = self._fns.get("train_step") or self._function("train_step")
         e = self.meta["entries"]["train_step"]
         ports = e["inputs"]
@@ -446,21 +504,6 @@ class Library:
         key = None
         if type(x) is np.ndarray and type(y) is np.ndarray and len(ports) == 2:
             key = ("train_step", x.dtype, x.shape, x.strides, y.dtype, y.shape, y.strides)
-            n = self._layouts.get(key)
-            if n is not None and n <= self._ws_rows:
-                rc = fn(
-                    self._ctxp,
-                    n,
-                    address(x),
-                    x.size,
-                    address(y),
-                    y.size,
-                    rate,
-                    ctypes.addressof(loss),
-                )
-                if rc != 0:
-                    raise self._failed("train_step", rc, ports, [x, y], rate)
-                return float(loss.value)
         xs, ys = x, y
         if not isinstance(x, dict):
             if y is None or len(ports) != 2:

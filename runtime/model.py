@@ -127,6 +127,8 @@ class Model:
         # The call path (train_step, predict, evaluate): array layouts (dtype, shape, strides)
         # that passed the metadata checks once, by entry; values are checked natively.
         self._layouts: dict[tuple, int] = {}
+        self._infer = self.entries.get("infer")
+        self._infer_pair: tuple = (None, None)  # predict's last (x, out) found not overlapping
         self._lr_arrays: dict[Any, np.ndarray] = {}  # lr as each entry's 0-d input, by dtype
         for e in self.entries.values():
             for name, t in zip(e.sched.input_slots, e.in_types):
@@ -463,41 +465,79 @@ class Model:
             raise ArgumentError("the data set is empty: no rows to use")
         return feeds, n
 
-    def _validate(self, feeds: dict[str, np.ndarray], allow_nonfinite: bool = False) -> None:
-        """NaN/Inf in the data (with the first bad row) and labels out of range, before training."""
+    def _validate(
+        self, feeds: dict[str, np.ndarray], allow_nonfinite: bool = False, comm: Any = None
+    ) -> None:
+        """NaN/Inf in the data (with the first bad row) and labels out of range, before training.
+
+        With ``comm`` (distributed fit: every rank holds the same rows) each rank scans only its
+        share of the rows and one allgather combines what the ranks found, so that every rank
+        raises the same error (the first bad row and the count of bad rows over all rows) in
+        about 1/K of the time."""
+        split = comm is not None and comm.Get_size() > 1
+        lo, hi = 0, None
+        if split:  # fit's feeds: every one holds the same rows along axis 0
+            from .distributed import shard
+
+            n = next(iter(feeds.values())).shape[0]
+            lo, count = shard(n, comm.Get_size(), comm.Get_rank())
+            hi = lo + count
+        found = []  # (input index, check, first bad row, bad rows) in this rank's rows
         src = self.program.forward
-        for name, a in feeds.items():
+        for i, (name, a) in enumerate(feeds.items()):
             t = src[name].type
+            part = a[lo:hi] if split else a
+            bad = None
             if t.dtype == "i32":
                 classes = self._classes_for(name)
-                bad = np.flatnonzero((a < 0) | (a >= classes)) if classes else np.array([], int)
-                if bad.size:
-                    raise ArgumentError(
-                        f"labels {name!r}: row {bad[0]} has class {a[bad[0]]}, outside 0..{classes - 1} "
-                        f"({bad.size} such rows)"
-                    )
+                if classes:
+                    bad = (part < 0) | (part >= classes)
                 feeds[name] = np.ascontiguousarray(a, dtype=np.int32)
-            elif not allow_nonfinite:
-                finite = np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1)
-                if not finite.all():
-                    row = int(np.flatnonzero(~finite)[0])
-                    raise ArgumentError(
-                        f"input {name!r}: row {row} holds NaN or Inf ({int((~finite).sum())} rows); clean the "
-                        f"data or pass allow_nonfinite=True"
-                    )
+            elif not allow_nonfinite:  # by blocks of rows: the temporaries stay in cache
+                flat = part.reshape(part.shape[0], -1)
+                step = max(1, (1 << 18) // max(1, flat.shape[1]))
+                bad = np.concatenate(
+                    [
+                        ~np.isfinite(flat[j : j + step]).all(axis=1)
+                        for j in range(0, len(flat), step)
+                    ]
+                    or [np.zeros(0, bool)]
+                )
+            if bad is not None and bad.any():
+                found.append((i, 0, lo + int(np.flatnonzero(bad)[0]), int(bad.sum())))
             if (
                 t.dtype != "i32"
                 and self.program.loss_kind in UNIT_TARGET_LOSSES
                 and name in self.program.label_inputs
             ):
-                outside = ((a < 0) | (a > 1)).reshape(a.shape[0], -1).any(axis=1)
+                outside = ((part < 0) | (part > 1)).reshape(part.shape[0], -1).any(axis=1)
                 if outside.any():
-                    row = int(np.flatnonzero(outside)[0])
-                    raise ArgumentError(
-                        f"targets {name!r}: row {row} holds {a[row].ravel()[:4].tolist()}, outside [0, 1] "
-                        f"({int(outside.sum())} rows); binary_cross_entropy takes 0/1 labels or "
-                        "probabilities"
-                    )
+                    found.append((i, 1, lo + int(np.flatnonzero(outside)[0]), int(outside.sum())))
+        if split:
+            merged: dict[tuple[int, int], tuple[int, int]] = {}
+            for i, check, row, count in (f for fs in comm.allgather(found) for f in fs):
+                first, total = merged.get((i, check), (row, 0))
+                merged[(i, check)] = (min(first, row), total + count)
+            found = [(*key, *merged[key]) for key in sorted(merged)]
+        if not found:
+            return
+        i, check, row, count = min(found)
+        name = list(feeds)[i]
+        a = feeds[name]
+        if check == 1:
+            raise ArgumentError(
+                f"targets {name!r}: row {row} holds {a[row].ravel()[:4].tolist()}, outside [0, 1] "
+                f"({count} rows); binary_cross_entropy takes 0/1 labels or probabilities"
+            )
+        if src[name].type.dtype == "i32":
+            raise ArgumentError(
+                f"labels {name!r}: row {row} has class {a[row]}, outside "
+                f"0..{self._classes_for(name) - 1} ({count} such rows)"
+            )
+        raise ArgumentError(
+            f"input {name!r}: row {row} holds NaN or Inf ({count} rows); clean the "
+            f"data or pass allow_nonfinite=True"
+        )
 
     def _classes_for(self, labels: str) -> int | None:
         for n in self.program.forward.nodes:
@@ -562,7 +602,6 @@ class Model:
                     )
             feeds[name] = np.ascontiguousarray(a, dtype=np.int32)
 
-    @serialized
     def train_step(self, x: Any, y: Any = None) -> float:
         """One optimizer step on one batch (all rows of x, y); returns the batch's loss.
 
@@ -576,22 +615,23 @@ class Model:
                 row with NaN or Inf (naming the input and the row), a bad learning rate; the
                 parameters and the optimizer state are then unchanged.
         """
-        key = None
-        if self._xy is not None and type(x) is np.ndarray and type(y) is np.ndarray:
-            key = ("train_step", x.dtype, x.shape, x.strides, y.dtype, y.shape, y.strides)
-            n = self._layouts.get(key)
-            if n is not None:  # the native call, with nothing checked or built in Python
-                try:
-                    return float(self._train.run(self._pack_xy((x, y, self._train_lr)), n)[0])
-                except InputRejected as err:
-                    raise self._explain(err, dict(zip(self._xy, (x, y)))) from None
-        feeds, n = self._as_feeds(x, y, need_labels=True)
-        self._cast_labels(feeds)
-        e = self.entries["train_step"]
-        e.check(self._arrays(e, feeds), n)
-        if key is not None and all(feeds[k] is a for k, a in zip(self._xy, (x, y))):
-            self._layouts[key] = n
-        return float(self._run("train_step", feeds, n, checked=False)[0])
+        with self._lock:  # (serialized, inline: a small step's call counts every 0.1 us)
+            key = None
+            if self._xy is not None and type(x) is np.ndarray and type(y) is np.ndarray:
+                key = ("train_step", x.dtype, x.shape, x.strides, y.dtype, y.shape, y.strides)
+                n = self._layouts.get(key)
+                if n is not None:  # the native call, with nothing checked or built in Python
+                    try:
+                        return float(self._train.run(self._pack_xy((x, y, self._train_lr)), n)[0])
+                    except InputRejected as err:
+                        raise self._explain(err, dict(zip(self._xy, (x, y)))) from None
+            feeds, n = self._as_feeds(x, y, need_labels=True)
+            self._cast_labels(feeds)
+            e = self.entries["train_step"]
+            e.check(self._arrays(e, feeds), n)
+            if key is not None and all(feeds[k] is a for k, a in zip(self._xy, (x, y))):
+                self._layouts[key] = n
+            return float(self._run("train_step", feeds, n, checked=False)[0])
 
     @serialized
     def gradients(self, x: Any, y: Any = None) -> dict[str, np.ndarray]:
@@ -635,7 +675,6 @@ class Model:
             out[p] = flat.reshape(node.type.concrete(1)).copy()
         return out
 
-    @serialized
     def predict(
         self, x: Any, *, batch_size: int = 1024, out: Any = None
     ) -> np.ndarray | dict[str, np.ndarray]:
@@ -650,11 +689,37 @@ class Model:
                 leading) all rows go in one call.
             out: an array (or a dict by output name) receiving the outputs: C-contiguous, the
                 output's dtype and shape. The native code writes each output once, straight
-                into it (or into a new array when ``out`` is None).
+                into it (or into a new array when ``out`` is None; a single output of at most
+                4 KiB is written to the entry's own buffer and copied: Entry.run_one).
 
         Raises:
             ArgumentError: a shape or dtype that does not fit, or an unsuitable ``out``.
         """
+        with self._lock:  # (serialized, inline: the batch-1 call path counts every 0.1 us)
+            if type(x) is np.ndarray and (out is None or type(out) is np.ndarray):
+                # a layout checked before, one input and one output: no Python checks
+                if out is None:
+                    known = self._layouts.get(("infer", x.dtype, x.shape, x.strides))
+                else:
+                    known = self._layouts.get(
+                        ("infer", x.dtype, x.shape, x.strides, out.dtype, out.shape, out.strides)
+                    )
+                if known is not None and (
+                    known[0] <= batch_size or not self.row_split.get("infer")
+                ):
+                    if out is None:
+                        return self._infer.run_one(x, known[0])
+                    if out.flags.writeable and (
+                        (x is self._infer_pair[0] and out is self._infer_pair[1])
+                        or not np.may_share_memory(out, x)
+                    ):
+                        self._infer_pair = (x, out)
+                        return self._infer.run_one(x, known[0], out)
+            return self._predict(x, batch_size, out)
+
+    def _predict(self, x: Any, batch_size: int, out: Any) -> np.ndarray | dict[str, np.ndarray]:
+        """predict's checked path; remembers the layout of a single-input single-output call
+        whose arrays went to the native code as they are (predict's fast path)."""
         prog = self.program
         e = self.entries["infer"]
         one = len(prog.feature_inputs) == 1 and len(e.out_types) == 1 and type(x) is np.ndarray
@@ -663,26 +728,16 @@ class Model:
             key = ("infer", x.dtype, x.shape, x.strides)
             if out is not None:
                 key += (out.dtype, out.shape, out.strides)
-            known = self._layouts.get(key)
-            if known is not None and (known[0] <= batch_size or not self.row_split.get("infer")):
-                n, shape, dtype = known
-                if out is None:
-                    out = np.empty(shape, dtype)
-                elif not out.flags.writeable or np.may_share_memory(out, x):
-                    known = None  # the full checks below name the problem
-                if known is not None:
-                    return e([x], n, checked=False, outs=[out])[0]
         feeds, n = self._as_feeds(x, None, need_labels=False)
+        outs = self._outputs_for(e, n, out, feeds)
+        self._batched("infer", feeds, n, batch_size, outs)
         if (
             key is not None
             and feeds[prog.feature_inputs[0]] is x
             and e.out_types[0].shape[:1] == (BATCH,)
         ):
-            e.check([x], n)
             t = e.out_types[0]
             self._layouts[key] = (n, t.concrete(n), t.np_dtype)
-        outs = self._outputs_for(e, n, out, feeds)
-        self._batched("infer", feeds, n, batch_size, outs)
         return outs[0] if len(outs) == 1 else dict(zip(self.program.outputs, outs))
 
     def _outputs_for(
@@ -873,7 +928,9 @@ class Model:
             from .distributed import check_supported
 
             comm = check_supported(distributed)
-        feeds, n, val = self._fit_data(x, y, validation_data, validation_split, allow_nonfinite)
+        feeds, n, val = self._fit_data(
+            x, y, validation_data, validation_split, allow_nonfinite, comm
+        )
         history = History()
         self.history = history
         if comm is not None:  # data-parallel: graphc.runtime.distributed runs the epochs
@@ -935,9 +992,11 @@ class Model:
         validation_data: tuple[Any, Any] | None,
         validation_split: float,
         allow_nonfinite: bool,
+        comm: Any = None,
     ) -> tuple[dict[str, np.ndarray], int, tuple[dict[str, np.ndarray], int] | None]:
         """fit's training feeds and row count, checked, and its validation feeds (the last
-        ``validation_split`` of the rows, or ``validation_data``) with their row count."""
+        ``validation_split`` of the rows, or ``validation_data``) with their row count
+        (``comm``: the ranks of a distributed fit share the checks, see _validate)."""
         feeds, n = self._as_feeds(x, y, need_labels=True)
         for k in feeds:
             t = self.program.forward[k].type
@@ -946,13 +1005,13 @@ class Model:
                     f"fit: input {k!r} is {t}, with N at axis {t.shape.index(BATCH)}; mini-batches "
                     "take rows along the leading axis: declare training inputs with N first"
                 )
-        self._validate(feeds, allow_nonfinite)
+        self._validate(feeds, allow_nonfinite, comm)
         if validation_split:
             validation_data, feeds, n = self._split_validation(feeds, n, validation_split)
         if validation_data is None:
             return feeds, n, None
         vfeeds, vn = self._as_feeds(*validation_data, need_labels=True)
-        self._validate(vfeeds, allow_nonfinite)
+        self._validate(vfeeds, allow_nonfinite, comm)
         return feeds, n, (vfeeds, vn)
 
     def _split_validation(

@@ -20,6 +20,13 @@ MODE:
               sends when interrupted) after batch 1 of epoch 1: every rank rolls epoch 1
               back and returns with history.interrupted; rank 0 also checks that every rank
               saw the same (logs, messages, parameters)
+    paths     (under mpirun only) the rank's epoch in one native call (train_epoch_split,
+              the all-reduce a call-out) against one Python iteration per step
+              (use_epoch_entry False), Adam with dropout: 2 epochs, then 2 more in which
+              rank 1 sends itself SIGTERM inside the all-reduce of step 1 of epoch 2;
+              rank 0 writes whether each path ran and whether they agreed bit for bit;
+              also the errors of fit on data with NaN rows / bad labels in both ranks'
+              shares of the rows (each rank checks its share), one-process and distributed
 """
 
 from __future__ import annotations
@@ -185,6 +192,73 @@ def limits(dist: str | None) -> dict[str, np.ndarray]:
     return res
 
 
+def paths() -> dict[str, np.ndarray]:
+    from graphc.runtime import distributed as d
+
+    x, y = data()
+    ran: dict[str, int] = {"native": 0, "python": 0}
+    plain = d.allreduce
+    epoch_now = [0]
+
+    class Epoch:
+        def on_epoch_begin(self, m, epoch):
+            epoch_now[0] = epoch
+
+    calls = [0]
+
+    def allreduce(comm, buf, MPI, napping):  # counts steps; plants the stop request
+        calls[0] += 1
+        if epoch_now[0] == 2 and calls[0] == 2 and d.rank() == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # taken at the next step's all-reduce
+        plain(comm, buf, MPI, napping)
+
+    d.allreduce = allreduce
+    out = {}
+    for native in (True, False):
+        m = model("adam", f"paths_{native}")
+        m.use_epoch_entry = native
+        h = m.fit(x, y, epochs=2, batch_size=BATCH, seed=5, verbose=0, distributed="mpi",
+                  callbacks=[Epoch()])  # fmt: skip
+        before = {k: v.copy() for k, v in m.params.items()}
+        calls[0] = 0
+        h2 = m.fit(x, y, epochs=4, initial_epoch=2, batch_size=BATCH, seed=5, verbose=0,
+                   distributed="mpi", callbacks=[Epoch()])  # fmt: skip
+        path = "native" if native else "python"
+        ran[path] += int(path == d.LAST_PATH)
+        out[native] = (
+            h.step_losses,
+            [v.tobytes() for v in before.values()],
+            [v.tobytes() for v in m.params.values()],
+            h2.interrupted,
+            len(h2.epochs),
+        )
+    m = model("sgd", "paths_data")
+    messages = []
+    for bad in ("x", "y"):
+        xn, yn = x.copy(), y.copy()
+        if bad == "x":
+            xn[[45, 10, 30], 1] = np.nan  # rank 0 holds rows 0..24 of 50, rank 1 25..49
+        else:
+            yn[[30, 5]] = CLASSES
+        for dist in (None, "mpi"):
+            try:
+                m.fit(xn, yn, epochs=1, batch_size=BATCH, verbose=0, distributed=dist)
+                messages.append("no error")
+            except gc.ArgumentError as e:
+                messages.append(str(e))
+    everyone = d.world().allgather(messages)
+    return {
+        "messages": np.array(messages),
+        "messages_agree": np.array(all(e == messages for e in everyone)),
+        "ran_native": np.array(ran["native"]),
+        "ran_python": np.array(ran["python"]),
+        "identical": np.array(out[True] == out[False]),
+        "interrupted": np.array(out[True][3]),
+        "rolled_back": np.array(out[True][1] == out[True][2]),
+        "steps": np.array(out[True][0]),
+    }
+
+
 def main() -> None:
     mode, out = sys.argv[1], sys.argv[2]
     dist = None if os.environ.get("GRAPHC_TEST_SERIAL") else "mpi"
@@ -232,6 +306,8 @@ def main() -> None:
             res[f"param_{k}"] = v
     elif mode == "limits":
         res = limits(dist)
+    elif mode == "paths":
+        res = paths()
     else:
         m = model("adam", "m_adam")
         m.fit(x, y, epochs=3, batch_size=BATCH, verbose=0, callbacks=[Fail(mode)], distributed=dist)

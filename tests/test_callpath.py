@@ -201,6 +201,47 @@ def test_predict_out_is_written_in_place(which, request):
 
 
 @pytest.mark.parametrize("which", ["model", "library"])
+def test_predict_fast_path_keeps_every_result_and_each_out(which, request):
+    """The known-layout path keeps pointers between calls (its own output buffer for small
+    outputs, the last x and out): interleaved calls with new x objects, out= and without,
+    small (batch 1, copied from the entry's buffer) and large (4800 bytes, written in place)
+    outputs, and evaluate's batches in between, each give the float64 reference's values, and
+    no later call changes an array an earlier one returned."""
+    obj = request.getfixturevalue(which)
+    rng = np.random.default_rng(11)
+    xs = [rng.standard_normal((1, 3)).astype("f4") for _ in range(3)]
+    big = rng.standard_normal((300, 3)).astype("f4")
+    out = np.full((1, 4), np.nan, "f4")
+    kept = []
+    for _ in range(2):
+        for a in xs:
+            kept.append((obj.predict(a), a))
+            assert obj.predict(a, out=out) is out
+            np.testing.assert_allclose(out, _reference(obj, a), rtol=1e-5, atol=1e-6)
+            kept.append((obj.predict(a.copy()), a))
+        kept.append((obj.predict(big), big))
+        if which == "model":
+            obj.evaluate(big, np.arange(300, dtype="i4") % 4, batch_size=128)
+    assert len({id(r) for r, _ in kept}) == len(kept)
+    for r, a in kept:
+        np.testing.assert_allclose(r, _reference(obj, a), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["model", "library"])
+def test_predict_fast_path_still_refuses_overlap_and_read_only_out(which, request):
+    obj = request.getfixturevalue(which)
+    buf = np.zeros(8, "f4")
+    x, ok = buf[:3].reshape(1, 3), np.zeros((1, 4), "f4")
+    for _ in range(2):  # the second call takes the known-layout path
+        obj.predict(x, out=ok)
+    with pytest.raises(ArgumentError, match="overlaps"):
+        obj.predict(x, out=buf[:4].reshape(1, 4))  # the same layouts, overlapping x
+    ok.flags.writeable = False
+    with pytest.raises(ArgumentError, match="writable"):
+        obj.predict(x, out=ok)
+
+
+@pytest.mark.parametrize("which", ["model", "library"])
 def test_predict_rejects_unsuitable_out(which, request):
     obj = request.getfixturevalue(which)
     x = np.zeros((4, 3), "f4")

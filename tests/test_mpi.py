@@ -291,3 +291,24 @@ def test_fit_limits_match_one_process(tmp_path):
             np.testing.assert_allclose(got[k], want_p, rtol=1e-4, atol=1e-5, err_msg=k)
     shares = got["thread_shares"]
     assert len(shares) == 2 and shares.sum() <= max(int(got["cores"]), 2), shares
+
+
+@need_mpi
+def test_native_epoch_equals_python_steps(tmp_path):
+    """The rank's epoch in one native call (NAME_train_epoch_split, the all-reduce a Python
+    call-out) makes the very calls of the per-step Python loop: losses and parameters equal
+    bit for bit (2 ranks, Adam with dropout, a partial last batch); a SIGTERM that arrives
+    inside the native call stops every rank at the next step and rolls the epoch back. Each
+    rank checks only its share of the rows for NaN and bad labels; the error is the one
+    process's (first bad row and count over all rows) on every rank."""
+    r = mpirun(2, "paths", str(tmp_path / "got.npz"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = dict(np.load(tmp_path / "got.npz"))
+    assert int(got["ran_native"]) == 1 and int(got["ran_python"]) == 1
+    assert len(got["steps"]) == 2 * 4 and np.isfinite(got["steps"]).all()
+    assert bool(got["identical"])
+    assert bool(got["interrupted"]) and bool(got["rolled_back"])
+    one_x, dist_x, one_y, dist_y = got["messages"].tolist()
+    assert bool(got["messages_agree"])
+    assert one_x == dist_x and "row 10 holds NaN or Inf (3 rows)" in one_x, (one_x, dist_x)
+    assert one_y == dist_y and "row 5 has class 4" in one_y and "(2 such rows)" in one_y, dist_y
