@@ -127,12 +127,12 @@ def emit_train_epoch(
 
 # ---------------------------------------------------------------- the data-parallel epoch
 
-# int32_t reduce(int64_t step, int64_t rows): the caller's all-reduce between the two entries
-REDUCE_TYPE = ir.FunctionType(I32, [I64, I64])
+# void reduce(int64_t step, int64_t rows): the caller's all-reduce between the two entries
+REDUCE_TYPE = ir.FunctionType(VOID, [I64, I64])
 EPOCH_SPLIT_TYPE = ir.FunctionType(
     I32, [PTR, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, I64, I64, I64, I64, PTR, PTR, PTR]
 )
-ERR_REDUCE = 901  # the reduce call-out returned nonzero: the entry stopped before the update
+ERR_REDUCE = 901  # the reduce call-out did not say go on: the entry stopped before the update
 
 
 def emit_train_epoch_split(
@@ -149,7 +149,7 @@ def emit_train_epoch_split(
             void *const *inputs, void *const *outputs, int64_t n, const int64_t *order,
             int64_t batch, void *const *staging, int64_t ranks, int64_t rank,
             int64_t first_step, int64_t end_step, void *const *update_inputs,
-            int32_t (*reduce)(int64_t step, int64_t rows), int64_t *at)
+            void (*reduce)(int64_t step, int64_t rows), int64_t *at)
 
     ``inputs``/``outputs``: train_grads' slots, the batched inputs holding all ``n`` rows (as
     for ``NAME_train_epoch``); its ``loss_scale`` and ``row0`` slots point at scalars this
@@ -158,9 +158,12 @@ def emit_train_epoch_split(
     of ``ranks`` nearly equal consecutive slices of it (runtime.distributed.shard: ``first``,
     ``count``), gathers those rows into ``staging`` and calls train_grads on them with
     loss_scale = count / big (rounded from double, as numpy does) and row0 = first (none when
-    ``count`` is 0: the rank contributes nothing). Then ``reduce(s, count)``: 0 runs
-    apply_update (inputs ``update_inputs``, no outputs) and goes on; any other value stops the
-    entry with ERR_REDUCE before the update. ``at[0]`` holds the step being run. Returns 0,
+    ``count`` is 0: the rank contributes nothing). Then ``at[1] = 0`` and ``reduce(s, count)``,
+    which sets ``at[1]`` to nonzero to run apply_update (inputs ``update_inputs``, no outputs)
+    and go on; left 0, the entry stops with ERR_REDUCE before the update. (A flag in memory,
+    not a return value: a Python call-out that raises before its first statement, as a signal
+    handler can, returns an undefined value through ctypes but leaves the flag at 0.)
+    ``at[0]`` holds the step being run. Returns 0,
     ERR_INDEX (a row index outside 0..n-1), ERR_REDUCE or the nonzero code of an entry.
     """
     g = gsched.graph
@@ -233,9 +236,12 @@ def emit_train_epoch_split(
         _return_if_nonzero(b, fn, rc, "grads")
         b.branch(reduce_bb)
         b.position_at_end(reduce_bb)
-        go = b.call(reduce_call, [s, count], name="go")
+        go_ptr = b.gep(at, [i64(1)], inbounds=True, source_etype=I64)
+        b.store(i64(0), go_ptr)
+        b.call(reduce_call, [s, count])
+        go = b.load(go_ptr, typ=I64, name="go")
         stop_bb, upd_bb = fn.append_basic_block("reduce_stop"), fn.append_basic_block("update")
-        b.cbranch(b.icmp_signed("!=", go, ir.Constant(I32, 0)), stop_bb, upd_bb)
+        b.cbranch(b.icmp_signed("==", go, i64(0)), stop_bb, upd_bb)
         b.position_at_end(stop_bb)
         b.ret(ir.Constant(I32, ERR_REDUCE))
         b.position_at_end(upd_bb)

@@ -100,7 +100,7 @@ _LAUNCH_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANK
 LAST_PATH = ""  # the loop of the last distributed fit: "native" (one call per epoch) or "python"
 
 # NAME_train_epoch_split (ABI in graphc.codegen.epoch) and its call-out reduce(step, rows)
-REDUCE = ctypes.CFUNCTYPE(ctypes.c_int32, ctypes.c_int64, ctypes.c_int64)
+REDUCE = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64)
 EPOCH_SPLIT = ctypes.CFUNCTYPE(
     ctypes.c_int32,
     *ENTRY_ARGS,  # params, state, workspace, inputs[], outputs[], n
@@ -252,7 +252,8 @@ class SplitStep:
         """A function ``run(order, batch, first_step, end_step, reduce) -> (rc, at)`` running
         global steps ``first_step..end_step-1`` of an epoch in one native call (train_grads
         on this rank's rows gathered from ``feeds`` into ``stage``, ``reduce(step, rows)``,
-        apply_update while it returns 0); None when the module has no such entry. ``feeds``
+        apply_update while it returns 0; ``at``: the step at which the call ended); None when
+        the module has no such entry. ``feeds``
         (``n`` rows) are checked here against train_grads' input types."""
         if self.epoch_fn is None:
             return None
@@ -265,12 +266,16 @@ class SplitStep:
             *[address(stage[s]) if s in stage else None for s in self.gslots]
         )
         u._set_inputs(self.update_arrays)
-        at = np.zeros(1, np.int64)
+        at = np.zeros(2, np.int64)  # the step being run, go on (set by the call-out)
         keep = (data, inputs, staging, at)
 
         def run(order: np.ndarray, batch: int, first: int, end: int, reduce: Any) -> tuple:
             assert order.dtype == np.int64 and order.shape == (n,) and order.flags.c_contiguous
-            cb = REDUCE(reduce)
+
+            def call_out(s: int, rows: int) -> None:
+                at[1] = 1 if reduce(s, rows) == 0 else 0
+
+            cb = REDUCE(call_out)
             a = g._args
             rc = self.epoch_fn(
                 a[0], a[1], a[2], ctypes.addressof(inputs), a[4], n, address(order), batch,
@@ -461,6 +466,7 @@ class _StopRequests:
 
     def __init__(self) -> None:
         self.pending = 0
+        self.raised = False
         self.old: dict[int, Any] = {}
         if threading.current_thread() is not threading.main_thread():
             return
@@ -477,6 +483,7 @@ class _StopRequests:
             return
         self.restore()
         if signum == signal.SIGINT:
+            self.raised = True  # it may escape a native epoch's call-out (see _epochs)
             raise KeyboardInterrupt
         os.kill(os.getpid(), signum)
 
@@ -574,6 +581,8 @@ def _epochs(
             rc, at = native(order, bs, 0, steps, reduce)
             if failed:
                 raise failed[0]
+            if rc == ERR_REDUCE and requests.raised:  # escaped the call-out (see epoch.py)
+                raise KeyboardInterrupt
             if rc:
                 raise _native_error(rc, grads if reduced[0] != at else update)
         for s in range(steps) if native is None else ():
@@ -631,8 +640,8 @@ def _native_error(rc: int, entry: Any) -> Exception:
     that failed, for its own codes)."""
     if rc == ERR_INDEX:
         return ArgumentError("native code returned error 3 (a row index outside the data)")
-    if rc == ERR_REDUCE:  # the call-out says why itself
-        return DistributedError("the all-reduce call-out stopped the epoch")
+    if rc == ERR_REDUCE:  # an exception escaped the call-out (it was printed)
+        return DistributedError("the all-reduce call-out failed (see the exception above)")
     return entry.error(rc)
 
 

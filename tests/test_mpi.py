@@ -221,6 +221,58 @@ def test_split_step_equals_train_step():
             np.testing.assert_array_equal(a.params[k], b.params[k])
 
 
+def test_native_split_epoch_on_one_rank(monkeypatch):
+    """NAME_train_epoch_split on one rank (no MPI; the call-out only records) gives train_step's
+    bits over the batches of an order (dropout, a partial last batch). A call-out that fails
+    stops the epoch before that step's update: one that says so (returns nonzero), and one
+    that raises before it can say go on, as a signal handler can at a Python function's first
+    instruction (ctypes then returns an undefined value; the entry reads a flag instead)."""
+    from graphc.codegen.epoch import ERR_REDUCE
+    from graphc.runtime.distributed import SplitStep
+
+    def build(name):
+        x = gc.input("x", ("N", 6))
+        y = gc.input("y", ("N",), dtype="i32")
+        h = gc.dropout(gc.dense(x, 8, "relu", name="fc1"), 0.5, name="d")
+        o = gc.dense(h, 3, name="fc2")
+        return gc.compile(o, gc.softmax_cross_entropy(o, y), gc.Adam(lr=0.01), name=name)
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((10, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 10).astype(np.int32)
+    order = rng.permutation(10).astype(np.int64)
+    a, b = build("native_a"), build("native_b")
+    s = SplitStep(b, 4)
+    stage = {"x": np.empty((4, 6), np.float32), "y": np.empty(4, np.int32)}
+    run = s.native_epoch({"x": x, "y": y}, stage, 10, 1, 0)
+    assert run is not None
+    s.lr[...] = b.lr
+    seen = []
+    rc, at = run(
+        order, 4, 0, 3, lambda st, rows: seen.append((st, rows, s.grads.out_arrays[0][()])) or 0
+    )
+    assert (rc, at) == (0, 2)
+    assert [t[:2] for t in seen] == [(0, 4), (1, 4), (2, 2)]
+    for (_, _, loss), lo in zip(seen, (0, 4, 8)):
+        assert loss == a.train_step(x[order[lo : lo + 4]], y[order[lo : lo + 4]])
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+    kept = {k: v.copy() for k, v in b.params.items()}
+    step = float(b.state["step"])
+    assert run(order, 4, 1, 3, lambda st, rows: 1) == (ERR_REDUCE, 1)
+    caught = []
+    monkeypatch.setattr(sys, "unraisablehook", caught.append)
+
+    def escapes(st, rows):
+        raise RuntimeError("planted")
+
+    assert run(order, 4, 0, 3, escapes) == (ERR_REDUCE, 0)
+    assert [type(c.exc_value) for c in caught] == [RuntimeError]
+    assert float(b.state["step"]) == step
+    for k in kept:
+        np.testing.assert_array_equal(b.params[k], kept[k])
+
+
 @need_mpi
 @pytest.mark.skipif(shutil.which("mpicc") is None, reason="needs mpicc (libopenmpi-dev)")
 def test_c_example_matches_python(tmp_path):
