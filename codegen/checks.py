@@ -28,9 +28,17 @@ from llvmlite import ir
 
 from .kernels import LL, PTR
 from .loops import I32, I64, i64, loop
+from .threads import TASK_TYPE, ThreadPool
 
 CHECK_BASE = 1 << 24  # an entry returns CHECK_BASE + slot when input slot `slot` fails its check
 # (far above check_numerics' NUMERICS_BASE + site codes, codegen/kernels.py)
+# Scans of at least this many elements are split over the pool's threads, one contiguous share
+# each (a dispatch to a waiting worker costs about 0.3 us, benchmarks/dispatch.py; a share of
+# 16K float32 takes about as long to read). One thread scanning all of a batch that the last
+# step's GEMMs left split between two cores' caches cost 40-70 us at batch 512 (784 features,
+# 2 threads, train_step with and without the scan, load 1.6-2.2).
+SCAN_PARALLEL_MIN = 1 << 15
+SCAN_CHUNK = 16  # shares start at multiples of this many elements (64-byte lines of float32)
 
 
 @dataclass(frozen=True)
@@ -71,14 +79,96 @@ def _scanner(module: ir.Module, kind: str, dtype: str) -> ir.Function:
     return fn
 
 
+def i32(v: int) -> ir.Constant:
+    return ir.Constant(I32, v)
+
+
+_SCAN_CTX = ir.LiteralStructType([PTR, I64, I64, PTR])  # p, count, bound, i32 *found
+
+
+def _scan_task(module: ir.Module, kind: str, dtype: str) -> ir.Function:
+    """``void graphc.scan_task.KIND.DTYPE(ctx, t, count)``: share t of count of a scan
+    (_SCAN_CTX), OR-ing 1 into ``*found`` when an element of it fails."""
+    name = f"graphc.scan_task.{kind}.{dtype}"
+    if name in module.globals:
+        return module.globals[name]
+    scan = _scanner(module, kind, dtype)
+    fn = ir.Function(module, TASK_TYPE, name=name)
+    fn.linkage = "internal"
+    cp, t, count = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    p, n, bound, found = (
+        b.load(b.gep(cp, [i32(0), i32(k)], inbounds=True, source_etype=_SCAN_CTX), typ=ft)
+        for k, ft in enumerate(_SCAN_CTX.elements)
+    )
+    chunks = b.sdiv(b.add(n, i64(SCAN_CHUNK - 1)), i64(SCAN_CHUNK))
+    per = b.mul(b.sdiv(b.add(chunks, b.sub(count, i64(1))), count), i64(SCAN_CHUNK))
+    lo = b.mul(t, per)
+    hi = b.add(lo, per)
+    hi = b.select(b.icmp_signed("<", hi, n), hi, n)
+    with b.if_then(b.icmp_signed("<", lo, hi)):
+        at = b.gep(p, [lo], inbounds=True, source_etype=LL[dtype])
+        r = b.call(scan, [at, b.sub(hi, lo), bound])
+        with b.if_then(b.icmp_unsigned("!=", r, ir.Constant(I32, 0)), likely=False):
+            b.atomic_rmw("or", found, ir.Constant(I32, 1), "monotonic")
+    b.ret_void()
+    return fn
+
+
+def _scan(
+    b: ir.IRBuilder,
+    module: ir.Module,
+    chk: InputCheck,
+    dtype: str,
+    p: ir.Value,
+    count: ir.Value,
+    pool: ThreadPool | None,
+) -> ir.Value:
+    """i32 at ``b``: nonzero when an element of ``p[0:count]`` fails ``chk``; with ``pool``,
+    scans of SCAN_PARALLEL_MIN elements or more run on every thread (the result is the same
+    OR of the same elements' tests whatever the thread count)."""
+    args = [p, count, i64(chk.bound)]
+    if pool is None:
+        return b.call(_scanner(module, chk.kind, dtype), args)
+    fn = b.function
+    here = b.block
+    b.position_at_start(fn.entry_basic_block)
+    cp = b.alloca(_SCAN_CTX, name="scan.ctx")
+    cp.type = PTR  # llvmlite types an alloca as `{...}*`; LLVM has only `ptr`
+    found = b.alloca(I32, name="scan.found")
+    found.type = PTR
+    b.position_at_end(here)
+    threads = b.load_atomic(pool.threads, "monotonic", 8, typ=I64)
+    split = b.and_(
+        b.icmp_signed(">", threads, i64(1)), b.icmp_signed(">=", count, i64(SCAN_PARALLEL_MIN))
+    )
+    with b.if_else(split) as (then, otherwise):
+        with then:
+            for k, v in enumerate([*args, found]):
+                b.store(v, b.gep(cp, [i32(0), i32(k)], inbounds=True, source_etype=_SCAN_CTX))
+            b.store(ir.Constant(I32, 0), found)
+            b.call(pool.run, [_scan_task(module, chk.kind, dtype), cp, threads])
+            r_par = b.load(found, typ=I32)
+            par_block = b.block
+        with otherwise:
+            r_one = b.call(_scanner(module, chk.kind, dtype), args)
+            one_block = b.block
+    r = b.phi(I32, name="scan.r")
+    r.add_incoming(r_par, par_block)
+    r.add_incoming(r_one, one_block)
+    return r
+
+
 def emit_input_checks(
     b: ir.IRBuilder,
     module: ir.Module,
     checks: list[tuple[int, InputCheck, str, ir.Value]],
     inputs: ir.Value,
+    pool: ThreadPool | None = None,
 ) -> None:
     """At ``b``: for each (slot, check, dtype, element count), load input ``slot``'s pointer
-    from ``inputs`` and return ``CHECK_BASE + slot`` when its values fail the check."""
+    from ``inputs`` and return ``CHECK_BASE + slot`` when its values fail the check. With
+    ``pool`` (the module's threads), large scans are split over the threads (_scan)."""
     for slot, chk, dtype, count in checks:
         p = b.load(b.gep(inputs, [i64(slot)], source_etype=PTR), typ=PTR, name=f"chk{slot}.p")
         if chk.kind == "lr":
@@ -88,7 +178,7 @@ def emit_input_checks(
             inf = b.fcmp_ordered("==", x, ir.Constant(t, float("inf")))
             bad = b.or_(neg_or_nan, inf, name="lr.bad")
         else:
-            r = b.call(_scanner(module, chk.kind, dtype), [p, count, i64(chk.bound)])
+            r = _scan(b, module, chk, dtype, p, count, pool)
             bad = b.icmp_unsigned("!=", r, ir.Constant(I32, 0), name=f"chk{slot}.bad")
         with b.if_then(bad, likely=False):
             b.ret(ir.Constant(I32, CHECK_BASE + slot))

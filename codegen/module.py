@@ -120,7 +120,7 @@ class ModuleBuilder:
             for d in t.shape:
                 count = b.mul(count, n if d == BATCH else i64(int(d)))
             scans.append((slot_of[c.name], c, t.dtype, count))
-        emit_input_checks(b, self.module, scans, fn.args[3])
+        emit_input_checks(b, self.module, scans, fn.args[3], self.pool(self.module))
         b.ret(b.call(body, list(fn.args), tail=True))
         return fn
 

@@ -313,3 +313,34 @@ def test_small_work_never_wakes_the_thread_pool():
     before = big.jit.dispatches("cp_wide")
     big.train_step(x, np.zeros(512, "i4"))
     assert big.jit.dispatches("cp_wide") > before
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_large_input_scan_split_over_threads_finds_every_share(threads):
+    """x of 128 x 512 = 65,536 values is at least codegen.checks.SCAN_PARALLEL_MIN: at 2 threads
+    its NaN/Inf scan is split into one contiguous share per thread (the pool's dispatch counter
+    moves). A non-finite value in the first, the middle or the last row is found whichever
+    share holds it, the row is named, and params and optimizer state are unchanged; clean data
+    trains (the loss agrees with the 1-thread model's)."""
+    from graphc.codegen.checks import SCAN_PARALLEL_MIN
+
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((128, 512)).astype("f4")
+    y = (np.arange(128) % 10).astype("i4")
+    assert x.size >= SCAN_PARALLEL_MIN
+    m = _net(f"cp_scan{threads}", (512, 4, 10), "ce")
+    m.threads = threads
+    m.train_step(x, y)
+    before = _snapshot(m)
+    for row in (0, 64, 127):
+        bad = x.copy()
+        bad[row, 511 if row else 0] = np.nan
+        d0 = m.jit.dispatches(m.program.name)
+        with pytest.raises(ArgumentError, match=rf"input 'x': row {row} holds NaN or Inf"):
+            m.train_step(bad, y)
+        assert (m.jit.dispatches(m.program.name) > d0) == (threads == 2)
+        assert _snapshot(m) == before
+    ref = _net("cp_scan_ref", (512, 4, 10), "ce")
+    ref.threads = 1
+    ref.set_weights({k: v.copy() for k, v in m.params.items()})
+    np.testing.assert_allclose(m.evaluate(x, y)["loss"], ref.evaluate(x, y)["loss"], rtol=1e-6)
