@@ -81,6 +81,10 @@ PACK_PREFETCH_ROWS = 8  # packing a [K, M] or [K, N] source asks for the row thi
 GEMV_ROWS = 8  # a GEMV (M = 1) adds this many rows of B to C's row per pass
 DIRECT_ROWS = 2  # direct path tile: DIRECT_ROWS x DIRECT_NV vectors (8 accumulators)
 DIRECT_NV = 4
+# nt direct path: dot products of this many columns at once (each a vector of partial sums
+# along K, summed at the end). The loads of B bound it: 4 columns run as fast as 16 (which
+# cost 3x the code: 16 horizontal sums)
+DOT_COLS = 4
 PARALLEL_MIN_MACS = 1 << 18  # smaller products (about 6 us on one core) stay on one thread
 # The small-M path splits its columns when B holds this many values. Measured with
 # benchmarks/dispatch.py (GEMV at batch 1, K = 256, 2 threads against 1, 2-core Zen 3 under
@@ -1446,7 +1450,7 @@ class _GemmEmitter:
         b, L = self.b, self.blk.lanes
         with _loop(b, self.const(0), self.M, 1, name="dt.i") as il:
             start = n0
-            for cols in (L, 1) if L > 1 else (1,):
+            for cols in (min(L, DOT_COLS), 1) if L > 1 else (1,):
                 with _loop(b, start, self.sub(n1, cols - 1), cols, name=f"dt.j{cols}") as jl:
                     self.dot_tile(il.iv, jl.iv, cols)
                 start = jl.iv
