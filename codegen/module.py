@@ -331,7 +331,8 @@ class ModuleBuilder:
         mm = g[kernel.nodes[0]]
         key = self._gemm_key(sched, kernel, tail, dtype, ta, tb, ext)
         if key not in self._gemms:
-            epi = epilogue_for(g, mm, tail, ext, inline)
+            # no tail, no epilogue: the GEMM then skips its pass over C (a plain product)
+            epi = epilogue_for(g, mm, tail, ext, inline) if tail else None
             fn = emit_gemm(
                 module,
                 f"{fname}.gemm",
