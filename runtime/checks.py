@@ -22,6 +22,19 @@ class InputRejected(ArgumentError):
         self.slot, self.name = slot, name
 
 
+def check_batch_size(batch_size: object) -> int:
+    """``batch_size`` when it is an int >= 1 (a bool is not; a numpy integer is).
+
+    Raises:
+        ArgumentError: anything else (None, a float, a string, 0, a negative number).
+    """
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)):
+        raise ArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
+    if batch_size < 1:
+        raise ArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
+    return int(batch_size)
+
+
 def check_lr(lr: object) -> float:
     """``lr`` as a float when it is a real number, finite and >= 0.
 

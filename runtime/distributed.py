@@ -160,6 +160,39 @@ def shard(total: int, parts: int, index: int) -> tuple[int, int]:
     return index * q + min(index, r), q + (1 if index < r else 0)
 
 
+def agreed(comm: Any, what: str, fn: Any, share: Any = None) -> tuple[Any, list[Any]]:
+    """Run ``fn()`` on this rank, then one allgather of whether it raised (and of
+    ``share(result)`` when it did not), so that an error on some ranks never leaves the
+    others waiting in a later collective: if ``fn`` raised on any rank, every rank raises,
+    this rank's own exception where it raised, else DistributedError naming the first rank
+    that failed and its error.
+
+    Returns:
+        (fn's result on this rank, [share(result) of every rank, by rank]; None entries
+        without ``share``).
+
+    Raises:
+        DistributedError: ``fn`` raised on another rank (not on this one).
+    """
+    try:
+        result, error = fn(), None
+        mine = (share(result) if share is not None else None, None)
+    except Exception as e:  # any error: the other ranks must hear of it (not BaseException:
+        result, error = None, e  # Ctrl-C and exits end the job through abort_on_error)
+        mine = (None, f"{type(e).__name__}: {e}")
+    everyone = comm.allgather(mine)
+    failed = [(i, msg) for i, (_, msg) in enumerate(everyone) if msg is not None]
+    if error is not None:
+        raise error
+    if failed:
+        i, msg = failed[0]
+        raise DistributedError(
+            f"rank {i} of {len(everyone)} failed in {what}: {msg}; every rank stops here "
+            f"(each rank must pass the same data and arguments)"
+        )
+    return result, [v for v, _ in everyone]
+
+
 def abort_on_error(comm: Any, what: str) -> Any:
     """A context manager: an exception inside prints which rank failed (with the traceback) and
     calls ``comm.Abort(1)``, ending every rank of the job."""

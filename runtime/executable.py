@@ -266,8 +266,9 @@ class Entry:
         COPY_OUTPUT_MAX bytes the native code writes the entry's own buffer (its address is
         set once) and the new array is a copy of it (0.2 us against 0.45 us for taking a new
         array's address, measured at batch 1, benchmarks/callpath.py); larger outputs are
-        written once, straight into the new array. Pointers of the arrays seen by the last
-        call are kept (those arrays with them, so their memory cannot move meanwhile)."""
+        written once, straight into the new array, which the entry does not keep. Pointers of
+        the ``x`` and ``out`` seen by the last call are kept (those arrays with them, so their
+        memory cannot move meanwhile)."""
         if n != self._n:
             self.prepare(n)
         if x is not self._last[0]:
@@ -285,7 +286,11 @@ class Entry:
                     raise self.error(rc)
                 return own.copy()
             out = np.empty(own.shape, own.dtype)
-        if out is not self._out_last:
+            self.outputs[0] = address(out)
+            # not remembered: the entry must not keep the caller's result alive (or block its
+            # resize); outputs[0] is set again before the next call
+            self._outs_moved, self._out_last = True, None
+        elif out is not self._out_last:
             self.outputs[0] = address(out)
             self._outs_moved, self._out_last = True, out
         rc = call(self._frame_at)

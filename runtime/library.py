@@ -27,7 +27,7 @@ from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError, Numeri
 from graphc.ir.types import DTYPE_INFO, TensorType
 
 from .buffers import address, aligned_empty, output_arrays, view
-from .checks import check_lr, explain
+from .checks import check_batch_size, check_lr, explain
 from .executable import shape_hint
 from .parallel import own_lock, serialized
 
@@ -379,7 +379,12 @@ class Library:
                 if out is not None:
                     key += (out.dtype, out.shape, out.strides, out.flags.writeable)
                 known = self._layouts.get(key)
-                if known is not None and known[0] <= batch_size and known[0] <= self._ws_rows:
+                if (
+                    known is not None
+                    and type(batch_size) is int
+                    and known[0] <= batch_size
+                    and known[0] <= self._ws_rows
+                ):
                     return self._predict_known(x, out, known)
             else:
                 key = None
@@ -416,8 +421,7 @@ class Library:
         fn = self._fns.get("infer") or self._function("infer")
         e = self.meta["entries"]["infer"]
         arrays, n = self._inputs(e["inputs"], x, "predict")
-        if batch_size < 1:
-            raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = check_batch_size(batch_size)
         outs = self._outputs(e["outputs"], n, out, arrays)
         # Rows are split into blocks only when the library says every output row depends on
         # its input row alone (graphc.ir.batch, the rule Model.predict follows); a library

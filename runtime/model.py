@@ -18,13 +18,13 @@ import numpy as np
 
 from graphc.codegen.threads import MAX_THREADS
 from graphc.ir.batch import loss_is_row_mean, rows_independent
-from graphc.ir.errors import ArgumentError, GraphcError, NumericsError
+from graphc.ir.errors import ArgumentError, DistributedError, GraphcError, NumericsError
 from graphc.ir.program import UNIT_TARGET_LOSSES
 from graphc.ir.types import BATCH
 
 from .buffers import aligned_empty, output_arrays, view
 from .callbacks import CallbackList
-from .checks import InputRejected, check_lr
+from .checks import InputRejected, check_batch_size, check_lr
 from .executable import Entry, EpochEntry, NonfiniteLoss, shape_hint
 from .parallel import default_threads, own_lock, serialized
 
@@ -475,55 +475,67 @@ class Model:
         raises the same error (the first bad row and the count of bad rows over all rows) in
         about 1/K of the time."""
         split = comm is not None and comm.Get_size() > 1
-        lo, hi = 0, None
-        if split:  # fit's feeds: every one holds the same rows along axis 0
-            from .distributed import shard
-
-            n = next(iter(feeds.values())).shape[0]
-            lo, count = shard(n, comm.Get_size(), comm.Get_rank())
-            hi = lo + count
-        found = []  # (input index, check, first bad row, bad rows) in this rank's rows
+        given = dict(feeds)  # as passed: messages show the caller's values, not casts of them
         src = self.program.forward
-        for i, (name, a) in enumerate(feeds.items()):
-            t = src[name].type
-            part = a[lo:hi] if split else a
-            bad = None
-            if t.dtype == "i32":
-                classes = self._classes_for(name)
-                if classes:
-                    bad = (part < 0) | (part >= classes)
-                feeds[name] = np.ascontiguousarray(a, dtype=np.int32)
-            elif not allow_nonfinite:  # by blocks of rows: the temporaries stay in cache
-                flat = part.reshape(part.shape[0], -1)
-                step = max(1, (1 << 18) // max(1, flat.shape[1]))
-                bad = np.concatenate(
-                    [
-                        ~np.isfinite(flat[j : j + step]).all(axis=1)
-                        for j in range(0, len(flat), step)
-                    ]
-                    or [np.zeros(0, bool)]
-                )
-            if bad is not None and bad.any():
-                found.append((i, 0, lo + int(np.flatnonzero(bad)[0]), int(bad.sum())))
-            if (
-                t.dtype != "i32"
-                and self.program.loss_kind in UNIT_TARGET_LOSSES
-                and name in self.program.label_inputs
-            ):
-                outside = ((part < 0) | (part > 1)).reshape(part.shape[0], -1).any(axis=1)
-                if outside.any():
-                    found.append((i, 1, lo + int(np.flatnonzero(outside)[0]), int(outside.sum())))
-        if split:
+
+        def scan() -> list[tuple[int, int, int, int]]:
+            """(input index, check, first bad row, bad rows) in this rank's rows."""
+            lo, hi = 0, None
+            if split:  # fit's feeds: every one holds the same rows along axis 0
+                from .distributed import shard
+
+                n = next(iter(given.values())).shape[0]
+                lo, count = shard(n, comm.Get_size(), comm.Get_rank())
+                hi = lo + count
+            found = []
+            for i, (name, a) in enumerate(given.items()):
+                t = src[name].type
+                part = a[lo:hi] if split else a
+                rows, width = len(part), int(np.prod(part.shape[1:], dtype=np.int64))
+                bad = None
+                if t.dtype == "i32":
+                    classes = self._classes_for(name)
+                    if classes:
+                        bad = (part < 0) | (part >= classes)
+                elif not allow_nonfinite:  # by blocks of rows: the temporaries stay in cache
+                    flat = part.reshape(rows, width)
+                    step = max(1, (1 << 18) // max(1, width))
+                    bad = np.concatenate(
+                        [~np.isfinite(flat[j : j + step]).all(axis=1) for j in range(0, rows, step)]
+                        or [np.zeros(0, bool)]
+                    )
+                if bad is not None and bad.any():
+                    found.append((i, 0, lo + int(np.flatnonzero(bad)[0]), int(bad.sum())))
+                if (
+                    t.dtype != "i32"
+                    and self.program.loss_kind in UNIT_TARGET_LOSSES
+                    and name in self.program.label_inputs
+                ):
+                    outside = ((part < 0) | (part > 1)).reshape(rows, width).any(axis=1)
+                    if outside.any():
+                        first = lo + int(np.flatnonzero(outside)[0])
+                        found.append((i, 1, first, int(outside.sum())))
+            return found
+
+        if split:  # an error on one rank reaches all of them (distributed.agreed)
+            from .distributed import agreed
+
+            _, shares = agreed(comm, "fit's data checks", scan, share=lambda f: f)
             merged: dict[tuple[int, int], tuple[int, int]] = {}
-            for i, check, row, count in (f for fs in comm.allgather(found) for f in fs):
+            for i, check, row, count in (f for fs in shares for f in fs):
                 first, total = merged.get((i, check), (row, 0))
                 merged[(i, check)] = (min(first, row), total + count)
             found = [(*key, *merged[key]) for key in sorted(merged)]
+        else:
+            found = scan()
+        for name, a in given.items():
+            if src[name].type.dtype == "i32":
+                feeds[name] = np.ascontiguousarray(a, dtype=np.int32)
         if not found:
             return
         i, check, row, count = min(found)
-        name = list(feeds)[i]
-        a = feeds[name]
+        name = list(given)[i]
+        a = given[name]
         if check == 1:
             raise ArgumentError(
                 f"targets {name!r}: row {row} holds {a[row].ravel()[:4].tolist()}, outside [0, 1] "
@@ -705,7 +717,8 @@ class Model:
                         ("infer", x.dtype, x.shape, x.strides, out.dtype, out.shape, out.strides)
                     )
                 if known is not None and (
-                    known[0] <= batch_size or not self.row_split.get("infer")
+                    type(batch_size) is int
+                    and (known[0] <= batch_size or not self.row_split.get("infer"))
                 ):
                     if out is None:
                         return self._infer.run_one(x, known[0])
@@ -760,8 +773,7 @@ class Model:
 
         Rows are split only when every input and every output has N first (an output such
         as a sum over the batch depends on all rows: then one call)."""
-        if batch_size < 1:
-            raise ArgumentError(f"batch_size must be >= 1, got {batch_size}")
+        batch_size = check_batch_size(batch_size)
         e = self.entries[entry]
         arrays = self._arrays(e, feeds)
         e.check(arrays, n)
@@ -782,8 +794,7 @@ class Model:
         """
         if self.program.loss is None:
             raise GraphcError("evaluate: this model was compiled without a loss")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = check_batch_size(batch_size)
         feeds, n = self._as_feeds(x, y, need_labels=True)
         self._cast_labels(feeds)
         e = self.entries["eval"]
@@ -918,19 +929,21 @@ class Model:
                 holds the parameters after the last finite step, ``model.history`` the
                 finished epochs.
             DistributedError: ``distributed`` given but MPI or mpi4py missing (the message
-                says what to install), or ranks that disagree on the data or the arguments.
+                says what to install), or ranks that disagree on the data or the arguments,
+                or another rank's argument or data checks failed (its rank and error named;
+                every rank raises, none waits).
         """
         if self.program.training is None:
             raise GraphcError("fit: this model was compiled without a loss")
-        _check_fit_counts(epochs, batch_size, initial_epoch)
         comm = None
         if distributed is not None:
             from .distributed import check_supported
 
             comm = check_supported(distributed)
         feeds, n, val = self._fit_data(
-            x, y, validation_data, validation_split, allow_nonfinite, comm
-        )
+            x, y, validation_data, validation_split, allow_nonfinite, comm,
+            lambda: _check_fit_counts(epochs, batch_size, initial_epoch),
+        )  # fmt: skip
         history = History()
         self.history = history
         if comm is not None:  # data-parallel: graphc.runtime.distributed runs the epochs
@@ -993,26 +1006,61 @@ class Model:
         validation_split: float,
         allow_nonfinite: bool,
         comm: Any = None,
+        check_args: Any = None,
     ) -> tuple[dict[str, np.ndarray], int, tuple[dict[str, np.ndarray], int] | None]:
         """fit's training feeds and row count, checked, and its validation feeds (the last
-        ``validation_split`` of the rows, or ``validation_data``) with their row count
-        (``comm``: the ranks of a distributed fit share the checks, see _validate)."""
-        feeds, n = self._as_feeds(x, y, need_labels=True)
-        for k in feeds:
-            t = self.program.forward[k].type
-            if t.is_batched and t.shape[0] != BATCH:
-                raise ArgumentError(
-                    f"fit: input {k!r} is {t}, with N at axis {t.shape.index(BATCH)}; mini-batches "
-                    "take rows along the leading axis: declare training inputs with N first"
-                )
+        ``validation_split`` of the rows, or ``validation_data``) with their row count.
+
+        ``check_args``: fit's argument checks, run first. ``comm``: the ranks of a distributed
+        fit share the data checks (see _validate), and every step that can raise on one rank
+        alone (a rank passing other shapes, too few rows, ...) is followed by an agreement
+        (distributed.agreed), so that all ranks raise instead of some waiting forever."""
+
+        def training() -> tuple[dict[str, np.ndarray], int]:
+            if check_args is not None:
+                check_args()
+            feeds, n = self._as_feeds(x, y, need_labels=True)
+            for k in feeds:
+                t = self.program.forward[k].type
+                if t.is_batched and t.shape[0] != BATCH:
+                    raise ArgumentError(
+                        f"fit: input {k!r} is {t}, with N at axis {t.shape.index(BATCH)}; "
+                        "mini-batches take rows along the leading axis: declare training "
+                        "inputs with N first"
+                    )
+            return feeds, n
+
+        def validation(
+            feeds: dict[str, np.ndarray], n: int, data: Any
+        ) -> tuple[dict[str, np.ndarray], int, tuple[dict[str, np.ndarray], int] | None]:
+            if validation_split:
+                data, feeds, n = self._split_validation(feeds, n, validation_split)
+            if data is None:
+                return feeds, n, None
+            return feeds, n, self._as_feeds(*data, need_labels=True)
+
+        if comm is None or comm.Get_size() == 1:
+            feeds, n = training()
+            self._validate(feeds, allow_nonfinite)
+            feeds, n, val = validation(feeds, n, validation_data)
+            if val is not None:
+                self._validate(val[0], allow_nonfinite)
+            return feeds, n, val
+        from .distributed import agreed
+
+        (feeds, n), rows = agreed(comm, "fit's argument checks", training, share=lambda r: r[1])
+        if len(set(rows)) > 1:
+            raise DistributedError(
+                f"fit: the ranks pass different numbers of rows {rows} (by rank); every rank "
+                "must pass the same data"
+            )
         self._validate(feeds, allow_nonfinite, comm)
-        if validation_split:
-            validation_data, feeds, n = self._split_validation(feeds, n, validation_split)
-        if validation_data is None:
-            return feeds, n, None
-        vfeeds, vn = self._as_feeds(*validation_data, need_labels=True)
-        self._validate(vfeeds, allow_nonfinite, comm)
-        return feeds, n, (vfeeds, vn)
+        (feeds, n, val), _ = agreed(
+            comm, "fit's validation data", lambda: validation(feeds, n, validation_data)
+        )
+        if val is not None:
+            self._validate(val[0], allow_nonfinite, comm)
+        return feeds, n, val
 
     def _split_validation(
         self, feeds: dict[str, np.ndarray], n: int, fraction: float
@@ -1037,8 +1085,7 @@ class Model:
 
 def _check_fit_counts(epochs: int, batch_size: int, initial_epoch: int) -> None:
     """fit's counts: batch_size >= 1, epochs >= 0, 0 <= initial_epoch <= epochs."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ArgumentError(f"batch_size must be a positive int, got {batch_size!r}")
+    check_batch_size(batch_size)
     if not isinstance(epochs, int) or epochs < 0:
         raise ArgumentError(f"epochs must be an int >= 0, got {epochs!r}")
     if not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:

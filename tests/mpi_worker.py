@@ -27,6 +27,10 @@ MODE:
               rank 0 writes whether each path ran and whether they agreed bit for bit;
               also the errors of fit on data with NaN rows / bad labels in both ranks'
               shares of the rows (each rank checks its share), one-process and distributed
+    edges     (under mpirun, 3 ranks) fewer rows than ranks: 2 training rows in batches of 1,
+              and 2 validation rows, against rank 0's one-process fit; then errors raised on
+              some ranks only before any step (rank 1 passes x with another width, rank 0
+              batch_size=0, rank 2 fewer rows): every rank must raise, none may wait
 """
 
 from __future__ import annotations
@@ -259,6 +263,42 @@ def paths() -> dict[str, np.ndarray]:
     }
 
 
+def edges() -> dict[str, np.ndarray]:
+    """Mode ``edges`` (see the module docstring)."""
+    x, y = data()
+    r = gc.distributed.rank()
+    res: dict[str, np.ndarray] = {}
+    for case, (rows, vrows) in {"tiny": (2, 0), "val": (20, 2)}.items():
+        got, ref = model("adam", "m_edges"), model("adam", "m_edges")
+        more = {"validation_data": (x[-vrows:], y[-vrows:])} if vrows else {}
+        kw = {"epochs": 2, "batch_size": 1 if rows == 2 else 8, "seed": 2, "verbose": 0}
+        h = got.fit(x[:rows], y[:rows], distributed="mpi", **kw, **more)
+        if r == 0:
+            h1 = ref.fit(x[:rows], y[:rows], **kw, **more)
+            res[f"{case}_loss"] = np.array([h["loss"], h1["loss"]])
+            if vrows:
+                res[f"{case}_val_loss"] = np.array([h["val_loss"], h1["val_loss"]])
+            for k, v in got.params.items():
+                res[f"{case}_param_{k}"] = np.stack([v, ref.params[k]])
+    m = model("sgd", "m_sgd")
+    bad = {
+        "width": lambda: (np.concatenate([x, x[:, :1]], 1) if r == 1 else x, y, 8),
+        "batch": lambda: (x, y, 0 if r == 0 else 8),
+        "rows": lambda: (x[:-1] if r == 2 else x, y[:-1] if r == 2 else y, 8),
+    }
+    for case, make in bad.items():
+        xs, ys, bs = make()
+        try:
+            m.fit(xs, ys, epochs=1, batch_size=bs, distributed="mpi", verbose=0)
+            message = "no error"
+        except gc.GraphcError as e:
+            message = f"{type(e).__name__}: {e}"
+        everyone = gc.distributed.world().allgather(message)
+        if r == 0:
+            res[f"error_{case}"] = np.array(everyone)
+    return res
+
+
 def main() -> None:
     mode, out = sys.argv[1], sys.argv[2]
     dist = None if os.environ.get("GRAPHC_TEST_SERIAL") else "mpi"
@@ -308,6 +348,8 @@ def main() -> None:
         res = limits(dist)
     elif mode == "paths":
         res = paths()
+    elif mode == "edges":
+        res = edges()
     else:
         m = model("adam", "m_adam")
         m.fit(x, y, epochs=3, batch_size=BATCH, verbose=0, callbacks=[Fail(mode)], distributed=dist)

@@ -344,3 +344,29 @@ def test_large_input_scan_split_over_threads_finds_every_share(threads):
     ref.threads = 1
     ref.set_weights({k: v.copy() for k, v in m.params.items()})
     np.testing.assert_allclose(m.evaluate(x, y)["loss"], ref.evaluate(x, y)["loss"], rtol=1e-6)
+
+
+def test_predict_does_not_keep_its_result_alive():
+    """A large output (over COPY_OUTPUT_MAX) on a known layout is written straight into a new
+    array: the model must not keep that array (it would outlive the caller's reference and
+    refuse resize); the next call's result and an out= array stay correct."""
+    import gc as pygc
+    import weakref
+
+    x = gc.input("x", ("N", 8))
+    m = gc.compile(gc.dense(x, 600, name="fc"), None, name="cp_keep", threads=1)
+    xs = np.random.default_rng(3).standard_normal((4, 8)).astype("f4")
+    w, b = m.params["fc.w"].astype(np.float64), m.params["fc.b"].astype(np.float64)
+    want = xs.astype(np.float64) @ w + b
+    first = m.predict(xs)  # checked path: the layout is remembered
+    r = m.predict(xs)  # known layout
+    np.testing.assert_allclose(r, want, rtol=1e-5, atol=1e-5)
+    ref = weakref.ref(r)
+    del r
+    pygc.collect()
+    assert ref() is None
+    r = m.predict(xs)
+    r.resize((2, 600), refcheck=True)  # no other reference holds it
+    out = np.empty_like(first)
+    assert m.predict(xs, out=out) is out and m.predict(xs) is not out
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)

@@ -133,6 +133,12 @@ def test_class_labels_out_of_range_are_reported(clf) -> None:
     bad[4] = -1
     with pytest.raises(gc.ArgumentError, match="row 4 has class -1"):
         clf.evaluate(x, bad)
+    wide = bad.astype(np.int64)
+    wide[4] = 2**32 + 1  # int64 labels are cast to int32 (it wraps to 1): the message shows the
+    for call in (clf.fit, clf.train_step, clf.evaluate):  # value passed, not the cast one
+        kw = {"verbose": 0} if call == clf.fit else {}
+        with pytest.raises(gc.ArgumentError, match=r"row 4 has class 4294967297, outside 0\.\.2"):
+            call(x, wide, **kw)
     check()
 
 
@@ -152,10 +158,14 @@ def test_batch_size_larger_than_the_data_is_one_batch_and_zero_is_rejected(clf) 
     for bs in (0, -3, 2.5):
         with pytest.raises(gc.ArgumentError, match="batch_size must be a positive int"):
             clf.fit(x, y, batch_size=bs, verbose=0)
-    with pytest.raises(gc.ArgumentError, match="batch_size must be >= 1"):
-        clf.predict(x, batch_size=0)
-    with pytest.raises(gc.ArgumentError, match="batch_size must be a positive int"):
-        clf.evaluate(x, y, batch_size=0)
+    clf.predict(x)
+    clf.predict(x)  # the layout is known now: the fast path checks batch_size too
+    for bs in (0, None, "8", 2.5, True):
+        with pytest.raises(gc.ArgumentError, match="batch_size must be a positive int"):
+            clf.predict(x, batch_size=bs)
+        with pytest.raises(gc.ArgumentError, match="batch_size must be a positive int"):
+            clf.evaluate(x, y, batch_size=bs)
+    assert clf.predict(x, batch_size=np.int64(3)).shape == (len(x), 3)
     with pytest.raises(gc.ArgumentError, match="epochs must be an int"):
         clf.fit(x, y, epochs=-1, verbose=0)
     check()

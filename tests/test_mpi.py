@@ -364,3 +364,24 @@ def test_native_epoch_equals_python_steps(tmp_path):
     assert bool(got["messages_agree"])
     assert one_x == dist_x and "row 10 holds NaN or Inf (3 rows)" in one_x, (one_x, dist_x)
     assert one_y == dist_y and "row 5 has class 4" in one_y and "(2 such rows)" in one_y, dist_y
+
+
+@need_mpi
+def test_fewer_rows_than_ranks_and_errors_on_some_ranks(tmp_path):
+    """3 ranks: 2 training rows, and 2 validation rows, train as one process does (a rank
+    with no rows adds nothing); an error on some ranks before the first step (another input
+    width, batch_size 0, fewer rows) is raised on every rank, naming the rank and the cause,
+    instead of leaving the others waiting in a collective (they hung before)."""
+    out = tmp_path / "got.npz"
+    r = mpirun(3, "edges", str(out), timeout=90)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = dict(np.load(out))
+    for k, v in got.items():
+        if not k.startswith("error_"):
+            np.testing.assert_allclose(v[0], v[1], rtol=1e-5, atol=1e-7, err_msg=k)
+    width, batch, rows = got["error_width"], got["error_batch"], got["error_rows"]
+    assert "shape (50, 13)" in width[1] and width[1].startswith("ArgumentError")
+    assert all("rank 1 of 3 failed" in m and "(50, 13)" in m for m in width[[0, 2]])
+    assert batch[0] == "ArgumentError: batch_size must be a positive int, got 0"
+    assert all(m.startswith("DistributedError: rank 0 of 3 failed") for m in batch[1:])
+    assert all("different numbers of rows [50, 50, 49]" in m for m in rows)
