@@ -691,17 +691,14 @@ class _GemmEmitter:
         (which may then stay in its core's L2 from one call to the next)."""
         b, zero = self.b, self.const(0)
         n, k = self.fixed.get("N"), self.fixed.get("K")
-        if self.pool is None or (n is not None and k is not None and n * k < DIRECT_PARALLEL_MIN):
+
+        def whole() -> None:  # the product on the calling thread alone
             self.call_small(b, direct, self.fn.args[:6], self.extras, zero, self.N)
-            self.finish_rect(
-                b,
-                [self.M, self.N, self.K, self.A, self.B, self.C],
-                self.extras,
-                zero,
-                self.M,
-                zero,
-                self.N,
-            )
+            rect = [self.M, self.N, self.K, self.A, self.B, self.C]
+            self.finish_rect(b, rect, self.extras, zero, self.M, zero, self.N)
+
+        if self.pool is None or (n is not None and k is not None and n * k < DIRECT_PARALLEL_MIN):
+            whole()
             return
         threads = b.load_atomic(self.pool.threads, "monotonic", 8, typ=I64)
         split = b.and_(
@@ -720,16 +717,7 @@ class _GemmEmitter:
                 tb.ret_void()
                 b.call(self.pool.run, [fn, ctx, threads])
             with otherwise:
-                self.call_small(b, direct, self.fn.args[:6], self.extras, zero, self.N)
-                self.finish_rect(
-                    b,
-                    [self.M, self.N, self.K, self.A, self.B, self.C],
-                    self.extras,
-                    zero,
-                    self.M,
-                    zero,
-                    self.N,
-                )
+                whole()
 
     def call_small(
         self,
