@@ -23,6 +23,16 @@ def _linear() -> gc.Model:
     return gc.compile(out, gc.mean_squared_error(out, y), gc.SGD(lr=LR), name="lintrust", seed=3)
 
 
+@pytest.fixture
+def ctrl_c():
+    """SIGINT with Python's default handler (KeyboardInterrupt) during the test: a shell that
+    starts the suite in the background (`cmd &` without job control, nohup) gives it SIGINT
+    ignored, and fit then rightly leaves Ctrl-C alone (it defers only the default handler)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
 @pytest.fixture(scope="module")
 def data() -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(8)
@@ -126,7 +136,7 @@ def test_interrupt_during_a_one_call_epoch_rolls_back_and_resumes_exactly(data, 
     np.testing.assert_array_equal(resumed.state["step"], ref.state["step"])
 
 
-def test_sigint_in_the_middle_of_a_per_step_epoch_rolls_back(data) -> None:
+def test_sigint_in_the_middle_of_a_per_step_epoch_rolls_back(data, ctrl_c) -> None:
     x, y = data
     fit = dict(batch_size=BS, verbose=0, seed=4)
     ref = _linear()
@@ -180,7 +190,7 @@ def test_batch_callbacks_get_keras_arguments(data) -> None:
         w["lin.b"] = w["lin.b"] - LR * 2 * r.sum(axis=0) / r.size
 
 
-def test_sigint_during_a_one_call_epoch_finishes_and_commits_that_epoch(data) -> None:
+def test_sigint_during_a_one_call_epoch_finishes_and_commits_that_epoch(data, ctrl_c) -> None:
     """A real SIGINT while epoch 2 runs natively: the epoch completes, enters the history, and
     fit stops there; resuming gives the uninterrupted run."""
     x, y = data
