@@ -73,13 +73,13 @@ def emit_train_epoch(
     memcpy = _memcpy(module)
     slots = len(sched.input_slots)
     step_inputs = b.alloca(PTR, size=max(1, slots), name="step_inputs")
-    batched: list[tuple[int, int, ir.Value, ir.Value]] = []  # slot, row bytes, data, stage
+    batched: list[tuple[int, ir.Value, ir.Value]] = []  # row bytes, data, stage
     for i, name in enumerate(sched.input_slots):
         t = g[name].type
         src = b.load(b.gep(inputs, [i64(i)], source_etype=PTR), typ=PTR, name=f"in{i}")
         if t.shape and t.shape[0] == BATCH:
             stage = b.load(b.gep(staging, [i64(i)], source_etype=PTR), typ=PTR, name=f"stage{i}")
-            batched.append((i, t.size(1) * t.itemsize, src, stage))
+            batched.append((t.size(1) * t.itemsize, src, stage))
             src = stage
         b.store(src, b.gep(step_inputs, [i64(i)], source_etype=PTR))
     args_ptr = step_inputs
@@ -89,18 +89,7 @@ def emit_train_epoch(
         lo = b.mul(s, batch, name="lo")
         rest = b.sub(n, lo)
         nb = b.select(b.icmp_signed("<", rest, batch), rest, batch, name="nb")
-        with loop(b, nb, name="r") as r:
-            row = b.load(
-                b.gep(order, [b.add(lo, r)], inbounds=True, source_etype=I64), typ=I64, name="row"
-            )
-            ok_bb = fn.append_basic_block("row_ok")
-            inside = b.and_(b.icmp_signed(">=", row, i64(0)), b.icmp_signed("<", row, n))
-            b.cbranch(inside, ok_bb, bad)
-            b.position_at_end(ok_bb)
-            for _, rb, src, stage in batched:
-                s_ptr = b.gep(src, [b.mul(row, i64(rb))], inbounds=True, source_etype=I8)
-                d_ptr = b.gep(stage, [b.mul(r, i64(rb))], inbounds=True, source_etype=I8)
-                b.call(memcpy, [d_ptr, s_ptr, i64(rb), ir.Constant(I1, 0)])
+        _gather_rows(b, fn, memcpy, order, lo, nb, n, batched, bad)
         rc = b.call(step, [params, state, ws, args_ptr, outputs, nb], name="rc")
         fail_bb = fn.append_basic_block("step_failed")
         cont_bb = fn.append_basic_block("step_ok")
@@ -215,18 +204,7 @@ def emit_train_epoch_split(
         b.cbranch(b.icmp_signed(">", count, i64(0)), has_rows, reduce_bb)
         b.position_at_end(has_rows)
         base = b.add(lo, first, name="base")
-        with loop(b, count, name="r") as r:
-            row = b.load(
-                b.gep(order, [b.add(base, r)], inbounds=True, source_etype=I64), typ=I64, name="row"
-            )
-            ok_bb = fn.append_basic_block("row_ok")
-            inside = b.and_(b.icmp_signed(">=", row, i64(0)), b.icmp_signed("<", row, n))
-            b.cbranch(inside, ok_bb, bad)
-            b.position_at_end(ok_bb)
-            for rb, src, stage in batched:
-                s_ptr = b.gep(src, [b.mul(row, i64(rb))], inbounds=True, source_etype=I8)
-                d_ptr = b.gep(stage, [b.mul(r, i64(rb))], inbounds=True, source_etype=I8)
-                b.call(memcpy, [d_ptr, s_ptr, i64(rb), ir.Constant(I1, 0)])
+        _gather_rows(b, fn, memcpy, order, base, count, n, batched, bad)
         # as numpy: count / big in double, then rounded to the scale's type
         ratio = b.fdiv(b.sitofp(count, F64), b.sitofp(big, F64))
         b.store(ratio if scale_t == F64 else b.fptrunc(ratio, scale_t), scale_ptr)
@@ -265,3 +243,30 @@ def _callee(value: ir.Value, ftype: ir.FunctionType):
     from .threads import _Callee
 
     return _Callee(value, ftype)
+
+
+def _gather_rows(
+    b: ir.IRBuilder,
+    fn: ir.Function,
+    memcpy: ir.Function,
+    order: ir.Value,
+    base: ir.Value,
+    count: ir.Value,
+    n: ir.Value,
+    batched: list[tuple[int, ir.Value, ir.Value]],
+    bad: ir.Block,
+) -> None:
+    """Emit: for r < count, copy row order[base + r] of every batched input (row bytes,
+    data, stage) to row r of its stage; an index outside 0..n-1 branches to ``bad``."""
+    with loop(b, count, name="r") as r:
+        row = b.load(
+            b.gep(order, [b.add(base, r)], inbounds=True, source_etype=I64), typ=I64, name="row"
+        )
+        ok_bb = fn.append_basic_block("row_ok")
+        inside = b.and_(b.icmp_signed(">=", row, i64(0)), b.icmp_signed("<", row, n))
+        b.cbranch(inside, ok_bb, bad)
+        b.position_at_end(ok_bb)
+        for rb, src, stage in batched:
+            s_ptr = b.gep(src, [b.mul(row, i64(rb))], inbounds=True, source_etype=I8)
+            d_ptr = b.gep(stage, [b.mul(r, i64(rb))], inbounds=True, source_etype=I8)
+            b.call(memcpy, [d_ptr, s_ptr, i64(rb), ir.Constant(I1, 0)])

@@ -185,22 +185,24 @@ def test_split_entries_compiled_on_first_use():
         np.testing.assert_array_equal(a.params[k], b.params[k])
 
 
+def _dropout_mlp(name: str) -> gc.Model:
+    """6 -> 8 relu -> dropout 0.5 -> 3, softmax cross-entropy, Adam (the split-step tests)."""
+    x = gc.input("x", ("N", 6))
+    y = gc.input("y", ("N",), dtype="i32")
+    h = gc.dropout(gc.dense(x, 8, "relu", name="fc1"), 0.5, name="d")
+    o = gc.dense(h, 3, name="fc2")
+    return gc.compile(o, gc.softmax_cross_entropy(o, y), gc.Adam(lr=0.01), name=name)
+
+
 def test_split_step_equals_train_step():
     """train_grads (loss_scale 1, row0 0) then apply_update gives train_step's bits, dropout
     included; half the batch with loss_scale 1/2 twice, summed, gives the same gradients."""
     from graphc.runtime.distributed import SplitStep
 
-    def build(name):
-        x = gc.input("x", ("N", 6))
-        y = gc.input("y", ("N",), dtype="i32")
-        h = gc.dropout(gc.dense(x, 8, "relu", name="fc1"), 0.5, name="d")
-        o = gc.dense(h, 3, name="fc2")
-        return gc.compile(o, gc.softmax_cross_entropy(o, y), gc.Adam(lr=0.01), name=name)
-
     rng = np.random.default_rng(0)
     x = rng.standard_normal((10, 6)).astype(np.float32)
     y = rng.integers(0, 3, 10).astype(np.int32)
-    a, b = build("split_a"), build("split_b")
+    a, b = _dropout_mlp("split_a"), _dropout_mlp("split_b")
     s = SplitStep(b, 10)
     for _ in range(3):
         la = a.train_step(x, y)
@@ -230,18 +232,11 @@ def test_native_split_epoch_on_one_rank(monkeypatch):
     from graphc.codegen.epoch import ERR_REDUCE
     from graphc.runtime.distributed import SplitStep
 
-    def build(name):
-        x = gc.input("x", ("N", 6))
-        y = gc.input("y", ("N",), dtype="i32")
-        h = gc.dropout(gc.dense(x, 8, "relu", name="fc1"), 0.5, name="d")
-        o = gc.dense(h, 3, name="fc2")
-        return gc.compile(o, gc.softmax_cross_entropy(o, y), gc.Adam(lr=0.01), name=name)
-
     rng = np.random.default_rng(2)
     x = rng.standard_normal((10, 6)).astype(np.float32)
     y = rng.integers(0, 3, 10).astype(np.int32)
     order = rng.permutation(10).astype(np.int64)
-    a, b = build("native_a"), build("native_b")
+    a, b = _dropout_mlp("native_a"), _dropout_mlp("native_b")
     s = SplitStep(b, 4)
     stage = {"x": np.empty((4, 6), np.float32), "y": np.empty(4, np.int32)}
     run = s.native_epoch({"x": x, "y": y}, stage, 10, 1, 0)
