@@ -25,6 +25,8 @@ gives bit-identical parameters and losses to ``ceil(n / batch)`` calls of ``NAME
 
 from __future__ import annotations
 
+from typing import Any
+
 from llvmlite import ir
 
 from graphc.ir.plan import Schedule
@@ -71,18 +73,7 @@ def emit_train_epoch(
     loss_t = LL[g[sched.output_slots[0]].type.dtype]
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     memcpy = _memcpy(module)
-    slots = len(sched.input_slots)
-    step_inputs = b.alloca(PTR, size=max(1, slots), name="step_inputs")
-    batched: list[tuple[int, ir.Value, ir.Value]] = []  # row bytes, data, stage
-    for i, name in enumerate(sched.input_slots):
-        t = g[name].type
-        src = b.load(b.gep(inputs, [i64(i)], source_etype=PTR), typ=PTR, name=f"in{i}")
-        if t.shape and t.shape[0] == BATCH:
-            stage = b.load(b.gep(staging, [i64(i)], source_etype=PTR), typ=PTR, name=f"stage{i}")
-            batched.append((t.size(1) * t.itemsize, src, stage))
-            src = stage
-        b.store(src, b.gep(step_inputs, [i64(i)], source_etype=PTR))
-    args_ptr = step_inputs
+    args_ptr, batched, _ = _stage_inputs(b, g, sched.input_slots, inputs, staging)
     bad = fn.append_basic_block("bad_index")
     steps = b.sdiv(b.add(n, b.sub(batch, i64(1))), batch, name="steps")
     with loop(b, steps, name="s") as s:
@@ -91,12 +82,7 @@ def emit_train_epoch(
         nb = b.select(b.icmp_signed("<", rest, batch), rest, batch, name="nb")
         _gather_rows(b, fn, memcpy, order, lo, nb, n, batched, bad)
         rc = b.call(step, [params, state, ws, args_ptr, outputs, nb], name="rc")
-        fail_bb = fn.append_basic_block("step_failed")
-        cont_bb = fn.append_basic_block("step_ok")
-        b.cbranch(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), fail_bb, cont_bb)
-        b.position_at_end(fail_bb)
-        b.ret(rc)
-        b.position_at_end(cont_bb)
+        _return_if_nonzero(b, fn, rc, "step")
         out0 = b.load(b.gep(outputs, [i64(0)], source_etype=PTR), typ=PTR, name="loss_ptr")
         loss = b.load(out0, typ=loss_t, name="loss")
         b.store(loss, b.gep(losses, [s], inbounds=True, source_etype=loss_t))
@@ -167,25 +153,12 @@ def emit_train_epoch_split(
     ranks, rank, first_step, end_step, update_inputs, reduce_fn, at = fn.args[9:]
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     memcpy = _memcpy(module)
-    slots = len(gsched.input_slots)
-    step_inputs = b.alloca(PTR, size=max(1, slots), name="step_inputs")
     no_outputs = b.alloca(PTR, size=1, name="no_outputs")
-    batched: list[tuple[int, ir.Value, ir.Value]] = []  # row bytes, data, stage
-    scale_ptr = row0_ptr = None
-    for i, name in enumerate(gsched.input_slots):
-        t = g[name].type
-        src = b.load(b.gep(inputs, [i64(i)], source_etype=PTR), typ=PTR, name=f"in{i}")
-        if t.shape and t.shape[0] == BATCH:
-            stage = b.load(b.gep(staging, [i64(i)], source_etype=PTR), typ=PTR, name=f"stage{i}")
-            batched.append((t.size(1) * t.itemsize, src, stage))
-            src = stage
-        elif name == "loss_scale":
-            scale_ptr, scale_t = src, LL[t.dtype]
-        elif name == "row0":
-            row0_ptr = src
-        b.store(src, b.gep(step_inputs, [i64(i)], source_etype=PTR))
-    if scale_ptr is None:
+    step_inputs, batched, srcs = _stage_inputs(b, g, gsched.input_slots, inputs, staging)
+    if "loss_scale" not in srcs:
         raise ValueError(f"{fname}: train_grads has no loss_scale input")
+    scale_ptr, scale_t = srcs["loss_scale"], LL[g["loss_scale"].type.dtype]
+    row0_ptr = srcs.get("row0")
     bad = fn.append_basic_block("bad_index")
     reduce_call = _callee(reduce_fn, REDUCE_TYPE)
     with loop(b, b.sub(end_step, first_step), name="j") as j:
@@ -232,6 +205,7 @@ def emit_train_epoch_split(
 
 
 def _return_if_nonzero(b: ir.IRBuilder, fn: ir.Function, rc: ir.Value, what: str) -> None:
+    """Emit: return ``rc`` when it is nonzero, else go on (blocks ``WHAT_failed``/``WHAT_ok``)."""
     fail_bb, ok_bb = fn.append_basic_block(f"{what}_failed"), fn.append_basic_block(f"{what}_ok")
     b.cbranch(b.icmp_signed("!=", rc, ir.Constant(I32, 0)), fail_bb, ok_bb)
     b.position_at_end(fail_bb)
@@ -243,6 +217,28 @@ def _callee(value: ir.Value, ftype: ir.FunctionType):
     from .threads import _Callee
 
     return _Callee(value, ftype)
+
+
+def _stage_inputs(
+    b: ir.IRBuilder, g: Any, slots: list[str], inputs: ir.Value, staging: ir.Value
+) -> tuple[ir.Value, list[tuple[int, ir.Value, ir.Value]], dict[str, ir.Value]]:
+    """Emit the step's input pointer table: inputs[i] for an unbatched slot, staging[i] for a
+    batched one. Returns (the table, [(row bytes, data, stage)] of the batched slots, the
+    unbatched slots' pointers by name)."""
+    table = b.alloca(PTR, size=max(1, len(slots)), name="step_inputs")
+    batched: list[tuple[int, ir.Value, ir.Value]] = []
+    srcs: dict[str, ir.Value] = {}
+    for i, name in enumerate(slots):
+        t = g[name].type
+        src = b.load(b.gep(inputs, [i64(i)], source_etype=PTR), typ=PTR, name=f"in{i}")
+        if t.shape and t.shape[0] == BATCH:
+            stage = b.load(b.gep(staging, [i64(i)], source_etype=PTR), typ=PTR, name=f"stage{i}")
+            batched.append((t.size(1) * t.itemsize, src, stage))
+            src = stage
+        else:
+            srcs[name] = src
+        b.store(src, b.gep(table, [i64(i)], source_etype=PTR))
+    return table, batched, srcs
 
 
 def _gather_rows(

@@ -86,7 +86,7 @@ from graphc.ir.errors import ArgumentError, DistributedError, NumericsError, ins
 
 from .buffers import ALIGN, address, aligned_empty
 from .callbacks import CallbackList
-from .executable import ENTRY_ARGS
+from .executable import ENTRY_ARGS, row_index_error
 
 log = logging.getLogger(__name__)
 
@@ -384,7 +384,7 @@ def fit(
         model.threads = min(threads, share)
     requests = _StopRequests()
     model._dist_rank = r
-    agreed: _Agreed | None = None
+    outcome: _Agreed | None = None
     try:
         with abort_on_error(comm, f"fit (epoch loop of {k} ranks)"):
             comm.Bcast(model._param_region, root=0)
@@ -398,7 +398,7 @@ def fit(
                     cbs=cbs, requests=requests, stop_on_nonfinite=stop_on_nonfinite,
                 )  # fmt: skip
             except _Agreed as e:  # every rank, at the same step: not a failure of one rank
-                agreed = e
+                outcome = e
             cbs.train_end(model, history)
     finally:
         requests.restore()
@@ -406,8 +406,8 @@ def fit(
         model._threads_default = default
         model._dist_rank = 0
         progress.close()
-    if agreed is not None and agreed.error is not None:
-        raise agreed.error
+    if outcome is not None and outcome.error is not None:
+        raise outcome.error
     return history
 
 
@@ -672,7 +672,7 @@ def _native_error(rc: int, entry: Any) -> Exception:
     """The exception for a nonzero code of NAME_train_epoch_split (``entry``: the split entry
     that failed, for its own codes)."""
     if rc == ERR_INDEX:
-        return ArgumentError("native code returned error 3 (a row index outside the data)")
+        return row_index_error()
     if rc == ERR_REDUCE:  # an exception escaped the call-out (it was printed)
         return DistributedError("the all-reduce call-out failed (see the exception above)")
     return entry.error(rc)

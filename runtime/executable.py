@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.codegen.epoch import ERR_NONFINITE_LOSS
+from graphc.codegen.epoch import ERR_INDEX, ERR_NONFINITE_LOSS
 from graphc.codegen.target import call_frame_address
 from graphc.ir.errors import ArgumentError, NumericsError
 from graphc.ir.plan import Schedule
@@ -458,11 +458,15 @@ class EpochEntry:
         if rc == ERR_NONFINITE_LOSS:
             bad = np.flatnonzero(~np.isfinite(losses))
             raise NonfiniteLoss(int(bad[0]) if bad.size else steps - 1)
-        if rc != 0 and e.numerics and rc != 3:
+        if rc == ERR_INDEX:
+            raise row_index_error()
+        if rc != 0 and e.numerics:
             raise e.error(rc)
         if rc != 0:
-            raise ArgumentError(
-                f"native code returned error {rc}"
-                + (" (a row index outside the data)" if rc == 3 else "")
-            )
+            raise ArgumentError(f"native code returned error {rc}")
         return losses
+
+
+def row_index_error() -> ArgumentError:
+    """The error of an epoch entry's ERR_INDEX: a row of ``order`` outside 0..n-1."""
+    return ArgumentError(f"native code returned error {ERR_INDEX} (a row index outside the data)")

@@ -28,7 +28,7 @@ from graphc.ir.types import DTYPE_INFO, TensorType
 
 from .buffers import address, aligned_empty, output_arrays, view
 from .checks import check_batch_size, check_lr, explain
-from .executable import shape_hint
+from .executable import COPY_OUTPUT_MAX, shape_hint
 from .parallel import own_lock, serialized
 
 ERROR_NAMES = {code: msg for _, code, msg in ERRORS if code}
@@ -445,7 +445,7 @@ class Library:
             and (out is None or outs[0] is out)
         ):
             own = None
-            if out is None and outs[0].nbytes <= 4096:
+            if out is None and outs[0].nbytes <= COPY_OUTPUT_MAX:
                 own = np.empty(outs[0].shape, outs[0].dtype)
                 own = (own, own.ctypes.data)
             self._layouts[key] = (n, outs[0].shape, outs[0].dtype, own)

@@ -708,49 +708,46 @@ class Model:
             ArgumentError: a shape or dtype that does not fit, or an unsuitable ``out``.
         """
         with self._lock:  # (serialized, inline: the batch-1 call path counts every 0.1 us)
+            key = None
             if type(x) is np.ndarray and (out is None or type(out) is np.ndarray):
                 # a layout checked before, one input and one output: no Python checks
                 if out is None:
-                    known = self._layouts.get(("infer", x.dtype, x.shape, x.strides))
+                    key = ("infer", x.dtype, x.shape, x.strides)
                 else:
-                    known = self._layouts.get(
-                        ("infer", x.dtype, x.shape, x.strides, out.dtype, out.shape, out.strides)
-                    )
-                if known is not None and (
-                    type(batch_size) is int
-                    and (known[0] <= batch_size or not self.row_split.get("infer"))
+                    key = ("infer", x.dtype, x.shape, x.strides, out.dtype, out.shape, out.strides)
+                n = self._layouts.get(key)
+                if n is not None and (
+                    type(batch_size) is int and (n <= batch_size or not self.row_split.get("infer"))
                 ):
                     if out is None:
-                        return self._infer.run_one(x, known[0])
+                        return self._infer.run_one(x, n)
                     if out.flags.writeable and (
                         (x is self._infer_pair[0] and out is self._infer_pair[1])
                         or not np.may_share_memory(out, x)
                     ):
                         self._infer_pair = (x, out)
-                        return self._infer.run_one(x, known[0], out)
-            return self._predict(x, batch_size, out)
+                        return self._infer.run_one(x, n, out)
+            return self._predict(x, batch_size, out, key)
 
-    def _predict(self, x: Any, batch_size: int, out: Any) -> np.ndarray | dict[str, np.ndarray]:
-        """predict's checked path; remembers the layout of a single-input single-output call
-        whose arrays went to the native code as they are (predict's fast path)."""
+    def _predict(
+        self, x: Any, batch_size: int, out: Any, key: tuple | None
+    ) -> np.ndarray | dict[str, np.ndarray]:
+        """predict's checked path; remembers ``key`` (the layout of x and out, None when they
+        are not arrays) for a single-input single-output call whose arrays went to the native
+        code as they are (predict's fast path)."""
         prog = self.program
         e = self.entries["infer"]
-        one = len(prog.feature_inputs) == 1 and len(e.out_types) == 1 and type(x) is np.ndarray
-        key = None
-        if one and (out is None or type(out) is np.ndarray):
-            key = ("infer", x.dtype, x.shape, x.strides)
-            if out is not None:
-                key += (out.dtype, out.shape, out.strides)
+        one = len(prog.feature_inputs) == 1 and len(e.out_types) == 1
         feeds, n = self._as_feeds(x, None, need_labels=False)
         outs = self._outputs_for(e, n, out, feeds)
         self._batched("infer", feeds, n, batch_size, outs)
         if (
             key is not None
+            and one
             and feeds[prog.feature_inputs[0]] is x
             and e.out_types[0].shape[:1] == (BATCH,)
         ):
-            t = e.out_types[0]
-            self._layouts[key] = (n, t.concrete(n), t.np_dtype)
+            self._layouts[key] = n
         return outs[0] if len(outs) == 1 else dict(zip(self.program.outputs, outs))
 
     def _outputs_for(
