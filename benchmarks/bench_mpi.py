@@ -116,12 +116,19 @@ def step_parts(m, comm, x, y, batch: int) -> dict:
     rank's: compute (rows gathered + train_grads), all-reduce, apply_update."""
     from mpi4py import MPI
 
-    from graphc.runtime.distributed import SplitStep, allreduce, shard, wait_mode
+    from graphc.runtime.distributed import (
+        SplitStep,
+        choose_reduce,
+        reduce_mode,
+        shard,
+        wait_mode,
+    )
 
     k, r = comm.Get_size(), comm.Get_rank()
     n = len(x)
     first, count = shard(batch, k, r)
-    s = SplitStep(m, count)
+    how = choose_reduce(comm, reduce_mode())  # as fit chooses (GRAPHC_MPI_REDUCE)
+    s = SplitStep(m, count, comm, how)
     s.lr[...] = 0.0
     xs, ys = np.empty((count, FEATURES), np.float32), np.empty(count, np.int32)
     arrays = s.arrays({"x": xs, "y": ys})
@@ -139,17 +146,20 @@ def step_parts(m, comm, x, y, batch: int) -> dict:
             s.row0[...] = first
         s.grads(arrays, count, checked=False, scan=False)
         t1 = time.perf_counter()
-        allreduce(comm, s.reduced, MPI, napping)  # as fit does (GRAPHC_MPI_WAIT)
+        s.allreduce(comm, MPI, napping)  # as fit does (GRAPHC_MPI_WAIT, GRAPHC_MPI_REDUCE)
         t2 = time.perf_counter()
         s.update(s.update_arrays, 1, checked=False)
         t3 = time.perf_counter()
         parts["compute"].append(t1 - t0)
         parts["allreduce"].append(t2 - t1)
         parts["update"].append(t3 - t2)
+    grad_bytes = int(s.reduced.nbytes)
+    s.close()
     med = {key: statistics.median(v) for key, v in parts.items()}
     everyone = comm.allgather(med)
     return {
-        "grad_bytes": int(s.reduced.nbytes),
+        "reduce": how,
+        "grad_bytes": grad_bytes,
         **{f"{key}_ms": 1e3 * max(e[key] for e in everyone) for key in med},
     }
 

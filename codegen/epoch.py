@@ -140,6 +140,8 @@ def emit_train_epoch_split(
     handler can, returns an undefined value through ctypes but leaves the flag at 0.)
     ``at[0]`` holds the step being run. Returns 0,
     ERR_INDEX (a row index outside 0..n-1), ERR_REDUCE or the nonzero code of an entry.
+    Also emits ``NAME_reduce_slots`` (emit_reduce_slots) for the params' dtype, which the
+    call-out uses when the ranks share memory.
     """
     g = gsched.graph
     fn = ir.Function(module, EPOCH_SPLIT_TYPE, name=fname)
@@ -201,6 +203,64 @@ def emit_train_epoch_split(
     b.ret(ir.Constant(I32, 0))
     b.position_at_end(bad)
     b.ret(ir.Constant(I32, ERR_INDEX))
+    # the all-reduce of the gradients through shared memory, for the same ranks
+    dtypes = {n.type.dtype for n in g.nodes if n.op == "param"}
+    if len(dtypes) == 1:
+        emit_reduce_slots(module, fname.removesuffix("_train_epoch_split") + "_reduce_slots",
+                          dtypes.pop())  # fmt: skip
+    return fn
+
+
+# void NAME_reduce_slots(void *const *slots, int64_t k, int64_t lo, int64_t hi)
+REDUCE_SLOTS_TYPE = ir.FunctionType(VOID, [PTR, I64, I64, I64])
+REDUCE_BLOCK = 512  # elements summed per pass over the slots (a 2-4 KiB stack buffer)
+
+
+def emit_reduce_slots(module: ir.Module, fname: str, dtype: str) -> ir.Function:
+    """Emit ``fname``, one rank's share of an all-reduce through shared memory::
+
+        void NAME_reduce_slots(void *const *slots, int64_t k, int64_t lo, int64_t hi)
+
+    ``slots[0..k-1]``: the ranks' vectors of ``dtype`` values (in an MPI shared-memory window,
+    runtime.distributed.WindowReduce). For every index ``lo <= i < hi`` it computes
+    ``s = ((slots[0][i] + slots[1][i]) + ...) + slots[k-1][i]`` (that order, no reassociation)
+    and stores ``s`` into every slot at ``i``. Each index is summed by one rank only and the sum
+    copied to all, so every rank then holds the same bits. Blocks of REDUCE_BLOCK elements:
+    a stack buffer takes the running sum, so each pass is a plain loop LLVM vectorizes."""
+    t = LL[dtype]
+    fn = ir.Function(module, REDUCE_SLOTS_TYPE, name=fname)
+    for a, nm in zip(fn.args, ("slots", "k", "lo", "hi")):
+        a.name = nm
+    slots, k, lo, hi = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    acc = b.alloca(t, size=REDUCE_BLOCK, name="acc")
+    total = b.sub(hi, lo, name="total")
+    blocks = b.sdiv(b.add(total, i64(REDUCE_BLOCK - 1)), i64(REDUCE_BLOCK), name="blocks")
+
+    def slot(j: ir.Value, start: ir.Value) -> ir.Value:
+        base = b.load(b.gep(slots, [j], source_etype=PTR), typ=PTR, name="slot")
+        return b.gep(base, [start], inbounds=True, source_etype=t, name="part")
+
+    def at(p: ir.Value, i: ir.Value) -> ir.Value:
+        return b.gep(p, [i], inbounds=True, source_etype=t)
+
+    with loop(b, blocks, name="blk") as blk:
+        start = b.add(lo, b.mul(blk, i64(REDUCE_BLOCK)), name="start")
+        left = b.sub(hi, start)
+        m = b.select(b.icmp_signed("<", left, i64(REDUCE_BLOCK)), left, i64(REDUCE_BLOCK), name="m")
+        first = slot(i64(0), start)
+        with loop(b, m, name="i0") as i:
+            b.store(b.load(at(first, i), typ=t), at(acc, i))
+        with loop(b, k, name="j", start=1) as j:
+            src = slot(j, start)
+            with loop(b, m, name="i1") as i:
+                s = b.fadd(b.load(at(acc, i), typ=t), b.load(at(src, i), typ=t), name="s")
+                b.store(s, at(acc, i))
+        with loop(b, k, name="jw") as j:
+            dst = slot(j, start)
+            with loop(b, m, name="i2") as i:
+                b.store(b.load(at(acc, i), typ=t), at(dst, i))
+    b.ret_void()
     return fn
 
 

@@ -13,8 +13,10 @@ model and calls ``fit`` with the same data and arguments. Then:
 - each rank runs ``NAME_train_grads`` (graphc.compiler.build_split) on its b rows with
   ``loss_scale = b / B`` and ``row0`` = the index of its first row in the global batch, which
   writes the gradients to the grad region at the front of the workspace (contiguous, laid out
-  like the parameters); one in-place ``MPI_Allreduce`` (sum) of that region makes it the
-  gradient of the mean loss over the global batch; ``NAME_apply_update`` then runs the
+  like the parameters); one in-place all-reduce (sum) of that region makes it the
+  gradient of the mean loss over the global batch (ranks of one machine: through an MPI-3
+  shared-memory window, WindowReduce; else ``MPI_Allreduce``; ``GRAPHC_MPI_REDUCE``, see
+  reduce_mode, chooses); ``NAME_apply_update`` then runs the
   optimizer update on every rank. The trajectory is the one-process trajectory with batch
   size B, up to the order of the floating-point sums; dropout masks depend on the global row
   index, so they match too. Ops whose value depends on the whole batch (none so far, batch
@@ -45,9 +47,10 @@ model and calls ``fit`` with the same data and arguments. Then:
   (1 for 2 ranks on 2 cores), as ``torchrun`` sets OMP_NUM_THREADS=1 for several processes
   per machine; more threads than cores would make the ranks, which meet at every step,
   wait for each other's descheduled threads;
-- waiting in the all-reduce: spinning (``MPI_Allreduce``) on free cores, napping
-  (``MPI_Iallreduce`` polled between short sleeps) after an epoch in which the ranks waited
-  for a core more than 10% of the time; ``GRAPHC_MPI_WAIT`` (see wait_mode) chooses;
+- waiting in the all-reduce: spinning (``MPI_Allreduce``, ``MPI_Barrier``) on free cores,
+  napping (``MPI_Iallreduce``, ``MPI_Ibarrier`` polled between short sleeps) after an epoch
+  in which the ranks waited for a core more than 10% of the time; ``GRAPHC_MPI_WAIT`` (see
+  wait_mode) chooses;
 - only rank 0 prints; ``model.save`` on other ranks writes nothing while ``fit`` runs (so a
   callback that saves checkpoints writes one file);
 - an exception on a rank after the ranks started talking prints ``graphc: rank r of K ...``
@@ -98,6 +101,7 @@ INSTALL = (
 _LAUNCH_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
 
 LAST_PATH = ""  # the loop of the last distributed fit: "native" (one call per epoch) or "python"
+LAST_REDUCE = ""  # its all-reduce: "window" (shared memory) or "allreduce" (see reduce_mode)
 
 # NAME_train_epoch_split (ABI in graphc.codegen.epoch) and its call-out reduce(step, rows)
 REDUCE = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64)
@@ -218,6 +222,129 @@ def abort_on_error(comm: Any, what: str) -> Any:
     return guard()
 
 
+REDUCE_MODES = ("auto", "window", "allreduce")
+
+
+def reduce_mode() -> str:
+    """How the step's gradients are summed over the ranks: ``$GRAPHC_MPI_REDUCE``, "auto"
+    (default), "window" or "allreduce".
+
+    "window": through an MPI-3 shared-memory window (WindowReduce), for ranks that all share
+    one machine's memory; "allreduce": ``MPI_Allreduce`` (any ranks, any network); "auto":
+    "window" when every rank shares the memory of one machine (``MPI_COMM_TYPE_SHARED``) and
+    there are several, else "allreduce". Every rank must be given the same mode (fit checks)."""
+    mode = os.environ.get("GRAPHC_MPI_REDUCE", "").strip().lower() or "auto"
+    if mode not in REDUCE_MODES:
+        raise ArgumentError(f"GRAPHC_MPI_REDUCE must be one of {REDUCE_MODES}, got {mode!r}")
+    return mode
+
+
+def choose_reduce(comm: Any, mode: str) -> str:
+    """ "window" or "allreduce" for ``mode`` (see reduce_mode) on ``comm`` (a collective: every
+    rank calls it and gets the same answer).
+
+    Raises:
+        DistributedError: "window" asked for ranks that do not all share memory.
+    """
+    from mpi4py import MPI
+
+    k = comm.Get_size()
+    if mode == "allreduce" or (mode == "auto" and k == 1):
+        return "allreduce"
+    local = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        shared = local.Get_size() == k
+    finally:
+        local.Free()
+    shared = bool(comm.allreduce(int(shared), op=MPI.MIN))
+    if mode == "window" and not shared:
+        raise DistributedError(
+            "GRAPHC_MPI_REDUCE=window needs every rank on one machine (MPI_COMM_TYPE_SHARED); "
+            "these ranks span several: use GRAPHC_MPI_REDUCE=allreduce or auto"
+        )
+    return "window" if shared else "allreduce"
+
+
+class WindowReduce:
+    """An all-reduce (sum) through an MPI-3 shared-memory window, for ranks sharing one
+    machine's memory (MPI's own mechanism for it: ``MPI_Win_allocate_shared`` over the ranks of
+    ``comm``, each rank's slot readable and writable by all).
+
+    Each rank's slot (``mine``, ``nbytes`` bytes, aligned to ALIGN) is that rank's whole
+    SplitStep buffer: train_grads writes its gradients (and the flags) straight into it. Then
+    ``reduce``: ``MPI_Win_sync``, ``MPI_Barrier``, ``MPI_Win_sync`` (the unified memory model's
+    way to see the others' stores); rank r sums the r-th of k nearly equal shares of the
+    reduced vector over the k slots (``NAME_reduce_slots``: slots in rank order, every index
+    summed by one rank) and stores the sum into every slot; sync, barrier, sync again. Every
+    slot then holds the same sum, which apply_update reads from the rank's own slot. A rank
+    writes another's slot only between the two barriers of a step, and only its share, so no
+    rank's train_grads or apply_update meets another's stores. Moves each gradient byte once
+    in and once out per rank instead of MPI_Allreduce's copies through its own buffers
+    (measured in benchmarks/README.md). Waiting: the barrier spins (``MPI_Barrier``) or naps
+    (``MPI_Ibarrier`` polled, as ``allreduce``)."""
+
+    def __init__(self, comm: Any, nbytes: int, reduce_address: int) -> None:
+        from mpi4py import MPI
+
+        self.MPI = MPI
+        self.comm = comm.Split_type(MPI.COMM_TYPE_SHARED)  # the same ranks, in the same order
+        self.k, self.r = self.comm.Get_size(), self.comm.Get_rank()
+        if self.k != comm.Get_size():
+            self.comm.Free()
+            raise DistributedError("a shared-memory all-reduce needs every rank on one machine")
+        page = 4096
+        size = -(-(nbytes + ALIGN) // page) * page  # pages of its own: no false sharing
+        self.win = MPI.Win.Allocate_shared(size, 1, comm=self.comm)
+        self.win.Lock_all(MPI.MODE_NOCHECK)
+        self.slots = []
+        for j in range(self.k):
+            buf, _ = self.win.Shared_query(j)
+            raw = np.frombuffer(buf, np.uint8)
+            start = (-address(raw)) % ALIGN
+            self.slots.append(raw[start : start + nbytes])
+        self.mine = self.slots[self.r]
+        self.mine[...] = 0  # the padding between gradients stays 0 (seen after the barrier)
+        self.fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, *(ctypes.c_int64,) * 3)(reduce_address)
+        self.table = (ctypes.c_void_p * self.k)()
+        self.lo = self.hi = 0
+
+    def bind(self, offset: int, count: int, dtype: np.dtype) -> None:
+        """Reduce ``count`` values of ``dtype`` starting ``offset`` bytes into each slot; this
+        rank's share: the r-th of k slices (whole cache lines, the last one shorter)."""
+        for j, slot in enumerate(self.slots):
+            self.table[j] = address(slot) + offset
+        line = max(1, 64 // dtype.itemsize)
+        lines = -(-count // line)
+        first, n = shard(lines, self.k, self.r)
+        self.lo, self.hi = min(count, first * line), min(count, (first + n) * line)
+
+    def _barrier(self, napping: bool) -> None:
+        self.win.Sync()
+        if napping:
+            req = self.comm.Ibarrier()
+            t0 = time.perf_counter()
+            while not req.Test():
+                if time.perf_counter() - t0 > 2e-4:
+                    time.sleep(5e-5)
+        else:
+            self.comm.Barrier()
+        self.win.Sync()
+
+    def reduce(self, napping: bool = False) -> None:
+        """The all-reduce (see the class docstring); collective over the window's ranks."""
+        self._barrier(napping)
+        self.fn(ctypes.addressof(self.table), self.k, self.lo, self.hi)
+        self._barrier(napping)
+
+    def free(self) -> None:
+        """Free the window (collective); ``slots`` must not be used after."""
+        self.slots = []
+        self.mine = None
+        self.win.Unlock_all()
+        self.win.Free()
+        self.comm.Free()
+
+
 class SplitStep:
     """``NAME_train_grads`` and ``NAME_apply_update`` of a Model over one shared workspace
     (for up to ``cap`` rows), whose first ``param_bytes`` bytes are the grad region.
@@ -231,7 +358,7 @@ class SplitStep:
     FLAGS = 3  # [non-finite losses, loss share, stop requests]
     HEAD = ALIGN  # bytes before the entries' workspace: the flags, alignment kept
 
-    def __init__(self, model: Any, cap: int) -> None:
+    def __init__(self, model: Any, cap: int, comm: Any = None, reduce: str = "allreduce") -> None:
         prog = model.program
         entries = model.split_entries()  # compiled on first use
         if entries is None:
@@ -246,8 +373,17 @@ class SplitStep:
             )
         self.dtype = np.dtype(dtypes.pop())
         nbytes = max(self.grads.sched.workspace_bytes(cap), self.update.sched.workspace_bytes(cap))
-        # zeroed: the padding between gradients stays 0
-        self.buffer = aligned_empty(self.HEAD + max(nbytes, prog.param_bytes))
+        size = self.HEAD + max(nbytes, prog.param_bytes)
+        jit, name = model._split_jit or model.jit, prog.name
+        self.window: WindowReduce | None = None
+        if reduce == "window":  # the rank's slot of a shared-memory window (zeroed there)
+            fn = f"{name}_reduce_slots"
+            if not (getattr(jit, "has", None) and jit.has(fn)):
+                raise DistributedError(f"GRAPHC_MPI_REDUCE=window: the module has no {fn}")
+            self.window = WindowReduce(comm, size, jit.address(fn))
+            self.buffer = self.window.mine
+        else:  # zeroed: the padding between gradients stays 0
+            self.buffer = aligned_empty(size)
         self.workspace = self.buffer[self.HEAD :]  # what the entries see (aligned as the buffer)
         for e in (self.grads, self.update):
             e.use_workspace(self.workspace, cap)
@@ -267,12 +403,35 @@ class SplitStep:
         self.lr = np.zeros((), self.update.in_types[uslots.index("lr")].np_dtype)
         self.gslots = gslots
         self.update_arrays = [self.lr]
+        if self.window is not None:
+            start = self.HEAD - flag_bytes
+            self.window.bind(start, self.reduced.size, self.dtype)
 
         # the rank's whole epoch in one native call (NAME_train_epoch_split), when compiled
-        jit, name = model._split_jit or model.jit, f"{prog.name}_train_epoch_split"
+        name = f"{prog.name}_train_epoch_split"
         self.epoch_fn = (
             EPOCH_SPLIT(jit.address(name)) if getattr(jit, "has", None) and jit.has(name) else None
         )
+
+    def allreduce(self, comm: Any, MPI: Any, napping: bool) -> None:
+        """Sum ``reduced`` (flags and gradients) over the ranks, in place: through the
+        shared-memory window when the step has one, else MPI_Allreduce (see ``allreduce``)."""
+        if self.window is not None:
+            self.window.reduce(napping)
+        else:
+            allreduce(comm, self.reduced, MPI, napping)
+
+    def close(self) -> None:
+        """Free the shared-memory window (collective over the ranks that share it); the entries
+        then allocate workspaces of their own again on their next call."""
+        if self.window is None:
+            return
+        for e in (self.grads, self.update):
+            e.workspace, e._ws_cap, e._n = aligned_empty(0), -1, -1
+            e._args[2] = e._frame[3] = 0
+        self.buffer = self.workspace = self.flags = self.grad = self.reduced = None  # type: ignore[assignment]
+        self.window.free()
+        self.window = None
 
     def arrays(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The input arrays of train_grads: ``feeds`` plus loss_scale and row0."""
@@ -359,6 +518,7 @@ def fit(
         bool(shuffle),
         bool(stop_on_nonfinite),
         os.environ.get("GRAPHC_MPI_WAIT", ""),
+        os.environ.get("GRAPHC_MPI_REDUCE", ""),
         model.program.name,
         model.param_count,
         tuple((name, a.shape, str(a.dtype), _digest(a)) for name, a in sorted(feeds.items())),
@@ -369,13 +529,16 @@ def fit(
         raise DistributedError(
             f"rank {differ[0]} calls fit with other data or arguments than rank 0 "
             f"(rows, batch_size, epochs, initial_epoch, seed, shuffle, stop_on_nonfinite, "
-            f"GRAPHC_MPI_WAIT, model, data digest): {everyone[differ[0]][:10]} vs "
-            f"{everyone[0][:10]}; every rank must pass the same"
+            f"GRAPHC_MPI_WAIT, GRAPHC_MPI_REDUCE, model, data digest): "
+            f"{everyone[differ[0]][:11]} vs {everyone[0][:11]}; every rank must pass the same"
         )
     wait_mode()  # a bad value raises here, on every rank alike
+    how = choose_reduce(comm, reduce_mode())  # the same on every rank
+    global LAST_REDUCE
+    LAST_REDUCE = how
     bs = min(batch_size, n)
     cap = -(-bs // k)
-    step = SplitStep(model, cap)
+    step = SplitStep(model, cap, comm, how)  # "window": a collective (every rank allocates)
     stage = {name: np.empty((cap,) + a.shape[1:], a.dtype) for name, a in feeds.items()}
     cbs = CallbackList(callbacks)
     threads, default = model.threads, getattr(model, "_threads_default", False)
@@ -400,6 +563,7 @@ def fit(
             except _Agreed as e:  # every rank, at the same step: not a failure of one rank
                 outcome = e
             cbs.train_end(model, history)
+            step.close()  # a collective (the window's); an error above ended the job instead
     finally:
         requests.restore()
         model.threads = threads
@@ -571,7 +735,7 @@ def _epochs(
             flags[0] = 0.0 if math.isfinite(mine[s]) else 1.0
             flags[1] = mine[s]
             flags[2] = 1.0 if requests.pending else 0.0
-            allreduce(comm, step.reduced, MPI, napping)
+            step.allreduce(comm, MPI, napping)
             if flags[2] > 0:  # a rank was asked to stop: all undo the unfinished epoch
                 model._param_region[...], model._state_region[...] = start
                 history.truncate(done)

@@ -201,7 +201,7 @@ def paths() -> dict[str, np.ndarray]:
 
     x, y = data()
     ran: dict[str, int] = {"native": 0, "python": 0}
-    plain = d.allreduce
+    plain = d.SplitStep.allreduce
     epoch_now = [0]
 
     class Epoch:
@@ -210,13 +210,13 @@ def paths() -> dict[str, np.ndarray]:
 
     calls = [0]
 
-    def allreduce(comm, buf, MPI, napping):  # counts steps; plants the stop request
+    def allreduce(step, comm, MPI, napping):  # counts steps; plants the stop request
         calls[0] += 1
         if epoch_now[0] == 2 and calls[0] == 2 and d.rank() == 1:
             os.kill(os.getpid(), signal.SIGTERM)  # taken at the next step's all-reduce
-        plain(comm, buf, MPI, napping)
+        plain(step, comm, MPI, napping)
 
-    d.allreduce = allreduce
+    d.SplitStep.allreduce = allreduce
     out = {}
     m = model("adam", "m_adam")  # the model of mode train: the compile cache has it
     for native in (True, False):
@@ -324,6 +324,8 @@ def main() -> None:
                     res[f"{kind}_{key}"] = np.array(h[key])
             for k, v in m.params.items():
                 res[f"{kind}_param_{k}"] = v
+        if dist and gc.distributed.rank() == 0:
+            print(f"reduce: {gc.distributed.LAST_REDUCE}", flush=True)
     elif mode in ("save", "resume"):
         m = model("adam", "m_adam")
         ckpt = sys.argv[3]

@@ -83,13 +83,16 @@ def _compare(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
 
 
 @need_mpi
+@pytest.mark.parametrize("reduce", ["auto", "allreduce"])
 @pytest.mark.parametrize("ranks", [2, 3])
-def test_ranks_match_one_process(ranks, reference, tmp_path):
+def test_ranks_match_one_process(ranks, reduce, reference, tmp_path):
     """SGD, momentum and Adam with dropout; 50 rows in global batches of 16 (the last one has
-    2 rows: with 3 ranks one rank holds none of them)."""
+    2 rows: with 3 ranks one rank holds none of them); the gradients summed through the
+    shared-memory window (what "auto" picks for ranks of one machine) and by MPI_Allreduce."""
     out = tmp_path / "got.npz"
-    r = mpirun(ranks, "train", str(out))
+    r = mpirun(ranks, "train", str(out), GRAPHC_MPI_REDUCE=reduce)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert f"reduce: {'window' if reduce == 'auto' else reduce}" in r.stdout
     got = dict(np.load(out))
     assert len(got["sgd_steps"]) == 2 * 4  # 2 epochs of 4 global batches
     assert len(got["adam_steps"]) == 3 * 3  # 3 epochs of 40 rows
