@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from .kernels import LL, PTR
+from .lltypes import glue
 from .loops import I32, I64, i64, loop
 from .threads import TASK_TYPE, ThreadPool
 
@@ -95,6 +96,7 @@ def _scan_task(module: ir.Module, kind: str, dtype: str) -> ir.Function:
     scan = _scanner(module, kind, dtype)
     fn = ir.Function(module, TASK_TYPE, name=name)
     fn.linkage = "internal"
+    glue(fn)  # the scan is _scanner's
     cp, t, count = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     p, n, bound, found = (

@@ -32,7 +32,7 @@ from llvmlite import ir
 from graphc.ir.plan import Schedule
 from graphc.ir.types import BATCH
 
-from .lltypes import F64, I1, I8, I32, I64, LL, PTR, VOID, i64
+from .lltypes import F64, I1, I8, I32, I64, LL, PTR, VOID, glue, i64
 from .loops import loop
 
 EPOCH_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, PTR])
@@ -54,7 +54,7 @@ def emit_train_epoch(
 ) -> ir.Function:
     """Emit ``fname`` (see the module docstring) looping ``step`` over gathered mini-batches."""
     g = sched.graph
-    fn = ir.Function(module, EPOCH_TYPE, name=fname)
+    fn = glue(ir.Function(module, EPOCH_TYPE, name=fname))  # per step: a gather and a call
     names = (
         "params",
         "state",
@@ -144,7 +144,7 @@ def emit_train_epoch_split(
     call-out uses when the ranks share memory.
     """
     g = gsched.graph
-    fn = ir.Function(module, EPOCH_SPLIT_TYPE, name=fname)
+    fn = glue(ir.Function(module, EPOCH_SPLIT_TYPE, name=fname))
     names = (
         "params", "state", "workspace", "inputs", "outputs", "n", "order", "batch", "staging",
         "ranks", "rank", "first_step", "end_step", "update_inputs", "reduce", "at",

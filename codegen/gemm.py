@@ -71,7 +71,7 @@ from llvmlite import ir
 from graphc.ir.errors import CodegenError
 from graphc.ir.types import DTYPE_INFO
 
-from .lltypes import I1, I32, I64, LL, PTR, VOID
+from .lltypes import I1, I32, I64, LL, PTR, VOID, glue
 from .loops import counted_loop as _loop
 from .threads import TASK_TYPE, ThreadPool
 
@@ -318,6 +318,7 @@ class _GemmEmitter:
         for arg in self.fn.args[3:6]:
             arg.add_attribute("noalias")
         self.fn.attributes.add("nounwind")
+        glue(self.fn)  # chooses a path and calls it
         self.use_args(self.fn, with_extras=True)
         self.b = ir.IRBuilder(self.fn.append_basic_block("entry"))
 
@@ -564,6 +565,8 @@ class _GemmEmitter:
         if self.epilogue is not None:
             self.epilogue_fn = self.define("epilogue", block, self.emit_epilogue)
         packed = self.define("packed", block, self.emit_packed) if use_packed else None
+        if packed is not None:
+            glue(packed)  # the loop nest: calls the packers and the microkernel per panel
         # The direct paths compute C (+)= op(A) @ op(B) only: one per kind, shared by the module
         kind = f"{'t' if self.trans_a else 'n'}{'t' if self.trans_b else 'n'}"
         kind += f".{'acc' if self.accumulate else 'set'}.{self.elem}.x{blk.lanes}"
@@ -769,6 +772,7 @@ class _GemmEmitter:
         fn = ir.Function(self.module, TASK_TYPE, name=f"{self.name}.{suffix}")
         fn.linkage = "internal"
         fn.attributes.add("nounwind")
+        glue(fn)
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         ctx, t, count = fn.args
         fields = [

@@ -24,7 +24,7 @@ from graphc.ir.plan import Buffer, Kernel, Schedule
 from graphc.ir.types import BATCH
 
 from . import vmath
-from .lltypes import F64, I32, I64, LL, PTR, VOID, i64
+from .lltypes import F64, I32, I64, LL, PTR, VOID, glue, i64
 from .loops import counted_loop, loop, loop_nest
 from .lower import lower_elementwise
 from .threads import TASK_TYPE, ThreadPool
@@ -254,6 +254,7 @@ def flat_loop(
     ctx_type = ir.LiteralStructType(head)
     task = ir.Function(ctx.module, TASK_TYPE, name=f"{kernel_fn.name}.task")
     task.linkage = "internal"
+    glue(task)
     tb = ir.IRBuilder(task.append_basic_block("entry"))
     cp, t, count = task.args
     fields = [
@@ -312,6 +313,7 @@ def flat_loop(
             b.call(ctx.pool.run, [task, cp, tasks])
         with otherwise:
             b.call(range_fn, list(kernel_fn.args) + [i64(0), total])
+    glue(kernel_fn)  # the loop is range_fn's
 
 
 def nest(
@@ -870,6 +872,7 @@ def emit_matmul(ctx: KernelContext, kernel: Kernel) -> None:
         args.append(ctx.inline_value(g[v]) if is_inline(ctx.sched, v) else ctx.ptr(v))
     b.call(fn, args)
     b.ret_void()
+    glue(ctx.fn)  # one call: the GEMM's own functions do the work
 
 
 def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: set[str]):

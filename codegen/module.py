@@ -13,7 +13,7 @@ from . import kernels as K
 from .checks import InputCheck, emit_input_checks
 from .gemm import Blocking, emit_gemm
 from .kernels import ENTRY_TYPE, KernelContext, epilogue_for, storage_key
-from .lltypes import I8, I32, LL, PTR, i64
+from .lltypes import I8, I32, LL, PTR, glue, i64
 from .target import Target, as_target, vector_unit
 from .threads import ThreadPool, declare_thread_pool, thread_pool
 
@@ -107,7 +107,7 @@ class ModuleBuilder:
         body = self._add_body(fname, sched, f"{fname}_unchecked" if checks else fname)
         if not checks:
             return body
-        fn = ir.Function(self.module, ENTRY_TYPE, name=fname)
+        fn = glue(ir.Function(self.module, ENTRY_TYPE, name=fname))  # the scans do the work
         for a, nm in zip(fn.args, ("params", "state", "workspace", "inputs", "outputs", "n")):
             a.name = nm
         b = ir.IRBuilder(fn.append_basic_block("entry"))
@@ -126,7 +126,7 @@ class ModuleBuilder:
 
     def _add_body(self, prefix: str, sched: Schedule, fname: str) -> ir.Function:
         """The entry's kernels in order (kernel functions named after ``prefix``)."""
-        fn = ir.Function(self.module, ENTRY_TYPE, name=fname)
+        fn = glue(ir.Function(self.module, ENTRY_TYPE, name=fname))  # one call per kernel
         params, state, ws, inputs, outputs, n = fn.args
         for a, nm in zip(fn.args, ("params", "state", "workspace", "inputs", "outputs", "n")):
             a.name = nm

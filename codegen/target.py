@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import ctypes
 import difflib
 import functools
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -528,11 +530,45 @@ def optimize(
     return mod
 
 
+# LLVM's loop strength reduction, which runs in code generation, took a third of the machine
+# code time of the 784-256-128-10 Adam step's GEMM modules (the microkernels' unrolled loops:
+# 12x16 tile 0.031 -> 0.012 s) and changed no run time measured on x86-64 (784 step b32-b512,
+# predict b1/b256, GEMM n=128..1024 via predict: within +-3 %, interleaved A/B). Other
+# architectures keep it (not measured there: fewer addressing modes may need it).
+_NO_LSR_ARCHES = ("x86_64",)
+_option_lock = threading.Lock()
+_option_users = 0  # emit_object calls running with the option set
+
+
+@contextlib.contextmanager
+def _codegen_options(tm: llvm.TargetMachine) -> Iterator[None]:
+    """``-disable-lsr`` while this thread's code generation for ``tm`` runs. LLVM options are
+    process-wide (llvm.set_option): set when the first of graphc's concurrent emit_object calls
+    starts, back to LLVM's default when the last ends, so that other users of llvmlite in the
+    process (numba) compile as before outside graphc's compiles."""
+    global _option_users
+    if not tm.triple.startswith(_NO_LSR_ARCHES):
+        yield
+        return
+    with _option_lock:
+        if _option_users == 0:
+            llvm.set_option("graphc", "-disable-lsr=1")
+        _option_users += 1
+    try:
+        yield
+    finally:
+        with _option_lock:
+            _option_users -= 1
+            if _option_users == 0:
+                llvm.set_option("graphc", "-disable-lsr=0")
+
+
 def emit_object(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> bytes:
     """``tm.emit_object(mod)``, without holding llvmlite's lock during code generation where
-    the installed llvmlite allows it (``llvm_private``)."""
+    the installed llvmlite allows it (``llvm_private``); see _codegen_options."""
     try:
-        return llvm_private.emit_object(mod, tm)
+        with _codegen_options(tm):
+            return llvm_private.emit_object(mod, tm)
     except RuntimeError as e:
         raise CodegenError(str(e)) from None
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from .lltypes import I32, I64, PTR, VOID
+from .lltypes import I32, I64, PTR, VOID, glue
 
 TASK_TYPE = ir.FunctionType(VOID, [PTR, I64, I64])
 """void task(ptr ctx, i64 index, i64 count)"""
@@ -156,11 +156,13 @@ class _PoolEmitter:
         run = self.emit_run()
         set_threads = self.emit_set_threads(worker)
         get_threads, b = self.function(f"{self.prefix}_get_num_threads", I32, [], internal=False)
+        glue(get_threads)  # called once in a while, not per step
         b.ret(b.trunc(b.load_atomic(self.threads, "monotonic", 8), I32))
         # i64 NAME_pool_dispatches(): dispatches that woke the pool so far (the generation in
         # `work`, mod 2^32). Tests use it to check that small work stays on the caller; the
         # libraries do not export it (aot.object_module makes it internal).
         _dispatches, b = self.function(f"{self.prefix}_pool_dispatches", I64, [], internal=False)
+        glue(_dispatches)  # called once in a while, not per step
         b.ret(self.gen_of(b, b.load_atomic(self.work, "monotonic", 8, typ=I64)))
         self.emit_forget_threads()
         return ThreadPool(run, self.threads, set_threads, get_threads)
@@ -171,6 +173,7 @@ class _PoolEmitter:
         parent may have held them at the fork), without joining anything. Call it only there
         (the runtime does, through os.register_at_fork; libraries through pthread_atfork)."""
         _fn, b = self.function(f"{self.prefix}_forget_threads", VOID, [], internal=False)
+        glue(_fn)  # called once in a while, not per step
         zero = ir.Constant(I64, 0)
         for var in (self.workers, self.sleepers, self.stop, self.busy):
             _store_atomic(b, zero, var, "monotonic", 8)
@@ -391,6 +394,7 @@ class _PoolEmitter:
         """i32 NAME_set_num_threads(i32 n): join the workers, start n - 1 new ones (n clamped to
         1..MAX_THREADS). Not to be called while an entry point of this module runs."""
         fn, b = self.function(f"{self.prefix}_set_num_threads", I32, [I32], internal=False)
+        glue(fn)  # called once in a while, not per step
         zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
         n = b.sext(fn.args[0], I64)
         n = b.select(b.icmp_signed("<", n, one), one, n)

@@ -75,3 +75,70 @@ def test_cache_holds_every_part_and_rejects_bad_lengths(monkeypatch, tmp_path) -
     m3 = _compile("cachedparts")
     assert m3.program.timings["cache"] == "miss"
     np.testing.assert_array_equal(m1.predict(x), m3.predict(x))
+
+
+def test_glue_is_compiled_unoptimized_and_kernels_optimized(monkeypatch) -> None:
+    """Entry points, tasks, GEMM drivers and loop nests are marked glue (codegen.lltypes.glue:
+    optnone, so LLVM skips them); the kernels and GEMM helpers they call are optimized."""
+    monkeypatch.setenv("GRAPHC_NO_CACHE", "1")
+    m = _compile("glue")
+    attrs = {
+        f.name: str(f).split("{")[0]
+        for mod in m.jit.modules
+        for f in mod.functions
+        if not f.is_declaration
+    }
+    glue_fns = [n for n, a in attrs.items() if "optnone" in a]
+    for name in ("glue_train_step", "glue_infer", "glue_set_num_threads"):
+        assert name in glue_fns
+    assert any(n.endswith(".gemm.packed") for n in glue_fns)
+    optimized = [n for n, a in attrs.items() if "optnone" not in a]
+    assert any(".ukernel." in n for n in optimized)
+    assert any(n.endswith(".range") for n in optimized)  # elementwise kernels' loops
+    assert not [n for n in optimized if "." not in n]  # every entry point is glue
+
+
+_LSR_PROBE = """
+define void @f(ptr %a, ptr %b, i64 %n) {
+entry:
+  br label %head
+head:
+  %i = phi i64 [0, %entry], [%i1, %body]
+  %c = icmp slt i64 %i, %n
+  br i1 %c, label %body, label %done
+body:
+  %j = mul i64 %i, 3
+  %pa = getelementptr inbounds float, ptr %a, i64 %j
+  %x = load float, ptr %pa
+  %pb = getelementptr inbounds float, ptr %b, i64 %j
+  store float %x, ptr %pb
+  %i1 = add nsw i64 %i, 1
+  br label %head
+done:
+  ret void
+}
+"""
+
+
+def test_codegen_options_apply_to_graphc_compiles_only(monkeypatch) -> None:
+    """codegen.target.emit_object compiles x86-64 code without loop strength reduction (a
+    process-wide LLVM option): set for graphc's own code generation, LLVM's default again
+    after it, so another llvmlite user in the process (numba) is not affected."""
+    import llvmlite.binding as llvm
+
+    from graphc.codegen import target
+
+    tm = target.target_machine("native")
+    if not tm.triple.startswith(target._NO_LSR_ARCHES):
+        pytest.skip("loop strength reduction is left on for this architecture")
+
+    def plain() -> str:
+        return tm.emit_assembly(llvm.parse_assembly(f'target triple = "{tm.triple}"' + _LSR_PROBE))
+
+    before = plain()
+    ours = target.emit_object(llvm.parse_assembly(_LSR_PROBE), tm)
+    theirs = tm.emit_object(llvm.parse_assembly(_LSR_PROBE))
+    assert ours != theirs  # the option took effect inside graphc's code generation ...
+    monkeypatch.setenv("GRAPHC_NO_CACHE", "1")
+    _compile("options")
+    assert plain() == before  # ... and is LLVM's default again after it and after a compile
