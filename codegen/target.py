@@ -477,16 +477,29 @@ def vector_width(tm_cpu: str | Target = "native") -> int:
     return vector_unit(tm_cpu).lanes
 
 
-PIPELINES = {
-    # part kind: (speed level, loop and SLP vectorizers)
+PIPELINES: dict[str, tuple[int, bool] | tuple[str, ...]] = {
+    # part kind: (speed level, loop and SLP vectorizers) of LLVM's default pipeline, or the
+    # names of the passes to run (llvmlite's ModulePassManager.add_NAME_pass)
     # Elementwise kernels, reductions and vmath rely on O3's loop vectorizer.
     "main": (3, True),
-    # GEMM code is vectorized and unrolled by hand and its loops are marked against LLVM's
-    # vectorizers and unrollers: O1 gives the same GFLOP/s as O3 (benchmarks/bench_gemm.py's
-    # shapes, within noise) in well under half the optimization time. A hand-picked shorter
-    # list (ipsccp, globaldce, simplifycfg, instcombine) cost 1-2 % on the squares and 15 %
-    # on the GEMV.
-    "gemm": (1, False),
+    # GEMM code is vectorized, unrolled and hoisted by hand and its loops are marked against
+    # LLVM's vectorizers and unrollers: it needs constants propagated into the helpers (the
+    # kernels' fixed N and K), dead code and arguments removed and instructions combined,
+    # not LLVM's loop passes. This list gives the GFLOP/s of O1 (784-256-128-10 step
+    # b32-b512, predict b1/b256, GEMM n = 128..1024 and GEMV n = 256..1024 via predict:
+    # within noise, interleaved A/B) in a quarter of its optimization time (0.17 -> 0.04 s
+    # CPU for that step's GEMM module). What O1 did beyond it that mattered was LICM: the
+    # GEMV broadcasts A's values before its sweeps itself now (it was 10 % slower without).
+    "gemm": (
+        "ipsccp",
+        "dead_arg_elimination",
+        "global_dead_code_eliminate",
+        "sroa",
+        "instruction_combine",
+        "simplify_cfg",
+        "sccp",
+        "dead_code_elimination",
+    ),
     # graphc.fuzz's builds: many small models, each run once on a few rows; see fuzz.py for
     # what it measured
     "fuzz": (1, True),
@@ -502,7 +515,7 @@ def optimize(
     context: llvm.ContextRef | None = None,
 ) -> llvm.ModuleRef:
     """Parse, verify, optimize with the new pass manager (``PIPELINES[kind]``: O3 with the
-    vectorizers for "main"), verify again. ``module`` is an ir.Module or its text (with the
+    vectorizers for "main", a short list of passes for "gemm"), verify again. ``module`` is an ir.Module or its text (with the
     triple and data layout of ``tm``). ``context``: an LLVM context of this thread (default:
     the global one)."""
     _init()
@@ -515,12 +528,19 @@ def optimize(
         mod.verify()
     except RuntimeError as e:
         raise CodegenError(f"LLVM rejected the module for graph {name!r}: {e}") from None
-    level, vectorize = PIPELINES[kind]
-    pto = llvm.create_pipeline_tuning_options(speed_level=level)
-    pto.loop_vectorization = vectorize
-    pto.slp_vectorization = vectorize
-    pb = llvm.create_pass_builder(tm, pto)
-    pm = pb.getModulePassManager()
+    spec = PIPELINES[kind]
+    if isinstance(spec[0], str):  # a list of passes
+        pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=0))
+        pm = llvm.create_new_module_pass_manager()
+        for pass_name in spec:
+            getattr(pm, f"add_{pass_name}_pass")()
+    else:
+        level, vectorize = spec
+        pto = llvm.create_pipeline_tuning_options(speed_level=level)
+        pto.loop_vectorization = vectorize
+        pto.slp_vectorization = vectorize
+        pb = llvm.create_pass_builder(tm, pto)
+        pm = pb.getModulePassManager()
     # Without llvmlite's lock only in a context of the caller's own (compile_parts' threads).
     llvm_private.run_module_passes(pm, mod, pb, unlocked=context is not None)
     try:
