@@ -3,6 +3,7 @@
     python benchmarks/bench_mpi.py                # the table (about 1-2 min on 2 idle cores)
     python benchmarks/bench_mpi.py --batches 256 --ranks 1,2,3 --repeats 5 --json out.json
     GRAPHC_MPI_WAIT=sleep python benchmarks/bench_mpi.py   # ranks nap in the all-reduce
+    python benchmarks/bench_mpi.py --reduce auto,allreduce  # shared-memory window vs MPI_Allreduce
 
 The 784-256-128-10 relu network (softmax cross-entropy, SGD lr 0.01) trains on synthetic rows
 (16384 by default) with ``fit``; every process runs one thread (``GRAPHC_THREADS=1``, torch's
@@ -23,6 +24,9 @@ burst of load from elsewhere hits both sides alike; the table gives the median. 
 - the step's parts on the ranks, medians over one epoch of the same loop as the distributed
   fit: compute (gathering the rank's rows + ``train_grads``), the all-reduce of the gradient
   region (flags included: 940,620 bytes) as each rank sees it, and ``apply_update``;
+- all-reduce: how the ranks summed the gradients (``GRAPHC_MPI_REDUCE``, ``--reduce``): "window"
+  (an MPI-3 shared-memory window, what fit picks for ranks of one machine) or "allreduce"
+  (``MPI_Allreduce``); with several modes each runs interleaved with the others;
 - PyTorch DistributedDataParallel (gloo backend, over 127.0.0.1, each rank on its own core)
   on the same network, batches and thread count, when torch is installed, as the ratio
   graphc / torch of samples/s.
@@ -238,10 +242,12 @@ def mpirun_cmd(ranks: int) -> list[str]:
     return cmd + ["-np", str(ranks)]
 
 
-def run_graphc(ranks: int, batch: int, args: argparse.Namespace) -> dict:
+def run_graphc(ranks: int, batch: int, args: argparse.Namespace, reduce: str = "") -> dict:
     me = [sys.executable, os.path.abspath(__file__), "--worker", "graphc", "--batch", str(batch)]
     me += ["--rows", str(args.rows), "--epochs", str(args.epochs)]
     env = dict(os.environ, GRAPHC_THREADS="1", OMP_NUM_THREADS="1")
+    if reduce:
+        env["GRAPHC_MPI_REDUCE"] = reduce
     cmd = me if ranks == 1 else [*mpirun_cmd(ranks), *me, "--distributed"]
     r = subprocess.run(
         cmd, capture_output=True, text=True, env=env, check=False, timeout=600,
@@ -334,6 +340,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batches", default="256,1024")
     ap.add_argument("--ranks", default="1,2", help="1 is the one-process fit; >1 MPI ranks")
+    ap.add_argument(
+        "--reduce",
+        default="auto",
+        help="GRAPHC_MPI_REDUCE of the distributed runs, several comma-separated (auto,allreduce:"
+        " the shared-memory window against MPI_Allreduce, interleaved)",
+    )
     ap.add_argument("--rows", type=int, default=16384)
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs per run")
     ap.add_argument("--repeats", type=int, default=3, help="runs per configuration (median)")
@@ -350,6 +362,7 @@ def main() -> None:
     if args.worker == "torch":
         return torch_worker(args)
     batches = [int(b) for b in args.batches.split(",")]
+    reduces = [m.strip() for m in args.reduce.split(",") if m.strip()] or ["auto"]
     ranks = [int(k) for k in args.ranks.split(",")]
     if 1 not in ranks:
         ranks = [1, *ranks]  # the efficiency needs the one-process baseline
@@ -361,31 +374,33 @@ def main() -> None:
           f"GRAPHC_MPI_WAIT={os.environ.get('GRAPHC_MPI_WAIT') or 'spin'}; "
           f"torch DDP: {'yes' if torch else 'not installed (or --no-torch)'}")  # fmt: skip
     print(
-        "\n| batch | ranks | graphc samples/s | efficiency | step ms | CPU wait ms/step "
+        "\n| batch | ranks | all-reduce | graphc samples/s | efficiency | step ms | CPU wait ms/step "
         "| compute / all-reduce / update ms | torch DDP samples/s | torch eff. | graphc / torch "
         "| load before / after |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
     for batch in batches:
         before = loadavg()
-        g_runs: dict[int, list[dict]] = {k: [] for k in ranks}
+        configs = [(k, m) for k in ranks for m in (reduces if k > 1 else [""])]
+        g_runs: dict[tuple[int, str], list[dict]] = {c: [] for c in configs}
         t_runs: dict[int, list[dict]] = {k: [] for k in ranks}
         for _ in range(args.repeats):
-            for k in ranks:
-                g_runs[k].append(run_graphc(k, batch, args))
-                if torch:
+            for k, mode in configs:
+                g_runs[(k, mode)].append(run_graphc(k, batch, args, mode))
+                if torch and mode in ("", reduces[0]):
                     t_runs[k].append(run_torch(k, batch, args))
         after = loadavg()
-        base = statistics.median(g["samples_per_s"] for g in g_runs[1])
+        base = statistics.median(g["samples_per_s"] for g in g_runs[(1, "")])
         tbase = statistics.median(t["samples_per_s"] for t in t_runs[1]) if torch else None
-        for k in ranks:
-            g = median_run(g_runs[k])
+        for k, mode in configs:
+            g = median_run(g_runs[(k, mode)])
             t = median_run(t_runs[k]) if torch else None
             eff = g["samples_per_s"] / (k * base)
             teff = t["samples_per_s"] / (k * tbase) if t and tbase else float("nan")
-            row = {"batch": batch, "ranks": k, "graphc": g, "torch": t, "efficiency": eff,
-                   "torch_efficiency": teff, "load": [before, after]}  # fmt: skip
+            row = {"batch": batch, "ranks": k, "reduce": g.get("reduce", ""), "graphc": g,
+                   "torch": t, "efficiency": eff, "torch_efficiency": teff,
+                   "load": [before, after]}  # fmt: skip
             rows.append(row)
             parts = (
                 f"{g['compute_ms']:.2f} / {g['allreduce_ms']:.3f} / {g['update_ms']:.3f}"
@@ -395,10 +410,11 @@ def main() -> None:
             ts = f"{t['samples_per_s']:.0f}" if t else "n/a"
             ratio = f"{g['samples_per_s'] / t['samples_per_s']:.2f}" if t else "n/a"
             tes = f"{teff:.2f}" if t else "n/a"
-            print(f"| {batch} | {k} | {g['samples_per_s']:.0f} | {eff:.2f} | {g['step_ms']:.2f} "
+            print(f"| {batch} | {k} | {row['reduce']} | {g['samples_per_s']:.0f} | {eff:.2f} "
+                  f"| {g['step_ms']:.2f} "
                   f"| {g['cpu_wait_ms']:.2f} | {parts} | {ts} | {tes} | {ratio} "
                   f"| {before} / {after} |", flush=True)  # fmt: skip
-    dist = [r for r in rows if "grad_bytes" in r["graphc"]]
+    dist = [r for r in rows if "grad_bytes" in r["graphc"]]  # the first mode's rows first
     if dist:
         g = dist[0]["graphc"]
         print(f"\nall-reduced region: {g['grad_bytes']} bytes; all-reduce (median, on this "
