@@ -265,6 +265,25 @@ def choose_reduce(comm: Any, mode: str) -> str:
     return "window" if shared else "allreduce"
 
 
+SHM_DIR = "/dev/shm"  # where Open MPI backs shared-memory windows (its shmem mmap component)
+SHM_MARGIN = 8 << 20  # room left for Open MPI's own segments
+
+
+def shm_free() -> int | None:
+    """Free bytes of SHM_DIR for unprivileged use; None where it cannot be asked."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _min() -> Any:
+    from mpi4py import MPI
+
+    return MPI.MIN
+
+
 class WindowReduce:
     """An all-reduce (sum) through an MPI-3 shared-memory window, for ranks sharing one
     machine's memory (MPI's own mechanism for it: ``MPI_Win_allocate_shared`` over the ranks of
@@ -292,9 +311,7 @@ class WindowReduce:
         if self.k != comm.Get_size():
             self.comm.Free()
             raise DistributedError("a shared-memory all-reduce needs every rank on one machine")
-        page = 4096
-        size = -(-(nbytes + ALIGN) // page) * page  # pages of its own: no false sharing
-        self.win = MPI.Win.Allocate_shared(size, 1, comm=self.comm)
+        self.win = MPI.Win.Allocate_shared(self.slot_bytes(nbytes), 1, comm=self.comm)
         self.win.Lock_all(MPI.MODE_NOCHECK)
         self.slots = []
         for j in range(self.k):
@@ -307,6 +324,13 @@ class WindowReduce:
         self.fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, *(ctypes.c_int64,) * 3)(reduce_address)
         self.table = (ctypes.c_void_p * self.k)()
         self.lo = self.hi = 0
+
+    @staticmethod
+    def slot_bytes(nbytes: int) -> int:
+        """The bytes a rank allocates for a slot of ``nbytes``: whole pages (no false sharing
+        between slots) with room to align the start."""
+        page = 4096
+        return -(-(nbytes + ALIGN) // page) * page
 
     def bind(self, offset: int, count: int, dtype: np.dtype) -> None:
         """Reduce ``count`` values of ``dtype`` starting ``offset`` bytes into each slot; this
@@ -358,7 +382,20 @@ class SplitStep:
     FLAGS = 3  # [non-finite losses, loss share, stop requests]
     HEAD = ALIGN  # bytes before the entries' workspace: the flags, alignment kept
 
-    def __init__(self, model: Any, cap: int, comm: Any = None, reduce: str = "allreduce") -> None:
+    def __init__(
+        self,
+        model: Any,
+        cap: int,
+        comm: Any = None,
+        reduce: str = "allreduce",
+        strict: bool = False,
+    ) -> None:
+        """``reduce``: "window" (WindowReduce over ``comm``, whose ranks share one machine) or
+        "allreduce". A window that would not fit in the free space of the shared-memory file
+        system (``/dev/shm``, where Open MPI backs it; containers often give 64 MB) falls back
+        to "allreduce" with a warning on every rank, or with ``strict`` raises
+        DistributedError on every rank: Open MPI would otherwise map it and the first store
+        past the space would kill the rank with SIGBUS."""
         prog = model.program
         entries = model.split_entries()  # compiled on first use
         if entries is None:
@@ -380,6 +417,23 @@ class SplitStep:
             fn = f"{name}_reduce_slots"
             if not (getattr(jit, "has", None) and jit.has(fn)):
                 raise DistributedError(f"GRAPHC_MPI_REDUCE=window: the module has no {fn}")
+            need, free = comm.Get_size() * WindowReduce.slot_bytes(size), shm_free()
+            short = comm.allreduce(int(free is not None and free < need + SHM_MARGIN), op=_min())
+            if short:
+                why = (
+                    f"the shared-memory window needs {need / 2**20:.1f} MiB and {SHM_DIR} has "
+                    f"{'less' if free is None else f'{free / 2**20:.1f} MiB'} free on some rank"
+                )
+                if strict:
+                    raise DistributedError(
+                        f"GRAPHC_MPI_REDUCE=window: {why}; enlarge {SHM_DIR} (docker run "
+                        "--shm-size) or use GRAPHC_MPI_REDUCE=allreduce"
+                    )
+                if comm.Get_rank() == 0:
+                    log.warning("fit: %s; summing the gradients with MPI_Allreduce instead", why)
+                reduce = "allreduce"
+        self.how = reduce
+        if reduce == "window":
             self.window = WindowReduce(comm, size, jit.address(fn))
             self.buffer = self.window.mine
         else:  # zeroed: the padding between gradients stays 0
@@ -534,11 +588,11 @@ def fit(
         )
     wait_mode()  # a bad value raises here, on every rank alike
     how = choose_reduce(comm, reduce_mode())  # the same on every rank
-    global LAST_REDUCE
-    LAST_REDUCE = how
     bs = min(batch_size, n)
     cap = -(-bs // k)
-    step = SplitStep(model, cap, comm, how)  # "window": a collective (every rank allocates)
+    step = SplitStep(model, cap, comm, how, strict=reduce_mode() == "window")  # a collective
+    global LAST_REDUCE
+    LAST_REDUCE = step.how
     stage = {name: np.empty((cap,) + a.shape[1:], a.dtype) for name, a in feeds.items()}
     cbs = CallbackList(callbacks)
     threads, default = model.threads, getattr(model, "_threads_default", False)

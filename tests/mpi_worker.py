@@ -280,6 +280,31 @@ def edges() -> dict[str, np.ndarray]:
                 res[f"{case}_val_loss"] = np.array([h["val_loss"], h1["val_loss"]])
             for k, v in got.params.items():
                 res[f"{case}_param_{k}"] = np.stack([v, ref.params[k]])
+    # a shared-memory file system too small for the window: auto falls back to MPI_Allreduce
+    # (the same losses), GRAPHC_MPI_REDUCE=window raises on every rank
+    from graphc.runtime import distributed as d
+
+    free, d.shm_free = d.shm_free, lambda: 1 << 20
+    try:
+        shm = {}
+        for how in ("auto", "window"):
+            os.environ["GRAPHC_MPI_REDUCE"] = how
+            m = model("sgd", "m_sgd")
+            try:
+                h = m.fit(x, y, epochs=1, batch_size=8, seed=2, verbose=0, distributed="mpi")
+                shm[how] = f"{d.LAST_REDUCE} {h['loss'][0]:.6f}"
+            except gc.GraphcError as e:
+                shm[how] = f"{type(e).__name__}: {e}"
+    finally:
+        d.shm_free = free
+        os.environ.pop("GRAPHC_MPI_REDUCE", None)
+    m = model("sgd", "m_sgd")
+    h = m.fit(x, y, epochs=1, batch_size=8, seed=2, verbose=0, distributed="mpi")
+    shm["room"] = f"{d.LAST_REDUCE} {h['loss'][0]:.6f}"
+    everyone = gc.distributed.world().allgather(shm)
+    if r == 0:
+        for how in shm:
+            res[f"shm_{how}"] = np.array([e[how] for e in everyone])
     m = model("sgd", "m_sgd")
     bad = {
         "width": lambda: (np.concatenate([x, x[:, :1]], 1) if r == 1 else x, y, 8),

@@ -369,13 +369,14 @@ def test_fewer_rows_than_ranks_and_errors_on_some_ranks(tmp_path):
     """3 ranks: 2 training rows, and 2 validation rows, train as one process does (a rank
     with no rows adds nothing); an error on some ranks before the first step (another input
     width, batch_size 0, fewer rows) is raised on every rank, naming the rank and the cause,
-    instead of leaving the others waiting in a collective (they hung before)."""
+    instead of leaving the others waiting in a collective (they hung before). A /dev/shm too
+    small for the shared-memory window: auto falls back to MPI_Allreduce, window is refused."""
     out = tmp_path / "got.npz"
     r = mpirun(3, "edges", str(out), timeout=90)
     assert r.returncode == 0, r.stderr[-3000:]
     got = dict(np.load(out))
     for k, v in got.items():
-        if not k.startswith("error_"):
+        if not k.startswith(("error_", "shm_")):
             np.testing.assert_allclose(v[0], v[1], rtol=1e-5, atol=1e-7, err_msg=k)
     width, batch, rows = got["error_width"], got["error_batch"], got["error_rows"]
     assert "shape (50, 13)" in width[1] and width[1].startswith("ArgumentError")
@@ -383,3 +384,15 @@ def test_fewer_rows_than_ranks_and_errors_on_some_ranks(tmp_path):
     assert batch[0] == "ArgumentError: batch_size must be a positive int, got 0"
     assert all(m.startswith("DistributedError: rank 0 of 3 failed") for m in batch[1:])
     assert all("different numbers of rows [50, 50, 49]" in m for m in rows)
+    # /dev/shm too small for the shared-memory window: auto falls back to MPI_Allreduce (the
+    # same loss as with the window), an explicit GRAPHC_MPI_REDUCE=window is refused on every
+    # rank before any step
+    auto, window, room = got["shm_auto"], got["shm_window"], got["shm_room"]
+    assert all(a.startswith("allreduce ") for a in auto) and len(set(auto)) == 1, auto
+    assert all(w.startswith("window ") for w in room), room
+    np.testing.assert_allclose(float(auto[0].split()[1]), float(room[0].split()[1]), rtol=1e-6)
+    assert all(
+        w.startswith("DistributedError: GRAPHC_MPI_REDUCE=window: the shared-memory")
+        and "--shm-size" in w
+        for w in window
+    ), window
