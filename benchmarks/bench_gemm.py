@@ -209,13 +209,16 @@ def main() -> None:
         run(cases(args.big), args.seconds, now, args.clock)
 
 
-def calls(c: Case, fn: Callable[..., None], rng: np.random.Generator) -> tuple[Callable, Callable]:
-    """graphc's kernel and numpy's equivalent on the same fresh operands (C written in place)."""
+def calls(
+    c: Case, fn: Callable[..., None], rng: np.random.Generator, work: int
+) -> tuple[Callable, Callable]:
+    """graphc's kernel (`work`: its work buffer's address) and numpy's equivalent on the same
+    fresh operands (C written in place)."""
     a = rng.standard_normal((c.k, c.m) if c.trans_a else (c.m, c.k)).astype(np.float32)
     b = rng.standard_normal((c.n, c.k) if c.trans_b else (c.k, c.n)).astype(np.float32)
     out = np.zeros((c.m, c.n), np.float32)
     a_op, b_op = (a.T if c.trans_a else a), (b.T if c.trans_b else b)
-    args = (c.m, c.n, c.k, a.ctypes.data, b.ctypes.data, out.ctypes.data)
+    args = (c.m, c.n, c.k, a.ctypes.data, b.ctypes.data, out.ctypes.data, work)
     bias = BIAS[: c.n]
 
     def graphc_call() -> None:
@@ -260,7 +263,8 @@ def run(todo: list[Case], seconds: float, now, clock_name: str) -> None:
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     rng = np.random.default_rng(0)
     for c in todo:
-        graphc_call, numpy_call = calls(c, kernels[names[c]].fn, rng)
+        g = kernels[names[c]]
+        graphc_call, numpy_call = calls(c, g.fn, rng, g.work)
         t_graphc, t_numpy = race([graphc_call, numpy_call], seconds, now)
         g, n = c.flops / t_graphc / 1e9, c.flops / t_numpy / 1e9
         print(

@@ -82,7 +82,7 @@ def runners_for(batch: int, gemms: JitGemms, rng: np.random.Generator) -> dict[s
         b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
         c = np.empty((m, n), np.float32)
         g = gemms[f"{name}|{batch}"]
-        addr = (a.ctypes.data, b.ctypes.data, c.ctypes.data)
+        addr = (a.ctypes.data, b.ctypes.data, c.ctypes.data, g.work)
         out[f"{name}|graphc"] = timer(lambda g=g, addr=addr, m=m, n=n, k=k: g.fn(m, n, k, *addr))
         an, bn = (a.T if ta else a), (b.T if tb else b)
         out[f"{name}|numpy"] = timer(lambda an=an, bn=bn, c=c: np.matmul(an, bn, out=c))

@@ -401,7 +401,7 @@ def _plan_entry(
         lr_port,
         len(s.input_slots),
         len(s.output_slots),
-        s.grad_bytes + s.arena_fixed,
+        s.grad_bytes + s.arena_fixed + s.scratch_bytes,
         s.arena_row,
         entry == "infer" and rows_independent(g, s.output_slots),
         {c.name: c for c in checks},

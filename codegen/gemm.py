@@ -53,14 +53,21 @@ microkernels (6 x 64 and 12 x 16, rows and columns) take about 0.14 s, the trans
 0.045 s and the three GEMVs of their own 0.045 s (benchmarks/compile_time.py, 1 thread). Every loop is marked against LLVM's own
 vectorizing and unrolling, which the kernel does itself.
 
-All buffers are fixed-size stack allocas of the packed path (at most 386 KiB for f32); nothing is
-allocated on the heap and no library is called (llvm.fmuladd, llvm.prefetch and
-llvm.masked.load are the only intrinsics).
+The packed path's blocks (B's panel, then A's block: at most 384 KiB for f32) live in a work
+buffer the caller passes as the function's last argument (the entry's workspace: see
+scratch_bytes), never on the calling thread's stack, which may be small (128 KiB for musl's
+threads, 256 KiB or less for a thread the user started with a small stack). A product split
+between the pool's threads gives that buffer to the blocks the calling thread runs; a worker
+thread runs its blocks on a copy of the blocks on its own stack (the pool starts its workers with
+WORKER_STACK_BYTES, codegen/threads.py), so no two threads share one. Nothing is allocated on the
+heap and the only library call is pthread_self (which thread runs a block); llvm.fmuladd,
+llvm.prefetch and llvm.masked.load are the only intrinsics.
 """
 
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,7 +78,7 @@ from llvmlite import ir
 from graphc.ir.errors import CodegenError
 from graphc.ir.types import DTYPE_INFO
 
-from .lltypes import I1, I32, I64, LL, PTR, VOID, glue
+from .lltypes import I1, I8, I32, I64, LL, PTR, VOID, glue
 from .loops import counted_loop as _loop
 from .threads import TASK_TYPE, ThreadPool
 
@@ -175,6 +182,81 @@ class Blocking:
         return Blocking(lanes, mr=mr, nv=nv, kc=kc, mc=mc, nc=nc)
 
 
+WORK_ALIGN = 64  # the work buffer and each block in it start on a 64-byte boundary
+# The vector units a target can give emit_gemm (f32 lanes, registers): scratch_bound covers all
+VECTOR_UNITS = tuple((lanes, regs) for lanes in (1, 2, 4, 8, 16) for regs in (16, 32))
+
+
+def _round_up(x: int, unit: int) -> int:
+    return -(-x // unit) * unit
+
+
+def packed_scratch_bytes(
+    blk: Blocking,
+    itemsize: int,
+    trans_a: bool,
+    trans_b: bool,
+    m: int | None = None,
+    n: int | None = None,
+    k: int | None = None,
+) -> int:
+    """Bytes of the work buffer the packed path of a product op(A)[M, K] @ op(B)[K, N] writes
+    with blocking `blk`: B's packed panel (at most NC x KC), then A's packed block (at most
+    MC x KC; none where A is read in place), each rounded up to WORK_ALIGN bytes. A dimension
+    given as an int bounds the blocks by it; None stands for any value. 0 when the product
+    never takes the packed path (small M has a direct path, except for A^T @ B^T). The code
+    computes the same offsets at run time (emit_packed)."""
+    direct = m is not None and m <= blk.direct_max_m and not (trans_a and trans_b)
+    if not blk.packed or direct:
+        return 0
+    rows_in_place = blk.rows_of_a_in_place and not trans_a
+    kc = (blk.kc_rows_in_place or blk.kc) if rows_in_place else blk.kc
+    kk = kc if k is None else min(max(k, 0), kc)
+    nn = blk.nc if n is None else _round_up(min(n, blk.nc), blk.nr)
+    total = _round_up(nn * kk * itemsize, WORK_ALIGN)
+    if not rows_in_place and (n is None or n > blk.nr * A_IN_PLACE_MAX_SLIVERS):
+        mm = blk.mc if m is None else _round_up(min(m, blk.mc), blk.mr)
+        total += _round_up(mm * kk * itemsize, WORK_ALIGN)
+    return total
+
+
+def scratch_bound(
+    dtype: str, trans_a: bool, trans_b: bool, m: int | None, n: int | None, k: int | None
+) -> int:
+    """packed_scratch_bytes of a product with the default blocking (Blocking.for_dtype) of
+    every vector unit in VECTOR_UNITS: what a plan reserves before its target is known (the
+    same schedule serves the JIT and every export target). At most 384 KiB for f32 (0 for
+    f64, which takes the direct path by default)."""
+    size = DTYPE_INFO[dtype].itemsize
+    return max(
+        packed_scratch_bytes(
+            Blocking.for_dtype(dtype, lanes, regs, n), size, trans_a, trans_b, m, n, k
+        )
+        for lanes, regs in VECTOR_UNITS
+    )
+
+
+def scratch_bytes(
+    dtype: str = "f32",
+    *,
+    trans_a: bool = False,
+    trans_b: bool = False,
+    vector_width: int = 8,
+    registers: int = 16,
+    blocking: Blocking | None = None,
+    fixed: Mapping[str, int] | None = None,
+    **_other: object,
+) -> int:
+    """Bytes of the work buffer (WORK_ALIGN-aligned) that emit_gemm's function, emitted with
+    these same arguments, needs for any call: its last argument."""
+    fixed = dict(fixed or {})
+    blk = blocking or Blocking.for_dtype(dtype, vector_width, registers, fixed.get("N"))
+    size = DTYPE_INFO[dtype].itemsize
+    return packed_scratch_bytes(
+        blk, size, trans_a, trans_b, fixed.get("M"), fixed.get("N"), fixed.get("K")
+    )
+
+
 def emit_gemm(
     module: ir.Module,
     name: str,
@@ -191,10 +273,13 @@ def emit_gemm(
     pool: ThreadPool | None = None,
     fixed: Mapping[str, int] | None = None,
 ) -> ir.Function:
-    """Emit `void name(i64 M, i64 N, i64 K, ptr A, ptr B, ptr C)`: C (+)= op(A) @ op(B).
+    """Emit `void name(i64 M, i64 N, i64 K, ptr A, ptr B, ptr C, ptr work)`: C (+)= op(A) @ op(B).
 
     Arrays are row-major and contiguous: A is [M,K] ([K,M] if trans_a), B is [K,N] ([N,K] if
     trans_b), C is [M,N]. Any M, N, K >= 0 works; K == 0 gives C = epilogue(0) (or C_old).
+    `work`: a WORK_ALIGN-aligned buffer of scratch_bytes(same arguments) bytes (or of
+    packed_scratch_bytes for this call's M, N, K) that no other running call uses: the packed
+    path's blocks. Its contents do not matter before the call and are garbage after it.
 
     Args:
         module: the module that receives the function (and the intrinsics it declares).
@@ -214,7 +299,7 @@ def emit_gemm(
         blocking: tile and cache block sizes; the default (Blocking.for_dtype, from the
             target's registers and a fixed N) was tuned on AVX2 (Zen 3) and AVX-512 (Xeon).
         extra_types: more parameters after C (say, a bias pointer). With any, the function is
-            `name(M, N, K, A, B, C, *extras)` and the epilogue is called as
+            `name(M, N, K, A, B, C, *extras, work)` and the epilogue is called as
             `epilogue(b, acc, i, j, extras)`, with the extras as values it may use. An
             epilogue with a true attribute ``needs_dims`` also gets ``dims=(M, N)`` (i64
             values: the row stride of C and of operands shaped like C, symbolic or not).
@@ -308,15 +393,16 @@ class _GemmEmitter:
         self.takes_extras: set[str] = set()  # helpers that get the caller's extras
         self.trans_a, self.trans_b = trans_a, trans_b
         self.accumulate, self.epilogue = accumulate, epilogue
-        self.elem = DTYPES[dtype]
+        self.dtype, self.elem = dtype, DTYPES[dtype]
         self.size = DTYPE_INFO[dtype].itemsize
-        fnty = ir.FunctionType(VOID, [I64, I64, I64, PTR, PTR, PTR, *extra_types])
+        fnty = ir.FunctionType(VOID, [I64, I64, I64, PTR, PTR, PTR, *extra_types, PTR])
         self.fn = ir.Function(module, fnty, name=name)
         names = ["M", "N", "K", "A", "B", "C", *(f"extra{n}" for n in range(len(extra_types)))]
-        for arg, arg_name in zip(self.fn.args, names, strict=True):
+        for arg, arg_name in zip(self.fn.args, [*names, "work"], strict=True):
             arg.name = arg_name
-        for arg in self.fn.args[3:6]:
+        for arg in (*self.fn.args[3:6], self.fn.args[-1]):
             arg.add_attribute("noalias")
+        self.work = self.fn.args[-1]  # the packed path's blocks (see emit_packed)
         self.fn.attributes.add("nounwind")
         glue(self.fn)  # chooses a path and calls it
         self.use_args(self.fn, with_extras=True)
@@ -564,7 +650,8 @@ class _GemmEmitter:
         # plain products (no copy of the epilogue in every store), then call it
         if self.epilogue is not None:
             self.epilogue_fn = self.define("epilogue", block, self.emit_epilogue)
-        packed = self.define("packed", block, self.emit_packed) if use_packed else None
+        work = [("work", PTR)]
+        packed = self.define("packed", block + work, self.emit_packed) if use_packed else None
         if packed is not None:
             glue(packed)  # the loop nest: calls the packers and the microkernel per panel
         # The direct paths compute C (+)= op(A) @ op(B) only: one per kind, shared by the module
@@ -643,7 +730,7 @@ class _GemmEmitter:
         """The packed path over all of C, split between the pool's threads when it pays."""
         b, zero = self.b, self.const(0)
         if self.pool is None:
-            self.call(packed, zero, self.M, zero, self.N)
+            self.call(packed, zero, self.M, zero, self.N, self.work)
             return
         threads = b.load_atomic(self.pool.threads, "monotonic", 8, typ=I64)
         macs = self.mul(self.mul(self.M, self.N), self.K)
@@ -653,7 +740,9 @@ class _GemmEmitter:
         )
         with b.if_else(split, likely=True) as (then, otherwise):
             with then:
-                ctx, ctx_type = self.task_context()
+                # the calling thread's blocks use the work buffer; the workers' their stacks
+                caller = b.call(self.pthread_self(), [], name="caller")
+                ctx, ctx_type = self.task_context(self.work, caller)
                 task = self.emit_task(packed, ctx_type)
                 # Up to BLOCKS_PER_THREAD blocks a thread, each >= BLOCK_MIN rows (columns): a
                 # thread that runs late (a busy core) leaves blocks to the others, and each
@@ -664,12 +753,21 @@ class _GemmEmitter:
                 per = self.imin(per, self.const(BLOCKS_PER_THREAD))
                 b.call(self.pool.run, [task, ctx, b.mul(threads, per, name="blocks")])
             with otherwise:
-                self.call(packed, zero, self.M, zero, self.N)
+                self.call(packed, zero, self.M, zero, self.N, self.work)
 
-    def task_context(self) -> tuple[ir.Value, ir.LiteralStructType]:
-        """A stack struct {M, N, K, A, B, C, extras...} filled with this call's arguments."""
+    def pthread_self(self) -> ir.Function:
+        """The declaration of POSIX's pthread_self (pthread_t as i64, as codegen/threads.py)."""
+        fn = self.module.globals.get("pthread_self")
+        if fn is None:
+            fn = ir.Function(self.module, ir.FunctionType(I64, []), name="pthread_self")
+            fn.attributes.add("nounwind")
+        return fn
+
+    def task_context(self, *more: ir.Value) -> tuple[ir.Value, ir.LiteralStructType]:
+        """A stack struct {M, N, K, A, B, C, extras..., more...} filled with this call's
+        arguments (and `more`)."""
         b = self.b
-        fields = [self.M, self.N, self.K, self.A, self.B, self.C, *self.extras]
+        fields = [self.M, self.N, self.K, self.A, self.B, self.C, *self.extras, *more]
         ctx_type = ir.LiteralStructType([f.type for f in fields])
         here = b.block
         b.position_at_start(self.fn.entry_basic_block)  # a static alloca
@@ -714,9 +812,10 @@ class _GemmEmitter:
                 fn, tb, fields, t, count = self.new_task("direct_task", ctx_type)
                 unit = DIRECT_NV * self.blk.lanes  # whole register tiles
                 n0, n1 = _block_range(tb, fields[1], unit, t, count)
+                user = fields[6:]
                 with tb.if_then(tb.icmp_signed("<", n0, n1)):
-                    self.call_small(tb, direct, fields[:6], fields[6:], n0, n1)
-                    self.finish_rect(tb, fields[:6], fields[6:], zero, fields[0], n0, n1)
+                    self.call_small(tb, direct, fields[:6], user, n0, n1)
+                    self.finish_rect(tb, fields[:6], user, zero, fields[0], n0, n1)
                 tb.ret_void()
                 b.call(self.pool.run, [fn, ctx, threads])
             with otherwise:
@@ -793,8 +892,14 @@ class _GemmEmitter:
         return fn, b, fields, t, count
 
     def emit_task(self, packed: ir.Function, ctx_type: ir.LiteralStructType) -> ir.Function:
-        """`void name.task(ptr ctx, i64 t, i64 count)`: block t of count of C on the packed path."""
+        """`void name.task(ptr ctx, i64 t, i64 count)`: block t of count of C on the packed path.
+
+        The context ends with the work buffer and the calling thread's pthread_t: a block that
+        runs on the calling thread (its stack may be small) packs into the work buffer, one
+        that runs on a worker (WORKER_STACK_BYTES of stack, ours) into blocks on its stack, so
+        no two threads share blocks."""
         fn, b, fields, t, count = self.new_task("task", ctx_type)
+        fields, (work, caller) = fields[:-2], fields[-2:]
         M, N = fields[0], fields[1]
         m0, m1 = _block_range(b, M, self.blk.mr, t, count)
         n0, n1 = _block_range(b, N, self.blk.nr, t, count)
@@ -805,29 +910,62 @@ class _GemmEmitter:
         nonempty = b.and_(b.icmp_signed("<", lo_m, hi_m), b.icmp_signed("<", lo_n, hi_n))
         with b.if_then(nonempty):
             user = fields[6:] if packed.name in self.takes_extras else []
-            b.call(packed, [*fields[:6], *user, lo_m, hi_m, lo_n, hi_n])
+            args = [*fields[:6], *user, lo_m, hi_m, lo_n, hi_n]
+            on_caller = b.icmp_unsigned("==", b.call(self.pthread_self(), []), caller)
+            with b.if_else(on_caller, likely=True) as (then, otherwise):
+                with then:
+                    b.call(packed, [*args, work])
+                with otherwise:
+                    b.call(self.packed_on_stack(packed), args)
         b.ret_void()
         return fn
 
+    def packed_on_stack(self, packed: ir.Function) -> ir.Function:
+        """`name.packed_stack(M..C, extras, m0, m1, n0, n1)`: the packed path on blocks in its
+        own stack frame (a never-inlined helper, so that only the worker threads that call it
+        have that frame on their stacks)."""
+        block = [(n, I64) for n in ("m0", "m1", "n0", "n1")]
+        size = scratch_bytes(
+            self.dtype,
+            trans_a=self.trans_a,
+            trans_b=self.trans_b,
+            blocking=self.blk,
+            fixed=self.fixed,
+        )
+
+        def body(m0: ir.Value, m1: ir.Value, n0: ir.Value, n1: ir.Value) -> None:
+            buf = self.b.alloca(ir.ArrayType(I8, max(size, WORK_ALIGN)), name="work.stack")
+            buf.align = WORK_ALIGN
+            buf.type = PTR  # llvmlite still types an alloca as `[n x i8]*`; LLVM has only `ptr`
+            self.call(packed, m0, m1, n0, n1, buf)
+
+        return glue(self.define("packed_stack", block, body))
+
     # -- packed path -------------------------------------------------------------------------------
 
-    def emit_packed(self, m0: ir.Value, m1: ir.Value, n0: ir.Value, n1: ir.Value) -> None:
-        """C[m0:m1, n0:n1] (a block of C, for threads; all of it is 0, M, 0, N).
+    def emit_packed(
+        self, m0: ir.Value, m1: ir.Value, n0: ir.Value, n1: ir.Value, work: ir.Value
+    ) -> None:
+        """C[m0:m1, n0:n1] (a block of C, for threads; all of it is 0, M, 0, N), packing into
+        `work` (WORK_ALIGN-aligned): B's panel, then A's block at the offsets that
+        packed_scratch_bytes counts for this call's M, N, K.
 
         This GEMM's own code is the loop nest down to the panels and the epilogue; packing and
         the microkernel are helpers shared by every GEMM of the module with the same tile."""
         b, blk = self.b, self.blk
         rows_in_place = blk.rows_of_a_in_place and not self.trans_a
-        # No A block when rows of A are read in place: its stack space goes to a deeper KC
+        # No A block when rows of A are read in place: its space goes to a deeper KC
         kc_size = (blk.kc_rows_in_place or blk.kc) if rows_in_place else blk.kc
-        bufs = []
-        if not rows_in_place:
-            self.a_buf = b.alloca(ir.ArrayType(self.elem, blk.mc * kc_size), name="a.packed")
-            bufs.append(self.a_buf)
-        self.b_buf = b.alloca(ir.ArrayType(self.elem, blk.nc * kc_size), name="b.packed")
-        for buf in (*bufs, self.b_buf):
-            buf.align = 64
-            buf.type = PTR  # llvmlite still types an alloca as `[n x float]*`; LLVM has only `ptr`
+        self.b_buf = work
+        if not rows_in_place:  # after B's panel: round_up(min(N, NC), NR) x min(K, KC) values
+            zero = self.const(0)
+            k = b.select(b.icmp_signed("<", self.K, zero), zero, self.K)
+            kk = self.imin(k, self.const(kc_size))
+            n = self.imin(self.N, self.const(blk.nc))
+            nn = self.mul(b.sdiv(self.add(n, blk.nr - 1), self.const(blk.nr)), blk.nr)
+            panel = self.mul(self.mul(nn, kk), self.size)
+            panel = b.and_(self.add(panel, WORK_ALIGN - 1), self.const(-WORK_ALIGN))
+            self.a_buf = b.gep(work, [panel], inbounds=True, source_etype=I8, name="a.packed")
         block = [("x0", I64), ("nx", I64), ("pc", I64), ("kc", I64), ("dst", PTR)]
         kind = f"{self.elem}.x{blk.lanes}.{blk.mr}x{blk.nr}"
         pack_b = self.define(
@@ -1595,7 +1733,19 @@ class JitGemm:
         extras: list[Any] = [
             _CTYPES.get(str(t), ctypes.c_void_p) for t in config.get("extra_types", ())
         ]
-        self.fn = ctypes.CFUNCTYPE(None, *_GEMM_ARGS, *extras)(address)
+        self.fn = ctypes.CFUNCTYPE(None, *_GEMM_ARGS, *extras, ctypes.c_void_p)(address)
+        # the work buffer (the last argument): WORK_ALIGN-aligned, one per calling thread
+        self.work_bytes = scratch_bytes(**config)
+        self._local = threading.local()
+
+    @property
+    def work(self) -> int:
+        """The address of this thread's work buffer for the gemm (made on first use)."""
+        buf = getattr(self._local, "buffer", None)
+        if buf is None:
+            buf = self._local.buffer = np.zeros(self.work_bytes + WORK_ALIGN, np.uint8)
+        addr = buf.ctypes.data
+        return addr + (-addr) % WORK_ALIGN
 
     @staticmethod
     def compile(
@@ -1613,5 +1763,5 @@ class JitGemm:
         m, k = a.shape[::-1] if ta else a.shape
         k2, n = b.shape[::-1] if tb else b.shape
         assert k == k2 and c.shape == (m, n), (a.shape, b.shape, c.shape)
-        self.fn(m, n, k, a.ctypes.data, b.ctypes.data, c.ctypes.data, *extras)
+        self.fn(m, n, k, a.ctypes.data, b.ctypes.data, c.ctypes.data, *extras, self.work)
         return c

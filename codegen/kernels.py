@@ -870,7 +870,7 @@ def emit_matmul(ctx: KernelContext, kernel: Kernel) -> None:
     args = [ctx.dim(m_dim), ctx.dim(n_dim), ctx.dim(k_dim), ctx.ptr(a), ctx.ptr(w), ctx.ptr(out)]
     for v in extra:
         args.append(ctx.inline_value(g[v]) if is_inline(ctx.sched, v) else ctx.ptr(v))
-    b.call(fn, args)
+    b.call(fn, [*args, ctx.extra[0]])  # the work buffer: the workspace's scratch
     b.ret_void()
     glue(ctx.fn)  # one call: the GEMM's own functions do the work
 

@@ -6,14 +6,14 @@ from llvmlite import ir
 
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import attrs_key
-from graphc.ir.plan import Kernel, Schedule
-from graphc.ir.types import BATCH
+from graphc.ir.plan import ALIGN, Kernel, Schedule
+from graphc.ir.types import BATCH, DTYPE_INFO
 
 from . import kernels as K
 from .checks import InputCheck, emit_input_checks
-from .gemm import Blocking, emit_gemm
+from .gemm import Blocking, emit_gemm, packed_scratch_bytes, scratch_bound
 from .kernels import ENTRY_TYPE, KernelContext, epilogue_for, storage_key
-from .lltypes import I8, I32, LL, PTR, glue, i64
+from .lltypes import I8, I32, I64, LL, PTR, glue, i64
 from .target import Target, as_target, vector_unit
 from .threads import ThreadPool, declare_thread_pool, thread_pool
 
@@ -160,6 +160,25 @@ class ModuleBuilder:
                 b.gep(outputs, [i64(slot)], source_etype=PTR), typ=PTR, name=f"output{slot}"
             )
 
+        scratch: list[ir.Value] = []  # the pointer, made at the first matmul kernel
+
+        def scratch_ptr(kernel: Kernel) -> ir.Value:
+            """The workspace's scratch (after the arena; see scratch_bytes), rounded up to
+            ALIGN bytes: the workspace itself need only be MIN_ALIGN-aligned."""
+            need = self._scratch_need(sched, kernel)
+            if need and need + ALIGN > sched.scratch_bytes:
+                raise CodegenError(
+                    f"{fname}: kernel {kernel.name} needs {need} + {ALIGN} bytes of GEMM "
+                    f"scratch, the schedule has {sched.scratch_bytes} (a graphc bug: the "
+                    "compiler sets it with codegen.module.scratch_bytes)"
+                )
+            if not scratch:
+                off = b.add(i64(sched.scratch_offset(0)), b.mul(n, i64(sched.arena_row)))
+                p = b.gep(ws, [off], inbounds=True, source_etype=I8)
+                pad = b.and_(b.neg(b.ptrtoint(p, I64)), i64(ALIGN - 1))
+                scratch.append(b.gep(p, [pad], inbounds=True, source_etype=I8, name="scratch"))
+            return scratch[0]
+
         sites: dict[int, list[tuple[int, str]]] = {}
         if self.check_numerics:
             for i, (v, k) in enumerate(K.numerics_sites(sched)):
@@ -173,6 +192,8 @@ class ModuleBuilder:
                 dst = kernel.copy_to
                 assert dst is not None  # every copy kernel names its destination
                 args.append(out_ptr(dst) if dst.startswith("output:") else base(dst))
+            elif kernel.kind == "matmul":  # the GEMM's packed blocks (codegen/gemm.py)
+                args.append(scratch_ptr(kernel))
             b.call(kfn, args + [n])
             for i, v in sites.get(kidx, ()):  # check_numerics: return the site's code at a NaN/Inf
                 t = sched.graph[v].type
@@ -216,7 +237,8 @@ class ModuleBuilder:
         if kernel.kind == "matmul" and self.gemm_parts:
             key = self._gemm_key(sched, kernel, *K.matmul_parts(g, kernel)[1:])
             module = self._gemms[key].module if key in self._gemms else self._gemm_part(key)
-        ctx = KernelContext(module, fname, sched, values, pool=self.pool(module))
+        extra = 1 if kernel.kind == "matmul" else 0  # the GEMM's work buffer (emit_matmul)
+        ctx = KernelContext(module, fname, sched, values, extra_ptrs=extra, pool=self.pool(module))
         ctx.gemm_for = lambda *a: self._gemm_for(fname, module, sched, *a)
         emit = K.KERNEL_EMITTERS.get(kernel.kind)
         if emit is None:
@@ -284,6 +306,13 @@ class ModuleBuilder:
         n = n if isinstance(n, int) else None
         return Blocking.for_dtype(dtype, self.vector_width, self.vector_registers, n)
 
+    def _scratch_need(self, sched: Schedule, kernel: Kernel) -> int:
+        """Bytes of work buffer the kernel's GEMM uses on this target (packed_scratch_bytes)."""
+        mm, _tail, dtype, ta, tb, _ext = K.matmul_parts(sched.graph, kernel)
+        dims = _matmul_dims(sched, mm, ta)
+        size = DTYPE_INFO[dtype].itemsize
+        return packed_scratch_bytes(self._blocking(mm, dtype), size, ta, tb, *dims)
+
     def _gemm_key(self, sched, kernel, tail, dtype, ta, tb, ext) -> tuple:
         """What a kernel's GEMM code depends on: the transposes, the epilogue's ops and its
         operands' shapes, the register tile its N calls for (Blocking.for_dtype; not M, N, K,
@@ -350,6 +379,27 @@ class ModuleBuilder:
             fn.linkage = "internal"
             self._gemms[key] = fn
         return self._gemms[key], ext
+
+
+def _matmul_dims(sched: Schedule, mm, ta: bool) -> tuple[int | None, int | None, int | None]:
+    """M, N, K of a matmul node (None for the batch size)."""
+    a = sched.graph[mm.inputs[0]].type
+    m, n = mm.type.shape
+    k = a.shape[0] if ta else a.shape[1]
+    return tuple(d if isinstance(d, int) else None for d in (m, n, k))  # type: ignore[return-value]
+
+
+def scratch_bytes(sched: Schedule) -> int:
+    """The scratch a schedule's workspace holds for its kernels (Schedule.scratch_bytes): the
+    work buffer of its largest GEMM on any target (codegen.gemm.scratch_bound) and ALIGN
+    bytes to align it, 0 without matmul kernels. The compiler sets it on every schedule it makes; it depends on the
+    schedule alone, so the same workspace size serves the JIT and every export target."""
+    need = 0
+    for kernel in sched.kernels:
+        if kernel.kind == "matmul":
+            mm, _tail, dtype, ta, tb, _ext = K.matmul_parts(sched.graph, kernel)
+            need = max(need, scratch_bound(dtype, ta, tb, *_matmul_dims(sched, mm, ta)))
+    return need + ALIGN if need else 0  # ALIGN: room to align a MIN_ALIGN-aligned workspace
 
 
 def _instructions(module: ir.Module) -> int:

@@ -426,8 +426,9 @@ class _PoolEmitter:
             b.position_at_end(out)
             _store_atomic(b, zero, self.stop, "seq_cst", 8)
             _store_atomic(b, zero, self.workers, "monotonic", 8)
-        # start n - 1 workers, each with a stack of WORKER_STACK_BYTES: the GEMM's packed
-        # blocks live on the stack (up to 386 KiB), above musl's 128 KiB default
+        # start n - 1 workers, each with a stack of WORKER_STACK_BYTES: a worker packs a GEMM
+        # block's operands on its stack (up to 384 KiB; codegen/gemm.py's packed_on_stack),
+        # above musl's 128 KiB default
         attr = self.attr
         have_attr = b.icmp_signed("==", b.call(self.attr_init, [attr]), ir.Constant(I32, 0))
         with b.if_then(have_attr):

@@ -8,7 +8,7 @@ import gc
 import time
 
 from graphc.codegen.checks import InputCheck
-from graphc.codegen.module import ModuleBuilder
+from graphc.codegen.module import ModuleBuilder, scratch_bytes
 from graphc.codegen.target import (
     JitModule,
     Target,
@@ -200,7 +200,9 @@ def schedule_program(
         res = run_pipeline(g, opt_level, disabled=off, verify_each=verify_each)
         prog.optimized[entry] = res
         grads = prog.grads if entry == "train_step" else {}
-        prog.schedules[entry] = schedule(res.graph, prog.layout, grads, reuse=opt_level >= 1)
+        sched = schedule(res.graph, prog.layout, grads, reuse=opt_level >= 1)
+        sched.scratch_bytes = scratch_bytes(sched)  # the GEMM's packed blocks
+        prog.schedules[entry] = sched
         prog.timings[f"passes+schedule:{entry}"] = time.perf_counter() - t0
         if entry == "train_step" and prog.split and split:
             schedule_split(prog, opt_level, off, verify_each)
@@ -274,6 +276,7 @@ def schedule_split(
                 and sched.buffers[k.nodes[0]].offset == layout[k.copy_to].offset
             )
         ]
+        sched.scratch_bytes = scratch_bytes(sched)  # the GEMM's packed blocks
         if sched.grad_bytes != prog.param_bytes:
             prog.split_note = (
                 f"{entry}: the gradients do not fill the grad region ({sched.grad_bytes} of "

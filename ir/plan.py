@@ -71,8 +71,17 @@ class Schedule:
     output_slots: list[str] = field(default_factory=list)
     # fuse_optimizer's sets ("optK"): "one loop over ... elements" or "not flat: <why>"
     flat_notes: dict[str, str] = field(default_factory=dict)
+    # bytes after the arena for the kernels' own scratch (the GEMM's packed blocks), which
+    # the code generator sizes (codegen.module.scratch_bytes) and the compiler sets
+    scratch_bytes: int = 0
 
     def workspace_bytes(self, n: int) -> int:
+        """[grad | arena fixed part | arena per-row part x n | scratch] for batch n."""
+        return self.grad_bytes + self.arena_fixed + self.arena_row * n + self.scratch_bytes
+
+    def scratch_offset(self, n: int) -> int:
+        """Where the scratch starts in the workspace for batch n (the code rounds the address
+        up to ALIGN bytes: scratch_bytes has room for it)."""
         return self.grad_bytes + self.arena_fixed + self.arena_row * n
 
     def peak_arena_bytes(self, n: int) -> int:

@@ -13,10 +13,9 @@
  * at once. No call allocates memory except GCNAME_load_weights (stdio's FILE) and
  * GCNAME_set_num_threads (the threads). Lengths are in elements of the pointed-to type,
  * region sizes in bytes. Calls return 0 or one of the error codes below and, on an error,
- * write nothing. A call needs up to 400 KiB of stack in the calling thread (the matrix
- * products' packed blocks live there): the main thread has it; a thread you create may not
- * (musl's default is 128 KiB): give it 1 MiB with pthread_attr_setstacksize. The worker
- * threads get 8 MiB.
+ * write nothing. The calls use little stack (the matrix products' packed blocks live in
+ * the workspace), so any thread may call them, one with a small stack included (musl's
+ * default 128 KiB); the worker threads get 8 MiB.
  *
  * Usage:
  *

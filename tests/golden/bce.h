@@ -5,10 +5,9 @@
  * at once. No call allocates memory except bce_load_weights (stdio's FILE) and
  * bce_set_num_threads (the threads). Lengths are in elements of the pointed-to type,
  * region sizes in bytes. Calls return 0 or one of the error codes below and, on an error,
- * write nothing. A call needs up to 400 KiB of stack in the calling thread (the matrix
- * products' packed blocks live there): the main thread has it; a thread you create may not
- * (musl's default is 128 KiB): give it 1 MiB with pthread_attr_setstacksize. The worker
- * threads get 8 MiB.
+ * write nothing. The calls use little stack (the matrix products' packed blocks live in
+ * the workspace), so any thread may call them, one with a small stack included (musl's
+ * default 128 KiB); the worker threads get 8 MiB.
  *
  * Usage:
  *
@@ -76,13 +75,13 @@ extern "C" {
 #define BCE_STATE_BYTES ((int64_t)2432)   /* optimizer state (train_step) */
 #define BCE_GRAD_BYTES ((int64_t)2368)    /* gradients, at offset 0 of the workspace (train_step; train_grads writes them, apply_update reads them) */
 #define BCE_WEIGHTS_FILE_BYTES ((int64_t)2752)   /* header 384 + PARAM_BYTES */
-#define BCE_INFER_WORKSPACE_FIXED ((int64_t)0)
+#define BCE_INFER_WORKSPACE_FIXED ((int64_t)16640)
 #define BCE_INFER_WORKSPACE_PER_ROW ((int64_t)192)
 #define BCE_INFER_WORKSPACE_BYTES(n) (BCE_INFER_WORKSPACE_FIXED + BCE_INFER_WORKSPACE_PER_ROW * (int64_t)(n))
-#define BCE_TRAIN_STEP_WORKSPACE_FIXED ((int64_t)2432)
+#define BCE_TRAIN_STEP_WORKSPACE_FIXED ((int64_t)53696)
 #define BCE_TRAIN_STEP_WORKSPACE_PER_ROW ((int64_t)384)
 #define BCE_TRAIN_STEP_WORKSPACE_BYTES(n) (BCE_TRAIN_STEP_WORKSPACE_FIXED + BCE_TRAIN_STEP_WORKSPACE_PER_ROW * (int64_t)(n))
-#define BCE_TRAIN_GRADS_WORKSPACE_FIXED ((int64_t)2432)
+#define BCE_TRAIN_GRADS_WORKSPACE_FIXED ((int64_t)53696)
 #define BCE_TRAIN_GRADS_WORKSPACE_PER_ROW ((int64_t)384)
 #define BCE_TRAIN_GRADS_WORKSPACE_BYTES(n) (BCE_TRAIN_GRADS_WORKSPACE_FIXED + BCE_TRAIN_GRADS_WORKSPACE_PER_ROW * (int64_t)(n))
 #define BCE_APPLY_UPDATE_WORKSPACE_FIXED ((int64_t)2368)

@@ -5,10 +5,9 @@
  * at once. No call allocates memory except digits_load_weights (stdio's FILE) and
  * digits_set_num_threads (the threads). Lengths are in elements of the pointed-to type,
  * region sizes in bytes. Calls return 0 or one of the error codes below and, on an error,
- * write nothing. A call needs up to 400 KiB of stack in the calling thread (the matrix
- * products' packed blocks live there): the main thread has it; a thread you create may not
- * (musl's default is 128 KiB): give it 1 MiB with pthread_attr_setstacksize. The worker
- * threads get 8 MiB.
+ * write nothing. The calls use little stack (the matrix products' packed blocks live in
+ * the workspace), so any thread may call them, one with a small stack included (musl's
+ * default 128 KiB); the worker threads get 8 MiB.
  *
  * Usage:
  *
@@ -70,10 +69,10 @@ extern "C" {
 #define DIGITS_STATE_BYTES ((int64_t)19392)   /* optimizer state (train_step) */
 #define DIGITS_GRAD_BYTES ((int64_t)9664)    /* gradients, at offset 0 of the workspace (train_step; train_grads writes them, apply_update reads them) */
 #define DIGITS_WEIGHTS_FILE_BYTES ((int64_t)9984)   /* header 320 + PARAM_BYTES */
-#define DIGITS_INFER_WORKSPACE_FIXED ((int64_t)0)
+#define DIGITS_INFER_WORKSPACE_FIXED ((int64_t)40000)
 #define DIGITS_INFER_WORKSPACE_PER_ROW ((int64_t)128)
 #define DIGITS_INFER_WORKSPACE_BYTES(n) (DIGITS_INFER_WORKSPACE_FIXED + DIGITS_INFER_WORKSPACE_PER_ROW * (int64_t)(n))
-#define DIGITS_TRAIN_STEP_WORKSPACE_FIXED ((int64_t)9792)
+#define DIGITS_TRAIN_STEP_WORKSPACE_FIXED ((int64_t)112256)
 #define DIGITS_TRAIN_STEP_WORKSPACE_PER_ROW ((int64_t)320)
 #define DIGITS_TRAIN_STEP_WORKSPACE_BYTES(n) (DIGITS_TRAIN_STEP_WORKSPACE_FIXED + DIGITS_TRAIN_STEP_WORKSPACE_PER_ROW * (int64_t)(n))
 #define DIGITS_WORKSPACE_BYTES(n) (DIGITS_INFER_WORKSPACE_BYTES(n) > DIGITS_TRAIN_STEP_WORKSPACE_BYTES(n) ? DIGITS_INFER_WORKSPACE_BYTES(n) : DIGITS_TRAIN_STEP_WORKSPACE_BYTES(n))   /* enough for every entry */

@@ -5,10 +5,9 @@
  * at once. No call allocates memory except split_load_weights (stdio's FILE) and
  * split_set_num_threads (the threads). Lengths are in elements of the pointed-to type,
  * region sizes in bytes. Calls return 0 or one of the error codes below and, on an error,
- * write nothing. A call needs up to 400 KiB of stack in the calling thread (the matrix
- * products' packed blocks live there): the main thread has it; a thread you create may not
- * (musl's default is 128 KiB): give it 1 MiB with pthread_attr_setstacksize. The worker
- * threads get 8 MiB.
+ * write nothing. The calls use little stack (the matrix products' packed blocks live in
+ * the workspace), so any thread may call them, one with a small stack included (musl's
+ * default 128 KiB); the worker threads get 8 MiB.
  *
  * Usage:
  *
@@ -71,13 +70,13 @@ extern "C" {
 #define SPLIT_STATE_BYTES ((int64_t)19392)   /* optimizer state (train_step) */
 #define SPLIT_GRAD_BYTES ((int64_t)9664)    /* gradients, at offset 0 of the workspace (train_step; train_grads writes them, apply_update reads them) */
 #define SPLIT_WEIGHTS_FILE_BYTES ((int64_t)9984)   /* header 320 + PARAM_BYTES */
-#define SPLIT_INFER_WORKSPACE_FIXED ((int64_t)0)
+#define SPLIT_INFER_WORKSPACE_FIXED ((int64_t)40000)
 #define SPLIT_INFER_WORKSPACE_PER_ROW ((int64_t)128)
 #define SPLIT_INFER_WORKSPACE_BYTES(n) (SPLIT_INFER_WORKSPACE_FIXED + SPLIT_INFER_WORKSPACE_PER_ROW * (int64_t)(n))
-#define SPLIT_TRAIN_STEP_WORKSPACE_FIXED ((int64_t)9792)
+#define SPLIT_TRAIN_STEP_WORKSPACE_FIXED ((int64_t)112256)
 #define SPLIT_TRAIN_STEP_WORKSPACE_PER_ROW ((int64_t)320)
 #define SPLIT_TRAIN_STEP_WORKSPACE_BYTES(n) (SPLIT_TRAIN_STEP_WORKSPACE_FIXED + SPLIT_TRAIN_STEP_WORKSPACE_PER_ROW * (int64_t)(n))
-#define SPLIT_TRAIN_GRADS_WORKSPACE_FIXED ((int64_t)9664)
+#define SPLIT_TRAIN_GRADS_WORKSPACE_FIXED ((int64_t)112128)
 #define SPLIT_TRAIN_GRADS_WORKSPACE_PER_ROW ((int64_t)320)
 #define SPLIT_TRAIN_GRADS_WORKSPACE_BYTES(n) (SPLIT_TRAIN_GRADS_WORKSPACE_FIXED + SPLIT_TRAIN_GRADS_WORKSPACE_PER_ROW * (int64_t)(n))
 #define SPLIT_APPLY_UPDATE_WORKSPACE_FIXED ((int64_t)9792)
