@@ -244,6 +244,7 @@ class LibraryPlan:
     numerics_offset: dict[str, int] = field(default_factory=dict)
     target: str = ""  # the triple (aarch64-linux-gnu); "" for this machine's
     cpu_checks: tuple[str, ...] = ()  # x86 extensions the init checks (__builtin_cpu_supports)
+    weights_crc: int | None = None  # CRC-32 of the embedded weights (set by object_module)
 
     @property
     def upper(self) -> str:
@@ -598,9 +599,14 @@ def object_module(
     Entries not in ``plan.entries`` become internal (and are dropped by global DCE); the
     kept ones are renamed ``NAME_ENTRY`` -> ``NAME__graphc_ENTRY`` so the public wrappers can
     take the plain names. ``weights`` (the params region image) becomes the read-only global
-    ``NAME__graphc_weights``, 64-byte aligned.
+    ``NAME__graphc_weights``, 64-byte aligned; its CRC-32 goes to ``plan.weights_crc`` and the
+    JSON description, and the library's init checks it (a damaged copy of the library is
+    refused with ERR_WEIGHTS instead of predicting with silently different weights).
     """
     name = plan.name
+    if weights is not None:
+        plan.weights_crc = zlib.crc32(weights)
+        plan.meta["weights_crc"] = plan.weights_crc
     thread_pool(module, name)  # NAME_set/get_num_threads exist even without a GEMM
     for fn in module.functions:
         if (
@@ -1089,6 +1095,8 @@ def _template_macros(plan: LibraryPlan) -> list[str]:
     a("#define GC_CPU_SUPPORTED cpu_supported")
     if plan.embed:
         a(f"#define GC_EMBEDDED_WEIGHTS {N}__graphc_weights")
+        if plan.weights_crc is not None:
+            a(f"#define GC_EMBEDDED_CRC 0x{plan.weights_crc:08x}u")
     if plan.state_init is not None:
         a("#define GC_STATE_INIT state_init")
     a("")

@@ -47,12 +47,12 @@ import hmac
 import os
 import re
 import stat
-import struct
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
+from graphc.codegen.elf import elf_problem
 from graphc.ir.graph import attrs_key
 
 MAGIC = b"graphc-object-v3\n"
@@ -300,50 +300,6 @@ def _secret(folder: Path) -> bytes | None:
 
 def _mac(secret: bytes, key: str, payload: bytes) -> bytes:
     return hmac.new(secret, key.encode() + b"\0" + payload, hashlib.sha256).digest()
-
-
-def elf_problem(obj: bytes) -> str | None:
-    """Why ``obj`` is not a well-formed little-endian ELF64 relocatable file, or None.
-
-    Checked before LLVM's loader sees it (it trusts these fields): the ELF header, the section
-    table and every section inside the file, section links, symbol names and section indexes,
-    and every relocation's symbol index and offset inside its target section.
-    """
-    if len(obj) < 64 or obj[:4] != b"\x7fELF":
-        return "no ELF header"
-    if obj[4] != 2 or obj[5] != 1:
-        return "not little-endian ELF64"
-    e_type, _, _, _, _, e_shoff, _, e_ehsize, _, _, e_shentsize, e_shnum, e_shstrndx = (
-        struct.unpack_from("<HHIQQQIHHHHHH", obj, 16)
-    )
-    if e_type != 1 or e_ehsize != 64 or e_shentsize != 64 or not 0 < e_shnum < 0xFF00:
-        return "not a relocatable object"
-    if e_shoff < 64 or e_shoff + 64 * e_shnum > len(obj) or e_shstrndx >= e_shnum:
-        return "section table outside the file"
-    secs = [struct.unpack_from("<IIQQQQIIQQ", obj, e_shoff + 64 * i) for i in range(e_shnum)]
-    for i, (_, typ, _, _, off, size, link, _info, _, entsize) in enumerate(secs):
-        if typ != 8 and (off > len(obj) or size > len(obj) - off):  # 8: SHT_NOBITS
-            return f"section {i} outside the file"
-        if link >= e_shnum:
-            return f"section {i} links to section {link}"
-        if typ in (2, 4, 11) and (entsize != 24 or size % 24):  # SYMTAB, RELA, DYNSYM
-            return f"section {i} has entries of {entsize} bytes"
-        if typ == 9:  # SHT_REL: not emitted for our targets
-            return f"section {i} holds REL relocations"
-    for i, (_, typ, _, _, off, size, link, info, _, _) in enumerate(secs):
-        if typ == 2:
-            strsize = secs[link][5]
-            for name, _, _, shndx, _, _ in struct.iter_unpack("<IBBHQQ", obj[off : off + size]):
-                if name >= max(strsize, 1) or (shndx >= e_shnum and shndx < 0xFF00):
-                    return f"symbol table {i} has a bad entry"
-        elif typ == 4:
-            if secs[link][1] != 2 or info >= e_shnum:
-                return f"relocation section {i} has a bad symbol table or target"
-            nsyms, target = secs[link][5] // 24, secs[info][5]
-            for r_off, r_info, _ in struct.iter_unpack("<QQq", obj[off : off + size]):
-                if r_info >> 32 >= nsyms or r_off >= target:
-                    return f"relocation section {i} has a bad entry"
-    return None
 
 
 # ---------------------------------------------------------------- entries

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from graphc.codegen import aot
+from graphc.codegen.elf import with_checksum
 from graphc.codegen.target import (
     ARCHES,
     Target,
@@ -232,7 +233,9 @@ def export_model(
             f.write(aot.c_source(plan, hname))
         _link(tools, tgt, emit, name, tmp, csrc, obj, lib_tmp)
         with open(lib_tmp, "rb") as f:
-            files = [(out, f.read(), 0o755 if emit == "so" else 0o644)]
+            lib = f.read()
+        # graphc.load checks the library against this CRC-32 before the dynamic loader maps it
+        files = [(out, with_checksum(lib), 0o755) if emit == "so" else (out, lib, 0o644)]
     files.append((hpath, htext.encode(), 0o644))
     if not plan.embed:
         wpath = (

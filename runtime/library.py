@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from graphc.codegen.aot import CHECK_ERRORS, ERRORS
+from graphc.codegen.elf import checksum_problem, shared_object_problem
 from graphc.codegen.target import elf_arch, host_arch
 from graphc.codegen.threads import MAX_THREADS
 from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError, NumericsError
@@ -32,14 +33,15 @@ from .executable import COPY_OUTPUT_MAX, shape_hint
 from .parallel import own_lock, serialized
 
 ERROR_NAMES = {code: msg for _, code, msg in ERRORS if code}
+WEIGHTS_CODE = next(code for suffix, code, _ in ERRORS if suffix == "ERR_WEIGHTS")
 # The codes of the entries' input checks (codegen/checks.py kinds) in the C wrappers
 CHECK_CODES = {
     code: kind for kind, suffix in CHECK_ERRORS.items() for s, code, _ in ERRORS if s == suffix
 }
 
 
-def _open_private_copy(path: str) -> tuple[ctypes.CDLL, Any]:
-    """dlopen a private copy of the library at ``path``, as the file is now.
+def _open_private_copy(path: str, data: bytes) -> tuple[ctypes.CDLL, Any]:
+    """dlopen a private copy of the library read from ``path`` (its bytes: ``data``).
 
     The dynamic loader hands back the already-loaded object for a path (or file) it has seen,
     so a library re-exported at the same path would be served stale. The copy lives in an
@@ -47,8 +49,6 @@ def _open_private_copy(path: str) -> tuple[ctypes.CDLL, Any]:
     while loaded, so that name is never reused meanwhile), else in a fresh temporary folder.
     Returns the CDLL and what ``_unload`` must free (the descriptor or the folder).
     """
-    with open(path, "rb") as f:
-        data = f.read()
     if hasattr(os, "memfd_create") and os.path.isdir("/proc/self/fd"):
         try:
             fd = os.memfd_create("graphc-" + os.path.basename(path), os.MFD_CLOEXEC)
@@ -111,20 +111,29 @@ class Library:
         if not os.path.isfile(path):
             raise ArgumentError(f"load: no library at {path!r}")
         with open(path, "rb") as f:
-            head = f.read(20)
-            if head[:4] != b"\x7fELF":
-                raise ArgumentError(
-                    f"load: {path!r} is not a shared library. graphc.load opens libraries made by "
-                    "`graphc compile` or model.export(); to restore a checkpoint (.npz), build the "
-                    "model again and call model.load(path)"
-                )
-        built_for, here = elf_arch(head), host_arch().name
+            data = f.read()  # one read: the bytes checked are the bytes loaded
+        if data[:4] != b"\x7fELF":
+            raise ArgumentError(
+                f"load: {path!r} is not a shared library. graphc.load opens libraries made by "
+                "`graphc compile` or model.export(); to restore a checkpoint (.npz), build the "
+                "model again and call model.load(path)"
+            )
+        built_for, here = elf_arch(data[:20]), host_arch().name
         if built_for is not None and built_for != here:
             raise ArgumentError(
                 f"load: {path!r} was built for {built_for} (graphc compile --target); this "
                 f"machine is {here}. Run it on the target machine (or a C program linked with "
                 f"it under qemu-{built_for}); graphc.load opens libraries of this machine's "
                 "architecture"
+            )
+        # The dynamic loader maps what the headers name without checking it against the file:
+        # a truncated or damaged copy would end the process (SIGBUS) inside dlopen.
+        problem = shared_object_problem(data) or checksum_problem(data)
+        if problem is not None:
+            raise ArgumentError(
+                f"load: {path!r} ({len(data)} bytes) is not a well-formed shared library: "
+                f"{problem}. The file is truncated or damaged (an interrupted copy or "
+                "download?): export or copy it again"
             )
         if name is None:
             found = graphc_model_names(path)  # the name the library carries, whatever the file's
@@ -137,7 +146,7 @@ class Library:
         self.path, self.name = path, name
         own_lock(self)  # calls share one workspace: they take turns
         try:
-            self._lib, keep = _open_private_copy(path)
+            self._lib, keep = _open_private_copy(path, data)
         except OSError as e:
             raise GraphcError(f"load: cannot load {path!r}: {e}") from None
         # unloaded (dlclose) and its private copy freed when this Library is dropped
@@ -183,7 +192,14 @@ class Library:
             r["name"]: view(self._state, r["offset"], tuple(r["shape"]), DTYPE_INFO[r["dtype"]].np)
             for r in self.meta["state"]
         }
-        self._call("init", ctypes.byref(self._ctx))
+        rc = getattr(self._lib, f"{name}_init")(ctypes.byref(self._ctx))
+        if rc == WEIGHTS_CODE and self.meta.get("embed"):
+            raise ArgumentError(
+                f"load: the weights built into {path!r} fail their CRC-32 check: the library is "
+                "damaged (a changed byte in a copy or on disk): export or copy it again"
+            )
+        if rc != 0:
+            raise self._error("init", rc)
 
     @property
     def lr(self) -> float:

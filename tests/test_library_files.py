@@ -125,3 +125,46 @@ def test_export_is_all_or_nothing(tmp_path) -> None:
     np.testing.assert_allclose(
         gc.load(str(lib)).predict(xs), xs @ w["d.w"], rtol=1e-5, atol=1e-6
     )  # the old library: bias 0
+
+
+def test_damaged_library_files_are_refused_before_dlopen(tmp_path) -> None:
+    """A truncated or changed copy of an exported library (an interrupted copy or download, a
+    bad disk) raises ArgumentError naming the file; the dynamic loader would map what its
+    headers name and end the process (SIGBUS), or run changed code or weights."""
+    x = gc.input("x", ("N", 3))
+    m = gc.compile(gc.dense(gc.relu(gc.dense(x, 8, name="h")), 2, name="d"), name="dmg")
+    path = tmp_path / "libdmg.so"
+    m.export(str(path))
+    good = path.read_bytes()
+    xs = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(gc.load(str(path)).predict(xs), m.predict(xs))
+    w = good.find(m.params["h.w"].tobytes())  # the embedded weights
+    assert w > 0
+    text_at = good.find(b"\x7fELF") + 0x1000 + 64  # inside the first executable page
+    cases = {
+        "empty": b"",
+        "header only": good[:64],
+        "third": good[: len(good) // 3],
+        "no section table": good[: len(good) - 2000],
+        "flipped code": good[:text_at] + bytes([good[text_at] ^ 0x40]) + good[text_at + 1 :],
+        "flipped weight": good[:w] + bytes([good[w] ^ 1]) + good[w + 1 :],
+        "bad phoff": good[:32] + (10**9).to_bytes(8, "little") + good[40:],
+    }
+    for what, data in cases.items():
+        bad = tmp_path / f"libdmg_{len(data)}_{abs(hash(what)) % 997}.so"
+        bad.write_bytes(data)
+        with pytest.raises(gc.ArgumentError, match=str(bad.name)):
+            gc.load(str(bad), name="dmg")
+    # without graphc's trailer (stripped), the embedded weights' own CRC-32 still catches it
+    from graphc.codegen.elf import CHECKSUM_BYTES
+
+    stripped = good[:-CHECKSUM_BYTES]
+    (tmp_path / "libst.so").write_bytes(stripped)
+    np.testing.assert_array_equal(
+        gc.load(str(tmp_path / "libst.so"), name="dmg").predict(xs), m.predict(xs)
+    )
+    (tmp_path / "libstw.so").write_bytes(
+        stripped[:w] + bytes([stripped[w] ^ 1]) + stripped[w + 1 :]
+    )
+    with pytest.raises(gc.ArgumentError, match="CRC-32"):
+        gc.load(str(tmp_path / "libstw.so"), name="dmg")

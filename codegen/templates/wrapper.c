@@ -12,6 +12,7 @@
  *   GC_OK, GC_ERR_NULL, GC_ERR_BUFFER, GC_ERR_ALIGN, GC_ERR_WEIGHTS, GC_ERR_IO
  *   wheader[]               the weights file's header for this model (CRC field zero)
  *   GC_EMBEDDED_WEIGHTS     (optional) the symbol of the params built into the library
+ *   GC_EMBEDDED_CRC         (optional) their CRC-32, checked by init (GC_ERR_WEIGHTS)
  *   GC_STATE_INIT           (optional) the symbol of the state's initial bytes
  *   GC_CPU_SUPPORTED        (optional) a function: 0 when this CPU cannot run the kernels;
  *                           every checked call then returns GC_ERR_CPU
@@ -86,6 +87,9 @@ GC_API int GC_FN(init)(GC_CTX *ctx) {
     if (ctx->state && (ctx->state_bytes < GC_STATE_BYTES)) return GC_ERR_BUFFER;
     if (ctx->state && misaligned(ctx->state)) return GC_ERR_ALIGN;
 #ifdef GC_EMBEDDED_WEIGHTS
+#ifdef GC_EMBEDDED_CRC
+    if (crc32_update(0, GC_EMBEDDED_WEIGHTS, GC_PARAM_BYTES) != GC_EMBEDDED_CRC) return GC_ERR_WEIGHTS;
+#endif
     memcpy(ctx->params, GC_EMBEDDED_WEIGHTS, (size_t)GC_PARAM_BYTES);
 #else
     memset(ctx->params, 0, (size_t)GC_PARAM_BYTES);
