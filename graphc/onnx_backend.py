@@ -68,6 +68,9 @@ SHAPE_INPUTS = {
     "ReduceMean": (1,),
     "Gather": (1,),
     "ConstantOfShape": (0,),
+    "Range": (0, 1, 2),
+    "Expand": (1,),
+    "Split": (1,),
 }
 
 

@@ -391,6 +391,7 @@ class Importer:
         self.output_set: set[str] = set()
         self.integral: set[int] = set()  # id() of tensors holding integer values (labels)
         self.known: set[int] = set()
+        self.batch_source: Tensor | None = None  # a graph input whose first dimension is N
 
     # -------------------------------------------------------------- values
 
@@ -486,6 +487,8 @@ class Importer:
                 self.values[vi.name] = self.bound[vi.name]
                 continue
             t = self.graph_input(vi)
+            if self.batch_source is None and t.shape[:1] == ("N",):
+                self.batch_source = t
             inputs.append(t)
             input_names[vi.name] = t.name
             self.values[vi.name] = t
@@ -579,8 +582,10 @@ class Importer:
             raise OnnxError(f"{where}: the input has no shape; graphc needs every dimension")
         shape: list[Any] = []
         for k, d in enumerate(tt.shape.dim):
-            fixed = d.HasField("dim_value")
-            if fixed and d.dim_value <= 0:
+            # dim_value -1 (older keras2onnx/tf2onnx files), an empty dim_param and no value at
+            # all are unknown sizes, like a named dim_param
+            fixed = d.HasField("dim_value") and d.dim_value >= 0
+            if fixed and d.dim_value == 0:
                 raise OnnxError(
                     f"{where}: dimension {k} has size {d.dim_value}; graphc does not support "
                     "empty tensors (a dimension of size 0)"
@@ -590,8 +595,9 @@ class Importer:
             elif k == 0:
                 shape.append("N")  # dim_param, or left unknown: the batch dimension
             else:
+                name = d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?")
                 raise OnnxError(
-                    f"{where}: dimension {k} is symbolic ({d.dim_param or '?'}); graphc fixes "
+                    f"{where}: dimension {k} is symbolic ({name}); graphc fixes "
                     "every dimension but the first (the batch N)"
                 )
         t = dsl.input(c_name(self.prefix + vi.name, self.taken, "x"), tuple(shape))
@@ -637,7 +643,7 @@ class Importer:
         )
         try:
             if rule.fold is not None and frozen and present:
-                outs = rule.fold(cx, args)
+                outs = [_tidy(v) for v in rule.fold(cx, args)]
             elif rule.convert is None:
                 cx.fail("this operator is supported only on values known at import time")
             else:
@@ -1058,27 +1064,37 @@ def _fold_transpose(cx: NodeContext, args: list) -> list:
 
 
 def _softmax_like(log: bool) -> Callable[[NodeContext], list[Value]]:
+    """Softmax / LogSoftmax over ``axis`` (opset >= 13) or over the 2-D coercion's columns,
+    every axis from ``axis`` on (opset < 13). graphc's row-wise kernel when the value reshapes
+    to [rows, cols] without merging N with other axes; otherwise (e.g. the last axis of
+    [N,3,4]) composed per the definition with the max subtracted first (stable):
+    y = exp(x - m) / sum(exp(x - m)), log y = (x - m) - log(sum(exp(x - m)))."""
+
     def convert(cx: NodeContext) -> list[Value]:
         x = cx.x(0)
         r = len(x.shape)
         legacy = cx.version < 13  # opset < 13: coerced to 2-D at ``axis`` (default 1)
         axis = _axis(cx, int(cx.attr("axis", 1 if legacy else -1)), r)
-        if legacy:
+        axes = tuple(range(axis, r)) if legacy else (axis,)
+        if any(x.shape[a] == "N" for a in axes):
+            cx.fail(
+                f"axis={axis} on {_fmt(x.shape)} normalizes over the batch dimension N "
+                "(across samples); graphc keeps samples apart"
+            )
+        if axes[-1] == r - 1 and (axis == 0 or axis == 1 or "N" not in x.shape):
             rows, cols = x.shape[:axis], x.shape[axis:]
-        elif axis == r - 1:
-            rows, cols = x.shape[:-1], x.shape[-1:]
-        else:
-            cx.fail(f"axis={axis} on {_fmt(x.shape)}: graphc normalizes over the last axis only")
-        if "N" in cols or "N" in rows[1:] or (rows and rows[0] == "N" and len(rows) > 1):
-            cx.fail(f"axis={axis} on {_fmt(x.shape)} would merge the batch dimension N")
-        two = (rows[0] if rows == ("N",) else math.prod(rows), math.prod(cols))
-        if log and native("log_softmax"):
-            y = dsl.apply("log_softmax", _reshape(cx, x, two))
-        else:
-            y = dsl.softmax(_reshape(cx, x, two))
-            if log:
-                y = dsl.log(y)  # log(softmax): -inf below about -87 (without log_softmax)
-        return [_reshape(cx, y, x.shape)]
+            two = (rows[0] if rows == ("N",) else math.prod(rows), math.prod(cols))
+            if log and native("log_softmax"):
+                y = dsl.apply("log_softmax", _reshape(cx, x, two))
+            else:
+                y = dsl.softmax(_reshape(cx, x, two))
+                if log:
+                    y = dsl.log(y)  # log(softmax): -inf below about -87 (without log_softmax)
+            return [_reshape(cx, y, x.shape)]
+        d = x - dsl.apply("max", x, axes=axes, keepdims=True)
+        e = dsl.exp(d)
+        s = dsl.sum(e, axes, keepdims=True)
+        return [d - dsl.log(s) if log else e / s]
 
     return convert
 
@@ -1355,15 +1371,198 @@ def _constant_of_shape(cx: NodeContext, args: list) -> list:
     return [np.full(tuple(int(d) for d in shape.tolist()), v.reshape(-1)[0], dtype=v.dtype)]
 
 
-def _arith_fold(f: Callable) -> Callable[[NodeContext, list], list]:
+def _tidy(v: Any) -> Any:
+    """A shape computation's result: an object array (one holding the batch size "N") becomes
+    int64 once no element is symbolic (a Gather or Slice that left N out), so that arithmetic,
+    comparisons and data uses downstream see ordinary integers."""
+    if (
+        isinstance(v, np.ndarray)
+        and v.dtype == object
+        and not any(isinstance(e, str) for e in v.flat)
+    ):
+        return np.array([int(e) for e in v.flat], dtype=np.int64).reshape(v.shape)
+    return v
+
+
+# What an arithmetic operator gives when one operand is the batch size N and the other an
+# integer: only the identities (N + 0, N - 0, N * 1, N / 1, N - N, N / N, max/min(N, 1),
+# N == k); anything else would be a new symbolic size, which graphc cannot represent.
+def _sym_elem(op: str, u: Any, v: Any) -> Any:
+    su, sv = isinstance(u, str), isinstance(v, str)
+    if op == "equal":
+        return (u == v) if su == sv else False  # N is never a literal: shapes hold sizes >= 1
+    if su and sv:
+        return {"sub": 0, "div": 1, "max": u, "min": u}.get(op) if u == v else None
+    n, k = (u, v) if su else (v, u)
+    if (op in ("add",) and k == 0) or (op == "sub" and sv is False and k == 0):
+        return n
+    if (op == "mul" and k == 1) or (op == "div" and not sv and k == 1):
+        return n
+    if op == "max" and k <= 1:
+        return n
+    if op == "min" and k <= 1:
+        return k
+    return None
+
+
+def _sym_fold(op: str, f: Callable) -> Callable[[NodeContext, list], list]:
+    """The fold of a binary operator on shape values: numpy, or element by element where an
+    operand holds the batch size N (see ``_sym_elem``)."""
+
     def fold(cx: NodeContext, args: list) -> list:
-        a, b = args[0], args[1]
-        if a.dtype == object or b.dtype == object:
-            cx.fail("arithmetic on the batch size N is not supported in shape computations")
-        out = f(a, b)
-        return [out.astype(np.result_type(a, b)) if out.dtype != np.result_type(a, b) else out]
+        a, b = np.asarray(args[0]), np.asarray(args[1])
+        if a.dtype != object and b.dtype != object:
+            out = f(a, b)
+            if op == "equal":
+                return [out]
+            want = np.result_type(a, b)
+            return [out.astype(want) if out.dtype != want else out]
+        a, b = np.broadcast_arrays(a.astype(object), b.astype(object))
+        out = np.empty(a.shape, dtype=object)
+        for i in np.ndindex(a.shape):
+            u, v = a[i], b[i]
+            if isinstance(u, str) or isinstance(v, str):
+                r = _sym_elem(op, u, v)
+                if r is None:
+                    cx.fail(
+                        f"{op} of {u!r} and {v!r}: arithmetic that changes the batch size N "
+                        "(a symbolic size) is not supported in shape computations"
+                    )
+            else:
+                r = f(np.asarray(u), np.asarray(v)).item()
+            out[i] = r
+        if op == "equal":
+            return [out.astype(bool)]
+        return [out]
 
     return fold
+
+
+def _arith_fold(f: Callable) -> Callable[[NodeContext, list], list]:
+    return _sym_fold({np.add: "add", np.subtract: "sub", np.multiply: "mul"}.get(f, "div"), f)
+
+
+def _fold_where(cx: NodeContext, args: list) -> list:
+    c, x, y = args
+    dt = object if object in (x.dtype, y.dtype) else None
+    out = np.where(np.asarray(c).astype(bool), x.astype(dt) if dt else x, y.astype(dt) if dt else y)
+    return [out]
+
+
+def _fold_range(cx: NodeContext, args: list) -> list:
+    start, limit, delta = (np.asarray(a).reshape(()) for a in args)
+    if object in (start.dtype, limit.dtype, delta.dtype):
+        cx.fail("Range over the batch size N is not supported")
+    if float(delta) == 0:
+        cx.fail("Range with delta 0")
+    count = max(math.ceil((float(limit) - float(start)) / float(delta)), 0)
+    if count > MAX_ELEMENTS:
+        cx.fail(f"{count} elements, above the limit of {MAX_ELEMENTS}")
+    dt = np.result_type(start, limit, delta)
+    return [(start + np.arange(count, dtype=dt) * delta).astype(dt)]
+
+
+def _shape_arg(cx: NodeContext, i: int) -> tuple:
+    s = cx.c(i)
+    return tuple(d if isinstance(d, str) else int(d) for d in np.ravel(s).tolist())
+
+
+def _fold_expand(cx: NodeContext, args: list) -> list:
+    data, shape = args
+    if shape.dtype == object:
+        return _expand(cx)  # a known value broadcast along N: a graph value
+    target = np.broadcast_shapes(data.shape, tuple(int(d) for d in shape.tolist()))
+    if math.prod(target) > MAX_ELEMENTS:
+        cx.fail(f"{math.prod(target)} elements, above the limit of {MAX_ELEMENTS}")
+    return [np.broadcast_to(data, target).copy()]
+
+
+def _expand(cx: NodeContext) -> list[Value]:
+    """Expand (numpy broadcasting of the operand and the shape): x plus zeros of the target
+    shape; a target with the batch size N takes N from a graph input."""
+    x = cx.x(0)
+    want = _shape_arg(cx, 1)
+    r = max(len(want), len(x.shape))
+    a = (1,) * (r - len(x.shape)) + tuple(x.shape)
+    b = (1,) * (r - len(want)) + want
+    out = []
+    for u, v in zip(a, b):
+        if u == v or v == 1:
+            out.append(u)
+        elif u == 1:
+            out.append(v)
+        else:
+            cx.fail(f"cannot expand {_fmt(x.shape)} to {list(want)}")
+    out_t = tuple(out)
+    if out_t == tuple(x.shape):
+        return [x * 1.0]
+    if "N" in out_t and "N" not in x.shape:
+        if out_t[0] != "N" or cx.imp.batch_source is None:
+            cx.fail(f"expand of {_fmt(x.shape)} to {list(want)} puts N elsewhere than first")
+        src = cx.imp.batch_source
+        col = src
+        if len(src.shape) > 1:
+            col = dsl.apply(
+                "slice",
+                src,
+                axes=tuple(range(1, len(src.shape))),
+                starts=(0,) * (len(src.shape) - 1),
+                ends=(1,) * (len(src.shape) - 1),
+            )
+        like = _reshape(cx, col, ("N",) + (1,) * (r - 1))
+        one = (1,) * r
+        zero = cx.imp.constant_tensor("expand_zero", np.zeros(one, np.float32), cx, False)
+        zeros = dsl.apply("broadcast_to", zero, like)  # [N,1,...]: shape only, no values read
+        x = x + zeros
+        if tuple(x.shape) == out_t:
+            return [x]
+    fixed = tuple(1 if d == "N" else d for d in out_t)
+    zero = cx.imp.constant_tensor("expand_zeros", np.zeros(fixed, np.float32), cx, False)
+    return [x + zero]
+
+
+def _split_sizes(cx: NodeContext, size: int, n_out: int) -> list[int]:
+    if cx.version < 13:
+        split = cx.attr("split")
+    elif cx.has(1):
+        split = cx.c(1).tolist()
+    else:
+        split = None
+    if split is not None:
+        split = [int(v) for v in np.ravel(split)]
+        if sum(split) != size or any(v <= 0 for v in split):
+            cx.fail(f"split {split} does not cut an axis of size {size} into positive parts")
+        return split
+    n = int(cx.attr("num_outputs", n_out))
+    step = -(-size // n)
+    sizes = [step] * (size // step) + ([size % step] if size % step else [])
+    if len(sizes) != n_out:
+        cx.fail(f"cannot split an axis of size {size} into {n_out} parts")
+    return sizes
+
+
+def _split(cx: NodeContext) -> list[Value]:
+    x = cx.x(0)
+    axis = _axis(cx, int(cx.attr("axis", 0)), len(x.shape))
+    if x.shape[axis] == "N":
+        cx.fail(f"splitting the batch dimension N of {_fmt(x.shape)} is not supported")
+    sizes = _split_sizes(cx, int(x.shape[axis]), len(cx.node.output))
+    outs, start = [], 0
+    for k in sizes:
+        outs.append(
+            dsl.apply("slice", x, axes=(axis,), starts=(start,), ends=(start + k,))
+            if k != x.shape[axis]
+            else x * 1.0
+        )
+        start += k
+    return outs
+
+
+def _fold_split(cx: NodeContext, args: list) -> list:
+    a = args[0]
+    axis = _axis(cx, int(cx.attr("axis", 0)), a.ndim)
+    sizes = _split_sizes(cx, a.shape[axis], len(cx.node.output))
+    return np.split(a, np.cumsum(sizes)[:-1], axis=axis)
 
 
 def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -1584,8 +1783,11 @@ OPS: dict[str, Rule] = {
     "Less": Rule(_compare("less", swap_of="greater")),
     "GreaterOrEqual": Rule(_compare("greater_equal")),
     "LessOrEqual": Rule(_compare("less_equal", swap_of="greater_equal")),
-    "Equal": Rule(_equal),
-    "Where": Rule(_where),
+    "Equal": Rule(_equal, fold=_sym_fold("equal", np.equal)),
+    "Where": Rule(_where, fold=_fold_where),
+    "Expand": Rule(_expand, fold=_fold_expand),
+    "Range": Rule(None, fold=_fold_range),
+    "Split": Rule(_split, ("axis", "split", "num_outputs"), fold=_fold_split),
     "Gemm": Rule(_gemm, ("alpha", "beta", "transA", "transB")),
     "MatMul": Rule(_matmul),
     "Transpose": Rule(_transpose, ("perm",), fold=_fold_transpose, keeps_integers=True),

@@ -1,0 +1,101 @@
+"""Regenerates tests/data/onnx/torch_*.onnx: small modules exported by torch.onnx.export (the
+TorchScript exporter, dynamo=False) with a dynamic batch dimension, at opsets 13 and 17. Their
+shape arithmetic (Shape -> Gather -> Div/Add/Mul -> Unsqueeze/Concat/Slice/Expand/Where ->
+Reshape) is what torch writes for code such as ``x.chunk(2, 1)`` and
+``x.reshape(x.shape[0], x.shape[1] // 2, 2)``.
+
+Run with a Python that has torch and onnx: ``python tests/data/onnx/export_torch.py``.
+"""
+
+import os
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Chunk(torch.nn.Module):
+    def forward(self, x):
+        a, b = x.chunk(2, dim=1)
+        return a * torch.sigmoid(b)
+
+
+class Resh(torch.nn.Module):
+    def forward(self, x):
+        return x.reshape(x.shape[0], x.shape[1] // 2, 2).sum(-1)
+
+
+class View(torch.nn.Module):
+    def forward(self, x):
+        return x.view(x.size(0), -1) * 2
+
+
+class Split(torch.nn.Module):
+    def forward(self, x):
+        a, b = x.split([3, 5], dim=1)
+        return a.sum(1, keepdim=True) + b.mean(1, keepdim=True)
+
+
+class Expand(torch.nn.Module):
+    def forward(self, x):
+        return x + torch.ones(1, 8).expand(x.shape[0], 8)
+
+
+class Narrow(torch.nn.Module):
+    def forward(self, x):
+        n = x.shape[1]
+        return x[:, : n // 2] - x[:, n // 2 :]
+
+
+class Heads(torch.nn.Module):
+    def forward(self, x):
+        b, d = x.shape
+        return torch.softmax(x.view(b, 2, d // 2), dim=-1).reshape(b, d)
+
+
+class ClsExpand(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.cls = torch.nn.Parameter(torch.randn(1, 1, 4))
+
+    def forward(self, x):
+        b = x.shape[0]
+        t = torch.cat([self.cls.expand(b, -1, -1), x.view(b, 2, 4)], dim=1)
+        return torch.log_softmax(t, dim=-1).flatten(1) + t.amax(-1).sum(-1, keepdim=True)
+
+
+class Halves(torch.nn.Module):
+    def forward(self, x):
+        h = x.size(1) // 2
+        a, b = x.narrow(1, 0, h), x.narrow(1, h, x.size(1) - h)
+        return torch.cat([b, a], 1) * torch.pow(a, 2).sum(1, keepdim=True)
+
+
+MODULES = {
+    "chunk": (Chunk, (13, 17)),
+    "resh": (Resh, (13, 17)),
+    "view": (View, (17,)),
+    "expand": (Expand, (13, 17)),
+    "heads": (Heads, (13, 17)),
+    "narrow": (Narrow, (17,)),
+    "split": (Split, (13, 17)),
+    "clsexp": (ClsExpand, (13, 17)),
+    "halves": (Halves, (17,)),
+}
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    x = torch.randn(3, 8)
+    for name, (cls, opsets) in MODULES.items():
+        m = cls()
+        for opset in opsets:
+            torch.onnx.export(
+                m,
+                (x,),
+                os.path.join(HERE, f"torch_{name}_{opset}.onnx"),
+                opset_version=opset,
+                input_names=["x"],
+                output_names=["y"],
+                dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+                dynamo=False,
+            )

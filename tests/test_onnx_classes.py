@@ -1,0 +1,152 @@
+"""ONNX import classes found by trying real exporters' files: shape arithmetic beside a symbolic
+batch, batch dimensions written as -1, normalizations over the last axis of rank-3 values, Pow
+of negative bases, model-local functions and ops defined by a function body. Each is checked
+against ONNX Runtime (or numpy float64 from the operator's definition)."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper, numpy_helper
+
+import graphc as gc
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "onnx")
+
+
+def ort_run(model, feeds: dict) -> list[np.ndarray]:
+    ort = pytest.importorskip("onnxruntime")
+    src = model if isinstance(model, str) else model.SerializeToString()
+    return ort.InferenceSession(src, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def model_of(nodes, inputs, outputs, inits=(), opset: int = 13, functions=(), extra=()):
+    g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    opsets = [helper.make_opsetid("", opset), *extra]
+    m = helper.make_model(g, opset_imports=opsets, functions=list(functions))
+    m.ir_version = 9
+    return m
+
+
+def vi(name: str, shape) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def const(name: str, v, dtype=np.int64):
+    return helper.make_node(
+        "Constant", [], [name], value=numpy_helper.from_array(np.array(v, dtype))
+    )
+
+
+def check(model, x: np.ndarray, rtol: float = 1e-5, atol: float = 1e-6) -> np.ndarray:
+    """Imported, compiled and run on x: equal to ONNX Runtime's outputs; returns graphc's."""
+    want = ort_run(model, {_input_name(model): x})[0]
+    got = gc.from_onnx(model).compile().predict(x)
+    np.testing.assert_allclose(np.asarray(got).reshape(want.shape), want, rtol=rtol, atol=atol)
+    return got
+
+
+def _input_name(model) -> str:
+    m = onnx.load(model) if isinstance(model, str) else model
+    return m.graph.input[0].name
+
+
+# ---------------------------------------------------------------- shape arithmetic (B1)
+
+TORCH_FILES = sorted(glob.glob(os.path.join(DATA, "torch_*.onnx")))
+
+
+@pytest.mark.parametrize("path", TORCH_FILES, ids=lambda p: os.path.basename(p)[6:-5])
+def test_torch_exports_with_dynamic_batch_match_onnxruntime(path: str) -> None:
+    """torch.onnx.export files (tests/data/onnx/export_torch.py): chunk, split, narrow, reshape
+    with x.shape[1] // 2, expand to the batch, softmax over the last axis of [N,2,4]."""
+    x = np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)
+    check(path, x)
+
+
+def test_gathered_non_batch_dim_is_an_integer() -> None:
+    """Shape -> Gather(1) -> Div -> Slice: the gathered size is 8, not N."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        const("i1", [1]),
+        helper.make_node("Gather", ["s", "i1"], ["d1"], axis=0),
+        const("two", [2]),
+        helper.make_node("Div", ["d1", "two"], ["half"]),
+        const("z", [0]),
+        helper.make_node("Slice", ["x", "z", "half", "i1"], ["y"]),
+    ]
+    m = model_of(nodes, [vi("x", ["batch", 8])], [vi("y", ["batch", 4])])
+    check(m, np.arange(16, dtype=np.float32).reshape(2, 8))
+
+
+def test_shape_values_with_n_fold_through_identities_equal_and_where() -> None:
+    """[N, 8] -> Mul(shape, 1) -> Equal(-1) -> Where -> Reshape: N survives the identities,
+    N == -1 is false; a real change of N is refused by name."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        const("one", [1, 1]),
+        helper.make_node("Mul", ["s", "one"], ["s1"]),
+        const("m1", [-1, -1]),
+        helper.make_node("Equal", ["s1", "m1"], ["eq"]),
+        const("ones", [1, 1]),
+        helper.make_node("Where", ["eq", "ones", "s1"], ["s2"]),
+        helper.make_node("Reshape", ["x", "s2"], ["y"]),
+    ]
+    m = model_of(nodes, [vi("x", ["N", 8])], [vi("y", ["N", 8])])
+    check(m, np.ones((3, 8), np.float32))
+    nodes[1] = const("one", [2, 1])
+    with pytest.raises(gc.OnnxError, match=r"node 2 .*Mul.*batch size N"):
+        gc.from_onnx(model_of(nodes, [vi("x", ["N", 8])], [vi("y", ["N", 8])]))
+
+
+# ---------------------------------------------------------------- dim_value -1 (B3)
+
+
+def test_batch_dim_written_as_minus_one_or_empty_is_symbolic() -> None:
+    for dims in ([-1, 3], ["", 3], [None, 3]):
+        m = model_of([helper.make_node("Relu", ["x"], ["y"])], [vi("x", dims)], [vi("y", dims)])
+        check(m, -np.arange(6, dtype=np.float32).reshape(2, 3) + 2)
+    m = model_of([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [4, -1])], [vi("y", [4, -1])])
+    with pytest.raises(gc.OnnxError, match=r"input 'x': dimension 1 is symbolic \(-1\)"):
+        gc.from_onnx(m)
+
+
+# ---------------------------------------------------------------- axis ops on rank 3 (B4)
+
+
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("opset,axis", [(13, -1), (13, 1), (11, 2), (11, 1)])
+def test_softmax_over_inner_axes_of_rank3(op: str, opset: int, axis: int) -> None:
+    m = model_of(
+        [helper.make_node(op, ["x"], ["y"], axis=axis)],
+        [vi("x", ["N", 3, 4])],
+        [vi("y", ["N", 3, 4])],
+        opset=opset,
+    )
+    x = (np.random.default_rng(2).standard_normal((2, 3, 4)) * 30).astype(np.float32)
+    check(m, x, atol=1e-5)
+
+
+def test_softmax_over_the_batch_axis_is_refused_by_name() -> None:
+    m = model_of(
+        [helper.make_node("Softmax", ["x"], ["y"], axis=0)],
+        [vi("x", ["N", 4])],
+        [vi("y", ["N", 4])],
+    )
+    with pytest.raises(gc.OnnxError, match=r"Softmax.*batch dimension N"):
+        gc.from_onnx(m)
+
+
+def test_reductions_and_concat_on_the_last_axis_of_rank3() -> None:
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["m"], axes=[2], keepdims=1),
+        helper.make_node("ReduceMax", ["x"], ["mx"], axes=[-1], keepdims=1),
+        helper.make_node("Concat", ["x", "m", "mx"], ["y"], axis=2),
+    ]
+    m = model_of(nodes, [vi("x", ["N", 3, 4])], [vi("y", ["N", 3, 6])])
+    check(m, np.random.default_rng(3).standard_normal((2, 3, 4)).astype(np.float32))
