@@ -265,7 +265,11 @@ def schedule_split(
             if entry == "train_grads"
             else {p: grad_slot(p) for p in params}
         )
-        sched = schedule(res.graph, layout, grads, reuse=opt_level >= 1)
+        # the region spans every param, trainable or not (a frozen last layer, a gc.constant
+        # scaling the output): the runtime reads and all-reduces it as the param region's twin
+        sched = schedule(
+            res.graph, layout, grads, reuse=opt_level >= 1, grad_region=prog.param_bytes
+        )
         sched.kernels = [
             k
             for k in sched.kernels

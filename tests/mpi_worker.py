@@ -27,6 +27,8 @@ MODE:
               rank 0 writes whether each path ran and whether they agreed bit for bit;
               also the errors of fit on data with NaN rows / bad labels in both ranks'
               shares of the rows (each rank checks its share), one-process and distributed
+    frozen    tests/test_frozen.py's models (non-trainable params first, middle, last, several,
+              a gc.constant scaling the output), SGD, 2 epochs of 50 rows in batches of 16
     edges     (under mpirun, 3 ranks) fewer rows than ranks: 2 training rows in batches of 1,
               and 2 validation rows, against rank 0's one-process fit; then errors raised on
               some ranks only before any step (rank 1 passes x with another width, rank 0
@@ -377,6 +379,18 @@ def main() -> None:
         res = paths()
     elif mode == "edges":
         res = edges()
+    elif mode == "frozen":  # tests/test_frozen.py: non-trainable params first, middle, last
+        from test_frozen import FROZEN, frozen_model
+
+        rng = np.random.default_rng(5)
+        xf, tf = rng.standard_normal((ROWS, 4)), rng.standard_normal((ROWS, 3))
+        for case in FROZEN:
+            m = frozen_model(case, f"frz_{case}")
+            m.threads = 1
+            h = m.fit(xf, tf, epochs=2, batch_size=BATCH, seed=5, verbose=0, distributed=dist)
+            res[f"{case}_loss"] = np.array(h["loss"])
+            for k, v in m.params.items():
+                res[f"{case}_param_{k}"] = v
     else:
         m = model("adam", "m_adam")
         m.fit(x, y, epochs=3, batch_size=BATCH, verbose=0, callbacks=[Fail(mode)], distributed=dist)

@@ -82,6 +82,7 @@ def schedule(
     *,
     reuse: bool = True,
     in_place_reuse: bool = True,
+    grad_region: int = 0,
 ) -> Schedule:
     """Order the kernels of ``g`` and give every value a buffer.
 
@@ -92,12 +93,15 @@ def schedule(
         reuse: share arena memory between values whose lifetimes do not overlap (-O1 and up).
         in_place_reuse: with ``reuse``, let an elementwise kernel write a result into the buffer
             of an operand of the same type that dies in that kernel (see _in_place_aliases).
+        grad_region: the grad region's least size in bytes (the split step's: the whole param
+            region, also where non-trainable params lie past the last trainable one).
     """
     plan = _start(g, layout)
     _plan_outputs(plan)
     _plan_readers(plan)
     _plan_updates(plan)
     _plan_gradients(plan, grads or {})
+    plan.grad_bytes = max(plan.grad_bytes, grad_region)
     _plan_values(plan)
     _plan_arena(plan, reuse, in_place_reuse)
     kernels, flat_notes = _kernel_list(plan)
