@@ -918,28 +918,75 @@ def _gelu(cx: NodeContext) -> list[Value]:
 
 
 def _pow(cx: NodeContext) -> list[Value]:
+    """Pow per the ONNX spec (C's pow, as numpy and ONNX Runtime): one finite scalar exponent
+    known at import time is graphc's pow (exact products for integral exponents, any sign of
+    x); any other exponent (an array known at import time, or a computed value) is
+    ``_pow_general``."""
     x = cx.x(0)
     v = cx.value(1)
     if (
         isinstance(v, np.ndarray)
         and v.size == 1
+        and v.ndim <= len(x.shape)
         and not (cx.node.input[1] in cx.imp.initializers and cx.imp.is_trainable(cx.node.input[1]))
     ):
         p = float(v.reshape(()))
-        if native("pow") and math.isfinite(p) and p not in (1.0, 2.0, 0.5):
-            return [dsl.apply("pow", x, exponent=p)]
         if p == 1.0:
             return [x * 1.0]
         if p == 2.0:
             return [dsl.square(x)]
         if p == 0.5:
             return [dsl.sqrt(x)]
-        if p == int(p) and 0 <= p <= 8:
-            out = dsl.const(1.0)
-            for _ in range(int(p)):
-                out = out * x
-            return [out if out.shape == x.shape else out + x * 0.0]
-    return [dsl.exp(cx.x(1) * dsl.log(x))]  # x > 0 (NaN for x < 0, as numpy for such powers)
+        if native("pow") and math.isfinite(p):
+            return [dsl.apply("pow", x, exponent=p)]
+    return [_pow_general(cx, x, cx.value(1))]
+
+
+ROUND_F32 = 2.0**23  # (v + 2**23) - 2**23 rounds 0 <= v < 2**23 to an integer in float32
+
+
+def _pow_general(cx: NodeContext, x: Tensor, e: Value) -> Tensor:
+    """x ** e element by element, as C's pow defines it: |x| ** e = exp(e * log|x|), negative
+    for x < 0 and an odd integral e; NaN for x < 0 and a non-integral e (log of the negative
+    base itself); x ** 0 = 1 for every x (NaN too); 0 ** e = 0 (e > 0) or inf (e < 0).
+
+    Whether e is integral and odd is computed with numpy when e is known at import time, and
+    in the graph otherwise: round(v) = (v + 2**23) - 2**23 in float32 (exact for
+    0 <= v < 2**23; every float32 from 2**23 on is an integer, even from 2**24 on).
+    """
+    if isinstance(e, np.ndarray):
+        ef = np.asarray(e, dtype=np.float64)
+        integral = np.isfinite(ef) & (np.floor(ef) == ef) | np.isinf(ef)
+        odd = np.isfinite(ef) & integral & (np.mod(ef, 2.0) == 1.0)
+
+        def mask(name: str, a: np.ndarray) -> Tensor:
+            return cx.imp.constant_tensor(name, a.astype(np.float32), cx, False)
+
+        et = cx.x(1)
+        is_int = mask("pow_integral", integral) if not integral.all() else None
+        is_odd = mask("pow_odd", odd) if odd.any() else None
+        is_zero = mask("pow_zero", ef == 0) if (ef == 0).any() else None
+    else:
+        et = e
+        ae = _abs(et)
+
+        def integral_of(v: Tensor) -> Tensor:
+            r = (v + ROUND_F32) - ROUND_F32
+            exact = dsl.apply("equal", r, v)
+            return dsl.maximum(exact, dsl.apply("greater_equal", v, dsl.const(ROUND_F32)))
+
+        is_int = integral_of(ae)
+        is_odd = is_int * (1.0 - integral_of(ae * 0.5))
+        is_zero = dsl.apply("equal", et, dsl.const(0.0))
+    ax = _abs(x)
+    base = ax if is_int is None else dsl.apply("where", is_int, ax, x)
+    y = dsl.exp(et * dsl.log(base))
+    if is_odd is not None:
+        neg = dsl.apply("less", x, dsl.const(0.0))
+        y = y * (1.0 - 2.0 * (is_odd * neg))
+    if is_zero is not None:
+        y = dsl.apply("where", is_zero, dsl.const(1.0), y)  # 1 also where y is NaN
+    return y
 
 
 def _clip(cx: NodeContext) -> list[Value]:

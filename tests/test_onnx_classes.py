@@ -150,3 +150,86 @@ def test_reductions_and_concat_on_the_last_axis_of_rank3() -> None:
     ]
     m = model_of(nodes, [vi("x", ["N", 3, 4])], [vi("y", ["N", 3, 6])])
     check(m, np.random.default_rng(3).standard_normal((2, 3, 4)).astype(np.float32))
+
+
+# ---------------------------------------------------------------- Pow of negative bases (A4)
+
+POW_X = np.array([-2.0, -1.5, -1.0, -0.0, 0.0, 0.5, 3.0, -3.0, -1.0, 2.0, -2.0, 0.0], np.float32)
+POW_E = np.array([3.0, 2.0, 8388609.0, 0.0, 0.0, -2.0, 0.5, 0.5, 2.0**24, -1.0, -3.0, -1.0])
+
+
+def _pow_model(exponent_input: bool, opset: int = 13):
+    k = POW_X.size
+    inputs = [vi("x", ["N", k])] + ([vi("e", ["N", k])] if exponent_input else [])
+    inits = [] if exponent_input else [numpy_helper.from_array(POW_E.astype(np.float32), "e")]
+    nodes = [helper.make_node("Pow", ["x", "e"], ["y"])]
+    return model_of(nodes, inputs, [vi("y", ["N", k])], inits, opset)
+
+
+def _pow_want() -> np.ndarray:
+    with np.errstate(all="ignore"):  # C's pow, per element (ONNX's definition), in float64
+        return np.power(POW_X.astype(np.float64), POW_E)[None]
+
+
+def test_pow_with_a_per_element_exponent_is_real_for_integral_exponents() -> None:
+    """(-2)**3 = -8, (-1.5)**2, (-1)**(2**23+1) = -1, 0**0 = 1, 0**-1 = inf, (-3)**0.5 = NaN."""
+    m = _pow_model(False)
+    x = POW_X[None]
+    want = ort_run(m, {"x": x})[0]
+    np.testing.assert_allclose(want, _pow_want(), rtol=1e-6)  # the reference agrees with ORT
+    got = gc.from_onnx(m).compile().predict(x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, equal_nan=True)
+
+
+def test_pow_with_a_computed_exponent_is_real_for_integral_exponents() -> None:
+    m = _pow_model(True)
+    x, e = POW_X[None], POW_E.astype(np.float32)[None]
+    want = ort_run(m, {"x": x, "e": e})[0]
+    np.testing.assert_allclose(want, _pow_want(), rtol=1e-6)
+    got = gc.from_onnx(m).compile().predict({"x": x, "e": e})
+    np.testing.assert_allclose(got, want, rtol=1e-5, equal_nan=True)
+
+
+def test_unary_siblings_follow_ieee_at_the_edges() -> None:
+    """Sqrt(-1) = NaN, Log(0) = -inf, Log(-1) = NaN, Reciprocal(0) = inf, as ONNX Runtime."""
+    x = np.array([[-1.0, 0.0, -0.0, 4.0, 1e-30]], np.float32)
+    for op in ("Sqrt", "Log", "Reciprocal"):
+        m = model_of([helper.make_node(op, ["x"], ["y"])], [vi("x", ["N", 5])], [vi("y", ["N", 5])])
+        want = ort_run(m, {"x": x})[0]
+        got = gc.from_onnx(m).compile().predict(x)
+        np.testing.assert_allclose(got, want, rtol=1e-5, equal_nan=True, err_msg=op)
+
+
+def test_pow_gradients_match_central_differences() -> None:
+    """d/dB sum(u * B**E) for negative and positive bases (integral E where B < 0), and d/dE
+    where it is defined (B > 0), E computed (E * 1) so that it trains: float64 central
+    differences of numpy's power."""
+    from conftest import numeric_grad
+
+    b0 = np.array([-2.0, -1.5, 0.5, 2.0, 3.0, -1.0], np.float32)
+    e0 = np.array([3.0, 2.0, 2.5, -1.0, 0.5, 4.0], np.float32)
+    nodes = [
+        helper.make_node("Mul", ["E", "one"], ["Ec"]),
+        helper.make_node("Pow", ["B", "Ec"], ["p"]),
+        helper.make_node("Mul", ["u", "p"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(b0, "B"),
+        numpy_helper.from_array(e0, "E"),
+        numpy_helper.from_array(np.ones(6, np.float32), "one"),
+    ]
+    m = model_of(nodes, [vi("u", ["N", 6])], [vi("y", ["N", 6])], inits)
+    imp = gc.from_onnx(m, trainable={"B", "E"})
+    model = imp.compile(gc.sum(imp.outputs[0]), gc.SGD(0.1))
+    u = np.array([[0.5, -1.0, 2.0, 1.5, -0.5, 0.25]], np.float32)
+    got = model.gradients(u)
+    names = {v.node.origin.split()[-1]: k for k, v in imp.params.items()}
+
+    def f(b, e):
+        with np.errstate(invalid="ignore"):  # (-1.5) ** 2.0000001 is NaN: E's steps at B < 0
+            return float(np.sum(u[0] * np.power(b, e)))
+
+    b64, e64 = b0.astype(np.float64), e0.astype(np.float64)
+    np.testing.assert_allclose(got[names["B"]], numeric_grad(f, [b64, e64], 0), rtol=1e-4)
+    pos = b0 > 0
+    np.testing.assert_allclose(got[names["E"]][pos], numeric_grad(f, [b64, e64], 1)[pos], rtol=1e-4)
