@@ -156,22 +156,32 @@ class EarlyStopping(Callback):
 class LRSchedule(Callback):
     """Base of the epoch-wise schedules: ``model.lr = rate(epoch, base_lr)`` before each epoch.
 
-    ``base_lr`` is ``model.lr`` when the schedule is first used; a later ``fit`` with the same
-    schedule (resuming with ``initial_epoch``) continues it rather than restarting from the
-    decayed rate. The rates of the current ``fit`` are recorded in ``self.rates``.
+    ``base_lr``, unless set on the schedule: ``model.lr`` when the schedule starts at epoch 0,
+    else ``model.initial_lr`` (a resumed run, ``fit(initial_epoch=k)``, possibly after
+    ``load``: the base rate the checkpoint kept, not the rate it had decayed to; torch's
+    schedulers resume from ``initial_lr`` likewise). Epoch k then gets the rate of an
+    uninterrupted run. To resume with another base rate, set ``model.lr`` (outside ``fit``)
+    or ``model.initial_lr`` before ``fit``, or ``schedule.base_lr``. A later ``fit`` with the
+    same schedule object continues from its ``base_lr``. The rates of the current ``fit`` are
+    recorded in ``self.rates``.
     """
 
     base_lr: float | None = None
 
     def on_train_begin(self, model: Any) -> None:
-        if self.base_lr is None:
-            self.base_lr = float(model.lr)
         self.rates: list[float] = []
 
     def rate(self, epoch: int, base_lr: float) -> float:
         raise NotImplementedError
 
     def on_epoch_begin(self, model: Any, epoch: int) -> None:
+        if self.base_lr is None:
+            base = getattr(model, "initial_lr", None)
+            self.base_lr = float(model.lr if epoch == 0 or base is None else base)
+            if epoch == 0 and base is not None:
+                model.initial_lr = self.base_lr  # what a checkpoint of this run keeps
+        if not hasattr(self, "rates"):
+            self.rates = []
         model.lr = float(self.rate(epoch, self.base_lr))
         self.rates.append(model.lr)
 

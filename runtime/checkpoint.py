@@ -76,6 +76,7 @@ def header_for(model: Any, extra: dict[str, Any] | None = None) -> dict[str, Any
         "graph_hash": structure_hash(prog.training or prog.forward),
         "forward_hash": structure_hash(prog.forward),
         "lr": float(model.lr),
+        "initial_lr": float(getattr(model, "initial_lr", model.lr)),
         "epochs_done": int(epochs[-1]) + 1 if epochs else None,
         "extra": extra or {},
         "params": _entries(model.params),
@@ -370,15 +371,22 @@ def load(model: Any, path: str | os.PathLike, *, weights_only: bool = False) -> 
     if not weights_only:
         new_state = _match(path, "optimizer state", model.state, state, True)
     lr = header.get("lr") if not weights_only else None
-    if isinstance(lr, (int, float)) and not (math.isfinite(lr) and lr >= 0):
-        # checked before anything is written: model.lr rejects it (runtime/checks.py)
-        raise CheckpointError(f"{path}: learning rate {lr!r} is not finite and >= 0")
+    base = header.get("initial_lr") if not weights_only else None
+    for what, v in (("learning rate", lr), ("initial learning rate", base)):
+        if isinstance(v, (int, float)) and not (math.isfinite(v) and v >= 0):
+            # checked before anything is written: model.lr rejects it (runtime/checks.py)
+            raise CheckpointError(f"{path}: {what} {v!r} is not finite and >= 0")
+    keep_base = getattr(model, "initial_lr", None)
     for k, v in new_params.items():
         model.params[k][...] = v
     for k, v in new_state.items():
         model.state[k][...] = v
     if isinstance(lr, (int, float)):
         model.lr = float(lr)
+        # the schedules' base rate (Model.initial_lr): the checkpoint's; one written before
+        # it was kept leaves the model's (its optimizer's lr), not the decayed rate
+        if hasattr(model, "initial_lr"):
+            model.initial_lr = float(base) if isinstance(base, (int, float)) else keep_base
     return header
 
 

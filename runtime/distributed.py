@@ -607,6 +607,7 @@ def fit(
             comm.Bcast(model._param_region, root=0)
             comm.Bcast(model._state_region, root=0)
             model.lr = float(comm.bcast(float(model.lr), root=0))
+            model.initial_lr = float(comm.bcast(float(model.initial_lr), root=0))  # schedules
             cbs.train_begin(model)
             try:
                 _epochs(

@@ -83,6 +83,22 @@ def row_split(schedules: dict[str, Any]) -> dict[str, bool]:
 EXPORTERS: dict[str, Callable[..., Any]] = {}
 
 
+def _fitting(fit: Callable[..., Any]) -> Callable[..., Any]:
+    """``fit`` with ``model._fit_depth`` raised while it runs: the rates its callbacks set are
+    not taken as a new base rate (``Model.initial_lr``)."""
+    import functools
+
+    @functools.wraps(fit)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self._fit_depth += 1
+        try:
+            return fit(self, *args, **kwargs)
+        finally:
+            self._fit_depth -= 1
+
+    return run
+
+
 def _exporter(kind: str) -> Callable[..., Any]:
     if kind not in EXPORTERS:
         raise GraphcError(f"no {kind} exporter installed: import graphc first")
@@ -134,6 +150,7 @@ class Model:
             for name, t in zip(e.sched.input_slots, e.in_types):
                 if name == "lr":
                     self._lr_arrays.setdefault(t.np_dtype, np.zeros((), t.np_dtype))
+        self._fit_depth = 0  # > 0 while fit runs (its schedules' rates are not a new base)
         self.lr = float(getattr(optimizer, "lr", 1e-3))
         # train_step(x, y) of a model with one feature and one label input: the entry and the
         # slot order of (x, y, lr), so that a call in a known layout builds nothing else
@@ -255,6 +272,26 @@ class Model:
         self._lr = v
         for a in self._lr_arrays.values():
             a[()] = v
+        if not self._fit_depth:  # the user's choice (not a schedule's): the new base rate
+            self.initial_lr = v
+
+    @property
+    def initial_lr(self) -> float:
+        """The base rate of the learning-rate schedules (torch's ``initial_lr``): the rate
+        last set outside ``fit`` (the optimizer's ``lr`` at first), kept in checkpoints. A
+        schedule that starts at epoch 0 takes ``model.lr``; one resumed at a later epoch
+        (``fit(initial_epoch=k)`` after ``load``) takes this, so that its rates are those of
+        an uninterrupted run instead of decaying the decayed rate again. Set it (or ``lr``
+        outside ``fit``) to resume with another base rate.
+
+        Raises:
+            ArgumentError: on assignment of NaN, +-Inf, a negative value or a non-number.
+        """
+        return self._initial_lr
+
+    @initial_lr.setter
+    def initial_lr(self, value: float) -> None:
+        self._initial_lr = check_lr(value)
 
     # ------------------------------------------------------------------ parameters
 
@@ -840,6 +877,7 @@ class Model:
         return {}
 
     @serialized
+    @_fitting
     def fit(
         self,
         x: Any,
