@@ -5,7 +5,9 @@ operator), so autodiff, fusion, code generation and export are shared with hand-
 networks. Initializers become parameters (trainable, by the caller's choice) or non-trainable
 constants (``state`` sources), both filled from the file's values when the model is compiled.
 Shape computations (Shape, Gather, Concat, ... on shapes) run here, at import time, on arrays
-in which the symbolic batch dimension is the string "N".
+in which the symbolic batch dimension is the string "N". Functions are inlined first
+(``expand_functions``): the model's own, and the ONNX function body of any standard operator
+without a rule here, so that such an operator imports whenever its body's operators do.
 
 Everything the file says is checked before it is used: sizes are bounded, tensors' byte counts
 match their shapes, external data stays inside the model's folder, and an operator, attribute
@@ -462,9 +464,17 @@ class Importer:
     # -------------------------------------------------------------- the walk
 
     def run(self, outputs: list[str] | None) -> OnnxImport:
-        g = self.graph
+        if len(self.graph.node) > MAX_NODES:
+            raise OnnxError(
+                f"{self.where}: {len(self.graph.node)} nodes, above the limit of {MAX_NODES}"
+            )
+        self.model = expand_functions(self.model, self.opsets, self.where)
+        self.graph = g = self.model.graph
         if len(g.node) > MAX_NODES:
-            raise OnnxError(f"{self.where}: {len(g.node)} nodes, above the limit of {MAX_NODES}")
+            raise OnnxError(
+                f"{self.where}: {len(g.node)} nodes once its functions are expanded, above the "
+                f"limit of {MAX_NODES}"
+            )
         for i, t in enumerate(g.initializer):
             if not t.name:
                 raise OnnxError(f"{self.where}: initializer {i} has no name")
@@ -680,6 +690,203 @@ class Importer:
             if u.node.op not in ("param", "state", "input"):
                 u.node = u.node.with_(loc=loc, origin=f"onnx {cx.node.op_type} {cx.node.name}")
             stack.extend(u.parents)
+
+
+EXPAND_DOMAIN = "graphc.expand"  # the domain of the call sites expand_functions inlines
+MAX_EXPAND_ROUNDS = 8  # function bodies that call functions, nested this deep at most
+
+
+def _rule_key(node: Any) -> str:
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    return node.op_type if domain == "" else f"{domain}:{node.op_type}"
+
+
+def expand_functions(model: Any, opsets: dict[str, int], where: str) -> Any:
+    """The model with its functions inlined: the model-local functions (ModelProto.functions,
+    e.g. torch's ``export_modules_as_functions`` or onnxscript's), and every node of an
+    operator that graphc has no rule for but whose ONNX schema defines it by a function body
+    at the model's opset (HardSwish, Mish, Celu, Shrink, ReduceL2, ReduceLogSumExp,
+    MeanVarianceNormalization, ...; context-dependent bodies too), expanded into the body's
+    nodes. Inlining is onnx.inliner's (version conversion where a body's opset differs).
+    The caller's ModelProto is not changed; a model with nothing to expand is returned as is.
+
+    Raises:
+        OnnxError: a function that onnx cannot inline.
+    """
+    onnx = require_onnx()
+    from onnx import inliner
+
+    def inline(m: Any) -> Any:
+        # A body's ops are read at the model's opset, as the node that called it (onnx's
+        # inliner leaves a call whose body declares another opset in place without version
+        # conversion, and its version converter fails on many graphs).
+        for fn in m.functions:
+            for o in fn.opset_import:
+                if o.domain in ("", "ai.onnx") and "" in opsets:
+                    o.version = opsets[""]
+        try:
+            out = inliner.inline_local_functions(m)
+        except Exception as e:
+            raise OnnxError(
+                f"{where}: cannot inline its functions ({type(e).__name__}: {e})"
+            ) from None
+        ids = {(f.domain, f.name) for f in m.functions}
+        left = [n.op_type for n in out.graph.node if (n.domain, n.op_type) in ids]
+        if left:
+            raise OnnxError(f"{where}: onnx's inliner left the calls of {sorted(set(left))}")
+        return out
+
+    if len(model.functions):
+        model = inline(model)
+    for _ in range(MAX_EXPAND_ROUNDS):
+        todo = [
+            (i, n)
+            for i, n in enumerate(model.graph.node)
+            if _rule_key(n) not in OPS and _has_body(onnx, n, opsets)
+        ]
+        if not todo:
+            break
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        types = _value_types(onnx, m)
+        added = 0
+        for i, n in todo:
+            fn = _function_body(onnx, n, opsets, types)
+            if fn is None:
+                continue
+            call = m.graph.node[i]
+            name = f"{call.op_type}_{added}"
+            fn.name, fn.domain = name, EXPAND_DOMAIN
+            call.op_type, call.domain = name, EXPAND_DOMAIN
+            call.ClearField("attribute")
+            call.attribute.extend(_with_defaults(onnx, n, opsets))
+            m.functions.append(fn)
+            added += 1
+        if not added:
+            break
+        if not any(o.domain == EXPAND_DOMAIN for o in m.opset_import):
+            m.opset_import.append(onnx.helper.make_opsetid(EXPAND_DOMAIN, 1))
+        model = inline(m)
+        del model.functions[:]
+    return model
+
+
+def _schema(onnx: Any, node: Any, opsets: dict[str, int]) -> Any:
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    version = opsets.get(domain)
+    if version is None:
+        return None
+    try:
+        return onnx.defs.get_schema(node.op_type, version, domain)
+    except Exception:
+        return None
+
+
+def _has_body(onnx: Any, node: Any, opsets: dict[str, int]) -> bool:
+    s = _schema(onnx, node, opsets)
+    return s is not None and (s.has_function or s.has_context_dependent_function)
+
+
+def _with_defaults(onnx: Any, node: Any, opsets: dict[str, int]) -> list:
+    """The node's attributes plus the schema's defaults of those it leaves out (a body refers
+    to them by name)."""
+    s = _schema(onnx, node, opsets)
+    out = list(node.attribute)
+    have = {a.name for a in out}
+    for name, a in s.attributes.items():
+        if name not in have and a.default_value is not None and a.default_value.name:
+            out.append(a.default_value)
+    return out
+
+
+def _value_types(onnx: Any, model: Any) -> dict[str, Any]:
+    """value name -> TypeProto, from the graph's inputs, outputs, value_info and onnx's shape
+    inference (when it succeeds)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:
+        inferred = model.graph
+    out = {}
+    for g in (model.graph, inferred):
+        for vi in (*g.input, *g.value_info, *g.output):
+            if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+                out.setdefault(vi.name, vi.type)
+    for t in model.graph.initializer:
+        out.setdefault(t.name, onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims)))
+    return out
+
+
+def _function_body(onnx: Any, node: Any, opsets: dict[str, int], types: dict) -> Any:
+    """The FunctionProto that defines ``node`` at the model's opset, or None."""
+    s = _schema(onnx, node, opsets)
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    # the body registered for the newest opset up to the model's; else the oldest (a body
+    # added to an op later defines the same op: its since_version is the node's)
+    versions = sorted(
+        getattr(s, "context_dependent_function_opset_versions", [])
+        if s.has_context_dependent_function
+        else getattr(s, "all_function_opset_versions", [s.since_version])
+    )
+    if not versions:
+        return None
+    older = [v for v in versions if v <= opsets[domain]]
+    version = older[-1] if older else versions[0]
+    try:
+        if not s.has_context_dependent_function:
+            raw = s.get_function_with_opset_version(version)
+        else:
+            full = onnx.NodeProto()
+            full.CopyFrom(node)
+            full.ClearField("attribute")
+            full.attribute.extend(_with_defaults(onnx, node, opsets))
+            float_type = onnx.helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, None)
+            in_types = [
+                types.get(n, float_type).SerializeToString() if n else b"" for n in node.input
+            ]
+            raw = s.get_context_dependent_function_with_opset_version(
+                version, full.SerializeToString(), in_types
+            )
+    except Exception:
+        return None
+    if not raw:
+        return None
+    fn = onnx.FunctionProto()
+    fn.ParseFromString(raw if isinstance(raw, bytes) else raw.SerializeToString())
+    if not len(fn.node):
+        return None
+    return _at_opset(onnx, fn, opsets.get("", 0))
+
+
+def _at_opset(onnx: Any, fn: Any, model_v: int) -> Any:
+    """``fn`` with its default-domain nodes read at the model's opset ``model_v``, or None when
+    one of them means something else there (a body registered for a later opset whose ops
+    changed since). CastLike (opset 15) before opset 15 becomes Identity: graphc computes
+    every value in float32, so a cast to a graph value's type changes nothing."""
+    body_v = next((o.version for o in fn.opset_import if o.domain in ("", "ai.onnx")), model_v)
+    if body_v == model_v:
+        return fn
+    for n in fn.node:
+        if n.domain not in ("", "ai.onnx"):
+            continue
+        if n.op_type == "CastLike" and model_v < 15:
+            n.op_type = "Identity"
+            del n.input[1:]
+            continue
+        try:  # the same inputs, and the attributes it sets: a version that added types
+            a = onnx.defs.get_schema(n.op_type, model_v, "")
+            b = onnx.defs.get_schema(n.op_type, body_v, "")
+            same = a.since_version == b.since_version or (
+                [i.name for i in a.inputs] == [i.name for i in b.inputs]
+                and all(at.name in a.attributes for at in n.attribute)
+            )
+        except Exception:
+            same = False
+        if not same:
+            return None
+    for o in fn.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            o.version = model_v
+    return fn
 
 
 def from_onnx(
@@ -1372,6 +1579,28 @@ def _cast(cx: NodeContext) -> list[Value]:
     return []
 
 
+def _cast_like(cx: NodeContext) -> list[Value]:
+    """CastLike: a cast to the element type of input 1 (float32 for every graph value; an
+    array's own dtype); the integer targets as Cast's."""
+    x, like = cx.x(0), cx.value(1)
+    if isinstance(like, Tensor) or like.dtype.kind == "f":
+        return [x]
+    if id(x) in cx.imp.integral:
+        return [x]
+    cx.fail(
+        f"cast of a computed value to {like.dtype} (the type of {cx.node.input[1]!r}): graphc "
+        "casts to float types, and to integer types only values that already are integers"
+    )
+    return []
+
+
+def _fold_cast_like(cx: NodeContext, args: list) -> list:
+    a, like = args[0], args[1]
+    if a.dtype == object or like.dtype == object:
+        return [a]
+    return [a.astype(like.dtype)]
+
+
 def _identity(cx: NodeContext) -> list[Value]:
     return [cx.value(0)]
 
@@ -1489,6 +1718,29 @@ def _arith_fold(f: Callable) -> Callable[[NodeContext, list], list]:
     return _sym_fold({np.add: "add", np.subtract: "sub", np.multiply: "mul"}.get(f, "div"), f)
 
 
+def _unary_fold(f: Callable) -> Callable[[NodeContext, list], list]:
+    """The fold of an elementwise operator on values known at import time (shape arithmetic:
+    Neg of an axis, Abs, Not of a mask)."""
+
+    def fold(cx: NodeContext, args: list) -> list:
+        a = np.asarray(args[0])
+        if a.dtype == object:
+            cx.fail("arithmetic on the batch size N is not supported in shape computations")
+        with np.errstate(all="ignore"):
+            return [
+                np.asarray(f(a)).astype(a.dtype) if f is not np.logical_not else ~a.astype(bool)
+            ]
+
+    return fold
+
+
+def _size(cx: NodeContext) -> list[Value]:
+    shape = _shape_of(cx.value(0))
+    if "N" in shape:
+        cx.fail(f"Size of {_fmt(shape)} depends on the batch size N")
+    return [np.array(math.prod(shape), np.int64)]
+
+
 def _fold_where(cx: NodeContext, args: list) -> list:
     c, x, y = args
     dt = object if object in (x.dtype, y.dtype) else None
@@ -1577,8 +1829,8 @@ def _split_sizes(cx: NodeContext, size: int, n_out: int) -> list[int]:
         split = None
     if split is not None:
         split = [int(v) for v in np.ravel(split)]
-        if sum(split) != size or any(v <= 0 for v in split):
-            cx.fail(f"split {split} does not cut an axis of size {size} into positive parts")
+        if sum(split) != size or any(v < 0 for v in split):
+            cx.fail(f"split {split} does not cut an axis of size {size}")
         return split
     n = int(cx.attr("num_outputs", n_out))
     step = -(-size // n)
@@ -1594,8 +1846,12 @@ def _split(cx: NodeContext) -> list[Value]:
     if x.shape[axis] == "N":
         cx.fail(f"splitting the batch dimension N of {_fmt(x.shape)} is not supported")
     sizes = _split_sizes(cx, int(x.shape[axis]), len(cx.node.output))
-    outs, start = [], 0
+    outs: list[Value] = []
+    start = 0
     for k in sizes:
+        if k == 0:  # an empty part: graphc has no empty tensors (an error if it is used)
+            outs.append(None)
+            continue
         outs.append(
             dsl.apply("slice", x, axes=(axis,), starts=(start,), ends=(start + k,))
             if k != x.shape[axis]
@@ -1635,6 +1891,41 @@ def _reduce(op: str, attr_until: int) -> Callable[[NodeContext], list[Value]]:
         return [dsl.apply(op, x, axes=None if axes is None else tuple(axes), keepdims=keep or None)]
 
     return convert
+
+
+def _reduce_composed(kind: str) -> Callable[[NodeContext], list[Value]]:
+    """ReduceL1, ReduceL2, ReduceSumSquare, ReduceLogSum, ReduceLogSumExp per their ONNX
+    definitions (sum of |x|, sqrt of the sum of x^2, sum of x^2, log of the sum, log of the
+    sum of exp with the max subtracted first), over ``axes`` (attribute before opset 18, input
+    from 18)."""
+
+    def convert(cx: NodeContext) -> list[Value]:
+        x = cx.x(0)
+        r = len(x.shape)
+        axes = _axes_arg(cx, 18)
+        keep = bool(cx.attr("keepdims", 1))
+        if axes is None or len(axes) == 0:
+            if axes is not None and cx.attr("noop_with_empty_axes", 0):
+                return [x * 1.0]
+            axes = list(range(r))
+        ax = tuple(sorted({_axis(cx, a, r) for a in axes}))
+        if kind == "logsumexp":
+            m = dsl.apply("max", x, axes=ax, keepdims=True)
+            s = dsl.log(dsl.sum(dsl.exp(x - m), ax, keepdims=True)) + m
+            return [s if keep else _reshape(cx, s, _kept(x.shape, ax))]
+        term = {"l1": _abs, "l2": dsl.square, "sumsquare": dsl.square, "logsum": None}[kind]
+        s = dsl.sum(x if term is None else term(x), ax, keepdims=keep)
+        if kind == "l2":
+            s = dsl.sqrt(s)
+        elif kind == "logsum":
+            s = dsl.log(s)
+        return [s]
+
+    return convert
+
+
+def _kept(shape: tuple, axes: tuple) -> tuple:
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
 
 
 # --- normalization
@@ -1803,8 +2094,10 @@ _UNARY = {
 }
 
 OPS: dict[str, Rule] = {
-    **{k: Rule(_unary(v)) for k, v in _UNARY.items()},
-    "Abs": Rule(lambda cx: [_abs(cx.x(0))]),
+    **{k: Rule(_unary(v)) for k, v in _UNARY.items() if k != "Neg"},
+    "Neg": Rule(_unary("neg"), fold=_unary_fold(np.negative)),
+    "Abs": Rule(lambda cx: [_abs(cx.x(0))], fold=_unary_fold(np.abs)),
+    "Size": Rule(_size, fold=lambda cx, a: [np.array(np.asarray(a[0]).size, np.int64)]),
     "Reciprocal": Rule(native_or("reciprocal", lambda cx: [1.0 / cx.x(0)])),
     "LeakyRelu": Rule(native_or("leaky_relu", _leaky_relu, alpha=("alpha", 0.01)), ("alpha",)),
     "PRelu": Rule(_prelu),
@@ -1850,6 +2143,9 @@ OPS: dict[str, Rule] = {
     "Slice": Rule(_slice, ("starts", "ends", "axes"), fold=_fold_slice),
     "ConstantOfShape": Rule(None, ("value",), fold=_constant_of_shape),
     "Cast": Rule(_cast, ("to", "saturate", "round_mode"), fold=_fold_cast, keeps_integers=True),
+    "CastLike": Rule(
+        _cast_like, ("saturate", "round_mode"), fold=_fold_cast_like, keeps_integers=True
+    ),
     "Identity": Rule(_identity, fold=lambda cx, a: [a[0]], keeps_integers=True),
     "Dropout": Rule(
         _dropout, ("ratio", "seed", "is_test"), fold=lambda cx, a: [a[0]], keeps_integers=True
@@ -1863,6 +2159,16 @@ OPS: dict[str, Rule] = {
     "LayerNormalization": Rule(_layer_norm, ("axis", "epsilon", "stash_type")),
     "ArgMax": Rule(_argmax, ("axis", "keepdims", "select_last_index")),
     "ReduceMax": Rule(_reduce_max, ("axes", "keepdims", "noop_with_empty_axes")),
+    **{
+        op: Rule(_reduce_composed(kind), ("axes", "keepdims", "noop_with_empty_axes"))
+        for op, kind in (
+            ("ReduceL1", "l1"),
+            ("ReduceL2", "l2"),
+            ("ReduceSumSquare", "sumsquare"),
+            ("ReduceLogSum", "logsum"),
+            ("ReduceLogSumExp", "logsumexp"),
+        )
+    },
     "ai.onnx.ml:ArrayFeatureExtractor": Rule(_array_feature_extractor, domain="ai.onnx.ml"),
     "ai.onnx.ml:ZipMap": Rule(
         _zipmap, ("classlabels_int64s", "classlabels_strings"), domain="ai.onnx.ml"
