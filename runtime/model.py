@@ -83,6 +83,46 @@ def row_split(schedules: dict[str, Any]) -> dict[str, bool]:
 EXPORTERS: dict[str, Callable[..., Any]] = {}
 
 
+def _param_value(who: str, params: dict[str, np.ndarray], name: Any, value: Any) -> np.ndarray:
+    """``value`` as parameter ``name``'s new array (its shape and dtype), checked, not copied in.
+
+    Raises:
+        ArgumentError: unknown name, another shape, a value that is not numeric or not of a kind
+            the dtype holds (numpy's "same_kind" casting), or finite values that overflow it.
+    """
+    if name not in params:
+        raise ArgumentError(
+            f"{who}: the model has no parameter {name!r} (it has {', '.join(params)})"
+        )
+    want = params[name]
+    try:
+        a = np.asarray(value)
+    except (ValueError, TypeError) as e:
+        raise ArgumentError(f"{who}: {name}: not an array of numbers ({e})") from None
+    if a.shape != want.shape:
+        raise ArgumentError(f"{who}: {name} expects shape {want.shape}, got {a.shape}")
+    if a.dtype.kind not in "biuf" or not np.can_cast(a.dtype, want.dtype, "same_kind"):
+        raise ArgumentError(
+            f"{who}: {name} is {want.dtype}; got values of dtype {a.dtype}, which do not "
+            f"convert to it without changing their kind"
+        )
+    if want.dtype.kind in "iu" and a.dtype.kind in "iu" and a.size:
+        lo, hi = np.iinfo(want.dtype).min, np.iinfo(want.dtype).max
+        if int(a.min()) < lo or int(a.max()) > hi:
+            raise ArgumentError(f"{who}: {name} holds values outside {want.dtype}'s [{lo}, {hi}]")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = a.astype(want.dtype)
+    if out.dtype.kind == "f" and a.dtype.kind == "f":
+        over = np.isfinite(a) & ~np.isfinite(out)
+        if over.any():
+            at = tuple(int(i) for i in np.argwhere(over)[0])
+            raise ArgumentError(
+                f"{who}: {name}{list(at)} = {a[at]!r} does not fit in {want.dtype} "
+                f"(largest {np.finfo(want.dtype).max:.4g})"
+            )
+    return out
+
+
 def _fitting(fit: Callable[..., Any]) -> Callable[..., Any]:
     """``fit`` with ``model._fit_depth`` raised while it runs: the rates its callbacks set are
     not taken as a new base rate (``Model.initial_lr``)."""
@@ -340,16 +380,37 @@ class Model:
     def get_weights(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self.params.items()}
 
-    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        """Copy arrays into the parameters; every name and shape is checked before any copy."""
-        for k, v in weights.items():
-            if k not in self.params:
-                raise ArgumentError(f"set_weights: the model has no parameter {k!r}")
-            if np.shape(v) != self.params[k].shape:
+    def set_weights(self, weights: Any) -> None:
+        """Copy arrays into the parameters: all of them or none.
+
+        Args:
+            weights: name -> array-like (some or all of ``get_weights()``'s names), or a
+                sequence of array-likes in ``get_weights()``'s order, one per parameter (as
+                Keras's ``set_weights`` takes them).
+
+        Every value is converted first: a name the model lacks, another shape, a value that
+        is not numeric, not convertible to the parameter's dtype without changing its kind
+        (a complex or a string value, a float for an integer parameter) or too large for it
+        (1e300 for float32) raises ArgumentError naming the parameter, and no parameter has
+        changed.
+        """
+        if isinstance(weights, dict):
+            items = list(weights.items())
+        elif isinstance(weights, (list, tuple)):
+            if len(weights) != len(self.params):
                 raise ArgumentError(
-                    f"set_weights: {k} expects shape {self.params[k].shape}, got {np.shape(v)}"
+                    f"set_weights: got a sequence of {len(weights)} arrays; the model has "
+                    f"{len(self.params)} parameters ({', '.join(self.params)}): pass them in "
+                    "that order, or a dict by name"
                 )
-        for k, v in weights.items():
+            items = list(zip(self.params, weights))
+        else:
+            raise ArgumentError(
+                "set_weights: expects a dict name -> array (as get_weights returns) or a list "
+                f"of arrays in get_weights' order, got {type(weights).__name__}"
+            )
+        staged = [(k, _param_value("set_weights", self.params, k, v)) for k, v in items]
+        for k, v in staged:
             self.params[k][...] = v
 
     def save(self, path: str, *, extra: dict[str, Any] | None = None) -> str:
