@@ -64,6 +64,23 @@ def _figure(figures: dict[str, float], monitor: str, who: str) -> float:
     return float(figures[monitor])
 
 
+def _check_monitor(monitor: str, names: list[str], who: str) -> None:
+    """``monitor`` among the figure names ``fit`` announced before training, else ArgumentError
+    naming the callback and the names (a typo would otherwise surface after an epoch)."""
+    if monitor in names:
+        return
+    hint = ""
+    if monitor.startswith("val_") and "val_loss" not in names:
+        hint = " (pass validation_data or validation_split to fit for val_ figures)"
+    elif monitor.startswith("val_") or f"val_{monitor}" in names:
+        close = [n for n in names if n.startswith("val_")]
+        hint = f" (the validation figures are {close})"
+    raise ArgumentError(
+        f"{who}(monitor={monitor!r}): fit reports no figure {monitor!r}; its figures are "
+        f"{names}{hint}"
+    )
+
+
 class EarlyStopping(Callback):
     """Stop training when the monitored figure stops improving (the rules of Keras's
     ``keras.callbacks.EarlyStopping``, except that best weights are also restored when training
@@ -93,7 +110,8 @@ class EarlyStopping(Callback):
         wait: epochs since the last improvement.
 
     Raises:
-        ArgumentError: (at the first monitored epoch) ``monitor`` is not among the figures.
+        ArgumentError: (when ``fit`` starts, before any training) ``monitor`` is not among
+            the figures fit reports.
     """
 
     def __init__(
@@ -116,6 +134,10 @@ class EarlyStopping(Callback):
         self.baseline, self.start_from_epoch = baseline, int(start_from_epoch)
         self.restore_best_weights = restore_best_weights
         self.on_train_begin(None)
+
+    def check_figures(self, names: list[str]) -> None:
+        """Called by ``fit`` before training: the monitor is one of its figures."""
+        _check_monitor(self.monitor, names, "EarlyStopping")
 
     def on_train_begin(self, model: Any) -> None:
         self.wait = 0
@@ -273,6 +295,10 @@ class ReduceLROnPlateau(Callback):
         self.threshold, self.threshold_mode = threshold, threshold_mode
         self.cooldown, self.min_lr, self.eps = cooldown, min_lr, eps
         self.on_train_begin(None)
+
+    def check_figures(self, names: list[str]) -> None:
+        """Called by ``fit`` before training: the monitor is one of its figures."""
+        _check_monitor(self.monitor, names, "ReduceLROnPlateau")
 
     def on_train_begin(self, model: Any) -> None:
         self.best = math.inf if self.mode == "min" else -math.inf

@@ -123,6 +123,27 @@ def _param_value(who: str, params: dict[str, np.ndarray], name: Any, value: Any)
     return out
 
 
+# the metrics Model._metrics computes, by loss kind (figure_names announces them)
+METRICS = {
+    "softmax_cross_entropy": ("accuracy",),
+    "binary_cross_entropy": ("accuracy",),
+    "binary_cross_entropy_probs": ("accuracy",),
+    "categorical_cross_entropy": ("accuracy",),
+    "mean_squared_error": ("mse", "mae", "r2"),
+    "mean_absolute_error": ("mse", "mae", "r2"),
+    "huber": ("mse", "mae", "r2"),
+}
+
+
+def _check_monitors(callbacks: Any, names: list[str]) -> None:
+    """Before any training: each callback with ``check_figures(names)`` (EarlyStopping,
+    ReduceLROnPlateau: their ``monitor``) checks it against the figures fit will report."""
+    for cb in callbacks:
+        check = getattr(cb, "check_figures", None)
+        if check is not None:
+            check(list(names))
+
+
 def _fitting(fit: Callable[..., Any]) -> Callable[..., Any]:
     """``fit`` with ``model._fit_depth`` raised while it runs: the rates its callbacks set are
     not taken as a new base rate (``Model.initial_lr``)."""
@@ -503,6 +524,8 @@ class Model:
     def _as_feeds(self, x: Any, y: Any, *, need_labels: bool) -> tuple[dict[str, np.ndarray], int]:
         prog = self.program
         feeds: dict[str, np.ndarray] = {}
+        if y is None and isinstance(x, dict) and any(n in x for n in prog.label_inputs):
+            y = {n: x[n] for n in prog.label_inputs if n in x}  # one dict of every input
         for names, data, what in ((prog.feature_inputs, x, "x"), (prog.label_inputs, y, "y")):
             if not names:
                 continue
@@ -879,8 +902,10 @@ class Model:
         return outs
 
     @serialized
-    def evaluate(self, x: Any, y: Any, *, batch_size: int = 1024) -> dict[str, float]:
+    def evaluate(self, x: Any, y: Any = None, *, batch_size: int = 1024) -> dict[str, float]:
         """Loss and metrics over all rows: accuracy for classification, MSE/MAE/R^2 for regression.
+
+        ``y`` may be left out when ``x`` is a dict of every input, labels included.
 
         The outputs of each batch are written once, into one array for all rows.
 
@@ -912,6 +937,15 @@ class Model:
         figures = {"loss": total / n}
         figures.update(self._metrics(outs[0], feeds))
         return figures
+
+    def figure_names(self, validation: bool = False) -> list[str]:
+        """The names of the figures ``fit`` reports each epoch (and passes to callbacks):
+        loss, lr, seconds and, with validation data, val_loss and val_ + each metric of
+        ``evaluate`` (accuracy for classification losses; mse, mae, r2 for regression)."""
+        names = ["loss", "lr", "seconds"]
+        if validation:
+            names += ["val_loss"] + [f"val_{k}" for k in METRICS.get(self.program.loss_kind, ())]
+        return names
 
     def _metrics(self, out: np.ndarray, feeds: dict[str, np.ndarray]) -> dict[str, float]:
         kind = self.program.loss_kind
@@ -1040,6 +1074,7 @@ class Model:
             x, y, validation_data, validation_split, allow_nonfinite, comm,
             lambda: _check_fit_counts(epochs, batch_size, initial_epoch),
         )  # fmt: skip
+        _check_monitors(callbacks, self.figure_names(validation=val is not None))
         history = History()
         self.history = history
         if comm is not None:  # data-parallel: graphc.runtime.distributed runs the epochs
@@ -1133,6 +1168,19 @@ class Model:
                 data, feeds, n = self._split_validation(feeds, n, validation_split)
             if data is None:
                 return feeds, n, None
+            if isinstance(data, dict):  # every input by name, labels included
+                return feeds, n, self._as_feeds(data, None, need_labels=True)
+            if not isinstance(data, (tuple, list)) or len(data) != 2:
+                got = f"a {len(data)}-tuple" if isinstance(data, (tuple, list)) else type(data)
+                raise ArgumentError(
+                    f"fit: validation_data must be (x_val, y_val) or a dict by input name, got "
+                    f"{getattr(got, '__name__', got)}"
+                    + (
+                        " (Keras's (x, y, sample_weight): fit takes no sample weights)"
+                        if isinstance(data, (tuple, list)) and len(data) == 3
+                        else ""
+                    )
+                )
             return feeds, n, self._as_feeds(*data, need_labels=True)
 
         if comm is None or comm.Get_size() == 1:

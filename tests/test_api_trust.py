@@ -50,3 +50,52 @@ def test_set_weights_converts_and_takes_keras_lists() -> None:
     with pytest.raises(gc.ArgumentError, match=r"no parameter 'e\.w'"):
         m.set_weights({"d.b": np.zeros(3), "e.w": np.zeros(3)})
     assert (m.params["d.b"] == 1).all()
+
+
+XS = np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32)
+YS = (np.arange(20) % 3).astype(np.int32)
+
+
+@pytest.mark.parametrize(
+    "cb, val, known",
+    [
+        (lambda: gc.EarlyStopping(monitor="val_acc"), True, "val_accuracy"),
+        (lambda: gc.EarlyStopping(monitor="val_loss"), False, "validation_split"),
+        (lambda: gc.ReduceLROnPlateau(monitor="accuracy"), True, "val_accuracy"),
+        (lambda: gc.ReduceLROnPlateau(monitor="los"), False, "'loss'"),
+    ],
+)
+def test_callback_monitors_are_checked_before_training(cb, val, known) -> None:
+    m = _classifier("mon_typo")
+    before = m.get_weights()
+    more = {"validation_split": 0.25} if val else {}
+    with pytest.raises(gc.ArgumentError, match=known) as e:
+        m.fit(XS, YS, epochs=3, batch_size=5, verbose=0, callbacks=[cb()], **more)
+    assert type(cb()).__name__ in str(e.value)
+    for k, v in m.get_weights().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)  # nothing trained
+    # every figure fit announces is one it reports
+    h = m.fit(XS, YS, epochs=1, batch_size=5, verbose=0, **more)
+    assert set(m.figure_names(validation=val)) == set(h.metrics)
+
+
+def test_validation_data_forms() -> None:
+    m = _classifier("val_forms")
+    w = np.ones(5, np.float32)
+    with pytest.raises(gc.ArgumentError, match="sample weights"):
+        m.fit(XS, YS, verbose=0, validation_data=(XS[:5], YS[:5], w))
+    with pytest.raises(gc.ArgumentError, match="validation_data"):
+        m.fit(XS, YS, verbose=0, validation_data=XS[:5])
+    h = m.fit(XS, YS, verbose=0, validation_data={"x": XS[:5], "labels": YS[:5]})
+    assert np.isclose(h["val_loss"][0], m.evaluate(XS[:5], YS[:5])["loss"])
+
+
+def test_one_dict_of_every_input_gives_the_labels() -> None:
+    m = _classifier("dict_feeds")
+    ref = _classifier("dict_feeds")
+    ref.set_weights(m.get_weights())
+    got = m.train_step({"x": XS[:6], "labels": YS[:6]})
+    assert got == ref.train_step(XS[:6], YS[:6])
+    assert m.evaluate({"x": XS, "labels": YS}) == ref.evaluate(XS, YS)
+    with pytest.raises(gc.ArgumentError, match="labels"):
+        m.train_step({"x": XS[:6]})
