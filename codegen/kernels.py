@@ -20,7 +20,7 @@ from llvmlite import ir
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Graph, Node
 from graphc.ir.ops import OPS, normalize_axes
-from graphc.ir.plan import Buffer, Kernel, Schedule
+from graphc.ir.plan import Buffer, Kernel, Schedule, gemm_result
 from graphc.ir.types import BATCH
 
 from . import vmath
@@ -838,7 +838,11 @@ def data_operands(nd: Node) -> tuple[str, ...]:
 
 def matmul_parts(g: Graph, kernel: Kernel) -> tuple:
     """(matmul node, epilogue nodes, dtype, transpose_a, transpose_b, the epilogue's operands
-    from outside the kernel) of a matmul kernel: what emit_matmul passes to ``gemm_for``."""
+    from outside the kernel) of a matmul kernel: what emit_matmul passes to ``gemm_for``.
+
+    When the kernel stores epilogue values besides its C (``gemm_result``: an optimizer update
+    in the epilogue), those values follow the operands: the epilogue gets a pointer to each
+    and stores it at the element's place, as C's [M, N] index."""
     nodes = [g[x] for x in kernel.nodes]
     mm, tail = nodes[0], nodes[1:]
     if mm.op != "matmul":
@@ -851,6 +855,8 @@ def matmul_parts(g: Graph, kernel: Kernel) -> tuple:
         for i in data_operands(nd):
             if i not in members and i not in ext:
                 ext.append(i)
+    out = gemm_result(nodes)
+    ext += [nd.name for nd in tail if nd.name in kernel.stores and nd.name != out]
     ta, tb = bool(mm.attr("transpose_a")), bool(mm.attr("transpose_b"))
     return mm, tail, mm.type.dtype, ta, tb, ext
 
@@ -860,7 +866,7 @@ def emit_matmul(ctx: KernelContext, kernel: Kernel) -> None:
     function comes from ``ctx.gemm_for`` (shared between kernels by the module builder)."""
     g, b = ctx.g, ctx.b
     mm, tail, dtype, ta, tb, ext = matmul_parts(g, kernel)
-    out = g[kernel.nodes[-1]].name
+    out = gemm_result([g[x] for x in kernel.nodes])
     a, w = mm.inputs
     at = g[a].type
     m_dim, n_dim = mm.type.shape
@@ -876,10 +882,17 @@ def emit_matmul(ctx: KernelContext, kernel: Kernel) -> None:
 
 
 def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: set[str]):
-    """The epilogue callable for emit_gemm: applies ``tail`` to the accumulator (scalar or vector).
+    """The epilogue callable for emit_gemm: applies ``tail`` to the accumulator (scalar or vector)
+    and returns C's value (``gemm_result``).
 
     External operands arrive as extra GEMM arguments (pointers, or scalar values when inline).
+    An entry of ``ext`` that is a node of ``tail`` is a pointer where the epilogue stores that
+    node's value (an optimizer update: the new param and slots, laid out like C); each element
+    loads all its operands before it stores anything, so a store may go over an operand that
+    the same element reads (the param updated in place).
     """
+    members = {nd.name for nd in tail}
+    out = gemm_result([mm, *tail])
 
     def epilogue(b: ir.IRBuilder, acc: ir.Value, i: ir.Value, j: ir.Value, extra=(), dims=None):
         # the row stride of C (and of operands shaped like it): the GEMM's N argument (a
@@ -889,8 +902,12 @@ def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: s
         lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 0
         scal = LL[mm.type.dtype]
         vec = acc.type
+        stores: list[tuple[str, ir.Value]] = []
         for v, arg in zip(ext, extra):
             vt = g[v].type
+            if v in members:
+                stores.append((v, arg))
+                continue
             if v in inline:
                 x = arg
                 vals[v] = _splat(b, x, lanes) if lanes else x
@@ -918,7 +935,12 @@ def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: s
             vals[nd.name] = lower_elementwise(
                 b, nd, [vals[o] for o in data_operands(nd)], llname(nd.name), index=flat
             )
-        return vals[tail[-1].name] if tail else acc
+        if stores:
+            at = b.add(b.mul(i, row), j)
+            for v, arg in stores:
+                p = b.gep(arg, [at], inbounds=True, source_etype=scal)
+                b.store(vals[v], p, align=4)
+        return vals[out]
 
     epilogue.needs_dims = True  # type: ignore[attr-defined]  # read by emit_gemm
     return epilogue

@@ -6,7 +6,7 @@ from llvmlite import ir
 
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import attrs_key
-from graphc.ir.plan import ALIGN, Kernel, Schedule
+from graphc.ir.plan import ALIGN, Kernel, Schedule, gemm_result
 from graphc.ir.types import BATCH, DTYPE_INFO
 
 from . import kernels as K
@@ -329,9 +329,9 @@ class ModuleBuilder:
         mm = g[kernel.nodes[0]]
         blk = self._blocking(mm, dtype)
         pos = {
+            **{v: ("x", i) for i, v in enumerate(ext)},
             mm.name: ("mm",),
             **{t.name: ("t", i) for i, t in enumerate(tail)},
-            **{v: ("x", i) for i, v in enumerate(ext)},
         }
         return (
             dtype,
@@ -344,11 +344,14 @@ class ModuleBuilder:
                 for t in tail
             ),
             tuple(
-                (v in inline, g[v].type.dtype, K.epilogue_strides(g[v].type.shape))
+                ("store", pos[v])  # a value the epilogue stores besides C (an update)
+                if v in pos and pos[v][0] == "t"
+                else (v in inline, g[v].type.dtype, K.epilogue_strides(g[v].type.shape))
                 if tb
                 else (v in inline, g[v].type)
                 for v in ext
             ),
+            pos[gemm_result([mm, *tail])],  # what C holds
         )
 
     def _gemm_for(self, fname, module, sched, kernel, dtype, ta, tb, tail, ext):
@@ -443,4 +446,12 @@ def kernel_signature(sched: Schedule, kernel: Kernel, values: list[str]) -> tupl
         for v in values
         if sched.buffers[v].region not in ("inline", "fused")
     ]
-    return (kernel.kind, nodes, tuple(arg_pattern), kernel.copy_to is not None, kernel.elements)
+    out = members.get(kernel.gemm_out) if kernel.gemm_out else None
+    return (
+        kernel.kind,
+        nodes,
+        tuple(arg_pattern),
+        kernel.copy_to is not None,
+        kernel.elements,
+        out,
+    )

@@ -194,8 +194,11 @@ def schedule_program(
     for entry, g in entries.items():
         t0 = time.perf_counter()
         # check_numerics scans each stored value after its kernel; the one flat optimizer loop
-        # would hide which parameter went bad, so the per-parameter update kernels stay
-        off = tuple(disabled_passes) + (("fuse_optimizer",) if prog.check_numerics else ())
+        # (or a GEMM that also updates its param) would hide which value went bad, so the
+        # per-parameter update kernels stay
+        off = tuple(disabled_passes) + (
+            ("fuse_update_epilogue", "fuse_optimizer") if prog.check_numerics else ()
+        )
         prog.disabled_passes, prog.verify_each = off, verify_each  # for compile_split
         res = run_pipeline(g, opt_level, disabled=off, verify_each=verify_each)
         prog.optimized[entry] = res

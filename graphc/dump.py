@@ -342,6 +342,8 @@ def schedule_text(stage: Stage, batch: int) -> str:
         lines.append(f"#   {k.name:<30} {k.kind:<12} {ops:<34} stores {stores}{extra}")
     for sid, why in getattr(s, "flat_notes", {}).items():
         lines.append(f"# fuse_optimizer {sid}: {why}")
+    for p, where in getattr(s, "update_notes", {}).items():
+        lines.append(f"# update of {p}: {where}")
     lines.append("# buffers (region@offset as fixed+per_row*N bytes, size):")
     regions: dict[str, list[str]] = {}
     for name, b in s.buffers.items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .graph import Graph
+from .graph import Graph, Node
 
 ALIGN = 64
 
@@ -43,6 +43,16 @@ class Buffer:
         return f"{self.region}@{off} ({size} B)"
 
 
+def gemm_result(nodes: list[Node]) -> str:
+    """The value a matmul kernel's GEMM leaves in C: its last node of the matmul's section.
+
+    Nodes of another section are an optimizer update in the epilogue
+    (ir.passes.fuse.fuse_update_epilogue): they read the gradient and store the param's and
+    slots' new values themselves, and C keeps the gradient."""
+    sec = nodes[0].section
+    return [n for n in nodes if n.section == sec][-1].name
+
+
 @dataclass(frozen=True)
 class Kernel:
     """A unit of generated code: ``nodes`` run in one loop nest; ``stores`` are written to memory."""
@@ -53,6 +63,9 @@ class Kernel:
     stores: tuple[str, ...]
     copy_to: str | None = None  # for kind "copy": the update target written from nodes[0]
     elements: int = 0  # flat update (fuse_optimizer): loop over this many elements
+    # matmul kernels: the value the GEMM's C holds when it is not the last node (the gradient,
+    # when the epilogue also applies its param's update and stores the new values itself)
+    gemm_out: str | None = None
 
 
 @dataclass
@@ -74,6 +87,9 @@ class Schedule:
     # bytes after the arena for the kernels' own scratch (the GEMM's packed blocks), which
     # the code generator sizes (codegen.module.scratch_bytes) and the compiler sets
     scratch_bytes: int = 0
+    # param -> where its update runs: "in the epilogue of the GEMM ..." or "not in a GEMM
+    # epilogue: <why>" (ir.passes.fuse.update_epilogues)
+    update_notes: dict[str, str] = field(default_factory=dict)
 
     def workspace_bytes(self, n: int) -> int:
         """[grad | arena fixed part | arena per-row part x n | scratch] for batch n."""

@@ -385,9 +385,11 @@ def test_fuse_dense_puts_the_activation_derivative_in_the_backward_gemm(act: str
 
 
 def test_fuse_dense_keeps_gradients_out_of_the_update() -> None:
-    # with SGD the weight gradient's only reader is p - lr * g; it stays a stored gradient
+    # with SGD the weight gradient's only reader is p - lr * g; fuse_dense keeps it a stored
+    # gradient (fuse_update_epilogue, a pass of its own, then puts the update in that GEMM's
+    # epilogue: tests/test_update_epilogue.py)
     g, prog = dense_training_graph("relu")
-    out = run_pipeline(g, 2).graph
+    out = run_pipeline(g, 2, disabled=("fuse_update_epilogue",)).graph
     rows = {n: (f, why) for n, f, why in explain_fusion(g, out)}
     for grad in prog.grads.values():
         if g[grad].op == "matmul":
@@ -595,6 +597,7 @@ def test_levels_and_disabled_passes() -> None:
         "fuse_dense",
         "fuse_elementwise",
         "fuse_softmax_cross_entropy",
+        "fuse_update_epilogue",
         "fuse_optimizer",
     ]
     prog = _digits_training()
@@ -604,6 +607,7 @@ def test_levels_and_disabled_passes() -> None:
         "eliminate_dead_nodes",
         "fuse_elementwise",
         "fuse_softmax_cross_entropy",
+        "fuse_update_epilogue",
         "fuse_optimizer",
     ]
     assert not any(n.group and n.op == "matmul" for n in res.graph.nodes)

@@ -45,10 +45,12 @@ POINTWISE_OPS = ops_where(kind=Kind.POINTWISE)
 MOVEMENT_OPS = ops_where(kind=Kind.MOVEMENT)
 ACTIVATIONS = ops_where(activation=True)  # names accepted by dense(..., activation=NAME)
 COMMUTATIVE_OPS = ops_where(commutative=True)
+DIVIDER_OPS = ops_where(divider=True)  # div, sqrt, rsqrt, reciprocal: the divide unit
 
 __all__ = [
     "ACTIVATIONS",
     "COMMUTATIVE_OPS",
+    "DIVIDER_OPS",
     "INLINE_OPS",
     "MOVEMENT_OPS",
     "OPS",

@@ -117,6 +117,7 @@ class Reciprocal(Unary):
     """y = 1 / x.   VJP: dx = -dy * y * y."""
 
     name = "reciprocal"
+    divider = True
 
     def reference(self, x):
         with np.errstate(divide="ignore"):
@@ -132,6 +133,7 @@ class Rsqrt(Unary):
     """y = 1 / sqrt(x) (a correctly rounded sqrt, then a division).   VJP: dx = -dy * y^3 / 2."""
 
     name = "rsqrt"
+    divider = True
 
     def reference(self, x):
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -79,6 +79,9 @@ class Op:
         commutative: op(x, y) == op(y, x).
         identity: the right identity element e with op(x, e) == x (add/sub 0, mul/div 1).
         kernel: the kernel kind a lone node of this op runs in (default: from ``kind``).
+        divider: its lowering divides or takes a square root (exactly rounded: the CPU's
+            divide unit, some 10x slower per element than a multiply-add and not pipelined
+            with it), so a loop of it is bound by that unit rather than by memory.
     """
 
     name: ClassVar[str] = ""
@@ -93,6 +96,7 @@ class Op:
     commutative: ClassVar[bool] = False
     identity: ClassVar[float | None] = None
     kernel: ClassVar[str | None] = None
+    divider: ClassVar[bool] = False
 
     @property
     def attr_names(self) -> tuple[str, ...]:

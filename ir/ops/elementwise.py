@@ -66,6 +66,7 @@ class Div(Binary):
     """z = x / y.   VJP: dx = dy / y, dy_ = -dy * z / y."""
 
     name = "div"
+    divider = True
     identity = 1.0
 
     def reference(self, x, y):
@@ -155,6 +156,7 @@ class Sqrt(Unary):
     """y = sqrt(x).   VJP: dx = dy / (2 y)."""
 
     name = "sqrt"
+    divider = True
 
     def reference(self, x):
         with np.errstate(invalid="ignore"):

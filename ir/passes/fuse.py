@@ -1,6 +1,6 @@
 """Fusion: mark nodes that run as one kernel (``Node.group``), and order the graph so they can.
 
-Four passes, each Graph -> Graph (run in this order at -O2):
+Five passes, each Graph -> Graph (run in this order at -O2):
 
 ``fuse_dense``
     A matmul and the elementwise nodes of its shape that consume it (bias add, activation,
@@ -27,10 +27,19 @@ Four passes, each Graph -> Graph (run in this order at -O2):
     The loss, its gradient and the bias gradient (the gradient's column sums) become one loop
     over the rows of the logits.
 
+``fuse_update_epilogue``
+    A param's update group (from fuse_elementwise) joins the GEMM kernel that makes its
+    gradient: the epilogue applies the update while the gradient's tile is in L1 and stores
+    the new param and slots; nothing reads the param between that kernel and the end of the
+    step (the others that read it are ordered before). Not for updates that need the whole
+    gradient first, split entries, params read after their gradient, or (by default) updates
+    that divide or take square roots (``DIVIDER_UPDATES_IN_EPILOGUE``); ``update_epilogues``
+    says why, and the scheduler keeps it in ``Schedule.update_notes``.
+
 ``fuse_optimizer``
-    Update groups (one per param, from fuse_elementwise) that have the same structure (ops,
-    attrs, scalar operands such as lr and the bias corrections; param, gradient and slots in
-    the same roles) are marked as one set (group ids ``"optK|<id>"``). The scheduler makes a
+    The other update groups (one per param, from fuse_elementwise) that have the same
+    structure (ops, attrs, scalar operands such as lr and the bias corrections; param,
+    gradient and slots in the same roles) are marked as one set (group ids ``"optK|<id>"``). The scheduler makes a
     set one loop over the contiguous param, gradient and state regions when the layout allows
     it (``ir.passes.schedule._flat_updates``; ``Schedule.flat_notes`` says why not otherwise).
 
@@ -43,7 +52,10 @@ Not fused (yet): the bias gradient (a sum over the batch) with a GEMM or element
 produces the gradient it sums (that needs a column reduction in the GEMM epilogue or the
 elementwise loop; only the softmax cross-entropy gradient has it), and the updates of several
 parameters into one loop over the contiguous regions (``fuse_optimizer`` marks alike update
-groups; the scheduler makes them one loop where the memory layout allows it).
+groups; the scheduler makes them one loop where the memory layout allows it), and a bias's
+update in the column sum that makes its gradient (a few hundred values: when the weights'
+updates run in their GEMMs, the biases' stay small kernels of their own, not adjacent in the
+param region, so not one flat loop).
 
 ``explain_fusion(before, after)`` says, for every matmul and activation, whether it was fused
 and, if not, why.
@@ -53,7 +65,7 @@ from __future__ import annotations
 
 from ..algorithms import lexicographic_order
 from ..graph import Graph, Node, attrs_key
-from ..ops import ACTIVATIONS, INLINE_OPS, OPS, POINTWISE_OPS, SOURCE_OPS
+from ..ops import ACTIVATIONS, DIVIDER_OPS, INLINE_OPS, OPS, POINTWISE_OPS, SOURCE_OPS
 
 
 def is_pointwise(n: Node) -> bool:
@@ -134,8 +146,18 @@ class _Groups:
         self.members.setdefault(gid, set()).update(members)
 
 
-def _reorder(g: Graph, group_of: dict[str, str]) -> Graph:
-    """``g`` with groups stamped on the nodes and emitted contiguously in a topological order."""
+def _reorder(
+    g: Graph,
+    group_of: dict[str, str],
+    after: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    early: set[str] = frozenset(),  # type: ignore[assignment]
+) -> Graph:
+    """``g`` with groups stamped on the nodes and emitted contiguously in a topological order.
+
+    ``after``: more ordering constraints (a, b): a's unit runs before b's (a reader of a
+    param before the kernel that updates it in place). ``early``: nodes whose units stand
+    just before their first reader, as sources do (the optimizer's step counter and bias
+    corrections, read by an update in a GEMM's epilogue)."""
     # a unit is ("group", id) or ("node", name): a group id may equal some node's name
     unit_of = {
         n.name: ("group", group_of[n.name]) if n.name in group_of else ("node", n.name)
@@ -144,24 +166,31 @@ def _reorder(g: Graph, group_of: dict[str, str]) -> Graph:
     index = g.index
     first: dict[tuple[str, str], int] = {}
     edges: list[tuple[tuple[str, str], tuple[str, str]]] = []
-    readers: dict[tuple[str, str], list[int]] = {}
+    readers: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for n in g.nodes:
         u = unit_of[n.name]
         first[u] = min(first.get(u, index[n.name]), index[n.name])
         for i in n.inputs:
             if unit_of[i] != u:
                 edges.append((unit_of[i], u))
+    edges += [(unit_of[a], unit_of[b]) for a, b in after if unit_of[a] != unit_of[b]]
     for a, b in dict.fromkeys(edges):
-        readers.setdefault(a, []).append(first[b])
+        readers.setdefault(a, []).append(b)
     members: dict[tuple[str, str], list[Node]] = {}
     for n in g.nodes:
         members.setdefault(unit_of[n.name], []).append(n.with_(group=group_of.get(n.name)))
     # a unit runs where its first member stood; a source stands just before its first reader
     key = {u: (first[u], 0, first[u]) for u in first}
+    for n in g.nodes:  # early units first: their sources then stand before them
+        if n.name in early:
+            u = unit_of[n.name]
+            at = min((first[r] for r in readers.get(u, ())), default=index[n.name])
+            key[u] = (at, -1, index[n.name])
     for n in g.nodes:
         if n.op in SOURCE_OPS:
             u = unit_of[n.name]
-            key[u] = (min(readers.get(u, ()), default=index[n.name]), -1, index[n.name])
+            at = min((key[r][0] for r in readers.get(u, ())), default=index[n.name])
+            key[u] = (at, -1, index[n.name])
     out: list[Node] = []
     for u in lexicographic_order(first, edges, key.__getitem__):
         nodes = members[u]
@@ -364,6 +393,202 @@ def fuse_softmax_cross_entropy(g: Graph) -> Graph:
     return _reorder(g, groups.group_of) if changed else g
 
 
+# ---------------------------------------------------------------------------- fuse_update_epilogue
+
+# Updates that divide or take square roots (DIVIDER_OPS: Adam, AdamW, RMSprop, Adagrad,
+# Adadelta) stay in the flat loop unless this is True. Measured on the 2-core Xeon (AVX-512)
+# this project benchmarks on, 784-256-128-10 train step, 1 thread, A/B in one process: such an
+# update is bound by the divide unit (exactly rounded sqrt and division, about 1.4 cycles per
+# element either way), so the epilogue saved nothing (Adam b32/b128/b512: 1.00-1.01x the
+# flat loop's step time) and cost a copy of the update's code per GEMM (about +0.1 s of CPU
+# in a cold compile of the Adam step). SGD, momentum and Nesterov updates are bound by memory:
+# in the epilogue the gradient is never read back (SGD b32 0.96x, b128 0.986x).
+DIVIDER_UPDATES_IN_EPILOGUE = False
+
+
+def fuse_update_epilogue(g: Graph) -> Graph:
+    """Each param's update group joins the GEMM kernel that makes its gradient, as the rest of
+    that GEMM's epilogue, where it is safe (see ``update_epilogues`` for when it is not).
+
+    The epilogue runs once per element of C after the last K block, while the element's tile
+    is in L1: it reads the param and its slots at that element, stores their new values, and
+    C still receives the gradient (in the grad region). The gradient is then never read back
+    from memory by a loop of its own, and each param and slot line is touched once::
+
+        %24 = matmul(x, %21) {transpose_a=true}         fused dense5 {
+        fused ew1 {                              ==>       %24 = matmul(x, %21) {transpose_a=true}
+          %32 = mul(%31, fc1.w.exp_avg)                    %32 = mul(%31, fc1.w.exp_avg)
+          ...                                              ...
+          %48 = sub(fc1.w, %47)                            %48 = sub(fc1.w, %47)
+        }                                                }
+
+    Every other reader of the param (the forward product, the backward product dX = dY @ W^T)
+    is ordered before the merged kernel, and the scalar kernel of the step counter and the
+    bias corrections just before the first such kernel. The update groups that stay apart are
+    left to fuse_optimizer.
+    """
+    merged, after, early = update_epilogues(g)[:3]
+    if not merged:
+        return g
+    return _reorder(g, merged, after, early)
+
+
+def update_epilogues(
+    g: Graph,
+) -> tuple[dict[str, str], list[tuple[str, str]], set[str], dict[str, str]]:
+    """Which update groups of ``g`` can run in the epilogue of their gradient's GEMM.
+
+    Returns (node -> group id for every grouped node, merges included; ordering constraints
+    (reader, member of a merged kernel); nodes to place early; param -> what happens to its
+    update). An update group (as fuse_optimizer defines it) of param P joins the kernel that
+    makes its gradient when:
+
+    - the gradient is the group's only full-size operand besides P and P's slots, and the last
+      node of a kernel that starts with a matmul, of P's type (a GEMM with one stored result);
+    - the GEMM's operands A and B are neither P nor a slot of P (a GEMM reads them until its
+      last panel, while the epilogue writes them panel by panel);
+    - no path leads from the GEMM back into the update (the update needs no value made from
+      the whole gradient first: a norm for clipping, a sum over other gradients);
+    - every other reader of P and of its slots can run before the merged kernel (nothing
+      computed from the GEMM's kernel reads P: the next step's forward pass reads the new P).
+
+    The split entries (train_grads, apply_update) have no such group: their gradients pass
+    through the grad region between the two entries, where the all-reduce runs. A group
+    already merged with a GEMM counts as done: calling this again on the pass's result
+    finds the same merges, so its notes explain the scheduled graph.
+    """
+    groups = _Groups(g)
+    target_of = {v: t for t, v in g.updates}
+    users = g.users
+    outputs = set(g.outputs)
+    by_gid: dict[str, list[Node]] = {}
+    for n in g.nodes:
+        if n.group is not None:
+            by_gid.setdefault(n.group, []).append(n)
+    readers_of = {t: [u for u in users.get(t, ())] for t, _ in g.updates}
+    after: list[tuple[str, str]] = []
+    succ: dict[str, list[str]] = {}  # the ordering constraints as extra edges of the walk
+    early: set[str] = set()
+    notes: dict[str, str] = {}
+    ids = _fresh_group_ids(g, "dense")
+
+    def reached(members: set[str]) -> set[str]:
+        """Every node a path from ``members`` reaches (data edges, constraints, groups)."""
+        stack = [
+            u for m in members for u in list(users.get(m, ())) + succ.get(m, []) if u not in members
+        ]
+        seen: set[str] = set()
+        while stack:
+            v = stack.pop()
+            if v in seen:
+                continue
+            for w in groups.unit(v) if v not in members else {v}:
+                seen.add(w)
+                stack.extend(u for u in list(users.get(w, ())) + succ.get(w, []) if u not in seen)
+        return seen
+
+    for gid, nodes in by_gid.items():
+        mm = next((n for n in nodes if n.op == "matmul"), None)
+        upd = [n for n in nodes if n.section == "update"]
+        if mm is not None and upd and mm.section != "update":
+            p = _updated_param(g, upd, target_of)
+            if p is not None:
+                notes[p] = f"in the epilogue of the GEMM {mm.name} (fused {gid})"
+            continue
+        if mm is not None:
+            continue
+        parts = _update_parts(g, nodes, target_of, users, outputs)
+        if parts is None:
+            continue
+        p, _, grads = parts
+        if not DIVIDER_UPDATES_IN_EPILOGUE and any(n.op in DIVIDER_OPS for n in nodes):
+            ops = sorted({n.op for n in nodes if n.op in DIVIDER_OPS})
+            notes[p] = (
+                f"not in a GEMM epilogue: the update uses {', '.join(ops)} (bound by the divide "
+                "unit, not by memory: as fast in the flat loop, see DIVIDER_UPDATES_IN_EPILOGUE)"
+            )
+            continue
+        why = _gemm_for_update(g, groups, p, grads, nodes, target_of)
+        if isinstance(why, str):
+            notes[p] = f"not in a GEMM epilogue: {why}"
+            continue
+        gemm = why
+        trial = gemm | {n.name for n in nodes}
+        seen = reached(trial)
+        if seen & trial:
+            notes[p] = (
+                "not in a GEMM epilogue: the update needs a value computed from the whole "
+                "gradient first (a path leads from the GEMM back into the update)"
+            )
+            continue
+        written = [target_of[n.name] for n in nodes if n.name in target_of]
+        readers = [r for t in written for r in readers_of.get(t, ()) if r not in trial]
+        late = [r for r in readers if r in seen]
+        if late:
+            notes[p] = (
+                f"not in a GEMM epilogue: {late[0]} ({g[late[0]].op}) reads "
+                f"{next(t for t in written if late[0] in readers_of[t])} after its gradient's GEMM"
+            )
+            continue
+        first = min(gemm, key=g.index.__getitem__)  # the matmul
+        gid_new = groups.group_of.get(first) or next(ids)
+        groups.assign(trial, gid_new)
+        for r in readers:
+            after.append((r, first))
+            succ.setdefault(r, []).append(first)
+        notes[p] = f"in the epilogue of the GEMM {first} (fused {gid_new})"
+        # the scalar kernels the update reads (step counter, bias corrections) run just
+        # before the first GEMM that needs them, not after the backward pass
+        for n in nodes:
+            for x in n.inputs:
+                xn = g[x]
+                if xn.op in INLINE_OPS:
+                    early.add(x)  # a constant stands where it stood: perhaps after the GEMM
+                if x in trial or xn.op in SOURCE_OPS or xn.op in INLINE_OPS or xn.type.shape:
+                    continue
+                unit = groups.unit(x)
+                if all(g[u].type.shape == () for u in unit):
+                    early |= unit
+                    for u in unit:
+                        if u in target_of:
+                            for r in readers_of.get(target_of[u], ()):
+                                if r not in unit:
+                                    after.append((r, u))
+                                    succ.setdefault(r, []).append(u)
+    return groups.group_of, after, early, notes
+
+
+def _updated_param(g: Graph, nodes: list[Node], target_of: dict[str, str]) -> str | None:
+    """The one param that ``nodes`` write, or None."""
+    ps = [t for n in nodes if (t := target_of.get(n.name)) is not None and g[t].op == "param"]
+    return ps[0] if len(ps) == 1 else None
+
+
+def _gemm_for_update(
+    g: Graph, groups: _Groups, p: str, grads: list[str], nodes: list[Node], target_of: dict
+) -> set[str] | str:
+    """The members of the GEMM kernel whose epilogue can take ``p``'s update, or why none."""
+    if len(grads) != 1:
+        return f"the update reads {len(grads)} full-size values besides the param and its slots"
+    s = grads[0]
+    sn = g[s]
+    unit = groups.unit(s)
+    first = min(unit, key=g.index.__getitem__)
+    last = max(unit, key=g.index.__getitem__)
+    if g[first].op != "matmul":
+        what = "a kernel of " + "+".join(g[u].op for u in sorted(unit, key=g.index.__getitem__))
+        return f"its gradient {s} is made by {what}, not a GEMM"
+    if last != s or any(u != s and any(x not in unit for x in g.users.get(u, ())) for u in unit):
+        return f"the GEMM of its gradient {s} stores more than the gradient"
+    if sn.type != g[p].type or g[first].section == "update":
+        return f"its gradient {s} is not a backward GEMM's result of {p}'s type"
+    written = {target_of[n.name] for n in nodes if n.name in target_of}
+    bad = [x for x in g[first].inputs if x in written]
+    if bad:
+        return f"the GEMM {first} reads {bad[0]}, which the update writes"
+    return set(unit)
+
+
 # ---------------------------------------------------------------------------- explain
 
 
@@ -413,6 +638,19 @@ def _update_signature(
     """The structure of an update group with names abstracted (see fuse_optimizer), or None."""
     if "|" in (nodes[0].group or ""):
         return None
+    parts = _update_parts(g, nodes, target_of, users, outputs)
+    return None if parts is None else parts[1]
+
+
+def _update_parts(
+    g: Graph, nodes: list[Node], target_of: dict[str, str], users: dict, outputs: set[str]
+) -> tuple[str, tuple, list[str]] | None:
+    """(param P, the group's signature, its full-size operands other than P and P's slots:
+    the gradient) when ``nodes`` are the update group of one param, else None.
+
+    An update group: every node pointwise, of section "update" and of P's type; the group
+    writes P and only states with ``slot_of == P``; no member is read outside the group or
+    is a graph output."""
     shape = nodes[-1].type.shape
     members = {n.name: i for i, n in enumerate(nodes)}
     params = [
@@ -464,7 +702,7 @@ def _update_signature(
             else:
                 return None
         keys.append((n.op, attrs_key(n.attrs), tuple(ins), upd))
-    return (ptype.dtype, tuple(keys))
+    return p, (ptype.dtype, tuple(keys)), list(roles)
 
 
 def explain_fusion(before: Graph, after: Graph) -> list[tuple[str, bool, str]]:

@@ -9,7 +9,13 @@ from dataclasses import dataclass, field
 from ..errors import GraphcError
 from ..graph import Graph
 from .dce import eliminate_dead_nodes
-from .fuse import fuse_dense, fuse_elementwise, fuse_optimizer, fuse_softmax_cross_entropy
+from .fuse import (
+    fuse_dense,
+    fuse_elementwise,
+    fuse_optimizer,
+    fuse_softmax_cross_entropy,
+    fuse_update_epilogue,
+)
 from .simplify import simplify
 
 Pass = Callable[[Graph], Graph]
@@ -36,14 +42,21 @@ def passes_for_level(level: int) -> list[Pass]:
     -O0: dead-code elimination only (and the scheduler shares no memory);
     -O1: + simplify (CSE, constant folding, algebraic identities) (and the scheduler reuses
     dead buffers and writes elementwise results in place); -O2 (default): + fuse_dense,
-    fuse_elementwise, fuse_softmax_cross_entropy and fuse_optimizer (alike per-parameter
-    update groups marked to run as one loop over the param/grad/state regions).
+    fuse_elementwise, fuse_softmax_cross_entropy, fuse_update_epilogue (a param's update in
+    the epilogue of the GEMM that makes its gradient) and fuse_optimizer (the other alike
+    per-parameter update groups marked to run as one loop over the param/grad/state regions).
     """
     out: list[Pass] = [eliminate_dead_nodes]
     if level >= 1:
         out.insert(0, simplify)
     if level >= 2:
-        out += [fuse_dense, fuse_elementwise, fuse_softmax_cross_entropy, fuse_optimizer]
+        out += [
+            fuse_dense,
+            fuse_elementwise,
+            fuse_softmax_cross_entropy,
+            fuse_update_epilogue,
+            fuse_optimizer,
+        ]
     return out
 
 

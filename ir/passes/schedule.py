@@ -20,9 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import pairwise
 
+from ..errors import VerifyError
 from ..graph import Graph, Node
 from ..ops import INLINE_OPS, OPS, SOURCE_OPS
-from ..plan import ALIGN, Buffer, Kernel, Schedule, align
+from ..plan import ALIGN, Buffer, Kernel, Schedule, align, gemm_result
+from .fuse import update_epilogues
 
 __all__ = ["ALIGN", "Buffer", "Kernel", "Schedule", "align", "form_kernels", "schedule"]
 
@@ -57,6 +59,8 @@ class _Plan:
     layout: dict[str, Buffer]
     kernels_nodes: list[list[Node]]
     kernel_of: dict[str, int]
+    # matmul kernels whose C holds another value than their last node: kernel -> that value
+    gemm_out: dict[int, str] = field(default_factory=dict)
     buffers: dict[str, Buffer] = field(default_factory=dict)
     input_slots: list[str] = field(default_factory=list)
     readers: dict[str, set[int]] = field(default_factory=dict)  # value -> kernels reading it
@@ -105,6 +109,7 @@ def schedule(
     _plan_values(plan)
     _plan_arena(plan, reuse, in_place_reuse)
     kernels, flat_notes = _kernel_list(plan)
+    _check_updates_in_place(g, kernels, plan.buffers)
     return Schedule(
         g,
         kernels,
@@ -117,6 +122,7 @@ def schedule(
         plan.input_slots,
         list(g.outputs),
         flat_notes,
+        update_notes=update_epilogues(g)[3] if g.updates else {},
     )
 
 
@@ -126,6 +132,9 @@ def _start(g: Graph, layout: dict[str, Buffer]) -> _Plan:
     kernels_nodes = form_kernels(g)
     kernel_of = {n.name: k for k, nodes in enumerate(kernels_nodes) for n in nodes}
     plan = _Plan(g, layout, kernels_nodes, kernel_of)
+    for k, nodes in enumerate(kernels_nodes):
+        if kernel_kind(nodes[0]) == "matmul" and gemm_result(nodes) != nodes[-1].name:
+            plan.gemm_out[k] = gemm_result(nodes)
     plan.input_slots = [n.name for n in g.inputs]
     for i, name in enumerate(plan.input_slots):
         plan.buffers[name] = Buffer(name, "input", slot=i)
@@ -171,21 +180,30 @@ def _plan_updates(plan: _Plan) -> None:
 
 def _can_update_in_place(plan: _Plan, target: str, value: str) -> bool:
     """Whether ``value`` can be written over ``target``: made by an elementwise kernel of the
-    target's shape, after every other reader of the old value ran, and not by a GEMM whose
-    epilogue reads the old value (a GEMM accumulates in its output buffer before the epilogue
-    reads the operands; found by graphc.fuzz)."""
+    target's shape, after every other reader of the old value ran, and not as the C of a GEMM
+    whose epilogue reads the old value (a GEMM accumulates in C before the epilogue reads the
+    operands; found by graphc.fuzz). A value that a GEMM's epilogue stores besides C (an
+    optimizer update, ir.passes.fuse.fuse_update_epilogue) is written element by element
+    after that element's operands were read, so it may go over its target, unless the GEMM
+    itself multiplies the target (A and B are read until the last panel)."""
     vnode, tnode = plan.g[value], plan.g[target]
     k = plan.kernel_of.get(value)
     if k is None or value in plan.direct_out or value in plan.in_place:
         return False
     nodes = plan.kernels_nodes[k]
     reads_old = [nd for nd in nodes if target in nd.inputs]
+    gemm_ok = True
+    if kernel_kind(nodes[0]) == "matmul":
+        if value == plan.gemm_out.get(k, nodes[-1].name):
+            gemm_ok = not reads_old
+        else:
+            gemm_ok = target not in nodes[0].inputs
     return (
         vnode.type.shape == tnode.type.shape
         and kernel_kind(vnode) == "elementwise"
         and all(r <= k for r in plan.readers.get(target, ()))
         and all(nd.type.shape == tnode.type.shape for nd in reads_old)
-        and not (reads_old and any(kernel_kind(nd) == "matmul" for nd in nodes))
+        and gemm_ok
     )
 
 
@@ -218,6 +236,7 @@ def _plan_values(plan: _Plan) -> None:
     interval of the arena (placed by ``_plan_arena``)."""
     copied = {kk.nodes[0] for kk in plan.out_copies + plan.update_copies}
     needed = set(plan.readers) | set(plan.direct_out) | set(plan.in_place) | copied
+    needed |= set(plan.gemm_out.values())  # C of a GEMM that updates a param in its epilogue
     n_kernels = len(plan.kernels_nodes) + len(plan.out_copies) + len(plan.update_copies)
     for k, nodes in enumerate(plan.kernels_nodes):
         for n in nodes:
@@ -295,8 +314,59 @@ def _kernel_list(plan: _Plan) -> tuple[list[Kernel], dict[str, str]]:
         names = tuple(n.name for n in nodes)
         stores = tuple(n for n in names if plan.buffers[n].region != "fused")
         kind = kernel_kind(nodes[0]) if len(nodes) == 1 else _group_kind(nodes)
-        kernels.append(Kernel(f"k{k}_{_slug(nodes[0])}", kind, names, stores))
+        kernels.append(
+            Kernel(f"k{k}_{_slug(nodes[0])}", kind, names, stores, gemm_out=plan.gemm_out.get(k))
+        )
     return kernels + plan.out_copies + plan.update_copies, flat_notes
+
+
+def _check_updates_in_place(g: Graph, kernels: list[Kernel], buffers: dict[str, Buffer]) -> None:
+    """The order the step's updates need: a value written over its update target in place is
+    written after every other kernel that reads the target's old value ran (the next step, and
+    no later kernel of this one, sees the new value), and never by a GEMM into its own operand
+    A or B or into C while the epilogue reads the old value.
+
+    Raises:
+        VerifyError: a kernel reads an update target after the kernel that overwrote it (a
+            graphc bug: the scheduler would have made a copy at the end of the step).
+    """
+    where: dict[str, int] = {}
+    for k, kern in enumerate(kernels):
+        for v in kern.stores:
+            where[v] = k
+    for target, value in g.updates:
+        vb, tb = buffers.get(value), buffers.get(target)
+        if (
+            vb is None
+            or tb is None
+            or (vb.region, vb.offset, vb.slot)
+            != (
+                tb.region,
+                tb.offset,
+                tb.slot,
+            )
+        ):
+            continue  # not in place: a copy kernel writes it after all the others
+        k = where.get(value)
+        if k is None:
+            continue
+        for j, kern in enumerate(kernels):
+            if kern.kind == "copy":
+                continue  # output and update copies run last by design
+            reads = [n for n in kern.nodes if target in g[n].inputs]
+            if j > k and reads:
+                raise VerifyError(
+                    f"schedule: kernel {kern.name} reads {target} after kernel "
+                    f"{kernels[k].name} wrote its update {value} over it"
+                )
+            if j == k and kern.kind == "matmul":
+                mm = g[kern.nodes[0]]
+                c = kern.gemm_out or kern.nodes[-1]
+                if target in mm.inputs or (value == c and reads):
+                    raise VerifyError(
+                        f"schedule: GEMM kernel {kern.name} writes {value} over {target}, "
+                        "which it reads as an operand"
+                    )
 
 
 def _flat_updates(
