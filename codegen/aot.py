@@ -43,7 +43,7 @@ import re
 import struct
 import sys
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import llvmlite.binding as llvm
@@ -275,10 +275,13 @@ def plan_library(
     target: str = "",
     cpu_checks: tuple[str, ...] = (),
     input_checks: dict[str, list[InputCheck]] | None = None,
+    outputs: Iterable[str] | None = None,
 ) -> LibraryPlan:
     """The public interface of a library from the compiled program's schedules and layout
     (``check_numerics``: the schedules were compiled with the NaN/Inf scans, whose sites the
     library names: codes ERR_NUMERICS + site, ``NAME_strerror``, the JSON description).
+    ``outputs``: the model's output names, in infer's order (its ports and C arguments are
+    named after them; default: the values'). C names are escaped, see ``_CNames``.
 
     Raises:
         CodegenError: an entry is unknown or was not compiled (a model without a loss has no
@@ -289,9 +292,16 @@ def plan_library(
             raise CodegenError(f"unknown entry {entry!r}; choose from {', '.join(PUBLIC_ENTRIES)}")
         if entry not in schedules:
             raise CodegenError(f"model {name!r} has no {entry} entry (compiled without a loss?)")
-    output_name = _output_namer(schedules)
+    cnames = _CNames(schedules)
     plans = {
-        e: _plan_entry(name, e, schedules, output_name, (input_checks or {}).get(e, ()))
+        e: _plan_entry(
+            name,
+            e,
+            schedules,
+            cnames,
+            (input_checks or {}).get(e, ()),
+            list(outputs) if outputs is not None and e == "infer" else None,
+        )
         for e in entries
     }
     params = _regions(source, layout, "param")
@@ -346,39 +356,77 @@ def _check_macro_names(plan: LibraryPlan) -> None:
                 )
 
 
-def _output_namer(schedules: dict[str, Schedule]) -> Callable[[str, int, int], str]:
-    """``name(value, j, count)``: the C name of output j of ``count``. Output names must differ
-    from every data input's C name of every entry, because the header's shape macros
-    (NAME_<ARG>_ELEMS) are per name, not per entry."""
-    taken = {"ctx", "n", "lr", "loss", *WRAPPER_LOCALS} | {
-        c_ident(v) for s in schedules.values() for v in s.input_slots if v != "lr"
-    }
+class _CNames:
+    """The C parameter names of every entry's arrays, one per input value and one per output
+    name across the library (the header's shape macros NAME_<ARG>_ELEMS are per name, not per
+    entry). A name is the user's (``c_ident``), escaped with trailing ``_`` until neither it
+    nor its length parameter ``<name>_len`` is taken, case-insensitively (the macros are upper
+    case): by the fixed parameters (``ctx``, ``n``, ``lr``, ``loss``, the wrappers' locals),
+    C/C++ keywords, or an earlier argument. Outputs are named after the graph's outputs (two
+    outputs that compute one value, merged by CSE, keep their own names); an unnamed value
+    (``%4``) gets ``y``/``out``/``output`` (``y0``, ``y1``, ... for several)."""
 
-    def output_name(v: str, j: int, count: int) -> str:
-        if v.isidentifier() and c_ident(v) not in taken:
-            return c_ident(v)
-        for base in ("y", "out", "output"):
-            cand = base if count == 1 else f"{base}{j}"
-            if cand not in taken:
-                return cand
-        return f"graphc_out{j}"
+    FIXED = ("ctx", "n", "lr", "loss", *WRAPPER_LOCALS)
+    # what the wrappers' bodies name besides their parameters (a parameter would shadow it)
+    # and the C library's macros and typedefs they see
+    SEEN = frozenset(
+        {
+            *(f"{u}int{b}_t" for u in ("", "u") for b in (8, 16, 32, 64)),
+            *("uintptr_t", "intptr_t", "size_t", "NULL", "EOF", "errno", "FILE", "API"),
+            *("memcpy", "memset", "fopen", "fclose", "fread", "fwrite", "open", "close"),
+            *("check_ctx", "check_workspace", "misaligned", "cpu_supported", "little_endian"),
+            *("stdin", "stdout", "stderr", "main", "bool", "true", "false", "assert"),
+        }
+    )
 
-    return output_name
+    def __init__(self, schedules: dict[str, Schedule]) -> None:
+        self.taken = {f.upper() for f in self.FIXED} | {f"{f}_len".upper() for f in self.FIXED}
+        self.inputs: dict[str, str] = {}
+        self.outputs: dict[str, str] = {}
+        for e in PUBLIC_ENTRIES:  # inputs first, in a fixed order: stable names
+            for v in schedules[e].input_slots if e in schedules else ():
+                if v != "lr" and v not in self.inputs:
+                    self.inputs[v] = self._claim(c_ident(v))
+
+    def _free(self, cand: str) -> bool:
+        return cand.upper() not in self.taken and f"{cand}_len".upper() not in self.taken
+
+    def _claim(self, cand: str) -> str:
+        if cand.startswith("gc_"):  # the wrappers' own locals: gc_in, gc_<scalar input>, ...
+            cand = "u" + cand
+        while not self._free(cand) or cand in C_KEYWORDS or cand in self.SEEN:
+            cand += "_"
+        self.taken.update({cand.upper(), f"{cand}_len".upper()})
+        return cand
+
+    def output(self, name: str, j: int, count: int) -> str:
+        """The C name of output ``name`` (output j of ``count``)."""
+        if name not in self.outputs:
+            if name.isidentifier():
+                self.outputs[name] = self._claim(c_ident(name))
+            else:
+                cands = [b if count == 1 else f"{b}{j}" for b in ("y", "out", "output")]
+                free = [c for c in cands if self._free(c)]
+                self.outputs[name] = self._claim(free[0] if free else f"graphc_out{j}")
+        return self.outputs[name]
 
 
 def _plan_entry(
     name: str,
     entry: str,
     schedules: dict[str, Schedule],
-    output_name: Callable[[str, int, int], str],
+    cnames: _CNames,
     checks: Iterable[InputCheck],
+    output_names: list[str] | None = None,
 ) -> EntryPlan:
     """One entry's C arguments: its data inputs (train_grads' in train_step's order), its lr
     and its outputs (the loss first for the training entries). Raises CodegenError when two
     arguments would get the same C name."""
     s = schedules[entry]
     g = s.graph
-    ins = [Port(v, c_ident(v), i, g[v].type) for i, v in enumerate(s.input_slots) if v != "lr"]
+    ins = [
+        Port(v, cnames.inputs[v], i, g[v].type) for i, v in enumerate(s.input_slots) if v != "lr"
+    ]
     if entry == "train_grads" and "train_step" in schedules:  # data in train_step's order
         order = schedules["train_step"].input_slots
         ins.sort(key=lambda p: order.index(p.name) if p.name in order else len(order))
@@ -386,11 +434,16 @@ def _plan_entry(
         (Port(v, "lr", i, g[v].type) for i, v in enumerate(s.input_slots) if v == "lr"), None
     )
     outs = []
+    count = len(s.output_slots)
+    if output_names is None or len(output_names) != count:
+        output_names = list(s.output_slots)
     for j, v in enumerate(s.output_slots):
-        loss = entry in ("train_step", "train_grads") and j == 0
-        outs.append(
-            Port(v, "loss" if loss else output_name(v, j, len(s.output_slots)), j, g[v].type)
-        )
+        if entry in ("train_step", "train_grads") and j == 0:
+            outs.append(Port(v, "loss", j, g[v].type))
+        else:  # the graph's output name: CSE may have merged two outputs into one value
+            outs.append(
+                Port(output_names[j], cnames.output(output_names[j], j, count), j, g[v].type)
+            )
     names = [p.cname for p in ins + outs] + ["ctx", "n", *WRAPPER_LOCALS]
     names += (["lr"] if lr_port else []) + [f"{p.cname}_len" for p in ins + outs]
     if len(set(names)) != len(names):

@@ -199,6 +199,7 @@ def export_model(
         target=tgt.triple,
         cpu_checks=vector_unit(tgt).isa,
         input_checks=prog.input_checks,
+        outputs=prog.outputs,
     )
     params = model._param_region.tobytes()
     tm = target_machine(tgt, pic=True)
