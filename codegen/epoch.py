@@ -211,34 +211,36 @@ def emit_train_epoch_split(
     return fn
 
 
-# void NAME_reduce_slots(void *const *slots, int64_t k, int64_t lo, int64_t hi)
-REDUCE_SLOTS_TYPE = ir.FunctionType(VOID, [PTR, I64, I64, I64])
+# void NAME_reduce_slots(void *const *srcs, int64_t k, void *const *dsts, int64_t m,
+#                        int64_t lo, int64_t hi)
+REDUCE_SLOTS_TYPE = ir.FunctionType(VOID, [PTR, I64, PTR, I64, I64, I64])
 REDUCE_BLOCK = 512  # elements summed per pass over the slots (a 2-4 KiB stack buffer)
 
 
 def emit_reduce_slots(module: ir.Module, fname: str, dtype: str) -> ir.Function:
-    """Emit ``fname``, one rank's share of an all-reduce through shared memory::
+    """Emit ``fname``, a rank's part of an all-reduce through shared memory::
 
-        void NAME_reduce_slots(void *const *slots, int64_t k, int64_t lo, int64_t hi)
+        void NAME_reduce_slots(void *const *srcs, int64_t k, void *const *dsts, int64_t m,
+                               int64_t lo, int64_t hi)
 
-    ``slots[0..k-1]``: the ranks' vectors of ``dtype`` values (in an MPI shared-memory window,
+    ``srcs[0..k-1]``: the ranks' vectors of ``dtype`` values (in an MPI shared-memory window,
     runtime.distributed.WindowReduce). For every index ``lo <= i < hi`` it computes
-    ``s = ((slots[0][i] + slots[1][i]) + ...) + slots[k-1][i]`` (that order, no reassociation)
-    and stores ``s`` into every slot at ``i``. Each index is summed by one rank only and the sum
-    copied to all, so every rank then holds the same bits. Blocks of REDUCE_BLOCK elements:
-    a stack buffer takes the running sum, so each pass is a plain loop LLVM vectorizes."""
+    ``s = ((srcs[0][i] + srcs[1][i]) + ...) + srcs[k-1][i]`` (that order, no reassociation:
+    every rank that sums index i gets the same bits) and stores ``s`` at ``i`` of each of
+    ``dsts[0..m-1]`` (which may be sources). By blocks of REDUCE_BLOCK elements through a stack
+    buffer holding the running sum, so that each pass is a plain loop LLVM vectorizes."""
     t = LL[dtype]
     fn = ir.Function(module, REDUCE_SLOTS_TYPE, name=fname)
-    for a, nm in zip(fn.args, ("slots", "k", "lo", "hi")):
+    for a, nm in zip(fn.args, ("srcs", "k", "dsts", "m", "lo", "hi")):
         a.name = nm
-    slots, k, lo, hi = fn.args
+    srcs, k, dsts, m, lo, hi = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     acc = b.alloca(t, size=REDUCE_BLOCK, name="acc")
     total = b.sub(hi, lo, name="total")
     blocks = b.sdiv(b.add(total, i64(REDUCE_BLOCK - 1)), i64(REDUCE_BLOCK), name="blocks")
 
-    def slot(j: ir.Value, start: ir.Value) -> ir.Value:
-        base = b.load(b.gep(slots, [j], source_etype=PTR), typ=PTR, name="slot")
+    def vec(table: ir.Value, j: ir.Value, start: ir.Value) -> ir.Value:
+        base = b.load(b.gep(table, [j], source_etype=PTR), typ=PTR, name="vec")
         return b.gep(base, [start], inbounds=True, source_etype=t, name="part")
 
     def at(p: ir.Value, i: ir.Value) -> ir.Value:
@@ -247,18 +249,18 @@ def emit_reduce_slots(module: ir.Module, fname: str, dtype: str) -> ir.Function:
     with loop(b, blocks, name="blk") as blk:
         start = b.add(lo, b.mul(blk, i64(REDUCE_BLOCK)), name="start")
         left = b.sub(hi, start)
-        m = b.select(b.icmp_signed("<", left, i64(REDUCE_BLOCK)), left, i64(REDUCE_BLOCK), name="m")
-        first = slot(i64(0), start)
-        with loop(b, m, name="i0") as i:
+        n = b.select(b.icmp_signed("<", left, i64(REDUCE_BLOCK)), left, i64(REDUCE_BLOCK), name="n")
+        first = vec(srcs, i64(0), start)
+        with loop(b, n, name="i0") as i:
             b.store(b.load(at(first, i), typ=t), at(acc, i))
         with loop(b, k, name="j", start=1) as j:
-            src = slot(j, start)
-            with loop(b, m, name="i1") as i:
+            src = vec(srcs, j, start)
+            with loop(b, n, name="i1") as i:
                 s = b.fadd(b.load(at(acc, i), typ=t), b.load(at(src, i), typ=t), name="s")
                 b.store(s, at(acc, i))
-        with loop(b, k, name="jw") as j:
-            dst = slot(j, start)
-            with loop(b, m, name="i2") as i:
+        with loop(b, m, name="jw") as j:
+            dst = vec(dsts, j, start)
+            with loop(b, n, name="i2") as i:
                 b.store(b.load(at(acc, i), typ=t), at(dst, i))
     b.ret_void()
     return fn

@@ -321,7 +321,9 @@ class WindowReduce:
             self.slots.append(raw[start : start + nbytes])
         self.mine = self.slots[self.r]
         self.mine[...] = 0  # the padding between gradients stays 0 (seen after the barrier)
-        self.fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, *(ctypes.c_int64,) * 3)(reduce_address)
+        self.fn = ctypes.CFUNCTYPE(
+            None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, *(ctypes.c_int64,) * 3
+        )(reduce_address)
         self.table = (ctypes.c_void_p * self.k)()
         self.lo = self.hi = 0
 
@@ -357,7 +359,8 @@ class WindowReduce:
     def reduce(self, napping: bool = False) -> None:
         """The all-reduce (see the class docstring); collective over the window's ranks."""
         self._barrier(napping)
-        self.fn(ctypes.addressof(self.table), self.k, self.lo, self.hi)
+        t = ctypes.addressof(self.table)
+        self.fn(t, self.k, t, self.k, self.lo, self.hi)
         self._barrier(napping)
 
     def free(self) -> None:
