@@ -69,7 +69,7 @@ SHAPE_INPUTS = {
     "Slice": (1, 2, 3, 4),
     "ReduceSum": (1,),
     "ReduceMean": (1,),
-    **{f"Reduce{k}": (1,) for k in ("Max", "L1", "L2", "SumSquare", "LogSum", "LogSumExp")},
+    **{f"Reduce{k}": (1,) for k in ("Max", "Min", "L1", "L2", "SumSquare", "LogSum", "LogSumExp")},
     "Gather": (1,),
     "ConstantOfShape": (0,),
     "Range": (0, 1, 2),

@@ -1637,8 +1637,22 @@ def _constant(cx: NodeContext) -> list[Value]:
 
 def _constant_of_shape(cx: NodeContext, args: list) -> list:
     shape = args[0]
-    if shape.dtype == object:
-        cx.fail("ConstantOfShape with a batch-dependent shape is not supported")
+    if shape.dtype == object:  # [N, ...]: a graph value, the constant broadcast along N
+        v = cx.attr("value")
+        v = np.zeros(1, np.float32) if v is None else v
+        if v.dtype.kind not in "fiub":
+            cx.fail(f"a value of type {v.dtype}")
+        dims = tuple(d if isinstance(d, str) else int(d) for d in shape.tolist())
+        fixed = tuple(1 if d == "N" else d for d in dims)
+        if math.prod(fixed) > MAX_ELEMENTS:
+            cx.fail(f"{math.prod(fixed)} elements per sample, above the limit of {MAX_ELEMENTS}")
+        c = np.full(fixed, v.reshape(-1)[0], dtype=np.float32)
+        t = cx.imp.constant_tensor("constant_of_shape", c, cx, False)
+        if t.shape != fixed:  # a 0-d constant
+            t = t + cx.imp.constant_tensor("cos_zeros", np.zeros(fixed, np.float32), cx, False)
+        if dims[0] != "N" or "N" in dims[1:]:
+            cx.fail(f"shape {list(dims)}: graphc keeps the batch dimension N first")
+        return [_broadcast(cx, t, dims, list(dims))]
     count = math.prod(int(d) for d in shape.tolist())
     if count > MAX_ELEMENTS:
         cx.fail(f"{count} elements, above the limit of {MAX_ELEMENTS}")
@@ -1795,6 +1809,13 @@ def _expand(cx: NodeContext) -> list[Value]:
     out_t = tuple(out)
     if out_t == tuple(x.shape):
         return [x * 1.0]
+    return [_broadcast(cx, x, out_t, want)]
+
+
+def _broadcast(cx: NodeContext, x: Tensor, out_t: tuple, want: Any) -> Tensor:
+    """x (broadcastable to ``out_t``) plus zeros of shape ``out_t``; an N in ``out_t`` that x
+    lacks is taken from a graph input whose first dimension is N (its values unread)."""
+    r = len(out_t)
     if "N" in out_t and "N" not in x.shape:
         if out_t[0] != "N" or cx.imp.batch_source is None:
             cx.fail(f"expand of {_fmt(x.shape)} to {list(want)} puts N elsewhere than first")
@@ -1814,10 +1835,10 @@ def _expand(cx: NodeContext) -> list[Value]:
         zeros = dsl.apply("broadcast_to", zero, like)  # [N,1,...]: shape only, no values read
         x = x + zeros
         if tuple(x.shape) == out_t:
-            return [x]
+            return x
     fixed = tuple(1 if d == "N" else d for d in out_t)
     zero = cx.imp.constant_tensor("expand_zeros", np.zeros(fixed, np.float32), cx, False)
-    return [x + zero]
+    return x + zero
 
 
 def _split_sizes(cx: NodeContext, size: int, n_out: int) -> list[int]:
@@ -2053,6 +2074,45 @@ def _reduce_max(cx: NodeContext) -> list[Value]:
     return [y]
 
 
+def _reduce_min(cx: NodeContext) -> list[Value]:
+    """ReduceMin: graphc's min over ``axes`` (attribute before opset 18, input from 18)."""
+    x = cx.x(0)
+    axes = _axes_arg(cx, 18)
+    keep = bool(cx.attr("keepdims", 1))
+    r = len(x.shape)
+    if axes is None or len(axes) == 0:
+        if axes is not None and cx.attr("noop_with_empty_axes", 0):
+            return [x * 1.0]
+        axes = list(range(r))
+    axes = sorted({_axis(cx, a, r) for a in axes})
+    return [dsl.apply("min", x, axes=tuple(axes), keepdims=keep or None)]
+
+
+def _argmin(cx: NodeContext) -> list[Value]:
+    """ArgMin as the ArgMax of -x (the first minimum at a tie; a NaN counts as the extreme,
+    as numpy's argmin)."""
+    x = cx.x(0)
+    r = len(x.shape)
+    axis = _axis(cx, int(cx.attr("axis", 0)), r)
+    if cx.attr("select_last_index", 0):
+        cx.fail("select_last_index=1 is not supported")
+    keep = bool(cx.attr("keepdims", 1))
+    t = dsl.apply("cast", dsl.apply("argmax", -x, axis=axis, keepdims=keep), dtype="f32")
+    cx.imp.integral.add(id(t))
+    return [t]
+
+
+def _mean_of(cx: NodeContext) -> list[Value]:
+    """Mean (variadic): the broadcast sum of the inputs divided by their count."""
+    xs = [cx.x(i) for i in range(cx.n_inputs) if cx.has(i)]
+    if not xs:
+        cx.fail("needs at least one input")
+    out = xs[0]
+    for y in xs[1:]:
+        out = out + y
+    return [out * (1.0 / len(xs)) if len(xs) > 1 else out * 1.0]
+
+
 def _argmax(cx: NodeContext) -> list[Value]:
     """The index of the first maximum along ``axis``, as float32: graphc's argmax and cast, or
     (without them) with m the max and g_k = [x_k >= m], index = (S - 1) - max_k(g_k * (S - 1 -
@@ -2159,6 +2219,9 @@ OPS: dict[str, Rule] = {
     "LayerNormalization": Rule(_layer_norm, ("axis", "epsilon", "stash_type")),
     "ArgMax": Rule(_argmax, ("axis", "keepdims", "select_last_index")),
     "ReduceMax": Rule(_reduce_max, ("axes", "keepdims", "noop_with_empty_axes")),
+    "ReduceMin": Rule(_reduce_min, ("axes", "keepdims", "noop_with_empty_axes")),
+    "ArgMin": Rule(_argmin, ("axis", "keepdims", "select_last_index")),
+    "Mean": Rule(_mean_of),
     **{
         op: Rule(_reduce_composed(kind), ("axes", "keepdims", "noop_with_empty_axes"))
         for op, kind in (
