@@ -461,11 +461,35 @@ def _x86_unit(cpu: str, features: str) -> VectorUnit:
     return VectorUnit(8 if "avx" in isa else 4, 16, tuple(isa))
 
 
+# The x86 features each entry of VectorUnit.isa stands for (in _x86_unit's order)
+_X86_ISA = (("sse4.1", "sse4.1"), ("avx", "avx"), ("avx2", "avx2"), ("fma", "fma"))
+
+
+def _x86_unit_of_features(features: str) -> VectorUnit | None:
+    """_x86_unit from an explicit feature list (the host's: every feature named, the last
+    +/- of a name wins) without compiling the probe (some 10-20 ms of a cold compile); None
+    when the list is not one to trust that way (AVX-512 restricted to 256 bits: -evex512)."""
+    on: dict[str, bool] = {}
+    for f in features.split(","):
+        if f[:1] in "+-" and len(f) > 1:
+            on[f[1:]] = f[0] == "+"
+    if on.get("avx512f") and not on.get("evex512", True):
+        return None
+    isa = tuple(name for name, feat in _X86_ISA if on.get(feat))
+    if on.get("avx512f") and "avx2" in isa:
+        return VectorUnit(16, 32, (*isa, "avx512f"))
+    return VectorUnit(8 if "avx" in isa else 4, 16, isa)
+
+
 def vector_unit(cpu: str | Target = "native") -> VectorUnit:
     """The vector unit the kernels are written for on ``cpu`` (a Target or a CPU name of this
     machine): lanes and registers from the target, never from the host (except "native")."""
     t = as_target(cpu)
     if t.arch.name == "x86_64":
+        if t.cpu == "native" and not t.features:  # every feature named: no probe to compile
+            unit = _x86_unit_of_features(t.llvm_cpu_features()[1])
+            if unit is not None:
+                return unit
         return _x86_unit(*t.llvm_cpu_features())
     lanes = max(1, t.arch.vector_bits // 32)
     return VectorUnit(lanes, t.arch.registers)

@@ -157,6 +157,28 @@ def test_codegen_decisions_follow_the_target_not_the_host():
     assert vector_unit("x86-64-v4").isa[-1] == "avx512f" and vector_unit("x86-64").isa == ()
 
 
+def test_host_vector_unit_from_features_is_the_probes() -> None:
+    """vector_unit("native") reads the host's feature list instead of compiling the probe
+    (a cold compile's 10-20 ms): it must say what the probe says, here and for feature lists
+    of other x86 CPUs."""
+    from graphc.codegen import target as T
+
+    if T.host_arch().name != "x86_64":
+        pytest.skip("x86 only")
+    t = resolve_target(None, "native")
+    assert vector_unit(t) == T._x86_unit(*t.llvm_cpu_features())
+    avx512 = "+sse4.1,+avx,+avx2,+fma,+avx512f,+evex512"
+    for feats in (
+        "+sse4.1",
+        "+sse4.1,+avx",
+        "+sse4.1,+avx,+avx2",
+        "+sse4.1,+avx,+avx2,+fma",
+        avx512,
+    ):
+        assert T._x86_unit_of_features(feats) == T._x86_unit("x86-64", feats), feats
+    assert T._x86_unit_of_features("+avx2,+avx512f,-evex512") is None  # left to the probe
+
+
 # ---------------------------------------------------------------------------- aarch64 on qemu
 
 
