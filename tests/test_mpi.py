@@ -9,6 +9,7 @@ Skipped, with the reason, when ``mpirun`` or mpi4py is missing (.ci/run installs
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
@@ -224,6 +225,45 @@ def test_split_step_equals_train_step():
         np.testing.assert_allclose(total, full, rtol=1e-5, atol=1e-7)
         for k in a.params:
             np.testing.assert_array_equal(a.params[k], b.params[k])
+
+
+def test_reduce_slots_sums_in_rank_order():
+    """NAME_reduce_slots (the shared-memory all-reduce's native part, no MPI needed): over
+    [lo, hi) every destination gets ((s0 + s1) + s2) in float32, that order (numpy's
+    elementwise adds in float32 are the reference, bit for bit), across block boundaries of
+    REDUCE_BLOCK and with a destination that is also a source; nothing outside [lo, hi) is
+    written."""
+    from graphc.codegen.epoch import REDUCE_BLOCK
+    from graphc.runtime.buffers import address
+
+    m = _dropout_mlp("reduce_slots")
+    assert m.split_entries() is not None
+    fn = ctypes.CFUNCTYPE(
+        None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, *(ctypes.c_int64,) * 3
+    )(m._split_jit.address("reduce_slots_reduce_slots"))
+    rng = np.random.default_rng(3)
+    n = 3 * REDUCE_BLOCK + 37
+    # magnitudes far apart, so that another order of the sums would give other bits
+    srcs = [(rng.standard_normal(n) * 10.0 ** (4 * j)).astype(np.float32) for j in range(3)]
+    out = np.full(n, 7.0, np.float32)
+    for lo, hi in ((0, n), (5, REDUCE_BLOCK + 3), (REDUCE_BLOCK, 2 * REDUCE_BLOCK), (9, 9)):
+        xs = [a.copy() for a in srcs]
+        out[...] = 7.0
+        table = (ctypes.c_void_p * 3)(*[address(a) for a in xs])
+        dsts = (ctypes.c_void_p * 2)(address(out), address(xs[1]))
+        fn(ctypes.addressof(table), 3, ctypes.addressof(dsts), 2, lo, hi)
+        want = (srcs[0][lo:hi] + srcs[1][lo:hi]) + srcs[2][lo:hi]
+        assert want.dtype == np.float32
+        np.testing.assert_array_equal(out[lo:hi], want)
+        np.testing.assert_array_equal(xs[1][lo:hi], want)
+        assert (out[:lo] == 7.0).all() and (out[hi:] == 7.0).all()
+        np.testing.assert_array_equal(
+            np.delete(xs[1], np.s_[lo:hi]), np.delete(srcs[1], np.s_[lo:hi])
+        )
+        for j in (0, 2):  # sources that are not destinations are only read
+            np.testing.assert_array_equal(xs[j], srcs[j])
+    # the data tells the orders apart: a kernel summing in another order fails above
+    assert not np.array_equal((srcs[0] + srcs[1]) + srcs[2], srcs[0] + (srcs[1] + srcs[2]))
 
 
 def test_native_split_epoch_on_one_rank(monkeypatch):
