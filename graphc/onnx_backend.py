@@ -43,7 +43,7 @@ UNSUPPORTED = {
     r"Slice of a computed value",
     "Slice with steps other than 1": r"slices with step 1 only",
     "symbolic dimensions other than the first": r"dimension \d+ is symbolic",
-    "batched (3-D and up) matrix products": r"batched matrix products",
+    "batched matrix products with a 1-D operand": r"batched matrix products",
     "normalization over an axis other than the last": r"over the last axis only",
     "transposes of more than 2 dimensions": r"transposes 2-D values only",
     "Concat other than along the last axis of 2-D values": r"joins 2-D values along",

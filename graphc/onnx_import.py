@@ -1290,11 +1290,64 @@ def _matmul(cx: NodeContext) -> list[Value]:
     if ra == 1 and rb == 2:
         y = dsl.matmul(_reshape(cx, a, (1, a.shape[0])), b)
         return [_reshape(cx, y, (b.shape[1],))]
+    if rb == 2 and ra > 2 and a.shape[0] == "N" and "N" not in a.shape[1:]:
+        return [_rows_times_matrix(cx, a, b)]
+    if ra >= 2 and rb >= 2:
+        return [_batched_matmul(cx, a, b)]
     cx.fail(
-        f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)}: graphc multiplies 2-D matrices (and "
-        "a stack of rows of fixed shape by a matrix); batched matrix products are not supported"
+        f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)}: graphc multiplies matrices and "
+        "stacks of them; batched matrix products with a 1-D operand are not supported"
     )
     return []
+
+
+MAX_MATMUL_SLICES = 256  # [N, M, K] @ [K, P] as M products [N, K] @ [K, P] at most
+MAX_BATCHED_ELEMENTS = 2**20  # per sample, in the broadcast product of _batched_matmul
+
+
+def _rows_times_matrix(cx: NodeContext, a: Tensor, b: Tensor) -> Tensor:
+    """[N, m1, ..., K] @ [K, P] (a Linear on a sequence): one GEMM [N, K] @ [K, P] per row
+    position m (graphc keeps N apart from the other axes), concatenated along the rows."""
+    mid = a.shape[1:-1]
+    m, k, p = math.prod(mid), a.shape[-1], b.shape[1]
+    if m > MAX_MATMUL_SLICES:
+        return _batched_matmul(cx, a, b)
+    a3 = _reshape(cx, a, ("N", m, k))
+    parts = []
+    for i in range(m):
+        row = dsl.apply("slice", a3, axes=(1,), starts=(i,), ends=(i + 1,)) if m > 1 else a3
+        y = dsl.matmul(_reshape(cx, row, ("N", k)), b)
+        parts.append(_reshape(cx, y, ("N", 1, p)))
+    y = dsl.apply("concat", *parts, axis=1) if m > 1 else parts[0]
+    return _reshape(cx, y, ("N", *mid, p))
+
+
+def _batched_matmul(cx: NodeContext, a: Tensor, b: Tensor) -> Tensor:
+    """A[..., M, K] @ B[..., K, P] with numpy's broadcasting of the leading axes, by the
+    definition: sum over k of A[..., M, K, 1] * B[..., 1, K, P] (exact products, summed in
+    float32). N may lead either operand or both (attention scores, weights times values)."""
+    if len(b.shape) < 2 or len(a.shape) < 2:
+        cx.fail(f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)}: 1-D batched operands")
+    m, k = a.shape[-2], a.shape[-1]
+    kb, p = b.shape[-2], b.shape[-1]
+    if "N" in (m, k, kb, p):
+        cx.fail(f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)} multiplies along N")
+    if k != kb:
+        cx.fail(f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)}: inner dimensions differ")
+    r = max(len(a.shape), len(b.shape))
+    lead_a = (1,) * (r - len(a.shape)) + tuple(a.shape[:-2])
+    lead_b = (1,) * (r - len(b.shape)) + tuple(b.shape[:-2])
+    if "N" in lead_a[1:] or "N" in lead_b[1:]:  # N broadcast against a fixed axis
+        cx.fail(f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)}: N must lead both operands")
+    fixed = [d for d in (*lead_a, *lead_b) if d != "N"]
+    if math.prod(fixed) * m * k * p > MAX_BATCHED_ELEMENTS:
+        cx.fail(
+            f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)}: a batched product of more than "
+            f"{MAX_BATCHED_ELEMENTS} products per sample is not supported"
+        )
+    a4 = _reshape(cx, a, (*a.shape, 1))  # [..., M, K, 1]
+    b4 = _reshape(cx, b, (*b.shape[:-2], 1, k, p))  # [..., 1, K, P]
+    return dsl.sum(a4 * b4, r - 1)  # the K axis of the [..., M, K, P] products
 
 
 def _transpose(cx: NodeContext) -> list[Value]:

@@ -327,8 +327,8 @@ def test_ops_defined_by_a_function_body_are_expanded(op: str, attrs, opset: int)
 
 
 # Every case of ONNX's node tests (onnx 1.23: 1884, the _expanded twins included), interpreted:
-# 338 imported and matched before function expansion and these classes' fixes, 548 after.
-SWEEP_FLOOR = 548
+# 338 imported and matched before function expansion and these classes' fixes, 551 after.
+SWEEP_FLOOR = 551
 
 
 def test_node_test_sweep_imports_and_matches_or_documents_the_limit() -> None:
@@ -376,3 +376,49 @@ def test_constant_of_shape_with_the_batch_size() -> None:
     ]
     m = model_of(nodes, [vi("x", ["N", 4])], [vi("y", ["N", 4])])
     check(m, np.arange(12, dtype=np.float32).reshape(3, 4))
+
+
+MATMUL_CASES = [  # (shape of A, shape of B): N leads where it appears
+    (["N", 3, 4], [4, 5]),  # a Linear on a sequence
+    (["N", 2, 3, 4], [4, 2]),
+    (["N", 2, 3, 4], ["N", 2, 4, 3]),  # attention scores
+    (
+        ["N", 3, 4],
+        [
+            4,
+            2,
+        ],
+    ),
+    ([2, 3, 4], ["N", 2, 4, 5]),
+    (["N", 3, 4], [1, 4, 2]),
+]
+
+
+@pytest.mark.parametrize("sa,sb", MATMUL_CASES, ids=[f"{a}@{b}" for a, b in MATMUL_CASES])
+def test_matmul_of_stacks_with_a_batch(sa, sb) -> None:
+    """MatMul whose operands stack matrices beside N (numpy's matmul): as ONNX Runtime."""
+    rng = np.random.default_rng(9)
+    n = 3
+    shapes = [[n if d == "N" else d for d in s] for s in (sa, sb)]
+    inputs = [vi("a", sa)] + ([vi("b", sb)] if "N" in sb else [])
+    inits = (
+        []
+        if "N" in sb
+        else [numpy_helper.from_array(rng.standard_normal(sb).astype(np.float32), "b")]
+    )
+    if "N" not in sa:
+        inputs = [vi("b", sb)]
+        inits = [numpy_helper.from_array(rng.standard_normal(sa).astype(np.float32), "a")]
+    out = np.matmul(np.zeros(shapes[0]), np.zeros(shapes[1])).shape
+    m = model_of(
+        [helper.make_node("MatMul", ["a", "b"], ["y"])], inputs, [vi("y", ["N", *out[1:]])], inits
+    )
+    feeds = {
+        i.name: rng.standard_normal(
+            [n if d.dim_param else d.dim_value for d in i.type.tensor_type.shape.dim]
+        ).astype(np.float32)
+        for i in inputs
+    }
+    want = ort_run(m, feeds)[0]
+    got = gc.from_onnx(m).compile().predict(feeds if len(feeds) > 1 else next(iter(feeds.values())))
+    np.testing.assert_allclose(np.asarray(got).reshape(want.shape), want, rtol=1e-5, atol=1e-5)
