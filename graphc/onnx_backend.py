@@ -45,7 +45,7 @@ UNSUPPORTED = {
     "symbolic dimensions other than the first": r"dimension \d+ is symbolic",
     "batched matrix products with a 1-D operand": r"batched matrix products",
     "normalization over an axis other than the last": r"over the last axis only",
-    "transposes of more than 2 dimensions": r"transposes 2-D values only",
+    "transposes of more than 2 dimensions": r"transposes 2-D values only|transpose of more than 2 dimensions in more",
     "Concat other than along the last axis of 2-D values": r"joins 2-D values along",
     "training-mode Dropout/BatchNormalization": r"training_mode",
     "outputs that are constants": r"is a constant",

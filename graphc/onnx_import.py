@@ -426,6 +426,8 @@ class Importer:
             )
         if a.dtype.kind not in "fiub":
             cx.fail(f"{name!r} has data type {a.dtype}, which graphc cannot compute with")
+        if a.size == 0:
+            cx.fail(f"{name!r} is empty ({list(a.shape)}): graphc has no dimension of size 0")
         if a.size > MAX_ELEMENTS:
             cx.fail(f"{name!r} has {a.size} elements, above the limit of {MAX_ELEMENTS}")
         a32 = np.asarray(a, dtype=np.float32)
@@ -1354,12 +1356,57 @@ def _transpose(cx: NodeContext) -> list[Value]:
     x = cx.x(0)
     perm = cx.attr("perm")
     r = len(x.shape)
-    if r == 2 and (perm is None or list(perm) == [1, 0]):
+    if r == 2 and "N" not in x.shape and (perm is None or list(perm) == [1, 0]):
         return [dsl.transpose(x)]
-    if perm is not None and list(perm) == list(range(r)):
+    perm = list(range(r))[::-1] if perm is None else [_axis(cx, int(a), r) for a in perm]
+    if sorted(perm) != list(range(r)):
+        cx.fail(f"perm={perm} is not a permutation of the {r} axes")
+    if perm == list(range(r)):
         return [x * 1.0]
-    cx.fail(f"perm={perm} on {_fmt(x.shape)}: graphc transposes 2-D values only")
-    return []
+    if "N" in x.shape and perm[x.shape.index("N")] != x.shape.index("N"):
+        cx.fail(f"perm={perm} on {_fmt(x.shape)} moves the batch dimension N")
+    # one np.moveaxis per position whose axis is not there yet, placing positions from the
+    # front or from the back, whichever slices less
+    plans = [_moves(perm, range(r)), _moves(perm, range(r - 1, -1, -1))]
+    moves = min(plans, key=lambda mv: sum(int(x.shape[a]) for _, _, a in mv))
+    slices = sum(int(x.shape[a]) for _, _, a in moves)
+    if slices > MAX_TRANSPOSE_SLICES:
+        cx.fail(
+            f"perm={perm} on {_fmt(x.shape)}: a transpose of more than 2 dimensions in more "
+            f"than {MAX_TRANSPOSE_SLICES} slices"
+        )
+    y = x
+    for j, q, _ in moves:
+        y = _move_axis(cx, y, j, q)
+    return [y]
+
+
+def _moves(perm: list[int], order: Any) -> list[tuple[int, int, int]]:
+    """(from, to, original axis) of the np.moveaxis steps that apply ``perm``, placing the
+    positions in ``order``."""
+    cur, out = list(range(len(perm))), []
+    for q in order:
+        j = cur.index(perm[q])
+        if j != q:
+            out.append((j, q, perm[q]))
+            cur.insert(q, cur.pop(j))
+    return out
+
+
+MAX_TRANSPOSE_SLICES = 1024
+
+
+def _move_axis(cx: NodeContext, x: Tensor, j: int, q: int) -> Tensor:
+    """np.moveaxis(x, j, q) for axes other than N: each slice along j, reshaped with its
+    size-1 axis at q (the same element order), concatenated along q."""
+    size = int(x.shape[j])
+    rest = [d for i, d in enumerate(x.shape) if i != j]
+    target = (*rest[:q], 1, *rest[q:])
+    parts = []
+    for i in range(size):
+        part = dsl.apply("slice", x, axes=(j,), starts=(i,), ends=(i + 1,)) if size > 1 else x
+        parts.append(_reshape(cx, part, target))
+    return dsl.apply("concat", *parts, axis=q) if size > 1 else parts[0]
 
 
 def _fold_transpose(cx: NodeContext, args: list) -> list:
@@ -1512,7 +1559,13 @@ def _fold_unsqueeze(cx: NodeContext, args: list) -> list:
 def _concat(cx: NodeContext) -> list[Value]:
     """Concat along the last axis of 2-D values, as a sum of products with 0/1 selection
     matrices (exact: each output element is one input element times 1 plus zeros)."""
-    xs = [cx.x(i) for i in range(cx.n_inputs) if cx.has(i)]
+    xs = [  # size-0 parts (an empty Split output) add nothing
+        cx.x(i)
+        for i in range(cx.n_inputs)
+        if cx.has(i) and not (isinstance(cx.value(i), np.ndarray) and cx.value(i).size == 0)
+    ]
+    if not xs:
+        cx.fail("every input is empty")
     r = len(xs[0].shape)
     axis = _axis(cx, int(cx.attr("axis")), r)
     if native("concat"):
@@ -1923,8 +1976,10 @@ def _split(cx: NodeContext) -> list[Value]:
     outs: list[Value] = []
     start = 0
     for k in sizes:
-        if k == 0:  # an empty part: graphc has no empty tensors (an error if it is used)
-            outs.append(None)
+        if k == 0:  # an empty part: a size-0 array (Concat drops it; other uses fail)
+            shape = [1 if d == "N" else d for d in x.shape]
+            shape[axis] = 0
+            outs.append(np.zeros(shape, np.float32))
             continue
         outs.append(
             dsl.apply("slice", x, axes=(axis,), starts=(start,), ends=(start + k,))
