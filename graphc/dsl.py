@@ -303,7 +303,24 @@ def constant_values(outputs: Iterable[Tensor]) -> dict[str, np.ndarray]:
 
 
 def const(value: float, dtype: str = "f32") -> Tensor:
-    """A scalar constant."""
+    """A scalar constant (a Python or numpy number, or a 0-d array).
+
+    Raises:
+        ArgumentError: ``value`` is not one number (an array: use ``gc.constant``).
+    """
+    if (
+        isinstance(value, bool)
+        or np.ndim(value) != 0
+        or not isinstance(
+            np.asarray(value).item() if isinstance(value, np.ndarray) else value,
+            int | float | np.number,
+        )
+    ):
+        shape = f" of shape {np.shape(value)}" if np.ndim(value) else ""
+        raise ArgumentError(
+            f"const: expects one number, got {type(value).__name__}{shape}; for an array of "
+            "values use gc.constant(array)"
+        )
     return apply("const", value=float(value), dtype=dtype)
 
 
@@ -324,6 +341,8 @@ def op_function(op: str) -> Callable[..., Tensor]:
                 + (f" and {', '.join(unknown)}" if unknown else "")
                 + f" ({_user_loc()})"
             )
+        if len(xs) == 2 and op in POINTWISE_OPS:  # a number on either side, as add's
+            xs = _operands(op, *xs)
         return apply(op, *xs, name=name, **spec.attr_values(attrs))
 
     f.__name__ = f.__qualname__ = op
@@ -349,24 +368,47 @@ softmax = op_function("softmax")
 transpose = op_function("transpose")
 
 
-def add(x: Tensor, y: Tensor) -> Tensor:
-    return apply("add", x, y)
+def _operands(op: str, x: Any, y: Any) -> tuple[Tensor, Tensor]:
+    """(x, y) of a binary pointwise op as Tensors: a Python or numpy number on either side
+    becomes a constant of the other operand's dtype (as the operators ``+ - * /`` do).
+
+    Raises:
+        ArgumentError: neither operand is a Tensor, or one is neither a Tensor nor a number.
+    """
+    if isinstance(x, Tensor):
+        return x, x._lift(y)
+    if isinstance(y, Tensor):
+        return y._lift(x), y
+    raise ArgumentError(
+        f"{op}: at least one operand must be a graphc Tensor, got {type(x).__name__} and "
+        f"{type(y).__name__} (at {_user_loc()})"
+    )
 
 
-def sub(x: Tensor, y: Tensor) -> Tensor:
-    return apply("sub", x, y)
+def add(x: Tensor | float, y: Tensor | float) -> Tensor:
+    """x + y, elementwise with broadcasting (a number on either side)."""
+    return apply("add", *_operands("add", x, y))
 
 
-def mul(x: Tensor, y: Tensor) -> Tensor:
-    return apply("mul", x, y)
+def sub(x: Tensor | float, y: Tensor | float) -> Tensor:
+    """x - y, elementwise with broadcasting (a number on either side)."""
+    return apply("sub", *_operands("sub", x, y))
 
 
-def div(x: Tensor, y: Tensor) -> Tensor:
-    return apply("div", x, y)
+def mul(x: Tensor | float, y: Tensor | float) -> Tensor:
+    """x * y, elementwise with broadcasting (a number on either side)."""
+    return apply("mul", *_operands("mul", x, y))
 
 
-def maximum(x: Tensor, y: Tensor) -> Tensor:
-    return apply("maximum", x, y)
+def div(x: Tensor | float, y: Tensor | float) -> Tensor:
+    """x / y, elementwise with broadcasting (a number on either side)."""
+    return apply("div", *_operands("div", x, y))
+
+
+def maximum(x: Tensor | float, y: Tensor | float) -> Tensor:
+    """Elementwise max with broadcasting (a number on either side; NaN if either is NaN; at a
+    tie the gradient is split 0.5/0.5, as in PyTorch and JAX)."""
+    return apply("maximum", *_operands("maximum", x, y))
 
 
 def dropout(x: Tensor, p: float, *, seed: int = 0, name: str | None = None) -> Tensor:

@@ -18,6 +18,7 @@ from .dsl import (
     Tensor,
     _axes,
     _fresh,
+    _operands,
     _tag,
     apply,
     const,
@@ -36,12 +37,13 @@ swish = OP_FUNCTIONS["silu"]
 
 
 def _lift(x: Tensor, y: Tensor | float) -> Tensor:
-    return y if isinstance(y, Tensor) else const(float(y), dtype=x.dtype)
+    return x._lift(y) if isinstance(x, Tensor) else const(float(y), dtype=x.dtype)
 
 
-def minimum(x: Tensor, y: Tensor | float) -> Tensor:
-    """Elementwise min with broadcasting (NaN if either is NaN; at a tie the gradient goes to x)."""
-    return apply("minimum", x, _lift(x, y))
+def minimum(x: Tensor | float, y: Tensor | float) -> Tensor:
+    """Elementwise min with broadcasting (a number on either side; NaN if either is NaN; at a
+    tie the gradient is split 0.5/0.5, as in PyTorch and JAX)."""
+    return apply("minimum", *_operands("minimum", x, y))
 
 
 def pow(x: Tensor, exponent: float) -> Tensor:
@@ -50,8 +52,8 @@ def pow(x: Tensor, exponent: float) -> Tensor:
 
 
 def _compare(op: str):
-    def f(x: Tensor, y: Tensor | float) -> Tensor:
-        return apply(op, x, _lift(x, y))
+    def f(x: Tensor | float, y: Tensor | float) -> Tensor:
+        return apply(op, *_operands(op, x, y))
 
     f.__name__ = op
     f.__code__ = f.__code__.replace(co_name=op)

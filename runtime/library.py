@@ -278,7 +278,9 @@ class Library:
     def _shape(port: dict, n: int) -> tuple[int, ...]:
         return tuple(n if d == "N" else d for d in port["shape"])
 
-    def _inputs(self, ports: list[dict], data: Any, what: str) -> tuple[list[np.ndarray], int]:
+    def _inputs(
+        self, ports: list[dict], data: Any, what: str, allow_empty: bool = False
+    ) -> tuple[list[np.ndarray], int]:
         """Arrays for ``ports`` from an array (one port) or a dict, checked; and the batch size."""
         if isinstance(data, dict):
             missing = [p["name"] for p in ports if p["name"] not in data]
@@ -330,7 +332,7 @@ class Library:
             out.append(np.ascontiguousarray(a, dtype=want_dtype))
         if n is None and arrays:
             n = 1  # no input has a batch axis
-        if n is None or n < 1:
+        if n is None or (n < 1 and not (allow_empty and n == 0)):
             raise ArgumentError(f"{what}: no rows")
         return out, n
 
@@ -436,9 +438,18 @@ class Library:
         arrays went to the native code as they are."""
         fn = self._fns.get("infer") or self._function("infer")
         e = self.meta["entries"]["infer"]
-        arrays, n = self._inputs(e["inputs"], x, "predict")
+        arrays, n = self._inputs(e["inputs"], x, "predict", allow_empty=True)
         batch_size = check_batch_size(batch_size)
+        if n == 0:  # no rows: empty outputs (each with N first), no native call
+            for p in e["outputs"]:
+                if p["shape"][:1] != ["N"]:
+                    raise ArgumentError(
+                        f"predict: no rows, and output {p['name']!r} is computed over the "
+                        "rows, not one value per row: pass at least one row"
+                    )
         outs = self._outputs(e["outputs"], n, out, arrays)
+        if n == 0:
+            return outs[0] if len(outs) == 1 else {p["name"]: o for p, o in zip(e["outputs"], outs)}
         # Rows are split into blocks only when the library says every output row depends on
         # its input row alone (graphc.ir.batch, the rule Model.predict follows); a library
         # without the flag (older graphc) or an output mixing rows: one call.

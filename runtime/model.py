@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import operator
-import os
 import signal
 import sys
 import threading
@@ -26,7 +25,7 @@ from .buffers import aligned_empty, output_arrays, view
 from .callbacks import CallbackList
 from .checks import InputRejected, check_batch_size, check_lr
 from .executable import Entry, EpochEntry, NonfiniteLoss, shape_hint
-from .parallel import default_threads, own_lock, serialized
+from .parallel import default_threads, own_lock, serialized, threads_from_env
 
 log = logging.getLogger(__name__)  # graphc's own messages; fit's epoch lines stay on stdout
 
@@ -121,6 +120,21 @@ def _param_value(who: str, params: dict[str, np.ndarray], name: Any, value: Any)
                 f"(largest {np.finfo(want.dtype).max:.4g})"
             )
     return out
+
+
+def _check_empty_outputs(e: Any, names: list[str]) -> None:
+    """predict on 0 rows gives empty outputs (as Keras and PyTorch) when every output has N
+    first; one computed over the batch (a sum over rows) has no value without rows.
+
+    Raises:
+        ArgumentError: naming such an output.
+    """
+    for name, t in zip(names, e.out_types):
+        if t.shape[:1] != (BATCH,):
+            raise ArgumentError(
+                f"predict: no rows, and output {name!r} ({t}) is computed over the rows, not "
+                "one value per row: pass at least one row"
+            )
 
 
 # the metrics Model._metrics computes, by loss kind (figure_names announces them)
@@ -247,7 +261,7 @@ class Model:
         self.row_split = row_split(program.schedules)
         own_lock(self)
         self.threads = default_threads()
-        self._threads_default = not os.environ.get("GRAPHC_THREADS", "").strip()
+        self._threads_default = threads_from_env() is None
         self.seed = seed
         self.history: History | None = None  # the last fit's (set as soon as fit starts)
         self.initialize(seed)
@@ -521,7 +535,9 @@ class Model:
 
     # ------------------------------------------------------------------ data
 
-    def _as_feeds(self, x: Any, y: Any, *, need_labels: bool) -> tuple[dict[str, np.ndarray], int]:
+    def _as_feeds(
+        self, x: Any, y: Any, *, need_labels: bool, allow_empty: bool = False
+    ) -> tuple[dict[str, np.ndarray], int]:
         prog = self.program
         feeds: dict[str, np.ndarray] = {}
         if y is None and isinstance(x, dict) and any(n in x for n in prog.label_inputs):
@@ -582,7 +598,7 @@ class Model:
             feeds[name] = np.ascontiguousarray(a, dtype=t.np_dtype) if t.dtype != "i32" else a
         if n is None and feeds:
             n = 1  # no input has a batch axis: one call, the size argument is unused
-        if n is None or n == 0:
+        if n is None or (n == 0 and not allow_empty):
             raise ArgumentError("the data set is empty: no rows to use")
         return feeds, n
 
@@ -859,7 +875,12 @@ class Model:
         prog = self.program
         e = self.entries["infer"]
         one = len(prog.feature_inputs) == 1 and len(e.out_types) == 1
-        feeds, n = self._as_feeds(x, None, need_labels=False)
+        feeds, n = self._as_feeds(x, None, need_labels=False, allow_empty=True)
+        if n == 0:  # no rows: empty outputs of the right shape and dtype, no native call
+            _check_empty_outputs(e, prog.outputs)
+            check_batch_size(batch_size)
+            outs = self._outputs_for(e, 0, out, feeds)
+            return outs[0] if len(outs) == 1 else dict(zip(self.program.outputs, outs))
         outs = self._outputs_for(e, n, out, feeds)
         self._batched("infer", feeds, n, batch_size, outs)
         if (

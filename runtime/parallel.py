@@ -19,15 +19,37 @@ import os
 import threading
 import weakref
 
+from graphc.ir.errors import ArgumentError
+
+
+def threads_from_env() -> int | None:
+    """``$GRAPHC_THREADS`` as a thread count; None when unset or blank.
+
+    Raises:
+        ArgumentError: set to anything but a whole number >= 1 ("abc", "1.5", "0", "-2"),
+            naming the variable and its value (it was ignored silently).
+    """
+    raw = os.environ.get("GRAPHC_THREADS")
+    env = (raw or "").strip()
+    if not env:
+        return None
+    if not (env.isascii() and env.isdigit()) or int(env) < 1:
+        raise ArgumentError(
+            f"GRAPHC_THREADS={raw!r}: expected a whole number of threads >= 1 (unset it to "
+            "use every core this process may run on)"
+        )
+    return int(env)
+
 
 def default_threads() -> int:
-    """``$GRAPHC_THREADS`` if set (>= 1), else the cores this process may run on."""
-    env = os.environ.get("GRAPHC_THREADS", "").strip()
-    if env:
-        try:
-            return max(1, int(env))
-        except ValueError:
-            pass
+    """``$GRAPHC_THREADS`` if set, else the cores this process may run on.
+
+    Raises:
+        ArgumentError: GRAPHC_THREADS is set but not a whole number >= 1.
+    """
+    env = threads_from_env()
+    if env is not None:
+        return env
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):

@@ -3,6 +3,8 @@ exceptions: each raises a GraphcError naming the culprit before anything changes
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -99,3 +101,80 @@ def test_one_dict_of_every_input_gives_the_labels() -> None:
     assert m.evaluate({"x": XS, "labels": YS}) == ref.evaluate(XS, YS)
     with pytest.raises(gc.ArgumentError, match="labels"):
         m.train_step({"x": XS[:6]})
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "0", "-2", "²"])
+def test_bad_graphc_threads_is_an_error_naming_the_variable(monkeypatch, value) -> None:
+    from graphc.runtime.parallel import default_threads
+
+    monkeypatch.setenv("GRAPHC_THREADS", value)
+    with pytest.raises(gc.ArgumentError, match="GRAPHC_THREADS"):
+        default_threads()
+    x = gc.input("x", ("N", 2))
+    with pytest.raises(gc.ArgumentError, match="GRAPHC_THREADS"):
+        gc.compile(gc.relu(x), name="thr_env")
+    monkeypatch.setenv("GRAPHC_THREADS", " 3 ")
+    assert default_threads() == 3
+
+
+def test_binary_pointwise_ops_take_a_number_on_either_side() -> None:
+    x = gc.input("x", ("N", 3))
+    fns = {
+        "maximum": np.maximum, "minimum": np.minimum, "add": np.add, "sub": np.subtract,
+        "mul": np.multiply, "div": np.divide,
+    }  # fmt: skip
+    outs = [getattr(gc, f)(x, 0.5) for f in fns] + [getattr(gc, f)(2, x) for f in fns]
+    m = gc.compile(outs, name="binnum")
+    xs = np.array([[0.25, 0.5, 4.0]], np.float32)
+    got = list(m.predict(xs).values())
+    want = [f(xs, 0.5) for f in fns.values()] + [f(2.0, xs) for f in fns.values()]
+    for g_, w_, k in zip(got, want, [*fns, *fns], strict=True):
+        np.testing.assert_allclose(g_, w_, rtol=1e-6, err_msg=k)
+    with pytest.raises(gc.ArgumentError, match="at least one operand"):
+        gc.maximum(1.0, 2.0)
+    with pytest.raises(gc.ArgumentError, match="str"):
+        gc.minimum(x, "a")
+    for bad in (np.ones(3), "1", None, True):
+        with pytest.raises(gc.ArgumentError, match=r"gc\.constant"):
+            gc.const(bad)
+    assert gc.const(np.float32(2)).type.shape == () and gc.const(np.array(3.0)) is not None
+
+
+def test_max_min_split_the_gradient_at_a_tie() -> None:
+    """Central differences (and PyTorch, JAX) give each operand half at a tie."""
+    x = gc.input("x", ("N", 3))
+    a = gc.param("a", (3,), "zeros")
+    b = gc.param("b", (3,), "zeros")
+    loss = gc.sum(gc.maximum(x, a) * 3.0 + gc.minimum(b, x))
+    m = gc.compile(loss, loss, gc.SGD(0.1), name="tiegrad")
+    xs = np.array([[0.0, 1.0, -1.0]], np.float32)  # a tie, x larger, x smaller
+    g = m.gradients(xs)
+
+    def f(av: np.ndarray, bv: np.ndarray) -> float:
+        return float((np.maximum(xs, av) * 3 + np.minimum(bv, xs)).sum())
+
+    z, h = np.zeros(3), 1e-3
+    for name, fn in (("a", lambda d: f(d, z)), ("b", lambda d: f(z, d))):
+        num = [(fn(h * e) - fn(-h * e)) / (2 * h) for e in np.eye(3)]
+        np.testing.assert_allclose(g[name], num, rtol=1e-6, err_msg=name)
+    np.testing.assert_allclose(g["a"], [1.5, 0.0, 3.0])
+    np.testing.assert_allclose(g["b"], [0.5, 1.0, 0.0])
+
+
+def test_predict_on_no_rows_gives_empty_outputs(tmp_path) -> None:
+    x = gc.input("x", ("N", 4))
+    h = gc.dense(x, 3, name="d")
+    m = gc.compile([h, gc.relu(h)], name="empty_rows")
+    got = m.predict(np.zeros((0, 4), np.float32))
+    assert [(v.shape, v.dtype) for v in got.values()] == [((0, 3), np.float32)] * 2
+    one = gc.compile(h, name="empty_one")
+    assert one.predict(np.zeros((0, 4))).shape == (0, 3)
+    with pytest.raises(gc.ArgumentError, match="4"):
+        one.predict(np.zeros((0, 5)))  # the shape is still checked
+    total = gc.compile(gc.sum(h), name="empty_sum")  # computed over the rows: refused
+    with pytest.raises(gc.ArgumentError, match="over the rows"):
+        total.predict(np.zeros((0, 4), np.float32))
+    if shutil.which("cc"):
+        one.export(str(tmp_path / "libempty_one.so"))
+        lib = gc.load(str(tmp_path / "libempty_one.so"))
+        assert lib.predict(np.zeros((0, 4), np.float32)).shape == (0, 3)

@@ -32,16 +32,19 @@ class Abs(Unary):
         return (b.mul(dy, b.sub(b.greater(x, zero), b.less(x, zero))),)
 
 
-def pick_grad(b: Builder, dy: str, mask: str) -> tuple[str, str]:
-    """(dy * mask, dy * (1 - mask)): the gradients of an op that picks x where ``mask`` is 1
-    and y where it is 0 (minimum, maximum; the whole gradient to x at a tie)."""
+def pick_grad(b: Builder, dy: str, picks_x: str, tie: str) -> tuple[str, str]:
+    """(dy * m, dy * (1 - m)) with m = picks_x + tie / 2: the gradients of an op that picks x
+    where the mask ``picks_x`` is 1 and y where it and ``tie`` are 0 (minimum, maximum). At a
+    tie each operand gets half, as in PyTorch and JAX, and as central differences give (the
+    mean of the one-sided derivatives); the op is then symmetric, as ``commutative`` says."""
+    mask = b.add(picks_x, b.mul(tie, b.const(0.5, like=tie)))
     return (b.mul(dy, mask), b.mul(dy, b.sub(b.const(1.0, like=mask), mask)))
 
 
 @register
 class Minimum(Binary):
-    """z = min(x, y) (NaN if either is NaN).   VJP: dx = dy * [x <= y], dy_ = dy * [x > y]
-    (at a tie the whole gradient goes to x, as for maximum)."""
+    """z = min(x, y) (NaN if either is NaN).   VJP: dx = dy * ([x < y] + [x == y] / 2),
+    dy_ = dy - dx (at a tie half to each, as PyTorch and JAX: see pick_grad)."""
 
     name = "minimum"
     commutative = True
@@ -50,7 +53,7 @@ class Minimum(Binary):
         return np.minimum(x, y)
 
     def grad(self, b: Builder, node: Node, dy: str):
-        return pick_grad(b, dy, b.less_equal(*node.inputs))
+        return pick_grad(b, dy, b.less(*node.inputs), b.equal(*node.inputs))
 
 
 @register

@@ -79,7 +79,8 @@ class Div(Binary):
 
 @register
 class Maximum(Binary):
-    """z = max(x, y) (NaN if either is NaN).   VJP: dx = dy * [x >= y], dy_ = dy * [x < y]."""
+    """z = max(x, y) (NaN if either is NaN).   VJP: dx = dy * ([x > y] + [x == y] / 2),
+    dy_ = dy - dx (at a tie half to each, as PyTorch and JAX: see arith.pick_grad)."""
 
     name = "maximum"
     commutative = True
@@ -88,7 +89,7 @@ class Maximum(Binary):
         return np.maximum(x, y)
 
     def grad(self, b: Builder, node: Node, dy: str):
-        return pick_grad(b, dy, b.greater_equal(*node.inputs))
+        return pick_grad(b, dy, b.greater(*node.inputs), b.equal(*node.inputs))
 
 
 @register
