@@ -447,7 +447,10 @@ class SplitStep:
         flag_bytes = self.FLAGS * self.dtype.itemsize
         self.flags = self.buffer[self.HEAD - flag_bytes : self.HEAD].view(self.dtype)
         self.grad = self.workspace[: prog.param_bytes].view(self.dtype)
-        self.reduced = self.buffer[self.HEAD - flag_bytes : self.HEAD + prog.param_bytes].view(
+        # summed over the ranks: the flags and the grad region up to the last trainable
+        # param's gradient (non-trainable params after it, a frozen head, have none)
+        ends = [prog.layout[p].offset + prog.layout[p].size for p in prog.grads]
+        self.reduced = self.buffer[self.HEAD - flag_bytes : self.HEAD + max(ends, default=0)].view(
             self.dtype
         )
         gslots, uslots = self.grads.sched.input_slots, self.update.sched.input_slots
