@@ -71,6 +71,30 @@ class Halves(torch.nn.Module):
         return torch.cat([b, a], 1) * torch.pow(a, 2).sum(1, keepdim=True)
 
 
+class Attn(torch.nn.Module):
+    """A pre-norm transformer block written out: heads split by view + transpose, Q @ K^T."""
+
+    def __init__(self, d=8, h=2):
+        super().__init__()
+        self.h = h
+        self.qkv, self.o, self.ln = (
+            torch.nn.Linear(d, 3 * d),
+            torch.nn.Linear(d, d),
+            torch.nn.LayerNorm(d),
+        )
+        self.ff = torch.nn.Sequential(
+            torch.nn.Linear(d, 16), torch.nn.GELU(), torch.nn.Linear(16, d)
+        )
+
+    def forward(self, x):
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln(x)).chunk(3, dim=-1)
+        q, k, v = (z.view(b, t, self.h, d // self.h).transpose(1, 2) for z in (q, k, v))
+        a = torch.softmax(q @ k.transpose(-2, -1) / (d // self.h) ** 0.5, dim=-1)
+        x = x + self.o((a @ v).transpose(1, 2).reshape(b, t, d))
+        return x + self.ff(x)
+
+
 MODULES = {
     "chunk": (Chunk, (13, 17)),
     "resh": (Resh, (13, 17)),
@@ -81,13 +105,15 @@ MODULES = {
     "split": (Split, (13, 17)),
     "clsexp": (ClsExpand, (13, 17)),
     "halves": (Halves, (17,)),
+    "attn": (Attn, (13, 17)),
 }
+SHAPES = {"attn": (2, 4, 8)}  # the others take [batch, 8]
 
 if __name__ == "__main__":
     torch.manual_seed(0)
-    x = torch.randn(3, 8)
     for name, (cls, opsets) in MODULES.items():
-        m = cls()
+        m = cls().eval()
+        x = torch.randn(*SHAPES.get(name, (3, 8)))
         for opset in opsets:
             torch.onnx.export(
                 m,
