@@ -1662,10 +1662,14 @@ def _slice(cx: NodeContext) -> list[Value]:
 def _fold_cast(cx: NodeContext, args: list) -> list:
     to = int(cx.attr("to"))
     a = args[0]
-    if a.dtype == object:
-        return [a]
     if to not in _NP_OF or to == 16:
         cx.fail(f"cast to {type_name(to)} is not supported")
+    if a.dtype == object:  # a shape holding N: N stays, the sizes are cast
+        out = np.empty(a.shape, dtype=object)
+        for i in np.ndindex(a.shape):
+            e = a[i]
+            out[i] = e if isinstance(e, str) else np.asarray(e).astype(_NP_OF[to]).item()
+        return [out]
     return [a.astype(_NP_OF[to])]
 
 
@@ -1776,7 +1780,11 @@ def _tidy(v: Any) -> Any:
         and v.dtype == object
         and not any(isinstance(e, str) for e in v.flat)
     ):
-        return np.array([int(e) for e in v.flat], dtype=np.int64).reshape(v.shape)
+        if v.size == 0:
+            return v.astype(np.int64)
+        flat = [e.item() if isinstance(e, np.generic) else e for e in v.flat]
+        kind = "f" if any(isinstance(e, float) for e in flat) else "i"
+        return np.array(flat, dtype=np.float64 if kind == "f" else np.int64).reshape(v.shape)
     return v
 
 

@@ -466,3 +466,21 @@ def test_transpose_that_moves_the_batch_is_refused_by_name() -> None:
     )
     with pytest.raises(gc.OnnxError, match=r"Transpose.*moves the batch dimension N"):
         gc.from_onnx(m)
+
+
+def test_a_shape_cast_to_float_stays_float_after_n_is_gone() -> None:
+    """[N,8,3]: Shape -> Cast(float) -> Gather(1) / Gather(2) -> Mul: 8 / 3 as a float (an
+    integer division gave 2)."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Cast", ["s"], ["sf"], to=TensorProto.FLOAT),
+        const("i1", 1),
+        helper.make_node("Gather", ["sf", "i1"], ["d"], axis=0),
+        const("i2", 2),
+        helper.make_node("Gather", ["sf", "i2"], ["e"], axis=0),
+        helper.make_node("Div", ["d", "e"], ["q"]),
+        helper.make_node("Mul", ["x", "q"], ["y"]),
+    ]
+    m = model_of(nodes, [vi("x", ["N", 8, 3])], [vi("y", ["N", 8, 3])])
+    got = check(m, np.ones((2, 8, 3), np.float32))
+    np.testing.assert_allclose(got, np.full((2, 8, 3), 8 / 3), rtol=1e-6)
