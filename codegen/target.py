@@ -619,10 +619,16 @@ def emit_object(mod: llvm.ModuleRef, tm: llvm.TargetMachine) -> bytes:
 
 def compile_threads() -> int:
     """Threads for compile_parts: ``$GRAPHC_COMPILE_THREADS``, else the cores this process may
-    run on (``os.sched_getaffinity``)."""
-    env = os.environ.get("GRAPHC_COMPILE_THREADS", "").strip()
-    if env.isdigit():
-        return max(1, int(env))
+    run on (``os.sched_getaffinity``).
+
+    Raises:
+        ArgumentError: GRAPHC_COMPILE_THREADS is set but not a whole number >= 1.
+    """
+    from .threads import thread_count_env
+
+    env = thread_count_env("GRAPHC_COMPILE_THREADS")
+    if env is not None:
+        return env
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):

@@ -40,11 +40,35 @@ musl's PTHREAD_MUTEX_INITIALIZER / PTHREAD_COND_INITIALIZER are all zeros and sm
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from llvmlite import ir
 
+from graphc.ir.errors import ArgumentError
+
 from .lltypes import I32, I64, PTR, VOID, glue
+
+
+def thread_count_env(var: str) -> int | None:
+    """The thread count in environment variable ``var`` (GRAPHC_THREADS,
+    GRAPHC_COMPILE_THREADS); None when unset or blank.
+
+    Raises:
+        ArgumentError: set to anything but a whole number >= 1 ("abc", "1.5", "0", "-2"),
+            naming the variable and its value (it was ignored silently).
+    """
+    raw = os.environ.get(var)
+    env = (raw or "").strip()
+    if not env:
+        return None
+    if not (env.isascii() and env.isdigit()) or int(env) < 1:
+        raise ArgumentError(
+            f"{var}={raw!r}: expected a whole number of threads >= 1 (unset it to use every "
+            "core this process may run on)"
+        )
+    return int(env)
+
 
 TASK_TYPE = ir.FunctionType(VOID, [PTR, I64, I64])
 """void task(ptr ctx, i64 index, i64 count)"""

@@ -44,6 +44,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import math
 import os
 import re
 import stat
@@ -84,6 +85,13 @@ def max_bytes() -> int:
     try:
         mb = float(raw) if raw else DEFAULT_MAX_MB
     except ValueError:
+        mb = math.nan
+    if not 0 <= mb < math.inf:  # the cache is best effort: a warning, not a failed compile
+        warnings.warn(
+            f"GRAPHC_CACHE_MAX_MB={raw!r} is not a number of megabytes >= 0; using the default "
+            f"{DEFAULT_MAX_MB}",
+            stacklevel=2,
+        )
         mb = DEFAULT_MAX_MB
     return max(0, int(mb * 1e6))
 

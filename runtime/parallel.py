@@ -19,26 +19,16 @@ import os
 import threading
 import weakref
 
-from graphc.ir.errors import ArgumentError
+from graphc.codegen.threads import thread_count_env
 
 
 def threads_from_env() -> int | None:
     """``$GRAPHC_THREADS`` as a thread count; None when unset or blank.
 
     Raises:
-        ArgumentError: set to anything but a whole number >= 1 ("abc", "1.5", "0", "-2"),
-            naming the variable and its value (it was ignored silently).
+        ArgumentError: set to anything but a whole number >= 1 (see thread_count_env).
     """
-    raw = os.environ.get("GRAPHC_THREADS")
-    env = (raw or "").strip()
-    if not env:
-        return None
-    if not (env.isascii() and env.isdigit()) or int(env) < 1:
-        raise ArgumentError(
-            f"GRAPHC_THREADS={raw!r}: expected a whole number of threads >= 1 (unset it to "
-            "use every core this process may run on)"
-        )
-    return int(env)
+    return thread_count_env("GRAPHC_THREADS")
 
 
 def default_threads() -> int:

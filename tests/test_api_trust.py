@@ -115,6 +115,20 @@ def test_bad_graphc_threads_is_an_error_naming_the_variable(monkeypatch, value) 
         gc.compile(gc.relu(x), name="thr_env")
     monkeypatch.setenv("GRAPHC_THREADS", " 3 ")
     assert default_threads() == 3
+    from graphc.codegen.target import compile_threads
+
+    monkeypatch.setenv("GRAPHC_COMPILE_THREADS", value)  # the same parser
+    with pytest.raises(gc.ArgumentError, match="GRAPHC_COMPILE_THREADS"):
+        compile_threads()
+
+
+@pytest.mark.parametrize("value", ["lots", "-5", "nan", "inf"])
+def test_bad_cache_size_warns_and_keeps_the_default(monkeypatch, value) -> None:
+    from graphc import cache
+
+    monkeypatch.setenv("GRAPHC_CACHE_MAX_MB", value)
+    with pytest.warns(UserWarning, match="GRAPHC_CACHE_MAX_MB"):
+        assert cache.max_bytes() == int(cache.DEFAULT_MAX_MB * 1e6)
 
 
 def test_binary_pointwise_ops_take_a_number_on_either_side() -> None:
