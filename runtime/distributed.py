@@ -418,11 +418,13 @@ class SplitStep:
         self.window: WindowReduce | None = None
         if reduce == "window":  # the rank's slot of a shared-memory window (zeroed there)
             fn = f"{name}_reduce_slots"
-            if not (getattr(jit, "has", None) and jit.has(fn)):
-                raise DistributedError(f"GRAPHC_MPI_REDUCE=window: the module has no {fn}")
+            if not (getattr(jit, "has", None) and jit.has(fn)):  # the same on every rank
+                if strict:
+                    raise DistributedError(f"GRAPHC_MPI_REDUCE=window: the module has no {fn}")
+                reduce = "allreduce"
             need, free = comm.Get_size() * WindowReduce.slot_bytes(size), shm_free()
             short = comm.allreduce(int(free is not None and free < need + SHM_MARGIN), op=_min())
-            if short:
+            if short and reduce == "window":
                 why = (
                     f"the shared-memory window needs {need / 2**20:.1f} MiB and {SHM_DIR} has "
                     f"{'less' if free is None else f'{free / 2**20:.1f} MiB'} free on some rank"
