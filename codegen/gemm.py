@@ -58,7 +58,7 @@ buffer the caller passes as the function's last argument (the entry's workspace:
 scratch_bytes), never on the calling thread's stack, which may be small (128 KiB for musl's
 threads, 256 KiB or less for a thread the user started with a small stack). A product split
 between the pool's threads gives that buffer to the blocks the calling thread runs; a worker
-thread runs its blocks on a copy of the blocks on its own stack (the pool starts its workers with
+thread packs its blocks into a dynamic alloca on its own stack (the pool starts its workers with
 WORKER_STACK_BYTES, codegen/threads.py), so no two threads share one. Nothing is allocated on the
 heap and the only library call is pthread_self (which thread runs a block); llvm.fmuladd,
 llvm.prefetch and llvm.masked.load are the only intrinsics.
@@ -912,34 +912,9 @@ class _GemmEmitter:
             user = fields[6:] if packed.name in self.takes_extras else []
             args = [*fields[:6], *user, lo_m, hi_m, lo_n, hi_n]
             on_caller = b.icmp_unsigned("==", b.call(self.pthread_self(), []), caller)
-            with b.if_else(on_caller, likely=True) as (then, otherwise):
-                with then:
-                    b.call(packed, [*args, work])
-                with otherwise:
-                    b.call(self.packed_on_stack(packed), args)
+            b.call(packed, [*args, b.select(on_caller, work, ir.Constant(PTR, None))])
         b.ret_void()
         return fn
-
-    def packed_on_stack(self, packed: ir.Function) -> ir.Function:
-        """`name.packed_stack(M..C, extras, m0, m1, n0, n1)`: the packed path on blocks in its
-        own stack frame (a never-inlined helper, so that only the worker threads that call it
-        have that frame on their stacks)."""
-        block = [(n, I64) for n in ("m0", "m1", "n0", "n1")]
-        size = scratch_bytes(
-            self.dtype,
-            trans_a=self.trans_a,
-            trans_b=self.trans_b,
-            blocking=self.blk,
-            fixed=self.fixed,
-        )
-
-        def body(m0: ir.Value, m1: ir.Value, n0: ir.Value, n1: ir.Value) -> None:
-            buf = self.b.alloca(ir.ArrayType(I8, max(size, WORK_ALIGN)), name="work.stack")
-            buf.align = WORK_ALIGN
-            buf.type = PTR  # llvmlite still types an alloca as `[n x i8]*`; LLVM has only `ptr`
-            self.call(packed, m0, m1, n0, n1, buf)
-
-        return glue(self.define("packed_stack", block, body))
 
     # -- packed path -------------------------------------------------------------------------------
 
@@ -948,7 +923,9 @@ class _GemmEmitter:
     ) -> None:
         """C[m0:m1, n0:n1] (a block of C, for threads; all of it is 0, M, 0, N), packing into
         `work` (WORK_ALIGN-aligned): B's panel, then A's block at the offsets that
-        packed_scratch_bytes counts for this call's M, N, K.
+        packed_scratch_bytes counts for this call's M, N, K. A null `work` (a block on a
+        worker thread: emit_task) packs into a dynamic alloca instead, which takes stack only
+        when it runs (the workers' stacks are ours: WORKER_STACK_BYTES).
 
         This GEMM's own code is the loop nest down to the panels and the epilogue; packing and
         the microkernel are helpers shared by every GEMM of the module with the same tile."""
@@ -956,6 +933,24 @@ class _GemmEmitter:
         rows_in_place = blk.rows_of_a_in_place and not self.trans_a
         # No A block when rows of A are read in place: its space goes to a deeper KC
         kc_size = (blk.kc_rows_in_place or blk.kc) if rows_in_place else blk.kc
+        if self.pool is not None:  # blocks of a split product on a worker: work is null
+            size = scratch_bytes(
+                self.dtype,
+                trans_a=self.trans_a,
+                trans_b=self.trans_b,
+                blocking=blk,
+                fixed=self.fixed,
+            )
+            given = b.block
+            with b.if_then(b.icmp_unsigned("==", work, ir.Constant(PTR, None)), likely=False):
+                own = b.alloca(I8, size=self.const(max(size, WORK_ALIGN)), name="work.stack")
+                own.align = WORK_ALIGN
+                own.type = PTR  # llvmlite still types an alloca as `i8*`; LLVM has only `ptr`
+                made = b.block
+            phi = b.phi(PTR, name="work")
+            phi.add_incoming(work, given)
+            phi.add_incoming(own, made)
+            work = phi
         self.b_buf = work
         if not rows_in_place:  # after B's panel: round_up(min(N, NC), NR) x min(K, KC) values
             zero = self.const(0)

@@ -451,7 +451,7 @@ class _PoolEmitter:
             _store_atomic(b, zero, self.stop, "seq_cst", 8)
             _store_atomic(b, zero, self.workers, "monotonic", 8)
         # start n - 1 workers, each with a stack of WORKER_STACK_BYTES: a worker packs a GEMM
-        # block's operands on its stack (up to 384 KiB; codegen/gemm.py's packed_on_stack),
+        # block's operands on its stack (up to 384 KiB; codegen/gemm.py's emit_packed),
         # above musl's 128 KiB default
         attr = self.attr
         have_attr = b.icmp_signed("==", b.call(self.attr_init, [attr]), ir.Constant(I32, 0))
