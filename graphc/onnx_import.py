@@ -2016,16 +2016,28 @@ def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # --- reductions
 
 
+def _reduction_axes(cx: NodeContext, rank: int, attr_until: int) -> tuple[int, ...]:
+    """The sorted axes a Reduce* node reduces (``axes``: attribute before opset ``attr_until``,
+    input from it): every axis when ``axes`` is missing or empty, none (``()``) when it is
+    missing or empty and ``noop_with_empty_axes`` is set. Reducing over no axes leaves the
+    pointwise part of the op: the identity for ReduceSum/Max/Min/Mean, |x| for ReduceL1/L2,
+    x^2 for ReduceSumSquare, log x for ReduceLogSum (ONNX's Reduce* definitions from opset
+    13/18; its reference implementation treats a missing ``axes`` as empty)."""
+    axes = _axes_arg(cx, attr_until)
+    if not axes:
+        return () if cx.attr("noop_with_empty_axes", 0) else tuple(range(rank))
+    return tuple(sorted({_axis(cx, a, rank) for a in axes}))
+
+
 def _reduce(op: str, attr_until: int) -> Callable[[NodeContext], list[Value]]:
     def convert(cx: NodeContext) -> list[Value]:
         x = cx.x(0)
-        axes = _axes_arg(cx, attr_until)
-        keep = bool(cx.attr("keepdims", 1))
-        if axes is not None and len(axes) == 0:
-            axes = None
-        if axes is None and cx.attr("noop_with_empty_axes", 0):
+        r = len(x.shape)
+        ax = _reduction_axes(cx, r, attr_until)
+        if not ax:
             return [x * 1.0]
-        return [dsl.apply(op, x, axes=None if axes is None else tuple(axes), keepdims=keep or None)]
+        keep = bool(cx.attr("keepdims", 1))
+        return [dsl.apply(op, x, axes=None if len(ax) == r else ax, keepdims=keep or None)]
 
     return convert
 
@@ -2038,14 +2050,11 @@ def _reduce_composed(kind: str) -> Callable[[NodeContext], list[Value]]:
 
     def convert(cx: NodeContext) -> list[Value]:
         x = cx.x(0)
-        r = len(x.shape)
-        axes = _axes_arg(cx, 18)
+        ax = _reduction_axes(cx, len(x.shape), 18)
         keep = bool(cx.attr("keepdims", 1))
-        if axes is None or len(axes) == 0:
-            if axes is not None and cx.attr("noop_with_empty_axes", 0):
-                return [x * 1.0]
-            axes = list(range(r))
-        ax = tuple(sorted({_axis(cx, a, r) for a in axes}))
+        if not ax:  # noop_with_empty_axes: the pointwise part over no axes
+            pointwise = {"l1": _abs, "l2": _abs, "sumsquare": dsl.square, "logsum": dsl.log}
+            return [x * 1.0 if kind == "logsumexp" else pointwise[kind](x)]
         if kind == "logsumexp":
             m = dsl.apply("max", x, axes=ax, keepdims=True)
             s = dsl.log(dsl.sum(dsl.exp(x - m), ax, keepdims=True)) + m
@@ -2172,16 +2181,12 @@ def _drop_axis(cx: NodeContext, t: Tensor, axis: int) -> Tensor:
 
 def _reduce_max(cx: NodeContext) -> list[Value]:
     x = cx.x(0)
-    axes = _axes_arg(cx, 18)
+    axes = _reduction_axes(cx, len(x.shape), 18)
+    if not axes:
+        return [x * 1.0]
     keep = bool(cx.attr("keepdims", 1))
-    r = len(x.shape)
-    if axes is None or len(axes) == 0:
-        if axes is not None and cx.attr("noop_with_empty_axes", 0):
-            return [x * 1.0]
-        axes = list(range(r))
-    axes = sorted({_axis(cx, a, r) for a in axes})
     if native("max"):
-        return [dsl.apply("max", x, axes=tuple(axes), keepdims=keep or None)]
+        return [dsl.apply("max", x, axes=axes, keepdims=keep or None)]
     y = x
     for a in axes:
         y = _max_along(cx, y, a)
@@ -2193,15 +2198,10 @@ def _reduce_max(cx: NodeContext) -> list[Value]:
 def _reduce_min(cx: NodeContext) -> list[Value]:
     """ReduceMin: graphc's min over ``axes`` (attribute before opset 18, input from 18)."""
     x = cx.x(0)
-    axes = _axes_arg(cx, 18)
-    keep = bool(cx.attr("keepdims", 1))
-    r = len(x.shape)
-    if axes is None or len(axes) == 0:
-        if axes is not None and cx.attr("noop_with_empty_axes", 0):
-            return [x * 1.0]
-        axes = list(range(r))
-    axes = sorted({_axis(cx, a, r) for a in axes})
-    return [dsl.apply("min", x, axes=tuple(axes), keepdims=keep or None)]
+    axes = _reduction_axes(cx, len(x.shape), 18)
+    if not axes:
+        return [x * 1.0]
+    return [dsl.apply("min", x, axes=axes, keepdims=bool(cx.attr("keepdims", 1)) or None)]
 
 
 def _argmin(cx: NodeContext) -> list[Value]:

@@ -484,3 +484,25 @@ def test_a_shape_cast_to_float_stays_float_after_n_is_gone() -> None:
     m = model_of(nodes, [vi("x", ["N", 8, 3])], [vi("y", ["N", 8, 3])])
     got = check(m, np.ones((2, 8, 3), np.float32))
     np.testing.assert_allclose(got, np.full((2, 8, 3), 8 / 3), rtol=1e-6)
+
+
+# ---------------------------------------------------------------- Reduce*: axes missing or empty
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin", "ReduceMean", "ReduceL2", "ReduceSum"])
+@pytest.mark.parametrize("axes", [None, [], [-1, 1]], ids=["missing", "empty", "dup-neg"])
+@pytest.mark.parametrize("noop", [0, 1])
+def test_reduce_axes_missing_empty_or_repeated_match_onnxruntime(op, axes, noop) -> None:
+    """Opset 18 Reduce* (axes an input): a missing or empty ``axes`` reduces every axis, or
+    with noop_with_empty_axes=1 is the identity (ONNX's reference treats missing as empty);
+    repeated and negative axes name the same axis once. ReduceMax/Min/L2 took a missing
+    ``axes`` with noop set as 'every axis'."""
+    inputs, inits = ["x"], []
+    if axes is not None:
+        inputs.append("axes")
+        inits.append(numpy_helper.from_array(np.array(axes, np.int64), "axes"))
+    node = helper.make_node(op, inputs, ["y"], keepdims=1, noop_with_empty_axes=noop)
+    y_shape = None  # ORT infers it
+    m = model_of([node], [vi("x", ["N", 5])], [vi("y", y_shape)], inits, opset=18)
+    x = np.random.default_rng(3).standard_normal((4, 5)).astype(np.float32)
+    check(m, x)
