@@ -489,8 +489,7 @@ class SplitStep:
         if self.window is None:
             return
         for e in (self.grads, self.update):
-            e.workspace, e._ws_cap, e._n = aligned_empty(0), -1, -1
-            e._args[2] = e._frame[3] = 0
+            e.release_workspace()
         self.buffer = self.workspace = self.flags = self.grad = self.reduced = None  # type: ignore[assignment]
         self.window.free()
         self.window = None

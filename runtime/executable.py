@@ -154,6 +154,12 @@ class Entry:
         self.workspace, self._ws_cap = workspace, rows
         self._args[2] = self._frame[3] = workspace.ctypes.data
 
+    def release_workspace(self) -> None:
+        """Forget the workspace given to use_workspace (whose memory may go away, e.g. a
+        shared-memory window being freed); the next call allocates one of the entry's own."""
+        self.workspace, self._ws_cap, self._n = aligned_empty(0), -1, -1
+        self._args[2] = self._frame[3] = 0
+
     def check(self, arrays: list[np.ndarray], n: int) -> None:
         """Raises ArgumentError naming the input when an array's shape or dtype is wrong."""
         if len(arrays) != len(self.in_types):
