@@ -192,6 +192,9 @@ class Library:
             r["name"]: view(self._state, r["offset"], tuple(r["shape"]), DTYPE_INFO[r["dtype"]].np)
             for r in self.meta["state"]
         }
+        # a library exported with weights="file" starts with zero params: refused by predict
+        # and train_step until weights are loaded or written (see _check_weights_given)
+        self._weights_pending = not self.meta.get("embed") and self._params.nbytes > 0
         rc = getattr(self._lib, f"{name}_init")(ctypes.byref(self._ctx))
         if rc == WEIGHTS_CODE and self.meta.get("embed"):
             raise ArgumentError(
@@ -390,6 +393,8 @@ class Library:
         Raises:
             ArgumentError: a shape or dtype differs from the library's inputs, or ``out``
                 does not fit.
+            CheckpointError: a library exported with weights="file" whose weights were never
+                loaded (its params are all zero).
         """
         with self._lock:  # (serialized, inline: the batch-1 call path counts every 0.1 us)
             if type(x) is np.ndarray and (out is None or type(out) is np.ndarray):
@@ -438,6 +443,8 @@ class Library:
         arrays went to the native code as they are."""
         fn = self._fns.get("infer") or self._function("infer")
         e = self.meta["entries"]["infer"]
+        if self._weights_pending:
+            self._check_weights_given("predict")
         arrays, n = self._inputs(e["inputs"], x, "predict", allow_empty=True)
         batch_size = check_batch_size(batch_size)
         if n == 0:  # no rows: empty outputs (each with N first), no native call
@@ -494,6 +501,8 @@ class Library:
             ArgumentError: a shape or dtype that does not fit; a label outside the classes
                 (or, for int64 labels, outside int32) or a NaN/Inf row, naming the input and
                 the row; a learning rate that is NaN, infinite or negative.
+            CheckpointError: a library exported with weights="file" whose weights were never
+                loaded (its params are all zero).
         """
         with self._lock:  # (serialized, inline: a small step's call counts every 0.1 us)
             if type(x) is np.ndarray and type(y) is np.ndarray:
@@ -530,6 +539,8 @@ class Library:
         fn = self._fns.get("train_step") or self._function("train_step")
         e = self.meta["entries"]["train_step"]
         ports = e["inputs"]
+        if self._weights_pending:
+            self._check_weights_given("train_step")
         rate = self._lr if lr is None else check_lr(lr)
         loss = self._loss
         key = None
@@ -558,6 +569,20 @@ class Library:
 
     # ------------------------------------------------------------------ weights
 
+    def _check_weights_given(self, what: str) -> None:
+        """For a library exported with weights="file": passes (for good) once its params hold
+        anything but zeros (load_weights, or values written into ``params``), else raises
+        CheckpointError: predicting or training with the zeros init leaves there is never
+        what the caller meant (a forgotten ``weights=``)."""
+        if np.any(self._params.view(np.uint8)):
+            self._weights_pending = False
+            return
+        raise CheckpointError(
+            f"{what}: the library {self.path!r} was exported with weights='file' and no weights "
+            f"were loaded (its params are all zero): gc.load(path, weights=WEIGHTS_FILE) or "
+            f"Library.load_weights(WEIGHTS_FILE) first"
+        )
+
     @serialized
     def load_weights(self, path: str) -> None:
         """``NAME_load_weights``: a checked weights file into the params.
@@ -569,6 +594,7 @@ class Library:
         rc = fn(ctypes.byref(self._ctx), os.fsencode(path))
         if rc != 0:
             raise CheckpointError(f"{path}: {ERROR_NAMES.get(rc, 'unknown')} (code {rc})")
+        self._weights_pending = False
 
     def weights_file_bytes(self) -> bytes:
         """``NAME_write_weights``: the params as a weights file image."""

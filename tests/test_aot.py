@@ -346,7 +346,8 @@ def test_cli_baseline_x86_64_library_has_no_avx_and_same_results(tmp_path, data,
     assert wfile.is_file() and (tmp_path / "digits.h").is_file()
     lib = gc.load(str(lib_path))
     assert set(lib.meta["entries"]) == {"infer"}
-    assert not np.any(lib.predict(x[:4]))  # file mode: params are zero until loaded
+    with pytest.raises(gc.CheckpointError, match="no weights were loaded"):
+        lib.predict(x[:4])  # file mode: params are zero until loaded: refused
     lib = gc.load(str(lib_path), weights=str(wfile))
     with pytest.raises(gc.CheckpointError, match="rejected"):
         gc.load(str(lib_path), weights=str(build["dir"] / "corrupt.weights"))

@@ -168,3 +168,36 @@ def test_damaged_library_files_are_refused_before_dlopen(tmp_path) -> None:
     )
     with pytest.raises(gc.ArgumentError, match="CRC-32"):
         gc.load(str(tmp_path / "libstw.so"), name="dmg")
+
+
+def test_file_weights_library_refuses_to_run_on_zero_params(tmp_path) -> None:
+    """A library exported with weights="file" and loaded without its weights predicted zeros
+    (its params start at zero) without a word: predict and train_step now raise
+    CheckpointError, nothing written, until weights are loaded or written into params; then
+    the outputs equal the model's (numpy float64 reference)."""
+    x = gc.input("x", ("N", 3))
+    y = gc.input("labels", ("N",), dtype="i32")
+    logits = gc.dense(x, 2, name="d")
+    m = gc.compile(logits, gc.softmax_cross_entropy(logits, y), gc.SGD(lr=0.1), name="zw")
+    m.initialize(seed=1)
+    res = m.export(str(tmp_path / "libzw.so"), weights="file")
+    xs = np.arange(12, dtype=np.float32).reshape(4, 3) / 7
+    labels = np.array([0, 1, 1, 0], np.int32)
+    w, b = m.params["d.w"].astype(np.float64), m.params["d.b"].astype(np.float64)
+    want = xs.astype(np.float64) @ w + b
+
+    lib = gc.load(res.library)
+    for call in (lambda: lib.predict(xs), lambda: lib.train_step(xs, labels)):
+        with pytest.raises(gc.CheckpointError, match=r"weights='file'.*no weights were loaded"):
+            call()
+    assert not np.any(lib.params["d.w"])  # nothing written by the refused calls
+    lib.load_weights(res.weights)
+    np.testing.assert_allclose(lib.predict(xs), want, rtol=1e-5, atol=1e-6)
+
+    other = gc.load(res.library)  # weights written into params by hand count as given
+    other.params["d.w"][...] = m.params["d.w"]
+    other.params["d.b"][...] = m.params["d.b"]
+    np.testing.assert_allclose(other.predict(xs), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        gc.load(res.library, weights=res.weights).predict(xs), want, rtol=1e-5, atol=1e-6
+    )
