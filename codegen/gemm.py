@@ -46,12 +46,15 @@ the time (pass blocking=Blocking(4) for the packed path). The kernel is split in
 never-inlined helper functions to keep LLVM's work small: what depends only on the tile, the
 transposes and the element type (microkernels, packing, the direct paths, which store plain
 products) is shared by all GEMMs of a module; each GEMM adds its loop nest, its epilogue and,
-for M = 1 with N and K built in, its own GEMV. Compile time follows the code's size: with one
-GEMM per shape and everything inlined, the 784-256-128-10 Adam step's six products took 0.66 s
-of LLVM time (1,163 KB of IR); with the shared helpers 0.40 s (487 KB), of which the four
-microkernels (6 x 64 and 12 x 16, rows and columns) take about 0.14 s, the transposing packer
-0.045 s and the three GEMVs of their own 0.045 s (benchmarks/compile_time.py, 1 thread). Every loop is marked against LLVM's own
-vectorizing and unrolling, which the kernel does itself.
+for M = 1 with N and K built in, its own GEMV. Compile time follows the code's size and how
+much of it LLVM optimizes: with one GEMM per shape and everything inlined, the 784-256-128-10
+Adam step's six products took 0.66 s of LLVM time (1,163 KB of IR); with the shared helpers
+0.40 s (487 KB); with the loop nests and drivers compiled unoptimized (glue: optnone, fast
+instruction selection), a short pass list instead of O1 for the rest (codegen.module) and no
+loop strength reduction in x86-64 code generation (codegen.target), 0.16 s, most of it the
+machine code of the four microkernels (6 x 64 and 12 x 16, rows and columns: about 0.012 s
+each) and the transposing packer (0.02 s) (benchmarks/compile_time.py, 1 thread). Every loop
+is marked against LLVM's own vectorizing and unrolling, which the kernel does itself.
 
 The packed path's blocks (B's panel, then A's block: at most 384 KiB for f32) live in a work
 buffer the caller passes as the function's last argument (the entry's workspace: see
