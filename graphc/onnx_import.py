@@ -2219,14 +2219,10 @@ def _argmin(cx: NodeContext) -> list[Value]:
 
 
 def _mean_of(cx: NodeContext) -> list[Value]:
-    """Mean (variadic): the broadcast sum of the inputs divided by their count."""
-    xs = [cx.x(i) for i in range(cx.n_inputs) if cx.has(i)]
-    if not xs:
-        cx.fail("needs at least one input")
-    out = xs[0]
-    for y in xs[1:]:
-        out = out + y
-    return [out * (1.0 / len(xs)) if len(xs) > 1 else out * 1.0]
+    """Mean (variadic): the broadcast sum of the inputs (Sum's rule) divided by their count."""
+    total = _variadic(lambda a, b: a + b)(cx)[0]
+    count = sum(1 for i in range(cx.n_inputs) if cx.has(i))
+    return [total * (1.0 / count) if count > 1 else total]
 
 
 def _argmax(cx: NodeContext) -> list[Value]:
