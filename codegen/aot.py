@@ -243,7 +243,7 @@ class LibraryPlan:
     numerics: list[dict] = field(default_factory=list)
     numerics_offset: dict[str, int] = field(default_factory=dict)
     target: str = ""  # the triple (aarch64-linux-gnu); "" for this machine's
-    cpu_checks: tuple[str, ...] = ()  # x86 extensions the init checks (__builtin_cpu_supports)
+    cpu_checks: tuple[str, ...] = ()  # extensions the init checks (target.cpu_extensions)
     weights_crc: int | None = None  # CRC-32 of the embedded weights (set by object_module)
 
     @property
@@ -789,6 +789,7 @@ def _header_values(plan: LibraryPlan, graphc_version: str) -> dict[str, object]:
         "EMBED": int(plan.embed),
         "TARGET": plan.target,
         "TARGETCPU": plan.target_cpu,
+        "TARGETEXTENSIONS": ",".join(plan.cpu_checks),
         **{f"HAS{e.replace('_', '').upper()}": int(e in ent) for e in PUBLIC_ENTRIES},
         "ROWSINDEPENDENT": int(infer is not None and infer.rows_independent),
         "INFERARGS": _call_args(infer.inputs + infer.outputs) if infer else "",
@@ -1006,7 +1007,7 @@ def _source_prelude(plan: LibraryPlan, header_name: str) -> list[str]:
         "#define _POSIX_C_SOURCE 200809L /* open, fstat, fdopen, O_NONBLOCK, O_CLOEXEC */",
         f'#include "{header_name}"',
         *[f"#include <{h}>" for h in ("fcntl.h", "pthread.h", "stdio.h", "string.h")],
-        *[f"#include <{h}>" for h in ("sys/stat.h", "unistd.h")],
+        *[f"#include <{h}>" for h in ("sys/stat.h", "sys/utsname.h", "unistd.h")],
         "",
         '#define API __attribute__((visibility("default")))',
     ]
@@ -1077,7 +1078,7 @@ def _source_messages(plan: LibraryPlan) -> list[str]:
             msg = (
                 f"this CPU lacks {'/'.join(plan.cpu_checks)}: the library was built for "
                 f"{plan.target_cpu} ({plan.target or 'this machine'}); build one for this "
-                "CPU (graphc compile --target-cpu native, or x86-64 for any x86-64)"
+                f"CPU (graphc compile --target-cpu native, or {_baseline_hint(plan)})"
             )
         a(f"    {c_string_literal(msg)},")
     a("};")
@@ -1089,6 +1090,16 @@ def _source_messages(plan: LibraryPlan) -> list[str]:
         a("};")
         a("")
     return L
+
+
+def _baseline_hint(plan: LibraryPlan) -> str:
+    """How to build a library every CPU of the target's architecture runs."""
+    arch = plan.target.split("-")[0] if plan.target else "x86_64"
+    if arch == "aarch64":
+        return "generic without --features for any aarch64"
+    if arch == "riscv64":
+        return "generic-rv64 without --features for any RV64GC"
+    return "x86-64 for any x86-64"
 
 
 def _source_info_functions(plan: LibraryPlan) -> list[str]:
@@ -1156,16 +1167,62 @@ def _template_macros(plan: LibraryPlan) -> list[str]:
     return L
 
 
+# Linux's hwcap bits (arch/arm64/include/uapi/asm/hwcap.h; the same numbers as the cross
+# toolchain's /usr/aarch64-linux-gnu/include/asm/hwcap.h): name -> (auxv entry, bit), with
+# AT_HWCAP = 16 and AT_HWCAP2 = 26 (include/uapi/linux/auxvec.h).
+AARCH64_HWCAPS = {
+    "atomics": (16, 8),
+    "fphp": (16, 9),
+    "asimdhp": (16, 10),
+    "asimdrdm": (16, 12),
+    "jscvt": (16, 13),
+    "fcma": (16, 14),
+    "lrcpc": (16, 15),
+    "asimddp": (16, 20),
+    "sve": (16, 22),
+    "asimdfhm": (16, 23),
+    "ilrcpc": (16, 26),
+    "sve2": (26, 1),
+    "frint": (26, 8),
+    "svei8mm": (26, 9),
+    "svef32mm": (26, 10),
+    "svef64mm": (26, 11),
+    "svebf16": (26, 12),
+    "i8mm": (26, 13),
+    "bf16": (26, 14),
+}
+# riscv64: AT_HWCAP has one bit per single-letter extension (bit = letter - 'A':
+# arch/riscv/include/uapi/asm/hwcap.h); the multi-letter ones are in riscv_hwprobe (syscall
+# 258, key RISCV_HWPROBE_KEY_IMA_EXT_0 = 4: arch/riscv/include/uapi/asm/hwprobe.h), with the
+# first kernel whose hwprobe reports each (an older kernel reports 0: unknown, not absent).
+RISCV_HWPROBE_EXT = {
+    "zba": (3, (6, 5)),
+    "zbb": (4, (6, 5)),
+    "zbs": (5, (6, 5)),
+    "zfh": (27, (6, 8)),
+}
+
+
 def _c_cpu_check(plan: LibraryPlan) -> list[str]:
-    """``cpu_supported()``: whether this CPU has the x86 extensions the kernels use
-    (``plan.cpu_checks``), asked of the C compiler's ``__builtin_cpu_supports``; the entries,
-    init and set_num_threads return ERR_CPU instead of running an illegal instruction."""
+    """``cpu_supported()``: whether this CPU has the extensions the kernels may use
+    (``plan.cpu_checks``, codegen.target.cpu_extensions): on x86 asked of the C compiler's
+    ``__builtin_cpu_supports``; on aarch64 of Linux's hwcap bits (getauxval AT_HWCAP and
+    AT_HWCAP2); on riscv64 of AT_HWCAP's letter bits, the vector length (the vlenb CSR, read
+    once V is known to be there) for Zvl*b and riscv_hwprobe for Zba/Zbb/Zbs/Zfh. A kernel
+    too old to report a multi-letter extension (hwprobe missing, or older than the release
+    that added its bit) passes the check: refusing there would refuse CPUs that have it. The
+    entries, init and set_num_threads return ERR_CPU instead of running an illegal
+    instruction. The C wrappers themselves are built for the architecture's baseline."""
     L = [
-        "/* 1 when this CPU runs the library's kernels (the x86 extensions of TARGET_CPU). */",
+        "/* 1 when this CPU runs the library's kernels (the extensions of TARGET_CPU). */",
         "static int cpu_supported(void) {",
     ]
-    if plan.cpu_checks:
-        test = " &&\n           ".join(f'__builtin_cpu_supports("{f}")' for f in plan.cpu_checks)
+    checks = plan.cpu_checks
+    arch = plan.target.split("-")[0] if plan.target else ""
+    if not checks:
+        L.append("    return 1;")
+    elif arch in ("", "x86_64"):
+        test = " &&\n           ".join(f'__builtin_cpu_supports("{f}")' for f in checks)
         L += [
             "#if defined(__x86_64__) || defined(__i386__)",
             "    __builtin_cpu_init();",
@@ -1174,8 +1231,56 @@ def _c_cpu_check(plan: LibraryPlan) -> list[str]:
             "    return 1;",
             "#endif",
         ]
-    else:
-        L.append("    return 1;")
+    elif arch == "aarch64":
+        need = {16: 0, 26: 0}
+        for f in checks:
+            at, bit = AARCH64_HWCAPS[f]
+            need[at] |= 1 << bit
+        L += [
+            "#if defined(__aarch64__) && defined(__linux__)",
+            "    extern unsigned long getauxval(unsigned long);",
+            f"    const unsigned long hwcap = 0x{need[16]:x}UL, hwcap2 = 0x{need[26]:x}UL;",
+            "    return (getauxval(16) & hwcap) == hwcap && (getauxval(26) & hwcap2) == hwcap2;",
+            "#else",
+            "    return 1;",
+            "#endif",
+        ]
+    else:  # riscv64
+        letters = sum(1 << (ord(f.upper()) - ord("A")) for f in checks if len(f) == 1)
+        L += [
+            "#if defined(__riscv) && defined(__linux__)",
+            "    extern unsigned long getauxval(unsigned long);",
+            f"    if ((getauxval(16) & 0x{letters:x}UL) != 0x{letters:x}UL) return 0;",
+        ]
+        for f in checks:
+            m = re.fullmatch(r"zvl(\d+)b", f)
+            if m:
+                L += [
+                    "    {",
+                    "        unsigned long vlenb;",
+                    '        __asm__ volatile("csrr %0, 0xc22" : "=r"(vlenb));  /* vlenb */',
+                    f"        if (vlenb * 8 < {int(m.group(1))}UL) return 0;",
+                    "    }",
+                ]
+        probed = [f for f in checks if f in RISCV_HWPROBE_EXT]
+        if probed:
+            L += [
+                "    {",
+                "        extern long syscall(long, ...);",
+                "        struct { long long key; unsigned long long value; } pair = {4, 0};",
+                "        struct utsname u;",
+                "        int major = 0, minor = 0;",
+                '        if (uname(&u) == 0) sscanf(u.release, "%d.%d", &major, &minor);',
+                "        if (syscall(258L, &pair, 1L, 0L, (void *)0, 0L) == 0 && pair.key == 4) {",
+            ]
+            for f in probed:
+                bit, (kmaj, kmin) = RISCV_HWPROBE_EXT[f]
+                L.append(
+                    f"            if ((major > {kmaj} || (major == {kmaj} && minor >= {kmin})) && "
+                    f"!(pair.value & (1ULL << {bit}))) return 0;  /* {f} */"
+                )
+            L += ["        }", "    }"]
+        L += ["    return 1;", "#else", "    return 1;", "#endif"]
     L.append("}")
     return L
 

@@ -495,6 +495,189 @@ def vector_unit(cpu: str | Target = "native") -> VectorUnit:
     return VectorUnit(lanes, t.arch.registers)
 
 
+# aarch64: the probe's functions whose code shows an extension LLVM uses for ordinary IR
+# (fixed-width vectors, half/bfloat, atomics), as the x86 probe does for AVX.
+_PROBE_AARCH64 = """
+define void @sve(ptr %p) {
+  %a = load <2 x i64>, ptr %p
+  %b = mul <2 x i64> %a, %a
+  store <2 x i64> %b, ptr %p
+  ret void
+}
+define void @fp16(ptr %p) {
+  %a = load <8 x half>, ptr %p
+  %b = fadd <8 x half> %a, %a
+  store <8 x half> %b, ptr %p
+  ret void
+}
+define void @bf16(ptr %p, float %x) {
+  %b = fptrunc float %x to bfloat
+  store bfloat %b, ptr %p
+  ret void
+}
+define i32 @lse(ptr %p) {
+  %b = atomicrmw add ptr %p, i32 1 seq_cst
+  ret i32 %b
+}
+define i32 @rcpc(ptr %p) {
+  %b = load atomic i32, ptr %p acquire, align 4
+  ret i32 %b
+}
+define i32 @dot(ptr %a, ptr %b) {
+  %x = load <16 x i8>, ptr %a
+  %y = load <16 x i8>, ptr %b
+  %xe = sext <16 x i8> %x to <16 x i32>
+  %ye = sext <16 x i8> %y to <16 x i32>
+  %m = mul <16 x i32> %xe, %ye
+  %r = call i32 @llvm.vector.reduce.add.v16i32(<16 x i32> %m)
+  ret i32 %r
+}
+declare i32 @llvm.vector.reduce.add.v16i32(<16 x i32>)
+"""
+
+_PROBE_RISCV64 = """
+define void @v(ptr %p) {
+  %a = load <16 x float>, ptr %p
+  %b = fadd <16 x float> %a, %a
+  store <16 x float> %b, ptr %p
+  ret void
+}
+define i64 @zba(i64 %a, i64 %b) {
+  %s = shl i64 %a, 2
+  %r = add i64 %s, %b
+  ret i64 %r
+}
+define i64 @zbb(i64 %a, i64 %b) {
+  %r = call i64 @llvm.smax.i64(i64 %a, i64 %b)
+  ret i64 %r
+}
+define i64 @zbs(i64 %a, i64 %b) {
+  %s = shl i64 1, %b
+  %r = or i64 %a, %s
+  ret i64 %r
+}
+define void @zfh(ptr %p, half %x) {
+  %b = fadd half %x, %x
+  store half %b, ptr %p
+  ret void
+}
+declare i64 @llvm.smax.i64(i64, i64)
+"""
+
+# LLVM feature -> the Linux hwcap names (/proc/cpuinfo's "Features") of the instructions it
+# enables, for features given explicitly (--features); the probe finds those a CPU implies.
+_AARCH64_FEATURE_HWCAPS = {
+    "sve": ("sve",),
+    "sve2": ("sve", "sve2"),
+    "fullfp16": ("fphp", "asimdhp"),
+    "dotprod": ("asimddp",),
+    "lse": ("atomics",),
+    "rcpc": ("lrcpc",),
+    "rcpc-immo": ("lrcpc", "ilrcpc"),
+    "bf16": ("bf16",),
+    "i8mm": ("i8mm",),
+    "f32mm": ("sve", "svef32mm"),
+    "f64mm": ("sve", "svef64mm"),
+    "rdm": ("asimdrdm",),
+    "complxnum": ("fcma",),
+    "fp16fml": ("fphp", "asimdhp", "asimdfhm"),
+    "frint3264": ("frint",),
+    "jsconv": ("jscvt",),
+}
+_RISCV64_FEATURES = ("m", "a", "f", "d", "c", "v", "zba", "zbb", "zbs", "zfh")
+
+
+def _probe_asm(t: Target, probe: str) -> dict[str, str]:
+    """The assembly LLVM makes for each function of ``probe`` on ``t`` (name -> body)."""
+    _init_all()
+    name, features = t.llvm_cpu_features()
+    tm = llvm.Target.from_triple(t.llvm_triple).create_target_machine(
+        cpu=name, features=features, opt=2
+    )
+    mod = llvm.parse_assembly(probe)
+    mod.triple = tm.triple
+    asm = tm.emit_assembly(mod)
+    return {
+        m.group(1): m.group(2)
+        for m in re.finditer(r"^(\w+):.*?\n(.*?)\.Lfunc_end", asm, re.DOTALL | re.MULTILINE)
+    }
+
+
+def _explicit_features(features: str) -> dict[str, bool]:
+    """The +/- features of an LLVM feature string (the last of a name wins)."""
+    on: dict[str, bool] = {}
+    for f in features.split(","):
+        f = f.strip()
+        if f[:1] in "+-" and len(f) > 1:
+            on[f[1:]] = f[0] == "+"
+    return on
+
+
+@functools.cache
+def cpu_extensions(t: Target) -> tuple[str, ...]:
+    """The CPU extensions a library built for ``t`` may execute, checked by its init (ERR_CPU
+    instead of an illegal instruction), in the names its check uses: x86 as GCC's
+    ``__builtin_cpu_supports`` spells them (VectorUnit.isa); aarch64 as Linux's hwcap names
+    (/proc/cpuinfo: "sve", "sve2", "asimddp", "asimdhp", "atomics", "lrcpc", "bf16", "i8mm",
+    ...); riscv64 as ISA extension names ("v", "zba", ..., "zvl256b": VLEN >= 256 bits).
+
+    Read from the features LLVM builds with, not from a table of CPU names: the explicit
+    feature string (``t.features``, the architecture's defaults) and, for what a CPU name
+    implies, the code LLVM makes for a probe (SVE registers for a 64-bit vector multiply,
+    ``ldadd`` for an atomic add, ``bfcvt``, ``sdot``, RVV instructions and their LMUL, ...).
+    The crypto extensions are left out: the kernels never use them."""
+    if t.arch.name == "x86_64":
+        return vector_unit(t).isa
+    if t.arch.name not in ("aarch64", "riscv64") or (t.cpu == "native" and t.is_host):
+        return ()
+    on = _explicit_features(t.llvm_cpu_features()[1])
+    if t.arch.name == "aarch64":
+        parts = _probe_asm(t, _PROBE_AARCH64)
+        found = []
+        sve = re.findall(r"\bz\d+\.", parts.get("sve", ""))
+        if sve:
+            found.append("sve")
+            if "ptrue" not in parts["sve"]:  # SVE2's unpredicated multiply
+                found.append("sve2")
+        if ".8h" in parts.get("fp16", "") and "fcvtl" not in parts.get("fp16", ""):
+            found += ["fphp", "asimdhp"]
+        if "bfcvt" in parts.get("bf16", ""):
+            found.append("bf16")
+        if "ldadd" in parts.get("lse", ""):
+            found.append("atomics")
+        if "ldapr" in parts.get("rcpc", ""):
+            found.append("lrcpc")
+        if "sdot" in parts.get("dot", ""):
+            found.append("asimddp")
+        for feat, names in _AARCH64_FEATURE_HWCAPS.items():
+            if on.get(feat):
+                found += names
+        if "sve" in found and "i8mm" in found:
+            found.append("svei8mm")
+        if "sve" in found and "bf16" in found:
+            found.append("svebf16")
+        return tuple(dict.fromkeys(found))
+    parts = _probe_asm(t, _PROBE_RISCV64)
+    found = [f for f in "mafdc" if on.get(f)]
+    lmul = re.search(r"vsetivli\s+\w+,\s*16,\s*e32,\s*m(f?)(\d)", parts.get("v", ""))
+    if lmul or on.get("v"):
+        found.append("v")
+    if "sh2add" in parts.get("zba", "") or on.get("zba"):
+        found.append("zba")
+    if re.search(r"^\s*max\s", parts.get("zbb", ""), re.MULTILINE) or on.get("zbb"):
+        found.append("zbb")
+    if "bset" in parts.get("zbs", "") or on.get("zbs"):
+        found.append("zbs")
+    if "fadd.h" in parts.get("zfh", "") or on.get("zfh"):
+        found.append("zfh")
+    if lmul:  # 16 floats fill LMUL registers of VLEN bits: 512 = VLEN * LMUL
+        frac, n = lmul.groups()
+        vlen = 512 * int(n) if frac else 512 // int(n)
+        if vlen > 128:  # V itself means VLEN >= 128
+            found.append(f"zvl{vlen}b")
+    return tuple(dict.fromkeys(found))
+
+
 def vector_width(tm_cpu: str | Target = "native") -> int:
     """float32 lanes of the widest vector unit worth using (8 with AVX2, 16 with AVX-512, 4 on
     SSE and NEON, 1 for scalar code)."""

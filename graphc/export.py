@@ -22,10 +22,10 @@ from graphc.codegen.elf import with_checksum
 from graphc.codegen.target import (
     ARCHES,
     Target,
+    cpu_extensions,
     llvm_cpus,
     resolve_target,
     target_machine,
-    vector_unit,
 )
 from graphc.codegen.toolchain import Toolchain, available_toolchains, find_toolchain
 from graphc.ir.errors import ArgumentError, CodegenError
@@ -197,7 +197,7 @@ def export_model(
         state_init=state_init if any(state_init) else None,
         check_numerics=bool(getattr(prog, "check_numerics", False)),
         target=tgt.triple,
-        cpu_checks=vector_unit(tgt).isa,
+        cpu_checks=cpu_extensions(tgt),
         input_checks=prog.input_checks,
         outputs=prog.outputs,
     )
@@ -318,12 +318,13 @@ def _wrapper_flags(tgt: Target) -> list[str]:
     """C compiler flags that keep the C wrappers within the target CPU. On x86 they are built
     for baseline x86-64 whatever the kernels' CPU is (a compiler whose default is newer would
     put AVX into a baseline library; and the check of a -v4 library must run on any x86-64).
-    Elsewhere the CPU is passed when the compiler knows it, with the architecture's default
-    otherwise."""
+    Elsewhere they are built for the architecture's baseline too (the compiler's default),
+    tuned for the CPU on aarch64: -mcpu=a64fx would let the check of an SVE library itself
+    use SVE and die with SIGILL where it should return ERR_CPU."""
     if tgt.arch.name == "x86_64":
         return ["-march=x86-64", "-mtune=generic"]
     if tgt.arch.name == "aarch64" and tgt.cpu not in ("native", "generic"):
-        return [f"-mcpu={tgt.cpu}"]
+        return [f"-mtune={tgt.cpu}"]
     return []
 
 

@@ -423,6 +423,51 @@ def test_x86_64_levels_on_a_cpu_without_avx(tmp_path, data):
     assert r.stdout.startswith("init 0: success"), r.stdout
 
 
+# ---------------------------------------------------------------------------- aarch64/riscv64 extensions
+
+EXTENSION_CASES = [  # triple, --target-cpu, --features, qemu CPU without, with, a name checked
+    ("aarch64-linux-gnu", "a64fx", "", "cortex-a53", "max", "sve"),
+    ("riscv64-linux-gnu", None, "+v", "rv64,v=false", "rv64,v=true,vlen=256", "v"),
+]
+
+
+@pytest.mark.parametrize("case", EXTENSION_CASES, ids=[c[0].split("-")[0] for c in EXTENSION_CASES])
+def test_extension_libraries_refuse_cpus_without_them_under_qemu(tmp_path, data, case):
+    """A library built for SVE (a64fx) or RVV (+v): its init returns ERR_CPU naming the
+    extension (Linux's hwcap bits, not SIGILL) on a qemu CPU without it, and on one with it
+    predicts what the host's model predicts."""
+    triple, cpu, features, without, with_, name = case
+    gcc, emulator = CROSS[triple]
+    if shutil.which(gcc) is None or shutil.which(emulator) is None:
+        pytest.skip(f"needs {gcc} and {emulator}")
+    x, _ = data
+    model = digits_model(seed=7)
+    res = model.export(str(tmp_path / "libdigits.so"), target=triple, target_cpu=cpu,
+                       features=features, entries="infer")  # fmt: skip
+    assert name in res.plan.cpu_checks
+    header = (tmp_path / "digits.h").read_text()
+    assert re.search(rf'DIGITS_TARGET_EXTENSIONS "[^"]*\b{name}\b', header), header
+    (tmp_path / "init.c").write_text(INIT_C)
+    for prog, src in (("predict", EXAMPLES / "c" / "predict.c"), ("init", tmp_path / "init.c")):
+        cmd = [gcc, *CFLAGS, "-std=c11", f"-I{tmp_path}", str(src), f"-L{tmp_path}", "-ldigits",
+               "-Wl,-rpath,$ORIGIN", "-o", str(tmp_path / prog)]  # fmt: skip
+        r = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    rows = tmp_path / "rows.txt"
+    np.savetxt(rows, x[:20], fmt="%.9g")
+    r = qemu(triple, ["-cpu", without, str(tmp_path / "init")])
+    assert r.returncode == 0, r.stderr  # not 132 (SIGILL)
+    first = r.stdout.splitlines()[0]
+    assert first.startswith("init 8: this CPU lacks") and name in first, r.stdout
+    assert r.stdout.splitlines()[1] == "threads 8"
+    r = qemu(triple, ["-cpu", with_, str(tmp_path / "init")])
+    assert r.stdout.startswith("init 0: success"), r.stdout + r.stderr
+    r = qemu(triple, ["-cpu", with_, str(tmp_path / "predict")], rows)
+    assert r.returncode == 0, r.stderr
+    got = np.array([[float(v) for v in line.split()] for line in r.stdout.splitlines()])
+    np.testing.assert_allclose(got, model.predict(x[:20]), rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------- same-named libraries
 
 TWO_LIBS = textwrap.dedent(
@@ -506,8 +551,9 @@ def test_weights_file_states_byte_order_and_field_width(tmp_path):
 
 
 def test_header_is_the_same_c_for_every_target(tmp_path):
-    """The header of an aarch64 library differs from the host's only in the two lines that name
-    the target, and its declarations use fixed-width types only (no long, size_t, intptr_t)."""
+    """The header of an aarch64 library differs from the host's only in the lines that name the
+    target (TARGET, TARGET_CPU, TARGET_EXTENSIONS: the host's has AVX or SSE, generic aarch64
+    none), and its declarations use fixed-width types only (no long, size_t, intptr_t)."""
     model = digits_model(seed=6)
     texts = []
     for triple in (None, "aarch64-linux-gnu"):
@@ -516,7 +562,8 @@ def test_header_is_the_same_c_for_every_target(tmp_path):
         texts.append(open(res.header).read())
     a, b = (t.splitlines() for t in texts)
     diff = [(x, y) for x, y in zip(a, b) if x != y]
-    assert len(a) == len(b) and len(diff) == 2 and all("_TARGET" in x for x, _ in diff), diff
+    assert len(a) == len(b) and 2 <= len(diff) <= 3, diff
+    assert all(re.search(r"_TARGET(_CPU|_EXTENSIONS)? ", x) for x, _ in diff), diff
     code = re.sub(r"/\*.*?\*/", "", texts[0], flags=re.DOTALL)
     assert not re.search(r"\b(long|size_t|intptr_t|uintptr_t)\b", code)
 

@@ -62,6 +62,7 @@ extern "C" {
 #define GCUPPER_WEIGHTS_EMBEDDED GCEMBED    /* 0: load them with GCNAME_load_weights */
 #define GCUPPER_TARGET "GCTARGET"     /* the triple the library was built for */
 #define GCUPPER_TARGET_CPU "GCTARGETCPU"
+#define GCUPPER_TARGET_EXTENSIONS "GCTARGETEXTENSIONS"    /* what GCNAME_init checks the CPU has (else ERR_CPU) */
 #define GCUPPER_HAS_INFER GCHASINFER
 #define GCUPPER_HAS_TRAIN_STEP GCHASTRAINSTEP
 //@ if infer

@@ -44,6 +44,7 @@ extern "C" {
 #define BCE_WEIGHTS_EMBEDDED 1    /* 0: load them with bce_load_weights */
 #define BCE_TARGET ""     /* the triple the library was built for */
 #define BCE_TARGET_CPU "native"
+#define BCE_TARGET_EXTENSIONS ""    /* what bce_init checks the CPU has (else ERR_CPU) */
 #define BCE_HAS_INFER 1
 #define BCE_HAS_TRAIN_STEP 1
 #define BCE_INFER_ROWS_INDEPENDENT 1    /* 1: each output row depends on its input row only, so

@@ -38,6 +38,7 @@ extern "C" {
 #define DIGITS_WEIGHTS_EMBEDDED 1    /* 0: load them with digits_load_weights */
 #define DIGITS_TARGET ""     /* the triple the library was built for */
 #define DIGITS_TARGET_CPU "native"
+#define DIGITS_TARGET_EXTENSIONS ""    /* what digits_init checks the CPU has (else ERR_CPU) */
 #define DIGITS_HAS_INFER 1
 #define DIGITS_HAS_TRAIN_STEP 1
 #define DIGITS_INFER_ROWS_INDEPENDENT 1    /* 1: each output row depends on its input row only, so

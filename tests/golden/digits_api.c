@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #define API __attribute__((visibility("default")))
@@ -17,7 +18,7 @@ extern void digits_forget_threads(void) __attribute__((visibility("hidden")));
 extern int32_t digits__graphc_set_num_threads(int32_t) __attribute__((visibility("hidden")));
 extern int32_t digits__graphc_get_num_threads(void) __attribute__((visibility("hidden")));
 
-/* 1 when this CPU runs the library's kernels (the x86 extensions of TARGET_CPU). */
+/* 1 when this CPU runs the library's kernels (the extensions of TARGET_CPU). */
 static int cpu_supported(void) {
     return 1;
 }

@@ -39,6 +39,7 @@ extern "C" {
 #define SPLIT_WEIGHTS_EMBEDDED 0    /* 0: load them with split_load_weights */
 #define SPLIT_TARGET ""     /* the triple the library was built for */
 #define SPLIT_TARGET_CPU "haswell"
+#define SPLIT_TARGET_EXTENSIONS "avx2,fma"    /* what split_init checks the CPU has (else ERR_CPU) */
 #define SPLIT_HAS_INFER 1
 #define SPLIT_HAS_TRAIN_STEP 1
 #define SPLIT_INFER_ROWS_INDEPENDENT 1    /* 1: each output row depends on its input row only, so

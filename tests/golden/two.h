@@ -37,6 +37,7 @@ extern "C" {
 #define TWO_WEIGHTS_EMBEDDED 0    /* 0: load them with two_load_weights */
 #define TWO_TARGET "aarch64-linux-gnu"     /* the triple the library was built for */
 #define TWO_TARGET_CPU "native"
+#define TWO_TARGET_EXTENSIONS ""    /* what two_init checks the CPU has (else ERR_CPU) */
 #define TWO_HAS_INFER 1
 #define TWO_HAS_TRAIN_STEP 0
 #define TWO_INFER_ROWS_INDEPENDENT 1    /* 1: each output row depends on its input row only, so
