@@ -315,16 +315,15 @@ def write_all_or_nothing(files: list[tuple[str, bytes, int]]) -> None:
 
 
 def _wrapper_flags(tgt: Target) -> list[str]:
-    """C compiler flags that keep the C wrappers within the target CPU. On x86 they are built
-    for baseline x86-64 whatever the kernels' CPU is (a compiler whose default is newer would
-    put AVX into a baseline library; and the check of a -v4 library must run on any x86-64).
-    Elsewhere they are built for the architecture's baseline too (the compiler's default),
-    tuned for the CPU on aarch64: -mcpu=a64fx would let the check of an SVE library itself
-    use SVE and die with SIGILL where it should return ERR_CPU."""
+    """C compiler flags that keep the C wrappers within the architecture's baseline, whatever
+    the kernels' CPU is: their cpu_supported() check must run on every CPU of the
+    architecture to return ERR_CPU (a compiler given -march=x86-64-v4 or -mcpu=a64fx could put
+    AVX-512 or SVE into it: SIGILL instead). On x86 that is named explicitly (a compiler whose
+    default is newer would put AVX into a baseline library); elsewhere it is the compiler's
+    default, with no CPU tuning either (a cross gcc does not know every CPU name LLVM knows:
+    -mtune=neoverse-v2 is an error for gcc 12, and the wrappers' speed does not matter)."""
     if tgt.arch.name == "x86_64":
         return ["-march=x86-64", "-mtune=generic"]
-    if tgt.arch.name == "aarch64" and tgt.cpu not in ("native", "generic"):
-        return [f"-mtune={tgt.cpu}"]
     return []
 
 
