@@ -30,6 +30,7 @@ from graphc.ir.passes.schedule import schedule
 from graphc.ir.plan import Buffer, Schedule
 from graphc.ir.program import UNIT_TARGET_LOSSES, Program
 from graphc.ir.types import TensorType
+from graphc.ir.verify import check_sizes
 
 from .dsl import Tensor, collect_graph, constant_values
 from .optim import Adam, Optimizer
@@ -48,6 +49,7 @@ def build_graphs(
             )
     out_names = [t.name for t in outputs]
     fwd = collect_graph(name, outputs + ([loss] if loss is not None else []))
+    check_sizes(fwd)  # a value too large to index or allocate: ShapeError before compiling
     loss_name = loss.name if loss is not None else None
     if loss_name is not None:  # dense(..., kernel_l2=...): the penalties join the loss
         fwd, loss_name = add_weight_penalties(fwd, loss_name)

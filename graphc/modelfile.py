@@ -14,7 +14,7 @@ from typing import Any
 
 from graphc.ir.errors import CheckpointError, GraphcError
 from graphc.ir.text import parse_graph
-from graphc.ir.verify import verify
+from graphc.ir.verify import check_sizes, verify
 from graphc.runtime import checkpoint
 from graphc.runtime.modelfile import EXTRA_KEY, FORMAT, VERSION
 
@@ -51,19 +51,44 @@ def read_description(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
     return desc, {**state, **params}
 
 
+def _check_stored_shapes(g: Any, stored: dict[str, Any], where: str) -> None:
+    """Each param and state of ``g`` that the file stores an array for must have that array's
+    shape and dtype, and every param must be stored: checked before anything compiles or
+    allocates (a forged graph may declare shapes its arrays do not have).
+
+    Raises:
+        CheckpointError: naming the file, the value, the stored array and the declared type.
+    """
+    for n in g.nodes:
+        if n.op not in ("param", "state"):
+            continue
+        a = stored.get(n.name)
+        if a is None:
+            if n.op == "param":
+                raise CheckpointError(f"{where}: param {n.name!r} ({n.type}) has no stored values")
+            continue
+        if tuple(a.shape) != n.type.concrete(1) or a.dtype != n.type.np_dtype:
+            raise CheckpointError(
+                f"{where}: the stored array {n.name!r} is {a.dtype}{list(a.shape)}, but the "
+                f"network's graph declares {n.type}"
+            )
+
+
 def network_from_description(
     desc: dict[str, Any], constants: dict[str, Any], where: str = "model file"
 ) -> tuple[list[Tensor], Tensor | None, Any]:
     """(output tensors, loss tensor or None, optimizer or None) rebuilt from a description.
 
     Raises:
-        CheckpointError: the graph text does not parse or verify, names an unknown value, or
+        CheckpointError: the graph text does not parse or verify, declares a value too large to
+            allocate (``ir.verify.check_sizes``), names an unknown value, or
             the optimizer is unknown or has bad fields.
     """
     try:
-        g = verify(parse_graph(desc["graph"]))
+        g = check_sizes(verify(parse_graph(desc["graph"])))
     except GraphcError as e:
         raise CheckpointError(f"{where}: the network's graph is invalid: {e}") from None
+    _check_stored_shapes(g, constants, where)
     tensors: dict[str, Tensor] = {}
     for n in g.nodes:
         t = Tensor(n, tuple(tensors[i] for i in n.inputs))

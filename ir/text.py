@@ -61,7 +61,11 @@ Meaning:
       line, or after ``{`` of a fused block, are ignored.
 
 Errors: ``parse_graph`` raises ``ParseError`` with ``line:col``, the offending line and a caret
-under the bad token.
+under the bad token. The text may come from an untrusted file (a ``.gcm``), so the parser bounds
+what it builds: lists nest at most ``MAX_NESTING`` deep, an int literal or dimension must fit in
+int64 (``[-2**63, 2**63)``, dimensions ``>= 0``), a number literal is at most
+``MAX_NUMBER_CHARS`` characters and a finite float literal must stay finite in float64; each
+breach is a ``ParseError`` at the literal (never a RecursionError or Python's int-string limit).
 """
 
 from __future__ import annotations
@@ -76,6 +80,10 @@ from .errors import ParseError
 from .graph import SECTIONS, Graph, Node, make_attrs
 from .ops import SOURCE_OPS
 from .types import TensorType
+
+MAX_NESTING = 64  # list attrs nested deeper than this are refused (the IR uses at most 2)
+MAX_NUMBER_CHARS = 128  # longer number literals are refused (repr of a float64 is <= 24)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 __all__ = [
     "format_attr",
@@ -323,6 +331,11 @@ class _Tok:
     comment: str | None = None  # a comment that follows this token on the same line
 
 
+def _clip(s: str, n: int = 40) -> str:
+    """``s``, shortened to about ``n`` characters for an error message."""
+    return s if len(s) <= n else f"{s[: n // 2]}...{s[-8:]} ({len(s)} characters)"
+
+
 def _unquote(s: str) -> str:
     body = s[1:-1]
     return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), body)
@@ -362,7 +375,12 @@ class _Parser:
 
     def fail_at(self, line: int, col: int, msg: str) -> NoReturn:
         src = self.lines[line - 1] if 0 < line <= len(self.lines) else ""
-        raise ParseError(f"{line}:{col}: {msg}\n  {src}\n  {' ' * (col - 1)}^")
+        caret = col - 1
+        if len(src) > 160:  # a long (hostile) line: 60 characters either side of the column
+            lo = max(0, caret - 60)
+            src = ("..." if lo else "") + src[lo : caret + 60] + "..."
+            caret = caret - lo + (3 if lo else 0)
+        raise ParseError(f"{line}:{col}: {msg}\n  {src}\n  {' ' * caret}^")
 
     def fail(self, msg: str, tok: _Tok | None = None) -> NoReturn:
         tok = tok or self.peek()
@@ -423,7 +441,7 @@ class _Parser:
                 self.expect(",", "',' or ']' in the shape")
             t = self.next()
             if t.kind == "number" and t.text.isdigit():
-                dims.append(int(t.text))
+                dims.append(self.int_literal(t, INT64_MAX, "a dimension"))
             elif t.kind == "name" and t.text == "N":
                 dims.append("N")
             else:
@@ -435,12 +453,31 @@ class _Parser:
             self.fail_at(start.line, start.col, str(e))
             raise AssertionError from None
 
-    def value(self) -> Any:
+    def int_literal(self, t: _Tok, hi: int = INT64_MAX, what: str = "an int") -> int:
+        """The int of number token ``t``, refused (ParseError) outside int64 ``[INT64_MIN, hi]``
+        (checked on the digits before converting: Python refuses ints over 4300 digits)."""
+        digits = t.text.lstrip("+-").lstrip("0") or "0"
+        if len(digits) > 19 or not INT64_MIN <= int(t.text) <= hi:
+            self.fail_at(
+                t.line, t.col, f"{what} {_clip(t.text)} is out of range [{INT64_MIN}, {hi}]"
+            )
+        return int(t.text)
+
+    def value(self, depth: int = 0) -> Any:
         t = self.next()
         if t.kind == "number":
+            if len(t.text) > MAX_NUMBER_CHARS:
+                self.fail_at(
+                    t.line,
+                    t.col,
+                    f"number literal {_clip(t.text)} is longer than {MAX_NUMBER_CHARS} characters",
+                )
             if re.fullmatch(r"[-+]?\d+", t.text):
-                return int(t.text)
-            return float(t.text)
+                return self.int_literal(t)
+            x = float(t.text)
+            if not math.isfinite(x):
+                self.fail_at(t.line, t.col, f"float literal {_clip(t.text)} overflows float64")
+            return x
         if t.kind == "string":
             return _unquote(t.text)
         if t.kind == "name" and t.text in ("true", "false"):
@@ -451,11 +488,13 @@ class _Parser:
             self.next()
             return -math.inf
         if t.kind == "punct" and t.text == "[":
+            if depth >= MAX_NESTING:
+                self.fail_at(t.line, t.col, f"lists nest deeper than {MAX_NESTING} levels")
             items: list[Any] = []
             while not self.at("]"):
                 if items:
                     self.expect(",", "',' or ']' in the list")
-                items.append(self.value())
+                items.append(self.value(depth + 1))
             self.next()
             return tuple(items)
         self.fail("expected an attr value (number, true, false, string or [...])", t)
@@ -734,6 +773,8 @@ def graph_from_json(obj: dict[str, Any] | str) -> Graph:
             data = json.loads(obj)
         except json.JSONDecodeError as e:
             raise ParseError(f"{e.lineno}:{e.colno}: not JSON: {e.msg}") from None
+        except (RecursionError, ValueError) as e:  # nested too deep; an int over 4300 digits
+            raise ParseError(f"not JSON graphc can read: {type(e).__name__}: {e}") from None
     else:
         data = obj
     try:
@@ -757,5 +798,5 @@ def graph_from_json(obj: dict[str, Any] | str) -> Graph:
             tuple(data["outputs"]),
             tuple((u["target"], u["value"]) for u in data.get("updates", [])),
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, RecursionError) as e:
         raise ParseError(f"malformed graph JSON: {type(e).__name__}: {e}") from None

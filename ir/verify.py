@@ -21,6 +21,61 @@ from .graph import SECTIONS, Graph, Node
 from .ops import INLINE_OPS, SOURCE_OPS
 
 CONTEXT_LINES = 5
+INT64_MAX = 2**63 - 1
+
+
+def memory_limit() -> int:
+    """The byte limit ``check_sizes`` uses by default: the machine's physical memory
+    (``sysconf(SC_PHYS_PAGES) * SC_PAGE_SIZE``; 2**48 where the OS does not say)."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return 2**48
+
+
+def check_sizes(g: Graph, limit: int | None = None) -> Graph:
+    """Refuse values too large to allocate, before anything compiles or allocates.
+
+    Checked: each value's element count and byte size (per row for a batched value) fit in
+    int64 (the generated code indexes with i64); each unbatched value, and the params and states
+    together (they live in two flat regions for the model's life), fit in ``limit`` bytes.
+
+    Args:
+        g: the graph.
+        limit: bytes; default ``memory_limit()`` (the machine's physical memory).
+
+    Returns:
+        ``g`` itself.
+
+    Raises:
+        ShapeError: naming the value, its type and the byte count.
+    """
+    limit = memory_limit() if limit is None else limit
+    held = 0
+    for n in g.nodes:
+        count = n.type.elements_per_row()
+        nbytes = count * n.type.itemsize
+        what = "bytes per row" if n.type.is_batched else "bytes"
+        if nbytes > INT64_MAX:
+            raise ShapeError(
+                f"value {n.name!r} ({n.op}) of type {n.type} has {count} elements "
+                f"({nbytes} {what}): more than int64 can index (2**63 - 1)"
+            )
+        if not n.type.is_batched and nbytes > limit:
+            raise ShapeError(
+                f"value {n.name!r} ({n.op}) of type {n.type} needs {nbytes} bytes, more than "
+                f"this machine's memory ({limit} bytes)"
+            )
+        if n.op in SOURCE_OPS and n.op != "input":
+            held += nbytes
+    if held > limit:
+        raise ShapeError(
+            f"graph {g.name!r}: its params and states need {held} bytes together, more than "
+            f"this machine's memory ({limit} bytes)"
+        )
+    return g
 
 
 def verify(g: Graph, after: str | None = None) -> Graph:

@@ -8,14 +8,21 @@ from typing import Any
 
 import numpy as np
 
-from graphc.ir.errors import ArgumentError
+from graphc.ir.errors import ArgumentError, ShapeError
 
 ALIGN = 64
 
 
 def aligned_empty(nbytes: int, align: int = ALIGN) -> np.ndarray:
-    """A uint8 array of ``nbytes`` whose data pointer is a multiple of ``align`` (zeroed)."""
-    raw = np.zeros(nbytes + align, dtype=np.uint8)
+    """A uint8 array of ``nbytes`` whose data pointer is a multiple of ``align`` (zeroed).
+
+    Raises:
+        ShapeError: the memory cannot be had (numpy's MemoryError or its size limit).
+    """
+    try:
+        raw = np.zeros(nbytes + align, dtype=np.uint8)
+    except (MemoryError, ValueError) as e:
+        raise ShapeError(f"cannot allocate {nbytes} bytes: {type(e).__name__}: {e}") from None
     start = (-raw.ctypes.data) % align
     return raw[start : start + nbytes]
 
