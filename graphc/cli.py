@@ -3,9 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
 
 from graphc.ir.errors import GraphcError
+
+
+def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: an int in ``[lo, hi)`` (no upper bound when ``hi`` is None); any
+    other text is argparse's usage error (exit code 2), never a traceback further on."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+        if v < lo or (hi is not None and v >= hi):
+            span = f"[{lo}, {hi})" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"{v} is out of range: expected an int {span}")
+        return v
+
+    parse.__name__ = "int"  # argparse names the type in its messages
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type``: a finite float > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return v
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from graphc.cli import int_in
 from graphc.ir.dot import graph_dot, render_svg
 from graphc.ir.errors import ArgumentError
 from graphc.ir.graph import Graph, Node
@@ -642,7 +643,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="node/kernel counts, FLOPs, bytes, parameters, arena, compile times",
     )
-    p.add_argument("--batch", type=int, default=32, help="batch size N for --stats (32)")
+    p.add_argument(
+        "--batch", type=int_in(1, 2**31), default=32, help="batch size N for --stats (32)"
+    )
     p.add_argument("--verify-each", action="store_true", help="verify the IR after every pass")
     p.add_argument("--no-loc", action="store_true", help="leave out @file:line")
     p.add_argument(
@@ -680,18 +683,13 @@ def run(args: argparse.Namespace) -> int:
     )
     with_loc = not args.no_loc
     if args.dump_dir:
-        os.makedirs(args.dump_dir, exist_ok=True)
         written = []
         for k, s in enumerate(st.stages, 1):
             fmt = "text" if s.kind == "llvm" and args.format != "json" else args.format
             ext = TEXT_EXT.get(s.name, EXTENSIONS[fmt]) if fmt == "text" else EXTENSIONS[fmt]
             path = os.path.join(args.dump_dir, f"{k:02d}-{s.name}.{ext}")
-            with open(path, "w") as f:
-                f.write(
-                    render(st, st.get(s.name), fmt, args.batch, with_loc, args.collapse_fused)
-                    + "\n"
-                )
-            written.append(path)
+            text = render(st, st.get(s.name), fmt, args.batch, with_loc, args.collapse_fused)
+            written.append(_write(path, text))
         if args.explain_fusion:
             written.append(_write(os.path.join(args.dump_dir, "fusion.txt"), fusion_text(st)))
         if args.stats:
@@ -735,12 +733,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write(path: str, text: str) -> str:
+    """Write ``text`` (with a final newline) to ``path``, making its folder; returns ``path``.
+
+    A regular file appears whole or not at all (a temporary file beside it, renamed over it);
+    an existing special file (``/dev/stdout``, a FIFO) is written directly.
+
+    Raises:
+        ArgumentError: the folder or file cannot be written (naming the path and the errno).
+    """
+    from graphc.export import os_error_text, write_all_or_nothing
+
+    data = (text if text.endswith("\n") else text + "\n").encode()
     try:
-        parent = os.path.dirname(path)
-        if parent:
-            os.makedirs(parent, exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text if text.endswith("\n") else text + "\n")
-    except OSError as e:
-        raise ArgumentError(f"cannot write {path!r}: {e.strerror}") from None
+        if os.path.exists(path) and not os.path.isfile(path):  # /dev/stdout, a FIFO: no rename
+            try:
+                with open(path, "wb") as f:
+                    f.write(data)
+            except OSError as e:
+                raise ArgumentError(f"cannot write {path!r} ({os_error_text(e)})") from None
+            return path
+        write_all_or_nothing([(path, data, 0o644)])
+    except ArgumentError as e:
+        raise ArgumentError(str(e).replace("export: ", "", 1)) from None
     return path

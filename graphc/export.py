@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from graphc.cli import int_in
 from graphc.codegen import aot
 from graphc.codegen.elf import with_checksum
 from graphc.codegen.target import (
@@ -144,9 +145,11 @@ def export_model(
         ExportResult with the paths written.
 
     Raises:
-        ArgumentError: a bad option value. TargetError: an unknown target, CPU or feature, or
-            no C toolchain for the target. CodegenError: LLVM or the C compiler failed (with
-            its message).
+        ArgumentError: a bad option value, or a file cannot be written (the disk is full, the
+            folder is read-only, ...; naming the file and the errno): the files that were there
+            are then intact and no temporary file stays. TargetError: an unknown target, CPU or
+            feature, or no C toolchain for the target. CodegenError: LLVM or the C compiler
+            failed (with its message).
     """
     prog0 = model.program
     name = prog0.name
@@ -206,14 +209,11 @@ def export_model(
     embedded = aot.params_little_endian(plan, params) if plan.embed else None
     mod = aot.object_module(mb.module, plan, tm, embedded)
     out = os.path.abspath(path)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
     if emit == "llvm":
-        with open(out, "w") as f:
-            f.write(str(mod))
+        write_all_or_nothing([(out, str(mod).encode(), 0o644)])
         return ExportResult(None, None, None, llvm=out, plan=plan)
     if emit == "asm":
-        with open(out, "w") as f:
-            f.write(tm.emit_assembly(mod))
+        write_all_or_nothing([(out, tm.emit_assembly(mod).encode(), 0o644)])
         return ExportResult(None, None, None, asm=out, plan=plan)
 
     import graphc
@@ -221,22 +221,28 @@ def export_model(
     hpath = os.path.abspath(header) if header else header_path_for(out)
     htext = aot.c_header(plan, graphc.__version__)
     wpath = None
-    with tempfile.TemporaryDirectory(prefix=f"graphc-{name}-") as tmp:
-        obj = os.path.join(tmp, f"{name}_kernels.o")
-        with open(obj, "wb") as f:
-            f.write(tm.emit_object(mod))
-        hname = os.path.basename(hpath)
-        with open(os.path.join(tmp, hname), "w") as f:
-            f.write(htext)
-        lib_tmp = os.path.join(tmp, os.path.basename(out))
-        csrc = os.path.join(tmp, f"{name}_api.c")
-        with open(csrc, "w") as f:
-            f.write(aot.c_source(plan, hname))
-        _link(tools, tgt, emit, name, tmp, csrc, obj, lib_tmp)
-        with open(lib_tmp, "rb") as f:
-            lib = f.read()
-        # graphc.load checks the library against this CRC-32 before the dynamic loader maps it
-        files = [(out, with_checksum(lib), 0o755) if emit == "so" else (out, lib, 0o644)]
+    try:  # the build folder (under TMPDIR): a full disk there is the user's error, not ours
+        with tempfile.TemporaryDirectory(prefix=f"graphc-{name}-") as tmp:
+            obj = os.path.join(tmp, f"{name}_kernels.o")
+            with open(obj, "wb") as f:
+                f.write(tm.emit_object(mod))
+            hname = os.path.basename(hpath)
+            with open(os.path.join(tmp, hname), "w") as f:
+                f.write(htext)
+            lib_tmp = os.path.join(tmp, os.path.basename(out))
+            csrc = os.path.join(tmp, f"{name}_api.c")
+            with open(csrc, "w") as f:
+                f.write(aot.c_source(plan, hname))
+            _link(tools, tgt, emit, name, tmp, csrc, obj, lib_tmp)
+            with open(lib_tmp, "rb") as f:
+                lib = f.read()
+    except OSError as e:
+        raise ArgumentError(
+            f"export {out!r}: cannot write its build files in the temporary folder "
+            f"{e.filename or tempfile.gettempdir()!r} ({os_error_text(e)}); nothing was written"
+        ) from None
+    # graphc.load checks the library against this CRC-32 before the dynamic loader maps it
+    files = [(out, with_checksum(lib), 0o755) if emit == "so" else (out, lib, 0o644)]
     files.append((hpath, htext.encode(), 0o644))
     if not plan.embed:
         wpath = (
@@ -247,6 +253,14 @@ def export_model(
         files.append((wpath, aot.weights_file_bytes(plan, params), 0o644))
     write_all_or_nothing(files)
     return ExportResult(out, hpath, wpath, plan=plan)
+
+
+def os_error_text(e: OSError) -> str:
+    """``e`` as ``"EFBIG: File too large"`` (the errno's name and the OS's words)."""
+    import errno
+
+    code = errno.errorcode.get(e.errno or 0, f"errno {e.errno}") if e.errno else "no errno"
+    return f"{code}: {e.strerror or e}"
 
 
 def write_all_or_nothing(files: list[tuple[str, bytes, int]]) -> None:
@@ -273,7 +287,7 @@ def write_all_or_nothing(files: list[tuple[str, bytes, int]]) -> None:
                     f.write(data)
             except OSError as e:
                 raise ArgumentError(
-                    f"export: cannot write {path!r} ({e.strerror}); nothing was written"
+                    f"export: cannot write {path!r} ({os_error_text(e)}); nothing was written"
                 ) from None
         backups: list[tuple[str, str | None]] = []  # (target, backup of the file it replaced)
         try:
@@ -297,7 +311,7 @@ def write_all_or_nothing(files: list[tuple[str, bytes, int]]) -> None:
                 except OSError:
                     pass
             raise ArgumentError(
-                f"export: cannot replace {path!r} ({e.strerror}); the earlier files are back"
+                f"export: cannot replace {path!r} ({os_error_text(e)}); the earlier files are back"
             ) from None
         for _, backup in backups:
             if backup is not None:
@@ -397,7 +411,12 @@ def _initial_state(model: Any) -> bytes:
 
 def write_weights(model: Any, path: str) -> str:
     """Write the model's current parameters as a weights file a library with ``--weights file``
-    (or any library of this model) reads with ``NAME_load_weights``."""
+    (or any library of this model) reads with ``NAME_load_weights``.
+
+    Raises:
+        ArgumentError: the file cannot be written (naming it and the errno); the file that was
+            there is then intact (``write_all_or_nothing``).
+    """
     prog = model.program
     src = prog.training or prog.forward
     plan = aot.plan_library(
@@ -415,8 +434,15 @@ def write_weights(model: Any, path: str) -> str:
         loss_kind=None,
         state_init=None,
     )
-    with open(path, "wb") as f:
-        f.write(aot.weights_file_bytes(plan, model._param_region.tobytes()))
+    write_all_or_nothing(
+        [
+            (
+                os.path.abspath(path),
+                aot.weights_file_bytes(plan, model._param_region.tobytes()),
+                0o644,
+            )
+        ]
+    )
     return path
 
 
@@ -498,7 +524,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "machine $CC and cc, then TRIPLE-gcc, clang + lld, the ziglang wheel)",
     )
     p.add_argument(
-        "--seed", type=int, default=0, help="initialization seed when MODEL is not a Model"
+        "--seed",
+        type=int_in(0, 2**64),
+        default=0,
+        help="initialization seed when MODEL is not a Model (an int in [0, 2**64))",
     )
     p.add_argument(
         "-O",

@@ -63,6 +63,7 @@ import numpy as np
 
 from graphc import dsl
 from graphc import functional as fn
+from graphc.cli import int_in, positive_float
 from graphc.ir.interpret import interpret
 from graphc.ir.ops import OPS, POINTWISE_OPS, REQUIRED
 
@@ -782,10 +783,14 @@ def _run_chunk(args: tuple) -> dict[int, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m graphc.fuzz", description=__doc__.split("\n")[0])
-    ap.add_argument("--count", type=int, default=100, help="number of random graphs (default 100)")
-    ap.add_argument("--seed", type=int, default=0, help="first seed; case i uses seed + i")
+    ap.add_argument(
+        "--count", type=int_in(0), default=100, help="number of random graphs (default 100)"
+    )
+    ap.add_argument(
+        "--seed", type=int_in(0, 2**63), default=0, help="first seed; case i uses seed + i"
+    )
     ap.add_argument("--opt-levels", type=int, nargs="+", default=[0, 1, 2], choices=[0, 1, 2])
-    ap.add_argument("--minutes", type=float, default=None, help="stop after this long")
+    ap.add_argument("--minutes", type=positive_float, default=None, help="stop after this long")
     ap.add_argument("--no-grad-check", action="store_true", help="skip the finite differences")
     ap.add_argument(
         "--check-numerics",

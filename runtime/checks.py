@@ -35,6 +35,19 @@ def check_batch_size(batch_size: object) -> int:
     return int(batch_size)
 
 
+def check_seed(seed: object, what: str = "seed") -> int:
+    """``seed`` when it is an int in ``[0, 2**64)`` (numpy's ``default_rng`` takes non-negative
+    ints; graphc's seeds are 64-bit in the libraries it writes). A bool is not an int here.
+
+    Raises:
+        ArgumentError: anything else, naming ``what`` and the value.
+    """
+    ok = isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_))
+    if not ok or not 0 <= int(seed) < 2**64:  # type: ignore[call-overload]
+        raise ArgumentError(f"{what} must be an int in [0, 2**64), got {seed!r}")
+    return int(seed)  # type: ignore[call-overload]
+
+
 def check_lr(lr: object) -> float:
     """``lr`` as a float when it is a real number, finite and >= 0.
 

@@ -23,7 +23,7 @@ from graphc.ir.types import BATCH
 
 from .buffers import aligned_empty, output_arrays, view
 from .callbacks import CallbackList
-from .checks import InputRejected, check_batch_size, check_lr
+from .checks import InputRejected, check_batch_size, check_lr, check_seed
 from .executable import Entry, EpochEntry, NonfiniteLoss, shape_hint
 from .parallel import default_threads, own_lock, serialized, threads_from_env
 
@@ -262,7 +262,7 @@ class Model:
         own_lock(self)
         self.threads = default_threads()
         self._threads_default = threads_from_env() is None
-        self.seed = seed
+        self.seed = check_seed(seed)
         self.history: History | None = None  # the last fit's (set as soon as fit starts)
         self.initialize(seed)
 
@@ -375,7 +375,11 @@ class Model:
 
         Parameter i draws from ``np.random.default_rng([seed, i])``, so each parameter's
         values depend only on the seed and its position.
+
+        Raises:
+            ArgumentError: ``seed`` is not an int in ``[0, 2**64)`` (nothing is changed).
         """
+        seed = check_seed(seed)
         constants = getattr(self.program, "constants", {})
         for i, n in enumerate(self.param_nodes):
             self.params[n.name][...] = self._initial_value(n, constants, [seed, i])
@@ -1091,6 +1095,7 @@ class Model:
             from .distributed import check_supported
 
             comm = check_supported(distributed)
+        seed = check_seed(seed)
         feeds, n, val = self._fit_data(
             x, y, validation_data, validation_split, allow_nonfinite, comm,
             lambda: _check_fit_counts(epochs, batch_size, initial_epoch),
