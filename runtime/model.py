@@ -180,6 +180,34 @@ def _exporter(kind: str) -> Callable[..., Any]:
     return EXPORTERS[kind]
 
 
+def _r2_uniform(y: np.ndarray, err: np.ndarray) -> float:
+    """The coefficient of determination of a regression, averaged uniformly over its outputs.
+
+    Each output (every element of a row: ``y.reshape(n, -1)``'s columns) gets
+    ``R2_j = 1 - sum_i err_ij**2 / sum_i (y_ij - mean_i y_ij)**2``; the result is the plain mean
+    of the ``R2_j`` (scikit-learn's ``r2_score`` with ``multioutput="uniform_average"``, its
+    default, and Keras' ``R2Score``), so outputs of different scales count alike. A constant
+    column gives 1.0 when predicted exactly, else 0.0 (``r2_score``'s ``force_finite=True``).
+
+    Args:
+        y: targets, shape [n, ...].
+        err: predictions minus targets, y's shape; float64.
+
+    Returns:
+        The mean R2 (nan for fewer than 2 rows).
+    """
+    n = y.shape[0] if y.ndim else 1
+    if n < 2:
+        return float("nan")
+    yc = y.reshape(n, -1).astype(np.float64)
+    ss_res = np.sum(err.reshape(n, -1) ** 2, axis=0)
+    ss_tot = np.sum((yc - yc.mean(axis=0)) ** 2, axis=0)
+    ok = ss_tot > 0
+    r2 = np.where(ss_res == 0, 1.0, 0.0)
+    r2[ok] = 1.0 - ss_res[ok] / ss_tot[ok]
+    return float(np.mean(r2))
+
+
 class Model:
     """A compiled network with its parameters (see ``graphc.compile``).
 
@@ -930,6 +958,11 @@ class Model:
     def evaluate(self, x: Any, y: Any = None, *, batch_size: int = 1024) -> dict[str, float]:
         """Loss and metrics over all rows: accuracy for classification, MSE/MAE/R^2 for regression.
 
+        With several outputs (every element of a row counts as one) MSE and MAE are the mean over
+        all elements, i.e. the uniform average of the per-output figures, and R^2 is the uniform
+        average of the per-output R^2 (scikit-learn's ``r2_score`` default, Keras' ``R2Score``;
+        see ``_r2_uniform``).
+
         ``y`` may be left out when ``x`` is a dict of every input, labels included.
 
         The outputs of each batch are written once, into one array for all rows.
@@ -988,11 +1021,10 @@ class Model:
             return {"accuracy": float(np.mean(np.argmax(out, axis=1) == np.argmax(y, axis=1)))}
         if kind in ("mean_squared_error", "mean_absolute_error", "huber"):
             err = out.astype(np.float64) - y
-            var = float(np.var(y))
             return {
-                "mse": float(np.mean(err**2)),
+                "mse": float(np.mean(err**2)),  # = the uniform average of the per-output MSEs
                 "mae": float(np.mean(np.abs(err))),
-                "r2": 1.0 - float(np.mean(err**2)) / var if var > 0 else float("nan"),
+                "r2": _r2_uniform(y, err),
             }
         return {}
 
