@@ -32,8 +32,26 @@ from graphc.ir.program import UNIT_TARGET_LOSSES, Program
 from graphc.ir.types import TensorType
 from graphc.ir.verify import check_sizes
 
-from .dsl import Tensor, collect_graph, constant_values
+from .dsl import Tensor, apply, collect_graph, constant_values
 from .optim import Adam, Optimizer
+
+
+def _distinct_outputs(outputs: list[Tensor]) -> list[Tensor]:
+    """``outputs`` with each repeat of a tensor (``gc.compile([y, y])``) replaced by a copy
+    named ``NAME_1``, ``NAME_2``, ...: every output keeps its own name, in ``predict``'s dict,
+    the exported library's arguments and the model file (the copy is a reshape to the same
+    type, which simplification removes; the names then share one value)."""
+    seen: set[str] = set()
+    out = []
+    for t in outputs:
+        if t.name in seen:
+            k = 1
+            while f"{t.name}_{k}" in seen:
+                k += 1
+            t = apply("reshape", t, name=f"{t.name}_{k}", shape=t.type.shape)
+        seen.add(t.name)
+        out.append(t)
+    return out
 
 
 def build_graphs(
@@ -47,6 +65,7 @@ def build_graphs(
             raise GraphcError(
                 f"compile: outputs and loss must be graphc Tensors, got {type(t).__name__}"
             )
+    outputs = _distinct_outputs(outputs)
     out_names = [t.name for t in outputs]
     fwd = collect_graph(name, outputs + ([loss] if loss is not None else []))
     check_sizes(fwd)  # a value too large to index or allocate: ShapeError before compiling

@@ -444,16 +444,31 @@ class Model:
     def param_count(self) -> int:
         return int(sum(a.size for a in self.params.values()))
 
+    @property
+    def _model_state(self) -> dict[str, np.ndarray]:
+        """The states that inference reads (batch_norm's running mean and variance): part of
+        the trained model, unlike the optimizer's slots and step counter."""
+        names = {n.name for n in self.program.inference.nodes if n.op == "state"}
+        return {k: v for k, v in self.state.items() if k in names}
+
+    def _weights(self) -> dict[str, np.ndarray]:
+        return {**self.params, **self._model_state}
+
     def get_weights(self) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self.params.items()}
+        """Copies of the model's weights by name: every parameter, then the non-trainable
+        states that inference reads (batch_norm's running statistics), as Keras'
+        ``get_weights`` includes its non-trainable weights; the optimizer's state is not
+        included (``save`` writes it too)."""
+        return {k: v.copy() for k, v in self._weights().items()}
 
     def set_weights(self, weights: Any) -> None:
         """Copy arrays into the parameters: all of them or none.
 
         Args:
-            weights: name -> array-like (some or all of ``get_weights()``'s names), or a
-                sequence of array-likes in ``get_weights()``'s order, one per parameter (as
-                Keras's ``set_weights`` takes them).
+            weights: name -> array-like (some or all of ``get_weights()``'s names: parameters
+                and batch_norm's running statistics), or a sequence of array-likes in
+                ``get_weights()``'s order, one per parameter and then optionally one per
+                running statistic (as Keras's ``set_weights`` takes them).
 
         Every value is converted first: a name the model lacks, another shape, a value that
         is not numeric, not convertible to the parameter's dtype without changing its kind
@@ -461,24 +476,26 @@ class Model:
         (1e300 for float32) raises ArgumentError naming the parameter, and no parameter has
         changed.
         """
+        targets = self._weights()
         if isinstance(weights, dict):
             items = list(weights.items())
         elif isinstance(weights, (list, tuple)):
-            if len(weights) != len(self.params):
+            if len(weights) not in (len(self.params), len(targets)):
+                also = f" (then {len(targets) - len(self.params)} running statistics)"
                 raise ArgumentError(
                     f"set_weights: got a sequence of {len(weights)} arrays; the model has "
-                    f"{len(self.params)} parameters ({', '.join(self.params)}): pass them in "
-                    "that order, or a dict by name"
+                    f"{len(self.params)} parameters{also if len(targets) > len(self.params) else ''}"
+                    f" ({', '.join(targets)}): pass them in that order, or a dict by name"
                 )
-            items = list(zip(self.params, weights))
+            items = list(zip(targets, weights))
         else:
             raise ArgumentError(
                 "set_weights: expects a dict name -> array (as get_weights returns) or a list "
                 f"of arrays in get_weights' order, got {type(weights).__name__}"
             )
-        staged = [(k, _param_value("set_weights", self.params, k, v)) for k, v in items]
+        staged = [(k, _param_value("set_weights", targets, k, v)) for k, v in items]
         for k, v in staged:
-            self.params[k][...] = v
+            targets[k][...] = v
 
     def save(self, path: str, *, extra: dict[str, Any] | None = None) -> str:
         """Write parameters, optimizer state (step counter included) and lr to ``path`` (.npz).
@@ -628,8 +645,8 @@ class Model:
                     )
                 n = rows
             feeds[name] = np.ascontiguousarray(a, dtype=t.np_dtype) if t.dtype != "i32" else a
-        if n is None and feeds:
-            n = 1  # no input has a batch axis: one call, the size argument is unused
+        if n is None and (feeds or not (prog.feature_inputs or need_labels)):
+            n = 1  # no input has a batch axis (or predict of a model without inputs): one call
         if n is None or (n == 0 and not allow_empty):
             raise ArgumentError("the data set is empty: no rows to use")
         return feeds, n
@@ -857,12 +874,14 @@ class Model:
         return out
 
     def predict(
-        self, x: Any, *, batch_size: int = 1024, out: Any = None
+        self, x: Any = None, *, batch_size: int = 1024, out: Any = None
     ) -> np.ndarray | dict[str, np.ndarray]:
         """The model's outputs for every row of ``x`` (one array, or a dict for several outputs).
 
         Args:
-            x: features (an array, or a dict by input name).
+            x: features (an array, or a dict by input name). A model without inputs (only
+                params and constants) takes none (``predict()`` or ``predict({})``): its
+                outputs have fixed shapes and one call computes them.
             batch_size: rows per native call. Rows go through the native code in blocks only
                 when every output is row-wise (row i depends on input row i alone:
                 ``row_split["infer"]``, derived from the graph by ``graphc.ir.batch``);

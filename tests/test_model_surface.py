@@ -1,0 +1,65 @@
+"""Model API edges: the same tensor given twice as an output, a model without inputs, and
+batch_norm's running statistics in get_weights/set_weights (as Keras includes them)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.ir.errors import ArgumentError
+
+
+def test_same_output_twice_keeps_both(tmp_path):
+    x = gc.input("x", ("N", 3))
+    y = gc.tanh(x, name="y")
+    m = gc.compile([y, gc.relu(x, name="r"), y], name="twice")
+    X = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
+    out = m.predict(X)
+    assert list(out) == ["y", "r", "y_1"]
+    np.testing.assert_allclose(out["y"], np.tanh(X.astype(np.float64)), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(out["y_1"], out["y"])
+    path = tmp_path / "twice.gcm"
+    m.save_model(path)
+    back = gc.load_model(path).predict(X)
+    assert list(back) == ["y", "r", "y_1"]
+    np.testing.assert_array_equal(back["y_1"], out["y"])
+
+
+def test_model_without_inputs_predicts():
+    c = gc.constant(np.array([[1.0, -2.0, 3.0]], np.float32), name="c")
+    m = gc.compile(gc.relu(c) * 2.0, name="noinput")
+    want = np.maximum(np.array([[1.0, -2.0, 3.0]]), 0) * 2
+    np.testing.assert_array_equal(m.predict(), want)
+    np.testing.assert_array_equal(m.predict({}), want)
+    x = gc.input("x", ("N", 3))
+    with pytest.raises(ArgumentError, match="x is missing"):
+        gc.compile(gc.relu(x), name="needs_x").predict()
+
+
+def test_weights_include_batch_norm_running_statistics(tmp_path):
+    x = gc.input("x", ("N", 2))
+    y = gc.input("y", ("N", 2))
+    h = gc.batch_norm(gc.dense(x, 2, name="d"), name="bn")
+    m = gc.compile(h, loss=gc.mean_squared_error(h, y), optimizer=gc.SGD(lr=0.1), name="bnw")
+    rng = np.random.default_rng(0)
+    X = (rng.standard_normal((16, 2)) * 3 + 5).astype(np.float32)
+    m.fit(X, X, epochs=2, batch_size=8, verbose=0)
+    w = m.get_weights()
+    assert {"bn.running_mean", "bn.running_var"} <= set(w)
+    assert not np.allclose(w["bn.running_mean"], 0)  # trained, not the initial zeros
+    assert set(w) == set(m.params) | {"bn.running_mean", "bn.running_var"}
+    np.testing.assert_array_equal(w["bn.running_var"], m.state["bn.running_var"])
+    pred = m.predict(X)
+    fresh = gc.compile(h, loss=gc.mean_squared_error(h, y), optimizer=gc.SGD(lr=0.1), name="bnw")
+    fresh.set_weights(w)  # by name
+    np.testing.assert_array_equal(fresh.predict(X), pred)
+    fresh2 = gc.compile(h, loss=gc.mean_squared_error(h, y), optimizer=gc.SGD(lr=0.1), name="bnw")
+    fresh2.set_weights(list(w.values()))  # in order, as Keras takes them
+    np.testing.assert_array_equal(fresh2.predict(X), pred)
+    with pytest.raises(ArgumentError, match=r"bn\.running_var expects shape"):
+        fresh2.set_weights({"bn.running_var": np.ones(3, np.float32)})
+    m.save(str(tmp_path / "ck.npz"))  # save keeps them
+    fresh.initialize(1)
+    fresh.load(str(tmp_path / "ck.npz"))
+    np.testing.assert_array_equal(fresh.get_weights()["bn.running_mean"], w["bn.running_mean"])
