@@ -18,6 +18,7 @@ schedule changes it between epochs without recompiling anything.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -420,14 +421,28 @@ class CSVLogger(Callback):
             self._keys = sorted(figures)
             if not self._header_done:
                 self._writer.writerow(["epoch", *self._keys])
-        self._writer.writerow([epoch, *(repr(float(figures.get(k, "nan"))) for k in self._keys)])
-        self._file.flush()
+        try:
+            row = [epoch, *(repr(float(figures.get(k, "nan"))) for k in self._keys)]
+            self._writer.writerow(row)
+            self._file.flush()
+        except OSError as e:  # a full disk: the epoch's model is kept; the log says no more
+            f, self._file, self._writer = self._file, None, None
+            with contextlib.suppress(OSError):
+                f.close()  # its unwritten buffer fails again: dropped
+            raise ArgumentError(
+                f"CSVLogger: cannot write {self.filename!r} ([Errno {e.errno}] {e.strerror})"
+            ) from None
         return False
 
     def on_train_end(self, model: Any, history: Any) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = self._writer = None
+            f, self._file, self._writer = self._file, None, None
+            try:
+                f.close()
+            except OSError as e:
+                raise ArgumentError(
+                    f"CSVLogger: cannot write {self.filename!r} ([Errno {e.errno}] {e.strerror})"
+                ) from None
 
 
 class TensorBoard(Callback):

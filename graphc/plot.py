@@ -36,6 +36,20 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(fig: Any, path: str, plt: Any) -> None:
+    """Write ``fig`` to ``path`` and close it.
+
+    Raises:
+        GraphcError: the file cannot be written (naming it and the errno).
+    """
+    try:
+        fig.savefig(path, dpi=100)
+    except OSError as e:
+        raise GraphcError(f"cannot write {path!r} ([Errno {e.errno}] {e.strerror})") from None
+    finally:
+        plt.close(fig)
+
+
 def learning_curves(
     history: Any, path: str, *, title: str | None = None, metrics: tuple[str, ...] = ("loss",)
 ) -> str:
@@ -55,8 +69,8 @@ def learning_curves(
         ``path``.
 
     Raises:
-        GraphcError: matplotlib is missing (the message says how to install it), or the
-            history holds none of ``metrics``.
+        GraphcError: matplotlib is missing (the message says how to install it), the
+            history holds none of ``metrics``, or ``path`` cannot be written.
     """
     figures = history.metrics if hasattr(history, "metrics") else dict(history)
     shown = [m for m in metrics if m in figures or f"val_{m}" in figures]
@@ -85,8 +99,7 @@ def learning_curves(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, plt)
     return path
 
 
@@ -101,7 +114,7 @@ def lr_curve(
     """Write a PNG of loss against learning rate (log axis), marking the suggested rate.
 
     Raises:
-        GraphcError: matplotlib is missing.
+        GraphcError: matplotlib is missing, or ``path`` cannot be written.
     """
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -120,6 +133,5 @@ def lr_curve(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, plt)
     return path

@@ -89,3 +89,26 @@ def test_seed_refused_in_python(small, seed):
     x = gc.input("x", ("N", 2))
     with pytest.raises(ArgumentError, match="seed"):
         gc.compile(gc.relu(x), name="seeded", seed=seed)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full")
+def test_csv_logger_on_a_full_disk(small):
+    before = small.get_weights()
+    with pytest.raises(ArgumentError, match=r"CSVLogger: cannot write '/dev/full'.*Errno 28"):
+        small.fit(
+            np.ones((4, 4), np.float32),
+            np.zeros(4, np.int32),
+            epochs=1,
+            verbose=0,
+            callbacks=[gc.CSVLogger("/dev/full")],
+        )
+    assert any(not np.array_equal(before[k], v) for k, v in small.get_weights().items())
+
+
+def test_plot_to_unwritable_path():
+    from graphc.plot import have_matplotlib, learning_curves
+
+    if not have_matplotlib():
+        pytest.skip("matplotlib is not installed")
+    with pytest.raises(gc.GraphcError, match="/proc/graphc_no_such_dir"):
+        learning_curves({"loss": [1.0, 0.5]}, "/proc/graphc_no_such_dir/c.png")
