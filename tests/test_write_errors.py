@@ -64,20 +64,21 @@ def test_cli_dump_dir_unwritable(capsys):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["compile", f"{MODELS}:digits", "-o", "/tmp/graphc_never.so", "--seed", "-1"],
-        ["compile", f"{MODELS}:digits", "-o", "/tmp/graphc_never.so", "--seed", str(2**64)],
-        ["compile", f"{MODELS}:digits", "-o", "/tmp/graphc_never.so", "--seed", "1.5"],
+        ["compile", f"{MODELS}:digits", "-o", "OUT", "--seed", "-1"],
+        ["compile", f"{MODELS}:digits", "-o", "OUT", "--seed", str(2**64)],
+        ["compile", f"{MODELS}:digits", "-o", "OUT", "--seed", "1.5"],
         ["dump", f"{MODELS}:digits", "--stats", "--batch", "0"],
         ["dump", f"{MODELS}:digits", "--stats", "--batch", str(2**40)],
     ],
 )
-def test_cli_numeric_options_refused_by_argparse(argv, capsys):
+def test_cli_numeric_options_refused_by_argparse(argv, capsys, tmp_path):
+    lib = str(tmp_path / "never.so")
     with pytest.raises(SystemExit) as e:
-        main(argv)
+        main([lib if a == "OUT" else a for a in argv])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "argument" in err and "Traceback" not in err
-    assert not os.path.exists("/tmp/graphc_never.so")
+    assert not os.listdir(tmp_path)
 
 
 @pytest.mark.parametrize("seed", [-1, 2**64, 1.5, True])
