@@ -347,19 +347,19 @@ def _check_updates_in_place(g: Graph, kernels: list[Kernel], buffers: dict[str, 
             )
         ):
             continue  # not in place: a copy kernel writes it after all the others
-        k = where.get(value)
-        if k is None:
+        writer = where.get(value)
+        if writer is None:
             continue
         for j, kern in enumerate(kernels):
             if kern.kind == "copy":
                 continue  # output and update copies run last by design
             reads = [n for n in kern.nodes if target in g[n].inputs]
-            if j > k and reads:
+            if j > writer and reads:
                 raise VerifyError(
                     f"schedule: kernel {kern.name} reads {target} after kernel "
-                    f"{kernels[k].name} wrote its update {value} over it"
+                    f"{kernels[writer].name} wrote its update {value} over it"
                 )
-            if j == k and kern.kind == "matmul":
+            if j == writer and kern.kind == "matmul":
                 mm = g[kern.nodes[0]]
                 c = kern.gemm_out or kern.nodes[-1]
                 if target in mm.inputs or (value == c and reads):
