@@ -461,7 +461,35 @@ def mean(x: Tensor, axes: Iterable[int] | int | None = None, keepdims: bool = Fa
 
 
 def reshape(x: Tensor, shape: Iterable) -> Tensor:
-    return apply("reshape", x, shape=tuple(shape))
+    """x [..] with ``shape`` (same elements in the same order). ``shape`` holds ints, "N" (the
+    batch dimension, where x has one) and at most one -1, which takes the size that keeps the
+    element count, as in numpy.reshape and ONNX Reshape: ``reshape(x, ("N", -1))`` flattens each
+    row.
+
+    Raises:
+        ShapeError: several -1, a size below -1 or 0, or element counts that cannot match
+            (naming both shapes).
+    """
+    dims = tuple(shape)
+    holes = [i for i, d in enumerate(dims) if isinstance(d, (int, np.integer)) and d == -1]
+    if len(holes) > 1:
+        raise ShapeError(f"reshape of {x.shape} to {dims}: at most one -1 may be given")
+    if holes:
+        known = 1
+        for d in dims:
+            if d != "N" and d != -1:
+                known *= int(d)
+        per_row = 1
+        for d in x.shape:
+            if d != "N":
+                per_row *= int(d)
+        if known <= 0 or per_row % known:
+            raise ShapeError(
+                f"reshape of {x.shape} to {dims}: {per_row} elements"
+                f"{' per row' if 'N' in x.shape else ''} do not divide into parts of {known}"
+            )
+        dims = dims[: holes[0]] + (per_row // known,) + dims[holes[0] + 1 :]
+    return apply("reshape", x, shape=dims)
 
 
 def _axes(axes: Iterable[int] | int | None) -> tuple[int, ...] | None:

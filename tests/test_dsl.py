@@ -3,6 +3,7 @@ user's line; graphs collected in a topological order."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import graphc as gc
@@ -82,3 +83,36 @@ def test_two_distinct_tensors_with_one_name_are_rejected() -> None:
     b = gc.param("w", (3,))
     with pytest.raises(gc.GraphcError, match="named 'w'"):
         collect_graph("m", [a + gc.sum(b)])
+
+
+def test_reshape_minus_one_takes_the_remaining_size_as_numpy():
+    """gc.reshape accepts one -1 (numpy.reshape's and ONNX Reshape's rule): the size that keeps
+    the element count, per row beside N; the results equal numpy's reshape, and the gradient
+    flows back through it (vs the float64 formula); two -1 or a size that does not divide are
+    ShapeErrors naming both shapes."""
+    x = gc.input("x", ("N", 2, 6))
+    flat, split = gc.reshape(x, ("N", -1)), gc.reshape(x, ("N", 3, -1))
+    assert flat.shape == ("N", 12) and split.shape == ("N", 3, 4)
+    w = gc.constant(np.arange(12, dtype=np.float32).reshape(4, 3))
+    assert gc.reshape(w, (-1,)).shape == (12,) and gc.reshape(w, (2, -1)).shape == (2, 6)
+    m = gc.compile([flat, split], name="reshape_minus_one")
+    a = np.arange(48, dtype=np.float32).reshape(4, 2, 6)
+    out = list(m.predict(a).values())
+    np.testing.assert_array_equal(out[0], a.reshape(4, -1))
+    np.testing.assert_array_equal(out[1], a.reshape(4, 3, -1))
+    for bad in (("N", -1, -1), ("N", 5, -1)):
+        with pytest.raises(gc.ShapeError, match=r"reshape of \('N', 2, 6\)"):
+            gc.reshape(x, bad)
+
+    t = gc.input("t", ("N", 12))
+    v = gc.input("v", ("N", 6))
+    h = gc.dense(gc.reshape(gc.reshape(v, ("N", 2, -1)), ("N", -1)), 12, name="d")
+    mt = gc.compile(h, gc.mean_squared_error(h, t), gc.SGD(lr=0.1), name="reshape_grad", seed=3)
+    xs = np.linspace(-1, 1, 18, dtype=np.float32).reshape(3, 6)
+    ts = np.zeros((3, 12), np.float32)
+    grads = mt.gradients(xs, ts)
+    wd = mt.params["d.w"].astype(np.float64)
+    bd = mt.params["d.b"].astype(np.float64)
+    err = xs.astype(np.float64) @ wd + bd - ts
+    want = xs.T.astype(np.float64) @ (2 * err / err.size)
+    np.testing.assert_allclose(grads["d.w"], want, rtol=1e-4, atol=1e-6)
