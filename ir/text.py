@@ -62,8 +62,9 @@ Meaning:
 
 Errors: ``parse_graph`` raises ``ParseError`` with ``line:col``, the offending line and a caret
 under the bad token. The text may come from an untrusted file (a ``.gcm``), so the parser bounds
-what it builds: lists nest at most ``MAX_NESTING`` deep, an int literal or dimension must fit in
-int64 (``[-2**63, 2**63)``, dimensions ``>= 0``), a number literal is at most
+what it builds: lists nest at most ``MAX_NESTING`` deep, an int attribute must fit in int64 or
+uint64 (``[-2**63, 2**64)``: seeds are uint64), a dimension in int64 (``>= 0``), a number literal
+is at most
 ``MAX_NUMBER_CHARS`` characters and a finite float literal must stay finite in float64; each
 breach is a ``ParseError`` at the literal (never a RecursionError or Python's int-string limit).
 """
@@ -84,6 +85,7 @@ from .types import TensorType
 MAX_NESTING = 64  # list attrs nested deeper than this are refused (the IR uses at most 2)
 MAX_NUMBER_CHARS = 128  # longer number literals are refused (repr of a float64 is <= 24)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+UINT64_MAX = 2**64 - 1  # int attributes may be uint64 (seeds); dimensions are int64
 
 __all__ = [
     "format_attr",
@@ -453,11 +455,11 @@ class _Parser:
             self.fail_at(start.line, start.col, str(e))
             raise AssertionError from None
 
-    def int_literal(self, t: _Tok, hi: int = INT64_MAX, what: str = "an int") -> int:
-        """The int of number token ``t``, refused (ParseError) outside int64 ``[INT64_MIN, hi]``
+    def int_literal(self, t: _Tok, hi: int = UINT64_MAX, what: str = "an int") -> int:
+        """The int of number token ``t``, refused (ParseError) outside ``[INT64_MIN, hi]``
         (checked on the digits before converting: Python refuses ints over 4300 digits)."""
         digits = t.text.lstrip("+-").lstrip("0") or "0"
-        if len(digits) > 19 or not INT64_MIN <= int(t.text) <= hi:
+        if len(digits) > 20 or not INT64_MIN <= int(t.text) <= hi:
             self.fail_at(
                 t.line, t.col, f"{what} {_clip(t.text)} is out of range [{INT64_MIN}, {hi}]"
             )

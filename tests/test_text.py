@@ -233,7 +233,7 @@ def test_check_false_parses_a_broken_graph_for_the_verifier() -> None:
 
 
 attr_values = st.recursive(
-    st.integers(-(2**63), 2**63) | st.floats(allow_nan=False) | st.booleans() | st.text(),
+    st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.booleans() | st.text(),
     lambda inner: st.lists(inner, max_size=3).map(tuple),
     max_leaves=6,
 )

@@ -20,7 +20,8 @@ G = "graph g(\n    x: f32[N,4]\n) {\n  %0 = relu(x) {k=ATTR} : f32[N,4]\n  retur
         ("9" * 5000, "4:19:", "longer than"),
         ("9" * 40, "4:19:", "out of range"),
         ("-" + "9" * 30, "4:19:", "out of range"),
-        ("9223372036854775808", "4:19:", "out of range"),  # 2**63
+        ("18446744073709551616", "4:19:", "out of range"),  # 2**64: past uint64 (seeds)
+        ("-9223372036854775809", "4:19:", "out of range"),  # -2**63 - 1
         ("1e999", "4:19:", "overflows float64"),
         ("1." + "0" * 500, "4:19:", "longer than"),
     ],
@@ -36,9 +37,11 @@ def test_parser_bounds_dimensions_and_keeps_int64_edges():
     for dim in ["9" * 5000, str(2**63)]:
         with pytest.raises(ParseError, match=r"^2:\d+: a dimension .* out of range"):
             parse_graph(G.replace("f32[N,4]", f"f32[N,{dim}]"))
-    # the edges of int64 and deep-but-allowed lists still read back exactly
-    attrs = parse_graph(G.replace("ATTR", f"[{-(2**63)}, {2**63 - 1}, [[[1.5]]]]")).nodes[-1].attrs
-    assert attrs == (("k", (-(2**63), 2**63 - 1, (((1.5,),),))),)
+    # the edges of int64 and uint64 (a seed may be up to 2**64 - 1) and deep-but-allowed lists
+    # still read back exactly
+    edges = f"[{-(2**63)}, {2**63 - 1}, {2**63}, {2**64 - 1}, [[[1.5]]]]"
+    attrs = parse_graph(G.replace("ATTR", edges)).nodes[-1].attrs
+    assert attrs == (("k", (-(2**63), 2**63 - 1, 2**63, 2**64 - 1, (((1.5,),),))),)
 
 
 def test_json_graph_bounds():
