@@ -2207,15 +2207,7 @@ def _reduce_min(cx: NodeContext) -> list[Value]:
 def _argmin(cx: NodeContext) -> list[Value]:
     """ArgMin as the ArgMax of -x (the first minimum at a tie; a NaN counts as the extreme,
     as numpy's argmin)."""
-    x = cx.x(0)
-    r = len(x.shape)
-    axis = _axis(cx, int(cx.attr("axis", 0)), r)
-    if cx.attr("select_last_index", 0):
-        cx.fail("select_last_index=1 is not supported")
-    keep = bool(cx.attr("keepdims", 1))
-    t = dsl.apply("cast", dsl.apply("argmax", -x, axis=axis, keepdims=keep), dtype="f32")
-    cx.imp.integral.add(id(t))
-    return [t]
+    return _argmax_of(cx, -cx.x(0))
 
 
 def _mean_of(cx: NodeContext) -> list[Value]:
@@ -2226,10 +2218,14 @@ def _mean_of(cx: NodeContext) -> list[Value]:
 
 
 def _argmax(cx: NodeContext) -> list[Value]:
-    """The index of the first maximum along ``axis``, as float32: graphc's argmax and cast, or
-    (without them) with m the max and g_k = [x_k >= m], index = (S - 1) - max_k(g_k * (S - 1 -
-    k)); nondifferentiable, exact for S < 2**24."""
-    x = cx.x(0)
+    """ArgMax of the node's input (see _argmax_of)."""
+    return _argmax_of(cx, cx.x(0))
+
+
+def _argmax_of(cx: NodeContext, x: Tensor) -> list[Value]:
+    """The index of the first maximum of ``x`` along the node's ``axis``, as float32: graphc's
+    argmax and cast, or (without them) with m the max and g_k = [x_k >= m], index = (S - 1) -
+    max_k(g_k * (S - 1 - k)); nondifferentiable, exact for S < 2**24."""
     r = len(x.shape)
     axis = _axis(cx, int(cx.attr("axis", 0)), r)
     if cx.attr("select_last_index", 0):
