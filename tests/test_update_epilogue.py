@@ -26,19 +26,24 @@ Y = RNG.integers(0, 3, 16).astype(np.int32)
 OFF = ("fuse_update_epilogue",)
 
 
+def _classifier(out, y, opt, name: str, seed: int, disabled=()):
+    """``out`` (logits) trained with softmax cross-entropy against labels ``y``."""
+    return gc.compile(
+        out,
+        loss=gc.softmax_cross_entropy(out, y),
+        optimizer=opt,
+        name=name,
+        seed=seed,
+        disabled_passes=disabled,
+    )
+
+
 def _model(opt, disabled=(), hidden: int = 6, threads: int | None = None):
     x = gc.input("x", ("N", 7))
     y = gc.input("y", ("N",), dtype="i32")
     h = gc.dense(x, hidden, "relu", name="l1")  # dW1 [7, hidden]: the packed GEMM path
     out = gc.dense(h, 3, name="l2")  # dW2 [hidden, 3]: M = hidden
-    m = gc.compile(
-        out,
-        loss=gc.softmax_cross_entropy(out, y),
-        optimizer=opt,
-        name="ue",
-        seed=3,
-        disabled_passes=disabled,
-    )
+    m = _classifier(out, y, opt, "ue", 3, disabled)
     if threads is not None:
         m.threads = threads
     return m
@@ -134,15 +139,7 @@ def test_two_threads_update_each_part_once() -> None:
     y = gc.input("y", ("N",), dtype="i32")
     out = gc.dense(gc.dense(x, 200, "relu", name="a"), 3, name="b")
     models = [
-        gc.compile(
-            out,
-            loss=gc.softmax_cross_entropy(out, y),
-            optimizer=gc.SGD(lr=0.05, momentum=0.9),
-            name="ue2",
-            seed=4,
-            disabled_passes=dis,
-        )
-        for dis in ((), (), OFF)
+        _classifier(out, y, gc.SGD(lr=0.05, momentum=0.9), "ue2", 4, dis) for dis in ((), (), OFF)
     ]
     models[0].threads, models[1].threads, models[2].threads = 2, 1, 1
     assert _fused_params(models[0]) == ["a.w", "b.w"]
@@ -186,17 +183,7 @@ def test_tied_weight_with_two_gradient_gemms_matches_the_flat_loop() -> None:
     h = gc.tanh(gc.matmul(x, w))
     z = gc.matmul(h, w)  # w read twice: its gradient is the sum of two products
     out = gc.dense(z, 3, name="o")
-    a, b = (
-        gc.compile(
-            out,
-            loss=gc.softmax_cross_entropy(out, y),
-            optimizer=gc.SGD(lr=0.05, momentum=0.5),
-            name="tied",
-            seed=2,
-            disabled_passes=dis,
-        )
-        for dis in ((), OFF)
-    )
+    a, b = (_classifier(out, y, gc.SGD(lr=0.05, momentum=0.5), "tied", 2, dis) for dis in ((), OFF))
     _steps(a, b)
     _same(a, b)
 
