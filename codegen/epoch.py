@@ -5,7 +5,7 @@ ABI (JIT and shared library alike)::
     int32_t NAME_train_epoch(void *params, void *state, void *workspace,
                              void *const *inputs, void *const *outputs, int64_t n,
                              const int64_t *order, int64_t batch,
-                             void *const *staging, T *losses)
+                             void *const *staging, T *losses, int64_t scan)
 
 ``inputs`` are laid out as for ``NAME_train_step`` but hold the whole data set (``n`` rows for
 every input with a batch dimension; unbatched inputs such as ``lr`` as usual). ``order`` is a
@@ -18,6 +18,13 @@ slot is ignored) before calling ``NAME_train_step`` on them. ``workspace`` must 
 (the steps before it have run), or ``ERR_NONFINITE_LOSS`` right after the first step whose loss
 is NaN or infinite (``losses[s]`` holds it; that step's update has run, no later step has), or
 the nonzero code of a failed step.
+
+With ``scan`` nonzero every step is the *checked* ``NAME_train_step`` (codegen/checks.py): it
+scans the rows just gathered (still in cache) before its kernels write anything, and the epoch
+returns its ``CHECK_BASE + slot`` with the steps before it run and this one not. ``Model.fit``
+scans its data this way in its first epoch instead of reading the whole data set once more up
+front, and undoes the steps before a rejection from the copy of the parameters and optimizer
+state it makes at every epoch's start. With ``scan`` zero the steps are the unchecked body.
 
 Each step is the very same call the per-step path makes, on the same gathered rows, so an epoch
 gives bit-identical parameters and losses to ``ceil(n / batch)`` calls of ``NAME_train_step``.
@@ -35,7 +42,7 @@ from graphc.ir.types import BATCH
 from .lltypes import F64, I1, I8, I32, I64, LL, PTR, VOID, glue, i64
 from .loops import loop
 
-EPOCH_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, PTR])
+EPOCH_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, PTR, I64])
 ERR_INDEX = 3
 ERR_NONFINITE_LOSS = 900  # an internal code of this entry (the JIT's fit), never a step's
 
@@ -50,9 +57,15 @@ def _memcpy(module: ir.Module) -> ir.Function:
 
 
 def emit_train_epoch(
-    module: ir.Module, fname: str, step: ir.Function, sched: Schedule
+    module: ir.Module,
+    fname: str,
+    step: ir.Function,
+    sched: Schedule,
+    checked: ir.Function | None = None,
 ) -> ir.Function:
-    """Emit ``fname`` (see the module docstring) looping ``step`` over gathered mini-batches."""
+    """Emit ``fname`` (see the module docstring) looping ``step`` over gathered mini-batches;
+    ``checked``: the step with its input scans, called instead when ``scan`` is nonzero (None:
+    the step has no checks, ``scan`` is ignored)."""
     g = sched.graph
     fn = glue(ir.Function(module, EPOCH_TYPE, name=fname))  # per step: a gather and a call
     names = (
@@ -66,10 +79,11 @@ def emit_train_epoch(
         "batch",
         "staging",
         "losses",
+        "scan",
     )
     for a, nm in zip(fn.args, names):
         a.name = nm
-    params, state, ws, inputs, outputs, n, order, batch, staging, losses = fn.args
+    params, state, ws, inputs, outputs, n, order, batch, staging, losses, scan = fn.args
     loss_t = LL[g[sched.output_slots[0]].type.dtype]
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     memcpy = _memcpy(module)
@@ -81,7 +95,20 @@ def emit_train_epoch(
         rest = b.sub(n, lo)
         nb = b.select(b.icmp_signed("<", rest, batch), rest, batch, name="nb")
         _gather_rows(b, fn, memcpy, order, lo, nb, n, batched, bad)
-        rc = b.call(step, [params, state, ws, args_ptr, outputs, nb], name="rc")
+        step_args = [params, state, ws, args_ptr, outputs, nb]
+        if checked is None:
+            rc = b.call(step, step_args, name="rc")
+        else:
+            with b.if_else(b.icmp_signed("!=", scan, i64(0))) as (then, otherwise):
+                with then:
+                    rc_scan = b.call(checked, step_args, name="rc.scan")
+                    scan_bb = b.block
+                with otherwise:
+                    rc_body = b.call(step, step_args, name="rc.body")
+                    body_bb = b.block
+            rc = b.phi(I32, name="rc")
+            rc.add_incoming(rc_scan, scan_bb)
+            rc.add_incoming(rc_body, body_bb)
         _return_if_nonzero(b, fn, rc, "step")
         out0 = b.load(b.gep(outputs, [i64(0)], source_etype=PTR), typ=PTR, name="loss_ptr")
         loss = b.load(out0, typ=loss_t, name="loss")

@@ -64,10 +64,15 @@ class ModuleBuilder:
         ``NAME_<step_entry>`` (added before); ABI in ``codegen/epoch.py``."""
         from .epoch import emit_train_epoch
 
-        fname = f"{self.name}_{step_entry}"  # the body: fit checked the whole data set once
-        step = self.module.globals.get(f"{fname}_unchecked") or self.module.get_global(fname)
+        fname = f"{self.name}_{step_entry}"
+        body = self.module.globals.get(f"{fname}_unchecked")  # the body, when fname scans
+        checked = self.module.get_global(fname)
         return emit_train_epoch(
-            self.module, f"{self.name}_train_epoch", step, self.entries[step_entry]
+            self.module,
+            f"{self.name}_train_epoch",
+            body or checked,
+            self.entries[step_entry],
+            checked if body is not None else None,
         )
 
     def add_split_epoch_entry(self) -> ir.Function:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from graphc.codegen.checks import CHECK_BASE
 from graphc.codegen.epoch import ERR_INDEX, ERR_NONFINITE_LOSS
 from graphc.codegen.target import call_frame_address
 from graphc.ir.errors import ArgumentError, NumericsError
@@ -396,9 +397,16 @@ class Entry:
         return NumericsError("\n".join(lines))
 
 
-# the train_step entry's arguments, then order[], batch, staging[], losses[] (codegen/epoch.py)
+# the train_step entry's arguments, then order[], batch, staging[], losses[], scan
+# (codegen/epoch.py)
 EPOCH = ctypes.CFUNCTYPE(
-    ctypes.c_int32, *ENTRY_ARGS, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p
+    ctypes.c_int32,
+    *ENTRY_ARGS,
+    ctypes.c_void_p,
+    ctypes.c_int64,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_int64,
 )
 
 
@@ -434,10 +442,16 @@ class EpochEntry:
         order: np.ndarray,
         batch: int,
         losses: np.ndarray,
+        *,
+        scan: bool = False,
     ) -> np.ndarray:
         """Run ``ceil(n / batch)`` steps over ``arrays`` (checked by the caller for ``n`` rows)
         in the row order ``order`` (int64[n]); ``staging[i]`` holds ``batch`` rows of batched
-        input ``i``. Writes and returns ``losses`` (one per step, the loss's dtype)."""
+        input ``i``. Writes and returns ``losses`` (one per step, the loss's dtype).
+
+        ``scan``: every step first runs the entry's native value checks on its gathered rows;
+        a failing step raises InputRejected (naming the input) with the steps before it run
+        and itself not (the caller undoes them: see Model.fit)."""
         steps = -(-n // batch)
         if order.dtype != np.int64 or order.shape != (n,) or not order.flags.c_contiguous:
             raise ArgumentError(f"order must be a contiguous int64[{n}] array")
@@ -460,17 +474,18 @@ class EpochEntry:
             batch,
             ctypes.addressof(self.staging),
             losses.ctypes.data,
+            1 if scan else 0,
         )
+        if rc == 0:
+            return losses
         if rc == ERR_NONFINITE_LOSS:
             bad = np.flatnonzero(~np.isfinite(losses))
             raise NonfiniteLoss(int(bad[0]) if bad.size else steps - 1)
         if rc == ERR_INDEX:
             raise row_index_error()
-        if rc != 0 and e.numerics:
+        if e.numerics or CHECK_BASE <= rc < CHECK_BASE + len(e.in_types):
             raise e.error(rc)
-        if rc != 0:
-            raise ArgumentError(f"native code returned error {rc}")
-        return losses
+        raise ArgumentError(f"native code returned error {rc}")
 
 
 def row_index_error() -> ArgumentError:

@@ -111,3 +111,110 @@ def test_epoch_matches_numpy_sgd_on_shuffled_minibatches() -> None:
     np.testing.assert_allclose(m.params["lin.w"], w, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(m.params["lin.b"], b, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(h["loss"][0], sum(losses) / n, rtol=1e-4)
+
+
+class _Spy:
+    """Records the ``scan`` flag of every epoch call, then makes it."""
+
+    def __init__(self, real) -> None:
+        self.real, self.scans = real, []
+
+    def __call__(self, *a, scan=False, **kw):
+        self.scans.append(scan)
+        return self.real(*a, scan=scan, **kw)
+
+
+def _snapshot(m: gc.Model) -> tuple[dict, dict]:
+    return (
+        {k: v.copy() for k, v in m.params.items()},
+        {k: np.array(v, copy=True) for k, v in m.state.items()},
+    )
+
+
+def _assert_same(a: tuple[dict, dict], b: tuple[dict, dict]) -> None:
+    for part_a, part_b in zip(a, b):
+        assert part_a.keys() == part_b.keys()
+        for k in part_a:
+            np.testing.assert_array_equal(part_a[k], part_b[k], err_msg=k)
+
+
+@pytest.mark.parametrize(
+    ("bad", "shuffle"), [(np.nan, False), (np.inf, True), (-np.inf, False), (np.nan, True)]
+)
+def test_first_epoch_scan_rejects_last_row_and_leaves_everything_unchanged(
+    classifier, bad, shuffle
+) -> None:
+    """fit without callbacks scans each gathered batch natively in its first epoch (no scan of
+    the whole data set up front): a NaN/Inf in the very last row of the data (the last batch
+    when not shuffled) raises the same ArgumentError as the up-front check (the callback path),
+    with the parameters, the optimizer state, the step counter and model.history bit for bit
+    as before the call, after earlier fits and their Adam state."""
+    m = classifier
+    rng = np.random.default_rng(5)
+    n = 45  # 45 = 5 * 8 + 5: the last batch is partial
+    x = rng.standard_normal((n, 6)).astype(np.float32)
+    y = rng.integers(0, 3, n)
+    m.initialize(1)
+    m.fit(x, y, epochs=2, batch_size=8, verbose=0)  # nonzero Adam state and step counter
+    hist = m.history
+    before = _snapshot(m)
+    x[-1, 4] = bad
+    spy = m.epoch_entry = _Spy(m.epoch_entry)
+    try:
+        with pytest.raises(gc.ArgumentError) as native:
+            m.fit(x, y, epochs=3, batch_size=8, verbose=0, shuffle=shuffle, seed=2)
+    finally:
+        m.epoch_entry = spy.real
+    assert spy.scans == [True]  # rejected inside the first (scanning) native epoch
+    assert m.history is hist
+    _assert_same(_snapshot(m), before)
+
+    class Noop:  # any callback: fit checks the whole data set before anything runs
+        def on_epoch_end(self, model, epoch, figures):
+            return False
+
+    with pytest.raises(gc.ArgumentError) as upfront:
+        m.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[Noop()])
+    assert str(native.value) == str(upfront.value)
+    assert f"row {n - 1} holds NaN or Inf (1 rows)" in str(native.value)
+    _assert_same(_snapshot(m), before)
+
+
+def test_only_the_first_epoch_scans_and_scanning_changes_no_result(classifier) -> None:
+    """Epochs 2.. run the unchecked steps; the scanning first epoch gives bit-identical
+    parameters, state and losses to an epoch whose data was checked up front."""
+    m = classifier
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((37, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 37)
+    m.initialize(1)
+    spy = m.epoch_entry = _Spy(m.epoch_entry)
+    try:
+        h1 = m.fit(x, y, epochs=3, batch_size=8, verbose=0, seed=1)
+        m.epoch_entry = spy.real
+        one = _snapshot(m)
+        m.initialize(1)
+        h2 = m.fit(x, y, epochs=3, batch_size=8, verbose=0, seed=1, allow_nonfinite=True)
+    finally:
+        m.epoch_entry = spy.real
+    assert spy.scans == [True, False, False]
+    assert h1["loss"] == h2["loss"]
+    _assert_same(_snapshot(m), one)
+
+
+def test_first_epoch_scan_rejects_bce_targets_outside_unit_interval() -> None:
+    """Binary cross-entropy targets: the native [0, 1] check in the first epoch, the same
+    message as the up-front check, parameters unchanged."""
+    x = gc.input("x", ("N", 3))
+    t = gc.input("t", ("N", 1))
+    out = gc.dense(x, 1, name="lin")
+    m = gc.compile(out, gc.binary_cross_entropy(out, t), gc.Adam(lr=0.01), name="bceep", seed=2)
+    rng = np.random.default_rng(7)
+    xs = rng.standard_normal((30, 3)).astype(np.float32)
+    ts = rng.integers(0, 2, (30, 1)).astype(np.float32)
+    ts[29, 0] = 1.5
+    before = _snapshot(m)
+    with pytest.raises(gc.ArgumentError, match=r"row 29 holds \[1.5\], outside \[0, 1\]"):
+        m.fit(xs, ts, epochs=1, batch_size=7, verbose=0, shuffle=False)
+    _assert_same(_snapshot(m), before)
+    assert int(m.state["step"]) == 0
