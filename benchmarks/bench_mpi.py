@@ -222,6 +222,122 @@ def torch_worker(args: argparse.Namespace) -> None:
         os._exit(0)
 
 
+# ------------------------------------------------------------------------- the ceiling worker
+
+
+def build_mlp():
+    import graphc as gc
+
+    x_in = gc.input("x", ("N", FEATURES))
+    y_in = gc.input("y", ("N",), dtype="i32")
+    h = gc.dense(gc.dense(x_in, HIDDEN[0], "relu", name="fc1"), HIDDEN[1], "relu", name="fc2")
+    logits = gc.dense(h, CLASSES, name="fc3")
+    m = gc.compile(logits, gc.softmax_cross_entropy(logits, y_in), gc.SGD(lr=0.01), name="mlp")
+    m.threads = 1
+    return m
+
+
+def ceiling_worker(args: argparse.Namespace) -> None:
+    """One process, pinned to core ``--core``, no MPI: ``train_grads`` on ``--batch`` rows (the
+    split step's compute: the rows gathered natively as the epoch entry does, then the entry)
+    and ``apply_update`` (lr 0), timed call by call; prints the medians. With ``--forever`` it
+    runs the same loop until killed (the load on the other core), printing READY first."""
+    from graphc.runtime.distributed import SplitStep
+
+    os.sched_setaffinity(0, {args.core})
+    m = build_mlp()
+    x, y = data(args.rows)
+    b = args.batch
+    s = SplitStep(m, b)
+    s.lr[...] = 0.0
+    xs, ys = np.empty((b, FEATURES), np.float32), np.empty(b, np.int32)
+    arrays = s.arrays({"x": xs, "y": ys})
+    s.scale[...] = 1.0
+    order = np.random.default_rng([0, 99]).permutation(args.rows)
+    steps = args.rows // b
+    comp, upd = [], []
+    i = 0
+    if args.forever:
+        print("READY", flush=True)
+    deadline = time.perf_counter() + args.seconds
+    while args.forever or time.perf_counter() < deadline:
+        lo = (i % steps) * b
+        t0 = time.perf_counter()
+        np.take(x, order[lo : lo + b], axis=0, out=xs)
+        np.take(y, order[lo : lo + b], axis=0, out=ys)
+        s.grads(arrays, b, checked=False, scan=False)
+        t1 = time.perf_counter()
+        s.update(s.update_arrays, 1, checked=False)
+        t2 = time.perf_counter()
+        if i >= 20:  # warm
+            comp.append(t1 - t0)
+            upd.append(t2 - t1)
+        i += 1
+    out = {"compute_ms": 1e3 * statistics.median(comp), "update_ms": 1e3 * statistics.median(upd)}
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def run_ceiling(b: int, paired: bool, args: argparse.Namespace) -> dict:
+    """``ceiling_worker`` on core 0 on ``b`` rows, alone or while a copy of it loads core 1."""
+    me = [sys.executable, os.path.abspath(__file__), "--worker", "ceiling", "--batch", str(b)]
+    me += ["--rows", str(args.rows)]
+    env = dict(os.environ, GRAPHC_THREADS="1", OMP_NUM_THREADS="1")
+    noise = None
+    if paired:
+        noise = subprocess.Popen(me + ["--core", "1", "--forever"], stdout=subprocess.PIPE,
+                                 stdin=subprocess.DEVNULL, text=True, env=env)  # fmt: skip
+        assert noise.stdout is not None and noise.stdout.readline().strip() == "READY"
+    try:
+        r = subprocess.run(me + ["--core", "0", "--seconds", str(args.ceiling_seconds)],
+                           capture_output=True, text=True, env=env, check=True, timeout=120)  # fmt: skip
+    finally:
+        if noise is not None:
+            noise.kill()
+            noise.wait()
+    return result(r.stdout)
+
+
+def ceiling(args: argparse.Namespace) -> None:
+    """Item 1 of issue #17's last stop: how much the other core's load alone (the same compute
+    in another process, no MPI) slows a core's split step, interleaved alone / paired."""
+    sizes = [int(b) for b in args.batches.split(",")]
+    runs: dict[tuple[int, bool], list[dict]] = {(b, p): [] for b in sizes for p in (False, True)}
+    print(f"# ceiling: load {loadavg()}")
+    for _ in range(args.repeats):
+        for b in sizes:
+            for p in (False, True):
+                runs[(b, p)].append(run_ceiling(b, p, args))
+    print("\n| rows | compute alone ms | compute paired ms | slowdown | update alone / paired ms |")
+    print("|---|---|---|---|---|")
+    med = {}
+    for b in sizes:
+        a = {k: statistics.median(r[k] for r in runs[(b, False)]) for k in runs[(b, False)][0]}
+        p = {k: statistics.median(r[k] for r in runs[(b, True)]) for k in runs[(b, True)][0]}
+        med[b] = (a, p)
+        print(f"| {b} | {a['compute_ms']:.3f} | {p['compute_ms']:.3f} | "
+              f"{p['compute_ms'] / a['compute_ms']:.3f} | {a['update_ms']:.3f} / "
+              f"{p['update_ms']:.3f} |")  # fmt: skip
+    print(
+        f"# all runs: {json.dumps({f'{b}{chr(112) if p else chr(97)}': v for (b, p), v in runs.items()})}"
+    )
+    print(
+        "\nE ceiling (no all-reduce, no overhead): (compute(B) + update) alone / "
+        "(2 (compute(B/2) + update) paired)"
+    )
+    for b in sizes:
+        if b // 2 in med:
+            a, _ = med[b]
+            _, p = med[b // 2]
+            t1 = a["compute_ms"] + a["update_ms"]
+            t2 = p["compute_ms"] + p["update_ms"]
+            t2s = p["compute_ms"] + p["update_ms"] / 2
+            print(
+                f"B={b}: T1 {t1:.3f} ms, T2 {t2:.3f} ms -> E <= {t1 / (2 * t2):.3f}; "
+                f"update sharded (T2 {t2s:.3f}) -> E <= {t1 / (2 * t2s):.3f}"
+            )
+    print(f"# load after: {loadavg()}")
+
+
 # ------------------------------------------------------------------------------------ driver
 
 
@@ -351,7 +467,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="runs per configuration (median)")
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json", help="write the figures here")
-    ap.add_argument("--worker", choices=("graphc", "torch"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--ceiling",
+        action="store_true",
+        help="measure the split step's compute alone vs beside the same compute on the other "
+        "core (no MPI), for --batches (give B and B/2)",
+    )
+    ap.add_argument("--ceiling-seconds", type=float, default=2.0, help=argparse.SUPPRESS)
+    ap.add_argument("--core", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--forever", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--seconds", type=float, default=2.0, help=argparse.SUPPRESS)
+    ap.add_argument("--worker", choices=("graphc", "torch", "ceiling"), help=argparse.SUPPRESS)
     ap.add_argument("--distributed", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=256, help=argparse.SUPPRESS)
     ap.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)
@@ -361,6 +487,10 @@ def main() -> None:
         return graphc_worker(args)
     if args.worker == "torch":
         return torch_worker(args)
+    if args.worker == "ceiling":
+        return ceiling_worker(args)
+    if args.ceiling:
+        return ceiling(args)
     batches = [int(b) for b in args.batches.split(",")]
     reduces = [m.strip() for m in args.reduce.split(",") if m.strip()] or ["auto"]
     ranks = [int(k) for k in args.ranks.split(",")]

@@ -444,8 +444,7 @@ class SplitStep:
         else:  # zeroed: the padding between gradients stays 0
             self.buffer = aligned_empty(size)
         self.workspace = self.buffer[self.HEAD :]  # what the entries see (aligned as the buffer)
-        for e in (self.grads, self.update):
-            e.use_workspace(self.workspace, cap)
+        self.bind_workspace(cap)
         flag_bytes = self.FLAGS * self.dtype.itemsize
         self.flags = self.buffer[self.HEAD - flag_bytes : self.HEAD].view(self.dtype)
         self.grad = self.workspace[: prog.param_bytes].view(self.dtype)
@@ -474,6 +473,11 @@ class SplitStep:
         self.epoch_fn = (
             EPOCH_SPLIT(jit.address(name)) if getattr(jit, "has", None) and jit.has(name) else None
         )
+
+    def bind_workspace(self, cap: int) -> None:
+        """Make this step's buffer the workspace of both entries (for up to ``cap`` rows)."""
+        for e in (self.grads, self.update):
+            e.use_workspace(self.workspace, cap)
 
     def allreduce(self, comm: Any, MPI: Any, napping: bool) -> None:
         """Sum ``reduced`` (flags and gradients) over the ranks, in place: through the
@@ -541,6 +545,58 @@ class SplitStep:
         return run
 
 
+# The SplitStep of the last distributed fit that got a shared-memory window, kept for the
+# next fit of the same model on the same ranks: (weak reference to the model, communicator,
+# rows, the step). See split_step.
+_KEPT: list[Any] = []
+
+
+def split_step(model: Any, cap: int, comm: Any, how: str, strict: bool) -> SplitStep:
+    """The SplitStep of ``fit``: ``SplitStep(model, cap, comm, how, strict)``, collective.
+
+    A step with a shared-memory window is kept after fit returns and serves the next fit of
+    the same model over the same communicator for the same rows per rank: allocating,
+    zeroing and freeing the window (``MPI_Win_allocate_shared``, ``MPI_Win_free``: both
+    collective, with barriers) cost 2.7 ms per fit, 0.021 ms per step of the benchmark's
+    two-epoch fits at batch 256 (benchmarks/README.md). At most one step is kept per
+    process: another model, communicator, row count or reduce mode frees it first
+    (collectively: every rank runs the same fits in the same order, with arguments fit
+    checks to be equal). The kept window is freed at interpreter exit, before mpi4py's
+    ``MPI_Finalize`` (atexit runs handlers in reverse order of registration, and mpi4py
+    registered its own when it was imported, before this one)."""
+    if _KEPT:
+        ref, kcomm, kcap, kept = _KEPT[0]
+        if ref() is model and kcomm is comm and kcap == cap and how == "window":
+            kept.bind_workspace(cap)  # another SplitStep of the model may have taken them
+            return kept  # the window's slots still hold the padding's zeros
+        _KEPT.clear()
+        kept.close()  # collective: every rank drops it in the same fit
+    step = SplitStep(model, cap, comm, how, strict)
+    if step.window is not None:
+        import atexit
+        import weakref
+
+        if not _registered:
+            atexit.register(_free_kept)
+            _registered.append(True)
+        _KEPT.append((weakref.ref(model), comm, cap, step))
+    return step
+
+
+_registered: list[bool] = []
+
+
+def _free_kept() -> None:
+    """Free the kept step's window (at exit, before MPI_Finalize; nothing once MPI ended)."""
+    if not _KEPT:
+        return
+    kept = _KEPT.pop()[3]
+    from mpi4py import MPI
+
+    if MPI.Is_initialized() and not MPI.Is_finalized():
+        kept.close()
+
+
 def fit(
     model: Any,
     comm: Any,
@@ -597,7 +653,7 @@ def fit(
     how = choose_reduce(comm, reduce_mode())  # the same on every rank
     bs = min(batch_size, n)
     cap = -(-bs // k)
-    step = SplitStep(model, cap, comm, how, strict=reduce_mode() == "window")  # a collective
+    step = split_step(model, cap, comm, how, strict=reduce_mode() == "window")  # a collective
     global LAST_REDUCE
     LAST_REDUCE = step.how
     stage = {name: np.empty((cap,) + a.shape[1:], a.dtype) for name, a in feeds.items()}
@@ -625,7 +681,7 @@ def fit(
             except _Agreed as e:  # every rank, at the same step: not a failure of one rank
                 outcome = e
             cbs.train_end(model, history)
-            step.close()  # a collective (the window's); an error above ended the job instead
+            # the step (its shared-memory window) stays for the next fit: see split_step
     finally:
         requests.restore()
         model.threads = threads

@@ -220,6 +220,7 @@ def paths() -> dict[str, np.ndarray]:
 
     d.SplitStep.allreduce = allreduce
     out = {}
+    kept: list[int] = []
     m = model("adam", "m_adam")  # the model of mode train: the compile cache has it
     for native in (True, False):
         m.initialize(1)  # the model's seed: a fresh model's parameters and optimizer state
@@ -232,6 +233,7 @@ def paths() -> dict[str, np.ndarray]:
                    distributed="mpi", callbacks=[Epoch()])  # fmt: skip
         path = "native" if native else "python"
         ran[path] += int(path == d.LAST_PATH)
+        kept.append(id(d._KEPT[0][3]) if d._KEPT else 0)  # the window step fit keeps
         out[native] = (
             h.step_losses,
             [v.tobytes() for v in before.values()],
@@ -259,6 +261,8 @@ def paths() -> dict[str, np.ndarray]:
         "ran_native": np.array(ran["native"]),
         "ran_python": np.array(ran["python"]),
         "identical": np.array(out[True] == out[False]),
+        # the second and later fits of one model reuse the first fit's window (split_step)
+        "window_kept": np.array(len(set(kept)) == 1 and kept[0] != 0),
         "interrupted": np.array(out[True][3]),
         "rolled_back": np.array(out[True][1] == out[True][2]),
         "steps": np.array(out[True][0]),

@@ -388,7 +388,8 @@ def test_native_epoch_equals_python_steps(tmp_path):
     """The rank's epoch in one native call (NAME_train_epoch_split, the all-reduce a Python
     call-out) makes the very calls of the per-step Python loop: losses and parameters equal
     bit for bit (2 ranks, Adam with dropout, a partial last batch); a SIGTERM that arrives
-    inside the native call stops every rank at the next step and rolls the epoch back. Each
+    inside the native call stops every rank at the next step and rolls the epoch back. The
+    later fits of the model reuse the first one's shared-memory window (split_step). Each
     rank checks only its share of the rows for NaN and bad labels; the error is the one
     process's (first bad row and count over all rows) on every rank."""
     r = mpirun(2, "paths", str(tmp_path / "got.npz"))
@@ -396,7 +397,8 @@ def test_native_epoch_equals_python_steps(tmp_path):
     got = dict(np.load(tmp_path / "got.npz"))
     assert int(got["ran_native"]) == 1 and int(got["ran_python"]) == 1
     assert len(got["steps"]) == 2 * 4 and np.isfinite(got["steps"]).all()
-    assert bool(got["identical"])
+    assert bool(got["identical"])  # the first fit's fresh window vs the later fits' kept one
+    assert bool(got["window_kept"])
     assert bool(got["interrupted"]) and bool(got["rolled_back"])
     one_x, dist_x, one_y, dist_y = got["messages"].tolist()
     assert bool(got["messages_agree"])
