@@ -238,9 +238,10 @@ def build_mlp():
 
 
 def ceiling_worker(args: argparse.Namespace) -> None:
-    """One process, pinned to core ``--core``, no MPI: ``train_grads`` on ``--batch`` rows (the
-    split step's compute: the rows gathered natively as the epoch entry does, then the entry)
-    and ``apply_update`` (lr 0), timed call by call; prints the medians. With ``--forever`` it
+    """One process, pinned to core ``--core``, no MPI: the gather of ``--batch`` rows (numpy),
+    ``train_grads`` on them (the split step's compute)
+    and ``apply_update`` (lr 0), and the one-process ``train_step`` on the same rows (lr 0),
+    timed call by call; prints the medians. With ``--forever`` it
     runs the same loop until killed (the load on the other core), printing READY first."""
     from graphc.runtime.distributed import SplitStep
 
@@ -255,7 +256,9 @@ def ceiling_worker(args: argparse.Namespace) -> None:
     s.scale[...] = 1.0
     order = np.random.default_rng([0, 99]).permutation(args.rows)
     steps = args.rows // b
-    comp, upd = [], []
+    gather, comp, upd, one = [], [], [], []
+    fused = m.entries["train_step"]  # forward, backward and update in one call (lr 0)
+    fused_in = [xs, ys, np.zeros((), np.float32)]
     i = 0
     if args.forever:
         print("READY", flush=True)
@@ -265,15 +268,25 @@ def ceiling_worker(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         np.take(x, order[lo : lo + b], axis=0, out=xs)
         np.take(y, order[lo : lo + b], axis=0, out=ys)
+        tg = time.perf_counter()
         s.grads(arrays, b, checked=False, scan=False)
         t1 = time.perf_counter()
         s.update(s.update_arrays, 1, checked=False)
         t2 = time.perf_counter()
+        fused.run(fused_in, b, scan=False)  # the one-process step on the same rows
+        t3 = time.perf_counter()
         if i >= 20:  # warm
-            comp.append(t1 - t0)
+            gather.append(tg - t0)
+            comp.append(t1 - tg)
             upd.append(t2 - t1)
+            one.append(t3 - t2)
         i += 1
-    out = {"compute_ms": 1e3 * statistics.median(comp), "update_ms": 1e3 * statistics.median(upd)}
+    out = {
+        "gather_ms": 1e3 * statistics.median(gather),
+        "compute_ms": 1e3 * statistics.median(comp),
+        "update_ms": 1e3 * statistics.median(upd),
+        "train_step_ms": 1e3 * statistics.median(one),
+    }
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -299,42 +312,38 @@ def run_ceiling(b: int, paired: bool, args: argparse.Namespace) -> dict:
 
 def ceiling(args: argparse.Namespace) -> None:
     """Item 1 of issue #17's last stop: how much the other core's load alone (the same compute
-    in another process, no MPI) slows a core's split step, interleaved alone / paired."""
+    in another process, no MPI) slows a core's split step, interleaved alone / paired; and the
+    efficiency that bounds: E <= T1 / (2 T2), T1 the one process's gather + train_step on B rows
+    alone, T2 gather + train_grads on B/2 rows + apply_update, paired (no all-reduce, no other
+    overhead)."""
     sizes = [int(b) for b in args.batches.split(",")]
     runs: dict[tuple[int, bool], list[dict]] = {(b, p): [] for b in sizes for p in (False, True)}
-    print(f"# ceiling: load {loadavg()}")
+    print(f"# ceiling: load {loadavg()}, {args.repeats} interleaved rounds, median")
     for _ in range(args.repeats):
         for b in sizes:
             for p in (False, True):
                 runs[(b, p)].append(run_ceiling(b, p, args))
-    print("\n| rows | compute alone ms | compute paired ms | slowdown | update alone / paired ms |")
-    print("|---|---|---|---|---|")
+    print("\n| rows | gather alone / paired ms | train_grads alone / paired ms | slowdown "
+          "| apply_update alone / paired ms | train_step alone / paired ms |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
     med = {}
     for b in sizes:
         a = {k: statistics.median(r[k] for r in runs[(b, False)]) for k in runs[(b, False)][0]}
         p = {k: statistics.median(r[k] for r in runs[(b, True)]) for k in runs[(b, True)][0]}
         med[b] = (a, p)
-        print(f"| {b} | {a['compute_ms']:.3f} | {p['compute_ms']:.3f} | "
-              f"{p['compute_ms'] / a['compute_ms']:.3f} | {a['update_ms']:.3f} / "
-              f"{p['update_ms']:.3f} |")  # fmt: skip
-    print(
-        f"# all runs: {json.dumps({f'{b}{chr(112) if p else chr(97)}': v for (b, p), v in runs.items()})}"
-    )
-    print(
-        "\nE ceiling (no all-reduce, no overhead): (compute(B) + update) alone / "
-        "(2 (compute(B/2) + update) paired)"
-    )
+        print(f"| {b} | {a['gather_ms']:.3f} / {p['gather_ms']:.3f} "
+              f"| {a['compute_ms']:.3f} / {p['compute_ms']:.3f} "
+              f"| {p['compute_ms'] / a['compute_ms']:.3f} | {a['update_ms']:.3f} / "
+              f"{p['update_ms']:.3f} | {a['train_step_ms']:.3f} / {p['train_step_ms']:.3f} |")  # fmt: skip
     for b in sizes:
         if b // 2 in med:
-            a, _ = med[b]
-            _, p = med[b // 2]
-            t1 = a["compute_ms"] + a["update_ms"]
-            t2 = p["compute_ms"] + p["update_ms"]
-            t2s = p["compute_ms"] + p["update_ms"] / 2
-            print(
-                f"B={b}: T1 {t1:.3f} ms, T2 {t2:.3f} ms -> E <= {t1 / (2 * t2):.3f}; "
-                f"update sharded (T2 {t2s:.3f}) -> E <= {t1 / (2 * t2s):.3f}"
-            )
+            t1 = med[b][0]["gather_ms"] + med[b][0]["train_step_ms"]
+            p = med[b // 2][1]
+            t2 = p["gather_ms"] + p["compute_ms"] + p["update_ms"]
+            t2s = t2 - p["update_ms"] / 2
+            print(f"B={b}: T1 {t1:.3f} ms, T2 {t2:.3f} ms -> E <= {t1 / (2 * t2):.3f}; "
+                  f"with the update sharded over 2 ranks (T2 {t2s:.3f}) E <= "
+                  f"{t1 / (2 * t2s):.3f}")  # fmt: skip
     print(f"# load after: {loadavg()}")
 
 
