@@ -22,6 +22,7 @@ from graphc.ir.errors import (
     ShapeError,
     TargetError,
     VerifyError,
+    WorkspaceError,
 )
 from graphc.ir.graph import Graph
 from graphc.runtime import distributed
@@ -191,6 +192,7 @@ __all__ = [
     "ShapeError",
     "Tensor",
     "VerifyError",
+    "WorkspaceError",
     "Library",
     "load",
     "activation",

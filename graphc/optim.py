@@ -93,8 +93,11 @@ class Optimizer:
 
     def _check(self) -> None:
         name = type(self).__name__
-        if not (isinstance(self.lr, int | float) and self.lr > 0 and math.isfinite(self.lr)):
-            raise GraphcError(f"{name}: lr must be a positive number, got {self.lr!r}")
+        lr = self.lr
+        if isinstance(lr, bool) or not (
+            isinstance(lr, int | float) and lr >= 0 and math.isfinite(lr)
+        ):  # 0 allowed, as torch.optim (which refuses only lr < 0) and model.lr / schedules
+            raise GraphcError(f"{name}: lr must be a finite number >= 0, got {lr!r}")
         for f in (
             "weight_decay",
             "eps",
@@ -165,7 +168,7 @@ class SGD(Optimizer):
     ``dampening`` must be 0 under Keras (it has none).
 
     Raises:
-        GraphcError: lr <= 0, negative options, Nesterov without momentum or with dampening.
+        GraphcError: lr < 0 (or not finite), negative options, Nesterov without momentum or with dampening.
     """
 
     lr: float = 0.01

@@ -48,6 +48,13 @@ class OnnxError(GraphcError, ValueError):
     graphc does not support (the message names the node, its op type and the opset)."""
 
 
+class WorkspaceError(ShapeError, MemoryError):
+    """The memory a batch needs (an entry's workspace, its outputs) cannot be allocated: the
+    message names the batch size and the bytes asked for; a smaller batch needs less (the
+    workspace grows linearly with the rows). A ShapeError (and a MemoryError) for callers that
+    caught allocation failures as those before."""
+
+
 class DistributedError(GraphcError):
     """Data-parallel training cannot run: MPI or mpi4py missing, ranks that disagree on the
     data or the arguments, or a model whose training step could not be split."""

@@ -8,21 +8,35 @@ from typing import Any
 
 import numpy as np
 
-from graphc.ir.errors import ArgumentError, ShapeError
+from graphc.ir.errors import ArgumentError, WorkspaceError
 
 ALIGN = 64
 
 
-def aligned_empty(nbytes: int, align: int = ALIGN) -> np.ndarray:
+def aligned_empty(
+    nbytes: int, align: int = ALIGN, *, what: str = "", rows: int | None = None
+) -> np.ndarray:
     """A uint8 array of ``nbytes`` whose data pointer is a multiple of ``align`` (zeroed).
 
+    ``what`` names the buffer and ``rows`` the batch size it is for, in the error.
+
     Raises:
-        ShapeError: the memory cannot be had (numpy's MemoryError or its size limit).
+        WorkspaceError: the memory cannot be had (numpy's MemoryError or its size limit); with
+            ``rows``, the message names the batch size and says to use a smaller one.
     """
     try:
         raw = np.zeros(nbytes + align, dtype=np.uint8)
     except (MemoryError, ValueError) as e:
-        raise ShapeError(f"cannot allocate {nbytes} bytes: {type(e).__name__}: {e}") from None
+        gib = nbytes / 2**30
+        msg = f"cannot allocate {nbytes} bytes ({gib:.2f} GiB)"
+        if what:
+            msg += f" for {what}"
+        if rows is not None:
+            msg += (
+                f" of a batch of {rows} rows: use a smaller batch (batch_size=, or predict / "
+                "evaluate in chunks); the need grows linearly with the rows"
+            )
+        raise WorkspaceError(f"{msg} ({type(e).__name__}: {e})") from None
     start = (-raw.ctypes.data) % align
     return raw[start : start + nbytes]
 

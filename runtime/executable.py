@@ -134,7 +134,9 @@ class Entry:
         if n == self._n:
             return
         if n > self._ws_cap:
-            self.workspace = aligned_empty(self.sched.workspace_bytes(n))
+            self.workspace = aligned_empty(
+                self.sched.workspace_bytes(n), what="the workspace (intermediate values)", rows=n
+            )
             self._ws_cap = n
             self._args[2] = self._frame[3] = self.workspace.ctypes.data
         self.out_arrays = [np.empty(t.concrete(n), t.np_dtype) for t in self.out_types]

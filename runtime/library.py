@@ -265,7 +265,7 @@ class Library:
             size = self._lib[f"{self.name}_workspace_size"]
             size.restype, size.argtypes = ctypes.c_int64, [ctypes.c_int64]
             nbytes = int(size(n))
-            self._ws = aligned_empty(max(nbytes, 1))
+            self._ws = aligned_empty(max(nbytes, 1), what=f"{self.name}'s workspace", rows=n)
             self._ctx.workspace, self._ctx.workspace_bytes = self._ws.ctypes.data, nbytes
             self._ws_rows = n
 

@@ -42,7 +42,7 @@ def test_learning_rate_is_kerass_name_for_lr() -> None:
     ):
         assert opt.lr == want
     assert gc.SGD(0.1, 0.9).momentum == 0.9  # positional order unchanged
-    with pytest.raises(gc.GraphcError, match="lr must be a positive number"):
+    with pytest.raises(gc.GraphcError, match="lr must be a finite number >= 0"):
         gc.Adam(learning_rate=-1.0)
 
 
