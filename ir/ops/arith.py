@@ -60,7 +60,12 @@ class Minimum(Binary):
 class Clip(Unary):
     """y = min(max(x, min), max) for scalar attrs ``min`` <= ``max``.
 
-    VJP: dx = dy * [min <= x <= max] (the bounds themselves pass the gradient, as torch.clamp).
+    VJP: dx = dy * [min < x < max]: the gradient passes strictly inside the bounds only, 0 at
+    x == min and x == max (and everywhere when min == max), as torch.clamp's backward in current
+    releases (checked against torch 2.14.1: d/dx clamp(x, 0, 1) at x = -1, 0, 0.5, 1, 2 is
+    0, 0, 1, 0, 0; older releases passed it at the bounds), torch's hardtanh / relu6 and
+    graphc's hard_tanh. Exact bound values are common (zeros after relu or padding, ONNX Clip
+    exported from ReLU6 / Hardtanh), so the convention matters for fine-tuning parity.
     """
 
     name = "clip"
@@ -82,7 +87,7 @@ class Clip(Unary):
         x = node.inputs[0]
         lo = b.const(float(self.attr(node, "min")), like=x)
         hi = b.const(float(self.attr(node, "max")), like=x)
-        return (b.mul(dy, b.mul(b.greater_equal(x, lo), b.less_equal(x, hi))),)
+        return (b.mul(dy, b.mul(b.greater(x, lo), b.less(x, hi))),)
 
 
 @register
