@@ -51,6 +51,19 @@ class InputCheck:
     bound: int = 0
 
 
+def _fails(b: ir.IRBuilder, kind: str, t: ir.Type, x: ir.Value, bound: ir.Value) -> ir.Value:
+    """i1: element ``x`` (LLVM type ``t``) fails a check of ``kind``."""
+    if kind == "finite":  # x - x is NaN exactly for NaN and +-Inf
+        return b.fcmp_unordered("uno", b.fsub(x, x), ir.Constant(t, 0.0), name="bad")
+    if kind == "unit":  # unordered compares: NaN fails too
+        lo = b.fcmp_unordered("<", x, ir.Constant(t, 0.0))
+        hi = b.fcmp_unordered(">", x, ir.Constant(t, 1.0))
+        return b.or_(lo, hi, name="bad")
+    if kind == "classes":  # unsigned compare: negative labels are huge
+        return b.icmp_unsigned(">=", b.sext(x, I64), bound, name="bad")
+    raise ValueError(f"no vector scan for check kind {kind!r}")
+
+
 def _scanner(module: ir.Module, kind: str, dtype: str) -> ir.Function:
     """``i32 graphc.scan.KIND.DTYPE(T *p, i64 count, i64 bound)``: 1 when an element fails."""
     name = f"graphc.scan.{kind}.{dtype}"
@@ -65,16 +78,33 @@ def _scanner(module: ir.Module, kind: str, dtype: str) -> ir.Function:
     b.store(ir.Constant(I32, 0), acc)
     with loop(b, count, name="i") as i:
         x = b.load(b.gep(p, [i], inbounds=True, source_etype=t), typ=t, name="x")
-        if kind == "finite":  # x - x is NaN exactly for NaN and +-Inf
-            bad = b.fcmp_unordered("uno", b.fsub(x, x), ir.Constant(t, 0.0), name="bad")
-        elif kind == "unit":  # unordered compares: NaN fails too
-            lo = b.fcmp_unordered("<", x, ir.Constant(t, 0.0))
-            hi = b.fcmp_unordered(">", x, ir.Constant(t, 1.0))
-            bad = b.or_(lo, hi, name="bad")
-        elif kind == "classes":  # unsigned compare: negative labels are huge
-            bad = b.icmp_unsigned(">=", b.sext(x, I64), bound, name="bad")
-        else:
-            raise ValueError(f"no vector scan for check kind {kind!r}")
+        bad = _fails(b, kind, t, x, bound)
+        b.store(b.or_(b.load(acc, typ=I32), b.zext(bad, I32)), acc)
+    b.ret(b.load(acc, typ=I32))
+    return fn
+
+
+def copy_scanner(module: ir.Module, kind: str, dtype: str) -> ir.Function:
+    """``i32 graphc.copy_scan.KIND.DTYPE(T *dst, const T *src, i64 count, i64 bound)``: copies
+    ``count`` elements and returns 1 when one of them fails the check (the epoch entry's
+    gather of a batch, which reads every row anyway: codegen/epoch.py). One vectorized pass,
+    as _scanner, with the store beside the test."""
+    name = f"graphc.copy_scan.{kind}.{dtype}"
+    if name in module.globals:
+        return module.globals[name]
+    t = LL[dtype]
+    fn = ir.Function(module, ir.FunctionType(I32, [PTR, PTR, I64, I64]), name=name)
+    fn.linkage = "internal"
+    dst, src, count, bound = fn.args
+    dst.add_attribute("noalias")
+    src.add_attribute("noalias")
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    acc = b.alloca(I32, name="acc")
+    b.store(ir.Constant(I32, 0), acc)
+    with loop(b, count, name="i") as i:
+        x = b.load(b.gep(src, [i], inbounds=True, source_etype=t), typ=t, name="x")
+        b.store(x, b.gep(dst, [i], inbounds=True, source_etype=t))
+        bad = _fails(b, kind, t, x, bound)
         b.store(b.or_(b.load(acc, typ=I32), b.zext(bad, I32)), acc)
     b.ret(b.load(acc, typ=I32))
     return fn

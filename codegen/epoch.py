@@ -19,12 +19,14 @@ slot is ignored) before calling ``NAME_train_step`` on them. ``workspace`` must 
 is NaN or infinite (``losses[s]`` holds it; that step's update has run, no later step has), or
 the nonzero code of a failed step.
 
-With ``scan`` nonzero every step is the *checked* ``NAME_train_step`` (codegen/checks.py): it
-scans the rows just gathered (still in cache) before its kernels write anything, and the epoch
-returns its ``CHECK_BASE + slot`` with the steps before it run and this one not. ``Model.fit``
-scans its data this way in its first epoch instead of reading the whole data set once more up
-front, and undoes the steps before a rejection from the copy of the parameters and optimizer
-state it makes at every epoch's start. With ``scan`` zero the steps are the unchecked body.
+With ``scan`` nonzero the epoch runs ``NAME_train_step``'s value checks (codegen/checks.py):
+those of unbatched inputs (the learning rate) once before the first step, those of batched
+inputs on each row as the gather copies it (one pass that copies and tests), and it returns
+the checked entry's ``CHECK_BASE + slot`` (the first failing slot in the checks' order) before
+the step of a failing batch, the steps before it having run. ``Model.fit`` scans its data this
+way in its first epoch instead of reading the whole data set once more up front, and undoes
+the steps before a rejection from the copy of the parameters and optimizer state it makes at
+every epoch's start. With ``scan`` zero (or an entry without checks) nothing is tested.
 
 Each step is the very same call the per-step path makes, on the same gathered rows, so an epoch
 gives bit-identical parameters and losses to ``ceil(n / batch)`` calls of ``NAME_train_step``.
@@ -37,8 +39,9 @@ from typing import Any
 from llvmlite import ir
 
 from graphc.ir.plan import Schedule
-from graphc.ir.types import BATCH
+from graphc.ir.types import BATCH, DTYPE_INFO
 
+from .checks import CHECK_BASE, InputCheck, copy_scanner, emit_input_checks
 from .lltypes import F64, I1, I8, I32, I64, LL, PTR, VOID, glue, i64
 from .loops import loop
 
@@ -61,11 +64,12 @@ def emit_train_epoch(
     fname: str,
     step: ir.Function,
     sched: Schedule,
-    checked: ir.Function | None = None,
+    checks: list[InputCheck] | tuple = (),
+    pool: Any = None,
 ) -> ir.Function:
-    """Emit ``fname`` (see the module docstring) looping ``step`` over gathered mini-batches;
-    ``checked``: the step with its input scans, called instead when ``scan`` is nonzero (None:
-    the step has no checks, ``scan`` is ignored)."""
+    """Emit ``fname`` (see the module docstring) looping ``step`` (the entry's body, without
+    its scans) over gathered mini-batches; ``checks``: the entry's value checks, run when
+    ``scan`` is nonzero; ``pool``: the module's threads (for the scans of unbatched inputs)."""
     g = sched.graph
     fn = glue(ir.Function(module, EPOCH_TYPE, name=fname))  # per step: a gather and a call
     names = (
@@ -89,26 +93,65 @@ def emit_train_epoch(
     memcpy = _memcpy(module)
     args_ptr, batched, _ = _stage_inputs(b, g, sched.input_slots, inputs, staging)
     bad = fn.append_basic_block("bad_index")
+    slot_of = {v: i for i, v in enumerate(sched.input_slots)}
+    # checks of batched inputs (rows along axis 0) run in the gather; the others once, here
+    row_checks: dict[int, InputCheck] = {}
+    once = []
+    for c in checks:
+        t = g[c.name].type
+        if t.shape and t.shape[0] == BATCH:
+            row_checks[slot_of[c.name]] = c
+            continue
+        count: ir.Value = i64(1)
+        for d in t.shape:
+            count = b.mul(count, n if d == BATCH else i64(int(d)))
+        once.append((slot_of[c.name], c, t.dtype, count))
+    scan_on = b.icmp_signed("!=", scan, i64(0), name="scan_on")
+    if once:
+        with b.if_then(scan_on):
+            emit_input_checks(b, module, once, inputs, pool)
+    flags = []
+    if row_checks:
+        with b.goto_entry_block():
+            flags = [(s, b.alloca(I32, name=f"bad{s}")) for s in sorted(row_checks)]
+    batched_slots = [
+        i
+        for i, v in enumerate(sched.input_slots)
+        if g[v].type.shape and g[v].type.shape[0] == BATCH
+    ]
     steps = b.sdiv(b.add(n, b.sub(batch, i64(1))), batch, name="steps")
     with loop(b, steps, name="s") as s:
         lo = b.mul(s, batch, name="lo")
         rest = b.sub(n, lo)
         nb = b.select(b.icmp_signed("<", rest, batch), rest, batch, name="nb")
-        _gather_rows(b, fn, memcpy, order, lo, nb, n, batched, bad)
-        step_args = [params, state, ws, args_ptr, outputs, nb]
-        if checked is None:
-            rc = b.call(step, step_args, name="rc")
+        if not row_checks:
+            _gather_rows(b, fn, memcpy, order, lo, nb, n, batched, bad)
         else:
-            with b.if_else(b.icmp_signed("!=", scan, i64(0))) as (then, otherwise):
+            with b.if_else(scan_on) as (then, otherwise):
                 with then:
-                    rc_scan = b.call(checked, step_args, name="rc.scan")
-                    scan_bb = b.block
+                    for _, f in flags:
+                        b.store(ir.Constant(I32, 0), f)
+                    scanned = []
+                    for slot, (rb, src, stage) in zip(batched_slots, batched):
+                        c = row_checks.get(slot)
+                        if c is None:
+                            scanned.append((rb, src, stage, None))
+                            continue
+                        dt = g[c.name].type.dtype
+                        f = dict(flags)[slot]
+                        scanned.append(
+                            (rb, src, stage, (copy_scanner(module, c.kind, dt), c, dt, f))
+                        )
+                    _gather_rows(b, fn, memcpy, order, lo, nb, n, scanned, bad)
+                    for slot, f in flags:  # the checked entry's order: the first slot failing
+                        with b.if_then(
+                            b.icmp_unsigned("!=", b.load(f, typ=I32), ir.Constant(I32, 0)),
+                            likely=False,
+                        ):
+                            b.ret(ir.Constant(I32, CHECK_BASE + slot))
                 with otherwise:
-                    rc_body = b.call(step, step_args, name="rc.body")
-                    body_bb = b.block
-            rc = b.phi(I32, name="rc")
-            rc.add_incoming(rc_scan, scan_bb)
-            rc.add_incoming(rc_body, body_bb)
+                    _gather_rows(b, fn, memcpy, order, lo, nb, n, batched, bad)
+        rc = b.call(step, [params, state, ws, args_ptr, outputs, nb], name="rc")
         _return_if_nonzero(b, fn, rc, "step")
         out0 = b.load(b.gep(outputs, [i64(0)], source_etype=PTR), typ=PTR, name="loss_ptr")
         loss = b.load(out0, typ=loss_t, name="loss")
@@ -342,7 +385,9 @@ def _gather_rows(
     bad: ir.Block,
 ) -> None:
     """Emit: for r < count, copy row order[base + r] of every batched input (row bytes,
-    data, stage) to row r of its stage; an index outside 0..n-1 branches to ``bad``."""
+    data, stage[, scan]) to row r of its stage; an index outside 0..n-1 branches to ``bad``.
+    A scan (copy_scanner function, check, dtype, i32 flag pointer) copies the row through the
+    scanner instead of memcpy and ORs its result into the flag."""
     with loop(b, count, name="r") as r:
         row = b.load(
             b.gep(order, [b.add(base, r)], inbounds=True, source_etype=I64), typ=I64, name="row"
@@ -351,7 +396,13 @@ def _gather_rows(
         inside = b.and_(b.icmp_signed(">=", row, i64(0)), b.icmp_signed("<", row, n))
         b.cbranch(inside, ok_bb, bad)
         b.position_at_end(ok_bb)
-        for rb, src, stage in batched:
+        for rb, src, stage, *scan in batched:
             s_ptr = b.gep(src, [b.mul(row, i64(rb))], inbounds=True, source_etype=I8)
             d_ptr = b.gep(stage, [b.mul(r, i64(rb))], inbounds=True, source_etype=I8)
-            b.call(memcpy, [d_ptr, s_ptr, i64(rb), ir.Constant(I1, 0)])
+            if not scan or scan[0] is None:
+                b.call(memcpy, [d_ptr, s_ptr, i64(rb), ir.Constant(I1, 0)])
+                continue
+            copy, chk, dt, flag = scan[0]
+            elems = rb // DTYPE_INFO[dt].itemsize
+            hit = b.call(copy, [d_ptr, s_ptr, i64(elems), i64(chk.bound)])
+            b.store(b.or_(b.load(flag, typ=I32), hit), flag)

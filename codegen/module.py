@@ -48,6 +48,7 @@ class ModuleBuilder:
         self.vector_width = unit.lanes
         self.vector_registers = unit.registers
         self.entries: dict[str, Schedule] = {}
+        self.entry_checks: dict[str, list[InputCheck]] = {}  # the checks of each entry
         self._kernels: dict[tuple, ir.Function] = {}  # structural signature -> kernel function
         self.kernels_reused = 0
         self._gemms: dict[tuple, ir.Function] = {}  # GEMM functions by what their code depends on
@@ -72,7 +73,8 @@ class ModuleBuilder:
             f"{self.name}_train_epoch",
             body or checked,
             self.entries[step_entry],
-            checked if body is not None else None,
+            self.entry_checks.get(step_entry, []) if body is not None else [],
+            self.pool(self.module),
         )
 
     def add_split_epoch_entry(self) -> ir.Function:
@@ -109,6 +111,7 @@ class ModuleBuilder:
         identical kernels and GEMMs and LLVM's fixed costs)."""
         fname = f"{prefix or self.name}_{entry}"
         self.entries[entry] = sched
+        self.entry_checks[entry] = list(checks)
         body = self._add_body(fname, sched, f"{fname}_unchecked" if checks else fname)
         if not checks:
             return body
