@@ -30,7 +30,7 @@ from graphc.ir.types import DTYPE_INFO, TensorType
 from .buffers import address, aligned_empty, output_arrays, view
 from .checks import check_batch_size, check_lr, explain
 from .executable import COPY_OUTPUT_MAX, shape_hint
-from .parallel import own_lock, serialized
+from .parallel import own_lock, turned
 
 ERROR_NAMES = {code: msg for _, code, msg in ERRORS if code}
 WEIGHTS_CODE = next(code for suffix, code, _ in ERRORS if suffix == "ERR_WEIGHTS")
@@ -102,7 +102,9 @@ class Library:
     Attributes:
         name: the model's name (the C prefix).
         meta: the library's JSON description (entries, shapes, memory plan).
-        params / state: name -> numpy view of each parameter / optimizer slot (writable).
+        params / state: name -> numpy view of each parameter / optimizer slot (writable, live:
+            reading them while another thread runs ``train_step`` can mix two steps; take a
+            snapshot with ``get_weights`` / ``weights_file_bytes``, write with ``set_weights``).
         lr: the learning rate ``train_step`` uses by default (the exported model's).
     """
 
@@ -583,7 +585,7 @@ class Library:
             f"Library.load_weights(WEIGHTS_FILE) first"
         )
 
-    @serialized
+    @turned
     def load_weights(self, path: str) -> None:
         """``NAME_load_weights``: a checked weights file into the params.
 
@@ -596,8 +598,55 @@ class Library:
             raise CheckpointError(f"{path}: {ERROR_NAMES.get(rc, 'unknown')} (code {rc})")
         self._weights_pending = False
 
+    @turned
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """Copies of every parameter, then every state (optimizer slots, the step counter,
+        batch_norm's running statistics), by name, taken under the library's lock: the values
+        after some whole ``train_step`` of another thread, never a mix of two."""
+        return {k: v.copy() for k, v in (*self.params.items(), *self.state.items())}
+
+    @turned
+    def set_weights(self, weights: dict[str, Any]) -> None:
+        """Copy arrays into parameters / states by name (``get_weights``' names), all or none,
+        between two ``train_step`` calls of other threads.
+
+        Raises:
+            ArgumentError: not a dict, a name the library lacks, another shape, or a value not
+                convertible to the dtype (nothing is changed).
+        """
+        if not isinstance(weights, dict):
+            raise ArgumentError(
+                f"set_weights: expects a dict name -> array, got {type(weights).__name__}"
+            )
+        targets = {**self.params, **self.state}
+        staged = []
+        for k, v in weights.items():
+            if k not in targets:
+                raise ArgumentError(
+                    f"set_weights: {self.name} has no parameter or state {k!r} "
+                    f"(it has {', '.join(targets)})"
+                )
+            t = targets[k]
+            try:
+                a = np.asarray(v)
+            except (TypeError, ValueError) as e:
+                raise ArgumentError(f"set_weights: {k}: not an array ({e})") from None
+            if a.shape != t.shape:
+                raise ArgumentError(
+                    f"set_weights: {k}: shape {a.shape}, the library's is {t.shape}"
+                )
+            if a.dtype.kind not in "biuf" or (a.dtype.kind == "f" and t.dtype.kind in "iu"):
+                raise ArgumentError(f"set_weights: {k}: dtype {a.dtype} cannot be {t.dtype}")
+            staged.append((k, t, a.astype(t.dtype)))
+        for _, t, a in staged:
+            t[...] = a
+        if any(k in self.params for k, _, _ in staged):
+            self._weights_pending = False
+
+    @turned
     def weights_file_bytes(self) -> bytes:
-        """``NAME_write_weights``: the params as a weights file image."""
+        """``NAME_write_weights``: the params as a weights file image (taken under the
+        library's lock: the params after some whole ``train_step`` of another thread)."""
         size = self.meta["param_bytes"] + self._weights_header_bytes()
         buf = ctypes.create_string_buffer(size)
         self._call("write_weights", ctypes.byref(self._ctx), buf, ctypes.c_int64(size))

@@ -25,7 +25,15 @@ from .buffers import aligned_empty, output_arrays, view
 from .callbacks import CallbackList
 from .checks import InputRejected, check_batch_size, check_lr, check_seed
 from .executable import Entry, EpochEntry, NonfiniteLoss, shape_hint
-from .parallel import default_threads, own_lock, serialized, threads_from_env
+from .parallel import (
+    default_threads,
+    hand_over,
+    own_lock,
+    serialized,
+    threads_from_env,
+    turn,
+    turned,
+)
 
 log = logging.getLogger(__name__)  # graphc's own messages; fit's epoch lines stay on stdout
 
@@ -174,6 +182,20 @@ def _fitting(fit: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+def _long_call(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Hold ``self._long_lock`` around the method (taken before ``self._lock``): a call that
+    hands ``_lock`` over at its boundaries (``fit``: runtime/parallel.py hand_over) still runs
+    whole before the same call from another thread starts."""
+    import functools
+
+    @functools.wraps(method)
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._long_lock:
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 def _exporter(kind: str) -> Callable[..., Any]:
     if kind not in EXPORTERS:
         raise GraphcError(f"no {kind} exporter installed: import graphc first")
@@ -254,6 +276,7 @@ class Model:
                 if name == "lr":
                     self._lr_arrays.setdefault(t.np_dtype, np.zeros((), t.np_dtype))
         self._fit_depth = 0  # > 0 while fit runs (its schedules' rates are not a new base)
+        own_lock(self)  # before the first lr write (the lr setter takes it)
         self.lr = float(getattr(optimizer, "lr", 1e-3))
         # train_step(x, y) of a model with one feature and one label input: the entry and the
         # slot order of (x, y, lr), so that a call in a known layout builds nothing else
@@ -287,7 +310,6 @@ class Model:
         self.use_epoch_entry = True
         # May predict/evaluate split rows into blocks? (the rule exported libraries carry too)
         self.row_split = row_split(program.schedules)
-        own_lock(self)
         self.threads = default_threads()
         self._threads_default = threads_from_env() is None
         self.seed = check_seed(seed)
@@ -372,9 +394,10 @@ class Model:
     @lr.setter
     def lr(self, value: float) -> None:
         v = check_lr(value)
-        self._lr = v
-        for a in self._lr_arrays.values():
-            a[()] = v
+        with turn(self):  # a step of another thread reads these arrays
+            self._lr = v
+            for a in self._lr_arrays.values():
+                a[()] = v
         if not self._fit_depth:  # the user's choice (not a schedule's): the new base rate
             self.initial_lr = v
 
@@ -398,6 +421,7 @@ class Model:
 
     # ------------------------------------------------------------------ parameters
 
+    @turned
     def initialize(self, seed: int = 0) -> None:
         """(Re)draw every parameter with its initializer and zero the optimizer state.
 
@@ -454,6 +478,7 @@ class Model:
     def _weights(self) -> dict[str, np.ndarray]:
         return {**self.params, **self._model_state}
 
+    @turned
     def get_weights(self) -> dict[str, np.ndarray]:
         """Copies of the model's weights by name: every parameter, then the non-trainable
         states that inference reads (batch_norm's running statistics), as Keras'
@@ -461,6 +486,7 @@ class Model:
         included (``save`` writes it too)."""
         return {k: v.copy() for k, v in self._weights().items()}
 
+    @turned
     def set_weights(self, weights: Any) -> None:
         """Copy arrays into the parameters: all of them or none.
 
@@ -497,6 +523,7 @@ class Model:
         for k, v in staged:
             targets[k][...] = v
 
+    @turned
     def save(self, path: str, *, extra: dict[str, Any] | None = None) -> str:
         """Write parameters, optimizer state (step counter included) and lr to ``path`` (.npz).
 
@@ -510,6 +537,7 @@ class Model:
             return path
         return save(self, path, extra=extra)
 
+    @turned
     def load(self, path: str, *, weights_only: bool = False) -> dict[str, Any]:
         """Restore what ``save`` wrote (only the parameters when ``weights_only``).
 
@@ -520,6 +548,7 @@ class Model:
 
         return load(self, path, weights_only=weights_only)
 
+    @turned
     def save_model(self, path: str) -> str:
         """Write the whole model to one file (``.gcm``): the network as graphc IR text, the
         weights, the optimizer state and set-up, the learning rate; ``graphc.load_model``
@@ -533,6 +562,7 @@ class Model:
 
         return save_model(self, path)
 
+    @turned
     def export(self, path: str, **options: Any) -> Any:
         """Write this model (its current weights) as a shared library and C header.
 
@@ -543,6 +573,7 @@ class Model:
         """
         return _exporter("library")(self, path, **options)
 
+    @turned
     def to_onnx(self, path: str, *, include_loss: bool = False) -> str:
         """Write the inference graph (and the loss, with ``include_loss``) as an ONNX file with
         the current weights as initializers and the batch dimension symbolic ("N").
@@ -1056,6 +1087,7 @@ class Model:
             }
         return {}
 
+    @_long_call
     @serialized
     @_fitting
     def fit(
@@ -1132,6 +1164,16 @@ class Model:
         initial_epoch=k)`` with k the epochs done continues exactly as the uninterrupted run;
         ``history.interrupted`` is set and fit returns. An exception raised by a callback propagates, with ``model.history`` holding
         the epochs finished so far.
+
+        Threads: fit holds the model's lock, as every method that reads or writes the weights
+        does; a thread calling one of those (``get_weights``, ``set_weights``, ``save``,
+        ``load``, ``save_model``, ``export``, ``to_onnx``, ``initialize``, setting ``lr``)
+        while fit runs gets its turn at fit's next epoch boundary (and, on the one-call-per-batch
+        path, its next step boundary) instead of waiting for fit's end, and sees the state after
+        a whole step, never a mix of two. Weights written by another thread between epochs are
+        where the next epoch starts from; written in the middle of an epoch, they are undone if
+        that epoch is rolled back (Ctrl-C, a non-finite loss). ``fit``, ``train_step`` and
+        ``predict`` from other threads wait for fit's end.
 
         Returns:
             History with per-epoch loss, the learning rate used (``lr``), seconds, and val_loss
@@ -1210,6 +1252,7 @@ class Model:
         try:
             for epoch in range(initial_epoch, epochs):
                 ctrl_c.check()  # pressed in the last epoch's callbacks: no new epoch
+                hand_over(self)  # between epochs: snapshots waiting in other threads run now
                 cbs.epoch_begin(self, epoch)
                 figures = run.epoch(epoch, shuffle, seed, cbs, len(history.epochs))
                 if val is not None:
@@ -1488,6 +1531,7 @@ class _FitRun:
             total += loss * rows
             logs = {"batch": b, "size": rows, "loss": total / (lo + rows), "batch_loss": loss}
             cbs.batch_end(b, logs)
+            hand_over(self.model)  # a whole step done: other threads' snapshots may run
         return total
 
     def _step(self, order: np.ndarray, lo: int, lr: float) -> tuple[float, int]:

@@ -7,6 +7,11 @@ depend on the count.
 Objects whose native calls share buffers (a Model's entries, a loaded Library's workspace)
 serialize their methods with one lock each (``serialized``); ``own_lock`` gives an object that
 lock and a fresh one in the child of a fork(), where a parent thread may have held the old one.
+Every method that reads or writes the parameters, optimizer state or step counter takes it, so
+what it sees is the state after some whole training step, never a mix of two. A long call
+(``fit``) hands the lock over at its step / epoch boundaries to the threads waiting in
+``turn`` (snapshots: get_weights, save, ...) instead of making them wait for its end
+(``hand_over``).
 
 The thread count: ``threads`` of ``gc.compile`` / ``Model.threads``; default
 ``$GRAPHC_THREADS``, else every core this process may run on (``os.sched_getaffinity``).
@@ -14,10 +19,13 @@ The thread count: ``threads`` of ``gc.compile`` / ``Model.threads``; default
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
+import time
 import weakref
+from collections.abc import Iterator
 
 from graphc.codegen.threads import thread_count_env
 
@@ -49,16 +57,86 @@ def default_threads() -> int:
 _lock_owners: weakref.WeakSet = weakref.WeakSet()
 
 
-def own_lock(obj: object) -> None:
-    """Give ``obj`` the lock ``serialized`` methods take (``obj._lock``, reentrant)."""
+class _Waiters:
+    """How many threads wait in ``turn`` for an object's lock (a counter under its own lock)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mutex = threading.Lock()
+
+    def add(self, k: int) -> None:
+        with self.mutex:
+            self.count += k
+
+
+def _fresh(obj: object) -> None:
     obj._lock = threading.RLock()
+    obj._waiters = _Waiters()
+    # held for the whole of a long call (fit) that hands ``_lock`` over at its boundaries, so
+    # that a second such call from another thread still waits for the first one's end
+    obj._long_lock = threading.RLock()
+
+
+def own_lock(obj: object) -> None:
+    """Give ``obj`` the lock ``serialized`` methods take (``obj._lock``, reentrant), the count
+    of threads waiting in ``turn`` and the lock of long calls (``obj._long_lock``)."""
+    _fresh(obj)
     _lock_owners.add(obj)
 
 
 def _fresh_locks_after_fork() -> None:
     """In a fork()ed child: new locks (a parent thread, absent here, may have held the old)."""
     for obj in list(_lock_owners):
-        obj._lock = threading.RLock()
+        _fresh(obj)
+
+
+@contextlib.contextmanager
+def turn(obj: object) -> Iterator[None]:
+    """Hold ``obj._lock`` (as ``serialized``); while another thread's long call (``fit``) holds
+    it, ask that call to hand it over at its next step or epoch boundary (``hand_over``)
+    rather than waiting for its end. For the short methods that read or write the weights."""
+    lock = obj._lock
+    if not lock.acquire(blocking=False):
+        waiters = obj._waiters
+        waiters.add(1)
+        try:
+            lock.acquire()
+        finally:
+            waiters.add(-1)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def hand_over(obj: object, patience: float = 0.5) -> None:
+    """Called by the thread holding ``obj._lock`` at a point where the object's state is whole
+    (between training steps or epochs): when threads wait in ``turn``, release the lock fully
+    (whatever its recursion depth), let them run, and take it back. Returns at once when nobody
+    waits (one integer read). ``patience`` (seconds) bounds the wait for a stream of new
+    waiters; after it the caller competes for the lock like anyone else."""
+    waiters = obj._waiters
+    if not waiters.count:
+        return
+    lock = obj._lock
+    saved = lock._release_save()  # the whole recursion (threading.Condition's own protocol)
+    try:
+        end = time.monotonic() + patience
+        while waiters.count and time.monotonic() < end:
+            time.sleep(0.0002)
+    finally:
+        lock._acquire_restore(saved)
+
+
+def turned(method):
+    """Run the method in ``turn(self)`` (a short method that reads or writes the weights)."""
+
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with turn(self):
+            return method(self, *args, **kwargs)
+
+    return locked
 
 
 if hasattr(os, "register_at_fork"):
