@@ -57,6 +57,34 @@ def run_module_passes(pm: Any, mod: llvm.ModuleRef, pb: Any, *, unlocked: bool) 
     pm.run(mod, pb)
 
 
+def close_pass_manager(pm: Any) -> None:
+    """Free the C++ pass manager behind ``pm`` (an llvmlite Module/FunctionPassManager) now.
+
+    In llvmlite 0.46 to 0.50 both classes list ``ffi.ObjectRef`` before ``NewPassManager``
+    among their bases, so ``close()`` and ``__del__`` find ObjectRef's empty ``_dispose``
+    and never delete the pass manager: every pipeline built by graphc stayed allocated, with
+    the state its passes keep between runs (Reassociate's and GlobalDCE's maps ...): about
+    150 KiB per optimized 64-64-10 main module, 0.25 MiB per uncached compile. Where the
+    installed llvmlite disposes them itself, this is ``pm.close()``. ``pm`` must not be used
+    afterwards.
+    """
+    from llvmlite.binding import ffi
+
+    if pm.closed:
+        return
+    try:
+        from llvmlite.binding.newpassmanagers import NewPassManager as base
+    except ImportError:
+        base = None
+    if type(pm)._dispose is ffi.ObjectRef._dispose and base is not None:
+        try:
+            base._dispose(pm)
+        finally:
+            pm.detach()
+        return
+    pm.close()
+
+
 def emit_object(mod: llvm.ModuleRef, tm: llvm.TargetMachine, *, unlocked: bool = True) -> bytes:
     """``tm.emit_object(mod)``, without llvmlite's lock during code generation where possible.
 

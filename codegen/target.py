@@ -757,15 +757,21 @@ def optimize(
         pb = llvm.create_pass_builder(tm, pto)
         pm = pb.getModulePassManager()
     # Without llvmlite's lock only in a context of the caller's own (compile_parts' threads).
-    llvm_private.run_module_passes(pm, mod, pb, unlocked=context is not None)
+    try:
+        llvm_private.run_module_passes(pm, mod, pb, unlocked=context is not None)
+    finally:
+        llvm_private.close_pass_manager(pm)  # llvmlite would keep it (and its passes' state)
     if suffixes:
         pto1 = llvm.create_pipeline_tuning_options(speed_level=1)
         pto1.loop_vectorization = pto1.slp_vectorization = False  # GEMM loops are as written
         pb1 = llvm.create_pass_builder(tm, pto1)
         fpm = pb1.getFunctionPassManager()
-        for fn in mod.functions:
-            if not fn.is_declaration and fn.name.endswith(suffixes):
-                fpm.run(fn, pb1)
+        try:
+            for fn in mod.functions:
+                if not fn.is_declaration and fn.name.endswith(suffixes):
+                    fpm.run(fn, pb1)
+        finally:
+            llvm_private.close_pass_manager(fpm)
     try:
         mod.verify()
     except RuntimeError as e:
