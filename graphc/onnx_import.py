@@ -139,6 +139,10 @@ _TYPE_NAME = {
     26: "int2",
 }
 FLOAT_TYPES = (1, 10, 11, 16)
+# Integer and bool inputs that the graph only casts to float straight away (a uint8 image, then
+# Cast and Div 255) are read as float32 too (exact for magnitudes up to 2**24); any other use
+# would compute integer arithmetic (division, overflow) in float: refused.
+INTEGER_TYPES = (2, 3, 4, 5, 6, 7, 9, 12, 13)
 
 
 def type_name(t: int) -> str:
@@ -394,6 +398,7 @@ class Importer:
         self.integral: set[int] = set()  # id() of tensors holding integer values (labels)
         self.known: set[int] = set()
         self.batch_source: Tensor | None = None  # a graph input whose first dimension is N
+        self.uncomputed: dict[str, str] = {}  # outputs a rule leaves out -> why
 
     # -------------------------------------------------------------- values
 
@@ -403,6 +408,10 @@ class Importer:
         if name in self.initializers:
             return self.initializers[name]
         where = cx.where() if cx else self.where
+        if name in self.uncomputed:
+            raise OnnxError(
+                f"{where}: value {name!r} is not computed by graphc: {self.uncomputed[name]}"
+            )
         raise OnnxError(
             f"{where}: value {name!r} is not defined before its use (an ONNX graph lists its "
             "nodes in topological order), or it is an output graphc does not compute"
@@ -580,15 +589,35 @@ class Importer:
                 if k < len(node.input) and node.input[k]:
                     self.frozen_names.add(node.input[k])
 
+    def cast_to_float_only(self, name: str) -> bool:
+        """Whether every use of value ``name`` is a Cast to float or double (and it is no
+        graph output)."""
+        if any(o.name == name for o in self.graph.output):
+            return False
+        uses = [n for n in self.graph.node if name in n.input]
+        return bool(uses) and all(
+            n.op_type == "Cast"
+            and n.domain in ("", "ai.onnx")
+            and any(a.name == "to" and a.i in (1, 11) for a in n.attribute)
+            for n in uses
+        )
+
     def graph_input(self, vi: Any) -> Tensor:
         where = f"{self.where}: input {vi.name!r}"
         tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
         if tt is None:
             raise OnnxError(f"{where}: only tensor inputs are supported (got {vi.type})")
-        if tt.elem_type not in FLOAT_TYPES:
+        if tt.elem_type in INTEGER_TYPES and not self.cast_to_float_only(vi.name):
+            raise OnnxError(
+                f"{where}: element type {type_name(tt.elem_type)} used as an integer; graphc "
+                "reads integer and bool inputs (as float32) only where the graph casts them to "
+                "float straight away (every use a Cast to float or double)"
+            )
+        if tt.elem_type not in FLOAT_TYPES + INTEGER_TYPES:
             raise OnnxError(
                 f"{where}: element type {type_name(tt.elem_type)}; graphc inputs are floating "
-                "point (float, double, float16 and bfloat16 inputs are read as float32)"
+                "point (float, double, float16 and bfloat16 inputs are read as float32), or "
+                "integers cast to float straight away"
             )
         if not tt.HasField("shape"):
             raise OnnxError(f"{where}: the input has no shape; graphc needs every dimension")
@@ -616,6 +645,8 @@ class Importer:
         t.node = t.node.with_(
             loc=f"{self.where}: input {vi.name!r}", origin=f"onnx input {vi.name}"
         )
+        if tt.elem_type in INTEGER_TYPES:
+            self.integral.add(id(t))
         return t
 
     def convert(self, index: int, node: Any) -> None:
@@ -2115,25 +2146,243 @@ def _layer_norm(cx: NodeContext) -> list[Value]:
 # --- ai.onnx.ml (scikit-learn converters' endings)
 
 
+def _labels_of(cx: NodeContext, idx: Tensor, labels: np.ndarray) -> Tensor:
+    """The class labels ``labels[idx]`` of integer indices ``idx`` (float32 values): ``idx``
+    itself for labels 0..C-1, else sum_k [idx == k] * label_k as [N, 1] (exact for labels
+    below 2**24 in magnitude)."""
+    flat = labels.reshape(-1)
+    if np.array_equal(flat, np.arange(flat.size)):
+        return idx  # labels 0..C-1: the index itself
+    cols = dsl.reshape(idx, (idx.shape[0], 1)) if len(idx.shape) == 1 else idx
+    k = cx.imp.constant_tensor("class_index", np.arange(flat.size, dtype=np.float32), cx, False)
+    hit = dsl.apply("greater_equal", cols, k) * dsl.apply("greater_equal", k, cols)
+    lab = cx.imp.constant_tensor("class_labels", flat.astype(np.float32), cx, False)
+    return dsl.sum(hit * lab, 1, keepdims=True)
+
+
 def _array_feature_extractor(cx: NodeContext) -> list[Value]:
+    """ArrayFeatureExtractor (ai.onnx.ml): ``X[..., Y]``, the indices applied to the last axis.
+    Two uses by scikit-learn's converters: class labels (an array) picked by computed integer
+    indices (ArgMax), and columns of a computed value picked by fixed indices (the positive
+    class's score of a binary classifier: graphc's slice, exact)."""
+    data = cx.value(0)
+    if isinstance(data, Tensor):
+        idx = np.asarray(cx.c(1)).reshape(-1)
+        r, width = len(data.shape), data.shape[-1]
+        if r < 2 or width == "N":
+            cx.fail(f"picking columns of {_fmt(data.shape)}: graphc needs [N, ..., C] data")
+        if idx.dtype.kind not in "iu" or idx.size == 0 or np.any(idx < 0) or np.any(idx >= width):
+            cx.fail(f"indices {idx.tolist()} must be integers in [0, {width})")
+        parts = [
+            dsl.apply("slice", data, axes=(r - 1,), starts=(int(k),), ends=(int(k) + 1,))
+            for k in idx
+        ]
+        out = parts[0] if len(parts) == 1 else dsl.apply("concat", *parts, axis=r - 1)
+        if id(data) in cx.imp.integral:
+            cx.imp.integral.add(id(out))
+        return [out]
     classes = cx.c(0)
-    idx = cx.x(1)
-    if id(idx) not in cx.imp.integral:
+    idx_t = cx.x(1)
+    if id(idx_t) not in cx.imp.integral:
         cx.fail("the indices must be integers computed in the graph (e.g. ArgMax)")
     if classes.dtype.kind not in "iuf":
         cx.fail(f"class labels of type {classes.dtype} (strings) are not supported; use integers")
-    flat = classes.reshape(-1)
-    if np.array_equal(flat, np.arange(flat.size)):
-        out = idx  # labels 0..C-1: the index itself
-    else:
-        # sum over classes of (idx == k) * label_k
-        cols = dsl.reshape(idx, (idx.shape[0], 1)) if len(idx.shape) == 1 else idx
-        k = cx.imp.constant_tensor("class_index", np.arange(flat.size, dtype=np.float32), cx, False)
-        hit = dsl.apply("greater_equal", cols, k) * dsl.apply("greater_equal", k, cols)
-        lab = cx.imp.constant_tensor("class_labels", flat.astype(np.float32), cx, False)
-        out = dsl.sum(hit * lab, 1, keepdims=True)
+    out = _labels_of(cx, idx_t, classes)
     cx.imp.integral.add(id(out))
     return [out]
+
+
+def _ml_floats(cx: NodeContext, name: str) -> np.ndarray | None:
+    """A float-list attribute of an ai.onnx.ml node as float32 (None when absent)."""
+    v = cx.attr(name)
+    return None if v is None else np.asarray(v, np.float32).reshape(-1)
+
+
+def _ml_features(cx: NodeContext, x: Tensor) -> int:
+    """F of an [N, F] input (the linear models' and Normalizer's layout)."""
+    if len(x.shape) != 2 or x.shape[1] == "N":
+        cx.fail(f"input of shape {_fmt(x.shape)}: this operator reads [N, F] rows of features")
+    return int(x.shape[1])
+
+
+def _ml_weight(cx: NodeContext, what: str, a: np.ndarray) -> Tensor:
+    """A weight held in an attribute: a trainable param named ``NODE_what`` when
+    ``from_onnx(trainable=...)`` says so for that name (as for an initializer)."""
+    node = cx.node.name or f"{cx.node.op_type}_{cx.index}"
+    return cx.imp.constant_tensor(f"{node}_{what}", a, cx, initializer=True)
+
+
+def _ml_scores(cx: NodeContext, x: Tensor, targets: int | None) -> tuple[Tensor, int]:
+    """x @ W.T + b of the linear models: W = ``coefficients`` as [T, F] rows (row-major, each
+    target's F coefficients contiguous), b = ``intercepts`` [T] (none: 0). ``targets``: T
+    (None: from the coefficients' count). Returns the [N, T] scores and T."""
+    f = _ml_features(cx, x)
+    coef = _ml_floats(cx, "coefficients")
+    if coef is None or coef.size == 0:
+        cx.fail("it has no coefficients")
+    t = targets if targets is not None else coef.size // f
+    if t < 1 or coef.size != t * f:
+        cx.fail(f"{coef.size} coefficients do not make {t or '?'} rows of {f} features")
+    y = dsl.matmul(x, _ml_weight(cx, "coefficients", coef.reshape(t, f).T.copy()))
+    b = _ml_floats(cx, "intercepts")
+    if b is not None and b.size:
+        if b.size != t:
+            cx.fail(f"{b.size} intercepts for {t} targets")
+        y = y + _ml_weight(cx, "intercepts", b)
+    return y, t
+
+
+def _softmax_zero(s: Tensor) -> Tensor:
+    """ONNX-ML's SOFTMAX_ZERO per row: exp(s - max) / sum over the nonzero scores, 0 where a
+    score is exactly 0 (all zero: 0/0, NaN, as ONNX Runtime)."""
+    nz = dsl.apply("not_equal", s, dsl.const(0.0))
+    e = dsl.exp(s - dsl.apply("max", s, axes=(1,), keepdims=True)) * nz
+    return e / dsl.sum(e, 1, keepdims=True)
+
+
+def _post_transform(cx: NodeContext, s: Tensor) -> Tensor:
+    """The ``post_transform`` of [N, T] scores: NONE, LOGISTIC (elementwise sigmoid), SOFTMAX
+    and SOFTMAX_ZERO (per row); PROBIT is not supported."""
+    pt = cx.attr("post_transform", "NONE")
+    if pt == "NONE":
+        return s
+    if pt == "LOGISTIC":
+        return dsl.apply("sigmoid", s)
+    if pt == "SOFTMAX":
+        return dsl.softmax(s)
+    if pt == "SOFTMAX_ZERO":
+        return _softmax_zero(s)
+    cx.fail(f"post_transform {pt!r} is not supported (NONE, LOGISTIC, SOFTMAX, SOFTMAX_ZERO)")
+    return s
+
+
+def _scaler(cx: NodeContext) -> list[Value]:
+    """Scaler (ai.onnx.ml; scikit-learn's StandardScaler, RobustScaler, MaxAbsScaler): y =
+    (x - offset) * scale over the last axis; offset and scale hold one value per feature or one
+    for all (absent: 0 and 1). Constants: they do not train."""
+    x = cx.x(0)
+    f = x.shape[-1] if x.shape else 1
+    y = x
+    for name, neutral in (("offset", 0.0), ("scale", 1.0)):
+        v = _ml_floats(cx, name)
+        if v is None or v.size == 0 or np.all(v == neutral):
+            continue
+        if v.size not in (1, f):
+            cx.fail(f"{name} has {v.size} values for {f} features (one per feature, or one)")
+        c: Any = float(v[0]) if v.size == 1 else cx.imp.constant_tensor(name, v, cx, False)
+        y = y - c if name == "offset" else y * c
+    return [y]
+
+
+def _linear_classifier(cx: NodeContext) -> list[Value]:
+    """LinearClassifier (ai.onnx.ml; scikit-learn's LogisticRegression, LinearSVC, ...):
+    scores s = x @ W.T + b ([N, T]), Z = post_transform(s), the label Y = classlabels[argmax Z]
+    (the first maximum). One score column for two classes (T = 1, C = 2) as ONNX Runtime
+    computes it: Z = [1 - p, p] with p = sigmoid(s) for LOGISTIC, else p = s; Y = classlabels[1]
+    where s > 0. Labels are float32 values (exact below 2**24); string labels: no Y output
+    (Z still is)."""
+    x = cx.x(0)
+    ints, strings = cx.attr("classlabels_ints"), cx.attr("classlabels_strings")
+    if (ints is None) == (strings is None):
+        cx.fail("it needs exactly one of classlabels_ints and classlabels_strings")
+    labels = list(ints if ints is not None else strings)
+    c = len(labels)
+    s, t = _ml_scores(cx, x, None)
+    if t == 1 and c == 2:
+        pt = cx.attr("post_transform", "NONE")
+        if pt not in ("NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO"):
+            _post_transform(cx, s)  # raises
+        p = dsl.apply("sigmoid", s) if pt == "LOGISTIC" else s
+        z = dsl.apply("concat", 1.0 - p, p, axis=1)
+        idx = dsl.reshape(dsl.apply("greater", s, dsl.const(0.0)), (s.shape[0],))
+    elif t == c and c >= 2:
+        z = _post_transform(cx, s)
+        idx = dsl.apply("cast", dsl.apply("argmax", z, axis=1, keepdims=False), dtype="f32")
+    else:
+        cx.fail(f"{t} score columns for {c} classes (graphc reads T = C, or T = 1 for C = 2)")
+    if ints is None:  # string labels: graphc computes numbers only
+        cx.imp.uncomputed[cx.node.output[0]] = (
+            f"the labels of {cx.where()} are strings (classlabels_strings); import only the "
+            f"scores or probabilities (from_onnx(outputs=[...])), then classlabels[argmax]"
+        )
+        return [None, z]
+    y = _labels_of(cx, idx, np.asarray(labels, np.int64))
+    if len(y.shape) == 2:
+        y = dsl.reshape(y, (y.shape[0],))
+    cx.imp.integral.add(id(y))
+    return [y, z]
+
+
+def _linear_regressor(cx: NodeContext) -> list[Value]:
+    """LinearRegressor (ai.onnx.ml; scikit-learn's LinearRegression, Ridge, ...): y = x @ W.T +
+    b, [N, targets]. A post_transform applies with several targets; with one, ONNX Runtime
+    ignores it and ONNX's reference refuses it: graphc refuses it too."""
+    x = cx.x(0)
+    targets = int(cx.attr("targets", 1))
+    s, t = _ml_scores(cx, x, targets)
+    if t == 1 and cx.attr("post_transform", "NONE") != "NONE":
+        cx.fail(
+            f"post_transform {cx.attr('post_transform')!r} on one target: ONNX Runtime ignores "
+            "it and ONNX's reference implementation refuses it; graphc does not guess"
+        )
+    return [_post_transform(cx, s)]
+
+
+def _normalizer(cx: NodeContext) -> list[Value]:
+    """Normalizer (ai.onnx.ml; scikit-learn's Normalizer, and after LogisticRegression's
+    probabilities): each row of [N, C] divided by its max (MAX, the default), its sum of
+    absolute values (L1) or its Euclidean norm (L2), as ONNX Runtime computes them; a row whose
+    divisor is 0 stays as it is."""
+    x = cx.x(0)
+    _ml_features(cx, x)
+    norm = cx.attr("norm", "MAX")
+    if norm == "MAX":
+        d = dsl.apply("max", x, axes=(1,), keepdims=True)
+    elif norm == "L1":
+        d = dsl.sum(_abs(x), 1, keepdims=True)
+    elif norm == "L2":
+        d = dsl.sqrt(dsl.sum(x * x, 1, keepdims=True))
+    else:
+        cx.fail(f"norm {norm!r} is not one of MAX, L1, L2")
+    return [x / (d + dsl.apply("equal", d, dsl.const(0.0)))]  # d == 0: x / 1
+
+
+def _binarizer(cx: NodeContext) -> list[Value]:
+    """Binarizer (ai.onnx.ml): 1 where x > threshold (default 0), else 0 (NaN: 0; ONNX Runtime
+    refuses NaN inputs)."""
+    t = dsl.apply("greater", cx.x(0), dsl.const(float(cx.attr("threshold", 0.0))))
+    cx.imp.integral.add(id(t))
+    return [t]
+
+
+def _sign(cx: NodeContext) -> list[Value]:
+    """Sign: [x > 0] - [x < 0] (-1, 0 or 1; NaN gives 0 where ONNX Runtime gives NaN); its
+    derivative is 0."""
+    x = cx.x(0)
+    zero = dsl.const(0.0)
+    t = dsl.apply("greater", x, zero) - dsl.apply("greater", zero, x)
+    cx.imp.integral.add(id(t))
+    return [t]
+
+
+_ROUND_MAGIC = 2.0**23  # a + M - M rounds a float32 0 <= a < 2**23 to an integer, ties even
+
+
+def _round(cx: NodeContext) -> list[Value]:
+    """Round: the nearest integer, halves to the even one (ONNX's and numpy's rule): with a =
+    |x| < 2**23, (a + M) - M with M = 2**23 in float32 arithmetic (IEEE rounds the sum, whose
+    spacing is 1, to an integer, ties to even; M is even), the sign of x put back; larger
+    values (integers already), infinities and NaN pass unchanged. Nondifferentiable (derivative
+    0, as torch.round)."""
+    x = cx.x(0)
+    a = _abs(x)
+    r = (a + _ROUND_MAGIC) - _ROUND_MAGIC
+    zero = dsl.const(0.0)
+    r = dsl.apply("where", dsl.apply("greater", zero, x), zero - r, r)
+    small = dsl.apply("greater", dsl.const(_ROUND_MAGIC), a)
+    t = dsl.apply("cast", dsl.apply("where", small, r, x), dtype="f32")  # cast: no gradient
+    cx.imp.integral.add(id(t))
+    return [t]
 
 
 def _zipmap(cx: NodeContext) -> list[Value]:
@@ -2340,7 +2589,29 @@ OPS: dict[str, Rule] = {
             ("ReduceLogSumExp", "logsumexp"),
         )
     },
+    "Sign": Rule(_sign, fold=_unary_fold(np.sign)),
+    "Round": Rule(_round, fold=_unary_fold(np.round)),
     "ai.onnx.ml:ArrayFeatureExtractor": Rule(_array_feature_extractor, domain="ai.onnx.ml"),
+    "ai.onnx.ml:Scaler": Rule(_scaler, ("offset", "scale"), domain="ai.onnx.ml"),
+    "ai.onnx.ml:LinearClassifier": Rule(
+        _linear_classifier,
+        (
+            "classlabels_ints",
+            "classlabels_strings",
+            "coefficients",
+            "intercepts",
+            "multi_class",
+            "post_transform",
+        ),
+        domain="ai.onnx.ml",
+    ),
+    "ai.onnx.ml:LinearRegressor": Rule(
+        _linear_regressor,
+        ("coefficients", "intercepts", "targets", "post_transform"),
+        domain="ai.onnx.ml",
+    ),
+    "ai.onnx.ml:Normalizer": Rule(_normalizer, ("norm",), domain="ai.onnx.ml"),
+    "ai.onnx.ml:Binarizer": Rule(_binarizer, ("threshold",), domain="ai.onnx.ml"),
     "ai.onnx.ml:ZipMap": Rule(
         _zipmap, ("classlabels_int64s", "classlabels_strings"), domain="ai.onnx.ml"
     ),
