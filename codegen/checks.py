@@ -6,7 +6,8 @@ having written nothing (params, optimizer state and outputs untouched). The call
 holds the arrays, names the row (the runtime turns the code into an ArgumentError naming the
 input and the row; a C caller gets ``NAME_ERR_LABEL``, ``NAME_ERR_NONFINITE`` or
 ``NAME_ERR_LR`` from the library's wrappers). The body without the scans stays callable as
-``NAME_<entry>_unchecked`` for callers that checked the whole data set once (the epoch entry).
+``NAME_<entry>_unchecked`` for callers that check otherwise: the epoch entry runs the same
+checks on each gathered batch (copy_scanner, codegen/epoch.py) when asked to.
 
 Kinds (``InputCheck.kind``):
 
