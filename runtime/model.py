@@ -308,6 +308,14 @@ class Model:
                 jit.address(f"{program.name}_train_epoch"), self.entries["train_step"]
             )
         self.use_epoch_entry = True
+        # batch_norm layers normalized by the batch's own statistics in training: a batch of
+        # one row is refused (its variance is 0: every output is beta, no gradient passes)
+        declared = getattr(program, "declared", None) or program.forward
+        self._batch_norms = (
+            [n.name for n in declared.nodes if n.op == "batch_norm"]
+            if program.training is not None
+            else []
+        )
         # May predict/evaluate split rows into blocks? (the rule exported libraries carry too)
         self.row_split = row_split(program.schedules)
         self.threads = default_threads()
@@ -864,6 +872,8 @@ class Model:
                     except InputRejected as err:
                         raise self._explain(err, dict(zip(self._xy, (x, y)))) from None
             feeds, n = self._as_feeds(x, y, need_labels=True)
+            if n == 1 and self._batch_norms:  # never cached: the fast path never sees it
+                raise ArgumentError(self._one_row("train_step"))
             self._cast_labels(feeds)
             e = self.entries["train_step"]
             e.check(self._arrays(e, feeds), n)
@@ -896,8 +906,18 @@ class Model:
         if self.program.loss is None:
             raise GraphcError("gradients: this model has no loss (compile it with one)")
         feeds, n = self._as_feeds(x, y, need_labels=True)
+        if n == 1 and self._batch_norms:
+            raise ArgumentError(self._one_row("gradients"))
         self._cast_labels(feeds)
         self._validate(feeds)
+        if self._batch_norms:
+            raise GraphcError(
+                f"gradients: not available for this model: its batch_norm layers "
+                f"({', '.join(self._batch_norms)}) update their running statistics in the "
+                "training step, and graphc compiles the gradient-only entry (train_grads) for "
+                "models without such state only. train_step (which applies the update) works; "
+                "for the gradient alone, build the same network without batch_norm"
+            )
         try:
             step = SplitStep(self, n)
         except DistributedError as e:
@@ -912,6 +932,39 @@ class Model:
             flat = step.workspace[lay.offset : lay.offset + lay.size].view(node.type.np_dtype)
             out[p] = flat.reshape(node.type.concrete(1)).copy()
         return out
+
+    def _one_row(self, who: str) -> str:
+        return (
+            f"{who}: a training batch of 1 row through batch_norm "
+            f"({', '.join(self._batch_norms)}): its batch variance is 0, so every normalized "
+            "value is 0 (the output is beta), no gradient reaches the layers below and the "
+            "running variance shrinks toward 0 (torch refuses it too: 'Expected more than 1 "
+            "value per channel when training'). Train on batches of at least 2 rows; nothing "
+            "was changed"
+        )
+
+    def _check_last_batch(self, n: int, batch_size: int) -> None:
+        """fit with batch_norm: no batch of one row (the last partial one included).
+
+        Raises:
+            ArgumentError: naming the rows, the batch size and what to change.
+        """
+        if not self._batch_norms:
+            return
+        bs = min(batch_size, n)
+        if n == 1:
+            raise ArgumentError(self._one_row("fit") + " (fit got 1 training row)")
+        if n % bs != 1:
+            return
+        fits = next(b for b in range(bs + 1, n + 2) if n % b != 1)
+        raise ArgumentError(
+            f"fit: {n} training rows in batches of {batch_size} leave a last batch of 1 row, "
+            f"which batch_norm ({', '.join(self._batch_norms)}) cannot train on: its batch "
+            "variance is 0, so the normalized value is 0, no gradient passes and the running "
+            "variance shrinks (torch refuses such a batch). Choose a batch_size that does not "
+            f"leave 1 row (e.g. {fits}{f' or {bs - 1}' if bs > 2 and n % (bs - 1) != 1 else ''}"
+            f"), or drop or add a row; nothing was changed"
+        )
 
     def predict(
         self, x: Any = None, *, batch_size: int = 1024, out: Any = None
@@ -1223,6 +1276,8 @@ class Model:
             lambda: _check_fit_counts(epochs, batch_size, initial_epoch),
             floats=not scan_in_epoch,
         )  # fmt: skip
+        if isinstance(batch_size, int):  # (checked by _check_fit_counts)
+            self._check_last_batch(n, batch_size)
         _check_monitors(callbacks, self.figure_names(validation=val is not None))
         history, prior = History(), self.history
         self.history = history

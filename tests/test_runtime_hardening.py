@@ -224,3 +224,48 @@ def test_library_snapshots_during_train_steps_are_whole(tmp_path) -> None:
     img = lib.weights_file_bytes()  # the params' bytes, after the header
     flat = np.frombuffer(img[len(img) - lib._params.nbytes :], np.uint8)
     assert bytes(flat) == lib._params.tobytes()
+
+
+# ---------------------------------------------------------------- BatchNorm on one row
+
+
+def _bn_model(name: str):
+    x = gc.input("x", ("N", 6))
+    t = gc.input("t", ("N", 1))
+    out = gc.dense(gc.batch_norm(gc.dense(x, 5, name="fc"), name="bn"), 1, name="out")
+    return gc.compile(out, gc.mean_squared_error(out, t), gc.SGD(lr=0.05), name=name)
+
+
+def _arena(m) -> tuple[bytes, bytes]:
+    return m._param_region.tobytes(), m._state_region.tobytes()
+
+
+def test_batch_norm_refuses_a_one_row_training_batch() -> None:
+    m = _bn_model("bn_one_row")
+    r = np.random.default_rng(0)
+    x = r.standard_normal((65, 6)).astype(np.float32)
+    t = x[:, :1].copy()
+    before = _arena(m)
+    for f in (lambda: m.train_step(x[:1], t[:1]), lambda: m.gradients({"x": x[:1], "t": t[:1]})):
+        with pytest.raises(gc.ArgumentError, match=r"batch of 1 row through batch_norm \(bn\)"):
+            f()
+        assert _arena(m) == before
+    # fit: the last partial batch of 65 rows in batches of 32 has 1 row: refused up front
+    with pytest.raises(gc.ArgumentError, match=r"65 training rows in batches of 32 leave a last"):
+        m.fit(x, t, epochs=1, batch_size=32, verbose=0)
+    assert _arena(m) == before and m.history is None
+    with pytest.raises(gc.ArgumentError, match="1 training row"):
+        m.fit(x[:1], t[:1], epochs=1, verbose=0)
+    # 2 rows (and 64 + 1 = 65 in batches of 33: 33 + 32) train; the 1-row rule only
+    m.train_step(x[:2], t[:2])
+    assert _arena(m) != before
+    m.fit(x, t, epochs=1, batch_size=33, verbose=0)
+
+
+def test_gradients_of_a_batch_norm_model_speak_of_one_process() -> None:
+    m = _bn_model("bn_grads_msg")
+    x = np.random.default_rng(1).standard_normal((8, 6)).astype(np.float32)
+    with pytest.raises(gc.GraphcError) as e:
+        m.gradients({"x": x, "t": x[:, :1]})
+    assert "rank" not in str(e.value) and "batch_norm" in str(e.value)
+    assert "train_step" in str(e.value)
