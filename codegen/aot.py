@@ -96,6 +96,12 @@ ERRORS = [  # (macro suffix, code, message); mirrored in runtime/library.py by c
         "a binary cross-entropy target is NaN or outside [0, 1]; nothing was written",
     ),
     ("ERR_LR", 12, "the learning rate is NaN, infinite or negative; nothing was written"),
+    (
+        "ERR_ONE_ROW",
+        13,
+        "a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); "
+        "pass n >= 2; nothing was written",
+    ),
 ]
 CHECK_ERRORS = {
     "classes": "ERR_LABEL",
@@ -245,6 +251,8 @@ class LibraryPlan:
     target: str = ""  # the triple (aarch64-linux-gnu); "" for this machine's
     cpu_checks: tuple[str, ...] = ()  # extensions the init checks (target.cpu_extensions)
     weights_crc: int | None = None  # CRC-32 of the embedded weights (set by object_module)
+    # rows a training batch needs (2 with batch_norm's batch statistics: ERR_ONE_ROW below)
+    min_train_rows: int = 1
 
     @property
     def upper(self) -> str:
@@ -1311,6 +1319,8 @@ def _c_entry_checks(plan: LibraryPlan, e: EntryPlan) -> list[str]:
     if ptrs:
         a(f"    if ({' || '.join('!' + p for p in ptrs)}) return {U}_ERR_NULL;")
     a(f"    if (n < 1 || n > {U}_MAX_BATCH) return {U}_ERR_BATCH;")
+    if e.entry in ("train_step", "train_grads") and plan.min_train_rows > 1:
+        a(f"    if (n < {plan.min_train_rows}) return {U}_ERR_ONE_ROW;  /* batch_norm */")
     if e.entry == "train_grads":
         a(f"    if (row0 < 0 || row0 > {U}_MAX_BATCH) return {U}_ERR_BATCH;")
         if not any(p.name == "row0" for p in e.inputs):

@@ -114,12 +114,14 @@ def build_graphs(
     updates = [(step, t)] + optimizer.build(b, params, grads, lr, t) + state_updates
     prog.training = b.graph(name, (loss_name,), tuple(updates))
     prog.grads = grads
-    if state_updates:  # batch statistics: a rank's slice would give other ones
-        prog.split_note = (
+    # the split step (compiled on first use): with batch statistics (batch_norm) it still
+    # gives one process's gradients (Model.gradients; the running statistics are left as
+    # they are), but a rank's slice would normalize by its own rows' statistics
+    build_split(prog, train_fwd, params, optimizer)
+    if state_updates:
+        prog.ranks_note = (
             "its batch statistics (batch_norm) would be each rank's own, not the global batch's"
         )
-    else:
-        build_split(prog, train_fwd, params, optimizer)
     return prog
 
 

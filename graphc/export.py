@@ -167,6 +167,11 @@ def export_model(
             raise ArgumentError(f"--entry {e}: model {name!r} was compiled without a loss")
         if e in SPLIT_ENTRIES and not prog0.split:
             raise ArgumentError(f"--entry {e}: not compiled for this model ({prog0.split_note})")
+        if e in SPLIT_ENTRIES and getattr(prog0, "ranks_note", ""):
+            raise ArgumentError(
+                f"--entry {e}: this model's split step is for data-parallel training, which it "
+                f"cannot do: {prog0.ranks_note}"
+            )
     if not entries:
         raise ArgumentError("--entry: give at least one of infer, train_step")
     if weights not in WEIGHTS_MODES:
@@ -204,6 +209,8 @@ def export_model(
         input_checks=prog.input_checks,
         outputs=prog.outputs,
     )
+    if getattr(model, "_batch_norms", None):  # batch statistics: a 1-row batch is refused
+        plan.min_train_rows = 2
     params = model._param_region.tobytes()
     tm = target_machine(tgt, pic=True)
     embedded = aot.params_little_endian(plan, params) if plan.embed else None

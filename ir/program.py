@@ -49,6 +49,10 @@ class Program:
     # entry name -> graph ("train_grads", "apply_update"), or {} with the reason in split_note.
     split: dict[str, Graph] = field(default_factory=dict)
     split_note: str = ""
+    # set when the split step exists but is right for one process only (batch_norm: a rank's
+    # rows would give their own batch statistics): Model.gradients uses it, data-parallel
+    # training refuses the model with this reason
+    ranks_note: str = ""
     # the passes' options schedule_program ran with (graphc.compiler.compile_split reuses them)
     disabled_passes: tuple[str, ...] = ()
     verify_each: bool = False

@@ -564,6 +564,8 @@ def split_step(model: Any, cap: int, comm: Any, how: str, strict: bool) -> Split
     checks to be equal). The kept window is freed at interpreter exit, before mpi4py's
     ``MPI_Finalize`` (atexit runs handlers in reverse order of registration, and mpi4py
     registered its own when it was imported, before this one)."""
+    if getattr(model.program, "ranks_note", ""):  # every rank: the same model, the same raise
+        raise DistributedError(f"this model cannot train data-parallel: {model.program.ranks_note}")
     if _KEPT:
         ref, kcomm, kcap, kept = _KEPT[0]
         if ref() is model and kcomm is comm and kcap == cap and how == "window":

@@ -910,14 +910,6 @@ class Model:
             raise ArgumentError(self._one_row("gradients"))
         self._cast_labels(feeds)
         self._validate(feeds)
-        if self._batch_norms:
-            raise GraphcError(
-                f"gradients: not available for this model: its batch_norm layers "
-                f"({', '.join(self._batch_norms)}) update their running statistics in the "
-                "training step, and graphc compiles the gradient-only entry (train_grads) for "
-                "models without such state only. train_step (which applies the update) works; "
-                "for the gradient alone, build the same network without batch_norm"
-            )
         try:
             step = SplitStep(self, n)
         except DistributedError as e:

@@ -66,6 +66,7 @@ extern "C" {
 #define BCE_ERR_NONFINITE 10   /* an input holds NaN or Inf; nothing was written */
 #define BCE_ERR_TARGET 11      /* a binary cross-entropy target is NaN or outside [0, 1]; nothing was written */
 #define BCE_ERR_LR 12          /* the learning rate is NaN, infinite or negative; nothing was written */
+#define BCE_ERR_ONE_ROW 13     /* a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written */
 
 /* Memory plan: bytes of every region. ALIGN is the alignment the kernels are tuned for;
    MIN_ALIGN is the alignment the calls require of params, state and workspace. */
@@ -239,6 +240,7 @@ const char *bce_graphc_meta(void);
 #define MODEL_ERR_NONFINITE BCE_ERR_NONFINITE
 #define MODEL_ERR_TARGET BCE_ERR_TARGET
 #define MODEL_ERR_LR BCE_ERR_LR
+#define MODEL_ERR_ONE_ROW BCE_ERR_ONE_ROW
 #define MODEL_PARAM_BYTES BCE_PARAM_BYTES
 #define MODEL_STATE_BYTES BCE_STATE_BYTES
 #define MODEL_GRAD_BYTES BCE_GRAD_BYTES

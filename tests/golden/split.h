@@ -61,6 +61,7 @@ extern "C" {
 #define SPLIT_ERR_NONFINITE 10   /* an input holds NaN or Inf; nothing was written */
 #define SPLIT_ERR_TARGET 11      /* a binary cross-entropy target is NaN or outside [0, 1]; nothing was written */
 #define SPLIT_ERR_LR 12          /* the learning rate is NaN, infinite or negative; nothing was written */
+#define SPLIT_ERR_ONE_ROW 13     /* a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written */
 
 /* Memory plan: bytes of every region. ALIGN is the alignment the kernels are tuned for;
    MIN_ALIGN is the alignment the calls require of params, state and workspace. */
@@ -234,6 +235,7 @@ const char *split_graphc_meta(void);
 #define MODEL_ERR_NONFINITE SPLIT_ERR_NONFINITE
 #define MODEL_ERR_TARGET SPLIT_ERR_TARGET
 #define MODEL_ERR_LR SPLIT_ERR_LR
+#define MODEL_ERR_ONE_ROW SPLIT_ERR_ONE_ROW
 #define MODEL_PARAM_BYTES SPLIT_PARAM_BYTES
 #define MODEL_STATE_BYTES SPLIT_STATE_BYTES
 #define MODEL_GRAD_BYTES SPLIT_GRAD_BYTES

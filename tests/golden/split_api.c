@@ -233,6 +233,7 @@ static const char *const messages[] = {
     "an input holds NaN or Inf; nothing was written",
     "a binary cross-entropy target is NaN or outside [0, 1]; nothing was written",
     "the learning rate is NaN, infinite or negative; nothing was written",
+    "a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written",
 };
 
 API const char *split_strerror(int code) {

@@ -59,6 +59,7 @@ extern "C" {
 #define TWO_ERR_NONFINITE 10   /* an input holds NaN or Inf; nothing was written */
 #define TWO_ERR_TARGET 11      /* a binary cross-entropy target is NaN or outside [0, 1]; nothing was written */
 #define TWO_ERR_LR 12          /* the learning rate is NaN, infinite or negative; nothing was written */
+#define TWO_ERR_ONE_ROW 13     /* a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written */
 
 /* Memory plan: bytes of every region. ALIGN is the alignment the kernels are tuned for;
    MIN_ALIGN is the alignment the calls require of params, state and workspace. */
