@@ -30,6 +30,7 @@ from graphc.runtime import model as _runtime_model
 from graphc.runtime.library import Library, load
 
 from . import dsl as _dsl
+from . import modelfile as _modelfile
 from .api import compile, compile_sequential
 from .callbacks import (
     CosineAnnealingLR,
@@ -90,6 +91,7 @@ def _export_onnx(model, path, **options):
 # Model.export / Model.to_onnx: the runtime calls these drivers through its table (it does not
 # import graphc); they import their modules when first used
 _runtime_model.EXPORTERS.update(library=_export_library, onnx=_export_onnx)
+_runtime_model.EXPORTERS.update(rebuild=_modelfile.model_from_bytes)  # copy, pickle
 
 # one function per registered pointwise op (gc.relu, gc.exp, gc.leaky_relu, ...), generated from
 # the op registry by graphc.dsl

@@ -145,3 +145,38 @@ def load_model(path: str | os.PathLike, *, threads: int | None = None) -> Any:
     )
     checkpoint.load(model, path)
     return model
+
+
+def model_from_bytes(data: bytes, options: dict[str, Any]) -> Any:
+    """The Model a ``.gcm`` image describes (``Model.__reduce__``: pickle, copy.copy,
+    copy.deepcopy): compiled again (a compile-cache hit in the same cache), with its weights,
+    optimizer state, step counter and rates, then ``options`` applied: ``threads`` (None: the
+    default), ``seed``, ``check_numerics``, ``history``, ``use_epoch_entry``.
+
+    Raises:
+        CheckpointError: the image is not a model file (as load_model).
+    """
+    import tempfile
+
+    from .api import compile as gc_compile
+
+    with tempfile.TemporaryDirectory(prefix="graphc-copy-") as d:
+        path = os.path.join(d, "model.gcm")
+        with open(path, "wb") as f:
+            f.write(data)
+        desc, params = read_description(path)
+        outputs, loss, opt = network_from_description(desc, params, "the copied model")
+        model = gc_compile(
+            outputs,
+            loss,
+            opt,
+            name=desc["name"],
+            opt_level=desc["opt_level"],
+            threads=options.get("threads"),
+            seed=options.get("seed", 0),
+            check_numerics=bool(options.get("check_numerics", False)),
+        )
+        checkpoint.load(model, path)
+    model.history = options.get("history")
+    model.use_epoch_entry = options.get("use_epoch_entry", True)
+    return model

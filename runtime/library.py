@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import _ctypes
 import ctypes
+import hashlib
 import json
 import os
 import re
@@ -146,6 +147,7 @@ class Library:
                 )
             name = found[0] if len(found) == 1 else m.group(1)
         self.path, self.name = path, name
+        self._digest = hashlib.sha256(data).hexdigest()  # what pickle / copy reload (checked)
         own_lock(self)  # calls share one workspace: they take turns
         try:
             self._lib, keep = _open_private_copy(path, data)
@@ -643,6 +645,46 @@ class Library:
         if any(k in self.params for k, _, _ in staged):
             self._weights_pending = False
 
+    # ------------------------------------------------------------------ copies
+
+    def __reduce__(self) -> tuple:
+        """Pickle (and copy.copy / copy.deepcopy) as the library's path and the bytes of its
+        params and state, lr and threads: unpickling loads the same file again (in this or
+        another process of a machine that has it, e.g. a 'spawn' worker) into a Library with
+        its own copy of the weights, independent of this one.
+
+        Raises:
+            GraphcError: the file at ``path`` is gone or no longer the one loaded (the
+                message says what to do).
+        """
+        try:
+            with open(self.path, "rb") as f:
+                same = hashlib.sha256(f.read()).hexdigest() == self._digest
+        except OSError:
+            same = False
+        if not same:
+            raise GraphcError(
+                f"cannot pickle or copy library {self.name!r}: it is copied by loading "
+                f"{self.path!r} again, which is gone or has changed since it was loaded. Keep "
+                "the file (or export it again and gc.load it), then copy; or save the weights "
+                "with weights_file_bytes() and load them into a new gc.load(path)"
+            )
+        with self._lock:
+            state = (
+                self._params.tobytes(),
+                self._state.tobytes(),
+                self._lr,
+                self.threads,
+                self._weights_pending,
+            )
+        return (_library_from, (self.path, self.name, self._digest, *state))
+
+    def __copy__(self) -> Library:
+        """An independent library (as copy.deepcopy): its own weights and workspace."""
+        import copy
+
+        return copy.deepcopy(self)
+
     @turned
     def weights_file_bytes(self) -> bytes:
         """``NAME_write_weights``: the params as a weights file image (taken under the
@@ -656,6 +698,37 @@ class Library:
         from graphc.codegen import aot
 
         return len(aot.weights_header(_plan_from_meta(self.meta)))
+
+
+def _library_from(
+    path: str,
+    name: str,
+    digest: str,
+    params: bytes,
+    state: bytes,
+    lr: float,
+    threads: int,
+    pending: bool,
+) -> Library:
+    """A pickled Library (Library.__reduce__): ``path`` loaded again, checked to be the same
+    file, with the weights, lr and threads it had.
+
+    Raises:
+        ArgumentError / GraphcError: the file is missing or another one than was pickled.
+    """
+    lib = Library(path, name)
+    if lib._digest != digest:
+        raise GraphcError(
+            f"unpickling library {name!r}: {path!r} is not the file that was pickled (it has "
+            "changed or this machine has another one): copy the same .so here"
+        )
+    np.copyto(lib._params, np.frombuffer(params, np.uint8))
+    np.copyto(lib._state, np.frombuffer(state, np.uint8))
+    lib.lr = lr
+    if threads != 1:
+        lib.threads = threads
+    lib._weights_pending = pending
+    return lib
 
 
 def _plan_from_meta(meta: dict) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import operator
+import os
 import signal
 import sys
 import threading
@@ -590,6 +591,57 @@ class Model:
         Raises OnnxError for an op without an ONNX form. Returns ``path``.
         """
         return _exporter("onnx")(self, path, include_loss=include_loss)
+
+    # ------------------------------------------------------------------ copies
+
+    def _image(self, what: str) -> bytes:
+        """The whole model as ``.gcm`` bytes (save_model's file), taken under the lock.
+
+        Raises:
+            GraphcError: the model cannot be written as a model file (the message says why and
+                what to do instead).
+        """
+        import tempfile
+
+        try:
+            with tempfile.TemporaryDirectory(prefix="graphc-copy-") as d:
+                path = self.save_model(os.path.join(d, "model.gcm"))
+                with open(path, "rb") as f:
+                    return f.read()
+        except GraphcError as e:
+            raise GraphcError(
+                f"cannot {what} model {self.program.name!r}: it is copied through its model "
+                f"file (save_model), which failed: {e}. Rebuild it with gc.compile and "
+                "set_weights / load instead, or use the 'fork' start method for subprocesses"
+            ) from None
+
+    def __reduce__(self) -> tuple:
+        """Pickle (and copy.deepcopy) as the model file's bytes plus the run-time settings
+        (threads if chosen, seed, check_numerics, history): unpickling compiles the network again
+        (a compile-cache hit when the cache is shared, e.g. a 'spawn' / forkserver worker on
+        the same machine) into a model with its own parameters, optimizer state, step counter
+        and learning rates, independent of this one.
+
+        Raises:
+            GraphcError: the model has no model-file form (see ``save_model``).
+        """
+        with turn(self):
+            data = self._image("pickle or copy")
+            options = {
+                "threads": None if self._threads_default else self.threads,
+                "seed": self.seed,
+                "check_numerics": bool(getattr(self.program, "check_numerics", False)),
+                "history": self.history,
+                "use_epoch_entry": self.use_epoch_entry,
+            }
+        return (_exporter("rebuild"), (data, options))
+
+    def __copy__(self) -> Model:
+        """An independent model (as ``copy.deepcopy``): a shallow copy would share this one's
+        parameter arena, so that training one moved the other."""
+        import copy
+
+        return copy.deepcopy(self)
 
     # ------------------------------------------------------------------ seeing it
 

@@ -334,3 +334,88 @@ def test_batch_norm_models_refuse_data_parallel_exports() -> None:
         split_step(m, 8, None, "allreduce", False)  # refused before any collective
     with pytest.raises(gc.ArgumentError, match="cannot do: its batch statistics"):
         m.export("/nonexistent/libbn_no_ranks.so", entries="train_grads,apply_update")
+
+
+# ---------------------------------------------------------------- copy, deepcopy, pickle
+
+
+def _trained(name: str):
+    m = _mlp(name, opt=gc.Adam(lr=0.01))
+    x, y = _data(96)
+    m.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    m.lr = 0.004
+    return m, x, y
+
+
+def _same_model(a, b, x, y) -> None:
+    """Same predictions, weights, optimizer state, step, lr, history; then the same
+    continued trajectory, and training one leaves the other as it was."""
+    np.testing.assert_array_equal(a.predict(x), b.predict(x))
+    for k, v in a.state.items():
+        np.testing.assert_array_equal(v, b.state[k], err_msg=k)
+    assert (a.lr, a.initial_lr) == (b.lr, b.initial_lr)
+    assert a.history.metrics == b.history.metrics and a.history.epochs == b.history.epochs
+    assert a._param_region.ctypes.data != b._param_region.ctypes.data
+    keep = b._param_region.copy()
+    la = a.fit(x, y, epochs=4, initial_epoch=2, batch_size=32, verbose=0)["loss"]
+    np.testing.assert_array_equal(b._param_region, keep)  # untouched by a's training
+    lb = b.fit(x, y, epochs=4, initial_epoch=2, batch_size=32, verbose=0)["loss"]
+    assert la == lb
+    np.testing.assert_array_equal(a._param_region, b._param_region)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "copy", "pickle"])
+def test_model_copies_are_independent_and_equal(how: str) -> None:
+    import copy
+    import pickle
+
+    m, x, y = _trained(f"copy_{how}")
+    c = {
+        "deepcopy": copy.deepcopy,
+        "copy": copy.copy,
+        "pickle": lambda o: pickle.loads(pickle.dumps(o)),
+    }[how](m)
+    assert type(c) is type(m)
+    _same_model(c, m, x, y)
+
+
+def _predict_in_worker(blob: bytes, x: np.ndarray) -> np.ndarray:
+    import pickle
+
+    return pickle.loads(blob).predict(x)
+
+
+def test_model_pickles_into_a_spawned_process() -> None:
+    import multiprocessing as mp
+    import pickle
+
+    m, x, _ = _trained("copy_spawn")
+    with mp.get_context("spawn").Pool(1) as pool:
+        got = pool.apply(_predict_in_worker, (pickle.dumps(m), x))
+    np.testing.assert_array_equal(got, m.predict(x))
+
+
+def test_library_copies_and_pickles(tmp_path) -> None:
+    import copy
+    import pickle
+
+    m, x, y = _trained("copy_lib")
+    path = m.export(str(tmp_path / "libcopy_lib.so")).library
+    lib = gc.load(path)
+    lib.train_step(x[:32], y[:32])
+    for c in (copy.copy(lib), copy.deepcopy(lib), pickle.loads(pickle.dumps(lib))):
+        np.testing.assert_array_equal(c.predict(x), lib.predict(x))
+        assert c.lr == lib.lr and c._params.ctypes.data != lib._params.ctypes.data
+        w = lib.get_weights()
+        c.train_step(x[32:64], y[32:64])  # the copy trains; the original stays
+        assert all(np.array_equal(v, lib.get_weights()[k]) for k, v in w.items())
+        lib2 = copy.deepcopy(lib)
+        lib2.train_step(x[32:64], y[32:64])
+        assert all(np.array_equal(v, lib2.get_weights()[k]) for k, v in c.get_weights().items())
+    blob = pickle.dumps(lib)
+    with open(path, "ab") as f:  # the file changed: refused with what to do
+        f.write(b"\0")
+    with pytest.raises(gc.GraphcError, match="has changed since it was loaded"):
+        pickle.dumps(lib)
+    with pytest.raises(gc.GraphcError):
+        pickle.loads(blob)
