@@ -30,6 +30,7 @@ from graphc.codegen.target import (
 )
 from graphc.codegen.toolchain import Toolchain, available_toolchains, find_toolchain
 from graphc.ir.errors import ArgumentError, CodegenError
+from graphc.runtime.parallel import in_turn_of_first
 
 from .compiler import SPLIT_ENTRIES, Program, compile_program
 
@@ -102,6 +103,7 @@ def header_path_for(library: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(library)), f"{stem or 'model'}.h")
 
 
+@in_turn_of_first  # the weights and states it embeds: after some whole step of another thread
 def export_model(
     model: Any,
     path: str,
@@ -416,6 +418,7 @@ def _initial_state(model: Any) -> bytes:
     return region.tobytes()
 
 
+@in_turn_of_first
 def write_weights(model: Any, path: str) -> str:
     """Write the model's current parameters as a weights file a library with ``--weights file``
     (or any library of this model) reads with ``NAME_load_weights``.

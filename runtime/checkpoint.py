@@ -36,6 +36,8 @@ import numpy as np
 from graphc.ir.errors import CheckpointError
 from graphc.ir.graph import Graph
 
+from .parallel import in_turn_of_first
+
 FORMAT = "graphc-checkpoint"
 VERSION = 1
 HEADER_KEY = "__header__"
@@ -84,6 +86,7 @@ def header_for(model: Any, extra: dict[str, Any] | None = None) -> dict[str, Any
     }
 
 
+@in_turn_of_first
 def save(model: Any, path: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> str:
     """Write ``model``'s parameters and optimizer state (step counter included) to ``path``.
 
@@ -332,6 +335,7 @@ def _arrays(
     return params, state
 
 
+@in_turn_of_first
 def load(model: Any, path: str | os.PathLike, *, weights_only: bool = False) -> dict[str, Any]:
     """Restore ``model``'s parameters (and, unless ``weights_only``, optimizer state and lr).
 

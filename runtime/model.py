@@ -238,6 +238,9 @@ class Model:
         program: the compiler's output, stage by stage (graphs, schedules, timings).
         params: name -> float array view of each trainable parameter (writable in place).
         state: name -> array view of each optimizer slot and the step counter.
+            Both are live and unlocked: while another thread trains, read a consistent
+            snapshot with ``get_weights()`` / ``save()`` and write with ``set_weights()``
+            (they take the model's lock; see ``fit``'s Threads paragraph).
         lr: the learning rate fed to the next training step.
     """
 

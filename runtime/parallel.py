@@ -119,6 +119,8 @@ def hand_over(obj: object, patience: float = 0.5) -> None:
     if not waiters.count:
         return
     lock = obj._lock
+    if not hasattr(lock, "_release_save"):  # (every CPython RLock has it: Condition uses it)
+        return
     saved = lock._release_save()  # the whole recursion (threading.Condition's own protocol)
     try:
         end = time.monotonic() + patience
@@ -126,6 +128,21 @@ def hand_over(obj: object, patience: float = 0.5) -> None:
             time.sleep(0.0002)
     finally:
         lock._acquire_restore(saved)
+
+
+def in_turn_of_first(fn):
+    """Run ``fn(obj, ...)`` in ``turn(obj)`` when ``obj`` has the lock (a Model, a Library):
+    module-level functions that read or write an object's weights (checkpoint save/load,
+    export), so that calling them directly is as safe as calling the methods."""
+
+    @functools.wraps(fn)
+    def run(obj, *args, **kwargs):
+        if getattr(obj, "_waiters", None) is None:
+            return fn(obj, *args, **kwargs)
+        with turn(obj):
+            return fn(obj, *args, **kwargs)
+
+    return run
 
 
 def turned(method):

@@ -419,3 +419,30 @@ def test_library_copies_and_pickles(tmp_path) -> None:
         pickle.dumps(lib)
     with pytest.raises(gc.GraphcError):
         pickle.loads(blob)
+
+
+def test_library_workspace_failure_names_batch(tmp_path) -> None:
+    m = _mlp("ws_fail_lib", h=4096)  # ~50 KB a row: max_batch rows are ~50 TB
+    lib = gc.load(m.export(str(tmp_path / "libws_fail_lib.so")).library)
+    x, _ = _data(4)
+    want = lib.predict(x)
+    rows = lib.meta["max_batch"]  # the most the library takes: far more than memory here
+    with pytest.raises(gc.WorkspaceError, match=rf"batch of {rows} rows: use a smaller batch"):
+        lib._workspace(rows)
+    np.testing.assert_array_equal(lib.predict(x), want)
+
+
+def test_module_level_checkpoint_and_export_take_the_lock(tmp_path) -> None:
+    import threading
+
+    from graphc.runtime import checkpoint
+
+    m = _mlp("lock_module")
+    got = []
+    with m._lock:  # another thread's checkpoint waits while this one holds the model
+        t = threading.Thread(target=lambda: got.append(checkpoint.save(m, str(tmp_path / "c"))))
+        t.start()
+        t.join(0.3)
+        assert t.is_alive() and not got
+    t.join()
+    assert got
