@@ -913,8 +913,9 @@ class Model:
 
         Raises:
             ArgumentError: a shape or dtype that does not fit, a label outside the classes, a
-                row with NaN or Inf (naming the input and the row), a bad learning rate; the
-                parameters and the optimizer state are then unchanged.
+                row with NaN or Inf (naming the input and the row), a bad learning rate, a
+                batch of one row through batch_norm (its batch variance is 0; torch refuses it
+                too); the parameters and the optimizer state are then unchanged.
         """
         with self._lock:  # (serialized, inline: a small step's call counts every 0.1 us)
             key = None
@@ -1281,7 +1282,9 @@ class Model:
 
         Raises:
             ArgumentError: bad shapes or dtypes, NaN/Inf rows, labels out of range, an empty
-                data set or batch_size < 1, all before any step runs. Without callbacks, the
+                data set or batch_size < 1, a model with batch_norm whose batches would include
+                one of a single row (``n % batch_size == 1``: the message names a batch size
+                that works), all before any step runs. Without callbacks, the
                 float inputs (NaN/Inf, binary cross-entropy targets outside [0, 1]) are
                 scanned by the first native epoch as it gathers each batch instead of in a
                 separate pass over the data: a bad row stops it before that batch's step, its
