@@ -34,6 +34,7 @@ gives bit-identical parameters and losses to ``ceil(n / batch)`` calls of ``NAME
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from llvmlite import ir
@@ -131,7 +132,7 @@ def emit_train_epoch(
                 with then:
                     for _, f in flags:
                         b.store(ir.Constant(I32, 0), f)
-                    scanned = []
+                    scanned: list[tuple[Any, ...]] = []
                     for slot, (rb, src, stage) in zip(batched_slots, batched):
                         c = row_checks.get(slot)
                         if c is None:
@@ -381,7 +382,7 @@ def _gather_rows(
     base: ir.Value,
     count: ir.Value,
     n: ir.Value,
-    batched: list[tuple[int, ir.Value, ir.Value]],
+    batched: Sequence[tuple[Any, ...]],
     bad: ir.Block,
 ) -> None:
     """Emit: for r < count, copy row order[base + r] of every batched input (row bytes,
