@@ -83,12 +83,7 @@ def cpu_wait() -> float:
 def graphc_worker(args: argparse.Namespace) -> None:
     import graphc as gc
 
-    x_in = gc.input("x", ("N", FEATURES))
-    y_in = gc.input("y", ("N",), dtype="i32")
-    h = gc.dense(gc.dense(x_in, HIDDEN[0], "relu", name="fc1"), HIDDEN[1], "relu", name="fc2")
-    logits = gc.dense(h, CLASSES, name="fc3")
-    m = gc.compile(logits, gc.softmax_cross_entropy(logits, y_in), gc.SGD(lr=0.01), name="mlp")
-    m.threads = 1
+    m = build_mlp()
     x, y = data(args.rows)
     dist = "mpi" if args.distributed else None
     comm = gc.distributed.world() if dist else None

@@ -8,6 +8,7 @@ name the first bad row, so the call path stays free of O(n) Python work.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -113,3 +114,44 @@ def explain(kind: str, name: str, a: np.ndarray, bound: int = 0, hint: str = "")
     else:
         err = nonfinite_error(name, a, hint)
     return err or ArgumentError(f"input {name!r} was rejected by the native check ({kind})")
+
+
+def param_value(who: str, params: dict[str, np.ndarray], name: Any, value: Any) -> np.ndarray:
+    """``value`` as parameter (or state) ``name``'s new array (its shape and dtype), checked, not
+    copied in: Model.set_weights and Library.set_weights.
+
+    Raises:
+        ArgumentError: unknown name, another shape, a value that is not numeric or not of a kind
+            the dtype holds (numpy's "same_kind" casting), or finite values that overflow it.
+    """
+    if name not in params:
+        raise ArgumentError(
+            f"{who}: the model has no parameter {name!r} (it has {', '.join(params)})"
+        )
+    want = params[name]
+    try:
+        a = np.asarray(value)
+    except (ValueError, TypeError) as e:
+        raise ArgumentError(f"{who}: {name}: not an array of numbers ({e})") from None
+    if a.shape != want.shape:
+        raise ArgumentError(f"{who}: {name} expects shape {want.shape}, got {a.shape}")
+    if a.dtype.kind not in "biuf" or not np.can_cast(a.dtype, want.dtype, "same_kind"):
+        raise ArgumentError(
+            f"{who}: {name} is {want.dtype}; got values of dtype {a.dtype}, which do not "
+            f"convert to it without changing their kind"
+        )
+    if want.dtype.kind in "iu" and a.dtype.kind in "iu" and a.size:
+        lo, hi = np.iinfo(want.dtype).min, np.iinfo(want.dtype).max
+        if int(a.min()) < lo or int(a.max()) > hi:
+            raise ArgumentError(f"{who}: {name} holds values outside {want.dtype}'s [{lo}, {hi}]")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = a.astype(want.dtype)
+    if out.dtype.kind == "f" and a.dtype.kind == "f":
+        over = np.isfinite(a) & ~np.isfinite(out)
+        if over.any():
+            at = tuple(int(i) for i in np.argwhere(over)[0])
+            raise ArgumentError(
+                f"{who}: {name}{list(at)} = {a[at]!r} does not fit in {want.dtype} "
+                f"(largest {np.finfo(want.dtype).max:.4g})"
+            )
+    return out

@@ -29,7 +29,7 @@ from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError, Numeri
 from graphc.ir.types import DTYPE_INFO, TensorType
 
 from .buffers import address, aligned_empty, output_arrays, view
-from .checks import check_batch_size, check_lr, explain
+from .checks import check_batch_size, check_lr, explain, param_value
 from .executable import COPY_OUTPUT_MAX, shape_hint
 from .parallel import own_lock, turned
 
@@ -621,28 +621,10 @@ class Library:
                 f"set_weights: expects a dict name -> array, got {type(weights).__name__}"
             )
         targets = {**self.params, **self.state}
-        staged = []
-        for k, v in weights.items():
-            if k not in targets:
-                raise ArgumentError(
-                    f"set_weights: {self.name} has no parameter or state {k!r} "
-                    f"(it has {', '.join(targets)})"
-                )
-            t = targets[k]
-            try:
-                a = np.asarray(v)
-            except (TypeError, ValueError) as e:
-                raise ArgumentError(f"set_weights: {k}: not an array ({e})") from None
-            if a.shape != t.shape:
-                raise ArgumentError(
-                    f"set_weights: {k}: shape {a.shape}, the library's is {t.shape}"
-                )
-            if a.dtype.kind not in "biuf" or (a.dtype.kind == "f" and t.dtype.kind in "iu"):
-                raise ArgumentError(f"set_weights: {k}: dtype {a.dtype} cannot be {t.dtype}")
-            staged.append((k, t, a.astype(t.dtype)))
-        for _, t, a in staged:
-            t[...] = a
-        if any(k in self.params for k, _, _ in staged):
+        staged = [(k, param_value("set_weights", targets, k, v)) for k, v in weights.items()]
+        for k, a in staged:
+            targets[k][...] = a
+        if any(k in self.params for k, _ in staged):
             self._weights_pending = False
 
     # ------------------------------------------------------------------ copies

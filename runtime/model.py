@@ -24,7 +24,7 @@ from graphc.ir.types import BATCH
 
 from .buffers import aligned_empty, output_arrays, view
 from .callbacks import CallbackList
-from .checks import InputRejected, check_batch_size, check_lr, check_seed
+from .checks import InputRejected, check_batch_size, check_lr, check_seed, param_value
 from .executable import Entry, EpochEntry, NonfiniteLoss, shape_hint
 from .parallel import (
     default_threads,
@@ -89,46 +89,6 @@ def row_split(schedules: dict[str, Any]) -> dict[str, bool]:
 # graphc.onnx_export.save_onnx) live above the runtime layer; the graphc package installs them
 # here when it is imported, so the runtime never imports graphc.
 EXPORTERS: dict[str, Callable[..., Any]] = {}
-
-
-def _param_value(who: str, params: dict[str, np.ndarray], name: Any, value: Any) -> np.ndarray:
-    """``value`` as parameter ``name``'s new array (its shape and dtype), checked, not copied in.
-
-    Raises:
-        ArgumentError: unknown name, another shape, a value that is not numeric or not of a kind
-            the dtype holds (numpy's "same_kind" casting), or finite values that overflow it.
-    """
-    if name not in params:
-        raise ArgumentError(
-            f"{who}: the model has no parameter {name!r} (it has {', '.join(params)})"
-        )
-    want = params[name]
-    try:
-        a = np.asarray(value)
-    except (ValueError, TypeError) as e:
-        raise ArgumentError(f"{who}: {name}: not an array of numbers ({e})") from None
-    if a.shape != want.shape:
-        raise ArgumentError(f"{who}: {name} expects shape {want.shape}, got {a.shape}")
-    if a.dtype.kind not in "biuf" or not np.can_cast(a.dtype, want.dtype, "same_kind"):
-        raise ArgumentError(
-            f"{who}: {name} is {want.dtype}; got values of dtype {a.dtype}, which do not "
-            f"convert to it without changing their kind"
-        )
-    if want.dtype.kind in "iu" and a.dtype.kind in "iu" and a.size:
-        lo, hi = np.iinfo(want.dtype).min, np.iinfo(want.dtype).max
-        if int(a.min()) < lo or int(a.max()) > hi:
-            raise ArgumentError(f"{who}: {name} holds values outside {want.dtype}'s [{lo}, {hi}]")
-    with np.errstate(over="ignore", invalid="ignore"):
-        out = a.astype(want.dtype)
-    if out.dtype.kind == "f" and a.dtype.kind == "f":
-        over = np.isfinite(a) & ~np.isfinite(out)
-        if over.any():
-            at = tuple(int(i) for i in np.argwhere(over)[0])
-            raise ArgumentError(
-                f"{who}: {name}{list(at)} = {a[at]!r} does not fit in {want.dtype} "
-                f"(largest {np.finfo(want.dtype).max:.4g})"
-            )
-    return out
 
 
 def _check_empty_outputs(e: Any, names: list[str]) -> None:
@@ -531,7 +491,7 @@ class Model:
                 "set_weights: expects a dict name -> array (as get_weights returns) or a list "
                 f"of arrays in get_weights' order, got {type(weights).__name__}"
             )
-        staged = [(k, _param_value("set_weights", targets, k, v)) for k, v in items]
+        staged = [(k, param_value("set_weights", targets, k, v)) for k, v in items]
         for k, v in staged:
             targets[k][...] = v
 

@@ -421,6 +421,31 @@ def test_library_copies_and_pickles(tmp_path) -> None:
         pickle.loads(blob)
 
 
+def test_library_set_weights_checks_values_as_the_model_does(tmp_path) -> None:
+    """Library.set_weights and Model.set_weights share one value check (runtime.checks.
+    param_value): a float64 value that overflows float32, another shape, a complex value or an
+    unknown name is refused with nothing written; float64 values that fit are converted."""
+    m, _, _ = _trained("setw_lib")
+    lib = gc.load(m.export(str(tmp_path / "libsetw_lib.so")).library)
+    before = lib.get_weights()
+    name = next(iter(lib.params))
+    shape = lib.params[name].shape
+    fine = np.full(shape, 0.25, np.float64)
+    bad_values = [
+        {name: fine, "nope": fine},  # unknown name after a good one: all or none
+        {name: np.full(shape, 1e39)},  # overflows float32
+        {name: np.zeros(shape[::-1] + (1,))},  # another shape
+        {name: np.zeros(shape, np.complex64)},  # not a real number
+    ]
+    for bad in bad_values:
+        for target in (lib, m):
+            with pytest.raises(gc.ArgumentError, match=f"set_weights: .*({name}|'nope')"):
+                target.set_weights(bad)
+        assert all(np.array_equal(v, lib.get_weights()[k]) for k, v in before.items())
+    lib.set_weights({name: fine})
+    np.testing.assert_array_equal(lib.params[name], fine.astype(np.float32))
+
+
 def test_library_workspace_failure_names_batch(tmp_path) -> None:
     m = _mlp("ws_fail_lib", h=4096)  # ~50 KB a row: max_batch rows are ~50 TB
     lib = gc.load(m.export(str(tmp_path / "libws_fail_lib.so")).library)
