@@ -65,50 +65,44 @@ def _fails(b: ir.IRBuilder, kind: str, t: ir.Type, x: ir.Value, bound: ir.Value)
     raise ValueError(f"no vector scan for check kind {kind!r}")
 
 
-def _scanner(module: ir.Module, kind: str, dtype: str) -> ir.Function:
-    """``i32 graphc.scan.KIND.DTYPE(T *p, i64 count, i64 bound)``: 1 when an element fails."""
-    name = f"graphc.scan.{kind}.{dtype}"
+def _scan_function(module: ir.Module, kind: str, dtype: str, copy: bool) -> ir.Function:
+    """The scan of ``count`` elements for a check of ``kind``, one vectorized pass returning 1
+    when an element fails: ``i32 graphc.scan.KIND.DTYPE(T *p, i64 count, i64 bound)``, or with
+    ``copy`` ``i32 graphc.copy_scan.KIND.DTYPE(T *dst, const T *src, i64 count, i64 bound)``,
+    which also stores each element to ``dst`` beside its test."""
+    name = f"graphc.{'copy_scan' if copy else 'scan'}.{kind}.{dtype}"
     if name in module.globals:
         return module.globals[name]
     t = LL[dtype]
-    fn = ir.Function(module, ir.FunctionType(I32, [PTR, I64, I64]), name=name)
+    fn = ir.Function(module, ir.FunctionType(I32, [PTR] * (1 + copy) + [I64, I64]), name=name)
     fn.linkage = "internal"
-    p, count, bound = fn.args
+    *ptrs, count, bound = fn.args
+    src = ptrs[-1]
+    for p in ptrs if copy else ():
+        p.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     acc = b.alloca(I32, name="acc")  # mem2reg makes it the loop's phi
     b.store(ir.Constant(I32, 0), acc)
     with loop(b, count, name="i") as i:
-        x = b.load(b.gep(p, [i], inbounds=True, source_etype=t), typ=t, name="x")
+        x = b.load(b.gep(src, [i], inbounds=True, source_etype=t), typ=t, name="x")
+        if copy:
+            b.store(x, b.gep(ptrs[0], [i], inbounds=True, source_etype=t))
         bad = _fails(b, kind, t, x, bound)
         b.store(b.or_(b.load(acc, typ=I32), b.zext(bad, I32)), acc)
     b.ret(b.load(acc, typ=I32))
     return fn
+
+
+def _scanner(module: ir.Module, kind: str, dtype: str) -> ir.Function:
+    """``i32 graphc.scan.KIND.DTYPE(T *p, i64 count, i64 bound)``: 1 when an element fails."""
+    return _scan_function(module, kind, dtype, copy=False)
 
 
 def copy_scanner(module: ir.Module, kind: str, dtype: str) -> ir.Function:
     """``i32 graphc.copy_scan.KIND.DTYPE(T *dst, const T *src, i64 count, i64 bound)``: copies
     ``count`` elements and returns 1 when one of them fails the check (the epoch entry's
-    gather of a batch, which reads every row anyway: codegen/epoch.py). One vectorized pass,
-    as _scanner, with the store beside the test."""
-    name = f"graphc.copy_scan.{kind}.{dtype}"
-    if name in module.globals:
-        return module.globals[name]
-    t = LL[dtype]
-    fn = ir.Function(module, ir.FunctionType(I32, [PTR, PTR, I64, I64]), name=name)
-    fn.linkage = "internal"
-    dst, src, count, bound = fn.args
-    dst.add_attribute("noalias")
-    src.add_attribute("noalias")
-    b = ir.IRBuilder(fn.append_basic_block("entry"))
-    acc = b.alloca(I32, name="acc")
-    b.store(ir.Constant(I32, 0), acc)
-    with loop(b, count, name="i") as i:
-        x = b.load(b.gep(src, [i], inbounds=True, source_etype=t), typ=t, name="x")
-        b.store(x, b.gep(dst, [i], inbounds=True, source_etype=t))
-        bad = _fails(b, kind, t, x, bound)
-        b.store(b.or_(b.load(acc, typ=I32), b.zext(bad, I32)), acc)
-    b.ret(b.load(acc, typ=I32))
-    return fn
+    gather of a batch, which reads every row anyway: codegen/epoch.py)."""
+    return _scan_function(module, kind, dtype, copy=True)
 
 
 def i32(v: int) -> ir.Constant:

@@ -29,6 +29,7 @@ from .executable import Entry, EpochEntry, NonfiniteLoss, shape_hint
 from .parallel import (
     default_threads,
     hand_over,
+    long_call,
     own_lock,
     serialized,
     threads_from_env,
@@ -139,20 +140,6 @@ def _fitting(fit: Callable[..., Any]) -> Callable[..., Any]:
             return fit(self, *args, **kwargs)
         finally:
             self._fit_depth -= 1
-
-    return run
-
-
-def _long_call(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Hold ``self._long_lock`` around the method (taken before ``self._lock``): a call that
-    hands ``_lock`` over at its boundaries (``fit``: runtime/parallel.py hand_over) still runs
-    whole before the same call from another thread starts."""
-    import functools
-
-    @functools.wraps(method)
-    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with self._long_lock:
-            return method(self, *args, **kwargs)
 
     return run
 
@@ -1148,7 +1135,7 @@ class Model:
             }
         return {}
 
-    @_long_call
+    @long_call
     @serialized
     @_fitting
     def fit(

@@ -156,6 +156,19 @@ def turned(method):
     return locked
 
 
+def long_call(method):
+    """Run the method holding ``self._long_lock`` (taken before ``self._lock``): a call that
+    hands ``_lock`` over at its boundaries (``fit``: ``hand_over``) still runs whole before
+    the same call from another thread starts."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._long_lock:
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_fresh_locks_after_fork)
 
