@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -1310,28 +1310,32 @@ def _gemm(cx: NodeContext) -> list[Value]:
 
 
 def _matmul(cx: NodeContext) -> list[Value]:
+    """MatMul with numpy's rules: matrices, stacks of them (broadcast), and 1-D operands (a
+    1-D a is a row [1, K], a 1-D b a column [K, 1], whose axis the result then drops)."""
     a, b = cx.x(0), cx.x(1)
     ra, rb = len(a.shape), len(b.shape)
+    if ra == 1 and rb == 1:
+        cx.fail(f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)}: a dot product of two 1-D values")
+    if rb == 1:
+        y = _matmul_tensors(cx, a, _reshape(cx, b, (b.shape[0], 1)))
+        return [_reshape(cx, y, tuple(a.shape[:-1]))]
+    if ra == 1:
+        y = _matmul_tensors(cx, _reshape(cx, a, (1, a.shape[0])), b)
+        return [_reshape(cx, y, (*b.shape[:-2], b.shape[-1]))]
+    return [_matmul_tensors(cx, a, b)]
+
+
+def _matmul_tensors(cx: NodeContext, a: Tensor, b: Tensor) -> Tensor:
+    """a @ b for operands of rank >= 2."""
+    ra, rb = len(a.shape), len(b.shape)
     if ra == 2 and rb == 2:
-        return [dsl.matmul(a, b)]
+        return dsl.matmul(a, b)
     if rb == 2 and ra > 2 and "N" not in a.shape:  # stacked rows times one matrix
         flat = _reshape(cx, a, (math.prod(a.shape[:-1]), a.shape[-1]))
-        return [_reshape(cx, dsl.matmul(flat, b), (*a.shape[:-1], b.shape[1]))]
-    if ra == 2 and rb == 1:
-        y = dsl.matmul(a, _reshape(cx, b, (b.shape[0], 1)))
-        return [_reshape(cx, y, (a.shape[0],))]
-    if ra == 1 and rb == 2:
-        y = dsl.matmul(_reshape(cx, a, (1, a.shape[0])), b)
-        return [_reshape(cx, y, (b.shape[1],))]
+        return _reshape(cx, dsl.matmul(flat, b), (*a.shape[:-1], b.shape[1]))
     if rb == 2 and ra > 2 and a.shape[0] == "N" and "N" not in a.shape[1:]:
-        return [_rows_times_matrix(cx, a, b)]
-    if ra >= 2 and rb >= 2:
-        return [_batched_matmul(cx, a, b)]
-    cx.fail(
-        f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)}: graphc multiplies matrices and "
-        "stacks of them; batched matrix products with a 1-D operand are not supported"
-    )
-    return []
+        return _rows_times_matrix(cx, a, b)
+    return _batched_matmul(cx, a, b)
 
 
 MAX_MATMUL_SLICES = 256  # [N, M, K] @ [K, P] as M products [N, K] @ [K, P] at most
@@ -1655,8 +1659,158 @@ def _fold_slice(cx: NodeContext, args: list) -> list:
     return [data[tuple(sl)]]
 
 
+MAX_TAKEN = 4096  # the most elements one _take picks along an axis (one slice per run)
+
+
+def _take(cx: NodeContext, x: Tensor, axis: int, idx: Sequence[int]) -> Tensor:
+    """x's elements ``idx`` (in range [0, size), any order, repeats allowed) along the
+    non-batch ``axis``, as numpy's ``np.take(x, idx, axis)`` for a 1-D ``idx``: graphc's slice
+    for each run of consecutive indices, joined by concat. Exact (values are moved, never
+    computed, so NaN, inf and -0.0 pass unchanged); the gradient of a repeated index is the
+    sum of its slices' gradients (autodiff adds them)."""
+    size = x.shape[axis]
+    if size == "N":
+        cx.fail(f"picking elements along the batch dimension N of {_fmt(x.shape)} is not supported")
+    idx = [int(i) for i in idx]
+    if not idx:
+        cx.fail(
+            f"an empty selection along axis {axis} of {_fmt(x.shape)}: graphc has no "
+            "dimension of size 0"
+        )
+    if len(idx) > MAX_TAKEN:
+        cx.fail(
+            f"{len(idx)} elements picked along axis {axis}; graphc composes at most {MAX_TAKEN}"
+        )
+    if idx == list(range(int(size))):
+        return x
+    runs: list[list[int]] = []
+    for i in idx:
+        if runs and i == runs[-1][1]:
+            runs[-1][1] = i + 1
+        else:
+            runs.append([i, i + 1])
+    parts = [
+        x
+        if (lo, hi) == (0, size)
+        else dsl.apply("slice", x, axes=(axis,), starts=(lo,), ends=(hi,))
+        for lo, hi in runs
+    ]
+    return dsl.apply("concat", *parts, axis=axis) if len(parts) > 1 else parts[0]
+
+
+def _gather(cx: NodeContext) -> list[Value]:
+    """Gather of a computed value with indices known at import time (x[:, 0], a fixed set of
+    channels): np.take along a non-batch ``axis`` (negative indices count from the end), by
+    _take; the index array's shape replaces the axis (a scalar index removes it)."""
+    x = cx.x(0)
+    r = len(x.shape)
+    axis = _axis(cx, int(cx.attr("axis", 0)), r)
+    if isinstance(cx.value(1), Tensor):
+        cx.fail(
+            "indices computed from the graph's inputs (an embedding lookup): graphc gathers "
+            "only with indices known at import time"
+        )
+    idx = np.asarray(cx.c(1))
+    if idx.dtype.kind not in "iu":
+        cx.fail(f"indices of type {idx.dtype}: Gather takes int32 or int64 indices")
+    size = x.shape[axis]
+    if size == "N":
+        cx.fail(f"gathering along the batch dimension N of {_fmt(x.shape)} is not supported")
+    flat = idx.astype(np.int64).ravel()
+    bad = flat[(flat < -size) | (flat >= size)]
+    if bad.size:
+        cx.fail(
+            f"index {int(bad[0])} is out of range [-{size}, {size}) for axis {axis} of "
+            f"{_fmt(x.shape)}"
+        )
+    y = _take(cx, x, axis, np.where(flat < 0, flat + size, flat).tolist())
+    return [_reshape(cx, y, (*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :]))]
+
+
+def _strided_indices(cx: NodeContext, start: int, end: int, step: int, size: int) -> list[int]:
+    if step == 0:
+        cx.fail("slice step 0")
+    return list(range(size))[slice(start, end, step)]
+
+
+def _pad(cx: NodeContext) -> list[Value]:
+    """Pad (modes constant, reflect, edge, wrap; pads as an attribute before opset 11, as an
+    input from 11, ``axes`` from 18) of a computed value along its non-batch axes. Negative
+    pads crop. Constant: graphc's pad op (zeros) plus ``value`` at the padded positions (a
+    constant broadcast over N); reflect, edge and wrap: the elements numpy's np.pad picks for
+    that mode, by _take. Exact."""
+    x = cx.x(0)
+    r = len(x.shape)
+    mode = cx.attr("mode", "constant")
+    if mode not in ("constant", "reflect", "edge", "wrap"):
+        cx.fail(f"mode {mode!r} is not one of constant, reflect, edge, wrap")
+    if cx.version < 11:
+        pads = [int(v) for v in cx.attr("pads")]
+        value = float(cx.attr("value", 0.0))
+        axes = list(range(r))
+    else:
+        pads = [int(v) for v in np.ravel(cx.c(1))]
+        cv = cx.c(2) if cx.has(2) else None
+        value = float(np.ravel(cv)[0]) if cv is not None and np.size(cv) else 0.0
+        if cx.has(3):
+            axes = [_axis(cx, int(a), r) for a in np.ravel(cx.c(3))]
+        else:
+            axes = list(range(r))
+    if len(pads) != 2 * len(axes):
+        cx.fail(f"pads {pads} must have 2 entries per padded axis ({len(axes)} axes)")
+    if len(set(axes)) != len(axes):
+        cx.fail(f"axes {axes} repeat an axis")
+    y = x
+    zero_before, zero_after, zero_axes = [], [], []
+    for k, a in enumerate(axes):
+        lo, hi = pads[k], pads[k + len(axes)]
+        if lo == 0 and hi == 0:
+            continue
+        size = x.shape[a]
+        if size == "N":
+            cx.fail(f"padding the batch dimension N of {_fmt(x.shape)} is not supported")
+        if int(size) - max(-lo, 0) - max(-hi, 0) <= 0:
+            cx.fail(f"pads {lo}, {hi} crop all of axis {a} (size {size})")
+        if mode == "constant":  # crop the negative side, pad the positive one with zeros
+            if lo < 0 or hi < 0:
+                y = dsl.apply(
+                    "slice", y, axes=(a,), starts=(max(-lo, 0),), ends=(size - max(-hi, 0),)
+                )
+            if lo > 0 or hi > 0:
+                zero_axes.append(a)
+                zero_before.append(max(lo, 0))
+                zero_after.append(max(hi, 0))
+            continue
+        # negative pads crop first; the other side then pads the cropped axis (ONNX Runtime)
+        src = np.arange(max(-lo, 0), int(size) - max(-hi, 0))
+        if mode == "reflect" and (src.size < 2 or max(lo, hi) >= src.size):
+            cx.fail(
+                f"reflect pads {lo}, {hi} of axis {a} (size {src.size} after cropping) must be "
+                "less than its size"
+            )
+        idx = np.pad(src, (max(lo, 0), max(hi, 0)), mode=mode)
+        y = _take(cx, y, a, idx.tolist())
+    if zero_axes:
+        inner = tuple(y.shape)
+        y = dsl.apply(
+            "pad", y, axes=tuple(zero_axes), before=tuple(zero_before), after=tuple(zero_after)
+        )
+        if value != 0.0:
+            mask = np.ones([1 if d == "N" else int(d) for d in y.shape], np.float32) * value
+            core = tuple(
+                slice(zero_before[zero_axes.index(a)], zero_before[zero_axes.index(a)] + int(d))
+                if a in zero_axes
+                else slice(None)
+                for a, d in enumerate(inner)
+            )
+            mask[core] = 0.0
+            y = y + cx.imp.constant_tensor("pad_value", mask, cx, False)
+    return [y if y is not x else x * 1.0]
+
+
 def _slice(cx: NodeContext) -> list[Value]:
-    """Slice of a computed value: graphc's slice op (steps of 1, the batch axis whole)."""
+    """Slice of a computed value: graphc's slice op for the steps of 1, and _take for the other
+    steps (negative steps read backwards, as numpy's x[start:end:step]); the batch axis whole."""
     if not native("slice"):
         cx.fail(
             "Slice of a computed value needs graphc's slice op; it is supported only on "
@@ -1672,22 +1826,41 @@ def _slice(cx: NodeContext) -> list[Value]:
         axes = cx.c(3).tolist() if cx.has(3) else None
         steps = cx.c(4).tolist() if cx.has(4) else None
     axes = list(range(len(starts))) if axes is None else [_axis(cx, int(a), r) for a in axes]
-    if steps is not None and any(int(s) != 1 for s in steps):
-        cx.fail(f"steps {steps}: graphc slices with step 1 only")
-    b, e = [], []
-    for a, st, en in zip(axes, starts, ends):
+    steps = [1] * len(axes) if steps is None else [int(v) for v in steps]
+    if len(set(axes)) != len(axes):
+        cx.fail(f"axes {axes} repeat an axis")
+    b, e, kept, strided = [], [], [], []
+    for a, st, en, step in zip(axes, starts, ends, steps):
         size = x.shape[a]
         if size == "N":
+            if step == 1 and slice(int(st), int(en)).indices(2**62)[:2] == (0, 2**62):
+                continue  # the whole batch (x[0:INT_MAX]): nothing to cut
             cx.fail(f"slicing the batch dimension N of {_fmt(x.shape)} is not supported")
+        if step != 1:
+            idx = _strided_indices(cx, int(st), int(en), step, int(size))
+            if not idx:
+                cx.fail(
+                    f"the slice [{st}:{en}:{step}] of axis {a} (size {size}) is empty: graphc "
+                    "has no dimension of size 0"
+                )
+            strided.append((a, idx))
+            continue
         lo, hi, _ = slice(int(st), int(en)).indices(int(size))
         if hi <= lo:
             cx.fail(
                 f"the slice [{st}:{en}] of axis {a} (size {size}) is empty: graphc has no "
                 "dimension of size 0"
             )
-        b.append(lo)
-        e.append(hi)
-    return [dsl.apply("slice", x, axes=tuple(axes), starts=tuple(b), ends=tuple(e))]
+        if (lo, hi) != (0, size):
+            kept.append(a)
+            b.append(lo)
+            e.append(hi)
+    y = x
+    if kept:
+        y = dsl.apply("slice", x, axes=tuple(kept), starts=tuple(b), ends=tuple(e))
+    for a, idx in strided:
+        y = _take(cx, y, a, idx)
+    return [y if y is not x else x * 1.0]
 
 
 def _fold_cast(cx: NodeContext, args: list) -> list:
@@ -2356,11 +2529,12 @@ def _binarizer(cx: NodeContext) -> list[Value]:
 
 
 def _sign(cx: NodeContext) -> list[Value]:
-    """Sign: [x > 0] - [x < 0] (-1, 0 or 1; NaN gives 0 where ONNX Runtime gives NaN); its
-    derivative is 0."""
+    """Sign: [x > 0] - [x < 0] (-1, 0 or 1), NaN where x is NaN (numpy, torch and ONNX
+    Runtime alike); its derivative is 0."""
     x = cx.x(0)
     zero = dsl.const(0.0)
     t = dsl.apply("greater", x, zero) - dsl.apply("greater", zero, x)
+    t = dsl.apply("where", dsl.apply("not_equal", x, x), x, t)  # x != x only for NaN
     cx.imp.integral.add(id(t))
     return [t]
 
@@ -2477,9 +2651,9 @@ def _argmax_of(cx: NodeContext, x: Tensor) -> list[Value]:
     max_k(g_k * (S - 1 - k)); nondifferentiable, exact for S < 2**24."""
     r = len(x.shape)
     axis = _axis(cx, int(cx.attr("axis", 0)), r)
-    if cx.attr("select_last_index", 0):
-        cx.fail("select_last_index=1 is not supported")
     keep = bool(cx.attr("keepdims", 1))
+    if cx.attr("select_last_index", 0):
+        return [_last_argmax(cx, x, axis, keep)]
     if native("argmax") and native("cast"):  # i32 indices, as float32 values (labels flow on)
         t = dsl.apply("cast", dsl.apply("argmax", x, axis=axis, keepdims=keep), dtype="f32")
         cx.imp.integral.add(id(t))
@@ -2495,6 +2669,32 @@ def _argmax_of(cx: NodeContext, x: Tensor) -> list[Value]:
         t = _drop_axis(cx, t, axis)
     cx.imp.integral.add(id(t))
     return [t]
+
+
+def _last_argmax(cx: NodeContext, x: Tensor, axis: int, keep: bool) -> Tensor:
+    """The index of the last maximum along ``axis`` (select_last_index=1), as float32:
+    max_k(k * hit_k) with hit_k = [x_k >= m] for m the max, or [x_k is NaN] where m is NaN
+    (a NaN is the extreme, as for the first index). Exact for sizes < 2**24."""
+    size = x.shape[axis]
+    if size == "N":
+        cx.fail(f"an index along the batch dimension N of {_fmt(x.shape)} is not supported")
+    if not native("max"):
+        cx.fail("select_last_index=1 needs graphc's max reduction")
+    m = dsl.apply("max", x, axes=(axis,), keepdims=True)
+    hit = dsl.maximum(dsl.apply("greater_equal", x, m), dsl.apply("not_equal", x, x))
+    trail = (1,) * (len(x.shape) - axis - 1)
+    ks = np.arange(int(size), dtype=np.float32).reshape((int(size), *trail))
+    t = dsl.apply(
+        "max",
+        hit * cx.imp.constant_tensor(f"index_{size}", ks, cx, False),
+        axes=(axis,),
+        keepdims=True,
+    )
+    t = dsl.apply("cast", t, dtype="f32") if native("cast") else t  # no gradient
+    if not keep:
+        t = _drop_axis(cx, t, axis)
+    cx.imp.integral.add(id(t))
+    return t
 
 
 # ---------------------------------------------------------------- the table
@@ -2556,7 +2756,8 @@ OPS: dict[str, Rule] = {
     "Unsqueeze": Rule(_unsqueeze, ("axes",), fold=_fold_unsqueeze, keeps_integers=True),
     "Concat": Rule(_concat, ("axis",), fold=_fold_concat),
     "Shape": Rule(_shape, ("start", "end"), fold=_fold_shape),
-    "Gather": Rule(None, ("axis",), fold=_fold_gather),
+    "Gather": Rule(_gather, ("axis",), fold=_fold_gather),
+    "Pad": Rule(_pad, ("mode", "pads", "value")),
     "Slice": Rule(_slice, ("starts", "ends", "axes"), fold=_fold_slice),
     "ConstantOfShape": Rule(None, ("value",), fold=_constant_of_shape),
     "Cast": Rule(_cast, ("to", "saturate", "round_mode"), fold=_fold_cast, keeps_integers=True),

@@ -1,0 +1,220 @@
+"""ONNX op corners of computed values (issue: op-semantics sweep): Gather with indices known at
+import time (scalar, negative, repeated, 2-D), Slice with steps other than 1 (negative steps
+read backwards), Pad in every mode with negative pads, ArgMax/ArgMin's select_last_index,
+MatMul with a 1-D operand beside a batched one, and Sign of NaN. Each case is one output of
+one model (a few compiles for the whole file), checked against ONNX Runtime; the gradients of
+the composed movement against central differences of a float64 numpy forward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import numeric_grad
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper
+
+import graphc as gc
+from graphc.ir.errors import OnnxError
+
+
+def _model(nodes, inputs, outputs, inits=(), opset: int = 19):
+    g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 9
+    return m
+
+
+def _vi(name: str, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _init(name: str, v, dtype=np.int64):
+    return numpy_helper.from_array(np.array(v, dtype), name)
+
+
+def _ort(m, feeds):
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def _x() -> np.ndarray:
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    x[0, 0, 0], x[1, 1, 1], x[1, 2, 2] = np.nan, -np.inf, -0.0
+    return x
+
+
+GATHERS = [(1, 0), (1, -1), (2, [0, 3]), (2, [3, 0, 3]), (2, [[0, 1], [2, 3]]), (-1, [[-4]])]
+SLICES = [  # starts, ends, axes, steps
+    ([3], [0], [2], [-1]),
+    ([-1], [-100], [2], [-1]),
+    ([100], [-100], [2], [-2]),
+    ([0, 1], [2, 4], [-2, -1], [1, 2]),
+    ([0], [4], [2], [3]),
+    ([0, 0], [2**63 - 1, 4], [0, 2], [1, 2]),  # the whole batch axis beside a strided one
+    ([1, -1], [1000, -1000], [2, 1], [2, -2]),
+]
+PADS = [  # mode, pads, constant value
+    ("constant", [0, 1, 2, 0, 2, 1], None),
+    ("constant", [0, 0, -1, 0, 0, 1], 1.5),
+    ("reflect", [0, 1, 2, 0, 1, 3], None),
+    ("reflect", [0, 0, -1, 0, 0, 1], None),
+    ("edge", [0, 2, 4, 0, 2, 4], None),
+    ("edge", [0, -1, 0, 0, 2, -2], None),
+    ("wrap", [0, 0, -2, 0, 0, 3], None),
+    ("wrap", [0, 1, 5, 0, 2, 1], None),
+]
+
+
+def test_gather_slice_and_pad_of_a_computed_value_match_onnxruntime() -> None:
+    """Each case reads x + 0 (a computed value): graphc picks the same elements as ONNX
+    Runtime, NaN, -inf and -0.0 moved unchanged. Before, Gather refused computed data, Slice
+    any step but 1 and Pad was unknown."""
+    nodes = [helper.make_node("Add", ["x", "zero"], ["h"])]
+    inits = [_init("zero", 0.0, np.float32)]
+    outs = []
+    for k, (axis, idx) in enumerate(GATHERS):
+        inits.append(_init(f"gi{k}", idx))
+        nodes.append(helper.make_node("Gather", ["h", f"gi{k}"], [f"g{k}"], axis=axis))
+        outs.append(f"g{k}")
+    for k, (s, e, a, st) in enumerate(SLICES):
+        names = [f"s{k}_{n}" for n in "seat"]
+        inits += [_init(n, v) for n, v in zip(names, (s, e, a, st))]
+        nodes.append(helper.make_node("Slice", ["h", *names], [f"s{k}"]))
+        outs.append(f"s{k}")
+    for k, (mode, pads, value) in enumerate(PADS):
+        ins = ["h", f"p{k}_p"]
+        inits.append(_init(f"p{k}_p", pads))
+        if value is not None:
+            inits.append(_init(f"p{k}_v", value, np.float32))
+            ins.append(f"p{k}_v")
+        nodes.append(helper.make_node("Pad", ins, [f"p{k}"], mode=mode))
+        outs.append(f"p{k}")
+    m = _model(nodes, [_vi("x", ["N", 3, 4])], [_vi(o, None) for o in outs], inits)
+    x = _x()
+    want = _ort(m, {"x": x})
+    got = gc.from_onnx(m).compile().predict(x)
+    for name, w in zip(outs, want):
+        g = np.asarray(got[name])
+        assert g.shape == w.shape, name
+        np.testing.assert_array_equal(g, w, err_msg=name)
+        assert np.array_equal(np.signbit(g), np.signbit(w)), name
+
+
+def test_gather_slice_and_pad_gradients_match_central_differences() -> None:
+    """d/dW of sum(u * movement(x * W)): a repeated index and a reflected/edge element collect
+    the sum of their gradients (the scatter-add), checked against float64 numpy."""
+    rng = np.random.default_rng(1)
+    w0 = rng.standard_normal((3, 4)).astype(np.float32)
+    x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    cases = [
+        ("Gather", {"axis": 2}, [[3, 0, 3, 3]], lambda h: np.take(h, [3, 0, 3, 3], axis=2)),
+        ("Slice", {}, [[3], [-100], [2], [-2]], lambda h: h[:, :, 3::-2]),
+        (
+            "Pad",
+            {"mode": "reflect"},
+            [[0, 1, 3, 0, 1, 2]],
+            lambda h: np.pad(h, [(0, 0), (1, 1), (3, 2)], mode="reflect"),
+        ),
+        (
+            "Pad",
+            {"mode": "edge"},
+            [[0, -1, 2, 0, 2, 0]],
+            lambda h: np.pad(h[:, 1:], [(0, 0), (0, 2), (2, 0)], mode="edge"),
+        ),
+    ]
+    nodes = [helper.make_node("Mul", ["x", "W"], ["h"])]
+    inits = [numpy_helper.from_array(w0, "W")]
+    outs = []
+    for k, (op, attrs, args, _) in enumerate(cases):
+        names = [f"a{k}_{j}" for j in range(len(args))]
+        inits += [_init(n, v) for n, v in zip(names, args)]
+        nodes.append(helper.make_node(op, ["h", *names], [f"o{k}"], **attrs))
+        outs.append(f"o{k}")
+    m = _model(nodes, [_vi("x", ["N", 3, 4])], [_vi(o, None) for o in outs], inits)
+    for k, (_, _, _, ref) in enumerate(cases):
+        imp = gc.from_onnx(m, trainable={"W"}, outputs=[outs[k]])
+        u = rng.standard_normal(ref(x * w0).shape)
+        model = imp.compile(
+            gc.sum(imp.outputs[0] * gc.constant(u[:1].astype(np.float32))), gc.SGD(0.1)
+        )
+        got = next(iter(model.gradients(x[:1]).values()))
+
+        def f(w, ref=ref, u=u):
+            return float(np.sum(u[:1] * ref(x[:1].astype(np.float64) * w)))
+
+        np.testing.assert_allclose(
+            got, numeric_grad(f, [w0.astype(np.float64)], 0), rtol=1e-4, atol=1e-5
+        )
+
+
+def test_argmax_argmin_select_last_index_and_matmul_with_a_1d_operand() -> None:
+    """select_last_index=1 gives the last extreme at a tie (the first NaN-free rule of numpy on
+    the reversed axis; a NaN is the extreme, last NaN); MatMul [N,3,4] @ [4] and [4] @
+    [N,4,5] drop the 1-D operand's axis (numpy); Sign(NaN) is NaN. All against ONNX Runtime
+    (which ignores NaN in ArgMax: the NaN rows against numpy)."""
+    xt = np.array(
+        [
+            [[1, 3, 3, 2], [5, 5, 5, 5], [0, 0, 1, 1]],
+            [[np.nan, 1, 2, 3], [1, np.nan, 3, np.nan], [-np.inf, -np.inf, -np.inf, -np.inf]],
+        ],
+        np.float32,
+    )
+    nodes, outs = [], []
+    for op in ("ArgMax", "ArgMin"):
+        for axis in (1, 2):
+            o = f"{op}{axis}"
+            nodes += [
+                helper.make_node(op, ["x"], [o + "i"], axis=axis, keepdims=0, select_last_index=1),
+                helper.make_node("Cast", [o + "i"], [o], to=TensorProto.FLOAT),
+            ]
+            outs.append(o)
+    nodes += [
+        helper.make_node("MatMul", ["x", "v"], ["mv"]),
+        helper.make_node("Reshape", ["x", "shp"], ["x2"]),
+        helper.make_node("MatMul", ["v", "x2"], ["vm"]),
+        helper.make_node("Sign", ["x"], ["sign"]),
+    ]
+    outs += ["mv", "vm", "sign"]
+    inits = [_init("v", [0.5, -1.0, 2.0, 0.25], np.float32), _init("shp", [0, 1, 4, 3])]
+    m = _model(nodes, [_vi("x", ["N", 3, 4])], [_vi(o, None) for o in outs], inits, opset=13)
+    finite = np.nan_to_num(xt[:1], nan=7.0, neginf=-7.0)
+    got = gc.from_onnx(m).compile().predict(np.concatenate([finite, xt]))
+    want = _ort(m, {"x": finite})
+    for name, w in zip(outs, want):
+        np.testing.assert_allclose(np.asarray(got[name])[:1], w, rtol=1e-6, err_msg=name)
+    for op, f in (("ArgMax", np.argmax), ("ArgMin", np.argmin)):
+        for axis in (1, 2):
+            last = xt.shape[axis] - 1 - f(np.flip(xt, axis), axis)
+            np.testing.assert_array_equal(np.asarray(got[f"{op}{axis}"])[1:], last)
+    np.testing.assert_array_equal(np.asarray(got["sign"])[1:], np.sign(xt))
+
+
+def test_gather_refusals_name_the_node_and_the_reason() -> None:
+    """Indices out of range, computed indices and the batch axis are refused by name."""
+    x = [_vi("x", ["N", 3, 4])]
+    m = _model(
+        [helper.make_node("Gather", ["x", "i"], ["y"], axis=2)],
+        x,
+        [_vi("y", None)],
+        [_init("i", [4])],
+    )
+    with pytest.raises(OnnxError, match=r"Gather.*index 4 is out of range \[-4, 4\)"):
+        gc.from_onnx(m)
+    m = _model(
+        [helper.make_node("Gather", ["x", "i"], ["y"], axis=0)],
+        x,
+        [_vi("y", None)],
+        [_init("i", 0)],
+    )
+    with pytest.raises(OnnxError, match=r"Gather.*batch dimension N"):
+        gc.from_onnx(m)
+    m = _model(
+        [helper.make_node("Pad", ["x", "p"], ["y"], mode="reflect")],
+        x,
+        [_vi("y", None)],
+        [_init("p", [0, 0, 4, 0, 0, 0])],
+    )
+    with pytest.raises(OnnxError, match=r"Pad.*reflect pads 4, 0 of axis 2"):
+        gc.from_onnx(m)
