@@ -6,6 +6,7 @@ them inside loops that LLVM vectorizes. Transcendentals use our polynomial ``vma
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -259,7 +260,10 @@ def _int_power(b, x: ir.Value, k: int, name: str) -> ir.Value:
 @lowering("pow")
 def _pow(b, node, a, name):
     """Integer exponents up to 64 in magnitude: repeated products (then one division for a
-    negative one); 0.5: sqrt; otherwise exp(e * log(x)) (NaN for x < 0, as numpy)."""
+    negative one); 0.5: sqrt (numpy's power does the same: sqrt(-inf) is NaN); otherwise
+    r = exp(e * log|x|) with C's pow rules for x < 0 (numpy's reference): an integral e gives
+    r, negated for an odd e; a non-integral e gives NaN, except x = -inf: r (+inf for e > 0,
+    0 for e < 0)."""
     x, e = a[0], float(attr(node, "exponent"))
     if e == 0.0:
         return one_like(x)
@@ -268,8 +272,15 @@ def _pow(b, node, a, name):
         return p if e > 0 else b.fdiv(one_like(x), p, name=name)
     if e == 0.5:
         return vmath.sqrt(b, x, name=name)
-    lx = vmath.log(b, x, name=name + ".log")
-    return vmath.exp(b, b.fmul(lx, _c(x, e)), name=name)
+    lx = vmath.log(b, vmath.fabs(b, x, name=name + ".abs"), name=name + ".log")
+    r = vmath.exp(b, b.fmul(lx, _c(x, e)), name=name + ".mag")
+    if e.is_integer():  # |e| > 64 (every float32 from 2**24 on is even)
+        if abs(e) < 2.0**24 and int(e) % 2:  # x's sign (-0.0 too: (-0) ** -65 = -inf)
+            return vmath.copysign(b, r, x, name=name)
+        return r
+    neg = b.fcmp_ordered("<", x, zero_like(x), name=name + ".neg")
+    finite = b.fcmp_ordered("!=", x, _c(x, -math.inf), name=name + ".fin")
+    return b.select(b.and_(neg, finite), _c(x, math.nan), r, name=name)
 
 
 def _elu(b, x: ir.Value, alpha: float, name: str) -> ir.Value:

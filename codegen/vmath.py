@@ -138,6 +138,11 @@ def fabs(b: ir.IRBuilder, x: ir.Value, name: str = "") -> ir.Value:
     return _intrinsic(b, "fabs", [x], name or "fabs")
 
 
+def copysign(b: ir.IRBuilder, mag: ir.Value, sign: ir.Value, name: str = "") -> ir.Value:
+    """|mag| with the sign bit of ``sign`` (llvm.copysign: -0.0 and NaN signs count)."""
+    return _intrinsic(b, "copysign", [mag, sign], name or "copysign")
+
+
 def sqrt(b: ir.IRBuilder, x: ir.Value, name: str = "") -> ir.Value:
     """Correctly rounded square root (llvm.sqrt); sqrt(x < 0) = nan, sqrt(-0) = -0."""
     return _intrinsic(b, "sqrt", [x], name or "sqrt")

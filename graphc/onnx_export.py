@@ -241,7 +241,11 @@ def _gelu_factor(w: _Writer, n: Node, x: str) -> str:
 
 
 def _pow(w: _Writer, n: Node) -> None:
-    w.node("Pow", [n.inputs[0], _scalar(w, n, float(_attr_of(n, "exponent")))], n.name, n)
+    e = float(_attr_of(n, "exponent"))
+    if e == 0.5:  # graphc's pow(x, 0.5) is sqrt (numpy's too): sqrt(-inf) is NaN, C's pow inf
+        w.node("Sqrt", list(n.inputs), n.name, n)
+        return
+    w.node("Pow", [n.inputs[0], _scalar(w, n, e)], n.name, n)
 
 
 def _rsqrt(w: _Writer, n: Node) -> None:
