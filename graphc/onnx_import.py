@@ -514,7 +514,8 @@ class Importer:
             input_names[vi.name] = t.name
             self.values[vi.name] = t
             self.known.add(id(t))
-        want = outputs if outputs is not None else [o.name for o in g.output]
+        # each name once: a name listed twice is one output (ONNX Runtime returns it once)
+        want = list(dict.fromkeys(outputs if outputs is not None else [o.name for o in g.output]))
         declared = [o.name for o in g.output]
         self.output_set = set(want)
         needed = set(want)  # convert only the nodes the selected outputs depend on
@@ -537,7 +538,7 @@ class Importer:
                     "input); graphc compiles only computed outputs"
                 )
             outs.append(v)
-        self.name_outputs(want, outs)
+        outs = self.name_outputs(want, outs, input_names)
         for name, v in zip(want, outs):
             out_names[name] = v.name
         gname = self.graph.name or "model"
@@ -556,17 +557,31 @@ class Importer:
             set(self.bound),
         )
 
-    def name_outputs(self, names: list[str], outs: list[Tensor]) -> None:
-        """Give computed outputs their ONNX names (sanitized), so that predict's dict and the C
-        header use the exporter's names: every node that reads one is rewritten with it."""
+    def name_outputs(
+        self, names: list[str], outs: list[Tensor], input_names: dict[str, str]
+    ) -> list[Tensor]:
+        """The outputs under their ONNX names (sanitized), so that predict's dict and the C
+        header use the exporter's names, as ONNX Runtime's results do.
+
+        A computed value that no earlier output took is renamed in place (every node that
+        reads it is rewritten). An output that is another output's value (``y2 = Identity(y)``,
+        folded away here), a graph input under another name, or a weight becomes a copy under
+        its own name (a reshape to the same type, which simplification removes; the names then
+        share one value). A graph input returned under its own name keeps it. Returns the
+        outputs, each as predict will name it."""
         rename: dict[str, str] = {}
+        result: list[Tensor] = []
         for name, t in zip(names, outs):
-            if t.name[:1] == "%" and t.name not in rename:
+            if t.name[:1] == "%" and t.name not in rename:  # a value no output took yet
                 rename[t.name] = c_name(self.prefix + name, self.taken, "y")
+            elif input_names.get(name) != t.name:  # not a graph input under its own name
+                own = c_name(self.prefix + name, self.taken, "y")
+                t = dsl.apply("reshape", t, name=own, shape=t.type.shape)
+            result.append(t)
         if not rename:
-            return
+            return result
         seen: set[int] = set()
-        stack = list(outs)
+        stack = list(result)
         while stack:
             t = stack.pop()
             if id(t) in seen:
@@ -579,6 +594,7 @@ class Importer:
                     inputs=tuple(rename.get(i, i) for i in n.inputs),
                 )
             stack.extend(t.parents)
+        return result
 
     def find_frozen(self) -> None:
         """Initializers that are no weights never train: BatchNormalization's running mean and

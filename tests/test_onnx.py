@@ -304,6 +304,39 @@ def test_a_constant_without_its_values_is_named() -> None:
         imp.compile()
 
 
+@pytest.mark.parametrize(
+    "outputs, nodes",
+    [
+        (["y", "y2"], [("Relu", ["x"], ["y"]), ("Identity", ["y"], ["y2"])]),  # folded alias
+        (["out"], [("Identity", ["x"], ["out"])]),  # a graph input under another name
+        (["y", "x"], [("Relu", ["x"], ["y"])]),  # a graph input under its own name
+        (
+            ["a", "b"],
+            [("Neg", ["x"], ["a"]), ("Identity", ["a"], ["t"]), ("Identity", ["t"], ["b"])],
+        ),
+    ],
+)
+def test_outputs_keep_their_onnx_names_as_onnxruntime(outputs, nodes) -> None:
+    """predict's dict is keyed by the file's output names, each with ONNX Runtime's values,
+    also where an output is another output's value or a graph input."""
+    m = make_model(
+        [helper.make_node(op, i, o) for op, i, o in nodes],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["N", 3]) for o in outputs],
+        [],
+        17,
+    )
+    x = np.array([[-1.0, 2.0, 3.0], [4.0, -5.0, 0.25]], np.float32)
+    want = dict(zip(outputs, ort_run(m, {"x": x})))
+    imp = gc.from_onnx(m)
+    assert list(imp.output_names) == outputs
+    got = imp.compile().predict(x)
+    got = got if isinstance(got, dict) else {outputs[0]: got}
+    assert list(got) == outputs
+    for k in outputs:
+        assert_close(got[k], np.broadcast_to(want[k], got[k].shape))
+
+
 # ---------------------------------------------------------------- errors, untrusted files
 
 
