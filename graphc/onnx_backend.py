@@ -67,7 +67,10 @@ SHAPE_INPUTS = {
     "Slice": (1, 2, 3, 4),
     "ReduceSum": (1,),
     "ReduceMean": (1,),
-    **{f"Reduce{k}": (1,) for k in ("Max", "Min", "L1", "L2", "SumSquare", "LogSum", "LogSumExp")},
+    **{
+        f"Reduce{k}": (1,)
+        for k in ("Max", "Min", "L1", "L2", "SumSquare", "LogSum", "LogSumExp", "Prod")
+    },
     "Gather": (1,),
     "Pad": (1, 2, 3),
     "ConstantOfShape": (0,),

@@ -2277,6 +2277,9 @@ def _reduce_composed(kind: str) -> Callable[[NodeContext], list[Value]]:
             return [x * 1.0 if kind == "logsumexp" else pointwise[kind](x)]
         if kind == "logsumexp":
             m = dsl.apply("max", x, axes=ax, keepdims=True)
+            # an infinite max is not subtracted (-inf - -inf is NaN): all -inf gives log(0) =
+            # -inf and a +inf gives +inf, as torch.logsumexp and ONNX Runtime
+            m = dsl.apply("where", dsl.apply("equal", m - m, dsl.const(0.0)), m, dsl.const(0.0))
             s = dsl.log(dsl.sum(dsl.exp(x - m), ax, keepdims=True)) + m
             return [s if keep else _reshape(cx, s, _kept(x.shape, ax))]
         term = {"l1": _abs, "l2": dsl.square, "sumsquare": dsl.square, "logsum": None}[kind]
@@ -2288,6 +2291,47 @@ def _reduce_composed(kind: str) -> Callable[[NodeContext], list[Value]]:
         return [s]
 
     return convert
+
+
+def _reduce_prod(cx: NodeContext) -> list[Value]:
+    """ReduceProd of a computed value: the product of the slices along each reduced axis, in
+    order (exact products; the gradient by the product rule, right where an element is 0);
+    not over the batch axis, at most MAX_COMPOSED_AXIS elements per axis."""
+    x = cx.x(0)
+    r = len(x.shape)
+    ax = _reduction_axes(cx, r, 18)
+    if not ax:
+        return [x * 1.0]
+    y = x
+    for a in ax:
+        size = y.shape[a]
+        if size == "N":
+            cx.fail(f"a product over the batch dimension N of {_fmt(x.shape)} is not supported")
+        if int(size) > MAX_COMPOSED_AXIS:
+            cx.fail(
+                f"axis {a} has {size} elements; graphc composes products over at most "
+                f"{MAX_COMPOSED_AXIS}"
+            )
+        p = None
+        for k in range(int(size)):
+            part = dsl.apply("slice", y, axes=(a,), starts=(k,), ends=(k + 1,)) if size != 1 else y
+            p = part if p is None else p * part
+        y = p
+    if not cx.attr("keepdims", 1):
+        y = _reshape(cx, y, _kept(x.shape, ax))
+    return [y if y is not x else x * 1.0]
+
+
+def _fold_reduce_prod(cx: NodeContext, args: list) -> list:
+    a = np.asarray(args[0])
+    ax = _reduction_axes(cx, a.ndim, 18)
+    keep = bool(cx.attr("keepdims", 1))
+    if a.dtype == object:
+        cx.fail(
+            "a product of a shape holding the batch size N: arithmetic that changes N (a "
+            "symbolic size) is not supported in shape computations"
+        )
+    return [np.prod(a, axis=ax, keepdims=keep).astype(a.dtype) if ax else a]
 
 
 def _kept(shape: tuple, axes: tuple) -> tuple:
@@ -2789,6 +2833,9 @@ OPS: dict[str, Rule] = {
     ),
     "ReduceMean": Rule(_reduce("mean", 18), ("axes", "keepdims", "noop_with_empty_axes")),
     "ReduceSum": Rule(_reduce("sum", 13), ("axes", "keepdims", "noop_with_empty_axes")),
+    "ReduceProd": Rule(
+        _reduce_prod, ("axes", "keepdims", "noop_with_empty_axes"), fold=_fold_reduce_prod
+    ),
     "BatchNormalization": Rule(_batch_norm, ("epsilon", "momentum", "training_mode", "spatial")),
     "LayerNormalization": Rule(_layer_norm, ("axis", "epsilon", "stash_type")),
     "ArgMax": Rule(_argmax, ("axis", "keepdims", "select_last_index")),

@@ -218,3 +218,59 @@ def test_gather_refusals_name_the_node_and_the_reason() -> None:
     )
     with pytest.raises(OnnxError, match=r"Pad.*reflect pads 4, 0 of axis 2"):
         gc.from_onnx(m)
+
+
+def test_reduce_prod_and_logsumexp_of_infinities_match_onnxruntime() -> None:
+    """ReduceProd folds in shape computations (Shape(start=1) -> ReduceProd -> Reshape, a
+    flatten older exporters write) and multiplies computed values; ReduceLogSumExp of a row
+    of -inf is -inf and of a row holding +inf is +inf (was NaN: -inf - -inf)."""
+    N = helper.make_node
+    nodes = [
+        N("Shape", ["x"], ["s"], start=1),
+        N("ReduceProd", ["s"], ["p"], keepdims=1),
+        N("Concat", ["m1", "p"], ["t"], axis=0),
+        N("Reshape", ["x", "t"], ["flat"]),
+        N("ReduceProd", ["x", "a2"], ["prod"], keepdims=0),
+        N("ReduceProd", ["x", "a12"], ["prod12"], keepdims=1),
+        N("ReduceLogSumExp", ["x", "a2"], ["lse"], keepdims=0),
+    ]
+    inits = [_init("m1", [-1]), _init("a2", [2]), _init("a12", [-1, 1])]
+    outs = ["flat", "prod", "prod12", "lse"]
+    m = _model(nodes, [_vi("x", ["N", 3, 4])], [_vi(o, None) for o in outs], inits, opset=18)
+    x = np.random.default_rng(2).uniform(0.5, 1.5, (2, 3, 4)).astype(np.float32)
+    x[0, 0, :] = -np.inf
+    x[0, 1, 2] = np.inf
+    x[1, 2, 1] = 0.0
+    want = _ort(m, {"x": x})
+    got = gc.from_onnx(m).compile().predict(x)
+    for name, w in zip(outs, want):
+        np.testing.assert_allclose(np.asarray(got[name]), w, rtol=1e-5, err_msg=name)
+
+
+def test_reduce_prod_gradient_with_a_zero_matches_central_differences() -> None:
+    """d/dW sum(u * ReduceProd(x * W, axis 2)): the product rule, right at an element that is 0
+    (no division by the product)."""
+    w0 = np.array([[1.2, 0.0, -0.7, 0.9], [0.5, -1.1, 1.3, 0.8], [0.0, 0.0, 1.0, 2.0]], np.float32)
+    x = np.random.default_rng(3).uniform(0.5, 1.5, (1, 3, 4)).astype(np.float32)
+    nodes = [
+        helper.make_node("Mul", ["x", "W"], ["h"]),
+        helper.make_node("ReduceProd", ["h"], ["y"], axes=[2], keepdims=0),
+    ]
+    m = _model(
+        nodes,
+        [_vi("x", ["N", 3, 4])],
+        [_vi("y", None)],
+        [numpy_helper.from_array(w0, "W")],
+        opset=13,
+    )
+    imp = gc.from_onnx(m, trainable={"W"})
+    u = np.array([[0.5, -1.0, 2.0]], np.float32)
+    model = imp.compile(gc.sum(imp.outputs[0] * gc.constant(u)), gc.SGD(0.1))
+    got = next(iter(model.gradients(x).values()))
+
+    def f(w):
+        return float(np.sum(u * np.prod(x.astype(np.float64) * w, axis=2)))
+
+    np.testing.assert_allclose(
+        got, numeric_grad(f, [w0.astype(np.float64)], 0), rtol=1e-4, atol=1e-6
+    )
