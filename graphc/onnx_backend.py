@@ -55,6 +55,7 @@ UNSUPPORTED = {
     "empty tensors (a dimension of size 0)": r"dimension of size 0",
     "opsets below 7": r"opset \d is outside what graphc imports",
     "models without a default-domain opset": r"declares no default-domain opset",
+    "Einsum with ellipses, diagonals or rank-0 operands": r"\(Einsum, opset \d+\): equation",
 }
 
 
@@ -77,6 +78,10 @@ SHAPE_INPUTS = {
     "Range": (0, 1, 2),
     "Expand": (1,),
     "Split": (1,),
+    "Tile": (1,),
+    "CumSum": (1,),
+    "Trilu": (1,),
+    "OneHot": (1,),
 }
 
 

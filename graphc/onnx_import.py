@@ -2705,13 +2705,15 @@ def _argmax(cx: NodeContext) -> list[Value]:
     return _argmax_of(cx, cx.x(0))
 
 
-def _argmax_of(cx: NodeContext, x: Tensor) -> list[Value]:
+def _argmax_of(
+    cx: NodeContext, x: Tensor, axis: int | None = None, keep: bool | None = None
+) -> list[Value]:
     """The index of the first maximum of ``x`` along the node's ``axis``, as float32: graphc's
     argmax and cast, or (without them) with m the max and g_k = [x_k >= m], index = (S - 1) -
     max_k(g_k * (S - 1 - k)); nondifferentiable, exact for S < 2**24."""
     r = len(x.shape)
-    axis = _axis(cx, int(cx.attr("axis", 0)), r)
-    keep = bool(cx.attr("keepdims", 1))
+    axis = _axis(cx, int(cx.attr("axis", 0)), r) if axis is None else axis
+    keep = bool(cx.attr("keepdims", 1)) if keep is None else keep
     if cx.attr("select_last_index", 0):
         return [_last_argmax(cx, x, axis, keep)]
     if native("argmax") and native("cast"):  # i32 indices, as float32 values (labels flow on)
@@ -2757,6 +2759,380 @@ def _last_argmax(cx: NodeContext, x: Tensor, axis: int, keep: bool) -> Tensor:
     return t
 
 
+# --- operators real exporters write beside the activations (torch's Hardshrink writes Or of
+# two comparisons; Keras and hand-written graphs Floor/Ceil, IsNaN/IsInf masks, CumSum,
+# Hardmax, Einsum matrix products, Tile, Trilu, OneHot). Masks are float32 0/1 values, as
+# graphc's comparisons (marked integral: a Cast to bool or int keeps them).
+
+
+def _mask(cx: NodeContext, t: Tensor) -> Tensor:
+    cx.imp.integral.add(id(t))
+    return t
+
+
+def _logical(kind: str) -> Callable[[NodeContext], list[Value]]:
+    """And, Or, Xor of 0/1 masks (broadcast): a * b, max(a, b), [a != b]; Not: 1 - a. Any
+    nonzero is true, as a bool cast would read it ([a != 0] first)."""
+
+    def convert(cx: NodeContext) -> list[Value]:
+        zero = dsl.const(0.0)
+        args = [dsl.apply("not_equal", cx.x(i), zero) for i in range(cx.n_inputs)]
+        if kind == "not":
+            return [_mask(cx, 1.0 - args[0])]
+        a, b = args
+        if kind == "and":
+            t = a * b
+        elif kind == "or":
+            t = dsl.maximum(a, b)
+        else:
+            t = dsl.apply("not_equal", a, b)
+        return [_mask(cx, t)]
+
+    return convert
+
+
+def _logical_fold(f: Callable) -> Callable[[NodeContext, list], list]:
+    def fold(cx: NodeContext, args: list) -> list:
+        if any(np.asarray(a).dtype == object for a in args):
+            cx.fail("logic on the batch size N is not supported in shape computations")
+        return [np.asarray(f(*(np.asarray(a).astype(bool) for a in args)))]
+
+    return fold
+
+
+def _isnan(cx: NodeContext) -> list[Value]:
+    x = cx.x(0)
+    return [_mask(cx, dsl.apply("not_equal", x, x))]  # only NaN differs from itself
+
+
+def _isinf(cx: NodeContext) -> list[Value]:
+    """IsInf: [x == +inf] (detect_positive, default 1) + [x == -inf] (detect_negative,
+    default 1); NaN is not infinite."""
+    x = cx.x(0)
+    pos, neg = int(cx.attr("detect_positive", 1)), int(cx.attr("detect_negative", 1))
+    terms = [
+        dsl.apply("equal", x, dsl.const(v)) for v, on in ((math.inf, pos), (-math.inf, neg)) if on
+    ]
+    if not terms:
+        return [_mask(cx, dsl.apply("equal", x, x) * 0.0)]
+    return [_mask(cx, terms[0] + terms[1] if len(terms) == 2 else terms[0])]
+
+
+def _fold_isinf(cx: NodeContext, args: list) -> list:
+    a = np.asarray(args[0], dtype=np.float64)
+    pos, neg = int(cx.attr("detect_positive", 1)), int(cx.attr("detect_negative", 1))
+    return [(np.isposinf(a) & bool(pos)) | (np.isneginf(a) & bool(neg))]
+
+
+def _shrink(cx: NodeContext) -> list[Value]:
+    """Shrink (torch's Hardshrink and Softshrink): x - bias for x > lambd, x + bias for
+    x < -lambd, 0 otherwise (lambd 0.5, bias 0 by default; ONNX's definition, so NaN gives 0
+    as in ONNX Runtime). Gradient 1 outside [-lambd, lambd], 0 inside."""
+    x = cx.x(0)
+    lambd, bias = float(cx.attr("lambd", 0.5)), float(cx.attr("bias", 0.0))
+    zero = dsl.const(0.0)
+    hi = dsl.apply("greater", x, dsl.const(lambd))
+    lo = dsl.apply("less", x, dsl.const(-lambd))
+    y = dsl.apply("where", hi, x - bias if bias else x, zero)
+    return [dsl.apply("where", lo, x + bias if bias else x, y)]
+
+
+def _integral_part(cx: NodeContext, x: Tensor, direction: int) -> Tensor:
+    """floor (direction -1) or ceil (+1) of ``x``: r = x rounded to the nearest integer (see
+    _round: (|x| + 2**23) - 2**23 for |x| < 2**23), then r - [r > x] or r + [r < x]; a zero
+    result takes x's sign (floor(-0.0) = -0.0, ceil(-0.5) = -0.0, as C and numpy); |x| >=
+    2**23 (integers already), infinities and NaN pass unchanged. Derivative 0 (the cast)."""
+    a = _abs(x)
+    r = (a + _ROUND_MAGIC) - _ROUND_MAGIC
+    zero = dsl.const(0.0)
+    r = dsl.apply("where", dsl.apply("greater", zero, x), zero - r, r)
+    if direction < 0:
+        r = r - dsl.apply("greater", r, x)
+    else:
+        r = r + dsl.apply("greater", x, r)
+    r = dsl.apply("where", dsl.apply("equal", r, zero), x * 0.0, r)
+    small = dsl.apply("greater", dsl.const(_ROUND_MAGIC), a)
+    return _mask(cx, dsl.apply("cast", dsl.apply("where", small, r, x), dtype="f32"))
+
+
+def _hardmax(cx: NodeContext) -> list[Value]:
+    """Hardmax: 1 at the first maximum along ``axis`` (default -1 from opset 13; 1 before,
+    where the input is read as 2-D [prod(:axis), prod(axis:)], which graphc supports when
+    axis is the last), 0 elsewhere: [k == argmax] with graphc's argmax (see _argmax_of).
+    Derivative 0."""
+    x = cx.x(0)
+    r = len(x.shape)
+    axis = _axis(cx, int(cx.attr("axis", -1 if cx.version >= 13 else 1)), r)
+    if cx.version < 13 and axis != r - 1:
+        cx.fail(
+            f"axis {axis} of {_fmt(x.shape)} before opset 13 reads the value as 2-D; graphc "
+            "supports the last axis only"
+        )
+    size = x.shape[axis]
+    if size == "N":
+        cx.fail(f"a hardmax over the batch dimension N of {_fmt(x.shape)} is not supported")
+    idx = _argmax_of(cx, x, axis=axis, keep=True)[0]
+    assert isinstance(idx, Tensor)
+    ks = np.arange(int(size), dtype=np.float32).reshape((int(size),) + (1,) * (r - axis - 1))
+    t = dsl.apply("equal", idx, cx.imp.constant_tensor(f"index_{size}", ks, cx, False))
+    return [_mask(cx, t)]
+
+
+MAX_CUMSUM = 1024  # the longest axis CumSum composes (one add and slice per element)
+
+
+def _cumsum(cx: NodeContext) -> list[Value]:
+    """CumSum along ``axis`` (input 1, known at import time) of a non-batch axis: running sums
+    of the slices, in order (as ONNX Runtime adds them), joined by concat; ``exclusive``
+    shifts by one (a leading 0), ``reverse`` sums from the end. Gradient: the reverse
+    cumulative sum (autodiff of the adds)."""
+    x = cx.x(0)
+    r = len(x.shape)
+    a = np.asarray(cx.c(1))
+    if a.size != 1 or a.dtype.kind not in "iu":
+        cx.fail(f"axis must be one integer, got {a.tolist()!r}")
+    axis = _axis(cx, int(a.reshape(())), r)
+    size = x.shape[axis]
+    if size == "N":
+        cx.fail(f"a cumulative sum over the batch dimension N of {_fmt(x.shape)} is not supported")
+    if int(size) > MAX_CUMSUM:
+        cx.fail(
+            f"axis {axis} has {size} elements; graphc composes CumSum over at most {MAX_CUMSUM}"
+        )
+    exclusive, reverse = bool(cx.attr("exclusive", 0)), bool(cx.attr("reverse", 0))
+    parts = [
+        dsl.apply("slice", x, axes=(axis,), starts=(k,), ends=(k + 1,)) if size != 1 else x
+        for k in range(int(size))
+    ]
+    order = list(range(int(size)))[::-1] if reverse else list(range(int(size)))
+    sums: dict[int, Tensor] = {}
+    run: Tensor | None = None
+    for k in order:
+        if exclusive:
+            sums[k] = parts[k] * 0.0 if run is None else run * 1.0
+            run = parts[k] if run is None else run + parts[k]
+        else:
+            run = parts[k] if run is None else run + parts[k]
+            sums[k] = run if run is not parts[k] else parts[k] * 1.0
+    out = [sums[k] for k in range(int(size))]
+    return [dsl.apply("concat", *out, axis=axis) if len(out) > 1 else out[0]]
+
+
+def _fold_cumsum(cx: NodeContext, args: list) -> list:
+    x = np.asarray(args[0])
+    if x.dtype == object:
+        cx.fail("CumSum of the batch size N is not supported in shape computations")
+    axis = _axis(cx, int(np.asarray(args[1]).reshape(())), x.ndim)
+    y = np.flip(x, axis) if cx.attr("reverse", 0) else x
+    c = np.cumsum(y, axis=axis, dtype=x.dtype)
+    if cx.attr("exclusive", 0):
+        c = c - y
+    return [np.flip(c, axis) if cx.attr("reverse", 0) else c]
+
+
+def _tile(cx: NodeContext) -> list[Value]:
+    """Tile with repeats known at import time: each non-batch axis joined to itself
+    ``repeats`` times by concat (the batch axis only with repeat 1). Exact."""
+    x = cx.x(0)
+    reps = np.asarray(cx.c(1)).astype(np.int64).ravel()
+    if reps.size != len(x.shape) or (reps < 0).any():
+        cx.fail(f"repeats {reps.tolist()} must be {len(x.shape)} non-negative integers")
+    if (reps == 0).any():
+        cx.fail(f"repeats {reps.tolist()} give a dimension of size 0")
+    y = x
+    for axis, k in enumerate(reps.tolist()):
+        if k == 1:
+            continue
+        if x.shape[axis] == "N":
+            cx.fail(f"repeating the batch dimension N of {_fmt(x.shape)} is not supported")
+        y = dsl.apply("concat", *([y] * k), axis=axis)
+    return [y if y is not x else x * 1.0]
+
+
+def _fold_tile(cx: NodeContext, args: list) -> list:
+    if np.asarray(args[0]).dtype == object:
+        cx.fail("Tile of the batch size N is not supported in shape computations")
+    return [np.tile(args[0], np.asarray(args[1]).astype(np.int64).tolist())]
+
+
+def _trilu(cx: NodeContext) -> list[Value]:
+    """Trilu: x where the element of the last two axes [i, j] lies on or below (upper=0) /
+    above (upper=1, the default) diagonal k (input 1, default 0; j - i <= k or j - i >= k),
+    0 elsewhere (a select, so an inf or NaN outside gives 0, as ONNX Runtime)."""
+    x = cx.x(0)
+    if len(x.shape) < 2 or "N" in x.shape[-2:]:
+        cx.fail(f"Trilu of {_fmt(x.shape)}: the last two axes must have fixed sizes")
+    k = int(np.asarray(cx.c(1)).reshape(())) if cx.has(1) else 0
+    rows, cols = int(x.shape[-2]), int(x.shape[-1])
+    d = np.arange(cols)[None, :] - np.arange(rows)[:, None]
+    keep = d >= k if cx.attr("upper", 1) else d <= k
+    m = cx.imp.constant_tensor(f"trilu_{rows}_{cols}_{k}", keep.astype(np.float32), cx, False)
+    return [dsl.apply("where", m, x, dsl.const(0.0))]
+
+
+def _fold_trilu(cx: NodeContext, args: list) -> list:
+    x = np.asarray(args[0])
+    k = int(np.asarray(args[1]).reshape(())) if len(args) > 1 and args[1] is not None else 0
+    return [np.triu(x, k) if cx.attr("upper", 1) else np.tril(x, k)]
+
+
+def _onehot(cx: NodeContext) -> list[Value]:
+    """OneHot: indices (computed or known), depth (known at import time), values [off, on]:
+    on where the index (negative ones count from depth) equals the position along the new
+    ``axis`` (default -1), off elsewhere; indices out of range give a row of off.
+    Derivative 0 with respect to the indices."""
+    idx = cx.x(0)
+    depth_a = np.asarray(cx.c(1))
+    if depth_a.size != 1:
+        cx.fail(f"depth must be one number, got {depth_a.tolist()!r}")
+    depth = int(depth_a.reshape(()))
+    if depth < 1:
+        cx.fail(f"depth {depth} gives a dimension of size 0")
+    vals = cx.value(2)
+    r = len(idx.shape) + 1
+    axis = _axis(cx, int(cx.attr("axis", -1)), r)
+    if axis == 0 and "N" in idx.shape:
+        cx.fail("a one-hot axis before the batch dimension N is not supported")
+    d = float(depth)
+    fixed = dsl.apply("where", dsl.apply("less", idx, dsl.const(0.0)), idx + d, idx)
+    shape = (*idx.shape[:axis], 1, *idx.shape[axis:])
+    fixed = _reshape(cx, fixed, shape)
+    ks = np.arange(depth, dtype=np.float32).reshape((depth,) + (1,) * (r - axis - 1))
+    hot = dsl.apply("equal", fixed, cx.imp.constant_tensor(f"index_{depth}", ks, cx, False))
+    if isinstance(vals, np.ndarray):
+        off, on = (float(v) for v in np.asarray(vals, dtype=np.float64).ravel()[:2])
+        if (off, on) == (0.0, 1.0):
+            return [_mask(cx, hot)]
+        return [hot * (on - off) + off]
+    v = cx.x(2)
+    off_t = dsl.apply("slice", v, axes=(0,), starts=(0,), ends=(1,))
+    on_t = dsl.apply("slice", v, axes=(0,), starts=(1,), ends=(2,))
+    return [dsl.apply("where", hot, on_t, off_t)]
+
+
+def _fold_onehot(cx: NodeContext, args: list) -> list:
+    idx, depth, vals = (np.asarray(a) for a in args)
+    if idx.dtype == object:
+        cx.fail("OneHot of the batch size N is not supported in shape computations")
+    depth_i = int(depth.reshape(()))
+    i = idx.astype(np.int64)
+    i = np.where(i < 0, i + depth_i, i)
+    axis = _axis(cx, int(cx.attr("axis", -1)), idx.ndim + 1)
+    hot = np.expand_dims(i, axis) == np.arange(depth_i).reshape(
+        (depth_i,) + (1,) * (idx.ndim - axis)
+    )
+    return [np.where(hot, vals.ravel()[1], vals.ravel()[0]).astype(vals.dtype)]
+
+
+def _einsum_terms(cx: NodeContext, n: int) -> tuple[list[str], str]:
+    """The input terms and the output term of the node's equation (an implicit output: the
+    labels used once, in alphabetical order, as numpy)."""
+    eq = str(cx.attr("equation", "")).replace(" ", "")
+    if "..." in eq:
+        cx.fail(f"equation {eq!r}: ellipses ('...') are not supported; write every axis")
+    lhs, arrow, out = eq.partition("->")
+    ins = lhs.split(",")
+    if not arrow:
+        out = "".join(sorted(c for c in set(lhs) if c.isalpha() and lhs.count(c) == 1))
+    if len(ins) != n or not all(t.isalpha() for t in ins) or not (out == "" or out.isalpha()):
+        cx.fail(f"equation {eq!r} does not match the node's {n} inputs")
+    return ins, out
+
+
+def _is_subsequence(sub: str, s: str) -> bool:
+    it = iter(s)
+    return all(c in it for c in sub)
+
+
+def _einsum(cx: NodeContext) -> list[Value]:
+    """Einsum of two operands as the products exporters write (torch.einsum, Keras
+    EinsumDense), with each label at most once per term: a matrix product "ik,kj->ij" (either
+    operand transposed) and its batched form "bik,bkj->bik" (batch labels leading, in the
+    same order), by graphc's matmul; otherwise a broadcast product summed over the shared
+    labels the output drops ("bi,bi->b", "bik,bjk->bij", "bi,bj->bij"), when both terms list
+    their labels in the order of the output followed by the summed labels. One operand: a
+    sum over labels, or a transpose of two. Anything else (a diagonal, a label summed in one
+    operand only, other orders) raises OnnxError naming the equation."""
+    if cx.n_inputs == 1:
+        return [_einsum_unary(cx)]
+    if cx.n_inputs != 2:
+        cx.fail(f"{cx.n_inputs} operands: graphc evaluates Einsum of one or two")
+    (sa, sb), so = _einsum_terms(cx, 2)
+    a, b = cx.x(0), cx.x(1)
+    eq = f"{sa},{sb}->{so}"
+    if len(set(sa)) != len(sa) or len(set(sb)) != len(sb) or len(set(so)) != len(so):
+        cx.fail(f"equation {eq!r}: a label repeated in one term (a diagonal) is not supported")
+    if len(sa) != len(a.shape) or len(sb) != len(b.shape):
+        cx.fail(f"equation {eq!r} does not match the ranks of {_fmt(a.shape)}, {_fmt(b.shape)}")
+    size = {**dict(zip(sb, b.shape)), **dict(zip(sa, a.shape))}
+    summed = [c for c in sa if c in sb and c not in so]
+    if any(c not in so and c not in summed for c in sa + sb) or any(c not in sa + sb for c in so):
+        cx.fail(f"equation {eq!r}: a label summed in one operand only is not supported")
+    if any(size[c] == "N" for c in summed):
+        cx.fail(f"equation {eq!r} sums over the batch dimension N")
+    batch = "".join(c for c in so if c in sa and c in sb)
+    nb = len(batch)
+    ra, rb, ro = sa[nb:], sb[nb:], so[nb:]
+    if (
+        sa[:nb] == sb[:nb] == so[:nb] == batch
+        and len(summed) == 1
+        and len(ra) == len(rb) == len(ro) == 2
+        and ro[0] in ra
+        and ro[1] in rb
+    ):
+        i, k, j = ro[0], summed[0], ro[1]
+        if nb == 0:
+            return [dsl.matmul(a, b, transpose_a=ra == k + i, transpose_b=rb == j + k)]
+        if ra == i + k and rb == k + j:
+            return [_matmul_tensors(cx, a, b)]
+    order = so + "".join(summed)
+    if not (_is_subsequence(sa, order) and _is_subsequence(sb, order)):
+        cx.fail(
+            f"equation {eq!r} is not one of the products graphc evaluates (a matrix product "
+            "'ik,kj->ij' with batch labels first, or a product whose terms list their labels "
+            "in the output's order followed by the summed ones)"
+        )
+    elements = math.prod(int(size[c]) for c in order if size[c] != "N")
+    if elements > MAX_BATCHED_ELEMENTS:
+        cx.fail(f"equation {eq!r}: the broadcast product has {elements} elements per sample")
+
+    def spread(t: Tensor, term: str) -> Tensor:
+        shape = tuple(size[c] if c in term else 1 for c in order)
+        return t if shape == tuple(t.shape) else _reshape(cx, t, shape)
+
+    y = spread(a, sa) * spread(b, sb)
+    if summed:
+        y = dsl.sum(y, tuple(range(len(so), len(order))))
+    return [y]
+
+
+def _einsum_unary(cx: NodeContext) -> Tensor:
+    (sa,), so = _einsum_terms(cx, 1)
+    x = cx.x(0)
+    eq = f"{sa}->{so}"
+    if len(set(sa)) != len(sa):
+        cx.fail(f"equation {eq!r}: a label repeated in one term (a diagonal) is not supported")
+    if len(sa) != len(x.shape) or any(c not in sa for c in so):
+        cx.fail(f"equation {eq!r} is not a transpose or a sum of {_fmt(x.shape)}")
+    summed = tuple(i for i, c in enumerate(sa) if c not in so)
+    if summed and "N" in [x.shape[i] for i in summed]:
+        cx.fail(f"equation {eq!r} sums over the batch dimension N")
+    y = dsl.sum(x, summed) if summed else x * 1.0
+    kept = "".join(c for c in sa if c in so)
+    if kept == so:
+        return y
+    if len(so) == 2 and kept == so[::-1]:
+        return dsl.apply("transpose", y)
+    cx.fail(f"equation {eq!r}: graphc transposes two labels only")
+    raise AssertionError
+
+
+def _fold_einsum(cx: NodeContext, args: list) -> list:
+    if any(np.asarray(a).dtype == object for a in args):
+        cx.fail("Einsum of the batch size N is not supported in shape computations")
+    return [np.einsum(str(cx.attr("equation")), *args)]
+
+
 # ---------------------------------------------------------------- the table
 
 _UNARY = {
@@ -2785,6 +3161,7 @@ OPS: dict[str, Rule] = {
         native_or("hard_sigmoid", _hard_sigmoid, alpha=("alpha", 0.2), beta=("beta", 0.5)),
         ("alpha", "beta"),
     ),
+    "Mish": Rule(native_or("mish", lambda cx: [cx.x(0) * dsl.tanh(dsl.softplus(cx.x(0)))])),
     "Gelu": Rule(native_or("gelu", _gelu, approximate=("approximate", "none")), ("approximate",)),
     "Erf": Rule(lambda cx: [_erf(cx.x(0))]),
     "Pow": Rule(_pow),
@@ -2855,6 +3232,21 @@ OPS: dict[str, Rule] = {
     },
     "Sign": Rule(_sign, fold=_unary_fold(np.sign)),
     "Round": Rule(_round, fold=_unary_fold(np.round)),
+    "Not": Rule(_logical("not"), fold=_logical_fold(np.logical_not)),
+    "And": Rule(_logical("and"), fold=_logical_fold(np.logical_and)),
+    "Or": Rule(_logical("or"), fold=_logical_fold(np.logical_or)),
+    "Xor": Rule(_logical("xor"), fold=_logical_fold(np.logical_xor)),
+    "IsNaN": Rule(_isnan, fold=lambda cx, a: [np.isnan(np.asarray(a[0], np.float64))]),
+    "IsInf": Rule(_isinf, ("detect_negative", "detect_positive"), fold=_fold_isinf),
+    "Shrink": Rule(_shrink, ("bias", "lambd")),
+    "Floor": Rule(lambda cx: [_integral_part(cx, cx.x(0), -1)], fold=_unary_fold(np.floor)),
+    "Ceil": Rule(lambda cx: [_integral_part(cx, cx.x(0), 1)], fold=_unary_fold(np.ceil)),
+    "Hardmax": Rule(_hardmax, ("axis",)),
+    "CumSum": Rule(_cumsum, ("exclusive", "reverse"), fold=_fold_cumsum),
+    "Tile": Rule(_tile, fold=_fold_tile, keeps_integers=True),
+    "Trilu": Rule(_trilu, ("upper",), fold=_fold_trilu, keeps_integers=True),
+    "OneHot": Rule(_onehot, ("axis",), fold=_fold_onehot),
+    "Einsum": Rule(_einsum, ("equation",), fold=_fold_einsum),
     "ai.onnx.ml:ArrayFeatureExtractor": Rule(_array_feature_extractor, domain="ai.onnx.ml"),
     "ai.onnx.ml:Scaler": Rule(_scaler, ("offset", "scale"), domain="ai.onnx.ml"),
     "ai.onnx.ml:LinearClassifier": Rule(

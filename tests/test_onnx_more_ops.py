@@ -1,0 +1,280 @@
+"""ONNX operators real exporters write beside the usual activations: Shrink (torch's
+Softshrink), Or/And/Xor/Not (torch's Hardshrink writes Or of two comparisons), Floor, Ceil,
+IsNaN, IsInf, Hardmax, CumSum, Tile, Trilu, OneHot and Einsum's products, plus the activations
+graphc imports through their ONNX function bodies (HardSwish, Mish, Celu, ThresholdedRelu).
+Values against ONNX Runtime (NaN, +-inf, -0.0 and the thresholds themselves in the input),
+gradients against central differences of a float64 numpy forward, and the imported model's
+ONNX export read back by ONNX Runtime. A few compiles in all (~5 s)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import numeric_grad
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper
+
+import graphc as gc
+from graphc.ir.errors import OnnxError
+
+B = TensorProto.BOOL
+
+
+def _model(nodes, inputs, outputs, inits=(), opset: int = 18):
+    g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 9
+
+    return m
+
+
+def _vi(name: str, shape, elem=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def _init(name: str, v, dtype=np.int64):
+    return numpy_helper.from_array(np.array(v, dtype), name)
+
+
+def _ort(m, feeds):
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def _edges() -> np.ndarray:
+    """[2, 3, 4] with NaN, +-inf, +-0.0, the Shrink thresholds +-0.5 and +-0.3, halves and
+    integers (Floor/Ceil), large and tiny values."""
+    return np.array(
+        [
+            [[np.nan, np.inf, -np.inf, -0.0], [0.0, 0.5, -0.5, 0.3], [-0.3, 2.5, -2.5, 3.0]],
+            [[-0.2, 0.7, -1.7, 1e9], [-1e9, 8388609.5, -4.0, 1e-30], [-1e-30, 0.49, -0.51, 7.25]],
+        ],
+        np.float32,
+    )
+
+
+def _finite() -> np.ndarray:
+    x = np.random.default_rng(3).standard_normal((2, 3, 4)).astype(np.float32)
+    x[0, 1, 2] = x[0, 1, 0]  # a tie for Hardmax: the first one wins
+    return x
+
+
+def test_elementwise_masks_and_shrink_match_onnxruntime() -> None:
+    """Shrink (hard and soft; NaN gives 0 as ONNX defines it), Floor, Ceil (the sign of a zero
+    result, 2**23 and above unchanged), IsNaN, IsInf (each detect flag), and And/Or/Xor/Not of
+    comparisons (bool in ONNX Runtime, 0/1 in graphc) on every edge value."""
+    one = [("Shrink", {"lambd": 0.5}), ("Shrink", {"lambd": 0.3, "bias": 0.3})]
+    one += [("Floor", {}), ("Ceil", {}), ("IsNaN", {}), ("IsInf", {})]
+    one += [("IsInf", {"detect_negative": 0}), ("IsInf", {"detect_positive": 0})]
+    nodes, outs = [], []
+    for k, (op, attrs) in enumerate(one):
+        nodes.append(helper.make_node(op, ["x"], [f"o{k}"], **attrs))
+        outs.append(_vi(f"o{k}", None, B if op.startswith("Is") else TensorProto.FLOAT))
+    nodes += [
+        helper.make_node("Greater", ["x", "c"], ["gt"]),
+        helper.make_node("Less", ["x", "d"], ["lt"]),
+        helper.make_node("Not", ["gt"], ["not"]),
+    ]
+    outs.append(_vi("not", None, B))
+    for op in ("And", "Or", "Xor"):
+        nodes.append(helper.make_node(op, ["gt", "lt"], [op]))
+        outs.append(_vi(op, None, B))
+    inits = [_init("c", -0.5, np.float32), _init("d", [0.5, 3.0, -0.0, 1.0], np.float32)]
+    m = _model(nodes, [_vi("x", ["N", 3, 4])], outs, inits)
+    x = _edges()
+    want = _ort(m, {"x": x})
+    got = gc.from_onnx(m).compile().predict(x)
+    for o, w in zip(outs, want):
+        g = np.asarray(got[o.name])
+        assert g.dtype == np.float32 and g.shape == w.shape, o.name
+        np.testing.assert_array_equal(g, w.astype(np.float32), err_msg=o.name)
+        assert np.array_equal(np.signbit(g), np.signbit(w)), o.name
+
+
+def test_hardmax_cumsum_tile_trilu_onehot_einsum_match_onnxruntime() -> None:
+    """Hardmax (axis -1, axis 1, opset 11's default on a 2-D value), CumSum (plain,
+    exclusive, reverse, both; on axes 1 and 2), Tile, Trilu (upper and lower, k of either
+    sign), OneHot of computed indices (negative and out of range among them) and the Einsum
+    products exporters write ('ni,ij->nj', 'nij,njk->nik', 'nij,nkj->nik', 'ni,ni->n',
+    'ij,nj->ni' implicit output, one-operand 'nij->nj')."""
+    nodes = [
+        helper.make_node("Hardmax", ["x"], ["hm"]),
+        helper.make_node("Hardmax", ["x"], ["hm1"], axis=1),
+        helper.make_node("CumSum", ["x", "ax2"], ["cs"]),
+        helper.make_node("CumSum", ["x", "ax1"], ["cse"], exclusive=1),
+        helper.make_node("CumSum", ["x", "ax2"], ["csr"], reverse=1),
+        helper.make_node("CumSum", ["x", "axm1"], ["csre"], reverse=1, exclusive=1),
+        helper.make_node("Tile", ["x", "reps"], ["tile"]),
+        helper.make_node("Trilu", ["x"], ["triu"]),
+        helper.make_node("Trilu", ["x", "k1"], ["tril"], upper=0),
+        helper.make_node("Trilu", ["x", "km1"], ["triu_m1"]),
+        helper.make_node("Floor", ["q"], ["idxf"]),
+        helper.make_node("Cast", ["idxf"], ["idx"], to=TensorProto.INT64),
+        helper.make_node("OneHot", ["idx", "depth", "onoff"], ["oh"]),
+        helper.make_node("OneHot", ["idx", "depth", "onoff"], ["oh1"], axis=1),
+        helper.make_node("Reshape", ["x", "flat"], ["x2"]),
+        helper.make_node("Einsum", ["x2", "w"], ["e_mm"], equation="ni,ij->nj"),
+        helper.make_node("Einsum", ["x", "z"], ["e_bmm"], equation="nij,njk->nik"),
+        helper.make_node("Einsum", ["x", "x"], ["e_bt"], equation="nij,nkj->nik"),
+        helper.make_node("Einsum", ["x2", "x2"], ["e_dot"], equation="ni,ni->n"),
+        helper.make_node("Einsum", ["wt", "x2"], ["e_impl"], equation="ij,nj"),
+        helper.make_node("Einsum", ["x"], ["e_sum"], equation="nij->nj"),
+    ]
+    rng = np.random.default_rng(4)
+    inits = [
+        _init("ax1", 1),
+        _init("ax2", 2),
+        _init("axm1", -1),
+        _init("reps", [1, 2, 3]),
+        _init("k1", 1),
+        _init("km1", -1),
+        _init("depth", 4),
+        _init("onoff", [-1.0, 2.0], np.float32),
+        _init("flat", [0, 12]),
+        _init("w", rng.standard_normal((12, 5)), np.float32),
+        _init("wt", rng.standard_normal((5, 12)), np.float32),
+    ]
+    outs = [n.output[0] for n in nodes if n.output[0] not in ("idx", "idxf", "x2")]
+    inputs = [_vi("x", ["N", 3, 4]), _vi("z", ["N", 4, 2]), _vi("q", ["N", 5])]
+    m = _model(nodes, inputs, [_vi(o, None) for o in outs], inits, opset=14)
+    x, z = _finite(), rng.standard_normal((2, 4, 2)).astype(np.float32)
+    q = np.array([[-5.0, -1.5, 0.0, 3.9, 4.0], [-4.0, -0.5, 1.0, 2.5, 9.0]], np.float32)
+    want = _ort(m, {"x": x, "z": z, "q": q})
+    got = gc.from_onnx(m).compile().predict({"x": x, "z": z, "q": q})
+    for o, w in zip(outs, want):
+        g = np.asarray(got[o])
+        assert g.shape == w.shape, o
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=o)
+    # opset 11's Hardmax reads the value as 2-D from axis 1: on a 2-D value, the last axis
+    m11 = _model(
+        [helper.make_node("Hardmax", ["v"], ["h"])], [_vi("v", ["N", 5])], [_vi("h", None)], (), 11
+    )
+    v = np.array([[1, 3, 3, 0, -1], [-np.inf, -np.inf, -5, -5, -9]], np.float32)
+    np.testing.assert_array_equal(gc.from_onnx(m11).compile().predict(v), _ort(m11, {"v": v})[0])
+
+
+def test_gradients_match_central_differences() -> None:
+    """d/dW of sum(u * op(x * W)) for Shrink (1 outside the threshold, 0 inside), CumSum
+    (exclusive and reversed: a reversed running sum of u), Tile (the sum over the copies),
+    Trilu (0 outside the band), Einsum (a matmul with a transposed operand, a broadcast
+    product)."""
+    rng = np.random.default_rng(5)
+    w0 = rng.standard_normal((3, 4)).astype(np.float32)
+    w0[np.abs(w0) < 0.1] = 0.4  # away from Shrink's kinks at +-0.5 of x * W
+    x = rng.standard_normal((1, 3, 4)).astype(np.float32)
+    x[np.abs(np.abs(x * w0) - 0.5) < 0.02] = 2.0
+
+    def cumsum(h, axis, exclusive=False, reverse=False):
+        y = np.flip(h, axis) if reverse else h
+        c = np.cumsum(y, axis) - (y if exclusive else 0)
+        return np.flip(c, axis) if reverse else c
+
+    cases = [
+        (
+            "Shrink",
+            {"lambd": 0.5, "bias": 0.2},
+            [],
+            lambda h: np.where(h > 0.5, h - 0.2, 0) + np.where(h < -0.5, h + 0.2, 0),
+        ),
+        ("CumSum", {"exclusive": 1, "reverse": 1}, [2], lambda h: cumsum(h, 2, True, True)),
+        ("CumSum", {}, [1], lambda h: cumsum(h, 1)),
+        ("Tile", {}, [[1, 2, 2]], lambda h: np.tile(h, (1, 2, 2))),
+        ("Trilu", {"upper": 0}, [0], lambda h: np.tril(h)),
+        ("Einsum", {"equation": "nij,nkj->nik"}, None, lambda h: np.einsum("nij,nkj->nik", h, h)),
+        ("Einsum", {"equation": "nij,nik->nijk"}, None, lambda h: np.einsum("nij,nik->nijk", h, h)),
+    ]
+    nodes = [helper.make_node("Mul", ["x", "W"], ["h"])]
+    inits = [numpy_helper.from_array(w0, "W")]
+    outs = []
+    for k, (op, attrs, args, _) in enumerate(cases):
+        names = [f"a{k}_{j}" for j in range(len(args or []))]
+        inits += [_init(n, v) for n, v in zip(names, args or [])]
+        ins = ["h", "h"] if args is None else ["h", *names]
+        nodes.append(helper.make_node(op, ins, [f"o{k}"], **attrs))
+        outs.append(f"o{k}")
+    m = _model(nodes, [_vi("x", ["N", 3, 4])], [_vi(o, None) for o in outs], inits)
+    for k, (_, _, _, ref) in enumerate(cases):
+        imp = gc.from_onnx(m, trainable={"W"}, outputs=[outs[k]])
+        u = rng.standard_normal(ref(x * w0).shape)
+        model = imp.compile(gc.sum(imp.outputs[0] * gc.constant(u.astype(np.float32))), gc.SGD(0.1))
+        got = next(iter(model.gradients(x).values()))
+
+        def f(w, ref=ref, u=u):
+            return float(np.sum(u * ref(x.astype(np.float64) * w)))
+
+        want = numeric_grad(f, [w0.astype(np.float64)], 0)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=cases[k][0])
+
+
+def _linear(nodes, inits, name, x, k, n, rng):
+    inits += [
+        numpy_helper.from_array(rng.standard_normal((n, k)).astype(np.float32), f"{name}.weight"),
+        numpy_helper.from_array(rng.standard_normal(n).astype(np.float32), f"{name}.bias"),
+    ]
+    nodes.append(helper.make_node("Gemm", [x, f"{name}.weight", f"{name}.bias"], [name], transB=1))
+
+
+def test_torch_sequential_activations_as_exported_match_onnxruntime(tmp_path) -> None:
+    """An nn.Sequential of Linear layers with the activations as torch.onnx.export (2.x)
+    writes them at opset 18: Hardswish -> HardSwish, Mish -> Mish, CELU -> Celu,
+    Hardshrink -> Greater/Less/Cast(bool)/Or/Where, Softshrink -> Where chains, plus
+    ThresholdedRelu (Keras). predict equals ONNX Runtime, and so does the model's own
+    ONNX export."""
+    rng = np.random.default_rng(6)
+    nodes: list = []
+    inits: list = []
+    _linear(nodes, inits, "l0", "x", 4, 8, rng)
+    nodes.append(helper.make_node("HardSwish", ["l0"], ["a0"]))
+    _linear(nodes, inits, "l1", "a0", 8, 8, rng)
+    nodes.append(helper.make_node("Mish", ["l1"], ["a1"]))
+    _linear(nodes, inits, "l2", "a1", 8, 8, rng)
+    nodes.append(helper.make_node("Celu", ["l2"], ["a2"], alpha=0.7))
+    _linear(nodes, inits, "l3", "a2", 8, 8, rng)
+    inits += [_init("lam", 0.4, np.float32), _init("nlam", -0.4, np.float32)]
+    inits += [_init("zero", 0.0, np.float32)]
+    nodes += [  # torch's Hardshrink(0.4)
+        helper.make_node("Greater", ["l3", "lam"], ["gt"]),
+        helper.make_node("Less", ["l3", "nlam"], ["lt"]),
+        helper.make_node("Cast", ["gt"], ["gtb"], to=B),
+        helper.make_node("Cast", ["lt"], ["ltb"], to=B),
+        helper.make_node("Or", ["gtb", "ltb"], ["outside"]),
+        helper.make_node("Where", ["outside", "l3", "zero"], ["a3"]),
+    ]
+    _linear(nodes, inits, "l4", "a3", 8, 8, rng)
+    nodes.append(helper.make_node("ThresholdedRelu", ["l4"], ["a4"], alpha=0.3))
+    _linear(nodes, inits, "l5", "a4", 8, 8, rng)
+    nodes.append(helper.make_node("Shrink", ["l5"], ["a5"], lambd=0.3, bias=0.3))
+    _linear(nodes, inits, "y", "a5", 8, 3, rng)
+    m = _model(nodes, [_vi("x", ["N", 4])], [_vi("y", ["N", 3])], inits)
+    x = rng.standard_normal((16, 4)).astype(np.float32) * 2
+    want = _ort(m, {"x": x})[0]
+    model = gc.from_onnx(m).compile()
+    np.testing.assert_allclose(model.predict(x), want, rtol=1e-4, atol=1e-4)
+    path = str(tmp_path / "out.onnx")
+    model.to_onnx(path)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "node, msg",
+    [
+        (("Einsum", ["x"], {"equation": "nii->ni"}), "a diagonal"),
+        (("Einsum", ["x", "x"], {"equation": "nij,nj->ni"}), "does not match the ranks"),
+        (("Einsum", ["x", "x"], {"equation": "...ij,...ij->..."}), "ellipses"),
+        (("Einsum", ["x", "x"], {"equation": "nij,nij->j"}), "batch dimension N"),
+        (("CumSum", ["x", "a0"], {}), "batch dimension N"),
+        (("Tile", ["x", "r2"], {}), "batch dimension N"),
+        (("Hardmax", ["x"], {"axis": 0}), "batch dimension N"),
+    ],
+)
+def test_refusals_name_the_node_and_the_reason(node, msg) -> None:
+    op, ins, attrs = node
+    nodes = [helper.make_node(op, ins, ["y"], **attrs)]
+    inits = [_init("a0", 0), _init("r2", [2, 1, 1])]
+    m = _model(nodes, [_vi("x", ["N", 3, 3])], [_vi("y", None)], inits)
+    with pytest.raises(OnnxError, match=msg) as e:
+        gc.from_onnx(m)
+    assert f"({op}, opset " in str(e.value)
