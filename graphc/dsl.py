@@ -184,7 +184,7 @@ def apply(op: str, *inputs: Tensor, name: str | None = None, **attrs: Any) -> Te
             raise ArgumentError(
                 f"{op}: operand {i} must be a graphc Tensor, got {type(t).__name__} {t!r:.40}"
             )
-    attrs = {k: v for k, v in attrs.items() if v is not None}
+    attrs = {k: _plain(v) for k, v in attrs.items() if v is not None}
     name = name or _fresh()
     loc = _user_loc()
     names = tuple(t.name for t in inputs)
@@ -192,6 +192,20 @@ def apply(op: str, *inputs: Tensor, name: str | None = None, **attrs: Any) -> Te
     return Tensor(
         Node(name, op, names, typ, make_attrs(attrs), loc=loc, origin=_dsl_call()), tuple(inputs)
     )
+
+
+def _plain(v: Any) -> Any:
+    """An attr value with numpy scalars as Python numbers (np.int64(1) from a shape computation
+    is the axis 1), inside tuples and lists too; anything else unchanged (the op checks it)."""
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, tuple | list):
+        return type(v)(_plain(e) for e in v)
+    return v
 
 
 def _source(op: str, name: str, shape: Iterable, dtype: str, attrs: dict | None = None) -> Tensor:
@@ -493,9 +507,24 @@ def reshape(x: Tensor, shape: Iterable) -> Tensor:
 
 
 def _axes(axes: Iterable[int] | int | None) -> tuple[int, ...] | None:
+    """``axes`` as a tuple of ints (one int, numpy's included, is one axis).
+
+    Raises:
+        ShapeError: neither an int nor a sequence of ints (a float, a bool, a string).
+    """
     if axes is None:
         return None
-    return (axes,) if isinstance(axes, int) else tuple(axes)
+    if isinstance(axes, int | np.integer) and not isinstance(axes, bool | np.bool_):
+        return (int(axes),)
+    try:
+        out = tuple(axes)  # type: ignore[arg-type]
+    except TypeError:
+        out = (axes,)
+    if isinstance(axes, str) or any(
+        not isinstance(a, int | np.integer) or isinstance(a, bool | np.bool_) for a in out
+    ):
+        raise ShapeError(f"axes must be an int or a sequence of ints, got {axes!r}")
+    return tuple(int(a) for a in out)
 
 
 def activation(x: Tensor, kind: str | None) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -30,9 +31,24 @@ def infer_type(
     if spec.arity is not None and len(types) != spec.arity:
         raise ShapeError(f"{op}: expects {spec.arity} operands, got {len(types)} (node {name})")
     try:
+        _check_number_attrs(spec, attrs)
         return spec.infer(types, attrs)
     except (ShapeError, ValueError, TypeError) as e:  # a bad attr or type: the user's mistake
         raise ShapeError(describe_failure(str(e), op, inputs, types, attrs, name, loc)) from None
+
+
+def _check_number_attrs(spec: Any, attrs: dict[str, Any]) -> None:
+    """Every attr whose default is a float (elu/leaky_relu alpha, hard_sigmoid's alpha and
+    beta, batch_norm's momentum and eps) is a finite real number, so that no string, bool or
+    NaN reaches the lowering (where it failed outside GraphcError, or computed NaN)."""
+    for key, value in attrs.items():
+        default = spec.attrs.get(key)
+        if not isinstance(default, float):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ShapeError(f"{spec.name}: attr {key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ShapeError(f"{spec.name}: attr {key} must be finite, got {value!r}")
 
 
 def describe_failure(

@@ -53,7 +53,9 @@ def test_pow_gradient_beyond_the_product_path_matches_central_differences() -> N
     def f(wv):
         return float(np.sum(np.power(xv.astype(np.float64) * wv, 66.0)))
 
-    np.testing.assert_allclose(got, numeric_grad(f, [w0.astype(np.float64)], 0), rtol=1e-3, atol=1e-9)
+    np.testing.assert_allclose(
+        got, numeric_grad(f, [w0.astype(np.float64)], 0), rtol=1e-3, atol=1e-9
+    )
 
 
 def test_exported_pow_half_is_sqrt_in_onnxruntime(tmp_path) -> None:
@@ -64,3 +66,42 @@ def test_exported_pow_half_is_sqrt_in_onnxruntime(tmp_path) -> None:
     path = model.to_onnx(os.path.join(tmp_path, "m.onnx"))
     want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": X})[0]
     np.testing.assert_array_equal(np.asarray(model.predict(X)), want)
+
+
+def test_numpy_integer_axes_and_attrs_are_plain_ints() -> None:
+    """np.int64 axes (from a shape computation) reduce, slice and pick like Python ints (before:
+    TypeError in sum, a refusal in slice); a float, bool or string axis is a ShapeError."""
+    from graphc.ir.errors import ShapeError
+
+    xv = np.random.default_rng(4).standard_normal((2, 3, 4)).astype(np.float32)
+    x = gc.input("x", ("N", 3, 4))
+    i1, i2 = np.int64(1), np.int32(2)
+    outs = [
+        gc.sum(x, i1),
+        gc.mean(x, (i2, i1)),
+        gc.max(x, [np.int64(-1)]),
+        gc.slice(x, axes=(i2,), starts=(np.int64(1),), ends=(np.int64(3),)),
+    ]
+    got = gc.compile(outs).predict(xv)
+    got = list(got.values()) if isinstance(got, dict) else got
+    want = [xv.sum(1), xv.mean((1, 2)), xv.max(-1), xv[:, :, 1:3]]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), w, rtol=1e-6, atol=1e-6)
+    for bad in (1.0, True, "1", (1, 2.0)):
+        with pytest.raises(ShapeError, match="axes must be an int or a sequence of ints"):
+            gc.sum(x, bad)
+
+
+def test_number_attrs_are_finite_numbers_when_declared() -> None:
+    """A string alpha failed inside the lowering (struct.error, not a GraphcError) and a NaN
+    alpha computed NaN: both are refused at declaration, naming the op and the attr."""
+    from graphc.ir.errors import ShapeError
+
+    x = gc.input("x", ("N", 3))
+    with pytest.raises(ShapeError, match="leaky_relu: attr alpha must be a number, got 'a'"):
+        gc.leaky_relu(x, alpha="a")
+    with pytest.raises(ShapeError, match="elu: attr alpha must be finite, got nan"):
+        gc.elu(x, alpha=float("nan"))
+    with pytest.raises(ShapeError, match="hard_sigmoid: attr beta must be a number"):
+        gc.hard_sigmoid(x, beta=True)
+    assert gc.elu(x, alpha=np.float32(0.5)).type == x.type  # numpy numbers are numbers
