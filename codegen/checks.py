@@ -29,7 +29,7 @@ from llvmlite import ir
 
 from .kernels import LL, PTR
 from .lltypes import glue
-from .loops import I32, I64, i64, loop
+from .loops import I32, I64, counted_loop, i64
 from .threads import TASK_TYPE, ThreadPool
 
 CHECK_BASE = 1 << 24  # an entry returns CHECK_BASE + slot when input slot `slot` fails its check
@@ -52,28 +52,56 @@ class InputCheck:
     bound: int = 0
 
 
+SCAN_LANES = 16  # elements per vector of a scan's loop (split into registers by LLVM)
+SCAN_UNROLL = 2  # vectors per step of that loop
+
+
 def _fails(b: ir.IRBuilder, kind: str, t: ir.Type, x: ir.Value, bound: ir.Value) -> ir.Value:
-    """i1: element ``x`` (LLVM type ``t``) fails a check of ``kind``."""
+    """i1 (or a vector of i1 when ``x`` is a vector): element ``x`` (LLVM type ``t``, the
+    element type) fails a check of ``kind``; ``bound`` (i64, or a vector of them)."""
+    zero: ir.Value = ir.Constant(t, 0.0) if kind != "classes" else ir.Constant(t, 0)
+    one: ir.Value = ir.Constant(t, 1.0) if kind == "unit" else zero
+    if isinstance(x.type, ir.VectorType):
+        lanes = x.type.count
+        zero = ir.Constant(ir.VectorType(t, lanes), [zero.constant] * lanes)
+        one = ir.Constant(ir.VectorType(t, lanes), [one.constant] * lanes)
     if kind == "finite":  # x - x is NaN exactly for NaN and +-Inf
-        return b.fcmp_unordered("uno", b.fsub(x, x), ir.Constant(t, 0.0), name="bad")
+        return b.fcmp_unordered("uno", b.fsub(x, x), zero, name="bad")
     if kind == "unit":  # unordered compares: NaN fails too
-        lo = b.fcmp_unordered("<", x, ir.Constant(t, 0.0))
-        hi = b.fcmp_unordered(">", x, ir.Constant(t, 1.0))
+        lo = b.fcmp_unordered("<", x, zero)
+        hi = b.fcmp_unordered(">", x, one)
         return b.or_(lo, hi, name="bad")
     if kind == "classes":  # unsigned compare: negative labels are huge
-        return b.icmp_unsigned(">=", b.sext(x, I64), bound, name="bad")
+        wide = I64 if not isinstance(x.type, ir.VectorType) else ir.VectorType(I64, lanes)
+        return b.icmp_unsigned(">=", b.sext(x, wide), bound, name="bad")
     raise ValueError(f"no vector scan for check kind {kind!r}")
 
 
-def _scan_function(module: ir.Module, kind: str, dtype: str, copy: bool) -> ir.Function:
+def _scan_function(
+    module: ir.Module, kind: str, dtype: str, copy: bool, home: ir.Module | None = None
+) -> ir.Function:
     """The scan of ``count`` elements for a check of ``kind``, one vectorized pass returning 1
     when an element fails: ``i32 graphc.scan.KIND.DTYPE(T *p, i64 count, i64 bound)``, or with
     ``copy`` ``i32 graphc.copy_scan.KIND.DTYPE(T *dst, const T *src, i64 count, i64 bound)``,
-    which also stores each element to ``dst`` beside its test."""
+    which also stores each element to ``dst`` beside its test. ``home``: the module that
+    defines it when not ``module`` (which then declares it; see ModuleBuilder.lean).
+
+    The loop is written in vectors of SCAN_LANES elements (LLVM splits them into the target's
+    registers) with a scalar loop for the rest, both marked against LLVM's vectorizer and
+    unroller: the scalar loop left to the vectorizer cost some 9 ms of compile time per scan
+    function (vector loop, vector epilogue, scalar remainder, runtime checks: four of these
+    functions were a quarter of the 784-256-128-10 Adam step's main module) for the same
+    bandwidth-bound pass."""
     name = f"graphc.{'copy_scan' if copy else 'scan'}.{kind}.{dtype}"
     if name in module.globals:
         return module.globals[name]
+    if home is not None and home is not module:
+        defined = _scan_function(home, kind, dtype, copy)
+        defined.linkage = ""  # external: the JIT links the modules
+        return ir.Function(module, defined.function_type, name=name)
     t = LL[dtype]
+    vt = ir.VectorType(t, SCAN_LANES)
+    mask_t = ir.VectorType(I32, SCAN_LANES)
     fn = ir.Function(module, ir.FunctionType(I32, [PTR] * (1 + copy) + [I64, I64]), name=name)
     fn.linkage = "internal"
     *ptrs, count, bound = fn.args
@@ -81,28 +109,56 @@ def _scan_function(module: ir.Module, kind: str, dtype: str, copy: bool) -> ir.F
     for p in ptrs if copy else ():
         p.add_attribute("noalias")
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    acc = b.alloca(I32, name="acc")  # mem2reg makes it the loop's phi
-    b.store(ir.Constant(I32, 0), acc)
-    with loop(b, count, name="i") as i:
-        x = b.load(b.gep(src, [i], inbounds=True, source_etype=t), typ=t, name="x")
+    step = SCAN_LANES * SCAN_UNROLL
+    full = b.and_(count, i64(-step), name="full")
+    vbound = b.insert_element(ir.Constant(ir.VectorType(I64, SCAN_LANES), None), bound, i32(0))
+    vbound = b.shuffle_vector(
+        vbound, vbound, ir.Constant(ir.VectorType(I32, SCAN_LANES), [0] * SCAN_LANES)
+    )
+    zeros = ir.Constant(mask_t, [0] * SCAN_LANES)
+    with counted_loop(b, i64(0), full, step, "v", [zeros]) as s:
+        bad = None
+        for u in range(SCAN_UNROLL):
+            at = b.add(s.iv, i64(u * SCAN_LANES)) if u else s.iv
+            x = b.load(b.gep(src, [at], inbounds=True, source_etype=t), typ=vt, align=1)
+            if copy:
+                b.store(x, b.gep(ptrs[0], [at], inbounds=True, source_etype=t), align=1)
+            fail = _fails(b, kind, t, x, vbound)
+            bad = fail if bad is None else b.or_(bad, fail)
+        s.carried[0] = b.or_(s.carried[0], b.zext(bad, mask_t))
+    acc = b.call(_reduce_or(module), s.final)
+    with counted_loop(b, full, count, 1, "i", [acc]) as s:
+        x = b.load(b.gep(src, [s.iv], inbounds=True, source_etype=t), typ=t, name="x")
         if copy:
-            b.store(x, b.gep(ptrs[0], [i], inbounds=True, source_etype=t))
+            b.store(x, b.gep(ptrs[0], [s.iv], inbounds=True, source_etype=t))
         bad = _fails(b, kind, t, x, bound)
-        b.store(b.or_(b.load(acc, typ=I32), b.zext(bad, I32)), acc)
-    b.ret(b.load(acc, typ=I32))
+        s.carried[0] = b.or_(s.carried[0], b.zext(bad, I32))
+    b.ret(s.final[0])
     return fn
 
 
-def _scanner(module: ir.Module, kind: str, dtype: str) -> ir.Function:
+def _reduce_or(module: ir.Module) -> ir.Function:
+    """``llvm.vector.reduce.or`` of SCAN_LANES i32."""
+    name = f"llvm.vector.reduce.or.v{SCAN_LANES}i32"
+    if name in module.globals:
+        return module.globals[name]
+    return ir.Function(module, ir.FunctionType(I32, [ir.VectorType(I32, SCAN_LANES)]), name=name)
+
+
+def _scanner(
+    module: ir.Module, kind: str, dtype: str, home: ir.Module | None = None
+) -> ir.Function:
     """``i32 graphc.scan.KIND.DTYPE(T *p, i64 count, i64 bound)``: 1 when an element fails."""
-    return _scan_function(module, kind, dtype, copy=False)
+    return _scan_function(module, kind, dtype, False, home)
 
 
-def copy_scanner(module: ir.Module, kind: str, dtype: str) -> ir.Function:
+def copy_scanner(
+    module: ir.Module, kind: str, dtype: str, home: ir.Module | None = None
+) -> ir.Function:
     """``i32 graphc.copy_scan.KIND.DTYPE(T *dst, const T *src, i64 count, i64 bound)``: copies
     ``count`` elements and returns 1 when one of them fails the check (the epoch entry's
     gather of a batch, which reads every row anyway: codegen/epoch.py)."""
-    return _scan_function(module, kind, dtype, copy=True)
+    return _scan_function(module, kind, dtype, True, home)
 
 
 def i32(v: int) -> ir.Constant:
@@ -112,13 +168,15 @@ def i32(v: int) -> ir.Constant:
 _SCAN_CTX = ir.LiteralStructType([PTR, I64, I64, PTR])  # p, count, bound, i32 *found
 
 
-def _scan_task(module: ir.Module, kind: str, dtype: str) -> ir.Function:
+def _scan_task(
+    module: ir.Module, kind: str, dtype: str, home: ir.Module | None = None
+) -> ir.Function:
     """``void graphc.scan_task.KIND.DTYPE(ctx, t, count)``: share t of count of a scan
     (_SCAN_CTX), OR-ing 1 into ``*found`` when an element of it fails."""
     name = f"graphc.scan_task.{kind}.{dtype}"
     if name in module.globals:
         return module.globals[name]
-    scan = _scanner(module, kind, dtype)
+    scan = _scanner(module, kind, dtype, home)
     fn = ir.Function(module, TASK_TYPE, name=name)
     fn.linkage = "internal"
     glue(fn)  # the scan is _scanner's
@@ -150,13 +208,14 @@ def _scan(
     p: ir.Value,
     count: ir.Value,
     pool: ThreadPool | None,
+    home: ir.Module | None = None,
 ) -> ir.Value:
     """i32 at ``b``: nonzero when an element of ``p[0:count]`` fails ``chk``; with ``pool``,
     scans of SCAN_PARALLEL_MIN elements or more run on every thread (the result is the same
     OR of the same elements' tests whatever the thread count)."""
     args = [p, count, i64(chk.bound)]
     if pool is None:
-        return b.call(_scanner(module, chk.kind, dtype), args)
+        return b.call(_scanner(module, chk.kind, dtype, home), args)
     fn = b.function
     here = b.block
     b.position_at_start(fn.entry_basic_block)
@@ -174,11 +233,11 @@ def _scan(
             for k, v in enumerate([*args, found]):
                 b.store(v, b.gep(cp, [i32(0), i32(k)], inbounds=True, source_etype=_SCAN_CTX))
             b.store(ir.Constant(I32, 0), found)
-            b.call(pool.run, [_scan_task(module, chk.kind, dtype), cp, threads])
+            b.call(pool.run, [_scan_task(module, chk.kind, dtype, home), cp, threads])
             r_par = b.load(found, typ=I32)
             par_block = b.block
         with otherwise:
-            r_one = b.call(_scanner(module, chk.kind, dtype), args)
+            r_one = b.call(_scanner(module, chk.kind, dtype, home), args)
             one_block = b.block
     r = b.phi(I32, name="scan.r")
     r.add_incoming(r_par, par_block)
@@ -192,10 +251,12 @@ def emit_input_checks(
     checks: list[tuple[int, InputCheck, str, ir.Value]],
     inputs: ir.Value,
     pool: ThreadPool | None = None,
+    home: ir.Module | None = None,
 ) -> None:
     """At ``b``: for each (slot, check, dtype, element count), load input ``slot``'s pointer
     from ``inputs`` and return ``CHECK_BASE + slot`` when its values fail the check. With
-    ``pool`` (the module's threads), large scans are split over the threads (_scan)."""
+    ``pool`` (the module's threads), large scans are split over the threads (_scan).
+    ``home``: the module defining the scan functions (default: ``module``)."""
     for slot, chk, dtype, count in checks:
         p = b.load(b.gep(inputs, [i64(slot)], source_etype=PTR), typ=PTR, name=f"chk{slot}.p")
         if chk.kind == "lr":
@@ -205,7 +266,7 @@ def emit_input_checks(
             inf = b.fcmp_ordered("==", x, ir.Constant(t, float("inf")))
             bad = b.or_(neg_or_nan, inf, name="lr.bad")
         else:
-            r = _scan(b, module, chk, dtype, p, count, pool)
+            r = _scan(b, module, chk, dtype, p, count, pool, home)
             bad = b.icmp_unsigned("!=", r, ir.Constant(I32, 0), name=f"chk{slot}.bad")
         with b.if_then(bad, likely=False):
             b.ret(ir.Constant(I32, CHECK_BASE + slot))

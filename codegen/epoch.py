@@ -67,10 +67,12 @@ def emit_train_epoch(
     sched: Schedule,
     checks: list[InputCheck] | tuple = (),
     pool: Any = None,
+    home: ir.Module | None = None,
 ) -> ir.Function:
     """Emit ``fname`` (see the module docstring) looping ``step`` (the entry's body, without
     its scans) over gathered mini-batches; ``checks``: the entry's value checks, run when
-    ``scan`` is nonzero; ``pool``: the module's threads (for the scans of unbatched inputs)."""
+    ``scan`` is nonzero; ``pool``: the module's threads (for the scans of unbatched inputs);
+    ``home``: the module defining the scan functions (default: ``module``)."""
     g = sched.graph
     fn = glue(ir.Function(module, EPOCH_TYPE, name=fname))  # per step: a gather and a call
     names = (
@@ -110,7 +112,7 @@ def emit_train_epoch(
     scan_on = b.icmp_signed("!=", scan, i64(0), name="scan_on")
     if once:
         with b.if_then(scan_on):
-            emit_input_checks(b, module, once, inputs, pool)
+            emit_input_checks(b, module, once, inputs, pool, home)
     flags = []
     if row_checks:
         with b.goto_entry_block():
@@ -141,7 +143,7 @@ def emit_train_epoch(
                         dt = g[c.name].type.dtype
                         f = dict(flags)[slot]
                         scanned.append(
-                            (rb, src, stage, (copy_scanner(module, c.kind, dt), c, dt, f))
+                            (rb, src, stage, (copy_scanner(module, c.kind, dt, home), c, dt, f))
                         )
                     _gather_rows(b, fn, memcpy, order, lo, nb, n, scanned, bad)
                     for slot, f in flags:  # the checked entry's order: the first slot failing

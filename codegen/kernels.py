@@ -445,6 +445,26 @@ def _combine(b: ir.IRBuilder, op: str, acc: ir.Value, v: ir.Value, reassoc: bool
     return b.fadd(acc, v, flags=("reassoc", "nsz") if reassoc else ())
 
 
+def _sums_in_f64(g: Graph, node: Node) -> bool:
+    """Whether reduction ``node`` accumulates in float64 (see emit_reduce)."""
+    return (
+        node.op in ("sum", "mean")  # max and min are exact in any type
+        and node.type.dtype == "f32"
+        and g[node.inputs[0]].type.rank > 0
+        and not node.type.is_batched
+        and node.type.size(1) <= ACC64_MAX
+    )
+
+
+def column_sum(g: Graph, node: Node) -> bool:
+    """Whether reduction ``node`` sums (or averages) float32 [rows, C] over its rows in
+    float64: _column_sums, written as it runs."""
+    if node.op not in ("sum", "mean") or g[node.inputs[0]].type.rank != 2:
+        return False
+    axes = normalize_axes(node.op, node.attr("axes"), 2)
+    return axes == (0,) and _sums_in_f64(g, node)
+
+
 def emit_reduce(ctx: KernelContext, node: Node) -> None:
     """sum/mean/max/min over axes: set the accumulators (0 or -+inf), accumulate, scale by
     1/count for mean.
@@ -466,14 +486,16 @@ def emit_reduce(ctx: KernelContext, node: Node) -> None:
     axes = normalize_axes(node.op, node.attr("axes"), xt.rank)
     out_count = ctx.count(node.type.shape)
     const_count = None if node.type.is_batched else node.type.size(1)
-    wide = (
-        node.op in ("sum", "mean")  # max and min are exact in any type
-        and node.type.dtype == "f32"
-        and xt.rank > 0
-        and const_count is not None
-        and const_count <= ACC64_MAX
-    )
+    wide = _sums_in_f64(g, node)
     at = F64 if wide else t  # the accumulation type
+    if column_sum(g, node):  # a bias gradient: sums down the columns
+        inv = None
+        if node.op == "mean":
+            c = ctx.count([xt.shape[0]])
+            inv = b.fdiv(ir.Constant(at, 1.0), b.sitofp(c, at), name="inv_count")
+        _column_sums(ctx, x, node.name, xt.shape[1], inv)
+        b.ret_void()
+        return
     if wide:
         with b.goto_entry_block():
             dst = b.alloca(at, size=const_count, name="acc64")
@@ -489,14 +511,6 @@ def emit_reduce(ctx: KernelContext, node: Node) -> None:
         b.store(azero, b.gep(dst, [i], inbounds=True, source_etype=at))
     if xt.rank == 0:
         ctx.store(node.name, i64(0), ctx.load(x, i64(0)))
-    elif (
-        wide
-        and const_count is not None
-        and xt.rank == 2
-        and axes == (0,)
-        and (const_count >= COLSUM_BLOCK)
-    ):
-        _column_sums(ctx, x, dst, const_count)
     else:
         kept = [d for k, d in enumerate(xt.shape) if k not in axes]
         kept_strides = ctx.strides(kept, kept)
@@ -555,47 +569,68 @@ def emit_reduce(ctx: KernelContext, node: Node) -> None:
 
 
 COLSUM_BLOCK = 32  # columns whose float64 sums a column-sum kernel keeps in registers
+COLSUM_SCALARS = 8  # columns left over from the blocks: summed this many at a time
 
 
-def _column_sums(ctx: KernelContext, x: str, dst: ir.Value, cols: int) -> None:
-    """dst[j] += sum_i x[i, j] for x [rows, cols] float32 and dst float64 (a bias gradient:
-    the column sums of a batch of output gradients).
+def _column_sums(ctx: KernelContext, x: str, out: str, cols: int, inv: ir.Value | None) -> None:
+    """out[j] = sum_i x[i, j] (times ``inv``, a float64, for a mean) for x [rows, cols] float32,
+    summed in float64 and rounded once (a bias gradient: the column sums of a batch of output
+    gradients).
 
     Blocks of COLSUM_BLOCK columns keep their sums in registers down all rows (vectors of 16
     float64: 4 zmm or 8 ymm registers); the columns left over (cols % COLSUM_BLOCK) keep one
-    scalar each. Every column is summed row after row from 0, as emit_reduce's general loop
-    does, so the result is the same to the bit. The general loop reads and writes dst for every
-    element: the 512 x 256 bias gradient of the 784-256-128-10 step took 19.7 us (with the call)
-    where this takes 11.5 us (one Xeon core, AVX-512; 512 x 128: 4.5 and 5.1 us, within noise).
-    Blocks of 64 and 128 columns ran 10.0 and 8.4 us on AVX-512, but would spill on the 16
-    registers of AVX2.
+    scalar each, COLSUM_SCALARS columns per pass down the rows. Every column is summed row
+    after row from 0, as emit_reduce's general loop does, so the result is the same to the
+    bit. The general loop reads and writes a float64 buffer for every element: the 512 x 256
+    bias gradient of the 784-256-128-10 step took 19.7 us (with the call) where this takes
+    11.5 us (one Xeon core, AVX-512; 512 x 128: 4.5 and 5.1 us, within noise). Blocks of 64
+    and 128 columns ran 10.0 and 8.4 us on AVX-512, but would spill on the 16 registers of
+    AVX2. Its loops are written as they should run (marked against LLVM's vectorizer and
+    unroller), and the sums go straight to ``out``: no float64 buffer to clear and copy.
     """
     b = ctx.b
     half = 16  # float64 lanes per carried vector
-    vf, vd = ir.VectorType(LL["f32"], half), ir.VectorType(F64, half)
+    f32 = LL["f32"]
+    vf, vd = ir.VectorType(f32, half), ir.VectorType(F64, half)
     rows = ctx.dim(ctx.g[x].type.shape[0])
-    src = ctx.ptr(x)
+    src, dst = ctx.ptr(x), ctx.ptr(out)
     full = cols - cols % COLSUM_BLOCK
-    zero = ir.Constant(vd, [0.0] * half)
-    with counted_loop(b, i64(0), i64(full), COLSUM_BLOCK, name="cb") as cb:
-        carried = [zero] * (COLSUM_BLOCK // half)
-        with counted_loop(b, i64(0), rows, 1, name="cr", carried=carried) as cr:
-            base = b.add(b.mul(cr.iv, i64(cols), flags=("nsw",)), cb.iv, flags=("nsw",))
-            sums = []
-            for h, acc in enumerate(cr.carried):
-                p = b.gep(src, [b.add(base, i64(h * half))], inbounds=True, source_etype=LL["f32"])
-                sums.append(b.fadd(acc, b.fpext(b.load(p, typ=vf, align=4), vd)))
-            cr.carried = sums
-        for h, acc in enumerate(cr.final):  # once per block: a vector store per carried vector
-            p = b.gep(dst, [b.add(cb.iv, i64(h * half))], inbounds=True, source_etype=F64)
-            b.store(acc, p, align=8)
-    if full == cols:
-        return
-    with counted_loop(b, i64(full), i64(cols), 1, name="cs") as cs:
-        with counted_loop(b, i64(0), rows, 1, name="csr", carried=[ir.Constant(F64, 0.0)]) as r:
-            idx = b.add(b.mul(r.iv, i64(cols), flags=("nsw",)), cs.iv, flags=("nsw",))
-            r.carried = [b.fadd(r.carried[0], b.fpext(ctx.load(x, idx), F64))]
-        b.store(r.final[0], b.gep(dst, [cs.iv], inbounds=True, source_etype=F64))
+
+    def finish(v: ir.Value) -> ir.Value:
+        if inv is not None:
+            scale = inv
+            if isinstance(v.type, ir.VectorType):
+                scale = b.insert_element(ir.Constant(vd, None), inv, ir.Constant(I32, 0))
+                zeros = ir.Constant(ir.VectorType(I32, half), [0] * half)
+                scale = b.shuffle_vector(scale, scale, zeros)
+            v = b.fmul(v, scale)
+        return b.fptrunc(v, vf if isinstance(v.type, ir.VectorType) else f32)
+
+    if full:
+        zero = ir.Constant(vd, [0.0] * half)
+        with counted_loop(b, i64(0), i64(full), COLSUM_BLOCK, name="cb") as cb:
+            carried = [zero] * (COLSUM_BLOCK // half)
+            with counted_loop(b, i64(0), rows, 1, name="cr", carried=carried) as cr:
+                base = b.add(b.mul(cr.iv, i64(cols), flags=("nsw",)), cb.iv, flags=("nsw",))
+                sums = []
+                for h, acc in enumerate(cr.carried):
+                    p = b.gep(src, [b.add(base, i64(h * half))], inbounds=True, source_etype=f32)
+                    sums.append(b.fadd(acc, b.fpext(b.load(p, typ=vf, align=4), vd)))
+                cr.carried = sums
+            for h, acc in enumerate(cr.final):  # once per block: a vector store per vector
+                p = b.gep(dst, [b.add(cb.iv, i64(h * half))], inbounds=True, source_etype=f32)
+                b.store(finish(acc), p, align=4)
+    for lo in range(full, cols, COLSUM_SCALARS):
+        group = range(lo, min(cols, lo + COLSUM_SCALARS))
+        carried = [ir.Constant(F64, 0.0)] * len(group)
+        with counted_loop(b, i64(0), rows, 1, name=f"cs{lo}", carried=carried) as r:
+            base = b.mul(r.iv, i64(cols), flags=("nsw",))
+            r.carried = [
+                b.fadd(acc, b.fpext(ctx.load(x, b.add(base, i64(j), flags=("nsw",))), F64))
+                for acc, j in zip(r.carried, group, strict=True)
+            ]
+        for acc, j in zip(r.final, group, strict=True):
+            b.store(finish(acc), b.gep(dst, [i64(j)], inbounds=True, source_etype=f32))
 
 
 # ---------------------------------------------------------------------------- row-wise
@@ -769,7 +804,8 @@ def _xent_narrow_rows(
     (the loss's sum and the gradient share it), the gradient row stored from the vector.
 
     ``loss_acc``: the float64 loss accumulator (None: no loss); ``grad``: (dz's value or None
-    when not stored, scale) or None; ``sums``: the float64 column sums (None: none).
+    when not stored, scale) or None; ``sums``: the float32 column sums' output (None: none),
+    summed in float64 and rounded once.
 
     The same values as the general loop (which walks such rows as written, one scalar exp per
     element and pass) but for the order of the sum of exponentials (a tree over the lanes, as
@@ -831,10 +867,77 @@ def _xent_narrow_rows(
         r.carried = out
     if sums is not None:
         for k in range(cols):
-            p = b.gep(sums, [i64(k)], inbounds=True, source_etype=F64)
-            b.store(b.extract_element(r.final[0], ir.Constant(I32, k)), p)
+            p = b.gep(sums, [i64(k)], inbounds=True, source_etype=t)
+            b.store(b.fptrunc(b.extract_element(r.final[0], ir.Constant(I32, k)), t), p)
     if loss_acc is not None:
         b.store(r.final[-1], loss_acc)
+
+
+def _xent_general_rows(
+    ctx: KernelContext, z, labels, rows, cols, loss, acc, grad, stored, colsum, scale
+) -> None:
+    """emit_softmax_cross_entropy's row loop for any rows: two passes over each row for its
+    max and sum of exponentials (``_row_max_sum``), then the loss term and the gradient row
+    (``_xent_grad_row``); the column sums accumulated as emit_reduce does (float64 for small
+    float32 outputs)."""
+    b = ctx.b
+    t = LL[ctx.g[z].type.dtype]
+    d = F64
+    bad = ir.Constant(t, float("nan"))
+    if colsum is not None:
+        count = colsum.type.size(1)
+        wide = colsum.type.dtype == "f32" and count <= ACC64_MAX
+        at = d if wide else t
+        if wide:
+            with b.goto_entry_block():
+                sums = b.alloca(at, size=count, name="acc64")
+        else:
+            sums = ctx.ptr(colsum.name)
+        with _col_loop(b, cols, "z") as c:
+            b.store(ir.Constant(at, 0.0), b.gep(sums, [c], inbounds=True, source_etype=at))
+    with loop(b, rows, name="row") as r:
+        base, m, s = _row_max_sum(ctx, z, r, cols, t)
+        lab, ok = _label(ctx, labels, r, cols)
+        if loss is not None:
+            zl = ctx.load(z, b.add(base, lab))
+            term = b.select(ok, _xent_term(b, m, s, zl), bad)
+            b.store(b.fadd(b.load(acc, typ=d), b.fpext(term, d) if t != d else term), acc)
+        if grad is not None:
+            _xent_grad_row(
+                ctx,
+                grad.name if stored else None,
+                z,
+                (base, m, s, lab, ok),
+                cols,
+                scale,
+                bad,
+                (sums, at, wide) if colsum is not None else None,
+            )
+    if colsum is not None and wide:
+        with _col_loop(b, cols, "m") as c:
+            v = b.load(b.gep(sums, [c], inbounds=True, source_etype=at), typ=at)
+            ctx.store(colsum.name, c, b.fptrunc(v, t))
+
+
+def narrow_xent(g: Graph, kernel: Kernel) -> bool:
+    """A softmax cross-entropy kernel whose rows are float32 of fewer than SMALL_ROW columns:
+    each row one vector (_xent_narrow_rows), the whole kernel written as it runs."""
+    first = g[kernel.nodes[0]]
+    if first.op not in ("softmax_cross_entropy", "softmax_cross_entropy_grad"):
+        return False
+    zt = g[first.inputs[0]].type
+    cols = zt.shape[-1]
+    return isinstance(cols, int) and cols < SMALL_ROW and zt.dtype == "f32"
+
+
+def written_as_run(g: Graph, kernel: Kernel) -> bool:
+    """Whether a kernel's LLVM IR is already the code to run: vectors written by hand and
+    every loop marked against LLVM's vectorizer and unroller (column sums, narrow softmax
+    cross-entropy rows). ModuleBuilder compiles those with a short pass list instead of O3,
+    whose loop passes cost some 3-10 ms per kernel and find nothing to do."""
+    if kernel.kind == "reduce":
+        return column_sum(g, g[kernel.nodes[0]])
+    return kernel.kind == "rowwise" and narrow_xent(g, kernel)
 
 
 def emit_softmax_cross_entropy(ctx: KernelContext, kernel: Kernel) -> None:
@@ -866,6 +969,7 @@ def emit_softmax_cross_entropy(ctx: KernelContext, kernel: Kernel) -> None:
     t = LL[g[z].type.dtype]
     d = F64
     rows, cols = (ctx.dim(dd) for dd in g[z].type.shape)
+    scale = acc = None
     if grad is not None:
         dy = grad.inputs[2]
         dyv = ctx.inline_value(g[dy]) if is_inline(ctx.sched, dy) else ctx.load(dy, i64(0))
@@ -874,54 +978,19 @@ def emit_softmax_cross_entropy(ctx: KernelContext, kernel: Kernel) -> None:
         with b.goto_entry_block():
             acc = b.alloca(d, name="loss_acc")
         b.store(ir.Constant(d, 0.0), acc)
-    if colsum is not None:  # accumulated as emit_reduce does (float64 for small f32 outputs)
-        count = colsum.type.size(1)
-        wide = colsum.type.dtype == "f32" and count <= ACC64_MAX
-        at = d if wide else t
-        if wide:
-            with b.goto_entry_block():
-                sums = b.alloca(at, size=count, name="acc64")
-        else:
-            sums = ctx.ptr(colsum.name)
-        with _col_loop(b, cols, "z") as c:
-            b.store(ir.Constant(at, 0.0), b.gep(sums, [c], inbounds=True, source_etype=at))
-    bad = ir.Constant(t, float("nan"))
-    narrow = isinstance(cols, ir.Constant) and cols.constant < SMALL_ROW and t == LL["f32"]
-    if narrow:
-        assert colsum is None or wide
+    if narrow_xent(g, kernel):  # every row one vector: the general loop is not emitted
         _xent_narrow_rows(
             ctx,
             z,
             labels,
             rows,
             cols.constant,
-            acc if loss is not None else None,
+            acc,
             (grad.name if stored else None, scale) if grad is not None else None,
-            sums if colsum is not None else None,
+            ctx.ptr(colsum.name) if colsum is not None else None,
         )
-    general = i64(0) if narrow else rows  # rows walked by the general loop
-    with loop(b, general, name="row") as r:
-        base, m, s = _row_max_sum(ctx, z, r, cols, t)
-        lab, ok = _label(ctx, labels, r, cols)
-        if loss is not None:
-            zl = ctx.load(z, b.add(base, lab))
-            term = b.select(ok, _xent_term(b, m, s, zl), bad)
-            b.store(b.fadd(b.load(acc, typ=d), b.fpext(term, d) if t != d else term), acc)
-        if grad is not None:
-            _xent_grad_row(
-                ctx,
-                grad.name if stored else None,
-                z,
-                (base, m, s, lab, ok),
-                cols,
-                scale,
-                bad,
-                (sums, at, wide) if colsum is not None else None,
-            )
-    if colsum is not None and wide:
-        with _col_loop(b, cols, "m") as c:
-            v = b.load(b.gep(sums, [c], inbounds=True, source_etype=at), typ=at)
-            ctx.store(colsum.name, c, b.fptrunc(v, t))
+    else:
+        _xent_general_rows(ctx, z, labels, rows, cols, loss, acc, grad, stored, colsum, scale)
     if loss is not None:
         mean = b.fdiv(b.load(acc, typ=d), b.sitofp(rows, d))
         ctx.store(loss.name, i64(0), b.fptrunc(mean, t) if t != d else mean)

@@ -36,13 +36,20 @@ class ModuleBuilder:
         pipeline and compiles the modules in parallel (``codegen.target.compile_parts``).
         0: one module. A kernel and its GEMM always share a module: LLVM propagates the
         kernel's constant N and K into the GEMM and drops the paths they rule out (a third of
-        the GEMM's code)."""
+        the GEMM's code).
+
+        With GEMM modules, code written as it runs (vectors by hand, loops marked against
+        LLVM's vectorizer: the input checks' scans, codegen/checks.py, and the kernels
+        ``kernels.written_as_run`` names) also goes into a module of its own, ``lean``, which
+        the JIT optimizes with a short list of passes (``codegen.target.PIPELINES["lean"]``):
+        O3's loop passes found nothing to do in it and cost some 3-10 ms per function."""
         self.name = name
         self.check_numerics = check_numerics  # scan each kernel's stores for NaN/Inf
         self.target = as_target(target_cpu)  # every target decision below reads this
         self.module = ir.Module(name=name)
         self.gemm_parts = [ir.Module(name=f"{name}.gemm{i}") for i in range(gemm_modules)]
-        for m in (self.module, *self.gemm_parts):
+        self.lean = ir.Module(name=f"{name}.lean") if gemm_modules else None
+        for m in (self.module, *self.gemm_parts, *([self.lean] if self.lean else [])):
             m.triple = self.target.llvm_triple  # codegen/threads.py reads it (x86 pause)
         unit = vector_unit(self.target)
         self.vector_width = unit.lanes
@@ -56,9 +63,13 @@ class ModuleBuilder:
         self._families: dict[tuple, ir.Module] = {}  # GEMM module by family (see _gemm_part)
 
     def parts(self) -> list[tuple[ir.Module, str]]:
-        """The modules to compile with the pipeline each needs ("main" or "gemm"; see
-        ``codegen.target.PIPELINES``): ``module``, then the GEMM modules that hold code."""
-        return [(self.module, "main")] + [(m, "gemm") for m in self.gemm_parts if m.functions]
+        """The modules to compile with the pipeline each needs ("main", "gemm" or "lean"; see
+        ``codegen.target.PIPELINES``): ``module``, then the GEMM modules that hold code, then
+        ``lean`` when it does."""
+        lean = [(self.lean, "lean")] if self.lean is not None and self.lean.functions else []
+        return (
+            [(self.module, "main")] + [(m, "gemm") for m in self.gemm_parts if m.functions] + lean
+        )
 
     def add_epoch_entry(self, step_entry: str = "train_step") -> ir.Function:
         """Emit ``NAME_train_epoch``: mini-batches gathered by an index array, each one a call of
@@ -75,6 +86,7 @@ class ModuleBuilder:
             self.entries[step_entry],
             self.entry_checks.get(step_entry, []) if body is not None else [],
             self.pool(self.module),
+            self.lean,
         )
 
     def add_split_epoch_entry(self) -> ir.Function:
@@ -128,7 +140,7 @@ class ModuleBuilder:
             for d in t.shape:
                 count = b.mul(count, n if d == BATCH else i64(int(d)))
             scans.append((slot_of[c.name], c, t.dtype, count))
-        emit_input_checks(b, self.module, scans, fn.args[3], self.pool(self.module))
+        emit_input_checks(b, self.module, scans, fn.args[3], self.pool(self.module), self.lean)
         b.ret(b.call(body, list(fn.args), tail=True))
         return fn
 
@@ -245,6 +257,8 @@ class ModuleBuilder:
         if kernel.kind == "matmul" and self.gemm_parts:
             key = self._gemm_key(sched, kernel, *K.matmul_parts(g, kernel)[1:])
             module = self._gemms[key].module if key in self._gemms else self._gemm_part(key)
+        elif self.lean is not None and K.written_as_run(g, kernel):
+            module = self.lean
         extra = 1 if kernel.kind == "matmul" else 0  # the GEMM's work buffer (emit_matmul)
         ctx = KernelContext(module, fname, sched, values, extra_ptrs=extra, pool=self.pool(module))
         ctx.gemm_for = lambda *a: self._gemm_for(fname, module, sched, *a)
@@ -253,7 +267,7 @@ class ModuleBuilder:
             op = g[kernel.nodes[0]].op
             raise CodegenError(f"no kernel for {kernel.kind} kernel {kernel.name} ({op})")
         emit(ctx, kernel)
-        if module is not self.module:  # defined in the GEMM module, declared in this one
+        if module is not self.module:  # defined in a GEMM or the lean module, declared here
             ctx.fn.linkage = ""
             return ir.Function(self.module, ctx.fn.function_type, name=fname), values, []
         return ctx.fn, values, []

@@ -707,6 +707,16 @@ PIPELINES: dict[str, tuple[int, bool] | tuple[str, ...]] = {
         "sccp",
         "dead_code_elimination",
     ),
+    # Code written in vectors by hand, with its loops marked against LLVM's vectorizers and
+    # unrollers (the input checks' scans, ModuleBuilder.lean): it needs its phis and
+    # instructions tidied, not O3's loop passes, which cost some 3 ms per scan function and
+    # gave the same machine code.
+    "lean": (
+        "sroa",
+        "instruction_combine",
+        "simplify_cfg",
+        "dead_code_elimination",
+    ),
     # graphc.fuzz's builds: many small models, each run once on a few rows; see fuzz.py for
     # what it measured
     "fuzz": (1, True),

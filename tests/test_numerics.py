@@ -124,10 +124,11 @@ def test_float32_mean_over_100k_rows_is_within_one_rounding_of_float64() -> None
 
 @pytest.mark.parametrize("rows", [1, 3, 513])
 def test_column_sums_are_sequential_float64_sums_rounded_once(rows: int) -> None:
-    """Sums and means over the batch axis of [N, C] (bias gradients; C = 32 to 261: whole
-    register blocks of 32 columns, a remainder, both) equal the float64 sum taken row after row,
-    rounded once to float32, to the bit (the mean: times 1/N in float64, then rounded)."""
-    widths = (32, 45, 70, 261)
+    """Sums and means over the batch axis of [N, C] (bias gradients; C = 1 to 261: only
+    columns left over from the register blocks of 32 (in groups of 8), whole blocks, both)
+    equal the float64 sum taken row after row, rounded once to float32, to the bit (the mean:
+    times 1/N in float64, then rounded)."""
+    widths = (1, 10, 17, 32, 45, 70, 261)
     xs = [gc.input(f"x{c}", ("N", c)) for c in widths]
     outs = [f(x, axes=0, keepdims=k) for x in xs for f, k in ((gc.sum, False), (gc.mean, True))]
     m = gc.compile(outs, name=f"colsum{rows}")
