@@ -332,3 +332,23 @@ def test_every_dsl_error_is_a_graphc_error_naming_the_line(make) -> None:
         make(x)
     assert THIS in str(info.value), str(info.value)  # the lambda's line: the user's call
     assert isinstance(info.value, gc.GraphcError)
+
+
+def test_nonfinite_row_scan_matches_isfinite_and_ignores_overflowing_sums() -> None:
+    from graphc.runtime.model import _nonfinite_rows
+
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        block = rng.standard_normal((50, 7)).astype(dtype)
+        big = np.finfo(dtype).max * 0.75
+        block[3] = big  # finite values whose sum overflows: no row is bad
+        block[4] = -big
+        block[5, :2] = big
+        with np.errstate(over="ignore"):
+            assert not np.isfinite(np.add.reduce(block[5:6], axis=None))
+        assert not _nonfinite_rows(block).any()
+        block[10, 2], block[20, 0], block[21, 6] = np.nan, np.inf, -np.inf
+        np.testing.assert_array_equal(_nonfinite_rows(block), ~np.isfinite(block).all(axis=1))
+        pair = np.array([[np.inf], [-np.inf]], dtype)  # whose sum is NaN, not infinite
+        np.testing.assert_array_equal(_nonfinite_rows(pair), [True, True])
+    assert _nonfinite_rows(np.zeros((0, 4), np.float32)).shape == (0,)
