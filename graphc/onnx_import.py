@@ -3133,6 +3133,99 @@ def _fold_einsum(cx: NodeContext, args: list) -> list:
     return [np.einsum(str(cx.attr("equation")), *args)]
 
 
+# --- Sin, Cos, Tan, Atan (positional encodings and periodic features in front of an MLP):
+# composed as float32 polynomials after a Cody-Waite range reduction, the reduced argument's
+# derivative 1 (the multiple of pi/2 is rounded through a cast, derivative 0), so autodiff of
+# the polynomials gives cos, -sin, 1 + tan^2, 1 / (1 + x^2) to the polynomials' accuracy.
+
+# pi/2 in three float32 parts whose products with an integer below 2**15 are exact (Cody &
+# Waite, "Software Manual for the Elementary Functions", 1980; the split of Cephes' sinf)
+_PIO2 = (1.5703125, 4.837512969970703125e-4, 7.54978995489188216e-8)
+# minimax coefficients on [-pi/4, pi/4] (Cephes sinf/cosf) and of atan on [0, tan(pi/8)]
+_SIN = (-1.6666654611e-1, 8.3321608736e-3, -1.9515295891e-4)
+_COS = (4.166664568298827e-2, -1.388731625493765e-3, 2.443315711809948e-5)
+_ATAN = (-3.33329491539e-1, 1.99777106478e-1, -1.38776856032e-1, 8.05374449538e-2)
+TRIG_EXACT_BELOW = 8192.0  # |x| above it: the reduction loses bits (ONNX Runtime's does not)
+
+
+def _poly(z: Tensor, coeffs: Sequence[float]) -> Tensor:
+    """c0 + z * (c1 + z * (c2 + ...)) by Horner's rule."""
+    p: Tensor | float = coeffs[-1]
+    for c in reversed(coeffs[:-1]):
+        p = z * p + c
+    assert isinstance(p, Tensor)
+    return p
+
+
+def _sin_cos_reduced(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(sin r, cos r, q) with x = k * pi/2 + r, |r| <= pi/4, q = k mod 4 in {-2, -1, 0, 1, 2}
+    (q = +-2 both mean 2, -1 means 3)."""
+    t = x * (2.0 / math.pi)
+    zero = dsl.const(0.0)
+    a = _abs(t)
+    kr = (a + _ROUND_MAGIC) - _ROUND_MAGIC
+    k = dsl.apply(
+        "cast", dsl.apply("where", dsl.apply("greater", zero, t), zero - kr, kr), dtype="f32"
+    )
+    r = ((x - k * _PIO2[0]) - k * _PIO2[1]) - k * _PIO2[2]
+    z = r * r
+    s = r + (r * z) * _poly(z, _SIN)
+    c = (1.0 - 0.5 * z) + (z * z) * _poly(z, _COS)
+    h = k * 0.25
+    q = k - 4.0 * ((_abs(h) + _ROUND_MAGIC) - _ROUND_MAGIC) * (
+        1.0 - 2.0 * dsl.apply("greater", zero, h)
+    )
+    return s, c, q
+
+
+def _trig(kind: str) -> Callable[[NodeContext], list[Value]]:
+    """Sin, Cos or Tan of x: the reduced sine and cosine (see _sin_cos_reduced) placed by the
+    quadrant (sin x = s, c, -s, -c; cos x = c, -s, -c, s; tan x = s / c or -c / s). For
+    |x| <= 8192 the absolute error is below 1e-7 (tan's relative to max(1, |tan x|) below
+    1e-6), as ONNX Runtime's; above it the reduction loses bits (0.03 at |x| = 1e6, where
+    ONNX Runtime stays exact). NaN and +-inf give NaN; sin and tan keep the sign of a zero."""
+
+    def convert(cx: NodeContext) -> list[Value]:
+        x = cx.x(0)
+        s, c, q = _sin_cos_reduced(x)
+
+        def at(v: float) -> Tensor:
+            return dsl.apply("equal", q if v != 2.0 else _abs(q), dsl.const(v))
+
+        def pick(v0: Tensor, v1: Tensor, v2: Tensor, v3: Tensor) -> Tensor:
+            w = dsl.apply("where", at(2.0), v2, v3)
+            return dsl.apply("where", at(0.0), v0, dsl.apply("where", at(1.0), v1, w))
+
+        if kind == "cos":
+            return [pick(c, -s, -c, s)]
+        if kind == "sin":
+            y = pick(s, c, -s, -c)
+        else:
+            y = dsl.apply("where", dsl.maximum(at(0.0), at(2.0)), s / c, -(c / s))
+        return [dsl.apply("where", dsl.apply("equal", x, dsl.const(0.0)), x, y)]  # -0.0
+
+    return convert
+
+
+def _atan(cx: NodeContext) -> list[Value]:
+    """Atan: with a = |x|, u = 1/a above 1 (atan a = pi/2 - atan u), then v = (u - 1)/(u + 1)
+    above tan(pi/8) (atan u = pi/4 + atan v), a polynomial in v (Cephes atanf), x's sign put
+    back (-0.0 stays -0.0); atan(+-inf) = +-pi/2, NaN gives NaN."""
+    x = cx.x(0)
+    zero = dsl.const(0.0)
+    a = _abs(x)
+    big = dsl.apply("greater", a, dsl.const(1.0))
+    u = dsl.apply("where", big, 1.0 / dsl.maximum(a, dsl.const(1.0)), a)
+    mid = dsl.apply("greater", u, dsl.const(math.tan(math.pi / 8)))
+    v = dsl.apply("where", mid, (u - 1.0) / (u + 1.0), u)
+    z = v * v
+    y = v + (v * z) * _poly(z, _ATAN)
+    y = dsl.apply("where", mid, y + math.pi / 4, y)
+    y = dsl.apply("where", big, math.pi / 2 - y, y)
+    y = dsl.apply("where", dsl.apply("greater", zero, x), zero - y, y)
+    return [dsl.apply("where", dsl.apply("equal", x, zero), x, y)]
+
+
 # ---------------------------------------------------------------- the table
 
 _UNARY = {
@@ -3241,6 +3334,10 @@ OPS: dict[str, Rule] = {
     "Shrink": Rule(_shrink, ("bias", "lambd")),
     "Floor": Rule(lambda cx: [_integral_part(cx, cx.x(0), -1)], fold=_unary_fold(np.floor)),
     "Ceil": Rule(lambda cx: [_integral_part(cx, cx.x(0), 1)], fold=_unary_fold(np.ceil)),
+    "Sin": Rule(_trig("sin"), fold=_unary_fold(np.sin)),
+    "Cos": Rule(_trig("cos"), fold=_unary_fold(np.cos)),
+    "Tan": Rule(_trig("tan"), fold=_unary_fold(np.tan)),
+    "Atan": Rule(_atan, fold=_unary_fold(np.arctan)),
     "Hardmax": Rule(_hardmax, ("axis",)),
     "CumSum": Rule(_cumsum, ("exclusive", "reverse"), fold=_fold_cumsum),
     "Tile": Rule(_tile, fold=_fold_tile, keeps_integers=True),
