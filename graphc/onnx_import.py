@@ -606,15 +606,21 @@ class Importer:
                     self.frozen_names.add(node.input[k])
 
     def cast_to_float_only(self, name: str) -> bool:
-        """Whether every use of value ``name`` is a Cast to float or double (and it is no
-        graph output)."""
+        """Whether every use of value ``name`` is a Cast to float or double or the indices of
+        a Gather (an embedding lookup, exact on float32 indices below 2**24), and it is no
+        graph output."""
         if any(o.name == name for o in self.graph.output):
             return False
         uses = [n for n in self.graph.node if name in n.input]
         return bool(uses) and all(
-            n.op_type == "Cast"
-            and n.domain in ("", "ai.onnx")
-            and any(a.name == "to" and a.i in (1, 11) for a in n.attribute)
+            n.domain in ("", "ai.onnx")
+            and (
+                (
+                    n.op_type == "Cast"
+                    and any(a.name == "to" and a.i in (1, 11) for a in n.attribute)
+                )
+                or (n.op_type == "Gather" and list(n.input).index(name) == 1 and n.input[0] != name)
+            )
             for n in uses
         )
 
@@ -627,7 +633,8 @@ class Importer:
             raise OnnxError(
                 f"{where}: element type {type_name(tt.elem_type)} used as an integer; graphc "
                 "reads integer and bool inputs (as float32) only where the graph casts them to "
-                "float straight away (every use a Cast to float or double)"
+                "float straight away or looks rows up with them (every use a Cast to float or "
+                "double, or the indices of a Gather)"
             )
         if tt.elem_type not in FLOAT_TYPES + INTEGER_TYPES:
             raise OnnxError(
@@ -1722,10 +1729,7 @@ def _gather(cx: NodeContext) -> list[Value]:
     r = len(x.shape)
     axis = _axis(cx, int(cx.attr("axis", 0)), r)
     if isinstance(cx.value(1), Tensor):
-        cx.fail(
-            "indices computed from the graph's inputs (an embedding lookup): graphc gathers "
-            "only with indices known at import time"
-        )
+        return [_lookup(cx, x, axis, cx.value(1))]
     idx = np.asarray(cx.c(1))
     if idx.dtype.kind not in "iu":
         cx.fail(f"indices of type {idx.dtype}: Gather takes int32 or int64 indices")
@@ -1741,6 +1745,47 @@ def _gather(cx: NodeContext) -> list[Value]:
         )
     y = _take(cx, x, axis, np.where(flat < 0, flat + size, flat).tolist())
     return [_reshape(cx, y, (*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :]))]
+
+
+MAX_LOOKUP_ROWS = 65536  # the largest table an embedding lookup compares indices against
+
+
+def _lookup(cx: NodeContext, table: Tensor, axis: int, idx: Tensor) -> Tensor:
+    """Gather with computed integer indices (an embedding lookup, nn.Embedding's export):
+    rows of a table without the batch axis (a weight) along axis 0, as one-hot(idx) @ table:
+    onehot = [idx' == k] for k in 0..V-1 with idx' = idx + V where idx < 0 (ONNX's negative
+    indices), then the matrix product with the table as [V, rest]. Exact (each output element
+    is one table element times 1 plus zeros, for a finite table); the table's gradient is
+    onehot^T @ dy, the scatter-add of repeated indices. An index outside [-V, V) gives a row
+    of zeros (ONNX Runtime raises)."""
+    if id(idx) not in cx.imp.integral:
+        cx.fail("indices computed in float: Gather needs integer indices")
+    if "N" in table.shape:
+        cx.fail(
+            f"indices computed from the graph's inputs pick from {_fmt(table.shape)}, which has "
+            "the batch dimension N; graphc looks up rows of a table without it (a weight)"
+        )
+    if axis != 0:
+        cx.fail(
+            f"indices computed from the graph's inputs along axis {axis}: graphc looks up "
+            "rows (axis 0) of a table only"
+        )
+    v = int(table.shape[0])
+    if v > MAX_LOOKUP_ROWS:
+        cx.fail(
+            f"a lookup table of {v} rows; graphc compares indices with at most {MAX_LOOKUP_ROWS}"
+        )
+    rest = tuple(table.shape[1:])
+    zero = dsl.const(0.0)
+    wrapped = dsl.apply("where", dsl.apply("greater", zero, idx), idx + float(v), idx)
+    col = _reshape(cx, wrapped, (*idx.shape, 1))
+    ks = cx.imp.constant_tensor(f"lookup_rows_{v}", np.arange(v, dtype=np.float32), cx, False)
+    onehot = dsl.apply("equal", col, ks)  # [..., V], 1.0 where the index is k
+    flat = table if len(rest) == 1 else _reshape(cx, table, (v, math.prod(rest)))
+    if len(onehot.shape) < 2:
+        cx.fail("a lookup with a scalar index computed in the graph is not supported")
+    y = _matmul_tensors(cx, onehot, flat)
+    return _reshape(cx, y, (*idx.shape, *rest))
 
 
 def _strided_indices(cx: NodeContext, start: int, end: int, step: int, size: int) -> list[int]:

@@ -336,7 +336,7 @@ SWEEP_FLOOR = 593
 def test_node_test_sweep_imports_and_matches_or_documents_the_limit() -> None:
     """Interpreted (the import's meaning against ONNX's reference outputs): no case fails, at
     least SWEEP_FLOOR pass; compiled: one case of each operator that only its function body
-    imports (HardSwish, Mish, Celu, Swish, SwiGLU, RMSNormalization, GroupNormalization, ...)."""
+    imports (HardSwish, Celu, Swish, SwiGLU, RMSNormalization, GroupNormalization, ...)."""
     from graphc.onnx_backend import all_node_cases, sweep
     from graphc.onnx_import import OPS
 
@@ -352,7 +352,8 @@ def test_node_test_sweep_imports_and_matches_or_documents_the_limit() -> None:
             for n in c.model.graph.node:
                 if n.op_type not in OPS:
                     first.setdefault(n.op_type, c)
-    assert {"HardSwish", "Mish", "Celu", "Swish", "RMSNormalization"} <= set(first), first
+    # (Mish has had its own rule since 1998081: no longer imported through its body)
+    assert {"HardSwish", "Celu", "Swish", "RMSNormalization"} <= set(first), first
     compiled = sweep("compile", list({id(c): c for c in first.values()}.values()))
     assert not compiled["fail"] and not compiled["skip"], compiled
 

@@ -274,3 +274,32 @@ def test_reduce_prod_gradient_with_a_zero_matches_central_differences() -> None:
     np.testing.assert_allclose(
         got, numeric_grad(f, [w0.astype(np.float64)], 0), rtol=1e-4, atol=1e-6
     )
+
+
+def test_embedding_lookup_with_integer_index_inputs() -> None:
+    """Gather(W, idx) with an int64 index input (nn.Embedding's export; negative indices count
+    from the end) equals ONNX Runtime for tables of rank 1 to 3, and the table's gradient is
+    the scatter-add of the rows picked (repeated indices add), against float64 numpy. Before:
+    refused (indices computed from the inputs)."""
+    rng = np.random.default_rng(5)
+    idx = np.array([[3, -1, 3, 0, 9], [2, 2, 2, -10, 5]], np.int64)
+    tables = {
+        "W2": rng.standard_normal((10, 4)),
+        "W1": rng.standard_normal(10),
+        "W3": rng.standard_normal((10, 2, 3)),
+    }
+    nodes = [helper.make_node("Gather", [w, "i"], [f"y{w}"], axis=0) for w in tables]
+    inits = [numpy_helper.from_array(v.astype(np.float32), w) for w, v in tables.items()]
+    ins = [helper.make_tensor_value_info("i", TensorProto.INT64, ["N", 5])]
+    m = _model(nodes, ins, [_vi(f"y{w}", None) for w in tables], inits, opset=13)
+    want = _ort(m, {"i": idx})
+    got = gc.from_onnx(m, trainable=False).compile().predict(idx)
+    for w, ww in zip(tables, want):
+        np.testing.assert_array_equal(np.asarray(got[f"y{w}"]), ww, err_msg=w)
+    imp = gc.from_onnx(m, trainable={"W2"}, outputs=["yW2"])
+    u = rng.standard_normal((5, 4)).astype(np.float32)  # the same weights for both rows
+    model = imp.compile(gc.sum(imp.outputs[0] * gc.constant(u)), gc.SGD(0.1))
+    grad = next(iter(model.gradients(idx).values()))
+    want_grad = np.zeros((10, 4))
+    np.add.at(want_grad, np.where(idx < 0, idx + 10, idx), np.broadcast_to(u, (2, 5, 4)))
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-6, atol=1e-6)
