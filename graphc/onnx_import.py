@@ -3271,6 +3271,87 @@ def _atan(cx: NodeContext) -> list[Value]:
     return [dsl.apply("where", dsl.apply("equal", x, zero), x, y)]
 
 
+# --- InstanceNormalization (torch's GroupNorm exports as Reshape [N, G, -1] ->
+# InstanceNormalization -> Reshape -> Mul -> Add) and Mod (torch's Unflatten computes its
+# shape with Mod)
+
+
+def _instance_norm(cx: NodeContext) -> list[Value]:
+    """InstanceNormalization of x [N, C, D1, ...]: per sample and channel, (x - mean) /
+    sqrt(var + epsilon) over D1... (biased variance; epsilon 1e-5 by default), times
+    scale [C] plus B [C] (ONNX's definition; scale and B broadcast along C)."""
+    x = cx.x(0)
+    r = len(x.shape)
+    if r < 3:
+        cx.fail(f"input {_fmt(x.shape)}: InstanceNormalization needs [N, C, D1, ...]")
+    if "N" in x.shape[1:]:
+        cx.fail(f"input {_fmt(x.shape)}: only the first dimension may be the batch N")
+    axes = tuple(range(2, r))
+    eps = float(cx.attr("epsilon", 1e-5))
+    mu = dsl.mean(x, axes, keepdims=True)
+    d = x - mu
+    var = dsl.mean(dsl.square(d), axes, keepdims=True)
+    per_channel = (int(x.shape[1]),) + (1,) * (r - 2)
+    scale = _reshape(cx, cx.x(1), per_channel)
+    bias = _reshape(cx, cx.x(2), per_channel)
+    return [d * (1.0 / dsl.sqrt(var + eps)) * scale + bias]
+
+
+def _mod(cx: NodeContext) -> list[Value]:
+    """Mod of computed values: fmod=1 (C's fmod, the sign of the dividend, required for
+    floats) or fmod=0 (integers: Python's %, the sign of the divisor), as x - q * y with q the
+    truncated (fmod) or floored quotient, then corrected by one y where the rounded quotient
+    put the remainder on the wrong side (exact for integers below 2**24; for floats within
+    the rounding of q * y). Edges as numpy's fmod / mod: a zero divisor or an infinite
+    dividend gives NaN, an infinite divisor x (fmod) or, for floored Mod, y where x and y
+    differ in sign; a zero remainder has the sign of x (fmod) or y. Gradient: dx = dy,
+    d divisor = -q * dy."""
+    x, y = cx.x(0), cx.x(1)
+    fmod = bool(cx.attr("fmod", 0))
+    zero = dsl.const(0.0)
+    t = x / y
+    fl = _integral_part(cx, t, -1)
+    if fmod:  # truncate: floor for t >= 0, ceil below
+        q = dsl.apply("where", dsl.apply("greater", zero, t), _integral_part(cx, t, 1), fl)
+    else:
+        q = fl
+    m = x - q * y
+    # the remainder belongs to [0, |y|) with the sign of x (fmod) or of y (floored)
+    ref = x if fmod else y
+    ay = _abs(y)
+    wrong_sign = dsl.apply("greater", zero, m * ref)
+    m = dsl.apply(
+        "where", wrong_sign, m + dsl.apply("where", dsl.apply("greater", zero, ref), -ay, ay), m
+    )
+    too_big = dsl.apply("greater_equal", _abs(m), ay)
+    m = dsl.apply(
+        "where", too_big, m - dsl.apply("where", dsl.apply("greater", zero, ref), -ay, ay), m
+    )
+    # a zero remainder takes the sign of x (fmod; fmod(-0.0, y) = -0.0) or of y (floored)
+    signed_zero = dsl.apply("where", dsl.apply("greater", zero, ref), dsl.const(-0.0), zero)
+    m = dsl.apply("where", dsl.apply("equal", m, zero), signed_zero, m)
+    if fmod:
+        m = dsl.apply("where", dsl.apply("equal", x, zero), x, m)
+    # an infinite divisor: fmod(x, inf) = x; floored: x, or y where x and y differ in sign
+    if fmod:
+        at_inf: Tensor = x
+    else:
+        at_inf = dsl.apply("where", dsl.apply("greater", zero, x * y), y, x)
+    x_inf = dsl.apply("equal", _abs(x), dsl.const(math.inf))
+    at_inf = dsl.apply("where", x_inf, zero / zero, at_inf)
+    m = dsl.apply("where", dsl.apply("equal", ay, dsl.const(math.inf)), at_inf, m)
+    return [dsl.apply("where", dsl.apply("equal", y, zero), zero / zero, m)]
+
+
+def _fold_mod(cx: NodeContext, args: list) -> list:
+    a, b = (np.asarray(v) for v in args)
+    if object in (a.dtype, b.dtype):
+        cx.fail("Mod of the batch size N is not supported in shape computations")
+    with np.errstate(all="ignore"):
+        out = np.fmod(a, b) if cx.attr("fmod", 0) else np.mod(a, b)
+    return [np.asarray(out).astype(np.result_type(a, b))]
+
+
 # ---------------------------------------------------------------- the table
 
 _UNARY = {
@@ -3383,6 +3464,8 @@ OPS: dict[str, Rule] = {
     "Cos": Rule(_trig("cos"), fold=_unary_fold(np.cos)),
     "Tan": Rule(_trig("tan"), fold=_unary_fold(np.tan)),
     "Atan": Rule(_atan, fold=_unary_fold(np.arctan)),
+    "InstanceNormalization": Rule(_instance_norm, ("epsilon",)),
+    "Mod": Rule(_mod, ("fmod",), fold=_fold_mod, keeps_integers=True),
     "Hardmax": Rule(_hardmax, ("axis",)),
     "CumSum": Rule(_cumsum, ("exclusive", "reverse"), fold=_fold_cumsum),
     "Tile": Rule(_tile, fold=_fold_tile, keeps_integers=True),

@@ -335,3 +335,88 @@ def test_sin_cos_tan_atan_match_onnxruntime_and_their_derivatives() -> None:
 
         want_g = numeric_grad(loss, [w.astype(np.float64)], 0)
         np.testing.assert_allclose(got_g, want_g, rtol=1e-4, atol=1e-4, err_msg=o)
+
+
+def test_mod_instance_norm_and_group_norm_as_torch_exports_it() -> None:
+    """Mod: fmod=1 of floats against ONNX Runtime (signs, a remainder near the divisor, an
+    infinite divisor, zeros); fmod=0 (Python's %) against numpy float64 (ONNX Runtime takes
+    fmod=0 for integers only), incl. the integers torch's Unflatten computes its shape with
+    (Mod of constants folded into a Reshape). InstanceNormalization against ONNX Runtime, and
+    torch's GroupNorm(2, 6) export (Reshape [0, 2, -1] -> InstanceNormalization -> Reshape to
+    Shape(x) -> Mul -> Add) likewise; their gradients against central differences."""
+    a = np.array([[-4.3, 7.2, 5.0, 4.3, -7.2, 8.0, 0.0, -0.0, 1e-3, 6.0, -3.0, 3.0]], np.float32)
+    b = np.array(
+        [[2.1, -3.4, 8.0, -2.1, 3.4, 5.0, -2.0, 2.0, 7.0, 3.0, np.inf, -np.inf]], np.float32
+    )
+    nodes = [
+        helper.make_node("Mod", ["a", "b"], ["fmod"], fmod=1),
+        helper.make_node("Mod", ["a", "b"], ["pymod"]),
+        helper.make_node("Mod", ["five", "three"], ["two"]),
+        helper.make_node("Concat", ["zero", "two", "minus1"], ["shp"], axis=0),
+        helper.make_node("Reshape", ["g", "shp"], ["g3"]),
+        helper.make_node("InstanceNormalization", ["g3", "s", "bias"], ["inorm"], epsilon=1e-3),
+        helper.make_node("Reshape", ["g", "grp"], ["gg"]),
+        helper.make_node("InstanceNormalization", ["gg", "ones", "zeros"], ["gn0"]),
+        helper.make_node("Shape", ["g"], ["gshape"]),
+        helper.make_node("Reshape", ["gn0", "gshape"], ["gn1"]),
+        helper.make_node("Mul", ["gn1", "gw"], ["gn2"]),
+        helper.make_node("Add", ["gn2", "gb"], ["gn"]),
+    ]
+    rng = np.random.default_rng(8)
+    inits = [
+        _init("five", [5]),
+        _init("three", [3]),
+        _init("zero", [0]),
+        _init("minus1", [-1]),
+        _init("grp", [0, 2, -1]),
+        _init("s", [0.5, -2.0], np.float32),
+        _init("bias", [0.1, 0.2], np.float32),
+        _init("ones", [1.0, 1.0], np.float32),
+        _init("zeros", [0.0, 0.0], np.float32),
+        _init("gw", rng.standard_normal(6), np.float32),
+        _init("gb", rng.standard_normal(6), np.float32),
+    ]
+    outs = ["fmod", "pymod", "inorm", "gn"]
+    inputs = [_vi("a", ["N", 12]), _vi("b", ["N", 12]), _vi("g", ["N", 6])]
+    m = _model(nodes, inputs, [_vi(o, None) for o in outs], inits)
+    g = rng.standard_normal((3, 6)).astype(np.float32) * 3
+    aa, bb = np.repeat(a, 3, 0), np.repeat(b, 3, 0)
+    got = gc.from_onnx(m).compile().predict({"a": aa, "b": bb, "g": g})
+    ort_nodes = [n for n in nodes if n.output[0] != "pymod"]  # ORT: fmod=0 on integers only
+    m_ort = _model(ort_nodes, inputs, [_vi(o, None) for o in outs if o != "pymod"], inits)
+    want = dict(zip(["fmod", "inorm", "gn"], _ort(m_ort, {"a": aa, "b": bb, "g": g})))
+    np.testing.assert_array_equal(got["fmod"], want["fmod"])
+    assert np.array_equal(np.signbit(got["fmod"]), np.signbit(want["fmod"]))
+    with np.errstate(invalid="ignore"):
+        py = np.mod(aa.astype(np.float64), bb.astype(np.float64))
+    np.testing.assert_allclose(got["pymod"], py, rtol=1e-6, atol=1e-6)
+    assert np.array_equal(np.signbit(got["pymod"]), np.signbit(py))
+    for o in ("inorm", "gn"):
+        np.testing.assert_allclose(got[o], want[o], rtol=1e-5, atol=1e-5, err_msg=o)
+    # the gradient of GroupNorm's composition with respect to its weight-scaled input
+    w0 = rng.standard_normal(6).astype(np.float32)
+    gm = _model(
+        [
+            helper.make_node("Mul", ["g", "W"], ["gw_"]),
+            helper.make_node("Reshape", ["gw_", "grp"], ["r"]),
+        ]
+        + [helper.make_node("InstanceNormalization", ["r", "s", "bias"], ["y"], epsilon=1e-3)],
+        [_vi("g", ["N", 6])],
+        [_vi("y", None)],
+        [numpy_helper.from_array(w0, "W"), *inits[4:6], *inits[6:7]],
+    )
+    imp = gc.from_onnx(gm, trainable={"W"})
+    u = rng.standard_normal((1, 2, 3))
+    model = imp.compile(gc.sum(imp.outputs[0] * gc.constant(u.astype(np.float32))), gc.SGD(0.1))
+    got_g = next(iter(model.gradients(g[:1]).values()))
+
+    def loss(w):
+        h = (g[:1].astype(np.float64) * w).reshape(1, 2, 3)
+        d = h - h.mean(2, keepdims=True)
+        y = d / np.sqrt((d * d).mean(2, keepdims=True) + 1e-3)
+        y = y * np.array([0.5, -2.0])[:, None] + np.array([0.1, 0.2])[:, None]
+        return float(np.sum(u * y))
+
+    np.testing.assert_allclose(
+        got_g, numeric_grad(loss, [w0.astype(np.float64)], 0), rtol=1e-3, atol=1e-4
+    )
