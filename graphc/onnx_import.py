@@ -1945,12 +1945,27 @@ def _cast(cx: NodeContext) -> list[Value]:
         return [x]  # graphc computes in float32; a cast to double keeps float32 values
     if to in (10, 16):
         cx.fail(f"cast to {type_name(to)}: graphc computes in float32 and cannot round to it")
-    if to in (6, 7, 3, 2, 5, 12, 13, 9) and id(x) in cx.imp.integral:
-        return [x]  # integer values (labels, masks), kept in float32 (exact up to 2**24)
-    cx.fail(
-        f"cast of a computed value to {type_name(to)}: graphc casts to float types, and to "
-        "integer types only values that already are integers (class labels, comparisons)"
-    )
+    if to == 9:  # bool: 1 where x != 0 (NaN included, as ONNX Runtime), else 0
+        t = dsl.apply("not_equal", x, dsl.const(0.0))
+        cx.imp.integral.add(id(t))
+        return [t]
+    if to in (6, 7, 3, 2, 4, 5, 12, 13):
+        t = x
+        if id(x) not in cx.imp.integral:
+            # a float to an integer type: rounded toward zero (C's conversion, ONNX Runtime's),
+            # kept in float32; NaN and inf are undefined in ONNX and pass unchanged here
+            f = _integral_part(cx, _abs(x), -1)
+            t = dsl.apply("where", dsl.apply("greater", dsl.const(0.0), x), 0.0 - f, f)
+        bits = {3: 8, 2: 8, 5: 16, 4: 16}.get(to)
+        if bits:  # 8- and 16-bit types wrap modulo 2**bits, as ONNX Runtime's conversion
+            lo = -(2.0 ** (bits - 1)) if to in (3, 5) else 0.0
+            span = 2.0**bits
+            u = t - lo
+            t = u - _integral_part(cx, u * (1.0 / span), -1) * span + lo
+        if t is not x:
+            cx.imp.integral.add(id(t))
+        return [t]  # integer values (labels, masks), kept in float32 (exact up to 2**24)
+    cx.fail(f"cast of a computed value to {type_name(to)} is not supported")
     return []
 
 
