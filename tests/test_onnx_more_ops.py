@@ -420,3 +420,53 @@ def test_mod_instance_norm_and_group_norm_as_torch_exports_it() -> None:
     np.testing.assert_allclose(
         got_g, numeric_grad(loss, [w0.astype(np.float64)], 0), rtol=1e-3, atol=1e-4
     )
+
+
+def test_export_of_the_composed_operators_matches_predict_in_onnxruntime(tmp_path) -> None:
+    """Model.to_onnx of an imported model using every added operator writes the compositions
+    back in standard operators: the file passes onnx's full check and ONNX Runtime computes
+    what predict does (bitwise, sums within 1e-6), which is the original file's result in ONNX Runtime."""
+    ops = ["Sin", "Cos", "Tan", "Atan", "Floor", "Ceil", "Shrink", "Hardmax"]
+    nodes = [helper.make_node(o, ["x"], [o]) for o in ops]
+    nodes += [
+        helper.make_node("IsNaN", ["x"], ["isnan"]),
+        helper.make_node("Cast", ["isnan"], ["IsNaN"], to=TensorProto.FLOAT),
+        helper.make_node("IsInf", ["x"], ["isinf"]),
+        helper.make_node("Not", ["isinf"], ["finite"]),
+        helper.make_node("Cast", ["finite"], ["Not"], to=TensorProto.FLOAT),
+        helper.make_node("CumSum", ["x", "ax"], ["CumSum"], exclusive=1),
+        helper.make_node("Tile", ["x", "reps"], ["Tile"]),
+        helper.make_node("Reshape", ["x", "s3"], ["x3"]),
+        helper.make_node("Trilu", ["x3"], ["Trilu"]),
+        helper.make_node("Mod", ["x", "two"], ["Mod"], fmod=1),
+        helper.make_node("Einsum", ["x", "x"], ["Outer"], equation="ni,nj->nij"),
+        helper.make_node("Einsum", ["x", "w"], ["MatT"], equation="ni,ji->nj"),
+        helper.make_node("InstanceNormalization", ["x3", "sc", "b"], ["Inst"]),
+    ]
+    outs = ops + ["IsNaN", "Not", "CumSum", "Tile", "Trilu", "Mod", "Outer", "MatT", "Inst"]
+    rng = np.random.default_rng(9)
+    inits = [
+        _init("ax", 1),
+        _init("reps", [1, 2]),
+        _init("s3", [0, 2, 3]),
+        _init("two", 2.0, np.float32),
+        _init("w", rng.standard_normal((5, 6)), np.float32),
+        _init("sc", [1.5, -0.5], np.float32),
+        _init("b", [0.0, 1.0], np.float32),
+    ]
+    m = _model(nodes, [_vi("x", ["N", 6])], [_vi(o, None) for o in outs], inits)
+    x = (rng.standard_normal((4, 6)) * 3).astype(np.float32)
+    model = gc.from_onnx(m).compile()
+    got = model.predict(x)
+    path = str(tmp_path / "added.onnx")
+    model.to_onnx(path)
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    back = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x})))
+    want = dict(zip(outs, _ort(m, {"x": x})))
+    for o in outs:
+        if o in ("MatT", "Inst"):  # sums in another order
+            np.testing.assert_allclose(back[o], got[o], rtol=1e-6, atol=1e-6, err_msg=o)
+        else:
+            np.testing.assert_array_equal(back[o], got[o], err_msg=o)
+        np.testing.assert_allclose(got[o], want[o], rtol=1e-5, atol=2e-6, err_msg=o)
