@@ -598,8 +598,14 @@ class Importer:
 
     def find_frozen(self) -> None:
         """Initializers that are no weights never train: BatchNormalization's running mean and
-        variance, Pow's exponent, Clip's bounds."""
-        frozen_inputs = {"BatchNormalization": (3, 4), "Pow": (1,), "Clip": (1, 2)}
+        variance, Pow's exponent, Clip's bounds, Range's start, limit and delta (a float Range
+        of initializers, as onnx-simplifier leaves it, folds)."""
+        frozen_inputs = {
+            "BatchNormalization": (3, 4),
+            "Pow": (1,),
+            "Clip": (1, 2),
+            "Range": (0, 1, 2),
+        }
         for node in self.graph.node:
             for k in frozen_inputs.get(node.op_type, ()):
                 if k < len(node.input) and node.input[k]:

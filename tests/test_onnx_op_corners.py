@@ -335,3 +335,17 @@ def test_casts_of_computed_values_to_integer_and_bool_types() -> None:
                 continue  # negative floats into unsigned types: undefined (ONNX)
             np.testing.assert_array_equal(np.asarray(got[name])[k : k + 1], w, err_msg=name)
     assert np.asarray(got["y9"])[2, 0] == 1.0  # NaN is true
+
+
+def test_float_range_of_initializers_folds() -> None:
+    """Range's float start/limit/delta as initializers (onnx-simplifier turns Constants into
+    initializers) are no weights: they fold (before, they were trainable params and Range
+    was refused as 'supported only on values known at import time')."""
+    N = helper.make_node
+    inits = [_init("a", 0.5, np.float32), _init("b", 2.5, np.float32), _init("d", 0.5, np.float32)]
+    nodes = [N("Range", ["a", "b", "d"], ["r"]), N("Add", ["x", "r"], ["y"])]
+    m = _model(nodes, [_vi("x", ["N", 3, 4])], [_vi("y", None)], inits, opset=13)
+    x = np.random.default_rng(6).standard_normal((2, 3, 4)).astype(np.float32)
+    imp = gc.from_onnx(m)
+    assert not imp.params
+    np.testing.assert_array_equal(imp.compile().predict(x), _ort(m, {"x": x})[0])
