@@ -8,7 +8,8 @@
 Stages, in pipeline order: ``forward`` (the DSL's graph), ``backward`` (the training graph after
 autodiff and the optimizer's update nodes), one stage per optimization pass (named after the
 pass: ``simplify`` from -O1, ``eliminate_dead_nodes``, then at -O2 ``fuse_dense``,
-``fuse_elementwise``, ``fuse_softmax_cross_entropy`` and ``fuse_optimizer``),
+``fuse_elementwise``, ``fuse_softmax_cross_entropy``, ``fuse_update_epilogue`` and
+``fuse_optimizer``),
 ``scheduled`` (kernels in order, buffers, arena offsets), ``llvm`` (the LLVM module as built),
 ``llvm-opt`` (after LLVM's O3 pipeline) and ``asm`` (machine code for the target CPU). The pass
 stages belong to one entry point: ``train_step`` when the model has a loss, else ``infer``.

@@ -29,6 +29,10 @@ def test_perceptron_learns_and_but_not_xor_until_a_hidden_layer() -> None:
     assert r["perceptron AND"] == 1.0
     assert r["perceptron XOR"] < 1.0
     assert r["hidden layer XOR"] == 1.0
+    # the README's table states the figures the script prints
+    readme = open(os.path.join(os.path.dirname(EXAMPLES), "README.md")).read()
+    row = next(line for line in readme.splitlines() if "`examples/perceptron.py`" in line)
+    assert f"AND {r['perceptron AND']:.1f}" in row and f"XOR {r['perceptron XOR']:.2f}" in row
 
 
 def test_digits_main_job_reaches_095_and_library_matches(tmp_path) -> None:

@@ -567,6 +567,20 @@ def test_readme_kernel_and_arena_figures_are_what_graphc_dump_prints(capsys) -> 
         assert (got_k, got_a) == (kernels, arena.replace(",", "")), f"-O{level}"
 
 
+def test_readme_and_dump_help_name_every_pass_stage() -> None:
+    """`graphc dump --stage` takes one stage per pass of -O2; the README's list of stages and
+    `graphc dump --help`'s text must name each of them (fuse_update_epilogue was missing)."""
+    import graphc.dump
+    from graphc.ir.passes.pipeline import PASS_NAMES
+
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    stages = readme[readme.index("Stages: `forward`") :].split("Formats:")[0]
+    helptext = " ".join(graphc.dump.__doc__.split())
+    for name in PASS_NAMES:
+        assert f"`{name}`" in stages, f"README's stage list lacks {name}"
+        assert f"``{name}``" in helptext, f"graphc dump --help lacks {name}"
+
+
 def test_cli_output_piped_into_head_ends_quietly() -> None:
     """`graphc targets --cpus aarch64-linux-gnu | head -3`: the closed pipe is not a traceback."""
     r = subprocess.run(
