@@ -19,6 +19,7 @@ Spec: https://onnx.ai/onnx/operators/ (the operator definitions quoted in the ru
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -385,7 +386,21 @@ class Importer:
                 f"{where}: opset {self.opset} is outside what graphc imports ({MIN_OPSET} to "
                 f"{newest}, the newest the installed onnx {onnx.__version__} defines)"
             )
+        if isinstance(trainable, str):
+            trainable = (trainable,)  # one name, not the set of its characters
+        elif not (trainable is None or isinstance(trainable, bool) or callable(trainable)):
+            try:
+                trainable = frozenset(trainable)
+            except TypeError:
+                raise OnnxError(
+                    f"{where}: trainable must be True, False, a collection of initializer names "
+                    f"or a predicate on the name, got {trainable!r}"
+                ) from None
+            bad = [n for n in trainable if not isinstance(n, str)]
+            if bad:
+                raise OnnxError(f"{where}: trainable names must be strings, got {bad[0]!r}")
         self.trainable = trainable
+        self.asked: set[str] = set()  # names is_trainable was asked about
         self.values: dict[str, Value] = {}
         self.initializers: dict[str, np.ndarray] = {}
         self.materialized: dict[str, Tensor] = {}
@@ -461,6 +476,7 @@ class Importer:
         return t
 
     def is_trainable(self, name: str) -> bool:
+        self.asked.add(name)
         if name in self.frozen_names:
             return False
         tr = self.trainable
@@ -471,6 +487,27 @@ class Importer:
         if callable(tr):
             return bool(tr(name))
         return name in tr
+
+    def check_trainable_names(self) -> None:
+        """A ``trainable=`` name that is no initializer of the file (nor a weight held in an
+        attribute) is a typo or another model's name: without this check every weight would
+        silently stay constant."""
+        tr = self.trainable
+        if tr is None or isinstance(tr, bool) or callable(tr):
+            return
+        unknown = sorted(n for n in tr if n not in self.initializers and n not in self.asked)
+        if not unknown:
+            return
+        known = sorted({*self.initializers, *self.asked})
+        hints = []
+        for n in unknown:
+            close = difflib.get_close_matches(n, known, n=3)
+            hints.append(f"{n!r}" + (f" (close: {', '.join(map(repr, close))})" if close else ""))
+        listed = ", ".join(map(repr, known[:12])) + (", ..." if len(known) > 12 else "")
+        raise OnnxError(
+            f"{self.where}: trainable names {', '.join(hints)} are not initializers of this "
+            f"model; its initializers: {listed or 'none'}"
+        )
 
     # -------------------------------------------------------------- the walk
 
@@ -967,7 +1004,7 @@ def from_onnx(
             file's folder and nowhere else), the file's bytes, or an ``onnx.ModelProto``.
         trainable: which float initializers become trainable params: True (all; running
             statistics of BatchNormalization never train), False (none: all are constants), a
-            collection of ONNX initializer names, or a predicate on the name.
+            collection of ONNX initializer names (one name: a str), or a predicate on the name.
         outputs: ONNX output names to import (default: every graph output).
         name: the model's name (a C identifier; default: from the graph's name).
         constants: ONNX input name -> array: inputs bound to these values at import time (for
@@ -983,13 +1020,17 @@ def from_onnx(
     Raises:
         OnnxError: a malformed file, or an operator, attribute or data type graphc does not
             support (naming the node, its op type and the opset); raised before anything is
-            compiled. The message says which extra to install when onnx is missing.
+            compiled. The message says which extra to install when onnx is missing. A
+            ``trainable`` name that is no initializer of the file is refused (with the close
+            matches).
     """
     if not isinstance(prefix, str) or re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)?", prefix) is None:
         raise OnnxError(f"from_onnx: prefix must be letters, digits and '_', got {prefix!r}")
     m, base = load_model(model)
     where = os.path.basename(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else "onnx"
-    imp = Importer(m, base, trainable, where, constants or {}, prefix).run(outputs)
+    importer = Importer(m, base, trainable, where, constants or {}, prefix)
+    imp = importer.run(outputs)
+    importer.check_trainable_names()
     if name is not None:
         if not name.isidentifier():
             raise OnnxError(f"model name {name!r} must be a C identifier")

@@ -266,6 +266,25 @@ def test_fine_tune_only_the_chosen_layers() -> None:
     assert not np.array_equal(model.params["fc2_weight"], fc2)
 
 
+def test_trainable_names_that_are_no_initializer_are_refused() -> None:
+    """A misspelled or foreign name in trainable= used to leave every weight constant without a
+    word (fine-tuning then trained nothing); one name given as a str was read as its set of
+    characters. The error names the unknown name and its close match."""
+    from graphc.ir.errors import OnnxError
+
+    m = pytorch_like(np.random.default_rng(4))
+    with pytest.raises(OnnxError, match=r"'fc2\.weights' \(close: 'fc2\.weight'"):
+        gc.from_onnx(m, trainable=["fc2.weights", "fc2.bias"])
+    with pytest.raises(OnnxError, match=r"'dense_1/kernel'.*initializers: 'fc1\.bias'"):
+        gc.from_onnx(m, trainable=("dense_1/kernel",))
+    with pytest.raises(OnnxError, match="trainable must be True, False"):
+        gc.from_onnx(m, trainable=3)
+    imp = gc.from_onnx(m, trainable="fc2.weight")  # one name
+    assert set(imp.params) == {"fc2_weight"}
+    imp = gc.from_onnx(m, trainable=lambda n: n.startswith("fc2"))  # a predicate: no check
+    assert set(imp.params) == {"fc2_weight", "fc2_bias"}
+
+
 def test_imported_weights_travel_with_the_program_to_another_process(tmp_path) -> None:
     """The file's weights come with the compiled program (Program.constants), not a registry
     of this process: a fine-tuned import saved as a model file predicts the same in a fresh
