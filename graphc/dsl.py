@@ -8,6 +8,7 @@ loss = gc.softmax_cross_entropy(logits, gc.input("labels", ("N",), dtype="i32"))
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
 import inspect
@@ -527,14 +528,44 @@ def _axes(axes: Iterable[int] | int | None) -> tuple[int, ...] | None:
     return tuple(int(a) for a in out)
 
 
+def activation_name(kind: Any, where: str = "") -> str | None:
+    """The name in ``ACTIVATIONS`` that ``kind`` stands for: the name itself, None, or graphc's
+    own function of that activation (``activation=gc.relu``, as Keras takes ``tf.nn.relu``).
+
+    Raises:
+        GraphcError: anything else, naming the close matches of a misspelled name (case
+            included: "ReLU" is "relu").
+    """
+    if kind is None or (isinstance(kind, str) and kind in ACTIVATIONS):
+        return kind
+    fname = getattr(kind, "__name__", None)
+    if callable(kind) and fname in ACTIVATIONS and globals().get(fname) is kind:
+        return fname
+    names = [a for a in ACTIVATIONS if a is not None]
+    hint = ""
+    if isinstance(kind, str):
+        folded = kind.strip().lower().replace("-", "_")
+        close = [folded] if folded in names else difflib.get_close_matches(folded, names, n=3)
+        if close:
+            hint = f" (did you mean {' or '.join(map(repr, close))}?)"
+    elif callable(kind):
+        hint = " (a function: graphc compiles only its own activations; pass the name)"
+    raise GraphcError(
+        f"{where}unknown activation {kind!r}{hint}; choose one of {', '.join(names)}, or None"
+    )
+
+
 def activation(x: Tensor, kind: str | None) -> Tensor:
     """Apply the activation named ``kind`` (an op with the activation trait, e.g. "relu",
     "sigmoid", "gelu", "leaky_relu", "softmax", or an alias: "swish" for silu, "gelu_tanh" for
-    gelu(approximate="tanh"); see ``ACTIVATIONS``) with its default attrs, or nothing for None.
-    Other attrs: call the op, ``gc.leaky_relu(x, alpha=0.2)``.
+    gelu(approximate="tanh"); see ``ACTIVATIONS``; or graphc's function of it, ``gc.relu``)
+    with its default attrs, or nothing for None. Other attrs: call the op,
+    ``gc.leaky_relu(x, alpha=0.2)``.
+
+    Raises:
+        GraphcError: an unknown activation (naming the close matches of a misspelled name).
     """
-    if kind not in ACTIVATIONS:
-        raise GraphcError(f"unknown activation {kind!r}; choose one of {ACTIVATIONS}")
+    kind = activation_name(kind)
     if kind is None:
         return x
     op, attrs = ACTIVATION_ALIASES.get(kind, (kind, {}))
@@ -618,6 +649,7 @@ def dense(
         raise ShapeError(f"dense: expects a 2-D input [batch, features], got {x.type} ({x.name})")
     if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
         raise ShapeError(f"dense: units must be a positive int, got {units!r}")
+    activation = activation_name(activation, "dense: ")
     name = name or _fresh("dense")
     init = init or ("he_uniform" if activation == "relu" else "glorot_uniform")
     w = param(
@@ -649,11 +681,7 @@ class Dense:
         kernel_l1: float = 0.0,
         kernel_l2: float = 0.0,
     ) -> None:
-        if activation not in ACTIVATIONS:
-            raise GraphcError(
-                f"Dense: unknown activation {activation!r}; choose one of {ACTIVATIONS} "
-                f"(at {_user_loc()})"
-            )
+        activation = activation_name(activation, f"Dense (at {_user_loc()}): ")
         if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
             raise ShapeError(
                 f"Dense: units must be a positive int, got {units!r} (at {_user_loc()})"

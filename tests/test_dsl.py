@@ -66,6 +66,34 @@ def test_unknown_activation_is_rejected() -> None:
         gc.Dense(3, "relu6x")
 
 
+def test_misspelled_activation_names_its_close_match_and_gc_functions_are_accepted() -> None:
+    """A typo or another library's casing ("ReLU", "Tanh", "leaky-relu") says which name was
+    meant, before any param is made; graphc's own functions (activation=gc.relu, Keras's
+    activation=tf.nn.relu habit) are their names; other callables are refused as such."""
+    x = gc.input("x", ("N", 4))
+    for typo, meant in (
+        ("rellu", "relu"),
+        ("ReLU", "relu"),
+        ("Tanh", "tanh"),
+        ("leaky-relu", "leaky_relu"),
+        ("sigmoud", "sigmoid"),
+    ):
+        with pytest.raises(
+            gc.GraphcError, match=f"unknown activation '{typo}' \\(did you mean '{meant}'"
+        ):
+            gc.dense(x, 3, typo)
+        with pytest.raises(gc.GraphcError, match=f"did you mean '{meant}'"):
+            gc.Dense(3, typo)
+    with pytest.raises(gc.GraphcError, match="a function: graphc compiles only its own"):
+        gc.dense(x, 3, np.tanh)
+    with pytest.raises(gc.GraphcError, match="unknown activation 3; choose one of elu, "):
+        gc.dense(x, 3, 3)
+    by_name = gc.dense(x, 3, "relu", name="a")
+    by_function = gc.dense(x, 3, gc.relu, name="b")
+    assert by_function.node.op == by_name.node.op == "relu"
+    assert gc.Dense(3, gc.silu).activation == "silu"
+
+
 def test_collected_graph_is_topological_with_shared_subexpressions_once() -> None:
     x = gc.input("x", ("N", 2))
     h = gc.tanh(x)
