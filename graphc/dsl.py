@@ -26,7 +26,7 @@ from graphc.ir.graph import Graph, Node, make_attrs, make_node
 from graphc.ir.ops import ACTIVATIONS as ACTIVATION_OPS
 from graphc.ir.ops import OPS, POINTWISE_OPS, REQUIRED
 from graphc.ir.ops.random import number_dropout_streams
-from graphc.ir.types import TensorType
+from graphc.ir.types import DTYPES, TensorType
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _counter = itertools.count()
@@ -209,11 +209,32 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def dtype_name(dtype: Any) -> str:
+    """graphc's name of a dtype ("f32", "f64", "i32", "i64"), also from numpy's spellings of
+    the same types ("float32", np.int32, np.dtype("int64"), "i4").
+
+    Raises:
+        ValueError: any other type, listing the four.
+    """
+    if isinstance(dtype, str) and dtype in DTYPES:
+        return dtype
+    try:
+        nd = np.dtype(dtype) if dtype is not None else None
+    except TypeError:
+        nd = None
+    for k, v in DTYPES.items():
+        if nd is not None and nd == np.dtype(v):
+            return k
+    ours = ", ".join(DTYPES)
+    theirs = ", ".join(np.dtype(v).name for v in DTYPES.values())
+    raise ValueError(f"unknown dtype {dtype!r}; expected one of {ours} (numpy's {theirs})")
+
+
 def _source(op: str, name: str, shape: Iterable, dtype: str, attrs: dict | None = None) -> Tensor:
     if not isinstance(name, str) or not name.replace("_", "a").replace(".", "a").isalnum():
         raise GraphcError(f"{op} name {name!r}: use letters, digits, '_' and '.'")
     try:
-        t = TensorType(tuple(shape), dtype)
+        t = TensorType(tuple(shape), dtype_name(dtype))
     except (ValueError, TypeError) as e:
         raise ShapeError(f"{op} {name!r}: {e}") from None
     if 0 in t.shape:
@@ -222,7 +243,14 @@ def _source(op: str, name: str, shape: Iterable, dtype: str, attrs: dict | None 
 
 
 def input(name: str, shape: Iterable, dtype: str = "f32") -> Tensor:
-    """A data placeholder; use "N" for the batch dimension, e.g. ``input("x", ("N", 64))``."""
+    """A data placeholder; use "N" for the batch dimension, e.g. ``input("x", ("N", 64))``.
+
+    ``dtype``: "f32" (features, targets), "i32" (class labels), "f64" or "i64"; numpy's
+    spellings of these (``"int32"``, ``np.float32``) are accepted.
+
+    Raises:
+        ShapeError: a shape that is not ints and "N", a dimension of 0, or another dtype.
+    """
     return _source("input", name, shape, dtype)
 
 

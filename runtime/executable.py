@@ -42,6 +42,7 @@ def shape_hint(
       ``values`` are 0/1 with one 1 per row (other arrays of that shape get no such hint);
     - a vector given as one row or one column (``(1, k)`` or ``(k, 1)`` for ``[N]``: a column
       read from a CSV or a DataFrame): ``a.reshape(-1)``;
+    - one row of an ``[N, F]`` input given as a vector of F values: ``a.reshape(1, -1)``;
     - the right values with size-1 axes added or missing, when ``want`` (the concrete shape
       expected) is given: ``a.reshape(want)``.
     """
@@ -53,6 +54,8 @@ def shape_hint(
         )
     if len(t.shape) == 1 and t.is_batched and len(shape) == 2 and 1 in shape:
         return " (a vector given as one row or one column: pass a.reshape(-1))"
+    if len(shape) == 1 and len(t.shape) == 2 and t.shape[0] == "N" and shape[0] == t.shape[1]:
+        return f" (one row of {shape[0]} values: pass a.reshape(1, -1) for a batch of one)"
     if want is None or shape == want:
         return ""
     if [d for d in shape if d != 1] == [d for d in want if d != 1]:

@@ -144,3 +144,23 @@ def test_reshape_minus_one_takes_the_remaining_size_as_numpy():
     err = xs.astype(np.float64) @ wd + bd - ts
     want = xs.T.astype(np.float64) @ (2 * err / err.size)
     np.testing.assert_allclose(grads["d.w"], want, rtol=1e-4, atol=1e-6)
+
+
+def test_input_dtype_takes_numpy_spellings_and_names_the_choices() -> None:
+    """dtype="int32" (numpy's name, what a user reads off y.dtype) was refused as unknown."""
+    for spelling, want in (
+        ("int32", "i32"),
+        (np.int32, "i32"),
+        (np.dtype("int64"), "i64"),
+        ("float32", "f32"),
+        (np.float64, "f64"),
+        ("i32", "i32"),
+    ):
+        assert gc.input(f"v{want}", ("N",), dtype=spelling).dtype == want, spelling
+    labels = gc.input("labels", ("N",), dtype=np.int32)
+    logits = gc.dense(gc.input("x", ("N", 3)), 2)
+    m = gc.compile(logits, gc.softmax_cross_entropy(logits, labels), gc.SGD(0.1))
+    assert np.isfinite(m.train_step(np.ones((4, 3), np.float32), np.array([0, 1, 1, 0])))
+    for bad in ("int8", bool, None, "f16", "label"):
+        with pytest.raises(gc.ShapeError, match=r"unknown dtype .*f32, f64, i32, i64 \(numpy's"):
+            gc.input("z", ("N",), dtype=bad)

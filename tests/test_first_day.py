@@ -685,3 +685,9 @@ def test_loaded_library_refuses_non_numeric_arrays_like_the_model(tmp_path) -> N
                 call()
     with pytest.raises(gc.ArgumentError, match=r"got an array of shape \(3,\)"):
         lib.train_step(xs, np.zeros(3, np.int32))  # the shape passed, not a reshaped one
+    # one row given as a vector (x_test[0]) is named as such, by the model and the library
+    for call in (lambda: lib.predict(xs[0]), lambda: m.predict(xs[0])):
+        with pytest.raises(
+            gc.ArgumentError, match=r"one row of 64 values: pass a.reshape\(1, -1\)"
+        ):
+            call()
