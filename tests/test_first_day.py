@@ -568,16 +568,19 @@ def test_readme_kernel_and_arena_figures_are_what_graphc_dump_prints(capsys) -> 
 
 
 def test_readme_and_dump_help_name_every_pass_stage() -> None:
-    """`graphc dump --stage` takes one stage per pass of -O2; the README's list of stages and
-    `graphc dump --help`'s text must name each of them (fuse_update_epilogue was missing)."""
+    """`graphc dump --stage` takes one stage per pass of -O2; the README's and docs/ir.md's lists
+    of stages and `graphc dump --help`'s text must name each (fuse_update_epilogue was missing)."""
     import graphc.dump
     from graphc.ir.passes.pipeline import PASS_NAMES
 
     readme = " ".join((ROOT / "README.md").read_text().split())
     stages = readme[readme.index("Stages: `forward`") :].split("Formats:")[0]
     helptext = " ".join(graphc.dump.__doc__.split())
+    ir_md = " ".join((ROOT / "docs" / "ir.md").read_text().split())
+    ir_stages = ir_md[ir_md.index("Stages, in pipeline order") :].split("`scheduled`")[0]
     for name in PASS_NAMES:
         assert f"`{name}`" in stages, f"README's stage list lacks {name}"
+        assert f"`{name}`" in ir_stages, f"docs/ir.md's stage list lacks {name}"
         assert f"``{name}``" in helptext, f"graphc dump --help lacks {name}"
 
 
