@@ -53,6 +53,9 @@ UNSUPPORTED = {
     "values that must be known at import time": r"must be known at import time",
     "reshapes that move the batch dimension": r"batch dimension N",
     "empty tensors (a dimension of size 0)": r"dimension of size 0",
+    "Resize other than nearest-neighbour (linear, cubic, crops, kept aspect ratios)": r"nearest-"
+    r"neighbour resizing only|tf_crop_and_resize|keep_aspect_ratio_policy|below 1 before "
+    r"Resize-11|reference Resize refuses",
     "opsets below 7": r"opset \d is outside what graphc imports",
     "models without a default-domain opset": r"declares no default-domain opset",
     "Einsum with ellipses, diagonals or rank-0 operands": r"\(Einsum, opset \d+\): equation",
@@ -74,6 +77,8 @@ SHAPE_INPUTS = {
     },
     "Gather": (1,),
     "Pad": (1, 2, 3),
+    "Resize": (1, 2, 3),
+    "Upsample": (1,),
     "ConstantOfShape": (0,),
     "Range": (0, 1, 2),
     "Expand": (1,),

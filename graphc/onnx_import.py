@@ -1794,6 +1794,101 @@ def _gather(cx: NodeContext) -> list[Value]:
     return [_reshape(cx, y, (*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :]))]
 
 
+def _nearest_map(cx: NodeContext, length: int, scale: float | None, size: int | None) -> list:
+    """The source index of each output element of a nearest-neighbour Resize along one axis of
+    ``length``: ONNX's reference implementation (onnx.reference) run on arange(length) with
+    this node's attributes (coordinate_transformation_mode, nearest_mode) at its opset."""
+    onnx = require_onnx()
+    from onnx.reference import ReferenceEvaluator
+
+    h, nh = onnx.helper, onnx.numpy_helper
+    keep = ("mode", "coordinate_transformation_mode", "nearest_mode", "exclude_outside")
+    attrs = {a.name: h.get_attribute_value(a) for a in cx.node.attribute if a.name in keep}
+    attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
+    inits = [nh.from_array(np.zeros(0, np.float32), "roi")]
+    scales = np.array([scale] if scale is not None else [], np.float32)
+    inits.append(nh.from_array(scales, "s"))
+    if cx.version < 11:
+        ins = ["x", "s"]
+    elif size is None:
+        ins = ["x", "roi", "s"]
+    else:
+        inits.append(nh.from_array(np.array([size], np.int64), "z"))
+        ins = ["x", "roi", "s" if cx.version < 13 else "", "z"]
+    node = h.make_node("Resize", ins, ["y"], **attrs)
+    vi = h.make_tensor_value_info
+    g = h.make_graph(
+        [node],
+        "axis",
+        [vi("x", onnx.TensorProto.DOUBLE, [length])],
+        [vi("y", onnx.TensorProto.DOUBLE, None)],
+        inits,
+    )
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", cx.version)])
+    try:
+        out = ReferenceEvaluator(m).run(None, {"x": np.arange(length, dtype=np.float64)})[0]
+    except Exception as e:  # the reference refuses what the spec does not define
+        cx.fail(f"ONNX's reference Resize refuses this axis ({type(e).__name__}: {e})")
+    return [int(v) for v in np.asarray(out).reshape(-1)]
+
+
+def _resize(cx: NodeContext) -> list[Value]:
+    """Resize (and Upsample) in mode nearest: along each non-batch axis whose scale is not 1,
+    the elements ONNX's reference picks (_nearest_map), by _take (exact; a repeated element's
+    gradient is the sum of its uses). Scales or sizes known at import time; the batch axis
+    keeps scale 1. Linear and cubic modes are refused by name. Where a source coordinate falls
+    exactly on an integer under nearest_mode floor/ceil (some downscales), ONNX Runtime's
+    rounding of the coordinate can pick the neighbour of the reference's element."""
+    x = cx.x(0)
+    r = len(x.shape)
+    mode = cx.attr("mode", "nearest")
+    if mode != "nearest":
+        cx.fail(f"mode {mode!r}: graphc imports nearest-neighbour resizing only")
+    if cx.attr("coordinate_transformation_mode", "") == "tf_crop_and_resize":
+        cx.fail("coordinate_transformation_mode 'tf_crop_and_resize' is not supported")
+    if cx.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
+        cx.fail("keep_aspect_ratio_policy other than 'stretch' is not supported")
+    upsample = cx.node.op_type == "Upsample"
+    if upsample and cx.version < 9 and cx.attr("scales") is None:
+        cx.fail("Upsample needs its scales attribute")
+    scales = sizes = None
+    if upsample:
+        scales = cx.attr("scales") if cx.version < 9 else cx.c(1)
+    elif cx.version < 11:
+        scales = cx.c(1)
+    else:
+        if cx.has(2) and np.size(cx.c(2)):
+            scales = cx.c(2)
+        if cx.has(3) and np.size(cx.c(3)):
+            sizes = cx.c(3)
+    axes = list(range(r))
+    if not upsample and cx.version >= 18 and cx.attr("axes") is not None:
+        axes = [_axis(cx, int(a), r) for a in cx.attr("axes")]
+    given = sizes if sizes is not None else scales
+    if given is None or np.size(given) != len(axes):
+        cx.fail(f"needs one scale or size per resized axis ({len(axes)}), got {given}")
+    y = x
+    for a, v in zip(axes, np.ravel(given).tolist()):
+        length = x.shape[a]
+        if length == "N":
+            if (sizes is not None and v == "N") or (sizes is None and float(v) == 1.0):
+                continue
+            cx.fail(f"resizing the batch dimension N of {_fmt(x.shape)} is not supported")
+        if (sizes is None and float(v) == 1.0) or (sizes is not None and int(v) == length):
+            continue
+        if upsample or cx.version < 11:  # Upsample, and Resize-10 (Upsample's meaning)
+            if float(v) < 1.0:
+                cx.fail(f"scale {v} below 1 before Resize-11 (downsampling) is not supported")
+            out = math.floor(int(length) * float(v))
+            idx = [min(int(i // float(v)), int(length) - 1) for i in range(out)]
+        elif sizes is not None:
+            idx = _nearest_map(cx, int(length), None, int(v))
+        else:
+            idx = _nearest_map(cx, int(length), float(v), None)
+        y = _take(cx, y, a, idx)
+    return [y if y is not x else x * 1.0]
+
+
 MAX_LOOKUP_ROWS = 65536  # the largest table an embedding lookup compares indices against
 
 
@@ -3476,6 +3571,21 @@ OPS: dict[str, Rule] = {
     "Shape": Rule(_shape, ("start", "end"), fold=_fold_shape),
     "Gather": Rule(_gather, ("axis",), fold=_fold_gather),
     "Pad": Rule(_pad, ("mode", "pads", "value")),
+    "Resize": Rule(
+        _resize,
+        (
+            "mode",
+            "coordinate_transformation_mode",
+            "nearest_mode",
+            "cubic_coeff_a",
+            "exclude_outside",
+            "extrapolation_value",
+            "antialias",
+            "axes",
+            "keep_aspect_ratio_policy",
+        ),
+    ),
+    "Upsample": Rule(_resize, ("mode", "scales")),
     "Slice": Rule(_slice, ("starts", "ends", "axes"), fold=_fold_slice),
     "ConstantOfShape": Rule(None, ("value",), fold=_constant_of_shape),
     "Cast": Rule(_cast, ("to", "saturate", "round_mode"), fold=_fold_cast, keeps_integers=True),

@@ -133,20 +133,22 @@ def test_gather_slice_and_pad_gradients_match_central_differences() -> None:
         nodes.append(helper.make_node(op, ["h", *names], [f"o{k}"], **attrs))
         outs.append(f"o{k}")
     m = _model(nodes, [_vi("x", ["N", 3, 4])], [_vi(o, None) for o in outs], inits)
-    for k, (_, _, _, ref) in enumerate(cases):
-        imp = gc.from_onnx(m, trainable={"W"}, outputs=[outs[k]])
-        u = rng.standard_normal(ref(x * w0).shape)
-        model = imp.compile(
-            gc.sum(imp.outputs[0] * gc.constant(u[:1].astype(np.float32))), gc.SGD(0.1)
-        )
-        got = next(iter(model.gradients(x[:1]).values()))
+    imp = gc.from_onnx(m, trainable={"W"})  # one model: the loss sums every case's terms
+    us = [rng.standard_normal(ref(x[:1] * w0).shape) for *_, ref in cases]
+    loss = None
+    for y, u in zip(imp.outputs, us):
+        term = gc.sum(y * gc.constant(u.astype(np.float32)))
+        loss = term if loss is None else loss + term
+    model = imp.compile(loss, gc.SGD(0.1))
+    got = next(iter(model.gradients(x[:1]).values()))
 
-        def f(w, ref=ref, u=u):
-            return float(np.sum(u[:1] * ref(x[:1].astype(np.float64) * w)))
+    def f(w):
+        h = x[:1].astype(np.float64) * w
+        return float(sum(np.sum(u * ref(h)) for u, (*_, ref) in zip(us, cases)))
 
-        np.testing.assert_allclose(
-            got, numeric_grad(f, [w0.astype(np.float64)], 0), rtol=1e-4, atol=1e-5
-        )
+    np.testing.assert_allclose(
+        got, numeric_grad(f, [w0.astype(np.float64)], 0), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_argmax_argmin_select_last_index_and_matmul_with_a_1d_operand() -> None:
@@ -349,3 +351,71 @@ def test_float_range_of_initializers_folds() -> None:
     imp = gc.from_onnx(m)
     assert not imp.params
     np.testing.assert_array_equal(imp.compile().predict(x), _ort(m, {"x": x})[0])
+
+
+RESIZES = [  # attrs, scales or None, sizes (H, W) or None; opset 18
+    ({"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}, [2, 2], None),
+    ({}, [2, 1.5], None),  # half_pixel, round_prefer_floor (the defaults)
+    ({"coordinate_transformation_mode": "align_corners"}, [3, 1], None),
+    ({"coordinate_transformation_mode": "pytorch_half_pixel"}, None, [7, 3]),
+    ({"nearest_mode": "round_prefer_ceil"}, [1.5, 2], None),
+]
+
+
+def test_nearest_resize_and_upsample_match_onnxruntime_and_train() -> None:
+    """Resize in mode nearest (scales, or sizes from a shape computation holding N) and
+    Upsample pick the elements ONNX Runtime picks; d/dW of an upsampled x * W sums the copies
+    of each element (float64 numpy). Before: both operators were refused."""
+    N = helper.make_node
+    x = np.random.default_rng(7).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    nodes = [N("Shape", ["x"], ["sh"]), N("Slice", ["sh", "z0", "z2"], ["nc"])]
+    inits = [_init("z0", [0]), _init("z2", [2])]
+    outs = []
+    for k, (attrs, scales, sizes) in enumerate(RESIZES):
+        if sizes is None:
+            inits.append(_init(f"s{k}", [1, 1, *scales], np.float32))
+            ins = ["x", "", f"s{k}"]
+        else:
+            inits.append(_init(f"hw{k}", sizes))
+            nodes.append(N("Concat", ["nc", f"hw{k}"], [f"sz{k}"], axis=0))
+            ins = ["x", "", "", f"sz{k}"]
+        nodes.append(N("Resize", ins, [f"y{k}"], mode="nearest", **attrs))
+        outs.append(f"y{k}")
+    m = _model(nodes, [_vi("x", ["N", 3, 4, 5])], [_vi(o, None) for o in outs], inits, opset=18)
+    got = gc.from_onnx(m).compile().predict(x)
+    for name, w in zip(outs, _ort(m, {"x": x})):
+        np.testing.assert_array_equal(np.asarray(got[name]), w, err_msg=name)
+    m = _model(
+        [N("Upsample", ["x", "s"], ["y"], mode="nearest")],
+        [_vi("x", ["N", 3, 4, 5])],
+        [_vi("y", None)],
+        [_init("s", [1, 1, 2, 3], np.float32)],
+        opset=9,
+    )
+    np.testing.assert_array_equal(gc.from_onnx(m).compile().predict(x), _ort(m, {"x": x})[0])
+
+    w0 = np.random.default_rng(8).standard_normal((3, 4, 5)).astype(np.float32)
+    nodes = [
+        N("Mul", ["x", "W"], ["h"]),
+        N(
+            "Resize",
+            ["h", "", "s"],
+            ["y"],
+            mode="nearest",
+            coordinate_transformation_mode="asymmetric",
+            nearest_mode="floor",
+        ),
+    ]
+    m = _model(
+        nodes,
+        [_vi("x", ["N", 3, 4, 5])],
+        [_vi("y", None)],
+        [numpy_helper.from_array(w0, "W"), _init("s", [1, 1, 2, 2], np.float32)],
+        opset=13,
+    )
+    imp = gc.from_onnx(m, trainable={"W"})
+    u = np.random.default_rng(9).standard_normal((3, 8, 10)).astype(np.float32)
+    model = imp.compile(gc.sum(imp.outputs[0] * gc.constant(u)), gc.SGD(0.1))
+    grad = next(iter(model.gradients(x[:1]).values()))
+    want_grad = x[0].astype(np.float64) * u.reshape(3, 4, 2, 5, 2).sum(axis=(2, 4))
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-6)
