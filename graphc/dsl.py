@@ -15,6 +15,7 @@ import inspect
 import itertools
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -58,6 +59,22 @@ def _user_loc() -> str | None:
             return f"{rel}:{f.f_lineno}"
         f = f.f_back
     return None
+
+
+def _user_stacklevel() -> int:
+    """``warnings.warn``'s stacklevel of the first frame outside graphc, for a warning issued
+    in the caller of this function (so the warning names the user's line)."""
+    level, f = 1, sys._getframe(1)
+    while f is not None:
+        path = os.path.abspath(f.f_code.co_filename)
+        inside = any(
+            path.startswith(os.path.join(_PKG_DIR, d) + os.sep)
+            for d in ("graphc", "ir", "codegen", "runtime")
+        )
+        if not inside:
+            return level
+        level, f = level + 1, f.f_back
+    return 1
 
 
 _OPERATORS = {
@@ -603,8 +620,40 @@ def activation(x: Tensor, kind: str | None) -> Tensor:
 # ---------------------------------------------------------------- losses (from logits)
 
 
+class LossInputWarning(UserWarning):
+    """A loss was given what is almost surely not what it takes: probabilities (the output of
+    sigmoid or softmax) where it applies sigmoid or softmax itself, or one class column."""
+
+
+def check_logits(loss: str, logits: Tensor, squash: str, instead: str) -> None:
+    """Warn (LossInputWarning, at the user's line) when ``logits`` is the output of ``squash``
+    (sigmoid or softmax): a loss from logits would squash it a second time, so its gradient
+    nearly vanishes and training stalls (Keras warns alike). ``instead``: the alternative."""
+    if logits.node.op == squash:
+        warnings.warn(
+            f"{loss}: its input {logits.name} is the output of {squash}, "
+            f"but this loss takes logits and applies {squash} itself; pass the values before "
+            f"{squash} (dense(..., activation=None)), {instead}",
+            LossInputWarning,
+            stacklevel=_user_stacklevel(),
+        )
+
+
 def softmax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean softmax cross-entropy of logits [N,C] against integer labels i32[N] (log-sum-exp form)."""
+    """Mean softmax cross-entropy of logits [N,C] against integer labels i32[N] (log-sum-exp form).
+
+    Warns ``LossInputWarning`` when ``logits`` is a softmax's output (probabilities) or has one
+    column (the loss is then 0 whatever the weights).
+    """
+    check_logits("softmax_cross_entropy", logits, "softmax", "or predict with softmax(logits)")
+    if logits.type.rank == 2 and logits.shape[1] == 1:
+        warnings.warn(
+            f"softmax_cross_entropy: logits {logits.name} have one column: "
+            "the softmax of one logit is 1, so the loss is 0 whatever the weights; for two "
+            "classes use binary_cross_entropy(logit, targets) on one logit, or two logits",
+            LossInputWarning,
+            stacklevel=_user_stacklevel(),
+        )
     return _tag(apply("softmax_cross_entropy", logits, labels), "softmax_cross_entropy")
 
 
@@ -621,8 +670,11 @@ def binary_cross_entropy(logits: Tensor, targets: Tensor, *, from_logits: bool =
     Each element is the op ``sigmoid_cross_entropy``: an infinite logit at its own target
     (-inf with 0, +inf with 1) gives 0, the limit, not NaN.
     ``from_logits=False``: the first operand holds probabilities; the clamped Keras form
-    (graphc.functional.binary_cross_entropy_from_probs).
+    (graphc.functional.binary_cross_entropy_from_probs). With ``from_logits=True`` (the
+    default), a sigmoid's output warns ``LossInputWarning``.
     """
+    if from_logits:
+        check_logits("binary_cross_entropy", logits, "sigmoid", "or pass from_logits=False")
     if not from_logits:
         from .functional import binary_cross_entropy_from_probs
 

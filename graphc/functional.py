@@ -21,6 +21,7 @@ from .dsl import (
     _operands,
     _tag,
     apply,
+    check_logits,
     const,
     mean,
     names_user_line,
@@ -237,8 +238,11 @@ def categorical_cross_entropy(
     Raises:
         ShapeError: the shapes differ or the logits are not 2-D.
         GraphcError: label_smoothing outside [0, 1].
+
+    Warns ``LossInputWarning`` when ``logits`` is a softmax's output (probabilities).
     """
     _same_shape("categorical_cross_entropy", logits, targets)
+    check_logits("categorical_cross_entropy", logits, "softmax", "or predict with softmax(logits)")
     if logits.type.rank != 2:
         raise ShapeError(f"categorical_cross_entropy: logits must be [N, C], got {logits.type}")
     if not 0.0 <= label_smoothing <= 1.0:

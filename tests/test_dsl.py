@@ -164,3 +164,36 @@ def test_input_dtype_takes_numpy_spellings_and_names_the_choices() -> None:
     for bad in ("int8", bool, None, "f16", "label"):
         with pytest.raises(gc.ShapeError, match=r"unknown dtype .*f32, f64, i32, i64 \(numpy's"):
             gc.input("z", ("N",), dtype=bad)
+
+
+def test_probabilities_given_to_a_loss_from_logits_warn_at_the_users_line() -> None:
+    """sigmoid/softmax outputs given to the losses that apply sigmoid/softmax themselves (the
+    Keras-habit model dense(..., "sigmoid") + binary_cross_entropy) and one-column logits for
+    softmax_cross_entropy (the loss is identically 0) warn, naming the user's line; logits and
+    from_logits=False do not."""
+    import warnings
+
+    from graphc.dsl import LossInputWarning
+
+    x = gc.input("x", ("N", 4))
+    t1 = gc.input("t1", ("N", 1))
+    t3 = gc.input("t3", ("N", 3))
+    labels = gc.input("labels", ("N",), dtype="i32")
+    p = gc.dense(x, 1, "sigmoid")
+    probs = gc.dense(x, 3, "softmax")
+    logits = gc.dense(x, 3)
+    for call, what in (
+        (lambda: gc.binary_cross_entropy(p, t1), "output of sigmoid.*from_logits=False"),
+        (lambda: gc.softmax_cross_entropy(probs, labels), "output of softmax"),
+        (lambda: gc.categorical_cross_entropy(probs, t3), "output of softmax"),
+        (lambda: gc.softmax_cross_entropy(gc.dense(x, 1), labels), "one column.*loss is 0"),
+    ):
+        with pytest.warns(LossInputWarning, match=what) as rec:
+            call()
+        assert rec[0].filename == __file__, rec[0].filename
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LossInputWarning)
+        gc.binary_cross_entropy(p, t1, from_logits=False)
+        gc.binary_cross_entropy(gc.dense(x, 1), t1)
+        gc.softmax_cross_entropy(logits, labels)
+        gc.categorical_cross_entropy(logits, t3)
