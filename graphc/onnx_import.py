@@ -3413,7 +3413,11 @@ def _atan(cx: NodeContext) -> list[Value]:
     """Atan: with a = |x|, u = 1/a above 1 (atan a = pi/2 - atan u), then v = (u - 1)/(u + 1)
     above tan(pi/8) (atan u = pi/4 + atan v), a polynomial in v (Cephes atanf), x's sign put
     back (-0.0 stays -0.0); atan(+-inf) = +-pi/2, NaN gives NaN."""
-    x = cx.x(0)
+    return [_atan_of(cx.x(0))]
+
+
+def _atan_of(x: Tensor) -> Tensor:
+    """atan(x) as _atan describes."""
     zero = dsl.const(0.0)
     a = _abs(x)
     big = dsl.apply("greater", a, dsl.const(1.0))
@@ -3425,7 +3429,7 @@ def _atan(cx: NodeContext) -> list[Value]:
     y = dsl.apply("where", mid, y + math.pi / 4, y)
     y = dsl.apply("where", big, math.pi / 2 - y, y)
     y = dsl.apply("where", dsl.apply("greater", zero, x), zero - y, y)
-    return [dsl.apply("where", dsl.apply("equal", x, zero), x, y)]
+    return dsl.apply("where", dsl.apply("equal", x, zero), x, y)
 
 
 # --- InstanceNormalization (torch's GroupNorm exports as Reshape [N, G, -1] ->
@@ -3507,6 +3511,105 @@ def _fold_mod(cx: NodeContext, args: list) -> list:
     with np.errstate(all="ignore"):
         out = np.fmod(a, b) if cx.attr("fmod", 0) else np.mod(a, b)
     return [np.asarray(out).astype(np.result_type(a, b))]
+
+
+def _lp_normalization(cx: NodeContext) -> list[Value]:
+    """LpNormalization: x / ||x||_p along ``axis`` (default -1) for p = 1 (sum of |x|) or 2
+    (the default; sqrt of the sum of squares), a row of zeros staying zeros (as ONNX
+    Runtime). The norm is taken of a sum with its zeros replaced by 1, so the gradient of a
+    zero row is 0, not NaN."""
+    x = cx.x(0)
+    r = len(x.shape)
+    axis = _axis(cx, int(cx.attr("axis", -1)), r)
+    p = int(cx.attr("p", 2))
+    if p not in (1, 2):
+        cx.fail(f"p={p}: the norm is defined for p = 1 or 2")
+    if x.shape[axis] == "N":
+        cx.fail(f"a norm over the batch dimension N of {_fmt(x.shape)} is not supported")
+    zero, one = dsl.const(0.0), dsl.const(1.0)
+    s = dsl.sum(_abs(x) if p == 1 else dsl.square(x), (axis,), keepdims=True)
+    safe = dsl.apply("where", dsl.apply("equal", s, zero), one, s)
+    return [x / (safe if p == 1 else dsl.sqrt(safe))]
+
+
+# --- hyperbolic functions and inverse sines, composed of exp, log, sqrt and _atan_of
+
+
+def _log1p(u: Tensor) -> Tensor:
+    """log(1 + u), accurate for small u: with w = 1 + u rounded, log(w) * u / (w - 1) (the
+    rounding of w cancels; Goldberg, "What every computer scientist should know about
+    floating-point arithmetic", 1991, thm. 4), u itself where w rounds to 1."""
+    w = u + 1.0
+    wm1 = w - 1.0
+    tiny = dsl.apply("equal", wm1, dsl.const(0.0))
+    ratio = u / dsl.apply("where", tiny, dsl.const(1.0), wm1)
+    return dsl.apply("where", tiny, u, dsl.log(w) * ratio)
+
+
+def _odd(x: Tensor, y_of_abs: Tensor) -> Tensor:
+    """x's sign put on y = f(|x|) (f odd, f(0) = 0; -0.0 stays -0.0)."""
+    zero = dsl.const(0.0)
+    y = dsl.apply("where", dsl.apply("greater", zero, x), zero - y_of_abs, y_of_abs)
+    return dsl.apply("where", dsl.apply("equal", x, zero), x, y)
+
+
+_LN2 = math.log(2.0)
+_HALF_E88 = math.exp(88.0) / 2  # a - 88 is exact for 88 <= a < 176
+_HUGE_ASINH = 2.0**30  # above it asinh(a) = log(2a) in float32 (a^2 would overflow later)
+
+
+def _hyperbolic(kind: str) -> Callable[[NodeContext], list[Value]]:
+    """Sinh, Cosh, Asinh, Acosh, Atanh. With a = |x| and h = exp(a) / 2 (exp(a - 88) * e^88 / 2
+    above a = 88, finite up to sinh's own overflow): cosh = h + 1/(4h); sinh = h - 1/(4h) for a >= 1, its Taylor series
+    to x^13 below (no cancellation); asinh = log1p(a + a^2 / (1 + sqrt(1 + a^2))) (log(2a)
+    above 2^30); acosh = log1p(t + sqrt(t (t + 2))) with t = x - 1 (NaN below 1); atanh =
+    log1p(2a / (1 - a)) / 2 (inf at 1, NaN beyond). Odd ones keep x's sign and -0.0."""
+
+    def convert(cx: NodeContext) -> list[Value]:
+        x = cx.x(0)
+        a = _abs(x)
+        nan = dsl.const(0.0) / dsl.const(0.0)
+        if kind in ("sinh", "cosh"):
+            near_overflow = dsl.apply("greater", a, dsl.const(88.0))  # exp(a) overflows at 88.7
+            h = dsl.apply("where", near_overflow, dsl.exp(a - 88.0) * _HALF_E88, 0.5 * dsl.exp(a))
+            if kind == "cosh":
+                return [h + 0.25 / h]
+            z = x * x
+            series = x + (x * z) * _poly(z, [1 / math.factorial(k) for k in range(3, 15, 2)])
+            big = _odd(x, h - 0.25 / h)
+            return [dsl.apply("where", dsl.apply("greater", dsl.const(1.0), a), series, big)]
+        if kind == "asinh":
+            root = dsl.sqrt(a * a + 1.0)
+            y = _log1p(a + (a * a) / (root + 1.0))
+            huge = dsl.apply("greater", a, dsl.const(_HUGE_ASINH))
+            y = dsl.apply("where", huge, dsl.log(a) + _LN2, y)
+            return [_odd(x, y)]
+        if kind == "acosh":
+            t = x - 1.0
+            y = _log1p(t + dsl.sqrt(t * (t + 2.0)))
+            huge = dsl.apply("greater", x, dsl.const(_HUGE_ASINH))
+            y = dsl.apply("where", huge, dsl.log(x) + _LN2, y)
+            return [dsl.apply("where", dsl.apply("greater", dsl.const(1.0), x), nan, y)]
+        one = dsl.const(1.0)
+        y = 0.5 * _log1p(2.0 * a / dsl.apply("where", dsl.apply("equal", a, one), one, 1.0 - a))
+        y = dsl.apply("where", dsl.apply("equal", a, one), dsl.const(math.inf), y)
+        y = dsl.apply("where", dsl.apply("greater", a, one), nan, y)
+        return [_odd(x, y)]
+
+    return convert
+
+
+def _asin_acos(kind: str) -> Callable[[NodeContext], list[Value]]:
+    """Asin = atan(x / sqrt((1 - x)(1 + x))) (+-pi/2 at +-1), Acos = 2 atan(sqrt((1 - x) /
+    (1 + x))) (pi at -1); NaN beyond [-1, 1]. Both through _atan_of."""
+
+    def convert(cx: NodeContext) -> list[Value]:
+        x = cx.x(0)
+        if kind == "asin":
+            return [_atan_of(x / dsl.sqrt((1.0 - x) * (x + 1.0)))]
+        return [2.0 * _atan_of(dsl.sqrt((1.0 - x) / (x + 1.0)))]
+
+    return convert
 
 
 # ---------------------------------------------------------------- the table
@@ -3638,6 +3741,14 @@ OPS: dict[str, Rule] = {
     "Atan": Rule(_atan, fold=_unary_fold(np.arctan)),
     "InstanceNormalization": Rule(_instance_norm, ("epsilon",)),
     "Mod": Rule(_mod, ("fmod",), fold=_fold_mod, keeps_integers=True),
+    "LpNormalization": Rule(_lp_normalization, ("axis", "p")),
+    "Sinh": Rule(_hyperbolic("sinh"), fold=_unary_fold(np.sinh)),
+    "Cosh": Rule(_hyperbolic("cosh"), fold=_unary_fold(np.cosh)),
+    "Asinh": Rule(_hyperbolic("asinh"), fold=_unary_fold(np.arcsinh)),
+    "Acosh": Rule(_hyperbolic("acosh"), fold=_unary_fold(np.arccosh)),
+    "Atanh": Rule(_hyperbolic("atanh"), fold=_unary_fold(np.arctanh)),
+    "Asin": Rule(_asin_acos("asin"), fold=_unary_fold(np.arcsin)),
+    "Acos": Rule(_asin_acos("acos"), fold=_unary_fold(np.arccos)),
     "Hardmax": Rule(_hardmax, ("axis",)),
     "CumSum": Rule(_cumsum, ("exclusive", "reverse"), fold=_fold_cumsum),
     "Tile": Rule(_tile, fold=_fold_tile, keeps_integers=True),

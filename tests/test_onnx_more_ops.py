@@ -185,27 +185,38 @@ def test_gradients_match_central_differences() -> None:
         ("Einsum", {"equation": "nij,nkj->nik"}, None, lambda h: np.einsum("nij,nkj->nik", h, h)),
         ("Einsum", {"equation": "nij,nik->nijk"}, None, lambda h: np.einsum("nij,nik->nijk", h, h)),
     ]
-    nodes = [helper.make_node("Mul", ["x", "W"], ["h"])]
-    inits = [numpy_helper.from_array(w0, "W")]
-    outs = []
-    for k, (op, attrs, args, _) in enumerate(cases):
+    _check_gradients([(op, attrs, args, ref, w0) for op, attrs, args, ref in cases], x, rng)
+
+
+def _check_gradients(cases, x, rng) -> None:
+    """One model (one compile) with y_k = op_k(inner(x * W_k), args_k) for each case (op,
+    attrs, args (None: the operand twice), float64 reference, W_k's value) and loss sum_k
+    sum(u_k * y_k): each d/dW_k against central differences of the reference."""
+    nodes, inits, outs = [], [], []
+    for k, (op, attrs, args, _, w) in enumerate(cases):
+        inits.append(numpy_helper.from_array(w, f"W{k}"))
+        nodes.append(helper.make_node("Mul", ["x", f"W{k}"], [f"h{k}"]))
         names = [f"a{k}_{j}" for j in range(len(args or []))]
         inits += [_init(n, v) for n, v in zip(names, args or [])]
-        ins = ["h", "h"] if args is None else ["h", *names]
+        ins = [f"h{k}", f"h{k}"] if args is None else [f"h{k}", *names]
         nodes.append(helper.make_node(op, ins, [f"o{k}"], **attrs))
         outs.append(f"o{k}")
-    m = _model(nodes, [_vi("x", ["N", 3, 4])], [_vi(o, None) for o in outs], inits)
-    for k, (_, _, _, ref) in enumerate(cases):
-        imp = gc.from_onnx(m, trainable={"W"}, outputs=[outs[k]])
-        u = rng.standard_normal(ref(x * w0).shape)
-        model = imp.compile(gc.sum(imp.outputs[0] * gc.constant(u.astype(np.float32))), gc.SGD(0.1))
-        got = next(iter(model.gradients(x).values()))
+    m = _model(nodes, [_vi("x", ["N", *x.shape[1:]])], [_vi(o, None) for o in outs], inits)
+    imp = gc.from_onnx(m, trainable=True)
+    us = [rng.standard_normal(ref(x * w).shape) for _, _, _, ref, w in cases]
+    loss = None
+    for t, u in zip(imp.outputs, us):
+        term = gc.sum(t * gc.constant(u.astype(np.float32)))
+        loss = term if loss is None else loss + term
+    grads = imp.compile(loss, gc.SGD(0.1)).gradients(x)
+    for k, (op, _, _, ref, w) in enumerate(cases):
 
-        def f(w, ref=ref, u=u):
-            return float(np.sum(u * ref(x.astype(np.float64) * w)))
+        def f(wv, ref=ref, u=us[k]):
+            return float(np.sum(u * ref(x.astype(np.float64) * wv)))
 
-        want = numeric_grad(f, [w0.astype(np.float64)], 0)
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=cases[k][0])
+        got = next(v for name, v in grads.items() if name.endswith(f"W{k}"))
+        want = numeric_grad(f, [w.astype(np.float64)], 0)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"{k} {op}")
 
 
 def _linear(nodes, inits, name, x, k, n, rng):
@@ -317,24 +328,10 @@ def test_sin_cos_tan_atan_match_onnxruntime_and_their_derivatives() -> None:
         assert np.array_equal(np.signbit(g[-1:]), np.signbit(w[-1:])), o  # -0.0 (NaN's: any)
     w0 = rng.uniform(-3, 3, (2, 3)).astype(np.float32)
     xs = rng.uniform(-3, 3, (1, 2, 3)).astype(np.float32)
-    for o, f in (("Sin", np.sin), ("Cos", np.cos), ("Tan", np.tan), ("Atan", np.arctan)):
-        w = np.where(np.abs(np.cos(xs[0] * w0)) < 0.2, 0.3, w0).astype(np.float32)  # tan's poles
-        gm = _model(
-            [helper.make_node("Mul", ["x", "W"], ["h"]), helper.make_node(o, ["h"], ["y"])],
-            [_vi("x", ["N", 2, 3])],
-            [_vi("y", None)],
-            [numpy_helper.from_array(w, "W")],
-        )
-        imp = gc.from_onnx(gm, trainable={"W"})
-        u = rng.standard_normal((1, 2, 3))
-        model = imp.compile(gc.sum(imp.outputs[0] * gc.constant(u.astype(np.float32))), gc.SGD(0.1))
-        got_g = next(iter(model.gradients(xs).values()))
-
-        def loss(wv, f=f, u=u):
-            return float(np.sum(u * f(xs.astype(np.float64) * wv)))
-
-        want_g = numeric_grad(loss, [w.astype(np.float64)], 0)
-        np.testing.assert_allclose(got_g, want_g, rtol=1e-4, atol=1e-4, err_msg=o)
+    w_tan = np.where(np.abs(np.cos(xs[0] * w0)) < 0.2, 0.3, w0).astype(np.float32)  # poles
+    fs = {"Sin": np.sin, "Cos": np.cos, "Tan": np.tan, "Atan": np.arctan}
+    cases = [(o, {}, [], f, w_tan if o == "Tan" else w0) for o, f in fs.items()]
+    _check_gradients(cases, xs, rng)
 
 
 def test_mod_instance_norm_and_group_norm_as_torch_exports_it() -> None:
@@ -470,3 +467,65 @@ def test_export_of_the_composed_operators_matches_predict_in_onnxruntime(tmp_pat
         else:
             np.testing.assert_array_equal(back[o], got[o], err_msg=o)
         np.testing.assert_allclose(got[o], want[o], rtol=1e-5, atol=2e-6, err_msg=o)
+
+
+HYPERBOLIC = {
+    "Sinh": np.sinh,
+    "Cosh": np.cosh,
+    "Asinh": np.arcsinh,
+    "Acosh": np.arccosh,
+    "Atanh": np.arctanh,
+    "Asin": np.arcsin,
+    "Acos": np.arccos,
+}
+
+
+def test_hyperbolic_inverse_sines_and_lp_normalization() -> None:
+    """Sinh, Cosh, Asinh, Acosh, Atanh, Asin, Acos within 4 units in the last place of
+    float64 numpy over their domains (near 0, near +-1, up to sinh's overflow at 89.4 and
+    asinh/acosh of 1e34), NaN/inf/-0.0 as ONNX Runtime; LpNormalization (p = 1, 2; a zero row
+    stays 0) against ONNX Runtime; gradients against central differences."""
+    nodes = [helper.make_node(o, ["x"], [o]) for o in HYPERBOLIC]
+    nodes += [
+        helper.make_node("LpNormalization", ["v"], ["l2"]),
+        helper.make_node("LpNormalization", ["v"], ["l1"], p=1, axis=1),
+    ]
+    outs = [*HYPERBOLIC, "l2", "l1"]
+    m = _model(nodes, [_vi("x", ["N"]), _vi("v", ["N", 3])], [_vi(o, None) for o in outs])
+    rng = np.random.default_rng(10)
+    x = np.concatenate(
+        [
+            rng.uniform(-1, 1, 1500),
+            rng.uniform(-1e-3, 1e-3, 500),
+            1 - rng.uniform(0, 1e-3, 300),
+            -1 + rng.uniform(0, 1e-3, 300),
+            rng.uniform(-89.4, 89.4, 1000),
+            np.exp(rng.uniform(0, 78, 500)),
+        ]
+    ).astype(np.float32)
+    edges = np.array([0.0, -0.0, 1.0, -1.0, 1.5, np.inf, -np.inf, np.nan, 1e-30], np.float32)
+    v = rng.standard_normal((x.size + edges.size, 3)).astype(np.float32)
+    v[:2] = [[0.0, 0.0, 0.0], [3.0, -4.0, 0.0]]
+    feeds = {"x": np.concatenate([x, edges]), "v": v}
+    got = gc.from_onnx(m).compile().predict(feeds)
+    want = dict(zip(outs, _ort(m, feeds)))
+    x64 = x.astype(np.float64)
+    for o, f in HYPERBOLIC.items():
+        g = np.asarray(got[o])
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            r = f(x64)
+            r32 = r.astype(np.float32)
+        ok = np.isfinite(r32)  # NaN outside the domain, inf past float32's range: exactly
+        np.testing.assert_array_equal(g[: x.size][~ok], r32[~ok], o)
+        ulp = np.spacing(np.abs(r[ok]).astype(np.float32)).astype(np.float64)
+        err = np.abs(g[: x.size][ok] - r[ok]) / np.maximum(ulp, 1e-45)
+        assert err.max() <= 4, (o, err.max(), x[ok][np.argmax(err)])
+        np.testing.assert_allclose(g[x.size :], want[o][x.size :], rtol=3e-7, err_msg=o)
+        assert np.array_equal(np.signbit(g[x.size + 1]), np.signbit(want[o][x.size + 1])), o
+    for o in ("l2", "l1"):
+        np.testing.assert_allclose(got[o], want[o], rtol=1e-6, atol=1e-7, err_msg=o)
+    xs = rng.uniform(0.3, 0.9, (1, 3)).astype(np.float32) * np.float32([[1, -1, 1]])
+    w = rng.uniform(0.2, 0.9, (1, 3)).astype(np.float32)
+    w_acosh = (rng.uniform(1.5, 2.0, (1, 3)) / xs).astype(np.float32)  # x * W in [1.5, 2]
+    cases = [(o, {}, [], f, w_acosh if o == "Acosh" else w) for o, f in HYPERBOLIC.items()]
+    _check_gradients(cases, xs, rng)
