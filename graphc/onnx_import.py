@@ -3612,6 +3612,100 @@ def _asin_acos(kind: str) -> Callable[[NodeContext], list[Value]]:
     return convert
 
 
+# --- QuantizeLinear / DequantizeLinear (QDQ models: ONNX Runtime's quantizer writes a
+# QuantizeLinear -> DequantizeLinear pair around each MatMul and stores weights as int8 or
+# uint8 initializers behind a DequantizeLinear). Quantized values are integral float32 values.
+
+_QUANT_RANGE = {2: (0, 255), 3: (-128, 127), 4: (0, 65535), 5: (-32768, 32767)}
+_ONNX_OF_NP = {np.dtype(np.uint8): 2, np.dtype(np.int8): 3, np.dtype(np.uint16): 4}
+_ONNX_OF_NP[np.dtype(np.int16)] = 5
+_ONNX_OF_NP[np.dtype(np.int32)] = 6
+
+
+def _per_axis(cx: NodeContext, i: int, x_rank: int, what: str) -> Tensor | None:
+    """Operand ``i`` (a scale or zero point) shaped to broadcast along the node's ``axis``
+    (default 1): a scalar or 1-element value per tensor, a 1-D one per axis element."""
+    if not cx.has(i):
+        return None
+    if int(cx.attr("block_size", 0)):
+        cx.fail("attribute 'block_size' is not supported (blocked quantization)")
+    v = cx.value(i)
+    shape_v = tuple(v.shape)
+    if "N" in shape_v or len(shape_v) > 1:
+        cx.fail(f"{what} of shape {_fmt(shape_v)}: a scalar or a 1-D value per axis")
+    size = math.prod(int(d) for d in shape_v)
+    shape: tuple = ()
+    if size != 1:
+        axis = _axis(cx, int(cx.attr("axis", 1)), x_rank)
+        shape = (size,) + (1,) * (x_rank - axis - 1)
+    if isinstance(v, Tensor):
+        return v if tuple(v.shape) == shape else _reshape(cx, v, shape)
+    a = np.asarray(v, dtype=np.float64).reshape(shape)
+    if size == 1:
+        return dsl.const(float(a))
+    return cx.imp.constant_tensor(f"{what}_{cx.index}", a.astype(np.float32), cx, False)
+
+
+def _quantize_linear(cx: NodeContext) -> list[Value]:
+    """QuantizeLinear to int8, uint8, int16 or uint16: clip(round(x / scale) + zero_point) to
+    the type's range, halves rounding to even (ONNX's rule; see _round); per tensor or per
+    ``axis`` (default 1). The type is output_dtype's, else the zero point's, else uint8. The
+    result is integral float32 (derivative 0)."""
+    x = cx.x(0)
+    out = int(cx.attr("output_dtype", 0))
+    if not out and cx.has(2):
+        zdt = np.asarray(cx.c(2)).dtype
+        out = _ONNX_OF_NP.get(zdt, 0)
+        if not out:
+            cx.fail(f"element type {zdt} of the zero point is not supported")
+    out = out or 2
+    if out not in _QUANT_RANGE:
+        cx.fail(f"element type {type_name(out)}: graphc quantizes to int8, uint8, int16, uint16")
+    lo, hi = _QUANT_RANGE[out]
+    scale = _per_axis(cx, 1, len(x.shape), "scale")
+    assert scale is not None
+    zp = _per_axis(cx, 2, len(x.shape), "zero_point")
+    v = x / scale
+    a = _abs(v)
+    r = (a + _ROUND_MAGIC) - _ROUND_MAGIC
+    zero = dsl.const(0.0)
+    r = dsl.apply("where", dsl.apply("greater", zero, v), zero - r, r)
+    r = dsl.apply("where", dsl.apply("greater", dsl.const(_ROUND_MAGIC), a), r, v)
+    if zp is not None:
+        r = r + zp
+    q = _minimum(dsl.maximum(r, dsl.const(float(lo))), dsl.const(float(hi)))
+    return [_mask(cx, dsl.apply("cast", q, dtype="f32"))]
+
+
+def _dequantize_linear(cx: NodeContext) -> list[Value]:
+    """DequantizeLinear of a computed quantized value: (x - zero_point) * scale, per tensor
+    or per ``axis`` (default 1); of an initializer, folded (the weights of a QDQ model become
+    float32 constants)."""
+    x = cx.x(0)
+    scale = _per_axis(cx, 1, len(x.shape), "scale")
+    assert scale is not None
+    zp = _per_axis(cx, 2, len(x.shape), "zero_point")
+    return [(x - zp if zp is not None else x) * scale]
+
+
+def _fold_dequantize_linear(cx: NodeContext, args: list) -> list:
+    x = np.asarray(args[0])
+    if x.dtype == object:
+        cx.fail("DequantizeLinear of the batch size N is not supported")
+    if int(cx.attr("block_size", 0)):
+        cx.fail("attribute 'block_size' is not supported (blocked quantization)")
+
+    def shaped(a: Any) -> np.ndarray:
+        a = np.asarray(a, dtype=np.float64)
+        if a.size == 1 or x.ndim == 0:
+            return a.reshape(())
+        axis = _axis(cx, int(cx.attr("axis", 1)), x.ndim)
+        return a.reshape((a.size,) + (1,) * (x.ndim - axis - 1))
+
+    zp = shaped(args[2]) if len(args) > 2 and args[2] is not None else 0.0
+    return [((x.astype(np.float64) - zp) * shaped(args[1])).astype(np.float32)]
+
+
 # ---------------------------------------------------------------- the table
 
 _UNARY = {
@@ -3749,6 +3843,15 @@ OPS: dict[str, Rule] = {
     "Atanh": Rule(_hyperbolic("atanh"), fold=_unary_fold(np.arctanh)),
     "Asin": Rule(_asin_acos("asin"), fold=_unary_fold(np.arcsin)),
     "Acos": Rule(_asin_acos("acos"), fold=_unary_fold(np.arccos)),
+    "QuantizeLinear": Rule(
+        _quantize_linear, ("axis", "saturate", "output_dtype", "block_size", "precision")
+    ),
+    "DequantizeLinear": Rule(
+        _dequantize_linear,
+        ("axis", "block_size", "output_dtype"),
+        fold=_fold_dequantize_linear,
+        keeps_integers=True,
+    ),
     "Hardmax": Rule(_hardmax, ("axis",)),
     "CumSum": Rule(_cumsum, ("exclusive", "reverse"), fold=_fold_cumsum),
     "Tile": Rule(_tile, fold=_fold_tile, keeps_integers=True),

@@ -529,3 +529,49 @@ def test_hyperbolic_inverse_sines_and_lp_normalization() -> None:
     w_acosh = (rng.uniform(1.5, 2.0, (1, 3)) / xs).astype(np.float32)  # x * W in [1.5, 2]
     cases = [(o, {}, [], f, w_acosh if o == "Acosh" else w) for o, f in HYPERBOLIC.items()]
     _check_gradients(cases, xs, rng)
+
+
+def test_qdq_quantized_mlp_matches_onnxruntime() -> None:
+    """A model as ONNX Runtime's static quantizer writes it (QDQ): uint8 activations through
+    QuantizeLinear -> DequantizeLinear, int8 weights behind a per-channel DequantizeLinear
+    (axis 1), an int16 pair per tensor; predict equals ONNX Runtime's (the same rounding of
+    halves to even, the clip to the type's range), also for inputs far outside the scale."""
+    rng = np.random.default_rng(11)
+    w1 = rng.integers(-127, 128, (4, 8)).astype(np.int8)
+    w2 = rng.integers(-127, 128, (8, 3)).astype(np.int8)
+    inits = [
+        numpy_helper.from_array(w1, "w1q"),
+        numpy_helper.from_array(w2, "w2q"),
+        _init("w1s", rng.uniform(0.001, 0.01, 8), np.float32),
+        _init("w2s", rng.uniform(0.001, 0.01, 3), np.float32),
+        _init("w1z", np.zeros(8), np.int8),
+        _init("w2z", np.zeros(3), np.int8),
+        _init("xs", 0.02, np.float32),
+        _init("xz", 128, np.uint8),
+        _init("hs", 0.0005, np.float32),
+        _init("hz", 0, np.int16),
+        _init("b1", rng.standard_normal(8), np.float32),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w1q", "w1s", "w1z"], ["w1"], axis=1),
+        helper.make_node("MatMul", ["xd", "w1"], ["m1"]),
+        helper.make_node("Add", ["m1", "b1"], ["a1"]),
+        helper.make_node("Relu", ["a1"], ["r1"]),
+        helper.make_node("QuantizeLinear", ["r1", "hs", "hz"], ["hq"]),
+        helper.make_node("DequantizeLinear", ["hq", "hs", "hz"], ["hd"]),
+        helper.make_node("DequantizeLinear", ["w2q", "w2s", "w2z"], ["w2"], axis=1),
+        helper.make_node("MatMul", ["hd", "w2"], ["y"]),
+    ]
+    m = _model(nodes, [_vi("x", ["N", 4])], [_vi("y", None), _vi("xq", None, 2)], inits, 21)
+    x = rng.standard_normal((64, 4)).astype(np.float32) * 2
+    x[0] = [0.01, -0.01, 0.03, -0.03]  # halves of the scale: ties to even
+    x[1] = [100.0, -100.0, 2.55, -2.57]  # beyond uint8's range: clipped
+    opts = ort.SessionOptions()  # ONNX's meaning, not ONNX Runtime's integer kernels
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"x": x})
+    got = gc.from_onnx(m).compile().predict(x)
+    np.testing.assert_array_equal(got["xq"], want[1].astype(np.float32))
+    np.testing.assert_allclose(got["y"], want[0], rtol=1e-5, atol=1e-6)
