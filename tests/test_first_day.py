@@ -584,6 +584,30 @@ def test_readme_and_dump_help_name_every_pass_stage() -> None:
         assert f"``{name}``" in helptext, f"graphc dump --help lacks {name}"
 
 
+def test_user_guide_python_blocks_run_in_order_as_one_script(tmp_path) -> None:
+    """docs/guide.md's Python blocks, pasted one after the other into a script, run from the
+    repository's root (its data, names and calls exist; section 2 used to leave its arrays
+    undefined); its files go to a temporary folder instead of examples/out."""
+    import re
+
+    text = (ROOT / "docs" / "guide.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 4, "the guide's Python blocks moved: update this test"
+    code = "\n".join(blocks).replace("examples/out", str(tmp_path))
+    code = code.replace('"examples"', repr(str(ROOT / "examples")))
+    code = code.replace("epochs=30", "epochs=3")  # the calls, not the training, are tested
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "libdigits.so").is_file() and (tmp_path / "digits.gcm").is_file()
+    assert "val_loss" in (tmp_path / "train.csv").read_text().splitlines()[0]
+
+
 def test_cli_output_piped_into_head_ends_quietly() -> None:
     """`graphc targets --cpus aarch64-linux-gnu | head -3`: the closed pipe is not a traceback."""
     r = subprocess.run(
