@@ -163,6 +163,89 @@ def step_parts(m, comm, x, y, batch: int) -> dict:
     }
 
 
+def timeline_worker(args: argparse.Namespace) -> None:
+    """The distributed fit of ``graphc_worker`` with every step's all-reduce timed on every rank
+    (graphc.runtime.distributed.TIMELINE); rank 0 prints the per-rank medians and where the
+    fit's wall time went."""
+    import graphc as gc
+    from graphc.runtime import distributed as dist
+
+    m = build_mlp()
+    x, y = data(args.rows)
+    comm = gc.distributed.world()
+    fit = {"batch_size": args.batch, "verbose": 0, "distributed": "mpi"}
+    m.fit(x, y, epochs=1, **fit)  # warm-up
+    comm.Barrier()
+    dist.TIMELINE = marks = []
+    t0 = time.perf_counter_ns()
+    m.fit(x, y, epochs=1 + args.epochs, initial_epoch=1, **fit)
+    t1 = time.perf_counter_ns()
+    dist.TIMELINE = None
+    everyone = comm.gather((t0, t1, marks), root=0)
+    if comm.Get_rank() == 0:
+        print("RESULT " + json.dumps(timeline_summary(everyone, args)), flush=True)
+
+
+def timeline_summary(everyone: list, args: argparse.Namespace) -> dict:
+    """Per rank, over the timed fit (ms): ``work`` = from leaving one all-reduce to entering
+    the next within an epoch (apply_update, the next rows gathered, train_grads, the Python
+    call-out), ``wait`` = entering the all-reduce to leaving its first barrier (waiting for the
+    later rank), ``sum`` = this rank's share of the sum, ``exit`` = the second barrier; medians
+    and means. ``outside``: the fit's wall time not inside the epochs' step cycles (fit's
+    set-up, the data checks, epoch boundaries), per fit and per step; ``late``: how much later
+    rank 1 entered than rank 0 (median)."""
+    steps = -(-args.rows // args.batch)
+    out: dict = {"batch": args.batch}
+    wall = max(t1 for _, t1, _ in everyone) - min(t0 for t0, _, _ in everyone)
+    total = len(everyone[0][2])
+    out["wall_step_ms"] = wall / 1e6 / total
+    for r, (t0, t1, marks) in enumerate(everyone):
+        a = np.asarray(marks, np.float64) / 1e6
+        inner = [i for i in range(1, len(a)) if i % steps]  # not the first step of an epoch
+        work = np.array([a[i, 0] - a[i - 1, 3] for i in inner])
+        cycle = np.array([a[i, 3] - a[i - 1, 3] for i in inner])
+        parts = {"work": work, "wait": a[:, 1] - a[:, 0], "sum": a[:, 2] - a[:, 1],
+                 "exit": a[:, 3] - a[:, 2], "cycle": cycle}  # fmt: skip
+        for key, v in parts.items():
+            out[f"r{r}_{key}_med_ms"] = float(np.median(v))
+            out[f"r{r}_{key}_mean_ms"] = float(np.mean(v))
+        inside = cycle.sum() + (len(a) - len(inner)) * np.median(cycle)
+        out[f"r{r}_outside_ms"] = (t1 - t0) / 1e6 - inside
+    if len(everyone) > 1:
+        late = np.asarray(everyone[1][2], np.float64)[:, 0] - np.asarray(everyone[0][2])[:, 0]
+        out["late_med_ms"] = float(np.median(late)) / 1e6
+    out["outside_per_step_ms"] = out["r0_outside_ms"] / total
+    return out
+
+
+def timeline(args: argparse.Namespace) -> None:
+    """``--timeline``: ``timeline_worker`` on 2 ranks, ``--repeats`` times per batch size."""
+    print(f"# timeline: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {loadavg()}")
+    print(
+        "\n| batch | wall ms/step | rank: work / wait / sum / exit ms (median; mean) "
+        "| cycle median / mean ms | outside ms per fit (per step) | rank 1 later by ms |"
+    )
+    print("|---|---|---|---|---|---|")
+    for b in (int(v) for v in args.batches.split(",")):
+        for _ in range(args.repeats):
+            me = [sys.executable, os.path.abspath(__file__), "--worker", "timeline"]
+            me += ["--batch", str(b), "--rows", str(args.rows), "--epochs", str(args.epochs)]
+            env = dict(os.environ, GRAPHC_THREADS="1", OMP_NUM_THREADS="1")
+            r = subprocess.run([*mpirun_cmd(2), *me], capture_output=True, text=True, env=env,
+                               check=True, timeout=300, stdin=subprocess.DEVNULL)  # fmt: skip
+            o = result(r.stdout)
+            ranks = "; ".join(
+                f"r{k} {o[f'r{k}_work_med_ms']:.3f} / {o[f'r{k}_wait_med_ms']:.3f} / "
+                f"{o[f'r{k}_sum_med_ms']:.3f} / {o[f'r{k}_exit_med_ms']:.3f} "
+                f"({o[f'r{k}_work_mean_ms']:.3f} / {o[f'r{k}_wait_mean_ms']:.3f})"
+                for k in (0, 1)
+            )
+            print(f"| {b} | {o['wall_step_ms']:.3f} | {ranks} | {o['r0_cycle_med_ms']:.3f} / "
+                  f"{o['r0_cycle_mean_ms']:.3f} | {o['r0_outside_ms']:.1f} "
+                  f"({o['outside_per_step_ms']:.3f}) | {o['late_med_ms']:.3f} |", flush=True)  # fmt: skip
+    print(f"# load after: {loadavg()}")
+
+
 # ------------------------------------------------------------------------------- torch worker
 
 
@@ -477,11 +560,19 @@ def main() -> None:
         help="measure the split step's compute alone vs beside the same compute on the other "
         "core (no MPI), for --batches (give B and B/2)",
     )
+    ap.add_argument(
+        "--timeline",
+        action="store_true",
+        help="time every step's all-reduce on both ranks of a 2-rank fit (per-rank medians of "
+        "the work between all-reduces, the wait, the sum; the fit's time outside the steps)",
+    )
     ap.add_argument("--ceiling-seconds", type=float, default=2.0, help=argparse.SUPPRESS)
     ap.add_argument("--core", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--forever", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=2.0, help=argparse.SUPPRESS)
-    ap.add_argument("--worker", choices=("graphc", "torch", "ceiling"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--worker", choices=("graphc", "torch", "ceiling", "timeline"), help=argparse.SUPPRESS
+    )
     ap.add_argument("--distributed", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=256, help=argparse.SUPPRESS)
     ap.add_argument("--rank", type=int, default=0, help=argparse.SUPPRESS)
@@ -493,8 +584,12 @@ def main() -> None:
         return torch_worker(args)
     if args.worker == "ceiling":
         return ceiling_worker(args)
+    if args.worker == "timeline":
+        return timeline_worker(args)
     if args.ceiling:
         return ceiling(args)
+    if args.timeline:
+        return timeline(args)
     batches = [int(b) for b in args.batches.split(",")]
     reduces = [m.strip() for m in args.reduce.split(",") if m.strip()] or ["auto"]
     ranks = [int(k) for k in args.ranks.split(",")]

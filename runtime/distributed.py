@@ -102,6 +102,11 @@ _LAUNCH_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANK
 
 LAST_PATH = ""  # the loop of the last distributed fit: "native" (one call per epoch) or "python"
 LAST_REDUCE = ""  # its all-reduce: "window" (shared memory) or "allreduce" (see reduce_mode)
+# A list to make every step's all-reduce append (entered, first barrier left, this rank's share
+# summed, left) in time.perf_counter_ns() (CLOCK_MONOTONIC: one clock for all ranks of a
+# machine; the window's barrier and sum, or the whole MPI_Allreduce as entered..left), for
+# benchmarks/bench_mpi.py --timeline; None (the default): nothing recorded.
+TIMELINE: list[tuple[int, ...]] | None = None
 
 # NAME_train_epoch_split (ABI in graphc.codegen.epoch) and its call-out reduce(step, rows)
 REDUCE = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_int64)
@@ -356,11 +361,17 @@ class WindowReduce:
             self.comm.Barrier()
         self.win.Sync()
 
-    def reduce(self, napping: bool = False) -> None:
-        """The all-reduce (see the class docstring); collective over the window's ranks."""
+    def reduce(self, napping: bool = False, marks: list[int] | None = None) -> None:
+        """The all-reduce (see the class docstring); collective over the window's ranks.
+        ``marks``: a list to append time.perf_counter_ns() to after the first barrier and
+        after this rank's share of the sum (see TIMELINE)."""
         self._barrier(napping)
+        if marks is not None:
+            marks.append(time.perf_counter_ns())
         t = ctypes.addressof(self.table)
         self.fn(t, self.k, t, self.k, self.lo, self.hi)
+        if marks is not None:
+            marks.append(time.perf_counter_ns())
         self._barrier(napping)
 
     def free(self) -> None:
@@ -417,6 +428,7 @@ class SplitStep:
         jit, name = model._split_jit or model.jit, prog.name
         self.window: WindowReduce | None = None
         self._snapshot: tuple[np.ndarray, np.ndarray] | None = None
+        self._stage: dict[str, np.ndarray] | None = None
         if reduce == "window":  # the rank's slot of a shared-memory window (zeroed there)
             fn = f"{name}_reduce_slots"
             if not (getattr(jit, "has", None) and jit.has(fn)):  # the same on every rank
@@ -488,6 +500,16 @@ class SplitStep:
         np.copyto(kept[1], s)
         return kept
 
+    def staging(self, feeds: dict[str, np.ndarray], cap: int) -> dict[str, np.ndarray]:
+        """Buffers for ``cap`` rows of each of ``feeds`` (a rank's rows of a batch, gathered),
+        kept for the next fit with inputs of the same row shapes and dtypes: new ones are
+        faulted in page by page during the first epoch's gathers."""
+        want = {name: ((cap,) + a.shape[1:], a.dtype) for name, a in feeds.items()}
+        kept = self._stage
+        if kept is None or {k: (v.shape, v.dtype) for k, v in kept.items()} != want:
+            kept = self._stage = {name: np.empty(sh, dt) for name, (sh, dt) in want.items()}
+        return kept
+
     def bind_workspace(self, cap: int) -> None:
         """Make this step's buffer the workspace of both entries (for up to ``cap`` rows)."""
         for e in (self.grads, self.update):
@@ -496,10 +518,20 @@ class SplitStep:
     def allreduce(self, comm: Any, MPI: Any, napping: bool) -> None:
         """Sum ``reduced`` (flags and gradients) over the ranks, in place: through the
         shared-memory window when the step has one, else MPI_Allreduce (see ``allreduce``)."""
+        if TIMELINE is None:
+            if self.window is not None:
+                self.window.reduce(napping)
+            else:
+                allreduce(comm, self.reduced, MPI, napping)
+            return
+        marks = [time.perf_counter_ns()]
         if self.window is not None:
-            self.window.reduce(napping)
+            self.window.reduce(napping, marks)
         else:
             allreduce(comm, self.reduced, MPI, napping)
+            marks += [marks[0]] * 2  # no separate wait and sum to tell apart
+        marks.append(time.perf_counter_ns())
+        TIMELINE.append(tuple(marks))
 
     def close(self) -> None:
         """Free the shared-memory window (collective over the ranks that share it); the entries
@@ -538,20 +570,23 @@ class SplitStep:
         )
         u._set_inputs(self.update_arrays)
         at = np.zeros(2, np.int64)  # the step being run, go on (set by the call-out)
-        keep = (data, inputs, staging, at)
+        target: list[Any] = [None]  # the running epoch's reduce
+
+        def call_out(s: int, rows: int) -> None:
+            at[1] = 1 if target[0](s, rows) == 0 else 0
+
+        cb = REDUCE(call_out)  # one C thunk for every epoch of the fit
+        cb_address = ctypes.cast(cb, ctypes.c_void_p).value
+        keep = (data, inputs, staging, at, cb)
 
         def run(order: np.ndarray, batch: int, first: int, end: int, reduce: Any) -> tuple:
             assert order.dtype == np.int64 and order.shape == (n,) and order.flags.c_contiguous
-
-            def call_out(s: int, rows: int) -> None:
-                at[1] = 1 if reduce(s, rows) == 0 else 0
-
-            cb = REDUCE(call_out)
+            target[0] = reduce
             a = g._args
             rc = self.epoch_fn(
                 a[0], a[1], a[2], ctypes.addressof(inputs), a[4], n, address(order), batch,
                 ctypes.addressof(staging), k, r, first, end, ctypes.addressof(u.inputs),
-                ctypes.cast(cb, ctypes.c_void_p).value, address(at),
+                cb_address, address(at),
             )  # fmt: skip
             return int(rc), int(at[0])
 
@@ -672,7 +707,7 @@ def fit(
     step = split_step(model, cap, comm, how, strict=reduce_mode() == "window")  # a collective
     global LAST_REDUCE
     LAST_REDUCE = step.how
-    stage = {name: np.empty((cap,) + a.shape[1:], a.dtype) for name, a in feeds.items()}
+    stage = step.staging(feeds, cap)
     cbs = CallbackList(callbacks)
     threads, default = model.threads, getattr(model, "_threads_default", False)
     share = thread_share(comm)  # a collective: every rank calls it, whatever its threads
@@ -860,8 +895,10 @@ def _epochs(
     mode = wait_mode()
     napping = mode == "sleep"
     steps = -(-n // bs)
-    mine = np.zeros(steps, np.float64)
+    # this rank's share of every step's loss, then its waiting share: sent in one Allgather
     sent, everyone = np.zeros(steps + 1, np.float64), np.zeros((k, steps + 1), np.float64)
+    mine = sent[:steps]
+    sizes = np.minimum(bs, n - np.arange(steps) * bs)  # rows of each global batch
     decided = np.zeros(2, np.float64)  # rank 0's [stop, lr] after the epoch's callbacks
     checked: set[int] = set()
     # one native call per epoch unless batch callbacks must run between the steps
@@ -962,16 +999,15 @@ def _epochs(
             total += batch_loss * big
             logs = {"batch": s, "size": big, "loss": total / (lo + big), "batch_loss": batch_loss}
             cbs.batch_end(s, logs)
-        # every rank's step losses and waiting share in one buffer-based allgather (no pickles:
-        # the interpreter runs cold right after a native epoch, every path taken costs)
-        sent[:steps] = mine
+        # every rank's step losses and waiting share in one buffer-based allgather, few numpy
+        # calls: the interpreter runs cold right after a native epoch (each call ~0.1-0.5 ms)
         sent[steps] = (cpu_wait() - w0) / max(time.perf_counter() - t0, 1e-9)
         comm.Allgather(sent, everyone)
-        per_step = np.sum(everyone[:, :steps], axis=0)  # every rank sums in one order
+        per_step = np.add.reduce(everyone, axis=0)  # every rank sums in one order (rank order)
         if mode == "auto":  # the same figures on every rank: the same choice
-            napping = bool(np.mean(everyone[:, steps]) > AUTO_NAP)
+            napping = bool(per_step[steps] / k > AUTO_NAP)
+        per_step = per_step[:steps]
         history.step_losses.extend(per_step.tolist())
-        sizes = np.minimum(bs, n - np.arange(steps) * bs)
         figures = {"loss": float(np.dot(per_step, sizes) / n)}
         if validation is not None:
             figures.update({f"val_{key}": v for key, v in _evaluate(model, comm, *validation)})

@@ -241,6 +241,10 @@ def paths() -> dict[str, np.ndarray]:
             h2.interrupted,
             len(h2.epochs),
         )
+    d.TIMELINE = marks = []  # bench_mpi --timeline: one (entered, .., left) per step
+    m.fit(x, y, epochs=1, batch_size=BATCH, seed=5, verbose=0, distributed="mpi")
+    d.TIMELINE = None
+    timeline = len(marks) == 4 and all(list(t) == sorted(t) and len(t) == 4 for t in marks)
     messages = []
     for bad in ("x", "y"):
         xn, yn = x.copy(), y.copy()
@@ -266,6 +270,7 @@ def paths() -> dict[str, np.ndarray]:
         "interrupted": np.array(out[True][3]),
         "rolled_back": np.array(out[True][1] == out[True][2]),
         "steps": np.array(out[True][0]),
+        "timeline": np.array(timeline),
     }
 
 

@@ -400,6 +400,7 @@ def test_native_epoch_equals_python_steps(tmp_path):
     assert bool(got["identical"])  # the first fit's fresh window vs the later fits' kept one
     assert bool(got["window_kept"])
     assert bool(got["interrupted"]) and bool(got["rolled_back"])
+    assert bool(got["timeline"])  # distributed.TIMELINE: 4 steps, each 4 ordered times
     one_x, dist_x, one_y, dist_y = got["messages"].tolist()
     assert bool(got["messages_agree"])
     assert one_x == dist_x and "row 10 holds NaN or Inf (3 rows)" in one_x, (one_x, dist_x)
