@@ -1798,6 +1798,19 @@ def _nearest_map(cx: NodeContext, length: int, scale: float | None, size: int | 
     """The source index of each output element of a nearest-neighbour Resize along one axis of
     ``length``: ONNX's reference implementation (onnx.reference) run on arange(length) with
     this node's attributes (coordinate_transformation_mode, nearest_mode) at its opset."""
+    if cx.attr("coordinate_transformation_mode") == "tf_half_pixel_for_nn":
+        # (opsets 11-18; onnx.reference lacks it): x_original = (i + 0.5) / scale, rounded
+        # per nearest_mode and clamped, in float32 as ONNX Runtime
+        out = size if size is not None else math.floor(length * scale)
+        sc = np.float32(scale if size is None else size / length)
+        xo = (np.arange(out, dtype=np.float32) + np.float32(0.5)) / sc
+        rounding = {
+            "round_prefer_floor": lambda v: np.ceil(v - np.float32(0.5)),
+            "round_prefer_ceil": lambda v: np.floor(v + np.float32(0.5)),
+            "floor": np.floor,
+            "ceil": np.ceil,
+        }[cx.attr("nearest_mode", "round_prefer_floor")]
+        return np.clip(rounding(xo), 0, length - 1).astype(np.int64).tolist()
     onnx = require_onnx()
     from onnx.reference import ReferenceEvaluator
 

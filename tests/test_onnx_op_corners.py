@@ -359,6 +359,7 @@ RESIZES = [  # attrs, scales or None, sizes (H, W) or None; opset 18
     ({"coordinate_transformation_mode": "align_corners"}, [3, 1], None),
     ({"coordinate_transformation_mode": "pytorch_half_pixel"}, None, [7, 3]),
     ({"nearest_mode": "round_prefer_ceil"}, [1.5, 2], None),
+    ({"coordinate_transformation_mode": "tf_half_pixel_for_nn"}, [2, 1.5], None),
 ]
 
 
