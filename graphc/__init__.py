@@ -45,6 +45,7 @@ from .callbacks import (
 from .dsl import (
     Dense,
     Dropout,
+    LossInputWarning,
     Normalization,
     Sequential,
     Tensor,
@@ -132,6 +133,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BatchNorm",
+    "LossInputWarning",
     "LayerNorm",
     "argmax",
     "batch_norm",

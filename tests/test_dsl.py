@@ -173,8 +173,6 @@ def test_probabilities_given_to_a_loss_from_logits_warn_at_the_users_line() -> N
     from_logits=False do not."""
     import warnings
 
-    from graphc.dsl import LossInputWarning
-
     x = gc.input("x", ("N", 4))
     t1 = gc.input("t1", ("N", 1))
     t3 = gc.input("t3", ("N", 3))
@@ -188,11 +186,11 @@ def test_probabilities_given_to_a_loss_from_logits_warn_at_the_users_line() -> N
         (lambda: gc.categorical_cross_entropy(probs, t3), "output of softmax"),
         (lambda: gc.softmax_cross_entropy(gc.dense(x, 1), labels), "one column.*loss is 0"),
     ):
-        with pytest.warns(LossInputWarning, match=what) as rec:
+        with pytest.warns(gc.LossInputWarning, match=what) as rec:
             call()
         assert rec[0].filename == __file__, rec[0].filename
     with warnings.catch_warnings():
-        warnings.simplefilter("error", LossInputWarning)
+        warnings.simplefilter("error", gc.LossInputWarning)
         gc.binary_cross_entropy(p, t1, from_logits=False)
         gc.binary_cross_entropy(gc.dense(x, 1), t1)
         gc.softmax_cross_entropy(logits, labels)
