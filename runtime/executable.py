@@ -64,6 +64,25 @@ def shape_hint(
     return ""
 
 
+def label_dtype_hint(a: np.ndarray) -> str:
+    """A hint for class labels (an i32 input) given as something else than integers: class
+    names (strings, objects), booleans, or fractions (probabilities or soft targets, which the
+    sparse loss does not take); ``""`` when none fits."""
+    if a.dtype.kind in "USO":
+        return (
+            " (class names: number them 0..C-1 first, e.g. "
+            "classes, y = np.unique(y, return_inverse=True))"
+        )
+    if a.dtype.kind == "b":
+        return " (booleans: pass y.astype(np.int32) for classes 0 and 1)"
+    if a.dtype.kind == "f":
+        return (
+            " (values that are not whole numbers are no class ids: for probabilities or soft "
+            "targets use binary_cross_entropy or categorical_cross_entropy)"
+        )
+    return ""
+
+
 def _looks_one_hot(a: np.ndarray, columns: int) -> bool:
     """0/1 values with exactly one 1 in each row of ``columns``."""
     if a.size == 0 or a.dtype.kind not in "biuf":

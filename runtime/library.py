@@ -30,7 +30,7 @@ from graphc.ir.types import DTYPE_INFO, TensorType
 
 from .buffers import address, aligned_empty, output_arrays, view
 from .checks import check_batch_size, check_lr, explain, param_value
-from .executable import COPY_OUTPUT_MAX, shape_hint
+from .executable import COPY_OUTPUT_MAX, label_dtype_hint, shape_hint
 from .parallel import own_lock, turned
 
 ERROR_NAMES = {code: msg for _, code, msg in ERRORS if code}
@@ -307,11 +307,13 @@ class Library:
             if a.dtype.kind not in "iuf":  # no bool, complex, object or string arrays
                 raise ArgumentError(
                     f"input {p['name']!r} expects numbers ({p['dtype']}), got dtype {a.dtype}"
+                    + (label_dtype_hint(a) if p["dtype"] == "i32" else "")
                 )
             given = a.shape
             if p["dtype"] == "i32" and not np.issubdtype(a.dtype, np.integer):
                 raise ArgumentError(
                     f"input {p['name']!r} expects integers ({p['dtype']}), got {a.dtype}"
+                    + label_dtype_hint(a)
                 )
             ax = p["shape"].index("N") if "N" in p["shape"] else None  # N need not lead
             rows = a.shape[ax] if ax is not None and a.ndim > ax else 0

@@ -25,7 +25,7 @@ from graphc.ir.types import BATCH
 from .buffers import aligned_empty, output_arrays, view
 from .callbacks import CallbackList
 from .checks import InputRejected, check_batch_size, check_lr, check_seed, param_value
-from .executable import Entry, EpochEntry, NonfiniteLoss, shape_hint
+from .executable import Entry, EpochEntry, NonfiniteLoss, label_dtype_hint, shape_hint
 from .parallel import (
     default_threads,
     hand_over,
@@ -666,6 +666,7 @@ class Model:
                     else:
                         raise ArgumentError(
                             f"input {name!r} holds class labels: expected integers, got {a.dtype}"
+                            + label_dtype_hint(a)
                         )
             elif not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
                 raise ArgumentError(f"input {name!r} expects numbers ({t}), got dtype {a.dtype}")

@@ -712,6 +712,15 @@ def test_loaded_library_refuses_non_numeric_arrays_like_the_model(tmp_path) -> N
                 call()
     with pytest.raises(gc.ArgumentError, match=r"got an array of shape \(3,\)"):
         lib.train_step(xs, np.zeros(3, np.int32))  # the shape passed, not a reshaped one
+    # labels that are no class ids say what to do, in the model and the library alike
+    for labels, hint in (
+        (np.array(["cat", "dog"]), r"class names: number them 0..C-1 first.*np.unique"),
+        (np.array([True, False]), r"booleans: pass y.astype\(np.int32\)"),
+        (np.array([0.2, 0.8]), "no class ids: for probabilities or soft targets"),
+    ):
+        for call in (lambda: lib.train_step(xs, labels), lambda: m.train_step(xs, labels)):
+            with pytest.raises(gc.ArgumentError, match=hint):
+                call()
     # one row given as a vector (x_test[0]) is named as such, by the model and the library
     for call in (lambda: lib.predict(xs[0]), lambda: m.predict(xs[0])):
         with pytest.raises(
