@@ -721,9 +721,15 @@ def dense(
     """A fully connected layer: ``activation(x @ W + b)`` with W [in, units], b [units].
 
     W is initialized with He uniform before relu and Glorot uniform otherwise (unless ``init``);
-    b with zeros. Params are named ``NAME.w`` and ``NAME.b``. ``activation``: one of
-    ACTIVATIONS (every pointwise activation; fused into the GEMM's epilogue). ``kernel_l1``,
-    ``kernel_l2``: penalties on W added to the loss (see ``param``).
+    b with zeros. Params are named ``NAME.w`` and ``NAME.b``. ``activation``: a name in
+    ``graphc.dsl.ACTIVATIONS`` ("relu", "tanh", "sigmoid", "gelu", "silu", "leaky_relu", ...;
+    every pointwise activation, fused into the GEMM's epilogue), graphc's function of it
+    (``gc.relu``), or None. ``kernel_l1``, ``kernel_l2``: penalties on W added to the loss
+    (see ``param``).
+
+    Raises:
+        ShapeError: x is not 2-D, or units is not a positive int.
+        GraphcError: an unknown activation (naming the close matches of a misspelled one).
     """
     if x.type.rank != 2:
         raise ShapeError(f"dense: expects a 2-D input [batch, features], got {x.type} ({x.name})")
