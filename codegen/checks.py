@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from llvmlite import ir
 
 from .kernels import LL, PTR
-from .lltypes import glue
+from .lltypes import glue, vconst
 from .loops import I32, I64, counted_loop, i64
 from .threads import TASK_TYPE, ThreadPool
 
@@ -63,8 +63,8 @@ def _fails(b: ir.IRBuilder, kind: str, t: ir.Type, x: ir.Value, bound: ir.Value)
     one: ir.Value = ir.Constant(t, 1.0) if kind == "unit" else zero
     if isinstance(x.type, ir.VectorType):
         lanes = x.type.count
-        zero = ir.Constant(ir.VectorType(t, lanes), [zero.constant] * lanes)
-        one = ir.Constant(ir.VectorType(t, lanes), [one.constant] * lanes)
+        zero = vconst(ir.VectorType(t, lanes), zero.constant)
+        one = vconst(ir.VectorType(t, lanes), one.constant)
     if kind == "finite":  # x - x is NaN exactly for NaN and +-Inf
         return b.fcmp_unordered("uno", b.fsub(x, x), zero, name="bad")
     if kind == "unit":  # unordered compares: NaN fails too
@@ -111,11 +111,10 @@ def _scan_function(
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     step = SCAN_LANES * SCAN_UNROLL
     full = b.and_(count, i64(-step), name="full")
-    vbound = b.insert_element(ir.Constant(ir.VectorType(I64, SCAN_LANES), None), bound, i32(0))
-    vbound = b.shuffle_vector(
-        vbound, vbound, ir.Constant(ir.VectorType(I32, SCAN_LANES), [0] * SCAN_LANES)
-    )
-    zeros = ir.Constant(mask_t, [0] * SCAN_LANES)
+    wide_t = ir.VectorType(I64, SCAN_LANES)
+    vbound = b.insert_element(vconst(wide_t, ir.Undefined), bound, i32(0))
+    vbound = b.shuffle_vector(vbound, vbound, vconst(ir.VectorType(I32, SCAN_LANES), 0))
+    zeros = vconst(mask_t, 0)
     with counted_loop(b, i64(0), full, step, "v", [zeros]) as s:
         bad = None
         for u in range(SCAN_UNROLL):

@@ -81,7 +81,7 @@ from llvmlite import ir
 from graphc.ir.errors import CodegenError
 from graphc.ir.types import DTYPE_INFO
 
-from .lltypes import I1, I8, I32, I64, LL, PTR, VOID, glue
+from .lltypes import I1, I8, I32, I64, LL, PTR, VOID, glue, vconst
 from .loops import counted_loop as _loop
 from .threads import TASK_TYPE, ThreadPool
 
@@ -431,7 +431,7 @@ class _GemmEmitter:
     def zero(self, lanes: int) -> ir.Constant:
         if lanes == 1:
             return ir.Constant(self.elem, 0.0)
-        return ir.Constant(self.vtype(lanes), [0.0] * lanes)
+        return vconst(self.vtype(lanes), 0.0)
 
     def at(self, base: ir.Value, idx: ir.Value, name: str = "") -> ir.Value:
         return self.b.gep(base, [idx], inbounds=True, source_etype=self.elem, name=name)
@@ -448,9 +448,9 @@ class _GemmEmitter:
         if lanes == 1:
             return s
         vt = self.vtype(lanes)
-        v = self.b.insert_element(ir.Constant(vt, ir.Undefined), s, ir.Constant(I32, 0))
-        mask = ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)
-        return self.b.shuffle_vector(v, ir.Constant(vt, ir.Undefined), mask, name=name)
+        v = self.b.insert_element(vconst(vt, ir.Undefined), s, ir.Constant(I32, 0))
+        mask = vconst(ir.VectorType(I32, lanes), 0)
+        return self.b.shuffle_vector(v, vconst(vt, ir.Undefined), mask, name=name)
 
     def fma(self, x: ir.Value, y: ir.Value, acc: ir.Value, name: str = "") -> ir.Value:
         # llvm.fmuladd, not llvm.fma: it fuses where the target has FMA (vfmadd231ps on AVX2) and
@@ -1363,10 +1363,10 @@ class _GemmEmitter:
         n = self.b.trunc(count, I32)
         n = self.b.shuffle_vector(
             self.b.insert_element(
-                ir.Constant(ir.VectorType(I32, lanes), ir.Undefined), n, ir.Constant(I32, 0)
+                vconst(ir.VectorType(I32, lanes), ir.Undefined), n, ir.Constant(I32, 0)
             ),
-            ir.Constant(ir.VectorType(I32, lanes), ir.Undefined),
-            ir.Constant(ir.VectorType(I32, lanes), [0] * lanes),
+            vconst(ir.VectorType(I32, lanes), ir.Undefined),
+            vconst(ir.VectorType(I32, lanes), 0),
         )
         mask = self.b.icmp_unsigned("<", iota, n)
         return self.b.call(fn, [ptr, ir.Constant(I32, self.size), mask, self.zero(lanes)])
@@ -1621,7 +1621,7 @@ class _GemmEmitter:
         if cols == 1:
             acc = out[0]
         else:
-            acc = ir.Constant(self.vtype(cols), ir.Undefined)
+            acc = vconst(self.vtype(cols), ir.Undefined)
             for c in range(cols):
                 acc = b.insert_element(acc, out[c], ir.Constant(I32, c))
         self.finish(acc, i, j, self.accumulate, False)

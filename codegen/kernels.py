@@ -25,7 +25,7 @@ from graphc.ir.plan import Buffer, Kernel, Schedule, gemm_result
 from graphc.ir.types import BATCH
 
 from . import vmath
-from .lltypes import F64, I32, I64, LL, PTR, VOID, glue, i64
+from .lltypes import F64, I32, I64, LL, PTR, VOID, glue, i64, vconst
 from .loops import counted_loop, loop, loop_nest
 from .lower import lower_elementwise
 from .threads import TASK_TYPE, ThreadPool
@@ -601,13 +601,13 @@ def _column_sums(ctx: KernelContext, x: str, out: str, cols: int, inv: ir.Value 
             scale = inv
             if isinstance(v.type, ir.VectorType):
                 scale = b.insert_element(ir.Constant(vd, None), inv, ir.Constant(I32, 0))
-                zeros = ir.Constant(ir.VectorType(I32, half), [0] * half)
+                zeros = vconst(ir.VectorType(I32, half), 0)
                 scale = b.shuffle_vector(scale, scale, zeros)
             v = b.fmul(v, scale)
         return b.fptrunc(v, vf if isinstance(v.type, ir.VectorType) else f32)
 
     if full:
-        zero = ir.Constant(vd, [0.0] * half)
+        zero = vconst(vd, 0.0)
         with counted_loop(b, i64(0), i64(full), COLSUM_BLOCK, name="cb") as cb:
             carried = [zero] * (COLSUM_BLOCK // half)
             with counted_loop(b, i64(0), rows, 1, name="cr", carried=carried) as cr:
@@ -823,7 +823,7 @@ def _xent_narrow_rows(
     vt, vd = ir.VectorType(t, lanes), ir.VectorType(F64, lanes)
     live = [ir.Constant(ir.IntType(1), k < cols) for k in range(lanes)]
     lane_no = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
-    zero_d = ir.Constant(vd, [0.0] * lanes)
+    zero_d = vconst(vd, 0.0)
     carried = [zero_d] if sums is not None else []
     if loss_acc is not None:
         carried.append(b.load(loss_acc, typ=F64))
@@ -840,7 +840,7 @@ def _xent_narrow_rows(
         # exp of 0 in the lanes past the row (then zeroed): exp(-inf - m) would go through
         # the subnormal range, an assist of some hundred cycles per row on x86
         pad = ir.Constant(ir.VectorType(ir.IntType(1), lanes), live)
-        zero = ir.Constant(vt, [0.0] * lanes)
+        zero = vconst(vt, 0.0)
         e = vmath.exp(b, b.select(pad, b.fsub(zv, _splat(b, m, lanes)), zero))
         e = b.select(pad, e, zero)
         s = _lanes_reduce(b, e, lambda x, y: b.fadd(x, y, flags=("reassoc", "nsz")))
@@ -1143,10 +1143,8 @@ def epilogue_for(g: Graph, mm: Node, tail: list[Node], ext: list[str], inline: s
 
 def _splat(b: ir.IRBuilder, x: ir.Value, lanes: int) -> ir.Value:
     vt = ir.VectorType(x.type, lanes)
-    v = b.insert_element(ir.Constant(vt, ir.Undefined), x, ir.Constant(I32, 0))
-    return b.shuffle_vector(
-        v, ir.Constant(vt, ir.Undefined), ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)
-    )
+    v = b.insert_element(vconst(vt, ir.Undefined), x, ir.Constant(I32, 0))
+    return b.shuffle_vector(v, vconst(vt, ir.Undefined), vconst(ir.VectorType(I32, lanes), 0))
 
 
 def epilogue_strides(shape) -> tuple:

@@ -18,7 +18,7 @@ from graphc.ir.ops import OPS
 from graphc.ir.types import BATCH
 
 from . import vmath
-from .lltypes import F64, I32, I64, i64
+from .lltypes import F64, I32, I64, i64, vconst
 from .loops import counted_loop
 
 Lowering = Callable[..., ir.Value]  # (b, node, operand values, name[, index]) -> value
@@ -352,7 +352,7 @@ def _int_const(ty: ir.Type, v: int) -> ir.Constant:
     """An i64 constant (or vector of them) from an unsigned 64-bit value."""
     v = v - (1 << 64) if v >= 1 << 63 else v
     if isinstance(ty, ir.VectorType):
-        return ir.Constant(ty, [v] * ty.count)
+        return vconst(ty, v)
     return ir.Constant(ty, v)
 
 
@@ -393,11 +393,9 @@ def _dropout(b, node, a, name, index=None):
         key = b.add(key, b.mul(as_i64(a[2], ".row0"), _int_const(i64t, per_row * GAMMA & MASK64)))
     it = index.type
     if isinstance(it, ir.VectorType):
-        vk = b.insert_element(ir.Constant(it, ir.Undefined), key, ir.Constant(I32, 0))
+        vk = b.insert_element(vconst(it, ir.Undefined), key, ir.Constant(I32, 0))
         key = b.shuffle_vector(
-            vk,
-            ir.Constant(it, ir.Undefined),
-            ir.Constant(ir.VectorType(I32, it.count), [0] * it.count),
+            vk, vconst(it, ir.Undefined), vconst(ir.VectorType(I32, it.count), 0)
         )
     ctr = b.add(key, b.mul(b.add(index, _int_const(it, 1)), _int_const(it, GAMMA)))
     u = _mix64(b, ctr, name + ".u")

@@ -29,6 +29,8 @@ import math
 
 from llvmlite import ir
 
+from .lltypes import vconst
+
 __all__ = [
     "const_like",
     "erf",
@@ -79,6 +81,8 @@ def const_like(ty: ir.Type, value: float) -> ir.Constant:
     elem = _element(ty)
     scalar = ir.Constant(elem, value)
     if isinstance(ty, ir.VectorType):
+        if isinstance(value, (int, float)) and value == 0:
+            return vconst(ty, value)  # one word for +0 (-0.0 stays lane by lane)
         return ir.Constant(ty, [scalar] * ty.count)
     return scalar
 
