@@ -315,10 +315,13 @@ class ModuleBuilder:
         return family
 
     def pool(self, module: ir.Module) -> ThreadPool:
-        """The program's thread pool, as ``module``'s code reaches it: defined in the main
-        module, declared in the GEMM modules (linked together by the JIT)."""
-        pool = thread_pool(self.module, self.name)
-        return pool if module is self.module else declare_thread_pool(module, self.name)
+        """The program's thread pool, as ``module``'s code reaches it: defined in the lean
+        module when there is one (its scalar code has nothing for O3's loop passes: some 11
+        ms of compile time there, the same machine code but for the order of some blocks),
+        else in the main module; declared in the others (linked together by the JIT)."""
+        home = self.lean if self.lean is not None else self.module
+        pool = thread_pool(home, self.name)
+        return pool if module is home else declare_thread_pool(module, self.name)
 
     def _blocking(self, mm, dtype: str) -> Blocking:
         """The GEMM tile for a matmul node on this target: it follows the node's N when fixed
