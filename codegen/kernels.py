@@ -217,7 +217,8 @@ def flat_loop(
     ctx: KernelContext, total: ir.Value, body: Callable[[ir.Value], None], setup: Callable[[], None]
 ) -> None:
     """``setup(); for i in 0..total: body(i)`` in the kernel; with a thread pool, loops of at
-    least PARALLEL_MIN_ELEMENTS are split into one contiguous range per thread.
+    least PARALLEL_MIN_ELEMENTS are split into one contiguous range per thread (a loop whose
+    count is a constant below that is written in the kernel itself, as without a pool).
 
     The body goes into a helper ``KERNEL.range(buffers..., n, lo, hi)`` (same pointer arguments
     as the kernel, so ctx.ptr/load/store work inside it); the kernel calls it over everything, or
@@ -225,7 +226,8 @@ def flat_loop(
     same code at the same index either way, so the results do not depend on the thread count.
     """
     b = ctx.b
-    if ctx.pool is None:
+    small = isinstance(total, ir.Constant) and total.constant < PARALLEL_MIN_ELEMENTS
+    if ctx.pool is None or small:  # small: never split (a scalar kernel: Adam's step count)
         setup()
         with loop(b, total, name="i") as i:
             body(i)
