@@ -3240,16 +3240,32 @@ def _fold_onehot(cx: NodeContext, args: list) -> list:
 
 
 def _einsum_terms(cx: NodeContext, n: int) -> tuple[list[str], str]:
-    """The input terms and the output term of the node's equation (an implicit output: the
-    labels used once, in alphabetical order, as numpy)."""
+    """The input terms and the output term of the node's equation, an ellipsis ("...")
+    replaced by labels of its own for the axes it stands for (numpy's rule: right-aligned,
+    as broadcasting; the output's are the longest), and an implicit output (no "->") made as
+    numpy does: the ellipsis' labels, then the labels used once in alphabetical order."""
     eq = str(cx.attr("equation", "")).replace(" ", "")
-    if "..." in eq:
-        cx.fail(f"equation {eq!r}: ellipses ('...') are not supported; write every axis")
     lhs, arrow, out = eq.partition("->")
     ins = lhs.split(",")
-    if not arrow:
-        out = "".join(sorted(c for c in set(lhs) if c.isalpha() and lhs.count(c) == 1))
-    if len(ins) != n or not all(t.isalpha() for t in ins) or not (out == "" or out.isalpha()):
+    if len(ins) != n:
+        cx.fail(f"equation {eq!r} does not match the node's {n} inputs")
+    spare = "".join(c for c in "ZYXWVUTSRQPONMLKJIHGFEDCBA" if c not in eq)
+    ranks = {i: len(cx.value(i).shape) - len(t.replace("...", "")) for i, t in enumerate(ins)}
+    ranks = {i: k for i, k in ranks.items() if "..." in ins[i]}
+    if any(k < 0 for k in ranks.values()):
+        cx.fail(f"equation {eq!r} does not match the ranks of the inputs")
+    width = max(ranks.values(), default=0)
+    if width > len(spare):
+        cx.fail(f"equation {eq!r}: too many axes under the ellipsis")
+    ell = spare[:width]
+    for i, k in ranks.items():
+        ins[i] = ins[i].replace("...", ell[width - k :])
+    if arrow:
+        out = out.replace("...", ell)
+    else:
+        body = "".join(ins)
+        out = ell + "".join(sorted(c for c in set(body) if c not in ell and body.count(c) == 1))
+    if not all(t.isalpha() for t in ins) or not (out == "" or out.isalpha()):
         cx.fail(f"equation {eq!r} does not match the node's {n} inputs")
     return ins, out
 
@@ -3262,8 +3278,9 @@ def _is_subsequence(sub: str, s: str) -> bool:
 def _einsum(cx: NodeContext) -> list[Value]:
     """Einsum of two operands as the products exporters write (torch.einsum, Keras
     EinsumDense), with each label at most once per term: a matrix product "ik,kj->ij" (either
-    operand transposed) and its batched form "bik,bkj->bik" (batch labels leading, in the
-    same order), by graphc's matmul; otherwise a broadcast product summed over the shared
+    operand transposed), its batched form "bik,bkj->bik" (batch labels leading, in the
+    same order) and rows of any rank times a matrix ("btk,kj->btj"), by graphc's matmul;
+    otherwise a broadcast product summed over the shared
     labels the output drops ("bi,bi->b", "bik,bjk->bij", "bi,bj->bij"), when both terms list
     their labels in the order of the output followed by the summed labels. One operand: a
     sum over labels, or a transpose of two. Anything else (a diagonal, a label summed in one
@@ -3300,6 +3317,9 @@ def _einsum(cx: NodeContext) -> list[Value]:
             return [dsl.matmul(a, b, transpose_a=ra == k + i, transpose_b=rb == j + k)]
         if ra == i + k and rb == k + j:
             return [_matmul_tensors(cx, a, b)]
+    rows_times_matrix = len(sb) == 2 and len(sa) > 2 and so == sa[:-1] + sb[1]
+    if rows_times_matrix and summed == [sb[0]] and sa[-1] == sb[0]:  # "btk,kj->btj"
+        return [_matmul_tensors(cx, a, b)]
     order = so + "".join(summed)
     if not (_is_subsequence(sa, order) and _is_subsequence(sb, order)):
         cx.fail(

@@ -98,7 +98,8 @@ def test_hardmax_cumsum_tile_trilu_onehot_einsum_match_onnxruntime() -> None:
     exclusive, reverse, both; on axes 1 and 2), Tile, Trilu (upper and lower, k of either
     sign), OneHot of computed indices (negative and out of range among them) and the Einsum
     products exporters write ('ni,ij->nj', 'nij,njk->nik', 'nij,nkj->nik', 'ni,ni->n',
-    'ij,nj->ni' implicit output, one-operand 'nij->nj')."""
+    'ij,nj->ni' implicit output, one-operand 'nij->nj', ellipses '...ij,...jk->...ik',
+    '...ij,...ij->...', '...j,jk' implicit)."""
     nodes = [
         helper.make_node("Hardmax", ["x"], ["hm"]),
         helper.make_node("Hardmax", ["x"], ["hm1"], axis=1),
@@ -121,6 +122,9 @@ def test_hardmax_cumsum_tile_trilu_onehot_einsum_match_onnxruntime() -> None:
         helper.make_node("Einsum", ["x2", "x2"], ["e_dot"], equation="ni,ni->n"),
         helper.make_node("Einsum", ["wt", "x2"], ["e_impl"], equation="ij,nj"),
         helper.make_node("Einsum", ["x"], ["e_sum"], equation="nij->nj"),
+        helper.make_node("Einsum", ["x", "z"], ["e_ell"], equation="...ij,...jk->...ik"),
+        helper.make_node("Einsum", ["x", "x"], ["e_ell2"], equation="...ij,...ij->..."),
+        helper.make_node("Einsum", ["x", "w34"], ["e_ell3"], equation="...j,jk"),
     ]
     rng = np.random.default_rng(4)
     inits = [
@@ -135,6 +139,7 @@ def test_hardmax_cumsum_tile_trilu_onehot_einsum_match_onnxruntime() -> None:
         _init("flat", [0, 12]),
         _init("w", rng.standard_normal((12, 5)), np.float32),
         _init("wt", rng.standard_normal((5, 12)), np.float32),
+        _init("w34", rng.standard_normal((4, 3)), np.float32),
     ]
     outs = [n.output[0] for n in nodes if n.output[0] not in ("idx", "idxf", "x2")]
     inputs = [_vi("x", ["N", 3, 4]), _vi("z", ["N", 4, 2]), _vi("q", ["N", 5])]
@@ -274,7 +279,7 @@ def test_torch_sequential_activations_as_exported_match_onnxruntime(tmp_path) ->
     [
         (("Einsum", ["x"], {"equation": "nii->ni"}), "a diagonal"),
         (("Einsum", ["x", "x"], {"equation": "nij,nj->ni"}), "does not match the ranks"),
-        (("Einsum", ["x", "x"], {"equation": "...ij,...ij->..."}), "ellipses"),
+        (("Einsum", ["x", "x"], {"equation": "...ii,...ij->...j"}), "a diagonal"),
         (("Einsum", ["x", "x"], {"equation": "nij,nij->j"}), "batch dimension N"),
         (("CumSum", ["x", "a0"], {}), "batch dimension N"),
         (("Tile", ["x", "r2"], {}), "batch dimension N"),
