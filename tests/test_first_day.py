@@ -608,6 +608,31 @@ def test_user_guide_python_blocks_run_in_order_as_one_script(tmp_path) -> None:
     assert "val_loss" in (tmp_path / "train.csv").read_text().splitlines()[0]
 
 
+def test_readme_model_file_and_checkpoint_sizes_are_what_graphc_writes(tmp_path) -> None:
+    """The README's sizes of the digits network's model file and checkpoint (64-32-10 with
+    Adam, examples/models.py:digits) against the files written (they were 36.5/34.6 KB in the
+    text, 34.8/33.4 KB on disk)."""
+    import re
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        from models import digits
+    finally:
+        sys.path.pop(0)
+    text = " ".join((ROOT / "README.md").read_text().split())
+    m = re.search(r"64-32-10 with Adam\) is ([\d.]+) KB beside its ([\d.]+) KB checkpoint", text)
+    assert m, "the README's model-file figures moved: update this test"
+    d = digits()
+    model = gc.compile(d["outputs"], d["loss"], d["optimizer"], name=d["name"])
+    model.save_model(tmp_path / "d.gcm")
+    model.save(tmp_path / "d.npz")
+    # the model file records each node's source line, whose path depends on where the
+    # repository lies: within 2%
+    for f, stated in (("d.gcm", m[1]), ("d.npz", m[2])):
+        got = os.path.getsize(tmp_path / f) / 1000
+        assert abs(got - float(stated)) <= 0.02 * got, (f, got, stated)
+
+
 def test_cli_output_piped_into_head_ends_quietly() -> None:
     """`graphc targets --cpus aarch64-linux-gnu | head -3`: the closed pipe is not a traceback."""
     r = subprocess.run(
