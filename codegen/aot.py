@@ -102,12 +102,19 @@ ERRORS = [  # (macro suffix, code, message); mirrored in runtime/library.py by c
         "a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); "
         "pass n >= 2; nothing was written",
     ),
+    (
+        "ERR_LOOKUP",
+        14,
+        "an embedding lookup's index is no whole number in -ROWS..ROWS-1 of its table; "
+        "nothing was written",
+    ),
 ]
 CHECK_ERRORS = {
     "classes": "ERR_LABEL",
     "finite": "ERR_NONFINITE",
     "unit": "ERR_TARGET",
     "lr": "ERR_LR",
+    "index": "ERR_LOOKUP",
 }
 
 
@@ -721,6 +728,7 @@ def _header_flags(plan: LibraryPlan) -> dict[str, bool]:
     flags = {e: e in ent for e in PUBLIC_ENTRIES}
     flags.update(embed=plan.embed, numerics=bool(plan.numerics), constants=bool(plan.constants))
     flags["train_step_checks"] = "train_step" in ent and bool(ent["train_step"].checks)
+    flags["infer_checks"] = "infer" in ent and bool(ent["infer"].checks)
     label = alias[2] if alias else None
     chk = ent["train_step"].checks.get(label.name) if label is not None else None
     flags.update(aliases=alias is not None, label_alias=label is not None)
@@ -772,6 +780,7 @@ def _header_slots(plan: LibraryPlan) -> dict[str, list[str]]:
         **{f"{e}_prototype": [_prototype(plan, ent[e]) + ";"] for e in ent},
         **{f"{e}_prototype": [] for e in PUBLIC_ENTRIES if e not in ent},
         "train_step_rules": _check_rules(plan, ent["train_step"]) if "train_step" in ent else [],
+        "infer_rules": _check_rules(plan, ent["infer"]) if "infer" in ent else [],
         "alias_error_codes": [f"#define MODEL_{s} {U}_{s}" for s, _, _ in ERRORS],
         "alias_workspaces": [
             f"#define MODEL_{e.upper()}_WORKSPACE_BYTES(n) {U}_{e.upper()}_WORKSPACE_BYTES(n)"
@@ -974,6 +983,7 @@ def _check_rules(plan: LibraryPlan, e: EntryPlan) -> list[str]:
                 "finite": f"{cn} free of NaN and Inf ({U}_ERR_NONFINITE)",
                 "unit": f"{cn} in [0, 1] ({U}_ERR_TARGET)",
                 "lr": f"lr finite and >= 0 ({U}_ERR_LR)",
+                "index": f"{cn} whole numbers in {-c.bound}..{c.bound - 1} ({U}_ERR_LOOKUP)",
             }[c.kind]
         )
     return [f"     {r};" for r in rules[:-1]] + [f"     {r}. */" for r in rules[-1:]]

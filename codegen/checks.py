@@ -14,6 +14,9 @@ Kinds (``InputCheck.kind``):
 - ``finite``: every element is finite (no NaN, no +-Inf);
 - ``unit``: every element lies in [0, 1] (binary cross-entropy targets; NaN fails);
 - ``classes``: every integer label lies in 0 .. bound-1 (softmax cross-entropy labels);
+- ``index``: every element (float) is a whole number in -bound .. bound-1 (the row indices of
+  an embedding lookup into a table of ``bound`` rows, negative ones counting from the end as
+  in ONNX's Gather; NaN fails);
 - ``lr``: the scalar is finite and >= 0 (the learning rate).
 
 Each scan is one pass with no early exit and an integer OR as its only loop-carried value, so
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
+from . import vmath
 from .kernels import LL, PTR
 from .lltypes import glue, vconst
 from .loops import I32, I64, counted_loop, i64
@@ -74,6 +78,12 @@ def _fails(b: ir.IRBuilder, kind: str, t: ir.Type, x: ir.Value, bound: ir.Value)
     if kind == "classes":  # unsigned compare: negative labels are huge
         wide = I64 if not isinstance(x.type, ir.VectorType) else ir.VectorType(I64, lanes)
         return b.icmp_unsigned(">=", b.sext(x, wide), bound, name="bad")
+    if kind == "index":  # unordered compares: NaN fails too
+        hi = b.sitofp(bound, x.type)
+        lo = b.fsub(zero, hi)
+        whole = vmath.trunc(b, x, name="whole")
+        outside = b.or_(b.fcmp_unordered("<", x, lo), b.fcmp_unordered(">=", x, hi))
+        return b.or_(outside, b.fcmp_unordered("!=", x, whole), name="bad")
     raise ValueError(f"no vector scan for check kind {kind!r}")
 
 

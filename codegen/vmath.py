@@ -3,8 +3,8 @@
 Every function takes an `ir.IRBuilder` and a value of type float, double, or a vector of either, and
 returns a value of the same type; an optional `name` names the result (intermediates get `name.*`).
 The code is straight-line: integer bit tricks, `select`, and the intrinsics `llvm.fma`,
-`llvm.rint`, `llvm.fabs`, `llvm.sqrt`, `llvm.maximum` and `llvm.minimum`. There are no calls into
-libm, so a scalar loop that uses these functions is vectorized by LLVM's loop vectorizer (AVX2
+`llvm.rint`, `llvm.trunc`, `llvm.fabs`, `llvm.copysign`, `llvm.sqrt`, `llvm.maximum` and
+`llvm.minimum`. There are no calls into libm, so a scalar loop that uses these functions is vectorized by LLVM's loop vectorizer (AVX2
 `ymm` on the Zen 3 build machine; `tests/test_vmath.py` checks every function). `llvm.fma` keeps
 results bit-identical across targets, but on a target CPU without FMA it becomes a call to libm's
 `fma`: emit for a CPU with FMA (x86-64-v3 or the host).
@@ -140,6 +140,11 @@ def _copysign(b: ir.IRBuilder, mag: ir.Value, sign: ir.Value, name: str) -> ir.V
 def fabs(b: ir.IRBuilder, x: ir.Value, name: str = "") -> ir.Value:
     """|x| (llvm.fabs: clears the sign bit, so fabs(-0) = +0 and fabs(nan) = nan)."""
     return _intrinsic(b, "fabs", [x], name or "fabs")
+
+
+def trunc(b: ir.IRBuilder, x: ir.Value, name: str = "") -> ir.Value:
+    """x rounded toward zero to a whole number (llvm.trunc; NaN and +-Inf unchanged)."""
+    return _intrinsic(b, "trunc", [x], name or "trunc")
 
 
 def copysign(b: ir.IRBuilder, mag: ir.Value, sign: ir.Value, name: str = "") -> ir.Value:

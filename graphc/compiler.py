@@ -239,22 +239,30 @@ def schedule_program(
 def plan_input_checks(prog: Program, entry: str) -> list[InputCheck]:
     """The value checks entry ``entry``'s native code runs before it writes anything: the
     learning rate finite and >= 0, class labels in 0..classes-1 (softmax cross-entropy),
-    binary cross-entropy targets in [0, 1], every other float input finite. ``infer`` checks
-    nothing (NaN in, NaN out harms no state)."""
+    binary cross-entropy targets in [0, 1], every other float input finite; in every entry,
+    ``infer`` too, the row indices of an embedding lookup (an input with ``index_rows`` V)
+    whole numbers in -V..V-1. ``infer`` checks nothing else (NaN in, NaN out harms no state)."""
+    sched = prog.schedules[entry]
+    index_rows = {
+        n.name: int(n.attr("index_rows"))
+        for n in sched.graph.nodes
+        if n.op == "input" and n.attr("index_rows") is not None
+    }
     if entry == "infer":
-        return []
+        return [InputCheck(v, "index", index_rows[v]) for v in sched.input_slots if v in index_rows]
     classes = {
         n.inputs[1]: int(prog.forward[n.inputs[0]].type.shape[1])
         for n in prog.forward.nodes
         if n.op == "softmax_cross_entropy"
     }
-    sched = prog.schedules[entry]
     out = []
     for v in sched.input_slots:
         t = sched.graph[v].type
         if v == "row0":  # train_grads' row offset (an integer the runtime computes)
             continue
-        if v == "lr":
+        if v in index_rows:
+            out.append(InputCheck(v, "index", index_rows[v]))
+        elif v == "lr":
             out.append(InputCheck(v, "lr"))
         elif t.dtype == "i32":
             if v in classes:

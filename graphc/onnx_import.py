@@ -1911,8 +1911,10 @@ def _lookup(cx: NodeContext, table: Tensor, axis: int, idx: Tensor) -> Tensor:
     onehot = [idx' == k] for k in 0..V-1 with idx' = idx + V where idx < 0 (ONNX's negative
     indices), then the matrix product with the table as [V, rest]. Exact (each output element
     is one table element times 1 plus zeros, for a finite table); the table's gradient is
-    onehot^T @ dy, the scatter-add of repeated indices. An index outside [-V, V) gives a row
-    of zeros (ONNX Runtime raises)."""
+    onehot^T @ dy, the scatter-add of repeated indices. Indices read straight from a graph
+    input are checked by every entry before it runs (the input's ``index_rows``: whole numbers
+    in -V..V-1, else ArgumentError naming the row, or the library's ERR_LOOKUP; ONNX Runtime
+    raises too); computed ones outside that range give a row of zeros."""
     if id(idx) not in cx.imp.integral:
         cx.fail("indices computed in float: Gather needs integer indices")
     if "N" in table.shape:
@@ -1931,6 +1933,10 @@ def _lookup(cx: NodeContext, table: Tensor, axis: int, idx: Tensor) -> Tensor:
             f"a lookup table of {v} rows; graphc compares indices with at most {MAX_LOOKUP_ROWS}"
         )
     rest = tuple(table.shape[1:])
+    if idx.node.op == "input":  # the entries check its values (compiler.plan_input_checks)
+        known = idx.node.attr("index_rows")
+        rows = v if known is None else min(int(known), v)
+        idx.node = idx.node.with_(attrs={**dict(idx.node.attrs), "index_rows": rows})
     zero = dsl.const(0.0)
     wrapped = dsl.apply("where", dsl.apply("greater", zero, idx), idx + float(v), idx)
     col = _reshape(cx, wrapped, (*idx.shape, 1))

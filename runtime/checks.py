@@ -100,6 +100,24 @@ def unit_error(name: str, a: np.ndarray) -> ArgumentError | None:
     )
 
 
+def index_error(name: str, a: np.ndarray, rows: int) -> ArgumentError | None:
+    """The error for row indices of an embedding lookup into a table of ``rows`` rows that are
+    no whole number in -rows..rows-1 (NaN included), or None."""
+    v = np.asarray(a, dtype=np.float64)
+    flat = v.reshape(v.shape[0], -1) if v.ndim else v.reshape(1, 1)
+    with np.errstate(invalid="ignore"):
+        ok = (flat >= -rows) & (flat < rows) & (np.trunc(flat) == flat)
+    bad = ~ok.all(axis=1)
+    if not bad.any():
+        return None
+    row = int(np.flatnonzero(bad)[0])
+    value = np.asarray(a).reshape(flat.shape)[row][~ok[row]][0].item()
+    return ArgumentError(
+        f"indices {name!r}: row {row} holds {value!r}, which is no row of its lookup table "
+        f"(whole numbers in {-rows}..{rows - 1}; {int(bad.sum())} such rows)"
+    )
+
+
 def explain(kind: str, name: str, a: np.ndarray, bound: int = 0, hint: str = "") -> ArgumentError:
     """The error naming the first row of ``a`` that fails check ``kind`` (codegen/checks.py)."""
     err: ArgumentError | None
@@ -111,6 +129,8 @@ def explain(kind: str, name: str, a: np.ndarray, bound: int = 0, hint: str = "")
         err = label_error(name, a, bound)
     elif kind == "unit":
         err = nonfinite_error(name, a, hint) or unit_error(name, a)
+    elif kind == "index":
+        err = index_error(name, a, bound)
     else:
         err = nonfinite_error(name, a, hint)
     return err or ArgumentError(f"input {name!r} was rejected by the native check ({kind})")

@@ -24,7 +24,14 @@ from graphc.ir.types import BATCH
 
 from .buffers import aligned_empty, output_arrays, view
 from .callbacks import CallbackList
-from .checks import InputRejected, check_batch_size, check_lr, check_seed, param_value
+from .checks import (
+    InputRejected,
+    check_batch_size,
+    check_lr,
+    check_seed,
+    explain,
+    param_value,
+)
 from .executable import Entry, EpochEntry, NonfiniteLoss, label_dtype_hint, shape_hint
 from .parallel import (
     default_threads,
@@ -729,6 +736,14 @@ class Model:
                 part = a[lo:hi] if split else a
                 rows, width = len(part), int(np.prod(part.shape[1:], dtype=np.int64))
                 bad = None
+                lookup = src[name].attr("index_rows")
+                if lookup is not None:  # row indices: whole numbers in -V..V-1, NaN failing
+                    flat = np.asarray(part, dtype=np.float64).reshape(rows, width)
+                    with np.errstate(invalid="ignore"):
+                        fine = (flat >= -lookup) & (flat < lookup) & (np.trunc(flat) == flat)
+                    if not fine.all():
+                        found.append((i, 2, lo + int(np.flatnonzero(~fine.all(axis=1))[0]), 0))
+                    continue
                 if t.dtype == "i32":
                     classes = self._classes_for(name)
                     if classes:
@@ -773,6 +788,8 @@ class Model:
         i, check, row, count = min(found)
         name = list(given)[i]
         a = given[name]
+        if check == 2:
+            raise explain("index", name, a, int(src[name].attr("index_rows")))
         if check == 1:
             raise ArgumentError(
                 f"targets {name!r}: row {row} holds {a[row].ravel()[:4].tolist()}, outside [0, 1] "
@@ -996,14 +1013,17 @@ class Model:
                 if n is not None and (
                     type(batch_size) is int and (n <= batch_size or not self.row_split.get("infer"))
                 ):
-                    if out is None:
-                        return self._infer.run_one(x, n)
-                    if out.flags.writeable and (
-                        (x is self._infer_pair[0] and out is self._infer_pair[1])
-                        or not np.may_share_memory(out, x)
-                    ):
-                        self._infer_pair = (x, out)
-                        return self._infer.run_one(x, n, out)
+                    try:
+                        if out is None:
+                            return self._infer.run_one(x, n)
+                        if out.flags.writeable and (
+                            (x is self._infer_pair[0] and out is self._infer_pair[1])
+                            or not np.may_share_memory(out, x)
+                        ):
+                            self._infer_pair = (x, out)
+                            return self._infer.run_one(x, n, out)
+                    except InputRejected as err:  # an embedding lookup's indices
+                        raise self._explain(err, {err.name: x}) from None
             return self._predict(x, batch_size, out, key)
 
     def _predict(

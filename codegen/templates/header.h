@@ -125,7 +125,14 @@ int GCNAME_read_weights(GCNAME_ctx *ctx, const void *data, int64_t len);
 /* Writes params as a weights file image of WEIGHTS_FILE_BYTES into out (len bytes). */
 int GCNAME_write_weights(const GCNAME_ctx *ctx, void *out, int64_t len);
 //@ if infer
-/* Inference on n rows: reads params and workspace, writes the outputs. */
+/* Inference on n rows: reads params and workspace,
+//@ if infer_checks
+   writes the outputs. The values are checked first; on a failure the call
+   returns the code and writes nothing:
+//@ infer_rules
+//@ else
+   writes the outputs. */
+//@ end
 //@ infer_prototype
 //@ end
 //@ if train_step

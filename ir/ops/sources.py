@@ -25,9 +25,12 @@ class Source(Op):
 
 @register
 class Input(Source):
-    """A data placeholder (features, labels, learning rate, step counter)."""
+    """A data placeholder (features, labels, learning rate, step counter). Attr ``index_rows``
+    (an int V, or None): the input holds row indices into a table of V rows (an embedding
+    lookup), whole numbers in -V .. V-1; every entry checks that before it runs."""
 
     name = "input"
+    attrs = {"index_rows": None}
 
 
 @register

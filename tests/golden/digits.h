@@ -61,6 +61,7 @@ extern "C" {
 #define DIGITS_ERR_TARGET 11      /* a binary cross-entropy target is NaN or outside [0, 1]; nothing was written */
 #define DIGITS_ERR_LR 12          /* the learning rate is NaN, infinite or negative; nothing was written */
 #define DIGITS_ERR_ONE_ROW 13     /* a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written */
+#define DIGITS_ERR_LOOKUP 14      /* an embedding lookup's index is no whole number in -ROWS..ROWS-1 of its table; nothing was written */
 
 /* Memory plan: bytes of every region. ALIGN is the alignment the kernels are tuned for;
    MIN_ALIGN is the alignment the calls require of params, state and workspace. */
@@ -163,7 +164,8 @@ int digits_load_weights(digits_ctx *ctx, const char *path);
 int digits_read_weights(digits_ctx *ctx, const void *data, int64_t len);
 /* Writes params as a weights file image of WEIGHTS_FILE_BYTES into out (len bytes). */
 int digits_write_weights(const digits_ctx *ctx, void *out, int64_t len);
-/* Inference on n rows: reads params and workspace, writes the outputs. */
+/* Inference on n rows: reads params and workspace,
+   writes the outputs. */
 int digits_infer(const digits_ctx *ctx, int64_t n, const float *x, int64_t x_len, float *y, int64_t y_len);
 /* One optimizer step on n rows: forward, backward, update of params and state in
    place; writes the batch's mean loss. lr is the learning rate.
@@ -208,6 +210,7 @@ const char *digits_graphc_meta(void);
 #define MODEL_ERR_TARGET DIGITS_ERR_TARGET
 #define MODEL_ERR_LR DIGITS_ERR_LR
 #define MODEL_ERR_ONE_ROW DIGITS_ERR_ONE_ROW
+#define MODEL_ERR_LOOKUP DIGITS_ERR_LOOKUP
 #define MODEL_PARAM_BYTES DIGITS_PARAM_BYTES
 #define MODEL_STATE_BYTES DIGITS_STATE_BYTES
 #define MODEL_GRAD_BYTES DIGITS_GRAD_BYTES

@@ -192,6 +192,7 @@ static const char *const messages[] = {
     "a binary cross-entropy target is NaN or outside [0, 1]; nothing was written",
     "the learning rate is NaN, infinite or negative; nothing was written",
     "a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written",
+    "an embedding lookup's index is no whole number in -ROWS..ROWS-1 of its table; nothing was written",
 };
 
 API const char *digits_strerror(int code) {

@@ -62,6 +62,7 @@ extern "C" {
 #define SPLIT_ERR_TARGET 11      /* a binary cross-entropy target is NaN or outside [0, 1]; nothing was written */
 #define SPLIT_ERR_LR 12          /* the learning rate is NaN, infinite or negative; nothing was written */
 #define SPLIT_ERR_ONE_ROW 13     /* a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written */
+#define SPLIT_ERR_LOOKUP 14      /* an embedding lookup's index is no whole number in -ROWS..ROWS-1 of its table; nothing was written */
 
 /* Memory plan: bytes of every region. ALIGN is the alignment the kernels are tuned for;
    MIN_ALIGN is the alignment the calls require of params, state and workspace. */
@@ -174,7 +175,8 @@ int split_load_weights(split_ctx *ctx, const char *path);
 int split_read_weights(split_ctx *ctx, const void *data, int64_t len);
 /* Writes params as a weights file image of WEIGHTS_FILE_BYTES into out (len bytes). */
 int split_write_weights(const split_ctx *ctx, void *out, int64_t len);
-/* Inference on n rows: reads params and workspace, writes the outputs. */
+/* Inference on n rows: reads params and workspace,
+   writes the outputs. */
 int split_infer(const split_ctx *ctx, int64_t n, const float *x, int64_t x_len, float *y, int64_t y_len);
 /* One optimizer step on n rows: forward, backward, update of params and state in
    place; writes the batch's mean loss. lr is the learning rate.
@@ -236,6 +238,7 @@ const char *split_graphc_meta(void);
 #define MODEL_ERR_TARGET SPLIT_ERR_TARGET
 #define MODEL_ERR_LR SPLIT_ERR_LR
 #define MODEL_ERR_ONE_ROW SPLIT_ERR_ONE_ROW
+#define MODEL_ERR_LOOKUP SPLIT_ERR_LOOKUP
 #define MODEL_PARAM_BYTES SPLIT_PARAM_BYTES
 #define MODEL_STATE_BYTES SPLIT_STATE_BYTES
 #define MODEL_GRAD_BYTES SPLIT_GRAD_BYTES

@@ -60,6 +60,7 @@ extern "C" {
 #define TWO_ERR_TARGET 11      /* a binary cross-entropy target is NaN or outside [0, 1]; nothing was written */
 #define TWO_ERR_LR 12          /* the learning rate is NaN, infinite or negative; nothing was written */
 #define TWO_ERR_ONE_ROW 13     /* a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written */
+#define TWO_ERR_LOOKUP 14      /* an embedding lookup's index is no whole number in -ROWS..ROWS-1 of its table; nothing was written */
 
 /* Memory plan: bytes of every region. ALIGN is the alignment the kernels are tuned for;
    MIN_ALIGN is the alignment the calls require of params, state and workspace. */
@@ -130,7 +131,8 @@ int two_load_weights(two_ctx *ctx, const char *path);
 int two_read_weights(two_ctx *ctx, const void *data, int64_t len);
 /* Writes params as a weights file image of WEIGHTS_FILE_BYTES into out (len bytes). */
 int two_write_weights(const two_ctx *ctx, void *out, int64_t len);
-/* Inference on n rows: reads params and workspace, writes the outputs. */
+/* Inference on n rows: reads params and workspace,
+   writes the outputs. */
 int two_infer(const two_ctx *ctx, int64_t n, const float *a, int64_t a_len, const float *b, int64_t b_len, float *y0, int64_t y0_len, float *y1, int64_t y1_len);
 /* Threads that split each call's large matrix products (the caller's and n - 1 workers;
    n is clamped to 1..64). Results are the same bits for any n. Returns 0, or
