@@ -75,6 +75,8 @@ def label_dtype_hint(a: np.ndarray) -> str:
         )
     if a.dtype.kind == "b":
         return " (booleans: pass y.astype(np.int32) for classes 0 and 1)"
+    if a.dtype.kind == "f" and a.size and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+        return " (whole numbers stored as floats: pass y.astype(np.int32))"
     if a.dtype.kind == "f":
         return (
             " (values that are not whole numbers are no class ids: for probabilities or soft "
