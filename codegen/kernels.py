@@ -495,7 +495,7 @@ def emit_reduce(ctx: KernelContext, node: Node) -> None:
         if node.op == "mean":
             c = ctx.count([xt.shape[0]])
             inv = b.fdiv(ir.Constant(at, 1.0), b.sitofp(c, at), name="inv_count")
-        _column_sums(ctx, x, node.name, xt.shape[1], inv)
+        _column_sums(ctx, x, node.name, int(xt.shape[1]), inv)
         b.ret_void()
         return
     if wide:
