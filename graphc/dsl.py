@@ -41,6 +41,14 @@ ACTIVATION_ALIASES: dict[str, tuple[str, dict]] = {
 ACTIVATIONS: tuple[str | None, ...] = (*sorted([*ACTIVATION_OPS, *ACTIVATION_ALIASES]), None)
 
 
+def _in_graphc(path: str) -> bool:
+    """Whether source file ``path`` (absolute) belongs to graphc's packages."""
+    return any(
+        path.startswith(os.path.join(_PKG_DIR, d) + os.sep)
+        for d in ("graphc", "ir", "codegen", "runtime")
+    )
+
+
 def _user_loc() -> str | None:
     """file:line of the first stack frame outside graphc (the user's call site); None when
     there is none (graphc's command line: no frame but the interpreter's frozen modules)."""
@@ -50,11 +58,7 @@ def _user_loc() -> str | None:
             f = f.f_back
             continue
         path = os.path.abspath(f.f_code.co_filename)
-        inside = any(
-            path.startswith(os.path.join(_PKG_DIR, d) + os.sep)
-            for d in ("graphc", "ir", "codegen", "runtime")
-        )
-        if not inside:
+        if not _in_graphc(path):
             rel = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
             return f"{rel}:{f.f_lineno}"
         f = f.f_back
@@ -66,12 +70,7 @@ def _user_stacklevel() -> int:
     in the caller of this function (so the warning names the user's line)."""
     level, f = 1, sys._getframe(1)
     while f is not None:
-        path = os.path.abspath(f.f_code.co_filename)
-        inside = any(
-            path.startswith(os.path.join(_PKG_DIR, d) + os.sep)
-            for d in ("graphc", "ir", "codegen", "runtime")
-        )
-        if not inside:
+        if not _in_graphc(os.path.abspath(f.f_code.co_filename)):
             return level
         level, f = level + 1, f.f_back
     return 1

@@ -2525,14 +2525,7 @@ def _reduce_prod(cx: NodeContext) -> list[Value]:
         return [x * 1.0]
     y = x
     for a in ax:
-        size = y.shape[a]
-        if size == "N":
-            cx.fail(f"a product over the batch dimension N of {_fmt(x.shape)} is not supported")
-        if int(size) > MAX_COMPOSED_AXIS:
-            cx.fail(
-                f"axis {a} has {size} elements; graphc composes products over at most "
-                f"{MAX_COMPOSED_AXIS}"
-            )
+        size = _composed_axis_size(cx, y, a, "a product", "products", MAX_COMPOSED_AXIS)
         p = None
         for k in range(int(size)):
             part = dsl.apply("slice", y, axes=(a,), starts=(k,), ends=(k + 1,)) if size != 1 else y
@@ -2849,16 +2842,22 @@ def _zipmap(cx: NodeContext) -> list[Value]:
 MAX_COMPOSED_AXIS = 4096  # the largest axis a composed max/argmax walks one slice at a time
 
 
-def _slices(cx: NodeContext, x: Tensor, axis: int) -> list[Tensor]:
-    """The slices of ``x`` along ``axis`` (kept as size-1 axes): sum(x * e_k, axis), exact."""
+def _composed_axis_size(
+    cx: NodeContext, x: Tensor, axis: int, what: str, composed: str, limit: int
+) -> int:
+    """The size of ``x``'s ``axis`` for a rule that composes one slice per element along it:
+    refused (naming ``what`` / ``composed``) over the batch axis N or beyond ``limit``."""
     size = x.shape[axis]
     if size == "N":
-        cx.fail(f"a max over the batch dimension N of {_fmt(x.shape)} is not supported")
-    if size > MAX_COMPOSED_AXIS:
-        cx.fail(
-            f"axis {axis} has {size} elements; graphc composes max/argmax over at most "
-            f"{MAX_COMPOSED_AXIS}"
-        )
+        cx.fail(f"{what} over the batch dimension N of {_fmt(x.shape)} is not supported")
+    if int(size) > limit:
+        cx.fail(f"axis {axis} has {size} elements; graphc composes {composed} over at most {limit}")
+    return int(size)
+
+
+def _slices(cx: NodeContext, x: Tensor, axis: int) -> list[Tensor]:
+    """The slices of ``x`` along ``axis`` (kept as size-1 axes): sum(x * e_k, axis), exact."""
+    size = _composed_axis_size(cx, x, axis, "a max", "max/argmax", MAX_COMPOSED_AXIS)
     trail = (1,) * (len(x.shape) - axis - 1)
     out = []
     for k in range(size):
@@ -3113,13 +3112,7 @@ def _cumsum(cx: NodeContext) -> list[Value]:
     if a.size != 1 or a.dtype.kind not in "iu":
         cx.fail(f"axis must be one integer, got {a.tolist()!r}")
     axis = _axis(cx, int(a.reshape(())), r)
-    size = x.shape[axis]
-    if size == "N":
-        cx.fail(f"a cumulative sum over the batch dimension N of {_fmt(x.shape)} is not supported")
-    if int(size) > MAX_CUMSUM:
-        cx.fail(
-            f"axis {axis} has {size} elements; graphc composes CumSum over at most {MAX_CUMSUM}"
-        )
+    size = _composed_axis_size(cx, x, axis, "a cumulative sum", "CumSum", MAX_CUMSUM)
     exclusive, reverse = bool(cx.attr("exclusive", 0)), bool(cx.attr("reverse", 0))
     parts = [
         dsl.apply("slice", x, axes=(axis,), starts=(k,), ends=(k + 1,)) if size != 1 else x

@@ -100,13 +100,20 @@ def unit_error(name: str, a: np.ndarray) -> ArgumentError | None:
     )
 
 
+def row_indices_valid(v: np.ndarray, rows: int) -> np.ndarray:
+    """Elementwise: ``v`` (float64) is a whole number in -rows..rows-1 (NaN is not): the
+    row indices an embedding lookup into a table of ``rows`` rows takes (codegen/checks.py's
+    native "index" check)."""
+    with np.errstate(invalid="ignore"):
+        return (v >= -rows) & (v < rows) & (np.trunc(v) == v)
+
+
 def index_error(name: str, a: np.ndarray, rows: int) -> ArgumentError | None:
     """The error for row indices of an embedding lookup into a table of ``rows`` rows that are
     no whole number in -rows..rows-1 (NaN included), or None."""
     v = np.asarray(a, dtype=np.float64)
     flat = v.reshape(v.shape[0], -1) if v.ndim else v.reshape(1, 1)
-    with np.errstate(invalid="ignore"):
-        ok = (flat >= -rows) & (flat < rows) & (np.trunc(flat) == flat)
+    ok = row_indices_valid(flat, rows)
     bad = ~ok.all(axis=1)
     if not bad.any():
         return None

@@ -31,6 +31,7 @@ from .checks import (
     check_seed,
     explain,
     param_value,
+    row_indices_valid,
 )
 from .executable import Entry, EpochEntry, NonfiniteLoss, label_dtype_hint, shape_hint
 from .parallel import (
@@ -739,8 +740,7 @@ class Model:
                 lookup = src[name].attr("index_rows")
                 if lookup is not None:  # row indices: whole numbers in -V..V-1, NaN failing
                     flat = np.asarray(part, dtype=np.float64).reshape(rows, width)
-                    with np.errstate(invalid="ignore"):
-                        fine = (flat >= -lookup) & (flat < lookup) & (np.trunc(flat) == flat)
+                    fine = row_indices_valid(flat, lookup)
                     if not fine.all():
                         found.append((i, 2, lo + int(np.flatnonzero(~fine.all(axis=1))[0]), 0))
                     continue
