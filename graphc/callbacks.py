@@ -83,16 +83,18 @@ def _check_monitor(monitor: str, names: list[str], who: str) -> None:
 
 
 class EarlyStopping(Callback):
-    """Stop training when the monitored figure stops improving (the rules of Keras's
-    ``keras.callbacks.EarlyStopping``, except that best weights are also restored when training
-    ends without a stop).
+    """Stop training when the monitored figure stops improving (the rules of Keras 3's
+    ``keras.callbacks.EarlyStopping``, whose best weights are restored when training ends,
+    stopped or not).
 
-    An epoch improves when ``current < best - min_delta`` (mode "min") or
-    ``current > best + min_delta`` ("max"). After each epoch from ``start_from_epoch`` on, the
-    counter ``wait`` grows by one and is reset to 0 by an improvement (which, when ``baseline``
-    is set, must also beat the baseline); training stops after the epoch where
-    ``wait >= patience`` (never after the first epoch). So with patience 2 it stops 2 epochs
-    after the best one.
+    An epoch improves when ``current + min_delta < best`` (mode "min") or
+    ``current - min_delta > best`` ("max"). After each epoch from ``start_from_epoch`` on, the
+    counter ``wait`` grows by one; an improvement resets it to 0 only when it also beats
+    ``baseline`` (if set), and an improving epoch never stops training. Training stops after
+    a non-improving epoch where ``wait >= patience`` (never after the first epoch). So with
+    patience 2 it stops 2 epochs after the best one; with a baseline, an improving run that
+    has not beaten the baseline stops at its first non-improving epoch once ``patience``
+    epochs have passed.
 
     Args:
         monitor: a key of the epoch's figures ("val_loss", "val_accuracy", "loss", ...).
@@ -102,7 +104,8 @@ class EarlyStopping(Callback):
         baseline: stop unless the figure beats this within ``patience`` epochs.
         start_from_epoch: epochs to let pass before monitoring (warm-up).
         restore_best_weights: at the end of training (stopped or not), set the parameters to
-            those of the best epoch.
+            those of the best epoch (of the first monitored epoch when none improved, e.g.
+            every figure NaN, as Keras).
 
     Attributes:
         best: the best value of the monitored figure so far.
@@ -148,14 +151,18 @@ class EarlyStopping(Callback):
         self.stopped_epoch: int | None = None
 
     def _improves(self, value: float, reference: float) -> bool:
+        # Keras's float expressions (monitor_op(value -+ min_delta, reference)): equal rounding
         if self.mode == "min":
-            return value < reference - self.min_delta
-        return value > reference + self.min_delta
+            return value + self.min_delta < reference
+        return value - self.min_delta > reference
 
     def on_epoch_end(self, model: Any, epoch: int, figures: dict[str, float]) -> bool:
         if epoch < self.start_from_epoch:
             return False
         current = _figure(figures, self.monitor, "EarlyStopping")
+        if self.restore_best_weights and self.best_weights is None and model is not None:
+            # until an epoch improves (a NaN figure never does), the first one is the best
+            self.best_weights, self.best_epoch = model.get_weights(), epoch
         self.wait += 1
         if self._improves(current, self.best):
             self.best, self.best_epoch = current, epoch
@@ -163,7 +170,7 @@ class EarlyStopping(Callback):
                 self.best_weights = model.get_weights()
             if self.baseline is None or self._improves(current, self.baseline):
                 self.wait = 0
-                return False
+            return False  # an improving epoch never stops training (Keras)
         if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             return True

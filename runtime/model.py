@@ -1189,7 +1189,8 @@ class Model:
             epochs: passes over the data (>= 1).
             batch_size: rows per step (>= 1; larger than the data means one batch).
             validation_data: (x_val, y_val), evaluated after every epoch.
-            validation_split: instead, hold out this fraction of the rows (the last ones).
+            validation_split: instead, hold out this fraction of the rows: the last
+                ``n - floor(n * (1 - validation_split))``, taken before any shuffling (Keras).
             shuffle: reshuffle each epoch.
             seed: seeds the shuffling.
             verbose: 0 silent; 1 a tqdm bar over the epochs when stdout is a terminal and tqdm
@@ -1458,10 +1459,13 @@ class Model:
     def _split_validation(
         self, feeds: dict[str, np.ndarray], n: int, fraction: float
     ) -> tuple[tuple[dict, dict], dict[str, np.ndarray], int]:
-        """(validation (x, y) from the last rows, the training feeds left, their row count)."""
+        """(validation (x, y) from the last rows, the training feeds left, their row count).
+
+        The first ``floor(n * (1 - fraction))`` rows train, the rest validate: Keras's split
+        (``train_validation_split``), the same float expression, so the same rows."""
         if not 0 < fraction < 1:
             raise ArgumentError(f"validation_split must lie in (0, 1), got {fraction}")
-        cut = round(n * (1 - fraction))
+        cut = math.floor(n * (1.0 - fraction))
         if cut < 1 or cut >= n:
             raise ArgumentError(f"validation_split={fraction} leaves no rows on one side")
         validation = (

@@ -47,14 +47,85 @@ def test_mode_max_and_auto_for_accuracy() -> None:
         assert es.mode == "max" and es.best_epoch == 2 and es.stopped_epoch == 4 and ran == 5
 
 
-def test_baseline_must_be_beaten_within_patience() -> None:
+def test_baseline_improving_epochs_never_stop_training() -> None:
+    # Keras 3: an improving epoch returns before the patience test; wait is reset only when the
+    # improvement also beats the baseline (failed before: graphc stopped after epoch 1)
     curve = [1.0, 0.9, 0.8, 0.7, 0.6]  # improving, but never below the baseline 0.5
     es = EarlyStopping(patience=2, baseline=0.5)
-    _, ran = run_scripted([es], curve)  # epochs 0 and 1 miss the baseline: wait reaches 2
-    assert es.stopped_epoch == 1 and ran == 2
+    _, ran = run_scripted([es], curve)
+    assert es.stopped_epoch is None and ran == 5 and es.wait == 5
+    _, ran = run_scripted([es], [1.0, 0.9, 0.95])  # first non-improving epoch, wait 3 >= 2
+    assert es.stopped_epoch == 2 and ran == 3
     es = EarlyStopping(patience=2, baseline=0.95)
     _, ran = run_scripted([es], curve)
     assert es.stopped_epoch is None and ran == 5
+
+
+def _keras_early_stopping(curve, patience, min_delta, mode, baseline, start, restore):
+    """Keras 3's EarlyStopping rules, written from its documented behaviour and source
+    (keras/src/callbacks/early_stopping.py): (epochs run, stopped epoch, restored epoch)."""
+    less = mode == "min"
+    best, wait, best_w, stopped = (math.inf if less else -math.inf), 0, None, None
+
+    def improves(v, ref):
+        return (v - (-min_delta if less else min_delta)) < ref if less else v - min_delta > ref
+
+    for epoch, v in enumerate(curve):
+        if epoch < start:
+            continue
+        if restore and best_w is None:
+            best_w = epoch
+        wait += 1
+        if improves(v, best):
+            best = v
+            if restore:
+                best_w = epoch
+            if baseline is None or improves(v, baseline):
+                wait = 0
+            continue
+        if wait >= patience and epoch > 0:
+            stopped = epoch
+            break
+    ran = len(curve) if stopped is None else stopped + 1
+    return ran, stopped, (best_w if restore and best_w is not None else ran - 1)
+
+
+def test_early_stopping_matches_keras_rules_on_random_curves() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        mode = str(rng.choice(["min", "max"]))
+        curve = [float(v) for v in np.round(rng.normal(size=12).cumsum(), 1)]
+        for k in rng.integers(0, 12, size=int(rng.integers(0, 3))):
+            curve[int(k)] = math.nan
+        kw = dict(
+            patience=int(rng.integers(0, 4)),
+            min_delta=float(rng.choice([0.0, 0.1, 0.5])),
+            mode=mode,
+            baseline=None if rng.random() < 0.4 else float(rng.normal()),
+            start=int(rng.integers(0, 3)),
+            restore=bool(rng.random() < 0.5),
+        )
+        es = EarlyStopping(
+            patience=kw["patience"],
+            min_delta=kw["min_delta"],
+            mode=mode,
+            baseline=kw["baseline"],
+            start_from_epoch=kw["start"],
+            restore_best_weights=kw["restore"],
+        )
+        model, ran = run_scripted([es], curve)
+        want = _keras_early_stopping(curve, **kw)
+        assert (ran, es.stopped_epoch, int(model.params["w"][0])) == want, (curve, kw)
+
+
+def test_restore_best_weights_without_any_improvement_takes_the_first_epoch() -> None:
+    # every figure NaN: Keras restores the first monitored epoch's weights (failed before:
+    # graphc kept the last epoch's)
+    es = EarlyStopping(patience=2, restore_best_weights=True, start_from_epoch=1)
+    model, ran = run_scripted([es], [math.nan] * 5)
+    assert ran == 3 and es.stopped_epoch == 2 and model.params["w"][0] == 1
 
 
 def test_start_from_epoch_ignores_warm_up_epochs() -> None:

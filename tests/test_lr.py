@@ -188,3 +188,19 @@ def test_metrics_match_their_definitions() -> None:
     assert np.isclose(m["mse"], np.mean((p - q) ** 2)) and np.isclose(
         m["mae"], np.mean(np.abs(p - q))
     )
+
+
+@pytest.mark.parametrize("n, fraction", [(10, 0.25), (3, 0.5), (7, 0.5), (64, 0.3), (50, 0.29)])
+def test_validation_split_holds_out_keras_rows(model, n, fraction) -> None:
+    """Keras trains on the first floor(n * (1.0 - fraction)) rows and validates on the rest;
+    graphc rounded (10 rows at 0.25: 8 training rows instead of 7). val_loss of the held-out
+    rows against the reference mean over exactly those rows."""
+    model.initialize(0)
+    cut = math.floor(n * (1.0 - fraction))
+    hist = model.fit(
+        X[:n], Y[:n], epochs=1, batch_size=n, validation_split=fraction, shuffle=False, verbose=0
+    )
+    p = model.predict(X[cut:n])
+    assert math.isclose(hist["val_loss"][0], float(np.mean((p - Y[cut:n]) ** 2)), rel_tol=1e-9)
+    _, _, rows = model._split_validation({"x": X[:n], "y": Y[:n]}, n, fraction)
+    assert rows == cut
