@@ -96,6 +96,10 @@ def build_graphs(
         raise GraphcError(f"compile: the loss must be a scalar, got {loss.type} ({loss.name})")
     prog.loss = loss_name
     prog.loss_kind = getattr(loss, "kind", None)
+    prog.prediction = getattr(loss, "prediction", None)
+    prog.metric_output, prog.metric_form = metric_source(
+        fwd, out_names, prog.loss_kind, prog.prediction
+    )
     needed = ancestors(fwd, [loss_name])
     params = [p.name for p in fwd.params if p.name in needed and p.attr("trainable", True)]
     if not params:
@@ -123,6 +127,53 @@ def build_graphs(
             "its batch statistics (batch_norm) would be each rank's own, not the global batch's"
         )
     return prog
+
+
+# per loss kind, how an output may carry the loss's prediction operand P with evaluate's metrics
+# still right: "same" (P itself), "softmax"/"log_softmax" of P (the class argmax is P's),
+# "sigmoid" of P (logits P: probabilities, threshold 0.5), "logit" (P = sigmoid(output): the
+# output's threshold is 0)
+_METRIC_FORMS = {
+    "softmax_cross_entropy": ("same", "softmax", "log_softmax"),
+    "categorical_cross_entropy": ("same", "softmax", "log_softmax"),
+    "binary_cross_entropy": ("same", "sigmoid"),
+    "binary_cross_entropy_probs": ("same", "logit"),
+    "mean_squared_error": ("same",),
+    "mean_absolute_error": ("same",),
+    "huber": ("same",),
+}
+
+
+def metric_source(
+    g: Graph, outputs: list[str], kind: str | None, prediction: str | None
+) -> tuple[int | None, str]:
+    """(index of the output evaluate's metrics read, its form; see Program.metric_output).
+
+    The metrics (accuracy, mse, ...) are those of the loss's prediction operand P, so they read
+    the output that is P or a squash of it whose answer they can still tell (see
+    _METRIC_FORMS): the first output (an unrelated hidden layer, a sigmoid's probabilities
+    thresholded at 0 as if logits) gave wrong figures silently. (None, "") when no output
+    carries P: the model then reports the loss alone. P unknown (a loss without a tag, an
+    older model file): the first output as it is, as before."""
+    if prediction is None or kind not in _METRIC_FORMS or prediction not in g.by_name:
+        return 0, "same"
+    nodes = g.by_name
+    p = nodes[prediction]
+    for i, name in enumerate(outputs):
+        node = nodes[name]
+        while node.op == "reshape" and nodes[node.inputs[0]].type == node.type:
+            node = nodes[node.inputs[0]]  # a repeated output's copy (_distinct_outputs)
+        if node.name == prediction:
+            form = "same"
+        elif node.op in ("sigmoid", "softmax", "log_softmax") and node.inputs[0] == prediction:
+            form = node.op
+        elif p.op == "sigmoid" and p.inputs[0] == node.name:
+            form = "logit"
+        else:
+            continue
+        if form in _METRIC_FORMS[kind]:
+            return i, form
+    return None, ""
 
 
 def _inference_form(g: Graph) -> Graph:

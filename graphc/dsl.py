@@ -122,12 +122,13 @@ class Tensor:
     scalar constants of the tensor's dtype).
     """
 
-    __slots__ = ("kind", "node", "parents", "value")
+    __slots__ = ("kind", "node", "parents", "prediction", "value")
 
     def __init__(self, node: Node, parents: tuple[Tensor, ...] = ()) -> None:
         self.node = node
         self.parents = parents
         self.kind: str | None = None  # the loss it computes, for the runtime's metrics
+        self.prediction: str | None = None  # that loss's prediction operand (its name)
         self.value: np.ndarray | None = None  # a constant's array (gc.constant)
 
     @property
@@ -653,11 +654,15 @@ def softmax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
             LossInputWarning,
             stacklevel=_user_stacklevel(),
         )
-    return _tag(apply("softmax_cross_entropy", logits, labels), "softmax_cross_entropy")
+    return _tag(apply("softmax_cross_entropy", logits, labels), "softmax_cross_entropy", logits)
 
 
-def _tag(t: Tensor, kind: str) -> Tensor:
+def _tag(t: Tensor, kind: str, prediction: Tensor) -> Tensor:
+    """Mark ``t`` as a loss of ``kind`` whose prediction operand (logits, probabilities or
+    values compared with the targets) is ``prediction``: ``evaluate`` computes its metrics
+    from the output that is that value (graphc.compiler.metric_source)."""
     t.kind = kind
+    t.prediction = prediction.name
     return t
 
 
@@ -683,7 +688,9 @@ def binary_cross_entropy(logits: Tensor, targets: Tensor, *, from_logits: bool =
             f"binary_cross_entropy: targets {targets.type} must match logits {logits.type} "
             f"(targets {targets.name}, logits {logits.name})"
         )
-    return _tag(mean(apply("sigmoid_cross_entropy", logits, targets)), "binary_cross_entropy")
+    return _tag(
+        mean(apply("sigmoid_cross_entropy", logits, targets)), "binary_cross_entropy", logits
+    )
 
 
 def mean_squared_error(pred: Tensor, target: Tensor) -> Tensor:
@@ -693,7 +700,7 @@ def mean_squared_error(pred: Tensor, target: Tensor) -> Tensor:
             f"mean_squared_error: target {target.type} must match prediction {pred.type} "
             f"(target {target.name}, prediction {pred.name})"
         )
-    return _tag(mean(apply("square", pred - target)), "mean_squared_error")
+    return _tag(mean(apply("square", pred - target)), "mean_squared_error", pred)
 
 
 LOSSES = {

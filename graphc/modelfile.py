@@ -104,6 +104,8 @@ def network_from_description(
     loss = tensors[desc["loss"]] if desc.get("loss") else None
     if loss is not None:
         loss.kind = desc.get("loss_kind")
+        pred = desc.get("prediction")
+        loss.prediction = pred if isinstance(pred, str) and pred in tensors else None
     opt = None
     spec = desc.get("optimizer")
     if loss is not None and spec is not None:

@@ -36,6 +36,14 @@ class Program:
     loss: str | None = None
     loss_kind: str | None = None
     outputs: list[str] = field(default_factory=list)
+    # the loss's prediction operand (a value name; None: unknown, e.g. an older model file) and
+    # where evaluate's metrics read it: (index into outputs, form), form "same" (the output is
+    # it), "sigmoid" / "softmax" / "log_softmax" (the output squashes it), "logit" (it is the
+    # sigmoid of the output); metric_output None: no output carries it, no metrics
+    # (graphc.compiler.metric_source)
+    prediction: str | None = None
+    metric_output: int | None = 0
+    metric_form: str = "same"
     llvm_ir: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     opt_level: int = 2

@@ -1091,6 +1091,12 @@ class Model:
         average of the per-output R^2 (scikit-learn's ``r2_score`` default, Keras' ``R2Score``;
         see ``_r2_uniform``).
 
+        The metrics are those of the loss's prediction (the logits, probabilities or values it
+        compares with the targets), read from the output that is it or squashes it (a
+        ``sigmoid`` output of a ``binary_cross_entropy`` model is thresholded at 0.5, its
+        logits at 0; ``softmax``/``log_softmax`` outputs keep the argmax), whichever of the
+        outputs that is; a model none of whose outputs carries it reports the loss alone.
+
         ``y`` may be left out when ``x`` is a dict of every input, labels included.
 
         The outputs of each batch are written once, into one array for all rows.
@@ -1121,7 +1127,9 @@ class Model:
             raise self._explain(err, feeds) from None
         total = sum(parts)
         figures = {"loss": total / n}
-        figures.update(self._metrics(outs[0], feeds))
+        at = getattr(self.program, "metric_output", 0)
+        if at is not None:
+            figures.update(self._metrics(outs[at], feeds))
         return figures
 
     def figure_names(self, validation: bool = False) -> list[str]:
@@ -1130,7 +1138,9 @@ class Model:
         ``evaluate`` (accuracy for classification losses; mse, mae, r2 for regression)."""
         names = ["loss", "lr", "seconds"]
         if validation:
-            names += ["val_loss"] + [f"val_{k}" for k in METRICS.get(self.program.loss_kind, ())]
+            names.append("val_loss")
+            if getattr(self.program, "metric_output", 0) is not None:
+                names += [f"val_{k}" for k in METRICS.get(self.program.loss_kind, ())]
         return names
 
     def _metrics(self, out: np.ndarray, feeds: dict[str, np.ndarray]) -> dict[str, float]:
@@ -1141,10 +1151,14 @@ class Model:
         y = labels[0]
         if kind == "softmax_cross_entropy":
             return {"accuracy": float(np.mean(np.argmax(out, axis=1) == y))}
-        if kind == "binary_cross_entropy":  # binary accuracy: logit > 0 is probability > 0.5
-            return {"accuracy": float(np.mean((out > 0).astype(y.dtype) == y))}
-        if kind == "binary_cross_entropy_probs":
-            return {"accuracy": float(np.mean((out > 0.5).astype(y.dtype) == y))}
+        # binary accuracy: probability > 0.5, i.e. logit > 0 (the output read: metric_source)
+        form = getattr(self.program, "metric_form", "same")
+        if kind == "binary_cross_entropy":  # logits, or their sigmoid
+            cut = 0.5 if form == "sigmoid" else 0.0
+            return {"accuracy": float(np.mean((out > cut).astype(y.dtype) == y))}
+        if kind == "binary_cross_entropy_probs":  # probabilities, or the logits they squash
+            cut = 0.0 if form == "logit" else 0.5
+            return {"accuracy": float(np.mean((out > cut).astype(y.dtype) == y))}
         if kind == "categorical_cross_entropy":  # targets one-hot or soft: their largest class
             return {"accuracy": float(np.mean(np.argmax(out, axis=1) == np.argmax(y, axis=1)))}
         if kind in ("mean_squared_error", "mean_absolute_error", "huber"):

@@ -1,0 +1,59 @@
+"""evaluate's metrics read the loss's prediction (graphc.compiler.metric_source), whichever
+output carries it, against numpy on the predicted values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.ir.errors import ArgumentError
+
+RNG = np.random.default_rng(11)
+X = RNG.normal(size=(40, 4)).astype(np.float32)
+T = (RNG.random((40, 1)) > 0.5).astype(np.float32)
+C = RNG.integers(0, 3, 40).astype(np.int32)
+R = RNG.normal(size=(40, 2)).astype(np.float32)
+
+
+def _net(width):
+    x = gc.input("x", ("N", 4))
+    h = gc.dense(x, 5, "relu", name="h")
+    return x, h, gc.dense(h, width, name="z")
+
+
+def test_binary_accuracy_of_a_sigmoid_output_and_of_logits_for_probabilities(tmp_path) -> None:
+    # a sigmoid output was thresholded at 0 as if logits: accuracy = the share of 1 labels
+    _, _, z = _net(1)
+    m = gc.compile(gc.sigmoid(z), gc.binary_cross_entropy(z, gc.input("y", ("N", 1))))
+    p = m.predict(X)
+    assert m.evaluate(X, T)["accuracy"] == np.mean((p > 0.5) == (T > 0.5))
+    path = m.save_model(str(tmp_path / "m.gcm"))  # the model file keeps which output it is
+    assert gc.load_model(path).evaluate(X, T)["accuracy"] == np.mean((p > 0.5) == (T > 0.5))
+    # probabilities in the loss, the logits as the output
+    _, _, z = _net(1)
+    y = gc.input("y", ("N", 1))
+    m = gc.compile(z, gc.binary_cross_entropy(gc.sigmoid(z), y, from_logits=False))
+    assert m.evaluate(X, T)["accuracy"] == np.mean((m.predict(X) > 0) == (T > 0.5))
+
+
+def test_metrics_read_the_output_the_loss_takes_not_the_first() -> None:
+    _, h, z = _net(3)
+    m = gc.compile([h, z], gc.softmax_cross_entropy(z, gc.input("y", ("N",), "i32")))
+    logits = list(m.predict(X).values())[1]
+    assert m.evaluate(X, C)["accuracy"] == np.mean(logits.argmax(1) == C)
+    _, h, z = _net(2)
+    m = gc.compile([h, z], gc.mean_squared_error(z, gc.input("y", ("N", 2))))
+    pred = list(m.predict(X).values())[1].astype(np.float64)  # the first output was read: crash
+    ev = m.evaluate(X, R)
+    assert np.isclose(ev["mse"], np.mean((pred - R) ** 2), rtol=1e-6)
+    assert np.isclose(ev["mae"], np.mean(np.abs(pred - R)), rtol=1e-6)
+
+
+def test_no_output_carries_the_prediction_reports_the_loss_alone() -> None:
+    _, h, z = _net(2)
+    m = gc.compile(h, gc.mean_squared_error(z, gc.input("y", ("N", 2))))
+    assert set(m.evaluate(X, R)) == {"loss"}
+    assert m.figure_names(validation=True) == ["loss", "lr", "seconds", "val_loss"]
+    with pytest.raises(ArgumentError, match="val_mse"):
+        m.fit(X, R, validation_split=0.25, callbacks=[gc.EarlyStopping("val_mse")], verbose=0)
