@@ -194,6 +194,13 @@ class LRSchedule(Callback):
     or ``model.initial_lr`` before ``fit``, or ``schedule.base_lr``. A later ``fit`` with the
     same schedule object continues from its ``base_lr``. The rates of the current ``fit`` are
     recorded in ``self.rates``.
+
+    Raises:
+        GraphcError: (when made) a factor that gives no valid rate (``gamma`` or ``eta_min``
+            negative or not finite).
+        ArgumentError: (in ``fit``, before the epoch) the rate computed for an epoch is
+            negative or not finite (a ``LambdaLR`` function's), naming the schedule and the
+            epoch; the epochs before it stay trained and in the history.
     """
 
     base_lr: float | None = None
@@ -212,8 +219,23 @@ class LRSchedule(Callback):
                 model.initial_lr = self.base_lr  # what a checkpoint of this run keeps
         if not hasattr(self, "rates"):
             self.rates = []
-        model.lr = float(self.rate(epoch, self.base_lr))
+        rate = float(self.rate(epoch, self.base_lr))
+        if not (math.isfinite(rate) and rate >= 0):  # (model.lr would refuse it too, unnamed)
+            raise ArgumentError(
+                f"{type(self).__name__}: the rate for epoch {epoch} is {rate!r} (base_lr "
+                f"{self.base_lr!r}); a learning rate must be finite and >= 0. Training stopped "
+                f"before epoch {epoch}: the model and model.history hold the epochs before it"
+            )
+        model.lr = rate
         self.rates.append(model.lr)
+
+
+def _check_rate_factor(who: str, what: str, v: Any) -> None:
+    """A schedule's factor (gamma, eta_min): a finite real number >= 0, else GraphcError when
+    the schedule is made (a negative or NaN rate would otherwise stop fit after an epoch)."""
+    ok = isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+    if not (ok and math.isfinite(v) and v >= 0):
+        raise GraphcError(f"{who}: {what} must be a finite number >= 0, got {v!r}")
 
 
 class StepLR(LRSchedule):
@@ -222,6 +244,7 @@ class StepLR(LRSchedule):
     def __init__(self, step_size: int, gamma: float = 0.1) -> None:
         if step_size < 1:
             raise GraphcError(f"StepLR: step_size must be >= 1, got {step_size}")
+        _check_rate_factor("StepLR", "gamma", gamma)
         self.step_size, self.gamma = step_size, gamma
 
     def rate(self, epoch: int, base_lr: float) -> float:
@@ -232,6 +255,7 @@ class ExponentialLR(LRSchedule):
     """lr = base_lr * gamma ** epoch (``torch.optim.lr_scheduler.ExponentialLR``)."""
 
     def __init__(self, gamma: float) -> None:
+        _check_rate_factor("ExponentialLR", "gamma", gamma)
         self.gamma = gamma
 
     def rate(self, epoch: int, base_lr: float) -> float:
@@ -248,6 +272,7 @@ class CosineAnnealingLR(LRSchedule):
     def __init__(self, T_max: int, eta_min: float = 0.0) -> None:
         if T_max < 1:
             raise GraphcError(f"CosineAnnealingLR: T_max must be >= 1, got {T_max}")
+        _check_rate_factor("CosineAnnealingLR", "eta_min", eta_min)
         self.T_max, self.eta_min = T_max, eta_min
 
     def rate(self, epoch: int, base_lr: float) -> float:

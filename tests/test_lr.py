@@ -204,3 +204,21 @@ def test_validation_split_holds_out_keras_rows(model, n, fraction) -> None:
     assert math.isclose(hist["val_loss"][0], float(np.mean((p - Y[cut:n]) ** 2)), rel_tol=1e-9)
     _, _, rows = model._split_validation({"x": X[:n], "y": Y[:n]}, n, fraction)
     assert rows == cut
+
+
+def test_schedules_refuse_bad_factors_and_name_a_bad_rate(model) -> None:
+    # a negative gamma / eta_min was taken, and fit stopped after an epoch with the model's
+    # "the learning rate must be ... nothing was changed" (an epoch had been trained)
+    for make in (
+        lambda: ExponentialLR(-0.5),
+        lambda: StepLR(1, gamma=math.nan),
+        lambda: CosineAnnealingLR(4, eta_min=-1.0),
+    ):
+        with pytest.raises(GraphcError, match="must be a finite number >= 0"):
+            make()
+    model.initialize(0)
+    model.lr = 0.1
+    sched = LambdaLR(lambda e: 1.0 - e)  # epoch 2: -0.1
+    with pytest.raises(gc.ArgumentError, match=r"LambdaLR: the rate for epoch 2 is -0\.1"):
+        model.fit(X, Y, epochs=4, verbose=0, callbacks=[sched])
+    assert model.history.epochs == [0, 1] and model.lr == 0.0  # epoch 1's rate, kept
