@@ -474,4 +474,55 @@ class Adadelta(Optimizer):
         return ups
 
 
+# Options of torch.optim / keras.optimizers that graphc's optimizers do not have: what a user
+# porting a script is told instead of Python's "unexpected keyword argument"
+_NOT_OFFERED = {
+    "clipnorm": "graphc does not clip gradients (Keras's clipnorm, clipvalue, global_clipnorm; "
+    "torch's clip_grad_norm_)",
+    "maximize": "graphc's optimizers minimize the loss; to maximize f, minimize -f",
+    "use_ema": "graphc keeps no moving average of the weights (Keras's use_ema)",
+    "gradient_accumulation_steps": "graphc applies every step's gradient (no accumulation); "
+    "use a larger batch_size",
+    "loss_scale_factor": "graphc scales no loss (mixed-precision loss scaling)",
+}
+_NOT_OFFERED.update(clipvalue=_NOT_OFFERED["clipnorm"], global_clipnorm=_NOT_OFFERED["clipnorm"])
+_NOT_OFFERED.update(ema_momentum=_NOT_OFFERED["use_ema"])
+_NOT_OFFERED["ema_overwrite_frequency"] = _NOT_OFFERED["use_ema"]
+for _k in ("foreach", "fused", "capturable", "differentiable", "jit_compile", "name"):
+    _NOT_OFFERED[_k] = "an implementation option of torch.optim / Keras; graphc compiles its own"
+# Keras's names of the options graphc names as torch does (the module docstring)
+_KERAS_NAMES = {"epsilon": "eps", "beta_1": "betas", "beta_2": "betas", "rho": "alpha"}
+
+
+def _named_options(cls: type) -> None:
+    """Wrap ``cls.__init__`` (a dataclass's) so that an option the class lacks raises
+    GraphcError naming it, graphc's name for a Keras name and the options there are, instead
+    of Python's TypeError."""
+    init = cls.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        for k in kwargs:
+            if k in known:
+                continue
+            alt = _KERAS_NAMES.get(k)
+            if alt == "betas":
+                hint = "; graphc takes torch's betas=(beta_1, beta_2)"
+            elif alt is not None and alt in known:
+                hint = f"; graphc takes torch's name: {alt}="
+            elif k in _NOT_OFFERED:
+                hint = f": {_NOT_OFFERED[k]}"
+            else:
+                hint = ""
+            raise GraphcError(
+                f"{cls.__name__}: no option {k!r}{hint}. Its options: {', '.join(known)}"
+            )
+        init(self, *args, **kwargs)
+
+    __init__.__doc__, __init__.__wrapped__ = init.__doc__, init  # type: ignore[attr-defined]
+    cls.__init__ = __init__  # type: ignore[method-assign]
+
+
 OPTIMIZERS = {c.__name__: c for c in (SGD, Adam, AdamW, Adagrad, RMSprop, Adadelta)}
+for _c in OPTIMIZERS.values():
+    _named_options(_c)

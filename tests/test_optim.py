@@ -377,3 +377,21 @@ def test_bias_correction_op_is_accurate_in_float64() -> None:
                 assert float(g) == want, (b, step)
             else:  # the stated bound: relative 2^-50 / (1 - beta)
                 assert abs(float(g) - want) <= 2.0**-50 / (1 - b) * want, (b, step)
+
+
+def test_options_an_optimizer_lacks_are_named_not_a_type_error() -> None:
+    # Keras's and torch's option names were Python's TypeError "unexpected keyword argument"
+    cases = [
+        (Adam, {"clipnorm": 1.0}, "does not clip gradients"),
+        (SGD, {"global_clipnorm": 1.0}, "does not clip gradients"),
+        (Adam, {"epsilon": 1e-7}, "eps="),
+        (Adam, {"beta_1": 0.8}, r"betas=\(beta_1, beta_2\)"),
+        (RMSprop, {"rho": 0.9}, "alpha="),
+        (SGD, {"maximize": True}, "minimize -f"),
+        (Adam, {"nesterov": True}, "Its options: learning_rate, lr, betas"),
+    ]
+    for cls, kw, msg in cases:
+        with pytest.raises(GraphcError, match=msg):
+            cls(**kw)
+    assert Adadelta(rho=0.5).rho == 0.5 and SGD(0.3, 0.9).momentum == 0.9
+    assert Adam(learning_rate=0.5).lr == 0.5
