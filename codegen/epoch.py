@@ -178,7 +178,7 @@ def emit_train_epoch(
 # void reduce(int64_t step, int64_t rows): the caller's all-reduce between the two entries
 REDUCE_TYPE = ir.FunctionType(VOID, [I64, I64])
 EPOCH_SPLIT_TYPE = ir.FunctionType(
-    I32, [PTR, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, I64, I64, I64, I64, PTR, PTR, PTR]
+    I32, [PTR, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, I64, I64, I64, I64, PTR, PTR, PTR, I64]
 )
 ERR_REDUCE = 901  # the reduce call-out did not say go on: the entry stopped before the update
 
@@ -189,6 +189,8 @@ def emit_train_epoch_split(
     grads: ir.Function,
     update: ir.Function,
     gsched: Schedule,
+    checks: list[InputCheck] | tuple = (),
+    home: ir.Module | None = None,
 ) -> ir.Function:
     """Emit ``fname``, the data-parallel epoch of one rank: steps of ``NAME_train_grads``, a
     call-out that all-reduces the grad region, and ``NAME_apply_update``. ABI::
@@ -197,7 +199,7 @@ def emit_train_epoch_split(
             void *const *inputs, void *const *outputs, int64_t n, const int64_t *order,
             int64_t batch, void *const *staging, int64_t ranks, int64_t rank,
             int64_t first_step, int64_t end_step, void *const *update_inputs,
-            void (*reduce)(int64_t step, int64_t rows), int64_t *at)
+            void (*reduce)(int64_t step, int64_t rows), int64_t *at, int64_t scan)
 
     ``inputs``/``outputs``: train_grads' slots, the batched inputs holding all ``n`` rows (as
     for ``NAME_train_epoch``); its ``loss_scale`` and ``row0`` slots point at scalars this
@@ -213,6 +215,15 @@ def emit_train_epoch_split(
     handler can, returns an undefined value through ctypes but leaves the flag at 0.)
     ``at[0]`` holds the step being run. Returns 0,
     ERR_INDEX (a row index outside 0..n-1), ERR_REDUCE or the nonzero code of an entry.
+
+    With ``scan`` nonzero, the gather copies the rows of every batched input that has one of
+    ``checks`` (train_grads' value checks, codegen/checks.py) through its scanner (one pass
+    that copies and tests, as NAME_train_epoch's scan). A failing row does not end the call
+    here, since the other ranks are waiting in the all-reduce of that step: the rank skips
+    train_grads, stores ``CHECK_BASE + slot`` (the first failing slot in the checks' order)
+    in ``at[2]`` (0 otherwise; the caller zeroes it) and calls ``reduce`` as usual, which
+    carries the rejection to every rank and answers stop (runtime.distributed). Checks of
+    unbatched inputs are not run (the entry writes loss_scale and row0 itself).
     Also emits ``NAME_reduce_slots`` (emit_reduce_slots) for the params' dtype, which the
     call-out uses when the ranks share memory.
     """
@@ -220,12 +231,12 @@ def emit_train_epoch_split(
     fn = glue(ir.Function(module, EPOCH_SPLIT_TYPE, name=fname))
     names = (
         "params", "state", "workspace", "inputs", "outputs", "n", "order", "batch", "staging",
-        "ranks", "rank", "first_step", "end_step", "update_inputs", "reduce", "at",
+        "ranks", "rank", "first_step", "end_step", "update_inputs", "reduce", "at", "scan",
     )  # fmt: skip
     for a, nm in zip(fn.args, names):
         a.name = nm
     params, state, ws, inputs, outputs, n, order, batch, staging = fn.args[:9]
-    ranks, rank, first_step, end_step, update_inputs, reduce_fn, at = fn.args[9:]
+    ranks, rank, first_step, end_step, update_inputs, reduce_fn, at, scan = fn.args[9:]
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     memcpy = _memcpy(module)
     no_outputs = b.alloca(PTR, size=1, name="no_outputs")
@@ -236,6 +247,31 @@ def emit_train_epoch_split(
     row0_ptr = srcs.get("row0")
     bad = fn.append_basic_block("bad_index")
     reduce_call = _callee(reduce_fn, REDUCE_TYPE)
+    # row checks of batched inputs, run in the gather when ``scan`` is nonzero
+    slot_of = {v: i for i, v in enumerate(gsched.input_slots)}
+    batched_slots = [
+        i
+        for i, v in enumerate(gsched.input_slots)
+        if g[v].type.shape and g[v].type.shape[0] == BATCH
+    ]
+    row_checks = {
+        slot_of[c.name]: c
+        for c in checks
+        if g[c.name].type.shape and g[c.name].type.shape[0] == BATCH
+    }
+    flags: list[tuple[int, ir.Value]] = []
+    scanned: list[tuple[Any, ...]] = []
+    if row_checks:
+        with b.goto_entry_block():
+            flags = [(sl, b.alloca(I32, name=f"bad{sl}")) for sl in sorted(row_checks)]
+        for slot, (rb, src, stage) in zip(batched_slots, batched):
+            c = row_checks.get(slot)
+            if c is None:
+                scanned.append((rb, src, stage, None))
+                continue
+            dt = g[c.name].type.dtype
+            scanner = copy_scanner(module, c.kind, dt, home)
+            scanned.append((rb, src, stage, (scanner, c, dt, dict(flags)[slot])))
     with loop(b, b.sub(end_step, first_step), name="j") as j:
         s = b.add(first_step, j, name="s")
         b.store(s, at)
@@ -252,7 +288,23 @@ def emit_train_epoch_split(
         b.cbranch(b.icmp_signed(">", count, i64(0)), has_rows, reduce_bb)
         b.position_at_end(has_rows)
         base = b.add(lo, first, name="base")
-        _gather_rows(b, fn, memcpy, order, base, count, n, batched, bad)
+        if not row_checks:
+            _gather_rows(b, fn, memcpy, order, base, count, n, batched, bad)
+        else:
+            with b.if_else(b.icmp_signed("!=", scan, i64(0))) as (then, otherwise):
+                with then:
+                    for _, f in flags:
+                        b.store(ir.Constant(I32, 0), f)
+                    _gather_rows(b, fn, memcpy, order, base, count, n, scanned, bad)
+                    code: ir.Value = i64(0)  # the first failing slot wins: built from the last
+                    for slot, f in reversed(flags):
+                        hit = b.icmp_unsigned("!=", b.load(f, typ=I32), ir.Constant(I32, 0))
+                        code = b.select(hit, i64(CHECK_BASE + slot), code)
+                    with b.if_then(b.icmp_signed("!=", code, i64(0)), likely=False):
+                        b.store(code, b.gep(at, [i64(2)], inbounds=True, source_etype=I64))
+                        b.branch(reduce_bb)  # no train_grads: the step is not applied
+                with otherwise:
+                    _gather_rows(b, fn, memcpy, order, base, count, n, batched, bad)
         # as numpy: count / big in double, then rounded to the scale's type
         ratio = b.fdiv(b.sitofp(count, F64), b.sitofp(big, F64))
         b.store(ratio if scale_t == F64 else b.fptrunc(ratio, scale_t), scale_ptr)

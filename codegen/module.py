@@ -91,12 +91,14 @@ class ModuleBuilder:
 
     def add_split_epoch_entry(self) -> ir.Function:
         """Emit ``NAME_train_epoch_split``: a rank's data-parallel epoch over the entries
-        ``train_grads`` (its body: distributed fit checked the data once) and ``apply_update``
-        (added before) with an all-reduce call-out between them; ABI in ``codegen/epoch.py``."""
+        ``train_grads`` (its body, with its row checks for the first epoch's scan) and
+        ``apply_update`` (added before) with an all-reduce call-out between them; ABI in
+        ``codegen/epoch.py``."""
         from .epoch import emit_train_epoch_split
 
         g = f"{self.name}_train_grads"
-        grads = self.module.globals.get(f"{g}_unchecked") or self.module.get_global(g)
+        body = self.module.globals.get(f"{g}_unchecked")  # the body, when train_grads scans
+        grads = body or self.module.get_global(g)
         update = self.module.get_global(f"{self.name}_apply_update")
         return emit_train_epoch_split(
             self.module,
@@ -104,6 +106,8 @@ class ModuleBuilder:
             grads,
             update,
             self.entries["train_grads"],
+            self.entry_checks.get("train_grads", []) if body is not None else [],
+            self.lean,
         )
 
     def add_entry(

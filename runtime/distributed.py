@@ -38,6 +38,12 @@ model and calls ``fit`` with the same data and arguments. Then:
     and returns from fit; a second signal acts at once. Checkpoints written by callbacks at
     epoch ends are whole files (written beside and renamed), so a run cut short resumes
     from the last one with ``initial_epoch``;
+- the data: without callbacks, each rank's first native epoch checks the float rows it
+  gathers (NaN/Inf; together every row once) instead of a pass over the data up front; a
+  bad row stops every rank at that step (the rejection rides in the step's all-reduce
+  flags), the steps before are undone and every rank raises the up-front check's error
+  (DataRejected, Model.fit); labels and lookup indices are checked up front, each rank its
+  share of the rows;
 - the epoch loss comes from all ranks' per-step losses (gathered, so every rank computes the
   same figure), validation is split over the ranks and its figures combined (weighted by row
   counts), so callbacks see identical figures on every rank; their stop decision and the
@@ -102,6 +108,7 @@ _LAUNCH_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANK
 
 LAST_PATH = ""  # the loop of the last distributed fit: "native" (one call per epoch) or "python"
 LAST_REDUCE = ""  # its all-reduce: "window" (shared memory) or "allreduce" (see reduce_mode)
+LAST_SCAN = ""  # where it checked the float rows: "epoch" (the first epoch's gathers), "up front"
 # A list to make every step's all-reduce append (entered, first barrier left, this rank's share
 # summed, left) in time.perf_counter_ns() (CLOCK_MONOTONIC: one clock for all ranks of a
 # machine; the window's barrier and sum, or the whole MPI_Allreduce as entered..left), for
@@ -120,6 +127,7 @@ EPOCH_SPLIT = ctypes.CFUNCTYPE(
     ctypes.c_void_p,  # update_inputs[]
     ctypes.c_void_p,  # reduce
     ctypes.c_void_p,  # at
+    ctypes.c_int64,  # scan
 )
 
 
@@ -390,10 +398,11 @@ class SplitStep:
     Just before the grad region lie ``FLAGS`` values of the gradients' dtype (``flags``), so
     that one all-reduce of ``reduced`` (flags + gradients, contiguous) also sums, over the
     ranks: the count of ranks whose loss was not finite, the ranks' shares of the global
-    batch's loss, and the count of ranks asked to stop (Ctrl-C, SIGTERM). Every rank thus
-    takes the same decision at the same step without a second collective."""
+    batch's loss, the count of ranks asked to stop (Ctrl-C, SIGTERM) and the count of ranks
+    whose scan of the first epoch's rows found a bad one (see fit). Every rank thus takes the
+    same decision at the same step without a second collective."""
 
-    FLAGS = 3  # [non-finite losses, loss share, stop requests]
+    FLAGS = 4  # [non-finite losses, loss share, stop requests, rejected data rows]
     HEAD = ALIGN  # bytes before the entries' workspace: the flags, alignment kept
 
     def __init__(
@@ -552,12 +561,15 @@ class SplitStep:
     def native_epoch(
         self, feeds: dict[str, np.ndarray], stage: dict[str, np.ndarray], n: int, k: int, r: int
     ) -> Any:
-        """A function ``run(order, batch, first_step, end_step, reduce) -> (rc, at)`` running
-        global steps ``first_step..end_step-1`` of an epoch in one native call (train_grads
-        on this rank's rows gathered from ``feeds`` into ``stage``, ``reduce(step, rows)``,
-        apply_update while it returns 0; ``at``: the step at which the call ended); None when
-        the module has no such entry. ``feeds``
-        (``n`` rows) are checked here against train_grads' input types."""
+        """A function ``run(order, batch, first_step, end_step, reduce, scan=False) -> (rc,
+        at)`` running global steps ``first_step..end_step-1`` of an epoch in one native call
+        (train_grads on this rank's rows gathered from ``feeds`` into ``stage``,
+        ``reduce(step, rows)``, apply_update while it returns 0; ``at``: the step at which
+        the call ended); None when the module has no such entry. With ``scan`` the gather
+        runs train_grads' row checks, and ``run.rejected()`` says, inside ``reduce``, whether
+        this rank's rows of that step failed one (the checked entry's code, else 0; the step's
+        train_grads did not run). ``feeds`` (``n`` rows) are checked here against train_grads'
+        input types."""
         if self.epoch_fn is None:
             return None
         data = self.arrays(feeds)
@@ -569,7 +581,7 @@ class SplitStep:
             *[address(stage[s]) if s in stage else None for s in self.gslots]
         )
         u._set_inputs(self.update_arrays)
-        at = np.zeros(2, np.int64)  # the step being run, go on (set by the call-out)
+        at = np.zeros(3, np.int64)  # the step being run, go on (set by the call-out), rejected
         target: list[Any] = [None]  # the running epoch's reduce
 
         def call_out(s: int, rows: int) -> None:
@@ -579,18 +591,22 @@ class SplitStep:
         cb_address = ctypes.cast(cb, ctypes.c_void_p).value
         keep = (data, inputs, staging, at, cb)
 
-        def run(order: np.ndarray, batch: int, first: int, end: int, reduce: Any) -> tuple:
+        def run(
+            order: np.ndarray, batch: int, first: int, end: int, reduce: Any, scan: bool = False
+        ) -> tuple:
             assert order.dtype == np.int64 and order.shape == (n,) and order.flags.c_contiguous
             target[0] = reduce
+            at[2] = 0
             a = g._args
             rc = self.epoch_fn(
                 a[0], a[1], a[2], ctypes.addressof(inputs), a[4], n, address(order), batch,
                 ctypes.addressof(staging), k, r, first, end, ctypes.addressof(u.inputs),
-                cb_address, address(at),
+                cb_address, address(at), int(bool(scan)),
             )  # fmt: skip
             return int(rc), int(at[0])
 
         run.keep = keep  # type: ignore[attr-defined]  # the pointers above stay valid
+        run.rejected = lambda: int(at[2])  # type: ignore[attr-defined]
         return run
 
 
@@ -664,15 +680,22 @@ def fit(
     seed: int,
     callbacks: list[Any],
     stop_on_nonfinite: bool = True,
+    scan: bool = False,
 ) -> Any:
     """The distributed body of ``Model.fit`` (see the module docstring); ``feeds`` and
-    ``validation`` were checked by the caller. Fills and returns ``history`` (with
-    ``history.step_losses``: the loss of every global mini-batch, in order).
+    ``validation`` were checked by the caller, except, with ``scan``, the float inputs'
+    NaN/Inf (and [0, 1] targets) of the training rows, which the first epoch's native gathers
+    check instead (each rank the rows it gathers: together every row once; a rejection travels
+    in that step's all-reduce flags), without a separate pass over the data up front. Fills
+    and returns ``history`` (with ``history.step_losses``: the loss of every global
+    mini-batch, in order).
 
     Raises:
         DistributedError: ranks that disagree on the data or the arguments.
         NumericsError: (``stop_on_nonfinite``) on every rank at the same step, when the loss
             of a global batch is not finite; that step's update is not applied.
+        DataRejected: (``scan``) on every rank at the same step, when a rank's gathered rows
+            failed a check; the first epoch is undone.
     """
     comm = world(comm)
     k, r = comm.Get_size(), comm.Get_rank()
@@ -705,10 +728,14 @@ def fit(
     bs = min(batch_size, n)
     cap = -(-bs // k)
     step = split_step(model, cap, comm, how, strict=reduce_mode() == "window")  # a collective
-    global LAST_REDUCE
+    global LAST_REDUCE, LAST_SCAN
     LAST_REDUCE = step.how
     stage = step.staging(feeds, cap)
     cbs = CallbackList(callbacks)
+    if scan and (step.epoch_fn is None or not model.use_epoch_entry or cbs.has_batch_hooks):
+        model._validate(feeds, False, comm)  # no native epoch to scan in: up front after all
+        scan = False
+    LAST_SCAN = "epoch" if scan else "up front"
     threads, default = model.threads, getattr(model, "_threads_default", False)
     share = thread_share(comm)  # a collective: every rank calls it, whatever its threads
     if default:  # not chosen by the user: no more threads on a machine than its cores
@@ -727,7 +754,7 @@ def fit(
                 _epochs(
                     model, comm, step, stage, feeds, n, bs, validation, history, progress,
                     epochs=epochs, initial_epoch=initial_epoch, shuffle=shuffle, seed=seed,
-                    cbs=cbs, requests=requests, stop_on_nonfinite=stop_on_nonfinite,
+                    cbs=cbs, requests=requests, stop_on_nonfinite=stop_on_nonfinite, scan=scan,
                 )  # fmt: skip
             except _Agreed as e:  # every rank, at the same step: not a failure of one rank
                 outcome = e
@@ -838,6 +865,20 @@ class _Agreed(Exception):
         self.error = error
 
 
+class DataRejected(Exception):
+    """Raised by ``fit`` on every rank at the same step when the first epoch's scan of the
+    gathered rows (``scan``) found a bad one on some rank: that step was not applied and the
+    epoch was rolled back (parameters and optimizer state as before fit). Model.fit then runs
+    the up-front data check over all rows, collectively, and raises its ArgumentError (the
+    first bad row and the count over all rows) on every rank; ``code``: the checked entry's
+    code on this rank (0 where this rank's rows passed), for the message should that check
+    find nothing."""
+
+    def __init__(self, code: int, ranks: int) -> None:
+        super().__init__(f"the first epoch's data scan rejected rows on {ranks} rank(s)")
+        self.code, self.ranks = code, ranks
+
+
 class _StopRequests:
     """SIGINT (Ctrl-C) and SIGTERM (what ``mpirun`` sends every rank when it is interrupted,
     SIGKILL following ``odls_base_sigkill_timeout`` = 1 s later) while a distributed fit runs
@@ -885,7 +926,7 @@ def _digest(a: np.ndarray) -> int:
 
 def _epochs(
     model, comm, step, stage, feeds, n, bs, validation, history, progress, *, epochs,
-    initial_epoch, shuffle, seed, cbs, requests, stop_on_nonfinite,
+    initial_epoch, shuffle, seed, cbs, requests, stop_on_nonfinite, scan=False,
 ) -> None:  # fmt: skip
     from mpi4py import MPI
 
@@ -918,13 +959,19 @@ def _epochs(
         done = len(history.epochs)
         total = 0.0
 
-        def agree(s: int, big: int) -> float:
+        def agree(s: int, big: int, rejected: int = 0) -> float:
             """Step ``s``'s all-reduce (flags and gradients) and what every rank then decides:
-            the global batch's loss, or _Agreed raised (stop request, non-finite loss)."""
+            the global batch's loss, or _Agreed raised (rows rejected by the scan, stop
+            request, non-finite loss). ``rejected``: this rank's scan code for the step."""
             flags[0] = 0.0 if math.isfinite(mine[s]) else 1.0
             flags[1] = mine[s]
             flags[2] = 1.0 if requests.pending else 0.0
+            flags[3] = 1.0 if rejected else 0.0
             step.allreduce(comm, MPI, napping)
+            if flags[3] > 0:  # bad rows (the first epoch's scan): undone, as if never begun
+                model._param_region[...], model._state_region[...] = start
+                history.truncate(done)
+                raise _Agreed(DataRejected(rejected, int(flags[3])))
             if flags[2] > 0:  # a rank was asked to stop: all undo the unfinished epoch
                 model._param_region[...], model._state_region[...] = start
                 history.truncate(done)
@@ -946,25 +993,27 @@ def _epochs(
         if native is not None:  # the epoch in one native call, the all-reduce a call-out
             failed: list[BaseException] = []
             reduced = [-1]
+            scanning = scan and epoch == initial_epoch  # every row passes one rank's gather
 
             def reduce(s: int, count: int) -> int:
                 nonlocal total
                 try:
                     reduced[0] = s
                     big = min(bs, n - s * bs)
+                    rejected = native.rejected() if scanning else 0
                     if count:
                         mine[s] = float(grads.out_arrays[0]) * count / big
                     else:  # fewer rows than ranks: this rank adds nothing to the sum
                         step.grad[...] = 0
                         mine[s] = 0.0
-                    total += agree(s, big) * big
+                    total += agree(s, big, rejected) * big
                     return 0
                 except BaseException as e:
                     failed.append(e)
                     return 1
 
             step.lr[...] = model.lr
-            rc, at = native(order, bs, 0, steps, reduce)
+            rc, at = native(order, bs, 0, steps, reduce, scanning)
             if failed:
                 raise failed[0]
             if rc == ERR_REDUCE and requests.raised:  # escaped the call-out (see epoch.py)

@@ -246,20 +246,35 @@ def paths() -> dict[str, np.ndarray]:
     d.TIMELINE = None
     timeline = len(marks) == 4 and all(list(t) == sorted(t) and len(t) == 4 for t in marks)
     messages = []
-    for bad in ("x", "y"):
+    scans = []  # distributed fits: (where the rows were checked, steps run, model unchanged)
+    late = int(np.random.default_rng([0, 0]).permutation(ROWS)[40])  # in global batch 2
+    m.use_epoch_entry = True  # (the loop above left it False)
+    for bad in ("x", "y", "x_late"):
         xn, yn = x.copy(), y.copy()
         if bad == "x":
             xn[[45, 10, 30], 1] = np.nan  # rank 0 holds rows 0..24 of 50, rank 1 25..49
-        else:
+        elif bad == "y":
             yn[[30, 5]] = CLASSES
+        else:  # found by rank 1's gather in step 2 of the first epoch: steps 0, 1 undone
+            xn[late, 3] = np.inf
         for dist in (None, "mpi"):
+            before = [v.copy() for v in m.params.values()] + [m.state["step"].copy()]
+            prior = m.history
+            d.TIMELINE = marks = []
             try:
-                m.fit(xn, yn, epochs=1, batch_size=BATCH, verbose=0, distributed=dist)
+                m.fit(xn, yn, epochs=2, batch_size=BATCH, verbose=0, distributed=dist)
                 messages.append("no error")
             except gc.ArgumentError as e:
                 messages.append(str(e))
+            d.TIMELINE = None
+            after = [v.copy() for v in m.params.values()] + [m.state["step"].copy()]
+            same = all(np.array_equal(a, b) for a, b in zip(before, after))
+            if dist:
+                scans.append(f"{d.LAST_SCAN if bad != 'y' else '-'} {len(marks)} "
+                             f"{same and m.history is prior}")  # fmt: skip
     everyone = d.world().allgather(messages)
     return {
+        "scans": np.array(scans),
         "messages": np.array(messages),
         "messages_agree": np.array(all(e == messages for e in everyone)),
         "ran_native": np.array(ran["native"]),

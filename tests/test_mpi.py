@@ -271,7 +271,10 @@ def test_native_split_epoch_on_one_rank(monkeypatch):
     bits over the batches of an order (dropout, a partial last batch). A call-out that fails
     stops the epoch before that step's update: one that says so (returns nonzero), and one
     that raises before it can say go on, as a signal handler can at a Python function's first
-    instruction (ctypes then returns an undefined value; the entry reads a flag instead)."""
+    instruction (ctypes then returns an undefined value; the entry reads a flag instead).
+    With scan, a bad row in the rank's rows skips that step's train_grads and is reported to
+    the call-out (run.rejected(): the checked entry's code), which then stops the epoch."""
+    from graphc.codegen.checks import CHECK_BASE
     from graphc.codegen.epoch import ERR_REDUCE
     from graphc.runtime.distributed import SplitStep
 
@@ -309,6 +312,21 @@ def test_native_split_epoch_on_one_rank(monkeypatch):
     assert float(b.state["step"]) == step
     for k in kept:
         np.testing.assert_array_equal(b.params[k], kept[k])
+    # scan: the gather checks the rows; a bad one in the rank's rows of step 1 skips that
+    # step's train_grads (its loss output keeps step 0's) and says so to the call-out
+    x[order[5], 2] = np.inf
+    seen.clear()
+
+    def stop_if_rejected(st, rows):
+        seen.append((st, run.rejected(), s.grads.out_arrays[0][()]))
+        return 1 if run.rejected() else 0
+
+    assert run(order, 4, 0, 3, stop_if_rejected, True) == (ERR_REDUCE, 1)
+    assert [t[:2] for t in seen] == [(0, 0), (1, CHECK_BASE + s.gslots.index("x"))]
+    assert seen[1][2] == seen[0][2] and float(b.state["step"]) == step + 1
+    seen.clear()  # without scan the same rows pass (the loss is not finite)
+    assert run(order, 4, 0, 3, lambda st, rows: seen.append(run.rejected()) or 0) == (0, 2)
+    assert seen == [0, 0, 0]
 
 
 @need_mpi
@@ -390,8 +408,10 @@ def test_native_epoch_equals_python_steps(tmp_path):
     bit for bit (2 ranks, Adam with dropout, a partial last batch); a SIGTERM that arrives
     inside the native call stops every rank at the next step and rolls the epoch back. The
     later fits of the model reuse the first one's shared-memory window (split_step). Each
-    rank checks only its share of the rows for NaN and bad labels; the error is the one
-    process's (first bad row and count over all rows) on every rank."""
+    rank checks only its share of the rows for bad labels, and for NaN/Inf the rows its first
+    native epoch gathers (every rank stops at the step where one found a bad row and undoes
+    the steps before); the error is the one process's (first bad row and count over all rows)
+    on every rank."""
     r = mpirun(2, "paths", str(tmp_path / "got.npz"))
     assert r.returncode == 0, r.stderr[-3000:]
     got = dict(np.load(tmp_path / "got.npz"))
@@ -401,10 +421,15 @@ def test_native_epoch_equals_python_steps(tmp_path):
     assert bool(got["window_kept"])
     assert bool(got["interrupted"]) and bool(got["rolled_back"])
     assert bool(got["timeline"])  # distributed.TIMELINE: 4 steps, each 4 ordered times
-    one_x, dist_x, one_y, dist_y = got["messages"].tolist()
+    one_x, dist_x, one_y, dist_y, one_late, dist_late = got["messages"].tolist()
     assert bool(got["messages_agree"])
     assert one_x == dist_x and "row 10 holds NaN or Inf (3 rows)" in one_x, (one_x, dist_x)
     assert one_y == dist_y and "row 5 has class 4" in one_y and "(2 such rows)" in one_y, dist_y
+    assert one_late == dist_late and "holds NaN or Inf (1 rows)" in one_late, dist_late
+    # NaN/Inf found by the first epoch's gathers (not a pass up front), at the step where a
+    # rank gathered the row (step 0; step 2, after two applied steps): undone on every rank
+    # (parameters, step counter and history as before fit); labels are checked up front
+    assert got["scans"].tolist() == ["epoch 1 True", "- 0 True", "epoch 3 True"], got["scans"]
 
 
 @need_mpi
