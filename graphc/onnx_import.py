@@ -144,6 +144,45 @@ FLOAT_TYPES = (1, 10, 11, 16)
 # Cast and Div 255) are read as float32 too (exact for magnitudes up to 2**24); any other use
 # would compute integer arithmetic (division, overflow) in float: refused.
 INTEGER_TYPES = (2, 3, 4, 5, 6, 7, 9, 12, 13)
+# Operators whose integer results float32 computes exactly from whole numbers below 2**24 (Div
+# truncates as integer division does; comparisons and logic give 0/1): an integer input may
+# flow through them to a Cast to float or a Gather's indices.
+INTEGER_FLOW = frozenset(
+    [
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Mod",
+        "Neg",
+        "Abs",
+        "Sign",
+        "Min",
+        "Max",
+        "Sum",
+        "Clip",
+        "Where",
+        "Less",
+        "Greater",
+        "LessOrEqual",
+        "GreaterOrEqual",
+        "Equal",
+        "Not",
+        "And",
+        "Or",
+        "Xor",
+        "Cast",
+        "CastLike",
+        "Identity",
+        "Reshape",
+        "Squeeze",
+        "Unsqueeze",
+        "Flatten",
+        "Concat",
+        "Expand",
+        "Transpose",
+    ]
+)
 
 
 def type_name(t: int) -> str:
@@ -414,6 +453,7 @@ class Importer:
         self.known: set[int] = set()
         self.batch_source: Tensor | None = None  # a graph input whose first dimension is N
         self.uncomputed: dict[str, str] = {}  # outputs a rule leaves out -> why
+        self.types: dict[str, Any] | None = None  # value name -> ONNX TypeProto (elem_type)
 
     # -------------------------------------------------------------- values
 
@@ -648,36 +688,55 @@ class Importer:
                 if k < len(node.input) and node.input[k]:
                     self.frozen_names.add(node.input[k])
 
-    def cast_to_float_only(self, name: str) -> bool:
-        """Whether every use of value ``name`` is a Cast to float or double or the indices of
-        a Gather (an embedding lookup, exact on float32 indices below 2**24), and it is no
-        graph output."""
-        if any(o.name == name for o in self.graph.output):
-            return False
-        uses = [n for n in self.graph.node if name in n.input]
-        return bool(uses) and all(
-            n.domain in ("", "ai.onnx")
-            and (
-                (
-                    n.op_type == "Cast"
-                    and any(a.name == "to" and a.i in (1, 11) for a in n.attribute)
-                )
-                or (n.op_type == "Gather" and list(n.input).index(name) == 1 and n.input[0] != name)
-            )
-            for n in uses
-        )
+    def integer_input_use(self, name: str) -> str | None:
+        """How an integer or bool graph input is used: "cast" where every use is a Cast to
+        float or double or the indices of a Gather (read as float32: exact below 2**24, and
+        what ONNX Runtime's cast rounds too), "integer" where its values flow through integer
+        arithmetic that float32 computes exactly on whole numbers (``INTEGER_FLOW``: Keras's
+        Embedding wraps negative ids as where(ids < 0, ids + V, ids) before its Gather) and end
+        in such casts, lookups or shapes, else None (integer arithmetic float32 cannot mirror,
+        such as a MatMul, or an integer graph output)."""
+        graph_outputs = {o.name for o in self.graph.output}
+        kind, seen, stack = "cast", {name}, [name]
+        while stack:
+            v = stack.pop()
+            if v in graph_outputs:
+                return None
+            uses = [n for n in self.graph.node if v in n.input]
+            if not uses:
+                return None
+            for n in uses:
+                if n.domain not in ("", "ai.onnx"):
+                    return None
+                if n.op_type == "Cast" and any(
+                    a.name == "to" and a.i in (1, 11) for a in n.attribute
+                ):
+                    continue
+                if n.op_type == "Gather" and n.input[0] != v:
+                    continue
+                if n.op_type == "Shape":
+                    continue
+                if n.op_type not in INTEGER_FLOW:
+                    return None
+                kind = "integer"
+                for o in n.output:
+                    if o and o not in seen:
+                        seen.add(o)
+                        stack.append(o)
+        return kind
 
     def graph_input(self, vi: Any) -> Tensor:
         where = f"{self.where}: input {vi.name!r}"
         tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
         if tt is None:
             raise OnnxError(f"{where}: only tensor inputs are supported (got {vi.type})")
-        if tt.elem_type in INTEGER_TYPES and not self.cast_to_float_only(vi.name):
+        use = self.integer_input_use(vi.name) if tt.elem_type in INTEGER_TYPES else None
+        if tt.elem_type in INTEGER_TYPES and use is None:
             raise OnnxError(
                 f"{where}: element type {type_name(tt.elem_type)} used as an integer; graphc "
                 "reads integer and bool inputs (as float32) only where the graph casts them to "
-                "float straight away or looks rows up with them (every use a Cast to float or "
-                "double, or the indices of a Gather)"
+                "float, looks rows up with them (the indices of a Gather) or computes with them "
+                f"by {', '.join(sorted(INTEGER_FLOW))} before that"
             )
         if tt.elem_type not in FLOAT_TYPES + INTEGER_TYPES:
             raise OnnxError(
@@ -713,6 +772,8 @@ class Importer:
         )
         if tt.elem_type in INTEGER_TYPES:
             self.integral.add(id(t))
+        if use == "integer":  # float32 holds whole numbers exactly below 2**24: checked
+            t.node = t.node.with_(attrs={**dict(t.node.attrs), "index_rows": 2**24})
         return t
 
     def convert(self, index: int, node: Any) -> None:
@@ -767,6 +828,9 @@ class Importer:
         first = args[0] if args else None
         if rule.keeps_integers and isinstance(first, Tensor) and id(first) in self.integral:
             self.integral.update(id(v) for v in outs if isinstance(v, Tensor))
+        for name, v in zip(node.output, outs):  # integer-typed results hold whole numbers
+            if isinstance(v, Tensor) and self.elem_type(name) in INTEGER_TYPES:
+                self.integral.add(id(v))
         for name, v in zip(node.output, outs):
             if not name or v is None:
                 continue
@@ -775,6 +839,14 @@ class Importer:
             if isinstance(v, Tensor):
                 self.stamp(v, cx)
             self.values[name] = v
+
+    def elem_type(self, name: str) -> int | None:
+        """The ONNX element type of value ``name`` (declared, or from onnx's shape inference,
+        run once), or None where neither says."""
+        if self.types is None:
+            self.types = _value_types(require_onnx(), self.model)
+        t = self.types.get(name)
+        return int(t.tensor_type.elem_type) if t is not None else None
 
     def stamp(self, t: Tensor, cx: NodeContext) -> None:
         """Mark the tensors a rule made with the ONNX node they came from (shown by dumps and
@@ -1326,6 +1398,32 @@ def _variadic(f: Callable[[Tensor, Tensor], Tensor]) -> Callable[[NodeContext], 
         return [out if len(xs) > 1 else out * 1.0]
 
     return convert
+
+
+def _div(cx: NodeContext) -> list[Value]:
+    """Div; of integer types (the output's ONNX type), the quotient truncated toward zero as
+    integer division in C and ONNX Runtime: q = trunc(x / y), then corrected by one where the
+    float32 quotient rounded across an integer (the remainder x - q * y must have x's sign and
+    be smaller than |y|): exact for whole numbers below 2**24. Integer division by zero is
+    undefined in ONNX (graphc gives NaN or an infinity)."""
+    x, y = cx.x(0), cx.x(1)
+    if cx.imp.elem_type(cx.node.output[0]) not in INTEGER_TYPES:
+        return [x / y]
+    zero = dsl.const(0.0)
+    t = x / y
+    q = dsl.apply(
+        "where", dsl.apply("greater", zero, t), _integral_part(cx, t, 1), _integral_part(cx, t, -1)
+    )
+    m = x - q * y
+    s = _sign_of(x) * _sign_of(y)
+    q = q - dsl.apply("greater", zero, m * x) * s  # |q| one too large
+    m = x - q * y
+    q = q + dsl.apply("greater_equal", _abs(m), _abs(y)) * s  # |q| one too small
+    return [_mask(cx, q)]
+
+
+def _sign_of(x: Tensor) -> Tensor:
+    return dsl.apply("greater", x, dsl.const(0.0)) - dsl.apply("greater", dsl.const(0.0), x)
 
 
 def _compare(op: str, swap_of: str | None = None) -> Callable[[NodeContext], list[Value]]:
@@ -3777,7 +3875,7 @@ OPS: dict[str, Rule] = {
     "Add": Rule(_binary("add"), fold=_arith_fold(np.add)),
     "Sub": Rule(_binary("sub"), fold=_arith_fold(np.subtract)),
     "Mul": Rule(_binary("mul"), fold=_arith_fold(np.multiply)),
-    "Div": Rule(_binary("div"), fold=_arith_fold(_int_div)),
+    "Div": Rule(_div, fold=_arith_fold(_int_div)),
     "Greater": Rule(_compare("greater")),
     "Less": Rule(_compare("less", swap_of="greater")),
     "GreaterOrEqual": Rule(_compare("greater_equal")),
