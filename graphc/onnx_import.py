@@ -454,6 +454,9 @@ class Importer:
         self.batch_source: Tensor | None = None  # a graph input whose first dimension is N
         self.uncomputed: dict[str, str] = {}  # outputs a rule leaves out -> why
         self.types: dict[str, Any] | None = None  # value name -> ONNX TypeProto (elem_type)
+        # id() of tensors whose ONNX value merges the batch rows with the next k - 1 axes
+        # ([N, T, C] held for tf2onnx's [-1, C]); see merged_rows
+        self.merged: dict[int, int] = {}
 
     # -------------------------------------------------------------- values
 
@@ -609,6 +612,12 @@ class Importer:
             if name not in declared and name not in self.values:
                 raise OnnxError(f"{self.where}: no output {name!r}; the graph's are {declared}")
             v = self.lookup(name, None)
+            if isinstance(v, Tensor) and id(v) in self.merged:
+                raise OnnxError(
+                    f"{self.where}: output {name!r} merges the batch dimension N with the axes "
+                    f"{_fmt(v.shape[1 : self.merged[id(v)]])} (a Reshape to [-1, ...]); graphc's "
+                    "outputs keep N as their first dimension"
+                )
             if not isinstance(v, Tensor):
                 raise OnnxError(
                     f"{self.where}: output {name!r} is a constant (it does not depend on any "
@@ -811,6 +820,7 @@ class Importer:
             for n, a in zip(node.input, args)
             if n
         )
+        merged = self.merged_rows(cx, args)
         try:
             if rule.fold is not None and frozen and present:
                 outs = [_tidy(v) for v in rule.fold(cx, args)]
@@ -825,6 +835,11 @@ class Importer:
         except (ValueError, TypeError, IndexError, KeyError, OverflowError, MemoryError) as e:
             # numpy on a malformed file's values (shapes that do not fit, odd attribute types)
             raise OnnxError(f"{cx.where()}: malformed node ({type(e).__name__}: {e})") from None
+        if merged is not None:  # row-wise results keep the merged rows
+            k, prefix = merged
+            for v in outs:
+                if isinstance(v, Tensor) and tuple(v.shape[:k]) == prefix:
+                    self.merged.setdefault(id(v), k)
         first = args[0] if args else None
         if rule.keeps_integers and isinstance(first, Tensor) and id(first) in self.integral:
             self.integral.update(id(v) for v in outs if isinstance(v, Tensor))
@@ -839,6 +854,69 @@ class Importer:
             if isinstance(v, Tensor):
                 self.stamp(v, cx)
             self.values[name] = v
+
+    def merged_rows(self, cx: NodeContext, args: list) -> tuple[int, tuple] | None:
+        """For a node reading values whose rows merge the batch dimension N with the axes after
+        it (``merged``, made by a Reshape to [-1, ...]: tf2onnx's Tensordot for a Dense on a
+        sequence, [N, T, C] -> [-1, C] -> MatMul -> back to [N, T, P]), check that the node
+        works row by row, so that graphc can compute it on the unmerged value [N, T, ...]:
+        an elementwise operator whose other operands broadcast over the rows, a MatMul or
+        Gemm of the rows by a matrix without N, Softmax/LogSoftmax/LayerNormalization over
+        inner axes (``axis`` moved past the merged ones), or a Reshape (the rule itself). Any
+        other use is refused naming the node. Returns (k, the merged axes' real sizes) or None
+        where no operand is merged."""
+        ks = {self.merged[id(a)] for a in args if isinstance(a, Tensor) and id(a) in self.merged}
+        if not ks:
+            return None
+        src = next(a for a in args if isinstance(a, Tensor) and id(a) in self.merged)
+        k = self.merged[id(src)]
+        prefix = tuple(src.shape[:k])
+        op = cx.node.op_type if cx.node.domain in ("", "ai.onnx") else ""
+        logical = len(src.shape) - k + 1
+        merged_of = f"{_fmt(prefix[1:])} merged into the first axis of a [-1, ...] Reshape"
+
+        def refuse(why: str) -> None:
+            cx.fail(
+                f"{why}; its input's rows are the batch dimension N and the axes {merged_of} "
+                "(tf2onnx's Tensordot pattern): graphc supports on such values only row-wise "
+                "operators (elementwise, MatMul/Gemm by a weight matrix, Softmax, LogSoftmax, "
+                "LayerNormalization over inner axes) and a Reshape back to [N, ...]"
+            )
+
+        if op == "Reshape":
+            return None if args[0] is src and len(ks) == 1 else refuse("a merged shape")
+        if len(ks) > 1:
+            refuse("operands merge different axes")
+        if op in ("MatMul", "Gemm"):
+            b = args[1]
+            if args[0] is not src or (isinstance(b, Tensor) and id(b) in self.merged):
+                refuse(f"{op} multiplies along the merged rows")
+            if len(b.shape) != 2 or "N" in b.shape or (op == "Gemm" and cx.attr("transA", 0)):
+                refuse(f"{op} by {_fmt(b.shape)}, not one matrix")
+            rest = [a for a in args[2:] if a is not None]
+        elif (
+            op in ROW_WISE or op in _UNARY or op in ("Softmax", "LogSoftmax", "LayerNormalization")
+        ):
+            rest = [a for a in args if a is not None and a is not src]
+        else:
+            refuse(f"operator {op or cx.node.op_type} is not row-wise")
+        for a in rest:
+            if isinstance(a, Tensor) and id(a) in self.merged:
+                if tuple(a.shape[:k]) != prefix:
+                    refuse("operands merge different axes")
+            elif "N" in a.shape or (
+                len(a.shape) >= logical and a.shape[len(a.shape) - logical] != 1
+            ):
+                refuse(f"an operand of shape {_fmt(a.shape)} broadcasts along the merged rows")
+        if op in ("Softmax", "LogSoftmax", "LayerNormalization"):
+            legacy = op != "LayerNormalization" and cx.version < 13
+            axis = int(cx.attr("axis", 1 if legacy else -1))
+            if axis == 0 or axis < -logical:
+                refuse(f"axis={axis} normalizes along the merged rows")
+            if axis > 0:
+                onnx = require_onnx()
+                cx.attrs["axis"] = onnx.helper.make_attribute("axis", axis + k - 1)
+        return k, prefix
 
     def elem_type(self, name: str) -> int | None:
         """The ONNX element type of value ``name`` (declared, or from onnx's shape inference,
@@ -1426,6 +1504,68 @@ def _sign_of(x: Tensor) -> Tensor:
     return dsl.apply("greater", x, dsl.const(0.0)) - dsl.apply("greater", dsl.const(0.0), x)
 
 
+# elementwise operators (besides _UNARY's) that work row by row on merged rows (merged_rows)
+ROW_WISE = frozenset(
+    [
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Pow",
+        "Max",
+        "Min",
+        "Sum",
+        "Mean",
+        "Where",
+        "Clip",
+        "Erf",
+        "Reciprocal",
+        "Elu",
+        "Selu",
+        "LeakyRelu",
+        "PRelu",
+        "Softsign",
+        "HardSigmoid",
+        "HardSwish",
+        "Gelu",
+        "Mish",
+        "Celu",
+        "ThresholdedRelu",
+        "Identity",
+        "Cast",
+        "CastLike",
+        "Dropout",
+        "Sign",
+        "Floor",
+        "Ceil",
+        "Round",
+        "Not",
+        "And",
+        "Or",
+        "Xor",
+        "Equal",
+        "Less",
+        "Greater",
+        "LessOrEqual",
+        "GreaterOrEqual",
+        "IsNaN",
+        "IsInf",
+        "Shrink",
+        "Sin",
+        "Cos",
+        "Tan",
+        "Atan",
+        "Sinh",
+        "Cosh",
+        "Asinh",
+        "Acosh",
+        "Atanh",
+        "Asin",
+        "Acos",
+    ]
+)
+
+
 def _compare(op: str, swap_of: str | None = None) -> Callable[[NodeContext], list[Value]]:
     """A comparison as a 0/1 mask: graphc's ``op``, or ``swap_of`` with operands swapped."""
 
@@ -1466,9 +1606,14 @@ def _where(cx: NodeContext) -> list[Value]:
 def _gemm(cx: NodeContext) -> list[Value]:
     a, b = cx.x(0), cx.x(1)
     alpha, beta = float(cx.attr("alpha", 1.0)), float(cx.attr("beta", 1.0))
-    y = dsl.matmul(
-        a, b, transpose_a=bool(cx.attr("transA", 0)), transpose_b=bool(cx.attr("transB", 0))
-    )
+    if len(a.shape) > 2:  # rows merged with N (Importer.merged_rows): [N, T, K] @ B
+        if cx.attr("transB", 0):
+            b = dsl.transpose(b)
+        y = _matmul_tensors(cx, a, b)
+    else:
+        y = dsl.matmul(
+            a, b, transpose_a=bool(cx.attr("transA", 0)), transpose_b=bool(cx.attr("transB", 0))
+        )
     if alpha != 1.0:
         y = y * alpha
     if cx.has(2) and beta != 0.0:
@@ -1668,7 +1813,13 @@ def _shape_array(cx: NodeContext, shape: tuple) -> np.ndarray:
 
 
 def _shape(cx: NodeContext) -> list[Value]:
-    return [_shape_array(cx, _shape_of(cx.value(0)))]
+    v = cx.value(0)
+    if isinstance(v, Tensor) and id(v) in cx.imp.merged:
+        cx.fail(
+            f"the shape of a value whose rows merge N with {_fmt(v.shape[1 : cx.imp.merged[id(v)]])}"
+            " (a Reshape to [-1, ...]) is N times a fixed size; graphc folds shapes holding N only"
+        )
+    return [_shape_array(cx, _shape_of(v))]
 
 
 def _fold_shape(cx: NodeContext, args: list) -> list:
@@ -1697,10 +1848,53 @@ def _fold_flatten(cx: NodeContext, args: list) -> list:
 
 
 def _reshape_rule(cx: NodeContext) -> list[Value]:
+    """Reshape keeping N first; a Reshape to [-1, c...] that merges N with the axes after it
+    (tf2onnx's Tensordot: [N, T, C] -> [-1, C]) keeps the value as [N, T, c...] marked merged
+    (Importer.merged_rows: row-wise nodes may follow; [N, R, c...] with R each sample's
+    rows, the same elements in the same order), and a Reshape of a merged value to a
+    shape led by N ([N, T, P], from Shape of the unmerged input) or to [-1, c...] again is the
+    reshape of the unmerged value (the same elements in the same order)."""
     x = cx.x(0)
     target = cx.c(1)
-    shape = _target_shape(cx, x.shape, target, bool(cx.attr("allowzero", 0)))
-    return [_reshape(cx, x, shape)]
+    k = cx.imp.merged.get(id(x))
+    ints = None if target.dtype == object else [int(d) for d in target.tolist()]
+    if k is not None and ints is None:  # back to [N, ...]
+        shape = _target_shape(cx, x.shape, target, bool(cx.attr("allowzero", 0)))
+        if shape[0] != "N":
+            cx.fail(f"reshape of merged rows to {target.tolist()}: N must come first")
+        y = _reshape(cx, x, shape)
+        return [dsl.apply("reshape", x, shape=x.type.shape) if y is x else y]  # unmarked
+    if k is None and (ints is None or x.shape[:1] != ("N",) or -1 not in ints):
+        shape = _target_shape(cx, x.shape, target, bool(cx.attr("allowzero", 0)))
+        return [_reshape(cx, x, shape)]
+    if k is None:
+        try:
+            shape = _target_shape(cx, x.shape, target, bool(cx.attr("allowzero", 0)))
+            return [_reshape(cx, x, shape)]
+        except OnnxError:
+            pass  # merges N with other axes: below
+        k = 1
+    assert ints is not None
+    tail = ints[1:]
+    if not ints or ints[0] != -1 or any(d <= 0 for d in tail) or "N" in x.shape[1:]:
+        cx.fail(
+            f"reshape of {_fmt(x.shape)} to {ints}: graphc keeps N as the first dimension or "
+            "merges it with the axes after it ([-1, c...])"
+        )
+    per_sample, cols = math.prod(x.shape[1:]), math.prod(tail)
+    if per_sample % cols:
+        cx.fail(
+            f"reshape of {_fmt(x.shape)} to {ints} would merge the batch dimension N with part "
+            f"of a sample ({per_sample} values in rows of {cols}); graphc keeps N as the first "
+            "dimension"
+        )
+    rows = per_sample // cols  # each sample's rows of the [-1, c...] value
+    y = _reshape(cx, x, ("N", *tail) if rows == 1 else ("N", rows, *tail))
+    if y is x:
+        y = dsl.apply("reshape", x, shape=x.type.shape)  # its own value
+    if rows > 1:
+        cx.imp.merged[id(y)] = 2
+    return [y]
 
 
 def _fold_reshape(cx: NodeContext, args: list) -> list:
@@ -2668,6 +2862,29 @@ def _batch_norm(cx: NodeContext) -> list[Value]:
     scale, bias, mean, var = (_channel_shape(cx, cx.x(i), r) for i in range(1, 5))
     eps = float(cx.attr("epsilon", 1e-5))
     return [(x - mean) * (scale / dsl.sqrt(var + eps)) + bias]
+
+
+def _global_pool(op: str) -> Callable[[NodeContext], list[Value]]:
+    """GlobalAveragePool / GlobalMaxPool: the mean or max over every axis after the first two
+    ([N, C, d1, ...] -> [N, C, 1, ...]; tf2onnx writes a Keras LayerNormalization's moments of
+    [N, T, C] over the last axis this way)."""
+
+    def convert(cx: NodeContext) -> list[Value]:
+        x = cx.x(0)
+        r = len(x.shape)
+        if r < 3 or "N" in x.shape[2:]:
+            cx.fail(f"pools over the axes after the first two of {_fmt(x.shape)}")
+        axes = tuple(range(2, r))
+        if op == "mean":
+            return [dsl.mean(x, axes, keepdims=True)]
+        if native("max"):
+            return [dsl.apply("max", x, axes=axes, keepdims=True)]
+        y = x
+        for a in axes:
+            y = _max_along(cx, y, a)
+        return [y]
+
+    return convert
 
 
 def _layer_norm(cx: NodeContext) -> list[Value]:
@@ -3933,6 +4150,8 @@ OPS: dict[str, Rule] = {
     ),
     "BatchNormalization": Rule(_batch_norm, ("epsilon", "momentum", "training_mode", "spatial")),
     "LayerNormalization": Rule(_layer_norm, ("axis", "epsilon", "stash_type")),
+    "GlobalAveragePool": Rule(_global_pool("mean")),
+    "GlobalMaxPool": Rule(_global_pool("max")),
     "ArgMax": Rule(_argmax, ("axis", "keepdims", "select_last_index")),
     "ReduceMax": Rule(_reduce_max, ("axes", "keepdims", "noop_with_empty_axes")),
     "ReduceMin": Rule(_reduce_min, ("axes", "keepdims", "noop_with_empty_axes")),

@@ -105,3 +105,133 @@ def test_integer_input_through_arithmetic_the_float_path_cannot_mirror_is_refuse
     )
     with pytest.raises(OnnxError, match=r"input 'k'.*int64 used as an integer"):
         gc.from_onnx(m)
+
+
+def _shape_back(x: str, keep: int, tail: list[int], out: str) -> list:
+    """tf2onnx's shape computation for the Reshape back: Shape(x)[:keep] ++ tail."""
+    return [
+        helper.make_node("Shape", [x], [out + "_s"]),
+        helper.make_node("Gather", [out + "_s", out + "_free"], [out + "_g"], axis=0),
+        helper.make_node("Concat", [out + "_g", out + "_tail"], [out], axis=0),
+    ], [
+        numpy_helper.from_array(np.arange(keep, dtype=np.int64), out + "_free"),
+        numpy_helper.from_array(np.array(tail, np.int64), out + "_tail"),
+    ]
+
+
+@pytest.mark.parametrize("opset", [11, 17])
+def test_tf2onnx_tensordot_rows_merged_with_the_batch(opset: int) -> None:
+    # Keras's Dense on a sequence: Reshape [N, T, C] -> [-1, C], MatMul/Gemm, row-wise ops,
+    # Reshape back to Shape(x)[:2] ++ [P]; the first Reshape was refused ("would merge the
+    # batch dimension N with others"). Two branches of merged rows meet in an Add; Softmax's
+    # axis=1 (the columns of the merged [-1, P]) and LayerNormalization over the last axis.
+    rng = np.random.default_rng(3)
+    f = TensorProto.FLOAT
+    back, back_inits = _shape_back("x", 3, [4], "back")
+    nodes = [
+        helper.make_node("Reshape", ["x", "flat"], ["r"]),
+        helper.make_node("Gemm", ["r", "w1", "b1"], ["g"], transB=1),
+        helper.make_node("Relu", ["g"], ["h"]),
+        helper.make_node("MatMul", ["r", "w2"], ["m"]),
+        helper.make_node("Add", ["h", "m"], ["s"]),
+        helper.make_node("Mul", ["s", "scale"], ["sc"]),
+        helper.make_node("Softmax", ["sc"], ["p"], axis=1),
+        *back,
+        helper.make_node("Reshape", ["p", "back"], ["y"]),
+        helper.make_node("Reshape", ["s", "flat4"], ["s4"]),  # [-1, 2, 4]: N and one axis merged
+        helper.make_node("Tanh", ["s4"], ["t4"]),
+        helper.make_node("Reshape", ["t4", "all"], ["z"]),  # [-1, 2, 3, 4]: N alone again
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([-1, 6], np.int64), "flat"),
+        numpy_helper.from_array(np.array([-1, 2, 4], np.int64), "flat4"),
+        numpy_helper.from_array(np.array([-1, 2, 3, 4], np.int64), "all"),
+        numpy_helper.from_array(rng.standard_normal((4, 6)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b1"),
+        numpy_helper.from_array(rng.standard_normal((6, 4)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.standard_normal((1, 4)).astype(np.float32), "scale"),
+        *back_inits,
+    ]
+    if opset >= 17:  # LayerNormalization before the softmax, on the merged rows
+        nodes[5:6] = [
+            helper.make_node("LayerNormalization", ["s", "gam", "bet"], ["ln"], axis=-1),
+            helper.make_node("Mul", ["ln", "scale"], ["sc"]),
+        ]
+        inits += [
+            numpy_helper.from_array(rng.uniform(0.5, 2, 4).astype(np.float32), "gam"),
+            numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "bet"),
+        ]
+    m = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", f, ["batch", 2, 3, 6])],
+        [
+            helper.make_tensor_value_info("y", f, ["batch", 2, 3, 4]),
+            helper.make_tensor_value_info("z", f, ["batch", 2, 3, 4]),
+        ],
+        inits,
+        opset,
+    )
+    model = gc.from_onnx(m).compile()
+    for n in (5, 1):
+        x = rng.standard_normal((n, 2, 3, 6)).astype(np.float32)
+        got = model.predict(x)
+        ref_y, ref_z = _ort(m, {"x": x})
+        np.testing.assert_allclose(got["y"], ref_y, rtol=2e-6, atol=1e-6)
+        np.testing.assert_allclose(got["z"], ref_z, rtol=2e-6, atol=1e-6)
+
+
+def test_keras_dense_on_a_sequence_as_tf2onnx_writes_it() -> None:
+    # tests/data/onnx/tf_seq_dense_*.onnx: Dense -> LayerNormalization -> Dense on [N, 3, 6],
+    # GlobalAveragePooling1D, softmax; dynamic batch (opsets 13, 18) and a batch of 1
+    rng = np.random.default_rng(4)
+    for name, sizes in (("13", (5, 1)), ("18", (2,)), ("b1_13", (1,))):
+        path = os.path.join(DATA, f"tf_seq_dense_{name}.onnx")
+        model = gc.from_onnx(path).compile()
+        for n in sizes:
+            x = rng.standard_normal((n, 3, 6)).astype(np.float32)
+            (ref,) = _ort(path, {"x": x})
+            np.testing.assert_allclose(model.predict(x), ref, rtol=1e-5, atol=1e-6)
+    with pytest.raises(gc.GraphcError, match=r"f32\[1,3,6\]"):  # the file fixes the batch
+        model.predict(rng.standard_normal((2, 3, 6)).astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("output", r"output 'r' merges the batch dimension N with the axes \[3\]"),
+        ("reduce", r"ReduceSum.*not row-wise.*axes \[3\] merged"),
+        ("softmax0", r"axis=0 normalizes along the merged rows"),
+        (
+            "part",
+            r"would merge the batch dimension N with part of a sample \(18 values in rows of 4\)",
+        ),
+        ("per_sample", r"shape \[N\] broadcasts along the merged rows"),
+    ],
+)
+def test_merged_rows_used_across_rows_are_refused_by_name(case: str, message: str) -> None:
+    # ONNX Runtime computes these ([N*3, 6] values); graphc keeps N apart and says which node
+    f = TensorProto.FLOAT
+    flat = [-1, 4] if case == "part" else [-1, 6]
+    nodes = [helper.make_node("Reshape", ["x", "flat"], ["r"])]
+    outs = {"output": "r", "part": "r"}
+    if case == "reduce":
+        nodes.append(helper.make_node("ReduceSum", ["r", "ax"], ["y"], keepdims=0))
+    elif case == "softmax0":
+        nodes.append(helper.make_node("Softmax", ["r"], ["y"], axis=0))
+    elif case == "per_sample":
+        nodes += [
+            helper.make_node("ReduceSum", ["x", "ax12"], ["v"], keepdims=0),
+            helper.make_node("Add", ["r", "v"], ["y"]),
+        ]
+    m = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", f, ["N", 3, 6])],
+        [helper.make_tensor_value_info(outs.get(case, "y"), f, None)],
+        [
+            numpy_helper.from_array(np.array(flat, np.int64), "flat"),
+            numpy_helper.from_array(np.array([0], np.int64), "ax"),
+            numpy_helper.from_array(np.array([1, 2], np.int64), "ax12"),
+        ],
+    )
+    with pytest.raises(OnnxError, match=message):
+        gc.from_onnx(m)
