@@ -6,7 +6,8 @@ steps; the loss of each step is recorded and smoothed with a bias-corrected expo
 average; the search stops early once the smoothed loss exceeds ``diverge`` times its minimum.
 The suggested rate is where the smoothed loss falls fastest against log(lr) (the minimum of
 its numerical derivative). The model's parameters, optimizer state (the step counter
-included) and ``lr`` are restored afterwards, so the search leaves no trace. Because the rate
+included), ``lr`` and ``initial_lr`` (the schedules' base rate) are restored afterwards, so the
+search leaves no trace. Because the rate
 is a runtime input of the compiled step, nothing is recompiled.
 """
 
@@ -96,7 +97,7 @@ def find_lr(
     model._validate(feeds)
     saved_params = model.get_weights()
     saved_state = {k: v.copy() for k, v in model.state.items()}
-    saved_lr = model.lr
+    saved_lr, saved_initial = model.lr, model.initial_lr
     res = LRFinderResult()
     rng = np.random.default_rng(seed)
     order, pos = rng.permutation(n), 0
@@ -128,6 +129,7 @@ def find_lr(
         for k, v in saved_state.items():
             model.state[k][...] = v
         model.lr = saved_lr
+        model.initial_lr = saved_initial  # (setting lr outside fit sets it too)
     finite = [k for k, s in enumerate(res.smoothed) if math.isfinite(s)]
     upto = finite[-1] + 1 if finite else 0
     # skip the first tenth (the average is still warming up) and a diverging last point

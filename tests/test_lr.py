@@ -222,3 +222,16 @@ def test_schedules_refuse_bad_factors_and_name_a_bad_rate(model) -> None:
     with pytest.raises(gc.ArgumentError, match=r"LambdaLR: the rate for epoch 2 is -0\.1"):
         model.fit(X, Y, epochs=4, verbose=0, callbacks=[sched])
     assert model.history.epochs == [0, 1] and model.lr == 0.0  # epoch 1's rate, kept
+
+
+def test_find_lr_keeps_the_schedules_base_rate(model) -> None:
+    # after a scheduled fit, lr is the decayed rate and initial_lr the base a resumed schedule
+    # starts from; find_lr set lr outside fit, which made initial_lr the decayed rate
+    model.initialize(0)
+    model.lr = 0.1
+    model.fit(X, Y, epochs=3, batch_size=16, verbose=0, callbacks=[StepLR(1, 0.5)])
+    assert (model.lr, model.initial_lr) == (0.025, 0.1)
+    find_lr(model, X, Y, num_steps=5, batch_size=16)
+    assert (model.lr, model.initial_lr) == (0.025, 0.1)
+    hist = model.fit(X, Y, epochs=4, initial_epoch=3, verbose=0, callbacks=[StepLR(1, 0.5)])
+    assert hist["lr"] == [0.1 * 0.5**3]
