@@ -106,6 +106,9 @@ class EarlyStopping(Callback):
         restore_best_weights: at the end of training (stopped or not), set the parameters to
             those of the best epoch (of the first monitored epoch when none improved, e.g.
             every figure NaN, as Keras).
+        verbose: 1 prints Keras's lines when training stops ("Epoch 5: early stopping", the
+            epoch counted from 1) and when the best weights are restored; 0 (default) is
+            silent.
 
     Attributes:
         best: the best value of the monitored figure so far.
@@ -128,7 +131,9 @@ class EarlyStopping(Callback):
         baseline: float | None = None,
         start_from_epoch: int = 0,
         restore_best_weights: bool = False,
+        verbose: int = 0,
     ) -> None:
+        self.verbose = verbose
         if patience < 0 or min_delta < 0 or start_from_epoch < 0:
             raise GraphcError(
                 "EarlyStopping: patience, min_delta and start_from_epoch must be >= 0"
@@ -173,11 +178,18 @@ class EarlyStopping(Callback):
             return False  # an improving epoch never stops training (Keras)
         if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
+            if self.verbose:
+                print(f"Epoch {epoch + 1}: early stopping")
             return True
         return False
 
     def on_train_end(self, model: Any, history: Any) -> None:
         if self.restore_best_weights and self.best_weights is not None and model is not None:
+            if self.verbose and self.best_epoch is not None:
+                print(
+                    "Restoring model weights from the end of the best epoch: "
+                    f"{self.best_epoch + 1}."
+                )
             model.set_weights(self.best_weights)
         if history is not None and self.best_epoch is not None:
             history.best_epoch = self.best_epoch
@@ -302,6 +314,16 @@ class ReduceLROnPlateau(Callback):
     ``cooldown`` epochs after a reduction the count stays 0. When the count exceeds
     ``patience``, ``lr = max(lr * factor, min_lr)`` (skipped when the change is below ``eps``),
     and the count is reset.
+
+    Keras's ``keras.callbacks.ReduceLROnPlateau`` is the same algorithm with an absolute
+    threshold: its ``min_delta=d`` is taken as ``threshold=d, threshold_mode="abs"``. Its
+    default ``mode`` is "auto", graphc's "min" (torch's): give ``mode="auto"`` or "max" to
+    monitor an accuracy. ``verbose=1`` prints Keras's line at each reduction ("Epoch 5:
+    ReduceLROnPlateau reducing learning rate to 0.001.", the epoch counted from 1).
+
+    Raises:
+        GraphcError: ``factor`` outside (0, 1), an unknown ``threshold_mode``, or
+            ``min_delta`` given with a ``threshold`` or a ``threshold_mode`` too.
     """
 
     def __init__(
@@ -316,7 +338,17 @@ class ReduceLROnPlateau(Callback):
         cooldown: int = 0,
         min_lr: float = 0.0,
         eps: float = 1e-8,
+        min_delta: float | None = None,
+        verbose: int = 0,
     ) -> None:
+        if min_delta is not None:  # Keras's name: an absolute threshold
+            if threshold != 1e-4 or threshold_mode != "rel":
+                raise GraphcError(
+                    "ReduceLROnPlateau: give min_delta (Keras's absolute threshold) or "
+                    "threshold and threshold_mode (torch's), not both"
+                )
+            threshold, threshold_mode = min_delta, "abs"
+        self.verbose = verbose
         if not 0 < factor < 1:
             raise GraphcError(f"ReduceLROnPlateau: factor must lie in (0, 1), got {factor}")
         if threshold_mode not in ("rel", "abs"):
@@ -359,6 +391,8 @@ class ReduceLROnPlateau(Callback):
             if model.lr - new > self.eps:
                 model.lr = new
                 self.reductions.append(epoch)
+                if self.verbose:
+                    print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
         return False

@@ -186,3 +186,21 @@ def test_overfitting_example_shows_a_smaller_gap_with_dropout_and_early_stopping
     assert plain["epochs_run"] == 30 and plain["train_loss"] < 0.01  # memorized
     assert reg["gap"] < plain["gap"] and reg["val_loss"] < plain["val_loss"]
     assert reg["val_accuracy"] > 0.85
+
+
+def test_keras_arguments_verbose_and_min_delta(capsys) -> None:
+    # Keras scripts pass verbose (and ReduceLROnPlateau's min_delta): a TypeError before
+    es = EarlyStopping(patience=1, restore_best_weights=True, verbose=1)
+    run_scripted([es], [1.0, 0.5, 0.7, 0.8])
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        "Epoch 3: early stopping",
+        "Restoring model weights from the end of the best epoch: 2.",
+    ]
+    # min_delta: an absolute threshold (0.95 is 0.05 better than 1.0, not 0.1 better)
+    cb = ReduceLROnPlateau(patience=0, factor=0.5, min_delta=0.1, verbose=1)
+    model, _ = run_scripted([cb], [1.0, 0.95, 0.8])
+    assert cb.threshold_mode == "abs" and cb.reductions == [1] and model.lr == 0.05
+    assert capsys.readouterr().out == "Epoch 2: ReduceLROnPlateau reducing learning rate to 0.05.\n"
+    with pytest.raises(GraphcError, match="not both"):
+        ReduceLROnPlateau(min_delta=0.1, threshold_mode="abs")
