@@ -2322,6 +2322,11 @@ def _pad(cx: NodeContext) -> list[Value]:
     return [y if y is not x else x * 1.0]
 
 
+# a Slice of the batch axis that starts at 0 and ends here or later keeps it whole: int32's
+# largest value, TensorFlow's "to the end" in tf2onnx's files (int64's in torch's)
+WHOLE_BATCH = 2**31 - 1
+
+
 def _slice(cx: NodeContext) -> list[Value]:
     """Slice of a computed value: graphc's slice op for the steps of 1, and _take for the other
     steps (negative steps read backwards, as numpy's x[start:end:step]); the batch axis whole."""
@@ -2347,7 +2352,8 @@ def _slice(cx: NodeContext) -> list[Value]:
     for a, st, en, step in zip(axes, starts, ends, steps):
         size = x.shape[a]
         if size == "N":
-            if step == 1 and slice(int(st), int(en)).indices(2**62)[:2] == (0, 2**62):
+            whole = (int(st) == 0 or int(st) <= -WHOLE_BATCH) and int(en) >= WHOLE_BATCH
+            if step == 1 and whole:
                 continue  # the whole batch (x[0:INT_MAX]): nothing to cut
             cx.fail(f"slicing the batch dimension N of {_fmt(x.shape)} is not supported")
         if step != 1:

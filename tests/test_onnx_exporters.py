@@ -235,3 +235,31 @@ def test_merged_rows_used_across_rows_are_refused_by_name(case: str, message: st
     )
     with pytest.raises(OnnxError, match=message):
         gc.from_onnx(m)
+
+
+@pytest.mark.parametrize("start, end", [(0, 2**31 - 1), (-(2**31), 2**31 - 1), (0, 2**63 - 1)])
+def test_slice_of_the_whole_batch_to_int32_max(start: int, end: int) -> None:
+    # tf2onnx's Cropping1D: Slice starts [0, 1], ends [INT32_MAX, -1] over axes [0, 1]: the
+    # batch axis is kept whole (was refused: "slicing the batch dimension N"); a slice that
+    # drops samples stays refused
+    f = TensorProto.FLOAT
+
+    def model(b0: int, e0: int):
+        inits = [
+            numpy_helper.from_array(np.array([b0, 1], np.int64), "st"),
+            numpy_helper.from_array(np.array([e0, -1], np.int64), "en"),
+            numpy_helper.from_array(np.array([0, 1], np.int64), "ax"),
+        ]
+        return _model(
+            [helper.make_node("Slice", ["x", "st", "en", "ax"], ["y"])],
+            [helper.make_tensor_value_info("x", f, ["unk__7", 4, 3])],
+            [helper.make_tensor_value_info("y", f, ["unk__7", 2, 3])],
+            inits,
+            13,
+        )
+
+    m = model(start, end)
+    x = np.random.default_rng(5).standard_normal((6, 4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(gc.from_onnx(m).compile().predict(x), _ort(m, {"x": x})[0])
+    with pytest.raises(OnnxError, match="slicing the batch dimension N"):
+        gc.from_onnx(model(1, end))
