@@ -316,9 +316,10 @@ class ReduceLROnPlateau(Callback):
     and the count is reset.
 
     Keras's ``keras.callbacks.ReduceLROnPlateau`` is the same algorithm with an absolute
-    threshold: its ``min_delta=d`` is taken as ``threshold=d, threshold_mode="abs"``. Its
-    default ``mode`` is "auto", graphc's "min" (torch's): give ``mode="auto"`` or "max" to
-    monitor an accuracy. ``verbose=1`` prints Keras's line at each reduction ("Epoch 5:
+    threshold: its ``min_delta=d`` is taken as ``threshold=d, threshold_mode="abs"``. The
+    default ``mode`` is Keras's "auto": "max" for a monitored name with "acc", "r2" or "auc"
+    in it, else "min" (torch's default, whose scheduler sees no names: an accuracy monitored in
+    "min" mode would lower the rate while it improves). ``verbose=1`` prints Keras's line at each reduction ("Epoch 5:
     ReduceLROnPlateau reducing learning rate to 0.001.", the epoch counted from 1).
 
     Raises:
@@ -330,7 +331,7 @@ class ReduceLROnPlateau(Callback):
         self,
         monitor: str = "val_loss",
         *,
-        mode: str = "min",
+        mode: str = "auto",
         factor: float = 0.1,
         patience: int = 10,
         threshold: float = 1e-4,

@@ -204,3 +204,11 @@ def test_keras_arguments_verbose_and_min_delta(capsys) -> None:
     assert capsys.readouterr().out == "Epoch 2: ReduceLROnPlateau reducing learning rate to 0.05.\n"
     with pytest.raises(GraphcError, match="not both"):
         ReduceLROnPlateau(min_delta=0.1, threshold_mode="abs")
+
+
+def test_reduce_on_plateau_monitors_accuracy_upward_by_default() -> None:
+    # mode defaulted to "min": a rising accuracy counted as bad epochs and lowered the rate
+    cb = ReduceLROnPlateau("val_accuracy", patience=1, factor=0.5)
+    model, _ = run_scripted([cb], [0.5, 0.6, 0.7, 0.8], monitor="val_accuracy")
+    assert cb.mode == "max" and cb.reductions == [] and model.lr == 0.1
+    assert ReduceLROnPlateau("val_loss").mode == "min"
