@@ -1205,6 +1205,8 @@ class Model:
             validation_data: (x_val, y_val), evaluated after every epoch.
             validation_split: instead, hold out this fraction of the rows: the last
                 ``n - floor(n * (1 - validation_split))``, taken before any shuffling (Keras).
+                Ignored when ``validation_data`` is given (Keras: it overrides the split;
+                every row then trains).
             shuffle: reshuffle each epoch.
             seed: seeds the shuffling.
             verbose: 0 silent; 1 a tqdm bar over the epochs when stdout is a terminal and tqdm
@@ -1422,7 +1424,7 @@ class Model:
         def validation(
             feeds: dict[str, np.ndarray], n: int, data: Any
         ) -> tuple[dict[str, np.ndarray], int, tuple[dict[str, np.ndarray], int] | None]:
-            if validation_split:
+            if validation_split and data is None:  # validation_data wins (Keras)
                 data, feeds, n = self._split_validation(feeds, n, validation_split)
             if data is None:
                 return feeds, n, None

@@ -235,3 +235,21 @@ def test_find_lr_keeps_the_schedules_base_rate(model) -> None:
     assert (model.lr, model.initial_lr) == (0.025, 0.1)
     hist = model.fit(X, Y, epochs=4, initial_epoch=3, verbose=0, callbacks=[StepLR(1, 0.5)])
     assert hist["lr"] == [0.1 * 0.5**3]
+
+
+def test_validation_data_overrides_validation_split(model) -> None:
+    # Keras: validation_data overrides validation_split; graphc held out the split's rows
+    # (training on 48 of 64) and validated on them instead of on validation_data
+    model.initialize(0)
+    model.lr = 0.1
+    w0 = model.get_weights()
+    hist = model.fit(
+        X, Y, epochs=1, batch_size=64, shuffle=False, verbose=0,
+        validation_data=(X[:5], Y[:5]), validation_split=0.25,
+    )  # fmt: skip
+    assert math.isclose(
+        hist["val_loss"][0], float(np.mean((model.predict(X[:5]) - Y[:5]) ** 2)), rel_tol=1e-9
+    )
+    gw, gb = _grads(w0["l.w"], w0["l.b"])  # one full-batch step on all 64 rows
+    np.testing.assert_allclose(model.params["l.w"], w0["l.w"] - 0.1 * gw, rtol=1e-10)
+    np.testing.assert_allclose(model.params["l.b"], w0["l.b"] - 0.1 * gb, rtol=1e-10)
