@@ -304,6 +304,56 @@ class LambdaLR(LRSchedule):
         return base_lr * float(self.fn(epoch))
 
 
+class LearningRateScheduler(Callback):
+    """Keras's ``keras.callbacks.LearningRateScheduler``: before each epoch,
+    ``model.lr = schedule(epoch, lr)`` with ``lr`` the current rate (or ``schedule(epoch)``
+    for a function of one argument); epoch counts from 0, as in ``fit``.
+
+    Unlike the torch-style schedules (LRSchedule), the rate is computed from the current one,
+    so a run resumed with ``fit(initial_epoch=k)`` continues from the rate the model (or its
+    checkpoint) holds, as Keras does. The rates of the current ``fit`` are in ``self.rates``.
+
+    Args:
+        schedule: a function (epoch, lr) -> new rate, or epoch -> new rate.
+        verbose: 1 prints Keras's line for each epoch ("Epoch 1: LearningRateScheduler
+            setting learning rate to 0.01.").
+
+    Raises:
+        GraphcError: ``schedule`` is not callable (when made).
+        ArgumentError: (in ``fit``, before the epoch) the schedule returned a rate that is
+            not a finite number >= 0, naming the epoch; the epochs before it are kept.
+    """
+
+    def __init__(self, schedule: Callable[..., float], verbose: int = 0) -> None:
+        if not callable(schedule):
+            raise GraphcError(
+                f"LearningRateScheduler: schedule must be a function (epoch, lr) -> rate, got "
+                f"{type(schedule).__name__}"
+            )
+        self.schedule, self.verbose = schedule, verbose
+        self.rates: list[float] = []
+
+    def on_train_begin(self, model: Any) -> None:
+        self.rates = []
+
+    def on_epoch_begin(self, model: Any, epoch: int) -> None:
+        try:
+            rate = self.schedule(epoch, float(model.lr))
+        except TypeError:  # Keras's fallback: a schedule of the epoch alone
+            rate = self.schedule(epoch)
+        ok = isinstance(rate, int | float | np.integer | np.floating) and not isinstance(rate, bool)
+        if not (ok and math.isfinite(rate) and rate >= 0):
+            raise ArgumentError(
+                f"LearningRateScheduler: the schedule returned {rate!r} for epoch {epoch}; a "
+                f"learning rate must be a finite number >= 0. Training stopped before epoch "
+                f"{epoch}: the model and model.history hold the epochs before it"
+            )
+        model.lr = float(rate)
+        self.rates.append(model.lr)
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {model.lr}.")
+
+
 class ReduceLROnPlateau(Callback):
     """Multiply the rate by ``factor`` when the monitored figure stops improving
     (the algorithm of ``torch.optim.lr_scheduler.ReduceLROnPlateau``).

@@ -253,3 +253,32 @@ def test_validation_data_overrides_validation_split(model) -> None:
     gw, gb = _grads(w0["l.w"], w0["l.b"])  # one full-batch step on all 64 rows
     np.testing.assert_allclose(model.params["l.w"], w0["l.w"] - 0.1 * gw, rtol=1e-10)
     np.testing.assert_allclose(model.params["l.b"], w0["l.b"] - 0.1 * gb, rtol=1e-10)
+
+
+def test_keras_learning_rate_scheduler_steps_with_the_rates_it_returns(model, capsys) -> None:
+    model.initialize(0)
+    model.lr = 0.1
+    w0 = model.get_weights()
+    sched = gc.LearningRateScheduler(lambda epoch, lr: lr if epoch == 0 else lr * 0.5, verbose=1)
+    hist = model.fit(X, Y, epochs=2, batch_size=64, shuffle=False, verbose=0, callbacks=[sched])
+    hist2 = model.fit(  # resumed: from the rate the model holds, as Keras
+        X, Y, epochs=3, initial_epoch=2, batch_size=64, shuffle=False, verbose=0,
+        callbacks=[sched],
+    )  # fmt: skip
+    rates = [0.1, 0.05, 0.025]
+    assert hist["lr"] + hist2["lr"] == rates and sched.rates == [0.025]
+    w, b = w0["l.w"].astype(np.float64), w0["l.b"].astype(np.float64)
+    for lr in rates:  # one full-batch SGD step per epoch with the scheduled rate
+        gw, gb = _grads(w, b)
+        w, b = w - lr * gw, b - lr * gb
+    np.testing.assert_allclose(model.params["l.w"], w, rtol=1e-10)
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "Epoch 3: LearningRateScheduler setting learning rate to 0.025."
+    )
+    one_arg = gc.LearningRateScheduler(lambda epoch: 0.01 * (epoch + 1))
+    assert model.fit(X, Y, epochs=2, verbose=0, callbacks=[one_arg])["lr"] == [0.01, 0.02]
+    with pytest.raises(gc.ArgumentError, match=r"returned -1 for epoch 1"):
+        model.fit(
+            X, Y, epochs=3, verbose=0, callbacks=[gc.LearningRateScheduler(lambda e: 1 - 2 * e)]
+        )
+    assert model.history.epochs == [0]
