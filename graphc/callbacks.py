@@ -449,6 +449,95 @@ class ReduceLROnPlateau(Callback):
         return False
 
 
+class ModelCheckpoint(Callback):
+    """Save the model after epochs (Keras's ``keras.callbacks.ModelCheckpoint``).
+
+    ``filepath`` may hold ``str.format`` fields: ``{epoch}`` (counted from 1, as Keras names
+    files) and any of the epoch's figures (``"ck-{epoch:02d}-{val_loss:.3f}.gcm"``).
+
+    Args:
+        filepath: the file to write each time (its folder must exist).
+        monitor: the figure ``save_best_only`` compares ("val_loss", "val_accuracy", ...).
+        verbose: 1 prints Keras's line for each epoch (saved, or did not improve).
+        save_best_only: save only when the monitored figure beats the best so far (a NaN
+            never does); otherwise after every epoch.
+        save_weights_only: write ``Model.save``'s checkpoint (parameters, optimizer state,
+            step counter and rates; ``Model.load`` reads it) instead of ``Model.save_model``'s
+            model file (the network too; ``graphc.load_model`` reads it).
+        mode: "min", "max" or "auto" (max for accuracy-like names, else min).
+        initial_value_threshold: the best value to beat at first (None: any finite value).
+
+    Attributes:
+        best: the best monitored value so far (save_best_only).
+        saved: the paths written by the current ``fit``, in order.
+
+    Raises:
+        ArgumentError: (when ``fit`` starts) ``monitor`` is not among fit's figures
+            (save_best_only); a ``filepath`` field names no figure (at the first save).
+        CheckpointError: the file cannot be written (the previous one is left as it was).
+    """
+
+    def __init__(
+        self,
+        filepath: str,
+        monitor: str = "val_loss",
+        *,
+        verbose: int = 0,
+        save_best_only: bool = False,
+        save_weights_only: bool = False,
+        mode: str = "auto",
+        initial_value_threshold: float | None = None,
+    ) -> None:
+        self.filepath, self.monitor, self.verbose = str(filepath), monitor, verbose
+        self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
+        self.mode = _mode_for(monitor, mode, "ModelCheckpoint")
+        self.initial_value_threshold = initial_value_threshold
+        self.on_train_begin(None)
+
+    def check_figures(self, names: list[str]) -> None:
+        """Called by ``fit`` before training: the monitor is one of its figures."""
+        if self.save_best_only:
+            _check_monitor(self.monitor, names, "ModelCheckpoint")
+
+    def on_train_begin(self, model: Any) -> None:
+        start = self.initial_value_threshold
+        self.best = (math.inf if self.mode == "min" else -math.inf) if start is None else start
+        self.saved: list[str] = []
+
+    def _path(self, epoch: int, figures: dict[str, float]) -> str:
+        try:
+            return self.filepath.format(epoch=epoch + 1, **figures)
+        except (KeyError, IndexError, ValueError) as e:
+            raise ArgumentError(
+                f"ModelCheckpoint: cannot fill in filepath {self.filepath!r} ({e!r}); its "
+                f"fields may be epoch and the epoch's figures {sorted(figures)}"
+            ) from None
+
+    def on_epoch_end(self, model: Any, epoch: int, figures: dict[str, float]) -> bool:
+        path = self._path(epoch, figures)
+        if self.save_best_only:
+            current = _figure(figures, self.monitor, "ModelCheckpoint")
+            better = current < self.best if self.mode == "min" else current > self.best
+            if not better:
+                if self.verbose:
+                    print(f"Epoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
+                return False
+            if self.verbose:
+                print(
+                    f"Epoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
+                    f"{current:.5f}, saving model to {path}"
+                )
+            self.best = current
+        elif self.verbose:
+            print(f"Epoch {epoch + 1}: saving model to {path}")
+        if self.save_weights_only:
+            model.save(path)
+        else:
+            model.save_model(path)
+        self.saved.append(path)
+        return False
+
+
 class Scripted:
     """A stand-in model for testing callbacks: ``lr`` and weights, no compiled code."""
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from graphc.callbacks import EarlyStopping, ReduceLROnPlateau, run_scripted
+from graphc.callbacks import EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, run_scripted
 from graphc.ir.errors import ArgumentError, GraphcError
 
 
@@ -212,3 +212,44 @@ def test_reduce_on_plateau_monitors_accuracy_upward_by_default() -> None:
     model, _ = run_scripted([cb], [0.5, 0.6, 0.7, 0.8], monitor="val_accuracy")
     assert cb.mode == "max" and cb.reductions == [] and model.lr == 0.1
     assert ReduceLROnPlateau("val_loss").mode == "min"
+
+
+def test_model_checkpoint_saves_the_best_epochs_weights(tmp_path) -> None:
+    import numpy as np
+
+    import graphc as gc
+
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(40, 3)), rng.normal(size=(40, 1))
+    xi, yi = gc.input("x", ("N", 3), dtype="f64"), gc.input("y", ("N", 1), dtype="f64")
+    out = gc.dense(xi, 1, name="l")
+    model = gc.compile(out, gc.mean_squared_error(out, yi), gc.SGD(lr=0.5), name="ckpt")
+
+    class Snapshots:  # the weights after each epoch, taken where the checkpoint is
+        weights: list = []
+
+        def on_epoch_end(self, m, epoch, figures):
+            self.weights.append(m.get_weights())
+
+    best = ModelCheckpoint(
+        str(tmp_path / "best-{epoch:02d}.npz"), save_best_only=True, save_weights_only=True
+    )
+    every = ModelCheckpoint(str(tmp_path / "last.gcm"))
+    snaps = Snapshots()
+    hist = model.fit(
+        x, y, epochs=6, batch_size=8, verbose=0, validation_data=(x[:10], y[:10]),
+        callbacks=[snaps, best, every],
+    )  # fmt: skip
+    val = hist["val_loss"]
+    improving = [e for e in range(6) if val[e] < min(val[:e], default=math.inf)]
+    assert best.saved == [str(tmp_path / f"best-{e + 1:02d}.npz") for e in improving]
+    assert best.best == min(val) and len(improving) < 6  # lr 0.5 oscillates: some epochs worse
+    model.load(best.saved[-1])
+    e = int(np.argmin(val))
+    for k, v in snaps.weights[e].items():
+        assert np.array_equal(model.get_weights()[k], v)
+    loaded = gc.load_model(every.saved[-1])  # the model file of the last epoch
+    for k, v in snaps.weights[-1].items():
+        assert np.array_equal(loaded.get_weights()[k], v)
+    with pytest.raises(ArgumentError, match="val_acc"):
+        model.fit(x, y, verbose=0, callbacks=[ModelCheckpoint(str(tmp_path / "{val_acc}.npz"))])
