@@ -887,13 +887,25 @@ class Importer:
             return None if args[0] is src and len(ks) == 1 else refuse("a merged shape")
         if len(ks) > 1:
             refuse("operands merge different axes")
-        if op in ("MatMul", "Gemm"):
+        both = all(isinstance(a, Tensor) and id(a) in self.merged for a in args[:2])
+        if op == "MatMul" and both and logical >= 3:  # stacks of matrices, the rows a batch axis
+            rest = [args[1]]
+        elif op in ("MatMul", "Gemm"):
             b = args[1]
             if args[0] is not src or (isinstance(b, Tensor) and id(b) in self.merged):
                 refuse(f"{op} multiplies along the merged rows")
             if len(b.shape) != 2 or "N" in b.shape or (op == "Gemm" and cx.attr("transA", 0)):
                 refuse(f"{op} by {_fmt(b.shape)}, not one matrix")
             rest = [a for a in args[2:] if a is not None]
+        elif op == "Transpose":
+            perm = cx.attr("perm")
+            perm = list(range(logical))[::-1] if perm is None else [int(p) % logical for p in perm]
+            if perm[:1] != [0]:
+                refuse(f"perm={perm} moves the merged rows")
+            onnx = require_onnx()
+            real = list(range(k)) + [p + k - 1 for p in perm[1:]]
+            cx.attrs["perm"] = onnx.helper.make_attribute("perm", real)
+            rest = []
         elif (
             op in ROW_WISE or op in _UNARY or op in ("Softmax", "LogSoftmax", "LayerNormalization")
         ):
@@ -1848,51 +1860,61 @@ def _fold_flatten(cx: NodeContext, args: list) -> list:
 
 
 def _reshape_rule(cx: NodeContext) -> list[Value]:
-    """Reshape keeping N first; a Reshape to [-1, c...] that merges N with the axes after it
-    (tf2onnx's Tensordot: [N, T, C] -> [-1, C]) keeps the value as [N, T, c...] marked merged
-    (Importer.merged_rows: row-wise nodes may follow; [N, R, c...] with R each sample's
-    rows, the same elements in the same order), and a Reshape of a merged value to a
-    shape led by N ([N, T, P], from Shape of the unmerged input) or to [-1, c...] again is the
-    reshape of the unmerged value (the same elements in the same order)."""
+    """Reshape keeping N first. A Reshape that merges N with the axes after it, to [-1, c...]
+    (tf2onnx's Tensordot: [N, T, C] -> [-1, C]) or to [N*m, c...] (a product of the batch axes
+    before a batched MatMul, Keras's attention heads), keeps the value as [N, R, c...] (R each
+    sample's rows: the same elements in the same order) marked merged, so that row-wise nodes
+    may follow (Importer.merged_rows); a Reshape of merged rows to a shape led by N is the
+    reshape of the unmerged value."""
     x = cx.x(0)
     target = cx.c(1)
+    allow = bool(cx.attr("allowzero", 0))
     k = cx.imp.merged.get(id(x))
-    ints = None if target.dtype == object else [int(d) for d in target.tolist()]
-    if k is not None and ints is None:  # back to [N, ...]
-        shape = _target_shape(cx, x.shape, target, bool(cx.attr("allowzero", 0)))
-        if shape[0] != "N":
-            cx.fail(f"reshape of merged rows to {target.tolist()}: N must come first")
+    vals = target.tolist() if target.ndim == 1 else []
+    lead = vals[0] if vals else None
+    m = _sym_multiple(lead)
+    if isinstance(lead, str) and m is None:
+        cx.fail(f"reshape to {vals}: a symbolic size graphc does not have")
+    if m == 1:  # led by N: back to N's own axis, or an ordinary reshape
+        shape = _target_shape(cx, x.shape, target, allow)
         y = _reshape(cx, x, shape)
-        return [dsl.apply("reshape", x, shape=x.type.shape) if y is x else y]  # unmarked
-    if k is None and (ints is None or x.shape[:1] != ("N",) or -1 not in ints):
-        shape = _target_shape(cx, x.shape, target, bool(cx.attr("allowzero", 0)))
-        return [_reshape(cx, x, shape)]
-    if k is None:
+        return [dsl.apply("reshape", x, shape=x.type.shape) if y is x and k else y]
+    if m is None and not (lead == -1 and x.shape[:1] == ("N",) and target.dtype != object):
+        if k is not None:
+            cx.fail(f"reshape of merged rows to {vals}: N must come first")
+        return [_reshape(cx, x, _target_shape(cx, x.shape, target, allow))]
+    if m is None and k is None:
         try:
-            shape = _target_shape(cx, x.shape, target, bool(cx.attr("allowzero", 0)))
-            return [_reshape(cx, x, shape)]
+            return [_reshape(cx, x, _target_shape(cx, x.shape, target, allow))]
         except OnnxError:
             pass  # merges N with other axes: below
-        k = 1
-    assert ints is not None
-    tail = ints[1:]
-    if not ints or ints[0] != -1 or any(d <= 0 for d in tail) or "N" in x.shape[1:]:
+    tail = vals[1:]
+    if "N" in x.shape[1:] or any(isinstance(d, str) or d == 0 or d < -1 for d in tail):
         cx.fail(
-            f"reshape of {_fmt(x.shape)} to {ints}: graphc keeps N as the first dimension or "
-            "merges it with the axes after it ([-1, c...])"
+            f"reshape of {_fmt(x.shape)} to {vals}: graphc keeps N as the first dimension or "
+            "merges it with the axes after it ([-1, c...] or [N*m, c...])"
         )
-    per_sample, cols = math.prod(x.shape[1:]), math.prod(tail)
-    if per_sample % cols:
-        cx.fail(
-            f"reshape of {_fmt(x.shape)} to {ints} would merge the batch dimension N with part "
-            f"of a sample ({per_sample} values in rows of {cols}); graphc keeps N as the first "
-            "dimension"
-        )
-    rows = per_sample // cols  # each sample's rows of the [-1, c...] value
-    y = _reshape(cx, x, ("N", *tail) if rows == 1 else ("N", rows, *tail))
+    tail = [int(d) for d in tail]
+    per_sample = math.prod(x.shape[1:])
+    known = math.prod(d for d in tail if d != -1)
+    if m is None:  # [-1, c...]: each sample's rows
+        if -1 in tail or per_sample % known:
+            cx.fail(
+                f"reshape of {_fmt(x.shape)} to {vals} would merge the batch dimension N with "
+                f"part of a sample ({per_sample} values in rows of {known}); graphc keeps N as "
+                "the first dimension"
+            )
+        m = per_sample // known
+    elif tail.count(-1) > 1 or (
+        per_sample % (m * known) if -1 in tail else per_sample != m * known
+    ):
+        cx.fail(f"cannot reshape {_fmt(x.shape)} to {vals}")
+    elif -1 in tail:
+        tail[tail.index(-1)] = per_sample // (m * known)
+    y = _reshape(cx, x, ("N", *tail) if m == 1 else ("N", m, *tail))
     if y is x:
         y = dsl.apply("reshape", x, shape=x.type.shape)  # its own value
-    if rows > 1:
+    if m > 1:
         cx.imp.merged[id(y)] = 2
     return [y]
 
@@ -2530,13 +2552,41 @@ def _tidy(v: Any) -> Any:
 # What an arithmetic operator gives when one operand is the batch size N and the other an
 # integer: only the identities (N + 0, N - 0, N * 1, N / 1, N - N, N / N, max/min(N, 1),
 # N == k); anything else would be a new symbolic size, which graphc cannot represent.
+# A product of N with fixed sizes (tf2onnx's ReduceProd of a shape's batch axes before a
+# batched MatMul, Keras's attention heads) is the string "N*m": a multiple of N, which a Reshape
+# reads as N's rows merged with m per sample (Importer.merged_rows).
+def _sym_multiple(u: Any) -> int | None:
+    """m for the symbolic size "N" (1) or "N*m", None for anything else."""
+    if not isinstance(u, str):
+        return None
+    if u == "N":
+        return 1
+    if u.startswith("N*") and u[2:].isdigit():
+        return int(u[2:])
+    return None
+
+
+def _sym_of(m: int) -> str:
+    return "N" if m == 1 else f"N*{m}"
+
+
 def _sym_elem(op: str, u: Any, v: Any) -> Any:
     su, sv = isinstance(u, str), isinstance(v, str)
     if op == "equal":
         return (u == v) if su == sv else False  # N is never a literal: shapes hold sizes >= 1
     if su and sv:
+        if u != v and op == "div":
+            mu, mv = _sym_multiple(u), _sym_multiple(v)
+            if mu and mv and mu % mv == 0:
+                return mu // mv
         return {"sub": 0, "div": 1, "max": u, "min": u}.get(op) if u == v else None
     n, k = (u, v) if su else (v, u)
+    m = _sym_multiple(n)
+    if m is not None and isinstance(k, (int, np.integer)) and k >= 1:
+        if op == "mul":
+            return _sym_of(m * int(k))
+        if op == "div" and su and m % int(k) == 0:
+            return _sym_of(m // int(k))
     if (op in ("add",) and k == 0) or (op == "sub" and sv is False and k == 0):
         return n
     if (op == "mul" and k == 1) or (op == "div" and not sv and k == 1):
@@ -2583,6 +2633,20 @@ def _sym_fold(op: str, f: Callable) -> Callable[[NodeContext, list], list]:
 
 def _arith_fold(f: Callable) -> Callable[[NodeContext, list], list]:
     return _sym_fold({np.add: "add", np.subtract: "sub", np.multiply: "mul"}.get(f, "div"), f)
+
+
+def _variadic_fold(op: str, f: Callable) -> Callable[[NodeContext, list], list]:
+    """Max / Min of shape values (tf2onnx broadcasts two shapes' batch axes by Max)."""
+    pair = _sym_fold(op, f)
+
+    def fold(cx: NodeContext, args: list) -> list:
+        xs = [a for a in args if a is not None]
+        out = xs[0]
+        for b in xs[1:]:
+            out = _tidy(pair(cx, [out, b])[0])
+        return [out]
+
+    return fold
 
 
 def _unary_fold(f: Callable) -> Callable[[NodeContext, list], list]:
@@ -2839,10 +2903,14 @@ def _fold_reduce_prod(cx: NodeContext, args: list) -> list:
     ax = _reduction_axes(cx, a.ndim, 18)
     keep = bool(cx.attr("keepdims", 1))
     if a.dtype == object:
-        cx.fail(
-            "a product of a shape holding the batch size N: arithmetic that changes N (a "
-            "symbolic size) is not supported in shape computations"
-        )
+        if a.ndim != 1 or not ax:
+            cx.fail("a product of a shape holding the batch size N over other than its one axis")
+        syms = [_sym_multiple(e) for e in a.tolist() if isinstance(e, str)]
+        fixed = math.prod(int(e) for e in a.tolist() if not isinstance(e, str))
+        if len(syms) != 1 or syms[0] is None:
+            cx.fail(f"a product of the shape {a.tolist()}: N times N is not a size graphc has")
+        out = np.array([_sym_of(syms[0] * fixed)], dtype=object)
+        return [out if keep else out.reshape(())]
     return [np.prod(a, axis=ax, keepdims=keep).astype(a.dtype) if ax else a]
 
 
@@ -4092,8 +4160,8 @@ OPS: dict[str, Rule] = {
     "Erf": Rule(lambda cx: [_erf(cx.x(0))]),
     "Pow": Rule(_pow),
     "Clip": Rule(_clip, ("min", "max")),
-    "Max": Rule(_variadic(dsl.maximum)),
-    "Min": Rule(_variadic(_minimum)),
+    "Max": Rule(_variadic(dsl.maximum), fold=_variadic_fold("max", np.maximum)),
+    "Min": Rule(_variadic(_minimum), fold=_variadic_fold("min", np.minimum)),
     "Sum": Rule(_variadic(dsl.add)),
     "Add": Rule(_binary("add"), fold=_arith_fold(np.add)),
     "Sub": Rule(_binary("sub"), fold=_arith_fold(np.subtract)),

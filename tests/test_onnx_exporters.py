@@ -263,3 +263,67 @@ def test_slice_of_the_whole_batch_to_int32_max(start: int, end: int) -> None:
     np.testing.assert_array_equal(gc.from_onnx(m).compile().predict(x), _ort(m, {"x": x})[0])
     with pytest.raises(OnnxError, match="slicing the batch dimension N"):
         gc.from_onnx(model(1, end))
+
+
+def test_keras_multi_head_attention_as_tf2onnx_writes_it() -> None:
+    # tests/data/onnx/tf_mha_13.onnx: the einsums become Reshapes of [N, 3, heads, 2] values to
+    # [ReduceProd(Shape[:2]) = N*3 ...] and [N*heads, 3, 2], batched MatMuls of them and
+    # Reshapes back to Max(Shape_a[:2], Shape_b[:2]) ++ [...]; ReduceProd of a shape holding N
+    # was refused ("arithmetic that changes N") and Max of shapes had no fold
+    path = os.path.join(DATA, "tf_mha_13.onnx")
+    model = gc.from_onnx(path).compile()
+    rng = np.random.default_rng(6)
+    for n in (4, 1):
+        x = rng.standard_normal((n, 3, 4)).astype(np.float32)
+        (ref,) = _ort(path, {"x": x})
+        np.testing.assert_allclose(model.predict(x), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_products_of_the_batch_size_in_shape_computations() -> None:
+    # ReduceProd(Shape(x)[:2]) = N*3 leads a Reshape that merges the rows; a batched MatMul of
+    # two such values and a Transpose of their inner axes; back by a Max of two shapes. N*3
+    # used as data, and N times N, stay refused by name
+    f = TensorProto.FLOAT
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Slice", ["s", "z1", "two"], ["lead"]),
+        helper.make_node("ReduceProd", ["lead"], ["nm"], keepdims=1),
+        helper.make_node("Concat", ["nm", "m1", "four"], ["flat"], axis=0),
+        helper.make_node("Reshape", ["x", "flat"], ["r"]),  # [N*3, 2, 4]
+        helper.make_node("Transpose", ["r"], ["rt"], perm=[0, 2, 1]),  # [N*3, 4, 2]
+        helper.make_node("MatMul", ["r", "rt"], ["g"]),  # [N*3, 2, 2]
+        helper.make_node("Max", ["lead", "lead"], ["lead2"]),
+        helper.make_node("Concat", ["lead2", "four1"], ["back"], axis=0),
+        helper.make_node("Reshape", ["g", "back"], ["y"]),  # [N, 3, 4]
+    ]
+    inits = [
+        numpy_helper.from_array(np.array(v, np.int64), k)
+        for k, v in (("z1", [0]), ("two", [2]), ("m1", [-1]), ("four", [4]), ("four1", [4]))
+    ]
+    m = _model(
+        nodes,
+        [helper.make_tensor_value_info("x", f, ["N", 3, 2, 4])],
+        [helper.make_tensor_value_info("y", f, ["N", 3, 4])],
+        inits,
+    )
+    model = gc.from_onnx(m).compile()
+    for n in (5, 1):
+        x = np.random.default_rng(n).standard_normal((n, 3, 2, 4)).astype(np.float32)
+        np.testing.assert_allclose(model.predict(x), _ort(m, {"x": x})[0], rtol=1e-6, atol=1e-6)
+    squared = _model(
+        [
+            helper.make_node("Shape", ["x"], ["s"]),
+            helper.make_node("Slice", ["s", "z1", "one"], ["n"]),
+            helper.make_node("Mul", ["n", "n"], ["nn"]),
+            helper.make_node("Concat", ["nn", "m1"], ["flat"], axis=0),
+            helper.make_node("Reshape", ["x", "flat"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", f, ["N", 3])],
+        [helper.make_tensor_value_info("y", f, None)],
+        [
+            numpy_helper.from_array(np.array(v, np.int64), k)
+            for k, v in (("z1", [0]), ("one", [1]), ("m1", [-1]))
+        ],
+    )
+    with pytest.raises(OnnxError, match=r"mul of 'N' and 'N'"):
+        gc.from_onnx(squared)

@@ -3,7 +3,8 @@ TensorFlow 2.21 / Keras 3) through ``tf2onnx.convert.from_function`` with a dyna
 dimension (tf2onnx names it ``unk__NNN``). They keep tf2onnx's patterns: Keras 3's Embedding
 wraps negative ids with integer arithmetic on the id input (Add, Less, Not, Cast, Mul) before
 its Gather; a Dense on a sequence is a Tensordot (Reshape of [N, T, C] to [-1, C], MatMul, then
-a Reshape back to a shape built by Shape -> Cast -> Gather -> Concat -> Cast).
+a Reshape back to a shape built by Shape -> Cast -> Gather -> Concat -> Cast; attention's
+batched MatMuls merge N with the heads).
 
 Run with a Python that has tensorflow-cpu and tf2onnx (not a graphc dependency):
 ``python tests/data/onnx/export_tf.py``.
@@ -55,6 +56,14 @@ def main():
         save("seq_dense", m, [tf.TensorSpec((None, 3, 6), tf.float32, name="x")], opset)
     # the same with a batch of 1, as Keras models saved with a fixed input shape are
     save("seq_dense_b1", m, [tf.TensorSpec((1, 3, 6), tf.float32, name="x")])
+    # Keras's MultiHeadAttention: tf2onnx writes its einsums as batched MatMuls of values whose
+    # batch and head axes a Reshape merges, to a shape built by ReduceProd of Shape's batch
+    # axes (N*heads) and a Max of two shapes
+    a = keras.Input((3, 4))
+    h = layers.MultiHeadAttention(num_heads=2, key_dim=2)(a, a)
+    h = layers.LayerNormalization()(layers.Add()([a, h]))
+    m = keras.Model(a, layers.Dense(2)(layers.GlobalAveragePooling1D()(h)))
+    save("mha", m, [tf.TensorSpec((None, 3, 4), tf.float32, name="x")])
 
 
 if __name__ == "__main__":
