@@ -2344,9 +2344,11 @@ def _pad(cx: NodeContext) -> list[Value]:
     return [y if y is not x else x * 1.0]
 
 
-# a Slice of the batch axis that starts at 0 and ends here or later keeps it whole: int32's
-# largest value, TensorFlow's "to the end" in tf2onnx's files (int64's in torch's)
-WHOLE_BATCH = 2**31 - 1
+# a Slice of the batch axis that starts at 0 and ends here or later keeps it whole: tf2onnx
+# writes TensorFlow's "to the end" as 10**9 (a masked end beside steps) or int32's largest value,
+# torch int64's. (A batch of more than 10**9 rows, 4 GB per feature, would be cut by ONNX
+# Runtime there and kept whole by graphc.)
+WHOLE_BATCH = 10**9
 
 
 def _slice(cx: NodeContext) -> list[Value]:

@@ -237,10 +237,12 @@ def test_merged_rows_used_across_rows_are_refused_by_name(case: str, message: st
         gc.from_onnx(m)
 
 
-@pytest.mark.parametrize("start, end", [(0, 2**31 - 1), (-(2**31), 2**31 - 1), (0, 2**63 - 1)])
+@pytest.mark.parametrize(
+    "start, end", [(0, 2**31 - 1), (-(2**31), 2**31 - 1), (0, 2**63 - 1), (0, 10**9)]
+)
 def test_slice_of_the_whole_batch_to_int32_max(start: int, end: int) -> None:
-    # tf2onnx's Cropping1D: Slice starts [0, 1], ends [INT32_MAX, -1] over axes [0, 1]: the
-    # batch axis is kept whole (was refused: "slicing the batch dimension N"); a slice that
+    # tf2onnx's Cropping1D: Slice starts [0, 1], ends [INT32_MAX, -1] over axes [0, 1] (10**9
+    # for a masked end beside steps, x[:, ::2]): the batch axis is kept whole (was refused: "slicing the batch dimension N"); a slice that
     # drops samples stays refused
     f = TensorProto.FLOAT
 
