@@ -704,7 +704,8 @@ class Importer:
         arithmetic that float32 computes exactly on whole numbers (``INTEGER_FLOW``: Keras's
         Embedding wraps negative ids as where(ids < 0, ids + V, ids) before its Gather) and end
         in such casts, lookups or shapes, else None (integer arithmetic float32 cannot mirror,
-        such as a MatMul, or an integer graph output)."""
+        such as a MatMul, a product by other than a 0/1 mask or a sign, whose values could
+        pass 2**24 (a hash), or an integer graph output)."""
         graph_outputs = {o.name for o in self.graph.output}
         kind, seen, stack = "cast", {name}, [name]
         while stack:
@@ -712,9 +713,14 @@ class Importer:
             if v in graph_outputs:
                 return None
             uses = [n for n in self.graph.node if v in n.input]
-            if not uses:
+            if not uses and v == name:
                 return None
             for n in uses:
+                if n.op_type == "Mul" and (
+                    list(n.input).count(v) > 1
+                    or not all(self.is_mask(o) for o in n.input if o != v)
+                ):
+                    return None
                 if n.domain not in ("", "ai.onnx"):
                     return None
                 if n.op_type == "Cast" and any(
@@ -733,6 +739,32 @@ class Importer:
                         seen.add(o)
                         stack.append(o)
         return kind
+
+    def is_mask(self, name: str) -> bool:
+        """Whether value ``name`` holds only -1, 0 and 1: a comparison or logic result (through
+        Casts), or an initializer of such values."""
+        if name in self.initializers:
+            a = self.initializers[name]
+            return a.dtype.kind in "iub" and bool(np.all(np.abs(a.astype(np.int64)) <= 1))
+        for n in self.graph.node:
+            if name in n.output:
+                if n.op_type in ("Cast", "Identity"):
+                    return self.is_mask(n.input[0])
+                return n.op_type in (
+                    [
+                        "Less",
+                        "Greater",
+                        "LessOrEqual",
+                        "GreaterOrEqual",
+                        "Equal",
+                        "Not",
+                        "And",
+                        "Or",
+                        "Xor",
+                        "Sign",
+                    ]
+                )
+        return False
 
     def graph_input(self, vi: Any) -> Tensor:
         where = f"{self.where}: input {vi.name!r}"

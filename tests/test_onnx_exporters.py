@@ -329,3 +329,26 @@ def test_products_of_the_batch_size_in_shape_computations() -> None:
     )
     with pytest.raises(OnnxError, match=r"mul of 'N' and 'N'"):
         gc.from_onnx(squared)
+
+
+def test_integer_input_multiplied_past_float32s_exact_range_is_refused() -> None:
+    # ids * 1000003 % 97 (a hash into buckets) in int32 is exact in ONNX Runtime; float32 would
+    # round the product above 2**24 and pick another row silently: refused at import. A
+    # product by a 0/1 mask (Keras's Embedding) imports, as test_keras_embedding_... shows.
+    i64 = TensorProto.INT64
+    m = _model(
+        [
+            helper.make_node("Mul", ["ids", "prime"], ["h"]),
+            helper.make_node("Mod", ["h", "buckets"], ["b"]),
+            helper.make_node("Gather", ["table", "b"], ["y"], axis=0),
+        ],
+        [helper.make_tensor_value_info("ids", i64, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3])],
+        [
+            numpy_helper.from_array(np.array(1000003, np.int64), "prime"),
+            numpy_helper.from_array(np.array(97, np.int64), "buckets"),
+            numpy_helper.from_array(np.ones((97, 3), np.float32), "table"),
+        ],
+    )
+    with pytest.raises(OnnxError, match=r"input 'ids'.*int64 used as an integer"):
+        gc.from_onnx(m)
