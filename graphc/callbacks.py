@@ -29,7 +29,14 @@ from graphc.ir.errors import ArgumentError, GraphcError, install_hint
 
 
 class Callback:
-    """Base class with no-op hooks (subclassing it is optional)."""
+    """Base class with no-op hooks (subclassing it is optional). ``fit`` calls ``set_model``
+    first, so a hook may use ``self.model`` as in Keras (``self.model.stop_training = True``
+    ends training after the current batch or epoch)."""
+
+    model: Any = None
+
+    def set_model(self, model: Any) -> None:
+        self.model = model
 
     def on_train_begin(self, model: Any) -> None:
         pass

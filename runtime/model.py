@@ -235,6 +235,8 @@ class Model:
                 if name == "lr":
                     self._lr_arrays.setdefault(t.np_dtype, np.zeros((), t.np_dtype))
         self._fit_depth = 0  # > 0 while fit runs (its schedules' rates are not a new base)
+        # Keras's flag: a callback sets it to end fit (after the batch or epoch; fit clears it)
+        self.stop_training = False
         own_lock(self)  # before the first lr write (the lr setter takes it)
         self.lr = float(getattr(optimizer, "lr", 1e-3))
         # train_step(x, y) of a model with one feature and one label input: the entry and the
@@ -1214,7 +1216,9 @@ class Model:
             callbacks: objects with optional ``on_train_begin(model)``, ``on_epoch_begin(model,
                 epoch)``, ``on_epoch_end(model, epoch, figures) -> bool`` (True stops training)
                 and ``on_train_end(model, history)``; ``set_model(model)`` is called first when
-                present. Batch hooks take Keras's arguments: ``on_batch_begin(batch, logs)``
+                present. Setting ``model.stop_training = True`` (Keras's way) in a hook also
+                stops training: after the current epoch, or after the current batch in a batch
+                hook (that epoch's loss is then the mean over the batches run). Batch hooks take Keras's arguments: ``on_batch_begin(batch, logs)``
                 with logs {"batch", "size"} and ``on_batch_end(batch, logs)`` with also "loss"
                 (the epoch's mean loss so far, as Keras) and "batch_loss"; batch counts from 0
                 in each epoch (``on_train_batch_begin/end`` are the same hooks). A batch hook
@@ -1353,6 +1357,7 @@ class Model:
         native = self.use_epoch_entry and not cbs.has_batch_hooks and stop_on_nonfinite
         run = _FitRun(self, feeds, n, batch_size, native, stop_on_nonfinite)
         run.scan = scan_in_epoch
+        self.stop_training = False
         cbs.train_begin(self)
         progress = _Progress(verbose, epochs, initial_epoch)
         run.ctrl_c = ctrl_c = _DeferredInterrupt()  # Ctrl-C acts at the next step boundary
@@ -1370,7 +1375,7 @@ class Model:
                 run.start = None  # committed: parameters, step counter and history agree
                 ctrl_c.check()  # pressed during the epoch (a native one-call epoch included)
                 progress.epoch(epoch, figures)
-                if cbs.epoch_end(self, epoch, figures):
+                if cbs.epoch_end(self, epoch, figures) or self.stop_training:
                     history.stopped_early = True
                     break
         except KeyboardInterrupt:
@@ -1637,11 +1642,12 @@ class _FitRun:
         # back here (one copy of params and state per epoch).
         self.start = (m._param_region.copy(), m._state_region.copy())
         self.done = done
+        self.rows = n  # the rows trained (fewer when a batch callback stops training)
         if self.epoch_entry is not None:
             total = self._native_epoch(epoch, order)
         else:
             total = self._batch_epoch(epoch, order, cbs)
-        return {"loss": total / n}
+        return {"loss": total / self.rows}
 
     def _native_epoch(self, epoch: int, order: np.ndarray) -> float:
         """The whole epoch in one native call; the sum of the batches' losses times rows."""
@@ -1680,6 +1686,9 @@ class _FitRun:
             logs = {"batch": b, "size": rows, "loss": total / (lo + rows), "batch_loss": loss}
             cbs.batch_end(b, logs)
             hand_over(self.model)  # a whole step done: other threads' snapshots may run
+            if self.model.stop_training:  # Keras: the epoch ends after this batch
+                self.rows = lo + rows
+                break
         return total
 
     def _step(self, order: np.ndarray, lo: int, lr: float) -> tuple[float, int]:

@@ -253,3 +253,39 @@ def test_model_checkpoint_saves_the_best_epochs_weights(tmp_path) -> None:
         assert np.array_equal(loaded.get_weights()[k], v)
     with pytest.raises(ArgumentError, match="val_acc"):
         model.fit(x, y, verbose=0, callbacks=[ModelCheckpoint(str(tmp_path / "{val_acc}.npz"))])
+
+
+def test_keras_stop_training_flag_ends_fit_after_the_batch_or_epoch() -> None:
+    # Keras callbacks stop with self.model.stop_training = True: graphc ignored it (fit ran on)
+    import numpy as np
+
+    import graphc as gc
+    from graphc.callbacks import Callback
+
+    x, y = np.arange(40.0).reshape(20, 2) / 40, np.ones((20, 1))
+    xi, yi = gc.input("x", ("N", 2), dtype="f64"), gc.input("y", ("N", 1), dtype="f64")
+    out = gc.dense(xi, 1, name="l")
+    model = gc.compile(out, gc.mean_squared_error(out, yi), gc.SGD(lr=0.1), name="stopflag")
+
+    class AtEpoch(Callback):
+        def on_epoch_end(self, m, epoch, figures):
+            if epoch == 1:
+                self.model.stop_training = True
+
+    hist = model.fit(x, y, epochs=5, batch_size=8, verbose=0, callbacks=[AtEpoch()])
+    assert hist.epochs == [0, 1] and hist.stopped_early
+
+    class AtBatch(Callback):
+        losses: list = []
+
+        def on_batch_end(self, batch, logs):
+            self.losses.append(logs["batch_loss"])
+            if batch == 1:
+                self.model.stop_training = True
+
+    cb = AtBatch()
+    hist = model.fit(x, y, epochs=5, batch_size=8, shuffle=False, verbose=0, callbacks=[cb])
+    assert hist.epochs == [0] and len(cb.losses) == 2  # 2 of the epoch's 3 batches
+    assert math.isclose(hist["loss"][0], sum(cb.losses) / 2, rel_tol=1e-12)  # 8 rows each
+    hist = model.fit(x, y, epochs=2, verbose=0)  # the flag is cleared by the next fit
+    assert hist.epochs == [0, 1]
