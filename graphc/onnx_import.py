@@ -457,6 +457,7 @@ class Importer:
         # id() of tensors whose ONNX value merges the batch rows with the next k - 1 axes
         # ([N, T, C] held for tf2onnx's [-1, C]); see merged_rows
         self.merged: dict[int, int] = {}
+        self.lead_ones: dict[int, int] = {}  # merged values with unit axes before the rows
 
     # -------------------------------------------------------------- values
 
@@ -900,6 +901,13 @@ class Importer:
         ks = {self.merged[id(a)] for a in args if isinstance(a, Tensor) and id(a) in self.merged}
         if not ks:
             return None
+        if any(isinstance(a, Tensor) and id(a) in self.lead_ones for a in args):
+            if cx.node.op_type == "Squeeze":
+                return None  # the rule removes the unit axes
+            cx.fail(
+                "merged rows led by unit axes (a Reshape to [1, -1, ...]) are supported only "
+                "by a Squeeze of those axes"
+            )
         src = next(a for a in args if isinstance(a, Tensor) and id(a) in self.merged)
         k = self.merged[id(src)]
         prefix = tuple(src.shape[:k])
@@ -1903,6 +1911,14 @@ def _reshape_rule(cx: NodeContext) -> list[Value]:
     allow = bool(cx.attr("allowzero", 0))
     k = cx.imp.merged.get(id(x))
     vals = target.tolist() if target.ndim == 1 else []
+    ones = 0  # [1, ..., 1, -1, c...]: unit axes before the merged rows (tf2onnx after a Transpose)
+    if target.dtype != object and k is None and x.shape[:1] == ("N",):
+        n1 = next((i for i, d in enumerate(vals) if d != 1), len(vals))
+        if 0 < n1 < len(vals) and vals[n1] == -1:
+            rest = [x.shape[i] if d == 0 and not allow else d for i, d in enumerate(vals)][n1 + 1 :]
+            if "N" not in rest:
+                vals, ones = [-1, *rest], n1
+                target = np.array(vals, dtype=np.int64)
     lead = vals[0] if vals else None
     m = _sym_multiple(lead)
     if isinstance(lead, str) and m is None:
@@ -1915,7 +1931,7 @@ def _reshape_rule(cx: NodeContext) -> list[Value]:
         if k is not None:
             cx.fail(f"reshape of merged rows to {vals}: N must come first")
         return [_reshape(cx, x, _target_shape(cx, x.shape, target, allow))]
-    if m is None and k is None:
+    if m is None and k is None and not ones:
         try:
             return [_reshape(cx, x, _target_shape(cx, x.shape, target, allow))]
         except OnnxError:
@@ -1943,11 +1959,15 @@ def _reshape_rule(cx: NodeContext) -> list[Value]:
         cx.fail(f"cannot reshape {_fmt(x.shape)} to {vals}")
     elif -1 in tail:
         tail[tail.index(-1)] = per_sample // (m * known)
+    if ones and m == 1:
+        cx.fail(f"reshape of {_fmt(x.shape)} to {target.tolist()} puts N after an axis")
     y = _reshape(cx, x, ("N", *tail) if m == 1 else ("N", m, *tail))
     if y is x:
         y = dsl.apply("reshape", x, shape=x.type.shape)  # its own value
     if m > 1:
         cx.imp.merged[id(y)] = 2
+    if ones:
+        cx.imp.lead_ones[id(y)] = ones
     return [y]
 
 
@@ -1988,6 +2008,15 @@ def _unsqueezed(cx: NodeContext, shape: tuple, axes: list[int] | None) -> tuple:
 
 def _squeeze(cx: NodeContext) -> list[Value]:
     x = cx.x(0)
+    ones = cx.imp.lead_ones.get(id(x))
+    if ones:  # [1, N*R, c...] -> [N*R, c...]: the unit axes before merged rows only
+        rank = len(x.shape) - cx.imp.merged[id(x)] + 1 + ones
+        axes = _axes_arg(cx, 13)
+        if axes is None or sorted(_axis(cx, a, rank) for a in axes) != list(range(ones)):
+            cx.fail(f"squeeze of axes {axes} of merged rows led by {ones} unit axes")
+        y = dsl.apply("reshape", x, shape=x.type.shape)
+        cx.imp.merged[id(y)] = cx.imp.merged[id(x)]
+        return [y]
     return [_reshape(cx, x, _squeezed(cx, x.shape, _axes_arg(cx, 13)))]
 
 

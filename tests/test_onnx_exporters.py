@@ -352,3 +352,29 @@ def test_integer_input_multiplied_past_float32s_exact_range_is_refused() -> None
     )
     with pytest.raises(OnnxError, match=r"input 'ids'.*int64 used as an integer"):
         gc.from_onnx(m)
+
+
+def test_mlp_mixer_token_mixing_as_tf2onnx_writes_it() -> None:
+    # tests/data/onnx/tf_mixer_13.onnx: Dense -> Permute -> Dense -> Permute; the second Dense
+    # reshapes [N, 4, 3] to [1, -1, 0] and squeezes the unit axis before its MatMul (was
+    # refused: "would merge the batch dimension N with others")
+    path = os.path.join(DATA, "tf_mixer_13.onnx")
+    model = gc.from_onnx(path).compile()
+    rng = np.random.default_rng(7)
+    for n in (5, 1):
+        x = rng.standard_normal((n, 3, 4)).astype(np.float32)
+        (ref,) = _ort(path, {"x": x})
+        np.testing.assert_allclose(model.predict(x), ref, rtol=1e-5, atol=1e-6)
+    # the unit axis is only for a Squeeze: a Reshape to [1, -1, 4] used otherwise is refused
+    f = TensorProto.FLOAT
+    m = _model(
+        [
+            helper.make_node("Reshape", ["x", "shape"], ["r"]),
+            helper.make_node("Relu", ["r"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", f, ["N", 3, 4])],
+        [helper.make_tensor_value_info("y", f, None)],
+        [numpy_helper.from_array(np.array([1, -1, 4], np.int64), "shape")],
+    )
+    with pytest.raises(OnnxError, match=r"Relu.*supported only by a Squeeze"):
+        gc.from_onnx(m)

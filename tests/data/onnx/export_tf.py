@@ -64,6 +64,20 @@ def main():
     h = layers.LayerNormalization()(layers.Add()([a, h]))
     m = keras.Model(a, layers.Dense(2)(layers.GlobalAveragePooling1D()(h)))
     save("mha", m, [tf.TensorSpec((None, 3, 4), tf.float32, name="x")])
+    # MLP-Mixer's token mixing: Permute -> Dense -> Permute; tf2onnx's transpose optimizer
+    # leaves a Reshape to [1, -1, C] and a Squeeze of the unit axis before the MatMul
+    m = keras.Sequential(
+        [
+            keras.Input((3, 4)),
+            layers.Dense(4, activation="relu"),
+            layers.Permute((2, 1)),
+            layers.Dense(3),
+            layers.Permute((2, 1)),
+            layers.Flatten(),
+            layers.Dense(2),
+        ]
+    )
+    save("mixer", m, [tf.TensorSpec((None, 3, 4), tf.float32, name="x")])
 
 
 if __name__ == "__main__":
