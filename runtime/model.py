@@ -982,7 +982,7 @@ class Model:
         )
 
     def predict(
-        self, x: Any = None, *, batch_size: int = 1024, out: Any = None
+        self, x: Any = None, *, batch_size: int = 1024, out: Any = None, verbose: Any = 0
     ) -> np.ndarray | dict[str, np.ndarray]:
         """The model's outputs for every row of ``x`` (one array, or a dict for several outputs).
 
@@ -999,6 +999,7 @@ class Model:
                 output's dtype and shape. The native code writes each output once, straight
                 into it (or into a new array when ``out`` is None; a single output of at most
                 4 KiB is written to the entry's own buffer and copied: Entry.run_one).
+            verbose: accepted for Keras's ``predict(x, verbose=0)``; predict prints nothing.
 
         Raises:
             ArgumentError: a shape or dtype that does not fit, or an unsuitable ``out``.
@@ -1085,7 +1086,15 @@ class Model:
         return outs
 
     @serialized
-    def evaluate(self, x: Any, y: Any = None, *, batch_size: int = 1024) -> dict[str, float]:
+    def evaluate(
+        self,
+        x: Any,
+        y: Any = None,
+        *,
+        batch_size: int = 1024,
+        verbose: Any = 0,
+        return_dict: bool = True,
+    ) -> Any:
         """Loss and metrics over all rows: accuracy for classification, MSE/MAE/R^2 for regression.
 
         With several outputs (every element of a row counts as one) MSE and MAE are the mean over
@@ -1100,6 +1109,10 @@ class Model:
         outputs that is; a model none of whose outputs carries it reports the loss alone.
 
         ``y`` may be left out when ``x`` is a dict of every input, labels included.
+        ``verbose`` is accepted for Keras's ``evaluate(x, y, verbose=0)``; nothing is printed.
+        The figures come back as a dict by name; ``return_dict=False`` gives Keras's default
+        form instead, the list of their values, loss first (``loss, acc = model.evaluate(x, y,
+        return_dict=False)``).
 
         The outputs of each batch are written once, into one array for all rows.
 
@@ -1132,7 +1145,7 @@ class Model:
         at = getattr(self.program, "metric_output", 0)
         if at is not None:
             figures.update(self._metrics(outs[at], feeds))
-        return figures
+        return figures if return_dict else list(figures.values())
 
     def figure_names(self, validation: bool = False) -> list[str]:
         """The names of the figures ``fit`` reports each epoch (and passes to callbacks):

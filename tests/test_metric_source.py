@@ -57,3 +57,12 @@ def test_no_output_carries_the_prediction_reports_the_loss_alone() -> None:
     assert m.figure_names(validation=True) == ["loss", "lr", "seconds", "val_loss"]
     with pytest.raises(ArgumentError, match="val_mse"):
         m.fit(X, R, validation_split=0.25, callbacks=[gc.EarlyStopping("val_mse")], verbose=0)
+
+
+def test_keras_call_forms_of_predict_and_evaluate() -> None:
+    # predict(x, verbose=0), evaluate(x, y, verbose=0, return_dict=False): TypeErrors before
+    _, _, z = _net(3)
+    m = gc.compile(z, gc.softmax_cross_entropy(z, gc.input("y", ("N",), "i32")))
+    p = m.predict(X, verbose=0)
+    loss, acc = m.evaluate(X, C, verbose=0, return_dict=False)
+    assert acc == np.mean(p.argmax(1) == C) and loss == m.evaluate(X, C)["loss"]
