@@ -1205,6 +1205,7 @@ class Model:
         initial_epoch: int = 0,
         stop_on_nonfinite: bool = True,
         distributed: Any = None,
+        **others: Any,
     ) -> History:
         """Train for ``epochs`` passes over the data in shuffled mini-batches.
 
@@ -1304,6 +1305,8 @@ class Model:
         """
         if self.program.training is None:
             raise GraphcError("fit: this model was compiled without a loss")
+        if others:
+            raise ArgumentError(_fit_argument_refused(next(iter(others))))
         comm = None
         if distributed is not None:
             from .distributed import check_supported
@@ -1562,6 +1565,33 @@ def _nonfinite_rows(block: np.ndarray) -> np.ndarray:
     if np.isfinite(total):
         return np.zeros(len(block), bool)
     return ~np.isfinite(block).all(axis=1)
+
+
+# Keras's fit arguments graphc has not, and what to do instead (_fit_argument_refused)
+_KERAS_FIT_ONLY = {
+    "sample_weight": "graphc's losses weigh every row alike; to weigh classes or rows, repeat "
+    "their rows (oversampling), or write the loss with gc ops and a weight input",
+    "steps_per_epoch": "fit takes whole arrays: every epoch is one pass over all rows",
+    "validation_steps": "validation covers all of validation_data after every epoch",
+    "validation_freq": "validation runs after every epoch",
+    "workers": "fit takes arrays, not generators or datasets",
+}
+_KERAS_FIT_ONLY["class_weight"] = _KERAS_FIT_ONLY["sample_weight"]
+_KERAS_FIT_ONLY["validation_batch_size"] = "evaluate(x_val, y_val, batch_size=...) after fit"
+for _k in ("use_multiprocessing", "max_queue_size"):
+    _KERAS_FIT_ONLY[_k] = _KERAS_FIT_ONLY["workers"]
+
+
+def _fit_argument_refused(name: str) -> str:
+    """fit's message for a keyword argument it has not (often one of Keras's fit)."""
+    import inspect
+
+    known = [p for p in inspect.signature(Model.fit).parameters if p not in ("self", "others")]
+    why = _KERAS_FIT_ONLY.get(name)
+    return (
+        f"fit: no argument {name!r}" + (f" (Keras's; {why})" if why else "")
+        + f". Its arguments: {', '.join(known)}; nothing was trained"
+    )  # fmt: skip
 
 
 def _check_fit_counts(epochs: int, batch_size: int, initial_epoch: int) -> None:

@@ -282,3 +282,15 @@ def test_keras_learning_rate_scheduler_steps_with_the_rates_it_returns(model, ca
             X, Y, epochs=3, verbose=0, callbacks=[gc.LearningRateScheduler(lambda e: 1 - 2 * e)]
         )
     assert model.history.epochs == [0]
+
+
+def test_fit_names_keras_arguments_it_has_not(model) -> None:
+    # Keras's sample_weight, class_weight, steps_per_epoch: Python TypeErrors before
+    for kw, msg in [
+        ({"class_weight": {0: 1.0}}, "weigh every row alike"),
+        ({"sample_weight": np.ones(64)}, "oversampling"),
+        ({"steps_per_epoch": 3}, "one pass over all rows"),
+        ({"epoch": 3}, "Its arguments: x, y, epochs"),
+    ]:
+        with pytest.raises(gc.ArgumentError, match=msg):
+            model.fit(X, Y, verbose=0, **kw)
