@@ -67,6 +67,11 @@ class History:
         """Keras's ``History.history``: metric name -> one value per epoch (the same lists)."""
         return self.metrics
 
+    @property
+    def epoch(self) -> list[int]:
+        """Keras's ``History.epoch``: the epochs run, counted from 0 (``epochs``, the same list)."""
+        return self.epochs
+
     def truncate(self, epochs: int) -> None:
         """Keep the first ``epochs`` epochs (fit's rollback of an unfinished epoch)."""
         del self.epochs[epochs:]

@@ -139,6 +139,7 @@ def test_fit_history_and_plain_progress_lines(model, capsys) -> None:
     assert len(out) == 3 and out[0].startswith("epoch 1/3") and "val_loss" in out[0]
     for key in ("loss", "val_loss", "val_mse", "val_mae", "lr"):
         assert len(hist[key]) == 3, key
+    assert hist.epoch == hist.epochs == [0, 1, 2]  # Keras's History.epoch
     assert hist["val_loss"][-1] < hist["val_loss"][0]
     assert math.isclose(hist["val_loss"][-1], hist["val_mse"][-1], rel_tol=1e-9)
     model.fit(X, Y, epochs=2, batch_size=16, verbose=0)
