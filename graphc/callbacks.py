@@ -311,6 +311,73 @@ class LambdaLR(LRSchedule):
         return base_lr * float(self.fn(epoch))
 
 
+class LinearLR(LRSchedule):
+    """Linear warm-up (or decay): lr = base_lr * (start_factor + (end_factor - start_factor)
+    * min(epoch, total_iters) / total_iters) (``torch.optim.lr_scheduler.LinearLR``'s closed
+    form; defaults 1/3, 1.0, 5): the rate goes from start_factor * base_lr at epoch 0 to
+    end_factor * base_lr at epoch total_iters and stays there.
+
+    Raises:
+        GraphcError: start_factor outside (0, 1], end_factor outside [0, 1] (torch's ranges),
+            total_iters < 1.
+    """
+
+    def __init__(
+        self, start_factor: float = 1.0 / 3, end_factor: float = 1.0, total_iters: int = 5
+    ) -> None:
+        if not (isinstance(start_factor, int | float) and 0 < start_factor <= 1):
+            raise GraphcError(f"LinearLR: start_factor must lie in (0, 1], got {start_factor!r}")
+        if not (isinstance(end_factor, int | float) and 0 <= end_factor <= 1):
+            raise GraphcError(f"LinearLR: end_factor must lie in [0, 1], got {end_factor!r}")
+        if not isinstance(total_iters, int) or total_iters < 1:
+            raise GraphcError(f"LinearLR: total_iters must be an int >= 1, got {total_iters!r}")
+        self.start_factor, self.end_factor, self.total_iters = start_factor, end_factor, total_iters
+
+    def rate(self, epoch: int, base_lr: float) -> float:
+        done = min(epoch, self.total_iters) / self.total_iters
+        return base_lr * (self.start_factor + (self.end_factor - self.start_factor) * done)
+
+
+class MultiStepLR(LRSchedule):
+    """lr = base_lr * gamma ** (the number of milestones <= epoch)
+    (``torch.optim.lr_scheduler.MultiStepLR``; a milestone given twice counts twice).
+
+    Raises:
+        GraphcError: a milestone that is not an int >= 0, gamma negative or not finite.
+    """
+
+    def __init__(self, milestones: Any, gamma: float = 0.1) -> None:
+        ms = list(milestones)
+        if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in ms):
+            raise GraphcError(f"MultiStepLR: milestones must be ints >= 0, got {milestones!r}")
+        _check_rate_factor("MultiStepLR", "gamma", gamma)
+        self.milestones, self.gamma = sorted(ms), gamma
+
+    def rate(self, epoch: int, base_lr: float) -> float:
+        import bisect
+
+        return base_lr * self.gamma ** bisect.bisect_right(self.milestones, epoch)
+
+
+class PolynomialLR(LRSchedule):
+    """lr = base_lr * (1 - min(epoch, total_iters) / total_iters) ** power
+    (``torch.optim.lr_scheduler.PolynomialLR``'s closed form; defaults 5, 1.0): 0 from epoch
+    total_iters on.
+
+    Raises:
+        GraphcError: total_iters < 1, power negative or not finite.
+    """
+
+    def __init__(self, total_iters: int = 5, power: float = 1.0) -> None:
+        if not isinstance(total_iters, int) or total_iters < 1:
+            raise GraphcError(f"PolynomialLR: total_iters must be an int >= 1, got {total_iters!r}")
+        _check_rate_factor("PolynomialLR", "power", power)
+        self.total_iters, self.power = total_iters, power
+
+    def rate(self, epoch: int, base_lr: float) -> float:
+        return base_lr * (1.0 - min(epoch, self.total_iters) / self.total_iters) ** self.power
+
+
 class LearningRateScheduler(Callback):
     """Keras's ``keras.callbacks.LearningRateScheduler``: before each epoch,
     ``model.lr = schedule(epoch, lr)`` with ``lr`` the current rate (or ``schedule(epoch)``

@@ -295,3 +295,29 @@ def test_fit_names_keras_arguments_it_has_not(model) -> None:
     ]:
         with pytest.raises(gc.ArgumentError, match=msg):
             model.fit(X, Y, verbose=0, **kw)
+
+
+def test_warm_up_and_step_schedules_give_torchs_rates() -> None:
+    # the rates torch.optim.lr_scheduler (2.x) steps through from lr 0.1, recorded
+    want = {
+        "linear": [0.025, 0.04375, 0.0625, 0.08125, 0.1, 0.1, 0.1],
+        "linear_down": [0.1, 0.082, 0.064, 0.046, 0.028, 0.01, 0.01],
+        "multistep": [0.1, 0.1, 0.05, 0.05, 0.05, 0.0125, 0.0125, 0.0125, 0.0125, 0.00625],
+        "poly": [0.1, 0.0694444444, 0.0444444444, 0.025, 0.0111111111, 0.0027777778, 0.0, 0.0],
+    }
+    made = {
+        "linear": gc.LinearLR(start_factor=0.25, end_factor=1.0, total_iters=4),
+        "linear_down": gc.LinearLR(start_factor=1.0, end_factor=0.1, total_iters=5),
+        "multistep": gc.MultiStepLR([2, 5, 5, 9], gamma=0.5),
+        "poly": gc.PolynomialLR(total_iters=6, power=2.0),
+    }
+    for name, sched in made.items():
+        run_scripted([sched], [1.0] * len(want[name]))
+        np.testing.assert_allclose(sched.rates, want[name], rtol=1e-8, atol=1e-12, err_msg=name)
+    for bad in (
+        lambda: gc.LinearLR(start_factor=0.0),
+        lambda: gc.MultiStepLR([1.5]),
+        lambda: gc.PolynomialLR(total_iters=0),
+    ):
+        with pytest.raises(GraphcError):
+            bad()
