@@ -1763,6 +1763,15 @@ def _transpose(cx: NodeContext) -> list[Value]:
         cx.fail(f"perm={perm} is not a permutation of the {r} axes")
     if perm == list(range(r)):
         return [x * 1.0]
+    return [_permute(cx, x, perm)]
+
+
+def _permute(cx: NodeContext, x: Tensor, perm: list[int]) -> Tensor:
+    """np.transpose(x, perm) for a permutation that keeps N where it is, by np.moveaxis steps
+    (_move_axis)."""
+    r = len(x.shape)
+    if perm == list(range(r)):
+        return x
     if "N" in x.shape and perm[x.shape.index("N")] != x.shape.index("N"):
         cx.fail(f"perm={perm} on {_fmt(x.shape)} moves the batch dimension N")
     # one np.moveaxis per position whose axis is not there yet, placing positions from the
@@ -1778,7 +1787,7 @@ def _transpose(cx: NodeContext) -> list[Value]:
     y = x
     for j, q, _ in moves:
         y = _move_axis(cx, y, j, q)
-    return [y]
+    return y
 
 
 def _moves(perm: list[int], order: Any) -> list[tuple[int, int, int]]:
@@ -3732,10 +3741,11 @@ def _einsum(cx: NodeContext) -> list[Value]:
     operand transposed), its batched form "bik,bkj->bik" (batch labels leading, in the
     same order) and rows of any rank times a matrix ("btk,kj->btj"), by graphc's matmul;
     otherwise a broadcast product summed over the shared
-    labels the output drops ("bi,bi->b", "bik,bjk->bij", "bi,bj->bij"), when both terms list
-    their labels in the order of the output followed by the summed labels. One operand: a
-    sum over labels, or a transpose of two. Anything else (a diagonal, a label summed in one
-    operand only, other orders) raises OnnxError naming the equation."""
+    labels the output drops ("bi,bi->b", "bik,bjk->bij", "bi,bj->bij"), each term's axes first
+    transposed to the order of the output followed by the summed labels (Keras's attention at
+    opsets below 13: "btnh,bsnh->bnts"; N stays where it is). One operand: a sum over labels,
+    or a transpose of two. Anything else (a diagonal, a label summed in one operand only, a
+    term that would move N) raises OnnxError naming the equation."""
     if cx.n_inputs == 1:
         return [_einsum_unary(cx)]
     if cx.n_inputs != 2:
@@ -3772,17 +3782,23 @@ def _einsum(cx: NodeContext) -> list[Value]:
     if rows_times_matrix and summed == [sb[0]] and sa[-1] == sb[0]:  # "btk,kj->btj"
         return [_matmul_tensors(cx, a, b)]
     order = so + "".join(summed)
-    if not (_is_subsequence(sa, order) and _is_subsequence(sb, order)):
-        cx.fail(
-            f"equation {eq!r} is not one of the products graphc evaluates (a matrix product "
-            "'ik,kj->ij' with batch labels first, or a product whose terms list their labels "
-            "in the output's order followed by the summed ones)"
-        )
+    for t, term in ((a, sa), (b, sb)):
+        if not _is_subsequence(term, order) and "N" in t.shape:
+            n_at = t.shape.index("N")
+            if sorted(term, key=order.index)[n_at] != term[n_at]:
+                cx.fail(
+                    f"equation {eq!r} moves the batch dimension N of {_fmt(t.shape)}: graphc "
+                    "evaluates products whose terms keep N where it is"
+                )
     elements = math.prod(int(size[c]) for c in order if size[c] != "N")
     if elements > MAX_BATCHED_ELEMENTS:
         cx.fail(f"equation {eq!r}: the broadcast product has {elements} elements per sample")
 
     def spread(t: Tensor, term: str) -> Tensor:
+        # the term's labels in the order's order (a transpose, e.g. 'btnh' of attention's
+        # 'btnh,bsnh->bnts' to 'bnth'), then a size-1 axis for each label it lacks
+        perm = sorted(range(len(term)), key=lambda i: order.index(term[i]))
+        t = _permute(cx, t, perm)
         shape = tuple(size[c] if c in term else 1 for c in order)
         return t if shape == tuple(t.shape) else _reshape(cx, t, shape)
 

@@ -378,3 +378,39 @@ def test_mlp_mixer_token_mixing_as_tf2onnx_writes_it() -> None:
     )
     with pytest.raises(OnnxError, match=r"Relu.*supported only by a Squeeze"):
         gc.from_onnx(m)
+
+
+def test_einsum_terms_in_any_order_as_keras_attention_at_opset_12() -> None:
+    # tf2onnx keeps Keras's MultiHeadAttention einsums below opset 13: scores 'btnh,bsnh->bnts'
+    # and the weighted values 'bnts,bsnh->btnh' (were refused: the terms' labels are not in the
+    # output's order); each term is transposed first. An equation that moves N stays refused.
+    f = TensorProto.FLOAT
+    nodes = [
+        helper.make_node("Einsum", ["q", "k"], ["s"], equation="btnh,bsnh->bnts"),
+        helper.make_node("Softmax", ["s"], ["p"], axis=-1),
+        helper.make_node("Einsum", ["p", "k"], ["y"], equation="bnts,bsnh->btnh"),
+    ]
+    m = _model(
+        nodes,
+        [
+            helper.make_tensor_value_info("q", f, ["N", 3, 2, 4]),
+            helper.make_tensor_value_info("k", f, ["N", 5, 2, 4]),
+        ],
+        [helper.make_tensor_value_info("y", f, ["N", 3, 2, 4])],
+        opset=12,
+    )
+    rng = np.random.default_rng(8)
+    feeds = {
+        "q": rng.standard_normal((4, 3, 2, 4)).astype(np.float32),
+        "k": rng.standard_normal((4, 5, 2, 4)).astype(np.float32),
+    }
+    got = gc.from_onnx(m).compile().predict(feeds)
+    np.testing.assert_allclose(got, _ort(m, feeds)[0], rtol=1e-5, atol=1e-6)
+    moved = _model(
+        [helper.make_node("Einsum", ["a", "b"], ["y"], equation="ni,ni->in")],
+        [helper.make_tensor_value_info(v, f, ["N", 3]) for v in "ab"],
+        [helper.make_tensor_value_info("y", f, [3, "N"])],
+        opset=12,
+    )
+    with pytest.raises(OnnxError, match=r"'ni,ni->in' moves the batch dimension N"):
+        gc.from_onnx(moved)
