@@ -458,6 +458,7 @@ class Importer:
         # ([N, T, C] held for tf2onnx's [-1, C]); see merged_rows
         self.merged: dict[int, int] = {}
         self.lead_ones: dict[int, int] = {}  # merged values with unit axes before the rows
+        self.merged_source: dict[int, str] = {}  # a Reshape's merged output -> its input
 
     # -------------------------------------------------------------- values
 
@@ -614,10 +615,17 @@ class Importer:
                 raise OnnxError(f"{self.where}: no output {name!r}; the graph's are {declared}")
             v = self.lookup(name, None)
             if isinstance(v, Tensor) and id(v) in self.merged:
+                src = self.merged_source.get(id(v))
+                hint = (
+                    f"; from_onnx(..., outputs=[{src!r}]) imports the value before that Reshape"
+                    if src
+                    else ""
+                )
                 raise OnnxError(
                     f"{self.where}: output {name!r} merges the batch dimension N with the axes "
-                    f"{_fmt(v.shape[1 : self.merged[id(v)]])} (a Reshape to [-1, ...]); graphc's "
-                    "outputs keep N as their first dimension"
+                    f"{_fmt(v.shape[1 : self.merged[id(v)]])} (a Reshape to [-1, ...]: ONNX "
+                    f"Runtime returns {math.prod(v.shape[1 : self.merged[id(v)]])} rows per "
+                    f"sample); graphc's outputs keep N as their first dimension{hint}"
                 )
             if not isinstance(v, Tensor):
                 raise OnnxError(
@@ -1975,6 +1983,8 @@ def _reshape_rule(cx: NodeContext) -> list[Value]:
         y = dsl.apply("reshape", x, shape=x.type.shape)  # its own value
     if m > 1:
         cx.imp.merged[id(y)] = 2
+        if k is None:
+            cx.imp.merged_source[id(y)] = cx.node.input[0]
     if ones:
         cx.imp.lead_ones[id(y)] = ones
     return [y]

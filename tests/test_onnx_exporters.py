@@ -414,3 +414,33 @@ def test_einsum_terms_in_any_order_as_keras_attention_at_opset_12() -> None:
     )
     with pytest.raises(OnnxError, match=r"'ni,ni->in' moves the batch dimension N"):
         gc.from_onnx(moved)
+
+
+def test_skl2onnx_multi_output_regressor_reshaped_to_one_column() -> None:
+    # skl2onnx's MLPRegressor with 2 targets ends with Reshape(scores, [-1, 1]): ONNX Runtime
+    # returns [2N, 1]. graphc refuses that output by name and says which value to import
+    # instead; that value, reshaped, is ONNX Runtime's answer
+    f = TensorProto.FLOAT
+    rng = np.random.default_rng(9)
+    m = _model(
+        [
+            helper.make_node("MatMul", ["X", "coefficient"], ["mul_result"]),
+            helper.make_node("Add", ["mul_result", "intercepts"], ["add_result"]),
+            helper.make_node("Reshape", ["add_result", "shape_tensor"], ["variable"]),
+        ],
+        [helper.make_tensor_value_info("X", f, [None, 4])],
+        [helper.make_tensor_value_info("variable", f, [None, 1])],
+        [
+            numpy_helper.from_array(rng.standard_normal((4, 2)).astype(np.float32), "coefficient"),
+            numpy_helper.from_array(rng.standard_normal((1, 2)).astype(np.float32), "intercepts"),
+            numpy_helper.from_array(np.array([-1, 1], np.int64), "shape_tensor"),
+        ],
+    )
+    with pytest.raises(
+        OnnxError,
+        match=r"output 'variable'.*2 rows per sample.*outputs=\['add_result'\]",
+    ):
+        gc.from_onnx(m)
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    got = gc.from_onnx(m, outputs=["add_result"]).compile().predict(x)
+    np.testing.assert_allclose(got.reshape(-1, 1), _ort(m, {"X": x})[0], rtol=1e-6, atol=1e-6)
