@@ -526,7 +526,12 @@ class Importer:
             return False
         tr = self.trainable
         if tr is True or tr is None:
-            return True
+            # a scalar is a constant of the graph (tf2onnx writes Keras's LayerNormalization
+            # epsilon, attention's 1/sqrt(d) and Rescaling's factors as 0-d initializers; torch
+            # folds its scalars into them too): training it changed the model's formula (an
+            # epsilon pushed below zero gave NaN). Named in ``trainable=``, it trains.
+            a = self.initializers.get(name)
+            return a is None or a.ndim > 0
         if tr is False:
             return False
         if callable(tr):
@@ -1212,8 +1217,9 @@ def from_onnx(
     Args:
         model: a path to a .onnx file (external data, e.g. ``model.onnx.data``, is read from the
             file's folder and nowhere else), the file's bytes, or an ``onnx.ModelProto``.
-        trainable: which float initializers become trainable params: True (all; running
-            statistics of BatchNormalization never train), False (none: all are constants), a
+        trainable: which float initializers become trainable params: True (all but scalars,
+            the graph's constants such as an epsilon, and BatchNormalization's running
+            statistics, which never train), False (none: all are constants), a
             collection of ONNX initializer names (one name: a str), or a predicate on the name.
         outputs: ONNX output names to import (default: every graph output).
         name: the model's name (a C identifier; default: from the graph's name).

@@ -444,3 +444,25 @@ def test_skl2onnx_multi_output_regressor_reshaped_to_one_column() -> None:
     x = rng.standard_normal((5, 4)).astype(np.float32)
     got = gc.from_onnx(m, outputs=["add_result"]).compile().predict(x)
     np.testing.assert_allclose(got.reshape(-1, 1), _ort(m, {"X": x})[0], rtol=1e-6, atol=1e-6)
+
+
+def test_fine_tuning_keeps_the_graphs_scalar_constants() -> None:
+    # tf2onnx writes Keras's LayerNormalization epsilon (0.001) as a 0-d initializer; with
+    # trainable=True it was a param: fine-tuning moved it (0.001 -> 0.0065 in 16 epochs) and
+    # could push var + eps below 0 (NaN at epoch 16 with Adam(0.01)). Scalars now stay
+    # constants unless named in trainable=.
+    path = os.path.join(DATA, "tf_seq_dense_13.onnx")
+    eps = "sequential_1_1/layer_normalization_1/add/y:0"
+    imp = gc.from_onnx(path)
+    assert imp.params and all(len(t.shape) > 0 for t in imp.params.values())
+    out = imp.outputs[0]
+    model = imp.compile(gc.mean_squared_error(out, gc.input("t", out.shape)), gc.Adam(0.01))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 3, 6)).astype(np.float32)
+    y = rng.random((64, 2)).astype(np.float32)
+    model.fit(x, y, epochs=20, batch_size=16, verbose=0)
+    assert np.isfinite(model.predict(x)).all()
+    named = gc.from_onnx(path, trainable=lambda n: True)  # a predicate may still train it
+    assert any(len(t.shape) == 0 for t in named.params.values())
+    listed = gc.from_onnx(path, trainable=[eps])
+    assert len(listed.params) == 1
