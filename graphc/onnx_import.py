@@ -633,9 +633,20 @@ class Importer:
                     f"sample); graphc's outputs keep N as their first dimension{hint}"
                 )
             if not isinstance(v, Tensor):
+                others = [
+                    n
+                    for n in want
+                    if n != name and n in self.values and isinstance(self.values[n], Tensor)
+                ]
+                hint = (
+                    f"; from_onnx(..., outputs={others!r}) imports the computed ones"
+                    if others
+                    else ""
+                )
                 raise OnnxError(
                     f"{self.where}: output {name!r} is a constant (it does not depend on any "
-                    "input); graphc compiles only computed outputs"
+                    f"input: a table such as skl2onnx's class_labels); graphc compiles only computed "
+                    f"outputs{hint}"
                 )
             outs.append(v)
         outs = self.name_outputs(want, outs, input_names)

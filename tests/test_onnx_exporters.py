@@ -466,3 +466,25 @@ def test_fine_tuning_keeps_the_graphs_scalar_constants() -> None:
     assert any(len(t.shape) == 0 for t in named.params.values())
     listed = gc.from_onnx(path, trainable=[eps])
     assert len(listed.params) == 1
+
+
+def test_skl2onnx_constant_class_labels_output_names_what_to_import() -> None:
+    # options={"output_class_labels": True} adds the constant output 'class_labels': the file
+    # was refused with no way named; the message now lists the computed outputs, and importing
+    # them gives ONNX Runtime's labels and probabilities
+    pytest.importorskip("sklearn")
+    skl2onnx = pytest.importorskip("skl2onnx")
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    x = x.astype(np.float32)
+    clf = LogisticRegression(max_iter=300).fit(x, y)
+    opts = {id(clf): {"output_class_labels": True, "zipmap": False}}
+    m = skl2onnx.to_onnx(clf, x[:1], options=opts, target_opset={"": 17, "ai.onnx.ml": 3})
+    with pytest.raises(OnnxError, match=r"'class_labels' is a constant.*outputs=\['label', "):
+        gc.from_onnx(m)
+    got = gc.from_onnx(m, outputs=["label", "probabilities"]).compile().predict(x)
+    ref_label, ref_prob = _ort(m, {m.graph.input[0].name: x})[:2]
+    np.testing.assert_array_equal(got["label"], ref_label)
+    np.testing.assert_allclose(got["probabilities"], ref_prob, rtol=1e-5, atol=1e-6)
