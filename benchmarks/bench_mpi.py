@@ -23,7 +23,7 @@ burst of load from elsewhere hits both sides alike; the table gives the median. 
   17: almost all of a 12-16 ms all-reduce was run-queue delay, 0.15 ms when both ranks run);
 - the step's parts on the ranks, medians over one epoch of the same loop as the distributed
   fit: compute (gathering the rank's rows + ``train_grads``), the all-reduce of the gradient
-  region (flags included: 940,620 bytes) as each rank sees it, and ``apply_update``;
+  region (flags included: 940,600 bytes) as each rank sees it, and ``apply_update``;
 - all-reduce: how the ranks summed the gradients (``GRAPHC_MPI_REDUCE``, ``--reduce``): "window"
   (an MPI-3 shared-memory window, what fit picks for ranks of one machine) or "allreduce"
   (``MPI_Allreduce``); with several modes each runs interleaved with the others;
