@@ -857,9 +857,23 @@ class Importer:
             supported = ", ".join(sorted(OPS))
             cx.fail(f"operator {key} is not supported by graphc. Supported: {supported}")
         try:
-            cx.version = onnx.defs.get_schema(node.op_type, version, domain).since_version
+            schema = onnx.defs.get_schema(node.op_type, version, domain)
         except Exception:
             cx.fail(f"operator {key} is not defined at opset {version}")
+        cx.version = schema.since_version
+        # as onnx.checker: an input the operator does not have at this opset (jax2onnx writes
+        # ReduceMean's axes as an input at opset 17, where it is an attribute) was ignored
+        if not schema.min_input <= len(node.input) <= schema.max_input:
+            cx.fail(
+                f"{len(node.input)} inputs; {key} at opset {cx.version} takes "
+                f"{schema.min_input} to {schema.max_input} (the file is malformed: ONNX Runtime "
+                "and onnx.checker refuse it too)"
+            )
+        if not schema.min_output <= len(node.output) <= schema.max_output:
+            cx.fail(
+                f"{len(node.output)} outputs; {key} at opset {cx.version} has "
+                f"{schema.min_output} to {schema.max_output}"
+            )
         for a in node.attribute:
             if a.name not in rule.attrs:
                 cx.fail(

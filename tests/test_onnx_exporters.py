@@ -488,3 +488,31 @@ def test_skl2onnx_constant_class_labels_output_names_what_to_import() -> None:
     ref_label, ref_prob = _ort(m, {m.graph.input[0].name: x})[:2]
     np.testing.assert_array_equal(got["label"], ref_label)
     np.testing.assert_allclose(got["probabilities"], ref_prob, rtol=1e-5, atol=1e-6)
+
+
+def test_inputs_an_operator_does_not_have_at_the_opset_are_refused() -> None:
+    # jax2onnx (0.17, opset 17) writes ReduceMean's axes as an input, which only opset 18 has:
+    # ONNX Runtime and onnx.checker refuse the file; graphc ignored the input and reduced every
+    # axis, the batch included (a scalar for an [N, 2] answer)
+    f = TensorProto.FLOAT
+    m = _model(
+        [helper.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=0)],
+        [helper.make_tensor_value_info("x", f, ["B", 3, 2])],
+        [helper.make_tensor_value_info("y", f, ["B", 2])],
+        [numpy_helper.from_array(np.array([1], np.int64), "axes")],
+        opset=17,
+    )
+    with pytest.raises(OnnxError, match=r"ReduceMean.*2 inputs; ReduceMean at opset 13 takes 1"):
+        gc.from_onnx(m)
+    m.opset_import[0].version = 18  # where the input exists: imported, equal to ONNX Runtime
+    x = np.random.default_rng(10).standard_normal((4, 3, 2)).astype(np.float32)
+    np.testing.assert_allclose(
+        gc.from_onnx(m).compile().predict(x), _ort(m, {"x": x})[0], rtol=1e-6, atol=1e-7
+    )
+    two_outputs = _model(
+        [helper.make_node("Relu", ["x"], ["y", "z"])],
+        [helper.make_tensor_value_info("x", f, ["B", 3])],
+        [helper.make_tensor_value_info("y", f, ["B", 3])],
+    )
+    with pytest.raises(OnnxError, match=r"2 outputs; Relu at opset 14 has 1 to 1"):
+        gc.from_onnx(two_outputs)
