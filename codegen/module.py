@@ -11,11 +11,16 @@ from graphc.ir.types import BATCH, DTYPE_INFO
 
 from . import kernels as K
 from .checks import InputCheck, emit_input_checks
+from .fpenv import flush_bits, has_flush_mode, read_mode, write_mode
 from .gemm import Blocking, emit_gemm, packed_scratch_bytes, scratch_bound
 from .kernels import ENTRY_TYPE, KernelContext, epilogue_for, storage_key
 from .lltypes import I8, I32, I64, LL, PTR, glue, i64
 from .target import Target, as_target, vector_unit
 from .threads import ThreadPool, declare_thread_pool, thread_pool
+
+# The entries that train run with subnormals flushed to zero (codegen/fpenv.py); the epochs
+# call them. Inference (infer, evaluate) keeps IEEE subnormals.
+FLUSH_ENTRIES = frozenset({"train_step", "train_grads", "apply_update"})
 
 
 class ModuleBuilder:
@@ -128,7 +133,11 @@ class ModuleBuilder:
         fname = f"{prefix or self.name}_{entry}"
         self.entries[entry] = sched
         self.entry_checks[entry] = list(checks)
-        body = self._add_body(fname, sched, f"{fname}_unchecked" if checks else fname)
+        body_name = f"{fname}_unchecked" if checks else fname
+        if entry in FLUSH_ENTRIES and has_flush_mode(self.module):
+            body = self._flushing(self._add_body(fname, sched, f"{body_name}.ieee"), body_name)
+        else:
+            body = self._add_body(fname, sched, body_name)
         if not checks:
             return body
         fn = glue(ir.Function(self.module, ENTRY_TYPE, name=fname))  # the scans do the work
@@ -146,6 +155,23 @@ class ModuleBuilder:
             scans.append((slot_of[c.name], c, t.dtype, count))
         emit_input_checks(b, self.module, scans, fn.args[3], self.pool(self.module), self.lean)
         b.ret(b.call(body, list(fn.args), tail=True))
+        return fn
+
+    def _flushing(self, body: ir.Function, name: str) -> ir.Function:
+        """A function ``name`` that calls ``body`` (made internal, never inlined) with
+        subnormals flushed to zero and restores the caller's floating-point control register
+        before it returns (codegen/fpenv.py)."""
+        body.linkage = "internal"
+        body.attributes.add("noinline")  # no arithmetic may move across the mode switches
+        fn = glue(ir.Function(self.module, ENTRY_TYPE, name=name))
+        for a, nm in zip(fn.args, ("params", "state", "workspace", "inputs", "outputs", "n")):
+            a.name = nm
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        caller = read_mode(b, self.module)
+        write_mode(b, self.module, b.or_(caller, ir.Constant(I64, flush_bits(self.module))))
+        rc = b.call(body, list(fn.args))
+        write_mode(b, self.module, caller)
+        b.ret(rc)
         return fn
 
     def _add_body(self, prefix: str, sched: Schedule, fname: str) -> ir.Function:

@@ -22,6 +22,10 @@ Protocol (all state is in module globals; orderings are C11's, as LLVM defines t
   itself as a sleeper and re-checks ``work`` under the mutex, both seq_cst, and the caller stores
   ``work`` then reads ``sleepers``, both seq_cst: one of the two sees the other, so no wake-up
   is lost (Dekker's argument).
+- The caller also stores its floating-point control register (``fpmode``) with the task; a
+  thread that claims tasks first takes that mode, so a training entry's products are computed
+  with subnormals flushed on every thread (codegen/fpenv.py) and results still do not depend
+  on the thread count.
 - The caller claims tasks like a worker, so a late or descheduled worker costs nothing but its
   share; then it waits for ``done == count``. A second caller while a dispatch runs (say, two
   Python threads calling entry points of one module) runs its tasks alone instead of waiting.
@@ -47,6 +51,7 @@ from llvmlite import ir
 
 from graphc.ir.errors import ArgumentError
 
+from .fpenv import has_flush_mode, read_mode, write_mode
 from .lltypes import I32, I64, PTR, VOID, glue
 
 
@@ -153,6 +158,10 @@ class _PoolEmitter:
         self.task = self.var("task", PTR, ir.Constant(PTR, None), align=64)
         self.ctx = self.var("ctx", PTR, ir.Constant(PTR, None))
         self.count = self.var("count", I64)
+        # the dispatching thread's floating-point control register, which the workers take
+        # for its tasks (a training entry flushes subnormals: codegen/fpenv.py)
+        self.flush = has_flush_mode(self.m)
+        self.fpmode = self.var("fpmode", I64)
         self.threads = self.var("threads", I64, 1)
         self.threads.linkage, self.threads.storage_class = "", "hidden"  # external, hidden
         self.sleepers = self.var("sleepers", I64, align=64)
@@ -232,6 +241,8 @@ class _PoolEmitter:
         task = b.load_atomic(self.task, "monotonic", 8, typ=PTR)
         ctx = b.load_atomic(self.ctx, "monotonic", 8, typ=PTR)
         count = b.load_atomic(self.count, "monotonic", 8, typ=I64)
+        if self.flush:  # run the tasks under the dispatcher's mode (stored with task: see run)
+            write_mode(b, self.m, b.load_atomic(self.fpmode, "monotonic", 8, typ=I64))
         first = b.load_atomic(self.work, "acquire", 8, typ=I64)
         entry = b.block
         head = b.append_basic_block("head")
@@ -374,6 +385,8 @@ class _PoolEmitter:
         _store_atomic(b, task, self.task, "monotonic", 8)
         _store_atomic(b, ctx, self.ctx, "monotonic", 8)
         _store_atomic(b, count, self.count, "monotonic", 8)
+        if self.flush:
+            _store_atomic(b, read_mode(b, self.m), self.fpmode, "monotonic", 8)
         _store_atomic(b, zero, self.done, "monotonic", 8)
         old = b.load_atomic(self.work, "monotonic", 8, typ=I64)
         gen = b.and_(b.add(self.gen_of(b, old), one), ir.Constant(I64, 0xFFFFFFFF), name="gen")
