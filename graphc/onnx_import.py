@@ -869,6 +869,12 @@ class Importer:
                 f"{schema.min_input} to {schema.max_input} (the file is malformed: ONNX Runtime "
                 "and onnx.checker refuse it too)"
             )
+        for a in node.attribute:  # an attribute of another opset (Squeeze-11's axes at 13)
+            if a.name not in schema.attributes:
+                cx.fail(
+                    f"attribute {a.name!r} is not one of {key}'s at opset {cx.version} "
+                    f"({', '.join(sorted(schema.attributes)) or 'none'}); the file is malformed"
+                )
         if not schema.min_output <= len(node.output) <= schema.max_output:
             cx.fail(
                 f"{len(node.output)} outputs; {key} at opset {cx.version} has "

@@ -516,3 +516,21 @@ def test_inputs_an_operator_does_not_have_at_the_opset_are_refused() -> None:
     )
     with pytest.raises(OnnxError, match=r"2 outputs; Relu at opset 14 has 1 to 1"):
         gc.from_onnx(two_outputs)
+
+
+def test_attributes_an_operator_does_not_have_at_the_opset_are_refused() -> None:
+    # Squeeze's axes became an input at opset 13: an axes attribute there was ignored and every
+    # unit axis squeezed ([N, 3] for ONNX's [N, 3, 1] where the file meant axis 1); ONNX
+    # Runtime refuses the file
+    f = TensorProto.FLOAT
+    m = _model(
+        [helper.make_node("Squeeze", ["x"], ["y"], axes=[1])],
+        [helper.make_tensor_value_info("x", f, ["B", 1, 3, 1])],
+        [helper.make_tensor_value_info("y", f, ["B", 3, 1])],
+        opset=13,
+    )
+    with pytest.raises(OnnxError, match=r"attribute 'axes' is not one of Squeeze's at opset 13"):
+        gc.from_onnx(m)
+    m.opset_import[0].version = 11  # where it is an attribute
+    x = np.random.default_rng(11).standard_normal((2, 1, 3, 1)).astype(np.float32)
+    np.testing.assert_array_equal(gc.from_onnx(m).compile().predict(x), _ort(m, {"x": x})[0])
