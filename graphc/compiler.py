@@ -115,7 +115,8 @@ def build_graphs(
     )  # dropout reads the counter in the forward part; an integer: exact to 2^63 steps
     t = b.increment(step)
     optimizer = optimizer or Adam()
-    updates = [(step, t)] + optimizer.build(b, params, grads, lr, t) + state_updates
+    clipped = optimizer.clip_gradients(b, params, grads)
+    updates = [(step, t)] + optimizer.build(b, params, clipped, lr, t) + state_updates
     prog.training = b.graph(name, (loss_name,), tuple(updates))
     prog.grads = grads
     # the split step (compiled on first use): with batch statistics (batch_norm) it still
@@ -239,7 +240,9 @@ def build_split(prog: Program, fwd: Graph, params: list[str], optimizer: Optimiz
     lr = b.source("input", "lr", scalar)
     gmap = {p: b.source("state", grad_slot(p), src[p].type, {"init": "zeros"}) for p in params}
     t = b.increment(step)
-    updates = [(step, t)] + optimizer.build(b, params, gmap, lr, t)
+    updates = [(step, t)] + optimizer.build(
+        b, params, optimizer.clip_gradients(b, params, gmap), lr, t
+    )
     prog.split["apply_update"] = b.graph(fwd.name, (), tuple(updates))
 
 

@@ -38,13 +38,20 @@ class Optimizer:
 
     Subclasses are dataclasses whose fields default to None where the default depends on the
     profile; ``DEFAULTS[semantics]`` fills them in ``__post_init__``. Every optimizer also takes
-    the keyword ``learning_rate=``, Keras's name for ``lr`` (it sets ``lr``).
+    the keyword ``learning_rate=``, Keras's name for ``lr`` (it sets ``lr``), and at most one of
+    Keras's gradient-clipping options ``clipnorm``, ``clipvalue``, ``global_clipnorm`` (> 0;
+    see ``clip_gradients``; ``global_clipnorm`` under torch semantics is
+    ``torch.nn.utils.clip_grad_norm_``).
     """
 
     lr = 1e-3  # plain class attributes, not fields: subclasses declare their own, in their order
     semantics = "torch"
     DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
     learning_rate: float | None = field(default=None, kw_only=True, repr=False, compare=False)
+    # gradient clipping (Keras's optimizer options; at most one): see clip_gradients
+    clipnorm: float | None = field(default=None, kw_only=True, repr=False)
+    clipvalue: float | None = field(default=None, kw_only=True, repr=False)
+    global_clipnorm: float | None = field(default=None, kw_only=True, repr=False)
 
     def __post_init__(self) -> None:
         if self.learning_rate is not None:
@@ -58,7 +65,7 @@ class Optimizer:
             if getattr(self, k) is None:
                 setattr(self, k, v)
         for f in fields(self):  # type: ignore[arg-type]
-            if getattr(self, f.name) is None and f.name != "learning_rate":
+            if getattr(self, f.name) is None and f.name not in _OPTIONAL:
                 raise GraphcError(f"{type(self).__name__}: {f.name} has no default; give a value")
         self._check()  # reject bad hyperparameters where they are written, not at compile time
 
@@ -83,6 +90,52 @@ class Optimizer:
     def keras(self) -> bool:
         return self.semantics == "keras"
 
+    def clip_gradients(
+        self, b: Builder, params: list[str], grads: dict[str, str]
+    ) -> dict[str, str]:
+        """The gradients after the clipping this optimizer asks for (the raw ones without),
+        emitted as backward nodes before the update (so before weight decay, as torch's
+        ``clip_grad_*_`` before ``step`` and Keras's ``_clip_gradients`` before its update):
+
+        - ``clipvalue=v``: each element clipped to [-v, v] (Keras; ``torch.nn.utils.
+          clip_grad_value_``);
+        - ``clipnorm=c``: each gradient tensor g scaled by c / max(||g||, c) (Keras's
+          ``clip_by_norm``: unchanged when its L2 norm is at most c);
+        - ``global_clipnorm=c``: every gradient scaled by one factor from the L2 norm n of all
+          of them together: c / max(n, c) under Keras (``clip_by_global_norm``), and
+          min(1, c / (n + 1e-6)) under torch (``torch.nn.utils.clip_grad_norm_(params, c)``).
+        """
+        if self.clipvalue is None and self.clipnorm is None and self.global_clipnorm is None:
+            return grads
+        section, b.section = b.section, "backward"
+        try:
+            out = dict(grads)
+            if self.clipvalue is not None:
+                v = float(self.clipvalue)
+                for p in params:
+                    out[p] = b.minimum(b.maximum(grads[p], b.const(-v)), b.const(v))
+            elif self.clipnorm is not None:
+                c = b.const(float(self.clipnorm))
+                for p in params:
+                    norm = b.sqrt(b.sum(b.square(grads[p])))
+                    out[p] = b.mul(grads[p], b.div(c, b.maximum(norm, c)))
+            else:
+                c = b.const(float(self.global_clipnorm))
+                total = None
+                for p in params:
+                    sq = b.sum(b.square(grads[p]))
+                    total = sq if total is None else b.add(total, sq)
+                norm = b.sqrt(total)
+                if self.keras:
+                    scale = b.div(c, b.maximum(norm, c))
+                else:
+                    scale = b.minimum(b.const(1.0), b.div(c, b.add(norm, b.const(1e-6))))
+                for p in params:
+                    out[p] = b.mul(grads[p], scale)
+            return out
+        finally:
+            b.section = section
+
     @staticmethod
     def slot(b: Builder, param: str, kind: str, init: str = "zeros", **init_args: float) -> str:
         """A state value shaped like ``param`` named ``PARAM.KIND`` (torch's state key)."""
@@ -98,6 +151,17 @@ class Optimizer:
             isinstance(lr, int | float) and lr >= 0 and math.isfinite(lr)
         ):  # 0 allowed, as torch.optim (which refuses only lr < 0) and model.lr / schedules
             raise GraphcError(f"{name}: lr must be a finite number >= 0, got {lr!r}")
+        clips = [
+            f for f in ("clipnorm", "clipvalue", "global_clipnorm") if getattr(self, f) is not None
+        ]
+        if len(clips) > 1:
+            raise GraphcError(f"{name}: give at most one of clipnorm, clipvalue, global_clipnorm")
+        for f in clips:
+            v = getattr(self, f)
+            if isinstance(v, bool) or not (
+                isinstance(v, int | float) and v > 0 and math.isfinite(v)
+            ):
+                raise GraphcError(f"{name}: {f} must be a finite number > 0, got {v!r}")
         for f in (
             "weight_decay",
             "eps",
@@ -123,6 +187,9 @@ class Optimizer:
         if self.keras:  # Keras: variable.assign_sub(variable * weight_decay * lr)
             return b.sub(p, b.mul(b.mul(p, b.const(wd)), lr))
         return b.mul(p, b.sub(b.const(1.0), b.mul(lr, b.const(wd))))  # torch AdamW
+
+
+_OPTIONAL = ("learning_rate", "clipnorm", "clipvalue", "global_clipnorm")  # may stay None
 
 
 def _bias_correction(b: Builder, beta: float, t: str) -> str:
@@ -477,15 +544,12 @@ class Adadelta(Optimizer):
 # Options of torch.optim / keras.optimizers that graphc's optimizers do not have: what a user
 # porting a script is told instead of Python's "unexpected keyword argument"
 _NOT_OFFERED = {
-    "clipnorm": "graphc does not clip gradients (Keras's clipnorm, clipvalue, global_clipnorm; "
-    "torch's clip_grad_norm_)",
     "maximize": "graphc's optimizers minimize the loss; to maximize f, minimize -f",
     "use_ema": "graphc keeps no moving average of the weights (Keras's use_ema)",
     "gradient_accumulation_steps": "graphc applies every step's gradient (no accumulation); "
     "use a larger batch_size",
     "loss_scale_factor": "graphc scales no loss (mixed-precision loss scaling)",
 }
-_NOT_OFFERED.update(clipvalue=_NOT_OFFERED["clipnorm"], global_clipnorm=_NOT_OFFERED["clipnorm"])
 _NOT_OFFERED.update(ema_momentum=_NOT_OFFERED["use_ema"])
 _NOT_OFFERED["ema_overwrite_frequency"] = _NOT_OFFERED["use_ema"]
 for _k in ("foreach", "fused", "capturable", "differentiable", "jit_compile", "name"):

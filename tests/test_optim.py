@@ -382,16 +382,66 @@ def test_bias_correction_op_is_accurate_in_float64() -> None:
 def test_options_an_optimizer_lacks_are_named_not_a_type_error() -> None:
     # Keras's and torch's option names were Python's TypeError "unexpected keyword argument"
     cases = [
-        (Adam, {"clipnorm": 1.0}, "does not clip gradients"),
-        (SGD, {"global_clipnorm": 1.0}, "does not clip gradients"),
+        (Adam, {"use_ema": True}, "moving average of the weights"),
+        (SGD, {"foreach": True}, "implementation option"),
         (Adam, {"epsilon": 1e-7}, "eps="),
         (Adam, {"beta_1": 0.8}, r"betas=\(beta_1, beta_2\)"),
         (RMSprop, {"rho": 0.9}, "alpha="),
         (SGD, {"maximize": True}, "minimize -f"),
-        (Adam, {"nesterov": True}, "Its options: learning_rate, lr, betas"),
+        (Adam, {"nesterov": True}, "Its options: .*global_clipnorm, lr, betas"),
     ]
     for cls, kw, msg in cases:
         with pytest.raises(GraphcError, match=msg):
             cls(**kw)
     assert Adadelta(rho=0.5).rho == 0.5 and SGD(0.3, 0.9).momentum == 0.9
     assert Adam(learning_rate=0.5).lr == 0.5
+
+
+def _clip_reference(gs, kind, c, keras):
+    """The clipped gradients by the documented formulas (Keras's clip_by_norm,
+    clip_by_global_norm and clip by value; torch's clip_grad_norm_), in float64."""
+    if kind == "clipvalue":
+        return [np.clip(g, -c, c) for g in gs]
+    if kind == "clipnorm":
+        return [g * c / max(np.sqrt(np.sum(g * g)), c) for g in gs]
+    n = np.sqrt(sum(np.sum(g * g) for g in gs))
+    return [g * (c / max(n, c) if keras else min(1.0, c / (n + 1e-6))) for g in gs]
+
+
+@pytest.mark.parametrize(
+    "kind, c, semantics",
+    [
+        ("clipvalue", 0.3, "torch"),
+        ("clipnorm", 0.5, "keras"),
+        ("global_clipnorm", 0.5, "torch"),
+        ("global_clipnorm", 0.5, "keras"),
+        ("global_clipnorm", 1e3, "torch"),  # larger than the norm: unchanged
+    ],
+)
+def test_gradient_clipping_matches_the_documented_formulas(kind, c, semantics) -> None:
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(16, 3)) * 3, rng.normal(size=(16, 1))
+    xi, yi = gc.input("x", ("N", 3), dtype="f64"), gc.input("y", ("N", 1), dtype="f64")
+    out = gc.dense(xi, 1, name="l")
+    opt = SGD(lr=0.1, momentum=0.5, weight_decay=0.01, semantics=semantics, **{kind: c})
+    m = gc.compile(out, gc.mean_squared_error(out, yi), opt, name="clip")
+    w, b = (m.params["l.w"].astype(np.float64), m.params["l.b"].astype(np.float64))
+    vw, vb = np.zeros_like(w), np.zeros_like(b)
+    for _ in range(3):
+        m.train_step(x, y)
+        r = 2 * (x @ w + b - y) / len(x)
+        gw, gb = _clip_reference([x.T @ r, r.sum(0)], kind, c, semantics == "keras")
+        if semantics == "keras":  # decoupled decay, then the velocity carries -lr * g
+            w, b = w - w * 0.01 * 0.1, b - b * 0.01 * 0.1
+            vw, vb = 0.5 * vw - 0.1 * gw, 0.5 * vb - 0.1 * gb
+            w, b = w + vw, b + vb
+        else:  # torch: L2 added to the clipped gradient, then momentum
+            gw, gb = gw + 0.01 * w, gb + 0.01 * b
+            vw, vb = (gw, gb) if not vw.any() else (0.5 * vw + gw, 0.5 * vb + gb)
+            w, b = w - 0.1 * vw, b - 0.1 * vb
+    np.testing.assert_allclose(m.params["l.w"], w, rtol=1e-10)
+    np.testing.assert_allclose(m.params["l.b"], b, rtol=1e-10)
+    with pytest.raises(GraphcError, match="at most one"):
+        SGD(clipnorm=1.0, clipvalue=1.0)
+    with pytest.raises(GraphcError, match="> 0"):
+        Adam(global_clipnorm=0.0)
