@@ -453,6 +453,7 @@ class Importer:
         self.known: set[int] = set()
         self.batch_source: Tensor | None = None  # a graph input whose first dimension is N
         self.uncomputed: dict[str, str] = {}  # outputs a rule leaves out -> why
+        self.unreadable: dict[str, str] = {}  # initializers of a type graphc cannot hold
         self.types: dict[str, Any] | None = None  # value name -> ONNX TypeProto (elem_type)
         # id() of tensors whose ONNX value merges the batch rows with the next k - 1 axes
         # ([N, T, C] held for tf2onnx's [-1, C]); see merged_rows
@@ -468,6 +469,18 @@ class Importer:
         if name in self.initializers:
             return self.initializers[name]
         where = cx.where() if cx else self.where
+        if name in self.unreadable:
+            others = self.outputs_without(name)
+            hint = (
+                f"; from_onnx(..., outputs={others!r}) imports the outputs that do not need it"
+                if others
+                else ""
+            )
+            raise OnnxError(
+                f"{where}: initializer {name!r} has data type {self.unreadable[name]}, which "
+                f"graphc does not compute with (float, double, float16, bfloat16, bool and "
+                f"integer tensors are){hint}"
+            )
         if name in self.uncomputed:
             raise OnnxError(
                 f"{where}: value {name!r} is not computed by graphc: {self.uncomputed[name]}"
@@ -476,6 +489,23 @@ class Importer:
             f"{where}: value {name!r} is not defined before its use (an ONNX graph lists its "
             "nodes in topological order), or it is an output graphc does not compute"
         )
+
+    def outputs_without(self, name: str) -> list[str]:
+        """The graph outputs whose computation does not read value ``name``."""
+        producer = {o: n for n in self.graph.node for o in n.output if o}
+        out = []
+        for o in self.graph.output:
+            seen, stack, needs = set(), [o.name], False
+            while stack and not needs:
+                v = stack.pop()
+                if v == name:
+                    needs = True
+                elif v not in seen and v in producer:
+                    seen.add(v)
+                    stack.extend(i for i in producer[v].input if i)
+            if not needs:
+                out.append(o.name)
+        return out
 
     def as_tensor(self, name: str, cx: NodeContext) -> Tensor:
         v = self.lookup(name, cx)
@@ -576,6 +606,11 @@ class Importer:
         for i, t in enumerate(g.initializer):
             if not t.name:
                 raise OnnxError(f"{self.where}: initializer {i} has no name")
+            if t.data_type not in _NP_OF and t.data_type in _TYPE_NAME:
+                # string class labels (skl2onnx's 'classes' behind the label output): refused
+                # where a node reads it, so that outputs= can import the others
+                self.unreadable[t.name] = type_name(t.data_type)
+                continue
             self.initializers[t.name] = tensor_to_array(
                 t, self.base_dir, f"{self.where}: initializer {t.name!r}"
             )

@@ -534,3 +534,29 @@ def test_attributes_an_operator_does_not_have_at_the_opset_are_refused() -> None
     m.opset_import[0].version = 11  # where it is an attribute
     x = np.random.default_rng(11).standard_normal((2, 1, 3, 1)).astype(np.float32)
     np.testing.assert_array_equal(gc.from_onnx(m).compile().predict(x), _ort(m, {"x": x})[0])
+
+
+@pytest.mark.filterwarnings("ignore:Stochastic Optimizer")
+def test_skl2onnx_string_class_labels_leave_the_probabilities_importable() -> None:
+    # a classifier fitted on string labels keeps them in a string initializer 'classes' read
+    # by the label output's ArrayFeatureExtractor: every initializer was read up front, so
+    # even from_onnx(..., outputs=['probabilities']) was refused. Now the node that reads it
+    # is refused, naming the outputs that do not need it, and those import.
+    pytest.importorskip("sklearn")
+    skl2onnx = pytest.importorskip("skl2onnx")
+    from sklearn.datasets import load_iris
+    from sklearn.neural_network import MLPClassifier
+
+    x, y = load_iris(return_X_y=True)
+    x = x.astype(np.float32)
+    labels = np.array(["setosa", "versicolor", "virginica"])[y]
+    clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=30, random_state=0).fit(x, labels)
+    opts = {id(clf): {"zipmap": False}}
+    m = skl2onnx.to_onnx(clf, x[:1], options=opts, target_opset={"": 17, "ai.onnx.ml": 3})
+    with pytest.raises(
+        OnnxError, match=r"'classes' has data type string.*outputs=\['probabilities'\]"
+    ):
+        gc.from_onnx(m)
+    got = gc.from_onnx(m, outputs=["probabilities"]).compile().predict(x)
+    ref = _ort(m, {m.graph.input[0].name: x})[1]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
