@@ -279,9 +279,9 @@ class NumpyPeer:
 
 
 class TorchPeer:
-    """PyTorch eager: nn.Sequential, zero_grad(set_to_none=True), and the optimizer's
-    ``foreach`` implementation (one multi-tensor kernel per update, PyTorch's documented faster
-    variant; its CPU default is a Python loop over the tensors)."""
+    """PyTorch eager: nn.Sequential, zero_grad(set_to_none=True), the optimizer's ``foreach``
+    implementation (one multi-tensor kernel per update, PyTorch's documented faster variant;
+    its CPU default is a Python loop over the tensors) and ``torch.set_flush_denormal(True)``."""
 
     label = "torch eager (foreach)"
     compiled = False
@@ -294,6 +294,10 @@ class TorchPeer:
         except ImportError as e:
             raise Missing("torch not installed") from e
         self.torch = torch
+        # Subnormals flushed to zero, torch's documented switch (off by default): the steps
+        # on one repeated batch learn it, and Adam's moments then fall below 1.2e-38, where
+        # each operation takes a microcode assist. graphc's training entries and XLA flush too.
+        torch.set_flush_denormal(True)
         layers = []
         acts = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}
         for i, (w, b) in enumerate(weights):
