@@ -13,7 +13,6 @@ Run with a Python that has tensorflow-cpu and tf2onnx (not a graphc dependency):
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 import tf2onnx
 from keras import layers
