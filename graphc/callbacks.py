@@ -546,8 +546,8 @@ class ModelCheckpoint(Callback):
         saved: the paths written by the current ``fit``, in order.
 
     Raises:
-        ArgumentError: (when ``fit`` starts) ``monitor`` is not among fit's figures
-            (save_best_only); a ``filepath`` field names no figure (at the first save).
+        ArgumentError: (when ``fit`` starts, before anything trains) ``monitor`` is not
+            among fit's figures (save_best_only); a ``filepath`` field names no figure.
         CheckpointError: the file cannot be written (the previous one is left as it was).
     """
 
@@ -569,9 +569,12 @@ class ModelCheckpoint(Callback):
         self.on_train_begin(None)
 
     def check_figures(self, names: list[str]) -> None:
-        """Called by ``fit`` before training: the monitor is one of its figures."""
+        """Called by ``fit`` before training: the monitor is one of its figures, and
+        ``filepath``'s fields are ``epoch`` and figures among them (a typo would otherwise
+        surface at the first save, after an epoch had trained)."""
         if self.save_best_only:
             _check_monitor(self.monitor, names, "ModelCheckpoint")
+        self._path(0, dict.fromkeys(names, 0.0))
 
     def on_train_begin(self, model: Any) -> None:
         start = self.initial_value_threshold

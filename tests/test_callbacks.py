@@ -251,8 +251,14 @@ def test_model_checkpoint_saves_the_best_epochs_weights(tmp_path) -> None:
     loaded = gc.load_model(every.saved[-1])  # the model file of the last epoch
     for k, v in snaps.weights[-1].items():
         assert np.array_equal(loaded.get_weights()[k], v)
-    with pytest.raises(ArgumentError, match="val_acc"):
-        model.fit(x, y, verbose=0, callbacks=[ModelCheckpoint(str(tmp_path / "{val_acc}.npz"))])
+    # a filepath field that names no figure is refused before anything trains
+    before, steps = model.get_weights(), len(model.history.epochs)
+    for bad, name in (("{val_acc}.npz", "val_acc"), ("{epoch}-{los:.2f}.gcm", "los")):
+        with pytest.raises(ArgumentError, match=name):
+            model.fit(x, y, verbose=0, callbacks=[ModelCheckpoint(str(tmp_path / bad))])
+        assert len(model.history.epochs) == steps
+        for k, v in before.items():
+            assert np.array_equal(model.get_weights()[k], v)
 
 
 def test_keras_stop_training_flag_ends_fit_after_the_batch_or_epoch() -> None:
