@@ -9,7 +9,7 @@ XLA and TensorFlow therefore run CPU code with subnormals flushed to zero (FTZ: 
 operands); PyTorch leaves it to ``torch.set_flush_denormal``.
 
 graphc's training entries (``train_step``, ``train_grads``, ``apply_update`` and the epochs that
-call them) do the same by default (``gc.compile(..., flush_denormals=True)``): the entry saves
+call them) do the same, always (there is no option to turn it off): the entry saves
 the calling thread's control register, sets the flush bits, runs its kernels and restores the
 register before it returns, so the caller (Python, a C program) never sees the change. Inference
 (``infer``, ``evaluate``) keeps IEEE subnormals: sigmoid(-90) is 8.2e-40 there, as in numpy and

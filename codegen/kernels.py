@@ -639,13 +639,15 @@ def _row_chunked(node: Node, length: int | str, wide: bool) -> bool:
     return not isinstance(length, int) or length > ROW_CHUNK
 
 
-def _chunked_row_sum(
-    ctx: KernelContext, x: str, xi: ir.Value, n: ir.Value, acc: ir.Value, at: ir.Type
+def _sum_in_f64_chunks(
+    b: ir.IRBuilder, n: ir.Value, acc: ir.Value, at: ir.Type, add: Callable[[ir.Value], None]
 ) -> ir.Value:
-    """sum_{i < n} x[xi + i] as the float64 sum of float32 sums of ROW_CHUNK elements each
-    (each chunk reassociated in registers, as emit_reduce's row loop), rounded once to ``at``.
-    ``acc``: emit_reduce's float32 row accumulator (a stack slot)."""
-    b = ctx.b
+    """Blocked summation over the indices [0, n): for each chunk of ROW_CHUNK indices the
+    ``at`` stack slot ``acc`` is zeroed and ``add(i)`` accumulates element i into it (the
+    chunk reassociated in registers), then the chunk's sum is added in float64; the float64
+    total is rounded once to ``at``. The error bound grows with ROW_CHUNK + n / ROW_CHUNK
+    terms instead of n (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., 4.2:
+    blocked summation)."""
     with b.goto_entry_block():
         total = b.alloca(F64, name="acc.chunks")
     b.store(ir.Constant(F64, 0.0), total)
@@ -654,11 +656,25 @@ def _chunked_row_sum(
         hi = b.select(b.icmp_signed("<", hi, n), hi, n, name="rc.hi")
         b.store(ir.Constant(at, 0.0), acc)
         with loop(b, hi, name="rcs", start=ch.iv) as i:
-            v = ctx.load(x, b.add(xi, i, flags=("nsw",)))
-            b.store(b.fadd(b.load(acc, typ=at), v, flags=("reassoc", "nsz")), acc)
+            add(i)
         part = b.fpext(b.load(acc, typ=at), F64)
         b.store(b.fadd(b.load(total, typ=F64), part), total)
     return b.fptrunc(b.load(total, typ=F64), at)
+
+
+def _chunked_row_sum(
+    ctx: KernelContext, x: str, xi: ir.Value, n: ir.Value, acc: ir.Value, at: ir.Type
+) -> ir.Value:
+    """sum_{i < n} x[xi + i] as the float64 sum of float32 sums of ROW_CHUNK elements each
+    (each chunk reassociated in registers, as emit_reduce's row loop), rounded once to ``at``
+    (_sum_in_f64_chunks). ``acc``: emit_reduce's float32 row accumulator (a stack slot)."""
+    b = ctx.b
+
+    def add(i: ir.Value) -> None:
+        v = ctx.load(x, b.add(xi, i, flags=("nsw",)))
+        b.store(b.fadd(b.load(acc, typ=at), v, flags=("reassoc", "nsz")), acc)
+
+    return _sum_in_f64_chunks(b, n, acc, at, add)
 
 
 COLSUM_BLOCK = 32  # columns whose float64 sums a column-sum kernel keeps in registers
@@ -750,8 +766,9 @@ def _row_max_sum(ctx: KernelContext, z: str, row: ir.Value, cols: ir.Value, t: i
     """(max_j z[row, j], sum_j exp(z[row, j] - max)) with two passes over the row.
 
     A float32 row longer than ROW_CHUNK (or of a length unknown at compile time) sums its
-    exponentials in chunks of ROW_CHUNK added in float64, as emit_reduce's long rows (a
-    softmax over 2^22 classes was 1.2e-3 off in float32 registers); shorter rows as before."""
+    exponentials in chunks of ROW_CHUNK added in float64 (_sum_in_f64_chunks), as
+    emit_reduce's long rows (a softmax over 2^22 classes was 1.2e-3 off in float32
+    registers); shorter rows as before."""
     b = ctx.b
     base = b.mul(row, cols, flags=("nsw",))
     with b.goto_entry_block():
@@ -774,17 +791,7 @@ def _row_max_sum(ctx: KernelContext, z: str, row: ir.Value, cols: ir.Value, t: i
         with _col_loop(b, cols, "c1") as c:
             add_exps(c)
         return base, m, b.load(sm, typ=t, name="s")
-    with b.goto_entry_block():
-        total = b.alloca(F64, name="row_sum64")
-    b.store(ir.Constant(F64, 0.0), total)
-    with counted_loop(b, i64(0), cols, ROW_CHUNK, name="c1c") as ch:
-        hi = b.add(ch.iv, i64(ROW_CHUNK), flags=("nsw",))
-        hi = b.select(b.icmp_signed("<", hi, cols), hi, cols, name="c1c.hi")
-        b.store(ir.Constant(t, 0.0), sm)
-        with loop(b, hi, name="c1", start=ch.iv) as c:
-            add_exps(c)
-        b.store(b.fadd(b.load(total, typ=F64), b.fpext(b.load(sm, typ=t), F64)), total)
-    return base, m, b.fptrunc(b.load(total, typ=F64), t, name="s")
+    return base, m, _sum_in_f64_chunks(b, cols, sm, t, add_exps)
 
 
 def _emit_rows_by_max_sum(
