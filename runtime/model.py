@@ -1117,7 +1117,8 @@ class Model:
         ``verbose`` is accepted for Keras's ``evaluate(x, y, verbose=0)``; nothing is printed.
         The figures come back as a dict by name; ``return_dict=False`` gives Keras's default
         form instead, the list of their values, loss first (``loss, acc = model.evaluate(x, y,
-        return_dict=False)``).
+        return_dict=False)``), or the loss alone as a float when it is the only figure (Keras's
+        "scalar test loss if the model has no metrics").
 
         The outputs of each batch are written once, into one array for all rows.
 
@@ -1150,7 +1151,10 @@ class Model:
         at = getattr(self.program, "metric_output", 0)
         if at is not None:
             figures.update(self._metrics(outs[at], feeds))
-        return figures if return_dict else list(figures.values())
+        if return_dict:
+            return figures
+        values = list(figures.values())  # Keras: the scalar loss when it is the only figure
+        return values if len(values) > 1 else values[0]
 
     def figure_names(self, validation: bool = False) -> list[str]:
         """The names of the figures ``fit`` reports each epoch (and passes to callbacks):
@@ -1237,7 +1241,8 @@ class Model:
                 and ``on_train_end(model, history)``; ``set_model(model)`` is called first when
                 present. Setting ``model.stop_training = True`` (Keras's way) in a hook also
                 stops training: after the current epoch, or after the current batch in a batch
-                hook (that epoch's loss is then the mean over the batches run). Batch hooks take Keras's arguments: ``on_batch_begin(batch, logs)``
+                hook (that epoch's loss is then the mean over the batches run). Batch hooks
+                take Keras's arguments: ``on_batch_begin(batch, logs)``
                 with logs {"batch", "size"} and ``on_batch_end(batch, logs)`` with also "loss"
                 (the epoch's mean loss so far, as Keras) and "batch_loss"; batch counts from 0
                 in each epoch (``on_train_batch_begin/end`` are the same hooks). A batch hook

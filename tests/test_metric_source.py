@@ -54,6 +54,10 @@ def test_no_output_carries_the_prediction_reports_the_loss_alone() -> None:
     _, h, z = _net(2)
     m = gc.compile(h, gc.mean_squared_error(z, gc.input("y", ("N", 2))))
     assert set(m.evaluate(X, R)) == {"loss"}
+    # Keras's list form is the scalar loss when it is the only figure
+    loss = m.evaluate(X, R, return_dict=False)
+    z64 = m.predict(X).astype(np.float64) @ m.params["z.w"].astype(np.float64) + m.params["z.b"]
+    assert isinstance(loss, float) and np.isclose(loss, np.mean((z64 - R) ** 2), rtol=1e-5)
     assert m.figure_names(validation=True) == ["loss", "lr", "seconds", "val_loss"]
     with pytest.raises(ArgumentError, match="val_mse"):
         m.fit(X, R, validation_split=0.25, callbacks=[gc.EarlyStopping("val_mse")], verbose=0)
