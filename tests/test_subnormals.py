@@ -28,12 +28,16 @@ def _caller_keeps_subnormals() -> bool:
     return bool(np.float32(1e-38) / np.float32(100) != 0)
 
 
-def test_train_step_flushes_evaluate_and_predict_keep_ieee():
+def _identity_mse(name: str):
+    """out = x @ w with w = [[1]] and MSE against y; SGD at lr 0 leaves w as it is."""
     x = gc.input("x", ("N", 1))
     y = gc.input("y", ("N", 1))
-    w = gc.param("w", (1, 1), init="ones")
-    out = gc.matmul(x, w)
-    m = gc.compile(out, gc.mean_squared_error(out, y), gc.SGD(lr=0.0), name="sub_mse")
+    out = gc.matmul(x, gc.param("w", (1, 1), init="ones"))
+    return gc.compile(out, gc.mean_squared_error(out, y), gc.SGD(lr=0.0), name=name)
+
+
+def test_train_step_flushes_evaluate_and_predict_keep_ieee():
+    m = _identity_mse("sub_mse")
     xs, ys = np.full((1, 1), TINY), np.zeros((1, 1), np.float32)
     # (1e-20 - 0)^2 = 1e-40: flushed in training, kept by evaluate (inference)
     assert m.train_step(xs, ys) == 0.0
@@ -73,11 +77,7 @@ def test_every_thread_of_a_split_product_flushes(threads):
 
 
 def test_fit_flushes_and_restores():
-    x = gc.input("x", ("N", 1))
-    y = gc.input("y", ("N", 1))
-    w = gc.param("w", (1, 1), init="ones")
-    out = gc.matmul(x, w)
-    m = gc.compile(out, gc.mean_squared_error(out, y), gc.SGD(lr=0.0), name="sub_fit")
+    m = _identity_mse("sub_fit")
     xs, ys = np.full((8, 1), TINY), np.zeros((8, 1), np.float32)
     m.fit(xs, ys, epochs=2, batch_size=4, verbose=0)
     assert m.history["loss"] == [0.0, 0.0]
