@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -547,7 +548,8 @@ class ModelCheckpoint(Callback):
 
     Raises:
         ArgumentError: (when ``fit`` starts, before anything trains) ``monitor`` is not
-            among fit's figures (save_best_only); a ``filepath`` field names no figure.
+            among fit's figures (save_best_only); a ``filepath`` field names no figure; the
+            folder of ``filepath`` does not exist (when its name has no fields).
         CheckpointError: the file cannot be written (the previous one is left as it was).
     """
 
@@ -574,7 +576,20 @@ class ModelCheckpoint(Callback):
         surface at the first save, after an epoch had trained)."""
         if self.save_best_only:
             _check_monitor(self.monitor, names, "ModelCheckpoint")
-        self._path(0, dict.fromkeys(names, 0.0))
+        path = self._path(0, dict.fromkeys(names, 0.0))
+        folder = os.path.dirname(path) or "."
+        # a folder without format fields is the same for every epoch: a missing one would
+        # otherwise surface at the first save, after an epoch had changed the weights (only
+        # the process that writes checks it: rank 0 under MPI)
+        if "{" not in os.path.dirname(self.filepath) and not os.path.isdir(folder):
+            from graphc.runtime.distributed import is_root
+
+            if is_root():
+                raise ArgumentError(
+                    f"ModelCheckpoint: the folder {folder!r} of filepath {self.filepath!r} "
+                    f"does not exist; create it before fit (os.makedirs({folder!r}, "
+                    "exist_ok=True)). Nothing was trained"
+                )
 
     def on_train_begin(self, model: Any) -> None:
         start = self.initial_value_threshold

@@ -251,9 +251,11 @@ def test_model_checkpoint_saves_the_best_epochs_weights(tmp_path) -> None:
     loaded = gc.load_model(every.saved[-1])  # the model file of the last epoch
     for k, v in snaps.weights[-1].items():
         assert np.array_equal(loaded.get_weights()[k], v)
-    # a filepath field that names no figure is refused before anything trains
+    # a filepath field that names no figure, or a folder that does not exist (it raised at
+    # the first save, after an epoch had trained), is refused before anything trains
     before, steps = model.get_weights(), len(model.history.epochs)
-    for bad, name in (("{val_acc}.npz", "val_acc"), ("{epoch}-{los:.2f}.gcm", "los")):
+    bads = ("{val_acc}.npz", "val_acc"), ("{epoch}-{los:.2f}.gcm", "los"), ("no/c.gcm", "no'")
+    for bad, name in bads:
         with pytest.raises(ArgumentError, match=name):
             model.fit(x, y, verbose=0, callbacks=[ModelCheckpoint(str(tmp_path / bad))])
         assert len(model.history.epochs) == steps
