@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 from collections.abc import Callable
 from typing import Any
@@ -250,12 +251,24 @@ class LRSchedule(Callback):
         self.rates.append(model.lr)
 
 
-def _check_rate_factor(who: str, what: str, v: Any) -> None:
-    """A schedule's factor (gamma, eta_min): a finite real number >= 0, else GraphcError when
-    the schedule is made (a negative or NaN rate would otherwise stop fit after an epoch)."""
+def _check_rate_factor(who: str, what: str, v: Any) -> float:
+    """A schedule's factor (gamma, eta_min) as a Python float: a finite real number >= 0, else
+    GraphcError when the schedule is made (a negative or NaN rate would otherwise stop fit
+    after an epoch). A numpy float32 kept as such would make the rates float32 (0.1 * f32)."""
     ok = isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
     if not (ok and math.isfinite(v) and v >= 0):
         raise GraphcError(f"{who}: {what} must be a finite number >= 0, got {v!r}")
+    return float(v)
+
+
+def _real(v: Any) -> bool:
+    """A real number, numpy's scalars included (np.float32(0.1)), not a bool."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _whole(v: Any) -> bool:
+    """An integer, numpy's included (np.int64(3), an element of np.arange), not a bool."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
 class StepLR(LRSchedule):
@@ -264,7 +277,7 @@ class StepLR(LRSchedule):
     def __init__(self, step_size: int, gamma: float = 0.1) -> None:
         if step_size < 1:
             raise GraphcError(f"StepLR: step_size must be >= 1, got {step_size}")
-        _check_rate_factor("StepLR", "gamma", gamma)
+        gamma = _check_rate_factor("StepLR", "gamma", gamma)
         self.step_size, self.gamma = step_size, gamma
 
     def rate(self, epoch: int, base_lr: float) -> float:
@@ -275,7 +288,7 @@ class ExponentialLR(LRSchedule):
     """lr = base_lr * gamma ** epoch (``torch.optim.lr_scheduler.ExponentialLR``)."""
 
     def __init__(self, gamma: float) -> None:
-        _check_rate_factor("ExponentialLR", "gamma", gamma)
+        gamma = _check_rate_factor("ExponentialLR", "gamma", gamma)
         self.gamma = gamma
 
     def rate(self, epoch: int, base_lr: float) -> float:
@@ -292,7 +305,7 @@ class CosineAnnealingLR(LRSchedule):
     def __init__(self, T_max: int, eta_min: float = 0.0) -> None:
         if T_max < 1:
             raise GraphcError(f"CosineAnnealingLR: T_max must be >= 1, got {T_max}")
-        _check_rate_factor("CosineAnnealingLR", "eta_min", eta_min)
+        eta_min = _check_rate_factor("CosineAnnealingLR", "eta_min", eta_min)
         self.T_max, self.eta_min = T_max, eta_min
 
     def rate(self, epoch: int, base_lr: float) -> float:
@@ -326,13 +339,14 @@ class LinearLR(LRSchedule):
     def __init__(
         self, start_factor: float = 1.0 / 3, end_factor: float = 1.0, total_iters: int = 5
     ) -> None:
-        if not (isinstance(start_factor, int | float) and 0 < start_factor <= 1):
+        if not (_real(start_factor) and 0 < start_factor <= 1):
             raise GraphcError(f"LinearLR: start_factor must lie in (0, 1], got {start_factor!r}")
-        if not (isinstance(end_factor, int | float) and 0 <= end_factor <= 1):
+        if not (_real(end_factor) and 0 <= end_factor <= 1):
             raise GraphcError(f"LinearLR: end_factor must lie in [0, 1], got {end_factor!r}")
-        if not isinstance(total_iters, int) or total_iters < 1:
+        if not _whole(total_iters) or total_iters < 1:
             raise GraphcError(f"LinearLR: total_iters must be an int >= 1, got {total_iters!r}")
-        self.start_factor, self.end_factor, self.total_iters = start_factor, end_factor, total_iters
+        self.start_factor, self.end_factor = float(start_factor), float(end_factor)
+        self.total_iters = int(total_iters)
 
     def rate(self, epoch: int, base_lr: float) -> float:
         done = min(epoch, self.total_iters) / self.total_iters
@@ -349,10 +363,10 @@ class MultiStepLR(LRSchedule):
 
     def __init__(self, milestones: Any, gamma: float = 0.1) -> None:
         ms = list(milestones)
-        if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in ms):
+        if not all(_whole(m) and m >= 0 for m in ms):
             raise GraphcError(f"MultiStepLR: milestones must be ints >= 0, got {milestones!r}")
-        _check_rate_factor("MultiStepLR", "gamma", gamma)
-        self.milestones, self.gamma = sorted(ms), gamma
+        gamma = _check_rate_factor("MultiStepLR", "gamma", gamma)
+        self.milestones, self.gamma = sorted(int(m) for m in ms), gamma
 
     def rate(self, epoch: int, base_lr: float) -> float:
         import bisect
@@ -370,10 +384,10 @@ class PolynomialLR(LRSchedule):
     """
 
     def __init__(self, total_iters: int = 5, power: float = 1.0) -> None:
-        if not isinstance(total_iters, int) or total_iters < 1:
+        if not _whole(total_iters) or total_iters < 1:
             raise GraphcError(f"PolynomialLR: total_iters must be an int >= 1, got {total_iters!r}")
-        _check_rate_factor("PolynomialLR", "power", power)
-        self.total_iters, self.power = total_iters, power
+        power = _check_rate_factor("PolynomialLR", "power", power)
+        self.total_iters, self.power = int(total_iters), power
 
     def rate(self, epoch: int, base_lr: float) -> float:
         return base_lr * (1.0 - min(epoch, self.total_iters) / self.total_iters) ** self.power

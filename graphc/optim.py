@@ -23,6 +23,7 @@ the interpreter, the JIT and an exported training library all run the same rule.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -148,9 +149,10 @@ class Optimizer:
         name = type(self).__name__
         lr = self.lr
         if isinstance(lr, bool) or not (
-            isinstance(lr, int | float) and lr >= 0 and math.isfinite(lr)
+            isinstance(lr, numbers.Real) and lr >= 0 and math.isfinite(lr)
         ):  # 0 allowed, as torch.optim (which refuses only lr < 0) and model.lr / schedules
             raise GraphcError(f"{name}: lr must be a finite number >= 0, got {lr!r}")
+        self.lr = float(lr)  # numpy scalars (np.float32(1e-3)) are numbers too
         clips = [
             f for f in ("clipnorm", "clipvalue", "global_clipnorm") if getattr(self, f) is not None
         ]
@@ -159,9 +161,10 @@ class Optimizer:
         for f in clips:
             v = getattr(self, f)
             if isinstance(v, bool) or not (
-                isinstance(v, int | float) and v > 0 and math.isfinite(v)
+                isinstance(v, numbers.Real) and v > 0 and math.isfinite(v)
             ):
                 raise GraphcError(f"{name}: {f} must be a finite number > 0, got {v!r}")
+            setattr(self, f, float(v))
         for f in (
             "weight_decay",
             "eps",
@@ -171,8 +174,10 @@ class Optimizer:
             "initial_accumulator_value",
         ):
             v = getattr(self, f, 0.0)
-            if not (isinstance(v, int | float) and v >= 0 and math.isfinite(v)):
+            if not (isinstance(v, numbers.Real) and v >= 0 and math.isfinite(v)):
                 raise GraphcError(f"{name}: {f} must be a finite number >= 0, got {v!r}")
+            if hasattr(self, f) and not isinstance(v, int | float):
+                setattr(self, f, float(v))  # a numpy scalar
 
     def _l2(self, b: Builder, p: str, g: str) -> str:
         """torch's coupled weight decay: g + weight_decay * p."""

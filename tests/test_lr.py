@@ -321,3 +321,26 @@ def test_warm_up_and_step_schedules_give_torchs_rates() -> None:
     ):
         with pytest.raises(GraphcError):
             bad()
+
+
+def test_numpy_scalars_are_numbers_for_schedules_and_optimizers() -> None:
+    # a value from a numpy grid (np.float32(0.25), np.arange's np.int64) was refused with a
+    # message that it lies outside the range it lies in ("start_factor must lie in (0, 1],
+    # got np.float32(0.25)"); now it gives what the Python number gives
+    f, i = np.float32, np.int64
+    pairs = [
+        (gc.LinearLR(f(0.25), f(0.5), i(4)), gc.LinearLR(0.25, 0.5, 4)),
+        (gc.MultiStepLR(np.arange(2, 6, 3), gamma=f(0.5)), gc.MultiStepLR([2, 5], gamma=0.5)),
+        (gc.PolynomialLR(i(6), power=f(2.0)), gc.PolynomialLR(6, power=2.0)),
+    ]
+    for a, b in pairs:
+        run_scripted([a], [1.0] * 8)
+        run_scripted([b], [1.0] * 8)
+        assert a.rates == b.rates, type(a).__name__
+    assert gc.Adam(lr=f(0.5), clipnorm=f(2.0)) == gc.Adam(lr=0.5, clipnorm=2.0)
+    assert gc.SGD(lr=f(0.5), momentum=f(0.25), global_clipnorm=i(3)) == gc.SGD(
+        lr=0.5, momentum=0.25, global_clipnorm=3.0
+    )
+    for bad in (lambda: gc.LinearLR(True), lambda: gc.MultiStepLR([np.float64(2.0)])):
+        with pytest.raises(GraphcError):
+            bad()
