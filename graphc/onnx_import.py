@@ -898,17 +898,23 @@ class Importer:
         cx.version = schema.since_version
         # as onnx.checker: an input the operator does not have at this opset (jax2onnx writes
         # ReduceMean's axes as an input at opset 17, where it is an attribute) was ignored
-        if not schema.min_input <= len(node.input) <= schema.max_input:
+        n_in = len(node.input)
+        if not schema.min_input <= n_in <= schema.max_input:
+            where = _opsets_of_form(
+                onnx, node, domain, lambda s: s.min_input <= n_in <= s.max_input
+            )
             cx.fail(
-                f"{len(node.input)} inputs; {key} at opset {cx.version} takes "
+                f"{n_in} inputs; {key} at opset {cx.version} takes "
                 f"{schema.min_input} to {schema.max_input} (the file is malformed: ONNX Runtime "
-                "and onnx.checker refuse it too)"
+                f"and onnx.checker refuse it too){where}"
             )
         for a in node.attribute:  # an attribute of another opset (Squeeze-11's axes at 13)
             if a.name not in schema.attributes:
+                where = _opsets_of_form(onnx, node, domain, lambda s: a.name in s.attributes)
                 cx.fail(
                     f"attribute {a.name!r} is not one of {key}'s at opset {cx.version} "
-                    f"({', '.join(sorted(schema.attributes)) or 'none'}); the file is malformed"
+                    f"({', '.join(sorted(schema.attributes)) or 'none'}); the file is "
+                    f"malformed{where}"
                 )
         if not schema.min_output <= len(node.output) <= schema.max_output:
             cx.fail(
@@ -1074,6 +1080,34 @@ class Importer:
 
 EXPAND_DOMAIN = "graphc.expand"  # the domain of the call sites expand_functions inlines
 MAX_EXPAND_ROUNDS = 8  # function bodies that call functions, nested this deep at most
+
+
+def _opsets_of_form(onnx: Any, node: Any, domain: str, fits: Callable[[Any], bool]) -> str:
+    """Where a node's form (its input count, an attribute) exists: the opsets whose definition
+    of the operator has it, as a hint for a malformed file (an exporter that wrote another
+    opset's form: jax2onnx 0.17's ReduceMean with an axes input at opset 17), else ""."""
+    domains = {"", "ai.onnx"} if domain == "" else {domain}
+    defs = sorted(
+        (s.since_version, fits(s))
+        for s in onnx.defs.get_all_schemas_with_history()
+        if s.name == node.op_type and s.domain in domains
+    )
+    spans: list[list[int | None]] = []  # [first, last] opsets, last None: and later
+    for k, (since, ok) in enumerate(defs):
+        until = defs[k + 1][0] - 1 if k + 1 < len(defs) else None
+        if ok and spans and spans[-1][1] == since - 1:
+            spans[-1][1] = until
+        elif ok:
+            spans.append([since, until])
+    if not spans:
+        return ""
+    text = ", ".join(
+        f"{a} and later" if b is None else (f"{a}" if a == b else f"{a} to {b}") for a, b in spans
+    )
+    return (
+        f". {node.op_type} has this form at opset {text}: export the model at such an opset "
+        "(the exporter's opset option)"
+    )
 
 
 def _rule_key(node: Any) -> str:
