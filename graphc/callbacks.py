@@ -403,7 +403,9 @@ class LearningRateScheduler(Callback):
     checkpoint) holds, as Keras does. The rates of the current ``fit`` are in ``self.rates``.
 
     Args:
-        schedule: a function (epoch, lr) -> new rate, or epoch -> new rate.
+        schedule: a function (epoch, lr) -> new rate, or epoch -> new rate (told apart by
+            its signature: two positional parameters or ``*args`` get the rate; an exception
+            the function raises, a TypeError included, reaches the caller as it is).
         verbose: 1 prints Keras's line for each epoch ("Epoch 1: LearningRateScheduler
             setting learning rate to 0.01.").
 
@@ -425,11 +427,31 @@ class LearningRateScheduler(Callback):
     def on_train_begin(self, model: Any) -> None:
         self.rates = []
 
-    def on_epoch_begin(self, model: Any, epoch: int) -> None:
+    def _takes_lr(self) -> bool | None:
+        """Whether the schedule takes (epoch, lr): two positional parameters or *args, by its
+        signature; None when it has none to read (some C callables)."""
+        import inspect
+
         try:
-            rate = self.schedule(epoch, float(model.lr))
-        except TypeError:  # Keras's fallback: a schedule of the epoch alone
-            rate = self.schedule(epoch)
+            params = inspect.signature(self.schedule).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        P = inspect.Parameter
+        kinds = [p.kind for p in params]
+        return (
+            P.VAR_POSITIONAL in kinds
+            or sum(k in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD) for k in kinds) >= 2
+        )
+
+    def on_epoch_begin(self, model: Any, epoch: int) -> None:
+        takes_lr = self._takes_lr()
+        if takes_lr is None:
+            try:
+                rate = self.schedule(epoch, float(model.lr))
+            except TypeError:  # Keras's fallback: a schedule of the epoch alone
+                rate = self.schedule(epoch)
+        else:  # by the signature: a TypeError inside the schedule is the user's, left as is
+            rate = self.schedule(epoch, float(model.lr)) if takes_lr else self.schedule(epoch)
         ok = isinstance(rate, int | float | np.integer | np.floating) and not isinstance(rate, bool)
         if not (ok and math.isfinite(rate) and rate >= 0):
             raise ArgumentError(

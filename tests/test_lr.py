@@ -284,6 +284,19 @@ def test_keras_learning_rate_scheduler_steps_with_the_rates_it_returns(model, ca
         )
     assert model.history.epochs == [0]
 
+    # a TypeError inside a two-argument schedule was taken for "takes one argument": the
+    # schedule was called again as schedule(epoch), hiding the user's error behind
+    # "missing 1 required positional argument: 'lr'"
+    def buggy(epoch, lr):
+        return lr * "0.5" if epoch else lr
+
+    with pytest.raises(TypeError, match="can't multiply sequence"):
+        model.fit(X, Y, epochs=2, verbose=0, callbacks=[gc.LearningRateScheduler(buggy)])
+    assert model.history.epochs == [0]
+    model.lr = 0.04
+    star = gc.LearningRateScheduler(lambda *a: a[1] * 0.5)  # *args: gets the rate too
+    assert model.fit(X, Y, epochs=2, verbose=0, callbacks=[star])["lr"] == [0.02, 0.01]
+
 
 def test_fit_names_keras_arguments_it_has_not(model) -> None:
     # Keras's sample_weight, class_weight, steps_per_epoch: Python TypeErrors before
