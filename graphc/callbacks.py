@@ -576,6 +576,7 @@ class ModelCheckpoint(Callback):
             step counter and rates; ``Model.load`` reads it) instead of ``Model.save_model``'s
             model file (the network too; ``graphc.load_model`` reads it).
         mode: "min", "max" or "auto" (max for accuracy-like names, else min).
+        save_freq: "epoch" only (Keras's default; the arguments are in Keras's order).
         initial_value_threshold: the best value to beat at first (None: any finite value).
 
     Attributes:
@@ -583,6 +584,7 @@ class ModelCheckpoint(Callback):
         saved: the paths written by the current ``fit``, in order.
 
     Raises:
+        GraphcError: (when made) an unknown ``mode``; ``save_freq`` other than "epoch".
         ArgumentError: (when ``fit`` starts, before anything trains) ``monitor`` is not
             among fit's figures (save_best_only); a ``filepath`` field names no figure; the
             folder of ``filepath`` does not exist (when its name has no fields).
@@ -593,13 +595,19 @@ class ModelCheckpoint(Callback):
         self,
         filepath: str,
         monitor: str = "val_loss",
-        *,
         verbose: int = 0,
         save_best_only: bool = False,
         save_weights_only: bool = False,
         mode: str = "auto",
+        save_freq: str | int = "epoch",
         initial_value_threshold: float | None = None,
     ) -> None:
+        if save_freq != "epoch":
+            raise GraphcError(
+                f"ModelCheckpoint: save_freq={save_freq!r} is not supported; it saves at the "
+                "end of epochs (save_freq='epoch', Keras's default). For saves within an "
+                "epoch, call model.save in a callback's on_batch_end"
+            )
         self.filepath, self.monitor, self.verbose = str(filepath), monitor, verbose
         self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
         self.mode = _mode_for(monitor, mode, "ModelCheckpoint")

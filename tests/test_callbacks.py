@@ -297,3 +297,13 @@ def test_keras_stop_training_flag_ends_fit_after_the_batch_or_epoch() -> None:
     assert math.isclose(hist["loss"][0], sum(cb.losses) / 2, rel_tol=1e-12)  # 8 rows each
     hist = model.fit(x, y, epochs=2, verbose=0)  # the flag is cleared by the next fit
     assert hist.epochs == [0, 1]
+
+
+def test_model_checkpoint_takes_keras_arguments_in_keras_order() -> None:
+    # ModelCheckpoint(path, "val_loss", 1, True) and save_freq="epoch" (Keras's default) were
+    # Python TypeErrors; a save_freq in batches is refused saying what graphc does instead
+    cb = ModelCheckpoint("ck.npz", "val_accuracy", 1, True, True, "auto", "epoch", 0.5)
+    assert (cb.verbose, cb.save_best_only, cb.save_weights_only) == (1, True, True)
+    assert cb.mode == "max" and cb.best == 0.5
+    with pytest.raises(GraphcError, match=r"save_freq=100 is not supported.*on_batch_end"):
+        ModelCheckpoint("ck.npz", save_freq=100)
