@@ -379,7 +379,7 @@ class Library:
     # ------------------------------------------------------------------ entries
 
     def predict(
-        self, x: Any, *, batch_size: int = 1024, out: Any = None
+        self, x: Any, *, batch_size: int = 1024, out: Any = None, verbose: Any = 0
     ) -> np.ndarray | dict[str, np.ndarray]:
         """``NAME_infer`` on every row of ``x`` (array or dict by input name), in blocks of
         ``batch_size`` rows when the library's outputs are row-wise (its ``rows_independent``
@@ -392,6 +392,8 @@ class Library:
                 output's dtype and shape; by default a new array. Written once, in place
                 (without ``out``, a single output of at most 4 KiB is written to a buffer of
                 this Library's and copied: cheaper than taking a new array's address).
+            verbose: accepted for Keras's ``predict(x, verbose=0)`` (as Model.predict);
+                nothing is printed.
 
         Returns:
             the output array (float32), or a dict by output name when there are several.

@@ -284,6 +284,7 @@ def test_load_round_trip_predict_train_and_shape_checks(build, data):
     assert lib.threads == 2
     assert np.array_equal(lib.predict(x[:300], batch_size=128), one)
     lib.threads = 1
+    assert np.array_equal(lib.predict(x[:300], batch_size=128, verbose=0), one)  # Keras's form
     ref = digits_model()
     ref.set_weights(model.get_weights())
     ref.lr = lib.lr
