@@ -445,3 +445,34 @@ def test_gradient_clipping_matches_the_documented_formulas(kind, c, semantics) -
         SGD(clipnorm=1.0, clipvalue=1.0)
     with pytest.raises(GraphcError, match="> 0"):
         Adam(global_clipnorm=0.0)
+
+
+@pytest.mark.parametrize("clip", [{"global_clipnorm": 0.05}, {"clipvalue": 0.01}])
+def test_data_parallel_update_clips_as_train_step(clip) -> None:
+    """The split step of data-parallel training (train_grads, then apply_update on the summed
+    gradients) clips as train_step does: the same parameters after three steps, and not those
+    of an unclipped step (the clipping engaged)."""
+    from graphc.runtime.distributed import SplitStep
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((10, 4)).astype(np.float32) * 3
+    y = rng.integers(0, 3, 10).astype(np.int32)
+
+    def build(name, **kw):
+        xi, yi = gc.input("x", ("N", 4)), gc.input("y", ("N",), dtype="i32")
+        o = gc.dense(gc.dense(xi, 6, "relu", name="fc1"), 3, name="fc2")
+        opt = SGD(lr=0.5, momentum=0.9, **kw)
+        return gc.compile(o, gc.softmax_cross_entropy(o, yi), opt, name=name)
+
+    one, split, plain = build("clip_one", **clip), build("clip_split", **clip), build("noclip")
+    s = SplitStep(split, 10)
+    for _ in range(3):
+        one.train_step(x, y)
+        plain.train_step(x, y)
+        s.scale[...] = 1.0
+        s.grads(s.arrays({"x": x, "y": y}), 10)
+        s.lr[...] = split.lr
+        s.update(s.update_arrays, 1)
+    for k in one.params:
+        np.testing.assert_allclose(split.params[k], one.params[k], rtol=1e-5, atol=1e-7)
+    assert max(np.abs(plain.params[k] - one.params[k]).max() for k in one.params) > 1e-2
