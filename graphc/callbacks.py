@@ -480,8 +480,9 @@ class ReduceLROnPlateau(Callback):
     threshold: its ``min_delta=d`` is taken as ``threshold=d, threshold_mode="abs"``. The
     default ``mode`` is Keras's "auto": "max" for a monitored name with "acc", "r2" or "auc"
     in it, else "min" (torch's default, whose scheduler sees no names: an accuracy monitored in
-    "min" mode would lower the rate while it improves). ``verbose=1`` prints Keras's line at each reduction ("Epoch 5:
-    ReduceLROnPlateau reducing learning rate to 0.001.", the epoch counted from 1).
+    "min" mode would lower the rate while it improves). ``verbose=1`` prints Keras's line at
+    each reduction ("Epoch 5: ReduceLROnPlateau reducing learning rate to 0.001.", the epoch
+    counted from 1).
 
     Raises:
         GraphcError: ``factor`` outside (0, 1), an unknown ``threshold_mode``, or

@@ -1064,7 +1064,10 @@ def _epochs(
         figures["seconds"] = time.perf_counter() - t0
         history.add(epoch, figures)
         progress.epoch(epoch, figures)
-        decided[0], decided[1] = bool(cbs.epoch_end(model, epoch, figures)), model.lr
+        decided[0], decided[1] = (
+            bool(cbs.epoch_end(model, epoch, figures) or model.stop_training),
+            model.lr,
+        )
         comm.Bcast(decided, root=0)
         stop, lr = bool(decided[0]), float(decided[1])
         if lr != model.lr:  # float64 both ways: rank 0's value exactly

@@ -1241,10 +1241,11 @@ class Model:
                 and ``on_train_end(model, history)``; ``set_model(model)`` is called first when
                 present. Setting ``model.stop_training = True`` (Keras's way) in a hook also
                 stops training: after the current epoch, or after the current batch in a batch
-                hook (that epoch's loss is then the mean over the batches run). Batch hooks
-                take Keras's arguments: ``on_batch_begin(batch, logs)``
-                with logs {"batch", "size"} and ``on_batch_end(batch, logs)`` with also "loss"
-                (the epoch's mean loss so far, as Keras) and "batch_loss"; batch counts from 0
+                hook (that epoch's loss is then the mean over the batches run; data-parallel
+                fit: after the epoch, rank 0's flag). Batch hooks take Keras's arguments:
+                ``on_batch_begin(batch, logs)`` with logs {"batch", "size"} and
+                ``on_batch_end(batch, logs)`` with also "loss" (the epoch's mean loss so far,
+                as Keras) and "batch_loss"; batch counts from 0
                 in each epoch (``on_train_batch_begin/end`` are the same hooks). A batch hook
                 makes fit run one native call per batch instead of one per epoch.
             allow_nonfinite: do not reject NaN/Inf in the features.
@@ -1349,6 +1350,7 @@ class Model:
         _check_monitors(callbacks, self.figure_names(validation=val is not None))
         history, prior = History(), self.history
         self.history = history
+        self.stop_training = False  # Keras's flag: a callback sets it; every fit clears it
         if comm is not None:  # data-parallel: graphc.runtime.distributed runs the epochs
             from . import distributed as dist
 
@@ -1383,7 +1385,6 @@ class Model:
         native = self.use_epoch_entry and not cbs.has_batch_hooks and stop_on_nonfinite
         run = _FitRun(self, feeds, n, batch_size, native, stop_on_nonfinite)
         run.scan = scan_in_epoch
-        self.stop_training = False
         cbs.train_begin(self)
         progress = _Progress(verbose, epochs, initial_epoch)
         run.ctrl_c = ctrl_c = _DeferredInterrupt()  # Ctrl-C acts at the next step boundary

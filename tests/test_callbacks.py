@@ -299,6 +299,35 @@ def test_keras_stop_training_flag_ends_fit_after_the_batch_or_epoch() -> None:
     assert hist.epochs == [0, 1]
 
 
+_STOP_FLAG_MPI = """
+import numpy as np, graphc as gc
+x, y = np.arange(40.0).reshape(20, 2) / 40, np.ones((20, 1))
+xi, yi = gc.input("x", ("N", 2), dtype="f64"), gc.input("y", ("N", 1), dtype="f64")
+out = gc.dense(xi, 1, name="l")
+model = gc.compile(out, gc.mean_squared_error(out, yi), gc.SGD(lr=0.1), name="stopflag_mpi")
+class AtEpoch(gc.callbacks.Callback):
+    def on_epoch_end(self, m, epoch, figures):
+        if epoch == 1:
+            self.model.stop_training = True
+fit = dict(epochs=4, batch_size=5, verbose=0, distributed="mpi")
+print(model.fit(x, y, callbacks=[AtEpoch()], **fit).epochs, model.fit(x, y, **fit).epochs)
+"""
+
+
+def test_keras_stop_training_flag_ends_the_data_parallel_fit() -> None:
+    # the data-parallel fit read no stop_training (ran all epochs), and a flag left set by an
+    # earlier fit was never cleared. One rank (MPI's singleton start), in a process of its own.
+    import subprocess
+    import sys
+
+    pytest.importorskip("mpi4py")
+    r = subprocess.run(
+        [sys.executable, "-c", _STOP_FLAG_MPI], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split("\n")[-2] == "[0, 1] [0, 1, 2, 3]"
+
+
 def test_model_checkpoint_takes_keras_arguments_in_keras_order() -> None:
     # ModelCheckpoint(path, "val_loss", 1, True) and save_freq="epoch" (Keras's default) were
     # Python TypeErrors; a save_freq in batches is refused saying what graphc does instead
