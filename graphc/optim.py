@@ -593,5 +593,25 @@ def _named_options(cls: type) -> None:
 
 
 OPTIMIZERS = {c.__name__: c for c in (SGD, Adam, AdamW, Adagrad, RMSprop, Adadelta)}
+
+
+def _repr_with_clipping(cls: type) -> None:
+    """Append the gradient-clipping option that is set to ``cls``'s dataclass repr (the clip
+    fields are left out of it so that an optimizer without clipping reads as before): a model's
+    repr and dump name the clipping the update applies."""
+    plain = cls.__repr__
+    if getattr(plain, "shows_clipping", False):  # inherited from a class wrapped already
+        return
+
+    def __repr__(self: Any) -> str:
+        text = plain(self)
+        clips = [f for f in ("clipnorm", "clipvalue", "global_clipnorm") if getattr(self, f, None)]
+        return text[:-1] + "".join(f", {f}={getattr(self, f)!r}" for f in clips) + ")"
+
+    __repr__.shows_clipping = True  # type: ignore[attr-defined]
+    cls.__repr__ = __repr__  # type: ignore[method-assign]
+
+
 for _c in OPTIMIZERS.values():
     _named_options(_c)
+    _repr_with_clipping(_c)

@@ -441,6 +441,8 @@ def test_gradient_clipping_matches_the_documented_formulas(kind, c, semantics) -
             w, b = w - 0.1 * vw, b - 0.1 * vb
     np.testing.assert_allclose(m.params["l.w"], w, rtol=1e-10)
     np.testing.assert_allclose(m.params["l.b"], b, rtol=1e-10)
+    assert repr(opt).endswith(f", {kind}={c!r})") and f"{kind}=" in repr(m)  # shown when set
+    assert "clip" not in repr(SGD(lr=0.1))
     with pytest.raises(GraphcError, match="at most one"):
         SGD(clipnorm=1.0, clipvalue=1.0)
     with pytest.raises(GraphcError, match="> 0"):
