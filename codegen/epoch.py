@@ -134,17 +134,9 @@ def emit_train_epoch(
                 with then:
                     for _, f in flags:
                         b.store(ir.Constant(I32, 0), f)
-                    scanned: list[tuple[Any, ...]] = []
-                    for slot, (rb, src, stage) in zip(batched_slots, batched):
-                        c = row_checks.get(slot)
-                        if c is None:
-                            scanned.append((rb, src, stage, None))
-                            continue
-                        dt = g[c.name].type.dtype
-                        f = dict(flags)[slot]
-                        scanned.append(
-                            (rb, src, stage, (copy_scanner(module, c.kind, dt, home), c, dt, f))
-                        )
+                    scanned = _scanned_rows(
+                        module, g, batched_slots, batched, row_checks, flags, home
+                    )
                     _gather_rows(b, fn, memcpy, order, lo, nb, n, scanned, bad)
                     for slot, f in flags:  # the checked entry's order: the first slot failing
                         with b.if_then(
@@ -264,14 +256,7 @@ def emit_train_epoch_split(
     if row_checks:
         with b.goto_entry_block():
             flags = [(sl, b.alloca(I32, name=f"bad{sl}")) for sl in sorted(row_checks)]
-        for slot, (rb, src, stage) in zip(batched_slots, batched):
-            c = row_checks.get(slot)
-            if c is None:
-                scanned.append((rb, src, stage, None))
-                continue
-            dt = g[c.name].type.dtype
-            scanner = copy_scanner(module, c.kind, dt, home)
-            scanned.append((rb, src, stage, (scanner, c, dt, dict(flags)[slot])))
+        scanned = _scanned_rows(module, g, batched_slots, batched, row_checks, flags, home)
     with loop(b, b.sub(end_step, first_step), name="j") as j:
         s = b.add(first_step, j, name="s")
         b.store(s, at)
@@ -426,6 +411,30 @@ def _stage_inputs(
             srcs[name] = src
         b.store(src, b.gep(table, [i64(i)], source_etype=PTR))
     return table, batched, srcs
+
+
+def _scanned_rows(
+    module: ir.Module,
+    g: Any,
+    batched_slots: list[int],
+    batched: list[tuple[Any, ...]],
+    row_checks: dict[int, InputCheck],
+    flags: list[tuple[int, ir.Value]],
+    home: ir.Module | None,
+) -> list[tuple[Any, ...]]:
+    """``batched`` (the gather's (row bytes, source, stage) per batched slot) with each slot's
+    row check attached: (scanner, check, dtype, its failure flag), or None where the slot has
+    no check (_gather_rows copies those rows as they are)."""
+    flag_of = dict(flags)
+    out: list[tuple[Any, ...]] = []
+    for slot, (rb, src, stage) in zip(batched_slots, batched):
+        c = row_checks.get(slot)
+        if c is None:
+            out.append((rb, src, stage, None))
+            continue
+        dt = g[c.name].type.dtype
+        out.append((rb, src, stage, (copy_scanner(module, c.kind, dt, home), c, dt, flag_of[slot])))
+    return out
 
 
 def _gather_rows(

@@ -144,6 +144,8 @@ FLOAT_TYPES = (1, 10, 11, 16)
 # Cast and Div 255) are read as float32 too (exact for magnitudes up to 2**24); any other use
 # would compute integer arithmetic (division, overflow) in float: refused.
 INTEGER_TYPES = (2, 3, 4, 5, 6, 7, 9, 12, 13)
+# Operators whose results are 0 or 1 whatever their operands: comparisons and logic.
+MASK_OPS = ("Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Equal", "Not", "And", "Or", "Xor")
 # Operators whose integer results float32 computes exactly from whole numbers below 2**24 (Div
 # truncates as integer division does; comparisons and logic give 0/1): an integer input may
 # flow through them to a Cast to float or a Gather's indices.
@@ -162,15 +164,7 @@ INTEGER_FLOW = frozenset(
         "Sum",
         "Clip",
         "Where",
-        "Less",
-        "Greater",
-        "LessOrEqual",
-        "GreaterOrEqual",
-        "Equal",
-        "Not",
-        "And",
-        "Or",
-        "Xor",
+        *MASK_OPS,
         "Cast",
         "CastLike",
         "Identity",
@@ -810,20 +804,7 @@ class Importer:
             if name in n.output:
                 if n.op_type in ("Cast", "Identity"):
                     return self.is_mask(n.input[0])
-                return n.op_type in (
-                    [
-                        "Less",
-                        "Greater",
-                        "LessOrEqual",
-                        "GreaterOrEqual",
-                        "Equal",
-                        "Not",
-                        "And",
-                        "Or",
-                        "Xor",
-                        "Sign",
-                    ]
-                )
+                return n.op_type in MASK_OPS or n.op_type == "Sign"
         return False
 
     def graph_input(self, vi: Any) -> Tensor:
