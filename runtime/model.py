@@ -1347,7 +1347,13 @@ class Model:
         )  # fmt: skip
         if isinstance(batch_size, int):  # (checked by _check_fit_counts)
             self._check_last_batch(n, batch_size)
-        _check_monitors(callbacks, self.figure_names(validation=val is not None))
+        names = self.figure_names(validation=val is not None)
+        if comm is None or comm.Get_size() == 1:
+            _check_monitors(callbacks, names)
+        else:  # a check may fail on one rank only (ModelCheckpoint's folder, on rank 0)
+            from .distributed import agreed
+
+            agreed(comm, "fit's callback checks", lambda: _check_monitors(callbacks, names))
         history, prior = History(), self.history
         self.history = history
         self.stop_training = False  # Keras's flag: a callback sets it; every fit clears it

@@ -347,6 +347,16 @@ def edges() -> dict[str, np.ndarray]:
         everyone = gc.distributed.world().allgather(message)
         if r == 0:
             res[f"error_{case}"] = np.array(everyone)
+    # a callback check that fails on rank 0 only (ModelCheckpoint's folder: rank 0 writes)
+    try:
+        ck = gc.ModelCheckpoint("/nonexistent-graphc-folder/ck.npz", save_weights_only=True)
+        m.fit(x, y, epochs=1, batch_size=8, distributed="mpi", verbose=0, callbacks=[ck])
+        message = "no error"
+    except gc.GraphcError as e:
+        message = f"{type(e).__name__}: {e}"
+    everyone = gc.distributed.world().allgather(message)
+    if r == 0:
+        res["error_ckpt"] = np.array(everyone)
     return res
 
 

@@ -452,6 +452,9 @@ def test_fewer_rows_than_ranks_and_errors_on_some_ranks(tmp_path):
     assert batch[0] == "ArgumentError: batch_size must be a positive int, got 0"
     assert all(m.startswith("DistributedError: rank 0 of 3 failed") for m in batch[1:])
     assert all("different numbers of rows [50, 50, 49]" in m for m in rows)
+    ckpt = got["error_ckpt"]  # rank 0 refused, ranks 1 and 2 waited in dist.fit (hung)
+    assert ckpt[0].startswith("ArgumentError: ModelCheckpoint: the folder"), ckpt
+    assert all("rank 0 of 3 failed in fit's callback checks" in m for m in ckpt[1:]), ckpt
     # /dev/shm too small for the shared-memory window: auto falls back to MPI_Allreduce (the
     # same loss as with the window), an explicit GRAPHC_MPI_REDUCE=window is refused on every
     # rank before any step
