@@ -476,8 +476,14 @@ class Importer:
                 f"integer tensors are){hint}"
             )
         if name in self.uncomputed:
+            others = self.outputs_without(name)
+            hint = (
+                f"; from_onnx(..., outputs={others!r}) imports the outputs that do not need it"
+                if others
+                else ""
+            )
             raise OnnxError(
-                f"{where}: value {name!r} is not computed by graphc: {self.uncomputed[name]}"
+                f"{where}: value {name!r} is not computed by graphc: {self.uncomputed[name]}{hint}"
             )
         raise OnnxError(
             f"{where}: value {name!r} is not defined before its use (an ONNX graph lists its "
@@ -3307,8 +3313,8 @@ def _linear_classifier(cx: NodeContext) -> list[Value]:
         cx.fail(f"{t} score columns for {c} classes (graphc reads T = C, or T = 1 for C = 2)")
     if ints is None:  # string labels: graphc computes numbers only
         cx.imp.uncomputed[cx.node.output[0]] = (
-            f"the labels of {cx.where()} are strings (classlabels_strings); import only the "
-            f"scores or probabilities (from_onnx(outputs=[...])), then classlabels[argmax]"
+            f"the labels of {cx.where()} are strings (classlabels_strings); import the "
+            f"scores or probabilities only (the label is classlabels[argmax])"
         )
         return [None, z]
     y = _labels_of(cx, idx, np.asarray(labels, np.int64))

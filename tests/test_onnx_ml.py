@@ -271,7 +271,8 @@ def test_string_labels_name_what_to_import_instead() -> None:
             helper.make_tensor_value_info("scores", TensorProto.FLOAT, None),
         ],
     )
-    with pytest.raises(gc.OnnxError, match=r"'label'.*strings.*outputs="):
+    # the outputs to import are named (it said outputs=[...], leaving the user to guess)
+    with pytest.raises(gc.OnnxError, match=r"'label'.*strings.*outputs=\['scores'\]\)"):
         gc.from_onnx(m)
     x = np.array([[1.0, 2.0], [3.0, -1.0]], np.float32)
     got = gc.from_onnx(m, outputs=["scores"]).compile().predict(x)
