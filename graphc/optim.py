@@ -43,6 +43,12 @@ class Optimizer:
     Keras's gradient-clipping options ``clipnorm``, ``clipvalue``, ``global_clipnorm`` (> 0;
     see ``clip_gradients``; ``global_clipnorm`` under torch semantics is
     ``torch.nn.utils.clip_grad_norm_``).
+
+    Raises:
+        GraphcError: (when made, before anything compiles) an option the optimizer lacks
+            (naming graphc's name for a Keras or torch one), more than one clipping option,
+            a clipping option that is not a finite number > 0, ``lr`` or another rate or
+            coefficient that is negative or not finite, an unknown ``semantics``.
     """
 
     lr = 1e-3  # plain class attributes, not fields: subclasses declare their own, in their order
