@@ -51,6 +51,13 @@ class Optimizer:
             coefficient that is negative or not finite, an unknown ``semantics``.
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Each optimizer's own docstring (what ``help(gc.Adam)`` shows) ends with the options
+        and errors every optimizer shares."""
+        super().__init_subclass__(**kwargs)
+        if cls.__doc__ and "Gradient clipping" not in cls.__doc__:
+            cls.__doc__ = cls.__doc__.rstrip() + _SHARED_DOC
+
     lr = 1e-3  # plain class attributes, not fields: subclasses declare their own, in their order
     semantics = "torch"
     DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -201,6 +208,21 @@ class Optimizer:
 
 
 _OPTIONAL = ("learning_rate", "clipnorm", "clipvalue", "global_clipnorm")  # may stay None
+
+_SHARED_DOC = """
+
+    Gradient clipping (Keras's options, at most one, each a finite number > 0, applied to the
+    gradients before the update and before weight decay): ``clipvalue=v`` clips each element
+    to [-v, v]; ``clipnorm=c`` scales each gradient tensor to an L2 norm of at most c;
+    ``global_clipnorm=c`` scales all of them by one factor, c / max(n, c) with n the norm of
+    all of them together (Keras), or min(1, c / (n + 1e-6)) under torch semantics
+    (``torch.nn.utils.clip_grad_norm_``). ``learning_rate=`` is Keras's name for ``lr``.
+
+    Raises:
+        GraphcError: (when made) an option this optimizer lacks (naming graphc's name for a
+            Keras or torch one), more than one clipping option or one not > 0, a negative or
+            non-finite rate or coefficient, an unknown ``semantics``.
+    """
 
 
 def _bias_correction(b: Builder, beta: float, t: str) -> str:

@@ -478,3 +478,15 @@ def test_data_parallel_update_clips_as_train_step(clip) -> None:
     for k in one.params:
         np.testing.assert_allclose(split.params[k], one.params[k], rtol=1e-5, atol=1e-7)
     assert max(np.abs(plain.params[k] - one.params[k]).max() for k in one.params) > 1e-2
+
+
+def test_every_optimizers_help_describes_clipping_and_its_errors() -> None:
+    # help(gc.Adam) showed clipnorm= in the signature only: the meaning and the errors were in
+    # the base class's docstring, which help() of a subclass does not show
+    import pydoc
+
+    for cls in (gc.SGD, gc.Adam, gc.AdamW, gc.Adagrad, gc.RMSprop, gc.Adadelta):
+        text = pydoc.render_doc(cls, renderer=pydoc.plaintext)
+        head = text[: text.index("Method resolution order")]
+        for word in ("global_clipnorm=c", "clip_grad_norm_", "Raises:", "at most one"):
+            assert word in head, (cls.__name__, word)
