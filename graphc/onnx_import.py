@@ -193,6 +193,7 @@ def load_model(source: Any) -> tuple[Any, str | None]:
     """
     onnx = require_onnx()
     if isinstance(source, onnx.ModelProto):
+        _check_text(source, "onnx", "model")  # (onnx.load keeps non-UTF-8 names as bytes)
         return source, None
     if isinstance(source, (bytes, bytearray)):
         return _parse(onnx, bytes(source), "<bytes>"), None
@@ -219,7 +220,29 @@ def _parse(onnx: Any, data: bytes, where: str) -> Any:
         raise OnnxError(f"{where}: not a valid ONNX model ({type(e).__name__}: {e})") from None
     if not m.HasField("graph"):
         raise OnnxError(f"{where}: the file holds no graph (is it an ONNX model?)")
+    _check_text(m, where, "model")
     return m
+
+
+def _check_text(msg: Any, where: str, path: str) -> None:
+    """Refuse a string field that is not UTF-8 text (protobuf's Python runtime hands such a
+    name to the reader as bytes, not str), naming the field, e.g. ``graph.node[3].input[1]``.
+
+    Raises:
+        OnnxError: a name, op type, domain or other text field that does not decode as UTF-8.
+    """
+    for fd, value in msg.ListFields():
+        name = f"{path}.{fd.name}"
+        # (repeated: a container; protobuf 6+ dropped FieldDescriptor.label)
+        repeated = not isinstance(value, (str, bytes)) and not hasattr(value, "ListFields")
+        if fd.type == fd.TYPE_MESSAGE:
+            for i, v in enumerate(value if repeated else [value]):
+                _check_text(v, where, f"{name}[{i}]" if repeated else name)
+        elif fd.type == fd.TYPE_STRING:
+            for i, v in enumerate(value if repeated else [value]):
+                if not isinstance(v, str):
+                    at = f"{name}[{i}]" if repeated else name
+                    raise OnnxError(f"{where}: {at} is not UTF-8 text ({bytes(v)[:40]!r})")
 
 
 def tensor_to_array(t: Any, base_dir: str | None, what: str) -> np.ndarray:

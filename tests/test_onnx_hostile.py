@@ -1,0 +1,49 @@
+"""Malformed and hostile ONNX files found by mutation fuzzing (fuzz_onnx of the fuzzer helper):
+each is refused with an OnnxError naming the field or node, never a Python exception escaping.
+The minimal file of each class is built here with onnx.helper."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import graphc as gc
+
+
+def _mlp(graph_name: str = "mlpQQ", node_input: str = "x") -> bytes:
+    w = numpy_helper.from_array(np.ones((3, 2), np.float32), "W")
+    g = helper.make_graph(
+        [helper.make_node("MatMul", [node_input, "W"], ["y"], name="mm")],
+        graph_name,
+        [helper.make_tensor_value_info(node_input, TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [w],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    return m.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        (_mlp("mlpQQ").replace(b"mlpQQ", b"mlp\x80\xff"), "model.graph.name"),
+        (_mlp(node_input="inQQ").replace(b"inQQ", b"in\xc3\x28"), "model.graph.node[0].input[0]"),
+    ],
+)
+def test_names_that_are_not_utf8_are_refused_naming_the_field(tmp_path, data, field) -> None:
+    # protobuf's Python runtime hands a non-UTF-8 string field over as bytes: the importer's
+    # re.sub on the graph name raised TypeError (a byte flip in a real file found it)
+    with pytest.raises(gc.OnnxError, match=re.escape(f"{field} is not UTF-8")):
+        gc.from_onnx(data)
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(data)
+    with pytest.raises(gc.OnnxError, match=r"bad\.onnx: model\.graph"):
+        gc.from_onnx(str(path))
+    with pytest.raises(gc.OnnxError, match="not UTF-8"):
+        gc.from_onnx(onnx.load(str(path)))
+    # the same file with valid names imports
+    gc.from_onnx(_mlp())
