@@ -825,15 +825,22 @@ class Importer:
 
     def is_mask(self, name: str) -> bool:
         """Whether value ``name`` holds only -1, 0 and 1: a comparison or logic result (through
-        Casts), or an initializer of such values."""
-        if name in self.initializers:
-            a = self.initializers[name]
-            return a.dtype.kind in "iub" and bool(np.all(np.abs(a.astype(np.int64)) <= 1))
-        for n in self.graph.node:
-            if name in n.output:
-                if n.op_type in ("Cast", "Identity"):
-                    return self.is_mask(n.input[0])
+        Casts), or an initializer of such values. (It runs before the nodes are checked: a Cast
+        without inputs, or Casts in a cycle, are no mask here and refused where converted.)"""
+        seen = set()
+        while name not in seen:
+            seen.add(name)
+            if name in self.initializers:
+                a = self.initializers[name]
+                return a.dtype.kind in "iub" and bool(np.all(np.abs(a.astype(np.int64)) <= 1))
+            n = next((n for n in self.graph.node if name in n.output), None)
+            if n is None:
+                return False
+            if n.op_type not in ("Cast", "Identity"):
                 return n.op_type in MASK_OPS or n.op_type == "Sign"
+            if not n.input:
+                return False
+            name = n.input[0]
         return False
 
     def graph_input(self, vi: Any) -> Tensor:

@@ -47,3 +47,36 @@ def test_names_that_are_not_utf8_are_refused_naming_the_field(tmp_path, data, fi
         gc.from_onnx(onnx.load(str(path)))
     # the same file with valid names imports
     gc.from_onnx(_mlp())
+
+
+def _int_mul_graph(mask_nodes: list) -> bytes:
+    e = numpy_helper.from_array(np.ones((10, 2), np.float32), "E")
+    g = helper.make_graph(
+        [
+            *mask_nodes,
+            helper.make_node("Mul", ["ids", "mask"], ["m"], name="mul"),
+            helper.make_node("Gather", ["E", "m"], ["y"], name="gather", axis=0),
+        ],
+        "emb",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 2])],
+        [e],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "mask_nodes",
+    [
+        # a Cast with no input behind the Mul's other factor (IndexError before)
+        [helper.make_node("Cast", [], ["mask"], name="c0", to=TensorProto.INT64)],
+        # Casts in a cycle (RecursionError before)
+        [
+            helper.make_node("Cast", ["mask2"], ["mask"], name="c1", to=TensorProto.INT64),
+            helper.make_node("Cast", ["mask"], ["mask2"], name="c2", to=TensorProto.INT64),
+        ],
+    ],
+)
+def test_integer_inputs_mask_scan_of_malformed_casts_is_refused(mask_nodes) -> None:
+    with pytest.raises(gc.OnnxError, match="'ids'"):
+        gc.from_onnx(_int_mul_graph(mask_nodes))
