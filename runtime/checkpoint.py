@@ -28,6 +28,7 @@ import math
 import os
 import struct
 import tempfile
+import tokenize
 import zipfile
 from typing import Any
 
@@ -280,6 +281,8 @@ def read(
         NotImplementedError,  # a compression method zipfile does not know
         RuntimeError,  # an encrypted member
         struct.error,
+        SyntaxError,  # an .npy header numpy's literal parser refuses
+        tokenize.TokenError,  # an .npy header numpy's tokenizer cannot finish (unclosed brackets)
     ) as e:
         raise CheckpointError(
             f"{kind} {path!r} is corrupted or truncated, or not an .npz file "

@@ -68,6 +68,10 @@ def test_hostile_npz_files_raise_checkpoint_error(model, tmp_path) -> None:
     cases["complex array"] = {**good, w: _npy(np.zeros((3, 2), np.complex64))}
     cases["float64 for float32"] = {**good, w: _npy(np.zeros((3, 2), np.float64))}
     cases["truncated member"] = {**good, w: good[w][:-5]}
+    # .npy headers numpy's parser cannot finish (tokenize.TokenError escaped: a byte flip found
+    # it) or refuses (SyntaxError)
+    cases["npy header unclosed"] = {**good, w: good[w].replace(b"(3, 2)", b"(3, 2 ")}
+    cases["npy header not a literal"] = {**good, w: good[w].replace(b"(3, 2)", b"(3; 2)")}
     bad_header = json.loads(np.load(io.BytesIO(good["__header__.npy"])).tobytes())
     bad_header["params"] = [[1, 2]]
     cases["malformed header"] = {
