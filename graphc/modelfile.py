@@ -48,6 +48,29 @@ def read_description(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
             raise CheckpointError(
                 f"{where!r}: model description field {key!r} is missing or not a {kind.__name__}"
             )
+    # the fields that name values or classes: text (a list or null there escaped as TypeError
+    # or KeyError from the lookups by name)
+    if not all(isinstance(v, str) and v for v in desc["outputs"]):
+        raise CheckpointError(
+            f"{where!r}: model description field 'outputs' must list value names, got "
+            f"{desc['outputs']!r:.200}"
+        )
+    for key in ("loss", "loss_kind", "prediction"):
+        if desc.get(key) is not None and not isinstance(desc[key], str):
+            raise CheckpointError(
+                f"{where!r}: model description field {key!r} must be a name or null, got "
+                f"{desc[key]!r:.200}"
+            )
+    spec = desc.get("optimizer")
+    if spec is not None and not (
+        isinstance(spec, dict)
+        and isinstance(spec.get("class"), str)
+        and isinstance(spec.get("fields"), dict)
+    ):
+        raise CheckpointError(
+            f"{where!r}: model description field 'optimizer' must be null or "
+            f'{{"class": name, "fields": {{...}}}}, got {spec!r:.200}'
+        )
     return desc, {**state, **params}
 
 

@@ -85,3 +85,34 @@ def test_forged_model_file_with_huge_dims_refused(tmp_path):
             np.savez(f, **a2)
         with pytest.raises(CheckpointError, match="forged"):
             gc.load_model(bad)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("outputs", [["%0"]]),  # TypeError (unhashable) escaped before
+        ("outputs", [None]),  # KeyError escaped before
+        ("loss", {"a": 1}),
+        ("prediction", [1]),
+        ("optimizer", {"class": ["Adam"], "fields": {}}),
+        ("optimizer", "Adam"),
+    ],
+)
+def test_model_file_description_fields_of_the_wrong_type_refused(tmp_path, field, value):
+    # found by fuzzing .gcm files (fuzz_gc of the fuzzer helper): a name field holding a list,
+    # a dict or null escaped from gc.load_model as TypeError or KeyError
+    x, y = gc.input("x", ("N", 4)), gc.input("y", ("N", 3))
+    out = gc.matmul(x, gc.param("w", (4, 3)))
+    m = gc.compile(out, gc.mean_squared_error(out, y), gc.SGD(0.1), name="d")
+    path = tmp_path / "d.gcm"
+    m.save_model(path)
+    z = np.load(path)
+    arrays = {k: z[k] for k in z.files}
+    head = json.loads(bytes(arrays["__header__"]).decode())
+    head["extra"]["model_file"][field] = value
+    bad = tmp_path / "forged.gcm"
+    with open(bad, "wb") as f:
+        np.savez(f, **dict(arrays, __header__=np.frombuffer(json.dumps(head).encode(), np.uint8)))
+    with pytest.raises(CheckpointError, match=f"forged.gcm.*'{field}'"):
+        gc.load_model(bad)
+    gc.load_model(path)  # the file as written loads
