@@ -645,7 +645,14 @@ class Importer:
         for k in self.bound:
             if k not in names:
                 raise OnnxError(f"{self.where}: constants: the graph has no input {k!r}")
+        listed: set[str] = set()
         for vi in g.input:
+            if vi.name in listed:  # (graphc made a second input 'x_1' that the nodes read)
+                raise OnnxError(
+                    f"{self.where}: graph input {vi.name!r} is listed twice; an ONNX graph "
+                    "defines each value once (ONNX Runtime and onnx.checker refuse it too)"
+                )
+            listed.add(vi.name)
             if vi.name in self.initializers:  # IR < 4: initializers listed as inputs too
                 continue
             all_inputs.append(vi.name)

@@ -80,3 +80,12 @@ def _int_mul_graph(mask_nodes: list) -> bytes:
 def test_integer_inputs_mask_scan_of_malformed_casts_is_refused(mask_nodes) -> None:
     with pytest.raises(gc.OnnxError, match="'ids'"):
         gc.from_onnx(_int_mul_graph(mask_nodes))
+
+
+def test_a_graph_input_listed_twice_is_refused() -> None:
+    # ONNX Runtime: "Duplicate definition-site for (x)"; graphc made two inputs x and x_1, the
+    # nodes reading the second (found by fuzzing: a graph input duplicated)
+    m = onnx.load_from_string(_mlp())
+    m.graph.input.append(m.graph.input[0])
+    with pytest.raises(gc.OnnxError, match="graph input 'x' is listed twice"):
+        gc.from_onnx(m)
