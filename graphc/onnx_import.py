@@ -1083,7 +1083,7 @@ class Importer:
         """The ONNX element type of value ``name`` (declared, or from onnx's shape inference,
         run once), or None where neither says."""
         if self.types is None:
-            self.types = _value_types(require_onnx(), self.model)
+            self.types = _value_types(require_onnx(), self.model, self.where)
         t = self.types.get(name)
         return int(t.tensor_type.elem_type) if t is not None else None
 
@@ -1186,7 +1186,7 @@ def expand_functions(model: Any, opsets: dict[str, int], where: str) -> Any:
             break
         m = onnx.ModelProto()
         m.CopyFrom(model)
-        types = _value_types(onnx, m)
+        types = _value_types(onnx, m, where)
         added = 0
         for i, n in todo:
             fn = _function_body(onnx, n, opsets, types)
@@ -1237,13 +1237,37 @@ def _with_defaults(onnx: Any, node: Any, opsets: dict[str, int]) -> list:
     return out
 
 
-def _value_types(onnx: Any, model: Any) -> dict[str, Any]:
+def _value_types(onnx: Any, model: Any, where: str = "onnx") -> dict[str, Any]:
     """value name -> TypeProto, from the graph's inputs, outputs, value_info and onnx's shape
-    inference (when it succeeds)."""
+    inference (when it succeeds).
+
+    Raises:
+        OnnxError: a value_info entry declares an element type other than the one its node
+            yields (a float Div declared int64 was computed as integer division, truncated:
+            ONNX Runtime refuses such a file with a type error).
+    """
+    g = model.graph
+    declared = list(g.value_info)
+    del g.value_info[:]  # inferred from the nodes alone, to compare with what the file declares
     try:
         inferred = onnx.shape_inference.infer_shapes(model).graph
     except Exception:
         inferred = model.graph
+    finally:
+        g.value_info.extend(declared)
+    got = {
+        vi.name: vi.type.tensor_type.elem_type
+        for vi in inferred.value_info
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type
+    }
+    for vi in declared:
+        have = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
+        if have and got.get(vi.name, have) != have:
+            raise OnnxError(
+                f"{where}: value {vi.name!r} is declared {type_name(have)} (value_info) but its "
+                f"node yields {type_name(got[vi.name])}; the file is malformed (ONNX Runtime "
+                "refuses it too)"
+            )
     out = {}
     for g in (model.graph, inferred):
         for vi in (*g.input, *g.value_info, *g.output):

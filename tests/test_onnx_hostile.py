@@ -89,3 +89,27 @@ def test_a_graph_input_listed_twice_is_refused() -> None:
     m.graph.input.append(m.graph.input[0])
     with pytest.raises(gc.OnnxError, match="graph input 'x' is listed twice"):
         gc.from_onnx(m)
+
+
+def test_value_info_contradicting_the_nodes_type_is_refused() -> None:
+    # a float Div declared int64 in value_info was computed as integer division (truncated:
+    # [1, 2, -1] for [1.5, 2.5, -1.5]); ONNX Runtime refuses the file with a type error
+    # (found by fuzzing: value_info entries of other types, compared with ONNX Runtime)
+    d = numpy_helper.from_array(np.full((3,), 2, np.float32), "D")
+
+    def model(declared: int) -> onnx.ModelProto:
+        g = helper.make_graph(
+            [helper.make_node("Div", ["x", "D"], ["q"]), helper.make_node("Neg", ["q"], ["y"])],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+            [d],
+            value_info=[helper.make_tensor_value_info("q", declared, ["N", 3])],
+        )
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+    with pytest.raises(gc.OnnxError, match=r"'q' is declared int64 .* yields float"):
+        gc.from_onnx(model(TensorProto.INT64))
+    m = model(TensorProto.FLOAT)
+    gc.from_onnx(m)  # declared as computed: imports
+    assert len(m.graph.value_info) == 1  # the caller's ModelProto is left as it was
