@@ -183,6 +183,14 @@ def type_name(t: int) -> str:
     return _TYPE_NAME.get(t, f"type {t}")
 
 
+def _attr_type(onnx: Any, t: Any) -> str:
+    """An AttributeProto type's name (FLOAT, INTS, TENSOR, ...)."""
+    try:
+        return onnx.AttributeProto.AttributeType.Name(int(t))
+    except ValueError:
+        return f"type {int(t)}"
+
+
 def load_model(source: Any) -> tuple[Any, str | None]:
     """A ModelProto from a path (external data confined to the file's folder) or a ModelProto.
 
@@ -939,6 +947,13 @@ class Importer:
                     f"attribute {a.name!r} is not one of {key}'s at opset {cx.version} "
                     f"({', '.join(sorted(schema.attributes)) or 'none'}); the file is "
                     f"malformed{where}"
+                )
+            want = schema.attributes[a.name].type
+            if a.type != want:  # as onnx.checker: a rule reading it would see another kind
+                cx.fail(
+                    f"attribute {a.name!r} has type {_attr_type(onnx, a.type)}; {key}'s "
+                    f"{a.name} is {_attr_type(onnx, want)} (the file is malformed: ONNX Runtime "
+                    "and onnx.checker refuse it too)"
                 )
         if not schema.min_output <= len(node.output) <= schema.max_output:
             cx.fail(

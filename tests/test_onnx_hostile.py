@@ -113,3 +113,36 @@ def test_value_info_contradicting_the_nodes_type_is_refused() -> None:
     m = model(TensorProto.FLOAT)
     gc.from_onnx(m)  # declared as computed: imports
     assert len(m.graph.value_info) == 1  # the caller's ModelProto is left as it was
+
+
+def test_an_attribute_of_another_type_than_the_operators_is_refused() -> None:
+    # ConstantOfShape's value declared SPARSE_TENSOR (its data in the dense field): the rule got
+    # a SparseTensorProto and AttributeError escaped; an axis given as a float (found by fuzzing)
+    def model(attr: onnx.AttributeProto) -> onnx.ModelProto:
+        n = helper.make_node("Softmax", ["x"], ["y"], name="sm")
+        n.attribute.append(attr)
+        g = helper.make_graph(
+            [n],
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        )
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+    with pytest.raises(gc.OnnxError, match=r"'sm'.*attribute 'axis' has type FLOAT.* is INT"):
+        gc.from_onnx(model(helper.make_attribute("axis", 1.0)))
+    gc.from_onnx(model(helper.make_attribute("axis", 1)))
+    value = helper.make_attribute("value", numpy_helper.from_array(np.ones(1, np.float32)))
+    value.type = onnx.AttributeProto.SPARSE_TENSOR
+    n = helper.make_node("ConstantOfShape", ["s"], ["c"], name="cos")
+    n.attribute.append(value)
+    g = helper.make_graph(
+        [n, helper.make_node("Add", ["x", "c"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(np.array([3], np.int64), "s")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(gc.OnnxError, match=r"'cos'.*'value' has type SPARSE_TENSOR.* is TENSOR"):
+        gc.from_onnx(m)
