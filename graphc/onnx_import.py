@@ -647,6 +647,17 @@ class Importer:
             )
         if len(g.sparse_initializer):
             raise OnnxError(f"{self.where}: sparse initializers are not supported")
+        # single assignment over the whole graph, as onnx.checker and ONNX Runtime require (a
+        # node after the last use of its output was skipped, and its value never compared)
+        defined = {vi.name for vi in g.input} | {t.name for t in g.initializer}
+        for i, n in enumerate(g.node):
+            for o in n.output:
+                if o and o in defined:
+                    raise OnnxError(
+                        f"{self.where}: node {i} {n.name!r} ({n.op_type}): output {o!r} is "
+                        "defined twice (an ONNX graph assigns each value once)"
+                    )
+                defined.add(o)
         self.find_frozen()
         inputs, input_names, all_inputs = [], {}, []
         names = {vi.name for vi in g.input}
@@ -940,6 +951,10 @@ class Importer:
                 f"{schema.min_input} to {schema.max_input} (the file is malformed: ONNX Runtime "
                 f"and onnx.checker refuse it too){where}"
             )
+        names = [a.name for a in node.attribute]
+        if len(set(names)) != len(names):  # (the last one was read)
+            twice = sorted({a for a in names if names.count(a) > 1})
+            cx.fail(f"attribute(s) {', '.join(map(repr, twice))} given more than once")
         for a in node.attribute:  # an attribute of another opset (Squeeze-11's axes at 13)
             if a.name not in schema.attributes:
                 where = _opsets_of_form(onnx, node, domain, lambda s: a.name in s.attributes)

@@ -146,3 +146,28 @@ def test_an_attribute_of_another_type_than_the_operators_is_refused() -> None:
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
     with pytest.raises(gc.OnnxError, match=r"'cos'.*'value' has type SPARSE_TENSOR.* is TENSOR"):
         gc.from_onnx(m)
+
+
+def test_values_defined_twice_and_attributes_given_twice_are_refused() -> None:
+    # a node repeated after the last use of its output was skipped (imported; ONNX Runtime
+    # refuses the file), and of an attribute given twice the last was read (found by fuzzing)
+    def model(nodes: list) -> onnx.ModelProto:
+        g = helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        )
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+    relu = helper.make_node("Relu", ["x"], ["r"], name="relu")
+    neg = helper.make_node("Neg", ["r"], ["y"], name="neg")
+    with pytest.raises(gc.OnnxError, match=r"node 2 'relu' \(Relu\): output 'r' is defined twice"):
+        gc.from_onnx(model([relu, neg, relu]))
+    with pytest.raises(gc.OnnxError, match="output 'x' is defined twice"):
+        gc.from_onnx(model([helper.make_node("Relu", ["x"], ["x"]), neg]))
+    sm = helper.make_node("Softmax", ["x"], ["y"], name="sm", axis=1)
+    sm.attribute.append(helper.make_attribute("axis", 0))
+    with pytest.raises(gc.OnnxError, match=r"'sm'.*attribute.*'axis' given more than once"):
+        gc.from_onnx(model([sm]))
+    gc.from_onnx(model([relu, neg]))
