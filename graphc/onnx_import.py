@@ -955,6 +955,12 @@ class Importer:
         if len(set(names)) != len(names):  # (the last one was read)
             twice = sorted({a for a in names if names.count(a) > 1})
             cx.fail(f"attribute(s) {', '.join(map(repr, twice))} given more than once")
+        for a in node.attribute:  # (a function body's; expand_functions replaced those)
+            if a.ref_attr_name:
+                cx.fail(
+                    f"attribute {a.name!r} refers to {a.ref_attr_name!r}, a function's "
+                    "attribute, outside a function body (the file is malformed)"
+                )
         for a in node.attribute:  # an attribute of another opset (Squeeze-11's axes at 13)
             if a.name not in schema.attributes:
                 where = _opsets_of_form(onnx, node, domain, lambda s: a.name in s.attributes)

@@ -4,6 +4,7 @@ The minimal file of each class is built here with onnx.helper."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -171,3 +172,25 @@ def test_values_defined_twice_and_attributes_given_twice_are_refused() -> None:
     with pytest.raises(gc.OnnxError, match=r"'sm'.*attribute.*'axis' given more than once"):
         gc.from_onnx(model([sm]))
     gc.from_onnx(model([relu, neg]))
+
+
+def test_a_reference_attribute_outside_a_function_is_refused() -> None:
+    # ref_attr_name belongs in function bodies; onnx's get_attribute_value raised ValueError
+    # from the importer's merged-rows check (found by fuzzing tests/data/onnx/tf_mha_13.onnx)
+    n = helper.make_node("Transpose", ["x"], ["y"], name="tr", perm=[0, 2, 1])
+    n.attribute[0].ref_attr_name = "perm_of_caller"
+    g = helper.make_graph(
+        [n],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 3])],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(gc.OnnxError, match=r"'tr'.*'perm' refers to 'perm_of_caller'"):
+        gc.from_onnx(m)
+    # the fuzzer's file: a Transpose of merged rows in tf2onnx's attention
+    m = onnx.load(os.path.join(os.path.dirname(__file__), "data", "onnx", "tf_mha_13.onnx"))
+    (node,) = [n for n in m.graph.node if n.name == "Transpose__169"]
+    node.attribute[0].ref_attr_name = "r"
+    with pytest.raises(gc.OnnxError, match=r"'Transpose__169'.*'perm' refers to 'r'"):
+        gc.from_onnx(m)
