@@ -2294,6 +2294,17 @@ def _fold_gather(cx: NodeContext, args: list) -> list:
     return [np.asarray(out, dtype=data.dtype)]  # a 0-d object array stays an array
 
 
+def _same_lengths(cx: NodeContext, starts: Any, ends: Any, axes: Any, steps: Any) -> None:
+    """Slice's starts, ends, axes and steps must be as long as each other (ONNX Runtime
+    refuses others; zip() would silently drop the extra entries)."""
+    lengths = [len(v) for v in (starts, ends, axes, steps)]
+    if len(set(lengths)) != 1:
+        cx.fail(
+            f"starts, ends, axes and steps have {', '.join(map(str, lengths))} entries; "
+            "Slice needs as many of each"
+        )
+
+
 def _fold_slice(cx: NodeContext, args: list) -> list:
     data = args[0]
     if cx.version < 10:
@@ -2305,6 +2316,7 @@ def _fold_slice(cx: NodeContext, args: list) -> list:
         steps = args[4].tolist() if len(args) > 4 and args[4] is not None else None
     axes = list(range(len(starts))) if axes is None else axes
     steps = [1] * len(starts) if steps is None else steps
+    _same_lengths(cx, starts, ends, axes, steps)
     sl = [slice(None)] * data.ndim
     for s, e, a, st in zip(starts, ends, axes, steps):
         if st == 0:
@@ -2640,6 +2652,7 @@ def _slice(cx: NodeContext) -> list[Value]:
         steps = cx.c(4).tolist() if cx.has(4) else None
     axes = list(range(len(starts))) if axes is None else [_axis(cx, int(a), r) for a in axes]
     steps = [1] * len(axes) if steps is None else [int(v) for v in steps]
+    _same_lengths(cx, starts, ends, axes, steps)
     if len(set(axes)) != len(axes):
         cx.fail(f"axes {axes} repeat an axis")
     b, e, kept, strided = [], [], [], []

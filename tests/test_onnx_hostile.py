@@ -194,3 +194,25 @@ def test_a_reference_attribute_outside_a_function_is_refused() -> None:
     node.attribute[0].ref_attr_name = "r"
     with pytest.raises(gc.OnnxError, match=r"'Transpose__169'.*'perm' refers to 'r'"):
         gc.from_onnx(m)
+
+
+@pytest.mark.parametrize("lengths", [(2, 1, 2), (1, 1, 2), (2, 2, 1)])
+def test_slice_with_starts_ends_axes_of_other_lengths_is_refused(lengths) -> None:
+    # zip() dropped the extra entries and the slice imported (ONNX Runtime: "Starts and ends
+    # shape mismatch"; found by fuzzing tests/data/onnx/torch_chunk_17.onnx against it)
+    ns, ne, na = lengths
+    inits = [
+        numpy_helper.from_array(np.array([0, 1][:ns], np.int64), "s"),
+        numpy_helper.from_array(np.array([2, 3][:ne], np.int64), "e"),
+        numpy_helper.from_array(np.array([1, 2][:na], np.int64), "a"),
+    ]
+    g = helper.make_graph(
+        [helper.make_node("Slice", ["x", "s", "e", "a"], ["y"], name="sl")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 2])],
+        inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(gc.OnnxError, match=r"'sl'.*Slice needs as many of each"):
+        gc.from_onnx(m)
