@@ -488,6 +488,13 @@ class Importer:
 
     # -------------------------------------------------------------- values
 
+    def _outputs_hint(self, name: str) -> str:
+        """The refusal's way out: the graph outputs that can be imported without ``name``."""
+        others = self.outputs_without(name)
+        if not others:
+            return ""
+        return f"; from_onnx(..., outputs={others!r}) imports the outputs that do not need it"
+
     def lookup(self, name: str, cx: NodeContext | None) -> Value:
         if name in self.values:
             return self.values[name]
@@ -495,24 +502,14 @@ class Importer:
             return self.initializers[name]
         where = cx.where() if cx else self.where
         if name in self.unreadable:
-            others = self.outputs_without(name)
-            hint = (
-                f"; from_onnx(..., outputs={others!r}) imports the outputs that do not need it"
-                if others
-                else ""
-            )
+            hint = self._outputs_hint(name)
             raise OnnxError(
                 f"{where}: initializer {name!r} has data type {self.unreadable[name]}, which "
                 f"graphc does not compute with (float, double, float16, bfloat16, bool and "
                 f"integer tensors are){hint}"
             )
         if name in self.uncomputed:
-            others = self.outputs_without(name)
-            hint = (
-                f"; from_onnx(..., outputs={others!r}) imports the outputs that do not need it"
-                if others
-                else ""
-            )
+            hint = self._outputs_hint(name)
             raise OnnxError(
                 f"{where}: value {name!r} is not computed by graphc: {self.uncomputed[name]}{hint}"
             )
