@@ -1148,7 +1148,7 @@ class Model:
             raise self._explain(err, feeds) from None
         total = sum(parts)
         figures = {"loss": total / n}
-        at = self.program.metric_output
+        at = getattr(self.program, "metric_output", 0)
         if at is not None:
             figures.update(self._metrics(outs[at], feeds))
         if return_dict:
@@ -1163,7 +1163,7 @@ class Model:
         names = ["loss", "lr", "seconds"]
         if validation:
             names.append("val_loss")
-            if self.program.metric_output is not None:
+            if getattr(self.program, "metric_output", 0) is not None:
                 names += [f"val_{k}" for k in METRICS.get(self.program.loss_kind, ())]
         return names
 
@@ -1176,7 +1176,7 @@ class Model:
         if kind == "softmax_cross_entropy":
             return {"accuracy": float(np.mean(np.argmax(out, axis=1) == y))}
         # binary accuracy: probability > 0.5, i.e. logit > 0 (the output read: metric_source)
-        form = self.program.metric_form
+        form = getattr(self.program, "metric_form", "same")
         if kind == "binary_cross_entropy":  # logits, or their sigmoid
             cut = 0.5 if form == "sigmoid" else 0.0
             return {"accuracy": float(np.mean((out > cut).astype(y.dtype) == y))}
