@@ -6,7 +6,7 @@ import functools
 from typing import Any
 
 from graphc.ir.errors import GraphcError
-from graphc.runtime.checks import check_seed
+from graphc.runtime.checks import check_bool, check_seed
 from graphc.runtime.model import Model
 
 from . import dsl
@@ -58,6 +58,8 @@ def compile(
         raise GraphcError(f"model name {name!r} must be a C identifier (it prefixes the C symbols)")
     if opt_level not in (0, 1, 2):
         raise GraphcError(f"opt_level must be 0, 1 or 2, got {opt_level!r}")
+    verify_each = check_bool(verify_each, "compile: verify_each")
+    check_numerics = check_bool(check_numerics, "compile: check_numerics")
     check_seed(seed)  # before compiling: numpy refuses a negative seed only at initialization
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise GraphcError(f"threads must be a positive int, got {threads!r}")

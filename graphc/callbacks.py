@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from graphc.ir.errors import ArgumentError, GraphcError, install_hint
+from graphc.runtime.checkpoint import check_file_name
+from graphc.runtime.checks import check_bool
 
 
 class Callback:
@@ -150,7 +152,9 @@ class EarlyStopping(Callback):
         self.monitor, self.min_delta, self.patience = monitor, float(min_delta), int(patience)
         self.mode = _mode_for(monitor, mode, "EarlyStopping")
         self.baseline, self.start_from_epoch = baseline, int(start_from_epoch)
-        self.restore_best_weights = restore_best_weights
+        self.restore_best_weights = check_bool(
+            restore_best_weights, "EarlyStopping: restore_best_weights"
+        )
         self.on_train_begin(None)
 
     def check_figures(self, names: list[str]) -> None:
@@ -589,7 +593,11 @@ class ModelCheckpoint(Callback):
         ArgumentError: (when ``fit`` starts, before anything trains) ``monitor`` is not
             among fit's figures (save_best_only); a ``filepath`` field names no figure; the
             folder of ``filepath`` does not exist (when its name has no fields).
-        CheckpointError: the file cannot be written (the previous one is left as it was).
+        CheckpointError: the file cannot be written (the previous one is left as it was);
+            (when made) ``filepath`` is named like another framework's file (Keras's
+            ``.keras`` / ``.h5``, ``.pt``, ``.onnx``, ...): graphc writes only its own format,
+            which those readers cannot load (runtime.checkpoint.check_file_name).
+        OptionTypeError: (when made) ``save_best_only`` or ``save_weights_only`` not a bool.
     """
 
     def __init__(
@@ -610,7 +618,15 @@ class ModelCheckpoint(Callback):
                 "epoch, call model.save in a callback's on_batch_end"
             )
         self.filepath, self.monitor, self.verbose = str(filepath), monitor, verbose
-        self.save_best_only, self.save_weights_only = save_best_only, save_weights_only
+        self.save_best_only = check_bool(save_best_only, "ModelCheckpoint: save_best_only")
+        self.save_weights_only = check_bool(save_weights_only, "ModelCheckpoint: save_weights_only")
+        check_file_name(  # Keras's "best.keras" / "w.weights.h5": refused before fit starts
+            self.filepath,
+            "a graphc checkpoint (numpy .npz archive of parameters and optimizer state)"
+            if self.save_weights_only
+            else "a graphc model file (numpy .npz archive)",
+            "ModelCheckpoint",
+        )
         self.mode = _mode_for(monitor, mode, "ModelCheckpoint")
         self.initial_value_threshold = initial_value_threshold
         self.on_train_begin(None)
@@ -738,6 +754,7 @@ class CSVLogger(Callback):
     """
 
     def __init__(self, filename: str, separator: str = ",", append: bool = False) -> None:
+        append = check_bool(append, "CSVLogger: append")
         self.filename, self.separator, self.append = str(filename), separator, append
         self._file: Any = None
         self._writer: Any = None

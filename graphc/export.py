@@ -30,6 +30,7 @@ from graphc.codegen.target import (
 )
 from graphc.codegen.toolchain import Toolchain, available_toolchains, find_toolchain
 from graphc.ir.errors import ArgumentError, CodegenError
+from graphc.runtime.checkpoint import check_file_name
 from graphc.runtime.parallel import in_turn_of_first
 
 from .compiler import SPLIT_ENTRIES, Program, compile_program
@@ -147,7 +148,9 @@ def export_model(
         ExportResult with the paths written.
 
     Raises:
-        ArgumentError: a bad option value, or a file cannot be written (the disk is full, the
+        ArgumentError: a bad option value, a ``path`` named like another framework's file
+            (.h5, .keras, .onnx, .pt, ...: runtime.checkpoint.check_file_name), or a file
+            cannot be written (the disk is full, the
             folder is read-only, ...; naming the file and the errno): the files that were there
             are then intact and no temporary file stays. TargetError: an unknown target, CPU or
             feature, or no C toolchain for the target. CodegenError: LLVM or the C compiler
@@ -178,6 +181,13 @@ def export_model(
         raise ArgumentError("--entry: give at least one of infer, train_step")
     if weights not in WEIGHTS_MODES:
         raise ArgumentError(f"--weights must be embed or file, got {weights!r}")
+    check_file_name(
+        path,
+        f"native code ({emit or 'a shared library'})",
+        "export",
+        "Name it libNAME.so (or .o, .a, .ll, .s); model.to_onnx writes an ONNX file",
+        ArgumentError,
+    )
     if emit is None:
         emit = EMIT_SUFFIXES.get(os.path.splitext(path)[1], "so")
     if emit not in EMITS:

@@ -27,6 +27,12 @@ class ArgumentError(GraphcError, ValueError):
     """A runtime argument (data array, batch size, file, option) does not fit what was compiled."""
 
 
+class OptionTypeError(ArgumentError, TypeError):
+    """A public option got a value of the wrong type (a string or 2 where True/False is
+    meant): the message names the option and the value. A TypeError too, as Python's own
+    argument type errors are."""
+
+
 class TargetError(ArgumentError):
     """An unknown or unsupported target triple, CPU name or CPU feature, or no toolchain for it."""
 

@@ -87,6 +87,56 @@ def header_for(model: Any, extra: dict[str, Any] | None = None) -> dict[str, Any
     }
 
 
+# File names of other frameworks' formats: graphc's files under such a name would be taken for
+# them (a Keras user's ModelCheckpoint("best.keras") or save("w.weights.h5"), a torch user's
+# "model.pt") and fail to load there with an unhelpful message, so they are refused instead.
+FOREIGN_SUFFIXES = {
+    ".h5": "a Keras HDF5 file (Keras's load_model / load_weights)",
+    ".hdf5": "a Keras HDF5 file (Keras's load_model / load_weights)",
+    ".keras": "a Keras .keras archive (keras.saving.load_model)",
+    ".pt": "a PyTorch file (torch.load)",
+    ".pth": "a PyTorch file (torch.load)",
+    ".safetensors": "a safetensors file",
+    ".onnx": "an ONNX model (write one with model.to_onnx)",
+    ".tflite": "a TensorFlow Lite model",
+    ".pb": "a TensorFlow graph",
+}
+
+
+def check_file_name(
+    path: str | os.PathLike,
+    writes: str,
+    who: str = "save",
+    instead: str | None = None,
+    error: type[Exception] = CheckpointError,
+) -> None:
+    """Refuse to write graphc's own format under another framework's file name.
+
+    A judgement: a file named ``best.keras`` or ``w.weights.h5`` that holds graphc's numpy
+    archive cannot be loaded by Keras, and its user would not know why; graphc writes only
+    its own formats (``.npz`` checkpoints, ``.gcm`` model files, ONNX through ``to_onnx``),
+    so the name is refused before anything is written. Any other name is written as given.
+
+    Raises:
+        CheckpointError (or ``error``): ``path`` ends in one of FOREIGN_SUFFIXES
+            (case-insensitive), naming the path, what graphc would write and the names to use
+            instead (``instead``: the hint for that writer).
+    """
+    name = os.fspath(path)
+    suffix = os.path.splitext(name)[1].lower()
+    if suffix in FOREIGN_SUFFIXES:
+        instead = instead or (
+            "Name it .npz (model.save: parameters and optimizer state) or .gcm "
+            "(model.save_model: the whole model; graphc.load_model reads it); model.to_onnx "
+            "writes an ONNX file"
+        )
+        raise error(
+            f"{who}: {name!r} is named like {FOREIGN_SUFFIXES[suffix]}, but graphc would write "
+            f"{writes} there, which that format's readers cannot load. {instead}. Nothing "
+            "was written"
+        )
+
+
 @in_turn_of_first
 def save(model: Any, path: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> str:
     """Write ``model``'s parameters and optimizer state (step counter included) to ``path``.
@@ -101,9 +151,20 @@ def save(model: Any, path: str | os.PathLike, *, extra: dict[str, Any] | None = 
 
     Raises:
         CheckpointError: ``extra`` is not JSON-serializable or the file cannot be written (the
-            previous file at ``path``, if any, is then left as it was).
+            previous file at ``path``, if any, is then left as it was); ``path`` is named
+            like another framework's file (.h5, .keras, .pt, .onnx, ...: check_file_name).
     """
     path = os.fspath(path)
+    from .modelfile import EXTRA_KEY
+
+    whole = bool(extra) and EXTRA_KEY in extra
+    check_file_name(
+        path,
+        "a graphc model file (numpy .npz archive)"
+        if whole
+        else "a graphc checkpoint (numpy .npz archive of parameters and optimizer state)",
+        "save_model" if whole else "save",
+    )
     try:
         header = json.dumps(header_for(model, extra))
     except (TypeError, ValueError) as e:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.ir.errors import ArgumentError
+from graphc.ir.errors import ArgumentError, OptionTypeError
 
 
 class InputRejected(ArgumentError):
@@ -21,6 +21,23 @@ class InputRejected(ArgumentError):
     def __init__(self, message: str, slot: int = -1, name: str = "") -> None:
         super().__init__(message)
         self.slot, self.name = slot, name
+
+
+def check_bool(value: object, option: str) -> bool:
+    """``value`` as a bool when it is one (Python's True/False or a numpy bool).
+
+    Boolean options are not read by truth value: ``return_dict="no"`` or ``shuffle=2`` is a
+    mistake (a string is always truthy), so anything else is refused, as Keras's own
+    ``bool`` options and Python's ``operator.index``-style checks do for their types.
+
+    Raises:
+        OptionTypeError: (a TypeError and an ArgumentError) naming ``option`` and the value.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise OptionTypeError(
+            f"{option} must be True or False, got {value!r} ({type(value).__name__})"
+        )
+    return bool(value)
 
 
 def check_batch_size(batch_size: object) -> int:

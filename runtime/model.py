@@ -27,6 +27,7 @@ from .callbacks import CallbackList
 from .checks import (
     InputRejected,
     check_batch_size,
+    check_bool,
     check_lr,
     check_seed,
     explain,
@@ -520,7 +521,7 @@ class Model:
         """
         from .checkpoint import load
 
-        return load(self, path, weights_only=weights_only)
+        return load(self, path, weights_only=check_bool(weights_only, "load: weights_only"))
 
     @turned
     def save_model(self, path: str) -> str:
@@ -555,6 +556,7 @@ class Model:
         Needs the onnx package (``pip install -e ".[onnx]"``). See graphc.onnx_export.
         Raises OnnxError for an op without an ONNX form. Returns ``path``.
         """
+        include_loss = check_bool(include_loss, "to_onnx: include_loss")
         return _exporter("onnx")(self, path, include_loss=include_loss)
 
     # ------------------------------------------------------------------ copies
@@ -1127,6 +1129,7 @@ class Model:
         """
         if self.program.loss is None:
             raise GraphcError("evaluate: this model was compiled without a loss")
+        return_dict = check_bool(return_dict, "evaluate: return_dict")
         batch_size = check_batch_size(batch_size)
         feeds, n = self._as_feeds(x, y, need_labels=True)
         self._cast_labels(feeds)
@@ -1324,6 +1327,9 @@ class Model:
 
             comm = check_supported(distributed)
         seed = check_seed(seed)
+        shuffle = check_bool(shuffle, "fit: shuffle")
+        allow_nonfinite = check_bool(allow_nonfinite, "fit: allow_nonfinite")
+        stop_on_nonfinite = check_bool(stop_on_nonfinite, "fit: stop_on_nonfinite")
         callbacks = list(callbacks)
         # Nothing the user sees happens between the data checks and the first step when no
         # callback runs: the first native epoch then scans each batch's float rows as it

@@ -1,0 +1,82 @@
+"""Boolean options take True/False only, and graphc refuses to write its own formats under
+another framework's file name (Keras's .keras / .h5, torch's .pt, .onnx)."""
+
+import os
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.callbacks import CSVLogger, EarlyStopping, ModelCheckpoint
+
+
+@pytest.fixture(scope="module")
+def model():
+    x = gc.input("x", ("N", 3))
+    y = gc.input("y", ("N", 1))
+    out = gc.dense(x, 1)
+    return gc.compile(out, gc.mean_squared_error(out, y), gc.SGD(lr=0.1), name="opt_types")
+
+
+DATA = (np.ones((4, 3), np.float32), np.ones((4, 1), np.float32))
+NOT_BOOLS = ["no", 2, None, 0.0, "False"]
+
+
+@pytest.mark.parametrize("value", NOT_BOOLS)
+def test_evaluate_return_dict_takes_a_bool_only(model, value):
+    with pytest.raises(TypeError, match=r"return_dict must be True or False"):
+        model.evaluate(*DATA, return_dict=value)
+    assert isinstance(model.evaluate(*DATA, return_dict=np.bool_(False)), list)
+
+
+@pytest.mark.parametrize("option", ["shuffle", "allow_nonfinite", "stop_on_nonfinite"])
+def test_fit_boolean_options_take_a_bool_only(model, option):
+    before = model.get_weights()
+    with pytest.raises(gc.OptionTypeError, match=f"fit: {option} must be True or False"):
+        model.fit(*DATA, epochs=1, verbose=0, **{option: "yes"})
+    for k, v in model.get_weights().items():  # refused before any step
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_compile_load_to_onnx_callbacks_boolean_options(model, tmp_path):
+    x = gc.input("x", ("N", 2))
+    with pytest.raises(TypeError, match="compile: check_numerics"):
+        gc.compile(gc.dense(x, 1), check_numerics="on")
+    with pytest.raises(TypeError, match="compile: verify_each"):
+        gc.compile(gc.dense(x, 1), verify_each=1)
+    with pytest.raises(TypeError, match="load: weights_only"):
+        model.load(str(tmp_path / "none.npz"), weights_only="yes")
+    with pytest.raises(TypeError, match="to_onnx: include_loss"):
+        model.to_onnx(str(tmp_path / "m.onnx"), include_loss=1)
+    with pytest.raises(TypeError, match="save_best_only"):
+        ModelCheckpoint(str(tmp_path / "m.gcm"), save_best_only="true")
+    with pytest.raises(TypeError, match="save_weights_only"):
+        ModelCheckpoint(str(tmp_path / "m.gcm"), save_weights_only=[])
+    with pytest.raises(TypeError, match="restore_best_weights"):
+        EarlyStopping(restore_best_weights="yes")
+    with pytest.raises(TypeError, match="append"):
+        CSVLogger(str(tmp_path / "log.csv"), append="a")
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["best.keras", "w.weights.h5", "M.HDF5", "m.pt", "m.onnx"])
+def test_foreign_file_names_are_refused_before_writing(model, tmp_path, name):
+    path = str(tmp_path / name)
+    with pytest.raises(gc.CheckpointError, match="is named like .*Nothing was written"):
+        model.save(path)
+    with pytest.raises(gc.CheckpointError, match="save_model: .*graphc model file"):
+        model.save_model(path)
+    with pytest.raises(gc.CheckpointError, match="ModelCheckpoint: "):
+        ModelCheckpoint(path)
+    with pytest.raises(gc.CheckpointError, match="ModelCheckpoint: .*checkpoint"):
+        ModelCheckpoint(path, save_weights_only=True)
+    with pytest.raises(gc.ArgumentError, match="export: .*libNAME.so"):
+        model.export(path)
+    assert not os.listdir(tmp_path)
+
+
+def test_own_names_still_write(model, tmp_path):
+    ck = ModelCheckpoint(str(tmp_path / "ck-{epoch}.npz"), save_weights_only=True)
+    model.fit(*DATA, epochs=1, verbose=0, callbacks=[ck])
+    assert ck.saved == [str(tmp_path / "ck-1.npz")]
+    assert model.save_model(str(tmp_path / "m.gcm")).endswith("m.gcm")
