@@ -34,10 +34,17 @@ class _Writer:
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
         self.count = 0
+        self.taken = {n.name for n in g.nodes}  # the graph's own names keep theirs
 
     def fresh(self, base: str) -> str:
-        self.count += 1
-        return f"{base}__{self.count}"
+        """A name used by no node of the graph and no earlier fresh name (an input, param or
+        imported tensor may be named like "c__1" itself: ONNX names one value once)."""
+        while True:
+            self.count += 1
+            name = f"{base}__{self.count}"
+            if name not in self.taken:
+                self.taken.add(name)
+                return name
 
     def const(self, a: np.ndarray, base: str = "c") -> str:
         name = self.fresh(base)

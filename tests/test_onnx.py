@@ -677,3 +677,25 @@ def test_two_imports_with_the_same_names_combine_with_a_prefix() -> None:
         np.testing.assert_allclose(out, ort_run(m, {"input": x})[0], rtol=1e-5, atol=1e-6)
     with pytest.raises(gc.OnnxError, match="prefix"):
         gc.from_onnx(m2, prefix="2 bad")
+
+
+def test_export_names_no_two_values_alike_whatever_the_user_names(tmp_path) -> None:
+    """The exporter's own tensors (constants, intermediate values: BASE__K) never take a name
+    the graph already has: an input "c__1", a param "two__2" or "shape__3" (names DSL users and
+    ONNX files may give) made an initializer twice or shadowed the input, and the checker
+    refused the file. ONNX Runtime computes what predict does."""
+    x = gc.input("x", ("N", 16))
+    c = gc.input("c__1", ("N", 16))
+    two, shp = gc.param("two__2", (16,), init="ones"), gc.param("shape__3", (16,), init="ones")
+    h = gc.clip(x, min=-1.0, max=1.0) + c + gc.square(x) * two
+    out = gc.reshape(gc.gelu(h) + shp, ("N", 4, 4))
+    model = gc.compile([out], seed=1)
+    path = str(tmp_path / "names.onnx")
+    model.to_onnx(path)
+    m = onnx.load(path)
+    onnx.checker.check_model(m, full_check=True)
+    names = [i.name for i in m.graph.initializer] + [o for n in m.graph.node for o in n.output]
+    assert len(names) == len(set(names)) and "c__1" not in names
+    rng = np.random.default_rng(3)
+    xs, cs = (rng.standard_normal((5, 16)).astype(np.float32) for _ in range(2))
+    assert_close(ort_run(path, {"x": xs, "c__1": cs})[0], model.predict({"x": xs, "c__1": cs}))
