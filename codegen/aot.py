@@ -108,6 +108,12 @@ ERRORS = [  # (macro suffix, code, message); mirrored in runtime/library.py by c
         "an embedding lookup's index is no whole number in -ROWS..ROWS-1 of its table; "
         "nothing was written",
     ),
+    (
+        "ERR_OVERLAP",
+        15,
+        "an output array overlaps another array of the call, or an array overlaps ctx's "
+        "params, state or workspace (or params overlap state or workspace); nothing was written",
+    ),
 ]
 CHECK_ERRORS = {
     "classes": "ERR_LABEL",
@@ -390,6 +396,7 @@ class _CNames:
             *("uintptr_t", "intptr_t", "size_t", "NULL", "EOF", "errno", "FILE", "API"),
             *("memcpy", "memset", "fopen", "fclose", "fread", "fwrite", "open", "close"),
             *("check_ctx", "check_workspace", "misaligned", "cpu_supported", "little_endian"),
+            *("overlap", "overlaps_ctx"),
             *("stdin", "stdout", "stderr", "main", "bool", "true", "false", "assert"),
         }
     )
@@ -1172,7 +1179,7 @@ def _template_macros(plan: LibraryPlan) -> list[str]:
     a("#define GC_API API")
     for k in ("PARAM_BYTES", "STATE_BYTES", "MIN_ALIGN", "WEIGHTS_FILE_BYTES", "OK"):
         a(f"#define GC_{k} {U}_{k}")
-    for k in ("NULL", "BUFFER", "ALIGN", "WEIGHTS", "IO", "CPU"):
+    for k in ("NULL", "BUFFER", "ALIGN", "WEIGHTS", "IO", "CPU", "OVERLAP"):
         a(f"#define GC_ERR_{k} {U}_ERR_{k}")
     a("#define GC_CPU_SUPPORTED cpu_supported")
     if plan.embed:
@@ -1335,13 +1342,35 @@ def _c_entry_checks(plan: LibraryPlan, e: EntryPlan) -> list[str]:
         a(f"    if (row0 < 0 || row0 > {U}_MAX_BATCH) return {U}_ERR_BATCH;")
         if not any(p.name == "row0" for p in e.inputs):
             a("    (void)row0;  /* no dropout: the masks need no row index */")
-    a(f"    gc_rc = check_workspace(ctx, {U}_{e.entry.upper()}_WORKSPACE_BYTES(n));")
+    ws = f"{U}_{e.entry.upper()}_WORKSPACE_BYTES(n)"
+    a(f"    gc_rc = check_workspace(ctx, {ws}, {int(train)});")
     a("    if (gc_rc) return gc_rc;")
     for p in e.inputs + e.outputs:
         if (train and p in e.outputs and not p.type.shape) or _scalar_in(e, p):
             continue
         a(f"    if ({p.cname}_len < {U}_{p.cname.upper()}_ELEMS(n)) return {U}_ERR_BUFFER;")
-    return L
+    return L + _c_overlap_checks(plan, e, ws)
+
+
+def _c_overlap_checks(plan: LibraryPlan, e: EntryPlan, ws: str) -> list[str]:
+    """ERR_OVERLAP when an output shares a byte with another array argument, or an array with
+    params, state (train entries) or the workspace the call uses: the kernels write outputs
+    and the workspace while they still read the inputs (an output written over its input
+    before a later kernel reads that input: a silent wrong answer)."""
+    U, train = plan.upper, e.entry in TRAIN_ENTRIES
+    arrays = [p for p in e.inputs + e.outputs if not _scalar_in(e, p)]
+    if not arrays:
+        return []
+
+    def span(p: Port) -> str:
+        return f"{p.cname}, {U}_{p.cname.upper()}_ELEMS(n) * (int64_t)sizeof(*{p.cname})"
+
+    tests = [f"overlaps_ctx(ctx, {span(p)}, {ws}, {int(train)})" for p in arrays]
+    outs = [p for p in arrays if p in e.outputs]
+    for i, o in enumerate(outs):
+        tests += [f"overlap({span(o)}, {span(p)})" for p in arrays if p not in outs[: i + 1]]
+    body = " ||\n        ".join(tests)
+    return [f"    if ({body})", f"        return {U}_ERR_OVERLAP;"]
 
 
 def _c_entry_call(plan: LibraryPlan, e: EntryPlan) -> list[str]:

@@ -41,6 +41,7 @@ typedef struct {
 #define GC_ERR_ALIGN 3
 #define GC_ERR_WEIGHTS 4
 #define GC_ERR_IO 5
+#define GC_ERR_OVERLAP 6
 static const unsigned char wheader[48] = {0};
 #ifdef GC_EMBEDDED_WEIGHTS
 static const unsigned char weights[256] = {0};
@@ -48,7 +49,10 @@ static const unsigned char state_init[64] = {0};
 #endif
 """
 # what the generated entries do with the helpers the template leaves to them
-WRAPPER_USES = "\nint m_check(const m_ctx *c) { return check_workspace(c, 64); }\n"
+WRAPPER_USES = """
+int m_check(const m_ctx *c) { return check_workspace(c, 64, 1); }
+int m_overlap(const m_ctx *c, const float *x) { return overlaps_ctx(c, x, 4, 64, 1) || overlap(x, 4, c, 8); }
+"""
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@
  * at once. No call allocates memory except GCNAME_load_weights (stdio's FILE) and
  * GCNAME_set_num_threads (the threads). Lengths are in elements of the pointed-to type,
  * region sizes in bytes. Calls return 0 or one of the error codes below and, on an error,
- * write nothing. The calls use little stack (the matrix products' packed blocks live in
+ * write nothing. An output array may not share a byte with another array of the call, nor
+ * any array with ctx's params, state or workspace (ERR_OVERLAP: no call works in place). The calls use little stack (the matrix products' packed blocks live in
  * the workspace), so any thread may call them, one with a small stack included (musl's
  * default 128 KiB); the worker threads get 8 MiB.
  *

@@ -9,7 +9,7 @@
  *   GC_FN(f)                NAME_##f (the public functions' names)
  *   GC_API                  the visibility attribute of a public function
  *   GC_PARAM_BYTES, GC_STATE_BYTES, GC_MIN_ALIGN, GC_WEIGHTS_FILE_BYTES
- *   GC_OK, GC_ERR_NULL, GC_ERR_BUFFER, GC_ERR_ALIGN, GC_ERR_WEIGHTS, GC_ERR_IO
+ *   GC_OK, GC_ERR_NULL, GC_ERR_BUFFER, GC_ERR_ALIGN, GC_ERR_WEIGHTS, GC_ERR_IO, GC_ERR_OVERLAP
  *   wheader[]               the weights file's header for this model (CRC field zero)
  *   GC_EMBEDDED_WEIGHTS     (optional) the symbol of the params built into the library
  *   GC_EMBEDDED_CRC         (optional) their CRC-32, checked by init (GC_ERR_WEIGHTS)
@@ -25,6 +25,21 @@ static int misaligned(const void *p) {
     return ((uintptr_t)p % GC_MIN_ALIGN) != 0;
 }
 
+/* Whether the byte ranges [a, a + an) and [b, b + bn) share a byte (an empty one shares
+   none). The kernels write outputs, the workspace, params and state while they still read
+   the inputs, so a call given overlapping buffers would compute from half-written values. */
+static int overlap(const void *a, int64_t an, const void *b, int64_t bn) {
+    uintptr_t pa = (uintptr_t)a, pb = (uintptr_t)b;
+    return a && b && an > 0 && bn > 0 && pa < pb + (uintptr_t)bn && pb < pa + (uintptr_t)an;
+}
+
+/* Whether the array [p, p + bytes) of a call overlaps params, state (when with_state) or
+   the first ws bytes of the workspace. */
+static int overlaps_ctx(const GC_CTX *ctx, const void *p, int64_t bytes, int64_t ws, int with_state) {
+    return overlap(p, bytes, ctx->params, GC_PARAM_BYTES) || overlap(p, bytes, ctx->workspace, ws) ||
+           (with_state && overlap(p, bytes, ctx->state, GC_STATE_BYTES));
+}
+
 /* ctx and its params (and state when need_state) exist, are large enough and aligned. */
 static int check_ctx(const GC_CTX *ctx, int need_state) {
 #ifdef GC_CPU_SUPPORTED
@@ -36,13 +51,17 @@ static int check_ctx(const GC_CTX *ctx, int need_state) {
     if (ctx->params_bytes < GC_PARAM_BYTES) return GC_ERR_BUFFER;
     if (need_state && ctx->state_bytes < GC_STATE_BYTES) return GC_ERR_BUFFER;
     if (misaligned(ctx->params) || (need_state && misaligned(ctx->state))) return GC_ERR_ALIGN;
+    if (need_state && overlap(ctx->params, GC_PARAM_BYTES, ctx->state, GC_STATE_BYTES)) return GC_ERR_OVERLAP;
     return GC_OK;
 }
 
-static int check_workspace(const GC_CTX *ctx, int64_t need) {
+/* The workspace exists, holds need bytes, is aligned and overlaps neither params nor (when
+   need_state) state. */
+static int check_workspace(const GC_CTX *ctx, int64_t need, int need_state) {
     if (need > 0 && !ctx->workspace) return GC_ERR_NULL;
     if (ctx->workspace_bytes < need) return GC_ERR_BUFFER;
     if (misaligned(ctx->workspace)) return GC_ERR_ALIGN;
+    if (overlaps_ctx(ctx, ctx->workspace, need, 0, need_state)) return GC_ERR_OVERLAP;
     return GC_OK;
 }
 
@@ -86,6 +105,7 @@ GC_API int GC_FN(init)(GC_CTX *ctx) {
     if (rc) return rc;
     if (ctx->state && (ctx->state_bytes < GC_STATE_BYTES)) return GC_ERR_BUFFER;
     if (ctx->state && misaligned(ctx->state)) return GC_ERR_ALIGN;
+    if (ctx->state && overlap(ctx->params, GC_PARAM_BYTES, ctx->state, GC_STATE_BYTES)) return GC_ERR_OVERLAP;
 #ifdef GC_EMBEDDED_WEIGHTS
 #ifdef GC_EMBEDDED_CRC
     if (crc32_update(0, GC_EMBEDDED_WEIGHTS, GC_PARAM_BYTES) != GC_EMBEDDED_CRC) return GC_ERR_WEIGHTS;
@@ -110,6 +130,7 @@ GC_API int GC_FN(read_weights)(GC_CTX *ctx, const void *data, int64_t len) {
     if (rc) return rc;
     if (!data) return GC_ERR_NULL;
     if (len != GC_WEIGHTS_FILE_BYTES || !little_endian()) return GC_ERR_WEIGHTS;
+    if (overlap(data, len, ctx->params, GC_PARAM_BYTES)) return GC_ERR_OVERLAP;
     if (!header_matches(p, 0, (int64_t)sizeof wheader)) return GC_ERR_WEIGHTS;
     if (crc32_update(0, p + sizeof wheader, GC_PARAM_BYTES) != le32(p + CRC_AT)) return GC_ERR_WEIGHTS;
     memcpy(ctx->params, p + sizeof wheader, (size_t)GC_PARAM_BYTES);
@@ -182,6 +203,7 @@ GC_API int GC_FN(write_weights)(const GC_CTX *ctx, void *out, int64_t len) {
     if (rc) return rc;
     if (!out) return GC_ERR_NULL;
     if (len < GC_WEIGHTS_FILE_BYTES) return GC_ERR_BUFFER;
+    if (overlap(out, GC_WEIGHTS_FILE_BYTES, ctx->params, GC_PARAM_BYTES)) return GC_ERR_OVERLAP;
     crc = crc32_update(0, (const unsigned char *)ctx->params, GC_PARAM_BYTES);
     memcpy(p, wheader, sizeof wheader);
     p[CRC_AT] = (unsigned char)(crc & 0xff);

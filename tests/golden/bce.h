@@ -5,7 +5,8 @@
  * at once. No call allocates memory except bce_load_weights (stdio's FILE) and
  * bce_set_num_threads (the threads). Lengths are in elements of the pointed-to type,
  * region sizes in bytes. Calls return 0 or one of the error codes below and, on an error,
- * write nothing. The calls use little stack (the matrix products' packed blocks live in
+ * write nothing. An output array may not share a byte with another array of the call, nor
+ * any array with ctx's params, state or workspace (ERR_OVERLAP: no call works in place). The calls use little stack (the matrix products' packed blocks live in
  * the workspace), so any thread may call them, one with a small stack included (musl's
  * default 128 KiB); the worker threads get 8 MiB.
  *
@@ -68,6 +69,7 @@ extern "C" {
 #define BCE_ERR_LR 12          /* the learning rate is NaN, infinite or negative; nothing was written */
 #define BCE_ERR_ONE_ROW 13     /* a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written */
 #define BCE_ERR_LOOKUP 14      /* an embedding lookup's index is no whole number in -ROWS..ROWS-1 of its table; nothing was written */
+#define BCE_ERR_OVERLAP 15     /* an output array overlaps another array of the call, or an array overlaps ctx's params, state or workspace (or params overlap state or workspace); nothing was written */
 
 /* Memory plan: bytes of every region. ALIGN is the alignment the kernels are tuned for;
    MIN_ALIGN is the alignment the calls require of params, state and workspace. */
@@ -249,6 +251,7 @@ const char *bce_graphc_meta(void);
 #define MODEL_ERR_LR BCE_ERR_LR
 #define MODEL_ERR_ONE_ROW BCE_ERR_ONE_ROW
 #define MODEL_ERR_LOOKUP BCE_ERR_LOOKUP
+#define MODEL_ERR_OVERLAP BCE_ERR_OVERLAP
 #define MODEL_PARAM_BYTES BCE_PARAM_BYTES
 #define MODEL_STATE_BYTES BCE_STATE_BYTES
 #define MODEL_GRAD_BYTES BCE_GRAD_BYTES

@@ -355,6 +355,7 @@ static const char *const messages[] = {
     "the learning rate is NaN, infinite or negative; nothing was written",
     "a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written",
     "an embedding lookup's index is no whole number in -ROWS..ROWS-1 of its table; nothing was written",
+    "an output array overlaps another array of the call, or an array overlaps ctx's params, state or workspace (or params overlap state or workspace); nothing was written",
 };
 
 API const char *bce_strerror(int code) {
@@ -390,6 +391,7 @@ API int64_t bce_workspace_size(int64_t n) {
 #define GC_ERR_WEIGHTS BCE_ERR_WEIGHTS
 #define GC_ERR_IO BCE_ERR_IO
 #define GC_ERR_CPU BCE_ERR_CPU
+#define GC_ERR_OVERLAP BCE_ERR_OVERLAP
 #define GC_CPU_SUPPORTED cpu_supported
 #define GC_EMBEDDED_WEIGHTS bce__graphc_weights
 #define GC_STATE_INIT state_init
@@ -403,10 +405,14 @@ API int bce_infer(const bce_ctx *ctx, int64_t n, const float *x, int64_t x_len, 
     if (gc_rc) return gc_rc;
     if (!x || !out) return BCE_ERR_NULL;
     if (n < 1 || n > BCE_MAX_BATCH) return BCE_ERR_BATCH;
-    gc_rc = check_workspace(ctx, BCE_INFER_WORKSPACE_BYTES(n));
+    gc_rc = check_workspace(ctx, BCE_INFER_WORKSPACE_BYTES(n), 0);
     if (gc_rc) return gc_rc;
     if (x_len < BCE_X_ELEMS(n)) return BCE_ERR_BUFFER;
     if (out_len < BCE_OUT_ELEMS(n)) return BCE_ERR_BUFFER;
+    if (overlaps_ctx(ctx, x, BCE_X_ELEMS(n) * (int64_t)sizeof(*x), BCE_INFER_WORKSPACE_BYTES(n), 0) ||
+        overlaps_ctx(ctx, out, BCE_OUT_ELEMS(n) * (int64_t)sizeof(*out), BCE_INFER_WORKSPACE_BYTES(n), 0) ||
+        overlap(out, BCE_OUT_ELEMS(n) * (int64_t)sizeof(*out), x, BCE_X_ELEMS(n) * (int64_t)sizeof(*x)))
+        return BCE_ERR_OVERLAP;
     gc_in[0] = (void *)x;
     gc_out[0] = (void *)out;
     gc_rc = bce__graphc_infer(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);
@@ -421,10 +427,16 @@ API int bce_train_step(bce_ctx *ctx, int64_t n, const float *x, int64_t x_len, c
     if (gc_rc) return gc_rc;
     if (!x || !y || !loss) return BCE_ERR_NULL;
     if (n < 1 || n > BCE_MAX_BATCH) return BCE_ERR_BATCH;
-    gc_rc = check_workspace(ctx, BCE_TRAIN_STEP_WORKSPACE_BYTES(n));
+    gc_rc = check_workspace(ctx, BCE_TRAIN_STEP_WORKSPACE_BYTES(n), 1);
     if (gc_rc) return gc_rc;
     if (x_len < BCE_X_ELEMS(n)) return BCE_ERR_BUFFER;
     if (y_len < BCE_Y_ELEMS(n)) return BCE_ERR_BUFFER;
+    if (overlaps_ctx(ctx, x, BCE_X_ELEMS(n) * (int64_t)sizeof(*x), BCE_TRAIN_STEP_WORKSPACE_BYTES(n), 1) ||
+        overlaps_ctx(ctx, y, BCE_Y_ELEMS(n) * (int64_t)sizeof(*y), BCE_TRAIN_STEP_WORKSPACE_BYTES(n), 1) ||
+        overlaps_ctx(ctx, loss, BCE_LOSS_ELEMS(n) * (int64_t)sizeof(*loss), BCE_TRAIN_STEP_WORKSPACE_BYTES(n), 1) ||
+        overlap(loss, BCE_LOSS_ELEMS(n) * (int64_t)sizeof(*loss), x, BCE_X_ELEMS(n) * (int64_t)sizeof(*x)) ||
+        overlap(loss, BCE_LOSS_ELEMS(n) * (int64_t)sizeof(*loss), y, BCE_Y_ELEMS(n) * (int64_t)sizeof(*y)))
+        return BCE_ERR_OVERLAP;
     gc_in[0] = (void *)x;
     gc_in[1] = (void *)y;
     gc_in[2] = &gc_lr;
@@ -446,10 +458,16 @@ API int bce_train_grads(bce_ctx *ctx, int64_t n, const float *x, int64_t x_len, 
     if (!x || !y || !loss) return BCE_ERR_NULL;
     if (n < 1 || n > BCE_MAX_BATCH) return BCE_ERR_BATCH;
     if (row0 < 0 || row0 > BCE_MAX_BATCH) return BCE_ERR_BATCH;
-    gc_rc = check_workspace(ctx, BCE_TRAIN_GRADS_WORKSPACE_BYTES(n));
+    gc_rc = check_workspace(ctx, BCE_TRAIN_GRADS_WORKSPACE_BYTES(n), 1);
     if (gc_rc) return gc_rc;
     if (x_len < BCE_X_ELEMS(n)) return BCE_ERR_BUFFER;
     if (y_len < BCE_Y_ELEMS(n)) return BCE_ERR_BUFFER;
+    if (overlaps_ctx(ctx, x, BCE_X_ELEMS(n) * (int64_t)sizeof(*x), BCE_TRAIN_GRADS_WORKSPACE_BYTES(n), 1) ||
+        overlaps_ctx(ctx, y, BCE_Y_ELEMS(n) * (int64_t)sizeof(*y), BCE_TRAIN_GRADS_WORKSPACE_BYTES(n), 1) ||
+        overlaps_ctx(ctx, loss, BCE_LOSS_ELEMS(n) * (int64_t)sizeof(*loss), BCE_TRAIN_GRADS_WORKSPACE_BYTES(n), 1) ||
+        overlap(loss, BCE_LOSS_ELEMS(n) * (int64_t)sizeof(*loss), x, BCE_X_ELEMS(n) * (int64_t)sizeof(*x)) ||
+        overlap(loss, BCE_LOSS_ELEMS(n) * (int64_t)sizeof(*loss), y, BCE_Y_ELEMS(n) * (int64_t)sizeof(*y)))
+        return BCE_ERR_OVERLAP;
     gc_in[0] = (void *)x;
     gc_in[2] = (void *)y;
     gc_in[1] = &gc_row0;
@@ -470,7 +488,7 @@ API int bce_apply_update(bce_ctx *ctx, float lr) {
     int gc_rc = check_ctx(ctx, 1);
     if (gc_rc) return gc_rc;
     if (n < 1 || n > BCE_MAX_BATCH) return BCE_ERR_BATCH;
-    gc_rc = check_workspace(ctx, BCE_APPLY_UPDATE_WORKSPACE_BYTES(n));
+    gc_rc = check_workspace(ctx, BCE_APPLY_UPDATE_WORKSPACE_BYTES(n), 1);
     if (gc_rc) return gc_rc;
     gc_in[0] = &gc_lr;
     gc_rc = bce__graphc_apply_update(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);

@@ -5,7 +5,8 @@
  * at once. No call allocates memory except digits_load_weights (stdio's FILE) and
  * digits_set_num_threads (the threads). Lengths are in elements of the pointed-to type,
  * region sizes in bytes. Calls return 0 or one of the error codes below and, on an error,
- * write nothing. The calls use little stack (the matrix products' packed blocks live in
+ * write nothing. An output array may not share a byte with another array of the call, nor
+ * any array with ctx's params, state or workspace (ERR_OVERLAP: no call works in place). The calls use little stack (the matrix products' packed blocks live in
  * the workspace), so any thread may call them, one with a small stack included (musl's
  * default 128 KiB); the worker threads get 8 MiB.
  *
@@ -62,6 +63,7 @@ extern "C" {
 #define DIGITS_ERR_LR 12          /* the learning rate is NaN, infinite or negative; nothing was written */
 #define DIGITS_ERR_ONE_ROW 13     /* a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written */
 #define DIGITS_ERR_LOOKUP 14      /* an embedding lookup's index is no whole number in -ROWS..ROWS-1 of its table; nothing was written */
+#define DIGITS_ERR_OVERLAP 15     /* an output array overlaps another array of the call, or an array overlaps ctx's params, state or workspace (or params overlap state or workspace); nothing was written */
 
 /* Memory plan: bytes of every region. ALIGN is the alignment the kernels are tuned for;
    MIN_ALIGN is the alignment the calls require of params, state and workspace. */
@@ -216,6 +218,7 @@ const char *digits_graphc_meta(void);
 #define MODEL_ERR_LR DIGITS_ERR_LR
 #define MODEL_ERR_ONE_ROW DIGITS_ERR_ONE_ROW
 #define MODEL_ERR_LOOKUP DIGITS_ERR_LOOKUP
+#define MODEL_ERR_OVERLAP DIGITS_ERR_OVERLAP
 #define MODEL_PARAM_BYTES DIGITS_PARAM_BYTES
 #define MODEL_STATE_BYTES DIGITS_STATE_BYTES
 #define MODEL_GRAD_BYTES DIGITS_GRAD_BYTES

@@ -193,6 +193,7 @@ static const char *const messages[] = {
     "the learning rate is NaN, infinite or negative; nothing was written",
     "a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written",
     "an embedding lookup's index is no whole number in -ROWS..ROWS-1 of its table; nothing was written",
+    "an output array overlaps another array of the call, or an array overlaps ctx's params, state or workspace (or params overlap state or workspace); nothing was written",
 };
 
 API const char *digits_strerror(int code) {
@@ -228,6 +229,7 @@ API int64_t digits_workspace_size(int64_t n) {
 #define GC_ERR_WEIGHTS DIGITS_ERR_WEIGHTS
 #define GC_ERR_IO DIGITS_ERR_IO
 #define GC_ERR_CPU DIGITS_ERR_CPU
+#define GC_ERR_OVERLAP DIGITS_ERR_OVERLAP
 #define GC_CPU_SUPPORTED cpu_supported
 #define GC_EMBEDDED_WEIGHTS digits__graphc_weights
 
@@ -240,10 +242,14 @@ API int digits_infer(const digits_ctx *ctx, int64_t n, const float *x, int64_t x
     if (gc_rc) return gc_rc;
     if (!x || !y) return DIGITS_ERR_NULL;
     if (n < 1 || n > DIGITS_MAX_BATCH) return DIGITS_ERR_BATCH;
-    gc_rc = check_workspace(ctx, DIGITS_INFER_WORKSPACE_BYTES(n));
+    gc_rc = check_workspace(ctx, DIGITS_INFER_WORKSPACE_BYTES(n), 0);
     if (gc_rc) return gc_rc;
     if (x_len < DIGITS_X_ELEMS(n)) return DIGITS_ERR_BUFFER;
     if (y_len < DIGITS_Y_ELEMS(n)) return DIGITS_ERR_BUFFER;
+    if (overlaps_ctx(ctx, x, DIGITS_X_ELEMS(n) * (int64_t)sizeof(*x), DIGITS_INFER_WORKSPACE_BYTES(n), 0) ||
+        overlaps_ctx(ctx, y, DIGITS_Y_ELEMS(n) * (int64_t)sizeof(*y), DIGITS_INFER_WORKSPACE_BYTES(n), 0) ||
+        overlap(y, DIGITS_Y_ELEMS(n) * (int64_t)sizeof(*y), x, DIGITS_X_ELEMS(n) * (int64_t)sizeof(*x)))
+        return DIGITS_ERR_OVERLAP;
     gc_in[0] = (void *)x;
     gc_out[0] = (void *)y;
     gc_rc = digits__graphc_infer(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);
@@ -258,10 +264,16 @@ API int digits_train_step(digits_ctx *ctx, int64_t n, const float *x, int64_t x_
     if (gc_rc) return gc_rc;
     if (!x || !labels || !loss) return DIGITS_ERR_NULL;
     if (n < 1 || n > DIGITS_MAX_BATCH) return DIGITS_ERR_BATCH;
-    gc_rc = check_workspace(ctx, DIGITS_TRAIN_STEP_WORKSPACE_BYTES(n));
+    gc_rc = check_workspace(ctx, DIGITS_TRAIN_STEP_WORKSPACE_BYTES(n), 1);
     if (gc_rc) return gc_rc;
     if (x_len < DIGITS_X_ELEMS(n)) return DIGITS_ERR_BUFFER;
     if (labels_len < DIGITS_LABELS_ELEMS(n)) return DIGITS_ERR_BUFFER;
+    if (overlaps_ctx(ctx, x, DIGITS_X_ELEMS(n) * (int64_t)sizeof(*x), DIGITS_TRAIN_STEP_WORKSPACE_BYTES(n), 1) ||
+        overlaps_ctx(ctx, labels, DIGITS_LABELS_ELEMS(n) * (int64_t)sizeof(*labels), DIGITS_TRAIN_STEP_WORKSPACE_BYTES(n), 1) ||
+        overlaps_ctx(ctx, loss, DIGITS_LOSS_ELEMS(n) * (int64_t)sizeof(*loss), DIGITS_TRAIN_STEP_WORKSPACE_BYTES(n), 1) ||
+        overlap(loss, DIGITS_LOSS_ELEMS(n) * (int64_t)sizeof(*loss), x, DIGITS_X_ELEMS(n) * (int64_t)sizeof(*x)) ||
+        overlap(loss, DIGITS_LOSS_ELEMS(n) * (int64_t)sizeof(*loss), labels, DIGITS_LABELS_ELEMS(n) * (int64_t)sizeof(*labels)))
+        return DIGITS_ERR_OVERLAP;
     gc_in[0] = (void *)x;
     gc_in[1] = (void *)labels;
     gc_in[2] = &gc_lr;

@@ -235,6 +235,7 @@ static const char *const messages[] = {
     "the learning rate is NaN, infinite or negative; nothing was written",
     "a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written",
     "an embedding lookup's index is no whole number in -ROWS..ROWS-1 of its table; nothing was written",
+    "an output array overlaps another array of the call, or an array overlaps ctx's params, state or workspace (or params overlap state or workspace); nothing was written",
 };
 
 API const char *split_strerror(int code) {
@@ -270,6 +271,7 @@ API int64_t split_workspace_size(int64_t n) {
 #define GC_ERR_WEIGHTS SPLIT_ERR_WEIGHTS
 #define GC_ERR_IO SPLIT_ERR_IO
 #define GC_ERR_CPU SPLIT_ERR_CPU
+#define GC_ERR_OVERLAP SPLIT_ERR_OVERLAP
 #define GC_CPU_SUPPORTED cpu_supported
 
 /* [codegen/templates/wrapper.c] */
@@ -281,10 +283,14 @@ API int split_infer(const split_ctx *ctx, int64_t n, const float *x, int64_t x_l
     if (gc_rc) return gc_rc;
     if (!x || !y) return SPLIT_ERR_NULL;
     if (n < 1 || n > SPLIT_MAX_BATCH) return SPLIT_ERR_BATCH;
-    gc_rc = check_workspace(ctx, SPLIT_INFER_WORKSPACE_BYTES(n));
+    gc_rc = check_workspace(ctx, SPLIT_INFER_WORKSPACE_BYTES(n), 0);
     if (gc_rc) return gc_rc;
     if (x_len < SPLIT_X_ELEMS(n)) return SPLIT_ERR_BUFFER;
     if (y_len < SPLIT_Y_ELEMS(n)) return SPLIT_ERR_BUFFER;
+    if (overlaps_ctx(ctx, x, SPLIT_X_ELEMS(n) * (int64_t)sizeof(*x), SPLIT_INFER_WORKSPACE_BYTES(n), 0) ||
+        overlaps_ctx(ctx, y, SPLIT_Y_ELEMS(n) * (int64_t)sizeof(*y), SPLIT_INFER_WORKSPACE_BYTES(n), 0) ||
+        overlap(y, SPLIT_Y_ELEMS(n) * (int64_t)sizeof(*y), x, SPLIT_X_ELEMS(n) * (int64_t)sizeof(*x)))
+        return SPLIT_ERR_OVERLAP;
     gc_in[0] = (void *)x;
     gc_out[0] = (void *)y;
     gc_rc = split__graphc_infer(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);
@@ -299,10 +305,16 @@ API int split_train_step(split_ctx *ctx, int64_t n, const float *x, int64_t x_le
     if (gc_rc) return gc_rc;
     if (!x || !labels || !loss) return SPLIT_ERR_NULL;
     if (n < 1 || n > SPLIT_MAX_BATCH) return SPLIT_ERR_BATCH;
-    gc_rc = check_workspace(ctx, SPLIT_TRAIN_STEP_WORKSPACE_BYTES(n));
+    gc_rc = check_workspace(ctx, SPLIT_TRAIN_STEP_WORKSPACE_BYTES(n), 1);
     if (gc_rc) return gc_rc;
     if (x_len < SPLIT_X_ELEMS(n)) return SPLIT_ERR_BUFFER;
     if (labels_len < SPLIT_LABELS_ELEMS(n)) return SPLIT_ERR_BUFFER;
+    if (overlaps_ctx(ctx, x, SPLIT_X_ELEMS(n) * (int64_t)sizeof(*x), SPLIT_TRAIN_STEP_WORKSPACE_BYTES(n), 1) ||
+        overlaps_ctx(ctx, labels, SPLIT_LABELS_ELEMS(n) * (int64_t)sizeof(*labels), SPLIT_TRAIN_STEP_WORKSPACE_BYTES(n), 1) ||
+        overlaps_ctx(ctx, loss, SPLIT_LOSS_ELEMS(n) * (int64_t)sizeof(*loss), SPLIT_TRAIN_STEP_WORKSPACE_BYTES(n), 1) ||
+        overlap(loss, SPLIT_LOSS_ELEMS(n) * (int64_t)sizeof(*loss), x, SPLIT_X_ELEMS(n) * (int64_t)sizeof(*x)) ||
+        overlap(loss, SPLIT_LOSS_ELEMS(n) * (int64_t)sizeof(*loss), labels, SPLIT_LABELS_ELEMS(n) * (int64_t)sizeof(*labels)))
+        return SPLIT_ERR_OVERLAP;
     gc_in[0] = (void *)x;
     gc_in[1] = (void *)labels;
     gc_in[2] = &gc_lr;
@@ -324,10 +336,16 @@ API int split_train_grads(split_ctx *ctx, int64_t n, const float *x, int64_t x_l
     if (n < 1 || n > SPLIT_MAX_BATCH) return SPLIT_ERR_BATCH;
     if (row0 < 0 || row0 > SPLIT_MAX_BATCH) return SPLIT_ERR_BATCH;
     (void)row0;  /* no dropout: the masks need no row index */
-    gc_rc = check_workspace(ctx, SPLIT_TRAIN_GRADS_WORKSPACE_BYTES(n));
+    gc_rc = check_workspace(ctx, SPLIT_TRAIN_GRADS_WORKSPACE_BYTES(n), 1);
     if (gc_rc) return gc_rc;
     if (x_len < SPLIT_X_ELEMS(n)) return SPLIT_ERR_BUFFER;
     if (labels_len < SPLIT_LABELS_ELEMS(n)) return SPLIT_ERR_BUFFER;
+    if (overlaps_ctx(ctx, x, SPLIT_X_ELEMS(n) * (int64_t)sizeof(*x), SPLIT_TRAIN_GRADS_WORKSPACE_BYTES(n), 1) ||
+        overlaps_ctx(ctx, labels, SPLIT_LABELS_ELEMS(n) * (int64_t)sizeof(*labels), SPLIT_TRAIN_GRADS_WORKSPACE_BYTES(n), 1) ||
+        overlaps_ctx(ctx, loss, SPLIT_LOSS_ELEMS(n) * (int64_t)sizeof(*loss), SPLIT_TRAIN_GRADS_WORKSPACE_BYTES(n), 1) ||
+        overlap(loss, SPLIT_LOSS_ELEMS(n) * (int64_t)sizeof(*loss), x, SPLIT_X_ELEMS(n) * (int64_t)sizeof(*x)) ||
+        overlap(loss, SPLIT_LOSS_ELEMS(n) * (int64_t)sizeof(*loss), labels, SPLIT_LABELS_ELEMS(n) * (int64_t)sizeof(*labels)))
+        return SPLIT_ERR_OVERLAP;
     gc_in[0] = (void *)x;
     gc_in[1] = (void *)labels;
     gc_in[2] = &gc_loss_scale;
@@ -347,7 +365,7 @@ API int split_apply_update(split_ctx *ctx, float lr) {
     int gc_rc = check_ctx(ctx, 1);
     if (gc_rc) return gc_rc;
     if (n < 1 || n > SPLIT_MAX_BATCH) return SPLIT_ERR_BATCH;
-    gc_rc = check_workspace(ctx, SPLIT_APPLY_UPDATE_WORKSPACE_BYTES(n));
+    gc_rc = check_workspace(ctx, SPLIT_APPLY_UPDATE_WORKSPACE_BYTES(n), 1);
     if (gc_rc) return gc_rc;
     gc_in[0] = &gc_lr;
     gc_rc = split__graphc_apply_update(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);

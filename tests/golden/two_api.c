@@ -125,6 +125,7 @@ static const char *const messages[] = {
     "the learning rate is NaN, infinite or negative; nothing was written",
     "a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written",
     "an embedding lookup's index is no whole number in -ROWS..ROWS-1 of its table; nothing was written",
+    "an output array overlaps another array of the call, or an array overlaps ctx's params, state or workspace (or params overlap state or workspace); nothing was written",
 };
 
 API const char *two_strerror(int code) {
@@ -160,6 +161,7 @@ API int64_t two_workspace_size(int64_t n) {
 #define GC_ERR_WEIGHTS TWO_ERR_WEIGHTS
 #define GC_ERR_IO TWO_ERR_IO
 #define GC_ERR_CPU TWO_ERR_CPU
+#define GC_ERR_OVERLAP TWO_ERR_OVERLAP
 #define GC_CPU_SUPPORTED cpu_supported
 
 /* [codegen/templates/wrapper.c] */
@@ -171,12 +173,22 @@ API int two_infer(const two_ctx *ctx, int64_t n, const float *a, int64_t a_len, 
     if (gc_rc) return gc_rc;
     if (!a || !b || !y0 || !y1) return TWO_ERR_NULL;
     if (n < 1 || n > TWO_MAX_BATCH) return TWO_ERR_BATCH;
-    gc_rc = check_workspace(ctx, TWO_INFER_WORKSPACE_BYTES(n));
+    gc_rc = check_workspace(ctx, TWO_INFER_WORKSPACE_BYTES(n), 0);
     if (gc_rc) return gc_rc;
     if (a_len < TWO_A_ELEMS(n)) return TWO_ERR_BUFFER;
     if (b_len < TWO_B_ELEMS(n)) return TWO_ERR_BUFFER;
     if (y0_len < TWO_Y0_ELEMS(n)) return TWO_ERR_BUFFER;
     if (y1_len < TWO_Y1_ELEMS(n)) return TWO_ERR_BUFFER;
+    if (overlaps_ctx(ctx, a, TWO_A_ELEMS(n) * (int64_t)sizeof(*a), TWO_INFER_WORKSPACE_BYTES(n), 0) ||
+        overlaps_ctx(ctx, b, TWO_B_ELEMS(n) * (int64_t)sizeof(*b), TWO_INFER_WORKSPACE_BYTES(n), 0) ||
+        overlaps_ctx(ctx, y0, TWO_Y0_ELEMS(n) * (int64_t)sizeof(*y0), TWO_INFER_WORKSPACE_BYTES(n), 0) ||
+        overlaps_ctx(ctx, y1, TWO_Y1_ELEMS(n) * (int64_t)sizeof(*y1), TWO_INFER_WORKSPACE_BYTES(n), 0) ||
+        overlap(y0, TWO_Y0_ELEMS(n) * (int64_t)sizeof(*y0), a, TWO_A_ELEMS(n) * (int64_t)sizeof(*a)) ||
+        overlap(y0, TWO_Y0_ELEMS(n) * (int64_t)sizeof(*y0), b, TWO_B_ELEMS(n) * (int64_t)sizeof(*b)) ||
+        overlap(y0, TWO_Y0_ELEMS(n) * (int64_t)sizeof(*y0), y1, TWO_Y1_ELEMS(n) * (int64_t)sizeof(*y1)) ||
+        overlap(y1, TWO_Y1_ELEMS(n) * (int64_t)sizeof(*y1), a, TWO_A_ELEMS(n) * (int64_t)sizeof(*a)) ||
+        overlap(y1, TWO_Y1_ELEMS(n) * (int64_t)sizeof(*y1), b, TWO_B_ELEMS(n) * (int64_t)sizeof(*b)))
+        return TWO_ERR_OVERLAP;
     gc_in[0] = (void *)a;
     gc_in[1] = (void *)b;
     gc_out[0] = (void *)y0;
