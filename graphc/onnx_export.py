@@ -376,7 +376,8 @@ def to_onnx_model(model: Any, *, include_loss: bool = False, name: str | None = 
 
     Args:
         model: a compiled graphc Model.
-        include_loss: also export the loss (output "loss") with the label inputs it needs.
+        include_loss: also export the loss, as the last output, named "loss" (or "loss__K"
+            when the graph has another value named "loss"), with the label inputs it needs.
         name: the ONNX graph's name (default: the model's).
 
     Raises:
@@ -394,11 +395,10 @@ def to_onnx_model(model: Any, *, include_loss: bool = False, name: str | None = 
     inputs = []
     for n in g.nodes:
         if n.op == "input":
-            elem = onnx.TensorProto.INT32 if n.type.dtype == "i32" else onnx.TensorProto.FLOAT
-            if n.type.dtype == "f64":
-                elem = onnx.TensorProto.DOUBLE
             inputs.append(
-                onnx.helper.make_tensor_value_info(n.name, elem, _shape_dims(n.type.shape))
+                onnx.helper.make_tensor_value_info(
+                    n.name, _elem_type(n.type.dtype), _shape_dims(n.type.shape)
+                )
             )
         elif n.op in ("param", "state"):
             if n.name not in values:
@@ -415,13 +415,14 @@ def to_onnx_model(model: Any, *, include_loss: bool = False, name: str | None = 
                 f"to_onnx: node {n.name} ({n.op}){where} has no ONNX form; exportable ops: "
                 f"{', '.join(sorted(EXPORTS))}"
             )
-    outs = []
-    for o in outputs:
-        t = g[o].type
-        elem = {"f64": onnx.TensorProto.DOUBLE, "i32": onnx.TensorProto.INT32}.get(
-            t.dtype, onnx.TensorProto.FLOAT
-        )
-        outs.append(onnx.helper.make_tensor_value_info(o, elem, _shape_dims(t.shape)))
+    typed = [(o, g[o].type) for o in outputs]
+    if include_loss and prog.loss != "loss":  # the documented name of the loss output
+        name_ = "loss" if "loss" not in w.taken else w.fresh("loss")
+        typed[-1] = (w.node("Identity", [prog.loss], name_, g[prog.loss]), typed[-1][1])
+    outs = [
+        onnx.helper.make_tensor_value_info(o, _elem_type(t.dtype), _shape_dims(t.shape))
+        for o, t in typed
+    ]
     graph = onnx.helper.make_graph(w.nodes, name or prog.name, inputs, outs, w.inits)
     graph.doc_string = f"exported by graphc from model {prog.name!r}"
     m = onnx.helper.make_model(
@@ -432,6 +433,12 @@ def to_onnx_model(model: Any, *, include_loss: bool = False, name: str | None = 
     )
     m.ir_version = 8  # what opset 17 needs; older runtimes read it
     return m
+
+
+def _elem_type(dtype: str) -> int:
+    """The ONNX element type (TensorProto) of a graphc dtype."""
+    tp = require_onnx().TensorProto
+    return {"f32": tp.FLOAT, "f64": tp.DOUBLE, "i32": tp.INT32, "i64": tp.INT64}[dtype]
 
 
 def _version() -> str:

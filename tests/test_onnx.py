@@ -699,3 +699,30 @@ def test_export_names_no_two_values_alike_whatever_the_user_names(tmp_path) -> N
     rng = np.random.default_rng(3)
     xs, cs = (rng.standard_normal((5, 16)).astype(np.float32) for _ in range(2))
     assert_close(ort_run(path, {"x": xs, "c__1": cs})[0], model.predict({"x": xs, "c__1": cs}))
+
+
+@pytest.mark.parametrize("taken", [False, True], ids=["plain", "a_param_named_loss"])
+def test_exported_loss_output_is_named_loss(tmp_path, taken) -> None:
+    """include_loss: the loss is the last output and is named "loss" as docs/onnx.md says (it
+    was the graph's value name, "%57", so sess.run(["loss"], ...) failed); when the graph
+    has another value named "loss", the output is "loss__K" and the file stays valid. ONNX
+    Runtime's value equals model.evaluate's loss."""
+    x, t = gc.input("x", ("N", 5)), gc.input("t", ("N", 3))
+    z = gc.dense(x, 3, name="d")
+    if taken:
+        z = z * gc.param("loss", (3,), init="ones")
+    model = gc.compile([z], gc.huber(z, t), gc.SGD(0.1), seed=1)
+    path = str(tmp_path / "loss.onnx")
+    model.to_onnx(path, include_loss=True)
+    m = onnx.load(path)
+    onnx.checker.check_model(m, full_check=True)
+    names = [o.name for o in m.graph.output]
+    assert names[0] == model.program.outputs[0]
+    assert names[1].startswith("loss__") if taken else names[1] == "loss", names
+    rng = np.random.default_rng(4)
+    xs, ts = (
+        rng.standard_normal((6, 5)).astype(np.float32),
+        rng.standard_normal((6, 3)).astype(np.float32),
+    )
+    got = dict(zip(names, ort_run(path, {"x": xs, "t": ts}), strict=True))
+    np.testing.assert_allclose(got[names[1]], model.evaluate(xs, ts)["loss"], rtol=1e-6)
