@@ -380,9 +380,9 @@ def _check_macro_names(plan: LibraryPlan) -> None:
 class _CNames:
     """The C parameter names of every entry's arrays, one per input value and one per output
     name across the library (the header's shape macros NAME_<ARG>_ELEMS are per name, not per
-    entry). A name is the user's (``c_ident``), escaped with trailing ``_`` until neither it
-    nor its length parameter ``<name>_len`` is taken, case-insensitively (the macros are upper
-    case): by the fixed parameters (``ctx``, ``n``, ``lr``, ``loss``, the wrappers' locals),
+    entry). A name is the user's (``c_ident``), escaped with trailing ``_`` until neither it,
+    its length parameter ``<name>_len`` nor the stem ``<name>_row`` (NAME_<NAME>_ROW_ELEMS) is
+    taken, case-insensitively (the macros are upper case): by the fixed parameters (``ctx``, ``n``, ``lr``, ``loss``, the wrappers' locals),
     C/C++ keywords, or an earlier argument. Outputs are named after the graph's outputs (two
     outputs that compute one value, merged by CSE, keep their own names); an unnamed value
     (``%4``) gets ``y``/``out``/``output`` (``y0``, ``y1``, ... for several)."""
@@ -402,7 +402,7 @@ class _CNames:
     )
 
     def __init__(self, schedules: dict[str, Schedule]) -> None:
-        self.taken = {f.upper() for f in self.FIXED} | {f"{f}_len".upper() for f in self.FIXED}
+        self.taken = {m.upper() for f in self.FIXED for m in self._reserves(f)}
         self.inputs: dict[str, str] = {}
         self.outputs: dict[str, str] = {}
         for e in PUBLIC_ENTRIES:  # inputs first, in a fixed order: stable names
@@ -410,15 +410,22 @@ class _CNames:
                 if v != "lr" and v not in self.inputs:
                     self.inputs[v] = self._claim(c_ident(v))
 
+    @staticmethod
+    def _reserves(cand: str) -> tuple[str, ...]:
+        """What argument ``cand`` takes: its name, its length's (``cand_len``) and the stem
+        ``cand_row`` (its macro NAME_CAND_ROW_ELEMS would be NAME_<CAND_ROW>_ELEMS(n) of an
+        argument named cand_row)."""
+        return cand, f"{cand}_len", f"{cand}_row"
+
     def _free(self, cand: str) -> bool:
-        return cand.upper() not in self.taken and f"{cand}_len".upper() not in self.taken
+        return all(m.upper() not in self.taken for m in self._reserves(cand))
 
     def _claim(self, cand: str) -> str:
         if cand.startswith("gc_"):  # the wrappers' own locals: gc_in, gc_<scalar input>, ...
             cand = "u" + cand
         while not self._free(cand) or cand in C_KEYWORDS or cand in self.SEEN:
             cand += "_"
-        self.taken.update({cand.upper(), f"{cand}_len".upper()})
+        self.taken.update(m.upper() for m in self._reserves(cand))
         return cand
 
     def output(self, name: str, j: int, count: int) -> str:
@@ -725,8 +732,34 @@ def c_header(plan: LibraryPlan, graphc_version: str) -> str:
     """The library's C header: entry points, error codes, shapes and the memory plan, as
     codegen/templates/header.h filled in for ``plan`` (codegen/ctemplate.py)."""
     values = _header_values(plan, graphc_version) | _alias_values(plan)
-    lines = fill("header.h", values, _header_flags(plan), _header_slots(plan))
+    flags, slots = _header_flags(plan), _header_slots(plan)
+    lines = _without_self_macros(fill("header.h", values, flags, slots))
+    if flags["aliases"] and _defined_twice(lines):
+        # a model named "model" whose own MODEL_... names mean other arguments than the
+        # generic ones would (an input "pixels" beside a label "x"): no generic names
+        flags.update(aliases=False, label_alias=False)
+        lines = _without_self_macros(fill("header.h", values, flags, slots))
     return "\n".join(lines) + "\n"
+
+
+_DEFINE = re.compile(r"#define (\w+)(\(n\))? *(.*)")
+
+
+def _without_self_macros(lines: list[str]) -> list[str]:
+    """``lines`` less the generic names that are the model's own (a model named "model":
+    ``#define MODEL_OK MODEL_OK`` would redefine MODEL_OK)."""
+    out = []
+    for line in lines:
+        m = _DEFINE.fullmatch(line)
+        if m and m.group(3).strip() in (m.group(1), f"{m.group(1)}(n)"):
+            continue
+        out.append(line)
+    return out
+
+
+def _defined_twice(lines: list[str]) -> bool:
+    names = [m.group(1) for line in lines if (m := _DEFINE.match(line))]
+    return len(names) != len(set(names))
 
 
 def _header_flags(plan: LibraryPlan) -> dict[str, bool]:
@@ -1177,10 +1210,12 @@ def _template_macros(plan: LibraryPlan) -> list[str]:
     a(f"#define GC_CTX {N}_ctx")
     a(f"#define GC_FN(f) {N}_##f")
     a("#define GC_API API")
-    for k in ("PARAM_BYTES", "STATE_BYTES", "MIN_ALIGN", "WEIGHTS_FILE_BYTES", "OK"):
-        a(f"#define GC_{k} {U}_{k}")
-    for k in ("NULL", "BUFFER", "ALIGN", "WEIGHTS", "IO", "CPU", "OVERLAP"):
-        a(f"#define GC_ERR_{k} {U}_ERR_{k}")
+    # a model named gc (GC, Gc) has these very macros in its header: defined once, there
+    if U != "GC":
+        for k in ("PARAM_BYTES", "STATE_BYTES", "MIN_ALIGN", "WEIGHTS_FILE_BYTES", "OK"):
+            a(f"#define GC_{k} {U}_{k}")
+        for k in ("NULL", "BUFFER", "ALIGN", "WEIGHTS", "IO", "CPU", "OVERLAP"):
+            a(f"#define GC_ERR_{k} {U}_ERR_{k}")
     a("#define GC_CPU_SUPPORTED cpu_supported")
     if plan.embed:
         a(f"#define GC_EMBEDDED_WEIGHTS {N}__graphc_weights")

@@ -54,8 +54,11 @@ def compile(
         GraphcError: bad arguments (see the message); ShapeError was raised earlier, while the
             tensors were declared.
     """
-    if not name.isidentifier():
-        raise GraphcError(f"model name {name!r} must be a C identifier (it prefixes the C symbols)")
+    if not (isinstance(name, str) and name.isascii() and name.isidentifier()):
+        raise GraphcError(
+            f"model name {name!r} must be a C identifier: ASCII letters, digits and '_', not "
+            "starting with a digit (it prefixes the C symbols)"
+        )
     if opt_level not in (0, 1, 2):
         raise GraphcError(f"opt_level must be 0, 1 or 2, got {opt_level!r}")
     verify_each = check_bool(verify_each, "compile: verify_each")

@@ -1429,8 +1429,11 @@ def from_onnx(
     imp = importer.run(outputs)
     importer.check_trainable_names()
     if name is not None:
-        if not name.isidentifier():
-            raise OnnxError(f"model name {name!r} must be a C identifier")
+        if not (name.isascii() and name.isidentifier()):
+            raise OnnxError(
+                f"model name {name!r} must be a C identifier: ASCII letters, digits and '_', "
+                "not starting with a digit"
+            )
         imp.name = name
     return imp
 

@@ -111,3 +111,57 @@ def test_overlapping_buffers_are_refused_and_adjacent_ones_run(tmp_path) -> None
     got = np.array(lines[11:], np.float32).reshape(3, 5, 8)
     for k, name in enumerate(model.program.outputs):
         np.testing.assert_array_equal(got[k], want[name])
+
+
+def _compiles(header: str, extra: list[str] | None = None, src: str | None = None) -> str:
+    """cc's complaints (empty when clean) about a C file that includes ``header``, C99 and
+    C++11, -pedantic -Werror."""
+    d = os.path.dirname(header)
+    path = os.path.join(d, "uses_header.c")
+    with open(path, "w") as f:
+        f.write(src or f'#include "{os.path.basename(header)}"\nint main(void) {{ return 0; }}\n')
+    errors = ""
+    for lang in (["-x", "c", "-std=c99"], ["-x", "c++", "-std=c++11"]):
+        cmd = [CC, *lang, "-pedantic", "-Wall", "-Wextra", "-Werror", *(extra or []), f"-I{d}",
+               "-c", path, "-o", os.path.join(d, "uses_header.o")]  # fmt: skip
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        errors += r.stderr if r.returncode else ""
+    return errors
+
+
+def test_argument_names_whose_macros_would_clash_are_escaped(tmp_path) -> None:
+    """Inputs x and x_row: the header's X_ROW_ELEMS of x and X_ROW_ELEMS(n) of x_row were the
+    same macro (the header did not compile). Now x_row is escaped (x_row_), and the library
+    computes what predict does."""
+    x, x_row = gc.input("x", ("N", 4)), gc.input("x_row", ("N", 4))
+    model = gc.compile([x * 2.0 + x_row], name="clash")
+    res = model.export(str(tmp_path / "libclash.so"))
+    assert _compiles(res.header) == ""
+    assert "const float *x, int64_t x_len, const float *x_row_," in open(res.header).read()
+    lib = gc.load(res.library)
+    a, b = np.ones((3, 4), np.float32), np.full((3, 4), 0.5, np.float32)
+    np.testing.assert_array_equal(
+        lib.predict({"x": a, "x_row": b}), model.predict({"x": a, "x_row": b})
+    )
+
+
+@pytest.mark.parametrize("name", ["gc", "Gc", "model"])
+def test_model_names_that_are_the_generated_codes_own_prefixes(tmp_path, name) -> None:
+    """A model named gc (any case) has the header macros GC_OK, GC_PARAM_BYTES ... that the
+    library's wrapper source defines for itself: the link failed. A model named model has the
+    generic names MODEL_OK, ... of GRAPHC_MODEL_ALIASES: the example programs, which define
+    it, did not compile. Both work now (the library predicts as the model does)."""
+    x = gc.input("x", ("N", 4))
+    model = gc.compile([gc.dense(x, 3, "tanh", name="d")], name=name, seed=5)
+    res = model.export(str(tmp_path / f"lib{name}.so"))
+    assert _compiles(res.header, ["-DGRAPHC_MODEL_ALIASES"]) == ""
+    xs = np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(gc.load(res.library).predict(xs), model.predict(xs))
+
+
+def test_model_names_must_be_ascii_c_identifiers() -> None:
+    """Python identifiers allow 'ünï'; C symbols do not (LLVM's symbol lookup raised
+    UnicodeEncodeError at compile): a GraphcError naming the rule."""
+    x = gc.input("x", ("N", 4))
+    with pytest.raises(gc.GraphcError, match="ASCII letters, digits and '_'"):
+        gc.compile([x * 2.0], name="\u00fcn\u00ef")

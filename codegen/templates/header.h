@@ -10,7 +10,9 @@
  *
  * Every buffer belongs to the caller; the only global state is a pool of worker threads
  * (GCNAME_set_num_threads, default 1: none), and two GCNAME_ctx can be used from two threads
- * at once. No call allocates memory except GCNAME_load_weights (stdio's FILE) and
+ * at once. One ctx serves one call at a time: its workspace is the call's scratch memory
+ * (infer takes ctx as const but writes the workspace), so threads that call at once each
+ * need their own ctx and workspace; infer calls may share one params, which they only read. No call allocates memory except GCNAME_load_weights (stdio's FILE) and
  * GCNAME_set_num_threads (the threads). Lengths are in elements of the pointed-to type,
  * region sizes in bytes. Calls return 0 or one of the error codes below and, on an error,
  * write nothing. An output array may not share a byte with another array of the call, nor
