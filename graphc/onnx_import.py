@@ -485,6 +485,9 @@ class Importer:
         self.merged: dict[int, int] = {}
         self.lead_ones: dict[int, int] = {}  # merged values with unit axes before the rows
         self.merged_source: dict[int, str] = {}  # a Reshape's merged output -> its input
+        # computed lookups: (indices, table rows, the node) for bound_integers
+        self.lookups: list[tuple[Tensor, int, str]] = []
+        self.ranges: dict[int, tuple[str, tuple]] = {}  # composite integer ops (onnx_bounds)
 
     # -------------------------------------------------------------- values
 
@@ -695,6 +698,7 @@ class Importer:
         for i, node in enumerate(g.node):
             if use[i]:
                 self.convert(i, node)
+        self.bound_integers()
         outs, out_names = [], {}
         for name in want:
             if name not in declared and name not in self.values:
@@ -845,6 +849,96 @@ class Importer:
                         seen.add(o)
                         stack.append(o)
         return kind
+
+    def bound_integers(self) -> None:
+        """Prove that the integers the graph computes stay exact in float32 and its computed
+        lookup indices in their tables (graphc.onnx_bounds), for the values the entries let
+        through for each integer input (its ``index_rows`` B: whole numbers in -B .. B-1).
+        Where a proof needs a smaller B, the input's B is lowered to the largest that proves
+        it (the entries then refuse other values naming the input, the row and the value, as
+        ONNX Runtime refuses an index out of its table); where none does, the import is
+        refused. Checked: each computed lookup index (ONNX Runtime raises on one outside its
+        table; graphc's one-hot lookup gave a row of zeros), and each integer-typed value
+        computed from an integer input (Add/Sub/Mul chains past 2**24 were rounded).
+
+        Raises:
+            OnnxError: a lookup whose indices no checked range of the inputs keeps in the
+                table (computed from a float value, a weight, or shifted past it), naming the
+                node, the table's rows and the indices' range; an integer value that stays
+                exact for no such range.
+        """
+        from . import onnx_bounds as ob
+
+        def checked(t: Tensor) -> bool:
+            return t.node.op == "input" and t.node.attr("index_rows") is not None
+
+        def lower(x: Tensor, b: int) -> None:
+            if b < int(x.node.attr("index_rows")):
+                x.node = x.node.with_(attrs={**dict(x.node.attrs), "index_rows": int(b)})
+
+        def refuse(where: str, what: str, dag: list, bounds: dict, hint: str) -> None:
+            iv = ob.interval(dag[-1], bounds, {}, self.ranges)
+            shown = "unknown" if iv is None else f"{iv[0]:.17g} .. {iv[1]:.17g}"
+            raise OnnxError(
+                f"{self.where}: {where}: {what} (their range for the values the inputs may "
+                f"hold: {shown}); graphc cannot prove that they stay in it for any range of "
+                f"the integer inputs it could check at run time. {hint}"
+            )
+
+        for idx, rows, where in self.lookups:
+            dag = ob.ancestors(idx)
+            inputs = [u for u in dag if checked(u)]
+            start = {id(x): int(x.node.attr("index_rows")) for x in inputs}
+            if ob.proves(dag, start, rows, self.integral, self.ranges)[0]:
+                continue
+            run = ob.scan_function(dag, inputs[0], self.integral) if len(inputs) == 1 else None
+            if run is not None:
+                b = ob.scan_bound(run, start[id(inputs[0])], rows)
+                if b >= 1:
+                    lower(inputs[0], b)
+                    continue
+            b = (
+                ob.largest_bound(dag, inputs, start, rows, self.integral, self.ranges)
+                if inputs
+                else 0
+            )
+            if b < 1:
+                refuse(
+                    where,
+                    f"indices must lie in -{rows} .. {rows - 1}, the rows of the table",
+                    dag,
+                    start,
+                    "ONNX Runtime raises at run time on an index outside its table; graphc's "
+                    "lookup would give a row of zeros. Compute the indices outside the model and "
+                    "feed them as an integer input",
+                )
+            for x in inputs:
+                lower(x, min(start[id(x)], b))
+        for name, v in self.values.items():
+            if (
+                not isinstance(v, Tensor)
+                or v.node.op in ("input", "const", "state", "param")
+                or self.elem_type(name) not in INTEGER_TYPES
+            ):
+                continue
+            dag = ob.ancestors(v)
+            inputs = [u for u in dag if checked(u)]
+            if not inputs:
+                continue
+            start = {id(x): int(x.node.attr("index_rows")) for x in inputs}
+            if ob.proves(dag, start, None, self.integral, self.ranges)[0]:
+                continue
+            b = ob.largest_bound(dag, inputs, start, None, self.integral, self.ranges)
+            if b < 1:
+                refuse(
+                    f"value {name!r}",
+                    "integers graphc holds as float32 must stay below 2**24 in magnitude",
+                    dag,
+                    start,
+                    "ONNX Runtime computes them in int64; float32 would round them",
+                )
+            for x in inputs:
+                lower(x, min(start[id(x)], b))
 
     def is_mask(self, name: str) -> bool:
         """Whether value ``name`` holds only -1, 0 and 1: a comparison or logic result (through
@@ -1410,6 +1504,19 @@ def from_onnx(
             (letters, digits, '_'), so that two imports whose ONNX names coincide (two
             PyTorch exports, or one file imported twice) can go into one model.
 
+    Integer inputs: graphc holds ONNX's integers as float32 (exact below 2**24 in
+    magnitude). Each integer input that the graph computes with or looks rows up with is
+    checked by every compiled entry before it runs: whole numbers in -B .. B-1, else
+    ArgumentError naming the input, the row and the value. B is the largest range for which
+    graphc proves (graphc.onnx_bounds) that every integer the graph computes from the input
+    stays exact and every lookup index computed from it stays in its table (ONNX Runtime
+    raises on one outside it): the table's rows for a Keras Embedding's ids, 2**24 / 3 for
+    the inputs of a sum of three. A judgement: this also refuses some values ONNX Runtime
+    accepts (an id of -V-1 that an offset brings back into a table of V rows, a sum exact in
+    int64 but not in float32); a named refusal is preferred to a silently wrong row. A lookup
+    whose indices no such range keeps in the table (computed from a float or a weight) is
+    refused at import.
+
     Returns:
         OnnxImport: ``outputs``, ``inputs``, ``params``, ``constants``, ``weights``, name maps;
         ``imp.compile(loss, optimizer, ...)`` compiles it.
@@ -1419,7 +1526,9 @@ def from_onnx(
             support (naming the node, its op type and the opset); raised before anything is
             compiled. The message says which extra to install when onnx is missing. A
             ``trainable`` name that is no initializer of the file is refused (with the close
-            matches).
+            matches). A lookup index (Gather with indices computed in the graph) or an
+            integer value that no checked range of the integer inputs proves in its table or
+            exact (see above), naming the node or value and the range found.
     """
     if not isinstance(prefix, str) or re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)?", prefix) is None:
         raise OnnxError(f"from_onnx: prefix must be letters, digits and '_', got {prefix!r}")
@@ -1747,7 +1856,9 @@ def _div(cx: NodeContext) -> list[Value]:
     q = q - dsl.apply("greater", zero, m * x) * s  # |q| one too large
     m = x - q * y
     q = q + dsl.apply("greater_equal", _abs(m), _abs(y)) * s  # |q| one too small
-    return [_mask(cx, q)]
+    out = _mask(cx, q)
+    cx.imp.ranges[id(out)] = ("idiv", (x, y))
+    return [out]
 
 
 def _sign_of(x: Tensor) -> Tensor:
@@ -2510,7 +2621,9 @@ def _lookup(cx: NodeContext, table: Tensor, axis: int, idx: Tensor) -> Tensor:
     onehot^T @ dy, the scatter-add of repeated indices. Indices read straight from a graph
     input are checked by every entry before it runs (the input's ``index_rows``: whole numbers
     in -V..V-1, else ArgumentError naming the row, or the library's ERR_LOOKUP; ONNX Runtime
-    raises too); computed ones outside that range give a row of zeros."""
+    raises too). Computed ones are proven to lie in that range by Importer.bound_integers for
+    every value the entries let through (lowering the checked range of the integer inputs they
+    come from where needed), or the import is refused naming the node."""
     if id(idx) not in cx.imp.integral:
         cx.fail("indices computed in float: Gather needs integer indices")
     if "N" in table.shape:
@@ -2533,6 +2646,8 @@ def _lookup(cx: NodeContext, table: Tensor, axis: int, idx: Tensor) -> Tensor:
         known = idx.node.attr("index_rows")
         rows = v if known is None else min(int(known), v)
         idx.node = idx.node.with_(attrs={**dict(idx.node.attrs), "index_rows": rows})
+    else:  # computed: proven in range by Importer.bound_integers, or refused
+        cx.imp.lookups.append((idx, v, cx.where()))
     zero = dsl.const(0.0)
     wrapped = dsl.apply("where", dsl.apply("greater", zero, idx), idx + float(v), idx)
     col = _reshape(cx, wrapped, (*idx.shape, 1))
@@ -3746,7 +3861,9 @@ def _integral_part(cx: NodeContext, x: Tensor, direction: int) -> Tensor:
         r = r + dsl.apply("greater", x, r)
     r = dsl.apply("where", dsl.apply("equal", r, zero), x * 0.0, r)
     small = dsl.apply("greater", dsl.const(_ROUND_MAGIC), a)
-    return _mask(cx, dsl.apply("cast", dsl.apply("where", small, r, x), dtype="f32"))
+    out = _mask(cx, dsl.apply("cast", dsl.apply("where", small, r, x), dtype="f32"))
+    cx.imp.ranges[id(out)] = ("floor" if direction < 0 else "ceil", (x,))
+    return out
 
 
 def _hardmax(cx: NodeContext) -> list[Value]:
@@ -4214,7 +4331,10 @@ def _mod(cx: NodeContext) -> list[Value]:
     x_inf = dsl.apply("equal", _abs(x), dsl.const(math.inf))
     at_inf = dsl.apply("where", x_inf, zero / zero, at_inf)
     m = dsl.apply("where", dsl.apply("equal", ay, dsl.const(math.inf)), at_inf, m)
-    return [dsl.apply("where", dsl.apply("equal", y, zero), zero / zero, m)]
+    out = dsl.apply("where", dsl.apply("equal", y, zero), zero / zero, m)
+    integer = cx.imp.elem_type(cx.node.output[0]) in INTEGER_TYPES
+    cx.imp.ranges[id(out)] = ("imod" if integer else "mod", (x, y))  # |out| < |y| (onnx_bounds)
+    return [out]
 
 
 def _fold_mod(cx: NodeContext, args: list) -> list:

@@ -1,0 +1,150 @@
+"""Integers an imported ONNX graph computes, against ONNX Runtime: a lookup index computed in
+the graph stays in its table and integer arithmetic stays exact in float32 for every value the
+entries accept (graphc.onnx_bounds), or the value is refused by name (at run time, naming the
+input, the row and the value; or at import, naming the node) where ONNX Runtime raises or
+computes in int64. Before, an index computed out of its table gave a row of zeros, and sums of
+integer inputs past 2**24 were rounded, without a word. ~2 s."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper
+
+import graphc as gc
+from graphc.ir.errors import ArgumentError, OnnxError
+
+DATA = os.path.join(os.path.dirname(__file__), "data", "onnx")
+I64, F32 = TensorProto.INT64, TensorProto.FLOAT
+TABLE = np.arange(40, dtype=np.float32).reshape(10, 4) + 1.0  # no row of zeros
+
+
+def _ort(m, feeds):
+    src = m if isinstance(m, str) else m.SerializeToString()
+    return ort.InferenceSession(src, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def _model(nodes, inputs, outputs, inits=()):
+    g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def _ort_raises(m, feeds) -> bool:
+    try:
+        _ort(m, feeds)
+    except Exception:
+        return True
+    return False
+
+
+def _shifted_lookup(shift: int):
+    """Gather(table, ids + shift): an index computed from an int64 input."""
+    return _model(
+        [
+            helper.make_node("Add", ["ids", "shift"], ["i"]),
+            helper.make_node("Gather", ["table", "i"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("ids", I64, ["N", 3])],
+        [helper.make_tensor_value_info("y", F32, ["N", 3, 4])],
+        [
+            numpy_helper.from_array(TABLE, "table"),
+            numpy_helper.from_array(np.array(shift, np.int64), "shift"),
+        ],
+    )
+
+
+def test_keras_embedding_ids_past_the_table_are_refused_as_onnxruntime() -> None:
+    # tf2onnx's Keras Embedding: m * (ids + V) + (1 - m) * ids, m = [ids < 0]; an id of V or
+    # more gave a row of zeros where ONNX Runtime raises; now the entry refuses it by name
+    path = os.path.join(DATA, "tf_embed_13.onnx")
+    model = gc.from_onnx(path).compile()
+    ids = np.array([[-20, -1, 0, 19, 5, -7, 3]] * 2, np.int32)
+    np.testing.assert_allclose(model.predict(ids), _ort(path, {"ids": ids})[0], rtol=1e-6)
+    for bad in (20, 2**20):
+        ids[1, 3] = bad
+        assert _ort_raises(path, {"ids": ids})
+        with pytest.raises(ArgumentError, match=rf"'ids'.*row 1 holds {bad}"):
+            model.predict(ids)
+
+
+@pytest.mark.parametrize("shift", [3, -2])
+def test_an_index_shifted_out_of_its_table_is_refused_not_zeros(shift) -> None:
+    m = _shifted_lookup(shift)
+    model = gc.from_onnx(m).compile()
+    ok = np.array([[0, 1, 2], [5, -4, 6 - max(shift, 0)]], np.int64)
+    np.testing.assert_array_equal(model.predict(ok), _ort(m, {"ids": ok})[0])
+    out = ok.copy()
+    out[1, 2] = 10 - shift  # index 10 in a table of 10 rows
+    assert _ort_raises(m, {"ids": out})
+    with pytest.raises(ArgumentError, match=rf"'ids'.*row 1 holds {10 - shift}"):
+        model.predict(out)
+
+
+def test_an_index_computed_from_a_float_is_refused_at_import() -> None:
+    # Gather(table, Cast(x -> int64)): no checked range of any integer input bounds it
+    m = _model(
+        [
+            helper.make_node("Cast", ["x"], ["i"], to=I64),
+            helper.make_node("Gather", ["table", "i"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", F32, ["N", 3])],
+        [helper.make_tensor_value_info("y", F32, ["N", 3, 4])],
+        [numpy_helper.from_array(TABLE, "table")],
+    )
+    assert _ort_raises(m, {"x": np.full((1, 3), 12.0, np.float32)})
+    with pytest.raises(OnnxError, match=r"node 1 .*Gather.*indices must lie in -10 \.\. 9"):
+        gc.from_onnx(m)
+
+
+@pytest.mark.parametrize("width,fits", [(10, True), (11, False)])
+def test_an_argmax_index_is_proven_in_range_or_refused(width, fits) -> None:
+    m = _model(
+        [
+            helper.make_node("ArgMax", ["x"], ["i"], axis=1, keepdims=0),
+            helper.make_node("Gather", ["table", "i"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", F32, ["N", width])],
+        [helper.make_tensor_value_info("y", F32, ["N", 4])],
+        [numpy_helper.from_array(TABLE, "table")],
+    )
+    if not fits:
+        with pytest.raises(OnnxError, match=r"Gather.*range for the values.*0 \.\. 10\b"):
+            gc.from_onnx(m)
+        return
+    x = np.random.default_rng(0).standard_normal((6, width)).astype(np.float32)
+    got = gc.from_onnx(m).compile().predict(x)
+    np.testing.assert_array_equal(got, _ort(m, {"x": x})[0])
+
+
+def test_sums_of_integer_inputs_stay_exact_or_are_refused() -> None:
+    # (a + b) - c of int64 inputs, cast to float: past 2**24 float32 rounded the sum silently
+    m = _model(
+        [
+            helper.make_node("Add", ["a", "b"], ["s"]),
+            helper.make_node("Sub", ["s", "c"], ["d"]),
+            helper.make_node("Cast", ["d"], ["y"], to=TensorProto.DOUBLE),
+        ],
+        [helper.make_tensor_value_info(k, I64, ["N", 2]) for k in "abc"],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["N", 2])],
+    )
+    model = gc.from_onnx(m).compile()
+    b = 2**24 // 3  # the largest B with 3 * B <= 2**24: every sum exact
+    feeds = {
+        "a": np.array([[b - 1, -b], [7, 5_000_000]], np.int64),
+        "b": np.array([[b - 1, -b], [-3, 5_000_000]], np.int64),
+        "c": np.array([[-b, b - 1], [2, -5_000_000]], np.int64),
+    }
+    got = model.predict(feeds)
+    np.testing.assert_array_equal(got.astype(np.float64), _ort(m, feeds)[0])  # exact
+    assert abs(float(got[0, 0])) > 2**24 - 8  # near float32's exact range, still exact
+    feeds["b"] = feeds["b"].copy()
+    feeds["b"][1, 1] = 2**23  # a + b - c = 18,388,608 in int64; float32 would round it
+    with pytest.raises(ArgumentError, match=r"'b'.*row 1 holds 8388608"):
+        model.predict(feeds)
