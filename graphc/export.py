@@ -537,6 +537,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "else so)",
     )
     p.add_argument(
+        "--opset",
+        type=int,
+        default=17,
+        metavar="N",
+        help="with --emit onnx: the ONNX opset to write (13 to the newest the onnx package "
+        "defines; default 17)",
+    )
+    p.add_argument(
         "--cc",
         default=None,
         metavar="CMD",
@@ -590,7 +598,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "check_numerics", False):
         model.program.check_numerics = True  # read by _recompile: the library gets the checks
     if args.emit == "onnx" or (args.emit is None and args.output.endswith(".onnx")):
-        print(f"onnx: {model.to_onnx(args.output)}")
+        print(f"onnx: {model.to_onnx(args.output, opset=args.opset)}")
         return 0
     res = export_model(
         model,

@@ -22,15 +22,18 @@ from graphc.ir.ops import OPS
 
 from .onnx_import import require_onnx
 
-OPSET = 17  # Gemm, Softmax(axis=-1), LayerNormalization; ReduceSum takes axes as an input
+OPSET = 17  # the default: Gemm, Softmax(axis=-1); ReduceSum takes axes as an input
+# the oldest opset every export has a form in: ReduceSum's axes as an input (13),
+# GreaterOrEqual / LessOrEqual and SoftmaxCrossEntropyLoss (12)
+MIN_OPSET = 13
 
 
 class _Writer:
     """Accumulates ONNX nodes and initializers for one graph."""
 
-    def __init__(self, g: Graph, values: dict[str, np.ndarray]) -> None:
+    def __init__(self, g: Graph, values: dict[str, np.ndarray], opset: int = OPSET) -> None:
         self.onnx = require_onnx()
-        self.g, self.values = g, values
+        self.g, self.values, self.opset = g, values, opset
         self.nodes: list[Any] = []
         self.inits: list[Any] = []
         self.count = 0
@@ -135,7 +138,7 @@ def _reduce(op: str) -> Callable[[_Writer, Node], None]:
     def emit(w: _Writer, n: Node) -> None:
         keep = int(bool(n.attr("keepdims")))
         axes = _axes_of(w, n)
-        if op == "ReduceSum":  # opset 13+: axes as an input
+        if op == "ReduceSum" or w.opset >= 18:  # axes as an input: ReduceSum 13+, the rest 18+
             w.node(
                 op,
                 [n.inputs[0], w.const(np.array(axes, np.int64), "axes")],
@@ -143,7 +146,7 @@ def _reduce(op: str) -> Callable[[_Writer, Node], None]:
                 n,
                 keepdims=keep,
             )
-        else:  # ReduceMean takes the attribute up to opset 17
+        else:  # ReduceMean, ReduceMax, ReduceMin take the attribute up to opset 17
             w.node(op, [n.inputs[0]], n.name, n, axes=axes, keepdims=keep)
 
     return emit
@@ -371,11 +374,38 @@ EXPORTS: dict[str, Callable[[_Writer, Node], None]] = {
 }
 
 
-def to_onnx_model(model: Any, *, include_loss: bool = False, name: str | None = None) -> Any:
+def check_opset(opset: Any) -> int:
+    """``opset`` when graphc can write every op at it: an int from MIN_OPSET (13) to the newest
+    opset the installed onnx package defines.
+
+    Raises:
+        OnnxError: another value, naming the range and what the older opsets lack.
+    """
+    newest = require_onnx().defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int | np.integer):
+        raise OnnxError(f"to_onnx: opset must be an int ({MIN_OPSET}..{newest}), got {opset!r}")
+    if not MIN_OPSET <= opset <= newest:
+        raise OnnxError(
+            f"to_onnx: opset {opset} is outside {MIN_OPSET}..{newest}: below {MIN_OPSET} "
+            "ReduceSum takes its axes as an attribute and GreaterOrEqual, LessOrEqual and "
+            "SoftmaxCrossEntropyLoss are missing (graphc writes the opset 13 forms); above "
+            f"{newest} the installed onnx package (version {require_onnx().__version__}) knows "
+            "no operator"
+        )
+    return int(opset)
+
+
+def to_onnx_model(
+    model: Any, *, include_loss: bool = False, name: str | None = None, opset: int = OPSET
+) -> Any:
     """The ONNX ModelProto of ``model`` (its current weights).
 
     Args:
         model: a compiled graphc Model.
+        opset: the default-domain opset to write (13 .. the newest the onnx package defines;
+            default 17). Ops take that opset's form: ReduceMean, ReduceMax and ReduceMin take
+            their axes as an attribute up to 17 and as an input from 18. The file's IR
+            version is the oldest that opset allows.
         include_loss: also export the loss, as the last output, named "loss" (or "loss__K"
             when the graph has another value named "loss"), with the label inputs it needs.
         name: the ONNX graph's name (default: the model's).
@@ -385,13 +415,14 @@ def to_onnx_model(model: Any, *, include_loss: bool = False, name: str | None = 
             ``include_loss`` is set.
     """
     onnx = require_onnx()
+    opset = check_opset(opset)
     prog = model.program
     if include_loss and prog.loss is None:
         raise OnnxError("to_onnx(include_loss=True): the model has no loss")
     g = prog.forward if include_loss else prog.inference
     outputs = list(prog.outputs) + ([prog.loss] if include_loss else [])
     values = {**model.params, **model.state}
-    w = _Writer(g, values)
+    w = _Writer(g, values, opset)
     inputs = []
     for n in g.nodes:
         if n.op == "input":
@@ -425,13 +456,12 @@ def to_onnx_model(model: Any, *, include_loss: bool = False, name: str | None = 
     ]
     graph = onnx.helper.make_graph(w.nodes, name or prog.name, inputs, outs, w.inits)
     graph.doc_string = f"exported by graphc from model {prog.name!r}"
+    opsets = [onnx.helper.make_opsetid("", opset)]
     m = onnx.helper.make_model(
-        graph,
-        opset_imports=[onnx.helper.make_opsetid("", OPSET)],
-        producer_name="graphc",
-        producer_version=_version(),
+        graph, opset_imports=opsets, producer_name="graphc", producer_version=_version()
     )
-    m.ir_version = 8  # what opset 17 needs; older runtimes read it
+    # the oldest IR version the opset allows (8 for 17): older runtimes read the file
+    m.ir_version = onnx.helper.find_min_ir_version_for(opsets)
     return m
 
 
@@ -450,16 +480,19 @@ def _version() -> str:
         return ""
 
 
-def save_onnx(model: Any, path: str, *, include_loss: bool = False, check: bool = True) -> str:
+def save_onnx(
+    model: Any, path: str, *, include_loss: bool = False, check: bool = True, opset: int = OPSET
+) -> str:
     """Write ``model`` as an ONNX file at ``path`` (atomically: a temporary file renamed into
-    place); returns the path.
+    place) at ``opset`` (see to_onnx_model); returns the path.
 
     Raises:
-        OnnxError: an op without ONNX form, or the checker rejected the result (a graphc bug).
+        OnnxError: an op without ONNX form, an opset outside 13..newest, or the checker
+            rejected the result (a graphc bug).
         GraphcError: the file cannot be written.
     """
     onnx = require_onnx()
-    m = to_onnx_model(model, include_loss=include_loss)
+    m = to_onnx_model(model, include_loss=include_loss, opset=opset)
     if check:
         try:
             onnx.checker.check_model(m, full_check=True)

@@ -549,15 +549,18 @@ class Model:
         return _exporter("library")(self, path, **options)
 
     @turned
-    def to_onnx(self, path: str, *, include_loss: bool = False) -> str:
-        """Write the inference graph (and the loss, with ``include_loss``) as an ONNX file with
-        the current weights as initializers and the batch dimension symbolic ("N").
+    def to_onnx(self, path: str, *, include_loss: bool = False, opset: int = 17) -> str:
+        """Write the inference graph (and the loss, with ``include_loss``, as the output
+        "loss") as an ONNX file with the current weights as initializers and the batch
+        dimension symbolic ("N"), at default-domain ``opset`` (13 .. the newest the onnx
+        package defines; default 17).
 
         Needs the onnx package (``pip install -e ".[onnx]"``). See graphc.onnx_export.
-        Raises OnnxError for an op without an ONNX form. Returns ``path``.
+        Raises OnnxError for an op without an ONNX form or an opset outside that range.
+        Returns ``path``.
         """
         include_loss = check_bool(include_loss, "to_onnx: include_loss")
-        return _exporter("onnx")(self, path, include_loss=include_loss)
+        return _exporter("onnx")(self, path, include_loss=include_loss, opset=opset)
 
     # ------------------------------------------------------------------ copies
 

@@ -593,6 +593,9 @@ def test_cli_compiles_and_dumps_an_onnx_file(tmp_path) -> None:
     onnx.save_model(pytorch_like(np.random.default_rng(9)), path)
     out = str(tmp_path / "back.onnx")
     assert main(["compile", path, "--emit", "onnx", "-o", out]) == 0
+    out13 = str(tmp_path / "back13.onnx")
+    assert main(["compile", path, "--emit", "onnx", "--opset", "13", "-o", out13]) == 0
+    assert onnx.load(out13).opset_import[0].version == 13
     x = np.random.default_rng(10).standard_normal((3, 1, 8, 8)).astype(np.float32)
     assert_close(ort_run(out, {"input": x})[0], ort_run(path, {"input": x})[0])
     lib = str(tmp_path / "libtorchlike.so")
@@ -726,3 +729,39 @@ def test_exported_loss_output_is_named_loss(tmp_path, taken) -> None:
     )
     got = dict(zip(names, ort_run(path, {"x": xs, "t": ts}), strict=True))
     np.testing.assert_allclose(got[names[1]], model.evaluate(xs, ts)["loss"], rtol=1e-6)
+
+
+def test_export_at_each_opset_runs_in_onnxruntime(tmp_path) -> None:
+    """to_onnx(opset=...): 13 (the oldest with every form graphc writes), 17 (the default), 18
+    (ReduceMean/Max/Min take axes as an input, not an attribute) and the newest the onnx
+    package defines pass the full checker and strict shape inference, and ONNX Runtime gives
+    predict's outputs and evaluate's loss; the IR version is the oldest the opset allows.
+    Opsets outside that range, and non-ints, are OnnxErrors naming the range."""
+    from graphc.onnx_export import MIN_OPSET
+
+    x, y = gc.input("x", ("N", 6)), gc.input("y", ("N",), dtype="i32")
+    h = gc.dense(x, 8, "gelu", name="a")
+    h = gc.concat([gc.mean(h, axes=1, keepdims=True) + h, gc.max(h, axes=1, keepdims=True) * h], 1)
+    z = gc.dense(gc.where(gc.greater_equal(h, 0.0), h, gc.min(h, axes=0)), 3, name="b")
+    model = gc.compile([gc.softmax(z)], gc.softmax_cross_entropy(z, y), gc.SGD(0.1), seed=2)
+    rng = np.random.default_rng(5)
+    xs, ys = rng.standard_normal((5, 6)).astype(np.float32), rng.integers(0, 3, 5).astype(np.int32)
+    want, loss = model.predict(xs), model.evaluate(xs, ys)["loss"]
+    newest = onnx.defs.onnx_opset_version()
+    for opset in sorted({MIN_OPSET, 17, 18, newest}):
+        path = str(tmp_path / f"m{opset}.onnx")
+        model.to_onnx(path, include_loss=True, opset=opset)
+        m = onnx.load(path)
+        onnx.checker.check_model(m, full_check=True)
+        onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)
+        assert m.opset_import[0].version == opset
+        assert m.ir_version == onnx.helper.find_min_ir_version_for(m.opset_import)
+        reduces = [n for n in m.graph.node if n.op_type in ("ReduceMean", "ReduceMax", "ReduceMin")]
+        assert reduces and all((len(n.input) == 2) == (opset >= 18) for n in reduces)
+        got = ort_run(path, {"x": xs, "y": ys})
+        assert_close(got[0], want)
+        np.testing.assert_allclose(got[1], loss, rtol=1e-5)
+    for bad in (MIN_OPSET - 1, newest + 1, True, "17"):
+        with pytest.raises(gc.OnnxError, match=rf"{MIN_OPSET}\.\.{newest}"):
+            model.to_onnx(str(tmp_path / "bad.onnx"), opset=bad)
+    assert not os.path.exists(tmp_path / "bad.onnx")
