@@ -472,6 +472,7 @@ class Importer:
         self.constants: dict[str, Tensor] = {}
         self.weights: dict[str, np.ndarray] = {}
         self.frozen_names: set[str] = set()
+        self.default_constants: set[str] = set()  # constants unless named in trainable=
         self.taken: set[str] = set()
         self.output_set: set[str] = set()
         self.integral: set[int] = set()  # id() of tensors holding integer values (labels)
@@ -591,8 +592,9 @@ class Importer:
             # epsilon, attention's 1/sqrt(d) and Rescaling's factors as 0-d initializers; torch
             # folds its scalars into them too): training it changed the model's formula (an
             # epsilon pushed below zero gave NaN). Named in ``trainable=``, it trains.
+            # Masks and epsilons found by find_frozen are constants too (default_constants).
             a = self.initializers.get(name)
-            return a is None or a.ndim > 0
+            return a is None or (a.ndim > 0 and name not in self.default_constants)
         if tr is False:
             return False
         if callable(tr):
@@ -793,19 +795,70 @@ class Importer:
         return result
 
     def find_frozen(self) -> None:
-        """Initializers that are no weights never train: BatchNormalization's running mean and
-        variance, Pow's exponent, Clip's bounds, Range's start, limit and delta (a float Range
-        of initializers, as onnx-simplifier leaves it, folds)."""
-        frozen_inputs = {
+        """Initializers that are no weights never train: those fed to an input the operator's
+        ONNX schema marks non-differentiable (Clip's bounds, Pad's constant value, Resize's
+        scales, OneHot's values, Dropout's ratio, ...: onnx.defs' differentiation_category),
+        and BatchNormalization's running mean and variance, Pow's exponent, Range's start,
+        limit and delta (a float Range of initializers, as onnx-simplifier leaves it, folds).
+        These stay constants whatever ``trainable`` says (graphc's ops take them as fixed
+        values). ``default_constants`` (see ``is_trainable``) collects the initializers that
+        are constants of the graph by their values and use: a mask (a non-finite value such
+        as a causal mask's -inf; 0 and one value <= -1e4, an additive mask; 0s and 1s read
+        only by Mul or Where, a multiplicative one) and a one-element epsilon added just
+        before a Sqrt or Reciprocal (a LayerNorm or RMSNorm written out by tf2onnx)."""
+        onnx = require_onnx()
+        hand = {
             "BatchNormalization": (3, 4),
             "Pow": (1,),
             "Clip": (1, 2),
             "Range": (0, 1, 2),
         }
+        uses: dict[str, list[tuple[Any, int]]] = {}
         for node in self.graph.node:
-            for k in frozen_inputs.get(node.op_type, ()):
+            for k, name in enumerate(node.input):
+                if name:
+                    uses.setdefault(name, []).append((node, k))
+        nondiff = onnx.defs.OpSchema.DifferentiationCategory.NonDifferentiable
+        for node in self.graph.node:
+            for k in hand.get(node.op_type, ()) if node.domain in ("", "ai.onnx") else ():
                 if k < len(node.input) and node.input[k]:
                     self.frozen_names.add(node.input[k])
+            domain = "" if node.domain == "ai.onnx" else node.domain
+            try:
+                schema = onnx.defs.get_schema(node.op_type, self.opsets.get(domain, 0) or 1, domain)
+            except Exception:  # an unknown operator: refused where it is converted
+                continue
+            formal = list(schema.inputs)
+            for k, name in enumerate(node.input):
+                if name in self.initializers and formal:
+                    param = formal[min(k, len(formal) - 1)]  # a variadic last input repeats
+                    if param.differentiation_category == nondiff:
+                        self.frozen_names.add(name)
+        for name, a in self.initializers.items():
+            if a.dtype.kind != "f" or name in self.frozen_names or name not in uses:
+                continue
+            readers = uses[name]
+            values = np.unique(a)
+            if not np.isfinite(a).all():
+                self.default_constants.add(name)  # a -inf mask (or a NaN: no weight)
+            elif len(values) == 2 and values[1] == 0 and values[0] <= -1e4:
+                self.default_constants.add(name)  # an additive mask: 0 and a large negative
+            elif (
+                a.size > 1
+                and values.tolist() == [0.0, 1.0]
+                and all(n.op_type in ("Mul", "Where") for n, _ in readers)
+            ):
+                self.default_constants.add(name)  # a 0/1 mask, read only by Mul or Where
+            elif a.size == 1 and all(
+                n.op_type == "Add"
+                and all(
+                    m.op_type in ("Sqrt", "Reciprocal")
+                    for o in n.output
+                    for m, _ in uses.get(o, [(n, 0)])
+                )
+                for n, _ in readers
+            ):
+                self.default_constants.add(name)  # an epsilon added before a Sqrt
 
     def integer_input_use(self, name: str) -> str | None:
         """How an integer or bool graph input is used: "cast" where every use is a Cast to
@@ -1492,10 +1545,18 @@ def from_onnx(
     Args:
         model: a path to a .onnx file (external data, e.g. ``model.onnx.data``, is read from the
             file's folder and nowhere else), the file's bytes, or an ``onnx.ModelProto``.
-        trainable: which float initializers become trainable params: True (all but scalars,
-            the graph's constants such as an epsilon, and BatchNormalization's running
-            statistics, which never train), False (none: all are constants), a
-            collection of ONNX initializer names (one name: a str), or a predicate on the name.
+        trainable: which float initializers become trainable params: True (all but the
+            graph's constants: scalars such as an epsilon, one-element epsilons added before
+            a Sqrt, masks (a -inf or 0 / -1e9 additive mask, a 0/1 mask read by Mul or
+            Where); these train when named in a collection or accepted by a predicate), False
+            (none: all are constants), a collection of ONNX initializer names (one name: a
+            str), or a predicate on the name. Whatever ``trainable`` says, an initializer fed
+            to an input that the operator's ONNX schema marks non-differentiable (Clip's
+            bounds, Pad's value, Resize's scales, OneHot's values, a Reshape's shape, ...),
+            BatchNormalization's running statistics and Pow's exponent never train. A
+            judgement: a table only added to a value (a positional embedding) trains by
+            default, as learned ones (BERT's, ViT's) must; name the others' complement in
+            ``trainable`` (or pass a predicate) to keep a fixed sinusoidal table fixed.
         outputs: ONNX output names to import (default: every graph output).
         name: the model's name (a C identifier; default: from the graph's name).
         constants: ONNX input name -> array: inputs bound to these values at import time (for
