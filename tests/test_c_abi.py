@@ -165,3 +165,13 @@ def test_model_names_must_be_ascii_c_identifiers() -> None:
     x = gc.input("x", ("N", 4))
     with pytest.raises(gc.GraphcError, match="ASCII letters, digits and '_'"):
         gc.compile([x * 2.0], name="\u00fcn\u00ef")
+
+
+@pytest.mark.parametrize("name", ["x", "R", "w", "f"])
+def test_model_names_whose_success_code_is_a_unistd_macro_are_refused(name) -> None:
+    """A model named x had the success code X_OK, which <unistd.h> (included by the library's
+    own source after the header) redefines as 1: x_init returned 1 on success, a library
+    that refused every call. The name is refused at compile, naming the macro."""
+    x = gc.input("x", ("N", 4))
+    with pytest.raises(gc.GraphcError, match=rf"{name.upper()}_OK.*unistd"):
+        gc.compile([x * 2.0], name=name)
