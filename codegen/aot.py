@@ -181,14 +181,25 @@ C_KEYWORDS = frozenset(
         "void",
         "volatile",
         "while",
+        # the rest of C23's and C++23's keywords, C++'s alternative tokens (``and`` is ``&&``)
+        # and the macros GCC predefines in its GNU modes (-std=gnu99: ``linux`` is 1)
+        *("_Alignas", "_Alignof", "_Atomic", "_BitInt", "_Bool", "_Complex", "_Generic"),
+        *("_Imaginary", "_Noreturn", "_Static_assert", "_Thread_local", "alignas", "alignof"),
+        *("and", "and_eq", "asm", "bitand", "bitor", "char8_t", "char16_t", "char32_t"),
+        *("compl", "concept", "const_cast", "consteval", "constexpr", "constinit"),
+        *("co_await", "co_return", "co_yield", "decltype", "dynamic_cast", "export"),
+        *("mutable", "noexcept", "not", "not_eq", "nullptr", "or", "or_eq"),
+        *("reinterpret_cast", "requires", "static_assert", "static_cast", "thread_local"),
+        *("typeid", "typeof", "typeof_unqual", "wchar_t", "xor", "xor_eq"),
+        *("linux", "unix", "i386"),
     }
 )
 
 
 def c_ident(name: str) -> str:
     """A C identifier from a graph value name (``fc1.w`` -> ``fc1_w``, ``%4`` -> ``v4``,
-    ``int`` -> ``int_``), valid in C and C++."""
-    s = re.sub(r"\W", "_", name.replace("%", "v"))
+    ``int`` -> ``int_``, ``ñx`` -> ``_x``), valid in C89 to C23 and C++: ASCII only."""
+    s = re.sub(r"[^0-9A-Za-z_]", "_", name.replace("%", "v"))
     s = s if s and not s[0].isdigit() else "v" + s
     return s + "_" if s in C_KEYWORDS else s
 
@@ -933,12 +944,28 @@ def _header_regions(plan: LibraryPlan) -> list[str]:
         if not regions:
             continue
         L.append(f"/* {title}: byte offset and size, element type and shape. */")
+        keys = region_macro_names([r.name for r in regions])
         for r in regions:
-            k = f"{plan.upper}_{base}_{c_ident(r.name).upper()}"
+            k = f"{plan.upper}_{base}_{keys[r.name]}"
             L.append(f"#define {k}_OFFSET {r.offset}    /* {r.type} {r.name} */")
             L.append(f"#define {k}_BYTES {r.nbytes}")
         L.append("")
     return L
+
+
+def region_macro_names(names: list[str]) -> dict[str, str]:
+    """The upper-case macro stem of each region name (``fc1.w`` -> ``FC1_W``), escaped with
+    trailing ``_`` where an earlier name has it (``fc1.w`` and ``fc1_w``: ``FC1_W``, ``FC1_W_``),
+    so that no two regions share NAME_PARAM_<STEM>_OFFSET."""
+    taken: set[str] = set()
+    out: dict[str, str] = {}
+    for name in names:
+        stem = c_ident(name).upper()
+        while stem in taken:
+            stem += "_"
+        taken.add(stem)
+        out[name] = stem
+    return out
 
 
 def _alias_ports(plan: LibraryPlan) -> tuple[Port, Port, Port | None] | None:

@@ -322,7 +322,7 @@ class Library:
                 a = a.reshape(want)
             if a.shape != want or (n is not None and ax is not None and rows != n):
                 raise ArgumentError(
-                    f"input {p['name']!r} expects {p['dtype']}{list(p['shape'])}"
+                    f"input {p['name']!r} expects {TensorType(tuple(p['shape']), p['dtype'])}"
                     + (f" with N={n}" if n is not None else "")
                     + f", got an array of shape {given}"
                     + shape_hint(TensorType(tuple(p["shape"]), p["dtype"]), given, want, a)

@@ -175,3 +175,37 @@ def test_model_names_whose_success_code_is_a_unistd_macro_are_refused(name) -> N
     x = gc.input("x", ("N", 4))
     with pytest.raises(gc.GraphcError, match=rf"{name.upper()}_OK.*unistd"):
         gc.compile([x * 2.0], name=name)
+
+
+def test_c_names_from_any_graph_names_are_ascii_unique_and_not_cpp_keywords(tmp_path) -> None:
+    """Params d.w (of dense d) and d_w both made PARAM_D_W_OFFSET (and their Adam state and
+    gradients alike), two values for one macro; an input 'and' (a C++ alternative token) or
+    'linux' (1 in GCC's GNU modes) was a parameter name; an input 'ñx' an identifier C89
+    refuses. The header now compiles as C89, gnu99 and C++98 under -pedantic -Werror, each
+    region's macro gives its own offset (graphc's metadata), and the library predicts as the
+    model does."""
+    x, a, lx, nx = (gc.input(v, ("N", 4)) for v in ("x", "and", "linux", "\u00f1x"))
+    h = gc.dense(x, 4, name="d") * gc.param("d_w", (4,), init="ones") + a + lx + nx
+    t = gc.input("t", ("N", 4))
+    model = gc.compile([h], gc.mean_squared_error(h, t), gc.Adam(0.1), name="odd", seed=2)
+    res = model.export(str(tmp_path / "libodd.so"))
+    header = open(res.header).read()
+    import re
+
+    assert re.sub(r"/\*.*?\*/", "", header, flags=re.S).isascii()  # comments keep the names
+    for std in (["-std=c89"], ["-std=gnu99"], ["-x", "c++", "-std=c++98"]):
+        src = tmp_path / "t.c"
+        src.write_text('#include "odd.h"\nint main(void) { return 0; }\n')
+        cmd = [CC, *std, "-pedantic", "-Wall", "-Wextra", "-Werror", f"-I{tmp_path}", "-c",
+               str(src), "-o", str(tmp_path / "t.o")]  # fmt: skip
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        assert r.returncode == 0, f"{std}: {r.stderr}"
+    defines = re.findall(r"#define (ODD_(?:PARAM|STATE|GRAD)_\w+)_OFFSET (\d+)", header)
+    assert len({k for k, _ in defines}) == len(defines)
+    offsets = {r["name"]: r["offset"] for r in res.plan.meta["params"]}
+    assert ("ODD_PARAM_D_W", str(offsets["d.w"])) in defines
+    assert ("ODD_PARAM_D_W_", str(offsets["d_w"])) in defines
+    lib = gc.load(res.library)
+    feeds = {v: np.full((2, 4), k + 1.0, np.float32) for k, v in enumerate(["x", "and", "linux"])}
+    feeds["\u00f1x"] = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_array_equal(lib.predict(feeds), model.predict(feeds))
