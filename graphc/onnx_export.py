@@ -20,7 +20,7 @@ from graphc.ir.errors import GraphcError, OnnxError
 from graphc.ir.graph import Graph, Node
 from graphc.ir.ops import OPS
 
-from .onnx_import import require_onnx
+from .onnx_import import ONNX_OUTPUT_TAG, require_onnx
 
 OPSET = 17  # the default: Gemm, Softmax(axis=-1); ReduceSum takes axes as an input
 # the oldest opset every export has a form in: ReduceSum's axes as an input (13),
@@ -426,9 +426,12 @@ def to_onnx_model(
     inputs = []
     for n in g.nodes:
         if n.op == "input":
+            outer = _onnx_name(w, n, "onnx input ")
+            if outer != n.name:  # an imported input under its ONNX name again
+                w.node("Identity", [outer], n.name, n)
             inputs.append(
                 onnx.helper.make_tensor_value_info(
-                    n.name, _elem_type(n.type.dtype), _shape_dims(n.type.shape)
+                    outer, _elem_type(n.type.dtype), _shape_dims(n.type.shape)
                 )
             )
         elif n.op in ("param", "state"):
@@ -447,6 +450,10 @@ def to_onnx_model(
                 f"{', '.join(sorted(EXPORTS))}"
             )
     typed = [(o, g[o].type) for o in outputs]
+    for k, o in enumerate(outputs[: len(prog.outputs)]):
+        outer = _onnx_name(w, g[o], ONNX_OUTPUT_TAG.lstrip("; "), anywhere=True)
+        if outer != o:  # an imported output under its ONNX name again
+            typed[k] = (w.node("Identity", [o], outer, g[o]), typed[k][1])
     if include_loss and prog.loss != "loss":  # the documented name of the loss output
         name_ = "loss" if "loss" not in w.taken else w.fresh("loss")
         typed[-1] = (w.node("Identity", [prog.loss], name_, g[prog.loss]), typed[-1][1])
@@ -463,6 +470,19 @@ def to_onnx_model(
     # the oldest IR version the opset allows (8 for 17): older runtimes read the file
     m.ir_version = onnx.helper.find_min_ir_version_for(opsets)
     return m
+
+
+def _onnx_name(w: _Writer, n: Node, tag: str, anywhere: bool = False) -> str:
+    """The ONNX name gc.from_onnx recorded in ``n``'s origin after ``tag`` ("onnx input
+    input.1", "...; onnx output Identity:0"), so that a model imported and exported again
+    keeps its interface; ``n.name`` when there is none or another value has that name."""
+    origin = n.origin or ""
+    at = origin.rfind(tag) if anywhere else (0 if origin.startswith(tag) else -1)
+    name = origin[at + len(tag) :] if at >= 0 else ""
+    if not name or name == n.name or name in w.taken:
+        return n.name
+    w.taken.add(name)
+    return name
 
 
 def _elem_type(dtype: str) -> int:

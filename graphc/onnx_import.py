@@ -332,6 +332,11 @@ def _external(t: Any, dims: tuple, count: int, base_dir: str | None, what: str) 
 # ---------------------------------------------------------------- names
 
 
+# appended to the origin of the node that computes an imported output whose ONNX name is no
+# graphc name ("Identity:0" -> Identity_0): to_onnx writes the output under the ONNX name again
+ONNX_OUTPUT_TAG = "; onnx output "
+
+
 def c_name(name: str, taken: set[str], prefix: str = "v") -> str:
     """``name`` with every character outside [A-Za-z0-9_] replaced by '_', made unique in
     ``taken`` (and added to it); graphc and C both accept the result."""
@@ -776,8 +781,15 @@ class Importer:
                 own = c_name(self.prefix + name, self.taken, "y")
                 t = dsl.apply("reshape", t, name=own, shape=t.type.shape)
             result.append(t)
-        if not rename:
-            return result
+        if rename:
+            self._rename_values(result, rename)
+        for name, t in zip(names, result):  # the ONNX name, for to_onnx (ONNX_OUTPUT_TAG)
+            if rename.get(t.name, t.name) != name and t.node.op != "input":
+                t.node = t.node.with_(origin=f"{t.node.origin or 'onnx'}{ONNX_OUTPUT_TAG}{name}")
+        return result
+
+    def _rename_values(self, result: list[Tensor], rename: dict[str, str]) -> None:
+        """Every node of the outputs' graphs named or read under ``rename``'s new names."""
         seen: set[int] = set()
         stack = list(result)
         while stack:
@@ -792,7 +804,6 @@ class Importer:
                     inputs=tuple(rename.get(i, i) for i in n.inputs),
                 )
             stack.extend(t.parents)
-        return result
 
     def find_frozen(self) -> None:
         """Initializers that are no weights never train: those fed to an input the operator's
