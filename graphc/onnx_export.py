@@ -11,6 +11,7 @@ does, and ``gc.from_onnx`` reads it back to the same graph.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from graphc.ir.errors import GraphcError, OnnxError
 from graphc.ir.graph import Graph, Node
 from graphc.ir.ops import OPS
 
-from .onnx_import import ONNX_OUTPUT_TAG, require_onnx
+from .onnx_import import ONNX_OUTPUT_TAG, ONNX_TYPE_TAG, require_onnx
 
 OPSET = 17  # the default: Gemm, Softmax(axis=-1); ReduceSum takes axes as an input
 # the oldest opset every export has a form in: ReduceSum's axes as an input (13),
@@ -38,6 +39,7 @@ class _Writer:
         self.inits: list[Any] = []
         self.count = 0
         self.taken = {n.name for n in g.nodes}  # the graph's own names keep theirs
+        self.alias: dict[str, str] = {}  # graph value -> the ONNX name nodes read it under
 
     def fresh(self, base: str) -> str:
         """A name used by no node of the graph and no earlier fresh name (an input, param or
@@ -63,7 +65,7 @@ class _Writer:
         self.nodes.append(
             self.onnx.helper.make_node(
                 op,
-                inputs,
+                [self.alias.get(i, i) for i in inputs],
                 [out],
                 name=self.fresh(n.name) if out != n.name else n.name,
                 doc_string=doc,
@@ -426,13 +428,19 @@ def to_onnx_model(
     inputs = []
     for n in g.nodes:
         if n.op == "input":
-            outer = _onnx_name(w, n, "onnx input ")
-            if outer != n.name:  # an imported input under its ONNX name again
+            elem, origin = _elem_type(n.type.dtype), n.origin or ""
+            m_type = re.search(rf"{ONNX_TYPE_TAG}(\d+)$", origin)
+            if m_type:  # an imported integer input: its own type, cast to graphc's
+                elem, origin = int(m_type.group(1)), origin[: m_type.start()]
+            outer = _onnx_name(w, n.with_(origin=origin), "onnx input ")
+            if elem != _elem_type(n.type.dtype):  # the float copy, read by the graph's nodes
+                w.alias[n.name] = w.node(
+                    "Cast", [outer], w.fresh(n.name), n, to=_elem_type(n.type.dtype)
+                )
+            elif outer != n.name:  # an imported input under its ONNX name again
                 w.node("Identity", [outer], n.name, n)
             inputs.append(
-                onnx.helper.make_tensor_value_info(
-                    outer, _elem_type(n.type.dtype), _shape_dims(n.type.shape)
-                )
+                onnx.helper.make_tensor_value_info(outer, elem, _shape_dims(n.type.shape))
             )
         elif n.op in ("param", "state"):
             if n.name not in values:

@@ -335,6 +335,9 @@ def _external(t: Any, dims: tuple, count: int, base_dir: str | None, what: str) 
 # appended to the origin of the node that computes an imported output whose ONNX name is no
 # graphc name ("Identity:0" -> Identity_0): to_onnx writes the output under the ONNX name again
 ONNX_OUTPUT_TAG = "; onnx output "
+# ends the origin of an input whose ONNX element type is an integer ("onnx input ids; onnx
+# type 6": int32): to_onnx declares that type again and casts to graphc's float
+ONNX_TYPE_TAG = "; onnx type "
 
 
 def c_name(name: str, taken: set[str], prefix: str = "v") -> str:
@@ -1071,6 +1074,8 @@ class Importer:
         )
         if tt.elem_type in INTEGER_TYPES:
             self.integral.add(id(t))
+            # the file's integer type, for to_onnx (graphc's input holds the values as f32)
+            t.node = t.node.with_(origin=f"{t.node.origin}{ONNX_TYPE_TAG}{tt.elem_type}")
         if use == "integer":  # float32 holds whole numbers exactly below 2**24: checked
             t.node = t.node.with_(attrs={**dict(t.node.attrs), "index_rows": 2**24})
         return t

@@ -770,16 +770,18 @@ def test_export_at_each_opset_runs_in_onnxruntime(tmp_path) -> None:
 def test_round_trip_keeps_the_files_input_and_output_names(tmp_path) -> None:
     """A model imported from ONNX and exported again has the file's interface: tf2onnx's
     output 'Identity:0' and PyTorch's input 'input.1' came back as 'Identity_0' and
-    'input_1' (graphc's names), so sess.run(['Identity:0'], {'x': ...}) failed on the new
-    file. The same feeds give ONNX Runtime's outputs of the original file, by name."""
+    'input_1' (graphc's names), and tf2onnx's int32 embedding ids as a float input, so
+    sess.run(['Identity:0'], {'x': ...}) failed on the new file. The same feeds give ONNX
+    Runtime's outputs of the original file, by name."""
     here = os.path.dirname(__file__)
     src = onnx.load(os.path.join(here, "data", "onnx", "tf_seq_dense_13.onnx"))
+    ids = onnx.load(os.path.join(here, "data", "onnx", "tf_embed_13.onnx"))  # int32 ids
     relu = helper.make_node("Relu", ["input.1"], ["output:0"])
     same = helper.make_node("Identity", ["input.1"], ["copy:0"])
     vi = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, ["b", 3])  # noqa: E731
     torchy = make_model([relu, same], [vi("input.1")], [vi("output:0"), vi("copy:0")], [], 17)
     rng = np.random.default_rng(6)
-    for k, m in enumerate((src, torchy)):
+    for k, m in enumerate((src, torchy, ids)):
         path = str(tmp_path / f"back{k}.onnx")
         gc.from_onnx(m).compile().to_onnx(path)
         back = onnx.load(path)
@@ -788,6 +790,11 @@ def test_round_trip_keeps_the_files_input_and_output_names(tmp_path) -> None:
         assert [i.name for i in back.graph.input] == ins
         assert [o.name for o in back.graph.output] == [o.name for o in m.graph.output]
         dims = [d.dim_value or 4 for d in m.graph.input[0].type.tensor_type.shape.dim]
-        feeds = {ins[0]: rng.standard_normal(dims).astype(np.float32)}
+        elem = [i.type.tensor_type.elem_type for i in (back.graph.input[0], m.graph.input[0])]
+        assert elem[0] == elem[1]  # tf_embed's ids: int32 again
+        if k == 2:
+            feeds = {ins[0]: rng.integers(0, 20, dims).astype(np.int32)}
+        else:
+            feeds = {ins[0]: rng.standard_normal(dims).astype(np.float32)}
         for got, want in zip(ort_run(path, feeds), ort_run(m, feeds), strict=True):
             assert_close(got, want)
