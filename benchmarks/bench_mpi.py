@@ -112,7 +112,10 @@ def graphc_worker(args: argparse.Namespace) -> None:
 def step_parts(m, comm, x, y, batch: int) -> dict:
     """Medians over one epoch of the distributed fit's step (the loop of
     graphc.runtime.distributed, lr 0 so the model does not move), part by part, the slowest
-    rank's: compute (rows gathered + train_grads), all-reduce, apply_update."""
+    rank's: compute (rows gathered + train_grads), all-reduce, apply_update. With the sharded
+    update (ranks sharing memory, the fit's native epochs): "all-reduce" is the window's
+    first barrier and the flags' sum, "update" this rank's shard of the gradients' sum and of
+    the update, and the second barrier (SplitStep.shard_update)."""
     from mpi4py import MPI
 
     from graphc.runtime.distributed import (
@@ -129,6 +132,12 @@ def step_parts(m, comm, x, y, batch: int) -> dict:
     how = choose_reduce(comm, reduce_mode())  # as fit chooses (GRAPHC_MPI_REDUCE)
     s = SplitStep(m, count, comm, how)
     s.lr[...] = 0.0
+    sharded = s.plan is not None
+    if sharded:  # as fit's native epochs: train on the shared parameters
+        s.share_params(m)
+        s.sharding = True
+        gargs = list(s.grads._args)
+        s.grads._args[0] = s.grads._frame[1] = s.params.ctypes.data
     xs, ys = np.empty((count, FEATURES), np.float32), np.empty(count, np.int32)
     arrays = s.arrays({"x": xs, "y": ys})
     order = np.random.default_rng([0, 99]).permutation(n)
@@ -147,17 +156,23 @@ def step_parts(m, comm, x, y, batch: int) -> dict:
         t1 = time.perf_counter()
         s.allreduce(comm, MPI, napping)  # as fit does (GRAPHC_MPI_WAIT, GRAPHC_MPI_REDUCE)
         t2 = time.perf_counter()
-        s.update(s.update_arrays, 1, checked=False)
+        if sharded:
+            s.shard_update(m)
+        else:
+            s.update(s.update_arrays, 1, checked=False)
         t3 = time.perf_counter()
         parts["compute"].append(t1 - t0)
         parts["allreduce"].append(t2 - t1)
         parts["update"].append(t3 - t2)
     grad_bytes = int(s.reduced.nbytes)
+    if sharded:
+        s.sharding = False
+        s.grads._args[0] = s.grads._frame[1] = gargs[0]
     s.close()
     med = {key: statistics.median(v) for key, v in parts.items()}
     everyone = comm.allgather(med)
     return {
-        "reduce": how,
+        "reduce": how + (" + shards" if sharded else ""),
         "grad_bytes": grad_bytes,
         **{f"{key}_ms": 1e3 * max(e[key] for e in everyone) for key in med},
     }

@@ -35,6 +35,7 @@ gives bit-identical parameters and losses to ``ceil(n / batch)`` calls of ``NAME
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from llvmlite import ir
@@ -201,8 +202,10 @@ def emit_train_epoch_split(
     ``count``), gathers those rows into ``staging`` and calls train_grads on them with
     loss_scale = count / big (rounded from double, as numpy does) and row0 = first (none when
     ``count`` is 0: the rank contributes nothing). Then ``at[1] = 0`` and ``reduce(s, count)``,
-    which sets ``at[1]`` to nonzero to run apply_update (inputs ``update_inputs``, no outputs)
-    and go on; left 0, the entry stops with ERR_REDUCE before the update. (A flag in memory,
+    which sets ``at[1]`` to 1 to run apply_update (inputs ``update_inputs``, no outputs) and
+    go on, to 2 to go on without it (the call-out applied the update itself: each rank a
+    shard, NAME_apply_update_shard); left 0, the entry stops with ERR_REDUCE before the
+    update. (A flag in memory,
     not a return value: a Python call-out that raises before its first statement, as a signal
     handler can, returns an undefined value through ctypes but leaves the flag at 0.)
     ``at[0]`` holds the step being run. Returns 0,
@@ -304,12 +307,16 @@ def emit_train_epoch_split(
         b.call(reduce_call, [s, count])
         go = b.load(go_ptr, typ=I64, name="go")
         stop_bb, upd_bb = fn.append_basic_block("reduce_stop"), fn.append_basic_block("update")
+        done_bb = fn.append_basic_block("updated")
         b.cbranch(b.icmp_signed("==", go, i64(0)), stop_bb, upd_bb)
         b.position_at_end(stop_bb)
         b.ret(ir.Constant(I32, ERR_REDUCE))
         b.position_at_end(upd_bb)
-        rc = b.call(update, [params, state, ws, update_inputs, no_outputs, i64(1)], name="urc")
-        _return_if_nonzero(b, fn, rc, "update")
+        with b.if_then(b.icmp_signed("==", go, i64(1))):  # 2: the call-out updated
+            rc = b.call(update, [params, state, ws, update_inputs, no_outputs, i64(1)], name="urc")
+            _return_if_nonzero(b, fn, rc, "update")
+        b.branch(done_bb)
+        b.position_at_end(done_bb)
     b.ret(ir.Constant(I32, 0))
     b.position_at_end(bad)
     b.ret(ir.Constant(I32, ERR_INDEX))
@@ -470,3 +477,94 @@ def _gather_rows(
             elems = rb // DTYPE_INFO[dt].itemsize
             hit = b.call(copy, [d_ptr, s_ptr, i64(elems), i64(chk.bound)])
             b.store(b.or_(b.load(flag, typ=I32), hit), flag)
+
+
+# ---------------------------------------------------------------- the sharded update
+
+# int32_t NAME_apply_update_shard(void *params, void *state, void *workspace,
+#     void *const *inputs, int64_t lo, int64_t hi, void *const *grads, int64_t ranks)
+SHARD_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR, PTR, I64, I64, PTR, I64])
+SHARD_ALIGN = 64  # shard bounds are multiples of this many bytes of elements (cache lines)
+SHARD_BLOCK = 1024  # elements summed, then updated, per pass (in L1: ~4 KiB per operand)
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """How ``NAME_apply_update`` splits by elements (update_shard_plan): its one flat update
+    kernel (fuse_optimizer: every param's elements, padding included, in one loop) at index
+    ``kernel`` of the schedule runs over ``elements`` values of ``itemsize`` bytes; element
+    ``i`` of every full-size operand and result lies at ``offset + i * itemsize`` of its
+    region (``buffers``: (region, offset) pairs, "param", "grad" or "state"); every other
+    kernel reads and writes scalars only (the step counter, Adam's bias corrections)."""
+
+    kernel: int
+    elements: int
+    itemsize: int
+    buffers: tuple[tuple[str, int], ...]
+
+    def offset(self, region: str) -> int:
+        """The byte offset of element 0 in ``region`` (the first such buffer's)."""
+        return next(off for reg, off in self.buffers if reg == region)
+
+    def bounds(self, parts: int, index: int) -> tuple[int, int]:
+        """Elements [lo, hi) of shard ``index`` of ``parts``: nearly equal runs of whole
+        SHARD_ALIGN-byte lines (the last one shorter), so that no two shards share a line."""
+        line = max(1, SHARD_ALIGN // self.itemsize)
+        first, count = _shard(-(-self.elements // line), parts, index)
+        return min(self.elements, first * line), min(self.elements, (first + count) * line)
+
+
+def _shard(total: int, parts: int, index: int) -> tuple[int, int]:
+    q, r = divmod(total, parts)
+    return index * q + min(index, r), q + (1 if index < r else 0)
+
+
+def update_shard_plan(sched: Schedule) -> ShardPlan | None:
+    """The ShardPlan of an ``apply_update`` schedule, or None when it cannot run by shards:
+    no single flat update kernel, another kernel touching a value of more than one element
+    (a gradient-norm clip reads every gradient), or a full-size buffer outside the param,
+    grad and state regions."""
+    from .kernels import distinct_buffers
+
+    g = sched.graph
+    flats = [i for i, k in enumerate(sched.kernels) if k.elements and k.kind == "elementwise"]
+    if len(flats) != 1:
+        return None
+    kidx = flats[0]
+    for i, k in enumerate(sched.kernels):
+        if i == kidx:
+            continue
+        vals = set(k.nodes) | {x for nd in k.nodes for x in g[nd].inputs}
+        if any(g[v].type.size(1) != 1 or g[v].type.is_batched for v in vals):
+            return None
+    kernel = sched.kernels[kidx]
+    shape = g[kernel.nodes[-1]].type.shape
+    if g[kernel.nodes[-1]].type.size(1) <= 1:
+        return None
+    buffers = []
+    for v in distinct_buffers(sched, shard_values(sched, kernel)):
+        buf = sched.buffers[v]
+        if g[v].type.shape != shape:
+            if g[v].type.size(1) != 1:
+                return None
+            continue  # a scalar operand: the same pointer for every shard
+        if buf.region not in ("param", "grad", "state") or buf.offset_row:
+            return None
+        buffers.append((buf.region, buf.offset))
+    regions = {reg for reg, _ in buffers}
+    if not {"param", "grad"} <= regions:
+        return None
+    itemsize = g[kernel.nodes[-1]].type.itemsize
+    return ShardPlan(kidx, kernel.elements, itemsize, tuple(buffers))
+
+
+def shard_values(sched: Schedule, kernel: Any) -> list[str]:
+    """The kernel's values (operands, then each node), as ModuleBuilder lists them."""
+    g = sched.graph
+    values: list[str] = []
+    for name in kernel.nodes:
+        for i in g[name].inputs:
+            if i not in values:
+                values.append(i)
+        values.append(name)
+    return values

@@ -55,6 +55,9 @@ class KernelContext:
         pool: ThreadPool | None = None,
     ):
         self.module, self.pool = module, pool  # pool: the module's threads, for large loops
+        # a flat update kernel that loops over its n argument's elements instead of all of
+        # them (its full-size pointers point at the shard's first element)
+        self.shard = False
         # matmul kernels: (kernel, dtype, ta, tb, epilogue, operands) -> (GEMM function, args)
         self.gemm_for: Callable[..., tuple[ir.Function, list[str]]] | None = None
         self.sched = sched
@@ -194,7 +197,9 @@ def emit_elementwise(ctx: KernelContext, kernel: Kernel) -> None:
     if kernel.elements:  # a flat update (fuse_optimizer): every param's elements in one loop
         if not flat:
             raise CodegenError(f"flat update kernel {kernel.name} has broadcast operands")
-        flat_loop(ctx, i64(kernel.elements), lambda i: body(lambda v: i, i), setup)
+        # a shard of it (ModuleBuilder.add_update_shard_entry): n elements from the pointers
+        count = ctx.n if ctx.shard else i64(kernel.elements)
+        flat_loop(ctx, count, lambda i: body(lambda v: i, i), setup)
     elif flat or not shape:
         flat_loop(ctx, ctx.count(shape), lambda i: body(lambda v: i, i), setup)
     else:

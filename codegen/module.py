@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from llvmlite import ir
 
 from graphc.ir.errors import CodegenError
@@ -15,6 +17,7 @@ from .fpenv import flush_bits, has_flush_mode, read_mode, write_mode
 from .gemm import Blocking, emit_gemm, packed_scratch_bytes, scratch_bound
 from .kernels import ENTRY_TYPE, KernelContext, epilogue_for, storage_key
 from .lltypes import I8, I32, I64, LL, PTR, glue, i64
+from .loops import loop
 from .target import Target, as_target, vector_unit
 from .threads import ThreadPool, declare_thread_pool, thread_pool
 
@@ -115,6 +118,37 @@ class ModuleBuilder:
             self.lean,
         )
 
+    def add_update_shard_entry(self) -> ir.Function | None:
+        """Emit ``NAME_apply_update_shard`` when ``apply_update`` (added before) can run by
+        shards (codegen.epoch.update_shard_plan; else None)::
+
+            int32_t NAME_apply_update_shard(void *params, void *state, void *workspace,
+                void *const *inputs, int64_t lo, int64_t hi, void *const *grads, int64_t ranks)
+
+        ``apply_update``'s kernels, the flat update kernel over elements ``lo <= i < hi`` only
+        (``lo`` and ``hi`` multiples of the plan's line, or ``hi`` = all elements): the scalar
+        kernels (step counter, bias corrections) run whole. The gradient of element ``i`` is
+        first summed over the ranks: ``grads[0..ranks-1]`` point at element 0 of the ranks'
+        gradients (NAME_reduce_slots' order: ``((g0 + g1) + ...) + g[ranks-1]``), the sum
+        stored over element ``i`` of the workspace's own gradient (which may be one of them),
+        by blocks of SHARD_BLOCK elements, each updated while it is in the L1 cache. Each
+        element gets the arithmetic of the all-reduce and ``apply_update``, so the shards of
+        all ranks together equal the sum and one ``apply_update`` bit for bit
+        (runtime.distributed: ranks that share memory each update a shard of the parameters
+        in a shared-memory window). Returns 0 (no checks: the caller checks ``lr``).
+        """
+        from .epoch import SHARD_TYPE, update_shard_plan
+
+        sched = self.entries.get("apply_update")
+        plan = update_shard_plan(sched) if sched is not None else None
+        if plan is None or f"{self.name}_reduce_slots" not in self.module.globals:
+            return None
+        fname = f"{self.name}_apply_update_shard"
+        if has_flush_mode(self.module):
+            body = self._add_body(fname, sched, f"{fname}.ieee", shard=plan, ftype=SHARD_TYPE)
+            return self._flushing(body, fname)
+        return self._add_body(fname, sched, fname, shard=plan, ftype=SHARD_TYPE)
+
     def add_entry(
         self,
         entry: str,
@@ -163,9 +197,9 @@ class ModuleBuilder:
         before it returns (codegen/fpenv.py)."""
         body.linkage = "internal"
         body.attributes.add("noinline")  # no arithmetic may move across the mode switches
-        fn = glue(ir.Function(self.module, ENTRY_TYPE, name=name))
-        for a, nm in zip(fn.args, ("params", "state", "workspace", "inputs", "outputs", "n")):
-            a.name = nm
+        fn = glue(ir.Function(self.module, body.function_type, name=name))
+        for a, src in zip(fn.args, body.args):
+            a.name = src.name
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         caller = read_mode(b, self.module)
         write_mode(b, self.module, b.or_(caller, ir.Constant(I64, flush_bits(self.module))))
@@ -174,13 +208,29 @@ class ModuleBuilder:
         b.ret(rc)
         return fn
 
-    def _add_body(self, prefix: str, sched: Schedule, fname: str) -> ir.Function:
-        """The entry's kernels in order (kernel functions named after ``prefix``)."""
-        fn = glue(ir.Function(self.module, ENTRY_TYPE, name=fname))  # one call per kernel
-        params, state, ws, inputs, outputs, n = fn.args
-        for a, nm in zip(fn.args, ("params", "state", "workspace", "inputs", "outputs", "n")):
-            a.name = nm
+    def _add_body(
+        self,
+        prefix: str,
+        sched: Schedule,
+        fname: str,
+        shard: Any = None,
+        ftype: ir.FunctionType = ENTRY_TYPE,
+    ) -> ir.Function:
+        """The entry's kernels in order (kernel functions named after ``prefix``). ``shard``
+        (a codegen.epoch.ShardPlan; ``ftype`` then SHARD_TYPE): the flat update kernel over
+        the elements ``lo..hi`` of the function's last two arguments only (see
+        add_update_shard_entry)."""
+        fn = glue(ir.Function(self.module, ftype, name=fname))  # one call per kernel
         b = ir.IRBuilder(fn.append_basic_block("entry"))
+        if shard is None:
+            params, state, ws, inputs, outputs, n = fn.args
+            names: tuple[str, ...] = ("params", "state", "workspace", "inputs", "outputs", "n")
+        else:  # apply_update reads no rows and has no outputs
+            params, state, ws, inputs, lo, hi, srcs, ranks = fn.args
+            names = ("params", "state", "workspace", "inputs", "lo", "hi", "grads", "ranks")
+            n, outputs = i64(1), ir.Constant(PTR, None)
+        for a, nm in zip(fn.args, names):
+            a.name = nm
         cache: dict[tuple, ir.Value] = {}
 
         def base(v: str) -> ir.Value:
@@ -234,6 +284,9 @@ class ModuleBuilder:
             for i, (v, k) in enumerate(K.numerics_sites(sched)):
                 sites.setdefault(k, []).append((i, v))
         for kidx, kernel in enumerate(sched.kernels):
+            if shard is not None and kidx == shard.kernel:
+                self._call_shard(prefix, sched, kernel, shard, base, b, (lo, hi, srcs, ranks, ws))
+                continue
             kfn, values, _extra_ptrs = self._emit_kernel(
                 prefix, sched, kernel, out_ptr_needed=kernel.kind == "copy"
             )
@@ -255,6 +308,46 @@ class ModuleBuilder:
                     b.ret(ir.Constant(I32, K.NUMERICS_BASE + i))
         b.ret(ir.Constant(I32, 0))
         return fn
+
+    def _call_shard(
+        self,
+        prefix: str,
+        sched: Schedule,
+        kernel: Kernel,
+        plan: Any,
+        base: Any,
+        b: ir.IRBuilder,
+        at: tuple[ir.Value, ...],
+    ) -> None:
+        """Emit the flat update kernel's shard variant (its loop over ``n`` elements, full-size
+        pointers at the first) and, by blocks of SHARD_BLOCK elements of ``lo..hi``, the sum
+        of the ranks' gradients (NAME_reduce_slots) and a call of the variant."""
+        from .epoch import SHARD_BLOCK, shard_values
+
+        lo, hi, srcs, ranks, ws = at
+        g = sched.graph
+        values = shard_values(sched, kernel)
+        ctx = KernelContext(self.module, f"{prefix}.{kernel.name}.shard", sched, values)
+        ctx.shard = True  # no thread pool: a block is far below PARALLEL_MIN_ELEMENTS
+        K.emit_elementwise(ctx, kernel)
+        reduce_slots = self.module.get_global(f"{self.name}_reduce_slots")
+        shape = g[kernel.nodes[-1]].type.shape
+        ptrs = [(base(v), g[v].type.shape == shape) for v in K.distinct_buffers(sched, values)]
+        with b.goto_entry_block():
+            own = b.alloca(PTR, size=1, name="own_grad")
+        b.store(b.gep(ws, [i64(plan.offset("grad"))], inbounds=True, source_etype=I8), own)
+        todo = b.sub(hi, lo, name="shard_n")
+        blocks = b.sdiv(b.add(todo, i64(SHARD_BLOCK - 1)), i64(SHARD_BLOCK), name="blocks")
+        with loop(b, blocks, name="blk") as blk:
+            start = b.add(lo, b.mul(blk, i64(SHARD_BLOCK)), name="start")
+            left = b.sub(hi, start)
+            n = b.select(b.icmp_signed("<", left, i64(SHARD_BLOCK)), left, i64(SHARD_BLOCK))
+            b.call(reduce_slots, [srcs, ranks, own, i64(1), start, b.add(start, n)])
+            skip = b.mul(start, i64(plan.itemsize), name="shard_bytes")
+            args = [
+                b.gep(p, [skip], inbounds=True, source_etype=I8) if full else p for p, full in ptrs
+            ]
+            b.call(ctx.fn, args + [n])
 
     def _emit_kernel(self, prefix: str, sched: Schedule, kernel: Kernel, out_ptr_needed: bool):
         """The kernel's function (reused when an identical kernel was emitted before, e.g. the

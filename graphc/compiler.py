@@ -427,6 +427,7 @@ def build_module(
             mb.add_epoch_entry("train_step")
         if all(e in prog.schedules for e in SPLIT_ENTRIES):
             mb.add_split_epoch_entry()
+            mb.add_update_shard_entry()  # when apply_update can run by shards
     prog.timings["llvm_ir"] = time.perf_counter() - t0
     return mb
 

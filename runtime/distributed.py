@@ -19,7 +19,17 @@ model and calls ``fit`` with the same data and arguments. Then:
   reduce_mode, chooses); ``NAME_apply_update`` then runs the
   optimizer update on every rank. The trajectory is the one-process trajectory with batch
   size B, up to the order of the floating-point sums; dropout masks depend on the global row
-  index, so they match too. Ops whose value depends on the whole batch (none so far, batch
+  index, so they match too;
+- the sharded update (ranks sharing memory, native epochs, an update that runs by elements:
+  codegen.epoch.update_shard_plan; ``GRAPHC_MPI_SHARD=0`` turns it off): the parameters the
+  ranks train live once, in the shared-memory window; after the window's first barrier each
+  rank sums its shard of the gradients over the slots and applies the update to that shard
+  of the parameters and of its optimizer state (``NAME_apply_update_shard``), then a second
+  barrier. Instead of every rank repeating the whole update, each does 1/K of it, and the
+  sums never leave its L1 cache. At every epoch's end (and before a non-finite-loss error)
+  the parameters are copied back into each rank's model and the optimizer state's shards
+  gathered (MPI_Allgatherv), so callbacks, checkpoints and the model after fit see all of
+  it; the parameters equal the unsharded step's bit for bit; Ops whose value depends on the whole batch (none so far, batch
   normalization later) see only the rank's rows, as in PyTorch's DistributedDataParallel;
 - each rank's share of the batch's loss, whether it was finite and whether the rank was asked
   to stop ride in the same all-reduce (SplitStep.flags, just before the gradients), so every
@@ -90,7 +100,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.codegen.epoch import ERR_INDEX, ERR_REDUCE
+from graphc.codegen.epoch import ERR_INDEX, ERR_REDUCE, update_shard_plan
 from graphc.ir.errors import ArgumentError, DistributedError, NumericsError, install_hint
 
 from .buffers import ALIGN, address, aligned_empty
@@ -109,6 +119,7 @@ _LAUNCH_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANK
 LAST_PATH = ""  # the loop of the last distributed fit: "native" (one call per epoch) or "python"
 LAST_REDUCE = ""  # its all-reduce: "window" (shared memory) or "allreduce" (see reduce_mode)
 LAST_SCAN = ""  # where it checked the float rows: "epoch" (the first epoch's gathers), "up front"
+LAST_UPDATE = ""  # its update: "shard" (each rank a shard, shared parameters) or "whole"
 # A list to make every step's all-reduce append (entered, first barrier left, this rank's share
 # summed, left) in time.perf_counter_ns() (CLOCK_MONOTONIC: one clock for all ranks of a
 # machine; the window's barrier and sum, or the whole MPI_Allreduce as entered..left), for
@@ -315,7 +326,9 @@ class WindowReduce:
     (measured in benchmarks/README.md). Waiting: the barrier spins (``MPI_Barrier``) or naps
     (``MPI_Ibarrier`` polled, as ``allreduce``)."""
 
-    def __init__(self, comm: Any, nbytes: int, reduce_address: int) -> None:
+    def __init__(self, comm: Any, nbytes: int, reduce_address: int, shared: int = 0) -> None:
+        """``shared`` > 0: rank 0 also allocates ``self.shared``, that many bytes every rank
+        reads and writes (page-aligned, after rank 0's slot)."""
         from mpi4py import MPI
 
         self.MPI = MPI
@@ -324,14 +337,21 @@ class WindowReduce:
         if self.k != comm.Get_size():
             self.comm.Free()
             raise DistributedError("a shared-memory all-reduce needs every rank on one machine")
-        self.win = MPI.Win.Allocate_shared(self.slot_bytes(nbytes), 1, comm=self.comm)
+        mine = self.slot_bytes(nbytes) + (self.slot_bytes(shared) + 4096 if shared else 0)
+        self.win = MPI.Win.Allocate_shared(mine if self.r == 0 else self.slot_bytes(nbytes), 1,
+                                           comm=self.comm)  # fmt: skip
         self.win.Lock_all(MPI.MODE_NOCHECK)
         self.slots = []
+        self.shared: np.ndarray | None = None
         for j in range(self.k):
             buf, _ = self.win.Shared_query(j)
             raw = np.frombuffer(buf, np.uint8)
             start = (-address(raw)) % ALIGN
             self.slots.append(raw[start : start + nbytes])
+            if j == 0 and shared:  # on a page of its own
+                at = start + nbytes
+                at += (-(address(raw) + at)) % 4096
+                self.shared = raw[at : at + shared]
         self.mine = self.slots[self.r]
         self.mine[...] = 0  # the padding between gradients stays 0 (seen after the barrier)
         self.fn = ctypes.CFUNCTYPE(
@@ -385,7 +405,7 @@ class WindowReduce:
     def free(self) -> None:
         """Free the window (collective); ``slots`` must not be used after."""
         self.slots = []
-        self.mine = None
+        self.mine = self.shared = None
         self.win.Unlock_all()
         self.win.Free()
         self.comm.Free()
@@ -444,7 +464,7 @@ class SplitStep:
                 if strict:
                     raise DistributedError(f"GRAPHC_MPI_REDUCE=window: the module has no {fn}")
                 reduce = "allreduce"
-            need, free = comm.Get_size() * WindowReduce.slot_bytes(size), shm_free()
+            need, free = (comm.Get_size() + 1) * WindowReduce.slot_bytes(size), shm_free()
             short = comm.allreduce(int(free is not None and free < need + SHM_MARGIN), op=_min())
             if short and reduce == "window":
                 why = (
@@ -460,8 +480,18 @@ class SplitStep:
                     log.warning("fit: %s; summing the gradients with MPI_Allreduce instead", why)
                 reduce = "allreduce"
         self.how = reduce
+        # the sharded update (see shard_update): ranks sharing memory, apply_update by shards
+        self.plan = None
+        self.sharding = False  # set by fit around the native epochs that shard
+        if (
+            reduce == "window"
+            and os.environ.get("GRAPHC_MPI_SHARD", "").strip() != "0"
+            and jit.has(f"{name}_apply_update_shard")
+        ):
+            self.plan = update_shard_plan(prog.schedules["apply_update"])
         if reduce == "window":
-            self.window = WindowReduce(comm, size, jit.address(fn))
+            shared = prog.param_bytes if self.plan is not None else 0
+            self.window = WindowReduce(comm, size, jit.address(fn), shared)
             self.buffer = self.window.mine
         else:  # zeroed: the padding between gradients stays 0
             self.buffer = aligned_empty(size)
@@ -486,9 +516,12 @@ class SplitStep:
         self.lr = np.zeros((), self.update.in_types[uslots.index("lr")].np_dtype)
         self.gslots = gslots
         self.update_arrays = [self.lr]
+        self.summed = self.flags  # the flags summed over the ranks, after allreduce
         if self.window is not None:
             start = self.HEAD - flag_bytes
             self.window.bind(start, self.reduced.size, self.dtype)
+        if self.plan is not None:
+            self._bind_shards(jit, name, flag_bytes)
 
         # the rank's whole epoch in one native call (NAME_train_epoch_split), when compiled
         name = f"{prog.name}_train_epoch_split"
@@ -524,9 +557,92 @@ class SplitStep:
         for e in (self.grads, self.update):
             e.use_workspace(self.workspace, cap)
 
+    def _bind_shards(self, jit: Any, name: str, flag_bytes: int) -> None:
+        """Set up the sharded update (see shard_update) over the window's slots."""
+        w, plan = self.window, self.plan
+        assert w is not None and plan is not None and w.shared is not None
+        self.params = w.shared  # the parameters every rank trains with, in shared memory
+        self.bounds = [plan.bounds(w.k, j) for j in range(w.k)]
+        self.lo, self.hi = self.bounds[w.r]
+        grad0 = self.HEAD + plan.offset("grad")  # element 0 of the flat update's gradient
+        self.gtable = (ctypes.c_void_p * w.k)(*[address(sl) + grad0 for sl in w.slots])
+        self.slot_flags = [
+            sl[self.HEAD - flag_bytes : self.HEAD].view(self.dtype) for sl in w.slots
+        ]
+        self._summed = np.zeros(self.FLAGS, self.dtype)
+        self.shard_fn = ctypes.CFUNCTYPE(
+            ctypes.c_int32, *(ctypes.c_void_p,) * 4, *(ctypes.c_int64,) * 2, ctypes.c_void_p,
+            ctypes.c_int64,
+        )(jit.address(f"{name}_apply_update_shard"))  # fmt: skip
+        self._napping = False
+        self.update._set_inputs(self.update_arrays)
+
+    def share_params(self, model: Any, napping: bool = False) -> None:
+        """Collective over the window's ranks: rank 0 copies ``model``'s parameters into the
+        shared parameters that the sharded epochs train (every rank holds the same ones)."""
+        assert self.window is not None
+        if self.window.r == 0:
+            np.copyto(self.params, model._param_region.view(np.uint8))
+        self.window._barrier(napping)
+
+    def gather(self, model: Any, comm: Any) -> None:
+        """After sharded steps (collective): the shared parameters into ``model``'s, and each
+        rank's shard of the optimizer state (the flat update's state buffers; the scalar state,
+        the step counter, every rank updated whole) to every rank (MPI_Allgatherv in place)."""
+        from mpi4py import MPI
+
+        np.copyto(model._param_region.view(np.uint8), self.params)
+        plan = self.plan
+        counts = [(hi - lo) * plan.itemsize for lo, hi in self.bounds]
+        displs = [lo * plan.itemsize for lo, _ in self.bounds]
+        state = model._state_region.view(np.uint8)
+        for region, off in plan.buffers:
+            if region == "state":
+                part = state[off : off + plan.elements * plan.itemsize]
+                comm.Allgatherv(MPI.IN_PLACE, [part, counts, displs, MPI.BYTE])
+
+    def shard_update(self, model: Any) -> None:
+        """The second half of a sharded step, after ``allreduce`` and the ranks' decision to
+        apply it: NAME_apply_update_shard sums this rank's shard (elements lo..hi of the flat
+        update) of the gradients over the slots (rank order, as the whole-vector sum) and
+        applies the update to it, block by block (the shared parameters, this rank's
+        optimizer state; the scalar kernels whole), then the window's barrier: every rank
+        then trains the next step with all shards updated. Bit for bit the parameters of the
+        unsharded step, with the update's work split over the ranks instead of repeated on
+        each and the sums never leaving the L1 cache."""
+        w = self.window
+        assert w is not None
+        t = ctypes.addressof
+        a = self.update._args
+        rc = self.shard_fn(address(self.params), a[1], a[2], t(self.update.inputs), self.lo,
+                           self.hi, t(self.gtable), w.k)  # fmt: skip
+        if rc:
+            raise _native_error(rc, self.update)
+        w._barrier(self._napping)
+
     def allreduce(self, comm: Any, MPI: Any, napping: bool) -> None:
         """Sum ``reduced`` (flags and gradients) over the ranks, in place: through the
-        shared-memory window when the step has one, else MPI_Allreduce (see ``allreduce``)."""
+        shared-memory window when the step has one, else MPI_Allreduce (see ``allreduce``);
+        ``summed`` then holds the summed flags. While ``sharding``: only the window's first
+        barrier and the flags' sum (into ``summed``), the gradients are summed by
+        shard_update."""
+        if self.sharding:
+            marks = [time.perf_counter_ns()] if TIMELINE is not None else None
+            self._napping = napping
+            assert self.window is not None
+            self.window._barrier(napping)
+            if marks is not None:
+                marks.append(time.perf_counter_ns())
+            f = self._summed
+            np.copyto(f, self.slot_flags[0])
+            for other in self.slot_flags[1:]:
+                f += other  # rank order, as NAME_reduce_slots
+            self.summed = f
+            if marks is not None:
+                marks += [time.perf_counter_ns()] * 2
+                TIMELINE.append(tuple(marks))
+            return
+        self.summed = self.flags
         if TIMELINE is None:
             if self.window is not None:
                 self.window.reduce(napping)
@@ -550,6 +666,7 @@ class SplitStep:
         for e in (self.grads, self.update):
             e.release_workspace()
         self.buffer = self.workspace = self.flags = self.grad = self.reduced = None  # type: ignore[assignment]
+        self.plan = self.params = self.slot_flags = None  # type: ignore[assignment]
         self.window.free()
         self.window = None
 
@@ -585,7 +702,8 @@ class SplitStep:
         target: list[Any] = [None]  # the running epoch's reduce
 
         def call_out(s: int, rows: int) -> None:
-            at[1] = 1 if target[0](s, rows) == 0 else 0
+            go = target[0](s, rows)  # 0: apply_update, 2: updated (shard_update), else stop
+            at[1] = 1 if go == 0 else 2 if go == 2 else 0
 
         cb = REDUCE(call_out)  # one C thunk for every epoch of the fit
         cb_address = ctypes.cast(cb, ctypes.c_void_p).value
@@ -598,8 +716,9 @@ class SplitStep:
             target[0] = reduce
             at[2] = 0
             a = g._args
+            params = address(self.params) if self.sharding else a[0]
             rc = self.epoch_fn(
-                a[0], a[1], a[2], ctypes.addressof(inputs), a[4], n, address(order), batch,
+                params, a[1], a[2], ctypes.addressof(inputs), a[4], n, address(order), batch,
                 ctypes.addressof(staging), k, r, first, end, ctypes.addressof(u.inputs),
                 cb_address, address(at), int(bool(scan)),
             )  # fmt: skip
@@ -710,6 +829,7 @@ def fit(
         bool(stop_on_nonfinite),
         os.environ.get("GRAPHC_MPI_WAIT", ""),
         os.environ.get("GRAPHC_MPI_REDUCE", ""),
+        os.environ.get("GRAPHC_MPI_SHARD", ""),
         model.program.name,
         model.param_count,
         tuple((name, a.shape, str(a.dtype), _digest(a)) for name, a in sorted(feeds.items())),
@@ -720,8 +840,8 @@ def fit(
         raise DistributedError(
             f"rank {differ[0]} calls fit with other data or arguments than rank 0 "
             f"(rows, batch_size, epochs, initial_epoch, seed, shuffle, stop_on_nonfinite, "
-            f"GRAPHC_MPI_WAIT, GRAPHC_MPI_REDUCE, model, data digest): "
-            f"{everyone[differ[0]][:11]} vs {everyone[0][:11]}; every rank must pass the same"
+            f"GRAPHC_MPI_WAIT, GRAPHC_MPI_REDUCE, GRAPHC_MPI_SHARD, model, data digest): "
+            f"{everyone[differ[0]][:12]} vs {everyone[0][:12]}; every rank must pass the same"
         )
     wait_mode()  # a bad value raises here, on every rank alike
     how = choose_reduce(comm, reduce_mode())  # the same on every rank
@@ -948,8 +1068,9 @@ def _epochs(
         if model.use_epoch_entry and not cbs.has_batch_hooks
         else None
     )
-    global LAST_PATH
+    global LAST_PATH, LAST_UPDATE
     LAST_PATH = "python" if native is None else "native"
+    LAST_UPDATE = "whole"
     for epoch in range(initial_epoch, epochs):
         cbs.epoch_begin(model, epoch)
         t0, w0 = time.perf_counter(), cpu_wait()
@@ -968,11 +1089,12 @@ def _epochs(
             flags[2] = 1.0 if requests.pending else 0.0
             flags[3] = 1.0 if rejected else 0.0
             step.allreduce(comm, MPI, napping)
-            if flags[3] > 0:  # bad rows (the first epoch's scan): undone, as if never begun
+            got = step.summed  # the sums (in this rank's flags, or beside them: sharding)
+            if got[3] > 0:  # bad rows (the first epoch's scan): undone, as if never begun
                 model._param_region[...], model._state_region[...] = start
                 history.truncate(done)
-                raise _Agreed(DataRejected(rejected, int(flags[3])))
-            if flags[2] > 0:  # a rank was asked to stop: all undo the unfinished epoch
+                raise _Agreed(DataRejected(rejected, int(got[3])))
+            if got[2] > 0:  # a rank was asked to stop: all undo the unfinished epoch
                 model._param_region[...], model._state_region[...] = start
                 history.truncate(done)
                 history.interrupted = True
@@ -981,13 +1103,13 @@ def _epochs(
                         "fit: interrupted (SIGINT/SIGTERM on %d of %d ranks) after %d finished "
                         "epoch(s); the parameters, optimizer state and step counter are those at "
                         "the end of the last finished epoch (resume with initial_epoch=%d)",
-                        int(flags[2]), k, done, initial_epoch + done,
+                        int(got[2]), k, done, initial_epoch + done,
                     )  # fmt: skip
                 raise _Agreed(None)
-            batch_loss = float(flags[1])
-            if stop_on_nonfinite and (flags[0] > 0 or not math.isfinite(batch_loss)):
+            batch_loss = float(got[1])
+            if stop_on_nonfinite and (got[0] > 0 or not math.isfinite(batch_loss)):
                 lo = s * bs
-                raise _Agreed(_nonfinite(epoch, s, order[lo : lo + big], batch_loss, flags[0], k))
+                raise _Agreed(_nonfinite(epoch, s, order[lo : lo + big], batch_loss, got[0], k))
             return batch_loss
 
         if native is not None:  # the epoch in one native call, the all-reduce a call-out
@@ -1007,13 +1129,26 @@ def _epochs(
                         step.grad[...] = 0
                         mine[s] = 0.0
                     total += agree(s, big, rejected) * big
+                    if sharded:
+                        step.shard_update(model)
+                        return 2  # updated: the entry goes on without apply_update
                     return 0
                 except BaseException as e:
                     failed.append(e)
                     return 1
 
             step.lr[...] = model.lr
-            rc, at = native(order, bs, 0, steps, reduce, scanning)
+            sharded = step.plan is not None
+            LAST_UPDATE = "shard" if sharded else "whole"
+            if sharded:  # the shared parameters from the model's (callbacks may set them)
+                step.share_params(model, napping)
+            step.sharding = sharded
+            try:
+                rc, at = native(order, bs, 0, steps, reduce, scanning)
+            finally:
+                step.sharding = False
+            if sharded and (_keeps_steps(failed[0]) if failed else rc == 0):
+                step.gather(model, comm)  # collective: every rank gets here at the same step
             if failed:
                 raise failed[0]
             if rc == ERR_REDUCE and requests.raised:  # escaped the call-out (see epoch.py)
@@ -1075,6 +1210,13 @@ def _epochs(
         if stop:
             history.stopped_early = True
             break
+
+
+def _keeps_steps(e: BaseException) -> bool:
+    """Whether a failure in a native epoch's call-out leaves the steps applied before it in
+    place (every rank raises it at the same step: a non-finite loss), rather than rolling
+    the epoch back or ending the job."""
+    return isinstance(e, _Agreed) and isinstance(e.error, NumericsError)
 
 
 def _native_error(rc: int, entry: Any) -> Exception:

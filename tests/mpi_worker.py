@@ -387,6 +387,7 @@ def main() -> None:
                 res[f"{kind}_param_{k}"] = v
         if dist and gc.distributed.rank() == 0:
             print(f"reduce: {gc.distributed.LAST_REDUCE}", flush=True)
+            print(f"update: {gc.distributed.LAST_UPDATE}", flush=True)
     elif mode in ("save", "resume"):
         m = model("adam", "m_adam")
         ckpt = sys.argv[3]

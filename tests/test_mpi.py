@@ -89,11 +89,15 @@ def _compare(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
 def test_ranks_match_one_process(ranks, reduce, reference, tmp_path):
     """SGD, momentum and Adam with dropout; 50 rows in global batches of 16 (the last one has
     2 rows: with 3 ranks one rank holds none of them); the gradients summed through the
-    shared-memory window (what "auto" picks for ranks of one machine) and by MPI_Allreduce."""
+    shared-memory window (what "auto" picks for ranks of one machine), each rank summing and
+    updating a shard of the parameters and optimizer state (gathered at every epoch's end:
+    the validation, the callbacks and the final parameters see all of it), and by
+    MPI_Allreduce with the whole update on every rank."""
     out = tmp_path / "got.npz"
     r = mpirun(ranks, "train", str(out), GRAPHC_MPI_REDUCE=reduce)
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"reduce: {'window' if reduce == 'auto' else reduce}" in r.stdout
+    assert f"update: {'shard' if reduce == 'auto' else 'whole'}" in r.stdout
     got = dict(np.load(out))
     assert len(got["sgd_steps"]) == 2 * 4  # 2 epochs of 4 global batches
     assert len(got["adam_steps"]) == 3 * 3  # 3 epochs of 40 rows
@@ -225,6 +229,66 @@ def test_split_step_equals_train_step():
         np.testing.assert_allclose(total, full, rtol=1e-5, atol=1e-7)
         for k in a.params:
             np.testing.assert_array_equal(a.params[k], b.params[k])
+
+
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "adam", "clipnorm"])
+def test_update_shards_equal_the_whole_update(opt):
+    """NAME_apply_update_shard (no MPI needed): 3 ranks' gradients summed and the update
+    applied shard by shard (ShardPlan.bounds of 3, each shard's call given the step counter
+    of before the step, as each rank has it) give the parameters and optimizer state of the
+    sum (float32, rank order) and one NAME_apply_update, bit for bit; a gradient-norm clip
+    (every gradient read by one kernel) has no shard entry."""
+    from graphc.codegen.epoch import update_shard_plan
+    from graphc.runtime.buffers import address
+    from graphc.runtime.distributed import SplitStep
+
+    make = {
+        "sgd": lambda: gc.SGD(lr=0.1),
+        "momentum": lambda: gc.SGD(lr=0.05, momentum=0.9),
+        "adam": lambda: gc.Adam(lr=0.01),
+        "clipnorm": lambda: gc.SGD(lr=0.1, clipnorm=1.0),
+    }[opt]
+    x, y = gc.input("x", ("N", 20)), gc.input("y", ("N",), dtype="i32")
+    logits = gc.dense(gc.dense(x, 40, "tanh", name="fc1"), 3, name="fc2")
+    m = gc.compile(logits, gc.softmax_cross_entropy(logits, y), make(), name=f"sh_{opt}", seed=1)
+    m.threads = 1
+    s = SplitStep(m, 8)
+    name = f"sh_{opt}_apply_update_shard"
+    plan = update_shard_plan(m.program.schedules["apply_update"])
+    if opt == "clipnorm":
+        assert plan is None and not m._split_jit.has(name)
+        return
+    assert plan is not None and plan.elements > 2 * 16
+    fn = ctypes.CFUNCTYPE(
+        ctypes.c_int32, *(ctypes.c_void_p,) * 4, *(ctypes.c_int64,) * 2, ctypes.c_void_p,
+        ctypes.c_int64,
+    )(m._split_jit.address(name))  # fmt: skip
+    rng = np.random.default_rng(4)
+    u = s.update
+    u._set_inputs(s.update_arrays)
+    a = u._args
+    s.lr[...] = 0.05
+    for _ in range(3):  # a few steps: momentum and Adam's state nonzero
+        grads = [rng.standard_normal(plan.elements).astype(np.float32) * 10.0**j for j in range(3)]
+        g0 = plan.offset("grad") // 4
+        s.grad[g0 : g0 + plan.elements] = (grads[0] + grads[1]) + grads[2]
+        before = m._param_region.copy(), m._state_region.copy()
+        u(s.update_arrays, 1, checked=False)
+        want = m._param_region.copy(), m._state_region.copy()
+        m._param_region[...], m._state_region[...] = before
+        s.grad[g0 : g0 + plan.elements] = grads[0]  # this rank's own gradient, summed in place
+        table = (ctypes.c_void_p * 3)(a[2] + plan.offset("grad"), *map(address, grads[1:]))
+        for j in range(3):
+            lo, hi = plan.bounds(3, j)
+            m._state_region[: 8 // m._state_region.itemsize] = before[1][
+                : 8 // m._state_region.itemsize
+            ]  # the step counter as before the step: each rank increments its own
+            rc = fn(a[0], a[1], a[2], ctypes.addressof(u.inputs), lo, hi,
+                    ctypes.addressof(table), 3)  # fmt: skip
+            assert rc == 0
+        np.testing.assert_array_equal(m._param_region.view(np.uint8), want[0].view(np.uint8))
+        np.testing.assert_array_equal(m._state_region.view(np.uint8), want[1].view(np.uint8))
+        assert not np.array_equal(want[0], before[0])
 
 
 def test_reduce_slots_sums_in_rank_order():
