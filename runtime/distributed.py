@@ -576,6 +576,10 @@ class SplitStep:
         )(jit.address(f"{name}_apply_update_shard"))  # fmt: skip
         self._napping = False
         self.update._set_inputs(self.update_arrays)
+        self.params_at = address(self.params)  # from_buffer on the window's memory is slow
+        a = self.update._args
+        self._shard_args = (self.params_at, a[1], a[2], ctypes.addressof(self.update.inputs),
+                            self.lo, self.hi, ctypes.addressof(self.gtable), w.k)  # fmt: skip
 
     def share_params(self, model: Any, napping: bool = False) -> None:
         """Collective over the window's ranks: rank 0 copies ``model``'s parameters into the
@@ -610,15 +614,10 @@ class SplitStep:
         then trains the next step with all shards updated. Bit for bit the parameters of the
         unsharded step, with the update's work split over the ranks instead of repeated on
         each and the sums never leaving the L1 cache."""
-        w = self.window
-        assert w is not None
-        t = ctypes.addressof
-        a = self.update._args
-        rc = self.shard_fn(address(self.params), a[1], a[2], t(self.update.inputs), self.lo,
-                           self.hi, t(self.gtable), w.k)  # fmt: skip
+        rc = self.shard_fn(*self._shard_args)
         if rc:
             raise _native_error(rc, self.update)
-        w._barrier(self._napping)
+        self.window._barrier(self._napping)
 
     def allreduce(self, comm: Any, MPI: Any, napping: bool) -> None:
         """Sum ``reduced`` (flags and gradients) over the ranks, in place: through the
@@ -716,7 +715,7 @@ class SplitStep:
             target[0] = reduce
             at[2] = 0
             a = g._args
-            params = address(self.params) if self.sharding else a[0]
+            params = self.params_at if self.sharding else a[0]
             rc = self.epoch_fn(
                 params, a[1], a[2], ctypes.addressof(inputs), a[4], n, address(order), batch,
                 ctypes.addressof(staging), k, r, first, end, ctypes.addressof(u.inputs),
