@@ -23,6 +23,7 @@ import difflib
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -177,6 +178,10 @@ INTEGER_FLOW = frozenset(
         "Transpose",
     ]
 )
+
+
+class OnnxPrecisionWarning(UserWarning):
+    """An imported model declares float64 values, which graphc computes in float32."""
 
 
 def type_name(t: int) -> str:
@@ -445,6 +450,7 @@ class Importer:
         self.prefix = prefix  # before every graphc name this import gives
         self.bound = {k: np.asarray(v) for k, v in bound.items()}
         self.model, self.base_dir, self.where = model, base_dir, where
+        self.original = model  # as read (check_file), before functions are expanded
         self.graph = model.graph
         self.opsets = {o.domain or "": int(o.version) for o in model.opset_import}
         if "ai.onnx" in self.opsets:
@@ -630,6 +636,92 @@ class Importer:
             f"model; its initializers: {listed or 'none'}"
         )
 
+    def warn_float64(self) -> None:
+        """An OnnxPrecisionWarning naming the graph inputs and outputs declared double: graphc
+        reads and computes them as float32 (about 7 significant digits), where ONNX Runtime
+        computes in float64; the results then differ beyond float32's rounding."""
+        g = self.original.graph
+        wide = [
+            vi.name
+            for vi in (*g.input, *g.output)
+            if vi.type.HasField("tensor_type")
+            and vi.type.tensor_type.elem_type == 11
+            and vi.name not in self.initializers
+        ]
+        if wide:
+            warnings.warn(
+                f"{self.where}: {', '.join(map(repr, wide))} declared double (float64): graphc "
+                "computes in float32, so results agree with ONNX Runtime's float64 to about 7 "
+                "significant digits, not 15 (predict returns float32 arrays)",
+                OnnxPrecisionWarning,
+                stacklevel=4,
+            )
+
+    def check_file(self) -> None:
+        """onnx.checker's full check (full_check=True: the IR version and opset imports, each
+        node against its operator's schema, the type constraints of its inputs with strict
+        shape and type inference, single assignment, values used before they are produced),
+        the check ONNX Runtime's loader makes too, so that a file ONNX Runtime refuses is not
+        imported into a model that computes something else (an integer-only operator on
+        floats, a float operator on int64, a missing or impossible ir_version or opset). A
+        model of 2 GiB or more is checked without the initializers' bytes.
+
+        Raises:
+            OnnxError: naming the file and the checker's finding (its node and operator).
+        """
+        onnx = require_onnx()
+        model = onnx.ModelProto()
+        model.CopyFrom(self.original)
+        # initializers with external data (graphc read and checked it) or too many bytes are
+        # checked as graph inputs of their type and shape: the checker needs no bytes then
+        big = model.ByteSize() >= MAX_FILE_BYTES
+        moved = [
+            t
+            for t in model.graph.initializer
+            if big or t.data_location == onnx.TensorProto.EXTERNAL
+        ]
+        names = {vi.name for vi in model.graph.input}
+        for t in moved:
+            if t.name not in names:
+                model.graph.input.append(
+                    onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                )
+            model.graph.initializer.remove(t)
+        # ONNX Runtime runs a graph whose outputs declare no shape (the checker wants one):
+        # such outputs take the shape inference gives them, or are left out of the check
+        g = model.graph
+        if any(not _has_shape(vi) for vi in g.output):
+            try:
+                inferred = onnx.shape_inference.infer_shapes(model).graph
+                known = {vi.name: vi for vi in (*inferred.value_info, *inferred.output)}
+            except Exception:
+                known = {}
+            keep = []
+            for vi in g.output:
+                if _has_shape(vi):
+                    keep.append(vi)
+                elif vi.name in known and _has_shape(known[vi.name]):
+                    keep.append(known[vi.name])
+            del g.output[:]
+            g.output.extend(keep)
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except Exception as e:  # ValidationError, InferenceError, or onnx's own ValueError
+            msg = str(e).strip().replace("\n\n", "\n")
+            typed = re.search(
+                r"TypeInferenceError|unsupported type|inconsistent type|type mismatch|elem type",
+                msg,
+            )
+            if "ValidationError" not in type(e).__name__ and not typed:
+                # shape inference's other findings: graphc's rules check shapes themselves,
+                # and some are the inference's own limits (a function body's Constant of an
+                # attribute reference, which ONNX Runtime runs)
+                return
+            raise OnnxError(
+                f"{self.where}: the file fails onnx.checker's full check, as ONNX Runtime's "
+                f"loader would refuse it: {type(e).__name__}: {msg[:2000]}"
+            ) from None
+
     # -------------------------------------------------------------- the walk
 
     def run(self, outputs: list[str] | None) -> OnnxImport:
@@ -708,6 +800,8 @@ class Importer:
         for i, node in enumerate(g.node):
             if use[i]:
                 self.convert(i, node)
+        self.check_file()
+        self.warn_float64()
         self.bound_integers()
         outs, out_names = [], {}
         for name in want:
@@ -1433,6 +1527,11 @@ def _with_defaults(onnx: Any, node: Any, opsets: dict[str, int]) -> list:
     return out
 
 
+def _has_shape(vi: Any) -> bool:
+    """Whether ValueInfoProto ``vi`` declares a tensor type with a shape (its rank known)."""
+    return vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape")
+
+
 def _value_types(onnx: Any, model: Any, where: str = "onnx") -> dict[str, Any]:
     """value name -> TypeProto, from the graph's inputs, outputs, value_info and onnx's shape
     inference (when it succeeds).
@@ -1605,7 +1704,14 @@ def from_onnx(
             ``trainable`` name that is no initializer of the file is refused (with the close
             matches). A lookup index (Gather with indices computed in the graph) or an
             integer value that no checked range of the integer inputs proves in its table or
-            exact (see above), naming the node or value and the range found.
+            exact (see above), naming the node or value and the range found. A file that
+            fails onnx.checker's full check as ONNX Runtime's loader would refuse it (an
+            operator's type constraints, a missing or unknown ir_version, an output no node
+            produces; Importer.check_file), naming the checker's finding.
+
+    Warns:
+        OnnxPrecisionWarning: graph inputs or outputs declared double, which graphc reads and
+            computes as float32.
     """
     if not isinstance(prefix, str) or re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)?", prefix) is None:
         raise OnnxError(f"from_onnx: prefix must be letters, digits and '_', got {prefix!r}")
