@@ -308,6 +308,30 @@ def _read_npz(path: str, max_bytes: int | None, kind: str) -> dict[str, np.ndarr
     return out
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # the first 8 bytes of an HDF5 file (Keras's .h5)
+
+
+def _foreign_format(path: str) -> str | None:
+    """What another framework's file at ``path`` is, by its first bytes and, for a zip
+    archive, its members (Keras 3's .keras: config.json and model.weights.h5; torch.save's:
+    a data.pkl), else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if head == HDF5_SIGNATURE:
+            return "an HDF5 file (Keras's .h5 weights or model)"
+        if head[:4] == b"PK\x03\x04":
+            with zipfile.ZipFile(path) as zf:
+                names = set(zf.namelist())
+            if "config.json" in names or "model.weights.h5" in names:
+                return "a Keras .keras archive"
+            if any(n.endswith("data.pkl") for n in names):
+                return "a PyTorch file (torch.save)"
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None  # read_npz names the damage
+    return None
+
+
 def read(
     path: str | os.PathLike, *, max_bytes: int | None = None, kind: str = "checkpoint"
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -319,13 +343,22 @@ def read(
     ``kind`` is what error messages call the file ("checkpoint", "model file").
 
     Raises:
-        CheckpointError: the file is missing, not a regular file, not an .npz, truncated or
+        CheckpointError: the file is missing, not a regular file, another framework's file
+            (Keras's HDF5 or .keras, torch.save's: named as such), not an .npz, truncated or
             corrupted (zip CRC), too large (``max_bytes``) or a zip bomb, holds pickled objects
             or non-numeric arrays, has no graphc header, or its arrays disagree with the header.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CheckpointError(f"{kind} {path!r} does not exist or is not a regular file")
+    foreign = _foreign_format(path)
+    if foreign:
+        raise CheckpointError(
+            f"{kind} {path!r} is {foreign}, not a graphc {kind}: graphc reads only the .npz "
+            "files model.save and model.save_model write. To bring another framework's "
+            "model into graphc, export it to ONNX (tf2onnx, torch.onnx) and import it with "
+            "graphc.from_onnx"
+        )
     try:
         data = _read_npz(path, max_bytes, kind)
     except CheckpointError:

@@ -80,3 +80,22 @@ def test_own_names_still_write(model, tmp_path):
     model.fit(*DATA, epochs=1, verbose=0, callbacks=[ck])
     assert ck.saved == [str(tmp_path / "ck-1.npz")]
     assert model.save_model(str(tmp_path / "m.gcm")).endswith("m.gcm")
+
+
+def test_other_frameworks_files_are_named_when_loaded(model, tmp_path) -> None:
+    import zipfile
+
+    h5 = tmp_path / "w.weights.h5"
+    h5.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    keras = tmp_path / "best.keras"
+    with zipfile.ZipFile(keras, "w") as z:
+        z.writestr("config.json", "{}")
+        z.writestr("model.weights.h5", "")
+    before = model.get_weights()
+    for path, what in ((h5, "an HDF5 file"), (keras, "a Keras .keras archive")):
+        with pytest.raises(gc.CheckpointError, match=f"is {what}.*from_onnx"):
+            model.load(str(path))
+        with pytest.raises(gc.CheckpointError, match=f"is {what}"):
+            gc.load_model(str(path))
+    for k, v in model.get_weights().items():
+        np.testing.assert_array_equal(v, before[k])
