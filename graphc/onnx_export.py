@@ -92,7 +92,7 @@ def _simple(op: str, *attrs: str) -> Callable[[_Writer, Node], None]:
 def _compare(op: str) -> Callable[[_Writer, Node], None]:
     def emit(w: _Writer, n: Node) -> None:  # a bool mask, cast to the float dtype of graphc
         mask = w.node(op, list(n.inputs), w.fresh(n.name), n)
-        w.node("Cast", [mask], n.name, n, to=w.onnx.TensorProto.FLOAT)
+        w.node("Cast", [mask], n.name, n, to=_elem_type(n.type.dtype))
 
     return emit
 
@@ -187,8 +187,7 @@ def _softmax_cross_entropy(w: _Writer, n: Node) -> None:
 
 
 def _cast(w: _Writer, n: Node) -> None:
-    to = w.onnx.TensorProto.DOUBLE if n.type.dtype == "f64" else w.onnx.TensorProto.FLOAT
-    w.node("Cast", list(n.inputs), n.name, n, to=to)
+    w.node("Cast", list(n.inputs), n.name, n, to=_elem_type(n.type.dtype))
 
 
 def _one_minus_pow(w: _Writer, n: Node) -> None:
@@ -267,7 +266,7 @@ def _rsqrt(w: _Writer, n: Node) -> None:
 def _not_equal(w: _Writer, n: Node) -> None:
     eq = w.node("Equal", list(n.inputs), w.fresh(n.name), n)
     ne = w.node("Not", [eq], w.fresh(n.name), n)
-    w.node("Cast", [ne], n.name, n, to=w.onnx.TensorProto.FLOAT)
+    w.node("Cast", [ne], n.name, n, to=_elem_type(n.type.dtype))
 
 
 def _where(w: _Writer, n: Node) -> None:

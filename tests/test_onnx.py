@@ -798,3 +798,20 @@ def test_round_trip_keeps_the_files_input_and_output_names(tmp_path) -> None:
             feeds = {ins[0]: rng.standard_normal(dims).astype(np.float32)}
         for got, want in zip(ort_run(path, feeds), ort_run(m, feeds), strict=True):
             assert_close(got, want)
+
+
+def test_exported_float64_comparisons_keep_the_graphs_float_type(tmp_path) -> None:
+    """A float64 model's comparison masks (greater, not_equal, ...) were cast to float32 in
+    the export: the checker refused the file (Cast's type differs from the graph's). They
+    are cast to the node's own type now; ONNX Runtime matches predict bit for bit."""
+    x = gc.input("x", ("N", 4), dtype="f64")
+    outs = [gc.greater(x, 0.5), gc.not_equal(x, 1.0), gc.where(gc.less_equal(x, 0.0), x, 2.0 * x)]
+    model = gc.compile(outs)
+    path = str(tmp_path / "f64.onnx")
+    model.to_onnx(path)
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+    xs = np.array([[-1.0, 0.5, 1.0, 2.0], [np.nan, 0.0, 0.75, -0.25]])
+    want = model.predict(xs)
+    for got, name in zip(ort_run(path, {"x": xs}), model.program.outputs, strict=True):
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(got, want[name])
