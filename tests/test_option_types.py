@@ -62,15 +62,15 @@ def test_compile_load_to_onnx_callbacks_boolean_options(model, tmp_path):
 @pytest.mark.parametrize("name", ["best.keras", "w.weights.h5", "M.HDF5", "m.pt", "m.onnx"])
 def test_foreign_file_names_are_refused_before_writing(model, tmp_path, name):
     path = str(tmp_path / name)
-    with pytest.raises(gc.CheckpointError, match="is named like .*Nothing was written"):
+    with pytest.raises(gc.CheckpointError, match=r"is named like .*Nothing was written"):
         model.save(path)
-    with pytest.raises(gc.CheckpointError, match="save_model: .*graphc model file"):
+    with pytest.raises(gc.CheckpointError, match=r"save_model: .*graphc model file"):
         model.save_model(path)
     with pytest.raises(gc.CheckpointError, match="ModelCheckpoint: "):
         ModelCheckpoint(path)
-    with pytest.raises(gc.CheckpointError, match="ModelCheckpoint: .*checkpoint"):
+    with pytest.raises(gc.CheckpointError, match=r"ModelCheckpoint: .*checkpoint"):
         ModelCheckpoint(path, save_weights_only=True)
-    with pytest.raises(gc.ArgumentError, match="export: .*libNAME.so"):
+    with pytest.raises(gc.ArgumentError, match=r"export: .*libNAME.so"):
         model.export(path)
     assert not os.listdir(tmp_path)
 
