@@ -153,6 +153,17 @@ class Blocking:
         faster than with A packed (A stored [K, M] ran 5 % slower in place, so it is packed).
         Without an A block on the stack, KC is 384 there (kc_rows_in_place; the B panel then
         takes 384 KiB): 2048^3 ran 147 -> 161 GFLOP/s, the training products the same.
+        Re-measured on the exported 784-256-128-10 SGD step (C driver, 1 thread, each variant
+        its own library and process, 5-7 interleaved rounds, medians, load 1.1-2.8; identical
+        code moves +-2 %), time against this default at b512 / b128: KC 128 / 192 / 256 in
+        place of 384 (a B sliver of 32 / 48 / 64 KiB; the 32 KiB one stays in L1) 0.99 / 1.01
+        / 1.00 and 1.04 / 1.03 / 1.02; prefetching the sliver 8 or 16 k-steps ahead inside the
+        k loop 1.02 / 1.06; 12 x 32 tiles 1.01 / 1.05 (Adam 1.07 / 1.04); 8 x 48 1.18 / 1.20
+        (an edge sliver at N = 256); two broadcast registers (rows emitted in pairs) 0.98-1.01;
+        4 k-steps per trip 1.03 / 1.01; KC 384 / 512 for packed A (the dW products) 1.01 / 1.05
+        at b512. The k loop holds 95 % of the microkernels' samples (perf) and runs at about 78 %
+        of the FMA peak there, against 80-86 % with every operand in L1
+        (benchmarks/ukernel_ceiling.py): where B streams from costs little; the loads bound it.
         """
         size = DTYPE_INFO[dtype].itemsize
         lanes = max(1, vector_width * 4 // size)
