@@ -141,7 +141,7 @@ class ModuleBuilder:
 
         sched = self.entries.get("apply_update")
         plan = update_shard_plan(sched) if sched is not None else None
-        if plan is None or f"{self.name}_reduce_slots" not in self.module.globals:
+        if sched is None or plan is None or f"{self.name}_reduce_slots" not in self.module.globals:
             return None
         fname = f"{self.name}_apply_update_shard"
         if has_flush_mode(self.module):
