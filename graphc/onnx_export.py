@@ -75,6 +75,49 @@ class _Writer:
         return out
 
 
+# ONNX operators ONNX Runtime (1.32) has no float64 kernel for: a float64 graph writes them out
+_NO_DOUBLE = frozenset({"Softplus", "Elu", "Selu", "Softsign", "HardSigmoid", "Erf"})
+
+
+def _act(w: _Writer, op: str, x: str, out: str, n: Node, **attrs: Any) -> str:
+    """``op(x)`` as ONNX node ``out``: the operator itself, or in a float64 graph, where ONNX
+    Runtime lacks its float64 kernel, the same function of operators it has (Erf, which no
+    composition gives exactly, in float32 between two Casts)."""
+    if n.type.dtype != "f64" or op not in _NO_DOUBLE:
+        return w.node(op, [x], out, n, **attrs)
+    from graphc.ir.ops.activations import SELU_ALPHA, SELU_SCALE
+
+    def f(o: str, ins: list[str], name: str | None = None, **kw: Any) -> str:
+        return w.node(o, ins, name or w.fresh(n.name), n, **kw)
+
+    def c(v: float) -> str:
+        return w.const(np.array(v, np.float64), "c")
+
+    if op == "Softplus":  # relu(x) + log1p(exp(-|x|)): no overflow
+        u = f("Exp", [f("Neg", [f("Abs", [x])])])
+        # log1p(u) = log(1 + u) u / ((1 + u) - 1), u where 1 + u rounds to 1 (Goldberg,
+        # "What every computer scientist should know about floating-point arithmetic", 1991)
+        v = f("Add", [c(1.0), u])
+        d = f("Sub", [v, c(1.0)])
+        exact = f("Mul", [f("Log", [v]), f("Div", [u, d])])
+        tail = f("Where", [f("Equal", [d, c(0.0)]), u, exact])
+        return f("Add", [f("Relu", [x]), tail], out)
+    if op in ("Elu", "Selu"):  # x where x > 0, else alpha (exp(x) - 1)
+        alpha = attrs.get("alpha", 1.0) if op == "Elu" else SELU_ALPHA
+        neg = f("Mul", [c(alpha), f("Sub", [f("Exp", [x]), c(1.0)])])
+        pos = f("Greater", [x, c(0.0)])
+        if op == "Elu":
+            return f("Where", [pos, x, neg], out)
+        return f("Mul", [c(SELU_SCALE), f("Where", [pos, x, neg])], out)
+    if op == "Softsign":  # x / (1 + |x|)
+        return f("Div", [x, f("Add", [c(1.0), f("Abs", [x])])], out)
+    if op == "HardSigmoid":  # clip(alpha x + beta, 0, 1)
+        lin = f("Add", [f("Mul", [c(attrs["alpha"]), x]), c(attrs["beta"])])
+        return f("Clip", [lin, c(0.0), c(1.0)], out)
+    tp = w.onnx.TensorProto  # Erf
+    return f("Cast", [f("Erf", [f("Cast", [x], to=tp.FLOAT)])], out, to=tp.DOUBLE)
+
+
 def _shape_dims(shape: tuple) -> list:
     return ["N" if d == "N" else int(d) for d in shape]
 
@@ -178,7 +221,7 @@ def _sigmoid_cross_entropy(w: _Writer, n: Node) -> None:
     pos = exact_zero_factor(w.node("Sub", [one, y], w.fresh(n.name), n), z)
     neg = exact_zero_factor(y, neg_z)
     abs_z = w.node("Abs", [z], w.fresh(n.name), n)
-    tail = w.node("Softplus", [w.node("Neg", [abs_z], w.fresh(n.name), n)], w.fresh(n.name), n)
+    tail = _act(w, "Softplus", w.node("Neg", [abs_z], w.fresh(n.name), n), w.fresh(n.name), n)
     w.node("Add", [w.node("Add", [pos, neg], w.fresh(n.name), n), tail], n.name, n)
 
 
@@ -209,12 +252,12 @@ def _attr_of(n: Node, key: str) -> Any:
 
 
 def _elu(w: _Writer, n: Node) -> None:
-    w.node("Elu", list(n.inputs), n.name, n, alpha=float(_attr_of(n, "alpha")))
+    _act(w, "Elu", n.inputs[0], n.name, n, alpha=float(_attr_of(n, "alpha")))
 
 
 def _hard_sigmoid(w: _Writer, n: Node) -> None:
     alpha, beta = float(_attr_of(n, "alpha")), float(_attr_of(n, "beta"))
-    w.node("HardSigmoid", list(n.inputs), n.name, n, alpha=alpha, beta=beta)
+    _act(w, "HardSigmoid", n.inputs[0], n.name, n, alpha=alpha, beta=beta)
 
 
 def _clip_to(lo: float | None, hi: float | None) -> Callable[[_Writer, Node], None]:
@@ -247,7 +290,7 @@ def _gelu_factor(w: _Writer, n: Node, x: str) -> str:
         inner = f("Add", [x, f("Mul", [x3, _scalar(w, n, GELU_TANH_C)])])
         s = f("Tanh", [f("Mul", [inner, _scalar(w, n, math.sqrt(2.0 / math.pi))])])
     else:
-        s = f("Erf", [f("Mul", [x, _scalar(w, n, 1.0 / math.sqrt(2.0))])])
+        s = _act(w, "Erf", f("Mul", [x, _scalar(w, n, 1.0 / math.sqrt(2.0))]), w.fresh(n.name), n)
     return f("Mul", [f("Add", [s, _scalar(w, n, 1.0)]), _scalar(w, n, 0.5)])
 
 
@@ -313,15 +356,15 @@ def _batch_norm(w: _Writer, n: Node) -> None:  # inference form (graphs usually 
 # graphc op -> how it is written in ONNX (one entry per op)
 EXPORTS: dict[str, Callable[[_Writer, Node], None]] = {
     "elu": _elu,
-    "selu": _simple("Selu"),
+    "selu": lambda w, n: _act(w, "Selu", n.inputs[0], n.name, n),
     "gelu": _times_of(_gelu_factor),
     "silu": _times_of(lambda w, n, x: w.node("Sigmoid", [x], w.fresh(n.name), n)),
     "mish": _times_of(
         lambda w, n, x: w.node(
-            "Tanh", [w.node("Softplus", [x], w.fresh(n.name), n)], w.fresh(n.name), n
+            "Tanh", [_act(w, "Softplus", x, w.fresh(n.name), n)], w.fresh(n.name), n
         )
     ),
-    "softsign": _simple("Softsign"),
+    "softsign": lambda w, n: _act(w, "Softsign", n.inputs[0], n.name, n),
     "hard_sigmoid": _hard_sigmoid,
     "hard_tanh": _clip_to(-1.0, 1.0),
     "abs": _simple("Abs"),
@@ -330,7 +373,7 @@ EXPORTS: dict[str, Callable[[_Writer, Node], None]] = {
     "pow": _pow,
     "reciprocal": _simple("Reciprocal"),
     "rsqrt": _rsqrt,
-    "erf": _simple("Erf"),
+    "erf": lambda w, n: _act(w, "Erf", n.inputs[0], n.name, n),
     "less": _compare("Less"),
     "less_equal": _compare("LessOrEqual"),
     "equal": _compare("Equal"),
@@ -359,7 +402,7 @@ EXPORTS: dict[str, Callable[[_Writer, Node], None]] = {
     "tanh": _simple("Tanh"),
     "relu": _simple("Relu"),
     "leaky_relu": _simple("LeakyRelu", "alpha"),
-    "softplus": _simple("Softplus"),
+    "softplus": lambda w, n: _act(w, "Softplus", n.inputs[0], n.name, n),
     "square": _square,
     "broadcast_to": _broadcast_to,
     "reshape": _reshape,

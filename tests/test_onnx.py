@@ -815,3 +815,32 @@ def test_exported_float64_comparisons_keep_the_graphs_float_type(tmp_path) -> No
     for got, name in zip(ort_run(path, {"x": xs}), model.program.outputs, strict=True):
         assert got.dtype == np.float64
         np.testing.assert_array_equal(got, want[name])
+
+
+def test_exported_float64_activations_run_in_onnxruntime(tmp_path) -> None:
+    """ONNX Runtime has no float64 kernel for Softplus, Elu, Selu, Softsign, HardSigmoid or
+    Erf: a float64 model using them (or gelu, mish, binary cross-entropy, built on them)
+    exported to a file ORT refused to load (NOT_IMPLEMENTED). They are written as the same
+    functions of operators it has (Erf in float32 between Casts); ORT then gives predict's
+    values, at infinities, NaN and subnormals too."""
+    x = gc.input("x", ("N", 8), dtype="f64")
+    acts = ("softplus", "elu", "selu", "softsign", "hard_sigmoid", "erf", "gelu", "mish")
+    model = gc.compile([getattr(gc, a)(x) for a in acts])
+    path = str(tmp_path / "acts64.onnx")
+    model.to_onnx(path)
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+    xs = np.array(
+        [[np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-310, 40.0, -40.0],
+         [0.5, -0.5, 3.0, -3.0, 1e-3, -1e-3, 700.0, -700.0]]
+    )  # fmt: skip
+    want = model.predict(xs)
+    got_all = ort_run(path, {"x": xs})
+    for act, got, name in zip(acts, got_all, model.program.outputs, strict=True):
+        assert got.dtype == np.float64
+        # erf in float32: an absolute error of float32's (gelu: x times that)
+        finite = np.where(np.isfinite(xs), np.abs(xs), 1.0)
+        scale = np.maximum(1.0, finite) if act in ("erf", "gelu") else 1.0
+        atol = 1e-7 if act in ("erf", "gelu") else 1e-300
+        np.testing.assert_allclose(
+            got / scale, want[name] / scale, rtol=1e-6, atol=atol, err_msg=act
+        )
