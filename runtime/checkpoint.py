@@ -312,13 +312,16 @@ HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # the first 8 bytes of an HDF5 file (Kera
 
 
 def _foreign_format(path: str) -> str | None:
-    """What another framework's file at ``path`` is, by its first bytes and, for a zip
-    archive, its members (Keras 3's .keras: config.json and model.weights.h5; torch.save's:
-    a data.pkl), else None."""
+    """What another framework's file at ``path`` is, else None: by its first bytes (HDF5,
+    safetensors' little-endian header length and JSON header, a pickle's PROTO opcode as
+    torch.save's legacy format and joblib write), for a zip archive by its members (Keras 3's
+    .keras: config.json and model.weights.h5; torch.save's: a data.pkl), and for a file that
+    is no zip archive (graphc's .npz files are) by a name in FOREIGN_SUFFIXES (an .onnx or
+    .tflite file, whose bytes carry no signature)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
-        if head == HDF5_SIGNATURE:
+            head = f.read(9)
+        if head[:8] == HDF5_SIGNATURE:
             return "an HDF5 file (Keras's .h5 weights or model)"
         if head[:4] == b"PK\x03\x04":
             with zipfile.ZipFile(path) as zf:
@@ -327,9 +330,15 @@ def _foreign_format(path: str) -> str | None:
                 return "a Keras .keras archive"
             if any(n.endswith("data.pkl") for n in names):
                 return "a PyTorch file (torch.save)"
+            return None  # graphc's own .npz, or a damaged one (read_npz names the damage)
     except (OSError, zipfile.BadZipFile, ValueError):
         return None  # read_npz names the damage
-    return None
+    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 1 << 40:
+        return "a safetensors file"
+    if head[:1] == b"\x80" and 2 <= head[1] <= 5:
+        return "a pickle file (torch.save's legacy format, joblib, ...)"
+    described = FOREIGN_SUFFIXES.get(os.path.splitext(path)[1].lower())
+    return described.split(" (")[0] if described else None
 
 
 def read(
@@ -344,7 +353,8 @@ def read(
 
     Raises:
         CheckpointError: the file is missing, not a regular file, another framework's file
-            (Keras's HDF5 or .keras, torch.save's: named as such), not an .npz, truncated or
+            (Keras's HDF5 or .keras, torch.save's, safetensors, a pickle, or a file named
+            like one of FOREIGN_SUFFIXES that is no zip archive: named as such), not an .npz, truncated or
             corrupted (zip CRC), too large (``max_bytes``) or a zip bomb, holds pickled objects
             or non-numeric arrays, has no graphc header, or its arrays disagree with the header.
     """

@@ -99,3 +99,42 @@ def test_other_frameworks_files_are_named_when_loaded(model, tmp_path) -> None:
             gc.load_model(str(path))
     for k, v in model.get_weights().items():
         np.testing.assert_array_equal(v, before[k])
+
+
+def test_signatureless_and_pickled_foreign_files_are_named_when_loaded(model, tmp_path) -> None:
+    """The class beside Keras's and torch's zip files: a safetensors file (its 8-byte header
+    length and JSON), a pickle (torch.save's legacy format), and files without a signature
+    named .onnx / .tflite / .pb; each named, not called a damaged .npz; a graphc file saved
+    under such a name (before this was refused) still loads."""
+    import json
+    import pickle
+    import struct
+
+    meta = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    files = {
+        "m.safetensors": struct.pack("<Q", len(meta)) + meta + bytes(4),
+        "m.bin": pickle.dumps({"w": [1.0]}, protocol=2),
+        "m.onnx": b"\x08\x08\x12\x07pytorch\x1a\x032.1",  # ModelProto's first fields
+        "m.TFLITE": b"\x1c\x00\x00\x00TFL3",
+        "saved_model.pb": b"\x08\x01\x12\x00",
+    }
+    what = {
+        "m.safetensors": "a safetensors file",
+        "m.bin": "a pickle file",
+        "m.onnx": "an ONNX model",
+        "m.TFLITE": "a TensorFlow Lite model",
+        "saved_model.pb": "a TensorFlow graph",
+    }
+    before = model.get_weights()
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(gc.CheckpointError, match=rf"is {what[name]}.*from_onnx"):
+            model.load(str(tmp_path / name))
+        with pytest.raises(gc.CheckpointError, match=rf"is {what[name]}"):
+            gc.load_model(str(tmp_path / name))
+    for k, v in model.get_weights().items():
+        np.testing.assert_array_equal(v, before[k])
+    own = tmp_path / "own.npz"
+    model.save(str(own))
+    os.replace(own, tmp_path / "old.pb")  # a graphc checkpoint under a foreign name
+    model.load(str(tmp_path / "old.pb"))
