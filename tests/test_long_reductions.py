@@ -18,6 +18,7 @@ import graphc as gc
         ((2, 1 << 20, 2), 1),  # a reduced axis that is not the innermost
         ((1, 4100, 4100), 2),  # more than ACC64_MAX outputs per row: chunked rows
         ((1, 4100, 4100), 1),  # the same, over a reduced axis that is not the innermost
+        ((4200, 4100), 0),  # the batch axis N into more than ACC64_MAX outputs
     ],
 )
 def test_long_float32_sums_are_accurate(shape, axes) -> None:
