@@ -18,7 +18,13 @@ import numpy as np
 
 from graphc.codegen.threads import MAX_THREADS
 from graphc.ir.batch import loss_is_row_mean, rows_independent
-from graphc.ir.errors import ArgumentError, DistributedError, GraphcError, NumericsError
+from graphc.ir.errors import (
+    ArgumentError,
+    DistributedError,
+    GraphcError,
+    NumericsError,
+    OptionTypeError,
+)
 from graphc.ir.program import UNIT_TARGET_LOSSES
 from graphc.ir.types import BATCH
 
@@ -1330,6 +1336,14 @@ class Model:
 
             comm = check_supported(distributed)
         seed = check_seed(seed)
+        if not isinstance(callbacks, (list, tuple)):
+            raise OptionTypeError(
+                f"fit: callbacks must be a list of callbacks (Keras's form: "
+                f"callbacks=[{type(callbacks).__name__}(...)]), got {type(callbacks).__name__}; "
+                "nothing was trained"
+            )
+        epochs = int(epochs) if _is_count(epochs) else epochs  # numpy ints: plain (JSON)
+        initial_epoch = int(initial_epoch) if _is_count(initial_epoch) else initial_epoch
         shuffle = check_bool(shuffle, "fit: shuffle")
         allow_nonfinite = check_bool(allow_nonfinite, "fit: allow_nonfinite")
         stop_on_nonfinite = check_bool(stop_on_nonfinite, "fit: stop_on_nonfinite")
@@ -1620,12 +1634,18 @@ def _fit_argument_refused(name: str) -> str:
     )  # fmt: skip
 
 
+def _is_count(v: object) -> bool:
+    """An int (a numpy integer too), not a bool (True is no count of epochs)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
 def _check_fit_counts(epochs: int, batch_size: int, initial_epoch: int) -> None:
-    """fit's counts: batch_size >= 1, epochs >= 0, 0 <= initial_epoch <= epochs."""
+    """fit's counts: batch_size >= 1, epochs >= 0, 0 <= initial_epoch <= epochs (ints or
+    numpy integers; a bool is refused, as seed and batch_size refuse it)."""
     check_batch_size(batch_size)
-    if not isinstance(epochs, int) or epochs < 0:
+    if not _is_count(epochs) or epochs < 0:
         raise ArgumentError(f"epochs must be an int >= 0, got {epochs!r}")
-    if not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:
+    if not _is_count(initial_epoch) or not 0 <= initial_epoch <= epochs:
         raise ArgumentError(
             f"initial_epoch must be an int in 0..epochs ({epochs}), got {initial_epoch!r}"
             " (epochs counts from 0, as in Keras: epochs=4, initial_epoch=2 runs 2 more)"

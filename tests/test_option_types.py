@@ -138,3 +138,14 @@ def test_signatureless_and_pickled_foreign_files_are_named_when_loaded(model, tm
     model.save(str(own))
     os.replace(own, tmp_path / "old.pb")  # a graphc checkpoint under a foreign name
     model.load(str(tmp_path / "old.pb"))
+
+
+def test_fit_counts_and_callbacks_are_checked(model) -> None:
+    with pytest.raises(gc.ArgumentError, match="epochs must be an int"):
+        model.fit(*DATA, epochs=True, verbose=0)
+    with pytest.raises(gc.ArgumentError, match="initial_epoch must be an int"):
+        model.fit(*DATA, epochs=2, initial_epoch=True, verbose=0)
+    with pytest.raises(TypeError, match=r"callbacks must be a list.*EarlyStopping"):
+        model.fit(*DATA, epochs=1, verbose=0, callbacks=EarlyStopping(monitor="loss"))
+    h = model.fit(*DATA, epochs=np.int64(2), initial_epoch=np.int32(1), verbose=0)
+    assert len(h.history["loss"]) == 1  # numpy integers count, as in Keras
