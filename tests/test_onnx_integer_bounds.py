@@ -129,10 +129,10 @@ def test_sums_of_integer_inputs_stay_exact_or_are_refused() -> None:
         [
             helper.make_node("Add", ["a", "b"], ["s"]),
             helper.make_node("Sub", ["s", "c"], ["d"]),
-            helper.make_node("Cast", ["d"], ["y"], to=TensorProto.DOUBLE),
+            helper.make_node("Cast", ["d"], ["y"], to=F32),
         ],
         [helper.make_tensor_value_info(k, I64, ["N", 2]) for k in "abc"],
-        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, ["N", 2])],
+        [helper.make_tensor_value_info("y", F32, ["N", 2])],
     )
     model = gc.from_onnx(m).compile()
     b = 2**24 // 3  # the largest B with 3 * B <= 2**24: every sum exact
