@@ -531,6 +531,12 @@ def _onnx_name(w: _Writer, n: Node, tag: str, anywhere: bool = False) -> str:
     name = origin[at + len(tag) :] if at >= 0 else ""
     if not name or name == n.name or name in w.taken:
         return n.name
+    # graphc's name must be the ONNX one made a C name (from_onnx's c_name, with "_K" when
+    # taken): not one imported with a prefix (prefix="m2_"), which the user chose
+    base = re.sub(r"[^A-Za-z0-9_]", "_", name).strip("_")
+    digit = base[:1].isdigit() and n.name.endswith("_" + base)  # "1st" -> "x_1st"
+    if not (n.name == base or n.name.startswith(base + "_") or digit):
+        return n.name
     w.taken.add(name)
     return name
 

@@ -798,6 +798,13 @@ def test_round_trip_keeps_the_files_input_and_output_names(tmp_path) -> None:
             feeds = {ins[0]: rng.standard_normal(dims).astype(np.float32)}
         for got, want in zip(ort_run(path, feeds), ort_run(m, feeds), strict=True):
             assert_close(got, want)
+    # imported with a prefix (two files in one model): the prefixed names the user chose
+    a, b = gc.from_onnx(src, prefix="a_"), gc.from_onnx(src, prefix="b_")
+    path = str(tmp_path / "two.onnx")
+    gc.compile([a.outputs[0], b.outputs[0]]).to_onnx(path)
+    two = onnx.load(path)
+    assert [i.name for i in two.graph.input] == ["a_x", "b_x"]
+    assert [o.name for o in two.graph.output] == ["a_Identity_0", "b_Identity_0"]
 
 
 def test_exported_float64_comparisons_keep_the_graphs_float_type(tmp_path) -> None:
