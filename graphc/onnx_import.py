@@ -912,8 +912,10 @@ class Importer:
         values). ``default_constants`` (see ``is_trainable``) collects the initializers that
         are constants of the graph by their values and use: a mask (a non-finite value such
         as a causal mask's -inf; 0 and one value <= -1e4, an additive mask; 0s and 1s read
-        only by Mul or Where, a multiplicative one) and a one-element epsilon added just
-        before a Sqrt or Reciprocal (a LayerNorm or RMSNorm written out by tf2onnx)."""
+        only by Mul or Where, a multiplicative one), a one-element epsilon added just
+        before a Sqrt or Reciprocal (a LayerNorm or RMSNorm written out by tf2onnx) and a
+        sinusoidal position table added to a value (_sinusoidal: Vaswani et al.'s fixed
+        encoding; a learned table, BERT's or ViT's, is no such table and trains)."""
         onnx = require_onnx()
         hand = {
             "BatchNormalization": (3, 4),
@@ -957,6 +959,8 @@ class Importer:
                 and all(n.op_type in ("Mul", "Where") for n, _ in readers)
             ):
                 self.default_constants.add(name)  # a 0/1 mask, read only by Mul or Where
+            elif _sinusoidal(a) and all(n.op_type == "Add" for n, _ in readers):
+                self.default_constants.add(name)  # a fixed sinusoidal position table
             elif a.size == 1 and all(
                 n.op_type == "Add"
                 and all(
@@ -1527,6 +1531,19 @@ def _with_defaults(onnx: Any, node: Any, opsets: dict[str, int]) -> list:
     return out
 
 
+def _sinusoidal(a: np.ndarray) -> bool:
+    """Whether ``a`` ([..., L, d], L and d >= 2) looks like the fixed sinusoidal position
+    encoding of "Attention Is All You Need" (sin and cos of pos / 10000**(2i/d)): every value
+    in [-1, 1], position 0's row made of sin(0) = 0 and cos(0) = 1 only (both present), and
+    position 1's row not (sin(1 / 10000**(2i/d)) is neither). A learned table's first row is
+    no such pattern."""
+    if a.ndim < 2 or a.shape[-1] < 2 or a.shape[-2] < 2 or not np.isfinite(a).all():
+        return False
+    rows = a.reshape(-1, a.shape[-2], a.shape[-1])[0]
+    first, second = set(np.unique(rows[0]).tolist()), set(np.unique(rows[1]).tolist())
+    return bool(np.all(np.abs(a) <= 1.0)) and first == {0.0, 1.0} and not second <= {0.0, 1.0}
+
+
 def _has_shape(vi: Any) -> bool:
     """Whether ValueInfoProto ``vi`` declares a tensor type with a shape (its rank known)."""
     return vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape")
@@ -1670,8 +1687,9 @@ def from_onnx(
             bounds, Pad's value, Resize's scales, OneHot's values, a Reshape's shape, ...),
             BatchNormalization's running statistics and Pow's exponent never train. A
             judgement: a table only added to a value (a positional embedding) trains by
-            default, as learned ones (BERT's, ViT's) must; name the others' complement in
-            ``trainable`` (or pass a predicate) to keep a fixed sinusoidal table fixed.
+            default, as learned ones (BERT's, ViT's) must, unless it is the fixed sinusoidal
+            encoding (position 0's row all sin 0 = 0 and cos 0 = 1); pass a collection or a
+            predicate to choose otherwise.
         outputs: ONNX output names to import (default: every graph output).
         name: the model's name (a C identifier; default: from the graph's name).
         constants: ONNX input name -> array: inputs bound to these values at import time (for

@@ -1110,6 +1110,7 @@ class Model:
         batch_size: int = 1024,
         verbose: Any = 0,
         return_dict: bool = True,
+        **others: Any,
     ) -> Any:
         """Loss and metrics over all rows: accuracy for classification, MSE/MAE/R^2 for regression.
 
@@ -1138,6 +1139,8 @@ class Model:
         """
         if self.program.loss is None:
             raise GraphcError("evaluate: this model was compiled without a loss")
+        if others:
+            raise ArgumentError(_fit_argument_refused(next(iter(others)), "evaluate"))
         return_dict = check_bool(return_dict, "evaluate: return_dict")
         batch_size = check_batch_size(batch_size)
         feeds, n = self._as_feeds(x, y, need_labels=True)
@@ -1622,15 +1625,28 @@ for _k in ("use_multiprocessing", "max_queue_size"):
     _KERAS_FIT_ONLY[_k] = _KERAS_FIT_ONLY["workers"]
 
 
-def _fit_argument_refused(name: str) -> str:
-    """fit's message for a keyword argument it has not (often one of Keras's fit)."""
+_KERAS_EVAL_ONLY = {
+    "sample_weight": _KERAS_FIT_ONLY["sample_weight"],
+    "steps": "it takes whole arrays: every row is used",
+    "callbacks": "it runs no callbacks (fit's callbacks see the validation figures)",
+    "workers": _KERAS_FIT_ONLY["workers"],
+    "use_multiprocessing": _KERAS_FIT_ONLY["workers"],
+    "max_queue_size": _KERAS_FIT_ONLY["workers"],
+}
+
+
+def _fit_argument_refused(name: str, method: str = "fit") -> str:
+    """fit's (evaluate's, predict's) message for a keyword argument it has not (often one of
+    Keras's)."""
     import inspect
 
-    known = [p for p in inspect.signature(Model.fit).parameters if p not in ("self", "others")]
-    why = _KERAS_FIT_ONLY.get(name)
+    sig = inspect.signature(getattr(Model, method)).parameters
+    known = [p for p in sig if p not in ("self", "others")]
+    why = (_KERAS_FIT_ONLY if method == "fit" else _KERAS_EVAL_ONLY).get(name)
+    done = "nothing was trained" if method == "fit" else "nothing was run"
     return (
-        f"fit: no argument {name!r}" + (f" (Keras's; {why})" if why else "")
-        + f". Its arguments: {', '.join(known)}; nothing was trained"
+        f"{method}: no argument {name!r}" + (f" (Keras's; {why})" if why else "")
+        + f". Its arguments: {', '.join(known)}; {done}"
     )  # fmt: skip
 
 

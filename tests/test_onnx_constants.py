@@ -28,6 +28,13 @@ def _model(nodes, inputs, outputs, inits=()):
     return m
 
 
+def _sinusoid(length: int, d: int) -> np.ndarray:
+    """Vaswani et al.'s table: sin / cos of pos / 10000**(2i/d), interleaved."""
+    pos = np.arange(length)[:, None]
+    ang = pos / 10000.0 ** (2 * (np.arange(d)[None, :] // 2) / d)
+    return np.where(np.arange(d) % 2 == 0, np.sin(ang), np.cos(ang)).astype(np.float32)
+
+
 def _constants_model():
     """x -> sqrt(x * mask01 + addmask)... : every kind of constant initializer and two
     weights (a one-element bias added after a Sqrt's result, a positional table)."""
@@ -79,3 +86,23 @@ def test_masks_epsilons_and_nondifferentiable_inputs_are_constants_by_default() 
     # the heuristic constants train when named; the schema's non-differentiable ones never
     named = gc.from_onnx(m, trainable=["mask01", "eps", "bias1", "onoff"])
     assert sorted(named.params) == ["bias1", "eps", "mask01"]
+
+
+def test_a_sinusoidal_position_table_is_a_constant_a_learned_one_trains() -> None:
+    learned = np.random.default_rng(2).normal(0, 0.02, (6, 8)).astype(np.float32)
+    m = _model(
+        [
+            helper.make_node("Add", ["x", "sines"], ["a"]),
+            helper.make_node("Add", ["a", "learned"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", F32, ["N", 6, 8])],
+        [helper.make_tensor_value_info("y", F32, ["N", 6, 8])],
+        [
+            numpy_helper.from_array(_sinusoid(6, 8), "sines"),
+            numpy_helper.from_array(learned, "learned"),
+        ],
+    )
+    imp = gc.from_onnx(m)
+    assert sorted(imp.params) == ["learned"]
+    x = np.random.default_rng(3).standard_normal((2, 6, 8)).astype(np.float32)
+    np.testing.assert_allclose(imp.compile().predict(x), _ort(m, {"x": x})[0], rtol=1e-6, atol=1e-6)

@@ -149,3 +149,10 @@ def test_fit_counts_and_callbacks_are_checked(model) -> None:
         model.fit(*DATA, epochs=1, verbose=0, callbacks=EarlyStopping(monitor="loss"))
     h = model.fit(*DATA, epochs=np.int64(2), initial_epoch=np.int32(1), verbose=0)
     assert len(h.history["loss"]) == 1  # numpy integers count, as in Keras
+
+
+def test_evaluate_names_keras_arguments_it_has_not(model) -> None:
+    with pytest.raises(gc.ArgumentError, match=r"evaluate: no argument 'sample_weight' \(Keras's"):
+        model.evaluate(*DATA, sample_weight=np.ones(4))
+    with pytest.raises(gc.ArgumentError, match=r"evaluate: no argument 'steps'.*return_dict"):
+        model.evaluate(*DATA, steps=1)
