@@ -214,6 +214,12 @@ def _interval_of(t: Any, bounds: dict[int, int], memo: dict) -> Interval | None:
     return None
 
 
+def span(rows: int | tuple[int, int]) -> tuple[int, int]:
+    """The indices a lookup accepts: -V .. V-1 for a table of V rows (Gather counts negative
+    ones from the end), or an explicit (lo, hi) (ArrayFeatureExtractor's 0 .. C-1)."""
+    return (-rows, rows - 1) if isinstance(rows, int) else rows
+
+
 def dependent(dag: list[Any], sources: set[int]) -> set[int]:
     """ids of the tensors of ``dag`` (parents first) computed from one of ``sources``."""
     dep = set(sources)
@@ -226,13 +232,13 @@ def dependent(dag: list[Any], sources: set[int]) -> set[int]:
 def proves(
     dag: list[Any],
     bounds: dict[int, int],
-    rows: int | None,
+    rows: int | tuple[int, int] | None,
     integral: set[int],
     rules: Rules | None = None,
 ) -> tuple[bool, Interval | None]:
     """Whether every integer value in ``dag`` (ids in ``integral``, and the last one) computed
     from a bounded input stays below 2**24 in magnitude (exact in float32) and, with ``rows``,
-    the last one (an index) lies in -rows .. rows-1; and that last one's interval. (Float
+    the last one (an index) lies in span(rows); and that last one's interval. (Float
     values computed from integers, such as a mask's -inf, are not integers: not bounded.)"""
     memo: dict[int, Interval | None] = {}
     last = interval(dag[-1], bounds, memo, rules)
@@ -244,7 +250,9 @@ def proves(
             # a sound interval within +-2**24: every whole number in it is a float32
             if iv is None or not -EXACT <= iv[0] <= iv[1] <= EXACT:
                 return False, last
-    if rows is not None and (last is None or not -rows <= last[0] <= last[1] <= rows - 1):
+    if rows is not None and (
+        last is None or not span(rows)[0] <= last[0] <= last[1] <= span(rows)[1]
+    ):
         return False, last
     return True, last
 
@@ -253,7 +261,7 @@ def largest_bound(
     dag: list[Any],
     inputs: list[Any],
     start: dict[int, int],
-    rows: int | None,
+    rows: int | tuple[int, int] | None,
     integral: set[int],
     rules: Rules | None = None,
 ) -> int:
@@ -339,10 +347,13 @@ def scan_function(
     return run
 
 
-def scan_bound(run: Callable[[np.ndarray], list[np.ndarray]], top: int, rows: int) -> int:
+def scan_bound(
+    run: Callable[[np.ndarray], list[np.ndarray]], top: int, rows: int | tuple[int, int]
+) -> int:
     """The largest B <= ``top`` such that for every whole number v in -B .. B-1 the values
     ``run`` computes from v are finite and below 2**24 in magnitude, and the last (an index)
-    is a whole number in -rows .. rows-1."""
+    is a whole number in span(rows)."""
+    lo_ok, hi_ok = span(rows)
 
     def first_bad(vals: np.ndarray) -> int | None:
         vs = run(vals.astype(np.float32))
@@ -351,7 +362,7 @@ def scan_bound(run: Callable[[np.ndarray], list[np.ndarray]], top: int, rows: in
             r = np.broadcast_to(r, vals.shape)
             ok &= np.isfinite(r) & (np.abs(r) < EXACT)
         last = np.broadcast_to(vs[-1], vals.shape)
-        ok &= (np.floor(last) == last) & (last >= -rows) & (last <= rows - 1)
+        ok &= (np.floor(last) == last) & (last >= lo_ok) & (last <= hi_ok)
         bad = np.flatnonzero(~ok)
         return None if bad.size == 0 else int(bad[0])
 

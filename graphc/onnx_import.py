@@ -501,7 +501,7 @@ class Importer:
         self.lead_ones: dict[int, int] = {}  # merged values with unit axes before the rows
         self.merged_source: dict[int, str] = {}  # a Reshape's merged output -> its input
         # computed lookups: (indices, table rows, the node) for bound_integers
-        self.lookups: list[tuple[Tensor, int, str]] = []
+        self.lookups: list[tuple[Tensor, Any, str]] = []  # rows: V, or (lo, hi)
         self.ranges: dict[int, tuple[str, tuple]] = {}  # composite integer ops (onnx_bounds)
 
     # -------------------------------------------------------------- values
@@ -1068,9 +1068,10 @@ class Importer:
                 else 0
             )
             if b < 1:
+                lo, hi = ob.span(rows)
                 refuse(
                     where,
-                    f"indices must lie in -{rows} .. {rows - 1}, the rows of the table",
+                    f"indices must lie in {lo} .. {hi}, the rows of the table",
                     dag,
                     start,
                     "ONNX Runtime raises at run time on an index outside its table; graphc's "
@@ -3625,6 +3626,7 @@ def _array_feature_extractor(cx: NodeContext) -> list[Value]:
     if classes.dtype.kind not in "iuf":
         cx.fail(f"class labels of type {classes.dtype} (strings) are not supported; use integers")
     out = _labels_of(cx, idx_t, classes)
+    cx.imp.lookups.append((idx_t, (0, classes.size - 1), cx.where()))  # as Gather's indices
     cx.imp.integral.add(id(out))
     return [out]
 
@@ -3744,6 +3746,7 @@ def _linear_classifier(cx: NodeContext) -> list[Value]:
         )
         return [None, z]
     y = _labels_of(cx, idx, np.asarray(labels, np.int64))
+    cx.imp.lookups.append((idx, (0, len(labels) - 1), cx.where()))
     if len(y.shape) == 2:
         y = dsl.reshape(y, (y.shape[0],))
     cx.imp.integral.add(id(y))

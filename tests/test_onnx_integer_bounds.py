@@ -148,3 +148,25 @@ def test_sums_of_integer_inputs_stay_exact_or_are_refused() -> None:
     feeds["b"][1, 1] = 2**23  # a + b - c = 18,388,608 in int64; float32 would round it
     with pytest.raises(ArgumentError, match=r"'b'.*row 1 holds 8388608"):
         model.predict(feeds)
+
+
+def test_class_labels_picked_by_an_index_past_them_are_refused() -> None:
+    # ArrayFeatureExtractor (ai.onnx.ml) of 3 class labels by an ArgMax over 5 columns:
+    # ONNX Runtime raises on index 4; graphc passed it through as the label
+    nodes = [
+        helper.make_node("ArgMax", ["x"], ["i"], axis=1, keepdims=1),
+        helper.make_node("ArrayFeatureExtractor", ["cls", "i"], ["y"], domain="ai.onnx.ml"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", F32, ["N", 5])],
+        [helper.make_tensor_value_info("y", I64, None)],
+        [numpy_helper.from_array(np.array([7, 8, 9], np.int64), "cls")],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    m = helper.make_model(g, opset_imports=opsets)
+    m.ir_version = 8
+    assert _ort_raises(m, {"x": np.array([[0, 0, 0, 0, 1]], np.float32)})
+    with pytest.raises(OnnxError, match=r"ArrayFeatureExtractor.*must lie in 0 \.\. 2.*0 \.\. 4"):
+        gc.from_onnx(m)
