@@ -637,20 +637,26 @@ class Importer:
         )
 
     def warn_float64(self) -> None:
-        """An OnnxPrecisionWarning naming the graph inputs and outputs declared double: graphc
-        reads and computes them as float32 (about 7 significant digits), where ONNX Runtime
-        computes in float64; the results then differ beyond float32's rounding."""
+        """An OnnxPrecisionWarning naming the graph inputs and outputs declared double and the
+        Casts to double: graphc reads and computes them as float32 (about 7 significant
+        digits; whole numbers exact below 2**24 only), where ONNX Runtime computes in
+        float64; the results then differ beyond float32's rounding."""
         g = self.original.graph
         wide = [
-            vi.name
+            repr(vi.name)
             for vi in (*g.input, *g.output)
             if vi.type.HasField("tensor_type")
             and vi.type.tensor_type.elem_type == 11
             and vi.name not in self.initializers
         ]
+        wide += [
+            f"Cast node {i} {n.name!r}"
+            for i, n in enumerate(g.node)
+            if n.op_type == "Cast" and any(a.name == "to" and a.i == 11 for a in n.attribute)
+        ][:3]
         if wide:
             warnings.warn(
-                f"{self.where}: {', '.join(map(repr, wide))} declared double (float64): graphc "
+                f"{self.where}: {', '.join(wide)} declared or cast to double (float64): graphc "
                 "computes in float32, so results agree with ONNX Runtime's float64 to about 7 "
                 "significant digits, not 15 (predict returns float32 arrays)",
                 OnnxPrecisionWarning,

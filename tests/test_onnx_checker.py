@@ -107,5 +107,18 @@ def test_double_models_import_with_a_precision_warning() -> None:
         [_vi("x", TensorProto.DOUBLE)],
         [_vi("y", TensorProto.DOUBLE)],
     )
-    with pytest.warns(OnnxPrecisionWarning, match=r"'x', 'y' declared double.*float32"):
+    with pytest.warns(OnnxPrecisionWarning, match=r"'x', 'y' declared or cast to double.*float32"):
+        gc.from_onnx(m)
+
+
+def test_a_cast_to_double_warns_too() -> None:
+    m = _model(
+        [
+            helper.make_node("Cast", ["k"], ["d"], to=TensorProto.DOUBLE),
+            helper.make_node("Cast", ["d"], ["y"], to=F32),
+        ],
+        [_vi("k", I64)],
+        [_vi("y")],
+    )
+    with pytest.warns(OnnxPrecisionWarning, match=r"Cast node 0 '' declared or cast to double"):
         gc.from_onnx(m)
