@@ -28,6 +28,7 @@ from graphc.ir.ops import ACTIVATIONS as ACTIVATION_OPS
 from graphc.ir.ops import OPS, POINTWISE_OPS, REQUIRED
 from graphc.ir.ops.random import number_dropout_streams
 from graphc.ir.types import DTYPES, TensorType
+from graphc.runtime.checks import check_bool
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _counter = itertools.count()
@@ -511,12 +512,15 @@ def matmul(a: Tensor, b: Tensor, *, transpose_a: bool = False, transpose_b: bool
 
 
 def sum(x: Tensor, axes: Iterable[int] | int | None = None, keepdims: bool = False) -> Tensor:
-    """Sum over ``axes`` (all when None)."""
+    """Sum over ``axes`` (all when None). Raises OptionTypeError: ``keepdims`` not a bool."""
+    keepdims = check_bool(keepdims, "sum: keepdims")
     return apply("sum", x, axes=_axes(axes), keepdims=keepdims or None)
 
 
 def mean(x: Tensor, axes: Iterable[int] | int | None = None, keepdims: bool = False) -> Tensor:
-    """Mean over ``axes`` (all when None); the count includes the batch size at run time."""
+    """Mean over ``axes`` (all when None); the count includes the batch size at run time.
+    Raises OptionTypeError: ``keepdims`` not a bool."""
+    keepdims = check_bool(keepdims, "mean: keepdims")
     return apply("mean", x, axes=_axes(axes), keepdims=keepdims or None)
 
 
@@ -675,8 +679,10 @@ def binary_cross_entropy(logits: Tensor, targets: Tensor, *, from_logits: bool =
     (-inf with 0, +inf with 1) gives 0, the limit, not NaN.
     ``from_logits=False``: the first operand holds probabilities; the clamped Keras form
     (graphc.functional.binary_cross_entropy_from_probs). With ``from_logits=True`` (the
-    default), a sigmoid's output warns ``LossInputWarning``.
+    default), a sigmoid's output warns ``LossInputWarning``. Raises OptionTypeError:
+    ``from_logits`` not a bool (a string such as "False" would have meant logits).
     """
+    from_logits = check_bool(from_logits, "binary_cross_entropy: from_logits")
     if from_logits:
         check_logits("binary_cross_entropy", logits, "sigmoid", "or pass from_logits=False")
     if not from_logits:
@@ -736,7 +742,9 @@ def dense(
     Raises:
         ShapeError: x is not 2-D, or units is not a positive int.
         GraphcError: an unknown activation (naming the close matches of a misspelled one).
+        OptionTypeError: ``use_bias`` not a bool.
     """
+    use_bias = check_bool(use_bias, "dense: use_bias")
     if x.type.rank != 2:
         raise ShapeError(f"dense: expects a 2-D input [batch, features], got {x.type} ({x.name})")
     if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
@@ -779,6 +787,7 @@ class Dense:
                 f"Dense: units must be a positive int, got {units!r} (at {_user_loc()})"
             )
         self.units, self.activation, self.name, self.init = units, activation, name, init
+        use_bias = check_bool(use_bias, f"Dense (at {_user_loc()}): use_bias")
         self.use_bias, self.kernel_l1, self.kernel_l2 = use_bias, kernel_l1, kernel_l2
 
     def __call__(self, x: Tensor) -> Tensor:

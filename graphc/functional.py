@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from graphc.ir.errors import GraphcError, ShapeError
+from graphc.runtime.checks import check_bool
 
 from .dsl import (
     LOSSES,
@@ -79,17 +80,23 @@ def where(cond: Tensor, a: Tensor | float, b: Tensor | float) -> Tensor:
 
 
 def max(x: Tensor, axes: Iterable[int] | int | None = None, keepdims: bool = False) -> Tensor:
-    """Maximum over ``axes`` (all when None); the gradient is split evenly among ties."""
+    """Maximum over ``axes`` (all when None); the gradient is split evenly among ties.
+    Raises OptionTypeError: ``keepdims`` not a bool."""
+    keepdims = check_bool(keepdims, "max: keepdims")
     return apply("max", x, axes=_axes(axes), keepdims=keepdims or None)
 
 
 def min(x: Tensor, axes: Iterable[int] | int | None = None, keepdims: bool = False) -> Tensor:
-    """Minimum over ``axes`` (all when None); the gradient is split evenly among ties."""
+    """Minimum over ``axes`` (all when None); the gradient is split evenly among ties.
+    Raises OptionTypeError: ``keepdims`` not a bool."""
+    keepdims = check_bool(keepdims, "min: keepdims")
     return apply("min", x, axes=_axes(axes), keepdims=keepdims or None)
 
 
 def argmax(x: Tensor, axis: int | None = None, keepdims: bool = False) -> Tensor:
-    """i32 index of the largest element along ``axis`` (default: the last); no gradient."""
+    """i32 index of the largest element along ``axis`` (default: the last); no gradient.
+    Raises OptionTypeError: ``keepdims`` not a bool."""
+    keepdims = check_bool(keepdims, "argmax: keepdims")
     return apply("argmax", x, axis=axis, keepdims=keepdims or None)
 
 

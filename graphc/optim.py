@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 
 from graphc.ir.builder import Builder
 from graphc.ir.errors import GraphcError
+from graphc.runtime.checks import check_bool
 
 SEMANTICS = ("torch", "keras")
 
@@ -160,6 +161,9 @@ class Optimizer:
 
     def _check(self) -> None:
         name = type(self).__name__
+        for f in fields(self):  # type: ignore[arg-type]
+            if f.type in ("bool", bool):  # nesterov, amsgrad, centered: "False" was truthy
+                setattr(self, f.name, check_bool(getattr(self, f.name), f"{name}: {f.name}"))
         lr = self.lr
         if isinstance(lr, bool) or not (
             isinstance(lr, numbers.Real) and lr >= 0 and math.isfinite(lr)

@@ -59,6 +59,39 @@ def test_compile_load_to_onnx_callbacks_boolean_options(model, tmp_path):
     assert not os.listdir(tmp_path)
 
 
+def _x():
+    return gc.input("x", ("N", 3))
+
+
+# the graph-building and optimizer options read as flags: a string "False" (truthy) gave
+# keepdims, a bias, logits read as probabilities' opposite, or Nesterov momentum silently
+DSL_OPTIONS = {
+    "sum: keepdims": lambda v: gc.sum(_x(), 1, keepdims=v),
+    "mean: keepdims": lambda v: gc.mean(_x(), 1, keepdims=v),
+    "max: keepdims": lambda v: gc.max(_x(), 1, keepdims=v),
+    "min: keepdims": lambda v: gc.min(_x(), 1, keepdims=v),
+    "argmax: keepdims": lambda v: gc.argmax(_x(), 1, keepdims=v),
+    "dense: use_bias": lambda v: gc.dense(_x(), 2, use_bias=v),
+    r"Dense \(at .*\): use_bias": lambda v: gc.Dense(2, use_bias=v),
+    "binary_cross_entropy: from_logits": lambda v: gc.binary_cross_entropy(
+        _x(), gc.input("t", ("N", 3)), from_logits=v
+    ),
+    "SGD: nesterov": lambda v: gc.SGD(0.1, momentum=0.9, nesterov=v),
+    "Adam: amsgrad": lambda v: gc.Adam(amsgrad=v),
+    "RMSprop: centered": lambda v: gc.RMSprop(centered=v),
+}
+
+
+@pytest.mark.parametrize("option", sorted(DSL_OPTIONS))
+def test_graph_and_optimizer_flags_take_a_bool_only(option):
+    make = DSL_OPTIONS[option]
+    for value in ("False", 1):
+        with pytest.raises(gc.OptionTypeError, match=rf"{option} must be True or False"):
+            make(value)
+    make(np.bool_(False))  # a numpy bool is a bool
+    make(True)
+
+
 @pytest.mark.parametrize("name", ["best.keras", "w.weights.h5", "M.HDF5", "m.pt", "m.onnx"])
 def test_foreign_file_names_are_refused_before_writing(model, tmp_path, name):
     path = str(tmp_path / name)
