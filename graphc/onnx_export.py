@@ -563,10 +563,15 @@ def save_onnx(
     place) at ``opset`` (see to_onnx_model); returns the path.
 
     Raises:
-        OnnxError: an op without ONNX form, an opset outside 13..newest, or the checker
-            rejected the result (a graphc bug).
+        OnnxError: an op without ONNX form, an opset outside 13..newest, the checker
+            rejected the result (a graphc bug), or ``path`` is named like another
+            framework's file (.keras, .h5, .pt, ...), before anything is written.
         GraphcError: the file cannot be written.
     """
+    from graphc.runtime.checkpoint import check_file_name
+
+    if os.path.splitext(os.fspath(path))[1].lower() != ".onnx":  # (.onnx is this one's)
+        check_file_name(path, "an ONNX model", "to_onnx", "Name it model.onnx", OnnxError)
     onnx = require_onnx()
     m = to_onnx_model(model, include_loss=include_loss, opset=opset)
     if check:
