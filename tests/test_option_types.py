@@ -105,6 +105,9 @@ def test_foreign_file_names_are_refused_before_writing(model, tmp_path, name):
         ModelCheckpoint(path, save_weights_only=True)
     with pytest.raises(gc.ArgumentError, match=r"export: .*libNAME.so"):
         model.export(path)
+    if not name.endswith(".onnx"):
+        with pytest.raises(gc.OnnxError, match="to_onnx: .*model.onnx"):
+            model.to_onnx(path)
     assert not os.listdir(tmp_path)
 
 
