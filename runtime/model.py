@@ -1251,7 +1251,8 @@ class Model:
             seed: seeds the shuffling.
             verbose: 0 silent; 1 a tqdm bar over the epochs when stdout is a terminal and tqdm
                 is installed, else one plain line per epoch (a file or a pipe); 2 always lines.
-            callbacks: objects with optional ``on_train_begin(model)``, ``on_epoch_begin(model,
+            callbacks: a list (or tuple; None: none, as Keras's default) of objects with
+                optional ``on_train_begin(model)``, ``on_epoch_begin(model,
                 epoch)``, ``on_epoch_end(model, epoch, figures) -> bool`` (True stops training)
                 and ``on_train_end(model, history)``; ``set_model(model)`` is called first when
                 present. Setting ``model.stop_training = True`` (Keras's way) in a hook also
@@ -1339,6 +1340,8 @@ class Model:
 
             comm = check_supported(distributed)
         seed = check_seed(seed)
+        if callbacks is None:  # Keras's default, which code written for Keras passes
+            callbacks = ()
         if not isinstance(callbacks, (list, tuple)):
             raise OptionTypeError(
                 f"fit: callbacks must be a list of callbacks (Keras's form: "

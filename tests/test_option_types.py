@@ -183,6 +183,7 @@ def test_fit_counts_and_callbacks_are_checked(model) -> None:
         model.fit(*DATA, epochs=2, initial_epoch=True, verbose=0)
     with pytest.raises(TypeError, match=r"callbacks must be a list.*EarlyStopping"):
         model.fit(*DATA, epochs=1, verbose=0, callbacks=EarlyStopping(monitor="loss"))
+    assert len(model.fit(*DATA, epochs=1, verbose=0, callbacks=None).history["loss"]) == 1
     h = model.fit(*DATA, epochs=np.int64(2), initial_epoch=np.int32(1), verbose=0)
     assert len(h.history["loss"]) == 1  # numpy integers count, as in Keras
 
