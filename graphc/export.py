@@ -169,7 +169,11 @@ def export_model(
                 f"--entry: unknown entry {e!r}; choose from {', '.join(aot.PUBLIC_ENTRIES)}"
             )
         if e in aot.TRAIN_ENTRIES and prog0.training is None:
-            raise ArgumentError(f"--entry {e}: model {name!r} was compiled without a loss")
+            raise ArgumentError(
+                f"--entry {e}: model {name!r} was compiled without a loss, so it has no "
+                f"training entries: build the inference entry only (--entry infer; "
+                f"entries='infer' in model.export), or compile the model with a loss"
+            )
         if e in SPLIT_ENTRIES and not prog0.split:
             raise ArgumentError(f"--entry {e}: not compiled for this model ({prog0.split_note})")
         if e in SPLIT_ENTRIES and getattr(prog0, "ranks_note", ""):

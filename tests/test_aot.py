@@ -611,3 +611,15 @@ def test_names_that_differ_only_in_case_are_refused_before_anything_is_written(t
     with pytest.raises(gc.GraphcError, match="differ only in case"):
         m.export(str(tmp_path / f"libcase_{case}.so"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_training_entry_of_a_model_without_loss_says_how_to_build_inference(tmp_path):
+    """An inference-only model (as an imported ONNX file is) asked for train_step (examples/c's
+    Makefile asks by default) is refused before anything is written, and the message names
+    --entry infer; entries='infer' then builds the library."""
+    x = gc.input("x", ("N", 4))
+    model = gc.compile(gc.dense(x, 3), name="noloss")
+    out = tmp_path / "libnoloss.so"
+    with pytest.raises(gc.ArgumentError, match=r"without a loss.*--entry infer") as e:
+        model.export(str(out), entries="infer,train_step")
+    assert "entries='infer'" in str(e.value) and not out.exists()
