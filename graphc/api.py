@@ -59,12 +59,6 @@ def compile(
             f"model name {name!r} must be a C identifier: ASCII letters, digits and '_', not "
             "starting with a digit (it prefixes the C symbols)"
         )
-    if name.upper() in ("F", "R", "W", "X"):  # NAME_OK would be <unistd.h>'s access() mode
-        raise GraphcError(
-            f"model name {name!r}: its C header's {name.upper()}_OK (the success code) is "
-            f"<unistd.h>'s access() mode {name.upper()}_OK, which the library and its users "
-            "include; choose a longer name"
-        )
     if opt_level not in (0, 1, 2):
         raise GraphcError(f"opt_level must be 0, 1 or 2, got {opt_level!r}")
     verify_each = check_bool(verify_each, "compile: verify_each")

@@ -104,6 +104,10 @@ def header_path_for(library: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(library)), f"{stem or 'model'}.h")
 
 
+# model names whose NAME_OK would be <unistd.h>'s access() mode (F_OK, R_OK, W_OK, X_OK)
+UNISTD_ACCESS_MODES = ("F", "R", "W", "X")
+
+
 @in_turn_of_first  # the weights and states it embeds: after some whole step of another thread
 def export_model(
     model: Any,
@@ -148,7 +152,9 @@ def export_model(
         ExportResult with the paths written.
 
     Raises:
-        ArgumentError: a bad option value, a ``path`` named like another framework's file
+        ArgumentError: a bad option value, a model named f, r, w or x (any case: the header's
+            NAME_OK would be <unistd.h>'s access() mode), a ``path`` named like another
+            framework's file
             (.h5, .keras, .onnx, .pt, ...: runtime.checkpoint.check_file_name), or a file
             cannot be written (the disk is full, the
             folder is read-only, ...; naming the file and the errno): the files that were there
@@ -158,6 +164,14 @@ def export_model(
     """
     prog0 = model.program
     name = prog0.name
+    if name.upper() in UNISTD_ACCESS_MODES:  # only the C header clashes: the JIT has no macros
+        raise ArgumentError(
+            f"export: model name {name!r}: its C header's success code {name.upper()}_OK is "
+            f"<unistd.h>'s access() mode {name.upper()}_OK, which the library and its users "
+            "include, so every call would seem to fail. Compile the model again under a longer "
+            "name (gc.compile(..., name=...)) and copy the weights over "
+            "(new.set_weights(model.get_weights())); nothing was written"
+        )
     if isinstance(entries, str):
         entries = [e.strip() for e in entries.split(",") if e.strip()]
     if entries is None:
