@@ -557,7 +557,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--opset",
         type=int,
-        default=17,
+        default=None,
         metavar="N",
         help="with --emit onnx: the ONNX opset to write (13 to the newest the onnx package "
         "defines; default 17)",
@@ -609,14 +609,53 @@ def model_from_spec(spec: Any, *, seed: int = 0, opt_level: int = 2) -> Any:
     )
 
 
+# graphc compile's options that only a native output (library, object, archive, IR, assembly)
+# uses, with their defaults: given with ONNX output they would be ignored without a word.
+_NATIVE_ONLY = (
+    ("--header", "header", None),
+    ("--entry", "entry", None),
+    ("--weights", "weights", "embed"),
+    ("--weights-path", "weights_path", None),
+    ("--target", "target", None),
+    ("--target-cpu", "target_cpu", None),
+    ("--features", "features", ""),
+    ("--cc", "cc", None),
+    ("--check-numerics", "check_numerics", False),
+)
+
+
+def check_output_options(args: argparse.Namespace) -> bool:
+    """Whether graphc compile writes ONNX (--emit onnx, or no --emit and -o FILE.onnx); raises
+    ArgumentError, before anything is compiled, for an option that the chosen output kind
+    does not use (--opset without ONNX output; --target, --entry, ... with it)."""
+    onnx_out = args.emit == "onnx" or (args.emit is None and args.output.endswith(".onnx"))
+    if onnx_out:
+        given = [flag for flag, dest, default in _NATIVE_ONLY if getattr(args, dest) != default]
+        if given:
+            raise ArgumentError(
+                f"{', '.join(given)}: not used when writing ONNX ({args.output}): these options "
+                "build a native library; leave them out, or drop --emit onnx and name the "
+                "output libNAME.so (or .o, .a, .ll, .s)"
+            )
+    elif args.opset is not None:
+        raise ArgumentError(
+            f"--opset {args.opset}: only ONNX output has an opset, and {args.output} is "
+            f"written as --emit {args.emit or 'so'}; add --emit onnx or name the output "
+            "FILE.onnx"
+        )
+    return onnx_out
+
+
 def run(args: argparse.Namespace) -> int:
     from .modelspec import resolve
 
+    onnx_out = check_output_options(args)
     model = model_from_spec(resolve(args.model), seed=args.seed, opt_level=args.opt_level)
     if getattr(args, "check_numerics", False):
         model.program.check_numerics = True  # read by _recompile: the library gets the checks
-    if args.emit == "onnx" or (args.emit is None and args.output.endswith(".onnx")):
-        print(f"onnx: {model.to_onnx(args.output, opset=args.opset)}")
+    if onnx_out:
+        opset = 17 if args.opset is None else args.opset
+        print(f"onnx: {model.to_onnx(args.output, opset=opset)}")
         return 0
     res = export_model(
         model,

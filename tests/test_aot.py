@@ -623,3 +623,26 @@ def test_training_entry_of_a_model_without_loss_says_how_to_build_inference(tmp_
     with pytest.raises(gc.ArgumentError, match=r"without a loss.*--entry infer") as e:
         model.export(str(out), entries="infer,train_step")
     assert "entries='infer'" in str(e.value) and not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-o", "libd.so", "--opset", "13"], "--opset 13: only ONNX output has an opset"),
+        (
+            ["-o", "d.ll", "--emit", "llvm", "--opset", "18"],
+            "written as --emit llvm; add --emit onnx",
+        ),
+        (["-o", "d.onnx", "--target", "aarch64-linux-gnu"], "--target: not used when writing"),
+        (["--emit", "onnx", "-o", "d.bin", "--entry", "infer", "--weights", "file"], "--entry, "),
+    ],
+)
+def test_compile_refuses_options_its_output_kind_does_not_use(tmp_path, capsys, args, message):
+    """graphc compile's --opset applies to ONNX output only and --target, --entry, --weights,
+    ... to native output only; either given with the other kind was ignored without a word
+    (an --opset 13 library, an ONNX file 'for aarch64'). Refused before anything is compiled
+    or written."""
+    out = [str(tmp_path / a) if a.startswith("d.") or a.startswith("libd.") else a for a in args]
+    rc = cli_main(["compile", str(EXAMPLES / "models.py") + ":digits", *out])
+    assert rc == 2 and message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
