@@ -1663,11 +1663,16 @@ def _check_fit_counts(epochs: int, batch_size: int, initial_epoch: int) -> None:
     numpy integers; a bool is refused, as seed and batch_size refuse it)."""
     check_batch_size(batch_size)
     if not _is_count(epochs) or epochs < 0:
-        raise ArgumentError(f"epochs must be an int >= 0, got {epochs!r}")
+        raise ArgumentError(
+            f"fit: epochs must be an int >= 0 (a whole number of passes over the data, "
+            f"epochs=2 as in Keras), got {epochs!r} ({type(epochs).__name__}); nothing was "
+            "trained"
+        )
     if not _is_count(initial_epoch) or not 0 <= initial_epoch <= epochs:
         raise ArgumentError(
-            f"initial_epoch must be an int in 0..epochs ({epochs}), got {initial_epoch!r}"
-            " (epochs counts from 0, as in Keras: epochs=4, initial_epoch=2 runs 2 more)"
+            f"fit: initial_epoch must be an int in 0..epochs ({epochs}), got {initial_epoch!r}"
+            " (epochs counts from 0, as in Keras: epochs=4, initial_epoch=2 runs 2 more); "
+            "nothing was trained"
         )
 
 

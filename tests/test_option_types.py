@@ -106,7 +106,7 @@ def test_foreign_file_names_are_refused_before_writing(model, tmp_path, name):
     with pytest.raises(gc.ArgumentError, match=r"export: .*libNAME.so"):
         model.export(path)
     if not name.endswith(".onnx"):
-        with pytest.raises(gc.OnnxError, match="to_onnx: .*model.onnx"):
+        with pytest.raises(gc.OnnxError, match=r"to_onnx: .*model\.onnx"):
             model.to_onnx(path)
     assert not os.listdir(tmp_path)
 
@@ -179,6 +179,11 @@ def test_signatureless_and_pickled_foreign_files_are_named_when_loaded(model, tm
 def test_fit_counts_and_callbacks_are_checked(model) -> None:
     with pytest.raises(gc.ArgumentError, match="epochs must be an int"):
         model.fit(*DATA, epochs=True, verbose=0)
+    before = model.get_weights()
+    with pytest.raises(gc.ArgumentError, match=r"fit: epochs must .*epochs=2 .*got 2\.0 \(float\)"):
+        model.fit(*DATA, epochs=2.0, verbose=0)  # Keras's range(epochs) refuses a float too
+    for k, v in model.get_weights().items():
+        np.testing.assert_array_equal(v, before[k])
     with pytest.raises(gc.ArgumentError, match="initial_epoch must be an int"):
         model.fit(*DATA, epochs=2, initial_epoch=True, verbose=0)
     with pytest.raises(TypeError, match=r"callbacks must be a list.*EarlyStopping"):
