@@ -650,7 +650,30 @@ def run(args: argparse.Namespace) -> int:
     from .modelspec import resolve
 
     onnx_out = check_output_options(args)
-    model = model_from_spec(resolve(args.model), seed=args.seed, opt_level=args.opt_level)
+    spec = resolve(args.model)
+    if not onnx_out and str(spec.name).upper() in UNISTD_ACCESS_MODES:
+        # export_model refuses it too, but its way out is Python's: say the command line's
+        if args.model.lower().endswith(".onnx"):
+            how = (
+                "an ONNX file's model is named after the file: copy it under a longer name "
+                f"(cp {args.model} "
+                f"{os.path.join(os.path.dirname(args.model), str(spec.name) + '_net.onnx')})"
+            )
+        elif args.model.endswith(".gcm"):
+            how = (
+                "the model file keeps the name it was compiled under: in Python, compile the "
+                "network under a longer name (gc.compile(..., name=...)), copy the weights "
+                "(set_weights) and save_model it again"
+            )
+        else:
+            how = "give it a longer name (gc.compile(..., name=...), or a longer NAME in MODEL)"
+        raise ArgumentError(
+            f"model name {spec.name!r} (from {args.model}): its C header's success code "
+            f"{str(spec.name).upper()}_OK would be <unistd.h>'s access() mode, which the "
+            f"library and its users include, so every call would seem to fail; {how}. Nothing "
+            "was compiled or written"
+        )
+    model = model_from_spec(spec, seed=args.seed, opt_level=args.opt_level)
     if getattr(args, "check_numerics", False):
         model.program.check_numerics = True  # read by _recompile: the library gets the checks
     if onnx_out:

@@ -646,3 +646,36 @@ def test_compile_refuses_options_its_output_kind_does_not_use(tmp_path, capsys, 
     rc = cli_main(["compile", str(EXAMPLES / "models.py") + ":digits", *out])
     assert rc == 2 and message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_compile_of_a_model_named_like_a_unistd_macro_says_the_command_lines_way_out(
+    tmp_path, capsys
+):
+    """graphc compile names an ONNX file's model after the file: x.onnx's model x cannot be
+    exported (X_OK is <unistd.h>'s), and export's advice (gc.compile under another name) is
+    Python's; the command line says to copy the file under a longer name, which then works.
+    Needs onnx (the file is written with it)."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["a"], ["b"])],
+        "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 3])],
+    )
+    path = tmp_path / "X.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    rc = cli_main(["compile", str(path), "-o", str(tmp_path / "libX.so")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "model name 'X'" in err and f"cp {path} {tmp_path / 'X_net.onnx'}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X.onnx"]
+    (tmp_path / "X_net.onnx").write_bytes(path.read_bytes())
+    assert (
+        cli_main(["compile", str(tmp_path / "X_net.onnx"), "-o", str(tmp_path / "libX_net.so")])
+        == 0
+    )
+    x = np.array([[-1.0, 0.5, 2.0]], np.float32)
+    np.testing.assert_array_equal(
+        gc.load(str(tmp_path / "libX_net.so")).predict(x), np.maximum(x, 0)
+    )
