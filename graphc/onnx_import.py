@@ -1043,9 +1043,16 @@ class Importer:
         def checked(t: Tensor) -> bool:
             return t.node.op == "input" and t.node.attr("index_rows") is not None
 
-        def lower(x: Tensor, b: int) -> None:
+        def lower(x: Tensor, b: int, note: str) -> None:
             if b < int(x.node.attr("index_rows")):
-                x.node = x.node.with_(attrs={**dict(x.node.attrs), "index_rows": int(b)})
+                attrs = {**dict(x.node.attrs), "index_rows": int(b), "index_note": note}
+                x.node = x.node.with_(attrs=attrs)
+
+        def lookup_note(where: str) -> str:
+            return (
+                f"the range in which the index {where} computes from it stays in its table "
+                "(ONNX Runtime raises on one outside)"
+            )
 
         def refuse(where: str, what: str, dag: list, bounds: dict, hint: str) -> None:
             iv = ob.interval(dag[-1], bounds, {}, self.ranges)
@@ -1066,7 +1073,7 @@ class Importer:
             if run is not None:
                 b = ob.scan_bound(run, start[id(inputs[0])], rows)
                 if b >= 1:
-                    lower(inputs[0], b)
+                    lower(inputs[0], b, lookup_note(where))
                     continue
             b = (
                 ob.largest_bound(dag, inputs, start, rows, self.integral, self.ranges)
@@ -1085,7 +1092,7 @@ class Importer:
                     "feed them as an integer input",
                 )
             for x in inputs:
-                lower(x, min(start[id(x)], b))
+                lower(x, min(start[id(x)], b), lookup_note(where))
         for name, v in self.values.items():
             if (
                 not isinstance(v, Tensor)
@@ -1110,7 +1117,12 @@ class Importer:
                     "ONNX Runtime computes them in int64; float32 would round them",
                 )
             for x in inputs:
-                lower(x, min(start[id(x)], b))
+                lower(
+                    x,
+                    min(start[id(x)], b),
+                    f"the range in which the integer {name!r} computed from it stays exact "
+                    "in float32 (ONNX Runtime computes it in int64)",
+                )
 
     def is_mask(self, name: str) -> bool:
         """Whether value ``name`` holds only -1, 0 and 1: a comparison or logic result (through

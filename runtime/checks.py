@@ -125,7 +125,7 @@ def row_indices_valid(v: np.ndarray, rows: int) -> np.ndarray:
         return (v >= -rows) & (v < rows) & (np.trunc(v) == v)
 
 
-def index_error(name: str, a: np.ndarray, rows: int) -> ArgumentError | None:
+def index_error(name: str, a: np.ndarray, rows: int, note: str = "") -> ArgumentError | None:
     """The error for row indices of an embedding lookup into a table of ``rows`` rows that are
     no whole number in -rows..rows-1 (NaN included), or None."""
     v = np.asarray(a, dtype=np.float64)
@@ -139,6 +139,7 @@ def index_error(name: str, a: np.ndarray, rows: int) -> ArgumentError | None:
     return ArgumentError(
         f"indices {name!r}: row {row} holds {value!r}, which is no row of its lookup table "
         f"(whole numbers in {-rows}..{rows - 1}; {int(bad.sum())} such rows)"
+        + (f"; {note}" if note else "")
     )
 
 
@@ -154,7 +155,7 @@ def explain(kind: str, name: str, a: np.ndarray, bound: int = 0, hint: str = "")
     elif kind == "unit":
         err = nonfinite_error(name, a, hint) or unit_error(name, a)
     elif kind == "index":
-        err = index_error(name, a, bound)
+        err = index_error(name, a, bound, hint)
     else:
         err = nonfinite_error(name, a, hint)
     return err or ArgumentError(f"input {name!r} was rejected by the native check ({kind})")

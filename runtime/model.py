@@ -807,7 +807,8 @@ class Model:
         name = list(given)[i]
         a = given[name]
         if check == 2:
-            raise explain("index", name, a, int(src[name].attr("index_rows")))
+            note = src[name].attr("index_note") or ""
+            raise explain("index", name, a, int(src[name].attr("index_rows")), note)
         if check == 1:
             raise ArgumentError(
                 f"targets {name!r}: row {row} holds {a[row].ravel()[:4].tolist()}, outside [0, 1] "

@@ -83,7 +83,7 @@ def test_an_index_shifted_out_of_its_table_is_refused_not_zeros(shift) -> None:
     out = ok.copy()
     out[1, 2] = 10 - shift  # index 10 in a table of 10 rows
     assert _ort_raises(m, {"ids": out})
-    with pytest.raises(ArgumentError, match=rf"'ids'.*row 1 holds {10 - shift}"):
+    with pytest.raises(ArgumentError, match=rf"'ids'.*row 1 holds {10 - shift}.*\(Gather"):
         model.predict(out)
 
 

@@ -27,10 +27,12 @@ class Source(Op):
 class Input(Source):
     """A data placeholder (features, labels, learning rate, step counter). Attr ``index_rows``
     (an int V, or None): the input holds row indices into a table of V rows (an embedding
-    lookup), whole numbers in -V .. V-1; every entry checks that before it runs."""
+    lookup), whole numbers in -V .. V-1; every entry checks that before it runs. Attr
+    ``index_note`` (a str, or None): why V is that range, added to the refusal's message
+    (an ONNX import's lookup node whose computed indices V keeps in their table)."""
 
     name = "input"
-    attrs = {"index_rows": None}
+    attrs = {"index_rows": None, "index_note": None}
 
 
 @register
