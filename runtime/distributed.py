@@ -529,17 +529,21 @@ class SplitStep:
             EPOCH_SPLIT(jit.address(name)) if getattr(jit, "has", None) and jit.has(name) else None
         )
 
-    def snapshot(self, model: Any) -> tuple[np.ndarray, np.ndarray]:
+    def snapshot(self, model: Any, params: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Copies of ``model``'s parameter and state regions (what an interrupted epoch rolls
         back to), in two buffers this step keeps for the next call: a fresh copy every epoch
         faulted in ~1 MB of new pages each time (0.4-0.5 ms per epoch for the 784-256-128-10
-        network, benchmarks/README.md)."""
+        network, benchmarks/README.md). ``params`` False: the parameter region itself stands
+        for its copy (a sharded epoch trains the window's parameters and writes the model's
+        only at its end, after the last roll-back point)."""
         p, s = model._param_region, model._state_region
         kept = self._snapshot
         if kept is None or kept[0].shape != p.shape or kept[1].shape != s.shape:
             kept = self._snapshot = (np.empty_like(p), np.empty_like(s))
-        np.copyto(kept[0], p)
         np.copyto(kept[1], s)
+        if not params:
+            return p, kept[1]
+        np.copyto(kept[0], p)
         return kept
 
     def staging(self, feeds: dict[str, np.ndarray], cap: int) -> dict[str, np.ndarray]:
@@ -1075,7 +1079,7 @@ def _epochs(
         t0, w0 = time.perf_counter(), cpu_wait()
         order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
         # Until the epoch is in the history, a stop request goes back here.
-        start = step.snapshot(model)
+        start = step.snapshot(model, params=not (native is not None and step.plan is not None))
         done = len(history.epochs)
         total = 0.0
 
