@@ -465,7 +465,10 @@ def run_graphc(ranks: int, batch: int, args: argparse.Namespace, reduce: str = "
     me += ["--rows", str(args.rows), "--epochs", str(args.epochs)]
     env = dict(os.environ, GRAPHC_THREADS="1", OMP_NUM_THREADS="1")
     if reduce:
-        env["GRAPHC_MPI_REDUCE"] = reduce
+        mode, _, update = reduce.partition(":")
+        env["GRAPHC_MPI_REDUCE"] = mode
+        if update == "whole":
+            env["GRAPHC_MPI_SHARD"] = "0"
     cmd = me if ranks == 1 else [*mpirun_cmd(ranks), *me, "--distributed"]
     r = subprocess.run(
         cmd, capture_output=True, text=True, env=env, check=False, timeout=600,
@@ -562,7 +565,8 @@ def main() -> None:
         "--reduce",
         default="auto",
         help="GRAPHC_MPI_REDUCE of the distributed runs, several comma-separated (auto,allreduce:"
-        " the shared-memory window against MPI_Allreduce, interleaved)",
+        " the shared-memory window against MPI_Allreduce, interleaved); MODE:whole runs MODE with"
+        " GRAPHC_MPI_SHARD=0 (every rank the whole update: auto,auto:whole)",
     )
     ap.add_argument("--rows", type=int, default=16384)
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs per run")
