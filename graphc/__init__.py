@@ -79,7 +79,7 @@ from .dsl import (
     transpose,
 )
 from .modelfile import load_model
-from .onnx_import import OnnxImport, OnnxPrecisionWarning, from_onnx
+from .onnx_import import OnnxFrozenWarning, OnnxImport, OnnxPrecisionWarning, from_onnx
 from .optim import SGD, Adadelta, Adagrad, Adam, AdamW, Optimizer, RMSprop
 
 
@@ -200,6 +200,7 @@ __all__ = [
     "OnnxError",
     "OptionTypeError",
     "OnnxImport",
+    "OnnxFrozenWarning",
     "OnnxPrecisionWarning",
     "from_onnx",
     "Optimizer",

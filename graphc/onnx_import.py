@@ -184,6 +184,12 @@ class OnnxPrecisionWarning(UserWarning):
     """An imported model declares float64 values, which graphc computes in float32."""
 
 
+class OnnxFrozenWarning(UserWarning):
+    """``trainable=`` names an initializer that cannot train (an input the operator's ONNX
+    schema marks non-differentiable, BatchNormalization's running statistics, Pow's
+    exponent): it stays a constant."""
+
+
 def type_name(t: int) -> str:
     return _TYPE_NAME.get(t, f"type {t}")
 
@@ -622,6 +628,25 @@ class Importer:
         tr = self.trainable
         if tr is None or isinstance(tr, bool) or callable(tr):
             return
+        frozen = [n for n in tr if n in self.frozen_names and n in self.initializers]
+        if frozen:  # asked by name to train what cannot: say so, not ignore it silently
+            reads = []
+            for n in frozen:
+                j, node, k = next(
+                    (j, node, k)
+                    for j, node in enumerate(self.graph.node)
+                    for k, i in enumerate(node.input)
+                    if i == n
+                )
+                reads.append(f"{n!r} (input {k} of node {j} {node.name!r}, {node.op_type})")
+            warnings.warn(
+                f"{self.where}: trainable names {', '.join(reads)}, which cannot train: the "
+                "operator's ONNX schema marks that input non-differentiable (Clip's bounds, "
+                "Pad's value, Resize's scales, ...), or it is BatchNormalization's running "
+                "statistics or Pow's exponent; it stays a constant (leave it out of trainable)",
+                OnnxFrozenWarning,
+                stacklevel=3,
+            )
         unknown = sorted(n for n in tr if n not in self.initializers and n not in self.asked)
         if not unknown:
             return
@@ -1747,6 +1772,8 @@ def from_onnx(
             produces; Importer.check_file), naming the checker's finding.
 
     Warns:
+        OnnxFrozenWarning: a ``trainable`` collection names an initializer that never trains
+            (see above), naming the node that reads it.
         OnnxPrecisionWarning: graph inputs or outputs declared double, which graphc reads and
             computes as float32.
     """

@@ -84,7 +84,8 @@ def test_masks_epsilons_and_nondifferentiable_inputs_are_constants_by_default() 
     np.testing.assert_allclose(got["y"], ref_y, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(got["c"], ref_c)
     # the heuristic constants train when named; the schema's non-differentiable ones never
-    named = gc.from_onnx(m, trainable=["mask01", "eps", "bias1", "onoff"])
+    with pytest.warns(gc.OnnxFrozenWarning, match=r"'onoff' \(input 2 of node \d+ .*OneHot"):
+        named = gc.from_onnx(m, trainable=["mask01", "eps", "bias1", "onoff"])
     assert sorted(named.params) == ["bias1", "eps", "mask01"]
 
 
