@@ -492,6 +492,7 @@ class Importer:
         self.constants: dict[str, Tensor] = {}
         self.weights: dict[str, np.ndarray] = {}
         self.frozen_names: set[str] = set()
+        self.integer_refusal = ""  # why integer_input_use found no use graphc can mirror
         self.default_constants: set[str] = set()  # constants unless named in trainable=
         self.taken: set[str] = set()
         self.output_set: set[str] = set()
@@ -1014,20 +1015,29 @@ class Importer:
         pass 2**24 (a hash), or an integer graph output)."""
         graph_outputs = {o.name for o in self.graph.output}
         kind, seen, stack = "cast", {name}, [name]
+        self.integer_refusal = ""  # why the use is None, for graph_input's message
         while stack:
             v = stack.pop()
             if v in graph_outputs:
+                self.integer_refusal = f"{v!r} is a graph output (an integer output)"
                 return None
             uses = [n for n in self.graph.node if v in n.input]
             if not uses and v == name:
+                self.integer_refusal = "no node reads it"
                 return None
             for n in uses:
+                here = f"node {list(self.graph.node).index(n)} {n.name!r} ({n.op_type})"
                 if n.op_type == "Mul" and (
                     list(n.input).count(v) > 1
                     or not all(self.is_mask(o) for o in n.input if o != v)
                 ):
+                    self.integer_refusal = (
+                        f"{here} multiplies {v!r} by other than a 0/1 mask or a sign, a "
+                        "product that could pass 2**24"
+                    )
                     return None
                 if n.domain not in ("", "ai.onnx"):
+                    self.integer_refusal = f"{here} is of domain {n.domain!r}"
                     return None
                 if n.op_type == "Cast" and any(
                     a.name == "to" and a.i in (1, 11) for a in n.attribute
@@ -1038,6 +1048,7 @@ class Importer:
                 if n.op_type == "Shape":
                     continue
                 if n.op_type not in INTEGER_FLOW:
+                    self.integer_refusal = f"{here} reads {v!r} as an integer"
                     return None
                 kind = "integer"
                 for o in n.output:
@@ -1180,7 +1191,8 @@ class Importer:
                 f"{where}: element type {type_name(tt.elem_type)} used as an integer; graphc "
                 "reads integer and bool inputs (as float32) only where the graph casts them to "
                 "float, looks rows up with them (the indices of a Gather) or computes with them "
-                f"by {', '.join(sorted(INTEGER_FLOW))} before that"
+                f"by {', '.join(sorted(INTEGER_FLOW))} before that (Mul only by a 0/1 mask or "
+                f"a sign); here {self.integer_refusal}"
             )
         if tt.elem_type not in FLOAT_TYPES + INTEGER_TYPES:
             raise OnnxError(

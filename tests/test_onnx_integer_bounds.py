@@ -170,3 +170,37 @@ def test_class_labels_picked_by_an_index_past_them_are_refused() -> None:
     assert _ort_raises(m, {"x": np.array([[0, 0, 0, 0, 1]], np.float32)})
     with pytest.raises(OnnxError, match=r"ArrayFeatureExtractor.*must lie in 0 \.\. 2.*0 \.\. 4"):
         gc.from_onnx(m)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "output", "why"),
+    [
+        (  # a square of ids: Mul is listed, but only by a mask or a sign
+            [helper.make_node("Mul", ["ids", "ids"], ["i"], name="sq")],
+            "i",
+            "here node 0 'sq' (Mul) multiplies 'ids' by other than a 0/1 mask or a sign",
+        ),
+        (
+            [helper.make_node("ReduceSum", ["ids"], ["i"], name="total", keepdims=1)],
+            "i",
+            "here node 0 'total' (ReduceSum) reads 'ids' as an integer",
+        ),
+        (
+            [helper.make_node("Add", ["ids", "one"], ["i"], name="inc")],
+            "i",
+            "here 'i' is a graph output (an integer output)",
+        ),
+    ],
+)
+def test_a_refused_integer_input_names_the_node_that_refuses_it(nodes, output, why) -> None:
+    """The refusal listed the operators integer inputs may flow through, Mul among them, and
+    left a user whose Mul was refused guessing: it names the node and the reason."""
+    m = _model(
+        nodes,
+        [helper.make_tensor_value_info("ids", I64, ["N", 3])],
+        [helper.make_tensor_value_info(output, I64, None)],
+        [numpy_helper.from_array(np.array(1, np.int64), "one")],
+    )
+    with pytest.raises(OnnxError, match="input 'ids': element type int64 used as an integer") as e:
+        gc.from_onnx(m)
+    assert why in str(e.value)
