@@ -467,8 +467,8 @@ def run_graphc(ranks: int, batch: int, args: argparse.Namespace, reduce: str = "
     if reduce:
         mode, _, update = reduce.partition(":")
         env["GRAPHC_MPI_REDUCE"] = mode
-        if update == "whole":
-            env["GRAPHC_MPI_SHARD"] = "0"
+        if update:
+            env["GRAPHC_MPI_SHARD"] = {"shard": "1", "whole": "0"}[update]
     cmd = me if ranks == 1 else [*mpirun_cmd(ranks), *me, "--distributed"]
     r = subprocess.run(
         cmd, capture_output=True, text=True, env=env, check=False, timeout=600,
@@ -565,8 +565,8 @@ def main() -> None:
         "--reduce",
         default="auto",
         help="GRAPHC_MPI_REDUCE of the distributed runs, several comma-separated (auto,allreduce:"
-        " the shared-memory window against MPI_Allreduce, interleaved); MODE:whole runs MODE with"
-        " GRAPHC_MPI_SHARD=0 (every rank the whole update: auto,auto:whole)",
+        " the shared-memory window against MPI_Allreduce, interleaved); MODE:shard runs MODE with"
+        " GRAPHC_MPI_SHARD=1 (each rank sums and updates a shard: auto,auto:shard)",
     )
     ap.add_argument("--rows", type=int, default=16384)
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs per run")

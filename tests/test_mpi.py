@@ -43,7 +43,11 @@ need_mpi = pytest.mark.skipif(
 
 
 def _env(serial: bool = False) -> dict[str, str]:
-    env = dict(os.environ, OMPI_MCA_rmaps_base_oversubscribe="1", GRAPHC_THREADS="1")
+    # the sharded update (GRAPHC_MPI_SHARD=1, off by default) wherever the window is used:
+    # its roll-backs, gathers and errors; test_ranks_match_one_process also runs without
+    env = dict(
+        os.environ, OMPI_MCA_rmaps_base_oversubscribe="1", GRAPHC_THREADS="1", GRAPHC_MPI_SHARD="1"
+    )
     env.pop("GRAPHC_TEST_SERIAL", None)
     if serial:
         env["GRAPHC_TEST_SERIAL"] = "1"
@@ -84,7 +88,7 @@ def _compare(got: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
 
 
 @need_mpi
-@pytest.mark.parametrize("reduce", ["auto", "allreduce"])
+@pytest.mark.parametrize("reduce", ["auto", "auto:whole", "allreduce"])
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_ranks_match_one_process(ranks, reduce, reference, tmp_path):
     """SGD, momentum and Adam with dropout; 50 rows in global batches of 16 (the last one has
@@ -92,11 +96,15 @@ def test_ranks_match_one_process(ranks, reduce, reference, tmp_path):
     shared-memory window (what "auto" picks for ranks of one machine), each rank summing and
     updating a shard of the parameters and optimizer state (gathered at every epoch's end:
     the validation, the callbacks and the final parameters see all of it), and by
-    MPI_Allreduce with the whole update on every rank."""
+    MPI_Allreduce with the whole update on every rank ("auto:whole": the window with the whole
+    update on every rank, the default)."""
     out = tmp_path / "got.npz"
-    r = mpirun(ranks, "train", str(out), GRAPHC_MPI_REDUCE=reduce)
+    mode, _, whole = reduce.partition(":")
+    r = mpirun(
+        ranks, "train", str(out), GRAPHC_MPI_REDUCE=mode, GRAPHC_MPI_SHARD="0" if whole else "1"
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"reduce: {'window' if reduce == 'auto' else reduce}" in r.stdout
+    assert f"reduce: {'window' if mode == 'auto' else mode}" in r.stdout
     assert f"update: {'shard' if reduce == 'auto' else 'whole'}" in r.stdout
     got = dict(np.load(out))
     assert len(got["sgd_steps"]) == 2 * 4  # 2 epochs of 4 global batches
