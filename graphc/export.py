@@ -500,7 +500,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "model.gcm (Model.save_model, its trained weights)",
     )
     p.add_argument(
-        "-o", "--output", required=True, help="the library (libNAME.so), or the .ll/.s file"
+        "-o",
+        "--output",
+        required=True,
+        help="the library (libNAME.so; or .o, .a), the .ll/.s file, or FILE.onnx (an ONNX model)",
     )
     p.add_argument(
         "--header",
