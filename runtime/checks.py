@@ -27,8 +27,9 @@ def check_bool(value: object, option: str) -> bool:
     """``value`` as a bool when it is one (Python's True/False or a numpy bool).
 
     Boolean options are not read by truth value: ``return_dict="no"`` or ``shuffle=2`` is a
-    mistake (a string is always truthy), so anything else is refused, as Keras's own
-    ``bool`` options and Python's ``operator.index``-style checks do for their types.
+    mistake (a string is always truthy), so anything else is refused. A judgement: Keras
+    and torch read such options by truth value, silently; graphc refuses instead, as Python's
+    ``operator.index`` refuses what is no integer.
 
     Raises:
         OptionTypeError: (a TypeError and an ArgumentError) naming ``option`` and the value.
