@@ -92,6 +92,9 @@ def output_arrays(
         raise ArgumentError(f"out: the {owner} has several outputs {names}; pass a dict")
     inputs = list(inputs)
     for name, (want, dtype), a in zip(names, specs, arrays):
+        # one output: `out` is the user's one array, named as they passed it (a graph's own
+        # value name such as '%7' means nothing to them); several: the dict's key
+        what = "out" if len(names) == 1 else f"out for output {name!r}"
         if not (
             isinstance(a, np.ndarray)
             and a.dtype == dtype
@@ -101,9 +104,12 @@ def output_arrays(
         ):
             got = f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else type(a).__name__
             raise ArgumentError(
-                f"out for output {name!r} must be a writable C-contiguous "
+                f"{what} must be a writable C-contiguous "
                 f"{np.dtype(dtype).name}{list(want)} array, got {got}"
             )
         if any(np.may_share_memory(a, v) for v in inputs):
-            raise ArgumentError(f"out for output {name!r} overlaps an input array")
+            raise ArgumentError(
+                f"{what} overlaps an input array: the outputs are written while the inputs "
+                "are still read, so pass an array of its own (or out=None)"
+            )
     return arrays
