@@ -470,27 +470,41 @@ class LearningRateScheduler(Callback):
 
 
 class ReduceLROnPlateau(Callback):
-    """Multiply the rate by ``factor`` when the monitored figure stops improving
-    (the algorithm of ``torch.optim.lr_scheduler.ReduceLROnPlateau``).
+    """Multiply the rate by ``factor`` when the monitored figure stops improving, by the rules
+    of ``torch.optim.lr_scheduler.ReduceLROnPlateau`` (the default) or of Keras's
+    ``keras.callbacks.ReduceLROnPlateau`` (``semantics="keras"``, or ``min_delta`` given).
 
-    After each epoch: ``current`` is better when ``current < best * (1 - threshold)`` (mode
-    "min", threshold_mode "rel"), ``current < best - threshold`` ("abs"), and symmetrically for
-    "max". A better value resets the bad-epoch count, otherwise it grows by one; during the
-    ``cooldown`` epochs after a reduction the count stays 0. When the count exceeds
-    ``patience``, ``lr = max(lr * factor, min_lr)`` (skipped when the change is below ``eps``),
-    and the count is reset.
+    torch: after each epoch, ``current`` is better when ``current < best * (1 - threshold)``
+    (mode "min", threshold_mode "rel"), ``current < best - threshold`` ("abs"), and
+    symmetrically for "max". A better value resets the bad-epoch count, otherwise it grows by
+    one; during the ``cooldown`` epochs after a reduction the count stays 0. When the count
+    exceeds ``patience``, ``lr = max(lr * factor, min_lr)`` (skipped when the change is below
+    ``eps``), and the count is reset. So patience p lowers the rate at the (p + 1)-th epoch
+    without improvement.
 
-    Keras's ``keras.callbacks.ReduceLROnPlateau`` is the same algorithm with an absolute
-    threshold: its ``min_delta=d`` is taken as ``threshold=d, threshold_mode="abs"``. The
-    default ``mode`` is Keras's "auto": "max" for a monitored name with "acc", "r2" or "auc"
-    in it, else "min" (torch's default, whose scheduler sees no names: an accuracy monitored in
-    "min" mode would lower the rate while it improves). ``verbose=1`` prints Keras's line at
-    each reduction ("Epoch 5: ReduceLROnPlateau reducing learning rate to 0.001.", the epoch
-    counted from 1).
+    Keras (its source, Keras 3): ``current`` is better when ``current < best - min_delta``
+    ("min"; ``> best + min_delta`` for "max"; ``min_delta`` default 1e-4, absolute). A cooldown
+    epoch counts down first and resets the count; a better value resets it; otherwise, outside
+    the cooldown, the count grows by one and when it reaches ``patience`` (``>=``) the rate
+    becomes ``max(lr * factor, min_lr)`` if ``lr > min_lr`` (compared in float32), then the
+    cooldown starts and the count is reset. So patience p lowers the rate at the p-th epoch
+    without improvement: one epoch before torch for the same p >= 1. ``min_delta`` is Keras's
+    argument (torch's is ``threshold``), so giving it selects Keras's rules: a Keras script's
+    ``ReduceLROnPlateau(min_delta=1e-4, patience=5)`` then lowers the rate when Keras would
+    (before, it took torch's count and lowered it one epoch late).
+
+    The default ``mode`` is Keras's "auto": "max" for a monitored name with "acc", "r2" or
+    "auc" in it, else "min" (torch's default, whose scheduler sees no names: an accuracy
+    monitored in "min" mode would lower the rate while it improves). ``verbose=1`` prints
+    Keras's line at each reduction ("Epoch 5: ReduceLROnPlateau reducing learning rate to
+    0.001.", the epoch counted from 1). The epochs that lowered the rate are in
+    ``self.reductions``.
 
     Raises:
-        GraphcError: ``factor`` outside (0, 1), an unknown ``threshold_mode``, or
-            ``min_delta`` given with a ``threshold`` or a ``threshold_mode`` too.
+        GraphcError: ``factor`` outside (0, 1), an unknown ``threshold_mode`` or
+            ``semantics``, ``min_delta`` given with a ``threshold`` or a ``threshold_mode``
+            too or with ``semantics="torch"``, or ``threshold``/``threshold_mode`` with
+            ``semantics="keras"`` (Keras has ``min_delta`` only).
     """
 
     def __init__(
@@ -507,14 +521,35 @@ class ReduceLROnPlateau(Callback):
         eps: float = 1e-8,
         min_delta: float | None = None,
         verbose: int = 0,
+        semantics: str | None = None,
     ) -> None:
-        if min_delta is not None:  # Keras's name: an absolute threshold
-            if threshold != 1e-4 or threshold_mode != "rel":
+        if semantics not in (None, "torch", "keras"):
+            raise GraphcError(
+                f"ReduceLROnPlateau: semantics must be 'torch' or 'keras', got {semantics!r}"
+            )
+        torch_options = threshold != 1e-4 or threshold_mode != "rel"
+        if min_delta is not None:  # Keras's name: an absolute threshold, Keras's rules
+            if torch_options:
                 raise GraphcError(
                     "ReduceLROnPlateau: give min_delta (Keras's absolute threshold) or "
                     "threshold and threshold_mode (torch's), not both"
                 )
-            threshold, threshold_mode = min_delta, "abs"
+            if semantics == "torch":
+                raise GraphcError(
+                    "ReduceLROnPlateau: min_delta is Keras's option; with semantics='torch' "
+                    "give threshold=d, threshold_mode='abs'"
+                )
+            semantics = "keras"
+        elif semantics == "keras":
+            if torch_options:
+                raise GraphcError(
+                    "ReduceLROnPlateau: Keras's rules take min_delta, not threshold or "
+                    "threshold_mode (torch's options)"
+                )
+            min_delta = 1e-4  # Keras's default
+        if semantics == "keras":
+            threshold, threshold_mode = float(min_delta), "abs"  # type: ignore[arg-type]
+        self.semantics = semantics or "torch"
         self.verbose = verbose
         if not 0 < factor < 1:
             raise GraphcError(f"ReduceLROnPlateau: factor must lie in (0, 1), got {factor}")
@@ -544,8 +579,31 @@ class ReduceLROnPlateau(Callback):
             return a < best * (1 - t) if self.threshold_mode == "rel" else a < best - t
         return a > best * (1 + t) if self.threshold_mode == "rel" else a > best + t
 
+    def _reduce(self, model: Any, epoch: int) -> None:
+        new = max(model.lr * self.factor, self.min_lr)
+        model.lr = new
+        self.reductions.append(epoch)
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
+
+    def _keras_epoch_end(self, model: Any, current: float, epoch: int) -> None:
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self._better(current):
+            self.best, self.num_bad_epochs = current, 0
+        elif self.cooldown_counter == 0:
+            self.num_bad_epochs += 1
+            if self.num_bad_epochs >= self.patience and model.lr > np.float32(self.min_lr):
+                self._reduce(model, epoch)
+                self.cooldown_counter = self.cooldown
+                self.num_bad_epochs = 0
+
     def on_epoch_end(self, model: Any, epoch: int, figures: dict[str, float]) -> bool:
         current = _figure(figures, self.monitor, "ReduceLROnPlateau")
+        if self.semantics == "keras":
+            self._keras_epoch_end(model, current, epoch)
+            return False
         if self._better(current):
             self.best, self.num_bad_epochs = current, 0
         else:
@@ -554,12 +612,8 @@ class ReduceLROnPlateau(Callback):
             self.cooldown_counter -= 1
             self.num_bad_epochs = 0
         if self.num_bad_epochs > self.patience:
-            new = max(model.lr * self.factor, self.min_lr)
-            if model.lr - new > self.eps:
-                model.lr = new
-                self.reductions.append(epoch)
-                if self.verbose:
-                    print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
+            if model.lr - max(model.lr * self.factor, self.min_lr) > self.eps:
+                self._reduce(model, epoch)
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
         return False

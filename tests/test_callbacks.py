@@ -206,6 +206,40 @@ def test_keras_arguments_verbose_and_min_delta(capsys) -> None:
         ReduceLROnPlateau(min_delta=0.1, threshold_mode="abs")
 
 
+def test_reduce_on_plateau_with_min_delta_follows_keras_rules() -> None:
+    # Keras 3's ReduceLROnPlateau (keras/src/callbacks/reduce_lr_on_plateau.py): a cooldown
+    # epoch counts down first and resets wait; outside the cooldown a non-improving epoch grows
+    # wait, and wait >= patience lowers the rate. torch lowers it when the count > patience:
+    # one epoch later. min_delta (Keras's name) took torch's count before: [3] here, not [2, 4].
+    flat = [1.0] * 6
+    cb = ReduceLROnPlateau(patience=2, factor=0.5, min_delta=0.0)
+    model, _ = run_scripted([cb], flat)
+    assert cb.semantics == "keras" and cb.reductions == [2, 4] and model.lr == 0.1 * 0.25
+    # cooldown 2: the first cooldown epoch (2, 4, 6) does not count, the second counts down to 0
+    # and then counts as bad, reaching patience 1 (cooldown 1 would lower the rate every epoch)
+    cb = ReduceLROnPlateau(patience=1, cooldown=2, factor=0.5, min_delta=0.0)
+    run_scripted([cb], [1.0] * 8)
+    assert cb.reductions == [1, 3, 5, 7]
+    # min_delta 0.01 absolute: 0.9 -> 0.85 improves, 0.85 -> 0.8 too; the 0.8s are bad
+    cb = ReduceLROnPlateau(patience=2, cooldown=1, factor=0.5, min_delta=0.01)
+    run_scripted([cb], [1, 0.95, 0.9, 0.9, 0.85, 0.85, 0.85, 0.8, 0.8, 0.8])
+    assert cb.reductions == [6, 9]
+    # semantics="keras" alone: Keras's default min_delta 1e-4 (absolute); the rate stops at min_lr
+    cb = ReduceLROnPlateau(patience=0, factor=0.1, min_lr=0.05, semantics="keras")
+    model, _ = run_scripted([cb], [1.0, 0.99995, 0.9999, 0.9998, 0.9])
+    assert cb.threshold == 1e-4 and cb.reductions == [1] and model.lr == 0.05
+    # the torch default keeps torch's count
+    cb = ReduceLROnPlateau(patience=2, factor=0.5)
+    run_scripted([cb], flat)
+    assert cb.semantics == "torch" and cb.reductions == [3]
+    with pytest.raises(GraphcError, match="min_delta is Keras's option"):
+        ReduceLROnPlateau(min_delta=0.1, semantics="torch")
+    with pytest.raises(GraphcError, match="not threshold"):
+        ReduceLROnPlateau(threshold=0.1, semantics="keras")
+    with pytest.raises(GraphcError, match="semantics"):
+        ReduceLROnPlateau(semantics="tf")
+
+
 def test_reduce_on_plateau_monitors_accuracy_upward_by_default() -> None:
     # mode defaulted to "min": a rising accuracy counted as bad epochs and lowered the rate
     cb = ReduceLROnPlateau("val_accuracy", patience=1, factor=0.5)
