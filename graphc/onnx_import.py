@@ -440,6 +440,9 @@ class Rule:
     keeps_integers: bool = False  # moves values only: integer values (labels) stay integers
 
 
+GROUP_NORM_18_DOMAIN = "graphc.group_norm_18"  # see Importer.check_file
+
+
 class Importer:
     """Converts one ModelProto; see ``from_onnx``."""
 
@@ -736,6 +739,20 @@ class Importer:
                     keep.append(known[vi.name])
             del g.output[:]
             g.output.extend(keep)
+        # GroupNormalization-18 (opsets 18 to 20): onnx marks it deprecated and its checker
+        # refuses it, but ONNX Runtime runs it (its onnx build drops the deprecation: ONNX
+        # Runtime issue 24560), so the check skips those nodes (as a custom domain's) and
+        # _group_norm computes what ONNX Runtime does
+        if 18 <= self.opsets.get("", 0) < 21:
+            skipped = [
+                n
+                for n in model.graph.node
+                if n.op_type == "GroupNormalization" and n.domain in ("", "ai.onnx")
+            ]
+            for n in skipped:
+                n.domain = GROUP_NORM_18_DOMAIN
+            if skipped:
+                model.opset_import.append(onnx.helper.make_opsetid(GROUP_NORM_18_DOMAIN, 1))
         try:
             onnx.checker.check_model(model, full_check=True)
         except Exception as e:  # ValidationError, InferenceError, or onnx's own ValueError
@@ -4549,6 +4566,55 @@ def _instance_norm(cx: NodeContext) -> list[Value]:
     return [d * (1.0 / dsl.sqrt(var + eps)) * scale + bias]
 
 
+def _group_norm(cx: NodeContext) -> list[Value]:
+    """GroupNormalization of x [N, C, D1, ...] (or [N, C]): per sample, the C channels split
+    into num_groups groups of C / num_groups consecutive channels, each group normalized over
+    its channels and D1... together, (x - mean) / sqrt(var + epsilon) (biased variance,
+    epsilon 1e-5 by default), then scaled and shifted. At opset 21 and later scale and bias are
+    per channel [C]; at opsets 18 to 20 (GroupNormalization-18) they are per group
+    [num_groups], each applied to every channel of its group: ONNX Runtime's kernel for that
+    version, and the operator's definition there. onnx marks GroupNormalization-18 deprecated
+    (its per-group scale was a mistake in the specification) and onnx.checker refuses it; ONNX
+    Runtime runs it (its onnx build drops the deprecation), so graphc imports it as ONNX Runtime
+    computes it (see ``Importer.check_file``)."""
+    x = cx.x(0)
+    r = len(x.shape)
+    if r < 2:
+        cx.fail(f"input {_fmt(x.shape)}: GroupNormalization needs [N, C, ...]")
+    if "N" in x.shape[1:]:
+        cx.fail(f"input {_fmt(x.shape)}: only the first dimension may be the batch N")
+    groups = cx.attr("num_groups")
+    c = int(x.shape[1])
+    if not isinstance(groups, int) or groups < 1 or c % groups:
+        cx.fail(f"num_groups {groups!r} must be an int >= 1 that divides the {c} channels")
+    eps = float(cx.attr("epsilon", 1e-5))
+    rest = math.prod(int(d) for d in x.shape[2:])
+    first = x.shape[0]
+    g = _reshape(cx, x, (first, groups, (c // groups) * rest))
+    mu = dsl.mean(g, 2, keepdims=True)
+    d = g - mu
+    var = dsl.mean(dsl.square(d), 2, keepdims=True)
+    normed = d * (1.0 / dsl.sqrt(var + eps))
+    per = groups if cx.version < 21 else c
+    for i, what in ((1, "scale"), (2, "bias")):
+        shape = tuple(cx.x(i).shape)
+        if shape != (per,):
+            form = "num_groups" if cx.version < 21 else "C"
+            cx.fail(
+                f"{what} {_fmt(shape)} must be [{per}] ([{form}]: GroupNormalization at opset "
+                f"{cx.version} takes one {what} per {'group' if cx.version < 21 else 'channel'}"
+                f"{', per channel from opset 21' if cx.version < 21 else ''})"
+            )
+    if cx.version < 21:  # per group: scale and bias [G] broadcast over the group's values
+        scale = _reshape(cx, cx.x(1), (groups, 1))
+        bias = _reshape(cx, cx.x(2), (groups, 1))
+        return [_reshape(cx, normed * scale + bias, x.shape)]
+    scale = _reshape(cx, cx.x(1), (c, 1))
+    bias = _reshape(cx, cx.x(2), (c, 1))
+    per_channel = _reshape(cx, normed, (first, c, rest))
+    return [_reshape(cx, per_channel * scale + bias, x.shape)]
+
+
 def _mod(cx: NodeContext) -> list[Value]:
     """Mod of computed values: fmod=1 (C's fmod, the sign of the dividend, required for
     floats) or fmod=0 (integers: Python's %, the sign of the divisor), as x - q * y with q the
@@ -4930,6 +4996,7 @@ OPS: dict[str, Rule] = {
     "Tan": Rule(_trig("tan"), fold=_unary_fold(np.tan)),
     "Atan": Rule(_atan, fold=_unary_fold(np.arctan)),
     "InstanceNormalization": Rule(_instance_norm, ("epsilon",)),
+    "GroupNormalization": Rule(_group_norm, ("epsilon", "num_groups", "stash_type")),
     "Mod": Rule(_mod, ("fmod",), fold=_fold_mod, keeps_integers=True),
     "LpNormalization": Rule(_lp_normalization, ("axis", "p")),
     "Sinh": Rule(_hyperbolic("sinh"), fold=_unary_fold(np.sinh)),

@@ -580,3 +580,40 @@ def test_qdq_quantized_mlp_matches_onnxruntime() -> None:
     got = gc.from_onnx(m).compile().predict(x)
     np.testing.assert_array_equal(got["xq"], want[1].astype(np.float32))
     np.testing.assert_allclose(got["y"], want[0], rtol=1e-5, atol=1e-6)
+
+
+def _group_norm_ref(x: np.ndarray, scale, bias, groups: int, eps: float) -> np.ndarray:
+    """float64 GroupNormalization: groups of C / G consecutive channels, normalized per sample
+    over their channels and positions; scale and bias [C] (one value per channel)."""
+    n, c = x.shape[:2]
+    g = x.astype(np.float64).reshape(n, groups, -1)
+    normed = (g - g.mean(2, keepdims=True)) / np.sqrt(g.var(2, keepdims=True) + eps)
+    normed = normed.reshape(n, c, -1)
+    return (normed * np.reshape(scale, (c, 1)) + np.reshape(bias, (c, 1))).reshape(x.shape)
+
+
+@pytest.mark.parametrize("opset", [18, 20, 21])
+def test_group_normalization_at_opset_18_and_21_against_numpy_and_ort(opset) -> None:
+    # GroupNormalization-18 (opsets 18 to 20): scale and bias per group. onnx.checker refuses it
+    # as deprecated, so graphc refused the file ('as ONNX Runtime's loader would refuse it'),
+    # but ONNX Runtime runs it (its onnx build drops the deprecation: onnxruntime issue 24560,
+    # onnx PR 7939). From opset 21 scale and bias are per channel.
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((3, 6, 2, 5)) * 3 + 1).astype(np.float32)
+    per = 3 if opset < 21 else 6
+    scale, bias = (rng.standard_normal(per).astype(np.float32) for _ in range(2))
+    node = helper.make_node(
+        "GroupNormalization", ["x", "s", "b"], ["y"], num_groups=3, epsilon=1e-3
+    )
+    inits = [numpy_helper.from_array(scale, "s"), numpy_helper.from_array(bias, "b")]
+    m = _model([node], [_vi("x", ["N", 6, 2, 5])], [_vi("y", None)], inits, opset=opset)
+    got = gc.from_onnx(m).compile().predict(x)
+    reps = 6 // per  # a per-group value covers its group's 2 channels
+    ref = _group_norm_ref(x, np.repeat(scale, reps), np.repeat(bias, reps), 3, 1e-3)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got, _ort(m, {"x": x})[0], rtol=1e-4, atol=1e-5)
+    # the other version's scale shape is refused naming what this opset takes
+    wrong = [numpy_helper.from_array(np.ones(9 - per, np.float32), k) for k in ("s", "b")]
+    bad = _model([node], [_vi("x", ["N", 6, 2, 5])], [_vi("y", None)], wrong, opset=opset)
+    with pytest.raises(OnnxError, match=rf"scale \[{9 - per}\] must be \[{per}\]"):
+        gc.from_onnx(bad)
