@@ -154,9 +154,7 @@ def _reduce_or(module: ir.Module) -> ir.Function:
     return ir.Function(module, ir.FunctionType(I32, [ir.VectorType(I32, SCAN_LANES)]), name=name)
 
 
-def _scanner(
-    module: ir.Module, kind: str, dtype: str, home: ir.Module | None = None
-) -> ir.Function:
+def scanner(module: ir.Module, kind: str, dtype: str, home: ir.Module | None = None) -> ir.Function:
     """``i32 graphc.scan.KIND.DTYPE(T *p, i64 count, i64 bound)``: 1 when an element fails."""
     return _scan_function(module, kind, dtype, False, home)
 
@@ -185,10 +183,10 @@ def _scan_task(
     name = f"graphc.scan_task.{kind}.{dtype}"
     if name in module.globals:
         return module.globals[name]
-    scan = _scanner(module, kind, dtype, home)
+    scan = scanner(module, kind, dtype, home)
     fn = ir.Function(module, TASK_TYPE, name=name)
     fn.linkage = "internal"
-    glue(fn)  # the scan is _scanner's
+    glue(fn)  # the scan is scanner's
     cp, t, count = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     p, n, bound, found = (
@@ -224,7 +222,7 @@ def _scan(
     OR of the same elements' tests whatever the thread count)."""
     args = [p, count, i64(chk.bound)]
     if pool is None:
-        return b.call(_scanner(module, chk.kind, dtype, home), args)
+        return b.call(scanner(module, chk.kind, dtype, home), args)
     fn = b.function
     here = b.block
     b.position_at_start(fn.entry_basic_block)
@@ -246,7 +244,7 @@ def _scan(
             r_par = b.load(found, typ=I32)
             par_block = b.block
         with otherwise:
-            r_one = b.call(_scanner(module, chk.kind, dtype, home), args)
+            r_one = b.call(scanner(module, chk.kind, dtype, home), args)
             one_block = b.block
     r = b.phi(I32, name="scan.r")
     r.add_incoming(r_par, par_block)

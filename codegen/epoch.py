@@ -43,9 +43,9 @@ from llvmlite import ir
 from graphc.ir.plan import Schedule
 from graphc.ir.types import BATCH, DTYPE_INFO
 
-from .checks import CHECK_BASE, InputCheck, copy_scanner, emit_input_checks
+from .checks import CHECK_BASE, InputCheck, copy_scanner, emit_input_checks, scanner
 from .lltypes import F64, I1, I8, I32, I64, LL, PTR, VOID, glue, i64
-from .loops import loop
+from .loops import counted_loop, loop
 
 EPOCH_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, PTR, I64])
 ERR_INDEX = 3
@@ -440,8 +440,63 @@ def _scanned_rows(
             out.append((rb, src, stage, None))
             continue
         dt = g[c.name].type.dtype
-        out.append((rb, src, stage, (copy_scanner(module, c.kind, dt, home), c, dt, flag_of[slot])))
+        scanners = copy_scanner(module, c.kind, dt, home), scanner(module, c.kind, dt, home)
+        out.append((rb, src, stage, (*scanners, c, dt, flag_of[slot])))
     return out
+
+
+# Rows of GATHER_GROUP_MIN_BYTES or more are gathered GATHER_GROUP at a time, 64-byte pieces
+# of the group's rows in turn, so that as many of the data set's rows stream from memory at
+# once (each row its own sequential run, which the hardware prefetcher follows). Measured on
+# the 2-core Xeon this project benchmarks on (1 thread, 60,000 shuffled rows of 3,136 bytes in
+# batches of 128, a 188 MB data set beyond the caches; C, medians of 3): a memcpy per row 30
+# ms per epoch (the read-only stream of the same bytes 16.7 ms), 2 rows at a time 32.6, 4
+# 22.5, 8 21.1; a software prefetch of the next row(s) instead 26.8 (1 row ahead) to 31.6.
+GATHER_GROUP = 8
+GATHER_GROUP_MIN_BYTES = 512
+_GATHER_PIECE = 64  # bytes per vector copied: a cache line
+
+
+def _gather_group(module: ir.Module) -> ir.Function:
+    """``void graphc.gather_rows.G(i8 *dst, i64 row_bytes, const i8 *src_0 .. src_{G-1})``:
+    copies G rows of ``row_bytes`` bytes each to G consecutive rows at ``dst``, in turns of
+    two 64-byte pieces per row (two, so that LLVM's loop-idiom pass cannot read a store as
+    one memcpy of a whole row), the last ``row_bytes % 128`` bytes of each by memcpy."""
+    name = f"graphc.gather_rows.{GATHER_GROUP}"
+    if name in module.globals:
+        return module.globals[name]
+    fnty = ir.FunctionType(VOID, [PTR, I64] + [PTR] * GATHER_GROUP)
+    fn = ir.Function(module, fnty, name=name)
+    fn.linkage = "internal"
+    glue(fn)
+    dst, rb, *srcs = fn.args
+    dst.name, rb.name = "dst", "row_bytes"
+    for k, a in enumerate(srcs):
+        a.name = f"src{k}"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    vt = ir.VectorType(I32, _GATHER_PIECE // 4)
+    turn = 2 * _GATHER_PIECE
+    trips = b.udiv(rb, i64(turn), name="trips")
+    dsts = [
+        b.gep(dst, [b.mul(rb, i64(k))], inbounds=True, source_etype=I8) for k in range(len(srcs))
+    ]
+    with loop(b, trips, name="piece") as t:
+        off = b.mul(t, i64(turn))
+        for half in (0, _GATHER_PIECE):
+            at = b.add(off, i64(half)) if half else off
+            for s_row, d_row in zip(srcs, dsts):
+                v = b.load(b.gep(s_row, [at], inbounds=True, source_etype=I8), typ=vt, align=1)
+                b.store(v, b.gep(d_row, [at], inbounds=True, source_etype=I8), align=1)
+    done = b.mul(trips, i64(turn), name="done")
+    tail = b.sub(rb, done, name="tail")
+    memcpy = _memcpy(module)
+    with b.if_then(b.icmp_signed(">", tail, i64(0))):
+        for s_row, d_row in zip(srcs, dsts):
+            s_at = b.gep(s_row, [done], inbounds=True, source_etype=I8)
+            d_at = b.gep(d_row, [done], inbounds=True, source_etype=I8)
+            b.call(memcpy, [d_at, s_at, tail, ir.Constant(I1, 0)])
+    b.ret_void()
+    return fn
 
 
 def _gather_rows(
@@ -457,26 +512,78 @@ def _gather_rows(
 ) -> None:
     """Emit: for r < count, copy row order[base + r] of every batched input (row bytes,
     data, stage[, scan]) to row r of its stage; an index outside 0..n-1 branches to ``bad``.
-    A scan (copy_scanner function, check, dtype, i32 flag pointer) copies the row through the
-    scanner instead of memcpy and ORs its result into the flag."""
-    with loop(b, count, name="r") as r:
-        row = b.load(
-            b.gep(order, [b.add(base, r)], inbounds=True, source_etype=I64), typ=I64, name="row"
-        )
+    A scan (copy_scanner function, scanner function, check, dtype, i32 flag pointer) copies
+    the row through the copy-scanner instead of memcpy and ORs its result into the flag.
+
+    Inputs whose rows are GATHER_GROUP_MIN_BYTES or longer are copied GATHER_GROUP rows at a
+    time (_gather_group) and their scan, if any, then tests the group where it was copied to
+    (in L1: the same elements, the same OR); the rest row by row."""
+    wide = [e for e in batched if e[0] >= GATHER_GROUP_MIN_BYTES]
+    rest_from: ir.Value = i64(0)
+    if wide:
+        group = _gather_group(b.module)
+        groups = b.sdiv(count, i64(GATHER_GROUP), name="groups")
+        with loop(b, groups, name="rg") as q:
+            r0 = b.mul(q, i64(GATHER_GROUP), name="r0")
+            rows, inside = [], None
+            for k in range(GATHER_GROUP):
+                r = b.add(r0, i64(k)) if k else r0
+                row = _row_index(b, order, base, r)
+                ok = b.and_(b.icmp_signed(">=", row, i64(0)), b.icmp_signed("<", row, n))
+                inside = ok if inside is None else b.and_(inside, ok)
+                rows.append((r, row))
+            ok_bb = fn.append_basic_block("group_ok")
+            b.cbranch(inside, ok_bb, bad)
+            b.position_at_end(ok_bb)
+            for rb, src, stage, *scan in wide:
+                srcs = [
+                    b.gep(src, [b.mul(row, i64(rb))], inbounds=True, source_etype=I8)
+                    for _, row in rows
+                ]
+                d_ptr = b.gep(stage, [b.mul(r0, i64(rb))], inbounds=True, source_etype=I8)
+                b.call(group, [d_ptr, i64(rb), *srcs])
+                if scan and scan[0] is not None:
+                    _, scanner, chk, dt, flag = scan[0]
+                    elems = GATHER_GROUP * (rb // DTYPE_INFO[dt].itemsize)
+                    hit = b.call(scanner, [d_ptr, i64(elems), i64(chk.bound)])
+                    b.store(b.or_(b.load(flag, typ=I32), hit), flag)
+            narrow = [e for e in batched if e[0] < GATHER_GROUP_MIN_BYTES]
+            for r, row in rows if narrow else ():
+                _copy_row(b, memcpy, row, r, narrow)
+        rest_from = b.mul(groups, i64(GATHER_GROUP), name="rest_from")
+    with counted_loop(b, rest_from, count, name="r") as r:
+        row = _row_index(b, order, base, r.iv)
         ok_bb = fn.append_basic_block("row_ok")
         inside = b.and_(b.icmp_signed(">=", row, i64(0)), b.icmp_signed("<", row, n))
         b.cbranch(inside, ok_bb, bad)
         b.position_at_end(ok_bb)
-        for rb, src, stage, *scan in batched:
-            s_ptr = b.gep(src, [b.mul(row, i64(rb))], inbounds=True, source_etype=I8)
-            d_ptr = b.gep(stage, [b.mul(r, i64(rb))], inbounds=True, source_etype=I8)
-            if not scan or scan[0] is None:
-                b.call(memcpy, [d_ptr, s_ptr, i64(rb), ir.Constant(I1, 0)])
-                continue
-            copy, chk, dt, flag = scan[0]
-            elems = rb // DTYPE_INFO[dt].itemsize
-            hit = b.call(copy, [d_ptr, s_ptr, i64(elems), i64(chk.bound)])
-            b.store(b.or_(b.load(flag, typ=I32), hit), flag)
+        _copy_row(b, memcpy, row, r.iv, batched)
+
+
+def _row_index(b: ir.IRBuilder, order: ir.Value, base: ir.Value, r: ir.Value) -> ir.Value:
+    """order[base + r], the data set's row that row r of the batch takes."""
+    at = b.gep(order, [b.add(base, r)], inbounds=True, source_etype=I64)
+    return b.load(at, typ=I64, name="row")
+
+
+def _copy_row(
+    b: ir.IRBuilder,
+    memcpy: ir.Function,
+    row: ir.Value,
+    r: ir.Value,
+    batched: Sequence[tuple[Any, ...]],
+) -> None:
+    """Row ``row`` of every input in ``batched`` to row ``r`` of its stage (see _gather_rows)."""
+    for rb, src, stage, *scan in batched:
+        s_ptr = b.gep(src, [b.mul(row, i64(rb))], inbounds=True, source_etype=I8)
+        d_ptr = b.gep(stage, [b.mul(r, i64(rb))], inbounds=True, source_etype=I8)
+        if not scan or scan[0] is None:
+            b.call(memcpy, [d_ptr, s_ptr, i64(rb), ir.Constant(I1, 0)])
+            continue
+        copy, _, chk, dt, flag = scan[0]
+        elems = rb // DTYPE_INFO[dt].itemsize
+        hit = b.call(copy, [d_ptr, s_ptr, i64(elems), i64(chk.bound)])
+        b.store(b.or_(b.load(flag, typ=I32), hit), flag)
 
 
 # ---------------------------------------------------------------- the sharded update

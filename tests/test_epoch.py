@@ -218,3 +218,82 @@ def test_first_epoch_scan_rejects_bce_targets_outside_unit_interval() -> None:
         m.fit(xs, ts, epochs=1, batch_size=7, verbose=0, shuffle=False)
     _assert_same(_snapshot(m), before)
     assert int(m.state["step"]) == 0
+
+
+# Rows of 150 float32 (600 bytes, over codegen.epoch.GATHER_GROUP_MIN_BYTES) are gathered 8 at a
+# time; 600 = 4 * 128 + 88 leaves a tail of each row to the group's memcpy, and batches of 20
+# rows are two groups and 4 rows copied one by one. The labels (4 bytes a row) are copied row
+# by row beside them.
+WIDE = 150
+
+
+@pytest.fixture(scope="module")
+def wide_classifier():
+    x = gc.input("x", ("N", WIDE))
+    labels = gc.input("labels", ("N",), dtype="i32")
+    logits = gc.dense(gc.dense(x, 7, "relu", name="fc1"), 3, name="fc2")
+    return gc.compile(
+        logits, gc.softmax_cross_entropy(logits, labels), gc.Adam(lr=0.01), name="wide", seed=2
+    )
+
+
+def test_grouped_gather_of_wide_rows_is_bit_identical_to_per_step_calls(wide_classifier) -> None:
+    """The same epochs through the one-call entry (rows gathered 8 at a time) and through one
+    train_step call per batch of numpy-gathered rows: losses, params and state bit for bit."""
+    m = wide_classifier
+    rng = np.random.default_rng(7)
+    n = 53  # batches of 20, 20 and 13 rows: 2, 2 and 1 groups of 8 and 4, 4, 5 single rows
+    x = rng.standard_normal((n, WIDE)).astype(np.float32)
+    y = rng.integers(0, 3, n)
+    runs = []
+    for use_epoch in (True, False):
+        m.initialize(1)
+        m.use_epoch_entry = use_epoch
+        h = m.fit(x, y, epochs=2, batch_size=20, verbose=0, seed=3)
+        runs.append((h["loss"], _snapshot(m)))
+    m.use_epoch_entry = True
+    assert runs[0][0] == runs[1][0]
+    _assert_same(runs[0][1], runs[1][1])
+
+
+# batches of 20 rows unshuffled: row 27 ends a group (its last element ends the group), 38 is
+# copied alone, 47 ends the last batch's only group
+@pytest.mark.parametrize("row", [27, 38, 47])
+def test_grouped_gather_scan_names_the_row_and_changes_nothing(wide_classifier, row) -> None:
+    m = wide_classifier
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((53, WIDE)).astype(np.float32)
+    y = rng.integers(0, 3, 53)
+    m.initialize(1)
+    m.fit(x, y, epochs=1, batch_size=20, verbose=0)
+    before = _snapshot(m)
+    x[row, WIDE - 1] = np.nan  # the last element: in the tail the group copies by memcpy
+    spy = m.epoch_entry = _Spy(m.epoch_entry)
+    try:
+        with pytest.raises(gc.ArgumentError, match=f"row {row} holds NaN or Inf"):
+            m.fit(x, y, epochs=2, batch_size=20, verbose=0, shuffle=False)
+    finally:
+        m.epoch_entry = spy.real
+    assert spy.scans == [True]
+    _assert_same(_snapshot(m), before)
+
+
+def test_grouped_gather_rejects_a_row_index_outside_data(wide_classifier) -> None:
+    m = wide_classifier
+    e = m.entries["train_step"]
+    n, bs = 24, 16
+    feeds = {
+        "x": np.zeros((n, WIDE), np.float32),
+        "labels": np.zeros(n, np.int32),
+        "lr": np.array(0.01, np.float32),
+    }
+    arrays = [feeds[s] for s in e.sched.input_slots]
+    staging = [
+        None if s == "lr" else np.empty((bs,) + feeds[s].shape[1:], feeds[s].dtype)
+        for s in e.sched.input_slots
+    ]
+    for bad_at in (5, 20):  # in the first group of 8; among the rows copied one by one
+        order = np.arange(n, dtype=np.int64)
+        order[bad_at] = -1 if bad_at == 5 else n
+        with pytest.raises(gc.ArgumentError, match="row index outside"):
+            m.epoch_entry(arrays, staging, n, order, bs, np.empty(2, np.float32))
