@@ -4215,11 +4215,23 @@ def _fold_cumsum(cx: NodeContext, args: list) -> list:
 
 def _tile(cx: NodeContext) -> list[Value]:
     """Tile with repeats known at import time: each non-batch axis joined to itself
-    ``repeats`` times by concat (the batch axis only with repeat 1). Exact."""
+    ``repeats`` times by concat (the batch axis only with repeat 1). Exact. A repeat of the
+    batch size N (computed from Shape, as torch exports ``t.repeat(x.shape[0], 1, 1)`` of a
+    [1, ...] weight) on a first axis of size 1 gives that axis N rows, each a copy (a
+    broadcast, as Expand); N times any other axis is refused."""
     x = cx.x(0)
-    reps = np.asarray(cx.c(1)).astype(np.int64).ravel()
+    raw = np.asarray(cx.c(1)).ravel()
+    batch = [i for i, k in enumerate(raw.tolist()) if isinstance(k, str)]
+    for i in batch:
+        if raw[i] != "N" or i != 0 or x.shape[0] != 1:
+            cx.fail(
+                f"repeats {raw.tolist()}: a repeat of the batch size ({raw[i]}) is supported "
+                f"only on a first axis of size 1 (giving N rows), not on axis {i} of "
+                f"{_fmt(x.shape)}"
+            )
+    reps = np.array([1 if i in batch else k for i, k in enumerate(raw.tolist())], np.int64)
     if reps.size != len(x.shape) or (reps < 0).any():
-        cx.fail(f"repeats {reps.tolist()} must be {len(x.shape)} non-negative integers")
+        cx.fail(f"repeats {raw.tolist()} must be {len(x.shape)} non-negative integers")
     if (reps == 0).any():
         cx.fail(f"repeats {reps.tolist()} give a dimension of size 0")
     y = x
@@ -4229,6 +4241,8 @@ def _tile(cx: NodeContext) -> list[Value]:
         if x.shape[axis] == "N":
             cx.fail(f"repeating the batch dimension N of {_fmt(x.shape)} is not supported")
         y = dsl.apply("concat", *([y] * k), axis=axis)
+    if batch:
+        return [_broadcast(cx, y, ("N", *y.shape[1:]), raw.tolist())]
     return [y if y is not x else x * 1.0]
 
 

@@ -617,3 +617,38 @@ def test_group_normalization_at_opset_18_and_21_against_numpy_and_ort(opset) -> 
     bad = _model([node], [_vi("x", ["N", 6, 2, 5])], [_vi("y", None)], wrong, opset=opset)
     with pytest.raises(OnnxError, match=rf"scale \[{9 - per}\] must be \[{per}\]"):
         gc.from_onnx(bad)
+
+
+def test_tile_of_a_weight_by_the_batch_size_as_torch_exports_repeat() -> None:
+    # torch's t.repeat(x.shape[0], 1, 1) of a [1, 1, C] class token (ViT), as its dynamo
+    # exporter writes it: Shape(x)[:1] ++ [1, 1] -> Tile. The repeats hold N: int('N') raised
+    # ValueError and the file was refused as 'malformed node'. Values against ONNX Runtime; the
+    # token's gradient (the sum over the N copies) against central differences.
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 6)).astype(np.float32)
+    cls = rng.standard_normal((1, 1, 6)).astype(np.float32)
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"], end=1),
+        helper.make_node("Concat", ["s", "ones"], ["reps"], axis=0),
+        helper.make_node("Tile", ["cls", "reps"], ["c"]),
+        helper.make_node("Concat", ["c", "x"], ["y"], axis=1),
+    ]
+    inits = [_init("ones", [1, 1]), numpy_helper.from_array(cls, "cls")]
+    m = _model(nodes, [_vi("x", ["N", 4, 6])], [_vi("y", None)], inits, opset=18)
+    imp = gc.from_onnx(m)
+    np.testing.assert_allclose(imp.compile().predict(x), _ort(m, {"x": x})[0], rtol=0, atol=0)
+    weights = rng.standard_normal((5, 6)).astype(np.float32)
+    loss = gc.sum(gc.mul(imp.outputs[0], gc.constant(weights)))
+    model = gc.compile(imp.outputs, loss, gc.SGD(lr=0.1), name="tile_n")
+    got = model.gradients(x)[imp.params["cls"].name]
+
+    def forward(c):
+        y = np.concatenate([np.repeat(c, len(x), axis=0), x.astype(np.float64)], axis=1)
+        return np.sum(y * weights)
+
+    np.testing.assert_allclose(got, numeric_grad(forward, [cls.astype(np.float64)], 0), rtol=1e-4)
+    # N times an axis of another size would merge N with it: refused naming the repeats
+    big = [_init("ones", [1, 1]), numpy_helper.from_array(np.ones((2, 1, 6), np.float32), "cls")]
+    bad = _model(nodes, [_vi("x", ["N", 4, 6])], [_vi("y", None)], big, opset=18)
+    with pytest.raises(OnnxError, match=r"repeats \['N', 1, 1\].*first axis of size 1"):
+        gc.from_onnx(bad)
