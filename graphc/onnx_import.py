@@ -1023,8 +1023,8 @@ class Importer:
 
     def integer_input_use(self, name: str) -> str | None:
         """How an integer or bool graph input is used: "cast" where every use is a Cast to
-        float or double or the indices of a Gather (read as float32: exact below 2**24, and
-        what ONNX Runtime's cast rounds too), "integer" where its values flow through integer
+        float or double, the indices of a Gather or of a OneHot (read as float32: exact below
+        2**24, and what ONNX Runtime's cast rounds too), "integer" where its values flow through integer
         arithmetic that float32 computes exactly on whole numbers (``INTEGER_FLOW``: Keras's
         Embedding wraps negative ids as where(ids < 0, ids + V, ids) before its Gather) and end
         in such casts, lookups or shapes, else None (integer arithmetic float32 cannot mirror,
@@ -1061,6 +1061,11 @@ class Importer:
                 ):
                     continue
                 if n.op_type == "Gather" and n.input[0] != v:
+                    continue
+                if n.op_type == "OneHot" and n.input[0] == v and v not in n.input[1:]:
+                    # the indices, compared with each position (F.one_hot of labels); ONNX
+                    # gives a row of off values for one outside -depth .. depth - 1, and so
+                    # does a float32 index rounded past 2**24
                     continue
                 if n.op_type == "Shape":
                     continue
@@ -1207,7 +1212,8 @@ class Importer:
             raise OnnxError(
                 f"{where}: element type {type_name(tt.elem_type)} used as an integer; graphc "
                 "reads integer and bool inputs (as float32) only where the graph casts them to "
-                "float, looks rows up with them (the indices of a Gather) or computes with them "
+                "float, looks rows up with them (the indices of a Gather), one-hot encodes them "
+                "(the indices of a OneHot) or computes with them "
                 f"by {', '.join(sorted(INTEGER_FLOW))} before that (Mul only by a 0/1 mask or "
                 f"a sign); here {self.integer_refusal}"
             )

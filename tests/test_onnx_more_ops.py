@@ -652,3 +652,23 @@ def test_tile_of_a_weight_by_the_batch_size_as_torch_exports_repeat() -> None:
     bad = _model(nodes, [_vi("x", ["N", 4, 6])], [_vi("y", None)], big, opset=18)
     with pytest.raises(OnnxError, match=r"repeats \['N', 1, 1\].*first axis of size 1"):
         gc.from_onnx(bad)
+
+
+def test_onehot_of_an_integer_graph_input_as_torch_exports_one_hot() -> None:
+    # torch's F.one_hot(labels, C) (TorchScript exporter): OneHot reads an int64 graph input.
+    # The input was refused ('used as an integer'): OneHot's indices were no use an integer
+    # input may have. Against ONNX Runtime: negative indices count from depth, ones outside
+    # -depth .. depth - 1 (and one past 2**24, which float32 rounds) give a row of off values.
+    nodes = [
+        helper.make_node("OneHot", ["ids", "depth", "values"], ["oh"], axis=1),
+        helper.make_node("ReduceSum", ["oh", "ax"], ["y"], keepdims=0),
+    ]
+    inits = [
+        _init("depth", 5),
+        numpy_helper.from_array(np.array([0.5, 2.0], np.float32), "values"),
+        _init("ax", [2]),
+    ]
+    m = _model(nodes, [_vi("ids", ["N", 4], TensorProto.INT64)], [_vi("y", None)], inits, 13)
+    ids = np.array([[0, 4, -1, -5], [5, -6, 3, 2**40 + 1], [2, 2, 2, -2]], np.int64)
+    got = gc.from_onnx(m).compile().predict(ids)
+    np.testing.assert_array_equal(got, _ort(m, {"ids": ids})[0])
