@@ -1062,6 +1062,10 @@ class Importer:
                     continue
                 if n.op_type == "Gather" and n.input[0] != v:
                     continue
+                if n.op_type == "Where" and n.input[0] == v and v not in n.input[1:]:
+                    # the condition only picks between the other operands: their values, not
+                    # v's, flow on (torch's masked_fill(ids == 0, -1e9) of float scores)
+                    continue
                 if n.op_type == "OneHot" and n.input[0] == v and v not in n.input[1:]:
                     # the indices, compared with each position (F.one_hot of labels); ONNX
                     # gives a row of off values for one outside -depth .. depth - 1, and so

@@ -672,3 +672,28 @@ def test_onehot_of_an_integer_graph_input_as_torch_exports_one_hot() -> None:
     ids = np.array([[0, 4, -1, -5], [5, -6, 3, 2**40 + 1], [2, 2, 2, -2]], np.int64)
     got = gc.from_onnx(m).compile().predict(ids)
     np.testing.assert_array_equal(got, _ort(m, {"ids": ids})[0])
+
+
+def test_an_integer_input_as_where_condition_as_torch_exports_masked_fill() -> None:
+    # torch's scores.masked_fill(ids == 0, -1e9) with ids an int64 input: Equal(ids, 0) is
+    # Where's condition. The walk over the input's uses followed Where's float output as if it
+    # were integer-valued and refused the input at the Softmax after it ('used as an integer').
+    rng = np.random.default_rng(6)
+    table = rng.standard_normal((20, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["table", "ids"], ["emb"], axis=0),
+        helper.make_node("ReduceSum", ["emb", "ax"], ["scores"], keepdims=0),
+        helper.make_node("Equal", ["ids", "zero"], ["pad"]),
+        helper.make_node("Where", ["pad", "big", "scores"], ["masked"]),
+        helper.make_node("Softmax", ["masked"], ["y"], axis=-1),
+    ]
+    inits = [
+        numpy_helper.from_array(table, "table"),
+        _init("ax", [2]),
+        _init("zero", 0),
+        numpy_helper.from_array(np.array(-1e9, np.float32), "big"),
+    ]
+    m = _model(nodes, [_vi("ids", ["N", 4], TensorProto.INT64)], [_vi("y", None)], inits, 13)
+    ids = np.array([[3, 5, 0, 0], [1, 2, 3, 4], [0, 19, 0, 0]], np.int64)
+    got = gc.from_onnx(m).compile().predict(ids)
+    np.testing.assert_allclose(got, _ort(m, {"ids": ids})[0], rtol=1e-6, atol=1e-7)
