@@ -443,6 +443,102 @@ class Rule:
 GROUP_NORM_18_DOMAIN = "graphc.group_norm_18"  # see Importer.check_file
 
 
+def gather_for_index_transposes(model: Any) -> Any:
+    """See ``_gather_for_index_transposes``; a model it cannot read is returned as it is (the
+    checks after it name what is wrong)."""
+    try:
+        return _gather_for_index_transposes(model)
+    except Exception:  # a hostile or malformed file: the import's own checks report it
+        return model
+
+
+def _gather_for_index_transposes(model: Any) -> Any:
+    """The model with torch's dynamo export of a tensor index on one axis (``x[:, idx]``,
+    ``x[..., idx]``: Transpose(x, P) bringing the axis first, GatherND(batch_dims=0) of
+    constant indices [K, 1], Transpose(Q) putting the axes back) written as the Gather it
+    computes: the last Transpose becomes Gather(x, idx, axis=P[0]) (same output name and
+    node name, so node numbers stay), leaving the first two without a use (the import skips
+    them). The Transposes move the batch axis N away from first, which graphc refuses; the
+    Gather keeps it. Only when the two permutations compose to the identity (the result's
+    axes in x's order) and the indices are an initializer or a Constant; otherwise, and for
+    anything malformed (left to the checks after), the model is returned as it is. The
+    caller's ModelProto is not changed.
+    """
+    onnx = require_onnx()
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output if o}
+    inits = {t.name: t for t in g.initializer}
+
+    def const_of(name: str) -> np.ndarray | None:
+        t = inits.get(name)
+        if t is None:
+            n = producer.get(name)
+            if n is None or n.op_type != "Constant" or n.domain not in ("", "ai.onnx"):
+                return None
+            t = next((a.t for a in n.attribute if a.name == "value" and a.HasField("t")), None)
+        if t is None or t.data_location == onnx.TensorProto.EXTERNAL:
+            return None
+        if t.data_type not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+            return None
+        if math.prod(t.dims) > (1 << 20):
+            return None
+        return np.asarray(onnx.numpy_helper.to_array(t))
+
+    def perm_of(n: Any, rank: int) -> list[int] | None:
+        perm = [list(a.ints) for a in n.attribute if a.name == "perm"]
+        if len(perm) != 1 or sorted(perm[0]) != list(range(rank)):
+            return None
+        return perm[0]
+
+    found = []
+    for i, t2 in enumerate(g.node):
+        try:
+            if t2.op_type != "Transpose" or t2.domain not in ("", "ai.onnx") or len(t2.input) != 1:
+                continue
+            gnd = producer.get(t2.input[0])
+            if gnd is None or gnd.op_type != "GatherND" or len(gnd.input) != 2:
+                continue
+            if any(a.name == "batch_dims" and a.i != 0 for a in gnd.attribute):
+                continue
+            idx = const_of(gnd.input[1])
+            t1 = producer.get(gnd.input[0])
+            if idx is None or idx.ndim != 2 or idx.shape[1] != 1 or t1 is None:
+                continue
+            if t1.op_type != "Transpose" or len(t1.input) != 1:
+                continue
+            q = [list(a.ints) for a in t2.attribute if a.name == "perm"]
+            if len(q) != 1:
+                continue
+            rank = len(q[0])
+            p, q = perm_of(t1, rank), perm_of(t2, rank)
+            # GatherND's output axes are t1's (the first one indexed): x's axes p; t2 then
+            # reads them in the order q: the identity when p[q[k]] == k for every k
+            if p is None or q is None or any(p[q[k]] != k for k in range(rank)):
+                continue
+            found.append((i, t1.input[0], idx[:, 0].astype(np.int64), p[0]))
+        except (ValueError, TypeError, AttributeError):
+            continue
+    if not found:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    taken = {o for n in out.graph.node for o in n.output} | set(inits)
+    taken |= {vi.name for vi in out.graph.input}
+    for i, x, idx, axis in found:
+        name = f"{out.graph.node[i].output[0]}__index"
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        out.graph.initializer.append(onnx.numpy_helper.from_array(idx, name))
+        old = out.graph.node[i]
+        node = onnx.helper.make_node(
+            "Gather", [x, name], list(old.output), name=old.name, axis=int(axis)
+        )
+        node.doc_string = old.doc_string
+        out.graph.node[i].CopyFrom(node)
+    return out
+
+
 class Importer:
     """Converts one ModelProto; see ``from_onnx``."""
 
@@ -458,6 +554,7 @@ class Importer:
         onnx = require_onnx()
         self.prefix = prefix  # before every graphc name this import gives
         self.bound = {k: np.asarray(v) for k, v in bound.items()}
+        model = gather_for_index_transposes(model)  # torch's dynamo x[:, idx]
         self.model, self.base_dir, self.where = model, base_dir, where
         self.original = model  # as read (check_file), before functions are expanded
         self.graph = model.graph

@@ -697,3 +697,36 @@ def test_an_integer_input_as_where_condition_as_torch_exports_masked_fill() -> N
     ids = np.array([[3, 5, 0, 0], [1, 2, 3, 4], [0, 19, 0, 0]], np.int64)
     got = gc.from_onnx(m).compile().predict(ids)
     np.testing.assert_allclose(got, _ort(m, {"ids": ids})[0], rtol=1e-6, atol=1e-7)
+
+
+def test_tensor_index_as_torch_dynamo_exports_it() -> None:
+    # torch's dynamo exporter writes x[:, idx] and x[..., idx] (idx a constant tensor) as
+    # Transpose (the indexed axis first) -> GatherND of indices [K, 1] -> Transpose back. The
+    # first Transpose moves the batch axis N and was refused; the three compute a Gather.
+    # Repeated and negative indices; one Transpose read by two GatherNDs; against ONNX Runtime.
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 5, 4)).astype(np.float32)
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t1"], perm=[1, 0, 2]),
+        helper.make_node("GatherND", ["t1", "i1"], ["g1"]),
+        helper.make_node("Transpose", ["g1"], ["a"], perm=[1, 0, 2]),  # x[:, [3, 0, 3, -1]]
+        helper.make_node("Transpose", ["x"], ["t2"], perm=[2, 0, 1]),
+        helper.make_node("GatherND", ["t2", "i2"], ["g2"]),
+        helper.make_node("Transpose", ["g2"], ["b"], perm=[1, 2, 0]),  # x[..., [2, -4]]
+        helper.make_node("GatherND", ["t2", "i1"], ["g3"]),
+        helper.make_node("Transpose", ["g3"], ["c"], perm=[1, 2, 0]),  # x[..., [3, 0, 3, -1]]
+    ]
+    inits = [_init("i1", [[3], [0], [3], [-1]]), _init("i2", [[2], [-4]])]
+    outs = [_vi(k, None) for k in "abc"]
+    m = _model(nodes, [_vi("x", ["N", 5, 4])], outs, inits, opset=18)
+    got = gc.from_onnx(m).compile().predict(x)
+    for k, ref in zip("abc", _ort(m, {"x": x})):
+        np.testing.assert_array_equal(got[k], ref)
+    # permutations that do not compose to the identity keep N moved: still refused
+    other = [
+        helper.make_node("Transpose", ["x"], ["t1"], perm=[1, 0, 2]),
+        helper.make_node("GatherND", ["t1", "i1"], ["y"]),
+    ]
+    bad = _model(other, [_vi("x", ["N", 5, 4])], [_vi("y", None)], inits[:1], opset=18)
+    with pytest.raises(OnnxError, match="moves the batch dimension N"):
+        gc.from_onnx(bad)
