@@ -154,6 +154,8 @@ def _interval_of(t: Any, bounds: dict[int, int], memo: dict) -> Interval | None:
         size = t.parents[0].type.shape[int(n.attr("axis", -1))]
         return (0.0, float(size - 1)) if isinstance(size, int) else None
     xs = [memo.get(id(p)) for p in _operands(t)]
+    if op == "broadcast_to":  # the second operand gives the shape only (its values unread)
+        return xs[0]
     if op == "where":  # (the condition's value does not matter)
         return None if xs[1] is None or xs[2] is None else _hull(xs[1], xs[2])
     if any(x is None for x in xs):
@@ -198,7 +200,10 @@ def _interval_of(t: Any, bounds: dict[int, int], memo: dict) -> Interval | None:
     if op in ("max", "min", "mean"):
         return xs[0]
     if op == "sum":
-        k_in, k_out = _count(t.parents[0].type.shape), _count(t.type.shape)
+        shape_in, shape_out = tuple(t.parents[0].type.shape), tuple(t.type.shape)
+        if shape_in[:1] == ("N",) and shape_out[:1] == ("N",):  # per sample: N not summed
+            shape_in, shape_out = shape_in[1:], shape_out[1:]
+        k_in, k_out = _count(shape_in), _count(shape_out)
         if k_in is None or k_out is None:
             return None
         k = k_in // k_out

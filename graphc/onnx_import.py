@@ -176,6 +176,14 @@ INTEGER_FLOW = frozenset(
         "Concat",
         "Expand",
         "Transpose",
+        # movements of the values (ids[:, 0], ids[:, ::2], ids.flip(1)) and reductions whose
+        # integer results onnx_bounds proves exact ((ids != 0).sum(1), a sequence's length)
+        "Gather",
+        "Slice",
+        "Split",
+        "ReduceSum",
+        "ReduceMax",
+        "ReduceMin",
     ]
 )
 

@@ -730,3 +730,56 @@ def test_tensor_index_as_torch_dynamo_exports_it() -> None:
     bad = _model(other, [_vi("x", ["N", 5, 4])], [_vi("y", None)], inits[:1], opset=18)
     with pytest.raises(OnnxError, match="moves the batch dimension N"):
         gc.from_onnx(bad)
+
+
+def test_integer_ids_moved_summed_and_broadcast_as_torch_exports_text_models() -> None:
+    # Patterns of torch text models (both exporters) that refused their int64 ids before:
+    # ids[:, 0] and ids[:, ::2] (Gather / Slice of the ids themselves), lengths =
+    # (ids != 0).sum(1) used as a divisor (ReduceSum of integers), and position ids
+    # arange(T).expand_as(ids) looked up in a table (a constant broadcast to N rows, whose
+    # range the bounds prover did not know). Against ONNX Runtime; the ids' checked range
+    # (the tables' rows, which also keeps the sum of raw ids exact) refuses others by name.
+    rng = np.random.default_rng(9)
+    table = rng.standard_normal((20, 3)).astype(np.float32)
+    pos_table = rng.standard_normal((4, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["ids", "zero"], ["first"], axis=1),  # ids[:, 0]
+        helper.make_node("Gather", ["table", "first"], ["e_first"], axis=0),
+        helper.make_node("Slice", ["ids", "s0", "s9", "s1", "s2"], ["even"]),  # ids[:, ::2]
+        helper.make_node("Gather", ["table", "even"], ["e_even"], axis=0),
+        helper.make_node("ReduceSum", ["e_even", "s1"], ["e_even_sum"], keepdims=0),
+        helper.make_node("Not", ["pad"], ["keep"]),
+        helper.make_node("Equal", ["ids", "zero"], ["pad"]),
+        helper.make_node("Cast", ["keep"], ["keep_i"], to=TensorProto.INT64),
+        helper.make_node("ReduceSum", ["keep_i", "s1"], ["lengths"], keepdims=1),
+        helper.make_node("Cast", ["lengths"], ["lengths_f"], to=TensorProto.FLOAT),
+        helper.make_node("Shape", ["ids"], ["shape"]),
+        helper.make_node("Expand", ["positions", "shape"], ["pos"]),
+        helper.make_node("Gather", ["pos_table", "pos"], ["e_pos"], axis=0),
+        helper.make_node("ReduceSum", ["e_pos", "s1"], ["e_pos_sum"], keepdims=0),
+        helper.make_node("Add", ["e_first", "e_even_sum"], ["a"]),
+        helper.make_node("Add", ["a", "e_pos_sum"], ["b"]),
+        helper.make_node("Div", ["b", "lengths_f"], ["y"]),
+        helper.make_node("ReduceSum", ["ids", "s1"], ["total"], keepdims=1),
+        helper.make_node("Cast", ["total"], ["total_f"], to=TensorProto.FLOAT),
+    ]
+    nodes.insert(5, nodes.pop(6))  # Equal before Not
+    inits = [
+        numpy_helper.from_array(table, "table"),
+        numpy_helper.from_array(pos_table, "pos_table"),
+        _init("zero", 0),
+        _init("s0", [0]),
+        _init("s9", [9]),
+        _init("s1", [1]),
+        _init("s2", [2]),
+        _init("positions", [[0, 1, 2, 3]]),
+    ]
+    outs = [_vi("y", None), _vi("total_f", None)]
+    m = _model(nodes, [_vi("ids", ["N", 4], TensorProto.INT64)], outs, inits, 13)
+    model = gc.from_onnx(m).compile()
+    ids = np.array([[3, 5, 0, 0], [1, 2, 3, 4], [19, -1, 0, 7]], np.int64)
+    got = model.predict(ids)
+    for k, ref in zip(("y", "total_f"), _ort(m, {"ids": ids})):
+        np.testing.assert_allclose(got[k], ref, rtol=1e-6, atol=1e-6)
+    with pytest.raises(gc.ArgumentError, match="'ids'"):
+        model.predict(np.array([[1, 2, 3, 20]], np.int64))  # no row of the table
