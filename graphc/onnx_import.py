@@ -547,6 +547,24 @@ def _gather_for_index_transposes(model: Any) -> Any:
     return out
 
 
+def check_dims(dims: Any, where: str) -> dict[str, int]:
+    """``from_onnx``'s ``dims``: a dict of names to ints >= 1 (numpy integers too), else
+    OnnxError naming the entry."""
+    if dims is None:
+        return {}
+    if not isinstance(dims, dict):
+        raise OnnxError(f"{where}: dims must be a dict of dimension names to sizes, got {dims!r}")
+    out = {}
+    for k, v in dims.items():
+        ok = isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1
+        if not isinstance(k, str) or not k or not ok:
+            raise OnnxError(
+                f"{where}: dims entry {k!r}: {v!r}; give a dimension name and an int >= 1"
+            )
+        out[k] = int(v)
+    return out
+
+
 class Importer:
     """Converts one ModelProto; see ``from_onnx``."""
 
@@ -558,9 +576,12 @@ class Importer:
         where: str,
         bound: dict,
         prefix: str = "",
+        dims: dict[str, int] | None = None,
     ) -> None:
         onnx = require_onnx()
         self.prefix = prefix  # before every graphc name this import gives
+        self.dims = check_dims(dims, where)  # symbolic dimension name -> the size it takes
+        self.dims_seen: set[str] = set()  # the dim_params of the inputs
         self.bound = {k: np.asarray(v) for k, v in bound.items()}
         model = gather_for_index_transposes(model)  # torch's dynamo x[:, idx]
         self.model, self.base_dir, self.where = model, base_dir, where
@@ -1344,15 +1365,30 @@ class Importer:
                     f"{where}: dimension {k} has size {d.dim_value}; graphc does not support "
                     "empty tensors (a dimension of size 0)"
                 )
+            if d.dim_param:
+                self.dims_seen.add(d.dim_param)
             if fixed:
                 shape.append(int(d.dim_value))
             elif k == 0:
+                if d.dim_param in self.dims:
+                    raise OnnxError(
+                        f"{where}: dims names {d.dim_param!r}, the first dimension: the batch N "
+                        "stays symbolic (every batch size runs); dims fixes the others"
+                    )
                 shape.append("N")  # dim_param, or left unknown: the batch dimension
+            elif d.dim_param in self.dims:
+                shape.append(self.dims[d.dim_param])  # ONNX Runtime's free dimension override
             else:
                 name = d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?")
+                hint = (
+                    f": give its size, from_onnx(..., dims={{{d.dim_param!r}: size}}) (ONNX "
+                    "Runtime's free dimension override); the model then takes that size only"
+                    if d.dim_param
+                    else " and unnamed: fix it in the file (onnx.tools.update_model_dims)"
+                )
                 raise OnnxError(
                     f"{where}: dimension {k} is symbolic ({name}); graphc fixes "
-                    "every dimension but the first (the batch N)"
+                    f"every dimension but the first (the batch N){hint}"
                 )
         t = dsl.input(c_name(self.prefix + vi.name, self.taken, "x"), tuple(shape))
         t.node = t.node.with_(
@@ -1859,6 +1895,7 @@ def from_onnx(
     name: str | None = None,
     constants: dict[str, Any] | None = None,
     prefix: str = "",
+    dims: dict[str, int] | None = None,
 ) -> OnnxImport:
     """Import an ONNX model as graphc tensors, ready for ``gc.compile``.
 
@@ -1885,6 +1922,12 @@ def from_onnx(
         prefix: put before the graphc name of every input, weight and output of this import
             (letters, digits, '_'), so that two imports whose ONNX names coincide (two
             PyTorch exports, or one file imported twice) can go into one model.
+        dims: symbolic dimension name (an input's ``dim_param``) -> its size (an int >= 1),
+            for the dimensions after the first that a file leaves symbolic (a text model's
+            sequence length: torch's ``dynamic_axes={"ids": {0: "batch", 1: "seq"}}``), as
+            ONNX Runtime's free dimension overrides; graphc fixes every dimension but the
+            batch N, so the compiled model takes that size only. Naming the first dimension
+            or a name no input has is refused.
 
     Integer inputs: graphc holds ONNX's integers as float32 (exact below 2**24 in
     magnitude). Each integer input that the graph computes with or looks rows up with is
@@ -1925,9 +1968,16 @@ def from_onnx(
         raise OnnxError(f"from_onnx: prefix must be letters, digits and '_', got {prefix!r}")
     m, base = load_model(model)
     where = os.path.basename(os.fspath(model)) if isinstance(model, (str, os.PathLike)) else "onnx"
-    importer = Importer(m, base, trainable, where, constants or {}, prefix)
+    importer = Importer(m, base, trainable, where, constants or {}, prefix, dims)
     imp = importer.run(outputs)
     importer.check_trainable_names()
+    unknown = sorted(set(importer.dims) - importer.dims_seen)
+    if unknown:
+        seen = sorted(importer.dims_seen)
+        raise OnnxError(
+            f"{where}: dims names {unknown}, which no input's dimension is called; the inputs' "
+            f"symbolic dimensions are {seen}"
+        )
     if name is not None:
         if not (name.isascii() and name.isidentifier()):
             raise OnnxError(

@@ -783,3 +783,29 @@ def test_integer_ids_moved_summed_and_broadcast_as_torch_exports_text_models() -
         np.testing.assert_allclose(got[k], ref, rtol=1e-6, atol=1e-6)
     with pytest.raises(gc.ArgumentError, match="'ids'"):
         model.predict(np.array([[1, 2, 3, 20]], np.int64))  # no row of the table
+
+
+def test_dims_fixes_a_symbolic_sequence_length_as_onnx_runtime_overrides() -> None:
+    # torch's dynamic_axes={"x": {0: "batch", 1: "seq"}}: every text model exported with a
+    # dynamic sequence length was refused ('dimension 1 is symbolic'); dims= gives its size,
+    # as ONNX Runtime's free dimension overrides. The size flows into shape computations.
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "one"], ["t"], axis=0),
+        helper.make_node("Cast", ["t"], ["tf"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["x", "one_1d"], ["total"], keepdims=0),
+        helper.make_node("Div", ["total", "tf"], ["y"]),
+    ]
+    inits = [_init("one", 1), _init("one_1d", [1])]
+    m = _model(nodes, [_vi("x", ["batch", "seq", 3])], [_vi("y", None)], inits, 13)
+    x = np.random.default_rng(10).standard_normal((2, 5, 3)).astype(np.float32)
+    with pytest.raises(OnnxError, match=r"dimension 1 is symbolic \(seq\).*dims=\{'seq': size\}"):
+        gc.from_onnx(m)
+    got = gc.from_onnx(m, dims={"seq": 5}).compile().predict(x)
+    np.testing.assert_allclose(got, _ort(m, {"x": x})[0], rtol=1e-6)
+    with pytest.raises(OnnxError, match=r"dims names \['sek'\].*\['batch', 'seq'\]"):
+        gc.from_onnx(m, dims={"seq": 5, "sek": 2})
+    with pytest.raises(OnnxError, match="the batch N stays symbolic"):
+        gc.from_onnx(m, dims={"batch": 2, "seq": 5})
+    with pytest.raises(OnnxError, match="int >= 1"):
+        gc.from_onnx(m, dims={"seq": 0})
