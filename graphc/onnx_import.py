@@ -466,7 +466,9 @@ def _gather_for_index_transposes(model: Any) -> Any:
     constant indices [K, 1], Transpose(Q) putting the axes back) written as the Gather it
     computes: the last Transpose becomes Gather(x, idx, axis=P[0]) (same output name and
     node name, so node numbers stay), leaving the first two without a use (the import skips
-    them). The Transposes move the batch axis N away from first, which graphc refuses; the
+    them). Indices [K1, K2, 2] that are an outer product of two index vectors (torch's
+    nearest-exact resize of two axes, x[:, :, ih[:, None], iw[None, :]]) become two Gathers,
+    one in the GatherND's place (when the last Transpose is its only use). The Transposes move the batch axis N away from first, which graphc refuses; the
     Gather keeps it. Only when the two permutations compose to the identity (the result's
     axes in x's order) and the indices are an initializer or a Constant; otherwise, and for
     anything malformed (left to the checks after), the model is returned as it is. The
@@ -498,6 +500,24 @@ def _gather_for_index_transposes(model: Any) -> Any:
             return None
         return perm[0]
 
+    uses: dict[str, int] = {}
+    for n in g.node:
+        for name in n.input:
+            uses[name] = uses.get(name, 0) + 1
+    for o in g.output:
+        uses[o.name] = uses.get(o.name, 0) + 1
+
+    def grid(idx: np.ndarray) -> list[np.ndarray] | None:
+        """GatherND's indices [K, 1] as [idx], or [K1, K2, 2] as the two index vectors of an
+        outer product (idx[a, b] == (ih[a], iw[b]): torch's nearest-exact 2-D resize)."""
+        if idx.ndim == 2 and idx.shape[1] == 1:
+            return [idx[:, 0]]
+        if idx.ndim == 3 and idx.shape[2] == 2 and idx.size:
+            ih, iw = idx[:, 0, 0], idx[0, :, 1]
+            if (idx[:, :, 0] == ih[:, None]).all() and (idx[:, :, 1] == iw[None, :]).all():
+                return [ih, iw]
+        return None
+
     found = []
     for i, t2 in enumerate(g.node):
         try:
@@ -510,20 +530,24 @@ def _gather_for_index_transposes(model: Any) -> Any:
                 continue
             idx = const_of(gnd.input[1])
             t1 = producer.get(gnd.input[0])
-            if idx is None or idx.ndim != 2 or idx.shape[1] != 1 or t1 is None:
+            vectors = None if idx is None else grid(idx)
+            if vectors is None or t1 is None:
                 continue
             if t1.op_type != "Transpose" or len(t1.input) != 1:
                 continue
+            if len(vectors) > 1 and uses.get(gnd.output[0], 0) != 1:
+                continue  # the GatherND node becomes the first Gather: t2 must be its only use
             q = [list(a.ints) for a in t2.attribute if a.name == "perm"]
             if len(q) != 1:
                 continue
             rank = len(q[0])
             p, q = perm_of(t1, rank), perm_of(t2, rank)
-            # GatherND's output axes are t1's (the first one indexed): x's axes p; t2 then
-            # reads them in the order q: the identity when p[q[k]] == k for every k
+            # GatherND's output axes are t1's (the first len(vectors) indexed): x's axes p;
+            # t2 then reads them in the order q: the identity when p[q[k]] == k for every k
             if p is None or q is None or any(p[q[k]] != k for k in range(rank)):
                 continue
-            found.append((i, t1.input[0], idx[:, 0].astype(np.int64), p[0]))
+            steps = [(v.astype(np.int64), p[j]) for j, v in enumerate(vectors)]
+            found.append((i, list(g.node).index(gnd), t1.input[0], steps))
         except (ValueError, TypeError, AttributeError):
             continue
     if not found:
@@ -532,18 +556,32 @@ def _gather_for_index_transposes(model: Any) -> Any:
     out.CopyFrom(model)
     taken = {o for n in out.graph.node for o in n.output} | set(inits)
     taken |= {vi.name for vi in out.graph.input}
-    for i, x, idx, axis in found:
-        name = f"{out.graph.node[i].output[0]}__index"
+
+    def gather(at: int, data: str, idx: np.ndarray, axis: int) -> None:
+        old = out.graph.node[at]
+        name = f"{old.output[0]}__index"
         while name in taken:
             name += "_"
         taken.add(name)
         out.graph.initializer.append(onnx.numpy_helper.from_array(idx, name))
-        old = out.graph.node[i]
         node = onnx.helper.make_node(
-            "Gather", [x, name], list(old.output), name=old.name, axis=int(axis)
+            "Gather", [data, name], list(old.output), name=old.name, axis=int(axis)
         )
         node.doc_string = old.doc_string
-        out.graph.node[i].CopyFrom(node)
+        out.graph.node[at].CopyFrom(node)
+
+    for i, j, x, steps in found:
+        if len(steps) == 1:
+            gather(i, x, *steps[0])
+            continue
+        # two axes: the GatherND node gathers the first, the last Transpose the second (its
+        # output's declared shape, a GatherND's, no longer holds: dropped)
+        mid = out.graph.node[j].output[0]
+        keep = [vi for vi in out.graph.value_info if vi.name != mid]
+        del out.graph.value_info[:]
+        out.graph.value_info.extend(keep)
+        gather(j, x, *steps[0])
+        gather(i, mid, *steps[1])
     return out
 
 

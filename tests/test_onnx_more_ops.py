@@ -809,3 +809,27 @@ def test_dims_fixes_a_symbolic_sequence_length_as_onnx_runtime_overrides() -> No
         gc.from_onnx(m, dims={"batch": 2, "seq": 5})
     with pytest.raises(OnnxError, match="int >= 1"):
         gc.from_onnx(m, dims={"seq": 0})
+
+
+def test_two_axis_index_grid_as_torch_dynamo_exports_nearest_exact_resize() -> None:
+    # F.interpolate(x, size=(3, 4), mode="nearest-exact") by torch's dynamo exporter:
+    # Transpose [2, 3, 0, 1] -> GatherND of a grid [3, 4, 2] (the outer product of the row and
+    # column indices) -> Transpose back; it was refused (the Transpose moves N). A grid that is
+    # no outer product stays refused.
+    x = np.random.default_rng(11).standard_normal((3, 2, 5, 6)).astype(np.float32)
+    ih, iw = np.array([0, 2, 3]), np.array([0, 2, 3, 5])
+    idx = np.stack(np.broadcast_arrays(ih[:, None], iw[None, :]), axis=-1)
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[2, 3, 0, 1]),
+        helper.make_node("GatherND", ["t", "idx"], ["g"]),
+        helper.make_node("Transpose", ["g"], ["y"], perm=[2, 3, 0, 1]),
+    ]
+    m = _model(nodes, [_vi("x", ["N", 2, 5, 6])], [_vi("y", None)], [_init("idx", idx)], 18)
+    got = gc.from_onnx(m).compile().predict(x)
+    np.testing.assert_array_equal(got, _ort(m, {"x": x})[0])
+    np.testing.assert_array_equal(got, x[:, :, ih[:, None], iw[None, :]])
+    scattered = idx.copy()
+    scattered[1, 2] = [4, 1]  # not an outer product
+    bad = _model(nodes, [_vi("x", ["N", 2, 5, 6])], [_vi("y", None)], [_init("idx", scattered)], 18)
+    with pytest.raises(OnnxError, match="moves the batch dimension N"):
+        gc.from_onnx(bad)
