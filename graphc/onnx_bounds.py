@@ -92,7 +92,8 @@ def _div(a: Interval, b: Interval) -> Interval | None:
 # The importer's composite integer operators, by the tensor that holds their result: (kind,
 # operands). Their internal corrections (q - [m x < 0] s, ...) are exact by construction, but
 # intervals cannot see that they cancel, so the result's range is taken from the operator's
-# meaning instead: "floor" / "ceil" (x), "idiv" (x, y: x / y truncated), "mod" (x, y).
+# meaning instead: "floor" / "ceil" (x), "idiv" (x, y: x / y truncated), "mod" (x, y),
+# "index" (size: a position 0 .. size - 1).
 Rules = dict[int, tuple[str, tuple[Any, ...]]]
 
 
@@ -112,6 +113,8 @@ def interval(
 
 def _rule_interval(rule: tuple[str, tuple[Any, ...]], memo: dict) -> Interval | None:
     kind, operands = rule
+    if kind == "index":  # a position along an axis of a known size (TopK's indices)
+        return (0.0, float(operands[0] - 1))
     xs = [memo.get(id(o)) for o in operands]
     if any(x is None for x in xs):
         return None

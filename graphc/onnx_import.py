@@ -4370,6 +4370,65 @@ def _hardmax(cx: NodeContext) -> list[Value]:
     return [_mask(cx, t)]
 
 
+MAX_TOPK_AXIS = 1024  # the longest axis TopK ranks (a [size, size] comparison per row)
+
+
+def _topk(cx: NodeContext) -> list[Value]:
+    """TopK: the K largest (largest=1, the default) or smallest elements along ``axis``
+    (default -1) and their indices (as float32, like ArgMax), in order, a tie going to the
+    lower index first (ONNX Runtime's order; ``sorted=0`` leaves the order free, and graphc
+    gives this one). K is input 1 (attribute ``k`` before opset 10), known at import time.
+
+    Method: each element's rank, the number of elements before it in that order
+    (x_j > x_i, or x_j == x_i with j < i; for largest=0, x_j < x_i), by a comparison of every
+    pair along the axis ([size, size] per row, so at most MAX_TOPK_AXIS elements); output p
+    takes the element of rank p (a select and a sum: its gradient reaches that element only,
+    and -inf or +inf values are ranked like any other). NaN compares with nothing: a NaN's
+    rank counts only its ties, so the order among NaNs and others is graphc's."""
+    x = cx.x(0)
+    r = len(x.shape)
+    axis = _axis(cx, int(cx.attr("axis", -1)), r)
+    size = x.shape[axis]
+    if size == "N":
+        cx.fail(f"TopK along the batch dimension N of {_fmt(x.shape)} is not supported")
+    size = int(size)
+    if size > MAX_TOPK_AXIS:
+        cx.fail(f"TopK along an axis of {size} elements (graphc ranks at most {MAX_TOPK_AXIS})")
+    raw = np.ravel(np.asarray(cx.c(1))) if cx.has(1) else np.array([cx.attr("k", 0)])
+    if raw.size != 1 or raw.dtype.kind not in "iu":
+        cx.fail(f"K must be one integer known at import time, got {raw.tolist()}")
+    k = int(raw[0])
+    if not 1 <= k <= size:
+        cx.fail(f"K = {k} must lie in 1 .. {size}, the size of axis {axis}")
+    largest = bool(cx.attr("largest", 1))
+    trail = (1,) * (r - axis - 1)
+    shape = tuple(x.shape)
+    xi = _reshape(cx, x, (*shape[: axis + 1], 1, *shape[axis + 1 :]))  # [..., size (i), 1, ...]
+    xj = _reshape(cx, x, (*shape[:axis], 1, *shape[axis:]))  # [..., 1, size (j), ...]
+    before = dsl.apply("greater" if largest else "less", xj, xi)
+    lower = np.tril(np.ones((size, size), np.float32), -1).reshape((size, size, *trail))
+    ties = dsl.apply("equal", xj, xi) * cx.imp.constant_tensor(
+        f"topk_lower_{size}", lower, cx, False
+    )
+    rank = dsl.sum(before + ties, axes=axis + 1)  # [..., size, ...]
+    pos = np.arange(size, dtype=np.float32).reshape((size, *trail))
+    positions = cx.imp.constant_tensor(f"index_{size}", pos, cx, False)
+    values, indices = [], []
+    for p in range(k):
+        pick = dsl.apply("equal", rank, dsl.const(float(p)))
+        values.append(
+            dsl.sum(dsl.apply("where", pick, x, dsl.const(0.0)), axes=axis, keepdims=True)
+        )
+        indices.append(dsl.sum(pick * positions, axes=axis, keepdims=True))
+    if k == 1:
+        v, i = values[0], indices[0]
+    else:
+        v = dsl.apply("concat", *values, axis=axis)
+        i = dsl.apply("concat", *indices, axis=axis)
+    cx.imp.ranges[id(i)] = ("index", (size,))  # a position: 0 .. size - 1 (onnx_bounds)
+    return [v, _mask(cx, i)]
+
+
 MAX_CUMSUM = 1024  # the longest axis CumSum composes (one add and slice per element)
 
 
@@ -5233,6 +5292,7 @@ OPS: dict[str, Rule] = {
         keeps_integers=True,
     ),
     "Hardmax": Rule(_hardmax, ("axis",)),
+    "TopK": Rule(_topk, ("axis", "k", "largest", "sorted")),
     "CumSum": Rule(_cumsum, ("exclusive", "reverse"), fold=_fold_cumsum),
     "Tile": Rule(_tile, fold=_fold_tile, keeps_integers=True),
     "Trilu": Rule(_trilu, ("upper",), fold=_fold_trilu, keeps_integers=True),

@@ -833,3 +833,39 @@ def test_two_axis_index_grid_as_torch_dynamo_exports_nearest_exact_resize() -> N
     bad = _model(nodes, [_vi("x", ["N", 2, 5, 6])], [_vi("y", None)], [_init("idx", scattered)], 18)
     with pytest.raises(OnnxError, match="moves the batch dimension N"):
         gc.from_onnx(bad)
+
+
+@pytest.mark.parametrize(("axis", "largest", "k"), [(-1, 1, 3), (1, 0, 2), (2, 1, 6)])
+def test_topk_against_onnxruntime_with_ties_and_infinities(axis, largest, k) -> None:
+    # torch.topk exports TopK (both exporters); it was not supported. Ties go to the lower
+    # index first and +-inf are ranked like other values, as ONNX Runtime; the indices are
+    # proven in 0 .. size - 1, so they may look rows up.
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((3, 4, 6)).astype(np.float32)
+    x[0, 0, :3] = 0.5
+    x[1, 2, 1:4] = -0.25
+    x[2, 1, 0] = x[2, 3, 0] = x[2, 0, 5]  # ties along axis 1 too
+    table = rng.standard_normal((6, 2)).astype(np.float32)
+    nodes = [
+        helper.make_node("Add", ["x", "m"], ["z"]),
+        helper.make_node("TopK", ["z", "k"], ["v", "i"], axis=axis, largest=largest),
+        helper.make_node("Cast", ["i"], ["i_f"], to=TensorProto.FLOAT),
+    ]
+    outs = [_vi("v", None), _vi("i_f", None)]
+    if axis != 1:
+        nodes += [
+            helper.make_node("Gather", ["table", "i"], ["g"], axis=0),
+            helper.make_node("ReduceSum", ["g", "ax"], ["rows"], keepdims=0),
+        ]
+        outs.append(_vi("rows", None))
+    mask = np.array([0, -np.inf, np.inf, 0, -np.inf, 0], np.float32)
+    inits = [
+        numpy_helper.from_array(mask, "m"),
+        _init("k", [k]),
+        numpy_helper.from_array(table, "table"),
+        _init("ax", [-1]),
+    ]
+    m = _model(nodes, [_vi("x", ["N", 4, 6])], outs, inits, 13)
+    got = gc.from_onnx(m).compile().predict(x)
+    for vi, ref in zip(outs, _ort(m, {"x": x})):
+        np.testing.assert_allclose(got[vi.name], ref, rtol=1e-6, atol=1e-6)
