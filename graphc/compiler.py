@@ -29,7 +29,7 @@ from graphc.ir.passes.pipeline import run_pipeline
 from graphc.ir.passes.schedule import schedule
 from graphc.ir.plan import Buffer, Schedule
 from graphc.ir.program import UNIT_TARGET_LOSSES, Program
-from graphc.ir.types import TensorType
+from graphc.ir.types import DTYPE_INFO, TensorType
 from graphc.ir.verify import check_sizes
 
 from .dsl import Tensor, apply, collect_graph, constant_values
@@ -321,6 +321,8 @@ def plan_input_checks(prog: Program, entry: str) -> list[InputCheck]:
         elif t.dtype == "i32":
             if v in classes:
                 out.append(InputCheck(v, "classes", classes[v]))
+        elif not DTYPE_INFO[t.dtype].is_float:
+            continue  # an integer feature (i64, i32 not a label): every value is finite
         elif prog.loss_kind in UNIT_TARGET_LOSSES and v in prog.label_inputs:
             out.append(InputCheck(v, "unit"))
         else:

@@ -297,3 +297,50 @@ def test_grouped_gather_rejects_a_row_index_outside_data(wide_classifier) -> Non
         order[bad_at] = -1 if bad_at == 5 else n
         with pytest.raises(gc.ArgumentError, match="row index outside"):
             m.epoch_entry(arrays, staging, n, order, bs, np.empty(2, np.float32))
+
+
+def test_integer_and_f64_wide_inputs_gathered_in_groups_train_as_numpy() -> None:
+    """Three inputs of rows of exactly 512 bytes (GATHER_GROUP_MIN_BYTES: f32[128], f64[64]
+    and i64[64], the last two cast to f32): an i64 feature has no NaN check (its scan was
+    emitted as a float one, `fsub <16 x i64>`, and LLVM refused the module); the epoch entry
+    gathers all three 8 rows at a time, bit for bit as per-step calls; the first step's loss
+    is numpy's float64 softmax cross-entropy; a NaN in the f64 input inside a group is named
+    by input and row, with nothing changed."""
+    x1 = gc.input("x1", ("N", 128))
+    x2 = gc.input("x2", ("N", 64), dtype="f64")
+    x3 = gc.input("x3", ("N", 64), dtype="i64")
+    labels = gc.input("labels", ("N",), dtype="i32")
+    h = gc.concat([x1, gc.cast(x2, dtype="f32"), gc.cast(x3, dtype="f32")], axis=1)
+    logits = gc.dense(h, 3, name="fc")
+    loss = gc.softmax_cross_entropy(logits, labels)
+    m = gc.compile(logits, loss, gc.SGD(lr=0.01), name="wide_ints", seed=2)
+    rng = np.random.default_rng(7)
+    n = 53  # batches of 20, 20 and 13 rows: groups of 8 and rows copied one by one
+    xs = {
+        "x1": rng.standard_normal((n, 128)).astype(np.float32),
+        "x2": rng.standard_normal((n, 64)),
+        "x3": rng.integers(-5, 6, (n, 64)),
+    }
+    y = rng.integers(0, 3, n)
+    w, b = (m.params[k].astype(np.float64) for k in ("fc.w", "fc.b"))
+    hb = np.concatenate([xs[k][:20].astype(np.float32).astype(np.float64) for k in xs], axis=1)
+    z = hb @ w + b
+    z -= z.max(axis=1, keepdims=True)
+    want = float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(20), y[:20]]))
+    first = m.train_step({k: v[:20] for k, v in xs.items()}, y[:20])
+    np.testing.assert_allclose(first, want, rtol=1e-5)
+    runs = []
+    for use_epoch in (True, False):
+        m.initialize(1)
+        m.use_epoch_entry = use_epoch
+        hist = m.fit(xs, y, epochs=2, batch_size=20, verbose=0, seed=3)
+        runs.append((hist["loss"], _snapshot(m)))
+    m.use_epoch_entry = True
+    assert runs[0][0] == runs[1][0]
+    _assert_same(runs[0][1], runs[1][1])
+    before = _snapshot(m)
+    bad = {k: v.copy() for k, v in xs.items()}
+    bad["x2"][27, 63] = np.nan  # the last element of the second batch's first group
+    with pytest.raises(gc.ArgumentError, match="input 'x2': row 27 holds NaN or Inf"):
+        m.fit(bad, y, epochs=1, batch_size=20, verbose=0, shuffle=False)
+    _assert_same(_snapshot(m), before)
