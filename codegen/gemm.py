@@ -23,8 +23,11 @@ for jc in 0..N step NC:                  # B panel, KC x NC, packed once: 256 Ki
   12 x 16 for a 10-column output layer.
 - Transposes cost nothing in the loop nest: they change only how the packing routines read A
   and B (a contiguous copy along x, or LANES x LANES in-register transposes along k). Packing
-  pads edge slivers with zeros, so the microkernel always computes a whole tile and only the
-  store looks at the edges (masked loads in packing, scalar columns at the right edge of C).
+  pads edge slivers with zeros, so along N the microkernel always computes a whole tile and
+  only the store looks at the edges (masked loads in packing, scalar columns at the right edge
+  of C). Along M, a panel's last mc % MR rows run a tile of their own height (edge_heights:
+  2 or 4 rows of a 6-row tile), not MR rows of which the rest would be thrown away (a batch
+  of 32 = 5 * 6 + 2 rows computed 36).
 - The microkernel is a function of its own per register tile (and per way of reading A: rows
   contiguous along k, or columns), shared by every product of a module, with M, N, K, the
   strides and the edges as arguments; it runs a whole panel (MC rows of C, one sliver of B) per
@@ -63,7 +66,9 @@ threads, 256 KiB or less for a thread the user started with a small stack). A pr
 between the pool's threads gives that buffer to the blocks the calling thread runs; a worker
 thread packs its blocks into a dynamic alloca on its own stack (the pool starts its workers with
 WORKER_STACK_BYTES, codegen/threads.py), so no two threads share one. Nothing is allocated on the
-heap and the only library call is pthread_self (which thread runs a block); llvm.fmuladd,
+heap and the only library call is pthread_self (which thread runs a block); the stack holds
+only a tile of C (MR x NR) and, for a GEMM whose C only its epilogue reads (c_unread), a few
+tiles (C_SCRATCH_TILES: 6 KiB for f32 at 6 x 64). llvm.fmuladd,
 llvm.prefetch and llvm.masked.load are the only intrinsics.
 """
 
@@ -88,6 +93,7 @@ from .threads import TASK_TYPE, ThreadPool
 Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value], ir.Value]
 """epilogue(b, acc, i, j) -> value of acc's type, applied to C[i, j:j+W] before it is stored."""
 
+C_SCRATCH_TILES = 4  # tiles of C per pass through the stack buffer of c_unread (6 KiB at 6 x 64)
 A_IN_PLACE_MAX_SLIVERS = 2  # N <= this many NR-wide slivers: the microkernel reads A unpacked
 PACK_PREFETCH_ROWS = 8  # packing a [K, M] or [K, N] source asks for the row this far ahead
 GEMV_ROWS = 8  # a GEMV (M = 1) adds this many rows of B to C's row per pass
@@ -196,6 +202,15 @@ class Blocking:
         return Blocking(lanes, mr=mr, nv=nv, kc=kc, mc=mc, nc=nc)
 
 
+def edge_heights(mr: int) -> tuple[int, ...]:
+    """Heights of the microkernel's edge tiles below MR (ascending): a panel's last mc % MR
+    rows run the lowest that holds them, not MR rows of which the rest repeat the last row.
+    Two, at a third and two thirds of MR, each half the code of the whole tile or less: 2 and
+    4 for MR = 6 hold exactly the mc % 6 of every batch (32, 128, 512, ...: 2) and layer
+    width (784, 256: 4) of the 784-256-128-10 network, 4 and 8 for MR = 12."""
+    return tuple(sorted({h for h in (mr // 3, 2 * mr // 3) if 0 < h < mr}))
+
+
 WORK_ALIGN = 64  # the work buffer and each block in it start on a 64-byte boundary
 # The vector units a target can give emit_gemm (f32 lanes, registers): scratch_bound covers all
 VECTOR_UNITS = tuple((lanes, regs) for lanes in (1, 2, 4, 8, 16) for regs in (16, 32))
@@ -286,6 +301,7 @@ def emit_gemm(
     extra_types: Sequence[ir.Type] = (),
     pool: ThreadPool | None = None,
     fixed: Mapping[str, int] | None = None,
+    c_unread: bool = False,
 ) -> ir.Function:
     """Emit `void name(i64 M, i64 N, i64 K, ptr A, ptr B, ptr C, ptr work)`: C (+)= op(A) @ op(B).
 
@@ -328,6 +344,15 @@ def emit_gemm(
             out (edge tiles, the direct path, K blocks). "min_M": a lower bound of M in every
             call (above Blocking.direct_max_m, the direct path is left out). Threads' blocks reach the code through
             memory, where LLVM could not propagate constants from the callers.
+        c_unread: nothing reads C after the call but the epilogue (with an epilogue that
+            stores values of its own, such as an optimizer update, and not `accumulate`):
+            where the packed path's K fits one block, each panel goes C_SCRATCH_TILES tiles
+            at a time through a buffer on the stack (at most 6 KiB for f32) to the epilogue,
+            and C is left as it was; otherwise (several K blocks, the direct path) C holds
+            the product as without it. Measured on the 784-256-128-10 SGD step (its three
+            weight gradients' GEMMs; exported library, 1 thread, 6 interleaved rounds,
+            load 1.3-1.8): 0.86x the time at batch 32, 0.96x at 128, unchanged at 512 (K =
+            512: two K blocks).
 
     Returns:
         The new function.
@@ -360,6 +385,7 @@ def emit_gemm(
         tuple(extra_types),
         pool,
         dict(fixed or {}),
+        c_unread,
     )
     return gen.emit()
 
@@ -395,8 +421,12 @@ class _GemmEmitter:
         extra_types: tuple[ir.Type, ...],
         pool: ThreadPool | None = None,
         fixed: dict[str, int] | None = None,
+        c_unread: bool = False,
     ) -> None:
         self.module, self.name, self.blk, self.pool = module, name, blk, pool
+        # C's values are read by the epilogue only: panels of one K block go through a small
+        # buffer (C_SCRATCH_TILES tiles), not C
+        self.c_unread = c_unread and epilogue is not None and not accumulate
         self.fixed = dict(fixed or {})
         self.min_m = self.fixed.pop("min_M", self.fixed.get("M", 0))
         if set(self.fixed) - {"M", "N", "K"}:
@@ -562,8 +592,10 @@ class _GemmEmitter:
         j: ir.Value,
         load_old: ir.Value | bool,
         last: ir.Value | bool,
+        store: bool = True,
     ) -> None:
-        """C[i, j:j+W] = epilogue(acc (+ C_old)) when last, else acc (+ C_old).
+        """C[i, j:j+W] = epilogue(acc (+ C_old)) when last, else acc (+ C_old) (without
+        `store`: the epilogue's stores only).
 
         The flags are Python bools, or i1 values tested at run time (edge tiles, where code size
         matters more than a predictable branch).
@@ -590,7 +622,8 @@ class _GemmEmitter:
         acc = self.maybe(load_old, add_old, acc)
         if self.epilogue is not None:
             acc = self.maybe(last, apply_epilogue, acc)
-        self.store(acc, ptr)
+        if store:
+            self.store(acc, ptr)
 
     def maybe(
         self, cond: ir.Value | bool, f: Callable[[ir.Value], ir.Value], x: ir.Value
@@ -1006,6 +1039,21 @@ class _GemmEmitter:
             b.sdiv(self.add(self.K, kc_size - 1), KC),
             name="kblocks",
         )
+        if self.c_unread:
+            one_block = b.icmp_signed("==", kblocks, self.const(1))
+            self.epilogue_from = self.define(
+                "epilogue_from",
+                [(n, I64) for n in ("i0", "i1", "j0", "j1")] + [("src", PTR), ("lds", I64)],
+                self.emit_epilogue_from,
+            )
+            here = b.block
+            b.position_at_start(self.fn.entry_basic_block)  # a static alloca
+            self.c_buf = b.alloca(
+                ir.ArrayType(self.elem, C_SCRATCH_TILES * blk.mr * blk.nr), name="c.scratch"
+            )
+            self.c_buf.align = 64
+            self.c_buf.type = PTR
+            b.position_at_end(here)
         with _loop(b, n0, n1, blk.nc, name="jc") as jc_loop:
             jc = jc_loop.iv
             nc = self.imin(self.sub(n1, jc), self.const(blk.nc), name="nc")
@@ -1068,19 +1116,87 @@ class _GemmEmitter:
                         bp = self.at(self.b_buf, self.mul(jr.iv, kc), name="bp")
                         j = self.add(jc, jr.iv, name="j")
                         cp = self.at(self.C, self.add(self.mul(ic, self.N), j), name="cp")
-                        rest = [bp, cp, self.N, nr, load_old]
-                        if len(choices) == 1:
-                            b.call(choices[0][0], [kc, mc, *choices[0][1], *rest])
+
+                        def panel(rows, a_skip, c_ptr, ldc, old) -> None:
+                            """The microkernel over `rows` rows of the panel from its tile
+                            a_skip on, into c_ptr (row stride ldc)."""
+                            rest = [bp, c_ptr, ldc, nr, old]
+                            for fn, a_args in choices:
+                                if a_skip is not None:
+                                    a0 = self.at(a_args[0], self.mul(a_skip, a_args[3]))
+                                    a_args = (a0, *a_args[1:])
+                                call = [kc, rows, *a_args, *rest]
+                                if len(choices) == 1:
+                                    b.call(fn, call)
+                                else:
+                                    with b.if_then(
+                                        a_in_place if fn is choices[0][0] else b.not_(a_in_place)
+                                    ):
+                                        b.call(fn, call)
+
+                        def whole() -> None:
+                            panel(mc, None, cp, self.N, load_old)
+                            if last is not False:
+                                with b.if_then(last):
+                                    self.call(
+                                        self.epilogue_fn, ic, self.add(ic, mc), j, self.add(j, nr)
+                                    )
+
+                        if self.c_unread:
+                            with b.if_else(one_block) as (then, otherwise):
+                                with then:
+                                    self.scratch_panel(ic, mc, j, nr, panel)
+                                with otherwise:
+                                    whole()
                         else:
-                            with b.if_else(a_in_place) as (then, otherwise):
-                                for branch, (fn, a_args) in zip((then, otherwise), choices):
-                                    with branch:
-                                        b.call(fn, [kc, mc, *a_args, *rest])
-                        if last is not False:
-                            with b.if_then(last):
-                                self.call(
-                                    self.epilogue_fn, ic, self.add(ic, mc), j, self.add(j, nr)
-                                )
+                            whole()
+
+    def scratch_panel(self, ic: ir.Value, mc: ir.Value, j: ir.Value, nr: ir.Value, panel) -> None:
+        """A panel of one K block whose C only the epilogue reads: C_SCRATCH_TILES tiles at a
+        time into the scratch buffer (row stride NR), each then finished by the epilogue,
+        which stores nothing to C: C's memory is never touched."""
+        b, blk = self.b, self.blk
+        step = C_SCRATCH_TILES * blk.mr
+        with _loop(b, self.const(0), mc, step, name="cs") as cs:
+            rows = self.imin(self.sub(mc, cs.iv), self.const(step), name="cs.rows")
+            panel(
+                rows,
+                b.sdiv(cs.iv, self.const(blk.mr)),
+                self.c_buf,
+                self.const(blk.nr),
+                self.const(0),
+            )
+            i0 = self.add(ic, cs.iv)
+            self.call(
+                self.epilogue_from,
+                i0,
+                self.add(i0, rows),
+                j,
+                self.add(j, nr),
+                self.c_buf,
+                self.const(blk.nr),
+            )
+
+    def emit_epilogue_from(
+        self,
+        i0: ir.Value,
+        i1: ir.Value,
+        j0: ir.Value,
+        j1: ir.Value,
+        src: ir.Value,
+        lds: ir.Value,
+    ) -> None:
+        """epilogue(src[i - i0, j - j0]) over rows i0..i1, columns j0..j1 (src's row stride
+        lds), storing nothing to C (what the epilogue stores besides C it stores)."""
+        b, L = self.b, self.blk.lanes
+        with _loop(b, i0, i1, 1, name="fi") as il:
+            row = self.at(src, self.mul(self.sub(il.iv, i0), lds))
+            start = j0
+            for lanes in (L, 1) if L > 1 else (1,):
+                with _loop(b, start, self.sub(j1, lanes - 1), lanes, name=f"fj{lanes}") as jl:
+                    acc = self.load(self.at(row, self.sub(jl.iv, j0)), lanes)
+                    self.finish(acc, il.iv, jl.iv, False, True, store=False)
+                start = jl.iv
 
     def shared_ukernel(self, rows: bool) -> ir.Function:
         """The module's microkernel for this tile (see emit_ukernel), defined on first use:
@@ -1138,8 +1254,10 @@ class _GemmEmitter:
 
         B~ is a packed KC x NR sliver; A's tile t (rows t*MR..) lies at a + t*ps_a, row r of it
         at + r*rs_a, k at + k*cs_a: the packed A block (1, MR, MR*kc) or A where it lies. One
-        call per panel, so that its cost is spread over mc/MR tiles; rows of the last tile past
-        mc repeat its last row and are not stored. No epilogue: the caller applies its own.
+        call per panel, so that its cost is spread over mc/MR tiles. The panel's last mc % MR
+        rows (if at most edge_heights' highest) run an edge tile of their own height, else a
+        whole tile; rows of a tile past mc repeat its last row and are not stored. No
+        epilogue: the caller applies its own.
         With `rows`, cs_a is taken as 1, else rs_a: A's addresses then need one register per
         row, or one in all (a 12-row tile with both strides variable ran 1.2x slower).
         """
@@ -1152,21 +1270,62 @@ class _GemmEmitter:
         tile_buf.align = 64
         tile_buf.type = PTR
         load_old = b.icmp_signed("!=", load_old, self.const(0))
-        with _loop(b, self.const(0), mc, blk.mr, name="ir", carried=[a]) as ir_:
+        heights = edge_heights(blk.mr)
+        # Whole tiles while more than the highest edge tile's rows are left (the last may
+        # hold fewer than MR: rows past mc repeat its last row and are not stored) ...
+        stop = self.sub(mc, heights[-1] if heights else 0)
+        with _loop(b, self.const(0), stop, blk.mr, name="ir", carried=[a]) as ir_:
             a_tile = ir_.carried[0]
             mr = self.imin(self.sub(mc, ir_.iv), self.const(blk.mr), name="mr")
-            last_row = self.sub(mr, 1)
-            a_rows = [
-                self.at(a_tile, self.mul(self.imin(self.const(r), last_row), rs_a))
-                for r in range(blk.mr)
-            ]
+            a_rows = self.tile_rows(a_tile, rs_a, mr, blk.mr)
             c_tile = self.at(c, self.mul(ir_.iv, ldc), name="c.tile.ptr")
-            self.prefetch_tile(c_tile, ldc)
+            self.prefetch_tile(c_tile, ldc, blk.mr)
             acc = self.microkernel(kc, a_rows, cs_a, bp)
             self.store_tile(acc, c_tile, ldc, mr, nr, load_old, tile_buf)
             ir_.carried = [self.at(a_tile, ps_a)]
+        if not heights:
+            return
+        # ... then the rest (mc % MR rows, at most heights[-1]) with the lowest edge tile
+        # that holds it: a k loop of one step per trip (runs once per panel: little code)
+        rest = self.sub(mc, ir_.iv, name="rest")
+        a_tile, c_tile = ir_.final[0], self.at(c, self.mul(ir_.iv, ldc), name="c.edge.ptr")
 
-    def prefetch_tile(self, c_tile: ir.Value, ldc: ir.Value) -> None:
+        def edge(height: int) -> None:
+            self.prefetch_tile(c_tile, ldc, height)
+            a_rows = self.tile_rows(a_tile, rs_a, rest, height)
+            acc = self.microkernel(kc, a_rows, cs_a, bp, unroll=1)
+            for r in range(height):
+                for v in range(blk.nv):
+                    ptr = self.at(tile_buf, self.const(r * blk.nr + v * blk.lanes))
+                    self.store(acc[r][v], ptr, blk.lanes * self.size)
+
+        with b.if_then(b.icmp_signed(">", rest, self.const(0))):
+            self.by_height(rest, heights, edge)
+            self.store_edge(c_tile, ldc, rest, nr, load_old, tile_buf)
+
+    def tile_rows(self, a_tile: ir.Value, rs_a: ir.Value, mr: ir.Value, height: int) -> list:
+        """Row r of A's tile at a_tile + min(r, mr - 1)*rs_a for r < height (rows past mr
+        repeat the last one)."""
+        last_row = self.sub(mr, 1)
+        return [
+            self.at(a_tile, self.mul(self.imin(self.const(r), last_row), rs_a))
+            for r in range(height)
+        ]
+
+    def by_height(self, mr: ir.Value, heights: Sequence[int], tile: Callable[[int], None]) -> None:
+        """tile(h) for the first h of the ascending `heights` with mr <= h (mr <= the last)."""
+        b = self.b
+        if len(heights) == 1:
+            tile(heights[0])
+            return
+        below = b.icmp_signed("<=", mr, self.const(heights[-2]))
+        with b.if_else(below) as (then, otherwise):
+            with then:
+                self.by_height(mr, heights[:-1], tile)
+            with otherwise:
+                tile(heights[-1])
+
+    def prefetch_tile(self, c_tile: ir.Value, ldc: ir.Value, rows: int) -> None:
         """Ask for the C tile's cache lines now, so they arrive while the microkernel runs.
 
         Without this the tile's loads and stores miss at the end of every microkernel (C is
@@ -1174,7 +1333,7 @@ class _GemmEmitter:
         never faults, so edge tiles may prefetch past the end of C.
         """
         b, blk = self.b, self.blk
-        for r in range(blk.mr):
+        for r in range(rows):
             first = self.mul(ldc, r)
             for off in (0, blk.nr - 1):  # the first and last element: at most two lines
                 ptr = b.gep(c_tile, [self.add(first, off)], source_etype=self.elem)
@@ -1190,12 +1349,18 @@ class _GemmEmitter:
         self.b.call(fn, args)
 
     def microkernel(
-        self, kc: ir.Value, a_rows: list[ir.Value], a_step: ir.Value, bp: ir.Value
+        self,
+        kc: ir.Value,
+        a_rows: list[ir.Value],
+        a_step: ir.Value,
+        bp: ir.Value,
+        unroll: int | None = None,
     ) -> list[list[ir.Value]]:
-        """kc rank-1 updates of an MR x NR register tile: A[r, k] at a_rows[r] + k*a_step, B
-        from a packed sliver."""
+        """kc rank-1 updates of a len(a_rows) x NR register tile: A[r, k] at a_rows[r] +
+        k*a_step, B from a packed sliver."""
         blk, L = self.blk, self.blk.lanes
-        zeros = [self.zero(L)] * (blk.mr * blk.nv)
+        height = len(a_rows)
+        zeros = [self.zero(L)] * (height * blk.nv)
 
         def step(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
             bk = self.at(bp, self.mul(k, blk.nr))
@@ -1204,15 +1369,17 @@ class _GemmEmitter:
             ]
             ka = self.mul(k, a_step)
             out = list(acc)
-            for r in range(blk.mr):
+            for r in range(height):
                 a = self.splat(self.load(self.at(a_rows[r], ka)), L)
                 for v in range(blk.nv):
                     out[r * blk.nv + v] = self.fma(a, bv[v], acc[r * blk.nv + v])
             return out
 
         # 4 k-steps per trip; 2 for 6 x 4 (48 FMAs either way, less code to compile)
-        acc = self.unrolled(kc, zeros, step, unroll=4 if blk.nv <= 2 else 2, name="k")
-        return [acc[r * blk.nv : (r + 1) * blk.nv] for r in range(blk.mr)]
+        if unroll is None:
+            unroll = 4 if blk.nv <= 2 else 2
+        acc = self.unrolled(kc, zeros, step, unroll=unroll, name="k")
+        return [acc[r * blk.nv : (r + 1) * blk.nv] for r in range(height)]
 
     def unrolled(
         self,
@@ -1255,20 +1422,22 @@ class _GemmEmitter:
         load_old: ir.Value,
         tile_buf: ir.Value,
     ) -> None:
-        """The tile's valid mr x nr corner to C (+ C_old when load_old, an i1)."""
+        """The valid mr x nr corner of the tile acc (len(acc) rows, mr <= len(acc)) to C
+        (+ C_old when load_old, an i1)."""
         b, blk, L = self.b, self.blk, self.blk.lanes
+        height = len(acc)
         full = b.and_(
-            b.icmp_signed("==", mr, self.const(blk.mr)), b.icmp_signed("==", nr, self.const(blk.nr))
+            b.icmp_signed("==", mr, self.const(height)), b.icmp_signed("==", nr, self.const(blk.nr))
         )
 
         with b.if_else(full, likely=True) as (then, otherwise):
             with then:
-                for r in range(blk.mr):
+                for r in range(height):
                     row = self.at(c_tile, self.mul(ldc, r))
                     for v in range(blk.nv):
                         self.store_c(acc[r][v], self.at(row, self.const(v * L)), load_old)
             with otherwise:
-                for r in range(blk.mr):
+                for r in range(height):
                     for v in range(blk.nv):
                         ptr = self.at(tile_buf, self.const(r * blk.nr + v * L))
                         self.store(acc[r][v], ptr, L * self.size)

@@ -37,6 +37,7 @@ class ModuleBuilder:
         target_cpu: str | Target = "native",
         check_numerics: bool = False,
         gemm_modules: int = 0,
+        keep_grads: bool = True,
     ) -> None:
         """``gemm_modules`` > 0: the matmul kernels and their GEMM functions go into that many
         more modules (``gemm_parts``; the kernels as external symbols, declared in ``module``;
@@ -50,8 +51,15 @@ class ModuleBuilder:
         LLVM's vectorizer: the input checks' scans, codegen/checks.py, and the kernels
         ``kernels.written_as_run`` names) also goes into a module of its own, ``lean``, which
         the JIT optimizes with a short list of passes (``codegen.target.PIPELINES["lean"]``):
-        O3's loop passes found nothing to do in it and cost some 3-10 ms per function."""
+        O3's loop passes found nothing to do in it and cost some 3-10 ms per function.
+
+        ``keep_grads``: train_step leaves every gradient in its grad region (an exported
+        library's header publishes where: NAME_GRAD_*). False (the JIT, whose callers never
+        read them): a gradient that only its optimizer update reads, fused into the epilogue
+        of the GEMM that makes it (fuse_update_epilogue), is never stored (emit_gemm's
+        c_unread): at batch 32 the 784 x 256 gradient's 800 KB were written every step."""
         self.name = name
+        self.keep_grads = keep_grads
         self.check_numerics = check_numerics  # scan each kernel's stores for NaN/Inf
         self.target = as_target(target_cpu)  # every target decision below reads this
         self.module = ir.Module(name=name)
@@ -526,6 +534,8 @@ class ModuleBuilder:
                 extra_types=extra_types,
                 pool=self.pool(module),
                 fixed=self._fixed.get(key),
+                # an update in the epilogue (it stores values besides C): nothing else reads C
+                c_unread=not self.keep_grads and any(v in {t.name for t in tail} for v in ext),
             )
             fn.linkage = "internal"
             self._gemms[key] = fn

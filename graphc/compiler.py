@@ -410,16 +410,19 @@ def compile_split(prog: Program, target_cpu: str = "native") -> JitModule | None
 
 
 def build_module(
-    prog: Program, target_cpu: str = "native", *, split: bool = False
+    prog: Program, target_cpu: str = "native", *, split: bool = False, keep_grads: bool = True
 ) -> ModuleBuilder:
     """The LLVM module of a scheduled Program: an entry per schedule, plus ``train_epoch``
-    (``split``: the GEMMs in modules of their own, one per compile thread; see ModuleBuilder)."""
+    (``split``: the GEMMs in modules of their own, one per compile thread; ``keep_grads``:
+    train_step leaves every gradient in its grad region, as a library's header says; see
+    ModuleBuilder)."""
     t0 = time.perf_counter()
     mb = ModuleBuilder(
         prog.name,
         target_cpu=target_cpu,
         check_numerics=prog.check_numerics,
         gemm_modules=compile_threads() if split else 0,
+        keep_grads=keep_grads,
     )
     with gc_paused():
         mb.plan_gemms(prog.schedules.values())
@@ -525,7 +528,7 @@ def jit_cached(prog: Program, target_cpu: str = "native") -> JitModule:
     if not cache.enabled():
         prog.timings["cache"] = "off"
         with gc_paused():  # one pause for building, printing and compiling (see gc_paused)
-            return jit(prog, build_module(prog, target_cpu, split=True), target_cpu)
+            return jit(prog, build_module(prog, target_cpu, split=True, keep_grads=False), target_cpu)
     t0 = time.perf_counter()
     tm = target_machine(target_cpu)
     key = cache.cache_key(prog, _target_id(target_cpu))
@@ -542,7 +545,7 @@ def jit_cached(prog: Program, target_cpu: str = "native") -> JitModule:
         cache.discard(key)  # unreadable by MCJIT or missing entries: rebuild it
     prog.timings["cache"] = "miss"
     with gc_paused():  # one pause for building, printing and compiling (see gc_paused)
-        mb = build_module(prog, target_cpu, split=True)
+        mb = build_module(prog, target_cpu, split=True, keep_grads=False)
         objects, modules = _objects(prog, mb, target_cpu)
         del mb  # the IR is garbage now: the first collection after the pause frees it
     t1 = time.perf_counter()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from llvmlite import ir
 
-from graphc.codegen.gemm import Blocking, JitGemm, JitGemms, emit_gemm
+from graphc.codegen.gemm import Blocking, JitGemm, JitGemms, edge_heights, emit_gemm
 from graphc.ir.errors import CodegenError
 
 DIMS = (0, 1, 3, 7, 17, 33, 64, 100, 129, 257)
@@ -412,3 +412,112 @@ def test_gemm_narrow_wide_tile_serves_any_n() -> None:
         for m, k in [(7, 3), (130, 300), (600, 600)]:
             check(g["tn"], m, n, k, rng, "12x16 tn", False)
             check(g["nn"], m, n, k, rng, "12x16 nn", True)
+
+
+EDGE = {  # name: (vector_width, registers, trans_a, accumulate, epilogue, fixed N)
+    "avx2_nn": (8, 16, False, False, True, None),  # 6 x 16: A packed (N > 32) or in place
+    "avx2_tn_acc": (8, 16, True, True, False, None),  # A's columns: packed or in place
+    "wide_nn_acc": (16, 32, False, True, True, None),  # 6 x 64, rows of A in place
+    "wide_tn": (16, 32, True, False, True, None),  # 6 x 64, A packed
+    "wide_n10": (16, 32, False, False, True, 10),  # 12 x 16
+    "wide_tn_n10": (16, 32, True, True, False, 10),
+}
+
+
+@functools.cache
+def edge_kernels() -> JitGemms:
+    configs = {
+        name: {
+            "vector_width": w,
+            "registers": regs,
+            "trans_a": ta,
+            "accumulate": acc,
+            "epilogue": bias_relu("f32") if epi else None,
+            "fixed": {"N": n} if n else None,
+        }
+        for name, (w, regs, ta, acc, epi, n) in EDGE.items()
+    }
+    return JitGemms(configs)
+
+
+@pytest.mark.parametrize("name", list(EDGE))
+def test_gemm_edge_tiles_along_m_match_numpy(name: str) -> None:
+    """A panel's last mc % MR rows run a lower tile (edge_heights): M = 1..13 and M % MR in
+    every class at MR = 6 and 12, with a panel edge inside an MC block (M = 121..125), with
+    one K block and with several (C read back between them), N on both sides of packing A."""
+    g = edge_kernels()[name]
+    w, regs, _, _, epi, n_fixed = EDGE[name]
+    blk = Blocking.for_dtype("f32", w, regs, n_fixed)
+    assert edge_heights(blk.mr) == ((2, 4) if blk.mr == 6 else (4, 8))
+    rng = np.random.default_rng(len(name))
+    ms = [*range(1, 14), *range(14, 26, 1 if blk.mr == 12 else 3), 121, 122, 123, 124, 125]
+    for n in [n_fixed] if n_fixed else [20, 3 * blk.nr + 5]:
+        for m in ms:
+            for k in (7, 400):
+                check(g, m, n, k, rng, f"edge {name}", epi)
+
+
+def store_elsewhere(b: ir.IRBuilder, acc: ir.Value, i: ir.Value, j: ir.Value, extras, dims):
+    """An update-like epilogue: stores 2 * acc + ROW_STEP * i at out[i, j] (out: the extra
+    pointer, laid out like C) and returns acc for C."""
+    (out,) = extras
+    elem = acc.type.element if isinstance(acc.type, ir.VectorType) else acc.type
+    row = b.fmul(b.sitofp(i, elem), ir.Constant(elem, ROW_STEP))
+    if isinstance(acc.type, ir.VectorType):
+        row = b.insert_element(ir.Constant(acc.type, ir.Undefined), row, ir.Constant(I32, 0))
+        zeros = ir.Constant(ir.VectorType(I32, acc.type.count), None)
+        row = b.shuffle_vector(row, ir.Constant(acc.type, ir.Undefined), zeros)
+    x = b.fadd(b.fmul(acc, ir.Constant(acc.type, 2.0)), row)
+    p = b.gep(out, [b.add(b.mul(i, dims[1]), j)], inbounds=True, source_etype=elem)
+    b.store(x, p, align=4)
+    return acc
+
+
+store_elsewhere.needs_dims = True  # type: ignore[attr-defined]
+I32 = ir.IntType(32)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gemm_whose_c_only_the_epilogue_reads_stores_the_epilogues_values(threads: int) -> None:
+    """c_unread (an optimizer update in the epilogue of its gradient's GEMM): what the
+    epilogue stores is 2 * op(A) @ op(B) + ROW_STEP * i, from panels in a stack buffer where
+    K fits one block (C then keeps its NaNs), from C where it does not (K > KC) or M is small
+    (the direct path); every tile of A's packed and in-place paths and M's edge tiles."""
+    cases = {  # (vector_width, registers, trans_a, fixed N)
+        "avx2_tn": (8, 16, True, None),
+        "avx2_nn": (8, 16, False, None),
+        "wide_tn": (16, 32, True, None),
+        "wide_nn": (16, 32, False, None),
+        "wide_tn_n10": (16, 32, True, 10),
+    }
+    gs = JitGemms(
+        {
+            name: {
+                "vector_width": w,
+                "registers": regs,
+                "trans_a": ta,
+                "epilogue": store_elsewhere,
+                "extra_types": [ir.PointerType()],
+                "fixed": {"N": n} if n else None,
+                "c_unread": True,
+            }
+            for name, (w, regs, ta, n) in cases.items()
+        },
+        threads=threads,
+    )
+    rng = np.random.default_rng(threads)
+    for name, (_, _, ta, n_fixed) in cases.items():
+        g = gs[name]
+        for n in [n_fixed] if n_fixed else [20, 200]:
+            for m, k in [(3, 7), (8, 5), (32, 128), (130, 33), (257, 300), (600, 0), (784, 40)]:
+                a, b = operands(rng, m, n, k, ta, False, "f32")
+                c = np.full((m, n), np.nan, np.float32)
+                out = np.full((m, n), np.nan, np.float32)
+                g(a, b, c, out.ctypes.data)
+                want = 2 * ((a.T if ta else a).astype(np.float64) @ b.astype(np.float64))
+                want += ROW_STEP * np.arange(m)[:, None]
+                tol = 1e-4 * np.sqrt(max(k, 1))
+                what = f"{name} {threads} threads M,N,K={m},{n},{k}"
+                np.testing.assert_allclose(out, want, rtol=tol, atol=tol, err_msg=what)
+                if m > 5 and k <= 256:  # the packed path, one K block: C untouched
+                    assert np.isnan(c).all(), what
