@@ -679,3 +679,51 @@ def test_compile_of_a_model_named_like_a_unistd_macro_says_the_command_lines_way
     np.testing.assert_array_equal(
         gc.load(str(tmp_path / "libX_net.so")).predict(x), np.maximum(x, 0)
     )
+
+
+def test_library_train_step_leaves_the_gradients_where_its_header_says(tmp_path):
+    """NAME_GRAD_*_OFFSET (the header) hold dloss/dparam after the library's train_step, even
+    for the weights whose SGD update runs in the epilogue of their gradient's GEMM (which the
+    JIT need not store: nothing of its own reads them); float64 numpy is the reference, the
+    update p - lr * g follows from it, and the JIT's Model.gradients gives the same."""
+    x = gc.input("x", ("N", 20))
+    labels = gc.input("labels", ("N",), dtype="i32")
+    h = gc.dense(x, 24, activation="relu", name="fc1")
+    logits = gc.dense(h, 3, name="fc2")
+    lr = 0.1
+    m = gc.compile(logits, gc.softmax_cross_entropy(logits, labels), gc.SGD(lr=lr), name="gr")
+    sched = m.program.schedules["train_step"]
+    fused = [
+        k
+        for k in sched.kernels
+        if k.kind == "matmul" and any(sched.graph[v].section == "update" for v in k.nodes)
+    ]
+    assert len(fused) == 2, "the weights' updates should run in their GEMMs' epilogues"
+    rng = np.random.default_rng(5)
+    xs = rng.standard_normal((32, 20)).astype(np.float32)  # K = 32: one K block
+    ys = rng.integers(0, 3, 32).astype(np.int32)
+    p = {k: v.astype(np.float64) for k, v in m.params.items()}
+    z1 = xs.astype(np.float64) @ p["fc1.w"] + p["fc1.b"]
+    a1 = np.maximum(z1, 0.0)
+    z2 = a1 @ p["fc2.w"] + p["fc2.b"]
+    sm = np.exp(z2 - z2.max(axis=1, keepdims=True))
+    sm /= sm.sum(axis=1, keepdims=True)
+    d2 = (sm - np.eye(3)[ys]) / 32
+    d1 = (d2 @ p["fc2.w"].T) * (z1 > 0)
+    want = {"fc1.w": xs.T @ d1, "fc1.b": d1.sum(0), "fc2.w": a1.T @ d2, "fc2.b": d2.sum(0)}
+    res = m.export(str(tmp_path / "libgr.so"))
+    header = open(res.header).read()
+    lib = gc.load(res.library)
+    lib.train_step(xs, ys)
+    for k, g in want.items():
+        c = "GR_GRAD_" + k.upper().replace(".", "_")
+        off = int(re.search(rf"#define {c}_OFFSET (\d+)", header).group(1))
+        nbytes = int(re.search(rf"#define {c}_BYTES (\d+)", header).group(1))
+        got = lib._ws[off : off + nbytes].view(np.float32).reshape(g.shape)
+        np.testing.assert_allclose(got, g, rtol=1e-4, atol=1e-6, err_msg=f"library {k}")
+        np.testing.assert_allclose(lib.get_weights()[k], p[k] - lr * g, rtol=1e-4, atol=1e-6)
+    for k, g in m.gradients(xs, ys).items():
+        np.testing.assert_allclose(g, want[k], rtol=1e-4, atol=1e-6, err_msg=f"JIT {k}")
+    m.train_step(xs, ys)
+    for k, g in want.items():
+        np.testing.assert_allclose(m.params[k], p[k] - lr * g, rtol=1e-4, atol=1e-6)
