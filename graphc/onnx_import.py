@@ -20,6 +20,7 @@ Spec: https://onnx.ai/onnx/operators/ (the operator definitions quoted in the ru
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import os
 import re
@@ -4370,6 +4371,118 @@ def _hardmax(cx: NodeContext) -> list[Value]:
     return [_mask(cx, t)]
 
 
+MAX_POOL_TERMS = 1024  # the most kernel offsets a MaxPool / AveragePool composes
+
+
+def _pool_axis(
+    cx: NodeContext, size: int, k: int, s: int, d: int, pb: int, pe: int, ceil: bool, auto: str
+) -> tuple[int, int, int]:
+    """One spatial axis of a pooling window: (output size, begin pad, end pad) by ONNX's rules
+    (auto_pad VALID / SAME_UPPER / SAME_LOWER, or explicit pads with floor or ceil_mode; with
+    ceil_mode a last window that would start past the input and its begin pad is dropped, as
+    ONNX Runtime and torch)."""
+    span = (k - 1) * d + 1
+    if auto == "VALID":
+        return max(-(-(size - span + 1) // s), 0), 0, 0
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        out = -(-size // s)
+        total = max((out - 1) * s + span - size, 0)
+        small = total // 2
+        return (out, small, total - small) if auto == "SAME_UPPER" else (out, total - small, small)
+    if auto not in ("NOTSET", ""):
+        cx.fail(f"auto_pad {auto!r} is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER")
+    room = size + pb + pe - span
+    out = (-(-room // s) if ceil else room // s) + 1
+    if ceil and (out - 1) * s >= size + pb:
+        out -= 1
+    return out, pb, pe
+
+
+def _pool(kind: str) -> Callable[[NodeContext], list[Value]]:
+    """MaxPool / AveragePool of x [N, C, D1, ...] over its spatial axes: kernel_shape,
+    strides, pads, dilations, ceil_mode, auto_pad and (AveragePool) count_include_pad as ONNX
+    defines them. Composed: for each kernel offset, the elements it reads (_take along each
+    spatial axis, exact); max: the maximum over the offsets, a window position in the padding
+    replaced by another element of the same window (which leaves the maximum unchanged);
+    average: the sum of the elements inside the input divided by their count (or, with
+    count_include_pad, by the window's positions inside input and pads). A window with no
+    element of the input is refused, as is MaxPool's Indices output."""
+
+    def rule(cx: NodeContext) -> list[Value]:
+        x = cx.x(0)
+        r = len(x.shape)
+        if r < 3 or "N" in x.shape[1:]:
+            cx.fail(f"input {_fmt(x.shape)}: pooling needs [N, C, D1, ...] with N first only")
+        if len(cx.node.output) > 1 and cx.node.output[1]:
+            cx.fail("MaxPool's Indices output is not supported")
+        nsp = r - 2
+        ks = [int(v) for v in cx.attr("kernel_shape", [])]
+        if len(ks) != nsp or min(ks) < 1:
+            cx.fail(f"kernel_shape {ks} must give {nsp} sizes >= 1")
+        strides = [int(v) for v in cx.attr("strides", [1] * nsp)]
+        dil = [int(v) for v in cx.attr("dilations", [1] * nsp)]
+        pads = [int(v) for v in cx.attr("pads", [0] * (2 * nsp))]
+        if len(strides) != nsp or len(dil) != nsp or len(pads) != 2 * nsp:
+            cx.fail(f"strides {strides}, dilations {dil}, pads {pads} do not fit {nsp} axes")
+        if min(strides) < 1 or min(dil) < 1 or min(pads) < 0:
+            cx.fail(f"strides {strides} and dilations {dil} must be >= 1, pads {pads} >= 0")
+        ceil = bool(cx.attr("ceil_mode", 0))
+        auto = str(cx.attr("auto_pad", "NOTSET"))
+        include = bool(cx.attr("count_include_pad", 0))
+        if math.prod(ks) > MAX_POOL_TERMS:
+            cx.fail(f"a kernel of {math.prod(ks)} elements (graphc composes {MAX_POOL_TERMS})")
+        axes = []  # per spatial axis: [(indices, valid, counted) per offset], output size
+        for j in range(nsp):
+            size = int(x.shape[2 + j])
+            out, pb, pe = _pool_axis(
+                cx, size, ks[j], strides[j], dil[j], pads[j], pads[nsp + j], ceil, auto
+            )
+            if out < 1:
+                cx.fail(f"axis {2 + j} of {size} elements gives no pooling window")
+            pos = np.arange(out)[:, None] * strides[j] + np.arange(ks[j])[None, :] * dil[j] - pb
+            valid = (pos >= 0) & (pos < size)
+            if not valid.any(axis=1).all():
+                cx.fail(f"a pooling window along axis {2 + j} lies in the padding only")
+            first = np.where(valid, pos, size).min(axis=1)  # a valid element of each window
+            counted = (pos >= -pb) & (pos < size + pe) if include else valid
+            axes.append(
+                [
+                    (np.where(valid[:, k], pos[:, k], first), valid[:, k], counted[:, k])
+                    for k in range(ks[j])
+                ]
+            )
+        acc: Tensor | None = None
+        count = np.zeros([len(a[0][0]) for a in axes], np.float32)
+        for offsets in np.ndindex(*ks):
+            t = x
+            valid = np.ones(count.shape, bool)
+            counted = np.ones(count.shape, bool)
+            for j, k in enumerate(offsets):
+                idx, v, c = axes[j][k]
+                t = _take(cx, t, 2 + j, idx.tolist())
+                shape = [1] * nsp
+                shape[j] = len(idx)
+                valid = valid & v.reshape(shape)
+                counted = counted & c.reshape(shape)
+            count += counted
+            if kind == "max":
+                acc = t if acc is None else dsl.maximum(acc, t)
+                continue
+            if not valid.all():
+                m = valid.astype(np.float32)
+                tag = hashlib.sha256(m.tobytes() + str(m.shape).encode()).hexdigest()[:12]
+                t = t * cx.imp.constant_tensor(f"pool_mask_{tag}", m, cx, False)
+            acc = t if acc is None else acc + t
+        assert acc is not None
+        if kind == "max":
+            return [acc]
+        inv = (1.0 / count).astype(np.float32)
+        tag = hashlib.sha256(inv.tobytes() + str(inv.shape).encode()).hexdigest()[:12]
+        return [acc * cx.imp.constant_tensor(f"pool_count_{tag}", inv, cx, False)]
+
+    return rule
+
+
 MAX_TOPK_AXIS = 1024  # the longest axis TopK ranks (a [size, size] comparison per row)
 
 
@@ -5241,6 +5354,22 @@ OPS: dict[str, Rule] = {
     "LayerNormalization": Rule(_layer_norm, ("axis", "epsilon", "stash_type")),
     "GlobalAveragePool": Rule(_global_pool("mean")),
     "GlobalMaxPool": Rule(_global_pool("max")),
+    "MaxPool": Rule(
+        _pool("max"),
+        ("kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad", "storage_order"),
+    ),
+    "AveragePool": Rule(
+        _pool("mean"),
+        (
+            "kernel_shape",
+            "strides",
+            "pads",
+            "dilations",
+            "ceil_mode",
+            "auto_pad",
+            "count_include_pad",
+        ),
+    ),
     "ArgMax": Rule(_argmax, ("axis", "keepdims", "select_last_index")),
     "ReduceMax": Rule(_reduce_max, ("axes", "keepdims", "noop_with_empty_axes")),
     "ReduceMin": Rule(_reduce_min, ("axes", "keepdims", "noop_with_empty_axes")),

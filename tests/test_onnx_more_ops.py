@@ -869,3 +869,32 @@ def test_topk_against_onnxruntime_with_ties_and_infinities(axis, largest, k) -> 
     got = gc.from_onnx(m).compile().predict(x)
     for vi, ref in zip(outs, _ort(m, {"x": x})):
         np.testing.assert_allclose(got[vi.name], ref, rtol=1e-6, atol=1e-6)
+
+
+def test_maxpool_and_averagepool_against_onnxruntime() -> None:
+    # MaxPool / AveragePool were unsupported (torch's adaptive_max_pool1d and max_pool1d
+    # export as MaxPool). The corners of the trackers' reports: ceil_mode (a last window that
+    # would start in the end padding is dropped), pads, dilations, auto_pad SAME_*,
+    # count_include_pad with ceil_mode; one model, one compile, against ONNX Runtime.
+    x = np.random.default_rng(13).standard_normal((2, 3, 7)).astype(np.float32)
+    cases = [
+        ("MaxPool", dict(kernel_shape=[7])),  # torch's adaptive_max_pool1d(x, 1)
+        ("MaxPool", dict(kernel_shape=[3], strides=[3], ceil_mode=1, pads=[1, 1])),
+        ("MaxPool", dict(kernel_shape=[4], strides=[2], auto_pad="SAME_UPPER")),
+        ("AveragePool", dict(kernel_shape=[3], strides=[2], pads=[1, 1])),
+        (
+            "AveragePool",
+            dict(kernel_shape=[3], strides=[2], pads=[1, 1], ceil_mode=1, count_include_pad=1),
+        ),
+        ("AveragePool", dict(kernel_shape=[2], dilations=[3], pads=[1, 1])),
+    ]
+    nodes = [helper.make_node(op, ["x"], [f"y{i}"], **at) for i, (op, at) in enumerate(cases)]
+    outs = [_vi(f"y{i}", None) for i in range(len(cases))]
+    m = _model(nodes, [_vi("x", ["N", 3, 7])], outs, [], 19)
+    got = gc.from_onnx(m).compile().predict(x)
+    for vi, ref in zip(outs, _ort(m, {"x": x})):
+        np.testing.assert_allclose(got[vi.name], ref, rtol=1e-6, atol=1e-6, err_msg=vi.name)
+    indices = helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2])
+    bad = _model([indices], [_vi("x", ["N", 3, 7])], [_vi("y", None), _vi("i", None)], [], 19)
+    with pytest.raises(OnnxError, match="Indices output is not supported"):
+        gc.from_onnx(bad)
