@@ -528,7 +528,9 @@ def jit_cached(prog: Program, target_cpu: str = "native") -> JitModule:
     if not cache.enabled():
         prog.timings["cache"] = "off"
         with gc_paused():  # one pause for building, printing and compiling (see gc_paused)
-            return jit(prog, build_module(prog, target_cpu, split=True, keep_grads=False), target_cpu)
+            return jit(
+                prog, build_module(prog, target_cpu, split=True, keep_grads=False), target_cpu
+            )
     t0 = time.perf_counter()
     tm = target_machine(target_cpu)
     key = cache.cache_key(prog, _target_id(target_cpu))
