@@ -461,6 +461,12 @@ def gather_for_index_transposes(model: Any) -> Any:
         return model
 
 
+def _standard(n: Any) -> bool:
+    """Whether node ``n`` is an operator of the default ONNX domain (an op of another domain
+    with the same name may compute anything)."""
+    return n.domain in ("", "ai.onnx")
+
+
 def _gather_for_index_transposes(model: Any) -> Any:
     """The model with torch's dynamo export of a tensor index on one axis (``x[:, idx]``,
     ``x[..., idx]``: Transpose(x, P) bringing the axis first, GatherND(batch_dims=0) of
@@ -522,10 +528,15 @@ def _gather_for_index_transposes(model: Any) -> Any:
     found = []
     for i, t2 in enumerate(g.node):
         try:
-            if t2.op_type != "Transpose" or t2.domain not in ("", "ai.onnx") or len(t2.input) != 1:
+            if t2.op_type != "Transpose" or not _standard(t2) or len(t2.input) != 1:
                 continue
             gnd = producer.get(t2.input[0])
-            if gnd is None or gnd.op_type != "GatherND" or len(gnd.input) != 2:
+            if (
+                gnd is None
+                or gnd.op_type != "GatherND"
+                or not _standard(gnd)
+                or len(gnd.input) != 2
+            ):
                 continue
             if any(a.name == "batch_dims" and a.i != 0 for a in gnd.attribute):
                 continue
@@ -534,7 +545,7 @@ def _gather_for_index_transposes(model: Any) -> Any:
             vectors = None if idx is None else grid(idx)
             if vectors is None or t1 is None:
                 continue
-            if t1.op_type != "Transpose" or len(t1.input) != 1:
+            if t1.op_type != "Transpose" or not _standard(t1) or len(t1.input) != 1:
                 continue
             if len(vectors) > 1 and uses.get(gnd.output[0], 0) != 1:
                 continue  # the GatherND node becomes the first Gather: t2 must be its only use

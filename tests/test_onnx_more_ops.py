@@ -732,6 +732,26 @@ def test_tensor_index_as_torch_dynamo_exports_it() -> None:
         gc.from_onnx(bad)
 
 
+@pytest.mark.parametrize("custom", ["t1", "gather_nd"])
+def test_tensor_index_pattern_of_another_domain_is_refused_as_onnx_runtime(custom) -> None:
+    # Transpose -> GatherND -> Transpose where the first Transpose or the GatherND is an op of
+    # another domain (same name, any meaning): ONNX Runtime refuses the file (no such op);
+    # the rewrite into Gather took it for torch's x[:, idx] and imported it
+    x = np.random.default_rng(9).standard_normal((3, 5, 4)).astype(np.float32)
+    dom = {k: "org.example" if k == custom else "" for k in ("t1", "gather_nd")}
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t1"], perm=[1, 0, 2], domain=dom["t1"]),
+        helper.make_node("GatherND", ["t1", "i1"], ["g1"], domain=dom["gather_nd"]),
+        helper.make_node("Transpose", ["g1"], ["a"], perm=[1, 0, 2]),
+    ]
+    m = _model(nodes, [_vi("x", ["N", 5, 4])], [_vi("a", None)], [_init("i1", [[3], [0]])])
+    m.opset_import.append(helper.make_opsetid("org.example", 1))
+    with pytest.raises(Exception, match="not a registered function/op"):
+        _ort(m, {"x": x})
+    with pytest.raises(OnnxError, match=r"org\.example:Transpose is not supported|moves the batch"):
+        gc.from_onnx(m)
+
+
 def test_integer_ids_moved_summed_and_broadcast_as_torch_exports_text_models() -> None:
     # Patterns of torch text models (both exporters) that refused their int64 ids before:
     # ids[:, 0] and ids[:, ::2] (Gather / Slice of the ids themselves), lengths =
