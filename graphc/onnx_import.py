@@ -4482,7 +4482,10 @@ def _pool(kind: str) -> Callable[[NodeContext], list[Value]]:
             if not valid.all():
                 m = valid.astype(np.float32)
                 tag = hashlib.sha256(m.tobytes() + str(m.shape).encode()).hexdigest()[:12]
-                t = t * cx.imp.constant_tensor(f"pool_mask_{tag}", m, cx, False)
+                # selected, not multiplied: 0 * inf of the window's element that stands in
+                # for the padding is NaN (an average of inf and finite values is inf)
+                mask = cx.imp.constant_tensor(f"pool_mask_{tag}", m, cx, False)
+                t = dsl.apply("where", mask, t, dsl.const(0.0))
             acc = t if acc is None else acc + t
         assert acc is not None
         if kind == "max":

@@ -918,3 +918,22 @@ def test_maxpool_and_averagepool_against_onnxruntime() -> None:
     bad = _model([indices], [_vi("x", ["N", 3, 7])], [_vi("y", None), _vi("i", None)], [], 19)
     with pytest.raises(OnnxError, match="Indices output is not supported"):
         gc.from_onnx(bad)
+
+
+def test_averagepool_of_infinities_beside_the_padding_against_onnxruntime() -> None:
+    # A window reaching into the padding (pads, ceil_mode; counted or not) whose elements in
+    # the input hold +-inf averages to +-inf; the padding's positions were masked as
+    # 0 * (an element of the window), NaN for an infinite one
+    x = np.array([[[np.inf, 1, 2, 3, -np.inf]], [[-np.inf, 5, 6, 7, np.inf]]], np.float32)
+    cases = [
+        dict(kernel_shape=[3], pads=[1, 1]),
+        dict(kernel_shape=[3], pads=[1, 1], count_include_pad=1),
+        dict(kernel_shape=[2], strides=[2], ceil_mode=1),
+    ]
+    nodes = [helper.make_node("AveragePool", ["x"], [f"y{i}"], **at) for i, at in enumerate(cases)]
+    outs = [_vi(f"y{i}", None) for i in range(len(cases))]
+    m = _model(nodes, [_vi("x", ["N", 1, 5])], outs, [], 19)
+    got = gc.from_onnx(m).compile().predict(x)
+    for vi, ref in zip(outs, _ort(m, {"x": x})):
+        assert np.isinf(ref).any()
+        np.testing.assert_allclose(got[vi.name], ref, rtol=1e-6, err_msg=vi.name)
