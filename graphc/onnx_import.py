@@ -4510,8 +4510,8 @@ def _topk(cx: NodeContext) -> list[Value]:
     (x_j > x_i, or x_j == x_i with j < i; for largest=0, x_j < x_i), by a comparison of every
     pair along the axis ([size, size] per row, so at most MAX_TOPK_AXIS elements); output p
     takes the element of rank p (a select and a sum: its gradient reaches that element only,
-    and -inf or +inf values are ranked like any other). NaN compares with nothing: a NaN's
-    rank counts only its ties, so the order among NaNs and others is graphc's."""
+    and -inf or +inf values are ranked like any other). NaN ranks above every number (first
+    for largest=1, last for largest=0) and NaNs tie, as ONNX Runtime orders them."""
     x = cx.x(0)
     r = len(x.shape)
     axis = _axis(cx, int(cx.attr("axis", -1)), r)
@@ -4532,9 +4532,14 @@ def _topk(cx: NodeContext) -> list[Value]:
     shape = tuple(x.shape)
     xi = _reshape(cx, x, (*shape[: axis + 1], 1, *shape[axis + 1 :]))  # [..., size (i), 1, ...]
     xj = _reshape(cx, x, (*shape[:axis], 1, *shape[axis:]))  # [..., 1, size (j), ...]
-    before = dsl.apply("greater" if largest else "less", xj, xi)
+    # NaN ranks above every number and ties with NaN (ONNX Runtime's order, and torch's), so
+    # that the ranks are a permutation: NaN compares false with everything, and two elements
+    # of one rank gave their values' and positions' sum (an index past the axis)
+    nj, ni = dsl.apply("not_equal", xj, xj), dsl.apply("not_equal", xi, xi)
+    nan_first = nj * (1.0 - ni) if largest else ni * (1.0 - nj)
+    before = dsl.apply("greater" if largest else "less", xj, xi) + nan_first
     lower = np.tril(np.ones((size, size), np.float32), -1).reshape((size, size, *trail))
-    ties = dsl.apply("equal", xj, xi) * cx.imp.constant_tensor(
+    ties = (dsl.apply("equal", xj, xi) + nj * ni) * cx.imp.constant_tensor(
         f"topk_lower_{size}", lower, cx, False
     )
     rank = dsl.sum(before + ties, axes=axis + 1)  # [..., size, ...]

@@ -891,6 +891,29 @@ def test_topk_against_onnxruntime_with_ties_and_infinities(axis, largest, k) -> 
         np.testing.assert_allclose(got[vi.name], ref, rtol=1e-6, atol=1e-6)
 
 
+def test_topk_of_nan_against_onnxruntime_and_its_indices_look_rows_up() -> None:
+    # NaN ranks above every number (first when largest, last when smallest) and NaNs tie,
+    # as ONNX Runtime orders them; NaN compared false with all, so a NaN and the maximum
+    # shared rank 0: the value was NaN plus the maximum and the index the sum of their
+    # positions (5 on an axis of 4), which the bounds prover took for a row of the table
+    x = np.array([[1, 2, 3, np.nan], [np.nan, 5, np.nan, 4], [-np.inf, np.nan, 1, 1]], np.float32)
+    table = np.arange(8, dtype=np.float32).reshape(4, 2)
+    nodes, outs = [], []
+    for largest in (1, 0):
+        v, i, f, g = (f"{n}{largest}" for n in ("v", "i", "f", "g"))
+        nodes += [
+            helper.make_node("TopK", ["x", "k"], [v, i], largest=largest),
+            helper.make_node("Cast", [i], [f], to=TensorProto.FLOAT),
+            helper.make_node("Gather", ["table", i], [g], axis=0),
+        ]
+        outs += [_vi(v, None), _vi(f, None), _vi(g, None)]
+    inits = [_init("k", [3]), numpy_helper.from_array(table, "table")]
+    m = _model(nodes, [_vi("x", ["N", 4])], outs, inits, 13)
+    got = gc.from_onnx(m).compile().predict(x)
+    for vi, ref in zip(outs, _ort(m, {"x": x})):
+        np.testing.assert_array_equal(got[vi.name], ref, err_msg=vi.name)
+
+
 def test_maxpool_and_averagepool_against_onnxruntime() -> None:
     # MaxPool / AveragePool were unsupported (torch's adaptive_max_pool1d and max_pool1d
     # export as MaxPool). The corners of the trackers' reports: ceil_mode (a last window that
