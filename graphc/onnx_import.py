@@ -4963,15 +4963,19 @@ def _instance_norm(cx: NodeContext) -> list[Value]:
         cx.fail(f"input {_fmt(x.shape)}: InstanceNormalization needs [N, C, D1, ...]")
     if "N" in x.shape[1:]:
         cx.fail(f"input {_fmt(x.shape)}: only the first dimension may be the batch N")
-    axes = tuple(range(2, r))
-    eps = float(cx.attr("epsilon", 1e-5))
-    mu = dsl.mean(x, axes, keepdims=True)
-    d = x - mu
-    var = dsl.mean(dsl.square(d), axes, keepdims=True)
+    normed = _standardize(x, tuple(range(2, r)), float(cx.attr("epsilon", 1e-5)))
     per_channel = (int(x.shape[1]),) + (1,) * (r - 2)
     scale = _reshape(cx, cx.x(1), per_channel)
     bias = _reshape(cx, cx.x(2), per_channel)
-    return [d * (1.0 / dsl.sqrt(var + eps)) * scale + bias]
+    return [normed * scale + bias]
+
+
+def _standardize(x: Tensor, axes: tuple[int, ...], eps: float) -> Tensor:
+    """(x - mean) / sqrt(var + eps) over ``axes`` (biased variance), as the normalizations
+    define it."""
+    d = x - dsl.mean(x, axes, keepdims=True)
+    var = dsl.mean(dsl.square(d), axes, keepdims=True)
+    return d * (1.0 / dsl.sqrt(var + eps))
 
 
 def _group_norm(cx: NodeContext) -> list[Value]:
@@ -4998,11 +5002,7 @@ def _group_norm(cx: NodeContext) -> list[Value]:
     eps = float(cx.attr("epsilon", 1e-5))
     rest = math.prod(int(d) for d in x.shape[2:])
     first = x.shape[0]
-    g = _reshape(cx, x, (first, groups, (c // groups) * rest))
-    mu = dsl.mean(g, 2, keepdims=True)
-    d = g - mu
-    var = dsl.mean(dsl.square(d), 2, keepdims=True)
-    normed = d * (1.0 / dsl.sqrt(var + eps))
+    normed = _standardize(_reshape(cx, x, (first, groups, (c // groups) * rest)), (2,), eps)
     per = groups if cx.version < 21 else c
     for i, what in ((1, "scale"), (2, "bias")):
         shape = tuple(cx.x(i).shape)

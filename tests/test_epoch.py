@@ -240,11 +240,15 @@ def wide_classifier():
 def test_grouped_gather_of_wide_rows_is_bit_identical_to_per_step_calls(wide_classifier) -> None:
     """The same epochs through the one-call entry (rows gathered 8 at a time) and through one
     train_step call per batch of numpy-gathered rows: losses, params and state bit for bit."""
-    m = wide_classifier
     rng = np.random.default_rng(7)
     n = 53  # batches of 20, 20 and 13 rows: 2, 2 and 1 groups of 8 and 4, 4, 5 single rows
     x = rng.standard_normal((n, WIDE)).astype(np.float32)
-    y = rng.integers(0, 3, n)
+    _assert_epoch_entry_as_steps(wide_classifier, x, rng.integers(0, 3, n))
+
+
+def _assert_epoch_entry_as_steps(m: gc.Model, x, y) -> None:
+    """Two epochs of batches of 20 (shuffled) through the one-call entry and through one
+    train_step call per batch: losses, params and state bit for bit."""
     runs = []
     for use_epoch in (True, False):
         m.initialize(1)
@@ -329,15 +333,7 @@ def test_integer_and_f64_wide_inputs_gathered_in_groups_train_as_numpy() -> None
     want = float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(20), y[:20]]))
     first = m.train_step({k: v[:20] for k, v in xs.items()}, y[:20])
     np.testing.assert_allclose(first, want, rtol=1e-5)
-    runs = []
-    for use_epoch in (True, False):
-        m.initialize(1)
-        m.use_epoch_entry = use_epoch
-        hist = m.fit(xs, y, epochs=2, batch_size=20, verbose=0, seed=3)
-        runs.append((hist["loss"], _snapshot(m)))
-    m.use_epoch_entry = True
-    assert runs[0][0] == runs[1][0]
-    _assert_same(runs[0][1], runs[1][1])
+    _assert_epoch_entry_as_steps(m, xs, y)
     before = _snapshot(m)
     bad = {k: v.copy() for k, v in xs.items()}
     bad["x2"][27, 63] = np.nan  # the last element of the second batch's first group
