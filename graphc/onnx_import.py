@@ -1236,7 +1236,7 @@ class Importer:
                     a.name == "to" and a.i in (1, 11) for a in n.attribute
                 ):
                     continue
-                if n.op_type == "Gather" and n.input[0] != v:
+                if n.op_type in ("Gather", "GatherElements") and n.input[0] != v:
                     continue
                 if n.op_type == "Where" and n.input[0] == v and v not in n.input[1:]:
                     # the condition only picks between the other operands: their values, not
@@ -4382,6 +4382,62 @@ def _hardmax(cx: NodeContext) -> list[Value]:
     return [_mask(cx, t)]
 
 
+MAX_GATHER_ELEMENTS = 1 << 16  # indices x positions compared per sample by GatherElements
+
+
+def _gather_elements(cx: NodeContext) -> list[Value]:
+    """GatherElements (torch.gather, take_along_dim) of computed or input integer indices
+    along a non-batch ``axis``: out[..., k, ...] = data[..., idx[..., k, ...], ...], negative
+    indices counting from the end, as [idx' == j] for each position j of the axis (a select
+    and a sum: the gradient reaches the picked elements only). The indices' other dimensions
+    may be smaller than data's (data's leading part is read). Indices read from a graph input
+    are checked by every entry (whole numbers in -S .. S-1); computed ones (ArgMax, TopK) are
+    proven in that range by Importer.bound_integers, or the import is refused, as ONNX
+    Runtime raises on one outside."""
+    if isinstance(cx.value(1), np.ndarray):
+        cx.fail(
+            "indices known at import time have no batch dimension N (GatherElements picks per "
+            "sample): graphc takes indices computed in the graph or read from an input"
+        )
+    data, idx = cx.x(0), cx.x(1)
+    r = len(data.shape)
+    axis = _axis(cx, int(cx.attr("axis", 0)), r)
+    if data.shape[axis] == "N" or axis == 0:
+        cx.fail(f"GatherElements along the batch dimension N of {_fmt(data.shape)}")
+    if len(idx.shape) != r or tuple(idx.shape[:1]) != tuple(data.shape[:1]):
+        cx.fail(f"indices {_fmt(idx.shape)} must have data's rank and batch, {_fmt(data.shape)}")
+    if id(idx) not in cx.imp.integral:
+        cx.fail("indices computed in float: GatherElements needs integer indices")
+    for j in range(1, r):
+        if j != axis and idx.shape[j] != data.shape[j]:
+            if not isinstance(idx.shape[j], int) or idx.shape[j] > data.shape[j]:
+                cx.fail(f"indices {_fmt(idx.shape)} do not fit data {_fmt(data.shape)}")
+            data = _take(cx, data, j, list(range(int(idx.shape[j]))))
+    size, k = int(data.shape[axis]), int(idx.shape[axis])
+    if math.prod(int(d) for d in idx.shape[1:]) * size > MAX_GATHER_ELEMENTS:
+        cx.fail(
+            f"{k} indices among {size} positions per row (graphc compares at most "
+            f"{MAX_GATHER_ELEMENTS} pairs per sample)"
+        )
+    if idx.node.op == "input":  # the entries check its values (compiler.plan_input_checks)
+        known = idx.node.attr("index_rows")
+        rows = size if known is None else min(int(known), size)
+        idx.node = idx.node.with_(attrs={**dict(idx.node.attrs), "index_rows": rows})
+    else:
+        cx.imp.lookups.append((idx, size, cx.where()))
+    zero = dsl.const(0.0)
+    wrapped = dsl.apply("where", dsl.apply("greater", zero, idx), idx + float(size), idx)
+    col = _reshape(cx, wrapped, (*idx.shape[: axis + 1], 1, *idx.shape[axis + 1 :]))
+    trail = (1,) * (r - axis - 1)
+    pos = np.arange(size, dtype=np.float32).reshape((size, *trail))
+    hit = dsl.apply("equal", col, cx.imp.constant_tensor(f"index_{size}", pos, cx, False))
+    wide = _reshape(cx, data, (*data.shape[:axis], 1, *data.shape[axis:]))
+    out = dsl.sum(dsl.apply("where", hit, wide, zero), axes=axis + 1)
+    if id(cx.x(0)) in cx.imp.integral:
+        cx.imp.integral.add(id(out))
+    return [out]
+
+
 MAX_POOL_TERMS = 1024  # the most kernel offsets a MaxPool / AveragePool composes
 
 
@@ -5441,6 +5497,7 @@ OPS: dict[str, Rule] = {
     ),
     "Hardmax": Rule(_hardmax, ("axis",)),
     "TopK": Rule(_topk, ("axis", "k", "largest", "sorted")),
+    "GatherElements": Rule(_gather_elements, ("axis",)),
     "CumSum": Rule(_cumsum, ("exclusive", "reverse"), fold=_fold_cumsum),
     "Tile": Rule(_tile, fold=_fold_tile, keeps_integers=True),
     "Trilu": Rule(_trilu, ("upper",), fold=_fold_trilu, keeps_integers=True),

@@ -960,3 +960,27 @@ def test_averagepool_of_infinities_beside_the_padding_against_onnxruntime() -> N
     for vi, ref in zip(outs, _ort(m, {"x": x})):
         assert np.isinf(ref).any()
         np.testing.assert_allclose(got[vi.name], ref, rtol=1e-6, err_msg=vi.name)
+
+
+def test_gather_elements_of_computed_and_input_indices_against_onnxruntime() -> None:
+    # torch.gather / take_along_dim export GatherElements, which was unsupported: indices
+    # from TopK (here of another value) and from an int64 input (negative ones counting from
+    # the end; one outside -S .. S-1 refused by name, where ONNX Runtime raises).
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((3, 4, 6)).astype(np.float32)
+    ids = rng.integers(-6, 6, (3, 4, 2)).astype(np.int64)
+    nodes = [
+        helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=2),
+        helper.make_node("Mul", ["x", "two"], ["x2"]),
+        helper.make_node("GatherElements", ["x2", "i"], ["a"], axis=2),
+        helper.make_node("GatherElements", ["x", "ids"], ["b"], axis=2),
+    ]
+    inits = [_init("k", [3]), numpy_helper.from_array(np.array(2, np.float32), "two")]
+    ins = [_vi("x", ["N", 4, 6]), _vi("ids", ["N", 4, 2], TensorProto.INT64)]
+    m = _model(nodes, ins, [_vi("a", None), _vi("b", None)], inits, 13)
+    model = gc.from_onnx(m).compile()
+    got = model.predict({"x": x, "ids": ids})
+    for k, ref in zip("ab", _ort(m, {"x": x, "ids": ids})):
+        np.testing.assert_array_equal(got[k], ref)
+    with pytest.raises(gc.ArgumentError, match="'ids'"):
+        model.predict({"x": x, "ids": np.full((3, 4, 2), 6, np.int64)})
