@@ -593,7 +593,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="compile NaN/Inf checks after every kernel into the library (entries "
         "then return 1000 + site at the first NaN/Inf; off by default)",
     )
+    p.add_argument(
+        "--dim",
+        action="append",
+        default=[],
+        metavar="NAME=SIZE",
+        help="for an ONNX MODEL: the size of a symbolic dimension after the batch, by its "
+        "name (from_onnx's dims; e.g. --dim seq=128); may be repeated",
+    )
     p.set_defaults(run=run)
+
+
+def parse_dims(items: list[str], model: str) -> dict[str, int] | None:
+    """--dim NAME=SIZE options as from_onnx's ``dims`` (None when none is given).
+
+    Raises:
+        ArgumentError: an item not of the form NAME=SIZE with SIZE an int >= 1, or --dim with
+            a MODEL that is no ONNX file.
+    """
+    if not items:
+        return None
+    if not model.lower().endswith(".onnx"):
+        raise ArgumentError(
+            f"--dim {items[0]}: only an ONNX MODEL has symbolic dimensions to fix ({model})"
+        )
+    dims: dict[str, int] = {}
+    for item in items:
+        name, eq, size = item.partition("=")
+        if not (eq and name and size.strip().isdigit() and int(size) >= 1):
+            raise ArgumentError(f"--dim {item!r}: give NAME=SIZE with SIZE an int >= 1")
+        dims[name] = int(size)
+    return dims
 
 
 def model_from_spec(spec: Any, *, seed: int = 0, opt_level: int = 2) -> Any:
@@ -653,7 +683,7 @@ def run(args: argparse.Namespace) -> int:
     from .modelspec import resolve
 
     onnx_out = check_output_options(args)
-    spec = resolve(args.model)
+    spec = resolve(args.model, dims=parse_dims(getattr(args, "dim", []), args.model))
     if not onnx_out and str(spec.name).upper() in UNISTD_ACCESS_MODES:
         # export_model refuses it too, but its way out is Python's: say the command line's
         if args.model.lower().endswith(".onnx"):

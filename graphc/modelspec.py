@@ -93,10 +93,13 @@ def _check_model_function(spec: str, name: str, fn: Any) -> None:
         )
 
 
-def resolve(spec: str) -> ModelSpec:
+def resolve(spec: str, dims: dict[str, int] | None = None) -> ModelSpec:
     """Load MODEL and classify it: a Model, a Graph, a Tensor, a (outputs, loss[, optimizer])
     tuple or dict, or a function returning one of these; or an ONNX file (``model.onnx``,
     imported by graphc.onnx_import).
+
+    ``dims``: for an ONNX file, the sizes of its symbolic dimensions after the batch
+    (``from_onnx``'s ``dims``; ``graphc compile --dim NAME=SIZE``).
 
     A path ending in ``.gcm`` is a whole-model file (``Model.save_model``), loaded with its
     weights by ``graphc.load_model``.
@@ -111,7 +114,7 @@ def resolve(spec: str) -> ModelSpec:
         from graphc.onnx_import import c_name
 
         stem = os.path.splitext(os.path.basename(spec))[0]
-        imp = gc.from_onnx(spec, name=c_name(stem, set(), "model"))  # libSTEM.so finds it
+        imp = gc.from_onnx(spec, name=c_name(stem, set(), "model"), dims=dims)  # libSTEM.so
         return ModelSpec(imp.name, outputs=imp.outputs)
 
     if spec.endswith(".gcm") and os.path.isfile(spec):  # a whole-model file: no Python runs

@@ -984,3 +984,25 @@ def test_gather_elements_of_computed_and_input_indices_against_onnxruntime() -> 
         np.testing.assert_array_equal(got[k], ref)
     with pytest.raises(gc.ArgumentError, match="'ids'"):
         model.predict({"x": x, "ids": np.full((3, 4, 2), 6, np.int64)})
+
+
+def test_graphc_compile_dim_option_fixes_a_symbolic_dimension(tmp_path) -> None:
+    # graphc compile model.onnx had no way to give a symbolic sequence length: --dim NAME=SIZE
+    # passes from_onnx's dims (checked before anything is compiled)
+    from graphc.export import parse_dims
+    from graphc.modelspec import resolve
+
+    nodes = [helper.make_node("ReduceSum", ["x", "one"], ["y"], keepdims=0)]
+    m = _model(nodes, [_vi("x", ["batch", "seq", 3])], [_vi("y", None)], [_init("one", [1])], 13)
+    path = str(tmp_path / "seqsum.onnx")
+    onnx.save(m, path)
+    with pytest.raises(OnnxError, match="--dim seq=SIZE"):
+        resolve(path)
+    spec = resolve(path, dims=parse_dims(["seq=5"], path))
+    assert spec.outputs[0].shape == ("N", 3)
+    for bad in (["seq"], ["seq=0"], ["=3"], ["seq=x"]):
+        with pytest.raises(gc.ArgumentError, match="NAME=SIZE"):
+            parse_dims(bad, path)
+    with pytest.raises(gc.ArgumentError, match="only an ONNX MODEL"):
+        parse_dims(["seq=5"], "models.py:net")
+    assert parse_dims([], path) is None
