@@ -401,6 +401,59 @@ def test_native_split_epoch_on_one_rank(monkeypatch):
     assert seen == [0, 0, 0]
 
 
+def test_native_split_epoch_gathers_wide_rows_in_groups_as_train_step():
+    """NAME_train_epoch_split gathers rows of 512 bytes or more 8 at a time (f32[128] and
+    f64[64]: exactly 512 bytes; codegen.epoch.GATHER_GROUP_MIN_BYTES), as train_epoch does:
+    on one rank its losses and parameters are train_step's bit for bit over batches of 20
+    (2 groups and 4 single rows; a last batch of 13), and with scan a NaN that ends a group
+    of the second batch skips that step and is reported to the call-out."""
+    from graphc.codegen.checks import CHECK_BASE
+    from graphc.runtime.distributed import SplitStep
+
+    def model(name: str) -> gc.Model:
+        x = gc.input("x", ("N", 128))
+        x2 = gc.input("x2", ("N", 64), dtype="f64")
+        y = gc.input("y", ("N",), dtype="i32")
+        h = gc.concat([x, gc.cast(x2, dtype="f32")], axis=1)
+        o = gc.dense(gc.dense(h, 8, "relu", name="fc1"), 3, name="fc2")
+        return gc.compile(o, gc.softmax_cross_entropy(o, y), gc.Adam(lr=0.01), name=name)
+
+    rng = np.random.default_rng(2)
+    n, bs = 53, 20
+    data = {
+        "x": rng.standard_normal((n, 128)).astype(np.float32),
+        "x2": rng.standard_normal((n, 64)),
+        "y": rng.integers(0, 3, n).astype(np.int32),
+    }
+    order = rng.permutation(n).astype(np.int64)
+    a, b = model("wide_a"), model("wide_b")
+    s = SplitStep(b, bs)
+    stage = {k: np.empty((bs, *v.shape[1:]), v.dtype) for k, v in data.items()}
+    run = s.native_epoch(data, stage, n, 1, 0)
+    assert run is not None
+    s.lr[...] = b.lr
+    seen = []
+    rc = run(
+        order, bs, 0, 3, lambda st, rows: seen.append((st, rows, s.grads.out_arrays[0][()])) or 0
+    )
+    assert rc == (0, 2)
+    assert [t[:2] for t in seen] == [(0, 20), (1, 20), (2, 13)]
+    for (_, _, loss), lo in zip(seen, (0, 20, 40)):
+        idx = order[lo : lo + bs]
+        assert loss == a.train_step({"x": data["x"][idx], "x2": data["x2"][idx]}, data["y"][idx])
+    for k in a.params:
+        np.testing.assert_array_equal(a.params[k], b.params[k])
+    data["x2"][order[27], 63] = np.nan  # step 1, row 7: the last element of its first group
+    seen.clear()
+
+    def stop_if_rejected(st, rows):
+        seen.append((st, run.rejected()))
+        return 1 if run.rejected() else 0
+
+    assert run(order, bs, 0, 3, stop_if_rejected, True)[1] == 1
+    assert seen == [(0, 0), (1, CHECK_BASE + s.gslots.index("x2"))]
+
+
 @need_mpi
 @pytest.mark.skipif(shutil.which("mpicc") is None, reason="needs mpicc (libopenmpi-dev)")
 def test_c_example_matches_python(tmp_path):
