@@ -48,7 +48,8 @@ def gemm_result(nodes: list[Node]) -> str:
 
     Nodes of another section are an optimizer update in the epilogue
     (ir.passes.fuse.fuse_update_epilogue): they read the gradient and store the param's and
-    slots' new values themselves, and C keeps the gradient."""
+    slots' new values themselves, and C keeps the gradient (which the JIT may leave unstored:
+    codegen.gemm's c_unread)."""
     sec = nodes[0].section
     return [n for n in nodes if n.section == sec][-1].name
 

@@ -412,8 +412,10 @@ def fuse_update_epilogue(g: Graph) -> Graph:
 
     The epilogue runs once per element of C after the last K block, while the element's tile
     is in L1: it reads the param and its slots at that element, stores their new values, and
-    C still receives the gradient (in the grad region). The gradient is then never read back
-    from memory by a loop of its own, and each param and slot line is touched once::
+    C still receives the gradient (in the grad region, where an exported library's header
+    says; the JIT, whose callers never read it, skips that store where K fits one block:
+    codegen.gemm's c_unread). The gradient is then never read back from memory by a loop of
+    its own, and each param and slot line is touched once::
 
         %24 = matmul(x, %21) {transpose_a=true}         fused dense5 {
         fused ew1 {                              ==>       %24 = matmul(x, %21) {transpose_a=true}
