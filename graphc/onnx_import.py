@@ -4554,7 +4554,9 @@ def _pool(kind: str) -> Callable[[NodeContext], list[Value]]:
     return rule
 
 
-MAX_TOPK_AXIS = 1024  # the longest axis TopK ranks (a [size, size] comparison per row)
+MAX_TOPK_PAIRS = 1 << 14  # TopK ranks by comparing every pair up to this many per sample
+MAX_TOPK_AXIS = 1 << 16  # the longest axis TopK picks from (K rounds of a pick beyond the pairs)
+MAX_TOPK_ROUNDS = 64  # the largest K TopK picks in rounds
 
 
 def _topk(cx: NodeContext) -> list[Value]:
@@ -4565,10 +4567,14 @@ def _topk(cx: NodeContext) -> list[Value]:
 
     Method: each element's rank, the number of elements before it in that order
     (x_j > x_i, or x_j == x_i with j < i; for largest=0, x_j < x_i), by a comparison of every
-    pair along the axis ([size, size] per row, so at most MAX_TOPK_AXIS elements); output p
-    takes the element of rank p (a select and a sum: its gradient reaches that element only,
-    and -inf or +inf values are ranked like any other). NaN ranks above every number (first
-    for largest=1, last for largest=0) and NaNs tie, as ONNX Runtime orders them."""
+    pair along the axis; output p takes the element of rank p (a select and a sum: its
+    gradient reaches that element only, and -inf or +inf values are ranked like any other).
+    NaN ranks above every number (first for largest=1, last for largest=0) and NaNs tie, as
+    ONNX Runtime orders them. The pairs take size * size * (the other axes' elements) per
+    sample: beyond MAX_TOPK_PAIRS (an axis of 1000 classes would take 4 MB per row, 4 GB for a
+    block of 1024 rows), K rounds (at most MAX_TOPK_ROUNDS) each pick the first of the
+    largest remaining elements (NaNs by the same order) instead, in memory linear in the
+    axis (_topk_rounds)."""
     x = cx.x(0)
     r = len(x.shape)
     axis = _axis(cx, int(cx.attr("axis", -1)), r)
@@ -4586,6 +4592,14 @@ def _topk(cx: NodeContext) -> list[Value]:
         cx.fail(f"K = {k} must lie in 1 .. {size}, the size of axis {axis}")
     largest = bool(cx.attr("largest", 1))
     trail = (1,) * (r - axis - 1)
+    inner = math.prod(int(d) for d in x.shape[1:]) // size
+    if size * size * inner > MAX_TOPK_PAIRS:
+        if k > MAX_TOPK_ROUNDS:
+            cx.fail(
+                f"K = {k} of an axis of {size} elements (graphc picks at most "
+                f"{MAX_TOPK_ROUNDS} beyond {MAX_TOPK_PAIRS} compared pairs per sample)"
+            )
+        return _topk_rounds(cx, x, axis, k, largest)
     shape = tuple(x.shape)
     xi = _reshape(cx, x, (*shape[: axis + 1], 1, *shape[axis + 1 :]))  # [..., size (i), 1, ...]
     xj = _reshape(cx, x, (*shape[:axis], 1, *shape[axis:]))  # [..., 1, size (j), ...]
@@ -4616,6 +4630,45 @@ def _topk(cx: NodeContext) -> list[Value]:
         i = dsl.apply("concat", *indices, axis=axis)
     cx.imp.ranges[id(i)] = ("index", (size,))  # a position: 0 .. size - 1 (onnx_bounds)
     return [v, _mask(cx, i)]
+
+
+def _topk_rounds(cx: NodeContext, x: Tensor, axis: int, k: int, largest: bool) -> list[Value]:
+    """TopK as K rounds over a long axis (see _topk): each round picks, among the elements not
+    yet picked, the first NaN (largest=1) or else the first of the largest numbers (for
+    largest=0, the smallest numbers first, then the NaNs), by a max, a comparison and a min
+    of positions; memory linear in the axis."""
+    size = int(x.shape[axis])
+    trail = (1,) * (len(x.shape) - axis - 1)
+    pos = np.arange(size, dtype=np.float32).reshape((size, *trail))
+    positions = cx.imp.constant_tensor(f"index_{size}", pos, cx, False)
+    v = x if largest else dsl.apply("neg", x)
+    isnan = dsl.apply("not_equal", v, v)
+    number = 1.0 - isnan
+    zero, past = dsl.const(0.0), dsl.const(float(size))
+    low = dsl.const(float("-inf"))
+    taken: Tensor | None = None
+    values, indices = [], []
+    for _ in range(k):
+        free = 1.0 if taken is None else 1.0 - taken
+        free_number, free_nan = number * free, isnan * free
+        m = dsl.apply("max", dsl.apply("where", free_number, v, low), axes=(axis,), keepdims=True)
+        hit_number = dsl.apply("equal", v, m) * free_number
+        if largest:
+            some = dsl.apply("max", free_nan, axes=(axis,), keepdims=True)
+            hit = dsl.apply("where", some, free_nan, hit_number)
+        else:
+            some = dsl.apply("max", hit_number, axes=(axis,), keepdims=True)
+            hit = dsl.apply("where", some, hit_number, free_nan)
+        first = dsl.apply("where", hit, positions, past)
+        idx = dsl.apply("min", first, axes=(axis,), keepdims=True)
+        pick = dsl.apply("equal", positions, idx)
+        values.append(dsl.sum(dsl.apply("where", pick, x, zero), axes=axis, keepdims=True))
+        indices.append(idx)
+        taken = pick if taken is None else taken + pick
+    v_out = values[0] if k == 1 else dsl.apply("concat", *values, axis=axis)
+    i_out = indices[0] if k == 1 else dsl.apply("concat", *indices, axis=axis)
+    cx.imp.ranges[id(i_out)] = ("index", (size,))  # a position: 0 .. size - 1 (onnx_bounds)
+    return [v_out, _mask(cx, i_out)]
 
 
 MAX_CUMSUM = 1024  # the longest axis CumSum composes (one add and slice per element)
