@@ -4383,7 +4383,7 @@ def _hardmax(cx: NodeContext) -> list[Value]:
     return [_mask(cx, t)]
 
 
-MAX_GATHER_ELEMENTS = 1 << 16  # indices x positions compared per sample by GatherElements
+MAX_GATHER_ELEMENTS = 1 << 14  # indices x positions compared per sample (64 KB of arena per row)
 
 
 def _gather_elements(cx: NodeContext) -> list[Value]:
