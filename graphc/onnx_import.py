@@ -4448,16 +4448,17 @@ def _pool_axis(
     """One spatial axis of a pooling window: (output size, begin pad, end pad) by ONNX's rules
     (auto_pad VALID / SAME_UPPER / SAME_LOWER, or explicit pads with floor or ceil_mode; with
     ceil_mode a last window that would start past the input and its begin pad is dropped, as
-    ONNX Runtime and torch)."""
+    ONNX Runtime and torch). VALID is no padding with ceil_mode as given (ONNX Runtime's
+    output size: with ceil_mode a last window may reach past the input)."""
     span = (k - 1) * d + 1
     if auto == "VALID":
-        return max(-(-(size - span + 1) // s), 0), 0, 0
-    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        pb = pe = 0
+    elif auto in ("SAME_UPPER", "SAME_LOWER"):
         out = -(-size // s)
         total = max((out - 1) * s + span - size, 0)
         small = total // 2
         return (out, small, total - small) if auto == "SAME_UPPER" else (out, total - small, small)
-    if auto not in ("NOTSET", ""):
+    elif auto not in ("NOTSET", ""):
         cx.fail(f"auto_pad {auto!r} is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER")
     room = size + pb + pe - span
     out = (-(-room // s) if ceil else room // s) + 1

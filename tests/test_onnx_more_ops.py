@@ -943,6 +943,32 @@ def test_maxpool_and_averagepool_against_onnxruntime() -> None:
         gc.from_onnx(bad)
 
 
+def test_pooling_with_auto_pad_valid_and_ceil_mode_against_onnxruntime() -> None:
+    # auto_pad VALID (no padding) takes ceil_mode as ONNX Runtime does: a last window may
+    # reach past the input (5 elements, windows of 2 by 2: 3 outputs, the last of 1 element);
+    # graphc ignored ceil_mode there and gave 2 (another output shape)
+    x = np.random.default_rng(14).standard_normal((2, 3, 5, 7)).astype(np.float32)
+    cases = [
+        ("MaxPool", dict(kernel_shape=[2, 3], strides=[2, 2], ceil_mode=1)),
+        ("AveragePool", dict(kernel_shape=[2, 3], strides=[2, 3], ceil_mode=1)),
+        (
+            "AveragePool",
+            dict(kernel_shape=[3, 2], strides=[3, 2], ceil_mode=1, count_include_pad=1),
+        ),
+        ("MaxPool", dict(kernel_shape=[2, 3], strides=[2, 2])),
+    ]
+    nodes = [
+        helper.make_node(op, ["x"], [f"y{i}"], auto_pad="VALID", **at)
+        for i, (op, at) in enumerate(cases)
+    ]
+    outs = [_vi(f"y{i}", None) for i in range(len(cases))]
+    m = _model(nodes, [_vi("x", ["N", 3, 5, 7])], outs, [], 19)
+    got = gc.from_onnx(m).compile().predict(x)
+    for vi, ref in zip(outs, _ort(m, {"x": x})):
+        assert got[vi.name].shape == ref.shape, vi.name
+        np.testing.assert_allclose(got[vi.name], ref, rtol=1e-6, atol=1e-6, err_msg=vi.name)
+
+
 def test_averagepool_of_infinities_beside_the_padding_against_onnxruntime() -> None:
     # A window reaching into the padding (pads, ceil_mode; counted or not) whose elements in
     # the input hold +-inf averages to +-inf; the padding's positions were masked as
