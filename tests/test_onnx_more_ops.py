@@ -1062,3 +1062,24 @@ def test_topk_of_a_long_axis_picks_in_rounds_against_onnxruntime() -> None:
         np.testing.assert_array_equal(got[vi.name], ref, err_msg=vi.name)
     # the arena per row holds values of the axis, not of its pairs (160 KB per row before)
     assert max(s.arena_row for s in model.program.schedules.values()) < size * size
+
+
+def test_strided_picks_are_one_slice_and_reshape_not_one_slice_per_element() -> None:
+    # x[:, ::2] of 1000 elements and MaxPool(kernel 2, stride 2) over them composed one slice
+    # per picked element (1000 slices for the MaxPool: a 47 s compile); an arithmetic
+    # progression of indices is now one slice, a reshape to [..., m, step] and its first
+    # column. Values against ONNX Runtime; the graph stays small.
+    x = np.random.default_rng(16).standard_normal((2, 3, 1000)).astype(np.float32)
+    nodes = [
+        helper.make_node("Slice", ["x", "s1", "end", "ax", "two"], ["a"]),  # x[..., 1::2]
+        helper.make_node("MaxPool", ["x"], ["b"], kernel_shape=[2], strides=[2]),
+        helper.make_node("AveragePool", ["x"], ["c"], kernel_shape=[3], strides=[3], pads=[1, 1]),
+    ]
+    inits = [_init("s1", [1]), _init("end", [1000]), _init("ax", [2]), _init("two", [2])]
+    outs = [_vi(k, None) for k in "abc"]
+    m = _model(nodes, [_vi("x", ["N", 3, 1000])], outs, inits, 13)
+    model = gc.from_onnx(m).compile()
+    got = model.predict(x)
+    for vi, ref in zip(outs, _ort(m, {"x": x})):
+        np.testing.assert_allclose(got[vi.name], ref, rtol=1e-6, atol=1e-6, err_msg=vi.name)
+    assert len(model.program.inference.nodes) < 100
