@@ -4779,6 +4779,109 @@ def _fold_tile(cx: NodeContext, args: list) -> list:
     return [np.tile(args[0], np.asarray(args[1]).astype(np.int64).tolist())]
 
 
+def _block_operand(cx: NodeContext, what: str) -> tuple[Tensor, int]:
+    """DepthToSpace / SpaceToDepth's operand ([N, C, H, W], C, H and W fixed) and its
+    ``blocksize`` (>= 1), else OnnxError naming the node."""
+    x = cx.x(0)
+    b = cx.attr("blocksize")
+    if b is None or int(b) < 1:
+        cx.fail(f"blocksize {b} must be an integer >= 1")
+    if len(x.shape) != 4 or "N" in x.shape[1:]:
+        cx.fail(f"{what} of {_fmt(x.shape)}: graphc supports [N, C, H, W] (rank 4) only")
+    return x, int(b)
+
+
+def _depth_to_space(cx: NodeContext) -> list[Value]:
+    """DepthToSpace (torch's pixel_shuffle is mode CRD): [N, C, H, W] -> [N, C/b^2, H*b, W*b],
+    y[n, c, h*b + i, w*b + j] = x[n, k, h, w] with k = (i*b + j)*C/b^2 + c (mode DCR, the
+    default) or k = c*b^2 + i*b + j (mode CRD), as the ONNX operator's reshape / transpose /
+    reshape definition. Composed of b^2 channel slices interleaved by reshape and concat:
+    each group of b along W (a new last axis, merged into W), then the b rows along H. Exact
+    (moves values only). OnnxError: rank other than 4, C not a multiple of b^2, another
+    mode."""
+    x, b = _block_operand(cx, "DepthToSpace")
+    mode = cx.attr("mode", "DCR")
+    if mode not in ("DCR", "CRD"):
+        cx.fail(f"mode {mode!r} is not one of 'DCR', 'CRD'")
+    n, c, h, w = x.shape
+    if c % (b * b):
+        cx.fail(f"{c} channels of {_fmt(x.shape)} are not a multiple of blocksize^2 = {b * b}")
+    if b == 1:
+        return [x * 1.0]
+    co = c // (b * b)
+    # the b^2 blocks on their own axis: [N, b^2, C', H, W] (DCR) or [N, C', b^2, H, W] (CRD)
+    ax = 1 if mode == "DCR" else 2
+    grouped = _reshape(cx, x, (n, b * b, co, h, w) if ax == 1 else (n, co, b * b, h, w))
+
+    def block(k: int) -> Tensor:  # [N, C', H, W, 1]: the channels of block k = i*b + j
+        part = dsl.apply("slice", grouped, axes=(ax,), starts=(k,), ends=(k + 1,))
+        return _reshape(cx, part, (n, co, h, w, 1))
+
+    rows = []
+    for i in range(b):  # row i of each block: [N, C', H, 1, W*b], W interleaved with j
+        cols = dsl.apply("concat", *[block(i * b + j) for j in range(b)], axis=4)
+        rows.append(_reshape(cx, cols, (n, co, h, 1, w * b)))
+    y = dsl.apply("concat", *rows, axis=3)  # [N, C', H, b, W*b]
+    return [_reshape(cx, y, (n, co, h * b, w * b))]
+
+
+def _space_to_depth(cx: NodeContext) -> list[Value]:
+    """SpaceToDepth (torch's pixel_unshuffle exports Reshape / Transpose instead): [N, C, H, W]
+    -> [N, C*b^2, H/b, W/b], y[n, k, h, w] = x[n, c, h*b + i, w*b + j] with k = (i*b + j)*C + c
+    (mode DCR, the default) or k = c*b^2 + i*b + j (mode CRD, opset 28), as the ONNX
+    operator's reshape / transpose / reshape definition. Composed of b^2 slices (row i of each
+    block, then column j) concatenated along the channels (DCR) or along a new axis after them
+    (CRD). Exact. OnnxError: rank other than 4, H or W not a multiple of b, another mode."""
+    x, b = _block_operand(cx, "SpaceToDepth")
+    mode = cx.attr("mode", "DCR")
+    if mode not in ("DCR", "CRD"):
+        cx.fail(f"mode {mode!r} is not one of 'DCR', 'CRD'")
+    n, c, h, w = x.shape
+    if h % b or w % b:
+        cx.fail(f"height {h} and width {w} of {_fmt(x.shape)} must be multiples of blocksize {b}")
+    if b == 1:
+        return [x * 1.0]
+    ho, wo = h // b, w // b
+    one = (n, c, ho, wo) if mode == "DCR" else (n, c, 1, ho, wo)
+    rows = _reshape(cx, x, (n, c, ho, b, w))  # [N, C, H', i, W]
+    parts = []
+    for i in range(b):
+        row = dsl.apply("slice", rows, axes=(3,), starts=(i,), ends=(i + 1,))
+        cols = _reshape(cx, row, (n, c, ho, wo, b))  # [N, C, H', W', j]
+        for j in range(b):
+            part = dsl.apply("slice", cols, axes=(4,), starts=(j,), ends=(j + 1,))
+            parts.append(_reshape(cx, part, one))
+    if mode == "DCR":
+        return [dsl.apply("concat", *parts, axis=1)]
+    y = dsl.apply("concat", *parts, axis=2)  # [N, C, b^2, H', W']
+    return [_reshape(cx, y, (n, c * b * b, ho, wo))]
+
+
+def _fold_depth_to_space(cx: NodeContext, args: list) -> list:
+    a, b = np.asarray(args[0]), int(cx.attr("blocksize"))
+    if a.ndim != 4 or a.shape[1] % (b * b):
+        cx.fail(f"DepthToSpace of {_fmt(a.shape)} with blocksize {b}")
+    n, c, h, w = a.shape
+    if cx.attr("mode", "DCR") == "CRD":
+        t = a.reshape(n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
+    else:
+        t = a.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
+    return [t.reshape(n, c // (b * b), h * b, w * b)]
+
+
+def _fold_space_to_depth(cx: NodeContext, args: list) -> list:
+    a, b = np.asarray(args[0]), int(cx.attr("blocksize"))
+    if a.ndim != 4 or a.shape[2] % b or a.shape[3] % b:
+        cx.fail(f"SpaceToDepth of {_fmt(a.shape)} with blocksize {b}")
+    n, c, h, w = a.shape
+    t = a.reshape(n, c, h // b, b, w // b, b)
+    if cx.attr("mode", "DCR") == "CRD":
+        t = t.transpose(0, 1, 3, 5, 2, 4)
+    else:
+        t = t.transpose(0, 3, 5, 1, 2, 4)
+    return [t.reshape(n, c * b * b, h // b, w // b)]
+
+
 def _trilu(cx: NodeContext) -> list[Value]:
     """Trilu: x where the element of the last two axes [i, j] lies on or below (upper=0) /
     above (upper=1, the default) diagonal k (input 1, default 0; j - i <= k or j - i >= k),
@@ -5577,6 +5680,12 @@ OPS: dict[str, Rule] = {
     "GatherElements": Rule(_gather_elements, ("axis",)),
     "CumSum": Rule(_cumsum, ("exclusive", "reverse"), fold=_fold_cumsum),
     "Tile": Rule(_tile, fold=_fold_tile, keeps_integers=True),
+    "DepthToSpace": Rule(
+        _depth_to_space, ("blocksize", "mode"), fold=_fold_depth_to_space, keeps_integers=True
+    ),
+    "SpaceToDepth": Rule(
+        _space_to_depth, ("blocksize", "mode"), fold=_fold_space_to_depth, keeps_integers=True
+    ),
     "Trilu": Rule(_trilu, ("upper",), fold=_fold_trilu, keeps_integers=True),
     "OneHot": Rule(_onehot, ("axis",), fold=_fold_onehot),
     "Einsum": Rule(_einsum, ("equation",), fold=_fold_einsum),

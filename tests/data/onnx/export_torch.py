@@ -4,10 +4,12 @@ shape arithmetic (Shape -> Gather -> Div/Add/Mul -> Unsqueeze/Concat/Slice/Expan
 Reshape) is what torch writes for code such as ``x.chunk(2, 1)`` and
 ``x.reshape(x.shape[0], x.shape[1] // 2, 2)``.
 
-Run with a Python that has torch and onnx: ``python tests/data/onnx/export_torch.py``.
+Run with a Python that has torch and onnx: ``python tests/data/onnx/export_torch.py [NAME...]``
+(the named modules only, e.g. ``espcn``; default: all).
 """
 
 import os
+import sys
 
 import torch
 
@@ -95,6 +97,22 @@ class Attn(torch.nn.Module):
         return x + self.ff(x)
 
 
+class Espcn(torch.nn.Module):
+    """An ESPCN-like super-resolution head without convolutions (graphc imports no Conv): a
+    Linear along the rows, a per-channel scale and shift to 4 channels, Tanh, then
+    nn.PixelShuffle(2) (exported as DepthToSpace, mode CRD)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(6, 6)
+        self.scale = torch.nn.Parameter(torch.randn(1, 4, 1, 1))
+        self.shift = torch.nn.Parameter(torch.randn(1, 4, 1, 1))
+        self.up = torch.nn.PixelShuffle(2)
+
+    def forward(self, x):
+        return self.up(torch.tanh(self.lin(x) * self.scale + self.shift))
+
+
 MODULES = {
     "chunk": (Chunk, (13, 17)),
     "resh": (Resh, (13, 17)),
@@ -106,12 +124,16 @@ MODULES = {
     "clsexp": (ClsExpand, (13, 17)),
     "halves": (Halves, (17,)),
     "attn": (Attn, (13, 17)),
+    "espcn": (Espcn, (13, 17)),
 }
-SHAPES = {"attn": (2, 4, 8)}  # the others take [batch, 8]
+SHAPES = {"attn": (2, 4, 8), "espcn": (2, 1, 5, 6)}  # the others take [batch, 8]
 
 if __name__ == "__main__":
     torch.manual_seed(0)
+    only = sys.argv[1:]  # module names to export (default: all)
     for name, (cls, opsets) in MODULES.items():
+        if only and name not in only:
+            continue
         m = cls().eval()
         x = torch.randn(*SHAPES.get(name, (3, 8)))
         for opset in opsets:
