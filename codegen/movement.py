@@ -1,4 +1,4 @@
-"""Kernels of the movement ops with static bounds (slice, pad, concat): strided copies."""
+"""Kernels of the movement ops with static bounds (slice, pad, concat, reverse): strided copies."""
 
 from __future__ import annotations
 
@@ -17,10 +17,19 @@ from .loops import i64, loop
 
 
 def _copy_block(
-    ctx: KernelContext, src: str, dst: str, shape, src_shape, dst_shape, src_off, dst_off
+    ctx: KernelContext,
+    src: str,
+    dst: str,
+    shape,
+    src_shape,
+    dst_shape,
+    src_off,
+    dst_off,
+    flip: frozenset[int] = frozenset(),
 ) -> None:
-    """dst[dst_off + sum_a i_a * dst_stride_a] = src[src_off + sum_a i_a * src_stride_a] for
-    every index i of ``shape`` (offsets in elements; strides from the buffers' own shapes)."""
+    """dst[dst_off + sum_a i_a * dst_stride_a] = src[src_off + sum_a j_a * src_stride_a] for
+    every index i of ``shape``, j_a = i_a except on the axes in ``flip``, where j_a =
+    shape[a] - 1 - i_a (offsets in elements; strides from the buffers' own shapes)."""
     b = ctx.b
     ss = ctx.strides(src_shape, src_shape)
     ds = ctx.strides(dst_shape, dst_shape)
@@ -30,7 +39,8 @@ def _copy_block(
             ctx.store(dst, di, ctx.load(src, si))
             return
         with loop(b, ctx.dim(shape[axis]), name=f"m{axis}") as i:
-            nsi = si if ss[axis] is None else b.add(si, b.mul(i, ss[axis]))
+            j = b.sub(i64(int(shape[axis]) - 1), i) if axis in flip else i
+            nsi = si if ss[axis] is None else b.add(si, b.mul(j, ss[axis]))
             ndi = di if ds[axis] is None else b.add(di, b.mul(i, ds[axis]))
             rec(axis + 1, nsi, ndi)
 
@@ -50,7 +60,8 @@ def _offset(shape, starts: dict[int, int]) -> int:
 
 def emit_movement(ctx: KernelContext, node: Node) -> None:
     """slice: copy the block at its starts; pad: zeros, then the operand at its offsets; concat:
-    each operand at its offset along the axis. Offsets never involve the batch axis (the ops
+    each operand at its offset along the axis; reverse: the operand read backwards along its
+    axes. Offsets never involve the batch axis (the ops
     refuse it), so they are compile-time constants."""
     g, b = ctx.g, ctx.b
     out = node.type.shape
@@ -77,6 +88,10 @@ def emit_movement(ctx: KernelContext, node: Node) -> None:
             xt = g[x].type
             _copy_block(ctx, x, node.name, xt.shape, xt.shape, out, 0, _offset(out, {a: start}))
             start += int(xt.shape[a])
+    elif node.op == "reverse":
+        xt = g[node.inputs[0]].type
+        flip = frozenset(a % xt.rank for a in OPS["reverse"].attr(node, "axes"))
+        _copy_block(ctx, node.inputs[0], node.name, out, xt.shape, out, 0, 0, flip)
     else:
         raise CodegenError(f"no movement kernel for op {node.op} (node {node.name})")
     b.ret_void()

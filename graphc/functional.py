@@ -118,6 +118,16 @@ def slice(
     return apply("slice", x, axes=axes, starts=starts, ends=ends)
 
 
+def flip(x: Tensor, axes: Iterable[int] | int) -> Tensor:
+    """x with its elements in reverse order along ``axes`` (numpy's ``np.flip``, torch's
+    ``flip``): op ``reverse``, exact; not along the batch axis.
+
+    Raises:
+        ShapeError: an axis out of range, repeated, or the batch axis.
+    """
+    return apply("reverse", x, axes=(axes,) if isinstance(axes, int) else tuple(axes))
+
+
 def concat(xs: list[Tensor], axis: int) -> Tensor:
     """The tensors joined along ``axis`` (other dimensions equal; not the batch axis)."""
     return apply("concat", *xs, axis=axis)

@@ -335,6 +335,20 @@ def _slice(w: _Writer, n: Node) -> None:
     w.node("Slice", [n.inputs[0]] + [w.const(v, "slice") for v in ins], n.name, n)
 
 
+def _reverse(w: _Writer, n: Node) -> None:
+    """Slice from the last element to before the first with step -1 along each axis."""
+    rank = len(w.g[n.inputs[0]].type.shape)
+    axes = sorted(a % rank for a in dict(n.attrs)["axes"])
+    k = len(axes)
+    ins = [
+        np.full(k, -1, np.int64),
+        np.full(k, np.iinfo(np.int64).min, np.int64),
+        np.array(axes, np.int64),
+        np.full(k, -1, np.int64),
+    ]
+    w.node("Slice", [n.inputs[0]] + [w.const(v, "reverse") for v in ins], n.name, n)
+
+
 def _pad(w: _Writer, n: Node) -> None:
     rank = len(w.g[n.inputs[0]].type.shape)
     pads = [0] * (2 * rank)
@@ -384,6 +398,7 @@ EXPORTS: dict[str, Callable[[_Writer, Node], None]] = {
     "argmax": _argmax,
     "log_softmax": lambda w, n: w.node("LogSoftmax", list(n.inputs), n.name, n, axis=-1),
     "slice": _slice,
+    "reverse": _reverse,
     "pad": _pad,
     "concat": _concat,
     "batch_norm": _batch_norm,

@@ -54,7 +54,7 @@ def _kind(n: Node, g: Graph, kinds: dict[str, str]) -> str:
         return ROWS if _leading(n.type) and kind in POINTWISE else MIXED
     if n.op == "size":  # counts rows: differs between blocks
         return MIXED
-    if n.op in ("slice", "pad", "concat"):
+    if n.op in ("slice", "pad", "concat", "reverse"):
         # static bounds off the batch axis (the ops refuse N): a row stays a row
         ok = all(k == ROWS and _leading(t) for k, t in zip(ins, types)) and _leading(n.type)
         return ROWS if ok else MIXED

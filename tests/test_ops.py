@@ -208,6 +208,7 @@ def test_every_op_has_doc_reference_lowering_and_gradient_check() -> None:
         "slice",
         "pad",
         "concat",
+        "reverse",
         "matmul",
         "sum",
         "mean",

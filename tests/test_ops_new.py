@@ -94,6 +94,8 @@ CASES = [
     Case("pad", [(3, 4)], {"axes": (1, 0), "before": (1, 2), "after": (2, 0)}),
     Case("concat", [(3, 2), (3, 4), (3, 1)], {"axis": 1}),
     Case("concat", [(1, 2, 3), (2, 2, 3)], {"axis": 0}),
+    Case("reverse", [(3, 6)], {"axes": (1,)}),
+    Case("reverse", [(4, 3, 5)], {"axes": (0, 2)}),
 ]
 
 

@@ -56,6 +56,7 @@ OP_CASES: dict[str, tuple[list[TensorType], dict]] = {
     "slice": ([SQ], {"axes": (1, 0), "starts": (1, -2), "ends": (3, 100)}),
     "pad": ([F], {"axes": (1,), "before": (2,), "after": (0,)}),
     "concat": ([F, F], {"axis": 1}),
+    "reverse": ([SQ], {"axes": (1, 0)}),
     "gelu": ([F], {"approximate": "tanh"}),
     "argmax": ([F], {"axis": 1, "keepdims": True}),
 }

@@ -1,4 +1,4 @@
-"""Movement ops with static bounds: slice, pad (zeros; slice's VJP) and concat.
+"""Movement ops with static bounds: slice, pad (zeros; slice's VJP), concat and reverse.
 
 None of them may cut, pad or join along the batch axis N (its length is known only at run
 time); every other bound is a compile-time int.
@@ -175,3 +175,30 @@ class Concat(Op):
             out.append(b.slice(dy, axes=(a,), starts=(start,), ends=(stop,)))
             start = stop
         return tuple(out)
+
+
+@register
+class Reverse(Op):
+    """y = x with the order of its elements reversed along each of ``axes`` (numpy's
+    ``np.flip(x, axes)``; ONNX's Slice with step -1 over a whole axis, torch's ``flip``).
+    Not along the batch axis N. Exact: values are moved, never computed.
+
+    VJP: dx = reverse(dy) along the same axes.
+    """
+
+    name = "reverse"
+    arity = 1
+    kind = Kind.MOVEMENT
+    attrs: ClassVar[dict[str, Any]] = {"axes": REQUIRED}
+
+    def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+        (t,) = types
+        same_float_dtype(self.name, types)
+        _static_axes(self.name, t, attrs.get("axes"))
+        return t
+
+    def reference(self, x, *, axes):
+        return np.flip(x, tuple(a % x.ndim for a in axes)).copy()
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        return (b.reverse(dy, axes=tuple(self.attr(node, "axes"))),)
