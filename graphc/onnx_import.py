@@ -5199,17 +5199,24 @@ def _instance_norm(cx: NodeContext) -> list[Value]:
     """InstanceNormalization of x [N, C, D1, ...]: per sample and channel, (x - mean) /
     sqrt(var + epsilon) over D1... (biased variance; epsilon 1e-5 by default), times
     scale [C] plus B [C] (ONNX's definition; scale and B broadcast along C)."""
-    x = cx.x(0)
+    x = _channels_first_input(cx, 3, "InstanceNormalization needs [N, C, D1, ...]")
     r = len(x.shape)
-    if r < 3:
-        cx.fail(f"input {_fmt(x.shape)}: InstanceNormalization needs [N, C, D1, ...]")
-    if "N" in x.shape[1:]:
-        cx.fail(f"input {_fmt(x.shape)}: only the first dimension may be the batch N")
     normed = _standardize(x, tuple(range(2, r)), float(cx.attr("epsilon", 1e-5)))
     per_channel = (int(x.shape[1]),) + (1,) * (r - 2)
     scale = _reshape(cx, cx.x(1), per_channel)
     bias = _reshape(cx, cx.x(2), per_channel)
     return [normed * scale + bias]
+
+
+def _channels_first_input(cx: NodeContext, min_rank: int, needs: str) -> Tensor:
+    """The node's input 0, [N, C, ...] of rank ``min_rank`` or more with the batch N first and
+    only there; else the node fails with ``needs`` (what the operator takes)."""
+    x = cx.x(0)
+    if len(x.shape) < min_rank:
+        cx.fail(f"input {_fmt(x.shape)}: {needs}")
+    if "N" in x.shape[1:]:
+        cx.fail(f"input {_fmt(x.shape)}: only the first dimension may be the batch N")
+    return x
 
 
 def _standardize(x: Tensor, axes: tuple[int, ...], eps: float) -> Tensor:
@@ -5231,12 +5238,7 @@ def _group_norm(cx: NodeContext) -> list[Value]:
     (its per-group scale was a mistake in the specification) and onnx.checker refuses it; ONNX
     Runtime runs it (its onnx build drops the deprecation), so graphc imports it as ONNX Runtime
     computes it (see ``Importer.check_file``)."""
-    x = cx.x(0)
-    r = len(x.shape)
-    if r < 2:
-        cx.fail(f"input {_fmt(x.shape)}: GroupNormalization needs [N, C, ...]")
-    if "N" in x.shape[1:]:
-        cx.fail(f"input {_fmt(x.shape)}: only the first dimension may be the batch N")
+    x = _channels_first_input(cx, 2, "GroupNormalization needs [N, C, ...]")
     groups = cx.attr("num_groups")
     c = int(x.shape[1])
     if not isinstance(groups, int) or groups < 1 or c % groups:
