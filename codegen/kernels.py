@@ -1376,6 +1376,13 @@ def _emit_movement(ctx: KernelContext, kernel: Kernel) -> None:
     emit_movement(ctx, ctx.g[kernel.nodes[0]])
 
 
+def _emit_conv(ctx: KernelContext, kernel: Kernel) -> None:
+    """conv, conv_transpose, conv_filter_grad: loop nests (codegen/conv.py)."""
+    from .conv import emit_conv
+
+    emit_conv(ctx, ctx.g[kernel.nodes[0]])
+
+
 KERNEL_EMITTERS: dict[str, Emitter] = {
     "elementwise": emit_elementwise,
     "matmul": emit_matmul,
@@ -1385,4 +1392,5 @@ KERNEL_EMITTERS: dict[str, Emitter] = {
     "rowwise": emit_rowwise,
     "argmax": _of_node(emit_argmax),
     "movement": _emit_movement,
+    "conv": _emit_conv,
 }

@@ -367,8 +367,33 @@ def _batch_norm(w: _Writer, n: Node) -> None:  # inference form (graphs usually 
     w.node("BatchNormalization", list(n.inputs), n.name, n, epsilon=eps, momentum=1.0 - m)
 
 
+def _conv(onnx_op: str) -> Callable[[_Writer, Node], None]:
+    """conv as Conv, conv_transpose as ConvTranspose: the same attrs, written out in full
+    (kernel_shape from the filters; ConvTranspose's output_padding when it has one)."""
+
+    def write(w: _Writer, n: Node) -> None:
+        from graphc.ir.ops.conv import geometry
+
+        g = geometry(n.op, [w.g[i].type for i in n.inputs], dict(n.attrs))
+        attrs: dict[str, Any] = {
+            "kernel_shape": list(g.kernel),
+            "strides": list(g.strides),
+            "dilations": list(g.dilations),
+            "pads": list(g.pads_begin + g.pads_end),
+            "group": g.groups,
+        }
+        outpad = n.attr("output_padding")
+        if outpad is not None and any(outpad):
+            attrs["output_padding"] = list(outpad)
+        w.node(onnx_op, list(n.inputs), n.name, n, **attrs)
+
+    return write
+
+
 # graphc op -> how it is written in ONNX (one entry per op)
 EXPORTS: dict[str, Callable[[_Writer, Node], None]] = {
+    "conv": _conv("Conv"),
+    "conv_transpose": _conv("ConvTranspose"),
     "elu": _elu,
     "selu": lambda w, n: _act(w, "Selu", n.inputs[0], n.name, n),
     "gelu": _times_of(_gelu_factor),

@@ -80,6 +80,12 @@ def _kind(n: Node, g: Graph, kinds: dict[str, str]) -> str:
         if a == ROWS and b == CONST and not n.attr("transpose_a", False):
             return ROWS
         return MIXED
+    if n.op in ("conv", "conv_transpose"):
+        # a row's output channels read the same row's input and constant filters only
+        ok = ins[0] == ROWS and ins[1] == CONST and _leading(types[0]) and _leading(n.type)
+        return ROWS if ok else MIXED
+    if kind == "reduce" and n.op == "conv_filter_grad":
+        return MIXED  # sums over the batch
     if kind == "reduce":
         (x,) = ins
         rank = len(types[0].shape)

@@ -78,6 +78,11 @@ CASES = [
     Case("broadcast_to", [(4,), (3, 4)], id="broadcast_to"),
     Case("softmax", [(3, 5)]),
     Case("softmax_cross_entropy", [(4, 5), (4,)], labels=5),
+    Case(
+        "conv_filter_grad",
+        [(2, 2, 3, 2), (2, 3, 5, 4)],
+        {"strides": (2, 1), "pads": (1, 0, 0, 0), "kernel_shape": (2, 3)},
+    ),
 ]
 
 TESTED_ELSEWHERE = {"dropout"}  # random mask: tests/test_dropout.py checks its VJP
@@ -209,6 +214,9 @@ def test_every_op_has_doc_reference_lowering_and_gradient_check() -> None:
         "pad",
         "concat",
         "reverse",
+        "conv",
+        "conv_transpose",
+        "conv_filter_grad",
         "matmul",
         "sum",
         "mean",

@@ -96,6 +96,13 @@ CASES = [
     Case("concat", [(1, 2, 3), (2, 2, 3)], {"axis": 0}),
     Case("reverse", [(3, 6)], {"axes": (1,)}),
     Case("reverse", [(4, 3, 5)], {"axes": (0, 2)}),
+    Case("conv", [(2, 3, 5, 6), (4, 3, 3, 2)], {"strides": (2, 1), "pads": (1, 0, 1, 1)}),
+    Case("conv", [(1, 4, 7), (4, 1, 3)], {"groups": 4, "dilations": (2,)}),
+    Case(
+        "conv_transpose",
+        [(2, 4, 3, 3), (4, 1, 2, 3)],
+        {"strides": (2, 2), "groups": 2, "output_padding": (1, 0)},
+    ),
 ]
 
 

@@ -59,6 +59,18 @@ OP_CASES: dict[str, tuple[list[TensorType], dict]] = {
     "reverse": ([SQ], {"axes": (1, 0)}),
     "gelu": ([F], {"approximate": "tanh"}),
     "argmax": ([F], {"axis": 1, "keepdims": True}),
+    "conv": (
+        [TensorType(("N", 4, 7, 6)), TensorType((4, 2, 3, 2))],
+        {"strides": (2, 1), "pads": (1, 0, 1, 1), "dilations": (1, 2), "groups": 2},
+    ),
+    "conv_transpose": (
+        [TensorType(("N", 4, 5)), TensorType((4, 3, 3))],
+        {"strides": (2,), "output_padding": (1,)},
+    ),
+    "conv_filter_grad": (
+        [TensorType(("N", 4, 5)), TensorType(("N", 3, 11))],
+        {"strides": (2,), "kernel_shape": (3,)},
+    ),
 }
 CANDIDATE_TYPES = (F, SQ, ROW, SCALAR, LABELS)
 

@@ -9,6 +9,7 @@ of op names. An op class declares what it is; it joins the right sets by being r
 from . import (  # noqa: F401  # noqa: F401, I001
     activations,
     arith,
+    conv,
     elementwise,
     linalg,
     loss,
