@@ -608,7 +608,8 @@ def _meta_port(p: Port, checks: dict[str, InputCheck]) -> dict:
         "shape": [d if d == BATCH else int(d) for d in p.type.shape],
     }
     if p.name in checks:  # the entry's native check of this input (codegen/checks.py)
-        out["check"] = [checks[p.name].kind, checks[p.name].bound]
+        c = checks[p.name]
+        out["check"] = [c.kind, c.bound] if c.low is None else [c.kind, c.bound, c.low]
     return out
 
 
@@ -1050,7 +1051,7 @@ def _check_rules(plan: LibraryPlan, e: EntryPlan) -> list[str]:
                 "finite": f"{cn} free of NaN and Inf ({U}_ERR_NONFINITE)",
                 "unit": f"{cn} in [0, 1] ({U}_ERR_TARGET)",
                 "lr": f"lr finite and >= 0 ({U}_ERR_LR)",
-                "index": f"{cn} whole numbers in {-c.bound}..{c.bound - 1} ({U}_ERR_LOOKUP)",
+                "index": f"{cn} whole numbers in {c.lowest}..{c.bound - 1} ({U}_ERR_LOOKUP)",
             }[c.kind]
         )
     return [f"     {r};" for r in rules[:-1]] + [f"     {r}. */" for r in rules[-1:]]

@@ -14,9 +14,11 @@ Kinds (``InputCheck.kind``):
 - ``finite``: every element is finite (no NaN, no +-Inf);
 - ``unit``: every element lies in [0, 1] (binary cross-entropy targets; NaN fails);
 - ``classes``: every integer label lies in 0 .. bound-1 (softmax cross-entropy labels);
-- ``index``: every element (float) is a whole number in -bound .. bound-1 (the row indices of
-  an embedding lookup into a table of ``bound`` rows, negative ones counting from the end as
-  in ONNX's Gather; NaN fails);
+- ``index``: every element (float) is a whole number in low .. bound-1, low = -bound unless
+  given (the row indices of an embedding lookup into a table of ``bound`` rows, negative ones
+  counting from the end as in ONNX's Gather; or the range of an integer input in which the
+  indices an imported ONNX graph computes from it stay in their table, such as 1 .. V for
+  ids - 1; NaN fails);
 - ``lr``: the scalar is finite and >= 0 (the learning rate).
 
 Each scan is one pass with no early exit and an integer OR as its only loop-carried value, so
@@ -49,20 +51,30 @@ SCAN_CHUNK = 16  # shares start at multiples of this many elements (64-byte line
 
 @dataclass(frozen=True)
 class InputCheck:
-    """The check of one input (by value name): its kind and, for ``classes``, the count."""
+    """The check of one input (by value name): its kind and, for ``classes``, the count; for
+    ``index``, the values low .. bound-1 (``low`` None: -bound)."""
 
     name: str
     kind: str
     bound: int = 0
+    low: int | None = None
+
+    @property
+    def lowest(self) -> int:
+        """The smallest value an ``index`` check lets through."""
+        return -self.bound if self.low is None else self.low
 
 
 SCAN_LANES = 16  # elements per vector of a scan's loop (split into registers by LLVM)
 SCAN_UNROLL = 2  # vectors per step of that loop
 
 
-def _fails(b: ir.IRBuilder, kind: str, t: ir.Type, x: ir.Value, bound: ir.Value) -> ir.Value:
+def _fails(
+    b: ir.IRBuilder, kind: str, t: ir.Type, x: ir.Value, bound: ir.Value, low: ir.Value
+) -> ir.Value:
     """i1 (or a vector of i1 when ``x`` is a vector): element ``x`` (LLVM type ``t``, the
-    element type) fails a check of ``kind``; ``bound`` (i64, or a vector of them)."""
+    element type) fails a check of ``kind``; ``bound`` and ``low`` (i64, or vectors of them:
+    the index check's values low .. bound-1)."""
     zero: ir.Value = ir.Constant(t, 0.0) if kind != "classes" else ir.Constant(t, 0)
     one: ir.Value = ir.Constant(t, 1.0) if kind == "unit" else zero
     if isinstance(x.type, ir.VectorType):
@@ -80,7 +92,7 @@ def _fails(b: ir.IRBuilder, kind: str, t: ir.Type, x: ir.Value, bound: ir.Value)
         return b.icmp_unsigned(">=", b.sext(x, wide), bound, name="bad")
     if kind == "index":  # unordered compares: NaN fails too
         hi = b.sitofp(bound, x.type)
-        lo = b.fsub(zero, hi)
+        lo = b.sitofp(low, x.type)
         whole = vmath.trunc(b, x, name="whole")
         outside = b.or_(b.fcmp_unordered("<", x, lo), b.fcmp_unordered(">=", x, hi))
         return b.or_(outside, b.fcmp_unordered("!=", x, whole), name="bad")
@@ -91,8 +103,9 @@ def _scan_function(
     module: ir.Module, kind: str, dtype: str, copy: bool, home: ir.Module | None = None
 ) -> ir.Function:
     """The scan of ``count`` elements for a check of ``kind``, one vectorized pass returning 1
-    when an element fails: ``i32 graphc.scan.KIND.DTYPE(T *p, i64 count, i64 bound)``, or with
-    ``copy`` ``i32 graphc.copy_scan.KIND.DTYPE(T *dst, const T *src, i64 count, i64 bound)``,
+    when an element fails: ``i32 graphc.scan.KIND.DTYPE(T *p, i64 count, i64 bound, i64 low)``, or with
+    ``copy`` ``i32 graphc.copy_scan.KIND.DTYPE(T *dst, const T *src, i64 count, i64 bound,
+    i64 low)``,
     which also stores each element to ``dst`` beside its test. ``home``: the module that
     defines it when not ``module`` (which then declares it; see ModuleBuilder.lean).
 
@@ -112,9 +125,9 @@ def _scan_function(
     t = LL[dtype]
     vt = ir.VectorType(t, SCAN_LANES)
     mask_t = ir.VectorType(I32, SCAN_LANES)
-    fn = ir.Function(module, ir.FunctionType(I32, [PTR] * (1 + copy) + [I64, I64]), name=name)
+    fn = ir.Function(module, ir.FunctionType(I32, [PTR] * (1 + copy) + [I64, I64, I64]), name=name)
     fn.linkage = "internal"
-    *ptrs, count, bound = fn.args
+    *ptrs, count, bound, low = fn.args
     src = ptrs[-1]
     for p in ptrs if copy else ():
         p.add_attribute("noalias")
@@ -124,6 +137,8 @@ def _scan_function(
     wide_t = ir.VectorType(I64, SCAN_LANES)
     vbound = b.insert_element(vconst(wide_t, ir.Undefined), bound, i32(0))
     vbound = b.shuffle_vector(vbound, vbound, vconst(ir.VectorType(I32, SCAN_LANES), 0))
+    vlow = b.insert_element(vconst(wide_t, ir.Undefined), low, i32(0))
+    vlow = b.shuffle_vector(vlow, vlow, vconst(ir.VectorType(I32, SCAN_LANES), 0))
     zeros = vconst(mask_t, 0)
     with counted_loop(b, i64(0), full, step, "v", [zeros]) as s:
         bad = None
@@ -132,7 +147,7 @@ def _scan_function(
             x = b.load(b.gep(src, [at], inbounds=True, source_etype=t), typ=vt, align=1)
             if copy:
                 b.store(x, b.gep(ptrs[0], [at], inbounds=True, source_etype=t), align=1)
-            fail = _fails(b, kind, t, x, vbound)
+            fail = _fails(b, kind, t, x, vbound, vlow)
             bad = fail if bad is None else b.or_(bad, fail)
         s.carried[0] = b.or_(s.carried[0], b.zext(bad, mask_t))
     acc = b.call(_reduce_or(module), s.final)
@@ -140,7 +155,7 @@ def _scan_function(
         x = b.load(b.gep(src, [s.iv], inbounds=True, source_etype=t), typ=t, name="x")
         if copy:
             b.store(x, b.gep(ptrs[0], [s.iv], inbounds=True, source_etype=t))
-        bad = _fails(b, kind, t, x, bound)
+        bad = _fails(b, kind, t, x, bound, low)
         s.carried[0] = b.or_(s.carried[0], b.zext(bad, I32))
     b.ret(s.final[0])
     return fn
@@ -155,14 +170,15 @@ def _reduce_or(module: ir.Module) -> ir.Function:
 
 
 def scanner(module: ir.Module, kind: str, dtype: str, home: ir.Module | None = None) -> ir.Function:
-    """``i32 graphc.scan.KIND.DTYPE(T *p, i64 count, i64 bound)``: 1 when an element fails."""
+    """``i32 graphc.scan.KIND.DTYPE(T *p, i64 count, i64 bound, i64 low)``: 1 when an element fails."""
     return _scan_function(module, kind, dtype, False, home)
 
 
 def copy_scanner(
     module: ir.Module, kind: str, dtype: str, home: ir.Module | None = None
 ) -> ir.Function:
-    """``i32 graphc.copy_scan.KIND.DTYPE(T *dst, const T *src, i64 count, i64 bound)``: copies
+    """``i32 graphc.copy_scan.KIND.DTYPE(T *dst, const T *src, i64 count, i64 bound,
+    i64 low)``: copies
     ``count`` elements and returns 1 when one of them fails the check (the epoch entry's
     gather of a batch, which reads every row anyway: codegen/epoch.py)."""
     return _scan_function(module, kind, dtype, True, home)
@@ -172,7 +188,7 @@ def i32(v: int) -> ir.Constant:
     return ir.Constant(I32, v)
 
 
-_SCAN_CTX = ir.LiteralStructType([PTR, I64, I64, PTR])  # p, count, bound, i32 *found
+_SCAN_CTX = ir.LiteralStructType([PTR, I64, I64, I64, PTR])  # p, count, bound, low, i32 *found
 
 
 def _scan_task(
@@ -189,7 +205,7 @@ def _scan_task(
     glue(fn)  # the scan is scanner's
     cp, t, count = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
-    p, n, bound, found = (
+    p, n, bound, low, found = (
         b.load(b.gep(cp, [i32(0), i32(k)], inbounds=True, source_etype=_SCAN_CTX), typ=ft)
         for k, ft in enumerate(_SCAN_CTX.elements)
     )
@@ -200,7 +216,7 @@ def _scan_task(
     hi = b.select(b.icmp_signed("<", hi, n), hi, n)
     with b.if_then(b.icmp_signed("<", lo, hi)):
         at = b.gep(p, [lo], inbounds=True, source_etype=LL[dtype])
-        r = b.call(scan, [at, b.sub(hi, lo), bound])
+        r = b.call(scan, [at, b.sub(hi, lo), bound, low])
         with b.if_then(b.icmp_unsigned("!=", r, ir.Constant(I32, 0)), likely=False):
             b.atomic_rmw("or", found, ir.Constant(I32, 1), "monotonic")
     b.ret_void()
@@ -220,7 +236,7 @@ def _scan(
     """i32 at ``b``: nonzero when an element of ``p[0:count]`` fails ``chk``; with ``pool``,
     scans of SCAN_PARALLEL_MIN elements or more run on every thread (the result is the same
     OR of the same elements' tests whatever the thread count)."""
-    args = [p, count, i64(chk.bound)]
+    args = [p, count, i64(chk.bound), i64(chk.lowest)]
     if pool is None:
         return b.call(scanner(module, chk.kind, dtype, home), args)
     fn = b.function

@@ -545,7 +545,7 @@ def _gather_rows(
                 if scan and scan[0] is not None:
                     _, scanner, chk, dt, flag = scan[0]
                     elems = GATHER_GROUP * (rb // DTYPE_INFO[dt].itemsize)
-                    hit = b.call(scanner, [d_ptr, i64(elems), i64(chk.bound)])
+                    hit = b.call(scanner, [d_ptr, i64(elems), i64(chk.bound), i64(chk.lowest)])
                     b.store(b.or_(b.load(flag, typ=I32), hit), flag)
             narrow = [e for e in batched if e[0] < GATHER_GROUP_MIN_BYTES]
             for r, row in rows if narrow else ():
@@ -582,7 +582,7 @@ def _copy_row(
             continue
         copy, _, chk, dt, flag = scan[0]
         elems = rb // DTYPE_INFO[dt].itemsize
-        hit = b.call(copy, [d_ptr, s_ptr, i64(elems), i64(chk.bound)])
+        hit = b.call(copy, [d_ptr, s_ptr, i64(elems), i64(chk.bound), i64(chk.lowest)])
         b.store(b.or_(b.load(flag, typ=I32), hit), flag)
 
 

@@ -154,7 +154,8 @@ def _checks_text(prog: Any) -> str:
     for entry, checks in sorted(getattr(prog, "input_checks", {}).items()):
         slots = prog.schedules[entry].input_slots
         out.append(
-            f"{entry}:" + ",".join(f"{slots.index(c.name)}/{c.kind}/{c.bound}" for c in checks)
+            f"{entry}:"
+            + ",".join(f"{slots.index(c.name)}/{c.kind}/{c.bound}/{c.low}" for c in checks)
         )
     return "input_checks=" + ";".join(out)
 

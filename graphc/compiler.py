@@ -295,15 +295,16 @@ def plan_input_checks(prog: Program, entry: str) -> list[InputCheck]:
     learning rate finite and >= 0, class labels in 0..classes-1 (softmax cross-entropy),
     binary cross-entropy targets in [0, 1], every other float input finite; in every entry,
     ``infer`` too, the row indices of an embedding lookup (an input with ``index_rows`` V)
-    whole numbers in -V..V-1. ``infer`` checks nothing else (NaN in, NaN out harms no state)."""
+    whole numbers in -V..V-1 (or index_low .. V-1, ir.ops.sources.index_range). ``infer``
+    checks nothing else (NaN in, NaN out harms no state)."""
     sched = prog.schedules[entry]
-    index_rows = {
-        n.name: int(n.attr("index_rows"))
+    index_checks = {
+        n.name: InputCheck(n.name, "index", int(n.attr("index_rows")), n.attr("index_low"))
         for n in sched.graph.nodes
         if n.op == "input" and n.attr("index_rows") is not None
     }
     if entry == "infer":
-        return [InputCheck(v, "index", index_rows[v]) for v in sched.input_slots if v in index_rows]
+        return [index_checks[v] for v in sched.input_slots if v in index_checks]
     classes = {
         n.inputs[1]: int(prog.forward[n.inputs[0]].type.shape[1])
         for n in prog.forward.nodes
@@ -314,8 +315,8 @@ def plan_input_checks(prog: Program, entry: str) -> list[InputCheck]:
         t = sched.graph[v].type
         if v == "row0":  # train_grads' row offset (an integer the runtime computes)
             continue
-        if v in index_rows:
-            out.append(InputCheck(v, "index", index_rows[v]))
+        if v in index_checks:
+            out.append(index_checks[v])
         elif v == "lr":
             out.append(InputCheck(v, "lr"))
         elif t.dtype == "i32":

@@ -5,26 +5,31 @@ rounded beyond. ONNX Runtime computes them in int32/int64 and raises on a Gather
 its table, where graphc's lookup (a one-hot product) would give a row of zeros. So every
 integer value the graph computes from its integer inputs, and every index it computes for a
 lookup, is proven here to stay exact and in range, given the values the native entries let
-through for each integer input (its ``index_rows`` B: whole numbers in -B .. B-1, checked by
-every entry before it runs; codegen/checks.py). Where the proof needs a smaller B, the input's
-B is lowered to the largest that proves it; where no B does, the import is refused naming the
-node.
+through for each integer input (its range lo .. hi of whole numbers, ``index_low`` and
+``index_rows`` - 1, checked by every entry before it runs; codegen/checks.py). Where the proof
+needs a narrower range, the input's range is narrowed to one that proves it (``fit_ranges``:
+the values an offset such as ids - 1 or ids + 100 brings into the table, not a range around 0
+only); where none does, the import is refused naming the node.
 
-A judgement (documented in ``from_onnx``): lowering an input's B refuses, at run time and
-naming the input, the row and the value, some inputs ONNX Runtime would accept (an id past the
-table that an offset brings back in range, a value whose product overflows float32 but not
-int64). A named refusal is preferred to a silently wrong row.
+A judgement (documented in ``from_onnx``): narrowing an input's range refuses, at run time and
+naming the input, the row and the value, some inputs ONNX Runtime would accept (ids whose
+computed indices leave the table and come back by a later offset that the intervals cannot
+follow, a value whose product overflows float32 but not int64). A named refusal is preferred to
+a silently wrong row.
 
 Two provers, over graphc's IR ops (the DSL tensors the importer built):
 
 - ``interval``: interval arithmetic (Moore's), sound for every op it knows, from the inputs'
   ranges, constants' values and op semantics (argmax in 0..size-1, comparisons in 0..1);
-  any op it does not know, a trainable weight or a float input gives "unknown".
+  any op it does not know, a trainable weight or a float input gives "unknown". ``narrow``
+  runs it backwards (HC4's revise step: a + b in R gives a in R - b, ...) from the table's
+  rows to the inputs, giving the candidate range ``fit_ranges`` checks and shrinks.
 - ``scan``: exact evaluation, for an index that is an elementwise function of one integer
   input and scalar constants (tf2onnx's Keras Embedding: m * (ids + V) + (1 - m) * ids with
   m = [ids < 0], whose two terms intervals cannot correlate): the function is evaluated in
-  float32 by the ops' numpy references on every whole number from 0 up and from -1 down until
-  the first that fails, giving the largest B with all of -B .. B-1 valid.
+  float32 by the ops' numpy references on every whole number from an anchor (0 where it is
+  valid, else a value ``narrow`` finds) up and down until the first that fails, giving the
+  run of consecutive valid values around the anchor.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ EXACT = 2**24  # float32 holds every whole number of magnitude below it (not 2**
 SCAN_CHUNK = 1 << 20  # candidates evaluated at once by ``scan``
 
 Interval = tuple[float, float]
+Ranges = dict[int, tuple[int, int]]  # input id -> (lo, hi): the whole numbers lo .. hi
 
 
 def ancestors(t: Any) -> list[Any]:
@@ -98,10 +104,10 @@ Rules = dict[int, tuple[str, tuple[Any, ...]]]
 
 
 def interval(
-    t: Any, bounds: dict[int, int], memo: dict[int, Interval | None], rules: Rules | None = None
+    t: Any, bounds: Ranges, memo: dict[int, Interval | None], rules: Rules | None = None
 ) -> Interval | None:
     """An interval holding every value of tensor ``t`` (None: unknown), for inputs whose ids
-    are in ``bounds`` (input id -> B: whole numbers in -B .. B-1)."""
+    are in ``bounds`` (input id -> (lo, hi): whole numbers in lo .. hi)."""
     for u in ancestors(t):
         if id(u) not in memo:
             rule = (rules or {}).get(id(u))
@@ -138,12 +144,12 @@ def _rule_interval(rule: tuple[str, tuple[Any, ...]], memo: dict) -> Interval | 
     return None
 
 
-def _interval_of(t: Any, bounds: dict[int, int], memo: dict) -> Interval | None:
+def _interval_of(t: Any, bounds: Ranges, memo: dict) -> Interval | None:
     n = t.node
     op = n.op
     if op == "input":
         b = bounds.get(id(t))
-        return None if b is None else (float(-b), float(b - 1))
+        return None if b is None else (float(b[0]), float(b[1]))
     if op == "const":
         v = float(n.attr("value"))
         return None if math.isnan(v) else (v, v)
@@ -239,7 +245,7 @@ def dependent(dag: list[Any], sources: set[int]) -> set[int]:
 
 def proves(
     dag: list[Any],
-    bounds: dict[int, int],
+    bounds: Ranges,
     rows: int | tuple[int, int] | None,
     integral: set[int],
     rules: Rules | None = None,
@@ -265,29 +271,140 @@ def proves(
     return True, last
 
 
-def largest_bound(
+class _Empty(Exception):
+    """No value of the inputs meets a requirement (``narrow``)."""
+
+
+def narrow(
+    dag: list[Any],
+    bounds: Ranges,
+    target: tuple[int, int] | None,
+    integral: set[int],
+    rules: Rules | None = None,
+) -> Ranges | None:
+    """The inputs' ranges cut to the values that can meet the requirements: the last value of
+    ``dag`` in ``target`` (both ends included; None: no such requirement) and every integer
+    value (ids in ``integral``, and the last one) within +-2**24. The requirements run
+    backwards through the ops whose inverse interval is known (HC4's revise step:
+    a + b in R gives a in R - iv(b); a - b, -a, a * c and a / c for c not spanning 0, casts
+    and movements), each side taking the other's forward interval. One range holds for every
+    element of an input, so a requirement on the elements a movement picks is one on all.
+    The cut is a candidate for ``proves`` to check (necessary where the ops act elementwise on
+    the inputs; elsewhere it may cut more than needed: a narrower range, still sound); None
+    where no value of some input meets them."""
+    memo: dict[int, Interval | None] = {}
+    interval(dag[-1], bounds, memo, rules)
+    dep = dependent(dag, set(bounds))
+    need: dict[int, Interval] = {}
+
+    def require(u: Any, r: Interval) -> None:
+        if any(math.isnan(v) for v in r):
+            return
+        cur = need.get(id(u), (-math.inf, math.inf))
+        lo, hi = max(cur[0], r[0]), min(cur[1], r[1])
+        if lo > hi:
+            raise _Empty
+        need[id(u)] = (lo, hi)
+
+    try:
+        for u in dag:
+            if id(u) in dep and (id(u) in integral or u is dag[-1]) and u.node.op != "input":
+                require(u, (-EXACT, EXACT))
+        if target is not None:
+            require(dag[-1], (float(target[0]), float(target[1])))
+        for u in reversed(dag):
+            r = need.get(id(u))
+            op = u.node.op
+            if r is None or id(u) not in dep or id(u) in (rules or {}) or op == "input":
+                continue
+            ps = _operands(u)
+            xs = [memo.get(id(p)) for p in ps]
+            # (one range holds for every element of an input: a requirement on the elements a
+            # movement picks is one on all)
+            if (op in MOVEMENT_OPS and op not in ("concat", "pad")) or op in (
+                "cast",
+                "broadcast_to",
+            ):
+                require(ps[0], r)
+            elif op == "concat":
+                for p in ps:
+                    require(p, r)
+            elif op == "neg":
+                require(ps[0], (-r[1], -r[0]))
+            elif op in ("add", "sub") and xs[0] is not None and xs[1] is not None:
+                a, b = xs
+                if op == "add":
+                    require(ps[0], (r[0] - b[1], r[1] - b[0]))
+                    require(ps[1], (r[0] - a[1], r[1] - a[0]))
+                else:
+                    require(ps[0], (r[0] + b[0], r[1] + b[1]))
+                    require(ps[1], (a[0] - r[1], a[1] - r[0]))
+            elif op in ("mul", "div"):
+                for k in (0, 1) if op == "mul" else (0,):
+                    c = xs[1 - k]
+                    if c is None or c[0] <= 0 <= c[1]:
+                        continue
+                    got = _div(r, c) if op == "mul" else _mul(r, c)
+                    if got is not None:
+                        require(ps[k], got)
+    except _Empty:
+        return None
+    out: Ranges = {}
+    for x, (lo, hi) in bounds.items():
+        r = need.get(x, (-math.inf, math.inf))
+        lo, hi = max(lo, math.ceil(r[0])), min(hi, math.floor(r[1]))
+        if lo > hi:
+            return None
+        out[x] = (int(lo), int(hi))
+    return out
+
+
+def fit_ranges(
     dag: list[Any],
     inputs: list[Any],
-    start: dict[int, int],
+    start: Ranges,
     rows: int | tuple[int, int] | None,
     integral: set[int],
     rules: Rules | None = None,
-) -> int:
-    """The largest s (0 if none) such that ``proves`` holds with each input's B lowered to
-    min(start B, s): a binary search (the intervals grow with s)."""
-    top = max(start[id(x)] for x in inputs)
+) -> Ranges | None:
+    """Ranges of ``inputs``, within their ``start`` ranges, for which ``proves`` holds, or None
+    where none with at least one value each does: ``start`` itself where it proves; else the
+    ranges ``narrow`` cuts from it; else those cut ranges shrunk around an anchor each to
+    a - s .. a + s - 1 with the largest s that proves (a binary search: the intervals grow
+    with s). An input's anchor is 0 where ``narrow``, with the earlier inputs pinned to their
+    anchors, keeps 0, else the middle of what it keeps (ids + 100 - o into 10 rows: ids
+    around 0, o around 100)."""
+    if proves(dag, start, rows, integral, rules)[0]:
+        return start
+    target = None if rows is None else span(rows)
+    cut = narrow(dag, start, target, integral, rules)
+    if cut is None:
+        return None
+    if proves(dag, cut, rows, integral, rules)[0]:
+        return cut
+    anchor: dict[int, int] = {}
+    for x in inputs:  # 0 where the cut with the earlier anchors pinned keeps it, else its middle
+        pins = {k: (a, a) for k, a in anchor.items()}
+        pinned = narrow(dag, {**cut, **pins}, target, integral, rules)
+        lo, hi = cut[id(x)] if pinned is None else pinned[id(x)]
+        anchor[id(x)] = 0 if lo <= 0 <= hi else (lo + hi) // 2
 
-    def ok(s: int) -> bool:
-        bounds = {id(x): min(start[id(x)], s) for x in inputs}
-        return proves(dag, bounds, rows, integral, rules)[0]
+    def shrunk(s: int) -> Ranges:
+        return {
+            k: (max(lo, anchor[k] - s), min(hi, anchor[k] + s - 1)) for k, (lo, hi) in cut.items()
+        }
 
-    if ok(top):
-        return top
-    lo, hi = 0, top  # ok(lo) assumed (s = 0: no value passes the entry's check), not ok(hi)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if ok(mid) else (lo, mid)
-    return lo
+    top = max(max(anchor[k] - lo, hi + 1 - anchor[k]) for k, (lo, hi) in cut.items())
+    lo_s, hi_s = 0, top + 1  # s = 0: no value passes (assumed), s = top + 1: cut (fails)
+    while hi_s - lo_s > 1:
+        mid = (lo_s + hi_s) // 2
+        lo_s, hi_s = (
+            (mid, hi_s) if proves(dag, shrunk(mid), rows, integral, rules)[0] else (lo_s, mid)
+        )
+    if lo_s < 1:
+        return None
+    out = shrunk(lo_s)
+    return None if any(lo > hi for lo, hi in out.values()) else out
 
 
 def scan_function(
@@ -355,12 +472,16 @@ def scan_function(
     return run
 
 
-def scan_bound(
-    run: Callable[[np.ndarray], list[np.ndarray]], top: int, rows: int | tuple[int, int]
-) -> int:
-    """The largest B <= ``top`` such that for every whole number v in -B .. B-1 the values
-    ``run`` computes from v are finite and below 2**24 in magnitude, and the last (an index)
-    is a whole number in span(rows)."""
+def scan_range(
+    run: Callable[[np.ndarray], list[np.ndarray]],
+    lo: int,
+    hi: int,
+    rows: int | tuple[int, int],
+    anchor: int,
+) -> tuple[int, int] | None:
+    """The run of consecutive whole numbers v around ``anchor``, within lo .. hi, such that the
+    values ``run`` computes from v are finite and below 2**24 in magnitude and the last (an
+    index) is a whole number in span(rows); None where ``anchor`` itself fails."""
     lo_ok, hi_ok = span(rows)
 
     def first_bad(vals: np.ndarray) -> int | None:
@@ -374,18 +495,18 @@ def scan_bound(
         bad = np.flatnonzero(~ok)
         return None if bad.size == 0 else int(bad[0])
 
-    pos = top
-    for lo in range(0, top, SCAN_CHUNK):
-        vals = np.arange(lo, min(lo + SCAN_CHUNK, top), dtype=np.float64)
-        k = first_bad(vals)
+    if first_bad(np.array([anchor], np.float64)) is not None:
+        return None
+    top = hi
+    for at in range(anchor, hi + 1, SCAN_CHUNK):
+        k = first_bad(np.arange(at, min(at + SCAN_CHUNK, hi + 1), dtype=np.float64))
         if k is not None:
-            pos = lo + k
+            top = at + k - 1
             break
-    neg = top
-    for hi in range(0, top, SCAN_CHUNK):
-        vals = -1.0 - np.arange(hi, min(hi + SCAN_CHUNK, top), dtype=np.float64)
-        k = first_bad(vals)
+    bottom = lo
+    for at in range(anchor - 1, lo - 1, -SCAN_CHUNK):
+        k = first_bad(np.arange(at, max(at - SCAN_CHUNK, lo - 1), -1, dtype=np.float64))
         if k is not None:
-            neg = hi + k  # -1 - neg is the first bad value below 0
+            bottom = at - k + 1
             break
-    return min(pos, neg)
+    return bottom, top

@@ -33,6 +33,7 @@ import numpy as np
 
 from graphc.ir.errors import GraphcError, OnnxError, install_hint
 from graphc.ir.graph import make_node
+from graphc.ir.ops.sources import index_range
 from graphc.ir.types import TensorType
 
 from . import dsl
@@ -1262,11 +1263,12 @@ class Importer:
     def bound_integers(self) -> None:
         """Prove that the integers the graph computes stay exact in float32 and its computed
         lookup indices in their tables (graphc.onnx_bounds), for the values the entries let
-        through for each integer input (its ``index_rows`` B: whole numbers in -B .. B-1).
-        Where a proof needs a smaller B, the input's B is lowered to the largest that proves
-        it (the entries then refuse other values naming the input, the row and the value, as
-        ONNX Runtime refuses an index out of its table); where none does, the import is
-        refused. Checked: each computed lookup index (ONNX Runtime raises on one outside its
+        through for each integer input (its range lo .. hi, ir.ops.sources.index_range). Where
+        a proof needs a narrower range, the input's range is narrowed to one that proves it
+        (onnx_bounds.scan_range / fit_ranges: ids in 1 .. V for a Gather of ids - 1, or in
+        -150 .. -51 for ids + 100 into 100 rows, as ONNX Runtime accepts them; the entries then
+        refuse other values naming the input, the row and the value, as ONNX Runtime refuses
+        an index out of its table); where none does, the import is refused. Checked: each computed lookup index (ONNX Runtime raises on one outside its
         table; graphc's one-hot lookup gave a row of zeros), and each integer-typed value
         computed from an integer input (Add/Sub/Mul chains past 2**24 were rounded).
 
@@ -1281,10 +1283,11 @@ class Importer:
         def checked(t: Tensor) -> bool:
             return t.node.op == "input" and t.node.attr("index_rows") is not None
 
-        def lower(x: Tensor, b: int, note: str) -> None:
-            if b < int(x.node.attr("index_rows")):
-                attrs = {**dict(x.node.attrs), "index_rows": int(b), "index_note": note}
-                x.node = x.node.with_(attrs=attrs)
+        def lower(x: Tensor, r: tuple[int, int], note: str) -> None:
+            if r != index_range(x.node):
+                low = None if r[0] == -(r[1] + 1) else r[0]
+                attrs = {**dict(x.node.attrs), "index_rows": r[1] + 1, "index_low": low}
+                x.node = x.node.with_(attrs={**attrs, "index_note": note})
 
         def lookup_note(where: str) -> str:
             return (
@@ -1304,21 +1307,27 @@ class Importer:
         for idx, rows, where in self.lookups:
             dag = ob.ancestors(idx)
             inputs = [u for u in dag if checked(u)]
-            start = {id(x): int(x.node.attr("index_rows")) for x in inputs}
+            start = {id(x): index_range(x.node) for x in inputs}
             if ob.proves(dag, start, rows, self.integral, self.ranges)[0]:
                 continue
             run = ob.scan_function(dag, inputs[0], self.integral) if len(inputs) == 1 else None
-            if run is not None:
-                b = ob.scan_bound(run, start[id(inputs[0])], rows)
-                if b >= 1:
-                    lower(inputs[0], b, lookup_note(where))
+            if run is not None:  # exact: every value, from an anchor the intervals find
+                lo, hi = start[id(inputs[0])]
+                cut = ob.narrow(dag, start, ob.span(rows), self.integral, self.ranges)
+                anchors = [0] + ([] if cut is None else [sum(cut[id(inputs[0])]) // 2])
+                got = None
+                for a in anchors:
+                    if lo <= a <= hi and got is None:
+                        got = ob.scan_range(run, lo, hi, rows, a)
+                if got is not None:
+                    lower(inputs[0], got, lookup_note(where))
                     continue
-            b = (
-                ob.largest_bound(dag, inputs, start, rows, self.integral, self.ranges)
+            fit = (
+                ob.fit_ranges(dag, inputs, start, rows, self.integral, self.ranges)
                 if inputs
-                else 0
+                else None
             )
-            if b < 1:
+            if fit is None:
                 lo, hi = ob.span(rows)
                 refuse(
                     where,
@@ -1330,7 +1339,7 @@ class Importer:
                     "feed them as an integer input",
                 )
             for x in inputs:
-                lower(x, min(start[id(x)], b), lookup_note(where))
+                lower(x, fit[id(x)], lookup_note(where))
         for name, v in self.values.items():
             if (
                 not isinstance(v, Tensor)
@@ -1342,11 +1351,11 @@ class Importer:
             inputs = [u for u in dag if checked(u)]
             if not inputs:
                 continue
-            start = {id(x): int(x.node.attr("index_rows")) for x in inputs}
+            start = {id(x): index_range(x.node) for x in inputs}
             if ob.proves(dag, start, None, self.integral, self.ranges)[0]:
                 continue
-            b = ob.largest_bound(dag, inputs, start, None, self.integral, self.ranges)
-            if b < 1:
+            fit = ob.fit_ranges(dag, inputs, start, None, self.integral, self.ranges)
+            if fit is None:
                 refuse(
                     f"value {name!r}",
                     "integers graphc holds as float32 must stay below 2**24 in magnitude",
@@ -1357,7 +1366,7 @@ class Importer:
             for x in inputs:
                 lower(
                     x,
-                    min(start[id(x)], b),
+                    fit[id(x)],
                     f"the range in which the integer {name!r} computed from it stays exact "
                     "in float32 (ONNX Runtime computes it in int64)",
                 )
@@ -1982,14 +1991,16 @@ def from_onnx(
 
     Integer inputs: graphc holds ONNX's integers as float32 (exact below 2**24 in
     magnitude). Each integer input that the graph computes with or looks rows up with is
-    checked by every compiled entry before it runs: whole numbers in -B .. B-1, else
-    ArgumentError naming the input, the row and the value. B is the largest range for which
+    checked by every compiled entry before it runs: whole numbers in a range lo .. hi, else
+    ArgumentError naming the input, the row and the value. The range is one for which
     graphc proves (graphc.onnx_bounds) that every integer the graph computes from the input
     stays exact and every lookup index computed from it stays in its table (ONNX Runtime
-    raises on one outside it): the table's rows for a Keras Embedding's ids, 2**24 / 3 for
-    the inputs of a sum of three. A judgement: this also refuses some values ONNX Runtime
-    accepts (an id of -V-1 that an offset brings back into a table of V rows, a sum exact in
-    int64 but not in float32); a named refusal is preferred to a silently wrong row. A lookup
+    raises on one outside it), wherever the offsets put it: -V .. V-1 for a Keras
+    Embedding's ids, 1-V .. V for a Gather of ids - 1 (1-based ids), -100-V .. -101 for
+    ids + 100, within +-2**24 / 3 for the inputs of a sum of three. A judgement: this also
+    refuses some values ONNX Runtime accepts (ids whose index leaves the table and comes
+    back by a later step the intervals cannot follow, a sum exact in int64 but not in
+    float32); a named refusal is preferred to a silently wrong row. A lookup
     whose indices no such range keeps in the table (computed from a float or a weight) is
     refused at import.
 
@@ -3132,6 +3143,22 @@ def _resize(cx: NodeContext) -> list[Value]:
 MAX_LOOKUP_ROWS = 65536  # the largest table an embedding lookup compares indices against
 
 
+def _index_input(cx: NodeContext, idx: Tensor, rows: int) -> None:
+    """Integer input ``idx`` read straight as the indices of a table of ``rows`` rows: the
+    range the entries let through (ir.ops.sources.index_range) cut to -rows .. rows-1."""
+    lo, hi = index_range(idx.node) or (-rows, rows - 1)
+    lo, hi = max(lo, -rows), min(hi, rows - 1)
+    if lo > hi:
+        cx.fail(
+            f"input {idx.name!r} indexes {rows} rows here but holds {lo} .. {hi} elsewhere "
+            "(no value fits both)"
+        )
+    low = None if lo == -(hi + 1) else lo
+    idx.node = idx.node.with_(
+        attrs={**dict(idx.node.attrs), "index_rows": hi + 1, "index_low": low}
+    )
+
+
 def _lookup(cx: NodeContext, table: Tensor, axis: int, idx: Tensor) -> Tensor:
     """Gather with computed integer indices (an embedding lookup, nn.Embedding's export):
     rows of a table without the batch axis (a weight) along axis 0, as one-hot(idx) @ table:
@@ -3163,9 +3190,7 @@ def _lookup(cx: NodeContext, table: Tensor, axis: int, idx: Tensor) -> Tensor:
         )
     rest = tuple(table.shape[1:])
     if idx.node.op == "input":  # the entries check its values (compiler.plan_input_checks)
-        known = idx.node.attr("index_rows")
-        rows = v if known is None else min(int(known), v)
-        idx.node = idx.node.with_(attrs={**dict(idx.node.attrs), "index_rows": rows})
+        _index_input(cx, idx, v)
     else:  # computed: proven in range by Importer.bound_integers, or refused
         cx.imp.lookups.append((idx, v, cx.where()))
     zero = dsl.const(0.0)
@@ -4449,9 +4474,7 @@ def _gather_elements(cx: NodeContext) -> list[Value]:
             f"{MAX_GATHER_ELEMENTS} pairs per sample)"
         )
     if idx.node.op == "input":  # the entries check its values (compiler.plan_input_checks)
-        known = idx.node.attr("index_rows")
-        rows = size if known is None else min(int(known), size)
-        idx.node = idx.node.with_(attrs={**dict(idx.node.attrs), "index_rows": rows})
+        _index_input(cx, idx, size)
     else:
         cx.imp.lookups.append((idx, size, cx.where()))
     zero = dsl.const(0.0)

@@ -118,20 +118,22 @@ def unit_error(name: str, a: np.ndarray) -> ArgumentError | None:
     )
 
 
-def row_indices_valid(v: np.ndarray, rows: int) -> np.ndarray:
-    """Elementwise: ``v`` (float64) is a whole number in -rows..rows-1 (NaN is not): the
-    row indices an embedding lookup into a table of ``rows`` rows takes (codegen/checks.py's
-    native "index" check)."""
+def row_indices_valid(v: np.ndarray, rows: int, low: int | None = None) -> np.ndarray:
+    """Elementwise: ``v`` (float64) is a whole number in low..rows-1, low = -rows unless given
+    (NaN is not): the row indices an embedding lookup into a table of ``rows`` rows takes, or
+    an integer input's range (codegen/checks.py's native "index" check)."""
     with np.errstate(invalid="ignore"):
-        return (v >= -rows) & (v < rows) & (np.trunc(v) == v)
+        return (v >= (-rows if low is None else low)) & (v < rows) & (np.trunc(v) == v)
 
 
-def index_error(name: str, a: np.ndarray, rows: int, note: str = "") -> ArgumentError | None:
+def index_error(
+    name: str, a: np.ndarray, rows: int, note: str = "", low: int | None = None
+) -> ArgumentError | None:
     """The error for row indices of an embedding lookup into a table of ``rows`` rows that are
-    no whole number in -rows..rows-1 (NaN included), or None."""
+    no whole number in low..rows-1 (low = -rows unless given; NaN included), or None."""
     v = np.asarray(a, dtype=np.float64)
     flat = v.reshape(v.shape[0], -1) if v.ndim else v.reshape(1, 1)
-    ok = row_indices_valid(flat, rows)
+    ok = row_indices_valid(flat, rows, low)
     bad = ~ok.all(axis=1)
     if not bad.any():
         return None
@@ -139,13 +141,16 @@ def index_error(name: str, a: np.ndarray, rows: int, note: str = "") -> Argument
     value = np.asarray(a).reshape(flat.shape)[row][~ok[row]][0].item()
     return ArgumentError(
         f"indices {name!r}: row {row} holds {value!r}, which is no row of its lookup table "
-        f"(whole numbers in {-rows}..{rows - 1}; {int(bad.sum())} such rows)"
-        + (f"; {note}" if note else "")
+        f"(whole numbers in {-rows if low is None else low}..{rows - 1}; "
+        f"{int(bad.sum())} such rows)" + (f"; {note}" if note else "")
     )
 
 
-def explain(kind: str, name: str, a: np.ndarray, bound: int = 0, hint: str = "") -> ArgumentError:
-    """The error naming the first row of ``a`` that fails check ``kind`` (codegen/checks.py)."""
+def explain(
+    kind: str, name: str, a: np.ndarray, bound: int = 0, hint: str = "", low: int | None = None
+) -> ArgumentError:
+    """The error naming the first row of ``a`` that fails check ``kind`` (codegen/checks.py;
+    ``low``: an index check's smallest value when not -bound)."""
     err: ArgumentError | None
     if kind == "lr":
         err = ArgumentError(
@@ -156,7 +161,7 @@ def explain(kind: str, name: str, a: np.ndarray, bound: int = 0, hint: str = "")
     elif kind == "unit":
         err = nonfinite_error(name, a, hint) or unit_error(name, a)
     elif kind == "index":
-        err = index_error(name, a, bound, hint)
+        err = index_error(name, a, bound, hint, low)
     else:
         err = nonfinite_error(name, a, hint)
     return err or ArgumentError(f"input {name!r} was rejected by the native check ({kind})")

@@ -758,7 +758,7 @@ class Model:
                 lookup = src[name].attr("index_rows")
                 if lookup is not None:  # row indices: whole numbers in -V..V-1, NaN failing
                     flat = np.asarray(part, dtype=np.float64).reshape(rows, width)
-                    fine = row_indices_valid(flat, lookup)
+                    fine = row_indices_valid(flat, lookup, src[name].attr("index_low"))
                     if not fine.all():
                         found.append((i, 2, lo + int(np.flatnonzero(~fine.all(axis=1))[0]), 0))
                     continue
@@ -808,7 +808,8 @@ class Model:
         a = given[name]
         if check == 2:
             note = src[name].attr("index_note") or ""
-            raise explain("index", name, a, int(src[name].attr("index_rows")), note)
+            rows, low = int(src[name].attr("index_rows")), src[name].attr("index_low")
+            raise explain("index", name, a, rows, note, low)
         if check == 1:
             raise ArgumentError(
                 f"targets {name!r}: row {row} holds {a[row].ravel()[:4].tolist()}, outside [0, 1] "

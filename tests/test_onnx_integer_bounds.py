@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import graphc as gc
 from graphc.ir.errors import ArgumentError, OnnxError
+from graphc.ir.ops.sources import index_range
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "onnx")
 I64, F32 = TensorProto.INT64, TensorProto.FLOAT
@@ -205,3 +206,74 @@ def test_a_refused_integer_input_names_the_node_that_refuses_it(nodes, output, w
     with pytest.raises(OnnxError, match="input 'ids': element type int64 used as an integer") as e:
         gc.from_onnx(m)
     assert why in str(e.value)
+
+
+def _offset_lookup(nodes, consts, inputs=("ids",)):
+    """Gather(TABLE, f(ids, ...)) with int64 inputs and int64 scalar constants."""
+    return _model(
+        [*nodes, helper.make_node("Gather", ["table", "i"], ["y"])],
+        [helper.make_tensor_value_info(k, I64, ["N", 3]) for k in inputs],
+        [helper.make_tensor_value_info("y", F32, ["N", 3, 4])],
+        [numpy_helper.from_array(TABLE, "table")]
+        + [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in consts.items()],
+    )
+
+
+@pytest.mark.parametrize(
+    ("nodes", "consts", "lo", "hi"),
+    [
+        # ids in 1 .. V (a 1-based vocabulary): ids - 1 in the table; ONNX Runtime also takes
+        # ids - 1 down to -10 (negative indices count from the end): ids in -9 .. 10
+        ([helper.make_node("Sub", ["ids", "one"], ["i"])], {"one": 1}, -9, 10),
+        # an offset past the table: ids + 100 into 10 rows takes ids in -110 .. -91 only
+        ([helper.make_node("Add", ["ids", "off"], ["i"])], {"off": 100}, -110, -91),
+        # through a Neg and a Mul by -1 (a sign): (-ids + 3) * -1 = ids - 3
+        (
+            [
+                helper.make_node("Neg", ["ids"], ["n"]),
+                helper.make_node("Add", ["n", "three"], ["m"]),
+                helper.make_node("Mul", ["m", "sign"], ["i"]),
+            ],
+            {"three": 3, "sign": -1},
+            -7,
+            12,
+        ),
+    ],
+    ids=["ids-1", "ids+100", "sign"],
+)
+def test_ids_offset_from_zero_are_taken_in_the_range_onnxruntime_takes(nodes, consts, lo, hi):
+    """The checked range of an integer input was -B .. B-1 around 0, so ids in 1 .. V for a
+    Gather of ids - 1 lost V, and ids + 100 (no range around 0 fits) was refused at import,
+    where ONNX Runtime runs both. The range is now any interval the offsets bring into the
+    table: every value in it gives ONNX Runtime's rows, its two neighbours are refused by
+    name as ONNX Runtime refuses them."""
+    m = _offset_lookup(nodes, consts)
+    model = gc.from_onnx(m).compile()
+    good = np.array([[lo, hi, (lo + hi) // 2], [hi - 1, lo + 1, lo]], np.int64)
+    np.testing.assert_array_equal(model.predict(good), _ort(m, {"ids": good})[0])
+    for bad in (lo - 1, hi + 1):
+        ids = good.copy()
+        ids[1, 2] = bad
+        assert _ort_raises(m, {"ids": ids})
+        with pytest.raises(ArgumentError, match=rf"'ids': row 1 holds {bad}\b.*{lo}\.\.{hi}"):
+            model.predict(ids)
+        with pytest.raises(ArgumentError, match=rf"'ids': row 1 holds {bad}\b"):
+            model.predict(ids.astype(np.float32))  # the native entry's check (no cast first)
+
+
+def test_offset_ids_of_two_inputs_get_ranges_that_keep_the_index_in_the_table() -> None:
+    # ids + 100 - o into 10 rows: no ranges around 0 fit; some around ids = -o - 100 do
+    m = _offset_lookup(
+        [
+            helper.make_node("Add", ["ids", "off"], ["j"]),
+            helper.make_node("Sub", ["j", "o"], ["i"]),
+        ],
+        {"off": 100},
+        ("ids", "o"),
+    )
+    model = gc.from_onnx(m).compile()
+    ranges = {n.name: index_range(n) for n in model.program.forward.nodes if n.op == "input"}
+    (a, b), (c, d) = ranges["ids"], ranges["o"]
+    assert a <= b and c <= d and -10 <= a + 100 - d and b + 100 - c <= 9, ranges
+    feeds = {"ids": np.array([[a, b, a]], np.int64), "o": np.array([[d, c, c]], np.int64)}
+    np.testing.assert_array_equal(model.predict(feeds), _ort(m, feeds)[0])

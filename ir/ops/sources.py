@@ -28,11 +28,25 @@ class Input(Source):
     """A data placeholder (features, labels, learning rate, step counter). Attr ``index_rows``
     (an int V, or None): the input holds row indices into a table of V rows (an embedding
     lookup), whole numbers in -V .. V-1; every entry checks that before it runs. Attr
-    ``index_note`` (a str, or None): why V is that range, added to the refusal's message
-    (an ONNX import's lookup node whose computed indices V keeps in their table)."""
+    ``index_low`` (an int, or None for -V): the smallest value let through instead of -V (an
+    ONNX import's integer input whose computed indices stay in their table for values L .. H
+    only, such as 1 .. V for ids - 1, has index_low L and index_rows H + 1). Attr
+    ``index_note`` (a str, or None): why the range is that, added to the refusal's message
+    (an ONNX import's lookup node whose computed indices the range keeps in their table)."""
 
     name = "input"
-    attrs = {"index_rows": None, "index_note": None}
+    attrs = {"index_rows": None, "index_low": None, "index_note": None}
+
+
+def index_range(node: Any) -> tuple[int, int] | None:
+    """The whole numbers (lo, hi), both included, that the entries let through for input
+    ``node`` (its ``index_rows`` and ``index_low``), or None when its values are not checked
+    as indices."""
+    rows = node.attr("index_rows")
+    if rows is None:
+        return None
+    low = node.attr("index_low")
+    return (-int(rows) if low is None else int(low), int(rows) - 1)
 
 
 @register
