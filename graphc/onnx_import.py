@@ -462,6 +462,186 @@ def gather_for_index_transposes(model: Any) -> Any:
         return model
 
 
+# ops that act on each row of their row-aligned operand alone (the others constants that do
+# not vary along axis 0): _lookup_of_updated_rows follows a Unique's rows through them
+_ROWWISE_OPS = frozenset(
+    {
+        "Abs", "Add", "And", "Cast", "Clip", "Div", "Equal", "Exp", "Greater", "GreaterOrEqual",
+        "Identity", "Less", "LessOrEqual", "Log", "Max", "Min", "Mul", "Neg", "Not", "Or", "Pow",
+        "Reciprocal", "Relu", "Sigmoid", "Sqrt", "Sub", "Tanh", "Where",
+    }
+)  # fmt: skip
+_ROW_REDUCE_OPS = frozenset(
+    {
+        "ReduceL1", "ReduceL2", "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum",
+        "ReduceSumSquare", "ReduceLogSumExp",
+    }
+)  # fmt: skip
+
+
+def lookup_of_updated_rows(model: Any) -> Any:
+    """See ``_lookup_of_updated_rows``; a model it cannot read is returned as it is (the checks
+    after it name what is wrong)."""
+    try:
+        return _lookup_of_updated_rows(model)
+    except Exception:  # a hostile or malformed file: the import's own checks report it
+        return model
+
+
+def _lookup_of_updated_rows(model: Any) -> Any:
+    """The model with torch's dynamo export of ``nn.Embedding(max_norm=...)`` (and any lookup
+    of rows updated the same way) written without its Unique: u = Unique(ids); rows =
+    Gather(W, u); new = f(rows), row by row; T = ScatterND(W, Unsqueeze(u, -1), new); then
+    only Gather(T, ids) (the same ids, axis 0). Every row such a Gather reads is a row of u,
+    updated by f, so it equals Gather(f(W), ids) with f applied to every row of the table W:
+    the Gather of u becomes Identity(W), the ScatterND Identity(new), and the Unique a Constant
+    nothing reads (node numbers stay). Exact (each row takes the same operations), and what
+    ONNX Runtime computes; torch's renormalisation also writes the rows back into the weight,
+    which a graph output cannot (the exported file does not either).
+
+    f row by row: from the Gathers of u, only ops of _ROWWISE_OPS whose other operands are
+    constants (initializers or Constants) not varying along axis 0, and reductions of
+    _ROW_REDUCE_OPS over axes without 0. Anything else reading u or a value computed from it
+    (another Unique output, a graph output, a reduction over axis 0, a Gather by other ids, a
+    ScatterND into another table) leaves the model as it is (the import then refuses Unique,
+    naming it). The caller's ModelProto is not changed."""
+    onnx = require_onnx()
+    g = model.graph
+    nodes = list(g.node)
+    uniques = [i for i, n in enumerate(nodes) if n.op_type == "Unique" and _standard(n)]
+    if not uniques:
+        return model
+    inits = {t.name: t for t in g.initializer}
+    producer = {o: n for n in nodes for o in n.output if o}
+    graph_outputs = {o.name for o in g.output}
+    consumers: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for v in n.input:
+            if v:
+                consumers.setdefault(v, []).append(i)
+
+    def const(name: str) -> np.ndarray | None:
+        t = inits.get(name)
+        if t is None:
+            n = producer.get(name)
+            if n is None or n.op_type != "Constant" or not _standard(n):
+                return None
+            t = next((a.t for a in n.attribute if a.name == "value" and a.HasField("t")), None)
+        if t is None or t.data_location == onnx.TensorProto.EXTERNAL or math.prod(t.dims) > 4096:
+            return None
+        return np.asarray(onnx.numpy_helper.to_array(t))
+
+    def axes_of(n: Any, opset_input: int) -> list[int] | None:
+        attr = [list(a.ints) for a in n.attribute if a.name == "axes"]
+        if attr:
+            return attr[0]
+        if len(n.input) > opset_input and n.input[opset_input]:
+            a = const(n.input[opset_input])
+            return None if a is None else [int(v) for v in np.ravel(a)]
+        return None
+
+    rewrites: dict[int, Any] = {}
+    for ui in uniques:
+        u = nodes[ui]
+        if not u.input or not u.output or any(o and consumers.get(o) for o in u.output[1:]):
+            continue
+        ids, y = u.input[0], u.output[0]
+        rank: dict[str, int] = {}  # row-aligned values (one row per unique id) -> their rank
+        cols: set[str] = set()  # Unsqueeze(u, -1): ScatterND's indices
+        table = None
+        plan: dict[int, Any] = {}
+        ok = y not in graph_outputs
+        for i in sorted({c for c in consumers.get(y, [])}) if ok else []:
+            n = nodes[i]
+            if n.op_type == "Gather" and _standard(n) and n.input[1:2] == [y]:
+                axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
+                t = inits.get(n.input[0])
+                if axis != 0 or t is None or (table is not None and n.input[0] != table):
+                    ok = False
+                    break
+                table = n.input[0]
+                rank[n.output[0]] = len(t.dims)
+                plan[i] = onnx.helper.make_node("Identity", [table], list(n.output), name=n.name)
+            elif n.op_type == "Unsqueeze" and _standard(n) and n.input[0] == y:
+                if axes_of(n, 1) not in ([-1], [1]):
+                    ok = False
+                    break
+                cols.add(n.output[0])
+            else:
+                ok = False
+                break
+        scatters: list[int] = []
+        for i, n in enumerate(nodes) if ok and table is not None else []:
+            reads = [v for v in n.input if v in rank]
+            if not reads and not any(v in cols for v in n.input):
+                continue
+            if any(o in graph_outputs for o in n.output) or not _standard(n):
+                ok = False
+                break
+            r = max((rank[v] for v in reads), default=0)
+            others = [v for v in n.input if v and v not in rank]
+            if n.op_type == "ScatterND":
+                red = next((a.s for a in n.attribute if a.name == "reduction"), b"none")
+                if (
+                    len(n.input) != 3
+                    or n.input[0] != table
+                    or n.input[1] not in cols
+                    or n.input[2] not in rank
+                    or red not in (b"none", "none")
+                ):
+                    ok = False
+                    break
+                plan[i] = onnx.helper.make_node(
+                    "Identity", [n.input[2]], list(n.output), name=n.name
+                )
+                scatters.append(i)
+            elif n.op_type in _ROWWISE_OPS and not any(v in cols for v in n.input):
+                for v in others:
+                    c = const(v)
+                    if c is None or c.ndim > r or (c.ndim == r and c.shape[0] != 1):
+                        ok = False
+                if not ok:
+                    break
+                rank[n.output[0]] = r
+            elif n.op_type in _ROW_REDUCE_OPS and n.input[0] in rank and not others[1:]:
+                axes = axes_of(n, 1)
+                keep = next((a.i for a in n.attribute if a.name == "keepdims"), 1)
+                if not axes or any(a % r == 0 for a in axes) or not keep:
+                    ok = False
+                    break
+                rank[n.output[0]] = r
+            else:
+                ok = False
+                break
+        if not ok or not scatters:
+            continue
+        for s in scatters:  # the updated table: read only by lookups of the same ids
+            for c in consumers.get(nodes[s].output[0], []):
+                n = nodes[c]
+                axis = next((a.i for a in n.attribute if a.name == "axis"), 0)
+                if n.op_type != "Gather" or not _standard(n) or n.input[1:] != [ids] or axis:
+                    ok = False
+            if nodes[s].output[0] in graph_outputs:
+                ok = False
+        if not ok:
+            continue
+        value = onnx.helper.make_tensor("value", onnx.TensorProto.INT64, [1], [0])
+        plan[ui] = onnx.helper.make_node("Constant", [], [y], name=u.name, value=value)
+        rewrites.update(plan)
+    if not rewrites:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for i, node in rewrites.items():
+        out.graph.node[i].CopyFrom(node)
+    # the rewritten values hold the whole table now: their declared shapes no longer hold
+    changed = {o for i in rewrites for o in out.graph.node[i].output}
+    keep = [vi for vi in out.graph.value_info if vi.name not in changed]
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(keep)
+    return out
+
+
 def _standard(n: Any) -> bool:
     """Whether node ``n`` is an operator of the default ONNX domain (an op of another domain
     with the same name may compute anything)."""
@@ -635,6 +815,7 @@ class Importer:
         self.dims_seen: set[str] = set()  # the dim_params of the inputs
         self.bound = {k: np.asarray(v) for k, v in bound.items()}
         model = gather_for_index_transposes(model)  # torch's dynamo x[:, idx]
+        model = lookup_of_updated_rows(model)  # torch's dynamo Embedding(max_norm)
         self.model, self.base_dir, self.where = model, base_dir, where
         self.original = model  # as read (check_file), before functions are expanded
         self.graph = model.graph
