@@ -562,8 +562,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="with --emit onnx: the ONNX opset to write (13 to the newest the onnx package "
-        "defines; default 17)",
+        help="with --emit onnx: the ONNX opset to write (13 to the newest the installed onnx "
+        "package defines and onnxruntime loads; default 17)",
     )
     p.add_argument(
         "--cc",
@@ -710,8 +710,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "check_numerics", False):
         model.program.check_numerics = True  # read by _recompile: the library gets the checks
     if onnx_out:
-        opset = 17 if args.opset is None else args.opset
-        print(f"onnx: {model.to_onnx(args.output, opset=opset)}")
+        print(f"onnx: {model.to_onnx(args.output, opset=args.opset)}")
         return 0
     res = export_model(
         model,

@@ -23,7 +23,9 @@ from graphc.ir.ops import OPS
 
 from .onnx_import import ONNX_OUTPUT_TAG, ONNX_TYPE_TAG, require_onnx
 
-OPSET = 17  # the default: Gemm, Softmax(axis=-1); ReduceSum takes axes as an input
+OPSET = 17  # the default (or the newest the runtime reads, if older): Gemm, Softmax(axis=-1);
+# ReduceSum takes axes as an input. Not the newest: a file at 17 (IR 8) is read by every
+# ONNX Runtime since 1.12 and the exporters' usual opset; a newer one only on request.
 # the oldest opset every export has a form in: ReduceSum's axes as an input (13),
 # GreaterOrEqual / LessOrEqual and SoftmaxCrossEntropyLoss (12)
 MIN_OPSET = 13
@@ -458,14 +460,73 @@ EXPORTS: dict[str, Callable[[_Writer, Node], None]] = {
 }
 
 
+def runtime_reads(opset: int) -> bool:
+    """Whether the installed ONNX Runtime loads a file at default-domain ``opset`` (with the
+    oldest IR version that opset allows, as to_onnx writes): an Identity model is handed to an
+    InferenceSession (ONNX Runtime refuses an opset newer than it knows, and an IR version it
+    cannot read, when it loads a file). True when onnxruntime is not installed."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return True
+    onnx = require_onnx()
+    h, f32 = onnx.helper, onnx.TensorProto.FLOAT
+    g = h.make_graph(
+        [h.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [h.make_tensor_value_info("x", f32, [1])],
+        [h.make_tensor_value_info("y", f32, [1])],
+    )
+    opsets = [h.make_opsetid("", opset)]
+    m = h.make_model(g, opset_imports=opsets)
+    m.ir_version = h.find_min_ir_version_for(opsets)
+    try:
+        ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception:
+        return False
+    return True
+
+
+_NEWEST: dict[tuple[str, str], tuple[int, str]] = {}  # by (onnx, onnxruntime) version
+
+
+def newest_opset() -> tuple[int, str]:
+    """The newest opset graphc writes: the newest the installed onnx package defines, lowered
+    to the newest the installed ONNX Runtime (if any) loads; and what limits it (for
+    messages). Probed once per pair of versions."""
+    onnx = require_onnx()
+    try:
+        import onnxruntime as ort
+
+        rt = ort.__version__
+    except ImportError:
+        rt = ""
+    key = (onnx.__version__, rt)
+    if key not in _NEWEST:
+        top = onnx.defs.onnx_opset_version()
+        why = f"the installed onnx package (version {onnx.__version__}) defines no newer one"
+        k = top
+        while k > MIN_OPSET and not runtime_reads(k):
+            k -= 1
+        if k < top:
+            why = f"the installed onnxruntime (version {rt}) loads no newer file"
+        _NEWEST[key] = (k, why)
+    return _NEWEST[key]
+
+
 def check_opset(opset: Any) -> int:
-    """``opset`` when graphc can write every op at it: an int from MIN_OPSET (13) to the newest
-    opset the installed onnx package defines.
+    """``opset`` when graphc can write every op at it and the installed packages read it: an
+    int from MIN_OPSET (13) to ``newest_opset()`` (the newest the installed onnx package
+    defines and the installed ONNX Runtime, if any, loads). None: the default, OPSET (17), or
+    that newest opset where it is older.
 
     Raises:
-        OnnxError: another value, naming the range and what the older opsets lack.
+        OnnxError: another value, naming the range and what the older opsets lack or what
+            limits the newer ones.
     """
-    newest = require_onnx().defs.onnx_opset_version()
+    newest, why = newest_opset()
+    if opset is None:
+        return min(OPSET, newest)
     if isinstance(opset, bool) or not isinstance(opset, int | np.integer):
         raise OnnxError(f"to_onnx: opset must be an int ({MIN_OPSET}..{newest}), got {opset!r}")
     if not MIN_OPSET <= opset <= newest:
@@ -473,21 +534,21 @@ def check_opset(opset: Any) -> int:
             f"to_onnx: opset {opset} is outside {MIN_OPSET}..{newest}: below {MIN_OPSET} "
             "ReduceSum takes its axes as an attribute and GreaterOrEqual, LessOrEqual and "
             "SoftmaxCrossEntropyLoss are missing (graphc writes the opset 13 forms); above "
-            f"{newest} the installed onnx package (version {require_onnx().__version__}) knows "
-            "no operator"
+            f"{newest} {why}"
         )
     return int(opset)
 
 
 def to_onnx_model(
-    model: Any, *, include_loss: bool = False, name: str | None = None, opset: int = OPSET
+    model: Any, *, include_loss: bool = False, name: str | None = None, opset: int | None = None
 ) -> Any:
     """The ONNX ModelProto of ``model`` (its current weights).
 
     Args:
         model: a compiled graphc Model.
-        opset: the default-domain opset to write (13 .. the newest the onnx package defines;
-            default 17). Ops take that opset's form: ReduceMean, ReduceMax and ReduceMin take
+        opset: the default-domain opset to write (13 .. the newest the installed onnx package
+            defines and the installed ONNX Runtime, if any, loads: newest_opset(); default
+            17, or that newest where it is older). Ops take that opset's form: ReduceMean, ReduceMax and ReduceMin take
             their axes as an attribute up to 17 and as an input from 18. The file's IR
             version is the oldest that opset allows.
         include_loss: also export the loss, as the last output, named "loss" (or "loss__K"
@@ -597,13 +658,18 @@ def _version() -> str:
 
 
 def save_onnx(
-    model: Any, path: str, *, include_loss: bool = False, check: bool = True, opset: int = OPSET
+    model: Any,
+    path: str,
+    *,
+    include_loss: bool = False,
+    check: bool = True,
+    opset: int | None = None,
 ) -> str:
     """Write ``model`` as an ONNX file at ``path`` (atomically: a temporary file renamed into
     place) at ``opset`` (see to_onnx_model); returns the path.
 
     Raises:
-        OnnxError: an op without ONNX form, an opset outside 13..newest, the checker
+        OnnxError: an op without ONNX form, an opset outside 13..newest_opset(), the checker
             rejected the result (a graphc bug), or ``path`` is named like another
             framework's file (.keras, .h5, .pt, ...), before anything is written.
         GraphcError: the file cannot be written.

@@ -555,11 +555,12 @@ class Model:
         return _exporter("library")(self, path, **options)
 
     @turned
-    def to_onnx(self, path: str, *, include_loss: bool = False, opset: int = 17) -> str:
+    def to_onnx(self, path: str, *, include_loss: bool = False, opset: int | None = None) -> str:
         """Write the inference graph (and the loss, with ``include_loss``, as the output
         "loss") as an ONNX file with the current weights as initializers and the batch
-        dimension symbolic ("N"), at default-domain ``opset`` (13 .. the newest the onnx
-        package defines; default 17).
+        dimension symbolic ("N"), at default-domain ``opset`` (13 .. the newest the installed
+        onnx package defines and the installed ONNX Runtime, if any, loads; default 17, or
+        that newest where it is older).
 
         Needs the onnx package (``pip install -e ".[onnx]"``). See graphc.onnx_export.
         Raises OnnxError for an op without an ONNX form or an opset outside that range.

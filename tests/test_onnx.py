@@ -851,3 +851,36 @@ def test_exported_float64_activations_run_in_onnxruntime(tmp_path) -> None:
         np.testing.assert_allclose(
             got / scale, want[name] / scale, rtol=1e-6, atol=atol, err_msg=act
         )
+
+
+def test_export_opset_is_capped_by_the_installed_onnxruntime(tmp_path, monkeypatch) -> None:
+    """to_onnx accepted any opset the onnx package defines, so with an onnx newer than the
+    installed ONNX Runtime a file at the newest opset (or a default above what the runtime
+    reads) could not be loaded. The range now ends at the newest opset both read: an older
+    runtime (here one refusing opsets above 15) lowers the default and refuses a newer
+    explicit opset naming onnxruntime, before anything is written."""
+    import onnxruntime as ort
+
+    from graphc import onnx_export
+
+    assert onnx_export.newest_opset()[0] == onnx.defs.onnx_opset_version()  # this pair: all
+    real = ort.InferenceSession
+
+    def old_runtime(src, *a, **k):
+        m = onnx.load_from_string(src) if isinstance(src, bytes) else onnx.load(src)
+        if m.opset_import[0].version > 15:
+            raise RuntimeError(f"Opset {m.opset_import[0].version} is not supported")
+        return real(src, *a, **k)
+
+    monkeypatch.setattr(ort, "InferenceSession", old_runtime)
+    monkeypatch.setattr(onnx_export, "_NEWEST", {})
+    x = gc.input("x", ("N", 3))
+    model = gc.compile([gc.dense(x, 2, "relu", name="d")], seed=0)
+    path = str(tmp_path / "m.onnx")
+    model.to_onnx(path)
+    assert onnx.load(path).opset_import[0].version == 15
+    xs = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    assert_close(ort_run(path, {"x": xs})[0], model.predict(xs))
+    with pytest.raises(gc.OnnxError, match=r"opset 16 is outside 13\.\.15.*onnxruntime"):
+        model.to_onnx(str(tmp_path / "new.onnx"), opset=16)
+    assert not os.path.exists(tmp_path / "new.onnx")
