@@ -4699,6 +4699,98 @@ def _pool_axis(
     return out, pb, pe
 
 
+def _conv_attrs(cx: NodeContext, x: Tensor, w: Tensor, transposed: bool) -> dict[str, Any]:
+    """graphc conv / conv_transpose attrs of an ONNX Conv / ConvTranspose node: kernel_shape
+    (checked against W's), strides, dilations, group, and the pads explicit or from auto_pad
+    (VALID; SAME_UPPER / SAME_LOWER: the output size ceil(D / stride), or D * stride for
+    ConvTranspose, the odd pad at the end / at the beginning); ConvTranspose's output_padding
+    and output_shape (which fixes the total pad of each axis)."""
+    r = len(x.shape)
+    if r < 3 or r > 5 or "N" in x.shape[1:]:
+        cx.fail(f"input {_fmt(x.shape)}: convolution needs [N, C, D1, ...] with 1-3 spatial axes")
+    if len(w.shape) != r or "N" in w.shape:
+        cx.fail(f"weights {_fmt(w.shape)} must be [M, C/group, k1, ...] of rank {r}")
+    nsp = r - 2
+    ks = [int(v) for v in w.shape[2:]]
+    given = cx.attr("kernel_shape")
+    if given is not None and [int(v) for v in given] != ks:
+        cx.fail(f"kernel_shape {list(given)} differs from the weights' {ks} ({_fmt(w.shape)})")
+    strides = [int(v) for v in cx.attr("strides", [1] * nsp)]
+    dil = [int(v) for v in cx.attr("dilations", [1] * nsp)]
+    pads = [int(v) for v in cx.attr("pads", [0] * (2 * nsp))]
+    outpad = [int(v) for v in cx.attr("output_padding", [0] * nsp)]
+    if len(strides) != nsp or len(dil) != nsp or len(pads) != 2 * nsp or len(outpad) != nsp:
+        cx.fail(f"strides {strides}, dilations {dil}, pads {pads} do not fit {nsp} axes")
+    if min(strides) < 1 or min(dil) < 1 or min(pads) < 0 or min(outpad) < 0:
+        cx.fail(f"strides {strides} and dilations {dil} must be >= 1, pads {pads} >= 0")
+    auto = str(cx.attr("auto_pad", "NOTSET"))
+    if auto not in ("NOTSET", "", "VALID", "SAME_UPPER", "SAME_LOWER"):
+        cx.fail(f"auto_pad {auto!r} is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER")
+    out_shape = cx.attr("output_shape")
+    if out_shape is not None:
+        out_shape = [int(v) for v in out_shape][-nsp:]
+    pb, pe = pads[:nsp], pads[nsp:]
+    for a in range(nsp):
+        size, span = int(x.shape[2 + a]), (ks[a] - 1) * dil[a] + 1
+        if auto == "VALID":
+            pb[a] = pe[a] = 0
+        if not transposed:
+            if auto in ("SAME_UPPER", "SAME_LOWER"):
+                out = -(-size // strides[a])
+                total = max((out - 1) * strides[a] + span - size, 0)
+                small = total // 2
+                pb[a], pe[a] = (
+                    (small, total - small) if auto == "SAME_UPPER" else (total - small, small)
+                )
+            continue
+        natural = (size - 1) * strides[a] + span + outpad[a]
+        want = out_shape[a] if out_shape is not None else None
+        if want is None and auto in ("SAME_UPPER", "SAME_LOWER"):
+            want = size * strides[a]
+        if want is not None:
+            total = natural - want
+            if total < 0:  # the output reaches past the last window: output padding
+                outpad[a] -= total
+                total = 0
+            small = total // 2
+            pb[a], pe[a] = (
+                (small, total - small) if auto == "SAME_UPPER" else (total - small, small)
+            )
+    attrs: dict[str, Any] = {
+        "strides": tuple(strides),
+        "dilations": tuple(dil),
+        "pads": tuple(pb + pe),
+        "groups": int(cx.attr("group", 1)),
+    }
+    if transposed and any(outpad):
+        attrs["output_padding"] = tuple(outpad)
+    return attrs
+
+
+def _conv_rule(transposed: bool) -> Callable[[NodeContext], list[Value]]:
+    """Conv: y = conv(X, W) (+ B over the channels); ConvTranspose: conv_transpose(X, W)
+    (+ B). W may be an initializer (a param when trainable) or a value computed in the graph
+    with a static shape."""
+    op = "conv_transpose" if transposed else "conv"
+
+    def rule(cx: NodeContext) -> list[Value]:
+        x, w = cx.x(0), cx.x(1)
+        attrs = _conv_attrs(cx, x, w, transposed)
+        try:
+            y = dsl.apply(op, x, w, **attrs)
+        except GraphcError as e:
+            cx.fail(f"{_fmt(x.shape)} with weights {_fmt(w.shape)}: {str(e).splitlines()[0]}")
+        if cx.has(2):
+            b = cx.x(2)
+            channels = y.shape[1]
+            if tuple(b.shape) != (channels,):
+                cx.fail(f"bias B {_fmt(b.shape)} must be [{channels}] (one per output channel)")
+            y = y + _reshape(cx, b, (channels,) + (1,) * (len(y.shape) - 2))
+        return [y]
+
+    return rule
+
+
 def _pool(kind: str) -> Callable[[NodeContext], list[Value]]:
     """MaxPool / AveragePool of x [N, C, D1, ...] over its spatial axes: kernel_shape,
     strides, pads, dilations, ceil_mode, auto_pad and (AveragePool) count_include_pad as ONNX
@@ -5821,6 +5913,23 @@ OPS: dict[str, Rule] = {
     "LayerNormalization": Rule(_layer_norm, ("axis", "epsilon", "stash_type")),
     "GlobalAveragePool": Rule(_global_pool("mean")),
     "GlobalMaxPool": Rule(_global_pool("max")),
+    "Conv": Rule(
+        _conv_rule(False),
+        ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"),
+    ),
+    "ConvTranspose": Rule(
+        _conv_rule(True),
+        (
+            "kernel_shape",
+            "strides",
+            "pads",
+            "dilations",
+            "group",
+            "auto_pad",
+            "output_padding",
+            "output_shape",
+        ),
+    ),
     "MaxPool": Rule(
         _pool("max"),
         ("kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad", "storage_order"),

@@ -113,6 +113,65 @@ class Espcn(torch.nn.Module):
         return self.up(torch.tanh(self.lin(x) * self.scale + self.shift))
 
 
+class LeNet(torch.nn.Module):
+    """A LeNet-5-style CNN on 16x16 images: Conv(5x5, pad 2) -> ReLU -> MaxPool(2) ->
+    Conv(5x5) -> ReLU -> AvgPool(2) -> Flatten -> Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(1, 6, 5, padding=2)
+        self.c2 = torch.nn.Conv2d(6, 16, 5)
+        self.fc = torch.nn.Linear(16 * 2 * 2, 10)
+
+    def forward(self, x):
+        h = torch.nn.functional.max_pool2d(torch.relu(self.c1(x)), 2)
+        h = torch.nn.functional.avg_pool2d(torch.relu(self.c2(h)), 2)
+        return self.fc(torch.flatten(h, 1))
+
+
+class ResBlock(torch.nn.Module):
+    """A ResNet basic block (Conv 3x3 without bias, BatchNorm, ReLU, grouped Conv 3x3, the
+    residual add) then a strided 1x1 Conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.c2 = torch.nn.Conv2d(4, 4, 3, padding=1, groups=2)
+        self.down = torch.nn.Conv2d(4, 6, 1, stride=2)
+        with torch.no_grad():
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        return self.down(torch.relu(x + self.c2(torch.relu(self.bn(self.c1(x))))))
+
+
+class Seq1d(torch.nn.Module):
+    """1-D convolutions over a sequence: a strided Conv1d, a depthwise dilated Conv1d and a
+    ConvTranspose1d back up."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = torch.nn.Conv1d(3, 6, 3, stride=2, padding=1)
+        self.dw = torch.nn.Conv1d(6, 6, 3, groups=6, dilation=2, padding=2)
+        self.up = torch.nn.ConvTranspose1d(6, 2, 4, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.up(torch.tanh(self.dw(torch.relu(self.c1(x)))))
+
+
+class ConvT(torch.nn.Module):
+    """ConvTranspose2d with stride 2, padding 1 and output_padding 1 (a decoder's upsampling)."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = torch.nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1)
+
+    def forward(self, x):
+        return self.up(x)
+
+
 MODULES = {
     "chunk": (Chunk, (13, 17)),
     "resh": (Resh, (13, 17)),
@@ -125,8 +184,19 @@ MODULES = {
     "halves": (Halves, (17,)),
     "attn": (Attn, (13, 17)),
     "espcn": (Espcn, (13, 17)),
+    "lenet": (LeNet, (13, 17)),
+    "resblock": (ResBlock, (13, 17)),
+    "seq1d": (Seq1d, (13, 17)),
+    "convt": (ConvT, (13, 17)),
 }
-SHAPES = {"attn": (2, 4, 8), "espcn": (2, 1, 5, 6)}  # the others take [batch, 8]
+SHAPES = {
+    "attn": (2, 4, 8),
+    "espcn": (2, 1, 5, 6),
+    "lenet": (2, 1, 16, 16),
+    "resblock": (2, 4, 7, 7),
+    "seq1d": (2, 3, 11),
+    "convt": (2, 3, 4, 5),
+}  # the others take [batch, 8]
 
 if __name__ == "__main__":
     torch.manual_seed(0)
