@@ -104,9 +104,17 @@ def _act(w: _Writer, op: str, x: str, out: str, n: Node, **attrs: Any) -> str:
         exact = f("Mul", [f("Log", [v]), f("Div", [u, d])])
         tail = f("Where", [f("Equal", [d, c(0.0)]), u, exact])
         return f("Add", [f("Relu", [x]), tail], out)
-    if op in ("Elu", "Selu"):  # x where x > 0, else alpha (exp(x) - 1)
+    if op in ("Elu", "Selu"):  # x where x > 0, else alpha expm1(x)
         alpha = attrs.get("alpha", 1.0) if op == "Elu" else SELU_ALPHA
-        neg = f("Mul", [c(alpha), f("Sub", [f("Exp", [x]), c(1.0)])])
+        # expm1(x) = (u - 1) x / log(u) with u = exp(x) rounded, x where u == 1, -1 where
+        # u - 1 == -1: within a few ulp (W. Kahan's expm1; Higham, "Accuracy and Stability of
+        # Numerical Algorithms", 2002, 1.14.1); exp(x) - 1 cancels near 0 (1e-10 -> 1.00000008e-10)
+        u = f("Exp", [x])
+        d = f("Sub", [u, c(1.0)])
+        kahan = f("Div", [f("Mul", [d, x]), f("Log", [u])])
+        em1 = f("Where", [f("Equal", [d, c(-1.0)]), d, kahan])
+        em1 = f("Where", [f("Equal", [u, c(1.0)]), x, em1])
+        neg = f("Mul", [c(alpha), em1])
         pos = f("Greater", [x, c(0.0)])
         if op == "Elu":
             return f("Where", [pos, x, neg], out)

@@ -884,3 +884,36 @@ def test_export_opset_is_capped_by_the_installed_onnxruntime(tmp_path, monkeypat
     with pytest.raises(gc.OnnxError, match=r"opset 16 is outside 13\.\.15.*onnxruntime"):
         model.to_onnx(str(tmp_path / "new.onnx"), opset=16)
     assert not os.path.exists(tmp_path / "new.onnx")
+
+
+def test_elu_and_selu_keep_relative_accuracy_near_zero(tmp_path) -> None:
+    """Elu and Selu computed alpha (exp(x) - 1), compiled and in the float64 ONNX export,
+    which cancels near 0 (exp(-1e-10) - 1 = -1.000000082740371e-10 in float64, and 0 below
+    |x| = 2**-24 in float32). Now expm1 (vmath.expm1; Kahan's form in the export): compiled
+    float32 and float64 and ONNX Runtime on the float64 file are within a few ulp of numpy's
+    float64 expm1 form, from subnormal x to -40."""
+    mags = np.concatenate([np.logspace(-300, 1.6, 200), [1e-310, 5e-324, 0.3, 1.0, 2.0]])
+    xs = np.concatenate([-mags, mags, [0.0, -0.0]]).reshape(1, -1)
+
+    def ref(x, alpha=1.0, scale=1.0):
+        return scale * np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+    from graphc.ir.ops.activations import SELU_ALPHA, SELU_SCALE
+
+    want = [ref(xs, 0.7), ref(xs, SELU_ALPHA, SELU_SCALE)]
+    for dt, rtol in (("f64", 1e-15), ("f32", 5e-7)):
+        x = gc.input("x", ("N", xs.shape[1]), dtype=dt)
+        model = gc.compile([gc.elu(x, alpha=0.7), gc.selu(x)])
+        feed = xs.astype(np.float64 if dt == "f64" else np.float32)
+        w = [
+            ref(feed.astype(np.float64), 0.7),
+            ref(feed.astype(np.float64), SELU_ALPHA, SELU_SCALE),
+        ]
+        tiny = float(np.finfo(feed.dtype).tiny)
+        for got, exp in zip(model.predict(feed).values(), w, strict=True):
+            np.testing.assert_allclose(got, exp, rtol=rtol, atol=tiny, err_msg=dt)
+        if dt == "f64":
+            path = str(tmp_path / "elu64.onnx")
+            model.to_onnx(path)
+            for got, exp in zip(ort_run(path, {"x": feed}), want, strict=True):
+                np.testing.assert_allclose(got, exp, rtol=1e-15, atol=tiny)

@@ -18,7 +18,7 @@ llvm.initialize_native_target()
 llvm.initialize_native_asmprinter()
 
 LLTYPE = {np.float32: ir.FloatType(), np.float64: ir.DoubleType()}
-NAMES = ["exp", "log", "log1p", "tanh", "sigmoid", "softplus", "sqrt", "fabs", "erf"]
+NAMES = ["exp", "expm1", "log", "log1p", "tanh", "sigmoid", "softplus", "sqrt", "fabs", "erf"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,6 +121,7 @@ def _sigmoid64(x: np.ndarray) -> np.ndarray:
 
 REFERENCE: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "exp": np.exp,
+    "expm1": np.expm1,
     "log": np.log,
     "log1p": np.log1p,
     "tanh": np.tanh,
@@ -148,6 +149,7 @@ def grid(op: str, dtype: type) -> np.ndarray:
     n = 100_000
     parts = {
         "exp": [np.linspace(-xmax, xmax, n), _both_signs_log(lo_exp, np.log10(xmax), n // 2)],
+        "expm1": [np.linspace(-xmax, xmax, n), _both_signs_log(lo_exp, np.log10(xmax), n // 2)],
         "log": [np.logspace(lo_exp, hi_exp, n), np.linspace(0.5, 2.0, n)],
         "log1p": [
             np.logspace(lo_exp, hi_exp, n // 2),
@@ -191,6 +193,7 @@ def max_error(got: np.ndarray, x: np.ndarray, op: str) -> float:
 BOUND = {
     np.float32: {
         "exp": 1.5e-7,
+        "expm1": 2e-7,
         "log": 1.5e-7,
         "log1p": 2e-7,
         "tanh": 2.5e-7,
@@ -202,6 +205,7 @@ BOUND = {
     },
     np.float64: {
         "exp": 1e-15,
+        "expm1": 4e-16,
         "log": 1e-15,
         "log1p": 1e-15,
         "tanh": 1e-15,
@@ -257,6 +261,7 @@ SPECIAL = {
         (1e4, INF),
         (-2000.0, 0.0),
     ],
+    "expm1": [(-INF, -1.0), (INF, INF), (NAN, NAN), (0.0, 0.0), (-0.0, -0.0), (-1e4, -1.0)],
     "log": [
         (0.0, -INF),
         (-0.0, -INF),
