@@ -21,7 +21,7 @@ from graphc.ir.errors import GraphcError, OnnxError
 from graphc.ir.graph import Graph, Node
 from graphc.ir.ops import OPS
 
-from .onnx_import import ONNX_OUTPUT_TAG, ONNX_TYPE_TAG, require_onnx
+from .onnx_import import ONNX_OUTPUT_TAG, ONNX_RESULT_TYPE_TAG, ONNX_TYPE_TAG, require_onnx
 
 OPSET = 17  # the default (or the newest the runtime reads, if older): Gemm, Softmax(axis=-1);
 # ReduceSum takes axes as an input. Not the newest: a file at 17 (IR 8) is read by every
@@ -42,6 +42,7 @@ class _Writer:
         self.count = 0
         self.taken = {n.name for n in g.nodes}  # the graph's own names keep theirs
         self.alias: dict[str, str] = {}  # graph value -> the ONNX name nodes read it under
+        self.renamed: dict[str, str] = {}  # value -> its new name (_rename_value)
 
     def fresh(self, base: str) -> str:
         """A name used by no node of the graph and no earlier fresh name (an input, param or
@@ -581,7 +582,7 @@ def to_onnx_model(
         if n.op == "input":
             elem, origin = _elem_type(n.type.dtype), n.origin or ""
             m_type = re.search(rf"{ONNX_TYPE_TAG}(\d+)$", origin)
-            if m_type:  # an imported integer input: its own type, cast to graphc's
+            if m_type:  # an imported integer or double input: its own type, cast to graphc's
                 elem, origin = int(m_type.group(1)), origin[: m_type.start()]
             outer = _onnx_name(w, n.with_(origin=origin), "onnx input ")
             if elem != _elem_type(n.type.dtype):  # the float copy, read by the graph's nodes
@@ -608,17 +609,31 @@ def to_onnx_model(
                 f"to_onnx: node {n.name} ({n.op}){where} has no ONNX form; exportable ops: "
                 f"{', '.join(sorted(EXPORTS))}"
             )
-    typed = [(o, g[o].type) for o in outputs]
+    typed: list[tuple[str, Any]] = [(o, _elem_type(g[o].type.dtype)) for o in outputs]
     for k, o in enumerate(outputs[: len(prog.outputs)]):
-        outer = _onnx_name(w, g[o], ONNX_OUTPUT_TAG.lstrip("; "), anywhere=True)
-        if outer != o:  # an imported output under its ONNX name again
+        origin = g[o].origin or ""
+        m_type = re.search(rf"{ONNX_RESULT_TYPE_TAG}(\d+)", origin)
+        if m_type:
+            origin = origin[: m_type.start()] + origin[m_type.end() :]
+        outer = _onnx_name(
+            w, g[o].with_(origin=origin), ONNX_OUTPUT_TAG.lstrip("; "), anywhere=True
+        )
+        if m_type and int(m_type.group(1)) != typed[k][1]:
+            # an imported double (float16, bfloat16) output: the file's type again, a Cast of
+            # graphc's float32 (the value under the output's name, when that is taken, moved)
+            if outer == o:
+                _rename_value(w, o, w.fresh(o))
+            src = w.renamed.get(o, o)
+            elem = int(m_type.group(1))
+            typed[k] = (w.node("Cast", [src], outer, g[o], to=elem), elem)
+        elif outer != o:  # an imported output under its ONNX name again
             typed[k] = (w.node("Identity", [o], outer, g[o]), typed[k][1])
     if include_loss and prog.loss != "loss":  # the documented name of the loss output
         name_ = "loss" if "loss" not in w.taken else w.fresh("loss")
         typed[-1] = (w.node("Identity", [prog.loss], name_, g[prog.loss]), typed[-1][1])
     outs = [
-        onnx.helper.make_tensor_value_info(o, _elem_type(t.dtype), _shape_dims(t.shape))
-        for o, t in typed
+        onnx.helper.make_tensor_value_info(o, elem, _shape_dims(g[v].type.shape))
+        for (o, elem), v in zip(typed, outputs, strict=True)
     ]
     graph = onnx.helper.make_graph(w.nodes, name or prog.name, inputs, outs, w.inits)
     graph.doc_string = f"exported by graphc from model {prog.name!r}"
@@ -629,6 +644,19 @@ def to_onnx_model(
     # the oldest IR version the opset allows (8 for 17): older runtimes read the file
     m.ir_version = onnx.helper.find_min_ir_version_for(opsets)
     return m
+
+
+def _rename_value(w: _Writer, old: str, new: str) -> None:
+    """Every ONNX node of ``w`` so far writes and reads value ``old`` as ``new`` instead
+    (``w.renamed[old]``): the name is then free for an output that converts it."""
+    for nd in w.nodes:
+        if nd.name == old:  # (node names are unique too: the new node takes this one)
+            nd.name = new
+        for vs in (nd.input, nd.output):
+            for i, v in enumerate(vs):
+                if v == old:
+                    vs[i] = new
+    w.renamed[old] = w.alias[old] = new
 
 
 def _onnx_name(w: _Writer, n: Node, tag: str, anywhere: bool = False) -> str:

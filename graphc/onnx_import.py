@@ -359,6 +359,10 @@ ONNX_OUTPUT_TAG = "; onnx output "
 # ends the origin of an input whose ONNX element type is an integer ("onnx input ids; onnx
 # type 6": int32): to_onnx declares that type again and casts to graphc's float
 ONNX_TYPE_TAG = "; onnx type "
+# in the origin of the node that computes an imported output the file declares double, float16
+# or bfloat16 ("...; onnx result type 11"; before ONNX_OUTPUT_TAG when both are there): to_onnx
+# declares that type again and casts graphc's float32 to it
+ONNX_RESULT_TYPE_TAG = "; onnx result type "
 
 
 def c_name(name: str, taken: set[str], prefix: str = "v") -> str:
@@ -1287,6 +1291,15 @@ class Importer:
             result.append(t)
         if rename:
             self._rename_values(result, rename)
+        declared = {
+            o.name: o.type.tensor_type.elem_type
+            for o in self.graph.output
+            if o.type.HasField("tensor_type")
+        }
+        for name, t in zip(names, result):  # a double / half output: its type, for to_onnx
+            if declared.get(name) in FLOAT_TYPES[1:] and t.node.op != "input":
+                tag = f"{ONNX_RESULT_TYPE_TAG}{declared[name]}"
+                t.node = t.node.with_(origin=f"{t.node.origin or 'onnx'}{tag}")
         for name, t in zip(names, result):  # the ONNX name, for to_onnx (ONNX_OUTPUT_TAG)
             if rename.get(t.name, t.name) != name and t.node.op != "input":
                 t.node = t.node.with_(origin=f"{t.node.origin or 'onnx'}{ONNX_OUTPUT_TAG}{name}")
@@ -1637,7 +1650,9 @@ class Importer:
         )
         if tt.elem_type in INTEGER_TYPES:
             self.integral.add(id(t))
-            # the file's integer type, for to_onnx (graphc's input holds the values as f32)
+        if tt.elem_type != 1:
+            # the file's type (an integer, double, float16, bfloat16), for to_onnx: graphc's
+            # input holds the values as f32; the file again takes the type the original did
             t.node = t.node.with_(origin=f"{t.node.origin}{ONNX_TYPE_TAG}{tt.elem_type}")
         if use == "integer":  # float32 holds whole numbers exactly below 2**24: checked
             t.node = t.node.with_(attrs={**dict(t.node.attrs), "index_rows": 2**24})

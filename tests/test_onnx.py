@@ -917,3 +917,40 @@ def test_elu_and_selu_keep_relative_accuracy_near_zero(tmp_path) -> None:
             model.to_onnx(path)
             for got, exp in zip(ort_run(path, {"x": feed}), want, strict=True):
                 np.testing.assert_allclose(got, exp, rtol=1e-15, atol=tiny)
+
+
+def test_round_trip_keeps_double_inputs_and_outputs(tmp_path) -> None:
+    """A file with double inputs and outputs, imported (graphc computes in float32) and
+    exported again, declared them float: ONNX Runtime code feeding the original float64
+    arrays got 'Unexpected input data type' on the new file. They keep their type now, cast
+    to and from float32 inside, under their names (one renamed by the import, one not)."""
+    d = TensorProto.DOUBLE
+    g = helper.make_graph(
+        [
+            helper.make_node("Relu", ["x"], ["h"]),
+            helper.make_node("Add", ["h", "b"], ["y:0"]),
+            helper.make_node("Sigmoid", ["x"], ["z"]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", d, ["N", 3])],
+        [helper.make_tensor_value_info(o, d, ["N", 3]) for o in ("y:0", "z")],
+        [numpy_helper.from_array(np.array([1.0, 2.0, 3.0]), "b")],
+    )
+    src = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    src.ir_version = 8
+    with pytest.warns(gc.OnnxPrecisionWarning):
+        model = gc.from_onnx(src).compile()
+    path = str(tmp_path / "rt.onnx")
+    model.to_onnx(path)
+    m = onnx.load(path)
+    onnx.checker.check_model(m, full_check=True)
+    assert [(v.name, v.type.tensor_type.elem_type) for v in (*m.graph.input, *m.graph.output)] == [
+        ("x", d),
+        ("y:0", d),
+        ("z", d),
+    ]
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    got, want = ort_run(path, {"x": x}), ort_run(src, {"x": x})
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == np.float64
+        np.testing.assert_allclose(a, b, rtol=1e-6)
