@@ -136,9 +136,36 @@ from .functional import (  # noqa: E402 (max, min, pow, slice: numpy's names)
     where,
 )
 
+from .convolution import (  # noqa: E402
+    AvgPool,
+    Conv,
+    Flatten,
+    MaxPool,
+    avg_pool,
+    conv,
+    conv1d,
+    conv2d,
+    conv3d,
+    flatten,
+    global_avg_pool,
+    max_pool,
+)
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "AvgPool",
+    "Conv",
+    "Flatten",
+    "MaxPool",
+    "avg_pool",
+    "conv",
+    "conv1d",
+    "conv2d",
+    "conv3d",
+    "flatten",
+    "global_avg_pool",
+    "max_pool",
     "BatchNorm",
     "LossInputWarning",
     "LayerNorm",

@@ -922,7 +922,8 @@ class Sequential:
         self.layers = list(layers)
         self.name = name
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, Dense) and layer.name is None:
+            named = isinstance(layer, Dense) or getattr(layer, "has_params", False)
+            if named and layer.name is None:
                 layer.name = f"{name}.l{i}"
 
     def __call__(self, x: Tensor) -> Tensor:

@@ -1,7 +1,8 @@
 """Weight initializers, seeded: zeros, constant, uniform, normal, Glorot/Xavier and He/Kaiming.
 
 Formulas (fan_in, fan_out = shape[0], shape[1] for a [in, out] weight; a vector has fan_in =
-fan_out = its length):
+fan_out = its length; a convolution's filters [out, in/groups, K1, ...] have fan_in =
+shape[1] * prod(K), fan_out = shape[0] * prod(K), as torch.nn.init computes them):
     glorot_uniform  U(-a, a), a = sqrt(6 / (fan_in + fan_out))      Glorot & Bengio (2010)
     glorot_normal   N(0, 2 / (fan_in + fan_out))                    Glorot & Bengio (2010)
     he_uniform      U(-a, a), a = sqrt(6 / fan_in)                  He et al. (2015)
@@ -58,8 +59,10 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
         return 1, 1
     if len(shape) == 1:
         return shape[0], shape[0]
-    receptive = int(np.prod(shape[2:])) if len(shape) > 2 else 1
-    return shape[0] * receptive, shape[1] * receptive
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    receptive = int(np.prod(shape[2:]))  # conv filters [out, in/groups, K1, ...]
+    return shape[1] * receptive, shape[0] * receptive
 
 
 def initialize(

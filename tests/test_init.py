@@ -62,7 +62,8 @@ def test_seeded_and_typed() -> None:
 def test_fans_of_vectors_matrices_and_kernels() -> None:
     assert fans((7,)) == (7, 7)
     assert fans((3, 5)) == (3, 5)
-    assert fans((3, 5, 2, 2)) == (12, 20)  # receptive field 2x2
+    # conv filters [out, in, 2, 2] (receptive field 2x2): torch.nn.init's fans
+    assert fans((3, 5, 2, 2)) == (20, 12)
 
 
 def test_every_listed_initializer_runs_and_unknowns_are_rejected() -> None:

@@ -1,0 +1,291 @@
+"""Convolutional layers for the DSL: ``conv`` (and ``conv1d``/``conv2d``/``conv3d``), pooling,
+``flatten``, and their layer objects for ``Sequential`` (``Conv``, ``MaxPool``, ``AvgPool``,
+``Flatten``).
+
+Layout: channels first, x [N, C, D1, ..., Dk] (ONNX's and torch's NCHW), filters
+[filters, C/groups, K1, ..., Kk]; the ops are graphc.ir.ops.conv's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from graphc.ir.errors import GraphcError, ShapeError
+from graphc.runtime.checks import check_bool
+
+from .dsl import Tensor, _fresh, activation_name, apply, mean, param, reshape
+
+Ints = int | tuple[int, ...] | list[int]
+
+
+def _spatial_rank(where: str, x: Tensor, rank: int | None = None) -> int:
+    r = x.type.rank - 2
+    if not 1 <= r <= 3 or "N" in x.shape[1:]:
+        raise ShapeError(
+            f"{where}: expects x [N, C, D1, ...] with 1 to 3 spatial axes (channels first), "
+            f"got {x.type} ({x.name})"
+        )
+    if rank is not None and r != rank:
+        raise ShapeError(f"{where}: expects {rank} spatial axes, got {x.type} ({x.name})")
+    return r
+
+
+def _per_axis(where: str, key: str, v: Any, r: int, least: int) -> tuple[int, ...]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = (v,) * r
+    if (
+        not isinstance(v, tuple | list)
+        or len(v) != r
+        or any(not isinstance(i, int) or isinstance(i, bool) or i < least for i in v)
+    ):
+        raise GraphcError(
+            f"{where}: {key} must be an int >= {least} or {r} of them, one per spatial axis, "
+            f"got {v!r}"
+        )
+    return tuple(v)
+
+
+def _pads(where: str, padding: Any, x: Tensor, ks, ss, ds) -> tuple[int, ...]:
+    """ONNX-order pads (begins, then ends) for ``padding``: "valid" (none); "same" (the output
+    has ceil(D / stride) positions, the odd pad at the end: Keras's and TensorFlow's SAME, and
+    torch's padding="same" at stride 1); an int or one int per axis (both sides); or 2k ints
+    (begins, then ends)."""
+    r = len(ks)
+    if isinstance(padding, str):
+        if padding.lower() == "valid":
+            return (0,) * (2 * r)
+        if padding.lower() == "same":
+            begin, end = [], []
+            for a in range(r):
+                size = int(x.shape[2 + a])
+                out = -(-size // ss[a])
+                total = max((out - 1) * ss[a] + (ks[a] - 1) * ds[a] + 1 - size, 0)
+                begin.append(total // 2)
+                end.append(total - total // 2)
+            return tuple(begin + end)
+        raise GraphcError(f"{where}: padding must be 'valid', 'same' or ints, got {padding!r}")
+    if isinstance(padding, tuple | list) and len(padding) == 2 * r and r > 1:
+        return _per_axis(where, "padding", padding, 2 * r, 0)
+    p = _per_axis(where, "padding", padding, r, 0)
+    return p + p
+
+
+def conv(
+    x: Tensor,
+    filters: int,
+    kernel_size: Ints,
+    strides: Ints = 1,
+    padding: str | Ints = "valid",
+    dilation: Ints = 1,
+    groups: int = 1,
+    activation: str | None = None,
+    *,
+    name: str | None = None,
+    init: str | None = None,
+    use_bias: bool = True,
+) -> Tensor:
+    """A convolution layer: ``activation(conv(x, W) + b)`` over x [N, C, D1..Dk] (k = 1, 2, 3;
+    channels first, as torch.nn.ConvNd and ONNX Conv), W [filters, C/groups, K1..Kk], b
+    [filters]; y [N, filters, O1..Ok] with O = floor((D + pads - (K - 1) * dilation - 1) /
+    stride) + 1.
+
+    ``kernel_size``, ``strides``, ``dilation``: an int or one per spatial axis. ``padding``:
+    "valid" (none), "same" (O = ceil(D / stride); the odd pad at the end, as Keras), an int or
+    one int per axis (both sides), or 2k ints (begins, then ends). ``groups``: channel groups
+    (groups = C: depthwise). W is initialized with He uniform before relu and Glorot uniform
+    otherwise (fans of the [out, in/groups, K...] layout: fan_in = C/groups * prod(K)), b with
+    zeros; params ``NAME.w`` and ``NAME.b``. ``activation`` as ``dense``'s.
+
+    Raises:
+        ShapeError: x not [N, C, D1..Dk], channels not divisible by groups, a window larger
+            than the padded input.
+        GraphcError: a bad size, padding, activation or filters count.
+    """
+    r = _spatial_rank("conv", x)
+    use_bias = check_bool(use_bias, "conv: use_bias")
+    if not isinstance(filters, int) or isinstance(filters, bool) or filters <= 0:
+        raise GraphcError(f"conv: filters must be a positive int, got {filters!r}")
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups <= 0:
+        raise GraphcError(f"conv: groups must be a positive int, got {groups!r}")
+    ks = _per_axis("conv", "kernel_size", kernel_size, r, 1)
+    ss = _per_axis("conv", "strides", strides, r, 1)
+    ds = _per_axis("conv", "dilation", dilation, r, 1)
+    pads = _pads("conv", padding, x, ks, ss, ds)
+    activation = activation_name(activation, "conv: ")
+    channels = int(x.shape[1])
+    if channels % groups or filters % groups:
+        raise ShapeError(
+            f"conv: groups={groups} must divide the input channels ({channels}, {x.type}) and "
+            f"filters ({filters})"
+        )
+    name = name or _fresh("conv")
+    init = init or ("he_uniform" if activation == "relu" else "glorot_uniform")
+    w = param(f"{name}.w", (filters, channels // groups, *ks), init=init, dtype=x.dtype)
+    y = apply("conv", x, w, strides=ss, dilations=ds, pads=pads, groups=groups)
+    if use_bias:
+        b = param(f"{name}.b", (filters,), init="zeros", dtype=x.dtype)
+        y = y + reshape(b, (filters,) + (1,) * r)
+    from . import dsl
+
+    return dsl.activation(y, activation)
+
+
+def conv1d(x: Tensor, filters: int, kernel_size: Ints, **kw: Any) -> Tensor:
+    """``conv`` over x [N, C, L] (one spatial axis)."""
+    _spatial_rank("conv1d", x, 1)
+    return conv(x, filters, kernel_size, **kw)
+
+
+def conv2d(x: Tensor, filters: int, kernel_size: Ints, **kw: Any) -> Tensor:
+    """``conv`` over x [N, C, H, W] (two spatial axes)."""
+    _spatial_rank("conv2d", x, 2)
+    return conv(x, filters, kernel_size, **kw)
+
+
+def conv3d(x: Tensor, filters: int, kernel_size: Ints, **kw: Any) -> Tensor:
+    """``conv`` over x [N, C, D, H, W] (three spatial axes)."""
+    _spatial_rank("conv3d", x, 3)
+    return conv(x, filters, kernel_size, **kw)
+
+
+def _every(x: Tensor, axis: int, start: int, step: int, count: int) -> Tensor:
+    """x[..., start : start + step * count : step, ...] along ``axis`` (not the batch axis):
+    a slice, then (step > 1) a reshape to [..., count, step, ...] and its first column."""
+    size = int(x.shape[axis])
+    if step == 1:
+        if start == 0 and count == size:
+            return x
+        return apply("slice", x, axes=(axis,), starts=(start,), ends=(start + count,))
+    span = step * count
+    end = min(size, start + span)
+    t = apply("slice", x, axes=(axis,), starts=(start,), ends=(end,))
+    if end - start < span:  # the last window's tail: never read, zeros to fill the reshape
+        t = apply("pad", t, axes=(axis,), before=(0,), after=(span - (end - start),))
+    shape = tuple(t.shape)
+    t = reshape(t, shape[:axis] + (count, step) + shape[axis + 1 :])
+    t = apply("slice", t, axes=(axis + 1,), starts=(0,), ends=(1,))
+    return reshape(t, shape[:axis] + (count,) + shape[axis + 1 :])
+
+
+def _pool(kind: str, x: Tensor, pool_size: Ints, strides: Ints | None) -> Tensor:
+    where = f"{kind}_pool"
+    r = _spatial_rank(where, x)
+    ks = _per_axis(where, "pool_size", pool_size, r, 1)
+    ss = ks if strides is None else _per_axis(where, "strides", strides, r, 1)
+    sizes = [int(d) for d in x.shape[2:]]
+    out = [(d - k) // s + 1 for d, k, s in zip(sizes, ks, ss)]
+    if min(out) < 1:
+        raise ShapeError(f"{where}: pool_size {ks} is larger than the input {x.type} ({x.name})")
+    if ss == ks:  # windows side by side: one reshape to [..., O, K, ...] and one reduction
+        t = x
+        for a in range(r):
+            t = _every(t, 2 + a, 0, 1, out[a] * ks[a])
+        shape: list[Any] = list(t.shape[:2])
+        for o, k in zip(out, ks):
+            shape += [o, k]
+        t = reshape(t, tuple(shape))
+        axes = tuple(3 + 2 * a for a in range(r))
+        if kind == "max":
+            from .functional import max as reduce_max
+
+            return reduce_max(t, axes)
+        return mean(t, axes)
+    acc: Tensor | None = None
+    import itertools
+
+    from .dsl import maximum
+
+    for offs in itertools.product(*(range(k) for k in ks)):
+        t = x
+        for a, k in enumerate(offs):
+            t = _every(t, 2 + a, k, ss[a], out[a])
+        acc = t if acc is None else (maximum(acc, t) if kind == "max" else acc + t)
+    assert acc is not None
+    return acc if kind == "max" else acc * (1.0 / math.prod(ks))
+
+
+def max_pool(x: Tensor, pool_size: Ints, strides: Ints | None = None) -> Tensor:
+    """The maximum over each window of ``pool_size`` along the spatial axes of x [N, C, D1..Dk]
+    (torch.nn.MaxPoolNd, Keras MaxPoolingND with padding "valid"): windows start every
+    ``strides`` (default: pool_size, windows side by side); a partial window at the end is
+    left out (O = floor((D - pool_size) / stride) + 1). The gradient goes to the maximum (split
+    evenly among ties, as graphc's max).
+
+    Raises:
+        ShapeError: x not [N, C, D1..Dk] or a window larger than the input.
+    """
+    return _pool("max", x, pool_size, strides)
+
+
+def avg_pool(x: Tensor, pool_size: Ints, strides: Ints | None = None) -> Tensor:
+    """The mean over each window (see ``max_pool``; torch.nn.AvgPoolNd, padding "valid").
+
+    Raises:
+        ShapeError: x not [N, C, D1..Dk] or a window larger than the input.
+    """
+    return _pool("avg", x, pool_size, strides)
+
+
+def global_avg_pool(x: Tensor) -> Tensor:
+    """The mean over all spatial axes of x [N, C, D1..Dk]: [N, C] (Keras's
+    GlobalAveragePooling, torch's adaptive_avg_pool to 1 then flatten)."""
+    r = _spatial_rank("global_avg_pool", x)
+    return mean(x, tuple(range(2, 2 + r)))
+
+
+def flatten(x: Tensor) -> Tensor:
+    """x [N, d1, d2, ...] as [N, d1 * d2 * ...] (row-major, torch.flatten(x, 1), ONNX Flatten)."""
+    if x.type.rank < 2:
+        raise ShapeError(f"flatten: expects x of rank >= 2, got {x.type} ({x.name})")
+    if "N" in x.shape[1:]:
+        raise ShapeError(f"flatten: the batch axis N must come first, got {x.type} ({x.name})")
+    rest = math.prod(int(d) for d in x.shape[1:])
+    return reshape(x, (x.shape[0], rest))
+
+
+class Conv:
+    """Layer object for Sequential: ``Conv(filters, kernel_size, strides=1, padding="valid",
+    dilation=1, groups=1, activation=None, name=None, init=None, use_bias=True)`` (see
+    ``conv``)."""
+
+    has_params = True
+
+    def __init__(self, filters: int, kernel_size: Ints, *args: Any, **kw: Any) -> None:
+        self.filters, self.kernel_size, self.args = filters, kernel_size, args
+        self.name = kw.pop("name", None)
+        self.kw = kw
+        activation_name(kw.get("activation"), "Conv: ")
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return conv(x, self.filters, self.kernel_size, *self.args, name=self.name, **self.kw)
+
+    def __repr__(self) -> str:
+        return f"Conv({self.filters}, {self.kernel_size!r}, name={self.name!r})"
+
+
+class MaxPool:
+    """Layer object for Sequential: ``MaxPool(pool_size, strides=None)`` (see ``max_pool``)."""
+
+    def __init__(self, pool_size: Ints, strides: Ints | None = None) -> None:
+        self.pool_size, self.strides = pool_size, strides
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return max_pool(x, self.pool_size, self.strides)
+
+
+class AvgPool:
+    """Layer object for Sequential: ``AvgPool(pool_size, strides=None)`` (see ``avg_pool``)."""
+
+    def __init__(self, pool_size: Ints, strides: Ints | None = None) -> None:
+        self.pool_size, self.strides = pool_size, strides
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return avg_pool(x, self.pool_size, self.strides)
+
+
+class Flatten:
+    """Layer object for Sequential: ``Flatten()`` (see ``flatten``)."""
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return flatten(x)
