@@ -100,6 +100,10 @@ def build_graphs(
     prog.metric_output, prog.metric_form = metric_source(
         fwd, out_names, prog.loss_kind, prog.prediction
     )
+    prog.target = getattr(loss, "target", None)
+    prog.metric_target = metric_target(fwd, prog.target, label_inputs)
+    if prog.metric_target is None:
+        prog.metric_output = None  # nothing to compare the prediction with: the loss alone
     needed = ancestors(fwd, [loss_name])
     params = [p.name for p in fwd.params if p.name in needed and p.attr("trainable", True)]
     if not params:
@@ -175,6 +179,27 @@ def metric_source(
         if form in _METRIC_FORMS[kind]:
             return i, form
     return None, ""
+
+
+def metric_target(g: Graph, target: str | None, label_inputs: list[str]) -> str | None:
+    """The input whose values evaluate's metrics compare the loss's prediction with (see
+    Program.metric_target): the loss's target operand when it is an input, or a reshape of
+    one (its values in another shape; the metrics reshape them), a feature input included
+    (an autoencoder's ``mean_squared_error(decoded, x)``).
+
+    None when the target is computed from the inputs (``mean_squared_error(pred,
+    gc.log(y))``, ``binary_cross_entropy(z, 1 - t)``, a mean over a label's columns): the
+    metrics then report the loss alone, as a model without a tagged loss does, since the
+    raw input (what they read before) is not what the loss compared with: the mse of the
+    prediction against y where the loss's is against log(y), the accuracy against t where it
+    is against 1 - t, a prediction [N, 1] broadcast against targets [N, 3]. Target unknown
+    (a loss without a tag, an older model file): the first label input, as before."""
+    if target is None:
+        return label_inputs[0] if label_inputs else None
+    node = g.by_name.get(target)
+    while node is not None and node.op == "reshape":
+        node = g.by_name.get(node.inputs[0])
+    return node.name if node is not None and node.op == "input" else None
 
 
 def _inference_form(g: Graph) -> Graph:

@@ -123,13 +123,14 @@ class Tensor:
     scalar constants of the tensor's dtype).
     """
 
-    __slots__ = ("kind", "node", "parents", "prediction", "value")
+    __slots__ = ("kind", "node", "parents", "prediction", "target", "value")
 
     def __init__(self, node: Node, parents: tuple[Tensor, ...] = ()) -> None:
         self.node = node
         self.parents = parents
         self.kind: str | None = None  # the loss it computes, for the runtime's metrics
         self.prediction: str | None = None  # that loss's prediction operand (its name)
+        self.target: str | None = None  # and its target operand (labels, targets: its name)
         self.value: np.ndarray | None = None  # a constant's array (gc.constant)
 
     @property
@@ -658,15 +659,20 @@ def softmax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
             LossInputWarning,
             stacklevel=_user_stacklevel(),
         )
-    return _tag(apply("softmax_cross_entropy", logits, labels), "softmax_cross_entropy", logits)
+    return _tag(
+        apply("softmax_cross_entropy", logits, labels), "softmax_cross_entropy", logits, labels
+    )
 
 
-def _tag(t: Tensor, kind: str, prediction: Tensor) -> Tensor:
+def _tag(t: Tensor, kind: str, prediction: Tensor, target: Tensor) -> Tensor:
     """Mark ``t`` as a loss of ``kind`` whose prediction operand (logits, probabilities or
-    values compared with the targets) is ``prediction``: ``evaluate`` computes its metrics
-    from the output that is that value (graphc.compiler.metric_source)."""
+    values compared with the targets) is ``prediction`` and whose target operand (labels or
+    targets) is ``target``: ``evaluate`` computes its metrics from the output that is the
+    prediction and the input that is the target (graphc.compiler.metric_source,
+    metric_target)."""
     t.kind = kind
     t.prediction = prediction.name
+    t.target = target.name
     return t
 
 
@@ -695,7 +701,10 @@ def binary_cross_entropy(logits: Tensor, targets: Tensor, *, from_logits: bool =
             f"(targets {targets.name}, logits {logits.name})"
         )
     return _tag(
-        mean(apply("sigmoid_cross_entropy", logits, targets)), "binary_cross_entropy", logits
+        mean(apply("sigmoid_cross_entropy", logits, targets)),
+        "binary_cross_entropy",
+        logits,
+        targets,
     )
 
 
@@ -706,7 +715,7 @@ def mean_squared_error(pred: Tensor, target: Tensor) -> Tensor:
             f"mean_squared_error: target {target.type} must match prediction {pred.type} "
             f"(target {target.name}, prediction {pred.name})"
         )
-    return _tag(mean(apply("square", pred - target)), "mean_squared_error", pred)
+    return _tag(mean(apply("square", pred - target)), "mean_squared_error", pred, target)
 
 
 LOSSES = {

@@ -268,7 +268,7 @@ def categorical_cross_entropy(
     if label_smoothing:
         t = t * (1.0 - label_smoothing) + label_smoothing / logits.shape[1]
     per_row = sum(t * log_softmax(logits), axes=1)
-    return _tag(-mean(per_row), "categorical_cross_entropy", logits)
+    return _tag(-mean(per_row), "categorical_cross_entropy", logits, targets)
 
 
 BCE_EPSILON = 1e-7  # tf.keras.backend.epsilon(): the clamp of binary_cross_entropy on probabilities
@@ -284,7 +284,7 @@ def binary_cross_entropy_from_probs(probs: Tensor, targets: Tensor) -> Tensor:
     _same_shape("binary_cross_entropy", probs, targets)
     p = apply("clip", probs, min=BCE_EPSILON, max=1.0 - BCE_EPSILON)
     ll = targets * apply("log", p) + (1.0 - targets) * apply("log", 1.0 - p)
-    return _tag(-mean(ll), "binary_cross_entropy_probs", probs)
+    return _tag(-mean(ll), "binary_cross_entropy_probs", probs, targets)
 
 
 def huber(pred: Tensor, target: Tensor, *, delta: float = 1.0) -> Tensor:
@@ -296,13 +296,13 @@ def huber(pred: Tensor, target: Tensor, *, delta: float = 1.0) -> Tensor:
         raise GraphcError(f"huber: delta must be > 0, got {delta!r}")
     a = apply("abs", pred - target)
     q = minimum(a, delta)
-    return _tag(mean(0.5 * q * q + delta * (a - q)), "huber", pred)
+    return _tag(mean(0.5 * q * q + delta * (a - q)), "huber", pred, target)
 
 
 def mean_absolute_error(pred: Tensor, target: Tensor) -> Tensor:
     """mean(|pred - target|) over all elements (gradient 0 where they are equal)."""
     _same_shape("mean_absolute_error", pred, target)
-    return _tag(mean(apply("abs", pred - target)), "mean_absolute_error", pred)
+    return _tag(mean(apply("abs", pred - target)), "mean_absolute_error", pred, target)
 
 
 # every GraphcError a user can cause here names the user's line (as in graphc.dsl)

@@ -55,7 +55,7 @@ def read_description(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
             f"{where!r}: model description field 'outputs' must list value names, got "
             f"{desc['outputs']!r:.200}"
         )
-    for key in ("loss", "loss_kind", "prediction"):
+    for key in ("loss", "loss_kind", "prediction", "target"):
         if desc.get(key) is not None and not isinstance(desc[key], str):
             raise CheckpointError(
                 f"{where!r}: model description field {key!r} must be a name or null, got "
@@ -129,6 +129,8 @@ def network_from_description(
         loss.kind = desc.get("loss_kind")
         pred = desc.get("prediction")
         loss.prediction = pred if isinstance(pred, str) and pred in tensors else None
+        target = desc.get("target")  # absent (an older file): the first label input, as before
+        loss.target = target if isinstance(target, str) and target in tensors else None
     opt = None
     spec = desc.get("optimizer")
     if loss is not None and spec is not None:

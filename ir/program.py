@@ -43,6 +43,11 @@ class Program:
     # (graphc.compiler.metric_source)
     prediction: str | None = None
     metric_output: int | None = 0
+    # the loss's target operand (a value name; None: unknown) and the input evaluate's metrics
+    # compare the prediction with: that operand when it is an input (or a reshape of one),
+    # else None and no metrics (graphc.compiler.metric_target)
+    target: str | None = None
+    metric_target: str | None = None
     metric_form: str = "same"
     llvm_ir: str = ""
     timings: dict[str, float] = field(default_factory=dict)

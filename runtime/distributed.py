@@ -1252,8 +1252,11 @@ def _nonfinite(
 
 def _evaluate(model: Any, comm: Any, feeds: dict[str, np.ndarray], n: int) -> list:
     """Validation figures over all ``n`` rows, each rank evaluating its slice; combined as means
-    weighted by the slices' row counts (R^2 from the combined MSE and the variance of all the
-    targets). Every rank returns the same figures."""
+    weighted by the slices' row counts; R^2 per output from the per-output sums of squared
+    errors of all the slices (each rank's from a prediction of its slice) and the variance of
+    all the targets, averaged uniformly, as one process's evaluate (the combined MSE over the
+    variance of every target element gave another figure with several outputs, and nan
+    instead of 1.0 / 0.0 for a constant target). Every rank returns the same figures."""
     k, r = comm.Get_size(), comm.Get_rank()
     first, count = shard(n, k, r)
     figs: dict[str, float] = {}
@@ -1262,10 +1265,19 @@ def _evaluate(model: Any, comm: Any, feeds: dict[str, np.ndarray], n: int) -> li
     everyone = comm.allgather((count, figs))
     keys = next(f for c, f in everyone if c).keys()
     out = {key: sum(c * f[key] for c, f in everyone if c) / n for key in keys}
-    if "r2" in out:
-        y = np.asarray(feeds[model.program.label_inputs[0]], np.float64)
-        var = float(np.var(y))
-        out["r2"] = 1.0 - out["mse"] / var if var > 0 else float("nan")
+    if "r2" in out:  # per output, as one process's evaluate (model._r2_uniform)
+        from .model import metric_target_of, r2_from_sums
+
+        prog = model.program
+        y = np.asarray(feeds[metric_target_of(prog)], np.float64).reshape(n, -1)
+        ss_res = np.zeros(y.shape[1])
+        if count:
+            pred = model.predict({k: feeds[k][first : first + count] for k in prog.feature_inputs})
+            if isinstance(pred, dict):
+                pred = pred[prog.outputs[prog.metric_output]]
+            err = pred.reshape(count, -1).astype(np.float64) - y[first : first + count]
+            ss_res = np.sum(err**2, axis=0)
+        out["r2"] = r2_from_sums(y, np.sum(comm.allgather(ss_res), axis=0))
     return list(out.items())
 
 

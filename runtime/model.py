@@ -170,6 +170,14 @@ def _exporter(kind: str) -> Callable[..., Any]:
     return EXPORTERS[kind]
 
 
+def metric_target_of(program: Any) -> str | None:
+    """The input evaluate's metrics compare the prediction with (Program.metric_target;
+    the first label input for a program that predates it), or None: no metrics."""
+    if hasattr(program, "metric_target"):
+        return program.metric_target
+    return program.label_inputs[0] if program.label_inputs else None
+
+
 def _r2_uniform(y: np.ndarray, err: np.ndarray) -> float:
     """The coefficient of determination of a regression, averaged uniformly over its outputs.
 
@@ -187,10 +195,18 @@ def _r2_uniform(y: np.ndarray, err: np.ndarray) -> float:
         The mean R2 (nan for fewer than 2 rows).
     """
     n = y.shape[0] if y.ndim else 1
-    if n < 2:
+    return r2_from_sums(y, np.sum(err.reshape(n, -1) ** 2, axis=0) if n >= 2 else None)
+
+
+def r2_from_sums(y: np.ndarray, ss_res: np.ndarray | None) -> float:
+    """``_r2_uniform`` from the targets ``y`` [n, ...] and the per-output sums of squared
+    errors ``ss_res`` [outputs] (float64; from several slices of the rows, summed: the
+    data-parallel validation of runtime.distributed). nan for fewer than 2 rows."""
+    n = y.shape[0] if y.ndim else 1
+    if n < 2 or ss_res is None:
         return float("nan")
     yc = y.reshape(n, -1).astype(np.float64)
-    ss_res = np.sum(err.reshape(n, -1) ** 2, axis=0)
+    ss_res = np.asarray(ss_res, np.float64)
     ss_tot = np.sum((yc - yc.mean(axis=0)) ** 2, axis=0)
     ok = ss_tot > 0
     r2 = np.where(ss_res == 0, 1.0, 0.0)
@@ -1181,16 +1197,19 @@ class Model:
         names = ["loss", "lr", "seconds"]
         if validation:
             names.append("val_loss")
-            if getattr(self.program, "metric_output", 0) is not None:
+            prog = self.program
+            if getattr(prog, "metric_output", 0) is not None and metric_target_of(prog):
                 names += [f"val_{k}" for k in METRICS.get(self.program.loss_kind, ())]
         return names
 
     def _metrics(self, out: np.ndarray, feeds: dict[str, np.ndarray]) -> dict[str, float]:
         kind = self.program.loss_kind
-        labels = [feeds[k] for k in self.program.label_inputs]
-        if not labels:
+        target = metric_target_of(self.program)
+        if target is None or target not in feeds:
             return {}
-        y = labels[0]
+        y = feeds[target]
+        if kind != "softmax_cross_entropy" and y.shape != out.shape and y.size == out.size:
+            y = y.reshape(out.shape)  # the loss's target is a reshape of this input
         if kind == "softmax_cross_entropy":
             return {"accuracy": float(np.mean(np.argmax(out, axis=1) == y))}
         # binary accuracy: probability > 0.5, i.e. logit > 0 (the output read: metric_source)

@@ -8,6 +8,7 @@ header's ``extra`` holds, under ``"model_file"``::
      "name": model name, "graph": the declared network in graphc's IR text (ir/text.py),
      "outputs": [value names], "loss": value name or null, "loss_kind": "softmax_ce" | ...,
      "prediction": the loss's prediction operand (value name) or null (absent before),
+     "target": the loss's target operand (value name) or null (absent before),
      "optimizer": {"class": "Adam", "fields": {"lr": 0.001, ...}} or null,
      "opt_level": 2}
 
@@ -65,6 +66,7 @@ def describe(model: Any) -> dict[str, Any]:
         "loss": prog.loss,
         "loss_kind": prog.loss_kind,
         "prediction": getattr(prog, "prediction", None),
+        "target": getattr(prog, "target", None),
         "optimizer": opt_desc,
         "opt_level": int(getattr(prog, "opt_level", 2)),
     }

@@ -70,3 +70,42 @@ def test_keras_call_forms_of_predict_and_evaluate() -> None:
     p = m.predict(X, verbose=0)
     loss, acc = m.evaluate(X, C, verbose=0, return_dict=False)
     assert acc == np.mean(p.argmax(1) == C) and loss == m.evaluate(X, C)["loss"]
+
+
+def test_metrics_compare_with_the_loss_target_operand(tmp_path) -> None:
+    """The metrics compare the prediction with the loss's target operand, not with the first
+    label input: an input reached through a reshape (its values reshaped), a feature input
+    (an autoencoder's mean_squared_error(decoded, x): val_mse was announced to callbacks but
+    never reported), and a target computed from the inputs (log(y), 1 - t) gives the loss
+    alone (the metrics were those of the raw input: an mse against y for a loss against
+    log(y), a binary accuracy against t for targets 1 - t)."""
+    y64 = np.exp(R[:, :1].astype(np.float64))
+    _, _, z = _net(1)
+    y = gc.input("y", ("N", 1))
+    m = gc.compile(z, gc.mean_squared_error(z, gc.log(y)))
+    ev = m.evaluate(X, y64.astype(np.float32))
+    assert set(ev) == {"loss"} and "val_mse" not in m.figure_names(validation=True)
+    assert np.isclose(ev["loss"], np.mean((m.predict(X) - np.log(y64)) ** 2), rtol=1e-5)
+    back = gc.load_model(m.save_model(str(tmp_path / "log.gcm")))  # the file keeps the target
+    assert set(back.evaluate(X, y64.astype(np.float32))) == {"loss"}
+    _, _, z = _net(1)
+    m = gc.compile(z, gc.binary_cross_entropy(z, 1.0 - gc.input("t", ("N", 1))))
+    assert set(m.evaluate(X, T)) == {"loss"}
+    # the targets as a vector, reshaped to the prediction's [N, 1]
+    _, _, z = _net(1)
+    m = gc.compile(z, gc.mean_squared_error(z, gc.reshape(gc.input("y", ("N",)), ("N", 1))))
+    pred = m.predict(X).astype(np.float64)
+    ev = m.evaluate(X, R[:, 0])
+    assert np.isclose(ev["mse"], np.mean((pred[:, 0] - R[:, 0]) ** 2), rtol=1e-6)
+    # an autoencoder: the target is the feature input
+    x = gc.input("x", ("N", 4))
+    dec = gc.dense(gc.dense(x, 2, "tanh"), 4)
+    m = gc.compile(dec, gc.mean_squared_error(dec, x))
+    err = m.predict(X).astype(np.float64) - X
+    ev = m.evaluate(X)
+    assert np.isclose(ev["mse"], np.mean(err**2), rtol=1e-6)
+    assert np.isclose(ev["mae"], np.mean(np.abs(err)), rtol=1e-6)
+    h = m.fit(X, epochs=1, validation_split=0.25, verbose=0)
+    assert set(m.figure_names(validation=True)) == set(h.history)
+    back = gc.load_model(m.save_model(str(tmp_path / "ae.gcm")))
+    assert np.isclose(back.evaluate(X)["mse"], np.mean((back.predict(X) - X) ** 2), rtol=1e-5)
