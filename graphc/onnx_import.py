@@ -36,7 +36,7 @@ from graphc.ir.graph import make_node
 from graphc.ir.ops.sources import index_range
 from graphc.ir.types import TensorType
 
-from . import dsl
+from . import dsl, onnx_layout
 from .dsl import Tensor
 
 MIN_OPSET = 7  # the Gemm/Add/... semantics (numpy broadcasting) every rule below assumes
@@ -875,6 +875,9 @@ class Importer:
         # computed lookups: (indices, table rows, the node) for bound_integers
         self.lookups: list[tuple[Tensor, Any, str]] = []  # rows: V, or (lo, hi)
         self.ranges: dict[int, tuple[str, tuple]] = {}  # composite integer ops (onnx_bounds)
+        # ONNX values held as a graphc tensor seen through a layout view (N moved or merged
+        # with other axes: attention heads); their self.values entry is the view's base
+        self.views: dict[str, onnx_layout.View] = {}
 
     # -------------------------------------------------------------- values
 
@@ -1218,6 +1221,10 @@ class Importer:
         for name in want:
             if name not in declared and name not in self.values:
                 raise OnnxError(f"{self.where}: no output {name!r}; the graph's are {declared}")
+            if name in self.views:  # back to the ONNX layout, N first
+                self.values[name] = onnx_layout.materialize(
+                    _OutputContext(self.where, name), self.views.pop(name)
+                )
             v = self.lookup(name, None)
             if isinstance(v, Tensor) and id(v) in self.merged:
                 src = self.merged_source.get(id(v))
@@ -1670,6 +1677,9 @@ class Importer:
             cx.fail(f"its domain {domain!r} is not imported by the model (opset_import)")
         rule = OPS.get(key)
         if rule is None:
+            for n in node.input:  # a view graphc cannot lay out says so first
+                if n in self.views:
+                    self.values[n] = onnx_layout.materialize(cx, self.views.pop(n))
             supported = ", ".join(sorted(OPS))
             cx.fail(f"operator {key} is not supported by graphc. Supported: {supported}")
         try:
@@ -1728,6 +1738,7 @@ class Importer:
         for name in node.output:
             if name and (name in self.values or name in self.initializers):
                 cx.fail(f"output {name!r} is defined twice")
+        viewed = self.through_views(cx)
         args = [self.lookup(n, cx) if n else None for n in node.input]
         present = [a for a in args if a is not None]
         frozen = all(
@@ -1736,9 +1747,11 @@ class Importer:
             for n, a in zip(node.input, args)
             if n
         )
-        merged = self.merged_rows(cx, args)
+        merged = self.merged_rows(cx, args) if viewed is None else None
         try:
-            if rule.fold is not None and frozen and present:
+            if viewed is not None:
+                outs = viewed
+            elif rule.fold is not None and frozen and present:
                 outs = [_tidy(v) for v in rule.fold(cx, args)]
             elif rule.convert is None:
                 cx.fail("this operator is supported only on values known at import time")
@@ -1767,9 +1780,49 @@ class Importer:
                 continue
             if isinstance(v, np.ndarray) and v.size > MAX_ELEMENTS:
                 cx.fail(f"output {name!r} would hold {v.size} elements")
+            if isinstance(v, onnx_layout.View):  # the base, seen through the view
+                self.views[name] = v
+                v = v.base
             if isinstance(v, Tensor):
                 self.stamp(v, cx)
             self.values[name] = v
+
+    def through_views(self, cx: NodeContext) -> list | None:
+        """The outputs of a node computed through layout views (graphc.onnx_layout): one that
+        reads a view, or a Transpose that moves N. None where the ordinary rule runs: its
+        operands' views are materialized first (or refused, naming the node and shapes)."""
+        node = cx.node
+        viewed = [n for n in node.input if n in self.views]
+        if not viewed and not self.moves_n(cx):
+            return None
+        try:
+            outs = onnx_layout.convert(self, cx)
+        except OnnxError:
+            raise
+        except GraphcError as e:
+            raise OnnxError(f"{cx.where()}: {type(e).__name__}: {e}") from None
+        if outs is not None:
+            return outs
+        for n in viewed:
+            t = onnx_layout.materialize(cx, self.views.pop(n))
+            self.stamp(t, cx)
+            self.values[n] = t
+        return None
+
+    def moves_n(self, cx: NodeContext) -> bool:
+        """Whether node ``cx`` is a Transpose moving the batch axis N (or merged rows)."""
+        if cx.node.op_type != "Transpose" or cx.node.domain not in ("", "ai.onnx"):
+            return False
+        if not cx.node.input or cx.node.input[0] not in self.values:
+            return False
+        x = self.values[cx.node.input[0]]
+        if not isinstance(x, Tensor) or "N" not in x.shape:
+            return False
+        r = len(x.shape) - self.merged.get(id(x), 1) + 1
+        perm = cx.attr("perm")
+        perm = list(range(r))[::-1] if perm is None else [int(p) % max(r, 1) for p in perm]
+        n = 0 if id(x) in self.merged else x.shape.index("N")
+        return len(perm) == r and perm[n] != n
 
     def merged_rows(self, cx: NodeContext, args: list) -> tuple[int, tuple] | None:
         """For a node reading values whose rows merge the batch dimension N with the axes after
@@ -1874,6 +1927,17 @@ class Importer:
             if u.node.op not in ("param", "state", "input"):
                 u.node = u.node.with_(loc=loc, origin=f"onnx {cx.node.op_type} {cx.node.name}")
             stack.extend(u.parents)
+
+
+class _OutputContext:
+    """What onnx_layout.materialize needs to refuse a graph output it cannot lay out."""
+
+    def __init__(self, where: str, name: str) -> None:
+        self.where_, self.name = where, name
+        self.node = type("Out", (), {"op_type": f"graph output {name!r}"})()
+
+    def fail(self, msg: str) -> None:
+        raise OnnxError(f"{self.where_}: output {self.name!r}: {msg}")
 
 
 EXPAND_DOMAIN = "graphc.expand"  # the domain of the call sites expand_functions inlines
@@ -2876,7 +2940,7 @@ def _softmax_like(log: bool) -> Callable[[NodeContext], list[Value]]:
 def _shape_array(cx: NodeContext, shape: tuple) -> np.ndarray:
     start, end = cx.attr("start", 0), cx.attr("end", None)
     dims = list(shape)[slice(start, end)]
-    if any(d == "N" for d in dims):
+    if any(isinstance(d, str) for d in dims):  # "N", or "N*m" (a layout view's merged axis)
         return np.array(dims, dtype=object)
     return np.array(dims, dtype=np.int64)
 

@@ -462,12 +462,17 @@ def test_transpose_of_more_than_two_axes(shape, perm) -> None:
 
 
 def test_transpose_that_moves_the_batch_is_refused_by_name() -> None:
+    """A Transpose moving N is a layout view (graphc.onnx_layout); an output that keeps N
+    elsewhere than first is refused naming it and both shapes."""
     m = model_of(
         [helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0, 2])],
         [vi("x", ["N", 3, 4])],
         [vi("y", [3, "N", 4])],
     )
-    with pytest.raises(gc.OnnxError, match=r"Transpose.*moves the batch dimension N"):
+    with pytest.raises(
+        gc.OnnxError,
+        match=r"output 'y'.*\[3,N,4\].*moves the batch dimension N to axis 1.*graphc \[N,3,4\]",
+    ):
         gc.from_onnx(m)
 
 

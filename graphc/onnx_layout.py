@@ -1,0 +1,621 @@
+"""Layout views: ONNX values whose batch axis N is moved or merged with other axes.
+
+graphc's tensors keep the symbolic batch dimension N first and whole. Exporters of attention
+(torch's nn.MultiheadAttention, nn.TransformerEncoderLayer, F.scaled_dot_product_attention;
+Keras's heads) move N (Transpose [N, L, E] -> [L, N, E]) and merge it with the heads (Reshape
+[L, N*H, hd], Transpose -> [N*H, L, hd]) around batched MatMuls, and move it back before the
+outputs. The importer follows such values as a ``View``: a graphc tensor ``base`` (N first)
+and, for each ONNX axis, the base axes merged into it::
+
+    onnx_value = np.transpose(base, concat(groups)).reshape(onnx_shape)
+
+so ONNX [N*H, L, hd] = graphc [N, L, H, hd] with groups ((0, 2), (1,), (3,)). An empty group
+is an ONNX axis of size 1 (an Unsqueeze). Transpose, Reshape, Unsqueeze, Squeeze change the
+groups only (a Reshape that splits a fixed axis splits the base's axis: the same elements in
+the same order). Ops that do not care about axis order map their axes through the view:
+elementwise ops with numpy broadcasting (the other operands are brought to the view's layout:
+weights and constants by a reshape and a transpose of fixed axes, other views by a permutation
+that keeps N first), Softmax/LogSoftmax and Reduce* over axes that do not hold N,
+LayerNormalization whose normalized axes are the base's last ones, MatMul/Gemm by a weight
+matrix (the contracted axes moved last in the base), batched MatMul whose batch axes hold N in
+both operands (graphc's ``_batched_matmul`` on the base axes), Gather of a fixed axis, Shape
+(which gives N*m for a merged axis, as the exporters' shape arithmetic expects). Any other op
+gets the view materialized (a permutation of fixed axes and a reshape), possible when its first
+ONNX axis is N alone; otherwise it is refused naming the node and both shapes. Graph outputs
+are materialized the same way.
+
+``convert`` is called by ``Importer.convert`` for each node that reads a view (or whose
+Transpose moves N); it returns the node's outputs (Tensors, arrays or Views), or None where the
+op needs the literal layout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import dsl
+from .dsl import Tensor
+
+
+@dataclass(frozen=True)
+class View:
+    """An ONNX value as graphc tensor ``base`` seen through ``groups`` (see the module doc).
+
+    base: a graphc tensor whose first axis is N. groups: one tuple of base axes per ONNX axis
+    (row-major within the tuple; empty: a unit ONNX axis); together a permutation of the base's
+    axes."""
+
+    base: Tensor
+    groups: tuple[tuple[int, ...], ...]
+
+    def dims(self, a: int) -> tuple:
+        return tuple(self.base.shape[j] for j in self.groups[a])
+
+    def size(self, a: int) -> Any:
+        d = self.dims(a)
+        fixed = math.prod(int(x) for x in d if x != "N")
+        return _sym(fixed) if "N" in d else fixed
+
+    @property
+    def shape(self) -> tuple:
+        """The ONNX shape, N*m for an axis that merges N with fixed sizes m."""
+        return tuple(self.size(a) for a in range(len(self.groups)))
+
+    @property
+    def literal(self) -> bool:
+        return self.groups == tuple((j,) for j in range(len(self.base.shape)))
+
+    def order(self) -> tuple[int, ...]:
+        return tuple(j for g in self.groups for j in g)
+
+
+def _sym(m: int) -> str:
+    return "N" if m == 1 else f"N*{m}"
+
+
+def identity(t: Tensor) -> View:
+    return View(t, tuple((j,) for j in range(len(t.shape))))
+
+
+def _parse(d: Any) -> tuple[bool, int] | None:
+    """(holds N, fixed factor) of an ONNX size: an int, "N" or "N*m"."""
+    if isinstance(d, str):
+        if d == "N":
+            return True, 1
+        if d.startswith("N*") and d[2:].isdigit():
+            return True, int(d[2:])
+        return None
+    return False, int(d)
+
+
+def fmt_view(v: View) -> str:
+    from .onnx_import import _fmt
+
+    return f"ONNX {_fmt(v.shape)} held as graphc {_fmt(v.base.shape)}"
+
+
+# ------------------------------------------------------------------ base tensor moves
+
+
+def _reshape(t: Tensor, shape: tuple) -> Tensor:
+    return t if tuple(shape) == tuple(t.shape) else dsl.reshape(t, tuple(shape))
+
+
+def _permute_base(cx: Any, t: Tensor, perm: list[int]) -> Tensor:
+    """np.transpose(t, perm) keeping N at axis 0 (graphc's _permute), unit axes placed by a
+    reshape (free)."""
+    from .onnx_import import _permute
+
+    perm = list(perm)
+    if perm == list(range(len(perm))):
+        return t
+    real = [p for p in perm if t.shape[p] != 1]
+    if [p for p in range(len(perm)) if t.shape[p] != 1] == real:  # only unit axes move
+        return _reshape(t, tuple(t.shape[p] for p in perm))
+    return _permute(cx, t, perm)
+
+
+def materialize(cx: Any, v: View) -> Tensor:
+    """The ONNX value as a graphc tensor (N first), or a refusal naming the node and shapes."""
+    from .onnx_import import _fmt
+
+    if v.literal:
+        return v.base
+    if not v.groups or v.groups[0] != (0,) or v.base.shape[0] != "N":
+        first = v.groups[0] if v.groups else ()
+        what = (
+            "merges the batch dimension N with other axes"
+            if "N" in v.dims(0)
+            else f"moves the batch dimension N to axis {_n_axis(v)}"
+            if first != (0,)
+            else "is not led by N"
+        )
+        cx.fail(
+            f"{cx.node.op_type} needs the value in its ONNX layout {_fmt(v.shape)}, which "
+            f"graphc cannot hold: it {what} (graphc keeps N as the first dimension, whole; the "
+            f"value is held as graphc {_fmt(v.base.shape)} through a layout view, see "
+            "docs/onnx.md)"
+        )
+    t = _permute_base(cx, v.base, list(v.order()))
+    return _reshape(t, v.shape)
+
+
+def _n_axis(v: View) -> int:
+    return next(a for a, g in enumerate(v.groups) if 0 in g)
+
+
+# ------------------------------------------------------------------ the rules
+
+
+def _view_of(imp: Any, cx: Any, i: int) -> View | np.ndarray | Tensor | None:
+    """Operand ``i``: a View (a view, or a tensor merged with N's rows), else the value."""
+    if not cx.has(i):
+        return None
+    name = cx.node.input[i]
+    if name in imp.views:
+        return imp.views[name]
+    v = imp.lookup(name, cx)
+    if isinstance(v, Tensor) and id(v) in imp.merged and id(v) not in imp.lead_ones:
+        k = imp.merged[id(v)]
+        r = len(v.shape)
+        return View(v, (tuple(range(k)), *((j,) for j in range(k, r))))
+    return v
+
+
+def _out(v: View) -> Any:
+    return v.base if v.literal else v
+
+
+def convert(imp: Any, cx: Any) -> list | None:
+    """The outputs of node ``cx`` computed through views, or None: materialize its operands."""
+    op = cx.node.op_type if cx.node.domain in ("", "ai.onnx") else ""
+    ins = [_view_of(imp, cx, i) for i in range(cx.n_inputs)]
+    x = ins[0] if ins else None
+    if op == "Transpose":
+        if isinstance(x, Tensor) and "N" in x.shape:
+            x = identity(x)
+        if not isinstance(x, View):
+            return None
+        r = len(x.groups)
+        perm = cx.attr("perm")
+        perm = list(range(r))[::-1] if perm is None else [int(p) % r for p in perm]
+        if sorted(perm) != list(range(r)):
+            cx.fail(f"perm={perm} is not a permutation of the {r} axes")
+        return [_out(View(x.base, tuple(x.groups[p] for p in perm)))]
+    if not any(isinstance(v, View) for v in ins):
+        return None
+    if op == "Shape":
+        from .onnx_import import _shape_array
+
+        return [_shape_array(cx, x.shape)]
+    if op == "Reshape" and isinstance(x, View):
+        return _reshape_view(cx, x, cx.c(1), bool(cx.attr("allowzero", 0)))
+    if op in ("Unsqueeze", "Squeeze") and isinstance(x, View):
+        from .onnx_import import _axes_arg
+
+        axes = _axes_arg(cx, 13)
+        return [_unsqueeze(cx, x, axes) if op == "Unsqueeze" else _squeeze(cx, x, axes)]
+    if op == "Gather" and isinstance(x, View) and not isinstance(ins[1], View | Tensor):
+        return _gather(cx, x, np.asarray(ins[1]), int(cx.attr("axis", 0)))
+    if op in ("MatMul", "Gemm"):
+        return _matmul(imp, cx, ins, op)
+    if op in ("Softmax", "LogSoftmax") and cx.version >= 13 and isinstance(x, View):
+        return _along(imp, cx, x, "axis", -1)
+    if op == "LayerNormalization" and isinstance(x, View):
+        return _layer_norm(imp, cx, x)
+    if op.startswith("Reduce") and isinstance(x, View):
+        return _reduce(imp, cx, x, op)
+    if _elementwise(op):
+        return _broadcast_rule(imp, cx, ins)
+    return None
+
+
+def _elementwise(op: str) -> bool:
+    from .onnx_import import _UNARY, ROW_WISE
+
+    return op in ROW_WISE or op in _UNARY or op in ("Abs", "Neg", "Not")
+
+
+def _run(imp: Any, cx: Any, inputs: dict[int, Any], attrs: dict[str, Any] | None = None) -> list:
+    """The node's own rule on operands replaced by ``inputs`` (index -> value) and attributes
+    replaced by ``attrs``."""
+    from .onnx_import import OPS, NodeContext, require_onnx
+
+    onnx = require_onnx()
+    node = onnx.NodeProto()
+    node.CopyFrom(cx.node)
+    temps = []
+    for i, v in inputs.items():
+        name = f"\x00layout{len(imp.values)}_{i}"
+        imp.values[name] = v
+        node.input[i] = name
+        temps.append(name)
+    for k, a in (attrs or {}).items():
+        for old in [x for x in node.attribute if x.name == k]:
+            node.attribute.remove(old)
+        if a is not None:
+            node.attribute.append(onnx.helper.make_attribute(k, a))
+    try:
+        cx2 = NodeContext(imp, node, cx.index, cx.version)
+        return OPS[cx.node.op_type].convert(cx2)
+    finally:
+        for name in temps:
+            imp.values.pop(name, None)
+            imp.materialized.pop(name, None)
+
+
+def _reshape_view(cx: Any, x: View, target: np.ndarray, allowzero: bool) -> list | None:
+    """Reshape of a view: each ONNX output axis takes consecutive axes of the view's expanded
+    order (splitting a fixed base axis where a size needs part of it); None where sizes do not
+    fall on whole axes (the literal layout then)."""
+
+    vals = target.tolist() if target.ndim == 1 else None
+    if vals is None:
+        cx.fail(f"the shape input must be 1-D, got {target.shape}")
+    in_shape = x.shape
+    out: list[tuple[bool, int] | None] = []
+    for i, d in enumerate(vals):
+        if not isinstance(d, str) and d == 0 and not allowzero:
+            if i >= len(in_shape):
+                cx.fail(f"shape {vals} copies dimension {i} the input does not have")
+            d = in_shape[i]
+        if not isinstance(d, str) and d == -1:
+            out.append(None)
+            continue
+        p = _parse(d)
+        if p is None or (not p[0] and p[1] < 0):
+            cx.fail(f"bad shape {vals}")
+        out.append(p)
+    tot_n = True
+    tot = math.prod(int(d) for d in x.base.shape if d != "N")
+    if out.count(None) > 1:
+        cx.fail(f"shape {vals} has more than one -1")
+    known_n = any(p[0] for p in out if p)
+    known = math.prod(p[1] for p in out if p)
+    if None in out:
+        if known == 0 or tot % known:
+            cx.fail(f"cannot reshape {fmt_view(x)} to {vals}")
+        out[out.index(None)] = (tot_n and not known_n, tot // known)
+    elif known != tot or not known_n:
+        cx.fail(f"cannot reshape {fmt_view(x)} to {vals} (sizes differ)")
+    if sum(1 for p in out if p[0]) != 1:
+        cx.fail(f"reshape of {fmt_view(x)} to {vals}: N must stay in one axis")
+    # walk the expanded axes, splitting a fixed base axis where an output size needs part of it
+    base, order = x.base, list(x.order())
+    shape = list(base.shape)
+    groups: list[tuple[int, ...]] = []
+    pos = 0
+    for has_n, want in out:
+        got_n, got, g = False, 1, []
+        while (got_n, got) != (has_n, want):
+            if pos >= len(order):
+                return None
+            j = order[pos]
+            d = shape[j]
+            if d == "N":
+                if got_n or not has_n:
+                    cx.fail(
+                        f"reshape of {fmt_view(x)} to {vals} splits the batch dimension N "
+                        "across axes"
+                    )
+                got_n = True
+            elif got * d <= want and want % (got * d) == 0:
+                got *= d
+            elif want % got == 0 and d % (want // got) == 0:
+                r = want // got  # split base axis j into (r, d // r)
+                shape = [*shape[:j], r, d // r, *shape[j + 1 :]]
+                order = [o + 1 if o > j else o for o in order]
+                order.insert(pos + 1, j + 1)
+                groups = [tuple(o + 1 if o > j else o for o in gg) for gg in groups]
+                g = [o + 1 if o > j else o for o in g]
+                got *= r
+            else:
+                return None  # not a merge or split of whole axes: the literal layout
+            g.append(j)
+            pos += 1
+        groups.append(tuple(g))
+    while pos < len(order):  # trailing unit axes join the last group
+        j = order[pos]
+        if shape[j] != 1:
+            return None
+        groups[-1] = (*groups[-1], j)
+        pos += 1
+    base = _reshape(base, tuple(shape))
+    return [_out(View(base, tuple(groups)))]
+
+
+def _unsqueeze(cx: Any, x: View, axes: list[int] | None) -> Any:
+    if not axes:
+        cx.fail("Unsqueeze needs axes")
+    r = len(x.groups) + len(axes)
+    ax = sorted(a % r for a in axes)
+    groups, it = [], iter(x.groups)
+    for a in range(r):
+        groups.append(() if a in ax else next(it))
+    return _out(View(x.base, tuple(groups)))
+
+
+def _drop_axes(x: View, drop: set[int], keep_groups: list[tuple[int, ...]]) -> View:
+    """``x`` with unit base axes ``drop`` removed (reshape) and ``keep_groups`` renumbered."""
+    base = x.base
+    shape = tuple(d for j, d in enumerate(base.shape) if j not in drop)
+    new = {j: j - sum(1 for k in drop if k < j) for j in range(len(base.shape))}
+    groups = tuple(tuple(new[j] for j in g if j not in drop) for g in keep_groups)
+    return View(_reshape(base, shape), groups)
+
+
+def _squeeze(cx: Any, x: View, axes: list[int] | None) -> Any:
+    r = len(x.groups)
+    ax = (
+        [a for a in range(r) if x.size(a) == 1]
+        if axes is None
+        else sorted({a % r for a in axes} if all(-r <= a < r for a in axes) else [r])
+    )
+    for a in ax:
+        if a >= r or x.size(a) != 1:
+            cx.fail(f"cannot squeeze axis {a} of {fmt_view(x)}")
+    drop = {j for a in ax for j in x.groups[a]}
+    keep = [g for a, g in enumerate(x.groups) if a not in ax]
+    return _out(_drop_axes(x, drop, keep))
+
+
+def _gather(cx: Any, x: View, idx: np.ndarray, axis: int) -> list | None:
+    from .onnx_import import _take
+
+    r = len(x.groups)
+    if not -r <= axis < r:
+        cx.fail(f"axis {axis} is out of range for rank {r}")
+    axis %= r
+    g = x.groups[axis]
+    size = x.size(axis)
+    if isinstance(size, str) or idx.ndim > 1 or idx.dtype.kind not in "iu":
+        return None  # along N, or a table of indices: the literal layout
+    flat = [int(i) + size if int(i) < 0 else int(i) for i in np.ravel(idx)]
+    if any(not 0 <= i < size for i in flat):
+        cx.fail(f"indices {flat} out of range for axis {axis} of size {size}")
+    if len(g) == 0:  # a unit axis: every index is 0
+        base, groups = x.base, list(x.groups)
+    elif len(g) == 1:
+        base = _take(cx, x.base, g[0], flat)
+        groups = list(x.groups)
+    else:
+        return None
+    if idx.ndim == 0:
+        v = View(base, tuple(groups))
+        return [_out(_drop_axes(v, set(g), [gg for a, gg in enumerate(groups) if a != axis]))]
+    return [_out(View(base, tuple(groups)))]
+
+
+def _align(cx: Any, v: Any, target: View, r: int) -> Any:
+    """Operand ``v`` (a View, a Tensor or an array, ONNX rank <= r, broadcasting) laid out as
+    ``target``'s base (rank-r ONNX view), or None where it cannot be."""
+    from .onnx_import import _permute
+
+    rank = len(target.base.shape)
+    if isinstance(v, Tensor) and "N" in v.shape:
+        v = identity(v)
+    if isinstance(v, View):
+        lead = r - len(v.groups)
+        src: list[int | None] = [None] * rank  # base axis of v for each target axis
+        drop: set[int] = set()
+        for a in range(r):
+            g = target.groups[a]
+            if a < lead:
+                continue
+            b = a - lead
+            if v.size(b) == 1:
+                drop.update(v.groups[b])
+                continue
+            if v.dims(b) != target.dims(a):
+                return None
+            for tj, vj in zip(g, v.groups[b]):
+                src[tj] = vj
+        xv = _drop_axes(v, drop, [g for g in v.groups])  # remap v's axes after the drop
+        new = {}
+        k = 0
+        for j in range(len(v.base.shape)):
+            if j not in drop:
+                new[j] = k
+                k += 1
+        order = [new[s] for s in src if s is not None]
+        t = _permute_base(cx, xv.base, order) if order != sorted(order) else xv.base
+        shape = tuple(target.base.shape[j] if s is not None else 1 for j, s in enumerate(src))
+        return _reshape(t, shape)
+    a = v
+    s = tuple(a.shape)
+    if len(s) > r:
+        return None
+    s = (1,) * (r - len(s)) + s
+    exp: list[Any] = []
+    for ax in range(r):
+        g = target.groups[ax]
+        if s[ax] == 1:
+            exp.extend([1] * len(g))
+            continue
+        d = target.dims(ax)
+        if "N" in d or math.prod(d) != s[ax]:
+            return None
+        exp.extend(d)
+    perm = [0] * rank
+    for pos, j in enumerate(target.order()):
+        perm[j] = pos
+    if isinstance(a, np.ndarray):
+        return np.transpose(a.reshape(exp), perm) if rank else a.reshape(())
+    t = _reshape(a, tuple(exp))
+    return _permute(cx, t, perm) if perm != sorted(perm) else t
+
+
+def _broadcast_rule(imp: Any, cx: Any, ins: list) -> list | None:
+    """An elementwise op: operands aligned to the view of the highest rank, then the rule."""
+    r = max(
+        len(v.groups) if isinstance(v, View) else len(np.shape(v)) for v in ins if v is not None
+    )
+    ti = max(
+        (i for i, v in enumerate(ins) if isinstance(v, View)),
+        key=lambda i: (
+            len(ins[i].groups),
+            sum(ins[i].size(a) != 1 for a in range(len(ins[i].groups))),
+        ),
+    )
+    target = ins[ti]
+    if len(target.groups) < r:
+        target = View(target.base, ((),) * (r - len(target.groups)) + target.groups)
+    new: dict[int, Any] = {ti: target.base}
+    for i, v in enumerate(ins):
+        if v is None or i == ti or (isinstance(v, np.ndarray) and v.ndim == 0):
+            continue
+        if (
+            isinstance(v, np.ndarray)
+            and cx.node.input[i] in imp.initializers
+            and v.dtype.kind == "f"
+            and imp.is_trainable(cx.node.input[i])
+        ):
+            v = imp.as_tensor(cx.node.input[i], cx)  # a weight: trains through the alignment
+        t = _align(cx, v, target, r)
+        if t is None:
+            return None
+        new[i] = t
+    outs = _run(imp, cx, new)
+    res = []
+    for o in outs:
+        if isinstance(o, Tensor) and len(o.shape) == len(target.base.shape):
+            res.append(_out(View(o, target.groups)))
+        else:
+            res.append(o)
+    return res
+
+
+def _along(imp: Any, cx: Any, x: View, attr: str, default: int) -> list | None:
+    """Softmax / LogSoftmax over ONNX axis ``attr``: over the base axis it holds."""
+    r = len(x.groups)
+    axis = int(cx.attr(attr, default))
+    if not -r <= axis < r:
+        cx.fail(f"axis {axis} is out of range for rank {r}")
+    g = x.groups[axis % r]
+    if len(g) != 1 or x.base.shape[g[0]] == "N":
+        return None
+    outs = _run(imp, cx, {0: x.base}, {attr: g[0]})
+    return [_out(View(o, x.groups)) for o in outs]
+
+
+def _layer_norm(imp: Any, cx: Any, x: View) -> list | None:
+    """LayerNormalization over ONNX axes axis..r-1: over the base's last axes when those are
+    the same axes in the same order (torch's LayerNorm over E of [L, N, E])."""
+    r = len(x.groups)
+    axis = int(cx.attr("axis", -1)) % r
+    tail = [j for g in x.groups[axis:] for j in g]
+    rank = len(x.base.shape)
+    if tail != list(range(rank - len(tail), rank)) or any(len(g) != 1 for g in x.groups[axis:]):
+        return None
+    if len([o for o in cx.node.output if o]) > 1:
+        return None  # the mean and inverse deviation outputs: the literal layout
+    outs = _run(imp, cx, {0: x.base}, {"axis": rank - len(tail)})
+    return [_out(View(outs[0], x.groups))]
+
+
+def _reduce(imp: Any, cx: Any, x: View, op: str) -> list | None:
+    """Reduce* over ONNX axes: over the base axes they hold (none may hold N)."""
+    from .onnx_import import _axes_arg
+
+    r = len(x.groups)
+    attr_until = 13 if op == "ReduceSum" else 18
+    axes = _axes_arg(cx, attr_until)
+    if not axes:
+        return None
+    ax = sorted({a % r for a in axes})
+    base_axes = sorted(j for a in ax for j in x.groups[a])
+    if not base_axes or any(x.base.shape[j] == "N" for j in base_axes):
+        return None
+    keep = bool(cx.attr("keepdims", 1))
+    if cx.version < attr_until:
+        outs = _run(imp, cx, {0: x.base}, {"axes": base_axes, "keepdims": 1})
+    else:
+        outs = _run(imp, cx, {0: x.base, 1: np.array(base_axes, np.int64)}, {"keepdims": 1})
+    y = View(outs[0], x.groups)
+    if not keep:
+        y = _drop_axes(y, set(base_axes), [g for a, g in enumerate(x.groups) if a not in ax])
+    return [_out(y)]
+
+
+def _k_last(cx: Any, x: View) -> tuple[Tensor, tuple[tuple[int, ...], ...]]:
+    """The base with the last ONNX axis's base axes moved last and merged into one (K), and
+    the groups of the other ONNX axes in that tensor (the K axis is its last)."""
+    k = x.groups[-1]
+    rest = [j for j in range(len(x.base.shape)) if j not in k]
+    t = _permute_base(cx, x.base, rest + list(k))
+    kd = math.prod(int(x.base.shape[j]) for j in k)
+    t = _reshape(t, (*(x.base.shape[j] for j in rest), kd))
+    new = {j: i for i, j in enumerate(rest)}
+    return t, tuple(tuple(new[j] for j in g) for g in x.groups[:-1])
+
+
+def _matmul(imp: Any, cx: Any, ins: list, op: str) -> list | None:
+    from .onnx_import import _batched_matmul, _matmul_tensors
+
+    a, b = ins[0], ins[1]
+    if (
+        isinstance(a, View)
+        and not isinstance(b, View)
+        and not (isinstance(b, Tensor) and "N" in b.shape)
+    ):
+        if "N" in a.dims(len(a.groups) - 1) or len(a.groups) < 2:
+            return None
+        if op == "Gemm" and cx.attr("transA", 0):
+            return None
+        if len(np.shape(b)) != 2:
+            return None
+        t, groups = _k_last(cx, a)
+        w = cx.x(1)
+        if op == "Gemm" and cx.attr("transB", 0):
+            w = dsl.transpose(w)
+        y = _matmul_tensors(cx, t, w)
+        if op == "Gemm":
+            alpha, beta = float(cx.attr("alpha", 1.0)), float(cx.attr("beta", 1.0))
+            if alpha != 1.0:
+                y = y * alpha
+            if cx.has(2) and beta != 0.0:
+                c = ins[2]
+                if isinstance(c, View) or (isinstance(c, Tensor) and "N" in c.shape):
+                    return None
+                if math.prod(np.shape(c)) not in (1, int(y.shape[-1])) or (
+                    len(np.shape(c)) == 2 and np.shape(c)[0] != 1
+                ):
+                    return None
+                ct = cx.x(2)
+                ct = _reshape(ct, (math.prod(ct.shape),)) if len(ct.shape) > 1 else ct
+                y = y + (ct if beta == 1.0 else ct * beta)
+        return [_out(View(y, (*groups, (len(y.shape) - 1,))))]
+    if op != "MatMul" or not (isinstance(a, View) or isinstance(b, View)):
+        return None
+    a = identity(a) if isinstance(a, Tensor) and "N" in a.shape else a
+    b = identity(b) if isinstance(b, Tensor) and "N" in b.shape else b
+    if not (isinstance(a, View) and isinstance(b, View)) or len(a.groups) != len(b.groups):
+        return None
+    r = len(a.groups)
+    if r < 3:
+        return None
+    parts = []
+    for x in (a, b):
+        batch = [j for g in x.groups[:-2] for j in g]
+        if not batch or batch[0] != 0 or x.base.shape[0] != "N":
+            return None  # N must lead the batch axes
+        m, k = x.groups[-2], x.groups[-1]
+        if any(x.base.shape[j] == "N" for j in (*m, *k)):
+            return None
+        t = _permute_base(cx, x.base, batch + list(m) + list(k))
+        md = math.prod(int(x.base.shape[j]) for j in m)
+        kd = math.prod(int(x.base.shape[j]) for j in k)
+        parts.append(_reshape(t, (*(x.base.shape[j] for j in batch), md, kd)))
+    if [a.dims(i) for i in range(r - 2)] != [b.dims(i) for i in range(r - 2)]:
+        return None
+    y = _batched_matmul(cx, parts[0], parts[1])
+    groups, j = [], 0
+    for i in range(r - 2):
+        groups.append(tuple(range(j, j + len(a.groups[i]))))
+        j += len(a.groups[i])
+    groups += [(j,), (j + 1,)]
+    return [_out(View(y, tuple(groups)))]
