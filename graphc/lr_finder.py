@@ -3,7 +3,9 @@ Networks", 2017, section 3.3), in the form popularized by fastai's ``lr_find``.
 
 The rate grows exponentially from ``start_lr`` to ``end_lr`` over ``num_steps`` training
 steps; the loss of each step is recorded and smoothed with a bias-corrected exponential moving
-average; the search stops early once the smoothed loss exceeds ``diverge`` times its minimum.
+average; the search stops early once the smoothed loss exceeds ``diverge`` times its minimum
+(for a loss that goes below 0, once it exceeds the minimum by ``diverge - 1`` times the
+minimum's magnitude: see ``find_lr``).
 The suggested rate is where the smoothed loss falls fastest against log(lr) (the minimum of
 its numerical derivative). The model's parameters, optimizer state (the step counter
 included), ``lr`` and ``initial_lr`` (the schedules' base rate) are restored afterwards, so the
@@ -78,7 +80,12 @@ def find_lr(
         num_steps: training steps (one rate each, >= 3).
         batch_size: rows per step.
         beta: smoothing factor of the moving average of the loss.
-        diverge: stop when the smoothed loss exceeds this multiple of its minimum.
+        diverge: stop when the smoothed loss exceeds this multiple of its minimum; in general
+            when it rises above the minimum m by more than ``(diverge - 1) * |m|``, the same
+            test for a loss >= 0 and one that still works for losses that go below 0 (a
+            negative log-likelihood, an offset loss: ``sm > diverge * m`` held at once for a
+            negative m, and the sweep stopped after 2 steps with no suggestion, as fastai's
+            lr_find did, fastai issue #962).
         seed: seeds the batch order.
         plot: write the curve to this PNG path (a message instead when matplotlib is missing).
         verbose: 1 prints the suggestion.
@@ -87,12 +94,14 @@ def find_lr(
         LRFinderResult (rates, losses, smoothed losses, suggestion).
 
     Raises:
-        ArgumentError: bad rates or step count; data errors as in ``fit``.
+        ArgumentError: bad rates, step count or ``diverge``; data errors as in ``fit``.
     """
     if not (0 < start_lr < end_lr) or not math.isfinite(end_lr):
         raise ArgumentError(f"find_lr: need 0 < start_lr < end_lr, got {start_lr}, {end_lr}")
     if num_steps < 3:
         raise ArgumentError(f"find_lr: num_steps must be >= 3, got {num_steps}")
+    if not (isinstance(diverge, int | float) and diverge > 1 and math.isfinite(diverge)):
+        raise ArgumentError(f"find_lr: diverge must be a finite number > 1, got {diverge!r}")
     feeds, n = model._as_feeds(x, y, need_labels=True)
     model._validate(feeds)
     saved_params = model.get_weights()
@@ -120,7 +129,7 @@ def find_lr(
             res.lrs.append(lr)
             res.losses.append(float(loss))
             res.smoothed.append(float(sm))
-            if not math.isfinite(sm) or sm > diverge * best:
+            if not math.isfinite(sm) or sm - best > (diverge - 1) * abs(best):
                 res.stopped_early = True
                 break
             best = min(best, sm)

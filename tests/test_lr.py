@@ -125,6 +125,26 @@ def test_find_lr_sweeps_suggests_and_restores_everything(model, caplog) -> None:
         assert "matplotlib is not installed" in caplog.text  # a warning of the graphc logger
 
 
+def test_find_lr_with_a_loss_below_zero() -> None:
+    """A loss offset below 0 (a negative log-likelihood) sweeps as the same loss offset above
+    0 and gives the same suggestion: the divergence test sm > 4 * best held at once for a
+    negative best, and the sweep stopped after 2 steps with no suggestion (fastai #962)."""
+    res = {}
+    for off in (10.0, -10.0):
+        x = gc.input("x", ("N", 3), dtype="f64")
+        y = gc.input("y", ("N", 1), dtype="f64")
+        out = gc.dense(x, 1, name="l")
+        m = gc.compile(out, gc.mean_squared_error(out, y) + off, gc.SGD(lr=0.1), name="lin")
+        m.initialize(3)
+        res[off] = find_lr(m, X, Y, start_lr=1e-4, end_lr=1.0, num_steps=30, batch_size=16)
+    up, down = res[10.0], res[-10.0]
+    assert len(down.lrs) == len(up.lrs) == 30  # no divergence below lr 1 (diverges > ~2)
+    assert np.allclose(np.array(down.losses) + 20.0, up.losses, rtol=1e-9, atol=1e-9)
+    assert down.suggestion is not None and math.isclose(down.suggestion, up.suggestion)
+    with pytest.raises(gc.ArgumentError, match="diverge"):
+        find_lr(m, X, Y, diverge=1.0)
+
+
 def test_steepest_descent_of_a_known_curve() -> None:
     lrs = list(np.logspace(-5, 0, 51))
     smoothed = [1.0 - math.tanh(math.log10(lr) + 2.5) for lr in lrs]  # steepest at 10^-2.5
