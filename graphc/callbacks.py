@@ -29,7 +29,7 @@ import numpy as np
 
 from graphc.ir.errors import ArgumentError, GraphcError, install_hint
 from graphc.runtime.checkpoint import check_file_name
-from graphc.runtime.checks import check_bool
+from graphc.runtime.checks import check_bool, check_count, check_real
 
 
 class Callback:
@@ -130,6 +130,11 @@ class EarlyStopping(Callback):
     Raises:
         ArgumentError: (when ``fit`` starts, before any training) ``monitor`` is not among
             the figures fit reports.
+        OptionTypeError: (when made) ``patience`` or ``start_from_epoch`` not an int,
+            ``min_delta`` or ``baseline`` not a number (a string baseline failed after the
+            first epoch had trained; patience 2.7 was read as 2).
+        GraphcError: (when made) ``patience``, ``min_delta`` or ``start_from_epoch`` negative,
+            ``min_delta`` or ``baseline`` not finite (a NaN min_delta made no epoch improve).
     """
 
     def __init__(
@@ -145,13 +150,14 @@ class EarlyStopping(Callback):
         verbose: int = 0,
     ) -> None:
         self.verbose = verbose
-        if patience < 0 or min_delta < 0 or start_from_epoch < 0:
-            raise GraphcError(
-                "EarlyStopping: patience, min_delta and start_from_epoch must be >= 0"
-            )
-        self.monitor, self.min_delta, self.patience = monitor, float(min_delta), int(patience)
+        self.monitor = monitor
+        self.min_delta = check_real(min_delta, "EarlyStopping: min_delta", 0.0)
+        self.patience = check_count(patience, "EarlyStopping: patience")
         self.mode = _mode_for(monitor, mode, "EarlyStopping")
-        self.baseline, self.start_from_epoch = baseline, int(start_from_epoch)
+        if baseline is not None:  # compared after the first epoch: a string failed there
+            baseline = check_real(baseline, "EarlyStopping: baseline")
+        self.baseline = baseline
+        self.start_from_epoch = check_count(start_from_epoch, "EarlyStopping: start_from_epoch")
         self.restore_best_weights = check_bool(
             restore_best_weights, "EarlyStopping: restore_best_weights"
         )
@@ -222,7 +228,9 @@ class LRSchedule(Callback):
 
     Raises:
         GraphcError: (when made) a factor that gives no valid rate (``gamma`` or ``eta_min``
-            negative or not finite).
+            negative or not finite); a period (``step_size``, ``T_max``) below 1.
+        OptionTypeError: (when made) a period that is not an int (StepLR(1.5) decayed at
+            epochs 2, 3, 5, 6, ...; torch's step_size and T_max are ints).
         ArgumentError: (in ``fit``, before the epoch) the rate computed for an epoch is
             negative or not finite (a ``LambdaLR`` function's), naming the schedule and the
             epoch; the epochs before it stay trained and in the history.
@@ -279,8 +287,7 @@ class StepLR(LRSchedule):
     """lr = base_lr * gamma ** (epoch // step_size) (``torch.optim.lr_scheduler.StepLR``)."""
 
     def __init__(self, step_size: int, gamma: float = 0.1) -> None:
-        if step_size < 1:
-            raise GraphcError(f"StepLR: step_size must be >= 1, got {step_size}")
+        step_size = check_count(step_size, "StepLR: step_size", 1)  # an int, as torch's
         gamma = _check_rate_factor("StepLR", "gamma", gamma)
         self.step_size, self.gamma = step_size, gamma
 
@@ -307,8 +314,7 @@ class CosineAnnealingLR(LRSchedule):
     """
 
     def __init__(self, T_max: int, eta_min: float = 0.0) -> None:
-        if T_max < 1:
-            raise GraphcError(f"CosineAnnealingLR: T_max must be >= 1, got {T_max}")
+        T_max = check_count(T_max, "CosineAnnealingLR: T_max", 1)  # an int, as torch's
         eta_min = _check_rate_factor("CosineAnnealingLR", "eta_min", eta_min)
         self.T_max, self.eta_min = T_max, eta_min
 
@@ -501,8 +507,11 @@ class ReduceLROnPlateau(Callback):
     ``self.reductions``.
 
     Raises:
-        GraphcError: ``factor`` outside (0, 1), an unknown ``threshold_mode`` or
-            ``semantics``, ``min_delta`` given with a ``threshold`` or a ``threshold_mode``
+        OptionTypeError: ``patience`` or ``cooldown`` not an int, ``factor``, ``threshold``,
+            ``min_delta``, ``min_lr`` or ``eps`` not a number.
+        GraphcError: ``factor`` outside (0, 1), ``patience``, ``cooldown``, ``threshold``,
+            ``min_delta``, ``min_lr`` or ``eps`` negative or not finite (patience -1 lowered
+            the rate after every epoch), an unknown ``threshold_mode`` or ``semantics``, ``min_delta`` given with a ``threshold`` or a ``threshold_mode``
             too or with ``semantics="torch"``, or ``threshold``/``threshold_mode`` with
             ``semantics="keras"`` (Keras has ``min_delta`` only).
     """
@@ -527,6 +536,10 @@ class ReduceLROnPlateau(Callback):
             raise GraphcError(
                 f"ReduceLROnPlateau: semantics must be 'torch' or 'keras', got {semantics!r}"
             )
+        who = "ReduceLROnPlateau"
+        threshold = check_real(threshold, f"{who}: threshold", 0.0)
+        if min_delta is not None:
+            min_delta = check_real(min_delta, f"{who}: min_delta", 0.0)
         torch_options = threshold != 1e-4 or threshold_mode != "rel"
         if min_delta is not None:  # Keras's name: an absolute threshold, Keras's rules
             if torch_options:
@@ -551,8 +564,13 @@ class ReduceLROnPlateau(Callback):
             threshold, threshold_mode = float(min_delta), "abs"  # type: ignore[arg-type]
         self.semantics = semantics or "torch"
         self.verbose = verbose
+        factor = check_real(factor, f"{who}: factor")
         if not 0 < factor < 1:
             raise GraphcError(f"ReduceLROnPlateau: factor must lie in (0, 1), got {factor}")
+        patience = check_count(patience, f"{who}: patience")  # -1 lowered the rate every epoch
+        cooldown = check_count(cooldown, f"{who}: cooldown")
+        min_lr = check_real(min_lr, f"{who}: min_lr", 0.0)
+        eps = check_real(eps, f"{who}: eps", 0.0)
         if threshold_mode not in ("rel", "abs"):
             raise GraphcError(
                 f"ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}"
@@ -651,7 +669,8 @@ class ModelCheckpoint(Callback):
             (when made) ``filepath`` is named like another framework's file (Keras's
             ``.keras`` / ``.h5``, ``.pt``, ``.onnx``, ...): graphc writes only its own format,
             which those readers cannot load (runtime.checkpoint.check_file_name).
-        OptionTypeError: (when made) ``save_best_only`` or ``save_weights_only`` not a bool.
+        OptionTypeError: (when made) ``save_best_only`` or ``save_weights_only`` not a bool,
+            ``initial_value_threshold`` not a number (None: none).
     """
 
     def __init__(
@@ -682,6 +701,10 @@ class ModelCheckpoint(Callback):
             "ModelCheckpoint",
         )
         self.mode = _mode_for(monitor, mode, "ModelCheckpoint")
+        if initial_value_threshold is not None:  # compared after the first epoch
+            initial_value_threshold = check_real(
+                initial_value_threshold, "ModelCheckpoint: initial_value_threshold"
+            )
         self.initial_value_threshold = initial_value_threshold
         self.on_train_begin(None)
 

@@ -849,9 +849,9 @@ class Normalization:
             statistics, the same in every process).
 
     Raises:
-        GraphcError: calling the layer before ``adapt`` (or without mean and variance); data
-            that is empty, not numeric or not finite; a feature count that does not match the
-            input's.
+        GraphcError: calling the layer before ``adapt`` (or without mean and variance); data,
+            mean or variance that is empty, not numeric or not finite; a feature count that
+            does not match the input's.
     """
 
     def __init__(
@@ -870,11 +870,14 @@ class Normalization:
         if mean is not None:
             self.mean = np.asarray(mean, dtype=np.float64).reshape(-1)
             self.variance = np.asarray(variance, dtype=np.float64).reshape(-1)
-            if self.mean.shape != self.variance.shape or np.any(self.variance < 0):
+            if self.mean.shape != self.variance.shape or not np.all(self.variance >= 0):
                 raise GraphcError(
                     "Normalization: mean and variance must have one value per feature, "
                     "variance >= 0"
                 )
+            if not (np.all(np.isfinite(self.mean)) and np.all(np.isfinite(self.variance))):
+                # (NaN passed `variance < 0`: every output of the model was NaN)
+                raise GraphcError("Normalization: mean and variance must be finite numbers")
 
     def adapt(self, data: Any) -> Normalization:
         """Learn the per-feature mean and variance of ``data`` (array-like, features on

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.ir.errors import ArgumentError, OptionTypeError
+from graphc.ir.errors import ArgumentError, GraphcError, OptionTypeError
 
 
 class InputRejected(ArgumentError):
@@ -80,6 +80,46 @@ def check_lr(lr: object) -> float:
         raise ArgumentError(
             f"the learning rate must be finite and >= 0, got {v!r}: nothing was changed"
         )
+    return v
+
+
+def check_count(value: object, option: str, low: int = 0) -> int:
+    """``value`` as an int when it is a whole number >= ``low`` (a numpy integer too; a bool,
+    a float such as 2.7 or a string is not): a callback's patience, cooldown or epoch count.
+
+    Raises:
+        OptionTypeError: not an int, naming ``option`` and the value.
+        GraphcError: below ``low``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise OptionTypeError(
+            f"{option} must be an int >= {low}, got {value!r} ({type(value).__name__})"
+        )
+    if value < low:
+        raise GraphcError(f"{option} must be an int >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_real(
+    value: object, option: str, low: float | None = None, *, open_low: bool = False
+) -> float:
+    """``value`` as a float when it is a finite real number (a numpy scalar too; not a bool,
+    a string or None) and at least ``low`` (above it with ``open_low``): a callback's
+    min_delta, factor, threshold or min_lr. NaN is refused: every comparison with it is
+    false, so a NaN min_delta made every epoch "not better" and stopped training silently.
+
+    Raises:
+        OptionTypeError: not a real number, naming ``option`` and the value.
+        GraphcError: not finite, or below (at) ``low``.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise OptionTypeError(f"{option} must be a number, got {value!r} ({type(value).__name__})")
+    v = float(value)
+    if not math.isfinite(v) or (low is not None and (v <= low if open_low else v < low)):
+        bound = "" if low is None else f" {'>' if open_low else '>='} {low:g}"
+        raise GraphcError(f"{option} must be a finite number{bound}, got {value!r}")
     return v
 
 

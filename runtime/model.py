@@ -1603,8 +1603,9 @@ class Model:
 
         The first ``floor(n * (1 - fraction))`` rows train, the rest validate: Keras's split
         (``train_validation_split``), the same float expression, so the same rows."""
-        if not 0 < fraction < 1:
-            raise ArgumentError(f"validation_split must lie in (0, 1), got {fraction}")
+        ok = isinstance(fraction, int | float | np.integer | np.floating)
+        if isinstance(fraction, bool) or not ok or not 0 < fraction < 1:  # ("0.2": TypeError)
+            raise ArgumentError(f"validation_split must lie in (0, 1), got {fraction!r}")
         cut = math.floor(n * (1.0 - fraction))
         if cut < 1 or cut >= n:
             raise ArgumentError(f"validation_split={fraction} leaves no rows on one side")

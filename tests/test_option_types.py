@@ -198,3 +198,47 @@ def test_evaluate_names_keras_arguments_it_has_not(model) -> None:
         model.evaluate(*DATA, sample_weight=np.ones(4))
     with pytest.raises(gc.ArgumentError, match=r"evaluate: no argument 'steps'.*return_dict"):
         model.evaluate(*DATA, steps=1)
+
+
+@pytest.mark.parametrize(
+    "make, kind",
+    [
+        (lambda: EarlyStopping(patience=2.7), TypeError),  # was read as 2
+        (lambda: EarlyStopping(patience="3"), TypeError),
+        (lambda: EarlyStopping(baseline="1.0"), TypeError),  # failed after the first epoch
+        (lambda: EarlyStopping(min_delta=float("nan")), gc.GraphcError),  # no epoch improved
+        (lambda: EarlyStopping(start_from_epoch=-1), gc.GraphcError),
+        (lambda: gc.ReduceLROnPlateau(patience=-1), gc.GraphcError),  # lowered every epoch
+        (lambda: gc.ReduceLROnPlateau(patience=1.5), TypeError),
+        (lambda: gc.ReduceLROnPlateau(cooldown=-2), gc.GraphcError),
+        (lambda: gc.ReduceLROnPlateau(factor="0.5"), TypeError),
+        (lambda: gc.ReduceLROnPlateau(min_lr=float("nan")), gc.GraphcError),
+        (lambda: gc.ReduceLROnPlateau(threshold=-1e-4), gc.GraphcError),
+        (lambda: gc.ReduceLROnPlateau(min_delta="0.1"), TypeError),
+        (lambda: gc.StepLR(1.5), TypeError),  # decayed at epochs 2, 3, 5, 6, ...
+        (lambda: gc.CosineAnnealingLR("10"), TypeError),
+        (lambda: ModelCheckpoint("m.gcm", initial_value_threshold="0.5"), TypeError),
+        (lambda: gc.Normalization(mean=[np.nan, 0.0], variance=[1.0, 1.0]), gc.GraphcError),
+        (lambda: gc.Normalization(mean=[0.0], variance=[np.nan]), gc.GraphcError),
+    ],
+)
+def test_callback_and_layer_numbers_are_checked_when_made(make, kind) -> None:
+    """A callback's counts take ints, its thresholds finite numbers in range, a Normalization's
+    given statistics finite numbers: each wrong value is a GraphcError when the object is
+    made (OptionTypeError, also a TypeError, for the wrong type), before anything trains."""
+    with pytest.raises(kind) as err:
+        make()
+    assert isinstance(err.value, gc.GraphcError)
+
+
+def test_callback_numbers_of_numpy_types_are_taken() -> None:
+    es = EarlyStopping(patience=np.int64(3), min_delta=np.float32(0.5), baseline=np.float64(2))
+    assert (es.patience, es.min_delta, es.baseline) == (3, 0.5, 2.0)
+    assert type(es.patience) is int and type(es.min_delta) is float
+    r = gc.ReduceLROnPlateau(patience=np.int32(2), cooldown=1, factor=np.float64(0.5))
+    assert (r.patience, r.cooldown, r.factor) == (2, 1, 0.5)
+
+
+def test_validation_split_of_another_type_is_refused(model) -> None:
+    with pytest.raises(gc.ArgumentError, match="validation_split"):
+        model.fit(*DATA, validation_split="0.25", verbose=0)  # TypeError escaped
