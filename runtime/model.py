@@ -673,6 +673,8 @@ class Model:
     ) -> tuple[dict[str, np.ndarray], int]:
         prog = self.program
         feeds: dict[str, np.ndarray] = {}
+        if isinstance(x, dict) or isinstance(y, dict):
+            _check_dict_names(prog, x, y)
         if y is None and isinstance(x, dict) and any(n in x for n in prog.label_inputs):
             y = {n: x[n] for n in prog.label_inputs if n in x}  # one dict of every input
         for names, data, what in ((prog.feature_inputs, x, "x"), (prog.label_inputs, y, "y")):
@@ -1659,6 +1661,53 @@ _KERAS_EVAL_ONLY = {
     "use_multiprocessing": _KERAS_FIT_ONLY["workers"],
     "max_queue_size": _KERAS_FIT_ONLY["workers"],
 }
+
+
+def _check_dict_names(prog: Any, x: Any, y: Any) -> None:
+    """Inputs given by name (``x`` and/or ``y`` dicts): an input given twice, in ``x`` and in
+    ``y`` (a label in the features' dict and y too, a feature in y's dict), as two different
+    arrays is refused, naming it (one of them was used silently: y's label, x's feature);
+    the same array twice is fine. A name that is no input of the model warns, as Keras does
+    ("Input dict contained keys ... which did not match any model input"), naming the
+    inputs (a misspelt name among the right ones was ignored without a word).
+
+    Raises:
+        ArgumentError: an input given twice as different arrays.
+    """
+    import warnings
+
+    names = set(prog.feature_inputs) | set(prog.label_inputs)
+    xd = x if isinstance(x, dict) else {}
+    yd = y if isinstance(y, dict) else {}
+    if y is not None and not isinstance(y, dict) and len(prog.label_inputs) == 1:
+        yd = {prog.label_inputs[0]: y}
+    if x is not None and not isinstance(x, dict) and len(prog.feature_inputs) == 1:
+        xd = {prog.feature_inputs[0]: x}
+    for k in xd.keys() & yd.keys():
+        if k in names and xd[k] is not yd[k]:
+            raise ArgumentError(
+                f"input {k!r} is given twice, in x and in y, as different arrays; give it "
+                "once (one of them would be used silently)"
+            )
+    extra = sorted(str(k) for k in (*xd, *yd) if k not in names)
+    if extra:
+        warnings.warn(
+            f"the data names {extra}, which match no input of model {prog.name!r} (its "
+            f"inputs: {sorted(names)}); they are ignored",
+            UserWarning,
+            stacklevel=_caller_level(),
+        )
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` of a warning issued here that names the first frame outside graphc
+    (the user's call), whatever decorators lie between."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ours = tuple(os.path.join(here, d) + os.sep for d in ("runtime", "graphc", "ir", "codegen"))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(ours):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _fit_argument_refused(name: str, method: str = "fit") -> str:

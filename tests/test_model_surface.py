@@ -63,3 +63,33 @@ def test_weights_include_batch_norm_running_statistics(tmp_path):
     fresh.initialize(1)
     fresh.load(str(tmp_path / "ck.npz"))
     np.testing.assert_array_equal(fresh.get_weights()["bn.running_mean"], w["bn.running_mean"])
+
+
+def test_an_input_given_twice_or_a_name_of_no_input() -> None:
+    """Inputs by name: a label in x's dict and y too (or a feature in y's dict) as different
+    arrays is refused naming it (y's label, x's feature, was used silently); the same array
+    twice is fine; a name that matches no input warns naming the inputs (Keras's warning),
+    and the figures are those of the named inputs."""
+    import warnings
+
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(6, 3)).astype(np.float32), rng.normal(size=(6, 2)).astype(np.float32)
+    x, y = gc.input("x", ("N", 3)), gc.input("y", ("N", 2))
+    p = gc.dense(x, 2)
+    m = gc.compile(p, gc.mean_squared_error(p, y), gc.SGD(0.1))
+    want = m.evaluate(X, Y)
+    assert np.isclose(want["loss"], np.mean((m.predict(X).astype(np.float64) - Y) ** 2), rtol=1e-5)
+    with pytest.raises(gc.ArgumentError, match="'y' is given twice"):
+        m.evaluate({"x": X, "y": np.zeros_like(Y)}, Y)
+    with pytest.raises(gc.ArgumentError, match="'x' is given twice"):
+        m.evaluate({"x": X}, {"y": Y, "x": np.zeros_like(X)})
+    with pytest.raises(gc.ArgumentError, match="'y' is given twice"):
+        m.fit({"x": X, "y": np.zeros_like(Y)}, Y, verbose=0)
+    assert m.evaluate({"x": X, "y": Y}, Y) == want  # the same array twice
+    with pytest.warns(UserWarning, match=r"\['labels'\].*inputs: \['x', 'y'\]") as rec:
+        assert m.evaluate({"x": X, "labels": Y}, Y) == want
+    assert rec[0].filename == __file__  # the user's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m.evaluate({"x": X, "y": Y})
+        m.predict({"x": X})
