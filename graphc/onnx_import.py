@@ -1647,6 +1647,16 @@ class Importer:
                     if d.dim_param
                     else " and unnamed: fix it in the file (onnx.tools.update_model_dims)"
                 )
+                first = tt.shape.dim[0]
+                if k == 1 and first.HasField("dim_value") and not first.dim_param:
+                    # torch's sequence-first layout ([L, N, E]: nn.MultiheadAttention or
+                    # nn.Transformer with batch_first=False, exported with the batch axis 1)
+                    hint += (
+                        "; or, for a sequence-first input (the batch at axis 1), export the "
+                        "model with the batch first (batch_first=True, or x.transpose(0, 1) "
+                        "inside forward): graphc's inputs and outputs lead with N, which may "
+                        "move inside the model"
+                    )
                 raise OnnxError(
                     f"{where}: dimension {k} is symbolic ({name}); graphc fixes "
                     f"every dimension but the first (the batch N){hint}"
@@ -1793,6 +1803,19 @@ class Importer:
         operands' views are materialized first (or refused, naming the node and shapes)."""
         node = cx.node
         viewed = [n for n in node.input if n in self.views]
+        if not viewed and self.reshape_of_n(cx):
+            # a Reshape the rule refuses (it puts N after an axis: [1, -1, E] of [N, E] where
+            # a sequence of length 1 was merged with N) may be a view of its input
+            try:
+                return OPS["Reshape"].convert(cx)
+            except OnnxError:
+                try:
+                    outs = onnx_layout.convert(self, cx, reshape=True)
+                except GraphcError:
+                    outs = None
+                if outs is None:
+                    raise
+                return outs
         if not viewed and not self.moves_n(cx):
             return None
         try:
@@ -1808,6 +1831,14 @@ class Importer:
             self.stamp(t, cx)
             self.values[n] = t
         return None
+
+    def reshape_of_n(self, cx: NodeContext) -> bool:
+        """Whether node ``cx`` is a Reshape of a computed value holding N, by a known shape."""
+        node = cx.node
+        if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+            return False
+        x, s = (self.values.get(n, self.initializers.get(n)) for n in node.input[:2])
+        return isinstance(x, Tensor) and "N" in x.shape and isinstance(s, np.ndarray)
 
     def moves_n(self, cx: NodeContext) -> bool:
         """Whether node ``cx`` is a Transpose moving the batch axis N (or merged rows)."""

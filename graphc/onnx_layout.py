@@ -78,7 +78,8 @@ def _sym(m: int) -> str:
 
 
 def identity(t: Tensor) -> View:
-    return View(t, tuple((j,) for j in range(len(t.shape))))
+    """A graphc tensor (N first) as the view of itself, its unit axes dropped from the base."""
+    return _normalize(View(t, tuple((j,) for j in range(len(t.shape)))))
 
 
 def _parse(d: Any) -> tuple[bool, int] | None:
@@ -162,19 +163,34 @@ def _view_of(imp: Any, cx: Any, i: int) -> View | np.ndarray | Tensor | None:
     if isinstance(v, Tensor) and id(v) in imp.merged and id(v) not in imp.lead_ones:
         k = imp.merged[id(v)]
         r = len(v.shape)
-        return View(v, (tuple(range(k)), *((j,) for j in range(k, r))))
+        return _normalize(View(v, (tuple(range(k)), *((j,) for j in range(k, r)))))
     return v
 
 
 def _out(v: View) -> Any:
+    """A rule's result: the base where the view is the identity, else the view with its
+    base's unit axes dropped (so that a unit axis never sits between N and a group's other
+    axes, and groups compare by their sizes)."""
+    if v.literal:
+        return v.base
+    v = _normalize(v)
     return v.base if v.literal else v
 
 
-def convert(imp: Any, cx: Any) -> list | None:
-    """The outputs of node ``cx`` computed through views, or None: materialize its operands."""
+def _normalize(v: View) -> View:
+    units = {j for j, d in enumerate(v.base.shape) if d == 1}
+    return _drop_axes(v, units, list(v.groups)) if units else v
+
+
+def convert(imp: Any, cx: Any, reshape: bool = False) -> list | None:
+    """The outputs of node ``cx`` computed through views, or None: materialize its operands.
+    ``reshape``: a Reshape of a graphc tensor holding N that graphc's own rule refused, tried
+    as a view of it."""
     op = cx.node.op_type if cx.node.domain in ("", "ai.onnx") else ""
     ins = [_view_of(imp, cx, i) for i in range(cx.n_inputs)]
     x = ins[0] if ins else None
+    if reshape and isinstance(x, Tensor):
+        x = ins[0] = identity(x)
     if op == "Transpose":
         if isinstance(x, Tensor) and "N" in x.shape:
             x = identity(x)
@@ -203,15 +219,79 @@ def convert(imp: Any, cx: Any) -> list | None:
         return _gather(cx, x, np.asarray(ins[1]), int(cx.attr("axis", 0)))
     if op in ("MatMul", "Gemm"):
         return _matmul(imp, cx, ins, op)
-    if op in ("Softmax", "LogSoftmax") and cx.version >= 13 and isinstance(x, View):
+    if op in ("Softmax", "LogSoftmax") and isinstance(x, View):
         return _along(imp, cx, x, "axis", -1)
     if op == "LayerNormalization" and isinstance(x, View):
         return _layer_norm(imp, cx, x)
     if op.startswith("Reduce") and isinstance(x, View):
         return _reduce(imp, cx, x, op)
+    if op == "Slice" and isinstance(x, View):
+        return _slice(imp, cx, x)
+    if op == "Split" and isinstance(x, View):
+        g = _single_axis(x, int(cx.attr("axis", 0)))
+        outs = None if g is None else _run(imp, cx, {0: x.base}, {"axis": g})
+        return None if outs is None else [_out(View(o, x.groups)) for o in outs]
+    if op == "Concat":
+        return _concat(imp, cx, ins)
     if _elementwise(op):
         return _broadcast_rule(imp, cx, ins)
     return None
+
+
+def _single_axis(x: View, axis: int) -> int | None:
+    """The base axis ONNX axis ``axis`` holds, where it holds exactly one that is not N."""
+    r = len(x.groups)
+    if not -r <= axis < r:
+        return None  # the rule's own range check, on the literal value
+    g = x.groups[axis % r]
+    return g[0] if len(g) == 1 and x.base.shape[g[0]] != "N" else None
+
+
+def _slice(imp: Any, cx: Any, x: View) -> list | None:
+    """Slice along ONNX axes that each hold one fixed base axis: the rule on the base."""
+    if cx.version < 10:
+        starts, axes = cx.attr("starts"), cx.attr("axes")
+    else:
+        starts = np.asarray(cx.c(1)).tolist()
+        axes = np.asarray(cx.c(3)).tolist() if cx.has(3) else None
+    axes = list(range(len(starts))) if axes is None else [int(a) for a in axes]
+    base_axes = [_single_axis(x, a) for a in axes]
+    if None in base_axes:
+        return None
+    if cx.version < 10:
+        outs = _run(imp, cx, {0: x.base}, {"axes": base_axes})
+    else:
+        outs = _run(imp, cx, {0: x.base, 3: np.array(base_axes, np.int64)})
+    return [_out(View(outs[0], x.groups))]
+
+
+def _concat(imp: Any, cx: Any, ins: list) -> list | None:
+    """Concat along an ONNX axis holding one fixed base axis in every operand (each a value
+    holding N), the operands brought to the first view's layout."""
+    views = [identity(v) if isinstance(v, Tensor) and "N" in v.shape else v for v in ins]
+    first = next((v for v in views if isinstance(v, View)), None)
+    if first is None or any(not isinstance(v, View) for v in views if v is not None):
+        return None
+    r = len(first.groups)
+    axis = int(cx.attr("axis"))
+    if not -r <= axis < r:
+        return None
+    axis %= r
+    j = _single_axis(first, axis)
+    if j is None:
+        return None
+    new = {}
+    for i, v in enumerate(views):
+        if v is None:
+            continue
+        if len(v.groups) != r or _single_axis(v, axis) is None:
+            return None
+        t = _align(cx, v, first, r, free=axis)
+        if t is None:
+            return None
+        new[i] = t
+    outs = _run(imp, cx, new, {"axis": j})
+    return [_out(View(outs[0], first.groups))]
 
 
 def _elementwise(op: str) -> bool:
@@ -220,9 +300,15 @@ def _elementwise(op: str) -> bool:
     return op in ROW_WISE or op in _UNARY or op in ("Abs", "Neg", "Not")
 
 
-def _run(imp: Any, cx: Any, inputs: dict[int, Any], attrs: dict[str, Any] | None = None) -> list:
-    """The node's own rule on operands replaced by ``inputs`` (index -> value) and attributes
-    replaced by ``attrs``."""
+def _run(
+    imp: Any,
+    cx: Any,
+    inputs: dict[int, Any],
+    attrs: dict[str, Any] | None = None,
+    version: int | None = None,
+) -> list:
+    """The node's own rule on operands replaced by ``inputs`` (index -> value), attributes
+    replaced by ``attrs`` (None: removed), read as of opset ``version`` (default: the node's)."""
     from .onnx_import import OPS, NodeContext, require_onnx
 
     onnx = require_onnx()
@@ -232,6 +318,8 @@ def _run(imp: Any, cx: Any, inputs: dict[int, Any], attrs: dict[str, Any] | None
     for i, v in inputs.items():
         name = f"\x00layout{len(imp.values)}_{i}"
         imp.values[name] = v
+        while len(node.input) <= i:
+            node.input.append("")
         node.input[i] = name
         temps.append(name)
     for k, a in (attrs or {}).items():
@@ -240,7 +328,7 @@ def _run(imp: Any, cx: Any, inputs: dict[int, Any], attrs: dict[str, Any] | None
         if a is not None:
             node.attribute.append(onnx.helper.make_attribute(k, a))
     try:
-        cx2 = NodeContext(imp, node, cx.index, cx.version)
+        cx2 = NodeContext(imp, node, cx.index, cx.version if version is None else version)
         return OPS[cx.node.op_type].convert(cx2)
     finally:
         for name in temps:
@@ -390,9 +478,10 @@ def _gather(cx: Any, x: View, idx: np.ndarray, axis: int) -> list | None:
     return [_out(View(base, tuple(groups)))]
 
 
-def _align(cx: Any, v: Any, target: View, r: int) -> Any:
+def _align(cx: Any, v: Any, target: View, r: int, free: int | None = None) -> Any:
     """Operand ``v`` (a View, a Tensor or an array, ONNX rank <= r, broadcasting) laid out as
-    ``target``'s base (rank-r ONNX view), or None where it cannot be."""
+    ``target``'s base (rank-r ONNX view), or None where it cannot be. ``free``: an ONNX axis
+    (one base axis in both) whose size may differ (a Concat's)."""
     from .onnx_import import _permute
 
     rank = len(target.base.shape)
@@ -407,6 +496,9 @@ def _align(cx: Any, v: Any, target: View, r: int) -> Any:
             if a < lead:
                 continue
             b = a - lead
+            if a == free:
+                src[g[0]] = v.groups[b][0]
+                continue
             if v.size(b) == 1:
                 drop.update(v.groups[b])
                 continue
@@ -423,8 +515,16 @@ def _align(cx: Any, v: Any, target: View, r: int) -> Any:
                 k += 1
         order = [new[s] for s in src if s is not None]
         t = _permute_base(cx, xv.base, order) if order != sorted(order) else xv.base
-        shape = tuple(target.base.shape[j] if s is not None else 1 for j, s in enumerate(src))
-        return _reshape(t, shape)
+        fj = target.groups[free][0] if free is not None else None
+        shape = []
+        for j, s in enumerate(src):
+            if s is None:
+                shape.append(1)
+            elif j == fj:
+                shape.append(v.size(free - lead))
+            else:
+                shape.append(target.base.shape[j])
+        return _reshape(t, tuple(shape))
     a = v
     s = tuple(a.shape)
     if len(s) > r:
@@ -490,15 +590,25 @@ def _broadcast_rule(imp: Any, cx: Any, ins: list) -> list | None:
 
 
 def _along(imp: Any, cx: Any, x: View, attr: str, default: int) -> list | None:
-    """Softmax / LogSoftmax over ONNX axis ``attr``: over the base axis it holds."""
+    """Softmax / LogSoftmax over ONNX axis ``axis`` (opset >= 13): over the base axis it holds.
+    Before opset 13 over the ONNX axes from ``axis`` on (the 2-D coercion): over the one base
+    axis they hold, or over the base's trailing axes where they hold those in order."""
     r = len(x.groups)
-    axis = int(cx.attr(attr, default))
+    legacy = cx.version < 13
+    axis = int(cx.attr(attr, 1 if legacy else default))
     if not -r <= axis < r:
-        cx.fail(f"axis {axis} is out of range for rank {r}")
-    g = x.groups[axis % r]
-    if len(g) != 1 or x.base.shape[g[0]] == "N":
+        return None  # the rule's own range check, on the literal value
+    axis %= r
+    tail = [j for g in x.groups[axis:] if legacy for j in g] or list(x.groups[axis])
+    if any(x.base.shape[j] == "N" for j in tail) or not tail:
         return None
-    outs = _run(imp, cx, {0: x.base}, {attr: g[0]})
+    rank = len(x.base.shape)
+    if len(tail) == 1:  # one base axis: Softmax-13's meaning, whatever the opset
+        outs = _run(imp, cx, {0: x.base}, {attr: tail[0]}, version=max(cx.version, 13))
+    elif legacy and tail == list(range(rank - len(tail), rank)):
+        outs = _run(imp, cx, {0: x.base}, {attr: rank - len(tail)})
+    else:
+        return None
     return [_out(View(o, x.groups)) for o in outs]
 
 

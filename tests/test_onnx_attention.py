@@ -1,7 +1,8 @@
 """torch's attention exports through ONNX import (layout views, graphc/onnx_layout.py).
 
 nn.MultiheadAttention (batch first and sequence first, key_padding_mask, a causal attn_mask,
-need_weights), nn.TransformerEncoderLayer (post-norm ReLU, pre-norm GELU), a 2-layer
+need_weights, a sequence of length 1, cross-attention with kdim/vdim returning per-head
+weights), nn.TransformerDecoderLayer, nn.TransformerEncoderLayer (post-norm ReLU, pre-norm GELU), a 2-layer
 nn.TransformerEncoder classifier and F.scaled_dot_product_attention, as both torch exporters
 write them (tests/data/onnx/attn_ts_*: TorchScript, opsets 14 and 17; attn_dyn_*: dynamo,
 opsets 18 and 20; made by export_torch_attn.py): they move the batch axis N (Transpose [N, L, E] ->
@@ -29,8 +30,8 @@ import graphc as gc
 from graphc.ir.errors import OnnxError
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "onnx")
-NAMES = ("mha_bf", "mha_sf", "mha_w", "mha_kpm", "mha_causal", "enc_post_relu")
-NAMES += ("enc_pre_gelu", "cls", "sdpa")
+NAMES = ("mha_bf", "mha_sf", "mha_w", "mha_kpm", "mha_causal", "mha_l1", "enc_post_relu")
+NAMES += ("enc_pre_gelu", "cls", "sdpa", "cross", "dec")
 FILES = [f"attn_ts_{n}_{o}.onnx" for n in NAMES for o in (14, 17)]
 FILES += [f"attn_dyn_{n}_{o}.onnx" for n in NAMES for o in (18, 20)]
 
@@ -53,16 +54,19 @@ def test_torch_attention_export_matches_onnxruntime(name: str) -> None:
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     for batch in (1, 3, 8):
         rng = np.random.default_rng(batch)
-        x = rng.standard_normal((batch, 5, 8)).astype(np.float32)
-        feeds = {"x": x}
-        if "kpm" in name:  # key_padding_mask: True = a padded key (never all of a row)
-            pad = rng.random((batch, 5)) < 0.4
-            pad[:, 0] = False
-            feeds["pad"] = pad
-        want = sess.run(None, feeds)[0]
+        feeds = {}
+        for i in sess.get_inputs():
+            shape = [batch, *i.shape[1:]]
+            if i.type == "tensor(bool)":  # key_padding_mask: True = a padded key (not all)
+                feeds[i.name] = rng.random(shape) < 0.4
+                feeds[i.name][:, 0] = False
+            else:
+                feeds[i.name] = rng.standard_normal(shape).astype(np.float32)
         got = model.predict({k: v.astype(np.float32) for k, v in feeds.items()})
-        assert got.shape == want.shape
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=f"batch {batch}")
+        for o, want in zip(sess.get_outputs(), sess.run(None, feeds)):
+            g = got if isinstance(got, np.ndarray) else got[o.name]
+            assert g.shape == want.shape
+            np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-5, err_msg=f"{o.name} {batch}")
 
 
 def _mha64(x, w_in_t, b_in, w_out, b_out, heads=2):
@@ -200,3 +204,83 @@ def test_views_graphc_cannot_lay_out_are_refused_naming_node_and_shapes() -> Non
         r"batch dimension N to axis 1.*graphc \[N,3,4\]",
     ):
         gc.from_onnx(topk)
+
+
+def _heads_by_chunks(kind: str, opset: int):
+    """Attention as older torch exports wrote it: [N, L, E] -> [L, N, E] -> one projection ->
+    q, k, v by Split (the split attribute before opset 13) or three Slices of the last axis ->
+    [L, N*H, hd] (the size from Shape arithmetic) -> [N*H, L, hd] -> Softmax (the 2-D
+    coercion before opset 13) -> the heads' output and q joined by Concat -> [N, L, H, 2 hd]."""
+    n_l, e, h = 5, 8, 2
+    hd = e // h
+    rng = np.random.default_rng(opset)
+    w = rng.standard_normal((e, 3 * e)).astype(np.float32) / 3
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0, 2]),
+        helper.make_node("MatMul", ["t", "w"], ["qkv"]),
+    ]
+    if kind == "split" and opset < 13:
+        nodes.append(helper.make_node("Split", ["qkv"], list("qkv"), axis=2, split=[e] * 3))
+    elif kind == "split":
+        nodes.append(helper.make_node("Split", ["qkv", "sp"], list("qkv"), axis=-1))
+    else:
+        for i, nm in enumerate("qkv"):
+            nodes.append(helper.make_node("Slice", ["qkv", f"s{i}", f"e{i}", "ax"], [nm]))
+    unsq = (
+        helper.make_node("Unsqueeze", ["nh", "zero"], ["nh1"])
+        if opset >= 13
+        else helper.make_node("Unsqueeze", ["nh"], ["nh1"], axes=[0])
+    )
+    nodes += [
+        helper.make_node("Shape", ["t"], ["sh"]),
+        helper.make_node("Gather", ["sh", "one"], ["n"], axis=0),
+        helper.make_node("Mul", ["n", "hh"], ["nh"]),
+        unsq,
+        helper.make_node("Concat", ["el", "nh1", "hd"], ["shp"], axis=0),
+    ]
+    for nm in "qkv":
+        nodes += [
+            helper.make_node("Reshape", [nm, "shp"], [nm + "r"]),
+            helper.make_node("Transpose", [nm + "r"], [nm + "h"], perm=[1, 0, 2]),
+        ]
+    nodes += [
+        helper.make_node("Transpose", ["kh"], ["kt"], perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["qh", "kt"], ["s"]),
+        helper.make_node("Softmax", ["s"], ["a"], axis=2),
+        helper.make_node("MatMul", ["a", "vh"], ["o"]),
+        helper.make_node("Concat", ["o", "qh"], ["oc"], axis=2),
+        helper.make_node("Transpose", ["oc"], ["ot"], perm=[1, 0, 2]),
+        helper.make_node("Reshape", ["ot", "back"], ["y4"]),
+        helper.make_node("Transpose", ["y4"], ["y"], perm=[1, 0, 2, 3]),
+    ]
+    inits = [numpy_helper.from_array(w, "w"), _i64("sp", [e] * 3), _i64("ax", [2])]
+    inits += [_i64("one", 1), _i64("hh", h), _i64("zero", [0]), _i64("el", [n_l])]
+    inits += [_i64("hd", [hd]), _i64("back", [n_l, -1, h, 2 * hd])]
+    for i in range(3):
+        inits += [_i64(f"s{i}", [i * e]), _i64(f"e{i}", [(i + 1) * e])]
+    used = {i for nd in nodes for i in nd.input}
+    inits = [t for t in inits if t.name in used]
+    return _model(nodes, [_vi("x", ["N", n_l, e])], [_vi("y", None)], inits, opset)
+
+
+@pytest.mark.parametrize(("kind", "opset"), [("split", 11), ("slice", 17)])
+def test_heads_split_by_chunks_and_joined_by_concat_match_onnxruntime(kind, opset) -> None:
+    m = _heads_by_chunks(kind, opset)
+    model = gc.from_onnx(m).compile()
+    rng = np.random.default_rng(1)
+    for batch in (1, 3):
+        x = rng.standard_normal((batch, 5, 8)).astype(np.float32)
+        want = _ort(m, {"x": x})[0]
+        assert want.shape == (batch, 5, 2, 8)
+        np.testing.assert_allclose(model.predict(x), want, rtol=1e-4, atol=1e-5)
+
+
+def test_sequence_first_graph_input_is_refused_with_both_ways_out() -> None:
+    """An input [L, N, E] (nn.MultiheadAttention with batch_first=False exported with the batch
+    at axis 1): graphc's inputs lead with N; the message says how to fix the batch size or to
+    export batch first."""
+    m = _model(
+        [helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [5, "batch", 8])], [_vi("y", None)]
+    )
+    with pytest.raises(OnnxError, match=r"dimension 1 is symbolic.*dims=.*sequence-first"):
+        gc.from_onnx(m)

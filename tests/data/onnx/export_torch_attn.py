@@ -80,44 +80,90 @@ class Sdpa(torch.nn.Module):
         return y.transpose(1, 2).reshape(n, L, E)
 
 
-DYNAMO_OPSETS = (18, 20)  # the dynamo exporter (onnxscript) writes opset 18 and later
+class Cross(torch.nn.Module):
+    """Cross-attention with key and value widths of their own (kdim 6, vdim 4: separate
+    projections), returning the per-head attention weights [N, H, L, S] too."""
 
+    def __init__(self):
+        super().__init__()
+        self.mha = torch.nn.MultiheadAttention(E, H, kdim=6, vdim=4, batch_first=True)
+
+    def forward(self, q, kv):
+        return self.mha(q, kv[..., :6], kv[..., 6:], average_attn_weights=False)
+
+
+class Dec(torch.nn.Module):
+    """nn.TransformerDecoderLayer: causal self-attention, cross-attention to a memory of 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.dec = torch.nn.TransformerDecoderLayer(E, H, 16, dropout=0.1, batch_first=True)
+        self.register_buffer("mask", torch.nn.Transformer.generate_square_subsequent_mask(L))
+
+    def forward(self, t, m):
+        return self.dec(t, m, tgt_mask=self.mask, tgt_is_causal=True)
+
+
+DYNAMO_OPSETS = (18, 20)  # the dynamo exporter (onnxscript) writes opset 18 and later
+X = ("x", (3, L, E))
+
+# name: (module, inputs (name, example shape), outputs)
 MODULES = {
-    "mha_bf": lambda: Mha(True),
-    "mha_sf": lambda: Mha(False),
-    "mha_w": lambda: Mha(False, weights=True),  # the explicit bmm/softmax path, not SDPA
-    "mha_kpm": lambda: Mha(True, kpm=True),
-    "mha_causal": lambda: Mha(False, causal=True),
-    "enc_post_relu": lambda: Enc(False, "relu"),
-    "enc_pre_gelu": lambda: Enc(True, "gelu"),
-    "cls": Cls,
-    "sdpa": Sdpa,
+    "mha_bf": (lambda: Mha(True), [X], ["y"]),
+    "mha_sf": (lambda: Mha(False), [X], ["y"]),
+    "mha_w": (lambda: Mha(False, weights=True), [X], ["y"]),  # explicit bmm/softmax, no SDPA
+    "mha_kpm": (lambda: Mha(True, kpm=True), [X, ("pad", (3, L))], ["y"]),
+    "mha_causal": (lambda: Mha(False, causal=True), [X], ["y"]),
+    "mha_l1": (lambda: torch.nn.MultiheadAttention(16, 4, batch_first=True), [X], ["y"]),
+    "enc_post_relu": (lambda: Enc(False, "relu"), [X], ["y"]),
+    "enc_pre_gelu": (lambda: Enc(True, "gelu"), [X], ["y"]),
+    "cls": (Cls, [X], ["y"]),
+    "sdpa": (Sdpa, [X], ["y"]),
+    "cross": (Cross, [("q", (3, L, E)), ("kv", (3, 4, 10))], ["y", "w"]),
+    "dec": (Dec, [("t", (3, L, E)), ("m", (3, 4, E))], ["y"]),
 }
+
+
+class SelfAttention(torch.nn.Module):
+    """nn.MultiheadAttention(x, x, x) with need_weights=False (a sequence of length 1)."""
+
+    def __init__(self, mha):
+        super().__init__()
+        self.mha = mha
+
+    def forward(self, x):
+        return self.mha(x, x, x, need_weights=False)[0]
+
 
 if __name__ == "__main__":
     only = sys.argv[1:]
-    for name, make in MODULES.items():
+    for name, (make, inputs, outputs) in MODULES.items():
         if only and name not in only:
             continue
         torch.manual_seed(0)
         m = make().eval()
-        x = torch.randn(3, L, E)
-        args, names, dyn = (x,), ["x"], {"x": {0: "batch"}, "y": {0: "batch"}}
-        if name == "mha_kpm":
-            pad = torch.zeros(3, L, dtype=torch.bool)
-            pad[:, -1] = True
-            args, names = (x, pad), ["x", "pad"]
-            dyn["pad"] = {0: "batch"}
+        if name == "mha_l1":
+            m, inputs = SelfAttention(m).eval(), [("x", (3, 1, 16))]
+        args = []
+        for i, shape in inputs:
+            if i == "pad":  # key_padding_mask: True = a padded key
+                a = torch.zeros(shape, dtype=torch.bool)
+                a[:, -1] = True
+            else:
+                a = torch.randn(*shape)
+            args.append(a)
+        names = [i for i, _ in inputs]
+        dyn = {n: {0: "batch"} for n in names + outputs}
         for dynamo, opsets in ((False, (14, 17)), (True, DYNAMO_OPSETS)):
             for opset in opsets:
                 prefix = "attn_dyn" if dynamo else "attn_ts"
                 torch.onnx.export(
                     m,
-                    args,
+                    tuple(args),
                     os.path.join(HERE, f"{prefix}_{name}_{opset}.onnx"),
                     opset_version=opset,
                     input_names=names,
-                    output_names=["y"],
+                    output_names=outputs,
                     dynamic_axes=dyn,
                     dynamo=dynamo,
                     **({"optimize": True, "external_data": False} if dynamo else {}),
