@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import weakref
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -83,6 +84,54 @@ class Optimizer:
             if getattr(self, f.name) is None and f.name not in _OPTIONAL:
                 raise GraphcError(f"{type(self).__name__}: {f.name} has no default; give a value")
         self._check()  # reject bad hyperparameters where they are written, not at compile time
+
+    def bind(self, model: Any) -> None:
+        """Called by the Model compiled with this optimizer (see ``__setattr__``)."""
+        models = self.__dict__.get("_models")
+        if models is None:
+            models = weakref.WeakSet()
+            object.__setattr__(self, "_models", models)
+        models.add(model)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Once a model is compiled with this optimizer (Keras's ``model.optimizer``):
+
+        - ``lr`` or ``learning_rate`` set the learning rate of every such model (its
+          ``model.lr``, a runtime input: Keras's ``model.optimizer.learning_rate = 1e-4``),
+          checked as ``model.lr`` is; the assignment was silently ignored, the models went on
+          at the old rate while the optimizer's repr and model files showed the new one;
+        - another option (momentum, betas, eps, ...) is part of the compiled update, so a new
+          value raises GraphcError instead of being ignored likewise: compile again with a
+          new optimizer (``copy.copy(opt)`` is an unbound copy).
+        """
+        models = self.__dict__.get("_models")
+        if not models:
+            object.__setattr__(self, name, value)
+            return
+        if name in ("lr", "learning_rate"):
+            from graphc.runtime.checks import check_lr
+
+            v = check_lr(value)
+            for m in list(models):
+                m.lr = v
+            object.__setattr__(self, "lr", v)
+            object.__setattr__(self, "learning_rate", v)
+            return
+        old = self.__dict__.get(name, getattr(type(self), name, None))
+        if name in {f.name for f in fields(self)} and not _same_setting(old, value):  # type: ignore[arg-type]
+            raise GraphcError(
+                f"{type(self).__name__}: {name} is compiled into the update of the model(s) "
+                f"built with this optimizer ({name}={old!r}); to train with {name}={value!r}, "
+                f"compile again with a new optimizer (copy.copy(optimizer) is an unbound copy)"
+            )
+        object.__setattr__(self, name, value)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles are unbound (no models: see ``__setattr__``)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_models"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def build(
         self, b: Builder, params: list[str], grads: dict[str, str], lr: str, t: str
@@ -209,6 +258,17 @@ class Optimizer:
         if self.keras:  # Keras: variable.assign_sub(variable * weight_decay * lr)
             return b.sub(p, b.mul(b.mul(p, b.const(wd)), lr))
         return b.mul(p, b.sub(b.const(1.0), b.mul(lr, b.const(wd))))  # torch AdamW
+
+
+def _same_setting(a: Any, b: Any) -> bool:
+    """Whether option values a and b are the same setting (1 and 1.0, (0.9, 0.999) and
+    [0.9, 0.999]): the normalizations ``_check`` writes back are no change."""
+    try:
+        return bool(a == b) or (
+            isinstance(a, tuple | list) and isinstance(b, tuple | list) and list(a) == list(b)
+        )
+    except Exception:
+        return False
 
 
 _OPTIONAL = ("learning_rate", "clipnorm", "clipvalue", "global_clipnorm")  # may stay None

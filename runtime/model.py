@@ -244,6 +244,8 @@ class Model:
         self._compile_split = compile_split
         self._split_jit: Any = None
         self.optimizer = optimizer
+        if hasattr(optimizer, "bind"):  # optimizer.lr = ... sets this model's rate
+            optimizer.bind(self)
         self._param_region = aligned_empty(program.param_bytes)
         self._state_region = aligned_empty(program.state_bytes)
         src = program.training or program.forward
@@ -397,6 +399,12 @@ class Model:
                 a[()] = v
         if not self._fit_depth:  # the user's choice (not a schedule's): the new base rate
             self.initial_lr = v
+        # model.optimizer.lr reads the live rate (Keras's model.optimizer.learning_rate) when
+        # the optimizer belongs to this model alone (graphc.optim.Optimizer.__setattr__)
+        opt = getattr(self, "optimizer", None)
+        models = getattr(opt, "__dict__", {}).get("_models")
+        if models is not None and len(models) == 1 and self in models:
+            object.__setattr__(opt, "lr", v)
 
     @property
     def initial_lr(self) -> float:

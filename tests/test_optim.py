@@ -490,3 +490,40 @@ def test_every_optimizers_help_describes_clipping_and_its_errors() -> None:
         head = text[: text.index("Method resolution order")]
         for word in ("global_clipnorm=c", "clip_grad_norm_", "Raises:", "at most one"):
             assert word in head, (cls.__name__, word)
+
+
+def test_the_optimizer_of_a_compiled_model_sets_its_rate_and_refuses_other_changes() -> None:
+    """Keras's model.optimizer.learning_rate = r sets the rate the next steps use (it was
+    ignored: training went on at the old rate while repr and model files showed r), checked
+    as model.lr; model.optimizer.lr reads the live rate (a schedule's); an option compiled
+    into the update (momentum) refuses a new value instead of being ignored; copies are free."""
+    import copy
+
+    rng = np.random.default_rng(2)
+    X, Y = rng.normal(size=(8, 3)).astype(np.float32), rng.normal(size=(8, 1)).astype(np.float32)
+    x, y = gc.input("x", ("N", 3)), gc.input("y", ("N", 1))
+    p = gc.dense(x, 1)
+    opt = gc.SGD(0.1, momentum=0.9)
+    m = gc.compile(p, gc.mean_squared_error(p, y), opt)
+    w0 = m.get_weights()
+    m.optimizer.learning_rate = 0.0  # a step at rate 0 changes nothing
+    assert m.lr == 0.0 and opt.lr == 0.0
+    m.train_step(X, Y)
+    assert all(np.array_equal(w0[k], v) for k, v in m.get_weights().items())
+    m.optimizer.lr = 0.05
+    g = m.gradients(X, Y)
+    m.train_step(X, Y)  # buffer g after the first step, 0.9 g + g now: the step is 1.9 lr g
+    np.testing.assert_allclose(
+        m.params[next(iter(g))], w0[next(iter(g))] - 0.05 * 1.9 * g[next(iter(g))], rtol=1e-6
+    )
+    with pytest.raises(gc.ArgumentError, match="learning rate"):
+        opt.lr = float("nan")
+    assert m.lr == 0.05
+    with pytest.raises(gc.GraphcError, match="momentum is compiled"):
+        opt.momentum = 0.5
+    opt.momentum = 0.9  # the same value: no change
+    c = copy.copy(opt)
+    c.momentum = 0.5  # an unbound copy
+    assert opt.momentum == 0.9
+    m.fit(X, Y, epochs=2, verbose=0, callbacks=[gc.ExponentialLR(0.5)])
+    assert m.optimizer.lr == m.lr == 0.025
