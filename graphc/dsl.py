@@ -862,7 +862,12 @@ class Normalization:
         variance: Any = None,
         name: str | None = None,
     ) -> None:
-        self.axis, self.name = axis, name
+        if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+            raise GraphcError(
+                f"Normalization: axis must be the int of the one feature axis, got {axis!r} "
+                "(Keras's axis=None or a tuple of axes is not supported)"
+            )
+        self.axis, self.name = int(axis), name
         self.mean: np.ndarray | None = None
         self.variance: np.ndarray | None = None
         if (mean is None) != (variance is None):
@@ -888,6 +893,11 @@ class Normalization:
             raise GraphcError(f"Normalization.adapt: data is not numeric ({e})") from None
         if arr.ndim == 0 or arr.size == 0:
             raise GraphcError(f"Normalization.adapt: data is empty (shape {arr.shape})")
+        if not -arr.ndim <= self.axis < arr.ndim:
+            raise GraphcError(
+                f"Normalization.adapt: axis {self.axis} is not an axis of the data (shape "
+                f"{arr.shape})"
+            )
         if not np.all(np.isfinite(arr)):
             row = int(np.argwhere(~np.isfinite(arr))[0][0])
             raise GraphcError(f"Normalization.adapt: data holds NaN or infinity (row {row})")
@@ -904,7 +914,11 @@ class Normalization:
     def __call__(self, x: Tensor) -> Tensor:
         if self.mean is None:
             raise GraphcError("Normalization: call adapt(data) first (or give mean and variance)")
-        axis = self.axis % len(x.shape) if x.shape else 0
+        if not -len(x.shape) <= self.axis < len(x.shape):  # (% wrapped it to another axis)
+            raise ShapeError(
+                f"Normalization: axis {self.axis} is not an axis of input {x.name} : {x.type}"
+            )
+        axis = self.axis % len(x.shape)
         features = x.shape[axis] if x.shape else None
         if features != len(self.mean):
             raise ShapeError(

@@ -242,3 +242,24 @@ def test_callback_numbers_of_numpy_types_are_taken() -> None:
 def test_validation_split_of_another_type_is_refused(model) -> None:
     with pytest.raises(gc.ArgumentError, match="validation_split"):
         model.fit(*DATA, validation_split="0.25", verbose=0)  # TypeError escaped
+
+
+def test_normalization_axis_is_one_axis_of_the_data() -> None:
+    """Normalization's axis is an int naming an axis of the data and of the input: axis=4 of
+    an [N, 3, 4] input was wrapped (4 % 3) to axis 1 and normalized it silently when the
+    statistics had 3 values; Keras's axis=None / tuples and an axis the data lacks escaped as
+    TypeError / ValueError / numpy's AxisError. The feature axis itself vs numpy float64."""
+    rng = np.random.default_rng(4)
+    data = (rng.normal(size=(20, 3, 4)) * 3 + 1).astype(np.float32)
+    x = gc.input("x", ("N", 3, 4))
+    with pytest.raises(gc.ShapeError, match="axis 4 is not an axis"):
+        gc.Normalization(axis=4, mean=[0.0, 0.0, 0.0], variance=[1.0, 1.0, 1.0])(x)
+    for axis in (None, (1, 2), "1", True):
+        with pytest.raises(gc.GraphcError, match="axis must be the int"):
+            gc.Normalization(axis=axis)
+    with pytest.raises(gc.GraphcError, match="axis 3 is not an axis of the data"):
+        gc.Normalization(axis=3).adapt(data)
+    d = data.astype(np.float64)
+    m = gc.compile(gc.Normalization(axis=np.int64(-2)).adapt(data)(x))
+    want = (d - d.mean(axis=(0, 2), keepdims=True)) / d.std(axis=(0, 2), keepdims=True)
+    np.testing.assert_allclose(m.predict(data), want, rtol=1e-5, atol=1e-5)
