@@ -10,8 +10,10 @@ The public API is a generated C file, compiled by ``cc`` together with that obje
 ``.so``. C rather than LLVM IR for the wrappers because they are argument checks, ``memcpy``,
 ``stdio`` for the weights file and a CRC: plain C is easier to read and audit than IRBuilder
 code for them, it is compiled by the same compiler that checks the header, and a C compiler is
-needed to link the shared library anyway. The wrappers hold no mutable global state: every
-buffer belongs to the caller (``NAME_ctx``), so two contexts can run in two threads.
+needed to link the shared library anyway. Every buffer belongs to the caller (``NAME_ctx``),
+so two contexts can run in two threads; the wrappers' only mutable global state is the table
+of the contexts calls are running on (wrapper.c's enter_ctx: a second call on a running ctx
+gets ERR_BUSY).
 
 Weights file layout (little-endian; ``weights_header``)::
 
@@ -71,7 +73,7 @@ PUBLIC_ENTRIES = ("infer", "train_step", "train_grads", "apply_update")
 # train_step split around the caller's all-reduce of the GRAD_BYTES at the workspace's start.
 TRAIN_ENTRIES = ("train_step", "train_grads", "apply_update")
 THREAD_FUNCTIONS = ("set_num_threads", "get_num_threads")  # NAME_...: wrapped by the C API
-WRAPPER_LOCALS = ("gc_in", "gc_out", "gc_lr", "gc_rc", "gc_loss_scale", "gc_row0")
+WRAPPER_LOCALS = ("gc_in", "gc_out", "gc_lr", "gc_rc", "gc_loss_scale", "gc_row0", "gc_slot")
 
 ERRORS = [  # (macro suffix, code, message); mirrored in runtime/library.py by code
     ("OK", 0, "success"),
@@ -113,6 +115,12 @@ ERRORS = [  # (macro suffix, code, message); mirrored in runtime/library.py by c
         15,
         "an output array overlaps another array of the call, or an array overlaps ctx's "
         "params, state or workspace (or params overlap state or workspace); nothing was written",
+    ),
+    (
+        "ERR_BUSY",
+        16,
+        "another call is running on this ctx (one ctx serves one call at a time: give each "
+        "thread its own ctx and workspace); nothing was written",
     ),
 ]
 CHECK_ERRORS = {
@@ -407,7 +415,8 @@ class _CNames:
             *("uintptr_t", "intptr_t", "size_t", "NULL", "EOF", "errno", "FILE", "API"),
             *("memcpy", "memset", "fopen", "fclose", "fread", "fwrite", "open", "close"),
             *("check_ctx", "check_workspace", "misaligned", "cpu_supported", "little_endian"),
-            *("overlap", "overlaps_ctx"),
+            *("overlap", "overlaps_ctx", "enter_ctx", "leave_ctx", "busy_ctx", "busy_lock"),
+            *("init_ctx", "read_weights", "load_weights", "write_weights"),
             *("stdin", "stdout", "stderr", "main", "bool", "true", "false", "assert"),
         }
     )
@@ -1082,6 +1091,7 @@ def c_source(plan: LibraryPlan, header_name: str) -> str:
         if e in plan.entries:
             L.append("")
             L += _c_entry(plan, plan.entries[e])
+            L += _c_entry_guard(plan, plan.entries[e])
     return "\n".join(L) + "\n"
 
 
@@ -1242,7 +1252,7 @@ def _template_macros(plan: LibraryPlan) -> list[str]:
     if U != "GC":
         for k in ("PARAM_BYTES", "STATE_BYTES", "MIN_ALIGN", "WEIGHTS_FILE_BYTES", "OK"):
             a(f"#define GC_{k} {U}_{k}")
-        for k in ("NULL", "BUFFER", "ALIGN", "WEIGHTS", "IO", "CPU", "OVERLAP"):
+        for k in ("NULL", "BUFFER", "ALIGN", "WEIGHTS", "IO", "CPU", "OVERLAP", "BUSY"):
             a(f"#define GC_ERR_{k} {U}_ERR_{k}")
     a("#define GC_CPU_SUPPORTED cpu_supported")
     if plan.embed:
@@ -1374,9 +1384,14 @@ def _c_cpu_check(plan: LibraryPlan) -> list[str]:
 
 
 def _c_entry(plan: LibraryPlan, e: EntryPlan) -> list[str]:
-    """The public wrapper of entry ``e``: its locals, the checks that return an error code
-    before anything is written, then the call of the hidden entry and its code mapped."""
-    L = [f"API {_prototype(plan, e)} {{"]
+    """The public wrapper of entry ``e``: the ctx entered (wrapper.c's enter_ctx: ERR_BUSY
+    while another call runs on it), then its body: its locals, the checks that return an
+    error code before anything is written, the call of the hidden entry and its code
+    mapped."""
+    proto = _prototype(plan, e)
+    public = f"int {plan.name}_{e.entry}("
+    body = f"int {plan.name}__body_{e.entry}("
+    L = [f"static {body}{proto[len(public) :]} {{"]
     L.append(f"    void *gc_in[{max(1, e.slots_in)}];")
     L.append(f"    void *gc_out[{max(1, e.slots_out)}];")
     if not _has_rows(e):
@@ -1463,3 +1478,19 @@ def _c_entry_call(plan: LibraryPlan, e: EntryPlan) -> list[str]:
     a(f"    return gc_rc ? {U}_ERR_INTERNAL : {U}_OK;")
     a("}")
     return L
+
+
+def _c_entry_guard(plan: LibraryPlan, e: EntryPlan) -> list[str]:
+    """Entry ``e``'s public function: its body (_c_entry) with the ctx entered around it."""
+    proto = _prototype(plan, e)
+    public = f"int {plan.name}_{e.entry}("
+    names = [re.search(r"(\w+)$", a).group(1) for a in proto[len(public) : -1].split(", ")]
+    return [
+        f"API {proto} {{",
+        "    int gc_slot = enter_ctx(ctx), gc_rc;",
+        f"    if (gc_slot < 0) return {plan.upper}_ERR_BUSY;",
+        f"    gc_rc = {plan.name}__body_{e.entry}({', '.join(names)});",
+        "    leave_ctx(gc_slot);",
+        "    return gc_rc;",
+        "}",
+    ]

@@ -214,3 +214,91 @@ def test_c_names_from_any_graph_names_are_ascii_unique_and_not_cpp_keywords(tmp_
     feeds = {v: np.full((2, 4), k + 1.0, np.float32) for k, v in enumerate(["x", "and", "linux"])}
     feeds["\u00f1x"] = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
     np.testing.assert_array_equal(lib.predict(feeds), model.predict(feeds))
+
+
+# Thread 1 runs long infer calls on ctx; meanwhile the main thread calls infer on the same
+# ctx (expected: BUSY, nothing written) and on a second ctx with its own workspace (OK).
+# Prints: the codes seen, whether the refused calls left their outputs alone, then the rows
+# of thread 1's last call and of a call after the join.
+THREADS_C = r"""
+#include "bz.h"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#define N 4096
+#define F 64
+static bz_ctx c, c2;
+static float *x, *y1, *y2, *y3;
+static volatile int running, calls;
+static void *worker(void *arg) {
+    int k, *rc = (int *)arg;
+    for (k = 0; k < 40 && !*rc; k++) {
+        __atomic_store_n(&running, 1, __ATOMIC_SEQ_CST);
+        *rc = bz_infer(&c, N, x, N * F, y1, N * F);
+        __atomic_store_n(&running, 0, __ATOMIC_SEQ_CST);
+        __atomic_add_fetch(&calls, 1, __ATOMIC_SEQ_CST);
+    }
+    return NULL;
+}
+static void make(bz_ctx *k) {
+    k->params = aligned_alloc(64, ((size_t)BZ_PARAM_BYTES + 63) / 64 * 64);
+    k->params_bytes = BZ_PARAM_BYTES;
+    k->state = NULL; k->state_bytes = 0;
+    k->workspace_bytes = bz_workspace_size(N);
+    k->workspace = aligned_alloc(64, ((size_t)k->workspace_bytes + 63) / 64 * 64);
+}
+int main(void) {
+    pthread_t t;
+    int i, rc1 = 0, busy = 0, other_ok = 1, untouched = 1, rc;
+    x = malloc(sizeof(float) * N * F); y1 = malloc(sizeof(float) * N * F);
+    y2 = malloc(sizeof(float) * N * F); y3 = malloc(sizeof(float) * N * F);
+    make(&c); make(&c2);
+    if (bz_init(&c) != BZ_OK || bz_init(&c2) != BZ_OK) return 1;
+    for (i = 0; i < N * F; i++) x[i] = (float)(i % 13) * 0.125f - 0.75f;
+    pthread_create(&t, NULL, worker, &rc1);
+    while (__atomic_load_n(&calls, __ATOMIC_SEQ_CST) < 40 && !busy) {
+        if (!__atomic_load_n(&running, __ATOMIC_SEQ_CST)) continue;
+        memset(y2, 0x7f, sizeof(float) * N * F);
+        rc = bz_infer(&c, 1, x, N * F, y2, N * F);
+        if (rc == BZ_ERR_BUSY) {
+            busy++;
+            for (i = 0; i < F; i++) untouched &= ((unsigned char *)y2)[i] == 0x7f;
+            other_ok &= bz_infer(&c2, N, x, N * F, y3, N * F) == BZ_OK;
+        } else if (rc != BZ_OK) return 2;
+    }
+    pthread_join(t, NULL);
+    printf("worker %d busy %d untouched %d other %d\n", rc1, busy > 0, untouched, other_ok);
+    printf("after %d\n", bz_infer(&c, N, x, N * F, y2, N * F));
+    printf("strerror %s\n", bz_strerror(BZ_ERR_BUSY));
+    printf("same %d %d\n", memcmp(y1, y2, sizeof(float) * N * F) == 0,
+           !other_ok || memcmp(y1, y3, sizeof(float) * N * F) == 0);
+    return 0;
+}
+"""
+
+
+def test_one_ctx_called_from_two_threads_gets_err_busy(tmp_path) -> None:
+    """One ctx called by two threads at once was documented as unsupported and not detected:
+    both calls ran on one workspace (a corrupt arena, wrong rows). The library now enters a
+    ctx for the length of each call (a table of running contexts): the second caller gets
+    ERR_BUSY with its outputs untouched, a second ctx runs alongside, and the rows are the
+    single-threaded ones (compared with a call after the join)."""
+    x = gc.input("x", ("N", 64))
+    h = gc.dense(gc.dense(x, 256, "tanh", name="a"), 64, "tanh", name="b")
+    model = gc.compile([h], name="bz", seed=1)
+    res = model.export(str(tmp_path / "libbz.so"))
+    assert "#define BZ_ERR_BUSY 16" in open(res.header).read()
+    (tmp_path / "t.c").write_text(THREADS_C)
+    exe = str(tmp_path / "t")
+    cmd = [CC, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-pthread", f"-I{tmp_path}",
+           str(tmp_path / "t.c"), f"-L{tmp_path}", "-lbz", f"-Wl,-rpath,{tmp_path}", "-o", exe]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([exe], capture_output=True, text=True, check=False, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "worker 0 busy 1 untouched 1 other 1", lines
+    assert lines[1] == "after 0"
+    assert lines[2].startswith("strerror another call is running on this ctx")
+    assert lines[3] == "same 1 1"

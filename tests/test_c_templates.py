@@ -42,6 +42,7 @@ typedef struct {
 #define GC_ERR_WEIGHTS 4
 #define GC_ERR_IO 5
 #define GC_ERR_OVERLAP 6
+#define GC_ERR_BUSY 7
 static const unsigned char wheader[48] = {0};
 #ifdef GC_EMBEDDED_WEIGHTS
 static const unsigned char weights[256] = {0};

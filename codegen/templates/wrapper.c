@@ -9,7 +9,8 @@
  *   GC_FN(f)                NAME_##f (the public functions' names)
  *   GC_API                  the visibility attribute of a public function
  *   GC_PARAM_BYTES, GC_STATE_BYTES, GC_MIN_ALIGN, GC_WEIGHTS_FILE_BYTES
- *   GC_OK, GC_ERR_NULL, GC_ERR_BUFFER, GC_ERR_ALIGN, GC_ERR_WEIGHTS, GC_ERR_IO, GC_ERR_OVERLAP
+ *   GC_OK, GC_ERR_NULL, GC_ERR_BUFFER, GC_ERR_ALIGN, GC_ERR_WEIGHTS, GC_ERR_IO, GC_ERR_OVERLAP,
+ *   GC_ERR_BUSY
  *   wheader[]               the weights file's header for this model (CRC field zero)
  *   GC_EMBEDDED_WEIGHTS     (optional) the symbol of the params built into the library
  *   GC_EMBEDDED_CRC         (optional) their CRC-32, checked by init (GC_ERR_WEIGHTS)
@@ -40,6 +41,35 @@ static int overlaps_ctx(const GC_CTX *ctx, const void *p, int64_t bytes, int64_t
            (with_state && overlap(p, bytes, ctx->state, GC_STATE_BYTES));
 }
 
+/* The contexts calls are running on now (one ctx used by two threads at once would have both
+   calls write its workspace, params and state: a corrupt arena). A call enters its ctx here
+   first and leaves it when done; a second call on a ctx already in the table gets
+   GC_ERR_BUSY with nothing written. The table is read and changed under a spin lock held for
+   a scan of GC_BUSY_SLOTS pointers (tens of nanoseconds); with every slot taken (that many
+   calls running at once) a call runs untracked. GCC/Clang __atomic builtins. */
+#define GC_BUSY_SLOTS 64
+static const void *busy_ctx[GC_BUSY_SLOTS];
+static int busy_lock;
+/* The slot ctx entered (to pass to leave_ctx), GC_BUSY_SLOTS when untracked (NULL ctx, or a
+   full table), or -1 when a call on ctx is running. */
+static int enter_ctx(const void *ctx) {
+    int i, free_at = GC_BUSY_SLOTS, running = 0;
+    if (!ctx) return GC_BUSY_SLOTS;
+    while (__atomic_exchange_n(&busy_lock, 1, __ATOMIC_ACQUIRE))
+        while (__atomic_load_n(&busy_lock, __ATOMIC_RELAXED)) {
+        }
+    for (i = 0; i < GC_BUSY_SLOTS; i++) {
+        const void *p = __atomic_load_n(&busy_ctx[i], __ATOMIC_RELAXED);
+        if (p == ctx) running = 1;
+        else if (!p && free_at == GC_BUSY_SLOTS) free_at = i;
+    }
+    if (!running && free_at < GC_BUSY_SLOTS) __atomic_store_n(&busy_ctx[free_at], ctx, __ATOMIC_RELAXED);
+    __atomic_store_n(&busy_lock, 0, __ATOMIC_RELEASE);
+    return running ? -1 : free_at;
+}
+static void leave_ctx(int slot) {
+    if (slot >= 0 && slot < GC_BUSY_SLOTS) __atomic_store_n(&busy_ctx[slot], (const void *)0, __ATOMIC_RELEASE);
+}
 /* ctx and its params (and state when need_state) exist, are large enough and aligned. */
 static int check_ctx(const GC_CTX *ctx, int need_state) {
 #ifdef GC_CPU_SUPPORTED
@@ -100,7 +130,7 @@ static int header_matches(const unsigned char *p, int64_t off, int64_t len) {
     return 1;
 }
 
-GC_API int GC_FN(init)(GC_CTX *ctx) {
+static int init_ctx(GC_CTX *ctx) {
     int rc = check_ctx(ctx, 0);
     if (rc) return rc;
     if (ctx->state && (ctx->state_bytes < GC_STATE_BYTES)) return GC_ERR_BUFFER;
@@ -124,7 +154,7 @@ GC_API int GC_FN(init)(GC_CTX *ctx) {
     return GC_OK;
 }
 
-GC_API int GC_FN(read_weights)(GC_CTX *ctx, const void *data, int64_t len) {
+static int read_weights(GC_CTX *ctx, const void *data, int64_t len) {
     const unsigned char *p = (const unsigned char *)data;
     int rc = check_ctx(ctx, 0);
     if (rc) return rc;
@@ -153,7 +183,7 @@ static FILE *open_regular(const char *path) {
     return f;
 }
 
-GC_API int GC_FN(load_weights)(GC_CTX *ctx, const char *path) {
+static int load_weights(GC_CTX *ctx, const char *path) {
     unsigned char buf[4096];
     FILE *f;
     int64_t off = 0, left;
@@ -196,7 +226,7 @@ io:
     return GC_ERR_IO;
 }
 
-GC_API int GC_FN(write_weights)(const GC_CTX *ctx, void *out, int64_t len) {
+static int write_weights(const GC_CTX *ctx, void *out, int64_t len) {
     unsigned char *p = (unsigned char *)out;
     uint32_t crc;
     int rc = check_ctx(ctx, 0);
@@ -212,4 +242,33 @@ GC_API int GC_FN(write_weights)(const GC_CTX *ctx, void *out, int64_t len) {
     p[CRC_AT + 3] = (unsigned char)((crc >> 24) & 0xff);
     memcpy(p + sizeof wheader, ctx->params, (size_t)GC_PARAM_BYTES);
     return GC_OK;
+}
+/* The public functions on a ctx: one call at a time per ctx (enter_ctx). */
+GC_API int GC_FN(init)(GC_CTX *ctx) {
+    int slot = enter_ctx(ctx), rc;
+    if (slot < 0) return GC_ERR_BUSY;
+    rc = init_ctx(ctx);
+    leave_ctx(slot);
+    return rc;
+}
+GC_API int GC_FN(read_weights)(GC_CTX *ctx, const void *data, int64_t len) {
+    int slot = enter_ctx(ctx), rc;
+    if (slot < 0) return GC_ERR_BUSY;
+    rc = read_weights(ctx, data, len);
+    leave_ctx(slot);
+    return rc;
+}
+GC_API int GC_FN(load_weights)(GC_CTX *ctx, const char *path) {
+    int slot = enter_ctx(ctx), rc;
+    if (slot < 0) return GC_ERR_BUSY;
+    rc = load_weights(ctx, path);
+    leave_ctx(slot);
+    return rc;
+}
+GC_API int GC_FN(write_weights)(const GC_CTX *ctx, void *out, int64_t len) {
+    int slot = enter_ctx(ctx), rc;
+    if (slot < 0) return GC_ERR_BUSY;
+    rc = write_weights(ctx, out, len);
+    leave_ctx(slot);
+    return rc;
 }
