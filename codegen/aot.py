@@ -107,8 +107,10 @@ ERRORS = [  # (macro suffix, code, message); mirrored in runtime/library.py by c
     (
         "ERR_LOOKUP",
         14,
-        "an embedding lookup's index is no whole number in -ROWS..ROWS-1 of its table; "
-        "nothing was written",
+        "an index input (an embedding lookup's ids) holds a value outside the whole numbers "
+        "its check lets through (the header's rule for it: -ROWS..ROWS-1 of its table, or "
+        "the range an imported graph's computed index needs); NAME_last_error names the "
+        "row; nothing was written",
     ),
     (
         "ERR_OVERLAP",
@@ -618,7 +620,7 @@ def _meta_port(p: Port, checks: dict[str, InputCheck]) -> dict:
     }
     if p.name in checks:  # the entry's native check of this input (codegen/checks.py)
         c = checks[p.name]
-        out["check"] = [c.kind, c.bound] if c.low is None else [c.kind, c.bound, c.low]
+        out["check"] = [c.kind, c.bound] if c.kind != "index" else [c.kind, c.bound, c.low, c.note]
     return out
 
 
@@ -1090,6 +1092,7 @@ def c_source(plan: LibraryPlan, header_name: str) -> str:
     for e in PUBLIC_ENTRIES:
         if e in plan.entries:
             L.append("")
+            L += _c_explainers(plan, plan.entries[e])
             L += _c_entry(plan, plan.entries[e])
             L += _c_entry_guard(plan, plan.entries[e])
     return "\n".join(L) + "\n"
@@ -1247,6 +1250,7 @@ def _template_macros(plan: LibraryPlan) -> list[str]:
     a = L.append
     a(f"#define GC_CTX {N}_ctx")
     a(f"#define GC_FN(f) {N}_##f")
+    a(f'#define GC_LIB_NAME "{N}"')
     a("#define GC_API API")
     # a model named gc (GC, Gc) has these very macros in its header: defined once, there
     if U != "GC":
@@ -1470,13 +1474,77 @@ def _c_entry_call(plan: LibraryPlan, e: EntryPlan) -> list[str]:
         slot_of = {p.name: p.slot for p in e.inputs}
         if e.lr is not None:
             slot_of[e.lr.name] = e.lr.slot
+        ports = {p.name: p for p in e.inputs}
         for name, c in e.checks.items():
             code = CHECK_BASE + slot_of[name]
+            if c.kind == "lr":
+                why = f"{N}_{e.entry}: the learning rate must be finite and >= 0, got %.9g"
+                a(f"    if (gc_rc == {code}) gc_note({c_string_literal(why)}, (double)lr);")
+            else:
+                p = ports[name]
+                arg, count = (
+                    (f"&gc_{p.cname}", "1")  # a scalar argument (train_grads' loss_scale)
+                    if _scalar_in(e, p)
+                    else (p.cname, f"{U}_{p.cname.upper()}_ELEMS(n)")
+                )
+                a(f"    if (gc_rc == {code}) {_explainer(plan, e, p)}({arg}, {count});")
             a(f"    if (gc_rc == {code}) return {U}_{CHECK_ERRORS[c.kind]};  /* {name} */")
     if e.entry in plan.numerics_offset:
         a(f"    if (gc_rc >= {NUMERICS_BASE}) return gc_rc + {plan.numerics_offset[e.entry]};")
     a(f"    return gc_rc ? {U}_ERR_INTERNAL : {U}_OK;")
     a("}")
+    return L
+
+
+def _explainer(plan: LibraryPlan, e: EntryPlan, p: Port) -> str:
+    """The name of _c_explainers' function for input ``p`` of entry ``e``."""
+    return f"{plan.name}__explain_{e.entry}_{p.slot}"
+
+
+def _c_explainers(plan: LibraryPlan, e: EntryPlan) -> list[str]:
+    """For each checked input of entry ``e``, a function that finds its first value failing
+    the check and writes the message NAME_last_error returns: the entry, the input, the row
+    and the value, the rule (and for an index, why its range is that: the ONNX node whose
+    computed index it keeps in its table), as graphc's Python errors (runtime/checks.py)."""
+    L: list[str] = []
+    rows = {p.name: p for p in e.inputs}
+    for name, c in e.checks.items():
+        if c.kind == "lr":
+            continue
+        p = rows[name]
+        per = p.type.elements_per_row() if p.type.is_batched else 0
+        where = "row" if per else "element"
+        label = name.replace("%", "%%")
+        if c.kind == "index":
+            bad = f"!(v >= {c.lowest}.0 && v <= {c.bound - 1}.0 && v == (double)(int64_t)v)"
+            msg = (
+                f"indices '{label}': {where} %lld holds %.9g, which is no row of its lookup "
+                f"table (whole numbers in {c.lowest}..{c.bound - 1})"
+            )
+            if c.note:
+                msg += "; " + c.note.replace("%", "%%")
+        elif c.kind == "classes":
+            bad = f"v < 0 || v >= {c.bound}.0"
+            msg = f"labels '{label}': {where} %lld has class %.9g, outside 0..{c.bound - 1}"
+        elif c.kind == "unit":
+            bad = "!(v >= 0.0 && v <= 1.0)"
+            msg = f"targets '{label}': {where} %lld holds %.9g, outside [0, 1]"
+        else:
+            bad = "v != v || v - v != 0.0"
+            msg = f"input '{label}': {where} %lld holds %.9g (NaN or Inf are refused)"
+        msg = f"{plan.name}_{e.entry}: {msg}"
+        L += [
+            f"static void {_explainer(plan, e, p)}(const {p.ctype} *a, int64_t count) {{",
+            "    int64_t i;",
+            "    for (i = 0; i < count; i++) {",
+            "        double v = (double)a[i];",
+            f"        if ({bad}) {{",
+            f"            gc_note({c_string_literal(msg)}, (long long)(i / {per or 1}), v);",
+            "            return;",
+            "        }",
+            "    }",
+            "}",
+        ]
     return L
 
 
@@ -1488,9 +1556,9 @@ def _c_entry_guard(plan: LibraryPlan, e: EntryPlan) -> list[str]:
     return [
         f"API {proto} {{",
         "    int gc_slot = enter_ctx(ctx), gc_rc;",
-        f"    if (gc_slot < 0) return {plan.upper}_ERR_BUSY;",
+        f'    if (gc_slot < 0) return gc_noted("{plan.name}_{e.entry}", {plan.upper}_ERR_BUSY);',
         f"    gc_rc = {plan.name}__body_{e.entry}({', '.join(names)});",
         "    leave_ctx(gc_slot);",
-        "    return gc_rc;",
+        f'    return gc_noted("{plan.name}_{e.entry}", gc_rc);',
         "}",
     ]

@@ -58,6 +58,7 @@ class InputCheck:
     kind: str
     bound: int = 0
     low: int | None = None
+    note: str = ""  # why an index check has its range (the ONNX node it keeps in its table)
 
     @property
     def lowest(self) -> int:

@@ -324,7 +324,13 @@ def plan_input_checks(prog: Program, entry: str) -> list[InputCheck]:
     checks nothing else (NaN in, NaN out harms no state)."""
     sched = prog.schedules[entry]
     index_checks = {
-        n.name: InputCheck(n.name, "index", int(n.attr("index_rows")), n.attr("index_low"))
+        n.name: InputCheck(
+            n.name,
+            "index",
+            int(n.attr("index_rows")),
+            n.attr("index_low"),
+            n.attr("index_note") or "",
+        )
         for n in sched.graph.nodes
         if n.op == "input" and n.attr("index_rows") is not None
     }

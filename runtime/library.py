@@ -371,9 +371,8 @@ class Library:
             for p, a in zip(ports, arrays):
                 chk = p.get("check")
                 if chk and chk[0] == kind:
-                    err = explain(
-                        kind, p["name"], np.asarray(a), chk[1], low=chk[2] if len(chk) > 2 else None
-                    )
+                    low, note = (chk[2], chk[3]) if len(chk) > 3 else (None, "")
+                    err = explain(kind, p["name"], np.asarray(a), chk[1], note, low)
                     if "rejected by the native check" not in str(err):
                         return ArgumentError(f"{self.name}_{entry}: {err}")
         return self._error(entry, rc)

@@ -260,9 +260,10 @@ def test_library_exports_only_the_documented_functions(build):
     out = subprocess.run([nm, "-D", "--defined-only", build["lib"]], check=False,
                          capture_output=True, text=True).stdout  # fmt: skip
     names = {line.split()[-1] for line in out.splitlines() if line.strip()}
-    api = {f"digits_{f}" for f in ("strerror", "workspace_size", "init", "load_weights",
-                                   "read_weights", "write_weights", "infer", "train_step",
-                                   "graphc_meta", "set_num_threads", "get_num_threads")}  # fmt: skip
+    api = {f"digits_{f}" for f in ("strerror", "last_error", "workspace_size", "init",
+                                   "load_weights", "read_weights", "write_weights", "infer",
+                                   "train_step", "graphc_meta", "set_num_threads",
+                                   "get_num_threads")}  # fmt: skip
     ours = {n for n in names if n.startswith("digits")}
     assert ours == api, f"unexpected exports {ours ^ api}"
     header = Path(build["dir"] / "digits.h").read_text()

@@ -43,6 +43,8 @@ typedef struct {
 #define GC_ERR_IO 5
 #define GC_ERR_OVERLAP 6
 #define GC_ERR_BUSY 7
+#define GC_LIB_NAME "m"
+const char *m_strerror(int code);
 static const unsigned char wheader[48] = {0};
 #ifdef GC_EMBEDDED_WEIGHTS
 static const unsigned char weights[256] = {0};

@@ -274,6 +274,70 @@ def test_offset_ids_of_two_inputs_get_ranges_that_keep_the_index_in_the_table() 
     model = gc.from_onnx(m).compile()
     ranges = {n.name: index_range(n) for n in model.program.forward.nodes if n.op == "input"}
     (a, b), (c, d) = ranges["ids"], ranges["o"]
-    assert a <= b and c <= d and -10 <= a + 100 - d and b + 100 - c <= 9, ranges
+    assert a <= b and c <= d and a + 100 - d >= -10 and b + 100 - c <= 9, ranges
     feeds = {"ids": np.array([[a, b, a]], np.int64), "o": np.array([[d, c, c]], np.int64)}
     np.testing.assert_array_equal(model.predict(feeds), _ort(m, feeds)[0])
+
+
+LAST_ERROR_C = r"""
+#include "lk.h"
+#include <stdio.h>
+#include <stdlib.h>
+int main(void) {
+    lk_ctx c;
+    float ids[6] = {1, 10, 5, -9, 3, 11}, y[24];
+    int rc;
+    c.params = aligned_alloc(64, ((size_t)LK_PARAM_BYTES + 63) / 64 * 64 + 64);
+    c.params_bytes = LK_PARAM_BYTES;
+    c.state = NULL; c.state_bytes = 0;
+    c.workspace_bytes = lk_workspace_size(2);
+    c.workspace = aligned_alloc(64, ((size_t)c.workspace_bytes + 63) / 64 * 64 + 64);
+    if (lk_init(&c) != LK_OK) return 1;
+    printf("[%s]\n", lk_last_error());
+    rc = lk_infer(&c, 2, ids, 6, y, 24);
+    printf("%d %s\n", rc == LK_ERR_LOOKUP, lk_last_error());
+    rc = lk_infer(&c, 0, ids, 6, y, 24);
+    printf("%d %s\n", rc == LK_ERR_BATCH, lk_last_error());
+    return 0;
+}
+"""
+
+
+def test_the_c_librarys_message_for_a_refused_index_names_the_node(tmp_path) -> None:
+    """The exported library refused ids - 1 outside the table with ERR_LOOKUP, whose only
+    text (NAME_strerror) named neither the input, the row, nor the node whose index the range
+    protects, where Python's error names all three. NAME_last_error now gives the failing
+    call's message: the input, the row, the value, the range and the same node note as
+    Python's (and for other codes the call and the code's text); gc.load's Library says the
+    node too."""
+    import re
+    import shutil
+    import subprocess
+
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    m = _offset_lookup([helper.make_node("Sub", ["ids", "one"], ["i"], name="dec")], {"one": 1})
+    m.graph.node[-1].name = "lookup"
+    model = gc.from_onnx(m).compile(name="lk")
+    bad = np.array([[1, 10, 5], [-9, 3, 11]], np.float32)
+    with pytest.raises(ArgumentError) as py:
+        model.predict(bad)
+    note = str(py.value).split("; ", 2)[-1]
+    assert "node 1 'lookup' (Gather" in note, py.value
+    res = model.export(str(tmp_path / "liblk.so"))
+    with pytest.raises(ArgumentError, match=re.escape(note)):
+        gc.load(res.library).predict(bad)
+    (tmp_path / "t.c").write_text(LAST_ERROR_C)
+    exe = str(tmp_path / "t")
+    cmd = [cc, "-std=c11", "-Wall", "-Werror", f"-I{tmp_path}", str(tmp_path / "t.c"),
+           f"-L{tmp_path}", "-llk", f"-Wl,-rpath,{tmp_path}", "-o", exe]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    out = subprocess.run([exe], capture_output=True, text=True, timeout=60).stdout.splitlines()
+    assert out[0] == "[]"
+    assert out[1] == (
+        "1 lk_infer: indices 'ids': row 1 holds 11, which is no row of its lookup table "
+        f"(whole numbers in -9..10); {note}"
+    )
+    assert out[2] == "1 lk_infer: batch size n is outside 1..MAX_BATCH"

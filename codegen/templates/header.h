@@ -114,6 +114,11 @@ typedef struct GCNAME_ctx {
 
 /* The message of an error code (a static string). */
 const char *GCNAME_strerror(int code);
+/* What the last call of the calling thread that returned an error found, naming the call
+   and, for a value check, the input, the first failing row and its value, the rule, and for
+   an index the ONNX node whose computed index the range keeps in its table (as graphc's
+   Python errors); "" before any error. The thread's own buffer, until its next failing call. */
+const char *GCNAME_last_error(void);
 /* Workspace bytes for batch size n (every entry), or -1 if n is outside 1..MAX_BATCH. */
 int64_t GCNAME_workspace_size(int64_t n);
 //@ if embed
@@ -194,6 +199,7 @@ const char *GCNAME_graphc_meta(void);
 #ifdef GRAPHC_MODEL_ALIASES
 #define model_ctx GCNAME_ctx
 #define model_strerror GCNAME_strerror
+#define model_last_error GCNAME_last_error
 #define model_workspace_size GCNAME_workspace_size
 #define model_init GCNAME_init
 #define model_load_weights GCNAME_load_weights

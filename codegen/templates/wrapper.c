@@ -7,6 +7,7 @@
  *
  *   GC_CTX                  NAME_ctx
  *   GC_FN(f)                NAME_##f (the public functions' names)
+ *   GC_LIB_NAME             "NAME"
  *   GC_API                  the visibility attribute of a public function
  *   GC_PARAM_BYTES, GC_STATE_BYTES, GC_MIN_ALIGN, GC_WEIGHTS_FILE_BYTES
  *   GC_OK, GC_ERR_NULL, GC_ERR_BUFFER, GC_ERR_ALIGN, GC_ERR_WEIGHTS, GC_ERR_IO, GC_ERR_OVERLAP,
@@ -41,6 +42,28 @@ static int overlaps_ctx(const GC_CTX *ctx, const void *p, int64_t bytes, int64_t
            (with_state && overlap(p, bytes, ctx->state, GC_STATE_BYTES));
 }
 
+#include <stdarg.h>
+/* The message NAME_last_error returns: what the last call of this thread that failed found
+   (for an input check: the input, the row, the value and the rule), set by gc_note (the
+   generated explainers) or else by gc_noted from the code's NAME_strerror text. */
+static __thread char gc_message[1024];
+static __thread int gc_explained;
+__attribute__((unused, format(printf, 1, 2))) static void gc_note(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(gc_message, sizeof gc_message, fmt, ap);
+    va_end(ap);
+    gc_explained = 1;
+}
+/* rc, after noting fn's failure (when rc is not GC_OK and no explainer described it). */
+static int gc_noted(const char *fn, int rc) {
+    if (rc != GC_OK && !gc_explained) snprintf(gc_message, sizeof gc_message, "%s: %s", fn, GC_FN(strerror)(rc));
+    gc_explained = 0;
+    return rc;
+}
+GC_API const char *GC_FN(last_error)(void) {
+    return gc_message;
+}
 /* The contexts calls are running on now (one ctx used by two threads at once would have both
    calls write its workspace, params and state: a corrupt arena). A call enters its ctx here
    first and leaves it when done; a second call on a ctx already in the table gets
@@ -246,29 +269,29 @@ static int write_weights(const GC_CTX *ctx, void *out, int64_t len) {
 /* The public functions on a ctx: one call at a time per ctx (enter_ctx). */
 GC_API int GC_FN(init)(GC_CTX *ctx) {
     int slot = enter_ctx(ctx), rc;
-    if (slot < 0) return GC_ERR_BUSY;
+    if (slot < 0) return gc_noted(GC_LIB_NAME "_init", GC_ERR_BUSY);
     rc = init_ctx(ctx);
     leave_ctx(slot);
-    return rc;
+    return gc_noted(GC_LIB_NAME "_init", rc);
 }
 GC_API int GC_FN(read_weights)(GC_CTX *ctx, const void *data, int64_t len) {
     int slot = enter_ctx(ctx), rc;
-    if (slot < 0) return GC_ERR_BUSY;
+    if (slot < 0) return gc_noted(GC_LIB_NAME "_read_weights", GC_ERR_BUSY);
     rc = read_weights(ctx, data, len);
     leave_ctx(slot);
-    return rc;
+    return gc_noted(GC_LIB_NAME "_read_weights", rc);
 }
 GC_API int GC_FN(load_weights)(GC_CTX *ctx, const char *path) {
     int slot = enter_ctx(ctx), rc;
-    if (slot < 0) return GC_ERR_BUSY;
+    if (slot < 0) return gc_noted(GC_LIB_NAME "_load_weights", GC_ERR_BUSY);
     rc = load_weights(ctx, path);
     leave_ctx(slot);
-    return rc;
+    return gc_noted(GC_LIB_NAME "_load_weights", rc);
 }
 GC_API int GC_FN(write_weights)(const GC_CTX *ctx, void *out, int64_t len) {
     int slot = enter_ctx(ctx), rc;
-    if (slot < 0) return GC_ERR_BUSY;
+    if (slot < 0) return gc_noted(GC_LIB_NAME "_write_weights", GC_ERR_BUSY);
     rc = write_weights(ctx, out, len);
     leave_ctx(slot);
-    return rc;
+    return gc_noted(GC_LIB_NAME "_write_weights", rc);
 }

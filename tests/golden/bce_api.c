@@ -354,8 +354,9 @@ static const char *const messages[] = {
     "a binary cross-entropy target is NaN or outside [0, 1]; nothing was written",
     "the learning rate is NaN, infinite or negative; nothing was written",
     "a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written",
-    "an embedding lookup's index is no whole number in -ROWS..ROWS-1 of its table; nothing was written",
+    "an index input (an embedding lookup's ids) holds a value outside the whole numbers its check lets through (the header's rule for it: -ROWS..ROWS-1 of its table, or the range an imported graph's computed index needs); NAME_last_error names the row; nothing was written",
     "an output array overlaps another array of the call, or an array overlaps ctx's params, state or workspace (or params overlap state or workspace); nothing was written",
+    "another call is running on this ctx (one ctx serves one call at a time: give each thread its own ctx and workspace); nothing was written",
 };
 
 API const char *bce_strerror(int code) {
@@ -379,6 +380,7 @@ API int64_t bce_workspace_size(int64_t n) {
 
 #define GC_CTX bce_ctx
 #define GC_FN(f) bce_##f
+#define GC_LIB_NAME "bce"
 #define GC_API API
 #define GC_PARAM_BYTES BCE_PARAM_BYTES
 #define GC_STATE_BYTES BCE_STATE_BYTES
@@ -392,13 +394,14 @@ API int64_t bce_workspace_size(int64_t n) {
 #define GC_ERR_IO BCE_ERR_IO
 #define GC_ERR_CPU BCE_ERR_CPU
 #define GC_ERR_OVERLAP BCE_ERR_OVERLAP
+#define GC_ERR_BUSY BCE_ERR_BUSY
 #define GC_CPU_SUPPORTED cpu_supported
 #define GC_EMBEDDED_WEIGHTS bce__graphc_weights
 #define GC_STATE_INIT state_init
 
 /* [codegen/templates/wrapper.c] */
 
-API int bce_infer(const bce_ctx *ctx, int64_t n, const float *x, int64_t x_len, float *out, int64_t out_len) {
+static int bce__body_infer(const bce_ctx *ctx, int64_t n, const float *x, int64_t x_len, float *out, int64_t out_len) {
     void *gc_in[1];
     void *gc_out[1];
     int gc_rc = check_ctx(ctx, 0);
@@ -418,8 +421,35 @@ API int bce_infer(const bce_ctx *ctx, int64_t n, const float *x, int64_t x_len, 
     gc_rc = bce__graphc_infer(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);
     return gc_rc ? BCE_ERR_INTERNAL : BCE_OK;
 }
+API int bce_infer(const bce_ctx *ctx, int64_t n, const float *x, int64_t x_len, float *out, int64_t out_len) {
+    int gc_slot = enter_ctx(ctx), gc_rc;
+    if (gc_slot < 0) return gc_noted("bce_infer", BCE_ERR_BUSY);
+    gc_rc = bce__body_infer(ctx, n, x, x_len, out, out_len);
+    leave_ctx(gc_slot);
+    return gc_noted("bce_infer", gc_rc);
+}
 
-API int bce_train_step(bce_ctx *ctx, int64_t n, const float *x, int64_t x_len, const float *y, int64_t y_len, float lr, float *loss) {
+static void bce__explain_train_step_0(const float *a, int64_t count) {
+    int64_t i;
+    for (i = 0; i < count; i++) {
+        double v = (double)a[i];
+        if (v != v || v - v != 0.0) {
+            gc_note("bce_train_step: input 'x': row %lld holds %.9g (NaN or Inf are refused)", (long long)(i / 30), v);
+            return;
+        }
+    }
+}
+static void bce__explain_train_step_1(const float *a, int64_t count) {
+    int64_t i;
+    for (i = 0; i < count; i++) {
+        double v = (double)a[i];
+        if (!(v >= 0.0 && v <= 1.0)) {
+            gc_note("bce_train_step: targets 'y': row %lld holds %.9g, outside [0, 1]", (long long)(i / 1), v);
+            return;
+        }
+    }
+}
+static int bce__body_train_step(bce_ctx *ctx, int64_t n, const float *x, int64_t x_len, const float *y, int64_t y_len, float lr, float *loss) {
     void *gc_in[3];
     void *gc_out[1];
     float gc_lr = lr;
@@ -442,13 +472,53 @@ API int bce_train_step(bce_ctx *ctx, int64_t n, const float *x, int64_t x_len, c
     gc_in[2] = &gc_lr;
     gc_out[0] = (void *)loss;
     gc_rc = bce__graphc_train_step(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);
+    if (gc_rc == 16777216) bce__explain_train_step_0(x, BCE_X_ELEMS(n));
     if (gc_rc == 16777216) return BCE_ERR_NONFINITE;  /* x */
+    if (gc_rc == 16777217) bce__explain_train_step_1(y, BCE_Y_ELEMS(n));
     if (gc_rc == 16777217) return BCE_ERR_TARGET;  /* y */
+    if (gc_rc == 16777218) gc_note("bce_train_step: the learning rate must be finite and >= 0, got %.9g", (double)lr);
     if (gc_rc == 16777218) return BCE_ERR_LR;  /* lr */
     return gc_rc ? BCE_ERR_INTERNAL : BCE_OK;
 }
+API int bce_train_step(bce_ctx *ctx, int64_t n, const float *x, int64_t x_len, const float *y, int64_t y_len, float lr, float *loss) {
+    int gc_slot = enter_ctx(ctx), gc_rc;
+    if (gc_slot < 0) return gc_noted("bce_train_step", BCE_ERR_BUSY);
+    gc_rc = bce__body_train_step(ctx, n, x, x_len, y, y_len, lr, loss);
+    leave_ctx(gc_slot);
+    return gc_noted("bce_train_step", gc_rc);
+}
 
-API int bce_train_grads(bce_ctx *ctx, int64_t n, const float *x, int64_t x_len, const float *y, int64_t y_len, float loss_scale, int64_t row0, float *loss) {
+static void bce__explain_train_grads_0(const float *a, int64_t count) {
+    int64_t i;
+    for (i = 0; i < count; i++) {
+        double v = (double)a[i];
+        if (v != v || v - v != 0.0) {
+            gc_note("bce_train_grads: input 'x': row %lld holds %.9g (NaN or Inf are refused)", (long long)(i / 30), v);
+            return;
+        }
+    }
+}
+static void bce__explain_train_grads_2(const float *a, int64_t count) {
+    int64_t i;
+    for (i = 0; i < count; i++) {
+        double v = (double)a[i];
+        if (!(v >= 0.0 && v <= 1.0)) {
+            gc_note("bce_train_grads: targets 'y': row %lld holds %.9g, outside [0, 1]", (long long)(i / 1), v);
+            return;
+        }
+    }
+}
+static void bce__explain_train_grads_3(const float *a, int64_t count) {
+    int64_t i;
+    for (i = 0; i < count; i++) {
+        double v = (double)a[i];
+        if (v != v || v - v != 0.0) {
+            gc_note("bce_train_grads: input 'loss_scale': element %lld holds %.9g (NaN or Inf are refused)", (long long)(i / 1), v);
+            return;
+        }
+    }
+}
+static int bce__body_train_grads(bce_ctx *ctx, int64_t n, const float *x, int64_t x_len, const float *y, int64_t y_len, float loss_scale, int64_t row0, float *loss) {
     void *gc_in[4];
     void *gc_out[1];
     int64_t gc_row0 = (int64_t)row0;
@@ -474,13 +544,23 @@ API int bce_train_grads(bce_ctx *ctx, int64_t n, const float *x, int64_t x_len, 
     gc_in[3] = &gc_loss_scale;
     gc_out[0] = (void *)loss;
     gc_rc = bce__graphc_train_grads(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);
+    if (gc_rc == 16777216) bce__explain_train_grads_0(x, BCE_X_ELEMS(n));
     if (gc_rc == 16777216) return BCE_ERR_NONFINITE;  /* x */
+    if (gc_rc == 16777218) bce__explain_train_grads_2(y, BCE_Y_ELEMS(n));
     if (gc_rc == 16777218) return BCE_ERR_TARGET;  /* y */
+    if (gc_rc == 16777219) bce__explain_train_grads_3(&gc_loss_scale, 1);
     if (gc_rc == 16777219) return BCE_ERR_NONFINITE;  /* loss_scale */
     return gc_rc ? BCE_ERR_INTERNAL : BCE_OK;
 }
+API int bce_train_grads(bce_ctx *ctx, int64_t n, const float *x, int64_t x_len, const float *y, int64_t y_len, float loss_scale, int64_t row0, float *loss) {
+    int gc_slot = enter_ctx(ctx), gc_rc;
+    if (gc_slot < 0) return gc_noted("bce_train_grads", BCE_ERR_BUSY);
+    gc_rc = bce__body_train_grads(ctx, n, x, x_len, y, y_len, loss_scale, row0, loss);
+    leave_ctx(gc_slot);
+    return gc_noted("bce_train_grads", gc_rc);
+}
 
-API int bce_apply_update(bce_ctx *ctx, float lr) {
+static int bce__body_apply_update(bce_ctx *ctx, float lr) {
     void *gc_in[1];
     void *gc_out[1];
     int64_t n = 1;
@@ -492,6 +572,14 @@ API int bce_apply_update(bce_ctx *ctx, float lr) {
     if (gc_rc) return gc_rc;
     gc_in[0] = &gc_lr;
     gc_rc = bce__graphc_apply_update(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);
+    if (gc_rc == 16777216) gc_note("bce_apply_update: the learning rate must be finite and >= 0, got %.9g", (double)lr);
     if (gc_rc == 16777216) return BCE_ERR_LR;  /* lr */
     return gc_rc ? BCE_ERR_INTERNAL : BCE_OK;
+}
+API int bce_apply_update(bce_ctx *ctx, float lr) {
+    int gc_slot = enter_ctx(ctx), gc_rc;
+    if (gc_slot < 0) return gc_noted("bce_apply_update", BCE_ERR_BUSY);
+    gc_rc = bce__body_apply_update(ctx, lr);
+    leave_ctx(gc_slot);
+    return gc_noted("bce_apply_update", gc_rc);
 }

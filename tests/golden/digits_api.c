@@ -192,8 +192,9 @@ static const char *const messages[] = {
     "a binary cross-entropy target is NaN or outside [0, 1]; nothing was written",
     "the learning rate is NaN, infinite or negative; nothing was written",
     "a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written",
-    "an embedding lookup's index is no whole number in -ROWS..ROWS-1 of its table; nothing was written",
+    "an index input (an embedding lookup's ids) holds a value outside the whole numbers its check lets through (the header's rule for it: -ROWS..ROWS-1 of its table, or the range an imported graph's computed index needs); NAME_last_error names the row; nothing was written",
     "an output array overlaps another array of the call, or an array overlaps ctx's params, state or workspace (or params overlap state or workspace); nothing was written",
+    "another call is running on this ctx (one ctx serves one call at a time: give each thread its own ctx and workspace); nothing was written",
 };
 
 API const char *digits_strerror(int code) {
@@ -217,6 +218,7 @@ API int64_t digits_workspace_size(int64_t n) {
 
 #define GC_CTX digits_ctx
 #define GC_FN(f) digits_##f
+#define GC_LIB_NAME "digits"
 #define GC_API API
 #define GC_PARAM_BYTES DIGITS_PARAM_BYTES
 #define GC_STATE_BYTES DIGITS_STATE_BYTES
@@ -230,12 +232,13 @@ API int64_t digits_workspace_size(int64_t n) {
 #define GC_ERR_IO DIGITS_ERR_IO
 #define GC_ERR_CPU DIGITS_ERR_CPU
 #define GC_ERR_OVERLAP DIGITS_ERR_OVERLAP
+#define GC_ERR_BUSY DIGITS_ERR_BUSY
 #define GC_CPU_SUPPORTED cpu_supported
 #define GC_EMBEDDED_WEIGHTS digits__graphc_weights
 
 /* [codegen/templates/wrapper.c] */
 
-API int digits_infer(const digits_ctx *ctx, int64_t n, const float *x, int64_t x_len, float *y, int64_t y_len) {
+static int digits__body_infer(const digits_ctx *ctx, int64_t n, const float *x, int64_t x_len, float *y, int64_t y_len) {
     void *gc_in[1];
     void *gc_out[1];
     int gc_rc = check_ctx(ctx, 0);
@@ -255,8 +258,35 @@ API int digits_infer(const digits_ctx *ctx, int64_t n, const float *x, int64_t x
     gc_rc = digits__graphc_infer(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);
     return gc_rc ? DIGITS_ERR_INTERNAL : DIGITS_OK;
 }
+API int digits_infer(const digits_ctx *ctx, int64_t n, const float *x, int64_t x_len, float *y, int64_t y_len) {
+    int gc_slot = enter_ctx(ctx), gc_rc;
+    if (gc_slot < 0) return gc_noted("digits_infer", DIGITS_ERR_BUSY);
+    gc_rc = digits__body_infer(ctx, n, x, x_len, y, y_len);
+    leave_ctx(gc_slot);
+    return gc_noted("digits_infer", gc_rc);
+}
 
-API int digits_train_step(digits_ctx *ctx, int64_t n, const float *x, int64_t x_len, const int32_t *labels, int64_t labels_len, float lr, float *loss) {
+static void digits__explain_train_step_0(const float *a, int64_t count) {
+    int64_t i;
+    for (i = 0; i < count; i++) {
+        double v = (double)a[i];
+        if (v != v || v - v != 0.0) {
+            gc_note("digits_train_step: input 'x': row %lld holds %.9g (NaN or Inf are refused)", (long long)(i / 64), v);
+            return;
+        }
+    }
+}
+static void digits__explain_train_step_1(const int32_t *a, int64_t count) {
+    int64_t i;
+    for (i = 0; i < count; i++) {
+        double v = (double)a[i];
+        if (v < 0 || v >= 10.0) {
+            gc_note("digits_train_step: labels 'labels': row %lld has class %.9g, outside 0..9", (long long)(i / 1), v);
+            return;
+        }
+    }
+}
+static int digits__body_train_step(digits_ctx *ctx, int64_t n, const float *x, int64_t x_len, const int32_t *labels, int64_t labels_len, float lr, float *loss) {
     void *gc_in[3];
     void *gc_out[1];
     float gc_lr = lr;
@@ -279,8 +309,18 @@ API int digits_train_step(digits_ctx *ctx, int64_t n, const float *x, int64_t x_
     gc_in[2] = &gc_lr;
     gc_out[0] = (void *)loss;
     gc_rc = digits__graphc_train_step(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);
+    if (gc_rc == 16777216) digits__explain_train_step_0(x, DIGITS_X_ELEMS(n));
     if (gc_rc == 16777216) return DIGITS_ERR_NONFINITE;  /* x */
+    if (gc_rc == 16777217) digits__explain_train_step_1(labels, DIGITS_LABELS_ELEMS(n));
     if (gc_rc == 16777217) return DIGITS_ERR_LABEL;  /* labels */
+    if (gc_rc == 16777218) gc_note("digits_train_step: the learning rate must be finite and >= 0, got %.9g", (double)lr);
     if (gc_rc == 16777218) return DIGITS_ERR_LR;  /* lr */
     return gc_rc ? DIGITS_ERR_INTERNAL : DIGITS_OK;
+}
+API int digits_train_step(digits_ctx *ctx, int64_t n, const float *x, int64_t x_len, const int32_t *labels, int64_t labels_len, float lr, float *loss) {
+    int gc_slot = enter_ctx(ctx), gc_rc;
+    if (gc_slot < 0) return gc_noted("digits_train_step", DIGITS_ERR_BUSY);
+    gc_rc = digits__body_train_step(ctx, n, x, x_len, labels, labels_len, lr, loss);
+    leave_ctx(gc_slot);
+    return gc_noted("digits_train_step", gc_rc);
 }

@@ -234,8 +234,9 @@ static const char *const messages[] = {
     "a binary cross-entropy target is NaN or outside [0, 1]; nothing was written",
     "the learning rate is NaN, infinite or negative; nothing was written",
     "a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written",
-    "an embedding lookup's index is no whole number in -ROWS..ROWS-1 of its table; nothing was written",
+    "an index input (an embedding lookup's ids) holds a value outside the whole numbers its check lets through (the header's rule for it: -ROWS..ROWS-1 of its table, or the range an imported graph's computed index needs); NAME_last_error names the row; nothing was written",
     "an output array overlaps another array of the call, or an array overlaps ctx's params, state or workspace (or params overlap state or workspace); nothing was written",
+    "another call is running on this ctx (one ctx serves one call at a time: give each thread its own ctx and workspace); nothing was written",
 };
 
 API const char *split_strerror(int code) {
@@ -259,6 +260,7 @@ API int64_t split_workspace_size(int64_t n) {
 
 #define GC_CTX split_ctx
 #define GC_FN(f) split_##f
+#define GC_LIB_NAME "split"
 #define GC_API API
 #define GC_PARAM_BYTES SPLIT_PARAM_BYTES
 #define GC_STATE_BYTES SPLIT_STATE_BYTES
@@ -272,11 +274,12 @@ API int64_t split_workspace_size(int64_t n) {
 #define GC_ERR_IO SPLIT_ERR_IO
 #define GC_ERR_CPU SPLIT_ERR_CPU
 #define GC_ERR_OVERLAP SPLIT_ERR_OVERLAP
+#define GC_ERR_BUSY SPLIT_ERR_BUSY
 #define GC_CPU_SUPPORTED cpu_supported
 
 /* [codegen/templates/wrapper.c] */
 
-API int split_infer(const split_ctx *ctx, int64_t n, const float *x, int64_t x_len, float *y, int64_t y_len) {
+static int split__body_infer(const split_ctx *ctx, int64_t n, const float *x, int64_t x_len, float *y, int64_t y_len) {
     void *gc_in[1];
     void *gc_out[1];
     int gc_rc = check_ctx(ctx, 0);
@@ -296,8 +299,35 @@ API int split_infer(const split_ctx *ctx, int64_t n, const float *x, int64_t x_l
     gc_rc = split__graphc_infer(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);
     return gc_rc ? SPLIT_ERR_INTERNAL : SPLIT_OK;
 }
+API int split_infer(const split_ctx *ctx, int64_t n, const float *x, int64_t x_len, float *y, int64_t y_len) {
+    int gc_slot = enter_ctx(ctx), gc_rc;
+    if (gc_slot < 0) return gc_noted("split_infer", SPLIT_ERR_BUSY);
+    gc_rc = split__body_infer(ctx, n, x, x_len, y, y_len);
+    leave_ctx(gc_slot);
+    return gc_noted("split_infer", gc_rc);
+}
 
-API int split_train_step(split_ctx *ctx, int64_t n, const float *x, int64_t x_len, const int32_t *labels, int64_t labels_len, float lr, float *loss) {
+static void split__explain_train_step_0(const float *a, int64_t count) {
+    int64_t i;
+    for (i = 0; i < count; i++) {
+        double v = (double)a[i];
+        if (v != v || v - v != 0.0) {
+            gc_note("split_train_step: input 'x': row %lld holds %.9g (NaN or Inf are refused)", (long long)(i / 64), v);
+            return;
+        }
+    }
+}
+static void split__explain_train_step_1(const int32_t *a, int64_t count) {
+    int64_t i;
+    for (i = 0; i < count; i++) {
+        double v = (double)a[i];
+        if (v < 0 || v >= 10.0) {
+            gc_note("split_train_step: labels 'labels': row %lld has class %.9g, outside 0..9", (long long)(i / 1), v);
+            return;
+        }
+    }
+}
+static int split__body_train_step(split_ctx *ctx, int64_t n, const float *x, int64_t x_len, const int32_t *labels, int64_t labels_len, float lr, float *loss) {
     void *gc_in[3];
     void *gc_out[1];
     float gc_lr = lr;
@@ -320,13 +350,53 @@ API int split_train_step(split_ctx *ctx, int64_t n, const float *x, int64_t x_le
     gc_in[2] = &gc_lr;
     gc_out[0] = (void *)loss;
     gc_rc = split__graphc_train_step(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);
+    if (gc_rc == 16777216) split__explain_train_step_0(x, SPLIT_X_ELEMS(n));
     if (gc_rc == 16777216) return SPLIT_ERR_NONFINITE;  /* x */
+    if (gc_rc == 16777217) split__explain_train_step_1(labels, SPLIT_LABELS_ELEMS(n));
     if (gc_rc == 16777217) return SPLIT_ERR_LABEL;  /* labels */
+    if (gc_rc == 16777218) gc_note("split_train_step: the learning rate must be finite and >= 0, got %.9g", (double)lr);
     if (gc_rc == 16777218) return SPLIT_ERR_LR;  /* lr */
     return gc_rc ? SPLIT_ERR_INTERNAL : SPLIT_OK;
 }
+API int split_train_step(split_ctx *ctx, int64_t n, const float *x, int64_t x_len, const int32_t *labels, int64_t labels_len, float lr, float *loss) {
+    int gc_slot = enter_ctx(ctx), gc_rc;
+    if (gc_slot < 0) return gc_noted("split_train_step", SPLIT_ERR_BUSY);
+    gc_rc = split__body_train_step(ctx, n, x, x_len, labels, labels_len, lr, loss);
+    leave_ctx(gc_slot);
+    return gc_noted("split_train_step", gc_rc);
+}
 
-API int split_train_grads(split_ctx *ctx, int64_t n, const float *x, int64_t x_len, const int32_t *labels, int64_t labels_len, float loss_scale, int64_t row0, float *loss) {
+static void split__explain_train_grads_0(const float *a, int64_t count) {
+    int64_t i;
+    for (i = 0; i < count; i++) {
+        double v = (double)a[i];
+        if (v != v || v - v != 0.0) {
+            gc_note("split_train_grads: input 'x': row %lld holds %.9g (NaN or Inf are refused)", (long long)(i / 64), v);
+            return;
+        }
+    }
+}
+static void split__explain_train_grads_1(const int32_t *a, int64_t count) {
+    int64_t i;
+    for (i = 0; i < count; i++) {
+        double v = (double)a[i];
+        if (v < 0 || v >= 10.0) {
+            gc_note("split_train_grads: labels 'labels': row %lld has class %.9g, outside 0..9", (long long)(i / 1), v);
+            return;
+        }
+    }
+}
+static void split__explain_train_grads_2(const float *a, int64_t count) {
+    int64_t i;
+    for (i = 0; i < count; i++) {
+        double v = (double)a[i];
+        if (v != v || v - v != 0.0) {
+            gc_note("split_train_grads: input 'loss_scale': element %lld holds %.9g (NaN or Inf are refused)", (long long)(i / 1), v);
+            return;
+        }
+    }
+}
+static int split__body_train_grads(split_ctx *ctx, int64_t n, const float *x, int64_t x_len, const int32_t *labels, int64_t labels_len, float loss_scale, int64_t row0, float *loss) {
     void *gc_in[3];
     void *gc_out[1];
     float gc_loss_scale = (float)loss_scale;
@@ -351,13 +421,23 @@ API int split_train_grads(split_ctx *ctx, int64_t n, const float *x, int64_t x_l
     gc_in[2] = &gc_loss_scale;
     gc_out[0] = (void *)loss;
     gc_rc = split__graphc_train_grads(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);
+    if (gc_rc == 16777216) split__explain_train_grads_0(x, SPLIT_X_ELEMS(n));
     if (gc_rc == 16777216) return SPLIT_ERR_NONFINITE;  /* x */
+    if (gc_rc == 16777217) split__explain_train_grads_1(labels, SPLIT_LABELS_ELEMS(n));
     if (gc_rc == 16777217) return SPLIT_ERR_LABEL;  /* labels */
+    if (gc_rc == 16777218) split__explain_train_grads_2(&gc_loss_scale, 1);
     if (gc_rc == 16777218) return SPLIT_ERR_NONFINITE;  /* loss_scale */
     return gc_rc ? SPLIT_ERR_INTERNAL : SPLIT_OK;
 }
+API int split_train_grads(split_ctx *ctx, int64_t n, const float *x, int64_t x_len, const int32_t *labels, int64_t labels_len, float loss_scale, int64_t row0, float *loss) {
+    int gc_slot = enter_ctx(ctx), gc_rc;
+    if (gc_slot < 0) return gc_noted("split_train_grads", SPLIT_ERR_BUSY);
+    gc_rc = split__body_train_grads(ctx, n, x, x_len, labels, labels_len, loss_scale, row0, loss);
+    leave_ctx(gc_slot);
+    return gc_noted("split_train_grads", gc_rc);
+}
 
-API int split_apply_update(split_ctx *ctx, float lr) {
+static int split__body_apply_update(split_ctx *ctx, float lr) {
     void *gc_in[1];
     void *gc_out[1];
     int64_t n = 1;
@@ -369,6 +449,14 @@ API int split_apply_update(split_ctx *ctx, float lr) {
     if (gc_rc) return gc_rc;
     gc_in[0] = &gc_lr;
     gc_rc = split__graphc_apply_update(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);
+    if (gc_rc == 16777216) gc_note("split_apply_update: the learning rate must be finite and >= 0, got %.9g", (double)lr);
     if (gc_rc == 16777216) return SPLIT_ERR_LR;  /* lr */
     return gc_rc ? SPLIT_ERR_INTERNAL : SPLIT_OK;
+}
+API int split_apply_update(split_ctx *ctx, float lr) {
+    int gc_slot = enter_ctx(ctx), gc_rc;
+    if (gc_slot < 0) return gc_noted("split_apply_update", SPLIT_ERR_BUSY);
+    gc_rc = split__body_apply_update(ctx, lr);
+    leave_ctx(gc_slot);
+    return gc_noted("split_apply_update", gc_rc);
 }

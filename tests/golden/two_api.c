@@ -124,8 +124,9 @@ static const char *const messages[] = {
     "a binary cross-entropy target is NaN or outside [0, 1]; nothing was written",
     "the learning rate is NaN, infinite or negative; nothing was written",
     "a training batch of 1 row through batch_norm (its variance is 0: no gradient passes); pass n >= 2; nothing was written",
-    "an embedding lookup's index is no whole number in -ROWS..ROWS-1 of its table; nothing was written",
+    "an index input (an embedding lookup's ids) holds a value outside the whole numbers its check lets through (the header's rule for it: -ROWS..ROWS-1 of its table, or the range an imported graph's computed index needs); NAME_last_error names the row; nothing was written",
     "an output array overlaps another array of the call, or an array overlaps ctx's params, state or workspace (or params overlap state or workspace); nothing was written",
+    "another call is running on this ctx (one ctx serves one call at a time: give each thread its own ctx and workspace); nothing was written",
 };
 
 API const char *two_strerror(int code) {
@@ -149,6 +150,7 @@ API int64_t two_workspace_size(int64_t n) {
 
 #define GC_CTX two_ctx
 #define GC_FN(f) two_##f
+#define GC_LIB_NAME "two"
 #define GC_API API
 #define GC_PARAM_BYTES TWO_PARAM_BYTES
 #define GC_STATE_BYTES TWO_STATE_BYTES
@@ -162,11 +164,12 @@ API int64_t two_workspace_size(int64_t n) {
 #define GC_ERR_IO TWO_ERR_IO
 #define GC_ERR_CPU TWO_ERR_CPU
 #define GC_ERR_OVERLAP TWO_ERR_OVERLAP
+#define GC_ERR_BUSY TWO_ERR_BUSY
 #define GC_CPU_SUPPORTED cpu_supported
 
 /* [codegen/templates/wrapper.c] */
 
-API int two_infer(const two_ctx *ctx, int64_t n, const float *a, int64_t a_len, const float *b, int64_t b_len, float *y0, int64_t y0_len, float *y1, int64_t y1_len) {
+static int two__body_infer(const two_ctx *ctx, int64_t n, const float *a, int64_t a_len, const float *b, int64_t b_len, float *y0, int64_t y0_len, float *y1, int64_t y1_len) {
     void *gc_in[2];
     void *gc_out[2];
     int gc_rc = check_ctx(ctx, 0);
@@ -195,4 +198,11 @@ API int two_infer(const two_ctx *ctx, int64_t n, const float *a, int64_t a_len, 
     gc_out[1] = (void *)y1;
     gc_rc = two__graphc_infer(ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n);
     return gc_rc ? TWO_ERR_INTERNAL : TWO_OK;
+}
+API int two_infer(const two_ctx *ctx, int64_t n, const float *a, int64_t a_len, const float *b, int64_t b_len, float *y0, int64_t y0_len, float *y1, int64_t y1_len) {
+    int gc_slot = enter_ctx(ctx), gc_rc;
+    if (gc_slot < 0) return gc_noted("two_infer", TWO_ERR_BUSY);
+    gc_rc = two__body_infer(ctx, n, a, a_len, b, b_len, y0, y0_len, y1, y1_len);
+    leave_ctx(gc_slot);
+    return gc_noted("two_infer", gc_rc);
 }
