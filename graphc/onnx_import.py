@@ -303,8 +303,19 @@ def tensor_to_array(t: Any, base_dir: str | None, what: str) -> np.ndarray:
         raise OnnxError(f"{what}: cannot read its values ({type(e).__name__}: {e})") from None
     if a.shape != dims:
         raise OnnxError(f"{what}: holds {a.size} values for shape {list(dims)}")
+    return bfloat16_as_float(t.data_type, a)
+
+
+def bfloat16_as_float(data_type: int, a: np.ndarray) -> np.ndarray:
+    """``a`` (numpy_helper.to_array of a tensor of ``data_type``) with bfloat16 values as
+    float32: onnx >= 1.19 gives ml_dtypes' bfloat16, onnx 1.17 and 1.18 (graphc's minimum is
+    1.17) the raw 16 bits as uint16, which read as numbers gave 16320.0 for 1.5; the bits are
+    the high half of the float32."""
+    if data_type == 16 and a.dtype.kind in "iu":
+        bits = np.ascontiguousarray(a).view(np.uint16).astype(np.uint32) << 16
+        return bits.view(np.float32).reshape(a.shape)
     if a.dtype.kind == "V" or str(a.dtype) == "bfloat16":  # ml_dtypes bfloat16
-        a = a.astype(np.float32)
+        return a.astype(np.float32)
     return a
 
 
