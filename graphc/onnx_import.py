@@ -4795,26 +4795,48 @@ def _gather_elements(cx: NodeContext) -> list[Value]:
 MAX_POOL_TERMS = 1024  # the most kernel offsets a MaxPool / AveragePool composes
 
 
+def _trunc_div(a: int, b: int) -> int:
+    """a / b rounded toward 0 (C's integer division, which ONNX Runtime's size rules use)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def _same_pads(size: int, k: int, s: int, auto: str, clamp: bool) -> tuple[int, int]:
+    """auto_pad SAME_UPPER / SAME_LOWER: the (begin, end) pads of one axis of ``size``, as
+    ONNX Runtime computes them (pool_attributes.h, conv_attributes.h): ceil(size / s) window
+    positions need (ceil(size / s) - 1) s + k - size pads, the odd one at the end (UPPER) or
+    at the beginning (LOWER); ``clamp``: no fewer than 0 (Conv), else a negative total crops
+    (pooling, C's division halving it). From the kernel's k: ONNX Runtime does not widen it
+    by the dilations as the ONNX spec's formula ((k - 1) d + 1) does, so with dilations its
+    pooling gives fewer outputs than the spec (7 elements, k 3, dilation 2: 5, not 7) and its
+    Conv refuses (_conv_attrs refuses as well). A judgement: ONNX Runtime runs the files
+    users bring; without dilations both rules agree. Shared by pooling and Conv."""
+    need = (-(-size // s) - 1) * s + k - size
+    if clamp:
+        need = max(need, 0)
+    begin = _trunc_div(need, 2) if auto == "SAME_UPPER" else _trunc_div(need + 1, 2)
+    return begin, need - begin
+
+
 def _pool_axis(
     cx: NodeContext, size: int, k: int, s: int, d: int, pb: int, pe: int, ceil: bool, auto: str
 ) -> tuple[int, int, int]:
-    """One spatial axis of a pooling window: (output size, begin pad, end pad) by ONNX's rules
-    (auto_pad VALID / SAME_UPPER / SAME_LOWER, or explicit pads with floor or ceil_mode; with
-    ceil_mode a last window that would start past the input and its begin pad is dropped, as
-    ONNX Runtime and torch). VALID is no padding with ceil_mode as given (ONNX Runtime's
-    output size: with ceil_mode a last window may reach past the input)."""
+    """One spatial axis of a pooling window: (output size, begin pad, end pad) by ONNX
+    Runtime's rules (auto_pad VALID / SAME_UPPER / SAME_LOWER, or explicit pads with floor
+    or ceil_mode; with ceil_mode a last window that would start past the input and its begin
+    pad is dropped, as ONNX Runtime and torch). VALID is no padding with ceil_mode as given
+    (ONNX Runtime's output size: with ceil_mode a last window may reach past the input);
+    SAME_* takes _same_pads' pads, then the same size rule (with dilations, ONNX Runtime's
+    output, not the spec's ceil(size / stride))."""
     span = (k - 1) * d + 1
     if auto == "VALID":
         pb = pe = 0
     elif auto in ("SAME_UPPER", "SAME_LOWER"):
-        out = -(-size // s)
-        total = max((out - 1) * s + span - size, 0)
-        small = total // 2
-        return (out, small, total - small) if auto == "SAME_UPPER" else (out, total - small, small)
+        pb, pe = _same_pads(size, k, s, auto, clamp=False)
     elif auto not in ("NOTSET", ""):
         cx.fail(f"auto_pad {auto!r} is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER")
     room = size + pb + pe - span
-    out = (-(-room // s) if ceil else room // s) + 1
+    out = (-(-room // s) if ceil else _trunc_div(room, s)) + 1
     if ceil and (out - 1) * s >= size + pb:
         out -= 1
     return out, pb, pe
@@ -4857,12 +4879,13 @@ def _conv_attrs(cx: NodeContext, x: Tensor, w: Tensor, transposed: bool) -> dict
             pb[a] = pe[a] = 0
         if not transposed:
             if auto in ("SAME_UPPER", "SAME_LOWER"):
-                out = -(-size // strides[a])
-                total = max((out - 1) * strides[a] + span - size, 0)
-                small = total // 2
-                pb[a], pe[a] = (
-                    (small, total - small) if auto == "SAME_UPPER" else (total - small, small)
-                )
+                if dil[a] > 1:  # (see _same_pads)
+                    cx.fail(
+                        f"auto_pad {auto} with dilations {dil}: ONNX Runtime refuses it (its "
+                        "pads would come from the undilated kernel, the ONNX spec's from the "
+                        "dilated one); write the pads explicitly"
+                    )
+                pb[a], pe[a] = _same_pads(size, ks[a], strides[a], auto, clamp=True)
             continue
         natural = (size - 1) * strides[a] + span + outpad[a]
         want = out_shape[a] if out_shape is not None else None
@@ -4954,7 +4977,10 @@ def _pool(kind: str) -> Callable[[NodeContext], list[Value]]:
             if out < 1:
                 cx.fail(f"axis {2 + j} of {size} elements gives no pooling window")
             pos = np.arange(out)[:, None] * strides[j] + np.arange(ks[j])[None, :] * dil[j] - pb
-            valid = (pos >= 0) & (pos < size)
+            # (a negative end pad, SAME_* with a kernel below the stride: ONNX Runtime's
+            # AveragePool leaves the cropped positions out of its windows, its MaxPool not)
+            end = size + min(pe, 0) if kind != "max" else size
+            valid = (pos >= 0) & (pos < end)
             if not valid.any(axis=1).all():
                 cx.fail(f"a pooling window along axis {2 + j} lies in the padding only")
             first = np.where(valid, pos, size).min(axis=1)  # a valid element of each window
