@@ -683,6 +683,8 @@ class Model:
         feeds: dict[str, np.ndarray] = {}
         if isinstance(x, dict) or isinstance(y, dict):
             _check_dict_names(prog, x, y)
+        if not prog.label_inputs and y is not None and not (isinstance(y, dict) and not y):
+            _check_unused_targets(prog, x, y)
         if y is None and isinstance(x, dict) and any(n in x for n in prog.label_inputs):
             y = {n: x[n] for n in prog.label_inputs if n in x}  # one dict of every input
         for names, data, what in ((prog.feature_inputs, x, "x"), (prog.label_inputs, y, "y")):
@@ -1705,6 +1707,33 @@ def _check_dict_names(prog: Any, x: Any, y: Any) -> None:
             UserWarning,
             stacklevel=_caller_level(),
         )
+
+
+def _check_unused_targets(prog: Any, x: Any, y: Any) -> None:
+    """``y`` given to a model without label inputs (its loss compares with a feature input,
+    an autoencoder's ``mean_squared_error(decoded, x)``, or it has no loss): y would be
+    ignored, so an array other than x is refused (the figures were those of x silently:
+    ``evaluate(X, X * 100)`` gave ``evaluate(X)``'s). Keras's ``fit(x, x)`` for an
+    autoencoder (y the same values as x) is fine.
+
+    Raises:
+        ArgumentError: y differs from x (or x is a dict).
+    """
+    if y is x:
+        return
+    if not isinstance(x, dict) and not isinstance(y, dict):
+        try:
+            a, b = np.asarray(x), np.asarray(y)
+            if a.shape == b.shape and np.array_equal(a, b, equal_nan=True):
+                return
+        except (TypeError, ValueError):
+            pass
+    target = getattr(prog, "metric_target", None)
+    also = f" (its loss compares the prediction with input {target!r})" if target else ""
+    raise ArgumentError(
+        f"model {prog.name!r} has no label or target input{also}, so y would not be used; "
+        "leave y out"
+    )
 
 
 def _caller_level() -> int:

@@ -93,3 +93,22 @@ def test_an_input_given_twice_or_a_name_of_no_input() -> None:
         warnings.simplefilter("error")
         m.evaluate({"x": X, "y": Y})
         m.predict({"x": X})
+
+
+def test_targets_given_to_a_model_without_target_inputs() -> None:
+    """An autoencoder (loss mean_squared_error(decoded, x)) has no target input: a y other
+    than x is refused (it was ignored: evaluate(X, 100 X) gave evaluate(X)'s figures); Keras's
+    fit(x, x) idiom is fine, and the figures are those of x vs numpy float64."""
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(8, 4)).astype(np.float32)
+    x = gc.input("x", ("N", 4))
+    dec = gc.dense(gc.dense(x, 2, "tanh"), 4)
+    m = gc.compile(dec, gc.mean_squared_error(dec, x), gc.SGD(0.1))
+    want = np.mean((m.predict(X).astype(np.float64) - X) ** 2)
+    assert np.isclose(m.evaluate(X)["loss"], want, rtol=1e-5)
+    assert m.evaluate(X, X.copy()) == m.evaluate(X, X) == m.evaluate(X)
+    with pytest.raises(ArgumentError, match=r"no label or target input.*'x'"):
+        m.evaluate(X, 100 * X)
+    with pytest.raises(ArgumentError, match="no label or target input"):
+        m.fit(X, 2 * X, verbose=0)
+    assert len(m.fit(X, X, epochs=2, verbose=0)["loss"]) == 2
