@@ -238,6 +238,30 @@ class LRSchedule(Callback):
 
     base_lr: float | None = None
 
+    def check_together(self, callbacks: list[Any]) -> None:
+        """Called by ``fit`` before training with all its callbacks: another callback that
+        sets the rate (a second schedule, ReduceLROnPlateau, LearningRateScheduler) is
+        refused. This schedule sets every epoch's rate from its formula, so the other's
+        changes were undone at the next epoch (or it undid this one's) without a word:
+        [ExponentialLR(0.9), ReduceLROnPlateau(...)] trained at 0.9^e, every reduction lost,
+        where torch's chainable schedulers compose them (0.9, 0.405, 0.182, ...).
+
+        Raises:
+            ArgumentError: naming both callbacks and the way out.
+        """
+        for other in callbacks:
+            if other is not self and isinstance(
+                other, LRSchedule | LearningRateScheduler | ReduceLROnPlateau
+            ):
+                raise ArgumentError(
+                    f"fit: {type(self).__name__} sets the learning rate of every epoch from its "
+                    f"formula, so {type(other).__name__}'s changes of the rate would be undone "
+                    "(or undo its own) silently; give one of them (for a warm-up followed by a "
+                    "decay, one LambdaLR(lambda epoch: warmup(epoch) * decay(epoch)); for a "
+                    "schedule with reductions on plateaus, LearningRateScheduler(lambda epoch, "
+                    "lr: ...) computes from the current rate and composes). Nothing was trained"
+                )
+
     def on_train_begin(self, model: Any) -> None:
         self.rates: list[float] = []
 

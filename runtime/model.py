@@ -141,11 +141,15 @@ METRICS = {
 
 def _check_monitors(callbacks: Any, names: list[str]) -> None:
     """Before any training: each callback with ``check_figures(names)`` (EarlyStopping,
-    ReduceLROnPlateau: their ``monitor``) checks it against the figures fit will report."""
+    ReduceLROnPlateau: their ``monitor``) checks it against the figures fit will report, and
+    each with ``check_together(callbacks)`` (the LR schedules) the other callbacks."""
     for cb in callbacks:
         check = getattr(cb, "check_figures", None)
         if check is not None:
             check(list(names))
+        together = getattr(cb, "check_together", None)  # (LR schedules: one rate setter)
+        if together is not None:
+            together(list(callbacks))
 
 
 def _fitting(fit: Callable[..., Any]) -> Callable[..., Any]:

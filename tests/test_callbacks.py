@@ -373,3 +373,40 @@ def test_model_checkpoint_takes_keras_arguments_in_keras_order() -> None:
     assert cb.mode == "max" and cb.best == 0.5
     with pytest.raises(GraphcError, match=r"save_freq=100 is not supported.*on_batch_end"):
         ModelCheckpoint("ck.npz", save_freq=100)
+
+
+def test_a_schedule_with_another_rate_setter_is_refused_before_training() -> None:
+    """A torch-style schedule sets every epoch's rate from its formula: with a second schedule
+    or ReduceLROnPlateau in the same fit, one undid the other silently ([ExponentialLR(0.9),
+    ReduceLROnPlateau] trained at 0.9^e with every reduction lost; torch composes them:
+    0.9, 0.405, ...); now refused before anything trains. Keras's LearningRateScheduler
+    (from the current rate) with ReduceLROnPlateau composes and is kept: checked against
+    the rates composed by hand."""
+    import numpy as np
+
+    import graphc as gc
+
+    x, y = gc.input("x", ("N", 2)), gc.input("y", ("N", 1))
+    p = gc.dense(x, 1)
+    m = gc.compile(p, gc.mean_squared_error(p, y), gc.SGD(0.1))
+    X, Y = np.zeros((4, 2), np.float32), np.ones((4, 1), np.float32)
+    w = m.get_weights()
+    for cbs in (
+        [gc.ExponentialLR(0.9), ReduceLROnPlateau("loss", patience=0)],
+        [gc.LinearLR(), gc.CosineAnnealingLR(5)],
+        [gc.StepLR(2), gc.LearningRateScheduler(lambda e, lr: lr)],
+    ):
+        with pytest.raises(ArgumentError, match="undone"):
+            m.fit(X, Y, epochs=3, verbose=0, callbacks=cbs)
+        assert all(np.array_equal(w[k], v) for k, v in m.get_weights().items())
+    m.set_weights({k: np.zeros_like(v) for k, v in w.items()})
+    Y[...] = 0.0  # zero weights, zero targets: a loss of 0 and no gradient, every epoch a plateau
+    sched = gc.LearningRateScheduler(lambda e, lr: 0.8 if e == 0 else lr * 0.9)
+    h = m.fit(
+        X,
+        Y,
+        epochs=4,
+        verbose=0,
+        callbacks=[sched, ReduceLROnPlateau("loss", patience=0, factor=0.5)],
+    )
+    assert np.allclose(h["lr"], [0.8, 0.8 * 0.9, 0.8 * 0.5 * 0.81, 0.8 * 0.25 * 0.729])
