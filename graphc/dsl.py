@@ -124,6 +124,11 @@ class Tensor:
     """
 
     __slots__ = ("kind", "node", "parents", "prediction", "target", "value")
+    # numpy defers to the Tensor's operators: ``np.ones(4) + x`` was numpy's broadcast of the
+    # array over the Tensor (an object array of 4 Tensors 1 + x, which compile took as 4
+    # outputs); now ``x.__radd__`` refuses the array as ``x + np.ones(4)`` does. A numpy
+    # scalar on the left (np.float32(2) * x) still gives a Tensor.
+    __array_ufunc__ = None
 
     def __init__(self, node: Node, parents: tuple[Tensor, ...] = ()) -> None:
         self.node = node

@@ -195,3 +195,20 @@ def test_probabilities_given_to_a_loss_from_logits_warn_at_the_users_line() -> N
         gc.binary_cross_entropy(gc.dense(x, 1), t1)
         gc.softmax_cross_entropy(logits, labels)
         gc.categorical_cross_entropy(logits, t3)
+
+
+def test_numpy_operands_on_the_left() -> None:
+    """An array on the left of a Tensor operator is refused as on the right: np.ones(4) + x
+    was numpy's broadcast over the Tensor, an object array of four Tensors 1 + x that compile
+    took as four outputs (a silent wrong model); numpy scalars on the left still compute,
+    in the written order (3 / x, 1 - x), vs numpy float64."""
+    x = gc.input("x", ("N", 4))
+    for bad in (lambda: np.ones(4) + x, lambda: np.ones((1, 4)) * x, lambda: np.array(2.0) - x):
+        with pytest.raises(gc.ArgumentError, match="combined with ndarray"):
+            bad()
+    m = gc.compile([np.float64(3) / x, np.int64(1) - x, np.float32(2) * x])
+    X = np.array([[1.0, 2.0, -4.0, 0.5]], np.float32)
+    out = list(m.predict(X).values())
+    np.testing.assert_allclose(out[0], 3 / X.astype(np.float64), rtol=1e-6)
+    np.testing.assert_array_equal(out[1], 1 - X)
+    np.testing.assert_array_equal(out[2], 2 * X)
