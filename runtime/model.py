@@ -1293,7 +1293,9 @@ class Model:
                 optional ``on_train_begin(model)``, ``on_epoch_begin(model,
                 epoch)``, ``on_epoch_end(model, epoch, figures) -> bool`` (True stops training)
                 and ``on_train_end(model, history)``; ``set_model(model)`` is called first when
-                present. Setting ``model.stop_training = True`` (Keras's way) in a hook also
+                present. Hooks written with Keras's arguments (``on_epoch_begin(self, epoch,
+                logs=None)``, ``on_epoch_end(self, epoch, logs=None)``, ``on_train_begin(self,
+                logs=None)``, ``on_train_end(self, logs=None)``) get Keras's arguments. Setting ``model.stop_training = True`` (Keras's way) in a hook also
                 stops training: after the current epoch, or after the current batch in a batch
                 hook (that epoch's loss is then the mean over the batches run; data-parallel
                 fit: after the epoch, rank 0's flag). Batch hooks take Keras's arguments:

@@ -45,3 +45,54 @@ def test_callback_list_calls_the_hooks_each_callback_defines() -> None:
         ("epoch_end", 0),
         ("epoch_end", 1),
     ]
+
+
+def test_epoch_and_train_hooks_written_with_keras_arguments() -> None:
+    """A callback ported from Keras (on_epoch_begin(self, epoch, logs=None), ...) gets Keras's
+    arguments: its epoch hooks received the model as the epoch silently (and on_epoch_end
+    raised TypeError); graphc's own form (model first) is unchanged in the same fit."""
+    import numpy as np
+
+    import graphc as gc
+
+    x, y = gc.input("x", ("N", 3)), gc.input("y", ("N", 2))
+    p = gc.dense(x, 2)
+    m = gc.compile(p, gc.mean_squared_error(p, y), gc.SGD(0.1))
+    X, Y = np.ones((6, 3), np.float32), np.ones((6, 2), np.float32)
+
+    class KerasStyle(gc.callbacks.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_begin(self, logs=None):
+            self.seen.append(("train_begin", logs))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.seen.append(("epoch_begin", epoch, logs))
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seen.append(("epoch_end", epoch, logs["loss"]))
+            if epoch == 1:
+                self.model.stop_training = True
+
+        def on_train_end(self, logs=None):
+            self.seen.append(("train_end", logs["loss"]))
+
+    class GraphcStyle:
+        def __init__(self):
+            self.seen = []
+
+        def on_epoch_begin(self, model, epoch):
+            self.seen.append((model is m, epoch))
+
+    k, g = KerasStyle(), GraphcStyle()
+    h = m.fit(X, Y, epochs=5, verbose=0, callbacks=[k, g])
+    assert k.seen == [
+        ("train_begin", {}),
+        ("epoch_begin", 0, {}),
+        ("epoch_end", 0, h["loss"][0]),
+        ("epoch_begin", 1, {}),
+        ("epoch_end", 1, h["loss"][1]),
+        ("train_end", h["loss"][1]),
+    ]
+    assert g.seen == [(True, 0), (True, 1)]
