@@ -100,8 +100,9 @@ class Gelu(Unary):
         if approximate == "tanh":
             u = math.sqrt(2.0 / math.pi) * (x + GELU_TANH_C * x**3)
             return 0.5 * x * (1.0 + np.tanh(u))
-        erf = np.vectorize(math.erf, otypes=[x.dtype])(x / math.sqrt(2.0)) if x.size else x
-        return 0.5 * x * (1.0 + erf)
+        # erfc(-x / sqrt 2) = 1 + erf(x / sqrt 2), without its cancellation in the left tail
+        erfc = np.vectorize(math.erfc, otypes=[x.dtype])(-x / math.sqrt(2.0)) if x.size else x
+        return 0.5 * x * erfc
 
     def grad(self, b: Builder, node: Node, dy: str):
         x = node.inputs[0]
