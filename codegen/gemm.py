@@ -356,7 +356,9 @@ def emit_gemm(
             where the packed path's K fits one block, each panel goes C_SCRATCH_TILES tiles
             at a time through a buffer on the stack (at most 6 KiB for f32) to the epilogue,
             and C is left as it was; otherwise (several K blocks, the direct path) C holds
-            the product as without it. Measured on the 784-256-128-10 SGD step (its three
+            the plain product, which the epilogue reads there (its value is not stored back).
+            Either way the GEMM has one epilogue function, reading from a buffer and its row
+            stride. Measured on the 784-256-128-10 SGD step (its three
             weight gradients' GEMMs; exported library built with it against without, edge
             tiles in both, 1 thread, 8 interleaved rounds, load 1.6-1.9): 0.89x the time at
             batch 32, 0.96x at 128, 1.00x at 512 (K = 512: two K blocks). With the edge tiles,
@@ -704,7 +706,10 @@ class _GemmEmitter:
         # The epilogue, once, as a helper over a rectangle of finished C: the paths store
         # plain products (no copy of the epilogue in every store), then call it
         if self.epilogue is not None:
-            self.epilogue_fn = self.define("epilogue", block, self.emit_epilogue)
+            # c_unread: the epilogue reads its values from a buffer given with its row stride
+            # (C's own rows, or the stack buffer of scratch_panel) and stores nothing to C
+            source = [("src", PTR), ("lds", I64)] if self.c_unread else []
+            self.epilogue_fn = self.define("epilogue", block + source, self.emit_epilogue)
         work = [("work", PTR)]
         packed = self.define("packed", block + work, self.emit_packed) if use_packed else None
         if packed is not None:
@@ -765,20 +770,42 @@ class _GemmEmitter:
         if self.epilogue is None:
             return
         extras = list(user) if self.epilogue_fn.name in self.takes_extras else []
-        b.call(self.epilogue_fn, [*args[:6], *extras, i0, i1, j0, j1])
+        source = []
+        if self.c_unread:  # the epilogue reads C where it lies
+            n, c = args[1], args[5]
+            first = b.add(b.mul(i0, n, flags=["nsw"]), j0, flags=["nsw"])
+            source = [b.gep(c, [first], inbounds=True, source_etype=self.elem), n]
+        b.call(self.epilogue_fn, [*args[:6], *extras, i0, i1, j0, j1, *source])
 
-    def emit_epilogue(self, i0: ir.Value, i1: ir.Value, j0: ir.Value, j1: ir.Value) -> None:
+    def emit_epilogue(
+        self,
+        i0: ir.Value,
+        i1: ir.Value,
+        j0: ir.Value,
+        j1: ir.Value,
+        src: ir.Value | None = None,
+        lds: ir.Value | None = None,
+    ) -> None:
         """C[i, j] = epilogue(C[i, j]) over rows i0..i1, columns j0..j1: vectors, then scalars.
 
         The paths call it on C they have just stored (a panel of the packed path, in L1), after
-        the last K block."""
+        the last K block. With `src` (c_unread: nothing reads C but the epilogue) it applies
+        epilogue(src[i - i0, j - j0]) instead (src's row stride lds: C's own rows, or the
+        stack buffer of scratch_panel) and stores nothing to C: what the epilogue stores
+        besides C it stores."""
         b, L = self.b, self.blk.lanes
         with _loop(b, i0, i1, 1, name="ei") as il:
+            if src is not None:
+                row = self.at(src, self.mul(self.sub(il.iv, i0), lds))
             start = j0
             for lanes in (L, 1) if L > 1 else (1,):
                 with _loop(b, start, self.sub(j1, lanes - 1), lanes, name=f"ej{lanes}") as jl:
-                    ptr = self.at(self.C, self.add(self.mul(il.iv, self.N), jl.iv))
-                    self.finish(self.load(ptr, lanes), il.iv, jl.iv, False, True)
+                    if src is None:
+                        ptr = self.at(self.C, self.add(self.mul(il.iv, self.N), jl.iv))
+                        self.finish(self.load(ptr, lanes), il.iv, jl.iv, False, True)
+                    else:
+                        acc = self.load(self.at(row, self.sub(jl.iv, j0)), lanes)
+                        self.finish(acc, il.iv, jl.iv, False, True, store=False)
                 start = jl.iv
 
     def call_packed(self, packed: ir.Function) -> None:
@@ -1049,11 +1076,6 @@ class _GemmEmitter:
         )
         if self.c_unread:
             one_block = b.icmp_signed("==", kblocks, self.const(1))
-            self.epilogue_from = self.define(
-                "epilogue_from",
-                [(n, I64) for n in ("i0", "i1", "j0", "j1")] + [("src", PTR), ("lds", I64)],
-                self.emit_epilogue_from,
-            )
             here = b.block
             b.position_at_start(self.fn.entry_basic_block)  # a static alloca
             self.c_buf = b.alloca(
@@ -1145,9 +1167,16 @@ class _GemmEmitter:
                         def whole() -> None:
                             panel(mc, None, cp, self.N, load_old)
                             if last is not False:
+                                # c_unread: the epilogue reads the panel where it lies
+                                source = (cp, self.N) if self.c_unread else ()
                                 with b.if_then(last):
                                     self.call(
-                                        self.epilogue_fn, ic, self.add(ic, mc), j, self.add(j, nr)
+                                        self.epilogue_fn,
+                                        ic,
+                                        self.add(ic, mc),
+                                        j,
+                                        self.add(j, nr),
+                                        *source,
                                     )
 
                         if self.c_unread:
@@ -1176,7 +1205,7 @@ class _GemmEmitter:
             )
             i0 = self.add(ic, cs.iv)
             self.call(
-                self.epilogue_from,
+                self.epilogue_fn,
                 i0,
                 self.add(i0, rows),
                 j,
@@ -1184,27 +1213,6 @@ class _GemmEmitter:
                 self.c_buf,
                 self.const(blk.nr),
             )
-
-    def emit_epilogue_from(
-        self,
-        i0: ir.Value,
-        i1: ir.Value,
-        j0: ir.Value,
-        j1: ir.Value,
-        src: ir.Value,
-        lds: ir.Value,
-    ) -> None:
-        """epilogue(src[i - i0, j - j0]) over rows i0..i1, columns j0..j1 (src's row stride
-        lds), storing nothing to C (what the epilogue stores besides C it stores)."""
-        b, L = self.b, self.blk.lanes
-        with _loop(b, i0, i1, 1, name="fi") as il:
-            row = self.at(src, self.mul(self.sub(il.iv, i0), lds))
-            start = j0
-            for lanes in (L, 1) if L > 1 else (1,):
-                with _loop(b, start, self.sub(j1, lanes - 1), lanes, name=f"fj{lanes}") as jl:
-                    acc = self.load(self.at(row, self.sub(jl.iv, j0)), lanes)
-                    self.finish(acc, il.iv, jl.iv, False, True, store=False)
-                start = jl.iv
 
     def shared_ukernel(self, rows: bool) -> ir.Function:
         """The module's microkernel for this tile (see emit_ukernel), defined on first use:
