@@ -1759,7 +1759,14 @@ class Importer:
         for name in node.output:
             if name and (name in self.values or name in self.initializers):
                 cx.fail(f"output {name!r} is defined twice")
-        viewed = self.through_views(cx)
+        try:  # (the same wrapping as the rule's below)
+            viewed = self.through_views(cx)
+        except OnnxError:
+            raise
+        except GraphcError as e:
+            raise OnnxError(f"{cx.where()}: {type(e).__name__}: {e}") from None
+        except (ValueError, TypeError, IndexError, KeyError, OverflowError, MemoryError) as e:
+            raise OnnxError(f"{cx.where()}: malformed node ({type(e).__name__}: {e})") from None
         args = [self.lookup(n, cx) if n else None for n in node.input]
         present = [a for a in args if a is not None]
         frozen = all(
@@ -1812,29 +1819,58 @@ class Importer:
         """The outputs of a node computed through layout views (graphc.onnx_layout): one that
         reads a view, or a Transpose that moves N. None where the ordinary rule runs: its
         operands' views are materialized first (or refused, naming the node and shapes)."""
-        node = cx.node
-        viewed = [n for n in node.input if n in self.views]
-        if not viewed and self.reshape_of_n(cx):
-            # a Reshape the rule refuses (it puts N after an axis: [1, -1, E] of [N, E] where
-            # a sequence of length 1 was merged with N) may be a view of its input
+        if self.reshape_of_n(cx) and not any(n in self.views for n in cx.node.input):
+            # a Reshape or Unsqueeze the rule refuses (it puts N after an axis: [1, -1, E] of
+            # [N, E] where a sequence of length 1 was merged with N) may be a view of its input
             try:
-                return OPS["Reshape"].convert(cx)
+                return OPS[cx.node.op_type].convert(cx)
             except OnnxError:
                 try:
-                    outs = onnx_layout.convert(self, cx, reshape=True)
-                except GraphcError:
+                    outs = onnx_layout.convert(self, cx, refused=True)
+                except (GraphcError, ValueError, TypeError, IndexError, KeyError):
+                    outs = None
+                if outs is None:
+                    raise
+        else:
+            outs = self._through_views(cx)
+        if outs is None:
+            return None
+        fresh = []
+        for o in outs:  # a merged tensor seen literally again: its own value, not merged
+            if isinstance(o, Tensor) and (id(o) in self.merged or id(o) in self.lead_ones):
+                o = dsl.apply("reshape", o, shape=o.type.shape)
+            fresh.append(o)
+        return fresh
+
+    def _through_views(self, cx: NodeContext) -> list | None:
+        node = cx.node
+        viewed = [n for n in node.input if n in self.views]
+        merged = [
+            v
+            for n in node.input
+            if n and isinstance(v := self.values.get(n), Tensor) and id(v) in self.merged
+        ]
+        if not viewed and merged:
+            # merged rows (a Reshape to [-1, ...] or [N*m, ...]) read by an op that is not
+            # row-wise (merged_rows refuses it) may still be computed through their view
+            saved = dict(cx.attrs)
+            try:
+                self.merged_rows(cx, [self.lookup(n, cx) if n else None for n in node.input])
+                return None
+            except OnnxError:
+                try:
+                    outs = onnx_layout.convert(self, cx)
+                except (GraphcError, ValueError, TypeError, IndexError, KeyError):
                     outs = None
                 if outs is None:
                     raise
                 return outs
+            finally:
+                cx.attrs.clear()
+                cx.attrs.update(saved)
         if not viewed and not self.moves_n(cx):
             return None
-        try:
-            outs = onnx_layout.convert(self, cx)
-        except OnnxError:
-            raise
-        except GraphcError as e:
-            raise OnnxError(f"{cx.where()}: {type(e).__name__}: {e}") from None
+        outs = onnx_layout.convert(self, cx)
         if outs is not None:
             return outs
         for n in viewed:
@@ -1844,12 +1880,19 @@ class Importer:
         return None
 
     def reshape_of_n(self, cx: NodeContext) -> bool:
-        """Whether node ``cx`` is a Reshape of a computed value holding N, by a known shape."""
+        """Whether node ``cx`` is a Reshape or Unsqueeze of a computed value holding N, by a
+        known shape or axes."""
         node = cx.node
-        if node.op_type != "Reshape" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+        if node.op_type not in ("Reshape", "Unsqueeze") or node.domain not in ("", "ai.onnx"):
             return False
-        x, s = (self.values.get(n, self.initializers.get(n)) for n in node.input[:2])
-        return isinstance(x, Tensor) and "N" in x.shape and isinstance(s, np.ndarray)
+        x = self.values.get(node.input[0]) if node.input else None
+        s = [self.values.get(n, self.initializers.get(n)) for n in node.input[1:2] if n]
+        return (
+            isinstance(x, Tensor)
+            and "N" in x.shape
+            and all(isinstance(a, np.ndarray) for a in s)
+            and (node.op_type == "Reshape" or id(x) not in self.merged)  # (merged_rows's)
+        )
 
     def moves_n(self, cx: NodeContext) -> bool:
         """Whether node ``cx`` is a Transpose moving the batch axis N (or merged rows)."""

@@ -182,14 +182,14 @@ def _normalize(v: View) -> View:
     return _drop_axes(v, units, list(v.groups)) if units else v
 
 
-def convert(imp: Any, cx: Any, reshape: bool = False) -> list | None:
+def convert(imp: Any, cx: Any, refused: bool = False) -> list | None:
     """The outputs of node ``cx`` computed through views, or None: materialize its operands.
-    ``reshape``: a Reshape of a graphc tensor holding N that graphc's own rule refused, tried
-    as a view of it."""
+    ``refused``: a Reshape or Unsqueeze of a graphc tensor holding N that graphc's own rule
+    refused (it would put N after an axis), tried as a view of it."""
     op = cx.node.op_type if cx.node.domain in ("", "ai.onnx") else ""
     ins = [_view_of(imp, cx, i) for i in range(cx.n_inputs)]
     x = ins[0] if ins else None
-    if reshape and isinstance(x, Tensor):
+    if refused and isinstance(x, Tensor):
         x = ins[0] = identity(x)
     if op == "Transpose":
         if isinstance(x, Tensor) and "N" in x.shape:
@@ -228,9 +228,11 @@ def convert(imp: Any, cx: Any, reshape: bool = False) -> list | None:
     if op == "Slice" and isinstance(x, View):
         return _slice(imp, cx, x)
     if op == "Split" and isinstance(x, View):
-        g = _single_axis(x, int(cx.attr("axis", 0)))
-        outs = None if g is None else _run(imp, cx, {0: x.base}, {"axis": g})
-        return None if outs is None else [_out(View(o, x.groups)) for o in outs]
+        one = _single_axis(cx, x, int(cx.attr("axis", 0)))
+        if one is None:
+            return None
+        x, j = one
+        return [_out(View(o, x.groups)) for o in _run(imp, cx, {0: x.base}, {"axis": j})]
     if op == "Concat":
         return _concat(imp, cx, ins)
     if _elementwise(op):
@@ -238,13 +240,33 @@ def convert(imp: Any, cx: Any, reshape: bool = False) -> list | None:
     return None
 
 
-def _single_axis(x: View, axis: int) -> int | None:
-    """The base axis ONNX axis ``axis`` holds, where it holds exactly one that is not N."""
+def _single_axis(cx: Any, x: View, axis: int) -> tuple[View, int] | None:
+    """``x`` with ONNX axis ``axis`` holding exactly one base axis (fixed sizes merged into one
+    by a permutation that keeps N first and a reshape; a unit axis appended for a unit ONNX
+    axis), and that base axis; None where the axis holds N or is out of range."""
     r = len(x.groups)
     if not -r <= axis < r:
         return None  # the rule's own range check, on the literal value
-    g = x.groups[axis % r]
-    return g[0] if len(g) == 1 and x.base.shape[g[0]] != "N" else None
+    axis %= r
+    g = x.groups[axis]
+    if any(x.base.shape[j] == "N" for j in g):
+        return None
+    if len(g) == 1:
+        return x, g[0]
+    rank = len(x.base.shape)
+    groups = list(x.groups)
+    if not g:
+        groups[axis] = (rank,)
+        return View(_reshape(x.base, (*x.base.shape, 1)), tuple(groups)), rank
+    rest = [j for j in range(rank) if j not in g]
+    k = sum(1 for j in rest if j < min(g))  # >= 1: N (axis 0) is in rest
+    t = _permute_base(cx, x.base, rest[:k] + list(g) + rest[k:])
+    size = math.prod(int(x.base.shape[j]) for j in g)
+    dims = [x.base.shape[j] for j in rest]
+    t = _reshape(t, (*dims[:k], size, *dims[k:]))
+    pos = {j: i if i < k else i + 1 for i, j in enumerate(rest)}
+    groups = [(k,) if a == axis else tuple(pos[j] for j in gg) for a, gg in enumerate(x.groups)]
+    return View(t, tuple(groups)), k
 
 
 def _slice(imp: Any, cx: Any, x: View) -> list | None:
@@ -255,9 +277,14 @@ def _slice(imp: Any, cx: Any, x: View) -> list | None:
         starts = np.asarray(cx.c(1)).tolist()
         axes = np.asarray(cx.c(3)).tolist() if cx.has(3) else None
     axes = list(range(len(starts))) if axes is None else [int(a) for a in axes]
-    base_axes = [_single_axis(x, a) for a in axes]
-    if None in base_axes:
-        return None
+    base_axes = []
+    for a in axes:
+        one = _single_axis(cx, x, a)
+        if one is None:
+            return None
+        x = one[0]
+        base_axes.append(one[1])
+    base_axes = [x.groups[a % len(x.groups)][0] for a in axes]  # (after every merge)
     if cx.version < 10:
         outs = _run(imp, cx, {0: x.base}, {"axes": base_axes})
     else:
@@ -277,16 +304,18 @@ def _concat(imp: Any, cx: Any, ins: list) -> list | None:
     if not -r <= axis < r:
         return None
     axis %= r
-    j = _single_axis(first, axis)
-    if j is None:
+    one = _single_axis(cx, first, axis)
+    if one is None:
         return None
+    first, j = one
     new = {}
     for i, v in enumerate(views):
         if v is None:
             continue
-        if len(v.groups) != r or _single_axis(v, axis) is None:
+        one = _single_axis(cx, v, axis) if len(v.groups) == r else None
+        if one is None:
             return None
-        t = _align(cx, v, first, r, free=axis)
+        t = _align(cx, one[0], first, r, free=axis)
         if t is None:
             return None
         new[i] = t
@@ -393,7 +422,7 @@ def _reshape_view(cx: Any, x: View, target: np.ndarray, allowzero: bool) -> list
                 got_n = True
             elif got * d <= want and want % (got * d) == 0:
                 got *= d
-            elif want % got == 0 and d % (want // got) == 0:
+            elif want % got == 0 and 1 < want // got < d and d % (want // got) == 0:
                 r = want // got  # split base axis j into (r, d // r)
                 shape = [*shape[:j], r, d // r, *shape[j + 1 :]]
                 order = [o + 1 if o > j else o for o in order]
@@ -465,13 +494,12 @@ def _gather(cx: Any, x: View, idx: np.ndarray, axis: int) -> list | None:
     flat = [int(i) + size if int(i) < 0 else int(i) for i in np.ravel(idx)]
     if any(not 0 <= i < size for i in flat):
         cx.fail(f"indices {flat} out of range for axis {axis} of size {size}")
-    if len(g) == 0:  # a unit axis: every index is 0
-        base, groups = x.base, list(x.groups)
-    elif len(g) == 1:
-        base = _take(cx, x.base, g[0], flat)
-        groups = list(x.groups)
-    else:
+    one = _single_axis(cx, x, axis)
+    if one is None:
         return None
+    x, j = one
+    g = x.groups[axis]
+    base, groups = _take(cx, x.base, j, flat), list(x.groups)
     if idx.ndim == 0:
         v = View(base, tuple(groups))
         return [_out(_drop_axes(v, set(g), [gg for a, gg in enumerate(groups) if a != axis]))]
@@ -599,10 +627,19 @@ def _along(imp: Any, cx: Any, x: View, attr: str, default: int) -> list | None:
     if not -r <= axis < r:
         return None  # the rule's own range check, on the literal value
     axis %= r
+    if not legacy or axis == r - 1:
+        one = _single_axis(cx, x, axis)
+        if one is None:
+            return None
+        x = one[0]
     tail = [j for g in x.groups[axis:] if legacy for j in g] or list(x.groups[axis])
-    if any(x.base.shape[j] == "N" for j in tail) or not tail:
+    if any(x.base.shape[j] == "N" for j in tail):
         return None
     rank = len(x.base.shape)
+    if not tail:  # over unit axes only: over a unit axis appended to the base, dropped after
+        b = _reshape(x.base, (*x.base.shape, 1))
+        outs = _run(imp, cx, {0: b}, {attr: rank}, version=max(cx.version, 13))
+        return [_out(View(_reshape(o, x.base.shape), x.groups)) for o in outs]
     if len(tail) == 1:  # one base axis: Softmax-13's meaning, whatever the opset
         outs = _run(imp, cx, {0: x.base}, {attr: tail[0]}, version=max(cx.version, 13))
     elif legacy and tail == list(range(rank - len(tail), rank)):
@@ -613,16 +650,29 @@ def _along(imp: Any, cx: Any, x: View, attr: str, default: int) -> list | None:
 
 
 def _layer_norm(imp: Any, cx: Any, x: View) -> list | None:
-    """LayerNormalization over ONNX axes axis..r-1: over the base's last axes when those are
-    the same axes in the same order (torch's LayerNorm over E of [L, N, E])."""
-    r = len(x.groups)
-    axis = int(cx.attr("axis", -1)) % r
-    tail = [j for g in x.groups[axis:] for j in g]
-    rank = len(x.base.shape)
-    if tail != list(range(rank - len(tail), rank)) or any(len(g) != 1 for g in x.groups[axis:]):
-        return None
+    """LayerNormalization over ONNX axes axis..r-1: each made one base axis (_single_axis),
+    those moved last in the base in ONNX order (a permutation that keeps N first), then the
+    rule over the base's trailing axes (torch's LayerNorm over E of [L, N, E])."""
     if len([o for o in cx.node.output if o]) > 1:
         return None  # the mean and inverse deviation outputs: the literal layout
+    r = len(x.groups)
+    axis = int(cx.attr("axis", -1))
+    if not -r <= axis < r:
+        return None
+    axis %= r
+    for a in range(axis, r):
+        one = _single_axis(cx, x, a)
+        if one is None:
+            return None
+        x = one[0]
+    tail = [x.groups[a][0] for a in range(axis, r)]
+    rank = len(x.base.shape)
+    if tail != list(range(rank - len(tail), rank)):
+        order = [j for j in range(rank) if j not in tail] + tail
+        pos = {j: i for i, j in enumerate(order)}
+        x = View(
+            _permute_base(cx, x.base, order), tuple(tuple(pos[j] for j in g) for g in x.groups)
+        )
     outs = _run(imp, cx, {0: x.base}, {"axis": rank - len(tail)})
     return [_out(View(outs[0], x.groups))]
 
@@ -636,18 +686,25 @@ def _reduce(imp: Any, cx: Any, x: View, op: str) -> list | None:
     axes = _axes_arg(cx, attr_until)
     if not axes:
         return None
+    if any(not -r <= a < r for a in axes):
+        return None  # the rule's own range check, on the literal value
     ax = sorted({a % r for a in axes})
     base_axes = sorted(j for a in ax for j in x.groups[a])
-    if not base_axes or any(x.base.shape[j] == "N" for j in base_axes):
+    if any(x.base.shape[j] == "N" for j in base_axes):
         return None
     keep = bool(cx.attr("keepdims", 1))
+    b = x.base
+    if not base_axes:  # unit axes only: a unit axis appended to the base, dropped after
+        b = _reshape(b, (*b.shape, 1))
+        base_axes = [len(b.shape) - 1]
     if cx.version < attr_until:
-        outs = _run(imp, cx, {0: x.base}, {"axes": base_axes, "keepdims": 1})
+        outs = _run(imp, cx, {0: b}, {"axes": base_axes, "keepdims": 1})
     else:
-        outs = _run(imp, cx, {0: x.base, 1: np.array(base_axes, np.int64)}, {"keepdims": 1})
-    y = View(outs[0], x.groups)
+        outs = _run(imp, cx, {0: b, 1: np.array(base_axes, np.int64)}, {"keepdims": 1})
+    y = View(_reshape(outs[0], x.base.shape) if b is not x.base else outs[0], x.groups)
     if not keep:
-        y = _drop_axes(y, set(base_axes), [g for a, g in enumerate(x.groups) if a not in ax])
+        dropped = set(base_axes) if b is x.base else set()
+        y = _drop_axes(y, dropped, [g for a, g in enumerate(x.groups) if a not in ax])
     return [_out(y)]
 
 

@@ -284,3 +284,117 @@ def test_sequence_first_graph_input_is_refused_with_both_ways_out() -> None:
     )
     with pytest.raises(OnnxError, match=r"dimension 1 is symbolic.*dims=.*sequence-first"):
         gc.from_onnx(m)
+
+
+def _random_chain(rng, k: int, nodes: list, inits: list, steps: int = 6) -> str:
+    """A random chain of ops from x [N, 2, 3, 4] that move N (Transpose), merge it with fixed
+    axes or split them (Reshape), and compute through the view (broadcast constants, products
+    of views, Softmax, Reduce*, Gather, Unsqueeze/Squeeze, Concat, Slice, MatMul by a weight,
+    LayerNormalization), then N back to the front and flattened to [N, -1]. ``axes`` tracks
+    each ONNX axis's parts in row-major order ("N" or fixed sizes)."""
+    axes: list[list] = [["N"], [2], [3], [4]]
+    cur = "x"
+
+    def nm(s: str) -> str:
+        return f"c{k}_{len(nodes)}_{s}"
+
+    def size(a: list) -> int:
+        return -1 if "N" in a else int(np.prod(a))
+
+    def const(a, name: str) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(a), name))
+        return name
+
+    def fixed(pred=lambda a: True) -> int | None:
+        cand = [i for i, a in enumerate(axes) if "N" not in a and pred(a)]
+        return int(rng.choice(cand)) if cand else None
+
+    def node(op, ins, **attrs) -> None:
+        nodes.append(helper.make_node(op, ins, [out], **attrs))
+
+    ops = ["transpose", "merge", "split", "add", "mulself", "softmax", "reduce", "gather"]
+    ops += ["unsqueeze", "squeeze", "concat", "slice", "matmul", "layernorm"]
+    for _ in range(steps):
+        op, r = str(rng.choice(ops)), len(axes)
+        out = nm(op)
+        if op == "transpose":
+            perm = [int(p) for p in rng.permutation(r)]
+            node("Transpose", [cur], perm=perm)
+            axes = [axes[p] for p in perm]
+        elif op == "merge" and r >= 2:
+            i = int(rng.integers(r - 1))
+            axes = axes[:i] + [axes[i] + axes[i + 1]] + axes[i + 2 :]
+            node("Reshape", [cur, const(np.array([size(a) for a in axes]), nm("s"))])
+        elif op == "split" and (i := fixed(lambda a: a[0] in (4, 6) or len(a) > 1)) is not None:
+            a = axes[i]
+            axes = (
+                axes[:i] + ([[v] for v in a] if len(a) > 1 else [[2], [a[0] // 2]]) + axes[i + 1 :]
+            )
+            node("Reshape", [cur, const(np.array([size(a) for a in axes]), nm("s"))])
+        elif op == "add":
+            shape = [1 if ("N" in a or rng.random() < 0.4) else size(a) for a in axes]
+            node("Add", [cur, const(rng.standard_normal(shape).astype(np.float32), nm("c"))])
+        elif op == "mulself":
+            node("Mul", [cur, cur])
+        elif op == "softmax" and (i := fixed()) is not None:
+            node("Softmax", [cur], axis=i)
+        elif op == "reduce" and (i := fixed()) is not None:
+            keep = int(rng.integers(2))
+            node("ReduceMax", [cur, const(np.array([i]), nm("a"))], keepdims=keep)
+            axes = axes[:i] + [[1]] * keep + axes[i + 1 :]
+        elif op == "gather" and (i := fixed(lambda a: size(a) > 1)) is not None:
+            idx = rng.integers(size(axes[i]), size=3 if rng.random() < 0.5 else ())
+            node("Gather", [cur, const(idx, nm("i"))], axis=i)
+            axes = axes[:i] + [[3]] * idx.ndim + axes[i + 1 :]
+        elif op == "unsqueeze":
+            i = int(rng.integers(r + 1))
+            node("Unsqueeze", [cur, const(np.array([i]), nm("a"))])
+            axes = axes[:i] + [[1]] + axes[i:]
+        elif op == "squeeze" and (i := fixed(lambda a: size(a) == 1)) is not None:
+            node("Squeeze", [cur, const(np.array([i]), nm("a"))])
+            axes = axes[:i] + axes[i + 1 :]
+        elif op == "concat" and (i := fixed()) is not None:
+            node("Concat", [cur, cur], axis=i)
+            axes = axes[:i] + [[2 * size(axes[i])]] + axes[i + 1 :]
+        elif op == "slice" and (i := fixed(lambda a: size(a) > 1)) is not None:
+            se = [
+                const(np.array([v]), nm(s)) for v, s in ((1, "b"), (size(axes[i]), "e"), (i, "a"))
+            ]
+            node("Slice", [cur, *se])
+            axes = axes[:i] + [[size(axes[i]) - 1]] + axes[i + 1 :]
+        elif op == "matmul" and r >= 2 and "N" not in axes[-1]:
+            w = rng.standard_normal((size(axes[-1]), 3)).astype(np.float32)
+            node("MatMul", [cur, const(w, nm("w"))])
+            axes = axes[:-1] + [[3]]
+        elif op == "layernorm" and "N" not in axes[-1]:
+            g = np.full(size(axes[-1]), 1.5, np.float32)
+            node("LayerNormalization", [cur, const(g, nm("g"))], axis=-1, epsilon=0.5)
+        else:
+            continue
+        cur = out
+    i = next(i for i, a in enumerate(axes) if "N" in a)
+    if len(axes[i]) > 1:  # N's axis split into its parts
+        axes = axes[:i] + [[v] for v in axes[i]] + axes[i + 1 :]
+        out = nm("unmerge")
+        node("Reshape", [cur, const(np.array([size(b) for b in axes]), nm("s"))])
+        cur = out
+    i = next(i for i, a in enumerate(axes) if a == ["N"])
+    out = front = nm("front")
+    node("Transpose", [cur], perm=[i] + [j for j in range(len(axes)) if j != i])
+    out = f"y{k}"
+    node("Reshape", [front, const(np.array([0, -1]), nm("flat"))])
+    return out
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_random_view_chains_match_onnxruntime(seed: int) -> None:
+    """Eight random chains per model (see _random_chain) against ONNX Runtime (they found
+    a Reshape's merged rows read as plain rows, an Unsqueeze of merged rows applied to
+    graphc's axes, and Softmax / LayerNormalization / Concat on axes the view had merged)."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    outs = [_random_chain(rng, k, nodes, inits) for k in range(8)]
+    m = _model(nodes, [_vi("x", ["N", 2, 3, 4])], [_vi(o, None) for o in outs], inits, 18)
+    got = gc.from_onnx(m).compile().predict(x := rng.standard_normal((3, 2, 3, 4), np.float32))
+    for o, want in zip(outs, _ort(m, {"x": x})):
+        np.testing.assert_allclose(got[o], want, rtol=1e-4, atol=1e-5, err_msg=o)
