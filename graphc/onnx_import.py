@@ -671,7 +671,8 @@ def _gather_for_index_transposes(model: Any) -> Any:
     node name, so node numbers stay), leaving the first two without a use (the import skips
     them). Indices [K1, K2, 2] that are an outer product of two index vectors (torch's
     nearest-exact resize of two axes, x[:, :, ih[:, None], iw[None, :]]) become two Gathers,
-    one in the GatherND's place (when the last Transpose is its only use). The Transposes move the batch axis N away from first, which graphc refuses; the
+    one in the GatherND's place (when the last Transpose is its only use). The Transposes move the batch axis N away from first (a layout view,
+    graphc.onnx_layout, which the GatherND, without a rule, would need materialized); the
     Gather keeps it. Only when the two permutations compose to the identity (the result's
     axes in x's order) and the indices are an initializer or a Constant; otherwise, and for
     anything malformed (left to the checks after), the model is returned as it is. The

@@ -16,17 +16,23 @@ the same order). Ops that do not care about axis order map their axes through th
 elementwise ops with numpy broadcasting (the other operands are brought to the view's layout:
 weights and constants by a reshape and a transpose of fixed axes, other views by a permutation
 that keeps N first), Softmax/LogSoftmax and Reduce* over axes that do not hold N,
-LayerNormalization whose normalized axes are the base's last ones, MatMul/Gemm by a weight
-matrix (the contracted axes moved last in the base), batched MatMul whose batch axes hold N in
-both operands (graphc's ``_batched_matmul`` on the base axes), Gather of a fixed axis, Shape
-(which gives N*m for a merged axis, as the exporters' shape arithmetic expects). Any other op
-gets the view materialized (a permutation of fixed axes and a reshape), possible when its first
-ONNX axis is N alone; otherwise it is refused naming the node and both shapes. Graph outputs
-are materialized the same way.
+LayerNormalization (its axes moved last in the base), MatMul/Gemm by a weight matrix (the
+contracted axes moved last in the base), batched MatMul whose batch axes hold N in both
+operands (graphc's ``_batched_matmul`` on the base axes), Gather, Slice, Split and Concat of a
+fixed axis, Shape (which gives N*m for a merged axis, as the exporters' shape arithmetic
+expects). Where such an op needs one base axis and the view merged several fixed ones into its
+ONNX axis (or none: a unit axis), they are merged in the base first (``_single_axis``). Any
+other op gets the view materialized (a permutation of fixed axes and a reshape), possible when
+its first ONNX axis is N alone; otherwise it is refused naming the node and both shapes. Graph
+outputs are materialized the same way. Bases keep no unit axes (``_normalize``), so that groups
+compare by their sizes.
 
-``convert`` is called by ``Importer.convert`` for each node that reads a view (or whose
-Transpose moves N); it returns the node's outputs (Tensors, arrays or Views), or None where the
-op needs the literal layout.
+``convert`` is called by ``Importer.through_views`` for each node that reads a view, whose
+Transpose moves N, that reads merged rows (``Importer.merged``) in a way that is not row-wise,
+or a Reshape / Unsqueeze graphc's own rule refused; it returns the node's outputs (Tensors,
+arrays or Views), or None where the op needs the literal layout.
+
+Tests: tests/test_onnx_attention.py (torch's exports vs ONNX Runtime, random view chains).
 """
 
 from __future__ import annotations
