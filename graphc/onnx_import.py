@@ -4220,8 +4220,18 @@ def _channel_shape(cx: NodeContext, t: Tensor, rank: int) -> Tensor:
 
 
 def _batch_norm(cx: NodeContext) -> list[Value]:
+    """BatchNormalization in inference mode: (x - mean) * scale / sqrt(var + eps) + bias.
+    Training mode is refused: training_mode=1 (opset 14+), or before opset 14 the running
+    and saved statistics asked for as outputs (torch.onnx.export with
+    TrainingMode.PRESERVE/TRAINING writes 5 outputs; ONNX Runtime then normalizes with the
+    batch's statistics, not the running ones)."""
     if cx.attr("training_mode", 0):
         cx.fail("training_mode=1 is not supported (graphc imports inference graphs)")
+    if any(cx.node.output[1:]):
+        cx.fail(
+            f"outputs {[o for o in cx.node.output[1:] if o]} (the batch statistics of training "
+            "mode) are not supported (graphc imports inference graphs: export in eval mode)"
+        )
     x = cx.x(0)
     r = len(x.shape)
     scale, bias, mean, var = (_channel_shape(cx, cx.x(i), r) for i in range(1, 5))
@@ -4853,8 +4863,11 @@ def _same_pads(size: int, k: int, s: int, auto: str, clamp: bool) -> tuple[int, 
     (pooling, C's division halving it). From the kernel's k: ONNX Runtime does not widen it
     by the dilations as the ONNX spec's formula ((k - 1) d + 1) does, so with dilations its
     pooling gives fewer outputs than the spec (7 elements, k 3, dilation 2: 5, not 7) and its
-    Conv refuses (_conv_attrs refuses as well). A judgement: ONNX Runtime runs the files
-    users bring; without dilations both rules agree. Shared by pooling and Conv."""
+    Conv refuses. A judgement: ONNX Runtime runs the files users bring, so pooling follows
+    it; Conv, which it refuses, takes the spec's dilated span ((k - 1) d + 1) as ``k``: that
+    is torch's padding='same' with dilation (total (k - 1) d, the odd pad at the end), which
+    torch.onnx.export writes as SAME_UPPER with dilations. Without dilations the rules agree.
+    Shared by pooling and Conv."""
     need = (-(-size // s) - 1) * s + k - size
     if clamp:
         need = max(need, 0)
@@ -4923,13 +4936,9 @@ def _conv_attrs(cx: NodeContext, x: Tensor, w: Tensor, transposed: bool) -> dict
             pb[a] = pe[a] = 0
         if not transposed:
             if auto in ("SAME_UPPER", "SAME_LOWER"):
-                if dil[a] > 1:  # (see _same_pads)
-                    cx.fail(
-                        f"auto_pad {auto} with dilations {dil}: ONNX Runtime refuses it (its "
-                        "pads would come from the undilated kernel, the ONNX spec's from the "
-                        "dilated one); write the pads explicitly"
-                    )
-                pb[a], pe[a] = _same_pads(size, ks[a], strides[a], auto, clamp=True)
+                # the dilated kernel's span (the ONNX spec's formula; torch's padding='same'
+                # with dilation exports this, ONNX Runtime refuses it: see _same_pads)
+                pb[a], pe[a] = _same_pads(size, span, strides[a], auto, clamp=True)
             continue
         natural = (size - 1) * strides[a] + span + outpad[a]
         want = out_shape[a] if out_shape is not None else None

@@ -1091,8 +1091,8 @@ def test_same_auto_pad_with_dilations_follows_onnxruntime_in_pooling_and_conv() 
     from the undilated kernel (7 elements, kernel 3, dilation 2: 5 outputs, not 7), and its
     Conv refuses the combination. A judgement: ONNX Runtime runs the files users bring, so
     pooling now gives its shapes and values (MaxPool at 17, AveragePool with dilations at 19,
-    1-D and 2-D, both SAME modes, ceil_mode) and Conv refuses as it does, naming the node;
-    both take their pads from one rule (_same_pads), which without dilations is the spec's."""
+    1-D and 2-D, both SAME modes, ceil_mode); both take their pads from one rule
+    (_same_pads), which without dilations is the spec's (Conv: the next test)."""
     x = np.random.default_rng(15).standard_normal((2, 2, 9, 8)).astype(np.float32)
     cases = [
         ("MaxPool", dict(kernel_shape=[3, 2], dilations=[2, 3])),
@@ -1115,8 +1115,52 @@ def test_same_auto_pad_with_dilations_follows_onnxruntime_in_pooling_and_conv() 
     for vi, ref in zip(outs, _ort(m, {"x": x})):
         assert got[vi.name].shape == ref.shape, vi.name
         np.testing.assert_allclose(got[vi.name], ref, rtol=1e-6, atol=1e-6, err_msg=vi.name)
-    w = numpy_helper.from_array(np.ones((1, 2, 3, 3), np.float32), "w")
-    conv = helper.make_node("Conv", ["x", "w"], ["y"], auto_pad="SAME_UPPER", dilations=[2, 2])
-    bad = _model([conv], [_vi("x", ["N", 2, 9, 8])], [_vi("y", None)], [w], 17)
-    with pytest.raises(OnnxError, match=r"node 0 .*Conv.*SAME_UPPER with dilations \[2, 2\]"):
-        gc.from_onnx(bad)
+
+
+def test_conv_same_auto_pad_with_dilations_follows_the_onnx_spec() -> None:
+    """Conv with auto_pad SAME_* and dilations, which ONNX Runtime refuses: the ONNX spec's
+    pads, from the dilated span (k - 1) d + 1, total (ceil(D / s) - 1) s + span - D, the odd
+    one at the end (UPPER) or the beginning (LOWER). torch.onnx.export writes nn.Conv1d/2d(...,
+    padding='same', dilation=d) this way (a dilated TCN / WaveNet layer); it was refused.
+    Reference: ONNX Runtime on the same Conv with those pads written explicitly."""
+    rng = np.random.default_rng(16)
+    x = rng.standard_normal((2, 2, 9, 8)).astype(np.float32)
+    w = numpy_helper.from_array(rng.standard_normal((3, 2, 4, 3)).astype(np.float32), "w")
+    for auto, dil, strides, pads in [
+        ("SAME_UPPER", [1, 2], [1, 1], [1, 2, 2, 2]),  # torch's padding='same', kernel 4 x 3
+        ("SAME_UPPER", [2, 3], [1, 1], [3, 3, 3, 3]),
+        ("SAME_LOWER", [3, 2], [1, 1], [5, 2, 4, 2]),
+        ("SAME_UPPER", [2, 2], [2, 3], [3, 1, 3, 2]),  # 5 x 3 outputs
+    ]:
+        at = dict(dilations=dil, strides=strides)
+        node = helper.make_node("Conv", ["x", "w"], ["y"], auto_pad=auto, **at)
+        m = _model([node], [_vi("x", ["N", 2, 9, 8])], [_vi("y", None)], [w], 17)
+        ref = helper.make_node("Conv", ["x", "w"], ["y"], pads=pads, **at)
+        mref = _model([ref], [_vi("x", ["N", 2, 9, 8])], [_vi("y", None)], [w], 17)
+        want = _ort(mref, {"x": x})[0]
+        np.testing.assert_allclose(
+            gc.from_onnx(m).compile().predict(x), want, rtol=1e-5, atol=1e-5, err_msg=auto
+        )
+
+
+def test_batch_norm_in_training_mode_before_opset_14_is_refused() -> None:
+    """BatchNormalization before opset 14 is in training mode when its statistics are asked
+    for as outputs (torch.onnx.export(..., training=TrainingMode.PRESERVE) of a model in train
+    mode): ONNX Runtime normalizes with the batch's mean and variance. graphc computed the
+    inference form silently (max difference 0.9 on a torch export); now refused by name."""
+    c = 3
+    inits = [
+        numpy_helper.from_array(np.full(c, v, np.float32), n)
+        for n, v in (("s", 1.0), ("b", 0.0), ("m", 0.5), ("v", 2.0))
+    ]
+    outs = ["y", "rm", "rv", "sm", "sv"]
+    node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], outs, name="bn3")
+    m = _model([node], [_vi("x", ["N", c, 4])], [_vi("y", None)], inits, 9)
+    with pytest.raises(OnnxError, match=r"node 0 'bn3' .*outputs \['rm', 'rv', 'sm', 'sv'\]"):
+        gc.from_onnx(m)
+    node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"])
+    m = _model([node], [_vi("x", ["N", c, 4])], [_vi("y", None)], inits, 9)
+    x = np.random.default_rng(3).standard_normal((2, c, 4)).astype(np.float32)
+    np.testing.assert_allclose(
+        gc.from_onnx(m).compile().predict(x), _ort(m, {"x": x})[0], rtol=1e-5, atol=1e-6
+    )
