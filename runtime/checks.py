@@ -83,6 +83,29 @@ def check_lr(lr: object) -> float:
     return v
 
 
+def input_array(name: str, value: Any) -> np.ndarray:
+    """``value`` (an array-like given for input ``name``) as a numpy array.
+
+    Raises:
+        ArgumentError: a masked array with masked elements (numpy's conversion keeps the
+            values hidden under the mask, which the model read as data, silently), or data
+            numpy cannot make one array of (rows of different lengths: ValueError escaped).
+    """
+    if isinstance(value, np.ma.MaskedArray) and np.ma.is_masked(value):
+        raise ArgumentError(
+            f"input {name!r} is a masked array with {int(np.ma.count_masked(value))} masked "
+            "element(s): the model would read the values hidden under the mask; fill them "
+            "(a.filled(value)) or drop their rows first"
+        )
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as e:
+        raise ArgumentError(
+            f"input {name!r}: the data is not one array of numbers ({e}); rows of different "
+            "lengths?"
+        ) from None
+
+
 def check_count(value: object, option: str, low: int = 0) -> int:
     """``value`` as an int when it is a whole number >= ``low`` (a numpy integer too; a bool,
     a float such as 2.7 or a string is not): a callback's patience, cooldown or epoch count.

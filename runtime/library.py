@@ -29,7 +29,7 @@ from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError, Numeri
 from graphc.ir.types import DTYPE_INFO, TensorType
 
 from .buffers import address, aligned_empty, output_arrays, view
-from .checks import check_batch_size, check_lr, explain, param_value
+from .checks import check_batch_size, check_lr, explain, input_array, param_value
 from .executable import COPY_OUTPUT_MAX, label_dtype_hint, shape_hint
 from .parallel import own_lock, turned
 
@@ -302,7 +302,7 @@ class Library:
             )
         out, n = [], None
         for p, a in zip(ports, arrays):
-            a = np.asarray(a)
+            a = input_array(p["name"], a)
             want_dtype = DTYPE_INFO[p["dtype"]].np
             if a.dtype.kind not in "iuf":  # no bool, complex, object or string arrays
                 raise ArgumentError(

@@ -37,6 +37,7 @@ from .checks import (
     check_lr,
     check_seed,
     explain,
+    input_array,
     param_value,
     row_indices_valid,
 )
@@ -711,7 +712,7 @@ class Model:
         src = prog.forward
         for name, a in list(feeds.items()):
             t = src[name].type
-            a = np.asarray(a)
+            a = input_array(name, a)
             if a.ndim == 0:
                 raise ArgumentError(f"input {name!r}: expected an array of {t}, got a scalar")
             if t.dtype == "i32":

@@ -112,3 +112,24 @@ def test_targets_given_to_a_model_without_target_inputs() -> None:
     with pytest.raises(ArgumentError, match="no label or target input"):
         m.fit(X, 2 * X, verbose=0)
     assert len(m.fit(X, X, epochs=2, verbose=0)["loss"]) == 2
+
+
+def test_masked_and_ragged_data_are_refused(tmp_path) -> None:
+    """A masked array with masked elements is refused naming the input (numpy's conversion
+    kept the values under the mask and the model read them as data, silently); one without
+    masked elements is its data; ragged rows are an ArgumentError (ValueError escaped); the
+    same for an exported library's predict."""
+    x, y = gc.input("x", ("N", 3)), gc.input("y", ("N", 2))
+    p = gc.dense(x, 2)
+    m = gc.compile(p, gc.mean_squared_error(p, y), gc.SGD(0.1))
+    X = np.arange(12, dtype=np.float32).reshape(4, 3)
+    lib = gc.load(m.export(str(tmp_path / "libma.so")).library)
+    for predict in (m.predict, lib.predict):
+        with pytest.raises(ArgumentError, match="'x' is a masked array with 2 masked"):
+            predict(np.ma.masked_array(X, mask=X > 9))
+        with pytest.raises(ArgumentError, match="not one array of numbers"):
+            predict([[1.0, 2.0, 3.0], [4.0, 5.0]])
+        np.testing.assert_array_equal(predict(np.ma.masked_array(X)), m.predict(X))
+    Y = np.ma.masked_array(np.ones((4, 2)), mask=[[0, 1], [0, 0], [0, 0], [0, 0]])
+    with pytest.raises(ArgumentError, match="'y' is a masked array with 1 masked"):
+        m.fit(X, Y, verbose=0)
