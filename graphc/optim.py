@@ -112,6 +112,11 @@ class Optimizer:
             from graphc.runtime.checks import check_lr
 
             v = check_lr(value)
+            if v == self.__dict__.get("lr") and name == "lr":
+                # no change of the rate (build's checks write lr back as a float when a
+                # split step compiles later): the models keep theirs, a schedule's included
+                object.__setattr__(self, "lr", v)
+                return
             for m in list(models):
                 m.lr = v
             object.__setattr__(self, "lr", v)

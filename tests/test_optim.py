@@ -527,3 +527,18 @@ def test_the_optimizer_of_a_compiled_model_sets_its_rate_and_refuses_other_chang
     assert opt.momentum == 0.9
     m.fit(X, Y, epochs=2, verbose=0, callbacks=[gc.ExponentialLR(0.5)])
     assert m.optimizer.lr == m.lr == 0.025
+
+
+def test_a_shared_optimizer_writing_back_its_own_rate_leaves_the_models_rates() -> None:
+    """Two models compiled with one optimizer keep their own rates when the optimizer's
+    checks write its unchanged lr back (as a split step compiled later does)."""
+    x, y = gc.input("x", ("N", 2)), gc.input("y", ("N", 1))
+    p = gc.dense(x, 1)
+    opt = gc.SGD(0.1)
+    a = gc.compile(p, gc.mean_squared_error(p, y), opt)
+    b = gc.compile(p, gc.mean_squared_error(p, y), opt)
+    a.lr, b.lr = 0.01, 0.02
+    opt._check()  # writes float(lr) back
+    assert (a.lr, b.lr) == (0.01, 0.02)
+    opt.lr = 0.5  # a change: both models
+    assert (a.lr, b.lr) == (0.5, 0.5)
