@@ -168,11 +168,41 @@ class EarlyStopping(Callback):
         _check_monitor(self.monitor, names, "EarlyStopping")
 
     def on_train_begin(self, model: Any) -> None:
+        if getattr(self, "_resumed", False):  # load_state_dict: this fit continues the run
+            self._resumed = False
+            self.stopped_epoch = None
+            return
         self.wait = 0
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch: int | None = None
         self.best_weights: dict[str, np.ndarray] | None = None
         self.stopped_epoch: int | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The counters a resumed run needs (torch's ``state_dict``; JSON numbers, for
+        ``model.save(path, extra={"early_stopping": es.state_dict()})``): best, best_epoch,
+        wait. The best weights are not in it: after a resume, ``restore_best_weights``
+        restores the best epoch of the resumed run (the first monitored one when none
+        improves on the loaded best)."""
+        return {"best": float(self.best), "best_epoch": self.best_epoch, "wait": int(self.wait)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict()``'s counters: the next ``fit`` (``initial_epoch=k``
+        after ``model.load``) keeps them instead of starting afresh, so it stops at the epoch
+        the uninterrupted run stops at (a fresh callback counted patience from the resume).
+
+        Raises:
+            GraphcError: ``state`` is not such a dict.
+        """
+        try:
+            best, wait = float(state["best"]), check_count(state["wait"], "wait")
+            epoch = state["best_epoch"]
+            epoch = None if epoch is None else check_count(epoch, "best_epoch")
+        except (KeyError, TypeError, ValueError, GraphcError) as e:
+            raise GraphcError(f"EarlyStopping.load_state_dict: not a state_dict ({e!r})") from None
+        self.on_train_begin(None)
+        self.best, self.best_epoch, self.wait = best, epoch, wait
+        self._resumed = True
 
     def _improves(self, value: float, reference: float) -> bool:
         # Keras's float expressions (monitor_op(value -+ min_delta, reference)): equal rounding
@@ -610,10 +640,43 @@ class ReduceLROnPlateau(Callback):
         _check_monitor(self.monitor, names, "ReduceLROnPlateau")
 
     def on_train_begin(self, model: Any) -> None:
+        self.reductions: list[int] = []
+        if getattr(self, "_resumed", False):  # load_state_dict: this fit continues the run
+            self._resumed = False
+            return
         self.best = math.inf if self.mode == "min" else -math.inf
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
-        self.reductions: list[int] = []
+
+    def state_dict(self) -> dict[str, Any]:
+        """The counters a resumed run needs (torch's ``ReduceLROnPlateau.state_dict``; JSON
+        numbers, for ``model.save(path, extra={"plateau": cb.state_dict()})``): best,
+        num_bad_epochs, cooldown_counter."""
+        return {
+            "best": float(self.best),
+            "num_bad_epochs": int(self.num_bad_epochs),
+            "cooldown_counter": int(self.cooldown_counter),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict()``'s counters: the next ``fit`` (``initial_epoch=k``
+        after ``model.load``, which restores the reduced rate) keeps them instead of starting
+        afresh, so the rate is lowered at the epochs of the uninterrupted run (a fresh
+        callback took the first resumed epoch as an improvement and counted from there).
+
+        Raises:
+            GraphcError: ``state`` is not such a dict.
+        """
+        try:
+            best = float(state["best"])
+            bad = check_count(state["num_bad_epochs"], "num_bad_epochs")
+            cool = check_count(state["cooldown_counter"], "cooldown_counter")
+        except (KeyError, TypeError, ValueError, GraphcError) as e:
+            raise GraphcError(
+                f"ReduceLROnPlateau.load_state_dict: not a state_dict ({e!r})"
+            ) from None
+        self.best, self.num_bad_epochs, self.cooldown_counter = best, bad, cool
+        self._resumed = True
 
     def _better(self, a: float) -> bool:
         t, best = self.threshold, self.best
