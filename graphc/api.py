@@ -59,12 +59,14 @@ def compile(
             f"model name {name!r} must be a C identifier: ASCII letters, digits and '_', not "
             "starting with a digit (it prefixes the C symbols)"
         )
-    if opt_level not in (0, 1, 2):
+    if isinstance(opt_level, bool) or opt_level not in (0, 1, 2):  # (True == 1: -O1)
         raise GraphcError(f"opt_level must be 0, 1 or 2, got {opt_level!r}")
     verify_each = check_bool(verify_each, "compile: verify_each")
     check_numerics = check_bool(check_numerics, "compile: check_numerics")
     check_seed(seed)  # before compiling: numpy refuses a negative seed only at initialization
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):  # (threads=True was 1 thread)
         raise GraphcError(f"threads must be a positive int, got {threads!r}")
     outs = [outputs] if isinstance(outputs, dsl.Tensor) else list(outputs)
     if loss is not None and optimizer is None:

@@ -263,3 +263,11 @@ def test_normalization_axis_is_one_axis_of_the_data() -> None:
     m = gc.compile(gc.Normalization(axis=np.int64(-2)).adapt(data)(x))
     want = (d - d.mean(axis=(0, 2), keepdims=True)) / d.std(axis=(0, 2), keepdims=True)
     np.testing.assert_allclose(m.predict(data), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("option", [{"opt_level": True}, {"threads": True}, {"threads": False}])
+def test_compile_numbers_are_not_bools(option) -> None:
+    """opt_level=True compiled at -O1 and threads=True ran 1 thread (True == 1), silently."""
+    x = gc.input("x", ("N", 2))
+    with pytest.raises(gc.GraphcError, match=next(iter(option))):
+        gc.compile(gc.dense(x, 1), **option)
