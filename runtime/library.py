@@ -563,7 +563,14 @@ class Library:
                 )
             x = {ports[0]["name"]: x, ports[1]["name"]: y}
         elif y is not None:
-            x = {**x, **(y if isinstance(y, dict) else {ports[-1]["name"]: y})}
+            extra = y if isinstance(y, dict) else {ports[-1]["name"]: y}
+            for k in x.keys() & extra.keys():  # (y's array was used silently)
+                if x[k] is not extra[k]:
+                    raise ArgumentError(
+                        f"train_step: input {k!r} is given twice, in x and in y, as different "
+                        "arrays; give it once"
+                    )
+            x = {**x, **extra}
         arrays, n = self._inputs(ports, x, "train_step")
         self._workspace(n)
         args: list[Any] = [ctypes.addressof(self._ctx), n]

@@ -133,3 +133,18 @@ def test_masked_and_ragged_data_are_refused(tmp_path) -> None:
     Y = np.ma.masked_array(np.ones((4, 2)), mask=[[0, 1], [0, 0], [0, 0], [0, 0]])
     with pytest.raises(ArgumentError, match="'y' is a masked array with 1 masked"):
         m.fit(X, Y, verbose=0)
+
+
+def test_a_library_input_given_twice(tmp_path) -> None:
+    """An exported library's train_step with a label in x's dict and in y as different
+    arrays is refused naming it (y's was used silently), as Model's; the same array twice
+    trains as Model.train_step does."""
+    rng = np.random.default_rng(6)
+    X, lab = rng.normal(size=(10, 5)).astype(np.float32), rng.integers(0, 4, 10)
+    x, y = gc.input("x", ("N", 5)), gc.input("y", ("N",), dtype="i32")
+    z = gc.dense(x, 4)
+    m = gc.compile(z, gc.softmax_cross_entropy(z, y), gc.SGD(0.1), name="twice")
+    lib = gc.load(m.export(str(tmp_path / "libtwice.so")).library)
+    with pytest.raises(ArgumentError, match="'y' is given twice"):
+        lib.train_step({"x": X, "y": np.zeros_like(lab)}, lab)
+    assert lib.train_step({"x": X, "y": lab}, lab) == m.train_step(X, lab)
