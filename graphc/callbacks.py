@@ -915,10 +915,15 @@ class CSVLogger(Callback):
 
     Raises:
         ArgumentError: the file cannot be opened (when training begins).
+        GraphcError: (when made) a separator that is not one character (or a quote or a
+            line break).
     """
 
     def __init__(self, filename: str, separator: str = ",", append: bool = False) -> None:
         append = check_bool(append, "CSVLogger: append")
+        if not (isinstance(separator, str) and len(separator) == 1 and separator not in '"\r\n'):
+            # (csv.writer refused it with TypeError when training began)
+            raise GraphcError(f"CSVLogger: separator must be one character, got {separator!r}")
         self.filename, self.separator, self.append = str(filename), separator, append
         self._file: Any = None
         self._writer: Any = None

@@ -220,6 +220,8 @@ def test_evaluate_names_keras_arguments_it_has_not(model) -> None:
         (lambda: ModelCheckpoint("m.gcm", initial_value_threshold="0.5"), TypeError),
         (lambda: gc.Normalization(mean=[np.nan, 0.0], variance=[1.0, 1.0]), gc.GraphcError),
         (lambda: gc.Normalization(mean=[0.0], variance=[np.nan]), gc.GraphcError),
+        (lambda: CSVLogger("log.csv", separator=""), gc.GraphcError),  # TypeError at fit
+        (lambda: CSVLogger("log.csv", separator=";;"), gc.GraphcError),
     ],
 )
 def test_callback_and_layer_numbers_are_checked_when_made(make, kind) -> None:
