@@ -4903,7 +4903,8 @@ def _conv_attrs(cx: NodeContext, x: Tensor, w: Tensor, transposed: bool) -> dict
     """graphc conv / conv_transpose attrs of an ONNX Conv / ConvTranspose node: kernel_shape
     (checked against W's), strides, dilations, group, and the pads explicit or from auto_pad
     (VALID; SAME_UPPER / SAME_LOWER: the output size ceil(D / stride), or D * stride for
-    ConvTranspose, the odd pad at the end / at the beginning); ConvTranspose's output_padding
+    ConvTranspose (its natural size (D - 1) * stride + span + output_padding where that is
+    smaller, as ONNX Runtime), the odd pad at the end / at the beginning); ConvTranspose's output_padding
     and output_shape (which fixes the total pad of each axis)."""
     r = len(x.shape)
     if r < 3 or r > 5 or "N" in x.shape[1:]:
@@ -4946,7 +4947,12 @@ def _conv_attrs(cx: NodeContext, x: Tensor, w: Tensor, transposed: bool) -> dict
             want = size * strides[a]
         if want is not None:
             total = natural - want
-            if total < 0:  # the output reaches past the last window: output padding
+            if total < 0 and out_shape is None:
+                # SAME with a kernel span below the stride: D * stride reaches past the last
+                # window; ONNX Runtime pads nothing and keeps the natural size (its
+                # ComputeTransposePadAndOutputShape clamps the total pad at 0)
+                total = 0
+            elif total < 0:  # output_shape past the last window: output padding
                 outpad[a] -= total
                 total = 0
             small = total // 2

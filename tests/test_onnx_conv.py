@@ -76,6 +76,16 @@ CASES = [
     ),
     ("ConvTranspose", (3, 4, 5), (3, 2, 4, 3), {"strides": [2, 2], "auto_pad": "SAME_LOWER"}, True),
     ("ConvTranspose", (2, 7), (2, 3, 4), {"strides": [2], "dilations": [2], "pads": [1, 2]}, True),
+    # SAME with a kernel span below the stride (D * stride past the last window): ONNX Runtime
+    # keeps the natural size (graphc padded to D * stride: 27 x 8 for 25 x 8)
+    (
+        "ConvTranspose",
+        (1, 9, 4),
+        (1, 2, 1, 3),
+        {"strides": [3, 2], "dilations": [1, 2], "auto_pad": "SAME_UPPER"},
+        False,
+    ),
+    ("ConvTranspose", (2, 5), (2, 2, 2), {"strides": [3], "auto_pad": "SAME_LOWER"}, True),
 ]
 
 
