@@ -224,8 +224,12 @@ def _gather(ctx: KernelContext, node: Node, g: ConvGeometry, lanes: _Lanes) -> N
     hi = [max(lo[k], min(out_sp[last], in_sp[last] - offs[k])) for k in range(len(offs))]
     off_t = _table(ctx, f"{node.op}.off", offs)
     lo_t, hi_t = _table(ctx, f"{node.op}.lo", lo), _table(ctx, f"{node.op}.hi", hi)
+    # a block of B output channels shares each input load: B independent sums in flight
+    # (one sum alone waits on the add's latency at every tap)
+    block = next(v for v in (8, 4, 2, 1) if out_grp % v == 0)
+    wstep = ksz if transposed else cg * ksz  # w index from one output channel to the next
     with b.goto_entry_block():
-        vacc = b.alloca(lanes.vt, name="vacc")
+        vaccs = [b.alloca(lanes.vt, name=f"vacc{i}") for i in range(block)]
     it = ir.VectorType(I64, lanes.lanes)
     iota = ir.Constant(it, list(range(lanes.lanes)))
     batch = ctx.dim(g.batch)
@@ -236,7 +240,8 @@ def _gather(ctx: KernelContext, node: Node, g: ConvGeometry, lanes: _Lanes) -> N
         p = b.gep(ctx.ptr(value), [index], source_etype=t)
         return b.call(lanes.load_fn, [p, lanes.align, mask, lanes.zero])
 
-    with _outer(b, batch, "n") as n, _outer(b, i64(out_ch), "oc") as oc:
+    with _outer(b, batch, "n") as n, _outer(b, i64(out_ch // block), "ocb") as ocb:
+        oc = b.mul(ocb, i64(block))
         grp = b.sdiv(oc, i64(out_grp))
         sub = b.srem(oc, i64(out_grp))
         obase = b.mul(b.add(b.mul(n, i64(out_ch)), oc), i64(osz))
@@ -249,7 +254,8 @@ def _gather(ctx: KernelContext, node: Node, g: ConvGeometry, lanes: _Lanes) -> N
             with counted_loop(b, i64(0), i64(out_sp[last]), lanes.lanes, "uv") as st:
                 c0 = st.iv
                 pos = b.add(lanes.splat(c0, it), iota)
-                b.store(lanes.zero, vacc)
+                for vacc in vaccs:
+                    b.store(lanes.zero, vacc)
                 with _outer(b, i64(per_grp), "j") as j:
                     ic = b.add(b.mul(grp, i64(per_grp)), j)
                     ibase = b.mul(b.add(b.mul(n, i64(in_ch)), ic), i64(isz))
@@ -259,8 +265,10 @@ def _gather(ctx: KernelContext, node: Node, g: ConvGeometry, lanes: _Lanes) -> N
                         wbase = b.mul(b.add(b.mul(oc, i64(cg)), j), i64(ksz))
                     taps(0, wbase, ibase, us, c0, pos)
                 mask = b.icmp_signed("<", pos, lanes.splat(i64(out_sp[last]), it))
-                p = b.gep(ctx.ptr(dst), [b.add(oidx, c0)], inbounds=True, source_etype=t)
-                b.call(lanes.store_fn, [b.load(vacc), p, lanes.align, mask])
+                for i, vacc in enumerate(vaccs):
+                    at = b.add(b.add(oidx, c0), i64(i * osz))
+                    p = b.gep(ctx.ptr(dst), [at], inbounds=True, source_etype=t)
+                    b.call(lanes.store_fn, [b.load(vacc), p, lanes.align, mask])
 
         def taps(axis: int, widx: ir.Value, iidx: ir.Value, us, c0, pos) -> None:
             if axis < last:
@@ -284,11 +292,111 @@ def _gather(ctx: KernelContext, node: Node, g: ConvGeometry, lanes: _Lanes) -> N
                     b.icmp_signed("<", pos, lanes.splat(khi, it)),
                 )
                 xv = load_at(src, b.add(b.add(iidx, c0), _lookup(b, off_t, k)), m)
-                wv = lanes.splat(ctx.load(w, b.add(widx, k)))
-                acc = b.fadd(b.load(vacc), b.fmul(wv, xv, flags=_FAST), flags=_FAST)
-                b.store(acc, vacc)
+                wk = b.add(widx, k)
+                for i, vacc in enumerate(vaccs):
+                    wv = lanes.splat(ctx.load(w, b.add(wk, i64(i * wstep))))
+                    acc = b.fadd(b.load(vacc), b.fmul(wv, xv, flags=_FAST), flags=_FAST)
+                    b.store(acc, vacc)
 
         rows(0, obase, [])
+
+
+def _filter_gather(ctx: KernelContext, node: Node, g: ConvGeometry, lanes: _Lanes) -> None:
+    """conv_filter_grad with stride 1 along the last axis: sample by sample, for a block of
+    output channels and one input channel, each chunk of dy's last axis is loaded once and
+    multiplied with the input rows at every offset of the last kernel axis (masked loads):
+    block x K_last independent vector sums (one sum alone waits on the add's latency), reduced
+    and added to w once per sample and outer kernel offset."""
+    b = ctx.b
+    r, last = g.rank, g.rank - 1
+    dy, x = node.inputs
+    w = node.name
+    t = lanes.t
+    cg, og = g.channels // g.groups, g.out_channels // g.groups
+    ksz, osz, isz = math.prod(g.kernel), math.prod(g.out_spatial), math.prod(g.in_spatial)
+    kl_n = g.kernel[last]
+    block = next(v for v in (4, 2, 1) if og % v == 0 and v * kl_n <= 24)
+    ks, ins, outs = _strides(g.kernel), _strides(g.in_spatial), _strides(g.out_spatial)
+    tables = []
+    for a in range(r - 1):
+        vals = []
+        for u in range(g.out_spatial[a]):
+            for k in range(g.kernel[a]):
+                i = u * g.strides[a] + k * g.dilations[a] - g.pads_begin[a]
+                vals.append(i if 0 <= i < g.in_spatial[a] else -1)
+        tables.append(_table(ctx, f"{node.op}.src{a}", vals))
+    offs = [k * g.dilations[last] - g.pads_begin[last] for k in range(kl_n)]
+    lo = [max(0, -o) for o in offs]
+    hi = [max(lo[k], min(g.out_spatial[last], g.in_spatial[last] - offs[k])) for k in range(kl_n)]
+    it = ir.VectorType(I64, lanes.lanes)
+    iota = ir.Constant(it, list(range(lanes.lanes)))
+    with b.goto_entry_block():
+        accs = [[b.alloca(lanes.vt, name=f"a{i}_{k}") for k in range(kl_n)] for i in range(block)]
+    zero = ir.Constant(t, 0.0)
+    with loop(b, i64(g.out_channels * cg * ksz), name="z") as j:
+        ctx.store(w, j, zero)
+
+    def load_at(value: str, index: ir.Value, mask: ir.Value) -> ir.Value:
+        p = b.gep(ctx.ptr(value), [index], source_etype=t)  # not inbounds: see _gather
+        return b.call(lanes.load_fn, [p, lanes.align, mask, lanes.zero])
+
+    batch = ctx.dim(g.batch)
+    with _outer(b, batch, "n") as n, _outer(b, i64(g.out_channels // block), "cob") as cob:
+        co0 = b.mul(cob, i64(block))
+        grp = b.sdiv(co0, i64(og))
+        ybase = b.mul(b.add(b.mul(n, i64(g.out_channels)), co0), i64(osz))
+        with _outer(b, i64(cg), "ci") as ci:
+            c = b.add(b.mul(grp, i64(cg)), ci)
+            xbase = b.mul(b.add(b.mul(n, i64(g.channels)), c), i64(dsz := isz))
+            del dsz
+
+            def koffs(axis: int, kflat: ir.Value, ks_: list[ir.Value]) -> None:
+                if axis < last:
+                    with _outer(b, i64(g.kernel[axis]), f"k{axis}") as k:
+                        koffs(axis + 1, b.add(kflat, b.mul(k, i64(ks[axis]))), [*ks_, k])
+                    return
+                for row in accs:
+                    for a_ in row:
+                        b.store(lanes.zero, a_)
+                positions(0, ybase, xbase, ks_)
+                for i, row in enumerate(accs):
+                    wb = b.mul(b.add(b.mul(b.add(co0, i64(i)), i64(cg)), ci), i64(ksz))
+                    for k, a_ in enumerate(row):
+                        at = b.add(b.add(wb, kflat), i64(k))
+                        ctx.store(w, at, b.fadd(ctx.load(w, at), _lanes_sum(b, b.load(a_))))
+
+            def positions(axis: int, yi: ir.Value, xi: ir.Value, ks_: list[ir.Value]) -> None:
+                if axis < last:
+                    with _outer(b, i64(g.out_spatial[axis]), f"u{axis}") as u:
+                        at = b.add(b.mul(u, i64(g.kernel[axis])), ks_[axis])
+                        src = _lookup(b, tables[axis], at)
+                        with b.if_then(b.icmp_signed(">=", src, i64(0))):
+                            positions(
+                                axis + 1,
+                                b.add(yi, b.mul(u, i64(outs[axis]))),
+                                b.add(xi, b.mul(src, i64(ins[axis]))),
+                                ks_,
+                            )
+                    return
+                with counted_loop(b, i64(0), i64(g.out_spatial[last]), lanes.lanes, "uv") as st:
+                    c0 = st.iv
+                    pos = b.add(lanes.splat(c0, it), iota)
+                    valid = b.icmp_signed("<", pos, lanes.splat(i64(g.out_spatial[last]), it))
+                    dys = [
+                        load_at(dy, b.add(b.add(yi, c0), i64(i * osz)), valid) for i in range(block)
+                    ]
+                    for k in range(kl_n):
+                        m = b.and_(
+                            b.icmp_signed(">=", pos, lanes.splat(i64(lo[k]), it)),
+                            b.icmp_signed("<", pos, lanes.splat(i64(hi[k]), it)),
+                        )
+                        xv = load_at(x, b.add(b.add(xi, c0), i64(offs[k])), m)
+                        for i in range(block):
+                            acc = accs[i][k]
+                            prod = b.fmul(dys[i], xv, flags=_SUM)
+                            b.store(b.fadd(b.load(acc), prod, flags=_SUM), acc)
+
+            koffs(0, i64(0), [])
 
 
 def emit_conv(ctx: KernelContext, node: Node) -> None:
@@ -358,6 +466,8 @@ def emit_conv(ctx: KernelContext, node: Node) -> None:
                     return lambda xi, yi, m: mac(x, xi, y, yi, wv, wvec, m)
 
                 _window(ctx, g, box, wbase, xbase, ybase, at, lanes)
+    elif node.op == "conv_filter_grad" and g.strides[-1] == 1:
+        _filter_gather(ctx, node, g, lanes)
     elif node.op == "conv_filter_grad":
         y, x = node.inputs
         w = node.name
