@@ -1684,7 +1684,11 @@ class Importer:
             # input holds the values as f32; the file again takes the type the original did
             t.node = t.node.with_(origin=f"{t.node.origin}{ONNX_TYPE_TAG}{tt.elem_type}")
         if use == "integer":  # float32 holds whole numbers exactly below 2**24: checked
-            t.node = t.node.with_(attrs={**dict(t.node.attrs), "index_rows": 2**24})
+            # within +-(2**24 - 1): the entries check the values as float32, and -2**24 - 1
+            # rounds to -2**24 (an end of -2**24 let it through as -2**24: Mod gave 2 for 1)
+            t.node = t.node.with_(
+                attrs={**dict(t.node.attrs), "index_rows": 2**24, "index_low": 1 - 2**24}
+            )
         return t
 
     def convert(self, index: int, node: Any) -> None:

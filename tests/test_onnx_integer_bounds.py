@@ -151,6 +151,31 @@ def test_sums_of_integer_inputs_stay_exact_or_are_refused() -> None:
         model.predict(feeds)
 
 
+def test_an_integer_input_range_has_no_end_a_rounded_value_reaches() -> None:
+    """The entries check an integer input's values as float32, where -2**24 - 1 rounds to
+    -2**24: a range ending at -2**24 let it through as -2**24 (Mod 3 gave 2 where ONNX
+    Runtime gives 1, silently). The checked range is now within +-(2**24 - 1), both ends
+    whole numbers whose rounded neighbours outside stay outside. Reference: ONNX Runtime."""
+    three = numpy_helper.from_array(np.array(3, np.int64), "three")
+    m = _model(
+        [
+            helper.make_node("Mod", ["x", "three"], ["r"]),
+            helper.make_node("Cast", ["r"], ["y"], to=F32),
+        ],
+        [helper.make_tensor_value_info("x", I64, ["N", 2])],
+        [helper.make_tensor_value_info("y", F32, ["N", 2])],
+        [three],
+    )
+    model = gc.from_onnx(m).compile()
+    ok = np.array([[2**24 - 1, 1 - 2**24], [-7, 8]], np.int64)
+    np.testing.assert_array_equal(model.predict(ok).astype(np.float64), _ort(m, {"x": ok})[0])
+    for v in (-(2**24) - 1, -(2**24), 2**24, 2**24 + 1):
+        bad = ok.copy()
+        bad[1, 0] = v
+        with pytest.raises(ArgumentError, match=r"'x'.*row 1 holds"):
+            model.predict(bad)
+
+
 def test_class_labels_picked_by_an_index_past_them_are_refused() -> None:
     # ArrayFeatureExtractor (ai.onnx.ml) of 3 class labels by an ArgMax over 5 columns:
     # ONNX Runtime raises on index 4; graphc passed it through as the label
