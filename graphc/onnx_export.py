@@ -619,7 +619,7 @@ def to_onnx_model(
             w, g[o].with_(origin=origin), ONNX_OUTPUT_TAG.lstrip("; "), anywhere=True
         )
         if m_type and int(m_type.group(1)) != typed[k][1]:
-            # an imported double (float16, bfloat16) output: the file's type again, a Cast of
+            # an imported double (float16, bfloat16, integer, bool) output: the file's type, a Cast of
             # graphc's float32 (the value under the output's name, when that is taken, moved)
             if outer == o:
                 _rename_value(w, o, w.fresh(o))

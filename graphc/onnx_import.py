@@ -370,9 +370,10 @@ ONNX_OUTPUT_TAG = "; onnx output "
 # ends the origin of an input whose ONNX element type is an integer ("onnx input ids; onnx
 # type 6": int32): to_onnx declares that type again and casts to graphc's float
 ONNX_TYPE_TAG = "; onnx type "
-# in the origin of the node that computes an imported output the file declares double, float16
-# or bfloat16 ("...; onnx result type 11"; before ONNX_OUTPUT_TAG when both are there): to_onnx
-# declares that type again and casts graphc's float32 to it
+# in the origin of the node that computes an imported output the file declares double, float16,
+# bfloat16, an integer type or bool ("...; onnx result type 11"; before ONNX_OUTPUT_TAG when both
+# are there): to_onnx declares that type again and casts graphc's float32 to it (an integer
+# output, such as ArgMax's or a classifier's label, holds whole numbers: the Cast is exact)
 ONNX_RESULT_TYPE_TAG = "; onnx result type "
 
 
@@ -1315,8 +1316,9 @@ class Importer:
             for o in self.graph.output
             if o.type.HasField("tensor_type")
         }
-        for name, t in zip(names, result):  # a double / half output: its type, for to_onnx
-            if declared.get(name) in FLOAT_TYPES[1:] and t.node.op != "input":
+        for name, t in zip(names, result):  # a double / half / integer output: its type
+            kind = declared.get(name)
+            if (kind in FLOAT_TYPES[1:] or kind in INTEGER_TYPES) and t.node.op != "input":
                 tag = f"{ONNX_RESULT_TYPE_TAG}{declared[name]}"
                 t.node = t.node.with_(origin=f"{t.node.origin or 'onnx'}{tag}")
         for name, t in zip(names, result):  # the ONNX name, for to_onnx (ONNX_OUTPUT_TAG)

@@ -982,3 +982,46 @@ def test_bfloat16_tensors_read_as_their_values_with_onnx_before_1_19(monkeypatch
     got = tensor_to_array(t, None, "initializer 'b'")
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, vals.reshape(2, 3))
+
+
+def test_round_trip_keeps_integer_and_bool_outputs(tmp_path) -> None:
+    """Imported outputs declared int64 (ArgMax, a classifier's label), int32 or bool were
+    exported again as float (graphc holds them as float32): ONNX Runtime code reading class ids
+    from the new file got float32 arrays. They keep their type now, a Cast of graphc's whole
+    numbers (exact). Reference: ONNX Runtime on the original file, equal values and types."""
+    g = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "W"], ["h"]),
+            helper.make_node("ArgMax", ["h"], ["label"], axis=1, keepdims=0),
+            helper.make_node("Greater", ["h", "zero"], ["positive"]),
+            helper.make_node("Cast", ["label"], ["label32"], to=TensorProto.INT32),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [
+            helper.make_tensor_value_info(o, t, None)
+            for o, t in (
+                ("h", TensorProto.FLOAT),
+                ("label", TensorProto.INT64),
+                ("positive", TensorProto.BOOL),
+                ("label32", TensorProto.INT32),
+            )
+        ],
+        [
+            numpy_helper.from_array(
+                np.random.default_rng(3).standard_normal((4, 3)).astype(np.float32), "W"
+            ),
+            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        ],
+    )
+    src = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    src.ir_version = 8
+    path = str(tmp_path / "rt.onnx")
+    gc.from_onnx(src).compile().to_onnx(path)
+    m = onnx.load(path)
+    onnx.checker.check_model(m, full_check=True)
+    x = np.random.default_rng(4).standard_normal((6, 4)).astype(np.float32)
+    got, want = ort_run(path, {"x": x}), ort_run(src, {"x": x})
+    for a, b in zip(got, want, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
