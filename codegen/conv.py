@@ -92,6 +92,15 @@ class _Lanes:
         self.ctx.b.call(self.store_fn, [v, self._at(value, index), self.align, mask])
 
 
+def _parallel(ctx: KernelContext, count: ir.Value, body: Callable[[ir.Value], None]) -> None:
+    """``for i in 0..count: body(i)``, the range split among the module's threads (disjoint
+    outputs per i, each computed by the same code whatever the thread count:
+    kernels.flat_loop with one i per chunk)."""
+    from .kernels import flat_loop
+
+    flat_loop(ctx, count, body, lambda: None, min_total=2, chunk=1)
+
+
 def _lanes_sum(b: ir.IRBuilder, v: ir.Value) -> ir.Value:
     """The sum of the lanes of ``v`` (by halving)."""
     n = v.type.count
@@ -180,7 +189,6 @@ def _gather(ctx: KernelContext, node: Node, g: ConvGeometry, lanes: _Lanes) -> N
     Outer axes: the input position of output position u and offset k comes from a constant
     table (-1: outside the input, or between strides for conv_transpose); last axis: input
     position u + off(k), valid for u in [lo(k), hi(k)) (masks)."""
-    b = ctx.b
     r = g.rank
     transposed = node.op == "conv_transpose"
     src, w = node.inputs
@@ -228,77 +236,83 @@ def _gather(ctx: KernelContext, node: Node, g: ConvGeometry, lanes: _Lanes) -> N
     # (one sum alone waits on the add's latency at every tap)
     block = next(v for v in (8, 4, 2, 1) if out_grp % v == 0)
     wstep = ksz if transposed else cg * ksz  # w index from one output channel to the next
-    with b.goto_entry_block():
-        vaccs = [b.alloca(lanes.vt, name=f"vacc{i}") for i in range(block)]
-    it = ir.VectorType(I64, lanes.lanes)
-    iota = ir.Constant(it, list(range(lanes.lanes)))
     batch = ctx.dim(g.batch)
-    t = lanes.t
 
-    def load_at(value: str, index: ir.Value, mask: ir.Value) -> ir.Value:
-        # not inbounds: a masked-off first lane may sit before the row
-        p = b.gep(ctx.ptr(value), [index], source_etype=t)
-        return b.call(lanes.load_fn, [p, lanes.align, mask, lanes.zero])
+    def sample(n: ir.Value) -> None:
+        """All of sample n (the samples are split among the threads)."""
+        b = ctx.b
+        with b.goto_entry_block():
+            vaccs = [b.alloca(lanes.vt, name=f"vacc{i}") for i in range(block)]
+        it = ir.VectorType(I64, lanes.lanes)
+        iota = ir.Constant(it, list(range(lanes.lanes)))
+        t = lanes.t
 
-    with _outer(b, batch, "n") as n, _outer(b, i64(out_ch // block), "ocb") as ocb:
-        oc = b.mul(ocb, i64(block))
-        grp = b.sdiv(oc, i64(out_grp))
-        sub = b.srem(oc, i64(out_grp))
-        obase = b.mul(b.add(b.mul(n, i64(out_ch)), oc), i64(osz))
+        def load_at(value: str, index: ir.Value, mask: ir.Value) -> ir.Value:
+            # not inbounds: a masked-off first lane may sit before the row
+            p = b.gep(ctx.ptr(value), [index], source_etype=t)
+            return b.call(lanes.load_fn, [p, lanes.align, mask, lanes.zero])
 
-        def rows(axis: int, oidx: ir.Value, us: list[ir.Value]) -> None:
-            if axis < last:
-                with _outer(b, i64(out_sp[axis]), f"u{axis}") as u:
-                    rows(axis + 1, b.add(oidx, b.mul(u, i64(outs[axis]))), [*us, u])
-                return
-            with counted_loop(b, i64(0), i64(out_sp[last]), lanes.lanes, "uv") as st:
-                c0 = st.iv
-                pos = b.add(lanes.splat(c0, it), iota)
-                for vacc in vaccs:
-                    b.store(lanes.zero, vacc)
-                with _outer(b, i64(per_grp), "j") as j:
-                    ic = b.add(b.mul(grp, i64(per_grp)), j)
-                    ibase = b.mul(b.add(b.mul(n, i64(in_ch)), ic), i64(isz))
-                    if transposed:  # w[co, ci, k], co = grp * og + j, ci = sub
-                        wbase = b.mul(b.add(b.mul(ic, i64(cg)), sub), i64(ksz))
-                    else:  # w[oc, j, k]
-                        wbase = b.mul(b.add(b.mul(oc, i64(cg)), j), i64(ksz))
-                    taps(0, wbase, ibase, us, c0, pos)
-                mask = b.icmp_signed("<", pos, lanes.splat(i64(out_sp[last]), it))
-                for i, vacc in enumerate(vaccs):
-                    at = b.add(b.add(oidx, c0), i64(i * osz))
-                    p = b.gep(ctx.ptr(dst), [at], inbounds=True, source_etype=t)
-                    b.call(lanes.store_fn, [b.load(vacc), p, lanes.align, mask])
+        with _outer(b, i64(out_ch // block), "ocb") as ocb:
+            oc = b.mul(ocb, i64(block))
+            grp = b.sdiv(oc, i64(out_grp))
+            sub = b.srem(oc, i64(out_grp))
+            obase = b.mul(b.add(b.mul(n, i64(out_ch)), oc), i64(osz))
 
-        def taps(axis: int, widx: ir.Value, iidx: ir.Value, us, c0, pos) -> None:
-            if axis < last:
-                with _outer(b, i64(g.kernel[axis]), f"k{axis}") as k:
-                    at = b.add(b.mul(us[axis], i64(g.kernel[axis])), k)
-                    src_pos = _lookup(b, tables[axis], at)
-                    with b.if_then(b.icmp_signed(">=", src_pos, i64(0))):
-                        taps(
-                            axis + 1,
-                            b.add(widx, b.mul(k, i64(ks[axis]))),
-                            b.add(iidx, b.mul(src_pos, i64(ins[axis]))),
-                            us,
-                            c0,
-                            pos,
-                        )
-                return
-            with _outer(b, i64(g.kernel[last]), "kl") as k:
-                klo, khi = _lookup(b, lo_t, k), _lookup(b, hi_t, k)
-                m = b.and_(
-                    b.icmp_signed(">=", pos, lanes.splat(klo, it)),
-                    b.icmp_signed("<", pos, lanes.splat(khi, it)),
-                )
-                xv = load_at(src, b.add(b.add(iidx, c0), _lookup(b, off_t, k)), m)
-                wk = b.add(widx, k)
-                for i, vacc in enumerate(vaccs):
-                    wv = lanes.splat(ctx.load(w, b.add(wk, i64(i * wstep))))
-                    acc = b.fadd(b.load(vacc), b.fmul(wv, xv, flags=_FAST), flags=_FAST)
-                    b.store(acc, vacc)
+            def rows(axis: int, oidx: ir.Value, us: list[ir.Value]) -> None:
+                if axis < last:
+                    with _outer(b, i64(out_sp[axis]), f"u{axis}") as u:
+                        rows(axis + 1, b.add(oidx, b.mul(u, i64(outs[axis]))), [*us, u])
+                    return
+                with counted_loop(b, i64(0), i64(out_sp[last]), lanes.lanes, "uv") as st:
+                    c0 = st.iv
+                    pos = b.add(lanes.splat(c0, it), iota)
+                    for vacc in vaccs:
+                        b.store(lanes.zero, vacc)
+                    with _outer(b, i64(per_grp), "j") as j:
+                        ic = b.add(b.mul(grp, i64(per_grp)), j)
+                        ibase = b.mul(b.add(b.mul(n, i64(in_ch)), ic), i64(isz))
+                        if transposed:  # w[co, ci, k], co = grp * og + j, ci = sub
+                            wbase = b.mul(b.add(b.mul(ic, i64(cg)), sub), i64(ksz))
+                        else:  # w[oc, j, k]
+                            wbase = b.mul(b.add(b.mul(oc, i64(cg)), j), i64(ksz))
+                        taps(0, wbase, ibase, us, c0, pos)
+                    mask = b.icmp_signed("<", pos, lanes.splat(i64(out_sp[last]), it))
+                    for i, vacc in enumerate(vaccs):
+                        at = b.add(b.add(oidx, c0), i64(i * osz))
+                        p = b.gep(ctx.ptr(dst), [at], inbounds=True, source_etype=t)
+                        b.call(lanes.store_fn, [b.load(vacc), p, lanes.align, mask])
 
-        rows(0, obase, [])
+            def taps(axis: int, widx: ir.Value, iidx: ir.Value, us, c0, pos) -> None:
+                if axis < last:
+                    with _outer(b, i64(g.kernel[axis]), f"k{axis}") as k:
+                        at = b.add(b.mul(us[axis], i64(g.kernel[axis])), k)
+                        src_pos = _lookup(b, tables[axis], at)
+                        with b.if_then(b.icmp_signed(">=", src_pos, i64(0))):
+                            taps(
+                                axis + 1,
+                                b.add(widx, b.mul(k, i64(ks[axis]))),
+                                b.add(iidx, b.mul(src_pos, i64(ins[axis]))),
+                                us,
+                                c0,
+                                pos,
+                            )
+                    return
+                with _outer(b, i64(g.kernel[last]), "kl") as k:
+                    klo, khi = _lookup(b, lo_t, k), _lookup(b, hi_t, k)
+                    m = b.and_(
+                        b.icmp_signed(">=", pos, lanes.splat(klo, it)),
+                        b.icmp_signed("<", pos, lanes.splat(khi, it)),
+                    )
+                    xv = load_at(src, b.add(b.add(iidx, c0), _lookup(b, off_t, k)), m)
+                    wk = b.add(widx, k)
+                    for i, vacc in enumerate(vaccs):
+                        wv = lanes.splat(ctx.load(w, b.add(wk, i64(i * wstep))))
+                        acc = b.fadd(b.load(vacc), b.fmul(wv, xv, flags=_FAST), flags=_FAST)
+                        b.store(acc, vacc)
+
+            rows(0, obase, [])
+
+    _parallel(ctx, batch, sample)
 
 
 def _filter_gather(ctx: KernelContext, node: Node, g: ConvGeometry, lanes: _Lanes) -> None:
@@ -307,7 +321,6 @@ def _filter_gather(ctx: KernelContext, node: Node, g: ConvGeometry, lanes: _Lane
     multiplied with the input rows at every offset of the last kernel axis (masked loads):
     block x K_last independent vector sums (one sum alone waits on the add's latency), reduced
     and added to w once per sample and outer kernel offset."""
-    b = ctx.b
     r, last = g.rank, g.rank - 1
     dy, x = node.inputs
     w = node.name
@@ -330,73 +343,83 @@ def _filter_gather(ctx: KernelContext, node: Node, g: ConvGeometry, lanes: _Lane
     hi = [max(lo[k], min(g.out_spatial[last], g.in_spatial[last] - offs[k])) for k in range(kl_n)]
     it = ir.VectorType(I64, lanes.lanes)
     iota = ir.Constant(it, list(range(lanes.lanes)))
-    with b.goto_entry_block():
-        accs = [[b.alloca(lanes.vt, name=f"a{i}_{k}") for k in range(kl_n)] for i in range(block)]
-    zero = ir.Constant(t, 0.0)
-    with loop(b, i64(g.out_channels * cg * ksz), name="z") as j:
-        ctx.store(w, j, zero)
 
-    def load_at(value: str, index: ir.Value, mask: ir.Value) -> ir.Value:
-        p = b.gep(ctx.ptr(value), [index], source_etype=t)  # not inbounds: see _gather
-        return b.call(lanes.load_fn, [p, lanes.align, mask, lanes.zero])
+    def sample(cob: ir.Value) -> None:
+        """The filters of output channel block cob (the blocks are split among the threads)."""
+        b = ctx.b
+        batch = ctx.dim(g.batch)  # the range function's own n
+        with b.goto_entry_block():
+            accs = [
+                [b.alloca(lanes.vt, name=f"a{i}_{k}") for k in range(kl_n)] for i in range(block)
+            ]
+        zero = ir.Constant(t, 0.0)
 
-    batch = ctx.dim(g.batch)
-    with _outer(b, batch, "n") as n, _outer(b, i64(g.out_channels // block), "cob") as cob:
+        def load_at(value: str, index: ir.Value, mask: ir.Value) -> ir.Value:
+            p = b.gep(ctx.ptr(value), [index], source_etype=t)  # not inbounds: see _gather
+            return b.call(lanes.load_fn, [p, lanes.align, mask, lanes.zero])
+
         co0 = b.mul(cob, i64(block))
-        grp = b.sdiv(co0, i64(og))
-        ybase = b.mul(b.add(b.mul(n, i64(g.out_channels)), co0), i64(osz))
-        with _outer(b, i64(cg), "ci") as ci:
-            c = b.add(b.mul(grp, i64(cg)), ci)
-            xbase = b.mul(b.add(b.mul(n, i64(g.channels)), c), i64(dsz := isz))
-            del dsz
+        wrow = b.mul(co0, i64(cg * ksz))
+        with loop(b, i64(block * cg * ksz), name="z") as j:
+            ctx.store(w, b.add(wrow, j), zero)
+        with _outer(b, batch, "n") as n:
+            grp = b.sdiv(co0, i64(og))
+            ybase = b.mul(b.add(b.mul(n, i64(g.out_channels)), co0), i64(osz))
+            with _outer(b, i64(cg), "ci") as ci:
+                c = b.add(b.mul(grp, i64(cg)), ci)
+                xbase = b.mul(b.add(b.mul(n, i64(g.channels)), c), i64(dsz := isz))
+                del dsz
 
-            def koffs(axis: int, kflat: ir.Value, ks_: list[ir.Value]) -> None:
-                if axis < last:
-                    with _outer(b, i64(g.kernel[axis]), f"k{axis}") as k:
-                        koffs(axis + 1, b.add(kflat, b.mul(k, i64(ks[axis]))), [*ks_, k])
-                    return
-                for row in accs:
-                    for a_ in row:
-                        b.store(lanes.zero, a_)
-                positions(0, ybase, xbase, ks_)
-                for i, row in enumerate(accs):
-                    wb = b.mul(b.add(b.mul(b.add(co0, i64(i)), i64(cg)), ci), i64(ksz))
-                    for k, a_ in enumerate(row):
-                        at = b.add(b.add(wb, kflat), i64(k))
-                        ctx.store(w, at, b.fadd(ctx.load(w, at), _lanes_sum(b, b.load(a_))))
+                def koffs(axis: int, kflat: ir.Value, ks_: list[ir.Value]) -> None:
+                    if axis < last:
+                        with _outer(b, i64(g.kernel[axis]), f"k{axis}") as k:
+                            koffs(axis + 1, b.add(kflat, b.mul(k, i64(ks[axis]))), [*ks_, k])
+                        return
+                    for row in accs:
+                        for a_ in row:
+                            b.store(lanes.zero, a_)
+                    positions(0, ybase, xbase, ks_)
+                    for i, row in enumerate(accs):
+                        wb = b.mul(b.add(b.mul(b.add(co0, i64(i)), i64(cg)), ci), i64(ksz))
+                        for k, a_ in enumerate(row):
+                            at = b.add(b.add(wb, kflat), i64(k))
+                            ctx.store(w, at, b.fadd(ctx.load(w, at), _lanes_sum(b, b.load(a_))))
 
-            def positions(axis: int, yi: ir.Value, xi: ir.Value, ks_: list[ir.Value]) -> None:
-                if axis < last:
-                    with _outer(b, i64(g.out_spatial[axis]), f"u{axis}") as u:
-                        at = b.add(b.mul(u, i64(g.kernel[axis])), ks_[axis])
-                        src = _lookup(b, tables[axis], at)
-                        with b.if_then(b.icmp_signed(">=", src, i64(0))):
-                            positions(
-                                axis + 1,
-                                b.add(yi, b.mul(u, i64(outs[axis]))),
-                                b.add(xi, b.mul(src, i64(ins[axis]))),
-                                ks_,
+                def positions(axis: int, yi: ir.Value, xi: ir.Value, ks_: list[ir.Value]) -> None:
+                    if axis < last:
+                        with _outer(b, i64(g.out_spatial[axis]), f"u{axis}") as u:
+                            at = b.add(b.mul(u, i64(g.kernel[axis])), ks_[axis])
+                            src = _lookup(b, tables[axis], at)
+                            with b.if_then(b.icmp_signed(">=", src, i64(0))):
+                                positions(
+                                    axis + 1,
+                                    b.add(yi, b.mul(u, i64(outs[axis]))),
+                                    b.add(xi, b.mul(src, i64(ins[axis]))),
+                                    ks_,
+                                )
+                        return
+                    with counted_loop(b, i64(0), i64(g.out_spatial[last]), lanes.lanes, "uv") as st:
+                        c0 = st.iv
+                        pos = b.add(lanes.splat(c0, it), iota)
+                        valid = b.icmp_signed("<", pos, lanes.splat(i64(g.out_spatial[last]), it))
+                        dys = [
+                            load_at(dy, b.add(b.add(yi, c0), i64(i * osz)), valid)
+                            for i in range(block)
+                        ]
+                        for k in range(kl_n):
+                            m = b.and_(
+                                b.icmp_signed(">=", pos, lanes.splat(i64(lo[k]), it)),
+                                b.icmp_signed("<", pos, lanes.splat(i64(hi[k]), it)),
                             )
-                    return
-                with counted_loop(b, i64(0), i64(g.out_spatial[last]), lanes.lanes, "uv") as st:
-                    c0 = st.iv
-                    pos = b.add(lanes.splat(c0, it), iota)
-                    valid = b.icmp_signed("<", pos, lanes.splat(i64(g.out_spatial[last]), it))
-                    dys = [
-                        load_at(dy, b.add(b.add(yi, c0), i64(i * osz)), valid) for i in range(block)
-                    ]
-                    for k in range(kl_n):
-                        m = b.and_(
-                            b.icmp_signed(">=", pos, lanes.splat(i64(lo[k]), it)),
-                            b.icmp_signed("<", pos, lanes.splat(i64(hi[k]), it)),
-                        )
-                        xv = load_at(x, b.add(b.add(xi, c0), i64(offs[k])), m)
-                        for i in range(block):
-                            acc = accs[i][k]
-                            prod = b.fmul(dys[i], xv, flags=_SUM)
-                            b.store(b.fadd(b.load(acc), prod, flags=_SUM), acc)
+                            xv = load_at(x, b.add(b.add(xi, c0), i64(offs[k])), m)
+                            for i in range(block):
+                                acc = accs[i][k]
+                                prod = b.fmul(dys[i], xv, flags=_SUM)
+                                b.store(b.fadd(b.load(acc), prod, flags=_SUM), acc)
 
-            koffs(0, i64(0), [])
+                koffs(0, i64(0), [])
+
+    _parallel(ctx, i64(g.out_channels // block), sample)
 
 
 def emit_conv(ctx: KernelContext, node: Node) -> None:

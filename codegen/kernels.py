@@ -220,7 +220,12 @@ TASKS_PER_THREAD = 4  # a split loop is this many ranges per thread (each >= 1/4
 
 
 def flat_loop(
-    ctx: KernelContext, total: ir.Value, body: Callable[[ir.Value], None], setup: Callable[[], None]
+    ctx: KernelContext,
+    total: ir.Value,
+    body: Callable[[ir.Value], None],
+    setup: Callable[[], None],
+    min_total: int = PARALLEL_MIN_ELEMENTS,
+    chunk: int = PARALLEL_CHUNK,
 ) -> None:
     """``setup(); for i in 0..total: body(i)`` in the kernel; with a thread pool, loops of at
     least PARALLEL_MIN_ELEMENTS are split into one contiguous range per thread (a loop whose
@@ -230,9 +235,11 @@ def flat_loop(
     as the kernel, so ctx.ptr/load/store work inside it); the kernel calls it over everything, or
     hands the pool a task that calls it over the task's range. Each element is computed by the
     same code at the same index either way, so the results do not depend on the thread count.
+    ``min_total`` and ``chunk`` (the split's threshold and unit) default to the elementwise
+    loops'; a loop of heavy iterations (a conv's samples) splits from 2 iterations, 1 a chunk.
     """
     b = ctx.b
-    small = isinstance(total, ir.Constant) and total.constant < PARALLEL_MIN_ELEMENTS
+    small = isinstance(total, ir.Constant) and total.constant < min_total
     if ctx.pool is None or small:  # small: never split (a scalar kernel: Adam's step count)
         setup()
         with loop(b, total, name="i") as i:
@@ -284,8 +291,8 @@ def flat_loop(
         ),
         typ=I64,
     )
-    chunks = tb.sdiv(tb.add(n_total, i64(PARALLEL_CHUNK - 1)), i64(PARALLEL_CHUNK))
-    per = tb.mul(tb.sdiv(tb.add(chunks, tb.sub(count, i64(1))), count), i64(PARALLEL_CHUNK))
+    chunks = tb.sdiv(tb.add(n_total, i64(chunk - 1)), i64(chunk))
+    per = tb.mul(tb.sdiv(tb.add(chunks, tb.sub(count, i64(1))), count), i64(chunk))
     start = tb.mul(t, per)
     stop = tb.add(start, per)
     clamp = lambda v: tb.select(tb.icmp_signed("<", v, n_total), v, n_total)  # noqa: E731
@@ -293,9 +300,7 @@ def flat_loop(
     tb.ret_void()
 
     threads = b.load_atomic(ctx.pool.threads, "monotonic", 8, typ=I64)
-    split = b.and_(
-        b.icmp_signed(">", threads, i64(1)), b.icmp_signed(">=", total, i64(PARALLEL_MIN_ELEMENTS))
-    )
+    split = b.and_(b.icmp_signed(">", threads, i64(1)), b.icmp_signed(">=", total, i64(min_total)))
     with b.if_else(split) as (then, otherwise):
         with then:
             full = ir.LiteralStructType(head + [I64])
@@ -317,7 +322,7 @@ def flat_loop(
             # TASKS_PER_THREAD ranges a thread: one that runs late (a busy core) leaves its
             # share to the others
             tasks = b.mul(threads, i64(TASKS_PER_THREAD))
-            most = b.sdiv(total, i64(PARALLEL_MIN_ELEMENTS // TASKS_PER_THREAD))
+            most = b.sdiv(total, i64(max(min_total // TASKS_PER_THREAD, 1)))
             tasks = b.select(b.icmp_signed("<", most, tasks), most, tasks)
             b.call(ctx.pool.run, [task, cp, tasks])
         with otherwise:
