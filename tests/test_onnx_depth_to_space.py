@@ -150,8 +150,8 @@ def test_gradients_through_both_operators_match_central_differences() -> None:
 
 @pytest.mark.parametrize("opset", [13, 17])
 def test_torch_pixel_shuffle_espcn_matches_onnxruntime(opset) -> None:
-    """An ESPCN-like head (Linear, per-channel scale and shift, Tanh; no Conv, which graphc
-    does not import) -> nn.PixelShuffle(2) (DepthToSpace, mode CRD) as torch's TorchScript
+    """An ESPCN-like head (Linear, per-channel scale and shift, Tanh; no Conv: the file
+    predates graphc's Conv import) -> nn.PixelShuffle(2) (DepthToSpace, mode CRD) as torch's TorchScript
     exporter writes it (dynamic batch), at batches 1 and 3."""
     m = onnx.load(os.path.join(DATA, f"torch_espcn_{opset}.onnx"))
     assert [n.op_type for n in m.graph.node][-1] == "DepthToSpace"

@@ -98,7 +98,7 @@ class Attn(torch.nn.Module):
 
 
 class Espcn(torch.nn.Module):
-    """An ESPCN-like super-resolution head without convolutions (graphc imports no Conv): a
+    """An ESPCN-like super-resolution head without convolutions (made before graphc imported Conv): a
     Linear along the rows, a per-channel scale and shift to 4 channels, Tanh, then
     nn.PixelShuffle(2) (exported as DepthToSpace, mode CRD)."""
 
