@@ -106,6 +106,20 @@ globals().update(_dsl.OP_FUNCTIONS)
 
 # issue #14's functions beyond the generated ones (numbers as operands, layers, losses); after
 # the generated functions, so that gc.minimum, gc.clip, gc.where, ... take numbers too
+from .convolution import (  # noqa: E402
+    AvgPool,
+    Conv,
+    Flatten,
+    MaxPool,
+    avg_pool,
+    conv,
+    conv1d,
+    conv2d,
+    conv3d,
+    flatten,
+    global_avg_pool,
+    max_pool,
+)
 from .functional import (  # noqa: E402 (max, min, pow, slice: numpy's names)
     BatchNorm,
     LayerNorm,
@@ -134,21 +148,6 @@ from .functional import (  # noqa: E402 (max, min, pow, slice: numpy's names)
     squeeze,
     swish,
     where,
-)
-
-from .convolution import (  # noqa: E402
-    AvgPool,
-    Conv,
-    Flatten,
-    MaxPool,
-    avg_pool,
-    conv,
-    conv1d,
-    conv2d,
-    conv3d,
-    flatten,
-    global_avg_pool,
-    max_pool,
 )
 
 __version__ = "0.1.0"
