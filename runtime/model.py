@@ -1225,7 +1225,10 @@ class Model:
         if target is None or target not in feeds:
             return {}
         y = feeds[target]
-        if kind != "softmax_cross_entropy" and y.shape != out.shape and y.size == out.size:
+        if kind == "softmax_cross_entropy":  # labels [N]: a reshape of an [N, 1] input
+            if y.ndim != 1 and y.size == out.shape[0]:
+                y = y.reshape(out.shape[0])  # (an [N, 1] column broadcast to [N, N] before)
+        elif y.shape != out.shape and y.size == out.size:
             y = y.reshape(out.shape)  # the loss's target is a reshape of this input
         if kind == "softmax_cross_entropy":
             return {"accuracy": float(np.mean(np.argmax(out, axis=1) == y))}

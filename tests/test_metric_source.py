@@ -109,3 +109,14 @@ def test_metrics_compare_with_the_loss_target_operand(tmp_path) -> None:
     assert set(m.figure_names(validation=True)) == set(h.history)
     back = gc.load_model(m.save_model(str(tmp_path / "ae.gcm")))
     assert np.isclose(back.evaluate(X)["mse"], np.mean((back.predict(X) - X) ** 2), rtol=1e-5)
+
+
+def test_accuracy_of_labels_given_as_a_column() -> None:
+    """Class labels declared [N, 1] and reshaped to [N] for the loss: the accuracy compares
+    each row's argmax with its label (the [N, 1] column broadcast against the [N] argmaxes
+    to an [N, N] comparison: 0.24 where it is 0.4), vs numpy."""
+    _, _, z = _net(3)
+    y = gc.input("y", ("N", 1), "i32")
+    m = gc.compile(z, gc.softmax_cross_entropy(z, gc.reshape(y, ("N",))))
+    col = C.reshape(-1, 1)
+    assert m.evaluate(X, col)["accuracy"] == np.mean(m.predict(X).argmax(1) == C)
