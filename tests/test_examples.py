@@ -47,3 +47,18 @@ def test_digits_main_job_reaches_095_and_library_matches(tmp_path) -> None:
     assert "library predictions match the in-process model: True" in proc.stdout
     acc = float(proc.stdout.split("test accuracy ")[1].split()[0])
     assert acc >= 0.95
+
+
+def test_digits_cnn_reaches_095_and_its_exports_agree(tmp_path) -> None:
+    """The convolutional example: held-out accuracy and both exports (the .so, and the ONNX
+    file run by ONNX Runtime where installed) equal to the in-process predictions."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "digits_cnn.py"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "predictions match the model: True" in proc.stdout
+    acc = float(proc.stdout.split("test accuracy ")[1].split()[0])
+    assert acc >= 0.95
