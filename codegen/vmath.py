@@ -203,6 +203,27 @@ def _pow2(b: ir.IRBuilder, n: ir.Value, ty: ir.Type, name: str) -> ir.Value:
     return b.bitcast(bits, ty, name=name)
 
 
+def _exp_reduced(b: ir.IRBuilder, x: ir.Value, p: str) -> tuple[ir.Value, ir.Value]:
+    """exp's and expm1's Cody-Waite reduction x = n ln2 + r, |r| <= ln2/2: (n as a float, and
+    exp(r) - 1 = r + r^2 q(r) by the polynomial, no 1 added). x is first clamped so that n fits
+    an i32 and both 2**k factors of the scaling are normal; the ordered compare sends NaN to the
+    low bound (a finite value), and the callers put the NaN back."""
+    ty = x.type
+    f64 = _is_f64(ty)
+    lo, hi = (-746.0, 710.0) if f64 else (-104.0, 89.0)
+    ln2_hi, ln2_lo = (_LN2_HI_F64, _LN2_LO_F64) if f64 else (_LN2_HI_F32, _LN2_LO_F32)
+    xc = b.select(b.fcmp_ordered(">", x, const_like(ty, lo)), x, const_like(ty, lo), name=f"{p}.xc")
+    xc = b.select(
+        b.fcmp_ordered("<", xc, const_like(ty, hi)), xc, const_like(ty, hi), name=f"{p}.xc"
+    )
+    t = b.fmul(xc, const_like(ty, 1.0 / math.log(2.0)), name=f"{p}.t")
+    nf = _intrinsic(b, "rint", [t], f"{p}.nf")
+    r = _fma(b, nf, const_like(ty, -ln2_hi), xc, f"{p}.r")
+    r = _fma(b, nf, const_like(ty, -ln2_lo), r, f"{p}.r")
+    q = _horner(b, r, _EXP_P if f64 else _EXPF_P, f"{p}.q")
+    return nf, _fma(b, q, b.fmul(r, r, name=f"{p}.r2"), r, f"{p}.em1")  # exp(r) - 1
+
+
 def exp(b: ir.IRBuilder, x: ir.Value, name: str = "") -> ir.Value:
     """e**x.
 
@@ -220,24 +241,7 @@ def exp(b: ir.IRBuilder, x: ir.Value, name: str = "") -> ir.Value:
     """
     p = name or "exp"
     ty = x.type
-    f64 = _is_f64(ty)
-    lo, hi = (-746.0, 710.0) if f64 else (-104.0, 89.0)
-    ln2_hi, ln2_lo = (_LN2_HI_F64, _LN2_LO_F64) if f64 else (_LN2_HI_F32, _LN2_LO_F32)
-
-    # Clamp so that n fits an i32 and both 2**k factors are normal; the ordered compare sends NaN
-    # to `lo` (a finite value); the NaN is put back at the end.
-    xc = b.select(b.fcmp_ordered(">", x, const_like(ty, lo)), x, const_like(ty, lo), name=f"{p}.xc")
-    xc = b.select(
-        b.fcmp_ordered("<", xc, const_like(ty, hi)), xc, const_like(ty, hi), name=f"{p}.xc"
-    )
-    t = b.fmul(xc, const_like(ty, 1.0 / math.log(2.0)), name=f"{p}.t")
-    nf = _intrinsic(b, "rint", [t], f"{p}.nf")
-    r = _fma(b, nf, const_like(ty, -ln2_hi), xc, f"{p}.r")
-    r = _fma(b, nf, const_like(ty, -ln2_lo), r, f"{p}.r")
-
-    q = _horner(b, r, _EXP_P if f64 else _EXPF_P, f"{p}.q")
-    r2 = b.fmul(r, r, name=f"{p}.r2")
-    em1 = _fma(b, q, r2, r, f"{p}.em1")  # exp(r) - 1
+    nf, em1 = _exp_reduced(b, x, p)
     er = b.fadd(em1, const_like(ty, 1.0), name=f"{p}.er")
 
     n = b.fptosi(nf, _int_like(ty, 32), name=f"{p}.n")
@@ -269,18 +273,7 @@ def expm1(b: ir.IRBuilder, x: ir.Value, name: str = "") -> ir.Value:
     p = name or "expm1"
     ty = x.type
     f64 = _is_f64(ty)
-    lo, hi = (-746.0, 710.0) if f64 else (-104.0, 89.0)
-    ln2_hi, ln2_lo = (_LN2_HI_F64, _LN2_LO_F64) if f64 else (_LN2_HI_F32, _LN2_LO_F32)
-    xc = b.select(b.fcmp_ordered(">", x, const_like(ty, lo)), x, const_like(ty, lo), name=f"{p}.xc")
-    xc = b.select(
-        b.fcmp_ordered("<", xc, const_like(ty, hi)), xc, const_like(ty, hi), name=f"{p}.xc"
-    )
-    t = b.fmul(xc, const_like(ty, 1.0 / math.log(2.0)), name=f"{p}.t")
-    nf = _intrinsic(b, "rint", [t], f"{p}.nf")
-    r = _fma(b, nf, const_like(ty, -ln2_hi), xc, f"{p}.r")
-    r = _fma(b, nf, const_like(ty, -ln2_lo), r, f"{p}.r")
-    q = _horner(b, r, _EXP_P if f64 else _EXPF_P, f"{p}.q")
-    em1 = _fma(b, q, b.fmul(r, r, name=f"{p}.r2"), r, f"{p}.em1")  # exp(r) - 1
+    nf, em1 = _exp_reduced(b, x, p)
     n = b.fptosi(nf, _int_like(ty, 32), name=f"{p}.n")
     n1 = b.ashr(n, const_like(n.type, 1), name=f"{p}.n1")
     s1, s2 = _pow2(b, n1, ty, f"{p}.s1"), _pow2(b, b.sub(n, n1), ty, f"{p}.s2")
