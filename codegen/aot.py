@@ -47,6 +47,7 @@ import sys
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import llvmlite.binding as llvm
 from llvmlite import ir
@@ -612,7 +613,7 @@ def _meta_entry(ep: EntryPlan) -> dict:
 
 def _meta_port(p: Port, checks: dict[str, InputCheck]) -> dict:
     """A port's names, dtype, shape (N kept as "N") and its native input check, if any."""
-    out = {
+    out: dict[str, Any] = {
         "name": p.name,
         "cname": p.cname,
         "dtype": p.type.dtype,
@@ -620,7 +621,10 @@ def _meta_port(p: Port, checks: dict[str, InputCheck]) -> dict:
     }
     if p.name in checks:  # the entry's native check of this input (codegen/checks.py)
         c = checks[p.name]
-        out["check"] = [c.kind, c.bound] if c.kind != "index" else [c.kind, c.bound, c.low, c.note]
+        check: list[Any] = [c.kind, c.bound]
+        if c.kind == "index":
+            check += [c.low, c.note]
+        out["check"] = check
     return out
 
 
@@ -1548,11 +1552,19 @@ def _c_explainers(plan: LibraryPlan, e: EntryPlan) -> list[str]:
     return L
 
 
+def _c_param_name(decl: str) -> str:
+    """The parameter's name at the end of a C parameter declaration ("const float *x" -> "x")."""
+    m = re.search(r"(\w+)$", decl)
+    if m is None:
+        raise CodegenError(f"no parameter name in the C declaration {decl!r}")
+    return m.group(1)
+
+
 def _c_entry_guard(plan: LibraryPlan, e: EntryPlan) -> list[str]:
     """Entry ``e``'s public function: its body (_c_entry) with the ctx entered around it."""
     proto = _prototype(plan, e)
     public = f"int {plan.name}_{e.entry}("
-    names = [re.search(r"(\w+)$", a).group(1) for a in proto[len(public) : -1].split(", ")]
+    names = [_c_param_name(a) for a in proto[len(public) : -1].split(", ")]
     return [
         f"API {proto} {{",
         "    int gc_slot = enter_ctx(ctx), gc_rc;",
