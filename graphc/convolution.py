@@ -149,10 +149,27 @@ def conv3d(x: Tensor, filters: int, kernel_size: Ints, **kw: Any) -> Tensor:
     return conv(x, filters, kernel_size, **kw)
 
 
-def _every(x: Tensor, axis: int, start: int, step: int, count: int) -> Tensor:
-    """x[..., start : start + step * count : step, ...] along ``axis`` (not the batch axis):
-    a slice, then (step > 1) a reshape to [..., count, step, ...] and its first column."""
+def strided_slice(x: Tensor, axis: int, start: int, step: int, count: int) -> Tensor:
+    """x[..., start : start + step * count : step, ...]: ``count`` elements every ``step``
+    (>= 1) from ``start`` along the non-batch ``axis``, as numpy's basic slicing. Exact
+    (elements are moved, never computed); the gradient lands on the picked elements.
+
+    Composed as one slice, then (step > 1) a reshape to [..., count, step, ...] and its first
+    column, whatever ``count`` is (a slice per element would take a compile time growing with
+    the count: 500 slices for a stride of 2 over 1000 elements); the last window's unread
+    tail past the axis is padded with zeros to fill the reshape. Shared by pooling and the
+    ONNX importer's element picks (Slice with steps, Gather, MaxPool / AveragePool).
+
+    Raises:
+        ShapeError: the picked elements do not lie in the axis (start < 0, step < 1, or
+            start + step * (count - 1) >= the axis's size).
+    """
     size = int(x.shape[axis])
+    if start < 0 or step < 1 or count < 1 or start + step * (count - 1) >= size:
+        raise ShapeError(
+            f"strided_slice: {count} elements every {step} from {start} do not lie in axis "
+            f"{axis} of {x.type} ({x.name})"
+        )
     if step == 1:
         if start == 0 and count == size:
             return x
@@ -180,7 +197,7 @@ def _pool(kind: str, x: Tensor, pool_size: Ints, strides: Ints | None) -> Tensor
     if ss == ks:  # windows side by side: one reshape to [..., O, K, ...] and one reduction
         t = x
         for a in range(r):
-            t = _every(t, 2 + a, 0, 1, out[a] * ks[a])
+            t = strided_slice(t, 2 + a, 0, 1, out[a] * ks[a])
         shape: list[Any] = list(t.shape[:2])
         for o, k in zip(out, ks):
             shape += [o, k]
@@ -199,7 +216,7 @@ def _pool(kind: str, x: Tensor, pool_size: Ints, strides: Ints | None) -> Tensor
     for offs in itertools.product(*(range(k) for k in ks)):
         t = x
         for a, k in enumerate(offs):
-            t = _every(t, 2 + a, k, ss[a], out[a])
+            t = strided_slice(t, 2 + a, k, ss[a], out[a])
         acc = t if acc is None else (maximum(acc, t) if kind == "max" else acc + t)
     assert acc is not None
     return acc if kind == "max" else acc * (1.0 / math.prod(ks))

@@ -37,6 +37,7 @@ from graphc.ir.ops.sources import index_range
 from graphc.ir.types import TensorType
 
 from . import dsl, onnx_layout
+from .convolution import strided_slice
 from .dsl import Tensor
 
 MIN_OPSET = 7  # the Gemm/Add/... semantics (numpy broadcasting) every rule below assumes
@@ -3338,23 +3339,10 @@ def _take(cx: NodeContext, x: Tensor, axis: int, idx: Sequence[int]) -> Tensor:
             up = _take(cx, x, axis, range(a + st * (n - 1), a + 1, -st))
             parts.append(dsl.apply("reverse", up, axes=(axis,)))
             continue
-        if st == 1 or n < 3:  # consecutive, or too short to gain: one slice per run
-            for j in range(n) if st != 1 else (0,):
-                lo, hi = (a + j * st, a + j * st + 1) if st != 1 else (a, a + n)
-                whole = (lo, hi) == (0, size)
-                parts.append(
-                    x if whole else dsl.apply("slice", x, axes=(axis,), starts=(lo,), ends=(hi,))
-                )
-            continue
-        full = n if a + n * st <= size else n - 1  # strides whose block lies in the axis
-        block = dsl.apply("slice", x, axes=(axis,), starts=(a,), ends=(a + full * st,))
-        shape = tuple(x.shape)
-        grid = _reshape(cx, block, (*shape[:axis], full, st, *shape[axis + 1 :]))
-        col = dsl.apply("slice", grid, axes=(axis + 1,), starts=(0,), ends=(1,))
-        parts.append(_reshape(cx, col, (*shape[:axis], full, *shape[axis + 1 :])))
-        if full < n:
-            last = a + (n - 1) * st
-            parts.append(dsl.apply("slice", x, axes=(axis,), starts=(last,), ends=(last + 1,)))
+        if st == 1 or n >= 3:  # a run, or every st-th element: one strided slice
+            parts.append(strided_slice(x, axis, a, st, n))
+        else:  # two elements apart (too short to gain from a reshape): a slice each
+            parts += [strided_slice(x, axis, a + j * st, 1, 1) for j in range(n)]
     return dsl.apply("concat", *parts, axis=axis) if len(parts) > 1 else parts[0]
 
 
