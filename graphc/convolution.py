@@ -185,15 +185,89 @@ def strided_slice(x: Tensor, axis: int, start: int, step: int, count: int) -> Te
     return reshape(t, shape[:axis] + (count,) + shape[axis + 1 :])
 
 
-def _pool(kind: str, x: Tensor, pool_size: Ints, strides: Ints | None) -> Tensor:
+def _pool(
+    kind: str,
+    x: Tensor,
+    pool_size: Ints,
+    strides: Ints | None,
+    padding: str = "valid",
+    count_include_pad: bool = False,
+) -> Tensor:
     where = f"{kind}_pool"
     r = _spatial_rank(where, x)
     ks = _per_axis(where, "pool_size", pool_size, r, 1)
     ss = ks if strides is None else _per_axis(where, "strides", strides, r, 1)
+    include = check_bool(count_include_pad, f"{where}: count_include_pad")
+    if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
+        raise GraphcError(f"{where}: padding must be 'valid' or 'same', got {padding!r}")
+    pads = _pads(where, padding, x, ks, ss, (1,) * r)
     sizes = [int(d) for d in x.shape[2:]]
-    out = [(d - k) // s + 1 for d, k, s in zip(sizes, ks, ss)]
+    if any(pads):
+        x = _pad_for_pool(kind, x, pads)
+    padded = [int(d) for d in x.shape[2:]]
+    out = [(d - k) // s + 1 for d, k, s in zip(padded, ks, ss)]
     if min(out) < 1:
         raise ShapeError(f"{where}: pool_size {ks} is larger than the input {x.type} ({x.name})")
+    y = _valid_pool(kind, x, ks, ss, out)
+    if kind == "avg" and any(pads) and not include:
+        y = _recount(y, sizes, ks, ss, pads)
+    return y
+
+
+def _pad_for_pool(kind: str, x: Tensor, pads: tuple[int, ...]) -> Tensor:
+    """x with ``pads`` (begins, then ends) around its spatial axes: zeros for an average (the
+    sum of a window is the sum of its elements inside x); for a maximum, copies of the edge
+    element: with 'same' pads (each below the window) every window that reaches into the
+    padding also holds the edge element, so the copies never change a maximum, and their
+    gradient returns to the edge element (a -inf fill would need a constant array)."""
+    r = len(pads) // 2
+    if kind == "avg":
+        axes = tuple(a for a in range(r) if pads[a] or pads[r + a])
+        return apply(
+            "pad",
+            x,
+            axes=tuple(2 + a for a in axes),
+            before=tuple(pads[a] for a in axes),
+            after=tuple(pads[r + a] for a in axes),
+        )
+    for a in range(r):
+        axis, size = 2 + a, int(x.shape[2 + a])
+        first, last = strided_slice(x, axis, 0, 1, 1), strided_slice(x, axis, size - 1, 1, 1)
+        parts = [first] * pads[a] + [x] + [last] * pads[r + a]
+        if len(parts) > 1:
+            x = apply("concat", *parts, axis=axis)
+    return x
+
+
+def _recount(y: Tensor, sizes: list[int], ks, ss, pads) -> Tensor:
+    """An average over whole windows (sum / prod(pool_size)) of a zero-padded input rescaled to
+    the sum over each window's elements inside the input divided by their count (padding not
+    counted): per spatial axis, the output positions whose window reaches into the padding
+    (a few at each end) are multiplied by K / (the window's elements inside the axis)."""
+    r = len(ks)
+    for a in range(r):
+        axis, size, k, s, begin = 2 + a, sizes[a], ks[a], ss[a], pads[a]
+        counts = [
+            min(o * s - begin + k, size) - max(o * s - begin, 0) for o in range(y.shape[axis])
+        ]
+        if all(c == k for c in counts):
+            continue
+        parts: list[Tensor] = []
+        o = 0
+        while o < len(counts):  # runs of equal counts: one slice (and one scale) each
+            end = o
+            while end < len(counts) and counts[end] == counts[o]:
+                end += 1
+            part = strided_slice(y, axis, o, 1, end - o)
+            parts.append(part if counts[o] == k else part * (k / counts[o]))
+            o = end
+        y = apply("concat", *parts, axis=axis)
+    return y
+
+
+def _valid_pool(kind: str, x: Tensor, ks, ss, out: list[int]) -> Tensor:
+    """max or mean over the windows of ``ks`` every ``ss`` that lie in x ([N, C, D1..Dk])."""
+    r = len(ks)
     if ss == ks:  # windows side by side: one reshape to [..., O, K, ...] and one reduction
         t = x
         for a in range(r):
@@ -222,26 +296,49 @@ def _pool(kind: str, x: Tensor, pool_size: Ints, strides: Ints | None) -> Tensor
     return acc if kind == "max" else acc * (1.0 / math.prod(ks))
 
 
-def max_pool(x: Tensor, pool_size: Ints, strides: Ints | None = None) -> Tensor:
+def max_pool(
+    x: Tensor, pool_size: Ints, strides: Ints | None = None, padding: str = "valid"
+) -> Tensor:
     """The maximum over each window of ``pool_size`` along the spatial axes of x [N, C, D1..Dk]
-    (torch.nn.MaxPoolNd, Keras MaxPoolingND with padding "valid"): windows start every
-    ``strides`` (default: pool_size, windows side by side); a partial window at the end is
-    left out (O = floor((D - pool_size) / stride) + 1). The gradient goes to the maximum (split
-    evenly among ties, as graphc's max).
+    (torch.nn.MaxPoolNd, Keras MaxPoolingND): windows start every ``strides`` (default:
+    pool_size, windows side by side).
+
+    ``padding``: "valid" (default): no padding, a partial window at the end is left out,
+    O = floor((D - pool_size) / stride) + 1. "same": TensorFlow's / Keras's 'SAME', which is
+    ONNX's auto_pad SAME_UPPER whenever its total pad is >= 0: O = ceil(D / stride), the
+    input padded by total = max((O - 1) * stride + pool_size - D, 0), floor(total / 2) before
+    and the rest (the odd one) after; padded positions never win (as -inf). The gradient goes
+    to the maximum (split evenly among ties, as graphc's max; an edge element that ties with
+    another takes the shares of the padded positions too).
 
     Raises:
-        ShapeError: x not [N, C, D1..Dk] or a window larger than the input.
+        ShapeError: x not [N, C, D1..Dk] or a window larger than the (padded) input.
+        GraphcError: a bad pool_size, strides or padding.
     """
-    return _pool("max", x, pool_size, strides)
+    return _pool("max", x, pool_size, strides, padding)
 
 
-def avg_pool(x: Tensor, pool_size: Ints, strides: Ints | None = None) -> Tensor:
-    """The mean over each window (see ``max_pool``; torch.nn.AvgPoolNd, padding "valid").
+def avg_pool(
+    x: Tensor,
+    pool_size: Ints,
+    strides: Ints | None = None,
+    padding: str = "valid",
+    count_include_pad: bool = False,
+) -> Tensor:
+    """The mean over each window (see ``max_pool`` for ``pool_size``, ``strides`` and
+    ``padding``; torch.nn.AvgPoolNd, Keras AveragePoolingND).
+
+    With padding "same", ``count_include_pad`` chooses the divisor of a window that reaches
+    into the padding: False (default; TensorFlow / Keras 'SAME', ONNX AveragePool's default
+    count_include_pad=0): the number of its elements inside the input; True (torch's
+    AvgPool default, ONNX count_include_pad=1): pool_size's product, the padded zeros counted.
+    With "valid" every window lies in the input and both give the plain mean.
 
     Raises:
-        ShapeError: x not [N, C, D1..Dk] or a window larger than the input.
+        ShapeError: x not [N, C, D1..Dk] or a window larger than the (padded) input.
+        GraphcError: a bad pool_size, strides, padding or count_include_pad.
     """
-    return _pool("avg", x, pool_size, strides)
+    return _pool("avg", x, pool_size, strides, padding, count_include_pad)
 
 
 def global_avg_pool(x: Tensor) -> Tensor:
@@ -282,23 +379,32 @@ class Conv:
 
 
 class MaxPool:
-    """Layer object for Sequential: ``MaxPool(pool_size, strides=None)`` (see ``max_pool``)."""
+    """Layer object for Sequential: ``MaxPool(pool_size, strides=None, padding="valid")`` (see
+    ``max_pool``)."""
 
-    def __init__(self, pool_size: Ints, strides: Ints | None = None) -> None:
-        self.pool_size, self.strides = pool_size, strides
+    def __init__(self, pool_size: Ints, strides: Ints | None = None, padding: str = "valid"):
+        self.pool_size, self.strides, self.padding = pool_size, strides, padding
 
     def __call__(self, x: Tensor) -> Tensor:
-        return max_pool(x, self.pool_size, self.strides)
+        return max_pool(x, self.pool_size, self.strides, self.padding)
 
 
 class AvgPool:
-    """Layer object for Sequential: ``AvgPool(pool_size, strides=None)`` (see ``avg_pool``)."""
+    """Layer object for Sequential: ``AvgPool(pool_size, strides=None, padding="valid",
+    count_include_pad=False)`` (see ``avg_pool``)."""
 
-    def __init__(self, pool_size: Ints, strides: Ints | None = None) -> None:
-        self.pool_size, self.strides = pool_size, strides
+    def __init__(
+        self,
+        pool_size: Ints,
+        strides: Ints | None = None,
+        padding: str = "valid",
+        count_include_pad: bool = False,
+    ) -> None:
+        self.pool_size, self.strides, self.padding = pool_size, strides, padding
+        self.count_include_pad = count_include_pad
 
     def __call__(self, x: Tensor) -> Tensor:
-        return avg_pool(x, self.pool_size, self.strides)
+        return avg_pool(x, self.pool_size, self.strides, self.padding, self.count_include_pad)
 
 
 class Flatten:
