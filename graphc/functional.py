@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
+
 from graphc.ir.errors import GraphcError, ShapeError
 from graphc.runtime.checks import check_bool
 
@@ -24,6 +26,7 @@ from .dsl import (
     apply,
     check_logits,
     const,
+    maximum,
     mean,
     names_user_line,
     param,
@@ -251,6 +254,9 @@ def categorical_cross_entropy(
     """Mean over rows of -sum_c t_c log softmax(z)_c, from logits z [N,C] and float targets
     t [N,C] (one-hot or soft, rows summing to 1). With label smoothing e the targets become
     (1 - e) t + e / C (as tf.keras.losses.CategoricalCrossentropy and torch.nn.CrossEntropyLoss).
+    A class whose target is 0 adds 0 even where its logit is -inf (a masked class: 0 log 0 = 0,
+    as scipy.special.xlogy and optax); a -inf logit where the target is above 0 gives an
+    infinite loss.
 
     Raises:
         ShapeError: the shapes differ or the logits are not 2-D.
@@ -267,7 +273,13 @@ def categorical_cross_entropy(
     t = targets
     if label_smoothing:
         t = t * (1.0 - label_smoothing) + label_smoothing / logits.shape[1]
-    per_row = sum(t * log_softmax(logits), axes=1)
+    # t log p with 0 log 0 = 0 (scipy's xlogy): a class masked out with a -inf logit and a
+    # target of 0 adds nothing (t * -inf was NaN, optax #896); log p is raised to the dtype's
+    # lowest finite value only where t == 0, so the product is 0 and its gradients finite
+    ls = log_softmax(logits)
+    lowest = float(np.finfo(logits.type.np_dtype).min)
+    ls = where(equal(t, 0.0), maximum(ls, lowest), ls)
+    per_row = sum(t * ls, axes=1)
     return _tag(-mean(per_row), "categorical_cross_entropy", logits, targets)
 
 
