@@ -405,10 +405,13 @@ def nonfinite_scanner(module: ir.Module, dtype: str) -> ir.Function:
 
 
 def emit_copy(ctx: KernelContext, src: str, dst_ptr: ir.Value, count: ir.Value) -> None:
+    """dst_ptr[i] = src[i]; an inline ``src`` (a constant, a size: no buffer), as a model's
+    output or an update's value, is computed once and stored into every element."""
     b = ctx.b
     t = LL[ctx.g[src].type.dtype]
+    inline = ctx.inline_value(ctx.g[src]) if is_inline(ctx.sched, src) else None
     with loop(b, count, name="i") as i:
-        x = ctx.load(src, i)
+        x = inline if inline is not None else ctx.load(src, i)
         b.store(x, b.gep(dst_ptr, [i], inbounds=True, source_etype=t))
     b.ret_void()
 

@@ -68,3 +68,24 @@ def test_categorical_cross_entropy_of_a_masked_class_is_finite(tmp_path) -> None
     smoothed = gc.compile(logits, gc.categorical_cross_entropy(logits, ts, label_smoothing=0.1))
     smoothed.set_weights({"w": w})
     assert smoothed.evaluate(x, t)["loss"] == np.inf
+
+
+def test_a_constant_output_compiles(tmp_path) -> None:
+    """A model output (or one of several) that is a scalar constant, written or folded by
+    simplify (exp(const)), raised CodegenError "kernel has no buffer" at compile: the output
+    copy read a value that lives in registers only (the class of TVM's / Glow's constant
+    graph outputs). It is stored into the output; -0.0 keeps its sign; the library agrees."""
+    x = gc.input("x", ("N", 3))
+    outs = [x * 2.0, gc.const(-np.inf), gc.exp(gc.const(1.0)), gc.const(-0.0)]
+    m = gc.compile(outs, name="consts")
+    xv = np.array([[1, -1, 0]], np.float32)
+    got = list(m.predict(xv).values())
+    np.testing.assert_array_equal(got[0], 2 * xv)
+    assert got[1] == -np.inf
+    np.testing.assert_allclose(got[2], np.e, rtol=1e-7)
+    assert got[3] == 0 and np.signbit(got[3])
+    m.export(tmp_path / "libconsts.so")
+    lib = list(gc.load(str(tmp_path / "libconsts.so")).predict(xv).values())
+    for a, b in zip(got, lib, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert np.signbit(a).tolist() == np.signbit(b).tolist()
