@@ -269,27 +269,33 @@ class LRSchedule(Callback):
     base_lr: float | None = None
 
     def check_together(self, callbacks: list[Any]) -> None:
-        """Called by ``fit`` before training with all its callbacks: another callback that
-        sets the rate (a second schedule, ReduceLROnPlateau, LearningRateScheduler) is
-        refused. This schedule sets every epoch's rate from its formula, so the other's
-        changes were undone at the next epoch (or it undid this one's) without a word:
-        [ExponentialLR(0.9), ReduceLROnPlateau(...)] trained at 0.9^e, every reduction lost,
-        where torch's chainable schedulers compose them (0.9, 0.405, 0.182, ...).
+        """Called by ``fit`` before training with all its callbacks. A ReduceLROnPlateau in
+        the same ``fit`` composes with this schedule: epoch e trains at ``rate(e) * scale``,
+        ``scale`` the product of the plateau's reductions so far (each the ratio of its new
+        rate to the rate it lowered, ``factor`` unless ``min_lr`` clamped it). That is the
+        rule of torch's chained schedulers ("each scheduler is applied one after the other
+        on the learning rate obtained by the one preceding it", torch.optim's documentation),
+        whose chainable forms of StepLR, MultiStepLR, ExponentialLR, LinearLR and
+        PolynomialLR multiply the current rate by rate(e) / rate(e - 1): [ExponentialLR(0.9),
+        ReduceLROnPlateau(factor=0.5)] on a plateau trains at 0.9, 0.405, 0.18225, ... as
+        torch's pair. (torch's LambdaLR is not chainable and its CosineAnnealingLR's chained
+        form is additive; graphc multiplies for every schedule.) Another callback that sets
+        the rate (a second schedule, LearningRateScheduler) is refused: this schedule sets
+        every epoch's rate from its formula, so the other's changes would be undone at the
+        next epoch (or it would undo this one's) without a word.
 
         Raises:
             ArgumentError: naming both callbacks and the way out.
         """
+        self._plateaus = [cb for cb in callbacks if isinstance(cb, ReduceLROnPlateau)]
         for other in callbacks:
-            if other is not self and isinstance(
-                other, LRSchedule | LearningRateScheduler | ReduceLROnPlateau
-            ):
+            if other is not self and isinstance(other, LRSchedule | LearningRateScheduler):
                 raise ArgumentError(
                     f"fit: {type(self).__name__} sets the learning rate of every epoch from its "
                     f"formula, so {type(other).__name__}'s changes of the rate would be undone "
                     "(or undo its own) silently; give one of them (for a warm-up followed by a "
-                    "decay, one LambdaLR(lambda epoch: warmup(epoch) * decay(epoch)); for a "
-                    "schedule with reductions on plateaus, LearningRateScheduler(lambda epoch, "
-                    "lr: ...) computes from the current rate and composes). Nothing was trained"
+                    "decay, one LambdaLR(lambda epoch: warmup(epoch) * decay(epoch)); "
+                    "ReduceLROnPlateau composes with a schedule). Nothing was trained"
                 )
 
     def on_train_begin(self, model: Any) -> None:
@@ -307,6 +313,8 @@ class LRSchedule(Callback):
         if not hasattr(self, "rates"):
             self.rates = []
         rate = float(self.rate(epoch, self.base_lr))
+        for plateau in getattr(self, "_plateaus", ()):  # check_together: composed reductions
+            rate *= plateau.scale
         if not (math.isfinite(rate) and rate >= 0):  # (model.lr would refuse it too, unnamed)
             raise ArgumentError(
                 f"{type(self).__name__}: the rate for epoch {epoch} is {rate!r} (base_lr "
@@ -558,7 +566,10 @@ class ReduceLROnPlateau(Callback):
     monitored in "min" mode would lower the rate while it improves). ``verbose=1`` prints
     Keras's line at each reduction ("Epoch 5: ReduceLROnPlateau reducing learning rate to
     0.001.", the epoch counted from 1). The epochs that lowered the rate are in
-    ``self.reductions``.
+    ``self.reductions``. With an LR schedule (StepLR, CosineAnnealingLR, ...) in the same
+    ``fit`` the reductions compose with it: the schedule's rates are multiplied by ``scale``,
+    the product of the reductions so far (torch's chaining; see
+    ``LRSchedule.check_together``).
 
     Raises:
         OptionTypeError: ``patience`` or ``cooldown`` not an int, ``factor``, ``threshold``,
@@ -647,15 +658,18 @@ class ReduceLROnPlateau(Callback):
         self.best = math.inf if self.mode == "min" else -math.inf
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
+        self.scale = 1.0
 
     def state_dict(self) -> dict[str, Any]:
         """The counters a resumed run needs (torch's ``ReduceLROnPlateau.state_dict``; JSON
         numbers, for ``model.save(path, extra={"plateau": cb.state_dict()})``): best,
-        num_bad_epochs, cooldown_counter."""
+        num_bad_epochs, cooldown_counter, and scale (the product of the reductions, which an
+        LR schedule in the same fit multiplies its rates by)."""
         return {
             "best": float(self.best),
             "num_bad_epochs": int(self.num_bad_epochs),
             "cooldown_counter": int(self.cooldown_counter),
+            "scale": float(self.scale),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -671,11 +685,15 @@ class ReduceLROnPlateau(Callback):
             best = float(state["best"])
             bad = check_count(state["num_bad_epochs"], "num_bad_epochs")
             cool = check_count(state["cooldown_counter"], "cooldown_counter")
-        except (KeyError, TypeError, ValueError, GraphcError) as e:
+            scale = float(state.get("scale", 1.0))  # (states saved before scale: 1.0)
+            if not (math.isfinite(scale) and 0 < scale <= 1):
+                raise ValueError(f"scale {scale!r} outside (0, 1]")
+        except (KeyError, TypeError, ValueError, AttributeError, GraphcError) as e:
             raise GraphcError(
                 f"ReduceLROnPlateau.load_state_dict: not a state_dict ({e!r})"
             ) from None
         self.best, self.num_bad_epochs, self.cooldown_counter = best, bad, cool
+        self.scale = scale
         self._resumed = True
 
     def _better(self, a: float) -> bool:
@@ -685,8 +703,11 @@ class ReduceLROnPlateau(Callback):
         return a > best * (1 + t) if self.threshold_mode == "rel" else a > best + t
 
     def _reduce(self, model: Any, epoch: int) -> None:
-        new = max(model.lr * self.factor, self.min_lr)
+        old = float(model.lr)
+        new = max(old * self.factor, self.min_lr)
         model.lr = new
+        # what an LR schedule in the same fit multiplies its later rates by
+        self.scale *= float(model.lr) / old if old > 0 else self.factor
         self.reductions.append(epoch)
         if self.verbose:
             print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")

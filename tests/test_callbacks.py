@@ -377,9 +377,8 @@ def test_model_checkpoint_takes_keras_arguments_in_keras_order() -> None:
 
 def test_a_schedule_with_another_rate_setter_is_refused_before_training() -> None:
     """A torch-style schedule sets every epoch's rate from its formula: with a second schedule
-    or ReduceLROnPlateau in the same fit, one undid the other silently ([ExponentialLR(0.9),
-    ReduceLROnPlateau] trained at 0.9^e with every reduction lost; torch composes them:
-    0.9, 0.405, ...); now refused before anything trains. Keras's LearningRateScheduler
+    in the same fit, one undid the other silently ([LinearLR, CosineAnnealingLR] ran the
+    cosine alone); refused before anything trains (ReduceLROnPlateau now composes with it). Keras's LearningRateScheduler
     (from the current rate) with ReduceLROnPlateau composes and is kept: checked against
     the rates composed by hand."""
     import numpy as np
@@ -391,8 +390,7 @@ def test_a_schedule_with_another_rate_setter_is_refused_before_training() -> Non
     m = gc.compile(p, gc.mean_squared_error(p, y), gc.SGD(0.1))
     X, Y = np.zeros((4, 2), np.float32), np.ones((4, 1), np.float32)
     w = m.get_weights()
-    for cbs in (
-        [gc.ExponentialLR(0.9), ReduceLROnPlateau("loss", patience=0)],
+    for cbs in (  # (a schedule with ReduceLROnPlateau composes: test_lr_resume.py)
         [gc.LinearLR(), gc.CosineAnnealingLR(5)],
         [gc.StepLR(2), gc.LearningRateScheduler(lambda e, lr: lr)],
     ):

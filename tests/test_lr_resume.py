@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import torch_or_skip
 
 import graphc as gc
 
@@ -134,3 +135,102 @@ def test_plateau_and_early_stopping_counters_resume_with_the_checkpoint(tmp_path
         assert (first["lr"] + rest["lr"] == whole["lr"] and same_weights) == restore
     with pytest.raises(gc.GraphcError, match="not a state_dict"):
         gc.ReduceLROnPlateau().load_state_dict({"best": 1.0})
+
+
+# a monitored loss with improving and flat stretches: plateaus at epochs 2-4 and 7-9
+LOSSES = [1.0, 0.8, 0.8, 0.8, 0.8, 0.5, 0.4, 0.4, 0.4, 0.4, 0.4, 0.3]
+CHAINED = {  # graphc's schedule, and torch's (chainable form) with the same formula
+    "step": (lambda: gc.StepLR(3, 0.5), lambda t, o: t.StepLR(o, 3, 0.5)),
+    "multistep": (lambda: gc.MultiStepLR([2, 6], 0.3), lambda t, o: t.MultiStepLR(o, [2, 6], 0.3)),
+    "exponential": (lambda: gc.ExponentialLR(0.9), lambda t, o: t.ExponentialLR(o, 0.9)),
+    "linear": (lambda: gc.LinearLR(0.25, 1.0, 4), lambda t, o: t.LinearLR(o, 0.25, 1.0, 4)),
+    "polynomial": (lambda: gc.PolynomialLR(12, 2.0), lambda t, o: t.PolynomialLR(o, 12, 2.0)),
+}
+
+
+class _Rate:
+    lr = BASE
+    initial_lr = None
+
+
+def _chained_rates(sched, plateau) -> list[float]:
+    """fit's calls of the two callbacks over LOSSES, on an object holding the rate."""
+    m = _Rate()
+    sched.check_together([plateau, sched])
+    rates = []
+    for cb in (sched, plateau):
+        cb.on_train_begin(m)
+    for e, loss in enumerate(LOSSES):
+        sched.on_epoch_begin(m, e)
+        rates.append(m.lr)
+        plateau.on_epoch_end(m, e, {"loss": loss})
+    return rates
+
+
+@pytest.mark.parametrize("kind", list(CHAINED))
+def test_a_schedule_composes_with_reduce_lr_on_plateau(kind) -> None:
+    """An LR schedule and ReduceLROnPlateau in one fit (refused before): epoch e trains at
+    rate(e) times the product of the plateau's reductions so far, the rates of torch's chained
+    pair (its chainable forms multiply the current rate by rate(e) / rate(e - 1)); checked
+    against that formula written here and, where torch is installed, torch's rates."""
+    make, _ = CHAINED[kind]
+    plateau = gc.ReduceLROnPlateau("loss", patience=1, factor=0.5)
+    got = _chained_rates(make(), plateau)
+    sched = make()
+    scale, want = 1.0, []
+    for e in range(len(LOSSES)):
+        want.append(sched.rate(e, BASE) * scale)
+        if e in plateau.reductions:
+            scale *= 0.5
+    assert plateau.reductions == [3, 8, 10]  # torch's count: the 2nd flat epoch after the best
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+    assert plateau.state_dict()["scale"] == 0.125
+
+
+@pytest.mark.parametrize("kind", list(CHAINED))
+def test_the_composed_rates_equal_torchs_chained_schedulers(kind) -> None:
+    torch = torch_or_skip()
+    make, make_torch = CHAINED[kind]
+    got = _chained_rates(make(), gc.ReduceLROnPlateau("loss", patience=1, factor=0.5))
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=BASE)
+    t = torch.optim.lr_scheduler
+    sched, plateau = make_torch(t, opt), t.ReduceLROnPlateau(opt, patience=1, factor=0.5)
+    want = []
+    for loss in LOSSES:
+        want.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+        plateau.step(loss)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_a_schedule_with_reduce_lr_on_plateau_trains_and_resumes(tmp_path) -> None:
+    """In fit, on a plateau from the start (zero weights and targets: loss 0, no gradient), the
+    composed rates; a run resumed from a checkpoint with the plateau's state_dict (its scale
+    included) continues them (with scale 1 the resumed rates were 2x, 4x too high)."""
+    Z = np.zeros((8, 1), np.float32)
+
+    def model():
+        x, y = gc.input("x", ("N", 4)), gc.input("y", ("N", 1))
+        p = gc.dense(x, 1, name="d")
+        m = gc.compile(p, gc.mean_squared_error(p, y), gc.SGD(lr=BASE), name="plat")
+        m.set_weights({k: np.zeros_like(v) for k, v in m.get_weights().items()})
+        return m
+
+    def run(m, epochs, cbs, initial_epoch=0):
+        h = m.fit(X[:8], Z, epochs=epochs, initial_epoch=initial_epoch, verbose=0, callbacks=cbs)
+        return list(h["lr"])
+
+    def cbs():
+        return [gc.ExponentialLR(0.9), gc.ReduceLROnPlateau("loss", patience=0, factor=0.5)]
+
+    whole = run(model(), 5, cbs())
+    np.testing.assert_allclose(
+        whole, [BASE * 0.9**e * 0.5 ** max(e - 1, 0) for e in range(5)], rtol=1e-12
+    )
+    b, first = model(), cbs()
+    run(b, 3, first)
+    path = b.save(str(tmp_path / "ck.npz"), extra={"plateau": first[1].state_dict()})
+    c, rest = model(), cbs()
+    rest[1].load_state_dict(c.load(path)["extra"]["plateau"])
+    np.testing.assert_allclose(run(c, 5, rest, initial_epoch=3), whole[3:], rtol=1e-12)
