@@ -18,6 +18,7 @@ schedule changes it between epochs without recompiling anything.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import math
 import numbers
@@ -179,29 +180,53 @@ class EarlyStopping(Callback):
         self.stopped_epoch: int | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        """The counters a resumed run needs (torch's ``state_dict``; JSON numbers, for
-        ``model.save(path, extra={"early_stopping": es.state_dict()})``): best, best_epoch,
-        wait. The best weights are not in it: after a resume, ``restore_best_weights``
-        restores the best epoch of the resumed run (the first monitored one when none
-        improves on the loaded best)."""
-        return {"best": float(self.best), "best_epoch": self.best_epoch, "wait": int(self.wait)}
+        """What a resumed run needs (torch's ``state_dict``; JSON, for ``model.save(path,
+        extra={"early_stopping": es.state_dict()})``): best, best_epoch, wait and, with
+        ``restore_best_weights``, the best epoch's weights (``best_weights``: name ->
+        {"dtype", "shape", "data": base64 of the array's bytes, exact}), so that a resumed
+        run whose later epochs never beat the loaded best restores the weights of the best
+        epoch before the interruption, as the uninterrupted run does."""
+        state: dict[str, Any] = {
+            "best": float(self.best),
+            "best_epoch": self.best_epoch,
+            "wait": int(self.wait),
+        }
+        if self.restore_best_weights and self.best_weights is not None:
+            state["best_weights"] = {
+                k: {
+                    "dtype": str(v.dtype),
+                    "shape": list(v.shape),
+                    "data": base64.b64encode(np.ascontiguousarray(v).tobytes()).decode("ascii"),
+                }
+                for k, v in self.best_weights.items()
+            }
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from ``state_dict()``'s counters: the next ``fit`` (``initial_epoch=k``
-        after ``model.load``) keeps them instead of starting afresh, so it stops at the epoch
-        the uninterrupted run stops at (a fresh callback counted patience from the resume).
+        """Continue from ``state_dict()``: the next ``fit`` (``initial_epoch=k`` after
+        ``model.load``) keeps its counters and best weights instead of starting afresh, so it
+        stops at the epoch the uninterrupted run stops at (a fresh callback counted patience
+        from the resume) and restores the same weights.
 
         Raises:
-            GraphcError: ``state`` is not such a dict.
+            GraphcError: ``state`` is not such a dict (a weight's data of the wrong size
+                included); the callback is then left as it was.
         """
         try:
             best, wait = float(state["best"]), check_count(state["wait"], "wait")
             epoch = state["best_epoch"]
             epoch = None if epoch is None else check_count(epoch, "best_epoch")
-        except (KeyError, TypeError, ValueError, GraphcError) as e:
+            weights = None
+            if state.get("best_weights") is not None:
+                weights = {}
+                for k, w in state["best_weights"].items():
+                    a = np.frombuffer(base64.b64decode(w["data"], validate=True), w["dtype"])
+                    weights[str(k)] = a.reshape([int(d) for d in w["shape"]]).copy()
+        except (KeyError, TypeError, ValueError, AttributeError, GraphcError) as e:
             raise GraphcError(f"EarlyStopping.load_state_dict: not a state_dict ({e!r})") from None
         self.on_train_begin(None)
         self.best, self.best_epoch, self.wait = best, epoch, wait
+        self.best_weights = weights
         self._resumed = True
 
     def _improves(self, value: float, reference: float) -> bool:

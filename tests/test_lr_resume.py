@@ -234,3 +234,41 @@ def test_a_schedule_with_reduce_lr_on_plateau_trains_and_resumes(tmp_path) -> No
     c, rest = model(), cbs()
     rest[1].load_state_dict(c.load(path)["extra"]["plateau"])
     np.testing.assert_allclose(run(c, 5, rest, initial_epoch=3), whole[3:], rtol=1e-12)
+
+
+def test_early_stopping_restores_the_best_weights_seen_before_a_resume(tmp_path) -> None:
+    """EarlyStopping(restore_best_weights=True) resumed from its state_dict restores the weights
+    of the best epoch before the interruption when no later epoch beats it, as the
+    uninterrupted run does (bit for bit); its state lacked them, so the resumed run took its
+    first epoch as the best and restored that. mode "max" on the falling training loss: the
+    best epoch is the first."""
+
+    def es():
+        return gc.EarlyStopping("loss", mode="max", patience=50, restore_best_weights=True)
+
+    def run(m, epochs, cb, initial_epoch=0):
+        m.fit(X, Y, epochs=epochs, initial_epoch=initial_epoch, batch_size=8, verbose=0,
+              shuffle=False, callbacks=[cb])  # fmt: skip
+
+    a = build()
+    best = es()
+    run(a, 1, best)
+    after_first = a.get_weights()
+    a, whole = build(), es()
+    run(a, 5, whole)
+    assert whole.best_epoch == 0
+    for k, v in a.get_weights().items():
+        np.testing.assert_array_equal(v, after_first[k])
+    b, first = build(), es()
+    run(b, 2, first)
+    path = b.save(str(tmp_path / "ck.npz"), extra={"es": first.state_dict()})
+    c, rest = build(), es()
+    rest.load_state_dict(c.load(path)["extra"]["es"])
+    run(c, 5, rest, initial_epoch=2)
+    assert rest.best_epoch == 0
+    for k, v in c.get_weights().items():
+        np.testing.assert_array_equal(v, after_first[k], err_msg=k)
+    bad = first.state_dict()
+    bad["best_weights"]["d.w"]["data"] = bad["best_weights"]["d.w"]["data"][:-8]
+    with pytest.raises(gc.GraphcError, match="not a state_dict"):
+        es().load_state_dict(bad)
