@@ -3372,74 +3372,158 @@ def _gather(cx: NodeContext) -> list[Value]:
     return [_reshape(cx, y, (*x.shape[:axis], *idx.shape, *x.shape[axis + 1 :]))]
 
 
-def _nearest_map(cx: NodeContext, length: int, scale: float | None, size: int | None) -> list:
-    """The source index of each output element of a nearest-neighbour Resize along one axis of
-    ``length``: ONNX's reference implementation (onnx.reference) run on arange(length) with
-    this node's attributes (coordinate_transformation_mode, nearest_mode) at its opset."""
-    if cx.attr("coordinate_transformation_mode") == "tf_half_pixel_for_nn":
-        # (opsets 11-18; onnx.reference lacks it): x_original = (i + 0.5) / scale, rounded
-        # per nearest_mode and clamped, in float32 as ONNX Runtime
-        out = size if size is not None else math.floor(length * scale)
-        sc = np.float32(scale if size is None else size / length)
-        xo = (np.arange(out, dtype=np.float32) + np.float32(0.5)) / sc
-        rounding = {
-            "round_prefer_floor": lambda v: np.ceil(v - np.float32(0.5)),
-            "round_prefer_ceil": lambda v: np.floor(v + np.float32(0.5)),
-            "floor": np.floor,
-            "ceil": np.ceil,
-        }[cx.attr("nearest_mode", "round_prefer_floor")]
-        return np.clip(rounding(xo), 0, length - 1).astype(np.int64).tolist()
-    onnx = require_onnx()
-    from onnx.reference import ReferenceEvaluator
+F32 = np.float32
 
-    h, nh = onnx.helper, onnx.numpy_helper
-    keep = ("mode", "coordinate_transformation_mode", "nearest_mode", "exclude_outside")
-    attrs = {a.name: h.get_attribute_value(a) for a in cx.node.attribute if a.name in keep}
-    attrs = {k: v.decode() if isinstance(v, bytes) else v for k, v in attrs.items()}
-    inits = [nh.from_array(np.zeros(0, np.float32), "roi")]
-    scales = np.array([scale] if scale is not None else [], np.float32)
-    inits.append(nh.from_array(scales, "s"))
-    if cx.version < 11:
-        ins = ["x", "s"]
-    elif size is None:
-        ins = ["x", "roi", "s"]
-    else:
-        inits.append(nh.from_array(np.array([size], np.int64), "z"))
-        ins = ["x", "roi", "s" if cx.version < 13 else "", "z"]
-    node = h.make_node("Resize", ins, ["y"], **attrs)
-    vi = h.make_tensor_value_info
-    g = h.make_graph(
-        [node],
-        "axis",
-        [vi("x", onnx.TensorProto.DOUBLE, [length])],
-        [vi("y", onnx.TensorProto.DOUBLE, None)],
-        inits,
+
+def _resize_coordinates(ct: str, out_len: int, in_len: int, scale: Any) -> np.ndarray:
+    """The source coordinate of each of ``out_len`` output positions of a Resize along one axis
+    (ONNX's coordinate_transformation_mode formulas), in float32 and in ONNX Runtime's order of
+    operations, so that a coordinate on a rounding boundary rounds as it does there (the float64
+    arithmetic of onnx.reference picks the neighbour in some downscales, and align_corners there
+    divides by the unrounded output length scale * in_len)."""
+    i = np.arange(out_len, dtype=F32)
+    s, lo, li = F32(scale), F32(out_len), F32(in_len)
+    half = F32(0.5)
+    if ct == "asymmetric":
+        return i / s
+    if ct == "pytorch_half_pixel":
+        return (i + half) / s - half if out_len > 1 else np.zeros(out_len, F32)
+    if ct == "tf_half_pixel_for_nn":
+        return (i + half) / s
+    if ct == "align_corners":
+        return i * (li - F32(1)) / (lo - F32(1)) if out_len > 1 else np.zeros(out_len, F32)
+    if ct == "half_pixel_symmetric":  # ONNX Runtime computes the last step in double
+        adjustment = lo / (s * li)
+        offset = float((li / F32(2)) * (F32(1) - adjustment))
+        return (offset + (i.astype(np.float64) + 0.5) / float(s) - 0.5).astype(F32)
+    return (i + half) / s - half  # half_pixel (the default)
+
+
+def _nearest_index(c: np.ndarray, nearest_mode: str, downsample: bool) -> np.ndarray:
+    """Rounding of Resize's nearest_mode (ONNX Runtime's: "simple", Resize-10 and Upsample,
+    truncates, or takes the ceiling when downsampling)."""
+    if nearest_mode == "simple":
+        return np.ceil(c) if downsample else np.trunc(c)
+    if nearest_mode == "round_prefer_ceil":  # half away from zero, as C's round
+        return np.sign(c) * np.floor(np.abs(c) + F32(0.5))
+    if nearest_mode == "floor":
+        return np.floor(c)
+    if nearest_mode == "ceil":
+        return np.ceil(c)
+    halfway = c == np.trunc(c) + F32(0.5)  # round_prefer_floor: halves go down
+    return np.where(halfway, np.floor(c), np.sign(c) * np.floor(np.abs(c) + F32(0.5)))
+
+
+def _cubic_coefficients(s: np.ndarray, a: Any) -> np.ndarray:
+    """Keys' cubic convolution weights of the four taps floor(c) - 1 .. floor(c) + 2 for the
+    fractions ``s`` = c - floor(c) (R. Keys, "Cubic convolution interpolation for digital image
+    processing", IEEE Trans. ASSP 29(6), 1981, with ONNX's cubic_coeff_a as Keys' a), [len, 4]."""
+    a, t = F32(a), np.abs(s).astype(F32)
+    one, two = F32(1), F32(2)
+
+    def outer(d: np.ndarray) -> np.ndarray:  # 1 < |d| < 2
+        return ((a * d - F32(5) * a) * d + F32(8) * a) * d - F32(4) * a
+
+    def inner(d: np.ndarray) -> np.ndarray:  # |d| <= 1
+        return ((a + two) * d - (a + F32(3))) * d * d + one
+
+    return np.stack([outer(t + one), inner(t), inner(one - t), outer(two - t)], axis=1)
+
+
+def _resize_taps(cx: NodeContext, mode: str, in_len: int, out_len: int, scale: Any) -> list:
+    """How each output position of a Resize along one axis is made from the input: a list of
+    taps (indices into the axis, one per output position; float32 weights, or None for a plain
+    copy), the output being the sum over the taps of x[indices] * weights. Nearest: one tap;
+    linear: two (the coordinate clamped to the axis, ONNX Runtime's weights, 1/2 each where both
+    taps are the last element); cubic: four (indices clamped to the axis, or with
+    exclude_outside the taps outside it weighted 0 and the rest renormalized)."""
+    ct = (
+        "asymmetric" if cx.version < 11 else cx.attr("coordinate_transformation_mode", "half_pixel")
     )
-    m = h.make_model(g, opset_imports=[h.make_opsetid("", cx.version)])
-    try:
-        out = ReferenceEvaluator(m).run(None, {"x": np.arange(length, dtype=np.float64)})[0]
-    except Exception as e:  # the reference refuses what the spec does not define
-        cx.fail(f"ONNX's reference Resize refuses this axis ({type(e).__name__}: {e})")
-    return [int(v) for v in np.asarray(out).reshape(-1)]
+    c = _resize_coordinates(ct, out_len, in_len, scale)
+    last = in_len - 1
+    if mode == "nearest":
+        nm = "simple" if cx.version < 11 else cx.attr("nearest_mode", "round_prefer_floor")
+        idx = np.clip(_nearest_index(c, nm, F32(scale) < 1), 0, last).astype(np.int64)
+        return [(idx.tolist(), None)]
+    if mode == "linear":
+        c = np.clip(c, F32(0), F32(last))
+        i1 = np.minimum(c.astype(np.int64), last)
+        i2 = np.minimum(i1 + 1, last)
+        d1, d2 = np.abs(c - i1.astype(F32)), np.abs(c - i2.astype(F32))
+        same = i1 == i2
+        d1, d2 = np.where(same, F32(0.5), d1), np.where(same, F32(0.5), d2)
+        return [(i1.tolist(), d2.astype(F32)), (i2.tolist(), d1.astype(F32))]
+    base = np.floor(c).astype(np.int64)
+    w = _cubic_coefficients(c - np.floor(c), cx.attr("cubic_coeff_a", -0.75))
+    taps = base[:, None] + np.arange(-1, 3)[None, :]
+    if cx.attr("exclude_outside", 0):
+        w = np.where((taps < 0) | (taps > last), F32(0), w)
+        w = w / w.sum(axis=1, keepdims=True, dtype=F32)
+    taps = np.clip(taps, 0, last)
+    return [(taps[:, k].tolist(), w[:, k].astype(F32)) for k in range(4)]
+
+
+def _resize_sizes(cx: NodeContext, x: Tensor, axes: list[int], given: Any, sizes: bool) -> list:
+    """(axis, input length, output length, scale) of every axis a Resize changes, as ONNX
+    Runtime derives them: from scales, output = trunc(float32(scale) * length); from sizes,
+    scale = size / length in float32, after keep_aspect_ratio_policy (not_larger / not_smaller:
+    the smallest / largest of the axes' scales for all of them, output = round(scale * length)).
+    An axis whose scale is 1 keeps its elements (ONNX Runtime skips its transformation)."""
+    plan = []
+    for a, v in zip(axes, np.ravel(given).tolist()):
+        length = x.shape[a]
+        if length == "N":
+            if (sizes and v == "N") or (not sizes and float(v) == 1.0):
+                continue
+            cx.fail(f"resizing the batch dimension N of {_fmt(x.shape)} is not supported")
+        if not sizes and not float(v) > 0:
+            cx.fail(f"scale {v} of axis {a}: scales must be above 0")
+        if sizes and not (isinstance(v, (int, np.integer)) and int(v) >= 1):
+            cx.fail(f"size {v} of axis {a}: graphc has no dimension of size 0")
+        if sizes:
+            plan.append([a, int(length), int(v), F32(int(v)) / F32(int(length))])
+        else:
+            out = int(F32(v) * F32(int(length)))
+            if out < 1:
+                cx.fail(f"scale {v} of axis {a} (size {length}) leaves no element")
+            plan.append([a, int(length), out, F32(v)])
+    policy = cx.attr("keep_aspect_ratio_policy", "stretch") if cx.version >= 18 else "stretch"
+    if policy not in ("stretch", "not_larger", "not_smaller"):
+        cx.fail(
+            f"keep_aspect_ratio_policy {policy!r} is not one of stretch, not_larger, not_smaller"
+        )
+    if sizes and policy != "stretch" and plan:
+        kept = [F32(1)] * (len(axes) - len(plan))  # the batch axis among them keeps scale 1
+        pick = min if policy == "not_larger" else max
+        s = pick([p[3] for p in plan] + kept)
+        for p in plan:
+            p[2], p[3] = int(np.floor(abs(s * F32(p[1])) + F32(0.5))), s
+    return [p for p in plan if p[3] != F32(1)]
 
 
 def _resize(cx: NodeContext) -> list[Value]:
-    """Resize (and Upsample) in mode nearest: along each non-batch axis whose scale is not 1,
-    the elements ONNX's reference picks (_nearest_map), by _take (exact; a repeated element's
-    gradient is the sum of its uses). Scales or sizes known at import time; the batch axis
-    keeps scale 1. Linear and cubic modes are refused by name. Where a source coordinate falls
-    exactly on an integer under nearest_mode floor/ceil (some downscales), ONNX Runtime's
-    rounding of the coordinate can pick the neighbour of the reference's element."""
+    """Resize (and Upsample, and Resize-10, which is Upsample's meaning) in modes nearest,
+    linear and cubic, as ONNX Runtime computes them, one axis after another (the modes are
+    separable): along each non-batch axis whose scale is not 1, the sum over the taps of
+    _resize_taps of x's elements at the taps' indices (_take: exact moves; a repeated
+    element's gradient is the sum of its uses) times constant float32 weights. Scales or sizes
+    known at import time; the batch axis keeps scale 1. Refused by name: tf_crop_and_resize (a
+    region and an extrapolation value), antialias, and exclude_outside outside cubic mode."""
     x = cx.x(0)
     r = len(x.shape)
     mode = cx.attr("mode", "nearest")
-    if mode != "nearest":
-        cx.fail(f"mode {mode!r}: graphc imports nearest-neighbour resizing only")
+    if mode not in ("nearest", "linear", "cubic"):
+        cx.fail(f"mode {mode!r} is not one of nearest, linear, cubic")
+    upsample = cx.node.op_type == "Upsample"
+    if upsample and mode == "cubic":
+        cx.fail("mode 'cubic' is not one of Upsample's modes (nearest, linear)")
     if cx.attr("coordinate_transformation_mode", "") == "tf_crop_and_resize":
         cx.fail("coordinate_transformation_mode 'tf_crop_and_resize' is not supported")
-    if cx.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
-        cx.fail("keep_aspect_ratio_policy other than 'stretch' is not supported")
-    upsample = cx.node.op_type == "Upsample"
+    if cx.attr("antialias", 0):
+        cx.fail("antialias=1 is not supported (graphc resizes without the antialiasing filter)")
+    if cx.attr("exclude_outside", 0) and mode != "cubic":
+        cx.fail(f"exclude_outside=1 applies to mode 'cubic' only, not {mode!r}")
     if upsample and cx.version < 9 and cx.attr("scales") is None:
         cx.fail("Upsample needs its scales attribute")
     scales = sizes = None
@@ -3458,25 +3542,26 @@ def _resize(cx: NodeContext) -> list[Value]:
     given = sizes if sizes is not None else scales
     if given is None or np.size(given) != len(axes):
         cx.fail(f"needs one scale or size per resized axis ({len(axes)}), got {given}")
+    if upsample and any(float(v) < 1.0 for v in np.ravel(given)):
+        cx.fail(f"Upsample's scales must be at least 1 (as ONNX Runtime's), got {given.tolist()}")
+    plan = _resize_sizes(cx, x, axes, given, sizes is not None)
+    if all(out == length for _, length, out, _ in plan):
+        return [x * 1.0]  # no length changes: ONNX Runtime copies the input
     y = x
-    for a, v in zip(axes, np.ravel(given).tolist()):
-        length = x.shape[a]
-        if length == "N":
-            if (sizes is not None and v == "N") or (sizes is None and float(v) == 1.0):
+    for a, length, out, scale in plan:
+        taps = _resize_taps(cx, mode, length, out, scale)
+        terms = []
+        for k, (idx, w) in enumerate(taps):
+            if w is not None and not np.any(w):
                 continue
-            cx.fail(f"resizing the batch dimension N of {_fmt(x.shape)} is not supported")
-        if (sizes is None and float(v) == 1.0) or (sizes is not None and int(v) == length):
-            continue
-        if upsample or cx.version < 11:  # Upsample, and Resize-10 (Upsample's meaning)
-            if float(v) < 1.0:
-                cx.fail(f"scale {v} below 1 before Resize-11 (downsampling) is not supported")
-            out = math.floor(int(length) * float(v))
-            idx = [min(int(i // float(v)), int(length) - 1) for i in range(out)]
-        elif sizes is not None:
-            idx = _nearest_map(cx, int(length), None, int(v))
-        else:
-            idx = _nearest_map(cx, int(length), float(v), None)
-        y = _take(cx, y, a, idx)
+            t = _take(cx, y, a, idx)
+            if w is not None and not np.all(w == 1):
+                wt = w.reshape((out,) + (1,) * (r - 1 - a))
+                t = t * cx.imp.constant_tensor(f"resize_weights_{a}_{k}", wt, cx, False)
+            terms.append(t)
+        y = terms[0]
+        for t in terms[1:]:
+            y = y + t
     return [y if y is not x else x * 1.0]
 
 
