@@ -331,8 +331,9 @@ def _gelu(b, node, a, name):
     if attr(node, "approximate") == "tanh":
         x3 = b.fmul(b.fmul(x, x), x)
         u = b.fmul(b.fadd(x, b.fmul(x3, _c(x, GELU_TANH_C))), _c(x, math.sqrt(2.0 / math.pi)))
-        s = vmath.tanh(b, u, name=name + ".tanh")
-        return b.fmul(b.fmul(x, _c(x, 0.5)), b.fadd(one_like(x), s), name=name)
+        # x/2 (1 + tanh(u)) as x sigmoid(2u): 1 + tanh(u) cancels in the left tail
+        s = vmath.sigmoid(b, b.fmul(u, _c(x, 2.0)), name=name + ".sig")
+        return b.fmul(x, s, name=name)
     return b.fmul(x, vmath.normal_cdf(b, x, name=name + ".cdf"), name=name)  # keeps the tail
 
 
