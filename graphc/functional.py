@@ -75,7 +75,16 @@ not_equal = _compare("not_equal")
 
 
 def where(cond: Tensor, a: Tensor | float, b: Tensor | float) -> Tensor:
-    """a where cond != 0 else b (all broadcast); cond is usually a comparison's mask."""
+    """a where cond != 0 else b (all broadcast; NaN in cond counts as true, as numpy's bool);
+    cond is usually a comparison's mask.
+
+    Gradient: dz flows to a where cond != 0 and to b elsewhere, summed over broadcast axes.
+    The branch not taken receives 0, and its own derivative there multiplies that 0: where it
+    is infinite or NaN the result is NaN, as in torch.where and jnp.where (JAX FAQ, "gradients
+    contain NaN where using where"): ``where(x > 0, sqrt(x), 0.0)`` has a NaN gradient at
+    x < 0, ``where(x > 0, log(x), x)`` at x = 0. Keep the untaken branch finite with a second
+    where inside it: ``where(x > 0, sqrt(where(x > 0, x, 1.0)), 0.0)`` (gradient 0 there).
+    """
     return apply("where", cond, _lift(cond, a), _lift(cond, b))
 
 

@@ -158,3 +158,31 @@ def test_gelu_tanh_keeps_its_left_tail(tmp_path) -> None:
     grad = m.gradients(ones)["w"]
     np.testing.assert_allclose(grad[:10], ref_grad, rtol=4e-6)
     np.testing.assert_array_equal(grad[10:], [1.0, 0.0])
+
+
+def test_where_gradients_of_the_untaken_branch_follow_torch(tmp_path) -> None:
+    """gc.where's documented gradient rule (torch.where's and jnp.where's): the untaken branch
+    gets 0 times its own derivative, NaN where that is infinite (sqrt at x < 0), and a second
+    where inside the branch keeps it finite. The same in the JIT, the interpreter and the
+    exported library."""
+    wv = np.array([-1.0, 1.0, 4.0, -2.0], np.float32)
+    ones = np.ones((1, 4), np.float32)
+    half_rsqrt = np.where(wv > 0, 0.5 / np.sqrt(np.abs(wv)), 0.0)
+    for guarded in (False, True):
+        x = gc.input("x", ("N", 4))
+        w = gc.param("w", (4,))
+        v = x * w
+        inner = gc.where(gc.greater(v, 0.0), v, 1.0) if guarded else v
+        y = gc.where(gc.greater(v, 0.0), gc.sqrt(inner), 0.0)
+        m = gc.compile(y, gc.sum(y), gc.SGD(learning_rate=1.0), name=f"where{int(guarded)}")
+        m.set_weights({"w": wv})
+        ref = half_rsqrt if guarded else np.where(wv > 0, half_rsqrt, np.nan)
+        np.testing.assert_allclose(m.gradients(ones)["w"], ref, rtol=1e-6)
+        env = interpret(
+            m.program.training, {"x": ones, "lr": np.float64(1.0), **m.params, **m.state}
+        )
+        np.testing.assert_allclose(wv - env["w'"], ref, rtol=1e-6)
+        m.export(tmp_path / f"libwhere{int(guarded)}.so")
+        lib = gc.load(str(tmp_path / f"libwhere{int(guarded)}.so"))
+        lib.train_step({"x": ones})
+        np.testing.assert_allclose(wv - lib.get_weights()["w"], ref, rtol=1e-6)
