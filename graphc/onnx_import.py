@@ -4319,9 +4319,10 @@ def _batch_norm(cx: NodeContext) -> list[Value]:
 
 
 def _global_pool(op: str) -> Callable[[NodeContext], list[Value]]:
-    """GlobalAveragePool / GlobalMaxPool: the mean or max over every axis after the first two
-    ([N, C, d1, ...] -> [N, C, 1, ...]; tf2onnx writes a Keras LayerNormalization's moments of
-    [N, T, C] over the last axis this way)."""
+    """GlobalAveragePool / GlobalMaxPool / GlobalLpPool: the mean, max or p-norm
+    ((sum |x|^p)^(1/p)) over every axis after the first two ([N, C, d1, ...] -> [N, C, 1, ...];
+    tf2onnx writes a Keras LayerNormalization's moments of [N, T, C] over the last axis this
+    way)."""
 
     def convert(cx: NodeContext) -> list[Value]:
         x = cx.x(0)
@@ -4331,6 +4332,9 @@ def _global_pool(op: str) -> Callable[[NodeContext], list[Value]]:
         axes = tuple(range(2, r))
         if op == "mean":
             return [dsl.mean(x, axes, keepdims=True)]
+        if op == "lp":
+            p = _lp_order(cx)
+            return [_power(dsl.sum(_power(_abs(x), p), axes, keepdims=True), 1.0 / p)]
         if native("max"):
             return [dsl.apply("max", x, axes=axes, keepdims=True)]
         y = x
@@ -5073,14 +5077,69 @@ def _conv_rule(transposed: bool) -> Callable[[NodeContext], list[Value]]:
     return rule
 
 
+def _power(x: Tensor, p: float) -> Tensor:
+    """x ** p for a constant p (graphc's pow; x * 1, square and sqrt for 1, 2 and 1/2)."""
+    if p == 1.0:
+        return x * 1.0
+    if p == 2.0:
+        return dsl.square(x)
+    if p == 0.5:
+        return dsl.sqrt(x)
+    return dsl.apply("pow", x, exponent=float(p))
+
+
+def _lp_order(cx: NodeContext) -> float:
+    """LpPool's / GlobalLpPool's attribute p (default 2), an integer >= 1 as ONNX Runtime
+    takes it."""
+    p = int(cx.attr("p", 2))
+    if p < 1:
+        cx.fail(f"p={p}: the norm's order must be an integer >= 1")
+    return float(p)
+
+
+def _lrn(cx: NodeContext) -> list[Value]:
+    """LRN (local response normalization across channels; Krizhevsky et al. 2012, ONNX's
+    definition): y = x / (bias + alpha / size * s) ** beta with s[c] the sum of x[c']^2 over
+    the channels c - floor((size - 1) / 2) .. c + ceil((size - 1) / 2) that exist, for
+    x [N, C, D1, ...]. Composed: a _take of the squares per window offset, masked where the
+    offset leaves the channels."""
+    x = cx.x(0)
+    r = len(x.shape)
+    if r < 3 or "N" in x.shape[1:]:
+        cx.fail(f"input {_fmt(x.shape)}: LRN needs [N, C, D1, ...] with N first only")
+    size = cx.attr("size")
+    if size is None or int(size) < 1:
+        cx.fail(f"size {size}: LRN needs its attribute size >= 1")
+    size, c = int(size), int(x.shape[1])
+    alpha, beta = float(cx.attr("alpha", 1e-4)), float(cx.attr("beta", 0.75))
+    bias = float(cx.attr("bias", 1.0))
+    sq = dsl.square(x)
+    s: Tensor | None = None
+    chans = np.arange(c)
+    for off in range(-((size - 1) // 2), (size - 1) - (size - 1) // 2 + 1):
+        src = chans + off
+        inside = (src >= 0) & (src < c)
+        if not inside.any():
+            continue
+        t = _take(cx, sq, 1, np.clip(src, 0, c - 1).tolist())
+        if not inside.all():
+            m = inside.astype(np.float32).reshape((c,) + (1,) * (r - 2))
+            mask = cx.imp.constant_tensor(f"lrn_mask_{off}", m, cx, False)
+            t = dsl.apply("where", mask, t, dsl.const(0.0))
+        s = t if s is None else s + t
+    assert s is not None
+    return [x * _power(s * (alpha / size) + bias, -beta)]
+
+
 def _pool(kind: str) -> Callable[[NodeContext], list[Value]]:
-    """MaxPool / AveragePool of x [N, C, D1, ...] over its spatial axes: kernel_shape,
+    """MaxPool / AveragePool / LpPool of x [N, C, D1, ...] over its spatial axes: kernel_shape,
     strides, pads, dilations, ceil_mode, auto_pad and (AveragePool) count_include_pad as ONNX
     defines them. Composed: for each kernel offset, the elements it reads (_take along each
     spatial axis, exact); max: the maximum over the offsets, a window position in the padding
     replaced by another element of the same window (which leaves the maximum unchanged);
     average: the sum of the elements inside the input divided by their count (or, with
-    count_include_pad, by the window's positions inside input and pads). A window with no
+    count_include_pad, by the window's positions inside input and pads); lp: the p-norm of the
+    window, (sum |x|^p)^(1/p), the padding adding 0 (ONNX Runtime's LpPool). A window with no
     element of the input is refused, as is MaxPool's Indices output."""
 
     def rule(cx: NodeContext) -> list[Value]:
@@ -5104,6 +5163,7 @@ def _pool(kind: str) -> Callable[[NodeContext], list[Value]]:
         ceil = bool(cx.attr("ceil_mode", 0))
         auto = str(cx.attr("auto_pad", "NOTSET"))
         include = bool(cx.attr("count_include_pad", 0))
+        p = _lp_order(cx) if kind == "lp" else 0.0
         if math.prod(ks) > MAX_POOL_TERMS:
             cx.fail(f"a kernel of {math.prod(ks)} elements (graphc composes {MAX_POOL_TERMS})")
         axes = []  # per spatial axis: [(indices, valid, counted) per offset], output size
@@ -5146,6 +5206,8 @@ def _pool(kind: str) -> Callable[[NodeContext], list[Value]]:
             if kind == "max":
                 acc = t if acc is None else dsl.maximum(acc, t)
                 continue
+            if kind == "lp":
+                t = _power(_abs(t), p)
             if not valid.all():
                 m = valid.astype(np.float32)
                 tag = hashlib.sha256(m.tobytes() + str(m.shape).encode()).hexdigest()[:12]
@@ -5157,6 +5219,8 @@ def _pool(kind: str) -> Callable[[NodeContext], list[Value]]:
         assert acc is not None
         if kind == "max":
             return [acc]
+        if kind == "lp":
+            return [_power(acc, 1.0 / p)]
         inv = (1.0 / count).astype(np.float32)
         tag = hashlib.sha256(inv.tobytes() + str(inv.shape).encode()).hexdigest()[:12]
         return [acc * cx.imp.constant_tensor(f"pool_count_{tag}", inv, cx, False)]
@@ -6198,6 +6262,12 @@ OPS: dict[str, Rule] = {
     "LayerNormalization": Rule(_layer_norm, ("axis", "epsilon", "stash_type")),
     "GlobalAveragePool": Rule(_global_pool("mean")),
     "GlobalMaxPool": Rule(_global_pool("max")),
+    "GlobalLpPool": Rule(_global_pool("lp"), ("p",)),
+    "LRN": Rule(_lrn, ("size", "alpha", "beta", "bias")),
+    "LpPool": Rule(
+        _pool("lp"),
+        ("kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad", "p"),
+    ),
     "Conv": Rule(
         _conv_rule(False),
         ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad"),
