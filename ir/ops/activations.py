@@ -84,7 +84,8 @@ class Gelu(Unary):
     as x * sigmoid(2u), the same function: 1 + tanh(u) cancels in the left tail (float32:
     30% off at x = -5, 0 from x = -6 on where the function is -8e-11; tt-metal #56517).
 
-    VJP: "none": dx = dy * (Phi(x) + x * exp(-x^2/2) / sqrt(2 pi));
+    VJP: "none": dx = dy * (Phi(x) + x * exp(-x^2/2) / sqrt(2 pi)), Phi(x) taken as y / x for
+    x < -1 (the forward's accurate tail; (1 + erf(x / sqrt 2)) / 2 cancels there);
     "tanh": dx = dy * (s + 2 x s (1 - s) * sqrt(2/pi) * (1 + 3 * 0.044715 x^2)),
     s = sigmoid(2u) = (1 + tanh(u)) / 2, 1 - s = sigmoid(-2u) (no cancellation either); the
     second term is 0 where s (1 - s) is (|x| so large that x^2 overflows: not inf * 0).
@@ -127,6 +128,9 @@ class Gelu(Unary):
             right = b.where(b.greater(s2, c(0.0)), right, c(0.0))
             return (b.mul(dy, b.add(s, right)),)
         phi = b.mul(half, b.add(c(1.0), b.erf(b.mul(x, c(1.0 / math.sqrt(2.0))))))
+        # left of -1, Phi(x) = y / x: the forward keeps Phi's tail (normal_cdf), while
+        # (1 + erf) cancels there (float32: 3% off at x = -6, 0 below -5.9)
+        phi = b.where(b.less(x, c(-1.0)), b.div(node.name, x), phi)
         dens = b.mul(c(1.0 / math.sqrt(2.0 * math.pi)), b.exp(b.mul(c(-0.5), b.mul(x, x))))
         return (b.mul(dy, b.add(phi, b.mul(x, dens))),)
 
