@@ -10,7 +10,8 @@ opsets 18 and 20; made by export_torch_attn.py): they move the batch axis N (Tra
 Runtime at batches 1, 3 and 8; the gradient of an imported MultiheadAttention against central
 differences of its float64 formula; views built by hand (pooling over the sequence axis,
 Softmax along it, broadcast constants) against ONNX Runtime; refusals of a view graphc cannot
-lay out. Cost: ~14 s (about 20 distinct graphs compiled; opsets often give the same graph).
+lay out. The 48 files are imported side by side into one compiled model (module fixture),
+whose kernels the files share: the file takes ~12 s cold (~30 s with a compile per file).
 """
 
 from __future__ import annotations
@@ -47,26 +48,51 @@ def test_fixture_list_is_complete() -> None:
     assert set(FILES) <= have
 
 
-@pytest.mark.parametrize("name", FILES)
-def test_torch_attention_export_matches_onnxruntime(name: str) -> None:
-    path = os.path.join(DATA, name)
-    model = gc.from_onnx(path).compile()
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+@pytest.fixture(scope="module")
+def all_files_run():
+    """Every file imported (each under its own prefix) into one compiled model, run at batches
+    1, 3 and 8 on random feeds, and the same feeds through ONNX Runtime: file -> [(batch,
+    graphc outputs by ONNX name, ONNX Runtime's outputs by name)]. One compile instead of 27
+    distinct ones (the files share most kernels, which a model emits once): ~4 s cold against
+    ~30 s."""
+    imps = {
+        name: gc.from_onnx(os.path.join(DATA, name), prefix=f"f{i}_")
+        for i, name in enumerate(FILES)
+    }
+    model = gc.compile([o for imp in imps.values() for o in imp.outputs], name="attn_all")
+    sessions = {
+        name: ort.InferenceSession(os.path.join(DATA, name), providers=["CPUExecutionProvider"])
+        for name in FILES
+    }
+    runs: dict[str, list] = {name: [] for name in FILES}
     for batch in (1, 3, 8):
         rng = np.random.default_rng(batch)
-        feeds = {}
-        for i in sess.get_inputs():
-            shape = [batch, *i.shape[1:]]
-            if i.type == "tensor(bool)":  # key_padding_mask: True = a padded key (not all)
-                feeds[i.name] = rng.random(shape) < 0.4
-                feeds[i.name][:, 0] = False
-            else:
-                feeds[i.name] = rng.standard_normal(shape).astype(np.float32)
-        got = model.predict({k: v.astype(np.float32) for k, v in feeds.items()})
-        for o, want in zip(sess.get_outputs(), sess.run(None, feeds)):
-            g = got if isinstance(got, np.ndarray) else got[o.name]
-            assert g.shape == want.shape
-            np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-5, err_msg=f"{o.name} {batch}")
+        feeds_of, graphc_feeds = {}, {}
+        for name, sess in sessions.items():
+            feeds = {}
+            for i in sess.get_inputs():
+                shape = [batch, *i.shape[1:]]
+                if i.type == "tensor(bool)":  # key_padding_mask: True = a padded key (not all)
+                    feeds[i.name] = rng.random(shape) < 0.4
+                    feeds[i.name][:, 0] = False
+                else:
+                    feeds[i.name] = rng.standard_normal(shape).astype(np.float32)
+                graphc_feeds[imps[name].input_names[i.name]] = feeds[i.name].astype(np.float32)
+            feeds_of[name] = feeds
+        got = model.predict(graphc_feeds)
+        for name, sess in sessions.items():
+            want = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds_of[name])))
+            mine = {o: got[imps[name].output_names[o]] for o in want}
+            runs[name].append((batch, mine, want))
+    return runs
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_torch_attention_export_matches_onnxruntime(name: str, all_files_run) -> None:
+    for batch, got, want in all_files_run[name]:
+        for o, w in want.items():
+            assert got[o].shape == w.shape
+            np.testing.assert_allclose(got[o], w, rtol=1e-4, atol=1e-5, err_msg=f"{o} {batch}")
 
 
 def _mha64(x, w_in_t, b_in, w_out, b_out, heads=2):
@@ -386,15 +412,23 @@ def _random_chain(rng, k: int, nodes: list, inits: list, steps: int = 6) -> str:
     return out
 
 
-@pytest.mark.parametrize("seed", [3, 11])
-def test_random_view_chains_match_onnxruntime(seed: int) -> None:
-    """Eight random chains per model (see _random_chain) against ONNX Runtime (they found
-    a Reshape's merged rows read as plain rows, an Unsqueeze of merged rows applied to
-    graphc's axes, and Softmax / LayerNormalization / Concat on axes the view had merged)."""
-    rng = np.random.default_rng(seed)
-    nodes, inits = [], []
-    outs = [_random_chain(rng, k, nodes, inits) for k in range(8)]
-    m = _model(nodes, [_vi("x", ["N", 2, 3, 4])], [_vi(o, None) for o in outs], inits, 18)
-    got = gc.from_onnx(m).compile().predict(x := rng.standard_normal((3, 2, 3, 4), np.float32))
-    for o, want in zip(outs, _ort(m, {"x": x})):
-        np.testing.assert_allclose(got[o], want, rtol=1e-4, atol=1e-5, err_msg=o)
+def test_random_view_chains_match_onnxruntime() -> None:
+    """Eight random chains per model (see _random_chain), two models (seeds 3 and 11) imported
+    side by side into one compile, against ONNX Runtime (they found a Reshape's merged rows
+    read as plain rows, an Unsqueeze of merged rows applied to graphc's axes, and Softmax /
+    LayerNormalization / Concat on axes the view had merged)."""
+    cases, outputs, feeds = [], [], {}
+    for seed in (3, 11):
+        rng = np.random.default_rng(seed)
+        nodes, inits = [], []
+        outs = [_random_chain(rng, k, nodes, inits) for k in range(8)]
+        m = _model(nodes, [_vi("x", ["N", 2, 3, 4])], [_vi(o, None) for o in outs], inits, 18)
+        imp = gc.from_onnx(m, prefix=f"s{seed}_")
+        feeds[imp.input_names["x"]] = x = rng.standard_normal((3, 2, 3, 4), np.float32)
+        outputs += imp.outputs
+        cases.append((seed, outs, imp, _ort(m, {"x": x})))
+    got = gc.compile(outputs, name="view_chains").predict(feeds)
+    for seed, outs, imp, wants in cases:
+        for o, want in zip(outs, wants):
+            g = got[imp.output_names[o]]
+            np.testing.assert_allclose(g, want, rtol=1e-4, atol=1e-5, err_msg=f"{seed} {o}")
