@@ -4854,25 +4854,31 @@ def _integral_part(cx: NodeContext, x: Tensor, direction: int) -> Tensor:
 
 def _hardmax(cx: NodeContext) -> list[Value]:
     """Hardmax: 1 at the first maximum along ``axis`` (default -1 from opset 13; 1 before,
-    where the input is read as 2-D [prod(:axis), prod(axis:)], which graphc supports when
-    axis is the last), 0 elsewhere: [k == argmax] with graphc's argmax (see _argmax_of).
-    Derivative 0."""
+    where the input is read as 2-D [prod(:axis), prod(axis:)]: the first maximum of all the
+    elements from ``axis`` on, row-major, by a reshape to [..., prod(axis:)] and back), 0
+    elsewhere: [k == argmax] with graphc's argmax (see _argmax_of). Derivative 0."""
     x = cx.x(0)
     r = len(x.shape)
     axis = _axis(cx, int(cx.attr("axis", -1 if cx.version >= 13 else 1)), r)
-    if cx.version < 13 and axis != r - 1:
-        cx.fail(
-            f"axis {axis} of {_fmt(x.shape)} before opset 13 reads the value as 2-D; graphc "
-            "supports the last axis only"
-        )
-    size = x.shape[axis]
-    if size == "N":
+    block = x.shape[axis:] if cx.version < 13 else (x.shape[axis],)
+    if "N" in block:
         cx.fail(f"a hardmax over the batch dimension N of {_fmt(x.shape)} is not supported")
+    if len(block) > 1:  # before opset 13: the 2-D coercion's columns
+        flat = _reshape(cx, x, (*x.shape[:axis], math.prod(int(v) for v in block)))
+        return [_reshape(cx, _hardmax_along(cx, flat, axis), x.shape)]
+    return [_hardmax_along(cx, x, axis)]
+
+
+def _hardmax_along(cx: NodeContext, x: Tensor, axis: int) -> Tensor:
+    """[k == argmax along ``axis``] (the first maximum) as float32 0/1."""
+    size = x.shape[axis]
     idx = _argmax_of(cx, x, axis=axis, keep=True)[0]
     assert isinstance(idx, Tensor)
-    ks = np.arange(int(size), dtype=np.float32).reshape((int(size),) + (1,) * (r - axis - 1))
+    ks = np.arange(int(size), dtype=np.float32).reshape(
+        (int(size),) + (1,) * (len(x.shape) - axis - 1)
+    )
     t = dsl.apply("equal", idx, cx.imp.constant_tensor(f"index_{size}", ks, cx, False))
-    return [_mask(cx, t)]
+    return _mask(cx, t)
 
 
 MAX_GATHER_ELEMENTS = 1 << 14  # indices x positions compared per sample (64 KB of arena per row)
