@@ -545,7 +545,7 @@ class RMSprop(Optimizer):
 
         g = grad + weight_decay * p
         v = alpha v + (1 - alpha) g^2
-        vt = v - gavg^2 with gavg = alpha gavg + (1 - alpha) g   if centered, else v
+        vt = max(v - gavg^2, 0) with gavg = alpha gavg + (1 - alpha) g   if centered, else v
         if momentum > 0: buf = momentum buf + g / (sqrt(vt) + eps);  p = p - lr buf
         else:            p = p - lr g / (sqrt(vt) + eps)
 
@@ -553,10 +553,15 @@ class RMSprop(Optimizer):
     the square root, the momentum buffer holds lr-scaled increments)::
 
         v = alpha v + (1 - alpha) g^2
-        d = v - gavg^2 + eps  if centered (gavg as above)  else v + eps
+        d = max(v - gavg^2, 0) + eps  if centered (gavg as above)  else v + eps
         inc = lr g / sqrt(d)
         if momentum > 0: buf = momentum buf + inc;  p = p - buf
         else:            p = p - inc
+
+    The clamp max(., 0) is not in torch's or Keras's text: v - gavg^2 is a variance, >= 0
+    exactly, but the two running averages round apart, and under a near-constant gradient
+    their difference goes negative, where torch's and Keras's square root makes the
+    parameter NaN (mxnet #6235); elsewhere the update is theirs.
     """
 
     lr: float | None = None
@@ -587,7 +592,11 @@ class RMSprop(Optimizer):
                 ga = self.slot(b, p, "grad_avg")
                 ga1 = b.add(b.mul(b.const(a), ga), b.mul(b.const(1 - a), g))
                 ups.append((ga, ga1))
-                vt = b.sub(v1, b.square(ga1))
+                # v - gavg^2 >= 0 in exact arithmetic (Jensen), but the two running averages
+                # round apart: under a near-constant gradient the difference went negative and
+                # sqrt made the parameter NaN (float32, alpha 0.99: step 1168; mxnet #6235,
+                # torch alike); clamped at 0, a no-op wherever it was >= 0
+                vt = b.maximum(b.sub(v1, b.square(ga1)), b.const(0.0))
             if self.keras:
                 step = b.div(b.mul(lr, g), b.sqrt(b.add(vt, b.const(self.eps))))
             else:

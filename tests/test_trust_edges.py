@@ -213,3 +213,38 @@ def test_gelu_gradient_keeps_its_left_tail(tmp_path) -> None:
     lib = gc.load(str(tmp_path / "libgelugrad.so"))
     lib.train_step({"x": ones})
     np.testing.assert_allclose(xv - lib.get_weights()["w"], ref, rtol=1e-6, atol=1e-6)
+
+
+def _centered_rmsprop_f64(c, steps, lr, alpha, eps, keras):
+    """The documented centered update in float64 for the loss sum(w * c) (gradient c)."""
+    w, v, ga = np.zeros_like(c), np.zeros_like(c), np.zeros_like(c)
+    for _ in range(steps):
+        v = alpha * v + (1 - alpha) * c * c
+        ga = alpha * ga + (1 - alpha) * c
+        var = np.maximum(v - ga * ga, 0.0)
+        w = w - (lr * c / np.sqrt(var + eps) if keras else lr * c / (np.sqrt(var) + eps))
+    return w
+
+
+def test_centered_rmsprop_stays_finite_under_a_constant_gradient() -> None:
+    """mxnet #6235: centered RMSprop's v - gavg^2, a variance, rounds negative once the two
+    running averages agree to their last bits (a near-constant gradient), and its square root
+    made the parameters NaN: graphc float32, alpha 0.5, gradient 11 at step 22 (alpha 0.9:
+    step 135, 0.99: 1163; torch 2.13 alike). Clamped at 0; the first steps equal the float64
+    formula; both profiles."""
+    c = np.array([0.3, 1.7, 1e-3, 5.0, 0.1234567, 2.0, 40.0, 7e-5, 3.3, 0.77, 11.0], np.float32)
+    for keras in (False, True):
+        x = gc.input("x", ("N", c.size))
+        w = gc.param("w", (c.size,))
+        y = x * w
+        sem = "keras" if keras else "torch"
+        opt = gc.RMSprop(lr=1e-3, alpha=0.5, centered=True, semantics=sem)
+        m = gc.compile(y, gc.sum(y), opt, name=f"rms{sem}")
+        m.set_weights({"w": np.zeros(c.size, np.float32)})
+        for step in range(1, 61):
+            m.train_step(c[None])
+            if step == 5:
+                ref = _centered_rmsprop_f64(c.astype(np.float64), 5, 1e-3, 0.5, opt.eps, keras)
+                np.testing.assert_allclose(m.get_weights()["w"], ref, rtol=1e-5)
+        assert np.all(np.isfinite(m.get_weights()["w"])), (sem, m.get_weights()["w"])
+        assert np.all(np.isfinite(m.state["w.square_avg"]))
