@@ -5646,24 +5646,27 @@ def _is_subsequence(sub: str, s: str) -> bool:
 
 def _einsum(cx: NodeContext) -> list[Value]:
     """Einsum of two operands as the products exporters write (torch.einsum, Keras
-    EinsumDense), with each label at most once per term: a matrix product "ik,kj->ij" (either
+    EinsumDense): a matrix product "ik,kj->ij" (either
     operand transposed), its batched form "bik,bkj->bik" (batch labels leading, in the
     same order) and rows of any rank times a matrix ("btk,kj->btj"), by graphc's matmul;
     otherwise a broadcast product summed over the shared
     labels the output drops ("bi,bi->b", "bik,bjk->bij", "bi,bj->bij"), each term's axes first
     transposed to the order of the output followed by the summed labels (Keras's attention at
-    opsets below 13: "btnh,bsnh->bnts"; N stays where it is). One operand: a sum over labels,
-    or a transpose of two. Anything else (a diagonal, a label summed in one operand only, a
-    term that would move N) raises OnnxError naming the equation."""
+    opsets below 13: "btnh,bsnh->bnts"; N stays where it is). One operand: a sum over labels
+    and a transpose in any order. A label repeated in an input term takes that term's
+    diagonal first ("bii->bi", "ii,i->i": _einsum_diagonals). Anything else (a label repeated
+    in the output, a label summed in one operand only, a term that would move N) raises
+    OnnxError naming the equation."""
     if cx.n_inputs == 1:
         return [_einsum_unary(cx)]
     if cx.n_inputs != 2:
         cx.fail(f"{cx.n_inputs} operands: graphc evaluates Einsum of one or two")
     (sa, sb), so = _einsum_terms(cx, 2)
-    a, b = cx.x(0), cx.x(1)
     eq = f"{sa},{sb}->{so}"
-    if len(set(sa)) != len(sa) or len(set(sb)) != len(sb) or len(set(so)) != len(so):
-        cx.fail(f"equation {eq!r}: a label repeated in one term (a diagonal) is not supported")
+    if len(set(so)) != len(so):
+        cx.fail(f"equation {eq!r}: a label repeated in the output is not supported")
+    a, sa = _einsum_diagonals(cx, cx.x(0), sa, eq)
+    b, sb = _einsum_diagonals(cx, cx.x(1), sb, eq)
     if len(sa) != len(a.shape) or len(sb) != len(b.shape):
         cx.fail(f"equation {eq!r} does not match the ranks of {_fmt(a.shape)}, {_fmt(b.shape)}")
     size = {**dict(zip(sb, b.shape)), **dict(zip(sa, a.shape))}
@@ -5717,12 +5720,35 @@ def _einsum(cx: NodeContext) -> list[Value]:
     return [y]
 
 
+def _einsum_diagonals(cx: NodeContext, t: Tensor, term: str, eq: str) -> tuple[Tensor, str]:
+    """An input term with a label repeated ("bii", "ii"): its diagonal, as numpy's einsum
+    reads it: for each repeat at axes p < q (equal fixed sizes), sum over q of t times the
+    identity on (p, q); the term loses the label's second place."""
+    if len(term) != len(t.shape):
+        cx.fail(f"equation {eq!r} does not match the rank of {_fmt(t.shape)}")
+    while len(set(term)) != len(term):
+        c = next(c for c in term if term.count(c) > 1)
+        p = term.index(c)
+        q = term.index(c, p + 1)
+        n, m = t.shape[p], t.shape[q]
+        if n == "N" or m == "N" or n != m:
+            cx.fail(
+                f"equation {eq!r}: the diagonal of label {c!r} needs equal fixed sizes, got {_fmt(t.shape)}"
+            )
+        eye = np.eye(int(n), dtype=np.float32)
+        shape = tuple(int(n) if i in (p, q) else 1 for i in range(p, len(term)))
+        mask = cx.imp.constant_tensor(f"einsum_eye_{n}", eye.reshape(shape), cx, False)
+        t = dsl.sum(t * mask, (q,))
+        term = term[:q] + term[q + 1 :]
+    return t, term
+
+
 def _einsum_unary(cx: NodeContext) -> Tensor:
     (sa,), so = _einsum_terms(cx, 1)
-    x = cx.x(0)
     eq = f"{sa}->{so}"
-    if len(set(sa)) != len(sa):
-        cx.fail(f"equation {eq!r}: a label repeated in one term (a diagonal) is not supported")
+    if len(set(so)) != len(so):
+        cx.fail(f"equation {eq!r}: a label repeated in the output is not supported")
+    x, sa = _einsum_diagonals(cx, cx.x(0), sa, eq)
     if len(sa) != len(x.shape) or any(c not in sa for c in so):
         cx.fail(f"equation {eq!r} is not a transpose or a sum of {_fmt(x.shape)}")
     summed = tuple(i for i, c in enumerate(sa) if c not in so)
@@ -5734,7 +5760,7 @@ def _einsum_unary(cx: NodeContext) -> Tensor:
         return y
     if len(so) == 2 and kept == so[::-1]:
         return dsl.apply("transpose", y)
-    cx.fail(f"equation {eq!r}: graphc transposes two labels only")
+    return _permute(cx, y, [kept.index(c) for c in so])
     raise AssertionError
 
 
