@@ -248,3 +248,43 @@ def test_centered_rmsprop_stays_finite_under_a_constant_gradient() -> None:
                 np.testing.assert_allclose(m.get_weights()["w"], ref, rtol=1e-5)
         assert np.all(np.isfinite(m.get_weights()["w"])), (sem, m.get_weights()["w"])
         assert np.all(np.isfinite(m.state["w.square_avg"]))
+
+
+def test_nan_follows_numpy_in_every_path(tmp_path) -> None:
+    """README's NaN rule (numpy's np.maximum / np.max / np.argmax, not IEEE fmax, which would
+    return the other operand): the JIT, the float64 interpreter and the exported library give
+    numpy's answer for maximum and minimum (a NaN on either side), relu, clip, hard_tanh,
+    leaky_relu, the max / min reductions, max_pool and argmax."""
+    nan, inf = np.nan, np.inf
+    xv = np.array([[nan, 1, -1, 0, inf, -inf, 2, nan]], np.float32)
+    x = gc.input("x", ("N", 8))
+    r = gc.reshape(x, ("N", 2, 4))
+    outs = {
+        "max_r": (gc.maximum(x, 0.5), np.maximum(xv, 0.5)),
+        "max_l": (gc.maximum(0.5, x), np.maximum(0.5, xv)),
+        "min": (gc.minimum(x, 0.5), np.minimum(xv, 0.5)),
+        "relu": (gc.relu(x), np.maximum(xv, 0)),
+        "clip": (gc.clip(x, min=-0.5, max=0.5), np.clip(xv, -0.5, 0.5)),
+        "hard_tanh": (gc.hard_tanh(x), np.clip(xv, -1, 1)),
+        "leaky": (gc.leaky_relu(x, alpha=0.25), np.where(xv > 0, xv, 0.25 * xv)),
+        "rmax": (gc.max(r, axes=2), np.max(xv.reshape(1, 2, 4), axis=2)),
+        "rmin": (gc.min(r, axes=1), np.min(xv.reshape(1, 2, 4), axis=1)),
+        "pool": (gc.max_pool(gc.reshape(x, ("N", 1, 2, 4)), (1, 2)), None),
+        "argmax": (gc.argmax(r, axis=2), np.argmax(xv.reshape(1, 2, 4), axis=2)),
+    }
+    pool_ref = np.max(xv.reshape(1, 1, 2, 2, 2), axis=4)
+    m = gc.compile([t for t, _ in outs.values()], name="nans")
+    m.export(tmp_path / "libnans.so")
+    got = m.predict(xv)
+    lib = gc.load(str(tmp_path / "libnans.so")).predict(xv)
+    env = interpret(m.program.inference, {"x": xv})
+    for (key, (_, ref)), out_name in zip(outs.items(), m.program.outputs, strict=True):
+        want = pool_ref if ref is None else ref
+        for where, value in (
+            ("jit", got[out_name]),
+            ("lib", lib[out_name]),
+            ("interp", env[out_name]),
+        ):
+            np.testing.assert_array_equal(
+                np.asarray(value, np.float64), want, err_msg=f"{key} {where}"
+            )
