@@ -3375,7 +3375,9 @@ def _gather(cx: NodeContext) -> list[Value]:
 F32 = np.float32
 
 
-def _resize_coordinates(ct: str, out_len: int, in_len: int, scale: Any) -> np.ndarray:
+def _resize_coordinates(
+    ct: str, out_len: int, in_len: int, scale: Any, roi: tuple[float, float] = (0.0, 1.0)
+) -> np.ndarray:
     """The source coordinate of each of ``out_len`` output positions of a Resize along one axis
     (ONNX's coordinate_transformation_mode formulas), in float32 and in ONNX Runtime's order of
     operations, so that a coordinate on a rounding boundary rounds as it does there (the float64
@@ -3392,6 +3394,11 @@ def _resize_coordinates(ct: str, out_len: int, in_len: int, scale: Any) -> np.nd
         return (i + half) / s
     if ct == "align_corners":
         return i * (li - F32(1)) / (lo - F32(1)) if out_len > 1 else np.zeros(out_len, F32)
+    if ct == "tf_crop_and_resize":  # the region roi = (start, end) of the axis, in [0, 1]
+        r0, r1 = F32(roi[0]), F32(roi[1])
+        if out_len == 1:
+            return np.array([0.5 * float(r0 + r1) * float(li - F32(1))], F32)
+        return r0 * (li - F32(1)) + (i * (r1 - r0) * (li - F32(1))) / (lo - F32(1))
     if ct == "half_pixel_symmetric":  # ONNX Runtime computes the last step in double
         adjustment = lo / (s * li)
         offset = float((li / F32(2)) * (F32(1) - adjustment))
@@ -3430,22 +3437,27 @@ def _cubic_coefficients(s: np.ndarray, a: Any) -> np.ndarray:
     return np.stack([outer(t + one), inner(t), inner(one - t), outer(two - t)], axis=1)
 
 
-def _resize_taps(cx: NodeContext, mode: str, in_len: int, out_len: int, scale: Any) -> list:
+def _resize_taps(
+    cx: NodeContext, mode: str, in_len: int, out_len: int, scale: Any, roi: Any
+) -> tuple[list, np.ndarray]:
     """How each output position of a Resize along one axis is made from the input: a list of
     taps (indices into the axis, one per output position; float32 weights, or None for a plain
     copy), the output being the sum over the taps of x[indices] * weights. Nearest: one tap;
     linear: two (the coordinate clamped to the axis, ONNX Runtime's weights, 1/2 each where both
     taps are the last element); cubic: four (indices clamped to the axis, or with
-    exclude_outside the taps outside it weighted 0 and the rest renormalized)."""
+    exclude_outside the taps outside it weighted 0 and the rest renormalized). Also the output
+    positions whose coordinate falls outside the axis under tf_crop_and_resize (they take
+    extrapolation_value; all False otherwise)."""
     ct = (
         "asymmetric" if cx.version < 11 else cx.attr("coordinate_transformation_mode", "half_pixel")
     )
-    c = _resize_coordinates(ct, out_len, in_len, scale)
+    c = _resize_coordinates(ct, out_len, in_len, scale, roi)
     last = in_len - 1
+    outside = (c < 0) | (c > F32(last)) if ct == "tf_crop_and_resize" else np.zeros(out_len, bool)
     if mode == "nearest":
         nm = "simple" if cx.version < 11 else cx.attr("nearest_mode", "round_prefer_floor")
         idx = np.clip(_nearest_index(c, nm, F32(scale) < 1), 0, last).astype(np.int64)
-        return [(idx.tolist(), None)]
+        return [(idx.tolist(), None)], outside
     if mode == "linear":
         c = np.clip(c, F32(0), F32(last))
         i1 = np.minimum(c.astype(np.int64), last)
@@ -3453,7 +3465,7 @@ def _resize_taps(cx: NodeContext, mode: str, in_len: int, out_len: int, scale: A
         d1, d2 = np.abs(c - i1.astype(F32)), np.abs(c - i2.astype(F32))
         same = i1 == i2
         d1, d2 = np.where(same, F32(0.5), d1), np.where(same, F32(0.5), d2)
-        return [(i1.tolist(), d2.astype(F32)), (i2.tolist(), d1.astype(F32))]
+        return [(i1.tolist(), d2.astype(F32)), (i2.tolist(), d1.astype(F32))], outside
     base = np.floor(c).astype(np.int64)
     w = _cubic_coefficients(c - np.floor(c), cx.attr("cubic_coeff_a", -0.75))
     taps = base[:, None] + np.arange(-1, 3)[None, :]
@@ -3461,7 +3473,7 @@ def _resize_taps(cx: NodeContext, mode: str, in_len: int, out_len: int, scale: A
         w = np.where((taps < 0) | (taps > last), F32(0), w)
         w = w / w.sum(axis=1, keepdims=True, dtype=F32)
     taps = np.clip(taps, 0, last)
-    return [(taps[:, k].tolist(), w[:, k].astype(F32)) for k in range(4)]
+    return [(taps[:, k].tolist(), w[:, k].astype(F32)) for k in range(4)], outside
 
 
 def _resize_sizes(cx: NodeContext, x: Tensor, axes: list[int], given: Any, sizes: bool) -> list:
@@ -3508,8 +3520,9 @@ def _resize(cx: NodeContext) -> list[Value]:
     separable): along each non-batch axis whose scale is not 1, the sum over the taps of
     _resize_taps of x's elements at the taps' indices (_take: exact moves; a repeated
     element's gradient is the sum of its uses) times constant float32 weights. Scales or sizes
-    known at import time; the batch axis keeps scale 1. Refused by name: tf_crop_and_resize (a
-    region and an extrapolation value), antialias, and exclude_outside outside cubic mode."""
+    known at import time; the batch axis keeps scale 1. tf_crop_and_resize reads the region
+    of interest (_resize_rois) and gives extrapolation_value where a coordinate leaves the
+    input. Refused by name: antialias, and exclude_outside outside cubic mode."""
     x = cx.x(0)
     r = len(x.shape)
     mode = cx.attr("mode", "nearest")
@@ -3518,8 +3531,6 @@ def _resize(cx: NodeContext) -> list[Value]:
     upsample = cx.node.op_type == "Upsample"
     if upsample and mode == "cubic":
         cx.fail("mode 'cubic' is not one of Upsample's modes (nearest, linear)")
-    if cx.attr("coordinate_transformation_mode", "") == "tf_crop_and_resize":
-        cx.fail("coordinate_transformation_mode 'tf_crop_and_resize' is not supported")
     if cx.attr("antialias", 0):
         cx.fail("antialias=1 is not supported (graphc resizes without the antialiasing filter)")
     if cx.attr("exclude_outside", 0) and mode != "cubic":
@@ -3544,12 +3555,14 @@ def _resize(cx: NodeContext) -> list[Value]:
         cx.fail(f"needs one scale or size per resized axis ({len(axes)}), got {given}")
     if upsample and any(float(v) < 1.0 for v in np.ravel(given)):
         cx.fail(f"Upsample's scales must be at least 1 (as ONNX Runtime's), got {given.tolist()}")
+    rois = _resize_rois(cx, axes)
     plan = _resize_sizes(cx, x, axes, given, sizes is not None)
     if all(out == length for _, length, out, _ in plan):
         return [x * 1.0]  # no length changes: ONNX Runtime copies the input
     y = x
+    extrapolated = float(cx.attr("extrapolation_value", 0.0))
     for a, length, out, scale in plan:
-        taps = _resize_taps(cx, mode, length, out, scale)
+        taps, outside = _resize_taps(cx, mode, length, out, scale, rois[a])
         terms = []
         for k, (idx, w) in enumerate(taps):
             if w is not None and not np.any(w):
@@ -3562,7 +3575,29 @@ def _resize(cx: NodeContext) -> list[Value]:
         y = terms[0]
         for t in terms[1:]:
             y = y + t
+        if outside.any():  # tf_crop_and_resize: positions outside the input
+            keep = (~outside).astype(np.float32).reshape((out,) + (1,) * (r - 1 - a))
+            mask = cx.imp.constant_tensor(f"resize_inside_{a}", keep, cx, False)
+            y = dsl.apply("where", mask, y, dsl.const(extrapolated))
     return [y if y is not x else x * 1.0]
+
+
+def _resize_rois(cx: NodeContext, axes: list[int]) -> dict[int, tuple[float, float]]:
+    """Resize's region of interest (input 1, from opset 11) per axis, (start, end) in [0, 1] of
+    the axis, read under tf_crop_and_resize only (every other mode ignores it, as ONNX
+    Runtime): 2 * rank values, or 2 * len(axes) with the axes attribute (opset 18), starts
+    first."""
+    whole = {a: (0.0, 1.0) for a in axes}
+    if cx.attr("coordinate_transformation_mode", "") != "tf_crop_and_resize" or cx.version < 11:
+        return whole
+    if not cx.has(1):
+        cx.fail("tf_crop_and_resize needs its region of interest, input 1 (roi)")
+    roi = np.asarray(cx.c(1), np.float64).reshape(-1)
+    if roi.size != 2 * len(axes):
+        cx.fail(
+            f"roi has {roi.size} values; tf_crop_and_resize of {len(axes)} axes needs {2 * len(axes)}"
+        )
+    return {a: (float(roi[k]), float(roi[len(axes) + k])) for k, a in enumerate(axes)}
 
 
 MAX_LOOKUP_ROWS = 65536  # the largest table an embedding lookup compares indices against

@@ -1,5 +1,6 @@
 """ONNX Resize (and Upsample) as ONNX Runtime computes it: modes nearest, linear and cubic,
-every coordinate_transformation_mode but tf_crop_and_resize, every nearest_mode, scales and
+every coordinate_transformation_mode (tf_crop_and_resize's regions and extrapolation
+included), every nearest_mode, scales and
 sizes (axes, keep_aspect_ratio_policy), downscales, Resize-10 and Upsample; the gradient of a
 linear resize; named refusals of what graphc does not import. Public reports of the class:
 https://github.com/onnx/onnx/issues/2462 (the reference's align_corners over the unrounded
@@ -202,7 +203,10 @@ def test_bilinear_gradient_matches_onnxruntime_transpose() -> None:
     "attrs, says",
     [
         ({"mode": "linear", "antialias": 1}, "antialias=1 is not supported"),
-        ({"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize"}, "tf_crop"),
+        (
+            {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize"},
+            "needs its region of interest",
+        ),
         ({"mode": "linear", "exclude_outside": 1}, "exclude_outside=1 applies to mode 'cubic'"),
         ({"mode": "area"}, "mode 'area' is not one of nearest, linear, cubic"),
     ],
@@ -215,3 +219,31 @@ def test_unsupported_resizes_are_refused_by_name(attrs, says) -> None:
     )
     with pytest.raises(OnnxError, match=r"node 0 'up' \(Resize, opset 19\).*" + says):
         gc.from_onnx(m)
+
+
+def test_crop_and_resize_matches_onnxruntime() -> None:
+    """tf_crop_and_resize (TensorFlow's crop_and_resize as tf2onnx writes it): the region of
+    interest per axis (inside, reaching past the input, reversed), extrapolation_value where a
+    coordinate leaves the input, in the three modes, up and down; roi for the axes attribute.
+    Before: refused ('tf_crop_and_resize is not supported')."""
+    rois = [[0, 0, 0.2, 0.1, 1, 1, 0.8, 0.9], [0, 0, -0.3, 0.4, 1, 1, 1.2, 0.6]]
+    rois.append([0, 0, 0.9, 0.1, 1, 1, 0.1, 0.9])
+    nodes, outs, inits = [], [], []
+    for mode in ("nearest", "linear", "cubic"):
+        for k, roi in enumerate(rois):
+            for j, sc in enumerate([[2.0, 1.5], [0.5, 0.6]]):
+                name = f"y_{mode}_{k}_{j}"
+                inits += [_f32(f"r_{name}", roi), _f32(f"s_{name}", [1, 1, *sc])]
+                attrs = {"coordinate_transformation_mode": "tf_crop_and_resize"}
+                ins = ["x", f"r_{name}", f"s_{name}"]
+                nodes.append(N("Resize", ins, [name], mode=mode, extrapolation_value=-3.5, **attrs))
+                outs.append(name)
+    attrs = {"coordinate_transformation_mode": "tf_crop_and_resize", "axes": [3, 2]}
+    nodes.append(N("Resize", ["x", "ra", "", "za"], ["y_axes"], mode="linear", **attrs))
+    inits += [_f32("ra", [0.1, -0.2, 0.7, 1.3]), _i64("za", [6, 3])]
+    outs.append("y_axes")
+    _check(_model(nodes, outs, inits), outs, exact=False, mode="interpret")
+    some = ["y_linear_1_0", "y_nearest_2_1"]
+    kept = [n for n in nodes if n.output[0] in some]
+    used = {i for n in kept for i in n.input}
+    _check(_model(kept, some, [t for t in inits if t.name in used]), some, exact=False)
