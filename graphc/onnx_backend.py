@@ -53,7 +53,6 @@ UNSUPPORTED = {
     "values that must be known at import time": r"must be known at import time",
     "reshapes that move the batch dimension": r"batch dimension N",
     "empty tensors (a dimension of size 0)": r"dimension of size 0",
-    "Resize's antialiasing": r"antialias=1 is not supported",
     "opsets below 7": r"opset \d is outside what graphc imports",
     "models without a default-domain opset": r"declares no default-domain opset",
     "Einsum with rank-0 operands": r"\(Einsum, opset \d+\): equation",

@@ -3458,7 +3458,7 @@ def _resize_taps(
         nm = "simple" if cx.version < 11 else cx.attr("nearest_mode", "round_prefer_floor")
         idx = np.clip(_nearest_index(c, nm, F32(scale) < 1), 0, last).astype(np.int64)
         return [(idx.tolist(), None)], outside
-    if mode == "linear":
+    if mode == "linear" and not (cx.version >= 18 and cx.attr("antialias", 0)):
         c = np.clip(c, F32(0), F32(last))
         i1 = np.minimum(c.astype(np.int64), last)
         i2 = np.minimum(i1 + 1, last)
@@ -3466,6 +3466,8 @@ def _resize_taps(
         same = i1 == i2
         d1, d2 = np.where(same, F32(0.5), d1), np.where(same, F32(0.5), d2)
         return [(i1.tolist(), d2.astype(F32)), (i2.tolist(), d1.astype(F32))], outside
+    if cx.version >= 18 and cx.attr("antialias", 0):
+        return _antialias_taps(cx, mode, in_len, c, F32(scale)), outside
     base = np.floor(c).astype(np.int64)
     w = _cubic_coefficients(c - np.floor(c), cx.attr("cubic_coeff_a", -0.75))
     taps = base[:, None] + np.arange(-1, 3)[None, :]
@@ -3474,6 +3476,66 @@ def _resize_taps(
         w = w / w.sum(axis=1, keepdims=True, dtype=F32)
     taps = np.clip(taps, 0, last)
     return [(taps[:, k].tolist(), w[:, k].astype(F32)) for k in range(4)], outside
+
+
+def _antialias_taps(cx: NodeContext, mode: str, in_len: int, c: np.ndarray, rs: Any) -> list:
+    """Resize's antialias=1 (opset 18; linear and cubic): each output position a weighted
+    window of the input, as ONNX Runtime's (Pillow's resampling): the filter (the triangle
+    1 - |d|, or Keys' cubic with cubic_coeff_a) stretched by 1 / scale when downscaling,
+    centred on the coordinate + 1/2, over the inputs floor(centre -+ support + 1/2); weights
+    outside the input either dropped (exclude_outside=1) or added to the edge element; the
+    window normalized to sum 1. Returned as _resize_taps' taps (one per window place)."""
+    out_len = len(c)
+    a = F32(cx.attr("cubic_coeff_a", -0.75))
+    exclude = bool(cx.attr("exclude_outside", 0))
+
+    def filt(d: F32) -> F32:
+        d = abs(d)
+        if mode == "linear":
+            return F32(1) - d if d < 1 else F32(0)
+        if d < 1:
+            return ((a + F32(2)) * d - (a + F32(3))) * d * d + F32(1)
+        if d < 2:
+            return (((d - F32(5)) * d + F32(8)) * d - F32(4)) * a
+        return F32(0)
+
+    inv = F32(1) / rs  # rs: the axis's scale
+    support = F32(2 if mode == "linear" else 4) * F32(0.5)
+    if inv >= 1:
+        support = support * inv
+    window = math.ceil(support) * 2 + 1
+    step = F32(1) / inv if inv >= 1 else F32(1)
+    rows: list[tuple[int, list[float]]] = []
+    for i in range(out_len):
+        centre = F32(0.5) + c[i]
+        lo = int(np.floor(centre - support + F32(0.5)))
+        hi = int(np.floor(centre + support + F32(0.5)))
+        hi = lo + min(max(hi - lo, 0), window)
+        lo_cut, hi_cut = min(max(lo, 0), in_len), min(max(hi, 0), in_len)
+        first, end = (lo_cut, hi_cut) if exclude else (lo, hi)
+        count = end - first
+        buf = [filt((F32(k + first) - centre + F32(0.5)) * step) for k in range(count)]
+        total = F32(0)
+        for w in buf:
+            total += w
+        if not exclude and lo_cut < hi_cut:
+            neg = min(max(-first, 0), count - 1)
+            for k in range(neg):
+                buf[neg] += buf[k]
+            past = min(max(count + first - in_len, 0), count - 1)
+            for k in range(count - past, count):
+                buf[count - past - 1] += buf[k]
+            if neg or past:
+                buf = buf[neg:] + buf[:neg]
+        norm = F32(1) / total if total != 0 else F32(1)
+        rows.append((lo_cut, [F32(buf[k]) * norm for k in range(hi_cut - lo_cut)]))
+    width = max(len(w) for _, w in rows)
+    taps = []
+    for k in range(width):
+        idx = [start + k if k < len(w) else min(start, in_len - 1) for start, w in rows]
+        wk = np.array([w[k] if k < len(w) else 0.0 for _, w in rows], F32)
+        taps.append((idx, wk))
+    return taps
 
 
 def _resize_sizes(cx: NodeContext, x: Tensor, axes: list[int], given: Any, sizes: bool) -> list:
@@ -3522,7 +3584,8 @@ def _resize(cx: NodeContext) -> list[Value]:
     element's gradient is the sum of its uses) times constant float32 weights. Scales or sizes
     known at import time; the batch axis keeps scale 1. tf_crop_and_resize reads the region
     of interest (_resize_rois) and gives extrapolation_value where a coordinate leaves the
-    input. Refused by name: antialias, and exclude_outside outside cubic mode."""
+    input; antialias=1 (linear, cubic) weighs a window per output (_antialias_taps). Refused
+    by name: antialias in mode nearest, exclude_outside outside cubic or antialias."""
     x = cx.x(0)
     r = len(x.shape)
     mode = cx.attr("mode", "nearest")
@@ -3531,10 +3594,10 @@ def _resize(cx: NodeContext) -> list[Value]:
     upsample = cx.node.op_type == "Upsample"
     if upsample and mode == "cubic":
         cx.fail("mode 'cubic' is not one of Upsample's modes (nearest, linear)")
-    if cx.attr("antialias", 0):
-        cx.fail("antialias=1 is not supported (graphc resizes without the antialiasing filter)")
-    if cx.attr("exclude_outside", 0) and mode != "cubic":
-        cx.fail(f"exclude_outside=1 applies to mode 'cubic' only, not {mode!r}")
+    if cx.attr("antialias", 0) and mode == "nearest":
+        cx.fail("antialias=1 applies to modes linear and cubic only, not 'nearest'")
+    if cx.attr("exclude_outside", 0) and mode != "cubic" and not cx.attr("antialias", 0):
+        cx.fail(f"exclude_outside=1 applies to mode 'cubic' (or antialias=1) only, not {mode!r}")
     if upsample and cx.version < 9 and cx.attr("scales") is None:
         cx.fail("Upsample needs its scales attribute")
     scales = sizes = None

@@ -1,6 +1,6 @@
 """ONNX Resize (and Upsample) as ONNX Runtime computes it: modes nearest, linear and cubic,
 every coordinate_transformation_mode (tf_crop_and_resize's regions and extrapolation
-included), every nearest_mode, scales and
+included), antialias, every nearest_mode, scales and
 sizes (axes, keep_aspect_ratio_policy), downscales, Resize-10 and Upsample; the gradient of a
 linear resize; named refusals of what graphc does not import. Public reports of the class:
 https://github.com/onnx/onnx/issues/2462 (the reference's align_corners over the unrounded
@@ -81,6 +81,15 @@ def _check(m, outs, exact: bool, mode: str = "compile") -> None:
             np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5, err_msg=name)
 
 
+def _check_compiled(nodes, inits, some: list[str], shape=SHAPE) -> None:
+    """_check of the outputs ``some`` of a sweep's nodes, compiled (a few of each sweep: the
+    LLVM compile of every output would take seconds)."""
+    kept = [n for n in nodes if n.output[0] in some]
+    used = {i for n in kept for i in n.input}
+    m = _model(kept, some, [t for t in inits if t.name in used], shape=shape)
+    _check(m, some, exact=False)
+
+
 def test_nearest_picks_onnxruntime_elements_in_every_mode() -> None:
     """Every coordinate_transformation_mode x nearest_mode x up/down scale: the elements ONNX
     Runtime picks. Before, graphc ran onnx.reference's float64 arithmetic, which differs where a
@@ -135,11 +144,7 @@ def test_linear_and_cubic_match_onnxruntime() -> None:
     inits += [_f32("sa", [1, 1, 2, 2]), _i64("z", [7, 7])]
     outs += ["y_a", "y_sizes"]
     _check(_model(nodes, outs, inits), outs, exact=False, mode="interpret")
-    # compiled: one of each mode
-    some = ["y_linear0_half_pixel_1", "y_cubic1_align_corners_0", "y_sizes"]
-    kept = [n for n in nodes if n.output[0] in some]
-    used = {i for n in kept for i in n.input}
-    _check(_model(kept, some, [t for t in inits if t.name in used]), some, exact=False)
+    _check_compiled(nodes, inits, ["y_linear0_half_pixel_1", "y_cubic1_align_corners_0", "y_sizes"])
 
 
 @pytest.mark.parametrize(
@@ -202,12 +207,15 @@ def test_bilinear_gradient_matches_onnxruntime_transpose() -> None:
 @pytest.mark.parametrize(
     "attrs, says",
     [
-        ({"mode": "linear", "antialias": 1}, "antialias=1 is not supported"),
+        ({"mode": "nearest", "antialias": 1}, "antialias=1 applies to modes linear and cubic"),
         (
             {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize"},
             "needs its region of interest",
         ),
-        ({"mode": "linear", "exclude_outside": 1}, "exclude_outside=1 applies to mode 'cubic'"),
+        (
+            {"mode": "linear", "exclude_outside": 1},
+            r"exclude_outside=1 applies to mode 'cubic' \(or",
+        ),
         ({"mode": "area"}, "mode 'area' is not one of nearest, linear, cubic"),
     ],
 )
@@ -243,7 +251,25 @@ def test_crop_and_resize_matches_onnxruntime() -> None:
     inits += [_f32("ra", [0.1, -0.2, 0.7, 1.3]), _i64("za", [6, 3])]
     outs.append("y_axes")
     _check(_model(nodes, outs, inits), outs, exact=False, mode="interpret")
-    some = ["y_linear_1_0", "y_nearest_2_1"]
-    kept = [n for n in nodes if n.output[0] in some]
-    used = {i for n in kept for i in n.input}
-    _check(_model(kept, some, [t for t in inits if t.name in used]), some, exact=False)
+    _check_compiled(nodes, inits, ["y_linear_1_0", "y_nearest_2_1"])
+
+
+def test_antialias_matches_onnxruntime() -> None:
+    """antialias=1 (torch's F.interpolate(antialias=True) at opset 18): linear and cubic,
+    exclude_outside 0 (the weights past the input added to the edge element) and 1 (dropped),
+    down and up, every coordinate mode but tf_crop_and_resize (covered above). Before: refused
+    ('antialias=1 is not supported')."""
+    nodes, outs, inits = [], [], []
+    for mode in ("linear", "cubic"):
+        for ct in COORDS[:3]:
+            for j, sc in enumerate([[0.5, 0.6], [0.25, 1.7]]):
+                for ex in (0, 1):
+                    name = f"y_{mode}_{ct}_{j}_{ex}"
+                    inits.append(_f32(f"s_{name}", [1, 1, *sc]))
+                    attrs = {"coordinate_transformation_mode": ct, "exclude_outside": ex}
+                    ins = ["x", "", f"s_{name}"]
+                    nodes.append(N("Resize", ins, [name], mode=mode, antialias=1, **attrs))
+                    outs.append(name)
+    shape = (3, 8, 9)
+    _check(_model(nodes, outs, inits, shape=shape), outs, exact=False, mode="interpret")
+    _check_compiled(nodes, inits, ["y_linear_half_pixel_1_0", "y_cubic_align_corners_0_1"], shape)
