@@ -6,7 +6,7 @@ signed-zero constants, matmul with transposes, sum/mean over axes with and witho
 reshape, transpose, softmax, dropout (whose mask the JIT and the interpreter must draw alike)),
 and the classes that found bugs before (issue 13): work on [d, N] tensors (the batch as a GEMM's
 column count and as a reduction's or softmax's row), size-1 axes before others, outputs that
-reduce over the batch, +0.0 and -0.0 in one graph, graphs whose only parameter is a bias, L2
+reduce over the batch, +0.0 and -0.0 in one graph, an output that is a constant, graphs whose only parameter is a bias, L2
 penalties sum(w * w) in the loss, and batches larger than one predict block (1025, 1500 rows,
 1 case in 25); one of the losses softmax_cross_entropy, binary_cross_entropy,
 mean_squared_error or a random projection; random batch sizes (1, odd sizes, sizes that are
@@ -461,6 +461,10 @@ class _Gen:
             v = dsl.tanh(extra) + 2.0  # >= 1: never 0 itself
             for z in (0.0, -0.0):
                 outputs.append(dsl.sigmoid(dsl.div(self.const(1.0), v * self.const(z))))
+        elif r < 0.35:  # an output that is a constant, written or folded (no buffer of its own)
+            self.ops.append("constant-output")
+            k = self.const(float(rng.choice(CONSTS)))
+            outputs.append(k if rng.random() < 0.5 else dsl.exp(dsl.tanh(k)))
         c = out.shape[1]
         loss_kind = str(rng.choice(["sce", "bce", "mse", "proj"]))
         self.ops.append(loss_kind)

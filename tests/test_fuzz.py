@@ -38,8 +38,8 @@ def test_random_graphs_in_one_module_match_interpreter(seed: int) -> None:
 
 def test_generator_makes_the_classes_that_found_bugs() -> None:
     """Over 200 seeds: outputs reducing over the batch, N as a column dimension, size-1 axes,
-    signed-zero constants, graphs whose only param is a bias, L2 penalties, and more rows than
-    one predict block (issue 13 items 1, 9-12)."""
+    signed-zero constants, graphs whose only param is a bias, L2 penalties, more rows than
+    one predict block (issue 13 items 1, 9-12), and constant outputs."""
     seen: set[str] = set()
     large = 0
     for seed in range(200):
@@ -48,6 +48,7 @@ def test_generator_makes_the_classes_that_found_bugs() -> None:
         seen.update(op for op in case.ops if op.startswith("const("))
         large += case.n > 1024
     want = {"output-over-batch", "columns", "size1", "signed-zeros", "bias-only", "l2"}
+    want.add("constant-output")  # a scalar constant as an output: CodegenError before e14e141
     assert want <= seen, f"never generated: {sorted(want - seen)}"
     assert {"const(0.0)", "const(-0.0)"} <= seen
     assert large >= 2
