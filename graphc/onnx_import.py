@@ -2664,20 +2664,25 @@ def _pow_general(cx: NodeContext, x: Tensor, e: Value) -> Tensor:
     return y
 
 
+FLT_MAX = 3.4028234663852886e38  # numeric_limits<float>::max()
+
+
 def _clip(cx: NodeContext) -> list[Value]:
+    """Clip as the ONNX spec defines it: an absent bound is numeric_limits::lowest() / max(),
+    so +-inf becomes +-FLT_MAX whatever bound is given (from opset 11 the bounds are inputs
+    1 and 2; before, attributes min and max with those defaults); computed as ONNX Runtime's
+    (std::max then std::min: x < lo ? lo : x, then hi < y ? hi : y), so a NaN input stays NaN
+    and a NaN bound leaves x as it is. Before, an absent bound left +-inf unchanged and a NaN
+    bound gave NaN everywhere."""
     x = cx.x(0)
     if cx.version < 11:
-        lo, hi = cx.attr("min", -3.4028234663852886e38), cx.attr("max", 3.4028234663852886e38)
-        lo_t, hi_t = dsl.const(lo), dsl.const(hi)
+        lo_t = dsl.const(float(cx.attr("min", -FLT_MAX)))
+        hi_t = dsl.const(float(cx.attr("max", FLT_MAX)))
     else:
-        lo_t = cx.x(1) if cx.has(1) else None
-        hi_t = cx.x(2) if cx.has(2) else None
-    y = x
-    if lo_t is not None:
-        y = dsl.maximum(y, lo_t)
-    if hi_t is not None:
-        y = _minimum(y, hi_t)
-    return [y if y is not x else x * 1.0]
+        lo_t = cx.x(1) if cx.has(1) else dsl.const(-FLT_MAX)
+        hi_t = cx.x(2) if cx.has(2) else dsl.const(FLT_MAX)
+    y = dsl.apply("where", dsl.apply("less", x, lo_t), lo_t, x)
+    return [dsl.apply("where", dsl.apply("less", hi_t, y), hi_t, y)]
 
 
 def _variadic(f: Callable[[Tensor, Tensor], Tensor]) -> Callable[[NodeContext], list[Value]]:
