@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from graphc.ir.errors import GraphcError, ShapeError
-from graphc.runtime.checks import check_bool
+from graphc.runtime.checks import check_bool, check_real
 
 from .dsl import (
     LOSSES,
@@ -52,8 +52,10 @@ def minimum(x: Tensor | float, y: Tensor | float) -> Tensor:
 
 
 def pow(x: Tensor, exponent: float) -> Tensor:
-    """x ** exponent for a Python number (integer exponents: exact products, any sign of x)."""
-    return apply("pow", x, exponent=float(exponent))
+    """x ** exponent for a Python number (integer exponents: exact products, any sign of x).
+    Raises ShapeError: ``exponent`` a bool (True was read as 1) or not a finite number."""
+    e = exponent if isinstance(exponent, bool | np.bool_) else float(exponent)
+    return apply("pow", x, exponent=e)
 
 
 def _compare(op: str):
@@ -183,9 +185,14 @@ def layer_norm(x: Tensor, *, eps: float = 1e-5, name: str | None = None) -> Tens
 
     Composed of primitives (mean, sub, square, rsqrt, mul, add), so fusion and autodiff see
     them; the row statistics are two reductions over the last axis.
+
+    Raises:
+        ShapeError: x has no fixed last axis.
+        OptionTypeError / GraphcError: ``eps`` not a finite number >= 0 (as batch_norm's).
     """
     if x.type.rank < 1 or not isinstance(x.shape[-1], int):
         raise ShapeError(f"layer_norm: expects x with a fixed last axis, got {x.type} ({x.name})")
+    eps = check_real(eps, "layer_norm: eps", 0.0)  # -1 or NaN made rsqrt's NaN silently
     name = name or _fresh("layer_norm")
     c, last = x.shape[-1], x.type.rank - 1
     gamma = param(f"{name}.gamma", (c,), init="ones", dtype=x.dtype)
@@ -269,7 +276,8 @@ def categorical_cross_entropy(
 
     Raises:
         ShapeError: the shapes differ or the logits are not 2-D.
-        GraphcError: label_smoothing outside [0, 1].
+        OptionTypeError: label_smoothing not a number (a bool, a string).
+        GraphcError: label_smoothing outside [0, 1] or NaN.
 
     Warns ``LossInputWarning`` when ``logits`` is a softmax's output (probabilities).
     """
@@ -277,7 +285,9 @@ def categorical_cross_entropy(
     check_logits("categorical_cross_entropy", logits, "softmax", "or predict with softmax(logits)")
     if logits.type.rank != 2:
         raise ShapeError(f"categorical_cross_entropy: logits must be [N, C], got {logits.type}")
-    if not 0.0 <= label_smoothing <= 1.0:
+    # a bool is no rate: True was read as 1.0, every target the uniform 1/C, silently
+    label_smoothing = check_real(label_smoothing, "categorical_cross_entropy: label_smoothing", 0.0)
+    if label_smoothing > 1.0:
         raise GraphcError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
     t = targets
     if label_smoothing:
@@ -311,10 +321,14 @@ def binary_cross_entropy_from_probs(probs: Tensor, targets: Tensor) -> Tensor:
 def huber(pred: Tensor, target: Tensor, *, delta: float = 1.0) -> Tensor:
     """Mean Huber loss: 0.5 d^2 where |d| <= delta, else delta (|d| - 0.5 delta), d = pred -
     target (torch.nn.HuberLoss, tf.keras.losses.Huber), computed as 0.5 q^2 + delta (|d| - q)
-    with q = min(|d|, delta)."""
+    with q = min(|d|, delta).
+
+    Raises:
+        ShapeError: the shapes differ. OptionTypeError / GraphcError: ``delta`` not a finite
+            number > 0 (a string raised Python's TypeError).
+    """
     _same_shape("huber", pred, target)
-    if not delta > 0:
-        raise GraphcError(f"huber: delta must be > 0, got {delta!r}")
+    delta = check_real(delta, "huber: delta", 0.0, open_low=True)
     a = apply("abs", pred - target)
     q = minimum(a, delta)
     return _tag(mean(0.5 * q * q + delta * (a - q)), "huber", pred, target)

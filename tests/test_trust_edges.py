@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 import graphc as gc
 from graphc.ir.interpret import interpret
@@ -288,3 +289,31 @@ def test_nan_follows_numpy_in_every_path(tmp_path) -> None:
             np.testing.assert_array_equal(
                 np.asarray(value, np.float64), want, err_msg=f"{key} {where}"
             )
+
+
+def test_loss_and_norm_options_refuse_bools_strings_and_nan() -> None:
+    """The class of 5451e39 (opt_level=True compiled at -O1) in the losses and layer_norm:
+    categorical_cross_entropy(label_smoothing=True) was read as 1.0 (every target the uniform
+    1/C: the model learnt nothing, silently); layer_norm(eps=-1) and eps=NaN compiled (rsqrt
+    of a negative variance + eps: NaN outputs); a string label_smoothing or huber delta raised
+    Python's TypeError from a comparison; gc.pow(x, True) was x ** 1. Numbers, numpy scalars
+    included, still pass."""
+    x = gc.input("x", ("N", 4))
+    t = gc.input("t", ("N", 4))
+    refused = [
+        (gc.OptionTypeError, lambda: gc.categorical_cross_entropy(x, t, label_smoothing=True)),
+        (gc.OptionTypeError, lambda: gc.categorical_cross_entropy(x, t, label_smoothing="0.1")),
+        (gc.GraphcError, lambda: gc.categorical_cross_entropy(x, t, label_smoothing=float("nan"))),
+        (gc.OptionTypeError, lambda: gc.huber(x, t, delta="1")),
+        (gc.OptionTypeError, lambda: gc.huber(x, t, delta=True)),
+        (gc.GraphcError, lambda: gc.layer_norm(x, eps=-1.0)),
+        (gc.GraphcError, lambda: gc.layer_norm(x, eps=float("nan"))),
+        (gc.ShapeError, lambda: gc.pow(x, True)),
+    ]
+    for error, make in refused:
+        with pytest.raises(error):
+            make()
+    gc.categorical_cross_entropy(x, t, label_smoothing=np.float32(0.1))
+    gc.huber(x, t, delta=np.float64(2.0))
+    gc.layer_norm(x, eps=0)
+    gc.pow(x, np.float32(2.5))
