@@ -26,9 +26,10 @@ from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Node
 from graphc.ir.ops.conv import ConvGeometry, geometry
 
-from .kernels import LL, PTR, VOID, KernelContext
+from .kernels import LL, PTR, VOID, KernelContext, _splat, data_operands, is_inline, llname
 from .lltypes import I1, I32, I64, i64, vconst
 from .loops import counted_loop, loop
+from .lower import lower_elementwise
 
 _FAST = ("contract",)  # a * b + c may become one fused multiply-add
 _SUM = ("reassoc", "nsz", "contract")  # the filter gradient's sum, one partial sum per lane
@@ -179,7 +180,17 @@ def _window(
     offsets(0, wbase, xbase, [])
 
 
-def _gather(ctx: KernelContext, node: Node, g: ConvGeometry, lanes: _Lanes) -> None:
+Epilogue = Callable[[ir.Value, ir.Value], ir.Value]  # (accumulated output, channel) -> stored
+
+
+def _gather(
+    ctx: KernelContext,
+    node: Node,
+    g: ConvGeometry,
+    lanes: _Lanes,
+    dst: str,
+    epilogue: Epilogue | None,
+) -> None:
     """conv, or conv_transpose with stride 1 along the last axis, as a gather: each chunk of
     ``lanes`` outputs along the last axis sums w * (a masked load of the input row) over the
     group's input channels and the kernel offsets in a register, then is stored once. (The
@@ -188,11 +199,11 @@ def _gather(ctx: KernelContext, node: Node, g: ConvGeometry, lanes: _Lanes) -> N
 
     Outer axes: the input position of output position u and offset k comes from a constant
     table (-1: outside the input, or between strides for conv_transpose); last axis: input
-    position u + off(k), valid for u in [lo(k), hi(k)) (masks)."""
+    position u + off(k), valid for u in [lo(k), hi(k)) (masks). ``epilogue`` (fuse_conv's bias
+    add, activation) maps each chunk before its store into ``dst``."""
     r = g.rank
     transposed = node.op == "conv_transpose"
     src, w = node.inputs
-    dst = node.name
     cg, og = g.channels // g.groups, g.out_channels // g.groups
     if transposed:
         out_ch, in_ch, per_grp, out_grp = g.channels, g.out_channels, og, cg
@@ -280,7 +291,10 @@ def _gather(ctx: KernelContext, node: Node, g: ConvGeometry, lanes: _Lanes) -> N
                     for i, vacc in enumerate(vaccs):
                         at = b.add(b.add(oidx, c0), i64(i * osz))
                         p = b.gep(ctx.ptr(dst), [at], inbounds=True, source_etype=t)
-                        b.call(lanes.store_fn, [b.load(vacc), p, lanes.align, mask])
+                        v = b.load(vacc)
+                        if epilogue is not None:
+                            v = epilogue(v, b.add(oc, i64(i)))
+                        b.call(lanes.store_fn, [v, p, lanes.align, mask])
 
             def taps(axis: int, widx: ir.Value, iidx: ir.Value, us, c0, pos) -> None:
                 if axis < last:
@@ -422,8 +436,42 @@ def _filter_gather(ctx: KernelContext, node: Node, g: ConvGeometry, lanes: _Lane
     _parallel(ctx, i64(g.out_channels // block), sample)
 
 
-def emit_conv(ctx: KernelContext, node: Node) -> None:
-    """The kernel of one conv, conv_transpose or conv_filter_grad node."""
+def _channel_epilogue(
+    ctx: KernelContext, node: Node, tail: list[Node]
+) -> tuple[str, Epilogue | None]:
+    """The value a conv kernel stores and the function that maps an accumulated output (a
+    scalar or a vector of one channel's outputs) through ``tail``, fuse_conv's pointwise
+    nodes, whose other operands are inline scalars, one-element values or per-channel values
+    [C, 1, ...] (loaded at the channel index and splat over the lanes)."""
+    if not tail:
+        return node.name, None
+    g = ctx.g
+    members = {node.name} | {nd.name for nd in tail}
+    ext = list(dict.fromkeys(i for nd in tail for i in data_operands(nd) if i not in members))
+
+    def apply(acc: ir.Value, channel: ir.Value) -> ir.Value:
+        b = ctx.b  # (read when called: _parallel emits the loop into a task function of its own)
+        lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 0
+        vals: dict[str, ir.Value] = {node.name: acc}
+        for v in ext:
+            if is_inline(ctx.sched, v):
+                x = ctx.inline_value(g[v])
+            else:
+                per_channel = any(d != 1 for d in g[v].type.shape)
+                x = ctx.load(v, channel if per_channel else i64(0))
+            vals[v] = _splat(b, x, lanes) if lanes else x
+        for nd in tail:
+            args = [vals[o] for o in data_operands(nd)]
+            vals[nd.name] = lower_elementwise(b, nd, args, llname(nd.name))
+        return vals[tail[-1].name]
+
+    return tail[-1].name, apply
+
+
+def emit_conv(ctx: KernelContext, node: Node, tail: list[Node] | None = None) -> None:
+    """The kernel of one conv, conv_transpose or conv_filter_grad node; ``tail``: the pointwise
+    nodes fuse_conv gave a conv / conv_transpose, applied to each output before its store."""
+    out, epilogue = _channel_epilogue(ctx, node, tail or [])
     g_ = ctx.g
     types = [g_[i].type for i in node.inputs]
     g = geometry(node.op, types, dict(node.attrs))
@@ -451,10 +499,10 @@ def emit_conv(ctx: KernelContext, node: Node) -> None:
         lanes.store(dst, di, b.fadd(lanes.load(dst, di, mask), prod, flags=_FAST), mask)
 
     if node.op in ("conv", "conv_transpose") and g.strides[-1] == 1:
-        _gather(ctx, node, g, lanes)
+        _gather(ctx, node, g, lanes, out, epilogue)
     elif node.op == "conv":
         x, w = node.inputs
-        y = node.name
+        y = out
         with _outer(b, batch, "n") as n, _outer(b, i64(g.out_channels), "co") as co:
             grp = b.sdiv(co, i64(og))
             ybase = b.mul(b.add(b.mul(n, i64(g.out_channels)), co), i64(osz))
@@ -470,9 +518,11 @@ def emit_conv(ctx: KernelContext, node: Node) -> None:
                     return lambda xi, yi, m: mac(y, yi, x, xi, wv, wvec, m)
 
                 _window(ctx, g, box, wbase, xbase, ybase, at, lanes)
+            if epilogue is not None:  # the sums done: the epilogue over this channel's outputs
+                _map(ctx, y, ybase, osz, co, epilogue)
     elif node.op == "conv_transpose":
         y, w = node.inputs
-        x = node.name
+        x = out
         with _outer(b, batch, "n") as n, _outer(b, i64(g.channels), "c") as c:
             grp = b.sdiv(c, i64(cg))
             ci = b.srem(c, i64(cg))
@@ -489,6 +539,8 @@ def emit_conv(ctx: KernelContext, node: Node) -> None:
                     return lambda xi, yi, m: mac(x, xi, y, yi, wv, wvec, m)
 
                 _window(ctx, g, box, wbase, xbase, ybase, at, lanes)
+            if epilogue is not None:
+                _map(ctx, x, xbase, dsz, c, epilogue)
     elif node.op == "conv_filter_grad" and g.strides[-1] == 1:
         _filter_gather(ctx, node, g, lanes)
     elif node.op == "conv_filter_grad":
@@ -531,6 +583,14 @@ def emit_conv(ctx: KernelContext, node: Node) -> None:
     else:
         raise CodegenError(f"no conv kernel for op {node.op} (node {node.name})")
     b.ret_void()
+
+
+def _map(ctx: KernelContext, value: str, base: ir.Value, count: int, channel, fn: Epilogue):
+    """value[base + j] = fn(value[base + j], channel) for j < count (one channel's outputs)."""
+    b = ctx.b
+    with loop(b, i64(count), name="ep") as j:
+        at = b.add(base, j)
+        ctx.store(value, at, fn(ctx.load(value, at), channel))
 
 
 def _positions(ctx, g: ConvGeometry, box, xidx, yidx, k, body, lanes=None) -> None:

@@ -1388,7 +1388,8 @@ def _emit_conv(ctx: KernelContext, kernel: Kernel) -> None:
     """conv, conv_transpose, conv_filter_grad: loop nests (codegen/conv.py)."""
     from .conv import emit_conv
 
-    emit_conv(ctx, ctx.g[kernel.nodes[0]])
+    g = ctx.g
+    emit_conv(ctx, g[kernel.nodes[0]], [g[v] for v in kernel.nodes[1:]])
 
 
 KERNEL_EMITTERS: dict[str, Emitter] = {

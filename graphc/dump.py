@@ -8,7 +8,7 @@
 Stages, in pipeline order: ``forward`` (the DSL's graph), ``backward`` (the training graph after
 autodiff and the optimizer's update nodes), one stage per optimization pass (named after the
 pass: ``simplify`` from -O1, ``eliminate_dead_nodes``, then at -O2 ``fuse_dense``,
-``fuse_elementwise``, ``fuse_softmax_cross_entropy``, ``fuse_update_epilogue`` and
+``fuse_conv``, ``fuse_elementwise``, ``fuse_softmax_cross_entropy``, ``fuse_update_epilogue`` and
 ``fuse_optimizer``),
 ``scheduled`` (kernels in order, buffers, arena offsets), ``llvm`` (the LLVM module as built),
 ``llvm-opt`` (after LLVM's O3 pipeline) and ``asm`` (machine code for the target CPU). The pass
@@ -444,7 +444,7 @@ def fusion_report(st: Stages) -> list[tuple[str, bool, str]]:
     that removed them.
     """
     passes = st.pass_graphs()
-    fuse_names = ("fuse_dense", "fuse_elementwise")
+    fuse_names = ("fuse_dense", "fuse_conv", "fuse_elementwise")
     start = {
         "train_step": st.program.training,
         "eval": st.program.forward,

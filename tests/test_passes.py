@@ -595,6 +595,7 @@ def test_levels_and_disabled_passes() -> None:
         "simplify",
         "eliminate_dead_nodes",
         "fuse_dense",
+        "fuse_conv",
         "fuse_elementwise",
         "fuse_softmax_cross_entropy",
         "fuse_update_epilogue",
@@ -605,6 +606,7 @@ def test_levels_and_disabled_passes() -> None:
     assert [r.name for r in res.records] == [
         "simplify",
         "eliminate_dead_nodes",
+        "fuse_conv",
         "fuse_elementwise",
         "fuse_softmax_cross_entropy",
         "fuse_update_epilogue",

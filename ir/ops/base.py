@@ -82,6 +82,8 @@ class Op:
         divider: its lowering divides or takes a square root (exactly rounded: the CPU's
             divide unit, some 10x slower per element than a multiply-add and not pipelined
             with it), so a loop of it is bound by that unit rather than by memory.
+        channel_epilogue: its kernel can apply pointwise nodes to each output element [N, C,
+            ...] before storing it, with scalar or per-channel operands (``fuse_conv``).
     """
 
     name: ClassVar[str] = ""
@@ -97,6 +99,7 @@ class Op:
     identity: ClassVar[float | None] = None
     kernel: ClassVar[str | None] = None
     divider: ClassVar[bool] = False
+    channel_epilogue: ClassVar[bool] = False
 
     @property
     def attr_names(self) -> tuple[str, ...]:

@@ -269,6 +269,7 @@ class Conv(_Conv):
     """
 
     name = "conv"
+    channel_epilogue = True  # bias add and activation before the store (fuse_conv)
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         g = geometry(self.name, types, attrs)
@@ -322,6 +323,7 @@ class ConvTranspose(_Conv):
     """
 
     name = "conv_transpose"
+    channel_epilogue = True  # bias add and activation before the store (fuse_conv)
     attrs: ClassVar[dict[str, Any]] = {**_Conv.attrs, "output_padding": None}
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:

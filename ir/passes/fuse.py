@@ -1,6 +1,6 @@
 """Fusion: mark nodes that run as one kernel (``Node.group``), and order the graph so they can.
 
-Five passes, each Graph -> Graph (run in this order at -O2):
+Six passes, each Graph -> Graph (run in this order at -O2):
 
 ``fuse_dense``
     A matmul and the elementwise nodes of its shape that consume it (bias add, activation,
@@ -14,6 +14,11 @@ Five passes, each Graph -> Graph (run in this order at -O2):
         %2 = relu(%1) : f32[N,32]                 %1 = add(%0, b) : f32[N,32]
                                                   %2 = relu(%1) : f32[N,32]
                                                 }
+
+``fuse_conv``
+    A conv or conv_transpose and the chain of pointwise nodes after it whose other operands
+    are scalars or one value per output channel (bias add, activation) become one group: the
+    conv kernel applies them to each output before its only store (``codegen.conv``).
 
 ``fuse_elementwise``
     Connected elementwise nodes of one shape and dtype (operands may broadcast) become one
@@ -283,6 +288,75 @@ def fuse_dense(g: Graph) -> Graph:
         if n.op != "matmul" or n.name in groups.group_of:
             continue
         members = _dense_group(g, n, groups, escaping)
+        if len(members) > 1:
+            groups.assign(members, next(ids))
+            changed = True
+    return _reorder(g, groups.group_of) if changed else g
+
+
+# ---------------------------------------------------------------------------- fuse_conv
+
+
+def _channel_operand_ok(t, out) -> bool:
+    """Operands a conv kernel's epilogue can read: one value ([], or all sizes 1), or one
+    value per output channel ([C, 1, ..., 1] against the output [N, C, D1, ...]), of the
+    output's dtype."""
+    if t.dtype != out.dtype or "N" in t.shape:
+        return False
+    if all(d == 1 for d in t.shape):
+        return True
+    want = (out.shape[1],) + (1,) * (len(out.shape) - 2)
+    return tuple(t.shape) == want
+
+
+def _conv_group(g: Graph, conv: Node, groups: _Groups, escaping: set[str]) -> set[str]:
+    """``conv`` plus the chain of pointwise consumers it can apply to each output before
+    storing it (a set of one when none): each the only reader of the one before, of the
+    conv's type, its other operands scalars or per-channel values from outside the chain."""
+    users = g.users
+    group = {conv.name}
+    sink = conv.name
+    while True:
+        us = set(users.get(sink, ()))
+        if len(us) != 1 or sink in escaping:
+            break
+        u = g[us.pop()]
+        if (
+            not is_pointwise(u)
+            or u.name in groups.group_of
+            or u.type != conv.type
+            or _needs_index(u)
+            or u.section != conv.section
+        ):
+            break
+        others = [i for i in OPS[u.op].data_inputs(u) if i != sink]
+        if sink not in u.inputs or any(
+            i in group or not _channel_operand_ok(g[i].type, conv.type) for i in others
+        ):
+            break
+        trial = group | {u.name}
+        if groups.creates_cycle(trial):
+            break
+        group, sink = trial, u.name
+    return group
+
+
+def fuse_conv(g: Graph) -> Graph:
+    """Each conv / conv_transpose (ops with ``channel_epilogue``) takes the chain of pointwise
+    nodes after it whose other operands are scalars or per-channel values (a conv layer's
+    bias add, its activation, a scale) as its kernel's epilogue: applied to each output
+    before it is stored (``codegen.conv``), so the layer's output is written once instead of
+    written, read and written again by an elementwise kernel. Only the last node of the group
+    is stored: a member read elsewhere (a graph output, a value the backward pass reads) ends
+    the chain, so the gradient graph is unchanged."""
+    groups = _Groups(g)
+    escaping = _escaping(g)
+    ids = _fresh_group_ids(g, "conv")
+    changed = False
+    for n in g.nodes:
+        if not OPS[n.op].channel_epilogue or n.name in groups.group_of:
+            continue
+        members = _conv_group(g, n, groups, escaping)
         if len(members) > 1:
             groups.assign(members, next(ids))
             changed = True
@@ -737,11 +811,14 @@ def explain_fusion(before: Graph, after: Graph) -> list[tuple[str, bool, str]]:
         grp = members.get(a.group, []) if a.group is not None else []
         if len(grp) > 1:
             mm = next((m.name for m in grp if m.op == "matmul"), None)
+            cv = next((m for m in grp if OPS[m.op].channel_epilogue), None)
             what = (
                 f"in the epilogue of matmul {mm}"
                 if mm and mm != n.name
                 else "as the GEMM of"
                 if mm
+                else f"in the epilogue of {cv.op} {cv.name}"
+                if cv
                 else "in the elementwise loop"
             )
             ops = "+".join(m.op for m in grp)

@@ -10,6 +10,7 @@ from ..errors import GraphcError
 from ..graph import Graph
 from .dce import eliminate_dead_nodes
 from .fuse import (
+    fuse_conv,
     fuse_dense,
     fuse_elementwise,
     fuse_optimizer,
@@ -42,7 +43,7 @@ def passes_for_level(level: int) -> list[Pass]:
     -O0: dead-code elimination only (and the scheduler shares no memory);
     -O1: + simplify (CSE, constant folding, algebraic identities) (and the scheduler reuses
     dead buffers and writes elementwise results in place); -O2 (default): + fuse_dense,
-    fuse_elementwise, fuse_softmax_cross_entropy, fuse_update_epilogue (a param's update in
+    fuse_conv (a conv's bias add and activation in its kernel), fuse_elementwise, fuse_softmax_cross_entropy, fuse_update_epilogue (a param's update in
     the epilogue of the GEMM that makes its gradient) and fuse_optimizer (the other alike
     per-parameter update groups marked to run as one loop over the param/grad/state regions).
     """
@@ -52,6 +53,7 @@ def passes_for_level(level: int) -> list[Pass]:
     if level >= 2:
         out += [
             fuse_dense,
+            fuse_conv,
             fuse_elementwise,
             fuse_softmax_cross_entropy,
             fuse_update_epilogue,

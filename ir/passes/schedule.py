@@ -520,6 +520,8 @@ def _group_kind(nodes: list[Node]) -> str:
     kinds = {kernel_kind(n) for n in nodes}
     if "matmul" in kinds:
         return "matmul"
+    if "conv" in kinds:  # a conv and its epilogue (fuse_conv)
+        return "conv"
     if "rowwise" in kinds:  # a row loop with reductions over its rows (fuse_softmax_cross_entropy)
         return "rowwise"
     if kinds == {"elementwise"}:
