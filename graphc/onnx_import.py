@@ -307,6 +307,49 @@ def tensor_to_array(t: Any, base_dir: str | None, what: str) -> np.ndarray:
     return bfloat16_as_float(t.data_type, a)
 
 
+def sparse_to_array(sp: Any, base_dir: str | None, what: str) -> np.ndarray:
+    """The dense array of a SparseTensorProto (a Constant's sparse_value, a sparse
+    initializer): zeros of shape ``dims`` holding ``values`` [NNZ] at ``indices``, int64, either
+    [NNZ] positions in the flattened array or [NNZ, rank] coordinates (the ONNX IR's two
+    forms), as ONNX Runtime densifies them.
+
+    Raises:
+        OnnxError: indices of another type or shape, out of the array, or repeated; values
+            not [NNZ].
+    """
+    dims = tuple(int(d) for d in sp.dims)
+    if any(d < 0 for d in dims) or math.prod(dims) > MAX_ELEMENTS:
+        raise OnnxError(
+            f"{what}: sparse tensor of shape {list(dims)} (at most {MAX_ELEMENTS} elements)"
+        )
+    values = tensor_to_array(sp.values, base_dir, f"{what} (its values)")
+    idx = tensor_to_array(sp.indices, base_dir, f"{what} (its indices)")
+    nnz = values.size
+    if values.ndim != 1 or idx.dtype != np.int64:
+        raise OnnxError(
+            f"{what}: a sparse tensor needs values [NNZ] and int64 indices, got values "
+            f"{list(values.shape)} and {idx.dtype} indices"
+        )
+    if idx.shape == (nnz, len(dims)) and len(dims) > 1:
+        if ((idx < 0) | (idx >= np.array(dims))).any():
+            raise OnnxError(f"{what}: a sparse index lies outside the shape {list(dims)}")
+        flat = np.ravel_multi_index(tuple(idx.T), dims) if nnz else idx.reshape(0)
+    elif idx.shape == (nnz,):
+        flat = idx
+        if ((flat < 0) | (flat >= math.prod(dims))).any():
+            raise OnnxError(f"{what}: a sparse index lies outside the {math.prod(dims)} elements")
+    else:
+        raise OnnxError(
+            f"{what}: sparse indices of shape {list(idx.shape)} fit neither [{nnz}] nor "
+            f"[{nnz}, {len(dims)}]"
+        )
+    if len(np.unique(flat)) != nnz:
+        raise OnnxError(f"{what}: a sparse index is given twice")
+    dense = np.zeros(math.prod(dims), values.dtype)
+    dense[flat] = values
+    return dense.reshape(dims)
+
+
 def bfloat16_as_float(data_type: int, a: np.ndarray) -> np.ndarray:
     """``a`` (numpy_helper.to_array of a tensor of ``data_type``) with bfloat16 values as
     float32: onnx >= 1.19 gives ml_dtypes' bfloat16, onnx 1.17 and 1.18 (graphc's minimum is
@@ -1101,6 +1144,13 @@ class Importer:
                     onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
                 )
             model.graph.initializer.remove(t)
+        # sparse initializers too: ONNX Runtime (and graphc, sparse_to_array) densify them,
+        # where the checker's type inference would see a sparse_tensor operand
+        for sp in model.graph.sparse_initializer:
+            if sp.values.name not in names:
+                vi = onnx.helper.make_tensor_value_info
+                model.graph.input.append(vi(sp.values.name, sp.values.data_type, list(sp.dims)))
+        del model.graph.sparse_initializer[:]
         # ONNX Runtime runs a graph whose outputs declare no shape (the checker wants one):
         # such outputs take the shape inference gives them, or are left out of the check
         g = model.graph
@@ -1175,11 +1225,16 @@ class Importer:
             self.initializers[t.name] = tensor_to_array(
                 t, self.base_dir, f"{self.where}: initializer {t.name!r}"
             )
-        if len(g.sparse_initializer):
-            raise OnnxError(f"{self.where}: sparse initializers are not supported")
+        for sp in g.sparse_initializer:
+            name = sp.values.name
+            if not name or name in self.initializers:
+                raise OnnxError(f"{self.where}: sparse initializer {name!r} has no name of its own")
+            where = f"{self.where}: sparse initializer {name!r}"
+            self.initializers[name] = sparse_to_array(sp, self.base_dir, where)
         # single assignment over the whole graph, as onnx.checker and ONNX Runtime require (a
         # node after the last use of its output was skipped, and its value never compared)
         defined = {vi.name for vi in g.input} | {t.name for t in g.initializer}
+        defined |= {sp.values.name for sp in g.sparse_initializer}
         for i, n in enumerate(g.node):
             for o in n.output:
                 if o and o in defined:
@@ -3973,8 +4028,12 @@ def _constant(cx: NodeContext) -> list[Value]:
         if key in cx.attrs:
             v = cx.attr(key)
             return [np.asarray(v) if dt is None else np.asarray(v, dtype=dt)]
+    if "sparse_value" in cx.attrs:
+        sp = cx.attrs["sparse_value"].sparse_tensor
+        return [sparse_to_array(sp, cx.imp.base_dir, f"{cx.where()}: sparse_value")]
     cx.fail(
-        "needs one of value, value_float(s), value_int(s) (sparse and string values are not supported)"
+        "needs one of value, value_float(s), value_int(s), sparse_value (string values are "
+        "not supported)"
     )
     return []
 
@@ -6386,7 +6445,8 @@ OPS: dict[str, Rule] = {
         _dropout, ("ratio", "seed", "is_test"), fold=lambda cx, a: [a[0]], keeps_integers=True
     ),
     "Constant": Rule(
-        _constant, ("value", "value_float", "value_floats", "value_int", "value_ints")
+        _constant,
+        ("value", "value_float", "value_floats", "value_int", "value_ints", "sparse_value"),
     ),
     "ReduceMean": Rule(_reduce("mean", 18), ("axes", "keepdims", "noop_with_empty_axes")),
     "ReduceSum": Rule(_reduce("sum", 13), ("axes", "keepdims", "noop_with_empty_axes")),
