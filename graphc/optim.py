@@ -245,10 +245,26 @@ class Optimizer:
             "initial_accumulator_value",
         ):
             v = getattr(self, f, 0.0)
-            if not (isinstance(v, numbers.Real) and v >= 0 and math.isfinite(v)):
+            # a bool is no coefficient: eps=True trained with eps 1.0, momentum=True with 1.0
+            if isinstance(v, bool) or not (
+                isinstance(v, numbers.Real) and v >= 0 and math.isfinite(v)
+            ):
                 raise GraphcError(f"{name}: {f} must be a finite number >= 0, got {v!r}")
             if hasattr(self, f) and not isinstance(v, int | float):
                 setattr(self, f, float(v))  # a numpy scalar
+        for f in ("alpha", "rho"):  # RMSprop's, Adadelta's decay: checked when made too
+            if getattr(self, f, None) is not None:
+                _check_fraction(name, f, getattr(self, f), closed=True)
+                setattr(self, f, float(getattr(self, f)))  # a numpy scalar
+        betas = getattr(self, "betas", None)
+        if betas is not None:
+            if isinstance(betas, str | bytes) or not (
+                hasattr(betas, "__len__") and len(betas) == 2
+            ):
+                raise GraphcError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
+            for k, v in enumerate(betas):
+                _check_fraction(name, f"betas[{k}]", v)
+            self.betas = (float(betas[0]), float(betas[1]))
 
     def _l2(self, b: Builder, p: str, g: str) -> str:
         """torch's coupled weight decay: g + weight_decay * p."""
@@ -306,8 +322,13 @@ def _step_float(b: Builder, t: str) -> str:
 
 
 def _check_fraction(name: str, what: str, v: float, closed: bool = False) -> None:
+    """v in [0, 1) ([0, 1] with ``closed``): a real number, not a bool (True was 1.0)."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise GraphcError(
+            f"{name}: {what} must be a number in [0, 1{']' if closed else ')'}, got {v!r}"
+        )
     ok = 0 <= v <= 1 if closed else 0 <= v < 1
-    if not (isinstance(v, int | float) and ok):
+    if not ok:
         raise GraphcError(f"{name}: {what} must lie in [0, 1{']' if closed else ')'}, got {v!r}")
 
 

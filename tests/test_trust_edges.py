@@ -317,3 +317,34 @@ def test_loss_and_norm_options_refuse_bools_strings_and_nan() -> None:
     gc.huber(x, t, delta=np.float64(2.0))
     gc.layer_norm(x, eps=0)
     gc.pow(x, np.float32(2.5))
+
+
+def test_optimizer_coefficients_refuse_bools() -> None:
+    """5451e39's class in the optimizers: a bool passed the number checks (numbers.Real), so
+    Adam(eps=True) trained with eps 1.0 (steps ~1000x too small), SGD(momentum=True) with
+    momentum 1 (no decay), Adam(betas=(0.9, False)) with beta2 = 0, weight_decay=True with
+    1.0, RMSprop(alpha=True) with 1 (the square average frozen at 0); betas of the wrong
+    length or a string raised Python's ValueError at compile. Refused when made, naming the
+    option; numpy scalars and a numpy pair still pass (as floats)."""
+    bad = [
+        lambda: gc.Adam(eps=True),
+        lambda: gc.Adam(betas=(0.9, False)),
+        lambda: gc.Adam(betas="0.9"),
+        lambda: gc.Adam(betas=(0.9,)),
+        lambda: gc.AdamW(weight_decay=True),
+        lambda: gc.SGD(momentum=True),
+        lambda: gc.SGD(momentum=0.9, dampening=True),
+        lambda: gc.Adagrad(lr_decay=True),
+        lambda: gc.Adagrad(initial_accumulator_value=True),
+        lambda: gc.RMSprop(alpha=True),
+        lambda: gc.Adadelta(rho=True),
+    ]
+    for make in bad:
+        with pytest.raises(
+            gc.GraphcError,
+            match=r"(eps|betas|weight_decay|momentum|dampening|lr_decay|initial_accumulator_value|alpha|rho)",
+        ):
+            make()
+    assert gc.Adam(betas=np.array([0.9, 0.99])).betas == (0.9, 0.99)
+    assert type(gc.RMSprop(alpha=np.float32(0.5)).alpha) is float
+    assert gc.SGD(momentum=np.float64(0.9)).momentum == 0.9
