@@ -68,6 +68,8 @@ and, if not, why.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..algorithms import lexicographic_order
 from ..graph import Graph, Node, attrs_key
 from ..ops import ACTIVATIONS, DIVIDER_OPS, INLINE_OPS, OPS, POINTWISE_OPS, SOURCE_OPS
@@ -213,24 +215,56 @@ def _epilogue_operand_ok(t_shape, mm_shape) -> bool:
     return t_shape in ((), (1,), (n,), (1, n), (m, 1), (m, n), (1, 1))
 
 
-def _dense_group(g: Graph, mm: Node, groups: _Groups, escaping: set[str]) -> set[str]:
-    """The matmul ``mm`` plus the epilogue nodes it can take (a set of one when none)."""
+Grow = Callable[[Node, set[str], str], "set[str] | None"]
+
+
+def _chain(g: Graph, start: Node, escaping: set[str], grow: Grow) -> set[str]:
+    """``start`` plus the chain after it: while the last member (the sink) has one reader and
+    is read nowhere else, ``grow(reader, group, sink)`` gives the group with that reader (and
+    what it brings along), or None to stop there."""
     users = g.users
-    group = {mm.name}
-    sink = mm.name
+    group = {start.name}
+    sink = start.name
     while True:
         us = set(users.get(sink, ()))
         if len(us) != 1 or sink in escaping:
-            break
+            return group
         u = g[us.pop()]
+        trial = grow(u, group, sink)
+        if trial is None:
+            return group
+        group, sink = trial, u.name
+
+
+def _fuse_chains(g: Graph, prefix: str, starts: Callable[[Node], bool], group_of) -> Graph:
+    """Each node ``starts`` accepts (and no earlier group took) with ``group_of(g, node,
+    groups, escaping)``'s members as one group (ids ``prefix``0, 1, ...)."""
+    groups = _Groups(g)
+    escaping = _escaping(g)
+    ids = _fresh_group_ids(g, prefix)
+    changed = False
+    for n in g.nodes:
+        if not starts(n) or n.name in groups.group_of:
+            continue
+        members = group_of(g, n, groups, escaping)
+        if len(members) > 1:
+            groups.assign(members, next(ids))
+            changed = True
+    return _reorder(g, groups.group_of) if changed else g
+
+
+def _dense_group(g: Graph, mm: Node, groups: _Groups, escaping: set[str]) -> set[str]:
+    """The matmul ``mm`` plus the epilogue nodes it can take (a set of one when none)."""
+
+    def grow(u: Node, group: set[str], sink: str) -> set[str] | None:
         if not is_pointwise(u) or u.name in groups.group_of or u.type != mm.type:
-            break
+            return None
         if u.section == "update" and mm.section != "update":
             # a gradient stays stored (in the contiguous gradient region), and the update then
             # runs in place over the parameter instead of through a GEMM output and a copy
-            break
+            return None
         if _needs_index(u) and not isinstance(mm.type.shape[1], int):
-            break  # the epilogue knows an element's flat index only for a fixed column count
+            return None  # the epilogue knows an element's flat index only for a fixed column count
         trial = group | {u.name}
         trial |= _side_producers(g, u, trial, mm, groups, escaping)
         if any(
@@ -240,11 +274,10 @@ def _dense_group(g: Graph, mm: Node, groups: _Groups, escaping: set[str]) -> set
             for i in g[m].inputs
             if i not in trial
         ):
-            break
-        if groups.creates_cycle(trial):
-            break
-        group, sink = trial, u.name
-    return group
+            return None
+        return None if groups.creates_cycle(trial) else trial
+
+    return _chain(g, mm, escaping, grow)
 
 
 def _side_producers(
@@ -280,18 +313,7 @@ def _side_producers(
 
 def fuse_dense(g: Graph) -> Graph:
     """Each matmul takes its bias add, activation and other same-shape pointwise consumers."""
-    groups = _Groups(g)
-    escaping = _escaping(g)
-    ids = _fresh_group_ids(g, "dense")
-    changed = False
-    for n in g.nodes:
-        if n.op != "matmul" or n.name in groups.group_of:
-            continue
-        members = _dense_group(g, n, groups, escaping)
-        if len(members) > 1:
-            groups.assign(members, next(ids))
-            changed = True
-    return _reorder(g, groups.group_of) if changed else g
+    return _fuse_chains(g, "dense", lambda n: n.op == "matmul", _dense_group)
 
 
 # ---------------------------------------------------------------------------- fuse_conv
@@ -313,14 +335,8 @@ def _conv_group(g: Graph, conv: Node, groups: _Groups, escaping: set[str]) -> se
     """``conv`` plus the chain of pointwise consumers it can apply to each output before
     storing it (a set of one when none): each the only reader of the one before, of the
     conv's type, its other operands scalars or per-channel values from outside the chain."""
-    users = g.users
-    group = {conv.name}
-    sink = conv.name
-    while True:
-        us = set(users.get(sink, ()))
-        if len(us) != 1 or sink in escaping:
-            break
-        u = g[us.pop()]
+
+    def grow(u: Node, group: set[str], sink: str) -> set[str] | None:
         if (
             not is_pointwise(u)
             or u.name in groups.group_of
@@ -328,17 +344,16 @@ def _conv_group(g: Graph, conv: Node, groups: _Groups, escaping: set[str]) -> se
             or _needs_index(u)
             or u.section != conv.section
         ):
-            break
+            return None
         others = [i for i in OPS[u.op].data_inputs(u) if i != sink]
         if sink not in u.inputs or any(
             i in group or not _channel_operand_ok(g[i].type, conv.type) for i in others
         ):
-            break
+            return None
         trial = group | {u.name}
-        if groups.creates_cycle(trial):
-            break
-        group, sink = trial, u.name
-    return group
+        return None if groups.creates_cycle(trial) else trial
+
+    return _chain(g, conv, escaping, grow)
 
 
 def fuse_conv(g: Graph) -> Graph:
@@ -349,18 +364,7 @@ def fuse_conv(g: Graph) -> Graph:
     written, read and written again by an elementwise kernel. Only the last node of the group
     is stored: a member read elsewhere (a graph output, a value the backward pass reads) ends
     the chain, so the gradient graph is unchanged."""
-    groups = _Groups(g)
-    escaping = _escaping(g)
-    ids = _fresh_group_ids(g, "conv")
-    changed = False
-    for n in g.nodes:
-        if not OPS[n.op].channel_epilogue or n.name in groups.group_of:
-            continue
-        members = _conv_group(g, n, groups, escaping)
-        if len(members) > 1:
-            groups.assign(members, next(ids))
-            changed = True
-    return _reorder(g, groups.group_of) if changed else g
+    return _fuse_chains(g, "conv", lambda n: OPS[n.op].channel_epilogue, _conv_group)
 
 
 # ---------------------------------------------------------------------------- fuse_elementwise
