@@ -166,7 +166,11 @@ def squeeze(x: Tensor, axes: Iterable[int] | int | None = None) -> Tensor:
 
 
 def expand_dims(x: Tensor, axis: int) -> Tensor:
-    """x with a new axis of length 1 at ``axis`` (negative counts from the end): a reshape."""
+    """x with a new axis of length 1 at ``axis`` (negative counts from the end): a reshape.
+    Raises ShapeError: ``axis`` not an int (True was axis 1) or out of range."""
+    if isinstance(axis, bool | np.bool_) or not isinstance(axis, int | np.integer):
+        raise ShapeError(f"expand_dims: axis must be one int, got {axis!r} ({x.name})")
+    axis = int(axis)
     rank = x.type.rank + 1
     if not -rank <= axis < rank:
         raise ShapeError(f"expand_dims: axis {axis} is out of range for {x.type} ({x.name})")

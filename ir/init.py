@@ -18,6 +18,7 @@ no values, so graph hashes and compile caches stay small; ``initialize`` refuses
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -46,12 +47,28 @@ _ARGS = {
 
 
 def check_initializer(name: str, args: dict[str, Any]) -> None:
-    """Raises GraphcError for an unknown initializer or an argument it does not take."""
+    """Raises GraphcError for an unknown initializer, an argument it does not take, or a bad
+    argument value: not a finite real number (a bool, a string: numpy's ValueError came
+    later; value=inf filled a param with inf), std < 0, or low > high."""
     if name not in INITIALIZERS and name not in INTERNAL_INITIALIZERS:
         raise GraphcError(f"unknown initializer {name!r}; choose one of {', '.join(INITIALIZERS)}")
     extra = set(args) - _ARGS.get(name, set())
     if extra:
         raise GraphcError(f"initializer {name!r} takes no argument(s) {sorted(extra)}")
+    for k, v in args.items():
+        if (
+            isinstance(v, bool | np.bool_)
+            or not isinstance(v, numbers.Real)
+            or not math.isfinite(v)
+        ):
+            raise GraphcError(f"initializer {name!r}: {k} must be a finite number, got {v!r}")
+    if args.get("std", 0.0) < 0:
+        raise GraphcError(f"initializer {name!r}: std must be >= 0, got {args['std']!r}")
+    if name == "uniform" and args.get("low", -0.05) > args.get("high", 0.05):
+        raise GraphcError(
+            f"initializer 'uniform': low {args.get('low', -0.05)!r} is above "
+            f"high {args.get('high', 0.05)!r}"
+        )
 
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:

@@ -348,3 +348,28 @@ def test_optimizer_coefficients_refuse_bools() -> None:
     assert gc.Adam(betas=np.array([0.9, 0.99])).betas == (0.9, 0.99)
     assert type(gc.RMSprop(alpha=np.float32(0.5)).alpha) is float
     assert gc.SGD(momentum=np.float64(0.9)).momentum == 0.9
+
+
+def test_initializer_arguments_and_axes_are_checked_when_declared() -> None:
+    """Initializer arguments reached numpy unchecked: init="uniform" with low=True drew from
+    [1, 0.05) silently, a string or NaN bound raised numpy's ValueError / OverflowError at
+    compile, init="constant" with value=inf filled the parameter with inf (the first step
+    NaN); gc.expand_dims(x, True) inserted at axis 1. Now GraphcError / ShapeError when the
+    param or the op is declared; numbers (numpy scalars too) still work."""
+    bad_inits = [
+        ("uniform", {"low": True}),
+        ("uniform", {"low": "a"}),
+        ("uniform", {"low": float("nan")}),
+        ("uniform", {"low": 2.0, "high": 1.0}),
+        ("normal", {"std": -1.0}),
+        ("constant", {"value": float("inf")}),
+    ]
+    for init, args in bad_inits:
+        with pytest.raises(gc.GraphcError, match=f"initializer '{init}'"):
+            gc.param("p", (3,), init=init, **args)
+    with pytest.raises(gc.ShapeError, match="expand_dims: axis must be one int"):
+        gc.expand_dims(gc.input("x", ("N", 3)), True)
+    p = gc.param("p", (3,), init="uniform", low=np.float32(-0.1), high=0.1)
+    m = gc.compile(gc.expand_dims(gc.input("x", ("N", 3)) * p, np.int64(1)), name="initok")
+    assert m.predict(np.ones((2, 3), np.float32)).shape == (2, 1, 3)
+    assert np.all(np.abs(m.params["p"]) <= 0.1)
