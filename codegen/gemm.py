@@ -1631,14 +1631,7 @@ class _GemmEmitter:
                         off = self.add(self.mul(self.add(kv.iv, kk), R), g)
                         self.store(col, self.at(dst, off))
             k_done = kv.iv
-        with (
-            _loop(b, k_done, kc, 1, name=f"{name}.kt") as kt,
-            _loop(b, self.const(0), self.const(R), 1, name=f"{name}.xt") as xt,
-        ):
-            xc = self.imin(xt.iv, last)
-            v = self.load(self.at(rows, self.add(self.mul(xc, ld), kt.iv)))
-            v = b.select(b.icmp_signed("<", xt.iv, valid), v, self.zero(1))
-            self.store(v, self.at(dst, self.add(self.mul(kt.iv, R), xt.iv)))
+        self.pack_tail_transposed(rows, ld, valid, last, R, k_done, kc, dst, name)
 
     def pack_groups_transposed(
         self,
@@ -1674,8 +1667,26 @@ class _GemmEmitter:
                 for kk, col in enumerate(self.transpose(vecs)):
                     off = self.add(self.mul(self.add(kv.iv, kk), R), gl.iv)
                     self.store(col, self.at(dst, off))
+        self.pack_tail_transposed(rows, ld, valid, last, R, k_done, kc, dst, name)
+
+    def pack_tail_transposed(
+        self,
+        rows: ir.Value,
+        ld: ir.Value,
+        valid: ir.Value,
+        last: ir.Value,
+        R: int,
+        k_from: ir.Value,
+        kc: ir.Value,
+        dst: ir.Value,
+        name: str,
+    ) -> None:
+        """The columns k_from..kc of pack_sliver_transposed's sliver one element at a time (the
+        k left after its L x L transposes): dst[k*R + x] = rows[min(x, last)*ld + k] for x <
+        valid, else 0."""
+        b = self.b
         with (
-            _loop(b, k_done, kc, 1, name=f"{name}.kt") as kt,
+            _loop(b, k_from, kc, 1, name=f"{name}.kt") as kt,
             _loop(b, self.const(0), self.const(R), 1, name=f"{name}.xt") as xt,
         ):
             xc = self.imin(xt.iv, last)
