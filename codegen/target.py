@@ -839,15 +839,9 @@ def compile_threads() -> int:
     Raises:
         ArgumentError: GRAPHC_COMPILE_THREADS is set but not a whole number >= 1.
     """
-    from .threads import thread_count_env
+    from .threads import threads_or_cores
 
-    env = thread_count_env("GRAPHC_COMPILE_THREADS")
-    if env is not None:
-        return env
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return threads_or_cores("GRAPHC_COMPILE_THREADS")
 
 
 def module_text(module: ir.Module, tm: llvm.TargetMachine) -> str:

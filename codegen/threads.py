@@ -75,6 +75,22 @@ def thread_count_env(var: str) -> int | None:
     return int(env)
 
 
+def threads_or_cores(var: str) -> int:
+    """The thread count in ``var`` (thread_count_env) when set, else the cores this process
+    may run on (``os.sched_getaffinity``; ``os.cpu_count`` where that is missing).
+
+    Raises:
+        ArgumentError: ``var`` is set but not a whole number >= 1.
+    """
+    env = thread_count_env(var)
+    if env is not None:
+        return env
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 TASK_TYPE = ir.FunctionType(VOID, [PTR, I64, I64])
 """void task(ptr ctx, i64 index, i64 count)"""
 

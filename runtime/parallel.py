@@ -27,7 +27,7 @@ import time
 import weakref
 from collections.abc import Iterator
 
-from graphc.codegen.threads import thread_count_env
+from graphc.codegen.threads import thread_count_env, threads_or_cores
 
 
 def threads_from_env() -> int | None:
@@ -45,13 +45,7 @@ def default_threads() -> int:
     Raises:
         ArgumentError: GRAPHC_THREADS is set but not a whole number >= 1.
     """
-    env = threads_from_env()
-    if env is not None:
-        return env
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return threads_or_cores("GRAPHC_THREADS")
 
 
 _lock_owners: weakref.WeakSet = weakref.WeakSet()
