@@ -1114,6 +1114,49 @@ class Importer:
                 stacklevel=4,
             )
 
+    def check_loader_rules(self, g: Any) -> None:
+        """What ONNX Runtime's loader refuses beyond onnx.checker: a graph input that an
+        initializer of the same name gives its value (IR >= 4: a default the caller may
+        override; before, every initializer is also listed as an input) declaring another
+        element type or shape than the initializer's ('Shape of initializer w does not
+        match'), and two nodes of the same non-empty name.
+
+        Raises:
+            OnnxError: naming the input and both shapes, or the two nodes.
+        """
+        inits = {t.name: t for t in g.initializer}
+        for vi in g.input:
+            t = inits.get(vi.name)
+            if t is None or not vi.type.HasField("tensor_type"):
+                continue
+            tt = vi.type.tensor_type
+            mine = [int(d) for d in t.dims]
+            if tt.elem_type and tt.elem_type != t.data_type:
+                raise OnnxError(
+                    f"{self.where}: graph input {vi.name!r} is declared "
+                    f"{type_name(tt.elem_type)}, its initializer is {type_name(t.data_type)} "
+                    "(ONNX Runtime refuses the file)"
+                )
+            if tt.HasField("shape"):
+                dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+                if len(dims) != len(mine) or any(
+                    d is not None and d != e for d, e in zip(dims, mine)
+                ):
+                    shown = ["?" if d is None else d for d in dims]
+                    raise OnnxError(
+                        f"{self.where}: graph input {vi.name!r} is declared of shape {shown}, "
+                        f"its initializer (the input's default value) is {mine} (ONNX Runtime "
+                        "refuses the file: 'Shape of initializer does not match')"
+                    )
+        first: dict[str, int] = {}
+        for i, n in enumerate(g.node):
+            if n.name and n.name in first:
+                raise OnnxError(
+                    f"{self.where}: nodes {first[n.name]} and {i} are both named {n.name!r} "
+                    "(ONNX Runtime refuses the file: 'two nodes with same node name')"
+                )
+            first.setdefault(n.name, i)
+
     def check_file(self) -> None:
         """onnx.checker's full check (full_check=True: the IR version and opset imports, each
         node against its operator's schema, the type constraints of its inputs with strict
@@ -1243,6 +1286,7 @@ class Importer:
                         "defined twice (an ONNX graph assigns each value once)"
                     )
                 defined.add(o)
+        self.check_loader_rules(self.original.graph)
         self.find_frozen()
         inputs, input_names, all_inputs = [], {}, []
         names = {vi.name for vi in g.input}
