@@ -3991,6 +3991,34 @@ def _fold_cast(cx: NodeContext, args: list) -> list:
     return [a.astype(_NP_OF[to])]
 
 
+def _cast_indefinite(x: Tensor, t: Tensor, to: int) -> list[tuple[Tensor, float]]:
+    """Where a float-to-integer Cast leaves the conversion's range (NaN, +-inf, too large),
+    which ONNX leaves undefined: ONNX Runtime's x86-64 results, (mask, value) pairs applied
+    after the wrap. Its int32 and 8/16-bit conversions go through a 32-bit cvttss2si, whose
+    "integer indefinite" -2**31 is int32's result and wraps to 0 for the narrower types; int64
+    through the 64-bit one (-2**63); uint32 through the 32-bit one below 2**31 (NaN and values
+    below -2**31: 2**31) and x - 2**31 from there (2**32 and above: 0). uint64 is left as it
+    is (t, rounded toward zero)."""
+    nan = dsl.apply("not_equal", x, x)
+
+    def outside(lo: float, hi: float) -> Tensor:
+        past = dsl.maximum(
+            dsl.apply("less", t, dsl.const(lo)), dsl.apply("greater_equal", t, dsl.const(hi))
+        )
+        return dsl.maximum(nan, past)
+
+    if to == 12:
+        low = dsl.maximum(nan, dsl.apply("less", t, dsl.const(-(2.0**31))))
+        return [(dsl.apply("greater_equal", t, dsl.const(2.0**32)), 0.0), (low, 2.0**31)]
+    if to == 7:
+        return [(outside(-(2.0**63), 2.0**63), -(2.0**63))]
+    if to == 6:
+        return [(outside(-(2.0**31), 2.0**31), -(2.0**31))]
+    if to in (3, 5, 2, 4):
+        return [(outside(-(2.0**31), 2.0**31), 0.0)]
+    return []
+
+
 def _cast(cx: NodeContext) -> list[Value]:
     x = cx.x(0)
     to = int(cx.attr("to"))
@@ -4004,17 +4032,21 @@ def _cast(cx: NodeContext) -> list[Value]:
         return [t]
     if to in (6, 7, 3, 2, 4, 5, 12, 13):
         t = x
+        fixes: list[tuple[Tensor, float]] = []  # (where, the value there)
         if id(x) not in cx.imp.integral:
             # a float to an integer type: rounded toward zero (C's conversion, ONNX Runtime's),
-            # kept in float32; NaN and inf are undefined in ONNX and pass unchanged here
+            # kept in float32
             f = _integral_part(cx, _abs(x), -1)
             t = dsl.apply("where", dsl.apply("greater", dsl.const(0.0), x), 0.0 - f, f)
-        bits = {3: 8, 2: 8, 5: 16, 4: 16}.get(to)
-        if bits:  # 8- and 16-bit types wrap modulo 2**bits, as ONNX Runtime's conversion
+            fixes = _cast_indefinite(x, t, to)
+        bits = {3: 8, 2: 8, 5: 16, 4: 16, 12: 32}.get(to)
+        if bits:  # 8- to 32-bit types wrap modulo 2**bits, as ONNX Runtime's conversion
             lo = -(2.0 ** (bits - 1)) if to in (3, 5) else 0.0
             span = 2.0**bits
             u = t - lo
             t = u - _integral_part(cx, u * (1.0 / span), -1) * span + lo
+        for mask, value in fixes:
+            t = dsl.apply("where", mask, dsl.const(value), t)
         if t is not x:
             cx.imp.integral.add(id(t))
         return [t]  # integer values (labels, masks), kept in float32 (exact up to 2**24)
