@@ -36,10 +36,12 @@ __all__ = [
     "erf",
     "exp",
     "fabs",
+    "fma",
     "fmax",
     "fmin",
     "log",
     "log1p",
+    "log_hi_lo",
     "normal_cdf",
     "sigmoid",
     "softplus",
@@ -107,6 +109,11 @@ def _intrinsic(b: ir.IRBuilder, base: str, args: list[ir.Value], name: str) -> i
 def _fma(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value, name: str) -> ir.Value:
     """x * y + z with one rounding."""
     return _intrinsic(b, "fma", [x, y, z], name)
+
+
+def fma(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value, name: str = "") -> ir.Value:
+    """x * y + z with one rounding (llvm.fma), for the exact products of double-float sums."""
+    return _fma(b, x, y, z, name or "fma")
 
 
 def _horner(b: ir.IRBuilder, x: ir.Value, coeffs: list[float], name: str) -> ir.Value:
@@ -378,6 +385,54 @@ def _log_core(b: ir.IRBuilder, x: ir.Value, p: str) -> ir.Value:
     inner = _fma(b, s, b.fadd(hfsq, r), b.fmul(kf, c(_LN2_LO_F64)), f"{p}.inner")
     y = b.fsub(b.fsub(hfsq, inner), f, name=f"{p}.y")
     return b.fsub(b.fmul(kf, c(_LN2_HI_F64)), y, name=f"{p}.res")
+
+
+def _two_sum(b: ir.IRBuilder, a: ir.Value, c: ir.Value, p: str) -> tuple[ir.Value, ir.Value]:
+    """(s, e) with s = fl(a + c) and s + e = a + c exactly (Knuth's TwoSum, any order)."""
+    s = b.fadd(a, c, name=f"{p}.s")
+    cc = b.fsub(s, a, name=f"{p}.cc")
+    e = b.fadd(
+        b.fsub(a, b.fsub(s, cc), name=f"{p}.ea"), b.fsub(c, cc, name=f"{p}.eb"), name=f"{p}.e"
+    )
+    return s, e
+
+
+def log_hi_lo(b: ir.IRBuilder, x: ir.Value, name: str = "") -> tuple[ir.Value, ir.Value]:
+    """log(x) as an unevaluated sum hi + lo, for positive finite float64 x (others: unspecified).
+
+    The terms of fdlibm's log (see ``log``), k ln2_hi + f - f^2/2 + s (f^2/2 + R) + k ln2_lo,
+    are summed without rounding the large ones: k ln2_hi and f are exact, f^2/2 is split
+    exactly with an fma, and the large sums are TwoSums; the rounding left is that of the small
+    term s (f^2/2 + R) (|.| < 0.015) and of k ln2_lo: |hi + lo - log x| < 2e-18 + 2^-104 |log x|.
+    For pow: exp(e log x) amplifies log's absolute error by |e|, and log's own rounding alone,
+    2^-53 |log x|, made x ** e up to ~600 ulp off for |e log x| near 700.
+    """
+    p = name or "loghl"
+    ty = x.type
+    kf, f = _reduce_log(b, x, p)
+
+    def c(v: float) -> ir.Constant:
+        return const_like(ty, v)
+
+    s = b.fdiv(f, b.fadd(f, c(2.0)), name=f"{p}.s")
+    z = b.fmul(s, s, name=f"{p}.z")
+    w = b.fmul(z, z, name=f"{p}.w")
+    t1 = b.fmul(w, _horner(b, w, [_LG[5], _LG[3], _LG[1]], f"{p}.t1"), name=f"{p}.t1")
+    t2 = b.fmul(z, _horner(b, w, [_LG[6], _LG[4], _LG[2], _LG[0]], f"{p}.t2"), name=f"{p}.t2")
+    r = b.fadd(t2, t1, name=f"{p}.R")
+    ff = b.fmul(f, f, name=f"{p}.ff")
+    ff_lo = _fma(b, f, f, b.fneg(ff), f"{p}.fflo")  # f*f = ff + ff_lo exactly
+    hfsq = b.fmul(ff, c(0.5), name=f"{p}.hfsq")
+    small = b.fsub(
+        _fma(b, s, b.fadd(hfsq, r), b.fmul(kf, c(_LN2_LO_F64)), f"{p}.sR"),
+        b.fmul(ff_lo, c(0.5)),
+        name=f"{p}.small",
+    )
+    a, ea = _two_sum(b, f, b.fneg(hfsq), f"{p}.a")  # f - f^2/2
+    a2, ea2 = _two_sum(b, a, small, f"{p}.a2")  # log(1 + f) + k ln2_lo
+    hi, eh = _two_sum(b, b.fmul(kf, c(_LN2_HI_F64)), a2, f"{p}.hi")  # k ln2_hi exact
+    lo = b.fadd(eh, b.fadd(ea, ea2), name=f"{p}.lo")
+    return hi, lo
 
 
 def _log_specials(b: ir.IRBuilder, x: ir.Value, res: ir.Value, p: str) -> ir.Value:
