@@ -358,6 +358,17 @@ def _reduce_log(b: ir.IRBuilder, x: ir.Value, p: str) -> tuple[ir.Value, ir.Valu
     return kf, f
 
 
+def _log_f64_s_r(b: ir.IRBuilder, f: ir.Value, p: str) -> tuple[ir.Value, ir.Value]:
+    """fdlibm's s = f / (2 + f) and its degree-14 minimax R(s^2) (float64 log, log_hi_lo)."""
+    two = const_like(f.type, 2.0)
+    s = b.fdiv(f, b.fadd(f, two), name=f"{p}.s")
+    z = b.fmul(s, s, name=f"{p}.z")
+    w = b.fmul(z, z, name=f"{p}.w")
+    t1 = b.fmul(w, _horner(b, w, [_LG[5], _LG[3], _LG[1]], f"{p}.t1"), name=f"{p}.t1")
+    t2 = b.fmul(z, _horner(b, w, [_LG[6], _LG[4], _LG[2], _LG[0]], f"{p}.t2"), name=f"{p}.t2")
+    return s, b.fadd(t2, t1, name=f"{p}.R")
+
+
 def _log_core(b: ir.IRBuilder, x: ir.Value, p: str) -> ir.Value:
     """log(x) for positive finite x (other inputs give unspecified finite or NaN values)."""
     ty = x.type
@@ -375,12 +386,7 @@ def _log_core(b: ir.IRBuilder, x: ir.Value, p: str) -> ir.Value:
         s = b.fadd(f, y, name=f"{p}.s")
         return _fma(b, kf, c(_LN2_HI_F32), s, f"{p}.res")
     # fdlibm: log = k ln2_hi - ((hfsq - (s (hfsq + R) + k ln2_lo)) - f)
-    s = b.fdiv(f, b.fadd(f, c(2.0)), name=f"{p}.s")
-    z = b.fmul(s, s, name=f"{p}.z")
-    w = b.fmul(z, z, name=f"{p}.w")
-    t1 = b.fmul(w, _horner(b, w, [_LG[5], _LG[3], _LG[1]], f"{p}.t1"), name=f"{p}.t1")
-    t2 = b.fmul(z, _horner(b, w, [_LG[6], _LG[4], _LG[2], _LG[0]], f"{p}.t2"), name=f"{p}.t2")
-    r = b.fadd(t2, t1, name=f"{p}.R")
+    s, r = _log_f64_s_r(b, f, p)
     hfsq = b.fmul(b.fmul(f, f), c(0.5), name=f"{p}.hfsq")
     inner = _fma(b, s, b.fadd(hfsq, r), b.fmul(kf, c(_LN2_LO_F64)), f"{p}.inner")
     y = b.fsub(b.fsub(hfsq, inner), f, name=f"{p}.y")
@@ -414,12 +420,7 @@ def log_hi_lo(b: ir.IRBuilder, x: ir.Value, name: str = "") -> tuple[ir.Value, i
     def c(v: float) -> ir.Constant:
         return const_like(ty, v)
 
-    s = b.fdiv(f, b.fadd(f, c(2.0)), name=f"{p}.s")
-    z = b.fmul(s, s, name=f"{p}.z")
-    w = b.fmul(z, z, name=f"{p}.w")
-    t1 = b.fmul(w, _horner(b, w, [_LG[5], _LG[3], _LG[1]], f"{p}.t1"), name=f"{p}.t1")
-    t2 = b.fmul(z, _horner(b, w, [_LG[6], _LG[4], _LG[2], _LG[0]], f"{p}.t2"), name=f"{p}.t2")
-    r = b.fadd(t2, t1, name=f"{p}.R")
+    s, r = _log_f64_s_r(b, f, p)
     ff = b.fmul(f, f, name=f"{p}.ff")
     ff_lo = _fma(b, f, f, b.fneg(ff), f"{p}.fflo")  # f*f = ff + ff_lo exactly
     hfsq = b.fmul(ff, c(0.5), name=f"{p}.hfsq")
