@@ -368,9 +368,15 @@ def emit_reduce_slots(module: ir.Module, fname: str, dtype: str) -> ir.Function:
         left = b.sub(hi, start)
         n = b.select(b.icmp_signed("<", left, i64(REDUCE_BLOCK)), left, i64(REDUCE_BLOCK), name="n")
         first = vec(srcs, i64(0), start)
-        with loop(b, n, name="i0") as i:
-            b.store(b.load(at(first, i), typ=t), at(acc, i))
-        with loop(b, k, name="j", start=1) as j:
+        with b.if_else(b.icmp_signed(">", k, i64(1))) as (pair, alone):
+            with pair:  # the first add in the first pass: one pass less over the block
+                second = vec(srcs, i64(1), start)
+                with loop(b, n, name="i01") as i:
+                    s = b.fadd(b.load(at(first, i), typ=t), b.load(at(second, i), typ=t))
+                    b.store(s, at(acc, i))
+            with alone, loop(b, n, name="i0") as i:
+                b.store(b.load(at(first, i), typ=t), at(acc, i))
+        with loop(b, k, name="j", start=2) as j:
             src = vec(srcs, j, start)
             with loop(b, n, name="i1") as i:
                 s = b.fadd(b.load(at(acc, i), typ=t), b.load(at(src, i), typ=t), name="s")

@@ -137,9 +137,10 @@ class ModuleBuilder:
         (``lo`` and ``hi`` multiples of the plan's line, or ``hi`` = all elements): the scalar
         kernels (step counter, bias corrections) run whole. The gradient of element ``i`` is
         first summed over the ranks: ``grads[0..ranks-1]`` point at element 0 of the ranks'
-        gradients (NAME_reduce_slots' order: ``((g0 + g1) + ...) + g[ranks-1]``), the sum
-        stored over element ``i`` of the workspace's own gradient (which may be one of them),
-        by blocks of SHARD_BLOCK elements, each updated while it is in the L1 cache. Each
+        gradients (NAME_reduce_slots' order: ``((g0 + g1) + ...) + g[ranks-1]``), by blocks
+        of SHARD_BLOCK elements summed into a block on the stack and updated from there while
+        it is in the L1 cache (the workspace's own gradient is only read, as ``grads[j]``
+        where it is one of them; the sums are never stored back to memory). Each
         element gets the arithmetic of the all-reduce and ``apply_update``, so the shards of
         all ranks together equal the sum and one ``apply_update`` bit for bit
         (runtime.distributed: ranks that share memory each update a shard of the parameters
@@ -293,7 +294,7 @@ class ModuleBuilder:
                 sites.setdefault(k, []).append((i, v))
         for kidx, kernel in enumerate(sched.kernels):
             if shard is not None and kidx == shard.kernel:
-                self._call_shard(prefix, sched, kernel, shard, base, b, (lo, hi, srcs, ranks, ws))
+                self._call_shard(prefix, sched, kernel, shard, base, b, (lo, hi, srcs, ranks))
                 continue
             kfn, values, _extra_ptrs = self._emit_kernel(
                 prefix, sched, kernel, out_ptr_needed=kernel.kind == "copy"
@@ -329,10 +330,11 @@ class ModuleBuilder:
     ) -> None:
         """Emit the flat update kernel's shard variant (its loop over ``n`` elements, full-size
         pointers at the first) and, by blocks of SHARD_BLOCK elements of ``lo..hi``, the sum
-        of the ranks' gradients (NAME_reduce_slots) and a call of the variant."""
+        of the ranks' gradients (NAME_reduce_slots, into a stack block the variant reads as
+        its gradient) and a call of the variant."""
         from .epoch import SHARD_BLOCK, shard_values
 
-        lo, hi, srcs, ranks, ws = at
+        lo, hi, srcs, ranks = at
         g = sched.graph
         values = shard_values(sched, kernel)
         ctx = KernelContext(self.module, f"{prefix}.{kernel.name}.shard", sched, values)
@@ -340,20 +342,31 @@ class ModuleBuilder:
         K.emit_elementwise(ctx, kernel)
         reduce_slots = self.module.get_global(f"{self.name}_reduce_slots")
         shape = g[kernel.nodes[-1]].type.shape
-        ptrs = [(base(v), g[v].type.shape == shape) for v in K.distinct_buffers(sched, values)]
+        bufs = K.distinct_buffers(sched, values)
+        ptrs = [(base(v), g[v].type.shape == shape) for v in bufs]
+        # the summed gradient goes to a block on the stack (L1), not back to memory
+        summed = [
+            sched.buffers[v].region == "grad" and sched.buffers[v].offset == plan.offset("grad")
+            for v in bufs
+        ]
         with b.goto_entry_block():
             own = b.alloca(PTR, size=1, name="own_grad")
-        b.store(b.gep(ws, [i64(plan.offset("grad"))], inbounds=True, source_etype=I8), own)
+            block = b.alloca(I8, size=SHARD_BLOCK * plan.itemsize, name="grad_block")
+            block.align = 64
+        at_block = b.ptrtoint(block, I64)
         todo = b.sub(hi, lo, name="shard_n")
         blocks = b.sdiv(b.add(todo, i64(SHARD_BLOCK - 1)), i64(SHARD_BLOCK), name="blocks")
         with loop(b, blocks, name="blk") as blk:
             start = b.add(lo, b.mul(blk, i64(SHARD_BLOCK)), name="start")
             left = b.sub(hi, start)
             n = b.select(b.icmp_signed("<", left, i64(SHARD_BLOCK)), left, i64(SHARD_BLOCK))
-            b.call(reduce_slots, [srcs, ranks, own, i64(1), start, b.add(start, n)])
             skip = b.mul(start, i64(plan.itemsize), name="shard_bytes")
+            # reduce_slots stores element i at dst + i: dst = block - start elements
+            b.store(b.inttoptr(b.sub(at_block, skip), PTR), own)
+            b.call(reduce_slots, [srcs, ranks, own, i64(1), start, b.add(start, n)])
             args = [
-                b.gep(p, [skip], inbounds=True, source_etype=I8) if full else p for p, full in ptrs
+                block if into else b.gep(p, [skip], inbounds=True, source_etype=I8) if full else p
+                for (p, full), into in zip(ptrs, summed)
             ]
             b.call(ctx.fn, args + [n])
 

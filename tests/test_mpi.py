@@ -297,6 +297,8 @@ def test_update_shards_equal_the_whole_update(opt):
         np.testing.assert_array_equal(m._param_region.view(np.uint8), want[0].view(np.uint8))
         np.testing.assert_array_equal(m._state_region.view(np.uint8), want[1].view(np.uint8))
         assert not np.array_equal(want[0], before[0])
+        # the sums stay in the entry's stack block: the rank's own gradient is only read
+        np.testing.assert_array_equal(s.grad[g0 : g0 + plan.elements], grads[0])
 
 
 def test_reduce_slots_sums_in_rank_order():
