@@ -180,7 +180,8 @@ def _window(
     offsets(0, wbase, xbase, [])
 
 
-Epilogue = Callable[[ir.Value, ir.Value], ir.Value]  # (accumulated output, channel) -> stored
+# (accumulated output, its channel, its flat index, the lanes' mask or None) -> the value stored
+Epilogue = Callable[[ir.Value, ir.Value, ir.Value, Any], ir.Value]
 
 
 def _gather(
@@ -293,7 +294,7 @@ def _gather(
                         p = b.gep(ctx.ptr(dst), [at], inbounds=True, source_etype=t)
                         v = b.load(vacc)
                         if epilogue is not None:
-                            v = epilogue(v, b.add(oc, i64(i)))
+                            v = epilogue(v, b.add(oc, i64(i)), at, mask)
                         b.call(lanes.store_fn, [v, p, lanes.align, mask])
 
             def taps(axis: int, widx: ir.Value, iidx: ir.Value, us, c0, pos) -> None:
@@ -441,23 +442,31 @@ def _channel_epilogue(
 ) -> tuple[str, Epilogue | None]:
     """The value a conv kernel stores and the function that maps an accumulated output (a
     scalar or a vector of one channel's outputs) through ``tail``, fuse_conv's pointwise
-    nodes, whose other operands are inline scalars, one-element values or per-channel values
-    [C, 1, ...] (loaded at the channel index and splat over the lanes)."""
+    nodes, whose other operands are inline scalars, one-element values, per-channel values
+    [C, 1, ...] (loaded at the channel index and splat over the lanes), or values of the
+    output's shape (a residual: loaded at the output's own index, under the lanes' mask)."""
     if not tail:
         return node.name, None
     g = ctx.g
     members = {node.name} | {nd.name for nd in tail}
     ext = list(dict.fromkeys(i for nd in tail for i in data_operands(nd) if i not in members))
 
-    def apply(acc: ir.Value, channel: ir.Value) -> ir.Value:
+    def apply(acc: ir.Value, channel: ir.Value, index: ir.Value, mask: Any) -> ir.Value:
         b = ctx.b  # (read when called: _parallel emits the loop into a task function of its own)
         lanes = acc.type.count if isinstance(acc.type, ir.VectorType) else 0
         vals: dict[str, ir.Value] = {node.name: acc}
         for v in ext:
+            shape = tuple(g[v].type.shape)
+            if shape == tuple(node.type.shape):  # a residual: the output's own element(s)
+                if lanes:
+                    vals[v] = _Lanes(ctx, LL[node.type.dtype]).load(v, index, mask)
+                else:
+                    vals[v] = ctx.load(v, index)
+                continue
             if is_inline(ctx.sched, v):
                 x = ctx.inline_value(g[v])
             else:
-                per_channel = any(d != 1 for d in g[v].type.shape)
+                per_channel = any(d != 1 for d in shape)
                 x = ctx.load(v, channel if per_channel else i64(0))
             vals[v] = _splat(b, x, lanes) if lanes else x
         for nd in tail:
@@ -590,7 +599,7 @@ def _map(ctx: KernelContext, value: str, base: ir.Value, count: int, channel, fn
     b = ctx.b
     with loop(b, i64(count), name="ep") as j:
         at = b.add(base, j)
-        ctx.store(value, at, fn(ctx.load(value, at), channel))
+        ctx.store(value, at, fn(ctx.load(value, at), channel, at, None))
 
 
 def _positions(ctx, g: ConvGeometry, box, xidx, yidx, k, body, lanes=None) -> None:

@@ -3,8 +3,9 @@ nodes with scalar or per-channel operands before its store (ir/passes/fuse.py, c
 Each case is compiled with and without the pass: the kernels show the fusion, and outputs and
 parameter gradients are bit for bit those of the unfused graph (the same float operations on
 the same values, in the same order). The cases cover both kernels (gathering: stride 1 along
-the last axis; the plain loop nest: a stride there), grouped and 1-D/3-D convs, and chains
-that must stop (an intermediate that is a graph output). ~3 s."""
+the last axis; the plain loop nest: a stride there), grouped and 1-D/3-D convs, residual
+blocks (a skip connection of the output's shape), and chains that must stop (an
+intermediate that is a graph output). ~3 s."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ def _cases():
         gc.conv(x3, 4, 2, groups=2, activation="sigmoid", name="c3"),
         gc.conv2d(x2, 8, 3, groups=4, activation="elu", name="c4"),
     ]
+    # residual blocks: the skip connection read at the output's own index (both kernels)
+    outs.append(gc.relu(gc.conv2d(x2, 4, 3, padding="same", name="c5") + x2))
+    p = gc.conv2d(x2, 6, (2, 3), strides=(1, 2), name="c6")
+    outs.append(gc.tanh(p + gc.conv2d(x2, 6, (2, 3), strides=(1, 2), use_bias=False, name="c7")))
     wt = gc.param("wt", (4, 3, 3, 2), init="glorot_uniform")
     bt = gc.param("bt", (3,), init="glorot_uniform")
     for st in ((1, 1), (2, 2)):  # conv_transpose: gathering, then the plain loop nest
@@ -55,10 +60,11 @@ def _run(disabled: tuple[str, ...]):
 def test_conv_epilogue_equals_the_unfused_graph_bit_for_bit() -> None:
     got, grads, fused = _run(())
     want, want_grads, unfused = _run(("fuse_conv",))
-    assert unfused == [1] * 7
-    # conv + add (+ activation) in one kernel; case 0 also takes the scale and the + 0.5
-    assert fused[0] == 5 and all(n == 3 for n in fused[1:]), fused
-    assert len(got) == len(want) == 7
+    assert unfused == [1] * 10
+    # conv + bias add + activation in one kernel; case 0 also takes the scale and the + 0.5,
+    # the residual blocks the skip add (c7, the second one's skip, runs first, on its own)
+    assert fused == [5, 3, 3, 3, 3, 4, 1, 4, 3, 3], fused
+    assert len(got) == len(want) == 9
     for k, (g, w) in enumerate(zip(got, want)):
         np.testing.assert_array_equal(g, w, err_msg=str(k))
     for k in want_grads:

@@ -17,7 +17,8 @@ Six passes, each Graph -> Graph (run in this order at -O2):
 
 ``fuse_conv``
     A conv or conv_transpose and the chain of pointwise nodes after it whose other operands
-    are scalars or one value per output channel (bias add, activation) become one group: the
+    are scalars, one value per output channel or values of its shape (bias add, activation,
+    a residual add) become one group: the
     conv kernel applies them to each output before its only store (``codegen.conv``).
 
 ``fuse_elementwise``
@@ -320,10 +321,14 @@ def fuse_dense(g: Graph) -> Graph:
 
 
 def _channel_operand_ok(t, out) -> bool:
-    """Operands a conv kernel's epilogue can read: one value ([], or all sizes 1), or one
-    value per output channel ([C, 1, ..., 1] against the output [N, C, D1, ...]), of the
-    output's dtype."""
-    if t.dtype != out.dtype or "N" in t.shape:
+    """Operands a conv kernel's epilogue can read, of the output's dtype: one value ([], or
+    all sizes 1), one value per output channel ([C, 1, ..., 1] against the output [N, C, D1,
+    ...]), or a value of the output's shape (a residual, read at the output's own index)."""
+    if t.dtype != out.dtype:
+        return False
+    if tuple(t.shape) == tuple(out.shape):
+        return True
+    if "N" in t.shape:
         return False
     if all(d == 1 for d in t.shape):
         return True
@@ -334,7 +339,8 @@ def _channel_operand_ok(t, out) -> bool:
 def _conv_group(g: Graph, conv: Node, groups: _Groups, escaping: set[str]) -> set[str]:
     """``conv`` plus the chain of pointwise consumers it can apply to each output before
     storing it (a set of one when none): each the only reader of the one before, of the
-    conv's type, its other operands scalars or per-channel values from outside the chain."""
+    conv's type, its other operands scalars, per-channel values or values of the conv's
+    shape from outside the chain."""
 
     def grow(u: Node, group: set[str], sink: str) -> set[str] | None:
         if (
@@ -358,8 +364,9 @@ def _conv_group(g: Graph, conv: Node, groups: _Groups, escaping: set[str]) -> se
 
 def fuse_conv(g: Graph) -> Graph:
     """Each conv / conv_transpose (ops with ``channel_epilogue``) takes the chain of pointwise
-    nodes after it whose other operands are scalars or per-channel values (a conv layer's
-    bias add, its activation, a scale) as its kernel's epilogue: applied to each output
+    nodes after it whose other operands are scalars, per-channel values or values of its
+    output's shape (a conv layer's bias add, its activation, a scale, a residual block's
+    skip connection) as its kernel's epilogue: applied to each output
     before it is stored (``codegen.conv``), so the layer's output is written once instead of
     written, read and written again by an elementwise kernel. Only the last node of the group
     is stored: a member read elsewhere (a graph output, a value the backward pass reads) ends
