@@ -1323,7 +1323,7 @@ class Importer:
         for i in range(len(g.node) - 1, -1, -1):
             if any(o in needed for o in g.node[i].output):
                 use[i] = True
-                needed.update(n for n in g.node[i].input if n)
+                needed.update(_node_reads(g.node[i]))
         for i, node in enumerate(g.node):
             if use[i]:
                 self.convert(i, node)
@@ -5090,6 +5090,51 @@ def _integral_part(cx: NodeContext, x: Tensor, direction: int) -> Tensor:
     return out
 
 
+def _node_reads(node: Any) -> set[str]:
+    """The values a node reads: its inputs, and the outer values its subgraphs (If's
+    branches) name, which the node does not list."""
+    names = {n for n in node.input if n}
+    for a in node.attribute:
+        for g in [a.g] if a.HasField("g") else list(a.graphs):
+            inner = {t.name for t in g.initializer} | {o for n in g.node for o in n.output}
+            for n in g.node:
+                names |= {r for r in _node_reads(n) if r not in inner}
+    return names
+
+
+def _if(cx: NodeContext) -> list[Value]:
+    """If whose condition is known at import time (a shape test, as torch's TorchScript
+    exporter writes for x.squeeze(d): If(Shape(x)[d] == 1, Squeeze, Identity)): the nodes of
+    the branch it takes are imported in place (their names are the graph's; they may read the
+    graph's values), its outputs the branch's. A condition computed from the inputs
+    (data-dependent control flow) is refused by name."""
+    cond = cx.value(0)
+    if isinstance(cond, Tensor):
+        cx.fail(
+            "its condition is computed from the graph's inputs (control flow that depends on "
+            "the data); graphc imports an If whose condition is known at import time (a test "
+            "of shapes or constants)"
+        )
+    c = np.asarray(cond)
+    if c.size != 1 or c.dtype == object:
+        cx.fail(f"its condition must be one boolean, got {c.tolist()}")
+    branch = cx.attrs["then_branch" if bool(c.reshape(-1)[0]) else "else_branch"].g
+    if len(branch.output) != len(cx.node.output):
+        cx.fail(f"its branch has {len(branch.output)} outputs for the node's {len(cx.node.output)}")
+    imp = cx.imp
+    for t in branch.initializer:
+        if t.name in imp.initializers or t.name in imp.values:
+            cx.fail(f"its branch's initializer {t.name!r} shadows a value of the graph")
+        imp.initializers[t.name] = tensor_to_array(t, imp.base_dir, f"{cx.where()}: {t.name!r}")
+    for node in branch.node:
+        imp.convert(cx.index, node)
+    outs: list[Value] = []
+    for o in branch.output:
+        v = imp.views.get(o.name)
+        outs.append(v if v is not None else imp.lookup(o.name, cx))
+    return outs
+
+
 def _hardmax(cx: NodeContext) -> list[Value]:
     """Hardmax: 1 at the first maximum along ``axis`` (default -1 from opset 13; 1 before,
     where the input is read as 2-D [prod(:axis), prod(axis:)]: the first maximum of all the
@@ -6520,6 +6565,7 @@ OPS: dict[str, Rule] = {
     "Dropout": Rule(
         _dropout, ("ratio", "seed", "is_test"), fold=lambda cx, a: [a[0]], keeps_integers=True
     ),
+    "If": Rule(_if, ("then_branch", "else_branch")),
     "Constant": Rule(
         _constant,
         ("value", "value_float", "value_floats", "value_int", "value_ints", "sparse_value"),

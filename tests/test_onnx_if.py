@@ -1,0 +1,115 @@
+"""ONNX If whose condition is known at import time: torch's TorchScript exporter writes
+x.squeeze(d) of a dynamically shaped x as If(Shape(x)[d] == 1, Squeeze, Identity) (as in
+nn.LocalResponseNorm's export), and shape tests in general. The branch taken is imported in
+place (it may read the graph's values, also ones no other node reads, and hold initializers
+and Constants of its own). A condition computed from the data is refused by name. Before,
+every If was refused ('operator If is not supported')."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper
+
+import graphc as gc
+from graphc.ir.errors import OnnxError
+
+N = helper.make_node
+
+
+def _i64(name: str, v) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(v, np.int64), name)
+
+
+def _model(shape, cond_nodes, then_nodes, then_out, else_nodes, else_out, inits=()):
+    vi = helper.make_tensor_value_info
+    then_g = helper.make_graph(then_nodes, "then", [], [vi(then_out, TensorProto.FLOAT, None)])
+    else_g = helper.make_graph(else_nodes, "else", [], [vi(else_out, TensorProto.FLOAT, None)])
+    nodes = [
+        N("Relu", ["x"], ["r"]),  # read by the branches only
+        *cond_nodes,
+        N("If", ["c"], ["b"], then_branch=then_g, else_branch=else_g),
+        N("Neg", ["b"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [vi("x", TensorProto.FLOAT, ["N", *shape])],
+        [vi("y", TensorProto.FLOAT, None)],
+        list(inits),
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def _squeeze_if(shape):
+    """torch's x.squeeze(2): If(Shape(r)[2] == 1, Squeeze(r, [2]), Identity(r))."""
+    cond = [
+        N("Shape", ["r"], ["s"]),
+        N("Gather", ["s", "two"], ["d"], axis=0),
+        N("Equal", ["d", "one"], ["c"]),
+    ]
+    then = [N("Constant", [], ["ax"], value=_i64("axv", [2])), N("Squeeze", ["r", "ax"], ["sq"])]
+    return _model(
+        shape,
+        cond,
+        then,
+        "sq",
+        [N("Identity", ["r"], ["id"])],
+        "id",
+        [_i64("two", 2), _i64("one", 1)],
+    )
+
+
+@pytest.mark.parametrize("d", [1, 4])
+def test_an_if_on_a_shape_imports_the_branch_it_takes(d) -> None:
+    """Axis 2 symbolic in the file (as torch's dynamic export), fixed by dims= in graphc."""
+    m = _squeeze_if((3, "d", 5))
+    x = np.random.default_rng(0).standard_normal((2, 3, d, 5)).astype(np.float32)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"x": x})[0]
+    got = gc.from_onnx(m, dims={"d": d}).compile().predict(x)
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_branch_with_its_own_initializer_and_a_trainable_outer_weight() -> None:
+    """then: r * w + k (w a graph initializer, k the branch's own; both train by default)."""
+    w = numpy_helper.from_array(np.linspace(-1, 1, 4).astype(np.float32), "w")
+    k = numpy_helper.from_array(np.full(4, 0.5, np.float32), "k")
+    then_g = helper.make_graph(
+        [N("Mul", ["r", "w"], ["rw"]), N("Add", ["rw", "k"], ["t"])],
+        "then",
+        [],
+        [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)],
+        [k],
+    )
+    m = _model(
+        (4,),
+        [N("Constant", [], ["c"], value=numpy_helper.from_array(np.array(True), "cv"))],
+        [],
+        "r",
+        [N("Identity", ["r"], ["e"])],
+        "e",
+        [w],
+    )
+    next(a for a in m.graph.node[2].attribute if a.name == "then_branch").g.CopyFrom(then_g)
+    x = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    imp = gc.from_onnx(m)
+    np.testing.assert_allclose(imp.compile().predict(x), sess.run(None, {"x": x})[0], rtol=1e-6)
+    assert set(imp.params) == {"w", "k"}, imp.params  # float initializers train, as the graph's
+
+
+def test_an_if_on_the_data_is_refused_by_name() -> None:
+    cond = [N("ReduceSum", ["r"], ["t"], keepdims=0), N("Greater", ["t", "zero"], ["c"])]
+    m = _model((4,), cond, [], "r", [N("Neg", ["r"], ["nr"])], "nr")
+    m.graph.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
+    with pytest.raises(
+        OnnxError, match=r"\(If, opset 16\): its condition is computed from the graph's inputs"
+    ):
+        gc.from_onnx(m)
