@@ -324,8 +324,8 @@ def _pow_any(b, x: ir.Value, e: float, name: str) -> ir.Value:
         return vmath.sqrt(b, x, name=name)
     lx = vmath.log(b, vmath.fabs(b, x, name=name + ".abs"), name=name + ".log")
     r = vmath.exp(b, b.fmul(lx, _c(x, e)), name=name + ".mag")
-    if e.is_integer():  # |e| > 64 (every float32 from 2**24 on is even)
-        if abs(e) < 2.0**24 and int(e) % 2:  # x's sign (-0.0 too: (-0) ** -65 = -inf)
+    if e.is_integer():  # |e| > 64: e is a float64 here (every one from 2**53 on is even)
+        if abs(e) < 2.0**53 and int(e) % 2:  # x's sign (-0.0 too: (-0) ** -65 = -inf)
             return vmath.copysign(b, r, x, name=name)
         return r
     neg = b.fcmp_ordered("<", x, zero_like(x), name=name + ".neg")

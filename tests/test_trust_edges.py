@@ -408,3 +408,23 @@ def test_float64_pow_keeps_float64_accuracy(tmp_path) -> None:
         assert np.all(same | normal | near), e  # specials (0, inf, NaN) equal
         assert np.all(same | ~normal | (ulps <= 16)), (e, ulps[normal].max())
         assert np.all(same | ~normal | (span >= 50) | (ulps <= 2)), e
+
+
+def test_pow_of_signed_zero_and_inf_by_a_large_odd_exponent_keeps_the_sign() -> None:
+    """(-0) ** e and (-inf) ** e for an odd integral e are -0 / -inf (+-inf for e < 0), as C's
+    pow and np.power: the float64 special-value path took the sign only for |e| < 2**24
+    (float32's odd limit), so (-0.0) ** (2**24 + 1) gave +0 and (-inf) ** -(2**25 + 1) +0 in
+    float64. Every double below 2**53 can be odd. Zeros and infinities compared bit for bit
+    (sign included) with np.power in both dtypes, finite results within 2 ulp."""
+    xv = np.array([-0.0, -np.inf, 0.0, np.inf, -1.0, -1.0000001, np.nan, -0.5])
+    exps = (2.0**24 + 1, -(2.0**25 + 1), 2.0**52 + 1, -(2.0**52 - 1), 2.0**53, 67.0, -65.0)
+    for dt, nd in (("f64", np.float64), ("f32", np.float32)):
+        x = gc.input("x", ("N",), dtype=dt)
+        m = gc.compile([gc.pow(x, e) for e in exps], name="powodd" + dt)
+        for (_, got), e in zip(m.predict(xv.astype(nd)).items(), exps, strict=True):
+            with np.errstate(all="ignore"):
+                ref = np.power(xv.astype(nd), nd(e))
+                finite = np.isfinite(ref) & (ref != 0)  # within 2 ulp (the other tests)
+                close = np.abs(got - ref) <= 2 * np.spacing(np.abs(ref))
+            same = (got == ref) & (np.signbit(got) == np.signbit(ref))
+            assert (same | (np.isnan(got) & np.isnan(ref)) | (finite & close)).all(), (e, got)
