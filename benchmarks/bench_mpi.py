@@ -566,8 +566,8 @@ def main() -> None:
         default="auto",
         help="GRAPHC_MPI_REDUCE of the distributed runs, several comma-separated (auto,allreduce:"
         " the shared-memory window against MPI_Allreduce, interleaved); MODE:shard runs MODE with"
-        " GRAPHC_MPI_SHARD=1 (each rank sums and updates a shard, the default), MODE:whole with"
-        " GRAPHC_MPI_SHARD=0 (the whole update on every rank: auto:whole,auto:shard)",
+        " GRAPHC_MPI_SHARD=1 (each rank sums and updates a shard), MODE:whole with"
+        " GRAPHC_MPI_SHARD=0 (the whole update on every rank, the default: auto:whole,auto:shard)",
     )
     ap.add_argument("--rows", type=int, default=16384)
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs per run")

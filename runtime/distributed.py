@@ -20,9 +20,10 @@ model and calls ``fit`` with the same data and arguments. Then:
   optimizer update on every rank. The trajectory is the one-process trajectory with batch
   size B, up to the order of the floating-point sums; dropout masks depend on the global row
   index, so they match too;
-- the sharded update (the default for ranks sharing memory, native epochs and an update that
-  runs by elements, codegen.epoch.update_shard_plan; ``GRAPHC_MPI_SHARD=0`` turns it off;
-  measured against the whole update in benchmarks/README.md): the parameters the
+- the sharded update (``GRAPHC_MPI_SHARD=1``, off by default: on this project's 2-core host
+  it measured no faster, the cores' cache-to-cache traffic eating the saved update, see
+  benchmarks/README.md; for ranks sharing memory, native epochs, an update that runs by
+  elements: codegen.epoch.update_shard_plan): the parameters the
   ranks train live once, in the shared-memory window; after the window's first barrier each
   rank sums its shard of the gradients over the slots and applies the update to that shard
   of the parameters and of its optimizer state (``NAME_apply_update_shard``), then a second
@@ -486,7 +487,7 @@ class SplitStep:
         self.sharding = False  # set by fit around the native epochs that shard
         if (
             reduce == "window"
-            and os.environ.get("GRAPHC_MPI_SHARD", "").strip() != "0"
+            and os.environ.get("GRAPHC_MPI_SHARD", "").strip() == "1"
             and jit.has(f"{name}_apply_update_shard")
         ):
             self.plan = update_shard_plan(prog.schedules["apply_update"])

@@ -43,10 +43,11 @@ need_mpi = pytest.mark.skipif(
 
 
 def _env(serial: bool = False) -> dict[str, str]:
-    # the sharded update (the default: GRAPHC_MPI_SHARD unset) wherever the window is used:
+    # the sharded update (GRAPHC_MPI_SHARD=1, off by default) wherever the window is used:
     # its roll-backs, gathers and errors; test_ranks_match_one_process also runs without
-    env = dict(os.environ, OMPI_MCA_rmaps_base_oversubscribe="1", GRAPHC_THREADS="1")
-    env.pop("GRAPHC_MPI_SHARD", None)
+    env = dict(
+        os.environ, OMPI_MCA_rmaps_base_oversubscribe="1", GRAPHC_THREADS="1", GRAPHC_MPI_SHARD="1"
+    )
     env.pop("GRAPHC_TEST_SERIAL", None)
     if serial:
         env["GRAPHC_TEST_SERIAL"] = "1"
@@ -96,12 +97,12 @@ def test_ranks_match_one_process(ranks, reduce, reference, tmp_path):
     updating a shard of the parameters and optimizer state (gathered at every epoch's end:
     the validation, the callbacks and the final parameters see all of it), and by
     MPI_Allreduce with the whole update on every rank ("auto:whole": the window with the whole
-    update on every rank, GRAPHC_MPI_SHARD=0; "auto" with GRAPHC_MPI_SHARD unset: the
-    default, the sharded update)."""
+    update on every rank, the default)."""
     out = tmp_path / "got.npz"
     mode, _, whole = reduce.partition(":")
-    shard = {"GRAPHC_MPI_SHARD": "0"} if whole else {}  # unset (_env): the default
-    r = mpirun(ranks, "train", str(out), GRAPHC_MPI_REDUCE=mode, **shard)
+    r = mpirun(
+        ranks, "train", str(out), GRAPHC_MPI_REDUCE=mode, GRAPHC_MPI_SHARD="0" if whole else "1"
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"reduce: {'window' if mode == 'auto' else mode}" in r.stdout
     assert f"update: {'shard' if reduce == 'auto' else 'whole'}" in r.stdout
