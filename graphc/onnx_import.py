@@ -3422,6 +3422,36 @@ def _take(cx: NodeContext, x: Tensor, axis: int, idx: Sequence[int]) -> Tensor:
         )
     if idx == list(range(int(size))):
         return x
+    # runs of a repeated index (a nearest or linear upscale by an integer factor picks each
+    # element 2, 3, ... times: [0, 0, 1, 1, 2, 2, ...]): the distinct indices of the runs that
+    # repeat equally often, each copied r times by a concat along a new axis (one slice per
+    # element before: a 2x bilinear upsampling of 56 x 56 compiled in 62 s)
+    vals: list[int] = []
+    reps: list[int] = []
+    for i in idx:
+        if vals and vals[-1] == i:
+            reps[-1] += 1
+        else:
+            vals.append(i)
+            reps.append(1)
+    if max(reps) > 1 and len(vals) < len(idx) // 2 + 2:
+        pieces: list[Tensor] = []
+        j = 0
+        while j < len(vals):
+            k = j
+            while k + 1 < len(vals) and reps[k + 1] == reps[j]:
+                k += 1
+            sub = _take(cx, x, axis, vals[j : k + 1])
+            if reps[j] > 1:
+                shape = tuple(sub.shape)
+                col = _reshape(cx, sub, (*shape[: axis + 1], 1, *shape[axis + 1 :]))
+                rep = dsl.apply("concat", *([col] * reps[j]), axis=axis + 1)
+                sub = _reshape(
+                    cx, rep, (*shape[:axis], int(shape[axis]) * reps[j], *shape[axis + 1 :])
+                )
+            pieces.append(sub)
+            j = k + 1
+        return dsl.apply("concat", *pieces, axis=axis) if len(pieces) > 1 else pieces[0]
     # segments of equal steps: a run of consecutive indices is one slice; a longer stride
     # (every s-th element: a strided Slice, a pooling window's offset) is one slice, a reshape
     # to [..., m, s, ...] and the first column, instead of a slice per element (a stride of 2
