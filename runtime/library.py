@@ -338,7 +338,7 @@ class Library:
                         f"{lo}..{hi - 1} ({bad.size} such rows)"
                     )
             n = rows if ax is not None else n
-            out.append(np.ascontiguousarray(a, dtype=want_dtype))
+            out.append(np.asarray(a, dtype=want_dtype, order="C"))
         if n is None and arrays:
             n = 1  # no input has a batch axis
         if n is None or (n < 1 and not (allow_empty and n == 0)):

@@ -713,7 +713,7 @@ class Model:
         for name, a in list(feeds.items()):
             t = src[name].type
             a = input_array(name, a)
-            if a.ndim == 0:
+            if a.ndim == 0 and len(t.shape) > 0:
                 raise ArgumentError(f"input {name!r}: expected an array of {t}, got a scalar")
             if t.dtype == "i32":
                 if not np.issubdtype(a.dtype, np.integer):
@@ -746,7 +746,7 @@ class Model:
                         f"inputs have different numbers of rows ({n} and {rows} for {name!r})"
                     )
                 n = rows
-            feeds[name] = np.ascontiguousarray(a, dtype=t.np_dtype) if t.dtype != "i32" else a
+            feeds[name] = np.asarray(a, dtype=t.np_dtype, order="C") if t.dtype != "i32" else a
         if n is None and (feeds or not (prog.feature_inputs or need_labels)):
             n = 1  # no input has a batch axis (or predict of a model without inputs): one call
         if n is None or (n == 0 and not allow_empty):
@@ -834,7 +834,7 @@ class Model:
             found = scan()
         for name, a in given.items():
             if src[name].type.dtype == "i32":
-                feeds[name] = np.ascontiguousarray(a, dtype=np.int32)
+                feeds[name] = np.asarray(a, dtype=np.int32, order="C")
         if not found:
             return
         i, check, row, count = min(found)
@@ -920,7 +920,7 @@ class Model:
                         f"labels {name!r}: row {bad[0]} has class {a[bad[0]]}, outside "
                         f"{0 if classes else -(2**31)}..{lim - 1} ({bad.size} such rows)"
                     )
-            feeds[name] = np.ascontiguousarray(a, dtype=np.int32)
+            feeds[name] = np.asarray(a, dtype=np.int32, order="C")
 
     def train_step(self, x: Any, y: Any = None) -> float:
         """One optimizer step on one batch (all rows of x, y); returns the batch's loss.
@@ -1529,6 +1529,13 @@ class Model:
                         f"fit: input {k!r} is {t}, with N at axis {t.shape.index(BATCH)}; "
                         "mini-batches take rows along the leading axis: declare training "
                         "inputs with N first"
+                    )
+                if not t.is_batched:  # a scalar or fixed-shape input: no rows to shuffle
+                    raise ArgumentError(
+                        f"fit: input {k!r} is {t}, without the batch axis N, so it has no rows "
+                        "to shuffle and split into mini-batches; make it a gc.const or a "
+                        "gc.param, or train with train_step (which takes it as it is); "
+                        "nothing was changed"
                     )
             return feeds, n
 
