@@ -4071,10 +4071,14 @@ def _cast(cx: NodeContext) -> list[Value]:
             fixes = _cast_indefinite(x, t, to)
         bits = {3: 8, 2: 8, 5: 16, 4: 16, 12: 32}.get(to)
         if bits:  # 8- to 32-bit types wrap modulo 2**bits, as ONNX Runtime's conversion
-            lo = -(2.0 ** (bits - 1)) if to in (3, 5) else 0.0
+            # r = t - floor(t / 2**bits) 2**bits is exact in float32 for an integral t (the
+            # scaling by a power of two, the floor and the product are; the difference by
+            # Sterbenz's lemma): t - lo first rounded once |t| passed 2**24, so 2**31 - 128 cast
+            # to int16 gave 0 (ONNX Runtime: -128)
             span = 2.0**bits
-            u = t - lo
-            t = u - _integral_part(cx, u * (1.0 / span), -1) * span + lo
+            t = t - _integral_part(cx, t * (1.0 / span), -1) * span
+            if to in (3, 5):  # signed: [2**(bits-1), 2**bits) is the negative half
+                t = dsl.apply("where", dsl.apply("less", t, dsl.const(span / 2)), t, t - span)
         for mask, value in fixes:
             t = dsl.apply("where", mask, dsl.const(value), t)
         if t is not x:

@@ -56,3 +56,32 @@ def test_float_to_integer_casts_out_of_range_match_onnxruntime() -> None:
     for name, want in zip(TYPES, sess.run(None, {"x": x})):
         # graphc holds integers as float32 (exact up to 2**24): ONNX Runtime's rounded so
         np.testing.assert_array_equal(got[name], want.astype(np.float32), err_msg=name)
+
+
+def test_large_integral_values_wrap_exactly_to_the_narrow_types() -> None:
+    """A value of int32's range past 2**24 (float32 integers, multiples of 2 .. 128) cast to a
+    8/16-bit type wraps exactly, as numpy's int64 -> int8/int16/... and ONNX Runtime: the wrap
+    subtracted the type's lower bound first, which rounds in float32 once |x| passes 2**24
+    (2**31 - 128 to int16 gave 0, ONNX Runtime -128)."""
+    rng = np.random.default_rng(11)
+    mag = rng.integers(2**24, 2**31, 60).astype(np.float32)  # rounded to float32's integers
+    vals = np.concatenate([mag, -mag, [2.0**31 - 128, -(2.0**31), 2.0**24 + 2, 3.0 * 2**25]])
+    x = vals.astype(np.float32)[None]
+    types = {k: TYPES[k] for k in ("int8", "uint8", "int16", "uint16", "int32")}
+    nodes = [helper.make_node("Add", ["x", "zero"], ["h"])]
+    nodes += [helper.make_node("Cast", ["h"], [name], to=to) for name, to in types.items()]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", x.shape[1]])],
+        [helper.make_tensor_value_info(n, to, None) for n, to in types.items()],
+        [numpy_helper.from_array(np.zeros(1, np.float32), "zero")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])
+    m.ir_version = 9
+    got = gc.from_onnx(m).compile().predict(x)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    for name, ref in zip(types, sess.run(None, {"x": x})):
+        exact = x.astype(np.int64).astype(name).astype(np.float32)  # numpy's modular wrap
+        np.testing.assert_array_equal(ref.astype(np.float32), exact, err_msg=name)
+        np.testing.assert_array_equal(got[name], exact, err_msg=name)
