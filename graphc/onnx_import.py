@@ -4027,8 +4027,9 @@ def _cast_indefinite(x: Tensor, t: Tensor, to: int) -> list[tuple[Tensor, float]
     after the wrap. Its int32 and 8/16-bit conversions go through a 32-bit cvttss2si, whose
     "integer indefinite" -2**31 is int32's result and wraps to 0 for the narrower types; int64
     through the 64-bit one (-2**63); uint32 through the 32-bit one below 2**31 (NaN and values
-    below -2**31: 2**31) and x - 2**31 from there (2**32 and above: 0). uint64 is left as it
-    is (t, rounded toward zero)."""
+    below -2**31: 2**31) and x - 2**31 from there (2**32 and above: 0); uint64 likewise through
+    the 64-bit one (NaN and values to -2**63: 2**63, the negatives above wrap to t + 2**64 in
+    ``_cast``) and x - 2**63 from 2**63 on (2**64 and above, +inf: 0)."""
     nan = dsl.apply("not_equal", x, x)
 
     def outside(lo: float, hi: float) -> Tensor:
@@ -4042,6 +4043,9 @@ def _cast_indefinite(x: Tensor, t: Tensor, to: int) -> list[tuple[Tensor, float]
         return [(dsl.apply("greater_equal", t, dsl.const(2.0**32)), 0.0), (low, 2.0**31)]
     if to == 7:
         return [(outside(-(2.0**63), 2.0**63), -(2.0**63))]
+    if to == 13:
+        low = dsl.maximum(nan, dsl.apply("greater_equal", dsl.const(-(2.0**63)), t))
+        return [(dsl.apply("greater_equal", t, dsl.const(2.0**64)), 0.0), (low, 2.0**63)]
     if to == 6:
         return [(outside(-(2.0**31), 2.0**31), -(2.0**31))]
     if to in (3, 5, 2, 4):
@@ -4069,6 +4073,8 @@ def _cast(cx: NodeContext) -> list[Value]:
             f = _integral_part(cx, _abs(x), -1)
             t = dsl.apply("where", dsl.apply("greater", dsl.const(0.0), x), 0.0 - f, f)
             fixes = _cast_indefinite(x, t, to)
+            if to == 13:  # uint64: a negative value wraps modulo 2**64 (rounded to float32)
+                t = dsl.apply("where", dsl.apply("greater", dsl.const(0.0), t), t + 2.0**64, t)
         bits = {3: 8, 2: 8, 5: 16, 4: 16, 12: 32}.get(to)
         if bits:  # 8- to 32-bit types wrap modulo 2**bits, as ONNX Runtime's conversion
             # r = t - floor(t / 2**bits) 2**bits is exact in float32 for an integral t (the

@@ -1,7 +1,9 @@
 """ONNX Cast from float to the integer types of values the conversion cannot hold (NaN, +-inf,
 past the type's or int32's range), which the ONNX spec leaves undefined: graphc gives what
 ONNX Runtime gives on x86-64 (its conversions go through cvttss2si: int32's "integer
-indefinite" -2**31, 0 for the 8/16-bit types, -2**63 for int64, uint32's two-step conversion).
+indefinite" -2**31, 0 for the 8/16-bit types, -2**63 for int64, uint32's and uint64's two-step
+conversions; uint64 took NaN, +-inf and negative values through unchanged before, an integer
+output holding NaN).
 In range, rounded toward zero and wrapped as before. Before, NaN and inf passed through the
 cast unchanged (an int32 output holding NaN) and values past int32 were not wrapped (3e9 cast
 to int8 gave -128, ONNX Runtime 0). Skipped elsewhere than x86-64 (ONNX Runtime on arm64
@@ -32,10 +34,12 @@ TYPES = {
     "int16": TensorProto.INT16,
     "uint16": TensorProto.UINT16,
     "uint32": TensorProto.UINT32,
+    "uint64": TensorProto.UINT64,
     "bool": TensorProto.BOOL,
 }
 VALUES = [1.7, -1.7, np.nan, np.inf, -np.inf, 3e9, -3e9, -0.5, 2.5, 300.7, -129.5, 65536.5]
 VALUES += [70000.0, 2.0**31, -(2.0**31), 1e19, -1e19, 4.3e9, -4.3e9, -0.0]
+VALUES += [2.0**63, -(2.0**63), 9e18, -9e18, 2.0**64, 1e20]
 
 
 def test_float_to_integer_casts_out_of_range_match_onnxruntime() -> None:
