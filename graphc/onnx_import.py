@@ -3452,6 +3452,27 @@ def _take(cx: NodeContext, x: Tensor, axis: int, idx: Sequence[int]) -> Tensor:
             pieces.append(sub)
             j = k + 1
         return dsl.apply("concat", *pieces, axis=axis) if len(pieces) > 1 else pieces[0]
+    periodic = _periodic_indices(idx) if len(idx) >= 16 else None
+    if periodic is not None:
+        # a rational resize (1.5x: [0, 0, 1, 2, 2, 3, ...]) repeats a pattern of P picks
+        # shifted by Q: each of the P phases is one strided pick, interleaved by a concat along
+        # a new axis and a reshape (one slice per element before)
+        start, end, period, shift = periodic
+        m = (end - start) // period
+        phases = []
+        for ph in range(period):
+            first = idx[start + ph]
+            sub = _take(cx, x, axis, [first + k * shift for k in range(m)])
+            shape = tuple(sub.shape)
+            phases.append(_reshape(cx, sub, (*shape[: axis + 1], 1, *shape[axis + 1 :])))
+        woven = dsl.apply("concat", *phases, axis=axis + 1)
+        shape = tuple(x.shape)
+        middle = _reshape(cx, woven, (*shape[:axis], m * period, *shape[axis + 1 :]))
+        pieces = [_take(cx, x, axis, idx[:start])] if start else []
+        pieces.append(middle)
+        if end < len(idx):
+            pieces.append(_take(cx, x, axis, idx[end:]))
+        return dsl.apply("concat", *pieces, axis=axis) if len(pieces) > 1 else pieces[0]
     # segments of equal steps: a run of consecutive indices is one slice; a longer stride
     # (every s-th element: a strided Slice, a pooling window's offset) is one slice, a reshape
     # to [..., m, s, ...] and the first column, instead of a slice per element (a stride of 2
@@ -3478,6 +3499,33 @@ def _take(cx: NodeContext, x: Tensor, axis: int, idx: Sequence[int]) -> Tensor:
         else:  # two elements apart (too short to gain from a reshape): a slice each
             parts += [strided_slice(x, axis, a + j * st, 1, 1) for j in range(n)]
     return dsl.apply("concat", *parts, axis=axis) if len(parts) > 1 else parts[0]
+
+
+def _periodic_indices(idx: list[int]) -> tuple[int, int, int, int] | None:
+    """(start, end, P, Q) where idx[start:end] repeats a pattern of P >= 2 indices shifted by
+    Q each time (idx[i + P] = idx[i] + Q), covering at least 3 periods and half of idx, the
+    widest such run with start < P + 2; None if there is none. Checked by rebuilding the
+    indices, so a caller may rely on idx[start + k * P + j] == idx[start + j] + k * Q."""
+    n = len(idx)
+    if len({idx[i + 1] - idx[i] for i in range(n - 1)}) <= 1:
+        return None  # one arithmetic progression: _take's strided slice
+    best: tuple[int, int, int, int] | None = None
+    for period in range(2, min(33, n // 3 + 1)):
+        for start in range(min(period + 2, n - 3 * period + 1)):
+            shift = idx[start + period] - idx[start]
+            end = start + period
+            while end < n and idx[end] == idx[end - period] + shift:
+                end += 1
+            end = start + (end - start) // period * period
+            if (end - start) // period >= 3 and (best is None or end - start > best[1] - best[0]):
+                best = (start, end, period, shift)
+    if best is None or best[1] - best[0] < n // 2:
+        return None
+    start, end, period, shift = best
+    rebuilt = [
+        idx[start + j] + k * shift for k in range((end - start) // period) for j in range(period)
+    ]
+    return best if rebuilt == idx[start:end] else None
 
 
 def _gather(cx: NodeContext) -> list[Value]:

@@ -275,19 +275,57 @@ def test_antialias_matches_onnxruntime() -> None:
     _check_compiled(nodes, inits, ["y_linear_half_pixel_1_0", "y_cubic_align_corners_0_1"], shape)
 
 
-@pytest.mark.parametrize("mode, most", [("nearest", 20), ("linear", 80), ("cubic", 150)])
-def test_an_integer_upscale_composes_few_ops(mode, most) -> None:
+@pytest.mark.parametrize(
+    "mode, scale, most",
+    [
+        ("nearest", 2, 20),
+        ("linear", 2, 80),
+        ("cubic", 2, 150),
+        ("nearest", 1.5, 40),
+        ("linear", 1.5, 120),
+    ],
+)
+def test_an_integer_upscale_composes_few_ops(mode, scale, most) -> None:
     """A 2x upscale of 56 x 56 picks each element twice per tap: graphc's _take copies the
     distinct elements by a concat along a new axis instead of a slice per element (before:
     117 / 245 / 491 graph nodes, 24 s / 62 s to compile nearest / bilinear; now 7 / 57 / 103
-    nodes, 0.3 s / 1.7 s). Counted as graph nodes, not timed."""
+    nodes, 0.3 s / 1.7 s); a 1.5x one repeats a pattern of 3 picks, taken phase by phase.
+    Counted as graph nodes, not timed."""
     from graphc.dsl import collect_graph
 
     m = _model(
         [N("Resize", ["x", "", "s"], ["y"], mode=mode)],
         ["y"],
-        [_f32("s", [1, 1, 2, 2])],
+        [_f32("s", [1, 1, scale, scale])],
         shape=(2, 56, 56),
     )
     imp = gc.from_onnx(m)
     assert len(collect_graph("g", imp.outputs).nodes) <= most
+
+
+def test_periodic_and_repeated_picks_match_numpy_take() -> None:
+    """_take's shortcuts (repeated runs; a pattern of P picks shifted by Q, as a rational
+    resize's indices) against numpy's take: random periodic index lists with clamped ends and
+    arbitrary prefixes and suffixes, read by a Gather of a computed value."""
+    rng = np.random.default_rng(5)
+    size, cases = 40, []
+    for _ in range(20):
+        p, q, reps = int(rng.integers(2, 6)), int(rng.integers(-3, 5)), int(rng.integers(3, 8))
+        pat = rng.integers(0, size, p)
+        body = [int(np.clip(pat[j] + k * q, 0, size - 1)) for k in range(reps) for j in range(p)]
+        pre = rng.integers(0, size, int(rng.integers(0, 4))).tolist()
+        cases.append(pre + body + rng.integers(0, size, int(rng.integers(0, 4))).tolist())
+    cases += [
+        [0, 0, 1, 2, 2, 3, 4, 4, 5, 6, 6, 7, 8, 8, 9, 10, 10, 11],
+        [0] * 3 + list(range(1, 30)),
+    ]
+    nodes = [N("Add", ["x", "z"], ["h"])]
+    inits = [_f32("z", [0.0])]
+    for k, idx in enumerate(cases):
+        inits.append(_i64(f"i{k}", idx))
+        nodes.append(N("Gather", ["h", f"i{k}"], [f"g{k}"], axis=2))
+    outs = [f"g{k}" for k in range(len(cases))]
+    x = rng.standard_normal((2, 2, size)).astype(np.float32)
+    got = gc.from_onnx(_model(nodes, outs, inits, shape=(2, size))).compile().predict(x)
+    for k, idx in enumerate(cases):
+        np.testing.assert_array_equal(got[f"g{k}"], np.take(x, idx, axis=2), err_msg=str(idx))
