@@ -23,6 +23,7 @@ import contextlib
 import math
 import numbers
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -224,6 +225,16 @@ class EarlyStopping(Callback):
                     weights[str(k)] = a.reshape([int(d) for d in w["shape"]]).copy()
         except (KeyError, TypeError, ValueError, AttributeError, GraphcError) as e:
             raise GraphcError(f"EarlyStopping.load_state_dict: not a state_dict ({e!r})") from None
+        if self.restore_best_weights and epoch is not None and weights is None:
+            warnings.warn(
+                "EarlyStopping.load_state_dict: restore_best_weights=True, but the state holds "
+                f"no weights of its best epoch ({epoch + 1}, counted from 1): it was saved with "
+                "restore_best_weights=False or by graphc before best_weights were kept. If no "
+                "later epoch beats that best, the weights restored when training ends are "
+                "those of the first resumed epoch, not of the best one",
+                UserWarning,
+                stacklevel=2,
+            )
         self.on_train_begin(None)
         self.best, self.best_epoch, self.wait = best, epoch, wait
         self.best_weights = weights

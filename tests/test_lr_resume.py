@@ -272,3 +272,22 @@ def test_early_stopping_restores_the_best_weights_seen_before_a_resume(tmp_path)
     bad["best_weights"]["d.w"]["data"] = bad["best_weights"]["d.w"]["data"][:-8]
     with pytest.raises(gc.GraphcError, match="not a state_dict"):
         es().load_state_dict(bad)
+
+
+def test_early_stopping_state_without_best_weights_warns_when_they_would_be_restored() -> None:
+    """A state saved with restore_best_weights=False (or by graphc before best_weights were
+    kept) cannot restore the best epoch's weights: loading it into a callback that restores
+    them says so (it silently restored the first resumed epoch's weights), and a state that
+    holds them, or a callback that restores nothing, loads without a warning."""
+    import warnings
+
+    old = {"best": 0.25, "best_epoch": 3, "wait": 1}
+    es = gc.EarlyStopping("loss", restore_best_weights=True)
+    with pytest.warns(UserWarning, match=r"no weights of its best epoch \(4"):
+        es.load_state_dict(old)
+    assert (es.best, es.best_epoch, es.wait) == (0.25, 3, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gc.EarlyStopping("loss").load_state_dict(old)
+        full = dict(old, best_weights={"w": {"dtype": "float32", "shape": [1], "data": "AACAPw=="}})
+        gc.EarlyStopping("loss", restore_best_weights=True).load_state_dict(full)
