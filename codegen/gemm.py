@@ -172,7 +172,7 @@ class Blocking:
         at b512. The k loop holds 95 % of the microkernels' samples (perf) and runs at about 78 %
         of the FMA peak there, against 80-86 % with every operand in L1
         (benchmarks/ukernel_ceiling.py): where B streams from costs little; the loads bound it.
-        On the AMD EPYC (Zen 4) host of Dec 7 (FMA-only peak 274-288 GFLOP/s) the 6 x 64 loop
+        On the AMD EPYC (Zen 5, LLVM znver5) host of Dec 7 (FMA-only peak 274-288 GFLOP/s) the 6 x 64 loop
         runs at 97 % of the peak with its operands in L1 (94-95 % with B's or A's loads taken
         out: there the loads no longer bound it); the public SGD step of 784-256-128-10 at
         85-89 % of it at b512 (2,100 us) and 81-85 % at b128 (550 us), the microkernels 85 %
@@ -1025,7 +1025,7 @@ class _GemmEmitter:
         B's panel is packed on every call, also where B is a parameter that did not change
         since the last call. Skipping that packing in the forward products altogether (wrong
         results: an upper bound) ran the public SGD step of 784-256-128-10 at 0.969 of its
-        time at b128 and 0.982 at b512 (Zen 4, 5 rounds, load 1.7): the most that keeping W
+        time at b128 and 0.982 at b512 (Zen 5, 5 rounds, load 1.7): the most that keeping W
         packed between calls could give, before its cost (the update epilogue's second store
         of W). Such a copy would go stale: Model.params hands out writable views of the
         parameters (tests/test_library_files.py writes through them), so it needs those views
