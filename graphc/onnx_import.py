@@ -2705,14 +2705,8 @@ def _pow(cx: NodeContext) -> list[Value]:
         and not (cx.node.input[1] in cx.imp.initializers and cx.imp.is_trainable(cx.node.input[1]))
     ):
         p = float(v.reshape(()))
-        if p == 1.0:
-            return [x * 1.0]
-        if p == 2.0:
-            return [dsl.square(x)]
-        if p == 0.5:
-            return [dsl.sqrt(x)]
-        if native("pow") and math.isfinite(p):
-            return [dsl.apply("pow", x, exponent=p)]
+        if p in (1.0, 2.0, 0.5) or (native("pow") and math.isfinite(p)):
+            return [_power(x, p)]
     return [_pow_general(cx, x, cx.value(1))]
 
 

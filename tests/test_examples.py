@@ -35,30 +35,29 @@ def test_perceptron_learns_and_but_not_xor_until_a_hidden_layer() -> None:
     assert f"AND {r['perceptron AND']:.1f}" in row and f"XOR {r['perceptron XOR']:.2f}" in row
 
 
-def test_digits_main_job_reaches_095_and_library_matches(tmp_path) -> None:
-    """The README's main job, end to end: train, evaluate, export, load the .so back."""
+def _run_example(script: str, out: os.PathLike | str) -> tuple[str, float]:
+    """Run examples/``script`` with ``--out out``; (its stdout, the test accuracy it printed).
+    Fails the test when the script exits with an error."""
     proc = subprocess.run(
-        [sys.executable, os.path.join(EXAMPLES, "digits.py"), "--out", str(tmp_path)],
+        [sys.executable, os.path.join(EXAMPLES, script), "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "library predictions match the in-process model: True" in proc.stdout
-    acc = float(proc.stdout.split("test accuracy ")[1].split()[0])
+    return proc.stdout, float(proc.stdout.split("test accuracy ")[1].split()[0])
+
+
+def test_digits_main_job_reaches_095_and_library_matches(tmp_path) -> None:
+    """The README's main job, end to end: train, evaluate, export, load the .so back."""
+    stdout, acc = _run_example("digits.py", tmp_path)
+    assert "library predictions match the in-process model: True" in stdout
     assert acc >= 0.95
 
 
 def test_digits_cnn_reaches_095_and_its_exports_agree(tmp_path) -> None:
     """The convolutional example: held-out accuracy and both exports (the .so, and the ONNX
     file run by ONNX Runtime where installed) equal to the in-process predictions."""
-    proc = subprocess.run(
-        [sys.executable, os.path.join(EXAMPLES, "digits_cnn.py"), "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "predictions match the model: True" in proc.stdout
-    acc = float(proc.stdout.split("test accuracy ")[1].split()[0])
+    stdout, acc = _run_example("digits_cnn.py", tmp_path)
+    assert "predictions match the model: True" in stdout
     assert acc >= 0.95
