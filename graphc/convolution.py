@@ -190,7 +190,7 @@ def _pool(
     x: Tensor,
     pool_size: Ints,
     strides: Ints | None,
-    padding: str = "valid",
+    padding: str | Ints = "valid",
     count_include_pad: bool = False,
 ) -> Tensor:
     where = f"{kind}_pool"
@@ -198,9 +198,15 @@ def _pool(
     ks = _per_axis(where, "pool_size", pool_size, r, 1)
     ss = ks if strides is None else _per_axis(where, "strides", strides, r, 1)
     include = check_bool(count_include_pad, f"{where}: count_include_pad")
-    if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
-        raise GraphcError(f"{where}: padding must be 'valid' or 'same', got {padding!r}")
+    if isinstance(padding, str) and padding.lower() not in ("valid", "same"):
+        raise GraphcError(f"{where}: padding must be 'valid', 'same' or ints, got {padding!r}")
     pads = _pads(where, padding, x, ks, ss, (1,) * r)
+    for a in range(r):  # a window in the padding only has no element to take (torch: <= K/2)
+        if max(pads[a], pads[r + a]) >= ks[a]:
+            raise GraphcError(
+                f"{where}: padding {pads[a]} before / {pads[r + a]} after spatial axis {a} must "
+                f"be below pool_size {ks[a]} (a window would hold padding only)"
+            )
     sizes = [int(d) for d in x.shape[2:]]
     if any(pads):
         x = _pad_for_pool(kind, x, pads)
@@ -217,9 +223,10 @@ def _pool(
 def _pad_for_pool(kind: str, x: Tensor, pads: tuple[int, ...]) -> Tensor:
     """x with ``pads`` (begins, then ends) around its spatial axes: zeros for an average (the
     sum of a window is the sum of its elements inside x); for a maximum, copies of the edge
-    element: with 'same' pads (each below the window) every window that reaches into the
-    padding also holds the edge element, so the copies never change a maximum, and their
-    gradient returns to the edge element (a -inf fill would need a constant array)."""
+    element: with every pad below the window (those of 'same' are; explicit pads are checked)
+    each window that reaches into the padding also holds the edge element, so the copies never
+    change a maximum, and their gradient returns to the edge element (a -inf fill would need a
+    constant array)."""
     r = len(pads) // 2
     if kind == "avg":
         axes = tuple(a for a in range(r) if pads[a] or pads[r + a])
@@ -297,7 +304,7 @@ def _valid_pool(kind: str, x: Tensor, ks, ss, out: list[int]) -> Tensor:
 
 
 def max_pool(
-    x: Tensor, pool_size: Ints, strides: Ints | None = None, padding: str = "valid"
+    x: Tensor, pool_size: Ints, strides: Ints | None = None, padding: str | Ints = "valid"
 ) -> Tensor:
     """The maximum over each window of ``pool_size`` along the spatial axes of x [N, C, D1..Dk]
     (torch.nn.MaxPoolNd, Keras MaxPoolingND): windows start every ``strides`` (default:
@@ -307,13 +314,16 @@ def max_pool(
     O = floor((D - pool_size) / stride) + 1. "same": TensorFlow's / Keras's 'SAME', which is
     ONNX's auto_pad SAME_UPPER whenever its total pad is >= 0: O = ceil(D / stride), the
     input padded by total = max((O - 1) * stride + pool_size - D, 0), floor(total / 2) before
-    and the rest (the odd one) after; padded positions never win (as -inf). The gradient goes
-    to the maximum (split evenly among ties, as graphc's max; an edge element that ties with
-    another takes the shares of the padded positions too).
+    and the rest (the odd one) after. Or explicit pads as torch's ``padding=`` (and ONNX's
+    ``pads``): an int or one int per spatial axis (both sides), or 2k ints (begins, then ends),
+    each below pool_size; O = floor((D + before + after - pool_size) / stride) + 1. Padded
+    positions never win (as -inf, torch's MaxPool). The gradient goes to the maximum (split
+    evenly among ties, as graphc's max; an edge element that ties with another takes the
+    shares of the padded positions too).
 
     Raises:
         ShapeError: x not [N, C, D1..Dk] or a window larger than the (padded) input.
-        GraphcError: a bad pool_size, strides or padding.
+        GraphcError: a bad pool_size, strides or padding (a pad >= pool_size).
     """
     return _pool("max", x, pool_size, strides, padding)
 
@@ -322,21 +332,23 @@ def avg_pool(
     x: Tensor,
     pool_size: Ints,
     strides: Ints | None = None,
-    padding: str = "valid",
+    padding: str | Ints = "valid",
     count_include_pad: bool = False,
 ) -> Tensor:
     """The mean over each window (see ``max_pool`` for ``pool_size``, ``strides`` and
     ``padding``; torch.nn.AvgPoolNd, Keras AveragePoolingND).
 
-    With padding "same", ``count_include_pad`` chooses the divisor of a window that reaches
-    into the padding: False (default; TensorFlow / Keras 'SAME', ONNX AveragePool's default
-    count_include_pad=0): the number of its elements inside the input; True (torch's
-    AvgPool default, ONNX count_include_pad=1): pool_size's product, the padded zeros counted.
+    With padding "same" or explicit pads, ``count_include_pad`` chooses the divisor of a window
+    that reaches into the padding: False (default; TensorFlow / Keras 'SAME', ONNX
+    AveragePool's default count_include_pad=0): the number of its elements inside the input;
+    True (torch's AvgPool default, ONNX count_include_pad=1): pool_size's product, the padded
+    zeros counted.
     With "valid" every window lies in the input and both give the plain mean.
 
     Raises:
         ShapeError: x not [N, C, D1..Dk] or a window larger than the (padded) input.
-        GraphcError: a bad pool_size, strides, padding or count_include_pad.
+        GraphcError: a bad pool_size, strides, padding (a pad >= pool_size) or
+            count_include_pad.
     """
     return _pool("avg", x, pool_size, strides, padding, count_include_pad)
 
@@ -382,7 +394,9 @@ class MaxPool:
     """Layer object for Sequential: ``MaxPool(pool_size, strides=None, padding="valid")`` (see
     ``max_pool``)."""
 
-    def __init__(self, pool_size: Ints, strides: Ints | None = None, padding: str = "valid"):
+    def __init__(
+        self, pool_size: Ints, strides: Ints | None = None, padding: str | Ints = "valid"
+    ) -> None:
         self.pool_size, self.strides, self.padding = pool_size, strides, padding
 
     def __call__(self, x: Tensor) -> Tensor:
@@ -397,7 +411,7 @@ class AvgPool:
         self,
         pool_size: Ints,
         strides: Ints | None = None,
-        padding: str = "valid",
+        padding: str | Ints = "valid",
         count_include_pad: bool = False,
     ) -> None:
         self.pool_size, self.strides, self.padding = pool_size, strides, padding
