@@ -1554,6 +1554,8 @@ class Importer:
                     continue
                 if n.op_type in ("Gather", "GatherElements") and n.input[0] != v:
                     continue
+                if n.op_type in ("ScatterElements", "Scatter") and list(n.input).index(v) == 1:
+                    continue  # the indices only (not data or updates): compared, as a lookup's
                 if n.op_type == "Where" and n.input[0] == v and v not in n.input[1:]:
                     # the condition only picks between the other operands: their values, not
                     # v's, flow on (torch's masked_fill(ids == 0, -1e9) of float scores)
@@ -5277,7 +5279,23 @@ def _gather_elements(cx: NodeContext) -> list[Value]:
             if not isinstance(idx.shape[j], int) or idx.shape[j] > data.shape[j]:
                 cx.fail(f"indices {_fmt(idx.shape)} do not fit data {_fmt(data.shape)}")
             data = _take(cx, data, j, list(range(int(idx.shape[j]))))
-    size, k = int(data.shape[axis]), int(idx.shape[axis])
+    hit = _index_hits(cx, idx, int(data.shape[axis]), axis)
+    zero = dsl.const(0.0)
+    wide = _reshape(cx, data, (*data.shape[:axis], 1, *data.shape[axis:]))
+    out = dsl.sum(dsl.apply("where", hit, wide, zero), axes=axis + 1)
+    if id(cx.x(0)) in cx.imp.integral:
+        cx.imp.integral.add(id(out))
+    return [out]
+
+
+def _index_hits(cx: NodeContext, idx: Tensor, size: int, axis: int) -> Tensor:
+    """hit[..., k, j, ...] = [idx'[..., k, ...] == j] for each position j < ``size`` of
+    ``axis`` (a new axis after it), idx' = idx + size where idx < 0: GatherElements' and
+    ScatterElements' comparison of computed integer indices with an axis. Indices read from
+    a graph input are checked by every entry (whole numbers in -size .. size-1); computed ones
+    are proven in that range by Importer.bound_integers, or the import is refused. At most
+    MAX_GATHER_ELEMENTS comparisons per sample, else refused naming the node."""
+    k = int(idx.shape[axis])
     if math.prod(int(d) for d in idx.shape[1:]) * size > MAX_GATHER_ELEMENTS:
         cx.fail(
             f"{k} indices among {size} positions per row (graphc compares at most "
@@ -5290,14 +5308,9 @@ def _gather_elements(cx: NodeContext) -> list[Value]:
     zero = dsl.const(0.0)
     wrapped = dsl.apply("where", dsl.apply("greater", zero, idx), idx + float(size), idx)
     col = _reshape(cx, wrapped, (*idx.shape[: axis + 1], 1, *idx.shape[axis + 1 :]))
-    trail = (1,) * (r - axis - 1)
+    trail = (1,) * (len(idx.shape) - axis - 1)
     pos = np.arange(size, dtype=np.float32).reshape((size, *trail))
-    hit = dsl.apply("equal", col, cx.imp.constant_tensor(f"index_{size}", pos, cx, False))
-    wide = _reshape(cx, data, (*data.shape[:axis], 1, *data.shape[axis:]))
-    out = dsl.sum(dsl.apply("where", hit, wide, zero), axes=axis + 1)
-    if id(cx.x(0)) in cx.imp.integral:
-        cx.imp.integral.add(id(out))
-    return [out]
+    return dsl.apply("equal", col, cx.imp.constant_tensor(f"index_{size}", pos, cx, False))
 
 
 MAX_POOL_TERMS = 1024  # the most kernel offsets a MaxPool / AveragePool composes
@@ -6562,6 +6575,9 @@ def _fold_dequantize_linear(cx: NodeContext, args: list) -> list:
 
 # ---------------------------------------------------------------- the table
 
+# the rules of graphc/onnx_import_onnxops.py (scatter, ...): after every helper they import
+from .onnx_import_onnxops import OPS_MORE as _OPS_ONNXOPS  # noqa: E402
+
 _UNARY = {
     "Relu": "relu",
     "Sigmoid": "sigmoid",
@@ -6788,4 +6804,5 @@ OPS: dict[str, Rule] = {
     "ai.onnx.ml:ZipMap": Rule(
         _zipmap, ("classlabels_int64s", "classlabels_strings"), domain="ai.onnx.ml"
     ),
+    **_OPS_ONNXOPS,
 }

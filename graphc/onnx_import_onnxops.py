@@ -1,0 +1,319 @@
+"""ONNX import rules for the scatter family: ScatterElements (and its opset-9 name Scatter) and
+ScatterND, with every reduction of the spec (none, add, mul, max, min).
+
+Semantics (https://onnx.ai/onnx/operators/onnx__ScatterElements.html and
+onnx__ScatterND.html): the output is a copy of ``data`` in which each element of ``updates``
+is written at the position its index names, in the row-major order of the indices;
+``reduction`` combines it with the value already there (f(out, u): out + u, out * u,
+max(out, u), min(out, u)) instead of overwriting. With repeated indices the spec leaves the
+order of plain writes undefined; graphc takes the last write, as ONNX Runtime and onnx's
+reference do, and applies the reductions one after the other in index order, as they do.
+Negative indices count from the end of their axis; one outside [-s, s-1] is an error (ONNX
+Runtime raises).
+
+Two forms:
+
+- indices known at import time (an initializer, a Constant, a shape computation): every
+  (output element, update element) pair is listed at import time and the scatter becomes
+  exact moves (slices and concats of the flattened values: NaN, inf and -0.0 pass unchanged)
+  and, for a reduction, one elementwise op per round of repeated positions. ``data`` must not
+  hold the batch dimension N (constant indices would name batch rows). The gradient reaches
+  ``data`` where it is not overwritten and the updates that land.
+- indices computed in the graph (ScatterElements only, along an axis other than the batch
+  axis): each index is compared with every position of the axis ([idx == j], as
+  GatherElements does), and the updates are combined per position by a select and a
+  sum / max / min over the indices. The indices are checked by the entries (a graph input) or
+  proven in range (Importer.bound_integers), as for Gather.
+
+Both data and updates known at import time fold with numpy (shape computations).
+
+Tests: tests/test_onnx_scatter.py (ONNX Runtime, ONNX's node tests, the gradient).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+
+from . import dsl
+from .dsl import Tensor
+from .onnx_import import (
+    MAX_TAKEN,
+    NodeContext,
+    Rule,
+    Value,
+    _axis,
+    _fmt,
+    _index_hits,
+    _reshape,
+    _take,
+)
+
+REDUCTIONS = {"none": 11, "add": 16, "mul": 16, "max": 18, "min": 18}  # the opset each came in
+MAX_SCATTER_RUNS = 4096  # slices one scatter with constant indices may compose (compile time)
+
+_NUMPY_AT = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+
+
+def _reduction(cx: NodeContext) -> str:
+    red = str(cx.attr("reduction", "none"))
+    if red not in REDUCTIONS:
+        cx.fail(f"reduction {red!r} is not one of {', '.join(REDUCTIONS)}")
+    return red
+
+
+def _combine(red: str, a: Tensor, b: Tensor) -> Tensor:
+    """f(a, b) of a reduction: a + b, a * b, max(a, b), min(a, b)."""
+    if red == "add":
+        return a + b
+    if red == "mul":
+        return a * b
+    if red == "max":
+        return dsl.maximum(a, b)
+    return -dsl.maximum(-a, -b)
+
+
+def _constant_indices(cx: NodeContext, idx: np.ndarray, sizes: Any, what: str) -> np.ndarray:
+    """The indices as int64 in [0, size) (negative ones counted from the end), or refused
+    naming the first one outside [-size, size-1]; ``sizes`` broadcasts against ``idx``."""
+    if idx.dtype.kind not in "iu":
+        cx.fail(f"{what} has element type {idx.dtype}; the spec asks for int32 or int64")
+    i = idx.astype(np.int64)
+    s = np.broadcast_to(np.asarray(sizes, np.int64), i.shape)
+    bad = (i < -s) | (i >= s)
+    if bad.any():
+        k = tuple(int(v) for v in np.argwhere(bad)[0])
+        cx.fail(
+            f"{what}[{', '.join(map(str, k))}] = {int(i[k])} is outside [-{int(s[k])}, "
+            f"{int(s[k]) - 1}] (ONNX Runtime raises)"
+        )
+    return np.where(i < 0, i + s, i)
+
+
+def _elements_pairs(cx: NodeContext, shape: tuple, idx: np.ndarray, axis: int) -> np.ndarray:
+    """ScatterElements' (output position, update position) pairs, flat, in index order."""
+    r = len(shape)
+    if idx.ndim != r:
+        cx.fail(f"indices {_fmt(idx.shape)} must have data's rank ({_fmt(shape)})")
+    for j in range(r):
+        if j != axis and idx.shape[j] > int(shape[j]):
+            cx.fail(f"indices {_fmt(idx.shape)} do not fit data {_fmt(shape)} along axis {j}")
+    i = _constant_indices(cx, idx, int(shape[axis]), "indices")
+    coords = list(np.indices(idx.shape).reshape(r, -1))
+    coords[axis] = i.reshape(-1)
+    p = np.ravel_multi_index(tuple(coords), tuple(int(d) for d in shape))
+    return np.stack([p, np.arange(idx.size)], axis=1)
+
+
+def _nd_pairs(cx: NodeContext, shape: tuple, idx: np.ndarray, ushape: tuple) -> np.ndarray:
+    """ScatterND's pairs: each index tuple names a slice data[i_0, ..., i_{q-1}, ...]."""
+    r = len(shape)
+    q = int(idx.shape[-1]) if idx.ndim else 0
+    if idx.ndim < 1 or not 1 <= q <= r:
+        cx.fail(f"indices {_fmt(idx.shape)}: the last dimension must be 1 .. {r} (data's rank)")
+    want = (*idx.shape[:-1], *shape[q:])
+    if tuple(ushape) != tuple(want):
+        cx.fail(
+            f"updates {_fmt(ushape)} must be indices.shape[:-1] + data.shape[{q}:] = {_fmt(want)}"
+        )
+    lead = tuple(int(d) for d in shape[:q])
+    tuples = _constant_indices(cx, idx.reshape(-1, q), np.asarray(lead), "indices")
+    inner = math.prod(int(d) for d in shape[q:])
+    base = np.ravel_multi_index(tuple(tuples.T), lead) * inner
+    p = (base[:, None] + np.arange(inner)[None, :]).reshape(-1)
+    return np.stack([p, np.arange(p.size)], axis=1)
+
+
+def _scatter_numpy(data: np.ndarray, upd: np.ndarray, pairs: np.ndarray, red: str) -> np.ndarray:
+    out = np.array(data).reshape(-1)
+    u = np.asarray(upd).reshape(-1).astype(out.dtype)
+    p, q = pairs[:, 0], pairs[:, 1]
+    if red == "none":
+        last = np.full(out.size, -1, np.int64)
+        last[p] = np.arange(p.size)  # fancy assignment: the last of repeated positions stays
+        hit = last >= 0
+        out[hit] = u[q[last[hit]]]
+    else:
+        _NUMPY_AT[red].at(out, p, u[q])  # unbuffered: one after the other, in order
+    return out.reshape(np.shape(data))
+
+
+def _pick(cx: NodeContext, x: Tensor, idx: np.ndarray) -> Tensor:
+    """x[idx] of a 1-D x (exact moves: a slice per run of consecutive indices)."""
+    idx = [int(v) for v in idx]
+    runs = 1 + sum(1 for a, b in itertools.pairwise(idx) if b != a + 1)
+    if runs > MAX_SCATTER_RUNS:
+        cx.fail(
+            f"the scatter writes {runs} separate runs of elements; graphc composes at most "
+            f"{MAX_SCATTER_RUNS} (one slice each)"
+        )
+    parts = [_take(cx, x, 0, idx[k : k + MAX_TAKEN]) for k in range(0, len(idx), MAX_TAKEN)]
+    return dsl.apply("concat", *parts, axis=0) if len(parts) > 1 else parts[0]
+
+
+def _no_batch(cx: NodeContext, shape: tuple) -> None:
+    if "N" in shape:
+        cx.fail(
+            f"indices known at import time scatter into {_fmt(shape)}, which has the batch "
+            "dimension N: the indices would name batch rows (graphc scatters into values "
+            "without N, or along another axis with indices computed per sample)"
+        )
+
+
+def _scatter_constant(cx: NodeContext, x: Tensor, u: Tensor, pairs: np.ndarray, red: str):
+    """The scatter of ``pairs`` (known at import time) as moves of the flattened values: for a
+    plain write one pick from concat(data, updates); for a reduction one round per repeat of
+    a position (its k-th update), each f(out[touched], updates) written back by a pick."""
+    d = math.prod(int(v) for v in x.shape)
+    xf = _reshape(cx, x, (d,))
+    uf = _reshape(cx, u, (math.prod(int(v) for v in u.shape),))
+    p, q = pairs[:, 0], pairs[:, 1]
+    if red == "none":
+        src = np.arange(d)
+        src[p] = d + q  # repeated positions: the last write stays
+        out = _pick(cx, dsl.apply("concat", xf, uf, axis=0), src)
+    else:
+        order = np.argsort(p, kind="stable")  # each position's updates, in index order
+        rank = np.empty(p.size, np.int64)
+        sp = p[order]
+        first = np.r_[0, np.flatnonzero(sp[1:] != sp[:-1]) + 1]
+        rank[order] = np.arange(p.size) - np.repeat(first, np.diff(np.r_[first, p.size]))
+        out = xf
+        for k in range(int(rank.max()) + 1):
+            sel = np.flatnonzero(rank == k)
+            pos, ups = p[sel], q[sel]
+            s = np.argsort(pos)
+            pos, ups = pos[s], ups[s]
+            new = _combine(red, _pick(cx, out, pos), _pick(cx, uf, ups))
+            src = np.arange(d)
+            src[pos] = d + np.arange(pos.size)
+            out = _pick(cx, dsl.apply("concat", out, new, axis=0), src)
+    return _reshape(cx, out, tuple(x.shape))
+
+
+def _scatter_elements(cx: NodeContext) -> list[Value]:
+    """ScatterElements (torch.scatter, scatter_add, scatter_reduce; opset 9's Scatter):
+    data [d_0 .. d_{r-1}], indices and updates of one shape, data's rank, each dimension at
+    most data's: out = data, then for each index position k (row-major) the element of axis
+    ``axis`` named by indices[k] takes updates[k] (or f(it, updates[k])). See the module's
+    docstring for the two forms; refused naming the node: indices of the wrong rank or shape,
+    one out of range, constant indices into a value with N, computed indices along N."""
+    red = _reduction(cx)
+    idx_v = cx.value(1)
+    data_v, upd_v = cx.value(0), cx.value(2)
+    shape = tuple(data_v.shape)
+    axis = _axis(cx, int(cx.attr("axis", 0)), len(shape))
+    if tuple(upd_v.shape) != tuple(idx_v.shape):
+        cx.fail(f"updates {_fmt(upd_v.shape)} and indices {_fmt(idx_v.shape)} differ in shape")
+    if isinstance(idx_v, np.ndarray):
+        _no_batch(cx, shape)
+        pairs = _elements_pairs(cx, shape, idx_v, axis)
+        out = _scatter_constant(cx, cx.x(0), cx.x(2), pairs, red)
+    else:
+        out = _scatter_computed(cx, cx.x(0), cx.x(1), cx.x(2), axis, red)
+    if id(cx.x(0)) in cx.imp.integral and id(cx.x(2)) in cx.imp.integral and red != "mul":
+        cx.imp.integral.add(id(out))
+    return [out]
+
+
+def _scatter_computed(
+    cx: NodeContext, x: Tensor, idx: Tensor, u: Tensor, axis: int, red: str
+) -> Tensor:
+    """ScatterElements with indices computed in the graph: hit[.., k, j, ..] = [idx_k == j]
+    along ``axis``; a plain write takes, per position j, the update of the last k that hits it
+    (k + 1 == max over k of (k + 1) * hit); a reduction combines every hitting update (sum,
+    product, max, min over k; positions no index hits keep data's value)."""
+    r = len(x.shape)
+    if x.shape[axis] == "N" or (axis == 0 and "N" in x.shape):
+        cx.fail(f"ScatterElements along the batch dimension N of {_fmt(x.shape)}")
+    if id(idx) not in cx.imp.integral:
+        cx.fail("indices computed in float: ScatterElements needs integer indices")
+    if len(idx.shape) != r:
+        cx.fail(f"indices {_fmt(idx.shape)} must have data's rank ({_fmt(x.shape)})")
+    for j in range(r):
+        if j != axis and idx.shape[j] != x.shape[j]:
+            if not isinstance(idx.shape[j], int) or not isinstance(x.shape[j], int):
+                cx.fail(f"indices {_fmt(idx.shape)} do not fit data {_fmt(x.shape)}")
+            if idx.shape[j] > x.shape[j]:
+                cx.fail(f"indices {_fmt(idx.shape)} do not fit data {_fmt(x.shape)}")
+    size, k = int(x.shape[axis]), int(idx.shape[axis])
+    hit = _index_hits(cx, idx, size, axis)
+    zero = dsl.const(0.0)
+    ishape = tuple(idx.shape)
+    trail = (1,) * (r - axis - 1)
+    wide = _reshape(cx, u, (*ishape[: axis + 1], 1, *ishape[axis + 1 :]))  # [.., k, 1, ..]
+    any_hit = dsl.apply("greater", dsl.apply("max", hit, axes=(axis,)), zero)
+    if red == "none":
+        ranks = np.arange(1, k + 1, dtype=np.float32).reshape((k, 1, *trail))
+        rank = dsl.apply(
+            "where", hit, cx.imp.constant_tensor(f"scatter_rank_{k}", ranks, cx, False), zero
+        )
+        top = dsl.apply("max", rank, axes=(axis,), keepdims=True)
+        last = dsl.apply("where", hit, dsl.apply("equal", rank, top), zero)
+        vals = dsl.sum(dsl.apply("where", last, wide, zero), axes=axis)
+    elif red == "add":
+        vals = dsl.sum(dsl.apply("where", hit, wide, zero), axes=axis)
+    elif red == "mul":
+        picked = dsl.apply("where", hit, wide, dsl.const(1.0))
+        prod = None
+        for j in range(k):
+            part = dsl.apply("slice", picked, axes=(axis,), starts=(j,), ends=(j + 1,))
+            prod = part if prod is None else prod * part
+        assert prod is not None
+        vals = _reshape(cx, prod, tuple(d for a, d in enumerate(picked.shape) if a != axis))
+    else:
+        big = dsl.const(-math.inf if red == "max" else math.inf)
+        vals = dsl.apply(red, dsl.apply("where", hit, wide, big), axes=(axis,))
+    pad = [(j, int(x.shape[j]) - int(ishape[j])) for j in range(r) if x.shape[j] != ishape[j]]
+    pad = [(j, w) for j, w in pad if j != axis]
+    if pad:  # the indices cover a leading block of data's other axes: the rest stays
+        axes, after = tuple(j for j, _ in pad), tuple(w for _, w in pad)
+        vals = dsl.apply("pad", vals, axes=axes, before=(0,) * len(pad), after=after)
+        any_hit = dsl.apply("pad", any_hit, axes=axes, before=(0,) * len(pad), after=after)
+    return dsl.apply("where", any_hit, vals if red == "none" else _combine(red, x, vals), x)
+
+
+def _scatter_nd(cx: NodeContext) -> list[Value]:
+    """ScatterND (torch's index_put and slice assignment with constant indices): data of rank
+    r, indices [..., q] (1 <= q <= r) whose last axis is a position in data's first q axes,
+    updates indices.shape[:-1] + data.shape[q:]: out = data, then for each index tuple
+    (row-major) the slice data[i_0, ..., i_{q-1}] takes its update (or f(it, update)). The
+    indices must be known at import time and data must not hold the batch dimension N;
+    otherwise refused naming the node."""
+    red = _reduction(cx)
+    idx_v = cx.value(1)
+    data_v, upd_v = cx.value(0), cx.value(2)
+    if not isinstance(idx_v, np.ndarray):
+        cx.fail(
+            "indices computed in the graph: graphc scatters ScatterND updates at indices known "
+            "at import time only"
+        )
+    _no_batch(cx, tuple(data_v.shape))
+    pairs = _nd_pairs(cx, tuple(data_v.shape), idx_v, tuple(upd_v.shape))
+    out = _scatter_constant(cx, cx.x(0), cx.x(2), pairs, red)
+    if id(cx.x(0)) in cx.imp.integral and id(cx.x(2)) in cx.imp.integral and red != "mul":
+        cx.imp.integral.add(id(out))
+    return [out]
+
+
+def _fold_scatter_elements(cx: NodeContext, args: list) -> list:
+    data, idx, upd = (np.asarray(a) for a in args[:3])
+    if upd.shape != idx.shape:
+        cx.fail(f"updates {_fmt(upd.shape)} and indices {_fmt(idx.shape)} differ in shape")
+    axis = _axis(cx, int(cx.attr("axis", 0)), data.ndim)
+    return [_scatter_numpy(data, upd, _elements_pairs(cx, data.shape, idx, axis), _reduction(cx))]
+
+
+def _fold_scatter_nd(cx: NodeContext, args: list) -> list:
+    data, idx, upd = (np.asarray(a) for a in args[:3])
+    return [_scatter_numpy(data, upd, _nd_pairs(cx, data.shape, idx, upd.shape), _reduction(cx))]
+
+
+OPS_MORE: dict[str, Rule] = {
+    "ScatterElements": Rule(_scatter_elements, ("axis", "reduction"), fold=_fold_scatter_elements),
+    "Scatter": Rule(_scatter_elements, ("axis",), fold=_fold_scatter_elements),
+    "ScatterND": Rule(_scatter_nd, ("reduction",), fold=_fold_scatter_nd),
+}

@@ -1,0 +1,225 @@
+"""ONNX ScatterElements / Scatter / ScatterND (torch.scatter, scatter_add, scatter_reduce,
+index_put and slice assignment), every reduction (none, add, mul, max, min), against ONNX
+Runtime: indices known at import time (negative, repeated: the last plain write stays and the
+reductions apply in index order) scattering into values without the batch dimension, indices
+read from a graph input along a non-batch axis, ONNX's node tests compiled, the gradient
+against central differences of a float64 numpy forward, and the refusals (named).
+Before, the three operators were refused ('not supported by graphc')."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import numeric_grad
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper
+
+import graphc as gc
+from graphc.onnx_backend import GraphcRep, node_cases, run_case
+
+N = helper.make_node
+F, I64 = TensorProto.FLOAT, TensorProto.INT64
+REDUCTIONS = ("none", "add", "mul", "max", "min")
+
+
+def _model(nodes, inputs, outs, inits=(), opset: int = 18):
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+        [helper.make_tensor_value_info(o, F, None) for o in outs],
+        list(inits),
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 9
+    return m
+
+
+def _ort(m, feeds):
+    s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return s.run(None, feeds)
+
+
+def test_constant_indices_match_onnxruntime() -> None:
+    """ScatterElements along each axis and ScatterND with tuples of 1 and 2 positions, with
+    negative and repeated indices, each reduction, into fixed-shape data."""
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((4, 5)).astype(np.float32)
+    upd = rng.standard_normal((3, 3)).astype(np.float32)
+    upd_row = rng.standard_normal((3, 5)).astype(np.float32)
+    upd_el = rng.standard_normal((3,)).astype(np.float32)
+    ie0 = np.array([[1, -1, 1], [1, 0, 2], [-3, 3, 2]], np.int64)  # along axis 0, repeats
+    ie1 = np.array([[4, 4, 0], [-1, 2, 2], [0, 1, -5]], np.int64)  # along axis 1, repeats
+    rows = np.array([[2], [-4], [2]], np.int64)  # ScatterND: whole rows, row 2 twice
+    elems = np.array([[0, 1], [3, -1], [0, 1]], np.int64)  # ScatterND: elements, one twice
+    inits = [
+        numpy_helper.from_array(a, n)
+        for a, n in ((ie0, "ie0"), (ie1, "ie1"), (rows, "rows"), (elems, "elems"))
+    ]
+    nodes, outs = [], []
+    for red in REDUCTIONS:
+        for name, node in (
+            ("e0", N("ScatterElements", ["d", "ie0", "u"], [], axis=0, reduction=red)),
+            ("e1", N("ScatterElements", ["d", "ie1", "u"], [], axis=-1, reduction=red)),
+            ("nr", N("ScatterND", ["d", "rows", "ur"], [], reduction=red)),
+            ("ne", N("ScatterND", ["d", "elems", "ue"], [], reduction=red)),
+        ):
+            node.output.append(f"{name}_{red}")
+            nodes.append(node)
+            outs.append(f"{name}_{red}")
+    inputs = [("d", F, [4, 5]), ("u", F, [3, 3]), ("ur", F, [3, 5]), ("ue", F, [3])]
+    m = _model(nodes, inputs, outs, inits)
+    feeds = {"d": data, "u": upd, "ur": upd_row, "ue": upd_el}
+    want = _ort(m, feeds)
+    got = GraphcRep(m).run([data, upd, upd_row, upd_el])
+    for name, g, w in zip(outs, got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6, err_msg=name)
+    # the older forms: Scatter (opset 9) and ScatterElements-11 without a reduction
+    for op, opset in (("Scatter", 9), ("ScatterElements", 11), ("ScatterND", 13)):
+        ins = ["d", "elems", "ue"] if op == "ScatterND" else ["d", "ie1", "u"]
+        m = _model(
+            [N(op, ins, ["y"], **({} if op == "ScatterND" else {"axis": 1}))],
+            inputs,
+            ["y"],
+            inits,
+            opset,
+        )
+        np.testing.assert_array_equal(
+            GraphcRep(m).run([data, upd, upd_row, upd_el])[0], _ort(m, feeds)[0]
+        )
+
+
+def test_input_indices_along_a_sample_axis_match_onnxruntime() -> None:
+    """ScatterElements with indices read from a graph input ([N, ...], checked by the entries)
+    along axis 1 of [N, 6] and along axis 2 of [N, 3, 6] with indices covering only the first
+    2 of the 3 rows; repeats within a row, negative indices, every reduction."""
+    rng = np.random.default_rng(1)
+    x2 = rng.standard_normal((5, 6)).astype(np.float32)
+    x3 = rng.standard_normal((5, 3, 6)).astype(np.float32)
+    i2 = rng.integers(-6, 6, (5, 4)).astype(np.int64)
+    i3 = rng.integers(-6, 6, (5, 2, 4)).astype(np.int64)
+    u2 = rng.standard_normal((5, 4)).astype(np.float32)
+    u3 = rng.standard_normal((5, 2, 4)).astype(np.float32)
+    nodes, outs = [], []
+    for red in REDUCTIONS:
+        nodes.append(N("ScatterElements", ["x2", "i2", "u2"], [f"a_{red}"], axis=1, reduction=red))
+        nodes.append(N("ScatterElements", ["x3", "i3", "u3"], [f"b_{red}"], axis=2, reduction=red))
+        outs += [f"a_{red}", f"b_{red}"]
+    inputs = [
+        ("x2", F, ["N", 6]),
+        ("i2", I64, ["N", 4]),
+        ("u2", F, ["N", 4]),
+        ("x3", F, ["N", 3, 6]),
+        ("i3", I64, ["N", 2, 4]),
+        ("u3", F, ["N", 2, 4]),
+    ]
+    m = _model(nodes, inputs, outs)
+    feeds = {"x2": x2, "i2": i2, "u2": u2, "x3": x3, "i3": i3, "u3": u3}
+    want = _ort(m, feeds)
+    model = gc.from_onnx(m).compile()
+    got = model.predict(feeds)
+    for name, w in zip(outs, want):
+        np.testing.assert_allclose(got[name], w, rtol=1e-6, atol=1e-6, err_msg=name)
+    bad = dict(feeds, i2=np.where(np.arange(4) == 2, 6, i2))  # 6 is past the axis
+    with pytest.raises(gc.GraphcError, match="i2"):
+        model.predict(bad)
+
+
+def test_node_tests_compile() -> None:
+    """ONNX's node tests of the three operators, compiled (tests/test_onnx.py runs them all
+    interpreted): repeats, negative indices, a product and a maximum."""
+    want = {
+        "ScatterElements": ("duplicate_indices", "negative_indices", "reduction_max"),
+        "Scatter": ("with_axis",),
+        "ScatterND": ("multiply", "min_with_element"),
+    }
+    for op, names in want.items():
+        cases = [c for c in node_cases(op) if any(n in c.name for n in names)]
+        assert len(cases) == len(names), [c.name for c in cases]
+        for case in cases:
+            assert run_case(case, "compile") == ("pass", ""), case.name
+
+
+def _scatter64(data, idx, upd, axis):
+    out = data.copy()
+    for k in np.ndindex(idx.shape):
+        at = list(k)
+        at[axis] = idx[k] % data.shape[axis]
+        out[tuple(at)] = upd[k]
+    return out
+
+
+def test_gradient_reaches_kept_data_and_landed_updates() -> None:
+    """d/dW, d/dV, d/dA, d/dB of sum(u1 * x * ScatterElements(W, c, V)) (constant indices
+    along axis 0 with a repeat: the overwritten update and data element get no gradient) +
+    sum(u2 * ScatterElements(x * A, i, z * B, axis 2, add)) (indices from an input), all four
+    trainable, against central differences of a float64 numpy forward."""
+    rng = np.random.default_rng(2)
+    w0, a0 = (rng.standard_normal((3, 4)).astype(np.float32) for _ in range(2))
+    v0 = rng.standard_normal((2, 4)).astype(np.float32)
+    b0 = rng.standard_normal((3, 2)).astype(np.float32)
+    x = rng.standard_normal((1, 3, 4)).astype(np.float32)
+    z = rng.standard_normal((1, 3, 2)).astype(np.float32)
+    i = np.array([[[1, 1], [-1, 0], [2, 3]]], np.int64)
+    u1, u2 = (rng.standard_normal((1, 3, 4)) for _ in range(2))
+    c = np.array([[0, 2, 2, 1], [0, -1, 1, 1]], np.int64)
+    inits = [
+        numpy_helper.from_array(a, n)
+        for a, n in ((w0, "W"), (v0, "V"), (a0, "A"), (b0, "B"), (c, "c"))
+    ]
+    nodes = [
+        N("ScatterElements", ["W", "c", "V"], ["s1"], axis=0),
+        N("Mul", ["x", "s1"], ["y1"]),
+        N("Mul", ["x", "A"], ["xa"]),
+        N("Mul", ["z", "B"], ["zb"]),
+        N("ScatterElements", ["xa", "i", "zb"], ["y2"], axis=2, reduction="add"),
+    ]
+    inputs = [("x", F, ["N", 3, 4]), ("z", F, ["N", 3, 2]), ("i", I64, ["N", 3, 2])]
+    imp = gc.from_onnx(_model(nodes, inputs, ["y1", "y2"], inits), trainable={"W", "V", "A", "B"})
+    y1, y2 = imp.outputs
+    loss = gc.sum(y1 * gc.constant(u1.astype(np.float32))) + gc.sum(
+        y2 * gc.constant(u2.astype(np.float32))
+    )
+    grads = imp.compile(loss, gc.SGD(0.1)).gradients({"x": x, "z": z, "i": i})
+
+    def f(w, v, a, b) -> float:
+        y1 = x * _scatter64(w, c, v, 0)
+        y2 = x * a
+        for k in np.ndindex(i.shape):
+            y2[k[:2] + (i[k] % 4,)] += z[k] * b[k[1:]]
+        return float((u1 * y1).sum() + (u2 * y2).sum())
+
+    params = [w0, v0, a0, b0]
+    for k, name in enumerate("WVAB"):
+        got = next(g for n, g in grads.items() if n.endswith(name))
+        np.testing.assert_allclose(
+            got, numeric_grad(f, params, k), rtol=1e-4, atol=1e-5, err_msg=name
+        )
+
+
+def test_refusals_name_the_node() -> None:
+    """Constant indices into a value with N, ScatterND indices computed in the graph,
+    computed indices along N, a constant index out of range: each refused naming the node."""
+    c = numpy_helper.from_array(np.array([[0, 1]], np.int64), "c")
+    far = numpy_helper.from_array(np.array([[0, 7]], np.int64), "far")
+    cases = [
+        ([N("ScatterElements", ["x", "c", "u"], ["y"], axis=1, name="s")], "batch dimension N"),
+        ([N("ScatterND", ["w", "i", "u"], ["y"], name="s")], "ScatterND"),
+        ([N("ScatterElements", ["x", "i", "x"], ["y"], axis=0, name="s")], "batch dimension N"),
+        ([N("ScatterElements", ["w", "far", "v"], ["y"], axis=1, name="s")], r"far|\[0, 1\] = 7"),
+    ]
+    inputs = [
+        ("x", F, ["N", 2]),
+        ("u", F, [1, 2]),
+        ("i", I64, ["N", 2]),
+        ("w", F, [3, 3]),
+        ("v", F, [1, 2]),
+    ]
+    for nodes, why in cases:
+        used = [t for t in inputs if t[0] in nodes[0].input]
+        m = _model(nodes, used, ["y"], [c, far])
+        with pytest.raises(gc.OnnxError, match=r"'s' \(Scatter") as e:
+            gc.from_onnx(m)
+        assert e.match(why), str(e.value)
