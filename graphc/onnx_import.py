@@ -36,7 +36,7 @@ from graphc.ir.graph import make_node
 from graphc.ir.ops.sources import index_range
 from graphc.ir.types import TensorType
 
-from . import dsl, onnx_layout
+from . import dsl, onnx_import_rnn, onnx_layout
 from .convolution import strided_slice
 from .dsl import Tensor
 
@@ -508,6 +508,7 @@ class Rule:
     fold: Callable[[NodeContext, list[np.ndarray]], list[np.ndarray]] | None = None
     domain: str = ""
     keeps_integers: bool = False  # moves values only: integer values (labels) stay integers
+    reads_views: bool = False  # convert reads layout views of its operands itself (RNNs)
 
 
 GROUP_NORM_18_DOMAIN = "graphc.group_norm_18"  # see Importer.check_file
@@ -1567,6 +1568,8 @@ class Importer:
                     continue
                 if n.op_type == "Shape":
                     continue
+                if onnx_import_rnn.reads_lengths(n, v):
+                    continue
                 if n.op_type not in INTEGER_FLOW:
                     self.integer_refusal = f"{here} reads {v!r} as an integer"
                     return None
@@ -1953,6 +1956,8 @@ class Importer:
 
     def _through_views(self, cx: NodeContext) -> list | None:
         node = cx.node
+        if getattr(OPS.get(_rule_key(node)), "reads_views", False):
+            return None
         viewed = [n for n in node.input if n in self.views]
         merged = [
             v
@@ -4206,6 +4211,18 @@ def _constant_of_shape(cx: NodeContext, args: list) -> list:
         if v.dtype.kind not in "fiub":
             cx.fail(f"a value of type {v.dtype}")
         dims = tuple(d if isinstance(d, str) else int(d) for d in shape.tolist())
+        if (
+            dims.count("N") == 1
+            and dims[0] != "N"
+            and all(d == "N" or isinstance(d, int) for d in dims)
+        ):
+            # N on another axis (torch's zero initial state [layers, N, H] of an RNN): a
+            # layout view of the constant broadcast to [N, other axes...]
+            k = dims.index("N")
+            base = _constant_of_shape(cx, [np.array(["N", *dims[:k], *dims[k + 1 :]], object)])
+            groups = [(j + 1 if j < k else j,) for j in range(len(dims))]
+            groups[k] = (0,)
+            return [onnx_layout._out(onnx_layout.View(base[0], tuple(groups)))]
         fixed = tuple(1 if d == "N" else d for d in dims)
         if math.prod(fixed) > MAX_ELEMENTS:
             cx.fail(f"{math.prod(fixed)} elements per sample, above the limit of {MAX_ELEMENTS}")
@@ -6780,6 +6797,11 @@ OPS: dict[str, Rule] = {
     "Trilu": Rule(_trilu, ("upper",), fold=_fold_trilu, keeps_integers=True),
     "OneHot": Rule(_onehot, ("axis",), fold=_fold_onehot),
     "Einsum": Rule(_einsum, ("equation",), fold=_fold_einsum),
+    # recurrent networks (graphc/onnx_import_rnn.py)
+    **{
+        op: Rule(onnx_import_rnn.rnn_rule(op), onnx_import_rnn.RULE_ATTRS[op], reads_views=True)
+        for op in onnx_import_rnn.GATES
+    },
     "ai.onnx.ml:ArrayFeatureExtractor": Rule(_array_feature_extractor, domain="ai.onnx.ml"),
     "ai.onnx.ml:Scaler": Rule(_scaler, ("offset", "scale"), domain="ai.onnx.ml"),
     "ai.onnx.ml:LinearClassifier": Rule(

@@ -1,0 +1,493 @@
+"""ONNX import of the recurrent operators LSTM, GRU and RNN, unrolled over their static
+sequence length (the rules of ``graphc.onnx_import.OPS`` for those three operators).
+
+Definitions: https://onnx.ai/onnx/operators/onnx__LSTM.html, onnx__GRU.html and onnx__RNN.html
+(opsets 7, 14 and 22; opset 14 adds ``layout``). Every attribute is read: ``direction``
+(forward, reverse, bidirectional), ``hidden_size``, ``activations`` with ``activation_alpha`` /
+``activation_beta`` (the spec's eleven functions, consumed in order as ONNX Runtime does: a
+function that takes no alpha or beta consumes none), ``clip`` (of every gate's input before its
+activation), ``layout``, GRU's ``linear_before_reset`` and LSTM's ``input_forget`` (f = 1 - i,
+as ONNX Runtime). Optional inputs B, sequence_lens, initial_h, initial_c and P may be absent
+(an empty name), and the outputs Y, Y_h and Y_c are built only where the graph reads them.
+
+The sequence length T must be fixed: the recurrence is written out step by step with graphc's
+ops (a 2-D matmul per step and gate group, slices, elementwise ops), so autodiff, fusion and
+code generation are graphc's own, and W, R, B and P train when they are initializers. The
+input projection X W^T of every step and both directions is one GEMM where the batch size is
+fixed, one GEMM per step where it is graphc's symbolic N (N stays whole and first).
+
+sequence_lens (a graph input or a constant, [batch] integers): a row's state stops changing
+after its length (reverse: starts at its last element), so Y_h / Y_c hold its state at its
+last element, and Y is 0 past the length, as ONNX Runtime computes it.
+
+The batch axis N may sit where the ONNX layout puts it: torch's exports transpose a
+batch-first input to [T, N, C] for layout 0 and read [T, D, N, H] back; such values are layout
+views (``graphc.onnx_layout``), which X, initial_h and initial_c may be, and Y, Y_h, Y_c are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import dsl, onnx_layout
+from .dsl import Tensor
+
+if TYPE_CHECKING:
+    from .onnx_import import NodeContext
+
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+DEFAULT_ACTIVATIONS = {
+    "LSTM": ("Sigmoid", "Tanh", "Tanh"),
+    "GRU": ("Sigmoid", "Tanh"),
+    "RNN": ("Tanh",),
+}
+# lower-case name -> (alpha default, beta default); None: the function takes no such value.
+# Defaults are ONNX Runtime's (those of the operators of the same name where ONNX has one).
+ACTIVATIONS: dict[str, tuple[float | None, float | None]] = {
+    "relu": (None, None),
+    "tanh": (None, None),
+    "sigmoid": (None, None),
+    "affine": (1.0, 0.0),
+    "leakyrelu": (0.01, None),
+    "thresholdedrelu": (1.0, None),
+    "scaledtanh": (1.0, 1.0),
+    "hardsigmoid": (0.2, 0.5),
+    "elu": (1.0, None),
+    "softsign": (None, None),
+    "softplus": (None, None),
+}
+ATTRS = (
+    "activation_alpha",
+    "activation_beta",
+    "activations",
+    "clip",
+    "direction",
+    "hidden_size",
+    "layout",
+)
+RULE_ATTRS = {
+    "LSTM": (*ATTRS, "input_forget"),
+    "GRU": (*ATTRS, "linear_before_reset"),
+    "RNN": ATTRS,
+}
+
+Activation = Callable[[Tensor], Tensor]
+
+
+def _activation(name: str, alpha: float | None, beta: float | None) -> Activation:
+    """The function ``name`` of the spec's list (x -> y, elementwise)."""
+    a = 0.0 if alpha is None else float(alpha)
+    b = 0.0 if beta is None else float(beta)
+    if name == "relu":
+        return dsl.relu
+    if name == "tanh":
+        return dsl.tanh
+    if name == "sigmoid":
+        return dsl.sigmoid
+    if name == "affine":
+        return lambda x: a * x + b
+    if name == "leakyrelu":  # x >= 0 ? x : alpha x, exact for any alpha
+        return lambda x: dsl.relu(x) - a * dsl.relu(-x)
+    if name == "thresholdedrelu":  # x >= alpha ? x : 0
+        return lambda x: dsl.apply("where", dsl.apply("greater_equal", x, dsl.const(a)), x, 0.0 * x)
+    if name == "scaledtanh":
+        return lambda x: a * dsl.tanh(b * x)
+    if name == "hardsigmoid":
+        return lambda x: dsl.apply("hard_sigmoid", x, alpha=a, beta=b)
+    if name == "elu":
+        from .onnx_import import _elu_core
+
+        return lambda x: _elu_core(x, a)
+    if name == "softsign":
+        from .onnx_import import _abs
+
+        return lambda x: x / (_abs(x) + 1.0)
+    return dsl.softplus  # "softplus"
+
+
+def _activations(cx: NodeContext, op: str, dirs: int) -> list[list[Activation]]:
+    """The activation functions of each direction, from ``activations`` / ``activation_alpha``
+    / ``activation_beta`` (names case-insensitive, as ONNX Runtime)."""
+    per = len(DEFAULT_ACTIVATIONS[op])
+    names = cx.attr("activations")
+    if names is None:
+        names = list(DEFAULT_ACTIVATIONS[op]) * dirs
+    if len(names) != per * dirs:
+        cx.fail(
+            f"activations lists {len(names)} functions ({', '.join(names)}); {op} with "
+            f"{dirs} direction(s) takes {per * dirs} ({per} per direction)"
+        )
+    alphas = [float(v) for v in cx.attr("activation_alpha", [])]
+    betas = [float(v) for v in cx.attr("activation_beta", [])]
+    out: list[Activation] = []
+    for name in names:
+        key = str(name).lower()
+        if key not in ACTIVATIONS:
+            cx.fail(
+                f"activation {name!r} is not one of the spec's functions "
+                f"({', '.join(sorted(ACTIVATIONS))})"
+            )
+        alpha, beta = ACTIVATIONS[key]
+        if alpha is not None and alphas:
+            alpha = alphas.pop(0)
+        if beta is not None and betas:
+            beta = betas.pop(0)
+        out.append(_activation(key, alpha, beta))
+    return [out[d * per : (d + 1) * per] for d in range(dirs)]
+
+
+def _slice(x: Tensor, axis: int, start: int, stop: int) -> Tensor:
+    if start == 0 and stop == int(x.shape[axis]):
+        return x
+    return dsl.apply("slice", x, axes=(axis,), starts=(start,), ends=(stop,))
+
+
+def _reshape(x: Tensor, shape: tuple) -> Tensor:
+    return x if tuple(x.shape) == tuple(shape) else dsl.reshape(x, shape)
+
+
+def _concat(xs: list[Tensor], axis: int) -> Tensor:
+    return xs[0] if len(xs) == 1 else dsl.apply("concat", *xs, axis=axis)
+
+
+def _batch_major(cx: NodeContext, i: int, b_ax: int, what: str) -> Tensor | np.ndarray:
+    """Operand ``i`` (rank 3, its batch on ONNX axis ``b_ax``) as [B, A, C] where A is the
+    other leading axis: a graphc tensor (B may be N) or an array."""
+    name = cx.node.input[i]
+    views = cx.imp.views
+    o_ax = 1 - b_ax
+    if name in views:
+        v = views[name]
+        if len(v.groups) != 3:
+            cx.fail(f"{what} has rank {len(v.groups)}, not 3")
+        g = v.groups
+        return onnx_layout.materialize(cx, onnx_layout.View(v.base, (g[b_ax], g[o_ax], g[2])))
+    val = cx.value(i)
+    if isinstance(val, np.ndarray):
+        a = np.asarray(val, np.float32)
+        if a.ndim != 3:
+            cx.fail(f"{what} has shape {list(a.shape)}, not rank 3")
+        return np.ascontiguousarray(np.swapaxes(a, 0, 1)) if b_ax == 1 else a
+    t = cx.x(i)
+    if len(t.shape) != 3:
+        cx.fail(f"{what} has shape {list(t.shape)}, not rank 3")
+    if t.shape[o_ax] == "N":
+        cx.fail(
+            f"{what} {list(t.shape)} has the symbolic size N on axis {o_ax}, where the layout "
+            f"(layout={int(cx.attr('layout', 0))}) puts the "
+            f"{'sequence' if o_ax == 0 else 'directions'}; graphc needs it fixed "
+            "(from_onnx(..., dims=...) fixes a named dimension)"
+        )
+    if b_ax == 0:
+        return t
+    if "N" in t.shape:  # pragma: no cover - a plain tensor holds N first only
+        cx.fail(f"{what} {list(t.shape)}: N is not on the batch axis")
+    from .onnx_import import _permute
+
+    return _permute(cx, t, [1, 0, 2])
+
+
+def _weight(cx: NodeContext, i: int, shape: tuple, what: str) -> Tensor:
+    t = cx.x(i)
+    if tuple(t.shape) != shape:
+        cx.fail(f"{what} has shape {list(t.shape)}; expected {list(shape)}")
+    return t
+
+
+def _mask_of(cx: NodeContext, steps: int, batch: Any) -> list[Any] | None:
+    """Per step t, the rows still inside their sequence (a [B, 1] 0/1 tensor, or an array), or
+    None where every row runs all ``steps`` (no sequence_lens, or all equal to T)."""
+    if not cx.has(4):
+        return None
+    val = cx.value(4)
+    if isinstance(val, np.ndarray):
+        lens = np.asarray(val).reshape(-1)
+        if batch != "N" and lens.size != int(batch):
+            cx.fail(f"sequence_lens has {lens.size} values for a batch of {batch}")
+        if (lens < 0).any() or (lens > steps).any():
+            cx.fail(
+                f"sequence_lens {lens.tolist()} lies outside [0, {steps}] (the sequence length)"
+            )
+        if (lens == steps).all():
+            return None
+        if batch == "N" and lens.size != 1:
+            cx.fail(
+                f"sequence_lens is a constant of {lens.size} values but the batch is N (any "
+                "size): give it as an input, or fix the batch size"
+            )
+        return [(lens > t).astype(np.float32).reshape(-1, 1) for t in range(steps)]
+    lens_t = cx.x(4)
+    if len(lens_t.shape) != 1 or (lens_t.shape[0] != batch and lens_t.shape[0] != 1):
+        cx.fail(f"sequence_lens has shape {list(lens_t.shape)}; expected [{batch}]")
+    col = _reshape(lens_t, (lens_t.shape[0], 1))
+    return [dsl.apply("greater", col, dsl.const(t + 0.5)) for t in range(steps)]
+
+
+def reads_lengths(node: Any, name: str) -> bool:
+    """Whether ONNX ``node`` reads value ``name`` only as the sequence_lens of an LSTM, GRU or
+    RNN (compared with the step numbers: exact as float32, so an integer graph input may
+    feed it)."""
+    ins = list(node.input)
+    return (
+        node.op_type in GATES
+        and node.domain in ("", "ai.onnx")
+        and len(ins) > 4
+        and ins[4] == name
+        and ins.count(name) == 1
+    )
+
+
+def _blend(m: Any, new: Tensor, old: Tensor | None) -> Tensor:
+    """new where the row is inside its sequence (m = 1), old (or 0 for None) elsewhere."""
+    if isinstance(m, np.ndarray):
+        if m.all():
+            return new
+        m = dsl.constant(m)
+    if old is None:
+        return new * m
+    return dsl.apply("where", m, new, old)
+
+
+def rnn_rule(op: str) -> Callable[[NodeContext], list]:
+    """The rule of ONNX operator ``op`` (LSTM, GRU or RNN)."""
+
+    def convert(cx: NodeContext) -> list:
+        return _Recurrence(cx, op).run()
+
+    return convert
+
+
+class _Recurrence:
+    def __init__(self, cx: NodeContext, op: str) -> None:
+        self.cx, self.op = cx, op
+        direction = cx.attr("direction", "forward")
+        if direction not in ("forward", "reverse", "bidirectional"):
+            cx.fail(f"direction {direction!r} is not forward, reverse or bidirectional")
+        self.direction = direction
+        self.dirs = 2 if direction == "bidirectional" else 1
+        self.layout = int(cx.attr("layout", 0))
+        if self.layout not in (0, 1):
+            cx.fail(f"layout {self.layout} is not 0 or 1")
+        self.b_ax = 1 if self.layout == 0 else 0
+        self.gates = GATES[op]
+
+    def run(self) -> list:
+        cx, op, dirs, gates = self.cx, self.op, self.dirs, self.gates
+        x = _batch_major(cx, 0, self.b_ax, "X")
+        if isinstance(x, np.ndarray):
+            x = dsl.constant(x)
+        batch, steps, size = x.shape
+        if not isinstance(steps, int):
+            cx.fail(f"X's sequence length is {steps}: graphc unrolls a fixed length")
+        r = cx.x(2)
+        if len(r.shape) != 3 or "N" in r.shape:
+            cx.fail(f"R has shape {list(r.shape)}; expected [num_directions, {gates}*H, H]")
+        hidden = int(r.shape[2])
+        h_attr = cx.attr("hidden_size")
+        if h_attr is not None and int(h_attr) != hidden:
+            cx.fail(f"hidden_size={h_attr} but R has shape {list(r.shape)}")
+        gh = gates * hidden
+        r = _weight(cx, 2, (dirs, gh, hidden), "R")
+        w = _weight(cx, 1, (dirs, gh, size), "W")
+        b = _weight(cx, 3, (dirs, 2 * gh), "B") if cx.has(3) else None
+        p = _weight(cx, 7, (dirs, 3 * hidden), "P") if op == "LSTM" and cx.has(7) else None
+        clip = cx.attr("clip")
+        self.clip = None if clip is None else float(clip)
+        if self.clip is not None and not self.clip > 0:
+            cx.fail(f"clip={clip}: the threshold must be positive")
+        self.lbr = op == "GRU" and bool(cx.attr("linear_before_reset", 0))
+        self.forget = op == "LSTM" and bool(cx.attr("input_forget", 0))
+        acts = _activations(cx, op, dirs)
+        h0 = self._state(5, batch, hidden, "initial_h")
+        c0 = self._state(6, batch, hidden, "initial_c") if op == "LSTM" else [None] * dirs
+        masks = _mask_of(cx, steps, batch)
+        proj = self._projection(x, w, batch, steps, size, gh)
+        ys, hs, cs = [], [], []
+        for d in range(dirs):
+            wb = rb = None
+            if b is not None:
+                bd = _reshape(_slice(b, 0, d, d + 1), (2 * gh,))
+                wb, rb = _slice(bd, 0, 0, gh), _slice(bd, 0, gh, 2 * gh)
+            rd = _reshape(_slice(r, 0, d, d + 1), (gh, hidden))
+            pd = None if p is None else _reshape(_slice(p, 0, d, d + 1), (3 * hidden,))
+            reverse = self.direction == "reverse" or d == 1
+            order = range(steps - 1, -1, -1) if reverse else range(steps)
+            h, c = h0[d], c0[d]
+            y: list[Tensor | None] = [None] * steps
+            for t in order:
+                xt = proj(t, d)
+                hn, cn = self._step(xt, h, c, rd, wb, rb, pd, acts[d], hidden)
+                if masks is None:
+                    h, c = hn, cn
+                    y[t] = h
+                else:
+                    y[t] = _blend(masks[t], hn, None)
+                    h = _blend(masks[t], hn, h)
+                    c = None if cn is None else _blend(masks[t], cn, c)
+            ys.append(y)
+            hs.append(h)
+            cs.append(c)
+        return self._outputs(ys, hs, cs, batch, hidden)
+
+    def _state(self, i: int, batch: Any, hidden: int, what: str) -> list[Any]:
+        """initial_h / initial_c of each direction as [B, H] (None where absent or all 0)."""
+        cx = self.cx
+        if not cx.has(i):
+            return [None] * self.dirs
+        s = _batch_major(cx, i, self.b_ax, what)
+        if isinstance(s, np.ndarray):
+            if not s.any():
+                return [None] * self.dirs
+            if s.shape[1:] != (self.dirs, hidden) or s.shape[0] not in (batch, 1):
+                cx.fail(f"{what} has {self._state_shape(s.shape)}")
+            return [dsl.constant(np.ascontiguousarray(s[:, d])) for d in range(self.dirs)]
+        if tuple(s.shape[1:]) != (self.dirs, hidden) or s.shape[0] != batch:
+            cx.fail(f"{what} has {self._state_shape(s.shape)}")
+        return [_reshape(_slice(s, 1, d, d + 1), (batch, hidden)) for d in range(self.dirs)]
+
+    def _state_shape(self, bah: tuple) -> str:
+        b, a, h = bah
+        shape = [a, b, h] if self.layout == 0 else [b, a, h]
+        return (
+            f"shape {list(shape)}; expected [num_directions={self.dirs}, batch, hidden_size] "
+            + ("(layout 0)" if self.layout == 0 else "with the batch first (layout 1)")
+        )
+
+    def _projection(
+        self, x: Tensor, w: Tensor, batch: Any, steps: int, size: int, gh: int
+    ) -> Callable[[int, int], Tensor]:
+        """(t, d) -> X_t W_d^T, [B, gates*H]: one GEMM for every step and direction when the
+        batch is fixed, one per step under N."""
+        dirs = self.dirs
+        wall = _reshape(w, (dirs * gh, size))
+        if batch != "N":
+            flat = _reshape(x, (batch * steps, size))
+            allp = _reshape(dsl.matmul(flat, wall, transpose_b=True), (batch, steps, dirs * gh))
+
+            def fixed(t: int, d: int) -> Tensor:
+                row = _reshape(_slice(allp, 1, t, t + 1), (batch, dirs * gh))
+                return _slice(row, 1, d * gh, (d + 1) * gh)
+
+            return fixed
+        done: dict[int, Tensor] = {}
+
+        def per_step(t: int, d: int) -> Tensor:
+            if t not in done:
+                xt = _reshape(_slice(x, 1, t, t + 1), ("N", size))
+                done[t] = dsl.matmul(xt, wall, transpose_b=True)
+            return _slice(done[t], 1, d * gh, (d + 1) * gh)
+
+        return per_step
+
+    def _gate(self, z: Tensor, f: Activation) -> Tensor:
+        if self.clip is not None:
+            z = dsl.apply("clip", z, min=-self.clip, max=self.clip)
+        return f(z)
+
+    def _step(
+        self,
+        xt: Tensor,
+        h: Tensor | None,
+        c: Tensor | None,
+        rd: Tensor,
+        wb: Tensor | None,
+        rb: Tensor | None,
+        pd: Tensor | None,
+        acts: list[Activation],
+        hidden: int,
+    ) -> tuple[Tensor, Tensor | None]:
+        """One step of one direction: (H_t, C_t) from X_t W^T and (H_{t-1}, C_{t-1}); None
+        states are zero (no initial state)."""
+        n = hidden
+
+        def part(v: Tensor | None, k: int) -> Tensor | None:
+            return None if v is None else _slice(v, len(v.shape) - 1, k * n, (k + 1) * n)
+
+        def plus(*vs: Tensor | None) -> Tensor:
+            out = None
+            for v in vs:
+                if v is not None:
+                    out = v if out is None else out + v
+            assert out is not None
+            return out
+
+        if self.op == "GRU":
+            f, g = acts
+            rzr = _slice(rd, 0, 0, 2 * n)
+            hr = None if h is None else dsl.matmul(h, rzr, transpose_b=True)
+            z = self._gate(plus(part(xt, 0), part(hr, 0), part(wb, 0), part(rb, 0)), f)
+            rr = self._gate(plus(part(xt, 1), part(hr, 1), part(wb, 1), part(rb, 1)), f)
+            rh = _slice(rd, 0, 2 * n, 3 * n)
+            if self.lbr:
+                hh = None if h is None else dsl.matmul(h, rh, transpose_b=True)
+                lin = plus(hh, part(rb, 2)) if (hh is not None or rb is not None) else None
+                rec = None if lin is None else rr * lin
+                ht = self._gate(plus(part(xt, 2), part(wb, 2), rec), g)
+            else:
+                rec = None if h is None else dsl.matmul(rr * h, rh, transpose_b=True)
+                ht = self._gate(plus(part(xt, 2), rec, part(wb, 2), part(rb, 2)), g)
+            hn = (1.0 - z) * ht if h is None else (1.0 - z) * ht + z * h
+            return hn, None
+        hr = None if h is None else dsl.matmul(h, rd, transpose_b=True)
+        if self.op == "RNN":
+            return self._gate(plus(xt, hr, wb, rb), acts[0]), None
+        f, g, hf = acts  # LSTM, gates i, o, f, c; P holds i, o, f
+        pi, po, pf = part(pd, 0), part(pd, 1), part(pd, 2)
+        i_g = self._gate(plus(part(xt, 0), part(hr, 0), part(wb, 0), part(rb, 0), _times(pi, c)), f)
+        if self.forget:
+            f_g = 1.0 - i_g
+        else:
+            f_g = self._gate(
+                plus(part(xt, 2), part(hr, 2), part(wb, 2), part(rb, 2), _times(pf, c)), f
+            )
+        c_g = self._gate(plus(part(xt, 3), part(hr, 3), part(wb, 3), part(rb, 3)), g)
+        cn = i_g * c_g if c is None else f_g * c + i_g * c_g
+        o_g = self._gate(
+            plus(part(xt, 1), part(hr, 1), part(wb, 1), part(rb, 1), _times(po, cn)), f
+        )
+        return o_g * hf(cn), cn
+
+    def _outputs(self, ys: list, hs: list, cs: list, batch: Any, hidden: int) -> list:
+        """Y, Y_h (and Y_c) in the node's layout: graphc tensors, or layout views where N is
+        not the first ONNX axis; None for an output the node leaves out."""
+        outs = self.cx.node.output
+        want = [bool(o) for o in outs]
+        res: list[Any] = []
+        steps = len(ys[0])
+        for k in range(len(outs)):
+            if not want[k]:
+                res.append(None)
+                continue
+            if k == 0:  # Y: [B, T, D, H] in graphc
+                parts = [
+                    _concat(
+                        [_reshape(ys[d][t], (batch, 1, 1, hidden)) for d in range(self.dirs)], 2
+                    )
+                    for t in range(steps)
+                ]
+                res.append(self._placed(_concat(parts, 1), (1, 2, 0, 3)))
+            else:  # Y_h, Y_c: [B, D, H] in graphc
+                states = hs if k == 1 else cs
+                both = _concat([_reshape(s, (batch, 1, hidden)) for s in states], 1)
+                res.append(self._placed(both, (1, 0, 2)))
+        return res
+
+    def _placed(self, t: Tensor, perm0: tuple[int, ...]) -> Any:
+        """``t`` (batch first) in the ONNX layout: layout 1 is batch first already; layout 0
+        puts the batch at axis ``perm0.index(0)``: a transpose of a fixed batch, a layout view
+        of N."""
+        if self.layout == 1:
+            return t
+        if t.shape[0] == "N":
+            v = onnx_layout.View(t, tuple((j,) for j in perm0))
+            return onnx_layout._out(v)
+        from .onnx_import import _permute
+
+        return _permute(self.cx, t, list(perm0))
+
+
+def _times(p: Tensor | None, c: Tensor | None) -> Tensor | None:
+    return None if p is None or c is None else p * c
