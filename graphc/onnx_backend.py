@@ -112,6 +112,10 @@ SHAPE_INPUTS = {
     "CumSum": (1,),
     "Trilu": (1,),
     "OneHot": (1,),
+    # scales and zero points (graphc needs them at import time; a quantized model's are
+    # initializers)
+    "QLinearMatMul": (1, 2, 4, 5, 6, 7),
+    "QLinearConv": (1, 2, 4, 5, 6, 7),
 }
 
 

@@ -1818,7 +1818,9 @@ class Importer:
         try:
             schema = onnx.defs.get_schema(node.op_type, version, domain)
         except Exception:
-            cx.fail(f"operator {key} is not defined at opset {version}")
+            schema = CONTRIB_SCHEMAS.get(key)  # ONNX Runtime's com.microsoft operators
+            if schema is None:
+                cx.fail(f"operator {key} is not defined at opset {version}")
         cx.version = schema.since_version
         # as onnx.checker: an input the operator does not have at this opset (jax2onnx writes
         # ReduceMean's axes as an input at opset 17, where it is an attribute) was ignored
@@ -6595,6 +6597,9 @@ def _fold_dequantize_linear(cx: NodeContext, args: list) -> list:
 # the rules of graphc/onnx_import_onnxops.py (scatter, ...): after every helper they import
 from .onnx_import_onnxops import OPS_MORE as _OPS_ONNXOPS  # noqa: E402
 
+# the quantized operators of graphc/onnx_import_quant.py (QLinear*, *Integer, com.microsoft's)
+from .onnx_import_quant import CONTRIB_SCHEMAS, QUANT_OPS  # noqa: E402
+
 _UNARY = {
     "Relu": "relu",
     "Sigmoid": "sigmoid",
@@ -6827,4 +6832,5 @@ OPS: dict[str, Rule] = {
         _zipmap, ("classlabels_int64s", "classlabels_strings"), domain="ai.onnx.ml"
     ),
     **_OPS_ONNXOPS,
+    **QUANT_OPS,  # graphc/onnx_import_quant.py: QLinear*, *Integer, DynamicQuantizeLinear
 }

@@ -1,0 +1,570 @@
+"""ONNX import of quantized operators: the QOperator format (QLinearMatMul, QLinearConv,
+MatMulInteger, ConvInteger, DynamicQuantizeLinear, and the com.microsoft operators that ONNX
+Runtime's quantizer writes: QGemm, QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu,
+QLinearGlobalAveragePool, QLinearAveragePool, QLinearConcat).
+
+graphc computes in float32, so a quantized value (uint8 / int8) is held as an integral float32
+and every integer step is done exactly in float32:
+
+- **Products and accumulations.** The operands are centred first (``q - zero_point``, whole
+  numbers of magnitude <= 255), their products are exact, and float32 sums whole numbers
+  exactly while every partial sum stays below 2**24 (whatever the order of the sum). The
+  importer proves that bound per output column / channel from the constant operand:
+  ``max|a - za| * sum_k |b[k, j] - zb[j]| + |bias[j]| < 2**24`` (``max|a - za|`` from the
+  activation's type and constant zero point, 255 when the zero point is computed). Where it
+  does not hold the constant operand is split into ``16 * hi + lo`` (``lo`` in 0..15) and the
+  two products (each within the bound) are summed by one float32 addition, which rounds the
+  exact sum correctly, as ONNX Runtime's conversion of its int32 accumulator to float does
+  (for K up to about 4000 at full-range operands). Beyond that, and for two computed operands
+  beyond the bound (K > 258 at full range), the import is refused naming the node.
+- **Requantization** as ONNX Runtime's MLAS does: ``clamp(rne(float(acc) * M) + zp)`` with the
+  float32 multiplier ``M = (a_scale * b_scale[j]) / y_scale``, halves to even (the spec's
+  rounding).
+- **Element-wise operators** (QLinearAdd, QLinearMul, QLinearLeakyRelu, QLinearSigmoid, the
+  pools, QLinearConcat): dequantize, the float32 operation, quantize (``rne(v / y_scale) +
+  zp``), in ONNX Runtime's order of float32 operations where it is known (see each rule).
+
+Scales and zero points must be known at import time (initializers), except the activation
+zero point and scale that DynamicQuantizeLinear computes.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from . import dsl
+from .dsl import Tensor
+from .onnx_import import (
+    _QUANT_RANGE,
+    _ROUND_MAGIC,
+    NodeContext,
+    Rule,
+    Value,
+    _abs,
+    _conv_attrs,
+    _fmt,
+    _mask,
+    _matmul_tensors,
+    _minimum,
+    _pool,
+    _reshape,
+)
+
+EXACT = 2.0**24  # float32 holds every whole number of magnitude <= 2**24 (a 24-bit significand)
+_NP_TYPE = {np.dtype(np.uint8): 2, np.dtype(np.int8): 3}
+
+
+def rne(v: Tensor) -> Tensor:
+    """The nearest whole number to float32 ``v``, halves to even (|v| >= 2**23: v itself)."""
+    a = _abs(v)
+    r = (a + _ROUND_MAGIC) - _ROUND_MAGIC
+    zero = dsl.const(0.0)
+    r = dsl.apply("where", dsl.apply("greater", zero, v), zero - r, r)
+    return dsl.apply("where", dsl.apply("greater", dsl.const(_ROUND_MAGIC), a), r, v)
+
+
+def saturate(cx: NodeContext, r: Tensor, zp: Any, t: int) -> Tensor:
+    """clamp(r + zp) to the range of ONNX element type ``t`` (uint8 2, int8 3), marked
+    integral (an exact float32 whole number)."""
+    lo, hi = _QUANT_RANGE[t]
+    if zp is not None and not (isinstance(zp, np.ndarray) and not zp.any()):
+        r = r + _const(cx, zp, "zero_point")
+    q = _minimum(dsl.maximum(r, dsl.const(float(lo))), dsl.const(float(hi)))
+    return _mask(cx, dsl.apply("cast", q, dtype="f32"))
+
+
+def _const(cx: NodeContext, a: Any, what: str, shaped: bool = False) -> Any:
+    """``a`` as a float32 constant: a scalar where it has one element, unless ``shaped``."""
+    if isinstance(a, Tensor):
+        return a
+    a = np.asarray(a, dtype=np.float32)
+    if a.size == 1 and not shaped:
+        return dsl.const(float(a.reshape(())))
+    return cx.imp.constant_tensor(f"{what}_{cx.index}", a, cx, False)
+
+
+def _f32(a: Any) -> np.ndarray:
+    return np.asarray(a, dtype=np.float32)
+
+
+class _Given(NodeContext):
+    """The node's context with some operands replaced by tensors (a dequantized input)."""
+
+    def __init__(self, cx: NodeContext, given: dict[int, Tensor]) -> None:
+        super().__init__(cx.imp, cx.node, cx.index, cx.version)
+        self.given = given
+
+    def x(self, i: int) -> Tensor:
+        return self.given[i] if i in self.given else super().x(i)
+
+
+def _type_of(cx: NodeContext, zp_index: int) -> int:
+    """The 8-bit element type of an operand, read from its zero point (uint8 when absent or
+    computed); other types are refused."""
+    if not cx.has(zp_index):
+        return 2
+    v = cx.value(zp_index)
+    if isinstance(v, Tensor):
+        return 2  # DynamicQuantizeLinear's uint8
+    t = _NP_TYPE.get(np.asarray(v).dtype)
+    if t is None:
+        cx.fail(f"zero point of element type {np.asarray(v).dtype}: graphc imports uint8, int8")
+    return t
+
+
+def _param(cx: NodeContext, i: int, what: str, length: int | None = None) -> np.ndarray | None:
+    """A scale or zero point (operand ``i``) known at import time, float64: a scalar, or a 1-D
+    value of ``length`` elements where per-channel values are allowed."""
+    if not cx.has(i):
+        return None
+    a = np.asarray(cx.c(i))
+    if a.size == 1:
+        return a.astype(np.float64).reshape(())
+    if length is None or a.ndim != 1 or a.size != length:
+        want = "a scalar" if length is None else f"a scalar or [{length}] (one per channel)"
+        cx.fail(f"{what} of shape {list(a.shape)}: {want}")
+    return a.astype(np.float64)
+
+
+def _scale(cx: NodeContext, i: int, what: str, length: int | None = None) -> np.ndarray:
+    s = _param(cx, i, what, length)
+    if s is None:
+        cx.fail(f"{what} is missing")
+    assert s is not None
+    if not np.all(np.isfinite(s) & (s > 0)):
+        cx.fail(f"{what} {s.tolist()} must be positive and finite")
+    return _f32(s)
+
+
+def _centred_input(cx: NodeContext, i: int, zi: int) -> tuple[Tensor, float]:
+    """Operand ``i`` minus its scalar zero point (operand ``zi``; a computed scalar allowed),
+    and the bound on its magnitude."""
+    x = cx.x(i)
+    t = _type_of(cx, zi)
+    lo, hi = _QUANT_RANGE[t]
+    if not cx.has(zi):
+        return x, float(max(-lo, hi))
+    z = cx.value(zi)
+    if isinstance(z, Tensor):
+        if z.shape and any(d != 1 for d in z.shape):
+            cx.fail(f"a computed zero point of shape {_fmt(z.shape)}: graphc takes a scalar")
+        return x - _reshape(cx, z, ()) if z.shape else x - z, 255.0
+    za = np.asarray(z, dtype=np.float64)
+    if za.size != 1:
+        cx.fail(f"zero point of shape {list(za.shape)} for operand {i}: graphc takes a scalar")
+    zv = float(za.reshape(()))
+    return (x - zv if zv else x), max(hi - zv, zv - lo)
+
+
+def _centred_weight(cx: NodeContext, i: int, zi: int, axis: int, rank: int) -> np.ndarray:
+    """Constant operand ``i`` minus its zero point (scalar, or one per index of ``axis``), as
+    exact whole numbers (float64)."""
+    w = np.asarray(cx.c(i))
+    if w.dtype not in _NP_TYPE:
+        cx.fail(f"operand {i} of element type {w.dtype}: graphc imports uint8, int8")
+    w = w.astype(np.float64)
+    if w.ndim != rank:
+        cx.fail(f"operand {i} of shape {list(w.shape)}: rank {rank} expected")
+    z = _param(cx, zi, "zero point", w.shape[axis])
+    if z is not None:
+        w = w - z.reshape((-1,) + (1,) * (rank - 1 - axis % rank)) if z.ndim else w - z
+    return w
+
+
+def _exact_sum(
+    cx: NodeContext,
+    prod: Any,
+    a: Tensor,
+    a_bound: float,
+    w: np.ndarray,
+    col_abs: Any,
+    bias: np.ndarray | None,
+    shape_w: Any,
+) -> Tensor:
+    """prod(a, W) + bias with every whole-number sum exact in float32 (module docstring):
+    ``col_abs(|W|)`` gives sum |W| per output channel, ``shape_w`` makes W a constant."""
+    extra = np.abs(bias) if bias is not None else 0.0
+    bound = float(np.max(a_bound * col_abs(np.abs(w)) + extra))
+
+    def with_bias(y: Tensor) -> Tensor:
+        return y if bias is None else y + _const(cx, shape_w(bias), "bias")
+
+    if bound < EXACT:
+        return with_bias(prod(a, _const(cx, w, "centred_w", True)))
+    lo = np.mod(w, 16.0)
+    hi = (w - lo) / 16.0
+    b_hi = float(np.max(a_bound * col_abs(np.abs(hi))))
+    b_lo = float(np.max(a_bound * col_abs(lo) + extra))
+    if max(b_hi, b_lo) >= EXACT:
+        cx.fail(
+            f"the integer accumulation can reach {bound:.0f} (inputs up to {a_bound:.0f} in "
+            f"magnitude, weights {_fmt(w.shape)}), past what graphc sums exactly in float32 "
+            "(2**24, or 2**28 split in two)"
+        )
+    s_hi = prod(a, _const(cx, hi, "centred_w_hi", True))
+    s_lo = with_bias(prod(a, _const(cx, lo, "centred_w_lo", True)))
+    return s_hi * 16.0 + s_lo  # one correctly rounded float32 addition of two exact values
+
+
+def _requantize(
+    cx: NodeContext, acc: Tensor, m: np.ndarray, zp: Any, t: int, shape_m: Any
+) -> Tensor:
+    """clamp(rne(acc * m) + zp): m the float32 multiplier (scalar or per channel)."""
+    if m.size > 1:
+        m_t = _const(cx, shape_m(m), "multiplier")
+        zp = shape_m(zp) if isinstance(zp, np.ndarray) and zp.size > 1 else zp
+    else:
+        m_t = dsl.const(float(m.reshape(-1)[0]))
+    return saturate(cx, rne(acc * m_t), zp, t)
+
+
+# ---------------------------------------------------------------- matrix products
+
+
+def _matmul_core(cx: NodeContext, ia: int, iza: int, ib: int, izb: int) -> tuple[Tensor, int]:
+    """(a - za) @ (b - zb) exact (see module docstring) and the number of columns; b constant
+    (per-column zero point allowed) or computed (scalar zero point)."""
+    a, a_bound = _centred_input(cx, ia, iza)
+    if len(a.shape) < 2:
+        cx.fail(f"operand A of shape {_fmt(a.shape)}: graphc takes A of rank >= 2")
+    vb = cx.value(ib)
+    if isinstance(vb, Tensor):
+        b, b_bound = _centred_input(cx, ib, izb)
+        k = int(a.shape[-1])
+        if a_bound * b_bound * k >= EXACT:
+            cx.fail(
+                f"two computed operands with K={k}: their integer accumulation can reach "
+                f"{a_bound * b_bound * k:.0f}, past what graphc sums exactly in float32 (2**24)"
+            )
+        return _matmul_tensors(cx, a, b), int(b.shape[-1])
+    rank = np.asarray(vb).ndim
+    if rank < 2:
+        cx.fail(f"operand B of shape {list(np.asarray(vb).shape)}: graphc takes B of rank >= 2")
+    w = _centred_weight(cx, ib, izb, rank - 1, rank)  # per column: B's last axis
+    y = _exact_sum(
+        cx, lambda x, c: _matmul_tensors(cx, x, c), a, a_bound, w,
+        lambda m: m.sum(axis=-2), None, lambda v: v,
+    )  # fmt: skip
+    return y, w.shape[-1]
+
+
+def _matmul_integer(cx: NodeContext) -> list[Value]:
+    """MatMulInteger: (A - a_zero_point) @ (B - b_zero_point) as int32, held as float32: exact
+    within 2**24, beyond it the correctly rounded float32 (what a Cast to float of ONNX
+    Runtime's int32 gives)."""
+    y, _ = _matmul_core(cx, 0, 2, 1, 3)
+    return [_mask(cx, y)]
+
+
+def _qlinear_matmul(cx: NodeContext) -> list[Value]:
+    """QLinearMatMul (a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp): clamp(rne(acc *
+    (a_scale * b_scale[j]) / y_scale) + y_zp) with acc the exact (a - a_zp) @ (b - b_zp);
+    b_scale / b_zp per column of a constant B allowed."""
+    acc, n = _matmul_core(cx, 0, 2, 3, 5)
+    sa = _scale(cx, 1, "a_scale")
+    sb = _scale(cx, 4, "b_scale", n)
+    sy = _scale(cx, 6, "y_scale")
+    m = (sa * sb) / sy
+    zy = _param(cx, 7, "y_zero_point")
+    return [_requantize(cx, acc, m, zy, _type_of(cx, 7), lambda v: v)]
+
+
+def _qgemm(cx: NodeContext) -> list[Value]:
+    """QGemm (com.microsoft; ONNX Runtime's quantizer writes it for Gemm): A, a_scale, a_zp,
+    B, b_scale, b_zp, C (int32 bias in units of a_scale * b_scale), y_scale, y_zp; alpha,
+    transA, transB. acc = (A - a_zp) @ (B - b_zp) + C exact; with y_scale: clamp(rne(acc *
+    (alpha * a_scale * b_scale[j]) / y_scale) + y_zp), else the float32 acc * alpha * a_scale
+    * b_scale[j]."""
+    if int(cx.attr("transA", 0)):
+        cx.fail("attribute transA=1 is not supported")
+    a, a_bound = _centred_input(cx, 0, 2)
+    if len(a.shape) != 2:
+        cx.fail(f"A of shape {_fmt(a.shape)}: QGemm takes a 2-D A")
+    w = np.asarray(cx.c(3))
+    trans_b = bool(cx.attr("transB", 0))
+    if w.ndim != 2:
+        cx.fail(f"B of shape {list(w.shape)}: QGemm takes a 2-D B")
+    n = w.shape[0] if trans_b else w.shape[1]
+    wc = _centred_weight(cx, 3, 5, 0 if trans_b else 1, 2)
+    if trans_b:
+        wc = wc.T
+    bias = None
+    if cx.has(6):
+        bias = np.asarray(cx.c(6)).astype(np.float64).reshape(-1)
+        if bias.size == 1:
+            bias = np.full(n, bias[0])
+        if bias.size != n:
+            cx.fail(f"C of {bias.size} elements: QGemm takes one per column ({n})")
+    acc = _exact_sum(
+        cx, lambda x, c: _matmul_tensors(cx, x, c), a, a_bound, wc,
+        lambda m: m.sum(axis=0), bias, lambda v: v,
+    )  # fmt: skip
+    alpha = np.float32(cx.attr("alpha", 1.0))
+    sa = _scale(cx, 1, "a_scale")
+    sb = _scale(cx, 4, "b_scale", n)
+    if not cx.has(7):
+        return [acc * _const(cx, (alpha * sa) * sb, "scale")]
+    sy = _scale(cx, 7, "y_scale")
+    m = ((alpha * sa) * sb) / sy
+    return [_requantize(cx, acc, m, _param(cx, 8, "y_zero_point"), _type_of(cx, 8), lambda v: v)]
+
+
+# ---------------------------------------------------------------- convolutions
+
+
+def _conv_core(cx: NodeContext, ix: int, izx: int, iw: int, izw: int, ib: int | None):
+    """(x - zx) conv (W - zw) (+ bias) exact; padding adds zx (the centred zero), as the
+    spec's QLinearConv / ConvInteger. Returns (acc, output channels)."""
+    x, a_bound = _centred_input(cx, ix, izx)
+    w = np.asarray(cx.c(iw))
+    if w.ndim < 3:
+        cx.fail(f"weights of shape {list(w.shape)}: [M, C/group, k1, ...] expected")
+    wc = _centred_weight(cx, iw, izw, 0, w.ndim)
+    m = wc.shape[0]
+    bias = None
+    if ib is not None and cx.has(ib):
+        bias = np.asarray(cx.c(ib)).astype(np.float64).reshape(-1)
+        if bias.size != m:
+            cx.fail(f"bias of {bias.size} elements: one per output channel ({m}) expected")
+    attrs = _conv_attrs(cx, x, SimpleNamespace(shape=wc.shape), False)  # type: ignore[arg-type]
+    spatial = (1,) * (len(x.shape) - 2)
+
+    def conv(v: Tensor, c: Tensor) -> Tensor:
+        return dsl.apply("conv", v, c, **attrs)
+
+    acc = _exact_sum(
+        cx, conv, x, a_bound, wc,
+        lambda a: a.reshape(m, -1).sum(axis=1), bias, lambda v: np.reshape(v, (m, *spatial)),
+    )  # fmt: skip
+    return acc, m, spatial
+
+
+def _conv_integer(cx: NodeContext) -> list[Value]:
+    """ConvInteger: (x - x_zero_point) conv (w - w_zero_point) as int32, held as float32
+    (exact; see _matmul_integer)."""
+    acc, _, _ = _conv_core(cx, 0, 2, 1, 3, None)
+    return [_mask(cx, acc)]
+
+
+def _qlinear_conv(cx: NodeContext) -> list[Value]:
+    """QLinearConv (x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, B int32): clamp(rne((acc
+    + B) * (x_scale * w_scale[m]) / y_scale) + y_zp), per output channel m."""
+    acc, m, spatial = _conv_core(cx, 0, 2, 3, 5, 8)
+    sx = _scale(cx, 1, "x_scale")
+    sw = _scale(cx, 4, "w_scale", m)
+    sy = _scale(cx, 6, "y_scale")
+    mult = (sx * sw) / sy
+    zy = _param(cx, 7, "y_zero_point")
+    return [_requantize(cx, acc, mult, zy, _type_of(cx, 7), lambda v: np.reshape(v, (m, *spatial)))]
+
+
+# ---------------------------------------------------------------- element-wise and pools
+
+
+def _dequantized(cx: NodeContext, i: int, si: int, zi: int) -> Tensor:
+    """(x - zp) * scale in float32 (scalar scale and zero point)."""
+    x, _ = _centred_input(cx, i, zi)
+    return x * dsl.const(float(_scale(cx, si, "scale")))
+
+
+def _quantized(cx: NodeContext, v: Tensor, si: int, zi: int) -> Tensor:
+    """clamp(rne(v / scale) + zp) (QuantizeLinear's rule) with scalar scale and zero point."""
+    s = float(_scale(cx, si, "y_scale"))
+    return saturate(cx, rne(v / s), _param(cx, zi, "y_zero_point"), _type_of(cx, zi))
+
+
+def _qlinear_add(cx: NodeContext) -> list[Value]:
+    """QLinearAdd (com.microsoft): A, A_scale, A_zp, B, B_scale, B_zp, C_scale, C_zp (numpy
+    broadcasting); as ONNX Runtime's MLAS: clamp(rne((A_scale / C_scale) * (A - A_zp) +
+    (B_scale / C_scale) * (B - B_zp)) + C_zp), each step in float32."""
+    sc = _scale(cx, 6, "C_scale")
+    a, _ = _centred_input(cx, 0, 2)
+    b, _ = _centred_input(cx, 3, 5)
+    ra = float(_scale(cx, 1, "A_scale") / sc)
+    rb = float(_scale(cx, 4, "B_scale") / sc)
+    v = a * dsl.const(ra) + b * dsl.const(rb)
+    return [saturate(cx, rne(v), _param(cx, 7, "C_zero_point"), _type_of(cx, 7))]
+
+
+def _qlinear_mul(cx: NodeContext) -> list[Value]:
+    """QLinearMul (com.microsoft): clamp(rne((A - A_zp) * (B - B_zp) * (A_scale * B_scale /
+    C_scale)) + C_zp), the product of whole numbers exact (|.| <= 65025)."""
+    sc = _scale(cx, 6, "C_scale")
+    a, _ = _centred_input(cx, 0, 2)
+    b, _ = _centred_input(cx, 3, 5)
+    m = float((_scale(cx, 1, "A_scale") * _scale(cx, 4, "B_scale")) / sc)
+    v = (a * b) * dsl.const(m)
+    return [saturate(cx, rne(v), _param(cx, 7, "C_zero_point"), _type_of(cx, 7))]
+
+
+def _qlinear_unary(kind: str) -> Any:
+    """QLinearSigmoid / QLinearLeakyRelu (com.microsoft): X, X_scale, X_zp, Y_scale, Y_zp:
+    quantize(f(dequantize(X))) (ONNX Runtime tabulates the 256 values the same way)."""
+
+    def rule(cx: NodeContext) -> list[Value]:
+        x = _dequantized(cx, 0, 1, 2)
+        if kind == "sigmoid":
+            y = dsl.sigmoid(x)
+        else:
+            alpha = float(np.float32(cx.attr("alpha", 0.01)))
+            y = dsl.apply("where", dsl.apply("greater", dsl.const(0.0), x), x * alpha, x)
+        return [_quantized(cx, y, 3, 4)]
+
+    return rule
+
+
+def _qlinear_global_average_pool(cx: NodeContext) -> list[Value]:
+    """QLinearGlobalAveragePool (com.microsoft; channels_last 0 or 1): as ONNX Runtime's MLAS,
+    clamp(rne(sum(x - x_zp) * (x_scale / (y_scale * size))) + y_zp) over each channel's
+    ``size`` positions, the sum exact (size * 255 < 2**24)."""
+    x, a_bound = _centred_input(cx, 0, 2)
+    last = int(cx.attr("channels_last", 0))
+    r = len(x.shape)
+    if r < 3 or "N" in x.shape[1:]:
+        cx.fail(f"input {_fmt(x.shape)}: [N, C, D1, ...] expected")
+    axes = tuple(range(1, r - 1)) if last else tuple(range(2, r))
+    size = int(np.prod([int(x.shape[a]) for a in axes]))
+    if size * a_bound >= EXACT:
+        cx.fail(f"{size} positions per channel: the sum can pass 2**24")
+    s = dsl.sum(x, axes, keepdims=True)
+    m = _scale(cx, 1, "x_scale") / (_scale(cx, 3, "y_scale") * np.float32(size))
+    return [saturate(cx, rne(s * float(m)), _param(cx, 4, "y_zero_point"), _type_of(cx, 4))]
+
+
+def _qlinear_average_pool(cx: NodeContext) -> list[Value]:
+    """QLinearAveragePool (com.microsoft): AveragePool's attributes on dequantize(X), then
+    quantize (channels_last=0 only)."""
+    if int(cx.attr("channels_last", 0)):
+        cx.fail("attribute channels_last=1 is not supported")
+    x = _dequantized(cx, 0, 1, 2)
+    (y,) = _pool("mean")(_Given(cx, {0: x}))
+    assert isinstance(y, Tensor)
+    return [_quantized(cx, y, 3, 4)]
+
+
+def _qlinear_concat(cx: NodeContext) -> list[Value]:
+    """QLinearConcat (com.microsoft): Y_scale, Y_zp, then (X, X_scale, X_zp) per input; each
+    input requantized to Y's scale (clamp(rne((X - X_zp) * X_scale / Y_scale) + Y_zp); an
+    input with Y's scale and zero point is copied) and the results joined along ``axis``."""
+    from .onnx_import import _concat
+
+    if cx.n_inputs < 5 or (cx.n_inputs - 2) % 3:
+        cx.fail(f"{cx.n_inputs} inputs: Y_scale, Y_zero_point, then (X, scale, zp) triples")
+    sy = _scale(cx, 0, "Y_scale")
+    zy = _param(cx, 1, "Y_zero_point")
+    t = _type_of(cx, 1)
+    parts = {}
+    for k in range((cx.n_inputs - 2) // 3):
+        i = 2 + 3 * k
+        sx = _scale(cx, i + 1, "X_scale")
+        zx = _param(cx, i + 2, "X_zero_point")
+        if sx == sy and (0.0 if zx is None else zx) == (0.0 if zy is None else zy):
+            parts[k] = cx.x(i)
+        else:
+            x, _ = _centred_input(cx, i, i + 2)
+            parts[k] = saturate(cx, rne((x * float(sx)) / float(sy)), zy, t)
+
+    class _Parts(_Given):
+        @property
+        def n_inputs(self) -> int:
+            return len(parts)
+
+        def has(self, i: int) -> bool:
+            return i < len(parts)
+
+        def value(self, i: int) -> Value:
+            return parts[i]
+
+    return _concat(_Parts(cx, parts))
+
+
+# ---------------------------------------------------------------- dynamic quantization
+
+
+def _dynamic_quantize_linear(cx: NodeContext) -> list[Value]:
+    """DynamicQuantizeLinear: uint8 y, scale and zero point of the whole tensor x (the batch
+    included, as ONNX Runtime computes it): lo = min(min(x), 0), hi = max(max(x), 0), scale =
+    (hi - lo) / 255 (1 where hi == lo, as ONNX Runtime; the spec divides by 0 there), zero
+    point rne(clamp(0 - lo / scale, 0, 255)), y = clamp(rne(x / scale) + zp, 0, 255), in
+    float32."""
+    x = cx.x(0)
+    zero = dsl.const(0.0)
+    lo = _minimum(dsl.apply("min", x, axes=None), zero)
+    hi = dsl.maximum(dsl.apply("max", x, axes=None), zero)
+    d = hi - lo
+    scale = dsl.apply("where", dsl.apply("greater", d, zero), d / 255.0, dsl.const(1.0))
+    zp = rne(_minimum(dsl.maximum(zero - lo / scale, zero), dsl.const(255.0)))
+    zp = _mask(cx, dsl.apply("cast", zp, dtype="f32"))
+    y = saturate(cx, rne(x / scale), zp, 2)
+    return [y, scale, zp]
+
+
+QUANT_OPS: dict[str, Rule] = {
+    "QLinearMatMul": Rule(_qlinear_matmul),
+    "MatMulInteger": Rule(_matmul_integer),
+    "QLinearConv": Rule(
+        _qlinear_conv, ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad")
+    ),
+    "ConvInteger": Rule(
+        _conv_integer, ("kernel_shape", "strides", "pads", "dilations", "group", "auto_pad")
+    ),
+    "DynamicQuantizeLinear": Rule(_dynamic_quantize_linear),
+    **{
+        f"com.microsoft:{op}": Rule(f, attrs, domain="com.microsoft")
+        for op, f, attrs in (
+            ("QGemm", _qgemm, ("alpha", "transA", "transB")),
+            ("QLinearAdd", _qlinear_add, ()),
+            ("QLinearMul", _qlinear_mul, ()),
+            ("QLinearSigmoid", _qlinear_unary("sigmoid"), ()),
+            ("QLinearLeakyRelu", _qlinear_unary("leaky_relu"), ("alpha",)),
+            ("QLinearGlobalAveragePool", _qlinear_global_average_pool, ("channels_last",)),
+            (
+                "QLinearAveragePool",
+                _qlinear_average_pool,
+                (
+                    "kernel_shape",
+                    "strides",
+                    "pads",
+                    "ceil_mode",
+                    "auto_pad",
+                    "count_include_pad",
+                    "channels_last",
+                ),
+            ),
+            ("QLinearConcat", _qlinear_concat, ("axis",)),
+        )
+    },
+}
+
+
+def _contrib_schema(inputs: tuple[int, int], attrs: dict[str, int]) -> Any:
+    """An onnx OpSchema's fields that Importer.convert checks, for a com.microsoft operator
+    (onnx has no schema of them): input counts, one output, attribute types (AttributeProto:
+    FLOAT 1, INT 2, STRING 3, INTS 7), as ONNX Runtime's contrib operator definitions."""
+    return SimpleNamespace(
+        since_version=1,
+        min_input=inputs[0],
+        max_input=inputs[1],
+        min_output=1,
+        max_output=1,
+        attributes={k: SimpleNamespace(type=t) for k, t in attrs.items()},
+    )
+
+
+_POOL_ATTRS = {
+    "kernel_shape": 7, "strides": 7, "pads": 7, "ceil_mode": 2, "auto_pad": 3,
+    "count_include_pad": 2, "channels_last": 2,
+}  # fmt: skip
+CONTRIB_SCHEMAS = {
+    "com.microsoft:QGemm": _contrib_schema((6, 9), {"alpha": 1, "transA": 2, "transB": 2}),
+    "com.microsoft:QLinearAdd": _contrib_schema((7, 8), {}),
+    "com.microsoft:QLinearMul": _contrib_schema((7, 8), {}),
+    "com.microsoft:QLinearSigmoid": _contrib_schema((4, 5), {}),
+    "com.microsoft:QLinearLeakyRelu": _contrib_schema((4, 5), {"alpha": 1}),
+    "com.microsoft:QLinearGlobalAveragePool": _contrib_schema((4, 5), {"channels_last": 2}),
+    "com.microsoft:QLinearAveragePool": _contrib_schema((4, 5), _POOL_ATTRS),
+    "com.microsoft:QLinearConcat": _contrib_schema((5, 2**31 - 1), {"axis": 2}),
+}

@@ -1,0 +1,240 @@
+"""ONNX import of quantized models (graphc/onnx_import_quant.py) against ONNX Runtime: models
+quantized here by onnxruntime.quantization (QOperator format, static and dynamic, per tensor
+and per channel, uint8 / int8), and hand-built QLinear nodes whose integer accumulation passes
+2**24 (the split path), checked exactly against ONNX Runtime and an int64 numpy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+quant = pytest.importorskip("onnxruntime.quantization")
+
+from onnx import TensorProto as TP
+from onnx import helper
+from onnx import numpy_helper as nh
+
+from graphc.ir.errors import OnnxError
+from graphc.onnx_import import from_onnx
+
+
+def _model(nodes, inits, x_shape, y_shape, opset=17):
+    g = helper.make_graph(
+        nodes,
+        "q",
+        [helper.make_tensor_value_info("x", TP.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TP.FLOAT, y_shape)],
+        inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def _mlp(rng, gemm: bool):
+    k, h, o = 20, 32, 10
+    w1 = nh.from_array((rng.normal(size=(k, h)) * 0.3).astype(np.float32), "w1")
+    b1 = nh.from_array((rng.normal(size=h) * 0.1).astype(np.float32), "b1")
+    w2 = nh.from_array((rng.normal(size=(h, o)) * 0.3).astype(np.float32), "w2")
+    b2 = nh.from_array((rng.normal(size=o) * 0.1).astype(np.float32), "b2")
+    mk = helper.make_node
+    if gemm:
+        nodes = [mk("Gemm", ["x", "w1", "b1"], ["h"]), mk("Relu", ["h"], ["r"])]
+        nodes += [mk("Gemm", ["r", "w2", "b2"], ["z"]), mk("Sigmoid", ["z"], ["y"])]
+    else:
+        nodes = [mk("MatMul", ["x", "w1"], ["m"]), mk("Add", ["m", "b1"], ["h"])]
+        nodes += [mk("Relu", ["h"], ["r"]), mk("MatMul", ["r", "w2"], ["m2"])]
+        nodes += [mk("Add", ["m2", "b2"], ["z"]), mk("Sigmoid", ["z"], ["y"])]
+    return _model(nodes, [w1, b1, w2, b2], ["N", k], ["N", o]), (k,)
+
+
+def _cnn(rng):
+    def w(name, *shape, s=0.3):
+        return nh.from_array((rng.normal(size=shape) * s).astype(np.float32), name)
+
+    mk = helper.make_node
+    nodes = [
+        mk("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        mk("Relu", ["c1"], ["r1"]),
+        mk("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        mk("Conv", ["p1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], group=2),
+        mk("LeakyRelu", ["c2"], ["r2"], alpha=0.1),
+        mk("Add", ["r2", "p1"], ["s"]),
+        mk("Mul", ["s", "r2"], ["s2"]),
+        mk("AveragePool", ["s2"], ["ap"], kernel_shape=[2, 2], strides=[2, 2]),
+        mk("Concat", ["ap", "ap"], ["cc"], axis=1),
+        mk("GlobalAveragePool", ["cc"], ["g"]),
+        mk("Flatten", ["g"], ["f"]),
+        mk("Gemm", ["f", "wf", "bf"], ["z"]),
+        mk("Sigmoid", ["z"], ["y"]),
+    ]
+    inits = [w("w1", 8, 3, 3, 3), w("b1", 8, s=0.1), w("w2", 8, 4, 3, 3, s=0.2)]
+    inits += [w("b2", 8, s=0.1), w("wf", 16, 5), w("bf", 5, s=0.1)]
+    return _model(nodes, inits, ["N", 3, 8, 8], ["N", 5]), (3, 8, 8)
+
+
+class _Reader(quant.CalibrationDataReader):
+    def __init__(self, rng, shape):
+        self.it = iter([{"x": rng.normal(size=(4, *shape)).astype(np.float32)} for _ in range(3)])
+
+    def get_next(self):
+        return next(self.it, None)
+
+
+def _ort(path, x):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+
+U8, S8 = quant.QuantType.QUInt8, quant.QuantType.QInt8
+
+
+@pytest.mark.parametrize(
+    "net, per_channel, act, wt, reduce_range",
+    [
+        ("mlp", False, U8, S8, False),
+        ("mlp", True, S8, S8, True),
+        ("gemm", True, U8, S8, False),
+        ("cnn", False, U8, U8, False),
+        ("cnn", True, S8, S8, False),
+    ],
+)
+def test_static_qoperator_models_match_onnxruntime_exactly(
+    tmp_path, net, per_channel, act, wt, reduce_range
+) -> None:
+    """quantize_static's QOperator format (QLinearMatMul, QLinearConv, QGemm, QLinearAdd,
+    QLinearMul, QLinearLeakyRelu, QLinearSigmoid, QLinearAveragePool, QLinearConcat,
+    QLinearGlobalAveragePool): every output equals ONNX Runtime's bit for bit (the quantized
+    intermediates, dequantized at the end, agree)."""
+    rng = np.random.default_rng(3)
+    model, shape = _cnn(rng) if net == "cnn" else _mlp(rng, net == "gemm")
+    src, dst = str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx")
+    onnx.save(model, src)
+    quant.quantize_static(
+        src, dst, _Reader(rng, shape), quant_format=quant.QuantFormat.QOperator,
+        per_channel=per_channel, activation_type=act, weight_type=wt, reduce_range=reduce_range,
+    )  # fmt: skip
+    ops = {n.op_type for n in onnx.load(dst).graph.node}
+    assert ops & {"QLinearMatMul", "QLinearConv", "QGemm"}, ops
+    x = (rng.normal(size=(64, *shape)) * 1.5).astype(np.float32)
+    want = _ort(dst, x)[0]
+    got = from_onnx(dst, trainable=False).compile().predict(x)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("net, per_channel", [("mlp", False), ("gemm", True), ("cnn", True)])
+def test_dynamic_quantization_matches_onnxruntime(tmp_path, net, per_channel) -> None:
+    """quantize_dynamic (DynamicQuantizeLinear over the whole batch, MatMulInteger,
+    ConvInteger, then float Cast and Mul): ONNX Runtime's outputs within float32 rounding of
+    the final float steps (an integer off by one would move an output by a whole scale step,
+    ~1e-3 here)."""
+    rng = np.random.default_rng(4)
+    model, shape = _cnn(rng) if net == "cnn" else _mlp(rng, net == "gemm")
+    src, dst = str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx")
+    onnx.save(model, src)
+    quant.quantize_dynamic(src, dst, per_channel=per_channel, weight_type=S8)
+    ops = {n.op_type for n in onnx.load(dst).graph.node}
+    assert "DynamicQuantizeLinear" in ops and ops & {"MatMulInteger", "ConvInteger"}, ops
+    x = rng.normal(size=(16, *shape)).astype(np.float32)
+    want = _ort(dst, x)[0]
+    got = from_onnx(dst, trainable=False).compile().predict(x)
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
+
+
+def _qlinear_matmul_model(w, zw, a_scale, w_scale, y_scale, za, zy, a_type):
+    k = w.shape[0]
+    mk = helper.make_node
+    inits = [
+        nh.from_array(np.float32(a_scale), "sa"),
+        nh.from_array(np.array(za, a_type), "za"),
+        nh.from_array(w, "w"),
+        nh.from_array(np.asarray(w_scale, np.float32), "sw"),
+        nh.from_array(np.asarray(zw, w.dtype), "zw"),
+        nh.from_array(np.float32(y_scale), "sy"),
+        nh.from_array(np.array(zy, np.uint8), "zy"),
+    ]
+    nodes = [
+        mk("QuantizeLinear", ["x", "sa", "za"], ["xq"]),
+        mk("QLinearMatMul", ["xq", "sa", "za", "w", "sw", "zw", "sy", "zy"], ["yq"]),
+        mk("DequantizeLinear", ["yq", "sy", "zy"], ["y"]),
+    ]
+    return _model(nodes, inits, ["N", k], ["N", w.shape[1]])
+
+
+def test_qlinear_matmul_past_2_24_is_exact(tmp_path) -> None:
+    """K = 1100 full-range uint8 activations times int8 weights: the accumulation reaches ~3.6e7
+    > 2**24 (the split path). The quantized result equals ONNX Runtime's and the spec's, from
+    the exact int64 accumulation (numpy), for every element."""
+    rng = np.random.default_rng(5)
+    k, n = 1100, 6
+    w = rng.integers(-128, 128, size=(k, n)).astype(np.int8)
+    w[:, 0] = 127  # a column whose sum is past 2**24 at full-range inputs
+    zw = np.int8(0)
+    sa, sw, za, zy = 0.01, 0.02, 3, 128
+    x = (rng.integers(0, 256, size=(8, k)) - za).astype(np.float32) * np.float32(sa)
+    x[0] = (255 - za) * np.float32(sa)  # all at the top of the range
+    acc = (np.rint(x / np.float32(sa)) + za - za).astype(np.int64) @ w.astype(np.int64)
+    assert np.abs(acc).max() > 2**24
+    sy = float(np.abs(acc).max() * sa * sw / 100.0)
+    path = str(tmp_path / "m.onnx")
+    onnx.save(_qlinear_matmul_model(w, zw, sa, sw, sy, za, zy, np.uint8), path)
+    want = _ort(path, x)[0]
+    got = from_onnx(path, trainable=False).compile().predict(x)
+    np.testing.assert_array_equal(got, want)
+    m = (np.float32(sa) * np.float32(sw)) / np.float32(sy)
+    q = np.clip(np.rint(acc.astype(np.float32) * m) + zy, 0, 255)
+    np.testing.assert_array_equal(got, ((q - zy) * np.float32(sy)).astype(np.float32))
+
+
+def test_accumulation_past_what_float32_sums_exactly_is_refused() -> None:
+    """K = 10000 full-range operands (~3.2e8, past even the split path's 2**28): refused,
+    naming the node and the bound, before anything compiles."""
+    rng = np.random.default_rng(6)
+    w = np.full((10000, 2), -128, np.int8)
+    m = _qlinear_matmul_model(w, np.int8(0), 0.01, 0.02, 1.0, 0, 128, np.uint8)
+    m.graph.node[1].name = "big"
+    with pytest.raises(OnnxError, match=r"'big' \(QLinearMatMul.*past what graphc sums"):
+        from_onnx(m, trainable=False)
+    del rng
+
+
+def test_qlinear_conv_per_channel_int8_with_bias_group_and_padding(tmp_path) -> None:
+    """QLinearConv with int8 activations (zero point -5), per-channel int8 weights and zero
+    points 0, int32 bias, group 2, strides and asymmetric pads: equal to ONNX Runtime."""
+    rng = np.random.default_rng(7)
+    w = rng.integers(-128, 128, size=(6, 2, 3, 3)).astype(np.int8)
+    bias = rng.integers(-3000, 3000, size=6).astype(np.int32)
+    sw = (rng.uniform(0.5, 2.0, size=6) * 0.01).astype(np.float32)
+    mk = helper.make_node
+    inits = [
+        nh.from_array(np.float32(0.05), "sx"),
+        nh.from_array(np.int8(-5), "zx"),
+        nh.from_array(w, "w"),
+        nh.from_array(sw, "sw"),
+        nh.from_array(np.zeros(6, np.int8), "zw"),
+        nh.from_array(np.float32(0.9), "sy"),
+        nh.from_array(np.int8(3), "zy"),
+        nh.from_array(bias, "b"),
+    ]
+    nodes = [
+        mk("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+        mk(
+            "QLinearConv",
+            ["xq", "sx", "zx", "w", "sw", "zw", "sy", "zy", "b"],
+            ["yq"],
+            group=2,
+            strides=[2, 1],
+            pads=[1, 0, 2, 1],
+        ),
+        mk("DequantizeLinear", ["yq", "sy", "zy"], ["y"]),
+    ]
+    model = _model(nodes, inits, ["N", 4, 9, 7], ["N", 6, 5, 7])
+    path = str(tmp_path / "c.onnx")
+    onnx.save(model, path)
+    x = (rng.normal(size=(5, 4, 9, 7)) * 3).astype(np.float32)
+    want = _ort(path, x)[0]
+    got = from_onnx(path, trainable=False).compile().predict(x)
+    np.testing.assert_array_equal(got, want)
