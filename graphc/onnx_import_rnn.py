@@ -176,10 +176,11 @@ def _batch_major(cx: NodeContext, i: int, b_ax: int, what: str) -> Tensor | np.n
         cx.fail(f"{what} has shape {list(t.shape)}, not rank 3")
     if t.shape[o_ax] == "N":
         cx.fail(
-            f"{what} {list(t.shape)} has the symbolic size N on axis {o_ax}, where the layout "
-            f"(layout={int(cx.attr('layout', 0))}) puts the "
-            f"{'sequence' if o_ax == 0 else 'directions'}; graphc needs it fixed "
-            "(from_onnx(..., dims=...) fixes a named dimension)"
+            f"{what} {list(t.shape)} has a symbolic size (read as the batch N) on axis {o_ax}, "
+            f"where layout {int(cx.attr('layout', 0))} puts the "
+            f"{'sequence length' if o_ax == 0 else 'directions'}: graphc unrolls the "
+            "recurrence over a fixed sequence length; export the model with a fixed length, or "
+            "with the batch first (the sequence on axis 1, whose size dims= can fix)"
         )
     if b_ax == 0:
         return t

@@ -8,8 +8,11 @@ sequence length. Before, the three operators were refused ('not supported by gra
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+from conftest import numeric_grad, torch_or_skip
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -224,3 +227,202 @@ def test_rnn_nodes_match_onnxruntime() -> None:
         ],
         3,
     )
+
+
+# ---------------------------------------------------------------- torch's exports
+
+DATA = os.path.join(os.path.dirname(__file__), "data", "onnx")
+TORCH_FILES = ["lstm2bi", "gru2sf", "rnnrelu", "lstminit", "grucls", "lstmpack"]
+
+
+def _feeds(m, rng, n: int = 3) -> dict:
+    feeds = {}
+    for vi in m.graph.input:
+        dims = [d.dim_value or n for d in vi.type.tensor_type.shape.dim]
+        if vi.type.tensor_type.elem_type == TensorProto.INT64:  # lengths, decreasing
+            feeds[vi.name] = np.array([5, 3, 1][:n], np.int64)  # the files: T = 5
+        else:
+            feeds[vi.name] = rng.standard_normal(dims).astype(np.float32)
+    return feeds
+
+
+@pytest.mark.parametrize("name", TORCH_FILES)
+def test_torch_rnn_exports_match_onnxruntime(name: str) -> None:
+    """tests/data/onnx/rnn_ts_*_14.onnx (export_torch_rnn.py: torch 2.13's TorchScript
+    exporter): layout-0 nodes between Transposes of N, zero states from ConstantOfShape([L, N,
+    H]), a padded batch's lengths as sequence_lens."""
+    path = os.path.join(DATA, f"rnn_ts_{name}_14.onnx")
+    m = onnx.load(path)
+    feeds = _feeds(m, np.random.default_rng(5))
+    outs = [o.name for o in m.graph.output]
+    want = _ort(m, feeds)
+    got = gc.from_onnx(path).compile().predict(feeds)
+    got = [got[o] for o in outs] if isinstance(got, dict) else [got]
+    for o, g, w in zip(outs, got, want):
+        np.testing.assert_allclose(np.asarray(g), w, rtol=1e-4, atol=2e-6, err_msg=o)
+
+
+def test_torch_rnn_export_matches_torch(tmp_path) -> None:
+    """Exported now from torch's modules (export_torch_rnn.py), against torch's own outputs."""
+    torch = torch_or_skip()
+    import sys
+
+    sys.path.insert(0, DATA)
+    try:
+        import export_torch_rnn as ex
+    finally:
+        sys.path.remove(DATA)
+    mods = ex.modules()
+    for name in ("lstm2bi", "lstmpack"):
+        m, ins, outs = mods[name]
+        torch.manual_seed(0)
+        m.eval()
+        x = torch.randn(2, ex.T, ex.C)
+        args = (x, torch.tensor([ex.T, 2])) if name == "lstmpack" else (x,)
+        path = str(tmp_path / f"{name}.onnx")
+        torch.onnx.export(
+            m,
+            args,
+            path,
+            input_names=list(ins),
+            output_names=list(outs),
+            dynamic_axes={k: {0: "N"} for k in (*ins, *outs)},
+            opset_version=14,
+            dynamo=False,
+        )
+        xs = torch.randn(3, ex.T, ex.C)
+        targs = (xs, torch.tensor([ex.T, 3, 1])) if name == "lstmpack" else (xs,)
+        with torch.no_grad():
+            want = [t.numpy() for t in m(*targs)]
+        feeds = dict(zip(ins, (a.numpy() for a in targs)))
+        got = gc.from_onnx(path).compile().predict(feeds)
+        for o, w in zip(outs, want):
+            np.testing.assert_allclose(np.asarray(got[o]), w, rtol=1e-4, atol=2e-6, err_msg=o)
+
+
+# ---------------------------------------------------------------- training
+
+
+def _lstm64(x, w, r, b, p, lens):
+    """ONNX's LSTM in float64 numpy (x [T, B, C], one direction per w[d]; d = 1 reverse): Y
+    [T, D, B, H]."""
+    steps, batch, _ = x.shape
+    dirs, hidden = w.shape[0], r.shape[2]
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+    y = np.zeros((steps, dirs, batch, hidden))
+    for d in range(dirs):
+        h = np.zeros((batch, hidden))
+        c = np.zeros((batch, hidden))
+        order = range(steps - 1, -1, -1) if d == 1 else range(steps)
+        for t in order:
+            z = x[t] @ w[d].T + h @ r[d].T + b[d, : 4 * hidden] + b[d, 4 * hidden :]
+            zi, zo, zf, zc = np.split(z, 4, axis=1)
+            pi, po, pf = np.split(p[d], 3)
+            i = sig(zi + pi * c)
+            f = sig(zf + pf * c)
+            cn = f * c + i * np.tanh(zc)
+            o = sig(zo + po * cn)
+            hn = o * np.tanh(cn)
+            live = (lens > t)[:, None]
+            h, c = np.where(live, hn, h), np.where(live, cn, c)
+            y[t, d] = np.where(live, hn, 0.0)
+    return y
+
+
+def test_imported_lstm_trains_gradients_match_central_differences() -> None:
+    """d/dW, d/dR, d/dB, d/dP of sum(u * Y) for a bidirectional LSTM with peepholes and constant
+    sequence_lens, whose initializers graphc makes params, against a float64 numpy LSTM."""
+    rng = np.random.default_rng(7)
+    steps, batch, c_in, hidden, dirs = 3, 2, 2, 2, 2
+    x = rng.standard_normal((batch, steps, c_in)).astype(np.float32)
+    lens = np.array([3, 2], np.int32)
+    ws = {
+        "W": rng.standard_normal((dirs, 4 * hidden, c_in)),
+        "R": rng.standard_normal((dirs, 4 * hidden, hidden)),
+        "B": rng.standard_normal((dirs, 8 * hidden)),
+        "P": rng.standard_normal((dirs, 3 * hidden)),
+    }
+    ws = {k: (0.7 * v).astype(np.float32) for k, v in ws.items()}
+    u = rng.standard_normal((steps, dirs, batch, hidden)).astype(np.float32)
+    inits = [numpy_helper.from_array(v, k) for k, v in ws.items()]
+    inits.append(numpy_helper.from_array(lens, "lens"))
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+        helper.make_node(
+            "LSTM",
+            ["xt", "W", "R", "B", "lens", "", "", "P"],
+            ["y"],
+            hidden_size=hidden,
+            direction="bidirectional",
+        ),
+    ]
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [vi("x", TensorProto.FLOAT, [batch, steps, c_in])],
+        [vi("y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    imp = gc.from_onnx(m)
+    assert sorted(imp.params) == ["B", "P", "R", "W"], sorted(imp.params)
+    model = imp.compile(gc.sum(imp.outputs[0] * gc.constant(u)), gc.SGD(0.1))
+    grads = model.gradients(x)
+    x64 = np.swapaxes(x, 0, 1).astype(np.float64)
+    order = list(ws)
+    for i, k in enumerate(order):
+
+        def f(*vals: np.ndarray) -> float:
+            a = dict(zip(order, vals))
+            return float((u * _lstm64(x64, a["W"], a["R"], a["B"], a["P"], lens)).sum())
+
+        want = numeric_grad(f, [ws[o] for o in order], i)
+        got = next(v for n, v in grads.items() if n == k or n.endswith(k))
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4, err_msg=k)
+
+
+# ---------------------------------------------------------------- refusals
+
+
+def _lstm_model(x_shape, layout: int = 0, transpose: bool = False):
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), k)
+        for k, s in (("W", (1, 4 * H, C)), ("R", (1, 4 * H, H)))
+    ]
+    nodes = [
+        helper.make_node(
+            "LSTM",
+            ["xt" if transpose else "x", "W", "R"],
+            ["y"],
+            name="enc",
+            hidden_size=H,
+            layout=layout,
+        )
+    ]
+    if transpose:
+        nodes.insert(0, helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]))
+        nodes.append(helper.make_node("Transpose", ["y"], ["yb"], perm=[2, 0, 1, 3]))
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [vi("x", TensorProto.FLOAT, x_shape)],
+        [vi("yb" if transpose else "y", TensorProto.FLOAT, None)],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+
+
+def test_symbolic_sequence_length_is_refused_naming_the_node() -> None:
+    # a sequence-first input whose length is symbolic: its first axis reads as N
+    with pytest.raises(gc.OnnxError, match=r"node 0 'enc' \(LSTM.*fixed sequence length"):
+        gc.from_onnx(_lstm_model(["seq", 2, C]))
+    # batch first with a symbolic length: refused at the input, dims= fixes it
+    m = _lstm_model(["N", "seq", C], transpose=True)
+    with pytest.raises(gc.OnnxError, match=r"dimension 1 is symbolic \(seq\).*dims="):
+        gc.from_onnx(m)
+    x = np.random.default_rng(1).standard_normal((2, 4, C)).astype(np.float32)
+    got = gc.from_onnx(m, dims={"seq": 4}).compile().predict(x)
+    np.testing.assert_allclose(got, _ort(m, {"x": x})[0], rtol=1e-4, atol=2e-6)
