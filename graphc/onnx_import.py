@@ -4938,15 +4938,20 @@ def _round(cx: NodeContext) -> list[Value]:
     spacing is 1, to an integer, ties to even; M is even), the sign of x put back; larger
     values (integers already), infinities and NaN pass unchanged. Nondifferentiable (derivative
     0, as torch.round)."""
-    x = cx.x(0)
+    t = _nearest_integer(cx.x(0))
+    cx.imp.integral.add(id(t))
+    return [t]
+
+
+def _nearest_integer(x: Tensor) -> Tensor:
+    """x rounded to the nearest integer, halves to even (C's nearbyint, numpy's round), as
+    _round describes; derivative 0."""
     a = _abs(x)
     r = (a + _ROUND_MAGIC) - _ROUND_MAGIC
     zero = dsl.const(0.0)
     r = dsl.apply("where", dsl.apply("greater", zero, x), zero - r, r)
     small = dsl.apply("greater", dsl.const(_ROUND_MAGIC), a)
-    t = dsl.apply("cast", dsl.apply("where", small, r, x), dtype="f32")  # cast: no gradient
-    cx.imp.integral.add(id(t))
-    return [t]
+    return dsl.apply("cast", dsl.apply("where", small, r, x), dtype="f32")  # cast: no gradient
 
 
 def _zipmap(cx: NodeContext) -> list[Value]:

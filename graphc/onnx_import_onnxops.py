@@ -48,6 +48,8 @@ from .onnx_import import (
     _axis,
     _fmt,
     _index_hits,
+    _integral_part,
+    _nearest_integer,
     _reshape,
     _take,
 )
@@ -312,8 +314,187 @@ def _fold_scatter_nd(cx: NodeContext, args: list) -> list:
     return [_scatter_numpy(data, upd, _nd_pairs(cx, data.shape, idx, upd.shape), _reduction(cx))]
 
 
+# ---------------------------------------------------------------- GridSample
+
+GRID_MODES = {16: ("bilinear", "nearest", "bicubic"), 20: ("linear", "nearest", "cubic")}
+MAX_GRID_PRODUCTS = 1 << 22  # C x outputs x input positions multiplied per sample
+_CUBIC_A = -0.75  # ONNX Runtime's and torch's bicubic (Keys, a = -0.75)
+
+
+def _grid_taps(
+    cx: NodeContext, c: Tensor, length: int, mode: str, padding: str, align: bool
+) -> Tensor:
+    """A[.., j] = sum over the taps t of w_t * [m_t == j] (j < length): the weight of input
+    position j in the sample at coordinate c (pixels, ONNX Runtime's order of operations):
+    nearest one tap at nearbyint(c); linear floor(c) and floor(c) + 1 with weights 1 - (c -
+    floor(c)) and c - floor(c); cubic floor(c) - 1 .. floor(c) + 2 with Keys' coefficients
+    (a = -0.75) of c - floor(c). Each tap's index is padded as ONNX Runtime pads it: zeros
+    keeps it (no j matches outside, so it reads 0), border clamps it to 0 .. length - 1,
+    reflection reflects it about the borders (-0.5 and length - 0.5, or 0 and length - 1 with
+    align_corners) until it lies inside."""
+    if mode == "nearest":
+        taps = [(_nearest_integer(c), None)]
+    else:
+        f = _integral_part(cx, c, -1)
+        t = c - f
+        if mode == "linear":
+            taps = [(f, (f + 1.0) - c), (f + 1.0, t)]
+        else:
+            a = _CUBIC_A
+            u, v, w = t + 1.0, 1.0 - t, 2.0 - t
+            coeffs = [
+                ((u * a - 5 * a) * u + 8 * a) * u - 4 * a,
+                ((t * (a + 2)) - (a + 3)) * t * t + 1.0,
+                ((v * (a + 2)) - (a + 3)) * v * v + 1.0,
+                ((w * a - 5 * a) * w + 8 * a) * w - 4 * a,
+            ]
+            taps = [(f + float(k - 1), coeffs[k]) for k in range(4)]
+    pos = cx.imp.constant_tensor(
+        f"grid_positions_{length}", np.arange(length, dtype=np.float32), cx, False
+    )
+    zero = dsl.const(0.0)
+    total = None
+    for k, w in taps:
+        m = _pad_index(cx, k, length, padding, align)
+        col = _reshape(cx, m, (*m.shape, 1))
+        hit = dsl.apply("equal", col, pos)
+        term = hit if w is None else dsl.apply("where", hit, _reshape(cx, w, (*w.shape, 1)), zero)
+        total = term if total is None else total + term
+    assert total is not None
+    return total
+
+
+def _pad_index(cx: NodeContext, k: Tensor, length: int, padding: str, align: bool) -> Tensor:
+    """Integer-valued tap ``k`` moved inside 0 .. length - 1 by the padding mode (zeros: as it
+    is). Reflection of an integer about -0.5 and L - 0.5 repeats with period 2L (m = k mod 2L,
+    then 2L - 1 - m past L - 1); about 0 and L - 1 with period 2(L - 1) (m, then 2(L - 1) - m):
+    ONNX Runtime's GsReflect for every integer k (checked for L up to 6, k in -40 .. 39)."""
+    if padding == "zeros":
+        return k
+    if padding == "border":
+        return -dsl.maximum(-dsl.maximum(k, 0.0), -float(length - 1))
+    if align and length == 1:
+        return k * 0.0
+    period = 2 * (length - 1) if align else 2 * length
+    m = k - _integral_part(cx, k / float(period), -1) * float(period)
+    last = float(length - 1)
+    back = (float(period) - m) if align else (float(period - 1) - m)
+    return dsl.apply("where", dsl.apply("greater", m, dsl.const(last)), back, m)
+
+
+def _grid_sample(cx: NodeContext) -> list[Value]:
+    """GridSample (torch's F.grid_sample; spatial transformers): X [N, C, d_1 .. d_r] (r 2 or
+    3), grid [N, o_1 .. o_r, r] of normalized positions (-1 .. 1 spans the input: the centres
+    of the corner pixels with align_corners, their outer edges without; grid[..., 0] is along
+    the last axis), Y [N, C, o_1 .. o_r]: Y[n, c, o] = sum over input positions j of
+    X[n, c, j] * prod_i A_i[n, o, j_i] (_grid_taps: the interpolation weights per axis with
+    the padding applied to each tap's index, as ONNX Runtime's CPU kernel). Modes nearest,
+    linear / bilinear, cubic / bicubic (2-D only, as ONNX Runtime); padding_mode zeros, border,
+    reflection; align_corners 0 or 1. The grid may be computed from the inputs (AffineGrid of
+    a predicted theta): the gradient reaches X and, through the linear and cubic weights, the
+    grid (the tap indices are piecewise constant). Cost: C x outputs x input positions
+    products per sample, at most MAX_GRID_PRODUCTS; refused naming the node beyond it, for X
+    and grid of different batch sizes, and for a mode the opset does not name."""
+    x, g = cx.x(0), cx.x(1)
+    r = len(x.shape) - 2
+    if r not in (2, 3) or len(g.shape) != r + 2 or g.shape[-1] != r:
+        cx.fail(
+            f"X {_fmt(x.shape)} and grid {_fmt(g.shape)}: graphc samples 2-D ([N, C, H, W] with "
+            "a grid [N, H_out, W_out, 2]) and 3-D inputs"
+        )
+    if x.shape[0] != g.shape[0]:
+        cx.fail(f"X {_fmt(x.shape)} and grid {_fmt(g.shape)} differ in their batch size")
+    names = GRID_MODES[20 if cx.version >= 20 else 16]
+    mode = str(cx.attr("mode", names[0]))
+    if mode not in names:
+        cx.fail(f"mode {mode!r} is not one of {', '.join(names)} at opset {cx.version}")
+    mode = {"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
+    padding = str(cx.attr("padding_mode", "zeros"))
+    if padding not in ("zeros", "border", "reflection"):
+        cx.fail(f"padding_mode {padding!r} is not one of zeros, border, reflection")
+    if mode == "cubic" and r == 3:
+        cx.fail("cubic sampling of a 3-D input (ONNX Runtime refuses it too)")
+    align = bool(cx.attr("align_corners", 0))
+    n, ch = x.shape[0], int(x.shape[1])
+    sizes = [int(d) for d in x.shape[2:]]
+    outs = [int(d) for d in g.shape[1:-1]]
+    p = math.prod(outs)
+    if ch * p * math.prod(sizes) > MAX_GRID_PRODUCTS:
+        cx.fail(
+            f"sampling {_fmt(x.shape)} at {p} positions: {ch * p * math.prod(sizes)} products "
+            f"per sample (graphc computes GridSample densely, at most {MAX_GRID_PRODUCTS})"
+        )
+    flat = _reshape(cx, g, (n, p, r))
+    v = _reshape(cx, x, (n, ch, 1, *sizes))  # [N, C, P (broadcast), d_1 .. d_r]
+    for i, length in enumerate(sizes):
+        comp = dsl.apply("slice", flat, axes=(2,), starts=(r - 1 - i,), ends=(r - i,))
+        gc_ = _reshape(cx, comp, (n, p))
+        if align:
+            c = (gc_ + 1.0) / 2.0 * float(length - 1)
+        else:
+            c = ((gc_ + 1.0) * float(length) - 1.0) / 2.0
+        a = _grid_taps(cx, c, length, mode, padding, align)  # [N, P, L]
+        rest = len(sizes) - i - 1
+        a = _reshape(cx, a, (n, 1, p, length, *(1,) * rest))
+        v = dsl.sum(v * a, axes=3)
+    return [_reshape(cx, v, (n, ch, *outs))]
+
+
+def _affine_base(cx: NodeContext, size: Any) -> tuple[list[int], np.ndarray]:
+    """AffineGrid's spatial sizes (size[2:]) and its base grid [P, r + 1] in ONNX Runtime's
+    form: per axis linspace(-1, 1, L), times (L - 1) / L without align_corners (the pixel
+    centres); the columns are x (last axis), y, (z), then 1."""
+    sz = np.ravel(np.asarray(size, dtype=object))
+    if sz.size not in (4, 5):
+        cx.fail(f"size has {sz.size} entries: AffineGrid takes [N, C, H, W] or [N, C, D, H, W]")
+    try:
+        dims = [int(d) for d in sz[2:]]
+    except (TypeError, ValueError):
+        cx.fail(f"size {list(sz)}: graphc needs the spatial sizes known at import time")
+    if min(dims) < 1:
+        cx.fail(f"size {list(sz)}: graphc has no dimension of size 0")
+    align = bool(cx.attr("align_corners", 0))
+    axes = []
+    for n in dims:
+        v = np.linspace(-1.0, 1.0, n, dtype=np.float32)
+        axes.append(v if align else (v * np.float32(n - 1) / np.float32(n)).astype(np.float32))
+    mesh = np.meshgrid(*axes, indexing="ij")  # D, H, W order
+    cols = [m.reshape(-1) for m in mesh[::-1]]  # x first
+    base = np.stack([*cols, np.ones_like(cols[0])], axis=1).astype(np.float32)
+    return dims, base
+
+
+def _affine_grid(cx: NodeContext) -> list[Value]:
+    """AffineGrid (opset 20; torch's F.affine_grid): theta [N, r, r + 1] (r 2 or 3), size
+    [N, C, d_1 .. d_r] known at import time (its N may be the symbolic batch size) -> grid
+    [N, d_1 .. d_r, r] with grid[n, p, :] = theta[n] @ (x_p, y_p, (z_p), 1) over the base grid
+    of _affine_base (the spec's formula, in ONNX Runtime's float32 base). A broadcast product
+    and a sum; the gradient reaches theta. Refused naming the node: theta of another shape, a
+    size of other than 4 or 5 entries or with a spatial size not known at import time."""
+    theta = cx.x(0)
+    dims, base = _affine_base(cx, cx.c(1))
+    r = len(dims)
+    if len(theta.shape) != 3 or tuple(theta.shape[1:]) != (r, r + 1):
+        cx.fail(f"theta {_fmt(theta.shape)} must be [N, {r}, {r + 1}] for size of {r + 2} entries")
+    n, p = theta.shape[0], base.shape[0]
+    b = cx.imp.constant_tensor(f"affine_base_{'x'.join(map(str, dims))}", base, cx, False)
+    prod = _reshape(cx, theta, (n, 1, r, r + 1)) * _reshape(cx, b, (p, 1, r + 1))
+    return [_reshape(cx, dsl.sum(prod, axes=3), (n, *dims, r))]
+
+
+def _fold_affine_grid(cx: NodeContext, args: list) -> list:
+    theta = np.asarray(args[0], np.float32)
+    dims, base = _affine_base(cx, args[1])
+    r = len(dims)
+    if theta.ndim != 3 or theta.shape[1:] != (r, r + 1):
+        cx.fail(f"theta {_fmt(theta.shape)} must be [N, {r}, {r + 1}]")
+    return [np.einsum("nkm,pm->npk", theta, base).reshape(theta.shape[0], *dims, r)]
+
+
 OPS_MORE: dict[str, Rule] = {
     "ScatterElements": Rule(_scatter_elements, ("axis", "reduction"), fold=_fold_scatter_elements),
     "Scatter": Rule(_scatter_elements, ("axis",), fold=_fold_scatter_elements),
     "ScatterND": Rule(_scatter_nd, ("reduction",), fold=_fold_scatter_nd),
+    "GridSample": Rule(_grid_sample, ("mode", "padding_mode", "align_corners")),
+    "AffineGrid": Rule(_affine_grid, ("align_corners",), fold=_fold_affine_grid),
 }
