@@ -6812,6 +6812,9 @@ OPS: dict[str, Rule] = {
         op: Rule(onnx_import_rnn.rnn_rule(op), onnx_import_rnn.RULE_ATTRS[op], reads_views=True)
         for op in onnx_import_rnn.GATES
     },
+    "ReverseSequence": Rule(
+        onnx_import_rnn.reverse_sequence, ("batch_axis", "time_axis"), reads_views=True
+    ),
     "ai.onnx.ml:ArrayFeatureExtractor": Rule(_array_feature_extractor, domain="ai.onnx.ml"),
     "ai.onnx.ml:Scaler": Rule(_scaler, ("offset", "scale"), domain="ai.onnx.ml"),
     "ai.onnx.ml:LinearClassifier": Rule(

@@ -153,42 +153,45 @@ def _concat(xs: list[Tensor], axis: int) -> Tensor:
     return xs[0] if len(xs) == 1 else dsl.apply("concat", *xs, axis=axis)
 
 
-def _batch_major(cx: NodeContext, i: int, b_ax: int, what: str) -> Tensor | np.ndarray:
-    """Operand ``i`` (rank 3, its batch on ONNX axis ``b_ax``) as [B, A, C] where A is the
-    other leading axis: a graphc tensor (B may be N) or an array."""
+def _batch_major(
+    cx: NodeContext, i: int, b_ax: int, what: str, rank: int | None = 3, other: str = ""
+) -> Tensor | np.ndarray:
+    """Operand ``i`` (its batch on ONNX axis ``b_ax``, 0 or 1) with ONNX axes 0 and 1 in the
+    order batch, other: a graphc tensor (the batch may be N) or an array. ``rank``: the rank
+    required (None: any from 2); ``other``: what axis 1 - b_ax holds, for the refusal of a
+    symbolic size there (default: the sequence length, when b_ax is 1)."""
     name = cx.node.input[i]
-    views = cx.imp.views
     o_ax = 1 - b_ax
-    if name in views:
-        v = views[name]
-        if len(v.groups) != 3:
-            cx.fail(f"{what} has rank {len(v.groups)}, not 3")
+
+    def check_rank(r: int, shape: Any) -> None:
+        if (rank is not None and r != rank) or r < 2:
+            cx.fail(f"{what} has shape {list(shape)}; expected rank {rank or '2 or more'}")
+
+    if name in cx.imp.views:
+        v = cx.imp.views[name]
+        check_rank(len(v.groups), v.shape)
         g = v.groups
-        return onnx_layout.materialize(cx, onnx_layout.View(v.base, (g[b_ax], g[o_ax], g[2])))
+        return onnx_layout.materialize(cx, onnx_layout.View(v.base, (g[b_ax], g[o_ax], *g[2:])))
     val = cx.value(i)
     if isinstance(val, np.ndarray):
         a = np.asarray(val, np.float32)
-        if a.ndim != 3:
-            cx.fail(f"{what} has shape {list(a.shape)}, not rank 3")
+        check_rank(a.ndim, a.shape)
         return np.ascontiguousarray(np.swapaxes(a, 0, 1)) if b_ax == 1 else a
     t = cx.x(i)
-    if len(t.shape) != 3:
-        cx.fail(f"{what} has shape {list(t.shape)}, not rank 3")
+    check_rank(len(t.shape), t.shape)
     if t.shape[o_ax] == "N":
+        what_else = other or ("sequence length" if o_ax == 0 else "directions")
         cx.fail(
             f"{what} {list(t.shape)} has a symbolic size (read as the batch N) on axis {o_ax}, "
-            f"where layout {int(cx.attr('layout', 0))} puts the "
-            f"{'sequence length' if o_ax == 0 else 'directions'}: graphc unrolls the "
-            "recurrence over a fixed sequence length; export the model with a fixed length, or "
-            "with the batch first (the sequence on axis 1, whose size dims= can fix)"
+            f"which holds the {what_else}: graphc unrolls over a fixed sequence length; export "
+            "the model with a fixed length, or with the batch first (the sequence on axis 1, "
+            "whose size dims= can fix)"
         )
     if b_ax == 0:
         return t
-    if "N" in t.shape:  # pragma: no cover - a plain tensor holds N first only
-        cx.fail(f"{what} {list(t.shape)}: N is not on the batch axis")
     from .onnx_import import _permute
 
-    return _permute(cx, t, [1, 0, 2])
+    return _permute(cx, t, [1, 0, *range(2, len(t.shape))])
 
 
 def _weight(cx: NodeContext, i: int, shape: tuple, what: str) -> Tensor:
@@ -228,25 +231,31 @@ def _mask_of(cx: NodeContext, steps: int, batch: Any) -> list[Any] | None:
 
 
 def reads_lengths(node: Any, name: str) -> bool:
-    """Whether ONNX ``node`` reads value ``name`` only as the sequence_lens of an LSTM, GRU or
-    RNN (compared with the step numbers: exact as float32, so an integer graph input may
-    feed it)."""
+    """Whether ONNX ``node`` reads value ``name`` only as the sequence_lens of an LSTM, GRU,
+    RNN or ReverseSequence (compared with the step numbers: exact as float32, so an integer
+    graph input may feed it)."""
     ins = list(node.input)
+    at = 1 if node.op_type == "ReverseSequence" else 4 if node.op_type in GATES else None
     return (
-        node.op_type in GATES
+        at is not None
         and node.domain in ("", "ai.onnx")
-        and len(ins) > 4
-        and ins[4] == name
+        and len(ins) > at
+        and ins[at] == name
         and ins.count(name) == 1
     )
 
 
-def _blend(m: Any, new: Tensor, old: Tensor | None) -> Tensor:
+def _const(cx: NodeContext, what: str, a: np.ndarray) -> Tensor:
+    """An array the rule computed, as a graphc constant of the import."""
+    return cx.imp.constant_tensor(what, np.ascontiguousarray(a, np.float32), cx, False)
+
+
+def _blend(cx: NodeContext, m: Any, new: Tensor, old: Tensor | None) -> Tensor:
     """new where the row is inside its sequence (m = 1), old (or 0 for None) elsewhere."""
     if isinstance(m, np.ndarray):
         if m.all():
             return new
-        m = dsl.constant(m)
+        m = _const(cx, "sequence_mask", m)
     if old is None:
         return new * m
     return dsl.apply("where", m, new, old)
@@ -279,7 +288,7 @@ class _Recurrence:
         cx, op, dirs, gates = self.cx, self.op, self.dirs, self.gates
         x = _batch_major(cx, 0, self.b_ax, "X")
         if isinstance(x, np.ndarray):
-            x = dsl.constant(x)
+            x = _const(cx, "X", x)
         batch, steps, size = x.shape
         if not isinstance(steps, int):
             cx.fail(f"X's sequence length is {steps}: graphc unrolls a fixed length")
@@ -325,9 +334,9 @@ class _Recurrence:
                     h, c = hn, cn
                     y[t] = h
                 else:
-                    y[t] = _blend(masks[t], hn, None)
-                    h = _blend(masks[t], hn, h)
-                    c = None if cn is None else _blend(masks[t], cn, c)
+                    y[t] = _blend(cx, masks[t], hn, None)
+                    h = _blend(cx, masks[t], hn, h)
+                    c = None if cn is None else _blend(cx, masks[t], cn, c)
             ys.append(y)
             hs.append(h)
             cs.append(c)
@@ -344,7 +353,7 @@ class _Recurrence:
                 return [None] * self.dirs
             if s.shape[1:] != (self.dirs, hidden) or s.shape[0] not in (batch, 1):
                 cx.fail(f"{what} has {self._state_shape(s.shape)}")
-            return [dsl.constant(np.ascontiguousarray(s[:, d])) for d in range(self.dirs)]
+            return [_const(cx, what, s[:, d]) for d in range(self.dirs)]
         if tuple(s.shape[1:]) != (self.dirs, hidden) or s.shape[0] != batch:
             cx.fail(f"{what} has {self._state_shape(s.shape)}")
         return [_reshape(_slice(s, 1, d, d + 1), (batch, hidden)) for d in range(self.dirs)]
@@ -478,16 +487,78 @@ class _Recurrence:
 
     def _placed(self, t: Tensor, perm0: tuple[int, ...]) -> Any:
         """``t`` (batch first) in the ONNX layout: layout 1 is batch first already; layout 0
-        puts the batch at axis ``perm0.index(0)``: a transpose of a fixed batch, a layout view
-        of N."""
-        if self.layout == 1:
-            return t
-        if t.shape[0] == "N":
-            v = onnx_layout.View(t, tuple((j,) for j in perm0))
-            return onnx_layout._out(v)
-        from .onnx_import import _permute
+        is np.transpose(t, perm0)."""
+        return t if self.layout == 1 else _place(self.cx, t, perm0)
 
-        return _permute(self.cx, t, list(perm0))
+
+def _place(cx: NodeContext, t: Tensor, perm: tuple[int, ...]) -> Any:
+    """The ONNX value np.transpose(t, perm) of graphc tensor ``t`` (batch first): a layout view
+    where that moves N, a transpose of fixed axes otherwise."""
+    if list(perm) == list(range(len(perm))):
+        return t
+    if t.shape[0] == "N":
+        return onnx_layout._out(onnx_layout.View(t, tuple((j,) for j in perm)))
+    from .onnx_import import _permute
+
+    return _permute(cx, t, list(perm))
+
+
+def reverse_sequence(cx: NodeContext) -> list:
+    """ReverseSequence (opset 10): along ``time_axis``, each batch row's first
+    sequence_lens[b] elements reversed, the rest kept (https://onnx.ai/onnx/operators/
+    onnx__ReverseSequence.html). Output step t of a row of length L is input step L - 1 - t for
+    t < L, step t otherwise: a chain of selects per step (exact), one per candidate source step
+    (those a constant sequence_lens never picks are left out)."""
+    b_ax, t_ax = int(cx.attr("batch_axis", 1)), int(cx.attr("time_axis", 0))
+    if {b_ax, t_ax} != {0, 1}:
+        cx.fail(f"batch_axis={b_ax} and time_axis={t_ax}: the spec takes 0 and 1, in either order")
+    x = _batch_major(cx, 0, b_ax, "input", None, "time steps")
+    if isinstance(x, np.ndarray):
+        x = _const(cx, "input", x)
+    batch, steps = x.shape[0], x.shape[1]
+    if not isinstance(steps, int):
+        cx.fail(f"input's time axis has the symbolic size {steps}: graphc needs it fixed")
+    rest = tuple(x.shape[2:])
+    lens = cx.value(1)
+    if isinstance(lens, np.ndarray):
+        lens = np.asarray(lens).reshape(-1)
+        if batch != "N" and lens.size != batch:
+            cx.fail(f"sequence_lens has {lens.size} values for a batch of {batch}")
+        if (lens < 0).any() or (lens > steps).any():  # ONNX Runtime raises on these
+            cx.fail(f"sequence_lens {lens.tolist()} lies outside [0, {steps}] (the time axis)")
+        if batch == "N" and len(set(lens.tolist())) > 1:
+            cx.fail(
+                f"sequence_lens is a constant of {lens.size} different values but the batch "
+                "is N (any size): give it as an input, or fix the batch size"
+            )
+        ones = (1,) * (1 + len(rest))
+        lens_of: Any = lens.reshape(-1, *ones).astype(np.float32)
+    else:
+        lt = cx.x(1)
+        if len(lt.shape) != 1 or lt.shape[0] not in (batch, 1):
+            cx.fail(f"sequence_lens has shape {list(lt.shape)}; expected [{batch}]")
+        lens_of = _reshape(lt, (lt.shape[0], *(1,) * (1 + len(rest))))
+    step = [_slice(x, 1, t, t + 1) for t in range(steps)]
+    out = []
+    for t in range(steps):
+        y = step[t]  # kept where t >= L
+        for s in range(steps - t):  # source step s where L == s + t + 1
+            if isinstance(lens_of, np.ndarray):
+                pick = lens_of == s + t + 1
+                if pick.all():
+                    y = step[s]
+                elif pick.any():
+                    y = dsl.apply("where", _const(cx, "pick", pick), step[s], y)
+            else:
+                y = dsl.apply("where", _equal_to(lens_of, s + t + 1), step[s], y)
+        out.append(y)
+    y = _concat(out, 1)
+    return [_place(cx, y, (1, 0, *range(2, 2 + len(rest)))) if b_ax else y]
+
+
+def _equal_to(v: Tensor, k: int) -> Tensor:
+    """[v == k] (0/1) for whole numbers v."""
+    return dsl.apply("greater", v, dsl.const(k - 0.5)) * dsl.apply("greater", dsl.const(k + 0.5), v)
 
 
 def _times(p: Tensor | None, c: Tensor | None) -> Tensor | None:

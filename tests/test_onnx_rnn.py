@@ -426,3 +426,66 @@ def test_symbolic_sequence_length_is_refused_naming_the_node() -> None:
     x = np.random.default_rng(1).standard_normal((2, 4, C)).astype(np.float32)
     got = gc.from_onnx(m, dims={"seq": 4}).compile().predict(x)
     np.testing.assert_allclose(got, _ort(m, {"x": x})[0], rtol=1e-4, atol=2e-6)
+
+
+# ---------------------------------------------------------------- tf2onnx, ReverseSequence
+
+TF_FILES = ["lstm", "back", "bilstm", "stack", "revseq"]
+
+
+@pytest.mark.parametrize("name", TF_FILES)
+def test_tf2onnx_keras_lstm_files_match_onnxruntime(name: str) -> None:
+    """tests/data/onnx/tf_rnn_*_14.onnx (export_tf_rnn.py: tf2onnx 1.17 of Keras 3 LSTM,
+    go_backwards (ReverseSequence of the [T, N, C] view by lengths expanded over N),
+    Bidirectional, a stack under a Dense head; tf.reverse_sequence of a padded batch)."""
+    path = os.path.join(DATA, f"tf_rnn_{name}_14.onnx")
+    m = onnx.load(path)
+    rng = np.random.default_rng(6)
+    feeds = {}
+    for vi in m.graph.input:
+        if vi.type.tensor_type.elem_type == TensorProto.INT32:  # lengths in [0, T]
+            feeds[vi.name] = np.array([5, 2, 0], np.int32)
+        else:
+            dims = [d.dim_value or 3 for d in vi.type.tensor_type.shape.dim]
+            feeds[vi.name] = rng.standard_normal(dims).astype(np.float32)
+    want = _ort(m, feeds)
+    got = gc.from_onnx(path).compile().predict(feeds)
+    got = list(got.values()) if isinstance(got, dict) else [got]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), w, rtol=1e-4, atol=2e-6)
+
+
+def test_reverse_sequence_matches_onnxruntime() -> None:
+    """ReverseSequence: batch first (lengths an int64 input), time first through a Transpose
+    of N (a layout view), on a rank-4 value, and with constant lengths on a fixed batch."""
+    vi = helper.make_tensor_value_info
+    nodes = [
+        helper.make_node("ReverseSequence", ["x", "lens"], ["a"], batch_axis=0, time_axis=1),
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2, 3]),
+        helper.make_node("ReverseSequence", ["xt", "lens"], ["bt"]),
+        helper.make_node("Transpose", ["bt"], ["b"], perm=[1, 0, 2, 3]),
+        helper.make_node("ReverseSequence", ["f", "flens"], ["c"], batch_axis=1, time_axis=0),
+    ]
+    flens = numpy_helper.from_array(np.array([1, 4, 0, 3], np.int64), "flens")
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [
+            vi("x", TensorProto.FLOAT, ["N", 4, 2, 3]),
+            vi("lens", TensorProto.INT64, ["N"]),
+            vi("f", TensorProto.FLOAT, [4, 4, 2]),
+        ],
+        [vi(o, TensorProto.FLOAT, None) for o in "abc"],
+        [flens],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    rng = np.random.default_rng(9)
+    feeds = {
+        "x": rng.standard_normal((3, 4, 2, 3)).astype(np.float32),
+        "lens": np.array([4, 0, 2], np.int64),
+        "f": rng.standard_normal((4, 4, 2)).astype(np.float32),
+    }
+    want = _ort(m, feeds)
+    got = gc.from_onnx(m).compile().predict(feeds)
+    for o, w in zip("abc", want):
+        np.testing.assert_array_equal(np.asarray(got[o]), w, err_msg=o)
