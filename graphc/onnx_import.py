@@ -878,6 +878,7 @@ class Importer:
         self.bound = {k: np.asarray(v) for k, v in bound.items()}
         model = gather_for_index_transposes(model)  # torch's dynamo x[:, idx]
         model = lookup_of_updated_rows(model)  # torch's dynamo Embedding(max_norm)
+        model = qdq_as_qoperator(model)  # QDQ groups as ONNX Runtime fuses them
         self.model, self.base_dir, self.where = model, base_dir, where
         self.original = model  # as read (check_file), before functions are expanded
         self.graph = model.graph
@@ -1546,6 +1547,8 @@ class Importer:
                         "product that could pass 2**24"
                     )
                     return None
+                if reads_quantized(n):  # 8-bit operands, whole numbers read exactly
+                    continue
                 if n.domain not in ("", "ai.onnx"):
                     self.integer_refusal = f"{here} is of domain {n.domain!r}"
                     return None
@@ -5629,6 +5632,8 @@ def _pool(kind: str) -> Callable[[NodeContext], list[Value]]:
             return [acc]
         if kind == "lp":
             return [_power(acc, 1.0 / p)]
+        if kind == "sum":  # the sum and the count (onnx_import_quant's QLinearAveragePool)
+            return [acc, count]
         inv = (1.0 / count).astype(np.float32)
         tag = hashlib.sha256(inv.tobytes() + str(inv.shape).encode()).hexdigest()[:12]
         return [acc * cx.imp.constant_tensor(f"pool_count_{tag}", inv, cx, False)]
@@ -6603,7 +6608,12 @@ def _fold_dequantize_linear(cx: NodeContext, args: list) -> list:
 from .onnx_import_onnxops import OPS_MORE as _OPS_ONNXOPS  # noqa: E402
 
 # the quantized operators of graphc/onnx_import_quant.py (QLinear*, *Integer, com.microsoft's)
-from .onnx_import_quant import CONTRIB_SCHEMAS, QUANT_OPS  # noqa: E402
+from .onnx_import_quant import (  # noqa: E402
+    CONTRIB_SCHEMAS,
+    QUANT_OPS,
+    qdq_as_qoperator,
+    reads_quantized,
+)
 
 _UNARY = {
     "Relu": "relu",

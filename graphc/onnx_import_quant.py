@@ -51,6 +51,7 @@ from .onnx_import import (
     _minimum,
     _pool,
     _reshape,
+    require_onnx,
 )
 
 EXACT = 2.0**24  # float32 holds every whole number of magnitude <= 2**24 (a 24-bit significand)
@@ -435,14 +436,21 @@ def _qlinear_global_average_pool(cx: NodeContext) -> list[Value]:
 
 
 def _qlinear_average_pool(cx: NodeContext) -> list[Value]:
-    """QLinearAveragePool (com.microsoft): AveragePool's attributes on dequantize(X), then
-    quantize (channels_last=0 only)."""
+    """QLinearAveragePool (com.microsoft; channels_last=0): AveragePool's attributes, as ONNX
+    Runtime's kernel computes it in float32: the dequantized x_scale * (X - X_zp) summed over
+    each window in row-major order, divided by the count, then clamp(rne(v / Y_scale +
+    Y_zp)) (the zero point added before rounding)."""
     if int(cx.attr("channels_last", 0)):
         cx.fail("attribute channels_last=1 is not supported")
     x = _dequantized(cx, 0, 1, 2)
-    (y,) = _pool("mean")(_Given(cx, {0: x}))
-    assert isinstance(y, Tensor)
-    return [_quantized(cx, y, 3, 4)]
+    acc, count = _pool("sum")(_Given(cx, {0: x}))
+    assert isinstance(acc, Tensor) and isinstance(count, np.ndarray)
+    y = acc / _const(cx, count.reshape(count.shape), "pool_count")
+    v = y / float(_scale(cx, 3, "Y_scale"))
+    zp = _param(cx, 4, "Y_zero_point")
+    if zp is not None and float(zp):
+        v = v + float(zp)
+    return [saturate(cx, rne(v), None, _type_of(cx, 4))]
 
 
 def _qlinear_concat(cx: NodeContext) -> list[Value]:
@@ -540,6 +548,15 @@ QUANT_OPS: dict[str, Rule] = {
 }
 
 
+def reads_quantized(node: Any) -> bool:
+    """Whether ``node`` reads its integer operands as quantized 8-bit values (a
+    DequantizeLinear or an operator of QUANT_OPS): an integer graph input may feed it, its
+    whole numbers held exactly in float32."""
+    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+    key = node.op_type if domain == "" else f"{domain}:{node.op_type}"
+    return key == "DequantizeLinear" or key in QUANT_OPS
+
+
 def _contrib_schema(inputs: tuple[int, int], attrs: dict[str, int]) -> Any:
     """An onnx OpSchema's fields that Importer.convert checks, for a com.microsoft operator
     (onnx has no schema of them): input counts, one output, attribute types (AttributeProto:
@@ -568,3 +585,170 @@ CONTRIB_SCHEMAS = {
     "com.microsoft:QLinearAveragePool": _contrib_schema((4, 5), _POOL_ATTRS),
     "com.microsoft:QLinearConcat": _contrib_schema((5, 2**31 - 1), {"axis": 2}),
 }
+
+
+# ---------------------------------------------------------------- QDQ models as ONNX Runtime runs them
+
+
+def qdq_as_qoperator(model: Any) -> Any:
+    """See ``_qdq_as_qoperator``; a model it cannot read is returned as it is (the checks after
+    it name what is wrong)."""
+    try:
+        return _qdq_as_qoperator(model)
+    except Exception:  # a hostile or malformed file: the import's own checks report it
+        return model
+
+
+_POOL_COPIED = ("kernel_shape", "strides", "pads", "ceil_mode", "auto_pad", "count_include_pad")
+
+
+def _qdq_as_qoperator(model: Any) -> Any:
+    """The model with each QDQ node group that ONNX Runtime's default graph optimizations fuse
+    into an integer kernel written as that kernel, so that graphc computes what an ORT session
+    (ORT_ENABLE_BASIC and above, the default) computes: Q(op(DQ(x), DQ(w)[, DQ(bias)])) for op
+    Conv -> QLinearConv, MatMul -> QLinearMatMul, Gemm -> QGemm, Add / Mul -> QLinearAdd /
+    QLinearMul, AveragePool / GlobalAveragePool -> QLinearAveragePool /
+    QLinearGlobalAveragePool. The float definition (ORT with its optimizations off) rounds the
+    float sums instead of the exact integer ones, which moves an output by one quantization
+    step where a value lies near a rounding boundary. The other QDQ groups (MaxPool, Relu,
+    Sigmoid, LeakyRelu, Concat, reshapes) compute the same as their kernels in float and stay.
+
+    A group is fused when (ONNX Runtime's selectors, for uint8 activations): the op's output
+    feeds only the QuantizeLinear (not a graph output); every DequantizeLinear /
+    QuantizeLinear is standard, 8-bit, has a zero point, and scales and zero points that are
+    initializers (per tensor; per output channel / column, along the DQ's axis, for the
+    weights of Conv, MatMul and Gemm and for an int32 bias); the weights of Conv and Gemm are
+    initializers; the activations in and out are uint8. Groups with int8 activations keep
+    the float definition: ONNX Runtime's handling of them depends on the CPU (on x86 it
+    rewrites some to uint8, QDQS8ToU8Transformer, and fuses others), so graphc does not
+    follow it. The QuantizeLinear node is replaced in place (node
+    numbers stay); the nodes it read become unused. The caller's ModelProto is not changed."""
+    onnx = require_onnx()
+    g = model.graph
+    nodes = list(g.node)
+    if not any(n.op_type == "QuantizeLinear" for n in nodes):
+        return model
+    inits = {t.name: t for t in g.initializer}
+    producer = {o: n for n in nodes for o in n.output if o}
+    outputs = {o.name for o in g.output}
+    uses: dict[str, int] = {}
+    for n in nodes:
+        for v in n.input:
+            uses[v] = uses.get(v, 0) + 1
+
+    def init(name: str) -> np.ndarray | None:
+        t = inits.get(name)
+        if t is None or t.data_location == onnx.TensorProto.EXTERNAL:
+            return None
+        return np.asarray(onnx.numpy_helper.to_array(t))
+
+    def attrs(n: Any) -> dict[str, Any]:
+        return {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+
+    def qparams(n: Any, axis: int | None = None) -> tuple | None:
+        """(input, scale, zero point, zero point dtype) of a standard 8-bit DQ / Q node, per
+        tensor or (``axis`` given) per index of that axis of a constant input."""
+        if n is None or n.domain not in ("", "ai.onnx") or len(n.input) != 3:
+            return None
+        a = attrs(n)
+        if set(a) - {"axis"} or not n.input[2]:
+            return None
+        s, z = init(n.input[1]), init(n.input[2])
+        bias = z is not None and z.dtype == np.int32 and axis is not None
+        if (s is None or z is None or z.dtype not in _NP_TYPE or s.size != z.size) and not bias:
+            return None
+        assert s is not None
+        if s.size != 1:
+            x = init(n.input[0])
+            if axis is None or x is None or s.ndim != 1:
+                return None
+            if int(a.get("axis", 1)) % x.ndim != axis % x.ndim or s.size != x.shape[axis]:
+                return None
+        return n.input[0], n.input[1], n.input[2], z.dtype
+
+    def dq(name: str, axis: int | None = None) -> tuple | None:
+        n = producer.get(name)
+        if n is None or n.op_type != "DequantizeLinear":
+            return None
+        return qparams(n, axis)
+
+    def weight_axis(op: Any, k: int) -> int | None:
+        """The axis of op's input k along which a per-channel DQ may vary (its output
+        channels / columns), None where only per-tensor is fused."""
+        if k == 2:
+            return 0  # the bias, one per channel
+        if k != 1:
+            return None
+        if op.op_type == "Conv":
+            return 0
+        if op.op_type == "Gemm":
+            return 0 if attrs(op).get("transB", 0) else 1
+        return -1 if op.op_type == "MatMul" else None
+
+    found: list[tuple[int, Any]] = []
+    for i, q in enumerate(nodes):
+        if q.op_type != "QuantizeLinear" or not q.input:
+            continue
+        yq = qparams(q)
+        op = producer.get(q.input[0])
+        if yq is None or op is None or op.domain not in ("", "ai.onnx"):
+            continue
+        if uses.get(op.output[0], 0) != 1 or op.output[0] in outputs or len(op.output) != 1:
+            continue
+        ins = [dq(v, weight_axis(op, k)) if v else None for k, v in enumerate(op.input)]
+        # uint8 activations only: ONNX Runtime's fusion of int8 ones depends on the CPU (its
+        # QDQS8ToU8Transformer and int8 kernels are platform choices)
+        if not ins or ins[0] is None or ins[0][3] != yq[3] or yq[3] != np.uint8:
+            continue
+        a = attrs(op)
+        x = list(ins[0][:3])
+        y = list(yq[1:3])
+        new = None
+        if op.op_type in ("Conv", "MatMul", "Gemm") and len(ins) >= 2 and ins[1] is not None:
+            w = list(ins[1][:3])
+            const_w = init(w[0]) is not None
+            bias = ins[2] if len(ins) > 2 else None
+            if len(op.input) > 2 and op.input[2] and (bias is None or init(bias[0]) is None):
+                continue
+            if bias is not None and bias[3] != np.int32:
+                continue
+            if ins[1][3] == np.int32:
+                continue
+            b = [bias[0]] if bias is not None else []
+            if op.op_type == "Conv" and const_w:
+                new = onnx.helper.make_node("QLinearConv", x + w + y + b, list(q.output), **a)
+            elif op.op_type == "MatMul":
+                new = onnx.helper.make_node("QLinearMatMul", x + w + y, list(q.output))
+            elif op.op_type == "Gemm" and const_w and float(a.get("beta", 1.0)) == 1.0:
+                a.pop("beta", None)
+                new = onnx.helper.make_node(
+                    "QGemm", x + w + (b or [""]) + y, list(q.output), domain="com.microsoft", **a
+                )
+        elif op.op_type in ("Add", "Mul") and len(ins) == 2 and ins[1] is not None:
+            if ins[1][3] == yq[3] and init(ins[1][1]).size == 1:  # type: ignore[union-attr]
+                kind = "QLinearAdd" if op.op_type == "Add" else "QLinearMul"
+                new = onnx.helper.make_node(
+                    kind, x + list(ins[1][:3]) + y, list(q.output), domain="com.microsoft"
+                )
+        elif op.op_type == "AveragePool" and set(a) <= set(_POOL_COPIED):
+            new = onnx.helper.make_node(
+                "QLinearAveragePool", x + y, list(q.output), domain="com.microsoft", **a
+            )
+        elif op.op_type == "GlobalAveragePool":
+            new = onnx.helper.make_node(
+                "QLinearGlobalAveragePool", x + y, list(q.output), domain="com.microsoft"
+            )
+        if new is not None:
+            new.name = q.name
+            found.append((i, new))
+    if not found:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for i, new in found:
+        out.graph.node[i].CopyFrom(new)
+    if any(n.domain == "com.microsoft" for _, n in found) and not any(
+        o.domain == "com.microsoft" for o in out.opset_import
+    ):
+        out.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    return out

@@ -109,20 +109,26 @@ def test_static_qoperator_models_match_onnxruntime_exactly(
     QLinearMul, QLinearLeakyRelu, QLinearSigmoid, QLinearAveragePool, QLinearConcat,
     QLinearGlobalAveragePool): every output equals ONNX Runtime's bit for bit (the quantized
     intermediates, dequantized at the end, agree)."""
-    rng = np.random.default_rng(3)
+    ops = _static_matches_ort(
+        tmp_path, 3, net, quant.QuantFormat.QOperator,
+        per_channel=per_channel, activation_type=act, weight_type=wt, reduce_range=reduce_range,
+    )  # fmt: skip
+    assert ops & {"QLinearMatMul", "QLinearConv", "QGemm"}, ops
+
+
+def _static_matches_ort(tmp_path, seed, net, fmt, **options):
+    """Quantize the net with quantize_static (fmt, options), run it through ONNX Runtime's
+    default session and graphc on 64 rows, assert the outputs are equal; the op types."""
+    rng = np.random.default_rng(seed)
     model, shape = _cnn(rng) if net == "cnn" else _mlp(rng, net == "gemm")
     src, dst = str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx")
     onnx.save(model, src)
-    quant.quantize_static(
-        src, dst, _Reader(rng, shape), quant_format=quant.QuantFormat.QOperator,
-        per_channel=per_channel, activation_type=act, weight_type=wt, reduce_range=reduce_range,
-    )  # fmt: skip
-    ops = {n.op_type for n in onnx.load(dst).graph.node}
-    assert ops & {"QLinearMatMul", "QLinearConv", "QGemm"}, ops
+    quant.quantize_static(src, dst, _Reader(rng, shape), quant_format=fmt, **options)
     x = (rng.normal(size=(64, *shape)) * 1.5).astype(np.float32)
     want = _ort(dst, x)[0]
     got = from_onnx(dst, trainable=False).compile().predict(x)
     np.testing.assert_array_equal(got, want)
+    return {n.op_type for n in onnx.load(dst).graph.node}
 
 
 @pytest.mark.parametrize("net, per_channel", [("mlp", False), ("gemm", True), ("cnn", True)])
@@ -238,3 +244,72 @@ def test_qlinear_conv_per_channel_int8_with_bias_group_and_padding(tmp_path) -> 
     want = _ort(path, x)[0]
     got = from_onnx(path, trainable=False).compile().predict(x)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "net, per_channel, act, wt",
+    [("cnn", False, U8, S8), ("cnn", True, U8, S8), ("mlp", True, U8, S8), ("gemm", True, U8, U8)],
+)
+def test_static_qdq_models_match_onnxruntime_default_session_exactly(
+    tmp_path, net, per_channel, act, wt
+) -> None:
+    """quantize_static's QDQ format: ONNX Runtime's default session fuses the QDQ groups into
+    its integer kernels (QLinearConv, QLinearMatMul, QGemm, QLinearAdd, QLinearMul, the
+    pools), whose rounding differs from the float definition by a quantization step here
+    and there; graphc fuses the same groups (onnx_import_quant.qdq_as_qoperator) and equals
+    the default session bit for bit."""
+    ops = _static_matches_ort(
+        tmp_path, 8, net, quant.QuantFormat.QDQ,
+        per_channel=per_channel, activation_type=act, weight_type=wt,
+    )  # fmt: skip
+    assert "QLinearConv" not in ops and "DequantizeLinear" in ops, ops
+
+
+def test_com_microsoft_elementwise_ops_over_every_uint8_value() -> None:
+    """QLinearSigmoid and QLinearLeakyRelu over all 256 inputs, QLinearAdd / QLinearMul /
+    QLinearConcat of random pairs, QLinearAveragePool (3x3, pads, stride 2) and
+    QLinearGlobalAveragePool, for 4 random sets of scales and zero points, in one model
+    reading uint8 graph inputs: equal to ONNX Runtime everywhere."""
+    rng = np.random.default_rng(9)
+    ms = "com.microsoft"
+    mk = helper.make_node
+    one = ["a", "sx", "zx", "sy", "zy"]
+    two = ["a", "sx", "zx", "b", "sb", "zb", "sy", "zy"]
+    pool = ["img", "sx", "zx", "sy", "zy"]
+    for _ in range(4):
+        nodes = [
+            mk("QLinearSigmoid", one, ["sig"], domain=ms),
+            mk("QLinearLeakyRelu", one, ["lrelu"], domain=ms, alpha=float(rng.uniform(0, 0.5))),
+            mk("QLinearAdd", two, ["add"], domain=ms),
+            mk("QLinearMul", two, ["mul"], domain=ms),
+            mk("QLinearConcat", ["sy", "zy", "a", "sx", "zx", "b", "sb", "zb"], ["cat"],
+               domain=ms, axis=1),
+            mk("QLinearAveragePool", pool, ["ap"], domain=ms, kernel_shape=[3, 3],
+               pads=[1, 1, 1, 1], strides=[2, 2]),
+            mk("QLinearGlobalAveragePool", pool, ["gap"], domain=ms),
+        ]  # fmt: skip
+        sx, sy, sb = (np.float32(v) for v in rng.uniform(0.002, 0.2, 3))
+        zx, zy, zb = (np.uint8(v) for v in rng.integers(0, 256, 3))
+        names = ("sx", "zx", "sy", "zy", "sb", "zb")
+        inits = [nh.from_array(np.array(v), k) for k, v in zip(names, (sx, zx, sy, zy, sb, zb))]
+        feeds = {
+            "a": np.tile(np.arange(256, dtype=np.uint8), (2, 1)),
+            "b": rng.integers(0, 256, size=(2, 256)).astype(np.uint8),
+            "img": rng.integers(0, 256, size=(2, 3, 7, 7)).astype(np.uint8),
+        }
+        ins = [
+            helper.make_tensor_value_info(k, TP.UINT8, ["N", *v.shape[1:]])
+            for k, v in feeds.items()
+        ]
+        outs = [helper.make_tensor_value_info(n.output[0], TP.UINT8, None) for n in nodes]
+        m = helper.make_model(
+            helper.make_graph(nodes, "u8", ins, outs, inits),
+            opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)],
+        )
+        m.ir_version = 8
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        want = sess.run(None, feeds)
+        got = from_onnx(m, trainable=False).compile().predict(feeds)
+        for n, w in zip(nodes, want):
+            g = np.asarray(got[n.output[0]])
+            np.testing.assert_array_equal(g.reshape(w.shape), w, err_msg=n.op_type)
