@@ -1558,8 +1558,8 @@ class Importer:
                     continue
                 if n.op_type in ("Gather", "GatherElements") and n.input[0] != v:
                     continue
-                if n.op_type in ("ScatterElements", "Scatter") and list(n.input).index(v) == 1:
-                    continue  # the indices only (not data or updates): compared, as a lookup's
+                if _INDEX_OPERAND.get(n.op_type) == list(n.input).index(v):
+                    continue  # the indices only (ScatterElements', a loss's targets): compared
                 if n.op_type == "Where" and n.input[0] == v and v not in n.input[1:]:
                     # the condition only picks between the other operands: their values, not
                     # v's, flow on (torch's masked_fill(ids == 0, -1e9) of float scores)
@@ -3854,11 +3854,15 @@ def _resize_rois(cx: NodeContext, axes: list[int]) -> dict[int, tuple[float, flo
 MAX_LOOKUP_ROWS = 65536  # the largest table an embedding lookup compares indices against
 
 
-def _index_input(cx: NodeContext, idx: Tensor, rows: int) -> None:
+def _index_input(
+    cx: NodeContext, idx: Tensor, rows: int, span: tuple[int, int] | None = None
+) -> None:
     """Integer input ``idx`` read straight as the indices of a table of ``rows`` rows: the
-    range the entries let through (ir.ops.sources.index_range) cut to -rows .. rows-1."""
-    lo, hi = index_range(idx.node) or (-rows, rows - 1)
-    lo, hi = max(lo, -rows), min(hi, rows - 1)
+    range the entries let through (ir.ops.sources.index_range) cut to -rows .. rows-1 (or to
+    ``span``, a wider range some of whose values pick nothing: a loss's ignore_index)."""
+    first, last = span or (-rows, rows - 1)
+    lo, hi = index_range(idx.node) or (first, last)
+    lo, hi = max(lo, first), min(hi, last)
     if lo > hi:
         cx.fail(
             f"input {idx.name!r} indexes {rows} rows here but holds {lo} .. {hi} elsewhere "
@@ -5315,27 +5319,38 @@ def _gather_elements(cx: NodeContext) -> list[Value]:
     return [out]
 
 
-def _index_hits(cx: NodeContext, idx: Tensor, size: int, axis: int) -> Tensor:
+def _index_hits(
+    cx: NodeContext,
+    idx: Tensor,
+    size: int,
+    axis: int,
+    span: tuple[int, int] | None = None,
+    new_axis: bool = False,
+) -> Tensor:
     """hit[..., k, j, ...] = [idx'[..., k, ...] == j] for each position j < ``size`` of
     ``axis`` (a new axis after it), idx' = idx + size where idx < 0: GatherElements' and
     ScatterElements' comparison of computed integer indices with an axis. Indices read from
     a graph input are checked by every entry (whole numbers in -size .. size-1); computed ones
     are proven in that range by Importer.bound_integers, or the import is refused. At most
-    MAX_GATHER_ELEMENTS comparisons per sample, else refused naming the node."""
-    k = int(idx.shape[axis])
+    MAX_GATHER_ELEMENTS comparisons per sample, else refused naming the node. ``span``: the
+    range to check instead, where values outside -size .. size-1 hit nothing (ignore_index).
+    ``new_axis``: idx has no axis ``axis`` (a loss's targets): hit[..., j, ...] = [idx' == j]
+    with j at ``axis``."""
+    k = 1 if new_axis else int(idx.shape[axis])
     if math.prod(int(d) for d in idx.shape[1:]) * size > MAX_GATHER_ELEMENTS:
         cx.fail(
             f"{k} indices among {size} positions per row (graphc compares at most "
             f"{MAX_GATHER_ELEMENTS} pairs per sample)"
         )
     if idx.node.op == "input":  # the entries check its values (compiler.plan_input_checks)
-        _index_input(cx, idx, size)
+        _index_input(cx, idx, size, span)
     else:
-        cx.imp.lookups.append((idx, size, cx.where()))
+        cx.imp.lookups.append((idx, span or size, cx.where()))
     zero = dsl.const(0.0)
     wrapped = dsl.apply("where", dsl.apply("greater", zero, idx), idx + float(size), idx)
-    col = _reshape(cx, wrapped, (*idx.shape[: axis + 1], 1, *idx.shape[axis + 1 :]))
-    trail = (1,) * (len(idx.shape) - axis - 1)
+    cut = axis if new_axis else axis + 1
+    col = _reshape(cx, wrapped, (*idx.shape[:cut], 1, *idx.shape[cut:]))
+    trail = (1,) * (len(idx.shape) - cut)
     pos = np.arange(size, dtype=np.float32).reshape((size, *trail))
     return dsl.apply("equal", col, cx.imp.constant_tensor(f"index_{size}", pos, cx, False))
 
@@ -6605,6 +6620,7 @@ def _fold_dequantize_linear(cx: NodeContext, args: list) -> list:
 # ---------------------------------------------------------------- the table
 
 # the rules of graphc/onnx_import_onnxops.py (scatter, ...): after every helper they import
+from .onnx_import_onnxops import INDEX_OPERAND as _INDEX_OPERAND  # noqa: E402
 from .onnx_import_onnxops import OPS_MORE as _OPS_ONNXOPS  # noqa: E402
 
 # the quantized operators of graphc/onnx_import_quant.py (QLinear*, *Integer, com.microsoft's)

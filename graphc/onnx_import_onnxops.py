@@ -491,10 +491,118 @@ def _fold_affine_grid(cx: NodeContext, args: list) -> list:
     return [np.einsum("nkm,pm->npk", theta, base).reshape(theta.shape[0], *dims, r)]
 
 
+# ---------------------------------------------------------------- losses
+
+LOSS_REDUCTIONS = ("none", "sum", "mean")
+
+
+def _nll(cx: NodeContext, logp: Tensor) -> Tensor:
+    """NegativeLogLikelihoodLoss of log-probabilities ``logp`` [N, C, d_1 .. d_k] (the spec,
+    https://onnx.ai/onnx/operators/onnx__NegativeLogLikelihoodLoss.html): with targets t
+    [N, d_1 .. d_k] and weights w [C] (1 without), loss[n, d] = -logp[n, t[n, d], d] *
+    w[t[n, d]], 0 where t == ignore_index; reduction none keeps that, sum adds it up, mean
+    divides the sum by the sum of w[t] over the targets not ignored (their count without
+    weights; 0 / 0 = NaN when every target is ignored, as ONNX Runtime). Targets as ONNX
+    Runtime reads them: negative ones count from the end (GatherElements), one outside -C ..
+    C-1 other than ignore_index is an error: an input is checked by every entry (within -C ..
+    C-1 and ignore_index: a value between them, which ONNX Runtime refuses, gives NaN), a
+    computed one proven in range, constant ones checked here."""
+    red = str(cx.attr("reduction", "mean"))
+    if red not in LOSS_REDUCTIONS:
+        cx.fail(f"reduction {red!r} is not one of {', '.join(LOSS_REDUCTIONS)}")
+    r = len(logp.shape)
+    if r < 2:
+        cx.fail(f"input {_fmt(logp.shape)} must be [N, C] or [N, C, d_1, ...]")
+    c = logp.shape[1]
+    if not isinstance(c, int):
+        cx.fail(f"input {_fmt(logp.shape)}: the classes (axis 1) must have a fixed size")
+    tv = cx.value(1)
+    want = (logp.shape[0], *logp.shape[2:])
+    if tuple(tv.shape) != tuple(want):
+        cx.fail(f"target {_fmt(tv.shape)} must be input's shape without axis 1, {_fmt(want)}")
+    ii = cx.attr("ignore_index")
+    zero = dsl.const(0.0)
+    pos_shape = (c, *(1,) * (r - 2))
+    if isinstance(tv, np.ndarray):
+        t = tv.astype(np.int64)
+        ok = ((t >= -c) & (t < c)) | (t == ii if ii is not None else False)
+        if not ok.all():
+            k = tuple(int(v) for v in np.argwhere(~ok)[0])
+            cx.fail(f"target[{', '.join(map(str, k))}] = {int(t[k])} is outside [-{c}, {c - 1}]")
+        wrapped = np.where(t < 0, t + c, t)
+        hit_a = wrapped[:, None] == np.arange(c).reshape(pos_shape)
+        if ii is not None:
+            hit_a &= (t != ii)[:, None]
+        hit = cx.imp.constant_tensor(f"targets_{cx.index}", hit_a.astype(np.float32), cx, False)
+    else:
+        t = cx.x(1)
+        if id(t) not in cx.imp.integral:
+            cx.fail("targets computed in float: the loss needs integer targets")
+        span = None
+        if ii is not None and not -c <= int(ii) < c:
+            span = (min(-c, int(ii)), max(c - 1, int(ii)))
+        hit = _index_hits(cx, t, c, 1, span, new_axis=True)  # [N, C, d..]
+        # a target between -C .. C-1 and ignore_index (ONNX Runtime raises): NaN, never a loss
+        found = dsl.sum(hit, axes=1)
+        if ii is not None:
+            ignored = dsl.apply("equal", t, dsl.const(float(ii)))
+            kept = _reshape(cx, 1.0 - ignored, (want[0], 1, *want[1:]))
+            hit = dsl.apply("where", kept, hit, zero)
+            found = dsl.sum(hit, axes=1) + ignored
+        nan = zero / zero
+    picked = dsl.sum(dsl.apply("where", hit, logp, zero), axes=1)  # [N, d..]
+    if cx.has(2):
+        w = _reshape(cx, cx.x(2), pos_shape)
+        wt = dsl.sum(dsl.apply("where", hit, w, zero), axes=1)
+    else:
+        wt = dsl.sum(hit, axes=1)  # 1 where kept, 0 where ignored
+    loss = zero - picked * wt if cx.has(2) else dsl.apply("where", wt, zero - picked, zero)
+    if not isinstance(tv, np.ndarray):
+        loss = dsl.apply("where", found, loss, nan)
+    if red == "none":
+        return loss
+    total = dsl.sum(loss)
+    return total if red == "sum" else total / dsl.sum(wt)
+
+
+def _nll_rule(cx: NodeContext) -> list[Value]:
+    return [_nll(cx, cx.x(0))]
+
+
+def _log_softmax_axis1(cx: NodeContext, x: Tensor) -> Tensor:
+    """log softmax over axis 1 (the classes): the native row-wise op for [N, C], else
+    x - max - log(sum(exp(x - max)))."""
+    if len(x.shape) == 2:
+        return dsl.apply("log_softmax", x)
+    z = x - dsl.apply("max", x, axes=(1,), keepdims=True)
+    return z - dsl.log(dsl.sum(dsl.exp(z), axes=1, keepdims=True))
+
+
+def _softmax_cross_entropy(cx: NodeContext) -> list[Value]:
+    """SoftmaxCrossEntropyLoss (torch's F.cross_entropy at opsets 12+): scores [N, C, d..]
+    -> log_prob = log softmax over the classes (axis 1), then NegativeLogLikelihoodLoss of it
+    (_nll: reduction, ignore_index, weights); the optional second output is log_prob."""
+    logp = _log_softmax_axis1(cx, cx.x(0))
+    out: list[Value] = [_nll(cx, logp)]
+    if len(cx.node.output) > 1 and cx.node.output[1]:
+        out.append(logp)
+    return out
+
+
+INDEX_OPERAND = {  # operators reading an integer input as indices: which operand
+    "ScatterElements": 1,
+    "Scatter": 1,
+    "NegativeLogLikelihoodLoss": 1,
+    "SoftmaxCrossEntropyLoss": 1,
+}
+
+
 OPS_MORE: dict[str, Rule] = {
     "ScatterElements": Rule(_scatter_elements, ("axis", "reduction"), fold=_fold_scatter_elements),
     "Scatter": Rule(_scatter_elements, ("axis",), fold=_fold_scatter_elements),
     "ScatterND": Rule(_scatter_nd, ("reduction",), fold=_fold_scatter_nd),
     "GridSample": Rule(_grid_sample, ("mode", "padding_mode", "align_corners")),
     "AffineGrid": Rule(_affine_grid, ("align_corners",), fold=_fold_affine_grid),
+    "NegativeLogLikelihoodLoss": Rule(_nll_rule, ("reduction", "ignore_index")),
+    "SoftmaxCrossEntropyLoss": Rule(_softmax_cross_entropy, ("reduction", "ignore_index")),
 }

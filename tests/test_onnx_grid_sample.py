@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import numeric_grad
+from onnx_models import make_model
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -24,16 +25,7 @@ F = TensorProto.FLOAT
 
 
 def _model(nodes, inputs, outs, inits=(), opset: int = 20):
-    g = helper.make_graph(
-        nodes,
-        "g",
-        [helper.make_tensor_value_info(n, F, s) for n, s in inputs],
-        [helper.make_tensor_value_info(o, F, None) for o in outs],
-        list(inits),
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
-    m.ir_version = 9
-    return m
+    return make_model(nodes, inputs, outs, inits, opset)
 
 
 def _check(m, feeds) -> None:
