@@ -314,13 +314,22 @@ class _Recurrence:
         h0 = self._state(5, batch, hidden, "initial_h")
         c0 = self._state(6, batch, hidden, "initial_c") if op == "LSTM" else [None] * dirs
         masks = _mask_of(cx, steps, batch)
-        proj = self._projection(x, w, batch, steps, size, gh)
+        bias, rbh = None, [None] * dirs
+        if b is not None:  # Wb + Rb, added to the input projection once (GRU's linear before
+            # reset keeps Rbh apart: it is multiplied by the reset gate)
+            wb, rb = _slice(b, 1, 0, gh), _slice(b, 1, gh, 2 * gh)
+            if self.lbr:
+                keep = np.ones((1, gh), np.float32)
+                keep[:, 2 * hidden :] = 0.0
+                rbh = [
+                    _reshape(_slice(_slice(rb, 0, d, d + 1), 1, 2 * hidden, gh), (hidden,))
+                    for d in range(dirs)
+                ]
+                rb = rb * _const(cx, "gru_bias_zr", keep)
+            bias = _reshape(wb + rb, (dirs * gh,))
+        proj = self._projection(x, w, bias, batch, steps, size, gh)
         ys, hs, cs = [], [], []
         for d in range(dirs):
-            wb = rb = None
-            if b is not None:
-                bd = _reshape(_slice(b, 0, d, d + 1), (2 * gh,))
-                wb, rb = _slice(bd, 0, 0, gh), _slice(bd, 0, gh, 2 * gh)
             rd = _reshape(_slice(r, 0, d, d + 1), (gh, hidden))
             pd = None if p is None else _reshape(_slice(p, 0, d, d + 1), (3 * hidden,))
             reverse = self.direction == "reverse" or d == 1
@@ -329,7 +338,7 @@ class _Recurrence:
             y: list[Tensor | None] = [None] * steps
             for t in order:
                 xt = proj(t, d)
-                hn, cn = self._step(xt, h, c, rd, wb, rb, pd, acts[d], hidden)
+                hn, cn = self._step(xt, h, c, rd, rbh[d], pd, acts[d], hidden)
                 if masks is None:
                     h, c = hn, cn
                     y[t] = h
@@ -367,15 +376,20 @@ class _Recurrence:
         )
 
     def _projection(
-        self, x: Tensor, w: Tensor, batch: Any, steps: int, size: int, gh: int
+        self, x: Tensor, w: Tensor, bias: Tensor | None, batch: Any, steps: int, size: int, gh: int
     ) -> Callable[[int, int], Tensor]:
-        """(t, d) -> X_t W_d^T, [B, gates*H]: one GEMM for every step and direction when the
-        batch is fixed, one per step under N."""
+        """(t, d) -> X_t W_d^T + Wb_d + Rb_d, [B, gates*H]: one GEMM for every step and
+        direction when the batch is fixed, one per step under N."""
         dirs = self.dirs
         wall = _reshape(w, (dirs * gh, size))
+
+        def biased(v: Tensor) -> Tensor:
+            return v if bias is None else v + bias
+
         if batch != "N":
             flat = _reshape(x, (batch * steps, size))
-            allp = _reshape(dsl.matmul(flat, wall, transpose_b=True), (batch, steps, dirs * gh))
+            allp = biased(dsl.matmul(flat, wall, transpose_b=True))
+            allp = _reshape(allp, (batch, steps, dirs * gh))
 
             def fixed(t: int, d: int) -> Tensor:
                 row = _reshape(_slice(allp, 1, t, t + 1), (batch, dirs * gh))
@@ -387,7 +401,7 @@ class _Recurrence:
         def per_step(t: int, d: int) -> Tensor:
             if t not in done:
                 xt = _reshape(_slice(x, 1, t, t + 1), ("N", size))
-                done[t] = dsl.matmul(xt, wall, transpose_b=True)
+                done[t] = biased(dsl.matmul(xt, wall, transpose_b=True))
             return _slice(done[t], 1, d * gh, (d + 1) * gh)
 
         return per_step
@@ -403,61 +417,51 @@ class _Recurrence:
         h: Tensor | None,
         c: Tensor | None,
         rd: Tensor,
-        wb: Tensor | None,
-        rb: Tensor | None,
+        rbh: Tensor | None,
         pd: Tensor | None,
         acts: list[Activation],
         hidden: int,
     ) -> tuple[Tensor, Tensor | None]:
-        """One step of one direction: (H_t, C_t) from X_t W^T and (H_{t-1}, C_{t-1}); None
-        states are zero (no initial state)."""
+        """One step of one direction: (H_t, C_t) from X_t W^T + biases and (H_{t-1},
+        C_{t-1}); None states are zero (no initial state)."""
         n = hidden
 
-        def part(v: Tensor | None, k: int) -> Tensor | None:
-            return None if v is None else _slice(v, len(v.shape) - 1, k * n, (k + 1) * n)
+        def part(v: Tensor | None, k: int, m: int = 1) -> Tensor | None:
+            return None if v is None else _slice(v, len(v.shape) - 1, k * n, (k + m) * n)
 
-        def plus(*vs: Tensor | None) -> Tensor:
-            out = None
-            for v in vs:
-                if v is not None:
-                    out = v if out is None else out + v
-            assert out is not None
-            return out
-
-        if self.op == "GRU":
+        if self.op == "GRU":  # gates z, r, h
             f, g = acts
-            rzr = _slice(rd, 0, 0, 2 * n)
-            hr = None if h is None else dsl.matmul(h, rzr, transpose_b=True)
-            z = self._gate(plus(part(xt, 0), part(hr, 0), part(wb, 0), part(rb, 0)), f)
-            rr = self._gate(plus(part(xt, 1), part(hr, 1), part(wb, 1), part(rb, 1)), f)
+            zr = part(xt, 0, 2)
+            if h is not None:
+                zr = zr + dsl.matmul(h, _slice(rd, 0, 0, 2 * n), transpose_b=True)
+            z, rr = self._gate(part(zr, 0), f), self._gate(part(zr, 1), f)
             rh = _slice(rd, 0, 2 * n, 3 * n)
-            if self.lbr:
-                hh = None if h is None else dsl.matmul(h, rh, transpose_b=True)
-                lin = plus(hh, part(rb, 2)) if (hh is not None or rb is not None) else None
-                rec = None if lin is None else rr * lin
-                ht = self._gate(plus(part(xt, 2), part(wb, 2), rec), g)
-            else:
-                rec = None if h is None else dsl.matmul(rr * h, rh, transpose_b=True)
-                ht = self._gate(plus(part(xt, 2), rec, part(wb, 2), part(rb, 2)), g)
+            pre = part(xt, 2)
+            if self.lbr:  # r (.) (H Rh^T + Rbh)
+                lin = None if h is None else dsl.matmul(h, rh, transpose_b=True)
+                lin = lin if rbh is None else rbh if lin is None else lin + rbh
+                pre = pre if lin is None else pre + rr * lin
+            elif h is not None:  # (r (.) H) Rh^T
+                pre = pre + dsl.matmul(rr * h, rh, transpose_b=True)
+            ht = self._gate(pre, g)
             hn = (1.0 - z) * ht if h is None else (1.0 - z) * ht + z * h
             return hn, None
-        hr = None if h is None else dsl.matmul(h, rd, transpose_b=True)
+        zall = xt if h is None else xt + dsl.matmul(h, rd, transpose_b=True)
         if self.op == "RNN":
-            return self._gate(plus(xt, hr, wb, rb), acts[0]), None
+            return self._gate(zall, acts[0]), None
         f, g, hf = acts  # LSTM, gates i, o, f, c; P holds i, o, f
-        pi, po, pf = part(pd, 0), part(pd, 1), part(pd, 2)
-        i_g = self._gate(plus(part(xt, 0), part(hr, 0), part(wb, 0), part(rb, 0), _times(pi, c)), f)
-        if self.forget:
-            f_g = 1.0 - i_g
-        else:
-            f_g = self._gate(
-                plus(part(xt, 2), part(hr, 2), part(wb, 2), part(rb, 2), _times(pf, c)), f
-            )
-        c_g = self._gate(plus(part(xt, 3), part(hr, 3), part(wb, 3), part(rb, 3)), g)
+
+        def peep(k: int, v: Tensor | None) -> Tensor | None:
+            return None if pd is None or v is None else part(pd, k) * v
+
+        def plus(a: Tensor, b: Tensor | None) -> Tensor:
+            return a if b is None else a + b
+
+        i_g = self._gate(plus(part(zall, 0), peep(0, c)), f)
+        f_g = 1.0 - i_g if self.forget else self._gate(plus(part(zall, 2), peep(2, c)), f)
+        c_g = self._gate(part(zall, 3), g)
         cn = i_g * c_g if c is None else f_g * c + i_g * c_g
-        o_g = self._gate(
-            plus(part(xt, 1), part(hr, 1), part(wb, 1), part(rb, 1), _times(po, cn)), f
-        )
+        o_g = self._gate(plus(part(zall, 1), peep(1, cn)), f)
         return o_g * hf(cn), cn
 
     def _outputs(self, ys: list, hs: list, cs: list, batch: Any, hidden: int) -> list:
@@ -559,7 +563,3 @@ def reverse_sequence(cx: NodeContext) -> list:
 def _equal_to(v: Tensor, k: int) -> Tensor:
     """[v == k] (0/1) for whole numbers v."""
     return dsl.apply("greater", v, dsl.const(k - 0.5)) * dsl.apply("greater", dsl.const(k + 0.5), v)
-
-
-def _times(p: Tensor | None, c: Tensor | None) -> Tensor | None:
-    return None if p is None or c is None else p * c

@@ -13,6 +13,7 @@ Run with a Python that has tensorflow-cpu and tf2onnx (not a graphc dependency):
 import os
 import sys
 
+import export_tf  # (this folder: the script's own)
 import keras
 import numpy as np
 import tensorflow as tf
@@ -23,14 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 T, C, H = 5, 3, 4
 
 
-def save(name, model, specs, opset=14):
-    @tf.function(input_signature=specs)
-    def f(*a):
-        return model(list(a) if len(a) > 1 else a[0], training=False)
-
-    proto, _ = tf2onnx.convert.from_function(f, input_signature=specs, opset=opset)
-    with open(os.path.join(HERE, f"tf_rnn_{name}_{opset}.onnx"), "wb") as fh:
-        fh.write(proto.SerializeToString())
+def save(name, model, specs):
+    export_tf.save(f"rnn_{name}", model, specs, opset=14)  # tf_rnn_{name}_14.onnx
 
 
 def seq(*ls, inp=None):
