@@ -114,6 +114,7 @@ SHAPE_INPUTS = {
     "OneHot": (1,),
     # scales and zero points (graphc needs them at import time; a quantized model's are
     # initializers)
+    "QuantizeLinear": (1,),
     "QLinearMatMul": (1, 2, 4, 5, 6, 7),
     "QLinearConv": (1, 2, 4, 5, 6, 7),
 }

@@ -6533,13 +6533,15 @@ _ONNX_OF_NP[np.dtype(np.int16)] = 5
 _ONNX_OF_NP[np.dtype(np.int32)] = 6
 
 
-def _per_axis(cx: NodeContext, i: int, x_rank: int, what: str) -> Tensor | None:
+def _per_axis(cx: NodeContext, i: int, x_shape: tuple, what: str) -> Tensor | None:
     """Operand ``i`` (a scale or zero point) shaped to broadcast along the node's ``axis``
-    (default 1): a scalar or 1-element value per tensor, a 1-D one per axis element."""
+    (default 1): a scalar or 1-element value per tensor, a 1-D one per axis element, or with
+    ``block_size`` one per block (onnx_import_quant.blocked_param)."""
     if not cx.has(i):
         return None
+    x_rank = len(x_shape)
     if int(cx.attr("block_size", 0)):
-        cx.fail("attribute 'block_size' is not supported (blocked quantization)")
+        return blocked_param(cx, i, x_shape, what)
     v = cx.value(i)
     shape_v = tuple(v.shape)
     if "N" in shape_v or len(shape_v) > 1:
@@ -6573,9 +6575,9 @@ def _quantize_linear(cx: NodeContext) -> list[Value]:
     if out not in _QUANT_RANGE:
         cx.fail(f"element type {type_name(out)}: graphc quantizes to int8, uint8, int16, uint16")
     lo, hi = _QUANT_RANGE[out]
-    scale = _per_axis(cx, 1, len(x.shape), "scale")
+    scale = _per_axis(cx, 1, tuple(x.shape), "scale")
     assert scale is not None
-    zp = _per_axis(cx, 2, len(x.shape), "zero_point")
+    zp = _per_axis(cx, 2, tuple(x.shape), "zero_point")
     v = x / scale
     a = _abs(v)
     r = (a + _ROUND_MAGIC) - _ROUND_MAGIC
@@ -6593,9 +6595,9 @@ def _dequantize_linear(cx: NodeContext) -> list[Value]:
     or per ``axis`` (default 1); of an initializer, folded (the weights of a QDQ model become
     float32 constants)."""
     x = cx.x(0)
-    scale = _per_axis(cx, 1, len(x.shape), "scale")
+    scale = _per_axis(cx, 1, tuple(x.shape), "scale")
     assert scale is not None
-    zp = _per_axis(cx, 2, len(x.shape), "zero_point")
+    zp = _per_axis(cx, 2, tuple(x.shape), "zero_point")
     return [(x - zp if zp is not None else x) * scale]
 
 
@@ -6603,11 +6605,12 @@ def _fold_dequantize_linear(cx: NodeContext, args: list) -> list:
     x = np.asarray(args[0])
     if x.dtype == object:
         cx.fail("DequantizeLinear of the batch size N is not supported")
-    if int(cx.attr("block_size", 0)):
-        cx.fail("attribute 'block_size' is not supported (blocked quantization)")
+    block = int(cx.attr("block_size", 0))
 
     def shaped(a: Any) -> np.ndarray:
         a = np.asarray(a, dtype=np.float64)
+        if block:
+            return blocked_array(cx, a, x.shape, block)
         if a.size == 1 or x.ndim == 0:
             return a.reshape(())
         axis = _axis(cx, int(cx.attr("axis", 1)), x.ndim)
@@ -6627,6 +6630,8 @@ from .onnx_import_onnxops import OPS_MORE as _OPS_ONNXOPS  # noqa: E402
 from .onnx_import_quant import (  # noqa: E402
     CONTRIB_SCHEMAS,
     QUANT_OPS,
+    blocked_array,
+    blocked_param,
     qdq_as_qoperator,
     reads_quantized,
 )

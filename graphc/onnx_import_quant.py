@@ -548,6 +548,43 @@ QUANT_OPS: dict[str, Rule] = {
 }
 
 
+def blocked_array(cx: NodeContext, a: np.ndarray, x_shape: tuple, block: int) -> np.ndarray:
+    """A blocked scale or zero point (QuantizeLinear / DequantizeLinear with ``block_size``,
+    opset 21) expanded to x's shape: ``a`` has x's shape but for ``axis`` (default 1), of
+    ceil(D / block) elements, each repeated ``block`` times along it (the last block cut at
+    D). The spec's accepted sizes: ceil(D / S) <= block <= ceil(D / (S - 1)) - 1."""
+    rank = len(x_shape)
+    axis = int(cx.attr("axis", 1))
+    if not -rank <= axis < rank:
+        cx.fail(f"axis {axis} outside the rank {rank} of the input")
+    axis %= rank
+    d = x_shape[axis]
+    want = (
+        tuple(x_shape[:axis])
+        + (-(-int(d) // block) if d != "N" else "N",)
+        + tuple(x_shape[axis + 1 :])
+    )
+    if d == "N" or a.ndim != rank or tuple(a.shape) != want:
+        cx.fail(
+            f"blocked scale or zero point of shape {list(a.shape)} for input {_fmt(x_shape)}, "
+            f"axis {axis}, block_size {block}: graphc takes {_fmt(want)} without the batch "
+            "dimension N"
+        )
+    return np.repeat(a, block, axis=axis)[(slice(None),) * axis + (slice(0, int(d)),)]
+
+
+def blocked_param(cx: NodeContext, i: int, x_shape: tuple, what: str) -> Tensor:
+    """Operand ``i`` of a blocked QuantizeLinear / DequantizeLinear (``block_size``) as a
+    constant of x's shape (blocked_array); it must be known at import time."""
+    block = int(cx.attr("block_size", 0))
+    if block < 1:
+        cx.fail(f"block_size {block} must be >= 1")
+    if any(d == "N" for d in x_shape):
+        cx.fail(f"blocked quantization of {_fmt(x_shape)}: graphc takes inputs without N")
+    a = blocked_array(cx, np.asarray(cx.c(i), dtype=np.float64), x_shape, block)
+    return _const(cx, a, f"blocked_{what}", True)
+
+
 def reads_quantized(node: Any) -> bool:
     """Whether ``node`` reads its integer operands as quantized 8-bit values (a
     DequantizeLinear or an operator of QUANT_OPS): an integer graph input may feed it, its

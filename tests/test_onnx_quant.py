@@ -83,9 +83,11 @@ class _Reader(quant.CalibrationDataReader):
         return next(self.it, None)
 
 
-def _ort(path, x):
+def _ort(path, x, optimize=True):
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"]).run(None, {"x": x})
 
 
@@ -313,3 +315,42 @@ def test_com_microsoft_elementwise_ops_over_every_uint8_value() -> None:
         for n, w in zip(nodes, want):
             g = np.asarray(got[n.output[0]])
             np.testing.assert_array_equal(g.reshape(w.shape), w, err_msg=n.op_type)
+
+
+def test_blocked_quantize_and_dequantize_match_onnxruntime(tmp_path) -> None:
+    """Opset 21's block_size: int8 weights [10, 5] dequantized in blocks of 4 along axis 0
+    (scales and zero points [3, 5], the last block short) before a MatMul, and a
+    QuantizeLinear -> DequantizeLinear pair of a fixed-shape input [4, 10] in blocks of 3 along
+    axis 1 (scales [4, 4]): equal to ONNX Runtime. Refused before ('block_size' not
+    supported)."""
+    rng = np.random.default_rng(10)
+    w = rng.integers(-128, 128, size=(10, 5)).astype(np.int8)
+    ws = rng.uniform(0.01, 0.05, size=(3, 5)).astype(np.float32)
+    wz = rng.integers(-5, 5, size=(3, 5)).astype(np.int8)
+    xs = rng.uniform(0.02, 0.1, size=(4, 4)).astype(np.float32)
+    xz = rng.integers(100, 150, size=(4, 4)).astype(np.uint8)
+    mk = helper.make_node
+    inits = [nh.from_array(a, k) for k, a in (("w", w), ("ws", ws), ("wz", wz))]
+    inits += [nh.from_array(a, k) for k, a in (("xs", xs), ("xz", xz))]
+    nodes = [
+        mk("QuantizeLinear", ["x", "xs", "xz"], ["xq"], axis=1, block_size=3),
+        mk("DequantizeLinear", ["xq", "xs", "xz"], ["xd"], axis=1, block_size=3),
+        mk("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0, block_size=4),
+        mk("MatMul", ["xd", "wd"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "blocked",
+        [helper.make_tensor_value_info("x", TP.FLOAT, [4, 10])],
+        [helper.make_tensor_value_info("y", TP.FLOAT, [4, 5])],
+        inits,
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    m.ir_version = 10
+    path = str(tmp_path / "b.onnx")
+    onnx.save(m, path)
+    x = (rng.normal(size=(4, 10)) * 3).astype(np.float32)
+    want = _ort(path, x, optimize=False)[0]  # (its fusion MatMulIntegerToFloat refuses blocks)
+    rep = from_onnx(path, trainable=False).compile()
+    got = rep._run("infer", {"x": x}, 1)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
