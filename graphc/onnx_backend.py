@@ -112,6 +112,7 @@ SHAPE_INPUTS = {
     "CumSum": (1,),
     "Trilu": (1,),
     "OneHot": (1,),
+    "Compress": (1,),  # the condition (graphc compresses by one known at import time)
     # scales and zero points (graphc needs them at import time; a quantized model's are
     # initializers)
     "QuantizeLinear": (1,),

@@ -41,6 +41,7 @@ import numpy as np
 from . import dsl
 from .dsl import Tensor
 from .onnx_import import (
+    _NP_OF,
     MAX_TAKEN,
     NodeContext,
     Rule,
@@ -52,6 +53,7 @@ from .onnx_import import (
     _nearest_integer,
     _reshape,
     _take,
+    type_name,
 )
 
 REDUCTIONS = {"none": 11, "add": 16, "mul": 16, "max": 18, "min": 18}  # the opset each came in
@@ -589,6 +591,113 @@ def _softmax_cross_entropy(cx: NodeContext) -> list[Value]:
     return out
 
 
+# ---------------------------------------------------------------- values known at import time
+
+
+def _eye_like(cx: NodeContext) -> list[Value]:
+    """EyeLike: a 2-D value of the input's shape with ones on the k-th diagonal (k > 0 above,
+    k < 0 below), of type ``dtype`` (default the input's): known at import time from the
+    shape alone (a constant). Refused for an input with the batch dimension N (row i's ones
+    would depend on the sample's position in the batch)."""
+    v = cx.value(0)
+    shape = tuple(v.shape)
+    if len(shape) != 2:
+        cx.fail(f"input {_fmt(shape)}: EyeLike takes a 2-D value")
+    if "N" in shape:
+        cx.fail(
+            f"input {_fmt(shape)} has the batch dimension N: the ones of row i would depend on "
+            "the sample's place in the batch"
+        )
+    dt = cx.attr("dtype")
+    dtype = (
+        _NP_OF.get(int(dt))
+        if dt is not None
+        else (v.dtype if isinstance(v, np.ndarray) else np.float32)
+    )
+    if dtype is None or dtype == "bfloat16":
+        cx.fail(f"dtype {type_name(int(dt))} is not supported")
+    return [np.eye(int(shape[0]), int(shape[1]), k=int(cx.attr("k", 0)), dtype=dtype)]
+
+
+def _compress(cx: NodeContext) -> list[Value]:
+    """Compress with a condition known at import time: the slices along ``axis`` (of the
+    flattened input without one) whose condition is true (a shorter condition leaves the rest
+    out), as a Gather of those positions (exact moves). A condition computed in the graph
+    (the output's length would depend on the data) is refused naming the node, as is one that
+    keeps nothing (graphc has no dimension of size 0) or an axis that is the batch dimension."""
+    if not isinstance(cx.value(1), np.ndarray):
+        cx.fail(
+            "a condition computed in the graph: the output's length would depend on the data "
+            "(graphc compiles fixed shapes; give the condition as an initializer or Constant)"
+        )
+    cond = np.ravel(np.asarray(cx.c(1))).astype(bool)
+    v = cx.value(0)
+    shape = tuple(v.shape)
+    axis = cx.attr("axis")
+    if axis is None:
+        if "N" in shape:
+            cx.fail(f"Compress without an axis flattens {_fmt(shape)}, which has N")
+        size = math.prod(int(d) for d in shape)
+    else:
+        axis = _axis(cx, int(axis), len(shape))
+        size = shape[axis]
+        if size == "N":
+            cx.fail(f"Compress along the batch dimension N of {_fmt(shape)}")
+    if cond.size > int(size):
+        cx.fail(f"condition of {cond.size} entries for an axis of {size}")
+    keep = np.flatnonzero(cond)
+    if not keep.size:
+        cx.fail("the condition keeps nothing: graphc has no dimension of size 0")
+    if isinstance(v, np.ndarray):
+        return [np.compress(cond, v, axis=axis)]
+    x = cx.x(0)
+    if axis is None:
+        x, axis = _reshape(cx, x, (int(size),)), 0
+    out = _take(cx, x, axis, keep)
+    if id(cx.x(0)) in cx.imp.integral:
+        cx.imp.integral.add(id(out))
+    return [out]
+
+
+def _fold_nonzero(cx: NodeContext, args: list) -> list:
+    """NonZero of a value known at import time (a shape computation): the indices of its
+    nonzero elements, [rank, count] int64 in row-major order (np.nonzero)."""
+    a = np.asarray(args[0])
+    if a.dtype == object:
+        cx.fail("NonZero of a value holding the batch size N")
+    out = np.array(np.nonzero(a), dtype=np.int64).reshape(a.ndim, -1)
+    if not out.size:
+        cx.fail("no nonzero element: graphc has no dimension of size 0")
+    return [out]
+
+
+def _fold_bitshift(cx: NodeContext, args: list) -> list:
+    """BitShift of integers known at import time: x << y or x >> y (direction LEFT or RIGHT)
+    in x's type, bits shifted past its width dropped; signed types (opset 28) shift right
+    arithmetically and left through the sign bit; a shift below 0 or of the width or more
+    gives what the sign fill alone gives (-1 for a right shift of a negative x, else 0): the
+    spec's text, onnx.reference's and numpy's arithmetic."""
+    x, y = (np.asarray(a) for a in args[:2])
+    if x.dtype.kind not in "iu" or y.dtype.kind not in "iu":
+        cx.fail(f"BitShift of {x.dtype} by {y.dtype}: the spec shifts integers")
+    direction = str(cx.attr("direction", ""))
+    if direction not in ("LEFT", "RIGHT"):
+        cx.fail(f"direction {direction!r} must be LEFT or RIGHT")
+    x, y = np.broadcast_arrays(x, y)
+    y = y.astype(np.int64)
+    bits = x.dtype.itemsize * 8
+    outside = (y < 0) | (y >= bits)
+    shift = np.where(outside, 0, y)
+    unsigned = x.view(np.dtype(f"u{x.dtype.itemsize}"))
+    if direction == "LEFT":
+        out = np.left_shift(unsigned, shift.astype(unsigned.dtype)).view(x.dtype)
+        fill = np.zeros_like(x)
+    else:
+        out = np.right_shift(x, shift.astype(x.dtype))
+        fill = np.where(x < 0, -1, 0).astype(x.dtype) if x.dtype.kind == "i" else np.zeros_like(x)
+    return [np.where(outside, fill, out).astype(x.dtype)]
+
+
 INDEX_OPERAND = {  # operators reading an integer input as indices: which operand
     "ScatterElements": 1,
     "Scatter": 1,
@@ -605,4 +714,8 @@ OPS_MORE: dict[str, Rule] = {
     "AffineGrid": Rule(_affine_grid, ("align_corners",), fold=_fold_affine_grid),
     "NegativeLogLikelihoodLoss": Rule(_nll_rule, ("reduction", "ignore_index")),
     "SoftmaxCrossEntropyLoss": Rule(_softmax_cross_entropy, ("reduction", "ignore_index")),
+    "EyeLike": Rule(_eye_like, ("dtype", "k")),
+    "Compress": Rule(_compress, ("axis",)),
+    "NonZero": Rule(None, fold=_fold_nonzero),
+    "BitShift": Rule(None, ("direction",), fold=_fold_bitshift),
 }
