@@ -225,10 +225,13 @@ def _requantize(
 # ---------------------------------------------------------------- matrix products
 
 
-def _matmul_core(cx: NodeContext, ia: int, iza: int, ib: int, izb: int) -> tuple[Tensor, int]:
+def _matmul_core(
+    cx: NodeContext, ia: int, iza: int, ib: int, izb: int, a_given: tuple | None = None
+) -> tuple[Tensor, int]:
     """(a - za) @ (b - zb) exact (see module docstring) and the number of columns; b constant
-    (per-column zero point allowed) or computed (scalar zero point)."""
-    a, a_bound = _centred_input(cx, ia, iza)
+    (per-column zero point allowed) or computed (scalar zero point); ``a_given``: the centred
+    a and its bound, instead of operands ia and iza."""
+    a, a_bound = a_given or _centred_input(cx, ia, iza)
     if len(a.shape) < 2:
         cx.fail(f"operand A of shape {_fmt(a.shape)}: graphc takes A of rank >= 2")
     vb = cx.value(ib)
@@ -498,7 +501,11 @@ def _dynamic_quantize_linear(cx: NodeContext) -> list[Value]:
     (hi - lo) / 255 (1 where hi == lo, as ONNX Runtime; the spec divides by 0 there), zero
     point rne(clamp(0 - lo / scale, 0, 255)), y = clamp(rne(x / scale) + zp, 0, 255), in
     float32."""
-    x = cx.x(0)
+    return list(_dynamic_quantize(cx, cx.x(0)))
+
+
+def _dynamic_quantize(cx: NodeContext, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """DynamicQuantizeLinear's (y, scale, zero point) of x."""
     zero = dsl.const(0.0)
     lo = _minimum(dsl.apply("min", x, axes=None), zero)
     hi = dsl.maximum(dsl.apply("max", x, axes=None), zero)
@@ -507,7 +514,44 @@ def _dynamic_quantize_linear(cx: NodeContext) -> list[Value]:
     zp = rne(_minimum(dsl.maximum(zero - lo / scale, zero), dsl.const(255.0)))
     zp = _mask(cx, dsl.apply("cast", zp, dtype="f32"))
     y = saturate(cx, rne(x / scale), zp, 2)
-    return [y, scale, zp]
+    return y, scale, zp
+
+
+def _scaled_float_output(
+    cx: NodeContext, acc: Tensor, a_scale: Value, sb: np.ndarray, ib: int
+) -> Tensor:
+    """acc * (a_scale * b_scale[j]) (+ bias, operand ``ib``) in float32, as ONNX Runtime's
+    float output of an integer product (the scale product first); a_scale computed or
+    constant."""
+    n = int(acc.shape[-1])
+    if isinstance(a_scale, Tensor):
+        a_scale = a_scale if not a_scale.shape else _reshape(cx, a_scale, ())
+        y = acc * (a_scale * _const(cx, sb, "b_scale"))
+    else:
+        y = acc * _const(cx, _scale(cx, 2, "a_scale") * sb, "scale")
+    if cx.has(ib):
+        bias = np.asarray(cx.c(ib), dtype=np.float32).reshape(-1)
+        if bias.size != n:
+            cx.fail(f"bias of {bias.size} elements: one per column ({n}) expected")
+        y = y + _const(cx, bias, "bias", True)
+    return y
+
+
+def _matmul_integer_to_float(cx: NodeContext) -> list[Value]:
+    """MatMulIntegerToFloat (com.microsoft; ONNX Runtime's fusion of MatMulInteger, Cast and
+    Mul): A, B, a_scale, b_scale, a_zero_point, b_zero_point, bias: the exact (A - a_zp) @ (B
+    - b_zp) times a_scale * b_scale[j] (+ bias), float32."""
+    acc, n = _matmul_core(cx, 0, 4, 1, 5)
+    return [_scaled_float_output(cx, acc, cx.value(2), _scale(cx, 3, "b_scale", n), 6)]
+
+
+def _dynamic_quantize_matmul(cx: NodeContext) -> list[Value]:
+    """DynamicQuantizeMatMul (com.microsoft): A (float) quantized as DynamicQuantizeLinear
+    does (uint8, the whole tensor's range), B (8-bit constant), b_scale, b_zero_point, bias:
+    the exact integer product times a_scale * b_scale[j] (+ bias), float32."""
+    y, a_scale, zp = _dynamic_quantize(cx, cx.x(0))
+    acc, n = _matmul_core(cx, -1, -1, 1, 3, a_given=(y - zp, 255.0))
+    return [_scaled_float_output(cx, acc, a_scale, _scale(cx, 2, "b_scale", n), 4)]
 
 
 QUANT_OPS: dict[str, Rule] = {
@@ -543,6 +587,8 @@ QUANT_OPS: dict[str, Rule] = {
                 ),
             ),
             ("QLinearConcat", _qlinear_concat, ("axis",)),
+            ("MatMulIntegerToFloat", _matmul_integer_to_float, ()),
+            ("DynamicQuantizeMatMul", _dynamic_quantize_matmul, ()),
         )
     },
 }
@@ -621,6 +667,8 @@ CONTRIB_SCHEMAS = {
     "com.microsoft:QLinearGlobalAveragePool": _contrib_schema((4, 5), {"channels_last": 2}),
     "com.microsoft:QLinearAveragePool": _contrib_schema((4, 5), _POOL_ATTRS),
     "com.microsoft:QLinearConcat": _contrib_schema((5, 2**31 - 1), {"axis": 2}),
+    "com.microsoft:MatMulIntegerToFloat": _contrib_schema((4, 7), {}),
+    "com.microsoft:DynamicQuantizeMatMul": _contrib_schema((3, 5), {}),
 }
 
 
