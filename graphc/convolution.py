@@ -192,6 +192,7 @@ def _pool(
     strides: Ints | None,
     padding: str | Ints = "valid",
     count_include_pad: bool = False,
+    ceil_mode: bool = False,
 ) -> Tensor:
     where = f"{kind}_pool"
     r = _spatial_rank(where, x)
@@ -208,15 +209,51 @@ def _pool(
                 f"be below pool_size {ks[a]} (a window would hold padding only)"
             )
     sizes = [int(d) for d in x.shape[2:]]
-    if any(pads):
-        x = _pad_for_pool(kind, x, pads)
+    ends = list(pads[r:])  # the end pads, with ceil_mode's overhang of the last window
+    if check_bool(ceil_mode, f"{where}: ceil_mode"):
+        for a, (d, k, s) in enumerate(zip(sizes, ks, ss)):
+            span = d + pads[a] + pads[r + a] - k
+            if span >= 0:
+                o = -(-span // s) + 1
+                if (o - 1) * s >= d + pads[a]:  # torch: the last window starts in the input
+                    o -= 1
+                ends[a] = max(pads[r + a], (o - 1) * s + k - d - pads[a])
+    if any(pads) or ends != list(pads[r:]):
+        x = _pad_for_pool(kind, x, (*pads[:r], *ends))
     padded = [int(d) for d in x.shape[2:]]
     out = [(d - k) // s + 1 for d, k, s in zip(padded, ks, ss)]
     if min(out) < 1:
         raise ShapeError(f"{where}: pool_size {ks} is larger than the input {x.type} ({x.name})")
     y = _valid_pool(kind, x, ks, ss, out)
-    if kind == "avg" and any(pads) and not include:
-        y = _recount(y, sizes, ks, ss, pads)
+    if kind == "avg":  # the divisor: the window's elements in the input (or in input and pads)
+        spans = [(-pads[a], d + pads[r + a]) if include else (0, d) for a, d in enumerate(sizes)]
+        y = _recount(y, ks, ss, pads[:r], spans)
+    return y
+
+
+def _recount(y: Tensor, ks, ss, begins, spans) -> Tensor:
+    """An average over whole windows (sum / prod(pool_size)) of a zero-padded input rescaled to
+    the sum over each window divided by the number of its positions inside ``spans`` (per
+    spatial axis, [lo, hi) in input coordinates: the input, or the input and its pads): the
+    output positions whose window reaches past a span (a few at each end) are multiplied by
+    K / (the window's positions inside it)."""
+    r = len(ks)
+    for a in range(r):
+        axis, k, s, begin = 2 + a, ks[a], ss[a], begins[a]
+        lo, hi = spans[a]
+        counts = [min(o * s - begin + k, hi) - max(o * s - begin, lo) for o in range(y.shape[axis])]
+        if all(c == k for c in counts):
+            continue
+        parts: list[Tensor] = []
+        o = 0
+        while o < len(counts):  # runs of equal counts: one slice (and one scale) each
+            end = o
+            while end < len(counts) and counts[end] == counts[o]:
+                end += 1
+            part = strided_slice(y, axis, o, 1, end - o)
+            parts.append(part if counts[o] == k else part * (k / counts[o]))
+            o = end
+        y = apply("concat", *parts, axis=axis)
     return y
 
 
@@ -244,32 +281,6 @@ def _pad_for_pool(kind: str, x: Tensor, pads: tuple[int, ...]) -> Tensor:
         if len(parts) > 1:
             x = apply("concat", *parts, axis=axis)
     return x
-
-
-def _recount(y: Tensor, sizes: list[int], ks, ss, pads) -> Tensor:
-    """An average over whole windows (sum / prod(pool_size)) of a zero-padded input rescaled to
-    the sum over each window's elements inside the input divided by their count (padding not
-    counted): per spatial axis, the output positions whose window reaches into the padding
-    (a few at each end) are multiplied by K / (the window's elements inside the axis)."""
-    r = len(ks)
-    for a in range(r):
-        axis, size, k, s, begin = 2 + a, sizes[a], ks[a], ss[a], pads[a]
-        counts = [
-            min(o * s - begin + k, size) - max(o * s - begin, 0) for o in range(y.shape[axis])
-        ]
-        if all(c == k for c in counts):
-            continue
-        parts: list[Tensor] = []
-        o = 0
-        while o < len(counts):  # runs of equal counts: one slice (and one scale) each
-            end = o
-            while end < len(counts) and counts[end] == counts[o]:
-                end += 1
-            part = strided_slice(y, axis, o, 1, end - o)
-            parts.append(part if counts[o] == k else part * (k / counts[o]))
-            o = end
-        y = apply("concat", *parts, axis=axis)
-    return y
 
 
 def _valid_pool(kind: str, x: Tensor, ks, ss, out: list[int]) -> Tensor:
@@ -304,7 +315,11 @@ def _valid_pool(kind: str, x: Tensor, ks, ss, out: list[int]) -> Tensor:
 
 
 def max_pool(
-    x: Tensor, pool_size: Ints, strides: Ints | None = None, padding: str | Ints = "valid"
+    x: Tensor,
+    pool_size: Ints,
+    strides: Ints | None = None,
+    padding: str | Ints = "valid",
+    ceil_mode: bool = False,
 ) -> Tensor:
     """The maximum over each window of ``pool_size`` along the spatial axes of x [N, C, D1..Dk]
     (torch.nn.MaxPoolNd, Keras MaxPoolingND): windows start every ``strides`` (default:
@@ -316,16 +331,18 @@ def max_pool(
     input padded by total = max((O - 1) * stride + pool_size - D, 0), floor(total / 2) before
     and the rest (the odd one) after. Or explicit pads as torch's ``padding=`` (and ONNX's
     ``pads``): an int or one int per spatial axis (both sides), or 2k ints (begins, then ends),
-    each below pool_size; O = floor((D + before + after - pool_size) / stride) + 1. Padded
-    positions never win (as -inf, torch's MaxPool). The gradient goes to the maximum (split
-    evenly among ties, as graphc's max; an edge element that ties with another takes the
-    shares of the padded positions too).
+    each below pool_size; O = floor((D + before + after - pool_size) / stride) + 1.
+    ``ceil_mode`` (torch's): O = ceil((D + before + after - pool_size) / stride) + 1, less one
+    if the last window would start past the input and its begin pad; that window may run past
+    the padded input and takes what lies inside. Padded positions never win (as -inf, torch's
+    MaxPool). The gradient goes to the maximum (split evenly among ties, as graphc's max; an
+    edge element that ties with another takes the shares of the padded positions too).
 
     Raises:
         ShapeError: x not [N, C, D1..Dk] or a window larger than the (padded) input.
-        GraphcError: a bad pool_size, strides or padding (a pad >= pool_size).
+        GraphcError: a bad pool_size, strides, padding (a pad >= pool_size) or ceil_mode.
     """
-    return _pool("max", x, pool_size, strides, padding)
+    return _pool("max", x, pool_size, strides, padding, ceil_mode=ceil_mode)
 
 
 def avg_pool(
@@ -334,23 +351,25 @@ def avg_pool(
     strides: Ints | None = None,
     padding: str | Ints = "valid",
     count_include_pad: bool = False,
+    ceil_mode: bool = False,
 ) -> Tensor:
-    """The mean over each window (see ``max_pool`` for ``pool_size``, ``strides`` and
-    ``padding``; torch.nn.AvgPoolNd, Keras AveragePoolingND).
+    """The mean over each window (see ``max_pool`` for ``pool_size``, ``strides``, ``padding``
+    and ``ceil_mode``; torch.nn.AvgPoolNd, Keras AveragePoolingND).
 
     With padding "same" or explicit pads, ``count_include_pad`` chooses the divisor of a window
     that reaches into the padding: False (default; TensorFlow / Keras 'SAME', ONNX
     AveragePool's default count_include_pad=0): the number of its elements inside the input;
-    True (torch's AvgPool default, ONNX count_include_pad=1): pool_size's product, the padded
-    zeros counted.
-    With "valid" every window lies in the input and both give the plain mean.
+    True (torch's AvgPool default, ONNX count_include_pad=1): the window's positions inside
+    the padded input (pool_size's product, but for a ceil_mode window that runs past the
+    padded input: torch's divisor). With "valid" and no ceil_mode every window lies in the
+    input and both give the plain mean.
 
     Raises:
         ShapeError: x not [N, C, D1..Dk] or a window larger than the (padded) input.
-        GraphcError: a bad pool_size, strides, padding (a pad >= pool_size) or
-            count_include_pad.
+        GraphcError: a bad pool_size, strides, padding (a pad >= pool_size),
+            count_include_pad or ceil_mode.
     """
-    return _pool("avg", x, pool_size, strides, padding, count_include_pad)
+    return _pool("avg", x, pool_size, strides, padding, count_include_pad, ceil_mode)
 
 
 def global_avg_pool(x: Tensor) -> Tensor:
@@ -391,21 +410,26 @@ class Conv:
 
 
 class MaxPool:
-    """Layer object for Sequential: ``MaxPool(pool_size, strides=None, padding="valid")`` (see
-    ``max_pool``)."""
+    """Layer object for Sequential: ``MaxPool(pool_size, strides=None, padding="valid",
+    ceil_mode=False)`` (see ``max_pool``)."""
 
     def __init__(
-        self, pool_size: Ints, strides: Ints | None = None, padding: str | Ints = "valid"
+        self,
+        pool_size: Ints,
+        strides: Ints | None = None,
+        padding: str | Ints = "valid",
+        ceil_mode: bool = False,
     ) -> None:
         self.pool_size, self.strides, self.padding = pool_size, strides, padding
+        self.ceil_mode = ceil_mode
 
     def __call__(self, x: Tensor) -> Tensor:
-        return max_pool(x, self.pool_size, self.strides, self.padding)
+        return max_pool(x, self.pool_size, self.strides, self.padding, self.ceil_mode)
 
 
 class AvgPool:
     """Layer object for Sequential: ``AvgPool(pool_size, strides=None, padding="valid",
-    count_include_pad=False)`` (see ``avg_pool``)."""
+    count_include_pad=False, ceil_mode=False)`` (see ``avg_pool``)."""
 
     def __init__(
         self,
@@ -413,12 +437,15 @@ class AvgPool:
         strides: Ints | None = None,
         padding: str | Ints = "valid",
         count_include_pad: bool = False,
+        ceil_mode: bool = False,
     ) -> None:
         self.pool_size, self.strides, self.padding = pool_size, strides, padding
-        self.count_include_pad = count_include_pad
+        self.count_include_pad, self.ceil_mode = count_include_pad, ceil_mode
 
     def __call__(self, x: Tensor) -> Tensor:
-        return avg_pool(x, self.pool_size, self.strides, self.padding, self.count_include_pad)
+        return avg_pool(
+            x, self.pool_size, self.strides, self.padding, self.count_include_pad, self.ceil_mode
+        )
 
 
 class Flatten:

@@ -27,9 +27,20 @@ CASES = [
 ]
 
 
-def np_pool(x: np.ndarray, ks, ss, pads, kind: str, include: bool = False) -> np.ndarray:
-    """Pooling with explicit pads, window by window, in float64."""
-    outs = [(d + b + e - k) // s + 1 for d, k, s, (b, e) in zip(x.shape[2:], ks, ss, pads)]
+def _outs(sizes, ks, ss, pads, ceil):
+    """torch's output sizes: floor or ceil of (D + pads - K) / s, plus one; with ceil, one less
+    when the last window would start past the input and its begin pad."""
+    outs = []
+    for d, k, s, (b, e) in zip(sizes, ks, ss, pads):
+        o = (-(-(d + b + e - k) // s) if ceil else (d + b + e - k) // s) + 1
+        outs.append(o - 1 if ceil and (o - 1) * s >= d + b else o)
+    return outs
+
+
+def np_pool(x, ks, ss, pads, kind: str, include: bool = False, ceil: bool = False):
+    """Pooling with explicit pads, window by window, in float64 (torch's divisor with
+    count_include_pad: the window's positions inside the padded input)."""
+    outs = _outs(x.shape[2:], ks, ss, pads, ceil)
     y = np.empty((*x.shape[:2], *outs))
     for o in itertools.product(*(range(v) for v in outs)):
         lo = [oi * s - p[0] for oi, s, p in zip(o, ss, pads)]
@@ -44,7 +55,8 @@ def np_pool(x: np.ndarray, ks, ss, pads, kind: str, include: bool = False) -> np
         if kind == "max":
             y[(slice(None), slice(None), *o)] = win.max(axes)
         else:
-            n = int(np.prod(ks)) if include else int(np.prod(win.shape[2:]))
+            inside = [min(b + k, d + p[1]) - b for b, k, d, p in zip(lo, ks, x.shape[2:], pads)]
+            n = int(np.prod(inside)) if include else int(np.prod(win.shape[2:]))
             y[(slice(None), slice(None), *o)] = win.sum(axes) / n
     return y
 
@@ -52,21 +64,22 @@ def np_pool(x: np.ndarray, ks, ss, pads, kind: str, include: bool = False) -> np
 VARIANTS = [("max", False), ("avg", False), ("avg", True)]
 
 
-def _pool(kind, include, x, ks, ss, padding):
+def _pool(kind, include, x, ks, ss, padding, ceil=False):
     if kind == "max":
-        return gc.max_pool(x, ks, ss, padding=padding)
-    return gc.avg_pool(x, ks, ss, padding=padding, count_include_pad=include)
+        return gc.max_pool(x, ks, ss, padding=padding, ceil_mode=ceil)
+    return gc.avg_pool(x, ks, ss, padding=padding, count_include_pad=include, ceil_mode=ceil)
 
 
-def test_padded_pooling_matches_numpy_float64() -> None:
+@pytest.mark.parametrize("ceil", [False, True])
+def test_padded_pooling_matches_numpy_float64(ceil) -> None:
     rng = np.random.default_rng(0)
     ins, outs, want = {}, [], []
     for c, (shape, ks, ss, padding, pads) in enumerate(CASES):
         x = gc.input(f"x{c}", ("N", *shape), dtype="f64")
         ins[f"x{c}"] = rng.standard_normal((3, *shape))
         for kind, include in VARIANTS:
-            y = _pool(kind, include, x, ks, ss, padding)
-            ref = np_pool(ins[f"x{c}"], ks, ss, pads, kind, include)
+            y = _pool(kind, include, x, ks, ss, padding, ceil)
+            ref = np_pool(ins[f"x{c}"], ks, ss, pads, kind, include, ceil)
             assert tuple(y.shape[1:]) == ref.shape[1:], (c, kind, include)
             outs.append(y)
             want.append(ref)
@@ -82,12 +95,12 @@ def test_padded_pooling_gradient_matches_central_differences(kind, include) -> N
     xv = rng.standard_normal((2, *shape))
     x = gc.input("x", ("N", *shape), dtype="f64")
     p = gc.param("p", shape, init="zeros", dtype="f64")
-    y = _pool(kind, include, x + p, ks, ss, padding)
+    y = _pool(kind, include, x + p, ks, ss, padding, ceil=True)
     m = gc.compile(y, gc.sum(y * y), gc.SGD(lr=0.0))
     got = m.gradients(xv)["p"]
 
     def f(pv):
-        return float(np.sum(np_pool(xv + pv, ks, ss, pads, kind, include) ** 2))
+        return float(np.sum(np_pool(xv + pv, ks, ss, pads, kind, include, True) ** 2))
 
     np.testing.assert_allclose(got, numeric_grad(f, [np.zeros(shape)], 0), rtol=1e-6, atol=1e-8)
 
@@ -96,22 +109,27 @@ def test_padded_pooling_matches_torch() -> None:
     torch = torch_or_skip()
     f = torch.nn.functional
     rng = np.random.default_rng(2)
-    for c, (shape, ks, ss, padding, pads) in enumerate(CASES[:4]):
+    overhang = [  # ceil_mode's last window runs past the padded input
+        ((2, 8, 7), (3, 3), (2, 2), 1, [(1, 1), (1, 1)]),
+        ((1, 6, 7), (2, 2), (2, 2), 0, [(0, 0), (0, 0)]),
+    ]
+    for c, (shape, ks, ss, padding, pads) in enumerate(CASES[:4] + overhang):
         if any(b != e or 2 * b > k for (b, e), k in zip(pads, ks)):
             continue  # torch pads both sides alike, at most half the window
         sym = tuple(b for b, _ in pads)
         xv = rng.standard_normal((2, *shape)).astype(np.float32)
         x = gc.input("x", ("N", *shape))
-        m = gc.compile([_pool(kind, inc, x, ks, ss, padding) for kind, inc in VARIANTS])
-        got = list(m.predict(xv).values())
-        t = torch.from_numpy(xv)
-        ref = [
-            f.max_pool2d(t, ks, ss, padding=sym),
-            f.avg_pool2d(t, ks, ss, padding=sym, count_include_pad=False),
-            f.avg_pool2d(t, ks, ss, padding=sym, count_include_pad=True),
-        ]
-        for g, r in zip(got, ref):
-            np.testing.assert_allclose(g, r.numpy(), rtol=1e-6, atol=1e-6, err_msg=str(c))
+        for ceil in (False, True):
+            m = gc.compile([_pool(kind, inc, x, ks, ss, padding, ceil) for kind, inc in VARIANTS])
+            got = list(m.predict(xv).values())
+            t = torch.from_numpy(xv)
+            ref = [
+                f.max_pool2d(t, ks, ss, padding=sym, ceil_mode=ceil),
+                f.avg_pool2d(t, ks, ss, padding=sym, ceil_mode=ceil, count_include_pad=False),
+                f.avg_pool2d(t, ks, ss, padding=sym, ceil_mode=ceil, count_include_pad=True),
+            ]
+            for g, r in zip(got, ref):
+                np.testing.assert_allclose(g, r.numpy(), rtol=1e-6, atol=1e-6, err_msg=str(c))
 
 
 def test_padded_pooling_layers_and_refusals() -> None:
