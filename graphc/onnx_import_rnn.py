@@ -226,8 +226,26 @@ def _mask_of(cx: NodeContext, steps: int, batch: Any) -> list[Any] | None:
     lens_t = cx.x(4)
     if len(lens_t.shape) != 1 or (lens_t.shape[0] != batch and lens_t.shape[0] != 1):
         cx.fail(f"sequence_lens has shape {list(lens_t.shape)}; expected [{batch}]")
+    _check_lengths(cx, lens_t, steps)
     col = _reshape(lens_t, (lens_t.shape[0], 1))
     return [dsl.apply("greater", col, dsl.const(t + 0.5)) for t in range(steps)]
+
+
+def _check_lengths(cx: NodeContext, lens: Tensor, steps: int) -> None:
+    """Lengths computed at run time must lie in 0 .. steps (ONNX Runtime raises on others):
+    read straight from an integer graph input, the entries check its values (ArgumentError
+    naming the row and the value); computed from one, Importer.bound_integers proves the
+    range or narrows the input's; lengths of float values are left unchecked."""
+    from .onnx_import import _index_input
+
+    if id(lens) not in cx.imp.integral:
+        return
+    if lens.node.op == "input":
+        _index_input(cx, lens, steps + 1, (0, steps))
+        note = f"the sequence_lens of {cx.where()}: lengths 0 .. {steps}, ONNX Runtime raises on others"
+        lens.node = lens.node.with_(attrs={**dict(lens.node.attrs), "index_note": note})
+    else:
+        cx.imp.lookups.append((lens, (0, steps), cx.where()))
 
 
 def reads_lengths(node: Any, name: str) -> bool:
@@ -541,6 +559,7 @@ def reverse_sequence(cx: NodeContext) -> list:
         lt = cx.x(1)
         if len(lt.shape) != 1 or lt.shape[0] not in (batch, 1):
             cx.fail(f"sequence_lens has shape {list(lt.shape)}; expected [{batch}]")
+        _check_lengths(cx, lt, steps)
         lens_of = _reshape(lt, (lt.shape[0], *(1,) * (1 + len(rest))))
     step = [_slice(x, 1, t, t + 1) for t in range(steps)]
     out = []

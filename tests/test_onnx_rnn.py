@@ -543,3 +543,17 @@ def test_imported_rnn_exports_back_to_onnx(tmp_path) -> None:
     got = _ort(onnx.load(out), feeds)
     for g, w in zip(got, (want["y"], want["h"])):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["rnn_ts_lstmpack_14", "tf_rnn_revseq_14"])
+def test_lengths_outside_the_sequence_are_refused_by_the_entry(name: str) -> None:
+    """sequence_lens outside 0 .. T (ONNX Runtime raises: 'Invalid value/s in sequence_lens',
+    'Invalid sequence length'): ArgumentError naming the row, the value and the node; 0 runs."""
+    model = gc.from_onnx(os.path.join(DATA, f"{name}.onnx")).compile()
+    x = np.ones((3, 5, 3), np.float32)
+    model.predict({"x": x, "lens": np.array([5, 0, 1])})
+    for bad in (6, -1):
+        with pytest.raises(
+            gc.ArgumentError, match=rf"row 1 holds {bad}\.0.*0\.\.5.*sequence_lens of node"
+        ):
+            model.predict({"x": x, "lens": np.array([5, bad, 1])})
