@@ -721,14 +721,53 @@ def _qdq_as_qoperator(model: Any) -> Any:
         for v in n.input:
             uses[v] = uses.get(v, 0) + 1
 
+    folded: dict[str, np.ndarray] = {}  # QuantizeLinear of constants, computed here
+
     def init(name: str) -> np.ndarray | None:
+        """The value of an initializer, a Constant or a folded QuantizeLinear, else None."""
+        if name in folded:
+            return folded[name]
         t = inits.get(name)
+        n = producer.get(name)
+        if t is None and n is not None and n.op_type == "Constant" and not n.domain:
+            t = next((a.t for a in n.attribute if a.name == "value" and a.HasField("t")), None)
         if t is None or t.data_location == onnx.TensorProto.EXTERNAL:
             return None
         return np.asarray(onnx.numpy_helper.to_array(t))
 
     def attrs(n: Any) -> dict[str, Any]:
         return {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+
+    # QuantizeLinear of a constant float tensor (the weights of a quantization-aware training
+    # export: Q(W) -> DQ) folded first, as ONNX Runtime's constant folding does before it
+    # fuses: rne(W / scale) + zero_point, saturated, in float32 (its kernel's arithmetic)
+    found: list[tuple[int, Any]] = []
+    for i, q in enumerate(nodes):
+        if q.op_type != "QuantizeLinear" or q.domain or len(q.input) != 3 or not q.input[2]:
+            continue
+        w, s, z = (init(v) for v in q.input)
+        if w is None or s is None or z is None or w.dtype != np.float32 or z.dtype not in _NP_TYPE:
+            continue
+        a = attrs(q)
+        if set(a) - {"axis"} or s.size != z.size or w.ndim == 0:
+            continue
+        shape = [1] * w.ndim
+        if s.size > 1:
+            axis = int(a.get("axis", 1)) % w.ndim
+            if s.ndim != 1 or s.size != w.shape[axis]:
+                continue
+            shape[axis] = s.size
+        lo, hi = _QUANT_RANGE[_NP_TYPE[z.dtype]]
+        r = np.rint(w / s.astype(np.float32).reshape(shape)) + z.reshape(shape)
+        folded[q.output[0]] = np.clip(r, lo, hi).astype(z.dtype)
+        c = onnx.helper.make_node(
+            "Constant",
+            [],
+            [q.output[0]],
+            name=q.name,
+            value=onnx.numpy_helper.from_array(folded[q.output[0]]),
+        )
+        found.append((i, c))
 
     def qparams(n: Any, axis: int | None = None) -> tuple | None:
         """(input, scale, zero point, zero point dtype) of a standard 8-bit DQ / Q node, per
@@ -770,14 +809,21 @@ def _qdq_as_qoperator(model: Any) -> Any:
             return 0 if attrs(op).get("transB", 0) else 1
         return -1 if op.op_type == "MatMul" else None
 
-    found: list[tuple[int, Any]] = []
     for i, q in enumerate(nodes):
-        if q.op_type != "QuantizeLinear" or not q.input:
+        if q.op_type != "QuantizeLinear" or not q.input or q.output[0] in folded:
             continue
         yq = qparams(q)
         op = producer.get(q.input[0])
         if yq is None or op is None or op.domain not in ("", "ai.onnx"):
             continue
+        if op.op_type == "Relu" and not init(yq[2]).any():  # type: ignore[union-attr]
+            # a Relu before a uint8 Q of zero point 0 changes nothing (Q clamps at 0):
+            # ONNX Runtime removes it (ReluQuantFusion) and fuses the op before
+            if uses.get(op.output[0], 0) != 1 or op.output[0] in outputs:
+                continue
+            op = producer.get(op.input[0])
+            if op is None or op.domain not in ("", "ai.onnx"):
+                continue
         if uses.get(op.output[0], 0) != 1 or op.output[0] in outputs or len(op.output) != 1:
             continue
         ins = [dq(v, weight_axis(op, k)) if v else None for k, v in enumerate(op.input)]

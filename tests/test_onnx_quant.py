@@ -393,3 +393,67 @@ def test_blocked_quantize_and_dequantize_match_onnxruntime(tmp_path) -> None:
     rep = from_onnx(path, trainable=False).compile()
     got = rep._run("infer", {"x": x}, 1)[0]
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_qat_style_qdq_with_float_weights_and_relu_matches_onnxruntime(tmp_path) -> None:
+    """A QDQ model as quantization-aware training exports write it: float weights behind
+    QuantizeLinear -> DequantizeLinear (per channel, axis 0), an int32 bias behind a
+    DequantizeLinear, Conv -> Relu -> QuantizeLinear (zero point 0), then a MatMul group.
+    ONNX Runtime folds Q(W), drops the Relu (ReluQuantFusion) and fuses QLinearConv; graphc
+    does the same and equals its default session bit for bit."""
+    rng = np.random.default_rng(12)
+    # scales whose requantization multiplier x_scale * w_scale / h_scale is exactly 1/2: the
+    # odd accumulations are ties, which the integer kernel rounds to even and the float
+    # definition (inexact products of the dequantized values) either way
+    ws = np.full(8, 0.013, np.float32)
+    w = (rng.integers(-3, 4, size=(8, 3, 3, 3)) * ws[:, None, None, None]).astype(np.float32)
+    xs = np.float32(0.1)
+    hs = np.float32(xs * ws[0]) * np.float32(2)
+    bias = rng.integers(-20, 20, 8).astype(np.int32)
+    w2 = rng.integers(-128, 128, size=(8 * 6 * 6, 5)).astype(np.int8)
+    mk = helper.make_node
+    inits = [
+        nh.from_array(w, "w"),
+        nh.from_array(ws, "ws"),
+        nh.from_array(np.zeros(8, np.int8), "wz"),
+        nh.from_array(bias, "b"),
+        nh.from_array((xs * ws).astype(np.float32), "bs"),
+        nh.from_array(np.zeros(8, np.int32), "bz"),
+        nh.from_array(xs, "xs"),
+        nh.from_array(np.uint8(128), "xz"),
+        nh.from_array(hs, "hs"),
+        nh.from_array(np.uint8(0), "hz"),
+        nh.from_array(w2, "w2"),
+        nh.from_array(np.float32(0.01), "w2s"),
+        nh.from_array(np.int8(0), "w2z"),
+        nh.from_array(np.float32(0.05), "ys"),
+        nh.from_array(np.uint8(120), "yz"),
+        nh.from_array(np.array([-1, 8 * 6 * 6], np.int64), "flat"),
+    ]
+    nodes = [
+        mk("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        mk("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        mk("QuantizeLinear", ["w", "ws", "wz"], ["wq"], axis=0),
+        mk("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+        mk("DequantizeLinear", ["b", "bs", "bz"], ["bd"], axis=0),
+        mk("Conv", ["xd", "wd", "bd"], ["c"]),
+        mk("Relu", ["c"], ["r"]),
+        mk("QuantizeLinear", ["r", "hs", "hz"], ["hq"]),
+        mk("DequantizeLinear", ["hq", "hs", "hz"], ["hd"]),
+        mk("Reshape", ["hd", "flat"], ["f"]),
+        mk("QuantizeLinear", ["f", "hs", "hz"], ["fq"]),
+        mk("DequantizeLinear", ["fq", "hs", "hz"], ["fd"]),
+        mk("DequantizeLinear", ["w2", "w2s", "w2z"], ["w2d"]),
+        mk("MatMul", ["fd", "w2d"], ["m"]),
+        mk("QuantizeLinear", ["m", "ys", "yz"], ["yq"]),
+        mk("DequantizeLinear", ["yq", "ys", "yz"], ["y"]),
+    ]
+    model = _model(nodes, inits, ["N", 3, 8, 8], ["N", 5])
+    model.graph.output.append(helper.make_tensor_value_info("hd", TP.FLOAT, ["N", 8, 6, 6]))
+    path = str(tmp_path / "qat.onnx")
+    onnx.save(model, path)
+    x = (rng.normal(size=(64, 3, 8, 8)) * 1.5).astype(np.float32)
+    want = _ort(path, x)
+    got = from_onnx(path, trainable=False).compile().predict(x)
+    np.testing.assert_array_equal(got["y"], want[0])
+    np.testing.assert_array_equal(got["hd"], want[1])
