@@ -1439,10 +1439,12 @@ def _c_entry_checks(plan: LibraryPlan, e: EntryPlan) -> list[str]:
 
 
 def _c_overlap_checks(plan: LibraryPlan, e: EntryPlan, ws: str) -> list[str]:
-    """ERR_OVERLAP when an output shares a byte with another array argument, or an array with
-    params, state (train entries) or the workspace the call uses: the kernels write outputs
-    and the workspace while they still read the inputs (an output written over its input
-    before a later kernel reads that input: a silent wrong answer)."""
+    """ERR_OVERLAP when an output shares a byte with another array argument, an output with
+    params, state or the workspace, or an input with params, the workspace or (train entries)
+    state: the kernels write outputs and the workspace while they still read the inputs (an
+    output written over its input before a later kernel reads that input: a silent wrong
+    answer), and inference reads state (batch_norm's running statistics) that an output
+    written over it would change."""
     U, train = plan.upper, e.entry in TRAIN_ENTRIES
     arrays = [p for p in e.inputs + e.outputs if not _scalar_in(e, p)]
     if not arrays:
@@ -1451,7 +1453,7 @@ def _c_overlap_checks(plan: LibraryPlan, e: EntryPlan, ws: str) -> list[str]:
     def span(p: Port) -> str:
         return f"{p.cname}, {U}_{p.cname.upper()}_ELEMS(n) * (int64_t)sizeof(*{p.cname})"
 
-    tests = [f"overlaps_ctx(ctx, {span(p)}, {ws}, {int(train)})" for p in arrays]
+    tests = [f"overlaps_ctx(ctx, {span(p)}, {ws}, {int(train or p in e.outputs)})" for p in arrays]
     outs = [p for p in arrays if p in e.outputs]
     for i, o in enumerate(outs):
         tests += [f"overlap({span(o)}, {span(p)})" for p in arrays if p not in outs[: i + 1]]

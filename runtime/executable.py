@@ -114,13 +114,25 @@ class Entry:
         owner: object = None,
         unchecked_address: int | None = None,
         checks: list | tuple = (),
+        writes_model: bool = False,
     ) -> None:
+        """``writes_model``: the entry updates ``params``/``state`` (a training step), so an
+        input sharing memory with them is refused too (see ``refuse_shared``)."""
         self.fn = ENTRY(address)
         self.fn_unchecked = ENTRY(unchecked_address) if unchecked_address else self.fn
         self.checks = {c.name: c for c in checks}
         self.sched = sched
         self.owner = owner  # keeps the JIT engine alive while this entry exists
         self.params, self.state = params, state
+        # The byte spans of params and state (they never move). An array of a call that shares
+        # a byte with them is refused: an output always (the kernels would write the model's
+        # weights while still reading them), an input when the entry updates them.
+        self._spans = [
+            (r.ctypes.data, r.ctypes.data + r.nbytes) for r in (params, state) if r.nbytes
+        ]
+        self._in_spans = self._spans if writes_model else []  # the inputs' (none: inference)
+        self.writes_model = writes_model
+        self.views: dict[str, np.ndarray] = {}  # params and states by name, for the messages
         g = sched.graph
         self.in_types = [g[name].type for name in sched.input_slots]
         self.out_types = [g[name].type for name in sched.output_slots]
@@ -213,6 +225,36 @@ class Entry:
                     )
                 )
 
+    def refuse_shared(self, a: np.ndarray, at: int, slot: int, out: bool = False) -> None:
+        """Raise ArgumentError when the C-contiguous array ``a`` (data at address ``at``),
+        input ``slot`` of the call (output ``slot`` when ``out``), shares a byte with the
+        parameters or the state: the native code would read values it is overwriting (a
+        silent wrong result, and the model's weights changed). The exported library's wrapper
+        refuses the same (ERR_OVERLAP). The hot paths inline the comparisons."""
+        end = at + a.nbytes
+        for lo, hi in self._spans:
+            if at < hi and lo < end:
+                self.shared(a, slot, out)
+
+    def shared(self, a: np.ndarray, slot: int, out: bool) -> None:
+        """Raise the ArgumentError of ``refuse_shared``, naming the argument and the
+        parameters or states ``a`` shares memory with."""
+        names = [k for k, v in self.views.items() if np.may_share_memory(a, v)]
+        whose = ", ".join(map(repr, names)) or "parameters or state"
+        if out:
+            slots = self.sched.output_slots
+            what = "out" if len(slots) == 1 else f"out for output {slots[slot]!r}"
+            raise ArgumentError(
+                f"{what} shares memory with the model's {whose}: the outputs would be written "
+                "over them while the compiled code still reads them (a wrong result, and a "
+                "changed model); pass an array of its own (or out=None)"
+            )
+        what = f"input {self.sched.input_slots[slot]!r}"
+        raise ArgumentError(
+            f"{what} shares memory with the model's {whose}, which this training call updates "
+            f"while it still reads {what}: pass a copy (np.array(...)); nothing was changed"
+        )
+
     def __call__(
         self,
         arrays: list[np.ndarray],
@@ -239,7 +281,8 @@ class Entry:
         if n != self._n:
             self.prepare(n)
         for j, o in enumerate(outs):
-            self.outputs[j] = address(o)
+            self.outputs[j] = at = address(o)
+            self.refuse_shared(o, at, j, out=True)
         self._outs_moved, self._out_last = True, None
         self._set_inputs(arrays)
         fn = self.fn if scan else self.fn_unchecked
@@ -251,10 +294,14 @@ class Entry:
     def _set_inputs(self, arrays: list[np.ndarray] | tuple) -> None:
         # Nothing is allocated per call: the pointer of an array seen by the last call is kept
         # (the array is kept alive with it, so its memory cannot move or be freed meanwhile).
-        last, inputs = self._last, self.inputs
+        last, inputs, spans = self._last, self.inputs, self._in_spans
         for i, a in enumerate(arrays):
             if a is not last[i]:
-                inputs[i] = address(a)
+                at = address(a)
+                for lo, hi in spans:  # (refuse_shared, inline: a training step's call path)
+                    if at < hi and lo < at + a.nbytes:
+                        self.shared(a, i, False)
+                inputs[i] = at
                 last[i] = a
 
     def run(self, arrays: list[np.ndarray] | tuple, n: int, scan: bool = True) -> list[np.ndarray]:
@@ -305,7 +352,10 @@ class Entry:
         if n != self._n:
             self.prepare(n)
         if x is not self._last[0]:
-            self.inputs[0] = address(x)
+            at = address(x)
+            if self.writes_model:
+                self.refuse_shared(x, at, 0)
+            self.inputs[0] = at
             self._last[0] = x
         call = self._call or self._caller()
         if out is None:
@@ -324,7 +374,9 @@ class Entry:
             # resize); outputs[0] is set again before the next call
             self._outs_moved, self._out_last = True, None
         elif out is not self._out_last:
-            self.outputs[0] = address(out)
+            at = address(out)
+            self.refuse_shared(out, at, 0, out=True)
+            self.outputs[0] = at
             self._outs_moved, self._out_last = True, out
         rc = call(self._frame_at)
         if rc != 0:
@@ -347,13 +399,17 @@ class Entry:
         at ``n``); a batch's pointers are offsets into them, so no per-batch array is made.
         Arrays without N first (lr, a scalar loss) are passed whole to every batch."""
 
-        def rows(arr: list[np.ndarray], types: list) -> list[tuple[int, int]]:
+        def rows(arr: list[np.ndarray], types: list, out: bool) -> list[tuple[int, int]]:
+            at = [address(a) for a in arr]
+            if out or self.writes_model:
+                for j, a in enumerate(arr):
+                    self.refuse_shared(a, at[j], j, out)
             return [
-                (address(a), a.strides[0] if t.shape[:1] == (BATCH,) else 0)
-                for a, t in zip(arr, types)
+                (p, a.strides[0] if t.shape[:1] == (BATCH,) else 0)
+                for p, a, t in zip(at, arr, types)
             ]
 
-        ins, outp = rows(arrays, self.in_types), rows(outs, self.out_types)
+        ins, outp = rows(arrays, self.in_types, False), rows(outs, self.out_types, True)
         self._last = [None] * len(self.in_types)
         fn = self.fn if scan else self.fn_unchecked
         a = self._args
@@ -486,6 +542,7 @@ class EpochEntry:
         e = self.step
         e.prepare(batch)
         for i, a in enumerate(arrays):
+            e.refuse_shared(a, a.ctypes.data, i)
             self.inputs[i] = a.ctypes.data
             st = staging[i]
             self.staging[i] = st.ctypes.data if st is not None else None

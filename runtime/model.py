@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from graphc.codegen.aot import TRAIN_ENTRIES
 from graphc.codegen.threads import MAX_THREADS
 from graphc.ir.batch import loss_is_row_mean, rows_independent
 from graphc.ir.errors import (
@@ -354,7 +355,9 @@ class Model:
             owner=jit,
             unchecked_address=jit.address(f"{prog.name}_{e}_unchecked") if checks else None,
             checks=checks,
+            writes_model=e in TRAIN_ENTRIES,
         )
+        entry.views = {**self.params, **self.state}
         if getattr(prog, "check_numerics", False):  # name the node behind a NaN/Inf code
             from graphc.codegen.kernels import numerics_sites
 
@@ -934,7 +937,9 @@ class Model:
             ArgumentError: a shape or dtype that does not fit, a label outside the classes, a
                 row with NaN or Inf (naming the input and the row), a bad learning rate, a
                 batch of one row through batch_norm (its batch variance is 0; torch refuses it
-                too); the parameters and the optimizer state are then unchanged.
+                too), an ``x`` or ``y`` sharing memory with a parameter or state (a view of
+                one: the step would read what it updates); the parameters and the optimizer
+                state are then unchanged.
         """
         with self._lock:  # (serialized, inline: a small step's call counts every 0.1 us)
             key = None
@@ -1048,7 +1053,8 @@ class Model:
                 otherwise (an output that reduces over the batch, an input with N not
                 leading) all rows go in one call.
             out: an array (or a dict by output name) receiving the outputs: C-contiguous, the
-                output's dtype and shape. The native code writes each output once, straight
+                output's dtype and shape, sharing no memory with ``x`` or with the model's
+                parameters and states (refused: ArgumentError). The native code writes each output once, straight
                 into it (or into a new array when ``out`` is None; a single output of at most
                 4 KiB is written to the entry's own buffer and copied: Entry.run_one).
             verbose: accepted for Keras's ``predict(x, verbose=0)``; predict prints nothing.

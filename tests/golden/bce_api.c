@@ -413,7 +413,7 @@ static int bce__body_infer(const bce_ctx *ctx, int64_t n, const float *x, int64_
     if (x_len < BCE_X_ELEMS(n)) return BCE_ERR_BUFFER;
     if (out_len < BCE_OUT_ELEMS(n)) return BCE_ERR_BUFFER;
     if (overlaps_ctx(ctx, x, BCE_X_ELEMS(n) * (int64_t)sizeof(*x), BCE_INFER_WORKSPACE_BYTES(n), 0) ||
-        overlaps_ctx(ctx, out, BCE_OUT_ELEMS(n) * (int64_t)sizeof(*out), BCE_INFER_WORKSPACE_BYTES(n), 0) ||
+        overlaps_ctx(ctx, out, BCE_OUT_ELEMS(n) * (int64_t)sizeof(*out), BCE_INFER_WORKSPACE_BYTES(n), 1) ||
         overlap(out, BCE_OUT_ELEMS(n) * (int64_t)sizeof(*out), x, BCE_X_ELEMS(n) * (int64_t)sizeof(*x)))
         return BCE_ERR_OVERLAP;
     gc_in[0] = (void *)x;

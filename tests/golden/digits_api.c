@@ -250,7 +250,7 @@ static int digits__body_infer(const digits_ctx *ctx, int64_t n, const float *x, 
     if (x_len < DIGITS_X_ELEMS(n)) return DIGITS_ERR_BUFFER;
     if (y_len < DIGITS_Y_ELEMS(n)) return DIGITS_ERR_BUFFER;
     if (overlaps_ctx(ctx, x, DIGITS_X_ELEMS(n) * (int64_t)sizeof(*x), DIGITS_INFER_WORKSPACE_BYTES(n), 0) ||
-        overlaps_ctx(ctx, y, DIGITS_Y_ELEMS(n) * (int64_t)sizeof(*y), DIGITS_INFER_WORKSPACE_BYTES(n), 0) ||
+        overlaps_ctx(ctx, y, DIGITS_Y_ELEMS(n) * (int64_t)sizeof(*y), DIGITS_INFER_WORKSPACE_BYTES(n), 1) ||
         overlap(y, DIGITS_Y_ELEMS(n) * (int64_t)sizeof(*y), x, DIGITS_X_ELEMS(n) * (int64_t)sizeof(*x)))
         return DIGITS_ERR_OVERLAP;
     gc_in[0] = (void *)x;

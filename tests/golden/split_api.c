@@ -291,7 +291,7 @@ static int split__body_infer(const split_ctx *ctx, int64_t n, const float *x, in
     if (x_len < SPLIT_X_ELEMS(n)) return SPLIT_ERR_BUFFER;
     if (y_len < SPLIT_Y_ELEMS(n)) return SPLIT_ERR_BUFFER;
     if (overlaps_ctx(ctx, x, SPLIT_X_ELEMS(n) * (int64_t)sizeof(*x), SPLIT_INFER_WORKSPACE_BYTES(n), 0) ||
-        overlaps_ctx(ctx, y, SPLIT_Y_ELEMS(n) * (int64_t)sizeof(*y), SPLIT_INFER_WORKSPACE_BYTES(n), 0) ||
+        overlaps_ctx(ctx, y, SPLIT_Y_ELEMS(n) * (int64_t)sizeof(*y), SPLIT_INFER_WORKSPACE_BYTES(n), 1) ||
         overlap(y, SPLIT_Y_ELEMS(n) * (int64_t)sizeof(*y), x, SPLIT_X_ELEMS(n) * (int64_t)sizeof(*x)))
         return SPLIT_ERR_OVERLAP;
     gc_in[0] = (void *)x;

@@ -184,8 +184,8 @@ static int two__body_infer(const two_ctx *ctx, int64_t n, const float *a, int64_
     if (y1_len < TWO_Y1_ELEMS(n)) return TWO_ERR_BUFFER;
     if (overlaps_ctx(ctx, a, TWO_A_ELEMS(n) * (int64_t)sizeof(*a), TWO_INFER_WORKSPACE_BYTES(n), 0) ||
         overlaps_ctx(ctx, b, TWO_B_ELEMS(n) * (int64_t)sizeof(*b), TWO_INFER_WORKSPACE_BYTES(n), 0) ||
-        overlaps_ctx(ctx, y0, TWO_Y0_ELEMS(n) * (int64_t)sizeof(*y0), TWO_INFER_WORKSPACE_BYTES(n), 0) ||
-        overlaps_ctx(ctx, y1, TWO_Y1_ELEMS(n) * (int64_t)sizeof(*y1), TWO_INFER_WORKSPACE_BYTES(n), 0) ||
+        overlaps_ctx(ctx, y0, TWO_Y0_ELEMS(n) * (int64_t)sizeof(*y0), TWO_INFER_WORKSPACE_BYTES(n), 1) ||
+        overlaps_ctx(ctx, y1, TWO_Y1_ELEMS(n) * (int64_t)sizeof(*y1), TWO_INFER_WORKSPACE_BYTES(n), 1) ||
         overlap(y0, TWO_Y0_ELEMS(n) * (int64_t)sizeof(*y0), a, TWO_A_ELEMS(n) * (int64_t)sizeof(*a)) ||
         overlap(y0, TWO_Y0_ELEMS(n) * (int64_t)sizeof(*y0), b, TWO_B_ELEMS(n) * (int64_t)sizeof(*b)) ||
         overlap(y0, TWO_Y0_ELEMS(n) * (int64_t)sizeof(*y0), y1, TWO_Y1_ELEMS(n) * (int64_t)sizeof(*y1)) ||
