@@ -72,12 +72,13 @@ def output_arrays(
     """The arrays a call writes its outputs to: new ones (``specs``: each output's shape and
     dtype) when ``out`` is None, else the caller's ``out`` (the array of the only output, or a
     dict by output name), each a writable C-contiguous array of its output's shape and dtype
-    that shares no memory with ``inputs``. ``owner`` ("model", "library") names the caller's
-    object in the messages.
+    that shares no memory with ``inputs`` or with another output's. ``owner`` ("model",
+    "library") names the caller's object in the messages.
 
     Raises:
         ArgumentError: an output without an array, a wrong type, dtype or shape, a read-only
-            or strided array, or one overlapping an input (naming the output).
+            or strided array, or one overlapping an input or another output (naming the
+            output).
     """
     if out is None:
         return [np.empty(shape, dtype) for shape, dtype in specs]
@@ -112,4 +113,11 @@ def output_arrays(
                 f"{what} overlaps an input array: the outputs are written while the inputs "
                 "are still read, so pass an array of its own (or out=None)"
             )
+    for i, a in enumerate(arrays):  # two outputs in one memory: one would overwrite the other
+        for j in range(i):
+            if np.may_share_memory(a, arrays[j]):
+                raise ArgumentError(
+                    f"out for output {names[i]!r} overlaps out for output {names[j]!r}: each "
+                    "output needs an array of its own (one would be written over the other)"
+                )
     return arrays

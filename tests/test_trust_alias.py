@@ -112,3 +112,29 @@ def test_fit_on_a_view_of_a_weight_is_refused(model):
         m.fit(m.params["fc2.w"], y, epochs=1, batch_size=2, verbose=0)
     assert "'fc2.w'" in str(e.value)
     assert _bytes(m) == before
+
+
+@pytest.mark.parametrize("which", ["model", "library"])
+@pytest.mark.parametrize("shift", [0, 8])  # the same array for both, and a partial overlap
+def test_two_outputs_in_one_memory_are_refused(which, shift, tmp_path):
+    """predict(out={a: buf, b: buf}): the model wrote one output over the other (output a was
+    2.37 off the float64 reference); now refused naming both outputs, as the library's
+    wrapper did (ERR_OVERLAP), and outputs of their own still give the reference."""
+    x = gc.input("x", ("N", 4))
+    a, b = gc.dense(x, 4, name="fa"), gc.tanh(gc.dense(x, 4, name="fb"))
+    obj = gc.compile([a, b], name="trust_alias_two", threads=1)
+    if which == "library":
+        obj.export(str(tmp_path / "libtrust_alias_two.so"))
+        obj = gc.load(str(tmp_path / "libtrust_alias_two.so"))
+    xv = np.random.default_rng(4).standard_normal((3, 4)).astype("f4")
+    p = {k: v.astype(np.float64) for k, v in obj.params.items()}
+    want = [xv @ p["fa.w"] + p["fa.b"], np.tanh(xv @ p["fb.w"] + p["fb.b"])]
+    names = list(obj.predict(xv))
+    buf = np.zeros(12 + shift, "f4")
+    out = {names[0]: buf[:12].reshape(3, 4), names[1]: buf[shift:].reshape(3, 4)}
+    with pytest.raises(ArgumentError, match="overlaps out for output"):
+        obj.predict(xv, out=out)
+    own = {k: np.zeros((3, 4), "f4") for k in names}
+    got = obj.predict(xv, out=own)
+    for k, w in zip(names, want):
+        np.testing.assert_allclose(got[k], w, rtol=1e-5, atol=1e-6)
