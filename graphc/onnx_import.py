@@ -691,15 +691,22 @@ def _lookup_of_updated_rows(model: Any) -> Any:
         rewrites.update(plan)
     if not rewrites:
         return model
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for i, node in rewrites.items():
-        out.graph.node[i].CopyFrom(node)
+    out = with_nodes(model, rewrites)
     # the rewritten values hold the whole table now: their declared shapes no longer hold
     changed = {o for i in rewrites for o in out.graph.node[i].output}
     keep = [vi for vi in out.graph.value_info if vi.name not in changed]
     del out.graph.value_info[:]
     out.graph.value_info.extend(keep)
+    return out
+
+
+def with_nodes(model: Any, rewrites: dict[int, Any]) -> Any:
+    """A copy of ``model`` whose node i is rewrites[i] (a pre-pass's rewrite: node numbers
+    stay; the caller's ModelProto is not changed)."""
+    out = require_onnx().ModelProto()
+    out.CopyFrom(model)
+    for i, node in rewrites.items():
+        out.graph.node[i].CopyFrom(node)
     return out
 
 
@@ -879,6 +886,8 @@ class Importer:
         model = gather_for_index_transposes(model)  # torch's dynamo x[:, idx]
         model = lookup_of_updated_rows(model)  # torch's dynamo Embedding(max_norm)
         model = qdq_as_qoperator(model)  # QDQ groups as ONNX Runtime fuses them
+        # torch's index_put on a batched tensor: ScatterNDs converted per sample (by output)
+        model, self.per_sample = batch_scatters(model)
         self.model, self.base_dir, self.where = model, base_dir, where
         self.original = model  # as read (check_file), before functions are expanded
         self.graph = model.graph
@@ -6625,6 +6634,7 @@ def _fold_dequantize_linear(cx: NodeContext, args: list) -> list:
 # the rules of graphc/onnx_import_onnxops.py (scatter, ...): after every helper they import
 from .onnx_import_onnxops import INDEX_OPERAND as _INDEX_OPERAND  # noqa: E402
 from .onnx_import_onnxops import OPS_MORE as _OPS_ONNXOPS  # noqa: E402
+from .onnx_import_onnxops import batch_scatters  # noqa: E402
 
 # the quantized operators of graphc/onnx_import_quant.py (QLinear*, *Integer, com.microsoft's)
 from .onnx_import_quant import (  # noqa: E402

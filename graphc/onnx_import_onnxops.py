@@ -53,7 +53,9 @@ from .onnx_import import (
     _nearest_integer,
     _reshape,
     _take,
+    require_onnx,
     type_name,
+    with_nodes,
 )
 
 REDUCTIONS = {"none": 11, "add": 16, "mul": 16, "max": 18, "min": 18}  # the opset each came in
@@ -146,7 +148,8 @@ def _scatter_numpy(data: np.ndarray, upd: np.ndarray, pairs: np.ndarray, red: st
 
 
 def _pick(cx: NodeContext, x: Tensor, idx: np.ndarray) -> Tensor:
-    """x[idx] of a 1-D x (exact moves: a slice per run of consecutive indices)."""
+    """x[..., idx] along the last axis of x ([D], or [N, D] per sample): exact moves, a slice
+    per run of consecutive indices."""
     idx = [int(v) for v in idx]
     runs = 1 + sum(1 for a, b in itertools.pairwise(idx) if b != a + 1)
     if runs > MAX_SCATTER_RUNS:
@@ -154,8 +157,9 @@ def _pick(cx: NodeContext, x: Tensor, idx: np.ndarray) -> Tensor:
             f"the scatter writes {runs} separate runs of elements; graphc composes at most "
             f"{MAX_SCATTER_RUNS} (one slice each)"
         )
-    parts = [_take(cx, x, 0, idx[k : k + MAX_TAKEN]) for k in range(0, len(idx), MAX_TAKEN)]
-    return dsl.apply("concat", *parts, axis=0) if len(parts) > 1 else parts[0]
+    a = len(x.shape) - 1
+    parts = [_take(cx, x, a, idx[k : k + MAX_TAKEN]) for k in range(0, len(idx), MAX_TAKEN)]
+    return dsl.apply("concat", *parts, axis=a) if len(parts) > 1 else parts[0]
 
 
 def _no_batch(cx: NodeContext, shape: tuple) -> None:
@@ -167,18 +171,23 @@ def _no_batch(cx: NodeContext, shape: tuple) -> None:
         )
 
 
-def _scatter_constant(cx: NodeContext, x: Tensor, u: Tensor, pairs: np.ndarray, red: str):
+def _scatter_constant(
+    cx: NodeContext, x: Tensor, u: Tensor, pairs: np.ndarray, red: str, batched: bool = False
+):
     """The scatter of ``pairs`` (known at import time) as moves of the flattened values: for a
     plain write one pick from concat(data, updates); for a reduction one round per repeat of
-    a position (its k-th update), each f(out[touched], updates) written back by a pick."""
-    d = math.prod(int(v) for v in x.shape)
-    xf = _reshape(cx, x, (d,))
-    uf = _reshape(cx, u, (math.prod(int(v) for v in u.shape),))
+    a position (its k-th update), each f(out[touched], updates) written back by a pick.
+    ``batched``: x and u lead with N and the pairs index each sample's elements."""
+    lead = tuple(x.shape[:1]) if batched else ()
+    d = math.prod(int(v) for v in x.shape[len(lead) :])
+    xf = _reshape(cx, x, (*lead, d))
+    uf = _reshape(cx, u, (*lead, math.prod(int(v) for v in u.shape[len(lead) :])))
+    ax = len(lead)
     p, q = pairs[:, 0], pairs[:, 1]
     if red == "none":
         src = np.arange(d)
         src[p] = d + q  # repeated positions: the last write stays
-        out = _pick(cx, dsl.apply("concat", xf, uf, axis=0), src)
+        out = _pick(cx, dsl.apply("concat", xf, uf, axis=ax), src)
     else:
         order = np.argsort(p, kind="stable")  # each position's updates, in index order
         rank = np.empty(p.size, np.int64)
@@ -194,7 +203,7 @@ def _scatter_constant(cx: NodeContext, x: Tensor, u: Tensor, pairs: np.ndarray, 
             new = _combine(red, _pick(cx, out, pos), _pick(cx, uf, ups))
             src = np.arange(d)
             src[pos] = d + np.arange(pos.size)
-            out = _pick(cx, dsl.apply("concat", out, new, axis=0), src)
+            out = _pick(cx, dsl.apply("concat", out, new, axis=ax), src)
     return _reshape(cx, out, tuple(x.shape))
 
 
@@ -288,6 +297,8 @@ def _scatter_nd(cx: NodeContext) -> list[Value]:
     indices must be known at import time and data must not hold the batch dimension N;
     otherwise refused naming the node."""
     red = _reduction(cx)
+    if cx.node.output[0] in cx.imp.per_sample:
+        return _scatter_nd_per_sample(cx, red)
     idx_v = cx.value(1)
     data_v, upd_v = cx.value(0), cx.value(2)
     if not isinstance(idx_v, np.ndarray):
@@ -314,6 +325,347 @@ def _fold_scatter_elements(cx: NodeContext, args: list) -> list:
 def _fold_scatter_nd(cx: NodeContext, args: list) -> list:
     data, idx, upd = (np.asarray(a) for a in args[:3])
     return [_scatter_numpy(data, upd, _nd_pairs(cx, data.shape, idx, upd.shape), _reduction(cx))]
+
+
+# ---------------------------------------------------------------- per-sample ScatterND
+
+MAX_INDEX_NODES = 256  # the largest index computation batch_scatters evaluates
+
+
+def batch_scatters(model: Any) -> tuple[Any, set[str]]:
+    """See ``_batch_scatters``; a model it cannot read is returned as it is."""
+    try:
+        return _batch_scatters(model)
+    except Exception:  # a malformed file, or an index computation onnx.reference cannot run
+        return model, set()
+
+
+def _batch_scatters(model: Any) -> tuple[Any, set[str]]:
+    """The model with torch's per-sample ScatterND written as one graphc can compile. torch's
+    TorchScript export of index_put and slice assignment on a batched tensor (``y[:, 0] = v``,
+    ``y[:, :, 1:3] = v``, ``y[:, [0, 2]] = v``) builds the indices from Range(0, N) (the batch
+    row) and constants, through Shape, Expand, Reshape, Unsqueeze and Concat: indices
+    [N, ..., q] whose first column is each sample's own row. Such a ScatterND (indices computed
+    from shapes only: no value of an input reaches them except through Shape) has its index
+    computation evaluated with onnx.reference at batch sizes 2 and 3; where the first column
+    is the row n and the other columns are the same for every row and both sizes, the node
+    reads the indices of row 0 instead (an initializer [1, ..., q]) and its output is in the
+    returned set: the importer (``Importer.per_sample``, held in memory, never read from a
+    file) converts it per sample, _scatter_nd_per_sample. The Shapes of the index computation
+    become Concats of N (Shape of a batched input) and constants, so that the Range over N
+    is no longer needed (the import skips what nothing reads). Anything else leaves the model
+    as it is (the import then refuses the Range over N, naming it). The caller's ModelProto
+    is not changed. Returns (the model, the outputs of the per-sample ScatterNDs)."""
+    onnx = require_onnx()
+    g = model.graph
+    nodes = list(g.node)
+    targets = [
+        i
+        for i, n in enumerate(nodes)
+        if n.op_type == "ScatterND" and n.domain in ("", "ai.onnx") and len(n.input) == 3
+    ]
+    if not targets:
+        return model, set()
+    inits = {t.name: t for t in g.initializer}
+    inputs = {vi.name: vi for vi in g.input if vi.name not in inits}
+    producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
+    tainted = set(inputs)  # values that an input's values (not only its shape) reach
+    for n in nodes:
+        if n.op_type == "Shape" and n.domain in ("", "ai.onnx"):
+            continue
+        if any(a.type in (5, 10) for a in n.attribute) or any(v in tainted for v in n.input):
+            tainted.update(n.output)  # (a subgraph attribute may read anything)
+    rewrites: dict[int, Any] = {}
+    reshaped: dict[int, list] = {}  # Shape nodes rewritten: N (None) or a constant per entry
+    marked: set[str] = set()
+    known: dict[int, dict[str, list[int]]] | None = None  # inferred shapes at batch 2 and 3
+    added = []
+    opsets = [o for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    ref = next(  # a batched input: its Shape gives N
+        (
+            v
+            for v, vi in inputs.items()
+            if vi.type.HasField("tensor_type")
+            and vi.type.tensor_type.shape.dim
+            and not vi.type.tensor_type.shape.dim[0].HasField("dim_value")
+        ),
+        None,
+    )
+    for i in targets:
+        n = nodes[i]
+        idx = n.input[1]
+        if idx in tainted or idx in inits or idx not in producer:
+            continue
+        if known is None:
+            known = {b: _inferred_shapes(onnx, model, b) for b in (2, 3)}
+        seen, stack = set(), [producer[idx]]
+        while stack:
+            j = stack.pop()
+            if j in seen:
+                continue
+            seen.add(j)
+            if nodes[j].op_type == "Shape" and all(nodes[j].input[0] in k for k in known.values()):
+                continue  # its input's shape is inferred: no need to compute the input
+            stack += [producer[v] for v in nodes[j].input if v in producer]
+        if len(seen) > MAX_INDEX_NODES or not any(nodes[j].op_type == "Shape" for j in seen):
+            continue
+        part = [nodes[j] for j in sorted(seen)]
+        shapes = [j for j in sorted(seen) if nodes[j].op_type == "Shape" and j not in reshaped]
+        want = [idx] + [nodes[j].output[0] for j in shapes]
+        got = [_evaluate(onnx, g, part, want, inputs, b, opsets, known[b]) for b in (2, 3)]
+        if got[0] is None or got[1] is None:
+            continue
+        per = [_per_sample(v[0], b) for v, b in zip(got, (2, 3))]
+        if per[0] is None or per[1] is None or not np.array_equal(per[0], per[1]):
+            continue
+        # the Shapes of the index computation (torch's also shape the updates): written from
+        # the batch size N (Shape of a batched input) and constants, so that the Range over N
+        # they read is no longer needed
+        forms = [_shape_form(a, c) for a, c in zip(got[0][1:], got[1][1:])]
+        if any(f is None for f in forms) or (ref is None and shapes):
+            continue
+        for j, form in zip(shapes, forms):
+            reshaped[j] = form
+        name = f"{idx}__row_0"
+        while name in inits or name in producer:
+            name += "_"
+        added.append(onnx.numpy_helper.from_array(got[0][0][:1].astype(np.int64), name))
+        node = onnx.NodeProto()
+        node.CopyFrom(n)
+        node.input[1] = name
+        rewrites[i] = node
+        marked.add(n.output[0])
+    if not rewrites:
+        return model, set()
+    taken = set(producer) | set(inits) | set(inputs)
+
+    def fresh(base: str) -> str:
+        while base in taken:
+            base += "_"
+        taken.add(base)
+        return base
+
+    n_vec = fresh("graphc__batch_size")
+    front = []
+    if reshaped:
+        s_ref = fresh("graphc__batch_shape")
+        one = fresh("graphc__zero_one")
+        added.append(onnx.numpy_helper.from_array(np.array([0, 1], np.int64), one))
+        front = [
+            onnx.helper.make_node("Shape", [ref], [s_ref]),
+            onnx.helper.make_node("Slice", [s_ref, one + "_0", one + "_1"], [n_vec]),
+        ]
+        added.append(onnx.numpy_helper.from_array(np.array([0], np.int64), one + "_0"))
+        added.append(onnx.numpy_helper.from_array(np.array([1], np.int64), one + "_1"))
+    for j, form in reshaped.items():
+        pieces = []
+        for k, v in enumerate(form):
+            if v is None:
+                pieces.append(n_vec)
+            else:
+                c = fresh(f"{nodes[j].output[0]}__{k}")
+                added.append(onnx.numpy_helper.from_array(np.array([v], np.int64), c))
+                pieces.append(c)
+        rewrites[j] = onnx.helper.make_node(
+            "Concat", pieces, list(nodes[j].output), name=nodes[j].name, axis=0
+        )
+    out = with_nodes(model, rewrites)
+    for k, node in enumerate(front):
+        out.graph.node.insert(k, node)
+    out.graph.initializer.extend(added)
+    return out, marked
+
+
+# the operators an index computation may use for batch_scatters to evaluate it, and the most
+# elements any of its values may hold (a hostile file's index computation allocates no more)
+INDEX_OPS = frozenset(
+    [
+        "Shape",
+        "Gather",
+        "Squeeze",
+        "Unsqueeze",
+        "Cast",
+        "Range",
+        "Reshape",
+        "Expand",
+        "Concat",
+        "Constant",
+        "ConstantOfShape",
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Equal",
+        "Where",
+        "Slice",
+        "Identity",
+        "Less",
+        "Greater",
+        "Not",
+        "Neg",
+        "Mod",
+        "Flatten",
+        "Size",
+        "Max",
+        "Min",
+        "Transpose",
+    ]
+)
+MAX_INDEX_ELEMENTS = 1 << 20
+
+
+def _inferred_shapes(onnx: Any, model: Any, b: int) -> dict[str, list[int]]:
+    """The shapes onnx's shape inference gives every value of ``model`` with batch size
+    ``b`` (the first dimension of each input that has a symbolic one), where fully known."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inits = {t.name for t in m.graph.initializer}
+    for vi in m.graph.input:
+        dims = vi.type.tensor_type.shape.dim if vi.type.HasField("tensor_type") else []
+        if vi.name not in inits and dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = b
+    try:
+        g = onnx.shape_inference.infer_shapes(m, data_prop=True).graph
+    except Exception:
+        return {}
+    out = {}
+    for vi in (*g.input, *g.value_info, *g.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            dims = vi.type.tensor_type.shape.dim
+            if all(d.HasField("dim_value") for d in dims):
+                out[vi.name] = [int(d.dim_value) for d in dims]
+    return out
+
+
+def _evaluate(
+    onnx: Any,
+    g: Any,
+    nodes: list,
+    values: list,
+    inputs: dict,
+    b: int,
+    opsets: list,
+    known: dict[str, list[int]],
+) -> list | None:
+    """``values`` computed by ``nodes`` one at a time (onnx.reference) for inputs of batch
+    size ``b`` (zeros: only their shapes matter; a Shape of a value whose shape inference
+    knows, ``known``, from that), or None where an input's other dimensions
+    are not fixed, a node is not of INDEX_OPS, or a value would hold more than
+    MAX_INDEX_ELEMENTS elements (checked before the node that makes it runs)."""
+    from onnx.reference import ReferenceEvaluator
+
+    version = {o.domain or "": int(o.version) for o in opsets}
+    env: dict[str, np.ndarray] = {}
+    for t in g.initializer:
+        if t.name in {v for n in nodes for v in n.input}:
+            if math.prod(t.dims) > MAX_INDEX_ELEMENTS or t.data_location == 1:
+                return None
+            env[t.name] = onnx.numpy_helper.to_array(t)
+    for name, vi in inputs.items():
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if not dims or any(d is None for d in dims[1:]):
+            continue
+        if b * math.prod(dims[1:]) > MAX_INDEX_ELEMENTS:
+            continue
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+        env[name] = np.zeros([b, *dims[1:]], dtype)
+    for n in nodes:
+        if n.op_type not in INDEX_OPS or n.domain not in ("", "ai.onnx"):
+            return None
+        if n.op_type == "Shape" and n.input[0] not in env and n.input[0] in known:
+            attrs = {a.name: a.i for a in n.attribute}
+            dims = known[n.input[0]]
+            env[n.output[0]] = np.array(
+                dims[slice(attrs.get("start", 0), attrs.get("end"))], np.int64
+            )
+            continue
+        args = [env.get(v) if v else None for v in n.input]
+        if any(v and v not in env for v in n.input):
+            return None
+        if _too_big(n.op_type, args):
+            return None
+        outs = ReferenceEvaluator(n, opsets=version).run(
+            None, {v: a for v, a in zip(n.input, args) if v}
+        )
+        for name, a in zip(n.output, outs):
+            a = np.asarray(a)
+            if a.size > MAX_INDEX_ELEMENTS:
+                return None
+            env[name] = a
+    return [env[v] for v in values]
+
+
+def _too_big(op: str, args: list) -> bool:
+    """Whether the node would make more than MAX_INDEX_ELEMENTS elements (ConstantOfShape,
+    Expand, Range: the sizes their operands ask for)."""
+    try:
+        if op == "ConstantOfShape":
+            size = math.prod(int(d) for d in np.ravel(args[0]))
+        elif op == "Expand":
+            shape = np.broadcast_shapes(args[0].shape, tuple(int(d) for d in np.ravel(args[1])))
+            size = math.prod(shape)
+        elif op == "Range":
+            start, limit, delta = (float(np.ravel(a)[0]) for a in args[:3])
+            size = int(abs((limit - start) / delta)) + 1 if delta else MAX_INDEX_ELEMENTS + 1
+        else:
+            return False
+    except (ValueError, TypeError, IndexError, OverflowError):
+        return True
+    return size > MAX_INDEX_ELEMENTS
+
+
+def _shape_form(a: np.ndarray, c: np.ndarray) -> list | None:
+    """A shape vector evaluated at batch sizes 2 (``a``) and 3 (``c``) as entries N (None:
+    2 and 3) and constants (equal in both); None if it is neither."""
+    if a.ndim != 1 or a.shape != c.shape:
+        return None
+    form: list = []
+    for u, v in zip(a.tolist(), c.tolist()):
+        if (u, v) == (2, 3):
+            form.append(None)
+        elif u == v:
+            form.append(int(u))
+        else:
+            return None
+    return form
+
+
+def _per_sample(idx: np.ndarray, b: int) -> np.ndarray | None:
+    """The columns after the first of indices [b, ..., q] whose first column is the row n
+    and whose other columns are the same in every row; else None."""
+    if idx.ndim < 2 or idx.shape[0] != b or idx.dtype.kind not in "iu":
+        return None
+    rows = np.arange(b).reshape((b,) + (1,) * (idx.ndim - 2))
+    if not np.array_equal(idx[..., 0], np.broadcast_to(rows, idx.shape[:-1])):
+        return None
+    rest = idx[..., 1:]
+    if not (rest == rest[:1]).all():
+        return None
+    return rest[0]
+
+
+def _scatter_nd_per_sample(cx: NodeContext, red: str) -> list[Value]:
+    """ScatterND whose indices name each sample's own row (batch_scatters: torch's index_put
+    on a batched tensor; the node reads row 0's indices [1, k_1 .. k_m, q]): data [N, s_1 ..
+    s_r], the per-sample indices [k_1 .. k_m, q - 1] into s (q = 1 replaces whole samples),
+    updates [N, k_1 .. k_m, s_q ..]: in each sample, the scatter of _scatter_nd, as moves
+    along the sample's flattened elements."""
+    x, u = cx.x(0), cx.x(2)
+    sub = np.asarray(cx.c(1))[0, ..., 1:]
+    if x.shape[0] != "N" or u.shape[0] != "N":
+        cx.fail(f"data {_fmt(x.shape)} and updates {_fmt(u.shape)} must lead with N")
+    sample = tuple(x.shape[1:])
+    if sub.shape[-1] == 0:  # whole samples: every index tuple names the sample itself
+        inner = math.prod(int(d) for d in sample)
+        count = math.prod(sub.shape[:-1])
+        if tuple(u.shape[1:]) != (*sub.shape[:-1], *sample):
+            cx.fail(f"updates {_fmt(u.shape)} do not fit data {_fmt(x.shape)}")
+        p = np.tile(np.arange(inner), count)
+        pairs = np.stack([p, np.arange(p.size)], axis=1)
+    else:
+        pairs = _nd_pairs(cx, sample, sub, tuple(u.shape[1:]))
+    return [_scatter_constant(cx, x, u, pairs, red, batched=True)]
 
 
 # ---------------------------------------------------------------- GridSample

@@ -215,3 +215,79 @@ def test_refusals_name_the_node() -> None:
         with pytest.raises(gc.OnnxError, match=r"'s' \(Scatter") as e:
             gc.from_onnx(m)
         assert e.match(why), str(e.value)
+
+
+def _batch_rows(cols: np.ndarray, prefix: str) -> list:
+    """Nodes computing torch's index_put indices [N, K, 1 + q] from Range(0, N) (the batch
+    row of each sample, via Shape, Gather, Range, Reshape and Expand) and the constant
+    columns ``cols`` [K, q] (an initializer named prefix + "_cols"), as torch's TorchScript
+    export writes them; the result is prefix + "_idx"."""
+    k = cols.shape[0]
+    p = prefix
+
+    def c(name: str, a: object) -> object:
+        value = numpy_helper.from_array(np.asarray(a, np.int64))
+        return N("Constant", [], [f"{p}_{name}"], value=value)
+
+    return [
+        c("zero", [0]),
+        c("start", 0),
+        c("step", 1),
+        c("col", [-1, 1]),
+        c("k", [k]),
+        c("last", [-1]),
+        N("Shape", ["x"], [f"{p}_shape"]),
+        N("Gather", [f"{p}_shape", f"{p}_zero"], [f"{p}_n1"], axis=0),
+        N("Squeeze", [f"{p}_n1"], [f"{p}_n"]),
+        N("Range", [f"{p}_start", f"{p}_n", f"{p}_step"], [f"{p}_rows"]),
+        N("Reshape", [f"{p}_rows", f"{p}_col"], [f"{p}_rows2"]),
+        N("Concat", [f"{p}_n1", f"{p}_k"], [f"{p}_nk"], axis=0),
+        N("Expand", [f"{p}_rows2", f"{p}_nk"], [f"{p}_r"]),
+        N("Unsqueeze", [f"{p}_r", f"{p}_last"], [f"{p}_r3"]),
+        N("Shape", [f"{p}_r3"], [f"{p}_r3_shape"]),  # torch also shapes the updates from it
+        c("q", [cols.shape[1]]),
+        N("Concat", [f"{p}_nk", f"{p}_q"], [f"{p}_nkq"], axis=0),
+        N("Expand", [f"{p}_cols", f"{p}_nkq"], [f"{p}_c"]),
+        N("Concat", [f"{p}_r3", f"{p}_c"], [f"{p}_idx"], axis=-1),
+    ]
+
+
+def test_torch_index_put_on_a_batched_value_matches_onnxruntime() -> None:
+    """torch's y[:, [0, 2]] = v, y[:, 1, 3:5] += v (reduction add) and y[:, i, j] *= v as
+    exported: indices [N, K, 1 + q] built from Range(0, N) and constant columns. Each sample
+    scatters at the constant columns (graphc evaluates the index computation at two batch
+    sizes: the first column is the row, the rest the same for every row). Before, the import
+    stopped at the Range over N."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    cases = [
+        ("a", np.array([[0], [2]]), "none"),  # whole rows x[n, i, :]
+        ("b", np.array([[1, 3], [1, 4]]), "add"),  # elements x[n, 1, 3:5]
+        ("c", np.array([[2, 0], [0, 4], [2, 0]]), "mul"),  # elements, one twice
+    ]
+    nodes, inits, outs = [], [], []
+    for p, cols, red in cases:
+        inits.append(numpy_helper.from_array(cols.astype(np.int64), f"{p}_cols"))
+        nodes += _batch_rows(cols, p)
+        # updates [N, K, rest]: a slice of x shaped like the indices' rows
+        width = 5 if cols.shape[1] == 1 else None
+        if width:
+            nodes.append(N("Slice", ["x", "s0", "s2", "s1"], [f"{p}_u"]))
+        else:
+            nodes.append(N("Slice", ["x", "s0", f"{p}_k3", "s1"], [f"{p}_u3"]))
+            nodes.append(N("Squeeze", [f"{p}_u3", "s1"], [f"{p}_u2"]))
+            nodes.append(N("Slice", [f"{p}_u2", "s0", f"{p}_kk", "s1"], [f"{p}_u"]))
+            inits.append(numpy_helper.from_array(np.array([len(cols)], np.int64), f"{p}_kk"))
+            inits.append(numpy_helper.from_array(np.array([1], np.int64), f"{p}_k3"))
+        nodes.append(N("ScatterND", ["x", f"{p}_idx", f"{p}_u"], [f"y_{p}"], reduction=red))
+        outs.append(f"y_{p}")
+    inits += [
+        numpy_helper.from_array(np.array([0], np.int64), "s0"),
+        numpy_helper.from_array(np.array([1], np.int64), "s1"),
+        numpy_helper.from_array(np.array([2], np.int64), "s2"),
+    ]
+    m = _model(nodes, [("x", F, ["N", 4, 5])], outs, inits)
+    want = _ort(m, {"x": x})
+    got = gc.from_onnx(m).compile().predict(x)
+    for name, w in zip(outs, want):
+        np.testing.assert_allclose(got[name], w, rtol=1e-6, atol=1e-6, err_msg=name)
