@@ -105,6 +105,7 @@ _NP_OF = {  # TensorProto.DataType -> numpy dtype, for the types a file's tensor
     1: np.float32,
     2: np.uint8,
     3: np.int8,
+    4: np.uint16,
     5: np.int16,
     6: np.int32,
     7: np.int64,
@@ -6575,6 +6576,8 @@ def _quantize_linear(cx: NodeContext) -> list[Value]:
     result is integral float32 (derivative 0)."""
     x = cx.x(0)
     out = int(cx.attr("output_dtype", 0))
+    if not out and cx.has(2) and isinstance(cx.value(2), Tensor):  # computed: its declared type
+        out = cx.imp.elem_type(cx.node.input[2]) or cx.imp.elem_type(cx.node.output[0]) or 2
     if not out and cx.has(2):
         zdt = np.asarray(cx.c(2)).dtype
         out = _ONNX_OF_NP.get(zdt, 0)
