@@ -4454,6 +4454,16 @@ def _expand(cx: NodeContext) -> list[Value]:
     out_t = tuple(out)
     if out_t == tuple(x.shape):
         return [x * 1.0]
+    if out_t.count("N") == 1 and out_t[0] != "N" and "N" not in x.shape:
+        # N on another axis (torch's dynamo export of an RNN's zero initial state, [L, N, H]):
+        # a layout view of x broadcast to [N, other axes...] (x's axis there has size 1)
+        k = out_t.index("N")
+        rest = [j for j in range(r) if j != k]
+        base_x = _reshape(cx, x, (1, *(a[j] for j in rest)))
+        base = _broadcast(cx, base_x, ("N", *(out_t[j] for j in rest)), want)
+        groups = [(rest.index(j) + 1,) for j in range(r) if j != k]
+        groups.insert(k, (0,))
+        return [onnx_layout._out(onnx_layout.View(base, tuple(groups)))]
     return [_broadcast(cx, x, out_t, want)]
 
 

@@ -232,7 +232,9 @@ def test_rnn_nodes_match_onnxruntime() -> None:
 # ---------------------------------------------------------------- torch's exports
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "onnx")
-TORCH_FILES = ["lstm2bi", "gru2sf", "rnnrelu", "lstminit", "grucls", "lstmpack"]
+TORCH_MODULES = ["lstm2bi", "gru2sf", "rnnrelu", "lstminit", "grucls", "lstmpack"]
+TORCH_FILES = [f"rnn_ts_{n}_14" for n in TORCH_MODULES]
+TORCH_FILES += [f"rnn_dyn_{n}_18" for n in TORCH_MODULES if n != "lstmpack"]
 
 
 def _feeds(m, rng, n: int = 3) -> dict:
@@ -248,10 +250,11 @@ def _feeds(m, rng, n: int = 3) -> dict:
 
 @pytest.mark.parametrize("name", TORCH_FILES)
 def test_torch_rnn_exports_match_onnxruntime(name: str) -> None:
-    """tests/data/onnx/rnn_ts_*_14.onnx (export_torch_rnn.py: torch 2.13's TorchScript
-    exporter): layout-0 nodes between Transposes of N, zero states from ConstantOfShape([L, N,
-    H]), a padded batch's lengths as sequence_lens."""
-    path = os.path.join(DATA, f"rnn_ts_{name}_14.onnx")
+    """tests/data/onnx/rnn_ts_*_14.onnx and rnn_dyn_*_18.onnx (export_torch_rnn.py: torch
+    2.13's TorchScript and dynamo exporters): layout-0 nodes between Transposes of N, zero
+    states from ConstantOfShape([L, N, H]) (TorchScript) or an Expand of 0 to [L, N, H]
+    (dynamo), a padded batch's lengths as sequence_lens."""
+    path = os.path.join(DATA, f"{name}.onnx")
     m = onnx.load(path)
     feeds = _feeds(m, np.random.default_rng(5))
     outs = [o.name for o in m.graph.output]

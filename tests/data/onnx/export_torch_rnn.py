@@ -1,13 +1,16 @@
 """Regenerates tests/data/onnx/rnn_ts_*.onnx: torch's recurrent layers (nn.LSTM, nn.GRU,
 nn.RNN: two layers, bidirectional, batch first or sequence first, initial states given as
 inputs or torch's zeros, a padded batch through pack_padded_sequence) in eval mode with a
-dynamic batch, exported by torch.onnx.export's TorchScript exporter at opset 14.
+dynamic batch, exported by torch.onnx.export's TorchScript exporter at opset 14 (rnn_ts_*) and
+its dynamo exporter at opset 18 (rnn_dyn_*; it writes the zero initial states as an Expand of a
+scalar to [layers * directions, N, H], and nn.RNN(nonlinearity="relu") as MatMul/Add/Relu).
 torch writes ONNX LSTM / GRU / RNN nodes in layout 0 ([T, N, C]) between Transposes, its zero
 initial states as ConstantOfShape([layers * directions, N, H]): graphc's importer follows N
 through layout views (graphc/onnx_layout.py, graphc/onnx_import_rnn.py).
 
 Every module takes [N, T, C] and returns values that lead with N (graphc's outputs do).
-Run with a Python that has torch and onnx: ``python tests/data/onnx/export_torch_rnn.py``.
+Run with a Python that has torch, onnx and onnxscript (the dynamo exporter's):
+``python tests/data/onnx/export_torch_rnn.py [NAME...]``.
 """
 
 import os
@@ -97,16 +100,27 @@ def main(names):
         args = (torch.randn(2, T, C),) + tuple(torch.randn(2, 2, H) for _ in ins[1:])
         if name == "lstmpack":
             args = (args[0], torch.tensor([T, 3]))
-        for opset in (14,):
+        torch.onnx.export(
+            m,
+            args,
+            os.path.join(HERE, f"rnn_ts_{name}_14.onnx"),
+            input_names=list(ins),
+            output_names=list(outs),
+            dynamic_axes={k: {0: "N"} for k in (*ins, *outs)},
+            opset_version=14,
+            dynamo=False,
+        )
+        if name != "lstmpack":  # torch.export cannot trace pack_padded_sequence
             torch.onnx.export(
                 m,
                 args,
-                os.path.join(HERE, f"rnn_ts_{name}_{opset}.onnx"),
+                os.path.join(HERE, f"rnn_dyn_{name}_18.onnx"),
                 input_names=list(ins),
                 output_names=list(outs),
-                dynamic_axes={k: {0: "N"} for k in (*ins, *outs)},
-                opset_version=opset,
-                dynamo=False,
+                dynamic_shapes=tuple({0: torch.export.Dim.DYNAMIC} for _ in ins),
+                opset_version=18,
+                dynamo=True,
+                external_data=False,
             )
 
 
