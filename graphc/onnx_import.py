@@ -4043,8 +4043,13 @@ def _slice(cx: NodeContext) -> list[Value]:
     b, e, kept, strided = [], [], [], []
     for a, st, en, step in zip(axes, starts, ends, steps):
         size = x.shape[a]
+        if isinstance(st, str) or (isinstance(en, str) and not (size == "N" and en == "N")):
+            cx.fail(f"slice [{st}:{en}] of axis {a} of {_fmt(x.shape)}: bounds in the batch size")
         if size == "N":
-            whole = (int(st) == 0 or int(st) <= -WHOLE_BATCH) and int(en) >= WHOLE_BATCH
+            # the end N: the batch size itself (torch slices by a Shape that holds it)
+            whole = (int(st) == 0 or int(st) <= -WHOLE_BATCH) and (
+                en == "N" or int(en) >= WHOLE_BATCH
+            )
             if step == 1 and whole:
                 continue  # the whole batch (x[0:INT_MAX]): nothing to cut
             cx.fail(f"slicing the batch dimension N of {_fmt(x.shape)} is not supported")

@@ -291,3 +291,25 @@ def test_torch_index_put_on_a_batched_value_matches_onnxruntime() -> None:
     got = gc.from_onnx(m).compile().predict(x)
     for name, w in zip(outs, want):
         np.testing.assert_allclose(got[name], w, rtol=1e-6, atol=1e-6, err_msg=name)
+
+
+def test_torch_scatter_add_of_argmax_indices_matches_onnxruntime() -> None:
+    """torch's x.scatter_add(1, argmax(x[:, :4], 1, keepdim).expand(-1, 3), x[:, :3]) as
+    exported: the updates are Slice(x, 0, Shape(indices)), whose end holds the batch size N
+    (before, a 'malformed node' error from the Slice); the indices are ArgMax's, proven in
+    range."""
+    x = np.random.default_rng(6).standard_normal((4, 6)).astype(np.float32)
+    consts = {"s": [0, 0], "e4": [2**62, 4], "ax": [0, 1], "shape13": [1, 3]}
+    inits = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in consts.items()]
+    nodes = [
+        N("Slice", ["x", "s", "e4", "ax"], ["x4"]),
+        N("ArgMax", ["x4"], ["am"], axis=1, keepdims=1),
+        N("Expand", ["am", "shape13"], ["idx"]),
+        N("Shape", ["idx"], ["idx_shape"]),
+        N("Slice", ["x", "s", "idx_shape"], ["upd"]),
+        N("ScatterElements", ["x", "idx", "upd"], ["y"], axis=1, reduction="add"),
+    ]
+    m = _model(nodes, [("x", F, ["N", 6])], ["y"], inits)
+    np.testing.assert_allclose(
+        gc.from_onnx(m).compile().predict(x), _ort(m, {"x": x})[0], rtol=1e-6, atol=1e-6
+    )
