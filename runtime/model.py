@@ -1528,6 +1528,12 @@ class Model:
             if check_args is not None:
                 check_args()
             feeds, n = self._as_feeds(x, y, need_labels=True)
+            step = self.entries["train_step"]
+            for k, a in feeds.items():
+                if np.may_share_memory(a, self._param_region) or np.may_share_memory(
+                    a, self._state_region
+                ):  # every epoch path (native, per batch, distributed) reads it while it trains
+                    step.shared(a, step.sched.input_slots.index(k), False)
             for k in feeds:
                 t = self.program.forward[k].type
                 if t.is_batched and t.shape[0] != BATCH:
