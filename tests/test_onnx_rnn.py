@@ -385,6 +385,71 @@ def test_imported_lstm_trains_gradients_match_central_differences() -> None:
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4, err_msg=k)
 
 
+def _gru64(x, w, r, b, h0):
+    """ONNX's GRU with linear_before_reset=1, direction reverse, in float64 numpy (x [T, B, C]):
+    Y [T, 1, B, H]."""
+    steps, hidden = x.shape[0], r.shape[2]
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+    wb, rb = b[0, : 3 * hidden], b[0, 3 * hidden :]
+    h, y = h0[0], np.zeros((steps, 1, x.shape[1], hidden))
+    for t in range(steps - 1, -1, -1):
+        xw = x[t] @ w[0].T + wb
+        hr = h @ r[0].T + rb
+        z = sig(xw[:, :hidden] + hr[:, :hidden])
+        rr = sig(xw[:, hidden : 2 * hidden] + hr[:, hidden : 2 * hidden])
+        hh = np.tanh(xw[:, 2 * hidden :] + rr * hr[:, 2 * hidden :])
+        h = (1 - z) * hh + z * h
+        y[t, 0] = h
+    return y
+
+
+def test_imported_gru_gradients_match_central_differences() -> None:
+    """d/dW, d/dR, d/dB (initializers, so params) of sum(u * Y) for a reverse GRU with
+    linear_before_reset=1 (torch's GRU) from a given initial_h (an initializer the schema marks
+    non-differentiable: a constant), against a float64 numpy GRU."""
+    rng = np.random.default_rng(8)
+    steps, batch, c_in, hidden = 3, 2, 2, 2
+    x = rng.standard_normal((batch, steps, c_in)).astype(np.float32)
+    ws = {
+        "W": rng.standard_normal((1, 3 * hidden, c_in)),
+        "R": rng.standard_normal((1, 3 * hidden, hidden)),
+        "B": rng.standard_normal((1, 6 * hidden)),
+        "H0": rng.standard_normal((1, batch, hidden)),
+    }
+    ws = {k: (0.7 * v).astype(np.float32) for k, v in ws.items()}
+    u = rng.standard_normal((steps, 1, batch, hidden)).astype(np.float32)
+    node = helper.make_node(
+        "GRU",
+        ["xt", "W", "R", "B", "", "H0"],
+        ["y"],
+        hidden_size=hidden,
+        direction="reverse",
+        linear_before_reset=1,
+    )
+    vi = helper.make_tensor_value_info
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]), node],
+        "g",
+        [vi("x", TensorProto.FLOAT, [batch, steps, c_in])],
+        [vi("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v, k) for k, v in ws.items()],
+    )
+    imp = gc.from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]))
+    assert sorted(imp.params) == ["B", "R", "W"], sorted(imp.params)
+    model = imp.compile(gc.sum(imp.outputs[0] * gc.constant(u)), gc.SGD(0.1))
+    grads = model.gradients(x)
+    x64 = np.swapaxes(x, 0, 1).astype(np.float64)
+    order = ["W", "R", "B"]
+    for i, k in enumerate(order):
+
+        def f(*vals: np.ndarray) -> float:
+            return float((u * _gru64(x64, *vals, ws["H0"].astype(np.float64))).sum())
+
+        want = numeric_grad(f, [ws[o] for o in order], i)
+        got = next(v for n, v in grads.items() if n == k or n.endswith(k))
+        np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4, err_msg=k)
+
+
 # ---------------------------------------------------------------- refusals
 
 
