@@ -492,6 +492,45 @@ def _qlinear_concat(cx: NodeContext) -> list[Value]:
     return _concat(_Parts(cx, parts))
 
 
+def _qlinear_softmax(cx: NodeContext) -> list[Value]:
+    """QLinearSoftmax (com.microsoft; uint8) as ONNX Runtime's kernel computes it, which is
+    not the dequantize -> Softmax -> quantize of its QDQ form: a table t[i] = float32(exp((i -
+    255 + s) * x_scale)) (double arithmetic, s = max(0, log(FLT_MAX / D) - 5) / x_scale
+    keeping the sum below FLT_MAX) indexed by x - max(x) + 255, the float32 sum of the row's
+    values v, then min(rne(v * floor(1 / y_scale) / sum) + y_zp, 255) (the zero point added
+    after rounding; ``axis`` from opset 13, the last axis before). D (the axis' length) must
+    be fixed; the table lookup is exact (a one-hot product); the sum runs in graphc's order,
+    which may differ from ONNX Runtime's sequential one by an ulp (an output then moves by
+    one where it lies at a rounding boundary)."""
+    x = cx.x(0)
+    if _type_of(cx, 2) != 2 or _type_of(cx, 4) != 2:
+        cx.fail("int8 QLinearSoftmax is not supported (uint8 only)")
+    r = len(x.shape)
+    opset = int(cx.attr("opset", 13))
+    axis = int(cx.attr("axis", -1 if opset >= 13 else 1))
+    axis = axis + r if axis < 0 else axis
+    if not 0 <= axis < r or (opset < 13 and axis != r - 1):
+        cx.fail(f"axis {axis} of {_fmt(x.shape)}: graphc takes one axis (the last before opset 13)")
+    d = x.shape[axis]
+    if d == "N":
+        cx.fail(f"softmax over the batch dimension N of {_fmt(x.shape)}")
+    xs = float(_scale(cx, 1, "X_scale"))
+    bits = float(np.log(np.float32(np.finfo(np.float32).max) / np.float32(d)))
+    shift = max(0.0, bits - 5.0) / xs
+    table = np.exp((np.arange(256, dtype=np.float64) - 255.0 + shift) * xs).astype(np.float32)
+    top = dsl.apply("max", x, axes=(axis,), keepdims=True)
+    idx = _reshape(cx, x - top + 255.0, (*x.shape, 1))
+    onehot = dsl.apply("equal", idx, _const(cx, np.arange(256, dtype=np.float32), "idx", True))
+    v = dsl.sum(onehot * _const(cx, table, "softmax_table", True), r)  # one table value each
+    total = dsl.sum(v, (axis,), keepdims=True)
+    y_scale = float(np.floor(np.float32(1.0) / _scale(cx, 3, "Y_scale")))
+    q = rne((v * y_scale) / total)
+    zp = _param(cx, 4, "Y_zero_point")
+    if zp is not None and float(zp):
+        q = q + float(zp)
+    return [_mask(cx, dsl.apply("cast", _minimum(q, dsl.const(255.0)), dtype="f32"))]
+
+
 # ---------------------------------------------------------------- dynamic quantization
 
 
@@ -587,6 +626,7 @@ QUANT_OPS: dict[str, Rule] = {
                 ),
             ),
             ("QLinearConcat", _qlinear_concat, ("axis",)),
+            ("QLinearSoftmax", _qlinear_softmax, ("axis", "opset")),
             ("MatMulIntegerToFloat", _matmul_integer_to_float, ()),
             ("DynamicQuantizeMatMul", _dynamic_quantize_matmul, ()),
         )
@@ -668,6 +708,7 @@ CONTRIB_SCHEMAS = {
     "com.microsoft:QLinearAveragePool": _contrib_schema((4, 5), _POOL_ATTRS),
     "com.microsoft:QLinearConcat": _contrib_schema((5, 2**31 - 1), {"axis": 2}),
     "com.microsoft:MatMulIntegerToFloat": _contrib_schema((4, 7), {}),
+    "com.microsoft:QLinearSoftmax": _contrib_schema((4, 5), {"axis": 2, "opset": 2}),
     "com.microsoft:DynamicQuantizeMatMul": _contrib_schema((3, 5), {}),
 }
 
@@ -693,7 +734,8 @@ def _qdq_as_qoperator(model: Any) -> Any:
     (ORT_ENABLE_BASIC and above, the default) computes: Q(op(DQ(x), DQ(w)[, DQ(bias)])) for op
     Conv -> QLinearConv, MatMul -> QLinearMatMul, Gemm -> QGemm, Add / Mul -> QLinearAdd /
     QLinearMul, AveragePool / GlobalAveragePool -> QLinearAveragePool /
-    QLinearGlobalAveragePool. The float definition (ORT with its optimizations off) rounds the
+    QLinearGlobalAveragePool, Softmax -> QLinearSoftmax (whose table arithmetic differs from
+    the float Softmax by more than rounding). The float definition (ORT with its optimizations off) rounds the
     float sums instead of the exact integer ones, which moves an output by one quantization
     step where a value lies near a rounding boundary. The other QDQ groups (MaxPool, Relu,
     Sigmoid, LeakyRelu, Concat, reshapes) compute the same as their kernels in float and stay.
@@ -864,6 +906,12 @@ def _qdq_as_qoperator(model: Any) -> Any:
         elif op.op_type == "AveragePool" and set(a) <= set(_POOL_COPIED):
             new = onnx.helper.make_node(
                 "QLinearAveragePool", x + y, list(q.output), domain="com.microsoft", **a
+            )
+        elif op.op_type == "Softmax" and set(a) <= {"axis"}:
+            version = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+            a["opset"] = 13 if version >= 13 else 1
+            new = onnx.helper.make_node(
+                "QLinearSoftmax", x + y, list(q.output), domain="com.microsoft", **a
             )
         elif op.op_type == "GlobalAveragePool":
             new = onnx.helper.make_node(
