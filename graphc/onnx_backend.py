@@ -37,7 +37,10 @@ UNSUPPORTED = {
     "8-bit, 4-bit and 2-bit float or integer types": r"element type (float8|float4|int4|uint4|"
     r"int2|uint2)|cast to (float8|float4|int4|uint4|int2|uint2)",
     "casts that round to float16 or bfloat16": r"cannot round to it",
-    "sequence and optional values": r"only tensor inputs are supported",
+    "sequence and optional values": r"only tensor inputs are supported|output .* is a sequence",
+    "control flow that depends on the data (graphc unrolls loops known at import time)": r"a "
+    r"loop whose length follows the data|control flow on the data",
+    "Scan-8 (a batch axis and sequence_lens)": r"Scan-8",
     "Gather/Slice of computed values (graphc runs them on shapes and constants only)": r"\((Gather|Slice), "
     r"opset \d+\): (this operator is )?supported only on values known at import time|"
     r"Slice of a computed value",
@@ -113,6 +116,7 @@ SHAPE_INPUTS = {
     "Trilu": (1,),
     "OneHot": (1,),
     "Compress": (1,),  # the condition (graphc compresses by one known at import time)
+    "Loop": (0, 1),  # trip count and condition (graphc unrolls a Loop known at import time)
     # scales and zero points (graphc needs them at import time; a quantized model's are
     # initializers)
     "QuantizeLinear": (1,),

@@ -1364,6 +1364,11 @@ class Importer:
                     f"Runtime returns {math.prod(v.shape[1 : self.merged[id(v)]])} rows per "
                     f"sample); graphc's outputs keep N as their first dimension{hint}"
                 )
+            if isinstance(v, SequenceValue):
+                raise OnnxError(
+                    f"{self.where}: output {name!r} is a sequence; graphc's outputs are tensors "
+                    "(ConcatFromSequence or SequenceAt of it is one)"
+                )
             if not isinstance(v, Tensor):
                 others = [
                     n
@@ -5246,16 +5251,9 @@ def _if(cx: NodeContext) -> list[Value]:
     """If whose condition is known at import time (a shape test, as torch's TorchScript
     exporter writes for x.squeeze(d): If(Shape(x)[d] == 1, Squeeze, Identity)): the nodes of
     the branch it takes are imported in place (their names are the graph's; they may read the
-    graph's values), its outputs the branch's. A condition computed from the inputs
-    (data-dependent control flow) is refused by name."""
-    cond = cx.value(0)
-    if isinstance(cond, Tensor):
-        cx.fail(
-            "its condition is computed from the graph's inputs (control flow that depends on "
-            "the data); graphc imports an If whose condition is known at import time (a test "
-            "of shapes or constants)"
-        )
-    c = np.asarray(cond)
+    graph's values), its outputs the branch's. A condition computed from the inputs is
+    onnx_import_control.if_rule's (both branches, selected)."""
+    c = np.asarray(cx.value(0))
     if c.size != 1 or c.dtype == object:
         cx.fail(f"its condition must be one boolean, got {c.tolist()}")
     branch = cx.attrs["then_branch" if bool(c.reshape(-1)[0]) else "else_branch"].g
@@ -6650,9 +6648,14 @@ def _fold_dequantize_linear(cx: NodeContext, args: list) -> list:
 # ---------------------------------------------------------------- the table
 
 # the rules of graphc/onnx_import_onnxops.py (scatter, ...): after every helper they import
+# Loop, Scan, If (a computed condition too) and sequences: graphc/onnx_import_control.py
+from .onnx_import_control import SequenceValue  # noqa: E402
+from .onnx_import_control import control_ops as _control_ops  # noqa: E402
 from .onnx_import_onnxops import INDEX_OPERAND as _INDEX_OPERAND  # noqa: E402
 from .onnx_import_onnxops import OPS_MORE as _OPS_ONNXOPS  # noqa: E402
 from .onnx_import_onnxops import batch_scatters  # noqa: E402
+
+_CONTROL_OPS = _control_ops()
 
 # the quantized operators of graphc/onnx_import_quant.py (QLinear*, *Integer, com.microsoft's)
 from .onnx_import_quant import (  # noqa: E402
@@ -6749,7 +6752,6 @@ OPS: dict[str, Rule] = {
     "Dropout": Rule(
         _dropout, ("ratio", "seed", "is_test"), fold=lambda cx, a: [a[0]], keeps_integers=True
     ),
-    "If": Rule(_if, ("then_branch", "else_branch")),
     "Constant": Rule(
         _constant,
         ("value", "value_float", "value_floats", "value_int", "value_ints", "sparse_value"),
@@ -6900,4 +6902,6 @@ OPS: dict[str, Rule] = {
     ),
     **_OPS_ONNXOPS,
     **QUANT_OPS,  # graphc/onnx_import_quant.py: QLinear*, *Integer, DynamicQuantizeLinear
+    # Loop, Scan, If, sequences (graphc/onnx_import_control.py)
+    **_CONTROL_OPS,
 }

@@ -2,8 +2,9 @@
 x.squeeze(d) of a dynamically shaped x as If(Shape(x)[d] == 1, Squeeze, Identity) (as in
 nn.LocalResponseNorm's export), and shape tests in general. The branch taken is imported in
 place (it may read the graph's values, also ones no other node reads, and hold initializers
-and Constants of its own). A condition computed from the data is refused by name. Before,
-every If was refused ('operator If is not supported')."""
+and Constants of its own). A condition computed from the data selects between both branches
+(tests/test_onnx_control.py). Before, every If was refused ('operator If is not
+supported')."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper
 
 import graphc as gc
-from graphc.ir.errors import OnnxError
 
 N = helper.make_node
 
@@ -105,11 +105,14 @@ def test_a_branch_with_its_own_initializer_and_a_trainable_outer_weight() -> Non
     assert set(imp.params) == {"w", "k"}, imp.params  # float initializers train, as the graph's
 
 
-def test_an_if_on_the_data_is_refused_by_name() -> None:
+def test_an_if_on_the_data_selects_between_its_branches() -> None:
+    """Refused before; now both branches are computed and selected (onnx_import_control, whose
+    tests hold the refusals: branches of different shapes)."""
     cond = [N("ReduceSum", ["r"], ["t"], keepdims=0), N("Greater", ["t", "zero"], ["c"])]
-    m = _model((4,), cond, [], "r", [N("Neg", ["r"], ["nr"])], "nr")
+    m = _model((4,), cond, [N("Identity", ["r"], ["ir"])], "ir", [N("Neg", ["r"], ["nr"])], "nr")
     m.graph.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
-    with pytest.raises(
-        OnnxError, match=r"\(If, opset 16\): its condition is computed from the graph's inputs"
-    ):
-        gc.from_onnx(m)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    model = gc.from_onnx(m).compile()
+    for shift in (2.0, -2.0):  # sum(relu(x)) > 0 and == 0
+        x = (np.random.default_rng(2).standard_normal((3, 4)) + shift).astype(np.float32)
+        np.testing.assert_array_equal(model.predict(x), sess.run(None, {"x": x})[0])

@@ -1,0 +1,672 @@
+"""ONNX control flow and sequences resolved at import time: Loop, Scan, If on a computed
+condition, and the sequence operators (the rules of ``graphc.onnx_import.OPS`` for them).
+
+graphc compiles static graphs; exporters write control flow that is often static in fact.
+
+- ``Loop`` (https://onnx.ai/onnx/operators/onnx__Loop.html) whose trip count M is known at
+  import time (an initializer, a Constant, a shape computation) and whose condition is absent,
+  known, or known again after each iteration (the body's condition output folds): the body is
+  imported once per iteration (unrolled), its names prefixed by the Loop's name and the
+  iteration, its inputs bound to (iteration number, True, the loop-carried values), its
+  outputs giving the next loop-carried values and one element of each scan output; the scan
+  outputs are the per-iteration values stacked along a new first axis. The body may read any
+  value of the enclosing graphs (its outer-scope references keep their names). Initializers of
+  the body are shared by the iterations (one param when trainable). M or a condition computed
+  from the data, a loop without M and condition, and more than MAX_UNROLLED_ITERATIONS
+  iterations (or MAX_UNROLLED_NODES body nodes over all iterations) are refused naming the
+  node.
+- ``Scan`` (opsets 9 to 21: https://onnx.ai/onnx/operators/onnx__Scan.html) with a fixed
+  sequence length: num_scan_inputs, scan_input_axes / scan_input_directions (the step's slice
+  of each scan input, reversed for direction 1), scan_output_axes / scan_output_directions
+  (the per-step values stacked along the output axis, in reverse order for direction 1).
+  Unrolled as Loop. Scan-8 (a batch axis and sequence_lens) and a scan along the batch
+  dimension N are refused naming the node.
+- ``If`` whose condition is computed from the data (a single element, without N): both
+  branches are imported and each output is ``where(cond, then, else)``, an exact select (no
+  blend: an Inf or NaN of the branch not taken does not leak, and the gradient reaches the
+  taken branch only). The cost: both branches are computed on every call. Both branches must
+  give outputs of the same shape and element type (ONNX Runtime's result is one of them,
+  graphc's is the same element) and import; otherwise the node is refused by name. An If whose
+  condition is known at import time imports the branch it takes only (``onnx_import._if``).
+- Sequences whose length is known at import time: a sequence is a tuple of values
+  (``SequenceValue``) at import. SequenceEmpty, SequenceConstruct, SequenceInsert,
+  SequenceErase, SequenceAt, SequenceLength (an int64 scalar known at import),
+  ConcatFromSequence (axis, new_axis) and SplitToSequence (split absent, scalar or 1-D; axis;
+  keepdims). Positions must be known at import time and in range (refused by name otherwise,
+  as ONNX Runtime raises). A sequence is not a graph input or output of graphc's models.
+
+Tests: tests/test_onnx_control.py (ONNX Runtime, ONNX's node tests, torch's scripted loop,
+gradients through an unrolled Loop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from graphc.ir.errors import OnnxError
+
+from . import dsl, onnx_layout
+from .dsl import Tensor
+
+if TYPE_CHECKING:
+    from .onnx_import import NodeContext
+
+MAX_UNROLLED_ITERATIONS = 1024  # iterations (steps) one Loop or Scan is unrolled into
+MAX_UNROLLED_NODES = 100_000  # body nodes imported over all iterations of one Loop or Scan
+
+
+@dataclass(frozen=True)
+class SequenceValue:
+    """An ONNX sequence known at import time: its elements (graph tensors, arrays known at
+    import time, or layout views), in order."""
+
+    items: tuple[Any, ...]
+
+
+# ------------------------------------------------------------------ subgraphs
+
+
+def _subgraphs(node: Any) -> list[Any]:
+    out = []
+    for a in node.attribute:
+        if a.HasField("g"):
+            out.append(a.g)
+        out.extend(a.graphs)
+    return out
+
+
+def _defined(g: Any) -> set[str]:
+    """The names a graph and its nested subgraphs define (inputs, initializers, outputs of
+    nodes)."""
+    names = {vi.name for vi in g.input} | {t.name for t in g.initializer}
+    names |= {sp.values.name for sp in g.sparse_initializer}
+    for n in g.node:
+        names |= {o for o in n.output if o}
+        for sub in _subgraphs(n):
+            names |= _defined(sub)
+    return names - {""}
+
+
+def _rename(g: Any, ren: dict[str, str], node_prefix: str) -> None:
+    """Rename, in place, the values of ``g`` and its subgraphs by ``ren`` (others: outer
+    references, kept)."""
+    for vi in (*g.input, *g.output, *g.value_info):
+        vi.name = ren.get(vi.name, vi.name)
+    for t in g.initializer:
+        t.name = ren.get(t.name, t.name)
+    for sp in g.sparse_initializer:
+        sp.values.name = ren.get(sp.values.name, sp.values.name)
+    for n in g.node:
+        ins = [ren.get(x, x) for x in n.input]
+        outs = [ren.get(x, x) for x in n.output]
+        del n.input[:]
+        n.input.extend(ins)
+        del n.output[:]
+        n.output.extend(outs)
+        n.name = node_prefix + (n.name or n.op_type)
+        for sub in _subgraphs(n):
+            _rename(sub, ren, node_prefix)
+
+
+def _operand(cx: NodeContext, i: int) -> Any:
+    """Operand ``i`` as the importer holds it: a layout view, a sequence, a tensor or an
+    array."""
+    name = cx.node.input[i]
+    v = cx.imp.views.get(name)
+    return v if v is not None else cx.value(i)
+
+
+def _bind(imp: Any, name: str, v: Any) -> None:
+    if isinstance(v, onnx_layout.View):
+        imp.views[name] = v
+        imp.values[name] = v.base
+    else:
+        imp.values[name] = v
+
+
+def run_graph(cx: NodeContext, g: Any, bind: list[Any], tag: str, wanted: list[bool]) -> list:
+    """Import subgraph ``g`` of node ``cx`` once: its inputs bound to ``bind``, its values
+    renamed ``<node>/<tag>/<name>`` (so that each iteration has its own), its initializers
+    shared (kept by name), the nodes that the ``wanted`` outputs need converted in order.
+    Returns its outputs (None where not wanted).
+
+    Raises:
+        OnnxError: naming the node, for a subgraph whose inputs do not match ``bind`` or
+            whose names clash with the graph's, and any refusal of a body node.
+    """
+    from .onnx_import import _node_reads, require_onnx, tensor_to_array
+
+    onnx = require_onnx()
+    imp = cx.imp
+    if len(g.input) != len(bind):
+        cx.fail(f"its body has {len(g.input)} inputs; the node gives it {len(bind)}")
+    inits = {t.name for t in g.initializer}
+    base = cx.node.name or f"node{cx.index}"
+    ren = {n: f"{base}/{tag}/{n}" for n in _defined(g) - inits}
+    h = onnx.GraphProto()
+    h.CopyFrom(g)
+    _rename(h, ren, f"{base}/{tag}/")
+    for n in ren.values():
+        if n in imp.values or n in imp.initializers:
+            cx.fail(f"its body's value {n!r} clashes with a value of the graph")
+    for t in h.initializer:
+        if t.name in imp.values:
+            cx.fail(f"its body's initializer {t.name!r} shadows a value of the graph")
+        if t.name not in imp.initializers:
+            imp.initializers[t.name] = tensor_to_array(t, imp.base_dir, f"{cx.where()}: {t.name!r}")
+    for vi, v in zip(h.input, bind):
+        _bind(imp, vi.name, v)
+    needed = {o.name for o, w in zip(h.output, wanted) if w}
+    use = [False] * len(h.node)
+    for i in range(len(h.node) - 1, -1, -1):
+        if any(o in needed for o in h.node[i].output):
+            use[i] = True
+            needed.update(_node_reads(h.node[i]))
+    for node, u in zip(h.node, use):
+        if u:
+            imp.convert(cx.index, node)
+    outs: list[Any] = []
+    for o, w in zip(h.output, wanted):
+        if not w:
+            outs.append(None)
+            continue
+        v = imp.views.get(o.name)
+        outs.append(v if v is not None else imp.lookup(o.name, cx))
+    return outs
+
+
+def _known_scalar(cx: NodeContext, v: Any, what: str) -> Any:
+    if isinstance(v, (Tensor, onnx_layout.View, SequenceValue)):
+        return None
+    a = np.asarray(v)
+    if a.size != 1 or a.dtype == object:
+        cx.fail(f"{what} must be one element known at import time, got {a.tolist()}")
+    return a.reshape(-1)[0]
+
+
+def _known_input(cx: NodeContext, i: int, what: str, why: str) -> Any:
+    v = _known_scalar(cx, cx.value(i), what)
+    if v is None:
+        cx.fail(
+            f"{what} is computed from the graph's inputs ({why}); graphc unrolls a Loop whose "
+            "trip count and condition are known at import time (constants, shape computations)"
+        )
+    return v
+
+
+def _check_budget(cx: NodeContext, steps: int, body: Any, what: str) -> None:
+    if steps > MAX_UNROLLED_ITERATIONS:
+        cx.fail(
+            f"{steps} {what}: graphc unrolls at most MAX_UNROLLED_ITERATIONS = "
+            f"{MAX_UNROLLED_ITERATIONS} (graphc.onnx_import_control)"
+        )
+    if steps * len(body.node) > MAX_UNROLLED_NODES:
+        cx.fail(
+            f"{steps} {what} of a {len(body.node)}-node body: above MAX_UNROLLED_NODES = "
+            f"{MAX_UNROLLED_NODES} unrolled nodes (graphc.onnx_import_control)"
+        )
+
+
+# ------------------------------------------------------------------ stacking and slicing
+
+
+def _as_tensor(cx: NodeContext, v: Any, what: str) -> Tensor:
+    if isinstance(v, onnx_layout.View):
+        return onnx_layout.materialize(cx, v)
+    if isinstance(v, SequenceValue):
+        cx.fail(f"{what} is a sequence where a tensor is needed")
+    if isinstance(v, Tensor):
+        return v
+    return cx.imp.constant_tensor(f"{cx.node.name or cx.node.op_type}_{what}", v, cx, False)
+
+
+def _shape(v: Any) -> tuple:
+    return tuple(v.shape)
+
+
+def stack(cx: NodeContext, vals: list[Any], axis: int, what: str) -> Any:
+    """np.stack(vals, axis) of graph values (equal shapes): arrays stay arrays; tensors with N
+    stacked along a new axis 0 give the layout view [T, N, ...] of a [N, T, ...] tensor."""
+    if not vals:
+        cx.fail(f"{what} would be empty (no iterations): graphc has no dimension of size 0")
+    vals = [onnx_layout.materialize(cx, v) if isinstance(v, onnx_layout.View) else v for v in vals]
+    shapes = {_shape(v) for v in vals}
+    if len(shapes) != 1:
+        from .onnx_import import _fmt
+
+        cx.fail(
+            f"{what}: its elements have different shapes ({', '.join(_fmt(s) for s in shapes)}); "
+            "stacking needs one shape"
+        )
+    r = len(_shape(vals[0]))
+    if not -r - 1 <= axis <= r:
+        cx.fail(f"{what}: axis {axis} is outside -{r + 1}..{r}")
+    axis %= r + 1
+    if all(not isinstance(v, Tensor) for v in vals):
+        return np.stack([np.asarray(v) for v in vals], axis=axis)
+    ts = [_as_tensor(cx, v, what) for v in vals]
+    shape = _shape(ts[0])
+    if axis == 0 and shape[:1] == ("N",):  # [T, N, ...]: a view of [N, T, ...]
+        base = _stack_tensors(ts, 1)
+        groups = ((1,), (0,), *((j,) for j in range(2, r + 1)))
+        return onnx_layout._out(onnx_layout.View(base, groups))
+    return _stack_tensors(ts, axis)
+
+
+def _stack_tensors(ts: list[Tensor], axis: int) -> Tensor:
+    shape = _shape(ts[0])
+    parts = [dsl.apply("reshape", t, shape=(*shape[:axis], 1, *shape[axis:])) for t in ts]
+    return dsl.apply("concat", *parts, axis=axis) if len(parts) > 1 else parts[0]
+
+
+def _slice_at(cx: NodeContext, x: Any, axis: int, i: int, what: str) -> Any:
+    """x[..., i, ...] along ``axis`` (the axis dropped)."""
+    from .onnx_import import _fmt
+
+    if isinstance(x, onnx_layout.View):
+        g = x.groups[axis]
+        if len(g) == 0:  # a unit ONNX axis
+            return onnx_layout._out(
+                onnx_layout.View(x.base, x.groups[:axis] + x.groups[axis + 1 :])
+            )
+        if len(g) == 1 and x.base.shape[g[0]] != "N":
+            j = g[0]
+            t = _slice_at(cx, x.base, j, i, what)
+            groups = tuple(
+                tuple(b - (b > j) for b in gr) for k, gr in enumerate(x.groups) if k != axis
+            )
+            return onnx_layout._out(onnx_layout.View(t, groups))
+        x = onnx_layout.materialize(cx, x)
+    if not isinstance(x, Tensor):
+        return np.take(np.asarray(x), i, axis=axis)
+    shape = _shape(x)
+    if not isinstance(shape[axis], int):
+        cx.fail(f"{what} {_fmt(shape)} is scanned along its batch dimension N (axis {axis})")
+    s = dsl.apply("slice", x, axes=(axis,), starts=(i,), ends=(i + 1,))
+    return dsl.apply("reshape", s, shape=shape[:axis] + shape[axis + 1 :])
+
+
+# ------------------------------------------------------------------ Loop
+
+
+def loop(cx: NodeContext) -> list[Any]:
+    """Loop with a trip count known at import time (and a condition absent, known, or known
+    after each iteration), unrolled; see the module doc."""
+    body = cx.attrs["body"].g
+    n_carried = cx.n_inputs - 2
+    if len(body.input) != n_carried + 2:
+        cx.fail(
+            f"its body has {len(body.input)} inputs; a Loop with {n_carried} loop-carried "
+            f"values needs {n_carried + 2} (iteration number, condition, the values)"
+        )
+    n_scan = len(body.output) - 1 - n_carried
+    if n_scan < 0 or len(cx.node.output) != n_carried + n_scan:
+        cx.fail(
+            f"its body has {len(body.output)} outputs and the node {len(cx.node.output)}; "
+            f"with {n_carried} loop-carried values the body gives 1 + {n_carried} + K and the "
+            f"node {n_carried} + K"
+        )
+    trip = None
+    if cx.has(0):
+        trip = int(_known_input(cx, 0, "its trip count M", "a loop whose length follows the data"))
+    cond = True
+    if cx.has(1):
+        cond = bool(_known_input(cx, 1, "its condition input", "control flow on the data"))
+    if trip is None and not cx.has(1):
+        cx.fail("it has neither a trip count nor a condition (it would run forever)")
+    steps = MAX_UNROLLED_ITERATIONS + 1 if trip is None else max(trip, 0)
+    if not cx.has(1):  # (with a condition, M may be a bound never reached: torch's INT64_MAX)
+        _check_budget(cx, steps, body, "iterations")
+    carried = [_operand(cx, i) if cx.has(i) else None for i in range(2, cx.n_inputs)]
+    if any(v is None for v in carried):
+        cx.fail("a loop-carried value is absent (an empty input name)")
+    wanted = [True] * (1 + n_carried) + [bool(o) for o in cx.node.output[n_carried:]]
+    scans: list[list[Any]] = [[] for _ in range(n_scan)]
+    i = 0
+    while cond and i < steps:
+        if i == MAX_UNROLLED_ITERATIONS:
+            cx.fail(
+                f"its condition is still true after {i} iterations (trip count "
+                f"{'none' if trip is None else trip}): graphc unrolls at most "
+                f"MAX_UNROLLED_ITERATIONS = {MAX_UNROLLED_ITERATIONS}"
+            )
+        _check_budget(cx, i + 1, body, "iterations")  # (the condition's loop: as it goes)
+        bind = [np.array(i, np.int64), np.array(True), *carried]
+        outs = run_graph(cx, body, bind, f"iter{i}", wanted)
+        c = _known_scalar(cx, outs[0], f"the condition of iteration {i}")
+        if c is None:
+            cx.fail(
+                f"the condition its body computes in iteration {i} depends on the graph's "
+                "inputs (a loop whose length follows the data); graphc unrolls a Loop whose "
+                "condition is known at import time"
+            )
+        cond = bool(c)
+        carried = outs[1 : 1 + n_carried]
+        for k in range(n_scan):
+            scans[k].append(outs[1 + n_carried + k])
+        i += 1
+    results: list[Any] = list(carried)
+    for k in range(n_scan):
+        if not wanted[1 + n_carried + k]:
+            results.append(None)
+        else:
+            results.append(stack(cx, scans[k], 0, f"scan output {k}"))
+    return results
+
+
+# ------------------------------------------------------------------ Scan
+
+
+def scan(cx: NodeContext) -> list[Any]:
+    """Scan (opset 9+) over a fixed sequence length, unrolled; see the module doc."""
+    if cx.version < 9:
+        cx.fail("Scan-8 (a batch axis and sequence_lens) is not imported; opset 9 and later are")
+    body = cx.attrs["body"].g
+    k_in = int(cx.attr("num_scan_inputs"))
+    n_state = cx.n_inputs - k_in
+    if k_in < 1 or n_state < 0 or len(body.input) != cx.n_inputs:
+        cx.fail(
+            f"num_scan_inputs {k_in} with {cx.n_inputs} inputs and a {len(body.input)}-input "
+            "body do not fit"
+        )
+    k_out = len(body.output) - n_state
+    if k_out < 0 or len(cx.node.output) != len(body.output):
+        cx.fail(f"its body has {len(body.output)} outputs, the node {len(cx.node.output)}")
+
+    def ints(name: str, n: int) -> list[int]:
+        v = cx.attr(name)
+        v = [0] * n if v is None else [int(a) for a in v]
+        if len(v) != n:
+            cx.fail(f"{name} lists {len(v)} values for {n}")
+        return v
+
+    in_axes, in_dirs = ints("scan_input_axes", k_in), ints("scan_input_directions", k_in)
+    out_axes, out_dirs = ints("scan_output_axes", k_out), ints("scan_output_directions", k_out)
+    if any(d not in (0, 1) for d in in_dirs + out_dirs):
+        cx.fail("a scan direction is neither 0 (forward) nor 1 (reverse)")
+    xs = [_operand(cx, n_state + j) for j in range(k_in)]
+    lengths = set()
+    for j, x in enumerate(xs):
+        shape = _shape(x)
+        r = len(shape)
+        if not -r <= in_axes[j] < r:
+            cx.fail(f"scan_input_axes[{j}] = {in_axes[j]} is outside the rank {r} of its input")
+        in_axes[j] %= r
+        d = shape[in_axes[j]]
+        if not isinstance(d, (int, np.integer)):
+            cx.fail(
+                f"scan input {j} is scanned along {d} (axis {in_axes[j]}), the batch "
+                "dimension: graphc unrolls a Scan over a fixed sequence length"
+            )
+        lengths.add(int(d))
+    if len(lengths) != 1:
+        cx.fail(f"its scan inputs have different sequence lengths {sorted(lengths)}")
+    steps = lengths.pop()
+    _check_budget(cx, steps, body, "steps")
+    states = [_operand(cx, i) for i in range(n_state)]
+    wanted = [True] * n_state + [bool(o) for o in cx.node.output[n_state:]]
+    scans: list[list[Any]] = [[] for _ in range(k_out)]
+    for t in range(steps):
+        sl = [
+            _slice_at(cx, x, in_axes[j], t if in_dirs[j] == 0 else steps - 1 - t, f"scan input {j}")
+            for j, x in enumerate(xs)
+        ]
+        outs = run_graph(cx, body, [*states, *sl], f"step{t}", wanted)
+        states = outs[:n_state]
+        for k in range(k_out):
+            scans[k].append(outs[n_state + k])
+    results: list[Any] = list(states)
+    for k in range(k_out):
+        if not wanted[n_state + k]:
+            results.append(None)
+            continue
+        vals = scans[k][::-1] if out_dirs[k] == 1 else scans[k]
+        results.append(stack(cx, vals, out_axes[k], f"scan output {k}"))
+    return results
+
+
+# ------------------------------------------------------------------ If
+
+
+def _elem_type(vi: Any) -> int:
+    return int(vi.type.tensor_type.elem_type) if vi.type.HasField("tensor_type") else 0
+
+
+def if_rule(cx: NodeContext) -> list[Any]:
+    """If: a condition known at import time imports the branch it takes
+    (``onnx_import._if``); a computed one both branches, selected elementwise by ``where``
+    (see the module doc)."""
+    from .onnx_import import _fmt, _if
+
+    cond = cx.value(0)
+    if not isinstance(cond, Tensor):
+        return _if(cx)
+    if any(d != 1 for d in cond.shape):
+        cx.fail(f"its condition has shape {_fmt(cond.shape)}; ONNX's If takes one element")
+    names = ("then_branch", "else_branch")
+    branches = [cx.attrs[b].g for b in names]
+    for b, g in zip(names, branches):
+        if len(g.output) != len(cx.node.output):
+            cx.fail(f"its {b} has {len(g.output)} outputs for the node's {len(cx.node.output)}")
+    wanted = [bool(o) for o in cx.node.output]
+    got = []
+    for b, g in zip(names, branches):
+        try:
+            got.append(run_graph(cx, g, [], b, wanted))
+        except OnnxError as e:
+            raise OnnxError(
+                f"{cx.where()}: its condition is computed from the data, so graphc computes "
+                f"both branches and selects; its {b} cannot be imported: {e}"
+            ) from None
+    c = cond if not cond.shape else dsl.apply("reshape", cond, shape=())
+    outs: list[Any] = []
+    for k, (a, b) in enumerate(zip(*got)):
+        if not wanted[k]:
+            outs.append(None)
+            continue
+        ta, tb = (_elem_type(g.output[k]) for g in branches)
+        if ta and tb and ta != tb:
+            cx.fail(f"output {k}: its branches give element types {ta} and {tb}")
+        if isinstance(a, SequenceValue) or isinstance(b, SequenceValue):
+            cx.fail(f"output {k} is a sequence: graphc selects tensors only")
+        a = onnx_layout.materialize(cx, a) if isinstance(a, onnx_layout.View) else a
+        b = onnx_layout.materialize(cx, b) if isinstance(b, onnx_layout.View) else b
+        if _shape(a) != _shape(b):
+            cx.fail(
+                f"output {k}: the then branch gives {_fmt(_shape(a))} and the else branch "
+                f"{_fmt(_shape(b))}; graphc computes both and selects, which needs one shape"
+            )
+        if not isinstance(a, Tensor) and not isinstance(b, Tensor) and np.array_equal(a, b):
+            outs.append(a)
+            continue
+        outs.append(
+            dsl.apply("where", c, _as_tensor(cx, a, f"then_{k}"), _as_tensor(cx, b, f"else_{k}"))
+        )
+    return outs
+
+
+# ------------------------------------------------------------------ sequences
+
+
+def _seq(cx: NodeContext, i: int) -> SequenceValue:
+    v = cx.value(i)
+    if not isinstance(v, SequenceValue):
+        cx.fail(f"input {i} ({cx.node.input[i]!r}) is not a sequence known at import time")
+    return v
+
+
+def _position(cx: NodeContext, i: int, n: int, insert: bool) -> int:
+    p = _known_scalar(cx, cx.value(i), "its position")
+    if p is None:
+        cx.fail("its position is computed from the graph's inputs; graphc needs it at import")
+    p = int(p)
+    hi = n if insert else n - 1
+    if not -n <= p <= hi:
+        cx.fail(f"position {p} is outside -{n}..{hi} for a sequence of {n} elements")
+    return p + n if p < 0 else p
+
+
+def sequence_empty(cx: NodeContext) -> list[Any]:
+    return [SequenceValue(())]
+
+
+def sequence_construct(cx: NodeContext) -> list[Any]:
+    return [SequenceValue(tuple(_operand(cx, i) for i in range(cx.n_inputs)))]
+
+
+def sequence_insert(cx: NodeContext) -> list[Any]:
+    s = _seq(cx, 0)
+    n = len(s.items)
+    p = _position(cx, 2, n, True) if cx.has(2) else n
+    return [SequenceValue(s.items[:p] + (_operand(cx, 1),) + s.items[p:])]
+
+
+def sequence_erase(cx: NodeContext) -> list[Any]:
+    s = _seq(cx, 0)
+    n = len(s.items)
+    if n == 0:
+        cx.fail("it erases from an empty sequence")
+    p = _position(cx, 1, n, False) if cx.has(1) else n - 1
+    return [SequenceValue(s.items[:p] + s.items[p + 1 :])]
+
+
+def sequence_at(cx: NodeContext) -> list[Any]:
+    s = _seq(cx, 0)
+    return [s.items[_position(cx, 1, len(s.items), False)]]
+
+
+def sequence_length(cx: NodeContext) -> list[Any]:
+    return [np.array(len(_seq(cx, 0).items), np.int64)]
+
+
+def concat_from_sequence(cx: NodeContext) -> list[Any]:
+    """ConcatFromSequence: the elements joined along ``axis`` (new_axis 1: stacked along a new
+    axis ``axis``, -r-1..r)."""
+    from .onnx_import import _fmt
+
+    s = _seq(cx, 0)
+    axis = int(cx.attr("axis"))
+    if not s.items:
+        cx.fail("its sequence is empty")
+    if int(cx.attr("new_axis", 0)):
+        return [stack(cx, list(s.items), axis, "the sequence")]
+    vals = [
+        onnx_layout.materialize(cx, v) if isinstance(v, onnx_layout.View) else v for v in s.items
+    ]
+    r = len(_shape(vals[0]))
+    if not -r <= axis < r:
+        cx.fail(f"axis {axis} is outside -{r}..{r - 1}")
+    axis %= r
+    if all(not isinstance(v, Tensor) for v in vals):
+        return [np.concatenate([np.asarray(v) for v in vals], axis=axis)]
+    ts = [_as_tensor(cx, v, f"element_{k}") for k, v in enumerate(vals)]
+    if any(not isinstance(t.shape[axis], int) for t in ts):
+        cx.fail(f"joining {', '.join(_fmt(t.shape) for t in ts)} along the batch dimension N")
+    return [dsl.apply("concat", *ts, axis=axis) if len(ts) > 1 else ts[0]]
+
+
+def split_to_sequence(cx: NodeContext) -> list[Any]:
+    """SplitToSequence: pieces of ``split`` sizes (a scalar: pieces of that size, the last one
+    smaller; absent: pieces of 1, without the axis when keepdims is 0) along ``axis``."""
+    from .onnx_import import _fmt
+
+    x = _operand(cx, 0)
+    if isinstance(x, onnx_layout.View):
+        x = onnx_layout.materialize(cx, x)
+    shape = _shape(x)
+    r = len(shape)
+    axis = int(cx.attr("axis", 0))
+    if not -r <= axis < r:
+        cx.fail(f"axis {axis} is outside -{r}..{r - 1}")
+    axis %= r
+    size = shape[axis]
+    if not isinstance(size, (int, np.integer)):
+        cx.fail(f"splitting {_fmt(shape)} along the batch dimension N")
+    size = int(size)
+    keep = True
+    if not cx.has(1):
+        sizes = [1] * size
+        keep = bool(int(cx.attr("keepdims", 1)))
+    else:
+        sp = cx.c(1)
+        if sp.ndim == 0:
+            step = int(sp)
+            if step <= 0:
+                cx.fail(f"split {step} is not positive")
+            sizes = [step] * (size // step) + ([size % step] if size % step else [])
+        else:
+            sizes = [int(v) for v in sp.reshape(-1)]
+            if sum(sizes) != size or any(v < 0 for v in sizes):
+                cx.fail(f"split {sizes} does not cut an axis of size {size}")
+    items: list[Any] = []
+    start = 0
+    for k in sizes:
+        if isinstance(x, Tensor):
+            if k == 0:
+                cx.fail("an empty piece: graphc has no dimension of size 0")
+            piece: Any = dsl.apply("slice", x, axes=(axis,), starts=(start,), ends=(start + k,))
+            if not keep:
+                piece = dsl.apply("reshape", piece, shape=shape[:axis] + shape[axis + 1 :])
+        else:
+            piece = np.take(np.asarray(x), range(start, start + k), axis=axis)
+            if not keep:
+                piece = np.squeeze(piece, axis)
+        items.append(piece)
+        start += k
+    return [SequenceValue(tuple(items))]
+
+
+def _compare_fold(f: Any) -> Any:
+    """The fold of an ordered comparison of values known at import time (a loop's i < n): numpy;
+    a shape value holding the batch size N is compared only in the graph (refused)."""
+
+    def fold(cx: NodeContext, args: list) -> list:
+        a, b = np.asarray(args[0]), np.asarray(args[1])
+        if a.dtype == object or b.dtype == object:
+            cx.fail("it compares the batch size N (a symbolic size), which is not known at import")
+        return [f(a, b)]
+
+    return fold
+
+
+def control_ops() -> dict[str, Any]:
+    """The rules of this module, for graphc.onnx_import.OPS (and folds for the ordered
+    comparisons, which loop conditions are made of)."""
+    from .onnx_import import Rule, _compare
+
+    return {
+        **{
+            op: Rule(_compare(g, swap_of=swap), fold=_compare_fold(f))
+            for op, g, swap, f in (
+                ("Greater", "greater", None, np.greater),
+                ("Less", "less", "greater", np.less),
+                ("GreaterOrEqual", "greater_equal", None, np.greater_equal),
+                ("LessOrEqual", "less_equal", "greater_equal", np.less_equal),
+            )
+        },
+        "Loop": Rule(loop, ("body",), reads_views=True),
+        "Scan": Rule(
+            scan,
+            (
+                "body",
+                "num_scan_inputs",
+                "scan_input_axes",
+                "scan_input_directions",
+                "scan_output_axes",
+                "scan_output_directions",
+            ),
+            reads_views=True,
+        ),
+        "If": Rule(if_rule, ("then_branch", "else_branch")),
+        "SequenceEmpty": Rule(sequence_empty, ("dtype",)),
+        "SequenceConstruct": Rule(sequence_construct, reads_views=True),
+        "SequenceInsert": Rule(sequence_insert, reads_views=True),
+        "SequenceErase": Rule(sequence_erase),
+        "SequenceAt": Rule(sequence_at),
+        "SequenceLength": Rule(sequence_length),
+        "ConcatFromSequence": Rule(concat_from_sequence, ("axis", "new_axis"), reads_views=True),
+        "SplitToSequence": Rule(split_to_sequence, ("axis", "keepdims"), reads_views=True),
+    }

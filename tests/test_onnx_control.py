@@ -1,0 +1,351 @@
+"""ONNX control flow and sequences resolved at import (graphc/onnx_import_control.py): Loop with
+a trip count known at import (a condition absent, or folding per iteration; loop-carried
+values, scan outputs stacked along a new first axis, outer-scope references), Scan-9+ (input
+and output axes and directions), If on a computed condition (both branches, selected), the
+sequence operators, all against ONNX Runtime; ONNX's node tests of Loop and Scan; torch's
+TorchScript export of a scripted loop over a list and of an if on data; the gradient through an
+unrolled Loop against central differences; the refusals, named. Before, Loop, Scan, the
+sequence operators and an If on data were refused."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from conftest import numeric_grad
+from onnx_models import make_model
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper
+
+import graphc as gc
+from graphc.onnx_backend import node_cases, run_case
+
+N = helper.make_node
+F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
+DATA = os.path.join(os.path.dirname(__file__), "data", "onnx")
+vi = helper.make_tensor_value_info
+
+
+def _ort(m, feeds):
+    s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return s.run(None, feeds)
+
+
+def _i64(name, v):
+    return numpy_helper.from_array(np.asarray(v, np.int64), name)
+
+
+def _f32(name, v):
+    return numpy_helper.from_array(np.asarray(v, np.float32), name)
+
+
+def _predict(m, feeds, **kw):
+    got = gc.from_onnx(m, **kw).compile().predict(feeds)
+    return list(got.values()) if isinstance(got, dict) else [got]
+
+
+def _body(nodes, inputs, outputs, inits=()):
+    return helper.make_graph(
+        nodes,
+        "body",
+        [vi(n, t, s) for n, t, s in inputs],
+        [vi(n, t, None) for n, t in outputs],
+        list(inits),
+    )
+
+
+def _loop_model(m_count, cond_nodes, cond_out, extra=(), inits=()):
+    """h <- tanh(h W + x + b) * (i + 1) (W, x from the outer scope, b the body's own), with
+    a scan output 2 h and one without N, (i + 1)^2; the scan of h moved N-first."""
+    body = _body(
+        [
+            N("Cast", ["i"], ["fi0"], to=F),
+            N("Add", ["fi0", "one"], ["fi"]),
+            N("MatMul", ["h", "W"], ["hw"]),
+            N("Add", ["hw", "x"], ["a"]),
+            N("Add", ["a", "b"], ["ab"]),
+            N("Tanh", ["ab"], ["t"]),
+            N("Mul", ["t", "fi"], ["h2"]),
+            N("Add", ["h2", "h2"], ["s"]),
+            N("Mul", ["fi", "fi"], ["sq"]),
+            *cond_nodes,
+        ],
+        [("i", I64, []), ("c", B, []), ("h", F, ["N", 3])],
+        [(cond_out, B), ("h2", F), ("s", F), ("sq", F)],
+        [_f32("b", [0.1, -0.2, 0.3]), _f32("one", 1.0)],
+    )
+    w = np.random.default_rng(1).standard_normal((3, 3)).astype(np.float32) * 0.5
+    nodes = [
+        N("Relu", ["x"], ["h0"]),
+        N("Loop", [*m_count, "h0"], ["hT", "hs", "sqs"], body=body, name="lp"),
+        N("Transpose", ["hs"], ["y"], perm=[1, 0, 2]),
+        N("ReduceSum", ["sqs"], ["q"], keepdims=0),
+        N("Mul", ["hT", "q"], ["z"]),
+        *extra,
+    ]
+    return make_model(nodes, [("x", ["N", 3])], ["hT", "y", "z"], [_f32("W", w), *inits])
+
+
+@pytest.mark.parametrize("kind", ["count", "condition"])
+def test_loop_unrolls_as_onnxruntime_runs_it(kind) -> None:
+    """4 iterations of a constant trip count without a condition, and a trip count of 10 cut
+    to 3 iterations by a condition the body computes from the iteration number (i < 2)."""
+    if kind == "count":
+        m = _loop_model(["M", ""], [N("Identity", ["c"], ["co"])], "co", inits=[_i64("M", 4)])
+    else:
+        m = _loop_model(
+            ["M", "go"],
+            [N("Less", ["i", "two"], ["co"])],
+            "co",
+            inits=[_i64("M", 10), _i64("two", 2), numpy_helper.from_array(np.array(True), "go")],
+        )
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    want = _ort(m, {"x": x})
+    got = _predict(m, {"x": x})
+    assert want[1].shape == (5, 4 if kind == "count" else 3, 3)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def _refused(m, match):
+    with pytest.raises(gc.OnnxError, match=match):
+        gc.from_onnx(m)
+
+
+def test_loop_refusals_name_the_node(monkeypatch) -> None:
+    """A trip count or a condition from the data (input, or the body's), no bound at all,
+    and more iterations than MAX_UNROLLED_ITERATIONS: refused naming the node."""
+    from graphc import onnx_import_control
+
+    MAX_UNROLLED_ITERATIONS = 16  # (1024 by default: the same code, faster)
+    monkeypatch.setattr(onnx_import_control, "MAX_UNROLLED_ITERATIONS", MAX_UNROLLED_ITERATIONS)
+
+    ident = [N("Identity", ["c"], ["co"])]
+    from_data = [N("ReduceMax", ["x"], ["mx"], keepdims=0)]
+    m = _loop_model(
+        ["Md", ""], ident, "co", [*from_data, N("Cast", ["mx"], ["Md"], to=I64)]
+    )  # (the extra nodes come after the Loop: topological order is checked first)
+    m.graph.node.insert(0, m.graph.node.pop())
+    m.graph.node.insert(0, m.graph.node.pop())
+    _refused(m, r"'lp' \(Loop.*trip count M is computed from the graph's inputs")
+    m = _loop_model(["M", "cd"], ident, "co", [*from_data, N("Greater", ["mx", "z0"], ["cd"])])
+    m.graph.node.insert(0, m.graph.node.pop())
+    m.graph.node.insert(0, m.graph.node.pop())
+    m.graph.initializer.extend([_i64("M", 3), _f32("z0", 0.0)])
+    _refused(m, r"'lp' \(Loop.*condition input is computed from the graph's inputs \(control flow")
+    body_cond = [N("ReduceSum", ["h2"], ["r"], keepdims=0), N("Greater", ["r", "one"], ["co"])]
+    _refused(
+        _loop_model(["M", ""], body_cond, "co", inits=[_i64("M", 3)]),
+        r"'lp' \(Loop.*condition its body computes in iteration 0 depends on the graph",
+    )
+    _refused(
+        _loop_model(["M", ""], ident, "co", inits=[_i64("M", MAX_UNROLLED_ITERATIONS + 1)]),
+        rf"'lp' \(Loop.*{MAX_UNROLLED_ITERATIONS + 1} iterations.*MAX_UNROLLED_ITERATIONS",
+    )
+    forever = [N("Identity", ["c"], ["co"])]
+    m = _loop_model(
+        ["", "go"], forever, "co", inits=[numpy_helper.from_array(np.array(True), "go")]
+    )
+    _refused(m, r"'lp' \(Loop.*still true after .* iterations")
+
+
+def test_scan_axes_and_directions_as_onnxruntime() -> None:
+    """Scan-11 of x [N, 4, 3] along axis 1 in reverse and a constant [3, 4] along axis 1
+    forward; a state [N, 3]; scan outputs along axis 1 forward and along axis 0 in reverse
+    (the [4, N, 3] layout, moved N-first by a Transpose)."""
+    rng = np.random.default_rng(3)
+    body = _body(
+        [
+            N("Mul", ["xt", "pt"], ["xp"]),
+            N("Add", ["s", "xp"], ["a"]),
+            N("Tanh", ["a"], ["s2"]),
+            N("Add", ["s2", "s2"], ["o2"]),
+            N("Identity", ["s2"], ["o1"]),
+        ],
+        [("s", F, ["N", 3]), ("xt", F, ["N", 3]), ("pt", F, [3])],
+        [("s2", F), ("o1", F), ("o2", F)],
+    )
+    scan = N(
+        "Scan",
+        ["s0", "x", "P"],
+        ["sT", "o1", "o2s"],
+        body=body,
+        num_scan_inputs=2,
+        scan_input_axes=[1, 1],
+        scan_input_directions=[1, 0],
+        scan_output_axes=[1, 0],
+        scan_output_directions=[0, 1],
+        name="sc",
+    )
+    nodes = [scan, N("Transpose", ["o2s"], ["o2"], perm=[1, 0, 2])]
+    p = _f32("P", rng.standard_normal((3, 4)))
+    m = make_model(nodes, [("s0", ["N", 3]), ("x", ["N", 4, 3])], ["sT", "o1", "o2"], [p], opset=11)
+    feeds = {
+        "s0": rng.standard_normal((2, 3)).astype(np.float32),
+        "x": rng.standard_normal((2, 4, 3)).astype(np.float32),
+    }
+    want = _ort(m, feeds)
+    got = _predict(m, feeds)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    scan.attribute.pop()  # no output directions: axis 0 over the batch dimension N
+    bad = make_model(
+        [N("Scan", ["s0", "x", "P"], ["sT", "o1", "o2s"], body=body, num_scan_inputs=2, name="sc")],
+        [("s0", ["N", 3]), ("x", ["N", 4, 3])],
+        ["sT"],
+        [p],
+        opset=11,
+    )
+    _refused(bad, r"'sc' \(Scan.*scanned along N \(axis 0\), the batch dimension")
+
+
+def _if_model(then_nodes, then_out, else_nodes, else_out):
+    then_g = helper.make_graph(then_nodes, "then", [], [vi(then_out, F, None)])
+    else_g = helper.make_graph(else_nodes, "else", [], [vi(else_out, F, None)])
+    nodes = [
+        N("ReduceSum", ["x"], ["sum"], keepdims=0),
+        N("Greater", ["sum", "zero"], ["c"]),
+        N("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g, name="iff"),
+    ]
+    return make_model(nodes, [("x", ["N", 3])], ["y"], [_f32("zero", 0.0)])
+
+
+def test_if_on_the_data_selects_between_both_branches() -> None:
+    """If(sum(x) > 0, sqrt(x), -x): both signs of the data give ONNX Runtime's result exactly;
+    the NaNs of sqrt on a negative x (the branch not taken) do not leak. Branches of different
+    shapes are refused naming the node."""
+    m = _if_model([N("Sqrt", ["x"], ["r"])], "r", [N("Neg", ["x"], ["n"])], "n")
+    model = gc.from_onnx(m).compile()
+    rng = np.random.default_rng(4)
+    for sign in (1.0, -1.0):
+        x = (sign * (np.abs(rng.standard_normal((4, 3))) + 0.1)).astype(np.float32)
+        want = _ort(m, {"x": x})[0]
+        got = model.predict(x)
+        np.testing.assert_array_equal(got, want)
+    bad = _if_model(
+        [N("Constant", [], ["ax"], value=_i64("a", [1])), N("ReduceSum", ["x", "ax"], ["r"])],
+        "r",
+        [N("Neg", ["x"], ["n"])],
+        "n",
+    )
+    _refused(bad, r"'iff' \(If.*then branch gives \[N,1\] and the else branch \[N,3\]")
+
+
+def test_sequence_ops_as_onnxruntime() -> None:
+    """SplitToSequence (scalar split, and 1-D split with keepdims), SequenceAt (negative
+    position), SequenceInsert (at the front, at the end), SequenceErase, SequenceLength,
+    SequenceConstruct, SequenceEmpty and ConcatFromSequence (concat and new_axis), on values
+    with N."""
+    nodes = [
+        N("SplitToSequence", ["x", "two"], ["sq"], axis=1),
+        N("SequenceAt", ["sq", "m1"], ["last"]),
+        N("Relu", ["last"], ["rl"]),
+        N("SequenceInsert", ["sq", "rl", "zero"], ["sq2"]),
+        N("SequenceErase", ["sq2", "one"], ["sq3"]),
+        N("SequenceLength", ["sq3"], ["len"]),
+        N("Cast", ["len"], ["lenf"], to=F),
+        N("ConcatFromSequence", ["sq3"], ["y1"], axis=1),
+        N("ConcatFromSequence", ["sq3"], ["y2n"], axis=-1, new_axis=1),
+        N("Mul", ["y2n", "lenf"], ["y2"]),
+        N("SequenceConstruct", ["x", "x"], ["pair"]),
+        N("ConcatFromSequence", ["pair"], ["y3"], axis=1, new_axis=1),
+        N("SequenceEmpty", [], ["e"]),
+        N("SequenceInsert", ["e", "x"], ["e1"]),
+        N("SplitToSequence", ["x", "sizes"], ["parts"], axis=-1),
+        N("SequenceAt", ["parts", "one"], ["p1"]),
+        N("SequenceAt", ["e1", "zero"], ["e0"]),
+        N("Sigmoid", ["e0"], ["y4"]),
+    ]
+    inits = [_i64("two", 2), _i64("m1", -1), _i64("zero", 0), _i64("one", 1), _i64("sizes", [1, 5])]
+    m = make_model(nodes, [("x", ["N", 6])], ["y1", "y2", "y3", "y4", "p1"], inits)
+    x = np.random.default_rng(5).standard_normal((3, 6)).astype(np.float32)
+    want = _ort(m, {"x": x})
+    got = _predict(m, {"x": x})
+    for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-6)
+    bad = make_model(
+        [
+            N("SplitToSequence", ["x"], ["s"], axis=1),
+            N("SequenceAt", ["s", "far"], ["y"], name="at"),
+        ],
+        [("x", ["N", 6])],
+        ["y"],
+        [_i64("far", 6)],
+    )
+    _refused(bad, r"'at' \(SequenceAt.*position 6 is outside -6..5")
+
+
+def test_gradient_through_an_unrolled_loop() -> None:
+    """d/dW and d/db (b the body's own initializer: one param for all iterations) of
+    sum(u * hT) + sum(v * y) for 4 iterations, against central differences of float64 numpy."""
+    m = _loop_model(["M", ""], [N("Identity", ["c"], ["co"])], "co", inits=[_i64("M", 4)])
+    w0 = numpy_helper.to_array(next(t for t in m.graph.initializer if t.name == "W"))
+    b0 = np.array([0.1, -0.2, 0.3], np.float32)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 3)).astype(np.float32)
+    u, v = rng.standard_normal(3), rng.standard_normal((4, 3))  # broadcast over N
+    imp = gc.from_onnx(m, trainable={"W", "b"}, outputs=["hT", "y"])
+    assert sorted(n for n in imp.params) == sorted(n for n in imp.params if n.endswith(("W", "b")))
+    assert len(imp.params) == 2
+    h_t, y = imp.outputs
+    loss = gc.sum(h_t * gc.constant(u.astype(np.float32))) + gc.sum(
+        y * gc.constant(v.astype(np.float32))
+    )
+    grads = imp.compile(loss, gc.SGD(0.1)).gradients({"x": x})
+
+    def f(w, b) -> float:
+        h = np.maximum(x.astype(np.float64), 0)
+        total = 0.0
+        for i in range(4):
+            h = np.tanh(h @ w + x + b) * (i + 1)
+            total += float((v[i] * 2 * h).sum())
+        return total + float((u * h).sum())
+
+    params = [w0.astype(np.float64), b0.astype(np.float64)]
+    for k, name in enumerate("Wb"):
+        got = next(g for n, g in grads.items() if n.endswith(name))
+        np.testing.assert_allclose(got, numeric_grad(f, params, k), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [14, 17])
+def test_torch_scripted_loop_and_if(opset) -> None:
+    """torch 2.13's TorchScript export of torch.jit.script modules (export_torch_loop.py): a
+    recurrence over range(x.size(1)) whose states are appended to a list and stacked (Loop,
+    SequenceEmpty, SequenceInsert, ConcatFromSequence) and an if on the data (If on
+    sum(x) > 0), both signs; against ONNX Runtime."""
+    rng = np.random.default_rng(opset)
+    for name in ("steps", "until", "branch"):
+        path = os.path.join(DATA, f"loop_ts_{name}_{opset}.onnx")
+        model = gc.from_onnx(path).compile()
+        for sign in (1.0, -1.0):
+            x = (sign * np.abs(rng.standard_normal((3, 4, 3)))).astype(np.float32)
+            s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            want = s.run(None, {"x": x})
+            got = model.predict(x)
+            got = list(got.values()) if isinstance(got, dict) else [got]
+            for g, w in zip(got, want):
+                assert g.shape == w.shape
+                np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_onnx_node_tests_of_loop_and_scan() -> None:
+    """ONNX's test_loop11 and test_scan9_* pass, interpreted and compiled."""
+    cases = [*node_cases("Loop"), *node_cases("Scan")]
+    ran = 0
+    for c in cases:
+        if c.name in (
+            "test_loop11",
+            "test_scan9_sum",
+            "test_scan9_multi_state",
+            "test_scan9_scalar",
+        ):
+            for mode in ("interpret", "compile"):
+                assert run_case(c, mode) == ("pass", ""), (c.name, mode)
+            ran += 1
+    assert ran == 4
