@@ -117,6 +117,7 @@ SHAPE_INPUTS = {
     "OneHot": (1,),
     "Compress": (1,),  # the condition (graphc compresses by one known at import time)
     "Loop": (0, 1),  # trip count and condition (graphc unrolls a Loop known at import time)
+    "Col2Im": (1, 2),  # image_shape and block_shape
     # scales and zero points (graphc needs them at import time; a quantized model's are
     # initializers)
     "QuantizeLinear": (1,),

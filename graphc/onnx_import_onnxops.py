@@ -50,6 +50,7 @@ from .onnx_import import (
     _fmt,
     _index_hits,
     _integral_part,
+    _matmul_tensors,
     _nearest_integer,
     _reshape,
     _take,
@@ -1050,6 +1051,73 @@ def _fold_bitshift(cx: NodeContext, args: list) -> list:
     return [np.where(outside, fill, out).astype(x.dtype)]
 
 
+# ---------------------------------------------------------------- Col2Im
+
+MAX_FOLD_ENTRIES = 1 << 22  # Col2Im's placement matrix (16 MiB of float32 constants)
+
+
+def _col2im(cx: NodeContext) -> list[Value]:
+    """Col2Im (torch's nn.Fold): input [N, C * prod(block_shape), L] of column blocks, the
+    image_shape and block_shape known at import time, strides, pads and dilations -> [N, C,
+    *image_shape]: each column element added at its pixel (block offset k, block position o:
+    pixel o * stride - pad_begin + k * dilation; outside the image, dropped), the spec's
+    formula (https://onnx.ai/onnx/operators/onnx__Col2Im.html). The pixel of every column
+    element is known at import time: per channel, the product of its [K * L] column
+    elements with a 0/1 placement matrix [K * L, H * W] (the sums as ONNX Runtime's, in
+    another order; an inf or NaN element, times the zeros of the matrix, makes NaN across
+    its channel's image, where ONNX Runtime's stays at its pixel). Refused naming the node:
+    shapes that do not fit (C * prod(block) or L), the batch dimension inside the blocks, a
+    placement matrix of more than MAX_FOLD_ENTRIES entries."""
+    x = cx.x(0)
+    img = [int(v) for v in np.ravel(cx.c(1))]
+    blk = [int(v) for v in np.ravel(cx.c(2))]
+    r = len(img)
+    if len(blk) != r or r < 1 or min(img + blk) < 1:
+        cx.fail(f"image_shape {img} and block_shape {blk} must be positive, of one length")
+    strides = list(cx.attr("strides", [1] * r))
+    dil = list(cx.attr("dilations", [1] * r))
+    pads = list(cx.attr("pads", [0] * (2 * r)))
+    if len(strides) != r or len(dil) != r or len(pads) != 2 * r:
+        cx.fail(f"strides {strides}, dilations {dil}, pads {pads}: {r} spatial axes")
+    if len(x.shape) != 3 or (x.shape[0] == "N" and "N" in x.shape[1:]):
+        cx.fail(f"input {_fmt(x.shape)} must be [N, C * prod(block_shape), L]")
+    if "N" in x.shape[1:]:
+        cx.fail(f"input {_fmt(x.shape)}: the batch dimension N inside the blocks")
+    k = math.prod(blk)
+    outs = [
+        (img[d] + pads[d] + pads[d + r] - dil[d] * (blk[d] - 1) - 1) // strides[d] + 1
+        for d in range(r)
+    ]
+    length = math.prod(outs)
+    ch, rem = divmod(int(x.shape[1]), k)
+    if rem or min(outs) < 1 or int(x.shape[2]) != length:
+        cx.fail(
+            f"input {_fmt(x.shape)} does not fit blocks {blk} over {img} (C * {k} rows and "
+            f"{length} block positions expected)"
+        )
+    offs = np.indices(blk).reshape(r, -1)  # [r, K]
+    poss = np.indices(outs).reshape(r, -1)  # [r, L]
+    coord = [
+        poss[d][None, :] * strides[d] - pads[d] + offs[d][:, None] * dil[d] for d in range(r)
+    ]  # each [K, L]
+    inside = np.all([(c >= 0) & (c < img[d]) for d, c in enumerate(coord)], axis=0)
+    pix = np.ravel_multi_index(tuple(np.where(inside, c, 0) for c in coord), img)  # [K, L]
+    hw = math.prod(img)
+    if k * length * hw > MAX_FOLD_ENTRIES:
+        cx.fail(
+            f"blocks {blk} over {img}: a {k * length} x {hw} placement matrix (graphc folds "
+            f"by a matrix product, at most {MAX_FOLD_ENTRIES} entries)"
+        )
+    place = np.zeros((k * length, hw), np.float32)  # [column element, pixel]: 1 where it lands
+    rows = np.arange(k * length).reshape(k, length)
+    np.add.at(place, (rows[inside], pix[inside]), 1.0)
+    lead = x.shape[0]
+    cols = _reshape(cx, x, (lead, ch, k * length))
+    m = cx.imp.constant_tensor(f"col2im_{cx.index}", place, cx, False)
+    total = _matmul_tensors(cx, cols, m)
+    return [_reshape(cx, total, (lead, ch, *img))]
+
+
 INDEX_OPERAND = {  # operators reading an integer input as indices: which operand
     "ScatterElements": 1,
     "Scatter": 1,
@@ -1070,4 +1138,5 @@ OPS_MORE: dict[str, Rule] = {
     "Compress": Rule(_compress, ("axis",)),
     "NonZero": Rule(None, fold=_fold_nonzero),
     "BitShift": Rule(None, ("direction",), fold=_fold_bitshift),
+    "Col2Im": Rule(_col2im, ("strides", "pads", "dilations")),
 }

@@ -104,3 +104,44 @@ def test_eye_like_of_a_batched_value_is_refused() -> None:
     )
     with pytest.raises(gc.OnnxError, match=r"'eye' \(EyeLike.*batch dimension N"):
         gc.from_onnx(m)
+
+
+COL2IM = [  # image_shape, block_shape, attributes
+    ([5, 6], [2, 3], {}),
+    ([5, 6], [2, 3], {"strides": [1, 2], "pads": [1, 0, 0, 1]}),
+    ([6, 7], [3, 2], {"dilations": [2, 1], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ([4, 4], [2, 2], {"strides": [2, 2]}),
+]
+
+
+def test_col2im_matches_onnxruntime() -> None:
+    """Col2Im (torch's nn.Fold) of [N, C * prod(block), L] with overlapping blocks, strides,
+    pads (blocks partly outside the image) and dilations."""
+    rng = np.random.default_rng(7)
+    for img, blk, attrs in COL2IM:
+        r = len(img)
+        st = attrs.get("strides", [1] * r)
+        dl = attrs.get("dilations", [1] * r)
+        pd = attrs.get("pads", [0] * 2 * r)
+        outs = [
+            (img[d] + pd[d] + pd[d + r] - dl[d] * (blk[d] - 1) - 1) // st[d] + 1 for d in range(r)
+        ]
+        shape = [2 * int(np.prod(blk)), int(np.prod(outs))]
+        inits = [
+            numpy_helper.from_array(np.array(img, np.int64), "img"),
+            numpy_helper.from_array(np.array(blk, np.int64), "blk"),
+        ]
+        m = make_model(
+            [N("Col2Im", ["x", "img", "blk"], ["y"], **attrs)],
+            [("x", ["N", *shape])],
+            ["y"],
+            inits,
+            18,
+        )
+        x = rng.standard_normal((3, *shape)).astype(np.float32)
+        want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {"x": x}
+        )[0]
+        np.testing.assert_allclose(
+            gc.from_onnx(m).compile().predict(x), want, rtol=1e-6, atol=1e-6, err_msg=str(attrs)
+        )
