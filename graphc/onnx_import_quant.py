@@ -442,12 +442,20 @@ def _qlinear_average_pool(cx: NodeContext) -> list[Value]:
     """QLinearAveragePool (com.microsoft; channels_last=0): AveragePool's attributes, as ONNX
     Runtime's kernel computes it in float32: the dequantized x_scale * (X - X_zp) summed over
     each window in row-major order, divided by the count, then clamp(rne(v / Y_scale +
-    Y_zp)) (the zero point added before rounding)."""
+    Y_zp)) (the zero point added before rounding). The count is AveragePool's with
+    count_include_pad=0 (the window's elements inside the input); with count_include_pad=1 it
+    is the kernel's size everywhere, as ONNX Runtime's kernel divides, also for the windows
+    that ceil_mode lets run past the end pad, where the float AveragePool counts only the
+    positions inside input and pads (so the two differ there: a 2x2 window holding one
+    element of the input is that element / 4 here, the element itself in AveragePool)."""
     if int(cx.attr("channels_last", 0)):
         cx.fail("attribute channels_last=1 is not supported")
     x = _dequantized(cx, 0, 1, 2)
     acc, count = _pool("sum")(_Given(cx, {0: x}))
     assert isinstance(acc, Tensor) and isinstance(count, np.ndarray)
+    if int(cx.attr("count_include_pad", 0)):
+        kernel = [int(v) for v in cx.attr("kernel_shape", [])]
+        count = np.full(count.shape, float(np.prod(kernel)), np.float32)
     y = acc / _const(cx, count.reshape(count.shape), "pool_count")
     v = y / float(_scale(cx, 3, "Y_scale"))
     zp = _param(cx, 4, "Y_zero_point")

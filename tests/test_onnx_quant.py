@@ -549,3 +549,57 @@ def test_quantized_attention_with_qlinear_softmax_matches_onnxruntime(tmp_path, 
     want = _ort(dst, x)[0]
     got = from_onnx(dst, trainable=False).compile().predict(x)
     np.testing.assert_array_equal(got, want)
+
+
+def test_qlinear_average_pool_windows_past_the_end_divide_as_onnxruntime() -> None:
+    """QLinearAveragePool with ceil_mode=1 (windows running past the end pad) and
+    count_include_pad 0 / 1, 1-D, 2-D and 3-D, uint8 and int8, with and without pads, and the
+    same pool written as DequantizeLinear -> AveragePool -> QuantizeLinear (which graphc fuses
+    as ONNX Runtime's default session does): equal to ONNX Runtime everywhere. ORT's kernel
+    divides by the kernel's size with count_include_pad=1 even where the window holds fewer
+    positions of input and pads; before, graphc divided as the float AveragePool (a 2x2
+    window with one element of the input: 4x apart)."""
+    rng = np.random.default_rng(21)
+    ms = "com.microsoft"
+    mk = helper.make_node
+    cases = [  # (spatial size, kernel, stride, pads)
+        ((7,), [2], [2], [0, 0]),
+        ((5, 6), [3, 2], [2, 2], [1, 0, 1, 1]),
+        ((6, 6), [3, 3], [2, 2], [1, 1, 1, 1]),
+        ((3, 5, 4), [2, 2, 3], [2, 2, 2], [0, 1, 0, 0, 0, 1]),
+    ]
+    for elem, dt in ((TP.UINT8, np.uint8), (TP.INT8, np.int8)):
+        lo, hi = np.iinfo(dt).min, np.iinfo(dt).max
+        sx, sy = np.float32(0.05), np.float32(0.031)
+        zx, zy = dt(rng.integers(lo, hi)), dt(rng.integers(lo, hi))
+        inits = [nh.from_array(np.array(v), k) for k, v in zip(("sx", "zx", "sy", "zy"), (sx, zx, sy, zy))]  # fmt: skip
+        nodes, feeds, outs = [], {}, []
+        for i, (size, ks, st, pads) in enumerate(cases):
+            feeds[f"x{i}"] = rng.integers(lo, hi, size=(2, 2, *size), endpoint=True).astype(dt)
+            for cip in (0, 1):
+                att = dict(kernel_shape=ks, strides=st, pads=pads, ceil_mode=1)
+                att["count_include_pad"] = cip
+                q, d, f = f"q{i}_{cip}", f"d{i}_{cip}", f"f{i}_{cip}"
+                io = [f"x{i}", "sx", "zx", "sy", "zy"]
+                nodes.append(mk("QLinearAveragePool", io, [q], domain=ms, **att))
+                nodes.append(mk("DequantizeLinear", [f"x{i}", "sx", "zx"], [d]))
+                nodes.append(mk("AveragePool", [d], [f], **att))
+                nodes.append(mk("QuantizeLinear", [f, "sy", "zy"], [f"qdq{i}_{cip}"]))
+                outs += [q, f"qdq{i}_{cip}"]
+        ins = [
+            helper.make_tensor_value_info(k, elem, ["N", *v.shape[1:]]) for k, v in feeds.items()
+        ]
+        vouts = [helper.make_tensor_value_info(o, elem, None) for o in outs]
+        m = helper.make_model(
+            helper.make_graph(nodes, "pool", ins, vouts, inits),
+            opset_imports=[helper.make_opsetid("", 19), helper.make_opsetid(ms, 1)],
+        )
+        m.ir_version = 9
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        want = dict(zip(outs, sess.run(None, feeds)))
+        got = from_onnx(m, trainable=False).compile().predict(feeds)
+        for o in outs:
+            if o.startswith("qdq") and dt is np.int8:
+                continue  # int8 QDQ groups keep the float definition (ORT's is CPU-dependent)
+            g = np.asarray(got[o])
+            np.testing.assert_array_equal(g.reshape(want[o].shape), want[o], err_msg=f"{dt} {o}")
