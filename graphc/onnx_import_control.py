@@ -26,7 +26,9 @@ graphc compiles static graphs; exporters write control flow that is often static
   blend: an Inf or NaN of the branch not taken does not leak, and the gradient reaches the
   taken branch only). The cost: both branches are computed on every call. Both branches must
   give outputs of the same shape and element type (ONNX Runtime's result is one of them,
-  graphc's is the same element) and import; otherwise the node is refused by name. An If whose
+  graphc's is the same element) and import; otherwise the node is refused by name. Training
+  through it: a param that feeds a branch gets a NaN gradient where the branch not taken has
+  an infinite or undefined derivative at the data (warned: OnnxBranchGradientWarning). An If whose
   condition is known at import time imports the branch it takes only (``onnx_import._if``).
 - Sequences whose length is known at import time: a sequence is a tuple of values
   (``SequenceValue``) at import. SequenceEmpty, SequenceConstruct, SequenceInsert,
@@ -41,6 +43,7 @@ gradients through an unrolled Loop).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -431,6 +434,34 @@ def scan(cx: NodeContext) -> list[Any]:
 # ------------------------------------------------------------------ If
 
 
+class OnnxBranchGradientWarning(UserWarning):
+    """An If on a computed condition whose branches depend on trainable parameters: the
+    gradient reaches the branch taken only, but where the branch not taken has an infinite
+    or undefined derivative at the data (sqrt or log of a value <= 0, a division by 0) its
+    exact-zero cotangent times that derivative is NaN (0 * inf), which the sum with the taken
+    branch's gradient carries."""
+
+
+def _warn_trained_branches(cx: NodeContext, outs: list[Tensor]) -> None:
+    stack, seen = list(outs), set()
+    while stack:
+        u = stack.pop()
+        if id(u) in seen:
+            continue
+        seen.add(id(u))
+        if u.node.op == "param":
+            warnings.warn(
+                f"{cx.where()}: its condition is computed from the data, so both branches are "
+                f"computed and selected; param {u.name!r} feeds a branch: its gradient is NaN "
+                "where the branch not taken has an infinite or undefined derivative at the "
+                "data (sqrt or log of a value <= 0, a division by 0)",
+                OnnxBranchGradientWarning,
+                stacklevel=2,
+            )
+            return
+        stack.extend(u.parents)
+
+
 def _elem_type(vi: Any) -> int:
     return int(vi.type.tensor_type.elem_type) if vi.type.HasField("tensor_type") else 0
 
@@ -462,6 +493,7 @@ def if_rule(cx: NodeContext) -> list[Any]:
                 f"both branches and selects; its {b} cannot be imported: {e}"
             ) from None
     c = cond if not cond.shape else dsl.apply("reshape", cond, shape=())
+    _warn_trained_branches(cx, [v for vs in got for v in vs if isinstance(v, Tensor)])
     outs: list[Any] = []
     for k, (a, b) in enumerate(zip(*got)):
         if not wanted[k]:

@@ -236,6 +236,32 @@ def test_if_on_the_data_selects_between_both_branches() -> None:
     _refused(bad, r"'iff' \(If.*then branch gives \[N,1\] and the else branch \[N,3\]")
 
 
+def test_gradient_through_an_if_on_the_data() -> None:
+    """If(sum(x) > 0, (x w)^2, -(x w)): d/dw of the taken branch, for both signs, against
+    central differences; importing with w trainable warns that an untaken branch with an
+    infinite derivative would give NaN."""
+    from graphc.onnx_import_control import OnnxBranchGradientWarning
+
+    then = [N("Mul", ["x", "w"], ["xw"]), N("Mul", ["xw", "xw"], ["sq"])]
+    m = _if_model(then, "sq", [N("Mul", ["x", "w"], ["xw2"]), N("Neg", ["xw2"], ["n"])], "n")
+    w0 = np.array([0.5, -1.0, 2.0], np.float32)
+    m.graph.initializer.append(_f32("w", w0))
+    rng = np.random.default_rng(7)
+    for sign in (1.0, -1.0):
+        x = (sign * (np.abs(rng.standard_normal((2, 3))) + 0.1)).astype(np.float32)
+        with pytest.warns(OnnxBranchGradientWarning, match=r"'iff' \(If.*param 'w'"):
+            imp = gc.from_onnx(m, trainable={"w"})
+        grads = imp.compile(gc.sum(imp.outputs[0]), gc.SGD(0.1)).gradients({"x": x})
+
+        def f(w) -> float:
+            xw = x.astype(np.float64) * w
+            return float((xw * xw).sum() if x.sum() > 0 else (-xw).sum())
+
+        got = next(g for n, g in grads.items() if n.endswith("w"))
+        want = numeric_grad(f, [w0.astype(np.float64)], 0)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_sequence_ops_as_onnxruntime() -> None:
     """SplitToSequence (scalar split, and 1-D split with keepdims), SequenceAt (negative
     position), SequenceInsert (at the front, at the end), SequenceErase, SequenceLength,
@@ -320,7 +346,7 @@ def test_torch_scripted_loop_and_if(opset) -> None:
     SequenceEmpty, SequenceInsert, ConcatFromSequence) and an if on the data (If on
     sum(x) > 0), both signs; against ONNX Runtime."""
     rng = np.random.default_rng(opset)
-    for name in ("steps", "until", "branch"):
+    for name in ("steps", "until", "nested", "pieces", "branch"):
         path = os.path.join(DATA, f"loop_ts_{name}_{opset}.onnx")
         model = gc.from_onnx(path).compile()
         for sign in (1.0, -1.0):

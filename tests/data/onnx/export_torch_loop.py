@@ -3,7 +3,8 @@ flow, exported by torch.onnx.export's TorchScript exporter (opset 14 and 17, dyn
 torch writes a scripted ``for`` over range(x.size(1)) as ONNX Loop (a constant range it
 unrolls itself), a list built by ``append`` as SequenceEmpty / SequenceInsert carried through the Loop
 and ``torch.stack`` of it as ConcatFromSequence, a ``while`` on a counter as Loop with a
-condition, and an ``if`` on data as If: graphc's importer
+condition, nested loops, torch.split iterated and torch.cat of a list (SplitToSequence,
+SequenceAt, SequenceLength), and an ``if`` on data as If: graphc's importer
 unrolls the loops and selects between the branches (graphc/onnx_import_control.py).
 
 Every module takes x [N, T, C] (T, C fixed) and returns values that lead with N.
@@ -54,6 +55,36 @@ class Until(torch.nn.Module):
         return h
 
 
+class Nested(torch.nn.Module):
+    """Two nested loops over x's shape (a Loop in a Loop's body), the inner index scaling."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(C, C)
+
+    def forward(self, x):
+        h = x[:, 0]
+        for t in range(x.size(1)):
+            for j in range(x.size(2)):
+                h = torch.tanh(self.lin(h) + x[:, t]) * (j + 1)
+        return h
+
+
+class Pieces(torch.nn.Module):
+    """torch.split into a list iterated by a loop (SplitToSequence, SequenceLength, SequenceAt
+    of the iteration number), and a list joined by torch.cat and counted by len
+    (ConcatFromSequence, SequenceLength)."""
+
+    def forward(self, x):
+        acc = torch.zeros_like(x[:, :, :1])
+        for y in torch.split(x, 1, 2):
+            acc = acc * 0.5 + y
+        parts = []
+        for t in range(x.size(1)):
+            parts.append(torch.relu(x[:, t] - t))
+        return acc, torch.cat(parts, 1) * len(parts)
+
+
 class Branch(torch.nn.Module):
     """An ``if`` on the data: relu(W x) when the batch's sum is positive, else -x."""
 
@@ -70,7 +101,13 @@ class Branch(torch.nn.Module):
 
 
 def modules():
-    return {"steps": Steps(), "until": Until(), "branch": Branch()}
+    return {
+        "steps": Steps(),
+        "until": Until(),
+        "nested": Nested(),
+        "pieces": Pieces(),
+        "branch": Branch(),
+    }
 
 
 def main(names):
@@ -80,7 +117,7 @@ def main(names):
         torch.manual_seed(sum(map(ord, name)))
         m.eval()
         s = torch.jit.script(m)
-        outs = ("y", "h") if name == "steps" else ("y",)
+        outs = ("y", "h") if name in ("steps", "pieces") else ("y",)
         for opset in (14, 17):
             torch.onnx.export(
                 s,
