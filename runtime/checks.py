@@ -106,6 +106,38 @@ def input_array(name: str, value: Any) -> np.ndarray:
         ) from None
 
 
+def cast_input(name: str, a: np.ndarray, dtype: Any) -> np.ndarray:
+    """``a`` as a C-contiguous array of ``dtype`` (float32 or float64, the compiled input's
+    dtype), the array itself when it already is one.
+
+    A finite value that does not fit the narrower float (1e39 given in float64 to a float32
+    input) is refused, as set_weights refuses it: numpy's cast makes it inf silently (a
+    RuntimeWarning), so predict returned inf or NaN rows and training blamed "NaN or Inf" in
+    data that held none. Values below the smallest subnormal round to 0, as any rounding.
+
+    Raises:
+        ArgumentError: naming the input, the first such row (index along the first axis),
+            its value and the dtype's largest finite value.
+    """
+    want = np.dtype(dtype)
+    if a.dtype.kind != "f" or want.kind != "f" or a.dtype.itemsize <= want.itemsize:
+        return np.asarray(a, dtype=want, order="C")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = np.asarray(a, dtype=want, order="C")
+    inf = np.isinf(out)
+    if inf.any():
+        over = inf & np.isfinite(a)
+        if over.any():
+            at = tuple(int(i) for i in np.argwhere(over)[0])
+            raise ArgumentError(
+                f"input {name!r}: row {at[0] if at else 0} holds {float(a[at])!r}, beyond "
+                f"{want.name}'s range (largest {np.finfo(want).max:.4g}): the input is "
+                f"{want.name}, so the cast would make it inf ({int(over.sum())} such "
+                "value(s)); scale the data or compile the model in float64"
+            )
+    return out
+
+
 def check_count(value: object, option: str, low: int = 0) -> int:
     """``value`` as an int when it is a whole number >= ``low`` (a numpy integer too; a bool,
     a float such as 2.7 or a string is not): a callback's patience, cooldown or epoch count.

@@ -29,7 +29,14 @@ from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError, Numeri
 from graphc.ir.types import DTYPE_INFO, TensorType
 
 from .buffers import address, aligned_empty, output_arrays, view
-from .checks import check_batch_size, check_lr, explain, input_array, param_value
+from .checks import (
+    cast_input,
+    check_batch_size,
+    check_lr,
+    explain,
+    input_array,
+    param_value,
+)
 from .executable import COPY_OUTPUT_MAX, label_dtype_hint, shape_hint
 from .parallel import own_lock, turned
 
@@ -338,7 +345,11 @@ class Library:
                         f"{lo}..{hi - 1} ({bad.size} such rows)"
                     )
             n = rows if ax is not None else n
-            out.append(np.asarray(a, dtype=want_dtype, order="C"))
+            out.append(
+                cast_input(p["name"], a, want_dtype)
+                if p["dtype"] != "i32"
+                else np.asarray(a, dtype=want_dtype, order="C")
+            )
         if n is None and arrays:
             n = 1  # no input has a batch axis
         if n is None or (n < 1 and not (allow_empty and n == 0)):

@@ -33,6 +33,7 @@ from .buffers import aligned_empty, output_arrays, view
 from .callbacks import CallbackList
 from .checks import (
     InputRejected,
+    cast_input,
     check_batch_size,
     check_bool,
     check_lr,
@@ -749,7 +750,7 @@ class Model:
                         f"inputs have different numbers of rows ({n} and {rows} for {name!r})"
                     )
                 n = rows
-            feeds[name] = np.asarray(a, dtype=t.np_dtype, order="C") if t.dtype != "i32" else a
+            feeds[name] = cast_input(name, a, t.np_dtype) if t.dtype != "i32" else a
         if n is None and (feeds or not (prog.feature_inputs or need_labels)):
             n = 1  # no input has a batch axis (or predict of a model without inputs): one call
         if n is None or (n == 0 and not allow_empty):

@@ -1,0 +1,67 @@
+"""Float inputs wider than the compiled dtype (trust2, stop 13): a finite float64 value beyond
+float32's range (1e39) became inf in the input cast, silently (numpy's RuntimeWarning only):
+predict returned inf/NaN rows, and train_step / fit / evaluate blamed "NaN or Inf" in data that
+held none. Now refused naming the input, the row and the value, before anything runs, as
+set_weights refuses such a value; values in range (down to those rounding to 0) still go
+through and give what the same rows cast by numpy give (the reference)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.ir.errors import ArgumentError
+
+
+@pytest.fixture(scope="module")
+def model() -> gc.Model:
+    x = gc.input("x", ("N", 3))
+    h = gc.dense(x, 4, name="fc")
+    loss = gc.softmax_cross_entropy(h, gc.input("y", ("N",), dtype="i32"))
+    return gc.compile(h, loss, gc.Adam(lr=0.01), name="trust_cast", threads=1)
+
+
+@pytest.fixture(scope="module")
+def library(model, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("cast") / "libtrust_cast.so")
+    model.export(path)
+    return gc.load(path)
+
+
+def _bytes(obj) -> list[bytes]:
+    return [v.tobytes() for v in obj.params.values()] + [v.tobytes() for v in obj.state.values()]
+
+
+@pytest.mark.parametrize("which", ["model", "library"])
+@pytest.mark.parametrize("value", [1e39, -1e300])
+def test_a_float64_value_beyond_float32_is_refused_naming_the_row(which, value, request):
+    obj = request.getfixturevalue(which)
+    x, y = np.zeros((4, 3)), np.arange(4, dtype=np.int32)
+    x[2, 1] = value
+    calls = {"predict": lambda: obj.predict(x), "train_step": lambda: obj.train_step(x, y)}
+    if which == "model":
+        calls["evaluate"] = lambda: obj.evaluate(x, y)
+        calls["fit"] = lambda: obj.fit(x, y, epochs=1, verbose=0)
+    before = _bytes(obj)
+    for what, call in calls.items():
+        with pytest.raises(ArgumentError, match=r"input 'x': row 2 holds .*float32's range"):
+            call()
+        assert _bytes(obj) == before, what
+
+
+@pytest.mark.parametrize("which", ["model", "library"])
+def test_float64_values_in_range_go_through_as_numpy_casts_them(which, request):
+    obj = request.getfixturevalue(which)
+    x = np.array([[3.4e38, -3.4e38, 1e-50], [1e-39, 0.5, -2.0], [1e6, 1e-7, 7.0]])
+    with np.errstate(over="raise", under="ignore"):  # numpy's cast: no overflow here
+        want = obj.predict(x.astype(np.float32))
+    np.testing.assert_array_equal(obj.predict(x), want)
+    if which == "model":
+        y = np.arange(3, dtype=np.int32)
+        a, b = copy.copy(obj), copy.copy(obj)
+        a.train_step(x[1:], y[1:])
+        b.train_step(x[1:].astype(np.float32), y[1:])
+        assert _bytes(a) == _bytes(b)
