@@ -303,7 +303,7 @@ def param(
         raise GraphcError(f"param {name!r}: trainable must be True or False, got {trainable!r}")
     if init == "array":
         raise GraphcError(f"param {name!r}: use gc.constant(array) for a parameter with values")
-    check_initializer(init, init_args)
+    check_initializer(init, init_args, {"f32": np.float32, "f64": np.float64}.get(dtype))
     attrs: dict[str, Any] = {"init": init}
     for key, w in (("l1", l1), ("l2", l2)):
         if isinstance(w, bool) or not isinstance(w, int | float) or not 0.0 <= w < float("inf"):
@@ -338,12 +338,20 @@ def constant(value: Any, name: str | None = None, dtype: str = "f32") -> Tensor:
     if np_dtype is None:
         raise GraphcError(f"constant: dtype must be 'f32' or 'f64', got {dtype!r}")
     try:
-        arr = np.array(value, dtype=np_dtype)
+        with np.errstate(over="ignore"):
+            arr = np.array(value, dtype=np_dtype)
     except (TypeError, ValueError) as e:
         raise GraphcError(f"constant: value is not an array of numbers ({e})") from None
     if arr.size == 0:
         raise GraphcError(f"constant: value is empty (shape {arr.shape})")
     if not np.all(np.isfinite(arr)):
+        wide = np.asarray(value, dtype=np.float64)
+        if np.all(np.isfinite(wide)):  # finite numbers that the cast made inf
+            at = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+            raise GraphcError(
+                f"constant: value{list(at)} = {float(wide[at])!r} is beyond "
+                f"{np.dtype(np_dtype).name}'s range (largest {np.finfo(np_dtype).max:.4g})"
+            )
         raise GraphcError("constant: value holds NaN or infinity")
     if name is None:
         digest = hashlib.sha256(repr(arr.shape).encode() + arr.tobytes()).hexdigest()[:12]

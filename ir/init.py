@@ -46,10 +46,12 @@ _ARGS = {
 }
 
 
-def check_initializer(name: str, args: dict[str, Any]) -> None:
+def check_initializer(name: str, args: dict[str, Any], dtype: Any = None) -> None:
     """Raises GraphcError for an unknown initializer, an argument it does not take, or a bad
     argument value: not a finite real number (a bool, a string: numpy's ValueError came
-    later; value=inf filled a param with inf), std < 0, or low > high."""
+    later; value=inf filled a param with inf), std < 0, or low > high; with ``dtype`` (the
+    parameter's numpy float dtype), a value, bound or mean beyond its range (value=1e39 in
+    float32 filled the param with inf as value=inf did)."""
     if name not in INITIALIZERS and name not in INTERNAL_INITIALIZERS:
         raise GraphcError(f"unknown initializer {name!r}; choose one of {', '.join(INITIALIZERS)}")
     extra = set(args) - _ARGS.get(name, set())
@@ -62,6 +64,13 @@ def check_initializer(name: str, args: dict[str, Any]) -> None:
             or not math.isfinite(v)
         ):
             raise GraphcError(f"initializer {name!r}: {k} must be a finite number, got {v!r}")
+    big = float(np.finfo(dtype).max) if dtype is not None and np.dtype(dtype).kind == "f" else None
+    for k in ("value", "low", "high", "mean"):
+        if big is not None and k in args and abs(args[k]) > big:
+            raise GraphcError(
+                f"initializer {name!r}: {k} {args[k]!r} is beyond {np.dtype(dtype).name}'s "
+                f"range (largest {big:.4g}): the parameter would hold inf"
+            )
     if args.get("std", 0.0) < 0:
         raise GraphcError(f"initializer {name!r}: std must be >= 0, got {args['std']!r}")
     if name == "uniform" and args.get("low", -0.05) > args.get("high", 0.05):
@@ -86,7 +95,7 @@ def initialize(
     name: str, shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32, **args: float
 ) -> np.ndarray:
     """An array of ``shape`` drawn by initializer ``name`` from ``rng`` (float64 math, cast)."""
-    check_initializer(name, args)
+    check_initializer(name, args, dtype)
     fan_in, fan_out = fans(shape)
     if name == "zeros":
         out = np.zeros(shape)
@@ -113,4 +122,12 @@ def initialize(
         out = rng.uniform(-a, a, shape)
     else:  # he_normal
         out = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
-    return np.asarray(out, dtype=dtype)
+    with np.errstate(over="ignore"):
+        res = np.asarray(out, dtype=dtype)
+    if not np.all(np.isfinite(res)):  # a normal draw with a huge std: inf in the parameter
+        raise GraphcError(
+            f"initializer {name!r} drew values beyond {np.dtype(dtype).name}'s range "
+            f"({', '.join(f'{k}={v!r}' for k, v in sorted(args.items()))}): the parameter "
+            "would hold inf"
+        )
+    return res

@@ -65,3 +65,38 @@ def test_float64_values_in_range_go_through_as_numpy_casts_them(which, request):
         a.train_step(x[1:], y[1:])
         b.train_step(x[1:].astype(np.float32), y[1:])
         assert _bytes(a) == _bytes(b)
+
+
+@pytest.mark.parametrize(
+    "declare",
+    [
+        lambda: gc.param("w", (2,), init="constant", value=1e39),
+        lambda: gc.param("w", (2,), init="uniform", low=-1e39, high=0.0),
+        lambda: gc.param("w", (2,), init="normal", mean=-4e38, std=1.0),
+        lambda: gc.constant(np.array([1.0, -1e39])),
+    ],
+    ids=["constant", "uniform", "normal-mean", "gc.constant"],
+)
+def test_a_declared_value_beyond_float32_is_refused_when_declared(declare):
+    """Before, the parameter or constant held inf (value=inf was refused, 1e39 was not), and
+    gc.constant's message said 'NaN or infinity' of finite data."""
+    with pytest.raises(gc.GraphcError, match="float32's range"):
+        declare()
+
+
+def test_a_draw_or_optimizer_slot_beyond_float32_is_refused_at_compile():
+    x = gc.input("x", ("N", 2000))
+    w = gc.param("w", (2000, 1), init="normal", std=1e38)  # draws above 3.4e38: inf
+    with pytest.raises(gc.GraphcError, match="float32's range"):
+        gc.compile(gc.matmul(x, w), name="trust_cast_draw")
+    out = gc.matmul(x, gc.param("v", (2000, 1)))
+    with pytest.raises(gc.GraphcError, match="float32's range"):
+        gc.compile(out, gc.mean(out), gc.Adagrad(initial_accumulator_value=1e39), name="tc_ada")
+
+
+def test_the_same_values_are_fine_in_float64():
+    x = gc.input("x", ("N", 2), dtype="f64")
+    out = x + gc.param("w", (2,), init="constant", value=1e39, dtype="f64")
+    out = out + gc.constant(np.array([1e39, 0.0]), dtype="f64")
+    m = gc.compile(out, name="trust_cast_f64")
+    np.testing.assert_array_equal(m.predict(np.zeros((1, 2))), [[2e39, 1e39]])
