@@ -14,6 +14,8 @@ import numpy as np
 
 from graphc.ir.errors import ArgumentError, GraphcError, OptionTypeError
 
+F32_MAX = float(np.finfo(np.float32).max)
+
 
 class InputRejected(ArgumentError):
     """A native entry refused input ``name`` (slot ``slot``) before writing anything."""
@@ -68,10 +70,13 @@ def check_seed(seed: object, what: str = "seed") -> int:
 
 
 def check_lr(lr: object) -> float:
-    """``lr`` as a float when it is a real number, finite and >= 0.
+    """``lr`` as a float when it is a real number, finite, >= 0 and at most float32's largest
+    value (a float32 step takes the rate as float32: 1e39 became inf there, and the step's
+    check then said a finite rate was not finite).
 
     Raises:
-        ArgumentError: NaN, +-Inf, a negative value, or not a real number.
+        ArgumentError: NaN, +-Inf, a negative value, a value above float32's range, or not a
+            real number.
     """
     if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)):
         raise ArgumentError(f"the learning rate must be a real number, got {lr!r}")
@@ -79,6 +84,11 @@ def check_lr(lr: object) -> float:
     if not math.isfinite(v) or v < 0:
         raise ArgumentError(
             f"the learning rate must be finite and >= 0, got {v!r}: nothing was changed"
+        )
+    if v > F32_MAX:
+        raise ArgumentError(
+            f"the learning rate {v!r} is beyond float32's range (largest {F32_MAX:.4g}), "
+            "the type of a float32 step's rate: nothing was changed"
         )
     return v
 

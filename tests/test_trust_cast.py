@@ -100,3 +100,17 @@ def test_the_same_values_are_fine_in_float64():
     out = out + gc.constant(np.array([1e39, 0.0]), dtype="f64")
     m = gc.compile(out, name="trust_cast_f64")
     np.testing.assert_array_equal(m.predict(np.zeros((1, 2))), [[2e39, 1e39]])
+
+
+@pytest.mark.parametrize("which", ["model", "library"])
+def test_a_learning_rate_beyond_float32_is_refused_when_set(which, request):
+    """model.lr = 1e39 was taken, became inf in the float32 step's rate, and the next
+    train_step said 'must be finite ... got 1e+39'; now refused when set, naming the range."""
+    obj = request.getfixturevalue(which)
+    before = obj.lr
+    with pytest.raises(ArgumentError, match="float32's range"):
+        obj.lr = 1e39
+    assert obj.lr == before
+    if which == "library":
+        with pytest.raises(ArgumentError, match="float32's range"):
+            obj.train_step(np.zeros((2, 3), np.float32), np.zeros(2, np.int32), lr=1e39)
