@@ -1900,6 +1900,9 @@ class Importer:
         except (ValueError, TypeError, IndexError, KeyError, OverflowError, MemoryError) as e:
             raise OnnxError(f"{cx.where()}: malformed node ({type(e).__name__}: {e})") from None
         args = [self.lookup(n, cx) if n else None for n in node.input]
+        for n, a in zip(node.input, args):  # (onnx_import_control: sequences known at import)
+            if isinstance(a, SequenceValue) and key not in SEQUENCE_OPERANDS:
+                cx.fail(f"input {n!r} is a sequence; {key} takes tensors")
         present = [a for a in args if a is not None]
         frozen = all(
             not isinstance(a, Tensor)
@@ -6649,7 +6652,7 @@ def _fold_dequantize_linear(cx: NodeContext, args: list) -> list:
 
 # the rules of graphc/onnx_import_onnxops.py (scatter, ...): after every helper they import
 # Loop, Scan, If (a computed condition too) and sequences: graphc/onnx_import_control.py
-from .onnx_import_control import SequenceValue  # noqa: E402
+from .onnx_import_control import SEQUENCE_OPERANDS, SequenceValue  # noqa: E402
 from .onnx_import_control import control_ops as _control_ops  # noqa: E402
 from .onnx_import_onnxops import INDEX_OPERAND as _INDEX_OPERAND  # noqa: E402
 from .onnx_import_onnxops import OPS_MORE as _OPS_ONNXOPS  # noqa: E402

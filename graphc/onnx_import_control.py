@@ -61,6 +61,20 @@ MAX_UNROLLED_ITERATIONS = 1024  # iterations (steps) one Loop or Scan is unrolle
 MAX_UNROLLED_NODES = 100_000  # body nodes imported over all iterations of one Loop or Scan
 
 
+# the operators that take a sequence operand (any other refuses one, naming the node)
+SEQUENCE_OPERANDS = frozenset(
+    (
+        "Identity",
+        "Loop",
+        "SequenceInsert",
+        "SequenceErase",
+        "SequenceAt",
+        "SequenceLength",
+        "ConcatFromSequence",
+    )
+)
+
+
 @dataclass(frozen=True)
 class SequenceValue:
     """An ONNX sequence known at import time: its elements (graph tensors, arrays known at
@@ -185,7 +199,9 @@ def _known_scalar(cx: NodeContext, v: Any, what: str) -> Any:
     if isinstance(v, (Tensor, onnx_layout.View, SequenceValue)):
         return None
     a = np.asarray(v)
-    if a.size != 1 or a.dtype == object:
+    if a.dtype == object:
+        cx.fail(f"{what} depends on the batch size N, which is known only at run time")
+    if a.size != 1:
         cx.fail(f"{what} must be one element known at import time, got {a.tolist()}")
     return a.reshape(-1)[0]
 
@@ -235,6 +251,8 @@ def stack(cx: NodeContext, vals: list[Any], axis: int, what: str) -> Any:
     stacked along a new axis 0 give the layout view [T, N, ...] of a [N, T, ...] tensor."""
     if not vals:
         cx.fail(f"{what} would be empty (no iterations): graphc has no dimension of size 0")
+    if any(isinstance(v, SequenceValue) for v in vals):
+        cx.fail(f"{what} holds sequences; it stacks tensors")
     vals = [onnx_layout.materialize(cx, v) if isinstance(v, onnx_layout.View) else v for v in vals]
     shapes = {_shape(v) for v in vals}
     if len(shapes) != 1:

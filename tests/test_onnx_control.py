@@ -118,7 +118,8 @@ def _refused(m, match):
 
 def test_loop_refusals_name_the_node(monkeypatch) -> None:
     """A trip count or a condition from the data (input, or the body's), no bound at all,
-    and more iterations than MAX_UNROLLED_ITERATIONS: refused naming the node."""
+    more iterations than MAX_UNROLLED_ITERATIONS, a trip count of the batch size N: refused
+    naming the node."""
     from graphc import onnx_import_control
 
     MAX_UNROLLED_ITERATIONS = 16  # (1024 by default: the same code, faster)
@@ -151,6 +152,11 @@ def test_loop_refusals_name_the_node(monkeypatch) -> None:
         ["", "go"], forever, "co", inits=[numpy_helper.from_array(np.array(True), "go")]
     )
     _refused(m, r"'lp' \(Loop.*still true after .* iterations")
+    m = _loop_model(["Mn", ""], ident, "co", [N("Shape", ["x"], ["sh"])])
+    m.graph.node.insert(0, m.graph.node.pop())
+    m.graph.node.insert(1, N("Gather", ["sh", "zero_i"], ["Mn"], axis=0))
+    m.graph.initializer.append(_i64("zero_i", 0))
+    _refused(m, r"'lp' \(Loop.*trip count M depends on the batch size N")
 
 
 def test_scan_axes_and_directions_as_onnxruntime() -> None:
@@ -305,6 +311,12 @@ def test_sequence_ops_as_onnxruntime() -> None:
         [_i64("far", 6)],
     )
     _refused(bad, r"'at' \(SequenceAt.*position 6 is outside -6..5")
+    relu = make_model(
+        [N("SplitToSequence", ["x"], ["s"], axis=1), N("Relu", ["s"], ["y"], name="r")],
+        [("x", ["N", 6])],
+        ["y"],
+    )
+    _refused(relu, r"'r' \(Relu.*input 's' is a sequence; Relu takes tensors")
 
 
 def test_gradient_through_an_unrolled_loop() -> None:
