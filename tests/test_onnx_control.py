@@ -162,7 +162,8 @@ def test_loop_refusals_name_the_node(monkeypatch) -> None:
 def test_scan_axes_and_directions_as_onnxruntime() -> None:
     """Scan-11 of x [N, 4, 3] along axis 1 in reverse and a constant [3, 4] along axis 1
     forward; a state [N, 3]; scan outputs along axis 1 forward and along axis 0 in reverse
-    (the [4, N, 3] layout, moved N-first by a Transpose)."""
+    (the [4, N, 3] layout, moved N-first by a Transpose); a time-major Scan of a transposed
+    input (a layout view sliced along T)."""
     rng = np.random.default_rng(3)
     body = _body(
         [
@@ -197,6 +198,25 @@ def test_scan_axes_and_directions_as_onnxruntime() -> None:
     want = _ort(m, feeds)
     got = _predict(m, feeds)
     for g, w in zip(got, want):
+        assert g.shape == w.shape
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    # time-major: Transpose to [T, N, C] (a layout view), Scan along axis 0, Transpose back
+    tm_body = _body(
+        [N("Add", ["s", "xt"], ["a"]), N("Tanh", ["a"], ["s2"]), N("Identity", ["s2"], ["o"])],
+        [("s", F, ["N", 3]), ("xt", F, ["N", 3])],
+        [("s2", F), ("o", F)],
+    )
+    tm = make_model(
+        [
+            N("Transpose", ["x"], ["xtm"], perm=[1, 0, 2]),
+            N("Scan", ["s0", "xtm"], ["sT", "os"], body=tm_body, num_scan_inputs=1),
+            N("Transpose", ["os"], ["y"], perm=[1, 0, 2]),
+        ],
+        [("s0", ["N", 3]), ("x", ["N", 4, 3])],
+        ["sT", "y"],
+        opset=11,
+    )
+    for g, w in zip(_predict(tm, feeds), _ort(tm, feeds)):
         assert g.shape == w.shape
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
     scan.attribute.pop()  # no output directions: axis 0 over the batch dimension N
