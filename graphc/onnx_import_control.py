@@ -27,8 +27,10 @@ graphc compiles static graphs; exporters write control flow that is often static
   taken branch only). The cost: both branches are computed on every call. Both branches must
   give outputs of the same shape and element type (ONNX Runtime's result is one of them,
   graphc's is the same element) and import; otherwise the node is refused by name. Training
-  through it: a param that feeds a branch gets a NaN gradient where the branch not taken has
-  an infinite or undefined derivative at the data (warned: OnnxBranchGradientWarning). An If whose
+  through it: each branch reads the outer values that depend on a param through a gate,
+  where(cond, v, 0) (then) or where(cond, 0, v) (else), so the branch not taken computes on
+  zeros and its backward pass, even where it is 0 * inf = NaN, is dropped by the gate's
+  select: the gradient is the taken branch's (one more select per gated value). An If whose
   condition is known at import time imports the branch it takes only (``onnx_import._if``).
 - Sequences whose length is known at import time: a sequence is a tuple of values
   (``SequenceValue``) at import. SequenceEmpty, SequenceConstruct, SequenceInsert,
@@ -43,7 +45,6 @@ gradients through an unrolled Loop).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +129,16 @@ def _rename(g: Any, ren: dict[str, str], node_prefix: str) -> None:
             _rename(sub, ren, node_prefix)
 
 
+def _rename_reads(node: Any, alias: dict[str, str]) -> None:
+    """Node ``node`` (and its subgraphs' nodes) reads ``alias[name]`` for each ``name``."""
+    ins = [alias.get(x, x) for x in node.input]
+    del node.input[:]
+    node.input.extend(ins)
+    for sub in _subgraphs(node):
+        for n in sub.node:
+            _rename_reads(n, alias)
+
+
 def _operand(cx: NodeContext, i: int) -> Any:
     """Operand ``i`` as the importer holds it: a layout view, a sequence, a tensor or an
     array."""
@@ -144,11 +155,20 @@ def _bind(imp: Any, name: str, v: Any) -> None:
         imp.values[name] = v
 
 
-def run_graph(cx: NodeContext, g: Any, bind: list[Any], tag: str, wanted: list[bool]) -> list:
+def run_graph(
+    cx: NodeContext,
+    g: Any,
+    bind: list[Any],
+    tag: str,
+    wanted: list[bool],
+    gate: Any = None,
+) -> list:
     """Import subgraph ``g`` of node ``cx`` once: its inputs bound to ``bind``, its values
     renamed ``<node>/<tag>/<name>`` (so that each iteration has its own), its initializers
     shared (kept by name), the nodes that the ``wanted`` outputs need converted in order.
-    Returns its outputs (None where not wanted).
+    ``gate(name)``, where given, may bind another value for a name the subgraph reads from
+    outside (or an initializer of its own) and return that value's name, which the subgraph
+    then reads instead. Returns its outputs (None where not wanted).
 
     Raises:
         OnnxError: naming the node, for a subgraph whose inputs do not match ``bind`` or
@@ -176,6 +196,13 @@ def run_graph(cx: NodeContext, g: Any, bind: list[Any], tag: str, wanted: list[b
             imp.initializers[t.name] = tensor_to_array(t, imp.base_dir, f"{cx.where()}: {t.name!r}")
     for vi, v in zip(h.input, bind):
         _bind(imp, vi.name, v)
+    if gate is not None:
+        inside = _defined(h) - {t.name for t in h.initializer}
+        reads = set().union(set(), *(_node_reads(n) for n in h.node)) - inside
+        alias = {r: a for r in sorted(reads) if (a := gate(r)) is not None}
+        if alias:
+            for n in h.node:
+                _rename_reads(n, alias)
     needed = {o.name for o, w in zip(h.output, wanted) if w}
     use = [False] * len(h.node)
     for i in range(len(h.node) - 1, -1, -1):
@@ -452,32 +479,56 @@ def scan(cx: NodeContext) -> list[Any]:
 # ------------------------------------------------------------------ If
 
 
-class OnnxBranchGradientWarning(UserWarning):
-    """An If on a computed condition whose branches depend on trainable parameters: the
-    gradient reaches the branch taken only, but where the branch not taken has an infinite
-    or undefined derivative at the data (sqrt or log of a value <= 0, a division by 0) its
-    exact-zero cotangent times that derivative is NaN (0 * inf), which the sum with the taken
-    branch's gradient carries."""
-
-
-def _warn_trained_branches(cx: NodeContext, outs: list[Tensor]) -> None:
-    stack, seen = list(outs), set()
+def _reaches_param(t: Tensor) -> bool:
+    stack, seen = [t], set()
     while stack:
         u = stack.pop()
         if id(u) in seen:
             continue
         seen.add(id(u))
         if u.node.op == "param":
-            warnings.warn(
-                f"{cx.where()}: its condition is computed from the data, so both branches are "
-                f"computed and selected; param {u.name!r} feeds a branch: its gradient is NaN "
-                "where the branch not taken has an infinite or undefined derivative at the "
-                "data (sqrt or log of a value <= 0, a division by 0)",
-                OnnxBranchGradientWarning,
-                stacklevel=2,
-            )
-            return
+            return True
         stack.extend(u.parents)
+    return False
+
+
+def _branch_gate(cx: NodeContext, cond: Tensor, branch: str) -> Any:
+    """The gate of an If branch's outer reads that depend on a param: ``where(cond, v, 0)``
+    for the then branch, ``where(cond, 0, v)`` for the else branch. The branch taken reads v
+    itself; the other reads zeros, and its output is discarded by the select. The gate's
+    gradient is a select too, so whatever the branch not taken gives in the backward pass
+    (0 * inf = NaN where its derivative is infinite or undefined at the data) never reaches
+    a param."""
+    imp = cx.imp
+    base_name = cx.node.name or f"node{cx.index}"
+
+    def gate(name: str) -> str | None:
+        v = imp.views.get(name)
+        if v is None:
+            if name not in imp.values and name not in imp.initializers:
+                return None  # (a name a nested subgraph defines for itself)
+            v = imp.lookup(name, cx)
+            if isinstance(v, np.ndarray):
+                if not (name in imp.initializers and v.dtype.kind == "f"):
+                    return None
+                if not imp.is_trainable(name):
+                    return None
+                v = imp.as_tensor(name, cx)
+        if not isinstance(v, (Tensor, onnx_layout.View)):
+            return None
+        t = v.base if isinstance(v, onnx_layout.View) else v
+        if id(t) in imp.merged or not _reaches_param(t):
+            return None
+        zero = dsl.const(0.0)
+        args = (t, zero) if branch == "then_branch" else (zero, t)
+        g = dsl.apply("where", cond, *args)
+        alias = f"{base_name}/{branch}/gate/{name}"
+        if alias in imp.values:
+            cx.fail(f"the gate {alias!r} clashes with a value of the graph")
+        _bind(imp, alias, onnx_layout.View(g, v.groups) if isinstance(v, onnx_layout.View) else g)
+        return alias
+
+    return gate
 
 
 def _elem_type(vi: Any) -> int:
@@ -501,17 +552,16 @@ def if_rule(cx: NodeContext) -> list[Any]:
         if len(g.output) != len(cx.node.output):
             cx.fail(f"its {b} has {len(g.output)} outputs for the node's {len(cx.node.output)}")
     wanted = [bool(o) for o in cx.node.output]
+    c = cond if not cond.shape else dsl.apply("reshape", cond, shape=())
     got = []
     for b, g in zip(names, branches):
         try:
-            got.append(run_graph(cx, g, [], b, wanted))
+            got.append(run_graph(cx, g, [], b, wanted, _branch_gate(cx, c, b)))
         except OnnxError as e:
             raise OnnxError(
                 f"{cx.where()}: its condition is computed from the data, so graphc computes "
                 f"both branches and selects; its {b} cannot be imported: {e}"
             ) from None
-    c = cond if not cond.shape else dsl.apply("reshape", cond, shape=())
-    _warn_trained_branches(cx, [v for vs in got for v in vs if isinstance(v, Tensor)])
     outs: list[Any] = []
     for k, (a, b) in enumerate(zip(*got)):
         if not wanted[k]:

@@ -263,25 +263,25 @@ def test_if_on_the_data_selects_between_both_branches() -> None:
 
 
 def test_gradient_through_an_if_on_the_data() -> None:
-    """If(sum(x) > 0, (x w)^2, -(x w)): d/dw of the taken branch, for both signs, against
-    central differences; importing with w trainable warns that an untaken branch with an
-    infinite derivative would give NaN."""
-    from graphc.onnx_import_control import OnnxBranchGradientWarning
-
-    then = [N("Mul", ["x", "w"], ["xw"]), N("Mul", ["xw", "xw"], ["sq"])]
+    """If(sum(x) > 0, sqrt(x w), -(x w)): d/dw of the taken branch, for both signs, against
+    central differences. With x < 0 the branch not taken is sqrt of negatives (NaN, and an
+    undefined derivative): its backward pass must not reach w (before the branches' gates,
+    the gradient was NaN)."""
+    then = [N("Mul", ["x", "w"], ["xw"]), N("Sqrt", ["xw"], ["sq"])]
     m = _if_model(then, "sq", [N("Mul", ["x", "w"], ["xw2"]), N("Neg", ["xw2"], ["n"])], "n")
-    w0 = np.array([0.5, -1.0, 2.0], np.float32)
+    w0 = np.array([0.5, 1.0, 2.0], np.float32)
     m.graph.initializer.append(_f32("w", w0))
+    imp = gc.from_onnx(m, trainable={"w"})
+    model = imp.compile(gc.sum(imp.outputs[0]), gc.SGD(0.1))
     rng = np.random.default_rng(7)
     for sign in (1.0, -1.0):
         x = (sign * (np.abs(rng.standard_normal((2, 3))) + 0.1)).astype(np.float32)
-        with pytest.warns(OnnxBranchGradientWarning, match=r"'iff' \(If.*param 'w'"):
-            imp = gc.from_onnx(m, trainable={"w"})
-        grads = imp.compile(gc.sum(imp.outputs[0]), gc.SGD(0.1)).gradients({"x": x})
+        np.testing.assert_array_equal(model.predict(x), _ort(m, {"x": x})[0])
+        grads = model.gradients({"x": x})
 
         def f(w) -> float:
             xw = x.astype(np.float64) * w
-            return float((xw * xw).sum() if x.sum() > 0 else (-xw).sum())
+            return float(np.sqrt(xw).sum() if x.sum() > 0 else (-xw).sum())
 
         got = next(g for n, g in grads.items() if n.endswith("w"))
         want = numeric_grad(f, [w0.astype(np.float64)], 0)
