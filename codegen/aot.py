@@ -69,6 +69,7 @@ ABI_VERSION = 1
 WEIGHTS_VERSION = 2  # 2: byte order and field width at 32
 WEIGHTS_MAGIC = b"GCWEIGHT"
 MAX_BATCH = 1 << 30  # keeps every size expression far from int64 overflow
+ALIGN_STATE_COPY = 64  # the library's state image (what infer reads given no state)
 PUBLIC_ENTRIES = ("infer", "train_step", "train_grads", "apply_update")
 # Entries that change params/state (need ctx->state); train_grads + apply_update are
 # train_step split around the caller's all-reduce of the GRAD_BYTES at the workspace's start.
@@ -258,6 +259,9 @@ class EntryPlan:
     # is row-wise (row i depends on input row i only; for train_step: never, the loss is a mean)
     rows_independent: bool = False
     checks: dict[str, InputCheck] = field(default_factory=dict)  # by value name
+    # the entry's kernels read the state region (batch_norm's running statistics, an imported
+    # model's constants): infer given no state reads the library's copy (_state_arg)
+    reads_state: bool = False
 
 
 @dataclass
@@ -511,6 +515,7 @@ def _plan_entry(
         s.arena_row,
         entry == "infer" and rows_independent(g, s.output_slots),
         {c.name: c for c in checks},
+        any(n.op == "state" for n in g.nodes),
     )
 
 
@@ -954,7 +959,11 @@ def _header_regions(plan: LibraryPlan) -> list[str]:
     L: list[str] = []
     for title, regions, base in (
         ("Parameters inside params", plan.params, "PARAM"),
-        ("Optimizer state inside state", plan.state, "STATE"),
+        (
+            "State (optimizer slots, running statistics, imported constants) inside state",
+            plan.state,
+            "STATE",
+        ),
         ("Gradients inside the train_step workspace", plan.grads, "GRAD"),
     ):
         if not regions:
@@ -1161,10 +1170,16 @@ def _source_tables(plan: LibraryPlan) -> list[str]:
     L: list[str] = []
     a = L.append
     a(f"static const unsigned char wheader[{len(whdr)}] = {{\n    {_c_bytes(whdr)}\n}};")
-    if plan.state_init is not None:
+    if plan.state_init is not None:  # aligned: infer given no state reads it (_state_arg)
         a(
-            f"static const unsigned char state_init[{len(plan.state_init)}] = {{\n    "
+            f"static const unsigned char state_init[{len(plan.state_init)}] "
+            f"__attribute__((aligned({ALIGN_STATE_COPY}))) = {{\n    "
             f"{_c_bytes(plan.state_init)}\n}};"
+        )
+    elif any(_state_optional(e) for e in plan.entries.values()):
+        a(
+            f"static const unsigned char state_zero[{plan.state_bytes}] "
+            f"__attribute__((aligned({ALIGN_STATE_COPY}))) = {{0}};"
         )
     a(f"static const unsigned char meta[{len(meta)}] = {{\n    {_c_bytes(meta)}\n}};")
     a("")
@@ -1416,7 +1431,8 @@ def _c_entry_checks(plan: LibraryPlan, e: EntryPlan) -> list[str]:
     """The wrapper's argument checks: ctx, NULL pointers, batch size (and row0), workspace,
     each array's length."""
     U, train = plan.upper, e.entry in TRAIN_ENTRIES
-    L = [f"    int gc_rc = check_ctx(ctx, {int(train)});", "    if (gc_rc) return gc_rc;"]
+    need = 1 if train else 2 if _state_optional(e) else 0
+    L = [f"    int gc_rc = check_ctx(ctx, {need});", "    if (gc_rc) return gc_rc;"]
     a = L.append
     ptrs = [p.cname for p in e.inputs + e.outputs if not _scalar_in(e, p)]
     if ptrs:
@@ -1429,7 +1445,7 @@ def _c_entry_checks(plan: LibraryPlan, e: EntryPlan) -> list[str]:
         if not any(p.name == "row0" for p in e.inputs):
             a("    (void)row0;  /* no dropout: the masks need no row index */")
     ws = f"{U}_{e.entry.upper()}_WORKSPACE_BYTES(n)"
-    a(f"    gc_rc = check_workspace(ctx, {ws}, {int(train)});")
+    a(f"    gc_rc = check_workspace(ctx, {ws}, {need});")
     a("    if (gc_rc) return gc_rc;")
     for p in e.inputs + e.outputs:
         if (train and p in e.outputs and not p.type.shape) or _scalar_in(e, p):
@@ -1474,7 +1490,7 @@ def _c_entry_call(plan: LibraryPlan, e: EntryPlan) -> list[str]:
     if e.lr is not None:
         a(f"    gc_in[{e.lr.slot}] = &gc_lr;")
     L += [f"    gc_out[{p.slot}] = (void *){p.cname};" for p in e.outputs]
-    args = "ctx->params, ctx->state, ctx->workspace, gc_in, gc_out, n"
+    args = f"ctx->params, {_state_arg(plan, e)}, ctx->workspace, gc_in, gc_out, n"
     a(f"    gc_rc = {N}__graphc_{e.entry}({args});")
     if e.checks:  # the input checks' codes (CHECK_BASE + slot): nothing was written
         slot_of = {p.name: p.slot for p in e.inputs}
@@ -1500,6 +1516,25 @@ def _c_entry_call(plan: LibraryPlan, e: EntryPlan) -> list[str]:
     a(f"    return gc_rc ? {U}_ERR_INTERNAL : {U}_OK;")
     a("}")
     return L
+
+
+def _state_optional(e: EntryPlan) -> bool:
+    """Whether entry ``e`` reads state that the caller may leave out (ctx->state NULL: the
+    header lets inference-only callers do so): infer reading batch_norm's running statistics
+    or an imported model's constants. Train entries always need the caller's state."""
+    return e.reads_state and e.entry not in TRAIN_ENTRIES
+
+
+def _state_arg(plan: LibraryPlan, e: EntryPlan) -> str:
+    """The state pointer the wrapper passes to entry ``e``'s kernels: the caller's, or for an
+    entry whose state is optional (_state_optional) given none, the library's read-only image
+    of the state init would write (the trained running statistics and constants;
+    export._initial_state), so that inference without a state buffer computes what it would
+    after init with one instead of reading through a NULL pointer."""
+    if not _state_optional(e):
+        return "ctx->state"
+    copy = "state_init" if plan.state_init is not None else "state_zero"
+    return f"(ctx->state ? ctx->state : (void *){copy})"
 
 
 def _explainer(plan: LibraryPlan, e: EntryPlan, p: Port) -> str:

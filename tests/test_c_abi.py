@@ -7,6 +7,7 @@ Cost: one small export and one C program (about 2 s).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -302,3 +303,97 @@ def test_one_ctx_called_from_two_threads_gets_err_busy(tmp_path) -> None:
     assert lines[1] == "after 0"
     assert lines[2].startswith("strerror another call is running on this ctx")
     assert lines[3] == "same 1 1"
+
+
+# Calls NAME_infer given no state (as examples/c/predict.c), given its state after NAME_init,
+# and given a state buffer one byte short; prints the return codes and both calls' outputs.
+STATELESS_C = r"""
+#include "@H@"
+#include <stdio.h>
+#include <stdlib.h>
+#define N 3
+int main(void) {
+    @P@_ctx c;
+    float x[N * @U@_X_ROW_ELEMS], y0[N * @U@_@Y@_ROW_ELEMS], y1[N * @U@_@Y@_ROW_ELEMS];
+    int i, rc;
+    c.params = aligned_alloc(64, (size_t)(@U@_PARAM_BYTES + 64) / 64 * 64);
+    c.params_bytes = @U@_PARAM_BYTES;
+    c.state = NULL; c.state_bytes = 0;
+    c.workspace_bytes = @P@_workspace_size(N);
+    c.workspace = aligned_alloc(64, (size_t)(c.workspace_bytes + 64) / 64 * 64);
+    if (@P@_init(&c) != @U@_OK) return 1;
+    for (i = 0; i < N * @U@_X_ROW_ELEMS; i++) x[i] = (float)(i % 13) * 0.25f - 1.5f;
+    rc = @P@_infer(&c, N, x, N * @U@_X_ROW_ELEMS, y0, N * @U@_@Y@_ROW_ELEMS);
+    printf("no_state rc %d\n", rc);
+    c.state = aligned_alloc(64, (size_t)(@U@_STATE_BYTES + 64) / 64 * 64);
+    c.state_bytes = @U@_STATE_BYTES;
+    if (@P@_init(&c) != @U@_OK) return 2;
+    c.state_bytes = @U@_STATE_BYTES - 1;
+    rc = @P@_infer(&c, N, x, N * @U@_X_ROW_ELEMS, y1, N * @U@_@Y@_ROW_ELEMS);
+    printf("short_state rc %d\n", rc);
+    c.state_bytes = @U@_STATE_BYTES;
+    rc = @P@_infer(&c, N, x, N * @U@_X_ROW_ELEMS, y1, N * @U@_@Y@_ROW_ELEMS);
+    printf("state rc %d\n", rc);
+    for (i = 0; i < N * @U@_@Y@_ROW_ELEMS; i++) printf("%.9g %.9g\n", y0[i], y1[i]);
+    return 0;
+}
+"""
+
+
+def _onnx_pool_model():
+    """An ONNX AveragePool with pads, count_include_pad=0: the importer's window masks and
+    counts are constants, which live in the state region."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    return gc.from_onnx(m, name="pooled").compile()
+
+
+@pytest.mark.parametrize("kind", ["batch_norm", "onnx_constants"])
+def test_infer_given_no_state_reads_the_exported_state(tmp_path, kind) -> None:
+    """The header lets an inference-only caller leave ctx.state NULL (examples/c/predict.c
+    does). infer reads state when the model has batch_norm (its running statistics) or was
+    imported from ONNX (the importer's constants: pooling masks and counts, recurrent masks,
+    quantization tables): it then read through the NULL pointer and crashed (SIGSEGV). Now
+    it reads the library's image of the state (what init writes into a given state): equal
+    bit for bit to predict and to the call given state; a given state one byte short is
+    ERR_BUFFER (before, infer did not check a state it read)."""
+    if kind == "batch_norm":
+        x = gc.input("x", ("N", 6))
+        out = gc.batch_norm(gc.dense(x, 4, name="d"), name="bn")
+        model = gc.compile([out], name="normed", seed=3)
+        model.state["bn.running_mean"][:] = [0.5, -1.0, 0.25, 2.0]  # trained-looking values
+        model.state["bn.running_var"][:] = [2.0, 0.5, 1.5, 4.0]
+        name, shape = "normed", (6,)
+    else:
+        model = _onnx_pool_model()
+        name, shape = "pooled", (2, 4, 5)
+    res = model.export(str(tmp_path / f"lib{name}.so"), entries="infer")
+    header = open(res.header).read()
+    y = re.search(r"float \*(\w+), int64_t \w+_len\);", header).group(1)
+    src = STATELESS_C.replace("@H@", os.path.basename(res.header)).replace("@P@", name)
+    (tmp_path / "s.c").write_text(src.replace("@U@", name.upper()).replace("@Y@", y.upper()))
+    exe = str(tmp_path / "s")
+    cmd = [CC, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{tmp_path}",
+           str(tmp_path / "s.c"), f"-L{tmp_path}", f"-l{name}", f"-Wl,-rpath,{tmp_path}",
+           "-o", exe]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([exe], capture_output=True, text=True, check=False, timeout=60)
+    assert r.returncode == 0, f"exit {r.returncode}: {r.stderr}"
+    lines = r.stdout.splitlines()
+    assert lines[:3] == ["no_state rc 0", "short_state rc 3", "state rc 0"], lines[:3]
+    got = np.array([v.split() for v in lines[3:]], np.float32)
+    xs = ((np.arange(3 * int(np.prod(shape))) % 13) * 0.25 - 1.5).astype(np.float32)
+    want = np.asarray(model.predict(xs.reshape(3, *shape))).ravel()
+    np.testing.assert_array_equal(got[:, 0], want)
+    np.testing.assert_array_equal(got[:, 1], want)

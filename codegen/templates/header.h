@@ -92,7 +92,7 @@ extern "C" {
 #define GCUPPER_MIN_ALIGN GCMINALIGN
 #define GCUPPER_MAX_BATCH ((int64_t)GCMAXBATCH)
 #define GCUPPER_PARAM_BYTES ((int64_t)GCPARAMBYTES)   /* weights */
-#define GCUPPER_STATE_BYTES ((int64_t)GCSTATEBYTES)   /* optimizer state (train_step) */
+#define GCUPPER_STATE_BYTES ((int64_t)GCSTATEBYTES)   /* optimizer state, running statistics, constants (see GCNAME_ctx) */
 #define GCUPPER_GRAD_BYTES ((int64_t)GCGRADBYTES)    /* gradients, at offset 0 of the workspace (train_step; train_grads writes them, apply_update reads them) */
 #define GCUPPER_WEIGHTS_FILE_BYTES ((int64_t)GCWEIGHTSFILEBYTES)   /* header GCWEIGHTSHEADERBYTES + PARAM_BYTES */
 //@ entry_workspaces
@@ -104,8 +104,9 @@ extern "C" {
 
 //@ regions
 /* The buffers one instance uses, all owned by the caller. state may be NULL when
-   train_step is not called; workspace must hold GCNAME_workspace_size(n) bytes for the
-   largest n passed. */
+   train_step is not called: infer then reads the state init would write (batch_norm's
+   running statistics and an imported model's constants as exported); workspace must hold
+   GCNAME_workspace_size(n) bytes for the largest n passed. */
 typedef struct GCNAME_ctx {
     void *params;    int64_t params_bytes;     /* >= PARAM_BYTES */
     void *state;     int64_t state_bytes;      /* >= STATE_BYTES (train_step) */

@@ -93,12 +93,15 @@ static int enter_ctx(const void *ctx) {
 static void leave_ctx(int slot) {
     if (slot >= 0 && slot < GC_BUSY_SLOTS) __atomic_store_n(&busy_ctx[slot], (const void *)0, __ATOMIC_RELEASE);
 }
-/* ctx and its params (and state when need_state) exist, are large enough and aligned. */
+/* ctx and its params exist, are large enough and aligned; so does state when need_state is 1
+   (the training entries), and when given when need_state is 2 (an infer that reads state:
+   given none, it reads the library's image of the state). */
 static int check_ctx(const GC_CTX *ctx, int need_state) {
 #ifdef GC_CPU_SUPPORTED
     if (!GC_CPU_SUPPORTED()) return GC_ERR_CPU;
 #endif
     if (!ctx) return GC_ERR_NULL;
+    if (need_state == 2) need_state = ctx->state != NULL;
     if (!ctx->params && GC_PARAM_BYTES > 0) return GC_ERR_NULL;
     if (need_state && !ctx->state && GC_STATE_BYTES > 0) return GC_ERR_NULL;
     if (ctx->params_bytes < GC_PARAM_BYTES) return GC_ERR_BUFFER;
