@@ -15,8 +15,9 @@ and every integer step is done exactly in float32:
   does not hold the constant operand is split into ``16 * hi + lo`` (``lo`` in 0..15) and the
   two products (each within the bound) are summed by one float32 addition, which rounds the
   exact sum correctly, as ONNX Runtime's conversion of its int32 accumulator to float does
-  (for K up to about 4000 at full-range operands). Beyond that, and for two computed operands
-  beyond the bound (K > 258 at full range), the import is refused naming the node.
+  (for K up to about 4000 at full-range operands; a computed operand, both of QLinearMatMul's
+  in attention, is split the same way at run time). Beyond that the import is refused naming
+  the node.
 - **Requantization** as ONNX Runtime's MLAS does: ``clamp(rne(float(acc) * M) + zp)`` with the
   float32 multiplier ``M = (a_scale * b_scale[j]) / y_scale``, halves to even (the spec's
   rounding).
@@ -46,6 +47,7 @@ from .onnx_import import (
     _abs,
     _conv_attrs,
     _fmt,
+    _integral_part,
     _mask,
     _matmul_tensors,
     _minimum,
@@ -238,12 +240,20 @@ def _matmul_core(
     if isinstance(vb, Tensor):
         b, b_bound = _centred_input(cx, ib, izb)
         k = int(a.shape[-1])
-        if a_bound * b_bound * k >= EXACT:
+        if a_bound * b_bound * k < EXACT:
+            return _matmul_tensors(cx, a, b), int(b.shape[-1])
+        # split b = 16 hi + lo at run time (hi = floor(b / 16), lo in 0..15), as the
+        # constant weights in _exact_sum: two exact products, added once
+        if a_bound * max(np.ceil(b_bound / 16.0), 15.0) * k >= EXACT:
             cx.fail(
                 f"two computed operands with K={k}: their integer accumulation can reach "
-                f"{a_bound * b_bound * k:.0f}, past what graphc sums exactly in float32 (2**24)"
+                f"{a_bound * b_bound * k:.0f}, past what graphc sums exactly in float32 "
+                "(2**24, or about 2**28 split in two)"
             )
-        return _matmul_tensors(cx, a, b), int(b.shape[-1])
+        hi = _integral_part(cx, b * 0.0625, -1)
+        lo = b - hi * 16.0
+        y = _matmul_tensors(cx, a, hi) * 16.0 + _matmul_tensors(cx, a, lo)
+        return y, int(b.shape[-1])
     rank = np.asarray(vb).ndim
     if rank < 2:
         cx.fail(f"operand B of shape {list(np.asarray(vb).shape)}: graphc takes B of rank >= 2")

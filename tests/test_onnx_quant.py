@@ -603,3 +603,34 @@ def test_qlinear_average_pool_windows_past_the_end_divide_as_onnxruntime() -> No
                 continue  # int8 QDQ groups keep the float definition (ORT's is CPU-dependent)
             g = np.asarray(got[o])
             np.testing.assert_array_equal(g.reshape(want[o].shape), want[o], err_msg=f"{dt} {o}")
+
+
+def test_qlinear_matmul_of_two_computed_operands_past_2_24(tmp_path) -> None:
+    """QLinearMatMul of a quantized [N, 4, 600] by its own transpose (two computed operands,
+    K = 600, full-range uint8: the accumulation reaches ~3.9e7 > 2**24, as attention's
+    probabilities @ values at a long sequence): the computed operand is split 16 hi + lo at
+    run time; equal to ONNX Runtime. Refused before; K = 5000 still is, naming the node."""
+    mk = helper.make_node
+    inits = [
+        nh.from_array(np.float32(0.02), "sx"),
+        nh.from_array(np.uint8(0), "zx"),
+        nh.from_array(np.float32(70.0), "sy"),
+        nh.from_array(np.uint8(7), "zy"),
+    ]
+    nodes = [
+        mk("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+        mk("Transpose", ["xq"], ["xt"], perm=[0, 2, 1]),
+        mk("QLinearMatMul", ["xq", "sx", "zx", "xt", "sx", "zx", "sy", "zy"], ["yq"], name="mm"),
+        mk("DequantizeLinear", ["yq", "sy", "zy"], ["y"]),
+    ]
+    path = str(tmp_path / "t.onnx")
+    onnx.save(_model(nodes, inits, ["N", 4, 600], ["N", 4, 4]), path)
+    rng = np.random.default_rng(16)
+    x = rng.uniform(0, 5.2, size=(6, 4, 600)).astype(np.float32)
+    x[0] = 5.1  # 255 everywhere: the largest accumulation
+    want = _ort(path, x)[0]
+    got = from_onnx(path, trainable=False).compile().predict(x)
+    np.testing.assert_array_equal(got, want)
+    big = _model(nodes, inits, ["N", 4, 5000], ["N", 4, 4])
+    with pytest.raises(OnnxError, match=r"'mm' \(QLinearMatMul.*K=5000"):
+        from_onnx(big, trainable=False)
