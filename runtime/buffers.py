@@ -62,6 +62,63 @@ def address(a: np.ndarray) -> int:
         return a.__array_interface__["data"][0]
 
 
+class WeightViews(dict):
+    """name -> the array of a parameter (or state) inside the model's flat region (the memory
+    the native code reads): a dict whose names are fixed and whose arrays are the model's.
+
+    ``views[name] = value`` writes ``value`` into that array, checked as ``set_weights``
+    checks it (shape, numeric kind, range; nothing written on an error), so that in-place
+    idioms (``m.params["w"] *= 0.5``) and assignments both change the model. Before, a plain
+    dict took the assignment as a new entry: predict and the exported library kept the old
+    weights while get_weights, save and the checkpoint reported the new array. Adding,
+    removing or rebinding names raises ArgumentError. Copies, deep copies and pickles are
+    plain dicts (a snapshot of the arrays, for ``copy.deepcopy``)."""
+
+    def __init__(self, items: Any, who: str) -> None:
+        super().__init__(items)
+        self._who = who
+
+    def __setitem__(self, name: Any, value: Any) -> None:
+        from .checks import param_value
+
+        target = dict.__getitem__(self, name) if name in self else None
+        if target is None:
+            raise ArgumentError(
+                f"{self._who}: no parameter or state {name!r} to assign (names: "
+                f"{', '.join(self)}); the names are fixed by the compiled program"
+            )
+        target[...] = param_value(f"{self._who}[{name!r}]", self, name, value)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        staged = dict(*args, **kwargs)
+        from .checks import param_value
+
+        values = [(k, param_value(f"{self._who}.update", self, k, v)) for k, v in staged.items()]
+        for k, v in values:  # all checked first: all or none
+            dict.__getitem__(self, k)[...] = v
+
+    def __ior__(self, other: Any) -> WeightViews:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def setdefault(self, name: Any, default: Any = None) -> Any:
+        if name in self:
+            return dict.__getitem__(self, name)
+        self[name] = default  # raises: no such name
+        return None
+
+    def _fixed(self, *args: Any, **kwargs: Any) -> Any:
+        raise ArgumentError(
+            f"{self._who}: its names are fixed by the compiled program (nothing to remove); "
+            "write values with set_weights or views[name][...] = value"
+        )
+
+    __delitem__ = pop = popitem = clear = _fixed
+
+    def __reduce__(self) -> tuple:
+        return (dict, (dict(self),))
+
+
 def output_arrays(
     out: Any,
     names: list[str],

@@ -28,7 +28,7 @@ from graphc.codegen.threads import MAX_THREADS
 from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError, NumericsError
 from graphc.ir.types import DTYPE_INFO, TensorType
 
-from .buffers import address, aligned_empty, output_arrays, view
+from .buffers import WeightViews, address, aligned_empty, output_arrays, view
 from .checks import (
     cast_input,
     check_batch_size,
@@ -195,14 +195,24 @@ class Library:
             0,
         )
         self._ctxp = ctypes.addressof(self._ctx)  # the struct never moves
-        self.params = {
-            r["name"]: view(self._params, r["offset"], tuple(r["shape"]), DTYPE_INFO[r["dtype"]].np)
-            for r in self.meta["params"]
-        }
-        self.state = {
-            r["name"]: view(self._state, r["offset"], tuple(r["shape"]), DTYPE_INFO[r["dtype"]].np)
-            for r in self.meta["state"]
-        }
+        self.params = WeightViews(
+            {
+                r["name"]: view(
+                    self._params, r["offset"], tuple(r["shape"]), DTYPE_INFO[r["dtype"]].np
+                )
+                for r in self.meta["params"]
+            },
+            "library.params",
+        )
+        self.state = WeightViews(
+            {
+                r["name"]: view(
+                    self._state, r["offset"], tuple(r["shape"]), DTYPE_INFO[r["dtype"]].np
+                )
+                for r in self.meta["state"]
+            },
+            "library.state",
+        )
         # a library exported with weights="file" starts with zero params: refused by predict
         # and train_step until weights are loaded or written (see _check_weights_given)
         self._weights_pending = not self.meta.get("embed") and self._params.nbytes > 0

@@ -29,7 +29,7 @@ from graphc.ir.errors import (
 from graphc.ir.program import UNIT_TARGET_LOSSES
 from graphc.ir.types import BATCH
 
-from .buffers import aligned_empty, output_arrays, view
+from .buffers import WeightViews, aligned_empty, output_arrays, view
 from .callbacks import CallbackList
 from .checks import (
     InputRejected,
@@ -226,8 +226,10 @@ class Model:
 
     Attributes:
         program: the compiler's output, stage by stage (graphs, schedules, timings).
-        params: name -> float array view of each trainable parameter (writable in place).
-        state: name -> array view of each optimizer slot and the step counter.
+        params: name -> float array view of each trainable parameter (writable in place;
+            ``params[name] = value`` writes value into it, checked as set_weights checks it,
+            and the names are fixed: buffers.WeightViews).
+        state: name -> array view of each optimizer slot and the step counter (the same).
             Both are live and unlocked: while another thread trains, read a consistent
             snapshot with ``get_weights()`` / ``save()`` and write with ``set_weights()``
             (they take the model's lock; see ``fit``'s Threads paragraph).
@@ -258,8 +260,12 @@ class Model:
         src = program.training or program.forward
         self.param_nodes = [n for n in src.nodes if n.op == "param"]
         self.state_nodes = [n for n in src.nodes if n.op == "state"]
-        self.params = _views(self._param_region, self.param_nodes, program)
-        self.state = _views(self._state_region, self.state_nodes, program)
+        self.params = WeightViews(
+            _views(self._param_region, self.param_nodes, program), "model.params"
+        )
+        self.state = WeightViews(
+            _views(self._state_region, self.state_nodes, program), "model.state"
+        )
         self.entries = {e: self._entry(jit, e) for e in program.schedules}
         # The call path (train_step, predict, evaluate): array layouts (dtype, shape, strides)
         # that passed the metadata checks once, by entry; values are checked natively.

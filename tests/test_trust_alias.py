@@ -138,3 +138,36 @@ def test_two_outputs_in_one_memory_are_refused(which, shift, tmp_path):
     got = obj.predict(xv, out=own)
     for k, w in zip(names, want):
         np.testing.assert_allclose(got[k], w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["model", "library"])
+def test_assigning_to_params_writes_the_weights(which, tmp_path):
+    """obj.params[name] = array replaced the dict's entry: predict (and the exported library)
+    kept the old weights while get_weights and save reported the new array. Now it writes
+    the array into the weights (checked as set_weights checks it), in-place operators work,
+    and names cannot be added or removed."""
+    x = gc.input("x", ("N", 3))
+    obj = gc.compile(gc.dense(x, 4, name="fc"), name="trust_alias_assign", threads=1)
+    if which == "library":
+        obj.export(str(tmp_path / "libtrust_alias_assign.so"))
+        obj = gc.load(str(tmp_path / "libtrust_alias_assign.so"))
+    xv = np.random.default_rng(5).standard_normal((2, 3)).astype("f4")
+    obj.params["fc.b"] = np.arange(4.0)  # float64 values into the float32 bias
+    obj.params["fc.w"] *= 2.0
+    w, b = obj.params["fc.w"].astype(np.float64), np.arange(4.0)
+    np.testing.assert_allclose(obj.predict(xv), xv.astype(np.float64) @ w + b, rtol=1e-6)
+    np.testing.assert_array_equal(obj.get_weights()["fc.b"], np.arange(4.0, dtype=np.float32))
+    snapshot = copy.deepcopy(obj.params)  # a plain dict of copies
+    before = _bytes(obj)
+    for bad in (
+        lambda: obj.params.__setitem__("fc.b", np.ones(5)),
+        lambda: obj.params.__setitem__("nope", np.ones(4)),
+        lambda: obj.params.update({"fc.w": np.zeros((3, 4)), "fc.b": np.ones(3)}),
+        lambda: obj.params.pop("fc.b"),
+        lambda: obj.params.__delitem__("fc.w"),
+    ):
+        with pytest.raises(ArgumentError):
+            bad()
+    assert _bytes(obj) == before and list(obj.params) == ["fc.w", "fc.b"]
+    obj.params["fc.b"] = np.zeros(4)
+    np.testing.assert_array_equal(snapshot["fc.b"], np.arange(4.0, dtype=np.float32))
