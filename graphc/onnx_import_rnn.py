@@ -18,7 +18,8 @@ fixed, one GEMM per step where it is graphc's symbolic N (N stays whole and firs
 
 sequence_lens (a graph input or a constant, [batch] integers): a row's state stops changing
 after its length (reverse: starts at its last element), so Y_h / Y_c hold its state at its
-last element, and Y is 0 past the length, as ONNX Runtime computes it.
+last element, and Y is 0 past the length, as ONNX Runtime computes it; a row of length 0 has
+Y_h = Y_c = 0, not its initial state (ONNX Runtime's LSTM, GRU and RNN kernels zero them).
 
 The batch axis N may sit where the ONNX layout puts it: torch's exports transpose a
 batch-first input to [T, N, C] for layout 0 and read [T, D, N, H] back; such values are layout
@@ -279,6 +280,16 @@ def _blend(cx: NodeContext, m: Any, new: Tensor, old: Tensor | None) -> Tensor:
     return dsl.apply("where", m, new, old)
 
 
+def _where_else_zero(cx: NodeContext, m: Any, v: Tensor) -> Tensor:
+    """v where m (a row mask, [B, 1]) is 1, else 0 (a select: an infinite v of a masked row
+    gives 0, not NaN)."""
+    if isinstance(m, np.ndarray):
+        if m.all():
+            return v
+        m = _const(cx, "sequence_mask", m)
+    return dsl.apply("where", m, v, dsl.const(0.0))
+
+
 def rnn_rule(op: str) -> Callable[[NodeContext], list]:
     """The rule of ONNX operator ``op`` (LSTM, GRU or RNN)."""
 
@@ -364,6 +375,9 @@ class _Recurrence:
                     y[t] = _blend(cx, masks[t], hn, None)
                     h = _blend(cx, masks[t], hn, h)
                     c = None if cn is None else _blend(cx, masks[t], cn, c)
+            if masks is not None:  # a row of length 0 (masks[0]: length > 0) ends at 0
+                h = _where_else_zero(cx, masks[0], h)
+                c = None if c is None else _where_else_zero(cx, masks[0], c)
             ys.append(y)
             hs.append(h)
             cs.append(c)

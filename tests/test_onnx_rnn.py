@@ -625,3 +625,57 @@ def test_lengths_outside_the_sequence_are_refused_by_the_entry(name: str) -> Non
             gc.ArgumentError, match=rf"row 1 holds {bad}\.0.*0\.\.5.*sequence_lens of node"
         ):
             model.predict({"x": x, "lens": np.array([5, bad, 1])})
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_zero_length_rows_end_in_zero_states_as_onnxruntime(op: str) -> None:
+    """A row whose sequence_lens is 0, with initial_h (and initial_c) given: ONNX Runtime's
+    kernels give it Y_h = Y_c = 0 (and Y = 0), not its initial state, in every direction; the
+    other rows keep their last states. Lengths as an int32 input (dynamic batch) and as a
+    constant (fixed batch). Before, graphc returned the initial states for such rows (off by
+    the whole initial state). (The constant lengths: LSTM only, to keep the test short.)"""
+    rng = np.random.default_rng(31)
+    g, steps, c_in, hid, n = GATES[op], 3, 2, 3, 3
+    vi = helper.make_tensor_value_info
+    for const_lens in (False, True) if op == "LSTM" else (False,):
+        batch = n if const_lens else "N"
+        nodes, inits, outs = [], [], []
+        vin = [vi("x", TensorProto.FLOAT, [batch, steps, c_in])]
+        feeds = {"x": rng.standard_normal((n, steps, c_in)).astype(np.float32)}
+        lens = np.array([0, 2, 3], np.int32)
+        if const_lens:
+            inits.append(numpy_helper.from_array(lens, "lens"))
+        else:
+            vin.append(vi("lens", TensorProto.INT32, [batch]))
+            feeds["lens"] = lens
+        nodes.append(helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]))
+        for k, direction in enumerate(("forward", "reverse", "bidirectional")):
+            d = 2 if direction == "bidirectional" else 1
+            for nm, shape in (("W", (d, g * hid, c_in)), ("R", (d, g * hid, hid))):
+                a = (rng.standard_normal(shape) * 0.7).astype(np.float32)
+                inits.append(numpy_helper.from_array(a, f"{nm}{k}"))
+            ins = ["xt", f"W{k}", f"R{k}", "", "lens"]
+            for st in ("h", "c") if op == "LSTM" else ("h",):
+                vin.append(vi(f"{st}0_{k}", TensorProto.FLOAT, [batch, d, hid]))
+                feeds[f"{st}0_{k}"] = rng.standard_normal((n, d, hid)).astype(np.float32)
+                nodes.append(
+                    helper.make_node("Transpose", [f"{st}0_{k}"], [f"{st}t{k}"], perm=[1, 0, 2])
+                )
+                ins.append(f"{st}t{k}")
+            names = [f"Y{k}", f"Yh{k}"] + ([f"Yc{k}"] if op == "LSTM" else [])
+            nodes.append(helper.make_node(op, ins, names, hidden_size=hid, direction=direction))
+            for j, nm in enumerate(names):
+                perm = [2, 0, 1, 3] if j == 0 else [1, 0, 2]
+                nodes.append(helper.make_node("Transpose", [nm], [f"o{nm}"], perm=perm))
+                outs.append(f"o{nm}")
+        graph = helper.make_graph(
+            nodes, "g", vin, [vi(o, TensorProto.FLOAT, None) for o in outs], inits
+        )
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+        m.ir_version = 8
+        want = dict(zip(outs, _ort(m, feeds)))
+        got = gc.from_onnx(m).compile().predict(feeds)
+        for o in outs:
+            np.testing.assert_allclose(got[o], want[o], rtol=1e-5, atol=1e-6, err_msg=o)
+            if o.startswith(("oYh", "oYc")):
+                assert not np.asarray(got[o])[0].any(), o  # the length-0 row's states
