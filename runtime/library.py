@@ -41,6 +41,7 @@ from .executable import COPY_OUTPUT_MAX, label_dtype_hint, shape_hint
 from .parallel import own_lock, turned
 
 ERROR_NAMES = {code: msg for _, code, msg in ERRORS if code}
+OVERLAP_CODE = next(code for name, code, _ in ERRORS if name == "ERR_OVERLAP")
 WEIGHTS_CODE = next(code for suffix, code, _ in ERRORS if suffix == "ERR_WEIGHTS")
 # The codes of the entries' input checks (codegen/checks.py kinds) in the C wrappers
 CHECK_CODES = {
@@ -383,8 +384,15 @@ class Library:
             self._fns[entry] = fn
         return fn
 
-    def _failed(self, entry: str, rc: int, ports: list[dict], arrays: list, lr: float) -> Exception:
-        """The exception for return code ``rc``: an input check names the input and its row."""
+    def _failed(
+        self, entry: str, rc: int, ports: list[dict], arrays: list, lr: float, outs: Any = ()
+    ) -> Exception:
+        """The exception for return code ``rc``: an input check names the input and its row;
+        ERR_OVERLAP names the array (``arrays``, then ``outs``) and what it overlaps."""
+        if rc == OVERLAP_CODE:
+            found = self._overlapping(ports, arrays, list(outs))
+            if found:
+                return ArgumentError(f"{self.name}_{entry}: {found}; nothing was written")
         kind = CHECK_CODES.get(rc)
         if kind == "lr":
             return ArgumentError(f"the learning rate must be finite and >= 0, got {lr!r}")
@@ -397,6 +405,30 @@ class Library:
                     if "rejected by the native check" not in str(err):
                         return ArgumentError(f"{self.name}_{entry}: {err}")
         return self._error(entry, rc)
+
+    def _overlapping(self, ports: list[dict], arrays: list, outs: list) -> str:
+        """What the wrapper's ERR_OVERLAP found, in words: the first argument that shares
+        memory with the parameters, the state or the workspace (naming the parameters or
+        states), or an output sharing memory with another argument; "" when none does."""
+        named = [(f"input {p['name']!r}", a) for p, a in zip(ports, arrays)]
+        named += [("out" if len(outs) == 1 else f"out[{j}]", o) for j, o in enumerate(outs)]
+        views = {**self.params, **self.state}
+        for what, a in named:
+            for region, r in (("parameters", self._params), ("state", self._state)):
+                if np.may_share_memory(a, r):
+                    names = [k for k, v in views.items() if np.may_share_memory(a, v)]
+                    return (
+                        f"{what} shares memory with the library's {region} "
+                        f"({', '.join(map(repr, names)) or 'unnamed bytes'}): pass an array "
+                        "of its own"
+                    )
+            if np.may_share_memory(a, self._ws):
+                return f"{what} shares memory with the library's workspace"
+        for i, (what, a) in enumerate(named):
+            for other, b in named[:i]:
+                if what.startswith("out") and np.may_share_memory(a, b):
+                    return f"{what} overlaps {other}: each output needs an array of its own"
+        return ""
 
     # ------------------------------------------------------------------ entries
 
@@ -463,7 +495,8 @@ class Library:
             raise ArgumentError("predict: out overlaps the input array")
         rc = self._fns["infer"](self._ctxp, n, self._last_xp, x.size, address(out), out.size)
         if rc != 0:
-            raise self._failed("infer", rc, self.meta["entries"]["infer"]["inputs"], [x], self.lr)
+            ports = self.meta["entries"]["infer"]["inputs"]
+            raise self._failed("infer", rc, ports, [x], self.lr, [out])
         return out
 
     def _predict(
@@ -501,7 +534,7 @@ class Library:
                 args += [address(part), part.size]
             rc = fn(*args)
             if rc != 0:
-                raise self._failed("infer", rc, e["inputs"], arrays, self.lr)
+                raise self._failed("infer", rc, e["inputs"], arrays, self.lr, outs)
         if (
             key is not None
             and len(arrays) == len(outs) == 1
