@@ -93,11 +93,17 @@ def _activation(name: str, alpha: float | None, beta: float | None) -> Activatio
     if name == "leakyrelu":  # x >= 0 ? x : alpha x, exact for any alpha
         return lambda x: dsl.relu(x) - a * dsl.relu(-x)
     if name == "thresholdedrelu":  # x >= alpha ? x : 0
-        return lambda x: dsl.apply("where", dsl.apply("greater_equal", x, dsl.const(a)), x, 0.0 * x)
+        return lambda x: dsl.apply(
+            "where", dsl.apply("greater_equal", x, dsl.const(a)), x, dsl.const(0.0)
+        )
     if name == "scaledtanh":
         return lambda x: a * dsl.tanh(b * x)
-    if name == "hardsigmoid":
-        return lambda x: dsl.apply("hard_sigmoid", x, alpha=a, beta=b)
+    if name == "hardsigmoid":  # max(0, min(1, alpha x + beta))
+        from .onnx_import import native
+
+        if native("hard_sigmoid"):
+            return lambda x: dsl.apply("hard_sigmoid", x, alpha=a, beta=b)
+        return lambda x: 1.0 - dsl.relu(1.0 - dsl.relu(a * x + b))
     if name == "elu":
         from .onnx_import import _elu_core
 

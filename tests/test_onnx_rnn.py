@@ -679,3 +679,31 @@ def test_zero_length_rows_end_in_zero_states_as_onnxruntime(op: str) -> None:
             np.testing.assert_allclose(got[o], want[o], rtol=1e-5, atol=1e-6, err_msg=o)
             if o.startswith(("oYh", "oYc")):
                 assert not np.asarray(got[o])[0].any(), o  # the length-0 row's states
+
+
+def test_thresholded_relu_of_minus_inf_is_zero_as_onnxruntime() -> None:
+    """An RNN with ThresholdedRelu whose pre-activation is -inf: 0 (ORT), not 0 * -inf = NaN."""
+    vi = helper.make_tensor_value_info
+    node = helper.make_node(
+        "RNN",
+        ["x", "W", "R"],
+        ["y"],
+        hidden_size=2,
+        activations=["ThresholdedRelu"],
+        activation_alpha=[0.5],
+    )
+    weights = [
+        numpy_helper.from_array(np.ones((1, 2, 2), np.float32), "W"),
+        numpy_helper.from_array(np.full((1, 2, 2), 0.5, np.float32), "R"),
+    ]
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [vi("x", TensorProto.FLOAT, [2, 1, 2])],
+        [vi("y", TensorProto.FLOAT, None)],
+        weights,
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    x = np.array([[[-np.inf, 1.0]], [[0.3, 0.4]]], np.float32)
+    got = gc.from_onnx(m).compile().predict(x)
+    np.testing.assert_array_equal(got, _ort(m, {"x": x})[0])
