@@ -511,18 +511,21 @@ def _qlinear_concat(cx: NodeContext) -> list[Value]:
 
 
 def _qlinear_softmax(cx: NodeContext) -> list[Value]:
-    """QLinearSoftmax (com.microsoft; uint8) as ONNX Runtime's kernel computes it, which is
+    """QLinearSoftmax (com.microsoft; uint8 or int8) as ONNX Runtime's kernel computes it, which is
     not the dequantize -> Softmax -> quantize of its QDQ form: a table t[i] = float32(exp((i -
     255 + s) * x_scale)) (double arithmetic, s = max(0, log(FLT_MAX / D) - 5) / x_scale
     keeping the sum below FLT_MAX) indexed by x - max(x) + 255, the float32 sum of the row's
     values v, then min(rne(v * floor(1 / y_scale) / sum) + y_zp, 255) (the zero point added
-    after rounding; ``axis`` from opset 13, the last axis before). D (the axis' length) must
+    after rounding; ``axis`` from opset 13, the last axis before); int8 the same (x - max(x)
+    indexes the same table), saturated at 127 (ONNX Runtime 1.32; older releases wrapped 128
+    to -128). D (the axis' length) must
     be fixed; the table lookup is exact (a one-hot product); the sum runs in graphc's order,
     which may differ from ONNX Runtime's sequential one by an ulp (an output then moves by
     one where it lies at a rounding boundary)."""
     x = cx.x(0)
-    if _type_of(cx, 2) != 2 or _type_of(cx, 4) != 2:
-        cx.fail("int8 QLinearSoftmax is not supported (uint8 only)")
+    t = _type_of(cx, 4)
+    if _type_of(cx, 2) != t:
+        cx.fail("X and Y of different element types (uint8 / int8)")
     r = len(x.shape)
     opset = int(cx.attr("opset", 13))
     axis = int(cx.attr("axis", -1 if opset >= 13 else 1))
@@ -546,7 +549,8 @@ def _qlinear_softmax(cx: NodeContext) -> list[Value]:
     zp = _param(cx, 4, "Y_zero_point")
     if zp is not None and float(zp):
         q = q + float(zp)
-    return [_mask(cx, dsl.apply("cast", _minimum(q, dsl.const(255.0)), dtype="f32"))]
+    q = _minimum(q, dsl.const(255.0 if t == 2 else 127.0))
+    return [_mask(cx, dsl.apply("cast", q, dtype="f32"))]
 
 
 # ---------------------------------------------------------------- dynamic quantization

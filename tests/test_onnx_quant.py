@@ -530,8 +530,8 @@ def _attention(rng, t=6, d=16):
     return _model(nodes, inits, ["N", t, d], ["N", 4]), (t, d)
 
 
-@pytest.mark.parametrize("fmt", ["QOperator", "QDQ"])
-def test_quantized_attention_with_qlinear_softmax_matches_onnxruntime(tmp_path, fmt) -> None:
+@pytest.mark.parametrize("fmt, act", [("QOperator", U8), ("QDQ", U8), ("QOperator", S8)])
+def test_quantized_attention_with_qlinear_softmax_matches_onnxruntime(tmp_path, fmt, act) -> None:
     """A self-attention block quantized by quantize_static: QOperator writes QLinearSoftmax
     (com.microsoft) and QLinearMatMul of two computed operands; ONNX Runtime's default
     session fuses the QDQ form into the same. QLinearSoftmax's table arithmetic (exp in
@@ -543,7 +543,7 @@ def test_quantized_attention_with_qlinear_softmax_matches_onnxruntime(tmp_path, 
     onnx.save(model, src)
     quant.quantize_static(
         src, dst, _Reader(rng, shape), quant_format=getattr(quant.QuantFormat, fmt),
-        activation_type=U8, weight_type=S8,
+        activation_type=act, weight_type=S8,
     )  # fmt: skip
     x = rng.normal(size=(32, *shape)).astype(np.float32)
     want = _ort(dst, x)[0]
@@ -634,3 +634,39 @@ def test_qlinear_matmul_of_two_computed_operands_past_2_24(tmp_path) -> None:
     big = _model(nodes, inits, ["N", 4, 5000], ["N", 4, 4])
     with pytest.raises(OnnxError, match=r"'mm' \(QLinearMatMul.*K=5000"):
         from_onnx(big, trainable=False)
+
+
+def test_int8_qlinear_softmax_saturates_as_onnxruntime() -> None:
+    """int8 QLinearSoftmax (refused before) at the usual output zero point -128 and scale
+    1/256: a row with one dominant value gives q = 128 at it, stored as 127 (ONNX Runtime
+    1.32); the other rows of random values equal ONNX Runtime too."""
+    rng = np.random.default_rng(17)
+    inits = [
+        nh.from_array(np.float32(0.3), "xs"),
+        nh.from_array(np.int8(5), "xz"),
+        nh.from_array(np.float32(1 / 256), "ys"),
+        nh.from_array(np.int8(-128), "yz"),
+    ]
+    node = helper.make_node(
+        "QLinearSoftmax", ["x", "xs", "xz", "ys", "yz"], ["y"], domain="com.microsoft",
+        axis=-1, opset=13,
+    )  # fmt: skip
+    g = helper.make_graph(
+        [node],
+        "s",
+        [helper.make_tensor_value_info("x", TP.INT8, ["N", 3, 9])],
+        [helper.make_tensor_value_info("y", TP.INT8, ["N", 3, 9])],
+        inits,
+    )
+    m = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    m.ir_version = 8
+    x = rng.integers(-128, 128, size=(4, 3, 9)).astype(np.int8)
+    x[0, 0] = -128
+    x[0, 0, 0] = 127
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"x": x})[0]
+    assert want[0, 0, 0] == 127
+    got = from_onnx(m, trainable=False).compile().predict(x)
+    np.testing.assert_array_equal(got, want)
