@@ -286,3 +286,86 @@ def test_workers_have_room_for_the_gemm_blocks_whatever_the_default_stack(tmp_pa
     )
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
     assert float(r.stdout.split()[-1]) < 1e-4
+
+
+def _wide_predict(name: str) -> gc.Model:
+    # x[N, 256] @ W[256, 64]: N = 64 rows are 4 x PARALLEL_MIN_MACS multiply-adds (packed path),
+    # N = 1024 rows 64 x
+    x = gc.input("x", ("N", 256))
+    return gc.compile(gc.dense(x, 64, name="d"), name=name, seed=5, threads=1)
+
+
+def test_dispatch_cost_is_measured_and_raises_the_split_thresholds(monkeypatch) -> None:
+    """The pool measures what a dispatch costs (codegen/threads.py's probe) and multiplies the
+    split thresholds by scale_of(cost): below FAR_NS a product of 4 x PARALLEL_MIN_MACS is
+    split; from FAR_NS only one of FAR_SCALE x; from ABSENT_NS none. The bits are the 1-thread
+    model's either way, and the probe's own dispatches are not counted."""
+    from graphc.codegen import threads as th
+    from graphc.codegen.threads import ABSENT_NS, FAR_NS, FAR_SCALE, PRODUCTS
+
+    for kind in (th.PRODUCTS, th.LOOPS):
+        got = [th.scale_of(c, kind) for c in (0, FAR_NS - 1, FAR_NS, ABSENT_NS - 1, ABSENT_NS)]
+        assert got == [1, 1, FAR_SCALE[kind], FAR_SCALE[kind], th.NEVER_SCALE]
+    assert PARALLEL_MIN_MACS * 4 == 64 * 256 * 64 and PARALLEL_MIN_MACS * 64 == 1024 * 256 * 64
+    assert 4 < FAR_SCALE[PRODUCTS] <= 64
+    monkeypatch.delenv("GRAPHC_DISPATCH_NS", raising=False)
+    m = _wide_predict("probe_split")
+    name = m.program.name
+    rng = np.random.default_rng(4)
+    data = {
+        "small": rng.standard_normal((64, 256)).astype(np.float32),
+        "large": rng.standard_normal((1024, 256)).astype(np.float32),
+    }
+    m.threads = 1
+    want = {n: m.predict(x) for n, x in data.items()}
+    m.threads = 2
+    cost = m.jit.dispatch_cost(name, -1)
+    assert 0 < cost < 10**9  # measured at the pool's start, in ns
+    d0 = m.jit.dispatches(name)
+    assert 0 < m.jit.dispatch_cost(name, 0) < 10**9  # measured again now: 16 empty dispatches
+    assert m.jit.dispatches(name) == d0  # ... that the counter leaves out
+    for fixed, splits in ((FAR_NS - 1, {"small", "large"}), (FAR_NS, {"large"}), (ABSENT_NS, ())):
+        assert m.jit.dispatch_cost(name, fixed) == fixed
+        for n, x in data.items():
+            d0 = m.jit.dispatches(name)
+            got = m.predict(x)
+            assert (m.jit.dispatches(name) > d0) == (n in splits), (fixed, n)
+            np.testing.assert_array_equal(got, want[n])
+    w = m.get_weights()
+    ref = data["large"].astype(np.float64) @ w["d.w"].astype(np.float64) + w["d.b"]
+    np.testing.assert_allclose(want["large"], ref, rtol=1e-5, atol=1e-4)
+
+
+def test_training_with_a_high_dispatch_cost_is_bit_identical(cache) -> None:
+    """A step whose products and update stay on the caller (a worker found absent: ABSENT_NS)
+    gives the bits of the 1-thread step and of the 2-thread step that splits them."""
+    from graphc.codegen.threads import ABSENT_NS, FAR_NS
+
+    x, y = _data(64)
+    out = []
+    for threads, cost in ((1, 0), (2, FAR_NS // 2), (2, ABSENT_NS)):
+        m = _net(threads)
+        if cost:
+            m.jit.dispatch_cost(m.program.name, cost)
+        d0 = m.jit.dispatches(m.program.name)
+        losses = [m.train_step(x, y) for _ in range(3)]
+        moved = m.jit.dispatches(m.program.name) > d0
+        assert moved == (cost == FAR_NS // 2), (threads, cost)
+        out.append((losses, m.get_weights()))
+    for losses, weights in out[1:]:
+        assert losses == out[0][0]
+        for k, v in weights.items():
+            np.testing.assert_array_equal(v, out[0][1][k])
+
+
+def test_dispatch_cost_env_must_be_positive(monkeypatch) -> None:
+    from graphc.ir.errors import ArgumentError
+
+    m = _wide_predict("probe_env")
+    for bad in ("abc", "0", "-5", "1.5"):
+        monkeypatch.setenv("GRAPHC_DISPATCH_NS", bad)
+        with pytest.raises(ArgumentError, match=rf"GRAPHC_DISPATCH_NS='{bad}'"):
+            m.threads = 2
+    monkeypatch.setenv("GRAPHC_DISPATCH_NS", "123456")
+    m.threads = 2
+    assert m.jit.dispatch_cost(m.program.name, -1) == 123456
