@@ -149,6 +149,7 @@ from .functional import (  # noqa: E402 (max, min, pow, slice: numpy's names)
     swish,
     where,
 )
+from .recurrent import GRU, LSTM, SimpleRNN, gru, lstm, simple_rnn  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -165,6 +166,12 @@ __all__ = [
     "flatten",
     "global_avg_pool",
     "max_pool",
+    "GRU",
+    "LSTM",
+    "SimpleRNN",
+    "gru",
+    "lstm",
+    "simple_rnn",
     "BatchNorm",
     "LossInputWarning",
     "LayerNorm",

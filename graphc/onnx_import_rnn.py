@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import dsl, onnx_layout
+from . import dsl, onnx_layout, recurrent
 from .dsl import Tensor
+from .recurrent import _concat, _reshape, _slice
 
 if TYPE_CHECKING:
     from .onnx_import import NodeContext
@@ -144,20 +145,6 @@ def _activations(cx: NodeContext, op: str, dirs: int) -> list[list[Activation]]:
             beta = betas.pop(0)
         out.append(_activation(key, alpha, beta))
     return [out[d * per : (d + 1) * per] for d in range(dirs)]
-
-
-def _slice(x: Tensor, axis: int, start: int, stop: int) -> Tensor:
-    if start == 0 and stop == int(x.shape[axis]):
-        return x
-    return dsl.apply("slice", x, axes=(axis,), starts=(start,), ends=(stop,))
-
-
-def _reshape(x: Tensor, shape: tuple) -> Tensor:
-    return x if tuple(x.shape) == tuple(shape) else dsl.reshape(x, shape)
-
-
-def _concat(xs: list[Tensor], axis: int) -> Tensor:
-    return xs[0] if len(xs) == 1 else dsl.apply("concat", *xs, axis=axis)
 
 
 def _batch_major(
@@ -416,38 +403,8 @@ class _Recurrence:
     def _projection(
         self, x: Tensor, w: Tensor, bias: Tensor | None, batch: Any, steps: int, size: int, gh: int
     ) -> Callable[[int, int], Tensor]:
-        """(t, d) -> X_t W_d^T + Wb_d + Rb_d, [B, gates*H]: one GEMM for every step and
-        direction when the batch is fixed, one per step under N."""
-        dirs = self.dirs
-        wall = _reshape(w, (dirs * gh, size))
-
-        def biased(v: Tensor) -> Tensor:
-            return v if bias is None else v + bias
-
-        if batch != "N":
-            flat = _reshape(x, (batch * steps, size))
-            allp = biased(dsl.matmul(flat, wall, transpose_b=True))
-            allp = _reshape(allp, (batch, steps, dirs * gh))
-
-            def fixed(t: int, d: int) -> Tensor:
-                row = _reshape(_slice(allp, 1, t, t + 1), (batch, dirs * gh))
-                return _slice(row, 1, d * gh, (d + 1) * gh)
-
-            return fixed
-        done: dict[int, Tensor] = {}
-
-        def per_step(t: int, d: int) -> Tensor:
-            if t not in done:
-                xt = _reshape(_slice(x, 1, t, t + 1), ("N", size))
-                done[t] = biased(dsl.matmul(xt, wall, transpose_b=True))
-            return _slice(done[t], 1, d * gh, (d + 1) * gh)
-
-        return per_step
-
-    def _gate(self, z: Tensor, f: Activation) -> Tensor:
-        if self.clip is not None:
-            z = dsl.apply("clip", z, min=-self.clip, max=self.clip)
-        return f(z)
+        """(t, d) -> X_t W_d^T + Wb_d + Rb_d, [B, gates*H] (graphc.recurrent.projection)."""
+        return recurrent.projection(x, w, bias, self.dirs, gh)
 
     def _step(
         self,
@@ -460,47 +417,11 @@ class _Recurrence:
         acts: list[Activation],
         hidden: int,
     ) -> tuple[Tensor, Tensor | None]:
-        """One step of one direction: (H_t, C_t) from X_t W^T + biases and (H_{t-1},
-        C_{t-1}); None states are zero (no initial state)."""
-        n = hidden
-
-        def part(v: Tensor | None, k: int, m: int = 1) -> Tensor | None:
-            return None if v is None else _slice(v, len(v.shape) - 1, k * n, (k + m) * n)
-
-        if self.op == "GRU":  # gates z, r, h
-            f, g = acts
-            zr = part(xt, 0, 2)
-            if h is not None:
-                zr = zr + dsl.matmul(h, _slice(rd, 0, 0, 2 * n), transpose_b=True)
-            z, rr = self._gate(part(zr, 0), f), self._gate(part(zr, 1), f)
-            rh = _slice(rd, 0, 2 * n, 3 * n)
-            pre = part(xt, 2)
-            if self.lbr:  # r (.) (H Rh^T + Rbh)
-                lin = None if h is None else dsl.matmul(h, rh, transpose_b=True)
-                lin = lin if rbh is None else rbh if lin is None else lin + rbh
-                pre = pre if lin is None else pre + rr * lin
-            elif h is not None:  # (r (.) H) Rh^T
-                pre = pre + dsl.matmul(rr * h, rh, transpose_b=True)
-            ht = self._gate(pre, g)
-            hn = (1.0 - z) * ht if h is None else (1.0 - z) * ht + z * h
-            return hn, None
-        zall = xt if h is None else xt + dsl.matmul(h, rd, transpose_b=True)
-        if self.op == "RNN":
-            return self._gate(zall, acts[0]), None
-        f, g, hf = acts  # LSTM, gates i, o, f, c; P holds i, o, f
-
-        def peep(k: int, v: Tensor | None) -> Tensor | None:
-            return None if pd is None or v is None else part(pd, k) * v
-
-        def plus(a: Tensor, b: Tensor | None) -> Tensor:
-            return a if b is None else a + b
-
-        i_g = self._gate(plus(part(zall, 0), peep(0, c)), f)
-        f_g = 1.0 - i_g if self.forget else self._gate(plus(part(zall, 2), peep(2, c)), f)
-        c_g = self._gate(part(zall, 3), g)
-        cn = i_g * c_g if c is None else f_g * c + i_g * c_g
-        o_g = self._gate(plus(part(zall, 1), peep(1, cn)), f)
-        return o_g * hf(cn), cn
+        """One step of one direction: graphc.recurrent.cell, the DSL layers' cell."""
+        return recurrent.cell(
+            self.op, xt, h, c, rd, rbh, pd, acts, hidden,
+            clip=self.clip, linear_before_reset=self.lbr, input_forget=self.forget,
+        )  # fmt: skip
 
     def _outputs(self, ys: list, hs: list, cs: list, batch: Any, hidden: int) -> list:
         """Y, Y_h (and Y_c) in the node's layout: graphc tensors, or layout views where N is

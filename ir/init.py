@@ -7,6 +7,11 @@ shape[1] * prod(K), fan_out = shape[0] * prod(K), as torch.nn.init computes them
     glorot_normal   N(0, 2 / (fan_in + fan_out))                    Glorot & Bengio (2010)
     he_uniform      U(-a, a), a = sqrt(6 / fan_in)                  He et al. (2015)
     he_normal       N(0, 2 / fan_in)                                He et al. (2015)
+    orthogonal      Q of the QR factorization of a N(0, 1) draw, its columns' signs set
+                    by sign(diag(R)) (Saxe et al. 2014; Keras's Orthogonal, gain 1): each
+                    trailing [rows, cols] matrix has orthonormal columns (rows >= cols) or
+                    rows (rows < cols); a leading axis (one matrix per recurrent direction)
+                    draws one such matrix per index; a vector is drawn as one row
 These match torch.nn.init's xavier_*/kaiming_* (gain 1 and sqrt(2), respectively; normal, not
 truncated normal).
 
@@ -35,6 +40,7 @@ INITIALIZERS = (
     "glorot_normal",
     "he_uniform",
     "he_normal",
+    "orthogonal",
 )
 # Not for users' params: "array" marks a source whose values come with the program
 # (Program.constants: gc.constant, ONNX weights, model files), never a draw.
@@ -91,6 +97,23 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
     return shape[1] * receptive, shape[0] * receptive
 
 
+def _orthogonal(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """One orthogonal [rows, cols] matrix per index of the leading axes (see the module
+    docstring): QR of the taller orientation of a N(0, 1) draw, Q's columns' signs fixed by
+    R's diagonal so that Q is uniform over the orthogonal matrices (Mezzadri 2007)."""
+    if len(shape) == 0:
+        return np.ones(())
+    rows, cols = (1, shape[0]) if len(shape) == 1 else shape[-2:]
+    lead = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+    mats = []
+    for _ in range(lead):
+        a = rng.normal(0.0, 1.0, (max(rows, cols), min(rows, cols)))
+        q, r = np.linalg.qr(a)
+        q = q * np.where(np.diag(r) < 0, -1.0, 1.0)
+        mats.append(q if rows >= cols else q.T)
+    return np.stack(mats).reshape(shape)
+
+
 def initialize(
     name: str, shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32, **args: float
 ) -> np.ndarray:
@@ -120,6 +143,8 @@ def initialize(
     elif name == "he_uniform":
         a = math.sqrt(6.0 / fan_in)
         out = rng.uniform(-a, a, shape)
+    elif name == "orthogonal":
+        out = _orthogonal(shape, rng)
     else:  # he_normal
         out = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
     with np.errstate(over="ignore"):
