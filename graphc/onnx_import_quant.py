@@ -1,7 +1,10 @@
 """ONNX import of quantized operators: the QOperator format (QLinearMatMul, QLinearConv,
 MatMulInteger, ConvInteger, DynamicQuantizeLinear, and the com.microsoft operators that ONNX
-Runtime's quantizer writes: QGemm, QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu,
-QLinearGlobalAveragePool, QLinearAveragePool, QLinearConcat).
+Runtime's quantizer and optimizer write: QGemm, QLinearAdd, QLinearMul, QLinearSigmoid,
+QLinearLeakyRelu, QLinearGlobalAveragePool, QLinearAveragePool, QLinearConcat,
+QLinearSoftmax, MatMulIntegerToFloat, DynamicQuantizeMatMul); QDQ models rewritten into those
+kernels where ONNX Runtime's default session fuses them (``qdq_as_qoperator``); blocked
+QuantizeLinear / DequantizeLinear scales (``blocked_array``).
 
 graphc computes in float32, so a quantized value (uint8 / int8) is held as an integral float32
 and every integer step is done exactly in float32:
@@ -787,20 +790,40 @@ def _qdq_as_qoperator(model: Any) -> Any:
 
     folded: dict[str, np.ndarray] = {}  # QuantizeLinear of constants, computed here
 
-    def init(name: str) -> np.ndarray | None:
-        """The value of an initializer, a Constant or a folded QuantizeLinear, else None."""
+    def attrs(n: Any) -> dict[str, Any]:
+        return {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+
+    def init(name: str, depth: int = 0) -> np.ndarray | None:
+        """The value of an initializer, a Constant or a folded QuantizeLinear, or of a Cast,
+        Identity or ConstantOfShape of such (torch's exports write zero points so), else
+        None."""
         if name in folded:
             return folded[name]
         t = inits.get(name)
         n = producer.get(name)
-        if t is None and n is not None and n.op_type == "Constant" and not n.domain:
-            t = next((a.t for a in n.attribute if a.name == "value" and a.HasField("t")), None)
-        if t is None or t.data_location == onnx.TensorProto.EXTERNAL:
+        if t is None and n is not None and not n.domain and depth < 8:
+            a = attrs(n)
+            if n.op_type == "Constant":
+                t = a.get("value")
+            elif n.op_type in ("Cast", "Identity") and n.input:
+                v = init(n.input[0], depth + 1)
+                if v is None or n.op_type == "Identity":
+                    return v
+                return v.astype(onnx.helper.tensor_dtype_to_np_dtype(int(a["to"])))
+            elif n.op_type == "ConstantOfShape" and n.input:
+                shape = init(n.input[0], depth + 1)
+                value = a.get("value")
+                fill = (
+                    np.zeros(1, np.float32) if value is None else onnx.numpy_helper.to_array(value)
+                )
+                return (
+                    None if shape is None else np.full([int(d) for d in shape], fill.reshape(-1)[0])
+                )
+        if t is None or not hasattr(t, "data_location"):
+            return None
+        if t.data_location == onnx.TensorProto.EXTERNAL:
             return None
         return np.asarray(onnx.numpy_helper.to_array(t))
-
-    def attrs(n: Any) -> dict[str, Any]:
-        return {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
 
     # QuantizeLinear of a constant float tensor (the weights of a quantization-aware training
     # export: Q(W) -> DQ) folded first, as ONNX Runtime's constant folding does before it

@@ -670,3 +670,50 @@ def test_int8_qlinear_softmax_saturates_as_onnxruntime() -> None:
     assert want[0, 0, 0] == 127
     got = from_onnx(m, trainable=False).compile().predict(x)
     np.testing.assert_array_equal(got, want)
+
+
+def test_torch_style_qdq_constants_fuse_as_onnxruntime(tmp_path) -> None:
+    """torch.onnx.export of an eager-mode quantized model writes its QDQ constants as Constant
+    nodes, a Cast between QuantizeLinear and DequantizeLinear and the bias zero point as
+    Cast(ConstantOfShape): ONNX Runtime folds them and fuses QLinearConv; so does graphc
+    (qdq_as_qoperator reads through Cast / Identity / ConstantOfShape of constants). Scales
+    make the requantization multiplier exactly 1/2 (ties at every odd accumulation, where
+    the float definition rounds either way): bit-equal to ORT's default session."""
+    rng = np.random.default_rng(18)
+    ws = np.full(6, 0.013, np.float32)
+    xs = np.float32(0.1)
+    hs = np.float32(xs * ws[0]) * np.float32(2)
+
+    def const(name, a):
+        return helper.make_node("Constant", [], [name], value=nh.from_array(np.asarray(a), name))
+
+    mk = helper.make_node
+    nodes = [
+        const("xs", xs),
+        const("xz", np.uint8(128)),
+        const("w", rng.integers(-3, 4, size=(6, 3, 3, 3)).astype(np.int8)),
+        const("ws", ws),
+        const("wz", np.zeros(6, np.int8)),
+        const("b", rng.integers(-20, 20, 6).astype(np.int32)),
+        const("bs", (xs * ws).astype(np.float32)),
+        const("bshape", np.array([6], np.int64)),
+        mk("ConstantOfShape", ["bshape"], ["bz0"]),
+        mk("Cast", ["bz0"], ["bz"], to=TP.INT32),
+        const("hs", hs),
+        const("hz", np.uint8(0)),
+        mk("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        mk("Cast", ["xq"], ["xc"], to=TP.UINT8),
+        mk("DequantizeLinear", ["xc", "xs", "xz"], ["xd"]),
+        mk("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0),
+        mk("DequantizeLinear", ["b", "bs", "bz"], ["bd"], axis=0),
+        mk("Conv", ["xd", "wd", "bd"], ["c"], pads=[1, 1, 1, 1]),
+        mk("Relu", ["c"], ["r"]),
+        mk("QuantizeLinear", ["r", "hs", "hz"], ["hq"]),
+        mk("DequantizeLinear", ["hq", "hs", "hz"], ["y"]),
+    ]
+    path = str(tmp_path / "t.onnx")
+    onnx.save(_model(nodes, [], ["N", 3, 7, 7], ["N", 6, 7, 7]), path)
+    x = (rng.normal(size=(32, 3, 7, 7)) * 1.5).astype(np.float32)
+    want = _ort(path, x)[0]
+    got = from_onnx(path, trainable=False).compile().predict(x)
+    np.testing.assert_array_equal(got, want)
