@@ -281,33 +281,6 @@ def _recurrent(
     return [out, *finals] if return_state else out
 
 
-_COMMON_DOC = """
-    x [N, T, C] (batch first; T fixed) -> [N, T, D*units] with ``return_sequences``, else the
-    last output [N, D*units] (D = 2 with ``bidirectional``: the forward and backward
-    directions' outputs concatenated on the last axis, as Keras's Bidirectional(merge_mode=
-    "concat") and torch's bidirectional=True; the backward outputs are in the input's time
-    order, and its last output is its state after step 0). ``go_backwards`` (Keras): the
-    sequence is read from its end, and the returned sequence is in that reversed order (as
-    Keras; in a bidirectional layer it swaps the two directions). ``return_state``: returns
-    [output, h(, c)] per direction (forward first, as Keras), each [N, units].
-    ``initial_state``: those states' tensors in the same order ([N, units] each; default
-    zeros). ``activation`` / ``recurrent_activation``: names as ``dense``'s (None: identity).
-
-    Params (ONNX's W, R, B layouts and gate orders, so an ONNX node's initializers load with
-    set_weights; torch's weight_ih_l0 / weight_hh_l0 / bias_ih_l0 + bias_hh_l0 after
-    reordering the gate blocks): ``NAME.w`` [D, gates*units, C] (input kernel, init
-    ``kernel_init``: glorot_uniform, Keras's), ``NAME.r`` [D, gates*units, units]
-    (recurrent kernel, ``recurrent_init``: orthogonal, Keras's), ``NAME.b`` [D,
-    2*gates*units] (input biases, then recurrent biases; zeros) unless ``use_bias=False``.
-
-    Raises:
-        ShapeError: x not [N, T, C] with T and C fixed ints; an initial state not [N, units].
-        GraphcError: units not a positive int; an unknown activation or initializer; an
-            initial_state of the wrong count.
-        OptionTypeError: a flag that is not a bool.
-"""
-
-
 def lstm(
     x: Tensor,
     units: int,
@@ -330,6 +303,31 @@ def lstm(
     ONNX's order i, o, f, c (torch: i, f, g, o; Keras: i, f, c, o). ``unit_forget_bias``
     (Keras's, default True): the forget gate's input bias starts at 1 (Jozefowicz et al.
     2015), the other biases at 0.
+
+    x [N, T, C] (batch first; T fixed) -> [N, T, D*units] with ``return_sequences``, else the
+    last output [N, D*units] (D = 2 with ``bidirectional``: the forward and backward
+    directions' outputs concatenated on the last axis, as Keras's Bidirectional(merge_mode=
+    "concat") and torch's bidirectional=True; the backward outputs are in the input's time
+    order, and its last output is its state after step 0). ``go_backwards`` (Keras): the
+    sequence is read from its end, and the returned sequence is in that reversed order (as
+    Keras; in a bidirectional layer the first direction reads from the end, the second from
+    the start, and the sequence comes in that reversed order). ``return_state``: returns
+    [output, h(, c)] per direction (forward first, as Keras), each [N, units].
+    ``initial_state``: those states' tensors in the same order ([N, units] each; default
+    zeros). ``activation`` / ``recurrent_activation``: names as ``dense``'s (None: identity).
+
+    Params (ONNX's W, R, B layouts and gate orders, so an ONNX node's initializers load with
+    set_weights; torch's weight_ih_l0, weight_hh_l0 and [bias_ih_l0, bias_hh_l0] after
+    reordering the gate blocks): ``NAME.w`` [D, gates*units, C] (input kernel, init
+    ``kernel_init``: glorot_uniform, Keras's), ``NAME.r`` [D, gates*units, units]
+    (recurrent kernel, ``recurrent_init``: orthogonal, Keras's), ``NAME.b`` [D,
+    2*gates*units] (input biases, then recurrent biases; zeros) unless ``use_bias=False``.
+
+    Raises:
+        ShapeError: x not [N, T, C] with T and C fixed ints; an initial state not [N, units].
+        GraphcError: units not a positive int; an unknown activation or initializer; an
+            initial_state of the wrong count.
+        OptionTypeError: a flag that is not a bool.
     """
     return _recurrent(
         "LSTM", "lstm", x, units, activation=activation,
@@ -362,6 +360,7 @@ def gru(
     (the default) is torch's GRU, ONNX's linear_before_reset=1 and Keras's reset_after=True
     (Keras 2's and 3's default): the reset gate multiplies h Rh^T + Rbh; False is the original
     form of Cho et al. (ONNX's default linear_before_reset=0, Keras reset_after=False).
+    Arguments, outputs, params (gates = 3) and errors as ``lstm``'s; ``initial_state``: h.
     """
     return _recurrent(
         "GRU", "gru", x, units, activation=activation,
@@ -388,7 +387,8 @@ def simple_rnn(
     recurrent_init: str = "orthogonal",
 ) -> Any:
     """A fully connected recurrent layer, h' = activation(x_t W^T + h R^T + Wb + Rb) (Elman
-    1990; torch.nn.RNN, Keras's SimpleRNN, ONNX RNN).
+    1990; torch.nn.RNN, Keras's SimpleRNN, ONNX RNN). Arguments, outputs, params (gates =
+    1) and errors as ``lstm``'s; ``initial_state``: h.
     """
     return _recurrent(
         "RNN", "simple_rnn", x, units, activation=activation, recurrent_activation=None,
@@ -396,10 +396,6 @@ def simple_rnn(
         go_backwards=go_backwards, bidirectional=bidirectional, initial_state=initial_state,
         name=name, use_bias=use_bias, kernel_init=kernel_init, recurrent_init=recurrent_init,
     )  # fmt: skip
-
-
-for _f in (lstm, gru, simple_rnn):
-    _f.__doc__ = (_f.__doc__ or "").rstrip() + "\n" + _COMMON_DOC
 
 
 class _Layer:
