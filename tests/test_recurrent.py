@@ -142,17 +142,19 @@ def _keras_loop(kind, xs, w, r, b, units, go_backwards=False, reset_after=True, 
     "kind,kw",
     [
         ("GRU", {"reset_after": False, "go_backwards": True}),
-        ("GRU", {}),
+        ("GRU", {"batch": 4}),
         ("LSTM", {"go_backwards": True, "activation": "relu"}),
-        ("RNN", {"activation": "relu"}),
+        ("RNN", {"activation": "relu", "batch": 4}),
     ],
 )
 def test_layers_equal_a_float64_loop_of_kerass_formulas(kind, kw) -> None:
     """Sequences of the layers' default initialization (glorot kernel, orthogonal recurrent
     kernel, zero biases but LSTM's forget bias 1, checked) with random biases, against a float64
-    loop of Keras's cell equations; go_backwards returns the reversed order, as Keras."""
+    loop of Keras's cell equations; go_backwards returns the reversed order, as Keras. A fixed
+    batch (``batch``) takes the one-GEMM input projection, N one GEMM per step."""
+    kw = dict(kw)
     n, t, c, h = 4, 6, 3, 5
-    x = gc.input("x", ("N", t, c))
+    x = gc.input("x", (kw.pop("batch", "N"), t, c))
     fn = {"LSTM": gc.LSTM, "GRU": gc.GRU, "RNN": gc.SimpleRNN}[kind]
     seq = gc.Sequential([fn(h, return_sequences=True, **kw)], name="keras")
     m = gc.compile(seq(x), name=f"keras_{kind}_{len(kw)}")
@@ -172,6 +174,22 @@ def test_layers_equal_a_float64_loop_of_kerass_formulas(kind, kw) -> None:
     want = _keras_loop(
         kind, xs, w, r, b, h, kw.get("go_backwards", False), kw.get("reset_after", True), act
     )
+    np.testing.assert_allclose(m.predict(xs), want, rtol=2e-5, atol=2e-6)
+
+
+def test_bidirectional_go_backwards_is_kerass() -> None:
+    """Keras's Bidirectional(LSTM(go_backwards=True)): the first direction reads from the end,
+    the second from the start, both sequences in reversed time order, concatenated."""
+    n, t, c, h = 2, 5, 3, 4
+    x = gc.input("x", ("N", t, c))
+    ys = gc.lstm(x, h, return_sequences=True, go_backwards=True, bidirectional=True, name="bg")
+    m = gc.compile(ys, name="bidir_back")
+    wts = m.get_weights()
+    w, r, b = wts["bg.w"], wts["bg.r"], wts["bg.b"]
+    xs = np.random.default_rng(6).standard_normal((n, t, c)).astype(np.float32)
+    first = _keras_loop("LSTM", xs, w[:1], r[:1], b[:1], h, go_backwards=True)
+    second = _keras_loop("LSTM", xs, w[1:], r[1:], b[1:], h)[:, ::-1]
+    want = np.concatenate([first, second], axis=2)
     np.testing.assert_allclose(m.predict(xs), want, rtol=2e-5, atol=2e-6)
 
 
