@@ -82,7 +82,7 @@ extern "C" {
 #define BCE_MIN_ALIGN 8
 #define BCE_MAX_BATCH ((int64_t)1073741824)
 #define BCE_PARAM_BYTES ((int64_t)2368)   /* weights */
-#define BCE_STATE_BYTES ((int64_t)2432)   /* optimizer state (train_step) */
+#define BCE_STATE_BYTES ((int64_t)2432)   /* optimizer state, running statistics, constants (see bce_ctx) */
 #define BCE_GRAD_BYTES ((int64_t)2368)    /* gradients, at offset 0 of the workspace (train_step; train_grads writes them, apply_update reads them) */
 #define BCE_WEIGHTS_FILE_BYTES ((int64_t)2752)   /* header 384 + PARAM_BYTES */
 #define BCE_INFER_WORKSPACE_FIXED ((int64_t)16640)
@@ -143,7 +143,7 @@ extern "C" {
 #define BCE_PARAM_FC2_B_OFFSET 2304    /* f32[1] fc2.b */
 #define BCE_PARAM_FC2_B_BYTES 4
 
-/* Optimizer state inside state: byte offset and size, element type and shape. */
+/* State (optimizer slots, running statistics, imported constants) inside state: byte offset and size, element type and shape. */
 #define BCE_STATE_STEP_OFFSET 0    /* i64[] step */
 #define BCE_STATE_STEP_BYTES 8
 #define BCE_STATE_FC1_W_MOMENTUM_BUFFER_OFFSET 320    /* f32[30,16] fc1.w.momentum_buffer */
@@ -166,8 +166,9 @@ extern "C" {
 #define BCE_GRAD_FC2_B_BYTES 4
 
 /* The buffers one instance uses, all owned by the caller. state may be NULL when
-   train_step is not called; workspace must hold bce_workspace_size(n) bytes for the
-   largest n passed. */
+   train_step is not called: infer then reads the state init would write (batch_norm's
+   running statistics and an imported model's constants as exported); workspace must hold
+   bce_workspace_size(n) bytes for the largest n passed. */
 typedef struct bce_ctx {
     void *params;    int64_t params_bytes;     /* >= PARAM_BYTES */
     void *state;     int64_t state_bytes;      /* >= STATE_BYTES (train_step) */

@@ -76,7 +76,7 @@ extern "C" {
 #define DIGITS_MIN_ALIGN 8
 #define DIGITS_MAX_BATCH ((int64_t)1073741824)
 #define DIGITS_PARAM_BYTES ((int64_t)9664)   /* weights */
-#define DIGITS_STATE_BYTES ((int64_t)19392)   /* optimizer state (train_step) */
+#define DIGITS_STATE_BYTES ((int64_t)19392)   /* optimizer state, running statistics, constants (see digits_ctx) */
 #define DIGITS_GRAD_BYTES ((int64_t)9664)    /* gradients, at offset 0 of the workspace (train_step; train_grads writes them, apply_update reads them) */
 #define DIGITS_WEIGHTS_FILE_BYTES ((int64_t)9984)   /* header 320 + PARAM_BYTES */
 #define DIGITS_INFER_WORKSPACE_FIXED ((int64_t)40000)
@@ -119,7 +119,7 @@ extern "C" {
 #define DIGITS_PARAM_FC2_B_OFFSET 9600    /* f32[10] fc2.b */
 #define DIGITS_PARAM_FC2_B_BYTES 40
 
-/* Optimizer state inside state: byte offset and size, element type and shape. */
+/* State (optimizer slots, running statistics, imported constants) inside state: byte offset and size, element type and shape. */
 #define DIGITS_STATE_STEP_OFFSET 0    /* i64[] step */
 #define DIGITS_STATE_STEP_BYTES 8
 #define DIGITS_STATE_FC1_W_EXP_AVG_OFFSET 64    /* f32[64,32] fc1.w.exp_avg */
@@ -150,8 +150,9 @@ extern "C" {
 #define DIGITS_GRAD_FC2_B_BYTES 40
 
 /* The buffers one instance uses, all owned by the caller. state may be NULL when
-   train_step is not called; workspace must hold digits_workspace_size(n) bytes for the
-   largest n passed. */
+   train_step is not called: infer then reads the state init would write (batch_norm's
+   running statistics and an imported model's constants as exported); workspace must hold
+   digits_workspace_size(n) bytes for the largest n passed. */
 typedef struct digits_ctx {
     void *params;    int64_t params_bytes;     /* >= PARAM_BYTES */
     void *state;     int64_t state_bytes;      /* >= STATE_BYTES (train_step) */

@@ -77,7 +77,7 @@ extern "C" {
 #define SPLIT_MIN_ALIGN 8
 #define SPLIT_MAX_BATCH ((int64_t)1073741824)
 #define SPLIT_PARAM_BYTES ((int64_t)9664)   /* weights */
-#define SPLIT_STATE_BYTES ((int64_t)19392)   /* optimizer state (train_step) */
+#define SPLIT_STATE_BYTES ((int64_t)19392)   /* optimizer state, running statistics, constants (see split_ctx) */
 #define SPLIT_GRAD_BYTES ((int64_t)9664)    /* gradients, at offset 0 of the workspace (train_step; train_grads writes them, apply_update reads them) */
 #define SPLIT_WEIGHTS_FILE_BYTES ((int64_t)9984)   /* header 320 + PARAM_BYTES */
 #define SPLIT_INFER_WORKSPACE_FIXED ((int64_t)40000)
@@ -130,7 +130,7 @@ extern "C" {
 #define SPLIT_PARAM_FC2_B_OFFSET 9600    /* f32[10] fc2.b */
 #define SPLIT_PARAM_FC2_B_BYTES 40
 
-/* Optimizer state inside state: byte offset and size, element type and shape. */
+/* State (optimizer slots, running statistics, imported constants) inside state: byte offset and size, element type and shape. */
 #define SPLIT_STATE_STEP_OFFSET 0    /* i64[] step */
 #define SPLIT_STATE_STEP_BYTES 8
 #define SPLIT_STATE_FC1_W_EXP_AVG_OFFSET 64    /* f32[64,32] fc1.w.exp_avg */
@@ -161,8 +161,9 @@ extern "C" {
 #define SPLIT_GRAD_FC2_B_BYTES 40
 
 /* The buffers one instance uses, all owned by the caller. state may be NULL when
-   train_step is not called; workspace must hold split_workspace_size(n) bytes for the
-   largest n passed. */
+   train_step is not called: infer then reads the state init would write (batch_norm's
+   running statistics and an imported model's constants as exported); workspace must hold
+   split_workspace_size(n) bytes for the largest n passed. */
 typedef struct split_ctx {
     void *params;    int64_t params_bytes;     /* >= PARAM_BYTES */
     void *state;     int64_t state_bytes;      /* >= STATE_BYTES (train_step) */

@@ -75,7 +75,7 @@ extern "C" {
 #define TWO_MIN_ALIGN 4
 #define TWO_MAX_BATCH ((int64_t)1073741824)
 #define TWO_PARAM_BYTES ((int64_t)256)   /* weights */
-#define TWO_STATE_BYTES ((int64_t)0)   /* optimizer state (train_step) */
+#define TWO_STATE_BYTES ((int64_t)0)   /* optimizer state, running statistics, constants (see two_ctx) */
 #define TWO_GRAD_BYTES ((int64_t)0)    /* gradients, at offset 0 of the workspace (train_step; train_grads writes them, apply_update reads them) */
 #define TWO_WEIGHTS_FILE_BYTES ((int64_t)512)   /* header 256 + PARAM_BYTES */
 #define TWO_INFER_WORKSPACE_FIXED ((int64_t)448)
@@ -117,8 +117,9 @@ extern "C" {
 #define TWO_PARAM_Q_B_BYTES 16
 
 /* The buffers one instance uses, all owned by the caller. state may be NULL when
-   train_step is not called; workspace must hold two_workspace_size(n) bytes for the
-   largest n passed. */
+   train_step is not called: infer then reads the state init would write (batch_norm's
+   running statistics and an imported model's constants as exported); workspace must hold
+   two_workspace_size(n) bytes for the largest n passed. */
 typedef struct two_ctx {
     void *params;    int64_t params_bytes;     /* >= PARAM_BYTES */
     void *state;     int64_t state_bytes;      /* >= STATE_BYTES (train_step) */
