@@ -76,6 +76,12 @@ def _fails(
     """i1 (or a vector of i1 when ``x`` is a vector): element ``x`` (LLVM type ``t``, the
     element type) fails a check of ``kind``; ``bound`` and ``low`` (i64, or vectors of them:
     the index check's values low .. bound-1)."""
+    if kind == "index" and isinstance(t, ir.IntType):  # an i32 index input: signed compares
+        lanes_of = x.type.count if isinstance(x.type, ir.VectorType) else None
+        wide = I64 if lanes_of is None else ir.VectorType(I64, lanes_of)
+        xw = b.sext(x, wide)
+        below = b.icmp_signed("<", xw, low)
+        return b.or_(below, b.icmp_signed(">=", xw, bound), name="bad")
     zero: ir.Value = ir.Constant(t, 0.0) if kind != "classes" else ir.Constant(t, 0)
     one: ir.Value = ir.Constant(t, 1.0) if kind == "unit" else zero
     if isinstance(x.type, ir.VectorType):

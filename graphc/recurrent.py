@@ -163,6 +163,39 @@ def projection(
 # ---------------------------------------------------------------- the DSL layers
 
 
+def _masks(where: str, lengths: Any, batch: Any, steps: int, dt: str) -> list[Tensor]:
+    """Per step t, [N, 1] of dtype ``dt``: 1.0 where t < the row's length, else 0.0. Lengths read straight
+    from an i32 input are checked by every entry before it runs (ArgumentError naming the row
+    and the value outside 0 .. T, or the library's error code: the input's index range)."""
+    if not isinstance(lengths, Tensor) or tuple(lengths.shape) != (batch,):
+        got = lengths.type if isinstance(lengths, Tensor) else type(lengths).__name__
+        raise ShapeError(
+            f"{where}: sequence_lengths must be a tensor [{batch}] (one length per row), got {got}"
+        )
+    node = lengths.node
+    if lengths.dtype == "i32" and node.op == "input":
+        rows, low = node.attr("index_rows"), node.attr("index_low")
+        hi = steps if rows is None else min(steps, int(rows) - 1)
+        lo = 0 if low is None else max(0, int(low))
+        if lo > hi:
+            raise GraphcError(
+                f"{where}: sequence_lengths {lengths.name!r} must lie in 0 .. {steps} here but "
+                f"is limited to {low} .. {int(rows) - 1} elsewhere (no value fits both)"
+            )
+        note = node.attr("index_note") or f"the sequence lengths of {where}: 0 .. {steps}"
+        attrs = {**dict(node.attrs), "index_rows": hi + 1, "index_low": lo, "index_note": note}
+        lengths.node = node.with_(attrs=attrs)
+    col = _reshape(lengths, (batch, 1))
+    if lengths.dtype != dt:  # i32 lengths: exact in f32 (T is far below 2^24)
+        col = dsl.apply("cast", col, dtype=dt)
+    return [dsl.apply("greater", col, dsl.const(t + 0.5, dtype=dt)) for t in range(steps)]
+
+
+def _keep(m: Tensor, new: Tensor, old: Tensor | None) -> Tensor:
+    """new where the mask ``m`` is 1, old (None: 0) where it is 0."""
+    return new * m if old is None else dsl.apply("where", m, new, old)
+
+
 def _act(where: str, kind: Any) -> Activation:
     name = activation_name(kind, f"{where}: ")
     if name is None:
@@ -183,6 +216,7 @@ def _recurrent(
     go_backwards: bool,
     bidirectional: bool,
     initial_state: Sequence[Tensor] | None,
+    sequence_lengths: Tensor | None,
     name: str | None,
     use_bias: bool,
     kernel_init: str,
@@ -254,8 +288,12 @@ def _recurrent(
         else:
             bias = _reshape(wb + rb, (dirs * gh,))
     proj = projection(x, w, bias, dirs, gh)
+    masks = (
+        None if sequence_lengths is None else _masks(where, sequence_lengths, batch, steps, x.dtype)
+    )
     ys: list[list[Tensor]] = []
     finals: list[Tensor] = []
+    last: list[Tensor] = []
     for d in range(dirs):
         rd = _reshape(_slice(r, 0, d, d + 1), (gh, hidden))
         backward = go_backwards != (d == 1)
@@ -263,20 +301,26 @@ def _recurrent(
         h, c = h0[d], c0[d]
         y: list[Tensor] = []
         for t in order:
-            h, c = cell(
+            hn, cn = cell(
                 kind, proj(t, d), h, c, rd, rbh[d], None, acts, hidden,
                 linear_before_reset=kind == "GRU" and reset_after,
             )  # fmt: skip
-            y.append(h)
+            if masks is None:
+                h, c = hn, cn
+                y.append(h)
+            else:  # past a row's length: its state stays, its output is 0
+                y.append(hn * masks[t])
+                h = _keep(masks[t], hn, h)
+                c = None if cn is None else _keep(masks[t], cn, c)
         if d == 1:  # Bidirectional: the backward outputs back in the input's time order
             y.reverse()
         ys.append(y)
         finals += [h] if c is None else [h, c]
+        last.append(h)
     if return_sequences:
         per_t = [_concat([ys[d][t] for d in range(dirs)], 1) for t in range(steps)]
         out = _concat([_reshape(v, (batch, 1, dirs * hidden)) for v in per_t], 1)
-    else:
-        last = [ys[0][-1]] + ([ys[1][0]] if dirs == 2 else [])
+    else:  # each direction's final state
         out = _concat(last, 1)
     return [out, *finals] if return_state else out
 
@@ -292,6 +336,7 @@ def lstm(
     recurrent_activation: Any = "sigmoid",
     bidirectional: bool = False,
     initial_state: Sequence[Tensor] | None = None,
+    sequence_lengths: Tensor | None = None,
     name: str | None = None,
     use_bias: bool = True,
     unit_forget_bias: bool = True,
@@ -315,6 +360,12 @@ def lstm(
     [output, h(, c)] per direction (forward first, as Keras), each [N, units].
     ``initial_state``: those states' tensors in the same order ([N, units] each; default
     zeros). ``activation`` / ``recurrent_activation``: names as ``dense``'s (None: identity).
+    ``sequence_lengths``: a tensor [N] of each row's length L (i32, or whole numbers in f32;
+    default: all T), as torch's packed sequences and ONNX's sequence_lens: a row's state stops
+    changing after its step L - 1 (a backward direction starts at step L - 1), its outputs are
+    0 from step L on, and the last output and returned states are those at its end (a row of
+    length 0 keeps its initial state). Lengths read straight from an i32 input outside 0 .. T
+    are refused before anything runs (ArgumentError); f32 lengths are not checked.
 
     Params (ONNX's W, R, B layouts and gate orders, so an ONNX node's initializers load with
     set_weights; torch's weight_ih_l0, weight_hh_l0 and [bias_ih_l0, bias_hh_l0] after
@@ -324,7 +375,8 @@ def lstm(
     2*gates*units] (input biases, then recurrent biases; zeros) unless ``use_bias=False``.
 
     Raises:
-        ShapeError: x not [N, T, C] with T and C fixed ints; an initial state not [N, units].
+        ShapeError: x not [N, T, C] with T and C fixed ints; an initial state not [N, units];
+            sequence_lengths not [N].
         GraphcError: units not a positive int; an unknown activation or initializer; an
             initial_state of the wrong count.
         OptionTypeError: a flag that is not a bool.
@@ -333,7 +385,8 @@ def lstm(
         "LSTM", "lstm", x, units, activation=activation,
         recurrent_activation=recurrent_activation, return_sequences=return_sequences,
         return_state=return_state, go_backwards=go_backwards, bidirectional=bidirectional,
-        initial_state=initial_state, name=name, use_bias=use_bias, kernel_init=kernel_init,
+        initial_state=initial_state,
+        sequence_lengths=sequence_lengths, name=name, use_bias=use_bias, kernel_init=kernel_init,
         recurrent_init=recurrent_init, unit_forget_bias=unit_forget_bias,
     )  # fmt: skip
 
@@ -350,6 +403,7 @@ def gru(
     reset_after: bool = True,
     bidirectional: bool = False,
     initial_state: Sequence[Tensor] | None = None,
+    sequence_lengths: Tensor | None = None,
     name: str | None = None,
     use_bias: bool = True,
     kernel_init: str = "glorot_uniform",
@@ -366,7 +420,8 @@ def gru(
         "GRU", "gru", x, units, activation=activation,
         recurrent_activation=recurrent_activation, return_sequences=return_sequences,
         return_state=return_state, go_backwards=go_backwards, bidirectional=bidirectional,
-        initial_state=initial_state, name=name, use_bias=use_bias, kernel_init=kernel_init,
+        initial_state=initial_state,
+        sequence_lengths=sequence_lengths, name=name, use_bias=use_bias, kernel_init=kernel_init,
         recurrent_init=recurrent_init, reset_after=reset_after,
     )  # fmt: skip
 
@@ -381,6 +436,7 @@ def simple_rnn(
     activation: Any = "tanh",
     bidirectional: bool = False,
     initial_state: Sequence[Tensor] | None = None,
+    sequence_lengths: Tensor | None = None,
     name: str | None = None,
     use_bias: bool = True,
     kernel_init: str = "glorot_uniform",
@@ -394,7 +450,8 @@ def simple_rnn(
         "RNN", "simple_rnn", x, units, activation=activation, recurrent_activation=None,
         return_sequences=return_sequences, return_state=return_state,
         go_backwards=go_backwards, bidirectional=bidirectional, initial_state=initial_state,
-        name=name, use_bias=use_bias, kernel_init=kernel_init, recurrent_init=recurrent_init,
+        sequence_lengths=sequence_lengths, name=name, use_bias=use_bias,
+        kernel_init=kernel_init, recurrent_init=recurrent_init,
     )  # fmt: skip
 
 

@@ -94,6 +94,83 @@ def test_layers_equal_torch_with_weights_copied_in(kind, bidir, seqs) -> None:
         np.testing.assert_allclose(g, s, rtol=1e-5, atol=2e-6)
 
 
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_sequence_lengths_equal_torchs_packed_sequences(kind) -> None:
+    """Rows of lengths 0 .. T (an i32 input) through a bidirectional layer equal torch's
+    pack_padded_sequence (outputs 0 past a row's length; the final states at its end, the
+    backward direction starting at its last element); a length above T is refused naming the
+    row before anything runs."""
+    torch = pytest.importorskip("torch")
+    n, t, c, h = 4, 5, 3, 4
+    torch.manual_seed(1)
+    mod = getattr(torch.nn, kind)(c, h, batch_first=True, bidirectional=True)
+    x = gc.input("x", ("N", t, c))
+    lens = gc.input("lens", ("N",), dtype="i32")
+    fn = gc.lstm if kind == "LSTM" else gc.gru
+    outs = fn(x, h, return_sequences=True, return_state=True, bidirectional=True,
+              sequence_lengths=lens, name="p")  # fmt: skip
+    m = gc.compile(outs, name=f"packed_{kind}")
+    last = gc.compile(fn(x, h, bidirectional=True, sequence_lengths=lens, name="p"),
+                      name=f"packed_last_{kind}")  # fmt: skip
+    w, r, b = [], [], []
+    for sfx in ("_l0", "_l0_reverse"):
+        w.append(_reorder(getattr(mod, "weight_ih" + sfx).detach().numpy(), kind))
+        r.append(_reorder(getattr(mod, "weight_hh" + sfx).detach().numpy(), kind))
+        b.append(np.concatenate([_reorder(getattr(mod, k + sfx).detach().numpy(), kind)
+                                 for k in ("bias_ih", "bias_hh")]))  # fmt: skip
+    wts = {"p.w": np.stack(w), "p.r": np.stack(r), "p.b": np.stack(b)}
+    m.set_weights(wts)
+    last.set_weights(wts)
+    rng = np.random.default_rng(7)
+    xs = rng.standard_normal((n, t, c)).astype(np.float32)
+    ls = np.array([5, 2, 0, 3], np.int32)
+    got = m.predict({"x": xs, "lens": ls})
+    seq, *states = [got[o.name] for o in outs]
+    fin = last.predict({"x": xs, "lens": ls})
+    keep = ls > 0  # torch packs no empty row
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        torch.from_numpy(xs[keep]), torch.from_numpy(ls[keep]).long(), batch_first=True,
+        enforce_sorted=False,
+    )  # fmt: skip
+    with torch.no_grad():
+        y, hn = mod(packed)
+    y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, batch_first=True, total_length=t)
+    hs = (hn[0] if kind == "LSTM" else hn).numpy()
+    np.testing.assert_allclose(seq[keep], y.numpy(), rtol=1e-5, atol=2e-6)
+    np.testing.assert_array_equal(seq[~keep], 0.0)
+    np.testing.assert_allclose(states[0][keep], hs[0], rtol=1e-5, atol=2e-6)
+    np.testing.assert_allclose(states[-2 if kind == "LSTM" else -1][keep], hs[1], rtol=1e-5,
+                               atol=2e-6)  # fmt: skip
+    np.testing.assert_array_equal(states[0][~keep], 0.0)
+    np.testing.assert_allclose(fin, np.concatenate([states[0], states[len(states) // 2]], 1))
+    if kind == "LSTM":
+        np.testing.assert_allclose(states[1][keep], hn[1].numpy()[0], rtol=1e-5, atol=2e-6)
+    with pytest.raises(gc.ArgumentError, match="6"):
+        m.predict({"x": xs, "lens": np.array([5, 6, 0, 3], np.int32)})
+
+
+def test_sequence_lengths_in_the_exported_library(tmp_path) -> None:
+    """A float64 bidirectional LSTM with i32 lengths: the library gives predict's outputs, and
+    refuses a length outside 0 .. T naming the row (its native scan of an i32 index input,
+    which did not compile before: vmath.trunc of <16 x i32>)."""
+    x = gc.input("x", ("N", 4, 2), dtype="f64")
+    lens = gc.input("lens", ("N",), dtype="i32")
+    m = gc.compile(gc.lstm(x, 3, sequence_lengths=lens, bidirectional=True), name="libq")
+    xs = np.random.default_rng(0).standard_normal((3, 4, 2))
+    ok = np.array([4, 1, 0], np.int32)
+    m.export(str(tmp_path / "libq.so"))
+    lib = gc.load(str(tmp_path / "libq.so"))
+    want = m.predict({"x": xs, "lens": ok})
+    np.testing.assert_array_equal(lib.predict({"x": xs, "lens": ok}), want)
+    other = xs[1:2].copy()
+    other[:, 1:] = 7.0
+    want_short = m.predict({"x": other, "lens": np.array([1], np.int32)})
+    np.testing.assert_allclose(want[1], want_short[0])  # a row of length 1 ignores its tail
+    for bad in (5, -1):
+        with pytest.raises(gc.ArgumentError, match=f"row 1 holds {bad}"):
+            lib.predict({"x": xs, "lens": np.array([4, bad, 0], np.int32)})
+
+
 def _keras_loop(kind, xs, w, r, b, units, go_backwards=False, reset_after=True, act=np.tanh):
     """float64 reference from Keras's cell formulas (Keras layouts: kernel [C, gates*H] with
     gates i,f,c,o / z,r,h, recurrent kernel [H, gates*H], GRU bias [2, 3H] under reset_after),
