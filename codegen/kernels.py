@@ -105,8 +105,9 @@ class KernelContext:
 
     def inline_value(self, node: Node) -> ir.Value:
         t = LL[node.type.dtype]
-        if node.op == "const":
-            return ir.Constant(t, node.attr("value"))
+        if node.op == "const":  # (an i32 constant's value is a whole number: dsl.const)
+            v = node.attr("value")
+            return ir.Constant(t, int(v) if isinstance(t, ir.IntType) else v)
         if node.op == "size":
             x = self.g[node.inputs[0]].type
             axes = normalize_axes("size", node.attr("axes"), x.rank)

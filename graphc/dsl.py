@@ -396,7 +396,14 @@ def const(value: float, dtype: str = "f32") -> Tensor:
             f"const: expects one number, got {type(value).__name__}{shape}; for an array of "
             "values use gc.constant(array)"
         )
-    return apply("const", value=float(value), dtype=dtype)
+    v = float(np.asarray(value).item() if isinstance(value, np.ndarray) else value)
+    if dtype == "i32" and not (v.is_integer() and -(2**31) <= v < 2**31):
+        raise ArgumentError(
+            f"const: {value!r} is not a whole number in int32's range, so it cannot be an i32 "
+            "constant (an i32 tensor compared or combined with it): cast the tensor to f32 "
+            "first (gc.cast), or give a whole number"
+        )
+    return apply("const", value=v, dtype=dtype)
 
 
 def op_function(op: str) -> Callable[..., Tensor]:
