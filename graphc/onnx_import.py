@@ -214,6 +214,19 @@ def _attr_type(onnx: Any, t: Any) -> str:
         return f"type {int(t)}"
 
 
+def _reads_in_subgraph(node: Any, name: str) -> bool:
+    """Whether a node of ``node``'s subgraphs (If's branches, a Loop's or Scan's body, nested
+    ones too) reads the enclosing graph's value ``name`` (an outer-scope reference)."""
+    for a in node.attribute:
+        for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+            shadowed = {i.name for i in g.input} | {i.name for i in g.initializer}
+            if name in shadowed:
+                continue
+            if any(name in n.input or _reads_in_subgraph(n, name) for n in g.node):
+                return True
+    return False
+
+
 def load_model(source: Any) -> tuple[Any, str | None]:
     """A ModelProto from a path (external data confined to the file's folder) or a ModelProto.
 
@@ -1549,7 +1562,17 @@ class Importer:
                 return None
             uses = [n for n in self.graph.node if v in n.input]
             if not uses and v == name:
-                self.integer_refusal = "no node reads it"
+                inside = [
+                    f"node {k} {n.name!r} ({n.op_type})"
+                    for k, n in enumerate(self.graph.node)
+                    if _reads_in_subgraph(n, v)
+                ]
+                self.integer_refusal = (
+                    f"only the subgraphs of {', '.join(inside)} read it, and graphc does not "
+                    "follow an integer input into an If, Loop or Scan body"
+                    if inside
+                    else "no node reads it"
+                )
                 return None
             for n in uses:
                 here = f"node {list(self.graph.node).index(n)} {n.name!r} ({n.op_type})"

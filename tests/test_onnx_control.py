@@ -407,3 +407,24 @@ def test_onnx_node_tests_of_loop_and_scan() -> None:
                 assert run_case(c, mode) == ("pass", ""), (c.name, mode)
             ran += 1
     assert ran == 4
+
+
+def test_integer_input_read_only_inside_a_branch_is_refused_naming_the_if() -> None:
+    """An int64 graph input read only inside an If's branches (torch's scatter_reduce export
+    passes its indices through an If on Size(Shape(x)) == 0): the refusal names the If and
+    says graphc does not follow integer inputs into subgraphs. Before it said 'no node reads
+    it', which is false."""
+    F = TensorProto.FLOAT
+    then = _body([helper.make_node("Cast", ["i"], ["a"], to=F)], [], [("a", F)])
+    other = _body(
+        [helper.make_node("Cast", ["i"], ["c"], to=F), helper.make_node("Neg", ["c"], ["b"])],
+        [],
+        [("b", F)],
+    )
+    nodes = [
+        helper.make_node("If", ["cond"], ["y0"], name="pick", then_branch=then, else_branch=other),
+        helper.make_node("Add", ["y0", "x"], ["y"]),
+    ]
+    cond = numpy_helper.from_array(np.array(True), "cond")
+    m = make_model(nodes, [("x", ["N", 3]), ("i", TensorProto.INT64, ["N", 3])], ["y"], [cond])
+    _refused(m, r"input 'i'.*only the subgraphs of node 0 'pick' \(If\) read it")
