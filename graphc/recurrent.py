@@ -210,7 +210,7 @@ def _recurrent(
     units: int,
     *,
     activation: Any,
-    recurrent_activation: Any,
+    recurrent_activation: Any = None,
     return_sequences: bool,
     return_state: bool,
     go_backwards: bool,
@@ -381,14 +381,7 @@ def lstm(
             initial_state of the wrong count.
         OptionTypeError: a flag that is not a bool.
     """
-    return _recurrent(
-        "LSTM", "lstm", x, units, activation=activation,
-        recurrent_activation=recurrent_activation, return_sequences=return_sequences,
-        return_state=return_state, go_backwards=go_backwards, bidirectional=bidirectional,
-        initial_state=initial_state,
-        sequence_lengths=sequence_lengths, name=name, use_bias=use_bias, kernel_init=kernel_init,
-        recurrent_init=recurrent_init, unit_forget_bias=unit_forget_bias,
-    )  # fmt: skip
+    return _recurrent("LSTM", "lstm", **locals())  # the arguments as given
 
 
 def gru(
@@ -416,14 +409,7 @@ def gru(
     form of Cho et al. (ONNX's default linear_before_reset=0, Keras reset_after=False).
     Arguments, outputs, params (gates = 3) and errors as ``lstm``'s; ``initial_state``: h.
     """
-    return _recurrent(
-        "GRU", "gru", x, units, activation=activation,
-        recurrent_activation=recurrent_activation, return_sequences=return_sequences,
-        return_state=return_state, go_backwards=go_backwards, bidirectional=bidirectional,
-        initial_state=initial_state,
-        sequence_lengths=sequence_lengths, name=name, use_bias=use_bias, kernel_init=kernel_init,
-        recurrent_init=recurrent_init, reset_after=reset_after,
-    )  # fmt: skip
+    return _recurrent("GRU", "gru", **locals())  # the arguments as given
 
 
 def simple_rnn(
@@ -446,13 +432,7 @@ def simple_rnn(
     1990; torch.nn.RNN, Keras's SimpleRNN, ONNX RNN). Arguments, outputs, params (gates =
     1) and errors as ``lstm``'s; ``initial_state``: h.
     """
-    return _recurrent(
-        "RNN", "simple_rnn", x, units, activation=activation, recurrent_activation=None,
-        return_sequences=return_sequences, return_state=return_state,
-        go_backwards=go_backwards, bidirectional=bidirectional, initial_state=initial_state,
-        sequence_lengths=sequence_lengths, name=name, use_bias=use_bias,
-        kernel_init=kernel_init, recurrent_init=recurrent_init,
-    )  # fmt: skip
+    return _recurrent("RNN", "simple_rnn", **locals())  # the arguments as given
 
 
 class _Layer:
