@@ -529,15 +529,17 @@ def _qlinear_softmax(cx: NodeContext) -> list[Value]:
     t = _type_of(cx, 4)
     if _type_of(cx, 2) != t:
         cx.fail("X and Y of different element types (uint8 / int8)")
-    r = len(x.shape)
+    shape = tuple(x.shape)
+    r = len(shape)
     opset = int(cx.attr("opset", 13))
     axis = int(cx.attr("axis", -1 if opset >= 13 else 1))
     axis = axis + r if axis < 0 else axis
-    if not 0 <= axis < r or (opset < 13 and axis != r - 1):
-        cx.fail(f"axis {axis} of {_fmt(x.shape)}: graphc takes one axis (the last before opset 13)")
+    if not 0 <= axis < r or "N" in shape[axis:]:
+        cx.fail(f"axis {axis} of {_fmt(shape)}: softmax over the batch dimension N or outside")
+    if opset < 13 and axis < r - 1:  # before opset 13: over every axis from axis on, as one
+        x = _reshape(cx, x, (*shape[:axis], int(np.prod([int(v) for v in shape[axis:]]))))
+        r, axis = axis + 1, axis
     d = x.shape[axis]
-    if d == "N":
-        cx.fail(f"softmax over the batch dimension N of {_fmt(x.shape)}")
     xs = float(_scale(cx, 1, "X_scale"))
     bits = float(np.log(np.float32(np.finfo(np.float32).max) / np.float32(d)))
     shift = max(0.0, bits - 5.0) / xs
@@ -553,6 +555,8 @@ def _qlinear_softmax(cx: NodeContext) -> list[Value]:
     if zp is not None and float(zp):
         q = q + float(zp)
     q = _minimum(q, dsl.const(255.0 if t == 2 else 127.0))
+    if tuple(q.shape) != shape:
+        q = _reshape(cx, q, shape)
     return [_mask(cx, dsl.apply("cast", q, dtype="f32"))]
 
 
@@ -828,6 +832,7 @@ def _qdq_as_qoperator(model: Any) -> Any:
     # QuantizeLinear of a constant float tensor (the weights of a quantization-aware training
     # export: Q(W) -> DQ) folded first, as ONNX Runtime's constant folding does before it
     # fuses: rne(W / scale) + zero_point, saturated, in float32 (its kernel's arithmetic)
+    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     found: list[tuple[int, Any]] = []
     for i, q in enumerate(nodes):
         if q.op_type != "QuantizeLinear" or q.domain or len(q.input) != 3 or not q.input[2]:
@@ -938,6 +943,8 @@ def _qdq_as_qoperator(model: Any) -> Any:
             elif op.op_type == "MatMul":
                 new = onnx.helper.make_node("QLinearMatMul", x + w + y, list(q.output))
             elif op.op_type == "Gemm" and const_w and float(a.get("beta", 1.0)) == 1.0:
+                if a.get("transA", 0):  # (A^T would move N: graphc's QGemm refuses it)
+                    continue
                 a.pop("beta", None)
                 new = onnx.helper.make_node(
                     "QGemm", x + w + (b or [""]) + y, list(q.output), domain="com.microsoft", **a
@@ -953,8 +960,7 @@ def _qdq_as_qoperator(model: Any) -> Any:
                 "QLinearAveragePool", x + y, list(q.output), domain="com.microsoft", **a
             )
         elif op.op_type == "Softmax" and set(a) <= {"axis"}:
-            version = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-            a["opset"] = 13 if version >= 13 else 1
+            a["opset"] = 13 if opset >= 13 else 11  # (before 13: over every axis from axis)
             new = onnx.helper.make_node(
                 "QLinearSoftmax", x + y, list(q.output), domain="com.microsoft", **a
             )

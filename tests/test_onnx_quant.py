@@ -717,3 +717,62 @@ def test_torch_style_qdq_constants_fuse_as_onnxruntime(tmp_path) -> None:
     want = _ort(path, x)[0]
     got = from_onnx(path, trainable=False).compile().predict(x)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("opset, axis", [(11, 1), (11, -1), (13, 1)])
+def test_qdq_softmax_at_old_and_new_opsets_matches_onnxruntime(tmp_path, opset, axis) -> None:
+    """DQ -> Softmax -> Q of [N, 3, 4] (ONNX Runtime's default session fuses it into
+    QLinearSoftmax): before opset 13 over axes 1 and 2 as one (the 2-D coercion), from 13
+    over the axis alone; equal to ONNX Runtime bit for bit."""
+    mk = helper.make_node
+    inits = [
+        nh.from_array(np.float32(0.05), "xs"),
+        nh.from_array(np.uint8(120), "xz"),
+        nh.from_array(np.float32(1 / 256), "ys"),
+        nh.from_array(np.uint8(0), "yz"),
+    ]
+    nodes = [
+        mk("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        mk("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        mk("Softmax", ["xd"], ["p"], axis=axis),
+        mk("QuantizeLinear", ["p", "ys", "yz"], ["pq"]),
+        mk("DequantizeLinear", ["pq", "ys", "yz"], ["y"]),
+    ]
+    path = str(tmp_path / "s.onnx")
+    onnx.save(_model(nodes, inits, ["N", 3, 4], ["N", 3, 4], opset=opset), path)
+    x = (np.random.default_rng(19).normal(size=(16, 3, 4)) * 2).astype(np.float32)
+    want = _ort(path, x)[0]
+    got = from_onnx(path, trainable=False).compile().predict(x)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_qdq_gemm_with_trans_a_keeps_the_float_definition(tmp_path) -> None:
+    """DQ -> Gemm(transA=1) -> Q of a fixed-shape A: not fused (graphc's QGemm takes no
+    transA), so it imports as before and computes the float definition: within one output
+    quantization step of ONNX Runtime (which fuses it into QGemm)."""
+    rng = np.random.default_rng(20)
+    mk = helper.make_node
+    inits = [
+        nh.from_array(np.float32(0.05), "xs"),
+        nh.from_array(np.uint8(128), "xz"),
+        nh.from_array(rng.integers(-128, 128, size=(6, 5)).astype(np.int8), "w"),
+        nh.from_array(np.float32(0.02), "ws"),
+        nh.from_array(np.int8(0), "wz"),
+        nh.from_array(np.float32(0.1), "ys"),
+        nh.from_array(np.uint8(128), "yz"),
+    ]
+    nodes = [
+        mk("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        mk("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        mk("DequantizeLinear", ["w", "ws", "wz"], ["wd"]),
+        mk("Gemm", ["xd", "wd"], ["g"], transA=1),
+        mk("QuantizeLinear", ["g", "ys", "yz"], ["gq"]),
+        mk("DequantizeLinear", ["gq", "ys", "yz"], ["y"]),
+    ]
+    path = str(tmp_path / "g.onnx")
+    onnx.save(_model(nodes, inits, [6, 4], [4, 5]), path)
+    x = rng.normal(size=(6, 4)).astype(np.float32)
+    want = _ort(path, x)[0]
+    rep = from_onnx(path, trainable=False).compile()
+    got = rep._run("infer", {"x": x}, 1)[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=0.1 + 1e-6)
