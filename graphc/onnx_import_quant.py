@@ -436,7 +436,9 @@ def _qlinear_unary(kind: str) -> Any:
 def _qlinear_global_average_pool(cx: NodeContext) -> list[Value]:
     """QLinearGlobalAveragePool (com.microsoft; channels_last 0 or 1): as ONNX Runtime's MLAS,
     clamp(rne(sum(x - x_zp) * (x_scale / (y_scale * size))) + y_zp) over each channel's
-    ``size`` positions, the sum exact (size * 255 < 2**24)."""
+    ``size`` positions, the sum exact (size * 255 < 2**24), or past that (large images)
+    summed as 16 * sum(hi) + sum(lo) of x - x_zp = 16 hi + lo, the correctly rounded float32
+    of the int32 sum that ORT converts (size < 2**20)."""
     x, a_bound = _centred_input(cx, 0, 2)
     last = int(cx.attr("channels_last", 0))
     r = len(x.shape)
@@ -444,9 +446,14 @@ def _qlinear_global_average_pool(cx: NodeContext) -> list[Value]:
         cx.fail(f"input {_fmt(x.shape)}: [N, C, D1, ...] expected")
     axes = tuple(range(1, r - 1)) if last else tuple(range(2, r))
     size = int(np.prod([int(x.shape[a]) for a in axes]))
-    if size * a_bound >= EXACT:
-        cx.fail(f"{size} positions per channel: the sum can pass 2**24")
-    s = dsl.sum(x, axes, keepdims=True)
+    if size * a_bound < EXACT:
+        s = dsl.sum(x, axes, keepdims=True)
+    elif size * 16 < EXACT:
+        hi = _integral_part(cx, x * 0.0625, -1)
+        s_hi = dsl.sum(hi, axes, keepdims=True)
+        s = s_hi * 16.0 + dsl.sum(x - hi * 16.0, axes, keepdims=True)
+    else:
+        cx.fail(f"{size} positions per channel: the sum can pass what float32 holds exactly")
     m = _scale(cx, 1, "x_scale") / (_scale(cx, 3, "y_scale") * np.float32(size))
     return [saturate(cx, rne(s * float(m)), _param(cx, 4, "y_zero_point"), _type_of(cx, 4))]
 

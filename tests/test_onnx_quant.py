@@ -776,3 +776,38 @@ def test_qdq_gemm_with_trans_a_keeps_the_float_definition(tmp_path) -> None:
     rep = from_onnx(path, trainable=False).compile()
     got = rep._run("infer", {"x": x}, 1)[0]
     np.testing.assert_allclose(got, want, rtol=0, atol=0.1 + 1e-6)
+
+
+def test_qlinear_global_average_pool_of_a_large_image_matches_onnxruntime() -> None:
+    """QLinearGlobalAveragePool over 300 x 300 positions of full-range uint8 (the channel
+    sums reach 2.3e7 > 2**24: summed split in two, the correctly rounded float32 of ORT's
+    int32 sum): equal to ONNX Runtime. Refused before (also as a fused QDQ
+    GlobalAveragePool, which imported with the float definition before the fusion)."""
+    rng = np.random.default_rng(21)
+    inits = [
+        nh.from_array(np.float32(0.03), "xs"),
+        nh.from_array(np.uint8(0), "xz"),
+        nh.from_array(np.float32(0.031), "ys"),
+        nh.from_array(np.uint8(3), "yz"),
+    ]
+    node = helper.make_node(
+        "QLinearGlobalAveragePool", ["x", "xs", "xz", "ys", "yz"], ["y"], domain="com.microsoft"
+    )
+    g = helper.make_graph(
+        [node],
+        "gap",
+        [helper.make_tensor_value_info("x", TP.UINT8, ["N", 2, 300, 300])],
+        [helper.make_tensor_value_info("y", TP.UINT8, None)],
+        inits,
+    )
+    m = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    m.ir_version = 8
+    x = rng.integers(200, 256, size=(2, 2, 300, 300)).astype(np.uint8)
+    x[0, 0] = 255
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"x": x})[0]
+    assert 200 < want.min() and want.max() < 255  # not saturated
+    got = from_onnx(m, trainable=False).compile().predict(x)
+    np.testing.assert_array_equal(got.reshape(want.shape), want)
