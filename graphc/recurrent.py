@@ -242,6 +242,7 @@ def _recurrent(
     f = _act(where, recurrent_activation)
     acts = {"LSTM": (f, g, g), "GRU": (f, g), "RNN": (g,)}[kind]
     batch, steps, size = x.shape
+    dt = x.dtype
     dirs = 2 if bidirectional else 1
     hidden, gates = units, GATES[kind]
     gh = gates * hidden
@@ -259,15 +260,14 @@ def _recurrent(
                 + ")"
             )
         for k, s in enumerate(given):
-            if not isinstance(s, Tensor) or tuple(s.shape) != (batch, hidden):
+            if not isinstance(s, Tensor) or (tuple(s.shape), s.dtype) != ((batch, hidden), dt):
                 got = s.type if isinstance(s, Tensor) else type(s).__name__
                 raise ShapeError(
-                    f"{where}: initial_state[{k}] must be a tensor [{batch}, {hidden}] "
-                    f"(batch, units), got {got}"
+                    f"{where}: initial_state[{k}] must be a tensor {dt}[{batch}, {hidden}] "
+                    f"(batch, units, x's dtype), got {got}"
                 )
             (h0 if k % states == 0 else c0)[k // states] = s
     name = name or _fresh(kind.lower())
-    dt = x.dtype
     w = param(f"{name}.w", (dirs, gh, size), init=kernel_init, dtype=dt)
     r = param(f"{name}.r", (dirs, gh, hidden), init=recurrent_init, dtype=dt)
     bias, rbh = None, [None] * dirs
@@ -375,7 +375,8 @@ def lstm(
     2*gates*units] (input biases, then recurrent biases; zeros) unless ``use_bias=False``.
 
     Raises:
-        ShapeError: x not [N, T, C] with T and C fixed ints; an initial state not [N, units];
+        ShapeError: x not [N, T, C] with T and C fixed ints; an initial state not [N, units]
+            of x's dtype;
             sequence_lengths not [N].
         GraphcError: units not a positive int; an unknown activation or initializer; an
             initial_state of the wrong count.

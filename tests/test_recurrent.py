@@ -350,8 +350,10 @@ def test_bad_arguments_are_refused_naming_them() -> None:
         gc.gru(x, 0)
     with pytest.raises(gc.GraphcError, match="initial_state holds 1 tensors; expected 2"):
         gc.lstm(x, 4, initial_state=[gc.input("h", ("N", 4))])
-    with pytest.raises(gc.ShapeError, match=r"initial_state\[0\] must be a tensor \[N, 4\]"):
+    with pytest.raises(gc.ShapeError, match=r"initial_state\[0\] must be a tensor f32\[N, 4\]"):
         gc.simple_rnn(x, 4, initial_state=[gc.input("h5", ("N", 5))])
+    with pytest.raises(gc.ShapeError, match=r"initial_state\[0\] must be a tensor f32\[N, 4\]"):
+        gc.gru(x, 4, initial_state=gc.input("h64", ("N", 4), dtype="f64"))
     with pytest.raises(gc.GraphcError, match="unknown activation"):
         gc.LSTM(4, activation="tanhh")
     with pytest.raises(gc.GraphcError, match="unknown initializer"):
