@@ -922,7 +922,14 @@ class Normalization:
             row = int(np.argwhere(~np.isfinite(arr))[0][0])
             raise GraphcError(f"Normalization.adapt: data holds NaN or infinity (row {row})")
         arr = np.moveaxis(arr, self.axis, -1).reshape(-1, arr.shape[self.axis])
-        self.mean, self.variance = arr.mean(axis=0), arr.var(axis=0)
+        # A feature whose values are all equal is constant: its mean is that value and its
+        # variance 0, exactly. numpy's mean of 100003 values 0.3 is 0.3 - 5e-13, the variance
+        # 2.4e-25, so 1/std was 2e12 and the training value itself normalized to 1.0 (0.31
+        # to 2e10) instead of the 0 this class's constant-feature rule gives.
+        lo, hi = arr.min(axis=0), arr.max(axis=0)
+        same = lo == hi
+        self.mean = np.where(same, lo, arr.mean(axis=0))
+        self.variance = np.where(same, 0.0, arr.var(axis=0))
         return self
 
     def inv_std(self) -> np.ndarray:

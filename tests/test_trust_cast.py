@@ -114,3 +114,22 @@ def test_a_learning_rate_beyond_float32_is_refused_when_set(which, request):
     if which == "library":
         with pytest.raises(ArgumentError, match="float32's range"):
             obj.train_step(np.zeros((2, 3), np.float32), np.zeros(2, np.int32), lr=1e39)
+
+
+@pytest.mark.parametrize("value", [0.3, 1e5 + 0.1, -7.7])
+def test_normalization_of_a_constant_feature_centres_it_exactly(value):
+    """A feature constant in the adapted data is centred, not scaled (the class's documented
+    rule): numpy's float64 mean of 100003 values 0.3 is off by 5e-13 and the variance was
+    2.4e-25, so inv_std was 2e12 and the training value itself normalized to 1.0 (0.31 to
+    2e10). Reference: x - value for the constant feature, (x - mean) / std (float64 numpy)
+    for the other."""
+    rng = np.random.default_rng(6)
+    data = np.stack([np.full(100003, value), rng.standard_normal(100003) * 3 + 1], axis=1)
+    norm = gc.Normalization().adapt(data)
+    x = gc.input("x", ("N", 2), dtype="f64")
+    m = gc.compile(norm(x), name="trust_cast_norm")
+    probe = np.array([[value, 0.5], [value + 0.01, -2.0]])
+    want = np.stack(
+        [probe[:, 0] - value, (probe[:, 1] - data[:, 1].mean()) / data[:, 1].std()], axis=1
+    )
+    np.testing.assert_allclose(m.predict(probe), want, rtol=1e-12, atol=1e-9)
