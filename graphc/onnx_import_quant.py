@@ -235,37 +235,54 @@ def _matmul_core(
 ) -> tuple[Tensor, int]:
     """(a - za) @ (b - zb) exact (see module docstring) and the number of columns; b constant
     (per-column zero point allowed) or computed (scalar zero point); ``a_given``: the centred
-    a and its bound, instead of operands ia and iza."""
+    a and its bound, instead of operands ia and iza. A 1-D a is a row [1, K] and a 1-D b a
+    column [K, 1] whose axis the result drops (numpy's matmul, as the MatMul rule)."""
     a, a_bound = a_given or _centred_input(cx, ia, iza)
-    if len(a.shape) < 2:
-        cx.fail(f"operand A of shape {_fmt(a.shape)}: graphc takes A of rank >= 2")
+    row = len(a.shape) == 1
+    if row:
+        a = _reshape(cx, a, (1, a.shape[0]))
     vb = cx.value(ib)
     if isinstance(vb, Tensor):
         b, b_bound = _centred_input(cx, ib, izb)
+        col = len(b.shape) == 1
+        if col:
+            b = _reshape(cx, b, (b.shape[0], 1))
         k = int(a.shape[-1])
         if a_bound * b_bound * k < EXACT:
-            return _matmul_tensors(cx, a, b), int(b.shape[-1])
+            y = _matmul_tensors(cx, a, b)
         # split b = 16 hi + lo at run time (hi = floor(b / 16), lo in 0..15), as the
         # constant weights in _exact_sum: two exact products, added once
-        if a_bound * max(np.ceil(b_bound / 16.0), 15.0) * k >= EXACT:
+        elif a_bound * max(np.ceil(b_bound / 16.0), 15.0) * k >= EXACT:
             cx.fail(
                 f"two computed operands with K={k}: their integer accumulation can reach "
                 f"{a_bound * b_bound * k:.0f}, past what graphc sums exactly in float32 "
                 "(2**24, or about 2**28 split in two)"
             )
-        hi = _integral_part(cx, b * 0.0625, -1)
-        lo = b - hi * 16.0
-        y = _matmul_tensors(cx, a, hi) * 16.0 + _matmul_tensors(cx, a, lo)
-        return y, int(b.shape[-1])
-    rank = np.asarray(vb).ndim
-    if rank < 2:
-        cx.fail(f"operand B of shape {list(np.asarray(vb).shape)}: graphc takes B of rank >= 2")
-    w = _centred_weight(cx, ib, izb, rank - 1, rank)  # per column: B's last axis
-    y = _exact_sum(
-        cx, lambda x, c: _matmul_tensors(cx, x, c), a, a_bound, w,
-        lambda m: m.sum(axis=-2), None, lambda v: v,
-    )  # fmt: skip
-    return y, w.shape[-1]
+        else:
+            hi = _integral_part(cx, b * 0.0625, -1)
+            lo = b - hi * 16.0
+            y = _matmul_tensors(cx, a, hi) * 16.0 + _matmul_tensors(cx, a, lo)
+        n = int(b.shape[-1])
+    else:
+        rank = np.asarray(vb).ndim
+        col = rank == 1
+        if col:  # a column, its zero point a scalar
+            zb = _param(cx, izb, "zero point")
+            w = np.asarray(cx.c(ib)).astype(np.float64).reshape(-1, 1) - (zb or 0.0)
+        else:
+            w = _centred_weight(cx, ib, izb, rank - 1, rank)  # per column: B's last axis
+        y = _exact_sum(
+            cx, lambda x, c: _matmul_tensors(cx, x, c), a, a_bound, w,
+            lambda m: m.sum(axis=-2), None, lambda v: v,
+        )  # fmt: skip
+        n = w.shape[-1]
+    if col or row:
+        shape = tuple(y.shape)
+        keep = [d for j, d in enumerate(shape) if not (col and j == len(shape) - 1)]
+        if row:
+            del keep[len(shape) - 2]
+        y = _reshape(cx, y, tuple(keep))
+    return y, n
 
 
 def _matmul_integer(cx: NodeContext) -> list[Value]:

@@ -746,31 +746,38 @@ def test_qdq_softmax_at_old_and_new_opsets_matches_onnxruntime(tmp_path, opset, 
     np.testing.assert_array_equal(got, want)
 
 
-def test_qdq_gemm_with_trans_a_keeps_the_float_definition(tmp_path) -> None:
-    """DQ -> Gemm(transA=1) -> Q of a fixed-shape A: not fused (graphc's QGemm takes no
-    transA), so it imports as before and computes the float definition: within one output
-    quantization step of ONNX Runtime (which fuses it into QGemm)."""
-    rng = np.random.default_rng(20)
+def _qdq_weighted(op: str, w: np.ndarray, ys: float, x_shape, y_shape, **attrs):
+    """Q -> DQ(x) and DQ(w) (int8, scale 0.02) -> op -> Q -> DQ: a one-layer QDQ model
+    (x scale 0.05, zero points 128)."""
     mk = helper.make_node
     inits = [
         nh.from_array(np.float32(0.05), "xs"),
         nh.from_array(np.uint8(128), "xz"),
-        nh.from_array(rng.integers(-128, 128, size=(6, 5)).astype(np.int8), "w"),
+        nh.from_array(w, "w"),
         nh.from_array(np.float32(0.02), "ws"),
         nh.from_array(np.int8(0), "wz"),
-        nh.from_array(np.float32(0.1), "ys"),
+        nh.from_array(np.float32(ys), "ys"),
         nh.from_array(np.uint8(128), "yz"),
     ]
     nodes = [
         mk("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
         mk("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
         mk("DequantizeLinear", ["w", "ws", "wz"], ["wd"]),
-        mk("Gemm", ["xd", "wd"], ["g"], transA=1),
-        mk("QuantizeLinear", ["g", "ys", "yz"], ["gq"]),
-        mk("DequantizeLinear", ["gq", "ys", "yz"], ["y"]),
+        mk(op, ["xd", "wd"], ["m"], **attrs),
+        mk("QuantizeLinear", ["m", "ys", "yz"], ["mq"]),
+        mk("DequantizeLinear", ["mq", "ys", "yz"], ["y"]),
     ]
+    return _model(nodes, inits, x_shape, y_shape)
+
+
+def test_qdq_gemm_with_trans_a_keeps_the_float_definition(tmp_path) -> None:
+    """DQ -> Gemm(transA=1) -> Q of a fixed-shape A: not fused (graphc's QGemm takes no
+    transA), so it imports as before and computes the float definition: within one output
+    quantization step of ONNX Runtime (which fuses it into QGemm)."""
+    rng = np.random.default_rng(20)
+    w = rng.integers(-128, 128, size=(6, 5)).astype(np.int8)
     path = str(tmp_path / "g.onnx")
-    onnx.save(_model(nodes, inits, [6, 4], [4, 5]), path)
+    onnx.save(_qdq_weighted("Gemm", w, 0.1, [6, 4], [4, 5], transA=1), path)
     x = rng.normal(size=(6, 4)).astype(np.float32)
     want = _ort(path, x)[0]
     rep = from_onnx(path, trainable=False).compile()
@@ -810,4 +817,18 @@ def test_qlinear_global_average_pool_of_a_large_image_matches_onnxruntime() -> N
     want = sess.run(None, {"x": x})[0]
     assert want.min() > 200 and want.max() < 255  # not saturated
     got = from_onnx(m, trainable=False).compile().predict(x)
+    np.testing.assert_array_equal(got.reshape(want.shape), want)
+
+
+def test_qdq_matmul_with_a_1d_weight_fuses_and_matches_onnxruntime(tmp_path) -> None:
+    """DQ(x [N, 12]) @ DQ(w [12]) -> Q (a 1-D weight, numpy's column): fused into
+    QLinearMatMul as ONNX Runtime's default session does, whose B is a column whose axis
+    the result drops; equal bit for bit (the fused rule refused 1-D operands before)."""
+    rng = np.random.default_rng(22)
+    w = rng.integers(-128, 128, size=12).astype(np.int8)
+    path = str(tmp_path / "v.onnx")
+    onnx.save(_qdq_weighted("MatMul", w, 0.07, ["N", 12], ["N"]), path)
+    x = rng.normal(size=(40, 12)).astype(np.float32)
+    want = _ort(path, x)[0]
+    got = from_onnx(path, trainable=False).compile().predict(x)
     np.testing.assert_array_equal(got.reshape(want.shape), want)
