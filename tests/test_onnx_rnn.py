@@ -499,13 +499,17 @@ def test_symbolic_sequence_length_is_refused_naming_the_node() -> None:
 # ---------------------------------------------------------------- tf2onnx, ReverseSequence
 
 TF_FILES = ["lstm", "back", "bilstm", "stack", "revseq"]
+# Keras 3 layers that tf2onnx 1.17 leaves as an ONNX Loop over T (graphc unrolls it)
+TF_LOOP_FILES = ["gru", "grulast", "grurb0", "simplernn", "masklstm"]
 
 
-@pytest.mark.parametrize("name", TF_FILES)
+@pytest.mark.parametrize("name", TF_FILES + TF_LOOP_FILES)
 def test_tf2onnx_keras_lstm_files_match_onnxruntime(name: str) -> None:
     """tests/data/onnx/tf_rnn_*_14.onnx (export_tf_rnn.py: tf2onnx 1.17 of Keras 3 LSTM,
     go_backwards (ReverseSequence of the [T, N, C] view by lengths expanded over N),
-    Bidirectional, a stack under a Dense head; tf.reverse_sequence of a padded batch)."""
+    Bidirectional, a stack under a Dense head; tf.reverse_sequence of a padded batch; GRU with
+    reset_after True / False, SimpleRNN and an LSTM behind Masking, each a Loop node). The
+    masked LSTM's batch has rows zero-padded after 1, 3 and 5 steps (Masking skips them)."""
     path = os.path.join(DATA, f"tf_rnn_{name}_14.onnx")
     m = onnx.load(path)
     rng = np.random.default_rng(6)
@@ -516,6 +520,10 @@ def test_tf2onnx_keras_lstm_files_match_onnxruntime(name: str) -> None:
         else:
             dims = [d.dim_value or 3 for d in vi.type.tensor_type.shape.dim]
             feeds[vi.name] = rng.standard_normal(dims).astype(np.float32)
+    if name == "masklstm":
+        x = feeds["x"]
+        for row, steps in enumerate((1, 3, 5)):
+            x[row, steps:] = 0.0
     want = _ort(m, feeds)
     got = gc.from_onnx(path).compile().predict(feeds)
     got = list(got.values()) if isinstance(got, dict) else [got]

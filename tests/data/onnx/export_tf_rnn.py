@@ -1,10 +1,11 @@
 """Regenerates tests/data/onnx/tf_rnn_*.onnx: Keras 3 LSTM layers (return_sequences,
-go_backwards, Bidirectional, stacked under a Dense head) and tf.reverse_sequence, converted by
-tf2onnx (1.17, TensorFlow 2.21) through ``tf2onnx.convert.from_function`` with a dynamic batch
-dimension. tf2onnx rewrites Keras's LSTM while loop into an ONNX LSTM node with ONNX's gate
-order and biases, zero initial states expanded from the input's shape ([N, H], unsqueezed to
-[1, N, H]). (Keras 3's GRU, SimpleRNN and a masked LSTM stay ONNX Loop nodes in tf2onnx
-1.17, which graphc does not import.)
+go_backwards, Bidirectional, stacked under a Dense head), Keras 3 GRU (reset_after True and
+False, every step or the last), SimpleRNN and an LSTM behind Masking, and tf.reverse_sequence,
+converted by tf2onnx (1.17, TensorFlow 2.21) through ``tf2onnx.convert.from_function`` with a
+dynamic batch dimension. tf2onnx rewrites Keras's LSTM while loop into an ONNX LSTM node with
+ONNX's gate order and biases, zero initial states expanded from the input's shape ([N, H],
+unsqueezed to [1, N, H]); Keras 3's GRU, SimpleRNN and the masked LSTM stay ONNX Loop nodes
+(the while loop over T, its trip count from the input's shape; graphc unrolls them).
 
 Run with a Python that has tensorflow-cpu and tf2onnx (not a graphc dependency):
 ``python tests/data/onnx/export_tf_rnn.py [NAME...]``.
@@ -48,6 +49,11 @@ def main(names):
             layers.Bidirectional(layers.LSTM(H)),
             layers.Dense(2),
         ),
+        "gru": lambda: seq(layers.GRU(H, return_sequences=True)),
+        "grulast": lambda: seq(layers.GRU(H)),
+        "grurb0": lambda: seq(layers.GRU(H, reset_after=False, return_sequences=True)),
+        "simplernn": lambda: seq(layers.SimpleRNN(H, return_sequences=True)),
+        "masklstm": lambda: seq(layers.Masking(0.0), layers.LSTM(H)),
     }
     for name, make in models.items():
         if names and name not in names:
