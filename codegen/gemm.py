@@ -112,6 +112,16 @@ PARALLEL_MIN_MACS = 1 << 18  # smaller products (about 6 us on one core) stay on
 # for the other core costs some 10-40 us, which a GEMV below 2^17 values does not earn back.
 DIRECT_PARALLEL_MIN = 1 << 17
 BLOCKS_PER_THREAD = 4  # a split product has at most this many blocks of C per thread ...
+# nn products (B stored [K, N]) with at most this many rows of C, and N whole NR-wide slivers
+# (a sliver never reads past B's rows), read B where it lies instead of packing it: a packed
+# sliver would serve only M / MR tiles (6 at M = 32), and packing W1 took 9.8 % of the SGD b32
+# step (perf, Zen 5). The microkernel is the same with B's row stride as an argument (an
+# unaligned load per vector; the packed path keeps its own, aligned), in the same k order: the
+# bits do not change. Measured (public API, 1 thread, 6 alternating rounds of separate
+# processes, load 2.0-3.7, against packing): SGD step of 784-256-128-10 at b32 0.89-0.93
+# (median 160 us against 176), Adam b32 0.80-0.94; predict at 16 / 32 / 48 rows 0.67 / 0.83-0.88
+# / 0.86-0.89; b128 and b512 (packed as before) 0.96-1.00. Larger M was not measured.
+B_IN_PLACE_MAX_M = 48
 BLOCK_MIN = 512  # ... each of at least this many rows (split along M) or columns (along N):
 # every block packs all of the other operand, and packing a value costs some 30 multiply-adds
 DTYPES = {k: LL[k] for k, d in DTYPE_INFO.items() if d.is_float}  # the GEMM's element types
@@ -1014,7 +1024,10 @@ class _GemmEmitter:
         This GEMM's own code is the loop nest down to the panels and the epilogue; packing and
         the microkernel are helpers shared by every GEMM of the module with the same tile.
 
-        B's panel is packed on every call, also where B is a parameter that did not change
+        B stored [K, N] is read where it lies (no packing) for blocks of C of at most
+        B_IN_PLACE_MAX_M rows when N is whole slivers (call_ukernel, strided_ukernel).
+
+        Otherwise B's panel is packed on every call, also where B is a parameter that did not change
         since the last call. Skipping that packing in the forward products altogether (wrong
         results: an upper bound) ran the public SGD step of 784-256-128-10 at 0.969 of its
         time at b128 and 0.982 at b512 (Zen 5, 5 rounds, load 1.7): the most that keeping W
@@ -1077,6 +1090,13 @@ class _GemmEmitter:
                 self.pack_a,
                 f"graphc.gemm.pack_a.{'t' if self.trans_a else 'n'}.{kind}",
             )
+        # B stored [K, N] is read where it lies when C has few rows (each B sliver would serve
+        # only M / MR tiles after its packing) and N is whole slivers (no read past B's end)
+        b_in_place: ir.Value | bool = False
+        if not self.trans_b and B_IN_PLACE_MAX_M > 0:
+            few = b.icmp_signed("<=", self.sub(m1, m0), self.const(B_IN_PLACE_MAX_M))
+            whole_slivers = b.icmp_signed("==", b.srem(self.N, self.const(blk.nr)), self.const(0))
+            b_in_place = b.and_(few, whole_slivers, name="b.in_place")
         KC = self.const(kc_size)
         # At least one K block, so that K == 0 still stores epilogue(0) (or C_old).
         kblocks = b.select(
@@ -1110,7 +1130,11 @@ class _GemmEmitter:
                 last = self.epilogue is not None and b.icmp_signed(
                     "==", p_loop.iv, self.sub(kblocks, 1)
                 )
-                self.call(pack_b, jc, nc, pc, kc, self.b_buf)
+                if b_in_place is False:
+                    self.call(pack_b, jc, nc, pc, kc, self.b_buf)
+                elif b_in_place is not True:
+                    with b.if_then(b.not_(b_in_place)):
+                        self.call(pack_b, jc, nc, pc, kc, self.b_buf)
                 with _loop(b, m0, m1, blk.mc, name="ic") as ic_loop:
                     ic = ic_loop.iv
                     mc = self.imin(self.sub(m1, ic), self.const(blk.mc), name="mc")
@@ -1154,26 +1178,26 @@ class _GemmEmitter:
                             ]
                     with _loop(b, self.const(0), nc, blk.nr, name="jr") as jr:
                         nr = self.imin(self.sub(nc, jr.iv), self.const(blk.nr), name="nr")
-                        bp = self.at(self.b_buf, self.mul(jr.iv, kc), name="bp")
                         j = self.add(jc, jr.iv, name="j")
+                        bp = self.at(self.b_buf, self.mul(jr.iv, kc), name="bp")
+                        b_here = self.at(self.B, self.add(self.mul(pc, self.N), j), name="b.here")
                         cp = self.at(self.C, self.add(self.mul(ic, self.N), j), name="cp")
 
                         def panel(rows, a_skip, c_ptr, ldc, old) -> None:
                             """The microkernel over `rows` rows of the panel from its tile
                             a_skip on, into c_ptr (row stride ldc)."""
-                            rest = [bp, c_ptr, ldc, nr, old]
                             for fn, a_args in choices:
                                 if a_skip is not None:
                                     a0 = self.at(a_args[0], self.mul(a_skip, a_args[3]))
                                     a_args = (a0, *a_args[1:])
-                                call = [kc, rows, *a_args, *rest]
+                                call = [kc, rows, *a_args, bp, c_ptr, ldc, nr, old]
                                 if len(choices) == 1:
-                                    b.call(fn, call)
+                                    self.call_ukernel(fn, call, b_in_place, b_here)
                                 else:
                                     with b.if_then(
                                         a_in_place if fn is choices[0][0] else b.not_(a_in_place)
                                     ):
-                                        b.call(fn, call)
+                                        self.call_ukernel(fn, call, b_in_place, b_here)
 
                         def whole() -> None:
                             panel(mc, None, cp, self.N, load_old)
@@ -1198,6 +1222,31 @@ class _GemmEmitter:
                                     whole()
                         else:
                             whole()
+
+    def call_ukernel(
+        self, fn: ir.Function, call: list[ir.Value], b_in_place: ir.Value | bool, b_here: ir.Value
+    ) -> None:
+        """fn(*call) on B's packed sliver; where ``b_in_place``, its twin for B read in place
+        (strided_ukernel) on B's own rows at ``b_here`` (row stride N) instead."""
+        b = self.b
+        if b_in_place is False:
+            b.call(fn, call)
+            return
+        twin = self.strided_ukernel(fn)
+        in_place = [*call[:-5], b_here, *call[-4:], self.N]
+        if b_in_place is True:
+            b.call(twin, in_place)
+            return
+        with b.if_else(b_in_place) as (then, otherwise):
+            with then:
+                b.call(twin, in_place)
+            with otherwise:
+                b.call(fn, call)
+
+    def strided_ukernel(self, fn: ir.Function) -> ir.Function:
+        """The twin of shared_ukernel ``fn`` that reads B's rows where they lie (an extra
+        last argument: their stride)."""
+        return self.shared_ukernel(rows=".rows." in fn.name, strided_b=True)
 
     def scratch_panel(self, ic: ir.Value, mc: ir.Value, j: ir.Value, nr: ir.Value, panel) -> None:
         """A panel of one K block whose C only the epilogue reads: C_SCRATCH_TILES tiles at a
@@ -1225,13 +1274,13 @@ class _GemmEmitter:
                 self.const(blk.nr),
             )
 
-    def shared_ukernel(self, rows: bool) -> ir.Function:
+    def shared_ukernel(self, rows: bool, strided_b: bool = False) -> ir.Function:
         """The module's microkernel for this tile (see emit_ukernel), defined on first use:
         for A's rows contiguous along k (`rows`: A [M, K] in place), or A's columns (A [K, M]
         in place, or packed)."""
         blk = self.blk
         name = f"graphc.gemm.ukernel.{'rows' if rows else 'cols'}.{self.elem}.x{blk.lanes}"
-        name += f".{blk.mr}x{blk.nr}"
+        name += f".{blk.mr}x{blk.nr}" + (".bs" if strided_b else "")
         if name in self.module.globals:
             return self.module.globals[name]
         params = [
@@ -1246,7 +1295,7 @@ class _GemmEmitter:
             ("ldc", I64),
             ("nr", I64),
             ("load_old", I64),
-        ]
+        ] + ([("rs_b", I64)] if strided_b else [])
         fn = ir.Function(self.module, ir.FunctionType(VOID, [t for _, t in params]), name=name)
         fn.linkage = "internal"
         fn.attributes.add("noinline")
@@ -1276,6 +1325,7 @@ class _GemmEmitter:
         ldc: ir.Value,
         nr: ir.Value,
         load_old: ir.Value,
+        rs_b: ir.Value | None = None,
     ) -> None:
         """A panel: C[0:mc, 0:nr] (+= when load_old) A[0:mc, 0:kc] @ B~ (ldc: C's row stride).
 
@@ -1307,7 +1357,7 @@ class _GemmEmitter:
             a_rows = self.tile_rows(a_tile, rs_a, mr, blk.mr)
             c_tile = self.at(c, self.mul(ir_.iv, ldc), name="c.tile.ptr")
             self.prefetch_tile(c_tile, ldc, blk.mr)
-            acc = self.microkernel(kc, a_rows, cs_a, bp)
+            acc = self.microkernel(kc, a_rows, cs_a, bp, rs_b=rs_b)
             self.store_tile(acc, c_tile, ldc, mr, nr, load_old, tile_buf)
             ir_.carried = [self.at(a_tile, ps_a)]
         if not heights:
@@ -1320,7 +1370,7 @@ class _GemmEmitter:
         def edge(height: int) -> None:
             self.prefetch_tile(c_tile, ldc, height)
             a_rows = self.tile_rows(a_tile, rs_a, rest, height)
-            acc = self.microkernel(kc, a_rows, cs_a, bp, unroll=1)
+            acc = self.microkernel(kc, a_rows, cs_a, bp, unroll=1, rs_b=rs_b)
             for r in range(height):
                 for v in range(blk.nv):
                     ptr = self.at(tile_buf, self.const(r * blk.nr + v * blk.lanes))
@@ -1382,6 +1432,7 @@ class _GemmEmitter:
         a_step: ir.Value,
         bp: ir.Value,
         unroll: int | None = None,
+        rs_b: ir.Value | None = None,
     ) -> list[list[ir.Value]]:
         """kc rank-1 updates of a len(a_rows) x NR register tile: A[r, k] at a_rows[r] +
         k*a_step, B from a packed sliver."""
@@ -1390,10 +1441,9 @@ class _GemmEmitter:
         zeros = [self.zero(L)] * (height * blk.nv)
 
         def step(k: ir.Value, acc: list[ir.Value]) -> list[ir.Value]:
-            bk = self.at(bp, self.mul(k, blk.nr))
-            bv = [
-                self.load(self.at(bk, self.const(v * L)), L, L * self.size) for v in range(blk.nv)
-            ]
+            bk = self.at(bp, self.mul(k, blk.nr if rs_b is None else rs_b))
+            align = L * self.size if rs_b is None else self.size  # B in place: element-aligned
+            bv = [self.load(self.at(bk, self.const(v * L)), L, align) for v in range(blk.nv)]
             ka = self.mul(k, a_step)
             out = list(acc)
             for r in range(height):

@@ -190,6 +190,33 @@ def test_gemm_reads_nothing_past_a_and_b() -> None:
             np.testing.assert_allclose(c, want, rtol=1e-4, atol=1e-4)
 
 
+def test_gemm_reads_b_in_place_for_few_rows() -> None:
+    """nn products with at most B_IN_PLACE_MAX_M rows of C and N whole slivers read B where it
+    lies (no packing): B not 64-byte aligned, or ending at an unreadable page, K across KC
+    blocks. Each row of C holds the bits the packed path gives it (one row more than the
+    limit packs B: same products in the same order), and agrees with float64 numpy."""
+    from graphc.codegen.gemm import B_IN_PLACE_MAX_M
+
+    rng = np.random.default_rng(5)
+    keep = []
+    g = kernel("f32", False, False, False, False)
+    limit = B_IN_PLACE_MAX_M
+    for n, k in [(64, 33), (128, 800), (192, 7)]:
+        a = rng.standard_normal((limit + 1, k)).astype(np.float32)
+        store = np.empty(k * n + 1, np.float32)[1:]  # 4 bytes past an aligned start
+        b = store.reshape(k, n)
+        b[...] = rng.standard_normal((k, n))
+        packed = g(a, b, np.zeros((limit + 1, n), np.float32))
+        want = a.astype(np.float64) @ b.astype(np.float64)
+        np.testing.assert_allclose(packed, want, rtol=1e-4, atol=1e-4)
+        gb, mem = guarded(np.ascontiguousarray(b))
+        keep.append(mem)
+        for m in (6, 17, limit):  # (M <= 5 takes the direct path)
+            for bb in (b, gb):
+                c = g(np.ascontiguousarray(a[:m]), bb, np.zeros((m, n), np.float32))
+                np.testing.assert_array_equal(c, packed[:m])
+
+
 PLAIN_X86 = {  # name: (vector_width, trans_a, trans_b)
     "sse_nn": (4, False, False),
     "sse_tn": (4, True, False),
