@@ -119,8 +119,8 @@ BLOCKS_PER_THREAD = 4  # a split product has at most this many blocks of C per t
 # unaligned load per vector; the packed path keeps its own, aligned), in the same k order: the
 # bits do not change. Measured (public API, 1 thread, 6 alternating rounds of separate
 # processes, load 2.0-3.7, against packing): SGD step of 784-256-128-10 at b32 0.89-0.93
-# (median 160 us against 176), Adam b32 0.80-0.94; predict at 16 / 32 / 48 rows 0.67 / 0.83-0.88
-# / 0.86-0.89; b128 and b512 (packed as before) 0.96-1.00. Larger M was not measured.
+# (median 160 us against 175), Adam b32 0.80-0.94; predict at 16 / 32 / 48 rows 0.66-0.68 /
+# 0.82-0.88 / 0.84-0.89; b128 and b512 (packed as before) 0.96-1.00. Larger M not measured.
 B_IN_PLACE_MAX_M = 48
 BLOCK_MIN = 512  # ... each of at least this many rows (split along M) or columns (along N):
 # every block packs all of the other operand, and packing a value costs some 30 multiply-adds
