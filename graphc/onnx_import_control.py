@@ -645,7 +645,7 @@ def sequence_length(cx: NodeContext) -> list[Any]:
 def concat_from_sequence(cx: NodeContext) -> list[Any]:
     """ConcatFromSequence: the elements joined along ``axis`` (new_axis 1: stacked along a new
     axis ``axis``, -r-1..r)."""
-    from .onnx_import import _fmt
+    from .onnx_import import _axis, _fmt
 
     s = _seq(cx, 0)
     axis = int(cx.attr("axis"))
@@ -656,10 +656,7 @@ def concat_from_sequence(cx: NodeContext) -> list[Any]:
     vals = [
         onnx_layout.materialize(cx, v) if isinstance(v, onnx_layout.View) else v for v in s.items
     ]
-    r = len(_shape(vals[0]))
-    if not -r <= axis < r:
-        cx.fail(f"axis {axis} is outside -{r}..{r - 1}")
-    axis %= r
+    axis = _axis(cx, axis, len(_shape(vals[0])))
     if all(not isinstance(v, Tensor) for v in vals):
         return [np.concatenate([np.asarray(v) for v in vals], axis=axis)]
     ts = [_as_tensor(cx, v, f"element_{k}") for k, v in enumerate(vals)]
@@ -671,17 +668,14 @@ def concat_from_sequence(cx: NodeContext) -> list[Any]:
 def split_to_sequence(cx: NodeContext) -> list[Any]:
     """SplitToSequence: pieces of ``split`` sizes (a scalar: pieces of that size, the last one
     smaller; absent: pieces of 1, without the axis when keepdims is 0) along ``axis``."""
-    from .onnx_import import _fmt
+    from .onnx_import import _axis, _fmt
 
     x = _operand(cx, 0)
     if isinstance(x, onnx_layout.View):
         x = onnx_layout.materialize(cx, x)
     shape = _shape(x)
     r = len(shape)
-    axis = int(cx.attr("axis", 0))
-    if not -r <= axis < r:
-        cx.fail(f"axis {axis} is outside -{r}..{r - 1}")
-    axis %= r
+    axis = _axis(cx, int(cx.attr("axis", 0)), r)
     size = shape[axis]
     if not isinstance(size, (int, np.integer)):
         cx.fail(f"splitting {_fmt(shape)} along the batch dimension N")

@@ -48,6 +48,7 @@ from .onnx_import import (
     Rule,
     Value,
     _abs,
+    _axis,
     _conv_attrs,
     _fmt,
     _integral_part,
@@ -693,10 +694,7 @@ def blocked_array(cx: NodeContext, a: np.ndarray, x_shape: tuple, block: int) ->
     ceil(D / block) elements, each repeated ``block`` times along it (the last block cut at
     D). The spec's accepted sizes: ceil(D / S) <= block <= ceil(D / (S - 1)) - 1."""
     rank = len(x_shape)
-    axis = int(cx.attr("axis", 1))
-    if not -rank <= axis < rank:
-        cx.fail(f"axis {axis} outside the rank {rank} of the input")
-    axis %= rank
+    axis = _axis(cx, int(cx.attr("axis", 1)), rank)
     d = x_shape[axis]
     want = (
         tuple(x_shape[:axis])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import sys
 
@@ -52,3 +53,39 @@ def torch_or_skip():
         os.environ["GRAPHC_TEST_TORCH_MISSING"] = type(e).__name__
         pytest.skip(f"torch is not importable ({type(e).__name__}): comparison with torch skipped")
     return torch
+
+
+def _pool_outs(sizes, ks, ss, pads, ceil):
+    """torch's output sizes: floor or ceil of (D + pads - K) / s, plus one; with ceil, one less
+    when the last window would start past the input and its begin pad."""
+    outs = []
+    for d, k, s, (b, e) in zip(sizes, ks, ss, pads):
+        o = (-(-(d + b + e - k) // s) if ceil else (d + b + e - k) // s) + 1
+        outs.append(o - 1 if ceil and (o - 1) * s >= d + b else o)
+    return outs
+
+
+def np_pool(x, ks, ss, pads, kind: str, include: bool = False, ceil: bool = False):
+    """Max or average pooling ("max" / "avg") of x [N, C, D1..Dk] with pads [(before, after)]
+    per spatial axis, window by window, in float64: the maximum over the window's elements
+    inside x; the mean divided by their count or, with ``include``, by the window's positions
+    inside the padded input (torch's divisor); ``ceil``: torch's ceil_mode."""
+    outs = _pool_outs(x.shape[2:], ks, ss, pads, ceil)
+    y = np.empty((*x.shape[:2], *outs))
+    for o in itertools.product(*(range(v) for v in outs)):
+        lo = [oi * s - p[0] for oi, s, p in zip(o, ss, pads)]
+        win = x[
+            (
+                slice(None),
+                slice(None),
+                *(slice(max(b, 0), min(b + k, d)) for b, k, d in zip(lo, ks, x.shape[2:])),
+            )
+        ]
+        axes = tuple(range(2, x.ndim))
+        if kind == "max":
+            y[(slice(None), slice(None), *o)] = win.max(axes)
+        else:
+            inside = [min(b + k, d + p[1]) - b for b, k, d, p in zip(lo, ks, x.shape[2:], pads)]
+            n = int(np.prod(inside)) if include else int(np.prod(win.shape[2:]))
+            y[(slice(None), slice(None), *o)] = win.sum(axes) / n
+    return y

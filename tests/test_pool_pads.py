@@ -7,11 +7,9 @@ central differences of that loop, and torch's pooling where torch is installed. 
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
-from conftest import numeric_grad, torch_or_skip
+from conftest import np_pool, numeric_grad, torch_or_skip
 
 import graphc as gc
 from graphc.ir.errors import GraphcError
@@ -25,40 +23,6 @@ CASES = [
     ((2, 11), (4,), (3,), 3, [(3, 3)]),
     ((1, 5, 4, 3), (2, 3, 2), (2, 2, 1), (1, 1, 1), [(1, 1), (1, 1), (1, 1)]),
 ]
-
-
-def _outs(sizes, ks, ss, pads, ceil):
-    """torch's output sizes: floor or ceil of (D + pads - K) / s, plus one; with ceil, one less
-    when the last window would start past the input and its begin pad."""
-    outs = []
-    for d, k, s, (b, e) in zip(sizes, ks, ss, pads):
-        o = (-(-(d + b + e - k) // s) if ceil else (d + b + e - k) // s) + 1
-        outs.append(o - 1 if ceil and (o - 1) * s >= d + b else o)
-    return outs
-
-
-def np_pool(x, ks, ss, pads, kind: str, include: bool = False, ceil: bool = False):
-    """Pooling with explicit pads, window by window, in float64 (torch's divisor with
-    count_include_pad: the window's positions inside the padded input)."""
-    outs = _outs(x.shape[2:], ks, ss, pads, ceil)
-    y = np.empty((*x.shape[:2], *outs))
-    for o in itertools.product(*(range(v) for v in outs)):
-        lo = [oi * s - p[0] for oi, s, p in zip(o, ss, pads)]
-        win = x[
-            (
-                slice(None),
-                slice(None),
-                *(slice(max(b, 0), min(b + k, d)) for b, k, d in zip(lo, ks, x.shape[2:])),
-            )
-        ]
-        axes = tuple(range(2, x.ndim))
-        if kind == "max":
-            y[(slice(None), slice(None), *o)] = win.max(axes)
-        else:
-            inside = [min(b + k, d + p[1]) - b for b, k, d, p in zip(lo, ks, x.shape[2:], pads)]
-            n = int(np.prod(inside)) if include else int(np.prod(win.shape[2:]))
-            y[(slice(None), slice(None), *o)] = win.sum(axes) / n
-    return y
 
 
 VARIANTS = [("max", False), ("avg", False), ("avg", True)]

@@ -7,11 +7,9 @@ that loop, and, where torch is installed, torch's pooling of the same explicitly
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
-from conftest import numeric_grad, torch_or_skip
+from conftest import np_pool, numeric_grad, torch_or_skip
 
 import graphc as gc
 from graphc.ir.errors import GraphcError
@@ -39,26 +37,9 @@ def _same(sizes, ks, ss):
     return outs, pads
 
 
-def np_pool(x: np.ndarray, ks, ss, kind: str, include: bool = False) -> np.ndarray:
-    """TensorFlow 'SAME' pooling, window by window, in float64."""
-    outs, pads = _same(x.shape[2:], ks, ss)
-    y = np.empty((*x.shape[:2], *outs))
-    for o in itertools.product(*(range(v) for v in outs)):
-        lo = [oi * s - p[0] for oi, s, p in zip(o, ss, pads)]
-        win = x[
-            (
-                slice(None),
-                slice(None),
-                *(slice(max(b, 0), min(b + k, d)) for b, k, d in zip(lo, ks, x.shape[2:])),
-            )
-        ]
-        axes = tuple(range(2, x.ndim))
-        if kind == "max":
-            y[(slice(None), slice(None), *o)] = win.max(axes)
-        else:
-            n = int(np.prod(ks)) if include else int(np.prod(win.shape[2:]))
-            y[(slice(None), slice(None), *o)] = win.sum(axes) / n
-    return y
+def np_pool_same(x: np.ndarray, ks, ss, kind: str, include: bool = False) -> np.ndarray:
+    """TensorFlow 'SAME' pooling in float64: conftest's window loop with _same's pads."""
+    return np_pool(x, ks, ss, _same(x.shape[2:], ks, ss)[1], kind, include)
 
 
 VARIANTS = [("max", False), ("avg", False), ("avg", True)]
@@ -78,7 +59,7 @@ def test_same_pooling_matches_numpy_float64() -> None:
         ins[f"x{c}"] = rng.standard_normal((3, *shape))
         for kind, include in VARIANTS:
             y = _pool(kind, include, x, ks, ss)
-            ref = np_pool(ins[f"x{c}"], ks, ss, kind, include)
+            ref = np_pool_same(ins[f"x{c}"], ks, ss, kind, include)
             assert tuple(y.shape[1:]) == ref.shape[1:], (c, kind, include)
             outs.append(y)
             want.append(ref)
@@ -99,7 +80,7 @@ def test_same_pooling_gradient_matches_central_differences(kind, include) -> Non
     got = m.gradients(xv)["p"]
 
     def f(pv):
-        return float(np.sum(np_pool(xv + pv, ks, ss, kind, include) ** 2))
+        return float(np.sum(np_pool_same(xv + pv, ks, ss, kind, include) ** 2))
 
     np.testing.assert_allclose(got, numeric_grad(f, [np.zeros(shape)], 0), rtol=1e-6, atol=1e-8)
 
