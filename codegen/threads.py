@@ -34,31 +34,6 @@ How tasks split the work does not depend on which thread runs them, so results d
 on the thread count when the tasks compute disjoint outputs in a fixed order (the GEMM's do:
 codegen/gemm.py splits C into blocks, each computed as in the one-thread kernel).
 
-Work is split only where it pays for the dispatch: the kernels split work of at least a
-compile-time minimum (codegen/gemm.py's PARALLEL_MIN_MACS and DIRECT_PARALLEL_MIN,
-codegen/kernels.py's PARALLEL_MIN_ELEMENTS, codegen/checks.py's SCAN_PARALLEL_MIN, each measured
-between cores that share a cache) times the pool's ``scale``, which the pool derives from a
-dispatch cost it measures itself (split_pays):
-
-- ``probe`` times PROBE_ROUNDS empty dispatches (publish, a worker claims and finishes the one
-  task, the caller sees ``done``; the caller does not claim it) with ``clock_gettime`` and keeps
-  the fastest as ``cost`` (ns): cache-line round trips between the threads, plus the protocol.
-  ``scale`` (scale_of) is 1 below FAR_NS: the threads' cores share a cache (80-100 ns measured)
-  and the thresholds hold as measured. From FAR_NS the threads sit on cores that do not (a VM
-  whose vCPUs move between such cores: 310-370 ns measured); then every line of a split operand
-  that crosses between them costs several times more, and only work FAR_SCALE times the
-  thresholds is split. From ABSENT_NS a worker did not come for PROBE_LATE rounds (its core
-  is busy with something else): nothing is split. So small work stays on the caller, and two
-  threads are not slower than one.
-- The pool probes when it starts workers (``NAME_set_num_threads``), then again every
-  PROBE_EVERY splits or declined splits (a split the scale refused: ``declined``), so a process
-  whose threads move to other cores follows within a few thousand kernel calls. A probe costs
-  some PROBE_ROUNDS dispatches (10-40 us) and changes no result: a split computes the same
-  values as the caller alone. Its dispatches are not counted by ``NAME_pool_dispatches``.
-- ``NAME_pool_dispatch_cost(ns)``: ns > 0 fixes the cost (no more probes; tests and benchmarks
-  use it, and the runtime passes GRAPHC_DISPATCH_NS), ns == 0 measures now and goes back to
-  probing, ns < 0 reads; returns the cost in ns (0: one thread, never measured).
-
 After a fork() the child has none of the workers: ``NAME_forget_threads`` resets the pool to one
 thread (the JIT runtime calls it from ``os.register_at_fork``, exported libraries from a
 ``pthread_atfork`` child handler).
@@ -78,7 +53,6 @@ from graphc.ir.errors import ArgumentError
 
 from .fpenv import has_flush_mode, read_mode, write_mode
 from .lltypes import I32, I64, PTR, VOID, glue
-from .loops import counted_loop
 
 
 def thread_count_env(var: str) -> int | None:
@@ -89,29 +63,15 @@ def thread_count_env(var: str) -> int | None:
         ArgumentError: set to anything but a whole number >= 1 ("abc", "1.5", "0", "-2"),
             naming the variable and its value (it was ignored silently).
     """
-    return _positive_env(var, "threads", "unset it to use every core this process may run on")
-
-
-def dispatch_ns_env() -> int | None:
-    """GRAPHC_DISPATCH_NS: a fixed cost of one dispatch to the pool in ns, which the pool then
-    uses instead of measuring it (split_pays; the tests fix it below FAR_NS so that which work
-    splits does not depend on the machine's load); None when unset or blank.
-
-    Raises:
-        ArgumentError: set to anything but a whole number >= 1, naming the value.
-    """
-    hint = "unset it to let the thread pool measure its dispatch cost"
-    return _positive_env("GRAPHC_DISPATCH_NS", "nanoseconds", hint)
-
-
-def _positive_env(var: str, unit: str, hint: str) -> int | None:
-    """The whole number >= 1 in environment variable ``var``; None when unset or blank."""
     raw = os.environ.get(var)
     env = (raw or "").strip()
     if not env:
         return None
     if not (env.isascii() and env.isdigit()) or int(env) < 1:
-        raise ArgumentError(f"{var}={raw!r}: expected a whole number of {unit} >= 1 ({hint})")
+        raise ArgumentError(
+            f"{var}={raw!r}: expected a whole number of threads >= 1 (unset it to use every "
+            "core this process may run on)"
+        )
     return int(env)
 
 
@@ -131,7 +91,6 @@ def threads_or_cores(var: str) -> int:
         return max(1, os.cpu_count() or 1)
 
 
-SCALES = ir.ArrayType(I64, 2)  # the pool's scale: one factor for PRODUCTS, one for LOOPS
 TASK_TYPE = ir.FunctionType(VOID, [PTR, I64, I64])
 """void task(ptr ctx, i64 index, i64 count)"""
 
@@ -139,34 +98,6 @@ MAX_THREADS = 64  # NAME_set_num_threads clamps to this
 WORKER_STACK_BYTES = 8 << 20  # each worker's stack (glibc's usual default; musl's is 128 KiB)
 SPIN_POLLS = 1 << 15  # a worker polls this many times (~1 ms with pause) before it sleeps
 WAIT_POLLS = 1 << 10  # the caller polls `done` this many times between sched_yield calls
-# The split thresholds' factor from the probed cost of an empty dispatch (scale_of). Measured on
-# the 2-core Zen 5 VM (benchmarks/README.md, "Dispatch"): the probe takes 80-100 ns while a
-# cache-line round trip between the vCPUs takes 120-160 ns, and the 784-256-128-10 step runs at
-# 2 threads in 0.53-0.60 of the 1-thread time; it takes 310-370 ns in the processes whose round
-# trip takes 400-1700 ns, where a split step of batch 32 is 1.1-1.25x slower than 1 thread and
-# one of batch 128 still 0.7x; where a worker does not come at all for a probe's PROBE_LATE
-# rounds (its vCPU is busy), 0.1-0.8 ms, and even batch 512 runs 1.7-1.8x slower split.
-FAR_NS = 200  # a probe at least this slow: the threads do not share a cache ...
-FAR_SCALE = (64, 64)  # ... and split only work 64x the thresholds (a product of 2^24
-# multiply-adds, a loop of 2^23 elements), products and loops (PRODUCTS, LOOPS) alike. With
-# all thresholds at x1 there, Adam at batch 512 ran in 0.90 of the x64 time (the W1 update
-# split), batch 32 in 1.1-2.4x the 1-thread time; loops at x1 with products at x64 were not
-# measured (the update split moves half of W1 between the caches every step)
-PRODUCTS, LOOPS = 0, 1
-ABSENT_NS = 20_000  # this slow: a worker is not there to take work; nothing is split
-NEVER_SCALE = 1 << 40
-PROBE_ROUNDS = 16  # empty dispatches a probe times (it keeps the fastest)
-PROBE_PATIENCE = 1 << 12  # polls (some 0.1 ms) a probe waits for a worker before it runs the task
-PROBE_LATE = 2  # a probe stops after this many rounds that no worker came to (a busy core)
-PROBE_EVERY = 1 << 12  # splits and declined splits between probes (a power of two)
-CLOCK_MONOTONIC = 1  # Linux's clock id (glibc, musl; x86-64 and aarch64)
-
-
-def scale_of(cost_ns: int, kind: int = PRODUCTS) -> int:
-    """The factor on the split thresholds of ``kind`` (PRODUCTS, LOOPS) for a measured dispatch
-    cost in ns: 1 below FAR_NS, FAR_SCALE[kind] below ABSENT_NS, else NEVER_SCALE (the pool
-    computes the same in its generated code)."""
-    return 1 if cost_ns < FAR_NS else FAR_SCALE[kind] if cost_ns < ABSENT_NS else NEVER_SCALE
 
 
 @dataclass(frozen=True)
@@ -175,8 +106,6 @@ class ThreadPool:
 
     run: ir.Function  # void run(ptr task, ptr ctx, i64 count)
     threads: ir.GlobalVariable  # i64: threads that run tasks (1: the caller alone)
-    scale: ir.GlobalVariable  # [2 x i64]: the split thresholds' factors (scale_of the cost)
-    declined: ir.Function  # void declined(): a split the scale refused (counts toward a probe)
     set_threads: ir.Function | None  # i32 NAME_set_num_threads(i32 n) (None: declared pool)
     get_threads: ir.Function | None  # i32 NAME_get_num_threads()
 
@@ -192,8 +121,6 @@ def thread_pool(module: ir.Module, prefix: str) -> ThreadPool:
         return ThreadPool(
             g[f"{prefix}.pool.run"],
             g[f"{prefix}.pool.threads"],
-            g[f"{prefix}.pool.scale"],
-            g[f"{prefix}.pool.declined"],
             g[f"{prefix}_set_num_threads"],
             g[f"{prefix}_get_num_threads"],
         )
@@ -207,34 +134,11 @@ def declare_thread_pool(module: ir.Module, prefix: str) -> ThreadPool:
     run = g.get(f"{prefix}.pool.run") or ir.Function(
         module, ir.FunctionType(VOID, [PTR, PTR, I64]), name=f"{prefix}.pool.run"
     )
-    declined = g.get(f"{prefix}.pool.declined") or ir.Function(
-        module, ir.FunctionType(VOID, []), name=f"{prefix}.pool.declined"
-    )
-    threads, scale = (
-        g.get(f"{prefix}.pool.{n}") or ir.GlobalVariable(module, t, name=f"{prefix}.pool.{n}")
-        for n, t in (("threads", I64), ("scale", SCALES))
-    )
-    threads.align = scale.align = 8
-    return ThreadPool(run, threads, scale, declined, None, None)
-
-
-def split_pays(
-    b: ir.IRBuilder, pool: ThreadPool, work: ir.Value, threshold: int, kind: int = PRODUCTS
-) -> tuple[ir.Value, ir.Value]:
-    """(threads, split) at ``b``: the pool's thread count (i64) and whether ``work`` (i64, in
-    the unit ``threshold`` was measured in) is worth a dispatch: more than one thread and
-    work >= threshold * the pool's measured scale for ``kind`` (PRODUCTS, LOOPS). Work at or
-    above ``threshold`` that the scale keeps on the caller counts toward the next probe
-    (``declined``)."""
-    threads = b.load_atomic(pool.threads, "monotonic", 8, typ=I64)
-    at = b.gep(pool.scale, [ir.Constant(I64, 0), ir.Constant(I64, kind)], source_etype=SCALES)
-    scale = b.load_atomic(at, "monotonic", 8, typ=I64)
-    limit = ir.Constant(I64, threshold)
-    big = b.and_(b.icmp_signed(">", threads, ir.Constant(I64, 1)), b.icmp_signed(">=", work, limit))
-    split = b.and_(big, b.icmp_signed(">=", work, b.mul(limit, scale)), name="split")
-    with b.if_then(b.and_(big, b.not_(split)), likely=False):
-        b.call(pool.declined, [])
-    return threads, split
+    threads = g.get(f"{prefix}.pool.threads")
+    if threads is None:
+        threads = ir.GlobalVariable(module, I64, name=f"{prefix}.pool.threads")
+        threads.align = 8
+    return ThreadPool(run, threads, None, None)
 
 
 class _PoolEmitter:
@@ -276,15 +180,6 @@ class _PoolEmitter:
         self.fpmode = self.var("fpmode", I64)
         self.threads = self.var("threads", I64, 1)
         self.threads.linkage, self.threads.storage_class = "", "hidden"  # external, hidden
-        # the split thresholds' factor, the probed cost (ns), whether the cost was fixed from
-        # outside, splits and declined splits since the start (a probe every PROBE_EVERY), and
-        # the dispatches probes made (NAME_pool_dispatches leaves them out)
-        self.scale = self.var("scale", SCALES, ir.Constant(SCALES, [1, 1]))
-        self.scale.linkage, self.scale.storage_class = "", "hidden"
-        self.cost = self.var("cost", I64)
-        self.fixed = self.var("fixed", I64)
-        self.ticks = self.var("ticks", I64, align=64)
-        self.probes = self.var("probes", I64)
         self.sleepers = self.var("sleepers", I64, align=64)
         self.stop = self.var("stop", I64)
         self.busy = self.var("busy", I64)
@@ -305,27 +200,21 @@ class _PoolEmitter:
         self.attr_destroy = self.declare("pthread_attr_destroy", I32, [PTR])
         self.join = self.declare("pthread_join", I32, [I64, PTR])
         self.yield_ = self.declare("sched_yield", I32, [])
-        self.clock = self.declare("clock_gettime", I32, [I32, PTR])
         self.claim_fn = self.emit_claim()
         worker = self.emit_worker()
-        self.probe_fn = self.emit_probe()
-        declined = self.emit_declined()
         run = self.emit_run()
         set_threads = self.emit_set_threads(worker)
         get_threads, b = self.function(f"{self.prefix}_get_num_threads", I32, [], internal=False)
         glue(get_threads)  # called once in a while, not per step
         b.ret(b.trunc(b.load_atomic(self.threads, "monotonic", 8), I32))
         # i64 NAME_pool_dispatches(): dispatches that woke the pool so far (the generation in
-        # `work` less the probes', mod 2^32). Tests use it to check that small work stays on
-        # the caller; the libraries do not export it (aot.object_module makes it internal).
+        # `work`, mod 2^32). Tests use it to check that small work stays on the caller; the
+        # libraries do not export it (aot.object_module makes it internal).
         _dispatches, b = self.function(f"{self.prefix}_pool_dispatches", I64, [], internal=False)
         glue(_dispatches)  # called once in a while, not per step
-        gen = self.gen_of(b, b.load_atomic(self.work, "monotonic", 8, typ=I64))
-        probes = b.load_atomic(self.probes, "monotonic", 8, typ=I64)
-        b.ret(b.and_(b.sub(gen, probes), ir.Constant(I64, 0xFFFFFFFF)))
-        self.emit_dispatch_cost()
+        b.ret(self.gen_of(b, b.load_atomic(self.work, "monotonic", 8, typ=I64)))
         self.emit_forget_threads()
-        return ThreadPool(run, self.threads, self.scale, declined, set_threads, get_threads)
+        return ThreadPool(run, self.threads, set_threads, get_threads)
 
     def emit_forget_threads(self) -> None:
         """void NAME_forget_threads(void): for the child of a fork(), which has none of the
@@ -509,21 +398,6 @@ class _PoolEmitter:
         b.ret_void()
 
         b.position_at_end(go)
-        with b.if_then(self.probe_due(b), likely=False):
-            b.call(self.probe_fn, [])
-        gen = self.publish(b, task, ctx, count)
-        b.call(task, [ctx, zero, count])
-        b.atomic_rmw("add", self.done, one, "release")
-        b.call(self.claim_fn, [gen])
-        self.wait_done(b, count)
-        _store_atomic(b, zero, self.busy, "release", 8)
-        b.ret_void()
-        return fn
-
-    def publish(self, b: ir.IRBuilder, task: ir.Value, ctx: ir.Value, count: ir.Value):
-        """Hand ``count`` tasks to the workers (the caller holds ``busy``); index 0 is the
-        caller's. Returns the dispatch's generation."""
-        zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
         _store_atomic(b, task, self.task, "monotonic", 8)
         _store_atomic(b, ctx, self.ctx, "monotonic", 8)
         _store_atomic(b, count, self.count, "monotonic", 8)
@@ -539,18 +413,10 @@ class _PoolEmitter:
         asleep = b.load_atomic(self.sleepers, "seq_cst", 8, typ=I64)
         with b.if_then(b.icmp_signed(">", asleep, zero), likely=False):
             self.wake_all(b)
-        return gen
-
-    def wait_done(
-        self, b: ir.IRBuilder, count: ir.Value, late: tuple[ir.Value, ir.Value] | None = None
-    ) -> None:
-        """Wait until ``count`` tasks of the current dispatch have finished (a sched_yield
-        every WAIT_POLLS polls: a worker may be queued on this core). With ``late`` = (gen,
-        lates), a probe's wait: after PROBE_PATIENCE polls the caller runs what is left itself
-        (a worker that started after the publish takes it for an old generation and would never
-        claim it; that round's time is then not the fastest) and counts the round in ``lates``
-        (an i64 on the stack)."""
-        zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
+        b.call(task, [ctx, zero, count])
+        b.atomic_rmw("add", self.done, one, "release")
+        b.call(self.claim_fn, [gen])
+        # wait for tasks other threads claimed
         pre = b.block
         head = b.append_basic_block("wait.head")
         body = b.append_basic_block("wait.body")
@@ -564,140 +430,16 @@ class _PoolEmitter:
         b.position_at_end(body)
         self.relax(b)
         nxt = b.add(polls, one)
-        every = b.and_(nxt, ir.Constant(I64, WAIT_POLLS - 1))
-        with b.if_then(b.icmp_unsigned("==", every, zero), likely=False):
+        with b.if_then(b.icmp_signed(">=", nxt, ir.Constant(I64, WAIT_POLLS)), likely=False):
             b.call(self.yield_, [])
-        polls.add_incoming(nxt, b.block)
-        if late is None:
-            b.branch(head)
-            b.position_at_end(out)
-            return
-        gen, lates = late
-        gave_up = b.append_basic_block("wait.late")
-        b.cbranch(b.icmp_signed("<", nxt, ir.Constant(I64, PROBE_PATIENCE)), head, gave_up)
-        b.position_at_end(gave_up)
-        b.store(b.add(b.load(lates, typ=I64), one), lates)
-        b.call(self.claim_fn, [gen])
-        self.wait_done(b, count)
-        b.branch(out)
-        b.position_at_end(out)
-
-    # -- measured dispatch cost ---------------------------------------------------------------------
-
-    def now_ns(self, b: ir.IRBuilder, ts: ir.Value) -> ir.Value:
-        """CLOCK_MONOTONIC in ns (``ts``: 16 bytes of stack for the struct timespec)."""
-        b.call(self.clock, [ir.Constant(I32, CLOCK_MONOTONIC), ts])
-        sec = b.load(ts, typ=I64)
-        nsec = b.load(b.gep(ts, [ir.Constant(I64, 1)], source_etype=I64), typ=I64)
-        return b.add(b.mul(sec, ir.Constant(I64, 1_000_000_000)), nsec)
-
-    def probe_due(self, b: ir.IRBuilder) -> ir.Value:
-        """i1: count one split or declined split; true every PROBE_EVERY of them while the cost
-        is measured (not fixed)."""
-        n = b.atomic_rmw("add", self.ticks, ir.Constant(I64, 1), "monotonic")
-        due = b.icmp_unsigned(
-            "==", b.and_(n, ir.Constant(I64, PROBE_EVERY - 1)), ir.Constant(I64, PROBE_EVERY - 1)
+        polls.add_incoming(
+            b.select(b.icmp_signed(">=", nxt, ir.Constant(I64, WAIT_POLLS)), zero, nxt), b.block
         )
-        fixed = b.load_atomic(self.fixed, "monotonic", 8, typ=I64)
-        return b.and_(due, b.icmp_unsigned("==", fixed, ir.Constant(I64, 0)))
-
-    def emit_probe(self) -> ir.Function:
-        """void probe(): time PROBE_ROUNDS empty dispatches that only the workers run; keep the
-        fastest as ``cost`` and derive ``scale`` (scale_of). The caller holds ``busy`` and the
-        pool has workers."""
-        fn, b = self.function(self.sym + "probe", VOID, [])
-        fn.attributes.add("noinline")
-        glue(fn)  # once every PROBE_EVERY splits
-        empty = ir.Function(self.m, TASK_TYPE, name=self.sym + "empty")
-        empty.linkage = "internal"
-        glue(empty)
-        ir.IRBuilder(empty.append_basic_block("entry")).ret_void()
-        ts = b.alloca(ir.ArrayType(I64, 2), name="ts")
-        ts.type = PTR  # llvmlite types an alloca as `[2 x i64]*`; LLVM has only `ptr`
-        best_p, lates_p, ran_p = (b.alloca(I64, name=n) for n in ("best", "lates", "ran"))
-        for p, v in ((best_p, 1 << 62), (lates_p, 0), (ran_p, 0)):
-            p.type = PTR
-            b.store(ir.Constant(I64, v), p)
-        threads = b.load_atomic(self.threads, "monotonic", 8, typ=I64)
-        one = ir.Constant(I64, 1)
-        rounds = ir.Constant(I64, PROBE_ROUNDS)
-        with counted_loop(b, ir.Constant(I64, 0), rounds, name="probe"):
-            # after PROBE_LATE rounds that no worker came to, the rest are skipped: the other
-            # core is busy, and the cost (that long wait) says so
-            lates = b.load(lates_p, typ=I64)
-            with b.if_then(b.icmp_signed("<", lates, ir.Constant(I64, PROBE_LATE))):
-                t0 = self.now_ns(b, ts)
-                gen = self.publish(b, empty, ir.Constant(PTR, None), threads)
-                b.atomic_rmw("add", self.done, one, "release")  # index 0: the caller's, empty
-                self.wait_done(b, threads, (gen, lates_p))
-                took = b.sub(self.now_ns(b, ts), t0)
-                best = b.load(best_p, typ=I64)
-                b.store(b.select(b.icmp_signed("<", took, best), took, best), best_p)
-                b.store(b.add(b.load(ran_p, typ=I64), one), ran_p)
-        best = b.load(best_p, typ=I64)
-        b.atomic_rmw("add", self.probes, b.load(ran_p, typ=I64), "monotonic")
-        _store_atomic(b, best, self.cost, "monotonic", 8)
-        self.store_scale(b, best)
+        b.branch(head)
+        b.position_at_end(out)
+        _store_atomic(b, zero, self.busy, "release", 8)
         b.ret_void()
         return fn
-
-    def store_scale(self, b: ir.IRBuilder, cost: ir.Value) -> None:
-        """scale[kind] = scale_of(cost, kind), in generated code."""
-        near = b.icmp_signed("<", cost, ir.Constant(I64, FAR_NS))
-        far = b.icmp_signed("<", cost, ir.Constant(I64, ABSENT_NS))
-        for kind, factor in enumerate(FAR_SCALE):
-            k = b.select(far, ir.Constant(I64, factor), ir.Constant(I64, NEVER_SCALE))
-            k = b.select(near, ir.Constant(I64, 1), k)
-            at = b.gep(self.scale, [ir.Constant(I64, 0), ir.Constant(I64, kind)])
-            _store_atomic(b, k, at, "monotonic", 8)
-
-    def try_probe(self, b: ir.IRBuilder) -> None:
-        """Probe now if the pool has workers and no dispatch runs (else leave it)."""
-        zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
-        threads = b.load_atomic(self.threads, "monotonic", 8, typ=I64)
-        with b.if_then(b.icmp_signed(">", threads, one)):
-            got = b.extract_value(b.cmpxchg(self.busy, zero, one, "acquire", "monotonic"), 1)
-            with b.if_then(got):
-                b.call(self.probe_fn, [])
-                _store_atomic(b, zero, self.busy, "release", 8)
-
-    def probe_unless_fixed(self, b: ir.IRBuilder) -> None:
-        """Measure the new workers' dispatch cost (at the pool's start) unless it was fixed."""
-        fixed = b.load_atomic(self.fixed, "monotonic", 8, typ=I64)
-        with b.if_then(b.icmp_unsigned("==", fixed, ir.Constant(I64, 0))):
-            self.try_probe(b)
-
-    def emit_declined(self) -> ir.Function:
-        """void declined(): a split that the scale kept on the caller; every PROBE_EVERY splits
-        or declined splits, the cost is measured again (so a pool whose scale keeps all work on
-        the caller still notices when dispatches get cheap)."""
-        fn, b = self.function(self.sym + "declined", VOID, [], internal=False)
-        fn.linkage = "hidden"  # printed where LLVM expects the visibility: external, hidden
-        fn.attributes.add("noinline")
-        glue(fn)
-        with b.if_then(self.probe_due(b), likely=False):
-            self.try_probe(b)
-        b.ret_void()
-        return fn
-
-    def emit_dispatch_cost(self) -> None:
-        """i64 NAME_pool_dispatch_cost(i64 ns): ns > 0 fixes the cost of a dispatch at ns (no
-        probes from then on), 0 measures it now and probes again from then on, < 0 only reads.
-        Returns the cost in ns (0 while the pool has never had workers). Tests and benchmarks
-        use it; the libraries do not export it (aot.object_module makes it internal)."""
-        fn, b = self.function(f"{self.prefix}_pool_dispatch_cost", I64, [I64], internal=False)
-        glue(fn)  # called once in a while, not per step
-        ns = fn.args[0]
-        zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
-        with b.if_else(b.icmp_signed(">", ns, zero)) as (fix, other):
-            with fix:
-                _store_atomic(b, one, self.fixed, "monotonic", 8)
-                _store_atomic(b, ns, self.cost, "monotonic", 8)
-                self.store_scale(b, ns)
-            with other, b.if_then(b.icmp_signed("==", ns, zero)):
-                _store_atomic(b, zero, self.fixed, "monotonic", 8)
-                self.try_probe(b)
-        b.ret(b.load_atomic(self.cost, "monotonic", 8, typ=I64))
 
     # -- thread count -------------------------------------------------------------------------------
 
@@ -767,7 +509,6 @@ class _PoolEmitter:
         b.branch(head)
         b.position_at_end(failed)  # run with the workers that did start
         _store_atomic(b, b.add(i, one), self.threads, "release", 8)
-        self.probe_unless_fixed(b)
         with b.if_then(have_attr):
             b.call(self.attr_destroy, [attr])
         b.ret(rc)
@@ -775,7 +516,6 @@ class _PoolEmitter:
         with b.if_then(have_attr):
             b.call(self.attr_destroy, [attr])
         _store_atomic(b, n, self.threads, "release", 8)
-        self.probe_unless_fixed(b)
         b.ret(ir.Constant(I32, 0))
         return fn
 
