@@ -73,6 +73,16 @@ WRONG_REFERENCE = {
         "up to 0.064 (a window past the input with ceil_mode and count_include_pad); graphc "
         "gives ONNX Runtime's and onnx >= 1.18's",
     ),
+    **{
+        f"test_qlinearmatmul_{r}D_int8_float{b}": (
+            (1, 23),
+            "onnx 1.17's expected int8 outputs differ from ONNX Runtime 1.20's by up to 248 "
+            "quantization steps (its uint8 cases agree exactly); graphc gives ONNX Runtime's and "
+            "onnx 1.23's (earlier releases not checked: skipped below 1.23)",
+        )
+        for r in (2, 3)
+        for b in (16, 32)
+    },
 }
 
 
