@@ -485,7 +485,7 @@ def test_extension_libraries_refuse_cpus_without_them_under_qemu(tmp_path, data,
 
 TWO_LIBS = textwrap.dedent(
     """
-    import ctypes, os, sys, _ctypes
+    import ctypes, os, sys, time, _ctypes
     libs = [ctypes.CDLL(p, mode=ctypes.RTLD_GLOBAL) for p in sys.argv[1:3]]
     for lib in libs:
         assert lib.digits_set_num_threads(3) == 0
@@ -496,6 +496,11 @@ TWO_LIBS = textwrap.dedent(
     del libs
     for h in reversed(handles):  # the second one first: its destructor stops its own workers
         _ctypes.dlclose(h)
+    # joined workers leave /proc/self/task a moment after pthread_join returns (the kernel
+    # clears the joined thread's tid before it unlinks the task): wait for that, at most 5 s
+    end = time.monotonic() + 5
+    while len(os.listdir("/proc/self/task")) > 1 and time.monotonic() < end:
+        time.sleep(0.001)
     assert len(os.listdir("/proc/self/task")) == 1, os.listdir("/proc/self/task")
     print("ok")
     """
