@@ -351,8 +351,9 @@ def narrow(
         return None
     out: Ranges = {}
     for x, (lo, hi) in bounds.items():
-        r = need.get(x, (-math.inf, math.inf))
-        lo, hi = max(lo, math.ceil(r[0])), min(hi, math.floor(r[1]))
+        r = need.get(x, (-math.inf, math.inf))  # (no requirement reached x: its own range)
+        lo = max(lo, math.ceil(r[0])) if math.isfinite(r[0]) else lo
+        hi = min(hi, math.floor(r[1])) if math.isfinite(r[1]) else hi
         if lo > hi:
             return None
         out[x] = (int(lo), int(hi))

@@ -214,19 +214,6 @@ def _attr_type(onnx: Any, t: Any) -> str:
         return f"type {int(t)}"
 
 
-def _reads_in_subgraph(node: Any, name: str) -> bool:
-    """Whether a node of ``node``'s subgraphs (If's branches, a Loop's or Scan's body, nested
-    ones too) reads the enclosing graph's value ``name`` (an outer-scope reference)."""
-    for a in node.attribute:
-        for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-            shadowed = {i.name for i in g.input} | {i.name for i in g.initializer}
-            if name in shadowed:
-                continue
-            if any(name in n.input or _reads_in_subgraph(n, name) for n in g.node):
-                return True
-    return False
-
-
 def load_model(source: Any) -> tuple[Any, str | None]:
     """A ModelProto from a path (external data confined to the file's folder) or a ModelProto.
 
@@ -940,6 +927,7 @@ class Importer:
         self.weights: dict[str, np.ndarray] = {}
         self.frozen_names: set[str] = set()
         self.integer_refusal = ""  # why integer_input_use found no use graphc can mirror
+        self.scoped: onnx_import_control.ScopedUses | None = None  # (integer_input_use)
         self.default_constants: set[str] = set()  # constants unless named in trainable=
         self.taken: set[str] = set()
         self.output_set: set[str] = set()
@@ -1553,6 +1541,9 @@ class Importer:
         such as a MatMul, a product by other than a 0/1 mask or a sign, whose values could
         pass 2**24 (a hash), or an integer graph output)."""
         graph_outputs = {o.name for o in self.graph.output}
+        if self.scoped is None:
+            self.scoped = onnx_import_control.scoped_uses(self.graph)
+        scoped = self.scoped
         kind, seen, stack = "cast", {name}, [name]
         self.integer_refusal = ""  # why the use is None, for graph_input's message
         while stack:
@@ -1560,22 +1551,23 @@ class Importer:
             if v in graph_outputs:
                 self.integer_refusal = f"{v!r} is a graph output (an integer output)"
                 return None
-            uses = [n for n in self.graph.node if v in n.input]
+            for o in scoped.exits.get(v, ()):  # a body's output: the node's, the next step's
+                if o and o not in seen:
+                    seen.add(o)
+                    stack.append(o)
+            uses = scoped.readers.get(v, [])
             if not uses and v == name:
-                inside = [
-                    f"node {k} {n.name!r} ({n.op_type})"
-                    for k, n in enumerate(self.graph.node)
-                    if _reads_in_subgraph(n, v)
-                ]
-                self.integer_refusal = (
-                    f"only the subgraphs of {', '.join(inside)} read it, and graphc does not "
-                    "follow an integer input into an If, Loop or Scan body"
-                    if inside
-                    else "no node reads it"
-                )
+                self.integer_refusal = "no node reads it"
                 return None
-            for n in uses:
-                here = f"node {list(self.graph.node).index(n)} {n.name!r} ({n.op_type})"
+            for n, here in uses:
+                at = [(id(n), k) for k, x in enumerate(n.input) if x == v]
+                if all(a in scoped.passes for a in at):  # into a Loop's or Scan's body
+                    kind = "integer"
+                    for b in (b for a in at for b in scoped.passes[a]):
+                        if b not in seen:
+                            seen.add(b)
+                            stack.append(b)
+                    continue
                 if n.op_type == "Mul" and (
                     list(n.input).count(v) > 1
                     or not all(self.is_mask(o) for o in n.input if o != v)
@@ -2376,6 +2368,8 @@ def _value_types(onnx: Any, model: Any, where: str = "onnx") -> dict[str, Any]:
                 out.setdefault(vi.name, vi.type)
     for t in model.graph.initializer:
         out.setdefault(t.name, onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims)))
+    for name, tp in onnx_import_control.body_types(onnx, inferred).items():
+        out.setdefault(name, tp)  # the values of If's branches, Loop's and Scan's bodies
     return out
 
 
@@ -6675,6 +6669,7 @@ def _fold_dequantize_linear(cx: NodeContext, args: list) -> list:
 
 # the rules of graphc/onnx_import_onnxops.py (scatter, ...): after every helper they import
 # Loop, Scan, If (a computed condition too) and sequences: graphc/onnx_import_control.py
+from . import onnx_import_control  # noqa: E402
 from .onnx_import_control import SEQUENCE_OPERANDS, SequenceValue  # noqa: E402
 from .onnx_import_control import control_ops as _control_ops  # noqa: E402
 from .onnx_import_onnxops import INDEX_OPERAND as _INDEX_OPERAND  # noqa: E402

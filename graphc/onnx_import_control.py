@@ -196,6 +196,10 @@ def run_graph(
             imp.initializers[t.name] = tensor_to_array(t, imp.base_dir, f"{cx.where()}: {t.name!r}")
     for vi, v in zip(h.input, bind):
         _bind(imp, vi.name, v)
+    imp.elem_type("")  # (the graph's types, read once)
+    for o, r in ren.items():  # the body's element types, under its values' new names
+        if o in imp.types:
+            imp.types.setdefault(r, imp.types[o])
     if gate is not None:
         inside = _defined(h) - {t.name for t in h.initializer}
         reads = set().union(set(), *(_node_reads(n) for n in h.node)) - inside
@@ -764,3 +768,97 @@ def control_ops() -> dict[str, Any]:
         "ConcatFromSequence": Rule(concat_from_sequence, ("axis", "new_axis"), reads_views=True),
         "SplitToSequence": Rule(split_to_sequence, ("axis", "keepdims"), reads_views=True),
     }
+
+
+# ------------------------------------------------------------------ values through bodies
+
+
+@dataclass
+class ScopedUses:
+    """Where the values of a graph and of its subgraphs (If's branches, Loop's and Scan's
+    bodies, nested ones) go, for following an integer graph input into a body
+    (``onnx_import.Importer.integer_input_use``). Values are keyed by name; ONNX names are
+    single-assignment across nested graphs (a sibling branch may reuse one: its readers are
+    then counted too, which only adds checks).
+
+    - ``readers[name]``: (node, where) of every node, at any depth, that lists ``name`` as an
+      input (an outer-scope reference inside a body is such an input of the body's node);
+      ``where`` names it as 'node k 'name' (op)', with the enclosing nodes for a body's.
+    - ``passes[(id(node), k)]``: the body inputs that operand k of a Loop (loop-carried values,
+      k >= 2) or Scan (states and scan inputs) becomes (Loop: body input k; Scan: body input
+      k, one slice of a scan input: the same whole numbers).
+    - ``exits[name]``: the values that body output ``name`` becomes: If's output k (branch
+      output k), Loop's output k - 1 (body output k >= 1) and, for a loop-carried one, the
+      next iteration's body input k + 1; Scan's output k and, for a state, body input k."""
+
+    readers: dict[str, list[tuple[Any, str]]]
+    passes: dict[tuple[int, int], list[str]]
+    exits: dict[str, list[str]]
+
+
+def scoped_uses(graph: Any) -> ScopedUses:
+    """The ``ScopedUses`` of ``graph`` (a GraphProto) and its nested subgraphs."""
+    su = ScopedUses({}, {}, {})
+
+    def walk(g: Any, outer: str) -> None:
+        for k, n in enumerate(g.node):
+            where = f"{outer}node {k} {n.name!r} ({n.op_type})"
+            for x in dict.fromkeys(n.input):
+                if x:
+                    su.readers.setdefault(x, []).append((n, where))
+            for sub in _subgraphs(n):
+                ins = [vi.name for vi in sub.input]
+                outs = [vi.name for vi in sub.output]
+                if n.op_type == "If":
+                    for o, to in zip(outs, n.output):
+                        su.exits.setdefault(o, []).append(to)
+                elif n.op_type == "Loop":
+                    for j, o in enumerate(outs[1:], 1):
+                        nxt = [ins[j + 1]] if j + 1 < len(ins) else []
+                        to = [n.output[j - 1]] if j - 1 < len(n.output) else []
+                        su.exits.setdefault(o, []).extend(to + nxt)
+                    for j in range(2, min(len(n.input), len(ins))):
+                        su.passes.setdefault((id(n), j), []).append(ins[j])
+                elif n.op_type == "Scan":
+                    for j, o in enumerate(outs):
+                        back = [ins[j]] if j < len(ins) and j < len(n.input) - _scans(n) else []
+                        to = [n.output[j]] if j < len(n.output) else []
+                        su.exits.setdefault(o, []).extend(to + back)
+                    for j in range(min(len(n.input), len(ins))):
+                        su.passes.setdefault((id(n), j), []).append(ins[j])
+                walk(sub, f"{where} body: ")
+
+    walk(graph, "")
+    return su
+
+
+def _scans(n: Any) -> int:
+    """A Scan node's num_scan_inputs (0 where absent: malformed, refused when converted)."""
+    return next((int(a.i) for a in n.attribute if a.name == "num_scan_inputs"), 0)
+
+
+def body_types(onnx: Any, graph: Any) -> dict[str, Any]:
+    """value name -> TypeProto of the tensors of ``graph``'s subgraphs, nested ones too (their
+    inputs, value_info, outputs, initializers: onnx's shape inference writes value_info into
+    the bodies it infers). A name that sibling bodies give different element types is left
+    out (unknown, as before)."""
+    out: dict[str, Any] = {}
+    clash: set[str] = set()
+
+    def note(name: str, tp: Any) -> None:
+        had = out.setdefault(name, tp)
+        if had.tensor_type.elem_type != tp.tensor_type.elem_type:
+            clash.add(name)
+
+    def walk(g: Any) -> None:
+        for n in g.node:
+            for sub in _subgraphs(n):
+                for vi in (*sub.input, *sub.value_info, *sub.output):
+                    if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+                        note(vi.name, vi.type)
+                for t in sub.initializer:
+                    note(t.name, onnx.helper.make_tensor_type_proto(t.data_type, list(t.dims)))
+                walk(sub)
+
+    walk(graph)
+    return {k: v for k, v in out.items() if k not in clash}

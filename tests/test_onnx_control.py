@@ -409,22 +409,109 @@ def test_onnx_node_tests_of_loop_and_scan() -> None:
     assert ran == 4
 
 
-def test_integer_input_read_only_inside_a_branch_is_refused_naming_the_if() -> None:
-    """An int64 graph input read only inside an If's branches (torch's scatter_reduce export
-    passes its indices through an If on Size(Shape(x)) == 0): the refusal names the If and
-    says graphc does not follow integer inputs into subgraphs. Before it said 'no node reads
-    it', which is false."""
-    F = TensorProto.FLOAT
-    then = _body([helper.make_node("Cast", ["i"], ["a"], to=F)], [], [("a", F)])
-    other = _body(
-        [helper.make_node("Cast", ["i"], ["c"], to=F), helper.make_node("Neg", ["c"], ["b"])],
-        [],
-        [("b", F)],
-    )
-    nodes = [
-        helper.make_node("If", ["cond"], ["y0"], name="pick", then_branch=then, else_branch=other),
-        helper.make_node("Add", ["y0", "x"], ["y"]),
+def _ids_model(kind):
+    """Token ids [N, T] (int64) read only inside a body: a Loop whose step t looks row
+    ids[:, t] - 1 up in a table (a tanh recurrence), its scan output of the shifted ids; a Scan
+    over ids along axis 1 doing the same; an If on the data whose branches look ids up in two
+    tables; an If on a constant (the branch imported in place, as torch's scatter_reduce
+    export passes indices through an If on Size(x) == 0)."""
+    rng = np.random.default_rng(3)
+    T, V, E = 4, 7, 3
+    inits = [
+        _f32("emb", rng.standard_normal((V, E))),
+        _f32("W", rng.standard_normal((E, E)) * 0.5),
+        _i64("one", 1),
+        _i64("ax", [1]),
     ]
-    cond = numpy_helper.from_array(np.array(True), "cond")
-    m = make_model(nodes, [("x", ["N", 3]), ("i", TensorProto.INT64, ["N", 3])], ["y"], [cond])
-    _refused(m, r"input 'i'.*only the subgraphs of node 0 'pick' \(If\) read it")
+    step = [
+        N("Sub", ["it", "one"], ["it1"]),
+        N("Gather", ["emb", "it1"], ["e"]),
+        N("MatMul", ["h", "W"], ["hw"]),
+        N("Add", ["hw", "e"], ["a"]),
+        N("Tanh", ["a"], ["h2"]),
+    ]
+    if kind == "loop":
+        body = _body(
+            [N("Gather", ["ids", "i"], ["it"], axis=1), *step, N("Identity", ["c"], ["co"])],
+            [("i", I64, []), ("c", B, []), ("h", F, ["N", E])],
+            [("co", B), ("h2", F), ("it1", I64)],
+        )
+        nodes = [
+            N("Loop", ["M", "", "h0"], ["hT", "its"], body=body, name="lp"),
+            N("Transpose", ["its"], ["itsT"], perm=[1, 0]),
+        ]
+        inits.append(_i64("M", T))
+    elif kind == "scan":
+        body = _body(step, [("h", F, ["N", E]), ("it", I64, ["N"])], [("h2", F), ("it1", I64)])
+        nodes = [
+            N("Scan", ["h0", "ids"], ["hT", "itsT"], body=body, num_scan_inputs=1,
+              scan_input_axes=[1], scan_output_axes=[1], name="sc"),
+        ]  # fmt: skip
+    else:
+        br = [
+            _body([N("Gather", [t, "ids"], ["g" + t]), N("ReduceSum", ["g" + t, "ax"], ["o" + t],
+                  keepdims=0)], [], [("o" + t, F)])
+            for t in ("emb", "emb2")
+        ]  # fmt: skip
+        cond = ["pos"] if kind == "if" else ["yes"]
+        nodes = [
+            N("ReduceSum", ["h0"], ["sx"], keepdims=0),
+            N("Greater", ["sx", "zero"], ["pos"]),
+            N("If", cond, ["o"], then_branch=br[0], else_branch=br[1], name="pick"),
+            N("Add", ["o", "sx"], ["y"]),
+        ]
+        inits += [
+            _f32("emb2", rng.standard_normal((V, E))),
+            _f32("zero", 0.0),
+            numpy_helper.from_array(np.array(True), "yes"),
+        ]
+    if kind in ("loop", "scan"):
+        nodes += [
+            N("Cast", ["itsT"], ["fits"], to=F),
+            N("ReduceSum", ["fits", "ax"], ["s"], keepdims=1),
+            N("Mul", ["hT", "s"], ["y"]),
+        ]
+    return make_model(nodes, [("h0", ["N", E]), ("ids", I64, ["N", T])], ["y"], inits)
+
+
+@pytest.mark.parametrize("kind", ["loop", "scan", "if", "if_known"])
+def test_integer_input_read_only_inside_a_body(kind) -> None:
+    """An int64 input read only inside a Loop's, Scan's or If's body (before: refused, 'graphc
+    does not follow an integer input into an If, Loop or Scan body') is followed there like
+    one the graph reads: equal to ONNX Runtime, and an id whose lookup leaves the table is
+    refused at run time naming the input and the row (ONNX Runtime raises too)."""
+    rng = np.random.default_rng(4)
+    m = _ids_model(kind)
+    ids = rng.integers(1, 7, (5, 4)).astype(np.int64)
+    h0 = rng.standard_normal((5, 3)).astype(np.float32)
+    h0[0] = -np.abs(h0[0])  # (If: the first row sums below 0, the second above)
+    h0[1] = np.abs(h0[1])
+    cm = gc.from_onnx(m).compile()
+    for rows in (slice(0, 1), slice(1, 5)):
+        feeds = {"h0": h0[rows], "ids": ids[rows]}
+        got = cm.predict(feeds)
+        got = got["y"] if isinstance(got, dict) else got
+        np.testing.assert_allclose(got, _ort(m, feeds)[0], rtol=1e-5, atol=1e-5)
+    bad = ids.copy()
+    bad[2, 3] = 8
+    with pytest.raises(gc.ArgumentError, match=r"'ids': row 2 holds 8"):
+        cm.predict({"h0": h0, "ids": bad})
+
+
+def test_integer_input_inside_a_body_refused_naming_the_body_node() -> None:
+    """An integer input a body multiplies by a matrix (integer arithmetic float32 cannot
+    mirror) is refused naming the Loop and the body's node."""
+    body = _body(
+        [
+            N("MatMul", ["ids", "K"], ["p"], name="mm"),
+            N("Cast", ["p"], ["fp"], to=F),
+            N("Add", ["h", "fp"], ["h2"]),
+            N("Identity", ["c"], ["co"]),
+        ],
+        [("i", I64, []), ("c", B, []), ("h", F, ["N", 2])],
+        [("co", B), ("h2", F)],
+    )
+    nodes = [N("Loop", ["M", "", "x"], ["y"], body=body, name="lp")]
+    inits = [_i64("M", 2), _i64("K", [[1, 2], [3, 4]])]
+    m = make_model(nodes, [("x", ["N", 2]), ("ids", I64, ["N", 2])], ["y"], inits)
+    _refused(m, r"input 'ids'.*node 0 'lp' \(Loop\) body: node 0 'mm' \(MatMul\) reads 'ids'")

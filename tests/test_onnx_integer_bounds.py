@@ -366,3 +366,23 @@ def test_the_c_librarys_message_for_a_refused_index_names_the_node(tmp_path) -> 
         f"(whole numbers in -9..10); {note}"
     )
     assert out[2] == "1 lk_infer: batch size n is outside 1..MAX_BATCH"
+
+
+def test_an_integer_cast_of_looked_up_floats_is_refused_not_a_crash() -> None:
+    """Cast(Gather(table, ids), int64): an integer value whose requirement no inverse step
+    carries back to the ids (a lookup), so fit_ranges kept the ids' own range. Before, its
+    unbounded requirement reached math.ceil(-inf): an OverflowError escaped from_onnx. Now
+    the value is refused at import naming it (a trained table may pass 2**24)."""
+    vi = helper.make_tensor_value_info
+    m = _model(
+        [
+            helper.make_node("Gather", ["emb", "ids"], ["g"]),
+            helper.make_node("Cast", ["g"], ["gi"], to=I64),
+            helper.make_node("Cast", ["gi"], ["y"], to=F32),
+        ],
+        [vi("ids", I64, ["N", 3])],
+        [vi("y", F32, None)],
+        [numpy_helper.from_array(TABLE, "emb")],
+    )
+    with pytest.raises(OnnxError, match=r"value 'gi': integers graphc holds as float32"):
+        gc.from_onnx(m)
