@@ -928,6 +928,7 @@ class Importer:
         self.frozen_names: set[str] = set()
         self.integer_refusal = ""  # why integer_input_use found no use graphc can mirror
         self.scoped: onnx_import_control.ScopedUses | None = None  # (integer_input_use)
+        self.plane_indices: dict[int, onnx_import_pool.PlaneIndices] = {}  # MaxPool's Indices
         self.default_constants: set[str] = set()  # constants unless named in trainable=
         self.taken: set[str] = set()
         self.output_set: set[str] = set()
@@ -1369,6 +1370,13 @@ class Importer:
                 raise OnnxError(
                     f"{self.where}: output {name!r} is a sequence; graphc's outputs are tensors "
                     "(ConcatFromSequence or SequenceAt of it is one)"
+                )
+            if isinstance(v, Tensor) and id(v) in self.plane_indices:
+                raise OnnxError(
+                    f"{self.where}: output {name!r} holds MaxPool's Indices, the flat positions "
+                    "(n * C + c) * P + p, whose batch row n graphc does not compute (see "
+                    "graphc.onnx_import_pool); torch's per-plane indices (the Indices less those "
+                    "of a 1x1 MaxPool) are an output graphc gives"
                 )
             if not isinstance(v, Tensor):
                 others = [
@@ -1918,6 +1926,7 @@ class Importer:
         for n, a in zip(node.input, args):  # (onnx_import_control: sequences known at import)
             if isinstance(a, SequenceValue) and key not in SEQUENCE_OPERANDS:
                 cx.fail(f"input {n!r} is a sequence; {key} takes tensors")
+        plane = onnx_import_pool.check_reader(cx, args) if self.plane_indices else None
         present = [a for a in args if a is not None]
         frozen = all(
             not isinstance(a, Tensor)
@@ -1942,6 +1951,8 @@ class Importer:
         except (ValueError, TypeError, IndexError, KeyError, OverflowError, MemoryError) as e:
             # numpy on a malformed file's values (shapes that do not fit, odd attribute types)
             raise OnnxError(f"{cx.where()}: malformed node ({type(e).__name__}: {e})") from None
+        if plane is not None:  # (what MaxPool's Indices stand for, through Identity / Slice)
+            self.plane_indices.update((id(v), plane) for v in outs if isinstance(v, Tensor))
         if merged is not None:  # row-wise results keep the merged rows
             k, prefix = merged
             for v in outs:
@@ -5609,15 +5620,14 @@ def _pool(kind: str) -> Callable[[NodeContext], list[Value]]:
     average: the sum of the elements inside the input divided by their count (or, with
     count_include_pad, by the window's positions inside input and pads); lp: the p-norm of the
     window, (sum |x|^p)^(1/p), the padding adding 0 (ONNX Runtime's LpPool). A window with no
-    element of the input is refused, as is MaxPool's Indices output."""
+    element of the input is refused. MaxPool's Indices output: onnx_import_pool."""
 
     def rule(cx: NodeContext) -> list[Value]:
         x = cx.x(0)
         r = len(x.shape)
         if r < 3 or "N" in x.shape[1:]:
             cx.fail(f"input {_fmt(x.shape)}: pooling needs [N, C, D1, ...] with N first only")
-        if len(cx.node.output) > 1 and cx.node.output[1]:
-            cx.fail("MaxPool's Indices output is not supported")
+        want_indices = len(cx.node.output) > 1 and bool(cx.node.output[1])
         nsp = r - 2
         ks = [int(v) for v in cx.attr("kernel_shape", [])]
         if len(ks) != nsp or min(ks) < 1:
@@ -5636,6 +5646,7 @@ def _pool(kind: str) -> Callable[[NodeContext], list[Value]]:
         if math.prod(ks) > MAX_POOL_TERMS:
             cx.fail(f"a kernel of {math.prod(ks)} elements (graphc composes {MAX_POOL_TERMS})")
         axes = []  # per spatial axis: [(indices, valid, counted) per offset], output size
+        tiles = ks == strides and max(dil) == 1  # (MaxPool's Indices: windows tile the plane)
         for j in range(nsp):
             size = int(x.shape[2 + j])
             out, pb, pe = _pool_axis(
@@ -5643,6 +5654,7 @@ def _pool(kind: str) -> Callable[[NodeContext], list[Value]]:
             )
             if out < 1:
                 cx.fail(f"axis {2 + j} of {size} elements gives no pooling window")
+            tiles = tiles and pb == 0 and out * ks[j] <= size
             pos = np.arange(out)[:, None] * strides[j] + np.arange(ks[j])[None, :] * dil[j] - pb
             # (a negative end pad, SAME_* with a kernel below the stride: ONNX Runtime's
             # AveragePool leaves the cropped positions out of its windows, its MaxPool not)
@@ -5660,6 +5672,7 @@ def _pool(kind: str) -> Callable[[NodeContext], list[Value]]:
             )
         acc: Tensor | None = None
         count = np.zeros([len(a[0][0]) for a in axes], np.float32)
+        reads = []  # (MaxPool's Indices: each offset's elements, the maximum before, positions)
         for offsets in np.ndindex(*ks):
             t = x
             valid = np.ones(count.shape, bool)
@@ -5673,6 +5686,7 @@ def _pool(kind: str) -> Callable[[NodeContext], list[Value]]:
                 counted = counted & c.reshape(shape)
             count += counted
             if kind == "max":
+                reads.append((t, acc, [axes[j][k][0] for j, k in enumerate(offsets)]))
                 acc = t if acc is None else dsl.maximum(acc, t)
                 continue
             if kind == "lp":
@@ -5686,6 +5700,10 @@ def _pool(kind: str) -> Callable[[NodeContext], list[Value]]:
                 t = dsl.apply("where", mask, t, dsl.const(0.0))
             acc = t if acc is None else acc + t
         assert acc is not None
+        if kind == "max" and want_indices:
+            spatial = tuple(int(d) for d in x.shape[2:])
+            kernel = tuple(ks) if tiles else None
+            return [acc, onnx_import_pool.pool_indices(cx, reads, spatial, kernel)]
         if kind == "max":
             return [acc]
         if kind == "lp":
@@ -6669,7 +6687,7 @@ def _fold_dequantize_linear(cx: NodeContext, args: list) -> list:
 
 # the rules of graphc/onnx_import_onnxops.py (scatter, ...): after every helper they import
 # Loop, Scan, If (a computed condition too) and sequences: graphc/onnx_import_control.py
-from . import onnx_import_control  # noqa: E402
+from . import onnx_import_control, onnx_import_pool  # noqa: E402
 from .onnx_import_control import SEQUENCE_OPERANDS, SequenceValue  # noqa: E402
 from .onnx_import_control import control_ops as _control_ops  # noqa: E402
 from .onnx_import_onnxops import INDEX_OPERAND as _INDEX_OPERAND  # noqa: E402
@@ -6813,6 +6831,8 @@ OPS: dict[str, Rule] = {
         _pool("max"),
         ("kernel_shape", "strides", "pads", "dilations", "ceil_mode", "auto_pad", "storage_order"),
     ),
+    # MaxPool's Indices and MaxUnpool (graphc/onnx_import_pool.py)
+    "MaxUnpool": Rule(onnx_import_pool.max_unpool, ("kernel_shape", "strides", "pads")),
     "AveragePool": Rule(
         _pool("mean"),
         (
