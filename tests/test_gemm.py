@@ -217,6 +217,47 @@ def test_gemm_reads_b_in_place_for_few_rows() -> None:
                 np.testing.assert_array_equal(c, packed[:m])
 
 
+def test_b_in_place_twin_only_where_few_rows_can_occur() -> None:
+    """The twin microkernel that reads B in place (name ending ".bs") is emitted only where a
+    product may have at most B_IN_PLACE_MAX_M rows and whole slivers of N: not for B^T, a
+    fixed M (or min_M) above the limit (a weight gradient), or a fixed N that is no whole
+    number of slivers (a 10-class layer on 16 lanes). A fixed M just above the limit still
+    gives the bits of the same product compiled for any M (both pack B)."""
+    from graphc.codegen.gemm import B_IN_PLACE_MAX_M
+
+    wide = {"vector_width": 16, "registers": 32}
+    over = B_IN_PLACE_MAX_M + 1
+
+    def twins(**config) -> int:
+        return len(
+            re.findall(
+                r"define internal void @\"?graphc\.gemm\.ukernel\.\S+\.bs", emitted(**config)
+            )
+        )
+
+    # M not known: the twin of the rows kernel (wide: A in place), of both (AVX2: A in place
+    # for N up to two slivers, else packed)
+    assert twins(**wide) == 1 and twins() == 2
+    assert twins(**wide, fixed={"M": B_IN_PLACE_MAX_M}) == 1
+    assert twins(**wide, fixed={"N": 256}) == 1
+    for config in (
+        {"trans_b": True},
+        {"fixed": {"M": over}},
+        {"fixed": {"min_M": over}},
+        {"trans_a": True, "fixed": {"M": 784, "N": 256}},
+        {"fixed": {"N": 10}},
+    ):
+        assert twins(**wide, **config) == 0, config
+    rng = np.random.default_rng(11)
+    g = JitGemms({"any": dict(wide), "fixed": {**wide, "fixed": {"M": over}}})
+    a = rng.standard_normal((over, 300)).astype(np.float32)
+    b = rng.standard_normal((300, 64)).astype(np.float32)
+    c_any = g["any"](a, b, np.zeros((over, 64), np.float32))
+    c_fixed = g["fixed"](a, b, np.zeros((over, 64), np.float32))
+    np.testing.assert_array_equal(c_fixed, c_any)
+    np.testing.assert_allclose(c_fixed, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+
+
 PLAIN_X86 = {  # name: (vector_width, trans_a, trans_b)
     "sse_nn": (4, False, False),
     "sse_tn": (4, True, False),
