@@ -4206,7 +4206,16 @@ def _cast(cx: NodeContext) -> list[Value]:
 def _cast_like(cx: NodeContext) -> list[Value]:
     """CastLike: a cast to the element type of input 1 (float32 for every graph value; an
     array's own dtype); the integer targets as Cast's."""
-    x, like = cx.x(0), cx.value(1)
+    a, like = cx.value(0), cx.value(1)
+    name = cx.node.input[0]
+    known = isinstance(a, np.ndarray) and a.dtype != object
+    weight = name in cx.imp.initializers and known and a.dtype.kind == "f"
+    if known and isinstance(like, Tensor) and not (weight and cx.imp.is_trainable(name)):
+        # a value known at import stays known (a Pad's constant_value of CastLike(-inf, q),
+        # as ONNX's Attention function body writes it): cast to the operand's element type
+        kind = cx.imp.elem_type(cx.node.input[1])
+        return [a.astype(np.float32 if kind in FLOAT_TYPES else _NP_OF.get(kind, np.float32))]
+    x = cx.x(0)
     if isinstance(like, Tensor) or like.dtype.kind == "f":
         return [x]
     if id(x) in cx.imp.integral:

@@ -1164,3 +1164,31 @@ def test_batch_norm_in_training_mode_before_opset_14_is_refused() -> None:
     np.testing.assert_allclose(
         gc.from_onnx(m).compile().predict(x), _ort(m, {"x": x})[0], rtol=1e-5, atol=1e-6
     )
+
+
+def test_cast_like_of_a_known_value_stays_known() -> None:
+    """CastLike(-inf, q) as a Pad's constant value (ONNX's Attention function body pads its
+    mask so): the value is known at import whatever the like operand is (before: 'input 2 must
+    be known at import time ... computed from the graph's inputs', so 18 of ONNX's Attention
+    node tests were refused); a trainable initializer CastLike'd stays a weight."""
+    m = _model(
+        [
+            helper.make_node("CastLike", ["ninf", "x"], ["c"]),
+            helper.make_node("Pad", ["x", "pads", "c"], ["p"]),
+            helper.make_node("Softmax", ["p"], ["y"], axis=-1),
+            helper.make_node("CastLike", ["w", "x"], ["wc"]),
+            helper.make_node("Mul", ["y", "wc"], ["z"]),
+        ],
+        [_vi("x", ["N", 3])],
+        [_vi("z", None)],
+        [
+            _init("ninf", -np.inf, np.float32),
+            _init("pads", [0, 1, 0, 2]),
+            _init("w", np.linspace(0.5, 2.0, 6), np.float32),
+        ],
+    )
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    imp = gc.from_onnx(m, trainable={"w"})
+    assert len(imp.params) == 1
+    got = imp.compile().predict({"x": x})
+    np.testing.assert_allclose(got, _ort(m, {"x": x})[0], rtol=1e-6, atol=1e-7)
