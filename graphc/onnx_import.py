@@ -1371,6 +1371,11 @@ class Importer:
                     f"{self.where}: output {name!r} is a sequence; graphc's outputs are tensors "
                     "(ConcatFromSequence or SequenceAt of it is one)"
                 )
+            if isinstance(v, OptionalValue):
+                raise OnnxError(
+                    f"{self.where}: output {name!r} is an optional; graphc's outputs are tensors "
+                    "(OptionalGetElement of it is one)"
+                )
             if isinstance(v, Tensor) and id(v) in self.plane_indices:
                 raise OnnxError(
                     f"{self.where}: output {name!r} holds MaxPool's Indices, the flat positions "
@@ -1926,6 +1931,8 @@ class Importer:
         for n, a in zip(node.input, args):  # (onnx_import_control: sequences known at import)
             if isinstance(a, SequenceValue) and key not in SEQUENCE_OPERANDS:
                 cx.fail(f"input {n!r} is a sequence; {key} takes tensors")
+            if isinstance(a, OptionalValue) and key not in SEQUENCE_OPERANDS:
+                cx.fail(f"input {n!r} is an optional; {key} takes tensors (OptionalGetElement)")
         plane = onnx_import_pool.check_reader(cx, args) if self.plane_indices else None
         present = [a for a in args if a is not None]
         frozen = all(
@@ -6697,7 +6704,7 @@ def _fold_dequantize_linear(cx: NodeContext, args: list) -> list:
 # the rules of graphc/onnx_import_onnxops.py (scatter, ...): after every helper they import
 # Loop, Scan, If (a computed condition too) and sequences: graphc/onnx_import_control.py
 from . import onnx_import_control, onnx_import_pool  # noqa: E402
-from .onnx_import_control import SEQUENCE_OPERANDS, SequenceValue  # noqa: E402
+from .onnx_import_control import SEQUENCE_OPERANDS, OptionalValue, SequenceValue  # noqa: E402
 from .onnx_import_control import control_ops as _control_ops  # noqa: E402
 from .onnx_import_onnxops import INDEX_OPERAND as _INDEX_OPERAND  # noqa: E402
 from .onnx_import_onnxops import OPS_MORE as _OPS_ONNXOPS  # noqa: E402

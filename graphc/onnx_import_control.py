@@ -72,8 +72,19 @@ SEQUENCE_OPERANDS = frozenset(
         "SequenceAt",
         "SequenceLength",
         "ConcatFromSequence",
+        "Optional",
+        "OptionalHasElement",
+        "OptionalGetElement",
     )
 )
+
+
+@dataclass(frozen=True)
+class OptionalValue:
+    """An ONNX optional whose presence is known at import time: ``item`` (a tensor, an array
+    known at import, a layout view or a ``SequenceValue``), or None where it is empty."""
+
+    item: Any
 
 
 @dataclass(frozen=True)
@@ -767,7 +778,42 @@ def control_ops() -> dict[str, Any]:
         "SequenceLength": Rule(sequence_length),
         "ConcatFromSequence": Rule(concat_from_sequence, ("axis", "new_axis"), reads_views=True),
         "SplitToSequence": Rule(split_to_sequence, ("axis", "keepdims"), reads_views=True),
+        "Optional": Rule(optional, ("type",), reads_views=True),
+        "OptionalHasElement": Rule(optional_has_element, reads_views=True),
+        "OptionalGetElement": Rule(optional_get_element, reads_views=True),
     }
+
+
+# ------------------------------------------------------------------ optionals
+
+
+def optional(cx: NodeContext) -> list[Any]:
+    """Optional (opset 15): its input wrapped, or (no input) an empty optional of ``type``."""
+    if len(cx.node.input) > 0 and cx.node.input[0]:
+        return [OptionalValue(_operand(cx, 0))]
+    if cx.attr("type") is None:
+        cx.fail("an Optional without input needs its attribute type (the file is malformed)")
+    return [OptionalValue(None)]
+
+
+def optional_has_element(cx: NodeContext) -> list[Any]:
+    """OptionalHasElement (opsets 15, 18): whether the optional holds a value, known at import
+    time (a bool scalar); a tensor or sequence (opset 18) holds one, a missing input none."""
+    if not cx.node.input or not cx.node.input[0]:
+        return [np.array(False)]
+    v = _operand(cx, 0)
+    return [np.array(not (isinstance(v, OptionalValue) and v.item is None))]
+
+
+def optional_get_element(cx: NodeContext) -> list[Any]:
+    """OptionalGetElement (opsets 15, 18): the optional's value (a tensor or sequence given
+    itself, opset 18). An empty optional is refused naming the node, as ONNX Runtime raises."""
+    v = _operand(cx, 0)
+    if not isinstance(v, OptionalValue):
+        return [v]
+    if v.item is None:
+        cx.fail("its optional input is empty (ONNX Runtime raises): nothing to get")
+    return [v.item]
 
 
 # ------------------------------------------------------------------ values through bodies

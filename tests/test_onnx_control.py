@@ -515,3 +515,50 @@ def test_integer_input_inside_a_body_refused_naming_the_body_node() -> None:
     inits = [_i64("M", 2), _i64("K", [[1, 2], [3, 4]])]
     m = make_model(nodes, [("x", ["N", 2]), ("ids", I64, ["N", 2])], ["y"], inits)
     _refused(m, r"input 'ids'.*node 0 'lp' \(Loop\) body: node 0 'mm' \(MatMul\) reads 'ids'")
+
+
+def _optional_model(present: bool):
+    """torch-scripted ``if x is not None`` as ONNX writes it: o = Optional(x) (or an empty
+    Optional of a float tensor), If(OptionalHasElement(o)) with a branch that reads
+    OptionalGetElement(o) and one that does not."""
+    tt = helper.make_tensor_type_proto(F, None)
+    opt = N("Optional", ["x"], ["o"]) if present else N("Optional", [], ["o"], type=tt)
+    then = _body(
+        [
+            N("OptionalGetElement", ["o"], ["g"]),
+            N("Relu", ["g"], ["r"]),
+            N("Add", ["r", "x"], ["a"]),
+        ],
+        [],
+        [("a", F)],
+    )
+    other = _body([N("Neg", ["x"], ["b"])], [], [("b", F)])
+    nodes = [
+        opt,
+        N("OptionalHasElement", ["o"], ["has"]),
+        N("If", ["has"], ["y"], then_branch=then, else_branch=other, name="pick"),
+    ]
+    return make_model(nodes, [("x", ["N", 3])], ["y"], opset=18)
+
+
+@pytest.mark.parametrize("present", [True, False])
+def test_optional_known_at_import(present) -> None:
+    """Optional, OptionalHasElement (a bool known at import: the If takes one branch) and
+    OptionalGetElement, against ONNX Runtime (before: 'operator Optional is not supported');
+    an optional where a tensor is needed, or OptionalGetElement of an empty one, is refused
+    naming the node."""
+    m = _optional_model(present)
+    x = np.random.default_rng(5).standard_normal((4, 3)).astype(np.float32)
+    np.testing.assert_allclose(_predict(m, {"x": x})[0], _ort(m, {"x": x})[0], rtol=1e-6)
+    get = N("OptionalGetElement", ["o"], ["g"], name="get")
+    relu = N("Relu", ["o"], ["g"], name="relu")
+    for node, match in (
+        (get, r"'get' \(OptionalGetElement.*is empty"),
+        (relu, r"'relu'.*optional"),
+    ):
+        if present and node is get:
+            continue
+        bad = _optional_model(present)
+        bad.graph.node.insert(1, node)
+        bad.graph.output.append(vi("g", F, None))
+        _refused(bad, match)
