@@ -887,6 +887,7 @@ class Importer:
         model = gather_for_index_transposes(model)  # torch's dynamo x[:, idx]
         model = lookup_of_updated_rows(model)  # torch's dynamo Embedding(max_norm)
         model = qdq_as_qoperator(model)  # QDQ groups as ONNX Runtime fuses them
+        model = onnx_import_rows.unsorted_rows(model)  # pack_padded_sequence's sort, unsorted
         # torch's index_put on a batched tensor: ScatterNDs converted per sample (by output)
         model, self.per_sample = batch_scatters(model)
         self.model, self.base_dir, self.where = model, base_dir, where
@@ -6703,7 +6704,7 @@ def _fold_dequantize_linear(cx: NodeContext, args: list) -> list:
 
 # the rules of graphc/onnx_import_onnxops.py (scatter, ...): after every helper they import
 # Loop, Scan, If (a computed condition too) and sequences: graphc/onnx_import_control.py
-from . import onnx_import_control, onnx_import_pool  # noqa: E402
+from . import onnx_import_control, onnx_import_pool, onnx_import_rows  # noqa: E402
 from .onnx_import_control import SEQUENCE_OPERANDS, OptionalValue, SequenceValue  # noqa: E402
 from .onnx_import_control import control_ops as _control_ops  # noqa: E402
 from .onnx_import_onnxops import INDEX_OPERAND as _INDEX_OPERAND  # noqa: E402

@@ -843,11 +843,22 @@ class ScopedUses:
 
 
 def scoped_uses(graph: Any) -> ScopedUses:
-    """The ``ScopedUses`` of ``graph`` (a GraphProto) and its nested subgraphs."""
+    """The ``ScopedUses`` of ``graph`` (a GraphProto) and its nested subgraphs. Nodes that no
+    graph output needs (the import does not convert them) are left out, bodies included."""
+    from .onnx_import import _node_reads
+
     su = ScopedUses({}, {}, {})
+    needed = {o.name for o in graph.output}
+    live: set[int] = set()  # (node numbers of the graph)
+    for k in range(len(graph.node) - 1, -1, -1):
+        if any(o in needed for o in graph.node[k].output):
+            live.add(k)
+            needed.update(_node_reads(graph.node[k]))
 
     def walk(g: Any, outer: str) -> None:
         for k, n in enumerate(g.node):
+            if g is graph and k not in live:
+                continue
             where = f"{outer}node {k} {n.name!r} ({n.op_type})"
             for x in dict.fromkeys(n.input):
                 if x:
