@@ -298,6 +298,8 @@ def _scatter_nd(cx: NodeContext) -> list[Value]:
     indices must be known at import time and data must not hold the batch dimension N;
     otherwise refused naming the node."""
     red = _reduction(cx)
+    if cx.node.output[0] in cx.imp.per_sample and isinstance(cx.value(1), Tensor):
+        return _scatter_nd_rows_computed(cx, red)
     if cx.node.output[0] in cx.imp.per_sample:
         return _scatter_nd_per_sample(cx, red)
     idx_v = cx.value(1)
@@ -395,10 +397,18 @@ def _batch_scatters(model: Any) -> tuple[Any, set[str]]:
     for i in targets:
         n = nodes[i]
         idx = n.input[1]
-        if idx in tainted or idx in inits or idx not in producer:
+        if idx in inits or idx not in producer:
             continue
         if known is None:
             known = {b: _inferred_shapes(onnx, model, b) for b in (2, 3)}
+        if idx in tainted:  # (an index column computed from an input's values)
+            plan = _computed_columns(onnx, g, nodes, i, producer, tainted, known, inputs, opsets)
+            if plan is not None and (ref is not None or not plan[2]):
+                j, concat, forms = plan
+                rewrites[j] = concat
+                reshaped.update((k, f) for k, f in forms.items() if k not in reshaped)
+                marked.add(n.output[0])
+            continue
         seen, stack = set(), [producer[idx]]
         while stack:
             j = stack.pop()
@@ -475,6 +485,98 @@ def _batch_scatters(model: Any) -> tuple[Any, set[str]]:
         out.graph.node.insert(k, node)
     out.graph.initializer.extend(added)
     return out, marked
+
+
+# the operands that give an operator's output shape (not its values): an input's values
+# must not reach them in an index computation _computed_columns evaluates
+_SHAPE_OPERANDS = {
+    "Range": (0, 1, 2),
+    "Reshape": (1,),
+    "Expand": (1,),
+    "ConstantOfShape": (0,),
+    "Slice": (1, 2, 3, 4),
+    "Squeeze": (1,),
+    "Unsqueeze": (1,),
+    "Where": (),
+    "Gather": (),
+}
+
+
+def _computed_columns(
+    onnx: Any,
+    g: Any,
+    nodes: list,
+    i: int,
+    producer: dict[str, int],
+    tainted: set[str],
+    known: dict[int, dict[str, list[int]]],
+    inputs: dict,
+    opsets: list,
+) -> tuple[int, Any, dict[int, list]] | None:
+    """torch's index_put on a batched tensor at a position read from an input (a cache written
+    at ``pos``: ``c[:, :, pos] = k``): ScatterND node i's indices are Concat(rows, columns...,
+    axis=-1) where the first part (not computed from an input's values) is each sample's row
+    n (checked with onnx.reference at batch sizes 2 and 3) and the other parts are computed in
+    the graph. Returns (the Concat's node number, the Concat of the other parts: each sample's
+    own index tuples [N, k.., q - 1], the Shapes of the index computation as batch_scatters
+    writes them: N and constants), or None where this is not that form."""
+    idx = nodes[i].input[1]
+    j = producer[idx]
+    cat = nodes[j]
+    if cat.op_type != "Concat" or cat.domain not in ("", "ai.onnx") or len(cat.input) < 2:
+        return None
+    axis = next((int(a.i) for a in cat.attribute if a.name == "axis"), None)
+    if sum(v == idx for n in nodes for v in n.input) != 1 or idx in {o.name for o in g.output}:
+        return None  # (the Concat is rewritten: nothing else may read it)
+    first = cat.input[0]
+    if first in tainted or first not in producer:
+        return None
+    seen, stack = set(), [j]
+    while stack:
+        k = stack.pop()
+        if k in seen:
+            continue
+        seen.add(k)
+        n = nodes[k]
+        # an input's values may give index values, never a shape: a Shape evaluated with
+        # zeros for the inputs (below) then holds for every value
+        if any(
+            v in tainted for p, v in enumerate(n.input) if p in _SHAPE_OPERANDS.get(n.op_type, ())
+        ):
+            return None
+        if n.op_type == "Shape" and all(n.input[0] in kn for kn in known.values()):
+            continue
+        stack += [producer[v] for v in n.input if v in producer]
+    if len(seen) > MAX_INDEX_NODES:
+        return None
+    shapes = [k for k in sorted(seen) if nodes[k].op_type == "Shape"]
+    if any(len(nodes[k].attribute) for k in shapes):
+        return None
+    want = [first] + [nodes[k].output[0] for k in shapes]
+    part = [nodes[k] for k in sorted(seen)]
+    got = [_evaluate(onnx, g, part, want, inputs, b, opsets, known[b]) for b in (2, 3)]
+    if got[0] is None or got[1] is None:
+        return None
+    for b, values in zip((2, 3), got):
+        a = values[0]
+        if a.ndim < 2 or a.shape[0] != b or a.shape[-1] != 1 or a.dtype.kind not in "iu":
+            return None
+        if axis not in (-1, a.ndim - 1):
+            return None
+        rows = np.arange(b).reshape((b,) + (1,) * (a.ndim - 1))
+        if not np.array_equal(a, np.broadcast_to(rows, a.shape)):
+            return None
+    forms: dict[int, list] = {}
+    for k, u, v in zip(shapes, got[0][1:], got[1][1:]):
+        form = _shape_form(u, v)
+        if form is None:
+            return None
+        forms[k] = form
+    new = onnx.NodeProto()
+    new.CopyFrom(cat)
+    del new.input[:]
+    new.input.extend(cat.input[1:])
+    return j, new, forms
 
 
 # the operators an index computation may use for batch_scatters to evaluate it, and the most
@@ -567,10 +669,11 @@ def _evaluate(
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
         if not dims or any(d is None for d in dims[1:]):
             continue
-        if b * math.prod(dims[1:]) > MAX_INDEX_ELEMENTS:
+        lead = b if dims[0] is None else dims[0]  # (a fixed first dimension stays)
+        if lead * math.prod(dims[1:]) > MAX_INDEX_ELEMENTS:
             continue
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-        env[name] = np.zeros([b, *dims[1:]], dtype)
+        env[name] = np.zeros([lead, *dims[1:]], dtype)
     for n in nodes:
         if n.op_type not in INDEX_OPS or n.domain not in ("", "ai.onnx"):
             return None
@@ -667,6 +770,61 @@ def _scatter_nd_per_sample(cx: NodeContext, red: str) -> list[Value]:
     else:
         pairs = _nd_pairs(cx, sample, sub, tuple(u.shape[1:]))
     return [_scatter_constant(cx, x, u, pairs, red, batched=True)]
+
+
+def _scatter_nd_rows_computed(cx: NodeContext, red: str) -> list[Value]:
+    """ScatterND whose indices name each sample's own row and, after it, positions computed in
+    the graph (batch_scatters / _computed_columns: the node reads those columns [N, k_1 ..
+    k_m, q - 1]): data [N, s_1 .. s_r], updates [N, k_1 .. k_m, s_q ..]. In each sample the
+    index tuple (i_1 .. i_{q-1}) names the slice at flat position f = sum i_c * stride_c of
+    the first q - 1 axes; each i_c must lie in 0 .. s_c - 1 (proven, or checked at run time
+    naming the input and row: a negative position, which ONNX Runtime takes from the end, is
+    refused); then ScatterElements' comparison of computed indices along the slices (the last
+    write wins where two tuples are equal, as ONNX Runtime; add / mul / max / min combine)."""
+    x, loc, u = cx.x(0), cx.x(1), cx.x(2)
+    if x.shape[0] != "N" or loc.shape[0] != "N" or u.shape[0] != "N":
+        cx.fail(f"data {_fmt(x.shape)}, indices and updates must lead with N")
+    if id(loc) not in cx.imp.integral:
+        cx.fail("indices computed in float: ScatterND needs integer indices")
+    sample = tuple(int(d) for d in x.shape[1:])
+    q = int(loc.shape[-1])
+    lead = tuple(int(d) for d in loc.shape[1:-1])
+    if not 1 <= q <= len(sample) or tuple(u.shape[1:]) != (*lead, *sample[q:]):
+        cx.fail(
+            f"indices {_fmt(loc.shape)} (each sample's tuples) and updates {_fmt(u.shape)} do "
+            f"not fit data {_fmt(x.shape)}"
+        )
+    k, slices, inner = math.prod(lead), math.prod(sample[:q]), math.prod(sample[q:])
+    # the columns from the Concat's parts (each proven or checked on its own: a range
+    # requirement on a column of the joined value would bind every column)
+    cat = next(n for n in cx.imp.graph.node if cx.node.input[1] in n.output)
+    cols = []
+    for name in cat.input:
+        part = cx.imp.lookup(name, cx)
+        if not isinstance(part, Tensor) or len(part.shape) != len(loc.shape):
+            cx.fail(f"index part {name!r} is not a computed tensor of the indices' rank")
+        for c in range(int(part.shape[-1])):
+            a = len(part.shape) - 1
+            col = dsl.apply("slice", part, axes=(a,), starts=(c,), ends=(c + 1,))
+            cols.append(_reshape(cx, col, ("N", k)))  # (Concat's parts: the indices' shape)
+    if len(cols) != q:
+        cx.fail(f"its index parts give {len(cols)} columns; the indices have {q}")
+    flat = None
+    for c, col in enumerate(cols):
+        cx.imp.integral.add(id(col))
+        cx.imp.lookups.append((col, (0, sample[c] - 1), cx.where()))
+        term = col * float(math.prod(sample[c + 1 : q]))
+        flat = term if flat is None else flat + term
+    assert flat is not None
+    zeros = cx.imp.constant_tensor(
+        f"scatter_nd_zeros_{inner}", np.zeros((1, 1, inner), np.float32), cx, False
+    )
+    idx = _reshape(cx, flat, ("N", k, 1)) + zeros  # [N, k, inner]: each slice's elements
+    cx.imp.integral.add(id(idx))
+    out = _scatter_computed(
+        cx, _reshape(cx, x, ("N", slices, inner)), idx, _reshape(cx, u, ("N", k, inner)), 1, red
+    )
+    return [_reshape(cx, out, ("N", *sample))]
 
 
 # ---------------------------------------------------------------- GridSample
@@ -1121,6 +1279,7 @@ def _col2im(cx: NodeContext) -> list[Value]:
 INDEX_OPERAND = {  # operators reading an integer input as indices: which operand
     "ScatterElements": 1,
     "Scatter": 1,
+    "ScatterND": 1,  # (per sample: _scatter_nd_rows_computed; elsewhere refused by name)
     "NegativeLogLikelihoodLoss": 1,
     "SoftmaxCrossEntropyLoss": 1,
 }

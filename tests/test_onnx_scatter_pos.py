@@ -1,0 +1,84 @@
+"""torch's index_put on a batched tensor at positions read from an int64 input (a cache written
+at time step ``pos``: ``c[:, :, pos] = k``; a step per row: ``y[arange(N), pos] = v``), torch
+2.13's TorchScript export (tests/data/onnx/scatter_pos_ts_*_17.onnx): ScatterND whose index
+tuples are each sample's row and positions computed from the input. Against ONNX Runtime;
+a position outside its axis is refused at run time naming the input and the row (ONNX Runtime
+raises too; a negative one, which ONNX Runtime counts from the end, is refused as well).
+Before, the import refused ('pos' read as an integer by the ScatterND)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+import graphc as gc
+
+DATA = os.path.join(os.path.dirname(__file__), "data", "onnx")
+
+
+def _check(name, feeds_list):
+    path = os.path.join(DATA, f"scatter_pos_ts_{name}_17.onnx")
+    cm = gc.from_onnx(path).compile()
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for feeds in feeds_list:
+        np.testing.assert_array_equal(cm.predict(feeds), sess.run(None, feeds)[0])
+    return cm
+
+
+def test_cache_written_at_an_input_position() -> None:
+    rng = np.random.default_rng(0)
+    cache = rng.standard_normal((3, 2, 6, 4)).astype(np.float32)
+    k = rng.standard_normal((3, 2, 1, 4)).astype(np.float32)
+    feeds = [{"cache": cache, "k": k, "pos": np.array([p], np.int64)} for p in (0, 3, 5)]
+    cm = _check("cache", feeds)
+    for bad in (6, -1):
+        with pytest.raises(gc.ArgumentError, match=rf"'pos': row 0 holds {bad}"):
+            cm.predict({"cache": cache, "k": k, "pos": np.array([bad], np.int64)})
+
+
+def test_a_step_per_row_at_input_positions() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 5, 3)).astype(np.float32)
+    v = rng.standard_normal((4, 3)).astype(np.float32)
+    pos = ([1, 4, 0, 2], [0, 0, 4, 4])
+    cm = _check("rows", [{"x": x, "v": v, "pos": np.array(p, np.int64)} for p in pos])
+    with pytest.raises(gc.ArgumentError, match=r"'pos': row 2 holds 5"):
+        cm.predict({"x": x, "v": v, "pos": np.array([1, 2, 5, 0], np.int64)})
+
+
+def test_gradient_through_the_computed_scatter() -> None:
+    """d/dw of sum(r * y) for the cache written with k * w (w a trainable [4] weight inserted
+    before the scatter): against central differences of ONNX Runtime's forward (linear in w)."""
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(os.path.join(DATA, "scatter_pos_ts_cache_17.onnx"))
+    g = m.graph
+    for n in g.node:
+        n.input[:] = ["kw" if v == "k" else v for v in n.input]
+    g.node.insert(0, helper.make_node("Mul", ["k", "w"], ["kw"]))
+    w0 = np.array([0.5, -1.0, 2.0, 1.5], np.float32)
+    g.initializer.append(numpy_helper.from_array(w0, "w"))
+    rng = np.random.default_rng(2)
+    feeds = {
+        "cache": rng.standard_normal((2, 2, 6, 4)).astype(np.float32),
+        "k": rng.standard_normal((2, 2, 1, 4)).astype(np.float32),
+        "pos": np.array([2], np.int64),
+    }
+    r = rng.standard_normal((2, 6, 4)).astype(np.float32)
+    imp = gc.from_onnx(m, trainable={"w"})
+    (y,) = imp.outputs
+    grads = imp.compile(gc.sum(y * gc.constant(r)), gc.SGD(0.1)).gradients(feeds)
+    got = next(v for n, v in grads.items() if n.endswith("w"))
+
+    def f(w) -> float:
+        g.initializer[-1].CopyFrom(numpy_helper.from_array(w.astype(np.float32), "w"))
+        out = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        return float((out.run(None, feeds)[0].astype(np.float64) * r).sum())
+
+    want = np.array([(f(w0 + e) - f(w0 - e)) / 0.5 for e in np.eye(4, dtype=np.float32) * 0.25])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
