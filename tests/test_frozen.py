@@ -83,6 +83,7 @@ def test_split_entries_export_with_a_frozen_head(tmp_path) -> None:
     assert res.plan is not None and "train_grads" in res.plan.entries
 
 
+@pytest.mark.xdist_group("mpirun")  # with test_mpi's jobs, one at a time under xdist
 def test_distributed_fit_with_non_trainable_params_anywhere(tmp_path) -> None:
     """2 ranks (tests/mpi_worker.py mode frozen) against one process: the same losses and
     parameters; frozen params unchanged."""

@@ -22,6 +22,10 @@ import pytest
 
 import graphc as gc
 
+# under pytest-xdist (--dist loadgroup, the README's command) one worker runs every mpirun test
+# in turn: never two jobs of 2-3 ranks at once beside the other worker on CI's 2 cores
+pytestmark = pytest.mark.xdist_group("mpirun")
+
 WORKER = Path(__file__).with_name("mpi_worker.py")
 MPIRUN = shutil.which("mpirun")
 
