@@ -111,12 +111,12 @@ def build_graphs(
     train_fwd, state_updates = decompose(fwd, training=True)  # batch_norm: batch statistics
     g, grads = gradients(train_fwd.with_(outputs=(loss_name,)), loss_name, params)
     b = Builder(g, section="update", dtype=loss.dtype)
-    lr = b.source("input", "lr", TensorType((), loss.dtype))
-    step = (
-        b.source("state", "step", TensorType((), "i64"), {"init": "zeros"})
-        if "step" not in b.types
-        else "step"
-    )  # dropout reads the counter in the forward part; an integer: exact to 2^63 steps
+    lr = b.own_source("input", "lr", TensorType((), loss.dtype), None, "the learning rate")
+    # dropout reads the counter in the forward part (the same source); an integer: exact to
+    # 2^63 steps
+    step = b.own_source(
+        "state", "step", TensorType((), "i64"), {"init": "zeros"}, "the optimizer's step counter"
+    )
     t = b.increment(step)
     optimizer = optimizer or Adam()
     clipped = optimizer.clip_gradients(b, params, grads)
@@ -237,6 +237,13 @@ def build_split(prog: Program, fwd: Graph, params: list[str], optimizer: Optimiz
     taken = [n for n in SPLIT_INPUTS if n in fwd.by_name]
     if taken:
         prog.split_note = f"the model has an input named {taken[0]!r} (reserved for train_grads)"
+        return
+    taken = [p for p in params if grad_slot(p) in fwd.by_name]
+    if taken:
+        prog.split_note = (
+            f"the model has a tensor named {grad_slot(taken[0])!r}, the name of the gradient "
+            f"of {taken[0]!r} in train_grads"
+        )
         return
     loss = prog.loss
     dt = fwd[loss].type.dtype

@@ -211,7 +211,8 @@ class Optimizer:
         attrs: dict[str, Any] = {"init": init, "slot_of": param}
         if init_args:
             attrs["init_args"] = tuple(sorted((k, float(v)) for k, v in init_args.items()))
-        return b.source("state", f"{param}.{kind}", b.type_of(param), attrs)
+        name = f"{param}.{kind}"
+        return b.own_source("state", name, b.type_of(param), attrs, f"{param}'s {kind} slot")
 
     def _check(self) -> None:
         name = type(self).__name__

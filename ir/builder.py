@@ -98,6 +98,27 @@ class Builder:
         self.types[node.name] = node.type
         return node.name
 
+    def own_source(
+        self, op: str, name: str, type: TensorType, attrs: dict | None, role: str
+    ) -> str:
+        """A source the compiler adds under a fixed name (the learning rate, the step counter,
+        an optimizer's slot ``PARAM.KIND``, a gradient slot): the value of that name when the
+        graph already holds this very source (dropout's step counter), else a new one.
+
+        Raises:
+            GraphcError: a tensor of the user's graph holds the name (an input, a parameter,
+                a layer named "step"): naming it, its op, type and line, and ``role``.
+        """
+        if name not in self.types:
+            return self.source(op, name, type, attrs)
+        n = next(n for n in self.nodes if n.name == name)
+        if n.op == op and n.type == type and n.attrs == make_attrs(attrs or {}):
+            return name
+        raise GraphcError(
+            f"the name {name!r} is graphc's own ({role}) but {n.op} {n.type} at "
+            f"{n.loc or '?'} has it: give that tensor another name"
+        )
+
     def source(self, op: str, name: str, type: TensorType, attrs: dict | None = None) -> str:
         return self.add_node(
             make_node(name, op, (), type, attrs, section=self.section, loc=self.loc)

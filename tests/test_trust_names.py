@@ -1,0 +1,127 @@
+"""User tensors named like the values the compiler adds to a training graph (helper trust3,
+stop 14): the learning rate ``lr``, the step counter ``step`` and an optimizer's slots
+``PARAM.KIND`` (torch's state keys).
+
+Before the fix, a float tensor named "step" (an input, a parameter, a layer) failed at compile
+in ``increment`` with a ShapeError about the counter's type; an i64 parameter named "step" was
+silently taken as the step counter, so every train_step counted the user's parameter up (3
+after 3 steps) and a ``set_weights`` of it changed Adam's bias correction; a parameter named
+"lr" or "fc.w.exp_avg" gave "a value named ... already exists in this graph", which names no
+line. Each is now a GraphcError naming the tensor, its op, type and line, and what graphc uses
+the name for. A tensor named like a gradient slot of the split step (``fc.w.grad``) leaves
+train_step as it is (checked against SGD's update in numpy float64) and gradients() says why
+it is not there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.ir.errors import GraphcError
+
+
+def _mse(out):
+    return gc.mean_squared_error(out, gc.input("y", ("N", 2)))
+
+
+def _input_step():
+    return gc.dense(gc.input("step", ("N", 4)), 2)
+
+
+def _param_step():
+    x = gc.input("x", ("N", 4))
+    return gc.dense(gc.mul(x, gc.param("step", (4,))), 2)
+
+
+def _i64_param_step():
+    return gc.dense(gc.input("x", ("N", 4)), 2)
+
+
+def _param_lr():
+    x = gc.input("x", ("N", 4))
+    return gc.dense(gc.mul(x, gc.param("lr", (4,))), 2)
+
+
+def _batch_norm_step():
+    return gc.dense(gc.batch_norm(gc.input("x", ("N", 4)), name="step"), 2)
+
+
+def _batch_norm_lr():
+    return gc.dense(gc.batch_norm(gc.input("x", ("N", 4)), name="lr"), 2)
+
+
+def _adam_slot():
+    x = gc.input("x", ("N", 4))
+    return gc.add(gc.dense(x, 2, name="fc"), gc.matmul(x, gc.param("fc.w.exp_avg", (4, 2))))
+
+
+def _momentum_slot():
+    x = gc.input("x", ("N", 4))
+    return gc.add(gc.dense(x, 2, name="fc"), gc.matmul(x, gc.param("fc.b.momentum_buffer", (4, 2))))
+
+
+CASES = {
+    "input step": (_input_step, "step", "step counter", gc.Adam),
+    "param step": (_param_step, "step", "step counter", gc.Adam),
+    "i64 param step": (_i64_param_step, "step", "step counter", gc.Adam),
+    "param lr": (_param_lr, "lr", "learning rate", gc.SGD),
+    "batch_norm step": (_batch_norm_step, "step", "step counter", gc.SGD),
+    "batch_norm lr": (_batch_norm_lr, "lr", "learning rate", gc.Adam),
+    "adam slot": (_adam_slot, "fc.w.exp_avg", "exp_avg slot", gc.Adam),
+    "momentum slot": (_momentum_slot, "fc.b.momentum_buffer", "momentum_buffer slot", None),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_tensor_named_like_a_compiler_value_is_refused_naming_it(case):
+    build, name, role, opt = CASES[case]
+    out = build()
+    outputs = [out]
+    if case == "i64 param step":
+        outputs.append(gc.param("step", (), init="zeros", dtype="i64"))  # an i64 counter
+    optimizer = opt(lr=0.1) if opt is not None else gc.SGD(lr=0.1, momentum=0.9)
+    with pytest.raises(GraphcError) as e:
+        gc.compile(outputs, _mse(out), optimizer, name="names")
+    msg = str(e.value)
+    assert f"'{name}' is graphc's own" in msg and role in msg, msg
+    assert "test_trust_names.py:" in msg, msg  # the user's line of the tensor
+
+
+def test_dropout_still_shares_the_step_counter():
+    """dropout's own "step" source is the optimizer's counter, not a collision: the masks of
+    two steps differ (the counter advances) and 'step' counts the steps."""
+    x = gc.input("x", ("N", 64))
+    w = gc.param("w", (64,), init="ones")
+    out = gc.dropout(gc.mul(x, w), 0.5)
+    m = gc.compile(out, gc.mean(out), gc.SGD(lr=0.0), name="names_drop", threads=1)
+    ones = np.ones((2, 64), np.float32)
+    g1 = m.gradients(ones)["w"]
+    m.train_step(ones)
+    g2 = m.gradients(ones)["w"]
+    assert int(m.state["step"]) == 1
+    assert not np.array_equal(g1, g2)
+
+
+def test_a_tensor_named_like_a_gradient_slot_trains_and_gradients_says_why_not():
+    x = gc.input("x", ("N", 4))
+    fc = gc.dense(x, 2, name="fc")
+    out = gc.add(fc, gc.matmul(x, gc.param("fc.w.grad", (4, 2), init="normal")))
+    m = gc.compile(out, _mse(out), gc.SGD(lr=0.5), name="names_grad", threads=1)
+    rng = np.random.default_rng(0)
+    xs, ys = rng.standard_normal((8, 4)), rng.standard_normal((8, 2))
+    p = {k: v.astype(np.float64) for k, v in m.params.items()}
+    pred = xs @ p["fc.w"] + p["fc.b"] + xs @ p["fc.w.grad"]
+    d = 2 * (pred - ys) / pred.size  # d mean((pred - y)^2) / d pred
+    want = {
+        "fc.w": p["fc.w"] - 0.5 * xs.T @ d,
+        "fc.b": p["fc.b"] - 0.5 * d.sum(0),
+        "fc.w.grad": p["fc.w.grad"] - 0.5 * xs.T @ d,
+    }
+    loss = m.train_step(xs.astype(np.float32), ys.astype(np.float32))
+    assert loss == pytest.approx(np.mean((pred - ys) ** 2), rel=1e-5)
+    for k, v in want.items():
+        np.testing.assert_allclose(m.params[k], v, rtol=1e-5, atol=1e-6)
+    with pytest.raises(GraphcError, match=r"'fc\.w\.grad', the name of the gradient of 'fc\.w'"):
+        m.gradients(xs.astype(np.float32), ys.astype(np.float32))
