@@ -4171,8 +4171,13 @@ def _cast_indefinite(x: Tensor, t: Tensor, to: int) -> list[tuple[Tensor, float]
 
 
 def _cast(cx: NodeContext) -> list[Value]:
-    x = cx.x(0)
-    to = int(cx.attr("to"))
+    return _cast_to(cx, cx.x(0), int(cx.attr("to")))
+
+
+def _cast_to(cx: NodeContext, x: Tensor, to: int) -> list[Value]:
+    """Cast of a graph value to ONNX element type ``to`` (Cast's ``to``, CastLike's operand's
+    type): float types keep float32; integer types truncate toward zero and wrap as ONNX
+    Runtime's conversion, kept in float32; bool is x != 0."""
     if to in (1, 11):
         return [x]  # graphc computes in float32; a cast to double keeps float32 values
     if to in (10, 16):
@@ -4212,8 +4217,9 @@ def _cast(cx: NodeContext) -> list[Value]:
 
 
 def _cast_like(cx: NodeContext) -> list[Value]:
-    """CastLike: a cast to the element type of input 1 (float32 for every graph value; an
-    array's own dtype); the integer targets as Cast's."""
+    """CastLike: Cast to the element type of input 1 (a graph value's ONNX type, an array's
+    dtype): integer targets truncate and wrap as Cast's (before, a graph value's integer type
+    was taken for float32 and the value passed unchanged: CastLike(2.5, ids) gave 2.5)."""
     a, like = cx.value(0), cx.value(1)
     name = cx.node.input[0]
     known = isinstance(a, np.ndarray) and a.dtype != object
@@ -4224,15 +4230,13 @@ def _cast_like(cx: NodeContext) -> list[Value]:
         kind = cx.imp.elem_type(cx.node.input[1])
         return [a.astype(np.float32 if kind in FLOAT_TYPES else _NP_OF.get(kind, np.float32))]
     x = cx.x(0)
-    if isinstance(like, Tensor) or like.dtype.kind == "f":
-        return [x]
-    if id(x) in cx.imp.integral:
-        return [x]
-    cx.fail(
-        f"cast of a computed value to {like.dtype} (the type of {cx.node.input[1]!r}): graphc "
-        "casts to float types, and to integer types only values that already are integers"
-    )
-    return []
+    if isinstance(like, Tensor):  # (its ONNX type: graphc holds every graph value as float32)
+        kind = cx.imp.elem_type(cx.node.input[1])
+    else:
+        kind = int(require_onnx().helper.np_dtype_to_tensor_dtype(like.dtype))
+    if kind is None or kind in FLOAT_TYPES:
+        return [x]  # (float32, as graphc computes every float type)
+    return _cast_to(cx, x, kind)
 
 
 def _fold_cast_like(cx: NodeContext, args: list) -> list:

@@ -1192,3 +1192,32 @@ def test_cast_like_of_a_known_value_stays_known() -> None:
     assert len(imp.params) == 1
     got = imp.compile().predict({"x": x})
     np.testing.assert_allclose(got, _ort(m, {"x": x})[0], rtol=1e-6, atol=1e-7)
+
+
+def test_cast_like_to_an_integer_type_truncates() -> None:
+    """CastLike of a computed float to the type of an int64 graph input, of an int32 and a bool
+    initializer: truncated toward zero (negative values too) and, for bool, x != 0, as ONNX
+    Runtime. Before, an integer-typed graph value as the like operand was taken for float32
+    and the value passed unchanged (CastLike(2.5 * 3, ids) gave 7.5, ONNX Runtime 7)."""
+    m = _model(
+        [
+            helper.make_node("Mul", ["x", "three"], ["x3"]),
+            helper.make_node("CastLike", ["x3", "ids"], ["a"]),
+            helper.make_node("CastLike", ["x3", "i32"], ["b"]),
+            helper.make_node("CastLike", ["x", "flag"], ["c"]),
+            *[helper.make_node("Cast", [v], [v + "f"], to=1) for v in ("a", "b", "c", "ids")],
+            helper.make_node("Sum", ["af", "bf", "cf", "idsf"], ["s"]),
+            helper.make_node("Concat", ["af", "bf", "cf", "s"], ["y"], axis=1),
+        ],
+        [_vi("x", ["N", 4]), _vi("ids", ["N", 4], TensorProto.INT64)],
+        [_vi("y", None)],
+        [
+            _init("three", 3.0, np.float32),
+            _init("i32", [0], np.int32),
+            _init("flag", [True], np.bool_),
+        ],
+    )
+    x = np.array([[0.7, -1.6, 2.5, 0.0], [-0.2, 333.4, -0.0, 1e-3]], np.float32)
+    ids = np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.int64)
+    got = gc.from_onnx(m).compile().predict({"x": x, "ids": ids})
+    np.testing.assert_array_equal(got, _ort(m, {"x": x, "ids": ids})[0])
