@@ -72,6 +72,7 @@ SEQUENCE_OPERANDS = frozenset(
         "SequenceAt",
         "SequenceLength",
         "ConcatFromSequence",
+        "SequenceMap",
         "Optional",
         "OptionalHasElement",
         "OptionalGetElement",
@@ -778,10 +779,42 @@ def control_ops() -> dict[str, Any]:
         "SequenceLength": Rule(sequence_length),
         "ConcatFromSequence": Rule(concat_from_sequence, ("axis", "new_axis"), reads_views=True),
         "SplitToSequence": Rule(split_to_sequence, ("axis", "keepdims"), reads_views=True),
+        "SequenceMap": Rule(sequence_map, ("body",), reads_views=True),
         "Optional": Rule(optional, ("type",), reads_views=True),
         "OptionalHasElement": Rule(optional_has_element, reads_views=True),
         "OptionalGetElement": Rule(optional_get_element, reads_views=True),
     }
+
+
+# ------------------------------------------------------------------ SequenceMap
+
+
+def sequence_map(cx: NodeContext) -> list[Any]:
+    """SequenceMap (opset 17) of sequences known at import time: the body imported once per
+    position j (unrolled as Loop), its inputs bound to element j of each sequence input and
+    to each tensor input as it is; output k is the sequence of the body's output k. The
+    sequences must have one length (ONNX Runtime raises otherwise), refused naming the node."""
+    body = cx.attrs["body"].g
+    args = [_operand(cx, i) for i in range(cx.n_inputs)]
+    if not args or not isinstance(args[0], SequenceValue):
+        cx.fail("its first input must be a sequence")
+    if len(body.input) != len(args) or len(body.output) != len(cx.node.output):
+        cx.fail(
+            f"its body has {len(body.input)} inputs and {len(body.output)} outputs; the node "
+            f"{len(args)} and {len(cx.node.output)}"
+        )
+    lengths = {len(a.items) for a in args if isinstance(a, SequenceValue)}
+    if len(lengths) != 1:
+        cx.fail(f"its sequences have different lengths {sorted(lengths)}")
+    steps = lengths.pop()
+    _check_budget(cx, steps, body, "elements")
+    outs: list[list[Any]] = [[] for _ in body.output]
+    for j in range(steps):
+        bind = [a.items[j] if isinstance(a, SequenceValue) else a for a in args]
+        got = run_graph(cx, body, bind, f"elem{j}", [True] * len(body.output))
+        for k, v in enumerate(got):
+            outs[k].append(v)
+    return [SequenceValue(tuple(o)) for o in outs]
 
 
 # ------------------------------------------------------------------ optionals

@@ -562,3 +562,32 @@ def test_optional_known_at_import(present) -> None:
         bad.graph.node.insert(1, node)
         bad.graph.output.append(vi("g", F, None))
         _refused(bad, match)
+
+
+def test_sequence_map_as_onnxruntime() -> None:
+    """SequenceMap over a SplitToSequence of x (parts of 2, 1 and 3 columns) with a tensor
+    operand read by every element (tanh(e * s) + e), the two output sequences concatenated;
+    against ONNX Runtime (before: 'operator SequenceMap is not supported'). Sequences of
+    different lengths are refused naming the node."""
+    body = _body(
+        [N("Mul", ["e", "s"], ["es"]), N("Tanh", ["es"], ["t"]), N("Add", ["t", "e"], ["o"])],
+        [("e", F, ["N", None]), ("s", F, [])],
+        [("o", F), ("t", F)],
+    )
+    nodes = [
+        N("SplitToSequence", ["x", "sp"], ["seq"], axis=1),
+        N("ReduceMean", ["x"], ["s"], keepdims=0),
+        N("SequenceMap", ["seq", "s"], ["so", "st"], body=body, name="map"),
+        N("ConcatFromSequence", ["so"], ["y"], axis=1),
+        N("ConcatFromSequence", ["st"], ["z"], axis=1),
+    ]
+    m = make_model(nodes, [("x", ["N", 6])], ["y", "z"], [_i64("sp", [2, 1, 3])], opset=17)
+    x = np.random.default_rng(7).standard_normal((3, 6)).astype(np.float32)
+    for g, w in zip(_predict(m, {"x": x}), _ort(m, {"x": x})):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+    nodes[2] = N("SequenceMap", ["seq", "seq2"], ["so", "st"], body=body, name="map")
+    nodes.insert(1, N("SplitToSequence", ["x", "sp2"], ["seq2"], axis=1))
+    bad = make_model(
+        nodes, [("x", ["N", 6])], ["y", "z"], [_i64("sp", [2, 1, 3]), _i64("sp2", [3, 3])], opset=17
+    )
+    _refused(bad, r"'map' \(SequenceMap.*different lengths \[2, 3\]")
