@@ -1571,6 +1571,8 @@ class Importer:
                     stack.append(o)
             uses = scoped.readers.get(v, [])
             if not uses and v == name:
+                if any(v in _node_reads(n) for n in self.graph.node):
+                    return "cast"  # read only by nodes no output needs: never converted
                 self.integer_refusal = "no node reads it"
                 return None
             for n, here in uses:

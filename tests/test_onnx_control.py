@@ -591,3 +591,18 @@ def test_sequence_map_as_onnxruntime() -> None:
         nodes, [("x", ["N", 6])], ["y", "z"], [_i64("sp", [2, 1, 3]), _i64("sp2", [3, 3])], opset=17
     )
     _refused(bad, r"'map' \(SequenceMap.*different lengths \[2, 3\]")
+
+
+def test_integer_input_read_only_by_nodes_no_output_needs() -> None:
+    """An int64 input whose only readers feed no graph output is accepted (those nodes are
+    never converted), as it was before the body walk learned to skip them (10e2c95 refused it:
+    'no node reads it')."""
+    nodes = [
+        N("Relu", ["x"], ["y"]),
+        N("Cast", ["ids"], ["f"], to=F),
+        N("Add", ["f", "f"], ["unused"]),
+    ]
+    m = make_model(nodes, [("x", ["N", 3]), ("ids", I64, ["N", 3])], ["y"])
+    x = np.array([[-1.0, 0.5, 2.0]], np.float32)
+    got = _predict(m, {"x": x, "ids": np.zeros((1, 3), np.int64)})[0]
+    np.testing.assert_array_equal(got, np.maximum(x, 0))
