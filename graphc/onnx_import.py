@@ -766,13 +766,21 @@ def _gather_for_index_transposes(model: Any) -> Any:
         uses[o.name] = uses.get(o.name, 0) + 1
 
     def grid(idx: np.ndarray) -> list[np.ndarray] | None:
-        """GatherND's indices [K, 1] as [idx], or [K1, K2, 2] as the two index vectors of an
-        outer product (idx[a, b] == (ih[a], iw[b]): torch's nearest-exact 2-D resize)."""
-        if idx.ndim == 2 and idx.shape[1] == 1:
-            return [idx[:, 0]]
-        if idx.ndim == 3 and idx.shape[2] == 2 and idx.size:
-            ih, iw = idx[:, 0, 0], idx[0, :, 1]
-            if (idx[:, :, 0] == ih[:, None]).all() and (idx[:, :, 1] == iw[None, :]).all():
+        """GatherND's indices [*S, 1] as [idx[..., 0]], or [*S1, *S2, 2] as the two index
+        arrays [S1] and [S2] of an outer product (idx[a, b, 0] depends on a only, idx[a, b, 1]
+        on b only: torch's nearest-exact 2-D resize has vectors, its adaptive pooling to
+        sizes that do not divide the input [out, kernel] tables)."""
+        if idx.ndim < 1 or idx.shape[-1] not in (1, 2) or not idx.size:
+            return None
+        if idx.shape[-1] == 1:
+            return [idx[..., 0]]
+        s = idx.ndim - 1
+        for k in range(s + 1):
+            ih = idx[tuple([slice(None)] * k + [0] * (s - k) + [0])]
+            iw = idx[tuple([0] * k + [slice(None)] * (s - k) + [1])]
+            ih_b = ih.reshape(ih.shape + (1,) * (s - k))
+            iw_b = iw.reshape((1,) * k + iw.shape)
+            if (idx[..., 0] == ih_b).all() and (idx[..., 1] == iw_b).all():
                 return [ih, iw]
         return None
 
@@ -803,13 +811,27 @@ def _gather_for_index_transposes(model: Any) -> Any:
             q = [list(a.ints) for a in t2.attribute if a.name == "perm"]
             if len(q) != 1:
                 continue
-            rank = len(q[0])
-            p, q = perm_of(t1, rank), perm_of(t2, rank)
-            # GatherND's output axes are t1's (the first len(vectors) indexed): x's axes p;
-            # t2 then reads them in the order q: the identity when p[q[k]] == k for every k
-            if p is None or q is None or any(p[q[k]] != k for k in range(rank)):
+            m = len(vectors)
+            rank = len(q[0]) - sum(v.ndim for v in vectors) + m  # x's rank
+            p, q = perm_of(t1, rank), perm_of(t2, len(q[0]))
+            if p is None or q is None:
                 continue
-            steps = [(v.astype(np.int64), p[j]) for j, v in enumerate(vectors)]
+            # GatherND's output axes: the index arrays' (those of x's axis p[c] for c < m),
+            # then t1's axes m.. (x's axes p[m:]); t2 reads them in the order q. Gathers in
+            # place compute it when that order is x's axes in order, each gathered axis
+            # replaced by its index array's axes (an axis of x labelled (axis, k))
+            labels = [(p[c], k) for c, v in enumerate(vectors) for k in range(v.ndim)]
+            labels += [(a, 0) for a in p[m:]]
+            gathered = dict(zip(p[:m], vectors, strict=True))
+            want = [
+                (a, k) for a in range(rank) for k in range(gathered[a].ndim if a in gathered else 1)
+            ]
+            if [labels[k] for k in q] != want:
+                continue
+            # x's axes in place: the later axis first, so that the earlier one keeps its
+            # number (the first Gather's index axes come before the later one)
+            order = sorted(range(m), key=lambda c: -p[c])
+            steps = [(vectors[c].astype(np.int64), p[c]) for c in order]
             found.append((i, list(g.node).index(gnd), t1.input[0], steps))
         except (ValueError, TypeError, AttributeError):
             continue
@@ -885,6 +907,7 @@ class Importer:
         self.dims_seen: set[str] = set()  # the dim_params of the inputs
         self.bound = {k: np.asarray(v) for k, v in bound.items()}
         model = gather_for_index_transposes(model)  # torch's dynamo x[:, idx]
+        model = strided_gathers(model)  # torch's dynamo as_strided on a batched tensor
         model = lookup_of_updated_rows(model)  # torch's dynamo Embedding(max_norm)
         model = qdq_as_qoperator(model)  # QDQ groups as ONNX Runtime fuses them
         model = onnx_import_rows.unsorted_rows(model)  # pack_padded_sequence's sort, unsorted
@@ -6716,6 +6739,7 @@ from .onnx_import_control import control_ops as _control_ops  # noqa: E402
 from .onnx_import_onnxops import INDEX_OPERAND as _INDEX_OPERAND  # noqa: E402
 from .onnx_import_onnxops import OPS_MORE as _OPS_ONNXOPS  # noqa: E402
 from .onnx_import_onnxops import batch_scatters  # noqa: E402
+from .onnx_import_strided import strided_gathers  # noqa: E402
 
 _CONTROL_OPS = _control_ops()
 

@@ -409,15 +409,7 @@ def _batch_scatters(model: Any) -> tuple[Any, set[str]]:
                 reshaped.update((k, f) for k, f in forms.items() if k not in reshaped)
                 marked.add(n.output[0])
             continue
-        seen, stack = set(), [producer[idx]]
-        while stack:
-            j = stack.pop()
-            if j in seen:
-                continue
-            seen.add(j)
-            if nodes[j].op_type == "Shape" and all(nodes[j].input[0] in k for k in known.values()):
-                continue  # its input's shape is inferred: no need to compute the input
-            stack += [producer[v] for v in nodes[j].input if v in producer]
+        seen = index_computation(nodes, producer, idx, known)
         if len(seen) > MAX_INDEX_NODES or not any(nodes[j].op_type == "Shape" for j in seen):
             continue
         part = [nodes[j] for j in sorted(seen)]
@@ -615,6 +607,24 @@ INDEX_OPS = frozenset(
     ]
 )
 MAX_INDEX_ELEMENTS = 1 << 20
+
+
+def index_computation(
+    nodes: list, producer: dict[str, int], value: str, known: dict[int, dict[str, list[int]]]
+) -> set[int]:
+    """The numbers of the nodes that compute ``value`` (``producer``: value name -> node
+    number), back to initializers, inputs and the Shapes of values whose shape ``known`` (shape
+    inference at each batch size) holds."""
+    seen, stack = set(), [producer[value]]
+    while stack:
+        j = stack.pop()
+        if j in seen:
+            continue
+        seen.add(j)
+        if nodes[j].op_type == "Shape" and all(nodes[j].input[0] in k for k in known.values()):
+            continue  # its input's shape is inferred: no need to compute the input
+        stack += [producer[v] for v in nodes[j].input if v in producer]
+    return seen
 
 
 def _inferred_shapes(onnx: Any, model: Any, b: int) -> dict[str, list[int]]:
