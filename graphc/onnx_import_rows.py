@@ -137,8 +137,8 @@ def _unsorted_rows(model: Any) -> Any:
         perm.add(n.output[1])
         if n.output[0]:
             sorted_of[n.output[0]] = src
-    if not perm:
-        return model
+    if len(perm) != 1:
+        return model  # (none, or two permutations: which inverse undoes which is not followed)
     for n in nodes:  # casts of a permutation
         if n.op_type in ("Cast", "Identity") and _std(n) and n.input[0] in perm:
             perm.add(n.output[0])

@@ -48,3 +48,20 @@ def test_a_row_mixing_op_between_keeps_the_sort() -> None:
     g.initializer.append(numpy_helper.from_array(np.array(0, np.int64), "ax0"))
     with pytest.raises(gc.OnnxError, match=r"node \d+ "):
         gc.from_onnx(m)
+
+
+def test_two_permutations_keep_the_sort() -> None:
+    """A second full-length TopK of the lengths (a second permutation): which inverse undoes
+    which is not followed, so the model is left as it is (and refused naming a node), never
+    unsorted by the wrong inverse."""
+    from graphc.onnx_import_rows import unsorted_rows
+
+    m = onnx.load(os.path.join(DATA, "pack_unsorted_ts_lstm_14.onnx"))
+    assert unsorted_rows(m) is not m
+    g = m.graph
+    top = next(n for n in g.node if n.op_type == "TopK")
+    twin = helper.make_node("TopK", list(top.input), ["v2", "i2"], axis=-1, largest=0)
+    g.node.insert(list(g.node).index(top) + 1, twin)
+    assert unsorted_rows(m) is m
+    with pytest.raises(gc.OnnxError, match=r"node \d+ "):
+        gc.from_onnx(m)
