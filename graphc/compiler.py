@@ -36,22 +36,38 @@ from .dsl import Tensor, apply, collect_graph, constant_values
 from .optim import Adam, Optimizer
 
 
-def _distinct_outputs(outputs: list[Tensor]) -> list[Tensor]:
+def _distinct_outputs(outputs: list[Tensor], loss: Tensor | None) -> list[Tensor]:
     """``outputs`` with each repeat of a tensor (``gc.compile([y, y])``) replaced by a copy
     named ``NAME_1``, ``NAME_2``, ...: every output keeps its own name, in ``predict``'s dict,
     the exported library's arguments and the model file (the copy is a reshape to the same
-    type, which simplification removes; the names then share one value)."""
+    type, which simplification removes; the names then share one value). A suffix that a
+    tensor of the graph already has is skipped (an input ``x_1`` beside ``[x, x]``)."""
+    taken: set[str] | None = None  # every name of the graph, when a repeat needs it
     seen: set[str] = set()
     out = []
     for t in outputs:
         if t.name in seen:
+            if taken is None:
+                taken = _tensor_names(outputs + ([loss] if loss is not None else []))
             k = 1
-            while f"{t.name}_{k}" in seen:
+            while f"{t.name}_{k}" in seen or f"{t.name}_{k}" in taken:
                 k += 1
             t = apply("reshape", t, name=f"{t.name}_{k}", shape=t.type.shape)
         seen.add(t.name)
         out.append(t)
     return out
+
+
+def _tensor_names(tensors: list[Tensor]) -> set[str]:
+    """The names of ``tensors`` and of every tensor they depend on."""
+    names: set[str] = set()
+    stack = list(tensors)
+    while stack:
+        t = stack.pop()
+        if t.name not in names:
+            names.add(t.name)
+            stack.extend(t.parents)
+    return names
 
 
 def build_graphs(
@@ -65,7 +81,7 @@ def build_graphs(
             raise GraphcError(
                 f"compile: outputs and loss must be graphc Tensors, got {type(t).__name__}"
             )
-    outputs = _distinct_outputs(outputs)
+    outputs = _distinct_outputs(outputs, loss)
     out_names = [t.name for t in outputs]
     fwd = collect_graph(name, outputs + ([loss] if loss is not None else []))
     check_sizes(fwd)  # a value too large to index or allocate: ShapeError before compiling

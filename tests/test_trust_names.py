@@ -10,7 +10,8 @@ after 3 steps) and a ``set_weights`` of it changed Adam's bias correction; a par
 line. Each is now a GraphcError naming the tensor, its op, type and line, and what graphc uses
 the name for. A tensor named like a gradient slot of the split step (``fc.w.grad``) leaves
 train_step as it is (checked against SGD's update in numpy float64) and gradients() says why
-it is not there.
+it is not there. The same class: the copy that ``compile([x, x])`` makes of a repeated output
+is named x_1, and an input or layer of that name made compile fail.
 """
 
 from __future__ import annotations
@@ -125,3 +126,29 @@ def test_a_tensor_named_like_a_gradient_slot_trains_and_gradients_says_why_not()
         np.testing.assert_allclose(m.params[k], v, rtol=1e-5, atol=1e-6)
     with pytest.raises(GraphcError, match=r"'fc\.w\.grad', the name of the gradient of 'fc\.w'"):
         m.gradients(xs.astype(np.float32), ys.astype(np.float32))
+
+
+def test_a_repeated_output_copy_skips_names_the_graph_has(tmp_path):
+    """compile([x, x, ...]) names the repeat's copy x_1 (then x_2, ...); an input or layer
+    already named x_1 made compile fail ("two different tensors are named 'x_1': reshape ...
+    and input ...", a reshape the user never wrote). The copy now takes the next free suffix;
+    the values: numpy float64 (batch_norm at its initial running statistics: x / sqrt(1 +
+    eps))."""
+    x = gc.input("x", ("N", 3))
+    x1 = gc.input("x_1", ("N", 3))
+    h = gc.batch_norm(gc.mul(x, 2.0), name="h")
+    h1 = gc.batch_norm(gc.add(x, x1), name="h_1")
+    outputs = [x, x, h, h, h1, gc.add(x, x1)]
+    m = gc.compile(outputs, None, name="names_repeat", threads=1)
+    rng = np.random.default_rng(0)
+    feeds = {"x": rng.standard_normal((4, 3)), "x_1": rng.standard_normal((4, 3))}
+    xs, x1s = (feeds[k].astype(np.float32).astype(np.float64) for k in ("x", "x_1"))
+    bn = 1 / np.sqrt(1 + 1e-5)
+    want = {"x": xs, "x_2": xs, "h": 2 * xs * bn, "h_2": 2 * xs * bn, "h_1": (xs + x1s) * bn}
+    path = str(tmp_path / "libnames_repeat.so")
+    m.export(path)
+    for got in (m.predict(feeds), gc.load(path).predict(feeds)):
+        assert list(got)[:5] == list(want)
+        for k, v in want.items():
+            np.testing.assert_allclose(got[k], v, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(list(got.values())[5], xs + x1s, rtol=1e-6, atol=1e-6)
