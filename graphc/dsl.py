@@ -32,6 +32,7 @@ from graphc.runtime.checks import check_bool
 
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _counter = itertools.count()
+_given: set[str] = set()  # names tensors were given, and their prefixes: _fresh skips them
 # activation names that are an op with other attrs, or another name for an op
 ACTIVATION_ALIASES: dict[str, tuple[str, dict]] = {
     "swish": ("silu", {}),
@@ -199,7 +200,23 @@ class Tensor:
 
 
 def _fresh(prefix: str = "%") -> str:
-    return f"{prefix}{next(_counter)}"
+    """An automatic name: ``prefix`` and the next number of the process's counter, skipping
+    names a tensor was given (see ``_taken``): ``dense(x, 8, name="dense3")`` and then an
+    unnamed ``dense`` numbered 3 made two different ``dense3.w``."""
+    while True:
+        name = f"{prefix}{next(_counter)}"
+        if name not in _given:
+            return name
+
+
+def _taken(name: str) -> str:
+    """Record ``name``, given to a tensor, and each of its dotted prefixes (the layer name
+    "dense3" of "dense3.w"), so that ``_fresh`` never makes them; returns ``name``."""
+    _given.add(name)
+    for i, c in enumerate(name):
+        if c == ".":
+            _given.add(name[:i])
+    return name
 
 
 def apply(op: str, *inputs: Tensor, name: str | None = None, **attrs: Any) -> Tensor:
@@ -210,7 +227,7 @@ def apply(op: str, *inputs: Tensor, name: str | None = None, **attrs: Any) -> Te
                 f"{op}: operand {i} must be a graphc Tensor, got {type(t).__name__} {t!r:.40}"
             )
     attrs = {k: _plain(v) for k, v in attrs.items() if v is not None}
-    name = name or _fresh()
+    name = _taken(name) if name else _fresh()
     loc = _user_loc()
     names = tuple(t.name for t in inputs)
     typ = infer_type(op, names, [t.type for t in inputs], attrs, name, loc)
@@ -263,7 +280,7 @@ def _source(op: str, name: str, shape: Iterable, dtype: str, attrs: dict | None 
         raise ShapeError(f"{op} {name!r}: {e}") from None
     if 0 in t.shape:
         raise ShapeError(f"{op} {name!r}: shape {t.shape} has a dimension of size 0 (no elements)")
-    return Tensor(make_node(name, op, (), t, attrs, loc=_user_loc()))
+    return Tensor(make_node(_taken(name), op, (), t, attrs, loc=_user_loc()))
 
 
 def input(name: str, shape: Iterable, dtype: str = "f32") -> Tensor:

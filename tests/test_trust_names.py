@@ -11,10 +11,13 @@ line. Each is now a GraphcError naming the tensor, its op, type and line, and wh
 the name for. A tensor named like a gradient slot of the split step (``fc.w.grad``) leaves
 train_step as it is (checked against SGD's update in numpy float64) and gradients() says why
 it is not there. The same class: the copy that ``compile([x, x])`` makes of a repeated output
-is named x_1, and an input or layer of that name made compile fail.
+is named x_1, and an input or layer of that name made compile fail; and an automatic layer
+name (dense7) that the user had given to another layer.
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pytest
@@ -152,3 +155,31 @@ def test_a_repeated_output_copy_skips_names_the_graph_has(tmp_path):
         for k, v in want.items():
             np.testing.assert_allclose(got[k], v, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(list(got.values())[5], xs + x1s, rtol=1e-6, atol=1e-6)
+
+
+def _two_dense(first: str):
+    x = gc.input("x", ("N", 3))
+    h = gc.dense(x, 4, "tanh", name=first)
+    return gc.dense(h, 2)  # an automatic name: "dense" and the process's counter
+
+
+def test_an_automatic_layer_name_skips_a_name_the_user_gave(monkeypatch):
+    """dense(x, 4, name="dense7") and then an unnamed dense that the counter numbers 7 made two
+    different 'dense7.w' ("names must be unique" at compile, about names the user had chosen
+    once). The automatic name now skips names given before it; the values: numpy float64."""
+    from graphc import dsl
+
+    start = 10**9 + 7
+    monkeypatch.setattr(dsl, "_counter", itertools.count(start))
+    probe = dsl.collect_graph("probe", [_two_dense("probe")])
+    auto = next(p.name for p in probe.params if not p.name.startswith("probe.")).split(".")[0]
+    monkeypatch.setattr(dsl, "_counter", itertools.count(start))  # the same numbers again
+    out = _two_dense(auto)  # the user's layer takes the name the unnamed one would get
+    m = gc.compile(out, None, name="names_auto", threads=1)
+    names = list(m.params)
+    assert names[:2] == [f"{auto}.w", f"{auto}.b"] and len(set(names)) == 4, names
+    p = {k: v.astype(np.float64) for k, v in m.params.items()}
+    w2, b2 = (p[k] for k in names[2:])
+    xs = np.random.default_rng(0).standard_normal((5, 3))
+    want = np.tanh(xs @ p[f"{auto}.w"] + p[f"{auto}.b"]) @ w2 + b2
+    np.testing.assert_allclose(m.predict(xs.astype(np.float32)), want, rtol=1e-5, atol=1e-6)
