@@ -14,7 +14,7 @@ from typing import Any
 from graphc.ir.errors import GraphcError, ShapeError
 from graphc.runtime.checks import check_bool
 
-from .dsl import Tensor, _fresh, activation_name, apply, mean, param, reshape
+from .dsl import Tensor, _fresh, activation_name, apply, call_layer, mean, param, reshape
 
 Ints = int | tuple[int, ...] | list[int]
 
@@ -403,7 +403,10 @@ class Conv:
         activation_name(kw.get("activation"), "Conv: ")
 
     def __call__(self, x: Tensor) -> Tensor:
-        return conv(x, self.filters, self.kernel_size, *self.args, name=self.name, **self.kw)
+        return call_layer(
+            self,
+            lambda: conv(x, self.filters, self.kernel_size, *self.args, name=self.name, **self.kw),
+        )
 
     def __repr__(self) -> str:
         return f"Conv({self.filters}, {self.kernel_size!r}, name={self.name!r})"

@@ -33,6 +33,7 @@ from graphc.runtime.checks import check_bool
 _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _counter = itertools.count()
 _given: set[str] = set()  # names tensors were given, and their prefixes: _fresh skips them
+_layer_calls: list[list] = []  # [layer, its weights, how many this call took]: call_layer
 # activation names that are an op with other attrs, or another name for an op
 ACTIVATION_ALIASES: dict[str, tuple[str, dict]] = {
     "swish": ("silu", {}),
@@ -280,7 +281,38 @@ def _source(op: str, name: str, shape: Iterable, dtype: str, attrs: dict | None 
         raise ShapeError(f"{op} {name!r}: {e}") from None
     if 0 in t.shape:
         raise ShapeError(f"{op} {name!r}: shape {t.shape} has a dimension of size 0 (no elements)")
+    if _layer_calls and op != "input":  # a weight of a layer object (see call_layer)
+        layer, sources, i = _layer_calls[-1]
+        _layer_calls[-1][2] = i + 1
+        if i < len(sources):
+            if sources[i].type != t:
+                raise ShapeError(
+                    f"{layer!r} is called again, on an input that needs its weight "
+                    f"{sources[i].name} as {t}; it is {sources[i].type} since its first call "
+                    "(a layer object's calls share its weights, as in Keras and torch)"
+                )
+            return sources[i]
+        sources.append(Tensor(make_node(_taken(name), op, (), t, attrs, loc=_user_loc())))
+        return sources[-1]
     return Tensor(make_node(_taken(name), op, (), t, attrs, loc=_user_loc()))
+
+
+def call_layer(layer: Any, fn: Callable[[], Tensor]) -> Tensor:
+    """``fn()`` (a layer object's functional form) with the params and states it declares
+    bound to ``layer``: its first call declares them, every later call gets the same tensors
+    back in the same order, so that calling a layer object twice shares its weights (their
+    gradients summed) as calling a Keras layer or a torch module twice does.
+
+    Raises:
+        ShapeError: a later call needs a weight of another shape or dtype (an input of another
+            width).
+    """
+    sources = layer.__dict__.setdefault("_weights", [])
+    _layer_calls.append([layer, sources, 0])
+    try:
+        return fn()
+    finally:
+        _layer_calls.pop()
 
 
 def input(name: str, shape: Iterable, dtype: str = "f32") -> Tensor:
@@ -814,7 +846,9 @@ def perceptron(x: Tensor, *, name: str | None = None) -> Tensor:
 
 class Dense:
     """Layer object for Sequential: ``Dense(units, activation=None, name=None, init=None,
-    use_bias=True, kernel_l1=0.0, kernel_l2=0.0)`` (see ``dense``)."""
+    use_bias=True, kernel_l1=0.0, kernel_l2=0.0)`` (see ``dense``). Calling one object twice
+    shares its weights, as with Keras layers and torch modules (``call_layer``); so do Conv,
+    LayerNorm and the recurrent layer objects (a BatchNorm object refuses a second call)."""
 
     def __init__(
         self,
@@ -837,6 +871,9 @@ class Dense:
         self.use_bias, self.kernel_l1, self.kernel_l2 = use_bias, kernel_l1, kernel_l2
 
     def __call__(self, x: Tensor) -> Tensor:
+        return call_layer(self, lambda: self._dense(x))
+
+    def _dense(self, x: Tensor) -> Tensor:
         return dense(
             x,
             self.units,

@@ -24,6 +24,7 @@ from .dsl import (
     _operands,
     _tag,
     apply,
+    call_layer,
     check_logits,
     const,
     maximum,
@@ -239,7 +240,7 @@ class LayerNorm:
         self.eps, self.name = eps, name
 
     def __call__(self, x: Tensor) -> Tensor:
-        return layer_norm(x, eps=self.eps, name=self.name)
+        return call_layer(self, lambda: layer_norm(x, eps=self.eps, name=self.name))
 
     def __repr__(self) -> str:
         return f"LayerNorm(eps={self.eps})"
@@ -254,7 +255,15 @@ class BatchNorm:
         self.momentum, self.eps, self.name = momentum, eps, name
 
     def __call__(self, x: Tensor) -> Tensor:
-        return batch_norm(x, momentum=self.momentum, eps=self.eps, name=self.name)
+        if getattr(self, "_weights", None):
+            raise GraphcError(
+                f"{self!r} (name {self.name!r}) is called a second time: torch and Keras would "
+                "share its weights and update its running statistics once per call in a "
+                "training step, which graphc's step does not do; use one BatchNorm() per call"
+            )
+        return call_layer(
+            self, lambda: batch_norm(x, momentum=self.momentum, eps=self.eps, name=self.name)
+        )
 
     def __repr__(self) -> str:
         return "BatchNorm()"

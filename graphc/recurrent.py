@@ -38,7 +38,7 @@ from graphc.ir.errors import GraphcError, ShapeError
 from graphc.runtime.checks import check_bool
 
 from . import dsl
-from .dsl import Tensor, _fresh, _source, activation_name, param
+from .dsl import Tensor, _fresh, _source, activation_name, call_layer, param
 
 Activation = Callable[[Tensor], Tensor]
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -454,7 +454,8 @@ class _Layer:
             raise GraphcError(f"{where}: units must be a positive int, got {units!r}")
 
     def __call__(self, x: Tensor) -> Any:
-        return type(self).fn(x, self.units, *self.args, name=self.name, **self.kw)
+        fn = type(self).fn
+        return call_layer(self, lambda: fn(x, self.units, *self.args, name=self.name, **self.kw))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.units}, name={self.name!r})"

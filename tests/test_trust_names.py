@@ -183,3 +183,63 @@ def test_an_automatic_layer_name_skips_a_name_the_user_gave(monkeypatch):
     xs = np.random.default_rng(0).standard_normal((5, 3))
     want = np.tanh(xs @ p[f"{auto}.w"] + p[f"{auto}.b"]) @ w2 + b2
     np.testing.assert_allclose(m.predict(xs.astype(np.float32)), want, rtol=1e-5, atol=1e-6)
+
+
+def _central_diff(f, p: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    g = np.zeros_like(p)
+    for i in np.ndindex(p.shape):
+        hi, lo = p.copy(), p.copy()
+        hi[i] += eps
+        lo[i] -= eps
+        g[i] = (f(hi) - f(lo)) / (2 * eps)
+    return g
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_a_layer_object_called_twice_shares_its_weights(named):
+    """Calling a layer object twice shares its weights, as a Keras layer or a torch module does
+    (tied weights; the gradient is the sum over both uses). Before: an unnamed Dense drew a
+    second, independent set of weights silently (4 params instead of 2), a named one (or one
+    in a Sequential, which names it) failed with "two different tensors are named 'd.w'".
+    Reference: numpy float64 forward and central differences of the loss."""
+    x = gc.input("x", ("N", 4), dtype="f64")
+    y = gc.input("y", ("N", 4), dtype="f64")
+    d = gc.Dense(4, "tanh", name="d" if named else None)
+    out = gc.Sequential([d, d])(x) if named else d(d(x))
+    m = gc.compile(out, gc.mean_squared_error(out, y), gc.SGD(lr=0.1), name="names_tied")
+    assert len(m.params) == 2, list(m.params)
+    kw, kb = m.params
+    w, b = m.params[kw].copy(), m.params[kb].copy()
+    rng = np.random.default_rng(0)
+    xs, ys = rng.standard_normal((5, 4)), rng.standard_normal((5, 4))
+
+    def forward(w, b):
+        return np.tanh(np.tanh(xs @ w + b) @ w + b)
+
+    np.testing.assert_allclose(m.predict(xs), forward(w, b), rtol=1e-12, atol=1e-14)
+    g = m.gradients(xs, ys)
+    loss_w = lambda w_: np.mean((forward(w_, b) - ys) ** 2)  # noqa: E731
+    loss_b = lambda b_: np.mean((forward(w, b_) - ys) ** 2)  # noqa: E731
+    np.testing.assert_allclose(g[kw], _central_diff(loss_w, w), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(g[kb], _central_diff(loss_b, b), rtol=1e-6, atol=1e-9)
+
+
+def test_a_layer_object_called_on_another_width_or_a_batch_norm_twice_is_refused():
+    x = gc.input("x", ("N", 4))
+    d = gc.Dense(3)
+    d(x)
+    with pytest.raises(gc.ShapeError, match=r"called again.*as f32\[3,3\].*f32\[4,3\]"):
+        d(d(x))
+    bn = gc.BatchNorm()
+    bn(x)
+    with pytest.raises(GraphcError, match="called a second time"):
+        bn(x)
+
+
+def test_conv_and_recurrent_layer_objects_share_their_weights_too():
+    x = gc.input("x", ("N", 2, 6))
+    c = gc.Conv(2, 3, padding="same", activation="relu")
+    r = gc.LSTM(3, return_sequences=True)
+    seq = gc.input("s", ("N", 5, 3))
+    m = gc.compile([c(c(x)), r(r(seq))], None, name="names_shared")
+    assert len(m.params) == 5, list(m.params)  # conv w, b; lstm w, r, b
