@@ -4823,22 +4823,30 @@ def _layer_norm(cx: NodeContext) -> list[Value]:
 
 def _labels_of(cx: NodeContext, idx: Tensor, labels: np.ndarray) -> Tensor:
     """The class labels ``labels[idx]`` of integer indices ``idx`` (float32 values): ``idx``
-    itself for labels 0..C-1, else sum_k [idx == k] * label_k as [N, 1] (exact for labels
-    below 2**24 in magnitude)."""
+    itself for labels 0..C-1, else sum_k [idx == k] * label_k (exact for labels below 2**24
+    in magnitude): [N, 1] for indices [N] or [N, 1] (an ArgMax's), the shape of ``idx`` for
+    [N, ..., K] (TopK's K nearest neighbours)."""
     flat = labels.reshape(-1)
     if np.array_equal(flat, np.arange(flat.size)):
         return idx  # labels 0..C-1: the index itself
-    cols = dsl.reshape(idx, (idx.shape[0], 1)) if len(idx.shape) == 1 else idx
     k = cx.imp.constant_tensor("class_index", np.arange(flat.size, dtype=np.float32), cx, False)
-    hit = dsl.apply("greater_equal", cols, k) * dsl.apply("greater_equal", k, cols)
     lab = cx.imp.constant_tensor("class_labels", flat.astype(np.float32), cx, False)
+    r = len(idx.shape)
+    if r >= 2 and idx.shape[-1] != 1:  # [N, ..., K] (k nearest neighbours' indices): each
+        cols = dsl.reshape(idx, (*idx.shape, 1))  # compared with every k on a new last axis
+        hit = dsl.apply("greater_equal", cols, k) * dsl.apply("greater_equal", k, cols)
+        return dsl.sum(hit * lab, r, keepdims=False)
+    cols = dsl.reshape(idx, (idx.shape[0], 1)) if r == 1 else idx
+    hit = dsl.apply("greater_equal", cols, k) * dsl.apply("greater_equal", k, cols)
     return dsl.sum(hit * lab, 1, keepdims=True)
 
 
 def _array_feature_extractor(cx: NodeContext) -> list[Value]:
     """ArrayFeatureExtractor (ai.onnx.ml): ``X[..., Y]``, the indices applied to the last axis.
     Two uses by scikit-learn's converters: class labels (an array) picked by computed integer
-    indices (ArgMax), and columns of a computed value picked by fixed indices (the positive
+    indices (ArgMax's [N, 1]; the k nearest neighbours' TopK indices [N, k], whose labels
+    come back as [N, k]: ONNX Runtime gives [1, N * k] for 1-D labels, which skl2onnx
+    reshapes to [-1, k] at once), and columns of a computed value picked by fixed indices (the positive
     class's score of a binary classifier: graphc's slice, exact)."""
     data = cx.value(0)
     if isinstance(data, Tensor):
