@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -21,6 +23,8 @@ from onnx_models import make_model
 
 import graphc as gc
 from graphc.ir.errors import OnnxError
+
+DATA = os.path.join(os.path.dirname(__file__), "data", "onnx")
 
 
 def _ort(m, feeds):
@@ -127,3 +131,20 @@ def test_as_strided_that_reads_across_samples_is_still_refused() -> None:
     m = _strided(np.arange(3), 3, ["N", 6], ident)
     with pytest.raises(OnnxError, match=r"Range.*batch size N"):
         gc.from_onnx(m)
+
+
+@pytest.mark.parametrize("name, shape", [("adapool", (3, 12, 11)), ("swinhead", (4, 4, 8))])
+def test_dynamo_exports_of_the_two_decompositions_match_onnxruntime(name: str, shape) -> None:
+    # tests/data/onnx/vision_dyn_{adapool,swinhead}_18.onnx (export_torch_vision.py, torch
+    # 2.13): AdaptiveAvgPool2d((3, 5)) of a 10 x 9 map, and torchvision's Swin head; both were
+    # refused (GatherND needs [10,9,N,4]; Range over the batch size N)
+    path = os.path.join(DATA, f"vision_dyn_{name}_18.onnx")
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    model = gc.from_onnx(path).compile()
+    rng = np.random.default_rng(2)
+    for n in (1, 5):
+        x = rng.standard_normal((n, *shape)).astype(np.float32)
+        (ref,) = sess.run(None, {"x": x})
+        got = model.predict(x)
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
