@@ -589,3 +589,66 @@ def test_gemm_whose_c_only_the_epilogue_reads_stores_the_epilogues_values(thread
                 np.testing.assert_allclose(out, want, rtol=tol, atol=tol, err_msg=what)
                 if m > 5 and k <= 256:  # the packed path, one K block: C untouched
                     assert np.isnan(c).all(), what
+
+
+GEMV_SHAPES = [(3, 37), (16, 1), (40, 37), (250, 9), (256, 520)]  # (N, K), built in
+
+
+@functools.cache
+def gemv_kernels() -> JitGemms:
+    """GEMMs with N and K built in (a layer's forward product): M = 1 keeps C's row in
+    registers (emit_gemv_tiles), 16 lanes on 32 registers and 8 on 16."""
+    configs = {
+        f"w{w}_{'tn_acc' if ta else 'nn_epi'}_{n}x{k}": {
+            "vector_width": w,
+            "registers": regs,
+            "trans_a": ta,
+            "accumulate": ta,
+            "epilogue": None if ta else bias_relu("f32"),
+            "fixed": {"N": n, "K": k},
+        }
+        for w, regs in ((16, 32), (8, 16))
+        for ta in (False, True)
+        for n, k in GEMV_SHAPES
+    }
+    return JitGemms(configs)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gemv_register_tiles_match_rows_of_the_direct_path(threads: int) -> None:
+    """A single row of C (M = 1) holds the bits the direct path's tiles give the same row at
+    M = 2 (each column sums k in order from zero, C_old added last), agrees with float64 numpy,
+    reads nothing past A and B (the masked last columns) and writes nothing outside C; the
+    256 x 520 products split their columns between 2 threads."""
+    js = gemv_kernels()
+    js.set_threads(threads)
+    rng = np.random.default_rng(21 + threads)
+    keep = []
+    try:
+        for name, g in js.kernels.items():
+            ta, n, k = g.config["trans_a"], g.config["fixed"]["N"], g.config["fixed"]["K"]
+            a, b = operands(rng, 2, n, k, ta, False, "f32")
+            if ta:  # row 1 of op(A) = row 0
+                a[:, 1] = a[:, 0]
+            else:
+                a[1] = a[0]
+            a1 = np.ascontiguousarray(a[:, :1] if ta else a[:1])
+            ga, mem_a = guarded(a1)
+            gb, mem_b = guarded(b)
+            keep += [mem_a, mem_b]
+            c_old = rng.standard_normal((2, n)).astype(np.float32)
+            c_old[1] = c_old[0]
+            buf = np.full(n + 64, 7.0, np.float32)
+            row = buf[32 : 32 + n].reshape(1, n)
+            row[...] = c_old[:1] if ta else np.nan
+            g(ga, gb, row)
+            assert (buf[:32] == 7.0).all() and (buf[32 + n :] == 7.0).all(), name
+            two = c_old.copy() if ta else np.full((2, n), np.nan, np.float32)
+            g(a, b, two)
+            assert row.tobytes() == two[:1].tobytes(), f"{name}: M = 1 and M = 2 differ"
+            want = a1.reshape(1, k).astype(np.float64) @ b.astype(np.float64)
+            want = want + c_old[:1] if ta else reference_epilogue(want, "f32")
+            tol = 1e-4 * np.sqrt(k)
+            np.testing.assert_allclose(row, want, rtol=tol, atol=tol, err_msg=name)
+    finally:
+        js.set_threads(1)
