@@ -11,7 +11,9 @@ the pool's dispatches (``JitModule.dispatches``). The smallest size where 2 thre
 is the measured crossover; a threshold at or above it means small work never pays for a
 dispatch. Wall-clock time, best of rounds (a dispatch's cost is waiting for the other core, so
 CPU time would hide it); the load average is printed, and on a loaded machine the second core
-is not free, which moves the crossover up.
+is not free, which moves the crossover up. The thresholds are measured between cores that share a
+cache: pass ``--cost 100`` to hold them there (else the pool's measured dispatch cost may raise
+them, and this measures the raised ones; the cost it measured is printed first).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import numpy as np
 import graphc as gc
 from graphc.codegen.gemm import DIRECT_PARALLEL_MIN, PARALLEL_MIN_MACS
 from graphc.codegen.kernels import PARALLEL_MIN_ELEMENTS
+from graphc.codegen.threads import scale_of
 
 
 def best_us(fn, rounds: int, reps: int) -> float:
@@ -39,7 +42,9 @@ def best_us(fn, rounds: int, reps: int) -> float:
 
 
 def compare(m: gc.Model, fn, rounds: int, reps: int) -> tuple[float, float, int]:
-    """(us at 1 thread, us at 2 threads, dispatches per call at 2 threads)."""
+    """(us at 1 thread, us at 2 threads, dispatches per call at 2 threads). The pool's
+    thresholds are the compile-time ones times the scale of the dispatch cost it measures
+    (codegen/threads.py); ``--cost NS`` fixes that cost instead (GRAPHC_DISPATCH_NS)."""
     t = {1: [], 2: []}
     for _ in range(rounds):
         for th in (1, 2):
@@ -54,9 +59,16 @@ def compare(m: gc.Model, fn, rounds: int, reps: int) -> tuple[float, float, int]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--cost", type=int, help="fix the pool's dispatch cost at this many ns")
     args = ap.parse_args()
+    if args.cost:
+        os.environ["GRAPHC_DISPATCH_NS"] = str(args.cost)
     rng = np.random.default_rng(0)
     print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}, cores {os.cpu_count()}")
+    probe = gc.compile(gc.matmul(gc.input("x", ("N", 8)), gc.param("w", (8, 8))), name="probe")
+    probe.threads = 2
+    cost = probe.jit.dispatch_cost("probe")
+    print(f"dispatch cost {cost} ns: thresholds x {scale_of(cost)} (codegen/threads.py)")
     print(f"{'work':38} {'size':>9} {'1 thr us':>9} {'2 thr us':>9} {'2/1':>5} {'dispatch':>8}")
     # GEMV at batch 1: x[1,K] @ W[K,N], B = K*N values (threshold DIRECT_PARALLEL_MIN)
     for kn in (1 << 12, 1 << 14, 1 << 15, 1 << 16, 1 << 17, 1 << 18):

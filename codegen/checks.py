@@ -36,7 +36,7 @@ from . import vmath
 from .kernels import LL, PTR
 from .lltypes import glue, vconst
 from .loops import I32, I64, counted_loop, i64
-from .threads import TASK_TYPE, ThreadPool
+from .threads import LOOPS, TASK_TYPE, ThreadPool, split_pays
 
 CHECK_BASE = 1 << 24  # an entry returns CHECK_BASE + slot when input slot `slot` fails its check
 # (far above check_numerics' NUMERICS_BASE + site codes, codegen/kernels.py)
@@ -254,10 +254,7 @@ def _scan(
     found = b.alloca(I32, name="scan.found")
     found.type = PTR
     b.position_at_end(here)
-    threads = b.load_atomic(pool.threads, "monotonic", 8, typ=I64)
-    split = b.and_(
-        b.icmp_signed(">", threads, i64(1)), b.icmp_signed(">=", count, i64(SCAN_PARALLEL_MIN))
-    )
+    threads, split = split_pays(b, pool, count, SCAN_PARALLEL_MIN, LOOPS)
     with b.if_else(split) as (then, otherwise):
         with then:
             for k, v in enumerate([*args, found]):

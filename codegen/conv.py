@@ -99,7 +99,7 @@ def _parallel(ctx: KernelContext, count: ir.Value, body: Callable[[ir.Value], No
     kernels.flat_loop with one i per chunk)."""
     from .kernels import flat_loop
 
-    flat_loop(ctx, count, body, lambda: None, min_total=2, chunk=1)
+    flat_loop(ctx, count, body, lambda: None, min_total=2, chunk=1, measured=False)
 
 
 def _lanes_sum(b: ir.IRBuilder, v: ir.Value) -> ir.Value:

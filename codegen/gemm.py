@@ -93,7 +93,7 @@ from graphc.ir.types import DTYPE_INFO
 
 from .lltypes import I1, I8, I32, I64, LL, PTR, VOID, glue, vconst
 from .loops import counted_loop as _loop
-from .threads import TASK_TYPE, ThreadPool
+from .threads import TASK_TYPE, ThreadPool, split_pays
 
 Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value], ir.Value]
 """epilogue(b, acc, i, j) -> value of acc's type, applied to C[i, j:j+W] before it is stored."""
@@ -846,12 +846,8 @@ class _GemmEmitter:
         if self.pool is None:
             self.call(packed, zero, self.M, zero, self.N, self.work)
             return
-        threads = b.load_atomic(self.pool.threads, "monotonic", 8, typ=I64)
         macs = self.mul(self.mul(self.M, self.N), self.K)
-        split = b.and_(
-            b.icmp_signed(">", threads, self.const(1)),
-            b.icmp_signed(">=", macs, self.const(PARALLEL_MIN_MACS)),
-        )
+        threads, split = split_pays(b, self.pool, macs, PARALLEL_MIN_MACS)
         with b.if_else(split, likely=True) as (then, otherwise):
             with then:
                 # the calling thread's blocks use the work buffer; the workers' their stacks
@@ -915,11 +911,7 @@ class _GemmEmitter:
         if self.pool is None or (n is not None and k is not None and n * k < DIRECT_PARALLEL_MIN):
             whole()
             return
-        threads = b.load_atomic(self.pool.threads, "monotonic", 8, typ=I64)
-        split = b.and_(
-            b.icmp_signed(">", threads, self.const(1)),
-            b.icmp_signed(">=", self.mul(self.N, self.K), self.const(DIRECT_PARALLEL_MIN)),
-        )
+        threads, split = split_pays(b, self.pool, self.mul(self.N, self.K), DIRECT_PARALLEL_MIN)
         with b.if_else(split) as (then, otherwise):
             with then:
                 ctx, ctx_type = self.task_context()
@@ -2067,7 +2059,14 @@ class JitGemms:
         self.set_threads(threads)
 
     def set_threads(self, threads: int) -> None:
-        """Run the gemms on `threads` threads (the caller's and threads - 1 workers)."""
+        """Run the gemms on `threads` threads (the caller's and threads - 1 workers); with
+        GRAPHC_DISPATCH_NS set, the pool takes that dispatch cost instead of measuring it."""
+        from .threads import dispatch_ns_env
+
+        fixed = dispatch_ns_env()
+        if fixed is not None:
+            addr = self.engine.get_function_address("gemms_pool_dispatch_cost")
+            ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(addr)(fixed)
         rc = self._set_threads(threads)
         if rc:
             raise CodegenError(f"JitGemms: pthread_create failed with error {rc}")

@@ -29,7 +29,7 @@ from . import vmath
 from .lltypes import F64, I32, I64, LL, PTR, VOID, glue, i64, vconst
 from .loops import counted_loop, loop, loop_nest
 from .lower import lower_elementwise
-from .threads import TASK_TYPE, ThreadPool
+from .threads import LOOPS, TASK_TYPE, ThreadPool, split_pays
 
 ENTRY_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR, PTR, PTR, I64])
 
@@ -227,6 +227,7 @@ def flat_loop(
     setup: Callable[[], None],
     min_total: int = PARALLEL_MIN_ELEMENTS,
     chunk: int = PARALLEL_CHUNK,
+    measured: bool = True,
 ) -> None:
     """``setup(); for i in 0..total: body(i)`` in the kernel; with a thread pool, loops of at
     least PARALLEL_MIN_ELEMENTS are split into one contiguous range per thread (a loop whose
@@ -237,7 +238,9 @@ def flat_loop(
     hands the pool a task that calls it over the task's range. Each element is computed by the
     same code at the same index either way, so the results do not depend on the thread count.
     ``min_total`` and ``chunk`` (the split's threshold and unit) default to the elementwise
-    loops'; a loop of heavy iterations (a conv's samples) splits from 2 iterations, 1 a chunk.
+    loops'; a loop of heavy iterations (a conv's samples) splits from 2 iterations, 1 a chunk,
+    and passes ``measured=False``: its threshold does not rise with the pool's measured
+    dispatch cost (codegen/threads.py's split_pays), which an iteration outweighs anyway.
     """
     b = ctx.b
     small = isinstance(total, ir.Constant) and total.constant < min_total
@@ -300,8 +303,13 @@ def flat_loop(
     tb.call(range_fn, fields + [clamp(start), clamp(stop)])
     tb.ret_void()
 
-    threads = b.load_atomic(ctx.pool.threads, "monotonic", 8, typ=I64)
-    split = b.and_(b.icmp_signed(">", threads, i64(1)), b.icmp_signed(">=", total, i64(min_total)))
+    if measured:
+        threads, split = split_pays(b, ctx.pool, total, min_total, LOOPS)
+    else:
+        threads = b.load_atomic(ctx.pool.threads, "monotonic", 8, typ=I64)
+        split = b.and_(
+            b.icmp_signed(">", threads, i64(1)), b.icmp_signed(">=", total, i64(min_total))
+        )
     with b.if_else(split) as (then, otherwise):
         with then:
             full = ir.LiteralStructType(head + [I64])

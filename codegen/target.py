@@ -29,6 +29,7 @@ from llvmlite import ir
 from graphc.ir.errors import CodegenError, TargetError
 
 from . import llvm_private
+from .threads import dispatch_ns_env
 
 _lock = threading.Lock()
 _live_pools: weakref.WeakSet = weakref.WeakSet()  # JIT modules whose worker threads may run
@@ -1021,6 +1022,9 @@ class JitModule:
                 self.engine.get_function_address(f"{prefix}_forget_threads")
             )
             _live_pools.add(self)
+        fixed = dispatch_ns_env()
+        if fixed is not None:  # before the workers start: set_num_threads then skips its probe
+            self.dispatch_cost(prefix, fixed)
         self._set_threads(threads)
         return self.threads()
 
@@ -1033,6 +1037,21 @@ class JitModule:
         dispatches``; codegen/threads.py): work below the thresholds never does."""
         addr = self.engine.get_function_address(f"{prefix}_pool_dispatches")
         return int(ctypes.CFUNCTYPE(ctypes.c_int64)(addr)()) if addr else 0
+
+    def dispatch_cost(self, prefix: str, ns: int = -1) -> int:
+        """The cost of one dispatch to the pool in ns, as its probe measured it (codegen/
+        threads.py: the split thresholds rise with it); ``ns`` > 0 fixes it at ``ns`` (no more
+        probes), 0 measures it now and keeps probing. 0 when never measured (one thread) or
+        the module has no pool."""
+        addr = self.engine.get_function_address(f"{prefix}_pool_dispatch_cost")
+        return int(ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(addr)(ns)) if addr else 0
+
+    def observe_dispatch(self, prefix: str, ns: int) -> int:
+        """Record ``ns`` as if a probe of the pool had measured it (codegen/threads.py: the
+        cost is the median of the last probes) and return the cost; 0 without a pool. Tests
+        use it: a late worker cannot be produced on demand."""
+        addr = self.engine.get_function_address(f"{prefix}_pool_observe")
+        return int(ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(addr)(ns)) if addr else 0
 
     def stop_threads(self) -> None:
         """Join the module's worker threads (before its code is freed; at exit)."""

@@ -34,6 +34,41 @@ How tasks split the work does not depend on which thread runs them, so results d
 on the thread count when the tasks compute disjoint outputs in a fixed order (the GEMM's do:
 codegen/gemm.py splits C into blocks, each computed as in the one-thread kernel).
 
+Work is split only where it pays for the dispatch: the kernels split work of at least a
+compile-time minimum (codegen/gemm.py's PARALLEL_MIN_MACS and DIRECT_PARALLEL_MIN,
+codegen/kernels.py's PARALLEL_MIN_ELEMENTS, codegen/checks.py's SCAN_PARALLEL_MIN, each measured
+between cores that share a cache) times the pool's ``scale``, which the pool derives from a
+dispatch cost it measures itself (split_pays):
+
+- ``probe`` times PROBE_ROUNDS empty dispatches (publish, a worker claims and finishes the one
+  task, the caller sees ``done``; the caller does not claim it) with ``clock_gettime`` and keeps
+  the fastest: cache-line round trips between the threads, plus the protocol. The pool's
+  ``cost`` (ns) is the median of the last PROBE_WINDOW probes, so one probe that found the
+  worker late (its vCPU not running at that instant) changes nothing; it takes two of three.
+- ``scale`` (scale_of) is 1 below FAR_NS: the threads' cores share a cache (70-100 ns
+  measured) and the thresholds hold as measured. From FAR_NS the threads sit on cores that do
+  not (a VM whose vCPUs move between such cores: 310-390 ns measured); then every line of a
+  split operand that crosses between them costs several times more, and only work FAR_SCALE
+  times the thresholds is split. Beyond FAR_SCALE * NS_PER_SCALE ns (a worker that is often
+  not there) the factor is cost / NS_PER_SCALE: split work stays some 30-90 times what a
+  dispatch costs, as the thresholds are at a near cost. The factor stops at MAX_SCALE: a
+  product of 2^28 multiply-adds or a loop of 2^27 elements always splits, so no measurement
+  puts a large GEMM on one thread. So small work stays on the caller where a dispatch is dear,
+  and two threads are not slower than one; large work splits in every regime.
+- The pool starts (``NAME_set_num_threads``) with its window at START_NS (near) and one probe;
+  then it probes
+  once at the first split decision (a split, or one the scale refused: ``declined``) at least
+  PROBE_EVERY_NS after the last probe (wall-clock time: the clock is read at each decision on
+  work of at least a threshold while the cost is measured), so a process whose threads move
+  to other cores follows within about 0.1 s, however few or many decisions it makes. A probe
+  costs some PROBE_ROUNDS dispatches (2-10 us; a millisecond or more when the worker does not
+  come: then the next waits PROBE_SHARE times as long again, so probes take at most some 1.5%
+  of the time) and changes no result: a split computes the same values as the caller alone.
+  Its dispatches are not counted by ``NAME_pool_dispatches``.
+- ``NAME_pool_dispatch_cost(ns)``: ns > 0 fixes the cost (no more probes; tests and benchmarks
+  use it, and the runtime passes GRAPHC_DISPATCH_NS), ns == 0 measures now and goes back to
+  probing, ns < 0 reads; returns the cost in ns (0: one thread, never measured).
+
 After a fork() the child has none of the workers: ``NAME_forget_threads`` resets the pool to one
 thread (the JIT runtime calls it from ``os.register_at_fork``, exported libraries from a
 ``pthread_atfork`` child handler).
@@ -53,6 +88,7 @@ from graphc.ir.errors import ArgumentError
 
 from .fpenv import has_flush_mode, read_mode, write_mode
 from .lltypes import I32, I64, PTR, VOID, glue
+from .loops import counted_loop
 
 
 def thread_count_env(var: str) -> int | None:
@@ -63,15 +99,29 @@ def thread_count_env(var: str) -> int | None:
         ArgumentError: set to anything but a whole number >= 1 ("abc", "1.5", "0", "-2"),
             naming the variable and its value (it was ignored silently).
     """
+    return _positive_env(var, "threads", "unset it to use every core this process may run on")
+
+
+def dispatch_ns_env() -> int | None:
+    """GRAPHC_DISPATCH_NS: a fixed cost of one dispatch to the pool in ns, which the pool then
+    uses instead of measuring it (split_pays; the tests fix it below FAR_NS so that which work
+    splits does not depend on the machine's load); None when unset or blank.
+
+    Raises:
+        ArgumentError: set to anything but a whole number >= 1, naming the value.
+    """
+    hint = "unset it to let the thread pool measure its dispatch cost"
+    return _positive_env("GRAPHC_DISPATCH_NS", "nanoseconds", hint)
+
+
+def _positive_env(var: str, unit: str, hint: str) -> int | None:
+    """The whole number >= 1 in environment variable ``var``; None when unset or blank."""
     raw = os.environ.get(var)
     env = (raw or "").strip()
     if not env:
         return None
     if not (env.isascii() and env.isdigit()) or int(env) < 1:
-        raise ArgumentError(
-            f"{var}={raw!r}: expected a whole number of threads >= 1 (unset it to use every "
-            "core this process may run on)"
-        )
+        raise ArgumentError(f"{var}={raw!r}: expected a whole number of {unit} >= 1 ({hint})")
     return int(env)
 
 
@@ -91,6 +141,7 @@ def threads_or_cores(var: str) -> int:
         return max(1, os.cpu_count() or 1)
 
 
+SCALES = ir.ArrayType(I64, 2)  # the pool's scale: one factor for PRODUCTS, one for LOOPS
 TASK_TYPE = ir.FunctionType(VOID, [PTR, I64, I64])
 """void task(ptr ctx, i64 index, i64 count)"""
 
@@ -98,6 +149,46 @@ MAX_THREADS = 64  # NAME_set_num_threads clamps to this
 WORKER_STACK_BYTES = 8 << 20  # each worker's stack (glibc's usual default; musl's is 128 KiB)
 SPIN_POLLS = 1 << 15  # a worker polls this many times (~1 ms with pause) before it sleeps
 WAIT_POLLS = 1 << 10  # the caller polls `done` this many times between sched_yield calls
+# The split thresholds' factor from the probed cost of an empty dispatch (scale_of). Measured on
+# the 2-core Zen 5 VM (benchmarks/README.md, "Dispatch"): the probe takes 80-100 ns while a
+# cache-line round trip between the vCPUs takes 120-160 ns, and the 784-256-128-10 step runs at
+# 2 threads in 0.53-0.60 of the 1-thread time; it takes 310-370 ns in the processes whose round
+# trip takes 400-1700 ns, where a split step of batch 32 is 1.1-1.25x slower than 1 thread and
+# one of batch 128 still 0.7x; where a worker does not come at all for a probe's PROBE_LATE
+# rounds (its vCPU is busy), 0.1-0.8 ms, and even batch 512 runs 1.7-1.8x slower split.
+FAR_NS = 200  # a probe at least this slow: the threads do not share a cache ...
+FAR_SCALE = (64, 64)  # ... and split only work 64x the thresholds (a product of 2^24
+# multiply-adds, a loop of 2^23 elements), products and loops (PRODUCTS, LOOPS) alike. With
+# all thresholds at x1 there, Adam at batch 512 ran in 0.90 of the x64 time (the W1 update
+# split), batch 32 in 1.1-2.4x the 1-thread time; loops at x1 with products at x64 were not
+# measured (the update split moves half of W1 between the caches every step)
+PRODUCTS, LOOPS = 0, 1
+NS_PER_SCALE = 64  # from FAR_SCALE * NS_PER_SCALE ns (4 us) the factor grows with the cost:
+# cost / NS_PER_SCALE, so split work stays some 30-90 times the dispatch cost (a threshold's
+# work takes 2-6 us on one core, some 30-60 times the 70-100 ns of a near dispatch) ...
+MAX_SCALE = 1 << 10  # ... up to this factor (reached from 65 us: a worker that did not come
+# within a probe's patience, 0.1-0.8 ms here). Never more: products of 2^28 multiply-adds
+# (n = 1024: 2^30, 8 ms on one core) and loops of 2^27 elements always split, whatever a probe
+# found; the cb72519 rule's "never split" from one late probe cost n = 1024 1.9x (4ea5449).
+PROBE_ROUNDS = 16  # empty dispatches a probe times (it keeps the fastest)
+PROBE_PATIENCE = 1 << 10  # polls a probe waits for a worker before it runs the task (4,096
+# polls took 0.7 ms on Zen 5, whose pause is long: a late probe cost 1.4 ms, every PROBE_EVERY_NS)
+PROBE_LATE = 2  # a probe stops after this many rounds that no worker came to (a busy core)
+PROBE_WINDOW = 3  # the cost is the median of the last 3 probes: one late probe changes nothing
+PROBE_EVERY_NS = 50_000_000  # a split decision this long after the last probe probes again
+PROBE_SHARE = 64  # ... plus 64 times the last probe's own time (a late probe: 0.2-2 ms)
+START_NS = FAR_NS // 2  # the cost assumed at the pool's start until probes say otherwise
+CLOCK_MONOTONIC = 1  # Linux's clock id (glibc, musl; x86-64 and aarch64)
+
+
+def scale_of(cost_ns: int, kind: int = PRODUCTS) -> int:
+    """The factor on the split thresholds of ``kind`` (PRODUCTS, LOOPS) for a dispatch cost in
+    ns (the median of the last PROBE_WINDOW probes): 1 below FAR_NS, else cost_ns //
+    NS_PER_SCALE clamped to FAR_SCALE[kind] .. MAX_SCALE (the pool computes the same in its
+    generated code)."""
+    if cost_ns < FAR_NS:
+        return 1
+    return min(MAX_SCALE, max(FAR_SCALE[kind], cost_ns // NS_PER_SCALE))
 
 
 @dataclass(frozen=True)
@@ -106,6 +197,8 @@ class ThreadPool:
 
     run: ir.Function  # void run(ptr task, ptr ctx, i64 count)
     threads: ir.GlobalVariable  # i64: threads that run tasks (1: the caller alone)
+    scale: ir.GlobalVariable  # [2 x i64]: the split thresholds' factors (scale_of the cost)
+    declined: ir.Function  # void declined(): a split the scale refused (counts toward a probe)
     set_threads: ir.Function | None  # i32 NAME_set_num_threads(i32 n) (None: declared pool)
     get_threads: ir.Function | None  # i32 NAME_get_num_threads()
 
@@ -121,6 +214,8 @@ def thread_pool(module: ir.Module, prefix: str) -> ThreadPool:
         return ThreadPool(
             g[f"{prefix}.pool.run"],
             g[f"{prefix}.pool.threads"],
+            g[f"{prefix}.pool.scale"],
+            g[f"{prefix}.pool.declined"],
             g[f"{prefix}_set_num_threads"],
             g[f"{prefix}_get_num_threads"],
         )
@@ -134,11 +229,34 @@ def declare_thread_pool(module: ir.Module, prefix: str) -> ThreadPool:
     run = g.get(f"{prefix}.pool.run") or ir.Function(
         module, ir.FunctionType(VOID, [PTR, PTR, I64]), name=f"{prefix}.pool.run"
     )
-    threads = g.get(f"{prefix}.pool.threads")
-    if threads is None:
-        threads = ir.GlobalVariable(module, I64, name=f"{prefix}.pool.threads")
-        threads.align = 8
-    return ThreadPool(run, threads, None, None)
+    declined = g.get(f"{prefix}.pool.declined") or ir.Function(
+        module, ir.FunctionType(VOID, []), name=f"{prefix}.pool.declined"
+    )
+    threads, scale = (
+        g.get(f"{prefix}.pool.{n}") or ir.GlobalVariable(module, t, name=f"{prefix}.pool.{n}")
+        for n, t in (("threads", I64), ("scale", SCALES))
+    )
+    threads.align = scale.align = 8
+    return ThreadPool(run, threads, scale, declined, None, None)
+
+
+def split_pays(
+    b: ir.IRBuilder, pool: ThreadPool, work: ir.Value, threshold: int, kind: int = PRODUCTS
+) -> tuple[ir.Value, ir.Value]:
+    """(threads, split) at ``b``: the pool's thread count (i64) and whether ``work`` (i64, in
+    the unit ``threshold`` was measured in) is worth a dispatch: more than one thread and
+    work >= threshold * the pool's measured scale for ``kind`` (PRODUCTS, LOOPS). Work at or
+    above ``threshold`` that the scale keeps on the caller counts toward the next probe
+    (``declined``)."""
+    threads = b.load_atomic(pool.threads, "monotonic", 8, typ=I64)
+    at = b.gep(pool.scale, [ir.Constant(I64, 0), ir.Constant(I64, kind)], source_etype=SCALES)
+    scale = b.load_atomic(at, "monotonic", 8, typ=I64)
+    limit = ir.Constant(I64, threshold)
+    big = b.and_(b.icmp_signed(">", threads, ir.Constant(I64, 1)), b.icmp_signed(">=", work, limit))
+    split = b.and_(big, b.icmp_signed(">=", work, b.mul(limit, scale)), name="split")
+    with b.if_then(b.and_(big, b.not_(split)), likely=False):
+        b.call(pool.declined, [])
+    return threads, split
 
 
 class _PoolEmitter:
@@ -180,6 +298,18 @@ class _PoolEmitter:
         self.fpmode = self.var("fpmode", I64)
         self.threads = self.var("threads", I64, 1)
         self.threads.linkage, self.threads.storage_class = "", "hidden"  # external, hidden
+        # the split thresholds' factor, the cost (ns: the median of the last PROBE_WINDOW
+        # probes, kept in `window`, the next one written at `slot` mod PROBE_WINDOW), whether
+        # the cost was fixed from outside, when the next probe is due (CLOCK_MONOTONIC ns), and
+        # the dispatches probes made (NAME_pool_dispatches leaves them out)
+        self.scale = self.var("scale", SCALES, ir.Constant(SCALES, [1, 1]))
+        self.scale.linkage, self.scale.storage_class = "", "hidden"
+        self.cost = self.var("cost", I64)
+        self.fixed = self.var("fixed", I64)
+        self.window = self.var("window", ir.ArrayType(I64, PROBE_WINDOW), [0] * PROBE_WINDOW)
+        self.slot = self.var("slot", I64)
+        self.next_at = self.var("next_at", I64, align=64)
+        self.probes = self.var("probes", I64)
         self.sleepers = self.var("sleepers", I64, align=64)
         self.stop = self.var("stop", I64)
         self.busy = self.var("busy", I64)
@@ -200,21 +330,27 @@ class _PoolEmitter:
         self.attr_destroy = self.declare("pthread_attr_destroy", I32, [PTR])
         self.join = self.declare("pthread_join", I32, [I64, PTR])
         self.yield_ = self.declare("sched_yield", I32, [])
+        self.clock = self.declare("clock_gettime", I32, [I32, PTR])
         self.claim_fn = self.emit_claim()
         worker = self.emit_worker()
+        self.probe_fn = self.emit_probe()
+        declined = self.emit_declined()
         run = self.emit_run()
         set_threads = self.emit_set_threads(worker)
         get_threads, b = self.function(f"{self.prefix}_get_num_threads", I32, [], internal=False)
         glue(get_threads)  # called once in a while, not per step
         b.ret(b.trunc(b.load_atomic(self.threads, "monotonic", 8), I32))
         # i64 NAME_pool_dispatches(): dispatches that woke the pool so far (the generation in
-        # `work`, mod 2^32). Tests use it to check that small work stays on the caller; the
-        # libraries do not export it (aot.object_module makes it internal).
+        # `work` less the probes', mod 2^32). Tests use it to check that small work stays on
+        # the caller; the libraries do not export it (aot.object_module makes it internal).
         _dispatches, b = self.function(f"{self.prefix}_pool_dispatches", I64, [], internal=False)
         glue(_dispatches)  # called once in a while, not per step
-        b.ret(self.gen_of(b, b.load_atomic(self.work, "monotonic", 8, typ=I64)))
+        gen = self.gen_of(b, b.load_atomic(self.work, "monotonic", 8, typ=I64))
+        probes = b.load_atomic(self.probes, "monotonic", 8, typ=I64)
+        b.ret(b.and_(b.sub(gen, probes), ir.Constant(I64, 0xFFFFFFFF)))
+        self.emit_dispatch_cost()
         self.emit_forget_threads()
-        return ThreadPool(run, self.threads, set_threads, get_threads)
+        return ThreadPool(run, self.threads, self.scale, declined, set_threads, get_threads)
 
     def emit_forget_threads(self) -> None:
         """void NAME_forget_threads(void): for the child of a fork(), which has none of the
@@ -398,6 +534,21 @@ class _PoolEmitter:
         b.ret_void()
 
         b.position_at_end(go)
+        with b.if_then(self.probe_due(b), likely=False):
+            b.call(self.probe_fn, [])
+        gen = self.publish(b, task, ctx, count)
+        b.call(task, [ctx, zero, count])
+        b.atomic_rmw("add", self.done, one, "release")
+        b.call(self.claim_fn, [gen])
+        self.wait_done(b, count)
+        _store_atomic(b, zero, self.busy, "release", 8)
+        b.ret_void()
+        return fn
+
+    def publish(self, b: ir.IRBuilder, task: ir.Value, ctx: ir.Value, count: ir.Value):
+        """Hand ``count`` tasks to the workers (the caller holds ``busy``); index 0 is the
+        caller's. Returns the dispatch's generation."""
+        zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
         _store_atomic(b, task, self.task, "monotonic", 8)
         _store_atomic(b, ctx, self.ctx, "monotonic", 8)
         _store_atomic(b, count, self.count, "monotonic", 8)
@@ -413,10 +564,18 @@ class _PoolEmitter:
         asleep = b.load_atomic(self.sleepers, "seq_cst", 8, typ=I64)
         with b.if_then(b.icmp_signed(">", asleep, zero), likely=False):
             self.wake_all(b)
-        b.call(task, [ctx, zero, count])
-        b.atomic_rmw("add", self.done, one, "release")
-        b.call(self.claim_fn, [gen])
-        # wait for tasks other threads claimed
+        return gen
+
+    def wait_done(
+        self, b: ir.IRBuilder, count: ir.Value, late: tuple[ir.Value, ir.Value] | None = None
+    ) -> None:
+        """Wait until ``count`` tasks of the current dispatch have finished (a sched_yield
+        every WAIT_POLLS polls: a worker may be queued on this core). With ``late`` = (gen,
+        lates), a probe's wait: after PROBE_PATIENCE polls the caller runs what is left itself
+        (a worker that started after the publish takes it for an old generation and would never
+        claim it; that round's time is then not the fastest) and counts the round in ``lates``
+        (an i64 on the stack)."""
+        zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
         pre = b.block
         head = b.append_basic_block("wait.head")
         body = b.append_basic_block("wait.body")
@@ -430,16 +589,214 @@ class _PoolEmitter:
         b.position_at_end(body)
         self.relax(b)
         nxt = b.add(polls, one)
-        with b.if_then(b.icmp_signed(">=", nxt, ir.Constant(I64, WAIT_POLLS)), likely=False):
+        every = b.and_(nxt, ir.Constant(I64, WAIT_POLLS - 1))
+        with b.if_then(b.icmp_unsigned("==", every, zero), likely=False):
             b.call(self.yield_, [])
-        polls.add_incoming(
-            b.select(b.icmp_signed(">=", nxt, ir.Constant(I64, WAIT_POLLS)), zero, nxt), b.block
-        )
-        b.branch(head)
+        polls.add_incoming(nxt, b.block)
+        if late is None:
+            b.branch(head)
+            b.position_at_end(out)
+            return
+        gen, lates = late
+        gave_up = b.append_basic_block("wait.late")
+        b.cbranch(b.icmp_signed("<", nxt, ir.Constant(I64, PROBE_PATIENCE)), head, gave_up)
+        b.position_at_end(gave_up)
+        b.store(b.add(b.load(lates, typ=I64), one), lates)
+        b.call(self.claim_fn, [gen])
+        self.wait_done(b, count)
+        b.branch(out)
         b.position_at_end(out)
-        _store_atomic(b, zero, self.busy, "release", 8)
+
+    # -- measured dispatch cost ---------------------------------------------------------------------
+
+    def now_ns(self, b: ir.IRBuilder, ts: ir.Value) -> ir.Value:
+        """CLOCK_MONOTONIC in ns (``ts``: 16 bytes of stack for the struct timespec)."""
+        b.call(self.clock, [ir.Constant(I32, CLOCK_MONOTONIC), ts])
+        sec = b.load(ts, typ=I64)
+        nsec = b.load(b.gep(ts, [ir.Constant(I64, 1)], source_etype=I64), typ=I64)
+        return b.add(b.mul(sec, ir.Constant(I64, 1_000_000_000)), nsec)
+
+    def probe_due(self, b: ir.IRBuilder) -> ir.Value:
+        """i1, at a split or declined split: whether a probe is due (the cost is measured, not
+        fixed, and PROBE_EVERY_NS have passed since the last probe). Wall-clock time, not a
+        count of decisions: a pool that makes few decisions (one per 8 ms GEMM) still probes
+        every PROBE_EVERY_NS, and one that makes many does not probe more often. The clock is
+        read only while the cost is measured (a vDSO call, some 20 ns, per split decision on
+        work of at least a threshold: microseconds)."""
+        due_p = self.entry_alloca(b, I64, "due")
+        b.store(ir.Constant(I64, 0), due_p)
+        fixed = b.load_atomic(self.fixed, "monotonic", 8, typ=I64)
+        with b.if_then(b.icmp_unsigned("==", fixed, ir.Constant(I64, 0))):
+            now = self.now_ns(b, self.entry_alloca(b, ir.ArrayType(I64, 2), "ts"))
+            at = b.load_atomic(self.next_at, "monotonic", 8, typ=I64)
+            b.store(b.zext(b.icmp_signed(">=", now, at), I64), due_p)
+        return b.trunc(b.load(due_p, typ=I64), ir.IntType(1))
+
+    @staticmethod
+    def entry_alloca(b: ir.IRBuilder, typ: ir.Type, name: str) -> ir.Value:
+        """An alloca of ``typ`` in the function's entry block, typed ``ptr``."""
+        with b.goto_entry_block():
+            p = b.alloca(typ, name=name)
+        p.type = PTR  # llvmlite types an alloca as `typ*`; LLVM has only `ptr`
+        return p
+
+    def emit_probe(self) -> ir.Function:
+        """void probe(): time PROBE_ROUNDS empty dispatches that only the workers run; keep the
+        fastest as ``cost`` and derive ``scale`` (scale_of). The caller holds ``busy`` and the
+        pool has workers."""
+        fn, b = self.function(self.sym + "probe", VOID, [])
+        fn.attributes.add("noinline")
+        glue(fn)  # once every PROBE_EVERY_NS at most
+        empty = ir.Function(self.m, TASK_TYPE, name=self.sym + "empty")
+        empty.linkage = "internal"
+        glue(empty)
+        ir.IRBuilder(empty.append_basic_block("entry")).ret_void()
+        ts = b.alloca(ir.ArrayType(I64, 2), name="ts")
+        ts.type = PTR  # llvmlite types an alloca as `[2 x i64]*`; LLVM has only `ptr`
+        best_p, lates_p, ran_p = (b.alloca(I64, name=n) for n in ("best", "lates", "ran"))
+        for p, v in ((best_p, 1 << 62), (lates_p, 0), (ran_p, 0)):
+            p.type = PTR
+            b.store(ir.Constant(I64, v), p)
+        threads = b.load_atomic(self.threads, "monotonic", 8, typ=I64)
+        one = ir.Constant(I64, 1)
+        rounds = ir.Constant(I64, PROBE_ROUNDS)
+        began = self.now_ns(b, ts)
+        with counted_loop(b, ir.Constant(I64, 0), rounds, name="probe"):
+            # after PROBE_LATE rounds that no worker came to, the rest are skipped: the other
+            # core is busy, and the cost (that long wait) says so
+            lates = b.load(lates_p, typ=I64)
+            with b.if_then(b.icmp_signed("<", lates, ir.Constant(I64, PROBE_LATE))):
+                t0 = self.now_ns(b, ts)
+                gen = self.publish(b, empty, ir.Constant(PTR, None), threads)
+                b.atomic_rmw("add", self.done, one, "release")  # index 0: the caller's, empty
+                self.wait_done(b, threads, (gen, lates_p))
+                took = b.sub(self.now_ns(b, ts), t0)
+                best = b.load(best_p, typ=I64)
+                b.store(b.select(b.icmp_signed("<", took, best), took, best), best_p)
+                b.store(b.add(b.load(ran_p, typ=I64), one), ran_p)
+        best = b.load(best_p, typ=I64)
+        b.atomic_rmw("add", self.probes, b.load(ran_p, typ=I64), "monotonic")
+        self.record(b, best, ts, began)
         b.ret_void()
         return fn
+
+    def record(
+        self, b: ir.IRBuilder, best: ir.Value, ts: ir.Value, began: ir.Value | None = None
+    ) -> ir.Value:
+        """A probe's fastest round ``best`` (ns) goes into the window; the cost becomes the
+        window's median, the scale scale_of(cost), the next probe due PROBE_EVERY_NS from now
+        plus PROBE_SHARE times the probe's own time (it began at ``began``, ns), so probes
+        that wait for a worker that is not there take at most some 1/PROBE_SHARE of the time
+        (``ts``: stack for a timespec). Returns the cost."""
+        zero = ir.Constant(I64, 0)
+        slot = b.load(self.slot, typ=I64)
+        b.store(b.add(slot, ir.Constant(I64, 1)), self.slot)
+        i = b.urem(slot, ir.Constant(I64, PROBE_WINDOW))
+        b.store(best, b.gep(self.window, [zero, i]))
+        vals = [
+            b.load(b.gep(self.window, [zero, ir.Constant(I64, k)]), typ=I64)
+            for k in range(PROBE_WINDOW)
+        ]
+        cost = self.median(b, *vals)
+        _store_atomic(b, cost, self.cost, "monotonic", 8)
+        self.store_scale(b, cost)
+        now = self.now_ns(b, ts)
+        due = b.add(now, ir.Constant(I64, PROBE_EVERY_NS))
+        if began is not None:
+            due = b.add(due, b.mul(b.sub(now, began), ir.Constant(I64, PROBE_SHARE)))
+        _store_atomic(b, due, self.next_at, "monotonic", 8)
+        return cost
+
+    @staticmethod
+    def median(b: ir.IRBuilder, x: ir.Value, y: ir.Value, z: ir.Value) -> ir.Value:
+        """median3 of three i64 values, in generated code."""
+
+        def lo(p: ir.Value, q: ir.Value) -> ir.Value:
+            return b.select(b.icmp_signed("<", p, q), p, q)
+
+        def hi(p: ir.Value, q: ir.Value) -> ir.Value:
+            return b.select(b.icmp_signed("<", p, q), q, p)
+
+        return hi(lo(x, y), lo(hi(x, y), z))
+
+    def store_scale(self, b: ir.IRBuilder, cost: ir.Value) -> None:
+        """scale[kind] = scale_of(cost, kind), in generated code."""
+        near = b.icmp_signed("<", cost, ir.Constant(I64, FAR_NS))
+        linear = b.sdiv(cost, ir.Constant(I64, NS_PER_SCALE))
+        top = ir.Constant(I64, MAX_SCALE)
+        linear = b.select(b.icmp_signed(">", linear, top), top, linear)
+        for kind, factor in enumerate(FAR_SCALE):
+            low = ir.Constant(I64, factor)
+            k = b.select(b.icmp_signed("<", linear, low), low, linear)
+            k = b.select(near, ir.Constant(I64, 1), k)
+            at = b.gep(self.scale, [ir.Constant(I64, 0), ir.Constant(I64, kind)])
+            _store_atomic(b, k, at, "monotonic", 8)
+
+    def try_probe(self, b: ir.IRBuilder, times: int = 1) -> None:
+        """Probe ``times`` times now if the pool has workers and no dispatch runs (else leave
+        it)."""
+        zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
+        threads = b.load_atomic(self.threads, "monotonic", 8, typ=I64)
+        with b.if_then(b.icmp_signed(">", threads, one)):
+            got = b.extract_value(b.cmpxchg(self.busy, zero, one, "acquire", "monotonic"), 1)
+            with b.if_then(got):
+                for _ in range(times):
+                    b.call(self.probe_fn, [])
+                _store_atomic(b, zero, self.busy, "release", 8)
+
+    def probe_unless_fixed(self, b: ir.IRBuilder) -> None:
+        """At the pool's start, unless the cost was fixed: the window holds START_NS (cores
+        that share a cache: the thresholds as measured) but one probe, so the split decisions
+        move only when two probes agree. The new workers may not run yet (pthread_create
+        returns first: all 3 probes right after it found them late, 0.7 ms, on the loaded
+        2-core VM), and the pool's previous workers' costs do not count."""
+        fixed = b.load_atomic(self.fixed, "monotonic", 8, typ=I64)
+        with b.if_then(b.icmp_unsigned("==", fixed, ir.Constant(I64, 0))):
+            for k in range(PROBE_WINDOW):
+                at = b.gep(self.window, [ir.Constant(I64, 0), ir.Constant(I64, k)])
+                b.store(ir.Constant(I64, START_NS), at)
+            self.try_probe(b)
+
+    def emit_declined(self) -> ir.Function:
+        """void declined(): a split that the scale kept on the caller; a probe is due here too
+        (probe_due), so a pool whose scale keeps all work on the caller still notices when
+        dispatches get cheap."""
+        fn, b = self.function(self.sym + "declined", VOID, [], internal=False)
+        fn.linkage = "hidden"  # printed where LLVM expects the visibility: external, hidden
+        fn.attributes.add("noinline")
+        glue(fn)
+        with b.if_then(self.probe_due(b), likely=False):
+            self.try_probe(b)
+        b.ret_void()
+        return fn
+
+    def emit_dispatch_cost(self) -> None:
+        """i64 NAME_pool_dispatch_cost(i64 ns): ns > 0 fixes the cost of a dispatch at ns (no
+        probes from then on), 0 measures it now and probes again from then on, < 0 only reads.
+        Returns the cost in ns (0 while the pool has never had workers). Tests and benchmarks
+        use it; the libraries do not export it (aot.object_module makes it internal)."""
+        fn, b = self.function(f"{self.prefix}_pool_dispatch_cost", I64, [I64], internal=False)
+        glue(fn)  # called once in a while, not per step
+        ns = fn.args[0]
+        zero, one = ir.Constant(I64, 0), ir.Constant(I64, 1)
+        with b.if_else(b.icmp_signed(">", ns, zero)) as (fix, other):
+            with fix:
+                _store_atomic(b, one, self.fixed, "monotonic", 8)
+                _store_atomic(b, ns, self.cost, "monotonic", 8)
+                for k in range(PROBE_WINDOW):
+                    b.store(ns, b.gep(self.window, [zero, ir.Constant(I64, k)]))
+                self.store_scale(b, ns)
+            with other, b.if_then(b.icmp_signed("==", ns, zero)):
+                _store_atomic(b, zero, self.fixed, "monotonic", 8)
+                self.try_probe(b, PROBE_WINDOW)
+        b.ret(b.load_atomic(self.cost, "monotonic", 8, typ=I64))
+        # i64 NAME_pool_observe(i64 ns): take ns as a probe's result (the window, its median,
+        # the scale) and measure from then on; returns the cost. For tests of the median: a
+        # late probe cannot be produced on demand. Not exported by the libraries.
+        fn, b = self.function(f"{self.prefix}_pool_observe", I64, [I64], internal=False)
+        glue(fn)
+        _store_atomic(b, zero, self.fixed, "monotonic", 8)
+        b.ret(self.record(b, fn.args[0], self.entry_alloca(b, ir.ArrayType(I64, 2), "ts")))
 
     # -- thread count -------------------------------------------------------------------------------
 
@@ -509,6 +866,7 @@ class _PoolEmitter:
         b.branch(head)
         b.position_at_end(failed)  # run with the workers that did start
         _store_atomic(b, b.add(i, one), self.threads, "release", 8)
+        self.probe_unless_fixed(b)
         with b.if_then(have_attr):
             b.call(self.attr_destroy, [attr])
         b.ret(rc)
@@ -516,6 +874,7 @@ class _PoolEmitter:
         with b.if_then(have_attr):
             b.call(self.attr_destroy, [attr])
         _store_atomic(b, n, self.threads, "release", 8)
+        self.probe_unless_fixed(b)
         b.ret(ir.Constant(I32, 0))
         return fn
 

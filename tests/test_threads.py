@@ -286,3 +286,133 @@ def test_workers_have_room_for_the_gemm_blocks_whatever_the_default_stack(tmp_pa
     )
     assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
     assert float(r.stdout.split()[-1]) < 1e-4
+
+
+def _wide_predict(name: str) -> gc.Model:
+    # x[N, 256] @ W[256, 64]: N = 64 rows are 4 x PARALLEL_MIN_MACS multiply-adds (packed path),
+    # N = 1024 rows 64 x
+    x = gc.input("x", ("N", 256))
+    return gc.compile(gc.dense(x, 64, name="d"), name=name, seed=5, threads=1)
+
+
+def test_dispatch_cost_is_measured_and_raises_the_split_thresholds(monkeypatch) -> None:
+    """The pool measures what a dispatch costs (codegen/threads.py's probe) and multiplies the
+    split thresholds by scale_of(cost): below FAR_NS a product of 4 x PARALLEL_MIN_MACS is
+    split; from FAR_NS only one of FAR_SCALE x; at a cost of a millisecond (MAX_SCALE) neither.
+    The bits are the 1-thread model's either way, and the probe's own dispatches are not
+    counted."""
+    from graphc.codegen import threads as th
+    from graphc.codegen.threads import FAR_NS, FAR_SCALE, MAX_SCALE, NS_PER_SCALE, PRODUCTS
+
+    ABSENT_NS = 1_000_000
+    for kind in (th.PRODUCTS, th.LOOPS):
+        far = FAR_SCALE[kind]
+        costs = (0, FAR_NS - 1, FAR_NS, far * NS_PER_SCALE, 300 * NS_PER_SCALE, ABSENT_NS, 10**12)
+        got = [th.scale_of(c, kind) for c in costs]
+        assert got == [1, 1, far, far, 300, MAX_SCALE, MAX_SCALE]
+    assert PARALLEL_MIN_MACS * 4 == 64 * 256 * 64 and PARALLEL_MIN_MACS * 64 == 1024 * 256 * 64
+    assert 4 < FAR_SCALE[PRODUCTS] <= 64
+    monkeypatch.delenv("GRAPHC_DISPATCH_NS", raising=False)
+    m = _wide_predict("probe_split")
+    name = m.program.name
+    rng = np.random.default_rng(4)
+    data = {
+        "small": rng.standard_normal((64, 256)).astype(np.float32),
+        "large": rng.standard_normal((1024, 256)).astype(np.float32),
+    }
+    m.threads = 1
+    want = {n: m.predict(x) for n, x in data.items()}
+    m.threads = 2
+    cost = m.jit.dispatch_cost(name, -1)
+    assert 0 < cost < 10**9  # measured at the pool's start, in ns
+    d0 = m.jit.dispatches(name)
+    assert 0 < m.jit.dispatch_cost(name, 0) < 10**9  # measured again now: 3 x 16 dispatches
+    assert m.jit.dispatches(name) == d0  # ... that the counter leaves out
+    for fixed, splits in ((FAR_NS - 1, {"small", "large"}), (FAR_NS, {"large"}), (ABSENT_NS, ())):
+        assert m.jit.dispatch_cost(name, fixed) == fixed
+        for n, x in data.items():
+            d0 = m.jit.dispatches(name)
+            got = m.predict(x)
+            assert (m.jit.dispatches(name) > d0) == (n in splits), (fixed, n)
+            np.testing.assert_array_equal(got, want[n])
+    w = m.get_weights()
+    ref = data["large"].astype(np.float64) @ w["d.w"].astype(np.float64) + w["d.b"]
+    np.testing.assert_allclose(want["large"], ref, rtol=1e-5, atol=1e-4)
+
+
+def test_training_with_a_high_dispatch_cost_is_bit_identical(cache) -> None:
+    """A step whose products and update stay on the caller (a worker found absent: a cost of
+    1 ms) gives the bits of the 1-thread step and of the 2-thread step that splits them."""
+    from graphc.codegen.threads import FAR_NS
+
+    ABSENT_NS = 1_000_000
+
+    x, y = _data(64)
+    out = []
+    for threads, cost in ((1, 0), (2, FAR_NS // 2), (2, ABSENT_NS)):
+        m = _net(threads)
+        if cost:
+            m.jit.dispatch_cost(m.program.name, cost)
+        d0 = m.jit.dispatches(m.program.name)
+        losses = [m.train_step(x, y) for _ in range(3)]
+        moved = m.jit.dispatches(m.program.name) > d0
+        assert moved == (cost == FAR_NS // 2), (threads, cost)
+        out.append((losses, m.get_weights()))
+    for losses, weights in out[1:]:
+        assert losses == out[0][0]
+        for k, v in weights.items():
+            np.testing.assert_array_equal(v, out[0][1][k])
+
+
+def test_dispatch_cost_env_must_be_positive(monkeypatch) -> None:
+    from graphc.ir.errors import ArgumentError
+
+    m = _wide_predict("probe_env")
+    for bad in ("abc", "0", "-5", "1.5"):
+        monkeypatch.setenv("GRAPHC_DISPATCH_NS", bad)
+        with pytest.raises(ArgumentError, match=rf"GRAPHC_DISPATCH_NS='{bad}'"):
+            m.threads = 2
+    monkeypatch.setenv("GRAPHC_DISPATCH_NS", "123456")
+    m.threads = 2
+    assert m.jit.dispatch_cost(m.program.name, -1) == 123456
+
+
+def test_one_late_probe_does_not_move_work_and_large_work_always_splits(monkeypatch) -> None:
+    """The pool's cost is the median of its last 3 probes (codegen/threads.py): one probe that
+    found the worker late (here recorded through NAME_pool_observe, as a probe records it)
+    leaves the split decisions as they were; two move them, but a product of MAX_SCALE x
+    PARALLEL_MIN_MACS multiply-adds (2^28: [1024, 1024] @ [1024, 256]; predict runs 1,024
+    rows at a time) splits at any cost, and its bits are the 1-thread product's. (4ea5449: one late probe of the cb72519 rule kept an
+    n = 1024 GEMM on one thread for ~33 s.)"""
+    from graphc.codegen.threads import FAR_NS, MAX_SCALE
+
+    monkeypatch.delenv("GRAPHC_DISPATCH_NS", raising=False)
+    x = gc.input("x", ("N", 1024))
+    m = gc.compile(gc.dense(x, 256, name="d"), name="late_probe", seed=5, threads=1)
+    name = m.program.name
+    rng = np.random.default_rng(6)
+    small = rng.standard_normal((64, 1024), dtype=np.float32)  # 2^24 MACs: 64 x the threshold
+    large = rng.standard_normal((1024, 1024), dtype=np.float32)
+    assert MAX_SCALE * PARALLEL_MIN_MACS == 1024 * 1024 * 256
+    want = {id(a): m.predict(a) for a in (small, large)}
+    m.threads = 2
+
+    def splits(a: np.ndarray) -> bool:
+        d0 = m.jit.dispatches(name)
+        got = m.predict(a)
+        np.testing.assert_array_equal(got, want[id(a)])
+        return m.jit.dispatches(name) > d0
+
+    near, late = FAR_NS // 2, 1_000_000
+    for _ in range(3):
+        m.jit.observe_dispatch(name, near)
+    assert m.jit.dispatch_cost(name) == near
+    assert splits(small) and splits(large)
+    assert m.jit.observe_dispatch(name, late) == near  # one late probe: the median stays
+    assert splits(small) and splits(large)
+    assert m.jit.observe_dispatch(name, late) == late  # two of three: the worker is far
+    assert not splits(small)
+    assert splits(large)  # MAX_SCALE x the threshold: split whatever the cost
+    assert m.jit.observe_dispatch(name, near) == late
+    assert m.jit.observe_dispatch(name, near) == near  # and back with two near probes
+    assert splits(small)
