@@ -124,6 +124,7 @@ SHAPE_INPUTS = {
     "Split": (1,),
     "Tile": (1,),
     "CumSum": (1,),
+    "CumProd": (1,),
     "Trilu": (1,),
     "OneHot": (1,),
     "Compress": (1,),  # the condition (graphc compresses by one known at import time)

@@ -5896,27 +5896,49 @@ def _cumsum(cx: NodeContext) -> list[Value]:
     of the slices, in order (as ONNX Runtime adds them), joined by concat; ``exclusive``
     shifts by one (a leading 0), ``reverse`` sums from the end. Gradient: the reverse
     cumulative sum (autodiff of the adds)."""
+    return _running(cx, "sum")
+
+
+def _cumprod(cx: NodeContext) -> list[Value]:
+    """CumProd (opset 26) as CumSum with products: running products of the slices in order;
+    ``exclusive`` starts from an exact 1 (ONNX's), ``reverse`` from the end. Gradient: autodiff
+    of the products."""
+    return _running(cx, "prod")
+
+
+def _running(cx: NodeContext, kind: str) -> list[Value]:
     x = cx.x(0)
     r = len(x.shape)
     a = np.asarray(cx.c(1))
     if a.size != 1 or a.dtype.kind not in "iu":
         cx.fail(f"axis must be one integer, got {a.tolist()!r}")
     axis = _axis(cx, int(a.reshape(())), r)
-    size = _composed_axis_size(cx, x, axis, "a cumulative sum", "CumSum", MAX_CUMSUM)
+    what = "a cumulative sum" if kind == "sum" else "a cumulative product"
+    size = _composed_axis_size(cx, x, axis, what, cx.node.op_type, MAX_CUMSUM)
     exclusive, reverse = bool(cx.attr("exclusive", 0)), bool(cx.attr("reverse", 0))
     parts = [
         dsl.apply("slice", x, axes=(axis,), starts=(k,), ends=(k + 1,)) if size != 1 else x
         for k in range(int(size))
     ]
     order = list(range(int(size)))[::-1] if reverse else list(range(int(size)))
+
+    def combine(u: Tensor, v: Tensor) -> Tensor:
+        return u + v if kind == "sum" else u * v
+
+    def start(p: Tensor) -> Tensor:  # exclusive's first element: 0 (as before), or exactly 1
+        if kind == "sum":
+            return p * 0.0
+        one = cx.imp.constant_tensor("cumprod_one", np.ones((1,) * r, np.float32), cx, False)
+        return dsl.apply("broadcast_to", one, p)
+
     sums: dict[int, Tensor] = {}
     run: Tensor | None = None
     for k in order:
         if exclusive:
-            sums[k] = parts[k] * 0.0 if run is None else run * 1.0
-            run = parts[k] if run is None else run + parts[k]
+            sums[k] = start(parts[k]) if run is None else run * 1.0
+            run = parts[k] if run is None else combine(run, parts[k])
         else:
-            run = parts[k] if run is None else run + parts[k]
+            run = parts[k] if run is None else combine(run, parts[k])
             sums[k] = run if run is not parts[k] else parts[k] * 1.0
     out = [sums[k] for k in range(int(size))]
     return [dsl.apply("concat", *out, axis=axis) if len(out) > 1 else out[0]]
@@ -5925,12 +5947,18 @@ def _cumsum(cx: NodeContext) -> list[Value]:
 def _fold_cumsum(cx: NodeContext, args: list) -> list:
     x = np.asarray(args[0])
     if x.dtype == object:
-        cx.fail("CumSum of the batch size N is not supported in shape computations")
+        cx.fail(f"{cx.node.op_type} of the batch size N is not supported in shape computations")
     axis = _axis(cx, int(np.asarray(args[1]).reshape(())), x.ndim)
     y = np.flip(x, axis) if cx.attr("reverse", 0) else x
-    c = np.cumsum(y, axis=axis, dtype=x.dtype)
+    prod = cx.node.op_type == "CumProd"
+    c = (np.cumprod if prod else np.cumsum)(y, axis=axis, dtype=x.dtype)
     if cx.attr("exclusive", 0):
-        c = c - y
+        first = np.ones_like(np.take(y, [0], axis=axis)) if prod else None
+        c = (
+            np.concatenate([first, np.take(c, range(y.shape[axis] - 1), axis=axis)], axis=axis)
+            if prod
+            else c - y
+        )
     return [np.flip(c, axis) if cx.attr("reverse", 0) else c]
 
 
@@ -6954,6 +6982,7 @@ OPS: dict[str, Rule] = {
     "TopK": Rule(_topk, ("axis", "k", "largest", "sorted")),
     "GatherElements": Rule(_gather_elements, ("axis",)),
     "CumSum": Rule(_cumsum, ("exclusive", "reverse"), fold=_fold_cumsum),
+    "CumProd": Rule(_cumprod, ("exclusive", "reverse"), fold=_fold_cumsum),
     "Tile": Rule(_tile, fold=_fold_tile, keeps_integers=True),
     "DepthToSpace": Rule(
         _depth_to_space, ("blocksize", "mode"), fold=_fold_depth_to_space, keeps_integers=True

@@ -512,7 +512,7 @@ def test_onnx_node_tests_pass_or_are_documented_unsupported() -> None:
 
 
 # operators whose node tests onnx added later than graphc's minimum (1.17): the release
-NODE_TESTS_SINCE = {"LpNormalization": (1, 19)}
+NODE_TESTS_SINCE = {"LpNormalization": (1, 19), "CumProd": (1, 21)}  # (CumProd: opset 26)
 # operators onnx ships no node test for (up to 1.23), with the test that checks them instead
 NO_NODE_TESTS = {
     "GlobalLpPool": "tests/test_onnx_lp_lrn.py, against ONNX Runtime",

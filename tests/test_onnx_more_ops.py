@@ -1221,3 +1221,50 @@ def test_cast_like_to_an_integer_type_truncates() -> None:
     ids = np.array([[1, 2, 3, 4], [5, 6, 7, 8]], np.int64)
     got = gc.from_onnx(m).compile().predict({"x": x, "ids": ids})
     np.testing.assert_array_equal(got, _ort(m, {"x": x, "ids": ids})[0])
+
+
+@pytest.mark.parametrize("exclusive,reverse", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_cumprod_matches_the_reference_and_its_gradient(exclusive, reverse) -> None:
+    """CumProd (opset 26) along axis 1 of [N, 5] (zeros, a negative, an inf included) against
+    ONNX Runtime (1.32; onnx.reference where an ONNX Runtime has no CumProd kernel), and d/dw
+    of sum(r * CumProd(x * w)) against central differences of a float64 numpy formula
+    (before: 'operator CumProd is not supported')."""
+    if not onnx.defs.has("CumProd"):
+        pytest.skip(f"onnx {onnx.__version__} has no CumProd (opset 26)")
+    from onnx.reference import ReferenceEvaluator
+
+    m = _model(
+        [
+            helper.make_node("Mul", ["x", "w"], ["xw"]),
+            helper.make_node("CumProd", ["xw", "ax"], ["y"], exclusive=exclusive, reverse=reverse),
+        ],
+        [_vi("x", ["N", 5])],
+        [_vi("y", None)],
+        [_init("ax", 1), _init("w", [1.5, -0.5, 2.0, 0.75, 1.25], np.float32)],
+        26,
+    )
+    x = np.array([[0.5, -2.0, 1.5, 3.0, 0.25], [1.0, 0.0, -1.0, np.inf, 2.0]], np.float32)
+    with np.errstate(invalid="ignore"):  # (0 * inf in the reference's products: NaN)
+        want = ReferenceEvaluator(m).run(None, {"x": x})[0]
+    try:
+        want = _ort(m, {"x": x})[0]
+    except Exception:  # (no CumProd kernel in this ONNX Runtime)
+        pass
+    imp = gc.from_onnx(m, trainable={"w"})
+    np.testing.assert_array_equal(imp.compile().predict({"x": x}), want)
+    x = x[:1].astype(np.float64)
+    r = np.array([[0.3, -1.2, 0.7, 2.0, -0.4]])
+
+    def f(w) -> float:
+        y = np.flip(x * w, 1) if reverse else x * w
+        c = np.cumprod(y, axis=1)
+        if exclusive:
+            c = np.concatenate([np.ones((1, 1)), c[:, :-1]], axis=1)
+        return float((r * (np.flip(c, 1) if reverse else c)).sum())
+
+    (y,) = imp.outputs
+    grads = imp.compile(gc.sum(y * gc.constant(r.astype(np.float32))), gc.SGD(0.1)).gradients(
+        {"x": x.astype(np.float32)}
+    )
+    w0 = np.array([1.5, -0.5, 2.0, 0.75, 1.25])
+    np.testing.assert_allclose(grads["w"], numeric_grad(f, [w0], 0), rtol=1e-4, atol=1e-5)
