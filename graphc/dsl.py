@@ -34,6 +34,7 @@ _PKG_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _counter = itertools.count()
 _given: set[str] = set()  # names tensors were given, and their prefixes: _fresh skips them
 _layer_calls: list[list] = []  # [layer, its weights, how many this call took]: call_layer
+_sequential_named: set[str] = set()  # layer names a Sequential gave (hint of collect's error)
 # activation names that are an op with other attrs, or another name for an op
 ACTIVATION_ALIASES: dict[str, tuple[str, dict]] = {
     "swish": ("silu", {}),
@@ -1032,6 +1033,7 @@ class Sequential:
             named = isinstance(layer, Dense) or getattr(layer, "has_params", False)
             if named and layer.name is None:
                 layer.name = f"{name}.l{i}"
+                _sequential_named.add(layer.name)
 
     def __call__(self, x: Tensor) -> Tensor:
         for layer in self.layers:
@@ -1077,6 +1079,12 @@ def collect_graph(name: str, outputs: list[Tensor]) -> Graph:
                         " (two ONNX imports: give one gc.from_onnx(..., prefix='m2_'))"
                         if (a.origin or "").startswith("onnx")
                         and (b.origin or "").startswith("onnx")
+                        else ""
+                    )
+                    + (
+                        f" (Sequential names its unnamed layers NAME.lI, {t.name.rsplit('.', 1)[0]!r}"
+                        " here: give each Sequential of the graph its own name=)"
+                        if t.name.rsplit(".", 1)[0] in _sequential_named
                         else ""
                     )
                 )

@@ -243,3 +243,22 @@ def test_conv_and_recurrent_layer_objects_share_their_weights_too():
     seq = gc.input("s", ("N", 5, 3))
     m = gc.compile([c(c(x)), r(r(seq))], None, name="names_shared")
     assert len(m.params) == 5, list(m.params)  # conv w, b; lstm w, r, b
+
+
+def test_two_unnamed_sequentials_in_one_graph_are_told_to_take_names():
+    """Two Sequential([...]) without name= both name their layers model.l0, model.l1 (the
+    default name "model"): the collision said only "names must be unique" about names the user
+    never wrote (graphc@dd5076e); the error now says where they come from and what to do. A
+    Sequential given its own name compiles and predicts numpy float64's answer."""
+    x = gc.input("x", ("N", 4))
+    s1, s2 = gc.Sequential([gc.Dense(3)]), gc.Sequential([gc.Dense(3)])
+    with pytest.raises(GraphcError, match=r"'model\.l0' here: give each Sequential.*name="):
+        gc.compile([s1(x), s2(x)], None, name="names_two_seq")
+    s3 = gc.Sequential([gc.Dense(3)], name="other")
+    m = gc.compile([s1(x), s3(x)], None, name="names_two_seq_ok")
+    xs = np.random.default_rng(2).standard_normal((3, 4))
+    p = {k: v.astype(np.float64) for k, v in m.params.items()}
+    got = m.predict(xs.astype(np.float32))
+    want = [xs @ p[f"{n}.l0.w"] + p[f"{n}.l0.b"] for n in ("model", "other")]
+    for g, w in zip(got.values() if isinstance(got, dict) else got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
