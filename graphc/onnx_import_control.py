@@ -186,7 +186,7 @@ def run_graph(
         OnnxError: naming the node, for a subgraph whose inputs do not match ``bind`` or
             whose names clash with the graph's, and any refusal of a body node.
     """
-    from .onnx_import import _node_reads, require_onnx, tensor_to_array
+    from .onnx_import import INTEGER_TYPES, _node_reads, require_onnx, tensor_to_array
 
     onnx = require_onnx()
     imp = cx.imp
@@ -208,6 +208,9 @@ def run_graph(
             imp.initializers[t.name] = tensor_to_array(t, imp.base_dir, f"{cx.where()}: {t.name!r}")
     for vi, v in zip(h.input, bind):
         _bind(imp, vi.name, v)
+        bound = imp.values.get(vi.name)  # an integer-typed body input holds whole numbers, as
+        if vi.type.tensor_type.elem_type in INTEGER_TYPES and isinstance(bound, Tensor):
+            imp.integral.add(id(bound))  # an integer-typed node output does (a Scan's slice)
     imp.elem_type("")  # (the graph's types, read once)
     for o, r in ren.items():  # the body's element types, under its values' new names
         if o in imp.types:

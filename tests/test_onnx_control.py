@@ -606,3 +606,35 @@ def test_integer_input_read_only_by_nodes_no_output_needs() -> None:
     x = np.array([[-1.0, 0.5, 2.0]], np.float32)
     got = _predict(m, {"x": x})[0]  # (the compiled model takes the inputs its outputs read)
     np.testing.assert_array_equal(got, np.maximum(x, 0))
+
+
+def test_scan_body_looks_up_its_slice_of_an_integer_input() -> None:
+    """A Scan over int64 ids whose body gathers with its slice directly (Gather(emb, it), no
+    integer arithmetic first): the body input is declared int64, so it holds whole numbers as
+    an integer-typed node output does. Before, refused at import ('indices computed in float:
+    Gather needs integer indices'). Equal to ONNX Runtime at batches 1 and 5; an id outside the
+    table is refused at run time naming 'ids' (ONNX Runtime raises too)."""
+    rng = np.random.default_rng(6)
+    V, E, T = 7, 3, 4
+    body = _body(
+        [N("Gather", ["emb", "it"], ["e"]), N("Add", ["h", "e"], ["h2"])],
+        [("h", F, ["N", E]), ("it", I64, ["N"])],
+        [("h2", F)],
+    )
+    nodes = [N("Scan", ["h0", "ids"], ["y"], body=body, num_scan_inputs=1, scan_input_axes=[1])]
+    m = make_model(
+        nodes, [("h0", ["N", E]), ("ids", I64, ["N", T])], ["y"],
+        [_f32("emb", rng.standard_normal((V, E)))],
+    )  # fmt: skip
+    cm = gc.from_onnx(m).compile()
+    for n in (1, 5):
+        feeds = {
+            "h0": rng.standard_normal((n, E)).astype(np.float32),
+            "ids": rng.integers(0, V, (n, T)).astype(np.int64),
+        }
+        got = cm.predict(feeds)
+        got = got["y"] if isinstance(got, dict) else got
+        np.testing.assert_allclose(got, _ort(m, feeds)[0], rtol=1e-5, atol=1e-5)
+    feeds["ids"][3, 1] = V
+    with pytest.raises(gc.ArgumentError, match=rf"'ids': row 3 holds {V}"):
+        cm.predict(feeds)
