@@ -661,6 +661,14 @@ class _PoolEmitter:
         one = ir.Constant(I64, 1)
         rounds = ir.Constant(I64, PROBE_ROUNDS)
         began = self.now_ns(b, ts)
+        # an untimed first round wakes a worker that sleeps (after SPIN_POLLS idle polls): the
+        # wake-up (a futex, hundreds of us on the loaded VM) is not the cost of a dispatch, and
+        # counted it kept a pool that splits nothing (so its worker sleeps) in the away regime
+        gen = self.publish(b, empty, ir.Constant(PTR, None), threads)
+        b.atomic_rmw("add", self.done, one, "release")
+        self.wait_done(b, threads, (gen, lates_p))
+        b.store(ir.Constant(I64, 0), lates_p)
+        b.store(one, ran_p)
         with counted_loop(b, ir.Constant(I64, 0), rounds, name="probe"):
             # after PROBE_LATE rounds that no worker came to, the rest are skipped: the other
             # core is busy, and the cost (that long wait) says so
