@@ -131,6 +131,18 @@ BLOCKS_PER_THREAD = 4  # a split product has at most this many blocks of C per t
 # (median 160 us against 175), Adam b32 0.80-0.94; predict at 16 / 32 / 48 rows 0.66-0.68 /
 # 0.82-0.88 / 0.84-0.89; b128 and b512 (packed as before) 0.96-1.00. Larger M not measured.
 B_IN_PLACE_MAX_M = 48
+# ... and for any number of rows when B's rows are this narrow (N x element size, bytes) and A
+# is not transposed (a forward product, B a weight: packing W1 of 784-256-128-10, 784 x 256,
+# took ~3 % of the b128 step, perf cpu-clock, Zen 5). A sliver's rows then lie at most 2 KiB
+# apart and the strided loads of B cost less than packing B on every call. Measured (public
+# train_step, 1 thread pinned, 3 alternating rounds of separate processes, Zen 5, load 1.2-1.3,
+# against packing above 48 rows; medians): SGD b128 542 us against 566, Adam b128 567 / 582,
+# SGD b512 2,116 / 2,141, Adam b512 2,120 / 2,227, b32 unchanged (155 / 156). Weight gradients
+# (A^T B: B's panel is K = batch rows of dZ, a small copy) lost at b32 in place (~4 %, 4 rounds)
+# and keep packing. Wider rows lose too: GEMM predict n = 2048 (rows 8 KiB apart, a sliver's
+# rows in the same L1 sets) ran 1.10x the packed time in place (n = 128 / 256 / 512: 0.97 /
+# 0.96 / 0.99, one round, load 2-3.7).
+B_IN_PLACE_MAX_ROW_BYTES = 2048
 BLOCK_MIN = 512  # ... each of at least this many rows (split along M) or columns (along N):
 # every block packs all of the other operand, and packing a value costs some 30 multiply-adds
 DTYPES = {k: LL[k] for k, d in DTYPE_INFO.items() if d.is_float}  # the GEMM's element types
@@ -1275,26 +1287,41 @@ class _GemmEmitter:
     def b_in_place(self, m0: ir.Value, m1: ir.Value) -> ir.Value | bool:
         """Whether the block C[m0:m1] reads B stored [K, N] where it lies (i1, or a bool when
         known now): when it has few rows (each B sliver would serve only M / MR tiles after its
-        packing) and N is whole slivers (no read past B's end).
+        packing) or, A not transposed, B's rows are at most B_IN_PLACE_MAX_ROW_BYTES wide (any
+        M), and N is
+        whole slivers (no read past B's end).
 
         Decided now where the fixed dimensions settle it: False for B^T, for a fixed N that
         is not whole slivers (a 10-class layer) and where every call's M is above
-        B_IN_PLACE_MAX_M (min_M: a weight gradient, M a layer's width). Then no twin
+        B_IN_PLACE_MAX_M (min_M: a weight gradient, M a layer's width) and N is wide; True for a
+        fixed narrow N whole slivers and A not transposed (only the twin is called). Where False, no twin
         microkernel (strided_ukernel) is emitted for it: the four twins made the GEMM module
         of the 784-256-128-10 Adam step 661 KB of IR instead of 424 (+0.045 s of cold
         compile), where only its batch-sized forward products (rows of A in place, 6 x 64) can
         take them. A split block of such a product (a share of M) packs B even if its share is
         small."""
         blk, b, n = self.blk, self.b, self.fixed.get("N")
-        if self.trans_b or B_IN_PLACE_MAX_M <= 0 or self.min_m > B_IN_PLACE_MAX_M:
+        if self.trans_b or B_IN_PLACE_MAX_M <= 0:
             return False
-        if n is not None and n % blk.nr:
-            return False
-        few = b.icmp_signed("<=", self.sub(m1, m0), self.const(B_IN_PLACE_MAX_M))
         if n is not None:
-            return few
+            if n % blk.nr:
+                return False
+            if n * self.size <= B_IN_PLACE_MAX_ROW_BYTES and not self.trans_a:
+                return True  # narrow rows: in place for any M
+            if self.min_m > B_IN_PLACE_MAX_M:
+                return False
+            return b.icmp_signed("<=", self.sub(m1, m0), self.const(B_IN_PLACE_MAX_M))
+        few = []  # the block's rows, B's row width (not for A^T: a weight gradient)
+        if self.min_m <= B_IN_PLACE_MAX_M:
+            few.append(b.icmp_signed("<=", self.sub(m1, m0), self.const(B_IN_PLACE_MAX_M)))
+        if not self.trans_a:
+            width = self.mul(self.N, self.size)
+            few.append(b.icmp_signed("<=", width, self.const(B_IN_PLACE_MAX_ROW_BYTES)))
+        if not few:
+            return False
+        either = few[0] if len(few) == 1 else b.or_(few[0], few[1], name="few_or_narrow")
         whole_slivers = b.icmp_signed("==", b.srem(self.N, self.const(blk.nr)), self.const(0))
-        return b.and_(few, whole_slivers, name="b.in_place")
+        return b.and_(either, whole_slivers, name="b.in_place")
 
     def call_ukernel(
         self, fn: ir.Function, call: list[ir.Value], b_in_place: ir.Value | bool, b_here: ir.Value

@@ -217,16 +217,20 @@ def test_gemm_reads_b_in_place_for_few_rows() -> None:
                 np.testing.assert_array_equal(c, packed[:m])
 
 
-def test_b_in_place_twin_only_where_few_rows_can_occur() -> None:
+def test_b_in_place_twin_only_where_few_rows_or_narrow_b_can_occur() -> None:
     """The twin microkernel that reads B in place (name ending ".bs") is emitted only where a
-    product may have at most B_IN_PLACE_MAX_M rows and whole slivers of N: not for B^T, a
-    fixed M (or min_M) above the limit (a weight gradient), or a fixed N that is no whole
-    number of slivers (a 10-class layer on 16 lanes). A fixed M just above the limit still
-    gives the bits of the same product compiled for any M (both pack B)."""
-    from graphc.codegen.gemm import B_IN_PLACE_MAX_M
+    product may have at most B_IN_PLACE_MAX_M rows or (A not transposed) B's rows may be at most
+    B_IN_PLACE_MAX_ROW_BYTES wide, with whole slivers of N: not for B^T, a fixed M (or min_M)
+    above the limit with a fixed wide N or A^T (a weight gradient), or a fixed N that is
+    no whole number of slivers (a 10-class layer on 16 lanes). A fixed M just above the limit
+    gives the bits of the same product compiled for any M, with B narrow (read in place) and
+    wide (packed)."""
+    from graphc.codegen.gemm import B_IN_PLACE_MAX_M, B_IN_PLACE_MAX_ROW_BYTES
 
     wide = {"vector_width": 16, "registers": 32}
     over = B_IN_PLACE_MAX_M + 1
+    narrow_n = B_IN_PLACE_MAX_ROW_BYTES // 4  # f32
+    wide_n = narrow_n + 128
 
     def twins(**config) -> int:
         return len(
@@ -240,22 +244,30 @@ def test_b_in_place_twin_only_where_few_rows_can_occur() -> None:
     assert twins(**wide) == 1 and twins() == 2
     assert twins(**wide, fixed={"M": B_IN_PLACE_MAX_M}) == 1
     assert twins(**wide, fixed={"N": 256}) == 1
-    for config in (
-        {"trans_b": True},
+    for config in (  # N may be narrow: the twin whatever M is (not for A^T: weight gradients)
         {"fixed": {"M": over}},
         {"fixed": {"min_M": over}},
-        {"trans_a": True, "fixed": {"M": 784, "N": 256}},
+        {"fixed": {"M": 784, "N": narrow_n}},
+    ):
+        assert twins(**wide, **config) == 1, config
+    for config in (
+        {"trans_b": True},
+        {"fixed": {"M": over, "N": wide_n}},
+        {"fixed": {"min_M": over, "N": wide_n}},
+        {"trans_a": True, "fixed": {"M": 784, "N": wide_n}},
+        {"trans_a": True, "fixed": {"M": 784, "N": narrow_n}},
         {"fixed": {"N": 10}},
     ):
         assert twins(**wide, **config) == 0, config
     rng = np.random.default_rng(11)
     g = JitGemms({"any": dict(wide), "fixed": {**wide, "fixed": {"M": over}}})
     a = rng.standard_normal((over, 300)).astype(np.float32)
-    b = rng.standard_normal((300, 64)).astype(np.float32)
-    c_any = g["any"](a, b, np.zeros((over, 64), np.float32))
-    c_fixed = g["fixed"](a, b, np.zeros((over, 64), np.float32))
-    np.testing.assert_array_equal(c_fixed, c_any)
-    np.testing.assert_allclose(c_fixed, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+    for n in (64, narrow_n, wide_n):
+        b = rng.standard_normal((300, n)).astype(np.float32)
+        c_any = g["any"](a, b, np.zeros((over, n), np.float32))
+        c_fixed = g["fixed"](a, b, np.zeros((over, n), np.float32))
+        np.testing.assert_array_equal(c_fixed, c_any)
+        np.testing.assert_allclose(c_fixed, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
 
 
 PLAIN_X86 = {  # name: (vector_width, trans_a, trans_b)
