@@ -70,11 +70,14 @@ CASES = {
 def generated(case: str) -> tuple[str, str]:
     """(header, wrapper source) of one case."""
     network, entries, kw = CASES[case]
-    saved, dsl._counter = dsl._counter, itertools.count()  # automatic names from %0, as alone
+    # automatic names from %0, as alone: the counter, and the names earlier graphs of this
+    # process gave (dsl._fresh skips them; under pytest-xdist a worker has built other graphs)
+    saved = dsl._counter, dsl._given
+    dsl._counter, dsl._given = itertools.count(), set()
     try:
         outputs, loss, opt = network()
     finally:
-        dsl._counter = saved
+        dsl._counter, dsl._given = saved
     prog = schedule_program(build_graphs(case, outputs, loss, opt))
     kw = {"target_cpu": "native", "state_init": None, **kw}
     if kw["state_init"] is not None:
