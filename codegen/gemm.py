@@ -1091,8 +1091,9 @@ class _GemmEmitter:
         This GEMM's own code is the loop nest down to the panels and the epilogue; packing and
         the microkernel are helpers shared by every GEMM of the module with the same tile.
 
-        B stored [K, N] is read where it lies (no packing) for blocks of C of at most
-        B_IN_PLACE_MAX_M rows when N is whole slivers (call_ukernel, strided_ukernel).
+        B stored [K, N] is read where it lies (no packing) where b_in_place says so: blocks
+        of C of at most B_IN_PLACE_MAX_M rows, or rows of B at most B_IN_PLACE_MAX_ROW_BYTES
+        wide with A not transposed, N whole slivers (call_ukernel, strided_ukernel).
 
         Otherwise B's panel is packed on every call, also where B is a parameter that did not change
         since the last call. Skipping that packing in the forward products altogether (wrong
@@ -1136,12 +1137,6 @@ class _GemmEmitter:
             self.a_buf = b.gep(work, [panel], inbounds=True, source_etype=I8, name="a.packed")
         block = [("x0", I64), ("nx", I64), ("pc", I64), ("kc", I64), ("dst", PTR)]
         kind = f"{self.elem}.x{blk.lanes}.{blk.mr}x{blk.nr}"
-        pack_b = self.define(
-            "pack_b",
-            block,
-            self.pack_b,
-            f"graphc.gemm.pack_b.{'t' if self.trans_b else 'n'}.{kind}",
-        )
         # A is packed to be read N / NR times; for fewer, the microkernel reads it in place.
         in_place_max = blk.nr * A_IN_PLACE_MAX_SLIVERS
         if rows_in_place:
@@ -1158,6 +1153,13 @@ class _GemmEmitter:
                 f"graphc.gemm.pack_a.{'t' if self.trans_a else 'n'}.{kind}",
             )
         b_in_place = self.b_in_place(m0, m1)
+        if b_in_place is not True:  # B in place on every call: no packing helper to emit
+            pack_b = self.define(
+                "pack_b",
+                block,
+                self.pack_b,
+                f"graphc.gemm.pack_b.{'t' if self.trans_b else 'n'}.{kind}",
+            )
         KC = self.const(kc_size)
         # At least one K block, so that K == 0 still stores epilogue(0) (or C_old).
         kblocks = b.select(
@@ -1288,18 +1290,17 @@ class _GemmEmitter:
         """Whether the block C[m0:m1] reads B stored [K, N] where it lies (i1, or a bool when
         known now): when it has few rows (each B sliver would serve only M / MR tiles after its
         packing) or, A not transposed, B's rows are at most B_IN_PLACE_MAX_ROW_BYTES wide (any
-        M), and N is
-        whole slivers (no read past B's end).
+        M); and N is whole slivers (no read past B's end).
 
         Decided now where the fixed dimensions settle it: False for B^T, for a fixed N that
         is not whole slivers (a 10-class layer) and where every call's M is above
-        B_IN_PLACE_MAX_M (min_M: a weight gradient, M a layer's width) and N is wide; True for a
-        fixed narrow N whole slivers and A not transposed (only the twin is called). Where False, no twin
-        microkernel (strided_ukernel) is emitted for it: the four twins made the GEMM module
-        of the 784-256-128-10 Adam step 661 KB of IR instead of 424 (+0.045 s of cold
-        compile), where only its batch-sized forward products (rows of A in place, 6 x 64) can
-        take them. A split block of such a product (a share of M) packs B even if its share is
-        small."""
+        B_IN_PLACE_MAX_M (min_M: a weight gradient, M a layer's width) and N is wide; True for
+        a fixed narrow N of whole slivers with A not transposed (only the twin is called, no
+        pack_b is emitted). Where False, no twin microkernel (strided_ukernel) is emitted for
+        it: the four twins made the GEMM module of the 784-256-128-10 Adam step 661 KB of IR
+        instead of 424 (+0.045 s of cold compile), where only its batch-sized forward products
+        (rows of A in place, 6 x 64) can take them. A split block of such a product (a share of
+        M) packs B even if its share is small."""
         blk, b, n = self.blk, self.b, self.fixed.get("N")
         if self.trans_b or B_IN_PLACE_MAX_M <= 0:
             return False
