@@ -849,7 +849,8 @@ class Dense:
     """Layer object for Sequential: ``Dense(units, activation=None, name=None, init=None,
     use_bias=True, kernel_l1=0.0, kernel_l2=0.0)`` (see ``dense``). Calling one object twice
     shares its weights, as with Keras layers and torch modules (``call_layer``); so do Conv,
-    LayerNorm and the recurrent layer objects (a BatchNorm object refuses a second call)."""
+    LayerNorm, BatchNorm (its running statistics updated once per call, in order, as torch's)
+    and the recurrent layer objects."""
 
     def __init__(
         self,

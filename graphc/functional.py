@@ -255,14 +255,22 @@ class BatchNorm:
         self.momentum, self.eps, self.name = momentum, eps, name
 
     def __call__(self, x: Tensor) -> Tensor:
-        if getattr(self, "_weights", None):
-            raise GraphcError(
-                f"{self!r} (name {self.name!r}) is called a second time: torch and Keras would "
-                "share its weights and update its running statistics once per call in a "
-                "training step, which graphc's step does not do; use one BatchNorm() per call"
-            )
+        """``batch_norm(x, ...)`` with this object's gamma, beta and running statistics: a
+        second call shares all four (gradients summed) and, in a training step, updates the
+        running statistics once per call in call order, as torch's BatchNorm1d module called
+        twice does: rm <- (1 - m)((1 - m) rm + m mu1) + m mu2 (see ir.passes.decompose).
+        The later calls' outputs are named ``NAME_K`` (a fresh K), the first call's ``NAME``.
+
+        Raises:
+            ShapeError: a later call on an input with another feature count or dtype.
+        """
+        from .dsl import _fresh
+
+        name = self.name
+        if getattr(self, "_weights", None):  # the op of a later call needs its own name
+            name = _fresh(f"{self.name or 'batch_norm'}_")
         return call_layer(
-            self, lambda: batch_norm(x, momentum=self.momentum, eps=self.eps, name=self.name)
+            self, lambda: batch_norm(x, momentum=self.momentum, eps=self.eps, name=name)
         )
 
     def __repr__(self) -> str:

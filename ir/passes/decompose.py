@@ -14,24 +14,33 @@ def decompose(g: Graph, *, training: bool) -> tuple[Graph, list[tuple[str, str]]
 
     The last primitive of a composite keeps the composite's name, so readers are unchanged.
     Returns the graph (``g`` itself when it has no composite) and the (state, new value)
-    updates the training forms ask for (batch_norm's running statistics).
+    updates the training forms ask for (batch_norm's running statistics), one per state.
+
+    Two composites of the training form that update one state (a BatchNorm layer object
+    called twice) update it in graph order, as torch's in-place buffer updates do: the later
+    one reads the earlier one's new value in place of the state, and its new value is the
+    state's update (running_mean = (1 - m)((1 - m) rm + m mu1) + m mu2).
     """
     if not any(hasattr(OPS[n.op], "decompose") for n in g.nodes):
         return g, []
     b = Builder()
     for n in g.nodes:  # fresh names must not clash with later nodes' names
         b.names.reserve(n.name)
-    updates: list[tuple[str, str]] = []
+    latest: dict[str, str] = {}  # state -> its newest value (insertion order: the first update's)
     for n in g.nodes:
         op = OPS[n.op]
         if not hasattr(op, "decompose"):
             b.add_node(n)
             continue
         b.loc, b.origin, b.section = n.loc, f"{n.op} {n.name}", n.section
+        if training and any(i in latest for i in n.inputs):
+            n = n.with_(inputs=tuple(latest.get(i, i) for i in n.inputs))
         _, ups = op.decompose(b, n, training)
-        updates += ups
+        read_as = {v: k for k, v in latest.items()}  # a chained update names what it read
+        for state, value in ups:
+            latest[read_as.get(state, state)] = value
     b.loc = b.origin = None
-    return b.graph(g.name, g.outputs, g.updates), updates
+    return b.graph(g.name, g.outputs, g.updates), list(latest.items())
 
 
 def add_weight_penalties(g: Graph, loss: str) -> tuple[Graph, str]:

@@ -1,0 +1,72 @@
+"""Round 4 of the DSL's trust checks: a BatchNorm layer object called twice (its running
+statistics updated once per call, in order, as torch's BatchNorm1d)."""
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+
+def _bn_twice(momentum):
+    x = gc.input("x", ("N", 3))
+    t = gc.input("t", ("N", 3))
+    bn = gc.BatchNorm(momentum=momentum, name="bn")
+    y = bn(gc.tanh(bn(x)) * 2.0 + 1.0)
+    return gc.compile(y, gc.mean_squared_error(y, t), gc.SGD(lr=0.1), name="bn_twice")
+
+
+def _np_bn(x, g, b, eps=1e-5):
+    mu, var = x.mean(axis=0), x.var(axis=0)
+    return (x - mu) / np.sqrt(var + eps) * g + b, mu, x.var(axis=0, ddof=1)
+
+
+def test_a_batch_norm_object_called_twice_updates_its_statistics_once_per_call_in_order(
+    tmp_path,
+):
+    """graphc@7d32873 refused the second call; torch's module called twice updates its
+    buffers twice: rm = (1-m)((1-m) rm + m mu1) + m mu2 (numpy float64 here)."""
+    m, mom = _bn_twice(0.3), 0.3
+    assert sorted(m.params) == ["bn.beta", "bn.gamma"], list(m.params)
+    rng = np.random.default_rng(5)
+    rm, rv = np.zeros(3), np.ones(3)
+    for _ in range(3):
+        xv = (rng.standard_normal((8, 3)) * [1, 2, 3] + [0, 1, -1]).astype(np.float32)
+        tv = rng.standard_normal((8, 3)).astype(np.float32)
+        g = m.params["bn.gamma"].astype(np.float64)
+        b = m.params["bn.beta"].astype(np.float64)
+        h, mu1, v1 = _np_bn(xv.astype(np.float64), g, b)
+        y, mu2, v2 = _np_bn(np.tanh(h) * 2.0 + 1.0, g, b)
+        loss = m.train_step(xv, tv)
+        np.testing.assert_allclose(loss, np.mean((y - tv) ** 2), rtol=1e-5)
+        rm = (1 - mom) * ((1 - mom) * rm + mom * mu1) + mom * mu2
+        rv = (1 - mom) * ((1 - mom) * rv + mom * v1) + mom * v2
+        np.testing.assert_allclose(m.state["bn.running_mean"], rm, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(m.state["bn.running_var"], rv, rtol=1e-5, atol=1e-6)
+    xv = rng.standard_normal((4, 3)).astype(np.float32)
+    g, b = m.params["bn.gamma"].astype(np.float64), m.params["bn.beta"].astype(np.float64)
+    h = (xv - rm) / np.sqrt(rv + 1e-5) * g + b
+    want = (np.tanh(h) * 2.0 + 1.0 - rm) / np.sqrt(rv + 1e-5) * g + b
+    np.testing.assert_allclose(m.predict(xv), want, rtol=1e-5, atol=1e-5)
+    lib = gc.load(m.export(str(tmp_path / "libbn2.so")).library)
+    np.testing.assert_allclose(lib.predict(xv), want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_batch_norm_object_called_twice_trains_as_torch_batchnorm1d_called_twice():
+    torch = pytest.importorskip("torch")
+    m = _bn_twice(0.1)
+    ref = torch.nn.BatchNorm1d(3, momentum=0.1).double()
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    rng = np.random.default_rng(6)
+    for _ in range(4):
+        xv = (rng.standard_normal((6, 3)) * [2, 1, 3] + [1, 0, -2]).astype(np.float32)
+        tv = rng.standard_normal((6, 3)).astype(np.float32)
+        opt.zero_grad()
+        y = ref(torch.tanh(ref(torch.tensor(xv, dtype=torch.float64))) * 2.0 + 1.0)
+        want = torch.mean((y - torch.tensor(tv, dtype=torch.float64)) ** 2)
+        want.backward()
+        opt.step()
+        np.testing.assert_allclose(m.train_step(xv, tv), want.item(), rtol=1e-5)
+    np.testing.assert_allclose(m.params["bn.gamma"], ref.weight.detach().numpy(), rtol=1e-5)
+    np.testing.assert_allclose(m.params["bn.beta"], ref.bias.detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(m.state["bn.running_mean"], ref.running_mean.numpy(), atol=1e-6)
+    np.testing.assert_allclose(m.state["bn.running_var"], ref.running_var.numpy(), rtol=1e-5)
