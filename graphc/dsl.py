@@ -1025,21 +1025,68 @@ class Normalization:
 
 
 class Sequential:
-    """Layers applied in order: ``Sequential([Dense(32, "relu"), Dense(10)], name="digits")``."""
+    """Layers applied in order: ``Sequential([Dense(32, "relu"), Dense(10)], name="digits")``.
 
-    def __init__(self, layers: list, name: str = "model") -> None:
+    Layers without a name of their own are named ``NAME.lI`` (I: their index). Without
+    ``name=`` a Sequential is named ``"model"``, or ``"model_1"``, ``"model_2"``, ... when a
+    Sequential called earlier on the same inputs (the ``gc.input`` tensors its input was
+    computed from) has that name already: two unnamed Sequentials of one graph get distinct
+    weights' names (Keras numbers its default names ``sequential``, ``sequential_1`` the same
+    way, but per process: here a graph's first unnamed Sequential is always ``"model"``, so
+    rebuilding a program in the same process finds its checkpoint's names). Unnamed
+    Sequentials called on disjoint inputs and joined later both are ``"model"``: compile
+    then asks for ``name=``.
+    """
+
+    def __init__(self, layers: list, name: str | None = None) -> None:
         self.layers = list(layers)
-        self.name = name
+        self._auto = name is None  # the default name: chosen at the first call
+        self.name = "model" if name is None else name
+        self._named: list[Any] = []  # the layers this Sequential named
+        self._name_layers()
+
+    def _name_layers(self) -> None:
         for i, layer in enumerate(self.layers):
             named = isinstance(layer, Dense) or getattr(layer, "has_params", False)
-            if named and layer.name is None:
-                layer.name = f"{name}.l{i}"
+            mine = any(layer is o for o in self._named)
+            if named and (layer.name is None or mine) and not getattr(layer, "_weights", None):
+                layer.name = f"{self.name}.l{i}"
                 _sequential_named.add(layer.name)
+                if not mine:
+                    self._named.append(layer)
 
     def __call__(self, x: Tensor) -> Tensor:
+        claims = _sequential_claims(x)
+        if self._auto:
+            self._auto = False
+            k, base = 0, self.name
+            while self.name in {c for cs in claims for c in cs}:
+                k += 1
+                self.name = f"{base}_{k}"
+            self._name_layers()
+        for cs in claims:
+            cs.add(self.name)
         for layer in self.layers:
             x = layer(x)
         return x
+
+
+_claims: dict[int, tuple[Tensor, set[str]]] = {}  # id of an input -> (it, Sequential names)
+
+
+def _sequential_claims(x: Tensor) -> list[set[str]]:
+    """The sets of Sequential names claimed by the gc.input tensors ``x`` is computed from
+    (created empty; the input is kept alive with its set, so that its id stays its own)."""
+    out, seen, stack = [], set(), [x]
+    while stack:
+        t = stack.pop()
+        if id(t) in seen:
+            continue
+        seen.add(id(t))
+        if t.node.op == "input":
+            out.append(_claims.setdefault(id(t), (t, set()))[1])
+        stack.extend(t.parents)
+    return out
 
 
 # ---------------------------------------------------------------- graph collection

@@ -1,5 +1,6 @@
 """Round 4 of the DSL's trust checks: a BatchNorm layer object called twice (its running
-statistics updated once per call, in order, as torch's BatchNorm1d)."""
+statistics updated once per call, in order, as torch's BatchNorm1d) and two unnamed
+Sequentials in one graph (distinct default names, the first one's unchanged)."""
 
 import numpy as np
 import pytest
@@ -70,3 +71,66 @@ def test_a_batch_norm_object_called_twice_trains_as_torch_batchnorm1d_called_twi
     np.testing.assert_allclose(m.params["bn.beta"], ref.bias.detach().numpy(), atol=1e-6)
     np.testing.assert_allclose(m.state["bn.running_mean"], ref.running_mean.numpy(), atol=1e-6)
     np.testing.assert_allclose(m.state["bn.running_var"], ref.running_var.numpy(), rtol=1e-5)
+
+
+def _two_unnamed(tag):
+    x = gc.input("x", ("N", 4))
+    s1 = gc.Sequential([gc.Dense(5, "tanh"), gc.Dense(3)])
+    s2 = gc.Sequential([gc.Dense(3, "relu")])
+    s3 = gc.Sequential([gc.Dense(2)])  # on s1's output: its input comes from x too
+    h = s1(x)
+    out = [h, s3(h), s2(x)]
+    t = gc.input("t", ("N", 2))
+    return gc.compile(out, gc.mean_squared_error(out[1], t), gc.Adam(0.01), name=tag)
+
+
+def _np_two(p, x):
+    h1 = np.tanh(x @ p["model.l0.w"] + p["model.l0.b"]) @ p["model.l1.w"] + p["model.l1.b"]
+    h3 = h1 @ p["model_1.l0.w"] + p["model_1.l0.b"]  # s3 is called before s2
+    h2 = np.maximum(x @ p["model_2.l0.w"] + p["model_2.l0.b"], 0.0)
+    return [h1, h3, h2]
+
+
+def _vals(got):
+    return list(got.values()) if isinstance(got, dict) else list(got)
+
+
+def test_unnamed_sequentials_of_one_graph_get_distinct_names_and_round_trip(tmp_path):
+    """graphc@7d32873: 'two different tensors are named model.l0.w'. Now Keras's numbering
+    (model, model_1, model_2 in call order) within the graph; a program's first unnamed
+    Sequential keeps "model", so a checkpoint loads into the same program rebuilt in this
+    process. predict, the checkpoint, the exported library and ONNX (ORT) against numpy."""
+    m = _two_unnamed("seq_two")
+    assert sorted({k.split(".")[0] for k in m.params}) == ["model", "model_1", "model_2"]
+    rng = np.random.default_rng(7)
+    xv = rng.standard_normal((6, 4)).astype(np.float32)
+    m.train_step(xv, rng.standard_normal((6, 2)).astype(np.float32))
+    p = {k: v.astype(np.float64) for k, v in m.params.items()}
+    want = _np_two(p, xv.astype(np.float64))
+    for got, w in zip(_vals(m.predict(xv)), want):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
+    path = m.save(str(tmp_path / "two.ckpt"))
+    m2 = _two_unnamed("seq_two_again")  # the same program, built again in this process
+    assert sorted(m2.params) == sorted(m.params)
+    m2.load(path)
+    for got, w in zip(_vals(m2.predict(xv)), want):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
+    lib = gc.load(m.export(str(tmp_path / "libtwo.so")).library)
+    for got, w in zip(_vals(lib.predict(xv)), want):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    sess = ort.InferenceSession(m.to_onnx(str(tmp_path / "two.onnx")))
+    for got, w in zip(sess.run(None, {"x": xv}), want):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
+
+
+def test_one_unnamed_sequential_keeps_its_names_and_a_named_one_is_left_alone():
+    x = gc.input("x", ("N", 4))
+    s = gc.Sequential([gc.Dense(3), gc.Dense(2)])
+    assert [d.name for d in s.layers] == ["model.l0", "model.l1"]  # before its first call
+    named = gc.Sequential([gc.Dense(3)], name="model")  # the user's own "model": not renamed
+    m = gc.compile([s(x)], None, name="seq_one")
+    assert sorted(m.params) == ["model.l0.b", "model.l0.w", "model.l1.b", "model.l1.w"]
+    s(gc.input("x2", ("N", 4)))  # a second call keeps its name (shared weights)
+    assert s.name == "model" and named.name == "model"
