@@ -88,12 +88,26 @@ class OnnxImport:
     producer: str = ""
     all_inputs: list[str] = field(default_factory=list)  # ONNX input names, bound ones too
     bound: set[str] = field(default_factory=set)  # inputs bound by ``constants``
+    # nodes whose outputs predict but cannot train (ai.onnx.ml tree ensembles, SVMs)
+    inference_only: list[str] = field(default_factory=list)
 
     def compile(self, loss: Tensor | None = None, optimizer: Any = None, **kw: Any) -> Any:
         """``gc.compile(self.outputs, loss, optimizer, name=self.name, **kw)``; the model's
-        parameters and constants hold the file's values."""
+        parameters and constants hold the file's values.
+
+        Raises:
+            OnnxError: a loss or an optimizer for a model with an inference-only node
+                (``inference_only``: a tree ensemble or a support vector machine, whose
+                outputs have no useful gradient), naming the node.
+        """
         from .api import compile as gc_compile
 
+        if (loss is not None or optimizer is not None) and self.inference_only:
+            raise OnnxError(
+                f"{self.name}: {', '.join(self.inference_only[:3])} predicts only: a tree "
+                "ensemble's or support vector machine's output has no gradient to train "
+                "with; compile without loss and optimizer to predict"
+            )
         kw.setdefault("name", self.name)
         return gc_compile(self.outputs, loss, optimizer, **kw)
 
@@ -960,6 +974,7 @@ class Importer:
         self.known: set[int] = set()
         self.batch_source: Tensor | None = None  # a graph input whose first dimension is N
         self.uncomputed: dict[str, str] = {}  # outputs a rule leaves out -> why
+        self.inference_only: list[str] = []  # nodes that predict but cannot train (trees)
         self.unreadable: dict[str, str] = {}  # initializers of a type graphc cannot hold
         self.types: dict[str, Any] | None = None  # value name -> ONNX TypeProto (elem_type)
         # id() of tensors whose ONNX value merges the batch rows with the next k - 1 axes
@@ -1441,6 +1456,7 @@ class Importer:
             self.model.producer_name,
             all_inputs,
             set(self.bound),
+            list(self.inference_only),
         )
 
     def name_outputs(
@@ -6779,6 +6795,9 @@ from .onnx_import_strided import strided_gathers  # noqa: E402
 
 _CONTROL_OPS = _control_ops()
 
+# scikit-learn's tree ensembles, SVMs and Imputer (graphc/onnx_import_ml.py)
+from .onnx_import_ml import ML_OPS  # noqa: E402
+
 # the quantized operators of graphc/onnx_import_quant.py (QLinear*, *Integer, com.microsoft's)
 from .onnx_import_quant import (  # noqa: E402
     CONTRIB_SCHEMAS,
@@ -7025,6 +7044,7 @@ OPS: dict[str, Rule] = {
     "ai.onnx.ml:ZipMap": Rule(
         _zipmap, ("classlabels_int64s", "classlabels_strings"), domain="ai.onnx.ml"
     ),
+    **ML_OPS,  # graphc/onnx_import_ml.py: tree ensembles, SVMs, Imputer
     **_OPS_ONNXOPS,
     **QUANT_OPS,  # graphc/onnx_import_quant.py: QLinear*, *Integer, DynamicQuantizeLinear
     # Loop, Scan, If, sequences (graphc/onnx_import_control.py)
