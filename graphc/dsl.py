@@ -599,11 +599,13 @@ def reshape(x: Tensor, shape: Iterable) -> Tensor:
     """x [..] with ``shape`` (same elements in the same order). ``shape`` holds ints, "N" (the
     batch dimension, where x has one) and at most one -1, which takes the size that keeps the
     element count, as in numpy.reshape and ONNX Reshape: ``reshape(x, ("N", -1))`` flattens each
-    row.
+    row. A -1 in a shape without "N" of an x with "N" is the batch dimension N when the other
+    sizes take a row's elements (torch's ``x.view(-1, 6)`` of x [N, 2, 3]).
 
     Raises:
-        ShapeError: several -1, a size below -1 or 0, or element counts that cannot match
-            (naming both shapes).
+        ShapeError: several -1, a size below -1 or 0, element counts that cannot match
+            (naming both shapes), or a -1 that would merge the batch with other elements
+            (x [N, 6] to (-1,): N * 6 is no dimension graphc has).
     """
     dims = tuple(shape)
     holes = [i for i, d in enumerate(dims) if isinstance(d, (int, np.integer)) and d == -1]
@@ -618,6 +620,18 @@ def reshape(x: Tensor, shape: Iterable) -> Tensor:
         for d in x.shape:
             if d != "N":
                 per_row *= int(d)
+        if "N" in x.shape and "N" not in dims:
+            # the -1 holds the batch: N when the other sizes take a row's elements exactly
+            # (x [N, 1, 3] to (-1, 3): torch's x.view(-1, 3)); N * k is no graphc dimension
+            if known != per_row:
+                k = per_row // known if known > 0 and per_row % known == 0 else f"{per_row}/{known}"
+                raise ShapeError(
+                    f"reshape of {x.shape} to {dims}: the -1 would be N * {k} "
+                    "(the batch merged with other elements), which graphc's symbolic batch "
+                    "dimension cannot be; keep 'N' in the shape, e.g. ('N', -1)"
+                )
+            dims = dims[: holes[0]] + ("N",) + dims[holes[0] + 1 :]
+            return apply("reshape", x, shape=dims)
         if known <= 0 or per_row % known:
             raise ShapeError(
                 f"reshape of {x.shape} to {dims}: {per_row} elements"

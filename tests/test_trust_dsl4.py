@@ -134,3 +134,33 @@ def test_one_unnamed_sequential_keeps_its_names_and_a_named_one_is_left_alone():
     assert sorted(m.params) == ["model.l0.b", "model.l0.w", "model.l1.b", "model.l1.w"]
     s(gc.input("x2", ("N", 4)))  # a second call keeps its name (shared weights)
     assert s.name == "model" and named.name == "model"
+
+
+def test_a_reshape_whose_minus_one_holds_the_batch_keeps_the_batch(tmp_path):
+    """torch's x.view(-1, 6) (LeNet's flatten) on x [N, 2, 3]: graphc@7d32873 took the -1 as
+    6 / 6 = 1 and failed "cannot reshape f32[N,2,3] to f32[1,6]". The -1 is now N when the
+    given sizes take a row's elements; the model, its gradient and ONNX Runtime agree with
+    numpy float64. N times more (x.view(-1) of [N, 6]) is refused naming the shapes."""
+    x = gc.input("x", ("N", 2, 3))
+    a = gc.reshape(x, (-1, 6))
+    b = gc.reshape(gc.reshape(x, (-1, 1, 2, 3)), (-1, 3, 2))  # size-1 axis in between
+    w = gc.param("rw", (6, 1))
+    out = gc.reshape(a @ w, (-1,))
+    t = gc.input("t", ("N",))
+    m = gc.compile([a, b, out], gc.mean_squared_error(out, t), gc.SGD(0.1), name="rs_batch")
+    xs = np.random.default_rng(8).standard_normal((5, 2, 3)).astype(np.float32)
+    ts = np.ones(5, np.float32)
+    wv = m.params["rw"].astype(np.float64)
+    x64 = xs.astype(np.float64)
+    want = [x64.reshape(-1, 6), x64.reshape(-1, 3, 2), (x64.reshape(-1, 6) @ wv).reshape(-1)]
+    for got, w_ in zip(_vals(m.predict(xs)), want):
+        np.testing.assert_allclose(got, w_, rtol=1e-6, atol=1e-6)
+    g = m.gradients(xs, ts)["rw"]
+    np.testing.assert_allclose(g, 2 * x64.reshape(-1, 6).T @ (want[2] - 1)[:, None] / 5, 1e-5)
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    sess = ort.InferenceSession(m.to_onnx(str(tmp_path / "rs.onnx")))
+    for got, w_ in zip(sess.run(None, {"x": xs[:2]}), want):
+        np.testing.assert_allclose(got, w_[:2], rtol=1e-6, atol=1e-6)
+    with pytest.raises(gc.ShapeError, match=r"the -1 would be N \* 6.*keep 'N'"):
+        gc.reshape(a, (-1,))
