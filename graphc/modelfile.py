@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import numpy as np
+
 from graphc.ir.errors import CheckpointError, GraphcError
 from graphc.ir.text import parse_graph
 from graphc.ir.verify import check_sizes, verify
@@ -178,7 +180,8 @@ def model_from_bytes(data: bytes, options: dict[str, Any]) -> Any:
     """The Model a ``.gcm`` image describes (``Model.__reduce__``: pickle, copy.copy,
     copy.deepcopy): compiled again (a compile-cache hit in the same cache), with its weights,
     optimizer state, step counter and rates, then ``options`` applied: ``threads`` (None: the
-    default), ``seed``, ``check_numerics``, ``history``, ``use_epoch_entry``.
+    default), ``seed``, ``check_numerics``, ``history``, ``use_epoch_entry``,
+    ``output_dtypes`` (output name -> numpy dtype name: an ONNX import's integer outputs).
 
     Raises:
         CheckpointError: the image is not a model file (as load_model).
@@ -206,4 +209,5 @@ def model_from_bytes(data: bytes, options: dict[str, Any]) -> Any:
         checkpoint.load(model, path)
     model.history = options.get("history")
     model.use_epoch_entry = options.get("use_epoch_entry", True)
+    model.output_dtypes = {k: np.dtype(v) for k, v in options.get("output_dtypes", {}).items()}
     return model

@@ -180,9 +180,11 @@ class GraphcRep:
             if any("N" in prog.forward[k].type.shape for k in used):
                 res = self.model.predict(feeds if len(feeds) > 1 else feeds[used[0]])
                 outs = [res] if not isinstance(res, dict) else [res[t.name] for t in imp.outputs]
-            else:  # fixed shapes (no batch dimension): inputs may differ in their first dims
-                outs = self.model._run("infer", self._fixed_feeds(feeds), 1)  # n unused
-        return tuple(np.asarray(o) for o in outs)
+                return tuple(np.asarray(o) for o in outs)  # integer outputs converted
+            # fixed shapes (no batch dimension): inputs may differ in their first dims
+            outs = self.model._run("infer", self._fixed_feeds(feeds), 1)  # n unused
+        # an output the file declares integer or bool in that type, as ONNX Runtime's
+        return tuple(imp.convert_outputs([np.asarray(o) for o in outs]))
 
     def _fixed_feeds(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {}
@@ -302,6 +304,12 @@ def _compare(got: np.ndarray, want: Any, rtol: float, atol: float) -> str | None
         got = got.reshape(want.shape)  # N-batched [N,1] vs [N], masks as float
     if got.shape != want.shape:
         return f"shape {got.shape} != {want.shape}"
+    if want.dtype.kind in "iub":  # an integer or bool output: its type and its exact values
+        if got.dtype != want.dtype:
+            return f"dtype {got.dtype} != {want.dtype}"
+        if not np.array_equal(got, want):
+            return f"values differ ({int((got != want).sum())} of {want.size})"
+        return None
     w = want.astype(np.float64)
     if not np.allclose(got.astype(np.float64), w, rtol=rtol, atol=atol, equal_nan=True):
         err = np.nanmax(np.abs(got - w) / np.maximum(np.abs(w), 1e-30))

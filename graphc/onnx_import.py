@@ -90,10 +90,17 @@ class OnnxImport:
     bound: set[str] = field(default_factory=set)  # inputs bound by ``constants``
     # nodes whose outputs predict but cannot train (ai.onnx.ml tree ensembles, SVMs)
     inference_only: list[str] = field(default_factory=list)
+    # graphc output name -> the numpy dtype ONNX declares for an integer or bool output
+    # (ArgMax's, TopK's indices, a classifier's label): graphc computes it in float32 (whole
+    # numbers, exact below 2**24) and predict returns it converted (``output_dtypes``)
+    output_dtypes: dict[str, np.dtype] = field(default_factory=dict)
 
     def compile(self, loss: Tensor | None = None, optimizer: Any = None, **kw: Any) -> Any:
         """``gc.compile(self.outputs, loss, optimizer, name=self.name, **kw)``; the model's
-        parameters and constants hold the file's values.
+        parameters and constants hold the file's values, and its ``predict`` returns each
+        output the file declares integer or bool in that type (``output_dtypes``: int64 for
+        ArgMax, TopK's indices or a classifier's label, as ONNX Runtime returns them; the
+        float outputs stay float32).
 
         Raises:
             OnnxError: a loss or an optimizer for a model with an inference-only node
@@ -109,7 +116,19 @@ class OnnxImport:
                 "with; compile without loss and optimizer to predict"
             )
         kw.setdefault("name", self.name)
-        return gc_compile(self.outputs, loss, optimizer, **kw)
+        model = gc_compile(self.outputs, loss, optimizer, **kw)
+        model.output_dtypes = dict(self.output_dtypes)
+        return model
+
+    def convert_outputs(self, outs: list[np.ndarray]) -> list[np.ndarray]:
+        """``outs`` (float32, one per ``self.outputs``) with each integer or bool output in
+        the type the file declares (``output_dtypes``; runtime.model.as_declared)."""
+        from graphc.runtime.model import as_declared
+
+        return [
+            as_declared(a, self.output_dtypes[t.name]) if t.name in self.output_dtypes else a
+            for t, a in zip(self.outputs, outs)
+        ]
 
 
 # ---------------------------------------------------------------- loading and checking files
@@ -1457,7 +1476,22 @@ class Importer:
             all_inputs,
             set(self.bound),
             list(self.inference_only),
+            self.declared_dtypes(want, outs),
         )
+
+    def declared_dtypes(self, names: list[str], outs: list[Tensor]) -> dict[str, np.dtype]:
+        """graphc output name -> numpy dtype of each output the graph declares integer or bool
+        (OnnxImport.output_dtypes)."""
+        declared = {
+            o.name: o.type.tensor_type.elem_type
+            for o in self.graph.output
+            if o.type.HasField("tensor_type")
+        }
+        return {
+            t.name: np.dtype(_NP_OF[declared[name]])
+            for name, t in zip(names, outs)
+            if declared.get(name) in INTEGER_TYPES
+        }
 
     def name_outputs(
         self, names: list[str], outs: list[Tensor], input_names: dict[str, str]

@@ -115,6 +115,24 @@ def row_split(schedules: dict[str, Any]) -> dict[str, bool]:
 EXPORTERS: dict[str, Callable[..., Any]] = {}
 
 
+def as_declared(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """A float32 array of whole numbers (an ONNX import's integer output, computed by graphc
+    in float32, where its integer casts already wrapped or saturated as ONNX Runtime's: exact
+    below 2**24) in ``dtype``: bool as a != 0; an integer type as the value, or the type's
+    bound where float32's rounding carried it past (2**32 - 1 of uint32 is held as 2**32)."""
+    a = np.asarray(a)
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return a != 0
+    info = np.iinfo(dtype)
+    f = a.astype(np.float64)
+    hi, lo = f >= float(info.max), f <= float(info.min)
+    out = np.where(hi | lo | np.isnan(f), 0.0, f).astype(dtype)
+    out[hi] = info.max
+    out[lo] = info.min
+    return out
+
+
 def _check_empty_outputs(e: Any, names: list[str]) -> None:
     """predict on 0 rows gives empty outputs (as Keras and PyTorch) when every output has N
     first; one computed over the batch (a sum over rows) has no value without rows.
@@ -273,6 +291,10 @@ class Model:
         self._infer = self.entries.get("infer")
         self._infer_pair: tuple = (None, None)  # predict's last (x, out) found not overlapping
         self._lr_arrays: dict[Any, np.ndarray] = {}  # lr as each entry's 0-d input, by dtype
+        # output name -> the dtype predict returns it in (as_declared): an ONNX import's
+        # integer and bool outputs, computed as float32 whole numbers (graphc.onnx_import sets
+        # it); a model with any takes predict's checked path
+        self.output_dtypes: dict[str, np.dtype] = {}
         for e in self.entries.values():
             for name, t in zip(e.sched.input_slots, e.in_types):
                 if name == "lr":
@@ -633,7 +655,7 @@ class Model:
 
     def __reduce__(self) -> tuple:
         """Pickle (and copy.deepcopy) as the model file's bytes plus the run-time settings
-        (threads if chosen, seed, check_numerics, history): unpickling compiles the network again
+        (threads if chosen, seed, check_numerics, history, output_dtypes): unpickling compiles the network again
         (a compile-cache hit when the cache is shared, e.g. a 'spawn' / forkserver worker on
         the same machine) into a model with its own parameters, optimizer state, step counter
         and learning rates, independent of this one.
@@ -649,6 +671,7 @@ class Model:
                 "check_numerics": bool(getattr(self.program, "check_numerics", False)),
                 "history": self.history,
                 "use_epoch_entry": self.use_epoch_entry,
+                "output_dtypes": {k: v.str for k, v in self.output_dtypes.items()},
             }
         return (_exporter("rebuild"), (data, options))
 
@@ -1099,7 +1122,17 @@ class Model:
     ) -> np.ndarray | dict[str, np.ndarray]:
         """predict's checked path; remembers ``key`` (the layout of x and out, None when they
         are not arrays) for a single-input single-output call whose arrays went to the native
-        code as they are (predict's fast path)."""
+        code as they are (predict's fast path). A model with ``output_dtypes`` never takes
+        the fast path (no layout is remembered): its outputs are converted after the call."""
+        if self.output_dtypes:
+            self._layouts.clear()
+            return self._predict_declared(x, batch_size, out)
+        return self._predict_float(x, batch_size, out, key)
+
+    def _predict_float(
+        self, x: Any, batch_size: int, out: Any, key: tuple | None
+    ) -> np.ndarray | dict[str, np.ndarray]:
+        """predict's checked path, every output as the native code computes it."""
         prog = self.program
         e = self.entries["infer"]
         one = len(prog.feature_inputs) == 1 and len(e.out_types) == 1
@@ -1119,6 +1152,35 @@ class Model:
         ):
             self._layouts[key] = n
         return outs[0] if len(outs) == 1 else dict(zip(self.program.outputs, outs))
+
+    def _predict_declared(
+        self, x: Any, batch_size: int, out: Any
+    ) -> np.ndarray | dict[str, np.ndarray]:
+        """predict for a model with ``output_dtypes``: the outputs computed in float32, then
+        each named one converted (as_declared); ``out`` (an array or a dict, as predict's)
+        receives them, each of the output's returned dtype and shape (else ArgumentError)."""
+        names, dtypes = self.program.outputs, self.output_dtypes
+        res = self._predict_float(x, batch_size, None, None)
+        got = [res] if len(names) == 1 else [res[k] for k in names]
+        got = [as_declared(a, dtypes[k]) if k in dtypes else a for k, a in zip(names, got)]
+        if out is not None:
+            dest = [out] if len(names) == 1 and not isinstance(out, dict) else None
+            if dest is None:
+                if not isinstance(out, dict) or set(out) != set(names):
+                    raise ArgumentError(
+                        f"predict: out must be a dict with the outputs {names}, got "
+                        f"{sorted(out) if isinstance(out, dict) else type(out).__name__}"
+                    )
+                dest = [out[k] for k in names]
+            for k, d, a in zip(names, dest, got):
+                if not isinstance(d, np.ndarray) or d.dtype != a.dtype or d.shape != a.shape:
+                    raise ArgumentError(
+                        f"predict: out for {k!r} must be a {a.dtype} array of shape {a.shape}, "
+                        f"got {getattr(d, 'dtype', type(d).__name__)} {getattr(d, 'shape', '')}"
+                    )
+                d[...] = a
+            got = dest
+        return got[0] if len(got) == 1 else dict(zip(names, got))
 
     def _outputs_for(
         self, e: Entry, n: int, out: Any, feeds: dict[str, np.ndarray]

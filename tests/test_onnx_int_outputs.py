@@ -1,0 +1,135 @@
+"""Integer and bool graph outputs of an imported ONNX model come back in the type the file
+declares (int64 labels, TopK's indices, a comparison's bool, a cast to uint8), exact, as ONNX
+Runtime returns them; the float outputs stay float32. graphc computes them in float32 (whole
+numbers); before, predict returned them as float32 arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper
+
+import graphc as gc
+from graphc.ir.errors import ArgumentError
+from graphc.onnx_backend import GraphcRep
+
+
+def _head(opset: int = 17) -> onnx.ModelProto:
+    """x [N, 6] -> logits (MatMul + Add) -> probabilities (Softmax), label (ArgMax, int64),
+    top2 indices (TopK, int64), positive (Greater, bool), bucket (Cast to uint8 of 3 * x0)."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((6, 5)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["xw"]),
+        helper.make_node("Add", ["xw", "b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
+        helper.make_node("TopK", ["logits", "k"], ["top_v", "top_i"], axis=1),
+        helper.make_node("Greater", ["logits", "zero"], ["positive"]),
+        helper.make_node("Mul", ["x", "three"], ["x3"]),
+        helper.make_node("Relu", ["x3"], ["x3r"]),
+        helper.make_node("Cast", ["x3r"], ["bucket"], to=TensorProto.UINT8),
+    ]
+    inits = [
+        numpy_helper.from_array(w, "w"),
+        numpy_helper.from_array(b, "b"),
+        numpy_helper.from_array(np.array([2], np.int64), "k"),
+        numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        numpy_helper.from_array(np.array(3.0, np.float32), "three"),
+    ]
+    outs = [
+        helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 5]),
+        helper.make_tensor_value_info("label", TensorProto.INT64, ["N"]),
+        helper.make_tensor_value_info("top_i", TensorProto.INT64, ["N", 2]),
+        helper.make_tensor_value_info("positive", TensorProto.BOOL, ["N", 5]),
+        helper.make_tensor_value_info("bucket", TensorProto.UINT8, ["N", 6]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "head",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        outs,
+        inits,
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _ref(m: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in m.graph.output]
+    return dict(zip(names, sess.run(None, {"x": x})))
+
+
+def _x(n: int, seed: int = 1) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal((n, 6)) * 3).astype(np.float32)
+
+
+@pytest.mark.parametrize("n", [1, 7, 300])
+def test_predict_returns_the_declared_integer_and_bool_types(n: int) -> None:
+    m = _head()
+    x = _x(n)
+    want = _ref(m, x)
+    model = gc.from_onnx(m).compile()
+    got = model.predict(x, batch_size=128)  # 300 rows: three native calls
+    for k, w in want.items():
+        assert got[k].dtype == w.dtype, (k, got[k].dtype, w.dtype)
+        if w.dtype == np.float32:
+            np.testing.assert_allclose(got[k], w, rtol=1e-5, atol=1e-6)
+        else:
+            np.testing.assert_array_equal(got[k], w)
+    again = model.predict(x)  # a second call (no fast path keeps float32)
+    assert again["label"].dtype == np.int64 and again["positive"].dtype == np.bool_
+
+
+def test_one_integer_output_and_out_arrays() -> None:
+    m = _head()
+    x = _x(5, seed=2)
+    want = _ref(m, x)
+    label_only = gc.from_onnx(m, outputs=["label"]).compile()
+    got = label_only.predict(x)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, want["label"])
+    assert label_only.predict(x).dtype == np.int64  # the single-array path, twice
+    out = np.zeros(5, np.int64)
+    assert label_only.predict(x, out=out) is out
+    np.testing.assert_array_equal(out, want["label"])
+    with pytest.raises(ArgumentError, match="'label' must be a int64 array"):
+        label_only.predict(x, out=np.zeros(5, np.float32))
+    full = gc.from_onnx(m).compile()
+    outs = {k: np.empty_like(v) for k, v in want.items()}
+    res = full.predict(x, out=outs)
+    for k, w in want.items():
+        assert res[k] is outs[k]
+        np.testing.assert_array_equal(outs[k] if w.dtype != np.float32 else w, w)
+
+
+@pytest.mark.parametrize("mode", ["interpret", "compile"])
+def test_backend_rep_returns_the_declared_types(mode: str) -> None:
+    m = _head()
+    x = _x(4, seed=3)
+    want = _ref(m, x)
+    got = GraphcRep(m, mode=mode).run([x])
+    for (k, w), g in zip(want.items(), got):
+        assert g.dtype == w.dtype, (mode, k)
+        if w.dtype != np.float32:
+            np.testing.assert_array_equal(g, w)
+
+
+def test_a_pickled_model_keeps_the_declared_types() -> None:
+    import copy
+    import pickle
+
+    m = _head()
+    x = _x(3, seed=4)
+    want = _ref(m, x)
+    model = gc.from_onnx(m).compile()
+    for other in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        got = other.predict(x)
+        assert got["bucket"].dtype == np.uint8
+        np.testing.assert_array_equal(got["label"], want["label"])
+        assert got["label"].dtype == np.int64
