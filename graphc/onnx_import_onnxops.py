@@ -822,10 +822,18 @@ def _scatter_nd_rows_computed(cx: NodeContext, red: str) -> list[Value]:
     flat = None
     for c, col in enumerate(cols):
         cx.imp.integral.add(id(col))
-        cx.imp.lookups.append((col, (0, sample[c] - 1), cx.where()))
+        size = sample[c]
+        cx.imp.lookups.append((col, (-size, size - 1), cx.where()))
+        # a negative position counts from the end, as ONNX Runtime's
+        col = dsl.apply("where", dsl.apply("less", col, dsl.const(0.0)), col + float(size), col)
         term = col * float(math.prod(sample[c + 1 : q]))
         flat = term if flat is None else flat + term
     assert flat is not None
+    if k <= MAX_SCATTER_TUPLES and k * slices * inner <= MAX_SCATTER_WORK:
+        out = _scatter_slices(
+            cx, _reshape(cx, x, ("N", slices, inner)), flat, _reshape(cx, u, ("N", k, inner)), red
+        )
+        return [_reshape(cx, out, ("N", *sample))]
     zeros = cx.imp.constant_tensor(
         f"scatter_nd_zeros_{inner}", np.zeros((1, 1, inner), np.float32), cx, False
     )
@@ -835,6 +843,34 @@ def _scatter_nd_rows_computed(cx: NodeContext, red: str) -> list[Value]:
         cx, _reshape(cx, x, ("N", slices, inner)), idx, _reshape(cx, u, ("N", k, inner)), 1, red
     )
     return [_reshape(cx, out, ("N", *sample))]
+
+
+MAX_SCATTER_TUPLES = 256  # index tuples per sample _scatter_slices writes one by one
+MAX_SCATTER_WORK = 1 << 24  # tuples x data elements per sample it selects over
+
+
+def _scatter_slices(cx: NodeContext, x: Tensor, flat: Tensor, u: Tensor, red: str) -> Tensor:
+    """Each sample's slices x [N, S, inner] written by k index tuples at computed slice
+    positions flat [N, k] (whole numbers in 0 .. S - 1) with updates u [N, k, inner], one
+    tuple after the other as ONNX Runtime applies them (the last write wins where two tuples
+    are equal; add / mul / max / min combine with what is there): a tuple's position is
+    compared with the S slice positions only, and the slice it names is selected whole
+    (where), k x S comparisons and k selections over the data per sample, so that a KV cache
+    of 8 heads x 128 steps x 64 written at one step (k = 8, S = 1024) imports."""
+    slices = int(x.shape[1])
+    pos = cx.imp.constant_tensor(
+        f"scatter_slice_positions_{slices}",
+        np.arange(slices, dtype=np.float32).reshape(1, slices, 1),
+        cx,
+        False,
+    )
+    out = x
+    for j in range(int(flat.shape[1])):
+        at = dsl.apply("slice", flat, axes=(1,), starts=(j,), ends=(j + 1,))
+        hit = dsl.apply("equal", _reshape(cx, at, ("N", 1, 1)), pos)  # [N, S, 1]
+        v = dsl.apply("slice", u, axes=(1,), starts=(j,), ends=(j + 1,))  # [N, 1, inner]
+        out = dsl.apply("where", hit, v if red == "none" else _combine(red, out, v), out)
+    return out
 
 
 # ---------------------------------------------------------------- GridSample

@@ -1,10 +1,13 @@
 """torch's index_put on a batched tensor at positions read from an int64 input (a cache written
-at time step ``pos``: ``c[:, :, pos] = k``; a step per row: ``y[arange(N), pos] = v``), torch
+at time step ``pos``: ``c[:, :, pos] = k``; a step per row: ``y[arange(N), pos] = v``; two
+steps per row, equal ones too, written or added: ``index_put_(.., accumulate=True)``), torch
 2.13's TorchScript export (tests/data/onnx/scatter_pos_ts_*_17.onnx): ScatterND whose index
-tuples are each sample's row and positions computed from the input. Against ONNX Runtime;
-a position outside its axis is refused at run time naming the input and the row (ONNX Runtime
-raises too; a negative one, which ONNX Runtime counts from the end, is refused as well).
-Before, the import refused ('pos' read as an integer by the ScatterND)."""
+tuples are each sample's row and positions computed from the input. Against ONNX Runtime; a
+negative position counts from the end, as ONNX Runtime's; one outside -size .. size - 1 is
+refused at run time naming the input, the row and the node (ONNX Runtime raises too). A
+realistic KV cache (8 heads x 128 steps x 64, one step written) imports: each index tuple is
+compared with the slice positions only and selects a whole slice (refused before: 524,288
+comparisons per sample)."""
 
 from __future__ import annotations
 
@@ -34,21 +37,45 @@ def test_cache_written_at_an_input_position() -> None:
     rng = np.random.default_rng(0)
     cache = rng.standard_normal((3, 2, 6, 4)).astype(np.float32)
     k = rng.standard_normal((3, 2, 1, 4)).astype(np.float32)
-    feeds = [{"cache": cache, "k": k, "pos": np.array([p], np.int64)} for p in (0, 3, 5)]
+    feeds = [{"cache": cache, "k": k, "pos": np.array([p], np.int64)} for p in (0, 3, 5, -1, -6)]
     cm = _check("cache", feeds)
-    for bad in (6, -1):
-        with pytest.raises(gc.ArgumentError, match=rf"'pos': row 0 holds {bad}"):
+    for bad in (6, -7):
+        with pytest.raises(gc.ArgumentError, match=rf"'pos': row 0 holds {bad}.*ScatterND"):
             cm.predict({"cache": cache, "k": k, "pos": np.array([bad], np.int64)})
+
+
+def test_kv_cache_of_realistic_size_written_at_one_step() -> None:
+    rng = np.random.default_rng(3)
+    cache = rng.standard_normal((2, 8, 128, 64)).astype(np.float32)
+    k = rng.standard_normal((2, 8, 1, 64)).astype(np.float32)
+    k[1, 3, 0, :3] = [np.inf, -np.inf, np.nan]  # copied as they are, nothing else touched
+    steps = (0, 77, 127, -1, -128)
+    cm = _check("kv", [{"cache": cache, "k": k, "pos": np.array([p], np.int64)} for p in steps])
+    for bad in (128, -129):
+        with pytest.raises(gc.ArgumentError, match=rf"'pos': row 0 holds {bad}.*ScatterND"):
+            cm.predict({"cache": cache, "k": k, "pos": np.array([bad], np.int64)})
+
+
+@pytest.mark.parametrize("name", ["two", "acc"])
+def test_two_steps_per_row_written_or_added(name: str) -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 5, 3)).astype(np.float32)
+    v = rng.standard_normal((4, 2, 3)).astype(np.float32)
+    pos = ([[1, 4], [0, 0], [3, -2], [-1, 4]], [[2, 2], [4, -1], [0, 1], [-5, 0]])
+    cm = _check(name, [{"x": x, "v": v, "pos": np.array(p, np.int64)} for p in pos])
+    with pytest.raises(gc.ArgumentError, match=r"'pos': row 3 holds -6"):
+        cm.predict({"x": x, "v": v, "pos": np.array([[0, 1]] * 3 + [[-6, 0]], np.int64)})
 
 
 def test_a_step_per_row_at_input_positions() -> None:
     rng = np.random.default_rng(1)
     x = rng.standard_normal((4, 5, 3)).astype(np.float32)
     v = rng.standard_normal((4, 3)).astype(np.float32)
-    pos = ([1, 4, 0, 2], [0, 0, 4, 4])
+    pos = ([1, 4, 0, 2], [0, 0, 4, 4], [-1, -5, 3, -2])
     cm = _check("rows", [{"x": x, "v": v, "pos": np.array(p, np.int64)} for p in pos])
-    with pytest.raises(gc.ArgumentError, match=r"'pos': row 2 holds 5"):
-        cm.predict({"x": x, "v": v, "pos": np.array([1, 2, 5, 0], np.int64)})
+    for bad in (5, -6):
+        with pytest.raises(gc.ArgumentError, match=rf"'pos': row 2 holds {bad}"):
+            cm.predict({"x": x, "v": v, "pos": np.array([1, 2, bad, 0], np.int64)})
 
 
 def test_gradient_through_the_computed_scatter() -> None:

@@ -32,21 +32,44 @@ class Rows(torch.nn.Module):
         return y + 0.0
 
 
+class Two(torch.nn.Module):
+    """x [N, T, C]: in each row n the steps pos[n] ([N, 2], equal ones too) take v [N, 2, C]."""
+
+    def forward(self, x, v, pos):
+        y = x.clone()
+        y[torch.arange(x.shape[0]).unsqueeze(1), pos] = v
+        return y + 0.0
+
+
+class Acc(Two):
+    """As Two, the updates added (index_put_ with accumulate=True: ScatterND reduction add)."""
+
+    def forward(self, x, v, pos):
+        y = x.clone()
+        y.index_put_((torch.arange(x.shape[0]).unsqueeze(1), pos), v, accumulate=True)
+        return y + 0.0
+
+
+TWO = (torch.randn(2, 5, 3), torch.randn(2, 2, 3), torch.tensor([[1, 4], [0, 0]]))
 CASES = {
     "cache": (Cache(), (torch.randn(2, 2, 6, 4), torch.randn(2, 2, 1, 4), torch.tensor([3])), {}),
+    # a realistic KV cache: 8 heads x 128 steps x 64, one step written
+    "kv": (Cache(), (torch.randn(2, 8, 128, 64), torch.randn(2, 8, 1, 64), torch.tensor([3])), {}),
     "rows": (
         Rows(),
         (torch.randn(2, 5, 3), torch.randn(2, 3), torch.tensor([1, 4])),
         {"pos": {0: "N"}, "v": {0: "N"}},
     ),
+    "two": (Two(), TWO, {"pos": {0: "N"}, "v": {0: "N"}}),
+    "acc": (Acc(), TWO, {"pos": {0: "N"}, "v": {0: "N"}}),
 }
 
 if __name__ == "__main__":
     for name, (m, args, dyn) in CASES.items():
         path = os.path.join(HERE, f"scatter_pos_ts_{name}_17.onnx")
-        names = ["cache", "k", "pos"] if name == "cache" else ["x", "v", "pos"]
+        names = ["cache", "k", "pos"] if name in ("cache", "kv") else ["x", "v", "pos"]
         axes = {names[0]: {0: "N"}, "y": {0: "N"}, **dyn}
-        if name == "cache":
+        if name in ("cache", "kv"):
             axes["k"] = {0: "N"}
         torch.onnx.export(
             m,
