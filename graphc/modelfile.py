@@ -181,7 +181,8 @@ def model_from_bytes(data: bytes, options: dict[str, Any]) -> Any:
     copy.deepcopy): compiled again (a compile-cache hit in the same cache), with its weights,
     optimizer state, step counter and rates, then ``options`` applied: ``threads`` (None: the
     default), ``seed``, ``check_numerics``, ``history``, ``use_epoch_entry``,
-    ``output_dtypes`` (output name -> numpy dtype name: an ONNX import's integer outputs).
+    ``output_dtypes`` (output name -> numpy dtype name: an ONNX import's integer outputs),
+    ``output_row_terms``.
 
     Raises:
         CheckpointError: the image is not a model file (as load_model).
@@ -210,4 +211,5 @@ def model_from_bytes(data: bytes, options: dict[str, Any]) -> Any:
     model.history = options.get("history")
     model.use_epoch_entry = options.get("use_epoch_entry", True)
     model.output_dtypes = {k: np.dtype(v) for k, v in options.get("output_dtypes", {}).items()}
+    model.output_row_terms = dict(options.get("output_row_terms", {}))
     return model

@@ -94,6 +94,9 @@ class OnnxImport:
     # (ArgMax's, TopK's indices, a classifier's label): graphc computes it in float32 (whole
     # numbers, exact below 2**24) and predict returns it converted (``output_dtypes``)
     output_dtypes: dict[str, np.dtype] = field(default_factory=dict)
+    # graphc output name -> f: the output's row n is the graph's value + n * f, added in int64
+    # after the native call (MaxPool's Indices (n * C + c) * P + p: f = C * P)
+    output_row_terms: dict[str, int] = field(default_factory=dict)
 
     def compile(self, loss: Tensor | None = None, optimizer: Any = None, **kw: Any) -> Any:
         """``gc.compile(self.outputs, loss, optimizer, name=self.name, **kw)``; the model's
@@ -118,6 +121,7 @@ class OnnxImport:
         kw.setdefault("name", self.name)
         model = gc_compile(self.outputs, loss, optimizer, **kw)
         model.output_dtypes = dict(self.output_dtypes)
+        model.output_row_terms = dict(self.output_row_terms)
         return model
 
     def convert_outputs(self, outs: list[np.ndarray]) -> list[np.ndarray]:
@@ -126,7 +130,9 @@ class OnnxImport:
         from graphc.runtime.model import as_declared
 
         return [
-            as_declared(a, self.output_dtypes[t.name]) if t.name in self.output_dtypes else a
+            as_declared(a, self.output_dtypes[t.name], self.output_row_terms.get(t.name, 0))
+            if t.name in self.output_dtypes
+            else a
             for t, a in zip(self.outputs, outs)
         ]
 
@@ -986,6 +992,7 @@ class Importer:
         self.integer_refusal = ""  # why integer_input_use found no use graphc can mirror
         self.scoped: onnx_import_control.ScopedUses | None = None  # (integer_input_use)
         self.plane_indices: dict[int, onnx_import_pool.PlaneIndices] = {}  # MaxPool's Indices
+        self.row_terms: dict[str, int] = {}  # ONNX output name -> OnnxImport.output_row_terms
         self.default_constants: set[str] = set()  # constants unless named in trainable=
         self.taken: set[str] = set()
         self.output_set: set[str] = set()
@@ -1435,12 +1442,8 @@ class Importer:
                     "(OptionalGetElement of it is one)"
                 )
             if isinstance(v, Tensor) and id(v) in self.plane_indices:
-                raise OnnxError(
-                    f"{self.where}: output {name!r} holds MaxPool's Indices, the flat positions "
-                    "(n * C + c) * P + p, whose batch row n graphc does not compute (see "
-                    "graphc.onnx_import_pool); torch's per-plane indices (the Indices less those "
-                    "of a 1x1 MaxPool) are an output graphc gives"
-                )
+                # MaxPool's Indices: c * P + p here, n * C * P added by predict
+                v, self.row_terms[name] = onnx_import_pool.indices_output(self, name, v, self.where)
             if not isinstance(v, Tensor):
                 others = [
                     n
@@ -1477,16 +1480,18 @@ class Importer:
             set(self.bound),
             list(self.inference_only),
             self.declared_dtypes(want, outs),
+            {out_names[k]: f for k, f in self.row_terms.items()},
         )
 
     def declared_dtypes(self, names: list[str], outs: list[Tensor]) -> dict[str, np.dtype]:
         """graphc output name -> numpy dtype of each output the graph declares integer or bool
-        (OnnxImport.output_dtypes)."""
+        (OnnxImport.output_dtypes; MaxPool's Indices int64 where the file gives no type)."""
         declared = {
             o.name: o.type.tensor_type.elem_type
             for o in self.graph.output
             if o.type.HasField("tensor_type")
         }
+        declared.update({k: 7 for k in self.row_terms if declared.get(k) not in INTEGER_TYPES})
         return {
             t.name: np.dtype(_NP_OF[declared[name]])
             for name, t in zip(names, outs)

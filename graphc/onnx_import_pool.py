@@ -27,6 +27,9 @@ the row term is never read alone:
   geometries compare every index with every output position (at most
   ``onnx_import.MAX_GATHER_ELEMENTS`` pairs per sample).
 
+- a graph output (``indices_output``): c * P + p computed, n * C * P added by predict in
+  int64 (``OnnxImport.output_row_terms``).
+
 Any other reader of Indices is refused naming the node and the reason; so is a MaxUnpool whose
 indices are not a MaxPool's of this graph (their row term would be data graphc cannot read
 per row), or whose output plane differs from the pool's input plane (the flat positions
@@ -67,6 +70,37 @@ class PlaneIndices:
     @property
     def plane(self) -> int:
         return math.prod(self.spatial)
+
+
+MAX_OUTPUT_PLANE_TERM = 1 << 24  # C * P: the per-sample part c * P + p exact in float32
+
+
+def indices_output(imp: Any, name: str, v: Tensor, where: str) -> tuple[Tensor, int]:
+    """MaxPool's Indices as a graph output: the per-sample part c * P + p (computed here: the
+    plane positions plus a constant per channel) and the row term's factor C * P, which
+    predict adds as n * C * P in int64 after the native call (``OnnxImport.output_row_terms``),
+    so the flat positions (n * C + c) * P + p come back exact for any batch size.
+
+    Raises:
+        OnnxError: C * P of 2**24 or more (c * P + p would round in float32), naming the output.
+    """
+    from .onnx_import import OnnxError, _fmt
+
+    mark: PlaneIndices = imp.plane_indices[id(v)]
+    span = mark.channels * mark.plane
+    if span > MAX_OUTPUT_PLANE_TERM or len(v.shape) < 2 or v.shape[1] != mark.channels:
+        raise OnnxError(
+            f"{where}: output {name!r} holds MaxPool's Indices of {_fmt(v.shape)} with C * P = "
+            f"{span}: graphc gives them as an output where the channels lead the sample's axes "
+            f"and C * P is below {MAX_OUTPUT_PLANE_TERM} (exact in float32)"
+        )
+    c = np.arange(mark.channels, dtype=np.float32) * float(mark.plane)
+    term = c.reshape((1, mark.channels) + (1,) * (len(v.shape) - 2))
+    # (a small float array: constant_tensor's refusals, which need a node, cannot arise)
+    const = imp.constant_tensor(f"maxpool_channel_terms_{span}", term, None, False)
+    out = v + const
+    imp.integral.add(id(out))
+    return out, span
 
 
 def plane_positions(idx: list[np.ndarray], spatial: tuple[int, ...], order: int) -> np.ndarray:

@@ -115,11 +115,13 @@ def row_split(schedules: dict[str, Any]) -> dict[str, bool]:
 EXPORTERS: dict[str, Callable[..., Any]] = {}
 
 
-def as_declared(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+def as_declared(a: np.ndarray, dtype: np.dtype, row_term: int = 0) -> np.ndarray:
     """A float32 array of whole numbers (an ONNX import's integer output, computed by graphc
     in float32, where its integer casts already wrapped or saturated as ONNX Runtime's: exact
     below 2**24) in ``dtype``: bool as a != 0; an integer type as the value, or the type's
-    bound where float32's rounding carried it past (2**32 - 1 of uint32 is held as 2**32)."""
+    bound where float32's rounding carried it past (2**32 - 1 of uint32 is held as 2**32);
+    then, with ``row_term`` f, row n (a's first axis) plus n * f, in int64 (MaxPool's Indices:
+    (n * C + c) * P + p of the c * P + p the graph computes)."""
     a = np.asarray(a)
     dtype = np.dtype(dtype)
     if dtype == np.bool_:
@@ -130,6 +132,9 @@ def as_declared(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     out = np.where(hi | lo | np.isnan(f), 0.0, f).astype(dtype)
     out[hi] = info.max
     out[lo] = info.min
+    if row_term and out.ndim:
+        rows = np.arange(out.shape[0], dtype=np.int64) * row_term
+        out = (out + rows.reshape((-1,) + (1,) * (out.ndim - 1))).astype(dtype)
     return out
 
 
@@ -295,6 +300,7 @@ class Model:
         # integer and bool outputs, computed as float32 whole numbers (graphc.onnx_import sets
         # it); a model with any takes predict's checked path
         self.output_dtypes: dict[str, np.dtype] = {}
+        self.output_row_terms: dict[str, int] = {}  # name -> f: row n gets + n * f (as_declared)
         for e in self.entries.values():
             for name, t in zip(e.sched.input_slots, e.in_types):
                 if name == "lr":
@@ -672,6 +678,7 @@ class Model:
                 "history": self.history,
                 "use_epoch_entry": self.use_epoch_entry,
                 "output_dtypes": {k: v.str for k, v in self.output_dtypes.items()},
+                "output_row_terms": dict(self.output_row_terms),
             }
         return (_exporter("rebuild"), (data, options))
 
@@ -1162,7 +1169,11 @@ class Model:
         names, dtypes = self.program.outputs, self.output_dtypes
         res = self._predict_float(x, batch_size, None, None)
         got = [res] if len(names) == 1 else [res[k] for k in names]
-        got = [as_declared(a, dtypes[k]) if k in dtypes else a for k, a in zip(names, got)]
+        terms = self.output_row_terms
+        got = [
+            as_declared(a, dtypes[k], terms.get(k, 0)) if k in dtypes else a
+            for k, a in zip(names, got)
+        ]
         if out is not None:
             dest = [out] if len(names) == 1 and not isinstance(out, dict) else None
             if dest is None:

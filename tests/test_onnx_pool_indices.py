@@ -138,11 +138,53 @@ def test_refusals_name_the_node_and_the_reason() -> None:
     m = make_model([pool, N("Cast", ["i"], ["f"], to=1, name="c")], [("x", ["N", 1, 4, 4])], ["f"])
     with pytest.raises(gc.OnnxError, match=r"node 1 'c' \(Cast.*batch row n"):
         gc.from_onnx(m)
-    m = make_model([pool], [("x", ["N", 1, 4, 4])], ["y", "i"])
-    with pytest.raises(gc.OnnxError, match=r"output 'i' holds MaxPool's Indices"):
+    m = make_model([pool], [("x", ["N", 2000, 100, 100])], ["y", "i"])  # C * P past 2**24
+    with pytest.raises(gc.OnnxError, match=r"output 'i' holds MaxPool's Indices.*C \* P"):
         gc.from_onnx(m)
     un = N("MaxUnpool", ["x", "j"], ["u"], kernel_shape=[2, 2], strides=[2, 2], name="un")
     j = numpy_helper.from_array(np.array([[[[0, 3], [9, 14]]]], np.int64), "j")
     m = make_model([un], [("x", ["N", 1, 2, 2])], ["u"], [j])
     with pytest.raises(gc.OnnxError, match=r"'un' \(MaxUnpool.*not a MaxPool's Indices output"):
         gc.from_onnx(m)
+
+
+@pytest.mark.parametrize(
+    "spatial, kw",
+    [
+        ((6, 8), dict(kernel_shape=[2, 2], strides=[2, 2])),
+        ((7, 6), dict(kernel_shape=[3, 3], strides=[2, 1], pads=[1, 1, 1, 1], storage_order=1)),
+        ((9,), dict(kernel_shape=[3], strides=[2], ceil_mode=1)),
+        ((4, 4, 6), dict(kernel_shape=[2, 2, 3], strides=[2, 2, 3])),
+    ],
+)
+def test_indices_as_a_graph_output_are_onnxruntime_s(spatial, kw) -> None:
+    """MaxPool's Indices, the flat positions (n * C + c) * P + p, as a graph output: int64 and
+    equal to ONNX Runtime's for every row (predict in blocks of 2 rows: the row term counts
+    from the first row of the whole call), ties included; the maxima as before."""
+    from onnx import TensorProto
+
+    pool = N("MaxPool", ["x"], ["y", "i"], **kw)
+    g = helper.make_graph(
+        [pool],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, *spatial])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("i", TensorProto.INT64, None),
+        ],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    rng = np.random.default_rng(7)
+    model = gc.from_onnx(m).compile()
+    for x in (rng.standard_normal((5, 3, *spatial)), _ties(rng.standard_normal((4, 3, *spatial)))):
+        x = x.astype(np.float32)
+        want = _ort(m, {"x": x})
+        got = model.predict(x, batch_size=2)
+        np.testing.assert_allclose(got["y"], want[0], rtol=1e-6, atol=1e-6)
+        assert got["i"].dtype == np.int64
+        np.testing.assert_array_equal(got["i"], want[1])
+    import pickle
+
+    again = pickle.loads(pickle.dumps(model)).predict(x)  # the row term travels with it
+    np.testing.assert_array_equal(again["i"], want[1])
