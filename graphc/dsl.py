@@ -13,6 +13,7 @@ import functools
 import hashlib
 import inspect
 import itertools
+import math
 import os
 import sys
 import warnings
@@ -825,6 +826,10 @@ def dense(
 ) -> Tensor:
     """A fully connected layer: ``activation(x @ W + b)`` with W [in, units], b [units].
 
+    x is [N, in], or of higher rank [..., in] (Keras's Dense, torch's Linear): W acts on the
+    last axis at every position of the others, [N, T, in] -> [N, T, units] (a Dense after
+    ``lstm(..., return_sequences=True)``); see ``_last_axis_matmul``.
+
     W is initialized with He uniform before relu and Glorot uniform otherwise (unless ``init``);
     b with zeros. Params are named ``NAME.w`` and ``NAME.b``. ``activation``: a name in
     ``graphc.dsl.ACTIVATIONS`` ("relu", "tanh", "sigmoid", "gelu", "silu", "leaky_relu", ...;
@@ -833,25 +838,62 @@ def dense(
     (see ``param``).
 
     Raises:
-        ShapeError: x is not 2-D, or units is not a positive int.
+        ShapeError: x of rank < 2 or with a symbolic last axis, N elsewhere than first, more
+            than MAX_DENSE_POSITIONS positions per row, or units not a positive int.
         GraphcError: an unknown activation (naming the close matches of a misspelled one).
         OptionTypeError: ``use_bias`` not a bool.
     """
     use_bias = check_bool(use_bias, "dense: use_bias")
-    if x.type.rank != 2:
-        raise ShapeError(f"dense: expects a 2-D input [batch, features], got {x.type} ({x.name})")
+    if x.type.rank < 2 or not isinstance(x.shape[-1], int):
+        raise ShapeError(
+            f"dense: expects an input [batch, features] or [batch, ..., features], got "
+            f"{x.type} ({x.name})"
+        )
     if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
         raise ShapeError(f"dense: units must be a positive int, got {units!r}")
     activation = activation_name(activation, "dense: ")
     name = name or _fresh("dense")
     init = init or ("he_uniform" if activation == "relu" else "glorot_uniform")
     w = param(
-        f"{name}.w", (x.shape[1], units), init=init, dtype=x.dtype, l1=kernel_l1, l2=kernel_l2
+        f"{name}.w", (x.shape[-1], units), init=init, dtype=x.dtype, l1=kernel_l1, l2=kernel_l2
     )
-    y = matmul(x, w)
+    y = matmul(x, w) if x.type.rank == 2 else _last_axis_matmul(x, w)
     if use_bias:
         y = y + param(f"{name}.b", (units,), init="zeros", dtype=x.dtype)
     return globals()["activation"](y, activation)
+
+
+MAX_DENSE_POSITIONS = 1024  # a dense on [N, ..., in]: one GEMM per position, at most these
+
+
+def _last_axis_matmul(x: Tensor, w: Tensor) -> Tensor:
+    """x [..., C] @ w [C, U] over x's last axis, [..., U] (a dense on an input of rank > 2).
+
+    Without N: one GEMM of the rows of x flattened. With N leading: graphc keeps N apart from
+    the other axes, so one GEMM [N, C] @ [C, U] per position of the middle axes (at most
+    MAX_DENSE_POSITIONS), concatenated; autodiff sums W's gradient over the positions.
+
+    Raises:
+        ShapeError: N elsewhere than first, or too many positions.
+    """
+    *lead, c = x.shape
+    u = w.shape[1]
+    if "N" not in lead:
+        return reshape(matmul(reshape(x, (math.prod(lead), c)), w), (*lead, u))
+    mid = lead[1:]
+    m = math.prod(mid)
+    if lead[0] != "N" or "N" in mid or m > MAX_DENSE_POSITIONS:
+        raise ShapeError(
+            f"dense of {x.type} ({x.name}): takes [N, ..., features] with at most "
+            f"{MAX_DENSE_POSITIONS} positions per row (one product each); reshape x first"
+        )
+    x3 = reshape(x, ("N", m, c))
+    parts = []
+    for i in range(m):
+        row = apply("slice", x3, axes=(1,), starts=(i,), ends=(i + 1,)) if m > 1 else x3
+        parts.append(reshape(matmul(reshape(row, ("N", c)), w), ("N", 1, u)))
+    y = parts[0] if m == 1 else apply("concat", *parts, axis=1)
+    return reshape(y, ("N", *mid, u))
 
 
 def perceptron(x: Tensor, *, name: str | None = None) -> Tensor:

@@ -164,3 +164,44 @@ def test_a_reshape_whose_minus_one_holds_the_batch_keeps_the_batch(tmp_path):
         np.testing.assert_allclose(got, w_[:2], rtol=1e-6, atol=1e-6)
     with pytest.raises(gc.ShapeError, match=r"the -1 would be N \* 6.*keep 'N'"):
         gc.reshape(a, (-1,))
+
+
+def test_dense_on_an_input_of_rank_three_or_more_acts_on_its_last_axis(tmp_path):
+    """Keras's Dense and torch's Linear apply W at every position of x [N, ..., in]
+    (a Dense after an LSTM with return_sequences); graphc@7d32873 refused it ("expects a 2-D
+    input"). Forward, the weight gradient (numpy float64: dL/dW = sum over rows and
+    positions of x^T dY), a layer object in a Sequential after an LSTM, the exported library
+    and ONNX Runtime; an input with no N (one flattened product) too."""
+    x = gc.input("x", ("N", 2, 3, 4), dtype="f64")
+    t = gc.input("t", ("N", 2, 3, 5), dtype="f64")
+    y = gc.dense(x, 5, "tanh", name="nd")
+    m = gc.compile(y, gc.mean_squared_error(y, t), gc.SGD(0.1), name="nd_dense")
+    rng = np.random.default_rng(9)
+    xs, ts = rng.standard_normal((3, 2, 3, 4)), rng.standard_normal((3, 2, 3, 5))
+    w, b = m.params["nd.w"], m.params["nd.b"]
+    want = np.tanh(xs @ w + b)
+    np.testing.assert_allclose(m.predict(xs), want, rtol=1e-12, atol=1e-12)
+    dy = 2 * (want - ts) / want.size * (1 - want**2)
+    g = m.gradients(xs, ts)
+    np.testing.assert_allclose(g["nd.w"], xs.reshape(-1, 4).T @ dy.reshape(-1, 5), rtol=1e-10)
+    np.testing.assert_allclose(g["nd.b"], dy.reshape(-1, 5).sum(0), rtol=1e-10, atol=1e-14)
+
+    s = gc.input("s", ("N", 6, 3))
+    seq = gc.Sequential([gc.LSTM(4, return_sequences=True), gc.Dense(2)], name="seqd")
+    ms = gc.compile(seq(s), None, name="nd_seq")
+    ss = rng.standard_normal((5, 6, 3)).astype(np.float32)
+    got = ms.predict(ss)
+    assert got.shape == (5, 6, 2)
+    lib = gc.load(ms.export(str(tmp_path / "libnd.so")).library)
+    np.testing.assert_allclose(lib.predict(ss), got, rtol=1e-6, atol=1e-6)
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    sess = ort.InferenceSession(ms.to_onnx(str(tmp_path / "nd.onnx")))
+    np.testing.assert_allclose(sess.run(None, {"s": ss})[0], got, rtol=1e-5, atol=1e-6)
+
+    f = gc.input("f", (4, 3, 2), dtype="f64")  # no batch axis: one product
+    mf = gc.compile(gc.dense(f, 3, name="ndf"), None, name="nd_fixed")
+    fs = rng.standard_normal((4, 3, 2))
+    np.testing.assert_allclose(
+        mf.predict(fs), fs @ mf.params["ndf.w"] + mf.params["ndf.b"], rtol=1e-12, atol=1e-12
+    )
