@@ -4896,6 +4896,25 @@ def _labels_of(cx: NodeContext, idx: Tensor, labels: np.ndarray) -> Tensor:
     return dsl.sum(hit * lab, 1, keepdims=True)
 
 
+def _label_outputs(
+    cx: NodeContext, idx: Tensor, numeric: bool, labels: list[Any], z: Tensor
+) -> list[Value]:
+    """[Y, Z] of a classifier: Y [N] = labels[idx] (float32 values of the integer labels) for
+    class indices idx; string labels leave Y uncomputed (naming why)."""
+    if not numeric:
+        cx.imp.uncomputed[cx.node.output[0]] = (
+            f"the labels of {cx.where()} are strings (classlabels_strings); import the "
+            "scores or probabilities only"
+        )
+        return [None, z]
+    y = _labels_of(cx, idx, np.asarray(labels, np.int64))
+    cx.imp.lookups.append((idx, (0, len(labels) - 1), cx.where()))
+    if len(y.shape) == 2:
+        y = dsl.reshape(y, (y.shape[0],))
+    cx.imp.integral.add(id(y))
+    return [y, z]
+
+
 def _array_feature_extractor(cx: NodeContext) -> list[Value]:
     """ArrayFeatureExtractor (ai.onnx.ml): ``X[..., Y]``, the indices applied to the last axis.
     Two uses by scikit-learn's converters: class labels (an array) picked by computed integer
@@ -5039,18 +5058,7 @@ def _linear_classifier(cx: NodeContext) -> list[Value]:
         idx = dsl.apply("cast", dsl.apply("argmax", z, axis=1, keepdims=False), dtype="f32")
     else:
         cx.fail(f"{t} score columns for {c} classes (graphc reads T = C, or T = 1 for C = 2)")
-    if ints is None:  # string labels: graphc computes numbers only
-        cx.imp.uncomputed[cx.node.output[0]] = (
-            f"the labels of {cx.where()} are strings (classlabels_strings); import the "
-            f"scores or probabilities only (the label is classlabels[argmax])"
-        )
-        return [None, z]
-    y = _labels_of(cx, idx, np.asarray(labels, np.int64))
-    cx.imp.lookups.append((idx, (0, len(labels) - 1), cx.where()))
-    if len(y.shape) == 2:
-        y = dsl.reshape(y, (y.shape[0],))
-    cx.imp.integral.add(id(y))
-    return [y, z]
+    return _label_outputs(cx, idx, ints is not None, labels, z)
 
 
 def _linear_regressor(cx: NodeContext) -> list[Value]:

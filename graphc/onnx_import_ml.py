@@ -37,7 +37,7 @@ from .onnx_import import (
     NodeContext,
     Rule,
     Value,
-    _labels_of,
+    _label_outputs,
     _ml_features,
     _ml_floats,
     _post_transform,
@@ -312,6 +312,15 @@ def tree_ensemble_regressor(cx: NodeContext) -> list[Value]:
     return [_post_transform(cx, y)]
 
 
+def _class_labels(cx: NodeContext, ints_attr: str) -> tuple[bool, list[Any]]:
+    """(integer labels?, the labels) of a classifier: exactly one of ``ints_attr`` and
+    classlabels_strings."""
+    ints, strings = cx.attr(ints_attr), cx.attr("classlabels_strings")
+    if (ints is None) == (strings is None):
+        cx.fail(f"it needs exactly one of {ints_attr} and classlabels_strings")
+    return ints is not None, list(ints if ints is not None else strings)
+
+
 def tree_ensemble_classifier(cx: NodeContext) -> list[Value]:
     """TreeEnsembleClassifier (ai.onnx.ml): per class, the sum over the trees of the reached
     leaves' weights + base_values; then as ONNX Runtime's TreeAggregatorClassifier: with more
@@ -323,10 +332,7 @@ def tree_ensemble_classifier(cx: NodeContext) -> list[Value]:
     negative labels, not classlabels: skl2onnx writes one score for two classes)."""
     x = cx.x(0)
     f = _ml_features(cx, x)
-    ints, strings = cx.attr("classlabels_int64s"), cx.attr("classlabels_strings")
-    if (ints is None) == (strings is None):
-        cx.fail("it needs exactly one of classlabels_int64s and classlabels_strings")
-    labels = list(ints if ints is not None else strings)
+    numeric, labels = _class_labels(cx, "classlabels_int64s")
     c = len(labels)
     forest = _Forest(cx, f)
     weights, has = forest.leaf_weights(cx, "class", c)
@@ -346,7 +352,7 @@ def tree_ensemble_classifier(cx: NodeContext) -> list[Value]:
         if c == 2 and base.size == 2:
             cx.fail("two classes with weights for both and two base_values: not supported")
         z = _post_transform(cx, s)
-        if c == 2 and ints is not None:  # ONNX Runtime: 1 where s1 > 0, else 0, whatever
+        if c == 2 and numeric:  # ONNX Runtime: 1 where s1 > 0, else 0, whatever
             s1 = dsl.apply("slice", s, axes=(1,), starts=(1,), ends=(2,))  # the labels say
             y = dsl.reshape(dsl.apply("greater", s1, dsl.const(0.0)), (x.shape[0],))
             inference_only(cx)
@@ -378,18 +384,260 @@ def tree_ensemble_classifier(cx: NodeContext) -> list[Value]:
     else:
         cx.fail(f"{c} classes with weights for classes {sorted(cls_ids)}: not supported")
     inference_only(cx)
-    if ints is None:
-        cx.imp.uncomputed[cx.node.output[0]] = (
-            f"the labels of {cx.where()} are strings (classlabels_strings); import the "
-            "probabilities only"
+    return _label_outputs(cx, idx, numeric, labels, z)
+
+
+# ---------------------------------------------------------------- support vector machines
+
+# rounds of libsvm's pairwise coupling that graphc unrolls. ONNX Runtime allows 100, but its stop
+# (0.005 / C) comes early: 1 to 5 rounds in every row measured (iris, wine, digits SVCs, and
+# 15,000 random pairwise tables of 2 to 10 classes with probabilities at the 1e-7 clamps);
+# 100 unrolled rounds took 42 s to compile for 3 classes. A row that would need more keeps
+# its value after this many rounds.
+MAX_COUPLING_LOOPS = 10
+
+
+def _kernel(cx: NodeContext, x: Tensor, sv: np.ndarray) -> Tensor:
+    """[N, V] kernel values of rows x [N, F] against the support vectors sv [V, F]:
+    ``kernel_type`` LINEAR x.s, POLY (gamma x.s + coef0) ** degree, RBF exp(-gamma |x - s|^2)
+    (as |x|^2 - 2 x.s + |s|^2, clamped at 0), SIGMOID tanh(gamma x.s + coef0);
+    ``kernel_params`` = [gamma, coef0, degree] (ONNX-ML's SVM formulas)."""
+    kind = cx.attr("kernel_type", "LINEAR")
+    params = _ml_floats(cx, "kernel_params")
+    gamma, coef0, degree = (
+        (float(params[0]), float(params[1]), float(params[2]))
+        if params is not None and params.size >= 3
+        else (0.0, 0.0, 0.0)
+    )
+    name = cx.node.name or f"{cx.node.op_type}_{cx.index}"
+    if kind == "RBF":
+        return dsl.exp(_squared_distances(cx, x, sv, name) * (-gamma))
+    s = cx.imp.constant_tensor(f"{name}_support_vectors_t", sv.T.copy(), cx, False)
+    dot = dsl.matmul(x, s)
+    if kind == "LINEAR":
+        return dot
+    if kind == "POLY":
+        if degree != int(degree) or degree < 0:
+            cx.fail(f"POLY kernel of degree {degree}: graphc takes whole degrees")
+        base = dot * gamma + coef0
+        out = base
+        for _ in range(int(degree) - 1):
+            out = out * base
+        return out if degree >= 1 else dsl.const(1.0) + 0.0 * dot
+    if kind == "SIGMOID":
+        return dsl.apply("tanh", dot * gamma + coef0)
+    cx.fail(f"kernel_type {kind!r} is not one of LINEAR, POLY, RBF, SIGMOID")
+    return dot
+
+
+DIRECT_DISTANCE_MAX = 8192  # support vectors x features for the [N, V, F] differences
+
+
+def _squared_distances(cx: NodeContext, x: Tensor, sv: np.ndarray, name: str) -> Tensor:
+    """[N, V] squared distances |x - sv_j|^2: summed from the differences (as ONNX Runtime's
+    RBF kernel) when V * F <= DIRECT_DISTANCE_MAX, else |x - c|^2 - 2 (x - c).(s - c) +
+    |s - c|^2 about the support vectors' mean c (a matmul; centring keeps the cancellation of
+    large features, areas of 1e3, near their spread), clamped at 0."""
+    v, f = sv.shape
+    if v * f <= DIRECT_DISTANCE_MAX:
+        s = cx.imp.constant_tensor(f"{name}_support_vectors", sv, cx, False)
+        diff = dsl.reshape(x, (x.shape[0], 1, f)) - s
+        return dsl.sum(diff * diff, 2, keepdims=False)
+    c = sv.mean(0)
+    sc = (sv - c).astype(np.float32)
+    xc = x - cx.imp.constant_tensor(f"{name}_support_mean", c.astype(np.float32), cx, False)
+    st = cx.imp.constant_tensor(f"{name}_support_vectors_t", sc.T.copy(), cx, False)
+    sq = cx.imp.constant_tensor(f"{name}_support_norms", (sc * sc).sum(1), cx, False)
+    d2 = dsl.sum(xc * xc, 1, keepdims=True) - 2.0 * dsl.matmul(xc, st) + sq
+    return dsl.maximum(d2, 0.0)
+
+
+def _svm_vectors(cx: NodeContext, f: int) -> np.ndarray:
+    sv = _ml_floats(cx, "support_vectors")
+    if sv is None or sv.size == 0 or sv.size % f:
+        cx.fail(f"support_vectors must hold whole rows of {f} features")
+    return sv.reshape(-1, f)
+
+
+def svm_regressor(cx: NodeContext) -> list[Value]:
+    """SVMRegressor (ai.onnx.ml; scikit-learn's SVR, NuSVR, OneClassSVM): y [N, 1] =
+    sum_j coefficients_j K(x, sv_j) + rho (n_supports > 0), or x . coefficients + rho (linear,
+    no support vectors); ``one_class``: 1 where that is > 0, else -1 (ONNX Runtime's
+    svmregressor). PROBIT is refused."""
+    x = cx.x(0)
+    f = _ml_features(cx, x)
+    coef = _ml_floats(cx, "coefficients")
+    rho = _ml_floats(cx, "rho")
+    if coef is None or coef.size == 0 or rho is None or rho.size == 0:
+        cx.fail("it needs coefficients and rho")
+    name = cx.node.name or f"{cx.node.op_type}_{cx.index}"
+    if int(cx.attr("n_supports", 0)) > 0:
+        sv = _svm_vectors(cx, f)
+        if coef.size != sv.shape[0]:
+            cx.fail(f"{coef.size} coefficients for {sv.shape[0]} support vectors")
+        k = _kernel(cx, x, sv)
+    else:
+        if coef.size != f:
+            cx.fail(f"{coef.size} coefficients for {f} features (linear mode)")
+        k = x
+    w = cx.imp.constant_tensor(f"{name}_coefficients", coef.reshape(-1, 1), cx, False)
+    y = dsl.matmul(k, w) + float(rho[0])
+    if int(cx.attr("one_class", 0)):
+        y = 2.0 * dsl.apply("greater", y, dsl.const(0.0)) - 1.0
+        cx.imp.integral.add(id(y))
+    if cx.attr("post_transform", "NONE") != "NONE":
+        cx.fail(f"post_transform {cx.attr('post_transform')!r} is not supported (NONE)")
+    inference_only(cx)
+    return [y]
+
+
+def _pair_matrix(coef: np.ndarray, per_class: list[int], v: int) -> np.ndarray:
+    """[V, pairs] matrix A of the one-vs-one decision values d = K @ A (libsvm's layout of
+    ``coefficients``, [C - 1, V]: pair (i, j), i < j, weighs class i's vectors by row j - 1
+    and class j's by row i)."""
+    c = len(per_class)
+    start = np.concatenate([[0], np.cumsum(per_class)]).astype(int)
+    rows = coef.reshape(c - 1, v)
+    cols = []
+    for i in range(c - 1):
+        for j in range(i + 1, c):
+            a = np.zeros(v, np.float32)
+            a[start[i] : start[i + 1]] = rows[j - 1, start[i] : start[i + 1]]
+            a[start[j] : start[j + 1]] = rows[i, start[j] : start[j + 1]]
+            cols.append(a)
+    return np.stack(cols, 1)
+
+
+def _coupling(r: list[list[Any]], c: int) -> Tensor:
+    """libsvm's multiclass_probability (Wu, Lin and Weng 2004, method 2), as ONNX Runtime
+    runs it in float32: p from the pairwise probabilities r[i][j] ([N, 1] each), p = 1/C
+    at first, rounds of Gauss-Seidel steps until max_i |(Qp)_i - p.Qp| < 0.005 / C (ONNX
+    Runtime: or 100 rounds; graphc: MAX_COUPLING_LOOPS); a row that has met the stop is
+    frozen (its steps are multiplied by 0)."""
+    q = [[None] * c for _ in range(c)]
+    for i in range(c):
+        diag: Any = None
+        for j in range(c):
+            if j == i:
+                continue
+            t = r[j][i] * r[j][i]
+            diag = t if diag is None else diag + t
+            if j > i:
+                q[i][j] = 0.0 - r[j][i] * r[i][j]
+            else:
+                q[i][j] = q[j][i]
+        q[i][i] = diag
+    p = [r[0][1] * 0.0 + 1.0 / c for _ in range(c)]
+    eps = 0.005 / c
+    done: Any = None
+    for _ in range(MAX_COUPLING_LOOPS):
+        qp = [_dot([q[i][j] for j in range(c)], p) for i in range(c)]
+        pqp = _dot(p, qp)
+        err = None
+        for i in range(c):
+            e = _abs(qp[i] - pqp)
+            err = e if err is None else dsl.maximum(err, e)
+        stop = dsl.apply("greater", dsl.const(eps), err)
+        done = stop if done is None else dsl.maximum(done, stop)
+        live = 1.0 - done
+        for t in range(c):
+            diff = (pqp - qp[t]) / q[t][t] * live
+            p[t] = p[t] + diff
+            one = 1.0 + diff
+            pqp = (pqp + diff * (diff * q[t][t] + 2.0 * qp[t])) / one / one
+            qp = [(qp[j] + diff * q[t][j]) / one for j in range(c)]
+            p = [pj / one for pj in p]
+    return dsl.apply("concat", *p, axis=1)
+
+
+def _dot(a: list[Any], b: list[Any]) -> Any:
+    out = a[0] * b[0]
+    for u, w in zip(a[1:], b[1:]):
+        out = out + u * w
+    return out
+
+
+def svm_classifier(cx: NodeContext) -> list[Value]:
+    """SVMClassifier (ai.onnx.ml; scikit-learn's SVC, NuSVC), as ONNX Runtime's svmclassifier:
+    with support vectors, the one-vs-one decision values d_ij = sum over class i's and class
+    j's vectors of coefficient * K(x, sv) + rho_ij; each votes for i where d_ij > 0, else j,
+    and Y = the label of the most votes (the first at a tie). Z: with prob_a / prob_b, libsvm's
+    pairwise coupling of the Platt probabilities 1 / (1 + exp(A d + B)) (clamped to [1e-7,
+    1 - 1e-7]), [N, C]; without, the decision values [N, C (C - 1) / 2] (two classes: [-d,
+    d], or [1 - p, p] under a post_transform, p = sigmoid(d) for LOGISTIC, else d); more
+    classes: post_transform applied. Without support vectors
+    (linear mode), scores x . coefficients_c + rho_0, Y their argmax."""
+    x = cx.x(0)
+    f = _ml_features(cx, x)
+    numeric, labels = _class_labels(cx, "classlabels_ints")
+    c = len(labels)
+    coef = _ml_floats(cx, "coefficients")
+    rho = _ml_floats(cx, "rho")
+    if c < 2 or coef is None or coef.size == 0 or rho is None or rho.size == 0:
+        cx.fail("it needs two or more classes, coefficients and rho")
+    name = cx.node.name or f"{cx.node.op_type}_{cx.index}"
+    per_class = [int(v) for v in (cx.attr("vectors_per_class") or [])]
+    pt = cx.attr("post_transform", "NONE")
+    pa, pb = _ml_floats(cx, "prob_a"), _ml_floats(cx, "prob_b")
+    pairs = c * (c - 1) // 2
+    if not per_class:  # linear mode
+        if coef.size != c * f:
+            cx.fail(f"{coef.size} coefficients for {c} classes of {f} features (linear mode)")
+        w = cx.imp.constant_tensor(f"{name}_coefficients", coef.reshape(c, f).T.copy(), cx, False)
+        s = dsl.matmul(x, w) + float(rho[0])
+        if c == 2:
+            cx.fail("two classes in linear mode (no support vectors): not supported")
+        z = _post_transform(cx, s)
+        idx = dsl.apply("cast", dsl.apply("argmax", s, axis=1, keepdims=False), dtype="f32")
+    else:
+        sv = _svm_vectors(cx, f)
+        v = sv.shape[0]
+        if len(per_class) != c or sum(per_class) != v or coef.size != (c - 1) * v:
+            cx.fail(
+                f"vectors_per_class {per_class} and {coef.size} coefficients do not fit {c} "
+                f"classes and {v} support vectors"
+            )
+        if rho.size < pairs:
+            cx.fail(f"{rho.size} rho values for {pairs} class pairs")
+        a = cx.imp.constant_tensor(f"{name}_pairs", _pair_matrix(coef, per_class, v), cx, False)
+        d = dsl.matmul(_kernel(cx, x, sv), a) + cx.imp.constant_tensor(
+            f"{name}_rho", rho[:pairs].copy(), cx, False
         )
-        return [None, z]
-    y = _labels_of(cx, idx, np.asarray(labels, np.int64))
-    cx.imp.lookups.append((idx, (0, c - 1), cx.where()))
-    if len(y.shape) == 2:
-        y = dsl.reshape(y, (y.shape[0],))
-    cx.imp.integral.add(id(y))
-    return [y, z]
+        cols = [dsl.apply("slice", d, axes=(1,), starts=(k,), ends=(k + 1,)) for k in range(pairs)]
+        votes: list[Any] = [None] * c
+        k = 0
+        for i in range(c - 1):
+            for j in range(i + 1, c):
+                win = dsl.apply("greater", cols[k], dsl.const(0.0))
+                for cl, vote in ((i, win), (j, 1.0 - win)):
+                    votes[cl] = vote if votes[cl] is None else votes[cl] + vote
+                k += 1
+        vs = dsl.apply("concat", *votes, axis=1)
+        idx = dsl.apply("cast", dsl.apply("argmax", vs, axis=1, keepdims=False), dtype="f32")
+        if pa is not None and pa.size:
+            if pb is None or pa.size < pairs or pb.size < pairs:
+                cx.fail(f"prob_a and prob_b need {pairs} values (one per class pair)")
+            r: list[list[Any]] = [[None] * c for _ in range(c)]
+            k = 0
+            for i in range(c - 1):
+                for j in range(i + 1, c):
+                    pr = dsl.apply("sigmoid", 0.0 - (cols[k] * float(pa[k]) + float(pb[k])))
+                    pr = dsl.apply("clip", pr, min=1e-7, max=1.0 - 1e-7)
+                    r[i][j], r[j][i] = pr, 1.0 - pr
+                    k += 1
+            z = _post_transform(cx, _coupling(r, c))
+        elif c == 2:
+            if pt == "NONE":
+                z = dsl.apply("concat", 0.0 - d, d, axis=1)
+            elif pt == "PROBIT":
+                cx.fail("post_transform 'PROBIT' is not supported")
+            else:  # ONNX Runtime: [1 - p, p], p = sigmoid(d) for LOGISTIC, else d
+                pd = dsl.apply("sigmoid", d) if pt == "LOGISTIC" else d
+                z = dsl.apply("concat", 1.0 - pd, pd, axis=1)
+        else:
+            z = _post_transform(cx, d)
+    inference_only(cx)
+    return _label_outputs(cx, idx, numeric, labels, z)
 
 
 def imputer(cx: NodeContext) -> list[Value]:
@@ -439,6 +687,37 @@ ML_OPS: dict[str, Rule] = {
             "class_ids",
             "class_weights",
             "class_weights_as_tensor",
+        ),
+        domain=ML,
+    ),
+    "ai.onnx.ml:SVMClassifier": Rule(
+        svm_classifier,
+        (
+            "classlabels_ints",
+            "classlabels_strings",
+            "coefficients",
+            "kernel_params",
+            "kernel_type",
+            "post_transform",
+            "prob_a",
+            "prob_b",
+            "rho",
+            "support_vectors",
+            "vectors_per_class",
+        ),
+        domain=ML,
+    ),
+    "ai.onnx.ml:SVMRegressor": Rule(
+        svm_regressor,
+        (
+            "coefficients",
+            "kernel_params",
+            "kernel_type",
+            "n_supports",
+            "one_class",
+            "post_transform",
+            "rho",
+            "support_vectors",
         ),
         domain=ML,
     ),
