@@ -37,6 +37,7 @@ from .onnx_import import (
     NodeContext,
     Rule,
     Value,
+    _cast_to,
     _label_outputs,
     _ml_features,
     _ml_floats,
@@ -661,6 +662,56 @@ def imputer(cx: NodeContext) -> list[Value]:
     return [dsl.apply("where", hit, v, x)]
 
 
+def one_hot_encoder(cx: NodeContext) -> list[Value]:
+    """OneHotEncoder (ai.onnx.ml; scikit-learn's OneHotEncoder, KBinsDiscretizer(encode=
+    'onehot')): X [N, ...] -> [N, ..., K], 1 where the element equals ``cats_int64s[k]`` (the
+    element truncated toward zero first, as ONNX Runtime reads a float input as int64), else
+    0. An element in no category gives a row of zeros; ONNX Runtime raises on it when
+    ``zeros`` = 0 (graphc cannot raise per row: the zeros are its answer). String categories
+    are refused."""
+    x = cx.x(0)
+    cats = cx.attr("cats_int64s")
+    if cats is None or not len(cats):
+        cx.fail("it needs cats_int64s (string categories, cats_strings, are not supported)")
+    k = np.asarray(cats, np.int64)
+    if np.any(np.abs(k) >= 2**24):
+        cx.fail("categories beyond +-2**24 are not exact in float32")
+    if id(x) not in cx.imp.integral:  # a float input: ONNX Runtime truncates it to int64
+        (x,) = _cast_to(cx, x, 7)
+    name = cx.node.name or f"{cx.node.op_type}_{cx.index}"
+    c = cx.imp.constant_tensor(f"{name}_categories", k.astype(np.float32), cx, False)
+    y = dsl.apply("equal", dsl.reshape(x, (*x.shape, 1)), c)
+    cx.imp.integral.add(id(y))
+    return [y]
+
+
+def feature_vectorizer(cx: NodeContext) -> list[Value]:
+    """FeatureVectorizer (ai.onnx.ml): the inputs' columns side by side, [N, sum of
+    ``inputdimensions``]; each input [N] or [N, F] gives its first d columns (padded with 0
+    where it has fewer), as ONNX Runtime copies them."""
+    dims = [int(d) for d in (cx.attr("inputdimensions") or [])]
+    if len(dims) != cx.n_inputs:
+        cx.fail(f"inputdimensions {dims} for {cx.n_inputs} inputs")
+    parts, integral = [], True
+    for i, d in enumerate(dims):
+        x = cx.x(i)
+        integral = integral and id(x) in cx.imp.integral
+        if len(x.shape) == 1:
+            x = dsl.reshape(x, (x.shape[0], 1))
+        if len(x.shape) != 2 or x.shape[1] == "N" or d < 1:
+            cx.fail(f"input {i} of shape {x.shape} with dimension {d}: graphc reads [N, F]")
+        f = int(x.shape[1])
+        if f > d:
+            x = dsl.apply("slice", x, axes=(1,), starts=(0,), ends=(d,))
+        elif f < d:
+            x = dsl.apply("pad", x, axes=(1,), before=(0,), after=(d - f,))
+        parts.append(x)
+    out = parts[0] if len(parts) == 1 else dsl.apply("concat", *parts, axis=1)
+    if integral:
+        cx.imp.integral.add(id(out))
+    return [out]
+
+
 ML_OPS: dict[str, Rule] = {
     "ai.onnx.ml:TreeEnsembleRegressor": Rule(
         tree_ensemble_regressor,
@@ -721,6 +772,10 @@ ML_OPS: dict[str, Rule] = {
         ),
         domain=ML,
     ),
+    "ai.onnx.ml:OneHotEncoder": Rule(
+        one_hot_encoder, ("cats_int64s", "cats_strings", "zeros"), domain=ML
+    ),
+    "ai.onnx.ml:FeatureVectorizer": Rule(feature_vectorizer, ("inputdimensions",), domain=ML),
     "ai.onnx.ml:Imputer": Rule(
         imputer,
         (
