@@ -937,10 +937,14 @@ def test_maxpool_and_averagepool_against_onnxruntime() -> None:
     got = gc.from_onnx(m).compile().predict(x)
     for vi, ref in zip(outs, _ort(m, {"x": x})):
         np.testing.assert_allclose(got[vi.name], ref, rtol=1e-6, atol=1e-6, err_msg=vi.name)
+    # the Indices as a graph output: int64, (n * C + c) * P + p (graphc/onnx_import_pool.py)
     indices = helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2])
-    bad = _model([indices], [_vi("x", ["N", 3, 7])], [_vi("y", None), _vi("i", None)], [], 19)
-    with pytest.raises(OnnxError, match="output 'i' holds MaxPool's Indices"):
-        gc.from_onnx(bad)  # (their batch row: graphc/onnx_import_pool.py)
+    i64 = helper.make_tensor_value_info("i", TensorProto.INT64, None)
+    both = _model([indices], [_vi("x", ["N", 3, 7])], [_vi("y", None), i64], [], 19)
+    got = gc.from_onnx(both).compile().predict(x)
+    want = _ort(both, {"x": x})
+    assert got["i"].dtype == np.int64
+    np.testing.assert_array_equal(got["i"], want[1])
 
 
 def test_pooling_with_auto_pad_valid_and_ceil_mode_against_onnxruntime() -> None:
