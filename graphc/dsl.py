@@ -497,8 +497,53 @@ def op_function(op: str) -> Callable[..., Tensor]:
     return f
 
 
-softmax = op_function("softmax")
 transpose = op_function("transpose")
+
+
+def softmax(x: Tensor, *, axis: int = -1, name: str | None = None) -> Tensor:
+    """exp(x - max) / sum(exp(x - max)) over ``axis`` (default the last, Keras's
+    ``softmax(x, axis=-1)``, torch's ``softmax(x, dim)``) of x of rank >= 2; see
+    ``softmax_along`` for how. Over the batch axis N it normalizes across the samples (as
+    the row-wise op does over x [C, N]): predict then runs all rows in one call.
+
+    Raises:
+        ShapeError: a rank below 2 or ``axis`` out of range.
+    """
+    return softmax_along(x, axis, log=False, name=name)
+
+
+def softmax_along(x: Tensor, axis: int, *, log: bool, name: str | None = None) -> Tensor:
+    """softmax (or log_softmax with ``log``) of x over ``axis``: the row-wise op on x [N, C],
+    or on x reshaped to rows [R, C] when the axis is the last and N is no other axis's
+    neighbour to merge (x without N); otherwise (x [N, T, C], another axis) composed per the
+    definition with the maximum subtracted first (stable; never overflows):
+    y = exp(x - m) / sum(exp(x - m)), log y = (x - m) - log(sum(exp(x - m))).
+
+    Raises:
+        ShapeError: a rank below 2 or ``axis`` not an int in range.
+    """
+    op = "log_softmax" if log else "softmax"
+    r = x.type.rank
+    if isinstance(axis, bool) or not isinstance(axis, int | np.integer) or not -r <= axis < r:
+        raise ShapeError(f"{op}: axis {axis!r} is not an axis of {x.type} ({x.name})")
+    a = int(axis) % r
+    if r < 2:
+        raise ShapeError(f"{op}: expects x of rank >= 2, got {x.type} ({x.name})")
+    if a == r - 1 and (r == 2 or "N" not in x.shape):
+        if r == 2:
+            return apply(op, x, name=name)
+        rows = reshape(x, (math.prod(x.shape[:-1]), x.shape[-1]))
+        return (
+            reshape(apply(op, rows), x.shape)
+            if name is None
+            else apply("reshape", apply(op, rows), name=name, shape=x.shape)
+        )
+    d = x - apply("max", x, axes=(a,), keepdims=True)
+    e = apply("exp", d)
+    s = apply("sum", e, axes=(a,), keepdims=True)
+    if log:
+        return apply("sub", d, apply("log", s), name=name)
+    return apply("div", e, s, name=name)
 
 
 def _operands(op: str, x: Any, y: Any) -> tuple[Tensor, Tensor]:

@@ -95,6 +95,14 @@ def _vals(got):
     return list(got.values()) if isinstance(got, dict) else list(got)
 
 
+def _onnx_equal(m, path, feeds, want, rtol, atol):
+    """ONNX Runtime on ``m.to_onnx(path)`` gives ``want`` (skips without onnx / ORT)."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    for got, w in zip(ort.InferenceSession(m.to_onnx(str(path))).run(None, feeds), want):
+        np.testing.assert_allclose(got, w, rtol=rtol, atol=atol)
+
+
 def test_unnamed_sequentials_of_one_graph_get_distinct_names_and_round_trip(tmp_path):
     """graphc@7d32873: 'two different tensors are named model.l0.w'. Now Keras's numbering
     (model, model_1, model_2 in call order) within the graph; a program's first unnamed
@@ -118,11 +126,7 @@ def test_unnamed_sequentials_of_one_graph_get_distinct_names_and_round_trip(tmp_
     lib = gc.load(m.export(str(tmp_path / "libtwo.so")).library)
     for got, w in zip(_vals(lib.predict(xv)), want):
         np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    sess = ort.InferenceSession(m.to_onnx(str(tmp_path / "two.onnx")))
-    for got, w in zip(sess.run(None, {"x": xv}), want):
-        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
+    _onnx_equal(m, tmp_path / "two.onnx", {"x": xv}, want, 1e-5, 1e-6)
 
 
 def test_one_unnamed_sequential_keeps_its_names_and_a_named_one_is_left_alone():
@@ -157,13 +161,9 @@ def test_a_reshape_whose_minus_one_holds_the_batch_keeps_the_batch(tmp_path):
         np.testing.assert_allclose(got, w_, rtol=1e-6, atol=1e-6)
     g = m.gradients(xs, ts)["rw"]
     np.testing.assert_allclose(g, 2 * x64.reshape(-1, 6).T @ (want[2] - 1)[:, None] / 5, 1e-5)
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    sess = ort.InferenceSession(m.to_onnx(str(tmp_path / "rs.onnx")))
-    for got, w_ in zip(sess.run(None, {"x": xs[:2]}), want):
-        np.testing.assert_allclose(got, w_[:2], rtol=1e-6, atol=1e-6)
     with pytest.raises(gc.ShapeError, match=r"the -1 would be N \* 6.*keep 'N'"):
         gc.reshape(a, (-1,))
+    _onnx_equal(m, tmp_path / "rs.onnx", {"x": xs[:2]}, [w_[:2] for w_ in want], 1e-6, 1e-6)
 
 
 def test_dense_on_an_input_of_rank_three_or_more_acts_on_its_last_axis(tmp_path):
@@ -194,10 +194,6 @@ def test_dense_on_an_input_of_rank_three_or_more_acts_on_its_last_axis(tmp_path)
     assert got.shape == (5, 6, 2)
     lib = gc.load(ms.export(str(tmp_path / "libnd.so")).library)
     np.testing.assert_allclose(lib.predict(ss), got, rtol=1e-6, atol=1e-6)
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
-    sess = ort.InferenceSession(ms.to_onnx(str(tmp_path / "nd.onnx")))
-    np.testing.assert_allclose(sess.run(None, {"s": ss})[0], got, rtol=1e-5, atol=1e-6)
 
     f = gc.input("f", (4, 3, 2), dtype="f64")  # no batch axis: one product
     mf = gc.compile(gc.dense(f, 3, name="ndf"), None, name="nd_fixed")
@@ -205,3 +201,50 @@ def test_dense_on_an_input_of_rank_three_or_more_acts_on_its_last_axis(tmp_path)
     np.testing.assert_allclose(
         mf.predict(fs), fs @ mf.params["ndf.w"] + mf.params["ndf.b"], rtol=1e-12, atol=1e-12
     )
+    _onnx_equal(ms, tmp_path / "nd.onnx", {"s": ss}, [got], 1e-5, 1e-6)
+
+
+def _np_softmax(z, axis, log=False):
+    d = z - z.max(axis=axis, keepdims=True)
+    s = np.exp(d).sum(axis=axis, keepdims=True)
+    return d - np.log(s) if log else np.exp(d) / s
+
+
+def test_softmax_and_log_softmax_of_rank_three_over_any_axis(tmp_path):
+    """Keras's softmax(x, axis=-1) and torch's softmax(x, dim) of x [N, T, C] (a Dense with
+    activation "softmax" on a sequence, attention weights): graphc@7d32873 refused every
+    rank but 2. Values vs numpy float64 (1e-12, a logit of 300 included), the weight
+    gradient vs central differences, ONNX Runtime on to_onnx; over the batch axis."""
+    x = gc.input("x", ("N", 3, 4), dtype="f64")
+    w = gc.param("smw", (3, 4), dtype="f64")
+    z = x * w
+    outs = [gc.softmax(z), gc.log_softmax(z, axis=1), gc.dense(x, 2, "softmax", name="smd")]
+    loss = gc.sum(outs[0] * outs[1])
+    m = gc.compile(outs, loss, gc.SGD(0.0), name="sm_nd")
+    rng = np.random.default_rng(10)
+    xs = rng.standard_normal((2, 3, 4)) * 4
+    xs[0, 0, 0] = 300.0
+    wv = m.params["smw"].astype(np.float64)
+    dw, db = m.params["smd.w"], m.params["smd.b"]
+
+    def forward(w_):
+        return [_np_softmax(xs * w_, -1), _np_softmax(xs * w_, 1, log=True)]
+
+    want = [*forward(wv), _np_softmax(xs @ dw + db, -1)]
+    for got, w_ in zip(_vals(m.predict(xs)), want):
+        np.testing.assert_allclose(got, w_, rtol=1e-12, atol=1e-12)
+    g = m.gradients(xs)["smw"]
+    num = np.zeros_like(wv)
+    for idx in np.ndindex(*wv.shape):
+        for sign in (1.0, -1.0):
+            w2 = wv.copy()
+            w2[idx] += sign * 1e-6
+            a, b = forward(w2)
+            num[idx] += sign * np.sum(a * b) / 2e-6
+    np.testing.assert_allclose(g, num, rtol=1e-6, atol=1e-8)
+    x2 = gc.input("x", ("N", 3), dtype="f64")  # over the batch axis: across the samples
+    mb = gc.compile(gc.softmax(x2, axis=0), None, name="sm_batch")
+    np.testing.assert_allclose(mb.predict(xs[:, :, 0]), _np_softmax(xs[:, :, 0], 0), rtol=1e-12)
+    with pytest.raises(gc.ShapeError, match="is not an axis of"):
+        gc.softmax(x, axis=3)
+    _onnx_equal(m, tmp_path / "sm.onnx", {"x": xs}, want, 1e-10, 1e-12)
