@@ -188,6 +188,18 @@ FLOAT_TYPES = (1, 10, 11, 16)
 # Cast and Div 255) are read as float32 too (exact for magnitudes up to 2**24); any other use
 # would compute integer arithmetic (division, overflow) in float: refused.
 INTEGER_TYPES = (2, 3, 4, 5, 6, 7, 9, 12, 13)
+# The whole numbers of the integer types narrower than float32's exact ones (below 2**24; the
+# unsigned 32/64-bit types' lower end): an integer input of the type is checked within them and
+# a graph output of the type computed from such inputs kept in them (Importer.output_spans).
+TYPE_SPANS = {
+    9: (0, 1),
+    2: (0, 255),
+    3: (-128, 127),
+    4: (0, 65535),
+    5: (-32768, 32767),
+    12: (0, 2**24 - 1),
+    13: (0, 2**24 - 1),
+}
 # Operators whose results are 0 or 1 whatever their operands: comparisons and logic.
 MASK_OPS = ("Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Equal", "Not", "And", "Or", "Xor")
 # Operators whose integer results float32 computes exactly from whole numbers below 2**24 (Div
@@ -1629,9 +1641,10 @@ class Importer:
         2**24, and what ONNX Runtime's cast rounds too), "integer" where its values flow through integer
         arithmetic that float32 computes exactly on whole numbers (``INTEGER_FLOW``: Keras's
         Embedding wraps negative ids as where(ids < 0, ids + V, ids) before its Gather) and end
-        in such casts, lookups or shapes, else None (integer arithmetic float32 cannot mirror,
-        such as a MatMul, a product by other than a 0/1 mask or a sign, whose values could
-        pass 2**24 (a hash), or an integer graph output)."""
+        in such casts, lookups or shapes, or in a graph output (returned in its integer type:
+        OnnxImport.output_dtypes; kept inside the type by ``output_spans``), else None (integer
+        arithmetic float32 cannot mirror, such as a MatMul, a product by other than a 0/1 mask
+        or a sign, whose values could pass 2**24 (a hash))."""
         graph_outputs = {o.name for o in self.graph.output}
         if self.scoped is None:
             self.scoped = onnx_import_control.scoped_uses(self.graph)
@@ -1640,9 +1653,8 @@ class Importer:
         self.integer_refusal = ""  # why the use is None, for graph_input's message
         while stack:
             v = stack.pop()
-            if v in graph_outputs:
-                self.integer_refusal = f"{v!r} is a graph output (an integer output)"
-                return None
+            if v in graph_outputs:  # returned in its type (kept in it: output_spans)
+                kind = "integer"
             for o in scoped.exits.get(v, ()):  # a body's output: the node's, the next step's
                 if o and o not in seen:
                     seen.add(o)
@@ -1787,6 +1799,7 @@ class Importer:
                 )
             for x in inputs:
                 lower(x, fit[id(x)], lookup_note(where))
+        spans = self.output_spans()
         for name, v in self.values.items():
             if (
                 not isinstance(v, Tensor)
@@ -1799,13 +1812,21 @@ class Importer:
             if not inputs:
                 continue
             start = {id(x): index_range(x.node) for x in inputs}
-            if ob.proves(dag, start, None, self.integral, self.ranges)[0]:
+            rows = spans.get(name)  # a graph output of a narrow type: inside it, unwrapped
+            if ob.proves(dag, start, rows, self.integral, self.ranges)[0]:
                 continue
-            fit = ob.fit_ranges(dag, inputs, start, None, self.integral, self.ranges)
+            fit = ob.fit_ranges(dag, inputs, start, rows, self.integral, self.ranges)
+            stays = "exact in float32" if rows is None else f"in {rows[0]} .. {rows[1]}"
             if fit is None:
                 refuse(
                     f"value {name!r}",
-                    "integers graphc holds as float32 must stay below 2**24 in magnitude",
+                    "integers graphc holds as float32 must stay below 2**24 in magnitude"
+                    + (
+                        ""
+                        if rows is None
+                        else f" and a {type_name(self.elem_type(name))} output "
+                        f"in {rows[0]} .. {rows[1]} (ONNX Runtime would wrap it)"
+                    ),
                     dag,
                     start,
                     "ONNX Runtime computes them in int64; float32 would round them",
@@ -1814,9 +1835,23 @@ class Importer:
                 lower(
                     x,
                     fit[id(x)],
-                    f"the range in which the integer {name!r} computed from it stays exact "
-                    "in float32 (ONNX Runtime computes it in int64)",
+                    f"the range in which the integer {name!r} computed from it stays {stays} "
+                    "(ONNX Runtime computes it in its integer type)",
                 )
+
+    def output_spans(self) -> dict[str, tuple[int, int]]:
+        """ONNX output name -> the whole numbers its declared type holds, for the graph outputs
+        of a type narrower than float32's exact integers (bool, 8- and 16-bit, the unsigned
+        types' lower end) that no Cast computes: an integer output computed from integer
+        inputs must stay in it (the inputs' checked ranges narrowed to keep it there), as
+        graphc returns it without the wrap ONNX Runtime's arithmetic would apply."""
+        made_by = {o: n.op_type for n in self.graph.node for o in n.output}
+        return {
+            o.name: TYPE_SPANS[self.elem_type(o.name)]
+            for o in self.graph.output
+            if self.elem_type(o.name) in TYPE_SPANS
+            and made_by.get(o.name) not in ("Cast", "CastLike")
+        }
 
     def is_mask(self, name: str) -> bool:
         """Whether value ``name`` holds only -1, 0 and 1: a comparison or logic result (through
@@ -1849,9 +1884,9 @@ class Importer:
                 f"{where}: element type {type_name(tt.elem_type)} used as an integer; graphc "
                 "reads integer and bool inputs (as float32) only where the graph casts them to "
                 "float, looks rows up with them (the indices of a Gather), one-hot encodes them "
-                "(the indices of a OneHot) or computes with them "
-                f"by {', '.join(sorted(INTEGER_FLOW))} before that (Mul only by a 0/1 mask or "
-                f"a sign); here {self.integer_refusal}"
+                "(the indices of a OneHot), returns them as an integer output or computes with "
+                f"them by {', '.join(sorted(INTEGER_FLOW))} before that (Mul only by a 0/1 mask "
+                f"or a sign); here {self.integer_refusal}"
             )
         if tt.elem_type not in FLOAT_TYPES + INTEGER_TYPES:
             raise OnnxError(
@@ -1919,9 +1954,11 @@ class Importer:
             t.node = t.node.with_(origin=f"{t.node.origin}{ONNX_TYPE_TAG}{tt.elem_type}")
         if use == "integer":  # float32 holds whole numbers exactly below 2**24: checked
             # within +-(2**24 - 1): the entries check the values as float32, and -2**24 - 1
-            # rounds to -2**24 (an end of -2**24 let it through as -2**24: Mod gave 2 for 1)
+            # rounds to -2**24 (an end of -2**24 let it through as -2**24: Mod gave 2 for 1);
+            # a narrower type within its own values (bool 0 .. 1, uint16 0 .. 65535, ...)
+            lo, hi = TYPE_SPANS.get(tt.elem_type, (1 - 2**24, 2**24 - 1))
             t.node = t.node.with_(
-                attrs={**dict(t.node.attrs), "index_rows": 2**24, "index_low": 1 - 2**24}
+                attrs={**dict(t.node.attrs), "index_rows": hi + 1, "index_low": lo}
             )
         return t
 

@@ -768,7 +768,11 @@ class Model:
                             f"input {name!r} holds class labels: expected integers, got {a.dtype}"
                             + label_dtype_hint(a)
                         )
-            elif not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+            elif not (
+                np.issubdtype(a.dtype, np.floating)
+                or np.issubdtype(a.dtype, np.integer)
+                or a.dtype == np.bool_  # read as 0 and 1 (an ONNX import's bool input)
+            ):
                 raise ArgumentError(f"input {name!r} expects numbers ({t}), got dtype {a.dtype}")
             ax = t.shape.index(BATCH) if t.is_batched else None  # N need not lead: (3, "N")
             rows = a.shape[ax] if ax is not None and a.ndim > ax else None

@@ -133,3 +133,80 @@ def test_a_pickled_model_keeps_the_declared_types() -> None:
         assert got["bucket"].dtype == np.uint8
         np.testing.assert_array_equal(got["label"], want["label"])
         assert got["label"].dtype == np.int64
+
+
+def _int_model(nodes, inputs, outputs, opset=17):
+    g = helper.make_graph(
+        nodes,
+        "ints",
+        [helper.make_tensor_value_info(n, t, ["N", 4]) for n, t in inputs],
+        [helper.make_tensor_value_info(n, t, None) for n, t in outputs],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 9
+    return m
+
+
+def _same_as_ort(m, feeds):
+    """predict against ONNX Runtime, or onnx.reference where ONNX Runtime has no kernel for a
+    type (uint16 Add)."""
+    try:
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        want = sess.run(None, feeds)
+    except Exception as e:
+        if "NOT_IMPLEMENTED" not in str(e):
+            raise
+        from onnx.reference import ReferenceEvaluator
+
+        want = ReferenceEvaluator(m).run(None, feeds)
+    model = gc.from_onnx(m).compile()
+    got = model.predict(feeds)
+    got = [got] if not isinstance(got, dict) else [got[o.name] for o in m.graph.output]
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)
+    return model
+
+
+def test_integer_inputs_to_integer_outputs_in_their_type() -> None:
+    """uint16 and int64 inputs through Add / ReduceMax / Equal to outputs of their types
+    (refused before: 'x' is a graph output (an integer output)); a uint16 sum that would pass
+    65535 (ONNX Runtime wraps it) is refused at run time naming the input."""
+    U16, I64, B = TensorProto.UINT16, TensorProto.INT64, TensorProto.BOOL
+    nodes = [
+        helper.make_node("Add", ["x", "y"], ["s"]),
+        helper.make_node("Add", ["ids", "one"], ["ids1"]),
+        helper.make_node("ReduceMax", ["ids1"], ["top"], axes=[1], keepdims=0),
+        helper.make_node("Equal", ["ids", "ids2"], ["eq"]),
+    ]
+    m = _int_model(
+        nodes,
+        [("x", U16), ("y", U16), ("ids", I64), ("ids2", I64)],
+        [("s", U16), ("top", I64), ("eq", B)],
+        opset=17,
+    )
+    m.graph.initializer.append(numpy_helper.from_array(np.array(1, np.int64), "one"))
+    rng = np.random.default_rng(5)
+    feeds = {
+        "x": rng.integers(0, 30000, (6, 4)).astype(np.uint16),
+        "y": rng.integers(0, 30000, (6, 4)).astype(np.uint16),
+        "ids": rng.integers(-(10**6), 10**6, (6, 4)).astype(np.int64),
+    }
+    feeds["ids2"] = np.where(rng.random((6, 4)) < 0.5, feeds["ids"], 7)  # some equal
+    model = _same_as_ort(m, feeds)
+    big = dict(feeds, x=np.full((6, 4), 60000, np.uint16))
+    with pytest.raises(ArgumentError, match=r"'x': row 0 holds 60000"):
+        model.predict(big)
+
+
+def test_bool_inputs_to_bool_outputs() -> None:
+    """And / Xor / Not of bool inputs, bool outputs (refused before: 'a' used as an integer)."""
+    B = TensorProto.BOOL
+    nodes = [
+        helper.make_node("And", ["a", "b"], ["both"]),
+        helper.make_node("Xor", ["a", "b"], ["one"]),
+        helper.make_node("Not", ["a"], ["na"]),
+    ]
+    m = _int_model(nodes, [("a", B), ("b", B)], [("both", B), ("one", B), ("na", B)])
+    rng = np.random.default_rng(6)
+    _same_as_ort(m, {"a": rng.random((5, 4)) < 0.5, "b": rng.random((5, 4)) < 0.5})

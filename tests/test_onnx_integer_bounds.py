@@ -212,11 +212,6 @@ def test_class_labels_picked_by_an_index_past_them_are_refused() -> None:
             "i",
             "here node 0 'total' (ReduceProd) reads 'ids' as an integer",
         ),
-        (
-            [helper.make_node("Add", ["ids", "one"], ["i"], name="inc")],
-            "i",
-            "here 'i' is a graph output (an integer output)",
-        ),
     ],
 )
 def test_a_refused_integer_input_names_the_node_that_refuses_it(nodes, output, why) -> None:
