@@ -282,6 +282,51 @@ def test_grouped_gather_scan_names_the_row_and_changes_nothing(wide_classifier, 
     _assert_same(_snapshot(m), before)
 
 
+# The labels are narrow rows (4 bytes): the scanning epoch tests a batch's labels once, over the
+# stage they were copied to. (fit checks integer labels up front in Python, so the entry is
+# called here directly.) Rows: the first of the data, one gathered beside a group of wide rows,
+# one copied alone, the last of the partial last batch; classes 3, -1 and 7 (3 classes).
+@pytest.mark.parametrize(("row", "label"), [(0, 3), (27, -1), (38, 3), (52, 7)])
+def test_scanning_epoch_rejects_a_label_outside_the_classes(wide_classifier, row, label) -> None:
+    """The epoch entry with ``scan`` stops before the step of the batch holding the bad label,
+    naming the labels input, with the batches before it run exactly as per-step calls run
+    them; the same data with the label mended runs the whole epoch."""
+    m = wide_classifier
+    e = m.entries["train_step"]
+    rng = np.random.default_rng(9)
+    n, bs = 53, 20
+    feeds = {
+        "x": rng.standard_normal((n, WIDE)).astype(np.float32),
+        "labels": rng.integers(0, 3, n).astype(np.int32),
+        "lr": np.array(0.01, np.float32),
+    }
+    good = feeds["labels"][row]
+    feeds["labels"][row] = label
+    arrays = [feeds[s] for s in e.sched.input_slots]
+    staging = [
+        None if s == "lr" else np.empty((bs,) + feeds[s].shape[1:], feeds[s].dtype)
+        for s in e.sched.input_slots
+    ]
+    order = np.random.default_rng(row).permutation(n).astype(np.int64)
+    losses = np.full(3, -1.0, np.float32)
+    m.initialize(1)
+    with pytest.raises(gc.ArgumentError) as err:
+        m.epoch_entry(arrays, staging, n, order, bs, losses, scan=True)
+    assert "labels" in str(err.value)
+    after = _snapshot(m)
+    bad_batch = int(np.nonzero(order == row)[0][0]) // bs
+    m.initialize(1)
+    for s in range(bad_batch):  # the batches before it, one train_step call each
+        idx = order[s * bs : (s + 1) * bs]
+        loss = m.train_step(feeds["x"][idx], feeds["labels"][idx])
+        assert losses[s] == np.float32(loss)
+    assert (losses[bad_batch:] == -1.0).all()
+    _assert_same(after, _snapshot(m))
+    feeds["labels"][row] = good
+    m.epoch_entry(arrays, staging, n, order, bs, losses, scan=True)
+    assert (losses >= 0).all()
+
+
 def test_grouped_gather_rejects_a_row_index_outside_data(wide_classifier) -> None:
     m = wide_classifier
     e = m.entries["train_step"]
