@@ -39,7 +39,8 @@ UNSUPPORTED = {
     "8-bit, 4-bit and 2-bit float or integer types": r"element type (float8|float4|int4|uint4|"
     r"int2|uint2)|cast to (float8|float4|int4|uint4|int2|uint2)",
     "casts that round to float16 or bfloat16": r"cannot round to it",
-    "sequence and optional values": r"only tensor inputs are supported|output .* is a sequence",
+    "sequence and optional values": r"only tensor inputs are supported|output .* is a sequence|"
+    r"output \d+ is an optional",
     "control flow that depends on the data (graphc unrolls loops known at import time)": r"a "
     r"loop whose length follows the data|control flow on the data",
     "Scan-8 (a batch axis and sequence_lens)": r"Scan-8",

@@ -1696,6 +1696,8 @@ class Importer:
                     continue
                 if _INDEX_OPERAND.get(n.op_type) == list(n.input).index(v):
                     continue  # the indices only (ScatterElements', a loss's targets): compared
+                if n.op_type == "If" and n.input[0] == v:
+                    continue  # the condition picks a branch: the branches' values flow on
                 if n.op_type == "Where" and n.input[0] == v and v not in n.input[1:]:
                     # the condition only picks between the other operands: their values, not
                     # v's, flow on (torch's masked_fill(ids == 0, -1e9) of float scores)

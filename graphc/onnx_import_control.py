@@ -591,6 +591,8 @@ def if_rule(cx: NodeContext) -> list[Any]:
             cx.fail(f"output {k}: its branches give element types {ta} and {tb}")
         if isinstance(a, SequenceValue) or isinstance(b, SequenceValue):
             cx.fail(f"output {k} is a sequence: graphc selects tensors only")
+        if isinstance(a, OptionalValue) or isinstance(b, OptionalValue):
+            cx.fail(f"output {k} is an optional: graphc selects tensors only")
         a = onnx_layout.materialize(cx, a) if isinstance(a, onnx_layout.View) else a
         b = onnx_layout.materialize(cx, b) if isinstance(b, onnx_layout.View) else b
         if _shape(a) != _shape(b):

@@ -340,8 +340,9 @@ def test_ops_defined_by_a_function_body_are_expanded(op: str, attrs, opset: int)
 # a graph output (onnx9, stop 15: test_maxpool_with_argmax_2d_precomputed_pads / _strides);
 # 1348 with integer and bool inputs reaching integer outputs (onnx9: And / Or / Xor of bool,
 # Add / Sub / Max / Min / comparisons of 8- to 64-bit integers, NLLLoss's function bodies with
-# their int64 targets fed at run time, ...)
-SWEEP_FLOOR = 1348
+# their int64 targets fed at run time, ...); 1349 with a bool input as an If's condition
+# (test_if)
+SWEEP_FLOOR = 1349
 
 
 def test_node_test_sweep_imports_and_matches_or_documents_the_limit() -> None:

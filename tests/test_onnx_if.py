@@ -116,3 +116,95 @@ def test_an_if_on_the_data_selects_between_its_branches() -> None:
     for shift in (2.0, -2.0):  # sum(relu(x)) > 0 and == 0
         x = (np.random.default_rng(2).standard_normal((3, 4)) + shift).astype(np.float32)
         np.testing.assert_array_equal(model.predict(x), sess.run(None, {"x": x})[0])
+
+
+def _ids_if_model(with_optional: bool = False) -> onnx.ModelProto:
+    """If on a bool input c: the then branch picks ids (int64 input) and ArgMax(x), the else
+    branch ids + 1 and ArgMin(x); outside, Gather(emb, chosen ids) and the chosen ArgMax /
+    ArgMin as an int64 graph output."""
+    vi = helper.make_tensor_value_info
+    I64 = TensorProto.INT64
+
+    def branch(name, nodes, outs):
+        return helper.make_graph(nodes, name, [], [vi(o, I64, None) for o in outs])
+
+    then_g = branch(
+        "then",
+        [N("Identity", ["ids"], ["ta"]), N("ArgMax", ["x"], ["pa"], axis=1, keepdims=0)],
+        ["ta", "pa"],
+    )
+    else_g = branch(
+        "else",
+        [N("Add", ["ids", "one"], ["tb"]), N("ArgMin", ["x"], ["pb"], axis=1, keepdims=0)],
+        ["tb", "pb"],
+    )
+    if with_optional:  # an optional output of a branch: selected by no rule
+        then_g.node.append(N("Optional", ["x"], ["oa"]))
+        else_g.node.append(N("Optional", ["x"], ["ob"]))
+        then_g.output.append(
+            helper.make_value_info(
+                "oa",
+                helper.make_optional_type_proto(
+                    helper.make_tensor_type_proto(TensorProto.FLOAT, None)
+                ),
+            )
+        )
+        else_g.output.append(
+            helper.make_value_info(
+                "ob",
+                helper.make_optional_type_proto(
+                    helper.make_tensor_type_proto(TensorProto.FLOAT, None)
+                ),
+            )
+        )
+    outs = ["sel", "pos"] + (["opt"] if with_optional else [])
+    nodes = [
+        N("If", ["c"], outs, then_branch=then_g, else_branch=else_g),
+        N("Gather", ["emb", "sel"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [
+            vi("x", TensorProto.FLOAT, ["N", 5]),
+            vi("ids", I64, ["N", 3]),
+            vi("c", TensorProto.BOOL, [1]),
+        ],
+        [vi("y", TensorProto.FLOAT, None), vi("pos", I64, None)]
+        + ([vi("opt", TensorProto.FLOAT, None)] if with_optional else []),
+        [
+            numpy_helper.from_array(np.arange(40, dtype=np.float32).reshape(10, 4), "emb"),
+            _i64("one", 1),
+        ],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 9
+    return m
+
+
+def test_integer_ids_chosen_by_an_if_on_a_bool_input_and_used_outside() -> None:
+    """The chosen ids index a table outside the If and the chosen ArgMax / ArgMin is an int64
+    output, as ONNX Runtime gives them for both conditions; an id whose chosen index leaves the
+    table (ids + 1 = 10) is refused at run time naming 'ids'. Before, the bool input c was
+    refused ('element type bool used as an integer')."""
+    m = _ids_if_model()
+    model = gc.from_onnx(m).compile()
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 5)).astype(np.float32)
+    ids = rng.integers(0, 9, (4, 3)).astype(np.int64)
+    for c in (True, False):
+        feeds = {"x": x, "ids": ids, "c": np.array([c])}
+        want = sess.run(None, feeds)
+        got = model.predict(feeds)
+        np.testing.assert_array_equal(got["y"], want[0])
+        assert got["pos"].dtype == np.int64
+        np.testing.assert_array_equal(got["pos"], want[1])
+    with pytest.raises(gc.ArgumentError, match="'ids'"):
+        model.predict({"x": x, "ids": np.full((4, 3), 9, np.int64), "c": np.array([False])})
+
+
+def test_an_optional_chosen_by_an_if_on_the_data_is_refused_by_name() -> None:
+    """(AttributeError before: 'OptionalValue' object has no attribute 'shape')"""
+    with pytest.raises(gc.OnnxError, match=r"\(If.*output 2 is an optional"):
+        gc.from_onnx(_ids_if_model(with_optional=True))
