@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from graphc.ir.errors import GraphcError, ShapeError
+from graphc.ir.ops.norm import BatchNorm as BatchNormOp
 from graphc.runtime.checks import check_bool, check_real
 
 from .dsl import (
@@ -216,24 +217,38 @@ def batch_norm(
     momentum: float | None = None,
     eps: float | None = None,
     name: str | None = None,
+    axis: int = -1,
 ) -> Tensor:
-    """Batch normalization over the last axis, as torch.nn.BatchNorm1d (momentum 0.1, eps 1e-5,
-    the op's defaults): in training the batch's statistics, and the compiled step updates the
-    running mean and variance (states ``NAME.running_mean``, ``NAME.running_var``); evaluate,
-    predict and exported libraries use the running statistics. Learned ``NAME.gamma`` (ones),
-    ``NAME.beta`` (zeros). See graphc.ir.ops.norm.BatchNorm for the formulas.
+    """Batch normalization over the feature axis ``axis`` with torch.nn.BatchNorm1d's
+    conventions (momentum 0.1, eps 1e-5, the op's defaults): in training the batch's
+    statistics, and the compiled step updates the running mean and variance (states
+    ``NAME.running_mean``, ``NAME.running_var``); evaluate, predict and exported libraries use
+    the running statistics. Learned ``NAME.gamma`` (ones), ``NAME.beta`` (zeros), all [C].
+
+    ``axis``: the features' axis, statistics over every other one: -1 (default, the last:
+    x [N, C], or [N, T, C] as Keras's BatchNormalization(axis=-1)); 1 for graphc's
+    channels-first conv outputs [N, C, H, W], per channel as torch's BatchNorm2d (and
+    BatchNorm1d on [N, C, L]): with the default, x [N, C, H, W] is normalized per position of
+    W. See graphc.ir.ops.norm.BatchNorm for the formulas.
+
+    Raises:
+        ShapeError: x of rank < 2, ``axis`` out of range or the batch axis N.
     """
     from .dsl import _source
 
-    if x.type.rank < 2 or not isinstance(x.shape[-1], int):
-        raise ShapeError(f"batch_norm: expects x [..., C] with a fixed C, got {x.type} ({x.name})")
+    if x.type.rank < 2:
+        raise ShapeError(f"batch_norm: expects x [N, C] or [N, ..., C], got {x.type} ({x.name})")
+    a = BatchNormOp.feature_axis(x.type, axis)
     name = name or _fresh("batch_norm")
-    c = (x.shape[-1],)
+    c = (x.shape[a],)
     gamma = param(f"{name}.gamma", c, init="ones", dtype=x.dtype)
     beta = param(f"{name}.beta", c, init="zeros", dtype=x.dtype)
     rm = _source("state", f"{name}.running_mean", c, x.dtype, {"init": "zeros"})
     rv = _source("state", f"{name}.running_var", c, x.dtype, {"init": "ones"})
-    return apply("batch_norm", x, gamma, beta, rm, rv, name=name, momentum=momentum, eps=eps)
+    axis = None if a == x.type.rank - 1 else a  # the default is not written (models as before)
+    return apply(
+        "batch_norm", x, gamma, beta, rm, rv, name=name, momentum=momentum, eps=eps, axis=axis
+    )
 
 
 class LayerNorm:
@@ -250,12 +265,19 @@ class LayerNorm:
 
 
 class BatchNorm:
-    """Layer object for Sequential: ``BatchNorm(momentum=None, eps=None, name=None)``."""
+    """Layer object for Sequential: ``BatchNorm(momentum=None, eps=None, name=None,
+    axis=-1)`` (see ``batch_norm``; ``axis=1`` after a Conv: per channel, torch's
+    BatchNorm2d)."""
 
     def __init__(
-        self, *, momentum: float | None = None, eps: float | None = None, name: str | None = None
+        self,
+        *,
+        momentum: float | None = None,
+        eps: float | None = None,
+        name: str | None = None,
+        axis: int = -1,
     ) -> None:
-        self.momentum, self.eps, self.name = momentum, eps, name
+        self.momentum, self.eps, self.name, self.axis = momentum, eps, name, axis
 
     def __call__(self, x: Tensor) -> Tensor:
         """``batch_norm(x, ...)`` with this object's gamma, beta and running statistics: a
@@ -273,7 +295,8 @@ class BatchNorm:
         if getattr(self, "_weights", None):  # the op of a later call needs its own name
             name = _fresh(f"{self.name or 'batch_norm'}_")
         return call_layer(
-            self, lambda: batch_norm(x, momentum=self.momentum, eps=self.eps, name=name)
+            self,
+            lambda: batch_norm(x, momentum=self.momentum, eps=self.eps, name=name, axis=self.axis),
         )
 
     def __repr__(self) -> str:

@@ -375,6 +375,12 @@ def _concat(w: _Writer, n: Node) -> None:
 
 def _batch_norm(w: _Writer, n: Node) -> None:  # inference form (graphs usually hold primitives)
     eps, m = float(_attr_of(n, "eps")), float(_attr_of(n, "momentum"))
+    rank = len(n.type.shape)
+    if rank > 2 and int(_attr_of(n, "axis")) % rank != 1:  # ONNX's features are axis 1
+        raise OnnxError(
+            f"to_onnx: batch_norm {n.name} normalizes axis {_attr_of(n, 'axis')} of {n.type}; "
+            "ONNX BatchNormalization normalizes axis 1"
+        )
     w.node("BatchNormalization", list(n.inputs), n.name, n, epsilon=eps, momentum=1.0 - m)
 
 

@@ -248,3 +248,67 @@ def test_softmax_and_log_softmax_of_rank_three_over_any_axis(tmp_path):
     with pytest.raises(gc.ShapeError, match="is not an axis of"):
         gc.softmax(x, axis=3)
     _onnx_equal(m, tmp_path / "sm.onnx", {"x": xs}, want, 1e-10, 1e-12)
+
+
+def _bn_conv(axis):
+    x = gc.input("x", ("N", 2, 5, 4))
+    t = gc.input("t", ("N", 3, 3, 2))
+    h = gc.conv(x, 3, 3, name="bcv")
+    y = gc.Sequential([gc.BatchNorm(momentum=0.2, axis=axis, name="bc")])(h)
+    return gc.compile(y, gc.mean_squared_error(y, t), gc.SGD(0.1), name=f"bn_axis{axis % 4}")
+
+
+def test_batch_norm_axis_one_normalizes_conv_channels_as_torch_batchnorm2d(tmp_path):
+    """graphc's conv is channels-first (torch's layout), but batch_norm normalized the last
+    axis only: after a conv [N, C, H, W] it kept one mean per position of W, not per channel
+    as torch's BatchNorm2d, with no way to ask for the channel (graphc@7d32873). axis=1 now
+    does (statistics over N, H, W); the default stays the last axis (Keras's axis=-1). Three
+    SGD steps: loss, running mean / var (numpy float64 formula, rtol 1e-5), then predict,
+    the exported library and ONNX Runtime (one BatchNormalization-like form per channel)."""
+    m = _bn_conv(1)
+    assert m.params["bc.gamma"].shape == (3,) and _bn_conv(-1).params["bc.gamma"].shape == (2,)
+    rng = np.random.default_rng(11)
+    rm, rv = np.zeros(3), np.ones(3)
+    w, b = m.params["bcv.w"].astype(np.float64), m.params["bcv.b"].astype(np.float64)
+    for _ in range(3):
+        xs = (rng.standard_normal((4, 2, 5, 4)) * 2 + 1).astype(np.float32)
+        ts = rng.standard_normal((4, 3, 3, 2)).astype(np.float32)
+        g, be = m.params["bc.gamma"].astype(np.float64), m.params["bc.beta"].astype(np.float64)
+        h = np.zeros((4, 3, 3, 2))
+        for i, j in np.ndindex(3, 2):
+            h[:, :, i, j] = np.einsum("ncij,fcij->nf", xs[:, :, i : i + 3, j : j + 3], w) + b
+        mu, var = h.mean(axis=(0, 2, 3)), h.var(axis=(0, 2, 3))
+        y = (h - mu[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5)
+        y = y * g[:, None, None] + be[:, None, None]
+        np.testing.assert_allclose(m.train_step(xs, ts), np.mean((y - ts) ** 2), rtol=1e-5)
+        rm = 0.8 * rm + 0.2 * mu
+        rv = 0.8 * rv + 0.2 * h.var(axis=(0, 2, 3), ddof=1)
+        np.testing.assert_allclose(m.state["bc.running_mean"], rm, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(m.state["bc.running_var"], rv, rtol=1e-5, atol=1e-6)
+        w, b = m.params["bcv.w"].astype(np.float64), m.params["bcv.b"].astype(np.float64)
+    got = m.predict(xs)
+    lib = gc.load(m.export(str(tmp_path / "libbnc.so")).library)
+    np.testing.assert_allclose(lib.predict(xs), got, rtol=1e-6, atol=1e-6)
+    _onnx_equal(m, tmp_path / "bnc.onnx", {"x": xs}, [got], 1e-5, 1e-5)
+
+
+def test_batch_norm_axis_one_trains_as_torch_batchnorm2d():
+    torch = pytest.importorskip("torch")
+    x = gc.input("x", ("N", 3, 4, 5), dtype="f64")
+    t = gc.input("t", ("N", 3, 4, 5), dtype="f64")
+    y = gc.batch_norm(x, axis=1, name="tb")
+    m = gc.compile(y, gc.mean_squared_error(y, t), gc.SGD(0.1), name="bn_torch2d")
+    ref = torch.nn.BatchNorm2d(3).double()
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    rng = np.random.default_rng(12)
+    for _ in range(3):
+        xs, ts = rng.standard_normal((2, 3, 4, 5)) * 3 - 1, rng.standard_normal((2, 3, 4, 5))
+        opt.zero_grad()
+        loss = torch.mean((ref(torch.tensor(xs)) - torch.tensor(ts)) ** 2)
+        loss.backward()
+        opt.step()
+        np.testing.assert_allclose(m.train_step(xs, ts), loss.item(), rtol=1e-10)
+    np.testing.assert_allclose(m.params["tb.gamma"], ref.weight.detach().numpy(), rtol=1e-10)
+    np.testing.assert_allclose(m.state["tb.running_var"], ref.running_var.numpy(), rtol=1e-10)
+    ref.eval()
+    np.testing.assert_allclose(m.predict(xs), ref(torch.tensor(xs)).detach().numpy(), 1e-10)

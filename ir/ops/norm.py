@@ -23,13 +23,16 @@ if TYPE_CHECKING:
 
 @register
 class BatchNorm(Op):
-    """Batch normalization (Ioffe & Szegedy, 2015) over the last axis (the features C) of x,
+    """Batch normalization (Ioffe & Szegedy, 2015) over the feature axis ``axis`` of x (C
+    features; default -1, the last: Keras's BatchNormalization(axis=-1); axis=1 on x [N, C,
+    ...] is torch's BatchNorm1d / 2d / 3d, per channel of graphc's channels-first conv),
     statistics over every other axis, with the conventions of torch.nn.BatchNorm1d.
 
-    Operands: x [..., C], gamma [C], beta [C] (params), running_mean [C], running_var [C]
-    (states). Inference form (the reference): y = (x - running_mean) / sqrt(running_var + eps)
-    * gamma + beta. Training form: y = (x - mu) / sqrt(var + eps) * gamma + beta with the
-    batch's mean mu and biased variance var; the step then sets
+    Operands: x [..., C, ...], gamma [C], beta [C] (params), running_mean [C], running_var
+    [C] (states), each broadcast along ``axis``. Inference form (the reference): y = (x -
+    running_mean) / sqrt(running_var + eps) * gamma + beta. Training form: y = (x - mu) /
+    sqrt(var + eps) * gamma + beta with the batch's mean mu and biased variance var; the step
+    then sets
     running_mean <- (1 - momentum) running_mean + momentum mu and
     running_var <- (1 - momentum) running_var + momentum var * n / max(n - 1, 1)
     (the unbiased variance over the n values per feature).
@@ -40,14 +43,31 @@ class BatchNorm(Op):
     name = "batch_norm"
     arity = 5
     kind = Kind.COMPOSITE
-    attrs: ClassVar[dict[str, Any]] = {"momentum": 0.1, "eps": 1e-5}
+    attrs: ClassVar[dict[str, Any]] = {"momentum": 0.1, "eps": 1e-5, "axis": -1}
+
+    @staticmethod
+    def feature_axis(x: TensorType, axis: Any) -> int:
+        """``axis`` of x as a non-negative int: a fixed axis other than the batch axis N.
+
+        Raises:
+            ShapeError: an int out of range, or an axis of symbolic length (N).
+        """
+        if isinstance(axis, bool) or not isinstance(axis, int) or not -x.rank <= axis < x.rank:
+            raise ShapeError(f"batch_norm: axis {axis!r} is not an axis of {x}")
+        a = axis % x.rank
+        if not isinstance(x.shape[a], int):
+            raise ShapeError(
+                f"batch_norm: the feature axis {axis} of {x} must have a fixed length (not "
+                "the batch axis N)"
+            )
+        return a
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         x = types[0]
         same_float_dtype(self.name, types)
-        if x.rank < 2 or not isinstance(x.shape[-1], int):
-            raise ShapeError(f"batch_norm: expects x of shape [..., C] with a fixed C, got {x}")
-        c = x.shape[-1]
+        if x.rank < 2:
+            raise ShapeError(f"batch_norm: expects x of rank >= 2 ([N, C] or [N, ..., C]), got {x}")
+        c = x.shape[self.feature_axis(x, attrs.get("axis", -1))]
         for k, t in zip(("gamma", "beta", "running_mean", "running_var"), types[1:]):
             if t.shape != (c,):
                 raise ShapeError(f"batch_norm: {k} must have shape [{c}], got {t}")
@@ -57,7 +77,10 @@ class BatchNorm(Op):
             raise ShapeError(f"batch_norm: needs 0 <= momentum <= 1 and eps >= 0, got {m}, {eps}")
         return x
 
-    def reference(self, x, gamma, beta, mean, var, *, momentum, eps):
+    def reference(self, x, gamma, beta, mean, var, *, momentum, eps, axis=-1):
+        shape = [1] * x.ndim
+        shape[axis % x.ndim] = -1
+        gamma, beta, mean, var = (np.reshape(v, shape) for v in (gamma, beta, mean, var))
         return (x - mean) / np.sqrt(var + eps) * gamma + beta
 
     def decompose(
@@ -67,13 +90,21 @@ class BatchNorm(Op):
         the (state, new value) updates of the training form."""
         x, gamma, beta, rmean, rvar = node.inputs
         xt = b.type_of(x)
+        a = self.feature_axis(xt, self.attr(node, "axis"))
+        c = xt.shape[a]
+        if a != xt.rank - 1:  # [C] as [C, 1, ...]: broadcast along the feature axis
+            along = (c,) + (1,) * (xt.rank - 1 - a)
+            gamma, beta = b.reshape(gamma, shape=along), b.reshape(beta, shape=along)
+            rmean_b, rvar_b = b.reshape(rmean, shape=along), b.reshape(rvar, shape=along)
+        else:
+            rmean_b, rvar_b = rmean, rvar
         eps = b.const(float(self.attr(node, "eps")), like=x)
         if not training:
-            inv = b.rsqrt(b.add(rvar, eps))
-            y = b.mul(b.sub(x, rmean), b.mul(inv, gamma))
+            inv = b.rsqrt(b.add(rvar_b, eps))
+            y = b.mul(b.sub(x, rmean_b), b.mul(inv, gamma))
             return b.emit("add", (y, beta), name=node.name), []
-        axes = tuple(range(xt.rank - 1))
-        shape = xt.shape[-1:]
+        axes = tuple(i for i in range(xt.rank) if i != a)
+        shape = (c,)
         mu = b.mean(x, axes=axes, keepdims=True)
         d = b.sub(x, mu)
         var = b.mean(b.square(d), axes=axes, keepdims=True)
