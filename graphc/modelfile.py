@@ -182,7 +182,7 @@ def model_from_bytes(data: bytes, options: dict[str, Any]) -> Any:
     optimizer state, step counter and rates, then ``options`` applied: ``threads`` (None: the
     default), ``seed``, ``check_numerics``, ``history``, ``use_epoch_entry``,
     ``output_dtypes`` (output name -> numpy dtype name: an ONNX import's integer outputs),
-    ``output_row_terms``.
+    ``output_row_terms``, ``bool_inputs``.
 
     Raises:
         CheckpointError: the image is not a model file (as load_model).
@@ -212,4 +212,5 @@ def model_from_bytes(data: bytes, options: dict[str, Any]) -> Any:
     model.use_epoch_entry = options.get("use_epoch_entry", True)
     model.output_dtypes = {k: np.dtype(v) for k, v in options.get("output_dtypes", {}).items()}
     model.output_row_terms = dict(options.get("output_row_terms", {}))
+    model.bool_inputs = frozenset(options.get("bool_inputs", ()))
     return model

@@ -97,6 +97,8 @@ class OnnxImport:
     # graphc output name -> f: the output's row n is the graph's value + n * f, added in int64
     # after the native call (MaxPool's Indices (n * C + c) * P + p: f = C * P)
     output_row_terms: dict[str, int] = field(default_factory=dict)
+    # graphc names of the inputs the file declares bool: predict takes bool arrays for them
+    bool_inputs: list[str] = field(default_factory=list)
 
     def compile(self, loss: Tensor | None = None, optimizer: Any = None, **kw: Any) -> Any:
         """``gc.compile(self.outputs, loss, optimizer, name=self.name, **kw)``; the model's
@@ -122,6 +124,7 @@ class OnnxImport:
         model = gc_compile(self.outputs, loss, optimizer, **kw)
         model.output_dtypes = dict(self.output_dtypes)
         model.output_row_terms = dict(self.output_row_terms)
+        model.bool_inputs = frozenset(self.bool_inputs)
         return model
 
     def convert_outputs(self, outs: list[np.ndarray]) -> list[np.ndarray]:
@@ -1493,6 +1496,7 @@ class Importer:
             list(self.inference_only),
             self.declared_dtypes(want, outs),
             {out_names[k]: f for k, f in self.row_terms.items()},
+            [t for k, t in input_names.items() if self.elem_type(k) == 9],
         )
 
     def declared_dtypes(self, names: list[str], outs: list[Tensor]) -> dict[str, np.dtype]:

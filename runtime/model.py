@@ -301,6 +301,8 @@ class Model:
         # it); a model with any takes predict's checked path
         self.output_dtypes: dict[str, np.dtype] = {}
         self.output_row_terms: dict[str, int] = {}  # name -> f: row n gets + n * f (as_declared)
+        # inputs that take bool arrays (read as 0 and 1): an ONNX import's bool inputs
+        self.bool_inputs: frozenset[str] = frozenset()
         for e in self.entries.values():
             for name, t in zip(e.sched.input_slots, e.in_types):
                 if name == "lr":
@@ -679,6 +681,7 @@ class Model:
                 "use_epoch_entry": self.use_epoch_entry,
                 "output_dtypes": {k: v.str for k, v in self.output_dtypes.items()},
                 "output_row_terms": dict(self.output_row_terms),
+                "bool_inputs": sorted(self.bool_inputs),
             }
         return (_exporter("rebuild"), (data, options))
 
@@ -771,7 +774,7 @@ class Model:
             elif not (
                 np.issubdtype(a.dtype, np.floating)
                 or np.issubdtype(a.dtype, np.integer)
-                or a.dtype == np.bool_  # read as 0 and 1 (an ONNX import's bool input)
+                or (a.dtype == np.bool_ and name in self.bool_inputs)  # read as 0 and 1
             ):
                 raise ArgumentError(f"input {name!r} expects numbers ({t}), got dtype {a.dtype}")
             ax = t.shape.index(BATCH) if t.is_batched else None  # N need not lead: (3, "N")
