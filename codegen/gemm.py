@@ -36,7 +36,9 @@ for jc in 0..N step NC:                  # B panel, KC x NC, packed once: 256 Ki
   tile is prefetched when the microkernel starts it, so the read-modify-write between KC
   blocks does not stall.
 - When N spans at most A_IN_PLACE_MAX_SLIVERS slivers, packing A would not pay (each value is
-  used once or twice): the microkernel reads A where it lies.
+  used once or twice): the microkernel reads A where it lies. So it does for A stored [K, M]
+  with K at most A_IN_PLACE_SHALLOW_K (a weight gradient at a small batch) up to
+  A_IN_PLACE_SHALLOW_SLIVERS slivers: its K rows stay in L1.
 
 Small M skips packing altogether (the direct path, M <= Blocking.direct_max_m):
 
@@ -100,6 +102,17 @@ Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value], ir.Value]
 
 C_SCRATCH_TILES = 4  # tiles of C per pass through the stack buffer of c_unread (6 KiB at 6 x 64)
 A_IN_PLACE_MAX_SLIVERS = 2  # N <= this many NR-wide slivers: the microkernel reads A unpacked
+# ... and A stored [K, M] (a weight gradient X^T @ dY, K the batch) for N of up to
+# A_IN_PLACE_SHALLOW_SLIVERS slivers when K is at most A_IN_PLACE_SHALLOW_K: its in-place block
+# (K rows of MC values: 24 KiB of f32 at 48 x 120) stays in L1 across the slivers, where
+# packing it cost as much as the strided reads.
+# Measured (Zen 5, 1 thread, against packing X^T; 9 alternating rounds of separate processes
+# under the CPU lock, load 1.8-5.0): the public SGD step of 784-256-128-10 at b32 (dW1: X^T
+# [32, 784], N = 256, 4 slivers) 0.93-1.01 of its time, median 0.978; Adam b32 median 0.987.
+# The same steps exported (gradients not kept, as the JIT) in a C loop, 7 rounds: 0.975 and
+# 0.983. With no bound on K, SGD b128 ran 0.99-1.03 (3 rounds) and b512 0.96-1.06: not taken.
+A_IN_PLACE_SHALLOW_SLIVERS = 4
+A_IN_PLACE_SHALLOW_K = 48
 PACK_PREFETCH_ROWS = 8  # packing a [K, M] or [K, N] source asks for the row this far ahead
 GEMV_ROWS = 8  # a GEMV (M = 1) adds this many rows of B to C's row per pass
 # A GEMV with N and K built in and N at most this keeps C's row in registers instead
@@ -1145,6 +1158,10 @@ class _GemmEmitter:
             a_in_place = self.fixed["N"] <= in_place_max
         else:
             a_in_place = b.icmp_signed("<=", self.N, self.const(in_place_max))
+        if self.trans_a and a_in_place is not True:
+            shallow = self.shallow_a()
+            if shallow is not False:
+                a_in_place = shallow if a_in_place is False else b.or_(a_in_place, shallow)
         if a_in_place is not True:
             pack_a = self.define(
                 "pack_a",
@@ -1285,6 +1302,24 @@ class _GemmEmitter:
                                     whole()
                         else:
                             whole()
+
+    def shallow_a(self) -> ir.Value | bool:
+        """Whether A stored [K, M] is read in place for its shallow K (A_IN_PLACE_SHALLOW_K)
+        and N of at most A_IN_PLACE_SHALLOW_SLIVERS slivers: i1, or a bool where the fixed
+        dimensions settle it."""
+        b = self.b
+        conds: list[ir.Value] = []
+        for dim, value, bound in (
+            ("N", self.N, self.blk.nr * A_IN_PLACE_SHALLOW_SLIVERS),
+            ("K", self.K, A_IN_PLACE_SHALLOW_K),
+        ):
+            if dim not in self.fixed:
+                conds.append(b.icmp_signed("<=", value, self.const(bound)))
+            elif self.fixed[dim] > bound:
+                return False
+        if not conds:
+            return True
+        return conds[0] if len(conds) == 1 else b.and_(*conds, name="a.shallow")
 
     def b_in_place(self, m0: ir.Value, m1: ir.Value) -> ir.Value | bool:
         """Whether the block C[m0:m1] reads B stored [K, N] where it lies (i1, or a bool when

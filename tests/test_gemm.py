@@ -270,6 +270,39 @@ def test_b_in_place_twin_only_where_few_rows_or_narrow_b_can_occur() -> None:
         np.testing.assert_allclose(c_fixed, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
 
 
+def test_shallow_a_stored_k_by_m_is_read_in_place(monkeypatch) -> None:
+    """A stored [K, M] (C = A^T @ B, a weight gradient) with K <= A_IN_PLACE_SHALLOW_K and N of
+    up to A_IN_PLACE_SHALLOW_SLIVERS slivers is read where it lies (no pack_a where K and N are
+    fixed so), deeper K packs; either way each element of C gets the bits of the packed
+    product (same k order) and agrees with float64 numpy."""
+    import graphc.codegen.gemm as G
+
+    wide = {"vector_width": 16, "registers": 32, "trans_a": True}
+    nr, k_max = 64, G.A_IN_PLACE_SHALLOW_K
+    n_max = nr * G.A_IN_PLACE_SHALLOW_SLIVERS
+    assert "pack_a" not in emitted(**wide, fixed={"N": n_max, "K": k_max})
+    assert "pack_a" in emitted(**wide, fixed={"N": n_max, "K": k_max + 1})
+    assert "pack_a" in emitted(**wide, fixed={"N": n_max + nr, "K": 8})
+    rng = np.random.default_rng(12)
+    shapes = [(130, n_max, k_max), (784, n_max, 32), (61, 3 * nr, 17), (50, n_max, k_max + 1)]
+    runs = []
+    for shallow_k in (k_max, 0):  # 0: A always packed above A_IN_PLACE_MAX_SLIVERS slivers
+        monkeypatch.setattr(G, "A_IN_PLACE_SHALLOW_K", shallow_k)
+        g = JitGemms({"tn": dict(wide)})["tn"]
+        out = []
+        for m, n, k in shapes:
+            a = rng.standard_normal((k, m)).astype(np.float32)
+            b = rng.standard_normal((k, n)).astype(np.float32)
+            c = g(a, b, np.zeros((m, n), np.float32))
+            want = a.T.astype(np.float64) @ b.astype(np.float64)
+            np.testing.assert_allclose(c, want, rtol=1e-4, atol=1e-4)
+            out.append(c)
+        rng = np.random.default_rng(12)
+        runs.append(out)
+    for in_place, packed in zip(*runs, strict=True):
+        np.testing.assert_array_equal(in_place, packed)
+
+
 PLAIN_X86 = {  # name: (vector_width, trans_a, trans_b)
     "sse_nn": (4, False, False),
     "sse_tn": (4, True, False),
