@@ -242,6 +242,7 @@ INTEGER_FLOW = frozenset(
         "ReduceSum",
         "ReduceMax",
         "ReduceMin",
+        "Trilu",  # x or 0 (a select by a constant mask)
     ]
 )
 

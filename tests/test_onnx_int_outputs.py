@@ -210,3 +210,20 @@ def test_bool_inputs_to_bool_outputs() -> None:
     m = _int_model(nodes, [("a", B), ("b", B)], [("both", B), ("one", B), ("na", B)])
     rng = np.random.default_rng(6)
     _same_as_ort(m, {"a": rng.random((5, 4)) < 0.5, "b": rng.random((5, 4)) < 0.5})
+
+
+@pytest.mark.parametrize("upper, k", [(1, 0), (0, -1), (1, 2)])
+def test_trilu_of_integer_input(upper: int, k: int) -> None:
+    """Trilu of int64 ids [N, 4, 5] to an int64 output (refused before: 'ids' read as an
+    integer by the Trilu)."""
+    g = helper.make_graph(
+        [helper.make_node("Trilu", ["ids", "k"], ["t"], upper=upper)],
+        "trilu",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", 4, 5])],
+        [helper.make_tensor_value_info("t", TensorProto.INT64, None)],
+        [numpy_helper.from_array(np.array(k, np.int64), "k")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    ids = np.random.default_rng(9).integers(-(10**6), 10**6, (3, 4, 5)).astype(np.int64)
+    _same_as_ort(m, {"ids": ids})
