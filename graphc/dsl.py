@@ -196,7 +196,7 @@ class Tensor:
         return apply("div", self._lift(o), self)
 
     def __matmul__(self, o):
-        return apply("matmul", self, o)
+        return matmul(self, o)
 
     def __neg__(self):
         return apply("neg", self)
@@ -621,10 +621,20 @@ def dropout(x: Tensor, p: float, *, seed: int = 0, name: str | None = None) -> T
 
 
 def matmul(a: Tensor, b: Tensor, *, transpose_a: bool = False, transpose_b: bool = False) -> Tensor:
-    """``op(a) @ op(b)`` for 2-D tensors; shapes [M,K] @ [K,N] -> [M,N]."""
+    """``op(a) @ op(b)`` for 2-D tensors; shapes [M,K] @ [K,N] -> [M,N]. An ``a`` of higher
+    rank [..., K] times a 2-D b [K, P] (no transposes) is numpy's and torch's stack of
+    products, [..., P] (see ``_last_axis_matmul``); ``a @ b`` is this function."""
     for k, v in (("transpose_a", transpose_a), ("transpose_b", transpose_b)):
         if not isinstance(v, bool):
             raise ArgumentError(f"matmul: {k} must be True or False, got {v!r}")
+    if (
+        isinstance(a, Tensor)
+        and isinstance(b, Tensor)
+        and a.type.rank > 2
+        and b.type.rank == 2
+        and not (transpose_a or transpose_b)
+    ):
+        return _last_axis_matmul(a, b)
     return apply("matmul", a, b, transpose_a=transpose_a or None, transpose_b=transpose_b or None)
 
 

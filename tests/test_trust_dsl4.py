@@ -312,3 +312,17 @@ def test_batch_norm_axis_one_trains_as_torch_batchnorm2d():
     np.testing.assert_allclose(m.state["tb.running_var"], ref.running_var.numpy(), rtol=1e-10)
     ref.eval()
     np.testing.assert_allclose(m.predict(xs), ref(torch.tensor(xs)).detach().numpy(), 1e-10)
+
+
+def test_matmul_of_a_stack_by_a_matrix_is_numpys():
+    """x [N, 2, 3] @ W [3, 4] (numpy's, torch's matmul of a stack): graphc@7d32873 said
+    "matmul: expects 2-D operands". Forward and dL/dW vs numpy float64."""
+    x = gc.input("x", ("N", 2, 3), dtype="f64")
+    w = gc.param("mw", (3, 4), dtype="f64")
+    y = x @ w
+    m = gc.compile(y, gc.sum(y * y), gc.SGD(0.0), name="mm_stack")
+    xs = np.random.default_rng(13).standard_normal((3, 2, 3))
+    wv = m.params["mw"]
+    np.testing.assert_allclose(m.predict(xs), xs @ wv, rtol=1e-12, atol=1e-12)
+    want = xs.reshape(-1, 3).T @ (2 * (xs @ wv)).reshape(-1, 4)
+    np.testing.assert_allclose(m.gradients(xs)["mw"], want, rtol=1e-10)
