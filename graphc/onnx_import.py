@@ -4371,7 +4371,14 @@ def _fold_cast_like(cx: NodeContext, args: list) -> list:
 
 
 def _identity(cx: NodeContext) -> list[Value]:
-    return [cx.value(0)]
+    """The operand itself. Identity of a trainable initializer (torch's TorchScript exporter
+    writes ln.weight = Identity(norm1.weight) for equal weights it deduplicated) is that
+    initializer's param: the file ties them, and their gradients add up, as onnxscript's
+    merged initializers do. (Its fold, for operands known at import time, runs otherwise.)"""
+    v = cx.value(0)
+    if isinstance(v, np.ndarray) and v.dtype.kind == "f":  # a trainable initializer
+        return [cx.x(0)]
+    return [v]
 
 
 def _dropout(cx: NodeContext) -> list[Value]:
