@@ -73,7 +73,59 @@ def read_description(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
             f"{where!r}: model description field 'optimizer' must be null or "
             f'{{"class": name, "fields": {{...}}}}, got {spec!r:.200}'
         )
+    _io_conversions(desc, where)
     return desc, {**state, **params}
+
+
+def _io_conversions(desc: dict[str, Any], where: str) -> dict[str, Any]:
+    """The description's ``output_dtypes`` (output name -> an integer or bool numpy dtype),
+    ``output_row_terms`` (output name -> int) and ``bool_inputs`` (names), checked (each
+    absent: empty), as Model attributes of those names.
+
+    Raises:
+        CheckpointError: a field of the wrong kind, an output the description does not list,
+            or a dtype that is not bool or an integer type.
+    """
+    outputs = set(desc["outputs"])
+    dtypes = desc.get("output_dtypes", {})
+    terms = desc.get("output_row_terms", {})
+    bools = desc.get("bool_inputs", [])
+    ok = (
+        isinstance(dtypes, dict)
+        and isinstance(terms, dict)
+        and isinstance(bools, list)
+        and set(dtypes) <= outputs
+        and set(terms) <= set(dtypes)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in terms.values())
+        and all(isinstance(v, str) for v in [*dtypes.values(), *bools])
+    )
+    conv: dict[str, np.dtype] = {}
+    if ok:
+        for k, v in dtypes.items():
+            try:
+                conv[k] = np.dtype(v)
+            except TypeError:
+                ok = False
+                break
+            ok = ok and conv[k].kind in "biu"
+    if not ok:
+        raise CheckpointError(
+            f"{where!r}: model description fields 'output_dtypes' ({dtypes!r:.120}), "
+            f"'output_row_terms' ({terms!r:.120}) or 'bool_inputs' ({bools!r:.120}) are not "
+            "integer or bool dtypes, integers and input names of the listed outputs"
+        )
+    return {
+        "output_dtypes": conv,
+        "output_row_terms": dict(terms),
+        "bool_inputs": frozenset(bools),
+    }
+
+
+def _restore_conversions(model: Any, desc: dict[str, Any], where: str) -> Any:
+    """``model`` with the ONNX import's output and input conversions the file holds."""
+    for key, value in _io_conversions(desc, where).items():
+        setattr(model, key, value)
+    return model
 
 
 def _check_stored_shapes(g: Any, stored: dict[str, Any], where: str) -> None:
@@ -173,7 +225,7 @@ def load_model(path: str | os.PathLike, *, threads: int | None = None) -> Any:
         outputs, loss, opt, name=desc["name"], opt_level=desc["opt_level"], threads=threads
     )
     checkpoint.load(model, path)
-    return model
+    return _restore_conversions(model, desc, where)
 
 
 def model_from_bytes(data: bytes, options: dict[str, Any]) -> Any:
@@ -208,9 +260,11 @@ def model_from_bytes(data: bytes, options: dict[str, Any]) -> Any:
             check_numerics=bool(options.get("check_numerics", False)),
         )
         checkpoint.load(model, path)
+        _restore_conversions(model, desc, "the copied model")
     model.history = options.get("history")
     model.use_epoch_entry = options.get("use_epoch_entry", True)
-    model.output_dtypes = {k: np.dtype(v) for k, v in options.get("output_dtypes", {}).items()}
-    model.output_row_terms = dict(options.get("output_row_terms", {}))
-    model.bool_inputs = frozenset(options.get("bool_inputs", ()))
+    if "output_dtypes" in options:  # a pickle of an older graphc: the file lacks them
+        model.output_dtypes = {k: np.dtype(v) for k, v in options["output_dtypes"].items()}
+        model.output_row_terms = dict(options.get("output_row_terms", {}))
+        model.bool_inputs = frozenset(options.get("bool_inputs", ()))
     return model

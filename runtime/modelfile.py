@@ -12,6 +12,12 @@ header's ``extra`` holds, under ``"model_file"``::
      "optimizer": {"class": "Adam", "fields": {"lr": 0.001, ...}} or null,
      "opt_level": 2}
 
+and, only for a model with them (an ONNX import's integer and bool outputs and bool inputs,
+``Model.output_dtypes`` / ``output_row_terms`` / ``bool_inputs``)::
+
+     "output_dtypes": {output name: numpy dtype string, e.g. "<i8", "|b1"},
+     "output_row_terms": {output name: int}, "bool_inputs": [input names]
+
 So a file names no Python code: ``graphc.load_model`` parses the graph text, rebuilds the
 network, compiles it and restores the weights through the checkpoint loader, which checks that
 they belong to that graph. ``graphc.modelfile`` holds the reader (it compiles: a layer above).
@@ -57,7 +63,7 @@ def describe(model: Any) -> dict[str, Any]:
             if f.name != "learning_rate"
         }
         opt_desc = {"class": type(opt).__name__, "fields": fields}
-    return {
+    desc: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
         "name": prog.name,
@@ -70,6 +76,18 @@ def describe(model: Any) -> dict[str, Any]:
         "optimizer": opt_desc,
         "opt_level": int(getattr(prog, "opt_level", 2)),
     }
+    # predict's conversions of an ONNX import's outputs and inputs: without them a loaded
+    # model returned an int64 output as float32 and MaxPool's Indices without their row term
+    dtypes = getattr(model, "output_dtypes", {})
+    if dtypes:
+        desc["output_dtypes"] = {k: v.str for k, v in dtypes.items()}
+    terms = getattr(model, "output_row_terms", {})
+    if terms:
+        desc["output_row_terms"] = {k: int(v) for k, v in terms.items()}
+    bools = getattr(model, "bool_inputs", ())
+    if bools:
+        desc["bool_inputs"] = sorted(bools)
+    return desc
 
 
 def save_model(model: Any, path: str | os.PathLike) -> str:

@@ -227,3 +227,58 @@ def test_trilu_of_integer_input(upper: int, k: int) -> None:
     m.ir_version = 9
     ids = np.random.default_rng(9).integers(-(10**6), 10**6, (3, 4, 5)).astype(np.int64)
     _same_as_ort(m, {"ids": ids})
+
+
+def test_a_saved_model_file_keeps_the_declared_types(tmp_path) -> None:
+    """save_model / load_model keeps what predict converts: the head's int64, bool and uint8
+    outputs, MaxPool's Indices with their batch row term (n * C * P), bool inputs; before,
+    the loaded model returned float32 and Indices without the row term (wrong from row 1 on).
+    A file whose output_dtypes names a float type is refused by name."""
+    m = _head()
+    x = _x(5, seed=7)
+    want = _ref(m, x)
+    gc.from_onnx(m).compile().save_model(str(tmp_path / "head.gcm"))
+    got = gc.load_model(str(tmp_path / "head.gcm")).predict(x)
+    for k, w in want.items():
+        assert got[k].dtype == w.dtype, (k, got[k].dtype, w.dtype)
+        if w.dtype.kind in "biu":
+            np.testing.assert_array_equal(got[k], w)
+
+    g = helper.make_graph(
+        [helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2])],
+        "pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 3, 3]),
+            helper.make_tensor_value_info("i", TensorProto.INT64, ["N", 3, 3, 3]),
+        ],
+    )
+    mp = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    xs = np.random.default_rng(8).standard_normal((4, 3, 4, 4)).astype(np.float32)
+    sess = ort.InferenceSession(mp.SerializeToString(), providers=["CPUExecutionProvider"])
+    wi = sess.run(None, {"x": xs})[1]
+    gc.from_onnx(mp).compile().save_model(str(tmp_path / "pool.gcm"))
+    gi = gc.load_model(str(tmp_path / "pool.gcm")).predict(xs, batch_size=3)["i"]
+    assert gi.dtype == np.int64
+    np.testing.assert_array_equal(gi, wi)
+
+    B = TensorProto.BOOL
+    mb = _int_model(
+        [helper.make_node("Xor", ["a", "b"], ["one"])], [("a", B), ("b", B)], [("one", B)]
+    )
+    rng = np.random.default_rng(9)
+    feeds = {"a": rng.random((5, 4)) < 0.5, "b": rng.random((5, 4)) < 0.5}
+    gc.from_onnx(mb).compile().save_model(str(tmp_path / "bool.gcm"))
+    got_b = gc.load_model(str(tmp_path / "bool.gcm")).predict(feeds)
+    assert got_b.dtype == np.bool_
+    np.testing.assert_array_equal(got_b, feeds["a"] ^ feeds["b"])
+
+    from graphc.ir.errors import CheckpointError
+    from graphc.runtime import checkpoint
+    from graphc.runtime.modelfile import describe
+
+    model = gc.from_onnx(m).compile()
+    model.output_dtypes = dict(model.output_dtypes, label=np.dtype(np.float32))
+    checkpoint.save(model, str(tmp_path / "bad.gcm"), extra={"model_file": describe(model)})
+    with pytest.raises(CheckpointError, match="output_dtypes"):
+        gc.load_model(str(tmp_path / "bad.gcm"))
