@@ -315,14 +315,16 @@ def categorical_cross_entropy(
     logits: Tensor, targets: Tensor, *, label_smoothing: float = 0.0
 ) -> Tensor:
     """Mean over rows of -sum_c t_c log softmax(z)_c, from logits z [N,C] and float targets
-    t [N,C] (one-hot or soft, rows summing to 1). With label smoothing e the targets become
+    t [N,C] (one-hot or soft, rows summing to 1); or z, t [N, ..., C] (a sequence's tokens,
+    Keras's CategoricalCrossentropy on [N, T, C]): the classes on the last axis, the mean over
+    every row and position. With label smoothing e the targets become
     (1 - e) t + e / C (as tf.keras.losses.CategoricalCrossentropy and torch.nn.CrossEntropyLoss).
     A class whose target is 0 adds 0 even where its logit is -inf (a masked class: 0 log 0 = 0,
     as scipy.special.xlogy and optax); a -inf logit where the target is above 0 gives an
     infinite loss.
 
     Raises:
-        ShapeError: the shapes differ or the logits are not 2-D.
+        ShapeError: the shapes differ or the logits are of rank < 2.
         OptionTypeError: label_smoothing not a number (a bool, a string).
         GraphcError: label_smoothing outside [0, 1] or NaN.
 
@@ -330,22 +332,24 @@ def categorical_cross_entropy(
     """
     _same_shape("categorical_cross_entropy", logits, targets)
     check_logits("categorical_cross_entropy", logits, "softmax", "or predict with softmax(logits)")
-    if logits.type.rank != 2:
-        raise ShapeError(f"categorical_cross_entropy: logits must be [N, C], got {logits.type}")
+    if logits.type.rank < 2:
+        raise ShapeError(
+            f"categorical_cross_entropy: logits must be [N, C] or [N, ..., C], got {logits.type}"
+        )
     # a bool is no rate: True was read as 1.0, every target the uniform 1/C, silently
     label_smoothing = check_real(label_smoothing, "categorical_cross_entropy: label_smoothing", 0.0)
     if label_smoothing > 1.0:
         raise GraphcError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
     t = targets
     if label_smoothing:
-        t = t * (1.0 - label_smoothing) + label_smoothing / logits.shape[1]
+        t = t * (1.0 - label_smoothing) + label_smoothing / logits.shape[-1]
     # t log p with 0 log 0 = 0 (scipy's xlogy): a class masked out with a -inf logit and a
     # target of 0 adds nothing (t * -inf was NaN, optax #896); log p is raised to the dtype's
     # lowest finite value only where t == 0, so the product is 0 and its gradients finite
     ls = log_softmax(logits)
     lowest = float(np.finfo(logits.type.np_dtype).min)
     ls = where(equal(t, 0.0), maximum(ls, lowest), ls)
-    per_row = sum(t * ls, axes=1)
+    per_row = sum(t * ls, axes=logits.type.rank - 1)
     return _tag(-mean(per_row), "categorical_cross_entropy", logits, targets)
 
 

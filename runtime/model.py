@@ -1334,7 +1334,8 @@ class Model:
             cut = 0.0 if form == "logit" else 0.5
             return {"accuracy": float(np.mean((out > cut).astype(y.dtype) == y))}
         if kind == "categorical_cross_entropy":  # targets one-hot or soft: their largest class
-            return {"accuracy": float(np.mean(np.argmax(out, axis=1) == np.argmax(y, axis=1)))}
+            # (classes on the last axis: [N, C], or [N, T, C] per position)
+            return {"accuracy": float(np.mean(np.argmax(out, axis=-1) == np.argmax(y, axis=-1)))}
         if kind in ("mean_squared_error", "mean_absolute_error", "huber"):
             err = out.astype(np.float64) - y
             return {

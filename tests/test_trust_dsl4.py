@@ -326,3 +326,30 @@ def test_matmul_of_a_stack_by_a_matrix_is_numpys():
     np.testing.assert_allclose(m.predict(xs), xs @ wv, rtol=1e-12, atol=1e-12)
     want = xs.reshape(-1, 3).T @ (2 * (xs @ wv)).reshape(-1, 4)
     np.testing.assert_allclose(m.gradients(xs)["mw"], want, rtol=1e-10)
+
+
+def test_categorical_cross_entropy_on_a_sequence_and_its_accuracy_per_position():
+    """Keras's CategoricalCrossentropy on logits [N, T, C] (token classification after a
+    Dense on a sequence): graphc@7d32873 said "logits must be [N, C]". The loss is the mean
+    over rows and positions (label smoothing 0.1 included), its gradient numpy's, and
+    evaluate's accuracy compares the classes on the last axis (the argmax over axis 1 would
+    have been over the positions). References: numpy float64."""
+    x = gc.input("x", ("N", 4, 3), dtype="f64")
+    t = gc.input("t", ("N", 4, 5), dtype="f64")
+    z = gc.dense(x, 5, name="tok")
+    m = gc.compile(z, gc.categorical_cross_entropy(z, t, label_smoothing=0.1), gc.SGD(0.0))
+    rng = np.random.default_rng(14)
+    xs = rng.standard_normal((3, 4, 3))
+    ts = np.eye(5)[rng.integers(0, 5, (3, 4))]
+    ts[0, 0] = [0.5, 0.5, 0, 0, 0]  # a soft target
+    w, b = m.params["tok.w"], m.params["tok.b"]
+    zs = xs @ w + b
+    st = ts * 0.9 + 0.1 / 5
+    want = -np.mean(np.sum(st * _np_softmax(zs, -1, log=True), axis=-1))
+    ev = m.evaluate(xs, ts)
+    np.testing.assert_allclose(ev["loss"], want, rtol=1e-12)
+    acc = np.mean(np.argmax(zs, -1) == np.argmax(ts, -1))
+    assert ev["accuracy"] == acc, (ev, acc)
+    dz = (_np_softmax(zs, -1) - st) / 12  # d mean / d logits, 12 rows x positions
+    g = m.gradients(xs, ts)
+    np.testing.assert_allclose(g["tok.w"], xs.reshape(-1, 3).T @ dz.reshape(-1, 5), rtol=1e-9)
