@@ -6883,7 +6883,7 @@ def _fold_dequantize_linear(cx: NodeContext, args: list) -> list:
 
 # the rules of graphc/onnx_import_onnxops.py (scatter, ...): after every helper they import
 # Loop, Scan, If (a computed condition too) and sequences: graphc/onnx_import_control.py
-from . import onnx_import_control, onnx_import_pool, onnx_import_rows  # noqa: E402
+from . import onnx_import_control, onnx_import_dft, onnx_import_pool, onnx_import_rows  # noqa: E402
 from .onnx_import_control import SEQUENCE_OPERANDS, OptionalValue, SequenceValue  # noqa: E402
 from .onnx_import_control import control_ops as _control_ops  # noqa: E402
 from .onnx_import_onnxops import INDEX_OPERAND as _INDEX_OPERAND  # noqa: E402
@@ -7100,6 +7100,7 @@ OPS: dict[str, Rule] = {
     "GatherElements": Rule(_gather_elements, ("axis",)),
     "CumSum": Rule(_cumsum, ("exclusive", "reverse"), fold=_fold_cumsum),
     "CumProd": Rule(_cumprod, ("exclusive", "reverse"), fold=_fold_cumsum),
+    "DFT": Rule(onnx_import_dft.dft, ("axis", "inverse", "onesided")),
     "Tile": Rule(_tile, fold=_fold_tile, keeps_integers=True),
     "DepthToSpace": Rule(
         _depth_to_space, ("blocksize", "mode"), fold=_fold_depth_to_space, keeps_integers=True
