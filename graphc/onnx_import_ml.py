@@ -712,6 +712,47 @@ def feature_vectorizer(cx: NodeContext) -> list[Value]:
     return [out]
 
 
+def label_encoder(cx: NodeContext) -> list[Value]:
+    """LabelEncoder (ai.onnx.ml, opsets 2 to 4; skl2onnx's IsolationForest maps leaf indices
+    to path lengths with it): each element equal to keys[k] becomes values[k], any other the
+    default (default_float 0 / default_int64 -1, or default_tensor), as sum_k [x == key_k]
+    values_k + [no key] default (exact: one term is nonzero). Numeric keys and values
+    (floats, int64, or the *_tensor forms); string keys or values are refused."""
+    x = cx.x(0)
+    keys = vals = None
+    for kind in ("keys_floats", "keys_int64s", "keys_tensor"):
+        if cx.attr(kind) is not None:
+            keys = np.asarray(cx.attr(kind)).reshape(-1)
+    for kind in ("values_floats", "values_int64s", "values_tensor"):
+        if cx.attr(kind) is not None:
+            vals = np.asarray(cx.attr(kind)).reshape(-1)
+            integer_values = kind == "values_int64s" or vals.dtype.kind in "iu"
+    if keys is None or vals is None or keys.dtype.kind not in "iuf" or vals.dtype.kind not in "iuf":
+        cx.fail("it needs numeric keys and values (string keys or values are not supported)")
+    if keys.size != vals.size or keys.size == 0:
+        cx.fail(f"{keys.size} keys for {vals.size} values")
+    if np.any(np.isnan(keys.astype(np.float64))):
+        cx.fail("a NaN key is not supported")
+    if np.any(keys.astype(np.float64) != keys.astype(np.float32).astype(np.float64)):
+        cx.fail("keys beyond float32's exact range (integers above 2**24) are not supported")
+    if cx.attr("default_tensor") is not None:
+        default = float(np.asarray(cx.attr("default_tensor")).reshape(-1)[0])
+    elif integer_values:
+        default = float(cx.attr("default_int64", -1))
+    else:
+        default = float(cx.attr("default_float", 0.0))
+    name = cx.node.name or f"{cx.node.op_type}_{cx.index}"
+    k = cx.imp.constant_tensor(f"{name}_keys", keys.astype(np.float32), cx, False)
+    v = cx.imp.constant_tensor(f"{name}_values", vals.astype(np.float32), cx, False)
+    r = len(x.shape)
+    hit = dsl.apply("equal", dsl.reshape(x, (*x.shape, 1)), k)  # [..., K]
+    found = dsl.sum(hit, r, keepdims=False)
+    y = dsl.sum(hit * v, r, keepdims=False) + (1.0 - found) * default
+    if integer_values:
+        cx.imp.integral.add(id(y))
+    return [y]
+
+
 ML_OPS: dict[str, Rule] = {
     "ai.onnx.ml:TreeEnsembleRegressor": Rule(
         tree_ensemble_regressor,
@@ -776,6 +817,24 @@ ML_OPS: dict[str, Rule] = {
         one_hot_encoder, ("cats_int64s", "cats_strings", "zeros"), domain=ML
     ),
     "ai.onnx.ml:FeatureVectorizer": Rule(feature_vectorizer, ("inputdimensions",), domain=ML),
+    "ai.onnx.ml:LabelEncoder": Rule(
+        label_encoder,
+        (
+            "keys_floats",
+            "keys_int64s",
+            "keys_strings",
+            "keys_tensor",
+            "values_floats",
+            "values_int64s",
+            "values_strings",
+            "values_tensor",
+            "default_float",
+            "default_int64",
+            "default_string",
+            "default_tensor",
+        ),
+        domain=ML,
+    ),
     "ai.onnx.ml:Imputer": Rule(
         imputer,
         (

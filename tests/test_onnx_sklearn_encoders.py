@@ -1,7 +1,8 @@
-"""scikit-learn's encoders through ONNX (ai.onnx.ml OneHotEncoder, FeatureVectorizer):
-OneHotEncoder, KBinsDiscretizer(onehot-dense) and a ColumnTransformer in pipelines exported
-by skl2onnx, and hand-built nodes (float inputs truncated, categories not seen, inputs of
-other widths), against ONNX Runtime."""
+"""scikit-learn's encoders through ONNX (ai.onnx.ml OneHotEncoder, FeatureVectorizer,
+LabelEncoder): OneHotEncoder, KBinsDiscretizer(onehot-dense), a ColumnTransformer and
+IsolationForest (trees, then LabelEncoder) exported by skl2onnx, and hand-built nodes (float
+inputs truncated, categories not seen, inputs of other widths, keys not found), against ONNX
+Runtime."""
 
 from __future__ import annotations
 
@@ -54,17 +55,21 @@ def test_sklearn_encoder_pipelines_match_onnxruntime() -> None:
         ),
         (make_pipeline(KBinsDiscretizer(n_bins=4, encode="onehot-dense"), Ridge()), xr, yr[:200]),
     ]
+    from sklearn.ensemble import IsolationForest
+
+    cases.append((IsolationForest(n_estimators=5, random_state=0), xr, None))
     for est, x, y in cases:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            est.fit(x[:100], y[:100])  # the last rows hold categories not seen in the fit
-            last = est.steps[-1][1]
+            est.fit(x[:100], None if y is None else y[:100])  # later rows: unseen categories
+            last = est.steps[-1][1] if hasattr(est, "steps") else est
             opts = {id(last): {"zipmap": False}} if hasattr(last, "predict_proba") else None
-            m = to_onnx(est, x[:1], target_opset=17, options=opts)
+            ops = 17 if y is not None else {"": 17, "ai.onnx.ml": 3}
+            m = to_onnx(est, x[:1], target_opset=ops, options=opts)
         _same(m, {m.graph.input[0].name: x})
 
 
-def _model(nodes, inputs, outs):
+def _model(nodes, inputs, outs, ml_opset: int = 1):
     g = helper.make_graph(
         nodes,
         "enc",
@@ -72,7 +77,7 @@ def _model(nodes, inputs, outs):
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outs],
     )
     m = helper.make_model(
-        g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 1)]
+        g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, ml_opset)]
     )
     m.ir_version = 8
     return m
@@ -99,3 +104,21 @@ def test_feature_vectorizer_against_onnxruntime() -> None:
         helper.make_tensor_value_info("B", TensorProto.FLOAT, ["N", 2]),
     ]
     _same(_model([node], inp, ["Y"]), {"A": a, "B": b})
+
+
+def test_label_encoder_numeric_keys_and_defaults_against_onnxruntime() -> None:
+    x = np.array([[3.0, 7.0, -2.0], [5.0, 3.0, 11.0]], np.float32)
+    nodes = [
+        helper.make_node(
+            "LabelEncoder", ["X"], ["Y"], domain=ML, keys_floats=[3.0, -2.0, 7.0],
+            values_floats=[0.5, -1.25, 9.0], default_float=42.0,
+        ),
+        helper.make_node("Cast", ["X"], ["Xi"], to=TensorProto.INT64),
+        helper.make_node(
+            "LabelEncoder", ["Xi"], ["Zi"], domain=ML, keys_int64s=[3, 11],
+            values_int64s=[-4, 6],
+        ),  # default_int64 -1
+        helper.make_node("Cast", ["Zi"], ["Z"], to=TensorProto.FLOAT),
+    ]  # fmt: skip
+    inp = [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 3])]
+    _same(_model(nodes, inp, ["Y", "Z"], ml_opset=3), {"X": x})
