@@ -44,9 +44,10 @@ Small M skips packing altogether (the direct path, M <= Blocking.direct_max_m):
 
 - nn and tn: 2-row register tiles read A and B where they lie, over all of K; a single row
   (batch-1 inference, a GEMV) keeps up to 16 vectors of C's row in registers over all of K
-  when N and K are built in and N <= GEMV_TILES_MAX_N (emit_gemv_tiles: B read once, in the
-  order it lies, with AVX-512), else streams B row after row into
-  C's row in memory (emit_gemv).
+  when N and K are built in and the row fits one register tile (gemv_tiles_take: N <=
+  GEMV_TILES_MAX_N, 256 f32 columns with AVX-512, 64 with AVX2's 16 registers; emit_gemv_tiles:
+  B read once, in the order it lies), else streams B row after row into C's row in memory
+  (emit_gemv).
 - nt: each C element is a dot product of two rows that are contiguous in K.
 
 f64 uses only the direct path by default: it serves checks, not speed, and compiles in a third of
@@ -118,7 +119,12 @@ GEMV_ROWS = 8  # a GEMV (M = 1) adds this many rows of B to C's row per pass
 # A GEMV with N and K built in and N at most this keeps C's row in registers instead
 # (emit_gemv_tiles): tiles of up to GEMV_TILE_VECTORS vectors, each over all of K. Measured at
 # N <= 256 only (one tile on AVX-512: B read in the order it lies); wider rows would walk B
-# in strided runs, left to emit_gemv until measured
+# in strided runs, left to emit_gemv until measured. Only where the row also fits the widest
+# tile (gemv_tiles_take): with 16 registers (AVX2: tiles of at most 8 vectors, 64 f32 columns)
+# N = 256 took 4 passes over K, each reading 256 B of every 1 KB row of B. Measured there
+# (784-256-128-10 at batch 1, compiled for x86-64-v3 on the Zen 5 host, public predict, 7
+# alternating rounds of separate processes, load 2.6-2.9): streaming the 256- and 128-column
+# layers instead ran 0.90-1.02 of the time, median 0.972 (9.9 -> 9.7 us)
 GEMV_TILES_MAX_N = 256
 GEMV_TILE_VECTORS = 16
 DIRECT_ROWS = 2  # direct path tile: DIRECT_ROWS x DIRECT_NV vectors (8 accumulators)
@@ -256,6 +262,22 @@ class Blocking:
             # of the compile time). blocking=Blocking(lanes) makes it fast.
             return Blocking(lanes, mr=mr, nv=nv, kc=kc, mc=mc, nc=nc, packed=False)
         return Blocking(lanes, mr=mr, nv=nv, kc=kc, mc=mc, nc=nc)
+
+
+def gemv_tile_vectors(blk: Blocking) -> int:
+    """Vectors in emit_gemv_tiles' widest tile: the largest power of two at most
+    GEMV_TILE_VECTORS and the accumulators of the register tile (MR x NV): 16 with AVX-512's
+    32 registers (6 x 64), 8 with 16 registers (AVX2 or SSE: 6 x 2 vectors)."""
+    most = min(GEMV_TILE_VECTORS, blk.mr * blk.nv)
+    return 1 << (most.bit_length() - 1)
+
+
+def gemv_tiles_take(blk: Blocking, n: int) -> bool:
+    """Whether a GEMV (M = 1) with N = ``n`` columns and K built in keeps C's row in registers
+    (emit_gemv_tiles) rather than streaming it (emit_gemv): N at most GEMV_TILES_MAX_N and
+    at most the widest tile's columns (gemv_tile_vectors x LANES), so that B is read in one
+    pass over K, in the order it lies."""
+    return n <= min(GEMV_TILES_MAX_N, gemv_tile_vectors(blk) * blk.lanes)
 
 
 def edge_heights(mr: int) -> tuple[int, ...]:
@@ -792,7 +814,7 @@ class _GemmEmitter:
             own = {"N", "K"} <= set(self.fixed)
             shared = None if own else f"graphc.gemm.gemv.{kind}"
             body = self.emit_gemv_cols
-            if own and self.fixed["N"] <= GEMV_TILES_MAX_N:
+            if own and gemv_tiles_take(self.blk, self.fixed["N"]):
                 body = self.emit_gemv_tiles
             self.gemv_fn = self.define("gemv", cols, body, shared)
         zero = self.const(0)
@@ -1004,7 +1026,7 @@ class _GemmEmitter:
         """
         b, L = self.b, self.blk.lanes
         n = self.fixed["N"]
-        most = min(GEMV_TILE_VECTORS, self.blk.mr * self.blk.nv, max(1, n // L))
+        most = min(gemv_tile_vectors(self.blk), max(1, n // L))
         sizes = [1 << e for e in range(most.bit_length() - 1, -1, -1)] if n >= L else []
         zero = self.const(0)
         start = n0
