@@ -17,7 +17,10 @@ Protocol (all state is in module globals; orderings are C11's, as LLVM defines t
   an old generation never claims in a newer one. A successful claim also proves the fields it
   read before are that generation's: the caller rewrites them only after every index of the
   generation has run (``done == count``, release/acquire).
-- Workers poll ``work`` for a new generation (SPIN_POLLS times, with ``pause`` on x86), then sleep
+- Workers poll ``work`` for a new generation (with ``pause`` on x86) for SPIN_NS of wall-clock
+  time after their last task, only PROBE_SPIN_NS after a probe's empty task (a probe that the
+  scale's refusal made is followed by no work: a pool in the away regime wakes its worker for
+  the probes alone), then sleep
   on a condition variable; the caller broadcasts only when ``sleepers`` > 0. The worker counts
   itself as a sleeper and re-checks ``work`` under the mutex, both seq_cst, and the caller stores
   ``work`` then reads ``sleepers``, both seq_cst: one of the two sees the other, so no wake-up
@@ -147,7 +150,16 @@ TASK_TYPE = ir.FunctionType(VOID, [PTR, I64, I64])
 
 MAX_THREADS = 64  # NAME_set_num_threads clamps to this
 WORKER_STACK_BYTES = 8 << 20  # each worker's stack (glibc's usual default; musl's is 128 KiB)
-SPIN_POLLS = 1 << 15  # a worker polls this many times (~1 ms with pause) before it sleeps
+SPIN_NS = 1_000_000  # a worker polls for this long (wall clock) after its last task, then sleeps
+PROBE_SPIN_NS = 50_000  # ... only this long after a probe's empty task (no work followed it)
+CLOCK_POLLS = 64  # a spinning worker reads the clock once every this many polls (~4 us here)
+# Before (7d32873) the worker polled 2^15 times: 0.85-0.9 ms on the Zen 5 VM, a fraction of
+# that on x86 cores whose pause takes 10-40 cycles, and as long after probes. Measured (pool9,
+# benchmarks/README.md "Threads"): in 2-thread steps of 784-256-128-10 whose pool kept all work
+# on the caller (cost >= 4 us; a busy process on the other vCPU), the worker's CPU time was
+# 0.00-0.03 of the wall time before, 0.00-0.02 after, and 2 threads / 1 thread moved with the
+# host's load (0.8-1.6 in both builds), not with the spin; after 3 probes the worker used
+# 6.3-9.3 ms of CPU before, 2.3-2.5 ms after
 WAIT_POLLS = 1 << 10  # the caller polls `done` this many times between sched_yield calls
 # The split thresholds' factor from the probed cost of an empty dispatch (scale_of). Measured on
 # the 2-core Zen 5 VM (benchmarks/README.md, "Dispatch"): the probe takes 80-100 ns while a
@@ -332,6 +344,10 @@ class _PoolEmitter:
         self.yield_ = self.declare("sched_yield", I32, [])
         self.clock = self.declare("clock_gettime", I32, [I32, PTR])
         self.claim_fn = self.emit_claim()
+        self.empty = ir.Function(self.m, TASK_TYPE, name=self.sym + "empty")  # a probe's task
+        self.empty.linkage = "internal"
+        glue(self.empty)
+        ir.IRBuilder(self.empty.append_basic_block("entry")).ret_void()
         worker = self.emit_worker()
         self.probe_fn = self.emit_probe()
         declined = self.emit_declined()
@@ -430,7 +446,8 @@ class _PoolEmitter:
     def emit_worker(self) -> ir.Function:
         """ptr worker(ptr): poll, sleep, claim; returns when `stop` is set."""
         fn, b = self.function(self.sym + "worker", PTR, [PTR])
-        null = ir.Constant(PTR, None)
+        null, zero = ir.Constant(PTR, None), ir.Constant(I64, 0)
+        ts = self.entry_alloca(b, ir.ArrayType(I64, 2), "ts")
         start = self.gen_of(b, b.load_atomic(self.work, "acquire", 8, typ=I64))
         entry = b.block
         top = b.append_basic_block("top")
@@ -447,11 +464,17 @@ class _PoolEmitter:
         b.position_at_end(top)
         seen = b.phi(I64, name="seen")
         seen.add_incoming(start, entry)
+        spin = b.phi(I64, name="spin")
+        spin.add_incoming(ir.Constant(I64, SPIN_NS), entry)
         b.branch(poll)
 
+        # the spin's deadline is set at the first clock reading, CLOCK_POLLS polls in: no clock
+        # call between a task's end and the first poll for the next dispatch
         b.position_at_end(poll)
         polls = b.phi(I64, name="polls")
-        polls.add_incoming(ir.Constant(I64, 0), top)
+        polls.add_incoming(zero, top)
+        deadline = b.phi(I64, name="deadline")
+        deadline.add_incoming(zero, top)
         gen = self.gen_of(b, b.load_atomic(self.work, "acquire", 8, typ=I64))
         stopped = b.icmp_unsigned(
             "!=", b.load_atomic(self.stop, "acquire", 8, typ=I64), ir.Constant(I64, 0)
@@ -464,8 +487,17 @@ class _PoolEmitter:
         b.position_at_end(again)
         self.relax(b)
         more = b.add(polls, ir.Constant(I64, 1))
+        tick = b.icmp_unsigned("==", b.and_(more, ir.Constant(I64, CLOCK_POLLS - 1)), zero)
+        clock = b.append_basic_block("clock")
+        b.cbranch(tick, clock, poll)
         polls.add_incoming(more, again)
-        b.cbranch(b.icmp_unsigned("<", more, ir.Constant(I64, SPIN_POLLS)), poll, sleep)
+        deadline.add_incoming(deadline, again)
+        b.position_at_end(clock)
+        now = self.now_ns(b, ts)
+        first = b.icmp_unsigned("==", deadline, zero)
+        polls.add_incoming(more, clock)
+        deadline.add_incoming(b.select(first, b.add(now, spin), deadline), clock)
+        b.cbranch(b.or_(first, b.icmp_signed("<", now, deadline)), poll, sleep)
 
         b.position_at_end(sleep)
         b.call(self.lock, [self.mutex])
@@ -488,7 +520,15 @@ class _PoolEmitter:
         b.position_at_end(run)
         gen_now = self.gen_of(b, b.load_atomic(self.work, "acquire", 8, typ=I64))
         b.call(self.claim_fn, [gen_now])
-        seen.add_incoming(gen_now, run)
+        # after a probe's round the worker spins only PROBE_SPIN_NS: a probe the scale's
+        # refusal made (declined) is followed by no work, and the long spin then took a core
+        # the caller or another process needed; a probe before a split is followed at once
+        probed = b.icmp_unsigned(
+            "==", b.load_atomic(self.task, "monotonic", 8, typ=PTR), self.empty
+        )
+        short, long_ = ir.Constant(I64, PROBE_SPIN_NS), ir.Constant(I64, SPIN_NS)
+        spin.add_incoming(b.select(probed, short, long_), b.block)
+        seen.add_incoming(gen_now, b.block)
         b.branch(top)
 
         b.position_at_end(finish)
@@ -647,10 +687,7 @@ class _PoolEmitter:
         fn, b = self.function(self.sym + "probe", VOID, [])
         fn.attributes.add("noinline")
         glue(fn)  # once every PROBE_EVERY_NS at most
-        empty = ir.Function(self.m, TASK_TYPE, name=self.sym + "empty")
-        empty.linkage = "internal"
-        glue(empty)
-        ir.IRBuilder(empty.append_basic_block("entry")).ret_void()
+        empty = self.empty
         ts = b.alloca(ir.ArrayType(I64, 2), name="ts")
         ts.type = PTR  # llvmlite types an alloca as `[2 x i64]*`; LLVM has only `ptr`
         best_p, lates_p, ran_p = (b.alloca(I64, name=n) for n in ("best", "lates", "ran"))
@@ -661,7 +698,7 @@ class _PoolEmitter:
         one = ir.Constant(I64, 1)
         rounds = ir.Constant(I64, PROBE_ROUNDS)
         began = self.now_ns(b, ts)
-        # an untimed first round wakes a worker that sleeps (after SPIN_POLLS idle polls): the
+        # an untimed first round wakes a worker that sleeps (SPIN_NS after its last task): the
         # wake-up (a futex, hundreds of us on the loaded VM) is not the cost of a dispatch, and
         # counted it kept a pool that splits nothing (so its worker sleeps) in the away regime
         gen = self.publish(b, empty, ir.Constant(PTR, None), threads)
