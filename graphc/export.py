@@ -172,6 +172,15 @@ def export_model(
             "name (gc.compile(..., name=...)) and copy the weights over "
             "(new.set_weights(model.get_weights())); nothing was written"
         )
+    terms = sorted(getattr(model, "output_row_terms", {}))
+    if terms:  # predict adds them after the native call: the library's rows would be wrong
+        raise ArgumentError(
+            f"export: model {name!r}'s output(s) {', '.join(terms)} (an ONNX import's "
+            "MaxPool Indices) get the batch row term n * C * P added by predict after the "
+            "native call, which a library cannot do: its rows from 1 on would be wrong. "
+            "Import the file without those outputs (from_onnx(..., outputs=[...])) to "
+            "export it, or use model.to_onnx, which writes the term; nothing was written"
+        )
     if isinstance(entries, str):
         entries = [e.strip() for e in entries.split(",") if e.strip()]
     if entries is None:

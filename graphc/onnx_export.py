@@ -631,7 +631,12 @@ def to_onnx_model(
                 _rename_value(w, o, w.fresh(o))
             src = w.renamed.get(o, o)
             elem = int(m_type.group(1))
-            typed[k] = (w.node("Cast", [src], outer, g[o], to=elem), elem)
+            term = int(getattr(model, "output_row_terms", {}).get(o, 0))
+            if term:  # predict adds n * term to row n after the native call: so does the file
+                cast = w.node("Cast", [src], w.fresh(o), g[o], to=elem)
+                typed[k] = (_add_row_term(w, cast, outer, g[o], term, elem), elem)
+            else:
+                typed[k] = (w.node("Cast", [src], outer, g[o], to=elem), elem)
         elif outer != o:  # an imported output under its ONNX name again
             typed[k] = (w.node("Identity", [o], outer, g[o]), typed[k][1])
     if include_loss and prog.loss != "loss":  # the documented name of the loss output
@@ -650,6 +655,28 @@ def to_onnx_model(
     # the oldest IR version the opset allows (8 for 17): older runtimes read the file
     m.ir_version = onnx.helper.find_min_ir_version_for(opsets)
     return m
+
+
+def _add_row_term(w: _Writer, src: str, out: str, n: Node, term: int, elem: int) -> str:
+    """``out`` = ``src`` + n * ``term`` in each batch row n (int64): the row term an imported
+    output's predict adds after the native call (Model.output_row_terms: MaxPool's Indices
+    (n * C + c) * P + p of the c * P + p graphc computes), as Shape / Gather / Range / Mul /
+    Reshape / Add.
+
+    Raises:
+        OnnxError: the output is not int64 (no row term is made for another type).
+    """
+    if elem != w.onnx.TensorProto.INT64:
+        raise OnnxError(f"to_onnx: output {n.name!r} has a batch row term but is not int64")
+    i64 = np.int64
+    rows = w.node(
+        "Gather", [w.node("Shape", [src], w.fresh(n.name), n), w.const(i64(0))], w.fresh(n.name), n
+    )
+    ids = w.node("Range", [w.const(i64(0)), rows, w.const(i64(1))], w.fresh(n.name), n)
+    scaled = w.node("Mul", [ids, w.const(i64(term))], w.fresh(n.name), n)
+    lead = np.array([-1] + [1] * (n.type.rank - 1), i64)
+    col = w.node("Reshape", [scaled, w.const(lead)], w.fresh(n.name), n)
+    return w.node("Add", [src, col], out, n)
 
 
 def _rename_value(w: _Writer, old: str, new: str) -> None:
