@@ -234,7 +234,7 @@ def model_from_bytes(data: bytes, options: dict[str, Any]) -> Any:
     optimizer state, step counter and rates, then ``options`` applied: ``threads`` (None: the
     default), ``seed``, ``check_numerics``, ``history``, ``use_epoch_entry``,
     ``output_dtypes`` (output name -> numpy dtype name: an ONNX import's integer outputs),
-    ``output_row_terms``, ``bool_inputs``.
+    ``output_row_terms``, ``bool_inputs``, ``constant_outputs``, ``output_order``.
 
     Raises:
         CheckpointError: the image is not a model file (as load_model).
@@ -267,4 +267,9 @@ def model_from_bytes(data: bytes, options: dict[str, Any]) -> Any:
         model.output_dtypes = {k: np.dtype(v) for k, v in options["output_dtypes"].items()}
         model.output_row_terms = dict(options.get("output_row_terms", {}))
         model.bool_inputs = frozenset(options.get("bool_inputs", ()))
+    model.constant_outputs = {
+        k: np.array(v, dtype=object if dt == "|O" else np.dtype(dt))
+        for k, (v, dt) in options.get("constant_outputs", {}).items()
+    }
+    model.output_order = list(options.get("output_order", ()))
     return model

@@ -182,8 +182,9 @@ class GraphcRep:
             feeds = {k: v for k, v in feeds.items() if k in used}
             if any("N" in prog.forward[k].type.shape for k in used):
                 res = self.model.predict(feeds if len(feeds) > 1 else feeds[used[0]])
-                outs = [res] if not isinstance(res, dict) else [res[t.name] for t in imp.outputs]
-                return tuple(np.asarray(o) for o in outs)  # integer outputs converted
+                order = imp.output_order or [t.name for t in imp.outputs]
+                outs = [res] if not isinstance(res, dict) else [res[k] for k in order]
+                return tuple(np.asarray(o) for o in outs)  # integer and known outputs in
             # fixed shapes (no batch dimension): inputs may differ in their first dims
             outs = self.model._run("infer", self._fixed_feeds(feeds), 1)  # n unused
         # an output the file declares integer or bool in that type, as ONNX Runtime's

@@ -99,6 +99,11 @@ class OnnxImport:
     output_row_terms: dict[str, int] = field(default_factory=dict)
     # graphc names of the inputs the file declares bool: predict takes bool arrays for them
     bool_inputs: list[str] = field(default_factory=list)
+    # graphc output name -> the value of an output known at import (numbers, or sizes holding
+    # the batch size as "N" / "N*m", such as Shape(x)), which predict returns beside the
+    # computed ``outputs`` (runtime.model.constant_value)
+    constant_outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    output_order: list[str] = field(default_factory=list)  # every output, in the file's order
 
     def compile(self, loss: Tensor | None = None, optimizer: Any = None, **kw: Any) -> Any:
         """``gc.compile(self.outputs, loss, optimizer, name=self.name, **kw)``; the model's
@@ -125,18 +130,31 @@ class OnnxImport:
         model.output_dtypes = dict(self.output_dtypes)
         model.output_row_terms = dict(self.output_row_terms)
         model.bool_inputs = frozenset(self.bool_inputs)
+        if self.constant_outputs:
+            model.constant_outputs = dict(self.constant_outputs)
+            model.output_order = list(self.output_order)
         return model
 
     def convert_outputs(self, outs: list[np.ndarray]) -> list[np.ndarray]:
         """``outs`` (float32, one per ``self.outputs``) with each integer or bool output in
-        the type the file declares (``output_dtypes``; runtime.model.as_declared)."""
-        from graphc.runtime.model import as_declared
+        the type the file declares (``output_dtypes``; runtime.model.as_declared), and the
+        outputs known at import put in their places (``constant_outputs``, in
+        ``output_order``; the batch size from the first computed output that leads with N)."""
+        from graphc.runtime.model import as_declared, constant_value
 
-        return [
+        got = [
             as_declared(a, self.output_dtypes[t.name], self.output_row_terms.get(t.name, 0))
             if t.name in self.output_dtypes
             else a
             for t, a in zip(self.outputs, outs)
+        ]
+        if not self.constant_outputs:
+            return got
+        n = next((a.shape[0] for t, a in zip(self.outputs, got) if t.shape[:1] == ("N",)), 0)
+        computed = {t.name: a for t, a in zip(self.outputs, got)}
+        return [
+            computed[k] if k in computed else constant_value(self.constant_outputs[k], n)
+            for k in self.output_order
         ]
 
 
@@ -1009,6 +1027,7 @@ class Importer:
         self.scoped: onnx_import_control.ScopedUses | None = None  # (integer_input_use)
         self.plane_indices: dict[int, onnx_import_pool.PlaneIndices] = {}  # MaxPool's Indices
         self.row_terms: dict[str, int] = {}  # ONNX output name -> OnnxImport.output_row_terms
+        self.const_outputs: dict[str, np.ndarray] = {}  # ONNX output name -> its value
         self.default_constants: set[str] = set()  # constants unless named in trainable=
         self.taken: set[str] = set()
         self.output_set: set[str] = set()
@@ -1460,6 +1479,8 @@ class Importer:
             if isinstance(v, Tensor) and id(v) in self.plane_indices:
                 # MaxPool's Indices: c * P + p here, n * C * P added by predict
                 v, self.row_terms[name] = onnx_import_pool.indices_output(self, name, v, self.where)
+            if not isinstance(v, Tensor) and self.constant_output(name, v, want):
+                continue  # returned by predict beside the computed outputs
             if not isinstance(v, Tensor):
                 others = [
                     n
@@ -1477,9 +1498,14 @@ class Importer:
                     f"outputs{hint}"
                 )
             outs.append(v)
-        outs = self.name_outputs(want, outs, input_names)
-        for name, v in zip(want, outs):
+        computed = [n for n in want if n not in self.const_outputs]
+        outs = self.name_outputs(computed, outs, input_names)
+        for name, v in zip(computed, outs):
             out_names[name] = v.name
+        consts = {}
+        for name, a in self.const_outputs.items():
+            out_names[name] = c_name(self.prefix + name, self.taken, "y")
+            consts[out_names[name]] = a
         gname = self.graph.name or "model"
         return OnnxImport(
             outs,
@@ -1495,10 +1521,32 @@ class Importer:
             all_inputs,
             set(self.bound),
             list(self.inference_only),
-            self.declared_dtypes(want, outs),
+            self.declared_dtypes(computed, outs),
             {out_names[k]: f for k, f in self.row_terms.items()},
             [t for k, t in input_names.items() if self.elem_type(k) == 9],
+            consts,
+            [out_names[k] for k in want],
         )
+
+    def constant_output(self, name: str, v: Any, want: list[str]) -> bool:
+        """Whether output ``name``, a value known at import (``v``: numbers, or sizes that
+        hold the batch size, such as Shape(x) = [N, 3]), is returned by predict beside the
+        computed outputs (OnnxImport.constant_outputs; recorded in self.const_outputs): where
+        another selected output is computed and leads with N (predict's rows give N)."""
+        a = np.asarray(v) if not isinstance(v, np.ndarray) else v
+        if a.dtype == object:
+            if not all(isinstance(e, (int, np.integer)) or _is_batch_sym(e) for e in a.flat):
+                return False
+        elif a.dtype.kind not in "iufb":
+            return False
+        if not any(
+            isinstance(self.values.get(n), Tensor) and self.values[n].shape[:1] == ("N",)
+            for n in want
+            if n != name
+        ):
+            return False
+        self.const_outputs[name] = a
+        return True
 
     def declared_dtypes(self, names: list[str], outs: list[Tensor]) -> dict[str, np.dtype]:
         """graphc output name -> numpy dtype of each output the graph declares integer or bool
@@ -4485,6 +4533,11 @@ def _sym_multiple(u: Any) -> int | None:
     if u.startswith("N*") and u[2:].isdigit():
         return int(u[2:])
     return None
+
+
+def _is_batch_sym(e: Any) -> bool:
+    """Whether ``e`` is a size that holds the batch size: "N" or "N*m"."""
+    return isinstance(e, str) and (e == "N" or (e[:2] == "N*" and e[2:].isdigit()))
 
 
 def _sym_of(m: int) -> str:

@@ -138,6 +138,16 @@ def as_declared(a: np.ndarray, dtype: np.dtype, row_term: int = 0) -> np.ndarray
     return out
 
 
+def constant_value(a: np.ndarray, n: int) -> np.ndarray:
+    """An ONNX import's output known at import (OnnxImport.constant_outputs) for a call of
+    ``n`` rows: a copy, with each size that holds the batch size ("N", "N*m") as n (n * m)
+    in int64."""
+    if a.dtype != object:
+        return a.copy()
+    vals = [n * (1 if e == "N" else int(e[2:])) if isinstance(e, str) else int(e) for e in a.flat]
+    return np.array(vals, np.int64).reshape(a.shape)
+
+
 def _check_empty_outputs(e: Any, names: list[str]) -> None:
     """predict on 0 rows gives empty outputs (as Keras and PyTorch) when every output has N
     first; one computed over the batch (a sum over rows) has no value without rows.
@@ -303,6 +313,10 @@ class Model:
         self.output_row_terms: dict[str, int] = {}  # name -> f: row n gets + n * f (as_declared)
         # inputs that take bool arrays (read as 0 and 1): an ONNX import's bool inputs
         self.bool_inputs: frozenset[str] = frozenset()
+        # outputs known at import that predict returns beside the computed ones, in the order
+        # of output_order (an ONNX import's Shape(x) output; constant_value)
+        self.constant_outputs: dict[str, np.ndarray] = {}
+        self.output_order: list[str] = []
         for e in self.entries.values():
             for name, t in zip(e.sched.input_slots, e.in_types):
                 if name == "lr":
@@ -682,6 +696,10 @@ class Model:
                 "output_dtypes": {k: v.str for k, v in self.output_dtypes.items()},
                 "output_row_terms": dict(self.output_row_terms),
                 "bool_inputs": sorted(self.bool_inputs),
+                "constant_outputs": {
+                    k: (a.tolist(), a.dtype.str) for k, a in self.constant_outputs.items()
+                },
+                "output_order": list(self.output_order),
             }
         return (_exporter("rebuild"), (data, options))
 
@@ -1138,7 +1156,7 @@ class Model:
         are not arrays) for a single-input single-output call whose arrays went to the native
         code as they are (predict's fast path). A model with ``output_dtypes`` never takes
         the fast path (no layout is remembered): its outputs are converted after the call."""
-        if self.output_dtypes:
+        if self.output_dtypes or self.constant_outputs:
             self._layouts.clear()
             return self._predict_declared(x, batch_size, out)
         return self._predict_float(x, batch_size, out, key)
@@ -1181,6 +1199,19 @@ class Model:
             as_declared(a, dtypes[k], terms.get(k, 0)) if k in dtypes else a
             for k, a in zip(names, got)
         ]
+        if self.constant_outputs:
+            if out is not None:
+                raise ArgumentError(
+                    "predict: out= is not taken by a model with outputs known at import "
+                    f"({', '.join(self.constant_outputs)}); call predict without it"
+                )
+            types = self.entries["infer"].out_types
+            n = next((a.shape[0] for a, t in zip(got, types) if t.shape[:1] == (BATCH,)), 0)
+            computed = dict(zip(names, got))
+            return {
+                k: computed[k] if k in computed else constant_value(self.constant_outputs[k], n)
+                for k in self.output_order
+            }
         if out is not None:
             dest = [out] if len(names) == 1 and not isinstance(out, dict) else None
             if dest is None:

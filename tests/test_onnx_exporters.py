@@ -470,8 +470,8 @@ def test_fine_tuning_keeps_the_graphs_scalar_constants() -> None:
 
 def test_skl2onnx_constant_class_labels_output_names_what_to_import() -> None:
     # options={"output_class_labels": True} adds the constant output 'class_labels': the file
-    # was refused with no way named; the message now lists the computed outputs, and importing
-    # them gives ONNX Runtime's labels and probabilities
+    # was refused with no way named; then the message listed the computed outputs; now the
+    # whole file imports and predict returns the labels beside the computed outputs
     pytest.importorskip("sklearn")
     skl2onnx = pytest.importorskip("skl2onnx")
     from sklearn.datasets import load_iris
@@ -482,12 +482,13 @@ def test_skl2onnx_constant_class_labels_output_names_what_to_import() -> None:
     clf = LogisticRegression(max_iter=300).fit(x, y)
     opts = {id(clf): {"output_class_labels": True, "zipmap": False}}
     m = skl2onnx.to_onnx(clf, x[:1], options=opts, target_opset={"": 17, "ai.onnx.ml": 3})
-    with pytest.raises(OnnxError, match=r"'class_labels' is a constant.*outputs=\['label', "):
-        gc.from_onnx(m)
-    got = gc.from_onnx(m, outputs=["label", "probabilities"]).compile().predict(x)
-    ref_label, ref_prob = _ort(m, {m.graph.input[0].name: x})[:2]
+    got = gc.from_onnx(m).compile().predict(x)
+    ref_label, ref_prob, ref_classes = _ort(m, {m.graph.input[0].name: x})[:3]
     np.testing.assert_array_equal(got["label"], ref_label)
     np.testing.assert_allclose(got["probabilities"], ref_prob, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got["class_labels"], ref_classes)
+    got = gc.from_onnx(m, outputs=["label", "probabilities"]).compile().predict(x)
+    np.testing.assert_array_equal(got["label"], ref_label)
 
 
 def test_inputs_an_operator_does_not_have_at_the_opset_are_refused() -> None:

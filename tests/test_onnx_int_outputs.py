@@ -282,3 +282,43 @@ def test_a_saved_model_file_keeps_the_declared_types(tmp_path) -> None:
     checkpoint.save(model, str(tmp_path / "bad.gcm"), extra={"model_file": describe(model)})
     with pytest.raises(CheckpointError, match="output_dtypes"):
         gc.load_model(str(tmp_path / "bad.gcm"))
+
+
+def test_shape_outputs_known_at_import_beside_computed_ones() -> None:
+    """Shape(x) = [N, 6] (the batch size from predict's rows) and Shape(x, start=1) beside a
+    computed output: int64 and equal to ONNX Runtime's at 2 and 5 rows, in the
+    file's order, also after a pickle (refused before: 'output 's' is a constant')."""
+    import pickle
+
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Relu", ["x"], ["y"]),
+        helper.make_node("Shape", ["x"], ["s1"], start=1),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "shapes",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [
+            helper.make_tensor_value_info("s", TensorProto.INT64, None),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("s1", TensorProto.INT64, None),
+        ],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    model = gc.from_onnx(m).compile()
+    for rows in (2, 5):
+        x = _x(rows)
+        want = sess.run(None, {"x": x})
+        for got in (model.predict(x), pickle.loads(pickle.dumps(model)).predict(x)):
+            assert list(got) == ["s", "y", "s1"]
+            for k, w in zip(got, want):
+                assert got[k].dtype == w.dtype and got[k].shape == w.shape, k
+                np.testing.assert_array_equal(got[k], w)
+        for mode in ("interpret", "compile"):
+            for g_k, w in zip(GraphcRep(m, mode=mode).run([x]), want):
+                np.testing.assert_array_equal(g_k, w)
+    with pytest.raises(ArgumentError, match="out= is not taken"):
+        model.predict(x, out={"y": np.empty_like(x)})
