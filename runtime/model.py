@@ -634,8 +634,22 @@ class Model:
         triple such as "aarch64-linux-gnu"), target_cpu, features, emit ("so" | "obj" | "a" |
         "llvm" | "asm"), cc; see ``graphc.export.export_model``, which this calls. Returns its
         ExportResult (paths written).
+
+        Raises:
+            GraphcError: a model with outputs known at import (``constant_outputs``), which
+                the library would leave out; nothing is written.
         """
+        self._no_constant_outputs("export")
         return _exporter("library")(self, path, **options)
+
+    def _no_constant_outputs(self, what: str) -> None:
+        """Refuse ``what`` (a file without the outputs known at import) naming them."""
+        if self.constant_outputs:
+            raise GraphcError(
+                f"{what}: the outputs {sorted(self.constant_outputs)} are known at import "
+                "(predict adds them after the native call) and would be left out of the file; "
+                "import with from_onnx(..., outputs=[the computed ones]) to write it"
+            )
 
     @turned
     def to_onnx(self, path: str, *, include_loss: bool = False, opset: int | None = None) -> str:
@@ -646,9 +660,11 @@ class Model:
         that newest where it is older).
 
         Needs the onnx package (``pip install -e ".[onnx]"``). See graphc.onnx_export.
-        Raises OnnxError for an op without an ONNX form or an opset outside that range.
-        Returns ``path``.
+        Raises OnnxError for an op without an ONNX form or an opset outside that range, and
+        GraphcError for a model with outputs known at import (``constant_outputs``, which the
+        file would leave out). Returns ``path``.
         """
+        self._no_constant_outputs("to_onnx")
         include_loss = check_bool(include_loss, "to_onnx: include_loss")
         return _exporter("onnx")(self, path, include_loss=include_loss, opset=opset)
 

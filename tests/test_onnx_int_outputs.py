@@ -322,3 +322,28 @@ def test_shape_outputs_known_at_import_beside_computed_ones() -> None:
                 np.testing.assert_array_equal(g_k, w)
     with pytest.raises(ArgumentError, match="out= is not taken"):
         model.predict(x, out={"y": np.empty_like(x)})
+
+
+def test_files_without_the_outputs_known_at_import_are_refused(tmp_path) -> None:
+    """to_onnx and export would leave Shape(x) out (to_onnx wrote the file with 'y' only):
+    refused naming 's', nothing written; the computed outputs alone export."""
+    g = helper.make_graph(
+        [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Relu", ["x"], ["y"])],
+        "shapes",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [
+            helper.make_tensor_value_info("s", TensorProto.INT64, None),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+        ],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 9
+    model = gc.from_onnx(m).compile()
+    for call in (
+        lambda: model.to_onnx(str(tmp_path / "m.onnx")),
+        lambda: model.export(str(tmp_path / "libm.so")),
+    ):
+        with pytest.raises(gc.GraphcError, match=r"\['s'\] are known at import"):
+            call()
+    assert not list(tmp_path.iterdir())
+    gc.from_onnx(m, outputs=["y"]).compile().to_onnx(str(tmp_path / "y.onnx"))
