@@ -22,6 +22,7 @@ from llvmlite import ir
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Graph, Node
 from graphc.ir.ops import OPS, normalize_axes
+from graphc.ir.ops.linalg import matmul_dims
 from graphc.ir.plan import Buffer, Kernel, Schedule, gemm_result
 from graphc.ir.types import BATCH
 
@@ -93,6 +94,13 @@ class KernelContext:
         for d in shape:
             out = self.b.mul(out, self.dim(d), flags=("nsw",)) if out is not None else self.dim(d)
         return out
+
+    def product(self, dims) -> ir.Value:
+        """The product of ``dims`` (ints and at most one N): a constant, or N times one."""
+        fixed = math.prod(d for d in dims if d != BATCH)
+        if BATCH not in dims:
+            return i64(fixed)
+        return self.n if fixed == 1 else self.b.mul(self.n, i64(fixed), flags=("nsw",))
 
     def load(self, value: str, index: ir.Value) -> ir.Value:
         t = LL[self.g[value].type.dtype]
@@ -1283,12 +1291,12 @@ def emit_matmul(ctx: KernelContext, kernel: Kernel) -> None:
     mm, tail, dtype, ta, tb, ext = matmul_parts(g, kernel)
     out = gemm_result([g[x] for x in kernel.nodes])
     a, w = mm.inputs
-    at = g[a].type
-    m_dim, n_dim = mm.type.shape
-    k_dim = at.shape[0] if ta else at.shape[1]
+    # M, N, K: products of dimensions (an operand of rank > 2 is the matrix of its rows)
+    m_dims, n_dims, k_dims = matmul_dims(g[a].type.shape, mm.type.shape, ta)
     assert ctx.gemm_for is not None  # set by the module builder for matmul kernels
     fn, extra = ctx.gemm_for(kernel, dtype, ta, tb, tail, ext)
-    args = [ctx.dim(m_dim), ctx.dim(n_dim), ctx.dim(k_dim), ctx.ptr(a), ctx.ptr(w), ctx.ptr(out)]
+    mnk = [ctx.product(m_dims), ctx.product(n_dims), ctx.product(k_dims)]
+    args = [*mnk, ctx.ptr(a), ctx.ptr(w), ctx.ptr(out)]
     for v in extra:
         args.append(ctx.inline_value(g[v]) if is_inline(ctx.sched, v) else ctx.ptr(v))
     b.call(fn, [*args, ctx.extra[0]])  # the work buffer: the workspace's scratch
@@ -1376,6 +1384,8 @@ def epilogue_strides(shape) -> tuple:
         return None, None
     if len(shape) == 1:
         return None, 1
+    if len(shape) > 2:  # of a GEMM result of rank > 2: the matrix of its rows (fuse_dense)
+        shape = (1 if all(d == 1 for d in shape[:-1]) else "rows", shape[-1])
     rows, cols = shape
     if cols == 1:
         return 1, None

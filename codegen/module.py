@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from llvmlite import ir
 
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import attrs_key
+from graphc.ir.ops.linalg import matmul_dims
 from graphc.ir.plan import ALIGN, Kernel, Schedule, gemm_result
 from graphc.ir.types import BATCH, DTYPE_INFO
 
@@ -427,9 +429,7 @@ class ModuleBuilder:
                     continue
                 mm, tail, dtype, ta, tb, ext = K.matmul_parts(g, kernel)
                 key = self._gemm_key(sched, kernel, tail, dtype, ta, tb, ext)
-                a = g[mm.inputs[0]].type
-                mnk = (*mm.type.shape, a.shape[0] if ta else a.shape[1])
-                dims.setdefault(key, set()).add(mnk)
+                dims.setdefault(key, set()).add(_matmul_dims(sched, mm, ta))
         self._fixed = {}
         for key, seen in dims.items():
             values = [{x[k] for x in seen} for k in range(3)]
@@ -471,7 +471,7 @@ class ModuleBuilder:
         """The GEMM tile for a matmul node on this target: it follows the node's N when fixed
         (Blocking.for_dtype), and is given to emit_gemm as is, so that kernels sharing a GEMM
         (same key, perhaps different N) get the tile their key promises."""
-        n = mm.type.shape[1]
+        n = mm.type.shape[-1]
         n = n if isinstance(n, int) else None
         return Blocking.for_dtype(dtype, self.vector_width, self.vector_registers, n)
 
@@ -507,7 +507,7 @@ class ModuleBuilder:
             ta,
             tb,
             (blk.mr, blk.nv),
-            None if tb or not tail else mm.type.shape[1],
+            None if tb or not tail else mm.type.shape[-1],
             tuple(
                 (t.op, attrs_key(t.attrs), t.type.dtype, tuple(pos[i] for i in K.data_operands(t)))
                 for t in tail
@@ -556,11 +556,11 @@ class ModuleBuilder:
 
 
 def _matmul_dims(sched: Schedule, mm, ta: bool) -> tuple[int | None, int | None, int | None]:
-    """M, N, K of a matmul node (None for the batch size)."""
+    """M, N, K of a matmul node (None where it depends on the batch size: N, or N*T rows of
+    an operand of rank > 2)."""
     a = sched.graph[mm.inputs[0]].type
-    m, n = mm.type.shape
-    k = a.shape[0] if ta else a.shape[1]
-    return tuple(d if isinstance(d, int) else None for d in (m, n, k))  # type: ignore[return-value]
+    dims = matmul_dims(a.shape, mm.type.shape, ta)
+    return tuple(None if BATCH in d else math.prod(d) for d in dims)  # type: ignore[return-value]
 
 
 def scratch_bytes(sched: Schedule) -> int:

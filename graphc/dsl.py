@@ -893,8 +893,7 @@ def dense(
     (see ``param``).
 
     Raises:
-        ShapeError: x of rank < 2 or with a symbolic last axis, N elsewhere than first, more
-            than MAX_DENSE_POSITIONS positions per row, or units not a positive int.
+        ShapeError: x of rank < 2 or with a symbolic last axis, or units not a positive int.
         GraphcError: an unknown activation (naming the close matches of a misspelled one).
         OptionTypeError: ``use_bias`` not a bool.
     """
@@ -918,37 +917,16 @@ def dense(
     return globals()["activation"](y, activation)
 
 
-MAX_DENSE_POSITIONS = 1024  # a dense on [N, ..., in]: one GEMM per position, at most these
-
-
 def _last_axis_matmul(x: Tensor, w: Tensor) -> Tensor:
-    """x [..., C] @ w [C, U] over x's last axis, [..., U] (a dense on an input of rank > 2).
-
-    Without N: one GEMM of the rows of x flattened. With N leading: graphc keeps N apart from
-    the other axes, so one GEMM [N, C] @ [C, U] per position of the middle axes (at most
-    MAX_DENSE_POSITIONS), concatenated; autodiff sums W's gradient over the positions.
+    """x [..., C] @ w [C, U] over x's last axis, [..., U] (a dense on an input of rank > 2):
+    ONE GEMM whose rows are all of x's leading axes (M = N * T of x [N, T, C]: the matmul op
+    takes an operand of rank > 2 as the matrix of its rows); autodiff's dW = x^T dY is one
+    GEMM with K = N * T.
 
     Raises:
-        ShapeError: N elsewhere than first, or too many positions.
+        ShapeError: the last axis of x differs from w's first.
     """
-    *lead, c = x.shape
-    u = w.shape[1]
-    if "N" not in lead:
-        return reshape(matmul(reshape(x, (math.prod(lead), c)), w), (*lead, u))
-    mid = lead[1:]
-    m = math.prod(mid)
-    if lead[0] != "N" or "N" in mid or m > MAX_DENSE_POSITIONS:
-        raise ShapeError(
-            f"dense of {x.type} ({x.name}): takes [N, ..., features] with at most "
-            f"{MAX_DENSE_POSITIONS} positions per row (one product each); reshape x first"
-        )
-    x3 = reshape(x, ("N", m, c))
-    parts = []
-    for i in range(m):
-        row = apply("slice", x3, axes=(1,), starts=(i,), ends=(i + 1,)) if m > 1 else x3
-        parts.append(reshape(matmul(reshape(row, ("N", c)), w), ("N", 1, u)))
-    y = parts[0] if m == 1 else apply("concat", *parts, axis=1)
-    return reshape(y, ("N", *mid, u))
+    return apply("matmul", x, w)
 
 
 def perceptron(x: Tensor, *, name: str | None = None) -> Tensor:

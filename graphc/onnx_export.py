@@ -157,8 +157,17 @@ def _square(w: _Writer, n: Node) -> None:  # Pow(x, 2): read back as square
 
 def _matmul(w: _Writer, n: Node) -> None:
     ta, tb = bool(n.attr("transpose_a")), bool(n.attr("transpose_b"))
+    a, b = n.inputs
     if not ta and not tb:
         w.node("MatMul", list(n.inputs), n.name, n)
+    elif not ta and len(w.g[a].type.shape) > 2:  # rows [.., K] @ B^T: Gemm takes 2-D only
+        w.node("MatMul", [a, w.node("Transpose", [b], w.fresh(n.name), n, perm=[1, 0])], n.name, n)
+    elif len(w.g[a].type.shape) > 2:  # A^T B over all the rows of [.., M] and [.., P]
+        a2, b2 = (
+            w.node("Reshape", [v, w.const(np.array([-1, c], np.int64), "rows")], w.fresh(v), n)
+            for v, c in ((a, n.type.shape[0]), (b, n.type.shape[1]))
+        )
+        w.node("Gemm", [a2, b2], n.name, n, transA=1)
     else:
         w.node("Gemm", list(n.inputs), n.name, n, transA=int(ta), transB=int(tb))
 

@@ -3204,25 +3204,13 @@ def _matmul_tensors(cx: NodeContext, a: Tensor, b: Tensor) -> Tensor:
     return _batched_matmul(cx, a, b)
 
 
-MAX_MATMUL_SLICES = 256  # [N, M, K] @ [K, P] as M products [N, K] @ [K, P] at most
 MAX_BATCHED_ELEMENTS = 2**20  # per sample, in the broadcast product of _batched_matmul
 
 
 def _rows_times_matrix(cx: NodeContext, a: Tensor, b: Tensor) -> Tensor:
-    """[N, m1, ..., K] @ [K, P] (a Linear on a sequence): one GEMM [N, K] @ [K, P] per row
-    position m (graphc keeps N apart from the other axes), concatenated along the rows."""
-    mid = a.shape[1:-1]
-    m, k, p = math.prod(mid), a.shape[-1], b.shape[1]
-    if m > MAX_MATMUL_SLICES:
-        return _batched_matmul(cx, a, b)
-    a3 = _reshape(cx, a, ("N", m, k))
-    parts = []
-    for i in range(m):
-        row = dsl.apply("slice", a3, axes=(1,), starts=(i,), ends=(i + 1,)) if m > 1 else a3
-        y = dsl.matmul(_reshape(cx, row, ("N", k)), b)
-        parts.append(_reshape(cx, y, ("N", 1, p)))
-    y = dsl.apply("concat", *parts, axis=1) if m > 1 else parts[0]
-    return _reshape(cx, y, ("N", *mid, p))
+    """[N, m1, ..., K] @ [K, P] (a Linear on a sequence): ONE GEMM with N * m1 * ... rows (the
+    matmul op reads an operand of rank > 2 as the matrix of its rows), [N, m1, ..., P]."""
+    return dsl.matmul(a, b)
 
 
 def _batched_matmul(cx: NodeContext, a: Tensor, b: Tensor) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,13 +16,27 @@ if TYPE_CHECKING:
     from ..graph import Node
 
 
+def matmul_dims(a: tuple, out: tuple, ta: bool) -> tuple[tuple, tuple, tuple]:
+    """The GEMM's M, N and K of a matmul with operand A of shape ``a`` and result ``out``, as
+    tuples of dimensions (ints, "N") whose products they are: an operand of rank > 2 is the
+    matrix of its leading axes' rows (row-major), so M of [N, T, C] @ [C, U] is N*T (one GEMM),
+    and K of its dB = A^T dY (``ta``) is N*T too."""
+    return tuple(out[:-1]), (out[-1],), tuple(a[:-1]) if ta else (a[-1],)
+
+
 @register
 class Matmul(Op):
-    """C = op(A) @ op(B) for 2-D A, B, where op transposes when ``transpose_a``/``transpose_b``.
+    """C = op(A) @ op(B), where op transposes when ``transpose_a``/``transpose_b``.
 
     Shapes: op(A) is [M,K], op(B) is [K,N2], C is [M,N2]. The transposes are read in place
-    by the GEMM kernel, never materialized.
-    VJP (for C = A B): dA = dC B^T, dB = A^T dC; the other three cases follow by transposing.
+    by the GEMM kernel, never materialized. An operand of rank > 2 is the matrix of its rows:
+    A [d1, ..., dr, K] (row-major) is [d1*...*dr, K], with N among the d's or not, so that
+    A [N, T, C] @ B [C, U] = C [N, T, U] is ONE GEMM with M = N*T rows (a dense on a
+    sequence). Forms of rank > 2: A [.., K] @ B [K, N2] or A [.., K] @ B^T (B [N2, K]) giving
+    [.., N2]; A^T @ B with A [.., M] and B [.., N2] of the same leading axes giving [M, N2]
+    (a sum over all the rows: the weight's gradient, K = N*T).
+    VJP (for C = A B): dA = dC B^T, dB = A^T dC; the other three cases follow by transposing;
+    each form's VJPs are of these forms again.
     """
 
     name = "matmul"
@@ -32,16 +47,33 @@ class Matmul(Op):
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         a, b = types
         dt = same_float_dtype(self.name, types)
-        if a.rank != 2 or b.rank != 2:
-            raise ShapeError(f"matmul: expects 2-D operands, got {a} and {b}")
-        m, ka = (a.shape[1], a.shape[0]) if attrs.get("transpose_a") else a.shape
-        kb, n = (b.shape[1], b.shape[0]) if attrs.get("transpose_b") else b.shape
-        if ka != kb:
-            raise ShapeError(f"matmul: inner dimensions differ ({ka} vs {kb})")
-        return TensorType((m, n), dt)
+        ta, tb = bool(attrs.get("transpose_a")), bool(attrs.get("transpose_b"))
+        if a.rank < 2 or b.rank < 2:
+            raise ShapeError(f"matmul: expects operands of rank >= 2, got {a} and {b}")
+        if a.rank == 2 and b.rank == 2:
+            m, ka = (a.shape[1], a.shape[0]) if ta else a.shape
+            kb, n = (b.shape[1], b.shape[0]) if tb else b.shape
+            if ka != kb:
+                raise ShapeError(f"matmul: inner dimensions differ ({ka} vs {kb})")
+            return TensorType((m, n), dt)
+        if not ta and b.rank == 2:  # rows [.., K] times a matrix
+            kb, n = (b.shape[1], b.shape[0]) if tb else b.shape
+            if a.shape[-1] != kb:
+                raise ShapeError(
+                    f"matmul: inner dimensions differ ({a.shape[-1]} vs {kb}): {a} @ {b}"
+                )
+            return TensorType((*a.shape[:-1], n), dt)
+        if ta and not tb and a.shape[:-1] == b.shape[:-1]:  # A^T B summed over all rows
+            return TensorType((a.shape[-1], b.shape[-1]), dt)
+        raise ShapeError(
+            f"matmul: operands of rank > 2 must be rows [.., K] times a 2-D [K, P], or A^T B "
+            f"with the same leading axes; got {a} and {b} (transpose_a={ta}, transpose_b={tb})"
+        )
 
     def reference(self, a, b, *, transpose_a=False, transpose_b=False):
-        return (a.T if transpose_a else a) @ (b.T if transpose_b else b)
+        a2, b2 = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+        c = (a2.T if transpose_a else a2) @ (b2.T if transpose_b else b2)
+        return c if transpose_a or a.ndim == 2 else c.reshape(*a.shape[:-1], c.shape[-1])
 
     def grad(self, b: Builder, node: Node, dy: str):
         x, w = node.inputs
@@ -59,7 +91,7 @@ class Matmul(Op):
 
     def flops(self, node: Node, in_types: list[TensorType], n: int) -> int:
         a = in_types[0].concrete(n)
-        k = a[0] if node.attr("transpose_a") else a[1]
+        k = math.prod(a[:-1]) if node.attr("transpose_a") else a[-1]
         return 2 * node.type.size(n) * k
 
 

@@ -211,7 +211,13 @@ def _reorder(
 
 
 def _epilogue_operand_ok(t_shape, mm_shape) -> bool:
-    """Operand shapes the GEMM epilogue can read: [M,N], [N], [1,N], [M,1], scalar."""
+    """Operand shapes the GEMM epilogue can read: [M,N], [N], [1,N], [M,1], scalar. A GEMM
+    result of rank > 2 ([N, T, U]: its rows are N*T) reads its own shape, or one value per
+    column ([U], [1, .., 1, U]), or one value (all sizes 1)."""
+    if len(mm_shape) > 2:
+        t_shape = tuple(t_shape)
+        ones = all(d == 1 for d in t_shape[:-1])
+        return t_shape == tuple(mm_shape) or (ones and t_shape[-1:] in ((), (1,), mm_shape[-1:]))
     m, n = mm_shape
     return t_shape in ((), (1,), (n,), (1, n), (m, 1), (m, n), (1, 1))
 
@@ -264,7 +270,7 @@ def _dense_group(g: Graph, mm: Node, groups: _Groups, escaping: set[str]) -> set
             # a gradient stays stored (in the contiguous gradient region), and the update then
             # runs in place over the parameter instead of through a GEMM output and a copy
             return None
-        if _needs_index(u) and not isinstance(mm.type.shape[1], int):
+        if _needs_index(u) and not isinstance(mm.type.shape[-1], int):
             return None  # the epilogue knows an element's flat index only for a fixed column count
         trial = group | {u.name}
         trial |= _side_producers(g, u, trial, mm, groups, escaping)
@@ -296,7 +302,7 @@ def _side_producers(
             or v in mm.inputs
             or not is_pointwise(n)
             or v in escaping
-            or (_needs_index(n) and not isinstance(mm.type.shape[1], int))
+            or (_needs_index(n) and not isinstance(mm.type.shape[-1], int))
             or v in groups.group_of
             or n.type != mm.type
             or any(x not in group | out | {v} for x in g.users[v])
