@@ -3196,10 +3196,7 @@ def _matmul_tensors(cx: NodeContext, a: Tensor, b: Tensor) -> Tensor:
     ra, rb = len(a.shape), len(b.shape)
     if ra == 2 and rb == 2:
         return dsl.matmul(a, b)
-    if rb == 2 and ra > 2 and "N" not in a.shape:  # stacked rows times one matrix
-        flat = _reshape(cx, a, (math.prod(a.shape[:-1]), a.shape[-1]))
-        return _reshape(cx, dsl.matmul(flat, b), (*a.shape[:-1], b.shape[1]))
-    if rb == 2 and ra > 2 and a.shape[0] == "N" and "N" not in a.shape[1:]:
+    if rb == 2 and ra > 2:  # stacked rows times one matrix, N among them or not
         return _rows_times_matrix(cx, a, b)
     return _batched_matmul(cx, a, b)
 
@@ -3208,8 +3205,9 @@ MAX_BATCHED_ELEMENTS = 2**20  # per sample, in the broadcast product of _batched
 
 
 def _rows_times_matrix(cx: NodeContext, a: Tensor, b: Tensor) -> Tensor:
-    """[N, m1, ..., K] @ [K, P] (a Linear on a sequence): ONE GEMM with N * m1 * ... rows (the
-    matmul op reads an operand of rank > 2 as the matrix of its rows), [N, m1, ..., P]."""
+    """[d1, ..., K] @ [K, P] (a Linear on a sequence [N, T, K], or time-major [T, N, K]): ONE
+    GEMM with d1 * ... rows (the matmul op reads an operand of rank > 2 as the matrix of its
+    rows), [d1, ..., P]."""
     return dsl.matmul(a, b)
 
 

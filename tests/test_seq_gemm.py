@@ -129,3 +129,18 @@ def test_matmul_of_rank_three_operands_in_other_forms_is_refused_clearly():
         x @ gc.param("bad_w", (5, 2))
     with pytest.raises(gc.GraphcError, match="rank > 2"):
         gc.matmul(x, gc.param("bad_w2", (2, 4)), transpose_a=True)
+
+
+def test_time_major_rows_with_n_inside_are_one_gemm():
+    """x [T, N, C] @ W (time-major, N not first): the rows are T*N all the same; graphc@a6ad90e
+    refused it ("N elsewhere than first"). Forward and dL/dW vs numpy float64, fused relu."""
+    x = gc.input("x", (3, "N", 4), dtype="f64")
+    y = gc.relu(x @ gc.param("tw", (4, 2), dtype="f64") + gc.param("tb", (2,), dtype="f64"))
+    m = gc.compile(y, gc.sum(y * y), gc.SGD(0.0), name="seq_gemm_tn")
+    assert _kernels(m, "infer") == [("matmul", ["matmul", "add", "relu"])]
+    xs = np.random.default_rng(2).standard_normal((3, 5, 4))
+    z = xs @ m.params["tw"] + m.params["tb"]
+    want = np.maximum(z, 0)
+    np.testing.assert_allclose(m.predict(xs), want, rtol=1e-12, atol=1e-12)
+    dz = (2 * want * (z > 0)).reshape(-1, 2)
+    np.testing.assert_allclose(m.gradients(xs)["tw"], xs.reshape(-1, 4).T @ dz, rtol=1e-10)
