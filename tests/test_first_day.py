@@ -178,6 +178,17 @@ def test_package_ships_license_and_py_typed() -> None:
     assert "MIT License" in (ROOT / "LICENSE").read_text()
 
 
+def test_package_license_is_an_spdx_expression() -> None:
+    """pyproject.toml declares its license the PEP 639 way (an SPDX string and license-files):
+    setuptools deprecated the ``{ text = ... }`` table and stops building it after 2027-02-18."""
+    import tomllib
+
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert meta["project"]["license"] == "MIT"
+    assert meta["project"]["license-files"] == ["LICENSE"]
+    assert "setuptools>=77" in meta["build-system"]["requires"]
+
+
 def test_compile_works_without_llvmlites_private_api(monkeypatch) -> None:
     from graphc.codegen import llvm_private
 
