@@ -189,6 +189,22 @@ def test_package_license_is_an_spdx_expression() -> None:
     assert "setuptools>=77" in meta["build-system"]["requires"]
 
 
+def test_every_shipped_folder_is_a_listed_package() -> None:
+    """Each folder under a mapped package folder (code or data, such as codegen/templates) is in
+    pyproject's ``packages``: setuptools warns "Package would be ignored" for one that is not."""
+    import tomllib
+
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(tool["packages"])
+    for pkg, folder in tool["package-dir"].items():
+        for sub in sorted((ROOT / folder).iterdir()):
+            if sub.is_dir() and sub.name != "__pycache__" and any(sub.iterdir()):
+                name = f"{pkg}.{sub.name}"
+                assert name in listed or any(
+                    f == str(sub.relative_to(ROOT)) for f in tool["package-dir"].values()
+                ), name
+
+
 def test_compile_works_without_llvmlites_private_api(monkeypatch) -> None:
     from graphc.codegen import llvm_private
 
