@@ -219,8 +219,9 @@ def test_generated_source_carries_the_template() -> None:
 
 
 def test_every_template_ships_with_the_package() -> None:
-    """pyproject.toml's package-data of graphc.codegen covers every file of codegen/templates/,
-    so a regular install (not only an editable one) carries them."""
+    """pyproject.toml's package-data of graphc.codegen.templates (the package of
+    codegen/templates/) covers every file there, so a regular install (not only an editable
+    one) carries them."""
     import fnmatch
     import tomllib
 
@@ -229,7 +230,7 @@ def test_every_template_ships_with_the_package() -> None:
     files = sorted(f.name for f in TEMPLATES.iterdir())
     assert "header.h" in files and "wrapper.c" in files
     for name in files:
-        ok = any(fnmatch.fnmatch(f"templates/{name}", g) for g in globs["graphc.codegen"])
+        ok = any(fnmatch.fnmatch(name, g) for g in globs["graphc.codegen.templates"])
         assert ok, f"codegen/templates/{name} is not in pyproject's package-data"
 
 
