@@ -5,6 +5,7 @@ binary forms of the score output; a loss on such a model is refused naming the n
 
 from __future__ import annotations
 
+import inspect
 import warnings
 
 import numpy as np
@@ -50,17 +51,25 @@ def test_sklearn_svms_match_onnxruntime_and_sklearn() -> None:
     xi, yi, xw, yw = _data()
     x4 = np.vstack([xi, xi[:40] + 1.0])  # four classes, labels not 0..C-1
     y4 = np.array([4, 7, 11, 2])[np.r_[yi, np.full(40, 3)]]
+    # scikit-learn 1.9 deprecates SVC / NuSVC(probability=True) (libsvm's Platt scaling) and
+    # 1.11 removes it: those cases run where the parameter exists (a hand-built SVMClassifier
+    # with prob_a / prob_b below keeps testing Platt probabilities either way)
+    platt = "probability" in inspect.signature(svm.SVC).parameters
     cases = [
-        (svm.SVC(probability=True, random_state=0), xi, np.array([4, 7, 11])[yi]),
-        (svm.SVC(kernel="poly", degree=3, probability=True, random_state=0), xw, yw),
         (svm.SVC(kernel="sigmoid", gamma=0.05), xw, yw),  # decision values, ovr scores
         (svm.SVC(kernel="linear"), xw, (yw > 0).astype(int)),  # binary, no probabilities
-        (svm.SVC(probability=True, random_state=0), xw, (yw > 0).astype(int)),  # binary
-        (svm.NuSVC(probability=True, random_state=0), x4, y4),
         (svm.SVR(), xw, xw[:, 0] * 2 - xw[:, 1]),
         (svm.NuSVR(kernel="poly", degree=2), xw, xw[:, 0] * xw[:, 2]),
         (svm.OneClassSVM(gamma=0.1), xw, None),
     ]
+    if platt:
+        p = {"probability": True, "random_state": 0}
+        cases += [
+            (svm.SVC(**p), xi, np.array([4, 7, 11])[yi]),
+            (svm.SVC(kernel="poly", degree=3, **p), xw, yw),
+            (svm.SVC(**p), xw, (yw > 0).astype(int)),  # binary
+            (svm.NuSVC(**p), x4, y4),
+        ]
     for est, x, y in cases:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -103,6 +112,16 @@ def test_binary_svc_score_forms_against_onnxruntime(post) -> None:
     x = np.random.default_rng(0).uniform(-2, 2, (40, 2)).astype(np.float32)
     m = _model(_svc_node(post), [("label", TensorProto.INT64), ("scores", TensorProto.FLOAT)])
     _compare(m, x, atol=1e-6)
+
+
+def test_binary_svc_platt_probabilities_against_onnxruntime() -> None:
+    """Two classes with prob_a / prob_b (libsvm's Platt scaling, what skl2onnx writes for
+    SVC(probability=True)): scores [1 - p, p], p = 1 / (1 + exp(prob_a * d + prob_b)) for the
+    decision value d, and the label from p, as ONNX Runtime 1.32 computes them; independent of
+    the scikit-learn version (1.11 drops SVC's probability=True)."""
+    x = np.random.default_rng(2).uniform(-2, 2, (40, 2)).astype(np.float32)
+    node = _svc_node("NONE", prob_a=[-1.7], prob_b=[0.3])
+    _compare(_model(node, [("label", TensorProto.INT64), ("scores", TensorProto.FLOAT)]), x, 1e-6)
 
 
 def test_training_an_svm_is_refused_naming_the_node() -> None:
