@@ -1738,6 +1738,8 @@ class Importer:
                     return None
                 if reads_quantized(n):  # 8-bit operands, whole numbers read exactly
                     continue
+                if onnx_import_ml.compares_integer_input(n, v):
+                    continue  # compared with whole numbers below 2**24 (OneHotEncoder)
                 if n.domain not in ("", "ai.onnx"):
                     self.integer_refusal = f"{here} is of domain {n.domain!r}"
                     return None
@@ -6933,6 +6935,7 @@ from .onnx_import_strided import strided_gathers  # noqa: E402
 _CONTROL_OPS = _control_ops()
 
 # scikit-learn's tree ensembles, SVMs and Imputer (graphc/onnx_import_ml.py)
+from . import onnx_import_ml  # noqa: E402
 from .onnx_import_ml import ML_OPS  # noqa: E402
 
 # the quantized operators of graphc/onnx_import_quant.py (QLinear*, *Integer, com.microsoft's)

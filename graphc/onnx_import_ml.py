@@ -753,6 +753,27 @@ def label_encoder(cx: NodeContext) -> list[Value]:
     return [y]
 
 
+def compares_integer_input(node, name: str) -> bool:
+    """Whether an ai.onnx.ml node only compares the integer value ``name`` with whole-number
+    constants below 2**24 in magnitude (OneHotEncoder's categories, LabelEncoder's numeric
+    keys), so that graphc may read it as float32: every integer below 2**24 is exact there, and
+    one rounded past 2**24 equals none of the constants, as its int64 equals none in ONNX
+    Runtime. Used by OnnxImport.integer_input_use (skl2onnx's OneHotEncoder of int64 columns)."""
+    if node.domain != ML or not node.input or node.input[0] != name or name in node.input[1:]:
+        return False
+    if node.op_type == "OneHotEncoder":
+        keys = [a.ints for a in node.attribute if a.name == "cats_int64s"]
+    elif node.op_type == "LabelEncoder":
+        keys = [a.ints or a.floats for a in node.attribute if a.name in KEY_ATTRS]
+    else:
+        return False
+    k = np.asarray(keys[0] if keys else [], np.float64)
+    return k.size > 0 and bool(np.all((k == np.round(k)) & (np.abs(k) < 2**24)))
+
+
+KEY_ATTRS = ("keys_int64s", "keys_floats")
+
+
 ML_OPS: dict[str, Rule] = {
     "ai.onnx.ml:TreeEnsembleRegressor": Rule(
         tree_ensemble_regressor,

@@ -122,3 +122,54 @@ def test_label_encoder_numeric_keys_and_defaults_against_onnxruntime() -> None:
     ]  # fmt: skip
     inp = [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 3])]
     _same(_model(nodes, inp, ["Y", "Z"], ml_opset=3), {"X": x})
+
+
+def test_sklearn_one_hot_encoder_of_int64_columns_matches_onnxruntime() -> None:
+    """skl2onnx's OneHotEncoder fitted on int64 columns (an int64 graph input: Gather, Cast,
+    OneHotEncoder per column): categories seen and ones not seen (ignored: a row of zeros)
+    equal to ONNX Runtime; a value past float32's exact integers (2**24 + 1) is refused at run
+    time naming the input and the row, as graphc checks every integer input's range.
+    graphc@62213bc refused the file ("element type int64 used as an integer")."""
+    pytest.importorskip("skl2onnx")
+    from skl2onnx import to_onnx
+    from sklearn.preprocessing import OneHotEncoder
+
+    x = np.random.default_rng(0).integers(-3, 5, (60, 3)).astype(np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        enc = OneHotEncoder(handle_unknown="ignore").fit(x)
+        m = to_onnx(enc, x[:1], target_opset=17)
+    probe = x.copy()
+    probe[:5, 0] = [9, -7, 2**24 - 1, -(2**24) + 1, 5]
+    name = m.graph.input[0].name
+    _same(m, {name: probe})
+    probe[3, 1] = 2**24 + 1
+    with pytest.raises(gc.GraphcError, match=f"'{name}': row 3 holds"):
+        gc.from_onnx(m).compile().predict(probe)
+
+
+@pytest.mark.parametrize("keys", [[3, 7, 100, -5], [3, 2**24]])
+def test_label_encoder_of_an_int64_input(keys) -> None:
+    """LabelEncoder reading an int64 graph input: keys below 2**24 are compared exactly, equal
+    to ONNX Runtime; a key of 2**24 or more, which a rounded float32 value could match, keeps
+    the input refused at import, naming it."""
+    node = helper.make_node(
+        "LabelEncoder", ["x"], ["y"], domain=ML, keys_int64s=keys,
+        values_floats=[0.5 * (i + 1) for i in range(len(keys))], default_float=-1.0,
+    )  # fmt: skip
+    g = helper.make_graph(
+        [node],
+        "le",
+        [helper.make_tensor_value_info("x", TensorProto.INT64, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+    )
+    m = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ML, 2)]
+    )
+    m.ir_version = 8
+    x = np.array([[3, 7], [100, -5], [4, 0], [2**24 - 1, -(2**24) + 1], [-9, 101]], np.int64)
+    if max(abs(k) for k in keys) >= 2**24:
+        with pytest.raises(gc.OnnxError, match="input 'x'"):
+            gc.from_onnx(m).compile()
+        return
+    _same(m, {"x": x})
