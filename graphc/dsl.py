@@ -623,18 +623,16 @@ def dropout(x: Tensor, p: float, *, seed: int = 0, name: str | None = None) -> T
 def matmul(a: Tensor, b: Tensor, *, transpose_a: bool = False, transpose_b: bool = False) -> Tensor:
     """``op(a) @ op(b)`` for 2-D tensors; shapes [M,K] @ [K,N] -> [M,N]. An ``a`` of higher
     rank [..., K] times a 2-D b [K, P] (no transposes) is numpy's and torch's stack of
-    products, [..., P] (see ``_last_axis_matmul``); ``a @ b`` is this function."""
+    products, [..., P]: ONE GEMM whose rows are all of a's leading axes (M = N * T of a
+    [N, T, K]; the matmul op reads an operand of rank > 2 as the matrix of its rows, and
+    autodiff's dB = a^T dY is one GEMM with K = N * T); ``a @ b`` is this function.
+
+    Raises:
+        ShapeError: inner dimensions differ, or operands of rank > 2 in another form.
+        ArgumentError: a transpose flag that is not a bool."""
     for k, v in (("transpose_a", transpose_a), ("transpose_b", transpose_b)):
         if not isinstance(v, bool):
             raise ArgumentError(f"matmul: {k} must be True or False, got {v!r}")
-    if (
-        isinstance(a, Tensor)
-        and isinstance(b, Tensor)
-        and a.type.rank > 2
-        and b.type.rank == 2
-        and not (transpose_a or transpose_b)
-    ):
-        return _last_axis_matmul(a, b)
     return apply("matmul", a, b, transpose_a=transpose_a or None, transpose_b=transpose_b or None)
 
 
@@ -883,7 +881,7 @@ def dense(
 
     x is [N, in], or of higher rank [..., in] (Keras's Dense, torch's Linear): W acts on the
     last axis at every position of the others, [N, T, in] -> [N, T, units] (a Dense after
-    ``lstm(..., return_sequences=True)``); see ``_last_axis_matmul``.
+    ``lstm(..., return_sequences=True)``): one GEMM of all the rows (see ``matmul``).
 
     W is initialized with He uniform before relu and Glorot uniform otherwise (unless ``init``);
     b with zeros. Params are named ``NAME.w`` and ``NAME.b``. ``activation``: a name in
@@ -911,22 +909,10 @@ def dense(
     w = param(
         f"{name}.w", (x.shape[-1], units), init=init, dtype=x.dtype, l1=kernel_l1, l2=kernel_l2
     )
-    y = matmul(x, w) if x.type.rank == 2 else _last_axis_matmul(x, w)
+    y = matmul(x, w)
     if use_bias:
         y = y + param(f"{name}.b", (units,), init="zeros", dtype=x.dtype)
     return globals()["activation"](y, activation)
-
-
-def _last_axis_matmul(x: Tensor, w: Tensor) -> Tensor:
-    """x [..., C] @ w [C, U] over x's last axis, [..., U] (a dense on an input of rank > 2):
-    ONE GEMM whose rows are all of x's leading axes (M = N * T of x [N, T, C]: the matmul op
-    takes an operand of rank > 2 as the matrix of its rows); autodiff's dW = x^T dY is one
-    GEMM with K = N * T.
-
-    Raises:
-        ShapeError: the last axis of x differs from w's first.
-    """
-    return apply("matmul", x, w)
 
 
 def perceptron(x: Tensor, *, name: str | None = None) -> Tensor:

@@ -3198,19 +3198,12 @@ def _matmul_tensors(cx: NodeContext, a: Tensor, b: Tensor) -> Tensor:
     ra, rb = len(a.shape), len(b.shape)
     if ra == 2 and rb == 2:
         return dsl.matmul(a, b)
-    if rb == 2 and ra > 2:  # stacked rows times one matrix, N among them or not
-        return _rows_times_matrix(cx, a, b)
+    if rb == 2 and ra > 2:  # stacked rows times one matrix, N among them or not: ONE GEMM
+        return dsl.matmul(a, b)  # of all the rows (the matmul op reads rank > 2 as its rows)
     return _batched_matmul(cx, a, b)
 
 
 MAX_BATCHED_ELEMENTS = 2**20  # per sample, in the broadcast product of _batched_matmul
-
-
-def _rows_times_matrix(cx: NodeContext, a: Tensor, b: Tensor) -> Tensor:
-    """[d1, ..., K] @ [K, P] (a Linear on a sequence [N, T, K], or time-major [T, N, K]): ONE
-    GEMM with d1 * ... rows (the matmul op reads an operand of rank > 2 as the matrix of its
-    rows), [d1, ..., P]."""
-    return dsl.matmul(a, b)
 
 
 def _batched_matmul(cx: NodeContext, a: Tensor, b: Tensor) -> Tensor:
