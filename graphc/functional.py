@@ -289,8 +289,6 @@ class BatchNorm:
         Raises:
             ShapeError: a later call on an input with another feature count or dtype.
         """
-        from .dsl import _fresh
-
         name = self.name
         if getattr(self, "_weights", None):  # the op of a later call needs its own name
             name = _fresh(f"{self.name or 'batch_norm'}_")

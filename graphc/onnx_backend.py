@@ -182,7 +182,7 @@ class GraphcRep:
             feeds = {k: v for k, v in feeds.items() if k in used}
             if any("N" in prog.forward[k].type.shape for k in used):
                 res = self.model.predict(feeds if len(feeds) > 1 else feeds[used[0]])
-                order = imp.output_order or [t.name for t in imp.outputs]
+                order = imp.output_order
                 outs = [res] if not isinstance(res, dict) else [res[k] for k in order]
                 return tuple(np.asarray(o) for o in outs)  # integer and known outputs in
             # fixed shapes (no batch dimension): inputs may differ in their first dims

@@ -640,7 +640,7 @@ def to_onnx_model(
                 _rename_value(w, o, w.fresh(o))
             src = w.renamed.get(o, o)
             elem = int(m_type.group(1))
-            term = int(getattr(model, "output_row_terms", {}).get(o, 0))
+            term = int(model.output_row_terms.get(o, 0))
             if term:  # predict adds n * term to row n after the native call: so does the file
                 cast = w.node("Cast", [src], w.fresh(o), g[o], to=elem)
                 typed[k] = (_add_row_term(w, cast, outer, g[o], term, elem), elem)

@@ -140,22 +140,20 @@ class OnnxImport:
         the type the file declares (``output_dtypes``; runtime.model.as_declared), and the
         outputs known at import put in their places (``constant_outputs``, in
         ``output_order``; the batch size from the first computed output that leads with N)."""
-        from graphc.runtime.model import as_declared, constant_value
+        from graphc.runtime.model import declared_outputs
 
-        got = [
-            as_declared(a, self.output_dtypes[t.name], self.output_row_terms.get(t.name, 0))
-            if t.name in self.output_dtypes
-            else a
-            for t, a in zip(self.outputs, outs)
-        ]
-        if not self.constant_outputs:
-            return got
-        n = next((a.shape[0] for t, a in zip(self.outputs, got) if t.shape[:1] == ("N",)), 0)
-        computed = {t.name: a for t, a in zip(self.outputs, got)}
-        return [
-            computed[k] if k in computed else constant_value(self.constant_outputs[k], n)
-            for k in self.output_order
-        ]
+        names = [t.name for t in self.outputs]
+        batched = [t.shape[:1] == ("N",) for t in self.outputs]
+        got = declared_outputs(
+            names,
+            outs,
+            batched,
+            self.output_dtypes,
+            self.output_row_terms,
+            self.constant_outputs,
+            self.output_order,
+        )
+        return list(got.values())
 
 
 # ---------------------------------------------------------------- loading and checking files
@@ -1535,7 +1533,9 @@ class Importer:
         another selected output is computed and leads with N (predict's rows give N)."""
         a = np.asarray(v) if not isinstance(v, np.ndarray) else v
         if a.dtype == object:
-            if not all(isinstance(e, (int, np.integer)) or _is_batch_sym(e) for e in a.flat):
+            if not all(
+                isinstance(e, (int, np.integer)) or _sym_multiple(e) is not None for e in a.flat
+            ):
                 return False
         elif a.dtype.kind not in "iufb":
             return False
@@ -4514,11 +4514,6 @@ def _sym_multiple(u: Any) -> int | None:
     if u.startswith("N*") and u[2:].isdigit():
         return int(u[2:])
     return None
-
-
-def _is_batch_sym(e: Any) -> bool:
-    """Whether ``e`` is a size that holds the batch size: "N" or "N*m"."""
-    return isinstance(e, str) and (e == "N" or (e[:2] == "N*" and e[2:].isdigit()))
 
 
 def _sym_of(m: int) -> str:

@@ -37,6 +37,7 @@ from .onnx_import import (
     NodeContext,
     Rule,
     Value,
+    _abs,
     _cast_to,
     _label_outputs,
     _ml_features,
@@ -285,10 +286,6 @@ def _aggregate(
         none = dsl.apply("greater", dsl.const(big / 2), _abs(r))
         cols.append(r * none)
     return cols[0] if len(cols) == 1 else dsl.apply("concat", *cols, axis=1)
-
-
-def _abs(x: Tensor) -> Tensor:
-    return dsl.maximum(x, 0.0 - x)
 
 
 def tree_ensemble_regressor(cx: NodeContext) -> list[Value]:

@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +136,29 @@ def as_declared(a: np.ndarray, dtype: np.dtype, row_term: int = 0) -> np.ndarray
         rows = np.arange(out.shape[0], dtype=np.int64) * row_term
         out = (out + rows.reshape((-1,) + (1,) * (out.ndim - 1))).astype(dtype)
     return out
+
+
+def declared_outputs(
+    names: Sequence[str],
+    outs: Sequence[np.ndarray],
+    batched: Sequence[bool],
+    dtypes: dict[str, np.dtype],
+    row_terms: dict[str, int],
+    constants: dict[str, np.ndarray],
+    order: Sequence[str],
+) -> dict[str, np.ndarray]:
+    """An ONNX import's outputs as the file declares them: ``outs`` (float32, one per name of
+    ``names``) with each output of ``dtypes`` converted (as_declared, with its row term), and,
+    where ``constants`` holds outputs known at import, those put in their places of ``order``
+    for the batch size of the first computed output that leads with N (``batched``)."""
+    got = {
+        k: as_declared(a, dtypes[k], row_terms.get(k, 0)) if k in dtypes else a
+        for k, a in zip(names, outs)
+    }
+    if not constants:
+        return got
+    n = next((got[k].shape[0] for k, b in zip(names, batched) if b), 0)
+    return {k: got[k] if k in got else constant_value(constants[k], n) for k in order}
 
 
 def constant_value(a: np.ndarray, n: int) -> np.ndarray:
@@ -1173,7 +1196,6 @@ class Model:
         code as they are (predict's fast path). A model with ``output_dtypes`` never takes
         the fast path (no layout is remembered): its outputs are converted after the call."""
         if self.output_dtypes or self.constant_outputs:
-            self._layouts.clear()
             return self._predict_declared(x, batch_size, out)
         return self._predict_float(x, batch_size, out, key)
 
@@ -1207,27 +1229,26 @@ class Model:
         """predict for a model with ``output_dtypes``: the outputs computed in float32, then
         each named one converted (as_declared); ``out`` (an array or a dict, as predict's)
         receives them, each of the output's returned dtype and shape (else ArgumentError)."""
-        names, dtypes = self.program.outputs, self.output_dtypes
+        names = self.program.outputs
+        if self.constant_outputs and out is not None:
+            raise ArgumentError(
+                "predict: out= is not taken by a model with outputs known at import "
+                f"({', '.join(self.constant_outputs)}); call predict without it"
+            )
         res = self._predict_float(x, batch_size, None, None)
-        got = [res] if len(names) == 1 else [res[k] for k in names]
-        terms = self.output_row_terms
-        got = [
-            as_declared(a, dtypes[k], terms.get(k, 0)) if k in dtypes else a
-            for k, a in zip(names, got)
-        ]
+        batched = [t.shape[:1] == (BATCH,) for t in self.entries["infer"].out_types]
+        declared = declared_outputs(
+            names,
+            [res] if len(names) == 1 else [res[k] for k in names],
+            batched,
+            self.output_dtypes,
+            self.output_row_terms,
+            self.constant_outputs,
+            self.output_order,
+        )
         if self.constant_outputs:
-            if out is not None:
-                raise ArgumentError(
-                    "predict: out= is not taken by a model with outputs known at import "
-                    f"({', '.join(self.constant_outputs)}); call predict without it"
-                )
-            types = self.entries["infer"].out_types
-            n = next((a.shape[0] for a, t in zip(got, types) if t.shape[:1] == (BATCH,)), 0)
-            computed = dict(zip(names, got))
-            return {
-                k: computed[k] if k in computed else constant_value(self.constant_outputs[k], n)
-                for k in self.output_order
-            }
+            return declared
+        got = list(declared.values())
         if out is not None:
             dest = [out] if len(names) == 1 and not isinstance(out, dict) else None
             if dest is None:
