@@ -172,7 +172,8 @@ def export_model(
             "name (gc.compile(..., name=...)) and copy the weights over "
             "(new.set_weights(model.get_weights())); nothing was written"
         )
-    terms = sorted(getattr(model, "output_row_terms", {}))
+    model._no_constant_outputs("export")  # predict adds them: the library would lack them
+    terms = sorted(model.output_row_terms)
     if terms:  # predict adds them after the native call: the library's rows would be wrong
         raise ArgumentError(
             f"export: model {name!r}'s output(s) {', '.join(terms)} (an ONNX import's "

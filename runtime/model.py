@@ -662,7 +662,6 @@ class Model:
             GraphcError: a model with outputs known at import (``constant_outputs``), which
                 the library would leave out; nothing is written.
         """
-        self._no_constant_outputs("export")
         return _exporter("library")(self, path, **options)
 
     def _no_constant_outputs(self, what: str) -> None:

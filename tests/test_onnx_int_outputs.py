@@ -338,10 +338,13 @@ def test_files_without_the_outputs_known_at_import_are_refused(tmp_path) -> None
     )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 9
+    from graphc.export import export_model  # what `graphc export` calls
+
     model = gc.from_onnx(m).compile()
     for call in (
         lambda: model.to_onnx(str(tmp_path / "m.onnx")),
         lambda: model.export(str(tmp_path / "libm.so")),
+        lambda: export_model(model, str(tmp_path / "libm2.so")),
     ):
         with pytest.raises(gc.GraphcError, match=r"\['s'\] are known at import"):
             call()
