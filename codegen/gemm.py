@@ -96,7 +96,7 @@ from graphc.ir.types import DTYPE_INFO
 
 from .lltypes import I1, I8, I32, I64, LL, PTR, VOID, glue, vconst
 from .loops import counted_loop as _loop
-from .threads import TASK_TYPE, ThreadPool, split_pays
+from .threads import TASK_TYPE, ThreadPool, dispatch_ns_env, pool_call, split_pays
 
 Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value], ir.Value]
 """epilogue(b, acc, i, j) -> value of acc's type, applied to C[i, j:j+W] before it is stored."""
@@ -2146,12 +2146,9 @@ class JitGemms:
     def set_threads(self, threads: int) -> None:
         """Run the gemms on `threads` threads (the caller's and threads - 1 workers); with
         GRAPHC_DISPATCH_NS set, the pool takes that dispatch cost instead of measuring it."""
-        from .threads import dispatch_ns_env
-
         fixed = dispatch_ns_env()
         if fixed is not None:
-            addr = self.engine.get_function_address("gemms_pool_dispatch_cost")
-            ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(addr)(fixed)
+            pool_call(self.engine, "gemms_pool_dispatch_cost", fixed)
         rc = self._set_threads(threads)
         if rc:
             raise CodegenError(f"JitGemms: pthread_create failed with error {rc}")

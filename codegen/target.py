@@ -29,7 +29,7 @@ from llvmlite import ir
 from graphc.ir.errors import CodegenError, TargetError
 
 from . import llvm_private
-from .threads import dispatch_ns_env
+from .threads import dispatch_ns_env, pool_call
 
 _lock = threading.Lock()
 _live_pools: weakref.WeakSet = weakref.WeakSet()  # JIT modules whose worker threads may run
@@ -1043,15 +1043,13 @@ class JitModule:
         threads.py: the split thresholds rise with it); ``ns`` > 0 fixes it at ``ns`` (no more
         probes), 0 measures it now and keeps probing. 0 when never measured (one thread) or
         the module has no pool."""
-        addr = self.engine.get_function_address(f"{prefix}_pool_dispatch_cost")
-        return int(ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(addr)(ns)) if addr else 0
+        return pool_call(self.engine, f"{prefix}_pool_dispatch_cost", ns)
 
     def observe_dispatch(self, prefix: str, ns: int) -> int:
         """Record ``ns`` as if a probe of the pool had measured it (codegen/threads.py: the
         cost is the median of the last probes) and return the cost; 0 without a pool. Tests
         use it: a late worker cannot be produced on demand."""
-        addr = self.engine.get_function_address(f"{prefix}_pool_observe")
-        return int(ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(addr)(ns)) if addr else 0
+        return pool_call(self.engine, f"{prefix}_pool_observe", ns)
 
     def stop_threads(self) -> None:
         """Join the module's worker threads (before its code is freed; at exit)."""

@@ -82,6 +82,7 @@ musl's PTHREAD_MUTEX_INITIALIZER / PTHREAD_COND_INITIALIZER are all zeros and sm
 
 from __future__ import annotations
 
+import ctypes
 import os
 from dataclasses import dataclass
 
@@ -115,6 +116,14 @@ def dispatch_ns_env() -> int | None:
     """
     hint = "unset it to let the thread pool measure its dispatch cost"
     return _positive_env("GRAPHC_DISPATCH_NS", "nanoseconds", hint)
+
+
+def pool_call(engine, symbol: str, arg: int) -> int:
+    """Call ``int64_t SYMBOL(int64_t arg)`` of the module ``engine`` (an llvmlite execution
+    engine) runs, one of its pool's entries (``PREFIX_pool_dispatch_cost``, ``PREFIX_pool_
+    observe``), and return its result; 0 when the module has no such symbol (no pool)."""
+    addr = engine.get_function_address(symbol)
+    return int(ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(addr)(arg)) if addr else 0
 
 
 def _positive_env(var: str, unit: str, hint: str) -> int | None:
