@@ -311,13 +311,7 @@ def flat_loop(
     tb.call(range_fn, fields + [clamp(start), clamp(stop)])
     tb.ret_void()
 
-    if measured:
-        threads, split = split_pays(b, ctx.pool, total, min_total, LOOPS)
-    else:
-        threads = b.load_atomic(ctx.pool.threads, "monotonic", 8, typ=I64)
-        split = b.and_(
-            b.icmp_signed(">", threads, i64(1)), b.icmp_signed(">=", total, i64(min_total))
-        )
+    threads, split = split_pays(b, ctx.pool, total, min_total, LOOPS if measured else None)
     with b.if_else(split) as (then, otherwise):
         with then:
             full = ir.LiteralStructType(head + [I64])

@@ -262,18 +262,21 @@ def declare_thread_pool(module: ir.Module, prefix: str) -> ThreadPool:
 
 
 def split_pays(
-    b: ir.IRBuilder, pool: ThreadPool, work: ir.Value, threshold: int, kind: int = PRODUCTS
+    b: ir.IRBuilder, pool: ThreadPool, work: ir.Value, threshold: int, kind: int | None = PRODUCTS
 ) -> tuple[ir.Value, ir.Value]:
     """(threads, split) at ``b``: the pool's thread count (i64) and whether ``work`` (i64, in
     the unit ``threshold`` was measured in) is worth a dispatch: more than one thread and
     work >= threshold * the pool's measured scale for ``kind`` (PRODUCTS, LOOPS). Work at or
     above ``threshold`` that the scale keeps on the caller counts toward the next probe
-    (``declined``)."""
+    (``declined``). ``kind`` None: work >= threshold itself (no scale, never ``declined``)."""
     threads = b.load_atomic(pool.threads, "monotonic", 8, typ=I64)
-    at = b.gep(pool.scale, [ir.Constant(I64, 0), ir.Constant(I64, kind)], source_etype=SCALES)
-    scale = b.load_atomic(at, "monotonic", 8, typ=I64)
+    if kind is not None:
+        at = b.gep(pool.scale, [ir.Constant(I64, 0), ir.Constant(I64, kind)], source_etype=SCALES)
+        scale = b.load_atomic(at, "monotonic", 8, typ=I64)
     limit = ir.Constant(I64, threshold)
     big = b.and_(b.icmp_signed(">", threads, ir.Constant(I64, 1)), b.icmp_signed(">=", work, limit))
+    if kind is None:
+        return threads, big
     split = b.and_(big, b.icmp_signed(">=", work, b.mul(limit, scale)), name="split")
     with b.if_then(b.and_(big, b.not_(split)), likely=False):
         b.call(pool.declined, [])
