@@ -700,11 +700,9 @@ class _PoolEmitter:
         fn.attributes.add("noinline")
         glue(fn)  # once every PROBE_EVERY_NS at most
         empty = self.empty
-        ts = b.alloca(ir.ArrayType(I64, 2), name="ts")
-        ts.type = PTR  # llvmlite types an alloca as `[2 x i64]*`; LLVM has only `ptr`
-        best_p, lates_p, ran_p = (b.alloca(I64, name=n) for n in ("best", "lates", "ran"))
+        ts = self.entry_alloca(b, ir.ArrayType(I64, 2), "ts")
+        best_p, lates_p, ran_p = (self.entry_alloca(b, I64, n) for n in ("best", "lates", "ran"))
         for p, v in ((best_p, 1 << 62), (lates_p, 0), (ran_p, 0)):
-            p.type = PTR
             b.store(ir.Constant(I64, v), p)
         threads = b.load_atomic(self.threads, "monotonic", 8, typ=I64)
         one = ir.Constant(I64, 1)
