@@ -1163,8 +1163,9 @@ def written_as_run(g: Graph, kernel: Kernel) -> bool:
 
 
 def emit_softmax_cross_entropy(ctx: KernelContext, kernel: Kernel) -> None:
-    """Softmax cross-entropy over the rows of the logits z [rows, C] with labels i32[rows], in
-    one pass over the rows; each of its three results is optional (present in the kernel):
+    """Softmax cross-entropy over the rows of the logits z [rows, C] with labels i32[rows] (or
+    z [N, .., C] with labels [N, ..]: the N * .. positions are the rows), in one pass over the
+    rows; each of its three results is optional (present in the kernel):
 
     - the loss ``softmax_cross_entropy(z, labels)`` = sum_r ((m_r - z[r, label_r]) + log s_r)
       / rows, accumulated in float64 (``_xent_term``);
@@ -1190,7 +1191,8 @@ def emit_softmax_cross_entropy(ctx: KernelContext, kernel: Kernel) -> None:
     stored = grad is not None and grad.name in ctx.key_of
     t = LL[g[z].type.dtype]
     d = F64
-    rows, cols = (ctx.dim(dd) for dd in g[z].type.shape)
+    shape = g[z].type.shape  # [rows, C], or [N, .., C]: every position a row (row-major)
+    rows, cols = ctx.product(shape[:-1]), ctx.dim(shape[-1])
     scale = acc = None
     if grad is not None:
         dy = grad.inputs[2]

@@ -360,7 +360,7 @@ def plan_input_checks(prog: Program, entry: str) -> list[InputCheck]:
     if entry == "infer":
         return [index_checks[v] for v in sched.input_slots if v in index_checks]
     classes = {
-        n.inputs[1]: int(prog.forward[n.inputs[0]].type.shape[1])
+        n.inputs[1]: int(prog.forward[n.inputs[0]].type.shape[-1])
         for n in prog.forward.nodes
         if n.op == "softmax_cross_entropy"
     }

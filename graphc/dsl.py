@@ -783,13 +783,20 @@ def check_logits(loss: str, logits: Tensor, squash: str, instead: str) -> None:
 
 
 def softmax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean softmax cross-entropy of logits [N,C] against integer labels i32[N] (log-sum-exp form).
+    """Mean softmax cross-entropy of logits [N, C] against integer labels i32[N] (log-sum-exp
+    form), or of a sequence's logits [N, T, .., C] against i32[N, T, ..] (Keras's
+    SparseCategoricalCrossentropy after a Dense on [N, T, in]; torch's cross_entropy of the
+    logits moved to [N, C, T]): the classes on the last axis, the mean over every row and
+    position. Labels outside 0..C-1 are refused at run time (ArgumentError naming the input,
+    the row and the position, raised before anything is updated); evaluate's accuracy is the
+    argmax over the last axis, per position.
 
+    Raises ShapeError: logits of rank < 2, labels not i32 of the logits' shape without C.
     Warns ``LossInputWarning`` when ``logits`` is a softmax's output (probabilities) or has one
     column (the loss is then 0 whatever the weights).
     """
     check_logits("softmax_cross_entropy", logits, "softmax", "or predict with softmax(logits)")
-    if logits.type.rank == 2 and logits.shape[1] == 1:
+    if logits.type.rank >= 2 and logits.shape[-1] == 1:
         warnings.warn(
             f"softmax_cross_entropy: logits {logits.name} have one column: "
             "the softmax of one logit is 1, so the loss is 0 whatever the weights; for two "

@@ -246,7 +246,15 @@ def _sigmoid_cross_entropy(w: _Writer, n: Node) -> None:
 
 
 def _softmax_cross_entropy(w: _Writer, n: Node) -> None:
-    w.node("SoftmaxCrossEntropyLoss", list(n.inputs), n.name, n, reduction="mean")
+    """ONNX's SoftmaxCrossEntropyLoss reads the classes on axis 1 ([N, C, d1, ..]): a
+    sequence's logits [N, T, .., C] are transposed to [N, C, T, ..] first (the labels
+    [N, T, ..] are ONNX's as they are)."""
+    z, labels = n.inputs
+    rank = w.g[z].type.rank
+    if rank > 2:
+        perm = [0, rank - 1, *range(1, rank - 1)]
+        z = w.node("Transpose", [z], w.fresh(n.name), n, perm=perm)
+    w.node("SoftmaxCrossEntropyLoss", [z, labels], n.name, n, reduction="mean")
 
 
 def _cast(w: _Writer, n: Node) -> None:

@@ -188,14 +188,20 @@ def check_real(
     return v
 
 
-def label_error(name: str, a: np.ndarray, classes: int) -> ArgumentError | None:
-    """The error for labels outside 0..classes-1 (first bad row, how many), or None."""
-    bad = np.flatnonzero((a < 0) | (a >= classes))
-    if not bad.size:
+def label_error(name: str, a: np.ndarray, classes: int, low: int = 0) -> ArgumentError | None:
+    """The error for labels ``a`` [N] or [N, ..] (a sequence's, one per position) outside
+    low..classes-1: the first bad row, its position within the row when ``a`` has more than
+    one axis, the value, and how many rows hold one; None when every label is in range."""
+    a = np.asarray(a)
+    bad = (a < low) | (a >= classes)
+    if not bad.any():
         return None
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    rows = bad.reshape(len(bad), -1).any(axis=1) if bad.ndim > 1 else bad
+    at = f"row {first[0]}" + (f", position {list(first[1:])}," if len(first) > 1 else "")
     return ArgumentError(
-        f"labels {name!r}: row {bad[0]} has class {a[bad[0]]}, outside 0..{classes - 1} "
-        f"({bad.size} such rows)"
+        f"labels {name!r}: {at} has class {a[first]}, outside {low}..{classes - 1} "
+        f"({int(rows.sum())} such rows)"
     )
 
 

@@ -35,6 +35,7 @@ from .checks import (
     check_lr,
     explain,
     input_array,
+    label_error,
     param_value,
 )
 from .executable import COPY_OUTPUT_MAX, label_dtype_hint, shape_hint
@@ -349,12 +350,9 @@ class Library:
                 # range before the cast: int64 2**32 + 3 must not wrap to class 3
                 kind, bound = p.get("check", ("", 0))
                 lo, hi = (0, bound) if kind == "classes" else (-(2**31), 2**31)
-                bad = np.flatnonzero((a < lo) | (a >= hi))
-                if bad.size:
-                    raise ArgumentError(
-                        f"labels {p['name']!r}: row {bad[0]} has class {a[bad[0]]}, outside "
-                        f"{lo}..{hi - 1} ({bad.size} such rows)"
-                    )
+                err = label_error(p["name"], a, hi, lo)
+                if err is not None:
+                    raise err
             n = rows if ax is not None else n
             out.append(
                 cast_input(p["name"], a, want_dtype)

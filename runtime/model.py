@@ -40,6 +40,7 @@ from .checks import (
     check_seed,
     explain,
     input_array,
+    label_error,
     param_value,
     row_indices_valid,
 )
@@ -901,8 +902,8 @@ class Model:
                     continue
                 if t.dtype == "i32":
                     classes = self._classes_for(name)
-                    if classes:
-                        bad = (part < 0) | (part >= classes)
+                    if classes:  # labels [N] or a sequence's [N, ..]: the rows holding one
+                        bad = ((part < 0) | (part >= classes)).reshape(rows, -1).any(axis=1)
                 elif not allow_nonfinite and floats:  # by blocks of rows: temporaries in cache
                     flat = part.reshape(rows, width)
                     step = max(1, (1 << 18) // max(1, width))
@@ -953,10 +954,9 @@ class Model:
                 f"({count} rows); binary_cross_entropy takes 0/1 labels or probabilities"
             )
         if src[name].type.dtype == "i32":
-            raise ArgumentError(
-                f"labels {name!r}: row {row} has class {a[row]}, outside "
-                f"0..{self._classes_for(name) - 1} ({count} such rows)"
-            )
+            err = label_error(name, a, self._classes_for(name) or 0)
+            assert err is not None  # the scan above found a label out of range
+            raise err
         raise ArgumentError(
             f"input {name!r}: row {row} holds NaN or Inf ({count} rows); clean the "
             f"data or pass allow_nonfinite=True"
@@ -965,7 +965,7 @@ class Model:
     def _classes_for(self, labels: str) -> int | None:
         for n in self.program.forward.nodes:
             if n.op == "softmax_cross_entropy" and n.inputs[1] == labels:
-                return int(self.program.forward[n.inputs[0]].type.shape[1])
+                return int(self.program.forward[n.inputs[0]].type.shape[-1])
         return None
 
     # ------------------------------------------------------------------ running
@@ -1016,13 +1016,9 @@ class Model:
                 continue
             if a.dtype != np.int32:
                 classes = self._classes_for(name)
-                lim = classes if classes else 2**31
-                bad = np.flatnonzero((a < (0 if classes else -(2**31))) | (a >= lim))
-                if bad.size:
-                    raise ArgumentError(
-                        f"labels {name!r}: row {bad[0]} has class {a[bad[0]]}, outside "
-                        f"{0 if classes else -(2**31)}..{lim - 1} ({bad.size} such rows)"
-                    )
+                err = label_error(name, a, classes or 2**31, 0 if classes else -(2**31))
+                if err is not None:
+                    raise err
             feeds[name] = np.asarray(a, dtype=np.int32, order="C")
 
     def train_step(self, x: Any, y: Any = None) -> float:
@@ -1385,13 +1381,14 @@ class Model:
         if target is None or target not in feeds:
             return {}
         y = feeds[target]
-        if kind == "softmax_cross_entropy":  # labels [N]: a reshape of an [N, 1] input
-            if y.ndim != 1 and y.size == out.shape[0]:
-                y = y.reshape(out.shape[0])  # (an [N, 1] column broadcast to [N, N] before)
+        if kind == "softmax_cross_entropy":  # labels [N] (maybe a reshape of an [N, 1]
+            # input: an [N, 1] column broadcast to [N, N] before), or [N, ..] per position
+            if y.shape != out.shape[:-1] and y.size * out.shape[-1] == out.size:
+                y = y.reshape(out.shape[:-1])
         elif y.shape != out.shape and y.size == out.size:
             y = y.reshape(out.shape)  # the loss's target is a reshape of this input
-        if kind == "softmax_cross_entropy":
-            return {"accuracy": float(np.mean(np.argmax(out, axis=1) == y))}
+        if kind == "softmax_cross_entropy":  # the classes on the last axis: [N, C], [N, T, C]
+            return {"accuracy": float(np.mean(np.argmax(out, axis=-1) == y))}
         # binary accuracy: probability > 0.5, i.e. logit > 0 (the output read: metric_source)
         form = getattr(self.program, "metric_form", "same")
         if kind == "binary_cross_entropy":  # logits, or their sigmoid

@@ -23,12 +23,21 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
 
 def _check_logits_labels(op: str, logits: TensorType, labels: TensorType) -> None:
     same_float_dtype(op, [logits])
-    if logits.rank != 2:
-        raise ShapeError(f"{op}: logits must be 2-D [batch, classes], got {logits}")
-    if labels.dtype != "i32" or labels.shape != logits.shape[:1]:
+    if logits.rank < 2:
         raise ShapeError(
-            f"{op}: labels must be i32[{logits.shape[0]}] (one class index per row), got {labels}"
+            f"{op}: logits must be [batch, ..., classes] (rank 2 or more), got {logits}"
         )
+    if labels.dtype != "i32" or labels.shape != logits.shape[:-1]:
+        lead = ",".join(str(d) for d in logits.shape[:-1])
+        raise ShapeError(
+            f"{op}: labels must be i32[{lead}] (one class index per row of logits {logits}), "
+            f"got {labels}"
+        )
+
+
+def _rows_of(z: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """z [.., C] and labels [..] as the matrix of rows [R, C] and the R labels (int64)."""
+    return z.reshape(-1, z.shape[-1]), labels.reshape(-1).astype(np.int64)
 
 
 @register
@@ -61,10 +70,13 @@ class Softmax(Op):
 
 @register
 class SoftmaxCrossEntropy(Op):
-    """loss = mean over rows of (logsumexp(z_i) - z_i[label_i]), from logits z [B,C], labels i32[B].
+    """loss = mean over rows of (logsumexp(z_i) - z_i[label_i]), from logits z [B, C] and
+    labels i32[B], or z [B, ..., C] and labels i32[B, ...] (a sequence's tokens: Keras's
+    SparseCategoricalCrossentropy, torch's cross_entropy with the classes last): every position
+    is a row, the mean over all B * ... rows.
 
     Computed in the stable log-sum-exp form (max subtracted first).
-    VJP: dz = dy * (softmax(z) - onehot(label)) / B  (op softmax_cross_entropy_grad).
+    VJP: dz = dy * (softmax(z) - onehot(label)) / R, R rows  (op softmax_cross_entropy_grad).
     """
 
     name = "softmax_cross_entropy"
@@ -76,8 +88,9 @@ class SoftmaxCrossEntropy(Op):
         return TensorType((), types[0].dtype)
 
     def reference(self, z, labels):
+        z, labels = _rows_of(z, labels)
         ls = _log_softmax(z)
-        return -np.mean(ls[np.arange(len(labels)), labels.astype(np.int64)])
+        return -np.mean(ls[np.arange(len(labels)), labels])
 
     def grad(self, b: Builder, node: Node, dy: str):
         z, labels = node.inputs
@@ -86,7 +99,8 @@ class SoftmaxCrossEntropy(Op):
 
 @register
 class SoftmaxCrossEntropyGrad(Op):
-    """dz = dy * (softmax(z) - onehot(labels)) / B: the VJP of softmax_cross_entropy."""
+    """dz = dy * (softmax(z) - onehot(labels)) / R (R rows of z [.., C]): the VJP of
+    softmax_cross_entropy."""
 
     name = "softmax_cross_entropy_grad"
     arity = 3
@@ -101,6 +115,8 @@ class SoftmaxCrossEntropyGrad(Op):
         return z
 
     def reference(self, z, labels, dy):
+        shape = z.shape
+        z, labels = _rows_of(z, labels)
         p = np.exp(_log_softmax(z))
-        p[np.arange(len(labels)), labels.astype(np.int64)] -= 1.0
-        return p * (dy / len(labels))
+        p[np.arange(len(labels)), labels] -= 1.0
+        return (p * (dy / len(labels))).reshape(shape)

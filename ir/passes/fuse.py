@@ -439,7 +439,8 @@ def fuse_elementwise(g: Graph) -> Graph:
 
 def fuse_softmax_cross_entropy(g: Graph) -> Graph:
     """softmax_cross_entropy_grad(z, l, dy) runs in one row loop with the loss
-    softmax_cross_entropy(z, l) and with the bias gradient sum(dz) {axes=[0]}, where present.
+    softmax_cross_entropy(z, l) and with the bias gradient sum(dz) over every axis but the
+    classes ({axes=[0]} of dz [N, C]; {axes=[0, 1]} of a sequence's dz [N, T, C]), where present.
 
     All need each row's max and sum of exponentials (the loss) or the row of dz just computed
     (the column sums); the fused kernel (codegen.kernels.emit_softmax_cross_entropy)
@@ -471,7 +472,7 @@ def fuse_softmax_cross_entropy(g: Graph) -> Graph:
             n = g[u]
             if (
                 n.op == "sum"
-                and tuple(n.attr("axes") or ()) == (0,)
+                and tuple(n.attr("axes") or ()) == tuple(range(g[gr.name].type.rank - 1))
                 and not n.attr("keepdims", False)
                 and n.name not in groups.group_of
                 and not groups.creates_cycle(members | {n.name})

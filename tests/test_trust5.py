@@ -1,0 +1,134 @@
+"""Round 5 of the trust checks: valid programs that were refused or answered wrong.
+
+Sparse softmax cross-entropy on a sequence's tokens (logits [N, T, C], integer labels [N, T]:
+Keras's SparseCategoricalCrossentropy after a Dense on [N, T, in], torch's cross_entropy with
+the classes moved last): the loss, its gradients, evaluate's accuracy and the run-time label
+range check, against numpy float64, torch where installed and ONNX Runtime."""
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+
+def _seq_model(lead, classes, dtype, name):
+    x = gc.input("x", ("N", *lead, 4), dtype=dtype)
+    lab = gc.input("lab", ("N", *lead), dtype="i32")
+    z = gc.dense(gc.tanh(gc.dense(x, 6, name="h")), classes, name="out")
+    return gc.compile(z, gc.softmax_cross_entropy(z, lab), gc.SGD(lr=0.1), name=name)
+
+
+def _np_seq_xent(m, xs, ys):
+    """Loss, dL/d(every param) and the logits of _seq_model in numpy float64."""
+    p = {k: np.asarray(v, np.float64) for k, v in m.params.items()}
+    h = np.tanh(xs @ p["h.w"] + p["h.b"])
+    z = h @ p["out.w"] + p["out.b"]
+    e = np.exp(z - z.max(-1, keepdims=True))
+    prob = e / e.sum(-1, keepdims=True)
+    rows = ys.size
+    onehot = np.eye(z.shape[-1])[ys]
+    loss = -np.sum(np.log(prob) * onehot) / rows
+    dz = (prob - onehot) / rows
+    c = z.shape[-1]
+    dh = (dz @ p["out.w"].T) * (1 - h**2)
+    grads = {
+        "out.w": h.reshape(-1, h.shape[-1]).T @ dz.reshape(-1, c),
+        "out.b": dz.reshape(-1, c).sum(0),
+        "h.w": xs.reshape(-1, xs.shape[-1]).T @ dh.reshape(-1, 6),
+        "h.b": dh.reshape(-1, 6).sum(0),
+    }
+    return loss, grads, z
+
+
+@pytest.mark.parametrize(
+    "lead, classes", [((3,), 5), ((2, 3), 5), ((7,), 40)], ids=["T3_C5", "T2x3_C5", "T7_C40"]
+)
+def test_sparse_cross_entropy_on_a_sequence_equals_numpy_float64(lead, classes):
+    """graphc@a883aa2 refused it ('logits must be 2-D [batch, classes]'). Every position is a
+    row: the mean over N * T rows, dz = (softmax - onehot) / (N * T), the bias gradient summed
+    over N and T (the fused loss + gradient + column-sum kernel), at 1 and 2 threads."""
+    m = _seq_model(lead, classes, "f64", f"seqx_{len(lead)}_{classes}")
+    rng = np.random.default_rng(classes + len(lead))
+    xs = rng.standard_normal((5, *lead, 4)) * 2.0
+    ys = rng.integers(0, classes, (5, *lead)).astype(np.int32)
+    loss, grads, z = _np_seq_xent(m, xs, ys)
+    for threads in (1, 2):
+        m.threads = threads
+        got = m.gradients(xs, ys)
+        for k, g in grads.items():
+            np.testing.assert_allclose(got[k], g, rtol=1e-9, atol=1e-13, err_msg=k)
+        ev = m.evaluate(xs, ys)
+        np.testing.assert_allclose(ev["loss"], loss, rtol=1e-12)
+        assert ev["accuracy"] == np.mean(np.argmax(z, -1) == ys), ev
+    w0 = {k: v.copy() for k, v in m.params.items()}
+    np.testing.assert_allclose(m.train_step(xs, ys), loss, rtol=1e-12)
+    for k, g in grads.items():
+        np.testing.assert_allclose(m.params[k], w0[k] - 0.1 * g, rtol=1e-9, atol=1e-13)
+
+
+def test_sparse_cross_entropy_on_a_sequence_refuses_a_label_out_of_range_naming_row_and_position(
+    tmp_path,
+):
+    """The label range check stays native (train_step) and in the exported library: a class
+    outside 0..C-1 at row 3, position 1 raises before anything is updated; int64 labels are
+    range-checked before their cast (2**32 + 1 must not wrap to 1)."""
+    m = _seq_model((3,), 5, "f32", "seqx_check")
+    rng = np.random.default_rng(11)
+    xs = rng.standard_normal((6, 3, 4)).astype(np.float32)
+    ys = rng.integers(0, 5, (6, 3)).astype(np.int32)
+    w0 = {k: v.copy() for k, v in m.params.items()}
+    lib = gc.load(m.export(str(tmp_path / "libseqx.so")).library)
+    for bad_value, dtype in ((5, np.int32), (-1, np.int32), (2**32 + 1, np.int64)):
+        bad = ys.astype(dtype)
+        bad[3, 1] = bad_value
+        for who in (m, lib):
+            with pytest.raises(gc.ArgumentError, match=r"'lab': row 3, position \[1\], has class"):
+                who.train_step(xs, bad)
+        for k, v in m.params.items():
+            np.testing.assert_array_equal(v, w0[k], err_msg=k)
+    # float32 (a narrow vector row per position): the library's step is the model's
+    loss, grads, _ = _np_seq_xent(m, xs.astype(np.float64), ys)
+    np.testing.assert_allclose(lib.train_step(xs, ys), loss, rtol=1e-5)
+    np.testing.assert_allclose(m.train_step(xs, ys), loss, rtol=1e-5)
+    for k in m.params:
+        np.testing.assert_allclose(lib.params[k], m.params[k], rtol=1e-6, atol=1e-7, err_msg=k)
+        np.testing.assert_allclose(
+            m.params[k], w0[k] - 0.1 * grads[k], rtol=1e-4, atol=1e-6, err_msg=k
+        )
+
+
+def test_sparse_cross_entropy_on_a_sequence_equals_torch_cross_entropy():
+    """torch.nn.functional.cross_entropy takes the classes on axis 1: logits [N, C, T]."""
+    torch = pytest.importorskip("torch")
+    m = _seq_model((4,), 6, "f64", "seqx_torch")
+    rng = np.random.default_rng(12)
+    xs = rng.standard_normal((3, 4, 4)) * 3.0
+    ys = rng.integers(0, 6, (3, 4)).astype(np.int32)
+    p = {
+        k: torch.tensor(np.asarray(v, np.float64), requires_grad=True) for k, v in m.params.items()
+    }
+    h = torch.tanh(torch.tensor(xs) @ p["h.w"] + p["h.b"])
+    z = h @ p["out.w"] + p["out.b"]
+    loss = torch.nn.functional.cross_entropy(z.permute(0, 2, 1), torch.tensor(ys, dtype=torch.long))
+    loss.backward()
+    got = m.gradients(xs, ys)
+    for k, t in p.items():
+        np.testing.assert_allclose(got[k], t.grad.numpy(), rtol=1e-9, atol=1e-13, err_msg=k)
+    np.testing.assert_allclose(m.evaluate(xs, ys)["loss"], loss.item(), rtol=1e-12)
+
+
+def test_sparse_cross_entropy_on_a_sequence_exports_to_onnx_runtime(tmp_path):
+    """to_onnx(include_loss=True): ONNX's SoftmaxCrossEntropyLoss reads the classes on axis 1,
+    so the sequence's logits are transposed to [N, C, T] in the file."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    m = _seq_model((3,), 5, "f32", "seqx_onnx")
+    rng = np.random.default_rng(13)
+    xs = rng.standard_normal((4, 3, 4)).astype(np.float32)
+    ys = rng.integers(0, 5, (4, 3)).astype(np.int32)
+    path = tmp_path / "seqx.onnx"
+    m.to_onnx(str(path), include_loss=True)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    z, loss = sess.run(None, {"x": xs, "lab": ys})
+    np.testing.assert_allclose(z, m.predict(xs), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss, m.evaluate(xs, ys)["loss"], rtol=1e-5)
