@@ -263,6 +263,14 @@ INTEGER_FLOW = frozenset(
 )
 
 
+def _tree_x(node: Any) -> str | None:
+    """The X input of an ai.onnx.ml tree ensemble node, or None for any other node."""
+    trees = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
+    if node.domain == "ai.onnx.ml" and node.op_type in trees and node.input:
+        return str(node.input[0])
+    return None
+
+
 class OnnxPrecisionWarning(UserWarning):
     """An imported model declares float64 values, which graphc computes in float32."""
 
@@ -1032,6 +1040,9 @@ class Importer:
         self.integral: set[int] = set()  # id() of tensors holding integer values (labels)
         self.known: set[int] = set()
         self.batch_source: Tensor | None = None  # a graph input whose first dimension is N
+        # id() of the float32 reading of a double graph input that graphc holds as f64 (read
+        # by a tree ensemble, which compares it in float64 as ONNX Runtime does) -> that input
+        self.wide: dict[int, Tensor] = {}
         self.uncomputed: dict[str, str] = {}  # outputs a rule leaves out -> why
         self.inference_only: list[str] = []  # nodes that predict but cannot train (trees)
         self.unreadable: dict[str, str] = {}  # initializers of a type graphc cannot hold
@@ -1107,7 +1118,12 @@ class Importer:
         self.materialized[name] = t
         return t
 
-    def constant_tensor(self, name: str, a: np.ndarray, cx: NodeContext, initializer: bool):
+    def constant_tensor(
+        self, name: str, a: np.ndarray, cx: NodeContext, initializer: bool, dtype: str = "f32"
+    ):
+        """``a`` as a graph tensor: a scalar constant, or a param (a trainable float
+        initializer) or state holding ``a`` in ``dtype`` ("f32", or "f64" for the thresholds of
+        a tree ensemble that compares in float64)."""
         if a.dtype == object:
             cx.fail(
                 f"{name!r} depends on the batch size N and is used as data; graphc uses such "
@@ -1119,9 +1135,9 @@ class Importer:
             cx.fail(f"{name!r} is empty ({list(a.shape)}): graphc has no dimension of size 0")
         if a.size > MAX_ELEMENTS:
             cx.fail(f"{name!r} has {a.size} elements, above the limit of {MAX_ELEMENTS}")
-        a32 = np.asarray(a, dtype=np.float32)
+        a32 = np.asarray(a, dtype=np.float64 if dtype == "f64" else np.float32)
         if a.ndim == 0 and not (initializer and self.is_trainable(name)):
-            return dsl.const(float(a32))
+            return dsl.const(float(a32), dtype)
         gname = c_name(self.prefix + name, self.taken, "w")
         train = initializer and a.dtype.kind == "f" and self.is_trainable(name)
         op = "param" if train else "state"
@@ -1129,7 +1145,7 @@ class Importer:
             gname,
             op,
             (),
-            TensorType(a32.shape, "f32"),
+            TensorType(a32.shape, dtype),
             {"init": "array"},
             loc=f"{self.where}: initializer {name!r}" if initializer else f"{self.where}: {name!r}",
             origin=f"onnx {'initializer' if initializer else 'constant'} {name}",
@@ -1211,6 +1227,7 @@ class Importer:
             if vi.type.HasField("tensor_type")
             and vi.type.tensor_type.elem_type == 11
             and vi.name not in self.initializers
+            and not self.read_as_double_only(vi.name)
         ]
         wide += [
             f"Cast node {i} {n.name!r}"
@@ -1420,12 +1437,16 @@ class Importer:
                 self.values[vi.name] = self.bound[vi.name]
                 continue
             t = self.graph_input(vi)
-            if self.batch_source is None and t.shape[:1] == ("N",):
-                self.batch_source = t
             inputs.append(t)
             input_names[vi.name] = t.name
-            self.values[vi.name] = t
             self.known.add(id(t))
+            if t.type.dtype == "f64":  # the rest of the graph reads its float32 rounding
+                wide, t = t, dsl.apply("cast", t, dtype="f32")
+                self.wide[id(t)] = wide
+                self.known.add(id(t))
+            if self.batch_source is None and t.shape[:1] == ("N",):
+                self.batch_source = t
+            self.values[vi.name] = t
         # each name once: a name listed twice is one output (ONNX Runtime returns it once)
         want = list(dict.fromkeys(outputs if outputs is not None else [o.name for o in g.output]))
         declared = [o.name for o in g.output]
@@ -1930,6 +1951,19 @@ class Importer:
             name = n.input[0]
         return False
 
+    def compared_in_double(self, name: str) -> bool:
+        """Whether graph input ``name`` (declared double) is the X of a tree ensemble, which
+        ONNX Runtime compares with its thresholds in float64: graphc then holds the input as
+        f64 (its other readers take its float32 rounding), so that a value within float32's
+        rounding of a threshold reaches the leaf it reaches there."""
+        return any(_tree_x(n) == name for n in self.graph.node)
+
+    def read_as_double_only(self, name: str) -> bool:
+        """Whether value ``name`` is read by tree ensembles comparing it in float64 only."""
+        readers = [n for n in self.graph.node if name in n.input]
+        outputs = {o.name for o in self.graph.output}
+        return bool(readers) and all(_tree_x(n) == name for n in readers) and name not in outputs
+
     def graph_input(self, vi: Any) -> Tensor:
         where = f"{self.where}: input {vi.name!r}"
         tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
@@ -1999,7 +2033,10 @@ class Importer:
                     f"{where}: dimension {k} is symbolic ({name}); graphc fixes "
                     f"every dimension but the first (the batch N){hint}"
                 )
-        t = dsl.input(c_name(self.prefix + vi.name, self.taken, "x"), tuple(shape))
+        wide = tt.elem_type == 11 and self.compared_in_double(vi.name)
+        t = dsl.input(
+            c_name(self.prefix + vi.name, self.taken, "x"), tuple(shape), "f64" if wide else "f32"
+        )
         t.node = t.node.with_(
             loc=f"{self.where}: input {vi.name!r}", origin=f"onnx input {vi.name}"
         )

@@ -27,6 +27,7 @@ one refuses a loss and an optimizer (OnnxImport.compile), naming the node.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from . import dsl
 from .dsl import Tensor
 from .onnx_import import (
     NodeContext,
+    OnnxPrecisionWarning,
     Rule,
     Value,
     _abs,
@@ -135,6 +137,7 @@ class _Forest:
         shape = (self.trees, self.width)
         self.feature = np.full(shape, -1, np.int64)
         self.threshold = np.zeros(shape, np.float32)
+        self.threshold64 = np.zeros(shape, np.float64)  # as the file gives them (float or double)
         self.coef = np.zeros((3, *shape), np.float32)
         self.missing = np.zeros(shape, np.float32)
         self.next_true = np.tile(np.arange(self.width, dtype=np.float32), (self.trees, 1))
@@ -150,7 +153,7 @@ class _Forest:
             if not 0 <= f < features:
                 cx.fail(f"tree {tree[j]} node {node[j]} reads feature {f} of {features}")
             self.feature[t, k] = f
-            self.threshold[t, k] = vals[j]
+            self.threshold[t, k] = self.threshold64[t, k] = vals[j]
             self.coef[:, t, k] = _MODES[mode]
             self.missing[t, k] = 1.0 if mode == "BRANCH_NEQ" else float(miss[j] != 0)
             for ids, table in ((true_id, self.next_true), (false_id, self.next_false)):
@@ -213,17 +216,37 @@ class _Forest:
                 f"walk's tables exceed {MAX_TREE_CELLS} cells per row"
             )
         name = cx.node.name or f"{cx.node.op_type}_{cx.index}"
+        # a double graph input held as f64 (OnnxImport.compared_in_double) is compared with the
+        # thresholds in float64, as ONNX Runtime does: a value within float32's rounding of a
+        # threshold takes the branch it takes there; any other X in float32
+        wide = imp.wide.get(id(x))
+        if wide is None and imp.elem_type(cx.node.input[0]) == 11:
+            warnings.warn(
+                f"{cx.where()}: its X is a double the graph computes, which graphc holds in "
+                "float32 where ONNX Runtime compares it with the thresholds in float64: a row "
+                "within float32's rounding of a threshold may reach another leaf (a graph "
+                "input read by the tree directly is compared in float64)",
+                OnnxPrecisionWarning,
+                stacklevel=2,
+            )
+        dt, big = ("f64", float(np.finfo(np.float64).max)) if wide is not None else ("f32", FLT_MAX)
+        thresholds = self.threshold if wide is None else self.threshold64
+
+        def table(what: str, a: np.ndarray) -> Tensor:
+            return imp.constant_tensor(f"{name}_{what}", a.reshape(-1), cx, False, dt)
+
         sel = np.zeros((f, cells), np.float32)
         flat = self.feature.reshape(-1)
         inner = np.nonzero(flat >= 0)[0]
         sel[flat[inner], inner] = 1.0
-        s = imp.constant_tensor(f"{name}_feature_select", sel, cx, False)
-        nan = dsl.apply("not_equal", x, x)
-        x0 = dsl.apply("where", nan, dsl.const(0.0), x)
-        x0 = dsl.apply("clip", x0, min=-FLT_MAX, max=FLT_MAX)  # inf * 0 would be NaN
+        s = imp.constant_tensor(f"{name}_feature_select", sel, cx, False, dt)
+        xs = x if wide is None else wide
+        nan = dsl.apply("not_equal", xs, xs)
+        x0 = dsl.apply("where", nan, dsl.const(0.0, dt), xs)
+        x0 = dsl.apply("clip", x0, min=-big, max=big)  # inf * 0 would be NaN
         v = dsl.matmul(x0, s)  # [N, cells]: each node's feature, moved exactly
         isnan = dsl.matmul(nan, s)
-        thr = imp.constant_tensor(f"{name}_thresholds", self.threshold.reshape(-1), cx, False)
+        thr = table("thresholds", thresholds)
         lt = dsl.apply("greater", thr, v)
         eq = dsl.apply("equal", v, thr)
         gt = dsl.apply("greater", v, thr)
@@ -231,16 +254,13 @@ class _Forest:
         for c, cmp, what in zip(self.coef, (lt, eq, gt), ("lt", "eq", "gt")):
             if not c.any():
                 continue
-            term = (
-                cmp
-                if c.all()
-                else cmp * imp.constant_tensor(f"{name}_{what}", c.reshape(-1), cx, False)
-            )
+            term = cmp if c.all() else cmp * table(what, c)
             d = term if d is None else d + term
         if d is None:
-            d = dsl.const(0.0) * v
-        miss = imp.constant_tensor(f"{name}_missing", self.missing.reshape(-1), cx, False)
-        d = dsl.apply("where", isnan, miss, d)
+            d = dsl.const(0.0, dt) * v
+        d = dsl.apply("where", isnan, table("missing", self.missing), d)
+        if wide is not None:
+            d = dsl.apply("cast", d, dtype="f32")  # 0 / 1: the walk goes on in float32
         tc = imp.constant_tensor(f"{name}_true_child", self.next_true.reshape(-1), cx, False)
         fc = imp.constant_tensor(f"{name}_false_child", self.next_false.reshape(-1), cx, False)
         nxt = dsl.reshape(fc + d * (tc - fc), (x.shape[0], self.trees, self.width))
@@ -254,7 +274,7 @@ class _Forest:
             cur = dsl.sum(hot * nxt, 2, keepdims=True)  # [N, trees, 1]: the next node's index
             hot = dsl.apply("equal", cur, iota)
         if self.depth == 0:
-            hot = hot + 0.0 * dsl.reshape(dsl.sum(x0, 1, keepdims=True), (x.shape[0], 1, 1))
+            hot = hot + 0.0 * dsl.reshape(dsl.sum(d, 1, keepdims=True), (x.shape[0], 1, 1))
         return hot
 
 
