@@ -90,13 +90,18 @@ class KernelContext:
         return self.n if d == BATCH else i64(d)
 
     def count(self, shape) -> ir.Value:
+        """The product of ``shape`` (ints and N) as the i64 instructions ``1 * d0 * d1 ...``:
+        an instruction even where every dim is an int, so flat_loop does not take it for a
+        small constant count (folding it as ``product`` does would move the fixed-shape loops
+        of a training step from their range helper into the kernel: other code)."""
         out: ir.Value = i64(1)
         for d in shape:
-            out = self.b.mul(out, self.dim(d), flags=("nsw",)) if out is not None else self.dim(d)
+            out = self.b.mul(out, self.dim(d), flags=("nsw",))
         return out
 
     def product(self, dims) -> ir.Value:
-        """The product of ``dims`` (ints and at most one N): a constant, or N times one."""
+        """The product of ``dims`` (ints and at most one N): a constant, or N times one (the
+        GEMM's M, N and K)."""
         fixed = math.prod(d for d in dims if d != BATCH)
         if BATCH not in dims:
             return i64(fixed)
