@@ -50,14 +50,13 @@ class Matmul(Op):
         ta, tb = bool(attrs.get("transpose_a")), bool(attrs.get("transpose_b"))
         if a.rank < 2 or b.rank < 2:
             raise ShapeError(f"matmul: expects operands of rank >= 2, got {a} and {b}")
+        kb, n = (b.shape[1], b.shape[0]) if tb else b.shape[:2]  # op(B) [K, N2] where B is 2-D
         if a.rank == 2 and b.rank == 2:
             m, ka = (a.shape[1], a.shape[0]) if ta else a.shape
-            kb, n = (b.shape[1], b.shape[0]) if tb else b.shape
             if ka != kb:
                 raise ShapeError(f"matmul: inner dimensions differ ({ka} vs {kb})")
             return TensorType((m, n), dt)
         if not ta and b.rank == 2:  # rows [.., K] times a matrix
-            kb, n = (b.shape[1], b.shape[0]) if tb else b.shape
             if a.shape[-1] != kb:
                 raise ShapeError(
                     f"matmul: inner dimensions differ ({a.shape[-1]} vs {kb}): {a} @ {b}"
