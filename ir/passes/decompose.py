@@ -27,6 +27,7 @@ def decompose(g: Graph, *, training: bool) -> tuple[Graph, list[tuple[str, str]]
     for n in g.nodes:  # fresh names must not clash with later nodes' names
         b.names.reserve(n.name)
     latest: dict[str, str] = {}  # state -> its newest value (insertion order: the first update's)
+    state_of: dict[str, str] = {}  # each new value -> its state (a chained update reads one)
     for n in g.nodes:
         op = OPS[n.op]
         if not hasattr(op, "decompose"):
@@ -36,9 +37,10 @@ def decompose(g: Graph, *, training: bool) -> tuple[Graph, list[tuple[str, str]]
         if training and any(i in latest for i in n.inputs):
             n = n.with_(inputs=tuple(latest.get(i, i) for i in n.inputs))
         _, ups = op.decompose(b, n, training)
-        read_as = {v: k for k, v in latest.items()}  # a chained update names what it read
         for state, value in ups:
-            latest[read_as.get(state, state)] = value
+            root = state_of.get(state, state)
+            latest[root] = value
+            state_of[value] = root
     b.loc = b.origin = None
     return b.graph(g.name, g.outputs, g.updates), list(latest.items())
 
