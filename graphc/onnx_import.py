@@ -5331,8 +5331,7 @@ def _reduce_min(cx: NodeContext) -> list[Value]:
 
 
 def _argmin(cx: NodeContext) -> list[Value]:
-    """ArgMin as the ArgMax of -x (the first minimum at a tie; a NaN counts as the extreme,
-    as numpy's argmin)."""
+    """ArgMin as the ArgMax of -x (the first minimum at a tie; NaN as in _argmax_of)."""
     return _argmax_of(cx, -cx.x(0))
 
 
@@ -5351,55 +5350,49 @@ def _argmax(cx: NodeContext) -> list[Value]:
 def _argmax_of(
     cx: NodeContext, x: Tensor, axis: int | None = None, keep: bool | None = None
 ) -> list[Value]:
-    """The index of the first maximum of ``x`` along the node's ``axis``, as float32: graphc's
-    argmax and cast, or (without them) with m the max and g_k = [x_k >= m], index = (S - 1) -
-    max_k(g_k * (S - 1 - k)); nondifferentiable, exact for S < 2**24."""
+    """The index of the first maximum of ``x`` along the node's ``axis`` (the last with
+    select_last_index=1), as float32, with NaN as ONNX Runtime reads it (ONNX leaves it
+    unspecified): ONNX Runtime 1.32's ArgMax, ArgMin and Hardmax walk the axis comparing each
+    element with the best so far (``>``, or ``>=`` for the last index), starting from element
+    0, so a NaN never becomes the best, but a NaN first stays it: index 0 (probed on rows of 1
+    to 1000 along the first, a middle and the last axis; numpy's argmax picks the first NaN).
+    Computed as: m the max of x with NaN as -inf, hit_k = [x_k >= m] (false for NaN), index =
+    (S - 1) - max_k(hit_k * (S - 1 - k)) or max_k(hit_k * k), and 0 where x_0 is NaN.
+    Nondifferentiable, exact for sizes S < 2**24.
+
+    Raises:
+        OnnxError: an axis of the batch dimension N (its first element is no fixed slice).
+    """
     r = len(x.shape)
     axis = _axis(cx, int(cx.attr("axis", 0)), r) if axis is None else axis
     keep = bool(cx.attr("keepdims", 1)) if keep is None else keep
-    if cx.attr("select_last_index", 0):
-        return [_last_argmax(cx, x, axis, keep)]
-    if native("argmax") and native("cast"):  # i32 indices, as float32 values (labels flow on)
-        t = dsl.apply("cast", dsl.apply("argmax", x, axis=axis, keepdims=keep), dtype="f32")
-        cx.imp.integral.add(id(t))
-        return [t]
-    size = x.shape[axis]
-    m = _max_along(cx, x, axis)
-    hit = dsl.apply("greater_equal", x, m)
-    trail = (1,) * (r - axis - 1)
-    rank = np.arange(size - 1, -1, -1, dtype=np.float32).reshape((size, *trail))
-    score = _max_along(cx, hit * cx.imp.constant_tensor(f"rank_{size}", rank, cx, False), axis)
-    t = (size - 1) - score
-    if not keep:
-        t = _drop_axis(cx, t, axis)
-    cx.imp.integral.add(id(t))
-    return [t]
-
-
-def _last_argmax(cx: NodeContext, x: Tensor, axis: int, keep: bool) -> Tensor:
-    """The index of the last maximum along ``axis`` (select_last_index=1), as float32:
-    max_k(k * hit_k) with hit_k = [x_k >= m] for m the max, or [x_k is NaN] where m is NaN
-    (a NaN is the extreme, as for the first index). Exact for sizes < 2**24."""
+    last = bool(cx.attr("select_last_index", 0))
     size = x.shape[axis]
     if size == "N":
         cx.fail(f"an index along the batch dimension N of {_fmt(x.shape)} is not supported")
-    if not native("max"):
-        cx.fail("select_last_index=1 needs graphc's max reduction")
-    m = dsl.apply("max", x, axes=(axis,), keepdims=True)
-    hit = dsl.maximum(dsl.apply("greater_equal", x, m), dsl.apply("not_equal", x, x))
-    trail = (1,) * (len(x.shape) - axis - 1)
-    ks = np.arange(int(size), dtype=np.float32).reshape((int(size), *trail))
-    t = dsl.apply(
-        "max",
-        hit * cx.imp.constant_tensor(f"index_{size}", ks, cx, False),
-        axes=(axis,),
-        keepdims=True,
-    )
+
+    def most(t: Tensor) -> Tensor:
+        if native("max"):
+            return dsl.apply("max", t, axes=(axis,), keepdims=True)
+        return _max_along(cx, t, axis)
+
+    nan = dsl.apply("not_equal", x, x)
+    m = most(dsl.apply("where", nan, dsl.const(-math.inf), x))
+    hit = dsl.apply("greater_equal", x, m)
+    trail = (1,) * (r - axis - 1)
+    ks = np.arange(int(size), dtype=np.float32)
+    rank = (ks if last else ks[::-1].copy()).reshape((int(size), *trail))
+    what = "index" if last else "rank"
+    t = most(hit * cx.imp.constant_tensor(f"{what}_{size}", rank, cx, False))
+    if not last:
+        t = (int(size) - 1) - t
+    first = dsl.apply("slice", nan, axes=(axis,), starts=(0,), ends=(1,))
+    t = t * (1.0 - first)  # a NaN first stays the best
     t = dsl.apply("cast", t, dtype="f32") if native("cast") else t  # no gradient
     if not keep:
         t = _drop_axis(cx, t, axis)
     cx.imp.integral.add(id(t))
-    return t
+    return [t]
 
 
 # --- operators real exporters write beside the activations (torch's Hardshrink writes Or of
@@ -5556,7 +5549,9 @@ def _hardmax(cx: NodeContext) -> list[Value]:
 
 
 def _hardmax_along(cx: NodeContext, x: Tensor, axis: int) -> Tensor:
-    """[k == argmax along ``axis``] (the first maximum) as float32 0/1."""
+    """[k == argmax along ``axis``] (the first maximum; NaN as ArgMax reads it, see
+    _argmax_of: ONNX Runtime 1.32's Hardmax of a row holding NaN depends on its vector width,
+    e.g. zeros for [nan, 1, 3, 2] but position 3 for [nan, 0, -1, 2, -2, 0]) as float32 0/1."""
     size = x.shape[axis]
     idx = _argmax_of(cx, x, axis=axis, keep=True)[0]
     assert isinstance(idx, Tensor)
