@@ -5013,6 +5013,15 @@ def _labels_of(cx: NodeContext, idx: Tensor, labels: np.ndarray) -> Tensor:
     return dsl.sum(hit * lab, 1, keepdims=True)
 
 
+def _class_labels(cx: NodeContext, ints_attr: str) -> tuple[bool, list[Any]]:
+    """(integer labels?, the labels) of a classifier: exactly one of ``ints_attr`` and
+    classlabels_strings."""
+    ints, strings = cx.attr(ints_attr), cx.attr("classlabels_strings")
+    if (ints is None) == (strings is None):
+        cx.fail(f"it needs exactly one of {ints_attr} and classlabels_strings")
+    return ints is not None, list(ints if ints is not None else strings)
+
+
 def _label_outputs(
     cx: NodeContext, idx: Tensor, numeric: bool, labels: list[Any], z: Tensor
 ) -> list[Value]:
@@ -5157,10 +5166,7 @@ def _linear_classifier(cx: NodeContext) -> list[Value]:
     where s > 0. Labels are float32 values (exact below 2**24); string labels: no Y output
     (Z still is)."""
     x = cx.x(0)
-    ints, strings = cx.attr("classlabels_ints"), cx.attr("classlabels_strings")
-    if (ints is None) == (strings is None):
-        cx.fail("it needs exactly one of classlabels_ints and classlabels_strings")
-    labels = list(ints if ints is not None else strings)
+    numeric, labels = _class_labels(cx, "classlabels_ints")
     c = len(labels)
     s, t = _ml_scores(cx, x, None)
     if t == 1 and c == 2:
@@ -5175,7 +5181,7 @@ def _linear_classifier(cx: NodeContext) -> list[Value]:
         idx = dsl.apply("cast", dsl.apply("argmax", z, axis=1, keepdims=False), dtype="f32")
     else:
         cx.fail(f"{t} score columns for {c} classes (graphc reads T = C, or T = 1 for C = 2)")
-    return _label_outputs(cx, idx, ints is not None, labels, z)
+    return _label_outputs(cx, idx, numeric, labels, z)
 
 
 def _linear_regressor(cx: NodeContext) -> list[Value]:

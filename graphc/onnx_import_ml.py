@@ -41,6 +41,7 @@ from .onnx_import import (
     Value,
     _abs,
     _cast_to,
+    _class_labels,
     _label_outputs,
     _ml_features,
     _ml_floats,
@@ -328,15 +329,6 @@ def tree_ensemble_regressor(cx: NodeContext) -> list[Value]:
         y = y + cx.imp.constant_tensor("base_values", base.astype(np.float32), cx, False)
     inference_only(cx)
     return [_post_transform(cx, y)]
-
-
-def _class_labels(cx: NodeContext, ints_attr: str) -> tuple[bool, list[Any]]:
-    """(integer labels?, the labels) of a classifier: exactly one of ``ints_attr`` and
-    classlabels_strings."""
-    ints, strings = cx.attr(ints_attr), cx.attr("classlabels_strings")
-    if (ints is None) == (strings is None):
-        cx.fail(f"it needs exactly one of {ints_attr} and classlabels_strings")
-    return ints is not None, list(ints if ints is not None else strings)
 
 
 def tree_ensemble_classifier(cx: NodeContext) -> list[Value]:
