@@ -473,7 +473,7 @@ def svm_regressor(cx: NodeContext) -> list[Value]:
     """SVMRegressor (ai.onnx.ml; scikit-learn's SVR, NuSVR, OneClassSVM): y [N, 1] =
     sum_j coefficients_j K(x, sv_j) + rho (n_supports > 0), or x . coefficients + rho (linear,
     no support vectors); ``one_class``: 1 where that is > 0, else -1 (ONNX Runtime's
-    svmregressor). PROBIT is refused."""
+    svmregressor). A post_transform other than NONE is refused."""
     x = cx.x(0)
     f = _ml_features(cx, x)
     coef = _ml_floats(cx, "coefficients")
