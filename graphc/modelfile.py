@@ -24,8 +24,11 @@ from . import optim
 from .dsl import Tensor
 
 
-def read_description(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(model description, every saved array by name) of a model file, checked.
+def read_description(
+    path: str | os.PathLike,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(model description, every saved array by name, the ONNX import's conversions as Model
+    attributes: _io_conversions) of a model file, checked.
 
     Raises:
         CheckpointError: not a checkpoint, or a checkpoint without a model description, or a
@@ -73,8 +76,7 @@ def read_description(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
             f"{where!r}: model description field 'optimizer' must be null or "
             f'{{"class": name, "fields": {{...}}}}, got {spec!r:.200}'
         )
-    _io_conversions(desc, where)
-    return desc, {**state, **params}
+    return desc, {**state, **params}, _io_conversions(desc, where)
 
 
 def _io_conversions(desc: dict[str, Any], where: str) -> dict[str, Any]:
@@ -121,9 +123,9 @@ def _io_conversions(desc: dict[str, Any], where: str) -> dict[str, Any]:
     }
 
 
-def _restore_conversions(model: Any, desc: dict[str, Any], where: str) -> Any:
-    """``model`` with the ONNX import's output and input conversions the file holds."""
-    for key, value in _io_conversions(desc, where).items():
+def _restore_conversions(model: Any, conversions: dict[str, Any]) -> Any:
+    """``model`` with the ONNX import's output and input conversions (read_description's)."""
+    for key, value in conversions.items():
         setattr(model, key, value)
     return model
 
@@ -219,13 +221,13 @@ def load_model(path: str | os.PathLike, *, threads: int | None = None) -> Any:
     from .api import compile as gc_compile
 
     where = os.fspath(path)
-    desc, params = read_description(path)
+    desc, params, conversions = read_description(path)
     outputs, loss, opt = network_from_description(desc, params, repr(where))
     model = gc_compile(
         outputs, loss, opt, name=desc["name"], opt_level=desc["opt_level"], threads=threads
     )
     checkpoint.load(model, path)
-    return _restore_conversions(model, desc, where)
+    return _restore_conversions(model, conversions)
 
 
 def model_from_bytes(data: bytes, options: dict[str, Any]) -> Any:
@@ -233,8 +235,10 @@ def model_from_bytes(data: bytes, options: dict[str, Any]) -> Any:
     copy.deepcopy): compiled again (a compile-cache hit in the same cache), with its weights,
     optimizer state, step counter and rates, then ``options`` applied: ``threads`` (None: the
     default), ``seed``, ``check_numerics``, ``history``, ``use_epoch_entry``,
-    ``output_dtypes`` (output name -> numpy dtype name: an ONNX import's integer outputs),
-    ``output_row_terms``, ``bool_inputs``, ``constant_outputs``, ``output_order``.
+    ``constant_outputs``, ``output_order``. An ONNX import's conversions come from the image;
+    a pickle of graphc 512270f to 145548c, whose image lacks them, has them in ``options``
+    (``output_dtypes``: output name -> numpy dtype name, ``output_row_terms``,
+    ``bool_inputs``).
 
     Raises:
         CheckpointError: the image is not a model file (as load_model).
@@ -247,7 +251,7 @@ def model_from_bytes(data: bytes, options: dict[str, Any]) -> Any:
         path = os.path.join(d, "model.gcm")
         with open(path, "wb") as f:
             f.write(data)
-        desc, params = read_description(path)
+        desc, params, conversions = read_description(path)
         outputs, loss, opt = network_from_description(desc, params, "the copied model")
         model = gc_compile(
             outputs,
@@ -260,10 +264,10 @@ def model_from_bytes(data: bytes, options: dict[str, Any]) -> Any:
             check_numerics=bool(options.get("check_numerics", False)),
         )
         checkpoint.load(model, path)
-        _restore_conversions(model, desc, "the copied model")
+        _restore_conversions(model, conversions)
     model.history = options.get("history")
     model.use_epoch_entry = options.get("use_epoch_entry", True)
-    if "output_dtypes" in options:  # a pickle of an older graphc: the file lacks them
+    if "output_dtypes" in options:  # a pickle of graphc 512270f..145548c: the file lacks them
         model.output_dtypes = {k: np.dtype(v) for k, v in options["output_dtypes"].items()}
         model.output_row_terms = dict(options.get("output_row_terms", {}))
         model.bool_inputs = frozenset(options.get("bool_inputs", ()))

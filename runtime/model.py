@@ -715,8 +715,10 @@ class Model:
             ) from None
 
     def __reduce__(self) -> tuple:
-        """Pickle (and copy.deepcopy) as the model file's bytes plus the run-time settings
-        (threads if chosen, seed, check_numerics, history, output_dtypes): unpickling compiles the network again
+        """Pickle (and copy.deepcopy) as the model file's bytes (with an ONNX import's output
+        and input conversions: output_dtypes, output_row_terms, bool_inputs) plus the run-time
+        settings (threads if chosen, seed, check_numerics, history, use_epoch_entry) and the
+        outputs known at import, which the file lacks: unpickling compiles the network again
         (a compile-cache hit when the cache is shared, e.g. a 'spawn' / forkserver worker on
         the same machine) into a model with its own parameters, optimizer state, step counter
         and learning rates, independent of this one.
@@ -732,9 +734,6 @@ class Model:
                 "check_numerics": bool(getattr(self.program, "check_numerics", False)),
                 "history": self.history,
                 "use_epoch_entry": self.use_epoch_entry,
-                "output_dtypes": {k: v.str for k, v in self.output_dtypes.items()},
-                "output_row_terms": dict(self.output_row_terms),
-                "bool_inputs": sorted(self.bool_inputs),
                 "constant_outputs": {
                     k: (a.tolist(), a.dtype.str) for k, a in self.constant_outputs.items()
                 },
