@@ -621,18 +621,27 @@ def dropout(x: Tensor, p: float, *, seed: int = 0, name: str | None = None) -> T
 
 
 def matmul(a: Tensor, b: Tensor, *, transpose_a: bool = False, transpose_b: bool = False) -> Tensor:
-    """``op(a) @ op(b)`` for 2-D tensors; shapes [M,K] @ [K,N] -> [M,N]. An ``a`` of higher
-    rank [..., K] times a 2-D b [K, P] (no transposes) is numpy's and torch's stack of
-    products, [..., P]: ONE GEMM whose rows are all of a's leading axes (M = N * T of a
+    """``op(a) @ op(b)`` as numpy's and torch's matmul, ``op`` swapping an operand's last two
+    axes when its flag is set; ``a @ b`` is this function. 2-D: [M, K] @ [K, P] -> [M, P].
+    An ``a`` of higher rank [..., K] times a 2-D b [K, P] (or op(b) = b^T) is the stack of
+    products [..., P]: ONE GEMM whose rows are all of a's leading axes (M = N * T of a
     [N, T, K]; the matmul op reads an operand of rank > 2 as the matrix of its rows, and
-    autodiff's dB = a^T dY is one GEMM with K = N * T); ``a @ b`` is this function.
+    autodiff's dB = a^T dY is one GEMM with K = N * T). Any other operand of rank > 2 (two
+    stacks of matrices: attention's q @ k^T, a [N, T, K] with transpose_a) is a product of
+    matrices per position of the broadcast leading axes (graphc.functional.batched_matmul).
 
     Raises:
-        ShapeError: inner dimensions differ, or operands of rank > 2 in another form.
+        ShapeError: inner dimensions differ, or leading axes that do not broadcast
+            (batched_matmul lists its refusals).
         ArgumentError: a transpose flag that is not a bool."""
     for k, v in (("transpose_a", transpose_a), ("transpose_b", transpose_b)):
         if not isinstance(v, bool):
             raise ArgumentError(f"matmul: {k} must be True or False, got {v!r}")
+    ra, rb = a.type.rank, b.type.rank
+    if (ra > 2 or rb > 2) and not (rb == 2 and not transpose_a):
+        from .functional import batched_matmul
+
+        return batched_matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
     return apply("matmul", a, b, transpose_a=transpose_a or None, transpose_b=transpose_b or None)
 
 

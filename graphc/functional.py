@@ -8,6 +8,7 @@ default, so each default is written once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -122,6 +123,69 @@ def log_softmax(x: Tensor, *, axis: int = -1, name: str | None = None) -> Tensor
     from .dsl import softmax_along
 
     return softmax_along(x, axis, log=True, name=name)
+
+
+# ---------------------------------------------------------------- batched products
+
+MAX_BATCHED_ELEMENTS = 2**20  # per sample, in the broadcast product of batched_matmul
+
+
+def batched_matmul(
+    a: Tensor, b: Tensor, *, transpose_a: bool = False, transpose_b: bool = False
+) -> Tensor:
+    """numpy's and torch's ``op(a) @ op(b)`` of operands [..., M, K] @ [..., K, P] -> [..., M, P]
+    (``op`` swaps an operand's last two axes when its flag is set: torch's
+    ``a.transpose(-1, -2)``): a product of matrices per position of the leading axes, which
+    broadcast as numpy's (the batch dimension N leading one or both operands; attention's
+    scores q @ k^T and weights @ v). Computed by the definition, sum over k of
+    A[..., M, K, 1] * B[..., 1, K, P] (laid out so that no operand is transposed; with both
+    flags, a's last two axes are swapped by K exact slices): exact products, summed in the
+    operands' dtype; the gradients follow through the product and the sum.
+
+    Raises:
+        ShapeError: an operand of rank < 2; N among an operand's last two axes, or N beside a
+            fixed leading axis of the other operand; leading axes that do not broadcast; inner
+            dimensions that differ; more than MAX_BATCHED_ELEMENTS products per sample.
+    """
+    ra, rb = a.type.rank, b.type.rank
+    what = (
+        f"matmul of {a.type} and {b.type} (transpose_a={transpose_a}, transpose_b={transpose_b};"
+        f" {a.name}, {b.name})"
+    )
+    if ra < 2 or rb < 2:
+        raise ShapeError(f"{what}: operands of rank >= 2 are multiplied")
+    k, m = a.shape[-2:] if transpose_a else a.shape[-2:][::-1]
+    kb, p = b.shape[-2:][::-1] if transpose_b else b.shape[-2:]
+    if "N" in (m, k, kb, p):
+        raise ShapeError(f"{what}: the batch dimension N is among the matrices' axes")
+    if k != kb:
+        raise ShapeError(f"{what}: inner dimensions differ ({k} vs {kb})")
+    r = ra if ra >= rb else rb  # (max and sum here are graphc's reductions)
+    lead_a = (1,) * (r - ra) + tuple(a.shape[:-2])
+    lead_b = (1,) * (r - rb) + tuple(b.shape[:-2])
+    lead = []
+    for i, (da, db) in enumerate(zip(lead_a, lead_b, strict=True)):
+        if "N" in (da, db) and (i > 0 or (1 not in (da, db) and da != db)):
+            raise ShapeError(f"{what}: N must lead the operands, against N or nothing")
+        if da != db and 1 not in (da, db):
+            raise ShapeError(f"{what}: leading axes {da} and {db} do not broadcast")
+        lead.append(db if da == 1 else da)
+    products = math.prod(int(d) for d in lead if d != "N") * int(m) * int(k) * int(p)
+    if products > MAX_BATCHED_ELEMENTS:
+        raise ShapeError(
+            f"{what}: {products} products per sample, more than {MAX_BATCHED_ELEMENTS}"
+        )
+    if transpose_a and transpose_b:  # a [.., K, M] to [.., M, K], one exact slice per k
+        rows = [slice(a, [i], [i + 1], [ra - 2]) for i in range(int(k))]
+        a = concat([reshape(t, (*a.shape[:-2], m, 1)) for t in rows], ra - 1)
+        transpose_a = False
+    if transpose_a:  # A [.., K, M, 1] * B [.., K, 1, P], summed over K
+        a4, b4, axis = reshape(a, (*a.shape, 1)), reshape(b, (*b.shape[:-1], 1, p)), r - 2
+    elif transpose_b:  # A [.., M, 1, K] * B [.., 1, P, K], summed over K
+        a4, b4, axis = reshape(a, (*a.shape[:-1], 1, k)), reshape(b, (*b.shape[:-2], 1, p, k)), r
+    else:  # A [.., M, K, 1] * B [.., 1, K, P], summed over K
+        a4, b4, axis = reshape(a, (*a.shape, 1)), reshape(b, (*b.shape[:-2], 1, k, p)), r - 1
+    return sum(a4 * b4, axis)
 
 
 # ---------------------------------------------------------------- movement

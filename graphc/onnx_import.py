@@ -39,6 +39,7 @@ from graphc.ir.types import TensorType
 from . import dsl, onnx_import_rnn, onnx_layout
 from .convolution import strided_slice
 from .dsl import Tensor
+from .functional import MAX_BATCHED_ELEMENTS
 
 MIN_OPSET = 7  # the Gemm/Add/... semantics (numpy broadcasting) every rule below assumes
 MAX_FILE_BYTES = 2**31 - 1  # protobuf's limit for one message
@@ -3201,7 +3202,7 @@ def _gemm(cx: NodeContext) -> list[Value]:
     if len(a.shape) > 2:  # rows merged with N (Importer.merged_rows): [N, T, K] @ B
         if cx.attr("transB", 0):
             b = dsl.transpose(b)
-        y = _matmul_tensors(cx, a, b)
+        y = dsl.matmul(a, b)
     else:
         y = dsl.matmul(
             a, b, transpose_a=bool(cx.attr("transA", 0)), transpose_b=bool(cx.attr("transB", 0))
@@ -3222,53 +3223,12 @@ def _matmul(cx: NodeContext) -> list[Value]:
     if ra == 1 and rb == 1:
         cx.fail(f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)}: a dot product of two 1-D values")
     if rb == 1:
-        y = _matmul_tensors(cx, a, _reshape(cx, b, (b.shape[0], 1)))
+        y = dsl.matmul(a, _reshape(cx, b, (b.shape[0], 1)))
         return [_reshape(cx, y, tuple(a.shape[:-1]))]
     if ra == 1:
-        y = _matmul_tensors(cx, _reshape(cx, a, (1, a.shape[0])), b)
+        y = dsl.matmul(_reshape(cx, a, (1, a.shape[0])), b)
         return [_reshape(cx, y, (*b.shape[:-2], b.shape[-1]))]
-    return [_matmul_tensors(cx, a, b)]
-
-
-def _matmul_tensors(cx: NodeContext, a: Tensor, b: Tensor) -> Tensor:
-    """a @ b for operands of rank >= 2."""
-    ra, rb = len(a.shape), len(b.shape)
-    if ra == 2 and rb == 2:
-        return dsl.matmul(a, b)
-    if rb == 2 and ra > 2:  # stacked rows times one matrix, N among them or not: ONE GEMM
-        return dsl.matmul(a, b)  # of all the rows (the matmul op reads rank > 2 as its rows)
-    return _batched_matmul(cx, a, b)
-
-
-MAX_BATCHED_ELEMENTS = 2**20  # per sample, in the broadcast product of _batched_matmul
-
-
-def _batched_matmul(cx: NodeContext, a: Tensor, b: Tensor) -> Tensor:
-    """A[..., M, K] @ B[..., K, P] with numpy's broadcasting of the leading axes, by the
-    definition: sum over k of A[..., M, K, 1] * B[..., 1, K, P] (exact products, summed in
-    float32). N may lead either operand or both (attention scores, weights times values)."""
-    if len(b.shape) < 2 or len(a.shape) < 2:
-        cx.fail(f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)}: 1-D batched operands")
-    m, k = a.shape[-2], a.shape[-1]
-    kb, p = b.shape[-2], b.shape[-1]
-    if "N" in (m, k, kb, p):
-        cx.fail(f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)} multiplies along N")
-    if k != kb:
-        cx.fail(f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)}: inner dimensions differ")
-    r = max(len(a.shape), len(b.shape))
-    lead_a = (1,) * (r - len(a.shape)) + tuple(a.shape[:-2])
-    lead_b = (1,) * (r - len(b.shape)) + tuple(b.shape[:-2])
-    if "N" in lead_a[1:] or "N" in lead_b[1:]:  # N broadcast against a fixed axis
-        cx.fail(f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)}: N must lead both operands")
-    fixed = [d for d in (*lead_a, *lead_b) if d != "N"]
-    if math.prod(fixed) * m * k * p > MAX_BATCHED_ELEMENTS:
-        cx.fail(
-            f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)}: a batched product of more than "
-            f"{MAX_BATCHED_ELEMENTS} products per sample is not supported"
-        )
-    a4 = _reshape(cx, a, (*a.shape, 1))  # [..., M, K, 1]
-    b4 = _reshape(cx, b, (*b.shape[:-2], 1, k, p))  # [..., 1, K, P]
-    return dsl.sum(a4 * b4, r - 1)  # the K axis of the [..., M, K, P] products
+    return [dsl.matmul(a, b)]
 
 
 def _transpose(cx: NodeContext) -> list[Value]:
@@ -4160,7 +4120,7 @@ def _lookup(cx: NodeContext, table: Tensor, axis: int, idx: Tensor) -> Tensor:
     flat = table if len(rest) == 1 else _reshape(cx, table, (v, math.prod(rest)))
     if len(onehot.shape) < 2:
         cx.fail("a lookup with a scalar index computed in the graph is not supported")
-    y = _matmul_tensors(cx, onehot, flat)
+    y = dsl.matmul(onehot, flat)
     return _reshape(cx, y, (*idx.shape, *rest))
 
 
@@ -6461,10 +6421,10 @@ def _einsum(cx: NodeContext) -> list[Value]:
         if nb == 0:
             return [dsl.matmul(a, b, transpose_a=ra == k + i, transpose_b=rb == j + k)]
         if ra == i + k and rb == k + j:
-            return [_matmul_tensors(cx, a, b)]
+            return [dsl.matmul(a, b)]
     rows_times_matrix = len(sb) == 2 and len(sa) > 2 and so == sa[:-1] + sb[1]
     if rows_times_matrix and summed == [sb[0]] and sa[-1] == sb[0]:  # "btk,kj->btj"
-        return [_matmul_tensors(cx, a, b)]
+        return [dsl.matmul(a, b)]
     order = so + "".join(summed)
     for t, term in ((a, sa), (b, sb)):
         if not _is_subsequence(term, order) and "N" in t.shape:

@@ -81,20 +81,15 @@ def dft(cx: NodeContext) -> list[Any]:
         t = _reshape(cx, t, tuple(x.shape[:-1]))
         return _move_axis(cx, t, a, r - 2) if a != r - 2 else t
 
-    def times(t: Tensor, m: Tensor) -> Tensor:
-        from .onnx_import import _matmul_tensors
-
-        return _matmul_tensors(cx, t, m)
-
     xr = part(0)
     xi = part(1) if x.shape[-1] == 2 else None
     sign = 1.0 if inverse else -1.0  # e^(sign 2 pi i j k / L)
     # (xr + i xi)(cos + i sign sin) = xr cos - sign xi sin + i (sign xr sin + xi cos)
-    real = times(xr, cm)
-    imag = times(xr, sm) * sign
+    real = dsl.matmul(xr, cm)
+    imag = dsl.matmul(xr, sm) * sign
     if xi is not None:
-        real = real - times(xi, sm) * sign
-        imag = imag + times(xi, cm)
+        real = real - dsl.matmul(xi, sm) * sign
+        imag = imag + dsl.matmul(xi, cm)
     parts = [real] if half_in else [real, imag]
 
     def back(t: Tensor) -> Tensor:

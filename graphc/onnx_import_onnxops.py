@@ -50,7 +50,6 @@ from .onnx_import import (
     _fmt,
     _index_hits,
     _integral_part,
-    _matmul_tensors,
     _nearest_integer,
     _reshape,
     _take,
@@ -1318,7 +1317,7 @@ def _col2im(cx: NodeContext) -> list[Value]:
     lead = x.shape[0]
     cols = _reshape(cx, x, (lead, ch, k * length))
     m = cx.imp.constant_tensor(f"col2im_{cx.index}", place, cx, False)
-    total = _matmul_tensors(cx, cols, m)
+    total = dsl.matmul(cols, m)
     return [_reshape(cx, total, (lead, ch, *img))]
 
 

@@ -53,7 +53,6 @@ from .onnx_import import (
     _fmt,
     _integral_part,
     _mask,
-    _matmul_tensors,
     _minimum,
     _pool,
     _reshape,
@@ -250,7 +249,7 @@ def _matmul_core(
             b = _reshape(cx, b, (b.shape[0], 1))
         k = int(a.shape[-1])
         if a_bound * b_bound * k < EXACT:
-            y = _matmul_tensors(cx, a, b)
+            y = dsl.matmul(a, b)
         # split b = 16 hi + lo at run time (hi = floor(b / 16), lo in 0..15), as the
         # constant weights in _exact_sum: two exact products, added once
         elif a_bound * max(np.ceil(b_bound / 16.0), 15.0) * k >= EXACT:
@@ -262,7 +261,7 @@ def _matmul_core(
         else:
             hi = _integral_part(cx, b * 0.0625, -1)
             lo = b - hi * 16.0
-            y = _matmul_tensors(cx, a, hi) * 16.0 + _matmul_tensors(cx, a, lo)
+            y = dsl.matmul(a, hi) * 16.0 + dsl.matmul(a, lo)
         n = int(b.shape[-1])
     else:
         rank = np.asarray(vb).ndim
@@ -273,7 +272,7 @@ def _matmul_core(
         else:
             w = _centred_weight(cx, ib, izb, rank - 1, rank)  # per column: B's last axis
         y = _exact_sum(
-            cx, lambda x, c: _matmul_tensors(cx, x, c), a, a_bound, w,
+            cx, lambda x, c: dsl.matmul(x, c), a, a_bound, w,
             lambda m: m.sum(axis=-2), None, lambda v: v,
         )  # fmt: skip
         n = w.shape[-1]
@@ -334,7 +333,7 @@ def _qgemm(cx: NodeContext) -> list[Value]:
         if bias.size != n:
             cx.fail(f"C of {bias.size} elements: QGemm takes one per column ({n})")
     acc = _exact_sum(
-        cx, lambda x, c: _matmul_tensors(cx, x, c), a, a_bound, wc,
+        cx, lambda x, c: dsl.matmul(x, c), a, a_bound, wc,
         lambda m: m.sum(axis=0), bias, lambda v: v,
     )  # fmt: skip
     alpha = np.float32(cx.attr("alpha", 1.0))

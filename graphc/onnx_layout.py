@@ -18,7 +18,7 @@ weights and constants by a reshape and a transpose of fixed axes, other views by
 that keeps N first), Softmax/LogSoftmax and Reduce* over axes that do not hold N,
 LayerNormalization (its axes moved last in the base), MatMul/Gemm by a weight matrix (the
 contracted axes moved last in the base), batched MatMul whose batch axes hold N in both
-operands (graphc's ``_batched_matmul`` on the base axes), Gather, Slice, Split and Concat of a
+operands (graphc's ``batched_matmul`` on the base axes), Gather, Slice, Split and Concat of a
 fixed axis, Shape (which gives N*m for a merged axis, as the exporters' shape arithmetic
 expects). Where such an op needs one base axis and the view merged several fixed ones into its
 ONNX axis (or none: a unit axis), they are merged in the base first (``_single_axis``). Any
@@ -727,7 +727,7 @@ def _k_last(cx: Any, x: View) -> tuple[Tensor, tuple[tuple[int, ...], ...]]:
 
 
 def _matmul(imp: Any, cx: Any, ins: list, op: str) -> list | None:
-    from .onnx_import import _batched_matmul, _matmul_tensors
+    from .functional import batched_matmul
 
     a, b = ins[0], ins[1]
     if (
@@ -745,7 +745,7 @@ def _matmul(imp: Any, cx: Any, ins: list, op: str) -> list | None:
         w = cx.x(1)
         if op == "Gemm" and cx.attr("transB", 0):
             w = dsl.transpose(w)
-        y = _matmul_tensors(cx, t, w)
+        y = dsl.matmul(t, w)
         if op == "Gemm":
             alpha, beta = float(cx.attr("alpha", 1.0)), float(cx.attr("beta", 1.0))
             if alpha != 1.0:
@@ -785,7 +785,7 @@ def _matmul(imp: Any, cx: Any, ins: list, op: str) -> list | None:
         parts.append(_reshape(t, (*(x.base.shape[j] for j in batch), md, kd)))
     if [a.dims(i) for i in range(r - 2)] != [b.dims(i) for i in range(r - 2)]:
         return None
-    y = _batched_matmul(cx, parts[0], parts[1])
+    y = batched_matmul(parts[0], parts[1])
     groups, j = [], 0
     for i in range(r - 2):
         groups.append(tuple(range(j, j + len(a.groups[i]))))

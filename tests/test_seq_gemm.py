@@ -127,8 +127,10 @@ def test_matmul_of_rank_three_operands_in_other_forms_is_refused_clearly():
     x = gc.input("x", ("N", 3, 4))
     with pytest.raises(gc.GraphcError, match="inner dimensions differ"):
         x @ gc.param("bad_w", (5, 2))
-    with pytest.raises(gc.GraphcError, match="rank > 2"):
-        gc.matmul(x, gc.param("bad_w2", (2, 4)), transpose_a=True)
+    with pytest.raises(gc.GraphcError, match=r"inner dimensions differ \(3 vs 2\)"):
+        gc.matmul(x, gc.param("bad_w2", (2, 4)), transpose_a=True)  # numpy's x^T: [N, 4, 3]
+    with pytest.raises(gc.GraphcError, match="N must lead the operands"):
+        x @ gc.param("bad_w3", (2, 1, 4, 2))  # N would be broadcast against 2
 
 
 def test_time_major_rows_with_n_inside_are_one_gemm():

@@ -132,3 +132,82 @@ def test_sparse_cross_entropy_on_a_sequence_exports_to_onnx_runtime(tmp_path):
     z, loss = sess.run(None, {"x": xs, "lab": ys})
     np.testing.assert_allclose(z, m.predict(xs), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(loss, m.evaluate(xs, ys)["loss"], rtol=1e-5)
+
+
+# ---------------------------------------------------------------- matmul of stacks (numpy's)
+
+
+def _sw(x):
+    return np.swapaxes(x, -1, -2)
+
+
+@pytest.mark.parametrize(
+    "sa, sb, ta, tb",
+    [
+        ((4, 3), (4, 2), True, False),
+        ((4, 3), (5, 3), False, True),
+        ((3, 4), (5, 3), True, True),
+        ((2, 4, 3), (1, 3, 5), False, False),
+        ((4, 3), (4, 5), True, None),
+    ],
+    ids=["AtB", "ABt", "AtBt", "broadcast", "At_matrix"],
+)
+def test_matmul_of_stacks_is_numpys_product_per_position(sa, sb, ta, tb):
+    """gc.matmul(a [N, 4, 3], b [N, 4, 2], transpose_a=True) was the matmul op's internal
+    'A^T B summed over all rows' form on graphc@a883aa2: f64[3, 2], the sum over the batch
+    of what numpy's np.swapaxes(a, -1, -2) @ b gives per sample [N, 3, 2], silently; other
+    forms of two stacks (q @ k^T) were refused. ``tb`` None: b is a 2-D param [4, 5]."""
+    x = gc.input("x", ("N", *sa), dtype="f64")
+    s = gc.param("s", (1,), dtype="f64", init="ones")
+    b = gc.param("b", sb, dtype="f64") if tb is None else gc.input("y", ("N", *sb), dtype="f64")
+    c = gc.matmul(x * s, b, transpose_a=ta, transpose_b=bool(tb))
+    m = gc.compile(c, gc.mean(gc.square(c)), gc.SGD(lr=0.0), name="stack_mm")
+    rng = np.random.default_rng(len(sa) + 3 * bool(tb))
+    xv = rng.standard_normal((3, *sa))
+    bv = m.params["b"] if tb is None else rng.standard_normal((3, *sb))
+    want = (_sw(xv) if ta else xv) @ (_sw(bv) if tb else bv)
+    feeds = {"x": xv} if tb is None else {"x": xv, "y": bv}
+    got = m.predict(feeds)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
+    g = m.gradients(feeds)  # dL/ds = sum(dC * C) / s with L = mean(C^2), C linear in s
+    np.testing.assert_allclose(g["s"], [2 * np.mean(want**2)], rtol=1e-12)
+    if tb is None:
+        db = xv @ (2 * want / want.size)  # op(x)^T dC per sample, summed over the batch
+        np.testing.assert_allclose(g["b"], db.sum(0), rtol=1e-10, atol=1e-14)
+
+
+def _np_attention(p, xs):
+    q, k, v = (xs @ p[f"{n}.w"] + p[f"{n}.b"] for n in "qkv")
+    s = q @ _sw(k) / np.sqrt(q.shape[-1])
+    e = np.exp(s - s.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)) @ v
+
+
+def test_self_attention_written_in_the_dsl_equals_numpy_and_onnx_runtime(tmp_path):
+    """softmax(q @ k^T / sqrt(d)) @ v on x [N, T, C] (torch's and Keras's scaled dot-product
+    attention written out): refused on graphc@a883aa2 (q @ k^T of two stacks). Forward vs
+    numpy float64, dL/dWq vs central differences of numpy's forward, to_onnx vs ORT."""
+    x = gc.input("x", ("N", 5, 4), dtype="f64")
+    q, k, v = (gc.dense(x, 3, name=n) for n in "qkv")
+    att = gc.softmax(gc.matmul(q, k, transpose_b=True) * (1 / np.sqrt(3))) @ v
+    y = gc.mean(att, 2)
+    m = gc.compile(y, gc.mean(gc.square(y)), gc.SGD(lr=0.0), name="dsl_attention")
+    xs = np.random.default_rng(21).standard_normal((2, 5, 4))
+    p = {k_: np.asarray(v_, np.float64) for k_, v_ in m.params.items()}
+    np.testing.assert_allclose(m.predict(xs), _np_attention(p, xs).mean(2), rtol=1e-12)
+    g = m.gradients(xs)["q.w"]
+    for idx in [(0, 0), (3, 2), (1, 1)]:
+        vals = []
+        for sgn in (1.0, -1.0):
+            p2 = dict(p)
+            p2["q.w"] = p["q.w"].copy()
+            p2["q.w"][idx] += sgn * 1e-6
+            vals.append(np.mean(_np_attention(p2, xs).mean(2) ** 2))
+        assert abs((vals[0] - vals[1]) / 2e-6 - g[idx]) < 1e-7, (idx, g[idx])
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    path = tmp_path / "att.onnx"
+    m.to_onnx(str(path))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(sess.run(None, {"x": xs})[0], m.predict(xs), rtol=1e-12)
