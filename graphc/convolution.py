@@ -14,7 +14,7 @@ from typing import Any
 from graphc.ir.errors import GraphcError, ShapeError
 from graphc.runtime.checks import check_bool
 
-from .dsl import Tensor, _fresh, activation_name, apply, call_layer, mean, param, reshape
+from .dsl import Tensor, _fresh, activation_name, apply, mean, param, reshape, shares_weights
 
 Ints = int | tuple[int, ...] | list[int]
 
@@ -402,11 +402,9 @@ class Conv:
         self.kw = kw
         activation_name(kw.get("activation"), "Conv: ")
 
+    @shares_weights
     def __call__(self, x: Tensor) -> Tensor:
-        return call_layer(
-            self,
-            lambda: conv(x, self.filters, self.kernel_size, *self.args, name=self.name, **self.kw),
-        )
+        return conv(x, self.filters, self.kernel_size, *self.args, name=self.name, **self.kw)
 
     def __repr__(self) -> str:
         return f"Conv({self.filters}, {self.kernel_size!r}, name={self.name!r})"

@@ -317,6 +317,17 @@ def call_layer(layer: Any, fn: Callable[[], Tensor]) -> Tensor:
         _layer_calls.pop()
 
 
+def shares_weights(call: Callable[[Any, Tensor], Any]) -> Callable[[Any, Tensor], Any]:
+    """Decorator of a layer object's ``__call__(self, x)``: its body runs under
+    ``call_layer(self, ...)``, so that every call of the object shares its weights."""
+
+    @functools.wraps(call)
+    def shared(self: Any, x: Tensor) -> Any:
+        return call_layer(self, lambda: call(self, x))
+
+    return shared
+
+
 def input(name: str, shape: Iterable, dtype: str = "f32") -> Tensor:
     """A data placeholder; use "N" for the batch dimension, e.g. ``input("x", ("N", 64))``.
 
@@ -963,10 +974,8 @@ class Dense:
         use_bias = check_bool(use_bias, f"Dense (at {_user_loc()}): use_bias")
         self.use_bias, self.kernel_l1, self.kernel_l2 = use_bias, kernel_l1, kernel_l2
 
+    @shares_weights
     def __call__(self, x: Tensor) -> Tensor:
-        return call_layer(self, lambda: self._dense(x))
-
-    def _dense(self, x: Tensor) -> Tensor:
         return dense(
             x,
             self.units,

@@ -26,7 +26,6 @@ from .dsl import (
     _operands,
     _tag,
     apply,
-    call_layer,
     check_logits,
     const,
     maximum,
@@ -34,6 +33,7 @@ from .dsl import (
     names_user_line,
     param,
     reshape,
+    shares_weights,
     sum,
 )
 
@@ -321,8 +321,9 @@ class LayerNorm:
     def __init__(self, *, eps: float = 1e-5, name: str | None = None) -> None:
         self.eps, self.name = eps, name
 
+    @shares_weights
     def __call__(self, x: Tensor) -> Tensor:
-        return call_layer(self, lambda: layer_norm(x, eps=self.eps, name=self.name))
+        return layer_norm(x, eps=self.eps, name=self.name)
 
     def __repr__(self) -> str:
         return f"LayerNorm(eps={self.eps})"
@@ -343,6 +344,7 @@ class BatchNorm:
     ) -> None:
         self.momentum, self.eps, self.name, self.axis = momentum, eps, name, axis
 
+    @shares_weights
     def __call__(self, x: Tensor) -> Tensor:
         """``batch_norm(x, ...)`` with this object's gamma, beta and running statistics: a
         second call shares all four (gradients summed) and, in a training step, updates the
@@ -356,10 +358,7 @@ class BatchNorm:
         name = self.name
         if getattr(self, "_weights", None):  # the op of a later call needs its own name
             name = _fresh(f"{self.name or 'batch_norm'}_")
-        return call_layer(
-            self,
-            lambda: batch_norm(x, momentum=self.momentum, eps=self.eps, name=name, axis=self.axis),
-        )
+        return batch_norm(x, momentum=self.momentum, eps=self.eps, name=name, axis=self.axis)
 
     def __repr__(self) -> str:
         return "BatchNorm()"

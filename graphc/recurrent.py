@@ -38,7 +38,7 @@ from graphc.ir.errors import GraphcError, ShapeError
 from graphc.runtime.checks import check_bool
 
 from . import dsl
-from .dsl import Tensor, _fresh, _source, activation_name, call_layer, param
+from .dsl import Tensor, _fresh, _source, activation_name, param, shares_weights
 
 Activation = Callable[[Tensor], Tensor]
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
@@ -453,9 +453,9 @@ class _Layer:
         if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
             raise GraphcError(f"{where}: units must be a positive int, got {units!r}")
 
+    @shares_weights
     def __call__(self, x: Tensor) -> Any:
-        fn = type(self).fn
-        return call_layer(self, lambda: fn(x, self.units, *self.args, name=self.name, **self.kw))
+        return type(self).fn(x, self.units, *self.args, name=self.name, **self.kw)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.units}, name={self.name!r})"
