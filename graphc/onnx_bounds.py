@@ -98,8 +98,10 @@ def _div(a: Interval, b: Interval) -> Interval | None:
 # The importer's composite integer operators, by the tensor that holds their result: (kind,
 # operands). Their internal corrections (q - [m x < 0] s, ...) are exact by construction, but
 # intervals cannot see that they cancel, so the result's range is taken from the operator's
-# meaning instead: "floor" / "ceil" (x), "idiv" (x, y: x / y truncated), "mod" (x, y),
-# "index" (size: a position 0 .. size - 1).
+# meaning instead: "floor" / "ceil" (x), "idiv" (x, y: x / y truncated), "iquot" (x, y: the
+# float quotient x / y of whole numbers, |x / y| <= |x| for a divisor other than 0, which is
+# undefined in ONNX's integer Div and Mod), "mod" (x, y), "index" (size: a position 0 .. size
+# - 1).
 Rules = dict[int, tuple[str, tuple[Any, ...]]]
 
 
@@ -128,16 +130,19 @@ def _rule_interval(rule: tuple[str, tuple[Any, ...]], memo: dict) -> Interval | 
         f = math.floor if kind == "floor" else math.ceil
         lo, hi = xs[0]
         return None if math.isinf(lo) or math.isinf(hi) else (float(f(lo)), float(f(hi)))
-    if kind == "idiv":
+    if kind in ("idiv", "iquot"):
         d = operands[1]
         x, y = xs
         if y[0] <= 0 <= y[1]:
-            if d.node.op != "state" or d.value is None or not (d.value != 0).all():
-                return None
-            m = math.floor(max(abs(x[0]), abs(x[1])) / float(np.min(np.abs(d.value))))
-            return (float(-m), float(m))
+            smallest = 1.0  # a whole-number divisor other than 0: |x / y| <= |x|
+            if d.node.op == "state" and d.value is not None and (d.value != 0).all():
+                smallest = float(np.min(np.abs(d.value)))
+            m = max(abs(x[0]), abs(x[1])) / smallest
+            return (-m, m) if kind == "iquot" else (float(-math.floor(m)), float(math.floor(m)))
         q = _div(x, y)
-        return None if q is None else (float(math.trunc(q[0])), float(math.trunc(q[1])))
+        if q is None or kind == "iquot":
+            return q
+        return (float(math.trunc(q[0])), float(math.trunc(q[1])))
     if kind in ("mod", "imod"):  # |x mod y| < |y|: at most |y| - 1 for integers
         m = max(abs(xs[1][0]), abs(xs[1][1])) - (1 if kind == "imod" else 0)
         return (-m, m)

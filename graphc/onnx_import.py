@@ -1718,8 +1718,9 @@ class Importer:
         Embedding wraps negative ids as where(ids < 0, ids + V, ids) before its Gather) and end
         in such casts, lookups or shapes, or in a graph output (returned in its integer type:
         OnnxImport.output_dtypes; kept inside the type by ``output_spans``), else None (integer
-        arithmetic float32 cannot mirror, such as a MatMul, a product by other than a 0/1 mask
-        or a sign, whose values could pass 2**24 (a hash))."""
+        arithmetic float32 cannot mirror, such as a MatMul or a ReduceProd). A product (Mul)
+        of integers is a flow: bound_integers narrows the inputs' checked ranges to values
+        whose products stay below 2**24 (x * y: both in -4096 .. 4095)."""
         graph_outputs = {o.name for o in self.graph.output}
         if self.scoped is None:
             self.scoped = onnx_import_control.scoped_uses(self.graph)
@@ -1749,15 +1750,6 @@ class Importer:
                             seen.add(b)
                             stack.append(b)
                     continue
-                if n.op_type == "Mul" and (
-                    list(n.input).count(v) > 1
-                    or not all(self.is_mask(o) for o in n.input if o != v)
-                ):
-                    self.integer_refusal = (
-                        f"{here} multiplies {v!r} by other than a 0/1 mask or a sign, a "
-                        "product that could pass 2**24"
-                    )
-                    return None
                 if reads_quantized(n):  # 8-bit operands, whole numbers read exactly
                     continue
                 if onnx_import_ml.compares_integer_input(n, v):
@@ -1932,26 +1924,6 @@ class Importer:
             and made_by.get(o.name) not in ("Cast", "CastLike")
         }
 
-    def is_mask(self, name: str) -> bool:
-        """Whether value ``name`` holds only -1, 0 and 1: a comparison or logic result (through
-        Casts), or an initializer of such values. (It runs before the nodes are checked: a Cast
-        without inputs, or Casts in a cycle, are no mask here and refused where converted.)"""
-        seen = set()
-        while name not in seen:
-            seen.add(name)
-            if name in self.initializers:
-                a = self.initializers[name]
-                return a.dtype.kind in "iub" and bool(np.all(np.abs(a.astype(np.int64)) <= 1))
-            n = next((n for n in self.graph.node if name in n.output), None)
-            if n is None:
-                return False
-            if n.op_type not in ("Cast", "Identity"):
-                return n.op_type in MASK_OPS or n.op_type == "Sign"
-            if not n.input:
-                return False
-            name = n.input[0]
-        return False
-
     def compared_in_double(self, name: str) -> bool:
         """Whether graph input ``name`` (declared double) is the X of a tree ensemble, which
         ONNX Runtime compares with its thresholds in float64: graphc then holds the input as
@@ -1977,8 +1949,8 @@ class Importer:
                 "reads integer and bool inputs (as float32) only where the graph casts them to "
                 "float, looks rows up with them (the indices of a Gather), one-hot encodes them "
                 "(the indices of a OneHot), returns them as an integer output or computes with "
-                f"them by {', '.join(sorted(INTEGER_FLOW))} before that (Mul only by a 0/1 mask "
-                f"or a sign); here {self.integer_refusal}"
+                f"them by {', '.join(sorted(INTEGER_FLOW))} before that; here "
+                f"{self.integer_refusal}"
             )
         if tt.elem_type not in FLOAT_TYPES + INTEGER_TYPES:
             raise OnnxError(
@@ -3080,6 +3052,7 @@ def _div(cx: NodeContext) -> list[Value]:
         return [x / y]
     zero = dsl.const(0.0)
     t = x / y
+    cx.imp.ranges[id(t)] = ("iquot", (x, y))
     q = dsl.apply(
         "where", dsl.apply("greater", zero, t), _integral_part(cx, t, 1), _integral_part(cx, t, -1)
     )
@@ -6679,9 +6652,9 @@ def _group_norm(cx: NodeContext) -> list[Value]:
 def _mod(cx: NodeContext) -> list[Value]:
     """Mod of computed values: fmod=1 (C's fmod, the sign of the dividend, required for
     floats) or fmod=0 (integers: Python's %, the sign of the divisor), as x - q * y with q the
-    truncated (fmod) or floored quotient, then corrected by one y where the rounded quotient
-    put the remainder on the wrong side (exact for integers below 2**24; for floats within
-    the rounding of q * y). Edges as numpy's fmod / mod: a zero divisor or an infinite
+    truncated (fmod, and integers) or floored quotient, then corrected by one y where the
+    remainder is on the wrong side (exact for integers below 2**24 of any sign: no product
+    passes |x|; for floats within the rounding of q * y). Edges as numpy's fmod / mod: a zero divisor or an infinite
     dividend gives NaN, an infinite divisor x (fmod) or, for floored Mod, y where x and y
     differ in sign; a zero remainder has the sign of x (fmod) or y. Gradient: dx = dy,
     d divisor = -q * dy."""
@@ -6689,8 +6662,14 @@ def _mod(cx: NodeContext) -> list[Value]:
     fmod = bool(cx.attr("fmod", 0))
     zero = dsl.const(0.0)
     t = x / y
+    integer = cx.imp.elem_type(cx.node.output[0]) in INTEGER_TYPES
+    if integer:
+        cx.imp.ranges[id(t)] = ("iquot", (x, y))
     fl = _integral_part(cx, t, -1)
-    if fmod:  # truncate: floor for t >= 0, ceil below
+    if fmod or integer:  # truncate: floor for t >= 0, ceil below
+        # (integers: the sign correction below then adds y once where x and y differ in
+        # sign, so that no product q * y passes |x|: x - floor(x / y) * y would reach |x| +
+        # |y|, past 2**24 for x = -15146579, y = 6467207, and round)
         q = dsl.apply("where", dsl.apply("greater", zero, t), _integral_part(cx, t, 1), fl)
     else:
         q = fl
@@ -6720,7 +6699,6 @@ def _mod(cx: NodeContext) -> list[Value]:
     at_inf = dsl.apply("where", x_inf, zero / zero, at_inf)
     m = dsl.apply("where", dsl.apply("equal", ay, dsl.const(math.inf)), at_inf, m)
     out = dsl.apply("where", dsl.apply("equal", y, zero), zero / zero, m)
-    integer = cx.imp.elem_type(cx.node.output[0]) in INTEGER_TYPES
     cx.imp.ranges[id(out)] = ("imod" if integer else "mod", (x, y))  # |out| < |y| (onnx_bounds)
     return [out]
 

@@ -333,8 +333,9 @@ def test_products_of_the_batch_size_in_shape_computations() -> None:
 
 def test_integer_input_multiplied_past_float32s_exact_range_is_refused() -> None:
     # ids * 1000003 % 97 (a hash into buckets) in int32 is exact in ONNX Runtime; float32 would
-    # round the product above 2**24 and pick another row silently: refused at import. A
-    # product by a 0/1 mask (Keras's Embedding) imports, as test_keras_embedding_... shows.
+    # round the product above 2**24 and pick another row silently. Refused at import until
+    # integer products became a flow: now the entries take ids whose products stay exact
+    # (-16 .. 16) and refuse others at run time naming 'ids' and the row, never a wrong row.
     i64 = TensorProto.INT64
     m = _model(
         [
@@ -347,11 +348,16 @@ def test_integer_input_multiplied_past_float32s_exact_range_is_refused() -> None
         [
             numpy_helper.from_array(np.array(1000003, np.int64), "prime"),
             numpy_helper.from_array(np.array(97, np.int64), "buckets"),
-            numpy_helper.from_array(np.ones((97, 3), np.float32), "table"),
+            numpy_helper.from_array(np.arange(97 * 3, dtype=np.float32).reshape(97, 3), "table"),
         ],
     )
-    with pytest.raises(OnnxError, match=r"input 'ids'.*int64 used as an integer"):
-        gc.from_onnx(m)
+    model = gc.from_onnx(m).compile()
+    ids = np.array([[16, -16], [3, 0]], np.int64)
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(model.predict(ids), sess.run(None, {"ids": ids})[0])
+    with pytest.raises(gc.ArgumentError, match=r"'ids': row 1 holds 17"):
+        model.predict(np.array([[1, 2], [17, 0]], np.int64))
 
 
 def test_mlp_mixer_token_mixing_as_tf2onnx_writes_it() -> None:

@@ -1,0 +1,96 @@
+"""Integer Div / Mod / Mul of integer graph inputs (int32, int64), as ONNX Runtime computes
+them: Div truncates toward zero (C), Mod takes the divisor's sign (fmod=0, Python's %) or the
+dividend's (fmod=1, C's fmod), Mul of two inputs exact where graphc narrows their checked
+range (-4096 .. 4095), a value outside refused at run time naming the input and the row.
+graphc refused all three on integer inputs (a divisor whose range holds 0 had no bound)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+from onnx import TensorProto, helper
+from test_onnx_ml import ort_run
+
+import graphc as gc
+
+BIG = 2**24 - 1  # graphc's integers: whole numbers of magnitude below 2**24
+
+
+def _model(nodes: list, elem: int, out: str = "y") -> onnx.ModelProto:
+    g = helper.make_graph(
+        nodes,
+        "int_arith",
+        [helper.make_tensor_value_info(k, elem, ["N", 6]) for k in ("a", "b")],
+        [helper.make_tensor_value_info(out, elem, None)],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def _operands(dtype, rows: int, top: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(-top, top + 1, (rows, 6))
+    b = rng.integers(-top, top + 1, (rows, 6))
+    small = rng.integers(-9, 10, (rows, 6))  # many exact multiples and small quotients
+    b = np.where(rng.random((rows, 6)) < 0.5, small, b)
+    a[0] = [7, -7, 7, -7, top, -top]
+    b[0] = [2, 2, -2, -2, 1, -1]
+    a[1] = [0, 6, -6, 6, -6, top]
+    b[1] = [5, 3, 3, -3, -3, top]
+    b[b == 0] = 1  # ONNX Runtime raises on a zero divisor (test below)
+    return {"a": a.astype(dtype), "b": b.astype(dtype)}
+
+
+@pytest.mark.parametrize("elem", [TensorProto.INT64, TensorProto.INT32])
+@pytest.mark.parametrize(("op", "attrs"), [("Div", {}), ("Mod", {}), ("Mod", {"fmod": 1})])
+def test_integer_div_and_mod_of_inputs_match_onnxruntime(elem: int, op: str, attrs: dict) -> None:
+    dtype = np.int64 if elem == TensorProto.INT64 else np.int32
+    m = _model([helper.make_node(op, ["a", "b"], ["y"], **attrs)], elem)
+    model = gc.from_onnx(m).compile()
+    for top, seed in ((BIG, 0), (1000, 1)):
+        feeds = _operands(dtype, 200, top, seed)
+        (want,) = ort_run(m, feeds)
+        got = model.predict(feeds)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+
+
+def test_integer_products_match_onnxruntime_in_the_narrowed_range() -> None:
+    nodes = [
+        helper.make_node("Mul", ["a", "b"], ["p"]),
+        helper.make_node("Mul", ["a", "a"], ["q"]),
+        helper.make_node("Sub", ["p", "q"], ["d"]),
+        helper.make_node("Div", ["d", "b"], ["y"]),  # (a * b - a * a) / b, truncated
+    ]
+    m = _model(nodes, TensorProto.INT64)
+    model = gc.from_onnx(m).compile()
+    feeds = _operands(np.int64, 200, 2047, 2)
+    (want,) = ort_run(m, feeds)
+    np.testing.assert_array_equal(model.predict(feeds), want)
+    simple = _model([helper.make_node("Mul", ["a", "b"], ["y"])], TensorProto.INT64)
+    products = gc.from_onnx(simple).compile()
+    edge = {
+        "a": np.array([[4095, -4096, 0, 1, -1, 77]] * 2, np.int64),
+        "b": np.array([[4095, -4096, 9, -4096, 4095, -13]] * 2, np.int64),
+    }
+    np.testing.assert_array_equal(products.predict(edge), ort_run(simple, edge)[0])
+    edge["a"][1, 3] = 4096  # past the range whose products are exact in float32
+    with pytest.raises(gc.ArgumentError, match=r"'a': row 1 holds 4096.*-4096\.\.4095"):
+        products.predict(edge)
+
+
+def test_a_zero_divisor_gives_the_documented_values() -> None:
+    # ONNX leaves it undefined; ONNX Runtime 1.32 raises "Integer division by zero"
+    feeds = {
+        "a": np.array([[7, -7, 0, 5, -5, 0]], np.int64),
+        "b": np.array([[0, 0, 0, 0, 0, 0]], np.int64),
+    }
+    div = gc.from_onnx(_model([helper.make_node("Div", ["a", "b"], ["y"])], TensorProto.INT64))
+    top, bottom = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+    np.testing.assert_array_equal(div.compile().predict(feeds), [[top, bottom, 0, top, bottom, 0]])
+    for fmod in (0, 1):
+        mod = _model([helper.make_node("Mod", ["a", "b"], ["y"], fmod=fmod)], TensorProto.INT64)
+        np.testing.assert_array_equal(gc.from_onnx(mod).compile().predict(feeds), [[0] * 6])
