@@ -4937,13 +4937,13 @@ def _labels_of(cx: NodeContext, idx: Tensor, labels: np.ndarray) -> Tensor:
     k = cx.imp.constant_tensor("class_index", np.arange(flat.size, dtype=np.float32), cx, False)
     lab = cx.imp.constant_tensor("class_labels", flat.astype(np.float32), cx, False)
     r = len(idx.shape)
-    if r >= 2 and idx.shape[-1] != 1:  # [N, ..., K] (k nearest neighbours' indices): each
-        cols = dsl.reshape(idx, (*idx.shape, 1))  # compared with every k on a new last axis
-        hit = dsl.apply("greater_equal", cols, k) * dsl.apply("greater_equal", k, cols)
-        return dsl.sum(hit * lab, r, keepdims=False)
-    cols = dsl.reshape(idx, (idx.shape[0], 1)) if r == 1 else idx
+    knn = r >= 2 and idx.shape[-1] != 1  # [N, ..., K]: k nearest neighbours' indices
+    if knn:  # each compared with every k on a new last axis
+        cols = dsl.reshape(idx, (*idx.shape, 1))
+    else:  # [N] or [N, 1]: one column
+        cols = dsl.reshape(idx, (idx.shape[0], 1)) if r == 1 else idx
     hit = dsl.apply("greater_equal", cols, k) * dsl.apply("greater_equal", k, cols)
-    return dsl.sum(hit * lab, 1, keepdims=True)
+    return dsl.sum(hit * lab, r if knn else 1, keepdims=not knn)
 
 
 def _class_labels(cx: NodeContext, ints_attr: str) -> tuple[bool, list[Any]]:
