@@ -34,6 +34,7 @@ from .dsl import (
     param,
     reshape,
     shares_weights,
+    softmax_along,
     sum,
 )
 
@@ -120,8 +121,6 @@ def argmax(x: Tensor, axis: int | None = None, keepdims: bool = False) -> Tensor
 def log_softmax(x: Tensor, *, axis: int = -1, name: str | None = None) -> Tensor:
     """log(softmax(x)) over ``axis`` (default the last) of x of rank >= 2, in the stable form
     (see ``softmax_along``). Raises ShapeError: a rank below 2 or ``axis`` out of range."""
-    from .dsl import softmax_along
-
     return softmax_along(x, axis, log=True, name=name)
 
 
