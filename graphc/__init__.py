@@ -76,7 +76,6 @@ from .dsl import (
     softmax_cross_entropy,
     sub,
     sum,
-    transpose,
 )
 from .modelfile import load_model
 from .onnx_import import OnnxFrozenWarning, OnnxImport, OnnxPrecisionWarning, from_onnx
@@ -147,6 +146,7 @@ from .functional import (  # noqa: E402 (max, min, pow, slice: numpy's names)
     slice,
     squeeze,
     swish,
+    transpose,
     where,
 )
 from .recurrent import GRU, LSTM, SimpleRNN, gru, lstm, simple_rnn  # noqa: E402

@@ -8,6 +8,7 @@ default, so each default is written once.
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections.abc import Iterable
 
@@ -159,7 +160,7 @@ def batched_matmul(
         raise ShapeError(f"{what}: the batch dimension N is among the matrices' axes")
     if k != kb:
         raise ShapeError(f"{what}: inner dimensions differ ({k} vs {kb})")
-    r = ra if ra >= rb else rb  # (max and sum here are graphc's reductions)
+    r = builtins.max(ra, rb)  # (max, sum and slice here are graphc's)
     lead_a = (1,) * (r - ra) + tuple(a.shape[:-2])
     lead_b = (1,) * (r - rb) + tuple(b.shape[:-2])
     lead = []
@@ -175,9 +176,7 @@ def batched_matmul(
             f"{what}: {products} products per sample, more than {MAX_BATCHED_ELEMENTS}"
         )
     if transpose_a and transpose_b:  # a [.., K, M] to [.., M, K], one exact slice per k
-        rows = [slice(a, [i], [i + 1], [ra - 2]) for i in range(int(k))]
-        a = concat([reshape(t, (*a.shape[:-2], m, 1)) for t in rows], ra - 1)
-        transpose_a = False
+        a, transpose_a = move_axis(a, ra - 2, ra - 1), False
     if transpose_a:  # A [.., K, M, 1] * B [.., K, 1, P], summed over K
         a4, b4, axis = reshape(a, (*a.shape, 1)), reshape(b, (*b.shape[:-1], 1, p)), r - 2
     elif transpose_b:  # A [.., M, 1, K] * B [.., 1, P, K], summed over K
@@ -198,6 +197,86 @@ def slice(
     starts, ends = tuple(starts), tuple(ends)
     axes = tuple(range(len(starts))) if axes is None else tuple(axes)
     return apply("slice", x, axes=axes, starts=starts, ends=ends)
+
+
+def transpose(x: Tensor, perm: Iterable[int] | None = None, *, name: str | None = None) -> Tensor:
+    """numpy's ``np.transpose(x, perm)``: axis i of the result is axis ``perm[i]`` of x (all
+    axes reversed when None; torch's ``x.permute(*perm)``, and ``x.transpose(1, 2)`` of a
+    [N, T, C] is perm (0, 2, 1)). A 2-D x reversed is the op ``transpose`` (read in place by
+    a GEMM); any other permutation keeps the batch dimension N where it is and is exact
+    (``permute``).
+
+    Raises:
+        ShapeError: ``perm`` not a permutation of x's axes (negative axes count from the end),
+            one that moves N, or more than MAX_TRANSPOSE_SLICES slices.
+    """
+    r = x.type.rank
+    if perm is None:
+        perm = tuple(range(r))[::-1]
+    axes = list(perm)
+    if any(isinstance(a, bool | np.bool_) or not isinstance(a, int | np.integer) for a in axes):
+        raise ShapeError(f"transpose: perm must hold ints, got {perm!r} ({x.name})")
+    full = [int(a) % r if -r <= a < r else -1 for a in axes]
+    if sorted(full) != list(range(r)):
+        raise ShapeError(
+            f"transpose: perm={list(axes)} is not a permutation of the axes of {x.type}"
+        )
+    if r == 2 and full == [1, 0]:
+        return apply("transpose", x, name=name)
+    return permute(x, full)
+
+
+MAX_TRANSPOSE_SLICES = 1024  # slices of the axes moved by one permute
+
+
+def permute(x: Tensor, perm: list[int]) -> Tensor:
+    """np.transpose(x, perm) for a permutation (of non-negative axes) that keeps N where it is,
+    by np.moveaxis steps (``move_axis``: exact slices concatenated), placing the result's axes
+    from the front or from the back, whichever slices less.
+
+    Raises ShapeError: the permutation moves N, or slices more than MAX_TRANSPOSE_SLICES."""
+    r = x.type.rank
+    if perm == list(range(r)):
+        return x
+    if "N" in x.shape and perm[x.shape.index("N")] != x.shape.index("N"):
+        raise ShapeError(f"perm={perm} on {x.type} moves the batch dimension N ({x.name})")
+    plans = [_moves(perm, range(r)), _moves(perm, range(r - 1, -1, -1))]
+    moves = builtins.min(plans, key=lambda mv: builtins.sum(int(x.shape[a]) for _, _, a in mv))
+    slices = builtins.sum(int(x.shape[a]) for _, _, a in moves)
+    if slices > MAX_TRANSPOSE_SLICES:
+        raise ShapeError(
+            f"perm={perm} on {x.type}: a transpose of more than 2 dimensions in more "
+            f"than {MAX_TRANSPOSE_SLICES} slices ({x.name})"
+        )
+    y = x
+    for j, q, _ in moves:
+        y = move_axis(y, j, q)
+    return y
+
+
+def _moves(perm: list[int], order: Iterable[int]) -> list[tuple[int, int, int]]:
+    """(from, to, original axis) of the np.moveaxis steps that apply ``perm``, placing the
+    positions in ``order``."""
+    cur, out = list(range(len(perm))), []
+    for q in order:
+        j = cur.index(perm[q])
+        if j != q:
+            out.append((j, q, perm[q]))
+            cur.insert(q, cur.pop(j))
+    return out
+
+
+def move_axis(x: Tensor, j: int, q: int) -> Tensor:
+    """np.moveaxis(x, j, q) for axes other than N: each slice along j, reshaped with its
+    size-1 axis at q (the same element order), concatenated along q."""
+    size = int(x.shape[j])
+    rest = [d for i, d in enumerate(x.shape) if i != j]
+    target = (*rest[:q], 1, *rest[q:])
+    parts = []
+    for i in range(size):
+        part = apply("slice", x, axes=(j,), starts=(i,), ends=(i + 1,)) if size > 1 else x
+        parts.append(part if tuple(target) == tuple(part.shape) else reshape(part, target))
+    return apply("concat", *parts, axis=q) if size > 1 else parts[0]
 
 
 def flip(x: Tensor, axes: Iterable[int] | int) -> Tensor:

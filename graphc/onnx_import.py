@@ -39,7 +39,7 @@ from graphc.ir.types import TensorType
 from . import dsl, onnx_import_rnn, onnx_layout
 from .convolution import strided_slice
 from .dsl import Tensor
-from .functional import MAX_BATCHED_ELEMENTS
+from .functional import MAX_BATCHED_ELEMENTS, permute
 
 MIN_OPSET = 7  # the Gemm/Add/... semantics (numpy broadcasting) every rule below assumes
 MAX_FILE_BYTES = 2**31 - 1  # protobuf's limit for one message
@@ -3215,59 +3215,7 @@ def _transpose(cx: NodeContext) -> list[Value]:
         cx.fail(f"perm={perm} is not a permutation of the {r} axes")
     if perm == list(range(r)):
         return [x * 1.0]
-    return [_permute(cx, x, perm)]
-
-
-def _permute(cx: NodeContext, x: Tensor, perm: list[int]) -> Tensor:
-    """np.transpose(x, perm) for a permutation that keeps N where it is, by np.moveaxis steps
-    (_move_axis)."""
-    r = len(x.shape)
-    if perm == list(range(r)):
-        return x
-    if "N" in x.shape and perm[x.shape.index("N")] != x.shape.index("N"):
-        cx.fail(f"perm={perm} on {_fmt(x.shape)} moves the batch dimension N")
-    # one np.moveaxis per position whose axis is not there yet, placing positions from the
-    # front or from the back, whichever slices less
-    plans = [_moves(perm, range(r)), _moves(perm, range(r - 1, -1, -1))]
-    moves = min(plans, key=lambda mv: sum(int(x.shape[a]) for _, _, a in mv))
-    slices = sum(int(x.shape[a]) for _, _, a in moves)
-    if slices > MAX_TRANSPOSE_SLICES:
-        cx.fail(
-            f"perm={perm} on {_fmt(x.shape)}: a transpose of more than 2 dimensions in more "
-            f"than {MAX_TRANSPOSE_SLICES} slices"
-        )
-    y = x
-    for j, q, _ in moves:
-        y = _move_axis(cx, y, j, q)
-    return y
-
-
-def _moves(perm: list[int], order: Any) -> list[tuple[int, int, int]]:
-    """(from, to, original axis) of the np.moveaxis steps that apply ``perm``, placing the
-    positions in ``order``."""
-    cur, out = list(range(len(perm))), []
-    for q in order:
-        j = cur.index(perm[q])
-        if j != q:
-            out.append((j, q, perm[q]))
-            cur.insert(q, cur.pop(j))
-    return out
-
-
-MAX_TRANSPOSE_SLICES = 1024
-
-
-def _move_axis(cx: NodeContext, x: Tensor, j: int, q: int) -> Tensor:
-    """np.moveaxis(x, j, q) for axes other than N: each slice along j, reshaped with its
-    size-1 axis at q (the same element order), concatenated along q."""
-    size = int(x.shape[j])
-    rest = [d for i, d in enumerate(x.shape) if i != j]
-    target = (*rest[:q], 1, *rest[q:])
-    parts = []
-    for i in range(size):
-        part = dsl.apply("slice", x, axes=(j,), starts=(i,), ends=(i + 1,)) if size > 1 else x
-        parts.append(_reshape(cx, part, target))
-    return dsl.apply("concat", *parts, axis=q) if size > 1 else parts[0]
+    return [permute(x, perm)]
 
 
 def _fold_transpose(cx: NodeContext, args: list) -> list:
@@ -6415,7 +6363,7 @@ def _einsum(cx: NodeContext) -> list[Value]:
         # the term's labels in the order's order (a transpose, e.g. 'btnh' of attention's
         # 'btnh,bsnh->bnts' to 'bnth'), then a size-1 axis for each label it lacks
         perm = sorted(range(len(term)), key=lambda i: order.index(term[i]))
-        t = _permute(cx, t, perm)
+        t = permute(t, perm)
         shape = tuple(size[c] if c in term else 1 for c in order)
         return t if shape == tuple(t.shape) else _reshape(cx, t, shape)
 
@@ -6465,7 +6413,7 @@ def _einsum_unary(cx: NodeContext) -> Tensor:
         return y
     if len(so) == 2 and kept == so[::-1]:
         return dsl.apply("transpose", y)
-    return _permute(cx, y, [kept.index(c) for c in so])
+    return permute(y, [kept.index(c) for c in so])
     raise AssertionError
 
 

@@ -48,7 +48,8 @@ def dft(cx: NodeContext) -> list[Any]:
     """DFT of a computed signal (see the module's docstring). Refused naming the node: an
     axis that is N or the complex axis, a last axis other than 1 or 2, a length above
     MAX_DFT_LENGTH, a dft_length or axis not known at import time."""
-    from .onnx_import import _fmt, _move_axis, _reshape
+    from .functional import move_axis
+    from .onnx_import import _fmt, _reshape
 
     x = cx.x(0)
     r = len(x.shape)
@@ -79,7 +80,7 @@ def dft(cx: NodeContext) -> list[Any]:
     def part(c: int) -> Tensor:  # the real (0) or imaginary (1) part, the axis moved last
         t = dsl.apply("slice", x, axes=(r - 1,), starts=(c,), ends=(c + 1,))
         t = _reshape(cx, t, tuple(x.shape[:-1]))
-        return _move_axis(cx, t, a, r - 2) if a != r - 2 else t
+        return move_axis(t, a, r - 2) if a != r - 2 else t
 
     xr = part(0)
     xi = part(1) if x.shape[-1] == 2 else None
@@ -93,7 +94,7 @@ def dft(cx: NodeContext) -> list[Any]:
     parts = [real] if half_in else [real, imag]
 
     def back(t: Tensor) -> Tensor:
-        t = _move_axis(cx, t, r - 2, a) if a != r - 2 else t
+        t = move_axis(t, r - 2, a) if a != r - 2 else t
         return _reshape(cx, t, (*t.shape, 1))
 
     outs = [back(t) for t in parts]

@@ -183,9 +183,9 @@ def _batch_major(
         )
     if b_ax == 0:
         return t
-    from .onnx_import import _permute
+    from .functional import permute
 
-    return _permute(cx, t, [1, 0, *range(2, len(t.shape))])
+    return permute(t, [1, 0, *range(2, len(t.shape))])
 
 
 def _weight(cx: NodeContext, i: int, shape: tuple, what: str) -> Tensor:
@@ -461,9 +461,9 @@ def _place(cx: NodeContext, t: Tensor, perm: tuple[int, ...]) -> Any:
         return t
     if t.shape[0] == "N":
         return onnx_layout._out(onnx_layout.View(t, tuple((j,) for j in perm)))
-    from .onnx_import import _permute
+    from .functional import permute
 
-    return _permute(cx, t, list(perm))
+    return permute(t, list(perm))
 
 
 def reverse_sequence(cx: NodeContext) -> list:

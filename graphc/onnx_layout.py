@@ -113,9 +113,9 @@ def _reshape(t: Tensor, shape: tuple) -> Tensor:
 
 
 def _permute_base(cx: Any, t: Tensor, perm: list[int]) -> Tensor:
-    """np.transpose(t, perm) keeping N at axis 0 (graphc's _permute), unit axes placed by a
+    """np.transpose(t, perm) keeping N at axis 0 (graphc.functional.permute), unit axes placed by a
     reshape (free)."""
-    from .onnx_import import _permute
+    from .functional import permute
 
     perm = list(perm)
     if perm == list(range(len(perm))):
@@ -123,7 +123,7 @@ def _permute_base(cx: Any, t: Tensor, perm: list[int]) -> Tensor:
     real = [p for p in perm if t.shape[p] != 1]
     if [p for p in range(len(perm)) if t.shape[p] != 1] == real:  # only unit axes move
         return _reshape(t, tuple(t.shape[p] for p in perm))
-    return _permute(cx, t, perm)
+    return permute(t, perm)
 
 
 def materialize(cx: Any, v: View) -> Tensor:
@@ -516,7 +516,7 @@ def _align(cx: Any, v: Any, target: View, r: int, free: int | None = None) -> An
     """Operand ``v`` (a View, a Tensor or an array, ONNX rank <= r, broadcasting) laid out as
     ``target``'s base (rank-r ONNX view), or None where it cannot be. ``free``: an ONNX axis
     (one base axis in both) whose size may differ (a Concat's)."""
-    from .onnx_import import _permute
+    from .functional import permute
 
     rank = len(target.base.shape)
     if isinstance(v, Tensor) and "N" in v.shape:
@@ -580,7 +580,7 @@ def _align(cx: Any, v: Any, target: View, r: int, free: int | None = None) -> An
     if isinstance(a, np.ndarray):
         return np.transpose(a.reshape(exp), perm) if rank else a.reshape(())
     t = _reshape(a, tuple(exp))
-    return _permute(cx, t, perm) if perm != sorted(perm) else t
+    return permute(t, perm) if perm != sorted(perm) else t
 
 
 def _broadcast_rule(imp: Any, cx: Any, ins: list) -> list | None:
