@@ -134,12 +134,17 @@ def _rule_interval(rule: tuple[str, tuple[Any, ...]], memo: dict) -> Interval | 
         d = operands[1]
         x, y = xs
         if y[0] <= 0 <= y[1]:
-            smallest = 1.0  # a whole-number divisor other than 0: |x / y| <= |x|
             if d.node.op == "state" and d.value is not None and (d.value != 0).all():
-                smallest = float(np.min(np.abs(d.value)))
-            m = max(abs(x[0]), abs(x[1])) / smallest
-            return (-m, m) if kind == "iquot" else (float(-math.floor(m)), float(math.floor(m)))
-        q = _div(x, y)
+                m = max(abs(x[0]), abs(x[1])) / float(np.min(np.abs(d.value)))
+                q = (-m, m)
+            else:  # a whole-number divisor other than 0: in y[0] .. -1 or 1 .. y[1]
+                sides = [(y[0], min(y[1], -1.0)), (max(y[0], 1.0), y[1])]
+                parts = [_div(x, b) for b in sides if b[0] <= b[1]]
+                if not parts or any(p is None for p in parts):
+                    return None
+                q = _hull(*parts)
+        else:
+            q = _div(x, y)
         if q is None or kind == "iquot":
             return q
         return (float(math.trunc(q[0])), float(math.trunc(q[1])))
