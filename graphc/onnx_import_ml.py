@@ -336,8 +336,10 @@ def tree_ensemble_classifier(cx: NodeContext) -> list[Value]:
     leaves' weights + base_values; then as ONNX Runtime's TreeAggregatorClassifier: with more
     than two classes Z = post_transform(scores), Y = the label of the largest score; with two
     classes and weights for one class only (gradient boosting's one score s), Y = labels[1]
-    where s > 0 (s > 0.5 when every weight is >= 0) and Z = [-s, s] (LOGISTIC: [sigmoid(-s),
-    sigmoid(s)]; all weights >= 0: [1 - s, s]); with two classes and weights for both, Z =
+    where s > 0 (s > 0.5 when every weight is >= 0) and, for weights of class 0, Z = [-s, s]
+    (LOGISTIC: [sigmoid(-s), sigmoid(s)]; all weights >= 0: [1 - p, p], p = sigmoid(s) for
+    LOGISTIC, else s), for weights of class 1, Z = post_transform([0, s]) (ONNX Runtime
+    1.32, probed); with two classes and weights for both, Z =
     post_transform([s0, s1]) and Y = 1 where s1 > 0, else 0 (ONNX Runtime's positive and
     negative labels, not classlabels: skl2onnx writes one score for two classes)."""
     x = cx.x(0)
@@ -375,16 +377,24 @@ def tree_ensemble_classifier(cx: NodeContext) -> list[Value]:
     elif c == 2 and len(cls_ids) == 1:
         k = next(iter(cls_ids))
         s0 = dsl.apply("slice", s, axes=(1,), starts=(k,), ends=(k + 1,))
+        if k == 1 and base.size:
+            cx.fail(
+                "two classes, class 1 scored alone, and base_values: not supported (ONNX "
+                "Runtime 1.32's scores leave the base value out there, or drop the score)"
+            )
         if base.size == 1:
             s0 = s0 + float(base[0])
         elif base.size == 2:
             cx.fail("two classes, one scored, and two base_values: not supported")
         cut = 0.5 if positive else 0.0
         idx = dsl.reshape(dsl.apply("greater", s0, dsl.const(cut)), (x.shape[0],))
-        if pt == "PROBIT":
+        if k == 1:  # ONNX Runtime scores the classes as [0, s], post_transform included
+            z = _post_transform(cx, dsl.apply("concat", 0.0 * s0, s0, axis=1))
+        elif pt == "PROBIT":
             cx.fail("post_transform 'PROBIT' is not supported")
-        if positive:
-            z = dsl.apply("concat", 1.0 - s0, s0, axis=1)
+        elif positive:  # [1 - p, p], p = sigmoid(s) for LOGISTIC, else s
+            p = dsl.apply("sigmoid", s0) if pt == "LOGISTIC" else s0
+            z = dsl.apply("concat", 1.0 - p, p, axis=1)
         elif pt == "LOGISTIC":
             z = dsl.apply(
                 "concat", dsl.apply("sigmoid", 0.0 - s0), dsl.apply("sigmoid", s0), axis=1
