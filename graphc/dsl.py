@@ -648,7 +648,7 @@ def matmul(a: Tensor, b: Tensor, *, transpose_a: bool = False, transpose_b: bool
     for k, v in (("transpose_a", transpose_a), ("transpose_b", transpose_b)):
         if not isinstance(v, bool):
             raise ArgumentError(f"matmul: {k} must be True or False, got {v!r}")
-    ra, rb = a.type.rank, b.type.rank
+    ra, rb = (x.type.rank if isinstance(x, Tensor) else 0 for x in (a, b))  # apply names others
     if (ra > 2 or rb > 2) and not (rb == 2 and not transpose_a):
         from .functional import batched_matmul
 

@@ -902,7 +902,7 @@ class Model:
                 if t.dtype == "i32":
                     classes = self._classes_for(name)
                     if classes:  # labels [N] or a sequence's [N, ..]: the rows holding one
-                        bad = ((part < 0) | (part >= classes)).reshape(rows, -1).any(axis=1)
+                        bad = ((part < 0) | (part >= classes)).reshape(rows, width).any(axis=1)
                 elif not allow_nonfinite and floats:  # by blocks of rows: temporaries in cache
                     flat = part.reshape(rows, width)
                     step = max(1, (1 << 18) // max(1, width))
