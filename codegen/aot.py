@@ -224,6 +224,10 @@ class Port:
     cname: str  # the C parameter name
     slot: int  # index in the internal inputs[]/outputs[] array
     type: TensorType
+    # an output whose public type (``type``: i32, i64) differs from what the kernels write
+    # (this dtype, "f32": an ONNX import's integer output, whole numbers): the wrapper
+    # converts it in place after the call (wrapper.c's gc_f32_to_int)
+    computed: str = ""
 
     @property
     def ctype(self) -> str:
@@ -323,12 +327,15 @@ def plan_library(
     cpu_checks: tuple[str, ...] = (),
     input_checks: dict[str, list[InputCheck]] | None = None,
     outputs: Iterable[str] | None = None,
+    declared: dict[str, str] | None = None,
 ) -> LibraryPlan:
     """The public interface of a library from the compiled program's schedules and layout
     (``check_numerics``: the schedules were compiled with the NaN/Inf scans, whose sites the
     library names: codes ERR_NUMERICS + site, ``NAME_strerror``, the JSON description).
     ``outputs``: the model's output names, in infer's order (its ports and C arguments are
     named after them; default: the values'). C names are escaped, see ``_CNames``.
+    ``declared``: output name -> "i32" or "i64" for infer's float32 outputs of whole numbers
+    that the library returns in that C type (an ONNX import's integer outputs; Port.computed).
 
     Raises:
         CodegenError: an entry is unknown or was not compiled (a model without a loss has no
@@ -348,6 +355,7 @@ def plan_library(
             cnames,
             (input_checks or {}).get(e, ()),
             list(outputs) if outputs is not None and e == "infer" else None,
+            (declared or {}) if e == "infer" else {},
         )
         for e in entries
     }
@@ -474,6 +482,7 @@ def _plan_entry(
     cnames: _CNames,
     checks: Iterable[InputCheck],
     output_names: list[str] | None = None,
+    declared: dict[str, str] | None = None,
 ) -> EntryPlan:
     """One entry's C arguments: its data inputs (train_grads' in train_step's order), its lr
     and its outputs (the loss first for the training entries). Raises CodegenError when two
@@ -497,9 +506,12 @@ def _plan_entry(
         if entry in ("train_step", "train_grads") and j == 0:
             outs.append(Port(v, "loss", j, g[v].type))
         else:  # the graph's output name: CSE may have merged two outputs into one value
-            outs.append(
-                Port(output_names[j], cnames.output(output_names[j], j, count), j, g[v].type)
-            )
+            o, t = output_names[j], g[v].type
+            to = (declared or {}).get(o)
+            if to in ("i32", "i64") and t.dtype == "f32":
+                outs.append(Port(o, cnames.output(o, j, count), j, t.with_dtype(to), "f32"))
+            else:
+                outs.append(Port(o, cnames.output(o, j, count), j, t))
     names = [p.cname for p in ins + outs] + ["ctx", "n", *WRAPPER_LOCALS]
     names += (["lr"] if lr_port else []) + [f"{p.cname}_len" for p in ins + outs]
     if len(set(names)) != len(names):
@@ -944,7 +956,12 @@ def _header_ports(plan: LibraryPlan) -> list[str]:
 def _header_port(key: str, kind: str, p: Port, chk: InputCheck | None) -> list[str]:
     """One input's or output's macros (``key`` is ``NAME_ARG``)."""
     row = p.type.elements_per_row() if p.type.is_batched else 0
-    L = [f"/* {kind} {p.cname} ({p.name}): {p.ctype} {p.type} */"]
+    how = (
+        f" (computed as {p.computed} whole numbers, converted: NaN 0, past the type its bound)"
+        if p.computed
+        else ""
+    )
+    L = [f"/* {kind} {p.cname} ({p.name}): {p.ctype} {p.type}{how} */"]
     L.append(f"#define {key}_ROW_ELEMS ((int64_t){row})")
     L.append(f"#define {key}_ELEMS(n) {p.elems_c('n')}")
     L.append(f"#define {key}_SLOT {p.slot}")
@@ -1513,6 +1530,10 @@ def _c_entry_call(plan: LibraryPlan, e: EntryPlan) -> list[str]:
             a(f"    if (gc_rc == {code}) return {U}_{CHECK_ERRORS[c.kind]};  /* {name} */")
     if e.entry in plan.numerics_offset:
         a(f"    if (gc_rc >= {NUMERICS_BASE}) return gc_rc + {plan.numerics_offset[e.entry]};")
+    for p in e.outputs:
+        if p.computed:  # the kernels wrote float32 whole numbers: in the declared type
+            size = DTYPE_INFO[p.type.dtype].itemsize
+            a(f"    if (!gc_rc) gc_f32_to_int({p.cname}, {U}_{p.cname.upper()}_ELEMS(n), {size});")
     a(f"    return gc_rc ? {U}_ERR_INTERNAL : {U}_OK;")
     a("}")
     return L

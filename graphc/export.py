@@ -248,6 +248,7 @@ def export_model(
         cpu_checks=cpu_extensions(tgt),
         input_checks=prog.input_checks,
         outputs=prog.outputs,
+        declared=_declared_outputs(model),
     )
     if getattr(model, "_batch_norms", None):  # batch statistics: a 1-row batch is refused
         plan.min_train_rows = 2
@@ -454,6 +455,19 @@ def _initial_state(model: Any) -> bytes:
             np.ascontiguousarray(arr).tobytes(), np.uint8
         )
     return region.tobytes()
+
+
+def _declared_outputs(model: Any) -> dict[str, str]:
+    """The outputs an ONNX import declares int32 or int64 (Model.output_dtypes): the library
+    returns them as int32_t / int64_t, converted from the float32 whole numbers the kernels
+    compute as predict converts them (runtime.model.as_declared); other declared types (bool,
+    8- and 16-bit, unsigned) stay float32 whole numbers in the library."""
+    names = {np.dtype(np.int32): "i32", np.dtype(np.int64): "i64"}
+    out = {}
+    for k, dt in model.output_dtypes.items():
+        if np.dtype(dt) in names:
+            out[k] = names[np.dtype(dt)]
+    return out
 
 
 @in_turn_of_first

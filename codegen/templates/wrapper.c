@@ -42,6 +42,32 @@ static int overlaps_ctx(const GC_CTX *ctx, const void *p, int64_t bytes, int64_t
            (with_state && overlap(p, bytes, ctx->state, GC_STATE_BYTES));
 }
 
+/* An output the kernels wrote as float32 whole numbers (an ONNX import's integer output) in
+   the caller's int64_t (bytes 8) or int32_t (4) array, converted in place, as the Python
+   side's runtime.model.as_declared: NaN gives 0, a value at or past the type's range its
+   bound, any other its integer part. The float32 values fill the array's first count * 4
+   bytes; it is walked from the end (int64_t element i covers floats 2i and 2i + 1, read
+   before), bytes moved by memcpy (no aliasing of float and integer lvalues). */
+__attribute__((unused)) static void gc_f32_to_int(void *p, int64_t count, int bytes) {
+    unsigned char *b = (unsigned char *)p;
+    double hi = bytes == 8 ? 9223372036854775807.0 : 2147483647.0;  /* 2**63 or 2**31 - 1 */
+    for (int64_t i = count; i-- > 0;) {
+        float v;
+        int64_t w;
+        memcpy(&v, b + 4 * i, sizeof v);
+        if (v != v) w = 0;
+        else if ((double)v >= hi) w = bytes == 8 ? INT64_MAX : INT32_MAX;
+        else if ((double)v <= -hi - 1.0) w = bytes == 8 ? INT64_MIN : INT32_MIN;
+        else w = (int64_t)v;
+        if (bytes == 8) {
+            memcpy(b + 8 * i, &w, sizeof w);
+        } else {
+            int32_t w32 = (int32_t)w;
+            memcpy(b + 4 * i, &w32, sizeof w32);
+        }
+    }
+}
+
 #include <stdarg.h>
 /* The message NAME_last_error returns: what the last call of this thread that failed found
    (for an input check: the input, the row, the value and the rule), set by gc_note (the
