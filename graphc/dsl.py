@@ -92,6 +92,10 @@ _OPERATORS = {
     "__rtruediv__": "/",
     "__matmul__": "@",
     "__neg__": "unary -",
+    "__pow__": "**",
+    "__rpow__": "**",
+    "__abs__": "abs()",
+    "__getitem__": "[]",
 }
 
 
@@ -124,7 +128,10 @@ class Tensor:
     """A value of the graph being declared: its node and the tensors it was computed from.
 
     Supports ``+ - * / @`` and unary ``-`` with tensors and Python numbers (numbers become
-    scalar constants of the tensor's dtype).
+    scalar constants of the tensor's dtype), ``x ** number`` (gc.pow), ``number ** x`` for a
+    number > 0 (exp(x * log(number))), ``abs(x)``, and numpy's basic indexing ``x[:, -1]``,
+    ``x[..., 1:3]``, ``x[:, None]`` (graphc.functional.getitem; the batch axis whole). Not
+    iterable (a TypeError, not Python's walk of x[0], x[1], ...).
     """
 
     __slots__ = ("kind", "node", "parents", "prediction", "target", "value")
@@ -200,6 +207,38 @@ class Tensor:
 
     def __neg__(self):
         return apply("neg", self)
+
+    def __pow__(self, o):
+        from .functional import pow as pow_
+
+        if isinstance(o, Tensor):
+            raise ArgumentError(
+                f"{self.name} ** {o.name}: graphc's pow takes a number as the exponent; for "
+                f"x > 0 write gc.exp({o.name} * gc.log({self.name})) (at {_user_loc()})"
+            )
+        return pow_(self, o)
+
+    def __rpow__(self, o):
+        if isinstance(o, bool) or not isinstance(o, int | float | np.number) or not o > 0:
+            raise ArgumentError(
+                f"{o!r:.40} ** {self.name}: graphc raises a number > 0 to a tensor's power "
+                f"(exp(x * log(number))), got {type(o).__name__} {o!r:.40} (at {_user_loc()})"
+            )
+        return apply("exp", self * math.log(float(o)))
+
+    def __abs__(self):
+        return apply("abs", self)
+
+    def __getitem__(self, key):
+        from .functional import getitem
+
+        return getitem(self, key)
+
+    def __iter__(self):
+        raise TypeError(
+            f"a graphc Tensor is not iterable ({self.name}: {self.type}); index it, "
+            f"x[:, i], or slice it"
+        )
 
 
 def _fresh(prefix: str = "%") -> str:
@@ -648,7 +687,8 @@ def matmul(a: Tensor, b: Tensor, *, transpose_a: bool = False, transpose_b: bool
     for k, v in (("transpose_a", transpose_a), ("transpose_b", transpose_b)):
         if not isinstance(v, bool):
             raise ArgumentError(f"matmul: {k} must be True or False, got {v!r}")
-    ra, rb = (x.type.rank if isinstance(x, Tensor) else 0 for x in (a, b))  # apply names others
+    both = isinstance(a, Tensor) and isinstance(b, Tensor)  # (else apply names the operand)
+    ra, rb = (a.type.rank, b.type.rank) if both else (2, 2)
     if (ra > 2 or rb > 2) and not (rb == 2 and not transpose_a):
         from .functional import batched_matmul
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import builtins
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
-from graphc.ir.errors import GraphcError, ShapeError
+from graphc.ir.errors import ArgumentError, GraphcError, ShapeError
 from graphc.ir.ops.norm import BatchNorm as BatchNormOp
 from graphc.runtime.checks import check_bool, check_real
 
@@ -277,6 +278,75 @@ def move_axis(x: Tensor, j: int, q: int) -> Tensor:
         part = apply("slice", x, axes=(j,), starts=(i,), ends=(i + 1,)) if size > 1 else x
         parts.append(part if tuple(target) == tuple(part.shape) else reshape(part, target))
     return apply("concat", *parts, axis=q) if size > 1 else parts[0]
+
+
+def getitem(x: Tensor, key: Any) -> Tensor:
+    """``x[key]`` with numpy's basic indexing: an int takes one position and drops the axis
+    (negative counts from the end), a slice with step 1 or -1 (Python's bounds; -1 reverses,
+    exact), ``...`` stands for the axes not named, ``None`` adds an axis of length 1. The batch
+    axis N is taken whole (``:``): ``out[:, -1]`` is an LSTM's last step, ``x[..., :3]`` the
+    first three features. A slice, a flip and a reshape (each only when needed).
+
+    Raises:
+        ShapeError: more indices than axes, an int out of range, an empty slice, an index of
+            the batch axis N other than ``:``.
+        ArgumentError: another kind of index (an array, a Tensor, a bool, a step other
+            than 1 or -1, two ``...``).
+    """
+    keys = key if isinstance(key, tuple) else (key,)
+    rank = x.type.rank
+    named = [k for k in keys if k is not None and k is not Ellipsis]
+    if builtins.sum(k is Ellipsis for k in keys) > 1:
+        raise ArgumentError(f"{x.name}[{key!r}]: at most one ... in an index")
+    if len(named) > rank:
+        raise ShapeError(f"{x.name}[{key!r}]: {len(named)} indices for {x.type}")
+    rest = (builtins.slice(None),) * (rank - len(named))
+    at = next((i for i, k in enumerate(keys) if k is Ellipsis), len(keys))
+    keys = (*keys[:at], *rest, *keys[at + 1 :])
+    starts, ends, axes, flips, shape = [], [], [], [], []
+    axis = 0
+    for k in keys:
+        if k is None:
+            shape.append(1)
+            continue
+        d = x.shape[axis]
+        if d == "N":
+            if k != builtins.slice(None):
+                raise ShapeError(
+                    f"{x.name}[{key!r}]: axis {axis} of {x.type} is the batch dimension N, "
+                    "taken whole (:); graphc keeps samples apart"
+                )
+            shape.append(d)
+        elif isinstance(k, int | np.integer) and not isinstance(k, bool | np.bool_):
+            if not -d <= k < d:
+                raise ShapeError(f"{x.name}[{key!r}]: index {k} of axis {axis} of {x.type}")
+            starts.append(int(k) % d)
+            ends.append(int(k) % d + 1)
+            axes.append(axis)
+        elif isinstance(k, builtins.slice):
+            lo, hi, step = k.indices(d)
+            if step == -1:
+                lo, hi = hi + 1, lo + 1
+                flips.append(len(shape))
+            elif step != 1:
+                raise ArgumentError(f"{x.name}[{key!r}]: slices with step 1 or -1 only")
+            if hi <= lo:
+                raise ShapeError(f"{x.name}[{key!r}]: axis {axis} of {x.type} sliced empty")
+            if (lo, hi) != (0, d):
+                starts.append(lo)
+                ends.append(hi)
+                axes.append(axis)
+            shape.append(hi - lo)
+        else:
+            raise ArgumentError(
+                f"{x.name}[{key!r}]: graphc indexes with ints, slices, ... and None "
+                f"(got {type(k).__name__})"
+            )
+        axis += 1
+    y = slice(x, starts, ends, axes) if axes else x
+    if tuple(shape) != tuple(y.shape):
+        y = reshape(y, tuple(shape))
+    return flip(y, flips) if flips else y
 
 
 def flip(x: Tensor, axes: Iterable[int] | int) -> Tensor:

@@ -177,6 +177,15 @@ def test_matmul_of_stacks_is_numpys_product_per_position(sa, sb, ta, tb):
         np.testing.assert_allclose(g["b"], db.sum(0), rtol=1e-10, atol=1e-14)
 
 
+def test_matmul_of_a_stack_by_a_number_is_refused_naming_the_operand():
+    """3ae173a's fix let gc.matmul(x [N, 3, 4], 3) reach batched_matmul, which raised
+    AttributeError ('int' object has no attribute 'type')."""
+    x = gc.input("x", ("N", 3, 4))
+    for a, b in ((x, 3), (3, x), (x, None)):
+        with pytest.raises(gc.ArgumentError, match="must be a graphc Tensor"):
+            gc.matmul(a, b)
+
+
 def _np_attention(p, xs):
     q, k, v = (xs @ p[f"{n}.w"] + p[f"{n}.b"] for n in "qkv")
     s = q @ _sw(k) / np.sqrt(q.shape[-1])
@@ -245,3 +254,57 @@ def test_transpose_with_a_permutation_is_numpys_and_trains():
     g = mt.gradients(sv)
     np.testing.assert_allclose(g["d.w"], np.einsum("ntc,ntu->cu", sv, dz), rtol=1e-10)
     np.testing.assert_allclose(g["d.b"], dz.sum((0, 1)), rtol=1e-10)
+
+
+# ---------------------------------------------------------------- Python operators
+
+
+KEYS = [
+    (slice(None), -1),  # an LSTM's last step of out [N, T, H]
+    (Ellipsis, slice(None, 3)),
+    (slice(None), None, 1, slice(1, 3)),
+    (Ellipsis, slice(3, 0, -1)),
+    (slice(None), slice(-2, None), slice(None, None, -1)),
+]
+
+
+@pytest.mark.parametrize("key", KEYS, ids=["last", "ellipsis", "newaxis_int", "reversed", "neg"])
+def test_indexing_a_tensor_is_numpys_basic_indexing_with_its_gradient(key):
+    """x[:, -1], x[..., :3], x[:, None, 1, 1:3], x[..., 3:0:-1]: numpy's basic indexing (torch's
+    too); graphc@a883aa2's Tensor had no __getitem__ ('Tensor' object is not subscriptable),
+    and iterating one walked nothing useful. Forward exact, dL/dp vs numpy's scatter of the
+    loss's gradient."""
+    x = gc.input("x", ("N", 3, 4), dtype="f64")
+    p = gc.param("p", (3, 4), dtype="f64")
+    y = (x * p)[key]
+    m = gc.compile(y, gc.mean(gc.square(y)), gc.SGD(lr=0.0), name="index")
+    xv = np.random.default_rng(41).standard_normal((2, 3, 4))
+    xp = xv * m.params["p"]
+    np.testing.assert_array_equal(m.predict(xv), xp[key])
+    g = np.zeros_like(xp)
+    g[key] += 2 * xp[key] / xp[key].size
+    np.testing.assert_allclose(m.gradients(xv)["p"], (g * xv).sum(0), rtol=1e-12, atol=1e-15)
+
+
+def test_power_abs_and_iteration_operators():
+    """(y - t) ** 2, 2.0 ** x and abs(x) (numpy / torch operators; TypeError on graphc@a883aa2:
+    unsupported operand type(s) for **), against numpy float64; a tensor exponent, a base <= 0
+    and iteration are refused clearly, and an index of N other than ':' is refused."""
+    x = gc.input("x", ("N", 4), dtype="f64")
+    t = gc.input("t", ("N", 4), dtype="f64")
+    y = gc.dense(x, 4, name="pw")
+    m = gc.compile([y, 2.0**x, abs(x)], gc.mean((y - t) ** 2), gc.SGD(lr=0.0), name="pow_ops")
+    rng = np.random.default_rng(42)
+    xv, tv = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    yv, e2, ab = m.predict({"x": xv}).values()
+    np.testing.assert_allclose(e2, 2.0**xv, rtol=1e-15)
+    np.testing.assert_array_equal(ab, np.abs(xv))
+    np.testing.assert_allclose(m.evaluate({"x": xv, "t": tv})["loss"], np.mean((yv - tv) ** 2))
+    with pytest.raises(gc.ArgumentError, match="takes a number as the exponent"):
+        x**t
+    with pytest.raises(gc.ArgumentError, match="a number > 0"):
+        (-2.0) ** x
+    with pytest.raises(TypeError, match="not iterable"):
+        list(x)
+    with pytest.raises(gc.ShapeError, match="batch dimension N"):
+        x[0]
