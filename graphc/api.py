@@ -103,7 +103,8 @@ def compile_sequential(
 ) -> Model:
     """Compile a Sequential with input ``x`` of shape (N, *input_shape) and a named loss.
 
-    ``loss`` is "softmax_cross_entropy" (labels i32[N]), "binary_cross_entropy" or
+    ``loss`` is "softmax_cross_entropy" (labels i32[N] for an output [N, C], i32[N, T] for a
+    sequence's [N, T, C]: the output's shape without its classes), "binary_cross_entropy" or
     "mean_squared_error" (targets shaped like the output).
     """
     if loss not in dsl.LOSSES:
@@ -111,7 +112,7 @@ def compile_sequential(
     x = dsl.input("x", ("N", *input_shape))
     out = net(x)
     if loss == "softmax_cross_entropy":
-        y = dsl.input("y", ("N",), dtype="i32")
+        y = dsl.input("y", out.shape[:-1], dtype="i32")
     else:
         y = dsl.input("y", out.shape, dtype=out.dtype)
     return compile(out, dsl.LOSSES[loss](out, y), optimizer, name=kw.pop("name", net.name), **kw)

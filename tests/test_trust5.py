@@ -97,6 +97,28 @@ def test_sparse_cross_entropy_on_a_sequence_refuses_a_label_out_of_range_naming_
         )
 
 
+def test_compile_sequential_takes_a_sequences_labels_for_sparse_cross_entropy():
+    """compile_sequential(net, (T, F), "softmax_cross_entropy") declared labels i32[N] whatever
+    the output (graphc@e6f041e: 'labels must be i32[N,3]' for a Dense on [N, 3, 4]); the
+    labels are the output's shape without its classes, i32[N] for [N, C] as before."""
+    net = gc.Sequential([gc.Dense(6, "tanh"), gc.Dense(5)], name="seq_net")
+    m = gc.compile_sequential(net, (3, 4), "softmax_cross_entropy", gc.SGD(0.1), name="seqnet")
+    rng = np.random.default_rng(14)
+    xs = rng.standard_normal((4, 3, 4))
+    ys = rng.integers(0, 5, (4, 3))
+    p = {k: np.asarray(v, np.float64) for k, v in m.params.items()}
+    h = np.tanh(xs @ p["seq_net.l0.w"] + p["seq_net.l0.b"])
+    z = h @ p["seq_net.l1.w"] + p["seq_net.l1.b"]
+    ls = z - z.max(-1, keepdims=True)
+    ls = ls - np.log(np.exp(ls).sum(-1, keepdims=True))
+    want = -np.take_along_axis(ls, ys[..., None], -1).mean()
+    ev = m.evaluate(xs.astype(np.float32), ys)
+    np.testing.assert_allclose(ev["loss"], want, rtol=1e-5)
+    assert ev["accuracy"] == np.mean(z.argmax(-1) == ys)
+    flat = gc.compile_sequential(gc.Sequential([gc.Dense(5)]), (4,), "softmax_cross_entropy")
+    assert flat.program.forward["y"].type.shape == ("N",)
+
+
 def test_sparse_cross_entropy_on_a_sequence_equals_torch_cross_entropy():
     """torch.nn.functional.cross_entropy takes the classes on axis 1: logits [N, C, T]."""
     torch = pytest.importorskip("torch")
