@@ -550,7 +550,7 @@ def op_function(op: str) -> Callable[..., Tensor]:
 transpose = op_function("transpose")
 
 
-def softmax(x: Tensor, *, axis: int = -1, name: str | None = None) -> Tensor:
+def softmax(x: Tensor, axis: int = -1, *, name: str | None = None) -> Tensor:
     """exp(x - max) / sum(exp(x - max)) over ``axis`` (default the last, Keras's
     ``softmax(x, axis=-1)``, torch's ``softmax(x, dim)``) of x of rank >= 2; see
     ``softmax_along`` for how. Over the batch axis N it normalizes across the samples (as

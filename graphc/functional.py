@@ -120,7 +120,7 @@ def argmax(x: Tensor, axis: int | None = None, keepdims: bool = False) -> Tensor
     return apply("argmax", x, axis=axis, keepdims=keepdims or None)
 
 
-def log_softmax(x: Tensor, *, axis: int = -1, name: str | None = None) -> Tensor:
+def log_softmax(x: Tensor, axis: int = -1, *, name: str | None = None) -> Tensor:
     """log(softmax(x)) over ``axis`` (default the last) of x of rank >= 2, in the stable form
     (see ``softmax_along``). Raises ShapeError: a rank below 2 or ``axis`` out of range."""
     return softmax_along(x, axis, log=True, name=name)

@@ -330,3 +330,19 @@ def test_power_abs_and_iteration_operators():
         list(x)
     with pytest.raises(gc.ShapeError, match="batch dimension N"):
         x[0]
+
+
+def test_softmax_and_log_softmax_take_the_axis_positionally():
+    """torch's F.softmax(x, 1) / Keras's ops.softmax(x, -1) pass the axis positionally; graphc
+    took it by keyword only (TypeError: softmax() takes 1 positional argument but 2 were
+    given). Values vs numpy float64; a name given where the axis goes is refused naming it."""
+    x = gc.input("x", ("N", 3, 4), dtype="f64")
+    m = gc.compile([gc.softmax(x, 1), gc.log_softmax(x, -2)], None, name="sm_pos")
+    xv = np.random.default_rng(51).standard_normal((2, 3, 4)) * 30.0
+    e = np.exp(xv - xv.max(1, keepdims=True))
+    sm, lsm = m.predict(xv).values()
+    np.testing.assert_allclose(sm, e / e.sum(1, keepdims=True), rtol=1e-12, atol=1e-300)
+    ref = xv - xv.max(1, keepdims=True) - np.log(e.sum(1, keepdims=True))
+    np.testing.assert_allclose(lsm, ref, rtol=1e-12, atol=1e-12)
+    with pytest.raises(gc.ShapeError, match="axis 'probs' is not an axis"):
+        gc.softmax(x, "probs")
