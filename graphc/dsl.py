@@ -211,11 +211,6 @@ class Tensor:
     def __pow__(self, o):
         from .functional import pow as pow_
 
-        if isinstance(o, Tensor):
-            raise ArgumentError(
-                f"{self.name} ** {o.name}: graphc's pow takes a number as the exponent; for "
-                f"x > 0 write gc.exp({o.name} * gc.log({self.name})) (at {_user_loc()})"
-            )
         return pow_(self, o)
 
     def __rpow__(self, o):

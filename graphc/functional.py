@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.ir.errors import ArgumentError, GraphcError, ShapeError
+from graphc.ir.errors import ArgumentError, GraphcError, OptionTypeError, ShapeError
 from graphc.ir.ops.norm import BatchNorm as BatchNormOp
 from graphc.runtime.checks import check_bool, check_real
 
@@ -59,7 +59,20 @@ def minimum(x: Tensor | float, y: Tensor | float) -> Tensor:
 
 def pow(x: Tensor, exponent: float) -> Tensor:
     """x ** exponent for a Python number (integer exponents: exact products, any sign of x).
-    Raises ShapeError: ``exponent`` a bool (True was read as 1) or not a finite number."""
+
+    Raises:
+        ShapeError: ``exponent`` a bool (True was read as 1) or not a finite number.
+        OptionTypeError: ``exponent`` a Tensor (torch.pow(x, y)): for x > 0 write
+            exp(y * log(x)); or not a number (a string)."""
+    if isinstance(exponent, Tensor):
+        raise OptionTypeError(
+            f"pow({x.name}, {exponent.name}): graphc's pow takes a number as the exponent; "
+            f"for x > 0 write gc.exp({exponent.name} * gc.log({x.name}))"
+        )
+    if not isinstance(exponent, int | float | np.number):
+        raise OptionTypeError(
+            f"pow({x.name}, ...): the exponent must be a number, got {exponent!r}"
+        )
     e = exponent if isinstance(exponent, bool | np.bool_) else float(exponent)
     return apply("pow", x, exponent=e)
 

@@ -324,6 +324,10 @@ def test_power_abs_and_iteration_operators():
     np.testing.assert_allclose(m.evaluate({"x": xv, "t": tv})["loss"], np.mean((yv - tv) ** 2))
     with pytest.raises(gc.ArgumentError, match="takes a number as the exponent"):
         x**t
+    with pytest.raises(gc.ArgumentError, match="takes a number as the exponent"):
+        gc.pow(x, t)  # a TypeError from float() before
+    with pytest.raises(gc.ArgumentError, match="must be a number"):
+        gc.pow(x, "2")
     with pytest.raises(gc.ArgumentError, match="a number > 0"):
         (-2.0) ** x
     with pytest.raises(TypeError, match="not iterable"):
