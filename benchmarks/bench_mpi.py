@@ -112,10 +112,12 @@ def graphc_worker(args: argparse.Namespace) -> None:
 def step_parts(m, comm, x, y, batch: int) -> dict:
     """Medians over one epoch of the distributed fit's step (the loop of
     graphc.runtime.distributed, lr 0 so the model does not move), part by part, the slowest
-    rank's: compute (rows gathered + train_grads), all-reduce, apply_update. With the sharded
-    update (ranks sharing memory, the fit's native epochs): "all-reduce" is the window's
-    first barrier and the flags' sum, "update" this rank's shard of the gradients' sum and of
-    the update, and the second barrier (SplitStep.shard_update)."""
+    rank's: compute (rows gathered + train_grads), all-reduce, apply_update. With the summed
+    or the sharded update (ranks sharing memory, the fit's native epochs): "all-reduce" is the
+    window's first barrier and the flags' sum, "update" the gradients' sum over the slots
+    inside the update (all elements, or this rank's shard) and the second barrier
+    (SplitStep.shard_update), as the call-out runs them (the fit's native epochs with spinning
+    waits run them natively instead, without the Python and MPI calls)."""
     from mpi4py import MPI
 
     from graphc.runtime.distributed import (
@@ -133,11 +135,11 @@ def step_parts(m, comm, x, y, batch: int) -> dict:
     s = SplitStep(m, count, comm, how)
     s.lr[...] = 0.0
     sharded = s.plan is not None
-    if sharded:  # as fit's native epochs: train on the shared parameters
+    if sharded:  # as fit's native epochs (with GRAPHC_MPI_SHARD=1 on the shared parameters)
         s.share_params(m)
         s.sharding = True
         gargs = list(s.grads._args)
-        s.grads._args[0] = s.grads._frame[1] = s.params.ctypes.data
+        s.grads._args[0] = s.grads._frame[1] = s.params_at
     xs, ys = np.empty((count, FEATURES), np.float32), np.empty(count, np.int32)
     arrays = s.arrays({"x": xs, "y": ys})
     order = np.random.default_rng([0, 99]).permutation(n)
@@ -172,7 +174,7 @@ def step_parts(m, comm, x, y, batch: int) -> dict:
     med = {key: statistics.median(v) for key, v in parts.items()}
     everyone = comm.allgather(med)
     return {
-        "reduce": how + (" + shards" if sharded else ""),
+        "reduce": how + (" + shards" if s.shares_params else " + summed" if sharded else ""),
         "grad_bytes": grad_bytes,
         **{f"{key}_ms": 1e3 * max(e[key] for e in everyone) for key in med},
     }

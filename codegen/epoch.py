@@ -171,9 +171,30 @@ def emit_train_epoch(
 # void reduce(int64_t step, int64_t rows): the caller's all-reduce between the two entries
 REDUCE_TYPE = ir.FunctionType(VOID, [I64, I64])
 EPOCH_SPLIT_TYPE = ir.FunctionType(
-    I32, [PTR, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, I64, I64, I64, I64, PTR, PTR, PTR, I64]
+    I32, [PTR, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, I64, I64, I64, I64, PTR, PTR, PTR, I64, PTR]
 )
 ERR_REDUCE = 901  # the reduce call-out did not say go on: the entry stopped before the update
+ERR_DECIDE = 902  # the native all-reduce's summed flags ask the caller to decide (see CTL)
+
+# The native all-reduce of ranks sharing memory (``ctl`` of NAME_train_epoch_split, int64
+# words; ``ctl[CTL_FAST]`` 0: the call-out at every step instead). Addresses are of the
+# shared-memory window's slots (runtime.distributed.WindowReduce) unless said otherwise.
+CTL_FAST = 0  # 1: the native step below
+CTL_TICKET = 1  # the last barrier ticket (in / out: every rank runs the same barriers)
+CTL_ARRIVED = 2  # int64 arrival counters, one per rank, CTL_LINE bytes apart
+CTL_FLAGS = 3  # void *[ranks]: each rank's FLAGS flags (the gradients' dtype)
+CTL_GRADS = 4  # void *[ranks]: element 0 of each rank's flat update gradient
+CTL_LOSSES = 5  # double[steps]: this rank's share of each global step's loss (caller's memory)
+CTL_STOP = 6  # int64: nonzero when a stop was requested (caller's memory, signal handler)
+CTL_NONFINITE = 7  # 1: a non-finite summed loss stops (stop_on_nonfinite)
+CTL_SUMMED = 8  # FLAGS values: the flags summed over the ranks (caller's memory)
+CTL_LO, CTL_HI = 9, 10  # the flat update's elements this rank updates (all of them)
+CTL_GRAD, CTL_GRAD_BYTES = 11, 12  # this rank's grad region, zeroed when it has no rows
+CTL_SHARD = 13  # NAME_apply_update_shard's address
+CTL_WORDS = 14
+CTL_LINE = 64
+FLAGS = 4  # [non-finite losses, loss share, stop requests, rejected rows]: runtime.distributed
+SPIN_POLLS = 1 << 10  # a waiting rank polls this many times between sched_yield calls
 
 
 def emit_train_epoch_split(
@@ -192,7 +213,8 @@ def emit_train_epoch_split(
             void *const *inputs, void *const *outputs, int64_t n, const int64_t *order,
             int64_t batch, void *const *staging, int64_t ranks, int64_t rank,
             int64_t first_step, int64_t end_step, void *const *update_inputs,
-            void (*reduce)(int64_t step, int64_t rows), int64_t *at, int64_t scan)
+            void (*reduce)(int64_t step, int64_t rows), int64_t *at, int64_t scan,
+            int64_t *ctl)
 
     ``inputs``/``outputs``: train_grads' slots, the batched inputs holding all ``n`` rows (as
     for ``NAME_train_epoch``); its ``loss_scale`` and ``row0`` slots point at scalars this
@@ -219,6 +241,14 @@ def emit_train_epoch_split(
     in ``at[2]`` (0 otherwise; the caller zeroes it) and calls ``reduce`` as usual, which
     carries the rejection to every rank and answers stop (runtime.distributed). Checks of
     unbatched inputs are not run (the entry writes loss_scale and row0 itself).
+    With ``ctl[CTL_FAST]`` nonzero (ranks sharing memory, spinning waits) each step runs its
+    all-reduce natively instead of calling ``reduce`` (see emit_native_reduce): the rank's
+    flags into its slot, a barrier of atomic counters, the flags summed in rank order, the
+    update summed over the slots (NAME_apply_update_shard over all elements), a second
+    barrier; a summed flag (a rank's rows rejected, a stop requested, a non-finite loss with
+    ``ctl[CTL_NONFINITE]``) ends the call before the update with ERR_DECIDE, ``at[0]`` the
+    step, the sums in ``ctl[CTL_SUMMED]``'s memory, for the caller to decide as its call-out
+    would have.
     Also emits ``NAME_reduce_slots`` (emit_reduce_slots) for the params' dtype, which the
     call-out uses when the ranks share memory.
     """
@@ -227,11 +257,12 @@ def emit_train_epoch_split(
     names = (
         "params", "state", "workspace", "inputs", "outputs", "n", "order", "batch", "staging",
         "ranks", "rank", "first_step", "end_step", "update_inputs", "reduce", "at", "scan",
+        "ctl",
     )  # fmt: skip
     for a, nm in zip(fn.args, names):
         a.name = nm
     params, state, ws, inputs, outputs, n, order, batch, staging = fn.args[:9]
-    ranks, rank, first_step, end_step, update_inputs, reduce_fn, at, scan = fn.args[9:]
+    ranks, rank, first_step, end_step, update_inputs, reduce_fn, at, scan, ctl = fn.args[9:]
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     memcpy = _memcpy(module)
     no_outputs = b.alloca(PTR, size=1, name="no_outputs")
@@ -256,6 +287,9 @@ def emit_train_epoch_split(
     }
     flags: list[tuple[int, ir.Value]] = []
     scanned: list[tuple[Any, ...]] = []
+    param_dtypes = {nd.type.dtype for nd in g.nodes if nd.op == "param"}
+    native_reduce = len(param_dtypes) == 1  # the flags and gradients share one dtype
+    memset = _memset(module)
     if row_checks:
         with b.goto_entry_block():
             flags = [(sl, b.alloca(I32, name=f"bad{sl}")) for sl in sorted(row_checks)]
@@ -304,10 +338,24 @@ def emit_train_epoch_split(
         b.position_at_end(reduce_bb)
         go_ptr = b.gep(at, [i64(1)], inbounds=True, source_etype=I64)
         b.store(i64(0), go_ptr)
+        done_bb = fn.append_basic_block("updated")
+        callout_bb = fn.append_basic_block("call_out")
+        if native_reduce:
+            fast_bb = fn.append_basic_block("native_reduce")
+            b.cbranch(b.icmp_signed("!=", _word(b, ctl, CTL_FAST), i64(0)), fast_bb, callout_bb)
+            b.position_at_end(fast_bb)
+            emit_native_reduce(
+                b, fn, ctl, s, count, big, outputs, g[gsched.output_slots[0]].type.dtype,
+                (params, state, ws, update_inputs, ranks, rank, at), memset,
+                next(iter(param_dtypes)),
+            )  # fmt: skip
+            b.branch(done_bb)
+        else:
+            b.branch(callout_bb)
+        b.position_at_end(callout_bb)
         b.call(reduce_call, [s, count])
         go = b.load(go_ptr, typ=I64, name="go")
         stop_bb, upd_bb = fn.append_basic_block("reduce_stop"), fn.append_basic_block("update")
-        done_bb = fn.append_basic_block("updated")
         b.cbranch(b.icmp_signed("==", go, i64(0)), stop_bb, upd_bb)
         b.position_at_end(stop_bb)
         b.ret(ir.Constant(I32, ERR_REDUCE))
@@ -326,6 +374,158 @@ def emit_train_epoch_split(
         emit_reduce_slots(module, fname.removesuffix("_train_epoch_split") + "_reduce_slots",
                           dtypes.pop())  # fmt: skip
     return fn
+
+
+def _memset(module: ir.Module) -> ir.Function:
+    name = "llvm.memset.p0.i64"
+    try:
+        return module.get_global(name)
+    except KeyError:
+        return ir.Function(module, ir.FunctionType(VOID, [PTR, I8, I64, I1]), name=name)
+
+
+def _word(b: ir.IRBuilder, ctl: ir.Value, i: int) -> ir.Value:
+    return b.load(b.gep(ctl, [i64(i)], inbounds=True, source_etype=I64), typ=I64)
+
+
+def _addr(b: ir.IRBuilder, ctl: ir.Value, i: int) -> ir.Value:
+    return b.inttoptr(_word(b, ctl, i), PTR)
+
+
+def _slot_ptr(b: ir.IRBuilder, table: ir.Value, j: ir.Value) -> ir.Value:
+    return b.load(b.gep(table, [j], inbounds=True, source_etype=PTR), typ=PTR)
+
+
+def emit_native_barrier(b: ir.IRBuilder, fn: ir.Function, ctl: ir.Value, ranks, rank) -> None:
+    """A barrier of the ranks sharing memory: ticket = ++ctl[CTL_TICKET]; this rank's arrival
+    counter (CTL_LINE bytes apart from the others: no false sharing) set to the ticket with
+    release order, then every counter polled with acquire order until it reaches the ticket
+    (``pause`` between polls on x86, ``sched_yield`` every SPIN_POLLS polls, so that ranks
+    sharing a core still progress). What a rank stored before its arrival is visible to every
+    rank after the barrier (release / acquire: the window's unified memory model)."""
+    from .threads import _is_x86, _store_atomic
+
+    module = b.module
+    tp = b.gep(ctl, [i64(CTL_TICKET)], inbounds=True, source_etype=I64)
+    ticket = b.add(b.load(tp, typ=I64), i64(1), name="ticket")
+    b.store(ticket, tp)
+    base = _word(b, ctl, CTL_ARRIVED)
+
+    def counter(j: ir.Value) -> ir.Value:
+        return b.inttoptr(b.add(base, b.mul(j, i64(CTL_LINE))), PTR)
+
+    _store_atomic(b, ticket, counter(rank), "release", 8)
+    yield_fn = module.globals.get("sched_yield") or ir.Function(
+        module, ir.FunctionType(I32, []), name="sched_yield"
+    )
+    with loop(b, ranks, name="peer") as j:
+        head = fn.append_basic_block("barrier_poll")
+        wait = fn.append_basic_block("barrier_wait")
+        done = fn.append_basic_block("barrier_arrived")
+        pre = b.block
+        b.branch(head)
+        b.position_at_end(head)
+        n = b.phi(I64, name="polls")
+        n.add_incoming(i64(0), pre)
+        seen = b.load_atomic(counter(j), "acquire", 8, typ=I64)
+        b.cbranch(b.icmp_signed(">=", seen, ticket), done, wait)
+        b.position_at_end(wait)
+        if _is_x86(module):
+            pause = module.globals.get("llvm.x86.sse2.pause") or ir.Function(
+                module, ir.FunctionType(VOID, []), name="llvm.x86.sse2.pause"
+            )
+            b.call(pause, [])
+        nxt = b.add(n, i64(1))
+        with b.if_then(b.icmp_signed("==", b.and_(nxt, i64(SPIN_POLLS - 1)), i64(0))):
+            b.call(yield_fn, [])
+        n.add_incoming(nxt, b.block)
+        b.branch(head)
+        b.position_at_end(done)
+
+
+def emit_native_reduce(
+    b: ir.IRBuilder,
+    fn: ir.Function,
+    ctl: ir.Value,
+    s: ir.Value,
+    count: ir.Value,
+    big: ir.Value,
+    outputs: ir.Value,
+    loss_dtype: str,
+    entry: tuple[ir.Value, ...],
+    memset: ir.Function,
+    dtype: str,
+) -> None:
+    """One step's all-reduce and update among ranks sharing memory, without the call-out (see
+    emit_train_epoch_split and CTL): the arithmetic of runtime.distributed's call-out, bit
+    for bit. This rank's share of the loss, ``loss * count / big`` in double (0 and a zeroed
+    grad region without rows), goes to ``losses[s]``; its flags (non-finite share, the share,
+    a stop requested, ``at[2]`` rejected rows) to its slot; barrier; the flags summed over
+    the slots in rank order into ``summed``; ERR_DECIDE returned when the caller must decide;
+    else NAME_apply_update_shard over elements ``lo..hi`` (the gradient summed over the slots
+    as it is read) and a second barrier, after which every rank may write its slot again."""
+    params, state, ws, update_inputs, ranks, rank, at = entry
+    ft, lt = LL[dtype], LL[loss_dtype]
+    has = b.icmp_signed(">", count, i64(0))
+    loss_ptr = b.load(b.gep(outputs, [i64(0)], inbounds=True, source_etype=PTR), typ=PTR)
+    loss = b.load(loss_ptr, typ=lt)
+    lossd = loss if lt == F64 else b.fpext(loss, F64)
+    share = b.fdiv(b.fmul(lossd, b.sitofp(count, F64)), b.sitofp(big, F64), name="share")
+    share = b.select(has, share, ir.Constant(F64, 0.0))
+    with b.if_then(b.not_(has)):  # no rows here: this rank adds nothing to the sum
+        b.call(memset, [_addr(b, ctl, CTL_GRAD), ir.Constant(I8, 0), _word(b, ctl, CTL_GRAD_BYTES),
+                        ir.Constant(I1, 0)])  # fmt: skip
+    b.store(share, b.gep(_addr(b, ctl, CTL_LOSSES), [s], inbounds=True, source_etype=F64))
+
+    def flag(cond: ir.Value) -> ir.Value:
+        return b.select(cond, ir.Constant(ft, 1.0), ir.Constant(ft, 0.0))
+
+    def finite(x: ir.Value) -> ir.Value:  # x - x == 0 exactly when x is finite
+        return b.fcmp_ordered("==", b.fsub(x, x), ir.Constant(x.type, 0.0))
+
+    rejected = b.load(b.gep(at, [i64(2)], inbounds=True, source_etype=I64), typ=I64)
+    stop = b.load(_addr(b, ctl, CTL_STOP), typ=I64)
+    table = _addr(b, ctl, CTL_FLAGS)
+    mine = _slot_ptr(b, table, rank)
+    values = [
+        flag(b.not_(finite(share))),
+        b.fptrunc(share, ft) if ft != F64 else share,
+        flag(b.icmp_signed("!=", stop, i64(0))),
+        flag(b.icmp_signed("!=", rejected, i64(0))),
+    ]
+    for i, v in enumerate(values):
+        b.store(v, b.gep(mine, [i64(i)], inbounds=True, source_etype=ft))
+    emit_native_barrier(b, fn, ctl, ranks, rank)
+    first = _slot_ptr(b, table, i64(0))
+    with b.goto_entry_block():
+        acc = [b.alloca(ft, name=f"sum{i}") for i in range(FLAGS)]
+    for i in range(FLAGS):
+        b.store(b.load(b.gep(first, [i64(i)], inbounds=True, source_etype=ft), typ=ft), acc[i])
+    with loop(b, ranks, name="slot", start=1) as j:  # rank order, as the call-out's sum
+        other = _slot_ptr(b, table, j)
+        for i in range(FLAGS):
+            x = b.load(b.gep(other, [i64(i)], inbounds=True, source_etype=ft), typ=ft)
+            b.store(b.fadd(b.load(acc[i], typ=ft), x), acc[i])
+    got = [b.load(a, typ=ft) for a in acc]
+    out = _addr(b, ctl, CTL_SUMMED)
+    for i, v in enumerate(got):
+        b.store(v, b.gep(out, [i64(i)], inbounds=True, source_etype=ft))
+    zero = ir.Constant(ft, 0.0)
+    loss_sum = got[1] if ft == F64 else b.fpext(got[1], F64)
+    nonfinite = b.and_(
+        b.icmp_signed("!=", _word(b, ctl, CTL_NONFINITE), i64(0)),
+        b.or_(b.fcmp_ordered(">", got[0], zero), b.not_(finite(loss_sum))),
+    )
+    decide = b.or_(
+        b.or_(b.fcmp_ordered(">", got[3], zero), b.fcmp_ordered(">", got[2], zero)), nonfinite
+    )
+    with b.if_then(decide, likely=False):
+        b.ret(ir.Constant(I32, ERR_DECIDE))
+    shard = _callee(_addr(b, ctl, CTL_SHARD), SHARD_TYPE)
+    rc = b.call(shard, [params, state, ws, update_inputs, _word(b, ctl, CTL_LO),
+                        _word(b, ctl, CTL_HI), _addr(b, ctl, CTL_GRADS), ranks])  # fmt: skip
+    _return_if_nonzero(b, fn, rc, "update")
+    emit_native_barrier(b, fn, ctl, ranks, rank)
 
 
 # void NAME_reduce_slots(void *const *srcs, int64_t k, void *const *dsts, int64_t m,
@@ -599,6 +799,7 @@ def _copy_row(
 SHARD_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR, PTR, I64, I64, PTR, I64])
 SHARD_ALIGN = 64  # shard bounds are multiples of this many bytes of elements (cache lines)
 SHARD_BLOCK = 1024  # elements summed, then updated, per pass (in L1: ~4 KiB per operand)
+SUMMED_RANKS = 4  # up to this many ranks, the update sums the gradients in registers
 
 
 @dataclass(frozen=True)

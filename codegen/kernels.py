@@ -59,6 +59,9 @@ class KernelContext:
         # a flat update kernel that loops over its n argument's elements instead of all of
         # them (its full-size pointers point at the shard's first element)
         self.shard = False
+        # values loaded as the sum of several pointers' elements, in their order (the flat
+        # update's gradient summed over the ranks' slots: ModuleBuilder._call_shard)
+        self.summed: dict[str, list[ir.Value]] = {}
         # matmul kernels: (kernel, dtype, ta, tb, epilogue, operands) -> (GEMM function, args)
         self.gemm_for: Callable[..., tuple[ir.Function, list[str]]] | None = None
         self.sched = sched
@@ -109,6 +112,12 @@ class KernelContext:
 
     def load(self, value: str, index: ir.Value) -> ir.Value:
         t = LL[self.g[value].type.dtype]
+        total: ir.Value | None = None
+        for src in self.summed.get(value, ()):  # ((x0 + x1) + x2) ..., that order
+            x = self.b.load(self.b.gep(src, [index], inbounds=True, source_etype=t), typ=t)
+            total = x if total is None else self.b.fadd(total, x, name=llname(value))
+        if total is not None:
+            return total
         p = self.b.gep(self.ptr(value), [index], inbounds=True, source_etype=t)
         return self.b.load(p, typ=t, name=llname(value))
 

@@ -330,11 +330,14 @@ class ModuleBuilder:
         b: ir.IRBuilder,
         at: tuple[ir.Value, ...],
     ) -> None:
-        """Emit the flat update kernel's shard variant (its loop over ``n`` elements, full-size
-        pointers at the first) and, by blocks of SHARD_BLOCK elements of ``lo..hi``, the sum
-        of the ranks' gradients (NAME_reduce_slots, into a stack block the variant reads as
-        its gradient) and a call of the variant."""
-        from .epoch import SHARD_BLOCK, shard_values
+        """Emit the flat update kernel's shard variants (their loop over ``n`` elements,
+        full-size pointers at the first) and their calls over ``lo..hi``: for 2 to
+        SUMMED_RANKS ranks one variant that loads each gradient element as the sum of the
+        ranks' (rank order, in registers: one pass over the slots, the parameters and the
+        state); for other counts, by blocks of SHARD_BLOCK elements, the sum of the ranks'
+        gradients (NAME_reduce_slots, into a stack block the variant reads as its gradient)
+        and a call of the variant. Both give each element the same arithmetic."""
+        from .epoch import SHARD_BLOCK, SUMMED_RANKS, shard_values
 
         lo, hi, srcs, ranks = at
         g = sched.graph
@@ -351,6 +354,34 @@ class ModuleBuilder:
             sched.buffers[v].region == "grad" and sched.buffers[v].offset == plan.offset("grad")
             for v in bufs
         ]
+        grad_key = K.storage_key(sched.buffers[bufs[summed.index(True)]])
+        skip_lo = b.mul(lo, i64(plan.itemsize), name="lo_bytes")
+        full_args = [
+            b.gep(p, [skip_lo], inbounds=True, source_etype=I8) if full else p for p, full in ptrs
+        ]
+        blocks_bb = b.append_basic_block("sum_blocks")
+        done_bb = b.append_basic_block("summed")
+        switch = b.switch(ranks, blocks_bb)
+        for k in range(2, SUMMED_RANKS + 1):
+            kctx = KernelContext(
+                self.module, f"{prefix}.{kernel.name}.sum{k}", sched, values, extra_ptrs=k
+            )
+            kctx.shard = True  # no thread pool: each rank runs one thread (distributed fit)
+            kctx.summed = {v: kctx.extra for v in values if kctx.key_of.get(v) == grad_key}
+            K.emit_elementwise(kctx, kernel)
+            bb = b.append_basic_block(f"sum{k}")
+            switch.add_case(i64(k), bb)
+            b.position_at_end(bb)
+            slots = [
+                b.gep(
+                    b.load(b.gep(srcs, [i64(j)], inbounds=True, source_etype=PTR), typ=PTR),
+                    [skip_lo], inbounds=True, source_etype=I8,
+                )
+                for j in range(k)
+            ]  # fmt: skip
+            b.call(kctx.fn, full_args + slots + [b.sub(hi, lo)])
+            b.branch(done_bb)
+        b.position_at_end(blocks_bb)
         with b.goto_entry_block():
             own = b.alloca(PTR, size=1, name="own_grad")
             block = b.alloca(I8, size=SHARD_BLOCK * plan.itemsize, name="grad_block")
@@ -371,6 +402,8 @@ class ModuleBuilder:
                 for (p, full), into in zip(ptrs, summed)
             ]
             b.call(ctx.fn, args + [n])
+        b.branch(done_bb)
+        b.position_at_end(done_bb)
 
     def _emit_kernel(self, prefix: str, sched: Schedule, kernel: Kernel, out_ptr_needed: bool):
         """The kernel's function (reused when an identical kernel was emitted before, e.g. the

@@ -20,6 +20,13 @@ model and calls ``fit`` with the same data and arguments. Then:
   optimizer update on every rank. The trajectory is the one-process trajectory with batch
   size B, up to the order of the floating-point sums; dropout masks depend on the global row
   index, so they match too;
+- the summed update (the default for ranks sharing memory in native epochs, when the update
+  runs by elements: codegen.epoch.update_shard_plan): instead of the window's sum followed
+  by ``apply_update``, after the window's first barrier every rank runs
+  ``NAME_apply_update_shard`` over all elements on its own parameters, each gradient
+  element summed over the ranks' slots (rank order) as the update reads it (one pass over
+  the slots, parameters and state instead of two; parameters bit for bit those of the sum and
+  ``apply_update``), then a second barrier before any rank writes its slot again;
 - the sharded update (``GRAPHC_MPI_SHARD=1``, off by default: on this project's 2-core host
   it measured no faster, the cores' cache-to-cache traffic eating the saved update, see
   benchmarks/README.md; for ranks sharing memory, native epochs, an update that runs by
@@ -82,7 +89,14 @@ rank's epoch is one native call (``NAME_train_epoch_split``, graphc.codegen.epoc
 the rank's rows, runs ``train_grads``, calls back into Python for the all-reduce and the
 decisions above (about 10 µs of Python per step), then runs ``apply_update``; the per-step
 Python loop (about 0.25 ms per step besides the native calls) remains for batch callbacks.
-Both make the same native calls on the same rows: their results are equal bit for bit.
+Both make the same native calls on the same rows: their results are equal bit for bit. With
+the summed update and spinning waits, the native epoch runs the all-reduce itself
+(codegen.epoch.emit_native_reduce): the flags into the rank's slot, a barrier of atomic
+arrival counters in the window (no MPI_Barrier, no Python), the flags summed in rank order,
+the summed update, a second barrier; a step whose summed flags ask for a decision (rows
+rejected, a stop requested, a non-finite loss) returns to Python, which decides as the
+call-out would, every rank at that step. Such epochs return to Python every ~50 ms
+(_native_chunks) so that a signal is taken at the next step as with the call-out.
 
 mpi4py is imported only here, and only when asked for (``distributed="mpi"``, ``world()``).
 """
@@ -102,7 +116,8 @@ from typing import Any
 
 import numpy as np
 
-from graphc.codegen.epoch import ERR_INDEX, ERR_REDUCE, update_shard_plan
+from graphc.codegen import epoch as epoch_abi
+from graphc.codegen.epoch import CTL_LINE, ERR_DECIDE, ERR_INDEX, ERR_REDUCE, update_shard_plan
 from graphc.ir.errors import ArgumentError, DistributedError, NumericsError, install_hint
 
 from .buffers import ALIGN, address, aligned_empty
@@ -118,10 +133,14 @@ INSTALL = (
 
 _LAUNCH_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
 
-LAST_PATH = ""  # the loop of the last distributed fit: "native" (one call per epoch) or "python"
+# the loop of the last distributed fit's last epoch: "native" (one call per epoch, the
+# all-reduce a call-out), "native-reduce" (the all-reduce in the native epoch too) or "python"
+LAST_PATH = ""
 LAST_REDUCE = ""  # its all-reduce: "window" (shared memory) or "allreduce" (see reduce_mode)
 LAST_SCAN = ""  # where it checked the float rows: "epoch" (the first epoch's gathers), "up front"
-LAST_UPDATE = ""  # its update: "shard" (each rank a shard, shared parameters) or "whole"
+# its update: "shard" (each rank a shard, shared parameters), "summed" (every rank all of it,
+# summing the slots' gradients as it reads them) or "whole" (apply_update after the all-reduce)
+LAST_UPDATE = ""
 # A list to make every step's all-reduce append (entered, first barrier left, this rank's share
 # summed, left) in time.perf_counter_ns() (CLOCK_MONOTONIC: one clock for all ranks of a
 # machine; the window's barrier and sum, or the whole MPI_Allreduce as entered..left), for
@@ -141,6 +160,7 @@ EPOCH_SPLIT = ctypes.CFUNCTYPE(
     ctypes.c_void_p,  # reduce
     ctypes.c_void_p,  # at
     ctypes.c_int64,  # scan
+    ctypes.c_void_p,  # ctl
 )
 
 
@@ -310,6 +330,9 @@ def _min() -> Any:
     return MPI.MIN
 
 
+PULL = os.environ.get("PULL") == "1"
+
+
 class WindowReduce:
     """An all-reduce (sum) through an MPI-3 shared-memory window, for ranks sharing one
     machine's memory (MPI's own mechanism for it: ``MPI_Win_allocate_shared`` over the ranks of
@@ -339,7 +362,9 @@ class WindowReduce:
         if self.k != comm.Get_size():
             self.comm.Free()
             raise DistributedError("a shared-memory all-reduce needs every rank on one machine")
+        sync = -(-(self.k * CTL_LINE) // 4096) * 4096  # the native barrier's arrival counters
         mine = self.slot_bytes(nbytes) + (self.slot_bytes(shared) + 4096 if shared else 0)
+        mine += sync + 4096
         self.win = MPI.Win.Allocate_shared(mine if self.r == 0 else self.slot_bytes(nbytes), 1,
                                            comm=self.comm)  # fmt: skip
         self.win.Lock_all(MPI.MODE_NOCHECK)
@@ -350,12 +375,19 @@ class WindowReduce:
             raw = np.frombuffer(buf, np.uint8)
             start = (-address(raw)) % ALIGN
             self.slots.append(raw[start : start + nbytes])
-            if j == 0 and shared:  # on a page of its own
+            if j == 0:  # each on pages of its own, after rank 0's slot
                 at = start + nbytes
                 at += (-(address(raw) + at)) % 4096
-                self.shared = raw[at : at + shared]
+                if shared:
+                    self.shared = raw[at : at + shared]
+                    at += shared
+                    at += (-(address(raw) + at)) % 4096
+                self.arrived = raw[at : at + sync].view(np.int64)
+        if self.r == 0:
+            self.arrived[...] = 0
         self.mine = self.slots[self.r]
         self.mine[...] = 0  # the padding between gradients stays 0 (seen after the barrier)
+        self.comm.Barrier()  # the zeros stored before any rank reads them
         self.fn = ctypes.CFUNCTYPE(
             None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, *(ctypes.c_int64,) * 3
         )(reduce_address)
@@ -378,6 +410,12 @@ class WindowReduce:
         lines = -(-count // line)
         first, n = shard(lines, self.k, self.r)
         self.lo, self.hi = min(count, first * line), min(count, (first + n) * line)
+        self.shares = []
+        for j in range(self.k):
+            f, c = shard(lines, self.k, j)
+            self.shares.append((min(count, f * line), min(count, (f + c) * line)))
+        self.own = (ctypes.c_void_p * 1)(self.table[self.r])
+        self.single = [(ctypes.c_void_p * 1)(self.table[j]) for j in range(self.k)]
 
     def _barrier(self, napping: bool) -> None:
         self.win.Sync()
@@ -399,7 +437,15 @@ class WindowReduce:
         if marks is not None:
             marks.append(time.perf_counter_ns())
         t = ctypes.addressof(self.table)
-        self.fn(t, self.k, t, self.k, self.lo, self.hi)
+        if PULL:
+            own = ctypes.addressof(self.own)
+            self.fn(t, self.k, own, 1, self.lo, self.hi)
+            self._barrier(napping)
+            for j, (lo, hi) in enumerate(self.shares):
+                if j != self.r:
+                    self.fn(ctypes.addressof(self.single[j]), 1, own, 1, lo, hi)
+        else:
+            self.fn(t, self.k, t, self.k, self.lo, self.hi)
         if marks is not None:
             marks.append(time.perf_counter_ns())
         self._barrier(napping)
@@ -482,17 +528,19 @@ class SplitStep:
                     log.warning("fit: %s; summing the gradients with MPI_Allreduce instead", why)
                 reduce = "allreduce"
         self.how = reduce
-        # the sharded update (see shard_update): ranks sharing memory, apply_update by shards
+        # ranks sharing memory, native epochs: each rank sums the slots' gradients inside its
+        # update (NAME_apply_update_shard over all elements, see shard_update), or with
+        # GRAPHC_MPI_SHARD=1 over its shard of the parameters, which then live in the window
         self.plan = None
-        self.sharding = False  # set by fit around the native epochs that shard
-        if (
-            reduce == "window"
-            and os.environ.get("GRAPHC_MPI_SHARD", "").strip() == "1"
-            and jit.has(f"{name}_apply_update_shard")
-        ):
+        self.shares_params = False
+        self.sharding = False  # set by fit around the native epochs that use the plan
+        if reduce == "window" and jit.has(f"{name}_apply_update_shard"):
             self.plan = update_shard_plan(prog.schedules["apply_update"])
+            self.shares_params = (
+                self.plan is not None and os.environ.get("GRAPHC_MPI_SHARD", "").strip() == "1"
+            )
         if reduce == "window":
-            shared = prog.param_bytes if self.plan is not None else 0
+            shared = prog.param_bytes if self.shares_params else 0
             self.window = WindowReduce(comm, size, jit.address(fn), shared)
             self.buffer = self.window.mine
         else:  # zeroed: the padding between gradients stays 0
@@ -522,6 +570,10 @@ class SplitStep:
         if self.window is not None:
             start = self.HEAD - flag_bytes
             self.window.bind(start, self.reduced.size, self.dtype)
+        # the native epoch's own all-reduce (see _bind_shards), for the summed update
+        self.ctl = np.zeros(epoch_abi.CTL_WORDS, np.int64)
+        self.native_summed = np.zeros(self.FLAGS, self.dtype)
+        self.native_reduce = False
         if self.plan is not None:
             self._bind_shards(jit, name, flag_bytes)
 
@@ -564,11 +616,16 @@ class SplitStep:
             e.use_workspace(self.workspace, cap)
 
     def _bind_shards(self, jit: Any, name: str, flag_bytes: int) -> None:
-        """Set up the sharded update (see shard_update) over the window's slots."""
+        """Set up the update that sums the window's slots (see shard_update)."""
         w, plan = self.window, self.plan
-        assert w is not None and plan is not None and w.shared is not None
-        self.params = w.shared  # the parameters every rank trains with, in shared memory
-        self.bounds = [plan.bounds(w.k, j) for j in range(w.k)]
+        assert w is not None and plan is not None
+        if self.shares_params:
+            assert w.shared is not None
+            self.params = w.shared  # the parameters every rank trains with, in shared memory
+            self.bounds = [plan.bounds(w.k, j) for j in range(w.k)]
+        else:  # every rank its own parameters, all of them
+            self.params = None
+            self.bounds = [(0, plan.elements)] * w.k
         self.lo, self.hi = self.bounds[w.r]
         grad0 = self.HEAD + plan.offset("grad")  # element 0 of the flat update's gradient
         self.gtable = (ctypes.c_void_p * w.k)(*[address(sl) + grad0 for sl in w.slots])
@@ -582,15 +639,34 @@ class SplitStep:
         )(jit.address(f"{name}_apply_update_shard"))  # fmt: skip
         self._napping = False
         self.update._set_inputs(self.update_arrays)
-        self.params_at = address(self.params)  # from_buffer on the window's memory is slow
+        # the parameters the entries read: the window's (from_buffer on its memory is slow), or
+        # the model's own (params never move: runtime.executable)
+        self.params_at = address(self.params) if self.shares_params else self.update._args[0]
         a = self.update._args
         self._shard_args = (self.params_at, a[1], a[2], ctypes.addressof(self.update.inputs),
                             self.lo, self.hi, ctypes.addressof(self.gtable), w.k)  # fmt: skip
+        if self.shares_params:
+            return
+        # the native epoch's all-reduce (codegen.epoch: CTL); fit sets the per-epoch words
+        assert self.FLAGS == epoch_abi.FLAGS
+        c = self.ctl
+        self._flag_table = (ctypes.c_void_p * w.k)(*[address(f) for f in self.slot_flags])
+        c[epoch_abi.CTL_ARRIVED] = address(w.arrived)
+        c[epoch_abi.CTL_FLAGS] = ctypes.addressof(self._flag_table)
+        c[epoch_abi.CTL_GRADS] = ctypes.addressof(self.gtable)
+        c[epoch_abi.CTL_SUMMED] = address(self.native_summed)
+        c[epoch_abi.CTL_LO], c[epoch_abi.CTL_HI] = self.lo, self.hi
+        c[epoch_abi.CTL_GRAD], c[epoch_abi.CTL_GRAD_BYTES] = address(self.grad), self.grad.nbytes
+        c[epoch_abi.CTL_SHARD] = jit.address(f"{name}_apply_update_shard")
+        self.native_reduce = True
 
     def share_params(self, model: Any, napping: bool = False) -> None:
         """Collective over the window's ranks: rank 0 copies ``model``'s parameters into the
-        shared parameters that the sharded epochs train (every rank holds the same ones)."""
+        shared parameters that the sharded epochs train (every rank holds the same ones).
+        Nothing without shared parameters."""
         assert self.window is not None
+        if not self.shares_params:
+            return
         if self.window.r == 0:
             np.copyto(self.params, model._param_region.view(np.uint8))
         self.window._barrier(napping)
@@ -725,7 +801,7 @@ class SplitStep:
             rc = self.epoch_fn(
                 params, a[1], a[2], ctypes.addressof(inputs), a[4], n, address(order), batch,
                 ctypes.addressof(staging), k, r, first, end, ctypes.addressof(u.inputs),
-                cb_address, address(at), int(bool(scan)),
+                cb_address, address(at), int(bool(scan)), address(self.ctl),
             )  # fmt: skip
             return int(rc), int(at[0])
 
@@ -1014,6 +1090,7 @@ class _StopRequests:
 
     def __init__(self) -> None:
         self.pending = 0
+        self.flag = np.zeros(1, np.int64)  # pending, for native code (codegen.epoch CTL_STOP)
         self.raised = False
         self.old: dict[int, Any] = {}
         if threading.current_thread() is not threading.main_thread():
@@ -1027,7 +1104,7 @@ class _StopRequests:
 
     def _handler(self, signum: int, frame: Any) -> None:
         if not self.pending:
-            self.pending = signum
+            self.pending = self.flag[0] = signum
             return
         self.restore()
         if signum == signal.SIGINT:
@@ -1081,7 +1158,7 @@ def _epochs(
         t0, w0 = time.perf_counter(), cpu_wait()
         order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
         # Until the epoch is in the history, a stop request goes back here.
-        start = step.snapshot(model, params=not (native is not None and step.plan is not None))
+        start = step.snapshot(model, params=not (native is not None and step.shares_params))
         done = len(history.epochs)
         total = 0.0
 
@@ -1094,7 +1171,12 @@ def _epochs(
             flags[2] = 1.0 if requests.pending else 0.0
             flags[3] = 1.0 if rejected else 0.0
             step.allreduce(comm, MPI, napping)
-            got = step.summed  # the sums (in this rank's flags, or beside them: sharding)
+            # the sums (in this rank's flags, or beside them: sharding)
+            return decide(s, big, step.summed, rejected)
+
+        def decide(s: int, big: int, got: np.ndarray, rejected: int) -> float:
+            """What every rank decides from step ``s``'s summed flags ``got`` (the same on
+            every rank): the global batch's loss, or _Agreed raised."""
             if got[3] > 0:  # bad rows (the first epoch's scan): undone, as if never begun
                 model._param_region[...], model._state_region[...] = start
                 history.truncate(done)
@@ -1144,15 +1226,32 @@ def _epochs(
 
             step.lr[...] = model.lr
             sharded = step.plan is not None
-            LAST_UPDATE = "shard" if sharded else "whole"
+            LAST_UPDATE = "shard" if step.shares_params else "summed" if sharded else "whole"
             if sharded:  # the shared parameters from the model's (callbacks may set them)
                 step.share_params(model, napping)
             step.sharding = sharded
+            # the all-reduce in the entry itself (no call-out), for spinning waits
+            fast = step.native_reduce and not napping and TIMELINE is None
+            LAST_PATH = "native-reduce" if fast else "native"
+            if fast:
+                c = step.ctl
+                c[epoch_abi.CTL_LOSSES] = address(sent)
+                c[epoch_abi.CTL_STOP] = address(requests.flag)
+                c[epoch_abi.CTL_NONFINITE] = int(stop_on_nonfinite)
             try:
-                rc, at = native(order, bs, 0, steps, reduce, scanning)
+                if fast:
+                    step.ctl[epoch_abi.CTL_FAST] = 1
+                    rc, at = _native_chunks(native, order, bs, steps, reduce, scanning)
+                else:
+                    rc, at = native(order, bs, 0, steps, reduce, scanning)
             finally:
                 step.sharding = False
-            if sharded and (_keeps_steps(failed[0]) if failed else rc == 0):
+                step.ctl[epoch_abi.CTL_FAST] = 0
+            if rc == ERR_DECIDE:  # every rank at step ``at``: the update was not applied
+                lo = at * bs
+                decide(at, min(bs, n - lo), step.native_summed, native.rejected())
+                raise DistributedError(f"step {at}: the ranks' summed flags asked for no decision")
+            if step.shares_params and (_keeps_steps(failed[0]) if failed else rc == 0):
                 step.gather(model, comm)  # collective: every rank gets here at the same step
             if failed:
                 raise failed[0]
@@ -1215,6 +1314,30 @@ def _epochs(
         if stop:
             history.stopped_early = True
             break
+
+
+CHUNK_SECONDS = 0.05  # a native epoch with its own all-reduce returns to Python this often
+
+
+def _native_chunks(
+    run: Any, order: np.ndarray, bs: int, steps: int, reduce: Any, scan: bool, first: int = 0
+) -> tuple[int, int]:
+    """``run`` (SplitStep.native_epoch) over steps first..steps-1 in calls of at most about
+    CHUNK_SECONDS each (8 steps first, doubling while shorter): between them Python's signal
+    handlers run, so that a Ctrl-C or SIGTERM (_StopRequests) rides in the next step's flags
+    as with the call-out. Returns the last call's (rc, step)."""
+    chunk = 8
+    rc, at = 0, first
+    while first < steps:
+        end = min(steps, first + chunk)
+        t0 = time.perf_counter()
+        rc, at = run(order, bs, first, end, reduce, scan)
+        if rc:
+            break
+        if time.perf_counter() - t0 < CHUNK_SECONDS / 2:
+            chunk *= 2
+        first = end
+    return rc, at
 
 
 def _keeps_steps(e: BaseException) -> bool:

@@ -100,16 +100,22 @@ def test_ranks_match_one_process(ranks, reduce, reference, tmp_path):
     shared-memory window (what "auto" picks for ranks of one machine), each rank summing and
     updating a shard of the parameters and optimizer state (gathered at every epoch's end:
     the validation, the callbacks and the final parameters see all of it), and by
-    MPI_Allreduce with the whole update on every rank ("auto:whole": the window with the whole
-    update on every rank, the default)."""
+    MPI_Allreduce with the whole update on every rank ("auto:whole": the window, every rank
+    summing all the slots' gradients inside its update, the default; the all-reduce inside
+    the native epoch itself with spinning waits)."""
     out = tmp_path / "got.npz"
     mode, _, whole = reduce.partition(":")
+    env = {"GRAPHC_MPI_WAIT": "spin"} if whole else {}
     r = mpirun(
-        ranks, "train", str(out), GRAPHC_MPI_REDUCE=mode, GRAPHC_MPI_SHARD="0" if whole else "1"
-    )
+        ranks, "train", str(out), GRAPHC_MPI_REDUCE=mode, GRAPHC_MPI_SHARD="0" if whole else "1",
+        **env,
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"reduce: {'window' if mode == 'auto' else mode}" in r.stdout
-    assert f"update: {'shard' if reduce == 'auto' else 'whole'}" in r.stdout
+    update = {"auto": "shard", "auto:whole": "summed", "allreduce": "whole"}[reduce]
+    assert f"update: {update}" in r.stdout
+    if whole:  # the all-reduce inside the native epoch (spinning waits)
+        assert "path: native-reduce" in r.stdout
     got = dict(np.load(out))
     assert len(got["sgd_steps"]) == 2 * 4  # 2 epochs of 4 global batches
     assert len(got["adam_steps"]) == 3 * 3  # 3 epochs of 40 rows
@@ -243,12 +249,15 @@ def test_split_step_equals_train_step():
             np.testing.assert_array_equal(a.params[k], b.params[k])
 
 
+@pytest.mark.parametrize("ranks", [2, 3, 5])
 @pytest.mark.parametrize("opt", ["sgd", "momentum", "adam", "clipnorm"])
-def test_update_shards_equal_the_whole_update(opt):
-    """NAME_apply_update_shard (no MPI needed): 3 ranks' gradients summed and the update
-    applied shard by shard (ShardPlan.bounds of 3, each shard's call given the step counter
-    of before the step, as each rank has it) give the parameters and optimizer state of the
-    sum (float32, rank order) and one NAME_apply_update, bit for bit; a gradient-norm clip
+def test_update_shards_equal_the_whole_update(opt, ranks):
+    """NAME_apply_update_shard (no MPI needed): ``ranks`` ranks' gradients summed and the
+    update applied shard by shard (ShardPlan.bounds of ``ranks``, each shard's call given the
+    step counter of before the step, as each rank has it), and by one call over all elements
+    (the summed update), give the parameters and optimizer state of the sum (float32, rank
+    order) and one NAME_apply_update, bit for bit: 2 and 3 ranks sum in registers, 5 by
+    blocks through NAME_reduce_slots (codegen.epoch.SUMMED_RANKS); a gradient-norm clip
     (every gradient read by one kernel) has no shard entry."""
     from graphc.codegen.epoch import update_shard_plan
     from graphc.runtime.buffers import address
@@ -280,28 +289,34 @@ def test_update_shards_equal_the_whole_update(opt):
     u._set_inputs(s.update_arrays)
     a = u._args
     s.lr[...] = 0.05
+    step = 8 // m._state_region.itemsize  # the step counter's words, at the state's start
     for _ in range(3):  # a few steps: momentum and Adam's state nonzero
-        grads = [rng.standard_normal(plan.elements).astype(np.float32) * 10.0**j for j in range(3)]
+        grads = [
+            rng.standard_normal(plan.elements).astype(np.float32) * 10.0 ** (j % 3)
+            for j in range(ranks)
+        ]
         g0 = plan.offset("grad") // 4
-        s.grad[g0 : g0 + plan.elements] = (grads[0] + grads[1]) + grads[2]
+        total = grads[0]
+        for gj in grads[1:]:
+            total = total + gj  # rank order, float32
+        s.grad[g0 : g0 + plan.elements] = total
         before = m._param_region.copy(), m._state_region.copy()
         u(s.update_arrays, 1, checked=False)
         want = m._param_region.copy(), m._state_region.copy()
-        m._param_region[...], m._state_region[...] = before
         s.grad[g0 : g0 + plan.elements] = grads[0]  # this rank's own gradient, summed in place
-        table = (ctypes.c_void_p * 3)(a[2] + plan.offset("grad"), *map(address, grads[1:]))
-        for j in range(3):
-            lo, hi = plan.bounds(3, j)
-            m._state_region[: 8 // m._state_region.itemsize] = before[1][
-                : 8 // m._state_region.itemsize
-            ]  # the step counter as before the step: each rank increments its own
-            rc = fn(a[0], a[1], a[2], ctypes.addressof(u.inputs), lo, hi,
-                    ctypes.addressof(table), 3)  # fmt: skip
-            assert rc == 0
-        np.testing.assert_array_equal(m._param_region.view(np.uint8), want[0].view(np.uint8))
-        np.testing.assert_array_equal(m._state_region.view(np.uint8), want[1].view(np.uint8))
+        table = (ctypes.c_void_p * ranks)(a[2] + plan.offset("grad"), *map(address, grads[1:]))
+        for shards in (ranks, 1):  # by shards, as GRAPHC_MPI_SHARD=1; whole: the summed update
+            m._param_region[...], m._state_region[...] = before
+            for j in range(shards):
+                lo, hi = plan.bounds(shards, j)
+                m._state_region[:step] = before[1][:step]  # each rank increments its own
+                rc = fn(a[0], a[1], a[2], ctypes.addressof(u.inputs), lo, hi,
+                        ctypes.addressof(table), ranks)  # fmt: skip
+                assert rc == 0
+            np.testing.assert_array_equal(m._param_region.view(np.uint8), want[0].view(np.uint8))
+            np.testing.assert_array_equal(m._state_region.view(np.uint8), want[1].view(np.uint8))
         assert not np.array_equal(want[0], before[0])
-        # the sums stay in the entry's stack block: the rank's own gradient is only read
+        # the sums stay in registers or the entry's stack block: the own gradient is only read
         np.testing.assert_array_equal(s.grad[g0 : g0 + plan.elements], grads[0])
 
 
@@ -501,16 +516,26 @@ def test_c_example_matches_python(tmp_path):
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+# The update every rank runs, as fit picks it for ranks sharing memory: "shard" (the other
+# tests' default, GRAPHC_MPI_SHARD=1: the call-out at every step) and "summed" (fit's own
+# default: every rank sums the slots inside its update, the all-reduce inside the native
+# epoch when the ranks spin: GRAPHC_MPI_WAIT=spin)
+UPDATES = {"shard": {}, "summed": {"GRAPHC_MPI_SHARD": "0", "GRAPHC_MPI_WAIT": "spin"}}
+
+
 @need_mpi
-def test_fit_limits_match_one_process(tmp_path):
+@pytest.mark.parametrize("wait", ["sleep", "spin"])
+def test_fit_limits_match_one_process(wait, tmp_path):
     """Distributed fit keeps fit's one-process behaviours, identically on every rank (2 ranks):
     the non-finite stop (NumericsError naming epoch 0, step 2 and the rows; the parameters
     after step 1), batch callbacks (lr set before every batch, Keras's batch logs), and a stop
     request (SIGTERM, what mpirun sends on Ctrl-C) on one rank rolling the unfinished epoch
     back on all; each rank's thread share leaves no more threads than cores. The ranks wait in
     the all-reduce by napping (GRAPHC_MPI_WAIT=sleep: MPI_Iallreduce polled), so that path is
-    checked too (the other tests use the default MPI_Allreduce)."""
-    r = mpirun(2, "limits", str(tmp_path / "got.npz"), GRAPHC_MPI_WAIT="sleep")
+    checked too (the other tests use the default MPI_Allreduce); and spinning with the summed
+    update, where the all-reduce and these decisions run inside the native epoch."""
+    env = {"GRAPHC_MPI_WAIT": "sleep"} if wait == "sleep" else UPDATES["summed"]
+    r = mpirun(2, "limits", str(tmp_path / "got.npz"), **env)
     assert r.returncode == 0, r.stderr[-3000:]
     serial("limits", str(tmp_path / "ref.npz"))
     got, ref = dict(np.load(tmp_path / "got.npz")), dict(np.load(tmp_path / "ref.npz"))
@@ -533,7 +558,8 @@ def test_fit_limits_match_one_process(tmp_path):
 
 
 @need_mpi
-def test_native_epoch_equals_python_steps(tmp_path):
+@pytest.mark.parametrize("update", UPDATES)
+def test_native_epoch_equals_python_steps(update, tmp_path):
     """The rank's epoch in one native call (NAME_train_epoch_split, the all-reduce a Python
     call-out) makes the very calls of the per-step Python loop: losses and parameters equal
     bit for bit (2 ranks, Adam with dropout, a partial last batch); a SIGTERM that arrives
@@ -543,9 +569,10 @@ def test_native_epoch_equals_python_steps(tmp_path):
     native epoch gathers (every rank stops at the step where one found a bad row and undoes
     the steps before); the error is the one process's (first bad row and count over all rows)
     on every rank."""
-    r = mpirun(2, "paths", str(tmp_path / "got.npz"))
+    r = mpirun(2, "paths", str(tmp_path / "got.npz"), **UPDATES[update])
     assert r.returncode == 0, r.stderr[-3000:]
     got = dict(np.load(tmp_path / "got.npz"))
+    assert str(got["native_path"]) == ("native-reduce" if update == "summed" else "native")
     assert int(got["ran_native"]) == 1 and int(got["ran_python"]) == 1
     assert len(got["steps"]) == 2 * 4 and np.isfinite(got["steps"]).all()
     assert bool(got["identical"])  # the first fit's fresh window vs the later fits' kept one
@@ -564,14 +591,15 @@ def test_native_epoch_equals_python_steps(tmp_path):
 
 
 @need_mpi
-def test_fewer_rows_than_ranks_and_errors_on_some_ranks(tmp_path):
+@pytest.mark.parametrize("update", UPDATES)
+def test_fewer_rows_than_ranks_and_errors_on_some_ranks(update, tmp_path):
     """3 ranks: 2 training rows, and 2 validation rows, train as one process does (a rank
     with no rows adds nothing); an error on some ranks before the first step (another input
     width, batch_size 0, fewer rows) is raised on every rank, naming the rank and the cause,
     instead of leaving the others waiting in a collective (they hung before). A /dev/shm too
     small for the shared-memory window: auto falls back to MPI_Allreduce, window is refused."""
     out = tmp_path / "got.npz"
-    r = mpirun(3, "edges", str(out), timeout=90)
+    r = mpirun(3, "edges", str(out), timeout=90, **UPDATES[update])
     assert r.returncode == 0, r.stderr[-3000:]
     got = dict(np.load(out))
     for k, v in got.items():
