@@ -412,27 +412,46 @@ def expand_dims(x: Tensor, axis: int) -> Tensor:
 # ---------------------------------------------------------------- normalization
 
 
-def layer_norm(x: Tensor, *, eps: float = 1e-5, name: str | None = None) -> Tensor:
-    """Layer normalization (Ba et al., 2016) over the last axis, with learned scale ``NAME.gamma``
-    (ones) and shift ``NAME.beta`` (zeros), as torch.nn.LayerNorm (eps = 1e-5):
-    y = (x - mean) / sqrt(var + eps) * gamma + beta, var the biased variance of the row.
+def layer_norm(
+    x: Tensor,
+    *,
+    eps: float = 1e-5,
+    name: str | None = None,
+    axes: Iterable[int] | int = -1,
+) -> Tensor:
+    """Layer normalization (Ba et al., 2016) over ``axes`` (default the last), with learned
+    scale ``NAME.gamma`` (ones) and shift ``NAME.beta`` (zeros) of those axes' shape, as
+    torch.nn.LayerNorm (eps = 1e-5): y = (x - mean) / sqrt(var + eps) * gamma + beta, mean
+    and var (biased) over the axes. ``axes=(-2, -1)`` of x [N, T, C] is torch's
+    ``LayerNorm((T, C))`` and Keras's ``LayerNormalization(axis=[1, 2])`` (gamma [T, C]);
+    axes other than the trailing ones (Keras's axis=1 of [N, T, C]: gamma [T]) broadcast
+    their gamma and beta over the others.
 
     Composed of primitives (mean, sub, square, rsqrt, mul, add), so fusion and autodiff see
-    them; the row statistics are two reductions over the last axis.
+    them; the statistics are two reductions over the axes.
 
     Raises:
-        ShapeError: x has no fixed last axis.
+        ShapeError: an axis out of range, repeated, or not of a fixed size (the batch N).
         OptionTypeError / GraphcError: ``eps`` not a finite number >= 0 (as batch_norm's).
     """
-    if x.type.rank < 1 or not isinstance(x.shape[-1], int):
-        raise ShapeError(f"layer_norm: expects x with a fixed last axis, got {x.type} ({x.name})")
+    rank = x.type.rank
+    picked = _axes(axes) or ()
+    norm = sorted({a % rank for a in picked if -rank <= a < rank})
+    if not picked or len(norm) != len(picked) or any(not isinstance(x.shape[a], int) for a in norm):
+        raise ShapeError(
+            f"layer_norm: axes {axes!r} must be distinct axes of fixed size of {x.type} ({x.name})"
+        )
     eps = check_real(eps, "layer_norm: eps", 0.0)  # -1 or NaN made rsqrt's NaN silently
     name = name or _fresh("layer_norm")
-    c, last = x.shape[-1], x.type.rank - 1
-    gamma = param(f"{name}.gamma", (c,), init="ones", dtype=x.dtype)
-    beta = param(f"{name}.beta", (c,), init="zeros", dtype=x.dtype)
-    d = x - mean(x, axes=last, keepdims=True)
-    var = mean(d * d, axes=last, keepdims=True)
+    dims = tuple(x.shape[a] for a in norm)
+    gamma = param(f"{name}.gamma", dims, init="ones", dtype=x.dtype)
+    beta = param(f"{name}.beta", dims, init="zeros", dtype=x.dtype)
+    if norm != list(range(rank - len(norm), rank)):  # not trailing: gamma [.., 1, ..]
+        spread = tuple(x.shape[i] if i in norm else 1 for i in range(norm[0], rank))
+        gamma, beta = reshape(gamma, spread), reshape(beta, spread)
+    over = tuple(norm)
+    d = x - mean(x, axes=over, keepdims=True)
+    var = mean(d * d, axes=over, keepdims=True)
     return d * apply("rsqrt", var + eps) * gamma + beta
 
 
@@ -477,17 +496,24 @@ def batch_norm(
 
 
 class LayerNorm:
-    """Layer object for Sequential: ``LayerNorm(eps=1e-5, name=None)`` (see ``layer_norm``)."""
+    """Layer object for Sequential: ``LayerNorm(eps=1e-5, name=None, axes=-1)`` (see
+    ``layer_norm``)."""
 
-    def __init__(self, *, eps: float = 1e-5, name: str | None = None) -> None:
-        self.eps, self.name = eps, name
+    def __init__(
+        self, *, eps: float = 1e-5, name: str | None = None, axes: Iterable[int] | int = -1
+    ) -> None:
+        self.eps, self.name, self.axes = eps, name, axes
 
     @shares_weights
     def __call__(self, x: Tensor) -> Tensor:
-        return layer_norm(x, eps=self.eps, name=self.name)
+        return layer_norm(x, eps=self.eps, name=self.name, axes=self.axes)
 
     def __repr__(self) -> str:
-        return f"LayerNorm(eps={self.eps})"
+        return (
+            f"LayerNorm(eps={self.eps})"
+            if self.axes == -1
+            else (f"LayerNorm(eps={self.eps}, axes={self.axes!r})")
+        )
 
 
 class BatchNorm:

@@ -350,3 +350,56 @@ def test_softmax_and_log_softmax_take_the_axis_positionally():
     np.testing.assert_allclose(lsm, ref, rtol=1e-12, atol=1e-12)
     with pytest.raises(gc.ShapeError, match="axis 'probs' is not an axis"):
         gc.softmax(x, "probs")
+
+
+# ---------------------------------------------------------------- layer_norm over several axes
+
+
+def _ln_numpy(xv, axes, g, b, eps=1e-5):
+    mu = xv.mean(axes, keepdims=True)
+    var = ((xv - mu) ** 2).mean(axes, keepdims=True)
+    return (xv - mu) / np.sqrt(var + eps) * g + b
+
+
+@pytest.mark.parametrize(
+    "axes, spread", [((-2, -1), (3, 4)), (1, (3, 1))], ids=["torch_T_C", "keras_axis1"]
+)
+def test_layer_norm_over_several_axes_equals_torch_and_numpy(axes, spread):
+    """torch's nn.LayerNorm((T, C)) and Keras's LayerNormalization(axis=1) of x [N, T, C]:
+    graphc@058db0d normalized the last axis only (no way to ask for others). Gamma and beta
+    of the axes' shape; forward vs numpy float64 (1e-12), the gradients of gamma, beta and
+    the dense before it vs torch 2.13 autograd (1e-10) where installed, and torch's own
+    LayerNorm((3, 4)) module."""
+    x = gc.input("x", ("N", 3, 4), dtype="f64")
+    h = gc.dense(x, 4, name="pre")
+    y = gc.layer_norm(h, axes=axes, name="ln")
+    t = np.linspace(-1, 1, 12).reshape(3, 4)
+    m = gc.compile(y, gc.mean(gc.square(y - gc.constant(t, dtype="f64"))), gc.SGD(0.0), name="ln")
+    assert m.params["ln.gamma"].shape == tuple(d for d in spread if d != 1)
+    rng = np.random.default_rng(61)
+    m.set_weights({"ln.gamma": 1 + rng.random(m.params["ln.gamma"].shape)})
+    xv = rng.standard_normal((2, 3, 4))
+    p = {k: np.asarray(v, np.float64) for k, v in m.params.items()}
+    over = tuple(a % 3 for a in np.atleast_1d(axes))
+    hv = xv @ p["pre.w"] + p["pre.b"]
+    want = _ln_numpy(hv, over, p["ln.gamma"].reshape(spread), p["ln.beta"].reshape(spread))
+    np.testing.assert_allclose(m.predict(xv), want, rtol=1e-12, atol=1e-12)
+    got = m.gradients(xv)
+    torch = pytest.importorskip("torch")
+    tp = {k: torch.tensor(v, requires_grad=True) for k, v in p.items()}
+    th = torch.tensor(xv) @ tp["pre.w"] + tp["pre.b"]
+    mu = th.mean(over, keepdim=True)
+    var = ((th - mu) ** 2).mean(over, keepdim=True)
+    g, b = tp["ln.gamma"].reshape(spread), tp["ln.beta"].reshape(spread)
+    ty = (th - mu) / torch.sqrt(var + 1e-5) * g + b
+    ((ty - torch.tensor(t)) ** 2).mean().backward()
+    assert sorted(got) == ["ln.beta", "ln.gamma", "pre.b", "pre.w"], sorted(got)
+    for k in got:
+        np.testing.assert_allclose(got[k], tp[k].grad.numpy(), rtol=1e-10, atol=1e-13, err_msg=k)
+    if axes == (-2, -1):  # torch's own module, weights copied in
+        ln = torch.nn.LayerNorm((3, 4)).double()
+        with torch.no_grad():
+            ln.weight.copy_(torch.tensor(p["ln.gamma"]))
+        np.testing.assert_allclose(
+            m.predict(xv), ln(torch.tensor(hv)).detach().numpy(), rtol=1e-12, atol=1e-12
+        )
