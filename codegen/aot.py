@@ -133,6 +133,7 @@ CHECK_ERRORS = {
     "unit": "ERR_TARGET",
     "lr": "ERR_LR",
     "index": "ERR_LOOKUP",
+    "divisor": "ERR_LOOKUP",
 }
 
 
@@ -639,7 +640,7 @@ def _meta_port(p: Port, checks: dict[str, InputCheck]) -> dict:
     if p.name in checks:  # the entry's native check of this input (codegen/checks.py)
         c = checks[p.name]
         check: list[Any] = [c.kind, c.bound]
-        if c.kind == "index":
+        if c.kind in ("index", "divisor"):
             check += [c.low, c.note]
         out["check"] = check
     return out
@@ -1093,6 +1094,8 @@ def _check_rules(plan: LibraryPlan, e: EntryPlan) -> list[str]:
                 "unit": f"{cn} in [0, 1] ({U}_ERR_TARGET)",
                 "lr": f"lr finite and >= 0 ({U}_ERR_LR)",
                 "index": f"{cn} whole numbers in {c.lowest}..{c.bound - 1} ({U}_ERR_LOOKUP)",
+                "divisor": f"{cn} whole numbers in {c.lowest}..{c.bound - 1} other than 0 "
+                f"({U}_ERR_LOOKUP)",
             }[c.kind]
         )
     return [f"     {r};" for r in rules[:-1]] + [f"     {r}. */" for r in rules[-1:]]
@@ -1577,7 +1580,17 @@ def _c_explainers(plan: LibraryPlan, e: EntryPlan) -> list[str]:
         per = p.type.elements_per_row() if p.type.is_batched else 0
         where = "row" if per else "element"
         label = name.replace("%", "%%")
-        if c.kind == "index":
+        if c.kind == "divisor":
+            bad = f"!(v >= {c.lowest}.0 && v <= {c.bound - 1}.0 && v == (double)(int64_t)v)"
+            bad += " || v == 0.0"
+            msg = (
+                f"divisor '{label}': {where} %lld holds %.9g, outside the whole numbers "
+                f"{c.lowest}..{c.bound - 1} other than 0 (an integer division by zero is "
+                "undefined)"
+            )
+            if c.note:
+                msg += "; " + c.note.replace("%", "%%")
+        elif c.kind == "index":
             bad = f"!(v >= {c.lowest}.0 && v <= {c.bound - 1}.0 && v == (double)(int64_t)v)"
             msg = (
                 f"indices '{label}': {where} %lld holds %.9g, which is no row of its lookup "

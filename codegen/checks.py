@@ -19,6 +19,8 @@ Kinds (``InputCheck.kind``):
   counting from the end as in ONNX's Gather; or the range of an integer input in which the
   indices an imported ONNX graph computes from it stay in their table, such as 1 .. V for
   ids - 1; NaN fails);
+- ``divisor``: as ``index``, and no element is 0 (the divisor of an ONNX import's integer Div
+  or Mod: ONNX leaves a zero divisor undefined, ONNX Runtime raises);
 - ``lr``: the scalar is finite and >= 0 (the learning rate).
 
 Each scan is one pass with no early exit and an integer OR as its only loop-carried value, so
@@ -76,6 +78,11 @@ def _fails(
     """i1 (or a vector of i1 when ``x`` is a vector): element ``x`` (LLVM type ``t``, the
     element type) fails a check of ``kind``; ``bound`` and ``low`` (i64, or vectors of them:
     the index check's values low .. bound-1)."""
+    if kind == "divisor":  # an index check that also refuses 0
+        bad = _fails(b, "index", t, x, bound, low)
+        if isinstance(t, ir.IntType):
+            return b.or_(bad, b.icmp_signed("==", x, ir.Constant(x.type, None)), name="bad0")
+        return b.or_(bad, b.fcmp_ordered("==", x, ir.Constant(x.type, None)), name="bad0")
     if kind == "index" and isinstance(t, ir.IntType):  # an i32 index input: signed compares
         lanes_of = x.type.count if isinstance(x.type, ir.VectorType) else None
         wide = I64 if lanes_of is None else ir.VectorType(I64, lanes_of)

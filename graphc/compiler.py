@@ -349,7 +349,7 @@ def plan_input_checks(prog: Program, entry: str) -> list[InputCheck]:
     index_checks = {
         n.name: InputCheck(
             n.name,
-            "index",
+            "divisor" if n.attr("index_nonzero") else "index",
             int(n.attr("index_rows")),
             n.attr("index_low"),
             n.attr("index_note") or "",

@@ -3050,6 +3050,7 @@ def _div(cx: NodeContext) -> list[Value]:
     x, y = cx.x(0), cx.x(1)
     if cx.imp.elem_type(cx.node.output[0]) not in INTEGER_TYPES:
         return [x / y]
+    _refuse_zero_divisor(y)
     zero = dsl.const(0.0)
     t = x / y
     cx.imp.ranges[id(t)] = ("iquot", (x, y))
@@ -3064,6 +3065,18 @@ def _div(cx: NodeContext) -> list[Value]:
     out = _mask(cx, q)
     cx.imp.ranges[id(out)] = ("idiv", (x, y))
     return [out]
+
+
+def _refuse_zero_divisor(y: Tensor) -> None:
+    """Have the entries refuse a 0 in the integer graph input that the divisor ``y`` of an
+    integer Div or Mod moves (the input itself, or a reshape, cast or other movement of it:
+    ``index_nonzero``, codegen/checks.py's "divisor" check, naming the input and the row): ONNX
+    leaves an integer division by zero undefined and ONNX Runtime raises. A divisor computed
+    otherwise (b + 1) is not checked (see docs/onnx.md)."""
+    while y.node.op in ("reshape", "transpose", "slice", "reverse", "cast") and y.parents:
+        y = y.parents[0]
+    if y.node.op == "input" and y.node.attr("index_rows") is not None:
+        y.node = y.node.with_(attrs={**dict(y.node.attrs), "index_nonzero": True})
 
 
 def _sign_of(x: Tensor) -> Tensor:
@@ -6613,6 +6626,7 @@ def _mod(cx: NodeContext) -> list[Value]:
     integer = cx.imp.elem_type(cx.node.output[0]) in INTEGER_TYPES
     if integer:
         cx.imp.ranges[id(t)] = ("iquot", (x, y))
+        _refuse_zero_divisor(y)
     fl = _integral_part(cx, t, -1)
     if fmod or integer:  # truncate: floor for t >= 0, ceil below
         # (integers: the sign correction below then adds y once where x and y differ in

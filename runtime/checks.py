@@ -229,27 +229,43 @@ def unit_error(name: str, a: np.ndarray) -> ArgumentError | None:
     )
 
 
-def row_indices_valid(v: np.ndarray, rows: int, low: int | None = None) -> np.ndarray:
+def row_indices_valid(
+    v: np.ndarray, rows: int, low: int | None = None, nonzero: bool = False
+) -> np.ndarray:
     """Elementwise: ``v`` (float64) is a whole number in low..rows-1, low = -rows unless given
-    (NaN is not): the row indices an embedding lookup into a table of ``rows`` rows takes, or
-    an integer input's range (codegen/checks.py's native "index" check)."""
+    (NaN is not), and with ``nonzero`` not 0: the row indices an embedding lookup into a table
+    of ``rows`` rows takes, or an integer input's range (codegen/checks.py's native "index"
+    check; "divisor" with ``nonzero``)."""
     with np.errstate(invalid="ignore"):
-        return (v >= (-rows if low is None else low)) & (v < rows) & (np.trunc(v) == v)
+        ok = (v >= (-rows if low is None else low)) & (v < rows) & (np.trunc(v) == v)
+    return ok & (v != 0) if nonzero else ok
 
 
 def index_error(
-    name: str, a: np.ndarray, rows: int, note: str = "", low: int | None = None
+    name: str,
+    a: np.ndarray,
+    rows: int,
+    note: str = "",
+    low: int | None = None,
+    nonzero: bool = False,
 ) -> ArgumentError | None:
     """The error for row indices of an embedding lookup into a table of ``rows`` rows that are
-    no whole number in low..rows-1 (low = -rows unless given; NaN included), or None."""
+    no whole number in low..rows-1 (low = -rows unless given; NaN included), with ``nonzero``
+    for a divisor holding such a value or 0, or None."""
     v = np.asarray(a, dtype=np.float64)
     flat = v.reshape(v.shape[0], -1) if v.ndim else v.reshape(1, 1)
-    ok = row_indices_valid(flat, rows, low)
+    ok = row_indices_valid(flat, rows, low, nonzero)
     bad = ~ok.all(axis=1)
     if not bad.any():
         return None
     row = int(np.flatnonzero(bad)[0])
     value = np.asarray(a).reshape(flat.shape)[row][~ok[row]][0].item()
+    if nonzero:
+        return ArgumentError(
+            f"divisor {name!r}: row {row} holds {value!r}, outside the whole numbers "
+            f"{-rows if low is None else low}..{rows - 1} other than 0 (an integer division by "
+            f"zero is undefined; {int(bad.sum())} such rows)" + (f"; {note}" if note else "")
+        )
     return ArgumentError(
         f"indices {name!r}: row {row} holds {value!r}, which is no row of its lookup table "
         f"(whole numbers in {-rows if low is None else low}..{rows - 1}; "
@@ -271,8 +287,8 @@ def explain(
         err = label_error(name, a, bound)
     elif kind == "unit":
         err = nonfinite_error(name, a, hint) or unit_error(name, a)
-    elif kind == "index":
-        err = index_error(name, a, bound, hint, low)
+    elif kind in ("index", "divisor"):
+        err = index_error(name, a, bound, hint, low, kind == "divisor")
     else:
         err = nonfinite_error(name, a, hint)
     return err or ArgumentError(f"input {name!r} was rejected by the native check ({kind})")

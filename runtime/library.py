@@ -45,9 +45,11 @@ ERROR_NAMES = {code: msg for _, code, msg in ERRORS if code}
 OVERLAP_CODE = next(code for name, code, _ in ERRORS if name == "ERR_OVERLAP")
 WEIGHTS_CODE = next(code for suffix, code, _ in ERRORS if suffix == "ERR_WEIGHTS")
 # The codes of the entries' input checks (codegen/checks.py kinds) in the C wrappers
-CHECK_CODES = {
-    code: kind for kind, suffix in CHECK_ERRORS.items() for s, code, _ in ERRORS if s == suffix
-}
+CHECK_CODES: dict[int, set[str]] = {}
+for _kind, _suffix in CHECK_ERRORS.items():  # ERR_LOOKUP: index and divisor checks
+    for _s, _code, _ in ERRORS:
+        if _s == _suffix:
+            CHECK_CODES.setdefault(_code, set()).add(_kind)
 
 
 def _open_private_copy(path: str, data: bytes) -> tuple[ctypes.CDLL, Any]:
@@ -391,15 +393,15 @@ class Library:
             found = self._overlapping(ports, arrays, list(outs))
             if found:
                 return ArgumentError(f"{self.name}_{entry}: {found}; nothing was written")
-        kind = CHECK_CODES.get(rc)
-        if kind == "lr":
+        kinds = CHECK_CODES.get(rc, set())
+        if "lr" in kinds:
             return ArgumentError(f"the learning rate must be finite and >= 0, got {lr!r}")
-        if kind is not None:
+        if kinds:
             for p, a in zip(ports, arrays):
                 chk = p.get("check")
-                if chk and chk[0] == kind:
+                if chk and chk[0] in kinds:
                     low, note = (chk[2], chk[3]) if len(chk) > 3 else (None, "")
-                    err = explain(kind, p["name"], np.asarray(a), chk[1], note, low)
+                    err = explain(chk[0], p["name"], np.asarray(a), chk[1], note, low)
                     if "rejected by the native check" not in str(err):
                         return ArgumentError(f"{self.name}_{entry}: {err}")
         return self._error(entry, rc)

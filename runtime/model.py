@@ -895,7 +895,12 @@ class Model:
                 lookup = src[name].attr("index_rows")
                 if lookup is not None:  # row indices: whole numbers in -V..V-1, NaN failing
                     flat = np.asarray(part, dtype=np.float64).reshape(rows, width)
-                    fine = row_indices_valid(flat, lookup, src[name].attr("index_low"))
+                    fine = row_indices_valid(
+                        flat,
+                        lookup,
+                        src[name].attr("index_low"),
+                        bool(src[name].attr("index_nonzero")),
+                    )
                     if not fine.all():
                         found.append((i, 2, lo + int(np.flatnonzero(~fine.all(axis=1))[0]), 0))
                     continue
@@ -946,7 +951,8 @@ class Model:
         if check == 2:
             note = src[name].attr("index_note") or ""
             rows, low = int(src[name].attr("index_rows")), src[name].attr("index_low")
-            raise explain("index", name, a, rows, note, low)
+            kind = "divisor" if src[name].attr("index_nonzero") else "index"
+            raise explain(kind, name, a, rows, note, low)
         if check == 1:
             raise ArgumentError(
                 f"targets {name!r}: row {row} holds {a[row].ravel()[:4].tolist()}, outside [0, 1] "

@@ -82,15 +82,26 @@ def test_integer_products_match_onnxruntime_in_the_narrowed_range() -> None:
         products.predict(edge)
 
 
-def test_a_zero_divisor_gives_the_documented_values() -> None:
+def test_a_zero_divisor_is_refused_naming_the_input_and_the_row(tmp_path) -> None:
     # ONNX leaves it undefined; ONNX Runtime 1.32 raises "Integer division by zero"
     feeds = {
-        "a": np.array([[7, -7, 0, 5, -5, 0]], np.int64),
-        "b": np.array([[0, 0, 0, 0, 0, 0]], np.int64),
+        "a": np.array([[7, -7, 0, 5, -5, 0], [1, 2, 3, 4, 5, 6]], np.int64),
+        "b": np.array([[1, 2, 3, 4, 5, 6], [3, 0, 1, -1, 2, 0]], np.int64),
     }
-    div = gc.from_onnx(_model([helper.make_node("Div", ["a", "b"], ["y"])], TensorProto.INT64))
-    top, bottom = np.iinfo(np.int64).max, np.iinfo(np.int64).min
-    np.testing.assert_array_equal(div.compile().predict(feeds), [[top, bottom, 0, top, bottom, 0]])
-    for fmod in (0, 1):
-        mod = _model([helper.make_node("Mod", ["a", "b"], ["y"], fmod=fmod)], TensorProto.INT64)
-        np.testing.assert_array_equal(gc.from_onnx(mod).compile().predict(feeds), [[0] * 6])
+    for op, attrs in (("Div", {}), ("Mod", {}), ("Mod", {"fmod": 1})):
+        nodes = [
+            helper.make_node("Reshape", ["b", "shape"], ["b2"]),  # a movement of the input
+            helper.make_node(op, ["a", "b2"], ["y"], **attrs),
+        ]
+        m = _model(nodes, TensorProto.INT64)
+        m.graph.initializer.append(
+            onnx.numpy_helper.from_array(np.array([-1, 6], np.int64), "shape")
+        )
+        model = gc.from_onnx(m).compile(name="dz")
+        with pytest.raises(gc.ArgumentError, match=r"divisor 'b': row 1 holds 0.*other than 0"):
+            model.predict(feeds)
+        ok = {"a": feeds["a"], "b": np.where(feeds["b"] == 0, 7, feeds["b"])}
+        np.testing.assert_array_equal(model.predict(ok), ort_run(m, ok)[0])
+    lib = gc.load(model.export(str(tmp_path / "libdz.so")).library)
+    with pytest.raises(gc.ArgumentError, match=r"dz_infer: divisor 'b': row 1 holds 0"):
+        lib.predict(feeds)

@@ -32,10 +32,12 @@ class Input(Source):
     ONNX import's integer input whose computed indices stay in their table for values L .. H
     only, such as 1 .. V for ids - 1, has index_low L and index_rows H + 1). Attr
     ``index_note`` (a str, or None): why the range is that, added to the refusal's message
-    (an ONNX import's lookup node whose computed indices the range keeps in their table)."""
+    (an ONNX import's lookup node whose computed indices the range keeps in their table).
+    Attr ``index_nonzero`` (True, or None): with ``index_rows``, 0 is refused too (the
+    divisor of an ONNX import's integer Div or Mod, which ONNX leaves undefined at 0)."""
 
     name = "input"
-    attrs = {"index_rows": None, "index_low": None, "index_note": None}
+    attrs = {"index_rows": None, "index_low": None, "index_note": None, "index_nonzero": None}
 
 
 def index_range(node: Any) -> tuple[int, int] | None:
