@@ -58,6 +58,13 @@ def _env(serial: bool = False) -> dict[str, str]:
     return env
 
 
+# The update every rank runs, as fit picks it for ranks sharing memory: "shard" (the other
+# tests' default, GRAPHC_MPI_SHARD=1: the call-out at every step) and "summed" (fit's own
+# default: every rank sums the slots inside its update, the all-reduce inside the native
+# epoch when the ranks spin: GRAPHC_MPI_WAIT=spin)
+UPDATES = {"shard": {}, "summed": {"GRAPHC_MPI_SHARD": "0", "GRAPHC_MPI_WAIT": "spin"}}
+
+
 def mpirun(ranks: int, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
     cmd = [MPIRUN, "--oversubscribe", "--allow-run-as-root", "-np", str(ranks)]
     cmd += [sys.executable, str(WORKER), *args]
@@ -142,11 +149,13 @@ def test_resume_with_another_rank_count(tmp_path):
 
 @need_mpi
 @pytest.mark.parametrize("how", ["raise", "kill"])
-def test_a_failing_rank_ends_the_job(how, tmp_path):
+@pytest.mark.parametrize("update", ["shard", "summed"])
+def test_a_failing_rank_ends_the_job(how, update, tmp_path):
     """A rank that raises (MPI_Abort) or dies (SIGKILL) ends every rank within 60 s, with a
-    nonzero exit status and a message naming the failure."""
+    nonzero exit status and a message naming the failure, the others waiting in an MPI call
+    or (summed) spinning on the native barrier's counters."""
     t0 = time.monotonic()
-    r = mpirun(2, how, str(tmp_path / "x.npz"), timeout=60)
+    r = mpirun(2, how, str(tmp_path / "x.npz"), timeout=60, **UPDATES[update])
     assert time.monotonic() - t0 < 60
     assert r.returncode != 0
     text = r.stdout + r.stderr
@@ -514,13 +523,6 @@ def test_c_example_matches_python(tmp_path):
     ]
     assert len(got) == len(want) == 8
     np.testing.assert_allclose(got, want, rtol=1e-5)
-
-
-# The update every rank runs, as fit picks it for ranks sharing memory: "shard" (the other
-# tests' default, GRAPHC_MPI_SHARD=1: the call-out at every step) and "summed" (fit's own
-# default: every rank sums the slots inside its update, the all-reduce inside the native
-# epoch when the ranks spin: GRAPHC_MPI_WAIT=spin)
-UPDATES = {"shard": {}, "summed": {"GRAPHC_MPI_SHARD": "0", "GRAPHC_MPI_WAIT": "spin"}}
 
 
 @need_mpi
