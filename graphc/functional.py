@@ -30,6 +30,7 @@ from .dsl import (
     apply,
     check_logits,
     const,
+    constant,
     maximum,
     mean,
     names_user_line,
@@ -493,6 +494,73 @@ def batch_norm(
     return apply(
         "batch_norm", x, gamma, beta, rm, rv, name=name, momentum=momentum, eps=eps, axis=axis
     )
+
+
+def embedding(
+    ids: Tensor, vocab: int, dim: int, *, name: str | None = None, dtype: str = "f32"
+) -> Tensor:
+    """Rows of a learned table ``NAME.table`` [vocab, dim] (Keras's Embedding, its uniform
+    -0.05 .. 0.05 initializer; torch's nn.Embedding): ids [N, ...] -> [N, ..., dim], as
+    one-hot(ids) @ table: onehot [N, ..., vocab] = [ids == k] for k in 0..vocab-1, then one
+    GEMM of all its rows. Exact (each output element is one table element times 1 plus
+    zeros, for a finite table); the table's gradient is onehot^T @ dy, the scatter-add of
+    repeated ids. Memory: the one-hot is N * ... * vocab elements.
+
+    ``ids`` must be a graph input of dtype i32 or float (whole numbers; gc.input("ids",
+    ("N", T), dtype="i32")): every entry, predict included, and the exported library check its
+    values before they run (ArgumentError naming the input, the row and the value outside
+    0 .. vocab-1; an id out of range would otherwise look up a row of zeros, silently).
+
+    Raises:
+        ShapeError: ids not a graph input (computed ids cannot be checked), of another dtype
+            or of rank 0; vocab or dim not an int >= 1; ids already checked against another
+            range (an embedding of another vocab size on the same input: the smaller applies
+            to both, named).
+    """
+    for what, v in (("vocab", vocab), ("dim", dim)):
+        if isinstance(v, bool | np.bool_) or not isinstance(v, int | np.integer) or v < 1:
+            raise ShapeError(f"embedding: {what} must be an int >= 1, got {v!r}")
+    vocab, dim = int(vocab), int(dim)
+    node = ids.node
+    if node.op != "input" or ids.dtype not in ("i32", "f32", "f64") or ids.type.rank < 1:
+        raise ShapeError(
+            f"embedding: ids must be a graph input of dtype i32 or float (its values checked "
+            f"before each run), got {ids.name}: {ids.type} (op {node.op})"
+        )
+    rows, low = node.attr("index_rows"), node.attr("index_low")
+    hi = vocab - 1 if rows is None else builtins.min(vocab - 1, int(rows) - 1)
+    lo = 0 if low is None else builtins.max(0, int(low))
+    if lo > hi:
+        raise ShapeError(
+            f"embedding: ids {ids.name!r} must lie in 0 .. {vocab - 1} here but are limited "
+            f"to {low} .. {int(rows) - 1} elsewhere (no value fits both)"
+        )
+    name = name or _fresh("embedding")
+    note = node.attr("index_note") or f"the rows of embedding {name}: 0 .. {vocab - 1}"
+    ids.node = node.with_(
+        attrs={**dict(node.attrs), "index_rows": hi + 1, "index_low": lo, "index_note": note}
+    )
+    table = param(f"{name}.table", (vocab, dim), init="uniform", dtype=dtype)
+    col = reshape(ids, (*ids.shape, 1))
+    if ids.dtype != dtype:  # whole numbers below 2**24: exact in f32
+        col = apply("cast", col, dtype=dtype)
+    onehot = equal(col, constant(np.arange(vocab), name=f"{name}.ids", dtype=dtype))
+    return onehot @ table
+
+
+class Embedding:
+    """Layer object for Sequential: ``Embedding(vocab, dim, name=None, dtype="f32")`` (see
+    ``embedding``; the Sequential's input must be the ids)."""
+
+    def __init__(self, vocab: int, dim: int, *, name: str | None = None, dtype: str = "f32"):
+        self.vocab, self.dim, self.name, self.dtype = vocab, dim, name, dtype
+
+    @shares_weights
+    def __call__(self, x: Tensor) -> Tensor:
+        return embedding(x, self.vocab, self.dim, name=self.name, dtype=self.dtype)
+
+    def __repr__(self) -> str:
+        return f"Embedding({self.vocab}, {self.dim})"
 
 
 class LayerNorm:

@@ -403,3 +403,73 @@ def test_layer_norm_over_several_axes_equals_torch_and_numpy(axes, spread):
         np.testing.assert_allclose(
             m.predict(xv), ln(torch.tensor(hv)).detach().numpy(), rtol=1e-12, atol=1e-12
         )
+
+
+# ---------------------------------------------------------------- embedding
+
+
+def test_embedding_equals_numpys_rows_and_scatter_add_gradient(tmp_path):
+    """gc.embedding / gc.Embedding (Keras's Embedding, torch's nn.Embedding): graphc@f666b17
+    had no lookup in the DSL (only an ONNX import's Gather). Float64 table, repeated ids:
+    forward = table[ids] exactly, dL/dtable = numpy's np.add.at scatter of dL/de (1e-12),
+    the loss vs torch's F.embedding + cross_entropy where installed; an id outside
+    0..vocab-1 (vocab, -1) refused by predict, train_step and the exported library, naming
+    the input, the row and the embedding, nothing updated."""
+    ids = gc.input("ids", ("N", 5), dtype="i32")
+    lab = gc.input("lab", ("N",), dtype="i32")
+    e = gc.embedding(ids, 7, 3, name="emb", dtype="f64")
+    w = gc.param("w", (3, 4), dtype="f64")
+    z = gc.mean(e, 1) @ w
+    m = gc.compile([e, z], gc.softmax_cross_entropy(z, lab), gc.SGD(lr=0.5), name="emb_m")
+    rng = np.random.default_rng(71)
+    iv = np.array([[0, 1, 1, 6, 3], [2, 2, 2, 0, 6], [5, 4, 3, 2, 1]], np.int32)
+    lv = rng.integers(0, 4, 3).astype(np.int32)
+    table, wv = m.params["emb.table"].copy(), m.params["w"].copy()
+    ev, zv = m.predict(iv).values()
+    np.testing.assert_array_equal(ev, table[iv])
+    zr = table[iv].mean(1) @ wv
+    np.testing.assert_allclose(zv, zr, rtol=1e-12)
+    p = np.exp(zr - zr.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    dz = (p - np.eye(4)[lv]) / 3
+    de = np.repeat(((dz @ wv.T) / 5)[:, None, :], 5, axis=1)
+    dtable = np.zeros_like(table)
+    np.add.at(dtable, iv, de)
+    np.testing.assert_allclose(m.gradients(iv, lv)["emb.table"], dtable, rtol=1e-12, atol=1e-15)
+    lib = gc.load(m.export(str(tmp_path / "libemb.so")).library)
+    for bad_value in (7, -1):
+        bad = iv.copy()
+        bad[1, 3] = bad_value
+        for call in (
+            lambda: m.predict(bad),
+            lambda: m.train_step(bad, lv),
+            lambda: lib.predict(bad),
+        ):
+            with pytest.raises(gc.ArgumentError, match=r"'ids': row 1 holds .*embedding emb"):
+                call()
+    np.testing.assert_array_equal(m.params["emb.table"], table)
+    torch = pytest.importorskip("torch")
+    tt = torch.tensor(table)
+    tz = torch.nn.functional.embedding(torch.tensor(iv, dtype=torch.long), tt).mean(
+        1
+    ) @ torch.tensor(wv)
+    want = torch.nn.functional.cross_entropy(tz, torch.tensor(lv, dtype=torch.long)).item()
+    np.testing.assert_allclose(m.train_step(iv, lv), want, rtol=1e-12)
+
+
+def test_embedding_layer_in_a_sequential_and_its_refusals():
+    """Embedding first in a Sequential compiled by compile_sequential (its input x is float32:
+    whole numbers checked, 1.5 refused); computed ids (which no entry could check) refused."""
+    net = gc.Sequential([gc.Embedding(6, 2, name="E"), gc.Flatten(), gc.Dense(3)], name="embnet")
+    m = gc.compile_sequential(net, (4,), "softmax_cross_entropy", gc.Adam(0.01), name="embseq")
+    xv = np.array([[0, 5, 5, 1], [2, 3, 4, 0]], np.float32)
+    t = m.params["E.table"]
+    flat = t[xv.astype(int)].reshape(2, -1)
+    np.testing.assert_allclose(
+        m.predict(xv), flat @ m.params["embnet.l2.w"] + m.params["embnet.l2.b"], rtol=1e-6
+    )
+    with pytest.raises(gc.ArgumentError, match=r"holds 1\.5"):
+        m.predict(xv + 0.5 * (xv == 1))
+    x = gc.input("x", ("N", 3), dtype="i32")
+    with pytest.raises(gc.ShapeError, match="ids must be a graph input"):
+        gc.embedding(gc.cast(x, dtype="f32") + 1.0, 5, 2)
