@@ -96,6 +96,10 @@ _OPERATORS = {
     "__rpow__": "**",
     "__abs__": "abs()",
     "__getitem__": "[]",
+    "__gt__": ">",
+    "__ge__": ">=",
+    "__lt__": "<",
+    "__le__": "<=",
 }
 
 
@@ -130,8 +134,11 @@ class Tensor:
     Supports ``+ - * / @`` and unary ``-`` with tensors and Python numbers (numbers become
     scalar constants of the tensor's dtype), ``x ** number`` (gc.pow), ``number ** x`` for a
     number > 0 (exp(x * log(number))), ``abs(x)``, and numpy's basic indexing ``x[:, -1]``,
-    ``x[..., 1:3]``, ``x[:, None]`` (graphc.functional.getitem; the batch axis whole). Not
-    iterable (a TypeError, not Python's walk of x[0], x[1], ...).
+    ``x[..., 1:3]``, ``x[:, None]`` (graphc.functional.getitem; the batch axis whole).
+    ``x > y``, ``>=``, ``<``, ``<=`` are gc.greater & co. (masks of 1.0 / 0.0; ``==`` and
+    ``!=`` stay Python's identity, as a Tensor is hashed by it). Not iterable (a TypeError,
+    not Python's walk of x[0], x[1], ...), and no truth value (``if x > 0:`` would always have
+    been true): a TypeError, as TensorFlow's graph tensors and JAX's tracers.
     """
 
     __slots__ = ("kind", "node", "parents", "prediction", "target", "value")
@@ -228,6 +235,28 @@ class Tensor:
         from .functional import getitem
 
         return getitem(self, key)
+
+    def _compare(self, op: str, o: Any) -> Tensor:
+        return apply(op, *_operands(op, self, o))
+
+    def __gt__(self, o):
+        return self._compare("greater", o)
+
+    def __ge__(self, o):
+        return self._compare("greater_equal", o)
+
+    def __lt__(self, o):
+        return self._compare("less", o)
+
+    def __le__(self, o):
+        return self._compare("less_equal", o)
+
+    def __bool__(self):
+        raise TypeError(
+            f"the truth value of a graphc Tensor is not known while the graph is declared "
+            f"({self.name}: {self.type}); compare with gc.greater / gc.where, or test "
+            f"'is None' (at {_user_loc()})"
+        )
 
     def __iter__(self):
         raise TypeError(

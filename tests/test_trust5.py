@@ -473,3 +473,26 @@ def test_embedding_layer_in_a_sequential_and_its_refusals():
     x = gc.input("x", ("N", 3), dtype="i32")
     with pytest.raises(gc.ShapeError, match="ids must be a graph input"):
         gc.embedding(gc.cast(x, dtype="f32") + 1.0, 5, 2)
+
+
+def test_comparison_operators_are_masks_and_a_tensor_has_no_truth_value():
+    """x > 0, 0.5 <= x, x < -1, x >= y: gc.greater & co. (TypeError "'>' not supported" on
+    graphc@f7790f2); ``if x > 0:`` was silently always true (a Tensor object is truthy): now a
+    TypeError, as TensorFlow's graph tensors and JAX's tracers. == stays identity (hashing)."""
+    x = gc.input("x", ("N", 4), dtype="f64")
+    y = gc.where(x > 0, x, 0.1 * x) + (0.5 <= x)  # noqa: SIM300 (the reflected operator)
+    p = gc.param("p", (4,), dtype="f64")
+    z = gc.where(x * p > 0, x * p, 0.1 * x * p) + (x >= 0.5) - (x < -1.0) * 2.0 + (x >= x * 0.5)
+    m = gc.compile(z, gc.sum(z), gc.SGD(lr=0.0), name="cmp_ops")
+    xv = np.array([[-2.0, -0.5, 0.0, 0.7], [3.0, -1.0, 1.0, 0.5]])
+    pv = m.params["p"]
+    h = xv * pv
+    want = np.where(h > 0, h, 0.1 * h) + (xv >= 0.5) - (xv < -1.0) * 2.0 + (xv >= xv * 0.5)
+    np.testing.assert_allclose(m.predict(xv), want, rtol=1e-15)
+    np.testing.assert_allclose(m.gradients(xv)["p"], (np.where(h > 0, 1, 0.1) * xv).sum(0))
+    reflected = gc.compile(y, None, name="cmp_reflected").predict(xv)
+    np.testing.assert_array_equal(reflected, np.where(xv > 0, xv, 0.1 * xv) + (xv >= 0.5))
+    for truth in (lambda: bool(x > 0), lambda: (x > 0) and x, lambda: not x):
+        with pytest.raises(TypeError, match="truth value of a graphc Tensor"):
+            truth()
+    assert x == x and x != y and len({x, x, y}) == 2
