@@ -248,7 +248,8 @@ def emit_train_epoch_split(
     barrier; a summed flag (a rank's rows rejected, a stop requested, a non-finite loss with
     ``ctl[CTL_NONFINITE]``) ends the call before the update with ERR_DECIDE, ``at[0]`` the
     step, the sums in ``ctl[CTL_SUMMED]``'s memory, for the caller to decide as its call-out
-    would have.
+    would have; ``at[1]`` is 3 while the update runs (a nonzero code returned then is the
+    update's).
     Also emits ``NAME_reduce_slots`` (emit_reduce_slots) for the params' dtype, which the
     call-out uses when the ranks share memory.
     """
@@ -522,9 +523,12 @@ def emit_native_reduce(
     with b.if_then(decide, likely=False):
         b.ret(ir.Constant(I32, ERR_DECIDE))
     shard = _callee(_addr(b, ctl, CTL_SHARD), SHARD_TYPE)
+    phase = b.gep(at, [i64(1)], inbounds=True, source_etype=I64)
+    b.store(i64(3), phase)  # a nonzero code returned now is the update's (see at[1])
     rc = b.call(shard, [params, state, ws, update_inputs, _word(b, ctl, CTL_LO),
                         _word(b, ctl, CTL_HI), _addr(b, ctl, CTL_GRADS), ranks])  # fmt: skip
     _return_if_nonzero(b, fn, rc, "update")
+    b.store(i64(0), phase)
     emit_native_barrier(b, fn, ctl, ranks, rank)
 
 

@@ -139,14 +139,17 @@ class ModuleBuilder:
         (``lo`` and ``hi`` multiples of the plan's line, or ``hi`` = all elements): the scalar
         kernels (step counter, bias corrections) run whole. The gradient of element ``i`` is
         first summed over the ranks: ``grads[0..ranks-1]`` point at element 0 of the ranks'
-        gradients (NAME_reduce_slots' order: ``((g0 + g1) + ...) + g[ranks-1]``), by blocks
-        of SHARD_BLOCK elements summed into a block on the stack and updated from there while
+        gradients (NAME_reduce_slots' order: ``((g0 + g1) + ...) + g[ranks-1]``): in
+        registers as the update reads them for 2 to SUMMED_RANKS ranks, else by blocks of
+        SHARD_BLOCK elements summed into a block on the stack and updated from there while
         it is in the L1 cache (the workspace's own gradient is only read, as ``grads[j]``
         where it is one of them; the sums are never stored back to memory). Each
-        element gets the arithmetic of the all-reduce and ``apply_update``, so the shards of
-        all ranks together equal the sum and one ``apply_update`` bit for bit
-        (runtime.distributed: ranks that share memory each update a shard of the parameters
-        in a shared-memory window). Returns 0 (no checks: the caller checks ``lr``).
+        element gets the arithmetic of the all-reduce and ``apply_update``, so one call over
+        all elements, or the shards of all ranks together, equal the sum and one
+        ``apply_update`` bit for bit (runtime.distributed: ranks that share memory each run
+        it over all of their own parameters, the summed update, or over a shard of
+        parameters in a shared-memory window, GRAPHC_MPI_SHARD=1). Returns 0, or a
+        check_numerics code of its scalar kernels (no input checks: the caller checks ``lr``).
         """
         from .epoch import SHARD_TYPE, update_shard_plan
 

@@ -52,9 +52,12 @@ model and calls ``fit`` with the same data and arguments. Then:
     the step's callbacks, so a callback must set it alike on every rank;
   - SIGINT or SIGTERM (Open MPI's ``mpirun`` answers Ctrl-C by sending every rank SIGTERM,
     then SIGKILL 1 s later, ``odls_base_sigkill_timeout``): the first is held until the next
-    step's all-reduce; then every rank rolls the unfinished epoch back (parameters, optimizer
-    state, history: as at the end of the last finished epoch), sets ``history.interrupted``
-    and returns from fit; a second signal acts at once. Checkpoints written by callbacks at
+    step's all-reduce (in an epoch that runs its all-reduce natively: the next step after
+    the native call returns, within ~50 ms, _native_chunks); then every rank rolls the
+    unfinished epoch back (parameters, optimizer state, history: as at the end of the last
+    finished epoch), sets ``history.interrupted`` and returns from fit; one that comes after
+    an epoch's last all-reduce is seen in the epoch-end gather: every rank keeps that epoch,
+    sets ``history.interrupted`` and returns; a second signal acts at once. Checkpoints written by callbacks at
     epoch ends are whole files (written beside and renamed), so a run cut short resumes
     from the last one with ``initial_epoch``;
 - the data: without callbacks, each rank's first native epoch checks the float rows it
@@ -330,9 +333,6 @@ def _min() -> Any:
     return MPI.MIN
 
 
-PULL = os.environ.get("PULL") == "1"
-
-
 class WindowReduce:
     """An all-reduce (sum) through an MPI-3 shared-memory window, for ranks sharing one
     machine's memory (MPI's own mechanism for it: ``MPI_Win_allocate_shared`` over the ranks of
@@ -410,12 +410,6 @@ class WindowReduce:
         lines = -(-count // line)
         first, n = shard(lines, self.k, self.r)
         self.lo, self.hi = min(count, first * line), min(count, (first + n) * line)
-        self.shares = []
-        for j in range(self.k):
-            f, c = shard(lines, self.k, j)
-            self.shares.append((min(count, f * line), min(count, (f + c) * line)))
-        self.own = (ctypes.c_void_p * 1)(self.table[self.r])
-        self.single = [(ctypes.c_void_p * 1)(self.table[j]) for j in range(self.k)]
 
     def _barrier(self, napping: bool) -> None:
         self.win.Sync()
@@ -437,15 +431,7 @@ class WindowReduce:
         if marks is not None:
             marks.append(time.perf_counter_ns())
         t = ctypes.addressof(self.table)
-        if PULL:
-            own = ctypes.addressof(self.own)
-            self.fn(t, self.k, own, 1, self.lo, self.hi)
-            self._barrier(napping)
-            for j, (lo, hi) in enumerate(self.shares):
-                if j != self.r:
-                    self.fn(ctypes.addressof(self.single[j]), 1, own, 1, lo, hi)
-        else:
-            self.fn(t, self.k, t, self.k, self.lo, self.hi)
+        self.fn(t, self.k, t, self.k, self.lo, self.hi)
         if marks is not None:
             marks.append(time.perf_counter_ns())
         self._barrier(napping)
@@ -688,14 +674,15 @@ class SplitStep:
                 comm.Allgatherv(MPI.IN_PLACE, [part, counts, displs, MPI.BYTE])
 
     def shard_update(self, model: Any) -> None:
-        """The second half of a sharded step, after ``allreduce`` and the ranks' decision to
-        apply it: NAME_apply_update_shard sums this rank's shard (elements lo..hi of the flat
-        update) of the gradients over the slots (rank order, as the whole-vector sum) and
-        applies the update to it, block by block (the shared parameters, this rank's
-        optimizer state; the scalar kernels whole), then the window's barrier: every rank
-        then trains the next step with all shards updated. Bit for bit the parameters of the
-        unsharded step, with the update's work split over the ranks instead of repeated on
-        each and the sums never leaving the L1 cache."""
+        """The second half of a step with the summed or sharded update, after ``allreduce``
+        and the ranks' decision to apply it (the call-out's; native-reduce epochs run the same
+        natively): NAME_apply_update_shard sums the gradients over the slots (rank order, as
+        the whole-vector sum) as it applies the update: the summed update over all elements
+        of this rank's own parameters and optimizer state; the sharded one
+        (GRAPHC_MPI_SHARD=1) over this rank's shard (elements lo..hi) of the shared
+        parameters and of its optimizer state (the scalar kernels whole); then the window's
+        barrier, after which every rank may write its slot again and trains the next step
+        with all of it updated. Bit for bit the parameters of the sum and apply_update."""
         rc = self.shard_fn(*self._shard_args)
         if rc:
             raise _native_error(rc, self.update)
@@ -762,8 +749,11 @@ class SplitStep:
         """A function ``run(order, batch, first_step, end_step, reduce, scan=False) -> (rc,
         at)`` running global steps ``first_step..end_step-1`` of an epoch in one native call
         (train_grads on this rank's rows gathered from ``feeds`` into ``stage``,
-        ``reduce(step, rows)``, apply_update while it returns 0; ``at``: the step at which
-        the call ended); None when the module has no such entry. With ``scan`` the gather
+        ``reduce(step, rows)``, apply_update while it returns 0 — or, with ``ctl[CTL_FAST]``
+        set by the caller, the entry's own all-reduce and summed update instead of ``reduce``,
+        ERR_DECIDE when the summed flags need the caller, codegen.epoch; ``at``: the step at
+        which the call ended); None when the module has no such entry. ``run.phase()`` is 3
+        when a native-reduce call ended in the update. With ``scan`` the gather
         runs train_grads' row checks, and ``run.rejected()`` says, inside ``reduce``, whether
         this rank's rows of that step failed one (the checked entry's code, else 0; the step's
         train_grads did not run). ``feeds`` (``n`` rows) are checked here against train_grads'
@@ -807,6 +797,7 @@ class SplitStep:
 
         run.keep = keep  # type: ignore[attr-defined]  # the pointers above stay valid
         run.rejected = lambda: int(at[2])  # type: ignore[attr-defined]
+        run.phase = lambda: int(at[1])  # type: ignore[attr-defined]  # 3: in the update
         return run
 
 
@@ -915,7 +906,17 @@ def fit(
         model.param_count,
         tuple((name, a.shape, str(a.dtype), _digest(a)) for name, a in sorted(feeds.items())),
     )
-    everyone = comm.allgather(mine)
+    # The loop every rank runs must be the same (their barriers differ): the per-step Python
+    # loop when any rank has batch callbacks or use_epoch_entry off, the native epoch with its
+    # all-reduce inside only when no rank records TIMELINE. Callbacks may differ between ranks
+    # (Horovod's custom: logging on rank 0 only).
+    cbs = CallbackList(callbacks)
+    paths = (bool(model.use_epoch_entry and not cbs.has_batch_hooks), TIMELINE is None, scan)
+    gathered = comm.allgather((mine, paths))
+    everyone = [e[0] for e in gathered]
+    native_ok = all(e[1][0] for e in gathered)
+    fast_ok = all(e[1][1] for e in gathered)
+    scans = [bool(e[1][2]) for e in gathered]  # Model.fit's choice, from the rank's callbacks
     differ = [i for i, x in enumerate(everyone) if x != everyone[0]]
     if differ:
         raise DistributedError(
@@ -932,10 +933,9 @@ def fit(
     global LAST_REDUCE, LAST_SCAN
     LAST_REDUCE = step.how
     stage = step.staging(feeds, cap)
-    cbs = CallbackList(callbacks)
-    if scan and (step.epoch_fn is None or not model.use_epoch_entry or cbs.has_batch_hooks):
-        model._validate(feeds, False, comm)  # no native epoch to scan in: up front after all
-        scan = False
+    scan = all(scans) and step.epoch_fn is not None and native_ok
+    if any(scans) and not scan:  # a rank left its float rows to a scan that will not run:
+        model._validate(feeds, False, comm)  # up front after all (collective: every rank)
     LAST_SCAN = "epoch" if scan else "up front"
     threads, default = model.threads, getattr(model, "_threads_default", False)
     share = thread_share(comm)  # a collective: every rank calls it, whatever its threads
@@ -956,6 +956,7 @@ def fit(
                     model, comm, step, stage, feeds, n, bs, validation, history, progress,
                     epochs=epochs, initial_epoch=initial_epoch, shuffle=shuffle, seed=seed,
                     cbs=cbs, requests=requests, stop_on_nonfinite=stop_on_nonfinite, scan=scan,
+                    native_ok=native_ok, fast_ok=fast_ok,
                 )  # fmt: skip
             except _Agreed as e:  # every rank, at the same step: not a failure of one rank
                 outcome = e
@@ -1083,9 +1084,9 @@ class DataRejected(Exception):
 class _StopRequests:
     """SIGINT (Ctrl-C) and SIGTERM (what ``mpirun`` sends every rank when it is interrupted,
     SIGKILL following ``odls_base_sigkill_timeout`` = 1 s later) while a distributed fit runs
-    in the main thread with the default handlers: the first is recorded (``pending``) and
-    travels in the next step's all-reduce, so that every rank stops at the same step; a
-    second one acts at once (KeyboardInterrupt, which ends the job through MPI_Abort; or the
+    in the main thread with the default handlers: the first is recorded (``pending``, and
+    ``flag`` for native code) and travels in the next step's all-reduce or the epoch-end
+    gather, so that every rank stops at the same step; a second one acts at once (KeyboardInterrupt, which ends the job through MPI_Abort; or the
     default action of SIGTERM)."""
 
     def __init__(self) -> None:
@@ -1129,6 +1130,7 @@ def _digest(a: np.ndarray) -> int:
 def _epochs(
     model, comm, step, stage, feeds, n, bs, validation, history, progress, *, epochs,
     initial_epoch, shuffle, seed, cbs, requests, stop_on_nonfinite, scan=False,
+    native_ok=True, fast_ok=True,
 ) -> None:  # fmt: skip
     from mpi4py import MPI
 
@@ -1138,18 +1140,15 @@ def _epochs(
     mode = wait_mode()
     napping = mode == "sleep"
     steps = -(-n // bs)
-    # this rank's share of every step's loss, then its waiting share: sent in one Allgather
-    sent, everyone = np.zeros(steps + 1, np.float64), np.zeros((k, steps + 1), np.float64)
+    # this rank's share of every step's loss, its waiting share and whether a stop request is
+    # pending: sent in one Allgather
+    sent, everyone = np.zeros(steps + 2, np.float64), np.zeros((k, steps + 2), np.float64)
     mine = sent[:steps]
     sizes = np.minimum(bs, n - np.arange(steps) * bs)  # rows of each global batch
     decided = np.zeros(2, np.float64)  # rank 0's [stop, lr] after the epoch's callbacks
     checked: set[int] = set()
     # one native call per epoch unless batch callbacks must run between the steps
-    native = (
-        step.native_epoch(feeds, stage, n, k, r)
-        if model.use_epoch_entry and not cbs.has_batch_hooks
-        else None
-    )
+    native = step.native_epoch(feeds, stage, n, k, r) if native_ok else None
     global LAST_PATH, LAST_UPDATE
     LAST_PATH = "python" if native is None else "native"
     LAST_UPDATE = "whole"
@@ -1231,7 +1230,7 @@ def _epochs(
                 step.share_params(model, napping)
             step.sharding = sharded
             # the all-reduce in the entry itself (no call-out), for spinning waits
-            fast = step.native_reduce and not napping and TIMELINE is None
+            fast = step.native_reduce and not napping and fast_ok
             LAST_PATH = "native-reduce" if fast else "native"
             if fast:
                 c = step.ctl
@@ -1246,7 +1245,8 @@ def _epochs(
                     rc, at = native(order, bs, 0, steps, reduce, scanning)
             finally:
                 step.sharding = False
-                step.ctl[epoch_abi.CTL_FAST] = 0
+                c = step.ctl  # no pointers into this fit's memory kept with the step
+                c[epoch_abi.CTL_FAST] = c[epoch_abi.CTL_LOSSES] = c[epoch_abi.CTL_STOP] = 0
             if rc == ERR_DECIDE:  # every rank at step ``at``: the update was not applied
                 lo = at * bs
                 decide(at, min(bs, n - lo), step.native_summed, native.rejected())
@@ -1257,8 +1257,9 @@ def _epochs(
                 raise failed[0]
             if rc == ERR_REDUCE and requests.raised:  # escaped the call-out (see epoch.py)
                 raise KeyboardInterrupt
-            if rc:
-                raise _native_error(rc, grads if reduced[0] != at else update)
+            if rc:  # the update's code: after the call-out (reduced), or in the entry (phase 3)
+                in_update = reduced[0] == at or (fast and native.phase() == 3)
+                raise _native_error(rc, update if in_update else grads)
         for s in range(steps) if native is None else ():
             lo = s * bs
             big = min(bs, n - lo)
@@ -1290,8 +1291,10 @@ def _epochs(
         # every rank's step losses and waiting share in one buffer-based allgather, few numpy
         # calls: the interpreter runs cold right after a native epoch (each call ~0.1-0.5 ms)
         sent[steps] = (cpu_wait() - w0) / max(time.perf_counter() - t0, 1e-9)
+        sent[steps + 1] = 1.0 if requests.pending else 0.0  # came after the epoch's last flags
         comm.Allgather(sent, everyone)
         per_step = np.add.reduce(everyone, axis=0)  # every rank sums in one order (rank order)
+        late_stop = per_step[steps + 1] > 0
         if mode == "auto":  # the same figures on every rank: the same choice
             napping = bool(per_step[steps] / k > AUTO_NAP)
         per_step = per_step[:steps]
@@ -1311,21 +1314,33 @@ def _epochs(
         stop, lr = bool(decided[0]), float(decided[1])
         if lr != model.lr:  # float64 both ways: rank 0's value exactly
             model.lr = lr
+        if late_stop:  # a stop request after the epoch's last all-reduce: it ends here, kept
+            history.interrupted = True
+            if r == 0:
+                log.warning(
+                    "fit: interrupted (SIGINT/SIGTERM) at the end of epoch %d, which is kept "
+                    "(resume with initial_epoch=%d)", epoch, epoch + 1,
+                )  # fmt: skip
+            break
         if stop:
             history.stopped_early = True
             break
 
 
 CHUNK_SECONDS = 0.05  # a native epoch with its own all-reduce returns to Python this often
+MAX_CHUNK = 4096  # steps per such call at most
 
 
 def _native_chunks(
     run: Any, order: np.ndarray, bs: int, steps: int, reduce: Any, scan: bool, first: int = 0
 ) -> tuple[int, int]:
     """``run`` (SplitStep.native_epoch) over steps first..steps-1 in calls of at most about
-    CHUNK_SECONDS each (8 steps first, doubling while shorter): between them Python's signal
-    handlers run, so that a Ctrl-C or SIGTERM (_StopRequests) rides in the next step's flags
-    as with the call-out. Returns the last call's (rc, step)."""
+    CHUNK_SECONDS each (8 steps first, then as many as the last call's time per step allows,
+    at most MAX_CHUNK): between them Python's signal handlers run, so that a Ctrl-C or SIGTERM
+    (_StopRequests) rides in the flags of the next call's first step, which rolls the epoch
+    back, as with the call-out; one that comes during the epoch's last call is seen at the
+    epoch's end (the epoch-end gather: fit stops after that epoch, kept). Returns the last
+    call's (rc, step)."""
     chunk = 8
     rc, at = 0, first
     while first < steps:
@@ -1334,8 +1349,8 @@ def _native_chunks(
         rc, at = run(order, bs, first, end, reduce, scan)
         if rc:
             break
-        if time.perf_counter() - t0 < CHUNK_SECONDS / 2:
-            chunk *= 2
+        per_step = (time.perf_counter() - t0) / (end - first)
+        chunk = max(1, min(MAX_CHUNK, int(CHUNK_SECONDS / max(per_step, 1e-9))))
         first = end
     return rc, at
 

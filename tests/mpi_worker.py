@@ -304,6 +304,72 @@ def paths() -> dict[str, np.ndarray]:
     }
 
 
+def mixed() -> dict[str, np.ndarray]:
+    """Settings that choose the step's loop on some ranks only (a batch callback, the epoch
+    entry off, TIMELINE: every rank must then run the same loop, whose barriers differ), and
+    a stop request after an epoch's last all-reduce (seen in the epoch-end gather)."""
+    from graphc.runtime import distributed as d
+
+    x, y = data()
+    r = d.rank()
+
+    class Log:  # a batch callback, on rank 0 only (Horovod's custom: logging on one rank)
+        def on_batch_end(self, batch, logs):
+            pass
+
+    def trained(setup) -> list[bytes]:
+        m = model("adam", "m_adam")  # the model of mode train: the compile cache has it
+        m.initialize(1)
+        cbs = setup(m)
+        m.fit(x, y, epochs=2, batch_size=BATCH, seed=5, verbose=0, distributed="mpi",
+              callbacks=cbs)  # fmt: skip
+        d.TIMELINE = None
+        return [v.tobytes() for v in list(m.params.values()) + list(m.state.values())]
+
+    def timeline(m):
+        d.TIMELINE = [] if r == 0 else None
+        return []
+
+    def no_entry(m):
+        m.use_epoch_entry = r != 0
+        return []
+
+    clean = trained(lambda m: [])
+    res = {
+        "callback_rank0": np.array(trained(lambda m: [Log()] if r == 0 else []) == clean),
+        "timeline_rank0": np.array(trained(timeline) == clean),
+        "no_entry_rank0": np.array(trained(no_entry) == clean),
+    }
+    # a stop request on rank 1 after the last epoch's last step (native epochs)
+    chunks = d._native_chunks
+    epoch_now = [0]
+
+    class Epoch:
+        def on_epoch_begin(self, m, epoch):
+            epoch_now[0] = epoch
+
+    def native_chunks(run, order, bs, steps, reduce, scan, first=0):
+        rc, at = chunks(run, order, bs, steps, reduce, scan, first)
+        if epoch_now[0] == 1 and r == 1 and not rc:
+            os.kill(os.getpid(), signal.SIGTERM)  # after the epoch's last flags were sent
+        return rc, at
+
+    d._native_chunks = native_chunks
+    m = model("adam", "m_adam")
+    m.initialize(1)
+    h = m.fit(x, y, epochs=3, batch_size=BATCH, seed=5, verbose=0, distributed="mpi",
+              callbacks=[Epoch()])  # fmt: skip
+    d._native_chunks = chunks
+    late = (h.interrupted, len(h.epochs), d.LAST_PATH)
+    everyone = d.world().allgather(late)
+    res["late_stop"] = np.array(all(e == everyone[0] for e in everyone))
+    res["late_interrupted"] = np.array(h.interrupted)
+    res["late_epochs"] = np.array(len(h.epochs))
+    res["late_path"] = np.array(d.LAST_PATH)
+    res["late_handler_restored"] = np.array(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+    return res
+
+
 def edges() -> dict[str, np.ndarray]:
     """Mode ``edges`` (see the module docstring)."""
     x, y = data()
@@ -430,6 +496,8 @@ def main() -> None:
         res = paths()
     elif mode == "edges":
         res = edges()
+    elif mode == "mixed":
+        res = mixed()
     elif mode == "frozen":  # tests/test_frozen.py: non-trainable params first, middle, last
         from test_frozen import FROZEN, frozen_model
 

@@ -593,6 +593,34 @@ def test_native_epoch_equals_python_steps(update, tmp_path):
 
 
 @need_mpi
+@pytest.mark.parametrize("wait", ["spin", "sleep"])
+def test_loops_agreed_and_a_late_stop(wait, tmp_path):
+    """A batch callback, use_epoch_entry off or TIMELINE on rank 0 only: every rank runs the
+    most general loop (their barriers differ), and the parameters and optimizer state equal
+    the fit without them bit for bit (spinning: the native all-reduce on the other ranks
+    would otherwise wait forever; napping: both would read each other's half-summed slots).
+    A SIGTERM taken after an epoch's last all-reduce (here: after epoch 1's native calls on
+    rank 1, spinning) stops every rank at that epoch's end with the epoch kept (before: the
+    request was seen at the next step only, and lost after the last epoch)."""
+    env = (
+        UPDATES["summed"]
+        if wait == "spin"
+        else {"GRAPHC_MPI_SHARD": "0", "GRAPHC_MPI_WAIT": "sleep"}
+    )
+    r = mpirun(2, "mixed", str(tmp_path / "got.npz"), timeout=90, **env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = dict(np.load(tmp_path / "got.npz"))
+    assert bool(got["callback_rank0"]) and bool(got["timeline_rank0"])
+    assert bool(got["no_entry_rank0"])
+    assert bool(got["late_stop"])  # the ranks agree
+    assert str(got["late_path"]) == ("native-reduce" if wait == "spin" else "native")
+    if wait == "spin":  # (napping epochs run the call-out: no native calls to signal after)
+        assert bool(got["late_interrupted"])
+        assert int(got["late_epochs"]) == 2  # epochs 0 and 1 kept, 2 not run
+    assert bool(got["late_handler_restored"])
+
+
+@need_mpi
 @pytest.mark.parametrize("update", UPDATES)
 def test_fewer_rows_than_ranks_and_errors_on_some_ranks(update, tmp_path):
     """3 ranks: 2 training rows, and 2 validation rows, train as one process does (a rank
