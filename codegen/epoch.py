@@ -192,7 +192,7 @@ CTL_LO, CTL_HI = 9, 10  # the flat update's elements this rank updates (all of t
 CTL_GRAD, CTL_GRAD_BYTES = 11, 12  # this rank's grad region, zeroed when it has no rows
 CTL_SHARD = 13  # NAME_apply_update_shard's address
 CTL_WORDS = 14
-CTL_LINE = 64
+CTL_LINE = 128  # bytes between counters: no false sharing on 128-byte lines or line pairs
 FLAGS = 4  # [non-finite losses, loss share, stop requests, rejected rows]: runtime.distributed
 SPIN_POLLS = 1 << 10  # a waiting rank polls this many times between sched_yield calls
 
