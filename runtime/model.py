@@ -889,6 +889,8 @@ class Model:
             found = []
             for i, (name, a) in enumerate(given.items()):
                 t = src[name].type
+                if np.ndim(a) == 0:  # a scalar input (an import's rank-0 input): one row
+                    a = np.reshape(a, (1,))
                 part = a[lo:hi] if split else a
                 rows, width = len(part), int(np.prod(part.shape[1:], dtype=np.int64))
                 bad = None

@@ -105,3 +105,25 @@ def test_a_zero_divisor_is_refused_naming_the_input_and_the_row(tmp_path) -> Non
     lib = gc.load(model.export(str(tmp_path / "libdz.so")).library)
     with pytest.raises(gc.ArgumentError, match=r"dz_infer: divisor 'b': row 1 holds 0"):
         lib.predict(feeds)
+
+
+def test_a_scalar_divisor_is_checked_like_any_input() -> None:
+    # b int32[] (rank 0): a 0 is refused naming 'b', as ONNX Runtime raises; not a TypeError
+    g = helper.make_graph(
+        [helper.make_node("Div", ["a", "b"], ["y"])],
+        "scalar_div",
+        [
+            helper.make_tensor_value_info("a", TensorProto.INT32, ["N", 3]),
+            helper.make_tensor_value_info("b", TensorProto.INT32, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, None)],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    model = gc.from_onnx(m).compile()
+    a = np.array([[7, -8, 9], [0, 5, -5]], np.int32)
+    for b in (2, -3):
+        feeds = {"a": a, "b": np.array(b, np.int32)}
+        np.testing.assert_array_equal(model.predict(feeds), ort_run(m, feeds)[0])
+    with pytest.raises(gc.ArgumentError, match=r"divisor 'b': row 0 holds 0"):
+        model.predict({"a": a, "b": np.array(0, np.int32)})
