@@ -100,7 +100,8 @@ def _div(a: Interval, b: Interval) -> Interval | None:
 # intervals cannot see that they cancel, so the result's range is taken from the operator's
 # meaning instead: "floor" / "ceil" (x), "idiv" (x, y: x / y truncated), "iquot" (x, y: the
 # float quotient x / y of whole numbers, |x / y| <= |x| for a divisor other than 0, which is
-# undefined in ONNX's integer Div and Mod), "mod" (x, y), "index" (size: a position 0 .. size
+# undefined in ONNX's integer Div and Mod), "mod" / "imod" (x, y, fmod: the remainder of floats /
+# integers, the sign of x for fmod=1, of y for fmod=0), "index" (size: a position 0 .. size
 # - 1).
 Rules = dict[int, tuple[str, tuple[Any, ...]]]
 
@@ -123,7 +124,7 @@ def _rule_interval(rule: tuple[str, tuple[Any, ...]], memo: dict) -> Interval | 
     kind, operands = rule
     if kind == "index":  # a position along an axis of a known size (TopK's indices)
         return (0.0, float(operands[0] - 1))
-    xs = [memo.get(id(o)) for o in operands]
+    xs = [memo.get(id(o)) for o in operands if not isinstance(o, bool)]
     if any(x is None for x in xs):
         return None
     if kind in ("floor", "ceil"):
@@ -149,8 +150,14 @@ def _rule_interval(rule: tuple[str, tuple[Any, ...]], memo: dict) -> Interval | 
             return q
         return (float(math.trunc(q[0])), float(math.trunc(q[1])))
     if kind in ("mod", "imod"):  # |x mod y| < |y|: at most |y| - 1 for integers
-        m = max(abs(xs[1][0]), abs(xs[1][1])) - (1 if kind == "imod" else 0)
-        return (-m, m)
+        (x, y), fmod = xs, len(operands) > 2 and operands[2]
+        m = max(abs(y[0]), abs(y[1])) - (1 if kind == "imod" else 0)
+        # the sign of the result: the dividend's (fmod=1, also |r| <= |x|) or the divisor's
+        # (fmod=0), so that an unsigned x mod y stays in 0 .. max(y) - 1
+        s = x if fmod else y
+        lo = 0.0 if s[0] >= 0 else (max(s[0], -m) if fmod else max(s[0] + 1, -m))
+        hi = 0.0 if s[1] <= 0 else (min(s[1], m) if fmod else min(s[1] - 1, m))
+        return (lo, hi)
     return None
 
 

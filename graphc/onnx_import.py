@@ -6661,7 +6661,8 @@ def _mod(cx: NodeContext) -> list[Value]:
     at_inf = dsl.apply("where", x_inf, zero / zero, at_inf)
     m = dsl.apply("where", dsl.apply("equal", ay, dsl.const(math.inf)), at_inf, m)
     out = dsl.apply("where", dsl.apply("equal", y, zero), zero / zero, m)
-    cx.imp.ranges[id(out)] = ("imod" if integer else "mod", (x, y))  # |out| < |y| (onnx_bounds)
+    # |out| < |y|, with the sign of x (fmod) or y (onnx_bounds)
+    cx.imp.ranges[id(out)] = ("imod" if integer else "mod", (x, y, fmod))
     return [out]
 
 

@@ -127,3 +127,23 @@ def test_a_scalar_divisor_is_checked_like_any_input() -> None:
         np.testing.assert_array_equal(model.predict(feeds), ort_run(m, feeds)[0])
     with pytest.raises(gc.ArgumentError, match=r"divisor 'b': row 0 holds 0"):
         model.predict({"a": a, "b": np.array(0, np.int32)})
+
+
+@pytest.mark.parametrize("elem", [TensorProto.UINT8, TensorProto.UINT16, TensorProto.INT8])
+@pytest.mark.parametrize("fmod", [0, 1])
+def test_small_and_unsigned_integer_mod_of_inputs_matches_onnxruntime(elem: int, fmod: int) -> None:
+    # the remainder's range follows the signs: an unsigned x mod y stays in 0 .. max(y) - 1
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
+    m = _model([helper.make_node("Mod", ["a", "b"], ["y"], fmod=fmod)], elem)
+    model = gc.from_onnx(m).compile()
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(fmod)
+    a = rng.integers(info.min, int(info.max) + 1, (100, 6))
+    b = rng.integers(info.min, int(info.max) + 1, (100, 6))
+    a[0], b[0] = info.max, [1, 2, 3, 7, 100, info.max]
+    b[b == 0] = 1
+    feeds = {"a": a.astype(dtype), "b": b.astype(dtype)}
+    (want,) = ort_run(m, feeds)
+    got = model.predict(feeds)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
