@@ -23,6 +23,7 @@ from graphc.ir.builder import Builder
 from graphc.ir.errors import GraphcError
 from graphc.ir.graph import Graph, make_node
 from graphc.ir.ops.random import strip_dropout
+from graphc.ir.ops.sources import check_note
 from graphc.ir.passes.decompose import add_weight_penalties, decompose
 from graphc.ir.passes.layout import layout_state
 from graphc.ir.passes.pipeline import run_pipeline
@@ -352,7 +353,7 @@ def plan_input_checks(prog: Program, entry: str) -> list[InputCheck]:
             "divisor" if n.attr("index_nonzero") else "index",
             int(n.attr("index_rows")),
             n.attr("index_low"),
-            n.attr("index_note") or "",
+            check_note(n),
         )
         for n in sched.graph.nodes
         if n.op == "input" and n.attr("index_rows") is not None

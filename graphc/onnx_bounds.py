@@ -100,7 +100,9 @@ def _div(a: Interval, b: Interval) -> Interval | None:
 # intervals cannot see that they cancel, so the result's range is taken from the operator's
 # meaning instead: "floor" / "ceil" (x), "idiv" (x, y: x / y truncated), "iquot" (x, y: the
 # float quotient x / y of whole numbers, |x / y| <= |x| for a divisor other than 0, which is
-# undefined in ONNX's integer Div and Mod), "mod" / "imod" (x, y, fmod: the remainder of floats /
+# undefined in ONNX's integer Div and Mod: the premise holds where the importer refuses a 0 (a
+# constant divisor, or one that moves integer inputs: onnx_import._refuse_zero_divisor); a
+# divisor computed otherwise (b + 1) that holds 0 gives inf or NaN, outside these ranges), "mod" / "imod" (x, y, fmod: the remainder of floats /
 # integers, the sign of x for fmod=1, of y for fmod=0), "index" (size: a position 0 .. size
 # - 1).
 Rules = dict[int, tuple[str, tuple[Any, ...]]]

@@ -3046,11 +3046,14 @@ def _div(cx: NodeContext) -> list[Value]:
     integer division in C and ONNX Runtime: q = trunc(x / y), then corrected by one where the
     float32 quotient rounded across an integer (the remainder x - q * y must have x's sign and
     be smaller than |y|): exact for whole numbers below 2**24. Integer division by zero is
-    undefined in ONNX (graphc gives NaN or an infinity)."""
+    undefined in ONNX: a 0 in a constant divisor is refused at import (OnnxError), one in a
+    divisor that moves integer graph inputs by every entry (_refuse_zero_divisor); a divisor
+    computed otherwise gives the output type's largest / smallest value or 0 (0 / 0) after
+    the output conversion. Floats: x / y, IEEE's inf and NaN at 0."""
     x, y = cx.x(0), cx.x(1)
     if cx.imp.elem_type(cx.node.output[0]) not in INTEGER_TYPES:
         return [x / y]
-    _refuse_zero_divisor(y)
+    _refuse_zero_divisor(cx, y)
     zero = dsl.const(0.0)
     t = x / y
     cx.imp.ranges[id(t)] = ("iquot", (x, y))
@@ -3067,16 +3070,72 @@ def _div(cx: NodeContext) -> list[Value]:
     return [out]
 
 
-def _refuse_zero_divisor(y: Tensor) -> None:
-    """Have the entries refuse a 0 in the integer graph input that the divisor ``y`` of an
-    integer Div or Mod moves (the input itself, or a reshape, cast or other movement of it:
-    ``index_nonzero``, codegen/checks.py's "divisor" check, naming the input and the row): ONNX
-    leaves an integer division by zero undefined and ONNX Runtime raises. A divisor computed
-    otherwise (b + 1) is not checked (see docs/onnx.md)."""
-    while y.node.op in ("reshape", "transpose", "slice", "reverse", "cast") and y.parents:
-        y = y.parents[0]
-    if y.node.op == "input" and y.node.attr("index_rows") is not None:
-        y.node = y.node.with_(attrs={**dict(y.node.attrs), "index_nonzero": True})
+def _refuse_zero_divisor(cx: NodeContext, y: Tensor) -> None:
+    """Refuse a 0 in the divisor ``y`` of an integer Div or Mod, where ONNX leaves an integer
+    division by zero undefined and ONNX Runtime raises. Its elements are followed back through
+    movements (reshape, transpose, slice, reverse, cast, broadcast: Expand's x + 0, Concat's
+    parts, x * 1): a constant that holds 0 is refused here (OnnxError naming the node, as
+    ONNX Runtime refuses such a file when it loads it); an integer graph input gets
+    ``index_nonzero``, codegen/checks.py's "divisor" check, so that every entry refuses a 0 in
+    it naming the input and the row, with a note saying which node divides by it. The check
+    covers the whole input: also the elements a Slice leaves out, and also when the division
+    is in an If branch that the data may not take (docs/onnx.md). A divisor computed otherwise
+    (b + 1) is not checked."""
+    how: set[str] = set()
+
+    def leaves(t: Tensor) -> list[Tensor]:
+        op = t.node.op
+        if op in ("reshape", "transpose", "slice", "reverse", "cast", "broadcast_to"):
+            how.add(op)
+            return leaves(t.parents[0])
+        if op == "concat":
+            return [u for p in t.parents for u in leaves(p)]
+        if op in ("add", "mul") and len(t.parents) == 2:  # x + 0, x * 1: broadcasts of x
+            keep = 0.0 if op == "add" else 1.0
+            for k in (0, 1):
+                if _holds_only(t.parents[1 - k], keep):
+                    return leaves(t.parents[k])
+        return [t]
+
+    where = f"{cx.node.op_type} {cx.node.output[0]!r}"
+    for t in leaves(y):
+        v = _known_array(t)
+        if v is not None and (v == 0).any():
+            cx.fail(
+                f"its divisor {cx.node.input[1]!r} holds 0 at {np.argwhere(v == 0)[0].tolist()}: "
+                "an integer division by zero is undefined in ONNX (ONNX Runtime refuses the "
+                "model when it loads it)"
+            )
+        if t.node.op != "input" or t.node.attr("index_rows") is None:
+            continue
+        why = f"{where} divides by {'a slice of it' if 'slice' in how else 'it'}"
+        if "_branch/" in cx.node.output[0]:
+            why += " in a branch of an If"
+        extra = ["also the elements the slice leaves out"] if "slice" in how else []
+        if "_branch/" in cx.node.output[0]:
+            extra.append("also where the If takes its other branch")
+        if extra:
+            why += (
+                f" (graphc checks every element of the input, {', and '.join(extra)}; ONNX "
+                "Runtime only the divisors it divides by)"
+            )
+        old = t.node.attr("index_nonzero")
+        why = why if not isinstance(old, str) or why in old else f"{old}; {why}"
+        t.node = t.node.with_(attrs={**dict(t.node.attrs), "index_nonzero": why})
+
+
+def _known_array(t: Tensor) -> np.ndarray | None:
+    """The values of a constant tensor (a scalar const or a state holding a value), or None."""
+    if t.node.op == "const":
+        return np.asarray(float(t.node.attr("value")))
+    if t.node.op == "state" and t.value is not None:
+        return np.asarray(t.value)
+    return None
+
+
+def _holds_only(t: Tensor, v: float) -> bool:
+    a = _known_array(t)
+    return a is not None and a.size > 0 and bool((a == v).all())
 
 
 def _sign_of(x: Tensor) -> Tensor:
@@ -6615,10 +6674,11 @@ def _mod(cx: NodeContext) -> list[Value]:
     floats) or fmod=0 (integers: Python's %, the sign of the divisor), as x - q * y with q the
     truncated (fmod, and integers) or floored quotient, then corrected by one y where the
     remainder is on the wrong side (exact for integers below 2**24 of any sign: no product
-    passes |x|; for floats within the rounding of q * y). Edges as numpy's fmod / mod: a zero divisor or an infinite
-    dividend gives NaN, an infinite divisor x (fmod) or, for floored Mod, y where x and y
-    differ in sign; a zero remainder has the sign of x (fmod) or y. Gradient: dx = dy,
-    d divisor = -q * dy."""
+    passes |x|; for floats within the rounding of q * y). Float edges as numpy's fmod / mod:
+    a zero divisor or an infinite dividend gives NaN, an infinite divisor x (fmod) or, for
+    floored Mod, y where x and y differ in sign; a zero remainder has the sign of x (fmod) or
+    y. Integers: a zero divisor is refused as Div's (_refuse_zero_divisor), or, computed
+    otherwise, gives 0 after the output conversion. Gradient: dx = dy, d divisor = -q * dy."""
     x, y = cx.x(0), cx.x(1)
     fmod = bool(cx.attr("fmod", 0))
     zero = dsl.const(0.0)
@@ -6626,7 +6686,7 @@ def _mod(cx: NodeContext) -> list[Value]:
     integer = cx.imp.elem_type(cx.node.output[0]) in INTEGER_TYPES
     if integer:
         cx.imp.ranges[id(t)] = ("iquot", (x, y))
-        _refuse_zero_divisor(y)
+        _refuse_zero_divisor(cx, y)
     fl = _integral_part(cx, t, -1)
     if fmod or integer:  # truncate: floor for t >= 0, ceil below
         # (integers: the sign correction below then adds y once where x and y differ in

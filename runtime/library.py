@@ -450,11 +450,14 @@ class Library:
                 nothing is printed.
 
         Returns:
-            the output array (float32), or a dict by output name when there are several.
+            the output array, or a dict by output name when there are several, in the
+            dtype of its port (the header's argument type: ``float`` as float32, and an ONNX
+            import's int32 / int64 outputs, ``int32_t *`` / ``int64_t *``, as int32 / int64).
 
         Raises:
-            ArgumentError: a shape or dtype differs from the library's inputs, or ``out``
-                does not fit.
+            ArgumentError: a shape or dtype differs from the library's inputs, ``out`` does
+                not fit, or the native input checks refuse a value (an index or divisor out of
+                its range, a divisor holding 0), naming the input and the row.
             CheckpointError: a library exported with weights="file" whose weights were never
                 loaded (its params are all zero).
         """

@@ -26,6 +26,7 @@ from graphc.ir.errors import (
     NumericsError,
     OptionTypeError,
 )
+from graphc.ir.ops.sources import check_note
 from graphc.ir.program import UNIT_TARGET_LOSSES
 from graphc.ir.types import BATCH
 
@@ -951,7 +952,7 @@ class Model:
         name = list(given)[i]
         a = given[name]
         if check == 2:
-            note = src[name].attr("index_note") or ""
+            note = check_note(src[name])
             rows, low = int(src[name].attr("index_rows")), src[name].attr("index_low")
             kind = "divisor" if src[name].attr("index_nonzero") else "index"
             raise explain(kind, name, a, rows, note, low)

@@ -147,3 +147,88 @@ def test_small_and_unsigned_integer_mod_of_inputs_matches_onnxruntime(elem: int,
     got = model.predict(feeds)
     assert got.dtype == want.dtype
     np.testing.assert_array_equal(got, want)
+
+
+def _divide(op: str, moves: list, inits: list, ins: list) -> onnx.ModelProto:
+    g = helper.make_graph(
+        [*moves, helper.make_node(op, ["a", "d"], ["y"])],
+        "divisor_moves",
+        [helper.make_tensor_value_info("a", TensorProto.INT64, ["N", 2]), *ins],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, None)],
+        [onnx.numpy_helper.from_array(np.asarray(v, np.int64), k) for k, v in inits],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.mark.parametrize("op", ["Div", "Mod"])
+def test_a_constant_zero_divisor_is_refused_at_import_naming_the_node(op: str) -> None:
+    # ONNX Runtime refuses the file when it loads it ("Integer division / modulo by zero")
+    for d in ([3, 0], [[0]]):
+        m = _divide(op, [helper.make_node("Identity", ["c"], ["d"])], [("c", d)], [])
+        with pytest.raises(Exception, match="by zero"):
+            ort_run(m, {"a": np.array([[7, 8]], np.int64)})
+        with pytest.raises(gc.OnnxError, match=rf"\({op}, .*divisor 'd' holds 0"):
+            gc.from_onnx(m)
+
+
+@pytest.mark.parametrize("op", ["Div", "Mod"])
+def test_a_divisor_broadcast_by_expand_or_concat_is_checked(op: str) -> None:
+    b = helper.make_tensor_value_info("b", TensorProto.INT64, ["N", 1])
+    for moves, inits in (
+        ([helper.make_node("Expand", ["b", "shape"], ["d"])], [("shape", [1, 2])]),
+        ([helper.make_node("Concat", ["b", "b"], ["d"], axis=1)], []),
+    ):
+        m = _divide(op, moves, inits, [b])
+        model = gc.from_onnx(m).compile()
+        ok = {"a": np.array([[7, -8], [9, 10]], np.int64), "b": np.array([[3], [-4]], np.int64)}
+        np.testing.assert_array_equal(model.predict(ok), ort_run(m, ok)[0])
+        bad = {"a": ok["a"], "b": np.array([[3], [0]], np.int64)}
+        with pytest.raises(Exception, match="by zero"):
+            ort_run(m, bad)
+        with pytest.raises(gc.ArgumentError, match=rf"divisor 'b': row 1 holds 0.*{op} 'y'"):
+            model.predict(bad)
+
+
+def test_a_refusal_of_a_zero_that_onnxruntime_would_not_divide_by_says_why() -> None:
+    # graphc checks the whole divisor input: also a column a Slice leaves out, and an If's
+    # branch that the data does not take (ONNX Runtime runs both); the message says so
+    b = helper.make_tensor_value_info("b", TensorProto.INT64, ["N", 2])
+    m = _divide(
+        "Div",
+        [helper.make_node("Slice", ["b", "s0", "s1", "ax"], ["d"])],
+        [("s0", [0]), ("s1", [1]), ("ax", [1])],
+        [b],
+    )
+    feeds = {"a": np.array([[7, 8], [9, 10]], np.int64), "b": np.array([[2, 0], [3, 5]], np.int64)}
+    np.testing.assert_array_equal(ort_run(m, feeds)[0], [[3, 4], [3, 3]])
+    with pytest.raises(
+        gc.ArgumentError,
+        match=r"row 0 holds 0.*Div 'y' divides by a slice of it "
+        r"\(graphc checks every element of the input, also the elements the slice",
+    ):
+        gc.from_onnx(m).compile().predict(feeds)
+    out = helper.make_tensor_value_info
+    then = helper.make_graph(
+        [helper.make_node("Div", ["a", "b"], ["yt"])], "t", [], [out("yt", TensorProto.INT64, None)]
+    )
+    other = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["ye"])], "e", [], [out("ye", TensorProto.INT64, None)]
+    )
+    g = helper.make_graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)],
+        "branch",
+        [out("a", TensorProto.INT64, ["N", 2]), b, out("c", TensorProto.BOOL, [])],
+        [out("y", TensorProto.INT64, None)],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    feeds = {**feeds, "c": np.array(False)}
+    np.testing.assert_array_equal(ort_run(m, feeds)[0], feeds["a"] + feeds["b"])
+    with pytest.raises(
+        gc.ArgumentError,
+        match=r"row 0 holds 0.*in a branch of an If .*also where "
+        r"the If takes its other branch",
+    ):
+        gc.from_onnx(m).compile().predict(feeds)

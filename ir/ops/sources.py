@@ -33,11 +33,19 @@ class Input(Source):
     only, such as 1 .. V for ids - 1, has index_low L and index_rows H + 1). Attr
     ``index_note`` (a str, or None): why the range is that, added to the refusal's message
     (an ONNX import's lookup node whose computed indices the range keeps in their table).
-    Attr ``index_nonzero`` (True, or None): with ``index_rows``, 0 is refused too (the
-    divisor of an ONNX import's integer Div or Mod, which ONNX leaves undefined at 0)."""
+    Attr ``index_nonzero`` (True or a str, or None): with ``index_rows``, 0 is refused too
+    (the divisor of an ONNX import's integer Div or Mod, which ONNX leaves undefined at 0); a
+    str says which node divides by it, added to the refusal's message (check_note)."""
 
     name = "input"
     attrs = {"index_rows": None, "index_low": None, "index_note": None, "index_nonzero": None}
+
+
+def check_note(node: Any) -> str:
+    """What a refusal of input ``node``'s index or divisor check adds to its message: why 0 is
+    refused (a str ``index_nonzero``) and why the range is what it is (``index_note``)."""
+    parts = [node.attr("index_nonzero"), node.attr("index_note")]
+    return "; ".join(p for p in parts if isinstance(p, str) and p)
 
 
 def index_range(node: Any) -> tuple[int, int] | None:
