@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from graphc.ir.builder import infer_type
-from graphc.ir.errors import ArgumentError, GraphcError, ShapeError
+from graphc.ir.errors import ArgumentError, GraphcError, OptionTypeError, ShapeError
 from graphc.ir.graph import Graph, Node, make_attrs, make_node
 from graphc.ir.ops import ACTIVATIONS as ACTIVATION_OPS
 from graphc.ir.ops import OPS, POINTWISE_OPS, REQUIRED
@@ -128,6 +128,13 @@ def _dsl_call() -> str | None:
     return None
 
 
+# A bool where a Tensor or a number belongs is often the identity result of x == y / x != y.
+_IDENTITY_HINT = (
+    " (x == y and x != y of two graphc Tensors are Python's identity, a bool: "
+    "for a mask write gc.equal(x, y) / gc.not_equal(x, y))"
+)
+
+
 class Tensor:
     """A value of the graph being declared: its node and the tensors it was computed from.
 
@@ -135,10 +142,12 @@ class Tensor:
     scalar constants of the tensor's dtype), ``x ** number`` (gc.pow), ``number ** x`` for a
     number > 0 (exp(x * log(number))), ``abs(x)``, and numpy's basic indexing ``x[:, -1]``,
     ``x[..., 1:3]``, ``x[:, None]`` (graphc.functional.getitem; the batch axis whole).
-    ``x > y``, ``>=``, ``<``, ``<=`` are gc.greater & co. (masks of 1.0 / 0.0; ``==`` and
-    ``!=`` stay Python's identity, as a Tensor is hashed by it). Not iterable (a TypeError,
-    not Python's walk of x[0], x[1], ...), and no truth value (``if x > 0:`` would always have
-    been true): a TypeError, as TensorFlow's graph tensors and JAX's tracers.
+    ``x > y``, ``>=``, ``<``, ``<=`` are gc.greater & co. (masks of 1.0 / 0.0); ``==`` and
+    ``!=`` between Tensors stay Python's identity (a Tensor is hashed by it), and against a
+    number or an array raise an OptionTypeError naming gc.equal / gc.not_equal. Not iterable
+    (a TypeError, not Python's walk of x[0], x[1], ...), and no truth value (``if x > 0:``
+    would always have been true): a TypeError, as TensorFlow's graph tensors and JAX's
+    tracers.
     """
 
     __slots__ = ("kind", "node", "parents", "prediction", "target", "value")
@@ -181,7 +190,8 @@ class Tensor:
         if isinstance(other, bool) or not isinstance(other, int | float | np.number):
             raise ArgumentError(
                 f"{self.name} : {self.type} combined with {type(other).__name__} {other!r:.40}: "
-                f"use a graphc Tensor or a number (at {_user_loc()})"
+                f"use a graphc Tensor or a number{_IDENTITY_HINT if isinstance(other, bool) else ''}"
+                f" (at {_user_loc()})"
             )
         return const(float(other), dtype=self.dtype)
 
@@ -238,6 +248,28 @@ class Tensor:
 
     def _compare(self, op: str, o: Any) -> Tensor:
         return apply(op, *_operands(op, self, o))
+
+    # == and != between Tensors stay Python's identity: a Tensor is hashed by it (dict keys and
+    # sets of tensors, in the compiler and in users' code). Against a number or an array, numpy
+    # and torch users mean a mask: identity would be a silent False / True, so it is refused,
+    # naming gc.equal / gc.not_equal.
+    __hash__ = object.__hash__
+
+    def _identity(self, op: str, o: Any) -> bool:
+        if isinstance(o, int | float | np.number | np.ndarray):
+            mask = "equal" if op == "==" else "not_equal"
+            raise OptionTypeError(
+                f"{self.name} {op} {o!r:.40}: == and != compare graphc Tensors by identity "
+                f"(a Tensor is hashed by it); for the mask of x {op} y write "
+                f"gc.{mask}(x, y) (at {_user_loc()})"
+            )
+        return self is o if op == "==" else self is not o
+
+    def __eq__(self, o):
+        return self._identity("==", o)
+
+    def __ne__(self, o):
+        return self._identity("!=", o)
 
     def __gt__(self, o):
         return self._compare("greater", o)

@@ -20,6 +20,7 @@ from graphc.ir.ops.norm import BatchNorm as BatchNormOp
 from graphc.runtime.checks import check_bool, check_real
 
 from .dsl import (
+    _IDENTITY_HINT,
     LOSSES,
     OP_FUNCTIONS,
     Tensor,
@@ -29,7 +30,6 @@ from .dsl import (
     _tag,
     apply,
     check_logits,
-    const,
     constant,
     maximum,
     mean,
@@ -46,10 +46,6 @@ from .dsl import (
 # add what a generated one cannot: Python numbers as operands, aliases.
 
 swish = OP_FUNCTIONS["silu"]
-
-
-def _lift(x: Tensor, y: Tensor | float) -> Tensor:
-    return x._lift(y) if isinstance(x, Tensor) else const(float(y), dtype=x.dtype)
 
 
 def minimum(x: Tensor | float, y: Tensor | float) -> Tensor:
@@ -106,8 +102,18 @@ def where(cond: Tensor, a: Tensor | float, b: Tensor | float) -> Tensor:
     contain NaN where using where"): ``where(x > 0, sqrt(x), 0.0)`` has a NaN gradient at
     x < 0, ``where(x > 0, log(x), x)`` at x = 0. Keep the untaken branch finite with a second
     where inside it: ``where(x > 0, sqrt(where(x > 0, x, 1.0)), 0.0)`` (gradient 0 there).
+
+    Raises:
+        ArgumentError: ``cond`` not a Tensor (a bool: ``x == y`` of two Tensors is Python's
+            identity in graphc; the mask is gc.equal(x, y)).
     """
-    return apply("where", cond, _lift(cond, a), _lift(cond, b))
+    if not isinstance(cond, Tensor):
+        hint = _IDENTITY_HINT if isinstance(cond, bool | np.bool_) else ""
+        raise ArgumentError(
+            f"where: cond must be a graphc Tensor (a mask such as x > 0), got "
+            f"{type(cond).__name__} {cond!r:.40}{hint}"
+        )
+    return apply("where", cond, cond._lift(a), cond._lift(b))
 
 
 # ---------------------------------------------------------------- reductions, rows
