@@ -515,13 +515,17 @@ def embedding(
     ``ids`` must be a graph input of dtype i32 or float (whole numbers; gc.input("ids",
     ("N", T), dtype="i32")): every entry, predict included, and the exported library check its
     values before they run (ArgumentError naming the input, the row and the value outside
-    0 .. vocab-1; an id out of range would otherwise look up a row of zeros, silently).
+    0 .. vocab-1; an id out of range would otherwise look up a row of zeros, silently). The
+    range is kept on the input: a second embedding of the same input (of another vocab size)
+    narrows it to the smaller vocab for both, and the refusal names both embeddings with their
+    ranges. A call that raises changes nothing (the range is written last); a name used twice is
+    refused only by compile, and the input keeps that call's range.
 
     Raises:
         ShapeError: ids not a graph input (computed ids cannot be checked), of another dtype
-            or of rank 0; vocab or dim not an int >= 1; ids already checked against another
-            range (an embedding of another vocab size on the same input: the smaller applies
-            to both, named).
+            or of rank 0; vocab or dim not an int >= 1; dtype not f32 / f64; ids already
+            limited elsewhere to a range with no value in 0 .. vocab-1 (an ONNX import's
+            lower bound > 0).
     """
     for what, v in (("vocab", vocab), ("dim", dim)):
         if isinstance(v, bool | np.bool_) or not isinstance(v, int | np.integer) or v < 1:
@@ -541,22 +545,32 @@ def embedding(
             f"embedding: ids {ids.name!r} must lie in 0 .. {vocab - 1} here but are limited "
             f"to {low} .. {int(rows) - 1} elsewhere (no value fits both)"
         )
-    name = name or _fresh("embedding")
-    note = node.attr("index_note") or f"the rows of embedding {name}: 0 .. {vocab - 1}"
-    ids.node = node.with_(
-        attrs={**dict(node.attrs), "index_rows": hi + 1, "index_low": lo, "index_note": note}
-    )
-    table = param(f"{name}.table", (vocab, dim), init="uniform", dtype=dtype)
+    # Everything that can raise runs before the input's range is written (review rvD M1).
+    table = param(f"{name or _fresh('embedding')}.table", (vocab, dim), init="uniform", dtype=dtype)
+    label = table.name.removesuffix(".table")  # a shared layer's later calls: its first name
     col = reshape(ids, (*ids.shape, 1))
     if ids.dtype != dtype:  # whole numbers below 2**24: exact in f32
         col = apply("cast", col, dtype=dtype)
-    onehot = equal(col, constant(np.arange(vocab), name=f"{name}.ids", dtype=dtype))
-    return onehot @ table
+    onehot = equal(col, constant(np.arange(vocab), name=f"{label}.ids", dtype=dtype))
+    out = onehot @ table
+    mine = f"the rows of embedding {label}: 0 .. {vocab - 1}"
+    note = node.attr("index_note")
+    if note is None:
+        note = mine
+    elif mine not in note:
+        base = note.split(" (the narrower range")[0]
+        note = f"{base}; {mine} (the narrower range, {lo} .. {hi}, applies to each)"
+    ids.node = node.with_(
+        attrs={**dict(node.attrs), "index_rows": hi + 1, "index_low": lo, "index_note": note}
+    )
+    return out
 
 
 class Embedding:
     """Layer object for Sequential: ``Embedding(vocab, dim, name=None, dtype="f32")`` (see
-    ``embedding``; the Sequential's input must be the ids)."""
+    ``embedding``; the Sequential's input must be the ids). Called on several inputs, it
+    shares one table, named by its first call (``name``, or a fresh ``embeddingK``), and the
+    refusals of every input name that embedding."""
 
     def __init__(self, vocab: int, dim: int, *, name: str | None = None, dtype: str = "f32"):
         self.vocab, self.dim, self.name, self.dtype = vocab, dim, name, dtype

@@ -32,3 +32,47 @@ def test_eq_ne_against_a_number_is_refused_naming_the_mask_functions():
     xv = np.array([[0.0, -1.5, 2.0], [0.0, 0.0, 3.0]])
     got = gc.compile(z, None, name="eq_masks").predict(xv)
     np.testing.assert_array_equal(got, np.where(xv == 0, 1.0, xv) + (xv != 2 * xv))
+
+
+def test_a_failed_embedding_call_leaves_its_ids_unchanged():
+    """On graphc@d6646c0 gc.embedding wrote the range 0 .. 2 into ids before the table's dtype
+    was checked: after the failed call a valid embedding of 10 rows refused id 5 naming the
+    embedding that does not exist."""
+    ids = gc.input("ids", ("N",), dtype="i32")
+    before = dict(ids.node.attrs)
+    with pytest.raises(gc.ShapeError, match="f16"):
+        gc.embedding(ids, 3, 2, name="bad", dtype="f16")
+    assert dict(ids.node.attrs) == before
+    e = gc.embedding(ids, 10, 2, name="good", dtype="f64")
+    m = gc.compile(e, None, name="emb_after_failed")
+    iv = np.array([1, 5, 9], np.int32)
+    np.testing.assert_array_equal(m.predict(iv), m.params["good.table"][iv])
+    with pytest.raises(gc.ArgumentError, match=r"holds 10.*embedding good: 0 \.\. 9"):
+        m.predict(np.array([10], np.int32))
+
+
+def test_two_embeddings_of_one_input_name_both_and_the_narrower_range():
+    """The refusal named only the first (wider) embedding, "big: 0 .. 9", for an id refused by
+    the second's 0 .. 3; a shared gc.Embedding layer on two inputs named a table that does not
+    exist ("embedding5") for its second input."""
+    ids = gc.input("ids", ("N",), dtype="i32")
+    big = gc.embedding(ids, 10, 2, name="big", dtype="f64")
+    small = gc.embedding(ids, 4, 3, name="small", dtype="f64")
+    m = gc.compile([big, small], None, name="emb_two")
+    iv = np.array([0, 3, 2], np.int32)
+    got = m.predict(iv)
+    np.testing.assert_array_equal(got[big.name], m.params["big.table"][iv])
+    np.testing.assert_array_equal(got[small.name], m.params["small.table"][iv])
+    with pytest.raises(gc.ArgumentError, match=r"big: 0 \.\. 9.*small: 0 \.\. 3.*0 \.\. 3"):
+        m.predict(np.array([1, 5], np.int32))
+    a = gc.input("a", ("N",), dtype="i32")
+    b = gc.input("b", ("N",), dtype="i32")
+    layer = gc.Embedding(6, 2, dtype="f64")
+    ea, eb = layer(a), layer(b)
+    shared = gc.compile([ea, eb], None, name="emb_shared")
+    (table,) = [k for k in shared.params if k.endswith(".table")]
+    owner = table.removesuffix(".table")
+    for t in (a, b):
+        assert dict(t.node.attrs)["index_note"] == f"the rows of embedding {owner}: 0 .. 5"
+    with pytest.raises(gc.ArgumentError, match=rf"'b'.*holds 6.*embedding {owner}: 0 \.\. 5"):
+        shared.predict({"a": np.array([1], np.int32), "b": np.array([6], np.int32)})
