@@ -227,9 +227,13 @@ def transpose(x: Tensor, perm: Iterable[int] | None = None, *, name: str | None 
     a GEMM); any other permutation keeps the batch dimension N where it is and is exact
     (``permute``).
 
+    ``name`` names the result whatever the permutation (the key of predict's dict, the
+    exported output).
+
     Raises:
         ShapeError: ``perm`` not a permutation of x's axes (negative axes count from the end),
-            one that moves N, or more than MAX_TRANSPOSE_SLICES slices.
+            one that moves N (except the 2-D reversal, the op ``transpose``: [N, C] -> [C, N]),
+            or more than MAX_TRANSPOSE_SLICES slices; each names x.
     """
     r = x.type.rank
     if perm is None:
@@ -240,11 +244,12 @@ def transpose(x: Tensor, perm: Iterable[int] | None = None, *, name: str | None 
     full = [int(a) % r if -r <= a < r else -1 for a in axes]
     if sorted(full) != list(range(r)):
         raise ShapeError(
-            f"transpose: perm={list(axes)} is not a permutation of the axes of {x.type}"
+            f"transpose: perm={list(axes)} is not a permutation of the axes of {x.type} ({x.name})"
         )
     if r == 2 and full == [1, 0]:
         return apply("transpose", x, name=name)
-    return permute(x, full)
+    y = permute(x, full)
+    return y if name is None else apply("reshape", y, name=name, shape=y.shape)
 
 
 MAX_TRANSPOSE_SLICES = 1024  # slices of the axes moved by one permute
@@ -599,7 +604,7 @@ class LayerNorm:
     def __repr__(self) -> str:
         return (
             f"LayerNorm(eps={self.eps})"
-            if self.axes == -1
+            if np.array_equal(self.axes, -1)  # axes as given: an int, a tuple, an array
             else (f"LayerNorm(eps={self.eps}, axes={self.axes!r})")
         )
 

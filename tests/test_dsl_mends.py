@@ -76,3 +76,25 @@ def test_two_embeddings_of_one_input_name_both_and_the_narrower_range():
         assert dict(t.node.attrs)["index_note"] == f"the rows of embedding {owner}: 0 .. 5"
     with pytest.raises(gc.ArgumentError, match=rf"'b'.*holds 6.*embedding {owner}: 0 \.\. 5"):
         shared.predict({"a": np.array([1], np.int32), "b": np.array([6], np.int32)})
+
+
+def test_transpose_name_and_refusal_and_layer_norm_repr():
+    """gc.transpose(x, perm, name=) dropped the name except for the 2-D reversal; its refusal of
+    a non-permutation did not name x; LayerNorm(axes=np.array([1, 2])) worked but its repr
+    raised numpy's ambiguous-truth ValueError."""
+    x = gc.input("x", ("N", 2, 3), dtype="f64")
+    p = gc.param("p", (2, 3), dtype="f64")
+    t = gc.transpose(x * p, (0, 2, 1), name="tt")
+    same = gc.transpose(x, (0, 1, 2), name="same")
+    assert (t.name, same.name, t.shape, same.shape) == ("tt", "same", ("N", 3, 2), ("N", 2, 3))
+    m = gc.compile([t, same], None, name="named_transpose")
+    xv = np.arange(12.0).reshape(2, 2, 3) - 5.0
+    got = m.predict(xv)
+    np.testing.assert_array_equal(got["tt"], np.transpose(xv * m.params["p"], (0, 2, 1)))
+    np.testing.assert_array_equal(got["same"], xv)
+    with pytest.raises(gc.ShapeError, match=r"not a permutation .*\(x\)"):
+        gc.transpose(x, (0, 1))
+    ln = gc.LayerNorm(axes=np.array([1, 2]))
+    assert repr(ln) == "LayerNorm(eps=1e-05, axes=array([1, 2]))"
+    assert repr(gc.LayerNorm()) == "LayerNorm(eps=1e-05)"
+    assert repr(gc.LayerNorm(axes=(1, 2))) == "LayerNorm(eps=1e-05, axes=(1, 2))"
