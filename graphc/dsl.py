@@ -14,6 +14,7 @@ import hashlib
 import inspect
 import itertools
 import math
+import numbers
 import os
 import sys
 import warnings
@@ -140,7 +141,7 @@ class Tensor:
 
     Supports ``+ - * / @`` and unary ``-`` with tensors and Python numbers (numbers become
     scalar constants of the tensor's dtype), ``x ** number`` (gc.pow), ``number ** x`` for a
-    number > 0 (exp(x * log(number))), ``abs(x)``, and numpy's basic indexing ``x[:, -1]``,
+    finite number > 0 and a float x (exp(x * log(number)); numpy's values), ``abs(x)``, and numpy's basic indexing ``x[:, -1]``,
     ``x[..., 1:3]``, ``x[:, None]`` (graphc.functional.getitem; the batch axis whole).
     ``x > y``, ``>=``, ``<``, ``<=`` are gc.greater & co. (masks of 1.0 / 0.0); ``==`` and
     ``!=`` between Tensors stay Python's identity (a Tensor is hashed by it), and against a
@@ -231,11 +232,26 @@ class Tensor:
         return pow_(self, o)
 
     def __rpow__(self, o):
-        if isinstance(o, bool) or not isinstance(o, int | float | np.number) or not o > 0:
+        # number ** x is exp(x * log(number)): numpy's value for every x, inf and NaN included,
+        # for a finite number > 0 other than 1; 1 ** x is 1 everywhere (numpy's, NaN included).
+        if (
+            isinstance(o, bool | np.bool_)
+            or not isinstance(o, numbers.Real)
+            or not 0 < float(o) < math.inf
+        ):
             raise ArgumentError(
-                f"{o!r:.40} ** {self.name}: graphc raises a number > 0 to a tensor's power "
-                f"(exp(x * log(number))), got {type(o).__name__} {o!r:.40} (at {_user_loc()})"
+                f"{o!r:.40} ** {self.name}: graphc raises a number > 0 (finite) to a tensor's "
+                f"power (exp(x * log(number))), got {type(o).__name__} {o!r:.40} "
+                f"(at {_user_loc()})"
             )
+        if self.dtype not in ("f32", "f64"):
+            raise ArgumentError(
+                f"{o!r:.40} ** {self.name}: the exponent must be a float tensor, got "
+                f"{self.type}; cast it first: gc.cast({self.name}, dtype='f32') "
+                f"(at {_user_loc()})"
+            )
+        if float(o) == 1.0:
+            return apply("where", self, *(const(1.0, dtype=self.dtype),) * 2)
         return apply("exp", self * math.log(float(o)))
 
     def __abs__(self):

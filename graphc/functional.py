@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -57,18 +58,22 @@ def minimum(x: Tensor | float, y: Tensor | float) -> Tensor:
 def pow(x: Tensor, exponent: float) -> Tensor:
     """x ** exponent for a Python number (integer exponents: exact products, any sign of x).
 
+    ``exponent``: a real number (int, float, numpy's, Fraction) or a 0-d array of one.
+
     Raises:
         ShapeError: ``exponent`` a bool (True was read as 1) or not a finite number.
         OptionTypeError: ``exponent`` a Tensor (torch.pow(x, y)): for x > 0 write
-            exp(y * log(x)); or not a number (a string)."""
+            exp(y * log(x)); or not a real number (a string, a complex)."""
     if isinstance(exponent, Tensor):
         raise OptionTypeError(
             f"pow({x.name}, {exponent.name}): graphc's pow takes a number as the exponent; "
             f"for x > 0 write gc.exp({exponent.name} * gc.log({x.name}))"
         )
-    if not isinstance(exponent, int | float | np.number):
+    if isinstance(exponent, np.ndarray) and exponent.ndim == 0:
+        exponent = exponent[()]  # numpy's scalar of the array's dtype
+    if not isinstance(exponent, numbers.Real | np.bool_):
         raise OptionTypeError(
-            f"pow({x.name}, ...): the exponent must be a number, got {exponent!r}"
+            f"pow({x.name}, ...): the exponent must be a number, a real one, got {exponent!r}"
         )
     e = exponent if isinstance(exponent, bool | np.bool_) else float(exponent)
     return apply("pow", x, exponent=e)

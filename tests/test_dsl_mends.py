@@ -98,3 +98,30 @@ def test_transpose_name_and_refusal_and_layer_norm_repr():
     assert repr(ln) == "LayerNorm(eps=1e-05, axes=array([1, 2]))"
     assert repr(gc.LayerNorm()) == "LayerNorm(eps=1e-05)"
     assert repr(gc.LayerNorm(axes=(1, 2))) == "LayerNorm(eps=1e-05, axes=(1, 2))"
+
+
+def test_pow_exponents_and_number_to_a_tensor_power():
+    """x ** np.complex128(2) was accepted (its imaginary part dropped with a warning) while a
+    Fraction or a 0-d array exponent, accepted by graphc@a883aa2, was refused; 2 ** i was
+    refused naming a constant 0.693.. the user never wrote; 1 ** x was NaN at x = +-inf and
+    inf ** x NaN at x = 0, where numpy gives 1."""
+    from fractions import Fraction
+
+    x = gc.input("x", ("N", 5), dtype="f64")
+    y = gc.pow(x, Fraction(1, 2)) + x ** np.array(2.0) + 1**x + 2.0**x + 0.5**x
+    xv = np.array([[0.0, 2.0, np.inf, -np.inf, np.nan], [4.0, 0.25, 1.0, 9.0, 3.0]])
+    got = gc.compile(y, None, name="pow_forms").predict(xv)
+    with np.errstate(invalid="ignore"):
+        want = xv**0.5 + xv**2.0 + 1.0**xv + 2.0**xv + 0.5**xv
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+    one = gc.compile(1**x, None, name="pow_one").predict(xv[:1])
+    np.testing.assert_array_equal(one, np.ones((1, 5)))  # numpy: 1 ** inf = 1 ** nan = 1
+    for e in (np.complex128(2), 1j, "2"):
+        with pytest.raises(gc.OptionTypeError, match="must be a number, a real one"):
+            _ = x**e
+    for base in (float("inf"), float("nan"), 0.0, -2.0):
+        with pytest.raises(gc.ArgumentError, match=r"a number > 0 \(finite\)"):
+            _ = base**x
+    i = gc.input("i", ("N", 2), dtype="i32")
+    with pytest.raises(gc.ArgumentError, match=r"2 \*\* i: the exponent must be a float tensor"):
+        _ = 2**i
