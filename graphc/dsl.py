@@ -141,8 +141,9 @@ class Tensor:
 
     Supports ``+ - * / @`` and unary ``-`` with tensors and Python numbers (numbers become
     scalar constants of the tensor's dtype), ``x ** number`` (gc.pow), ``number ** x`` for a
-    finite number > 0 and a float x (exp(x * log(number)); numpy's values), ``abs(x)``, and numpy's basic indexing ``x[:, -1]``,
-    ``x[..., 1:3]``, ``x[:, None]`` (graphc.functional.getitem; the batch axis whole).
+    finite number > 0 and a float x (exp(x * log(number)); numpy's values), ``abs(x)``, and
+    numpy's basic indexing ``x[:, -1]``, ``x[..., 1:3]``, ``x[:, None]``
+    (graphc.functional.getitem; the batch axis whole).
     ``x > y``, ``>=``, ``<``, ``<=`` are gc.greater & co. (masks of 1.0 / 0.0); ``==`` and
     ``!=`` between Tensors stay Python's identity (a Tensor is hashed by it), and against a
     number or an array raise an OptionTypeError naming gc.equal / gc.not_equal. Not iterable
@@ -191,8 +192,8 @@ class Tensor:
         if isinstance(other, bool) or not isinstance(other, int | float | np.number):
             raise ArgumentError(
                 f"{self.name} : {self.type} combined with {type(other).__name__} {other!r:.40}: "
-                f"use a graphc Tensor or a number{_IDENTITY_HINT if isinstance(other, bool) else ''}"
-                f" (at {_user_loc()})"
+                f"use a graphc Tensor or a number"
+                f"{_IDENTITY_HINT if isinstance(other, bool) else ''} (at {_user_loc()})"
             )
         return const(float(other), dtype=self.dtype)
 

@@ -310,6 +310,9 @@ def move_axis(x: Tensor, j: int, q: int) -> Tensor:
     return apply("concat", *parts, axis=q) if size > 1 else parts[0]
 
 
+_WHOLE = 1 << 62  # the length getitem gives the batch axis N to read a slice of it
+
+
 def getitem(x: Tensor, key: Any) -> Tensor:
     """``x[key]`` with numpy's basic indexing: an int takes one position and drops the axis
     (negative counts from the end), a slice with step 1 or -1 (Python's bounds; -1 reverses,
@@ -319,9 +322,9 @@ def getitem(x: Tensor, key: Any) -> Tensor:
 
     Raises:
         ShapeError: more indices than axes, an int out of range, an empty slice, an index of
-            the batch axis N other than ``:``.
-        ArgumentError: another kind of index (an array, a Tensor, a bool, a step other
-            than 1 or -1, two ``...``).
+            the batch axis N other than the whole axis (``:``, ``0:``, ``::1``).
+        ArgumentError: another kind of index (an array, a list, a Tensor, a bool, a slice
+            bound that is not an int, a step other than 1 or -1, two ``...``), on any axis.
     """
     keys = key if isinstance(key, tuple) else (key,)
     rank = x.type.rank
@@ -339,22 +342,38 @@ def getitem(x: Tensor, key: Any) -> Tensor:
         if k is None:
             shape.append(1)
             continue
+        # The key's kind first, on every axis: an array or a Tensor on N would otherwise meet
+        # the N test below (numpy's ambiguous truth value, or a misleading ShapeError).
+        if not isinstance(k, builtins.slice) and (
+            isinstance(k, bool | np.bool_) or not isinstance(k, int | np.integer)
+        ):
+            raise ArgumentError(
+                f"{x.name}[{key!r:.60}]: graphc indexes with ints, slices, ... and None "
+                f"(got {type(k).__name__})"
+            )
         d = x.shape[axis]
+        if isinstance(k, builtins.slice):
+            try:  # N: a length no index reaches, so that only the whole axis gives (0, it, 1)
+                lo, hi, step = k.indices(_WHOLE if d == "N" else d)
+            except (TypeError, ValueError) as e:  # a float bound, a step of 0
+                raise ArgumentError(
+                    f"{x.name}[{key!r:.60}]: slice {k!r} of axis {axis} of {x.type}: its bounds "
+                    f"must be ints or None, the step 1 or -1 ({e})"
+                ) from None
         if d == "N":
-            if k != builtins.slice(None):
+            if not isinstance(k, builtins.slice) or (lo, hi, step) != (0, _WHOLE, 1):
                 raise ShapeError(
                     f"{x.name}[{key!r}]: axis {axis} of {x.type} is the batch dimension N, "
                     "taken whole (:); graphc keeps samples apart"
                 )
             shape.append(d)
-        elif isinstance(k, int | np.integer) and not isinstance(k, bool | np.bool_):
+        elif not isinstance(k, builtins.slice):
             if not -d <= k < d:
                 raise ShapeError(f"{x.name}[{key!r}]: index {k} of axis {axis} of {x.type}")
             starts.append(int(k) % d)
             ends.append(int(k) % d + 1)
             axes.append(axis)
-        elif isinstance(k, builtins.slice):
-            lo, hi, step = k.indices(d)
+        else:
             if step == -1:
                 lo, hi = hi + 1, lo + 1
                 flips.append(len(shape))
@@ -367,11 +386,6 @@ def getitem(x: Tensor, key: Any) -> Tensor:
                 ends.append(hi)
                 axes.append(axis)
             shape.append(hi - lo)
-        else:
-            raise ArgumentError(
-                f"{x.name}[{key!r}]: graphc indexes with ints, slices, ... and None "
-                f"(got {type(k).__name__})"
-            )
         axis += 1
     y = slice(x, starts, ends, axes) if axes else x
     if tuple(shape) != tuple(y.shape):

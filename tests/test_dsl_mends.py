@@ -125,3 +125,23 @@ def test_pow_exponents_and_number_to_a_tensor_power():
     i = gc.input("i", ("N", 2), dtype="i32")
     with pytest.raises(gc.ArgumentError, match=r"2 \*\* i: the exponent must be a float tensor"):
         _ = 2**i
+
+
+def test_getitem_checks_the_key_kind_on_every_axis():
+    """On the batch axis an array index raised numpy's ambiguous-truth ValueError and a list
+    or a Tensor the batch-axis ShapeError; a float slice bound raised Python's TypeError naming
+    no tensor; x[0:] and x[::1], the whole batch axis, were refused."""
+    x = gc.input("x", ("N", 3, 4), dtype="f64")
+    for key in (np.array([0, 1]), [0, 1], x, (slice(None), [0, 1]), True):
+        with pytest.raises(gc.ArgumentError, match=r"x\[.*graphc indexes with ints"):
+            x[key]
+    for key in ((slice(None), slice(1.0, 3)), (slice(None), slice(None, None, 0))):
+        with pytest.raises(gc.ArgumentError, match=r"x\[.*axis 1 of f64\[N,3,4\]: its bounds"):
+            x[key]
+    for key in (slice(1, None), -1, slice(None, None, -1)):
+        with pytest.raises(gc.ShapeError, match="batch dimension N"):
+            x[key]
+    y = x[0:, 1] + x[::1, -1] + x[0 : 1 << 62, 0]
+    xv = np.arange(24.0).reshape(2, 3, 4)
+    got = gc.compile(y, None, name="getitem_whole_n").predict(xv)
+    np.testing.assert_array_equal(got, xv[:, 1] + xv[:, -1] + xv[:, 0])
