@@ -641,7 +641,7 @@ def _meta_port(p: Port, checks: dict[str, InputCheck]) -> dict:
         c = checks[p.name]
         check: list[Any] = [c.kind, c.bound]
         if c.kind in ("index", "divisor"):
-            check += [c.low, c.note]
+            check += [c.low, c.note, c.table]
         out["check"] = check
     return out
 
@@ -1595,6 +1595,9 @@ def _c_explainers(plan: LibraryPlan, e: EntryPlan) -> list[str]:
             msg = (
                 f"indices '{label}': {where} %lld holds %.9g, which is no row of its lookup "
                 f"table (whole numbers in {c.lowest}..{c.bound - 1})"
+                if c.table
+                else f"input '{label}': {where} %lld holds %.9g, outside the whole numbers "
+                f"{c.lowest}..{c.bound - 1} it is checked to hold"
             )
             if c.note:
                 msg += "; " + c.note.replace("%", "%%")

@@ -61,6 +61,7 @@ class InputCheck:
     bound: int = 0
     low: int | None = None
     note: str = ""  # why an index check has its range (the ONNX node it keeps in its table)
+    table: bool = True  # index: the values pick rows of a table (else a checked range only)
 
     @property
     def lowest(self) -> int:

@@ -354,6 +354,7 @@ def plan_input_checks(prog: Program, entry: str) -> list[InputCheck]:
             int(n.attr("index_rows")),
             n.attr("index_low"),
             check_note(n),
+            n.attr("index_table") is not False,
         )
         for n in sched.graph.nodes
         if n.op == "input" and n.attr("index_rows") is not None

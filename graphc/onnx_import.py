@@ -1813,11 +1813,12 @@ class Importer:
         def checked(t: Tensor) -> bool:
             return t.node.op == "input" and t.node.attr("index_rows") is not None
 
-        def lower(x: Tensor, r: tuple[int, int], note: str) -> None:
+        def lower(x: Tensor, r: tuple[int, int], note: str, table: bool = False) -> None:
             if r != index_range(x.node):
                 low = None if r[0] == -(r[1] + 1) else r[0]
                 attrs = {**dict(x.node.attrs), "index_rows": r[1] + 1, "index_low": low}
-                x.node = x.node.with_(attrs={**attrs, "index_note": note})
+                table = table or x.node.attr("index_table") is not False
+                x.node = x.node.with_(attrs={**attrs, "index_note": note, "index_table": table})
 
         def lookup_note(where: str) -> str:
             return (
@@ -1850,7 +1851,7 @@ class Importer:
                     if lo <= a <= hi and got is None:
                         got = ob.scan_range(run, lo, hi, rows, a)
                 if got is not None:
-                    lower(inputs[0], got, lookup_note(where))
+                    lower(inputs[0], got, lookup_note(where), True)
                     continue
             fit = (
                 ob.fit_ranges(dag, inputs, start, rows, self.integral, self.ranges)
@@ -1869,7 +1870,7 @@ class Importer:
                     "feed them as an integer input",
                 )
             for x in inputs:
-                lower(x, fit[id(x)], lookup_note(where))
+                lower(x, fit[id(x)], lookup_note(where), True)
         spans = self.output_spans()
         for name, v in self.values.items():
             if (
@@ -2025,7 +2026,12 @@ class Importer:
             # a narrower type within its own values (bool 0 .. 1, uint16 0 .. 65535, ...)
             lo, hi = TYPE_SPANS.get(tt.elem_type, (1 - 2**24, 2**24 - 1))
             t.node = t.node.with_(
-                attrs={**dict(t.node.attrs), "index_rows": hi + 1, "index_low": lo}
+                attrs={
+                    **dict(t.node.attrs),
+                    "index_rows": hi + 1,
+                    "index_low": lo,
+                    "index_table": False,
+                }
             )
         return t
 
@@ -4067,7 +4073,7 @@ def _index_input(
         )
     low = None if lo == -(hi + 1) else lo
     idx.node = idx.node.with_(
-        attrs={**dict(idx.node.attrs), "index_rows": hi + 1, "index_low": low}
+        attrs={**dict(idx.node.attrs), "index_rows": hi + 1, "index_low": low, "index_table": True}
     )
 
 

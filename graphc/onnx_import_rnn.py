@@ -237,7 +237,8 @@ def _check_lengths(cx: NodeContext, lens: Tensor, steps: int) -> None:
     if lens.node.op == "input":
         _index_input(cx, lens, steps + 1, (0, steps))
         note = f"the sequence_lens of {cx.where()}: lengths 0 .. {steps}, ONNX Runtime raises on others"
-        lens.node = lens.node.with_(attrs={**dict(lens.node.attrs), "index_note": note})
+        attrs = {**dict(lens.node.attrs), "index_note": note, "index_table": False}
+        lens.node = lens.node.with_(attrs=attrs)
     else:
         cx.imp.lookups.append((lens, (0, steps), cx.where()))
 

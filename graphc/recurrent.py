@@ -184,6 +184,8 @@ def _masks(where: str, lengths: Any, batch: Any, steps: int, dt: str) -> list[Te
             )
         note = node.attr("index_note") or f"the sequence lengths of {where}: 0 .. {steps}"
         attrs = {**dict(node.attrs), "index_rows": hi + 1, "index_low": lo, "index_note": note}
+        # (lengths pick no rows, unless a lookup elsewhere checks this input too)
+        attrs["index_table"] = rows is not None and node.attr("index_table") is not False
         lengths.node = node.with_(attrs=attrs)
     col = _reshape(lengths, (batch, 1))
     if lengths.dtype != dt:  # i32 lengths: exact in f32 (T is far below 2^24)

@@ -248,10 +248,13 @@ def index_error(
     note: str = "",
     low: int | None = None,
     nonzero: bool = False,
+    table: bool = True,
 ) -> ArgumentError | None:
     """The error for row indices of an embedding lookup into a table of ``rows`` rows that are
     no whole number in low..rows-1 (low = -rows unless given; NaN included), with ``nonzero``
-    for a divisor holding such a value or 0, or None."""
+    for a divisor holding such a value or 0, or None; ``table`` False: the values pick no
+    rows, their range only keeps what is computed from them exact (an ONNX import's integer
+    input) or in range (sequence lengths)."""
     v = np.asarray(a, dtype=np.float64)
     flat = v.reshape(v.shape[0], -1) if v.ndim else v.reshape(1, 1)
     ok = row_indices_valid(flat, rows, low, nonzero)
@@ -266,15 +269,25 @@ def index_error(
             f"{-rows if low is None else low}..{rows - 1} other than 0 (an integer division by "
             f"zero is undefined; {int(bad.sum())} such rows)" + (f"; {note}" if note else "")
         )
-    return ArgumentError(
+    span = f"{-rows if low is None else low}..{rows - 1}"
+    head = (
         f"indices {name!r}: row {row} holds {value!r}, which is no row of its lookup table "
-        f"(whole numbers in {-rows if low is None else low}..{rows - 1}; "
-        f"{int(bad.sum())} such rows)" + (f"; {note}" if note else "")
+        f"(whole numbers in {span}; "
+        if table
+        else f"input {name!r}: row {row} holds {value!r}, outside the whole numbers {span} "
+        "it is checked to hold ("
     )
+    return ArgumentError(f"{head}{int(bad.sum())} such rows)" + (f"; {note}" if note else ""))
 
 
 def explain(
-    kind: str, name: str, a: np.ndarray, bound: int = 0, hint: str = "", low: int | None = None
+    kind: str,
+    name: str,
+    a: np.ndarray,
+    bound: int = 0,
+    hint: str = "",
+    low: int | None = None,
+    table: bool = True,
 ) -> ArgumentError:
     """The error naming the first row of ``a`` that fails check ``kind`` (codegen/checks.py;
     ``low``: an index check's smallest value when not -bound)."""
@@ -288,7 +301,7 @@ def explain(
     elif kind == "unit":
         err = nonfinite_error(name, a, hint) or unit_error(name, a)
     elif kind in ("index", "divisor"):
-        err = index_error(name, a, bound, hint, low, kind == "divisor")
+        err = index_error(name, a, bound, hint, low, kind == "divisor", table)
     else:
         err = nonfinite_error(name, a, hint)
     return err or ArgumentError(f"input {name!r} was rejected by the native check ({kind})")

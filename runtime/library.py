@@ -401,7 +401,8 @@ class Library:
                 chk = p.get("check")
                 if chk and chk[0] in kinds:
                     low, note = (chk[2], chk[3]) if len(chk) > 3 else (None, "")
-                    err = explain(chk[0], p["name"], np.asarray(a), chk[1], note, low)
+                    table = bool(chk[4]) if len(chk) > 4 else True
+                    err = explain(chk[0], p["name"], np.asarray(a), chk[1], note, low, table)
                     if "rejected by the native check" not in str(err):
                         return ArgumentError(f"{self.name}_{entry}: {err}")
         return self._error(entry, rc)

@@ -955,7 +955,9 @@ class Model:
             note = check_note(src[name])
             rows, low = int(src[name].attr("index_rows")), src[name].attr("index_low")
             kind = "divisor" if src[name].attr("index_nonzero") else "index"
-            raise explain(kind, name, a, rows, note, low)
+            raise explain(
+                kind, name, a, rows, note, low, src[name].attr("index_table") is not False
+            )
         if check == 1:
             raise ArgumentError(
                 f"targets {name!r}: row {row} holds {a[row].ravel()[:4].tolist()}, outside [0, 1] "

@@ -35,10 +35,19 @@ class Input(Source):
     (an ONNX import's lookup node whose computed indices the range keeps in their table).
     Attr ``index_nonzero`` (True or a str, or None): with ``index_rows``, 0 is refused too
     (the divisor of an ONNX import's integer Div or Mod, which ONNX leaves undefined at 0); a
-    str says which node divides by it, added to the refusal's message (check_note)."""
+    str says which node divides by it, added to the refusal's message (check_note). Attr
+    ``index_table`` (a bool, or None: True): whether the checked values pick rows of a table
+    (a lookup: the refusal says "no row of its lookup table") or only keep what is computed
+    from them exact or in range (False: an ONNX import's integer input, sequence lengths)."""
 
     name = "input"
-    attrs = {"index_rows": None, "index_low": None, "index_note": None, "index_nonzero": None}
+    attrs = {
+        "index_rows": None,
+        "index_low": None,
+        "index_note": None,
+        "index_nonzero": None,
+        "index_table": None,
+    }
 
 
 def check_note(node: Any) -> str:
