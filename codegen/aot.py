@@ -1580,16 +1580,19 @@ def _c_explainers(plan: LibraryPlan, e: EntryPlan) -> list[str]:
         per = p.type.elements_per_row() if p.type.is_batched else 0
         where = "row" if per else "element"
         label = name.replace("%", "%%")
+        zero_msg = ""
         if c.kind == "divisor":
             bad = f"!(v >= {c.lowest}.0 && v <= {c.bound - 1}.0 && v == (double)(int64_t)v)"
             bad += " || v == 0.0"
             msg = (
                 f"divisor '{label}': {where} %lld holds %.9g, outside the whole numbers "
-                f"{c.lowest}..{c.bound - 1} other than 0 (an integer division by zero is "
-                "undefined)"
+                f"{c.lowest}..{c.bound - 1} other than 0"
             )
             if c.note:
                 msg += "; " + c.note.replace("%", "%%")
+            zero_msg = msg.replace(
+                " other than 0", " other than 0 (an integer division by zero is undefined)", 1
+            )
         elif c.kind == "index":
             bad = f"!(v >= {c.lowest}.0 && v <= {c.bound - 1}.0 && v == (double)(int64_t)v)"
             msg = (
@@ -1610,14 +1613,16 @@ def _c_explainers(plan: LibraryPlan, e: EntryPlan) -> list[str]:
         else:
             bad = "v != v || v - v != 0.0"
             msg = f"input '{label}': {where} %lld holds %.9g (NaN or Inf are refused)"
-        msg = f"{plan.name}_{e.entry}: {msg}"
+        msg = c_string_literal(f"{plan.name}_{e.entry}: {msg}")
+        if c.kind == "divisor":  # the reason for 0 said only where the value is 0
+            msg = f"v == 0.0 ? {c_string_literal(f'{plan.name}_{e.entry}: {zero_msg}')} : {msg}"
         L += [
             f"static void {_explainer(plan, e, p)}(const {p.ctype} *a, int64_t count) {{",
             "    int64_t i;",
             "    for (i = 0; i < count; i++) {",
             "        double v = (double)a[i];",
             f"        if ({bad}) {{",
-            f"            gc_note({c_string_literal(msg)}, (long long)(i / {per or 1}), v);",
+            f"            gc_note({msg}, (long long)(i / {per or 1}), v);",
             "            return;",
             "        }",
             "    }",

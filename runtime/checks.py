@@ -263,11 +263,12 @@ def index_error(
         return None
     row = int(np.flatnonzero(bad)[0])
     value = np.asarray(a).reshape(flat.shape)[row][~ok[row]][0].item()
-    if nonzero:
+    if nonzero:  # (the reason for 0 said only where the value is 0)
+        why = "an integer division by zero is undefined; " if value == 0 else ""
         return ArgumentError(
             f"divisor {name!r}: row {row} holds {value!r}, outside the whole numbers "
-            f"{-rows if low is None else low}..{rows - 1} other than 0 (an integer division by "
-            f"zero is undefined; {int(bad.sum())} such rows)" + (f"; {note}" if note else "")
+            f"{-rows if low is None else low}..{rows - 1} other than 0 ({why}"
+            f"{int(bad.sum())} such rows)" + (f"; {note}" if note else "")
         )
     span = f"{-rows if low is None else low}..{rows - 1}"
     head = (

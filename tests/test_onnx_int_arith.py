@@ -6,6 +6,8 @@ graphc refused all three on integer inputs (a divisor whose range holds 0 had no
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -237,3 +239,55 @@ def test_a_refusal_of_a_zero_that_onnxruntime_would_not_divide_by_says_why() -> 
         r"the If takes its other branch",
     ):
         gc.from_onnx(m).compile().predict(feeds)
+
+
+DIVISOR_C = r"""
+#include "dv.h"
+#include <stdio.h>
+#include <stdlib.h>
+int main(void) {
+    dv_ctx c;
+    float a[4] = {1, 2, 3, 4}, zero[4] = {1, 2, 0, 4}, big[4] = {1, 2, 33554432.0f, 4};
+    int64_t y[4];
+    c.params = NULL; c.params_bytes = 0; c.state = NULL; c.state_bytes = 0;
+    c.workspace_bytes = dv_workspace_size(2);
+    c.workspace = aligned_alloc(64, ((size_t)c.workspace_bytes + 63) / 64 * 64 + 64);
+    if (dv_init(&c) != DV_OK) return 1;
+    printf("%d %s\n", dv_infer(&c, 2, a, 4, zero, 4, y, 4) == DV_ERR_LOOKUP, dv_last_error());
+    printf("%d %s\n", dv_infer(&c, 2, a, 4, big, 4, y, 4) == DV_ERR_LOOKUP, dv_last_error());
+    return 0;
+}
+"""
+
+
+def test_a_divisor_refusal_gives_the_zero_reason_only_for_a_zero(tmp_path) -> None:
+    # a divisor past the checked range is not a division by zero: Python's and the C
+    # library's NAME_last_error say "division by zero" only for a 0
+    import shutil
+
+    from test_onnx_integer_bounds import run_c
+
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    g = helper.make_graph(
+        [helper.make_node("Div", ["a", "b"], ["y"])],
+        "dv",
+        [helper.make_tensor_value_info(k, TensorProto.INT64, ["N", 2]) for k in ("a", "b")],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, None)],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    model = gc.from_onnx(m).compile(name="dv")
+    a = np.array([[1, 2], [3, 4]], np.int64)
+    zero = "outside the whole numbers -16777215..16777215 other than 0 (an integer division by zero"
+    with pytest.raises(gc.ArgumentError, match=r"row 1 holds 0(\.0)?, " + re.escape(zero)):
+        model.predict({"a": a, "b": np.array([[1, 2], [0, 4]], np.int64)})
+    with pytest.raises(gc.ArgumentError) as big:
+        model.predict({"a": a, "b": np.array([[1, 2], [2**25, 4]], np.int64)})
+    assert "row 1 holds 33554432" in str(big.value) and "by zero" not in str(big.value)
+    model.export(str(tmp_path / "libdv.so"))
+    out = run_c(cc, tmp_path, DIVISOR_C, "dv")
+    assert out[0].startswith(f"1 dv_infer: divisor 'b': row 1 holds 0, {zero}"), out
+    assert out[1].startswith("1 dv_infer: divisor 'b': row 1 holds 33554432, outside"), out
+    assert "by zero" not in out[1], out
