@@ -46,6 +46,7 @@ from graphc.ir.types import BATCH, DTYPE_INFO
 from .checks import CHECK_BASE, InputCheck, copy_scanner, emit_input_checks, scanner
 from .lltypes import F64, I1, I8, I32, I64, LL, PTR, VOID, glue, i64
 from .loops import counted_loop, loop
+from .threads import declare
 
 EPOCH_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR, PTR, PTR, I64, PTR, I64, PTR, PTR, I64])
 ERR_INDEX = 3
@@ -53,12 +54,7 @@ ERR_NONFINITE_LOSS = 900  # an internal code of this entry (the JIT's fit), neve
 
 
 def _memcpy(module: ir.Module) -> ir.Function:
-    name = "llvm.memcpy.p0.p0.i64"
-    try:
-        return module.get_global(name)
-    except KeyError:
-        ftype = ir.FunctionType(VOID, [PTR, PTR, I64, I1])
-        return ir.Function(module, ftype, name=name)
+    return declare(module, "llvm.memcpy.p0.p0.i64", VOID, [PTR, PTR, I64, I1])
 
 
 def emit_train_epoch(
@@ -194,7 +190,6 @@ CTL_SHARD = 13  # NAME_apply_update_shard's address
 CTL_WORDS = 14
 CTL_LINE = 128  # bytes between counters: no false sharing on 128-byte lines or line pairs
 FLAGS = 4  # [non-finite losses, loss share, stop requests, rejected rows]: runtime.distributed
-SPIN_POLLS = 1 << 10  # a waiting rank polls this many times between sched_yield calls
 
 
 def emit_train_epoch_split(
@@ -378,11 +373,7 @@ def emit_train_epoch_split(
 
 
 def _memset(module: ir.Module) -> ir.Function:
-    name = "llvm.memset.p0.i64"
-    try:
-        return module.get_global(name)
-    except KeyError:
-        return ir.Function(module, ir.FunctionType(VOID, [PTR, I8, I64, I1]), name=name)
+    return declare(module, "llvm.memset.p0.i64", VOID, [PTR, I8, I64, I1])
 
 
 def _word(b: ir.IRBuilder, ctl: ir.Value, i: int) -> ir.Value:
@@ -401,10 +392,11 @@ def emit_native_barrier(b: ir.IRBuilder, fn: ir.Function, ctl: ir.Value, ranks, 
     """A barrier of the ranks sharing memory: ticket = ++ctl[CTL_TICKET]; this rank's arrival
     counter (CTL_LINE bytes apart from the others: no false sharing) set to the ticket with
     release order, then every counter polled with acquire order until it reaches the ticket
-    (``pause`` between polls on x86, ``sched_yield`` every SPIN_POLLS polls, so that ranks
+    (``pause`` between polls on x86, ``sched_yield`` every WAIT_POLLS polls, as the thread
+    pool's waits, so that ranks
     sharing a core still progress). What a rank stored before its arrival is visible to every
     rank after the barrier (release / acquire: the window's unified memory model)."""
-    from .threads import _is_x86, _store_atomic
+    from .threads import WAIT_POLLS, _store_atomic, relax
 
     module = b.module
     tp = b.gep(ctl, [i64(CTL_TICKET)], inbounds=True, source_etype=I64)
@@ -416,9 +408,7 @@ def emit_native_barrier(b: ir.IRBuilder, fn: ir.Function, ctl: ir.Value, ranks, 
         return b.inttoptr(b.add(base, b.mul(j, i64(CTL_LINE))), PTR)
 
     _store_atomic(b, ticket, counter(rank), "release", 8)
-    yield_fn = module.globals.get("sched_yield") or ir.Function(
-        module, ir.FunctionType(I32, []), name="sched_yield"
-    )
+    yield_fn = declare(module, "sched_yield", I32, [])
     with loop(b, ranks, name="peer") as j:
         head = fn.append_basic_block("barrier_poll")
         wait = fn.append_basic_block("barrier_wait")
@@ -431,13 +421,9 @@ def emit_native_barrier(b: ir.IRBuilder, fn: ir.Function, ctl: ir.Value, ranks, 
         seen = b.load_atomic(counter(j), "acquire", 8, typ=I64)
         b.cbranch(b.icmp_signed(">=", seen, ticket), done, wait)
         b.position_at_end(wait)
-        if _is_x86(module):
-            pause = module.globals.get("llvm.x86.sse2.pause") or ir.Function(
-                module, ir.FunctionType(VOID, []), name="llvm.x86.sse2.pause"
-            )
-            b.call(pause, [])
+        relax(b, module)
         nxt = b.add(n, i64(1))
-        with b.if_then(b.icmp_signed("==", b.and_(nxt, i64(SPIN_POLLS - 1)), i64(0))):
+        with b.if_then(b.icmp_signed("==", b.and_(nxt, i64(WAIT_POLLS - 1)), i64(0))):
             b.call(yield_fn, [])
         n.add_incoming(nxt, b.block)
         b.branch(head)

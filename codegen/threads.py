@@ -283,10 +283,23 @@ def split_pays(
     return threads, split
 
 
+def declare(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    """The module's function ``name`` (an external one, a libc call or an LLVM intrinsic),
+    declared with that type the first time it is asked for."""
+    if name in module.globals:
+        return module.globals[name]
+    return ir.Function(module, ir.FunctionType(ret, args), name=name)
+
+
+def relax(b: ir.IRBuilder, module: ir.Module) -> None:
+    """A spin-wait hint (x86 ``pause``): lets the other hyperthread run, saves power."""
+    if _is_x86(module):
+        b.call(declare(module, "llvm.x86.sse2.pause", VOID, []), [])
+
+
 class _PoolEmitter:
     def __init__(self, module: ir.Module, prefix: str) -> None:
         self.m, self.prefix, self.sym = module, prefix, f"{prefix}.pool."
-        self.pause = _is_x86(module)
 
     # -- globals and declarations --------------------------------------------------------------
 
@@ -298,9 +311,7 @@ class _PoolEmitter:
         return g
 
     def declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
-        if name in self.m.globals:
-            return self.m.globals[name]
-        return ir.Function(self.m, ir.FunctionType(ret, args), name=name)
+        return declare(self.m, name, ret, args)
 
     def function(self, name: str, ret: ir.Type, args: list[ir.Type], internal: bool = True):
         fn = ir.Function(self.m, ir.FunctionType(ret, args), name=name)
@@ -398,9 +409,7 @@ class _PoolEmitter:
     # -- small helpers ---------------------------------------------------------------------------
 
     def relax(self, b: ir.IRBuilder) -> None:
-        """A spin-wait hint (x86 ``pause``): lets the other hyperthread run, saves power."""
-        if self.pause:
-            b.call(self.declare("llvm.x86.sse2.pause", VOID, []), [])
+        relax(b, self.m)
 
     @staticmethod
     def gen_of(b: ir.IRBuilder, w: ir.Value) -> ir.Value:
