@@ -153,12 +153,13 @@ def _rule_interval(rule: tuple[str, tuple[Any, ...]], memo: dict) -> Interval | 
         return (float(math.trunc(q[0])), float(math.trunc(q[1])))
     if kind in ("mod", "imod"):  # |x mod y| < |y|: at most |y| - 1 for integers
         (x, y), fmod = xs, len(operands) > 2 and operands[2]
-        m = max(abs(y[0]), abs(y[1])) - (1 if kind == "imod" else 0)
+        one = 1 if kind == "imod" else 0  # |r| < |y|: |y| - 1 for whole numbers
+        m = max(abs(y[0]), abs(y[1])) - one
         # the sign of the result: the dividend's (fmod=1, also |r| <= |x|) or the divisor's
         # (fmod=0), so that an unsigned x mod y stays in 0 .. max(y) - 1
         s = x if fmod else y
-        lo = 0.0 if s[0] >= 0 else (max(s[0], -m) if fmod else max(s[0] + 1, -m))
-        hi = 0.0 if s[1] <= 0 else (min(s[1], m) if fmod else min(s[1] - 1, m))
+        lo = 0.0 if s[0] >= 0 else (max(s[0], -m) if fmod else max(s[0] + one, -m))
+        hi = 0.0 if s[1] <= 0 else (min(s[1], m) if fmod else min(s[1] - one, m))
         return (lo, hi)
     return None
 

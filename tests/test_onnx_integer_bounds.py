@@ -384,3 +384,41 @@ def test_an_integer_cast_of_looked_up_floats_is_refused_not_a_crash() -> None:
     )
     with pytest.raises(OnnxError, match=r"value 'gi': integers graphc holds as float32"):
         gc.from_onnx(m)
+
+
+def test_mod_rule_interval_holds_numpy_remainders():
+    """onnx_bounds' "mod" (floats) and "imod" (whole numbers) rules give an interval that holds
+    every remainder numpy computes (np.mod for fmod=0, the divisor's sign; np.fmod for fmod=1)
+    for x and y drawn from the operands' intervals: a divisor that is not a whole number (2.5,
+    where 2.4 mod 2.5 = 2.4) must not lose the 1 a whole-number divisor gives up."""
+    from graphc.onnx_bounds import _rule_interval
+
+    rng = np.random.default_rng(0)
+    cases = [((0.0, 10.0), (2.5, 2.5)), ((-7.0, 7.0), (-3.5, -0.5)), ((-4.0, 9.0), (0.25, 6.0)),
+             ((0.0, 255.0), (1.0, 255.0)), ((-100.0, 100.0), (-9.0, 9.0))]  # fmt: skip
+    for (xlo, xhi), (ylo, yhi) in cases:
+        whole = all(float(v).is_integer() for v in (xlo, xhi, ylo, yhi))
+        kinds = ["mod", "imod"] if whole else ["mod"]
+        x = rng.uniform(xlo, xhi, 4000)
+        y = rng.uniform(ylo, yhi, 4000)
+        x[:2], y[:2] = (xlo, xhi), (ylo, yhi)
+        if whole:
+            x, y = np.round(x), np.round(y)
+        keep = y != 0
+        x, y = x[keep], y[keep]
+        for kind in kinds:
+            for fmod in (False, True):
+                xo, yo = object(), object()
+                memo = {id(xo): (xlo, xhi), id(yo): (ylo, yhi)}
+                lo, hi = _rule_interval((kind, (xo, yo, fmod)), memo)
+                r = np.fmod(x, y) if fmod else np.mod(x, y)
+                assert lo <= r.min() and r.max() <= hi, (
+                    kind,
+                    fmod,
+                    (xlo, xhi),
+                    (ylo, yhi),
+                    lo,
+                    hi,
+                    r.min(),
+                    r.max(),
+                )
