@@ -23,7 +23,7 @@ from graphc.ir.builder import Builder
 from graphc.ir.errors import GraphcError
 from graphc.ir.graph import Graph, make_node
 from graphc.ir.ops.random import strip_dropout
-from graphc.ir.ops.sources import check_note
+from graphc.ir.ops.sources import index_check
 from graphc.ir.passes.decompose import add_weight_penalties, decompose
 from graphc.ir.passes.layout import layout_state
 from graphc.ir.passes.pipeline import run_pipeline
@@ -348,14 +348,7 @@ def plan_input_checks(prog: Program, entry: str) -> list[InputCheck]:
     checks nothing else (NaN in, NaN out harms no state)."""
     sched = prog.schedules[entry]
     index_checks = {
-        n.name: InputCheck(
-            n.name,
-            "divisor" if n.attr("index_nonzero") else "index",
-            int(n.attr("index_rows")),
-            n.attr("index_low"),
-            check_note(n),
-            n.attr("index_table") is not False,
-        )
+        n.name: InputCheck(n.name, *index_check(n))
         for n in sched.graph.nodes
         if n.op == "input" and n.attr("index_rows") is not None
     }

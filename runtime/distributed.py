@@ -1130,7 +1130,7 @@ def _digest(a: np.ndarray) -> int:
 def _epochs(
     model, comm, step, stage, feeds, n, bs, validation, history, progress, *, epochs,
     initial_epoch, shuffle, seed, cbs, requests, stop_on_nonfinite, scan=False,
-    native_ok=True, fast_ok=True,
+    native_ok, fast_ok,
 ) -> None:  # fmt: skip
     from mpi4py import MPI
 

@@ -26,7 +26,7 @@ from graphc.ir.errors import (
     NumericsError,
     OptionTypeError,
 )
-from graphc.ir.ops.sources import check_note
+from graphc.ir.ops.sources import index_check
 from graphc.ir.program import UNIT_TARGET_LOSSES
 from graphc.ir.types import BATCH
 
@@ -952,12 +952,8 @@ class Model:
         name = list(given)[i]
         a = given[name]
         if check == 2:
-            note = check_note(src[name])
-            rows, low = int(src[name].attr("index_rows")), src[name].attr("index_low")
-            kind = "divisor" if src[name].attr("index_nonzero") else "index"
-            raise explain(
-                kind, name, a, rows, note, low, src[name].attr("index_table") is not False
-            )
+            kind, rows, low, note, table = index_check(src[name])
+            raise explain(kind, name, a, rows, note, low, table)
         if check == 1:
             raise ArgumentError(
                 f"targets {name!r}: row {row} holds {a[row].ravel()[:4].tolist()}, outside [0, 1] "

@@ -57,6 +57,21 @@ def check_note(node: Any) -> str:
     return "; ".join(p for p in parts if isinstance(p, str) and p)
 
 
+def index_check(node: Any) -> tuple[str, int, int | None, str, bool]:
+    """The check of input ``node``'s whole numbers (it has ``index_rows``), as the entries
+    and Model._validate run it: (kind, "divisor" or "index"; rows; low, ``index_low``; the
+    note of check_note; whether the values index a table, ``index_table`` not False)."""
+    kind = "divisor" if node.attr("index_nonzero") else "index"
+    rows = int(node.attr("index_rows"))
+    return (
+        kind,
+        rows,
+        node.attr("index_low"),
+        check_note(node),
+        node.attr("index_table") is not False,
+    )
+
+
 def index_range(node: Any) -> tuple[int, int] | None:
     """The whole numbers (lo, hi), both included, that the entries let through for input
     ``node`` (its ``index_rows`` and ``index_low``), or None when its values are not checked
