@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 import graphc as gc
+from graphc.codegen.aot import abi_symbol
 
 
 def med(fn, reps: int, rounds: int = 9) -> float:
@@ -96,7 +97,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         m.export(os.path.join(d, "libcp.so"))
         lib = gc.load(os.path.join(d, "libcp.so"))
-        fn = lib._lib["cp_train_step"]
+        fn = lib._lib[abi_symbol("cp", "train_step")]
         fn.restype = ctypes.c_int
         lib._workspace(4)
         loss = ctypes.c_float()
@@ -140,7 +141,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         m.export(os.path.join(d, "libcp.so"), entries=["infer"])
         lib = gc.load(os.path.join(d, "libcp.so"))
-        fn = lib._lib["cp_infer"]
+        fn = lib._lib[abi_symbol("cp", "infer")]
         fn.restype = ctypes.c_int
         lib._workspace(1)
         o = np.empty((1, 10), np.float32)

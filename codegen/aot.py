@@ -65,7 +65,14 @@ from .lltypes import I8
 from .target import optimize
 from .threads import thread_pool
 
-ABI_VERSION = 1
+# The C ABI's version: bumped whenever a prototype, a struct, a code's meaning or the layout of
+# a buffer changes for a program built against an earlier header. 2 (897ed46): an imported
+# model's int32 / int64 outputs are int32_t * / int64_t * (float * at 1). Every function of the
+# header but NAME_graphc_meta is exported as NAME_f_abiV (abi_symbol) and the header maps
+# NAME_f to it, so a program built against another version's header finds none of its
+# functions (the dynamic linker's "undefined symbol": at load with -z now / LD_BIND_NOW, else
+# at its first call, before any buffer is read); graphc.load refuses another version by meta.
+ABI_VERSION = 2
 WEIGHTS_VERSION = 2  # 2: byte order and field width at 32
 WEIGHTS_MAGIC = b"GCWEIGHT"
 MAX_BATCH = 1 << 30  # keeps every size expression far from int64 overflow
@@ -75,6 +82,18 @@ PUBLIC_ENTRIES = ("infer", "train_step", "train_grads", "apply_update")
 # train_step split around the caller's all-reduce of the GRAD_BYTES at the workspace's start.
 TRAIN_ENTRIES = ("train_step", "train_grads", "apply_update")
 THREAD_FUNCTIONS = ("set_num_threads", "get_num_threads")  # NAME_...: wrapped by the C API
+# Functions of the header besides the entries; NAME_graphc_meta keeps its name in every ABI
+# version (graphc.load reads the version from it).
+API_FUNCTIONS = (
+    "strerror",
+    "last_error",
+    "workspace_size",
+    "init",
+    "load_weights",
+    "read_weights",
+    "write_weights",
+    *THREAD_FUNCTIONS,
+)
 WRAPPER_LOCALS = ("gc_in", "gc_out", "gc_lr", "gc_rc", "gc_loss_scale", "gc_row0", "gc_slot")
 
 ERRORS = [  # (macro suffix, code, message); mirrored in runtime/library.py by code
@@ -593,6 +612,17 @@ def numerics_message(site: dict) -> str:
     )
 
 
+def abi_symbol(name: str, function: str) -> str:
+    """The exported symbol of the header's ``NAME_function`` (ABI_VERSION's note)."""
+    return f"{name}_{function}_abi{ABI_VERSION}"
+
+
+def _header_abi_names(plan: LibraryPlan) -> list[str]:
+    """The header's #defines of NAME_f as its versioned symbol, for every exported function."""
+    fns = [*API_FUNCTIONS, *(e for e in PUBLIC_ENTRIES if e in plan.entries)]
+    return [f"#define {plan.name}_{f} {abi_symbol(plan.name, f)}" for f in fns]
+
+
 def _meta(plan: LibraryPlan) -> dict:
     """The JSON description ``graphc.load`` reads back from ``NAME_graphc_meta()``."""
     return {
@@ -851,6 +881,7 @@ def _header_slots(plan: LibraryPlan) -> dict[str, list[str]]:
     U, ent = plan.upper, plan.entries
     return {
         "constants": [f" *     {r.name} : {r.type}" for r in plan.constants],
+        "abi_names": _header_abi_names(plan),
         "error_codes": [
             f"#define {U}_{suffix} {code}{' ' * max(1, 16 - len(suffix))}/* {msg} */"
             for suffix, code, msg in ERRORS

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.codegen.aot import CHECK_ERRORS, ERRORS
+from graphc.codegen.aot import ABI_VERSION, CHECK_ERRORS, ERRORS, abi_symbol
 from graphc.codegen.elf import checksum_problem, shared_object_problem
 from graphc.codegen.target import elf_arch, host_arch
 from graphc.codegen.threads import MAX_THREADS
@@ -174,6 +174,13 @@ class Library:
             ) from None
         meta_fn.restype = ctypes.c_char_p
         self.meta: dict = json.loads(meta_fn().decode())
+        abi = self.meta.get("graphc_abi")
+        if abi != ABI_VERSION:
+            raise ArgumentError(
+                f"load: {path!r} was built for graphc's C ABI version {abi} and this graphc "
+                f"calls version {ABI_VERSION} (its functions' names and prototypes differ): "
+                "export the model again with this graphc"
+            )
         self.lr = float(self.meta["lr"])
         self._layouts: dict[tuple, int] = {}  # call layouts that passed the checks once
         self._last_x: np.ndarray | None = None  # predict's last x and its address
@@ -220,7 +227,7 @@ class Library:
         # a library exported with weights="file" starts with zero params: refused by predict
         # and train_step until weights are loaded or written (see _check_weights_given)
         self._weights_pending = not self.meta.get("embed") and self._params.nbytes > 0
-        rc = getattr(self._lib, f"{name}_init")(ctypes.byref(self._ctx))
+        rc = getattr(self._lib, abi_symbol(name, "init"))(ctypes.byref(self._ctx))
         if rc == WEIGHTS_CODE and self.meta.get("embed"):
             raise ArgumentError(
                 f"load: the weights built into {path!r} fail their CRC-32 check: the library is "
@@ -246,14 +253,14 @@ class Library:
     def threads(self) -> int:
         """Threads the library splits its large GEMMs over (``NAME_set_num_threads``; 1 by
         default, the same bits for any count)."""
-        fn = getattr(self._lib, f"{self.name}_get_num_threads", None)
+        fn = getattr(self._lib, abi_symbol(self.name, "get_num_threads"), None)
         return int(fn()) if fn is not None else 1
 
     @threads.setter
     def threads(self, n: int) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ArgumentError(f"threads must be a positive int, got {n!r}")
-        fn = getattr(self._lib, f"{self.name}_set_num_threads", None)
+        fn = getattr(self._lib, abi_symbol(self.name, "set_num_threads"), None)
         if fn is None:
             raise ArgumentError(
                 f"{self.path!r} has no {self.name}_set_num_threads (made by an "
@@ -266,7 +273,7 @@ class Library:
     # ------------------------------------------------------------------ plumbing
 
     def _call(self, fn: str, *args: Any) -> None:
-        rc = getattr(self._lib, f"{self.name}_{fn}")(*args)
+        rc = getattr(self._lib, abi_symbol(self.name, fn))(*args)
         if rc != 0:
             raise self._error(fn, rc)
 
@@ -287,7 +294,7 @@ class Library:
 
     def _workspace(self, n: int) -> None:
         if n > self._ws_rows:
-            size = self._lib[f"{self.name}_workspace_size"]
+            size = self._lib[abi_symbol(self.name, "workspace_size")]
             size.restype, size.argtypes = ctypes.c_int64, [ctypes.c_int64]
             nbytes = int(size(n))
             self._ws = aligned_empty(max(nbytes, 1), what=f"{self.name}'s workspace", rows=n)
@@ -372,7 +379,7 @@ class Library:
         fn = self._fns.get(entry)
         if fn is None:
             e = self._entry(entry)
-            fn = self._lib[f"{self.name}_{entry}"]
+            fn = self._lib[abi_symbol(self.name, entry)]
             fn.restype = ctypes.c_int
             types = [ctypes.c_void_p, ctypes.c_int64]
             types += [ctypes.c_void_p, ctypes.c_int64] * len(e["inputs"])
@@ -664,7 +671,7 @@ class Library:
         Raises:
             CheckpointError: the file is missing or rejected (size, header or checksum).
         """
-        fn = self._lib[f"{self.name}_load_weights"]
+        fn = self._lib[abi_symbol(self.name, "load_weights")]
         rc = fn(ctypes.byref(self._ctx), os.fsencode(path))
         if rc != 0:
             raise CheckpointError(f"{path}: {ERROR_NAMES.get(rc, 'unknown')} (code {rc})")

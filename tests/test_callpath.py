@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
+from graphc.codegen.aot import abi_symbol
 from graphc.ir.errors import ArgumentError
 
 
@@ -106,7 +107,7 @@ def test_bad_learning_rate_is_rejected_everywhere(model, library, lr):
         library.lr = lr
     assert _snapshot(model) == before and _snapshot(library) == lib_before
     # the C entry itself, past the Python wrapper: the documented code, nothing written
-    fn = library._lib["cp_ce_train_step"]
+    fn = library._lib[abi_symbol("cp_ce", "train_step")]
     fn.restype = ctypes.c_int
     loss = ctypes.c_float(7.0)
     rc = fn(

@@ -488,9 +488,9 @@ TWO_LIBS = textwrap.dedent(
     import ctypes, os, sys, time, _ctypes
     libs = [ctypes.CDLL(p, mode=ctypes.RTLD_GLOBAL) for p in sys.argv[1:3]]
     for lib in libs:
-        assert lib.digits_set_num_threads(3) == 0
+        assert lib.digits_set_num_threads_abi2(3) == 0
     # each library has its own pool: 1 + 2 workers each
-    assert [lib.digits_get_num_threads() for lib in libs] == [3, 3]
+    assert [lib.digits_get_num_threads_abi2() for lib in libs] == [3, 3]
     assert len(os.listdir("/proc/self/task")) == 1 + 2 * 2, os.listdir("/proc/self/task")
     handles = [lib._handle for lib in libs]
     del libs
@@ -519,7 +519,7 @@ def test_two_libraries_with_the_same_model_name_load_and_unload(tmp_path):
                        text=True, timeout=120, check=False)  # fmt: skip
     assert r.returncode == 0 and r.stdout.strip() == "ok", (r.returncode, r.stderr[-2000:])
     lib = ctypes.CDLL(paths[0])
-    assert lib.digits_get_num_threads() == 1
+    assert lib.digits_get_num_threads_abi2() == 1
 
 
 @pytest.mark.skipif(

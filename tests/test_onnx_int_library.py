@@ -118,3 +118,52 @@ def test_library_returns_int64_and_int32_outputs_in_their_c_types(tmp_path) -> N
     rest = np.array(lines[ROWS + n :], np.float64).reshape(n, 2)
     np.testing.assert_array_equal(rest[:, 0].astype(np.float32), r.ravel())
     np.testing.assert_array_equal(rest[:, 1], g.ravel().astype(np.float64))
+
+
+STUB = "long long ic_workspace_size(void) { return 64; }\nint ic_init(void) { return 0; }\n" \
+       "int ic_infer(void) { return 0; }\n"  # fmt: skip
+
+
+def test_a_program_built_against_the_abi1_header_is_refused(tmp_path, monkeypatch) -> None:
+    """The int32_t * / int64_t * outputs changed the prototypes of ABI 1 (float *): the ABI
+    version is 2, every function of the header is exported under its versioned name, so a
+    program built against an ABI-1 header and library (unversioned names, float * outputs) is
+    refused by the dynamic linker when the new library replaces the old one, before it hands
+    over a buffer; graphc.load refuses a library of another ABI version by its meta."""
+    model = gc.from_onnx(_model()).compile(name="ic")
+    res = model.export(str(tmp_path / "libic.so"))
+    header = open(res.header).read()
+    assert "#define IC_ABI_VERSION 2\n" in header and "#define ic_infer ic_infer_abi2\n" in header
+    # the ABI-1 header: the unversioned names, float * for the integer outputs
+    old = "".join(line for line in header.splitlines(True) if "_abi2\n" not in line)
+    old = old.replace("int64_t *label", "float *label").replace("int32_t *wide", "float *wide")
+    old = old.replace("#define IC_ABI_VERSION 2", "#define IC_ABI_VERSION 1")
+    prog = PROGRAM.replace("int64_t label[N];", "float label[N];")
+    prog = prog.replace("int32_t wide[N * 5];", "float wide[N * 5];")
+    prog = prog.replace('"%" PRId64 "\\n", label[i]', '"%g\\n", label[i]')
+    prog = prog.replace('"%" PRId32 "\\n", wide[i]', '"%g\\n", wide[i]')
+    d = tmp_path / "old"
+    d.mkdir()
+    (d / "ic.h").write_text(old)
+    (d / "t.c").write_text(prog)
+    (d / "stub.c").write_text(STUB)
+    exe = str(d / "t")
+    for cmd in (
+        [CC, "-shared", "-fPIC", "-o", str(d / "libic.so"), str(d / "stub.c")],
+        [CC, "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{d}", str(d / "t.c"), f"-L{d}",
+         "-lic", f"-Wl,-rpath,{d}", "-o", exe],
+    ):  # fmt: skip
+        run = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        assert run.returncode == 0, run.stderr
+    shutil.copyfile(tmp_path / "libic.so", d / "libic.so")  # the library is upgraded
+    feed = " ".join(["1"] * ROWS * 5)
+    for bind_now in ("1", ""):  # at load (-z now / LD_BIND_NOW), else at the first call
+        env = {**os.environ, "LD_BIND_NOW": bind_now}
+        run = subprocess.run([exe], input=feed, capture_output=True, text=True, timeout=60,
+                             env=env, check=False)  # fmt: skip
+        assert run.returncode != 0 and run.stdout == "", (run.returncode, run.stdout)
+        assert "undefined symbol: ic_" in run.stderr, run.stderr
+    assert gc.load(str(tmp_path / "libic.so")).meta["graphc_abi"] == 2
+    monkeypatch.setattr("graphc.runtime.library.ABI_VERSION", 1)
+    with pytest.raises(gc.ArgumentError, match="C ABI version 2 and this graphc calls version 1"):
+        gc.load(str(tmp_path / "libic.so"))

@@ -63,6 +63,11 @@ extern "C" {
 
 #define GCUPPER_GRAPHC_VERSION "GCVERSION"
 #define GCUPPER_ABI_VERSION GCABI
+/* The functions below are exported with the ABI version in their names (GCNAME_infer as
+   GCNAME_infer_abiGCABI ...), so that a program built against another version's header is
+   refused by the dynamic linker (undefined symbol) instead of passing buffers of the wrong
+   types; GCNAME_graphc_meta keeps its name. */
+//@ abi_names
 #define GCUPPER_WEIGHTS_VERSION GCWEIGHTSVERSION
 #define GCUPPER_WEIGHTS_EMBEDDED GCEMBED    /* 0: load them with GCNAME_load_weights */
 #define GCUPPER_TARGET "GCTARGET"     /* the triple the library was built for */

@@ -44,7 +44,24 @@ extern "C" {
 #endif
 
 #define BCE_GRAPHC_VERSION "0.0.golden"
-#define BCE_ABI_VERSION 1
+#define BCE_ABI_VERSION 2
+/* The functions below are exported with the ABI version in their names (bce_infer as
+   bce_infer_abi2 ...), so that a program built against another version's header is
+   refused by the dynamic linker (undefined symbol) instead of passing buffers of the wrong
+   types; bce_graphc_meta keeps its name. */
+#define bce_strerror bce_strerror_abi2
+#define bce_last_error bce_last_error_abi2
+#define bce_workspace_size bce_workspace_size_abi2
+#define bce_init bce_init_abi2
+#define bce_load_weights bce_load_weights_abi2
+#define bce_read_weights bce_read_weights_abi2
+#define bce_write_weights bce_write_weights_abi2
+#define bce_set_num_threads bce_set_num_threads_abi2
+#define bce_get_num_threads bce_get_num_threads_abi2
+#define bce_infer bce_infer_abi2
+#define bce_train_step bce_train_step_abi2
+#define bce_train_grads bce_train_grads_abi2
+#define bce_apply_update bce_apply_update_abi2
 #define BCE_WEIGHTS_VERSION 2
 #define BCE_WEIGHTS_EMBEDDED 1    /* 0: load them with bce_load_weights */
 #define BCE_TARGET ""     /* the triple the library was built for */

@@ -38,7 +38,22 @@ extern "C" {
 #endif
 
 #define DIGITS_GRAPHC_VERSION "0.0.golden"
-#define DIGITS_ABI_VERSION 1
+#define DIGITS_ABI_VERSION 2
+/* The functions below are exported with the ABI version in their names (digits_infer as
+   digits_infer_abi2 ...), so that a program built against another version's header is
+   refused by the dynamic linker (undefined symbol) instead of passing buffers of the wrong
+   types; digits_graphc_meta keeps its name. */
+#define digits_strerror digits_strerror_abi2
+#define digits_last_error digits_last_error_abi2
+#define digits_workspace_size digits_workspace_size_abi2
+#define digits_init digits_init_abi2
+#define digits_load_weights digits_load_weights_abi2
+#define digits_read_weights digits_read_weights_abi2
+#define digits_write_weights digits_write_weights_abi2
+#define digits_set_num_threads digits_set_num_threads_abi2
+#define digits_get_num_threads digits_get_num_threads_abi2
+#define digits_infer digits_infer_abi2
+#define digits_train_step digits_train_step_abi2
 #define DIGITS_WEIGHTS_VERSION 2
 #define DIGITS_WEIGHTS_EMBEDDED 1    /* 0: load them with digits_load_weights */
 #define DIGITS_TARGET ""     /* the triple the library was built for */

@@ -39,7 +39,24 @@ extern "C" {
 #endif
 
 #define SPLIT_GRAPHC_VERSION "0.0.golden"
-#define SPLIT_ABI_VERSION 1
+#define SPLIT_ABI_VERSION 2
+/* The functions below are exported with the ABI version in their names (split_infer as
+   split_infer_abi2 ...), so that a program built against another version's header is
+   refused by the dynamic linker (undefined symbol) instead of passing buffers of the wrong
+   types; split_graphc_meta keeps its name. */
+#define split_strerror split_strerror_abi2
+#define split_last_error split_last_error_abi2
+#define split_workspace_size split_workspace_size_abi2
+#define split_init split_init_abi2
+#define split_load_weights split_load_weights_abi2
+#define split_read_weights split_read_weights_abi2
+#define split_write_weights split_write_weights_abi2
+#define split_set_num_threads split_set_num_threads_abi2
+#define split_get_num_threads split_get_num_threads_abi2
+#define split_infer split_infer_abi2
+#define split_train_step split_train_step_abi2
+#define split_train_grads split_train_grads_abi2
+#define split_apply_update split_apply_update_abi2
 #define SPLIT_WEIGHTS_VERSION 2
 #define SPLIT_WEIGHTS_EMBEDDED 0    /* 0: load them with split_load_weights */
 #define SPLIT_TARGET ""     /* the triple the library was built for */

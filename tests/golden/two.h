@@ -37,7 +37,21 @@ extern "C" {
 #endif
 
 #define TWO_GRAPHC_VERSION "0.0.golden"
-#define TWO_ABI_VERSION 1
+#define TWO_ABI_VERSION 2
+/* The functions below are exported with the ABI version in their names (two_infer as
+   two_infer_abi2 ...), so that a program built against another version's header is
+   refused by the dynamic linker (undefined symbol) instead of passing buffers of the wrong
+   types; two_graphc_meta keeps its name. */
+#define two_strerror two_strerror_abi2
+#define two_last_error two_last_error_abi2
+#define two_workspace_size two_workspace_size_abi2
+#define two_init two_init_abi2
+#define two_load_weights two_load_weights_abi2
+#define two_read_weights two_read_weights_abi2
+#define two_write_weights two_write_weights_abi2
+#define two_set_num_threads two_set_num_threads_abi2
+#define two_get_num_threads two_get_num_threads_abi2
+#define two_infer two_infer_abi2
 #define TWO_WEIGHTS_VERSION 2
 #define TWO_WEIGHTS_EMBEDDED 0    /* 0: load them with two_load_weights */
 #define TWO_TARGET "aarch64-linux-gnu"     /* the triple the library was built for */
