@@ -18,6 +18,7 @@ import numpy as np
 
 from graphc.ir.errors import ArgumentError, GraphcError, OptionTypeError, ShapeError
 from graphc.ir.ops.norm import BatchNorm as BatchNormOp
+from graphc.ir.ops.sources import narrow_input, narrowed_range
 from graphc.runtime.checks import check_bool, check_real
 
 from .dsl import (
@@ -561,14 +562,7 @@ def embedding(
             f"embedding: ids must be a graph input of dtype i32 or float (its values checked "
             f"before each run), got {ids.name}: {ids.type} (op {node.op})"
         )
-    rows, low = node.attr("index_rows"), node.attr("index_low")
-    hi = vocab - 1 if rows is None else builtins.min(vocab - 1, int(rows) - 1)
-    lo = 0 if low is None else builtins.max(0, int(low))
-    if lo > hi:
-        raise ShapeError(
-            f"embedding: ids {ids.name!r} must lie in 0 .. {vocab - 1} here but are limited "
-            f"to {low} .. {int(rows) - 1} elsewhere (no value fits both)"
-        )
+    lo, hi = narrowed_range(node, 0, vocab - 1, f"embedding: ids {ids.name!r}")
     # Everything that can raise runs before the input's range is written (review rvD M1).
     table = param(f"{name or _fresh('embedding')}.table", (vocab, dim), init="uniform", dtype=dtype)
     label = table.name.removesuffix(".table")  # a shared layer's later calls: its first name
@@ -578,15 +572,7 @@ def embedding(
     onehot = equal(col, constant(np.arange(vocab), name=f"{label}.ids", dtype=dtype))
     out = onehot @ table
     mine = f"the rows of embedding {label}: 0 .. {vocab - 1}"
-    note = node.attr("index_note")
-    if note is None:
-        note = mine
-    elif mine not in note:
-        base = note.split(" (the narrower range")[0]
-        note = f"{base}; {mine} (the narrower range, {lo} .. {hi}, applies to each)"
-    ids.node = node.with_(
-        attrs={**dict(node.attrs), "index_rows": hi + 1, "index_low": lo, "index_note": note}
-    )
+    ids.node = narrow_input(node, lo, hi, mine, lookup=True)
     return out
 
 

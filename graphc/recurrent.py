@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from graphc.ir.errors import GraphcError, ShapeError
+from graphc.ir.ops.sources import narrow_input, narrowed_range
 from graphc.runtime.checks import check_bool
 
 from . import dsl
@@ -174,19 +175,9 @@ def _masks(where: str, lengths: Any, batch: Any, steps: int, dt: str) -> list[Te
         )
     node = lengths.node
     if lengths.dtype == "i32" and node.op == "input":
-        rows, low = node.attr("index_rows"), node.attr("index_low")
-        hi = steps if rows is None else min(steps, int(rows) - 1)
-        lo = 0 if low is None else max(0, int(low))
-        if lo > hi:
-            raise GraphcError(
-                f"{where}: sequence_lengths {lengths.name!r} must lie in 0 .. {steps} here but "
-                f"is limited to {low} .. {int(rows) - 1} elsewhere (no value fits both)"
-            )
-        note = node.attr("index_note") or f"the sequence lengths of {where}: 0 .. {steps}"
-        attrs = {**dict(node.attrs), "index_rows": hi + 1, "index_low": lo, "index_note": note}
-        # (lengths pick no rows, unless a lookup elsewhere checks this input too)
-        attrs["index_table"] = rows is not None and node.attr("index_table") is not False
-        lengths.node = node.with_(attrs=attrs)
+        lo, hi = narrowed_range(node, 0, steps, f"{where}: sequence_lengths {lengths.name!r}")
+        mine = f"the sequence lengths of {where}: 0 .. {steps}"
+        lengths.node = narrow_input(node, lo, hi, mine, lookup=False)
     col = _reshape(lengths, (batch, 1))
     if lengths.dtype != dt:  # i32 lengths: exact in f32 (T is far below 2^24)
         col = dsl.apply("cast", col, dtype=dt)
@@ -379,7 +370,8 @@ def lstm(
     Raises:
         ShapeError: x not [N, T, C] with T and C fixed ints; an initial state not [N, units]
             of x's dtype;
-            sequence_lengths not [N].
+            sequence_lengths not [N], or an i32 input limited elsewhere to values outside
+            0 .. T (no value fits both).
         GraphcError: units not a positive int; an unknown activation or initializer; an
             initial_state of the wrong count.
         OptionTypeError: a flag that is not a bool.

@@ -358,3 +358,21 @@ def test_bad_arguments_are_refused_naming_them() -> None:
         gc.LSTM(4, activation="tanhh")
     with pytest.raises(gc.GraphcError, match="unknown initializer"):
         gc.simple_rnn(x, 4, recurrent_init="orthognal")
+
+
+def test_two_recurrent_layers_on_one_lengths_input_name_both() -> None:
+    """An LSTM of 5 steps and a GRU of 3 sharing one lengths input: the input is checked to
+    hold 0 .. 3, and a refused length names both layers and the range that applies (the
+    first layer's "LSTM: 0 .. 5" alone was kept, which a length of 4 does not break)."""
+    x5 = gc.input("x5", ("N", 5, 2), dtype="f64")
+    x3 = gc.input("x3", ("N", 3, 2), dtype="f64")
+    lens = gc.input("lens", ("N",), dtype="i32")
+    a = gc.lstm(x5, 2, sequence_lengths=lens, name="long")
+    b = gc.gru(x3, 2, sequence_lengths=lens, name="short")
+    m = gc.compile([a, b], None, name="two_lens")
+    rng = np.random.default_rng(0)
+    feeds = {"x5": rng.standard_normal((2, 5, 2)), "x3": rng.standard_normal((2, 3, 2))}
+    m.predict({**feeds, "lens": np.array([3, 0], np.int32)})
+    want = r"row 1 holds 4.*of lstm: 0 \.\. 5; the sequence lengths of gru: 0 \.\. 3 \(the narrower"
+    with pytest.raises(gc.ArgumentError, match=want):
+        m.predict({**feeds, "lens": np.array([3, 4], np.int32)})

@@ -32,7 +32,9 @@ class Input(Source):
     ONNX import's integer input whose computed indices stay in their table for values L .. H
     only, such as 1 .. V for ids - 1, has index_low L and index_rows H + 1). Attr
     ``index_note`` (a str, or None): why the range is that, added to the refusal's message
-    (an ONNX import's lookup node whose computed indices the range keeps in their table).
+    (an ONNX import's lookup node whose computed indices the range keeps in their table);
+    ``index_notes`` (a tuple of str, or None): the notes of several uses, which index_note
+    lists (narrow_input).
     Attr ``index_nonzero`` (True or a str, or None): with ``index_rows``, 0 is refused too
     (the divisor of an ONNX import's integer Div or Mod, which ONNX leaves undefined at 0); a
     str says which node divides by it, added to the refusal's message (check_note). Attr
@@ -45,6 +47,7 @@ class Input(Source):
         "index_rows": None,
         "index_low": None,
         "index_note": None,
+        "index_notes": None,
         "index_nonzero": None,
         "index_table": None,
     }
@@ -81,6 +84,51 @@ def index_range(node: Any) -> tuple[int, int] | None:
         return None
     low = node.attr("index_low")
     return (-int(rows) if low is None else int(low), int(rows) - 1)
+
+
+def narrowed_range(node: Any, first: int, last: int, what: str) -> tuple[int, int]:
+    """The whole numbers (lo, hi) input ``node`` may hold where a use lets through only
+    ``first`` .. ``last``: that range cut to the one already checked (index_range).
+
+    Raises:
+        ShapeError: no value fits both (an earlier use limited ``node`` to a range outside
+            first .. last); ``what`` names the values ("embedding: ids 'ids'").
+    """
+    r = index_range(node)
+    if r is None:
+        return first, last
+    lo, hi = max(first, r[0]), min(last, r[1])
+    if lo > hi:
+        raise ShapeError(
+            f"{what} must lie in {first} .. {last} here but are limited to {r[0]} .. {r[1]} "
+            "elsewhere (no value fits both)"
+        )
+    return lo, hi
+
+
+def narrow_input(node: Any, lo: int, hi: int, note: str, *, lookup: bool) -> Any:
+    """Input ``node`` checked to hold whole numbers ``lo`` .. ``hi`` (from narrowed_range),
+    with ``note`` (why, for the refusal) added: a second use's note is listed after the
+    first's (the notes kept apart in ``index_notes``), followed by the range that applies to
+    each (two embeddings, or two recurrent layers of other lengths, on one input).
+    ``lookup``: the values pick rows of a table; if not, the input indexes a table only when
+    a lookup checked it before (``index_table``)."""
+    attrs = dict(node.attrs)
+    old = node.attr("index_note")
+    if old is None:
+        attrs["index_note"] = note
+    else:
+        notes = node.attr("index_notes") or (old,)
+        if note not in notes:
+            notes = (*notes, note)
+            joined = "; ".join(notes)
+            attrs["index_note"] = f"{joined} (the narrower range, {lo} .. {hi}, applies to each)"
+            attrs["index_notes"] = notes
+    if not lookup:
+        attrs["index_table"] = (
+            index_range(node) is not None and node.attr("index_table") is not False
+        )
+    return node.with_(attrs={**attrs, "index_rows": hi + 1, "index_low": lo})
 
 
 @register
