@@ -33,6 +33,7 @@ import numpy as np
 
 from graphc.ir.errors import GraphcError, OnnxError, install_hint
 from graphc.ir.graph import make_node
+from graphc.ir.ops import MOVEMENT_OPS
 from graphc.ir.ops.sources import index_range
 from graphc.ir.types import TensorType
 
@@ -3076,6 +3077,11 @@ def _div(cx: NodeContext) -> list[Value]:
     return [out]
 
 
+# The ops through which a divisor's elements are followed back to an input unchanged
+# (movements but concat, whose parts are followed one by one, and pad; Expand's broadcast).
+_DIVISOR_MOVES = (MOVEMENT_OPS - {"concat", "pad"}) | {"cast", "broadcast_to"}
+
+
 def _refuse_zero_divisor(cx: NodeContext, y: Tensor) -> None:
     """Refuse a 0 in the divisor ``y`` of an integer Div or Mod, where ONNX leaves an integer
     division by zero undefined and ONNX Runtime raises. Its elements are followed back through
@@ -3087,12 +3093,13 @@ def _refuse_zero_divisor(cx: NodeContext, y: Tensor) -> None:
     covers the whole input: also the elements a Slice leaves out, and also when the division
     is in an If branch that the data may not take (docs/onnx.md). A divisor computed otherwise
     (b + 1) is not checked."""
-    how: set[str] = set()
+    sliced = False  # whether a Slice lies on the way to a leaf
 
     def leaves(t: Tensor) -> list[Tensor]:
+        nonlocal sliced
         op = t.node.op
-        if op in ("reshape", "transpose", "slice", "reverse", "cast", "broadcast_to"):
-            how.add(op)
+        if op in _DIVISOR_MOVES:
+            sliced = sliced or op == "slice"
             return leaves(t.parents[0])
         if op == "concat":
             return [u for p in t.parents for u in leaves(p)]
@@ -3103,8 +3110,26 @@ def _refuse_zero_divisor(cx: NodeContext, y: Tensor) -> None:
                     return leaves(t.parents[k])
         return [t]
 
-    where = f"{cx.node.op_type} {cx.node.output[0]!r}"
-    for t in leaves(y):
+    found = leaves(y)
+    branch = "_branch/" in cx.node.output[0]  # run_graph's names inside an If's branch
+    why = (
+        f"{cx.node.op_type} {cx.node.output[0]!r} divides by {'a slice of it' if sliced else 'it'}"
+    )
+    why += " in a branch of an If" if branch else ""
+    extra = [
+        text
+        for text, on in (
+            ("also the elements the slice leaves out", sliced),
+            ("also where the If takes its other branch", branch),
+        )
+        if on
+    ]
+    if extra:
+        why += (
+            f" (graphc checks every element of the input, {', and '.join(extra)}; ONNX "
+            "Runtime only the divisors it divides by)"
+        )
+    for t in found:
         v = _known_array(t)
         if v is not None and (v == 0).any():
             cx.fail(
@@ -3114,20 +3139,9 @@ def _refuse_zero_divisor(cx: NodeContext, y: Tensor) -> None:
             )
         if t.node.op != "input" or t.node.attr("index_rows") is None:
             continue
-        why = f"{where} divides by {'a slice of it' if 'slice' in how else 'it'}"
-        if "_branch/" in cx.node.output[0]:
-            why += " in a branch of an If"
-        extra = ["also the elements the slice leaves out"] if "slice" in how else []
-        if "_branch/" in cx.node.output[0]:
-            extra.append("also where the If takes its other branch")
-        if extra:
-            why += (
-                f" (graphc checks every element of the input, {', and '.join(extra)}; ONNX "
-                "Runtime only the divisors it divides by)"
-            )
         old = t.node.attr("index_nonzero")
-        why = why if not isinstance(old, str) or why in old else f"{old}; {why}"
-        t.node = t.node.with_(attrs={**dict(t.node.attrs), "index_nonzero": why})
+        note = why if not isinstance(old, str) or why in old else f"{old}; {why}"
+        t.node = t.node.with_(attrs={**dict(t.node.attrs), "index_nonzero": note})
 
 
 def _known_array(t: Tensor) -> np.ndarray | None:
