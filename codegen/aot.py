@@ -1611,30 +1611,23 @@ def _c_explainers(plan: LibraryPlan, e: EntryPlan) -> list[str]:
         per = p.type.elements_per_row() if p.type.is_batched else 0
         where = "row" if per else "element"
         label = name.replace("%", "%%")
-        zero_msg = ""
-        if c.kind == "divisor":
+        zero_msg = ""  # a divisor's message for a 0: the reason said only there
+        if c.kind in ("divisor", "index"):
             bad = f"!(v >= {c.lowest}.0 && v <= {c.bound - 1}.0 && v == (double)(int64_t)v)"
-            bad += " || v == 0.0"
-            msg = (
-                f"divisor '{label}': {where} %lld holds %.9g, outside the whole numbers "
-                f"{c.lowest}..{c.bound - 1} other than 0"
-            )
-            if c.note:
-                msg += "; " + c.note.replace("%", "%%")
-            zero_msg = msg.replace(
-                " other than 0", " other than 0 (an integer division by zero is undefined)", 1
-            )
-        elif c.kind == "index":
-            bad = f"!(v >= {c.lowest}.0 && v <= {c.bound - 1}.0 && v == (double)(int64_t)v)"
-            msg = (
-                f"indices '{label}': {where} %lld holds %.9g, which is no row of its lookup "
-                f"table (whole numbers in {c.lowest}..{c.bound - 1})"
-                if c.table
-                else f"input '{label}': {where} %lld holds %.9g, outside the whole numbers "
-                f"{c.lowest}..{c.bound - 1} it is checked to hold"
-            )
-            if c.note:
-                msg += "; " + c.note.replace("%", "%%")
+            span = f"{c.lowest}..{c.bound - 1}"
+            tail = "; " + c.note.replace("%", "%%") if c.note else ""
+            held = f"'{label}': {where} %lld holds %.9g"
+            if c.kind == "divisor":
+                bad += " || v == 0.0"
+                head = f"divisor {held}, outside the whole numbers {span} other than 0"
+                zero_msg = head + " (an integer division by zero is undefined)" + tail
+            elif c.table:
+                head = (
+                    f"indices {held}, which is no row of its lookup table (whole numbers in {span})"
+                )
+            else:
+                head = f"input {held}, outside the whole numbers {span} it is checked to hold"
+            msg = head + tail
         elif c.kind == "classes":
             bad = f"v < 0 || v >= {c.bound}.0"
             msg = f"labels '{label}': {where} %lld has class %.9g, outside 0..{c.bound - 1}"
@@ -1645,7 +1638,7 @@ def _c_explainers(plan: LibraryPlan, e: EntryPlan) -> list[str]:
             bad = "v != v || v - v != 0.0"
             msg = f"input '{label}': {where} %lld holds %.9g (NaN or Inf are refused)"
         msg = c_string_literal(f"{plan.name}_{e.entry}: {msg}")
-        if c.kind == "divisor":  # the reason for 0 said only where the value is 0
+        if zero_msg:
             msg = f"v == 0.0 ? {c_string_literal(f'{plan.name}_{e.entry}: {zero_msg}')} : {msg}"
         L += [
             f"static void {_explainer(plan, e, p)}(const {p.ctype} *a, int64_t count) {{",

@@ -263,21 +263,15 @@ def index_error(
         return None
     row = int(np.flatnonzero(bad)[0])
     value = np.asarray(a).reshape(flat.shape)[row][~ok[row]][0].item()
+    span = f"{-rows if low is None else low}..{rows - 1}"
+    held = f"{name!r}: row {row} holds {value!r}"
     if nonzero:  # (the reason for 0 said only where the value is 0)
         why = "an integer division by zero is undefined; " if value == 0 else ""
-        return ArgumentError(
-            f"divisor {name!r}: row {row} holds {value!r}, outside the whole numbers "
-            f"{-rows if low is None else low}..{rows - 1} other than 0 ({why}"
-            f"{int(bad.sum())} such rows)" + (f"; {note}" if note else "")
-        )
-    span = f"{-rows if low is None else low}..{rows - 1}"
-    head = (
-        f"indices {name!r}: row {row} holds {value!r}, which is no row of its lookup table "
-        f"(whole numbers in {span}; "
-        if table
-        else f"input {name!r}: row {row} holds {value!r}, outside the whole numbers {span} "
-        "it is checked to hold ("
-    )
+        head = f"divisor {held}, outside the whole numbers {span} other than 0 ({why}"
+    elif table:
+        head = f"indices {held}, which is no row of its lookup table (whole numbers in {span}; "
+    else:
+        head = f"input {held}, outside the whole numbers {span} it is checked to hold ("
     return ArgumentError(f"{head}{int(bad.sum())} such rows)" + (f"; {note}" if note else ""))
 
 
