@@ -267,7 +267,7 @@ INTEGER_FLOW = frozenset(
 
 def _tree_x(node: Any) -> str | None:
     """The X input of an ai.onnx.ml tree ensemble node, or None for any other node."""
-    trees = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
+    trees = ("TreeEnsembleClassifier", "TreeEnsembleRegressor", "TreeEnsemble")
     if node.domain == "ai.onnx.ml" and node.op_type in trees and node.input:
         return str(node.input[0])
     return None

@@ -167,20 +167,35 @@ class _Forest:
         self.depth = max(self._depth(cx, t, count[t]) for t in range(self.trees))
 
     def _depth(self, cx: NodeContext, t: int, size: int) -> int:
-        """The number of steps from tree t's root to its deepest leaf (a cycle fails)."""
-        depth, level, seen = 0, {0}, {0}
-        while True:
-            nxt = {int(self.next_true[t, k]) for k in level} | {
-                int(self.next_false[t, k]) for k in level
-            }
-            nxt -= {k for k in level if self.next_true[t, k] == k}  # leaves stay
-            if not nxt:
-                return depth
-            if nxt & seen or len(seen) > size:
-                cx.fail(f"tree {self.tree_ids[t]} is not a tree (a node is reached twice)")
-            seen |= nxt
-            level = nxt
-            depth += 1
+        """The number of steps from tree t's root to its deepest leaf: the longest path (a
+        node may have two parents, as the chain a BRANCH_MEMBER set becomes: _v5_as_v3); a
+        cycle fails. ``size``: the tree's node count."""
+        kids: dict[int, set[int]] = {}
+        todo = [0]
+        while todo:  # the nodes the root reaches, and their children (a leaf points to itself)
+            k = todo.pop()
+            if k in kids:
+                continue
+            leaf = self.next_true[t, k] == k
+            kids[k] = set() if leaf else {int(self.next_true[t, k]), int(self.next_false[t, k])}
+            todo += kids[k] - kids.keys()
+        parents = dict.fromkeys(kids, 0)
+        for k in kids:
+            for c in kids[k]:
+                parents[c] += 1
+        order = [k for k in kids if parents[k] == 0]
+        for k in order:  # Kahn's order: a node after all its parents
+            for c in kids[k]:
+                parents[c] -= 1
+                if parents[c] == 0:
+                    order.append(c)
+        if len(order) != len(kids) or len(kids) > size:
+            cx.fail(f"tree {self.tree_ids[t]} is not a tree (its nodes form a cycle)")
+        steps = dict.fromkeys(kids, 0)
+        for k in order:
+            for c in kids[k]:
+                steps[c] = max(steps[c], steps[k] + 1)
+        return max(steps.values())
 
     def leaf_weights(
         self, cx: NodeContext, prefix: str, targets: int
@@ -405,6 +420,178 @@ def tree_ensemble_classifier(cx: NodeContext) -> list[Value]:
         cx.fail(f"{c} classes with weights for classes {sorted(cls_ids)}: not supported")
     inference_only(cx)
     return _label_outputs(cx, idx, numeric, labels, z)
+
+
+# ai.onnx.ml opset 5's TreeEnsemble: the integer codes of its enum attributes (the operator's
+# specification), as the opset-3 operators' names
+_V5_MODES = (*list(_MODES)[:6], "BRANCH_MEMBER")
+_V5_AGGREGATE = ("AVERAGE", "SUM", "MIN", "MAX")
+# post_transform: ONNX Runtime (1.32, probed: 1 gives the sigmoid of each score, 2 each row's
+# softmax) reads its own enum's order, where the specification says 1 SOFTMAX, 2 LOGISTIC
+# (onnx.reference follows it); graphc computes what ONNX Runtime does and warns on 1 and 2
+_V5_POST = ("NONE", "LOGISTIC", "SOFTMAX", "SOFTMAX_ZERO", "PROBIT")
+
+
+class OnnxReadingWarning(UserWarning):
+    """A file whose meaning ONNX Runtime and the operator's specification read differently:
+    graphc computes what ONNX Runtime does."""
+
+
+class _GivenAttrs(NodeContext):
+    """``cx`` with other attribute values (TreeEnsemble's in TreeEnsembleRegressor's form)."""
+
+    def __init__(self, cx: NodeContext, values: dict[str, Any]) -> None:
+        super().__init__(cx.imp, cx.node, cx.index, cx.version)
+        self.values = values
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return self.values.get(name, default)
+
+
+def _enum(cx: NodeContext, name: str, names: tuple[str, ...], default: int) -> str:
+    """The name of integer attribute ``name``'s code."""
+    v = cx.attr(name, default)
+    if not isinstance(v, int) or not 0 <= v < len(names):
+        cx.fail(f"{name} {v!r} is not one of 0 .. {len(names) - 1} ({', '.join(names)})")
+    return names[v]
+
+
+def _member_sets(cx: NodeContext, modes: np.ndarray) -> dict[int, list[float]]:
+    """BRANCH_MEMBER node index -> its set: ``membership_values`` holds the sets of the member
+    nodes in node order, each ended by a NaN."""
+    member = [i for i in range(modes.size) if _V5_MODES[modes[i]] == "BRANCH_MEMBER"]
+    if not member:
+        return {}
+    values = _floats(cx, "membership_values")
+    if values is None:
+        cx.fail(f"{len(member)} BRANCH_MEMBER nodes and no membership_values")
+    sets: list[list[float]] = [[]]
+    for v in values.tolist():
+        if np.isnan(v):
+            sets.append([])
+        else:
+            sets[-1].append(v)
+    if not sets[-1]:
+        sets.pop()  # the last set's NaN
+    if len(sets) != len(member):
+        cx.fail(f"membership_values holds {len(sets)} sets for {len(member)} BRANCH_MEMBER nodes")
+    for i, values in zip(member, sets, strict=True):
+        if not values:  # ONNX Runtime 1.32 refuses the file
+            cx.fail(
+                f"BRANCH_MEMBER node {i}'s set is empty (two NaN in a row in membership_values)"
+            )
+    return dict(zip(member, sets, strict=True))
+
+
+def _v5_as_v3(cx: NodeContext) -> dict[str, Any]:
+    """TreeEnsemble's attributes (nodes and leaves in separate lists, trees by their roots'
+    indices) as TreeEnsembleRegressor's: per tree, the nodes its root reaches, numbered from
+    0 (the root first), each leaf a LEAF node with its one (target, weight); a BRANCH_MEMBER
+    node of set {v1 .. vk} becomes the chain x == v1, else x == v2, ... (each taking the
+    node's missing-value branch), whose true branches all go to the node's true child (an
+    empty set is refused, as ONNX Runtime refuses it). A root whose two children are the same leaf
+    is that leaf (a tree of one leaf, as onnx.reference reads it)."""
+    feat = _ints(cx, "nodes_featureids")
+    n = feat.size
+    to = {True: _ints(cx, "nodes_truenodeids", n), False: _ints(cx, "nodes_falsenodeids", n)}
+    leafs = {True: _ints(cx, "nodes_trueleafs", n), False: _ints(cx, "nodes_falseleafs", n)}
+    modes = _ints(cx, "nodes_modes", n)
+    splits = _floats(cx, "nodes_splits")
+    if splits is None or splits.size != n:
+        cx.fail(f"nodes_splits must have one entry per node ({n} nodes)")
+    if np.any((modes < 0) | (modes >= len(_V5_MODES))):
+        cx.fail(f"nodes_modes holds a code outside 0 .. {len(_V5_MODES) - 1}")
+    miss = cx.attr("nodes_missing_value_tracks_true")
+    miss = (
+        np.zeros(n, np.int64) if miss is None else _ints(cx, "nodes_missing_value_tracks_true", n)
+    )
+    target = _ints(cx, "leaf_targetids")
+    weight = _floats(cx, "leaf_weights")
+    if weight is None or weight.size != target.size:
+        cx.fail("leaf_weights must have one entry per leaf_targetids entry")
+    sets = _member_sets(cx, modes)
+    v3: dict[str, Any] = {k: [] for k in _V3_LISTS}
+
+    def node(*values: Any) -> None:  # t, node id, feature, mode, value, true, false, missing
+        for key, v in zip(_V3_LISTS[:8], values, strict=True):
+            v3[key].append(v)
+
+    for t, root in enumerate(_ints(cx, "tree_roots").tolist()):
+        if not 0 <= root < n:
+            cx.fail(f"tree {t}'s root {root} is no node (of {n})")
+        ids: dict[tuple[bool, int], int] = {}  # (leaf, index) -> its node id in tree t
+        todo: list[tuple[bool, int]] = []
+        count = [0]
+
+        def fresh() -> int:
+            count[0] += 1
+            return count[0] - 1
+
+        def number(leaf: bool, i: int) -> int:
+            if not 0 <= i < (target.size if leaf else n):
+                what = "leaf" if leaf else "node"
+                cx.fail(f"tree {t} names {what} {i}, which does not exist")
+            if (leaf, i) not in ids:
+                ids[(leaf, i)] = fresh()
+                todo.append((leaf, i))
+            return ids[(leaf, i)]
+
+        one = bool(leafs[True][root] and leafs[False][root] and to[True][root] == to[False][root])
+        number(one, int(to[True][root]) if one else root)
+        while todo:
+            leaf, i = todo.pop(0)
+            k = ids[(leaf, i)]
+            if leaf:
+                node(t, k, 0, "LEAF", 0.0, k, k, 0)
+                for key, v in zip(_V3_LISTS[8:], (t, k, int(target[i]), weight[i]), strict=True):
+                    v3[key].append(v)
+                continue
+            yes, no = (number(bool(leafs[b][i]), int(to[b][i])) for b in (True, False))
+            f, m = int(feat[i]), int(miss[i])
+            if i not in sets:
+                node(t, k, f, _V5_MODES[modes[i]], float(splits[i]), yes, no, m)
+            else:
+                for j, v in enumerate(sets[i]):
+                    nxt = no if j == len(sets[i]) - 1 else fresh()
+                    node(t, k, f, "BRANCH_EQ", v, yes, nxt, m)
+                    k = nxt
+    v3["n_targets"] = int(cx.attr("n_targets", int(target.max(initial=-1)) + 1))
+    v3["aggregate_function"] = _enum(cx, "aggregate_function", _V5_AGGREGATE, 1)
+    v3["post_transform"] = post = _enum(cx, "post_transform", _V5_POST, 0)
+    if post in ("LOGISTIC", "SOFTMAX"):
+        warnings.warn(
+            f"{cx.where()}: post_transform {_V5_POST.index(post)} is {post} as ONNX Runtime "
+            f"computes it, where the operator's specification (and onnx.reference) reads it as "
+            f"{'SOFTMAX' if post == 'LOGISTIC' else 'LOGISTIC'}",
+            OnnxReadingWarning,
+            stacklevel=2,
+        )
+    return v3
+
+
+_V3_LISTS = (
+    "nodes_treeids",
+    "nodes_nodeids",
+    "nodes_featureids",
+    "nodes_modes",
+    "nodes_values",
+    "nodes_truenodeids",
+    "nodes_falsenodeids",
+    "nodes_missing_value_tracks_true",
+    "target_treeids",
+    "target_nodeids",
+    "target_ids",
+    "target_weights",
+)
+
+
+def tree_ensemble(cx: NodeContext) -> list[Value]:
+    """TreeEnsemble (ai.onnx.ml opset 5, the one tree operator that replaces
+    TreeEnsembleRegressor / Classifier; skl2onnx with target_opset {'ai.onnx.ml': 5}): Y [N,
+    n_targets] = aggregate (AVERAGE, SUM, MIN, MAX) over the trees of the weight of the leaf
+    each reaches, then post_transform; BRANCH_MEMBER nodes test x against a set. Read as a
+    TreeEnsembleRegressor (_v5_as_v3) and lowered as one; see the module docstring."""
+    return tree_ensemble_regressor(_GivenAttrs(cx, _v5_as_v3(cx)))
 
 
 # ---------------------------------------------------------------- support vector machines
@@ -819,6 +1006,28 @@ ML_OPS: dict[str, Rule] = {
             "class_ids",
             "class_weights",
             "class_weights_as_tensor",
+        ),
+        domain=ML,
+    ),
+    "ai.onnx.ml:TreeEnsemble": Rule(
+        tree_ensemble,
+        (
+            "aggregate_function",
+            "leaf_targetids",
+            "leaf_weights",
+            "membership_values",
+            "n_targets",
+            "nodes_falseleafs",
+            "nodes_falsenodeids",
+            "nodes_featureids",
+            "nodes_hitrates",
+            "nodes_missing_value_tracks_true",
+            "nodes_modes",
+            "nodes_splits",
+            "nodes_trueleafs",
+            "nodes_truenodeids",
+            "post_transform",
+            "tree_roots",
         ),
         domain=ML,
     ),
