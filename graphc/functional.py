@@ -338,20 +338,18 @@ def getitem(x: Tensor, key: Any) -> Tensor:
     at = next((i for i, k in enumerate(keys) if k is Ellipsis), len(keys))
     keys = (*keys[:at], *rest, *keys[at + 1 :])
     starts, ends, axes, flips, shape = [], [], [], [], []
+
+    def batch_axis(axis: int) -> ShapeError:
+        return ShapeError(
+            f"{x.name}[{key!r}]: axis {axis} of {x.type} is the batch dimension N, "
+            "taken whole (:); graphc keeps samples apart"
+        )
+
     axis = 0
     for k in keys:
         if k is None:
             shape.append(1)
             continue
-        # The key's kind first, on every axis: an array or a Tensor on N would otherwise meet
-        # the N test below (numpy's ambiguous truth value, or a misleading ShapeError).
-        if not isinstance(k, builtins.slice) and (
-            isinstance(k, bool | np.bool_) or not isinstance(k, int | np.integer)
-        ):
-            raise ArgumentError(
-                f"{x.name}[{key!r:.60}]: graphc indexes with ints, slices, ... and None "
-                f"(got {type(k).__name__})"
-            )
         d = x.shape[axis]
         if isinstance(k, builtins.slice):
             try:  # N: a length no index reaches, so that only the whole axis gives (0, it, 1)
@@ -361,32 +359,38 @@ def getitem(x: Tensor, key: Any) -> Tensor:
                     f"{x.name}[{key!r:.60}]: slice {k!r} of axis {axis} of {x.type}: its bounds "
                     f"must be ints or None, the step 1 or -1 ({e})"
                 ) from None
-        if d == "N":
-            if not isinstance(k, builtins.slice) or (lo, hi, step) != (0, _WHOLE, 1):
-                raise ShapeError(
-                    f"{x.name}[{key!r}]: axis {axis} of {x.type} is the batch dimension N, "
-                    "taken whole (:); graphc keeps samples apart"
+            if d == "N":
+                if (lo, hi, step) != (0, _WHOLE, 1):
+                    raise batch_axis(axis)
+                shape.append(d)
+            else:
+                if step == -1:
+                    lo, hi = hi + 1, lo + 1
+                    flips.append(len(shape))
+                elif step != 1:
+                    raise ArgumentError(f"{x.name}[{key!r}]: slices with step 1 or -1 only")
+                if hi <= lo:
+                    raise ShapeError(f"{x.name}[{key!r}]: axis {axis} of {x.type} sliced empty")
+                if (lo, hi) != (0, d):
+                    starts.append(lo)
+                    ends.append(hi)
+                    axes.append(axis)
+                shape.append(hi - lo)
+        else:
+            # The key's kind first, on every axis: an array or a Tensor on N would otherwise
+            # meet the N test (numpy's ambiguous truth value, or a misleading ShapeError).
+            if isinstance(k, bool | np.bool_) or not isinstance(k, int | np.integer):
+                raise ArgumentError(
+                    f"{x.name}[{key!r:.60}]: graphc indexes with ints, slices, ... and None "
+                    f"(got {type(k).__name__})"
                 )
-            shape.append(d)
-        elif not isinstance(k, builtins.slice):
+            if d == "N":
+                raise batch_axis(axis)
             if not -d <= k < d:
                 raise ShapeError(f"{x.name}[{key!r}]: index {k} of axis {axis} of {x.type}")
             starts.append(int(k) % d)
             ends.append(int(k) % d + 1)
             axes.append(axis)
-        else:
-            if step == -1:
-                lo, hi = hi + 1, lo + 1
-                flips.append(len(shape))
-            elif step != 1:
-                raise ArgumentError(f"{x.name}[{key!r}]: slices with step 1 or -1 only")
-            if hi <= lo:
-                raise ShapeError(f"{x.name}[{key!r}]: axis {axis} of {x.type} sliced empty")
-            if (lo, hi) != (0, d):
-                starts.append(lo)
-                ends.append(hi)
-                axes.append(axis)
-            shape.append(hi - lo)
         axis += 1
     y = slice(x, starts, ends, axes) if axes else x
     if tuple(shape) != tuple(y.shape):
