@@ -248,9 +248,12 @@ def _sigmoid_cross_entropy(w: _Writer, n: Node) -> None:
 def _softmax_cross_entropy(w: _Writer, n: Node) -> None:
     """ONNX's SoftmaxCrossEntropyLoss reads the classes on axis 1 ([N, C, d1, ..]): a
     sequence's logits [N, T, .., C] are transposed to [N, C, T, ..] first (the labels
-    [N, T, ..] are ONNX's as they are)."""
+    [N, T, ..] are ONNX's as they are; Keras's [N, .., 1] lose their last axis)."""
     z, labels = n.inputs
     rank = w.g[z].type.rank
+    if w.g[labels].type.rank == rank:  # labels [N, .., 1]: ONNX takes [N, ..]
+        axis = np.array([rank - 1], np.int64)
+        labels = w.node("Squeeze", [labels, w.const(axis, "axes")], w.fresh(n.name), n)
     if rank > 2:
         perm = [0, rank - 1, *range(1, rank - 1)]
         z = w.node("Transpose", [z], w.fresh(n.name), n, perm=perm)

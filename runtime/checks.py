@@ -198,7 +198,8 @@ def label_error(name: str, a: np.ndarray, classes: int, low: int = 0) -> Argumen
         return None
     first = tuple(int(i) for i in np.argwhere(bad)[0])
     rows = bad.reshape(len(bad), -1).any(axis=1) if bad.ndim > 1 else bad
-    at = f"row {first[0]}" + (f", position {list(first[1:])}," if len(first) > 1 else "")
+    several = a.ndim > 1 and a[0].size > 1  # a position within the row (not of [N, 1])
+    at = f"row {first[0]}" + (f", position {list(first[1:])}," if several else "")
     return ArgumentError(
         f"labels {name!r}: {at} has class {a[first]}, outside {low}..{classes - 1} "
         f"({int(rows.sum())} such rows)"

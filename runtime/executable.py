@@ -64,6 +64,15 @@ def shape_hint(
     return ""
 
 
+def label_column(dtype: str, a: np.ndarray, want: tuple[int, ...]) -> np.ndarray:
+    """Keras's sparse class labels ``[rows, 1]`` (``[rows, T, 1]``) for an i32 label input
+    ``[N]`` (``[N, T]``) of shape ``want``: the same values in the same order, read as ``want``
+    (a view); ``a`` itself for any other input or shape."""
+    if dtype == "i32" and a.ndim == len(want) + 1 and a.shape == (*want, 1):
+        return a.reshape(want)
+    return a
+
+
 def label_dtype_hint(a: np.ndarray) -> str:
     """A hint for class labels (an i32 input) given as something else than integers: class
     names (strings, objects), booleans, or fractions (probabilities or soft targets, which the

@@ -38,7 +38,7 @@ from .checks import (
     label_error,
     param_value,
 )
-from .executable import COPY_OUTPUT_MAX, label_dtype_hint, shape_hint
+from .executable import COPY_OUTPUT_MAX, label_column, label_dtype_hint, shape_hint
 from .parallel import own_lock, turned
 
 ERROR_NAMES = {code: msg for _, code, msg in ERRORS if code}
@@ -348,6 +348,7 @@ class Library:
             want = self._shape(p, rows)
             if a.ndim == 1 and len(want) == 2 and want[1] == 1 and ax == 0:
                 a = a.reshape(want)
+            a = label_column(p["dtype"], a, want)  # Keras's sparse labels [N, 1] for [N]
             if a.shape != want or (n is not None and ax is not None and rows != n):
                 raise ArgumentError(
                     f"input {p['name']!r} expects {TensorType(tuple(p['shape']), p['dtype'])}"

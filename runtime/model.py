@@ -45,7 +45,14 @@ from .checks import (
     param_value,
     row_indices_valid,
 )
-from .executable import Entry, EpochEntry, NonfiniteLoss, label_dtype_hint, shape_hint
+from .executable import (
+    Entry,
+    EpochEntry,
+    NonfiniteLoss,
+    label_column,
+    label_dtype_hint,
+    shape_hint,
+)
 from .parallel import (
     default_threads,
     hand_over,
@@ -839,6 +846,7 @@ class Model:
             want = t.concrete(rows if rows is not None else 0)
             if a.shape != want and a.size == int(np.prod(want)) and a.ndim == 1 and ax == 0:
                 a = a.reshape(want)  # a vector of targets for an [N, 1] output
+            a = label_column(t.dtype, a, want)  # Keras's sparse labels [N, 1] for [N]
             if a.shape != want:
                 raise ArgumentError(
                     f"input {name!r} expects {t}, got an array of shape {a.shape}"

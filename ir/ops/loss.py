@@ -27,16 +27,18 @@ def _check_logits_labels(op: str, logits: TensorType, labels: TensorType) -> Non
         raise ShapeError(
             f"{op}: logits must be [batch, ..., classes] (rank 2 or more), got {logits}"
         )
-    if labels.dtype != "i32" or labels.shape != logits.shape[:-1]:
-        lead = ",".join(str(d) for d in logits.shape[:-1])
+    lead = logits.shape[:-1]
+    if labels.dtype != "i32" or labels.shape not in (lead, (*lead, 1)):
+        dims = ",".join(str(d) for d in lead)
         raise ShapeError(
-            f"{op}: labels must be i32[{lead}] (one class index per row of logits {logits}), "
-            f"got {labels}"
+            f"{op}: labels must be i32[{dims}] or i32[{dims},1] (one class index per row of "
+            f"logits {logits}), got {labels}"
         )
 
 
 def _rows_of(z: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """z [.., C] and labels [..] as the matrix of rows [R, C] and the R labels (int64)."""
+    """z [.., C] and labels [..] (or [.., 1]) as the matrix of rows [R, C] and the R labels
+    (int64)."""
     return z.reshape(-1, z.shape[-1]), labels.reshape(-1).astype(np.int64)
 
 
@@ -73,7 +75,8 @@ class SoftmaxCrossEntropy(Op):
     """loss = mean over rows of (logsumexp(z_i) - z_i[label_i]), from logits z [B, C] and
     labels i32[B], or z [B, ..., C] and labels i32[B, ...] (a sequence's tokens: Keras's
     SparseCategoricalCrossentropy, torch's cross_entropy with the classes last): every position
-    is a row, the mean over all B * ... rows.
+    is a row, the mean over all B * ... rows. The labels may carry a last axis of length 1
+    (Keras's sparse labels [B, 1], [B, ..., 1]): the same values in the same order.
 
     Computed in the stable log-sum-exp form (max subtracted first).
     VJP: dz = dy * (softmax(z) - onehot(label)) / R, R rows  (op softmax_cross_entropy_grad).

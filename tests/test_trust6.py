@@ -1,0 +1,83 @@
+"""Round 6 of the trust checks: valid programs that were refused, against numpy float64, torch
+where installed and ONNX Runtime where installed.
+
+Keras's sparse labels [N, 1] (declared, or fed to an [N] label input)."""
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+
+def _np_xent(z, labels):
+    """Mean softmax cross-entropy of z [R, C] against labels [R] and dL/dz, numpy float64."""
+    e = np.exp(z - z.max(-1, keepdims=True))
+    prob = e / e.sum(-1, keepdims=True)
+    onehot = np.eye(z.shape[-1])[labels]
+    return -np.mean(np.sum(np.log(prob) * onehot, -1)), (prob - onehot) / len(labels)
+
+
+def _label_model(lshape, name, lead=()):
+    x = gc.input("x", ("N", *lead, 4), dtype="f64")
+    y = gc.input("y", lshape, dtype="i32")
+    z = gc.dense(x, 3, name="d")
+    return gc.compile(z, gc.softmax_cross_entropy(z, y), gc.SGD(lr=0.5), name=name)
+
+
+@pytest.mark.parametrize("lead", [(), (2,)])
+def test_sparse_labels_with_a_last_axis_of_one(lead):
+    """Keras's SparseCategoricalCrossentropy takes labels [N, 1] ([N, T, 1]): declared as the
+    label input, or fed to an i32[N] input. Loss, the SGD step of every param and evaluate's
+    accuracy vs numpy float64; a label out of range in [N, 1] is refused naming its row (no
+    position: a row holds one label), params unchanged."""
+    rng = np.random.default_rng(6)
+    xs = rng.normal(size=(7, *lead, 4))
+    ys = rng.integers(0, 3, size=(7, *lead)).astype(np.int32)
+    col = ys[..., None]
+    declared = _label_model(("N", *lead, 1), f"lab1_{len(lead)}", lead)  # i32[N, .., 1]
+    plain = _label_model(("N", *lead), f"lab0_{len(lead)}", lead)  # i32[N, ..], fed [N, .., 1]
+    w = plain.get_weights()
+    declared.set_weights(w)
+    z = xs @ w["d.w"] + w["d.b"]
+    loss, dz = _np_xent(z.reshape(-1, 3), ys.reshape(-1))
+    acc = np.mean(np.argmax(z, -1) == ys)
+    for m in (declared, plain):
+        ev = m.evaluate(xs, col)
+        assert ev["loss"] == pytest.approx(loss, rel=1e-12)
+        assert ev["accuracy"] == pytest.approx(acc)
+    bad = col.copy()
+    bad[3] = 5
+    for m in (declared, plain):
+        with pytest.raises(gc.ArgumentError, match=r"row 3\b.*has class 5") as e:
+            m.train_step(xs, bad)
+        assert lead or "position" not in str(e.value)
+        assert all(np.array_equal(v, w[k]) for k, v in m.get_weights().items())
+        assert m.train_step(xs, col) == pytest.approx(loss, rel=1e-12)
+        after = m.get_weights()
+        xr = xs.reshape(-1, 4)
+        np.testing.assert_allclose(after["d.w"], w["d.w"] - 0.5 * xr.T @ dz, atol=1e-12)
+        np.testing.assert_allclose(after["d.b"], w["d.b"] - 0.5 * dz.sum(0), atol=1e-12)
+
+
+def test_sparse_labels_column_in_the_library_and_onnx(tmp_path):
+    """The exported library takes the [N, 1] labels of an [N] input as the model does; a model
+    declaring labels [N, 1] exports to ONNX (Squeeze before SoftmaxCrossEntropyLoss): the loss
+    equals ONNX Runtime's."""
+    rng = np.random.default_rng(7)
+    xs = rng.normal(size=(5, 4))
+    ys = rng.integers(0, 3, size=(5, 1)).astype(np.int32)
+    m = _label_model(("N",), "labcol_lib")
+    lib = gc.load(m.export(str(tmp_path / "liblabcol.so")).library)
+    assert lib.train_step(xs, ys) == pytest.approx(m.train_step(xs, ys[:, 0]), rel=1e-12)
+    bad = ys.copy()
+    bad[2] = -1
+    with pytest.raises(gc.ArgumentError, match="row 2"):
+        lib.train_step(xs, bad)
+    ort = pytest.importorskip("onnxruntime")
+    d = _label_model(("N", 1), "labcol_onnx")
+    path = str(tmp_path / "labcol.onnx")
+    d.to_onnx(path, include_loss=True)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    got = sess.run(None, {"x": xs, "y": ys})
+    assert got[-1] == pytest.approx(d.evaluate(xs, ys)["loss"], rel=1e-9), names
