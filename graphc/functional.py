@@ -532,7 +532,13 @@ def batch_norm(
 
 
 def embedding(
-    ids: Tensor, vocab: int, dim: int, *, name: str | None = None, dtype: str = "f32"
+    ids: Tensor,
+    vocab: int,
+    dim: int,
+    *,
+    name: str | None = None,
+    dtype: str = "f32",
+    padding_idx: int | None = None,
 ) -> Tensor:
     """Rows of a learned table ``NAME.table`` [vocab, dim] (Keras's Embedding, its uniform
     -0.05 .. 0.05 initializer; torch's nn.Embedding): ids [N, ...] -> [N, ..., dim], as
@@ -550,16 +556,32 @@ def embedding(
     ranges. A call that raises changes nothing (the range is written last); a name used twice is
     refused only by compile, and the input keeps that call's range.
 
+    ``padding_idx`` (torch's nn.Embedding(padding_idx=p); negative counts from the end): row p
+    starts at zeros and gets no gradient, so the optimizer never moves it (weight decay of a
+    zero row included); ids equal to p still read row p (whatever set_weights put there). Built
+    as onehot(ids) with column p left out, times the table, plus [ids == p] times row p read
+    through a nondifferentiable cast (exact as before).
+
     Raises:
         ShapeError: ids not a graph input (computed ids cannot be checked), of another dtype
-            or of rank 0; vocab or dim not an int >= 1; dtype not f32 / f64; ids already
-            limited elsewhere to a range with no value in 0 .. vocab-1 (an ONNX import's
-            lower bound > 0).
+            or of rank 0; vocab or dim not an int >= 1; padding_idx not an int in
+            -vocab .. vocab-1; dtype not f32 / f64; ids already limited elsewhere to a range
+            with no value in 0 .. vocab-1 (an ONNX import's lower bound > 0).
     """
     for what, v in (("vocab", vocab), ("dim", dim)):
         if isinstance(v, bool | np.bool_) or not isinstance(v, int | np.integer) or v < 1:
             raise ShapeError(f"embedding: {what} must be an int >= 1, got {v!r}")
     vocab, dim = int(vocab), int(dim)
+    pad = padding_idx
+    if pad is not None and (
+        isinstance(pad, bool | np.bool_)
+        or not isinstance(pad, int | np.integer)
+        or not -vocab <= pad < vocab
+    ):
+        raise ShapeError(
+            f"embedding: padding_idx must be an int in {-vocab}..{vocab - 1}, got {pad!r}"
+        )
+    pad = None if pad is None else int(pad) % vocab
     node = ids.node
     if node.op != "input" or ids.dtype not in ("i32", "f32", "f64") or ids.type.rank < 1:
         raise ShapeError(
@@ -568,33 +590,55 @@ def embedding(
         )
     lo, hi = narrowed_range(node, 0, vocab - 1, f"embedding: ids {ids.name!r}")
     # Everything that can raise runs before the input's range is written (review rvD M1).
-    table = param(f"{name or _fresh('embedding')}.table", (vocab, dim), init="uniform", dtype=dtype)
+    zero = {} if pad is None else {"zero_row": pad}  # torch's padding row starts at zeros
+    table = param(
+        f"{name or _fresh('embedding')}.table", (vocab, dim), init="uniform", dtype=dtype, **zero
+    )
     label = table.name.removesuffix(".table")  # a shared layer's later calls: its first name
     col = reshape(ids, (*ids.shape, 1))
     if ids.dtype != dtype:  # whole numbers below 2**24: exact in f32
         col = apply("cast", col, dtype=dtype)
-    onehot = equal(col, constant(np.arange(vocab), name=f"{label}.ids", dtype=dtype))
+    keys = np.arange(vocab)
+    if pad is not None:  # column p of the one-hot is 0 (-1 is no id): no gradient to row p
+        keys[pad] = -1
+    onehot = equal(col, constant(keys, name=f"{label}.ids", dtype=dtype))
     out = onehot @ table
+    if pad is not None:  # + [ids == p] * row p, read through a cast (nondifferentiable)
+        row = apply("cast", slice(table, (pad,), (pad + 1,)), dtype=dtype)
+        out = out + equal(col, float(pad)) * row
     mine = f"the rows of embedding {label}: 0 .. {vocab - 1}"
     ids.node = narrow_input(node, lo, hi, mine, lookup=True)
     return out
 
 
 class Embedding:
-    """Layer object for Sequential: ``Embedding(vocab, dim, name=None, dtype="f32")`` (see
+    """Layer object for Sequential: ``Embedding(vocab, dim, name=None, dtype="f32",
+    padding_idx=None)`` (see
     ``embedding``; the Sequential's input must be the ids). Called on several inputs, it
     shares one table, named by its first call (``name``, or a fresh ``embeddingK``), and the
     refusals of every input name that embedding."""
 
-    def __init__(self, vocab: int, dim: int, *, name: str | None = None, dtype: str = "f32"):
+    def __init__(
+        self,
+        vocab: int,
+        dim: int,
+        *,
+        name: str | None = None,
+        dtype: str = "f32",
+        padding_idx: int | None = None,
+    ):
         self.vocab, self.dim, self.name, self.dtype = vocab, dim, name, dtype
+        self.padding_idx = padding_idx
 
     @shares_weights
     def __call__(self, x: Tensor) -> Tensor:
-        return embedding(x, self.vocab, self.dim, name=self.name, dtype=self.dtype)
+        return embedding(
+            x, self.vocab, self.dim, name=self.name, dtype=self.dtype, padding_idx=self.padding_idx
+        )
 
     def __repr__(self) -> str:
-        return f"Embedding({self.vocab}, {self.dim})"
+        pad = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        return f"Embedding({self.vocab}, {self.dim}{pad})"
 
 
 class LayerNorm:

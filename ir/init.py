@@ -60,7 +60,7 @@ def check_initializer(name: str, args: dict[str, Any], dtype: Any = None) -> Non
     float32 filled the param with inf as value=inf did)."""
     if name not in INITIALIZERS and name not in INTERNAL_INITIALIZERS:
         raise GraphcError(f"unknown initializer {name!r}; choose one of {', '.join(INITIALIZERS)}")
-    extra = set(args) - _ARGS.get(name, set())
+    extra = set(args) - _ARGS.get(name, set()) - {"zero_row"}
     if extra:
         raise GraphcError(f"initializer {name!r} takes no argument(s) {sorted(extra)}")
     for k, v in args.items():
@@ -77,6 +77,11 @@ def check_initializer(name: str, args: dict[str, Any], dtype: Any = None) -> Non
                 f"initializer {name!r}: {k} {args[k]!r} is beyond {np.dtype(dtype).name}'s "
                 f"range (largest {big:.4g}): the parameter would hold inf"
             )
+    row = args.get("zero_row", 0)
+    if row < 0 or row != int(row):
+        raise GraphcError(
+            f"initializer {name!r}: zero_row must be a whole number >= 0, got {row!r}"
+        )
     if args.get("std", 0.0) < 0:
         raise GraphcError(f"initializer {name!r}: std must be >= 0, got {args['std']!r}")
     if name == "uniform" and args.get("low", -0.05) > args.get("high", 0.05):
@@ -117,8 +122,15 @@ def _orthogonal(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
 def initialize(
     name: str, shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32, **args: float
 ) -> np.ndarray:
-    """An array of ``shape`` drawn by initializer ``name`` from ``rng`` (float64 math, cast)."""
+    """An array of ``shape`` drawn by initializer ``name`` from ``rng`` (float64 math, cast).
+    ``zero_row=r`` (any initializer) then sets row r (along the first axis) to 0: torch's
+    Embedding(padding_idx=r) starts its padding row at zeros. Raises GraphcError: a bad
+    initializer or argument (check_initializer), r outside the first axis, or a draw beyond
+    ``dtype``'s range."""
     check_initializer(name, args, dtype)
+    row = args.pop("zero_row", None)
+    if row is not None and not (len(shape) and int(row) < shape[0]):
+        raise GraphcError(f"initializer {name!r}: zero_row {row!r} is outside shape {shape}")
     fan_in, fan_out = fans(shape)
     if name == "zeros":
         out = np.zeros(shape)
@@ -147,6 +159,9 @@ def initialize(
         out = _orthogonal(shape, rng)
     else:  # he_normal
         out = rng.normal(0.0, math.sqrt(2.0 / fan_in), shape)
+    if row is not None:
+        out = np.array(out)
+        out[int(row)] = 0.0
     with np.errstate(over="ignore"):
         res = np.asarray(out, dtype=dtype)
     if not np.all(np.isfinite(res)):  # a normal draw with a huge std: inf in the parameter

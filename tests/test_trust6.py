@@ -1,7 +1,8 @@
 """Round 6 of the trust checks: valid programs that were refused, against numpy float64, torch
 where installed and ONNX Runtime where installed.
 
-Keras's sparse labels [N, 1] (declared, or fed to an [N] label input)."""
+Keras's sparse labels [N, 1] (declared, or fed to an [N] label input); torch's
+Embedding(padding_idx=...)."""
 
 import numpy as np
 import pytest
@@ -81,3 +82,62 @@ def test_sparse_labels_column_in_the_library_and_onnx(tmp_path):
     names = [o.name for o in sess.get_outputs()]
     got = sess.run(None, {"x": xs, "y": ys})
     assert got[-1] == pytest.approx(d.evaluate(xs, ys)["loss"], rel=1e-9), names
+
+
+def _emb_model(pad, name):
+    ids = gc.input("ids", ("N", 4), dtype="i32")
+    y = gc.input("y", ("N",), dtype="i32")
+    e = gc.embedding(ids, 6, 3, name="emb", dtype="f64", padding_idx=pad)
+    z = gc.dense(gc.reshape(e, ("N", 12)), 4, name="d")
+    return gc.compile(z, gc.softmax_cross_entropy(z, y), gc.SGD(lr=1.0), name=name)
+
+
+@pytest.mark.parametrize("pad", [2, -1])
+def test_embedding_padding_idx_row_gets_no_gradient(pad):
+    """torch's nn.Embedding(6, 3, padding_idx=p): row p starts at zeros, ids p read row p (here
+    set to nonzero values by set_weights), and the row gets no gradient; every other row gets
+    the scatter-add of its ids' gradients. Loss and dL/dtable (one SGD step, lr 1) vs numpy
+    float64 and torch F.embedding(padding_idx=p) where installed."""
+    rng = np.random.default_rng(11)
+    ids = np.array([[0, 2, 2, 5], [2, 1, 0, 2], [5, 5, 5, 5]], np.int32)
+    ys = np.array([1, 3, 0], np.int32)
+    m = _emb_model(pad, f"embpad{pad % 6}")
+    w = m.get_weights()
+    assert np.all(w["emb.table"][pad] == 0) and np.all(np.delete(w["emb.table"], pad % 6, 0))
+    w["emb.table"] = rng.normal(size=(6, 3))  # the padding row nonzero too
+    m.set_weights(w)
+    table, dw, db = w["emb.table"], w["d.w"], w["d.b"]
+    h = table[ids].reshape(3, 12)
+    z = h @ dw + db
+    loss, dz = _np_xent(z, ys)
+    dtab = np.zeros_like(table)
+    np.add.at(dtab, ids.reshape(-1), (dz @ dw.T).reshape(12, 3))
+    dtab[pad] = 0.0
+    np.testing.assert_allclose(m.predict(ids), z, atol=1e-12)
+    assert m.train_step(ids, ys) == pytest.approx(loss, rel=1e-12)
+    got = table - m.get_weights()["emb.table"]
+    np.testing.assert_allclose(got, dtab, atol=1e-12)
+    assert np.all(got[pad] == 0)
+    torch = pytest.importorskip("torch")
+    tt = torch.tensor(table, requires_grad=True)
+    tz = torch.nn.functional.embedding(torch.tensor(ids, dtype=torch.long), tt, padding_idx=pad)
+    tz = tz.reshape(3, 12) @ torch.tensor(dw) + torch.tensor(db)
+    tl = torch.nn.functional.cross_entropy(tz, torch.tensor(ys, dtype=torch.long))
+    tl.backward()
+    assert float(tl.detach()) == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(got, tt.grad.numpy(), atol=1e-12)
+
+
+def test_embedding_padding_idx_layer_and_refusals():
+    """The layer takes padding_idx (repr shows it); a padding_idx outside -vocab..vocab-1, or
+    not an int, is a ShapeError naming it."""
+    layer = gc.Embedding(5, 2, name="lay", padding_idx=0)
+    assert repr(layer) == "Embedding(5, 2, padding_idx=0)"
+    ids = gc.input("ids", ("N", 3), dtype="i32")
+    m = gc.compile(layer(ids), name="emblayerpad")
+    assert np.all(m.get_weights()["lay.table"][0] == 0)
+    out = m.predict(np.array([[0, 1, 0]], np.int32))
+    assert np.all(out[0, 0] == 0) and np.all(out[0, 2] == 0) and np.any(out[0, 1] != 0)
+    for bad in (5, -6, 1.0, True):
+        with pytest.raises(gc.ShapeError, match="padding_idx"):
+            gc.embedding(gc.input("ids2", ("N",), dtype="i32"), 5, 2, padding_idx=bad)
