@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from c_build import CC, build_program
 
 import graphc as gc
 from graphc.cli import main as cli_main
@@ -27,7 +28,6 @@ from graphc.export import find_c_compiler, write_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-CC = shutil.which(os.environ.get("CC", "cc") or "cc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (cc or $CC) on PATH")
 CFLAGS = ["-std=c99", "-O0", "-Wall", "-Wextra", "-Werror"]
 VALGRIND = shutil.which("valgrind")
@@ -52,12 +52,8 @@ def compile_programs(src_dir: Path, lib_dir: Path) -> dict[str, str]:
         ("train", EXAMPLES / "c" / "train.c"),
         ("bad_calls", src_dir / "bad_calls.c"),
     ):
-        exe = lib_dir / prog
-        cmd = [CC, *CFLAGS, '-DMODEL_HEADER="digits.h"', f"-I{lib_dir}", str(src), f"-L{lib_dir}",
-               "-ldigits", f"-Wl,-rpath,{lib_dir}", "-o", str(exe)]  # fmt: skip
-        r = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr}"
-        progs[prog] = str(exe)
+        flags = [*CFLAGS, '-DMODEL_HEADER="digits.h"']
+        progs[prog] = build_program(src, lib_dir, "digits", lib_dir / prog, flags)
     return progs
 
 

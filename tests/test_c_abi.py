@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
+from c_build import CC, build_program
 
 import graphc as gc
 
-CC = shutil.which(os.environ.get("CC", "cc") or "cc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (cc or $CC) on PATH")
+C11_FLAGS = ["-std=c11", "-O1", "-Wall", "-Wextra", "-Werror"]
 
 # A C program that calls ab_infer with every pair of overlapping arrays and with a workspace
 # that overlaps params; prints the return codes, whether the buffers were left as they were,
@@ -92,11 +92,7 @@ def test_overlapping_buffers_are_refused_and_adjacent_ones_run(tmp_path) -> None
         in header
     )
     (tmp_path / "t.c").write_text(OVERLAP_C)
-    exe = str(tmp_path / "t")
-    cmd = [CC, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{tmp_path}",
-           str(tmp_path / "t.c"), f"-L{tmp_path}", "-lab", f"-Wl,-rpath,{tmp_path}", "-o", exe]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stderr
+    exe = build_program(tmp_path / "t.c", tmp_path, "ab", tmp_path / "t", C11_FLAGS)
     r = subprocess.run([exe], capture_output=True, text=True, check=False, timeout=60)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
@@ -291,11 +287,7 @@ def test_one_ctx_called_from_two_threads_gets_err_busy(tmp_path) -> None:
     res = model.export(str(tmp_path / "libbz.so"))
     assert "#define BZ_ERR_BUSY 16" in open(res.header).read()
     (tmp_path / "t.c").write_text(THREADS_C)
-    exe = str(tmp_path / "t")
-    cmd = [CC, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-pthread", f"-I{tmp_path}",
-           str(tmp_path / "t.c"), f"-L{tmp_path}", "-lbz", f"-Wl,-rpath,{tmp_path}", "-o", exe]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stderr
+    exe = build_program(tmp_path / "t.c", tmp_path, "bz", tmp_path / "t", [*C11_FLAGS, "-pthread"])
     r = subprocess.run([exe], capture_output=True, text=True, check=False, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     lines = r.stdout.splitlines()
@@ -382,12 +374,7 @@ def test_infer_given_no_state_reads_the_exported_state(tmp_path, kind) -> None:
     y = re.search(r"float \*(\w+), int64_t \w+_len\);", header).group(1)
     src = STATELESS_C.replace("@H@", os.path.basename(res.header)).replace("@P@", name)
     (tmp_path / "s.c").write_text(src.replace("@U@", name.upper()).replace("@Y@", y.upper()))
-    exe = str(tmp_path / "s")
-    cmd = [CC, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{tmp_path}",
-           str(tmp_path / "s.c"), f"-L{tmp_path}", f"-l{name}", f"-Wl,-rpath,{tmp_path}",
-           "-o", exe]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stderr
+    exe = build_program(tmp_path / "s.c", tmp_path, name, tmp_path / "s", C11_FLAGS)
     r = subprocess.run([exe], capture_output=True, text=True, check=False, timeout=60)
     assert r.returncode == 0, f"exit {r.returncode}: {r.stderr}"
     lines = r.stdout.splitlines()

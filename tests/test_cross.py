@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from c_build import build_program
 from test_aot import BAD_CALLS_C, EXAMPLES, digits_model, write_damaged_weights
 
 import graphc as gc
@@ -241,11 +242,7 @@ def cross(request, tmp_path_factory, data, trained):
         ("train", EXAMPLES / "c" / "train.c"),
         ("bad_calls", out / "bad_calls.c"),
     ):
-        cmd = [gcc, *CFLAGS, f"-I{out}", str(src), f"-L{out}", "-ldigits",
-               "-Wl,-rpath,$ORIGIN", "-o", str(out / prog)]  # fmt: skip
-        r = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr}"
-        progs[prog] = str(out / prog)
+        progs[prog] = build_program(src, out, "digits", out / prog, CFLAGS, cc=gcc, rpath="$ORIGIN")
     rows = out / "rows.txt"
     np.savetxt(rows, x[1400:1500], fmt="%.9g")
     train_rows = out / "train_rows.txt"
@@ -411,10 +408,7 @@ def test_x86_64_levels_on_a_cpu_without_avx(tmp_path, data):
         model.export(str(d / "libdigits.so"), target_cpu=level, entries="infer")
         (d / "init.c").write_text(INIT_C)
         for prog, src in (("predict", EXAMPLES / "c" / "predict.c"), ("init", d / "init.c")):
-            cmd = [*cc, *CFLAGS, "-std=c11", f"-I{d}", str(src), f"-L{d}", "-ldigits",
-                   f"-Wl,-rpath,{d}", "-o", str(d / prog)]  # fmt: skip
-            r = subprocess.run(cmd, check=False, capture_output=True, text=True)
-            assert r.returncode == 0, r.stderr
+            build_program(src, d, "digits", d / prog, [*CFLAGS, "-std=c11"], cc=cc)
     rows = tmp_path / "rows.txt"
     np.savetxt(rows, x[:50], fmt="%.9g")
     qemu = [QEMU_X86, "-cpu", "qemu64"]
@@ -462,10 +456,8 @@ def test_extension_libraries_refuse_cpus_without_them_under_qemu(tmp_path, data,
     assert re.search(rf'DIGITS_TARGET_EXTENSIONS "[^"]*\b{name}\b', header), header
     (tmp_path / "init.c").write_text(INIT_C)
     for prog, src in (("predict", EXAMPLES / "c" / "predict.c"), ("init", tmp_path / "init.c")):
-        cmd = [gcc, *CFLAGS, "-std=c11", f"-I{tmp_path}", str(src), f"-L{tmp_path}", "-ldigits",
-               "-Wl,-rpath,$ORIGIN", "-o", str(tmp_path / prog)]  # fmt: skip
-        r = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
+        flags = [*CFLAGS, "-std=c11"]
+        build_program(src, tmp_path, "digits", tmp_path / prog, flags, cc=gcc, rpath="$ORIGIN")
     rows = tmp_path / "rows.txt"
     np.savetxt(rows, x[:20], fmt="%.9g")
     r = qemu(triple, ["-cpu", without, str(tmp_path / "init")])

@@ -7,16 +7,13 @@ with every argument and compares each output with predict."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
+from c_build import CC, build_program
 
 import graphc as gc
-
-CC = shutil.which(os.environ.get("CC", "cc") or "cc")
 
 INPUTS = ["x", "x_len", "n", "ctx", "gc_in", "memcpy", "int64_t", "A", "a", "loss"]
 
@@ -77,12 +74,8 @@ def test_c_arguments_named_after_outputs_and_escaped(tmp_path) -> None:
         + prints
         + "    return 0;\n}\n"
     )
-    exe = tmp_path / "call"
-    cmd = [CC, "-std=c11", "-Wall", "-Werror", f"-I{tmp_path}", str(src), f"-L{tmp_path}",
-           "-lcn", f"-Wl,-rpath,{tmp_path}", "-o", str(exe)]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stderr
-    r = subprocess.run([str(exe)], capture_output=True, text=True, check=False, timeout=60)
+    exe = build_program(src, tmp_path, "cn", tmp_path / "call", ["-std=c11", "-Wall", "-Werror"])
+    r = subprocess.run([exe], capture_output=True, text=True, check=False, timeout=60)
     assert r.returncode == 0, (r.returncode, r.stderr)
     lines = r.stdout.splitlines()
     for line, k in zip(lines, want, strict=True):

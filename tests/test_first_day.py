@@ -440,46 +440,39 @@ def test_model_files_go_through_the_cli_and_refuse_plain_checkpoints(tmp_path, c
 
 
 def test_c_predict_reads_one_row_per_line_and_names_a_bad_line(tmp_path) -> None:
-    import shutil
+    from c_build import CC, build_program
 
-    cc = shutil.which("cc")
-    if cc is None:
+    if CC is None:
         pytest.skip("no C compiler")
     m = digits_like("digits")
     m.export(str(tmp_path / "libdigits.so"))
-    exe = tmp_path / "predict"
-    cmd = [cc, "-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", '-DMODEL_HEADER="digits.h"',
-           f"-I{tmp_path}", str(ROOT / "examples" / "c" / "predict.c"), f"-L{tmp_path}",
-           "-ldigits", f"-Wl,-rpath,{tmp_path}", "-o", str(exe)]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True)
+    flags = ["-std=c99", "-O1", "-Wall", "-Wextra", "-Werror", '-DMODEL_HEADER="digits.h"']
+    src = ROOT / "examples" / "c" / "predict.c"
+    exe = build_program(src, tmp_path, "digits", tmp_path / "predict", flags)
     rng = np.random.default_rng(8)
     xs = rng.standard_normal((3, 64)).astype(np.float32)
     good = "# a comment\n" + "\n".join(",".join(f"{v:.9g}" for v in r) for r in xs) + "\n\n"
-    r = subprocess.run([str(exe)], input=good, capture_output=True, text=True)
+    r = subprocess.run([exe], input=good, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     got = np.array([[float(v) for v in line.split()] for line in r.stdout.splitlines()])
     np.testing.assert_allclose(got, m.predict(xs), rtol=1e-5, atol=1e-5)
     lines = good.splitlines()
     lines[2] = " ".join(lines[2].split(",")[:63])  # row 2 (file line 3) loses a number
-    r = subprocess.run([str(exe)], input="\n".join(lines), capture_output=True, text=True)
+    r = subprocess.run([exe], input="\n".join(lines), capture_output=True, text=True)
     assert r.returncode == 1 and "line 3: 63 numbers, expected 64" in r.stderr
     lines[2] = lines[3] + " 1.5"  # one too many: never carried over into the next row
-    r = subprocess.run([str(exe)], input="\n".join(lines), capture_output=True, text=True)
+    r = subprocess.run([exe], input="\n".join(lines), capture_output=True, text=True)
     assert r.returncode == 1 and "line 3: more than 64 numbers" in r.stderr
-    r = subprocess.run([str(exe)], input="1 2 x 4\n", capture_output=True, text=True)
+    r = subprocess.run([exe], input="1 2 x 4\n", capture_output=True, text=True)
     assert r.returncode == 1 and "line 1: not a number at column 5" in r.stderr
     # train.c: a label that is not a class id 0..9 is refused by row before any step (the
     # library's ERR_LABEL catches 12 and -1 too, but sees 3.5 only as the int 3)
-    cmd[cmd.index(str(ROOT / "examples" / "c" / "predict.c"))] = str(
-        ROOT / "examples" / "c" / "train.c"
-    )
-    cmd[-1] = str(tmp_path / "train")
-    subprocess.run(cmd, check=True, capture_output=True)
+    train = build_program(src.with_name("train.c"), tmp_path, "digits", tmp_path / "train", flags)
     feats = " ".join(f"{v:.9g}" for v in xs[0])
     for label, ok in (("3", True), ("12", False), ("3.5", False), ("-1", False)):
         rows = f"{feats} 1\n{feats} {label}\n"
         r = subprocess.run(
-            [cmd[-1], "1", "2"], input=rows, capture_output=True, text=True, check=False
+            [train, "1", "2"], input=rows, capture_output=True, text=True, check=False
         )
         if ok:
             assert r.returncode == 0 and r.stdout.startswith("step 0 loss "), r.stderr

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from c_build import CC, build_program
 
 import graphc as gc
 
-CC = shutil.which(os.environ.get("CC", "cc") or "cc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (cc or $CC) on PATH")
 
 
@@ -77,12 +77,9 @@ def test_c_loader_refuses_fifo_and_directory_weights_paths(tmp_path) -> None:
     m = gc.compile(gc.dense(x, 2, name="d"), name="wf")
     cpu = "x86-64-v3" if "+avx512f" in host_cpu()[1].split(",") else "native"  # valgrind
     res = m.export(str(tmp_path / "libwf.so"), weights="file", target_cpu=cpu)
-    prog = tmp_path / "loader"
     src = tmp_path / "loader.c"
     src.write_text(C_LOADER)
-    cmd = [CC, "-std=c99", "-Wall", "-Werror", f"-I{tmp_path}", str(src), f"-L{tmp_path}", "-lwf"]
-    cmd += [f"-Wl,-rpath,{tmp_path}", "-o", str(prog)]
-    subprocess.run(cmd, check=True, capture_output=True)
+    prog = build_program(src, tmp_path, "wf", tmp_path / "loader", ["-std=c99", "-Wall", "-Werror"])
     fifo = tmp_path / "fifo.weights"
     os.mkfifo(fifo)
     folder = tmp_path / "folder.weights"

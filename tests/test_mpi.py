@@ -500,13 +500,11 @@ def test_c_example_matches_python(tmp_path):
     )
     header = Path(res.header).read_text()
     assert "cmpi_train_grads(" in header and "cmpi_apply_update(" in header
-    exe = tmp_path / "mpi_train"
+    from c_build import build_program
+
     src = WORKER.parents[1] / "examples" / "c" / "mpi_train.c"
-    cmd = ["mpicc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", '-DMODEL_HEADER="cmpi.h"',
-           f"-I{tmp_path}", str(src), f"-L{tmp_path}", "-lcmpi", f"-Wl,-rpath,{tmp_path}",
-           "-o", str(exe)]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stderr
+    flags = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", '-DMODEL_HEADER="cmpi.h"']
+    exe = build_program(src, tmp_path, "cmpi", tmp_path / "mpi_train", flags, cc="mpicc")
     x, y = w.data()
     rows = tmp_path / "rows.txt"
     np.savetxt(rows, np.hstack([x, y[:, None]]), fmt="%.9g")

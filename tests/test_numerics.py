@@ -372,8 +372,9 @@ def test_exported_library_names_the_numerics_site(checked, tmp_path) -> None:
     import shutil
     import subprocess
 
-    cc = shutil.which("cc")
-    if cc is None:
+    from c_build import CC, build_program
+
+    if CC is None:
         pytest.skip("no C compiler")
     checked.initialize(0)
     res = checked.export(str(tmp_path / "libchecked.so"))
@@ -418,25 +419,8 @@ def test_exported_library_names_the_numerics_site(checked, tmp_path) -> None:
         d = str(tmp_path / "avx2")
         os.mkdir(d)
         checked.export(os.path.join(d, "libchecked.so"), target_cpu="x86-64-v3")
-    exe = tmp_path / "nan"
-    cmd = [
-        cc,
-        "-std=c11",
-        f"-I{d}",
-        str(prog),
-        f"-L{d}",
-        "-lchecked",
-        f"-Wl,-rpath,{d}",
-        "-o",
-        str(exe),
-    ]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    run = (
-        [str(exe)]
-        if vg is None
-        else [vg, "-q", "--error-exitcode=99", "--leak-check=full", str(exe)]
-    )
+    exe = build_program(prog, d, "checked", tmp_path / "nan", ["-std=c11"])
+    run = [exe] if vg is None else [vg, "-q", "--error-exitcode=99", "--leak-check=full", exe]
     r = subprocess.run(run, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     code, msg = r.stdout.split(" ", 1)

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 
 onnx = pytest.importorskip("onnx")
+from c_build import CC, build_program
 from onnx import TensorProto, helper, numpy_helper
 from test_onnx_ml import ort_run
 
 import graphc as gc
 
-CC = shutil.which(os.environ.get("CC", "cc") or "cc")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler (cc or $CC) on PATH")
 
 ROWS = 7
@@ -103,11 +103,8 @@ def test_library_returns_int64_and_int32_outputs_in_their_c_types(tmp_path) -> N
     assert got["g"].dtype == np.float32  # bool stays float32 in the library
     np.testing.assert_array_equal(got["g"], g.astype(np.float32))
     (tmp_path / "t.c").write_text(PROGRAM)
-    exe = str(tmp_path / "t")
-    cmd = [CC, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{tmp_path}",
-           str(tmp_path / "t.c"), f"-L{tmp_path}", "-lic", f"-Wl,-rpath,{tmp_path}", "-o", exe]  # fmt: skip
-    run = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert run.returncode == 0, run.stderr
+    flags = ["-std=c11", "-O1", "-Wall", "-Wextra", "-Werror"]
+    exe = build_program(tmp_path / "t.c", tmp_path, "ic", tmp_path / "t", flags)
     feed = "\n".join(f"{v:.9g}" for v in x.ravel())
     run = subprocess.run([exe], input=feed, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
@@ -147,14 +144,10 @@ def test_a_program_built_against_the_abi1_header_is_refused(tmp_path, monkeypatc
     (d / "ic.h").write_text(old)
     (d / "t.c").write_text(prog)
     (d / "stub.c").write_text(STUB)
-    exe = str(d / "t")
-    for cmd in (
-        [CC, "-shared", "-fPIC", "-o", str(d / "libic.so"), str(d / "stub.c")],
-        [CC, "-std=c11", "-Wall", "-Wextra", "-Werror", f"-I{d}", str(d / "t.c"), f"-L{d}",
-         "-lic", f"-Wl,-rpath,{d}", "-o", exe],
-    ):  # fmt: skip
-        run = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        assert run.returncode == 0, run.stderr
+    stub = [CC, "-shared", "-fPIC", "-o", str(d / "libic.so"), str(d / "stub.c")]
+    run = subprocess.run(stub, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    exe = build_program(d / "t.c", d, "ic", d / "t", ["-std=c11", "-Wall", "-Wextra", "-Werror"])
     shutil.copyfile(tmp_path / "libic.so", d / "libic.so")  # the library is upgraded
     feed = " ".join(["1"] * ROWS * 5)
     for bind_now in ("1", ""):  # at load (-z now / LD_BIND_NOW), else at the first call

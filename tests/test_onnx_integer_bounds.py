@@ -319,20 +319,6 @@ int main(void) {
 """
 
 
-def run_c(cc: str, folder, source: str, lib: str) -> list[str]:
-    """The lines that C program ``source``, built with ``cc`` against lib``lib``.so and its
-    header in ``folder``, prints."""
-    import subprocess
-
-    (folder / "t.c").write_text(source)
-    exe = str(folder / "t")
-    cmd = [cc, "-std=c11", "-Wall", "-Werror", f"-I{folder}", str(folder / "t.c"),
-           f"-L{folder}", f"-l{lib}", f"-Wl,-rpath,{folder}", "-o", exe]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stderr
-    return subprocess.run([exe], capture_output=True, text=True, timeout=60).stdout.splitlines()
-
-
 def test_the_c_librarys_message_for_a_refused_index_names_the_node(tmp_path) -> None:
     """The exported library refused ids - 1 outside the table with ERR_LOOKUP, whose only
     text (NAME_strerror) named neither the input, the row, nor the node whose index the range
@@ -341,10 +327,10 @@ def test_the_c_librarys_message_for_a_refused_index_names_the_node(tmp_path) -> 
     Python's (and for other codes the call and the code's text); gc.load's Library says the
     node too."""
     import re
-    import shutil
 
-    cc = shutil.which("cc")
-    if cc is None:
+    from c_build import CC, run_c
+
+    if CC is None:
         pytest.skip("no C compiler")
     m = _offset_lookup([helper.make_node("Sub", ["ids", "one"], ["i"], name="dec")], {"one": 1})
     m.graph.node[-1].name = "lookup"
@@ -357,7 +343,7 @@ def test_the_c_librarys_message_for_a_refused_index_names_the_node(tmp_path) -> 
     res = model.export(str(tmp_path / "liblk.so"))
     with pytest.raises(ArgumentError, match=re.escape(note)):
         gc.load(res.library).predict(bad)
-    out = run_c(cc, tmp_path, LAST_ERROR_C, "lk")
+    out = run_c(tmp_path, LAST_ERROR_C, "lk")
     assert out[0] == "[]"
     assert out[1] == (
         "1 lk_infer: indices 'ids': row 1 holds 11, which is no row of its lookup table "
