@@ -1,4 +1,5 @@
-"""Kernels of the movement ops with static bounds (slice, pad, concat, reverse): strided copies."""
+"""Kernels of the movement ops with static bounds (slice, pad, concat, reverse) and of
+permute: strided copies."""
 
 from __future__ import annotations
 
@@ -26,12 +27,16 @@ def _copy_block(
     src_off,
     dst_off,
     flip: frozenset[int] = frozenset(),
+    perm: tuple[int, ...] | None = None,
 ) -> None:
     """dst[dst_off + sum_a i_a * dst_stride_a] = src[src_off + sum_a j_a * src_stride_a] for
     every index i of ``shape``, j_a = i_a except on the axes in ``flip``, where j_a =
-    shape[a] - 1 - i_a (offsets in elements; strides from the buffers' own shapes)."""
+    shape[a] - 1 - i_a (offsets in elements; strides from the buffers' own shapes). With
+    ``perm``, iteration axis a walks src's axis perm[a] (np.transpose's order)."""
     b = ctx.b
     ss = ctx.strides(src_shape, src_shape)
+    if perm is not None:
+        ss = [ss[p] for p in perm]
     ds = ctx.strides(dst_shape, dst_shape)
 
     def rec(axis: int, si: ir.Value, di: ir.Value) -> None:
@@ -92,6 +97,10 @@ def emit_movement(ctx: KernelContext, node: Node) -> None:
         xt = g[node.inputs[0]].type
         flip = frozenset(a % xt.rank for a in OPS["reverse"].attr(node, "axes"))
         _copy_block(ctx, node.inputs[0], node.name, out, xt.shape, out, 0, 0, flip)
+    elif node.op == "permute":
+        xt = g[node.inputs[0]].type
+        perm = tuple(OPS["permute"].attr(node, "perm"))
+        _copy_block(ctx, node.inputs[0], node.name, out, xt.shape, out, 0, 0, perm=perm)
     else:
         raise CodegenError(f"no movement kernel for op {node.op} (node {node.name})")
     b.ret_void()

@@ -166,7 +166,7 @@ def batched_matmul(
     broadcast as numpy's (the batch dimension N leading one or both operands; attention's
     scores q @ k^T and weights @ v). Computed by the definition, sum over k of
     A[..., M, K, 1] * B[..., 1, K, P] (laid out so that no operand is transposed; with both
-    flags, a's last two axes are swapped by K exact slices): exact products, summed in the
+    flags, a's last two axes are swapped first, ``permute``): exact products, summed in the
     operands' dtype; the gradients follow through the product and the sum.
 
     Raises:
@@ -203,7 +203,7 @@ def batched_matmul(
             f"{what}: {products} products per sample, more than {MAX_BATCHED_ELEMENTS}"
         )
     if transpose_a and transpose_b:  # a [.., K, M] to [.., M, K], one exact slice per k
-        a, transpose_a = move_axis(a, ra - 2, ra - 1), False
+        a, transpose_a = permute(a, [*range(ra - 2), ra - 1, ra - 2]), False
     if transpose_a:  # A [.., K, M, 1] * B [.., K, 1, P], summed over K
         a4, b4, axis = reshape(a, (*a.shape, 1)), reshape(b, (*b.shape[:-1], 1, p)), r - 2
     elif transpose_b:  # A [.., M, 1, K] * B [.., 1, P, K], summed over K
@@ -238,8 +238,8 @@ def transpose(x: Tensor, perm: Iterable[int] | None = None, *, name: str | None 
 
     Raises:
         ShapeError: ``perm`` not a permutation of x's axes (negative axes count from the end),
-            one that moves N (except the 2-D reversal, the op ``transpose``: [N, C] -> [C, N]),
-            or more than MAX_TRANSPOSE_SLICES slices; each names x.
+            one that moves N (except the 2-D reversal, the op ``transpose``: [N, C] -> [C, N]);
+            each names x.
     """
     r = x.type.rank
     if perm is None:
@@ -254,48 +254,21 @@ def transpose(x: Tensor, perm: Iterable[int] | None = None, *, name: str | None 
         )
     if r == 2 and full == [1, 0]:
         return apply("transpose", x, name=name)
-    y = permute(x, full)
-    return y if name is None else apply("reshape", y, name=name, shape=y.shape)
+    if full == list(range(r)):  # the identity: x (under ``name``, a reshape to itself)
+        return x if name is None else apply("reshape", x, name=name, shape=x.shape)
+    return permute(x, full, name=name)
 
 
-MAX_TRANSPOSE_SLICES = 1024  # slices of the axes moved by one permute
+def permute(x: Tensor, perm: list[int], *, name: str | None = None) -> Tensor:
+    """np.transpose(x, perm) for a permutation (of non-negative axes) that keeps N where it is:
+    the op ``permute`` (one strided copy, exact; x itself for the identity).
 
-
-def permute(x: Tensor, perm: list[int]) -> Tensor:
-    """np.transpose(x, perm) for a permutation (of non-negative axes) that keeps N where it is,
-    by np.moveaxis steps (``move_axis``: exact slices concatenated), placing the result's axes
-    from the front or from the back, whichever slices less.
-
-    Raises ShapeError: the permutation moves N, or slices more than MAX_TRANSPOSE_SLICES."""
-    r = x.type.rank
-    if perm == list(range(r)):
+    Raises ShapeError: the permutation moves N, naming x."""
+    if list(perm) == list(range(x.type.rank)):
         return x
     if "N" in x.shape and perm[x.shape.index("N")] != x.shape.index("N"):
-        raise ShapeError(f"perm={perm} on {x.type} moves the batch dimension N ({x.name})")
-    plans = [_moves(perm, range(r)), _moves(perm, range(r - 1, -1, -1))]
-    moves = builtins.min(plans, key=lambda mv: builtins.sum(int(x.shape[a]) for _, _, a in mv))
-    slices = builtins.sum(int(x.shape[a]) for _, _, a in moves)
-    if slices > MAX_TRANSPOSE_SLICES:
-        raise ShapeError(
-            f"perm={perm} on {x.type}: a transpose of more than 2 dimensions in more "
-            f"than {MAX_TRANSPOSE_SLICES} slices ({x.name})"
-        )
-    y = x
-    for j, q, _ in moves:
-        y = move_axis(y, j, q)
-    return y
-
-
-def _moves(perm: list[int], order: Iterable[int]) -> list[tuple[int, int, int]]:
-    """(from, to, original axis) of the np.moveaxis steps that apply ``perm``, placing the
-    positions in ``order``."""
-    cur, out = list(range(len(perm))), []
-    for q in order:
-        j = cur.index(perm[q])
-        if j != q:
-            out.append((j, q, perm[q]))
-            cur.insert(q, cur.pop(j))
-    return out
+        raise ShapeError(f"perm={list(perm)} on {x.type} moves the batch dimension N ({x.name})")
+    return apply("permute", x, name=name, perm=tuple(int(a) for a in perm))
 
 
 def move_axis(x: Tensor, j: int, q: int) -> Tensor:

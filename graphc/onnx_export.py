@@ -176,6 +176,10 @@ def _transpose(w: _Writer, n: Node) -> None:
     w.node("Transpose", list(n.inputs), n.name, n, perm=[1, 0])
 
 
+def _permute(w: _Writer, n: Node) -> None:
+    w.node("Transpose", list(n.inputs), n.name, n, perm=list(dict(n.attrs)["perm"]))
+
+
 def _reshape(w: _Writer, n: Node) -> None:
     shape = np.array([-1 if d == "N" else int(d) for d in n.type.shape], np.int64)
     w.node("Reshape", [n.inputs[0], w.const(shape, "shape")], n.name, n)
@@ -485,6 +489,7 @@ EXPORTS: dict[str, Callable[[_Writer, Node], None]] = {
     "reshape": _reshape,
     "matmul": _matmul,
     "transpose": _transpose,
+    "permute": _permute,
     "softmax": _softmax,
     "sum": _reduce("ReduceSum"),
     "mean": _reduce("ReduceMean"),

@@ -54,8 +54,8 @@ def _kind(n: Node, g: Graph, kinds: dict[str, str]) -> str:
         return ROWS if _leading(n.type) and kind in POINTWISE else MIXED
     if n.op == "size":  # counts rows: differs between blocks
         return MIXED
-    if n.op in ("slice", "pad", "concat", "reverse"):
-        # static bounds off the batch axis (the ops refuse N): a row stays a row
+    if n.op in ("slice", "pad", "concat", "reverse", "permute"):
+        # static bounds off the batch axis (the ops refuse N; permute keeps it): a row stays a row
         ok = all(k == ROWS and _leading(t) for k, t in zip(ins, types)) and _leading(n.type)
         return ROWS if ok else MIXED
     if kind == "movement" and n.op not in ("reshape", "transpose"):

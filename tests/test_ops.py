@@ -214,6 +214,7 @@ def test_every_op_has_doc_reference_lowering_and_gradient_check() -> None:
         "pad",
         "concat",
         "reverse",
+        "permute",
         "conv",
         "conv_transpose",
         "conv_filter_grad",

@@ -96,6 +96,8 @@ CASES = [
     Case("concat", [(1, 2, 3), (2, 2, 3)], {"axis": 0}),
     Case("reverse", [(3, 6)], {"axes": (1,)}),
     Case("reverse", [(4, 3, 5)], {"axes": (0, 2)}),
+    Case("permute", [(2, 3, 4)], {"perm": (2, 0, 1)}),
+    Case("permute", [(2, 1, 3, 4)], {"perm": (0, 3, 1, 2)}),
     Case("conv", [(2, 3, 5, 6), (4, 3, 3, 2)], {"strides": (2, 1), "pads": (1, 0, 1, 1)}),
     Case("conv", [(1, 4, 7), (4, 1, 3)], {"groups": 4, "dilations": (2,)}),
     Case(

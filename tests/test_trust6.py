@@ -2,7 +2,8 @@
 where installed and ONNX Runtime where installed.
 
 Keras's sparse labels [N, 1] (declared, or fed to an [N] label input); torch's
-Embedding(padding_idx=...)."""
+Embedding(padding_idx=...); transposes of rank > 2 of any size (one strided copy, op
+``permute``, where slices + concat were capped at 1024 slices)."""
 
 import numpy as np
 import pytest
@@ -141,3 +142,29 @@ def test_embedding_padding_idx_layer_and_refusals():
     for bad in (5, -6, 1.0, True):
         with pytest.raises(gc.ShapeError, match="padding_idx"):
             gc.embedding(gc.input("ids2", ("N",), dtype="i32"), 5, 2, padding_idx=bad)
+
+
+def test_transpose_of_any_size_is_one_exact_copy():
+    """np.transpose of [N, 1100, 1100] (refused before: 1100 slices, more than the 1024 the
+    slices + concat form allowed) and of an attention block's [N, T, H, d] -> [N, H, T, d]
+    (torch's permute(0, 2, 1, 3)) are exact; the gradient through the latter (sum of
+    0.5 y^2 + y of y = transpose(x * p)) equals numpy float64's (x p + 1) x summed over N."""
+    rng = np.random.default_rng(3)
+    x = gc.input("x", ("N", 1100, 1100), dtype="f32")
+    t = gc.transpose(x, (0, 2, 1), name="xt")
+    big = rng.normal(size=(2, 1100, 1100)).astype(np.float32)
+    assert np.array_equal(gc.compile(t, name="bigperm").predict(big), big.transpose(0, 2, 1))
+
+    x = gc.input("x", ("N", 5, 4, 3), dtype="f64")
+    p = gc.param("p", (5, 4, 3), dtype="f64")
+    y = gc.transpose(x * p, (0, 2, 1, 3))
+    back = gc.transpose(y, (0, 3, 1, 2))
+    m = gc.compile([y, back], gc.sum(y * y * 0.5 + y), gc.SGD(lr=1.0), name="attperm")
+    xs = rng.normal(size=(3, 5, 4, 3))
+    pv = m.get_weights()["p"]
+    ry = np.transpose(xs * pv, (0, 2, 1, 3))
+    out = m.predict(xs)
+    assert np.array_equal(out[y.name], ry)
+    assert np.array_equal(out[back.name], np.transpose(ry, (0, 3, 1, 2)))
+    m.train_step(xs)
+    np.testing.assert_allclose(pv - m.get_weights()["p"], ((xs * pv + 1) * xs).sum(0), atol=1e-12)

@@ -202,3 +202,47 @@ class Reverse(Op):
 
     def grad(self, b: Builder, node: Node, dy: str):
         return (b.reverse(dy, axes=tuple(self.attr(node, "axes"))),)
+
+
+def permutation(t: TensorType, perm: Any) -> tuple[int, ...]:
+    """``perm`` checked as a permutation of ``t``'s axes (non-negative ints) that keeps the
+    batch axis N where it is.
+
+    Raises:
+        ShapeError: not a tuple of ints, not a permutation of 0 .. rank-1, or N moved.
+    """
+    p = _ints("permute", "perm", perm)
+    if sorted(p) != list(range(t.rank)):
+        raise ShapeError(f"permute: perm={list(p)} is not a permutation of the axes of {t}")
+    if BATCH in t.shape and p[t.shape.index(BATCH)] != t.shape.index(BATCH):
+        raise ShapeError(f"permute: perm={list(p)} moves the batch axis N of {t}")
+    return p
+
+
+@register
+class Permute(Op):
+    """y = np.transpose(x, perm): axis i of y is axis ``perm[i]`` of x (ONNX's Transpose,
+    torch's permute), any rank, the batch axis N kept where it is (so a row stays a row).
+    Exact: values are moved, never computed; one strided copy (codegen.movement).
+
+    VJP: dx = permute(dy) by the inverse permutation (axis perm[i] of dx is axis i of dy).
+    """
+
+    name = "permute"
+    arity = 1
+    kind = Kind.MOVEMENT
+    attrs: ClassVar[dict[str, Any]] = {"perm": REQUIRED}
+
+    def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+        (t,) = types
+        same_float_dtype(self.name, types)
+        p = permutation(t, attrs.get("perm"))
+        return TensorType(tuple(t.shape[a] for a in p), t.dtype)
+
+    def reference(self, x, *, perm):
+        return np.ascontiguousarray(np.transpose(x, tuple(perm)))
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        perm = list(self.attr(node, "perm"))
+        inverse = tuple(perm.index(i) for i in range(len(perm)))
+        return (b.permute(dy, perm=inverse),)
