@@ -34,7 +34,7 @@ import numpy as np
 from graphc.ir.errors import GraphcError, OnnxError, install_hint
 from graphc.ir.graph import make_node
 from graphc.ir.ops import MOVEMENT_OPS
-from graphc.ir.ops.sources import index_range
+from graphc.ir.ops.sources import index_range, is_table
 from graphc.ir.types import TensorType
 
 from . import dsl, onnx_import_rnn, onnx_layout
@@ -1818,7 +1818,7 @@ class Importer:
             if r != index_range(x.node):
                 low = None if r[0] == -(r[1] + 1) else r[0]
                 attrs = {**dict(x.node.attrs), "index_rows": r[1] + 1, "index_low": low}
-                table = table or x.node.attr("index_table") is not False
+                table = table or is_table(x.node)
                 x.node = x.node.with_(attrs={**attrs, "index_note": note, "index_table": table})
 
         def lookup_note(where: str) -> str:

@@ -60,10 +60,16 @@ def check_note(node: Any) -> str:
     return "; ".join(p for p in parts if isinstance(p, str) and p)
 
 
+def is_table(node: Any) -> bool:
+    """Whether input ``node``'s checked values pick rows of a table: its ``index_table``, whose
+    None (the declared default) reads as True."""
+    return node.attr("index_table") is not False
+
+
 def index_check(node: Any) -> tuple[str, int, int | None, str, bool]:
     """The check of input ``node``'s whole numbers (it has ``index_rows``), as the entries
     and Model._validate run it: (kind, "divisor" or "index"; rows; low, ``index_low``; the
-    note of check_note; whether the values index a table, ``index_table`` not False)."""
+    note of check_note; whether the values index a table, is_table)."""
     kind = "divisor" if node.attr("index_nonzero") else "index"
     rows = int(node.attr("index_rows"))
     return (
@@ -71,7 +77,7 @@ def index_check(node: Any) -> tuple[str, int, int | None, str, bool]:
         rows,
         node.attr("index_low"),
         check_note(node),
-        node.attr("index_table") is not False,
+        is_table(node),
     )
 
 
@@ -125,9 +131,7 @@ def narrow_input(node: Any, lo: int, hi: int, note: str, *, lookup: bool) -> Any
             attrs["index_note"] = f"{joined} (the narrower range, {lo} .. {hi}, applies to each)"
             attrs["index_notes"] = notes
     if not lookup:
-        attrs["index_table"] = (
-            index_range(node) is not None and node.attr("index_table") is not False
-        )
+        attrs["index_table"] = index_range(node) is not None and is_table(node)
     return node.with_(attrs={**attrs, "index_rows": hi + 1, "index_low": lo})
 
 
