@@ -261,6 +261,10 @@ INTEGER_FLOW = frozenset(
         "ReduceMax",
         "ReduceMin",
         "Trilu",  # x or 0 (a select by a constant mask)
+        "ArgMax",
+        "ArgMin",
+        "CumSum",
+        "TopK",
     ]
 )
 
