@@ -2261,8 +2261,20 @@ class Importer:
         )
 
     def moves_n(self, cx: NodeContext) -> bool:
-        """Whether node ``cx`` is a Transpose moving the batch axis N (or merged rows)."""
-        if cx.node.op_type != "Transpose" or cx.node.domain not in ("", "ai.onnx"):
+        """Whether node ``cx`` is a Transpose moving the batch axis N (or merged rows), or a
+        Concat along N of values led by N (onnx_layout._concat_n)."""
+        if cx.node.domain not in ("", "ai.onnx"):
+            return False
+        if cx.node.op_type == "Concat":
+            xs = [self.values.get(n) for n in cx.node.input if n]
+            if len(xs) < 2 or not all(
+                isinstance(x, Tensor) and x.shape[:1] == ("N",) and id(x) not in self.merged
+                for x in xs
+            ):
+                return False
+            axis = cx.attr("axis")
+            return isinstance(axis, int) and axis in (0, -len(xs[0].shape))
+        if cx.node.op_type != "Transpose":
             return False
         if not cx.node.input or cx.node.input[0] not in self.values:
             return False

@@ -208,6 +208,8 @@ def convert(imp: Any, cx: Any, refused: bool = False) -> list | None:
         if sorted(perm) != list(range(r)):
             cx.fail(f"perm={perm} is not a permutation of the {r} axes")
         return [_out(View(x.base, tuple(x.groups[p] for p in perm)))]
+    if op == "Concat":  # (of plain tensors too: along N, Importer.moves_n)
+        return _concat(imp, cx, ins)
     if not any(isinstance(v, View) for v in ins):
         return None
     if op == "Shape":
@@ -239,8 +241,6 @@ def convert(imp: Any, cx: Any, refused: bool = False) -> list | None:
             return None
         x, j = one
         return [_out(View(o, x.groups)) for o in _run(imp, cx, {0: x.base}, {"axis": j})]
-    if op == "Concat":
-        return _concat(imp, cx, ins)
     if _elementwise(op):
         return _broadcast_rule(imp, cx, ins)
     return None
@@ -310,6 +310,8 @@ def _concat(imp: Any, cx: Any, ins: list) -> list | None:
     if not -r <= axis < r:
         return None
     axis %= r
+    if first.groups[axis] == (0,) and first.base.shape[0] == "N":
+        return _concat_n(cx, views, first, axis)
     one = _single_axis(cx, first, axis)
     if one is None:
         return None
@@ -327,6 +329,27 @@ def _concat(imp: Any, cx: Any, ins: list) -> list | None:
         new[i] = t
     outs = _run(imp, cx, new, {"axis": j})
     return [_out(View(outs[0], first.groups))]
+
+
+def _concat_n(cx: Any, views: list, first: View, axis: int) -> list | None:
+    """Concat along the ONNX axis that is N alone in every operand (skl2onnx's QDA stacks its
+    per-class [N, 1] columns as [k*N, 1], then Reshapes to [k, N] and Transposes to [N, k]):
+    the operands, brought to the first's layout, stacked along a new base axis after N,
+    which the ONNX axis merges with N, part major: row i*N + n of the result is row n of
+    operand i."""
+    bases = []
+    for v in views:
+        if v is None or len(v.groups) != len(first.groups) or v.groups[axis] != (0,):
+            return None
+        t = _align(cx, v, first, len(first.groups))
+        if t is None:
+            return None
+        bases.append(_reshape(t, (t.shape[0], 1, *t.shape[1:])))
+    stacked = dsl.apply("concat", *bases, axis=1)
+    groups = tuple(
+        (1, 0) if a == axis else tuple(j + (j > 0) for j in g) for a, g in enumerate(first.groups)
+    )
+    return [_out(View(stacked, groups))]
 
 
 def _elementwise(op: str) -> bool:
