@@ -19,6 +19,7 @@ from graphc.codegen.target import (
 )
 from graphc.ir.algorithms import ancestors
 from graphc.ir.autodiff import gradients
+from graphc.ir.batch import MIXED, batch_kinds, loss_is_row_mean
 from graphc.ir.builder import Builder
 from graphc.ir.errors import GraphcError
 from graphc.ir.graph import Graph, make_node
@@ -148,7 +149,35 @@ def build_graphs(
         prog.ranks_note = (
             "its batch statistics (batch_norm) would be each rank's own, not the global batch's"
         )
+    else:
+        prog.ranks_note = not_row_mean(train_fwd, loss_name)
     return prog
+
+
+def not_row_mean(g: Graph, loss: str) -> str:
+    """Why data-parallel training cannot split ``loss`` over ranks ("" when it can): the ranks'
+    gradients of ``loss * b / B`` add up to the global batch's gradient only when the loss is
+    a mean over rows plus terms of no row (ir.batch.loss_is_row_mean), as every built-in loss
+    is. A sum over rows, or a function of a mean (sqrt(mean(...)): RMSE), is not: names the
+    first node that makes it so."""
+    if loss_is_row_mean(g, loss):
+        return ""
+    kinds = batch_kinds(g)
+    needed = ancestors(g, [loss])
+    first = next(
+        n
+        for n in g.nodes
+        if n.name in needed and kinds[n.name] == MIXED
+        and all(kinds[i] != MIXED for i in n.inputs)
+    )  # fmt: skip
+    how = "a sum over them" if first.op == "sum" else "a function of them as a whole"
+    return (
+        f"its loss {loss!r} is not a mean over the batch's rows ({first.op} {first.name!r} "
+        f"makes it {how}), "
+        "so the ranks' gradients, each of its own rows, would not add up to the global "
+        "batch's; write the loss as a mean over rows (gc.mean, the built-in losses), plus "
+        "terms that read no row"
+    )
 
 
 # per loss kind, how an output may carry the loss's prediction operand P with evaluate's metrics

@@ -86,8 +86,9 @@ model and calls ``fit`` with the same data and arguments. Then:
   a collective for a dead peer); a rank that dies is noticed by ``mpirun``, which ends the
   job.
 
-Ops whose value depends on the whole batch (batch normalization) refuse distributed fit (see
-``Model.fit``). Without batch callbacks (and with ``model.use_epoch_entry``, the default), a
+Ops whose value depends on the whole batch (batch normalization) and losses that are no mean
+over the rows (a sum over them, RMSE: graphc.compiler.not_row_mean) refuse distributed fit,
+naming the node (see ``Model.fit``). Without batch callbacks (and with ``model.use_epoch_entry``, the default), a
 rank's epoch is one native call (``NAME_train_epoch_split``, graphc.codegen.epoch): it gathers
 the rank's rows, runs ``train_grads``, calls back into Python for the all-reduce and the
 decisions above (about 10 µs of Python per step), then runs ``apply_update``; the per-step

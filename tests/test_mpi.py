@@ -654,3 +654,45 @@ def test_fewer_rows_than_ranks_and_errors_on_some_ranks(update, tmp_path):
         and "--shm-size" in w
         for w in window
     ), window
+
+
+def test_losses_that_are_no_row_mean_refuse_data_parallel():
+    """The ranks' gradients of ``loss * b / B`` add up to the global batch's only for a mean
+    over rows (plus terms of no row). A sum over rows, or RMSE (sqrt of a mean), trained
+    silently off the one-process trajectory (2 ranks, 22 rows in batches of 7: parameters 0.3
+    and 0.008 away after 2 epochs); they are refused, naming the node, before any collective
+    (split_step) and for the exported split entries. Mean losses, a weight penalty, dropout
+    and a per-row attention product still train data-parallel."""
+    from graphc.runtime.distributed import split_step
+
+    def build(name, loss_of, body=lambda x: x):
+        x = gc.input("x", ("N", 4, 3))
+        t = gc.input("t", ("N", 2))
+        o = gc.dense(gc.flatten(body(x)), 2, name="fc")
+        return gc.compile(o, loss_of(o, t), gc.SGD(lr=0.1), name=name)
+
+    refused = {
+        "sum": (lambda o, t: gc.sum(gc.square(o - t)), "(sum '", "a sum over them"),
+        "rmse": (lambda o, t: gc.sqrt(gc.mean(gc.square(o - t))), "(sqrt '", "as a whole"),
+    }
+    for case, (loss_of, node, how) in refused.items():
+        m = build(f"rowmean_{case}", loss_of)
+        note = m.program.ranks_note
+        assert "is not a mean over the batch's rows" in note and node in note and how in note
+        with pytest.raises(gc.DistributedError, match="cannot train data-parallel: its loss"):
+            split_step(m, 8, None, "allreduce", False)
+        with pytest.raises(gc.ArgumentError, match="cannot do: its loss"):
+            m.export(f"/nonexistent/lib{case}.so", entries="train_grads,apply_update")
+    w = gc.param("pen", (2,))
+
+    def attention(x):
+        return gc.softmax(x @ gc.transpose(x, (0, 2, 1))) @ x
+
+    kept = {
+        "mse": (gc.mean_squared_error, lambda x: x),
+        "penalty": (lambda o, t: gc.mean_squared_error(o, t) + 0.1 * gc.sum(w * w), lambda x: x),
+        "dropout": (gc.mean_absolute_error, lambda x: gc.dropout(x, 0.2, seed=1)),
+        "attention": (gc.huber, attention),
+    }
+    for case, (loss_of, body) in kept.items():
+        assert build(f"rowmean_{case}", loss_of, body).program.ranks_note == "", case
