@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 from graphc.ir.errors import GraphcError
@@ -68,6 +70,7 @@ def compile(
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
     ):  # (threads=True was 1 thread)
         raise GraphcError(f"threads must be a positive int, got {threads!r}")
+    check_optimizer(optimizer)
     outs = [outputs] if isinstance(outputs, dsl.Tensor) else list(outputs)
     if loss is not None and optimizer is None:
         from .optim import Adam
@@ -108,7 +111,9 @@ def compile_sequential(
     "mean_squared_error" (targets shaped like the output).
     """
     if loss not in dsl.LOSSES:
-        raise GraphcError(f"unknown loss {loss!r}; choose one of {sorted(dsl.LOSSES)}")
+        raise GraphcError(
+            f"unknown loss {loss!r}{_loss_hint(loss)}; choose one of {sorted(dsl.LOSSES)}"
+        )
     x = dsl.input("x", ("N", *input_shape))
     out = net(x)
     if loss == "softmax_cross_entropy":
@@ -116,3 +121,69 @@ def compile_sequential(
     else:
         y = dsl.input("y", out.shape, dtype=out.dtype)
     return compile(out, dsl.LOSSES[loss](out, y), optimizer, name=kw.pop("name", net.name), **kw)
+
+
+def _optimizer_classes(cls: type = Optimizer) -> Iterator[type]:
+    """Every public optimizer class (SGD, Adam, AdamW, ...): the subclasses of Optimizer."""
+    for sub in cls.__subclasses__():
+        if not sub.__name__.startswith("_"):
+            yield sub
+        yield from _optimizer_classes(sub)
+
+
+def check_optimizer(optimizer: Any) -> None:
+    """Refuse an ``optimizer`` that is neither None nor a graphc Optimizer, naming the call
+    meant: Keras's string (``"adam"``: ``gc.Adam()``), the class itself (``gc.Adam``: call it),
+    a misspelled name (``"adma"``), or another framework's optimizer object.
+
+    Raises:
+        GraphcError: ``optimizer`` is not an instance of graphc.optim.Optimizer.
+    """
+    if optimizer is None or isinstance(optimizer, Optimizer):
+        return
+    names = sorted({c.__name__ for c in _optimizer_classes()}, key=str.lower)
+    choices = ", ".join(f"gc.{n}" for n in names)
+    if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
+        raise GraphcError(
+            f"compile: optimizer is the class gc.{optimizer.__name__}, not an optimizer: "
+            f"call it, gc.{optimizer.__name__}() (its defaults) or "
+            f"gc.{optimizer.__name__}(learning_rate=...)"
+        )
+    word = optimizer if isinstance(optimizer, str) else type(optimizer).__name__
+    folded = {n.lower(): n for n in names}
+    key = word.lower().replace("_", "")
+    close = difflib.get_close_matches(key, list(folded), n=1)
+    meant = folded.get(key) or (folded[close[0]] if close else None)
+    hint = f": pass gc.{meant}(...)" if meant else f"; graphc's: {choices}"
+    if isinstance(optimizer, str):
+        raise GraphcError(
+            f"compile: optimizer {optimizer!r} is a string; graphc takes an optimizer object "
+            f"(its update is compiled with the model){hint}"
+        )
+    kind = f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
+    hint = f": pass gc.{meant}(...)" if meant else ""
+    raise GraphcError(
+        f"compile: optimizer must be a graphc optimizer ({choices}), got {kind}{hint}"
+    )
+
+
+# Keras's loss names -> graphc's: Keras's sparse and categorical cross-entropies take
+# probabilities unless from_logits=True; graphc's take the logits (no softmax layer before)
+_KERAS_LOSSES = {
+    "sparse_categorical_crossentropy": "softmax_cross_entropy",
+    "categorical_crossentropy": "categorical_cross_entropy",
+    "binary_crossentropy": "binary_cross_entropy",
+    "mse": "mean_squared_error",
+    "mae": "mean_absolute_error",
+}
+
+
+def _loss_hint(loss: Any) -> str:
+    """`` (did you mean ...)`` for a misspelled or Keras-named loss, else ''."""
+    if not isinstance(loss, str):
+        return ""
+    if loss.lower() in _KERAS_LOSSES:
+        meant = _KERAS_LOSSES[loss.lower()]
+        return f" (Keras's {loss!r} with from_logits=True is graphc's {meant!r}: the network ends in logits)"
+    close = difflib.get_close_matches(loss, list(dsl.LOSSES), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -80,8 +80,13 @@ def build_graphs(
         raise GraphcError("compile: give at least one output tensor")
     for t in outputs + ([loss] if loss is not None else []):
         if not isinstance(t, Tensor):
+            where = (
+                ": the optimizer goes third, gc.compile(outputs, loss, optimizer)"
+                if isinstance(t, Optimizer)
+                else ""
+            )
             raise GraphcError(
-                f"compile: outputs and loss must be graphc Tensors, got {type(t).__name__}"
+                f"compile: outputs and loss must be graphc Tensors, got {type(t).__name__}{where}"
             )
     outputs = _distinct_outputs(outputs, loss)
     out_names = [t.name for t in outputs]
@@ -111,7 +116,16 @@ def build_graphs(
     if loss is None:
         return prog
     if loss.type.shape != ():
-        raise GraphcError(f"compile: the loss must be a scalar, got {loss.type} ({loss.name})")
+        swapped = [t.name for t in outputs if t.type.shape == ()]
+        hint = (
+            f"; output {swapped[0]} is a scalar: outputs and loss swapped? gc.compile(outputs, "
+            "loss, optimizer) takes the loss second"
+            if swapped
+            else ""
+        )
+        raise GraphcError(
+            f"compile: the loss must be a scalar, got {loss.type} ({loss.name}){hint}"
+        )
     prog.loss = loss_name
     prog.loss_kind = getattr(loss, "kind", None)
     prog.prediction = getattr(loss, "prediction", None)

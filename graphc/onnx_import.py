@@ -107,6 +107,17 @@ class OnnxImport:
     constant_outputs: dict[str, np.ndarray] = field(default_factory=dict)
     output_order: list[str] = field(default_factory=list)  # every output, in the file's order
 
+    def __repr__(self) -> str:
+        """A summary: the name, inputs and outputs with their types, and how many params and
+        constants (and values) there are; the arrays themselves are in ``weights``."""
+        ins = ", ".join(f"{t.name}: {t.type}" for t in self.inputs)
+        outs = ", ".join(f"{t.name}: {t.type}" for t in self.outputs)
+        size = sum(int(np.size(a)) for a in self.weights.values())
+        return (
+            f"<graphc OnnxImport {self.name!r} ({ins}) -> ({outs}); {len(self.params)} params, "
+            f"{len(self.constants)} constants ({size:,} values); opset {self.opset}>"
+        )
+
     def compile(self, loss: Tensor | None = None, optimizer: Any = None, **kw: Any) -> Any:
         """``gc.compile(self.outputs, loss, optimizer, name=self.name, **kw)``; the model's
         parameters and constants hold the file's values, and its ``predict`` returns each

@@ -809,7 +809,10 @@ class Model:
             if isinstance(data, dict):
                 missing = [n for n in names if n not in data]
                 if missing:
-                    raise ArgumentError(f"{what} has no array for input(s) {missing}")
+                    raise ArgumentError(
+                        f"the dict given as {what} has no array for input(s) {missing} "
+                        f"(its keys: {sorted(map(str, data))})"
+                    )
                 feeds.update({n: data[n] for n in names})
             elif len(names) == 1:
                 feeds[names[0]] = data

@@ -1,0 +1,92 @@
+"""Mistakes a newcomer makes on day one, each answered by an error that names what to change
+(found trying graphc from the README alone, stop 17): an optimizer given as Keras's string or as
+the class, outputs and loss swapped, the optimizer in the loss's place, a dict of arrays without
+the input's name, a Keras loss name in compile_sequential; and a readable OnnxImport repr."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.ir.errors import ArgumentError
+
+
+def classifier() -> tuple[gc.Tensor, gc.Tensor]:
+    x = gc.input("x", ("N", 4))
+    labels = gc.input("labels", ("N",), dtype="i32")
+    logits = gc.dense(x, 3)
+    return logits, gc.softmax_cross_entropy(logits, labels)
+
+
+# stands in for a torch.optim.Adam object, which graphc cannot compile
+TorchAdam = type("Adam", (), {"__module__": "torch.optim.adam"})
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "want"),
+    [
+        ("adam", r"optimizer 'adam' is a string.*pass gc\.Adam\(\.\.\.\)"),
+        ("RMSProp", r"string.*pass gc\.RMSprop\(\.\.\.\)"),
+        ("adma", r"string.*pass gc\.Adam\(\.\.\.\)"),
+        ("nadamax_unknown", r"string.*graphc's: gc\.Adadelta, gc\.Adagrad, gc\.Adam, gc\.AdamW"),
+        (gc.SGD, r"the class gc\.SGD, not an optimizer: call it, gc\.SGD\(\)"),
+        (TorchAdam(), r"must be a graphc optimizer .*got torch\.optim\.adam\.Adam: pass gc\.Adam"),
+    ],
+)
+def test_an_optimizer_that_is_no_graphc_optimizer_names_the_call_meant(optimizer, want) -> None:
+    logits, loss = classifier()
+    with pytest.raises(gc.GraphcError, match=want):
+        gc.compile(logits, loss, optimizer, name="nu_opt")
+
+
+def test_outputs_and_loss_swapped_or_the_optimizer_second_get_the_argument_order() -> None:
+    logits, loss = classifier()
+    with pytest.raises(gc.GraphcError, match=r"must be a scalar.*outputs and loss swapped"):
+        gc.compile(loss, logits, name="nu_swap")
+    with pytest.raises(gc.GraphcError, match=r"got Adam: the optimizer goes third"):
+        gc.compile(logits, gc.Adam(), name="nu_swap")
+    y = gc.input("y", ("N", 3))  # a loss that is not scalar, no scalar output: no swap hint
+    with pytest.raises(gc.GraphcError, match=r"must be a scalar, got f32\[N,3\] \(\S+\)$"):
+        gc.compile(logits, gc.square(logits - y), name="nu_swap")
+
+
+def test_a_dict_without_the_inputs_name_lists_its_keys() -> None:
+    logits, loss = classifier()
+    m = gc.compile(logits, loss, name="nu_dict")
+    xs = np.zeros((2, 4), np.float32)
+    with (
+        pytest.warns(UserWarning, match="match no input"),
+        pytest.raises(
+            ArgumentError,
+            match=r"as x has no array for input\(s\) \['x'\] \(its keys: \['features'\]\)",
+        ),
+    ):
+        m.predict({"features": xs})
+
+
+def test_compile_sequential_names_graphcs_loss_for_a_keras_name_or_a_typo() -> None:
+    def net() -> gc.Sequential:
+        return gc.Sequential([gc.Dense(8, activation="relu"), gc.Dense(3)])
+
+    with pytest.raises(
+        gc.GraphcError, match=r"from_logits=True is graphc's 'softmax_cross_entropy'"
+    ):
+        gc.compile_sequential(net(), (4,), "sparse_categorical_crossentropy")
+    with pytest.raises(gc.GraphcError, match=r"'mse'.*graphc's 'mean_squared_error'"):
+        gc.compile_sequential(net(), (4,), "mse")
+    with pytest.raises(gc.GraphcError, match=r"did you mean 'softmax_cross_entropy'\?"):
+        gc.compile_sequential(net(), (4,), "softmax_cross_entrpy")
+
+
+def test_onnx_import_repr_summarizes_instead_of_printing_every_weight() -> None:
+    pytest.importorskip("onnx")
+    x = gc.input("x", ("N", 4))
+    m = gc.compile(gc.dense(gc.dense(x, 64, activation="relu"), 3), name="nu_repr")
+    from graphc.onnx_export import to_onnx_model
+
+    imp = gc.from_onnx(to_onnx_model(m))
+    text = repr(imp)
+    assert text.startswith("<graphc OnnxImport 'nu_repr' (x: f32[N,4]) -> (")
+    assert "4 params, 0 constants (515 values); opset 17>" in text, text
+    assert len(text) < 200 and "array(" not in text
