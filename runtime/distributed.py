@@ -48,8 +48,9 @@ model and calls ``fit`` with the same data and arguments. Then:
     how many ranks saw it; the parameters and optimizer state are those after the last finite
     step, as in one process;
   - batch callbacks (``on_batch_begin/end``, Keras's logs) run on every rank with the same
-    logs (the global batch's loss); the learning rate each update uses is ``model.lr`` after
-    the step's callbacks, so a callback must set it alike on every rank;
+    logs (the global batch's loss); the learning rate each update uses is rank 0's
+    ``model.lr`` after the step's callbacks (broadcast at every step when any rank has
+    callbacks);
   - SIGINT or SIGTERM (Open MPI's ``mpirun`` answers Ctrl-C by sending every rank SIGTERM,
     then SIGKILL 1 s later, ``odls_base_sigkill_timeout``): the first is held until the next
     step's all-reduce (in an epoch that runs its all-reduce natively: the next step after
@@ -70,6 +71,12 @@ model and calls ``fit`` with the same data and arguments. Then:
   same figure), validation is split over the ranks and its figures combined (weighted by row
   counts), so callbacks see identical figures on every rank; their stop decision and the
   learning rate are then taken from rank 0;
+- callbacks may differ between ranks (Horovod's custom: schedules, checkpoints and early
+  stopping on rank 0 only): rank 0 decides. When any rank has callbacks, rank 0's learning
+  rate, parameters and optimizer state are broadcast after the callbacks of every epoch's
+  start and of the training's end (EarlyStopping's restore_best_weights), so what a
+  callback changes on another rank only is overridden, and every rank ends with rank 0's
+  model: the one-process run with rank 0's callbacks;
 - threads: unless chosen (``threads=``, ``model.threads``, ``GRAPHC_THREADS``), each rank runs
   ``thread_share`` threads during fit: its cores over the ranks of the machine sharing them
   (1 for 2 ranks on 2 cores), as ``torchrun`` sets OMP_NUM_THREADS=1 for several processes
@@ -910,6 +917,7 @@ def fit(
     comm = world(comm)
     k, r = comm.Get_size(), comm.Get_rank()
     # Every rank must train on the same rows with the same arguments: compare (cheap) digests.
+    vfeeds = validation[0] if validation is not None else {}
     mine = (
         n,
         batch_size,
@@ -924,13 +932,19 @@ def fit(
         model.program.name,
         model.param_count,
         tuple((name, a.shape, str(a.dtype), _digest(a)) for name, a in sorted(feeds.items())),
+        tuple((name, a.shape, str(a.dtype), _digest(a)) for name, a in sorted(vfeeds.items())),
     )
     # The loop every rank runs must be the same (their barriers differ): the per-step Python
     # loop when any rank has batch callbacks or use_epoch_entry off, the native epoch with its
     # all-reduce inside only when no rank records TIMELINE. Callbacks may differ between ranks
     # (Horovod's custom: logging on rank 0 only).
     cbs = CallbackList(callbacks)
-    paths = (bool(model.use_epoch_entry and not cbs.has_batch_hooks), TIMELINE is None, scan)
+    paths = (
+        bool(model.use_epoch_entry and not cbs.has_batch_hooks),
+        TIMELINE is None,
+        scan,
+        bool(callbacks),
+    )
     # with rank 0's learning rates (as a broadcast would give them) and every rank's cores
     rates = (float(model.lr), float(model.initial_lr))
     gathered = comm.allgather((mine, paths, rates, rank_cores()))
@@ -938,14 +952,12 @@ def fit(
     native_ok = all(e[1][0] for e in gathered)
     fast_ok = all(e[1][1] for e in gathered)
     scans = [bool(e[1][2]) for e in gathered]  # Model.fit's choice, from the rank's callbacks
+    # callbacks on any rank: rank 0's learning rate, parameters and optimizer state are sent
+    # to every rank after the callbacks of each epoch's start and of the training's end
+    synced = any(e[1][3] for e in gathered)
     differ = [i for i, x in enumerate(everyone) if x != everyone[0]]
     if differ:
-        raise DistributedError(
-            f"rank {differ[0]} calls fit with other data or arguments than rank 0 "
-            f"(rows, batch_size, epochs, initial_epoch, seed, shuffle, stop_on_nonfinite, "
-            f"GRAPHC_MPI_WAIT, GRAPHC_MPI_REDUCE, GRAPHC_MPI_SHARD, model, data digest): "
-            f"{everyone[differ[0]][:12]} vs {everyone[0][:12]}; every rank must pass the same"
-        )
+        raise DistributedError(_disagreement(differ[0], everyone[differ[0]], everyone[0]))
     wait_mode()  # a bad value raises here, on every rank alike
     how = choose_reduce(comm, reduce_mode())  # the same on every rank
     bs = min(batch_size, n)
@@ -976,11 +988,13 @@ def fit(
                     model, comm, step, stage, feeds, n, bs, validation, history, progress,
                     epochs=epochs, initial_epoch=initial_epoch, shuffle=shuffle, seed=seed,
                     cbs=cbs, requests=requests, stop_on_nonfinite=stop_on_nonfinite, scan=scan,
-                    native_ok=native_ok, fast_ok=fast_ok,
+                    native_ok=native_ok, fast_ok=fast_ok, synced=synced,
                 )  # fmt: skip
             except _Agreed as e:  # every rank, at the same step: not a failure of one rank
                 outcome = e
             cbs.train_end(model, history)
+            if synced:  # (EarlyStopping's restore_best_weights on some ranks only)
+                _from_rank0(model, comm)
             # the step (its shared-memory window) stays for the next fit: see split_step
     finally:
         requests.restore()
@@ -991,6 +1005,38 @@ def fit(
     if outcome is not None and outcome.error is not None:
         raise outcome.error
     return history
+
+
+_AGREED_FIELDS = (
+    "rows", "batch_size", "epochs", "initial_epoch", "seed", "shuffle", "stop_on_nonfinite",
+    "GRAPHC_MPI_WAIT", "GRAPHC_MPI_REDUCE", "GRAPHC_MPI_SHARD", "model", "parameter count",
+    "training data (input, shape, dtype, digest)", "validation data (input, shape, dtype, digest)",
+)  # fmt: skip
+
+
+def _disagreement(r: int, theirs: tuple, first: tuple) -> str:
+    """fit's refusal when rank ``r``'s agreement tuple ``theirs`` differs from rank 0's
+    ``first``: names every field that differs, with both values."""
+    what = "; ".join(
+        f"{name}: {a!r} vs {b!r}"
+        for name, a, b in zip(_AGREED_FIELDS, theirs, first, strict=True)
+        if a != b
+    )
+    return (
+        f"rank {r} calls fit with other data or arguments than rank 0 ({what}); every rank "
+        "must pass the same (all the rows: fit splits each global batch over the ranks itself)"
+    )
+
+
+def _from_rank0(model: Any, comm: Any) -> None:
+    """Rank 0's parameters, optimizer state and learning rate on every rank (collective):
+    after callbacks, which may differ between ranks, changed them on some ranks only."""
+    comm.Bcast(model._param_region, root=0)
+    comm.Bcast(model._state_region, root=0)
+    lr = np.array([model.lr], np.float64)
+    comm.Bcast(lr, root=0)
+    if float(lr[0]) != model.lr:
+        model.lr = float(lr[0])
 
 
 def rank_cores() -> list[int]:
@@ -1164,7 +1210,7 @@ def _digest(a: np.ndarray) -> int:
 def _epochs(
     model, comm, step, stage, feeds, n, bs, validation, history, progress, *, epochs,
     initial_epoch, shuffle, seed, cbs, requests, stop_on_nonfinite, scan=False,
-    native_ok, fast_ok,
+    native_ok, fast_ok, synced=False,
 ) -> None:  # fmt: skip
     from mpi4py import MPI
 
@@ -1180,6 +1226,7 @@ def _epochs(
     mine = sent[:steps]
     sizes = np.minimum(bs, n - np.arange(steps) * bs)  # rows of each global batch
     decided = np.zeros(2, np.float64)  # rank 0's [stop, lr] after the epoch's callbacks
+    rate = np.zeros(1, np.float64)  # rank 0's lr after a step's batch callbacks
     checked: set[int] = set()
     # one native call per epoch unless batch callbacks must run between the steps
     native = step.native_epoch(feeds, stage, n, k, r) if native_ok else None
@@ -1188,6 +1235,8 @@ def _epochs(
     LAST_UPDATE = "whole"
     for epoch in range(initial_epoch, epochs):
         cbs.epoch_begin(model, epoch)
+        if synced:  # a schedule or a callback that set weights on some ranks only: rank 0's
+            _from_rank0(model, comm)
         t0, w0 = time.perf_counter(), cpu_wait()
         order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
         # Until the epoch is in the history, a stop request goes back here.
@@ -1317,7 +1366,12 @@ def _epochs(
                 step.grad[...] = 0
                 mine[s] = 0.0
             batch_loss = agree(s, big)
-            step.lr[...] = model.lr  # a batch callback may have changed it
+            if synced:  # a batch callback may have changed it, on some ranks only: rank 0's
+                rate[0] = model.lr
+                comm.Bcast(rate, root=0)
+                if float(rate[0]) != model.lr:
+                    model.lr = float(rate[0])
+            step.lr[...] = model.lr
             update(step.update_arrays, 1, checked=False)
             total += batch_loss * big
             logs = {"batch": s, "size": big, "loss": total / (lo + big), "batch_loss": batch_loss}

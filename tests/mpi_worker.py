@@ -29,6 +29,11 @@ MODE:
               shares of the rows (each rank checks its share), one-process and distributed
     frozen    tests/test_frozen.py's models (non-trainable params first, middle, last, several,
               a gc.constant scaling the output), SGD, 2 epochs of 50 rows in batches of 16
+    rank0     (under mpirun) callbacks on some ranks only: a StepLR schedule or EarlyStopping
+              with restore_best_weights on rank 0 only, a batch callback setting lr or one
+              setting the weights between epochs on the last rank only: every rank ends with
+              rank 0's parameters, optimizer state and lr, those of the one-process fit with
+              rank 0's callbacks; validation rows that differ between ranks are refused
     edges     (under mpirun, 3 ranks) fewer rows than ranks: 2 training rows in batches of 1,
               and 2 validation rows, against rank 0's one-process fit; then errors raised on
               some ranks only before any step (rank 1 passes x with another width, rank 0
@@ -441,6 +446,60 @@ def edges() -> dict[str, np.ndarray]:
     return res
 
 
+def rank0() -> dict[str, np.ndarray]:
+    """Mode ``rank0`` (under mpirun): callbacks on some ranks only act as on rank 0 (see the
+    module docstring); rank 0 also runs the one-process fits with its own callbacks."""
+    x, y = data()
+    r, k = gc.distributed.rank(), gc.distributed.size()
+    last = r == k - 1
+
+    class SlowLast:  # a batch callback setting lr (last rank)
+        def set_model(self, m):
+            self.m = m
+
+        def on_batch_begin(self, batch, logs):
+            self.m.lr = 1e-4
+
+    class ZeroLast:  # weights set between epochs (last rank)
+        def on_epoch_end(self, m, epoch, figures):
+            m.set_weights({name: v * 0 for name, v in m.get_weights().items()})
+            return False
+
+    cases = {  # case: (callbacks on rank 0, callbacks on the last rank)
+        "steplr": (lambda: [gc.StepLR(1, gamma=0.5)], lambda: []),
+        "restore": (
+            lambda: [gc.EarlyStopping("loss", mode="max", patience=0, restore_best_weights=True)],
+            lambda: [],
+        ),
+        "batch_lr": (lambda: [], lambda: [SlowLast()]),
+        "weights": (lambda: [], lambda: [ZeroLast()]),
+    }
+    res: dict[str, np.ndarray] = {}
+    for case, (mine0, mine_last) in cases.items():
+        m = model("adam", "m_adam")
+        cbs = mine0() if r == 0 else mine_last() if last else []
+        h = m.fit(x, y, epochs=3, batch_size=BATCH, seed=5, verbose=0, callbacks=cbs,
+                  distributed="mpi")  # fmt: skip
+        got = [v.tobytes() for v in list(m.params.values()) + list(m.state.values())]
+        everyone = gc.distributed.world().allgather((got, m.lr, h["lr"]))
+        if r == 0:
+            res[f"{case}_agree"] = np.array(all(e == everyone[0] for e in everyone))
+            one = model("adam", "m_adam")
+            h1 = one.fit(x, y, epochs=3, batch_size=BATCH, seed=5, verbose=0, callbacks=mine0())
+            res[f"{case}_lr"] = np.array([h["lr"], h1["lr"]])
+            for name, v in m.params.items():
+                res[f"{case}_param_{name}"] = np.stack([v, one.params[name]])
+    m = model("adam", "m_adam")  # validation rows that differ: refused on every rank
+    try:
+        m.fit(x, y, epochs=1, batch_size=BATCH, verbose=0, distributed="mpi",
+              validation_data=(x[: 5 + r], y[: 5 + r]))  # fmt: skip
+        message = "no error"
+    except gc.GraphcError as e:
+        message = f"{type(e).__name__}: {e}"
+    res["validation_errors"] = np.array(gc.distributed.world().allgather(message))
+    return res
+
+
 def main() -> None:
     mode, out = sys.argv[1], sys.argv[2]
     dist = None if os.environ.get("GRAPHC_TEST_SERIAL") else "mpi"
@@ -498,6 +557,8 @@ def main() -> None:
         res = edges()
     elif mode == "mixed":
         res = mixed()
+    elif mode == "rank0":
+        res = rank0()
     elif mode == "frozen":  # tests/test_frozen.py: non-trainable params first, middle, last
         from test_frozen import FROZEN, frozen_model
 

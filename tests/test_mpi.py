@@ -696,3 +696,34 @@ def test_losses_that_are_no_row_mean_refuse_data_parallel():
     }
     for case, (loss_of, body) in kept.items():
         assert build(f"rowmean_{case}", loss_of, body).program.ranks_note == "", case
+
+
+@need_mpi
+def test_callbacks_on_some_ranks_act_as_on_rank_0(tmp_path):
+    """Horovod's custom puts callbacks on rank 0 only, and a callback may change lr or the
+    weights on one rank. Each rank used to apply its own: a StepLR schedule or
+    EarlyStopping(restore_best_weights) on rank 0 only, a batch callback setting lr or one
+    setting the weights on the last rank only, left the ranks with different parameters
+    (and the run off the one-process trajectory). Now rank 0's lr, parameters and optimizer
+    state reach every rank after the callbacks of each epoch's start, each step (batch
+    callbacks) and the training's end: every rank ends bit for bit alike, equal to one
+    process running rank 0's callbacks (3 ranks). Validation rows that differ between ranks
+    (each combined its own figure before) are refused on every rank, naming them."""
+    r = mpirun(3, "rank0", str(tmp_path / "got.npz"), timeout=90, **UPDATES["summed"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = dict(np.load(tmp_path / "got.npz"))
+    for case in ("steplr", "restore", "batch_lr", "weights"):
+        assert bool(got[f"{case}_agree"]), case
+        lr = got[f"{case}_lr"]
+        np.testing.assert_array_equal(lr[0], lr[1], err_msg=case)
+    assert got["steplr_lr"][0].tolist() == [0.01, 0.005, 0.0025]
+    for k, v in got.items():
+        if "_param_" in k:
+            np.testing.assert_allclose(v[0], v[1], rtol=1e-4, atol=1e-5, err_msg=k)
+    errors = got["validation_errors"]
+    assert all(
+        e.startswith("DistributedError: rank 1 calls fit with other data")
+        and "validation data (input, shape, dtype, digest)" in e
+        and "(6, 12)" in e
+        for e in errors
+    ), errors
