@@ -600,7 +600,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "dump",
         help="print the compiler's stages for MODEL (text, json, dot, svg)",
-        description=__doc__,
+        description=(__doc__ or "").replace(
+            "``", "`"
+        ),  # the docstring's reST, as a terminal shows it
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -654,7 +656,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="dot/svg: draw each fusion group as one box listing its nodes",
     )
-    p.add_argument("--target-cpu", default="native", help="CPU for llvm-opt and asm (native)")
+    p.add_argument(
+        "--target-cpu", default="native", metavar="CPU", help="CPU for llvm-opt and asm (native)"
+    )
     p.set_defaults(run=run)
 
 

@@ -519,7 +519,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "model",
-        help="path/to/file.py:name (a Model, or tensors: then weights are freshly "
+        help="path/to/file.py:name (a Model with its weights; or a Graph, Tensor, an (outputs, "
+        "loss[, optimizer]) tuple or dict, or a function returning one: weights freshly "
         "initialized with --seed), model.onnx (weights from the file), or a model file "
         "model.gcm (Model.save_model, its trained weights)",
     )

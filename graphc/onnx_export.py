@@ -582,7 +582,10 @@ def check_opset(opset: Any) -> int:
 def to_onnx_model(
     model: Any, *, include_loss: bool = False, name: str | None = None, opset: int | None = None
 ) -> Any:
-    """The ONNX ModelProto of ``model`` (its current weights).
+    """The ONNX ModelProto of ``model`` (its current weights). Outputs are named as the
+    exported C header names them: a value given ``name=`` by that name, an unnamed one
+    (graphc's ``%8``) ``y`` (``y0``, ``y1``, ... for several; ``out`` when ``y`` is taken);
+    a model imported from ONNX keeps the file's names.
 
     Args:
         model: a compiled graphc Model.
@@ -664,6 +667,10 @@ def to_onnx_model(
                 typed[k] = (w.node("Cast", [src], outer, g[o], to=elem), elem)
         elif outer != o:  # an imported output under its ONNX name again
             typed[k] = (w.node("Identity", [o], outer, g[o]), typed[k][1])
+        elif o.startswith("%"):  # graphc's own "%8": the C header's name, y (y0, y1, ...)
+            labels = {n.name for n in prog.forward.inputs}  # in the header even when not here
+            out_name = _unnamed_output(w, k, len(prog.outputs), labels)
+            typed[k] = (w.node("Identity", [o], out_name, g[o]), typed[k][1])
     if include_loss and prog.loss != "loss":  # the documented name of the loss output
         name_ = "loss" if "loss" not in w.taken else w.fresh("loss")
         typed[-1] = (w.node("Identity", [prog.loss], name_, g[prog.loss]), typed[-1][1])
@@ -680,6 +687,19 @@ def to_onnx_model(
     # the oldest IR version the opset allows (8 for 17): older runtimes read the file
     m.ir_version = onnx.helper.find_min_ir_version_for(opsets)
     return m
+
+
+def _unnamed_output(w: _Writer, k: int, count: int, inputs: set[str]) -> str:
+    """The ONNX name of output ``k`` of ``count`` that the user left unnamed (graphc's "%8"):
+    the name the exported C header gives it (codegen.aot's _CNames.output: ``y``, or ``y0``,
+    ``y1``, ... for several; ``out``, ``output`` when taken, as by one of ``inputs``, the
+    training graph's), else a fresh one."""
+    for base in ("y", "out", "output"):
+        cand = base if count == 1 else f"{base}{k}"
+        if cand not in w.taken and cand not in inputs:
+            w.taken.add(cand)
+            return cand
+    return w.fresh("y")
 
 
 def _add_row_term(w: _Writer, src: str, out: str, n: Node, term: int, elem: int) -> str:

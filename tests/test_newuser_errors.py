@@ -5,6 +5,8 @@ the input's name, a Keras loss name in compile_sequential; and a readable OnnxIm
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,42 @@ def test_onnx_import_repr_summarizes_instead_of_printing_every_weight() -> None:
     assert text.startswith("<graphc OnnxImport 'nu_repr' (x: f32[N,4]) -> (")
     assert "4 params, 0 constants (515 values); opset 17>" in text, text
     assert len(text) < 200 and "array(" not in text
+
+
+def header_output_names(path: str, name: str) -> list[str]:
+    """The output arguments of NAME_infer in the header, in order."""
+    text = open(path).read()
+    sig = re.search(rf"int {name}_infer\(const {name}_ctx \*ctx, int64_t n,(.*?)\);", text, re.S)
+    assert sig is not None, text[:2000]
+    args = re.findall(r"(?:const )?\w+ \*(\w+), int64_t \w+_len", sig.group(1))
+    return [a for a in args if not a.startswith("x")]
+
+
+@pytest.mark.parametrize("labels_named_y", [False, True])
+def test_unnamed_outputs_go_to_onnx_under_the_c_headers_names(tmp_path, labels_named_y) -> None:
+    """graphc's own value names ("%8") were the ONNX outputs' names; now the C header's."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    if labels_named_y:  # compile_sequential's labels are the input "y": the output is "out"
+        net = gc.Sequential([gc.Dense(3)], name="nu_seq")
+        m = gc.compile_sequential(net, (4,), "softmax_cross_entropy")
+        outs, name = [None], "nu_seq"
+    else:
+        x = gc.input("x", ("N", 4))
+        h = gc.dense(x, 3)
+        outs, name = [h, gc.softmax(h, name="probs"), gc.relu(h)], "nu_names"
+        m = gc.compile(outs, name=name)
+    m.to_onnx(str(tmp_path / "m.onnx"))
+    m.export(str(tmp_path / f"lib{name}.so"))
+    got = [o.name for o in onnx.load(str(tmp_path / "m.onnx")).graph.output]
+    want = header_output_names(str(tmp_path / f"{name}.h"), name)
+    assert got == want == (["out"] if labels_named_y else ["y0", "probs", "y2"])
+    xs = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    feed = {sess.get_inputs()[0].name: xs}
+    mine = m.predict(xs)
+    mine = list(mine.values()) if isinstance(mine, dict) else [mine]
+    for a, b in zip(sess.run(None, feed), mine, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    back = gc.from_onnx(str(tmp_path / "m.onnx"))
+    assert [t.name for t in back.outputs] == want
