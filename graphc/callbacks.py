@@ -57,6 +57,13 @@ class Callback:
         pass
 
 
+def _prints(model: Any) -> bool:
+    """Whether this process prints and writes the callbacks' files: not on ranks other than 0
+    of a data-parallel fit (graphc.runtime.distributed), which hold rank 0's model; one line
+    and one file per job, not one per rank (Model.save and save_model write nothing there)."""
+    return not getattr(model, "_dist_rank", 0)
+
+
 def _mode_for(monitor: str, mode: str, who: str) -> str:
     if mode not in ("auto", "min", "max"):
         raise GraphcError(f"{who}: mode must be 'auto', 'min' or 'max', got {mode!r}")
@@ -263,14 +270,14 @@ class EarlyStopping(Callback):
             return False  # an improving epoch never stops training (Keras)
         if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
-            if self.verbose:
+            if self.verbose and _prints(model):
                 print(f"Epoch {epoch + 1}: early stopping")
             return True
         return False
 
     def on_train_end(self, model: Any, history: Any) -> None:
         if self.restore_best_weights and self.best_weights is not None and model is not None:
-            if self.verbose and self.best_epoch is not None:
+            if self.verbose and _prints(model) and self.best_epoch is not None:
                 print(
                     "Restoring model weights from the end of the best epoch: "
                     f"{self.best_epoch + 1}."
@@ -569,7 +576,7 @@ class LearningRateScheduler(Callback):
             )
         model.lr = float(rate)
         self.rates.append(model.lr)
-        if self.verbose:
+        if self.verbose and _prints(model):
             print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to {model.lr}.")
 
 
@@ -745,7 +752,7 @@ class ReduceLROnPlateau(Callback):
         # what an LR schedule in the same fit multiplies its later rates by
         self.scale *= float(model.lr) / old if old > 0 else self.factor
         self.reductions.append(epoch)
-        if self.verbose:
+        if self.verbose and _prints(model):
             print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
 
     def _keras_epoch_end(self, model: Any, current: float, epoch: int) -> None:
@@ -893,16 +900,16 @@ class ModelCheckpoint(Callback):
             current = _figure(figures, self.monitor, "ModelCheckpoint")
             better = current < self.best if self.mode == "min" else current > self.best
             if not better:
-                if self.verbose:
+                if self.verbose and _prints(model):
                     print(f"Epoch {epoch + 1}: {self.monitor} did not improve from {self.best:.5f}")
                 return False
-            if self.verbose:
+            if self.verbose and _prints(model):
                 print(
                     f"Epoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
                     f"{current:.5f}, saving model to {path}"
                 )
             self.best = current
-        elif self.verbose:
+        elif self.verbose and _prints(model):
             print(f"Epoch {epoch + 1}: saving model to {path}")
         if self.save_weights_only:
             model.save(path)
@@ -990,6 +997,9 @@ class CSVLogger(Callback):
         import csv
         import os
 
+        self._file = self._writer = None
+        if not _prints(model):  # a data-parallel fit's other ranks: rank 0 writes the rows
+            return
         had_rows = self.append and os.path.isfile(self.filename)
         had_rows = had_rows and os.path.getsize(self.filename) > 0
         try:
@@ -1059,7 +1069,8 @@ class TensorBoard(Callback):
     def on_train_begin(self, model: Any) -> None:
         from tensorboardX import SummaryWriter
 
-        self._writer = SummaryWriter(self.log_dir)
+        # a data-parallel fit's other ranks: rank 0 writes the event file
+        self._writer = SummaryWriter(self.log_dir) if _prints(model) else None
 
     def on_epoch_end(self, model: Any, epoch: int, figures: dict[str, float]) -> bool:
         if self._writer is not None:

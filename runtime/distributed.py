@@ -86,8 +86,9 @@ model and calls ``fit`` with the same data and arguments. Then:
   napping (``MPI_Iallreduce``, ``MPI_Ibarrier`` polled between short sleeps) after an epoch
   in which the ranks waited for a core more than 10% of the time; ``GRAPHC_MPI_WAIT`` (see
   wait_mode) chooses;
-- only rank 0 prints; ``model.save`` on other ranks writes nothing while ``fit`` runs (so a
-  callback that saves checkpoints writes one file);
+- only rank 0 prints (fit's lines and the callbacks' verbose ones); ``model.save`` and
+  ``model.save_model`` on other ranks write nothing while ``fit`` runs, nor do CSVLogger and
+  TensorBoard (so callbacks on every rank write one checkpoint, one log: rank 0's);
 - an exception on a rank after the ranks started talking prints ``graphc: rank r of K ...``
   with the traceback and calls ``MPI_Abort``, which ends every rank (no rank waits forever in
   a collective for a dead peer); a rank that dies is noticed by ``mpirun``, which ends the

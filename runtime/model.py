@@ -649,13 +649,16 @@ class Model:
         """Write the whole model to one file (``.gcm``): the network as graphc IR text, the
         weights, the optimizer state and set-up, the learning rate; ``graphc.load_model``
         reads it back without the Python source that declared the network (no pickle; see
-        ``runtime/modelfile.py``). Returns the path.
+        ``runtime/modelfile.py``). Returns the path. During a distributed ``fit``, ranks other
+        than 0 write nothing (they hold the same model) and return ``path``, as ``save``.
 
         Raises:
             CheckpointError: the file cannot be written (an existing file stays as it was).
         """
         from .modelfile import save_model
 
+        if getattr(self, "_dist_rank", 0):
+            return path
         return save_model(self, path)
 
     @turned

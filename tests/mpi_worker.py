@@ -33,7 +33,9 @@ MODE:
               with restore_best_weights on rank 0 only, a batch callback setting lr or one
               setting the weights between epochs on the last rank only: every rank ends with
               rank 0's parameters, optimizer state and lr, those of the one-process fit with
-              rank 0's callbacks; validation rows that differ between ranks are refused
+              rank 0's callbacks; validation rows that differ between ranks are refused;
+              CSVLogger, ModelCheckpoint (.gcm) and a LearningRateScheduler printing, on
+              every rank (folder of OUT): rank 0 prints and writes
     edges     (under mpirun, 3 ranks) fewer rows than ranks: 2 training rows in batches of 1,
               and 2 validation rows, against rank 0's one-process fit; then errors raised on
               some ranks only before any step (rank 1 passes x with another width, rank 0
@@ -497,6 +499,16 @@ def rank0() -> dict[str, np.ndarray]:
     except gc.GraphcError as e:
         message = f"{type(e).__name__}: {e}"
     res["validation_errors"] = np.array(gc.distributed.world().allgather(message))
+    # callbacks that print and write files, on every rank: one line and one file per job
+    folder = os.path.dirname(os.path.abspath(sys.argv[2]))
+    m = model("adam", "m_adam")
+    cbs = [
+        gc.CSVLogger(os.path.join(folder, "log.csv")),
+        gc.ModelCheckpoint(os.path.join(folder, "ck.gcm"), verbose=1),
+        gc.LearningRateScheduler(lambda epoch, lr: lr / 2, verbose=1),
+    ]
+    m.fit(x, y, epochs=4, batch_size=BATCH, seed=5, verbose=0, distributed="mpi", callbacks=cbs)
+    res["files_params"] = np.concatenate([v.ravel() for v in m.params.values()])
     return res
 
 

@@ -708,7 +708,9 @@ def test_callbacks_on_some_ranks_act_as_on_rank_0(tmp_path):
     state reach every rank after the callbacks of each epoch's start, each step (batch
     callbacks) and the training's end: every rank ends bit for bit alike, equal to one
     process running rank 0's callbacks (3 ranks). Validation rows that differ between ranks
-    (each combined its own figure before) are refused on every rank, naming them."""
+    (each combined its own figure before) are refused on every rank, naming them. Callbacks
+    that print or write files (CSVLogger, ModelCheckpoint with save_model, verbose
+    schedules) print and write on rank 0 only."""
     r = mpirun(3, "rank0", str(tmp_path / "got.npz"), timeout=90, **UPDATES["summed"])
     assert r.returncode == 0, r.stderr[-3000:]
     got = dict(np.load(tmp_path / "got.npz"))
@@ -720,6 +722,17 @@ def test_callbacks_on_some_ranks_act_as_on_rank_0(tmp_path):
     for k, v in got.items():
         if "_param_" in k:
             np.testing.assert_allclose(v[0], v[1], rtol=1e-4, atol=1e-5, err_msg=k)
+    # callbacks that print and write files, on all 3 ranks: rank 0 alone prints and writes
+    # (before: every line 3 times; CSVLogger's rows from 3 processes in one file, mixed into
+    # one another; save_model's .gcm written by each)
+    assert r.stdout.count("saving model to") == 4, r.stdout
+    assert r.stdout.count("LearningRateScheduler setting") == 4, r.stdout
+    lines = (tmp_path / "log.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines] == ["epoch", "0", "1", "2", "3"], lines
+    saved = gc.load_model(str(tmp_path / "ck.gcm"))
+    np.testing.assert_array_equal(
+        np.concatenate([v.ravel() for v in saved.params.values()]), got["files_params"]
+    )
     errors = got["validation_errors"]
     assert all(
         e.startswith("DistributedError: rank 1 calls fit with other data")
