@@ -35,8 +35,9 @@ def compile(
     Args:
         outputs: the tensor(s) ``predict`` returns (e.g. logits).
         loss: a scalar tensor to minimize (None: an inference-only model).
-        optimizer: SGD, Adam, ... (default ``graphc.Adam()``: lr 1e-3, betas (0.9, 0.999),
-            eps 1e-8, torch semantics).
+        optimizer: an optimizer object, ``gc.SGD(...)``, ``gc.Adam(...)``, ... (default
+            ``graphc.Adam()``: lr 1e-3, betas (0.9, 0.999), eps 1e-8, torch semantics); not
+            Keras's string ``"adam"`` nor the class ``gc.Adam`` itself.
         name: the model's name; prefixes the entry points (``NAME_train_step``).
         opt_level: 0 (no fusion, no buffer reuse), 1, or 2 (default).
         seed: seeds the parameter initializers.
@@ -53,8 +54,10 @@ def compile(
             ``model.threads``).
 
     Raises:
-        GraphcError: bad arguments (see the message); ShapeError was raised earlier, while the
-            tensors were declared.
+        GraphcError: bad arguments (see the message): an optimizer that is no graphc
+            Optimizer (named with the one meant), a loss that is not a scalar, a name that is
+            no C identifier, ...; ShapeError was raised earlier, while the tensors were
+            declared.
     """
     if not (isinstance(name, str) and name.isascii() and name.isidentifier()):
         raise GraphcError(

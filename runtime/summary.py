@@ -73,9 +73,12 @@ def summary_text(model: Any, batch: int = 32) -> str:
     out += [line(r) for r in table[1:]]
     out += [rule]
     out.append(
-        f"Parameters: {n_params:,} ({_fmt_bytes(prog.param_bytes)}) in {len(model.params)} tensors"
+        f"Parameters: {n_params:,} in {len(model.params)} tensors "
+        f"({_fmt_bytes(prog.param_bytes)}, each tensor 64-byte aligned)"
     )
-    out.append(f"Optimizer: {opt}, state {n_state:,} values ({_fmt_bytes(prog.state_bytes)})")
+    out.append(
+        f"Optimizer: {opt}, state {n_state:,} values ({_fmt_bytes(prog.state_bytes)} aligned)"
+    )
     out.append(f"FLOPs per row (inference): {sum(r['flops_per_row'] for r in rows):,}")
     for entry, s in prog.schedules.items():
         arena = s.arena_fixed + s.arena_row * batch

@@ -131,3 +131,17 @@ def test_unnamed_outputs_go_to_onnx_under_the_c_headers_names(tmp_path, labels_n
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     back = gc.from_onnx(str(tmp_path / "m.onnx"))
     assert [t.name for t in back.outputs] == want
+
+
+def test_summary_says_its_parameter_bytes_are_the_aligned_region() -> None:
+    """The iris net (4-16-3, Normalization) showed "139 (704 B)": 139 float32 are 556 B; the
+    704 are the params region, each of its 6 tensors starting on a 64-byte boundary."""
+    x = gc.input("x", ("N", 4))
+    norm = gc.Normalization(name="feat").adapt(np.arange(12, dtype=np.float32).reshape(3, 4))
+    logits = gc.dense(gc.dense(norm(x), 16, activation="tanh"), 3)
+    m = gc.compile(logits, name="nu_summary")
+    sizes = [a.size * 4 for a in m.params.values()]
+    aligned = sum(-(-s // 64) * 64 for s in sizes)
+    assert (sum(sizes), aligned) == (556, 704)
+    text = m.summary(print_fn=lambda s: None)
+    assert f"Parameters: 139 in 6 tensors ({aligned} B, each tensor 64-byte aligned)" in text
