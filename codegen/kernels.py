@@ -24,7 +24,7 @@ from graphc.ir.graph import Graph, Node
 from graphc.ir.ops import OPS, normalize_axes
 from graphc.ir.ops.linalg import matmul_dims
 from graphc.ir.plan import Buffer, Kernel, Schedule, gemm_result
-from graphc.ir.types import BATCH
+from graphc.ir.types import BATCH, TensorType
 
 from . import vmath
 from .lltypes import F64, I32, I64, LL, PTR, VOID, glue, i64, vconst
@@ -466,6 +466,74 @@ def emit_transpose(ctx: KernelContext, node: Node) -> None:
     with loop(b, rows, name="r") as r, loop(b, cols, name="c") as c:
         x = ctx.load(node.inputs[0], b.add(b.mul(c, rows), r))
         ctx.store(node.name, b.add(b.mul(r, cols), c), x)
+    b.ret_void()
+
+
+def emit_batched_matmul(ctx: KernelContext, node: Node) -> None:
+    """C = op(A) @ op(B) per position of the leading axes (op ``batched_matmul``): a loop over
+    the leading positions (an operand broadcast along an axis stays in place, stride 0), then
+    per row m of C either, op(B) read along p (B not transposed), C[m, :] = 0 then
+    C[m, :] += A[m, k] * B[k, :] for each k (the inner loop contiguous in B and C), or, B
+    transposed, C[m, p] = sum over k of A[m, k] * B[p, k] (both read along k). Sums in the
+    operands' dtype, k in order."""
+    b, g = ctx.b, ctx.g
+    an, bn = node.inputs
+    at, bt = g[an].type, g[bn].type
+    ta, tb = bool(node.attr("transpose_a")), bool(node.attr("transpose_b"))
+    out = node.type.shape
+    lead = out[:-2]
+    m_dim, p_dim = out[-2], out[-1]
+    k_dim = at.shape[-2] if ta else at.shape[-1]
+    zero64 = i64(0)
+
+    def strides(t: TensorType) -> list[ir.Value]:
+        return [s if s is not None else zero64 for s in ctx.strides(t.shape, t.shape)]
+
+    sa, sb, sc = strides(at), strides(bt), strides(node.type)
+    s_am, s_ak = (sa[-1], sa[-2]) if ta else (sa[-2], sa[-1])
+    s_bk, s_bp = (sb[-1], sb[-2]) if tb else (sb[-2], sb[-1])
+    s_cm = sc[-2] if len(out) >= 2 else zero64
+    la, lb = at.rank - 2, bt.rank - 2  # leading axes of each, right-aligned with C's
+    t = LL[node.type.dtype]
+    zero = ir.Constant(t, 0.0)
+    with b.goto_entry_block():
+        acc = b.alloca(t, name="acc")
+
+    def product(oa: ir.Value, ob: ir.Value, oc: ir.Value) -> None:
+        with loop(b, ctx.dim(m_dim), name="m") as m:
+            arow = b.add(oa, b.mul(m, s_am))
+            crow = b.add(oc, b.mul(m, s_cm))
+            if not tb:
+                with loop(b, ctx.dim(p_dim), name="z") as p:
+                    ctx.store(node.name, b.add(crow, p), zero)
+                with loop(b, ctx.dim(k_dim), name="k") as k:
+                    av = ctx.load(an, b.add(arow, b.mul(k, s_ak)))
+                    brow = b.add(ob, b.mul(k, s_bk))
+                    with loop(b, ctx.dim(p_dim), name="p") as p:
+                        ci = b.add(crow, p)
+                        bv = ctx.load(bn, b.add(brow, b.mul(p, s_bp)))
+                        ctx.store(node.name, ci, b.fadd(ctx.load(node.name, ci), b.fmul(av, bv)))
+            else:
+                with loop(b, ctx.dim(p_dim), name="p") as p:
+                    bcol = b.add(ob, b.mul(p, s_bp))
+                    b.store(zero, acc)
+                    with loop(b, ctx.dim(k_dim), name="k") as k:
+                        av = ctx.load(an, b.add(arow, b.mul(k, s_ak)))
+                        bv = ctx.load(bn, b.add(bcol, b.mul(k, s_bk)))
+                        b.store(b.fadd(b.load(acc), b.fmul(av, bv)), acc)
+                    ctx.store(node.name, b.add(crow, p), b.load(acc))
+
+    def rec(axis: int, oa: ir.Value, ob: ir.Value, oc: ir.Value) -> None:
+        if axis == len(lead):
+            product(oa, ob, oc)
+            return
+        ia, ib = axis - (len(lead) - la), axis - (len(lead) - lb)
+        with loop(b, ctx.dim(lead[axis]), name=f"l{axis}") as i:
+            na = b.add(oa, b.mul(i, sa[ia])) if ia >= 0 else oa
+            nb = b.add(ob, b.mul(i, sb[ib])) if ib >= 0 else ob
+            rec(axis + 1, na, nb, b.add(oc, b.mul(i, sc[axis])))
+
+    rec(0, zero64, zero64, zero64)
     b.ret_void()
 
 
@@ -1426,6 +1494,7 @@ KERNEL_EMITTERS: dict[str, Emitter] = {
     "matmul": emit_matmul,
     "reduce": _of_node(emit_reduce),
     "transpose": _of_node(emit_transpose),
+    "batched_matmul": _of_node(emit_batched_matmul),
     "reshape": _of_node(emit_reshape),
     "rowwise": emit_rowwise,
     "argmax": _of_node(emit_argmax),

@@ -9,7 +9,6 @@ default, so each default is written once.
 from __future__ import annotations
 
 import builtins
-import math
 import numbers
 from collections.abc import Iterable
 from typing import Any
@@ -154,7 +153,7 @@ def log_softmax(x: Tensor, axis: int = -1, *, name: str | None = None) -> Tensor
 
 # ---------------------------------------------------------------- batched products
 
-MAX_BATCHED_ELEMENTS = 2**20  # per sample, in the broadcast product of batched_matmul
+MAX_BATCHED_ELEMENTS = 2**20  # per sample, in the broadcast product of the ONNX importer's Einsum
 
 
 def batched_matmul(
@@ -164,53 +163,21 @@ def batched_matmul(
     (``op`` swaps an operand's last two axes when its flag is set: torch's
     ``a.transpose(-1, -2)``): a product of matrices per position of the leading axes, which
     broadcast as numpy's (the batch dimension N leading one or both operands; attention's
-    scores q @ k^T and weights @ v). Computed by the definition, sum over k of
-    A[..., M, K, 1] * B[..., 1, K, P] (laid out so that no operand is transposed; with both
-    flags, a's last two axes are swapped first, ``permute``): exact products, summed in the
-    operands' dtype; the gradients follow through the product and the sum.
+    scores q @ k^T and weights @ v). The op ``batched_matmul`` (graphc.ir.ops.linalg): the
+    transposes read in place, each output element a sum over k in the operands' dtype, no
+    product materialized; its gradients are batched products again (summed over the leading
+    axes an operand was broadcast along).
 
     Raises:
         ShapeError: an operand of rank < 2; N among an operand's last two axes, or N beside a
             fixed leading axis of the other operand; leading axes that do not broadcast; inner
-            dimensions that differ; more than MAX_BATCHED_ELEMENTS products per sample.
+            dimensions that differ; each names the operands.
     """
-    ra, rb = a.type.rank, b.type.rank
-    what = (
-        f"matmul of {a.type} and {b.type} (transpose_a={transpose_a}, transpose_b={transpose_b};"
-        f" {a.name}, {b.name})"
-    )
-    if ra < 2 or rb < 2:
-        raise ShapeError(f"{what}: operands of rank >= 2 are multiplied")
-    k, m = a.shape[-2:] if transpose_a else a.shape[-2:][::-1]
-    kb, p = b.shape[-2:][::-1] if transpose_b else b.shape[-2:]
-    if "N" in (m, k, kb, p):
-        raise ShapeError(f"{what}: the batch dimension N is among the matrices' axes")
-    if k != kb:
-        raise ShapeError(f"{what}: inner dimensions differ ({k} vs {kb})")
-    r = builtins.max(ra, rb)  # (max, sum and slice here are graphc's)
-    lead_a = (1,) * (r - ra) + tuple(a.shape[:-2])
-    lead_b = (1,) * (r - rb) + tuple(b.shape[:-2])
-    lead = []
-    for i, (da, db) in enumerate(zip(lead_a, lead_b, strict=True)):
-        if "N" in (da, db) and (i > 0 or (1 not in (da, db) and da != db)):
-            raise ShapeError(f"{what}: N must lead the operands, against N or nothing")
-        if da != db and 1 not in (da, db):
-            raise ShapeError(f"{what}: leading axes {da} and {db} do not broadcast")
-        lead.append(db if da == 1 else da)
-    products = math.prod(int(d) for d in lead if d != "N") * int(m) * int(k) * int(p)
-    if products > MAX_BATCHED_ELEMENTS:
-        raise ShapeError(
-            f"{what}: {products} products per sample, more than {MAX_BATCHED_ELEMENTS}"
-        )
-    if transpose_a and transpose_b:  # a [.., K, M] to [.., M, K], one exact slice per k
-        a, transpose_a = permute(a, [*range(ra - 2), ra - 1, ra - 2]), False
-    if transpose_a:  # A [.., K, M, 1] * B [.., K, 1, P], summed over K
-        a4, b4, axis = reshape(a, (*a.shape, 1)), reshape(b, (*b.shape[:-1], 1, p)), r - 2
-    elif transpose_b:  # A [.., M, 1, K] * B [.., 1, P, K], summed over K
-        a4, b4, axis = reshape(a, (*a.shape[:-1], 1, k)), reshape(b, (*b.shape[:-2], 1, p, k)), r
-    else:  # A [.., M, K, 1] * B [.., 1, K, P], summed over K
-        a4, b4, axis = reshape(a, (*a.shape, 1)), reshape(b, (*b.shape[:-2], 1, k, p)), r - 1
-    return sum(a4 * b4, axis)
+    try:
+        flags = {"transpose_a": transpose_a or None, "transpose_b": transpose_b or None}
+        return apply("batched_matmul", a, b, **flags)
+    except ShapeError as e:
+        raise ShapeError(f"matmul ({a.name}, {b.name}): {e}") from None
 
 
 # ---------------------------------------------------------------- movement

@@ -180,6 +180,18 @@ def _permute(w: _Writer, n: Node) -> None:
     w.node("Transpose", list(n.inputs), n.name, n, perm=list(dict(n.attrs)["perm"]))
 
 
+def _batched_matmul(w: _Writer, n: Node) -> None:
+    """ONNX's MatMul (numpy's: leading axes broadcast), a transposed operand's last two axes
+    swapped by a Transpose first."""
+    ins = []
+    for v, flag in zip(n.inputs, ("transpose_a", "transpose_b")):
+        if dict(n.attrs).get(flag):
+            r = w.g[v].type.rank
+            v = w.node("Transpose", [v], w.fresh(n.name), n, perm=[*range(r - 2), r - 1, r - 2])
+        ins.append(v)
+    w.node("MatMul", ins, n.name, n)
+
+
 def _reshape(w: _Writer, n: Node) -> None:
     shape = np.array([-1 if d == "N" else int(d) for d in n.type.shape], np.int64)
     w.node("Reshape", [n.inputs[0], w.const(shape, "shape")], n.name, n)
@@ -490,6 +502,7 @@ EXPORTS: dict[str, Callable[[_Writer, Node], None]] = {
     "matmul": _matmul,
     "transpose": _transpose,
     "permute": _permute,
+    "batched_matmul": _batched_matmul,
     "softmax": _softmax,
     "sum": _reduce("ReduceSum"),
     "mean": _reduce("ReduceMean"),

@@ -75,6 +75,11 @@ def _kind(n: Node, g: Graph, kinds: dict[str, str]) -> str:
             if k == ROWS and (len(t.shape) != len(n.type.shape) or not _leading(t)):
                 return MIXED
         return ROWS
+    if n.op == "batched_matmul":
+        # a product per position of the leading axes: with N leading each operand that has
+        # it (the others constant), row i of the result reads row i alone
+        ok = all(k == CONST or (k == ROWS and _leading(t)) for k, t in zip(ins, types))
+        return ROWS if ok and _leading(n.type) else MIXED
     if kind == "matmul":
         a, b = ins
         if a == ROWS and b == CONST and not n.attr("transpose_a", False):

@@ -31,7 +31,7 @@ def test_named_sets_are_the_ops_with_the_trait() -> None:
     assert {"const", "size"} <= INLINE_OPS
     assert {"relu", "sigmoid", "tanh", "softplus", "leaky_relu"} <= ACTIVATIONS
     assert "transpose" not in POINTWISE_OPS  # a movement, not one element from the same index
-    assert ops_where(kind=Kind.MATMUL) == {"matmul"}
+    assert ops_where(kind=Kind.MATMUL) == {"matmul", "batched_matmul"}
 
 
 @pytest.mark.parametrize("name", sorted(OPS))

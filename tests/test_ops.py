@@ -215,6 +215,7 @@ def test_every_op_has_doc_reference_lowering_and_gradient_check() -> None:
         "concat",
         "reverse",
         "permute",
+        "batched_matmul",
         "conv",
         "conv_transpose",
         "conv_filter_grad",

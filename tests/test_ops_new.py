@@ -98,6 +98,10 @@ CASES = [
     Case("reverse", [(4, 3, 5)], {"axes": (0, 2)}),
     Case("permute", [(2, 3, 4)], {"perm": (2, 0, 1)}),
     Case("permute", [(2, 1, 3, 4)], {"perm": (0, 3, 1, 2)}),
+    Case("batched_matmul", [(2, 3, 4), (2, 4, 5)], {}),
+    Case("batched_matmul", [(2, 1, 4, 3), (3, 5, 4)], {"transpose_a": True, "transpose_b": True}),
+    Case("batched_matmul", [(3, 4), (2, 3, 5, 4)], {"transpose_b": True}),
+    Case("batched_matmul", [(2, 4, 3), (4, 5)], {"transpose_a": True}),
     Case("conv", [(2, 3, 5, 6), (4, 3, 3, 2)], {"strides": (2, 1), "pads": (1, 0, 1, 1)}),
     Case("conv", [(1, 4, 7), (4, 1, 3)], {"groups": 4, "dilations": (2,)}),
     Case(

@@ -168,3 +168,33 @@ def test_transpose_of_any_size_is_one_exact_copy():
     assert np.array_equal(out[back.name], np.transpose(ry, (0, 3, 1, 2)))
     m.train_step(xs)
     np.testing.assert_allclose(pv - m.get_weights()["p"], ((xs * pv + 1) * xs).sum(0), atol=1e-12)
+
+
+def test_attention_at_256_positions_is_a_batched_product():
+    """softmax(q k^T / sqrt(d)) v at T = 256, d = 64 (4.2M products per sample: refused before,
+    the per-sample cap of the broadcast product being 2**20) equals numpy float64 (1e-12); a
+    weight [K, M] shared by a stack (torch's w.T @ x[n]) gets the gradient summed over the
+    stack, sum_n x[n] G[n]^T (one SGD step, lr 1, loss sum(C * G)) vs numpy 1e-12."""
+    rng = np.random.default_rng(5)
+    t, d = 256, 64
+    x = gc.input("x", ("N", t, d), dtype="f64")
+    q, k, v = (gc.dense(x, d, name=n) for n in ("q", "k", "v"))
+    s = gc.softmax(gc.matmul(q, k, transpose_b=True) * (1 / np.sqrt(d)), -1)
+    m = gc.compile(gc.matmul(s, v), name="att256")
+    xs = rng.normal(size=(2, t, d))
+    w = m.get_weights()
+    qn, kn, vn = (xs @ w[f"{n}.w"] + w[f"{n}.b"] for n in "qkv")
+    z = qn @ kn.transpose(0, 2, 1) / np.sqrt(d)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    np.testing.assert_allclose(m.predict(xs), (e / e.sum(-1, keepdims=True)) @ vn, atol=1e-12)
+
+    x = gc.input("x", ("N", 4, 5), dtype="f64")
+    wt = gc.param("w", (4, 3), dtype="f64")
+    c = gc.matmul(wt, x, transpose_a=True)  # [3, 4]^T-free: w^T [3, 4] @ x[n] [4, 5]
+    g = rng.normal(size=(3, 5))
+    m = gc.compile(c, gc.sum(c * gc.constant(g, dtype="f64")), gc.SGD(lr=1.0), name="bmmw")
+    xs = rng.normal(size=(6, 4, 5))
+    w0 = m.get_weights()["w"]
+    np.testing.assert_allclose(m.predict(xs), w0.T @ xs, atol=1e-12)
+    m.train_step(xs)
+    np.testing.assert_allclose(w0 - m.get_weights()["w"], (xs @ g.T).sum(0), atol=1e-12)

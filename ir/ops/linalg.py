@@ -1,4 +1,5 @@
-"""Linear algebra: matmul (with transposed operands, for the VJPs) and transpose."""
+"""Linear algebra: matmul (with transposed operands, for the VJPs), transpose, and the
+batched product of stacks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ShapeError
-from ..types import TensorType
+from ..types import BATCH, TensorType
 from .base import Kind, Op, register, same_float_dtype
 
 if TYPE_CHECKING:
@@ -114,3 +115,88 @@ class Transpose(Op):
 
     def grad(self, b: Builder, node: Node, dy: str):
         return (b.transpose(dy),)
+
+
+def batched_dims(a: TensorType, b: TensorType, ta: bool, tb: bool) -> tuple[tuple, Any, Any, Any]:
+    """(leading shape, M, K, P) of the batched product op(a) @ op(b): numpy's matmul of
+    [.., M, K] and [.., K, P] (op swaps the last two axes when its flag is set), the leading
+    axes broadcast as numpy's, N leading one or both operands (or neither) and never among
+    the matrices' axes.
+
+    Raises:
+        ShapeError: a rank below 2, inner dimensions that differ, N among the last two axes
+            or not leading, leading axes that do not broadcast.
+    """
+    what = f"batched_matmul of {a} and {b} (transpose_a={ta}, transpose_b={tb})"
+    if a.rank < 2 or b.rank < 2:
+        raise ShapeError(f"{what}: operands of rank >= 2 are multiplied")
+    k, m = a.shape[-2:] if ta else a.shape[-2:][::-1]
+    kb, p = b.shape[-2:][::-1] if tb else b.shape[-2:]
+    if BATCH in (m, k, kb, p):
+        raise ShapeError(f"{what}: the batch dimension N is among the matrices' axes")
+    if k != kb:
+        raise ShapeError(f"{what}: inner dimensions differ ({k} vs {kb})")
+    r = max(a.rank, b.rank)
+    lead_a = (1,) * (r - a.rank) + tuple(a.shape[:-2])
+    lead_b = (1,) * (r - b.rank) + tuple(b.shape[:-2])
+    lead = []
+    for i, (da, db) in enumerate(zip(lead_a, lead_b, strict=True)):
+        if BATCH in (da, db) and (i > 0 or (1 not in (da, db) and da != db)):
+            raise ShapeError(f"{what}: N must lead the operands, against N or nothing")
+        if da != db and 1 not in (da, db):
+            raise ShapeError(f"{what}: leading axes {da} and {db} do not broadcast")
+        lead.append(db if da == 1 else da)
+    return tuple(lead), m, k, p
+
+
+@register
+class BatchedMatmul(Op):
+    """C = op(A) @ op(B) per position of the leading axes (numpy's and torch's matmul of
+    stacks): op(A) [.., M, K], op(B) [.., K, P], C [.., M, P]; op swaps an operand's last two
+    axes when ``transpose_a`` / ``transpose_b`` is set (read in place); the leading axes
+    broadcast as numpy's, the batch axis N leading one or both operands. Attention's scores
+    q @ k^T and weights @ v. A loop nest of its own (codegen.kernels.emit_batched_matmul):
+    each output element a sum over k in the operands' dtype, nothing materialized.
+
+    VJP (for C = A B): dA = dC B^T, dB = A^T dC, each summed over the leading axes the operand
+    was broadcast along (autodiff's sum_to); the other three cases follow by transposing, and
+    are products of this op again.
+    """
+
+    name = "batched_matmul"
+    arity = 2
+    kind = Kind.MATMUL
+    kernel = "batched_matmul"
+    attrs = {"transpose_a": False, "transpose_b": False}
+
+    def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
+        a, b = types
+        dt = same_float_dtype(self.name, types)
+        ta, tb = bool(attrs.get("transpose_a")), bool(attrs.get("transpose_b"))
+        lead, m, _, p = batched_dims(a, b, ta, tb)
+        return TensorType((*lead, m, p), dt)
+
+    def reference(self, a, b, *, transpose_a=False, transpose_b=False):
+        a = np.swapaxes(a, -1, -2) if transpose_a else a
+        b = np.swapaxes(b, -1, -2) if transpose_b else b
+        return np.ascontiguousarray(np.matmul(a, b))
+
+    def grad(self, b: Builder, node: Node, dy: str):
+        x, w = node.inputs
+        ta, tb = bool(node.attr("transpose_a")), bool(node.attr("transpose_b"))
+        mm = b.batched_matmul
+        if not ta and not tb:
+            return (mm(dy, w, transpose_b=True), mm(x, dy, transpose_a=True))
+        if not ta and tb:
+            return (mm(dy, w), mm(dy, x, transpose_a=True))
+        if ta and not tb:
+            return (mm(w, dy, transpose_b=True), mm(x, dy))
+        return (
+            mm(w, dy, transpose_a=True, transpose_b=True),
+            mm(dy, x, transpose_a=True, transpose_b=True),
+        )
+
+    def flops(self, node: Node, in_types: list[TensorType], n: int) -> int:
+        a = in_types[0].concrete(n)
+        k = a[-2] if node.attr("transpose_a") else a[-1]
+        return 2 * node.type.size(n) * k
