@@ -269,16 +269,19 @@ def proves(
     rows: int | tuple[int, int] | None,
     integral: set[int],
     rules: Rules | None = None,
+    rounded: bool = False,
 ) -> tuple[bool, Interval | None]:
     """Whether every integer value in ``dag`` (ids in ``integral``, and the last one) computed
     from a bounded input stays below 2**24 in magnitude (exact in float32) and, with ``rows``,
     the last one (an index) lies in span(rows); and that last one's interval. (Float
-    values computed from integers, such as a mask's -inf, are not integers: not bounded.)"""
+    values computed from integers, such as a mask's -inf, are not integers: not bounded.)
+    ``rounded``: the last value need not be exact, only in span(rows) (one rounded product
+    read as a float: Importer.read_as_float_only)."""
     memo: dict[int, Interval | None] = {}
     last = interval(dag[-1], bounds, memo, rules)
     dep = dependent(dag, set(bounds))
     for u in dag:
-        watched = id(u) in integral or u is dag[-1]
+        watched = (id(u) in integral or u is dag[-1]) and not (rounded and u is dag[-1])
         if watched and id(u) in dep and u.node.op != "input":
             iv = memo.get(id(u))
             # a sound interval within +-2**24: every whole number in it is a float32
@@ -301,10 +304,11 @@ def narrow(
     target: tuple[int, int] | None,
     integral: set[int],
     rules: Rules | None = None,
+    rounded: bool = False,
 ) -> Ranges | None:
     """The inputs' ranges cut to the values that can meet the requirements: the last value of
     ``dag`` in ``target`` (both ends included; None: no such requirement) and every integer
-    value (ids in ``integral``, and the last one) within +-2**24. The requirements run
+    value (ids in ``integral``, and the last one unless ``rounded``) within +-2**24. The requirements run
     backwards through the ops whose inverse interval is known (HC4's revise step:
     a + b in R gives a in R - iv(b); a - b, -a, a * c and a / c for c not spanning 0, casts
     and movements), each side taking the other's forward interval. One range holds for every
@@ -328,7 +332,9 @@ def narrow(
 
     try:
         for u in dag:
-            if id(u) in dep and (id(u) in integral or u is dag[-1]) and u.node.op != "input":
+            last = u is dag[-1]
+            watched = (id(u) in integral or last) and not (rounded and last)
+            if id(u) in dep and watched and u.node.op != "input":
                 require(u, (-EXACT, EXACT))
         if target is not None:
             require(dag[-1], (float(target[0]), float(target[1])))
@@ -387,26 +393,28 @@ def fit_ranges(
     rows: int | tuple[int, int] | None,
     integral: set[int],
     rules: Rules | None = None,
+    rounded: bool = False,
 ) -> Ranges | None:
-    """Ranges of ``inputs``, within their ``start`` ranges, for which ``proves`` holds, or None
+    """Ranges of ``inputs``, within their ``start`` ranges, for which ``proves`` holds (with
+    ``rounded``), or None
     where none with at least one value each does: ``start`` itself where it proves; else the
     ranges ``narrow`` cuts from it; else those cut ranges shrunk around an anchor each to
     a - s .. a + s - 1 with the largest s that proves (a binary search: the intervals grow
     with s). An input's anchor is 0 where ``narrow``, with the earlier inputs pinned to their
     anchors, keeps 0, else the middle of what it keeps (ids + 100 - o into 10 rows: ids
     around 0, o around 100)."""
-    if proves(dag, start, rows, integral, rules)[0]:
+    if proves(dag, start, rows, integral, rules, rounded)[0]:
         return start
     target = None if rows is None else span(rows)
-    cut = narrow(dag, start, target, integral, rules)
+    cut = narrow(dag, start, target, integral, rules, rounded)
     if cut is None:
         return None
-    if proves(dag, cut, rows, integral, rules)[0]:
+    if proves(dag, cut, rows, integral, rules, rounded)[0]:
         return cut
     anchor: dict[int, int] = {}
     for x in inputs:  # 0 where the cut with the earlier anchors pinned keeps it, else its middle
         pins = {k: (a, a) for k, a in anchor.items()}
-        pinned = narrow(dag, {**cut, **pins}, target, integral, rules)
+        pinned = narrow(dag, {**cut, **pins}, target, integral, rules, rounded)
         lo, hi = cut[id(x)] if pinned is None else pinned[id(x)]
         anchor[id(x)] = 0 if lo <= 0 <= hi else (lo + hi) // 2
 
@@ -420,7 +428,9 @@ def fit_ranges(
     while hi_s - lo_s > 1:
         mid = (lo_s + hi_s) // 2
         lo_s, hi_s = (
-            (mid, hi_s) if proves(dag, shrunk(mid), rows, integral, rules)[0] else (lo_s, mid)
+            (mid, hi_s)
+            if proves(dag, shrunk(mid), rows, integral, rules, rounded)[0]
+            else (lo_s, mid)
         )
     if lo_s < 1:
         return None

@@ -1901,10 +1901,21 @@ class Importer:
                 continue
             start = {id(x): index_range(x.node) for x in inputs}
             rows = spans.get(name)  # a graph output of a narrow type: inside it, unwrapped
-            if ob.proves(dag, start, rows, self.integral, self.ranges)[0]:
+            # one correctly rounded product / sum of exact operands (each proved on its own)
+            # read only by Casts to float: float32 rounds it as ONNX Runtime's Cast rounds the
+            # exact integer, so it need only stay unwrapped in its type
+            rounded = rows is None and self.read_as_float_only(name, v)
+            if rounded:
+                info = np.iinfo(
+                    require_onnx().helper.tensor_dtype_to_np_dtype(self.elem_type(name))
+                )
+                rows = (int(info.min), int(info.max))
+            if ob.proves(dag, start, rows, self.integral, self.ranges, rounded)[0]:
                 continue
-            fit = ob.fit_ranges(dag, inputs, start, rows, self.integral, self.ranges)
+            fit = ob.fit_ranges(dag, inputs, start, rows, self.integral, self.ranges, rounded)
             stays = "exact in float32" if rows is None else f"in {rows[0]} .. {rows[1]}"
+            if rounded:
+                stays += " (its type's range: it is read only by a Cast to float)"
             if fit is None:
                 refuse(
                     f"value {name!r}",
@@ -1926,6 +1937,27 @@ class Importer:
                     f"the range in which the integer {name!r} computed from it stays {stays} "
                     "(ONNX Runtime computes it in its integer type)",
                 )
+
+    def read_as_float_only(self, name: str, v: Tensor) -> bool:
+        """Whether integer value ``name`` is one product, sum or difference (graphc's float32
+        op: correctly rounded) that only Casts to float read (not a graph output): its value
+        then need not be exact, only unwrapped in its type (bound_integers)."""
+        if v.node.op not in ("mul", "add", "sub") or name in {o.name for o in self.graph.output}:
+            return False
+        if self.scoped is None:
+            self.scoped = onnx_import_control.scoped_uses(self.graph)
+        uses = self.scoped.readers.get(name, [])
+        return (
+            bool(uses)
+            and name not in self.scoped.exits
+            and self.elem_type(name) != 9
+            and all(
+                n.op_type == "Cast"
+                and n.domain in ("", "ai.onnx")
+                and any(a.name == "to" and a.i == 1 for a in n.attribute)
+                for n, _ in uses
+            )
+        )
 
     def output_spans(self) -> dict[str, tuple[int, int]]:
         """ONNX output name -> the whole numbers its declared type holds, for the graph outputs
