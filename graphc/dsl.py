@@ -389,10 +389,18 @@ def dtype_name(dtype: Any) -> str:
 def _source(op: str, name: str, shape: Iterable, dtype: str, attrs: dict | None = None) -> Tensor:
     if not isinstance(name, str) or not name.replace("_", "a").replace(".", "a").isalnum():
         raise GraphcError(f"{op} name {name!r}: use letters, digits, '_' and '.'")
+    if isinstance(shape, int) or not isinstance(shape, Iterable):
+        example = f"('N', {shape!r})" if op == "input" else f"({shape!r},)"
+        raise ShapeError(
+            f"{op} {name!r}: the shape must be a tuple of sizes, such as {example}; got {shape!r}"
+        )
+    dims = tuple(shape)
     try:
-        t = TensorType(tuple(shape), dtype_name(dtype))
+        t = TensorType(dims, dtype_name(dtype))
     except (ValueError, TypeError) as e:
-        raise ShapeError(f"{op} {name!r}: {e}") from None
+        batch = op == "input" and any(d is None or (type(d) is int and d < 0) for d in dims)
+        hint = " (the batch size is 'N': Keras's None, torch's and ONNX's -1)" if batch else ""
+        raise ShapeError(f"{op} {name!r}: {e}{hint}") from None
     if 0 in t.shape:
         raise ShapeError(f"{op} {name!r}: shape {t.shape} has a dimension of size 0 (no elements)")
     if _layer_calls and op != "input":  # a weight of a layer object (see call_layer)
@@ -1040,6 +1048,11 @@ def dense(
         raise ShapeError(
             f"dense: expects an input [batch, features] or [batch, ..., features], got "
             f"{x.type} ({x.name})"
+            + (
+                f"; declare the batch axis: gc.input({x.name!r}, ('N', {x.shape[0]!r}))"
+                if x.type.rank == 1 and x.node.op == "input" and x.shape[0] != "N"
+                else ""
+            )
         )
     if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
         raise ShapeError(f"dense: units must be a positive int, got {units!r}")

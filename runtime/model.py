@@ -1576,6 +1576,12 @@ class Model:
         allow_nonfinite = check_bool(allow_nonfinite, "fit: allow_nonfinite")
         stop_on_nonfinite = check_bool(stop_on_nonfinite, "fit: stop_on_nonfinite")
         callbacks = list(callbacks)
+        for cb in callbacks:
+            if isinstance(cb, type):  # callbacks=[EarlyStopping]: check_figures() missing 'names'
+                raise OptionTypeError(
+                    f"fit: callbacks holds the class {cb.__name__}, not a callback: call it, "
+                    f"callbacks=[{cb.__name__}(...)]; nothing was trained"
+                )
         # Nothing the user sees happens between the data checks and the first step when no
         # callback runs: the first native epoch then scans each batch's float rows as it
         # gathers them (+4-6 ms on an epoch of 60,000 x 784, Adam b128) instead of fit

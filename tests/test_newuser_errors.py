@@ -145,3 +145,45 @@ def test_summary_says_its_parameter_bytes_are_the_aligned_region() -> None:
     assert (sum(sizes), aligned) == (556, 704)
     text = m.summary(print_fn=lambda s: None)
     assert f"Parameters: 139 in 6 tensors ({aligned} B, each tensor 64-byte aligned)" in text
+
+
+@pytest.mark.parametrize("batch", [None, -1])
+def test_a_keras_or_torch_batch_dimension_is_answered_with_n(batch) -> None:
+    with pytest.raises(
+        gc.ShapeError, match=r"bad dimension .* \(the batch size is 'N': Keras's None"
+    ):
+        gc.input("x", (batch, 4))
+
+
+def test_a_shape_that_is_one_int_names_the_tuple_meant() -> None:
+    # was "'int' object is not iterable"
+    with pytest.raises(
+        gc.ShapeError, match=r"input 'x': the shape must be a tuple .* \('N', 4\); got 4"
+    ):
+        gc.input("x", 4)
+    with pytest.raises(
+        gc.ShapeError, match=r"param 'w': the shape must be a tuple .* \(4,\); got 4"
+    ):
+        gc.param("w", 4)
+    assert gc.input("x", iter(("N", 3))).shape == ("N", 3)  # any iterable, as before
+
+
+def test_dense_on_an_input_without_the_batch_axis_says_how_to_declare_it() -> None:
+    x = gc.input("x", (4,))
+    with pytest.raises(
+        gc.ShapeError, match=r"declare the batch axis: gc\.input\('x', \('N', 4\)\)"
+    ):
+        gc.dense(x, 3)
+
+
+def test_a_callback_class_instead_of_a_callback_is_refused_before_training() -> None:
+    logits, loss = classifier()
+    m = gc.compile(logits, loss, gc.SGD(lr=0.1), name="nu_cb")
+    before = {k: v.copy() for k, v in m.params.items()}
+    xs = np.ones((8, 4), np.float32)
+    ys = np.zeros(8, np.int32)
+    with pytest.raises(
+        gc.GraphcError, match=r"holds the class EarlyStopping, not a callback: call it"
+    ):
+        m.fit(xs, ys, epochs=1, callbacks=[gc.EarlyStopping], verbose=0)
+    assert all(np.array_equal(before[k], m.params[k]) for k in before)
