@@ -37,6 +37,15 @@ class LRFinderResult:
     suggestion: float | None = None
     stopped_early: bool = False
 
+    def __repr__(self) -> str:
+        """One line: the sweep's range and the suggestion (the curve is in the fields)."""
+        span = f"{self.lrs[0]:.3g} to {self.lrs[-1]:.3g}" if self.lrs else "none"
+        best = "None" if self.suggestion is None else f"{self.suggestion:.3g}"
+        return (
+            f"LRFinderResult(suggestion={best}, {len(self.lrs)} rates from {span}, "
+            f"stopped_early={self.stopped_early}; the curve: .lrs, .losses, .smoothed)"
+        )
+
     def plot(self, path: str) -> str:
         """Write the loss-vs-rate curve as a PNG (needs matplotlib; GraphcError otherwise)."""
         return _plot.lr_curve(

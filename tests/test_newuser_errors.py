@@ -187,3 +187,18 @@ def test_a_callback_class_instead_of_a_callback_is_refused_before_training() -> 
     ):
         m.fit(xs, ys, epochs=1, callbacks=[gc.EarlyStopping], verbose=0)
     assert all(np.array_equal(before[k], m.params[k]) for k in before)
+
+
+def test_lr_finder_result_prints_one_line_with_its_suggestion() -> None:
+    """print(find_lr(...)) printed three lists of 100 floats (~6,000 characters)."""
+    from graphc.lr_finder import find_lr
+
+    logits, loss = classifier()
+    m = gc.compile(logits, loss, gc.SGD(lr=0.1), name="nu_lr")
+    rng = np.random.default_rng(0)
+    xs = rng.standard_normal((64, 4)).astype(np.float32)
+    ys = (xs[:, 0] > 0).astype(np.int32)
+    res = find_lr(m, xs, ys)
+    text = repr(res)
+    assert len(text) < 160, text
+    assert text.startswith(f"LRFinderResult(suggestion={res.suggestion:.3g}, {len(res.lrs)} rates")
