@@ -182,6 +182,17 @@ def export_model(
             "Import the file without those outputs (from_onnx(..., outputs=[...])) to "
             "export it, or use model.to_onnx, which writes the term; nothing was written"
         )
+    moved = sorted(model.output_batch_axes)
+    if moved:  # predict moves N back after the native call: the library's layout would differ
+        raise ArgumentError(
+            f"export: model {name!r}'s output(s) "
+            + ", ".join(f"{k} (N at ONNX axis {model.output_batch_axes[k]})" for k in moved)
+            + " hold the batch axis N first in the compiled code, and predict moves it to the "
+            "ONNX layout after the native call (an ONNX import's LSTM / GRU h_n [layers, N, "
+            "H]), which a library cannot do: its buffer would hold another layout than ONNX "
+            "Runtime's. Import the file without those outputs (from_onnx(..., outputs=[...])) "
+            "to export it, or use model.to_onnx, which writes the Transpose; nothing was written"
+        )
     if isinstance(entries, str):
         entries = [e.strip() for e in entries.split(",") if e.strip()]
     if entries is None:

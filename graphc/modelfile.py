@@ -81,7 +81,8 @@ def read_description(
 
 def _io_conversions(desc: dict[str, Any], where: str) -> dict[str, Any]:
     """The description's ``output_dtypes`` (output name -> an integer or bool numpy dtype),
-    ``output_row_terms`` (output name -> int) and ``bool_inputs`` (names), checked (each
+    ``output_row_terms`` (output name -> int), ``output_batch_axes`` (output name -> the
+    ONNX axis of N) and ``bool_inputs`` (names), checked (each
     absent: empty), as Model attributes of those names.
 
     Raises:
@@ -92,9 +93,13 @@ def _io_conversions(desc: dict[str, Any], where: str) -> dict[str, Any]:
     dtypes = desc.get("output_dtypes", {})
     terms = desc.get("output_row_terms", {})
     bools = desc.get("bool_inputs", [])
+    axes = desc.get("output_batch_axes", {})
     ok = (
         isinstance(dtypes, dict)
         and isinstance(terms, dict)
+        and isinstance(axes, dict)
+        and set(axes) <= outputs
+        and all(type(v) is int and v > 0 for v in axes.values())
         and isinstance(bools, list)
         and set(dtypes) <= outputs
         and set(terms) <= set(dtypes)
@@ -113,12 +118,14 @@ def _io_conversions(desc: dict[str, Any], where: str) -> dict[str, Any]:
     if not ok:
         raise CheckpointError(
             f"{where!r}: model description fields 'output_dtypes' ({dtypes!r:.120}), "
-            f"'output_row_terms' ({terms!r:.120}) or 'bool_inputs' ({bools!r:.120}) are not "
-            "integer or bool dtypes, integers and input names of the listed outputs"
+            f"'output_row_terms' ({terms!r:.120}), 'output_batch_axes' ({axes!r:.120}) or "
+            f"'bool_inputs' ({bools!r:.120}) are not integer or bool dtypes, integers, axes "
+            "above 0 and input names of the listed outputs"
         )
     return {
         "output_dtypes": conv,
         "output_row_terms": dict(terms),
+        "output_batch_axes": dict(axes),
         "bool_inputs": frozenset(bools),
     }
 

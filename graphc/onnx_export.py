@@ -684,11 +684,20 @@ def to_onnx_model(
             labels = {n.name for n in prog.forward.inputs}  # in the header even when not here
             out_name = _unnamed_output(w, k, len(prog.outputs), labels)
             typed[k] = (w.node("Identity", [o], out_name, g[o]), typed[k][1])
+    shapes = {o: tuple(g[o].type.shape) for o in outputs}
+    for k, o in enumerate(outputs[: len(prog.outputs)]):
+        axis = model.output_batch_axes.get(o)
+        if axis:  # predict moves N from first to ONNX axis ``axis``: so does the file
+            final = typed[k][0]
+            _rename_value(w, final, w.fresh(final))
+            perm = [*range(1, axis + 1), 0, *range(axis + 1, len(shapes[o]))]
+            w.node("Transpose", [w.renamed[final]], final, g[o], perm=perm)
+            shapes[o] = tuple(shapes[o][j] for j in perm)
     if include_loss and prog.loss != "loss":  # the documented name of the loss output
         name_ = "loss" if "loss" not in w.taken else w.fresh("loss")
         typed[-1] = (w.node("Identity", [prog.loss], name_, g[prog.loss]), typed[-1][1])
     outs = [
-        onnx.helper.make_tensor_value_info(o, elem, _shape_dims(g[v].type.shape))
+        onnx.helper.make_tensor_value_info(o, elem, _shape_dims(shapes[v]))
         for (o, elem), v in zip(typed, outputs, strict=True)
     ]
     graph = onnx.helper.make_graph(w.nodes, name or prog.name, inputs, outs, w.inits)

@@ -99,6 +99,10 @@ class OnnxImport:
     # graphc output name -> f: the output's row n is the graph's value + n * f, added in int64
     # after the native call (MaxPool's Indices (n * C + c) * P + p: f = C * P)
     output_row_terms: dict[str, int] = field(default_factory=dict)
+    # graphc output name -> k: the ONNX output holds the batch axis N at axis k > 0 (torch's
+    # LSTM / GRU h_n [layers * dirs, N, H]); the compiled output holds it first (the other
+    # axes in their ONNX order) and predict returns np.moveaxis(out, 0, k)
+    output_batch_axes: dict[str, int] = field(default_factory=dict)
     # graphc names of the inputs the file declares bool: predict takes bool arrays for them
     bool_inputs: list[str] = field(default_factory=list)
     # graphc output name -> the value of an output known at import (numbers, or sizes holding
@@ -142,6 +146,7 @@ class OnnxImport:
         model = gc_compile(self.outputs, loss, optimizer, **kw)
         model.output_dtypes = dict(self.output_dtypes)
         model.output_row_terms = dict(self.output_row_terms)
+        model.output_batch_axes = dict(self.output_batch_axes)
         model.bool_inputs = frozenset(self.bool_inputs)
         if self.constant_outputs:
             model.constant_outputs = dict(self.constant_outputs)
@@ -165,6 +170,7 @@ class OnnxImport:
             self.output_row_terms,
             self.constant_outputs,
             self.output_order,
+            self.output_batch_axes,
         )
         return list(got.values())
 
@@ -1050,6 +1056,7 @@ class Importer:
         self.scoped: onnx_import_control.ScopedUses | None = None  # (integer_input_use)
         self.plane_indices: dict[int, onnx_import_pool.PlaneIndices] = {}  # MaxPool's Indices
         self.row_terms: dict[str, int] = {}  # ONNX output name -> OnnxImport.output_row_terms
+        self.batch_axes: dict[str, int] = {}  # ONNX output name -> OnnxImport.output_batch_axes
         self.const_outputs: dict[str, np.ndarray] = {}  # ONNX output name -> its value
         self.default_constants: set[str] = set()  # constants unless named in trainable=
         self.taken: set[str] = set()
@@ -1485,9 +1492,11 @@ class Importer:
             if name not in declared and name not in self.values:
                 raise OnnxError(f"{self.where}: no output {name!r}; the graph's are {declared}")
             if name in self.views:  # back to the ONNX layout, N first
-                self.values[name] = onnx_layout.materialize(
-                    _OutputContext(self.where, name), self.views.pop(name)
-                )
+                view = self.views.pop(name)
+                moved = onnx_layout.batch_first(view)
+                if moved:  # N alone at axis k > 0: held first, moved back by predict
+                    view, self.batch_axes[name] = moved
+                self.values[name] = onnx_layout.materialize(_OutputContext(self.where, name), view)
             v = self.lookup(name, None)
             if isinstance(v, Tensor) and id(v) in self.merged:
                 src = self.merged_source.get(id(v))
@@ -1559,6 +1568,7 @@ class Importer:
             list(self.inference_only),
             self.declared_dtypes(computed, outs),
             {out_names[k]: f for k, f in self.row_terms.items()},
+            {out_names[k]: a for k, a in self.batch_axes.items()},
             [t for k, t in input_names.items() if self.elem_type(k) == 9],
             consts,
             [out_names[k] for k in want],

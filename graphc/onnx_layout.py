@@ -151,6 +151,20 @@ def materialize(cx: Any, v: View) -> Tensor:
     return _reshape(t, v.shape)
 
 
+def batch_first(v: View) -> tuple[View, int] | None:
+    """A graph output's view whose ONNX axis ``k`` > 0 is N alone (torch's LSTM / GRU h_n
+    [layers * dirs, N, H], a Transpose to [T, N, C]) as (the view of the ONNX value with that
+    axis moved first, k): the compiled output holds np.moveaxis(onnx_value, k, 0), and predict
+    moves the axis back (Model.output_batch_axes). None for any other view (N merged with
+    other axes, or already first)."""
+    if not v.groups or v.base.shape[0] != "N":
+        return None
+    k = _n_axis(v)
+    if k == 0 or v.groups[k] != (0,):
+        return None
+    return View(v.base, (v.groups[k], *v.groups[:k], *v.groups[k + 1 :])), k
+
+
 def _n_axis(v: View) -> int:
     return next(a for a, g in enumerate(v.groups) if 0 in g)
 

@@ -155,19 +155,36 @@ def declared_outputs(
     row_terms: dict[str, int],
     constants: dict[str, np.ndarray],
     order: Sequence[str],
+    batch_axes: dict[str, int] | None = None,
 ) -> dict[str, np.ndarray]:
     """An ONNX import's outputs as the file declares them: ``outs`` (float32, one per name of
-    ``names``) with each output of ``dtypes`` converted (as_declared, with its row term), and,
-    where ``constants`` holds outputs known at import, those put in their places of ``order``
-    for the batch size of the first computed output that leads with N (``batched``)."""
+    ``names``) with each output of ``dtypes`` converted (as_declared, with its row term), each
+    output of ``batch_axes`` (name -> k) given its ONNX layout, the batch axis moved from first
+    to axis k (a C-contiguous copy of np.moveaxis(a, 0, k): torch's LSTM / GRU h_n
+    [layers * dirs, N, H]), and, where ``constants`` holds outputs known at import, those put
+    in their places of ``order`` for the batch size of the first computed output that leads
+    with N (``batched``)."""
     got = {
         k: as_declared(a, dtypes[k], row_terms.get(k, 0)) if k in dtypes else a
         for k, a in zip(names, outs)
     }
+    for k, axis in (batch_axes or {}).items():
+        got[k] = np.ascontiguousarray(np.moveaxis(got[k], 0, axis))
     if not constants:
         return got
     n = next((got[k].shape[0] for k, b in zip(names, batched) if b), 0)
     return {k: got[k] if k in got else constant_value(constants[k], n) for k in order}
+
+
+def _returned_type(t: Any, axis: int) -> str:
+    """An output's type as Model's repr shows it: with ``axis`` > 0 (Model.output_batch_axes),
+    the layout predict returns, N moved from first to that axis: "f32[N,1,12] returned as
+    [1,N,12]"."""
+    if not axis:
+        return str(t)
+    dims = [str(d) for d in t.shape[1:]]
+    dims.insert(axis, "N")
+    return f"{t} returned as [{','.join(dims)}]"
 
 
 def constant_value(a: np.ndarray, n: int) -> np.ndarray:
@@ -343,6 +360,9 @@ class Model:
         # it); a model with any takes predict's checked path
         self.output_dtypes: dict[str, np.dtype] = {}
         self.output_row_terms: dict[str, int] = {}  # name -> f: row n gets + n * f (as_declared)
+        # name -> k: an ONNX import's output whose batch axis N is ONNX axis k > 0, computed
+        # with N first; predict returns it moved to axis k (declared_outputs)
+        self.output_batch_axes: dict[str, int] = {}
         # inputs that take bool arrays (read as 0 and 1): an ONNX import's bool inputs
         self.bool_inputs: frozenset[str] = frozenset()
         # outputs known at import that predict returns beside the computed ones, in the order
@@ -776,7 +796,10 @@ class Model:
     def __repr__(self) -> str:
         prog = self.program
         ins = ", ".join(f"{n.name}: {n.type}" for n in prog.inference.inputs)
-        outs = ", ".join(str(prog.inference[o].type) for o in prog.inference.outputs)
+        outs = ", ".join(
+            _returned_type(prog.inference[o].type, self.output_batch_axes.get(o, 0))
+            for o in prog.inference.outputs
+        )
         opt = repr(self.optimizer) if self.optimizer is not None and prog.loss else "inference only"
         n = sum(a.size for a in self.params.values())
         return f"<graphc.Model {prog.name!r} ({ins}) -> {outs}; {n:,} parameters; {opt}>"
@@ -1208,9 +1231,10 @@ class Model:
     ) -> np.ndarray | dict[str, np.ndarray]:
         """predict's checked path; remembers ``key`` (the layout of x and out, None when they
         are not arrays) for a single-input single-output call whose arrays went to the native
-        code as they are (predict's fast path). A model with ``output_dtypes`` never takes
-        the fast path (no layout is remembered): its outputs are converted after the call."""
-        if self.output_dtypes or self.constant_outputs:
+        code as they are (predict's fast path). A model with ``output_dtypes`` (or
+        ``output_batch_axes``) never takes the fast path (no layout is remembered): its outputs
+        are converted after the call."""
+        if self.output_dtypes or self.constant_outputs or self.output_batch_axes:
             return self._predict_declared(x, batch_size, out)
         return self._predict_float(x, batch_size, out, key)
 
@@ -1242,7 +1266,8 @@ class Model:
         self, x: Any, batch_size: int, out: Any
     ) -> np.ndarray | dict[str, np.ndarray]:
         """predict for a model with ``output_dtypes``: the outputs computed in float32, then
-        each named one converted (as_declared); ``out`` (an array or a dict, as predict's)
+        each named one converted (as_declared) or moved to its ONNX layout
+        (``output_batch_axes``); ``out`` (an array or a dict, as predict's)
         receives them, each of the output's returned dtype and shape (else ArgumentError)."""
         names = self.program.outputs
         if self.constant_outputs and out is not None:
@@ -1260,6 +1285,7 @@ class Model:
             self.output_row_terms,
             self.constant_outputs,
             self.output_order,
+            self.output_batch_axes,
         )
         if self.constant_outputs:
             return declared

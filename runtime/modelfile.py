@@ -16,7 +16,8 @@ and, only for a model with them (an ONNX import's integer and bool outputs and b
 ``Model.output_dtypes`` / ``output_row_terms`` / ``bool_inputs``)::
 
      "output_dtypes": {output name: numpy dtype string, e.g. "<i8", "|b1"},
-     "output_row_terms": {output name: int}, "bool_inputs": [input names]
+     "output_row_terms": {output name: int}, "bool_inputs": [input names],
+     "output_batch_axes": {output name: the ONNX axis of N, > 0}
 
 So a file names no Python code: ``graphc.load_model`` parses the graph text, rebuilds the
 network, compiles it and restores the weights through the checkpoint loader, which checks that
@@ -84,6 +85,9 @@ def describe(model: Any) -> dict[str, Any]:
     terms = getattr(model, "output_row_terms", {})
     if terms:
         desc["output_row_terms"] = {k: int(v) for k, v in terms.items()}
+    axes = getattr(model, "output_batch_axes", {})
+    if axes:
+        desc["output_batch_axes"] = {k: int(v) for k, v in axes.items()}
     bools = getattr(model, "bool_inputs", ())
     if bools:
         desc["bool_inputs"] = sorted(bools)

@@ -473,19 +473,19 @@ def test_transpose_of_more_than_two_axes(shape, perm) -> None:
     np.testing.assert_array_equal(np.asarray(got).reshape(want.shape), want)
 
 
-def test_transpose_that_moves_the_batch_is_refused_by_name() -> None:
-    """A Transpose moving N is a layout view (graphc.onnx_layout); an output that keeps N
-    elsewhere than first is refused naming it and both shapes."""
+def test_transpose_that_moves_the_batch_to_an_output_keeps_its_layout() -> None:
+    """A Transpose moving N is a layout view (graphc.onnx_layout); an output that keeps N alone
+    at axis 1 is computed N first and predict moves N back (Model.output_batch_axes), as
+    ONNX Runtime returns it."""
     m = model_of(
         [helper.make_node("Transpose", ["x"], ["y"], perm=[1, 0, 2])],
         [vi("x", ["N", 3, 4])],
         [vi("y", [3, "N", 4])],
     )
-    with pytest.raises(
-        gc.OnnxError,
-        match=r"output 'y'.*\[3,N,4\].*moves the batch dimension N to axis 1.*graphc \[N,3,4\]",
-    ):
-        gc.from_onnx(m)
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    got = gc.from_onnx(m).compile().predict(x)
+    np.testing.assert_array_equal(got, ort_run(m, {"x": x})[0])
+    assert got.shape == (3, 2, 4)
 
 
 def test_a_shape_cast_to_float_stays_float_after_n_is_gone() -> None:
