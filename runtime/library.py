@@ -441,6 +441,24 @@ class Library:
 
     # ------------------------------------------------------------------ entries
 
+    def __repr__(self) -> str:
+        """One line, like a Model's: name, file, the infer entry's inputs and outputs (C names
+        and types), the entries, the parameter count, threads."""
+
+        def types(ports: list[dict[str, Any]]) -> str:
+            return ", ".join(
+                f"{p['cname']}: {p['dtype']}[{','.join(map(str, p['shape']))}]" for p in ports
+            )
+
+        entries = self.meta["entries"]
+        infer = entries.get("infer") or {"inputs": [], "outputs": []}
+        n = sum(int(np.prod(r["shape"], dtype=np.int64)) for r in self.meta["params"])
+        return (
+            f"<graphc.Library {self.name!r} {os.path.basename(self.path)} "
+            f"({types(infer['inputs'])}) -> {types(infer['outputs'])}; {n:,} parameters; "
+            f"entries {', '.join(entries)}; {self.threads} thread(s)>"
+        )
+
     def predict(
         self, x: Any, *, batch_size: int = 1024, out: Any = None, verbose: Any = 0
     ) -> np.ndarray | dict[str, np.ndarray]:

@@ -202,3 +202,16 @@ def test_lr_finder_result_prints_one_line_with_its_suggestion() -> None:
     text = repr(res)
     assert len(text) < 160, text
     assert text.startswith(f"LRFinderResult(suggestion={res.suggestion:.3g}, {len(res.lrs)} rates")
+
+
+def test_a_loaded_library_has_a_repr_like_a_models(tmp_path) -> None:
+    """repr(gc.load(...)) was '<graphc.runtime.library.Library object at 0x...>'."""
+    logits, loss = classifier()
+    m = gc.compile(logits, loss, gc.SGD(lr=0.1), name="nu_lib")
+    m.export(str(tmp_path / "libnu.so"))
+    lib = gc.load(str(tmp_path / "libnu.so"))
+    lib.threads = 2
+    assert repr(lib) == (
+        "<graphc.Library 'nu_lib' libnu.so (x: f32[N,4]) -> y: f32[N,3]; 15 parameters; "
+        "entries infer, train_step; 2 thread(s)>"
+    )
