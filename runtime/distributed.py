@@ -304,21 +304,25 @@ def node_peers(comm: Any) -> tuple[int, ...]:
     a machine does not change while the communicator lives, and ``MPI_Comm_split_type`` with
     its ``MPI_Comm_free`` cost 0.1 ms of every distributed fit (measured on this project's
     2-rank host)."""
+    import weakref
+
     from mpi4py import MPI
 
-    for kept, peers in _NODES:
-        if kept is comm:
+    _NODES[:] = [(ref, peers) for ref, peers in _NODES if ref() is not None]
+    for ref, peers in _NODES:
+        if ref() is comm:
             return peers
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
         peers = tuple(sorted(local.allgather(comm.Get_rank())))
     finally:
         local.Free()
-    _NODES.append((comm, peers))  # the object held: its id is never another communicator's
+    # a weak reference (communicators are unhashable): the answer goes with the object
+    _NODES.append((weakref.ref(comm), peers))
     return peers
 
 
-_NODES: list[tuple[Any, tuple[int, ...]]] = []
+_NODES: list[tuple[Any, tuple[int, ...]]] = []  # (weak reference to a communicator, its peers)
 
 
 def choose_reduce(comm: Any, mode: str) -> str:

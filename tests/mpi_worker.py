@@ -199,6 +199,19 @@ def limits(dist: str | None) -> dict[str, np.ndarray]:
 
         share = thread_share(comm)
         everyone = comm.allgather((same, share, len(os.sched_getaffinity(0))))
+        # node_peers remembers a communicator only while it lives (world's from the fits)
+        import gc as collector
+
+        from graphc.runtime import distributed as dist_mod
+
+        sub = comm.Dup()
+        dist_mod.node_peers(sub)
+        held = len(dist_mod._NODES)
+        sub.Free()
+        del sub
+        collector.collect()
+        dist_mod.node_peers(comm)
+        res["nodes_kept"] = np.array([held, len(dist_mod._NODES)])
         res["ranks_agree"] = np.array(all(e[0] == everyone[0][0] for e in everyone))
         res["thread_shares"] = np.array([e[1] for e in everyone])
         res["cores"] = np.array(os.cpu_count())

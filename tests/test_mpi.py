@@ -553,6 +553,7 @@ def test_fit_limits_match_one_process(wait, tmp_path):
     for k, want_p in ref.items():
         if "_param_" in k:
             np.testing.assert_allclose(got[k], want_p, rtol=1e-4, atol=1e-5, err_msg=k)
+    assert list(got["nodes_kept"]) == [2, 1]  # world's and the Dup's, then world's alone
     shares = got["thread_shares"]
     assert len(shares) == 2 and shares.sum() <= max(int(got["cores"]), 2), shares
 
