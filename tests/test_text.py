@@ -57,6 +57,11 @@ OP_CASES: dict[str, tuple[list[TensorType], dict]] = {
     "pad": ([F], {"axes": (1,), "before": (2,), "after": (0,)}),
     "concat": ([F, F], {"axis": 1}),
     "reverse": ([SQ], {"axes": (1, 0)}),
+    "permute": ([TensorType(("N", 2, 3, 4))], {"perm": (0, 3, 1, 2)}),
+    "batched_matmul": (
+        [TensorType(("N", 2, 3, 4)), TensorType((2, 5, 3))],
+        {"transpose_a": True, "transpose_b": True},
+    ),
     "gelu": ([F], {"approximate": "tanh"}),
     "argmax": ([F], {"axis": 1, "keepdims": True}),
     "conv": (
