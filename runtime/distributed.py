@@ -91,7 +91,8 @@ model and calls ``fit`` with the same data and arguments. Then:
   TensorBoard (so callbacks on every rank write one checkpoint, one log: rank 0's);
 - an exception on a rank after the ranks started talking prints ``graphc: rank r of K ...``
   with the traceback and calls ``MPI_Abort``, which ends every rank (no rank waits forever in
-  a collective for a dead peer); a rank that dies is noticed by ``mpirun``, which ends the
+  a collective for a dead peer); so does an exception nothing catches in the script, outside
+  fit (abort_when_uncaught); a rank that dies is noticed by ``mpirun``, which ends the
   job.
 
 Ops whose value depends on the whole batch (batch normalization) and losses that are no mean
@@ -192,7 +193,37 @@ def world(comm: Any = None) -> Any:
         raise DistributedError(
             f"distributed='mpi' needs MPI and mpi4py ({type(e).__name__}: {e}); {INSTALL}"
         ) from None
+    abort_when_uncaught(MPI)
     return MPI.COMM_WORLD
+
+
+_HOOKED: list[bool] = []
+
+
+def abort_when_uncaught(MPI: Any) -> None:
+    """Once per process, with several ranks: an exception that nothing catches (it ends this
+    rank) prints its traceback as always, then ``MPI_Abort`` ends every rank, as ``python -m
+    mpi4py`` does. Otherwise a rank that failed in the script outside ``fit`` (before a fit
+    the others entered, between two fits) left them waiting forever in fit's collectives,
+    and itself in ``MPI_Finalize`` (Horovod's classic hang)."""
+    if _HOOKED or MPI.COMM_WORLD.Get_size() < 2:
+        return
+    _HOOKED.append(True)
+    previous = sys.excepthook
+
+    def hook(kind: Any, value: Any, tb: Any) -> None:
+        previous(kind, value, tb)
+        world_ = MPI.COMM_WORLD
+        r, k = world_.Get_rank(), world_.Get_size()
+        print(
+            f"graphc: rank {r} of {k} ended with an uncaught {kind.__name__}; calling "
+            f"MPI_Abort to end all {k} ranks",
+            file=sys.stderr,
+            flush=True,
+        )
+        world_.Abort(1)
+
+    sys.excepthook = hook
 
 
 def _launched() -> bool:
@@ -920,6 +951,7 @@ def fit(
             failed a check; the first epoch is undone.
     """
     comm = world(comm)
+    world()  # (an uncaught exception on one rank then ends the job: abort_when_uncaught)
     k, r = comm.Get_size(), comm.Get_rank()
     # Every rank must train on the same rows with the same arguments: compare (cheap) digests.
     vfeeds = validation[0] if validation is not None else {}

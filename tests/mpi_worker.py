@@ -12,6 +12,8 @@ MODE:
     save      Adam model: 2 epochs, rank 0's checkpoint callback writes ARGS[0]
     raise     rank 1 raises in a callback during epoch 1 (the job must end with an error)
     kill      rank 1 kills itself with SIGKILL during epoch 1 (the job must end)
+    uncaught  after a first fit, rank 1 raises in the script while rank 0 enters a second fit
+              (the job must end)
     limits    fit's one-process behaviours, distributed (ARGS: none):
               nan: a NaN feature row in global batch 2 of epoch 0 (allow_nonfinite): every
               rank raises NumericsError naming epoch 0, step 2 and the rows, with the
@@ -584,6 +586,12 @@ def main() -> None:
         res = mixed()
     elif mode == "rank0":
         res = rank0()
+    elif mode == "uncaught":  # rank 1 fails between two fits, in the script (not in fit)
+        m = model("sgd", "m_sgd")
+        m.fit(x, y, epochs=1, batch_size=BATCH, verbose=0, distributed=dist)
+        if gc.distributed.rank() == 1:
+            raise RuntimeError("a failure planted on rank 1 between two fits")
+        m.fit(x, y, epochs=1, batch_size=BATCH, verbose=0, distributed=dist)  # rank 0 waits
     elif mode == "frozen":  # tests/test_frozen.py: non-trainable params first, middle, last
         from test_frozen import FROZEN, frozen_model
 

@@ -165,6 +165,20 @@ def test_a_failing_rank_ends_the_job(how, update, tmp_path):
         assert "signal 9" in text or "Killed" in text or "killed" in text, text[-2000:]
 
 
+@need_mpi
+def test_an_uncaught_error_outside_fit_ends_the_job(tmp_path):
+    """A rank that fails in the script between two fits (an uncaught exception, not under
+    ``python -m mpi4py``) ends every rank with MPI_Abort, naming the failure; before, rank 0
+    waited forever in the second fit's first collective and rank 1 in MPI_Finalize."""
+    t0 = time.monotonic()
+    r = mpirun(2, "uncaught", str(tmp_path / "x.npz"), timeout=60)
+    assert time.monotonic() - t0 < 60
+    assert r.returncode != 0
+    text = r.stdout + r.stderr
+    assert "a failure planted on rank 1 between two fits" in text, text[-2000:]
+    assert "rank 1 of 2 ended with an uncaught RuntimeError" in text, text[-2000:]
+
+
 def test_missing_mpi_names_what_to_install(monkeypatch):
     """Without mpi4py, distributed="mpi" raises DistributedError naming the packages."""
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now raises ImportError
