@@ -107,8 +107,9 @@ class Stages:
         ]
 
 
-def load_program(model: str):
-    """MODEL (``file.py:name``) as (Program with no passes run yet, build seconds, optimizer).
+def load_program(model: str, dims: dict[str, int] | None = None):
+    """MODEL (``file.py:name``) as (Program with no passes run yet, build seconds, optimizer);
+    ``dims``: the sizes of an ONNX MODEL's symbolic dimensions after the batch (from_onnx's).
 
     Raises:
         ArgumentError: the file, the name or the object's type is wrong (see modelspec.resolve).
@@ -116,7 +117,7 @@ def load_program(model: str):
     from graphc.compiler import Program, build_graphs
     from graphc.modelspec import resolve
 
-    spec = resolve(model)
+    spec = resolve(model, dims=dims)
     if spec.model is not None:
         p = spec.model.program
         return (
@@ -156,6 +157,7 @@ def compile_stages(
     verify_each: bool = False,
     target_cpu: str = "native",
     disabled_passes: tuple[str, ...] = (),
+    dims: dict[str, int] | None = None,
 ) -> Stages:
     """Run the compiler's pipeline (``graphc.compiler.compile_program``) and keep every stage.
 
@@ -164,13 +166,15 @@ def compile_stages(
         opt_level: 0, 1 or 2, as for ``graphc.compile``.
         entry: whose pass stages to keep: "train_step" (default with a loss), "eval" or "infer".
         verify_each: run the verifier after every pass.
+        dims: for an ONNX MODEL, the sizes of its symbolic dimensions after the batch
+            (``--dim seq=128``; from_onnx's ``dims``).
 
     Raises:
         ArgumentError: a bad MODEL or entry; VerifyError: a pass broke the IR.
     """
     from graphc.compiler import compile_program
 
-    prog, build_s, optimizer = load_program(model)
+    prog, build_s, optimizer = load_program(model, dims)
     entry = entry or ("train_step" if prog.training is not None else "infer")
     if entry not in ("train_step", "eval", "infer"):
         raise ArgumentError(f"--entry must be train_step, eval or infer, got {entry!r}")
@@ -659,6 +663,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--target-cpu", default="native", metavar="CPU", help="CPU for llvm-opt and asm (native)"
     )
+    p.add_argument(
+        "--dim",
+        action="append",
+        default=[],
+        metavar="NAME=SIZE",
+        help="for an ONNX MODEL: the size of a symbolic dimension after the batch, as for "
+        "graphc compile (e.g. --dim seq=128); may be repeated",
+    )
     p.set_defaults(run=run)
 
 
@@ -677,6 +689,8 @@ def render(
 
 
 def run(args: argparse.Namespace) -> int:
+    from graphc.export import parse_dims
+
     if args.batch <= 0:
         raise ArgumentError(f"--batch must be positive, got {args.batch}")
     st = compile_stages(
@@ -685,6 +699,7 @@ def run(args: argparse.Namespace) -> int:
         entry=args.entry,
         verify_each=args.verify_each,
         target_cpu=args.target_cpu,
+        dims=parse_dims(args.dim, args.model),
     )
     with_loc = not args.no_loc
     if args.dump_dir:

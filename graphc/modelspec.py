@@ -99,7 +99,7 @@ def resolve(spec: str, dims: dict[str, int] | None = None) -> ModelSpec:
     imported by graphc.onnx_import).
 
     ``dims``: for an ONNX file, the sizes of its symbolic dimensions after the batch
-    (``from_onnx``'s ``dims``; ``graphc compile --dim NAME=SIZE``).
+    (``from_onnx``'s ``dims``; ``graphc compile --dim NAME=SIZE``, ``graphc dump --dim``).
 
     A path ending in ``.gcm`` is a whole-model file (``Model.save_model``), loaded with its
     weights by ``graphc.load_model``.

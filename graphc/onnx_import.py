@@ -2046,7 +2046,8 @@ class Importer:
                 name = d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?")
                 hint = (
                     f": give its size, from_onnx(..., dims={{{d.dim_param!r}: size}}) or graphc "
-                    f"compile --dim {d.dim_param}=SIZE (ONNX Runtime's free dimension override); "
+                    f"compile (or dump) --dim {d.dim_param}=SIZE (ONNX Runtime's free dimension "
+                    "override); "
                     "the model then takes that size only"
                     if d.dim_param
                     else " and unnamed: fix it in the file (onnx.tools.update_model_dims)"

@@ -215,3 +215,24 @@ def test_a_loaded_library_has_a_repr_like_a_models(tmp_path) -> None:
         "<graphc.Library 'nu_lib' libnu.so (x: f32[N,4]) -> y: f32[N,3]; 15 parameters; "
         "entries infer, train_step; 2 thread(s)>"
     )
+
+
+def test_dump_takes_dim_for_an_onnx_file_with_a_symbolic_sequence(tmp_path, capsys) -> None:
+    """The importer's error told to pass --dim, which graphc dump did not have."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from graphc.cli import main
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["h"])],
+        "seqnet",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4])],
+        [helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", "seq", 4])],
+    )
+    path = str(tmp_path / "seqnet.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert main(["dump", path, "--stage", "forward"]) != 0
+    assert "graphc compile (or dump) --dim seq=SIZE" in capsys.readouterr().err
+    assert main(["dump", path, "--stage", "forward", "--dim", "seq=5"]) == 0
+    assert "x: f32[N,5,4]" in capsys.readouterr().out
