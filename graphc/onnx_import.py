@@ -5090,7 +5090,9 @@ def _array_feature_extractor(cx: NodeContext) -> list[Value]:
     indices (ArgMax's [N, 1]; the k nearest neighbours' TopK indices [N, k], whose labels
     come back as [N, k]: ONNX Runtime gives [1, N * k] for 1-D labels, which skl2onnx
     reshapes to [-1, k] at once), and columns of a computed value picked by fixed indices (the positive
-    class's score of a binary classifier: graphc's slice, exact)."""
+    class's score of a binary classifier: graphc's slice, exact). 1-D labels picked by one index
+    per row are ONNX Runtime's [1, N]: a layout view of graphc's [N, 1] (graphc.onnx_layout;
+    as a graph output returned [1, N], Model.output_batch_axes)."""
     data = cx.value(0)
     if isinstance(data, Tensor):
         idx = np.asarray(cx.c(1)).reshape(-1)
@@ -5116,6 +5118,11 @@ def _array_feature_extractor(cx: NodeContext) -> list[Value]:
     out = _labels_of(cx, idx_t, classes)
     cx.imp.lookups.append((idx_t, (0, classes.size - 1), cx.where()))  # as Gather's indices
     cx.imp.integral.add(id(out))
+    if classes.ndim == 1 and (len(idx_t.shape) == 1 or idx_t.shape[1:] == (1,)):
+        # ONNX Runtime returns 1-D labels' pick of one index per row as [1, N] (skl2onnx's
+        # QDA label): a layout view of graphc's [N] / [N, 1], N at axis 1
+        lead = (1,) if len(out.shape) == 2 else ()
+        return [onnx_layout._out(onnx_layout.View(out, (lead, (0,))))]
     return [out]
 
 

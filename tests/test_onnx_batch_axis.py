@@ -5,7 +5,8 @@ anywhere. graphc computes such an output with N first and predict moves it to th
 axis (Model.output_batch_axes). Each case against ONNX Runtime 1e-5 relative at batches 1 and
 3; to_onnx writes the Transpose (ONNX Runtime on the written file), save_model / load_model
 and pickle keep the layout, and export refuses, naming the outputs (its buffers would hold
-another layout).
+another layout). ai.onnx.ml ArrayFeatureExtractor of 1-D class labels by one index per row
+returns [1, N], as ONNX Runtime does.
 """
 
 from __future__ import annotations
@@ -151,3 +152,42 @@ def test_torch_lstm_gru_states_equal_onnx_runtime(layers, bidirectional) -> None
         got = model.predict(xv)
         for k in names:
             _close(got[k], want[k])
+
+
+@pytest.mark.parametrize("keepdims", [0, 1])
+@pytest.mark.parametrize("classes", [[0, 1, 2], [7, -3, 40]])
+def test_array_feature_extractor_of_1d_labels_is_1_by_n(keepdims, classes) -> None:
+    """labels[ArgMax(x)] with 1-D labels: ONNX Runtime's [1, N] (indices [N] or [N, 1]), also
+    when a Reshape to [-1] and a Cast read it."""
+    nodes = [
+        helper.make_node("ArgMax", ["x"], ["i"], axis=1, keepdims=keepdims),
+        helper.make_node("ArrayFeatureExtractor", ["c", "i"], ["y"], domain="ai.onnx.ml"),
+        helper.make_node("Reshape", ["y", "flat"], ["f"]),
+        helper.make_node("Cast", ["f"], ["g"], to=TensorProto.FLOAT),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "afe",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.INT64, None),
+            helper.make_tensor_value_info("g", TensorProto.FLOAT, None),
+        ],
+        [
+            numpy_helper.from_array(np.array(classes, np.int64), "c"),
+            numpy_helper.from_array(np.array([-1], np.int64), "flat"),
+        ],
+    )
+    m = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    )
+    m.ir_version = 8
+    model = gc.from_onnx(m).compile()
+    for n in (1, 4):
+        x = np.random.default_rng(n).standard_normal((n, 3)).astype(np.float32)
+        want = _ort(m, {"x": x})
+        got = model.predict(x)
+        assert want[0].shape == (1, n)
+        for k, w in zip(["y", "g"], want):
+            assert got[k].shape == w.shape and got[k].dtype == w.dtype
+            np.testing.assert_array_equal(got[k], w)

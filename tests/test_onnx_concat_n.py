@@ -83,7 +83,8 @@ def test_scikit_learn_qda_matches_onnxruntime() -> None:
     m = skl2onnx.to_onnx(est, x[:1], options={"zipmap": False})
     label, prob = ort_run(m, {"X": x})
     got = gc.from_onnx(m).compile().predict(x)
-    # (ONNX Runtime's ArrayFeatureExtractor gives the labels as [1, N], graphc as [N, 1])
-    np.testing.assert_array_equal(got["label"].ravel(), label.ravel())
+    # ArrayFeatureExtractor of 1-D labels: [1, N], as ONNX Runtime gives it
+    assert got["label"].shape == label.shape == (1, 120) and got["label"].dtype == label.dtype
+    np.testing.assert_array_equal(got["label"], label)
     np.testing.assert_array_equal(got["label"].ravel(), est.predict(x))
     np.testing.assert_allclose(got["probabilities"], prob, rtol=1e-5, atol=1e-6)
