@@ -923,7 +923,9 @@ def check_logits(loss: str, logits: Tensor, squash: str, instead: str) -> None:
         )
 
 
-def softmax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+def softmax_cross_entropy(
+    logits: Tensor, labels: Tensor, *, label_smoothing: float = 0.0
+) -> Tensor:
     """Mean softmax cross-entropy of logits [N, C] against integer labels i32[N] (log-sum-exp
     form), or of a sequence's logits [N, T, .., C] against i32[N, T, ..] (Keras's
     SparseCategoricalCrossentropy after a Dense on [N, T, in]; torch's cross_entropy of the
@@ -932,10 +934,22 @@ def softmax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     the row and the position, raised before anything is updated); evaluate's accuracy is the
     argmax over the last axis, per position.
 
-    Raises ShapeError: logits of rank < 2, labels not i32 of the logits' shape without C.
+    ``label_smoothing`` e (torch's cross_entropy(label_smoothing=e)): the target of each row is
+    (1 - e) onehot(label) + e / C, so the loss is (1 - e) times the above plus e times the mean
+    over rows and classes of -log softmax(z) (that term is infinite where a logit is -inf).
+
+    Raises ShapeError: logits of rank < 2, labels not i32 of the logits' shape without C (or
+    with a last axis of 1). OptionTypeError: label_smoothing not a number (a bool, a string);
+    GraphcError: label_smoothing outside [0, 1] or NaN.
     Warns ``LossInputWarning`` when ``logits`` is a softmax's output (probabilities) or has one
     column (the loss is then 0 whatever the weights).
     """
+    from graphc.runtime.checks import check_real
+
+    # a bool is no rate: True would be read as 1.0, every target the uniform 1/C
+    eps = check_real(label_smoothing, "softmax_cross_entropy: label_smoothing", 0.0)
+    if eps > 1.0:
+        raise GraphcError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
     check_logits("softmax_cross_entropy", logits, "softmax", "or predict with softmax(logits)")
     if logits.type.rank >= 2 and logits.shape[-1] == 1:
         warnings.warn(
@@ -945,9 +959,11 @@ def softmax_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
             LossInputWarning,
             stacklevel=_user_stacklevel(),
         )
-    return _tag(
-        apply("softmax_cross_entropy", logits, labels), "softmax_cross_entropy", logits, labels
-    )
+    loss = apply("softmax_cross_entropy", logits, labels)
+    if eps:  # the uniform part of the smoothed target: mean over rows and classes of -log p
+        uniform = mean(softmax_along(logits, -1, log=True))
+        loss = loss * (1.0 - eps) - uniform * eps
+    return _tag(loss, "softmax_cross_entropy", logits, labels)
 
 
 def _tag(t: Tensor, kind: str, prediction: Tensor, target: Tensor) -> Tensor:

@@ -198,3 +198,44 @@ def test_attention_at_256_positions_is_a_batched_product():
     np.testing.assert_allclose(m.predict(xs), w0.T @ xs, atol=1e-12)
     m.train_step(xs)
     np.testing.assert_allclose(w0 - m.get_weights()["w"], (xs @ g.T).sum(0), atol=1e-12)
+
+
+@pytest.mark.parametrize("lead", [(), (3,)])
+def test_sparse_cross_entropy_label_smoothing(lead):
+    """torch's cross_entropy(z, y, label_smoothing=0.1) with integer labels: the target
+    (1 - e) onehot + e / C. Loss and the SGD step of the dense before it vs numpy float64
+    (1e-12) and torch 2.13 (classes moved to axis 1 for a sequence) where installed;
+    evaluate in blocks of 2 rows equals the whole; a bool or 1.5 is refused."""
+    rng = np.random.default_rng(9)
+    e = 0.1
+    x = gc.input("x", ("N", *lead, 4), dtype="f64")
+    y = gc.input("y", ("N", *lead), dtype="i32")
+    z = gc.dense(x, 5, name="d")
+    loss = gc.softmax_cross_entropy(z, y, label_smoothing=e)
+    m = gc.compile(z, loss, gc.SGD(lr=1.0), name=f"xls{len(lead)}")
+    xs = rng.normal(size=(7, *lead, 4))
+    ys = rng.integers(0, 5, size=(7, *lead)).astype(np.int32)
+    w = m.get_weights()
+    zr = (xs @ w["d.w"] + w["d.b"]).reshape(-1, 5)
+    ls = zr - zr.max(-1, keepdims=True)
+    ls = ls - np.log(np.exp(ls).sum(-1, keepdims=True))
+    q = (1 - e) * np.eye(5)[ys.reshape(-1)] + e / 5
+    want = -np.mean(np.sum(q * ls, -1))
+    dz = (np.exp(ls) - q) / len(zr)
+    assert m.evaluate(xs, ys, batch_size=2)["loss"] == pytest.approx(want, rel=1e-12)
+    assert m.train_step(xs, ys) == pytest.approx(want, rel=1e-12)
+    got = w["d.w"] - m.get_weights()["d.w"]
+    np.testing.assert_allclose(got, xs.reshape(-1, 4).T @ dz, atol=1e-12)
+    for bad in (True, 1.5, "0.1"):
+        with pytest.raises(gc.GraphcError, match="label_smoothing"):
+            gc.softmax_cross_entropy(z, y, label_smoothing=bad)
+    torch = pytest.importorskip("torch")
+    tz = torch.tensor(xs @ w["d.w"] + w["d.b"], requires_grad=True)
+    tl = torch.nn.functional.cross_entropy(
+        tz.movedim(-1, 1), torch.tensor(ys, dtype=torch.long), label_smoothing=e
+    )
+    tl.backward()
+    assert float(tl.detach()) == pytest.approx(want, rel=1e-12)
+    np.testing.assert_allclose(
+        got, xs.reshape(-1, 4).T @ tz.grad.numpy().reshape(-1, 5), atol=1e-12
+    )
