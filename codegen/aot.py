@@ -71,7 +71,8 @@ from .threads import thread_pool
 # header but NAME_graphc_meta is exported as NAME_f_abiV (abi_symbol) and the header maps
 # NAME_f to it, so a program built against another version's header finds none of its
 # functions (the dynamic linker's "undefined symbol": at load with -z now / LD_BIND_NOW, else
-# at its first call, before any buffer is read); graphc.load refuses another version by meta.
+# at its first call, before any buffer is read). graphc.load reads the version from the meta and
+# calls every version from 1 (unversioned names) to ABI_VERSION; it refuses a later one.
 ABI_VERSION = 2
 WEIGHTS_VERSION = 2  # 2: byte order and field width at 32
 WEIGHTS_MAGIC = b"GCWEIGHT"
@@ -612,9 +613,12 @@ def numerics_message(site: dict) -> str:
     )
 
 
-def abi_symbol(name: str, function: str) -> str:
-    """The exported symbol of the header's ``NAME_function`` (ABI_VERSION's note)."""
-    return f"{name}_{function}_abi{ABI_VERSION}"
+def abi_symbol(name: str, function: str, abi: int | None = None) -> str:
+    """The exported symbol of the header's ``NAME_function`` in C ABI version ``abi`` (this
+    graphc's ABI_VERSION by default; see its note): ``NAME_function_abiV``, or the plain
+    ``NAME_function`` of version 1, which had no version in its names."""
+    abi = ABI_VERSION if abi is None else abi
+    return f"{name}_{function}" if abi == 1 else f"{name}_{function}_abi{abi}"
 
 
 def _header_abi_names(plan: LibraryPlan) -> list[str]:

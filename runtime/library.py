@@ -175,12 +175,15 @@ class Library:
         meta_fn.restype = ctypes.c_char_p
         self.meta: dict = json.loads(meta_fn().decode())
         abi = self.meta.get("graphc_abi")
-        if abi != ABI_VERSION:
+        if type(abi) is not int or not 1 <= abi <= ABI_VERSION:
             raise ArgumentError(
                 f"load: {path!r} was built for graphc's C ABI version {abi} and this graphc "
-                f"calls version {ABI_VERSION} (its functions' names and prototypes differ): "
-                "export the model again with this graphc"
+                f"reads versions 1 to {ABI_VERSION}: load it with the graphc that exported it "
+                "(or a later one), or export the model again with this graphc"
             )
+        # version 1 (graphc before 446dcc8) has unversioned names; its prototypes are version
+        # 2's but for int32 / int64 outputs, whose dtype the meta gives (float32 before 897ed46)
+        self.abi: int = abi
         self.lr = float(self.meta["lr"])
         self._layouts: dict[tuple, int] = {}  # call layouts that passed the checks once
         self._last_x: np.ndarray | None = None  # predict's last x and its address
@@ -227,7 +230,7 @@ class Library:
         # a library exported with weights="file" starts with zero params: refused by predict
         # and train_step until weights are loaded or written (see _check_weights_given)
         self._weights_pending = not self.meta.get("embed") and self._params.nbytes > 0
-        rc = getattr(self._lib, abi_symbol(name, "init"))(ctypes.byref(self._ctx))
+        rc = getattr(self._lib, abi_symbol(name, "init", abi))(ctypes.byref(self._ctx))
         if rc == WEIGHTS_CODE and self.meta.get("embed"):
             raise ArgumentError(
                 f"load: the weights built into {path!r} fail their CRC-32 check: the library is "
@@ -253,14 +256,14 @@ class Library:
     def threads(self) -> int:
         """Threads the library splits its large GEMMs over (``NAME_set_num_threads``; 1 by
         default, the same bits for any count)."""
-        fn = getattr(self._lib, abi_symbol(self.name, "get_num_threads"), None)
+        fn = getattr(self._lib, abi_symbol(self.name, "get_num_threads", self.abi), None)
         return int(fn()) if fn is not None else 1
 
     @threads.setter
     def threads(self, n: int) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ArgumentError(f"threads must be a positive int, got {n!r}")
-        fn = getattr(self._lib, abi_symbol(self.name, "set_num_threads"), None)
+        fn = getattr(self._lib, abi_symbol(self.name, "set_num_threads", self.abi), None)
         if fn is None:
             raise ArgumentError(
                 f"{self.path!r} has no {self.name}_set_num_threads (made by an "
@@ -273,7 +276,7 @@ class Library:
     # ------------------------------------------------------------------ plumbing
 
     def _call(self, fn: str, *args: Any) -> None:
-        rc = getattr(self._lib, abi_symbol(self.name, fn))(*args)
+        rc = getattr(self._lib, abi_symbol(self.name, fn, self.abi))(*args)
         if rc != 0:
             raise self._error(fn, rc)
 
@@ -294,7 +297,7 @@ class Library:
 
     def _workspace(self, n: int) -> None:
         if n > self._ws_rows:
-            size = self._lib[abi_symbol(self.name, "workspace_size")]
+            size = self._lib[abi_symbol(self.name, "workspace_size", self.abi)]
             size.restype, size.argtypes = ctypes.c_int64, [ctypes.c_int64]
             nbytes = int(size(n))
             self._ws = aligned_empty(max(nbytes, 1), what=f"{self.name}'s workspace", rows=n)
@@ -380,7 +383,7 @@ class Library:
         fn = self._fns.get(entry)
         if fn is None:
             e = self._entry(entry)
-            fn = self._lib[abi_symbol(self.name, entry)]
+            fn = self._lib[abi_symbol(self.name, entry, self.abi)]
             fn.restype = ctypes.c_int
             types = [ctypes.c_void_p, ctypes.c_int64]
             types += [ctypes.c_void_p, ctypes.c_int64] * len(e["inputs"])
@@ -690,7 +693,7 @@ class Library:
         Raises:
             CheckpointError: the file is missing or rejected (size, header or checksum).
         """
-        fn = self._lib[abi_symbol(self.name, "load_weights")]
+        fn = self._lib[abi_symbol(self.name, "load_weights", self.abi)]
         rc = fn(ctypes.byref(self._ctx), os.fsencode(path))
         if rc != 0:
             raise CheckpointError(f"{path}: {ERROR_NAMES.get(rc, 'unknown')} (code {rc})")

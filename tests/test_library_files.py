@@ -198,3 +198,45 @@ def test_file_weights_library_refuses_to_run_on_zero_params(tmp_path) -> None:
     np.testing.assert_allclose(
         gc.load(res.library, weights=res.weights).predict(xs), want, rtol=1e-5, atol=1e-6
     )
+
+
+def test_a_library_of_abi_1_still_loads_and_a_later_one_is_refused(tmp_path, monkeypatch) -> None:
+    """graphc before 446dcc8 exported C ABI 1: NAME_infer etc. without the version in their
+    names. Its prototypes equal version 2's for float outputs (the meta gives any other output's
+    dtype), so gc.load calls a version-1 library by the plain names (review rvG 1); only a
+    version this graphc cannot read (a later one) is refused, naming both. The ABI-1 library is
+    made by this graphc exporting at version 1 (symbols and meta as graphc@a883aa2 wrote)."""
+    import ctypes
+
+    x, t = gc.input("x", ("N", 4)), gc.input("t", ("N", 2))
+    o = gc.dense(x, 2, name="fc")
+    m = gc.compile(o, gc.mean_squared_error(o, t), gc.SGD(lr=0.1), name="old")
+    rng = np.random.default_rng(3)
+    xs = rng.standard_normal((5, 4)).astype(np.float32)
+    ts = rng.standard_normal((5, 2)).astype(np.float32)
+    w = {k: v.astype(np.float64) for k, v in m.params.items()}
+    path = str(tmp_path / "libold.so")
+    with monkeypatch.context() as patch:
+        patch.setattr("graphc.codegen.aot.ABI_VERSION", 1)
+        m.export(path)
+    lib = ctypes.CDLL(path)  # what an ABI-1 library exports
+    assert hasattr(lib, "old_infer") and hasattr(lib, "old_train_step")
+    assert not hasattr(lib, "old_infer_abi2")
+    old = gc.load(path)
+    assert old.meta["graphc_abi"] == 1
+    y = xs @ w["fc.w"] + w["fc.b"]  # numpy float64: predict, then one SGD step's loss
+    np.testing.assert_allclose(old.predict(xs), y, rtol=1e-5, atol=1e-6)
+    loss = old.train_step(xs, ts)
+    np.testing.assert_allclose(loss, np.mean((y - ts) ** 2), rtol=1e-5)
+    grad_w = xs.T.astype(np.float64) @ (2 * (y - ts) / y.size)
+    np.testing.assert_allclose(old.params["fc.w"], w["fc.w"] - 0.1 * grad_w, rtol=1e-5, atol=1e-6)
+    old.threads = 2
+    assert old.threads == 2
+    later = str(tmp_path / "liblater.so")
+    with monkeypatch.context() as patch:  # a library of a later graphc: names it and this one's
+        patch.setattr("graphc.codegen.aot.ABI_VERSION", 3)
+        m.export(later)
+    with pytest.raises(
+        gc.ArgumentError, match="C ABI version 3 and this graphc reads versions 1 to 2"
+    ):
+        gc.load(later)
