@@ -1525,9 +1525,14 @@ class Model:
                 ranks of ``mpirun -np K python script.py``, every rank calling ``fit`` with
                 the same data and arguments; the trajectory is the one-process one with the
                 same ``batch_size`` (the global batch, split over the ranks), and only rank 0
-                prints. Batch callbacks, the non-finite stop and Ctrl-C act as below, on every
-                rank at the same step (a stop request from any rank, SIGINT or the SIGTERM
-                mpirun sends when interrupted, rolls the unfinished epoch back everywhere).
+                prints. Callbacks may differ between ranks: rank 0's decide (its lr, weights
+                and optimizer state reach every rank after each epoch's start, each step's
+                batch callbacks (lr) and the training's end), and only rank 0 prints or
+                writes their files. The loss must be a mean over the rows (plus terms of no
+                row; DistributedError otherwise, as for batch_norm). Batch callbacks, the
+                non-finite stop and Ctrl-C act as below, on every rank at the same step (a
+                stop request from any rank, SIGINT or the SIGTERM mpirun sends when
+                interrupted, rolls the unfinished epoch back everywhere).
                 Unless threads were chosen (``threads=``, ``GRAPHC_THREADS``), each rank runs
                 its cores / the ranks sharing them threads during fit. See
                 graphc.runtime.distributed. Needs Open MPI and mpi4py
