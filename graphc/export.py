@@ -310,8 +310,29 @@ def export_model(
             else os.path.join(os.path.dirname(out), f"{name}.weights")
         )
         files.append((wpath, aot.weights_file_bytes(plan, params), 0o644))
+    _refuse_one_path_twice(out, files, ("library", "header", "weights file"))
     write_all_or_nothing(files)
     return ExportResult(out, hpath, wpath, plan=plan)
+
+
+def _refuse_one_path_twice(
+    out: str, files: list[tuple[str, bytes, int]], roles: tuple[str, ...]
+) -> None:
+    """Refuse an export whose files would land on one path (``export("iris.h")``: the header
+    would replace the library written there), before anything is written.
+
+    Raises:
+        ArgumentError: two of ``files`` have one path, naming their ``roles`` and the path.
+    """
+    seen: dict[str, str] = {}
+    for (p, _, _), role in zip(files, roles, strict=False):
+        if p in seen:
+            raise ArgumentError(
+                f"export {out!r}: the {seen[p]} and the {role} would both be written to {p!r}; "
+                "name the library libNAME.so (its header NAME.h goes beside it), or give the "
+                "header or weights another path; nothing was written"
+            )
+        seen[p] = role
 
 
 def os_error_text(e: OSError) -> str:

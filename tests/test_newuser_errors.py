@@ -236,3 +236,24 @@ def test_dump_takes_dim_for_an_onnx_file_with_a_symbolic_sequence(tmp_path, caps
     assert "graphc compile (or dump) --dim seq=SIZE" in capsys.readouterr().err
     assert main(["dump", path, "--stage", "forward", "--dim", "seq=5"]) == 0
     assert "x: f32[N,5,4]" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("lib", "kw", "roles"),
+    [
+        ("nu.h", {}, "library and the header"),  # the header's name given as the library's
+        ("nu.weights", {"weights": "file"}, "library and the weights file"),
+        ("libnu.so", {"header": "libnu.so"}, "library and the header"),
+    ],
+)
+def test_export_refuses_two_of_its_files_on_one_path(tmp_path, lib, kw, roles) -> None:
+    """export("iris.h") wrote the library to iris.h, then the header over it."""
+    logits, loss = classifier()
+    m = gc.compile(logits, loss, gc.SGD(lr=0.1), name="nu")
+    target = tmp_path / lib
+    target.write_bytes(b"the user's file")
+    kw = {k: str(tmp_path / v) if k == "header" else v for k, v in kw.items()}
+    with pytest.raises(ArgumentError, match=rf"the {roles} would both be written to .*{lib}"):
+        m.export(str(target), **kw)
+    assert target.read_bytes() == b"the user's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [lib]
