@@ -213,15 +213,7 @@ def abort_when_uncaught(MPI: Any) -> None:
 
     def hook(kind: Any, value: Any, tb: Any) -> None:
         previous(kind, value, tb)
-        world_ = MPI.COMM_WORLD
-        r, k = world_.Get_rank(), world_.Get_size()
-        print(
-            f"graphc: rank {r} of {k} ended with an uncaught {kind.__name__}; calling "
-            f"MPI_Abort to end all {k} ranks",
-            file=sys.stderr,
-            flush=True,
-        )
-        world_.Abort(1)
+        _abort(MPI.COMM_WORLD, f"ended with an uncaught {kind.__name__};")
 
     sys.excepthook = hook
 
@@ -298,17 +290,22 @@ def abort_on_error(comm: Any, what: str) -> Any:
         except BaseException as e:  # any failure must end the whole job
             if isinstance(e, SystemExit) and not e.code:
                 raise
-            r, k = comm.Get_rank(), comm.Get_size()
-            print(
-                f"graphc: rank {r} of {k} failed in {what}: {type(e).__name__}: {e}\n"
-                f"{traceback.format_exc()}graphc: calling MPI_Abort to end all {k} ranks",
-                file=sys.stderr,
-                flush=True,
-            )
-            comm.Abort(1)
+            why = f"failed in {what}: {type(e).__name__}: {e}\n{traceback.format_exc()}graphc:"
+            _abort(comm, why)
             raise
 
     return guard()
+
+
+def _abort(comm: Any, why: str) -> None:
+    """Print "graphc: rank r of K WHY; calling MPI_Abort ..." to stderr and end every rank."""
+    r, k = comm.Get_rank(), comm.Get_size()
+    print(
+        f"graphc: rank {r} of {k} {why} calling MPI_Abort to end all {k} ranks",
+        file=sys.stderr,
+        flush=True,
+    )
+    comm.Abort(1)
 
 
 REDUCE_MODES = ("auto", "window", "allreduce")
