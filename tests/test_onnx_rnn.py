@@ -233,6 +233,7 @@ def test_rnn_nodes_match_onnxruntime() -> None:
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "onnx")
 TORCH_MODULES = ["lstm2bi", "gru2sf", "rnnrelu", "lstminit", "grucls", "lstmpack"]
+TORCH_MODULES += ["lstmstate", "grustate"]  # h_n, c_n [L * D, N, H] as graph outputs
 TORCH_FILES = [f"rnn_ts_{n}_14" for n in TORCH_MODULES]
 TORCH_FILES += [f"rnn_dyn_{n}_18" for n in TORCH_MODULES if n != "lstmpack"]
 

@@ -8,7 +8,8 @@ torch writes ONNX LSTM / GRU / RNN nodes in layout 0 ([T, N, C]) between Transpo
 initial states as ConstantOfShape([layers * directions, N, H]): graphc's importer follows N
 through layout views (graphc/onnx_layout.py, graphc/onnx_import_rnn.py).
 
-Every module takes [N, T, C] and returns values that lead with N (graphc's outputs do).
+Every module takes [N, T, C]; its outputs lead with N but State's final states h_n, c_n
+[layers * directions, N, H] (graphc returns them in that layout: Model.output_batch_axes).
 Run with a Python that has torch, onnx and onnxscript (the dynamo exporter's):
 ``python tests/data/onnx/export_torch_rnn.py [NAME...]``.
 """
@@ -63,6 +64,19 @@ class Cls(torch.nn.Module):
         return self.head(y[:, -1])
 
 
+class State(torch.nn.Module):
+    """``kind`` (batch first) returning its output and its final states as torch gives them:
+    h_n (and an LSTM's c_n) [layers * directions, N, H], the batch axis second."""
+
+    def __init__(self, kind, **kw):
+        super().__init__()
+        self.rnn = getattr(torch.nn, kind)(C, H, batch_first=True, **kw)
+
+    def forward(self, x):
+        y, h = self.rnn(x)
+        return (y, *h) if isinstance(h, tuple) else (y, h)
+
+
 class Packed(torch.nn.Module):
     """An LSTM over a padded batch (lengths [N], int64, in decreasing order): torch writes the
     lengths as the node's sequence_lens; Y past a row's length is 0, h its state there."""
@@ -86,7 +100,12 @@ def modules():
         "lstminit": (Init(), ("x", "h0", "c0"), ("y", "h", "c")),
         "grucls": (Cls(), ("x",), ("logits",)),
         "lstmpack": (Packed(), ("x", "lens"), ("y", "h")),
+        "lstmstate": (State("LSTM", num_layers=2, bidirectional=True), ("x",), ("y", "h", "c")),
+        "grustate": (State("GRU"), ("x",), ("y", "h")),
     }
+
+
+STATE_OUTPUTS = {"lstmstate": ("h", "c"), "grustate": ("h",)}  # N at axis 1
 
 
 def main(names):
@@ -106,7 +125,7 @@ def main(names):
             os.path.join(HERE, f"rnn_ts_{name}_14.onnx"),
             input_names=list(ins),
             output_names=list(outs),
-            dynamic_axes={k: {0: "N"} for k in (*ins, *outs)},
+            dynamic_axes={k: {int(k in STATE_OUTPUTS.get(name, ())): "N"} for k in (*ins, *outs)},
             opset_version=14,
             dynamo=False,
         )
