@@ -159,12 +159,13 @@ def build_graphs(
     # gives one process's gradients (Model.gradients; the running statistics are left as
     # they are), but a rank's slice would normalize by its own rows' statistics
     build_split(prog, train_fwd, params, optimizer)
+    prog.loss_note = not_row_mean(train_fwd, loss_name)
     if state_updates:
         prog.ranks_note = (
             "its batch statistics (batch_norm) would be each rank's own, not the global batch's"
         )
     else:
-        prog.ranks_note = not_row_mean(train_fwd, loss_name)
+        prog.ranks_note = prog.loss_note
     return prog
 
 

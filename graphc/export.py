@@ -12,6 +12,7 @@ import argparse
 import os
 import subprocess
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,10 +35,16 @@ from graphc.runtime.checkpoint import check_file_name
 from graphc.runtime.parallel import in_turn_of_first
 
 from .compiler import SPLIT_ENTRIES, Program, compile_program
+from .dsl import _user_stacklevel
 
 EMITS = ("so", "obj", "a", "llvm", "asm")
 EMIT_SUFFIXES = {".so": "so", ".o": "obj", ".a": "a", ".ll": "llvm", ".s": "asm"}
 WEIGHTS_MODES = ("embed", "file")
+
+
+class SplitEntriesWarning(UserWarning):
+    """A library's train_grads / apply_update were exported for a model whose loss is no mean
+    over the batch's rows: right in one process, not for data-parallel training."""
 
 
 @dataclass
@@ -198,6 +205,7 @@ def export_model(
     if entries is None:
         entries = ["infer"] + (["train_step"] if prog0.training is not None else [])
     entries = list(dict.fromkeys(entries))
+    loss_note = getattr(prog0, "loss_note", "")
     for e in entries:
         if e not in aot.PUBLIC_ENTRIES:
             raise ArgumentError(
@@ -211,11 +219,22 @@ def export_model(
             )
         if e in SPLIT_ENTRIES and not prog0.split:
             raise ArgumentError(f"--entry {e}: not compiled for this model ({prog0.split_note})")
-        if e in SPLIT_ENTRIES and getattr(prog0, "ranks_note", ""):
+        # batch statistics make the split entries wrong in one process too; a loss that is
+        # no row mean only across ranks (warned below)
+        if e in SPLIT_ENTRIES and (note := getattr(prog0, "ranks_note", "")) and note != loss_note:
             raise ArgumentError(
                 f"--entry {e}: this model's split step is for data-parallel training, which it "
                 f"cannot do: {prog0.ranks_note}"
             )
+    split = [e for e in entries if e in SPLIT_ENTRIES]
+    if split and loss_note:
+        warnings.warn(
+            f"{name}: {' and '.join(split)} give one process's step (train_grads with "
+            f"loss_scale 1, then apply_update, is train_step), but not data-parallel "
+            f"training's: {loss_note}",
+            SplitEntriesWarning,
+            stacklevel=_user_stacklevel(),
+        )
     if not entries:
         raise ArgumentError("--entry: give at least one of infer, train_step")
     if weights not in WEIGHTS_MODES:

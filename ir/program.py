@@ -66,6 +66,10 @@ class Program:
     # rows would give their own batch statistics): Model.gradients uses it, data-parallel
     # training refuses the model with this reason
     ranks_note: str = ""
+    # set when the loss is no mean over the batch's rows (graphc.compiler.not_row_mean): then
+    # ranks_note holds it too (data-parallel training refuses), while the split entries stay
+    # right in one process (train_grads with loss_scale 1, then apply_update, is train_step)
+    loss_note: str = ""
     # the passes' options schedule_program ran with (graphc.compiler.compile_split reuses them)
     disabled_passes: tuple[str, ...] = ()
     verify_each: bool = False

@@ -240,3 +240,43 @@ def test_a_library_of_abi_1_still_loads_and_a_later_one_is_refused(tmp_path, mon
         gc.ArgumentError, match="C ABI version 3 and this graphc reads versions 1 to 2"
     ):
         gc.load(later)
+
+
+def test_split_entries_of_a_loss_that_is_no_row_mean_export_for_one_process(tmp_path) -> None:
+    """A sum over rows (or RMSE) cannot train data-parallel, but in one process the library's
+    train_grads (loss_scale 1) then apply_update is train_step, as at e68b2fc: the export is
+    kept, with a SplitEntriesWarning naming the loss's node (review rvG 2; 169f0d4 refused
+    it). Checked against numpy float64: the sum loss and one SGD step; batch_norm's split
+    entries stay refused (wrong in one process too: tests/test_runtime_hardening.py)."""
+    import ctypes
+
+    from graphc.codegen.aot import abi_symbol
+    from graphc.export import SplitEntriesWarning
+
+    x, t = gc.input("x", ("N", 4)), gc.input("t", ("N", 2))
+    o = gc.dense(x, 2, name="fc")
+    m = gc.compile(o, gc.sum(gc.square(o - t)), gc.SGD(lr=0.05), name="sumloss")
+    path = str(tmp_path / "libsumloss.so")
+    with pytest.warns(SplitEntriesWarning, match=r"train_grads and apply_update.*\(sum '"):
+        m.export(path, entries="infer,train_grads,apply_update")
+    rng = np.random.default_rng(4)
+    xs = rng.standard_normal((6, 4)).astype(np.float32)
+    ts = rng.standard_normal((6, 2)).astype(np.float32)
+    w = {k: v.astype(np.float64) for k, v in m.params.items()}
+    lib = gc.load(path)
+    lib._workspace(len(xs))
+    fp, i64 = ctypes.POINTER(ctypes.c_float), ctypes.c_int64
+    grads = lib._lib[abi_symbol("sumloss", "train_grads")]
+    grads.argtypes = [ctypes.c_void_p, i64, fp, i64, fp, i64, ctypes.c_float, i64, fp]
+    update = lib._lib[abi_symbol("sumloss", "apply_update")]
+    update.argtypes = [ctypes.c_void_p, ctypes.c_float]
+    loss = ctypes.c_float()
+    rc = grads(lib._ctxp, 6, xs.ctypes.data_as(fp), xs.size, ts.ctypes.data_as(fp), ts.size,
+               1.0, 0, ctypes.byref(loss))  # fmt: skip
+    assert rc == 0 and update(lib._ctxp, 0.05) == 0
+    y = xs @ w["fc.w"] + w["fc.b"]
+    np.testing.assert_allclose(loss.value, np.sum((y - ts) ** 2), rtol=1e-5)
+    want = w["fc.w"] - 0.05 * xs.T.astype(np.float64) @ (2 * (y - ts))
+    np.testing.assert_allclose(lib.params["fc.w"], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lib.params["fc.b"], w["fc.b"] - 0.05 * 2 * (y - ts).sum(0),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
