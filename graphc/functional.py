@@ -256,16 +256,18 @@ _WHOLE = 1 << 62  # the length getitem gives the batch axis N to read a slice of
 
 def getitem(x: Tensor, key: Any) -> Tensor:
     """``x[key]`` with numpy's basic indexing: an int takes one position and drops the axis
-    (negative counts from the end), a slice with step 1 or -1 (Python's bounds; -1 reverses,
-    exact), ``...`` stands for the axes not named, ``None`` adds an axis of length 1. The batch
-    axis N is taken whole (``:``): ``out[:, -1]`` is an LSTM's last step, ``x[..., :3]`` the
-    first three features. A slice, a flip and a reshape (each only when needed).
+    (negative counts from the end), a slice with any nonzero step (Python's bounds; a negative
+    step reverses; exact), ``...`` stands for the axes not named, ``None`` adds an axis of
+    length 1. The batch axis N is taken whole (``:``): ``out[:, -1]`` is an LSTM's last step,
+    ``x[..., :3]`` the first three features, ``x[:, ::2]`` every other position. A slice, a
+    flip and a reshape (each only when needed), and per step other than 1 or -1 a pad, a
+    reshape and a slice (``_every``).
 
     Raises:
         ShapeError: more indices than axes, an int out of range, an empty slice, an index of
             the batch axis N other than the whole axis (``:``, ``0:``, ``::1``).
         ArgumentError: another kind of index (an array, a list, a Tensor, a bool, a slice
-            bound that is not an int, a step other than 1 or -1, two ``...``), on any axis.
+            bound that is not an int, a step of 0, two ``...``), on any axis.
     """
     keys = key if isinstance(key, tuple) else (key,)
     rank = x.type.rank
@@ -278,6 +280,7 @@ def getitem(x: Tensor, key: Any) -> Tensor:
     at = next((i for i, k in enumerate(keys) if k is Ellipsis), len(keys))
     keys = (*keys[:at], *rest, *keys[at + 1 :])
     starts, ends, axes, flips, shape = [], [], [], [], []
+    strides: list[tuple[int, int]] = []  # (axis of the result, step) of steps other than +-1
 
     def batch_axis(axis: int) -> ShapeError:
         return ShapeError(
@@ -297,25 +300,29 @@ def getitem(x: Tensor, key: Any) -> Tensor:
             except (TypeError, ValueError) as e:  # a float bound, a step of 0
                 raise ArgumentError(
                     f"{x.name}[{key!r:.60}]: slice {k!r} of axis {axis} of {x.type}: its bounds "
-                    f"must be ints or None, the step 1 or -1 ({e})"
+                    f"must be ints or None, the step a nonzero int ({e})"
                 ) from None
             if d == "N":
                 if (lo, hi, step) != (0, _WHOLE, 1):
                     raise batch_axis(axis)
                 shape.append(d)
             else:
-                if step == -1:
-                    lo, hi = hi + 1, lo + 1
-                    flips.append(len(shape))
-                elif step != 1:
-                    raise ArgumentError(f"{x.name}[{key!r}]: slices with step 1 or -1 only")
-                if hi <= lo:
+                count = len(range(lo, hi, step))
+                if count == 0:
                     raise ShapeError(f"{x.name}[{key!r}]: axis {axis} of {x.type} sliced empty")
-                if (lo, hi) != (0, d):
+                # the block from the first to the last element taken, ascending; reversed
+                # for a negative step, then every |step|-th of it (``_every``)
+                span = (count - 1) * builtins.abs(step) + 1
+                lo = lo if step > 0 else lo + (count - 1) * step
+                if step < 0:
+                    flips.append(len(shape))
+                if builtins.abs(step) > 1 and count > 1:
+                    strides.append((len(shape), builtins.abs(step)))
+                if (lo, lo + span) != (0, d):
                     starts.append(lo)
-                    ends.append(hi)
+                    ends.append(lo + span)
                     axes.append(axis)
-                shape.append(hi - lo)
+                shape.append(span)
         else:
             # The key's kind first, on every axis: an array or a Tensor on N would otherwise
             # meet the N test (numpy's ambiguous truth value, or a misleading ShapeError).
@@ -335,7 +342,21 @@ def getitem(x: Tensor, key: Any) -> Tensor:
     y = slice(x, starts, ends, axes) if axes else x
     if tuple(shape) != tuple(y.shape):
         y = reshape(y, tuple(shape))
-    return flip(y, flips) if flips else y
+    y = flip(y, flips) if flips else y
+    for a, step in strides:
+        y = _every(y, a, step)
+    return y
+
+
+def _every(y: Tensor, a: int, step: int) -> Tensor:
+    """Elements 0, step, 2 step, .. of axis ``a`` of y, whose length is (count - 1) * step + 1:
+    padded to count * step, that axis split into [count, step], position 0 of the second
+    taken (exact: a pad, two reshapes and a slice; the pad's zeros are never read)."""
+    count = (int(y.shape[a]) - 1) // step + 1
+    y = apply("pad", y, axes=(a,), before=(0,), after=(step - 1,))
+    y = reshape(y, (*y.shape[:a], count, step, *y.shape[a + 1 :]))
+    y = slice(y, (0,), (1,), (a + 1,))
+    return reshape(y, (*y.shape[: a + 1], *y.shape[a + 2 :]))
 
 
 def flip(x: Tensor, axes: Iterable[int] | int) -> Tensor:
