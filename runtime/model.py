@@ -172,7 +172,7 @@ def declared_outputs(
         got[k] = np.ascontiguousarray(np.moveaxis(got[k], 0, axis))
     if not constants:
         return got
-    n = next((got[k].shape[0] for k, b in zip(names, batched) if b), 0)
+    n = next((a.shape[0] for a, b in zip(outs, batched) if b), 0)  # (before any axis moved)
     return {k: got[k] if k in got else constant_value(constants[k], n) for k in order}
 
 

@@ -97,6 +97,22 @@ def test_transposed_outputs_predict_save_to_onnx_and_export(tmp_path) -> None:
     gc.from_onnx(m, outputs=["r"]).compile().export(lib)
 
 
+def test_shape_of_a_moved_output_counts_the_batch() -> None:
+    """Shape(y) of y [5, N, 4] beside y: an output known at import whose N is predict's row
+    count, not y's first (moved) axis."""
+    m = _transposes()
+    m.graph.node.append(helper.make_node("Shape", ["y"], ["s"]))
+    del m.graph.output[1:]
+    m.graph.output.append(helper.make_tensor_value_info("s", TensorProto.INT64, [3]))
+    model = gc.from_onnx(m).compile()
+    x = np.random.default_rng(3).standard_normal((3, 5, 3)).astype(np.float32)
+    got = model.predict(x)
+    for k, w in zip(["y", "s"], _ort(m, {"x": x})):
+        assert got[k].shape == w.shape and got[k].dtype == w.dtype
+        np.testing.assert_allclose(got[k], w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got["s"], [5, 3, 4])
+
+
 def test_merged_batch_axis_output_still_refused() -> None:
     """N merged with another axis at a non-first axis ([5, N*4]) has no N-first form."""
     m = _transposes()
