@@ -94,6 +94,24 @@ def label_dtype_hint(a: np.ndarray) -> str:
     return ""
 
 
+def class_ids(name: str, a: np.ndarray) -> np.ndarray:
+    """The array for an i32 (class label) input ``name``: integers as they are, whole numbers
+    stored as floats (labels read from a CSV: 0.0, 1.0, 2.0) as int64, the same values; the
+    range is checked later, by the native entry.
+
+    Raises:
+        ArgumentError: anything else (fractions, NaN, strings, booleans), naming the input,
+            with ``label_dtype_hint``'s hint.
+    """
+    if np.issubdtype(a.dtype, np.integer):
+        return a
+    if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+        return a.astype(np.int64)
+    raise ArgumentError(
+        f"input {name!r} holds class labels: expected integers, got {a.dtype}" + label_dtype_hint(a)
+    )
+
+
 def _looks_one_hot(a: np.ndarray, columns: int) -> bool:
     """0/1 values with exactly one 1 in each row of ``columns``."""
     if a.size == 0 or a.dtype.kind not in "biuf":

@@ -38,7 +38,13 @@ from .checks import (
     label_error,
     param_value,
 )
-from .executable import COPY_OUTPUT_MAX, label_column, label_dtype_hint, shape_hint
+from .executable import (
+    COPY_OUTPUT_MAX,
+    class_ids,
+    label_column,
+    label_dtype_hint,
+    shape_hint,
+)
 from .parallel import own_lock, turned
 
 ERROR_NAMES = {code: msg for _, code, msg in ERRORS if code}
@@ -341,11 +347,8 @@ class Library:
                     + (label_dtype_hint(a) if p["dtype"] == "i32" else "")
                 )
             given = a.shape
-            if p["dtype"] == "i32" and not np.issubdtype(a.dtype, np.integer):
-                raise ArgumentError(
-                    f"input {p['name']!r} expects integers ({p['dtype']}), got {a.dtype}"
-                    + label_dtype_hint(a)
-                )
+            if p["dtype"] == "i32":  # whole-number floats as int64, as Model's calls take them
+                a = class_ids(p["name"], a)
             ax = p["shape"].index("N") if "N" in p["shape"] else None  # N need not lead
             rows = a.shape[ax] if ax is not None and a.ndim > ax else 0
             want = self._shape(p, rows)

@@ -49,8 +49,8 @@ from .executable import (
     Entry,
     EpochEntry,
     NonfiniteLoss,
+    class_ids,
     label_column,
-    label_dtype_hint,
     shape_hint,
 )
 from .parallel import (
@@ -852,18 +852,7 @@ class Model:
             if a.ndim == 0 and len(t.shape) > 0:
                 raise ArgumentError(f"input {name!r}: expected an array of {t}, got a scalar")
             if t.dtype == "i32":
-                if not np.issubdtype(a.dtype, np.integer):
-                    if (
-                        np.issubdtype(a.dtype, np.floating)
-                        and np.all(np.isfinite(a))
-                        and np.all(a == np.round(a))
-                    ):
-                        a = a.astype(np.int64)
-                    else:
-                        raise ArgumentError(
-                            f"input {name!r} holds class labels: expected integers, got {a.dtype}"
-                            + label_dtype_hint(a)
-                        )
+                a = class_ids(name, a)  # whole-number floats as int64
             elif not (
                 np.issubdtype(a.dtype, np.floating)
                 or np.issubdtype(a.dtype, np.integer)

@@ -257,3 +257,21 @@ def test_export_refuses_two_of_its_files_on_one_path(tmp_path, lib, kw, roles) -
         m.export(str(target), **kw)
     assert target.read_bytes() == b"the user's file"
     assert sorted(p.name for p in tmp_path.iterdir()) == [lib]
+
+
+def test_a_library_takes_whole_number_float_labels_as_the_model_does(tmp_path) -> None:
+    """Model.train_step took labels 0.0, 1.0, 2.0 (read from a CSV); the same call on its
+    exported library raised 'expects integers (i32), got float32'."""
+    logits, loss = classifier()
+    m = gc.compile(logits, loss, gc.SGD(lr=0.1), name="nu_lab")
+    m.export(str(tmp_path / "libnu_lab.so"))
+    rng = np.random.default_rng(3)
+    xs = rng.standard_normal((6, 4)).astype(np.float32)
+    ys = np.array([0, 2, 1, 1, 0, 2], np.int32)
+    as_ints, as_floats = (gc.load(str(tmp_path / "libnu_lab.so")) for _ in range(2))
+    want = as_ints.train_step(xs, ys)
+    assert as_floats.train_step(xs, ys.astype(np.float32)) == want == m.train_step(xs, ys)
+    for k in as_ints.params:
+        np.testing.assert_array_equal(as_floats.params[k], as_ints.params[k])
+    with pytest.raises(ArgumentError, match=r"'labels' holds class labels: .* not whole numbers"):
+        as_floats.train_step(xs, ys + 0.5)
