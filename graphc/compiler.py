@@ -19,7 +19,7 @@ from graphc.codegen.target import (
 )
 from graphc.ir.algorithms import ancestors
 from graphc.ir.autodiff import gradients
-from graphc.ir.batch import MIXED, batch_kinds, loss_is_row_mean
+from graphc.ir.batch import MIXED, ROWS, batch_kinds, loss_is_row_mean
 from graphc.ir.builder import Builder
 from graphc.ir.errors import GraphcError
 from graphc.ir.graph import Graph, make_node
@@ -185,7 +185,8 @@ def not_row_mean(g: Graph, loss: str) -> str:
         if n.name in needed and kinds[n.name] == MIXED
         and all(kinds[i] != MIXED for i in n.inputs)
     )  # fmt: skip
-    how = "a sum over them" if first.op == "sum" else "a function of them as a whole"
+    over_rows = first.op == "sum" and any(kinds[i] == ROWS for i in first.inputs)
+    how = "a sum over them" if over_rows else "a function of them as a whole"
     return (
         f"its loss {loss!r} is not a mean over the batch's rows ({first.op} {first.name!r} "
         f"makes it {how}), "

@@ -13,7 +13,8 @@ Kinds (rows are the symbolic batch dimension ``N``, at most one per type):
 - ``rows``: N is the leading axis and row i depends on row i of every input with N (and on
   ``const`` values) only, each such input having N leading.
 - ``mean``: no N axis; the mean over rows of a ``rows`` value, or an affine combination of such
-  means and ``const`` values (mean(a) + mean(b) = mean(a + b) over the same rows), so the mean
+  means and ``const`` values (mean(a) + mean(b) = mean(a + b) over the same rows; a sum, mean,
+  reshape, transpose, slice or product with a constant of a mean is one), so the mean
   over blocks weighted by their rows gives the whole batch's value (a loss such as
   ``softmax_cross_entropy`` or ``mean(square(p - y))`` plus a weight penalty).
 - ``mixed``: anything else, including every op this module does not know (the safe answer:
@@ -54,6 +55,8 @@ def _kind(n: Node, g: Graph, kinds: dict[str, str]) -> str:
         return ROWS if _leading(n.type) and kind in POINTWISE else MIXED
     if n.op == "size":  # counts rows: differs between blocks
         return MIXED
+    if MEAN in ins and (kind == "movement" or kind in POINTWISE or kind == "matmul"):
+        return _affine_of_means(n, ins, kind)
     if n.op in ("slice", "pad", "concat", "reverse", "permute"):
         # static bounds off the batch axis (the ops refuse N; permute keeps it): a row stays a row
         ok = all(k == ROWS and _leading(t) for k, t in zip(ins, types)) and _leading(n.type)
@@ -65,8 +68,6 @@ def _kind(n: Node, g: Graph, kinds: dict[str, str]) -> str:
         ok = ins == [ROWS] and _leading(n.type) and _leading(types[0])
         return ROWS if ok else MIXED
     if kind in POINTWISE or n.op == "transpose":
-        if MEAN in ins:
-            return _affine_of_means(n, ins)
         # rows operands must keep N as the output's leading axis (same rank: no broadcasting
         # that moves the batch axis), and the output must keep it first
         if not _leading(n.type):
@@ -100,6 +101,8 @@ def _kind(n: Node, g: Graph, kinds: dict[str, str]) -> str:
             return ROWS
         if x == ROWS and n.op == "mean" and not n.type.is_batched:
             return MEAN
+        if x == MEAN and n.op in ("sum", "mean"):
+            return MEAN  # over axes of a value with no N: linear in the means
         return MIXED
     if kind == "rowwise":
         if n.op in ("softmax", "log_softmax") and ins == [ROWS] and len(types[0].shape) >= 2:
@@ -110,19 +113,21 @@ def _kind(n: Node, g: Graph, kinds: dict[str, str]) -> str:
     return MIXED
 
 
-def _affine_of_means(n: Node, ins: list[str]) -> str:
-    """An elementwise node with a ``mean`` operand: ``mean`` when it is affine in the means."""
+def _affine_of_means(n: Node, ins: list[str], kind: str | None) -> str:
+    """A node with a ``mean`` operand (elementwise, data movement or a product): ``mean`` when
+    it is affine in the means, so the row-weighted mean of the blocks' values is the whole
+    batch's value."""
     if n.type.is_batched:
         return MIXED
+    if kind == "movement" and all(k in (MEAN, CONST) for k in ins):
+        return MEAN  # each element a copy of an operand's element or a constant (pad's value)
     if n.op in ("add", "sub") and all(k in (MEAN, CONST) for k in ins):
         return MEAN
     if n.op == "neg":
         return MEAN
-    if n.op == "mul" and sorted(ins) == [CONST, MEAN]:
-        return MEAN
+    if (n.op == "mul" or kind == "matmul") and sorted(ins) == [CONST, MEAN]:
+        return MEAN  # linear in the mean operand
     if n.op == "div" and ins == [MEAN, CONST]:
-        return MEAN
-    if n.op == "reshape" and ins == [MEAN]:
         return MEAN
     return MIXED
 

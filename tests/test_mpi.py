@@ -712,6 +712,56 @@ def test_losses_that_are_no_row_mean_refuse_data_parallel():
         assert build(f"rowmean_{case}", loss_of, body).program.ranks_note == "", case
 
 
+def test_losses_that_are_reductions_of_row_means_train_data_parallel():
+    """A sum, mean, reshape or constant product of a mean over rows is still one (linear in
+    the per-row losses): torch's mse_loss(reduction='none').mean(0).sum(), mean of a mean, a
+    reshape of a keepdims mean were refused by 169f0d4 (review rvG 3). Each has an empty
+    ranks_note, and the gradients of 3 + 4 rows with loss_scale b / B, summed as the ranks'
+    all-reduce sums them, equal the 7 rows' (no mpirun: SplitStep in one process); the loss
+    equals numpy float64's. A max of the column means stays refused."""
+    from graphc.runtime.distributed import SplitStep
+
+    wts = np.array([[0.25], [2.0]], np.float32)
+    cases = {
+        "mean_mean": (lambda s: gc.mean(gc.mean(s, axes=0)), lambda s: s.mean(0).mean()),
+        "sum_colmeans": (lambda s: gc.sum(gc.mean(s, axes=0)), lambda s: s.mean(0).sum()),
+        "keep_reshape": (
+            lambda s: gc.reshape(gc.mean(s, axes=(0, 1), keepdims=True), ()),
+            lambda s: s.mean(),
+        ),
+        "weighted": (
+            lambda s: gc.reshape(gc.mean(s, axes=0, keepdims=True) @ gc.constant(wts), ()),
+            lambda s: (s.mean(0) @ wts.astype(np.float64))[0],
+        ),
+    }
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, 4)).astype(np.float32)
+    t = rng.standard_normal((7, 2)).astype(np.float32)
+    for case, (loss_of, numpy_loss) in cases.items():
+        xi, ti = gc.input("x", ("N", 4)), gc.input("t", ("N", 2))
+        o = gc.dense(xi, 2, name="fc")
+        m = gc.compile(o, loss_of(gc.square(o - ti)), gc.SGD(lr=0.1), name=f"rm2_{case}")
+        assert m.program.ranks_note == "", (case, m.program.ranks_note)
+        w = {k: v.astype(np.float64) for k, v in m.params.items()}
+        y = x @ w["fc.w"] + w["fc.b"]
+        s = SplitStep(m, 7)  # no dropout: no row0
+        s.scale[...] = 1.0
+        loss = s.grads(s.arrays({"x": x, "t": t}), 7)[0]
+        np.testing.assert_allclose(float(loss), numpy_loss((y - t) ** 2), rtol=1e-5, err_msg=case)
+        full = s.grad.copy()
+        total = np.zeros_like(full)
+        for lo, hi in ((0, 3), (3, 7)):
+            s.scale[...] = (hi - lo) / 7
+            s.grads(s.arrays({"x": x[lo:hi], "t": t[lo:hi]}), hi - lo)
+            total += s.grad
+        np.testing.assert_allclose(total, full, rtol=1e-5, atol=1e-7, err_msg=case)
+    xi, ti = gc.input("x", ("N", 4)), gc.input("t", ("N", 2))
+    o = gc.dense(xi, 2, name="fc")
+    worst = gc.max(gc.mean(gc.square(o - ti), axes=0))  # not linear: refused
+    m = gc.compile(o, worst, gc.SGD(lr=0.1), name="rm2_max")
+    assert "(max '" in m.program.ranks_note and "a function of them" in m.program.ranks_note
+
+
 @need_mpi
 def test_callbacks_on_some_ranks_act_as_on_rank_0(tmp_path):
     """Horovod's custom puts callbacks on rank 0 only, and a callback may change lr or the
