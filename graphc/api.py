@@ -172,6 +172,7 @@ def check_optimizer(optimizer: Any) -> None:
 
 # Keras's loss names -> graphc's: Keras's sparse and categorical cross-entropies take
 # probabilities unless from_logits=True; graphc's take the logits (no softmax layer before)
+# Keras's loss names -> graphc's; the cross-entropies of logits are Keras's with from_logits=True
 _KERAS_LOSSES = {
     "sparse_categorical_crossentropy": "softmax_cross_entropy",
     "categorical_crossentropy": "categorical_cross_entropy",
@@ -179,14 +180,23 @@ _KERAS_LOSSES = {
     "mse": "mean_squared_error",
     "mae": "mean_absolute_error",
 }
+_KERAS_FROM_LOGITS = (
+    "sparse_categorical_crossentropy",
+    "categorical_crossentropy",
+    "binary_crossentropy",
+)
 
 
 def _loss_hint(loss: Any) -> str:
-    """`` (did you mean ...)`` for a misspelled or Keras-named loss, else ''."""
+    """`` (did you mean ...)`` for a misspelled or Keras-named loss, else ''. Only Keras's
+    cross-entropies have from_logits; its regression losses (mse, mae) are named alone."""
     if not isinstance(loss, str):
         return ""
-    if loss.lower() in _KERAS_LOSSES:
-        meant = _KERAS_LOSSES[loss.lower()]
+    keras = loss.lower()
+    if keras in _KERAS_FROM_LOGITS:
+        meant = _KERAS_LOSSES[keras]
         return f" (Keras's {loss!r} with from_logits=True is graphc's {meant!r}: the network ends in logits)"
+    if keras in _KERAS_LOSSES:
+        return f" (Keras's {loss!r} is graphc's {_KERAS_LOSSES[keras]!r})"
     close = difflib.get_close_matches(loss, list(dsl.LOSSES), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -75,8 +75,11 @@ def test_compile_sequential_names_graphcs_loss_for_a_keras_name_or_a_typo() -> N
         gc.GraphcError, match=r"from_logits=True is graphc's 'softmax_cross_entropy'"
     ):
         gc.compile_sequential(net(), (4,), "sparse_categorical_crossentropy")
-    with pytest.raises(gc.GraphcError, match=r"'mse'.*graphc's 'mean_squared_error'"):
-        gc.compile_sequential(net(), (4,), "mse")
+    for keras, ours in (("mse", "mean_squared_error"), ("MAE", "mean_absolute_error")):
+        with pytest.raises(gc.GraphcError) as err:  # Keras's regression losses take no logits
+            gc.compile_sequential(net(), (4,), keras)
+        assert f"(Keras's {keras!r} is graphc's {ours!r})" in str(err.value)
+        assert "logits" not in str(err.value), str(err.value)
     with pytest.raises(gc.GraphcError, match=r"did you mean 'softmax_cross_entropy'\?"):
         gc.compile_sequential(net(), (4,), "softmax_cross_entrpy")
 
