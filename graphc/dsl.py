@@ -387,6 +387,10 @@ def dtype_name(dtype: Any) -> str:
 
 
 def _source(op: str, name: str, shape: Iterable, dtype: str, attrs: dict | None = None) -> Tensor:
+    if not isinstance(name, str) and isinstance(shape, str):  # gc.input(("N", 4), "x")
+        raise GraphcError(
+            f"{op}: the name comes first, then the shape: gc.{op}({shape!r}, {name!r})"
+        )
     if not isinstance(name, str) or not name.replace("_", "a").replace(".", "a").isalnum():
         raise GraphcError(f"{op} name {name!r}: use letters, digits, '_' and '.'")
     if isinstance(shape, int) or not isinstance(shape, Iterable):

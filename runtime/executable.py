@@ -94,6 +94,15 @@ def label_dtype_hint(a: np.ndarray) -> str:
     return ""
 
 
+def number_dtype_hint(a: np.ndarray) -> str:
+    """A hint for a float input (features, targets) given booleans, which numpy does not
+    count as numbers (``y == "malignant"`` for binary_cross_entropy's 0/1 targets); ``""``
+    for any other dtype."""
+    if a.dtype.kind == "b":
+        return " (booleans: pass a.astype(np.float32), False and True as 0 and 1)"
+    return ""
+
+
 def class_ids(name: str, a: np.ndarray) -> np.ndarray:
     """The array for an i32 (class label) input ``name``: integers as they are, whole numbers
     stored as floats (labels read from a CSV: 0.0, 1.0, 2.0) as int64, the same values; the

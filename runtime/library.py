@@ -43,6 +43,7 @@ from .executable import (
     class_ids,
     label_column,
     label_dtype_hint,
+    number_dtype_hint,
     shape_hint,
 )
 from .parallel import own_lock, turned
@@ -112,6 +113,24 @@ class _Ctx(ctypes.Structure):
         ("workspace", ctypes.c_void_p),
         ("workspace_bytes", ctypes.c_int64),
     ]
+
+
+def _zip_hint(path: str) -> str:
+    """A hint when ``path`` is a zip archive (a checkpoint from model.save or a model file
+    from save_model), which a library's load_weights cannot read; ``""`` otherwise."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return ""
+    if head != b"PK\x03\x04":
+        return ""
+    return (
+        "; it is a zip archive, a graphc checkpoint (model.save) or model file (save_model): "
+        "a library reads the weights files that export(..., weights='file'), "
+        "Library.weights_file_bytes and NAME_write_weights write; to move a Model's weights "
+        "into it, lib.set_weights(model.get_weights())"
+    )
 
 
 class Library:
@@ -344,7 +363,7 @@ class Library:
             if a.dtype.kind not in "iuf":  # no bool, complex, object or string arrays
                 raise ArgumentError(
                     f"input {p['name']!r} expects numbers ({p['dtype']}), got dtype {a.dtype}"
-                    + (label_dtype_hint(a) if p["dtype"] == "i32" else "")
+                    + (label_dtype_hint(a) if p["dtype"] == "i32" else number_dtype_hint(a))
                 )
             given = a.shape
             if p["dtype"] == "i32":  # whole-number floats as int64, as Model's calls take them
@@ -699,7 +718,9 @@ class Library:
         fn = self._lib[abi_symbol(self.name, "load_weights", self.abi)]
         rc = fn(ctypes.byref(self._ctx), os.fsencode(path))
         if rc != 0:
-            raise CheckpointError(f"{path}: {ERROR_NAMES.get(rc, 'unknown')} (code {rc})")
+            raise CheckpointError(
+                f"{path}: {ERROR_NAMES.get(rc, 'unknown')} (code {rc}){_zip_hint(path)}"
+            )
         self._weights_pending = False
 
     @turned

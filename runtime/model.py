@@ -51,6 +51,7 @@ from .executable import (
     NonfiniteLoss,
     class_ids,
     label_column,
+    number_dtype_hint,
     shape_hint,
 )
 from .parallel import (
@@ -858,7 +859,10 @@ class Model:
                 or np.issubdtype(a.dtype, np.integer)
                 or (a.dtype == np.bool_ and name in self.bool_inputs)  # read as 0 and 1
             ):
-                raise ArgumentError(f"input {name!r} expects numbers ({t}), got dtype {a.dtype}")
+                raise ArgumentError(
+                    f"input {name!r} expects numbers ({t}), got dtype {a.dtype}"
+                    + number_dtype_hint(a)
+                )
             ax = t.shape.index(BATCH) if t.is_batched else None  # N need not lead: (3, "N")
             rows = a.shape[ax] if ax is not None and a.ndim > ax else None
             want = t.concrete(rows if rows is not None else 0)

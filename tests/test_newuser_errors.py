@@ -278,3 +278,31 @@ def test_a_library_takes_whole_number_float_labels_as_the_model_does(tmp_path) -
         np.testing.assert_array_equal(as_floats.params[k], as_ints.params[k])
     with pytest.raises(ArgumentError, match=r"'labels' holds class labels: .* not whole numbers"):
         as_floats.train_step(xs, ys + 0.5)
+
+
+def test_boolean_targets_and_swapped_input_arguments_name_the_fix(tmp_path) -> None:
+    x = gc.input("x", ("N", 4))
+    t = gc.input("t", ("N", 1))
+    logit = gc.dense(x, 1)
+    m = gc.compile(logit, gc.binary_cross_entropy(logit, t), gc.SGD(lr=0.1), name="nu_bool")
+    xs = np.ones((4, 4), np.float32)
+    ts = np.array([True, False, True, True])
+    lib = gc.load(m.export(str(tmp_path / "libnu_bool.so")).library)
+    for call in (lambda: m.train_step(xs, ts), lambda: lib.train_step(xs, ts)):
+        with pytest.raises(ArgumentError, match=r"got dtype bool \(booleans: pass a\.astype"):
+            call()
+    assert np.isfinite(m.train_step(xs, ts.astype(np.float32)))
+    with pytest.raises(gc.GraphcError, match=r"the name comes first.*gc\.input\('x', \('N', 4\)\)"):
+        gc.input(("N", 4), "x")
+
+
+def test_a_checkpoint_given_to_a_librarys_load_weights_is_named(tmp_path) -> None:
+    logits, loss = classifier()
+    m = gc.compile(logits, loss, gc.SGD(lr=0.1), name="nu_w")
+    lib = gc.load(m.export(str(tmp_path / "libnu_w.so")).library)
+    m.save(str(tmp_path / "ck.npz"))
+    with pytest.raises(gc.CheckpointError, match=r"zip archive, a graphc checkpoint .*set_weights"):
+        lib.load_weights(str(tmp_path / "ck.npz"))
+    lib.set_weights(m.get_weights())  # the way the message gives
+    xs = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(lib.predict(xs), m.predict(xs))
