@@ -216,6 +216,90 @@ def abort_when_uncaught(MPI: Any) -> None:
         _abort(MPI.COMM_WORLD, f"ended with an uncaught {kind.__name__};")
 
     sys.excepthook = hook
+    _note_exit(MPI)
+
+
+def _note_exit(MPI: Any) -> None:
+    """Once per process: _announce_exit at exit (registered after mpi4py's ``MPI_Finalize``
+    handler, so it runs before it)."""
+    if _NOTED:
+        return
+    import atexit
+
+    _NOTED.append(True)
+    atexit.register(_announce_exit, MPI)
+
+
+_NOTED: list[bool] = []
+_ANNOUNCED: list[bool] = []  # this rank's exit note went out (once: _free_kept sends it too)
+
+
+EXIT_TAG = 0x67C0  # the tag of a rank's exit note (_announce_exit)
+STALL_WARN = 60.0  # seconds a rank waits for the others to enter fit before it says so
+
+
+def _announce_exit(MPI: Any) -> None:
+    """At this rank's normal exit (atexit, before mpi4py's ``MPI_Finalize``): a one-byte note
+    to every other rank of ``MPI_COMM_WORLD`` (eager sends: they complete here, received or
+    not). A rank waiting for the others to enter ``fit`` (enter_fit) reads it: a script whose
+    ranks call fit a different number of times ends with a clear error instead of waiting
+    forever (the others sit in ``MPI_Finalize``)."""
+    try:
+        if _ANNOUNCED or not MPI.Is_initialized() or MPI.Is_finalized():
+            return
+        _ANNOUNCED.append(True)
+        w = MPI.COMM_WORLD
+        note = np.zeros(1, np.uint8)
+        me = w.Get_rank()
+        others = [j for j in range(w.Get_size()) if j != me]
+        MPI.Request.Waitall([w.Isend([note, MPI.BYTE], dest=j, tag=EXIT_TAG) for j in others])
+    except Exception:  # at exit: nothing more to do
+        pass
+
+
+def enter_fit(comm: Any) -> None:
+    """Wait until every rank of ``comm`` has entered ``fit`` (a nonblocking barrier, polled):
+    a rank of ``comm`` that ended its script instead (its exit note, _announce_exit) raises
+    DistributedError here, and a wait longer than STALL_WARN seconds is logged once (Horovod's
+    stall warning), naming the likely causes. The first ~2 ms spin; then 1 ms naps.
+
+    Raises:
+        DistributedError: a rank of ``comm`` exited without entering this fit.
+    """
+    from mpi4py import MPI
+
+    _note_exit(MPI)
+    req = comm.Ibarrier()
+    if req.Test():
+        return
+    world = MPI.COMM_WORLD
+    mine, whole = comm.Get_group(), world.Get_group()
+    try:
+        members = MPI.Group.Translate_ranks(mine, list(range(comm.Get_size())), whole)
+    finally:
+        mine.Free()
+        whole.Free()
+    others = [w for w in members if w not in (world.Get_rank(), MPI.UNDEFINED)]
+    t0 = time.perf_counter()
+    warned = False
+    while not req.Test():
+        waited = time.perf_counter() - t0
+        for w in others:
+            if world.Iprobe(source=w, tag=EXIT_TAG):
+                raise DistributedError(
+                    f"rank {comm.Get_rank()} of {comm.Get_size()} entered fit, but world rank {w} "
+                    f"ended its script without entering it: every rank must call fit (with the "
+                    f"same data and arguments) the same number of times"
+                )
+        if waited > STALL_WARN and not warned:
+            warned = True
+            log.warning(
+                "fit: rank %d of %d has waited %.0f s for the other ranks to enter fit: a rank "
+                "that calls fit fewer times, or is stuck before it, stalls the job",
+                comm.Get_rank(), comm.Get_size(), waited,
+            )  # fmt: skip
+        if waited > 2e-3:
+            time.sleep(1e-3)
 
 
 def _launched() -> bool:
@@ -904,13 +988,16 @@ _registered: list[bool] = []
 
 
 def _free_kept() -> None:
-    """Free the kept step's window (at exit, before MPI_Finalize; nothing once MPI ended)."""
+    """Free the kept step's window (at exit, before MPI_Finalize; nothing once MPI ended),
+    after this rank's exit note (freeing is collective: a rank still waiting to enter a fit
+    must learn first that this one will not come)."""
     if not _KEPT:
         return
     kept = _KEPT.pop()[3]
     from mpi4py import MPI
 
     if MPI.Is_initialized() and not MPI.Is_finalized():
+        _announce_exit(MPI)
         kept.close()
 
 
@@ -1543,20 +1630,23 @@ def _evaluate(model: Any, comm: Any, feeds: dict[str, np.ndarray], n: int) -> li
 
 def check_supported(distributed: Any) -> Any:
     """The communicator for ``fit(distributed=...)``: "mpi" (COMM_WORLD) or an mpi4py
-    communicator.
+    communicator, once every rank of it has entered fit (enter_fit).
 
     Raises:
         ArgumentError: another value.
-        DistributedError: MPI or mpi4py missing.
+        DistributedError: MPI or mpi4py missing; a rank ended its script without entering fit.
     """
     if isinstance(distributed, str):
         if distributed != "mpi":
             raise ArgumentError(
                 f"distributed must be 'mpi' or an mpi4py communicator, got {distributed!r}"
             )
-        return world()
-    if not all(hasattr(distributed, a) for a in ("Allreduce", "Get_rank", "Get_size")):
+        comm = world()
+    elif not all(hasattr(distributed, a) for a in ("Allreduce", "Get_rank", "Get_size")):
         raise ArgumentError(
             f"distributed must be 'mpi' or an mpi4py communicator, got {type(distributed).__name__}"
         )
-    return distributed
+    else:
+        comm = distributed
+    enter_fit(comm)
+    return comm

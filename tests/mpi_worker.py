@@ -14,6 +14,8 @@ MODE:
     kill      rank 1 kills itself with SIGKILL during epoch 1 (the job must end)
     uncaught  after a first fit, rank 1 raises in the script while rank 0 enters a second fit
               (the job must end)
+    fewer     after a first fit, rank 1 ends its script normally while rank 0 enters a second
+              fit (the job must end: rank 0 raises, naming rank 1)
     limits    fit's one-process behaviours, distributed (ARGS: none):
               nan: a NaN feature row in global batch 2 of epoch 0 (allow_nonfinite): every
               rank raises NumericsError naming epoch 0, step 2 and the rows, with the
@@ -591,6 +593,12 @@ def main() -> None:
         m.fit(x, y, epochs=1, batch_size=BATCH, verbose=0, distributed=dist)
         if gc.distributed.rank() == 1:
             raise RuntimeError("a failure planted on rank 1 between two fits")
+        m.fit(x, y, epochs=1, batch_size=BATCH, verbose=0, distributed=dist)  # rank 0 waits
+    elif mode == "fewer":  # rank 1 calls fit once, rank 0 twice: rank 1's script just ends
+        m = model("sgd", "m_sgd")
+        m.fit(x, y, epochs=1, batch_size=BATCH, verbose=0, distributed=dist)
+        if gc.distributed.rank() == 1:
+            return
         m.fit(x, y, epochs=1, batch_size=BATCH, verbose=0, distributed=dist)  # rank 0 waits
     elif mode == "frozen":  # tests/test_frozen.py: non-trainable params first, middle, last
         from test_frozen import FROZEN, frozen_model

@@ -179,6 +179,19 @@ def test_an_uncaught_error_outside_fit_ends_the_job(tmp_path):
     assert "rank 1 of 2 ended with an uncaught RuntimeError" in text, text[-2000:]
 
 
+@need_mpi
+def test_a_rank_that_calls_fit_fewer_times_ends_the_job(tmp_path):
+    """A rank whose script ends normally after fewer fits than the others (no exception: it
+    sits in MPI_Finalize) leaves its exit note; a rank entering the next fit reads it and
+    raises DistributedError naming it, which ends the job; before, rank 0 waited forever."""
+    t0 = time.monotonic()
+    r = mpirun(2, "fewer", str(tmp_path / "x.npz"), timeout=60)
+    assert time.monotonic() - t0 < 60
+    assert r.returncode != 0
+    text = r.stdout + r.stderr
+    assert "world rank 1 ended its script without entering it" in text, text[-2000:]
+
+
 def test_missing_mpi_names_what_to_install(monkeypatch):
     """Without mpi4py, distributed="mpi" raises DistributedError naming the packages."""
     monkeypatch.setitem(sys.modules, "mpi4py", None)  # import mpi4py now raises ImportError
