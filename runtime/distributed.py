@@ -1620,8 +1620,12 @@ def _evaluate(model: Any, comm: Any, feeds: dict[str, np.ndarray], n: int) -> li
         ss_res = np.zeros(y.shape[1])
         if count:
             pred = model.predict({k: feeds[k][first : first + count] for k in prog.feature_inputs})
+            name = prog.outputs[prog.metric_output]
             if isinstance(pred, dict):
-                pred = pred[prog.outputs[prog.metric_output]]
+                pred = pred[name]
+            # predict returns an output whose batch axis it moves in the declared layout; its
+            # rows (and the targets') are N first
+            pred = np.moveaxis(pred, model.output_batch_axes.get(name, 0), 0)
             err = pred.reshape(count, -1).astype(np.float64) - y[first : first + count]
             ss_res = np.sum(err**2, axis=0)
         out["r2"] = r2_from_sums(y, np.sum(comm.allgather(ss_res), axis=0))

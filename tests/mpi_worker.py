@@ -14,6 +14,8 @@ MODE:
     kill      rank 1 kills itself with SIGKILL during epoch 1 (the job must end)
     uncaught  after a first fit, rank 1 raises in the script while rank 0 enters a second fit
               (the job must end)
+    moved     an ONNX import whose output predict returns with N moved (a loss on it): the
+              distributed fit's val figures and the one-process evaluate's
     fewer     after a first fit, rank 1 ends its script normally while rank 0 enters a second
               fit (the job must end: rank 0 raises, naming rank 1)
     limits    fit's one-process behaviours, distributed (ARGS: none):
@@ -594,6 +596,20 @@ def main() -> None:
         if gc.distributed.rank() == 1:
             raise RuntimeError("a failure planted on rank 1 between two fits")
         m.fit(x, y, epochs=1, batch_size=BATCH, verbose=0, distributed=dist)  # rank 0 waits
+    elif mode == "moved":  # validation R^2 of an output whose batch axis predict moves
+        from test_onnx_batch_axis import _transposes
+
+        imp = gc.from_onnx(_transposes(), outputs=["y"])
+        t = gc.input("t", ("N", 5, 4))
+        mm = imp.compile(gc.mean_squared_error(imp.outputs[0], t), gc.SGD(lr=0.0))
+        rng = np.random.default_rng(0)
+        xv = rng.normal(size=(8, 5, 3)).astype(np.float32)
+        tv = rng.normal(size=(8, 5, 4)).astype(np.float32)
+        ev = mm.evaluate(xv, tv)
+        hv = mm.fit(xv, tv, epochs=1, batch_size=4, verbose=0, validation_data=(xv, tv),
+                    distributed=dist)  # fmt: skip
+        res["moved_r2"] = np.array([ev["r2"], hv.history["val_r2"][0]])
+        res["moved_mse"] = np.array([ev["loss"], hv.history["val_loss"][0]])
     elif mode == "fewer":  # rank 1 calls fit once, rank 0 twice: rank 1's script just ends
         m = model("sgd", "m_sgd")
         m.fit(x, y, epochs=1, batch_size=BATCH, verbose=0, distributed=dist)

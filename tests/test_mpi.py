@@ -180,6 +180,18 @@ def test_an_uncaught_error_outside_fit_ends_the_job(tmp_path):
 
 
 @need_mpi
+def test_validation_r2_of_an_output_whose_batch_axis_predict_moves(tmp_path):
+    """An ONNX import whose output predict returns as [5, N, 4] (N moved, 544d06d) with a loss
+    on it: the distributed fit's val_r2 equals one process's evaluate (the ranks' predictions
+    were reshaped in the moved layout, mixing rows: r2 -1.87 against -1.51; review rvH)."""
+    r = mpirun(2, "moved", str(tmp_path / "got.npz"), timeout=90)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = dict(np.load(tmp_path / "got.npz"))
+    np.testing.assert_allclose(got["moved_mse"][1], got["moved_mse"][0], rtol=1e-5)
+    np.testing.assert_allclose(got["moved_r2"][1], got["moved_r2"][0], rtol=1e-5)
+
+
+@need_mpi
 def test_a_rank_that_calls_fit_fewer_times_ends_the_job(tmp_path):
     """A rank whose script ends normally after fewer fits than the others (no exception: it
     sits in MPI_Finalize) leaves its exit note; a rank entering the next fit reads it and
