@@ -343,15 +343,18 @@ def _refuse_one_path_twice(
     Raises:
         ArgumentError: two of ``files`` have one path, naming their ``roles`` and the path.
     """
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, str]] = {}
     for (p, _, _), role in zip(files, roles, strict=False):
-        if p in seen:
+        key = os.path.realpath(p)  # one file through a symlinked folder or "..": one path
+        if key in seen:
+            first, where = seen[key]
+            same = repr(p) if where == p else f"{where!r} and {p!r} (one file)"
             raise ArgumentError(
-                f"export {out!r}: the {seen[p]} and the {role} would both be written to {p!r}; "
+                f"export {out!r}: the {first} and the {role} would both be written to {same}; "
                 "name the library libNAME.so (its header NAME.h goes beside it), or give the "
                 "header or weights another path; nothing was written"
             )
-        seen[p] = role
+        seen[key] = (role, p)
 
 
 def os_error_text(e: OSError) -> str:

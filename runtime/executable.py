@@ -115,6 +115,13 @@ def class_ids(name: str, a: np.ndarray) -> np.ndarray:
     if np.issubdtype(a.dtype, np.integer):
         return a
     if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+        big = np.abs(a) >= 2.0**62  # beyond int64's exact whole numbers: the cast would wrap
+        if np.any(big):
+            at = np.unravel_index(int(np.argmax(big)), a.shape)
+            raise ArgumentError(
+                f"input {name!r} holds class labels: element {tuple(int(i) for i in at)} is "
+                f"{a[at]!r}, no class id (whole numbers of int64's range only)"
+            )
         return a.astype(np.int64)
     raise ArgumentError(
         f"input {name!r} holds class labels: expected integers, got {a.dtype}" + label_dtype_hint(a)

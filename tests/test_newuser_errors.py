@@ -241,6 +241,19 @@ def test_dump_takes_dim_for_an_onnx_file_with_a_symbolic_sequence(tmp_path, caps
     assert "x: f32[N,5,4]" in capsys.readouterr().out
 
 
+def test_export_refuses_one_file_reached_through_a_symlinked_folder(tmp_path) -> None:
+    """The header named through a symlink to the library's folder is the library's file: the
+    plain-path comparison let it through and the header replaced the library (review rvH)."""
+    logits, loss = classifier()
+    m = gc.compile(logits, loss, gc.SGD(lr=0.1), name="nu")
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e2").mkdir()
+    (tmp_path / "e2" / "link").symlink_to(tmp_path / "e")
+    with pytest.raises(ArgumentError, match=r"library and the header would both be written to"):
+        m.export(str(tmp_path / "e" / "libnu.so"), header=str(tmp_path / "e2/link/libnu.so"))
+    assert list((tmp_path / "e").iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("lib", "kw", "roles"),
     [
@@ -278,6 +291,11 @@ def test_a_library_takes_whole_number_float_labels_as_the_model_does(tmp_path) -
         np.testing.assert_array_equal(as_floats.params[k], as_ints.params[k])
     with pytest.raises(ArgumentError, match=r"'labels' holds class labels: .* not whole numbers"):
         as_floats.train_step(xs, ys + 0.5)
+    huge = ys.astype(np.float32)
+    huge[3] = 1e30  # a whole number past int64: the cast gave -2**63 and the refusal named it
+    for call in (lambda: as_floats.train_step(xs, huge), lambda: m.train_step(xs, huge)):
+        with pytest.raises(ArgumentError, match=r"1e\+30"):
+            call()
 
 
 def test_boolean_targets_and_swapped_input_arguments_name_the_fix(tmp_path) -> None:
