@@ -189,6 +189,17 @@ def export_model(
             "Import the file without those outputs (from_onnx(..., outputs=[...])) to "
             "export it, or use model.to_onnx, which writes the term; nothing was written"
         )
+    taken = sorted(getattr(model, "input_batch_axes", {}))
+    if taken:  # predict moves N first before the native call: a library cannot
+        raise ArgumentError(
+            f"export: model {name!r}'s input(s) "
+            + ", ".join(f"{k} (N at ONNX axis {model.input_batch_axes[k]})" for k in taken)
+            + " hold the batch axis N first in the compiled code, and predict moves it there "
+            "from the ONNX layout before the native call (an ONNX import's sequence-first "
+            "LSTM / GRU x [T, N, C] or h0 [layers, N, H]), which a library cannot do: its "
+            "buffer would take another layout than ONNX Runtime's. Export the model with the "
+            "batch first (batch_first=True) to export it; nothing was written"
+        )
     moved = sorted(model.output_batch_axes)
     if moved:  # predict moves N back after the native call: the library's layout would differ
         raise ArgumentError(

@@ -94,12 +94,15 @@ def _io_conversions(desc: dict[str, Any], where: str) -> dict[str, Any]:
     terms = desc.get("output_row_terms", {})
     bools = desc.get("bool_inputs", [])
     axes = desc.get("output_batch_axes", {})
+    in_axes = desc.get("input_batch_axes", {})
     ok = (
         isinstance(dtypes, dict)
         and isinstance(terms, dict)
         and isinstance(axes, dict)
         and set(axes) <= outputs
         and all(type(v) is int and v > 0 for v in axes.values())
+        and isinstance(in_axes, dict)
+        and all(type(v) is int and v > 0 for v in in_axes.values())
         and isinstance(bools, list)
         and set(dtypes) <= outputs
         and set(terms) <= set(dtypes)
@@ -118,7 +121,8 @@ def _io_conversions(desc: dict[str, Any], where: str) -> dict[str, Any]:
     if not ok:
         raise CheckpointError(
             f"{where!r}: model description fields 'output_dtypes' ({dtypes!r:.120}), "
-            f"'output_row_terms' ({terms!r:.120}), 'output_batch_axes' ({axes!r:.120}) or "
+            f"'output_row_terms' ({terms!r:.120}), 'output_batch_axes' ({axes!r:.120}), "
+            f"'input_batch_axes' ({in_axes!r:.120}) or "
             f"'bool_inputs' ({bools!r:.120}) are not integer or bool dtypes, integers, axes "
             "above 0 and input names of the listed outputs"
         )
@@ -126,12 +130,20 @@ def _io_conversions(desc: dict[str, Any], where: str) -> dict[str, Any]:
         "output_dtypes": conv,
         "output_row_terms": dict(terms),
         "output_batch_axes": dict(axes),
+        "input_batch_axes": dict(in_axes),
         "bool_inputs": frozenset(bools),
     }
 
 
 def _restore_conversions(model: Any, conversions: dict[str, Any]) -> Any:
     """``model`` with the ONNX import's output and input conversions (read_description's)."""
+    inputs = {n.name: len(n.type.shape) for n in model.program.forward.inputs}
+    for k, axis in conversions.get("input_batch_axes", {}).items():
+        if not 0 < axis < inputs.get(k, 0):
+            raise CheckpointError(
+                f"model description field 'input_batch_axes' gives input {k!r} the batch axis "
+                f"{axis}, but the model's inputs (name: rank) are {inputs}"
+            )
     for key, value in conversions.items():
         setattr(model, key, value)
     return model

@@ -632,15 +632,27 @@ def to_onnx_model(
             if m_type:  # an imported integer or double input: its own type, cast to graphc's
                 elem, origin = int(m_type.group(1)), origin[: m_type.start()]
             outer = _onnx_name(w, n.with_(origin=origin), "onnx input ")
+            shape = tuple(n.type.shape)
+            axis = model.input_batch_axes.get(n.name, 0)
+            src = outer
+            if axis:  # predict takes N at ONNX axis ``axis`` and moves it first: so does the file
+                src = w.node(
+                    "Transpose",
+                    [outer],
+                    w.fresh(n.name),
+                    n,
+                    perm=[axis, *range(axis), *range(axis + 1, len(shape))],
+                )
+                shape = (*shape[1 : axis + 1], shape[0], *shape[axis + 1 :])
             if elem != _elem_type(n.type.dtype):  # the float copy, read by the graph's nodes
                 w.alias[n.name] = w.node(
-                    "Cast", [outer], w.fresh(n.name), n, to=_elem_type(n.type.dtype)
+                    "Cast", [src], w.fresh(n.name), n, to=_elem_type(n.type.dtype)
                 )
+            elif axis:
+                w.alias[n.name] = src
             elif outer != n.name:  # an imported input under its ONNX name again
                 w.node("Identity", [outer], n.name, n)
-            inputs.append(
-                onnx.helper.make_tensor_value_info(outer, elem, _shape_dims(n.type.shape))
-            )
+            inputs.append(onnx.helper.make_tensor_value_info(outer, elem, _shape_dims(shape)))
         elif n.op in ("param", "state"):
             if n.name not in values:
                 raise OnnxError(f"to_onnx: no value for {n.op} {n.name!r}")

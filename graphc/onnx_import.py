@@ -110,6 +110,11 @@ class OnnxImport:
     # computed ``outputs`` (runtime.model.constant_value)
     constant_outputs: dict[str, np.ndarray] = field(default_factory=dict)
     output_order: list[str] = field(default_factory=list)  # every output, in the file's order
+    # graphc input name -> k: the ONNX input holds the batch axis N at axis k > 0 (torch's
+    # nn.LSTM / nn.GRU with batch_first=False: x [T, N, C], h0 [layers * dirs, N, H]); the
+    # compiled input holds it first (the other axes in their ONNX order) and predict, fit and
+    # evaluate take the array in the ONNX layout, moving axis k to 0 before the native call
+    input_batch_axes: dict[str, int] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         """A summary: the name, inputs and outputs with their types, and how many params and
@@ -147,6 +152,7 @@ class OnnxImport:
         model.output_dtypes = dict(self.output_dtypes)
         model.output_row_terms = dict(self.output_row_terms)
         model.output_batch_axes = dict(self.output_batch_axes)
+        model.input_batch_axes = dict(self.input_batch_axes)
         model.bool_inputs = frozenset(self.bool_inputs)
         if self.constant_outputs:
             model.constant_outputs = dict(self.constant_outputs)
@@ -1057,6 +1063,7 @@ class Importer:
         self.plane_indices: dict[int, onnx_import_pool.PlaneIndices] = {}  # MaxPool's Indices
         self.row_terms: dict[str, int] = {}  # ONNX output name -> OnnxImport.output_row_terms
         self.batch_axes: dict[str, int] = {}  # ONNX output name -> OnnxImport.output_batch_axes
+        self.input_axes: dict[str, int] = {}  # graphc input name -> OnnxImport.input_batch_axes
         self.const_outputs: dict[str, np.ndarray] = {}  # ONNX output name -> its value
         self.default_constants: set[str] = set()  # constants unless named in trainable=
         self.taken: set[str] = set()
@@ -1460,7 +1467,7 @@ class Importer:
             if vi.name in self.bound:
                 self.values[vi.name] = self.bound[vi.name]
                 continue
-            t = self.graph_input(vi)
+            t, axis = self.graph_input(vi)
             inputs.append(t)
             input_names[vi.name] = t.name
             self.known.add(id(t))
@@ -1471,6 +1478,12 @@ class Importer:
             if self.batch_source is None and t.shape[:1] == ("N",):
                 self.batch_source = t
             self.values[vi.name] = t
+            if axis:  # N at ONNX axis k > 0: held first, the ONNX value a view of it
+                self.input_axes[t.name] = axis
+                r = len(t.shape)
+                groups = [(j + 1,) for j in range(r - 1)]
+                groups.insert(axis, (0,))
+                self.views[vi.name] = onnx_layout.normalized(onnx_layout.View(t, tuple(groups)))
         # each name once: a name listed twice is one output (ONNX Runtime returns it once)
         want = list(dict.fromkeys(outputs if outputs is not None else [o.name for o in g.output]))
         declared = [o.name for o in g.output]
@@ -1572,6 +1585,7 @@ class Importer:
             [t for k, t in input_names.items() if self.elem_type(k) == 9],
             consts,
             [out_names[k] for k in want],
+            dict(self.input_axes),
         )
 
     def constant_output(self, name: str, v: Any, want: list[str]) -> bool:
@@ -1996,7 +2010,23 @@ class Importer:
         outputs = {o.name for o in self.graph.output}
         return bool(readers) and all(_tree_x(n) == name for n in readers) and name not in outputs
 
-    def graph_input(self, vi: Any) -> Tensor:
+    def batch_axis(self, dims: Any) -> int:
+        """The axis of an input's ONNX dimensions ``dims`` that is the batch N: the first,
+        unless its size is fixed (a dim_value, or a dim_param named in ``self.dims``) and
+        exactly one later dimension is left free, which is then N (torch's nn.LSTM / nn.GRU
+        with batch_first=False: x [T, N, C] with T fixed, h0 / c0 [layers * dirs, N, H])."""
+
+        def free(d: Any) -> bool:
+            if d.HasField("dim_value") and d.dim_value >= 0:
+                return False
+            return not (d.dim_param and d.dim_param in self.dims)
+
+        if not dims or free(dims[0]):
+            return 0
+        later = [k for k, d in enumerate(dims) if k and free(d)]
+        return later[0] if len(later) == 1 else 0
+
+    def graph_input(self, vi: Any) -> tuple[Tensor, int]:
         where = f"{self.where}: input {vi.name!r}"
         tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
         if tt is None:
@@ -2019,6 +2049,7 @@ class Importer:
             )
         if not tt.HasField("shape"):
             raise OnnxError(f"{where}: the input has no shape; graphc needs every dimension")
+        batch = self.batch_axis(tt.shape.dim)
         shape: list[Any] = []
         for k, d in enumerate(tt.shape.dim):
             # dim_value -1 (older keras2onnx/tf2onnx files), an empty dim_param and no value at
@@ -2033,8 +2064,8 @@ class Importer:
                 self.dims_seen.add(d.dim_param)
             if fixed:
                 shape.append(int(d.dim_value))
-            elif k == 0:
-                if d.dim_param in self.dims:
+            elif k == batch:
+                if k == 0 and d.dim_param in self.dims:
                     raise OnnxError(
                         f"{where}: dims names {d.dim_param!r}, the first dimension: the batch N "
                         "stays symbolic (every batch size runs); dims fixes the others"
@@ -2053,7 +2084,15 @@ class Importer:
                     else " and unnamed: fix it in the file (onnx.tools.update_model_dims)"
                 )
                 first = tt.shape.dim[0]
-                if k == 1 and first.HasField("dim_value") and not first.dim_param:
+                if k == 1 and first.dim_param and first.dim_param not in self.dims:
+                    # torch's sequence-first layout with both axes dynamic ([T, N, C]:
+                    # nn.LSTM / nn.GRU with batch_first=False): fixing T makes axis 1 the batch
+                    hint += (
+                        f"; or, for a sequence-first input (the batch at axis 1), fix its first "
+                        f"dimension: dims={{{first.dim_param!r}: size}} (predict then takes the "
+                        "batch at axis 1)"
+                    )
+                elif k == 1 and first.HasField("dim_value") and not first.dim_param:
                     # torch's sequence-first layout ([L, N, E]: nn.MultiheadAttention or
                     # nn.Transformer with batch_first=False, exported with the batch axis 1)
                     hint += (
@@ -2066,6 +2105,8 @@ class Importer:
                     f"{where}: dimension {k} is symbolic ({name}); graphc fixes "
                     f"every dimension but the first (the batch N){hint}"
                 )
+        if batch:  # declared N first, the ONNX value a layout view of it (Importer.run)
+            shape.insert(0, shape.pop(batch))
         wide = tt.elem_type == 11 and self.compared_in_double(vi.name)
         t = dsl.input(
             c_name(self.prefix + vi.name, self.taken, "x"), tuple(shape), "f64" if wide else "f32"
@@ -2092,7 +2133,7 @@ class Importer:
                     "index_table": False,
                 }
             )
-        return t
+        return t, batch
 
     def convert(self, index: int, node: Any) -> None:
         onnx = require_onnx()

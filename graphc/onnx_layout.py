@@ -197,6 +197,12 @@ def _out(v: View) -> Any:
     return v.base if v.literal else v
 
 
+def normalized(v: View) -> View:
+    """``v`` with the base's unit axes dropped from its groups (as every view the importer
+    follows: groups compare by their sizes)."""
+    return _normalize(v)
+
+
 def _normalize(v: View) -> View:
     units = {j for j, d in enumerate(v.base.shape) if d == 1}
     return _drop_axes(v, units, list(v.groups)) if units else v

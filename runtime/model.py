@@ -177,15 +177,15 @@ def declared_outputs(
     return {k: got[k] if k in got else constant_value(constants[k], n) for k in order}
 
 
-def _returned_type(t: Any, axis: int) -> str:
-    """An output's type as Model's repr shows it: with ``axis`` > 0 (Model.output_batch_axes),
-    the layout predict returns, N moved from first to that axis: "f32[N,1,12] returned as
-    [1,N,12]"."""
+def _returned_type(t: Any, axis: int, how: str = "returned") -> str:
+    """An output's (or input's, ``how`` "taken") type as Model's repr shows it: with ``axis``
+    > 0 (Model.output_batch_axes, input_batch_axes), the layout predict returns (takes), N
+    moved from first to that axis: "f32[N,1,12] returned as [1,N,12]"."""
     if not axis:
         return str(t)
     dims = [str(d) for d in t.shape[1:]]
     dims.insert(axis, "N")
-    return f"{t} returned as [{','.join(dims)}]"
+    return f"{t} {how} as [{','.join(dims)}]"
 
 
 def constant_value(a: np.ndarray, n: int) -> np.ndarray:
@@ -364,6 +364,11 @@ class Model:
         # name -> k: an ONNX import's output whose batch axis N is ONNX axis k > 0, computed
         # with N first; predict returns it moved to axis k (declared_outputs)
         self.output_batch_axes: dict[str, int] = {}
+        # name -> k: an ONNX import's input whose batch axis N is ONNX axis k > 0 (torch's
+        # nn.LSTM with batch_first=False: x [T, N, C], h0 [layers * dirs, N, H]), compiled
+        # with N first; predict, fit and evaluate take it in the ONNX layout and move axis k
+        # to 0 before the native call (_as_feeds)
+        self.input_batch_axes: dict[str, int] = {}
         # inputs that take bool arrays (read as 0 and 1): an ONNX import's bool inputs
         self.bool_inputs: frozenset[str] = frozenset()
         # outputs known at import that predict returns beside the computed ones, in the order
@@ -796,7 +801,10 @@ class Model:
 
     def __repr__(self) -> str:
         prog = self.program
-        ins = ", ".join(f"{n.name}: {n.type}" for n in prog.inference.inputs)
+        ins = ", ".join(
+            f"{n.name}: {_returned_type(n.type, self.input_batch_axes.get(n.name, 0), 'taken')}"
+            for n in prog.inference.inputs
+        )
         outs = ", ".join(
             _returned_type(prog.inference[o].type, self.output_batch_axes.get(o, 0))
             for o in prog.inference.outputs
@@ -850,6 +858,14 @@ class Model:
         for name, a in list(feeds.items()):
             t = src[name].type
             a = input_array(name, a)
+            moved = self.input_batch_axes.get(name, 0)
+            if moved:  # the ONNX layout (N at axis k) as the compiled input's (N first)
+                if a.ndim != len(t.shape):
+                    raise ArgumentError(
+                        f"input {name!r} expects {_returned_type(t, moved, 'taken')} (the "
+                        f"batch N at axis {moved}), got an array of shape {a.shape}"
+                    )
+                a = np.moveaxis(a, moved, 0)
             if a.ndim == 0 and len(t.shape) > 0:
                 raise ArgumentError(f"input {name!r}: expected an array of {t}, got a scalar")
             if t.dtype == "i32":

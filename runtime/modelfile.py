@@ -17,7 +17,8 @@ and, only for a model with them (an ONNX import's integer and bool outputs and b
 
      "output_dtypes": {output name: numpy dtype string, e.g. "<i8", "|b1"},
      "output_row_terms": {output name: int}, "bool_inputs": [input names],
-     "output_batch_axes": {output name: the ONNX axis of N, > 0}
+     "output_batch_axes": {output name: the ONNX axis of N, > 0},
+     "input_batch_axes": {input name: the ONNX axis of N, > 0}
 
 So a file names no Python code: ``graphc.load_model`` parses the graph text, rebuilds the
 network, compiles it and restores the weights through the checkpoint loader, which checks that
@@ -88,6 +89,9 @@ def describe(model: Any) -> dict[str, Any]:
     axes = getattr(model, "output_batch_axes", {})
     if axes:
         desc["output_batch_axes"] = {k: int(v) for k, v in axes.items()}
+    in_axes = getattr(model, "input_batch_axes", {})
+    if in_axes:
+        desc["input_batch_axes"] = {k: int(v) for k, v in in_axes.items()}
     bools = getattr(model, "bool_inputs", ())
     if bools:
         desc["bool_inputs"] = sorted(bools)

@@ -301,14 +301,21 @@ def test_heads_split_by_chunks_and_joined_by_concat_match_onnxruntime(kind, opse
         np.testing.assert_allclose(model.predict(x), want, rtol=1e-4, atol=1e-5)
 
 
-def test_sequence_first_graph_input_is_refused_with_both_ways_out() -> None:
+def test_sequence_first_graph_input_takes_the_batch_at_axis_1() -> None:
     """An input [L, N, E] (nn.MultiheadAttention with batch_first=False exported with the batch
-    at axis 1): graphc's inputs lead with N; the message says how to fix the batch size or to
-    export batch first."""
+    at axis 1): predict takes it in that layout (Model.input_batch_axes) and returns y as ONNX
+    Runtime does; with L symbolic too, the message says dims fixes L."""
     m = _model(
         [helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [5, "batch", 8])], [_vi("y", None)]
     )
-    with pytest.raises(OnnxError, match=r"dimension 1 is symbolic.*dims=.*sequence-first"):
+    model = gc.from_onnx(m).compile()
+    x = np.random.default_rng(2).standard_normal((5, 3, 8)).astype(np.float32)
+    want = _ort(m, {"x": x})[0]
+    np.testing.assert_allclose(model.predict(x), want, rtol=1e-6)
+    m = _model(
+        [helper.make_node("Relu", ["x"], ["y"])], [_vi("x", ["L", "batch", 8])], [_vi("y", None)]
+    )
+    with pytest.raises(OnnxError, match=r"dimension 1 is symbolic.*dims=\{'L': size\}"):
         gc.from_onnx(m)
 
 

@@ -115,7 +115,10 @@ def test_batch_dim_written_as_minus_one_or_empty_is_symbolic() -> None:
     for dims in ([-1, 3], ["", 3], [None, 3]):
         m = model_of([helper.make_node("Relu", ["x"], ["y"])], [vi("x", dims)], [vi("y", dims)])
         check(m, -np.arange(6, dtype=np.float32).reshape(2, 3) + 2)
+    # [4, -1]: the one unknown size after a fixed first one is the batch (input_batch_axes)
     m = model_of([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [4, -1])], [vi("y", [4, -1])])
+    assert check(m, -np.arange(12, dtype=np.float32).reshape(4, 3) + 5).shape == (4, 3)
+    m = model_of([helper.make_node("Relu", ["x"], ["y"])], [vi("x", [-1, -1])], [vi("y", None)])
     with pytest.raises(gc.OnnxError, match=r"input 'x': dimension 1 is symbolic \(-1\)"):
         gc.from_onnx(m)
 

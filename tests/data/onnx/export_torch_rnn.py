@@ -77,6 +77,25 @@ class State(torch.nn.Module):
         return (y, *h) if isinstance(h, tuple) else (y, h)
 
 
+class SeqFirst(torch.nn.Module):
+    """``kind`` with torch's default batch_first=False: x [T, N, C] and, with ``init``, the
+    initial states h0 (and an LSTM's c0) [layers * directions, N, H] as inputs, the batch
+    axis second in every input and output (graphc takes and returns them so:
+    Model.input_batch_axes, output_batch_axes)."""
+
+    def __init__(self, kind, init, **kw):
+        super().__init__()
+        self.init = init
+        self.rnn = getattr(torch.nn, kind)(C, H, **kw)
+
+    def forward(self, x, h0=None, c0=None):
+        if not self.init:
+            y, h = self.rnn(x)
+        else:
+            y, h = self.rnn(x, h0 if c0 is None else (h0, c0))
+        return (y, *h) if isinstance(h, tuple) else (y, h)
+
+
 class Packed(torch.nn.Module):
     """An LSTM over a padded batch (lengths [N], int64, in decreasing order): torch writes the
     lengths as the node's sequence_lens; Y past a row's length is 0, h its state there."""
@@ -102,10 +121,19 @@ def modules():
         "lstmpack": (Packed(), ("x", "lens"), ("y", "h")),
         "lstmstate": (State("LSTM", num_layers=2, bidirectional=True), ("x",), ("y", "h", "c")),
         "grustate": (State("GRU"), ("x",), ("y", "h")),
+        "lstmsf": (
+            SeqFirst("LSTM", True, num_layers=2, bidirectional=True),
+            ("x", "h0", "c0"),
+            ("y", "h", "c"),
+        ),
+        "grusf": (SeqFirst("GRU", False), ("x",), ("y", "h")),
     }
 
 
 STATE_OUTPUTS = {"lstmstate": ("h", "c"), "grustate": ("h",)}  # N at axis 1
+# sequence first: N at axis 1 of every input and output; lstmsf's TorchScript file also
+# leaves T symbolic (axis 0 of x and y), which from_onnx(..., dims={"T": 5}) fixes
+SEQ_FIRST = {"lstmsf": 2, "grusf": 2}  # name -> the batch size its example inputs have
 
 
 def main(names):
@@ -119,13 +147,21 @@ def main(names):
         args = (torch.randn(2, T, C),) + tuple(torch.randn(2, 2, H) for _ in ins[1:])
         if name == "lstmpack":
             args = (args[0], torch.tensor([T, 3]))
+        dyn = {k: {int(k in STATE_OUTPUTS.get(name, ())): "N"} for k in (*ins, *outs)}
+        shapes = tuple({0: torch.export.Dim.DYNAMIC} for _ in ins)
+        if name in SEQ_FIRST:
+            args = (torch.randn(T, 2, C),) + tuple(torch.randn(4, 2, H) for _ in ins[1:])
+            dyn = {k: {1: "N"} for k in (*ins, *outs)}
+            if name == "lstmsf":
+                dyn["x"] = dyn["y"] = {0: "T", 1: "N"}
+            shapes = tuple({1: torch.export.Dim.DYNAMIC} for _ in ins)
         torch.onnx.export(
             m,
             args,
             os.path.join(HERE, f"rnn_ts_{name}_14.onnx"),
             input_names=list(ins),
             output_names=list(outs),
-            dynamic_axes={k: {int(k in STATE_OUTPUTS.get(name, ())): "N"} for k in (*ins, *outs)},
+            dynamic_axes=dyn,
             opset_version=14,
             dynamo=False,
         )
@@ -136,7 +172,7 @@ def main(names):
                 os.path.join(HERE, f"rnn_dyn_{name}_18.onnx"),
                 input_names=list(ins),
                 output_names=list(outs),
-                dynamic_shapes=tuple({0: torch.export.Dim.DYNAMIC} for _ in ins),
+                dynamic_shapes=shapes,
                 opset_version=18,
                 dynamo=True,
                 external_data=False,
