@@ -674,8 +674,8 @@ def _meta_port(p: Port, checks: dict[str, InputCheck]) -> dict:
     if p.name in checks:  # the entry's native check of this input (codegen/checks.py)
         c = checks[p.name]
         check: list[Any] = [c.kind, c.bound]
-        if c.kind in ("index", "divisor"):
-            check += [c.low, c.note, c.table]
+        if c.kind in ("index", "divisor") or (c.kind == "classes" and c.low is not None):
+            check += [c.low, c.note, c.table]  # classes: low is the ignore_index let through
         out["check"] = check
     return out
 
@@ -1003,6 +1003,8 @@ def _header_port(key: str, kind: str, p: Port, chk: InputCheck | None) -> list[s
     L.append(f"#define {key}_SLOT {p.slot}")
     if chk is not None and chk.kind == "classes":
         L.append(f"#define {key}_CLASSES {chk.bound}   /* labels must lie in 0..CLASSES-1 */")
+        if chk.low is not None:
+            L.append(f"#define {key}_IGNORE_INDEX {chk.low}   /* or be this: a row ignored */")
     L += [f"#define {key}_DIM{k} {d}" for k, d in enumerate(p.type.shape) if d != BATCH]
     return L
 
@@ -1124,7 +1126,9 @@ def _check_rules(plan: LibraryPlan, e: EntryPlan) -> list[str]:
         cn = "lr" if c.kind == "lr" else c_ident(name)
         rules.append(
             {
-                "classes": f"{cn} in 0..{U}_{cn.upper()}_CLASSES-1 ({U}_ERR_LABEL)",
+                "classes": f"{cn} in 0..{U}_{cn.upper()}_CLASSES-1"
+                + ("" if c.low is None else f" or {c.low}")
+                + f" ({U}_ERR_LABEL)",
                 "finite": f"{cn} free of NaN and Inf ({U}_ERR_NONFINITE)",
                 "unit": f"{cn} in [0, 1] ({U}_ERR_TARGET)",
                 "lr": f"lr finite and >= 0 ({U}_ERR_LR)",
@@ -1635,6 +1639,9 @@ def _c_explainers(plan: LibraryPlan, e: EntryPlan) -> list[str]:
         elif c.kind == "classes":
             bad = f"v < 0 || v >= {c.bound}.0"
             msg = f"labels '{label}': {where} %lld has class %.9g, outside 0..{c.bound - 1}"
+            if c.low is not None:  # the ignore_index let through
+                bad = f"({bad}) && v != {c.low}.0"
+                msg += f" and not the ignore_index {c.low}"
         elif c.kind == "unit":
             bad = "!(v >= 0.0 && v <= 1.0)"
             msg = f"targets '{label}': {where} %lld holds %.9g, outside [0, 1]"

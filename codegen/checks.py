@@ -13,7 +13,8 @@ Kinds (``InputCheck.kind``):
 
 - ``finite``: every element is finite (no NaN, no +-Inf);
 - ``unit``: every element lies in [0, 1] (binary cross-entropy targets; NaN fails);
-- ``classes``: every integer label lies in 0 .. bound-1 (softmax cross-entropy labels);
+- ``classes``: every integer label lies in 0 .. bound-1 (softmax cross-entropy labels), or
+  equals ``low`` when given (the loss's ignore_index, torch's -100);
 - ``index``: every element (float) is a whole number in low .. bound-1, low = -bound unless
   given (the row indices of an embedding lookup into a table of ``bound`` rows, negative ones
   counting from the end as in ONNX's Gather; or the range of an integer input in which the
@@ -49,12 +50,14 @@ CHECK_BASE = 1 << 24  # an entry returns CHECK_BASE + slot when input slot `slot
 # 2 threads, train_step with and without the scan, load 1.6-2.2).
 SCAN_PARALLEL_MIN = 1 << 15
 SCAN_CHUNK = 16  # shares start at multiples of this many elements (64-byte lines of float32)
+NO_LABEL = 1 << 40  # a classes check's `low` when no ignore_index is let through (no i32 is it)
 
 
 @dataclass(frozen=True)
 class InputCheck:
-    """The check of one input (by value name): its kind and, for ``classes``, the count; for
-    ``index``, the values low .. bound-1 (``low`` None: -bound)."""
+    """The check of one input (by value name): its kind and, for ``classes``, the count (and
+    ``low``: the one other value let through, an ignore_index; None: none); for ``index``,
+    the values low .. bound-1 (``low`` None: -bound)."""
 
     name: str
     kind: str
@@ -65,7 +68,10 @@ class InputCheck:
 
     @property
     def lowest(self) -> int:
-        """The smallest value an ``index`` check lets through."""
+        """The smallest value an ``index`` check lets through; for ``classes``, the value let
+        through besides 0..bound-1 (NO_LABEL, which no i32 equals, when none)."""
+        if self.kind == "classes" and self.low is None:
+            return NO_LABEL
         return -self.bound if self.low is None else self.low
 
 
@@ -102,9 +108,11 @@ def _fails(
         lo = b.fcmp_unordered("<", x, zero)
         hi = b.fcmp_unordered(">", x, one)
         return b.or_(lo, hi, name="bad")
-    if kind == "classes":  # unsigned compare: negative labels are huge
+    if kind == "classes":  # unsigned compare: negative labels are huge; `low` let through
         wide = I64 if not isinstance(x.type, ir.VectorType) else ir.VectorType(I64, lanes)
-        return b.icmp_unsigned(">=", b.sext(x, wide), bound, name="bad")
+        xw = b.sext(x, wide)
+        out = b.icmp_unsigned(">=", xw, bound)
+        return b.and_(out, b.icmp_signed("!=", xw, low), name="bad")
     if kind == "index":  # unordered compares: NaN fails too
         hi = b.sitofp(bound, x.type)
         lo = b.sitofp(low, x.type)

@@ -1045,12 +1045,27 @@ def emit_argmax(ctx: KernelContext, node: Node) -> None:
     b.ret_void()
 
 
-def _label(ctx: KernelContext, labels: str, r: ir.Value, cols: ir.Value):
-    """(label as i64 clamped into range, i1 whether it was in range): no read out of bounds."""
+def _label(ctx: KernelContext, labels: str, r: ir.Value, cols: ir.Value, ignore: int | None):
+    """(label as i64 clamped into range, i1 whether it was in range, i1 whether it is
+    ``ignore`` (None when there is no ignore_index)): no read out of bounds."""
     b = ctx.b
     lab = b.sext(ctx.load(labels, r), I64)
     ok = b.and_(b.icmp_signed(">=", lab, i64(0)), b.icmp_signed("<", lab, cols))
-    return b.select(ok, lab, i64(0)), ok
+    skip = None if ignore is None else b.icmp_signed("==", lab, i64(ignore), name="ignored")
+    return b.select(ok, lab, i64(0)), ok, skip
+
+
+def _kept_rows(ctx: KernelContext, labels: str, rows: ir.Value, ignore: int | None) -> ir.Value:
+    """i64: the rows whose label is not ``ignore`` (all of them when None), at least 1 (the
+    mean over no row is taken as 0: the sums are 0)."""
+    b = ctx.b
+    if ignore is None:
+        return rows
+    with counted_loop(b, i64(0), rows, 1, name="kept", carried=[i64(0)]) as k:
+        lab = b.sext(ctx.load(labels, k.iv), I64)
+        k.carried = [b.add(k.carried[0], b.zext(b.icmp_signed("!=", lab, i64(ignore)), I64))]
+    kept = k.final[0]
+    return b.select(b.icmp_signed("==", kept, i64(0)), i64(1), kept, name="kept")
 
 
 def _xent_term(b: ir.IRBuilder, m: ir.Value, s: ir.Value, zl: ir.Value) -> ir.Value:
@@ -1067,12 +1082,14 @@ def _xent_grad_row(ctx: KernelContext, dz, z, row, cols, scale, bad, sums) -> No
     """One row of dz = (softmax(z) - onehot) * scale, stored (to ``dz`` unless None) and/or
     added to the column sums ``sums`` = (pointer, type, float64?) unless None."""
     b = ctx.b
-    base, m, s, lab, ok = row
+    base, m, s, lab, ok, skip = row
     inv = b.fmul(b.fdiv(ir.Constant(s.type, 1.0), s), scale)
     with _col_loop(b, cols, "c2") as c:
         i = b.add(base, c)
         v = b.fmul(vmath.exp(b, b.fsub(ctx.load(z, i), m)), inv)
         v = b.select(b.icmp_signed("==", c, lab), b.select(ok, b.fsub(v, scale), bad), v)
+        if skip is not None:  # an ignored row: no gradient
+            v = b.select(skip, ir.Constant(v.type, 0.0), v)
         if dz is not None:
             ctx.store(dz, i, v)
         if sums:
@@ -1101,6 +1118,7 @@ def _xent_narrow_rows(
     loss_acc: ir.Value | None,
     grad: tuple[str | None, ir.Value] | None,
     sums: ir.Value | None,
+    ignore: int | None = None,
 ) -> None:
     """emit_softmax_cross_entropy's row loop for float32 rows of fewer than SMALL_ROW columns
     (a classifier's 10 classes), each row one vector of the next power of two of lanes: its
@@ -1148,11 +1166,13 @@ def _xent_narrow_rows(
         e = vmath.exp(b, b.select(pad, b.fsub(zv, _splat(b, m, lanes)), zero))
         e = b.select(pad, e, zero)
         s = _lanes_reduce(b, e, lambda x, y: b.fadd(x, y, flags=("reassoc", "nsz")))
-        lab, ok = _label(ctx, labels, r.iv, i64(cols))
+        lab, ok, skip = _label(ctx, labels, r.iv, i64(cols), ignore)
         out = list(r.carried)
         if loss_acc is not None:
             zl = ctx.load(z, b.add(base, lab))
             term = b.select(ok, _xent_term(b, m, s, zl), ir.Constant(t, float("nan")))
+            if skip is not None:
+                term = b.select(skip, ir.Constant(t, 0.0), term)
             out[-1] = b.fadd(out[-1], b.fpext(term, F64))
         if grad is not None:
             dz, scale = grad
@@ -1163,6 +1183,8 @@ def _xent_narrow_rows(
                 ok, b.fsub(v, _splat(b, scale, lanes)), ir.Constant(vt, [float("nan")] * lanes)
             )
             v = b.select(at_label, fix, v)
+            if skip is not None:  # an ignored row: no gradient
+                v = b.select(skip, zero, v)
             if dz is not None:
                 for k in range(cols):
                     ctx.store(dz, b.add(base, i64(k)), b.extract_element(v, ir.Constant(I32, k)))
@@ -1178,7 +1200,7 @@ def _xent_narrow_rows(
 
 
 def _xent_general_rows(
-    ctx: KernelContext, z, labels, rows, cols, loss, acc, grad, stored, colsum, scale
+    ctx: KernelContext, z, labels, rows, cols, loss, acc, grad, stored, colsum, scale, ignore
 ) -> None:
     """emit_softmax_cross_entropy's row loop for any rows: two passes over each row for its
     max and sum of exponentials (``_row_max_sum``), then the loss term and the gradient row
@@ -1201,17 +1223,19 @@ def _xent_general_rows(
             b.store(ir.Constant(at, 0.0), b.gep(sums, [c], inbounds=True, source_etype=at))
     with loop(b, rows, name="row") as r:
         base, m, s = _row_max_sum(ctx, z, r, cols, t)
-        lab, ok = _label(ctx, labels, r, cols)
+        lab, ok, skip = _label(ctx, labels, r, cols, ignore)
         if loss is not None:
             zl = ctx.load(z, b.add(base, lab))
             term = b.select(ok, _xent_term(b, m, s, zl), bad)
+            if skip is not None:
+                term = b.select(skip, ir.Constant(t, 0.0), term)
             b.store(b.fadd(b.load(acc, typ=d), b.fpext(term, d) if t != d else term), acc)
         if grad is not None:
             _xent_grad_row(
                 ctx,
                 grad.name if stored else None,
                 z,
-                (base, m, s, lab, ok),
+                (base, m, s, lab, ok, skip),
                 cols,
                 scale,
                 bad,
@@ -1260,7 +1284,9 @@ def emit_softmax_cross_entropy(ctx: KernelContext, kernel: Kernel) -> None:
     A group of these is made by the pass ``fuse_softmax_cross_entropy``; a lone loss or
     gradient is a kernel of one. Each row's max m_r and sum of exponentials s_r are computed
     once. A label out of range makes its row's loss and dz[r, 0] NaN (never an out-of-bounds
-    read).
+    read). With the ops' ``ignore_index`` k, a first pass counts the rows whose label is not k
+    (the divisor instead of rows; 1 when there is none, the sums being 0), and rows labelled
+    k add 0 to the loss and have dz 0.
     """
     b, g = ctx.b, ctx.g
     by_op = {g[v].op: g[v] for v in kernel.nodes}
@@ -1275,11 +1301,13 @@ def emit_softmax_cross_entropy(ctx: KernelContext, kernel: Kernel) -> None:
     d = F64
     shape = g[z].type.shape  # [rows, C], or [N, .., C]: every position a row (row-major)
     rows, cols = ctx.product(shape[:-1]), ctx.dim(shape[-1])
+    ignore = first.attr("ignore_index")
+    kept = _kept_rows(ctx, labels, rows, ignore)
     scale = acc = None
     if grad is not None:
         dy = grad.inputs[2]
         dyv = ctx.inline_value(g[dy]) if is_inline(ctx.sched, dy) else ctx.load(dy, i64(0))
-        scale = b.fdiv(dyv, b.sitofp(rows, t), name="scale")
+        scale = b.fdiv(dyv, b.sitofp(kept, t), name="scale")
     if loss is not None:
         with b.goto_entry_block():
             acc = b.alloca(d, name="loss_acc")
@@ -1294,11 +1322,14 @@ def emit_softmax_cross_entropy(ctx: KernelContext, kernel: Kernel) -> None:
             acc,
             (grad.name if stored else None, scale) if grad is not None else None,
             ctx.ptr(colsum.name) if colsum is not None else None,
+            ignore,
         )
     else:
-        _xent_general_rows(ctx, z, labels, rows, cols, loss, acc, grad, stored, colsum, scale)
+        _xent_general_rows(
+            ctx, z, labels, rows, cols, loss, acc, grad, stored, colsum, scale, ignore
+        )
     if loss is not None:
-        mean = b.fdiv(b.load(acc, typ=d), b.sitofp(rows, d))
+        mean = b.fdiv(b.load(acc, typ=d), b.sitofp(kept, d))
         ctx.store(loss.name, i64(0), b.fptrunc(mean, t) if t != d else mean)
     b.ret_void()
 

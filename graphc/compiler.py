@@ -23,6 +23,7 @@ from graphc.ir.batch import MIXED, ROWS, batch_kinds, loss_is_row_mean
 from graphc.ir.builder import Builder
 from graphc.ir.errors import GraphcError
 from graphc.ir.graph import Graph, make_node
+from graphc.ir.ops.loss import label_classes
 from graphc.ir.ops.random import strip_dropout
 from graphc.ir.ops.sources import index_check
 from graphc.ir.passes.decompose import add_weight_penalties, decompose
@@ -399,11 +400,7 @@ def plan_input_checks(prog: Program, entry: str) -> list[InputCheck]:
     }
     if entry == "infer":
         return [index_checks[v] for v in sched.input_slots if v in index_checks]
-    classes = {
-        n.inputs[1]: int(prog.forward[n.inputs[0]].type.shape[-1])
-        for n in prog.forward.nodes
-        if n.op == "softmax_cross_entropy"
-    }
+    classes = label_classes(prog.forward)
     out = []
     for v in sched.input_slots:
         t = sched.graph[v].type
@@ -415,7 +412,7 @@ def plan_input_checks(prog: Program, entry: str) -> list[InputCheck]:
             out.append(InputCheck(v, "lr"))
         elif t.dtype == "i32":
             if v in classes:
-                out.append(InputCheck(v, "classes", classes[v]))
+                out.append(InputCheck(v, "classes", *classes[v]))
         elif not DTYPE_INFO[t.dtype].is_float:
             continue  # an integer feature (i64, i32 not a label): every value is finite
         elif prog.loss_kind in UNIT_TARGET_LOSSES and v in prog.label_inputs:

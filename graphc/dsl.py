@@ -928,7 +928,11 @@ def check_logits(loss: str, logits: Tensor, squash: str, instead: str) -> None:
 
 
 def softmax_cross_entropy(
-    logits: Tensor, labels: Tensor, *, label_smoothing: float = 0.0
+    logits: Tensor,
+    labels: Tensor,
+    *,
+    label_smoothing: float = 0.0,
+    ignore_index: int | None = None,
 ) -> Tensor:
     """Mean softmax cross-entropy of logits [N, C] against integer labels i32[N] (log-sum-exp
     form), or of a sequence's logits [N, T, .., C] against i32[N, T, ..] (Keras's
@@ -942,9 +946,20 @@ def softmax_cross_entropy(
     (1 - e) onehot(label) + e / C, so the loss is (1 - e) times the above plus e times the mean
     over rows and classes of -log softmax(z) (that term is infinite where a logit is -inf).
 
+    ``ignore_index`` k (torch's cross_entropy(ignore_index=k), whose default is -100; here
+    None, nothing ignored): rows (positions) labelled k add nothing to the loss or the
+    gradient, and the mean is over the other rows only (torch's reduction "mean"); evaluate's
+    accuracy leaves them out too. Every other label is still checked to lie in 0..C-1 (a
+    label -5 is refused naming its row). A batch whose rows are all k gives loss 0 and
+    gradient 0 (torch: NaN, which would end fit's numerics check or poison its epoch mean
+    for a batch of padding only). Such a loss is not a plain mean over rows: evaluate runs
+    all rows in one call, and data-parallel training refuses it (the ranks' kept counts
+    differ). Not combined with label_smoothing (refused).
+
     Raises ShapeError: logits of rank < 2, labels not i32 of the logits' shape without C (or
-    with a last axis of 1). OptionTypeError: label_smoothing not a number (a bool, a string);
-    GraphcError: label_smoothing outside [0, 1] or NaN.
+    with a last axis of 1), ignore_index not an int32 or one of the classes 0..C-1.
+    OptionTypeError: label_smoothing not a number (a bool, a string);
+    GraphcError: label_smoothing outside [0, 1] or NaN, or given with ignore_index.
     Warns ``LossInputWarning`` when ``logits`` is a softmax's output (probabilities) or has one
     column (the loss is then 0 whatever the weights).
     """
@@ -963,7 +978,14 @@ def softmax_cross_entropy(
             LossInputWarning,
             stacklevel=_user_stacklevel(),
         )
-    loss = apply("softmax_cross_entropy", logits, labels)
+    if ignore_index is not None and eps:
+        raise GraphcError(
+            "softmax_cross_entropy: label_smoothing with ignore_index is not supported (the "
+            "smoothing term would count the ignored rows); pass one of them"
+        )
+    if isinstance(ignore_index, np.integer):
+        ignore_index = int(ignore_index)
+    loss = apply("softmax_cross_entropy", logits, labels, ignore_index=ignore_index)
     if eps:  # the uniform part of the smoothed target: mean over rows and classes of -log p
         uniform = mean(softmax_along(logits, -1, log=True))
         loss = loss * (1.0 - eps) - uniform * eps

@@ -273,7 +273,8 @@ def _softmax_cross_entropy(w: _Writer, n: Node) -> None:
     if rank > 2:
         perm = [0, rank - 1, *range(1, rank - 1)]
         z = w.node("Transpose", [z], w.fresh(n.name), n, perm=perm)
-    w.node("SoftmaxCrossEntropyLoss", [z, labels], n.name, n, reduction="mean")
+    extra = {} if n.attr("ignore_index") is None else {"ignore_index": n.attr("ignore_index")}
+    w.node("SoftmaxCrossEntropyLoss", [z, labels], n.name, n, reduction="mean", **extra)
 
 
 def _cast(w: _Writer, n: Node) -> None:

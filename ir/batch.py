@@ -108,7 +108,9 @@ def _kind(n: Node, g: Graph, kinds: dict[str, str]) -> str:
         if n.op in ("softmax", "log_softmax") and ins == [ROWS] and len(types[0].shape) >= 2:
             return ROWS  # over the last axis: within one row
         if n.op == "softmax_cross_entropy" and ins == [ROWS, ROWS]:
-            return MEAN  # the mean over rows of each row's loss
+            # the mean over rows of each row's loss; with ignore_index, over the rows kept,
+            # whose count differs between blocks
+            return MEAN if n.attr("ignore_index") is None else MIXED
         return MIXED
     return MIXED
 

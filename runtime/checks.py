@@ -188,12 +188,17 @@ def check_real(
     return v
 
 
-def label_error(name: str, a: np.ndarray, classes: int, low: int = 0) -> ArgumentError | None:
+def label_error(
+    name: str, a: np.ndarray, classes: int, low: int = 0, skip: int | None = None
+) -> ArgumentError | None:
     """The error for labels ``a`` [N] or [N, ..] (a sequence's, one per position) outside
-    low..classes-1: the first bad row, its position within the row when ``a`` has more than
-    one axis, the value, and how many rows hold one; None when every label is in range."""
+    low..classes-1 and other than ``skip`` (a loss's ignore_index; None: none): the first bad
+    row, its position within the row when ``a`` has more than one axis, the value, and how
+    many rows hold one; None when every label is in range."""
     a = np.asarray(a)
     bad = (a < low) | (a >= classes)
+    if skip is not None:
+        bad &= a != skip
     if not bad.any():
         return None
     first = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -201,8 +206,9 @@ def label_error(name: str, a: np.ndarray, classes: int, low: int = 0) -> Argumen
     several = a.ndim > 1 and a[0].size > 1  # a position within the row (not of [N, 1])
     at = f"row {first[0]}" + (f", position {list(first[1:])}," if several else "")
     return ArgumentError(
-        f"labels {name!r}: {at} has class {a[first]}, outside {low}..{classes - 1} "
-        f"({int(rows.sum())} such rows)"
+        f"labels {name!r}: {at} has class {a[first]}, outside {low}..{classes - 1}"
+        + ("" if skip is None else f" and not the ignore_index {skip}")
+        + f" ({int(rows.sum())} such rows)"
     )
 
 
@@ -286,14 +292,14 @@ def explain(
     table: bool = True,
 ) -> ArgumentError:
     """The error naming the first row of ``a`` that fails check ``kind`` (codegen/checks.py;
-    ``low``: an index check's smallest value when not -bound)."""
+    ``low``: an index check's smallest value when not -bound; a classes check's ignore_index)."""
     err: ArgumentError | None
     if kind == "lr":
         err = ArgumentError(
             f"the learning rate must be finite and >= 0, got {float(a)!r}: nothing was changed"
         )
-    elif kind == "classes":
-        err = label_error(name, a, bound)
+    elif kind == "classes":  # low: the ignore_index let through, if any
+        err = label_error(name, a, bound, 0, low)
     elif kind == "unit":
         err = nonfinite_error(name, a, hint) or unit_error(name, a)
     elif kind in ("index", "divisor"):

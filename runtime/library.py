@@ -383,9 +383,10 @@ class Library:
                 )
             if p["dtype"] == "i32" and a.dtype != np.int32 and a.size:
                 # range before the cast: int64 2**32 + 3 must not wrap to class 3
-                kind, bound = p.get("check", ("", 0))
-                lo, hi = (0, bound) if kind == "classes" else (-(2**31), 2**31)
-                err = label_error(p["name"], a, hi, lo)
+                chk = p.get("check", ("", 0))
+                lo, hi = (0, chk[1]) if chk[0] == "classes" else (-(2**31), 2**31)
+                skip = chk[2] if chk[0] == "classes" and len(chk) > 2 else None
+                err = label_error(p["name"], a, hi, lo, skip)
                 if err is not None:
                     raise err
             n = rows if ax is not None else n

@@ -26,6 +26,7 @@ from graphc.ir.errors import (
     NumericsError,
     OptionTypeError,
 )
+from graphc.ir.ops.loss import label_classes
 from graphc.ir.ops.sources import index_check
 from graphc.ir.program import UNIT_TARGET_LOSSES
 from graphc.ir.types import BATCH
@@ -956,7 +957,11 @@ class Model:
                 if t.dtype == "i32":
                     classes = self._classes_for(name)
                     if classes:  # labels [N] or a sequence's [N, ..]: the rows holding one
-                        bad = ((part < 0) | (part >= classes)).reshape(rows, width).any(axis=1)
+                        bad = (part < 0) | (part >= classes)
+                        skip = self._ignored_label(name)
+                        if skip is not None:
+                            bad &= part != skip
+                        bad = bad.reshape(rows, width).any(axis=1)
                 elif not allow_nonfinite and floats:  # by blocks of rows: temporaries in cache
                     flat = part.reshape(rows, width)
                     step = max(1, (1 << 18) // max(1, width))
@@ -1006,7 +1011,7 @@ class Model:
                 f"({count} rows); binary_cross_entropy takes 0/1 labels or probabilities"
             )
         if src[name].type.dtype == "i32":
-            err = label_error(name, a, self._classes_for(name) or 0)
+            err = label_error(name, a, self._classes_for(name) or 0, 0, self._ignored_label(name))
             assert err is not None  # the scan above found a label out of range
             raise err
         raise ArgumentError(
@@ -1015,10 +1020,13 @@ class Model:
         )
 
     def _classes_for(self, labels: str) -> int | None:
-        for n in self.program.forward.nodes:
-            if n.op == "softmax_cross_entropy" and n.inputs[1] == labels:
-                return int(self.program.forward[n.inputs[0]].type.shape[-1])
-        return None
+        got = label_classes(self.program.forward).get(labels)
+        return None if got is None else got[0]
+
+    def _ignored_label(self, labels: str) -> int | None:
+        """The ignore_index the losses reading ``labels`` let through (None: none)."""
+        got = label_classes(self.program.forward).get(labels)
+        return None if got is None else got[1]
 
     # ------------------------------------------------------------------ running
 
@@ -1068,7 +1076,8 @@ class Model:
                 continue
             if a.dtype != np.int32:
                 classes = self._classes_for(name)
-                err = label_error(name, a, classes or 2**31, 0 if classes else -(2**31))
+                low = 0 if classes else -(2**31)
+                err = label_error(name, a, classes or 2**31, low, self._ignored_label(name))
                 if err is not None:
                     raise err
             feeds[name] = np.asarray(a, dtype=np.int32, order="C")
@@ -1443,7 +1452,12 @@ class Model:
         elif y.shape != out.shape and y.size == out.size:
             y = y.reshape(out.shape)  # the loss's target is a reshape of this input
         if kind == "softmax_cross_entropy":  # the classes on the last axis: [N, C], [N, T, C]
-            return {"accuracy": float(np.mean(np.argmax(out, axis=-1) == y))}
+            hit = np.argmax(out, axis=-1) == y
+            skip = self._ignored_label(target)
+            if skip is not None:  # rows of the ignore_index count for nothing (0 when all do)
+                kept = y != skip
+                return {"accuracy": float(hit[kept].mean()) if kept.any() else 0.0}
+            return {"accuracy": float(np.mean(hit))}
         # binary accuracy: probability > 0.5, i.e. logit > 0 (the output read: metric_source)
         form = getattr(self.program, "metric_form", "same")
         if kind == "binary_cross_entropy":  # logits, or their sigmoid

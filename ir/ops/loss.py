@@ -12,7 +12,7 @@ from .base import Kind, Op, register, same_float_dtype
 
 if TYPE_CHECKING:
     from ..builder import Builder
-    from ..graph import Node
+    from ..graph import Graph, Node
 
 
 def _log_softmax(z: np.ndarray) -> np.ndarray:
@@ -40,6 +40,42 @@ def _rows_of(z: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     """z [.., C] and labels [..] (or [.., 1]) as the matrix of rows [R, C] and the R labels
     (int64)."""
     return z.reshape(-1, z.shape[-1]), labels.reshape(-1).astype(np.int64)
+
+
+def check_ignore_index(op: str, attrs: dict[str, Any], classes: int | str) -> None:
+    """``ignore_index`` (absent: none) must be an int outside 0..classes-1: a class index
+    would make that class's rows count for nothing (torch allows it; refused here as surely
+    a mistake, since its rows could never be learned)."""
+    v = attrs.get("ignore_index")
+    if v is None:
+        return
+    if isinstance(v, bool) or not isinstance(v, int) or not -(2**31) <= v < 2**31:
+        raise ShapeError(f"{op}: ignore_index must be an int32, got {v!r}")
+    if isinstance(classes, int) and 0 <= v < classes:
+        raise ShapeError(
+            f"{op}: ignore_index {v} is one of the classes 0..{classes - 1}: its rows could "
+            "never be learned; use a value outside them (torch's default is -100)"
+        )
+
+
+def _kept(labels: np.ndarray, ignore_index: int | None) -> np.ndarray:
+    """The rows that count (label != ignore_index), as a bool mask."""
+    return np.ones(len(labels), bool) if ignore_index is None else labels != ignore_index
+
+
+def label_classes(g: Graph) -> dict[str, tuple[int, int | None]]:
+    """The class labels of ``g``'s softmax cross-entropy losses: label input -> (classes C,
+    the ignore_index let through besides 0..C-1 or None). Labels read by two losses keep
+    the smaller C, and an ignore_index only when both have it."""
+    out: dict[str, tuple[int, int | None]] = {}
+    for n in g.nodes:
+        if n.op == "softmax_cross_entropy":
+            c, skip = int(g[n.inputs[0]].type.shape[-1]), n.attr("ignore_index")
+            if n.inputs[1] in out:
+                c0, skip0 = out[n.inputs[1]]
+                c, skip = min(c, c0), (skip if skip == skip0 else None)
+            out[n.inputs[1]] = (c, skip)
+    return out
 
 
 @register
@@ -80,24 +116,36 @@ class SoftmaxCrossEntropy(Op):
 
     Computed in the stable log-sum-exp form (max subtracted first).
     VJP: dz = dy * (softmax(z) - onehot(label)) / R, R rows  (op softmax_cross_entropy_grad).
+
+    ``ignore_index`` k (torch's cross_entropy(ignore_index=k), reduction "mean"): rows whose
+    label is k add nothing to the loss or the gradient, and R counts the other rows only;
+    with no such row the loss and the gradient are 0 (torch: NaN). The native label check
+    then lets k through besides 0..C-1.
     """
 
     name = "softmax_cross_entropy"
     arity = 2
     kind = Kind.ROWWISE
+    attrs = {"ignore_index": None}
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         _check_logits_labels(self.name, *types)
+        check_ignore_index(self.name, attrs, types[0].shape[-1])
         return TensorType((), types[0].dtype)
 
-    def reference(self, z, labels):
+    def reference(self, z, labels, ignore_index=None):
         z, labels = _rows_of(z, labels)
-        ls = _log_softmax(z)
-        return -np.mean(ls[np.arange(len(labels)), labels])
+        keep = _kept(labels, ignore_index)
+        if not keep.any():
+            return np.zeros((), z.dtype)
+        ls = _log_softmax(z[keep])
+        return -np.mean(ls[np.arange(int(keep.sum())), labels[keep]])
 
     def grad(self, b: Builder, node: Node, dy: str):
         z, labels = node.inputs
-        return (b.softmax_cross_entropy_grad(z, labels, dy), None)
+        ignore = node.attr("ignore_index")
+        extra = {} if ignore is None else {"ignore_index": ignore}
+        return (b.softmax_cross_entropy_grad(z, labels, dy, **extra), None)
 
 
 @register
@@ -109,17 +157,22 @@ class SoftmaxCrossEntropyGrad(Op):
     arity = 3
     kind = Kind.ROWWISE
     nondifferentiable = True
+    attrs = {"ignore_index": None}
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         z, labels, dy = types
         _check_logits_labels(self.name, z, labels)
+        check_ignore_index(self.name, attrs, z.shape[-1])
         if dy.shape != () or dy.dtype != z.dtype:
             raise ShapeError(f"{self.name}: dy must be a {z.dtype} scalar, got {dy}")
         return z
 
-    def reference(self, z, labels, dy):
+    def reference(self, z, labels, dy, ignore_index=None):
         shape = z.shape
         z, labels = _rows_of(z, labels)
+        keep = _kept(labels, ignore_index)
         p = np.exp(_log_softmax(z))
-        p[np.arange(len(labels)), labels] -= 1.0
-        return (p * (dy / len(labels))).reshape(shape)
+        rows = np.flatnonzero(keep)
+        p[rows, labels[rows]] -= 1.0
+        p[~keep] = 0.0
+        return (p * (dy / max(len(rows), 1))).reshape(shape)
