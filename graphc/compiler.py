@@ -188,6 +188,13 @@ def not_row_mean(g: Graph, loss: str) -> str:
     )  # fmt: skip
     over_rows = first.op == "sum" and any(kinds[i] == ROWS for i in first.inputs)
     how = "a sum over them" if over_rows else "a function of them as a whole"
+    if first.op == "softmax_cross_entropy" and first.attr("ignore_index") is not None:
+        return (
+            f"its loss {loss!r} is softmax_cross_entropy with ignore_index "
+            f"{first.attr('ignore_index')}: a mean over the rows each rank keeps, whose counts "
+            "differ between ranks, so the ranks' gradients would not add up to the global "
+            "batch's; train it in one process"
+        )
     return (
         f"its loss {loss!r} is not a mean over the batch's rows ({first.op} {first.name!r} "
         f"makes it {how}), "

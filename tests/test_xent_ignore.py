@@ -125,6 +125,12 @@ def test_other_labels_still_checked():
             gc.softmax_cross_entropy(z, y, ignore_index=bad)
     with pytest.raises(gc.GraphcError, match="label_smoothing"):
         gc.softmax_cross_entropy(z, y, ignore_index=-100, label_smoothing=0.1)
+    # data-parallel training refuses it, saying why (the kept counts differ between ranks)
+    from graphc.compiler import not_row_mean
+
+    why = not_row_mean(m.program.forward, m.program.loss)
+    assert "ignore_index -100" in why and "one process" in why
+    assert m.program.ranks_note == why
 
 
 def test_library_and_onnx(tmp_path):
