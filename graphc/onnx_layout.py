@@ -197,6 +197,21 @@ def _out(v: View) -> Any:
     return v.base if v.literal else v
 
 
+def _lookup_by_view(cx: Any, ids: View) -> list | None:
+    """Gather of the rows of a table without N (a weight: nn.Embedding) by indices seen
+    through a view (a sequence-first [T, N] input): the lookup by the base's indices, whose
+    new trailing axes (the table's rows) follow the view's groups. None where the table holds
+    N or the axis is not 0 (the op then needs the literal layout)."""
+    from .onnx_import import _lookup
+
+    table = cx.x(0)  # a weight (a param or constant), or a computed value
+    if "N" in table.shape or int(cx.attr("axis", 0)) % max(len(table.shape), 1) != 0:
+        return None
+    y = _lookup(cx, table, 0, ids.base)
+    r = len(ids.base.shape)
+    return [_out(View(y, (*ids.groups, *((r + j,) for j in range(len(table.shape) - 1)))))]
+
+
 def normalized(v: View) -> View:
     """``v`` with the base's unit axes dropped from its groups (as every view the importer
     follows: groups compare by their sizes)."""
@@ -245,6 +260,8 @@ def convert(imp: Any, cx: Any, refused: bool = False) -> list | None:
         return [_unsqueeze(cx, x, axes) if op == "Unsqueeze" else _squeeze(cx, x, axes)]
     if op == "Gather" and isinstance(x, View) and not isinstance(ins[1], View | Tensor):
         return _gather(cx, x, np.asarray(ins[1]), int(cx.attr("axis", 0)))
+    if op == "Gather" and isinstance(ins[1], View) and not isinstance(x, View):
+        return _lookup_by_view(cx, ins[1])
     if op in ("MatMul", "Gemm"):
         return _matmul(imp, cx, ins, op)
     if op in ("Softmax", "LogSoftmax") and isinstance(x, View):

@@ -155,3 +155,35 @@ def test_fit_and_evaluate_take_the_input_in_its_layout() -> None:
     np.testing.assert_allclose(
         np.asarray(model.params[name]).reshape(3, 4), want, rtol=1e-5, atol=1e-6
     )
+
+
+def test_embedding_lookup_of_sequence_first_ids() -> None:
+    """ids [5, N] int64 (torch's nn.Embedding before a batch_first=False RNN) look rows of a
+    [10, 3] table up: e [5, N, 3] and its Transpose [N, 5, 3] equal ONNX Runtime; an id
+    past the table is refused naming the input."""
+    table = np.random.default_rng(4).standard_normal((10, 3)).astype(np.float32)
+    g = helper.make_graph(
+        [
+            helper.make_node("Gather", ["table", "ids"], ["e"]),
+            helper.make_node("Transpose", ["e"], ["t"], perm=[1, 0, 2]),
+        ],
+        "emb",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [5, "N"])],
+        [
+            helper.make_tensor_value_info("e", TensorProto.FLOAT, [5, "N", 3]),
+            helper.make_tensor_value_info("t", TensorProto.FLOAT, ["N", 5, 3]),
+        ],
+        [numpy_helper.from_array(table, "table")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    model = gc.from_onnx(m).compile()
+    rng = np.random.default_rng(5)
+    for n in (1, 3):
+        ids = rng.integers(-10, 10, (5, n))
+        got = model.predict(ids)
+        for k, w in zip(("e", "t"), _ort(m, {"ids": ids})):
+            assert got[k].shape == w.shape
+            np.testing.assert_array_equal(got[k], w)
+    with pytest.raises(ArgumentError, match="ids"):
+        model.predict(np.full((5, 2), 10))
