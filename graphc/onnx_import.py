@@ -119,8 +119,16 @@ class OnnxImport:
     def __repr__(self) -> str:
         """A summary: the name, inputs and outputs with their types, and how many params and
         constants (and values) there are; the arrays themselves are in ``weights``."""
-        ins = ", ".join(f"{t.name}: {t.type}" for t in self.inputs)
-        outs = ", ".join(f"{t.name}: {t.type}" for t in self.outputs)
+        from graphc.runtime.model import batch_layout_type
+
+        ins = ", ".join(
+            f"{t.name}: {batch_layout_type(t.type, self.input_batch_axes.get(t.name, 0), 'taken')}"
+            for t in self.inputs
+        )
+        outs = ", ".join(
+            f"{t.name}: {batch_layout_type(t.type, self.output_batch_axes.get(t.name, 0))}"
+            for t in self.outputs
+        )
         size = sum(int(np.size(a)) for a in self.weights.values())
         return (
             f"<graphc OnnxImport {self.name!r} ({ins}) -> ({outs}); {len(self.params)} params, "
@@ -2806,8 +2814,10 @@ def from_onnx(
             for the dimensions after the first that a file leaves symbolic (a text model's
             sequence length: torch's ``dynamic_axes={"ids": {0: "batch", 1: "seq"}}``), as
             ONNX Runtime's free dimension overrides; graphc fixes every dimension but the
-            batch N, so the compiled model takes that size only. Naming the first dimension
-            or a name no input has is refused.
+            batch N, so the compiled model takes that size only. Naming a name no input has
+            is refused, and so is naming an input's first dimension unless exactly one later
+            dimension stays free, which is then the batch N (a sequence-first x [T, N, C]:
+            dims={"T": 5}; predict takes x in that layout: OnnxImport.input_batch_axes).
 
     Integer inputs: graphc holds ONNX's integers as float32 (exact below 2**24 in
     magnitude). Each integer input that the graph computes with or looks rows up with is

@@ -178,7 +178,7 @@ def declared_outputs(
     return {k: got[k] if k in got else constant_value(constants[k], n) for k in order}
 
 
-def _returned_type(t: Any, axis: int, how: str = "returned") -> str:
+def batch_layout_type(t: Any, axis: int, how: str = "returned") -> str:
     """An output's (or input's, ``how`` "taken") type as Model's repr shows it: with ``axis``
     > 0 (Model.output_batch_axes, input_batch_axes), the layout predict returns (takes), N
     moved from first to that axis: "f32[N,1,12] returned as [1,N,12]"."""
@@ -803,11 +803,11 @@ class Model:
     def __repr__(self) -> str:
         prog = self.program
         ins = ", ".join(
-            f"{n.name}: {_returned_type(n.type, self.input_batch_axes.get(n.name, 0), 'taken')}"
+            f"{n.name}: {batch_layout_type(n.type, self.input_batch_axes.get(n.name, 0), 'taken')}"
             for n in prog.inference.inputs
         )
         outs = ", ".join(
-            _returned_type(prog.inference[o].type, self.output_batch_axes.get(o, 0))
+            batch_layout_type(prog.inference[o].type, self.output_batch_axes.get(o, 0))
             for o in prog.inference.outputs
         )
         opt = repr(self.optimizer) if self.optimizer is not None and prog.loss else "inference only"
@@ -863,7 +863,7 @@ class Model:
             if moved:  # the ONNX layout (N at axis k) as the compiled input's (N first)
                 if a.ndim != len(t.shape):
                     raise ArgumentError(
-                        f"input {name!r} expects {_returned_type(t, moved, 'taken')} (the "
+                        f"input {name!r} expects {batch_layout_type(t, moved, 'taken')} (the "
                         f"batch N at axis {moved}), got an array of shape {a.shape}"
                     )
                 a = np.moveaxis(a, moved, 0)

@@ -76,7 +76,9 @@ def test_torch_sequence_first_rnn_takes_its_inputs_in_their_layout(name, tmp_pat
     fixes it) and the LSTM's h0, c0 [4, N, 4]; the outputs y [T, N, D*H] and h_n, c_n."""
     path = os.path.join(DATA, f"{name}.onnx")
     dims = {"T": 5} if name == "rnn_ts_lstmsf_14" else None
-    model = gc.from_onnx(path, dims=dims).compile()
+    imp = gc.from_onnx(path, dims=dims)
+    assert "x: f32[N,5,3] taken as [5,N,3]" in repr(imp)
+    model = imp.compile()
     assert set(model.input_batch_axes.values()) == {1}
     assert "taken as [5,N,3]" in repr(model)
     rng = np.random.default_rng(3)
