@@ -189,3 +189,23 @@ def test_embedding_lookup_of_sequence_first_ids() -> None:
             np.testing.assert_array_equal(got[k], w)
     with pytest.raises(ArgumentError, match="ids"):
         model.predict(np.full((5, 2), 10))
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["attn_ts_mha_seq_17", "attn_dyn_mha_seq_18", "attn_ts_enc_seq_17", "attn_dyn_enc_seq_18"],
+)
+def test_torch_sequence_first_attention(name) -> None:
+    """tests/data/onnx/attn_*_{mha,enc}_seq_*.onnx (export_torch_attn.py's SEQ_FIRST, torch
+    2.13): nn.MultiheadAttention and nn.TransformerEncoderLayer with batch_first=False over
+    x [5, N, 8], y [5, N, 8], both exporters: equal to ONNX Runtime at batches 1 and 3."""
+    path = os.path.join(DATA, f"{name}.onnx")
+    model = gc.from_onnx(path).compile()
+    assert "taken as [5,N,8]" in repr(model)
+    rng = np.random.default_rng(6)
+    for n in (1, 3):
+        x = rng.standard_normal((5, n, 8)).astype(np.float32)
+        (want,) = _ort(path, {"x": x})
+        got = model.predict(x)
+        assert got.shape == want.shape == (5, n, 8)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6)

@@ -124,6 +124,36 @@ MODULES = {
 }
 
 
+class SeqFirstAttention(torch.nn.Module):
+    """nn.MultiheadAttention (batch_first=False) over x [L, N, E] as given: the model's input
+    and output hold the batch at axis 1 (graphc: Model.input_batch_axes, output_batch_axes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mha = torch.nn.MultiheadAttention(E, H)
+
+    def forward(self, x):
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+class SeqFirstEncoder(torch.nn.Module):
+    """nn.TransformerEncoderLayer (batch_first=False) over x [L, N, E] as given."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.TransformerEncoderLayer(E, H, 16, dropout=0.1)
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+# sequence first: x [L, N, E] and y [L, N, E] (the batch at axis 1), one opset per exporter
+SEQ_FIRST = {
+    "mha_seq": SeqFirstAttention,
+    "enc_seq": SeqFirstEncoder,
+}
+
+
 class SelfAttention(torch.nn.Module):
     """nn.MultiheadAttention(x, x, x) with need_weights=False (a sequence of length 1)."""
 
@@ -137,6 +167,24 @@ class SelfAttention(torch.nn.Module):
 
 if __name__ == "__main__":
     only = sys.argv[1:]
+    for name, make in SEQ_FIRST.items():
+        if only and name not in only:
+            continue
+        torch.manual_seed(0)
+        m = make().eval()
+        for dynamo, opset in ((False, 17), (True, 18)):
+            prefix = "attn_dyn" if dynamo else "attn_ts"
+            torch.onnx.export(
+                m,
+                (torch.randn(L, 3, E),),
+                os.path.join(HERE, f"{prefix}_{name}_{opset}.onnx"),
+                opset_version=opset,
+                input_names=["x"],
+                output_names=["y"],
+                dynamic_axes={"x": {1: "batch"}, "y": {1: "batch"}},
+                dynamo=dynamo,
+                **({"optimize": True, "external_data": False} if dynamo else {}),
+            )
     for name, (make, inputs, outputs) in MODULES.items():
         if only and name not in only:
             continue
