@@ -209,3 +209,17 @@ def test_torch_sequence_first_attention(name) -> None:
         got = model.predict(x)
         assert got.shape == want.shape == (5, n, 8)
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6)
+
+
+def test_model_file_with_a_wrong_input_batch_axis_is_refused(tmp_path) -> None:
+    """A model file whose input_batch_axes names no input, or an axis past the input's rank,
+    is refused at load (CheckpointError naming the field), not at predict."""
+    from graphc.ir.errors import CheckpointError
+
+    model = gc.from_onnx(_moved_inputs()).compile()
+    for bad in ({"x": 2}, {"nope": 1}, {"x": 0}):
+        model.input_batch_axes = bad
+        path = str(tmp_path / "bad.gcm")
+        model.save_model(path)
+        with pytest.raises(CheckpointError, match="input_batch_axes"):
+            gc.load_model(path)
