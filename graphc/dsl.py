@@ -452,7 +452,22 @@ def shares_weights(call: Callable[[Any, Tensor], Any]) -> Callable[[Any, Tensor]
     return shared
 
 
-def input(name: str, shape: Iterable, dtype: str = "f32") -> Tensor:
+def _named(op: str, name: Any, shape: Any, example: str) -> None:
+    """Refuse a source declared without its name or its shape (Python's TypeError 'missing 1
+    required positional argument' said neither why nor how), naming the call meant."""
+    word, role = ("x", "the feeds of predict and fit") if op == "input" else ("w", "get_weights")
+    if name is None or (shape is None and isinstance(name, tuple | list)):
+        # no name at all, or the shape given alone (gc.param((3, 4)))
+        shown = repr(tuple(name)) if name is not None else example if shape is None else shape
+        raise OptionTypeError(
+            f"{op}: needs a name, then the shape: gc.{op}({word!r}, {shown}) (the name keys "
+            f"the value in {role}, saved files and the exported library)"
+        )
+    if shape is None:
+        raise OptionTypeError(f"{op} {name!r}: needs a shape: gc.{op}({name!r}, {example})")
+
+
+def input(name: str | None = None, shape: Iterable | None = None, dtype: str = "f32") -> Tensor:
     """A data placeholder; use "N" for the batch dimension, e.g. ``input("x", ("N", 64))``.
 
     ``dtype``: "f32" (features, targets), "i32" (class labels), "f64" or "i64"; numpy's
@@ -460,13 +475,15 @@ def input(name: str, shape: Iterable, dtype: str = "f32") -> Tensor:
 
     Raises:
         ShapeError: a shape that is not ints and "N", a dimension of 0, or another dtype.
+        OptionTypeError: no name or no shape (naming the call meant).
     """
+    _named("input", name, shape, "('N', 4)")
     return _source("input", name, shape, dtype)
 
 
 def param(
-    name: str,
-    shape: Iterable,
+    name: str | None = None,
+    shape: Iterable | None = None,
     init: str = "glorot_uniform",
     dtype: str = "f32",
     *,
@@ -482,8 +499,14 @@ def param(
     settable with ``set_weights``. ``l1``/``l2``: weight penalties; compile adds
     l1 * sum(|P|) + l2 * sum(P^2) to the loss (the Keras regularizers' formulas) when the loss
     depends on P.
+
+    Raises:
+        OptionTypeError: no name or no shape (naming the call meant: ``gc.param('w', (3, 4))``).
+        GraphcError: an unknown initializer, ``trainable`` not a bool, a negative penalty.
     """
     from graphc.init import check_initializer
+
+    _named("param", name, shape, "(3, 4)")
 
     if not isinstance(trainable, bool):
         raise GraphcError(f"param {name!r}: trainable must be True or False, got {trainable!r}")

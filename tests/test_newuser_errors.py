@@ -171,6 +171,27 @@ def test_a_shape_that_is_one_int_names_the_tuple_meant() -> None:
     assert gc.input("x", iter(("N", 3))).shape == ("N", 3)  # any iterable, as before
 
 
+@pytest.mark.parametrize(
+    ("call", "want"),
+    [
+        (
+            lambda: gc.param((3, 4)),
+            r"^param: needs a name, then the shape: gc\.param\('w', \(3, 4\)\)",
+        ),
+        (lambda: gc.param(shape=(2,)), r"^param: needs a name.*gc\.param\('w', \(2,\)\)"),
+        (lambda: gc.param("w"), r"^param 'w': needs a shape: gc\.param\('w', \(3, 4\)\)"),
+        (lambda: gc.input(shape=("N", 4)), r"^input: needs a name.*gc\.input\('x', \('N', 4\)\)"),
+        (lambda: gc.input("x"), r"^input 'x': needs a shape: gc\.input\('x', \('N', 4\)\)"),
+    ],
+)
+def test_a_source_without_its_name_or_shape_names_the_call_meant(call, want) -> None:
+    # was Python's TypeError "param() missing 1 required positional argument: 'shape'"
+    with pytest.raises(gc.GraphcError, match=want) as e:
+        call()
+    assert isinstance(e.value, TypeError)  # code catching the old TypeError still does
+    assert gc.param("w", (3, 4)).shape == (3, 4)  # the usual call, unchanged
+
+
 def test_dense_on_an_input_without_the_batch_axis_says_how_to_declare_it() -> None:
     x = gc.input("x", (4,))
     with pytest.raises(
