@@ -153,8 +153,6 @@ def log_softmax(x: Tensor, axis: int = -1, *, name: str | None = None) -> Tensor
 
 # ---------------------------------------------------------------- batched products
 
-MAX_BATCHED_ELEMENTS = 2**20  # per sample, in the broadcast product of the ONNX importer's Einsum
-
 
 def batched_matmul(
     a: Tensor, b: Tensor, *, transpose_a: bool = False, transpose_b: bool = False

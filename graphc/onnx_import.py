@@ -40,7 +40,7 @@ from graphc.ir.types import TensorType
 from . import dsl, onnx_import_rnn, onnx_layout
 from .convolution import strided_slice
 from .dsl import Tensor
-from .functional import MAX_BATCHED_ELEMENTS, permute
+from .functional import permute
 
 MIN_OPSET = 7  # the Gemm/Add/... semantics (numpy broadcasting) every rule below assumes
 MAX_FILE_BYTES = 2**31 - 1  # protobuf's limit for one message
@@ -6512,85 +6512,127 @@ def _einsum_terms(cx: NodeContext, n: int) -> tuple[list[str], str]:
     return ins, out
 
 
-def _is_subsequence(sub: str, s: str) -> bool:
-    it = iter(s)
-    return all(c in it for c in sub)
-
-
 def _einsum(cx: NodeContext) -> list[Value]:
-    """Einsum of two operands as the products exporters write (torch.einsum, Keras
-    EinsumDense): a matrix product "ik,kj->ij" (either
-    operand transposed), its batched form "bik,bkj->bik" (batch labels leading, in the
-    same order) and rows of any rank times a matrix ("btk,kj->btj"), by graphc's matmul;
-    otherwise a broadcast product summed over the shared
-    labels the output drops ("bi,bi->b", "bik,bjk->bij", "bi,bj->bij"), each term's axes first
-    transposed to the order of the output followed by the summed labels (Keras's attention at
-    opsets below 13: "btnh,bsnh->bnts"; N stays where it is). One operand: a sum over labels
-    and a transpose in any order. A label repeated in an input term takes that term's
-    diagonal first ("bii->bi", "ii,i->i": _einsum_diagonals). Anything else (a label repeated
-    in the output, a label summed in one operand only, a term that would move N) raises
-    OnnxError naming the equation."""
+    """Einsum of any number of operands (torch.einsum, Keras EinsumDense and attention, tf2onnx's
+    Tensordot), as numpy.einsum evaluates it. One operand: a sum over labels and a transpose in
+    any order. Two or more: contracted pairwise from the left (_einsum_pair), each pair one
+    matrix product, graphc's matmul or batched_matmul (no size cap: "bhqd,bhkd->bhqk" at
+    T = 256, d = 64 is one batched product, nothing broadcast); the result permuted to the
+    output's order. A label repeated in an input term takes that term's diagonal first ("bii->bi",
+    "ii,i->i": _einsum_diagonals); a label in one operand only and not in the output is summed
+    there first ("nij,jk->nk"). Raises OnnxError naming the equation: a label repeated in the
+    output, an output label in no input, a sum over the batch dimension N, two operands' batch
+    dimensions in different labels (a product across samples), an output order that moves N
+    (other than a 2-D [N, C] -> [C, N]), sizes of one label that differ."""
     if cx.n_inputs == 1:
         return [_einsum_unary(cx)]
-    if cx.n_inputs != 2:
-        cx.fail(f"{cx.n_inputs} operands: graphc evaluates Einsum of one or two")
-    (sa, sb), so = _einsum_terms(cx, 2)
-    eq = f"{sa},{sb}->{so}"
+    if cx.n_inputs < 1:
+        cx.fail("no operands")
+    terms, so = _einsum_terms(cx, cx.n_inputs)
+    eq = ",".join(terms) + "->" + so
     if len(set(so)) != len(so):
         cx.fail(f"equation {eq!r}: a label repeated in the output is not supported")
-    a, sa = _einsum_diagonals(cx, cx.x(0), sa, eq)
-    b, sb = _einsum_diagonals(cx, cx.x(1), sb, eq)
-    if len(sa) != len(a.shape) or len(sb) != len(b.shape):
-        cx.fail(f"equation {eq!r} does not match the ranks of {_fmt(a.shape)}, {_fmt(b.shape)}")
-    size = {**dict(zip(sb, b.shape)), **dict(zip(sa, a.shape))}
-    summed = [c for c in sa if c in sb and c not in so]
-    if any(c not in so and c not in summed for c in sa + sb) or any(c not in sa + sb for c in so):
-        cx.fail(f"equation {eq!r}: a label summed in one operand only is not supported")
-    if any(size[c] == "N" for c in summed):
+    if any(c not in "".join(terms) for c in so):
+        cx.fail(f"equation {eq!r}: an output label is in no input term")
+    ops = [_einsum_diagonals(cx, cx.x(k), t, eq) for k, t in enumerate(terms)]
+    y, sy = ops[0]
+    for k in range(1, len(ops)):
+        later = "".join(t for _, t in ops[k + 1 :]) + so
+        y, sy = _einsum_pair(cx, (y, sy), ops[k], later, eq)
+    return [_einsum_result(cx, y, sy, so, eq)]
+
+
+def _einsum_result(cx: NodeContext, y: Tensor, sy: str, so: str, eq: str) -> Any:
+    """y, whose axes hold the labels ``sy``, in the output's order ``so``: a permute, the 2-D
+    transpose op ([N, C] -> [C, N]), or, where the order moves N of a higher rank ("ni,nij->jin"),
+    a layout view of y permuted with N kept first (graphc.onnx_layout)."""
+    n = sy[y.shape.index("N")] if "N" in y.shape else ""
+    if not n or len(so) <= 2 or so.index(n) == 0:
+        return _einsum_order(cx, y, sy, so, eq)
+    base = n + "".join(c for c in so if c != n)
+    view = onnx_layout.View(_einsum_order(cx, y, sy, base, eq), tuple((base.index(c),) for c in so))
+    return onnx_layout._out(view)
+
+
+def _einsum_pair(
+    cx: NodeContext, left: tuple[Tensor, str], right: tuple[Tensor, str], keep: str, eq: str
+) -> tuple[Tensor, str]:
+    """Two einsum terms contracted into the labels of ``keep`` (the later terms' and the
+    output's) as one matrix product op(A) [.., M, K] @ op(B) [.., K, P]: the labels both terms
+    keep lead (the batch dimension N first; their sizes broadcast as numpy's), each term's own
+    labels are merged into M (left) or P (right), the labels both sum over into K; a transpose
+    flag instead of a permute where the term already holds K before M or after P. N in one
+    term only leads that term alone, the other broadcasting against it. Returns the product
+    [lead.., M labels.., P labels..] and its term."""
+    (a, sa), (b, sb) = left, right
+    a, sa = _einsum_sum_alone(cx, a, sa, sb + keep, eq)
+    b, sb = _einsum_sum_alone(cx, b, sb, sa + keep, eq)
+    dims = dict(zip(sa, a.shape)), dict(zip(sb, b.shape))
+    shared = [c for c in sa if c in sb]
+    for c in shared:
+        da, db = dims[0][c], dims[1][c]
+        if da != db and (c not in keep or 1 not in (da, db)):
+            cx.fail(f"equation {eq!r}: label {c!r} has sizes {da} and {db}")
+    n_of = [term[t.shape.index("N")] if "N" in t.shape else "" for t, term in ((a, sa), (b, sb))]
+    if any(c in shared and c not in keep for c in n_of if c):
         cx.fail(f"equation {eq!r} sums over the batch dimension N")
-    batch = "".join(c for c in so if c in sa and c in sb)
-    nb = len(batch)
-    ra, rb, ro = sa[nb:], sb[nb:], so[nb:]
-    if (
-        sa[:nb] == sb[:nb] == so[:nb] == batch
-        and len(summed) == 1
-        and len(ra) == len(rb) == len(ro) == 2
-        and ro[0] in ra
-        and ro[1] in rb
-    ):
-        i, k, j = ro[0], summed[0], ro[1]
-        if nb == 0:
-            return [dsl.matmul(a, b, transpose_a=ra == k + i, transpose_b=rb == j + k)]
-        if ra == i + k and rb == k + j:
-            return [dsl.matmul(a, b)]
-    rows_times_matrix = len(sb) == 2 and len(sa) > 2 and so == sa[:-1] + sb[1]
-    if rows_times_matrix and summed == [sb[0]] and sa[-1] == sb[0]:  # "btk,kj->btj"
-        return [dsl.matmul(a, b)]
-    order = so + "".join(summed)
-    for t, term in ((a, sa), (b, sb)):
-        if not _is_subsequence(term, order) and "N" in t.shape:
-            n_at = t.shape.index("N")
-            if sorted(term, key=order.index)[n_at] != term[n_at]:
-                cx.fail(
-                    f"equation {eq!r} moves the batch dimension N of {_fmt(t.shape)}: graphc "
-                    "evaluates products whose terms keep N where it is"
-                )
-    elements = math.prod(int(size[c]) for c in order if size[c] != "N")
-    if elements > MAX_BATCHED_ELEMENTS:
-        cx.fail(f"equation {eq!r}: the broadcast product has {elements} elements per sample")
+    if all(n_of) and n_of[0] != n_of[1]:
+        cx.fail(
+            f"equation {eq!r} pairs the batch dimensions N of two operands under different "
+            f"labels ({n_of[0]!r}, {n_of[1]!r}): a product across samples"
+        )
+    nl = n_of[0] or n_of[1]
+    batch = "".join(sorted((c for c in shared if c in keep), key=lambda c: c != nl))
+    summed = "".join(c for c in shared if c not in keep)
+    own = ["".join(c for c in t if c not in shared and c != nl) for t in (sa, sb)]
+    lead = [nl + batch if nl in t and nl not in batch else batch for t in (sa, sb)]
 
-    def spread(t: Tensor, term: str) -> Tensor:
-        # the term's labels in the order's order (a transpose, e.g. 'btnh' of attention's
-        # 'btnh,bsnh->bnts' to 'bnth'), then a size-1 axis for each label it lacks
-        perm = sorted(range(len(term)), key=lambda i: order.index(term[i]))
-        t = permute(t, perm)
-        shape = tuple(size[c] if c in term else 1 for c in order)
-        return t if shape == tuple(t.shape) else _reshape(cx, t, shape)
+    def operand(k: int, t: Tensor, term: str) -> tuple[Tensor, bool]:
+        # [lead.., own, K] for the left term, [lead.., K, own] for the right one, or the two
+        # blocks swapped (the transpose flag) when that is the term's order; merged blocks
+        blocks = [own[k], summed][:: 1 if k == 0 else -1]
+        flip = term != lead[k] + "".join(blocks) and term == lead[k] + "".join(blocks[::-1])
+        blocks = blocks[::-1] if flip else blocks
+        t = _einsum_order(cx, t, term, lead[k] + "".join(blocks), eq)
+        shape = [dims[k][c] for c in lead[k]] + [
+            math.prod(int(dims[k][c]) for c in s) for s in blocks
+        ]
+        return _reshape(cx, t, tuple(shape)), flip
 
-    y = spread(a, sa) * spread(b, sb)
-    if summed:
-        y = dsl.sum(y, tuple(range(len(so), len(order))))
-    return [y]
+    a2, ta = operand(0, a, sa)
+    b2, tb = operand(1, b, sb)
+    y = dsl.matmul(a2, b2, transpose_a=ta, transpose_b=tb)
+    out = max(lead, key=len)
+    shape = (*y.shape[: len(out)], *(dims[0][c] for c in own[0]), *(dims[1][c] for c in own[1]))
+    return _reshape(cx, y, shape), out + own[0] + own[1]
+
+
+def _einsum_sum_alone(
+    cx: NodeContext, t: Tensor, term: str, other: str, eq: str
+) -> tuple[Tensor, str]:
+    """The term's labels that no other term or the output holds, summed over (numpy's einsum)."""
+    axes = tuple(i for i, c in enumerate(term) if c not in other)
+    if not axes:
+        return t, term
+    if any(t.shape[i] == "N" for i in axes):
+        cx.fail(f"equation {eq!r} sums over the batch dimension N")
+    return dsl.sum(t, axes), "".join(c for c in term if c in other)
+
+
+def _einsum_order(cx: NodeContext, t: Tensor, term: str, order: str, eq: str) -> Tensor:
+    """t, whose axes hold ``term``'s labels, with its axes in ``order``: a permute that keeps N
+    where it is, or the 2-D transpose op ([N, C] -> [C, N])."""
+    perm = [term.index(c) for c in order]
+    if perm == list(range(len(term))):
+        return t
+    if perm == [1, 0]:
+        return dsl.apply("transpose", t)
+    if "N" in t.shape and perm[t.shape.index("N")] != t.shape.index("N"):
+        cx.fail(
+            f"equation {eq!r} moves the batch dimension N of {_fmt(t.shape)}: graphc "
+            "evaluates products whose terms keep N where it is"
+        )
+    return permute(t, perm)
 
 
 def _einsum_diagonals(cx: NodeContext, t: Tensor, term: str, eq: str) -> tuple[Tensor, str]:
@@ -6616,7 +6658,7 @@ def _einsum_diagonals(cx: NodeContext, t: Tensor, term: str, eq: str) -> tuple[T
     return t, term
 
 
-def _einsum_unary(cx: NodeContext) -> Tensor:
+def _einsum_unary(cx: NodeContext) -> Any:
     (sa,), so = _einsum_terms(cx, 1)
     eq = f"{sa}->{so}"
     if len(set(so)) != len(so):
@@ -6628,13 +6670,7 @@ def _einsum_unary(cx: NodeContext) -> Tensor:
     if summed and "N" in [x.shape[i] for i in summed]:
         cx.fail(f"equation {eq!r} sums over the batch dimension N")
     y = dsl.sum(x, summed) if summed else x * 1.0
-    kept = "".join(c for c in sa if c in so)
-    if kept == so:
-        return y
-    if len(so) == 2 and kept == so[::-1]:
-        return dsl.apply("transpose", y)
-    return permute(y, [kept.index(c) for c in so])
-    raise AssertionError
+    return _einsum_result(cx, y, "".join(c for c in sa if c in so), so, eq)
 
 
 def _fold_einsum(cx: NodeContext, args: list) -> list:
