@@ -245,7 +245,7 @@ def load_model(path: str | os.PathLike, *, threads: int | None = None) -> Any:
     model = gc_compile(
         outputs, loss, opt, name=desc["name"], opt_level=desc["opt_level"], threads=threads
     )
-    checkpoint.load(model, path)
+    checkpoint.load(model, path, rebuilt=True)
     return _restore_conversions(model, conversions)
 
 
@@ -282,7 +282,7 @@ def model_from_bytes(data: bytes, options: dict[str, Any]) -> Any:
             seed=options.get("seed", 0),
             check_numerics=bool(options.get("check_numerics", False)),
         )
-        checkpoint.load(model, path)
+        checkpoint.load(model, path, rebuilt=True)
         _restore_conversions(model, conversions)
     model.history = options.get("history")
     model.use_epoch_entry = options.get("use_epoch_entry", True)

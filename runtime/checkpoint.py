@@ -4,6 +4,7 @@ File format (numpy's ``.npz``, read with ``allow_pickle=False``: no pickle anywh
 
     __header__        uint8[...]   UTF-8 JSON: {"format": "graphc-checkpoint", "version": 1,
                                    "model": name, "graph_hash": ..., "forward_hash": ...,
+                                   "setup_hash": ...,
                                    "lr": float, "epochs_done": int | null, "extra": {...},
                                    "params": [[name, shape, dtype], ...],
                                    "state": [[name, shape, dtype], ...]}
@@ -13,6 +14,10 @@ File format (numpy's ``.npz``, read with ``allow_pickle=False``: no pickle anywh
 ``graph_hash`` is a SHA-256 of the training graph's structure (ops, types, attrs and
 connections, with every name replaced by its position, so that automatically numbered names
 like ``dense4.w`` do not matter); ``forward_hash`` the same of the forward graph.
+``setup_hash`` (absent from files of graphc before it) names what the user chose: the forward
+graph, the loss and the optimizer with its options (``setup_hash``). The training graph is
+derived by the compiler (autodiff, the update rules), so its hash changes with graphc's
+version for one and the same network; a checkpoint fits a model when either hash agrees.
 
 Writing goes to a temporary file in the target's directory, which is flushed, fsync'ed and then
 renamed over the target (``os.replace``, atomic on POSIX and Windows): a crash leaves either the
@@ -22,6 +27,7 @@ touches the model: any problem raises ``CheckpointError`` and leaves the model u
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -64,6 +70,30 @@ def structure_hash(g: Graph) -> str:
     return h.hexdigest()
 
 
+def setup_hash(model: Any) -> str:
+    """SHA-256 (hex) of what the user chose for ``model``: the forward graph's structure, the
+    loss's place in it, and the optimizer's class with its options other than the learning rate
+    (which a checkpoint restores) and those left at their default (so an option added by a
+    later graphc leaves older files' hashes as they were). Unlike the training graph's hash, it
+    does not change when graphc derives the backward pass or the update differently."""
+    prog = model.program
+    position = {n.name: i for i, n in enumerate(prog.forward.nodes)}
+    opt = getattr(model, "optimizer", None) if prog.loss is not None else None
+    chosen: dict[str, Any] = {}
+    if opt is not None and dataclasses.is_dataclass(opt):
+        for f in dataclasses.fields(opt):
+            v = getattr(opt, f.name)
+            if f.name not in ("lr", "learning_rate") and v != f.default:
+                chosen[f.name] = v
+    item = [
+        structure_hash(prog.forward),
+        position.get(prog.loss) if prog.loss is not None else None,
+        type(opt).__name__ if opt is not None else None,
+        sorted(chosen.items()),
+    ]
+    return hashlib.sha256(repr(item).encode()).hexdigest()
+
+
 def _entries(arrays: dict[str, np.ndarray]) -> list[list[Any]]:
     return [[k, list(v.shape), v.dtype.str] for k, v in arrays.items()]
 
@@ -78,6 +108,7 @@ def header_for(model: Any, extra: dict[str, Any] | None = None) -> dict[str, Any
         "model": prog.name,
         "graph_hash": structure_hash(prog.training or prog.forward),
         "forward_hash": structure_hash(prog.forward),
+        "setup_hash": setup_hash(model),
         "lr": float(model.lr),
         "initial_lr": float(getattr(model, "initial_lr", model.lr)),
         "epochs_done": int(epochs[-1]) + 1 if epochs else None,
@@ -443,13 +474,22 @@ def _arrays(
 
 
 @in_turn_of_first
-def load(model: Any, path: str | os.PathLike, *, weights_only: bool = False) -> dict[str, Any]:
+def load(
+    model: Any, path: str | os.PathLike, *, weights_only: bool = False, rebuilt: bool = False
+) -> dict[str, Any]:
     """Restore ``model``'s parameters (and, unless ``weights_only``, optimizer state and lr).
 
     Every check runs before the first copy, so on any error the model is unchanged.
     Parameters are matched by name; when the names differ (e.g. automatically numbered
     layers of a network rebuilt in the same process) but the graph structure hashes agree, by
     position.
+
+    The optimizer state fits when the training graph's hash agrees (the same graphc), or the
+    set-up's (``setup_hash``: the same network, loss and optimizer options, whatever graphc
+    wrote the file), or ``rebuilt`` (the model was compiled from this file's own description:
+    load_model, pickle), or, for a file written before graphc kept ``setup_hash``, the forward
+    graph agrees and every optimizer slot agrees in name, shape and dtype (the slots name the
+    optimizer's kind; torch's load_state_dict checks no more). Each array is still checked.
 
     Returns:
         The checkpoint's header (model, epochs_done, extra, ...).
@@ -463,8 +503,18 @@ def load(model: Any, path: str | os.PathLike, *, weights_only: bool = False) -> 
     need = sum(a.nbytes for a in (*model.params.values(), *model.state.values()))
     header, params, state = read(path, max_bytes=need + HEADER_ROOM)
     prog = model.program
-    same_graph = header.get("graph_hash") == structure_hash(prog.training or prog.forward)
     same_forward = header.get("forward_hash") == structure_hash(prog.forward)
+    same_graph = (
+        rebuilt
+        or header.get("graph_hash") == structure_hash(prog.training or prog.forward)
+        or header.get("setup_hash") == setup_hash(model)
+        or (
+            "setup_hash" not in header
+            and same_forward
+            and {k: (v.shape, v.dtype) for k, v in state.items()}
+            == {k: (v.shape, v.dtype) for k, v in model.state.items()}
+        )
+    )
     if not weights_only and not same_graph:
         try:
             _match(path, "parameter", model.params, params, same_forward)

@@ -1,0 +1,99 @@
+"""Silent wrong answers and refused valid programs, round 7 (trust7, stop 18)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+import graphc as gc
+
+OLD = os.path.join(os.path.dirname(__file__), "data", "graphc_4447f19")
+sys.path.insert(0, OLD)
+import make_files as old  # noqa: E402  (the networks of the stored files, in today's DSL)
+
+sys.path.remove(OLD)
+
+
+def _resumes_as_before(m, kind: str) -> None:
+    """m predicts and takes the next step as graphc 4447f19 did after writing the files."""
+    ref = np.load(os.path.join(OLD, f"{kind}_ref.npz"))
+    np.testing.assert_allclose(m.predict(ref["x"]), ref["pred"], rtol=1e-6, atol=1e-6)
+    loss = m.train_step(ref["x"][:8], ref["t"][:8])
+    assert loss == pytest.approx(float(ref["step_loss"]), rel=1e-6)
+    now = {**m.params, **m.state}
+    after = {k.split("/", 1)[1]: ref[k] for k in ref.files if k.startswith("after/")}
+    assert set(after) == set(now)
+    for k, v in after.items():
+        np.testing.assert_allclose(now[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("kind", ["ln_rms", "sgd_bce"])
+def test_files_of_an_older_graphc_load_and_resume(kind) -> None:
+    """A model file and a checkpoint written by graphc 4447f19, whose training graph for these
+    networks differs from today's (autodiff and update rules changed since): load_model, and
+    load into the same network built today, give that graphc's predictions, next step loss,
+    parameters and optimizer state (its own figures, stored beside the files). Before, both
+    were refused: 'training-graph hash differs: ... the optimizer or the loss differs'."""
+    _resumes_as_before(gc.load_model(os.path.join(OLD, f"{kind}.gcm")), kind)
+    x, _ = old.data()
+    m = old.build(kind, x)
+    m.load(os.path.join(OLD, f"{kind}.npz"))
+    _resumes_as_before(m, kind)
+
+
+def _forge(src: str, dst: str, **header) -> None:
+    """A copy of checkpoint src with header fields replaced (None: removed)."""
+    with np.load(src) as z:
+        arrays = {k: z[k] for k in z.files}
+    h = json.loads(arrays["__header__"].tobytes().decode())
+    for k, v in header.items():
+        if v is None:
+            h.pop(k, None)
+        else:
+            h[k] = v
+    arrays["__header__"] = np.frombuffer(json.dumps(h).encode(), np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    with open(dst, "wb") as f:
+        f.write(buf.getvalue())
+    assert zipfile.is_zipfile(dst)
+
+
+def _adam_net(**options):
+    x = gc.input("x", ("N", 3))
+    z = gc.dense(x, 2, name="d")
+    y = gc.input("y", ("N",), dtype="i32")
+    return gc.compile(z, gc.softmax_cross_entropy(z, y), gc.Adam(0.01, **options), name="s7")
+
+
+def test_a_checkpoint_fits_by_the_users_setup_whatever_graphc_derived(tmp_path) -> None:
+    """A file whose training-graph hash is another graphc's (forged here) loads into the same
+    network and optimizer options (setup_hash); other options (betas) or another optimizer are
+    still refused, and a file without setup_hash (older graphc) loads only when its optimizer
+    slots agree in name, shape and dtype."""
+    rng = np.random.default_rng(0)
+    xs, ys = rng.normal(size=(6, 3)).astype(np.float32), rng.integers(0, 2, 6).astype(np.int32)
+    a = _adam_net()
+    a.train_step(xs, ys)
+    path, forged = str(tmp_path / "a.npz"), str(tmp_path / "forged.npz")
+    a.save(path)
+    _forge(path, forged, graph_hash="0" * 64)
+    b = _adam_net()
+    b.load(forged)
+    assert b.train_step(xs, ys) == a.train_step(xs, ys)
+    for k in a.state:
+        np.testing.assert_array_equal(a.state[k], b.state[k])
+    with pytest.raises(gc.CheckpointError, match="different network or optimizer"):
+        _adam_net(betas=(0.8, 0.999)).load(forged)
+    legacy = str(tmp_path / "legacy.npz")
+    _forge(path, legacy, graph_hash="0" * 64, setup_hash=None)
+    c = _adam_net(amsgrad=True)  # one more slot per parameter
+    with pytest.raises(gc.CheckpointError, match="different network or optimizer"):
+        c.load(legacy)
+    _adam_net().load(legacy)
