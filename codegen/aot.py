@@ -249,10 +249,36 @@ class Port:
     # (this dtype, "f32": an ONNX import's integer output, whole numbers): the wrapper
     # converts it in place after the call (wrapper.c's gc_f32_to_int)
     computed: str = ""
+    # k > 0: the caller's array holds the batch N at axis k (an ONNX import's sequence-first
+    # input x [T, N, C] or LSTM h_n [layers, N, H]: Model.input_batch_axes /
+    # output_batch_axes), ``type`` the kernels' N-first one with the other axes in the
+    # caller's order; the wrapper copies between the two in the workspace (_c_moves)
+    batch_axis: int = 0
 
     @property
     def ctype(self) -> str:
         return DTYPE_INFO[self.type.dtype].c
+
+    @property
+    def shape(self) -> tuple:
+        """The shape of the caller's array: ``type``'s with N moved from axis 0 to axis
+        ``batch_axis``."""
+        s = self.type.shape
+        k = self.batch_axis
+        return (*s[1 : k + 1], BATCH, *s[k + 1 :]) if k else s
+
+    def moved_sizes(self) -> tuple[int, int, int]:
+        """For a port with ``batch_axis`` k > 0: the element counts before N (the product of
+        the caller's axes 0..k-1) and after it, and the bytes of an element the kernels read
+        or write (float32 for a converted output: ``computed``)."""
+        rest = [int(d) for d in self.type.shape[1:]]
+        outer = 1
+        for d in rest[: self.batch_axis]:
+            outer *= d
+        inner = 1
+        for d in rest[self.batch_axis :]:
+            inner *= d
+        return outer, inner, DTYPE_INFO[self.computed or self.type.dtype].itemsize
 
     def elems_c(self, n: str) -> str:
         """C expression: the element count for batch size ``n``."""
@@ -287,6 +313,9 @@ class EntryPlan:
     # the entry's kernels read the state region (batch_norm's running statistics, an imported
     # model's constants): infer given no state reads the library's copy (_state_arg)
     reads_state: bool = False
+    # bytes per row of the N-first copies of the ports whose batch axis is not first, at the
+    # workspace's end (included in ws_row; ws_fixed holds ALIGN more for their alignment)
+    moved_row: int = 0
 
 
 @dataclass
@@ -349,6 +378,8 @@ def plan_library(
     input_checks: dict[str, list[InputCheck]] | None = None,
     outputs: Iterable[str] | None = None,
     declared: dict[str, str] | None = None,
+    input_axes: dict[str, int] | None = None,
+    output_axes: dict[str, int] | None = None,
 ) -> LibraryPlan:
     """The public interface of a library from the compiled program's schedules and layout
     (``check_numerics``: the schedules were compiled with the NaN/Inf scans, whose sites the
@@ -357,6 +388,10 @@ def plan_library(
     named after them; default: the values'). C names are escaped, see ``_CNames``.
     ``declared``: output name -> "i32" or "i64" for infer's float32 outputs of whole numbers
     that the library returns in that C type (an ONNX import's integer outputs; Port.computed).
+    ``input_axes`` / ``output_axes``: input value / output name -> k > 0 for an array the
+    caller passes (infer returns) with the batch N at axis k, the kernels' type holding it first
+    (Model.input_batch_axes / output_batch_axes; Port.batch_axis): the wrappers copy it in the
+    workspace, the header and the description give the caller's layout.
 
     Raises:
         CodegenError: an entry is unknown or was not compiled (a model without a loss has no
@@ -377,6 +412,8 @@ def plan_library(
             (input_checks or {}).get(e, ()),
             list(outputs) if outputs is not None and e == "infer" else None,
             (declared or {}) if e == "infer" else {},
+            input_axes or {},
+            (output_axes or {}) if e == "infer" else {},
         )
         for e in entries
     }
@@ -504,14 +541,19 @@ def _plan_entry(
     checks: Iterable[InputCheck],
     output_names: list[str] | None = None,
     declared: dict[str, str] | None = None,
+    input_axes: dict[str, int] | None = None,
+    output_axes: dict[str, int] | None = None,
 ) -> EntryPlan:
     """One entry's C arguments: its data inputs (train_grads' in train_step's order), its lr
     and its outputs (the loss first for the training entries). Raises CodegenError when two
     arguments would get the same C name."""
     s = schedules[entry]
     g = s.graph
+    in_axes, out_axes = input_axes or {}, output_axes or {}
     ins = [
-        Port(v, cnames.inputs[v], i, g[v].type) for i, v in enumerate(s.input_slots) if v != "lr"
+        Port(v, cnames.inputs[v], i, g[v].type, batch_axis=in_axes.get(v, 0))
+        for i, v in enumerate(s.input_slots)
+        if v != "lr"
     ]
     if entry == "train_grads" and "train_step" in schedules:  # data in train_step's order
         order = schedules["train_step"].input_slots
@@ -529,10 +571,23 @@ def _plan_entry(
         else:  # the graph's output name: CSE may have merged two outputs into one value
             o, t = output_names[j], g[v].type
             to = (declared or {}).get(o)
+            k = out_axes.get(o, 0)
             if to in ("i32", "i64") and t.dtype == "f32":
-                outs.append(Port(o, cnames.output(o, j, count), j, t.with_dtype(to), "f32"))
+                outs.append(Port(o, cnames.output(o, j, count), j, t.with_dtype(to), "f32", k))
             else:
-                outs.append(Port(o, cnames.output(o, j, count), j, t))
+                outs.append(Port(o, cnames.output(o, j, count), j, t, batch_axis=k))
+    for p in ins + outs:
+        if p.batch_axis and not (p.type.shape[:1] == (BATCH,) and p.batch_axis < p.type.rank):
+            raise CodegenError(
+                f"{name}_{entry}: {p.name} {p.type} cannot hold its batch at axis {p.batch_axis}"
+            )
+    # each moved port's N-first copy, a whole number of ALIGN blocks per row: every copy
+    # starts aligned at the ALIGN-aligned end of the kernels' workspace
+    moved_row = sum(
+        -(-p.type.elements_per_row() * p.moved_sizes()[2] // ALIGN) * ALIGN
+        for p in ins + outs
+        if p.batch_axis
+    )
     names = [p.cname for p in ins + outs] + ["ctx", "n", *WRAPPER_LOCALS]
     names += (["lr"] if lr_port else []) + [f"{p.cname}_len" for p in ins + outs]
     if len(set(names)) != len(names):
@@ -544,11 +599,13 @@ def _plan_entry(
         lr_port,
         len(s.input_slots),
         len(s.output_slots),
-        s.grad_bytes + s.arena_fixed + s.scratch_bytes,
-        s.arena_row,
-        entry == "infer" and rows_independent(g, s.output_slots),
+        s.grad_bytes + s.arena_fixed + s.scratch_bytes + (ALIGN if moved_row else 0),
+        s.arena_row + moved_row,
+        # a block of rows of a moved port is no run of its array: one call for all rows
+        entry == "infer" and not moved_row and rows_independent(g, s.output_slots),
         {c.name: c for c in checks},
         any(n.op == "state" for n in g.nodes),
+        moved_row,
     )
 
 
@@ -669,8 +726,10 @@ def _meta_port(p: Port, checks: dict[str, InputCheck]) -> dict:
         "name": p.name,
         "cname": p.cname,
         "dtype": p.type.dtype,
-        "shape": [d if d == BATCH else int(d) for d in p.type.shape],
+        "shape": [d if d == BATCH else int(d) for d in p.shape],  # the caller's layout
     }
+    if p.batch_axis:
+        out["batch_axis"] = p.batch_axis
     if p.name in checks:  # the entry's native check of this input (codegen/checks.py)
         c = checks[p.name]
         check: list[Any] = [c.kind, c.bound]
@@ -997,7 +1056,12 @@ def _header_port(key: str, kind: str, p: Port, chk: InputCheck | None) -> list[s
         if p.computed
         else ""
     )
-    L = [f"/* {kind} {p.cname} ({p.name}): {p.ctype} {p.type}{how} */"]
+    if p.batch_axis:  # the caller's layout, the kernels' in the workspace
+        how += (
+            f": the batch N at axis {p.batch_axis}, as in the ONNX file (the library copies it "
+            f"{'to' if kind == 'input' else 'from'} the kernels' {p.type} in the workspace)"
+        )
+    L = [f"/* {kind} {p.cname} ({p.name}): {p.ctype} {TensorType(p.shape, p.type.dtype)}{how} */"]
     L.append(f"#define {key}_ROW_ELEMS ((int64_t){row})")
     L.append(f"#define {key}_ELEMS(n) {p.elems_c('n')}")
     L.append(f"#define {key}_SLOT {p.slot}")
@@ -1005,7 +1069,9 @@ def _header_port(key: str, kind: str, p: Port, chk: InputCheck | None) -> list[s
         L.append(f"#define {key}_CLASSES {chk.bound}   /* labels must lie in 0..CLASSES-1 */")
         if chk.low is not None:
             L.append(f"#define {key}_IGNORE_INDEX {chk.low}   /* or be this: a row ignored */")
-    L += [f"#define {key}_DIM{k} {d}" for k, d in enumerate(p.type.shape) if d != BATCH]
+    if p.batch_axis:
+        L.append(f"#define {key}_BATCH_AXIS {p.batch_axis}   /* N is dimension {p.batch_axis} */")
+    L += [f"#define {key}_DIM{k} {d}" for k, d in enumerate(p.shape) if d != BATCH]
     return L
 
 
@@ -1542,13 +1608,20 @@ def _c_entry_call(plan: LibraryPlan, e: EntryPlan) -> list[str]:
     N, U = plan.name, plan.upper
     L: list[str] = []
     a = L.append
+    moved = _c_moves(plan, e)
     for p in e.inputs:
-        a(
-            f"    gc_in[{p.slot}] = {f'&gc_{p.cname}' if _scalar_in(e, p) else f'(void *){p.cname}'};"
-        )
+        if p.batch_axis:
+            a(f"    gc_in[{p.slot}] = {moved[p.slot, 'in']};")
+            a(f"    gc_move_batch(gc_in[{p.slot}], {p.cname}, n, {_moved_args(p)}, 1);")
+        else:
+            where = f"&gc_{p.cname}" if _scalar_in(e, p) else f"(void *){p.cname}"
+            a(f"    gc_in[{p.slot}] = {where};")
     if e.lr is not None:
         a(f"    gc_in[{e.lr.slot}] = &gc_lr;")
-    L += [f"    gc_out[{p.slot}] = (void *){p.cname};" for p in e.outputs]
+    for p in e.outputs:
+        a(
+            f"    gc_out[{p.slot}] = {moved[p.slot, 'out'] if p.batch_axis else f'(void *){p.cname}'};"
+        )
     args = f"ctx->params, {_state_arg(plan, e)}, ctx->workspace, gc_in, gc_out, n"
     a(f"    gc_rc = {N}__graphc_{e.entry}({args});")
     if e.checks:  # the input checks' codes (CHECK_BASE + slot): nothing was written
@@ -1566,19 +1639,54 @@ def _c_entry_call(plan: LibraryPlan, e: EntryPlan) -> list[str]:
                 arg, count = (
                     (f"&gc_{p.cname}", "1")  # a scalar argument (train_grads' loss_scale)
                     if _scalar_in(e, p)
-                    else (p.cname, f"{U}_{p.cname.upper()}_ELEMS(n)")
+                    else (
+                        f"(const {p.ctype} *)gc_in[{p.slot}]" if p.batch_axis else p.cname,
+                        f"{U}_{p.cname.upper()}_ELEMS(n)",
+                    )  # a moved input: its N-first copy, whose rows the message counts
                 )
                 a(f"    if (gc_rc == {code}) {_explainer(plan, e, p)}({arg}, {count});")
             a(f"    if (gc_rc == {code}) return {U}_{CHECK_ERRORS[c.kind]};  /* {name} */")
     if e.entry in plan.numerics_offset:
         a(f"    if (gc_rc >= {NUMERICS_BASE}) return gc_rc + {plan.numerics_offset[e.entry]};")
     for p in e.outputs:
+        if p.batch_axis:  # the kernels' N-first copy in the caller's layout
+            a(
+                f"    if (!gc_rc) gc_move_batch({p.cname}, gc_out[{p.slot}], n, {_moved_args(p)}, 0);"
+            )
         if p.computed:  # the kernels wrote float32 whole numbers: in the declared type
             size = DTYPE_INFO[p.type.dtype].itemsize
             a(f"    if (!gc_rc) gc_f32_to_int({p.cname}, {U}_{p.cname.upper()}_ELEMS(n), {size});")
     a(f"    return gc_rc ? {U}_ERR_INTERNAL : {U}_OK;")
     a("}")
     return L
+
+
+def _c_moves(plan: LibraryPlan, e: EntryPlan) -> dict[tuple[int, str], str]:
+    """The C expression of each moved port's N-first copy (by slot and "in" / "out"): one
+    after the other, each a whole number of ALIGN blocks per row (EntryPlan.moved_row), from
+    the first ALIGN-aligned byte after the kernels' workspace (``ws_fixed`` holds ALIGN spare
+    bytes for it). The workspace check covers them: WORKSPACE_PER_ROW counts them."""
+    ports = [(p, "in") for p in e.inputs if p.batch_axis]
+    ports += [(p, "out") for p in e.outputs if p.batch_axis]
+    if not ports:
+        return {}
+    fixed, row = e.ws_fixed - ALIGN, e.ws_row - e.moved_row  # the kernels' own
+    base = (
+        f"(char *)(((uintptr_t)ctx->workspace + (uintptr_t)({fixed} + (int64_t){row} * n) + "
+        f"{ALIGN - 1}) & ~(uintptr_t){ALIGN - 1})"
+    )
+    out, off = {}, 0
+    for p, kind in ports:
+        out[p.slot, kind] = f"(void *)({base} + (int64_t){off} * n)"
+        off += -(-p.type.elements_per_row() * p.moved_sizes()[2] // ALIGN) * ALIGN
+    return out
+
+
+def _moved_args(p: Port) -> str:
+    """wrapper.c's gc_move_batch arguments after the row count for moved port ``p``: the
+    element counts before and after N in the caller's layout, and the element's bytes."""
+    outer, inner, size = p.moved_sizes()
+    return f"{outer}, {inner}, {size}"
 
 
 def _state_optional(e: EntryPlan) -> bool:

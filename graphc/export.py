@@ -189,28 +189,6 @@ def export_model(
             "Import the file without those outputs (from_onnx(..., outputs=[...])) to "
             "export it, or use model.to_onnx, which writes the term; nothing was written"
         )
-    taken = sorted(getattr(model, "input_batch_axes", {}))
-    if taken:  # predict moves N first before the native call: a library cannot
-        raise ArgumentError(
-            f"export: model {name!r}'s input(s) "
-            + ", ".join(f"{k} (N at ONNX axis {model.input_batch_axes[k]})" for k in taken)
-            + " hold the batch axis N first in the compiled code, and predict moves it there "
-            "from the ONNX layout before the native call (an ONNX import's sequence-first "
-            "LSTM / GRU x [T, N, C] or h0 [layers, N, H]), which a library cannot do: its "
-            "buffer would take another layout than ONNX Runtime's. Export the model with the "
-            "batch first (batch_first=True) to export it; nothing was written"
-        )
-    moved = sorted(model.output_batch_axes)
-    if moved:  # predict moves N back after the native call: the library's layout would differ
-        raise ArgumentError(
-            f"export: model {name!r}'s output(s) "
-            + ", ".join(f"{k} (N at ONNX axis {model.output_batch_axes[k]})" for k in moved)
-            + " hold the batch axis N first in the compiled code, and predict moves it to the "
-            "ONNX layout after the native call (an ONNX import's LSTM / GRU h_n [layers, N, "
-            "H]), which a library cannot do: its buffer would hold another layout than ONNX "
-            "Runtime's. Import the file without those outputs (from_onnx(..., outputs=[...])) "
-            "to export it, or use model.to_onnx, which writes the Transpose; nothing was written"
-        )
     if isinstance(entries, str):
         entries = [e.strip() for e in entries.split(",") if e.strip()]
     if entries is None:
@@ -290,6 +268,10 @@ def export_model(
         input_checks=prog.input_checks,
         outputs=prog.outputs,
         declared=_declared_outputs(model),
+        # an ONNX import's inputs / outputs whose batch axis is not first: the library takes
+        # and returns them in the file's layout, as predict does (aot._c_moves)
+        input_axes=dict(getattr(model, "input_batch_axes", {})),
+        output_axes=dict(getattr(model, "output_batch_axes", {})),
     )
     if getattr(model, "_batch_norms", None):  # batch statistics: a 1-row batch is refused
         plan.min_train_rows = 2

@@ -436,7 +436,8 @@ class Library:
                 if chk and chk[0] in kinds:
                     low, note = (chk[2], chk[3]) if len(chk) > 3 else (None, "")
                     table = bool(chk[4]) if len(chk) > 4 else True
-                    err = explain(chk[0], p["name"], np.asarray(a), chk[1], note, low, table)
+                    rows = np.moveaxis(np.asarray(a), p.get("batch_axis", 0), 0)  # N first
+                    err = explain(chk[0], p["name"], rows, chk[1], note, low, table)
                     if "rejected by the native check" not in str(err):
                         return ArgumentError(f"{self.name}_{entry}: {err}")
         return self._error(entry, rc)
@@ -568,7 +569,7 @@ class Library:
         batch_size = check_batch_size(batch_size)
         if n == 0:  # no rows: empty outputs (each with N first), no native call
             for p in e["outputs"]:
-                if p["shape"][:1] != ["N"]:
+                if "N" not in p["shape"]:
                     raise ArgumentError(
                         f"predict: no rows, and output {p['name']!r} is computed over the "
                         "rows, not one value per row: pass at least one row"

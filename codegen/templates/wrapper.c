@@ -68,6 +68,24 @@ __attribute__((unused)) static void gc_f32_to_int(void *p, int64_t count, int by
     }
 }
 
+/* An array whose batch N the caller holds at axis k > 0 (an ONNX file's sequence-first
+   x [T, N, C], an LSTM's h_n [layers, N, H]), seen as [outer, n, inner] (outer: the product
+   of the axes before N, inner: of those after it), copied to or from the kernels' N-first
+   [n, outer, inner] (to_first: caller -> kernels), one run of inner elements of bytes each
+   at a time. */
+__attribute__((unused)) static void gc_move_batch(void *dst, const void *src, int64_t n, int64_t outer,
+                                                  int64_t inner, int64_t bytes, int to_first) {
+    char *d = (char *)dst;
+    const char *s = (const char *)src;
+    size_t run = (size_t)(inner * bytes);
+    for (int64_t a = 0; a < outer; a++) {
+        for (int64_t r = 0; r < n; r++) {
+            int64_t first = (r * outer + a) * inner * bytes, moved = (a * n + r) * inner * bytes;
+            memcpy(d + (to_first ? first : moved), s + (to_first ? moved : first), run);
+        }
+    }
+}
+
 #include <stdarg.h>
 /* The message NAME_last_error returns: what the last call of this thread that failed found
    (for an input check: the input, the row, the value and the rule), set by gc_note (the
