@@ -187,7 +187,11 @@ CTL_SUMMED = 8  # FLAGS values: the flags summed over the ranks (caller's memory
 CTL_LO, CTL_HI = 9, 10  # the flat update's elements this rank updates (all of them)
 CTL_GRAD, CTL_GRAD_BYTES = 11, 12  # this rank's grad region, zeroed when it has no rows
 CTL_SHARD = 13  # NAME_apply_update_shard's address
-CTL_WORDS = 14
+# double[steps] (caller's memory) or 0: step s's loss_scale and loss share factor scales[s]
+# instead of count / big (a mean over the rows a loss keeps: runtime.distributed.kept_scales);
+# read by the call-out path too
+CTL_SCALES = 14
+CTL_WORDS = 15
 CTL_LINE = 128  # bytes between counters: no false sharing on 128-byte lines or line pairs
 FLAGS = 4  # [non-finite losses, loss share, stop requests, rejected rows]: runtime.distributed
 
@@ -217,7 +221,8 @@ def emit_train_epoch_split(
     ``order[s*batch : min(n, (s+1)*batch)]`` (``big`` rows); this rank takes the ``rank``-th
     of ``ranks`` nearly equal consecutive slices of it (runtime.distributed.shard: ``first``,
     ``count``), gathers those rows into ``staging`` and calls train_grads on them with
-    loss_scale = count / big (rounded from double, as numpy does) and row0 = first (none when
+    loss_scale = count / big (rounded from double, as numpy does; ``scales[s]`` when
+    ``ctl[CTL_SCALES]`` holds their address) and row0 = first (none when
     ``count`` is 0: the rank contributes nothing). Then ``at[1] = 0`` and ``reduce(s, count)``,
     which sets ``at[1]`` to 1 to run apply_update (inputs ``update_inputs``, no outputs) and
     go on, to 2 to go on without it (the call-out applied the update itself: each rank a
@@ -323,8 +328,9 @@ def emit_train_epoch_split(
                         b.branch(reduce_bb)  # no train_grads: the step is not applied
                 with otherwise:
                     _gather_rows(b, fn, memcpy, order, base, count, n, batched, bad)
-        # as numpy: count / big in double, then rounded to the scale's type
-        ratio = b.fdiv(b.sitofp(count, F64), b.sitofp(big, F64))
+        # as numpy: count / big in double (or the caller's scales[s]), then rounded to the
+        # scale's type
+        ratio = _step_scale(b, ctl, s, b.fdiv(b.sitofp(count, F64), b.sitofp(big, F64)))
         b.store(ratio if scale_t == F64 else b.fptrunc(ratio, scale_t), scale_ptr)
         if row0_ptr is not None:
             b.store(first, row0_ptr)
@@ -374,6 +380,18 @@ def emit_train_epoch_split(
 
 def _memset(module: ir.Module) -> ir.Function:
     return declare(module, "llvm.memset.p0.i64", VOID, [PTR, I8, I64, I1])
+
+
+def _step_scale(b: ir.IRBuilder, ctl: ir.Value, s: ir.Value, default: ir.Value) -> ir.Value:
+    """``scales[s]`` (double) when ``ctl[CTL_SCALES]`` holds an address, else ``default``."""
+    with b.goto_entry_block():
+        slot = b.alloca(F64, name="step_scale")
+    b.store(default, slot)
+    addr = _word(b, ctl, CTL_SCALES)
+    with b.if_then(b.icmp_signed("!=", addr, i64(0))):
+        at = b.gep(b.inttoptr(addr, PTR), [s], inbounds=True, source_etype=F64)
+        b.store(b.load(at, typ=F64), slot)
+    return b.load(slot, typ=F64)
 
 
 def _word(b: ir.IRBuilder, ctl: ir.Value, i: int) -> ir.Value:
@@ -445,8 +463,9 @@ def emit_native_reduce(
 ) -> None:
     """One step's all-reduce and update among ranks sharing memory, without the call-out (see
     emit_train_epoch_split and CTL): the arithmetic of runtime.distributed's call-out, bit
-    for bit. This rank's share of the loss, ``loss * count / big`` in double (0 and a zeroed
-    grad region without rows), goes to ``losses[s]``; its flags (non-finite share, the share,
+    for bit. This rank's share of the loss, ``loss * count / big`` in double (``loss *
+    scales[s]`` with ``ctl[CTL_SCALES]``; 0 and a zeroed grad region without rows), goes to
+    ``losses[s]``; its flags (non-finite share, the share,
     a stop requested, ``at[2]`` rejected rows) to its slot; barrier; the flags summed over
     the slots in rank order into ``summed``; ERR_DECIDE returned when the caller must decide;
     else NAME_apply_update_shard over elements ``lo..hi`` (the gradient summed over the slots
@@ -458,6 +477,8 @@ def emit_native_reduce(
     loss = b.load(loss_ptr, typ=lt)
     lossd = loss if lt == F64 else b.fpext(loss, F64)
     share = b.fdiv(b.fmul(lossd, b.sitofp(count, F64)), b.sitofp(big, F64), name="share")
+    kept = b.icmp_signed("!=", _word(b, ctl, CTL_SCALES), i64(0))  # loss * scales[s]
+    share = b.select(kept, b.fmul(lossd, _step_scale(b, ctl, s, share)), share)
     share = b.select(has, share, ir.Constant(F64, 0.0))
     with b.if_then(b.not_(has)):  # no rows here: this rank adds nothing to the sum
         b.call(memset, [_addr(b, ctl, CTL_GRAD), ir.Constant(I8, 0), _word(b, ctl, CTL_GRAD_BYTES),

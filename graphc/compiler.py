@@ -19,7 +19,7 @@ from graphc.codegen.target import (
 )
 from graphc.ir.algorithms import ancestors
 from graphc.ir.autodiff import gradients
-from graphc.ir.batch import MIXED, ROWS, batch_kinds, loss_is_row_mean
+from graphc.ir.batch import MIXED, ROWS, batch_kinds, kept_mean_loss, loss_is_row_mean
 from graphc.ir.builder import Builder
 from graphc.ir.errors import GraphcError
 from graphc.ir.graph import Graph, make_node
@@ -32,7 +32,7 @@ from graphc.ir.passes.pipeline import run_pipeline
 from graphc.ir.passes.schedule import schedule
 from graphc.ir.plan import Buffer, Schedule
 from graphc.ir.program import UNIT_TARGET_LOSSES, Program
-from graphc.ir.types import DTYPE_INFO, TensorType
+from graphc.ir.types import BATCH, DTYPE_INFO, TensorType
 from graphc.ir.verify import check_sizes
 
 from .dsl import Tensor, apply, collect_graph, constant_values
@@ -161,13 +161,27 @@ def build_graphs(
     # they are), but a rank's slice would normalize by its own rows' statistics
     build_split(prog, train_fwd, params, optimizer)
     prog.loss_note = not_row_mean(train_fwd, loss_name)
+    prog.kept_rows = kept_rows(train_fwd, loss_name) if prog.loss_note else None
     if state_updates:
         prog.ranks_note = (
             "its batch statistics (batch_norm) would be each rank's own, not the global batch's"
         )
     else:
-        prog.ranks_note = prog.loss_note
+        prog.ranks_note = "" if prog.kept_rows else prog.loss_note
     return prog
+
+
+def kept_rows(g: Graph, loss: str) -> tuple[str, int] | None:
+    """(labels input, ignore_index) when ``loss`` is a mean over the rows softmax_cross_entropy
+    keeps (ir.batch.kept_mean_loss) and its labels are a graph input with N leading, whose
+    values data-parallel fit can count per row; else None."""
+    node = kept_mean_loss(g, loss)
+    if node is None:
+        return None
+    labels = g[node.inputs[1]]
+    if labels.op != "input" or not labels.type.shape or labels.type.shape[0] != BATCH:
+        return None
+    return labels.name, int(node.attr("ignore_index"))
 
 
 def not_row_mean(g: Graph, loss: str) -> str:
@@ -192,8 +206,10 @@ def not_row_mean(g: Graph, loss: str) -> str:
         return (
             f"its loss {loss!r} is softmax_cross_entropy with ignore_index "
             f"{first.attr('ignore_index')}: a mean over the rows each rank keeps, whose counts "
-            "differ between ranks, so the ranks' gradients would not add up to the global "
-            "batch's; train it in one process"
+            "differ between ranks, so the ranks' gradients add up to the global batch's only "
+            "when each rank's loss_scale is its kept label positions over the global batch's "
+            "(graphc's data-parallel fit does that when the labels are a graph input and the "
+            "loss holds no other mean over rows)"
         )
     return (
         f"its loss {loss!r} is not a mean over the batch's rows ({first.op} {first.name!r} "

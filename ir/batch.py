@@ -36,7 +36,9 @@ def _leading(t: TensorType) -> bool:
     return bool(t.shape) and t.shape[0] == BATCH
 
 
-def _kind(n: Node, g: Graph, kinds: dict[str, str]) -> str:
+def _kind(n: Node, g: Graph, kinds: dict[str, str], kept: str | None = None) -> str:
+    """The kind of ``n``; with ``kept`` (a softmax_cross_entropy node with ignore_index), that
+    node's mean over the rows it keeps counts as the only ``mean`` (kept_mean_loss)."""
     ins = [kinds[i] for i in n.inputs]
     types = [g[i].type for i in n.inputs]
     op = OPS.get(n.op)
@@ -100,7 +102,7 @@ def _kind(n: Node, g: Graph, kinds: dict[str, str]) -> str:
         if x == ROWS and 0 not in axes:
             return ROWS
         if x == ROWS and n.op == "mean" and not n.type.is_batched:
-            return MEAN
+            return MIXED if kept is not None else MEAN  # (another normalizer than kept's)
         if x == MEAN and n.op in ("sum", "mean"):
             return MEAN  # over axes of a value with no N: linear in the means
         return MIXED
@@ -110,6 +112,8 @@ def _kind(n: Node, g: Graph, kinds: dict[str, str]) -> str:
         if n.op == "softmax_cross_entropy" and ins == [ROWS, ROWS]:
             # the mean over rows of each row's loss; with ignore_index, over the rows kept,
             # whose count differs between blocks
+            if kept is not None:
+                return MEAN if n.name == kept else MIXED
             return MEAN if n.attr("ignore_index") is None else MIXED
         return MIXED
     return MIXED
@@ -134,11 +138,12 @@ def _affine_of_means(n: Node, ins: list[str], kind: str | None) -> str:
     return MIXED
 
 
-def batch_kinds(g: Graph) -> dict[str, str]:
-    """The kind (const, rows, mean or mixed; see the module doc) of every value of ``g``."""
+def batch_kinds(g: Graph, kept: str | None = None) -> dict[str, str]:
+    """The kind (const, rows, mean or mixed; see the module doc) of every value of ``g``; with
+    ``kept``, as _kind says."""
     kinds: dict[str, str] = {}
     for n in g.nodes:
-        kinds[n.name] = _kind(n, g, kinds)
+        kinds[n.name] = _kind(n, g, kinds, kept)
     return kinds
 
 
@@ -153,3 +158,29 @@ def loss_is_row_mean(g: Graph, loss: str) -> bool:
     """True when the scalar ``loss`` is ``mean`` (or ``const``): the row-weighted mean of the
     blocks' losses is the whole batch's loss."""
     return batch_kinds(g)[loss] in (MEAN, CONST)
+
+
+def kept_mean_loss(g: Graph, loss: str) -> Node | None:
+    """The softmax_cross_entropy node with ``ignore_index`` when the scalar ``loss`` is affine
+    in that node's value alone (its mean over the rows whose label is not ignore_index, plus
+    or times terms of no row), else None. Then a block of rows holding ``K_b`` of the batch's
+    ``K`` kept rows (row i counting its label positions other than ignore_index) contributes
+    ``loss_b * K_b / K`` to the batch's loss and gradient: data-parallel training's
+    loss_scale (runtime.distributed.kept_scales). Any other attribute of the node set (a
+    normalizer of another kind), another mean over rows in the loss, or a second such node:
+    None."""
+    from .algorithms import ancestors
+
+    needed = ancestors(g, [loss])
+    found = [
+        n for n in g.nodes
+        if n.name in needed and n.op == "softmax_cross_entropy"
+        and n.attr("ignore_index") is not None
+    ]  # fmt: skip
+    if len(found) != 1:
+        return None
+    node = found[0]
+    defaults = OPS[node.op].attrs
+    if any(node.attr(k) != v for k, v in defaults.items() if k != "ignore_index"):
+        return None
+    return node if batch_kinds(g, kept=node.name)[loss] == MEAN else None

@@ -70,6 +70,12 @@ class Program:
     # ranks_note holds it too (data-parallel training refuses), while the split entries stay
     # right in one process (train_grads with loss_scale 1, then apply_update, is train_step)
     loss_note: str = ""
+    # set when the loss is a mean over the rows whose labels are not softmax_cross_entropy's
+    # ignore_index (ir.batch.kept_mean_loss) read from a graph input: (that input's name, the
+    # ignore_index). loss_note says why the split entries alone are not data-parallel, but
+    # data-parallel fit trains it, each rank's loss_scale its kept label positions over the
+    # global batch's (runtime.distributed.kept_scales)
+    kept_rows: tuple[str, int] | None = None
     # the passes' options schedule_program ran with (graphc.compiler.compile_split reuses them)
     disabled_passes: tuple[str, ...] = ()
     verify_each: bool = False

@@ -97,7 +97,10 @@ model and calls ``fit`` with the same data and arguments. Then:
 
 Ops whose value depends on the whole batch (batch normalization) and losses that are no mean
 over the rows (a sum over them, RMSE: graphc.compiler.not_row_mean) refuse distributed fit,
-naming the node (see ``Model.fit``). Without batch callbacks (and with ``model.use_epoch_entry``, the default), a
+naming the node (see ``Model.fit``). A softmax_cross_entropy with ``ignore_index`` is a mean
+over the label positions kept, whose counts differ between ranks: each rank's loss_scale is
+then its kept positions over the global batch's (kept_scales, computed every epoch from the
+labels every rank holds), and validation figures are weighted by kept positions. Without batch callbacks (and with ``model.use_epoch_entry``, the default), a
 rank's epoch is one native call (``NAME_train_epoch_split``, graphc.codegen.epoch): it gathers
 the rank's rows, runs ``train_grads``, calls back into Python for the all-reduce and the
 decisions above (about 10 µs of Python per step), then runs ``apply_update``; the per-step
@@ -1110,6 +1113,7 @@ def fit(
                     epochs=epochs, initial_epoch=initial_epoch, shuffle=shuffle, seed=seed,
                     cbs=cbs, requests=requests, stop_on_nonfinite=stop_on_nonfinite, scan=scan,
                     native_ok=native_ok, fast_ok=fast_ok, synced=synced,
+                    kept=kept_counts(model, feeds, n),
                 )  # fmt: skip
             except _Agreed as e:  # every rank, at the same step: not a failure of one rank
                 outcome = e
@@ -1331,7 +1335,7 @@ def _digest(a: np.ndarray) -> int:
 def _epochs(
     model, comm, step, stage, feeds, n, bs, validation, history, progress, *, epochs,
     initial_epoch, shuffle, seed, cbs, requests, stop_on_nonfinite, scan=False,
-    native_ok, fast_ok, synced=False,
+    native_ok, fast_ok, synced=False, kept=None,
 ) -> None:  # fmt: skip
     from mpi4py import MPI
 
@@ -1360,6 +1364,8 @@ def _epochs(
             _from_rank0(model, comm)
         t0, w0 = time.perf_counter(), cpu_wait()
         order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
+        # a mean over the rows the loss keeps: each step's loss_scale (else count / big)
+        scales = None if kept is None else kept_scales(kept[order], bs, k, r)
         # Until the epoch is in the history, a stop request goes back here.
         start = step.snapshot(model, params=not (native is not None and step.shares_params))
         done = len(history.epochs)
@@ -1414,7 +1420,8 @@ def _epochs(
                     big = min(bs, n - s * bs)
                     rejected = native.rejected() if scanning else 0
                     if count:
-                        mine[s] = float(grads.out_arrays[0]) * count / big
+                        ratio = count / big if scales is None else float(scales[s])
+                        mine[s] = float(grads.out_arrays[0]) * ratio
                     else:  # fewer rows than ranks: this rank adds nothing to the sum
                         step.grad[...] = 0
                         mine[s] = 0.0
@@ -1436,6 +1443,7 @@ def _epochs(
             # the all-reduce in the entry itself (no call-out), for spinning waits
             fast = step.native_reduce and not napping and fast_ok
             LAST_PATH = "native-reduce" if fast else "native"
+            step.ctl[epoch_abi.CTL_SCALES] = 0 if scales is None else address(scales)
             if fast:
                 c = step.ctl
                 c[epoch_abi.CTL_LOSSES] = address(sent)
@@ -1451,6 +1459,7 @@ def _epochs(
                 step.sharding = False
                 c = step.ctl  # no pointers into this fit's memory kept with the step
                 c[epoch_abi.CTL_FAST] = c[epoch_abi.CTL_LOSSES] = c[epoch_abi.CTL_STOP] = 0
+                c[epoch_abi.CTL_SCALES] = 0
             if rc == ERR_DECIDE:  # every rank at step ``at``: the update was not applied
                 lo = at * bs
                 decide(at, min(bs, n - lo), step.native_summed, native.rejected())
@@ -1474,7 +1483,8 @@ def _epochs(
                 local = {name: st[:count] for name, st in stage.items()}
                 for name, a in feeds.items():
                     np.take(a, idx, axis=0, out=local[name])
-                step.scale[...] = count / big
+                ratio = count / big if scales is None else float(scales[s])
+                step.scale[...] = ratio
                 if step.row0 is not None:
                     step.row0[...] = first
                 arrays = step.arrays(local)
@@ -1482,7 +1492,7 @@ def _epochs(
                     grads.check(arrays, count)
                     checked.add(count)
                 loss = float(grads(arrays, count, checked=False, scan=False)[0])
-                mine[s] = loss * count / big
+                mine[s] = loss * ratio
             else:  # fewer rows than ranks: this rank adds nothing to the sum
                 step.grad[...] = 0
                 mine[s] = 0.0
@@ -1538,6 +1548,39 @@ def _epochs(
 
 CHUNK_SECONDS = 0.05  # a native epoch with its own all-reduce returns to Python this often
 MAX_CHUNK = 4096  # steps per such call at most
+
+
+def kept_counts(model: Any, feeds: dict[str, np.ndarray], n: int) -> np.ndarray | None:
+    """Per row of ``feeds`` (``n`` rows), how many of its label positions a loss that is a
+    mean over the rows softmax_cross_entropy keeps counts (labels other than ignore_index:
+    ``program.kept_rows``), as float64; None for any other loss."""
+    kept = getattr(model.program, "kept_rows", None)
+    if kept is None:
+        return None
+    labels, ignore = kept
+    rows = np.asarray(feeds[labels]).reshape(n, -1)
+    return np.count_nonzero(rows != ignore, axis=1).astype(np.float64)
+
+
+def kept_scales(kept: np.ndarray, bs: int, k: int, r: int) -> np.ndarray:
+    """Each global step's loss_scale for rank ``r`` of ``k`` when the loss is a mean over kept
+    rows: ``kept`` holds the epoch's rows in order (their kept label positions); step s's
+    global batch is rows ``s*bs .. s*bs+big-1``, rank r's slice of it as ``shard``. The scale
+    is K_r / K, the rank's kept positions over the global batch's, so that the ranks' losses
+    and gradients, each a mean over its own kept positions, add up to the global batch's
+    mean; a global batch keeping none takes count / big (its loss term is 0, and terms of no
+    row, a weight penalty, keep their weight 1). Float64, exact sums (integers < 2^53)."""
+    n = len(kept)
+    steps = -(-n // bs)
+    c = np.concatenate(([0.0], np.cumsum(kept)))
+    lo = np.arange(steps) * bs
+    big = np.minimum(bs, n - lo)
+    q, rem = np.divmod(big, k)
+    first = lo + r * q + np.minimum(r, rem)
+    count = q + (r < rem)
+    mine = c[first + count] - c[first]
+    total = c[lo + big] - c[lo]
+    return np.where(total > 0, mine / np.where(total > 0, total, 1.0), count / big)
 
 
 def _native_chunks(
@@ -1599,7 +1642,8 @@ def _nonfinite(
 
 def _evaluate(model: Any, comm: Any, feeds: dict[str, np.ndarray], n: int) -> list:
     """Validation figures over all ``n`` rows, each rank evaluating its slice; combined as means
-    weighted by the slices' row counts; R^2 per output from the per-output sums of squared
+    weighted by the slices' row counts (kept label positions for a loss over those:
+    kept_counts); R^2 per output from the per-output sums of squared
     errors of all the slices (each rank's from a prediction of its slice) and the variance of
     all the targets, averaged uniformly, as one process's evaluate (the combined MSE over the
     variance of every target element gave another figure with several outputs, and nan
@@ -1609,9 +1653,15 @@ def _evaluate(model: Any, comm: Any, feeds: dict[str, np.ndarray], n: int) -> li
     figs: dict[str, float] = {}
     if count:
         figs = model._evaluate_feeds({name: a[first : first + count] for name, a in feeds.items()})
-    everyone = comm.allgather((count, figs))
-    keys = next(f for c, f in everyone if c).keys()
-    out = {key: sum(c * f[key] for c, f in everyone if c) / n for key in keys}
+    # a loss over the kept label positions (ignore_index): its loss and accuracy are means
+    # over those (Model._metrics; 0 when none is kept), weighted by them
+    kept = kept_counts(model, feeds, n)
+    mine = count if kept is None else float(kept[first : first + count].sum())
+    everyone = comm.allgather((count, figs, mine))
+    keys = next(f for c, f, _ in everyone if c).keys()
+    total = sum(w for _, _, w in everyone)
+    out = {key: sum(w * f[key] for c, f, w in everyone if c) / total if total else 0.0
+           for key in keys}  # fmt: skip
     if "r2" in out:  # per output, as one process's evaluate (model._r2_uniform)
         from .model import metric_target_of, r2_from_sums
 

@@ -531,6 +531,55 @@ def rank0() -> dict[str, np.ndarray]:
     return res
 
 
+def ignore(dist: str | None) -> dict[str, np.ndarray]:
+    """tests/test_mpi.py::test_ignore_index_trains_data_parallel_as_one_process:
+    softmax_cross_entropy(ignore_index=-100) over token labels [N, 3] (40% ignored) plus an L2
+    penalty, momentum; shuffled with validation, and unshuffled (global batch 0's first half
+    keeps none: rank 0 of 2 adds nothing that step; the last batch, rows 48-49, keeps none at
+    all), the native epoch and the per-step loop (a batch callback). Per-step losses (the
+    one process's from its batch logs), epoch and validation losses, parameters."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((ROWS, 3, FEATURES)).astype(np.float32)
+    y = rng.integers(0, CLASSES, (ROWS, 3)).astype(np.int32)
+    y[rng.random((ROWS, 3)) < 0.4] = -100
+    y[:8] = -100
+    y[48:] = -100
+    res: dict[str, np.ndarray] = {}
+
+    class Steps:
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+
+        def on_batch_end(self, batch, logs):
+            self.losses.append(logs["batch_loss"])
+
+    for case, more in (
+        ("shuffled", {"seed": 5, "validation_split": 0.2}),
+        ("ordered", {"shuffle": False}),
+        ("stepwise", {"seed": 6, "batch_callback": True}),
+    ):
+        xi = gc.input("x", ("N", 3, FEATURES))
+        yi = gc.input("y", ("N", 3), dtype="i32")
+        z = gc.dense(gc.dense(xi, 8, "tanh", name="fc1", kernel_l2=1e-3), CLASSES, name="fc2")
+        loss = gc.softmax_cross_entropy(z, yi, ignore_index=-100)
+        m = gc.compile(z, loss, gc.SGD(lr=0.1, momentum=0.9), name=f"ign_{case}", seed=2)
+        m.threads = 1
+        log = Steps()
+        cbs = [log] if (dist is None or more.pop("batch_callback", False)) else []
+        more.pop("batch_callback", None)
+        h = m.fit(x, y, epochs=2, batch_size=BATCH, verbose=0, distributed=dist, callbacks=cbs,
+                  **more)  # fmt: skip
+        res[f"{case}_steps"] = np.array(h.step_losses if dist else log.losses)
+        for key in h.metrics:  # loss, val_loss, val_accuracy (and lr, seconds: not kept)
+            if "loss" in key or "val_" in key:
+                res[f"{case}_{key}"] = np.array(h[key])
+        for k, v in m.params.items():
+            res[f"{case}_param_{k}"] = v
+        if dist and gc.distributed.rank() == 0:
+            print(f"{case} path: {gc.distributed.LAST_PATH}", flush=True)
+    return res
+
+
 def main() -> None:
     mode, out = sys.argv[1], sys.argv[2]
     dist = None if os.environ.get("GRAPHC_TEST_SERIAL") else "mpi"
@@ -590,6 +639,8 @@ def main() -> None:
         res = mixed()
     elif mode == "rank0":
         res = rank0()
+    elif mode == "ignore":
+        res = ignore(dist)
     elif mode in ("uncaught", "fewer"):  # rank 1 leaves between two fits, in the script
         m = model("sgd", "m_sgd")
         m.fit(x, y, epochs=1, batch_size=BATCH, verbose=0, distributed=dist)

@@ -829,3 +829,20 @@ def test_callbacks_on_some_ranks_act_as_on_rank_0(tmp_path):
         and "(6, 12)" in e
         for e in errors
     ), errors
+
+
+@need_mpi
+@pytest.mark.parametrize("update", UPDATES)
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_ignore_index_trains_data_parallel_as_one_process(ranks, update, tmp_path):
+    """softmax_cross_entropy(ignore_index=-100) is a mean over the label positions kept, whose
+    counts differ between ranks: each rank's loss_scale is its kept positions over the global
+    batch's (distributed.kept_scales), so per-step and epoch losses, validation loss and
+    parameters equal the one process's (token labels [N, 3], 40% ignored, an L2 penalty,
+    momentum; a step where rank 0 keeps nothing, a global batch keeping nothing, where the
+    penalty alone trains; the native epoch and the per-step loop). Before: refused."""
+    r = mpirun(ranks, "ignore", str(tmp_path / "got.npz"), **UPDATES[update])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "ordered path: native" in r.stdout and "stepwise path: python" in r.stdout
+    serial("ignore", str(tmp_path / "ref.npz"))
+    _compare(dict(np.load(tmp_path / "got.npz")), dict(np.load(tmp_path / "ref.npz")))

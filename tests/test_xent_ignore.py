@@ -125,12 +125,15 @@ def test_other_labels_still_checked():
             gc.softmax_cross_entropy(z, y, ignore_index=bad)
     with pytest.raises(gc.GraphcError, match="label_smoothing"):
         gc.softmax_cross_entropy(z, y, ignore_index=-100, label_smoothing=0.1)
-    # data-parallel training refuses it, saying why (the kept counts differ between ranks)
+    # the split entries alone are not data-parallel (the kept counts differ between ranks:
+    # export warns), but data-parallel fit scales each rank's loss by its kept rows
+    # (tests/test_mpi.py::test_ignore_index_trains_data_parallel_as_one_process)
     from graphc.compiler import not_row_mean
 
     why = not_row_mean(m.program.forward, m.program.loss)
-    assert "ignore_index -100" in why and "one process" in why
-    assert m.program.ranks_note == why
+    assert "ignore_index -100" in why and "loss_scale" in why
+    assert m.program.loss_note == why and m.program.ranks_note == ""
+    assert m.program.kept_rows == ("y", -100)
 
 
 def test_library_and_onnx(tmp_path):
