@@ -22,15 +22,16 @@ from llvmlite import ir
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import Graph, Node
 from graphc.ir.ops import OPS, normalize_axes
-from graphc.ir.ops.linalg import matmul_dims
+from graphc.ir.ops.linalg import batched_dims, matmul_dims
 from graphc.ir.plan import Buffer, Kernel, Schedule, gemm_result
 from graphc.ir.types import BATCH, TensorType
 
 from . import vmath
+from .gemm import BLOCKS_PER_THREAD, PARALLEL_MIN_MACS
 from .lltypes import F64, I32, I64, LL, PTR, VOID, glue, i64, vconst
 from .loops import counted_loop, loop, loop_nest
 from .lower import lower_elementwise
-from .threads import LOOPS, TASK_TYPE, ThreadPool, split_pays
+from .threads import LOOPS, TASK_TYPE, ThreadPool, declare, split_pays
 
 ENTRY_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR, PTR, PTR, I64])
 
@@ -293,30 +294,8 @@ def flat_loop(
     ctx.fn, ctx.b, ctx.n = kernel_fn, kernel_b, kernel_n
 
     # the task: range t of count, in whole chunks
-    ctx_type = ir.LiteralStructType(head)
-    task = ir.Function(ctx.module, TASK_TYPE, name=f"{kernel_fn.name}.task")
-    task.linkage = "internal"
-    glue(task)
-    tb = ir.IRBuilder(task.append_basic_block("entry"))
-    cp, t, count = task.args
-    fields = [
-        tb.load(
-            tb.gep(
-                cp, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True, source_etype=ctx_type
-            ),
-            typ=ft,
-        )
-        for k, ft in enumerate(head)
-    ]
-    n_total = tb.load(
-        tb.gep(
-            cp,
-            [ir.Constant(I32, 0), ir.Constant(I32, len(head))],
-            inbounds=True,
-            source_etype=ir.LiteralStructType(head + [I64]),
-        ),
-        typ=I64,
-    )
+    task, tb, fields, t, count = task_function(ctx.module, kernel_fn.name, [*head, I64])
+    n_total = fields.pop()
     chunks = tb.sdiv(tb.add(n_total, i64(chunk - 1)), i64(chunk))
     per = tb.mul(tb.sdiv(tb.add(chunks, tb.sub(count, i64(1))), count), i64(chunk))
     start = tb.mul(t, per)
@@ -328,22 +307,7 @@ def flat_loop(
     threads, split = split_pays(b, ctx.pool, total, min_total, LOOPS if measured else None)
     with b.if_else(split) as (then, otherwise):
         with then:
-            full = ir.LiteralStructType(head + [I64])
-            here = b.block
-            b.position_at_start(kernel_fn.entry_basic_block)
-            cp = b.alloca(full, name="task.ctx")
-            cp.type = PTR  # llvmlite types an alloca as `{...}*`; LLVM has only `ptr`
-            b.position_at_end(here)
-            for k, v in enumerate(list(kernel_fn.args) + [total]):
-                b.store(
-                    v,
-                    b.gep(
-                        cp,
-                        [ir.Constant(I32, 0), ir.Constant(I32, k)],
-                        inbounds=True,
-                        source_etype=full,
-                    ),
-                )
+            cp = task_context(ctx, [*kernel_fn.args, total])
             # TASKS_PER_THREAD ranges a thread: one that runs late (a busy core) leaves its
             # share to the others
             tasks = b.mul(threads, i64(TASKS_PER_THREAD))
@@ -353,6 +317,46 @@ def flat_loop(
         with otherwise:
             b.call(range_fn, list(kernel_fn.args) + [i64(0), total])
     glue(kernel_fn)  # the loop is range_fn's
+
+
+def task_context(ctx: KernelContext, fields: list[ir.Value]) -> ir.Value:
+    """A struct of ``fields`` on the kernel's stack (a static alloca in its entry block), filled
+    at the builder's place: the context of a pool task (task_function)."""
+    b = ctx.b
+    ctx_type = ir.LiteralStructType([f.type for f in fields])
+    here = b.block
+    b.position_at_start(ctx.fn.entry_basic_block)
+    cp = b.alloca(ctx_type, name="task.ctx")
+    cp.type = PTR  # llvmlite types an alloca as `{...}*`; LLVM has only `ptr`
+    b.position_at_end(here)
+    for k, v in enumerate(fields):
+        at = [ir.Constant(I32, 0), ir.Constant(I32, k)]
+        b.store(v, b.gep(cp, at, inbounds=True, source_etype=ctx_type))
+    return cp
+
+
+def task_function(
+    module: ir.Module, kernel_name: str, types: list[ir.Type]
+) -> tuple[ir.Function, ir.IRBuilder, list[ir.Value], ir.Value, ir.Value]:
+    """``void KERNEL.task(ptr ctx, i64 t, i64 count)`` (internal glue) whose context holds
+    values of ``types`` (task_context's struct): the function, its builder after loading
+    them, the values, t and count."""
+    ctx_type = ir.LiteralStructType(types)
+    task = ir.Function(module, TASK_TYPE, name=f"{kernel_name}.task")
+    task.linkage = "internal"
+    glue(task)
+    tb = ir.IRBuilder(task.append_basic_block("entry"))
+    cp, t, count = task.args
+    fields = [
+        tb.load(
+            tb.gep(
+                cp, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True, source_etype=ctx_type
+            ),
+            typ=ft,
+        )
+        for k, ft in enumerate(types)
+    ]
+    return task, tb, fields, t, count
 
 
 def nest(
@@ -469,72 +473,107 @@ def emit_transpose(ctx: KernelContext, node: Node) -> None:
     b.ret_void()
 
 
-def emit_batched_matmul(ctx: KernelContext, node: Node) -> None:
-    """C = op(A) @ op(B) per position of the leading axes (op ``batched_matmul``): a loop over
-    the leading positions (an operand broadcast along an axis stays in place, stride 0), then
-    per row m of C either, op(B) read along p (B not transposed), C[m, :] = 0 then
-    C[m, :] += A[m, k] * B[k, :] for each k (the inner loop contiguous in B and C), or, B
-    transposed, C[m, p] = sum over k of A[m, k] * B[p, k] (both read along k). Sums in the
-    operands' dtype, k in order."""
-    b, g = ctx.b, ctx.g
-    an, bn = node.inputs
+def emit_batched_matmul(ctx: KernelContext, kernel: Kernel) -> None:
+    """C = op(A) @ op(B) per position of the leading axes (op ``batched_matmul``): one call of
+    the module's GEMM (codegen/gemm.py, from ``ctx.gemm_for`` as for a matmul kernel without
+    epilogue) per matrix of the stack, with A, B and C offset to that position's matrices (an
+    operand broadcast along a leading axis stays in place: stride 0). Every element is summed
+    as graphc's GEMM sums it (blocks of KC along K on the packed path), so a stack's products
+    carry the error of the matmul of the same M, N, K.
+
+    Threads: a GEMM of at least PARALLEL_MIN_MACS multiply-adds splits its C between the
+    pool's threads itself; a stack of smaller ones whose sum is that large (split_pays, the
+    pool's scale as for a product) is split into runs of whole matrices, up to
+    BLOCKS_PER_THREAD runs a thread (_stack_task). Either way each matrix is computed by the
+    same code as by one thread, so results do not depend on the thread count."""
+    g, b = ctx.g, ctx.b
+    mm, _tail, dtype, ta, tb, _ext = matmul_parts(g, kernel)
+    an, bn = mm.inputs
     at, bt = g[an].type, g[bn].type
-    ta, tb = bool(node.attr("transpose_a")), bool(node.attr("transpose_b"))
-    out = node.type.shape
-    lead = out[:-2]
-    m_dim, p_dim = out[-2], out[-1]
-    k_dim = at.shape[-2] if ta else at.shape[-1]
-    zero64 = i64(0)
+    lead, m, k, p = batched_dims(at, bt, ta, tb)
+    assert ctx.gemm_for is not None  # set by the module builder for GEMM kernels
+    gemm, _ = ctx.gemm_for(kernel, dtype, ta, tb, [], [])
+    sa, sb = _lead_strides(at, len(lead)), _lead_strides(bt, len(lead))
+    et = LL[dtype]
 
-    def strides(t: TensorType) -> list[ir.Value]:
-        return [s if s is not None else zero64 for s in ctx.strides(t.shape, t.shape)]
+    # KERNEL.items(A, B, C, work, n, lo, hi): the matrices lo..hi of the stack
+    items_fn = ir.Function(
+        ctx.module, ir.FunctionType(VOID, [PTR] * 4 + [I64] * 3), name=f"{ctx.fn.name}.items"
+    )
+    items_fn.linkage = "internal"
+    glue(items_fn)  # a loop of GEMM calls
+    ib = ir.IRBuilder(items_fn.append_basic_block("entry"))
+    pa, pb, pc, work, n, lo, hi = items_fn.args
+    dim = lambda d: n if d == BATCH else i64(d)  # noqa: E731
+    with loop(ib, hi, name="item", start=lo) as i:
+        oa, ob, rest = i64(0), i64(0), i
+        for axis in range(len(lead) - 1, -1, -1):  # i's position along each leading axis
+            at_axis = rest if axis == 0 else ib.urem(rest, dim(lead[axis]))
+            if axis:
+                rest = ib.udiv(rest, dim(lead[axis]))
+            oa = ib.add(oa, ib.mul(at_axis, i64(sa[axis])))
+            ob = ib.add(ob, ib.mul(at_axis, i64(sb[axis])))
+        oc = ib.mul(i, i64(m * p))
+        mats = [
+            ib.gep(q, [o], inbounds=True, source_etype=et)
+            for q, o in ((pa, oa), (pb, ob), (pc, oc))
+        ]
+        ib.call(gemm, [i64(m), i64(p), i64(k), *mats, work])
+    ib.ret_void()
 
-    sa, sb, sc = strides(at), strides(bt), strides(node.type)
-    s_am, s_ak = (sa[-1], sa[-2]) if ta else (sa[-2], sa[-1])
-    s_bk, s_bp = (sb[-1], sb[-2]) if tb else (sb[-2], sb[-1])
-    s_cm = sc[-2] if len(out) >= 2 else zero64
-    la, lb = at.rank - 2, bt.rank - 2  # leading axes of each, right-aligned with C's
-    t = LL[node.type.dtype]
-    zero = ir.Constant(t, 0.0)
-    with b.goto_entry_block():
-        acc = b.alloca(t, name="acc")
-
-    def product(oa: ir.Value, ob: ir.Value, oc: ir.Value) -> None:
-        with loop(b, ctx.dim(m_dim), name="m") as m:
-            arow = b.add(oa, b.mul(m, s_am))
-            crow = b.add(oc, b.mul(m, s_cm))
-            if not tb:
-                with loop(b, ctx.dim(p_dim), name="z") as p:
-                    ctx.store(node.name, b.add(crow, p), zero)
-                with loop(b, ctx.dim(k_dim), name="k") as k:
-                    av = ctx.load(an, b.add(arow, b.mul(k, s_ak)))
-                    brow = b.add(ob, b.mul(k, s_bk))
-                    with loop(b, ctx.dim(p_dim), name="p") as p:
-                        ci = b.add(crow, p)
-                        bv = ctx.load(bn, b.add(brow, b.mul(p, s_bp)))
-                        ctx.store(node.name, ci, b.fadd(ctx.load(node.name, ci), b.fmul(av, bv)))
-            else:
-                with loop(b, ctx.dim(p_dim), name="p") as p:
-                    bcol = b.add(ob, b.mul(p, s_bp))
-                    b.store(zero, acc)
-                    with loop(b, ctx.dim(k_dim), name="k") as k:
-                        av = ctx.load(an, b.add(arow, b.mul(k, s_ak)))
-                        bv = ctx.load(bn, b.add(bcol, b.mul(k, s_bk)))
-                        b.store(b.fadd(b.load(acc), b.fmul(av, bv)), acc)
-                    ctx.store(node.name, b.add(crow, p), b.load(acc))
-
-    def rec(axis: int, oa: ir.Value, ob: ir.Value, oc: ir.Value) -> None:
-        if axis == len(lead):
-            product(oa, ob, oc)
-            return
-        ia, ib = axis - (len(lead) - la), axis - (len(lead) - lb)
-        with loop(b, ctx.dim(lead[axis]), name=f"l{axis}") as i:
-            na = b.add(oa, b.mul(i, sa[ia])) if ia >= 0 else oa
-            nb = b.add(ob, b.mul(i, sb[ib])) if ib >= 0 else ob
-            rec(axis + 1, na, nb, b.add(oc, b.mul(i, sc[axis])))
-
-    rec(0, zero64, zero64, zero64)
+    items = ctx.count(lead)
+    args = [ctx.ptr(an), ctx.ptr(bn), ctx.ptr(mm.name), ctx.extra[0], ctx.n]
+    if ctx.pool is None or m * p * k >= PARALLEL_MIN_MACS:  # the GEMM splits, or no threads
+        b.call(items_fn, [*args, i64(0), items])
+        b.ret_void()
+        return
+    threads, split = split_pays(b, ctx.pool, b.mul(items, i64(m * p * k)), PARALLEL_MIN_MACS)
+    with b.if_else(b.and_(split, b.icmp_signed(">", items, i64(1)))) as (then, otherwise):
+        with then:
+            pself = declare(ctx.module, "pthread_self", I64, [])
+            fields = [*args, items, b.call(pself, [], name="caller")]
+            cp = task_context(ctx, fields)
+            runs = b.mul(threads, i64(BLOCKS_PER_THREAD))
+            runs = b.select(b.icmp_signed("<", items, runs), items, runs, name="runs")
+            task = _stack_task(ctx, items_fn, [f.type for f in fields], pself)
+            b.call(ctx.pool.run, [task, cp, runs])
+        with otherwise:
+            b.call(items_fn, [*args, i64(0), items])
     b.ret_void()
+
+
+def _stack_task(
+    ctx: KernelContext, items_fn: ir.Function, types: list[ir.Type], pself: ir.Function
+) -> ir.Function:
+    """``void KERNEL.task(ptr ctx, i64 t, i64 count)`` of emit_batched_matmul: the matrices of
+    run t of count (near-equal runs of the stack), through ``items_fn``. The context is
+    {A, B, C, work, n, items, the calling thread's pthread_t}: a run on the calling thread
+    (whose stack may be small) gives its GEMMs the work buffer, one on a worker a null one,
+    so that the GEMM packs into its own stack (WORKER_STACK_BYTES), as codegen/gemm.py's
+    tasks do: no two threads share a buffer."""
+    task, tb, fields, t, count = task_function(ctx.module, ctx.fn.name, types)
+    (pa, pb, pc, work, n, items, caller) = fields
+    per = tb.sdiv(tb.add(items, tb.sub(count, i64(1))), count)
+    clamp = lambda v: tb.select(tb.icmp_signed("<", v, items), v, items)  # noqa: E731
+    lo = clamp(tb.mul(t, per))
+    hi = clamp(tb.add(lo, per))
+    on_caller = tb.icmp_unsigned("==", tb.call(pself, []), caller)
+    own = tb.select(on_caller, work, ir.Constant(PTR, None))
+    tb.call(items_fn, [pa, pb, pc, own, n, lo, hi])
+    tb.ret_void()
+    return task
+
+
+def _lead_strides(t: TensorType, lead: int) -> list[int]:
+    """The element strides of a stack ``t`` [.., R, S] along each of ``lead`` leading axes of
+    the product (its own right-aligned with them): 0 where ``t`` has none or size 1 there
+    (broadcast), else the size of what follows that axis in ``t``."""
+    out = [0] * lead
+    own = t.rank - 2
+    for axis in range(own):
+        if t.shape[axis] != 1:  # what follows holds no N (only axis 0 may be N)
+            out[lead - own + axis] = math.prod(int(d) for d in t.shape[axis + 1 :])
+    return out
 
 
 # ---------------------------------------------------------------------------- reductions
@@ -1368,16 +1407,34 @@ def data_operands(nd: Node) -> tuple[str, ...]:
     return OPS[nd.op].data_inputs(nd)
 
 
+# kernel kinds whose work a GEMM function of the module does (emit_gemm): each gets the
+# workspace's scratch as its last pointer (the GEMM's packed blocks)
+GEMM_KINDS = frozenset({"matmul", "batched_matmul"})
+
+
+def gemm_dims(g: Graph, mm: Node) -> tuple[tuple, tuple, tuple]:
+    """M, N and K of the GEMM that a matmul or batched_matmul node ``mm`` runs, as tuples of
+    dimensions (ints, "N") whose products they are: matmul_dims for a matmul, the matrices'
+    own for a batched product (one GEMM per position of its leading axes)."""
+    a, w = (g[x].type for x in mm.inputs)
+    ta, tb = bool(mm.attr("transpose_a")), bool(mm.attr("transpose_b"))
+    if mm.op == "batched_matmul":
+        _lead, m, k, p = batched_dims(a, w, ta, tb)
+        return (m,), (p,), (k,)
+    return matmul_dims(a.shape, mm.type.shape, ta)
+
+
 def matmul_parts(g: Graph, kernel: Kernel) -> tuple:
     """(matmul node, epilogue nodes, dtype, transpose_a, transpose_b, the epilogue's operands
-    from outside the kernel) of a matmul kernel: what emit_matmul passes to ``gemm_for``.
+    from outside the kernel) of a matmul kernel: what emit_matmul passes to ``gemm_for``; of a
+    batched_matmul kernel (its node alone), the same with no epilogue.
 
     When the kernel stores epilogue values besides its C (``gemm_result``: an optimizer update
     in the epilogue), those values follow the operands: the epilogue gets a pointer to each
     and stores it at the element's place, as C's [M, N] index."""
     nodes = [g[x] for x in kernel.nodes]
     mm, tail = nodes[0], nodes[1:]
-    if mm.op != "matmul":
+    if mm.op != "matmul" and not (mm.op == "batched_matmul" and not tail):
         raise CodegenError(f"kernel {kernel.name}: a matmul kernel must start with the matmul")
     members = set(kernel.nodes)
     ext: list[str] = []
@@ -1401,7 +1458,7 @@ def emit_matmul(ctx: KernelContext, kernel: Kernel) -> None:
     out = gemm_result([g[x] for x in kernel.nodes])
     a, w = mm.inputs
     # M, N, K: products of dimensions (an operand of rank > 2 is the matrix of its rows)
-    m_dims, n_dims, k_dims = matmul_dims(g[a].type.shape, mm.type.shape, ta)
+    m_dims, n_dims, k_dims = gemm_dims(g, mm)
     assert ctx.gemm_for is not None  # set by the module builder for matmul kernels
     fn, extra = ctx.gemm_for(kernel, dtype, ta, tb, tail, ext)
     mnk = [ctx.product(m_dims), ctx.product(n_dims), ctx.product(k_dims)]
@@ -1525,7 +1582,7 @@ KERNEL_EMITTERS: dict[str, Emitter] = {
     "matmul": emit_matmul,
     "reduce": _of_node(emit_reduce),
     "transpose": _of_node(emit_transpose),
-    "batched_matmul": _of_node(emit_batched_matmul),
+    "batched_matmul": emit_batched_matmul,
     "reshape": _of_node(emit_reshape),
     "rowwise": emit_rowwise,
     "argmax": _of_node(emit_argmax),

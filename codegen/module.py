@@ -9,7 +9,6 @@ from llvmlite import ir
 
 from graphc.ir.errors import CodegenError
 from graphc.ir.graph import attrs_key
-from graphc.ir.ops.linalg import matmul_dims
 from graphc.ir.plan import ALIGN, Kernel, Schedule, gemm_result
 from graphc.ir.types import BATCH, DTYPE_INFO
 
@@ -309,7 +308,7 @@ class ModuleBuilder:
                 dst = kernel.copy_to
                 assert dst is not None  # every copy kernel names its destination
                 args.append(out_ptr(dst) if dst.startswith("output:") else base(dst))
-            elif kernel.kind == "matmul":  # the GEMM's packed blocks (codegen/gemm.py)
+            elif kernel.kind in K.GEMM_KINDS:  # the GEMM's packed blocks (codegen/gemm.py)
                 args.append(scratch_ptr(kernel))
             b.call(kfn, args + [n])
             for i, v in sites.get(kidx, ()):  # check_numerics: return the site's code at a NaN/Inf
@@ -436,12 +435,12 @@ class ModuleBuilder:
             K.emit_copy(ctx, src, ctx.extra[0], ctx.count(g[src].type.shape))
             return ctx.fn, [src], ctx.extra
         module = self.module
-        if kernel.kind == "matmul" and self.gemm_parts:
+        if kernel.kind in K.GEMM_KINDS and self.gemm_parts:
             key = self._gemm_key(sched, kernel, *K.matmul_parts(g, kernel)[1:])
             module = self._gemms[key].module if key in self._gemms else self._gemm_part(key)
         elif self.lean is not None and K.written_as_run(g, kernel):
             module = self.lean
-        extra = 1 if kernel.kind == "matmul" else 0  # the GEMM's work buffer (emit_matmul)
+        extra = 1 if kernel.kind in K.GEMM_KINDS else 0  # the GEMM's work buffer (emit_matmul)
         ctx = KernelContext(module, fname, sched, values, extra_ptrs=extra, pool=self.pool(module))
         ctx.gemm_for = lambda *a: self._gemm_for(fname, module, sched, *a)
         emit = K.KERNEL_EMITTERS.get(kernel.kind)
@@ -461,11 +460,11 @@ class ModuleBuilder:
         for sched in schedules:
             g = sched.graph
             for kernel in sched.kernels:
-                if kernel.kind != "matmul":
+                if kernel.kind not in K.GEMM_KINDS:
                     continue
                 mm, tail, dtype, ta, tb, ext = K.matmul_parts(g, kernel)
                 key = self._gemm_key(sched, kernel, tail, dtype, ta, tb, ext)
-                dims.setdefault(key, set()).add(_matmul_dims(sched, mm, ta))
+                dims.setdefault(key, set()).add(_matmul_dims(sched, mm))
         self._fixed = {}
         for key, seen in dims.items():
             values = [{x[k] for x in seen} for k in range(3)]
@@ -514,7 +513,7 @@ class ModuleBuilder:
     def _scratch_need(self, sched: Schedule, kernel: Kernel) -> int:
         """Bytes of work buffer the kernel's GEMM uses on this target (packed_scratch_bytes)."""
         mm, _tail, dtype, ta, tb, _ext = K.matmul_parts(sched.graph, kernel)
-        dims = _matmul_dims(sched, mm, ta)
+        dims = _matmul_dims(sched, mm)
         size = DTYPE_INFO[dtype].itemsize
         return packed_scratch_bytes(self._blocking(mm, dtype), size, ta, tb, *dims)
 
@@ -591,11 +590,10 @@ class ModuleBuilder:
         return self._gemms[key], ext
 
 
-def _matmul_dims(sched: Schedule, mm, ta: bool) -> tuple[int | None, int | None, int | None]:
-    """M, N, K of a matmul node (None where it depends on the batch size: N, or N*T rows of
-    an operand of rank > 2)."""
-    a = sched.graph[mm.inputs[0]].type
-    dims = matmul_dims(a.shape, mm.type.shape, ta)
+def _matmul_dims(sched: Schedule, mm) -> tuple[int | None, int | None, int | None]:
+    """M, N, K of a matmul node's GEMM (None where it depends on the batch size: N, or N*T rows
+    of an operand of rank > 2); of a batched_matmul's, its matrices' (K.gemm_dims)."""
+    dims = K.gemm_dims(sched.graph, mm)
     return tuple(None if BATCH in d else math.prod(d) for d in dims)  # type: ignore[return-value]
 
 
@@ -606,9 +604,9 @@ def scratch_bytes(sched: Schedule) -> int:
     schedule alone, so the same workspace size serves the JIT and every export target."""
     need = 0
     for kernel in sched.kernels:
-        if kernel.kind == "matmul":
+        if kernel.kind in K.GEMM_KINDS:
             mm, _tail, dtype, ta, tb, _ext = K.matmul_parts(sched.graph, kernel)
-            need = max(need, scratch_bound(dtype, ta, tb, *_matmul_dims(sched, mm, ta)))
+            need = max(need, scratch_bound(dtype, ta, tb, *_matmul_dims(sched, mm)))
     return need + ALIGN if need else 0  # ALIGN: room to align a MIN_ALIGN-aligned workspace
 
 
