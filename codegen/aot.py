@@ -1116,14 +1116,17 @@ def region_macro_names(names: list[str]) -> dict[str, str]:
 
 def _alias_ports(plan: LibraryPlan) -> tuple[Port, Port, Port | None] | None:
     """The input, output and (None if train_step does not take one) label of a model that
-    examples/c's generic names (``model_infer``, ``MODEL_X_ROW_ELEMS``, ...) can serve: one
-    batched f32 input and output, and train_step's inputs (x, label) with an f32 lr. None for
-    any other model (its header defines no generic names)."""
+    examples/c's generic names (``model_infer``, ``MODEL_X_ROW_ELEMS``, ``model_float_t``,
+    ...) can serve: one batched input and output of one floating type (f32 or f64: that
+    type is model_float_t), and train_step's inputs (x, label) with an lr of that type. None
+    for any other model (its header defines no generic names)."""
     inf = plan.entries.get("infer")
     if inf is None or len(inf.inputs) != 1 or len(inf.outputs) != 1:
         return None
     x, y = inf.inputs[0], inf.outputs[0]
-    if not all(p.type.dtype == "f32" and p.type.is_batched for p in (x, y)):
+    if x.type.dtype not in ("f32", "f64") or not all(
+        p.type.dtype == x.type.dtype and p.type.is_batched and not p.batch_axis for p in (x, y)
+    ):
         return None
     ts = plan.entries.get("train_step")
     if (
@@ -1132,7 +1135,7 @@ def _alias_ports(plan: LibraryPlan) -> tuple[Port, Port, Port | None] | None:
         and ts.inputs[0].name == x.name
         and ts.inputs[1].type.is_batched
         and ts.lr is not None
-        and ts.lr.type.dtype == "f32"
+        and ts.lr.type.dtype == x.type.dtype
     ):
         return x, y, ts.inputs[1]
     return x, y, None
@@ -1144,6 +1147,7 @@ def _alias_values(plan: LibraryPlan) -> dict[str, object]:
     return {
         "X": x.cname.upper() if x else "",
         "Y": y.cname.upper() if y else "",
+        "FLOATTYPE": x.ctype if x else "",
         "LABEL": lab.cname.upper() if lab else "",
         "LABELTYPE": lab.ctype if lab else "",
         "LABELISINT": int(lab.type.dtype == "i32") if lab else "",

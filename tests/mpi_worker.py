@@ -68,13 +68,13 @@ def data() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def model(kind: str, name: str) -> gc.Model:
+def model(kind: str, name: str, dtype: str = "f32") -> gc.Model:
     opt = {
         "sgd": lambda: gc.SGD(lr=0.1),
         "momentum": lambda: gc.SGD(lr=0.05, momentum=0.9),
         "adam": lambda: gc.Adam(lr=0.01),
     }[kind]()
-    x = gc.input("x", ("N", FEATURES))
+    x = gc.input("x", ("N", FEATURES), dtype=dtype)
     y = gc.input("y", ("N",), dtype="i32")
     h = gc.dropout(gc.dense(x, 16, "tanh", name="fc1"), 0.25, seed=3, name="drop")
     logits = gc.dense(h, CLASSES, name="fc2")

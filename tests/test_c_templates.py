@@ -103,6 +103,7 @@ HEADER_VALUES = {
     "WORKSPACEBYTES": "((int64_t)4096)",
     "LABELTYPE": "int32_t",
     "LABELISINT": 1,
+    "FLOATTYPE": "float",
 }
 # a caller of the unfilled header: every fixed macro and function in use
 HEADER_USE = """
@@ -123,8 +124,9 @@ int main(void) {
     const char *s = GCUPPER_GRAPHC_VERSION GCUPPER_TARGET GCUPPER_TARGET_CPU;
     model_label_t label = MODEL_LABEL_IS_INT * MODEL_LABEL_CLASSES * MODEL_LABEL_ROW_ELEMS;
     model_ctx *mc = &ctx;
+    model_float_t one = 1;
     ws += MODEL_X_ROW_ELEMS * MODEL_Y_ROW_ELEMS + MODEL_MAX_BATCH + MODEL_PARAM_BYTES + label;
-    ws += MODEL_STATE_BYTES + MODEL_GRAD_BYTES + MODEL_WEIGHTS_FILE_BYTES + model_init(mc);
+    ws += MODEL_STATE_BYTES + MODEL_GRAD_BYTES + MODEL_WEIGHTS_FILE_BYTES + model_init(mc) + (int64_t)one;
     ctx.params = malloc((size_t)(GCUPPER_PARAM_BYTES + GCUPPER_STATE_BYTES + GCUPPER_GRAD_BYTES));
     ctx.workspace_bytes = GCNAME_workspace_size(ws);
     if (GCNAME_init(&ctx) || GCNAME_load_weights(&ctx, s) || GCNAME_read_weights(&ctx, s, 1) ||

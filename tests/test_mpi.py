@@ -525,15 +525,18 @@ def test_native_split_epoch_gathers_wide_rows_in_groups_as_train_step():
 
 @need_mpi
 @pytest.mark.skipif(shutil.which("mpicc") is None, reason="needs mpicc (libopenmpi-dev)")
-def test_c_example_matches_python(tmp_path):
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_c_example_matches_python(dtype, tmp_path):
     """examples/c/mpi_train.c (mpicc, its own MPI_Allreduce between NAME_train_grads and
-    NAME_apply_update) on 2 ranks prints the per-step losses of train_step in one process."""
+    NAME_apply_update) on 2 ranks prints the per-step losses of train_step in one process:
+    float32 within 1e-5, float64 (model_float_t double: rows read, gradients summed as
+    MPI_DOUBLE, the loss printed with 17 digits) within 1e-12."""
     sys.path.insert(0, str(WORKER.parent))
     try:
         import mpi_worker as w
     finally:
         sys.path.pop(0)
-    m = w.model("adam", "cmpi")
+    m = w.model("adam", "cmpi", dtype)
     res = m.export(
         str(tmp_path / "libcmpi.so"), entries="infer,train_step,train_grads,apply_update"
     )
@@ -544,22 +547,26 @@ def test_c_example_matches_python(tmp_path):
     src = WORKER.parents[1] / "examples" / "c" / "mpi_train.c"
     flags = ["-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", '-DMODEL_HEADER="cmpi.h"']
     exe = build_program(src, tmp_path, "cmpi", tmp_path / "mpi_train", flags, cc="mpicc")
+    assert (
+        "typedef double model_float_t;" in header if dtype == "f64" else "float model_f" in header
+    )
     x, y = w.data()
+    x = x.astype(np.float64) if dtype == "f64" else x
     rows = tmp_path / "rows.txt"
-    np.savetxt(rows, np.hstack([x, y[:, None]]), fmt="%.9g")
+    np.savetxt(rows, np.hstack([x, y[:, None]]), fmt="%.17g")
     cmd = [MPIRUN, "--oversubscribe", "--allow-run-as-root", "-np", "2", str(exe), str(rows),
            "2", str(w.BATCH), "0.01"]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=_env(), check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     got = [float(line.split()[3]) for line in r.stdout.splitlines() if line.startswith("step ")]
-    ref = w.model("adam", "cmpi_ref")  # the same initial weights (seed 1)
+    ref = w.model("adam", "cmpi_ref", dtype)  # the same initial weights (seed 1)
     want = [
         ref.train_step(x[lo : lo + w.BATCH], y[lo : lo + w.BATCH])
         for _ in range(2)
         for lo in range(0, w.ROWS, w.BATCH)
     ]
     assert len(got) == len(want) == 8
-    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == "f32" else 1e-12)
 
 
 @need_mpi

@@ -233,6 +233,7 @@ const char *GCNAME_graphc_meta(void);
 //@ alias_workspaces
 #define MODEL_X_ROW_ELEMS GCUPPER_GCX_ROW_ELEMS
 #define MODEL_Y_ROW_ELEMS GCUPPER_GCY_ROW_ELEMS
+typedef GCFLOATTYPE model_float_t;    /* the element type of x, y, lr and the loss */
 //@ if label_alias
 typedef GCLABELTYPE model_label_t;
 #define MODEL_LABEL_ROW_ELEMS GCUPPER_GCLABEL_ROW_ELEMS

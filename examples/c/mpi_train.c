@@ -9,13 +9,16 @@
  *     model_train_grads(&ctx, b, x, .., labels, .., loss_scale = b / B, row0 = r0, &loss)
  *         writes the gradients of (b / B) * (its rows' mean loss) to the first
  *         MODEL_GRAD_BYTES of ctx.workspace (laid out like the parameters)
- *     MPI_Allreduce(MPI_IN_PLACE, ctx.workspace, MODEL_GRAD_BYTES / 4, MPI_FLOAT, MPI_SUM)
+ *     MPI_Allreduce(MPI_IN_PLACE, ctx.workspace, MODEL_GRAD_BYTES / sizeof(model_float_t),
+ *                   MPI_FLOAT or MPI_DOUBLE, MPI_SUM)
  *         now the gradient of the mean loss over the global batch, on every rank
  *     model_apply_update(&ctx, lr)
  *         the optimizer step, the same on every rank
  *
  * which is model_train_step on the whole batch in one process, up to the order of the sums.
- * Rank 0 prints "step K loss L" (the global batch's mean loss) after every step.
+ * Rank 0 prints "step K loss L" (the global batch's mean loss) after every step. The model's
+ * floating type, model_float_t (float, or double for a float64 model), is that of x, the
+ * rows read, the gradients summed, lr and the loss (printed to its precision: %.9g, %.17g).
  *
  *     graphc compile MODEL -o libNAME.so --entry infer,train_step,train_grads,apply_update
  *     mpicc -std=c99 -DMODEL_HEADER='"NAME.h"' mpi_train.c -L. -lNAME -Wl,-rpath,'$ORIGIN' -o mpi_train
@@ -30,6 +33,9 @@
 #include <string.h>
 
 #define ROW (MODEL_X_ROW_ELEMS + MODEL_LABEL_ROW_ELEMS)
+/* The MPI type of model_float_t (the gradients), and the digits that print it exactly. */
+#define MPI_MODEL_FLOAT (sizeof(model_float_t) == sizeof(double) ? MPI_DOUBLE : MPI_FLOAT)
+#define LOSS_DIGITS (sizeof(model_float_t) == sizeof(double) ? 17 : 9)
 
 /* Any failure ends every rank: the others would wait forever in MPI_Allreduce. */
 static void fail(int rank, const char *what, int rc) {
@@ -40,11 +46,11 @@ static void fail(int rank, const char *what, int rc) {
 
 int main(int argc, char **argv) {
     model_ctx ctx;
-    float *data = NULL, *xb, v;
+    model_float_t *data = NULL, *xb, lr;
+    double v;
     model_label_t *lb;
     int64_t cap = 0, count = 0, rows, lo, step = 0, i, j;
     long epochs, batch, e;
-    float lr;
     int rank, size, rc;
     FILE *f;
 
@@ -54,15 +60,16 @@ int main(int argc, char **argv) {
     if (argc < 2) fail(rank, "usage: mpi_train ROWS [EPOCHS] [BATCH] [LR]", 0);
     epochs = argc > 2 ? atol(argv[2]) : 1;
     batch = argc > 3 ? atol(argv[3]) : 64;
-    lr = argc > 4 ? (float)atof(argv[4]) : 0.01f;
-    if ((MODEL_GRAD_BYTES % (int64_t)sizeof(float)) != 0) fail(rank, "gradients are not floats", 0);
+    lr = (model_float_t)(argc > 4 ? atof(argv[4]) : 0.01);
+    if ((MODEL_GRAD_BYTES % (int64_t)sizeof(model_float_t)) != 0)
+        fail(rank, "gradients are not of the model's floating type", 0);
     if (!(f = fopen(argv[1], "r"))) fail(rank, "cannot open the rows file", 0);
-    while (fscanf(f, "%f", &v) == 1) {
+    while (fscanf(f, "%lf", &v) == 1) {
         if (count == cap) {
             cap = cap ? 2 * cap : 4096;
-            if (!(data = (float *)realloc(data, (size_t)cap * sizeof *data))) fail(rank, "out of memory", 0);
+            if (!(data = (model_float_t *)realloc(data, (size_t)cap * sizeof *data))) fail(rank, "out of memory", 0);
         }
-        data[count++] = v;
+        data[count++] = (model_float_t)v;
     }
     fclose(f);
     rows = count / ROW;
@@ -76,7 +83,7 @@ int main(int argc, char **argv) {
     ctx.state = malloc((size_t)ctx.state_bytes);
     ctx.workspace = calloc(1, (size_t)ctx.workspace_bytes); /* zero padding between gradients */
     if (!ctx.params || !ctx.state || !ctx.workspace) fail(rank, "out of memory", 0);
-    xb = (float *)malloc((size_t)(cap * MODEL_X_ROW_ELEMS) * sizeof *xb);
+    xb = (model_float_t *)malloc((size_t)(cap * MODEL_X_ROW_ELEMS) * sizeof *xb);
     lb = (model_label_t *)malloc((size_t)(cap * MODEL_LABEL_ROW_ELEMS) * sizeof *lb);
     if (!xb || !lb) fail(rank, "out of memory", 0);
     if ((rc = model_init(&ctx)) != MODEL_OK) fail(rank, "init", rc);
@@ -88,27 +95,27 @@ int main(int argc, char **argv) {
             int64_t big = rows - lo < batch ? rows - lo : batch;
             int64_t q = big / size, r = big % size;
             int64_t first = rank * q + (rank < r ? rank : r), b = q + (rank < r ? 1 : 0);
-            float loss = 0.0f;
+            model_float_t loss = 0;
             double mine, total = 0.0;
             for (i = 0; i < b; i++) {
-                const float *row = data + (lo + first + i) * ROW;
+                const model_float_t *row = data + (lo + first + i) * ROW;
                 for (j = 0; j < MODEL_X_ROW_ELEMS; j++) xb[i * MODEL_X_ROW_ELEMS + j] = row[j];
                 for (j = 0; j < MODEL_LABEL_ROW_ELEMS; j++)
                     lb[i * MODEL_LABEL_ROW_ELEMS + j] = (model_label_t)row[MODEL_X_ROW_ELEMS + j];
             }
             if (b > 0) {
                 rc = model_train_grads(&ctx, b, xb, b * MODEL_X_ROW_ELEMS, lb, b * MODEL_LABEL_ROW_ELEMS,
-                                       (float)((double)b / (double)big), first, &loss);
+                                       (model_float_t)((double)b / (double)big), first, &loss);
                 if (rc != MODEL_OK) fail(rank, "train_grads", rc);
             } else {
                 memset(ctx.workspace, 0, (size_t)MODEL_GRAD_BYTES); /* nothing to add */
             }
-            MPI_Allreduce(MPI_IN_PLACE, ctx.workspace, (int)(MODEL_GRAD_BYTES / (int64_t)sizeof(float)),
-                          MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+            MPI_Allreduce(MPI_IN_PLACE, ctx.workspace, (int)(MODEL_GRAD_BYTES / (int64_t)sizeof(model_float_t)),
+                          MPI_MODEL_FLOAT, MPI_SUM, MPI_COMM_WORLD);
             if ((rc = model_apply_update(&ctx, lr)) != MODEL_OK) fail(rank, "apply_update", rc);
             mine = (double)loss * (double)b / (double)big;
             MPI_Reduce(&mine, &total, 1, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
-            if (rank == 0) printf("step %lld loss %.9g\n", (long long)++step, total);
+            if (rank == 0) printf("step %lld loss %.*g\n", (long long)++step, (int)LOSS_DIGITS, total);
         }
     }
     free(data);

@@ -293,6 +293,7 @@ const char *bce_graphc_meta(void);
 #define MODEL_TRAIN_STEP_WORKSPACE_BYTES(n) BCE_TRAIN_STEP_WORKSPACE_BYTES(n)
 #define MODEL_X_ROW_ELEMS BCE_X_ROW_ELEMS
 #define MODEL_Y_ROW_ELEMS BCE_OUT_ROW_ELEMS
+typedef float model_float_t;    /* the element type of x, y, lr and the loss */
 typedef float model_label_t;
 #define MODEL_LABEL_ROW_ELEMS BCE_Y_ROW_ELEMS
 #define MODEL_LABEL_IS_INT 0

@@ -256,6 +256,7 @@ const char *digits_graphc_meta(void);
 #define MODEL_TRAIN_STEP_WORKSPACE_BYTES(n) DIGITS_TRAIN_STEP_WORKSPACE_BYTES(n)
 #define MODEL_X_ROW_ELEMS DIGITS_X_ROW_ELEMS
 #define MODEL_Y_ROW_ELEMS DIGITS_Y_ROW_ELEMS
+typedef float model_float_t;    /* the element type of x, y, lr and the loss */
 typedef int32_t model_label_t;
 #define MODEL_LABEL_ROW_ELEMS DIGITS_LABELS_ROW_ELEMS
 #define MODEL_LABEL_IS_INT 1

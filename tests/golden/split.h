@@ -288,6 +288,7 @@ const char *split_graphc_meta(void);
 #define MODEL_APPLY_UPDATE_WORKSPACE_BYTES(n) SPLIT_APPLY_UPDATE_WORKSPACE_BYTES(n)
 #define MODEL_X_ROW_ELEMS SPLIT_X_ROW_ELEMS
 #define MODEL_Y_ROW_ELEMS SPLIT_Y_ROW_ELEMS
+typedef float model_float_t;    /* the element type of x, y, lr and the loss */
 typedef int32_t model_label_t;
 #define MODEL_LABEL_ROW_ELEMS SPLIT_LABELS_ROW_ELEMS
 #define MODEL_LABEL_IS_INT 1
