@@ -619,11 +619,28 @@ def op_function(op: str) -> Callable[..., Tensor]:
     """The DSL function of a registered op: ``f(x[, y], *, name=None, **attrs) -> Tensor``.
 
     Its keyword arguments are the op's declared attrs with their defaults (``Op.attrs``, the one
-    place a default is written); its docstring is the op's. Unknown keywords raise GraphcError.
+    place a default is written); an attr given as None takes its default (np.clip(x, None, 1)).
+    A one-operand op also takes its attrs positionally after the tensor, in their declared
+    order (``gc.clip(x, 0.0, 6.0)`` as torch.clamp, ``gc.leaky_relu(x, 0.2)`` as
+    F.leaky_relu). Its docstring is the op's. Unknown keywords raise GraphcError.
     """
     spec = OPS[op]
 
     def f(*xs: Tensor, name: str | None = None, **attrs: Any) -> Tensor:
+        if spec.arity == 1 and len(xs) > 1 and not any(isinstance(v, Tensor) for v in xs[1:]):
+            extra, xs = xs[1:], xs[:1]
+            order = list(spec.attrs)
+            twice = [k for k in order[: len(extra)] if k in attrs]
+            if len(extra) > len(order) or twice:
+                raise GraphcError(
+                    f"{op}: takes one tensor, then at most {len(order)} attrs "
+                    f"({', '.join(order)}) by position or keyword; got {len(extra)} after the "
+                    f"tensor"
+                    + (f", and {', '.join(twice)} twice" if twice else "")
+                    + f" ({_user_loc()})"
+                )
+            attrs = {**dict(zip(order, extra)), **attrs}
+        attrs = {k: v for k, v in attrs.items() if v is not None}
         unknown = sorted(set(attrs) - set(spec.attrs))
         if unknown or len(xs) != spec.arity:
             raise GraphcError(
@@ -642,15 +659,18 @@ def op_function(op: str) -> Callable[..., Tensor]:
     params = [
         inspect.Parameter(a, inspect.Parameter.POSITIONAL_ONLY) for a in "xyz"[: spec.arity or 0]
     ]
-    params.append(inspect.Parameter("name", inspect.Parameter.KEYWORD_ONLY, default=None))
+    defaults = [v is not REQUIRED for v in spec.attrs.values()]
+    in_order = defaults == sorted(defaults)  # a positional one without default after one with
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD if spec.arity == 1 and in_order else None
     params += [
         inspect.Parameter(
             k,
-            inspect.Parameter.KEYWORD_ONLY,
+            kind or inspect.Parameter.KEYWORD_ONLY,
             default=inspect.Parameter.empty if v is REQUIRED else v,
         )
         for k, v in spec.attrs.items()
     ]
+    params.append(inspect.Parameter("name", inspect.Parameter.KEYWORD_ONLY, default=None))
     f.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     return f
 

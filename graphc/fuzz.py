@@ -78,7 +78,8 @@ SCALES = (1.0, 10.0, 1e3)
 
 # the unary ops the generator draws from: every differentiable unary pointwise op of the registry
 # (a new op joins by being registered) and dropout
-# unary ops drawn with attrs of the generator's choosing (clip and pow have no defaults)
+# unary ops drawn with attrs of the generator's choosing (pow has no default; clip's are
+# infinite: no bound)
 ATTR_UNARY = ("clip", "pow", "gelu_tanh")
 UNARY_OPS = sorted(
     op
@@ -87,6 +88,7 @@ UNARY_OPS = sorted(
     and not OPS[op].nondifferentiable
     and not OPS[op].needs_index
     and REQUIRED not in OPS[op].attrs.values()
+    and op not in ATTR_UNARY
 ) + ["dropout"]
 
 

@@ -40,14 +40,15 @@ def infer_type(
 def _check_number_attrs(spec: Any, attrs: dict[str, Any]) -> None:
     """Every attr whose default is a float (elu/leaky_relu alpha, hard_sigmoid's alpha and
     beta, batch_norm's momentum and eps) is a finite real number, so that no string, bool or
-    NaN reaches the lowering (where it failed outside GraphcError, or computed NaN)."""
+    NaN reaches the lowering (where it failed outside GraphcError, or computed NaN); one whose
+    default is infinite (clip's absent bounds) may be infinite too."""
     for key, value in attrs.items():
         default = spec.attrs.get(key)
         if not isinstance(default, float):
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ShapeError(f"{spec.name}: attr {key} must be a number, got {value!r}")
-        if not math.isfinite(value):
+        if math.isnan(value) or (math.isinf(value) and math.isfinite(default)):
             raise ShapeError(f"{spec.name}: attr {key} must be finite, got {value!r}")
 
 

@@ -97,3 +97,47 @@ def test_a_checkpoint_fits_by_the_users_setup_whatever_graphc_derived(tmp_path) 
     with pytest.raises(gc.CheckpointError, match="different network or optimizer"):
         c.load(legacy)
     _adam_net().load(legacy)
+
+
+def test_clip_with_one_bound_and_attrs_by_position() -> None:
+    """torch.clamp(x, max=1.0) / np.clip(x, None, 1.0) / torch.clamp(x, 0, 6) and
+    F.leaky_relu(x, 0.2) written as gc.clip(h, max=1.0), gc.clip(h, None, 1.0),
+    gc.clip(h, 0.0, 6.0), gc.leaky_relu(h, 0.2): forward (NaN and infinities through) equal
+    numpy float64, d/dw of a one-sided clip = [x < max] (0 at the bound, clip's convention),
+    and the model file and ONNX Runtime agree. Before: 'clip: attr min must be a number, got
+    None' and 'takes 1 tensor(s) and the keywords min, max'."""
+    v = np.array([[np.nan, -np.inf, np.inf, -2.0, 0.5, 1.0, 7.0]])
+    x = gc.input("x", ("N", 7), dtype="f64")
+    h = x * gc.param("w", (7,), init="ones", dtype="f64")
+    outs = [gc.clip(h, max=1.0), gc.clip(h, None, 1.0), gc.clip(h, min=0.0)]
+    outs += [gc.clip(h, 0.0, 6.0), gc.leaky_relu(h, 0.2), gc.clip(h, -1.0, max=1.0)]
+    with np.errstate(invalid="ignore"):
+        want = [np.clip(v, None, 1.0), np.clip(v, None, 1.0), np.clip(v, 0.0, None)]
+        want += [np.clip(v, 0.0, 6.0), np.where(v > 0, v, 0.2 * v), np.clip(v, -1.0, 1.0)]
+    u = np.arange(1.0, 8.0)
+    loss = gc.sum(gc.clip(h, max=1.0) * gc.constant(u, dtype="f64"))
+    m = gc.compile(outs, loss, gc.SGD(1.0), name="clip_one_bound")
+    got = list(m.predict(v).values())
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    xs = np.array([[-3.0, 0.5, 1.0, 2.0, 0.999, -1e300, 1.0 - 1e-16]])
+    np.testing.assert_array_equal(m.gradients(xs)["w"], u * (xs[0] < 1.0) * xs[0])
+    with pytest.raises(gc.GraphcError, match="at most 2 attrs"):
+        gc.clip(h, 0.0, 1.0, 2.0)
+    with pytest.raises(gc.GraphcError, match="min twice"):
+        gc.clip(h, 0.0, min=1.0)
+    with pytest.raises(gc.ShapeError, match="attr min must be a number"):
+        gc.clip(h, "0")
+    with pytest.raises(gc.ShapeError, match="attr alpha must be finite"):
+        gc.leaky_relu(h, float("inf"))
+    ort = pytest.importorskip("onnxruntime")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        m.save_model(os.path.join(d, "c.gcm"))
+        for g, w in zip(gc.load_model(os.path.join(d, "c.gcm")).predict(v).values(), want):
+            np.testing.assert_array_equal(g, w)
+        m.to_onnx(os.path.join(d, "c.onnx"))
+        s = ort.InferenceSession(os.path.join(d, "c.onnx"), providers=["CPUExecutionProvider"])
+        for k in (0, 1, 2, 3, 5):  # LeakyRelu's alpha is an ONNX float32 attribute
+            np.testing.assert_array_equal(s.run(None, {"x": v})[k], want[k])

@@ -58,7 +58,8 @@ class Minimum(Binary):
 
 @register
 class Clip(Unary):
-    """y = min(max(x, min), max) for scalar attrs ``min`` <= ``max``.
+    """y = min(max(x, min), max) for scalar attrs ``min`` <= ``max``; a bound left out is
+    infinite (torch.clamp(x, max=1.0), np.clip(x, None, 1.0)). NaN stays NaN.
 
     VJP: dx = dy * [min < x < max]: the gradient passes strictly inside the bounds only, 0 at
     x == min and x == max (and everywhere when min == max), as torch.clamp's backward in current
@@ -69,7 +70,7 @@ class Clip(Unary):
     """
 
     name = "clip"
-    attrs: ClassVar[dict[str, Any]] = {"min": REQUIRED, "max": REQUIRED}
+    attrs: ClassVar[dict[str, Any]] = {"min": -math.inf, "max": math.inf}
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         lo, hi = attrs.get("min"), attrs.get("max")
