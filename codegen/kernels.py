@@ -1094,17 +1094,79 @@ def _label(ctx: KernelContext, labels: str, r: ir.Value, cols: ir.Value, ignore:
     return b.select(ok, lab, i64(0)), ok, skip
 
 
-def _kept_rows(ctx: KernelContext, labels: str, rows: ir.Value, ignore: int | None) -> ir.Value:
-    """i64: the rows whose label is not ``ignore`` (all of them when None), at least 1 (the
-    mean over no row is taken as 0: the sums are 0)."""
+class _XentRows:
+    """A softmax cross-entropy kernel's options as its row loops read them: ``ignore`` (the
+    ignore_index or None), ``table`` (the class weights as a constant array, or None),
+    ``none`` (reduction "none": the loss stored per row, dy read per row as ``dy``)."""
+
+    def __init__(self, ctx: KernelContext, first: Node, t: ir.Type) -> None:
+        self.ignore = first.attr("ignore_index")
+        self.reduction = first.attr("reduction", "mean")
+        self.none = self.reduction == "none"
+        self.dy: str | None = None
+        weight = first.attr("weight")
+        self.table = None
+        if weight is not None:
+            at = ir.ArrayType(t, len(weight))
+            self.table = ir.GlobalVariable(
+                ctx.module, at, name=ctx.module.get_unique_name("xent.weight")
+            )
+            self.table.linkage = "internal"
+            self.table.global_constant = True
+            self.table.initializer = ir.Constant(at, [float(v) for v in weight])
+
+    def weight(self, b: ir.IRBuilder, lab: ir.Value) -> ir.Value | None:
+        """The class weight of a row's (clamped) label, None without weights."""
+        if self.table is None:
+            return None
+        at = self.table.value_type
+        p = b.gep(self.table, [i64(0), lab], inbounds=True, source_etype=at)
+        return b.load(p, typ=at.element, name="w_label")
+
+    def row_scale(self, ctx: KernelContext, r: ir.Value, w: ir.Value | None, scale):
+        """A row's gradient factor: dy / divisor (``scale``), or the row's dy for "none",
+        times its class weight."""
+        if self.none:
+            assert self.dy is not None
+            node = ctx.g[self.dy]
+            scale = (
+                ctx.inline_value(node) if is_inline(ctx.sched, self.dy) else ctx.load(self.dy, r)
+            )
+        return scale if w is None else ctx.b.fmul(scale, w)
+
+
+def _divisor(ctx: KernelContext, labels: str, rows: ir.Value, opts: _XentRows) -> ir.Value:
+    """float64: what the sum of the rows' terms is divided by: for reduction "mean" the rows
+    whose label is not the ignore_index (all of them when None), or the sum of their class
+    weights, 1 when that is 0 (the mean over no row is taken as 0: the sums are 0); 1 for
+    "sum" and "none"."""
     b = ctx.b
-    if ignore is None:
-        return rows
-    with counted_loop(b, i64(0), rows, 1, name="kept", carried=[i64(0)]) as k:
-        lab = b.sext(ctx.load(labels, k.iv), I64)
-        k.carried = [b.add(k.carried[0], b.zext(b.icmp_signed("!=", lab, i64(ignore)), I64))]
-    kept = k.final[0]
-    return b.select(b.icmp_signed("==", kept, i64(0)), i64(1), kept, name="kept")
+    if opts.reduction != "mean":
+        return ir.Constant(F64, 1.0)
+    if opts.ignore is None and opts.table is None:
+        return b.sitofp(rows, F64)
+    if opts.table is None:
+        with counted_loop(b, i64(0), rows, 1, name="kept", carried=[i64(0)]) as k:
+            lab = b.sext(ctx.load(labels, k.iv), I64)
+            keep = b.zext(b.icmp_signed("!=", lab, i64(opts.ignore)), I64)
+            k.carried = [b.add(k.carried[0], keep)]
+        kept = b.sitofp(k.final[0], F64)
+    else:
+        cols = i64(opts.table.value_type.count)
+        with counted_loop(b, i64(0), rows, 1, name="kept", carried=[ir.Constant(F64, 0.0)]) as k:
+            lab, _, skip = _label(ctx, labels, k.iv, cols, opts.ignore)
+            w = (
+                b.fpext(opts.weight(b, lab), F64)
+                if opts.table.value_type.element != F64
+                else opts.weight(b, lab)
+            )
+            if skip is not None:
+                w = b.select(skip, ir.Constant(F64, 0.0), w)
+            k.carried = [b.fadd(k.carried[0], w)]
+        kept = k.final[0]
+    return b.select(
+        b.fcmp_ordered("==", kept, ir.Constant(F64, 0.0)), ir.Constant(F64, 1.0), kept, name="kept"
+    )
 
 
 def _xent_term(b: ir.IRBuilder, m: ir.Value, s: ir.Value, zl: ir.Value) -> ir.Value:
@@ -1157,16 +1219,18 @@ def _xent_narrow_rows(
     loss_acc: ir.Value | None,
     grad: tuple[str | None, ir.Value] | None,
     sums: ir.Value | None,
-    ignore: int | None = None,
+    opts: _XentRows,
+    loss_rows: str | None = None,
 ) -> None:
     """emit_softmax_cross_entropy's row loop for float32 rows of fewer than SMALL_ROW columns
     (a classifier's 10 classes), each row one vector of the next power of two of lanes: its
     max and sum of exponentials by halving the vector, exp(z - m) computed once per element
     (the loss's sum and the gradient share it), the gradient row stored from the vector.
 
-    ``loss_acc``: the float64 loss accumulator (None: no loss); ``grad``: (dz's value or None
+    ``loss_acc``: the float64 loss accumulator (None: no loss summed); ``loss_rows``: the
+    loss's value stored per row (reduction "none"; None: not); ``grad``: (dz's value or None
     when not stored, scale) or None; ``sums``: the float32 column sums' output (None: none),
-    summed in float64 and rounded once.
+    summed in float64 and rounded once; ``opts``: the ops' options (_XentRows).
 
     The same values as the general loop (which walks such rows as written, one scalar exp per
     element and pass) but for the order of the sum of exponentials (a tree over the lanes, as
@@ -1205,16 +1269,23 @@ def _xent_narrow_rows(
         e = vmath.exp(b, b.select(pad, b.fsub(zv, _splat(b, m, lanes)), zero))
         e = b.select(pad, e, zero)
         s = _lanes_reduce(b, e, lambda x, y: b.fadd(x, y, flags=("reassoc", "nsz")))
-        lab, ok, skip = _label(ctx, labels, r.iv, i64(cols), ignore)
+        lab, ok, skip = _label(ctx, labels, r.iv, i64(cols), opts.ignore)
+        w = opts.weight(b, lab)
         out = list(r.carried)
-        if loss_acc is not None:
+        if loss_acc is not None or loss_rows is not None:
             zl = ctx.load(z, b.add(base, lab))
             term = b.select(ok, _xent_term(b, m, s, zl), ir.Constant(t, float("nan")))
+            if w is not None:
+                term = b.fmul(term, w)
             if skip is not None:
                 term = b.select(skip, ir.Constant(t, 0.0), term)
-            out[-1] = b.fadd(out[-1], b.fpext(term, F64))
+            if loss_rows is not None:
+                ctx.store(loss_rows, r.iv, term)
+            else:
+                out[-1] = b.fadd(out[-1], b.fpext(term, F64))
         if grad is not None:
             dz, scale = grad
+            scale = opts.row_scale(ctx, r.iv, w, scale)
             inv = b.fmul(b.fdiv(ir.Constant(t, 1.0), s), scale)
             v = b.fmul(e, _splat(b, inv, lanes))
             at_label = b.icmp_signed("==", lane_no, _splat(b, lab, lanes))
@@ -1239,7 +1310,7 @@ def _xent_narrow_rows(
 
 
 def _xent_general_rows(
-    ctx: KernelContext, z, labels, rows, cols, loss, acc, grad, stored, colsum, scale, ignore
+    ctx: KernelContext, z, labels, rows, cols, loss, acc, grad, stored, colsum, scale, opts
 ) -> None:
     """emit_softmax_cross_entropy's row loop for any rows: two passes over each row for its
     max and sum of exponentials (``_row_max_sum``), then the loss term and the gradient row
@@ -1262,13 +1333,20 @@ def _xent_general_rows(
             b.store(ir.Constant(at, 0.0), b.gep(sums, [c], inbounds=True, source_etype=at))
     with loop(b, rows, name="row") as r:
         base, m, s = _row_max_sum(ctx, z, r, cols, t)
-        lab, ok, skip = _label(ctx, labels, r, cols, ignore)
+        lab, ok, skip = _label(ctx, labels, r, cols, opts.ignore)
+        w = opts.weight(b, lab)
         if loss is not None:
             zl = ctx.load(z, b.add(base, lab))
             term = b.select(ok, _xent_term(b, m, s, zl), bad)
+            if w is not None:
+                term = b.fmul(term, w)
             if skip is not None:
                 term = b.select(skip, ir.Constant(t, 0.0), term)
-            b.store(b.fadd(b.load(acc, typ=d), b.fpext(term, d) if t != d else term), acc)
+            if acc is None:  # reduction "none": the row's own loss
+                if loss.name in ctx.key_of:
+                    ctx.store(loss.name, r, term)
+            else:
+                b.store(b.fadd(b.load(acc, typ=d), b.fpext(term, d) if t != d else term), acc)
         if grad is not None:
             _xent_grad_row(
                 ctx,
@@ -1276,7 +1354,7 @@ def _xent_general_rows(
                 z,
                 (base, m, s, lab, ok, skip),
                 cols,
-                scale,
+                opts.row_scale(ctx, r, w, scale),
                 bad,
                 (sums, at, wide) if colsum is not None else None,
             )
@@ -1323,9 +1401,11 @@ def emit_softmax_cross_entropy(ctx: KernelContext, kernel: Kernel) -> None:
     A group of these is made by the pass ``fuse_softmax_cross_entropy``; a lone loss or
     gradient is a kernel of one. Each row's max m_r and sum of exponentials s_r are computed
     once. A label out of range makes its row's loss and dz[r, 0] NaN (never an out-of-bounds
-    read). With the ops' ``ignore_index`` k, a first pass counts the rows whose label is not k
-    (the divisor instead of rows; 1 when there is none, the sums being 0), and rows labelled
-    k add 0 to the loss and have dz 0.
+    read). The ops' options (_XentRows): with ``ignore_index`` k rows labelled k add 0 to the
+    loss and have dz 0; with ``weight`` row r's term and dz row are scaled by w[label_r] (a
+    constant table); for reduction "mean" with either, a first pass sums the kept rows' weights
+    (counts them without weights: the divisor instead of rows; 1 when that is 0, the sums
+    being 0); "sum" divides by 1; "none" stores each row's term (no sum) and reads dy per row.
     """
     b, g = ctx.b, ctx.g
     by_op = {g[v].op: g[v] for v in kernel.nodes}
@@ -1340,14 +1420,16 @@ def emit_softmax_cross_entropy(ctx: KernelContext, kernel: Kernel) -> None:
     d = F64
     shape = g[z].type.shape  # [rows, C], or [N, .., C]: every position a row (row-major)
     rows, cols = ctx.product(shape[:-1]), ctx.dim(shape[-1])
-    ignore = first.attr("ignore_index")
-    kept = _kept_rows(ctx, labels, rows, ignore)
+    opts = _XentRows(ctx, first, t)
+    kept = _divisor(ctx, labels, rows, opts)
     scale = acc = None
-    if grad is not None:
+    if grad is not None and opts.none:
+        opts.dy = grad.inputs[2]  # one value per row, read in the row loop
+    elif grad is not None:
         dy = grad.inputs[2]
         dyv = ctx.inline_value(g[dy]) if is_inline(ctx.sched, dy) else ctx.load(dy, i64(0))
-        scale = b.fdiv(dyv, b.sitofp(kept, t), name="scale")
-    if loss is not None:
+        scale = b.fdiv(dyv, b.fptrunc(kept, t) if t != d else kept, name="scale")
+    if loss is not None and not opts.none:
         with b.goto_entry_block():
             acc = b.alloca(d, name="loss_acc")
         b.store(ir.Constant(d, 0.0), acc)
@@ -1361,14 +1443,13 @@ def emit_softmax_cross_entropy(ctx: KernelContext, kernel: Kernel) -> None:
             acc,
             (grad.name if stored else None, scale) if grad is not None else None,
             ctx.ptr(colsum.name) if colsum is not None else None,
-            ignore,
+            opts,
+            loss.name if loss is not None and opts.none and loss.name in ctx.key_of else None,
         )
     else:
-        _xent_general_rows(
-            ctx, z, labels, rows, cols, loss, acc, grad, stored, colsum, scale, ignore
-        )
-    if loss is not None:
-        mean = b.fdiv(b.load(acc, typ=d), b.sitofp(kept, d))
+        _xent_general_rows(ctx, z, labels, rows, cols, loss, acc, grad, stored, colsum, scale, opts)
+    if loss is not None and acc is not None:
+        mean = b.fdiv(b.load(acc, typ=d), kept)
         ctx.store(loss.name, i64(0), b.fptrunc(mean, t) if t != d else mean)
     b.ret_void()
 

@@ -124,6 +124,12 @@ def build_graphs(
             if swapped
             else ""
         )
+        if not swapped and loss.type.is_batched:  # one loss per row: reduction="none"
+            hint = (
+                "; a loss per row (softmax_cross_entropy(..., reduction='none')?) trains only "
+                f"once reduced to one number: pass gc.mean({loss.name}) (or gc.sum), or give "
+                "the loss its reduction='mean' or 'sum'"
+            )
         raise GraphcError(
             f"compile: the loss must be a scalar, got {loss.type} ({loss.name}){hint}"
         )
@@ -200,9 +206,19 @@ def not_row_mean(g: Graph, loss: str) -> str:
         if n.name in needed and kinds[n.name] == MIXED
         and all(kinds[i] != MIXED for i in n.inputs)
     )  # fmt: skip
-    over_rows = first.op == "sum" and any(kinds[i] == ROWS for i in first.inputs)
+    over_rows = (first.op == "sum" and any(kinds[i] == ROWS for i in first.inputs)) or (
+        first.op == "softmax_cross_entropy" and first.attr("reduction") == "sum"
+    )
     how = "a sum over them" if over_rows else "a function of them as a whole"
-    if first.op == "softmax_cross_entropy" and first.attr("ignore_index") is not None:
+    mean_of_xent = first.op == "softmax_cross_entropy" and first.attr("reduction") is None
+    if mean_of_xent and first.attr("weight") is not None:
+        return (
+            f"its loss {loss!r} is softmax_cross_entropy with weight: a mean divided by the "
+            "class weights of the rows each rank keeps, whose sums differ between ranks, so "
+            "the ranks' gradients would not add up to the global batch's (data-parallel fit "
+            "rescales by kept label counts only); train it in one process"
+        )
+    if mean_of_xent and first.attr("ignore_index") is not None:
         return (
             f"its loss {loss!r} is softmax_cross_entropy with ignore_index "
             f"{first.attr('ignore_index')}: a mean over the rows each rank keeps, whose counts "

@@ -970,12 +970,49 @@ def check_logits(loss: str, logits: Tensor, squash: str, instead: str) -> None:
         )
 
 
+# Keras's reduction names (SparseCategoricalCrossentropy(reduction=...)) -> torch's
+_KERAS_REDUCTIONS = {"sum_over_batch_size": "mean", None: "none"}
+
+
+def _class_weights(weight: Any, logits: Tensor) -> tuple[float, ...]:
+    """``weight`` (C numbers) as the op's attr, refused naming the logits and the length when
+    it is not C finite numbers >= 0, not all 0."""
+    c = logits.shape[-1]
+    where = f"softmax_cross_entropy: weight (logits {logits.name} {logits.type}, {c} classes)"
+    if isinstance(weight, Tensor):
+        raise OptionTypeError(
+            f"{where}: give the class weights as numbers (a list or an array), not a graph "
+            f"value ({weight.name}): they are fixed when the model is built"
+        )
+    try:
+        w = np.asarray(weight, dtype=np.float64)
+    except (TypeError, ValueError):
+        w = np.zeros((), object)  # refused below
+    if w.dtype == object or w.ndim != 1:
+        raise OptionTypeError(
+            f"{where}: must be a 1-D list or array of numbers, got {weight!r:.60}"
+        )
+    if w.size != c:
+        raise ShapeError(f"{where}: has {w.size} entries, one per class needed ({c})")
+    bad = np.flatnonzero(~(np.isfinite(w) & (w >= 0)))
+    if bad.size:
+        raise ShapeError(
+            f"{where}: weight[{bad[0]}] = {float(w[bad[0]])!r} must be finite and >= 0 (a "
+            "negative weight makes the loss unbounded below)"
+        )
+    if not w.any():
+        raise ShapeError(f"{where}: every class weight is 0: the loss would always be 0")
+    return tuple(float(v) for v in w)
+
+
 def softmax_cross_entropy(
     logits: Tensor,
     labels: Tensor,
     *,
     label_smoothing: float = 0.0,
     ignore_index: int | None = None,
+    weight: Any = None,
+    reduction: str | None = "mean",
 ) -> Tensor:
     """Mean softmax cross-entropy of logits [N, C] against integer labels i32[N] (log-sum-exp
     form), or of a sequence's logits [N, T, .., C] against i32[N, T, ..] (Keras's
@@ -985,24 +1022,38 @@ def softmax_cross_entropy(
     the row and the position, raised before anything is updated); evaluate's accuracy is the
     argmax over the last axis, per position.
 
+    The options follow torch 2.13's F.cross_entropy / nn.CrossEntropyLoss (its documented
+    formula), with row i's term l_i = w[y_i] (logsumexp(z_i) - z_i[y_i]):
+
+    ``weight`` w (C numbers >= 0, a list or array; default all 1): the per-class weights.
+
+    ``reduction``: "mean" (default) sum_i l_i / sum_i w[y_i] over the kept rows (their count
+    without weights); "sum" sum_i l_i; "none" the l_i themselves, f32[N] (f32[N, T, ..] for a
+    sequence): no training loss by itself (compile needs a scalar: reduce it, e.g.
+    gc.mean(loss)). Keras's names are taken too: "sum_over_batch_size" is "mean" (only
+    without weight, where the two agree), None is "none".
+
     ``label_smoothing`` e (torch's cross_entropy(label_smoothing=e)): the target of each row is
     (1 - e) onehot(label) + e / C, so the loss is (1 - e) times the above plus e times the mean
-    over rows and classes of -log softmax(z) (that term is infinite where a logit is -inf).
+    over rows and classes of -log softmax(z) (that term is infinite where a logit is -inf);
+    with ignore_index, over the kept rows only (torch's formula).
 
     ``ignore_index`` k (torch's cross_entropy(ignore_index=k), whose default is -100; here
     None, nothing ignored): rows (positions) labelled k add nothing to the loss or the
-    gradient, and the mean is over the other rows only (torch's reduction "mean"); evaluate's
+    gradient (their l_i is 0), and the mean is over the other rows only; evaluate's
     accuracy leaves them out too. Every other label is still checked to lie in 0..C-1 (a
-    label -5 is refused naming its row). A batch whose rows are all k gives loss 0 and
-    gradient 0 (torch: NaN, which would end fit's numerics check or poison its epoch mean
-    for a batch of padding only). Such a loss is not a plain mean over rows: evaluate runs
-    all rows in one call, and data-parallel training refuses it (the ranks' kept counts
-    differ). Not combined with label_smoothing (refused).
+    label -5 is refused naming its row). When the divisor of "mean" is 0 (every row
+    ignored, or every kept row of weight 0) the loss and the gradient are 0 (torch: NaN,
+    which would end fit's numerics check or poison its epoch mean for a batch of padding
+    only). With ignore_index, weight or reduction "sum" the loss is not a plain mean over
+    rows: evaluate runs all rows in one call, and data-parallel training refuses it (the
+    ranks' divisors differ).
 
     Raises ShapeError: logits of rank < 2, labels not i32 of the logits' shape without C (or
-    with a last axis of 1), ignore_index not an int32 or one of the classes 0..C-1.
-    OptionTypeError: label_smoothing not a number (a bool, a string);
-    GraphcError: label_smoothing outside [0, 1] or NaN, or given with ignore_index.
+    with a last axis of 1), ignore_index not an int32 or one of the classes 0..C-1, weight
+    not of C entries, negative, not finite or all 0. OptionTypeError: label_smoothing not a
+    number (a bool, a string), weight not numbers, reduction unknown; GraphcError:
+    label_smoothing outside [0, 1] or NaN, or given with weight.
     Warns ``LossInputWarning`` when ``logits`` is a softmax's output (probabilities) or has one
     column (the loss is then 0 whatever the weights).
     """
@@ -1021,17 +1072,47 @@ def softmax_cross_entropy(
             LossInputWarning,
             stacklevel=_user_stacklevel(),
         )
-    if ignore_index is not None and eps:
-        raise GraphcError(
-            "softmax_cross_entropy: label_smoothing with ignore_index is not supported (the "
-            "smoothing term would count the ignored rows); pass one of them"
+    keras = isinstance(reduction, str | type(None)) and reduction in _KERAS_REDUCTIONS
+    red = _KERAS_REDUCTIONS[reduction] if keras else reduction
+    if red not in ("mean", "sum", "none"):
+        raise OptionTypeError(
+            f"softmax_cross_entropy: reduction must be 'mean', 'sum' or 'none' (torch's; "
+            f"Keras's 'sum_over_batch_size' and None are taken too), got {reduction!r}"
         )
+    if reduction == "sum_over_batch_size" and weight is not None:
+        raise GraphcError(
+            "softmax_cross_entropy: Keras's reduction 'sum_over_batch_size' divides by the "
+            "rows, torch's 'mean' with weight by the rows' weights: pass reduction='mean' "
+            "(torch's) or weight=None"
+        )
+    opts: dict[str, Any] = {}
     if isinstance(ignore_index, np.integer):
         ignore_index = int(ignore_index)
-    loss = apply("softmax_cross_entropy", logits, labels, ignore_index=ignore_index)
-    if eps:  # the uniform part of the smoothed target: mean over rows and classes of -log p
-        uniform = mean(softmax_along(logits, -1, log=True))
-        loss = loss * (1.0 - eps) - uniform * eps
+    if ignore_index is not None:
+        opts["ignore_index"] = ignore_index
+    if weight is not None:
+        opts["weight"] = _class_weights(weight, logits)
+    if red != "mean":
+        opts["reduction"] = red
+    if eps and "weight" in opts:
+        raise GraphcError(
+            "softmax_cross_entropy: label_smoothing together with weight is not supported "
+            "(torch weights each class's smoothing term); pass one of them"
+        )
+    loss = apply("softmax_cross_entropy", logits, labels, **opts)
+    if eps:  # the uniform part of the smoothed target: -log p averaged over the classes
+        if ignore_index is None and red == "mean":  # and over every row
+            smooth = mean(softmax_along(logits, -1, log=True))
+        else:
+            uniform = mean(softmax_along(logits, -1, log=True), axes=-1)  # per row
+            if ignore_index is not None:  # torch: the ignored rows' uniform term is 0 too
+                kept = apply("not_equal", labels, const(float(ignore_index), dtype="i32"))
+                kept = reshape(apply("cast", kept, dtype=logits.dtype), uniform.shape)
+                uniform = uniform * kept
+            smooth = uniform if red == "none" else sum(uniform)
+            if red == "mean":  # over the kept rows, 1 when none is (then both sums are 0)
+                smooth = smooth / maximum(sum(kept), 1.0)
+        loss = loss * (1.0 - eps) - smooth * eps
     return _tag(loss, "softmax_cross_entropy", logits, labels)
 
 

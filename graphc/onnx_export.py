@@ -264,7 +264,8 @@ def _sigmoid_cross_entropy(w: _Writer, n: Node) -> None:
 def _softmax_cross_entropy(w: _Writer, n: Node) -> None:
     """ONNX's SoftmaxCrossEntropyLoss reads the classes on axis 1 ([N, C, d1, ..]): a
     sequence's logits [N, T, .., C] are transposed to [N, C, T, ..] first (the labels
-    [N, T, ..] are ONNX's as they are; Keras's [N, .., 1] lose their last axis)."""
+    [N, T, ..] are ONNX's as they are; Keras's [N, .., 1] lose their last axis). Its
+    ignore_index, weight (a third input) and reduction are torch's, as graphc's."""
     z, labels = n.inputs
     rank = w.g[z].type.rank
     if w.g[labels].type.rank == rank:  # labels [N, .., 1]: ONNX takes [N, ..]
@@ -274,7 +275,12 @@ def _softmax_cross_entropy(w: _Writer, n: Node) -> None:
         perm = [0, rank - 1, *range(1, rank - 1)]
         z = w.node("Transpose", [z], w.fresh(n.name), n, perm=perm)
     extra = {} if n.attr("ignore_index") is None else {"ignore_index": n.attr("ignore_index")}
-    w.node("SoftmaxCrossEntropyLoss", [z, labels], n.name, n, reduction="mean", **extra)
+    ins = [z, labels]
+    if n.attr("weight") is not None:  # the class weights: ONNX's optional third input
+        dt = np.float64 if w.g[n.inputs[0]].type.dtype == "f64" else np.float32
+        ins.append(w.const(np.array(n.attr("weight"), dt), "weight"))
+    red = n.attr("reduction", "mean")
+    w.node("SoftmaxCrossEntropyLoss", ins, n.name, n, reduction=red, **extra)
 
 
 def _cast(w: _Writer, n: Node) -> None:

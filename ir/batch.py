@@ -110,11 +110,14 @@ def _kind(n: Node, g: Graph, kinds: dict[str, str], kept: str | None = None) -> 
         if n.op in ("softmax", "log_softmax") and ins == [ROWS] and len(types[0].shape) >= 2:
             return ROWS  # over the last axis: within one row
         if n.op == "softmax_cross_entropy" and ins == [ROWS, ROWS]:
-            # the mean over rows of each row's loss; with ignore_index, over the rows kept,
-            # whose count differs between blocks
+            if n.attr("reduction") == "none":  # each row's loss
+                return ROWS if _leading(n.type) else MIXED
             if kept is not None:
                 return MEAN if n.name == kept else MIXED
-            return MEAN if n.attr("ignore_index") is None else MIXED
+            # the mean over rows of each row's loss; with ignore_index or weight, divided by
+            # the rows kept or their weights, which differ between blocks; "sum": over rows
+            plain = n.attr("ignore_index") is None and n.attr("weight") is None
+            return MEAN if plain and OPS[n.op].attr(n, "reduction") == "mean" else MIXED
         return MIXED
     return MIXED
 
@@ -181,6 +184,6 @@ def kept_mean_loss(g: Graph, loss: str) -> Node | None:
         return None
     node = found[0]
     defaults = OPS[node.op].attrs
-    if any(node.attr(k) != v for k, v in defaults.items() if k != "ignore_index"):
+    if any(OPS[node.op].attr(node, k) != v for k, v in defaults.items() if k != "ignore_index"):
         return None
     return node if batch_kinds(g, kept=node.name)[loss] == MEAN else None

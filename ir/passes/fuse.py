@@ -463,6 +463,7 @@ def fuse_softmax_cross_entropy(g: Graph) -> Graph:
             if (
                 n.op == "softmax_cross_entropy"
                 and n.inputs == gr.inputs[:2]
+                and n.attrs == gr.attrs  # the same options (ignore_index, weight, reduction)
                 and n.name not in groups.group_of
                 and not groups.creates_cycle(members | {n.name})
             ):
