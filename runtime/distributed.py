@@ -76,7 +76,11 @@ model and calls ``fit`` with the same data and arguments. Then:
   rate, parameters and optimizer state are broadcast after the callbacks of every epoch's
   start and of the training's end (EarlyStopping's restore_best_weights), so what a
   callback changes on another rank only is overridden, and every rank ends with rank 0's
-  model: the one-process run with rank 0's callbacks;
+  model: the one-process run with rank 0's callbacks. Between steps (batch callbacks) rank
+  0's learning rate is sent every step, and its parameters and state when a callback on any
+  rank wrote weights through set_weights, initialize or load (_sync_batch_callbacks);
+  in-place writes into ``model.params`` arrays on some ranks only are overridden at the next
+  epoch's start;
 - threads: unless chosen (``threads=``, ``model.threads``, ``GRAPHC_THREADS``), each rank runs
   ``thread_share`` threads during fit: its cores over the ranks of the machine sharing them
   (1 for 2 ranks on 2 cores), as ``torchrun`` sets OMP_NUM_THREADS=1 for several processes
@@ -1164,6 +1168,25 @@ def _from_rank0(model: Any, comm: Any) -> None:
         model.lr = float(lr[0])
 
 
+def _sync_batch_callbacks(model: Any, comm: Any, MPI: Any, written: int) -> int:
+    """After a step's batch callbacks, when callbacks run on some ranks (collective): rank 0's
+    learning rate on every rank, and rank 0's parameters and optimizer state when a callback
+    on any rank wrote weights since ``written`` (``model._weights_written``: set_weights,
+    initialize, load); one Allreduce of [rank 0's lr, ranks that wrote], a broadcast only
+    then. Returns the counter to compare with next time. Weights written in place through
+    ``model.params`` arrays are not seen here: they reach the other ranks at the next epoch's
+    start (rank 0's), as every callback's changes do."""
+    now = getattr(model, "_weights_written", 0)
+    sent = np.array([model.lr if comm.Get_rank() == 0 else 0.0, float(now != written)])
+    comm.Allreduce(MPI.IN_PLACE, sent, op=MPI.SUM)  # adding zeros: rank 0's lr exactly
+    if float(sent[0]) != model.lr:
+        model.lr = float(sent[0])
+    if sent[1] > 0:
+        comm.Bcast(model._param_region, root=0)
+        comm.Bcast(model._state_region, root=0)
+    return now
+
+
 def rank_cores() -> list[int]:
     """The cores this process may run on (``os.sched_getaffinity``; all of them where the
     system does not say), sorted."""
@@ -1351,7 +1374,6 @@ def _epochs(
     mine = sent[:steps]
     sizes = np.minimum(bs, n - np.arange(steps) * bs)  # rows of each global batch
     decided = np.zeros(2, np.float64)  # rank 0's [stop, lr] after the epoch's callbacks
-    rate = np.zeros(1, np.float64)  # rank 0's lr after a step's batch callbacks
     checked: set[int] = set()
     # one native call per epoch unless batch callbacks must run between the steps
     native = step.native_epoch(feeds, stage, n, k, r) if native_ok else None
@@ -1362,6 +1384,7 @@ def _epochs(
         cbs.epoch_begin(model, epoch)
         if synced:  # a schedule or a callback that set weights on some ranks only: rank 0's
             _from_rank0(model, comm)
+        written = getattr(model, "_weights_written", 0)
         t0, w0 = time.perf_counter(), cpu_wait()
         order = np.random.default_rng([seed, epoch]).permutation(n) if shuffle else np.arange(n)
         # a mean over the rows the loss keeps: each step's loss_scale (else count / big)
@@ -1477,6 +1500,8 @@ def _epochs(
             lo = s * bs
             big = min(bs, n - lo)
             cbs.batch_begin(s, {"batch": s, "size": big})
+            if synced:  # batch callbacks may have set lr or weights on some ranks only
+                written = _sync_batch_callbacks(model, comm, MPI, written)
             first, count = shard(big, k, r)
             if count:
                 idx = order[lo + first : lo + first + count]
@@ -1497,11 +1522,6 @@ def _epochs(
                 step.grad[...] = 0
                 mine[s] = 0.0
             batch_loss = agree(s, big)
-            if synced:  # a batch callback may have changed it, on some ranks only: rank 0's
-                rate[0] = model.lr
-                comm.Bcast(rate, root=0)
-                if float(rate[0]) != model.lr:
-                    model.lr = float(rate[0])
             step.lr[...] = model.lr
             update(step.update_arrays, 1, checked=False)
             total += batch_loss * big

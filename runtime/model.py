@@ -560,6 +560,9 @@ class Model:
             self.params[n.name][...] = self._initial_value(n, constants, [seed, i])
         for n in self.state_nodes:
             self.state[n.name][...] = self._initial_value(n, constants, [seed, 0])
+        # a count of writes through the API (set_weights, initialize, load): distributed fit
+        # syncs the ranks when a batch callback on some ranks made one
+        self._weights_written = getattr(self, "_weights_written", 0) + 1
 
     @staticmethod
     def _initial_value(n: Any, constants: dict[str, Any], seed: list[int]) -> np.ndarray:
@@ -645,6 +648,7 @@ class Model:
         staged = [(k, param_value("set_weights", targets, k, v)) for k, v in items]
         for k, v in staged:
             targets[k][...] = v
+        self._weights_written = getattr(self, "_weights_written", 0) + 1
 
     @turned
     def save(self, path: str, *, extra: dict[str, Any] | None = None) -> str:
@@ -669,7 +673,9 @@ class Model:
         """
         from .checkpoint import load
 
-        return load(self, path, weights_only=check_bool(weights_only, "load: weights_only"))
+        header = load(self, path, weights_only=check_bool(weights_only, "load: weights_only"))
+        self._weights_written = getattr(self, "_weights_written", 0) + 1
+        return header
 
     @turned
     def save_model(self, path: str) -> str:

@@ -580,6 +580,56 @@ def ignore(dist: str | None) -> dict[str, np.ndarray]:
     return res
 
 
+class HalveWeights:
+    """At batch 1 of epoch 0, set_weights halves every weight, on rank ``on`` only (or in one
+    process: always)."""
+
+    def __init__(self, on: int) -> None:
+        self.on = on
+
+    def set_model(self, m) -> None:
+        self.m = m
+
+    def on_epoch_begin(self, m, epoch):
+        self.epoch = epoch
+
+    def on_batch_begin(self, batch, logs):
+        if self.epoch == 0 and batch == 1 and gc.distributed.rank() == self.on:
+            self.m.set_weights({k: v * 0.5 for k, v in self.m.get_weights().items()})
+
+
+def midepoch(dist: str | None) -> dict[str, np.ndarray]:
+    """tests/test_mpi.py::test_batch_callbacks_writing_weights_on_some_ranks_act_as_on_rank_0:
+    a batch callback halving the weights mid-epoch on rank 1 only (rank 0's weights prevail:
+    as one process without it) and on rank 0 only (as one process with it); Adam, dropout."""
+    x, y = data()
+    res: dict[str, np.ndarray] = {}
+    for case, on in (("rank1", 1), ("rank0", 0)):
+        m = model("adam", f"m_mid_{case}")
+        if dist is None:
+            cbs = [HalveWeights(0)] if on == 0 else []
+        else:
+            cbs = [HalveWeights(on)] if gc.distributed.rank() == on else []
+        h = m.fit(x, y, epochs=2, batch_size=BATCH, seed=5, verbose=0, callbacks=cbs,
+                  distributed=dist)  # fmt: skip
+        res[f"{case}_loss"] = np.array(h["loss"])
+        for k, v in m.params.items():
+            res[f"{case}_param_{k}"] = v
+        if dist:  # every rank ends with the same parameters
+            mine = np.concatenate([v.ravel() for v in m.params.values()])
+            alls = MPI_COMM().allgather(mine)
+            res[f"{case}_ranks_equal"] = np.array(all(np.array_equal(a, alls[0]) for a in alls))
+        else:
+            res[f"{case}_ranks_equal"] = np.array(True)
+    return res
+
+
+def MPI_COMM():
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
+
+
 def main() -> None:
     mode, out = sys.argv[1], sys.argv[2]
     dist = None if os.environ.get("GRAPHC_TEST_SERIAL") else "mpi"
@@ -641,6 +691,8 @@ def main() -> None:
         res = rank0()
     elif mode == "ignore":
         res = ignore(dist)
+    elif mode == "midepoch":
+        res = midepoch(dist)
     elif mode in ("uncaught", "fewer"):  # rank 1 leaves between two fits, in the script
         m = model("sgd", "m_sgd")
         m.fit(x, y, epochs=1, batch_size=BATCH, verbose=0, distributed=dist)

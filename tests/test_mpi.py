@@ -853,3 +853,15 @@ def test_ignore_index_trains_data_parallel_as_one_process(ranks, update, tmp_pat
     assert "ordered path: native" in r.stdout and "stepwise path: python" in r.stdout
     serial("ignore", str(tmp_path / "ref.npz"))
     _compare(dict(np.load(tmp_path / "got.npz")), dict(np.load(tmp_path / "ref.npz")))
+
+
+@need_mpi
+def test_batch_callbacks_writing_weights_on_some_ranks_act_as_on_rank_0(tmp_path):
+    """A batch callback that calls set_weights mid-epoch on some ranks only: rank 0's weights
+    prevail from that step on (before: the steps until the next epoch used each rank's own
+    weights: 0.165 off the one-process run, mpibreak). On rank 1 only: as one process without
+    the callback; on rank 0 only: as one process with it (2 ranks, Adam, dropout)."""
+    r = mpirun(2, "midepoch", str(tmp_path / "got.npz"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    serial("midepoch", str(tmp_path / "ref.npz"))
+    _compare(dict(np.load(tmp_path / "got.npz")), dict(np.load(tmp_path / "ref.npz")))
