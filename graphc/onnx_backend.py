@@ -48,7 +48,8 @@ UNSUPPORTED = {
     r"opset \d+\): (this operator is )?supported only on values known at import time|"
     r"Slice of a computed value",
     "symbolic dimensions other than the first": r"dimension \d+ is symbolic",
-    "the dot product of two 1-D values (a rank-0 result)": r"dot product of two 1-D values",
+    "the dot product of two 1-D values over the batch N (a sum across samples)": r"dot "
+    r"product of two 1-D values over the batch",
     "normalization over an axis other than the last": r"over the last axis only",
     "transposes of more than 2 dimensions": r"transposes 2-D values only|transpose of more than 2 dimensions in more",
     "Concat other than along the last axis of 2-D values": r"joins 2-D values along",

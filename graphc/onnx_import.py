@@ -3403,11 +3403,23 @@ def _gemm(cx: NodeContext) -> list[Value]:
 
 def _matmul(cx: NodeContext) -> list[Value]:
     """MatMul with numpy's rules: matrices, stacks of them (broadcast), and 1-D operands (a
-    1-D a is a row [1, K], a 1-D b a column [K, 1], whose axis the result then drops)."""
+    1-D a is a row [1, K], a 1-D b a column [K, 1], whose axis the result then drops; two 1-D
+    operands give their dot product, a rank-0 value, as numpy.matmul and ONNX Runtime do).
+    A dot product over the batch N ([N] with [N]) would sum across samples: refused."""
     a, b = cx.x(0), cx.x(1)
     ra, rb = len(a.shape), len(b.shape)
     if ra == 1 and rb == 1:
-        cx.fail(f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)}: a dot product of two 1-D values")
+        if "N" in a.shape or "N" in b.shape:
+            cx.fail(
+                f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)}: the dot product of two 1-D "
+                "values over the batch dimension N sums across samples; graphc keeps samples "
+                "apart"
+            )
+        if a.shape != b.shape:
+            cx.fail(f"MatMul of {_fmt(a.shape)} and {_fmt(b.shape)}: the lengths differ")
+        k = a.shape[0]
+        y = dsl.matmul(_reshape(cx, a, (1, k)), _reshape(cx, b, (k, 1)))
+        return [_reshape(cx, y, ())]
     if rb == 1:
         y = dsl.matmul(a, _reshape(cx, b, (b.shape[0], 1)))
         return [_reshape(cx, y, tuple(a.shape[:-1]))]
