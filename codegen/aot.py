@@ -45,7 +45,7 @@ import re
 import struct
 import sys
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -521,16 +521,32 @@ class _CNames:
         self.taken.update(m.upper() for m in self._reserves(cand))
         return cand
 
-    def output(self, name: str, j: int, count: int) -> str:
-        """The C name of output ``name`` (output j of ``count``)."""
+    def output(self, name: str, j: int, count: int, others: Sequence[str] = ()) -> str:
+        """The C name of output ``name`` (output j of ``count``; ``others``: every output's
+        name, whose user-given ones an unnamed output's y0 / out0 / output0 leaves to them)."""
         if name not in self.outputs:
             if name.isidentifier():
                 self.outputs[name] = self._claim(c_ident(name))
             else:
                 cands = [b if count == 1 else f"{b}{j}" for b in ("y", "out", "output")]
-                free = [c for c in cands if self._free(c)]
+                given = {c_ident(o).upper() for o in others if o.isidentifier()}
+                free = [c for c in cands if self._free(c) and c.upper() not in given]
                 self.outputs[name] = self._claim(free[0] if free else f"graphc_out{j}")
         return self.outputs[name]
+
+
+def output_keys(schedules: dict[str, Schedule], outputs: Sequence[str]) -> list[str]:
+    """The name a user sees for each of a model's ``outputs`` (in order): one rule for
+    Model.predict's keys, an exported library's C arguments and macros (and gc.load's keys)
+    and to_onnx's output names. A name the user gave (``name=``) or an imported file's stays
+    as it is; graphc's own value name (``%8``: an output left unnamed) becomes the C header's,
+    ``y``, or ``y0``, ``y1``, ... by position for several (``out``, ``output`` where an input
+    of ``schedules`` or another output takes it: _CNames.output, whose claims these are)."""
+    cnames, keys = _CNames(schedules), []
+    for j, o in enumerate(outputs):
+        cname = cnames.output(o, j, len(outputs), outputs)  # claimed in the header's order
+        keys.append(cname if o.startswith("%") else o)
+    return keys
 
 
 def _plan_entry(
@@ -571,11 +587,11 @@ def _plan_entry(
         else:  # the graph's output name: CSE may have merged two outputs into one value
             o, t = output_names[j], g[v].type
             to = (declared or {}).get(o)
-            k = out_axes.get(o, 0)
+            k, cname = out_axes.get(o, 0), cnames.output(o, j, count, output_names)
             if to in ("i32", "i64") and t.dtype == "f32":
-                outs.append(Port(o, cnames.output(o, j, count), j, t.with_dtype(to), "f32", k))
+                outs.append(Port(o, cname, j, t.with_dtype(to), "f32", k))
             else:
-                outs.append(Port(o, cnames.output(o, j, count), j, t, batch_axis=k))
+                outs.append(Port(o, cname, j, t, batch_axis=k))
     for p in ins + outs:
         if p.batch_axis and not (p.type.shape[:1] == (BATCH,) and p.batch_axis < p.type.rank):
             raise CodegenError(

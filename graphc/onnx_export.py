@@ -676,6 +676,7 @@ def to_onnx_model(
                 f"{', '.join(sorted(EXPORTS))}"
             )
     typed: list[tuple[str, Any]] = [(o, _elem_type(g[o].type.dtype)) for o in outputs]
+    keys = model.output_keys  # predict's keys: the header's names of graphc's unnamed outputs
     for k, o in enumerate(outputs[: len(prog.outputs)]):
         origin = g[o].origin or ""
         m_type = re.search(rf"{ONNX_RESULT_TYPE_TAG}(\d+)", origin)
@@ -699,9 +700,9 @@ def to_onnx_model(
                 typed[k] = (w.node("Cast", [src], outer, g[o], to=elem), elem)
         elif outer != o:  # an imported output under its ONNX name again
             typed[k] = (w.node("Identity", [o], outer, g[o]), typed[k][1])
-        elif o.startswith("%"):  # graphc's own "%8": the C header's name, y (y0, y1, ...)
-            labels = {n.name for n in prog.forward.inputs}  # in the header even when not here
-            out_name = _unnamed_output(w, k, len(prog.outputs), labels)
+        elif o.startswith("%"):  # graphc's own "%8": predict's key, the C header's name
+            out_name = keys[k] if keys[k] not in w.taken else w.fresh(keys[k])
+            w.taken.add(out_name)
             typed[k] = (w.node("Identity", [o], out_name, g[o]), typed[k][1])
     shapes = {o: tuple(g[o].type.shape) for o in outputs}
     for k, o in enumerate(outputs[: len(prog.outputs)]):
@@ -728,19 +729,6 @@ def to_onnx_model(
     # the oldest IR version the opset allows (8 for 17): older runtimes read the file
     m.ir_version = onnx.helper.find_min_ir_version_for(opsets)
     return m
-
-
-def _unnamed_output(w: _Writer, k: int, count: int, inputs: set[str]) -> str:
-    """The ONNX name of output ``k`` of ``count`` that the user left unnamed (graphc's "%8"):
-    the name the exported C header gives it (codegen.aot's _CNames.output: ``y``, or ``y0``,
-    ``y1``, ... for several; ``out``, ``output`` when taken, as by one of ``inputs``, the
-    training graph's), else a fresh one."""
-    for base in ("y", "out", "output"):
-        cand = base if count == 1 else f"{base}{k}"
-        if cand not in w.taken and cand not in inputs:
-            w.taken.add(cand)
-            return cand
-    return w.fresh("y")
 
 
 def _add_row_term(w: _Writer, src: str, out: str, n: Node, term: int, elem: int) -> str:

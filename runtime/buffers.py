@@ -178,3 +178,40 @@ def output_arrays(
                     "output needs an array of its own (one would be written over the other)"
                 )
     return arrays
+
+
+class Outputs(dict):
+    """A call's outputs by name (``predict`` of a Model or a loaded library with several
+    outputs): keyed by the names users see (codegen.aot.output_keys: the C header's ``y0``,
+    ``y1``, ... for graphc's unnamed values), and answering to the graph's own value names
+    too (``'%7'``, predict's keys before 2026-12-08, which code may still index by, e.g. from
+    ``model.program.outputs``); iteration, ``len`` and ``in`` see only the first names."""
+
+    def __init__(self, items: Iterable[tuple[str, Any]], aliases: dict[str, str]) -> None:
+        super().__init__(items)
+        self.aliases = aliases  # graph value name -> key
+
+    def __missing__(self, key: Any) -> Any:
+        if key in self.aliases:
+            return self[self.aliases[key]]
+        raise KeyError(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self or key in self.aliases else default
+
+
+def keyed_outputs(keys: list[str], names: Iterable[str], arrays: Iterable[Any]) -> dict[str, Any]:
+    """``arrays`` by ``keys`` (one per graph output ``names``): a plain dict when every key
+    is its output's name, else an Outputs that answers to the names too."""
+    aliases = {n: k for n, k in zip(names, keys) if n != k}
+    items = zip(keys, arrays)
+    return Outputs(items, aliases) if aliases else dict(items)
+
+
+def out_by_key(out: Any, keys: list[str], names: Iterable[str]) -> Any:
+    """A caller's ``out=`` dict with each graph value name (``'%7'``) replaced by its key
+    (``y0``): out dicts keyed either way are taken; anything else as it is."""
+    if not isinstance(out, dict):
+        return out
+    key_of = dict(zip(names, keys))
+    return {key_of.get(k, k): v for k, v in out.items()}

@@ -28,7 +28,15 @@ from graphc.codegen.threads import MAX_THREADS
 from graphc.ir.errors import ArgumentError, CheckpointError, GraphcError, NumericsError
 from graphc.ir.types import DTYPE_INFO, TensorType
 
-from .buffers import WeightViews, address, aligned_empty, output_arrays, view
+from .buffers import (
+    WeightViews,
+    address,
+    aligned_empty,
+    keyed_outputs,
+    out_by_key,
+    output_arrays,
+    view,
+)
 from .checks import (
     cast_input,
     check_batch_size,
@@ -576,7 +584,7 @@ class Library:
                     )
         outs = self._outputs(e["outputs"], n, out, arrays)
         if n == 0:
-            return outs[0] if len(outs) == 1 else {p["name"]: o for p, o in zip(e["outputs"], outs)}
+            return outs[0] if len(outs) == 1 else self._keyed(e["outputs"], outs)
         # Rows are split into blocks only when the library says every output row depends on
         # its input row alone (graphc.ir.batch, the rule Model.predict follows); a library
         # without the flag (older graphc) or an output mixing rows: one call.
@@ -603,12 +611,25 @@ class Library:
                 own = np.empty(outs[0].shape, outs[0].dtype)
                 own = (own, own.ctypes.data)
             self._layouts[key] = (n, outs[0].shape, outs[0].dtype, own)
-        return outs[0] if len(outs) == 1 else {p["name"]: o for p, o in zip(e["outputs"], outs)}
+        return outs[0] if len(outs) == 1 else self._keyed(e["outputs"], outs)
 
     def _outputs(self, ports: list[dict], n: int, out: Any, arrays: list) -> list[np.ndarray]:
-        """New output arrays, or the caller's ``out`` after its checks (buffers.output_arrays)."""
+        """New output arrays, or the caller's ``out`` after its checks (buffers.output_arrays;
+        a dict keyed by the header's names or the graph's)."""
         specs = [(self._shape(p, n), DTYPE_INFO[p["dtype"]].np) for p in ports]
-        return output_arrays(out, [p["name"] for p in ports], specs, arrays, "library")
+        keys = self._output_keys(ports)
+        out = out_by_key(out, keys, [p["name"] for p in ports])
+        return output_arrays(out, keys, specs, arrays, "library")
+
+    @staticmethod
+    def _output_keys(ports: list[dict]) -> list[str]:
+        """predict's key of each output port, as Model.output_keys: the graph's name, or for
+        graphc's unnamed value (``'%7'``) the header's (``y0``)."""
+        return [p["cname"] if p["name"].startswith("%") else p["name"] for p in ports]
+
+    def _keyed(self, ports: list[dict], outs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """Several outputs by _output_keys, answering to the graph's names too."""
+        return keyed_outputs(self._output_keys(ports), [p["name"] for p in ports], outs)
 
     def train_step(self, x: Any, y: Any = None, *, lr: float | None = None) -> float:
         """One ``NAME_train_step`` on all rows of x (and labels y); returns the batch's loss.

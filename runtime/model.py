@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from graphc.codegen.aot import TRAIN_ENTRIES
+from graphc.codegen.aot import TRAIN_ENTRIES, output_keys
 from graphc.codegen.threads import MAX_THREADS
 from graphc.ir.batch import loss_is_row_mean, rows_independent
 from graphc.ir.errors import (
@@ -31,7 +31,7 @@ from graphc.ir.ops.sources import index_check
 from graphc.ir.program import UNIT_TARGET_LOSSES
 from graphc.ir.types import BATCH
 
-from .buffers import WeightViews, aligned_empty, output_arrays, view
+from .buffers import WeightViews, aligned_empty, keyed_outputs, out_by_key, output_arrays, view
 from .callbacks import CallbackList
 from .checks import (
     InputRejected,
@@ -1258,9 +1258,30 @@ class Model:
         code as they are (predict's fast path). A model with ``output_dtypes`` (or
         ``output_batch_axes``) never takes the fast path (no layout is remembered): its outputs
         are converted after the call."""
+        out = out_by_key(out, self.output_keys, self.program.outputs)  # '%7' or y0
         if self.output_dtypes or self.constant_outputs or self.output_batch_axes:
             return self._predict_declared(x, batch_size, out)
         return self._predict_float(x, batch_size, out, key)
+
+    @property
+    def output_keys(self) -> list[str]:
+        """predict's key of each output, in ``program.outputs``' order: the name the user gave
+        it (``name=``) or the ONNX file's, and for an output left unnamed (graphc's value
+        name ``'%7'``) the exported C header's, ``y`` (``y0``, ``y1``, ... by position for
+        several; ``out``, ``output`` where an input takes it; codegen.aot.output_keys, which
+        to_onnx's output names follow too). The result dict also answers to the ``'%7'``
+        names (runtime.buffers.Outputs)."""
+        keys = self.__dict__.get("_output_keys")
+        if keys is None:
+            keys = output_keys(self.program.schedules, self.program.outputs)
+            self.__dict__["_output_keys"] = keys
+        return list(keys)
+
+    def _keyed(self, outs: Sequence[np.ndarray]) -> np.ndarray | dict[str, np.ndarray]:
+        """predict's result: the one output's array, or the outputs by output_keys."""
+        if len(outs) == 1:
+            return outs[0]
+        return keyed_outputs(self.output_keys, self.program.outputs, outs)
 
     def _predict_float(
         self, x: Any, batch_size: int, out: Any, key: tuple | None
@@ -1271,10 +1292,10 @@ class Model:
         one = len(prog.feature_inputs) == 1 and len(e.out_types) == 1
         feeds, n = self._as_feeds(x, None, need_labels=False, allow_empty=True)
         if n == 0:  # no rows: empty outputs of the right shape and dtype, no native call
-            _check_empty_outputs(e, prog.outputs)
+            _check_empty_outputs(e, self.output_keys)
             check_batch_size(batch_size)
             outs = self._outputs_for(e, 0, out, feeds)
-            return outs[0] if len(outs) == 1 else dict(zip(self.program.outputs, outs))
+            return self._keyed(outs)
         outs = self._outputs_for(e, n, out, feeds)
         self._batched("infer", feeds, n, batch_size, outs)
         if (
@@ -1284,7 +1305,7 @@ class Model:
             and e.out_types[0].shape[:1] == (BATCH,)
         ):
             self._layouts[key] = n
-        return outs[0] if len(outs) == 1 else dict(zip(self.program.outputs, outs))
+        return self._keyed(outs)
 
     def _predict_declared(
         self, x: Any, batch_size: int, out: Any
@@ -1293,7 +1314,7 @@ class Model:
         each named one converted (as_declared) or moved to its ONNX layout
         (``output_batch_axes``); ``out`` (an array or a dict, as predict's)
         receives them, each of the output's returned dtype and shape (else ArgumentError)."""
-        names = self.program.outputs
+        names, keys = self.program.outputs, self.output_keys
         if self.constant_outputs and out is not None:
             raise ArgumentError(
                 "predict: out= is not taken by a model with outputs known at import "
@@ -1311,19 +1332,21 @@ class Model:
             self.output_order,
             self.output_batch_axes,
         )
-        if self.constant_outputs:
-            return declared
+        if self.constant_outputs:  # (an ONNX import's: its outputs keep the file's names)
+            return keyed_outputs(
+                [dict(zip(names, keys)).get(k, k) for k in declared], declared, declared.values()
+            )
         got = list(declared.values())
         if out is not None:
             dest = [out] if len(names) == 1 and not isinstance(out, dict) else None
             if dest is None:
-                if not isinstance(out, dict) or set(out) != set(names):
+                if not isinstance(out, dict) or set(out) != set(keys):
                     raise ArgumentError(
-                        f"predict: out must be a dict with the outputs {names}, got "
+                        f"predict: out must be a dict with the outputs {keys}, got "
                         f"{sorted(out) if isinstance(out, dict) else type(out).__name__}"
                     )
-                dest = [out[k] for k in names]
-            for k, d, a in zip(names, dest, got):
+                dest = [out[k] for k in keys]
+            for k, d, a in zip(keys, dest, got):
                 if not isinstance(d, np.ndarray) or d.dtype != a.dtype or d.shape != a.shape:
                     raise ArgumentError(
                         f"predict: out for {k!r} must be a {a.dtype} array of shape {a.shape}, "
@@ -1331,7 +1354,7 @@ class Model:
                     )
                 d[...] = a
             got = dest
-        return got[0] if len(got) == 1 else dict(zip(names, got))
+        return self._keyed(got)
 
     def _outputs_for(
         self, e: Entry, n: int, out: Any, feeds: dict[str, np.ndarray]
@@ -1339,7 +1362,7 @@ class Model:
         """The arrays the outputs go to: new ones, or the caller's ``out`` after its checks
         (buffers.output_arrays)."""
         specs = [(t.concrete(n), t.np_dtype) for t in e.out_types]
-        return output_arrays(out, self.program.outputs, specs, feeds.values(), "model")
+        return output_arrays(out, self.output_keys, specs, feeds.values(), "model")
 
     def _batched(
         self,

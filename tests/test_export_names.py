@@ -81,3 +81,41 @@ def test_c_arguments_named_after_outputs_and_escaped(tmp_path) -> None:
     for line, k in zip(lines, want, strict=True):
         got_c = np.array([float(v) for v in line.split()]).reshape(rows, 2)
         np.testing.assert_allclose(got_c, want[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
+def test_predict_keys_are_the_headers_and_onnxs_names(tmp_path) -> None:
+    """Several outputs, some left unnamed: predict's keys (Model and gc.load) were graphc's
+    value names ('%1') while the header and to_onnx called them y0, y2. Now one rule
+    (codegen.aot.output_keys): the header's names, an unnamed output leaving a name the user
+    gave another (y0 here) to it; the old keys still index the result and name out= arrays."""
+    x = gc.input("x", ("N", 4))
+    h = gc.dense(x, 3)
+    outs = [h, gc.softmax(h, name="probs"), gc.relu(h), gc.tanh(h, name="y0")]
+    m = gc.compile(outs, name="keys")
+    old = list(m.program.outputs)
+    assert old[0].startswith("%") and old[2].startswith("%")
+    want = ["out0", "probs", "y2", "y0"]
+    assert m.output_keys == want
+    res = m.export(str(tmp_path / "libkeys.so"))
+    text = open(res.header).read()
+    sig = text[text.index("int keys_infer(") : text.index(");", text.index("int keys_infer("))]
+    assert [a.split("*")[1] for a in sig.split(", ") if a.startswith("float *")] == want
+    lib = gc.load(res.library)
+    xs = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    mine, theirs = m.predict(xs), lib.predict(xs)
+    assert list(mine) == list(theirs) == want
+    for k, o in zip(want, old):
+        np.testing.assert_array_equal(theirs[k], mine[k])
+        assert mine[o] is mine[k] and theirs[o] is theirs[k]  # the old keys still answer
+        assert mine.get(o) is mine[k]
+    with pytest.raises(KeyError):
+        mine["%99"]
+    for who in (m, lib):
+        for names in (want, old):  # out= by either key
+            out = {k: np.empty((5, 3), np.float32) for k in names}
+            who.predict(xs, out=out)
+            for k, o in zip(names, want):
+                np.testing.assert_array_equal(out[k], mine[o])
+    onnx = pytest.importorskip("onnx")
+    m.to_onnx(str(tmp_path / "keys.onnx"))
+    assert [o.name for o in onnx.load(str(tmp_path / "keys.onnx")).graph.output] == want
