@@ -494,6 +494,9 @@ def param(
 ) -> Tensor:
     """A parameter initialized by ``init`` (see graphc.init) when the model is built.
 
+    ``init`` is an initializer's name, or the starting values themselves (an array of
+    ``shape``, or one number for every element: torch's ``nn.Parameter(torch.tensor(...))``,
+    Keras's ``Constant`` initializer), converted to ``dtype`` with gc.constant's checks.
     ``trainable=False`` makes it a weight the optimizer never changes (no gradient is
     computed for it), like Keras's non-trainable weights: it is still saved, exported and
     settable with ``set_weights``. ``l1``/``l2``: weight penalties; compile adds
@@ -502,7 +505,9 @@ def param(
 
     Raises:
         OptionTypeError: no name or no shape (naming the call meant: ``gc.param('w', (3, 4))``).
-        GraphcError: an unknown initializer, ``trainable`` not a bool, a negative penalty.
+        GraphcError: an unknown initializer, ``trainable`` not a bool, a negative penalty;
+            init values that are not numbers, hold NaN or infinity, exceed ``dtype``'s range
+            or are not of ``shape``.
     """
     from graphc.init import check_initializer
 
@@ -510,9 +515,26 @@ def param(
 
     if not isinstance(trainable, bool):
         raise GraphcError(f"param {name!r}: trainable must be True or False, got {trainable!r}")
-    if init == "array":
-        raise GraphcError(f"param {name!r}: use gc.constant(array) for a parameter with values")
-    check_initializer(init, init_args, {"f32": np.float32, "f64": np.float64}.get(dtype))
+    values = None
+    if not isinstance(init, str):  # the starting values (an ndarray failed in `init == ...`)
+        values = _array_value(init, dtype, f"param {name!r}: init")
+        want = tuple(shape)  # type: ignore[arg-type]  # _named checked it is given
+        if values.ndim == 0 and all(type(d) is int for d in want):
+            values = np.full(want, values, values.dtype)
+        if tuple(values.shape) != want:
+            raise GraphcError(
+                f"param {name!r}: init values of shape {values.shape} for the declared shape {want}"
+            )
+        if init_args:
+            raise GraphcError(f"param {name!r}: init values take no options {sorted(init_args)}")
+        init = "array"
+    elif init == "array":
+        raise GraphcError(
+            f"param {name!r}: give the values themselves as init (gc.constant(array) for fixed "
+            "ones)"
+        )
+    else:
+        check_initializer(init, init_args, {"f32": np.float32, "f64": np.float64}.get(dtype))
     attrs: dict[str, Any] = {"init": init}
     for key, w in (("l1", l1), ("l2", l2)):
         if isinstance(w, bool) or not isinstance(w, int | float) or not 0.0 <= w < float("inf"):
@@ -523,7 +545,10 @@ def param(
         attrs["init_args"] = tuple(sorted((k, float(v)) for k, v in init_args.items()))
     if not trainable:
         attrs["trainable"] = False
-    return _source("param", name, shape, dtype, attrs)
+    t = _source("param", name, shape, dtype, attrs)
+    if values is not None:
+        t.value = values  # travels as Program.constants, as gc.constant's values
+    return t
 
 
 def constant(value: Any, name: str | None = None, dtype: str = "f32") -> Tensor:
@@ -543,31 +568,38 @@ def constant(value: Any, name: str | None = None, dtype: str = "f32") -> Tensor:
     Raises:
         GraphcError: ``value`` is not numeric or is empty, or holds NaN or infinity.
     """
-    np_dtype = {"f32": np.float32, "f64": np.float64}.get(dtype)
-    if np_dtype is None:
-        raise GraphcError(f"constant: dtype must be 'f32' or 'f64', got {dtype!r}")
-    try:
-        with np.errstate(over="ignore"):
-            arr = np.array(value, dtype=np_dtype)
-    except (TypeError, ValueError) as e:
-        raise GraphcError(f"constant: value is not an array of numbers ({e})") from None
-    if arr.size == 0:
-        raise GraphcError(f"constant: value is empty (shape {arr.shape})")
-    if not np.all(np.isfinite(arr)):
-        wide = np.asarray(value, dtype=np.float64)
-        if np.all(np.isfinite(wide)):  # finite numbers that the cast made inf
-            at = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
-            raise GraphcError(
-                f"constant: value{list(at)} = {float(wide[at])!r} is beyond "
-                f"{np.dtype(np_dtype).name}'s range (largest {np.finfo(np_dtype).max:.4g})"
-            )
-        raise GraphcError("constant: value holds NaN or infinity")
+    arr = _array_value(value, dtype, "constant: value")
     if name is None:
         digest = hashlib.sha256(repr(arr.shape).encode() + arr.tobytes()).hexdigest()[:12]
         name = f"constant_{digest}"
     t = _source("param", name, arr.shape, dtype, {"init": "array", "trainable": False})
     t.value = arr
     return t
+
+
+def _array_value(value: Any, dtype: str, what: str) -> np.ndarray:
+    """``value`` as a finite array of ``dtype`` ("f32" or "f64"); GraphcError naming ``what``
+    when it is not numbers, is empty, holds NaN or infinity or exceeds the dtype's range."""
+    np_dtype = {"f32": np.float32, "f64": np.float64}.get(dtype)
+    if np_dtype is None:
+        raise GraphcError(f"{what.split(':')[0]}: dtype must be 'f32' or 'f64', got {dtype!r}")
+    try:
+        with np.errstate(over="ignore"):
+            arr = np.array(value, dtype=np_dtype)
+    except (TypeError, ValueError) as e:
+        raise GraphcError(f"{what} is not an array of numbers ({e})") from None
+    if arr.size == 0:
+        raise GraphcError(f"{what} is empty (shape {arr.shape})")
+    if not np.all(np.isfinite(arr)):
+        wide = np.asarray(value, dtype=np.float64)
+        if np.all(np.isfinite(wide)):  # finite numbers that the cast made inf
+            at = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+            raise GraphcError(
+                f"{what}{list(at)} = {float(wide[at])!r} is beyond "
+                f"{np.dtype(np_dtype).name}'s range (largest {np.finfo(np_dtype).max:.4g})"
+            )
+        raise GraphcError(f"{what} holds NaN or infinity")
+    return arr
 
 
 def constant_values(outputs: Iterable[Tensor]) -> dict[str, np.ndarray]:

@@ -141,3 +141,52 @@ def test_clip_with_one_bound_and_attrs_by_position() -> None:
         s = ort.InferenceSession(os.path.join(d, "c.onnx"), providers=["CPUExecutionProvider"])
         for k in (0, 1, 2, 3, 5):  # LeakyRelu's alpha is an ONNX float32 attribute
             np.testing.assert_array_equal(s.run(None, {"x": v})[k], want[k])
+
+
+def test_param_takes_its_starting_values_as_init() -> None:
+    """gc.param('w', (3, 2), init=array) / init=0.5: torch's nn.Parameter(torch.tensor(...))
+    and Keras's Constant initializer. The model starts at those values, three SGD-momentum
+    steps of an MSE fit equal torch 2.13's (float64, 1e-15) or a numpy transcription of
+    them, and the values travel through the model file. Before: numpy's 'truth value of an
+    array is ambiguous' (ValueError) from the initializer-name check."""
+    w0 = np.array([[1.0, -2.0], [0.5, 3.0], [-1.5, 0.25]])
+    x = gc.input("x", ("N", 3), dtype="f64")
+    t = gc.input("t", ("N", 2), dtype="f64")
+    p = x @ gc.param("w", (3, 2), init=w0, dtype="f64") + gc.param("b", (2,), init=0.5, dtype="f64")
+    m = gc.compile(p, gc.mean_squared_error(p, t), gc.SGD(0.1, momentum=0.9), name="param_values")
+    np.testing.assert_array_equal(m.get_weights()["w"], w0)
+    np.testing.assert_array_equal(m.get_weights()["b"], [0.5, 0.5])
+    xs, ts = np.arange(12.0).reshape(4, 3) / 10, np.ones((4, 2))
+    w, b, vw, vb = w0.copy(), np.full(2, 0.5), 0.0, 0.0
+    for _ in range(3):  # torch.optim.SGD(momentum=0.9): v = 0.9 v + g; p -= lr v
+        d = 2.0 * (xs @ w + b - ts) / ts.size
+        loss = float(np.mean((xs @ w + b - ts) ** 2))
+        assert m.train_step(xs, ts) == pytest.approx(loss, rel=1e-14)
+        vw, vb = 0.9 * vw + xs.T @ d, 0.9 * vb + d.sum(0)
+        w, b = w - 0.1 * vw, b - 0.1 * vb
+    np.testing.assert_allclose(m.get_weights()["w"], w, rtol=1e-14)
+    np.testing.assert_allclose(m.get_weights()["b"], b, rtol=1e-14)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        m.save_model(os.path.join(d, "p.gcm"))
+        np.testing.assert_array_equal(
+            gc.load_model(os.path.join(d, "p.gcm")).predict(xs), m.predict(xs)
+        )
+    for bad, msg in [
+        (lambda: gc.param("q", (2, 2), init=w0), r"init values of shape \(3, 2\)"),
+        (lambda: gc.param("q", (3,), init=[1.0, np.nan, 2.0]), "NaN or infinity"),
+        (lambda: gc.param("q", (2,), init=[1e40, 1.0]), "beyond float32's range"),
+        (lambda: gc.param("q", (2,), init=[1.0, 2.0], std=1.0), "take no options"),
+    ]:
+        with pytest.raises(gc.GraphcError, match=msg):
+            bad()
+    torch = pytest.importorskip("torch")
+    tw = torch.nn.Parameter(torch.tensor(w0))
+    tb = torch.nn.Parameter(torch.full((2,), 0.5, dtype=torch.float64))
+    opt = torch.optim.SGD([tw, tb], lr=0.1, momentum=0.9)
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(torch.tensor(xs) @ tw + tb, torch.tensor(ts)).backward()
+        opt.step()
+    np.testing.assert_allclose(m.get_weights()["w"], tw.detach().numpy(), rtol=1e-14)
