@@ -751,6 +751,8 @@ def _meta_port(p: Port, checks: dict[str, InputCheck]) -> dict:
         check: list[Any] = [c.kind, c.bound]
         if c.kind in ("index", "divisor") or (c.kind == "classes" and c.low is not None):
             check += [c.low, c.note, c.table]  # classes: low is the ignore_index let through
+        if c.kind == "divisor" and c.zero_at is not None:  # the positions where 0 is refused
+            check.append([list(r) for r in c.zero_at])
         out["check"] = check
     return out
 
@@ -1754,7 +1756,7 @@ def _c_explainers(plan: LibraryPlan, e: EntryPlan) -> list[str]:
             tail = "; " + c.note.replace("%", "%%") if c.note else ""
             held = f"'{label}': {where} %lld holds %.9g"
             if c.kind == "divisor":
-                bad += " || v == 0.0"
+                bad += " || v == 0.0" if c.zero_at is None else " || (v == 0.0 && at)"
                 head = f"divisor {held}, outside the whole numbers {span} other than 0"
                 zero_msg = head + " (an integer division by zero is undefined)" + tail
             elif c.table:
@@ -1779,11 +1781,17 @@ def _c_explainers(plan: LibraryPlan, e: EntryPlan) -> list[str]:
         msg = c_string_literal(f"{plan.name}_{e.entry}: {msg}")
         if zero_msg:
             msg = f"v == 0.0 ? {c_string_literal(f'{plan.name}_{e.entry}: {zero_msg}')} : {msg}"
+        at = []  # a divisor's positions where 0 is refused: `at` tells whether i is one
+        if c.kind == "divisor" and c.zero_at is not None:
+            within = " || ".join(f"(j >= {a} && j < {z})" for a, z in c.zero_at) or "0"
+            j = f"i % {per}" if per else "i"
+            at = [f"        int64_t j = {j};", f"        int at = {within};"]
         L += [
             f"static void {_explainer(plan, e, p)}(const {p.ctype} *a, int64_t count) {{",
             "    int64_t i;",
             "    for (i = 0; i < count; i++) {",
             "        double v = (double)a[i];",
+            *at,
             f"        if ({bad}) {{",
             f"            gc_note({msg}, (long long)(i / {per or 1}), v);",
             "            return;",

@@ -21,7 +21,10 @@ Kinds (``InputCheck.kind``):
   indices an imported ONNX graph computes from it stay in their table, such as 1 .. V for
   ids - 1; NaN fails);
 - ``divisor``: as ``index``, and no element is 0 (the divisor of an ONNX import's integer Div
-  or Mod: ONNX leaves a zero divisor undefined, ONNX Runtime raises);
+  or Mod: ONNX leaves a zero divisor undefined, ONNX Runtime raises); with ``zero_at``, 0 is
+  refused only at those per-row positions (those a Slice passes to the divisor), the range
+  everywhere: an ``index`` scan of the whole input, then a ``divisor`` scan of each run of
+  each row;
 - ``lr``: the scalar is finite and >= 0 (the learning rate).
 
 Each scan is one pass with no early exit and an integer OR as its only loop-carried value, so
@@ -31,7 +34,7 @@ bandwidth-bound work, small next to the step that follows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from llvmlite import ir
 
@@ -65,6 +68,10 @@ class InputCheck:
     low: int | None = None
     note: str = ""  # why an index check has its range (the ONNX node it keeps in its table)
     table: bool = True  # index: the values pick rows of a table (else a checked range only)
+    # divisor: the runs (start, stop) of per-row positions where 0 is refused (None: all) and
+    # the elements of a row (ir.ops.sources.zero_runs)
+    zero_at: tuple[tuple[int, int], ...] | None = None
+    width: int = 0
 
     @property
     def lowest(self) -> int:
@@ -309,7 +316,48 @@ def emit_input_checks(
             inf = b.fcmp_ordered("==", x, ir.Constant(t, float("inf")))
             bad = b.or_(neg_or_nan, inf, name="lr.bad")
         else:
-            r = _scan(b, module, chk, dtype, p, count, pool, home)
+            if chk.kind == "divisor" and chk.zero_at is not None:  # range everywhere, 0 in runs
+                r = _scan(b, module, replace(chk, kind="index"), dtype, p, count, pool, home)
+                r = b.or_(r, _scan_runs(b, module, chk, dtype, p, count, home))
+            else:
+                r = _scan(b, module, chk, dtype, p, count, pool, home)
             bad = b.icmp_unsigned("!=", r, ir.Constant(I32, 0), name=f"chk{slot}.bad")
         with b.if_then(bad, likely=False):
             b.ret(ir.Constant(I32, CHECK_BASE + slot))
+
+
+def _scan_runs(
+    b: ir.IRBuilder,
+    module: ir.Module,
+    chk: InputCheck,
+    dtype: str,
+    p: ir.Value,
+    count: ir.Value,
+    home: ir.Module | None,
+) -> ir.Value:
+    """i32 at ``b``: nonzero when an element at one of ``chk.zero_at``'s per-row positions of
+    ``p[0:count]`` (rows of ``chk.width`` elements) fails the divisor check: for each row, the
+    scanner over each run (their starts and lengths in two constant tables)."""
+    runs = chk.zero_at or ()
+    tables = []
+    for tag, vals in (("start", [a for a, _ in runs]), ("len", [e - a for a, e in runs])):
+        t = ir.ArrayType(I64, len(vals))
+        gv = ir.GlobalVariable(module, t, name=module.get_unique_name(f"graphc.zero_at.{tag}"))
+        gv.linkage = "internal"
+        gv.global_constant = True
+        gv.initializer = ir.Constant(t, vals)
+        tables.append(gv)
+    scan = scanner(module, "divisor", dtype, home)
+    args = [i64(chk.bound), i64(chk.lowest)]
+    rows = b.sdiv(count, i64(max(1, chk.width)), name="zero_at.rows")
+    with counted_loop(b, i64(0), rows, 1, "zr", [ir.Constant(I32, 0)]) as r:
+        row = b.gep(p, [b.mul(r.iv, i64(chk.width))], inbounds=True, source_etype=LL[dtype])
+        with counted_loop(b, i64(0), i64(len(runs)), 1, "zk", [r.carried[0]]) as k:
+            start, length = (
+                b.load(b.gep(t, [i64(0), k.iv], inbounds=True, source_etype=t.value_type), typ=I64)
+                for t in tables
+            )
+            at = b.gep(row, [start], inbounds=True, source_etype=LL[dtype])
+            k.carried[0] = b.or_(k.carried[0], b.call(scan, [at, length, *args]))
+        r.carried[0] = k.final[0]
+    return r.final[0]

@@ -25,7 +25,7 @@ from graphc.ir.errors import GraphcError
 from graphc.ir.graph import Graph, make_node
 from graphc.ir.ops.loss import label_classes
 from graphc.ir.ops.random import strip_dropout
-from graphc.ir.ops.sources import index_check
+from graphc.ir.ops.sources import index_check, zero_runs
 from graphc.ir.passes.decompose import add_weight_penalties, decompose
 from graphc.ir.passes.layout import layout_state
 from graphc.ir.passes.pipeline import run_pipeline
@@ -433,7 +433,9 @@ def plan_input_checks(prog: Program, entry: str) -> list[InputCheck]:
     checks nothing else (NaN in, NaN out harms no state)."""
     sched = prog.schedules[entry]
     index_checks = {
-        n.name: InputCheck(n.name, *index_check(n))
+        n.name: InputCheck(
+            n.name, *index_check(n), zero_at=zero_runs(n), width=n.type.elements_per_row()
+        )
         for n in sched.graph.nodes
         if n.op == "input" and n.attr("index_rows") is not None
     }

@@ -34,6 +34,7 @@ import numpy as np
 from graphc.ir.errors import GraphcError, OnnxError, install_hint
 from graphc.ir.graph import make_node
 from graphc.ir.ops import MOVEMENT_OPS
+from graphc.ir.ops import OPS as IR_OPS
 from graphc.ir.ops.sources import index_range, is_table
 from graphc.ir.types import TensorType
 
@@ -2950,8 +2951,6 @@ def _numpy_reshape(cx: NodeContext, a: np.ndarray, target: np.ndarray, allowzero
 
 def native(op: str) -> bool:
     """Whether graphc's IR registers ``op`` (rules use it then, and compose it otherwise)."""
-    from graphc.ir.ops import OPS as IR_OPS
-
     return op in IR_OPS
 
 
@@ -3210,10 +3209,11 @@ def _refuse_zero_divisor(cx: NodeContext, y: Tensor) -> None:
     parts, x * 1): a constant that holds 0 is refused here (OnnxError naming the node, as
     ONNX Runtime refuses such a file when it loads it); an integer graph input gets
     ``index_nonzero``, codegen/checks.py's "divisor" check, so that every entry refuses a 0 in
-    it naming the input and the row, with a note saying which node divides by it. The check
-    covers the whole input: also the elements a Slice leaves out, and also when the division
-    is in an If branch that the data may not take (docs/onnx.md). A divisor computed otherwise
-    (b + 1) is not checked."""
+    it naming the input and the row, with a note saying which node divides by it. Only the
+    input's positions that reach the divisor are checked for 0 (``index_nonzero_at``:
+    _divisor_positions; a Slice's left-out elements may hold 0, as in ONNX Runtime); the
+    check also holds when the division is in an If branch that the data may not take
+    (docs/onnx.md). A divisor computed otherwise (b + 1) is not checked."""
     sliced = False  # whether a Slice lies on the way to a leaf
 
     def leaves(t: Tensor) -> list[Tensor]:
@@ -3224,11 +3224,8 @@ def _refuse_zero_divisor(cx: NodeContext, y: Tensor) -> None:
             return leaves(t.parents[0])
         if op == "concat":
             return [u for p in t.parents for u in leaves(p)]
-        if op in ("add", "mul") and len(t.parents) == 2:  # x + 0, x * 1: broadcasts of x
-            keep = 0.0 if op == "add" else 1.0
-            for k in (0, 1):
-                if _holds_only(t.parents[1 - k], keep):
-                    return leaves(t.parents[k])
+        if _neutral_operand(t) is not None:  # x + 0, x * 1: broadcasts of x
+            return leaves(t.parents[_neutral_operand(t) or 0])
         return [t]
 
     found = leaves(y)
@@ -3237,19 +3234,6 @@ def _refuse_zero_divisor(cx: NodeContext, y: Tensor) -> None:
         f"{cx.node.op_type} {cx.node.output[0]!r} divides by {'a slice of it' if sliced else 'it'}"
     )
     why += " in a branch of an If" if branch else ""
-    extra = [
-        text
-        for text, on in (
-            ("also the elements the slice leaves out", sliced),
-            ("also where the If takes its other branch", branch),
-        )
-        if on
-    ]
-    if extra:
-        why += (
-            f" (graphc checks every element of the input, {', and '.join(extra)}; ONNX "
-            "Runtime only the divisors it divides by)"
-        )
     for t in found:
         v = _known_array(t)
         if v is not None and (v == 0).any():
@@ -3260,9 +3244,94 @@ def _refuse_zero_divisor(cx: NodeContext, y: Tensor) -> None:
             )
         if t.node.op != "input" or t.node.attr("index_rows") is None:
             continue
+        at = _divisor_positions(t, y)
+        extra = [
+            text
+            for text, on in (
+                ("also the elements the slice leaves out", sliced and at is None),
+                ("also where the If takes its other branch", branch),
+            )
+            if on
+        ]
+        note = why
+        if extra:
+            note += (
+                f" (graphc checks {'every element of the input' if at is None else 'them'}, "
+                f"{', and '.join(extra)}; ONNX Runtime only the divisors it divides by)"
+            )
         old = t.node.attr("index_nonzero")
-        note = why if not isinstance(old, str) or why in old else f"{old}; {why}"
-        t.node = t.node.with_(attrs={**dict(t.node.attrs), "index_nonzero": note})
+        if old:  # an earlier division: the union of the positions (None: all)
+            old_at = t.node.attr("index_nonzero_at")
+            at = (
+                None if at is None or old_at is None else _runs(_positions(old_at) | _positions(at))
+            )
+            note = old if not isinstance(old, str) or note in old else f"{old}; {note}"
+        attrs = {**dict(t.node.attrs), "index_nonzero": note, "index_nonzero_at": at}
+        t.node = t.node.with_(attrs=attrs)
+
+
+def _neutral_operand(t: Tensor) -> int | None:
+    """k where ``t`` is parents[k] + 0 or parents[k] * 1 (a broadcast of it), else None."""
+    if t.node.op in ("add", "mul") and len(t.parents) == 2:
+        keep = 0.0 if t.node.op == "add" else 1.0
+        for k in (0, 1):
+            if _holds_only(t.parents[1 - k], keep):
+                return k
+    return None
+
+
+def _divisor_positions(x: Tensor, y: Tensor) -> tuple[tuple[int, int], ...] | None:
+    """The positions of input ``x``'s per-row elements (row-major) that divisor ``y`` reads,
+    as sorted runs (start, stop), or None where that is every position or not known. Found by
+    evaluating the movements between them (the ops' numpy references) on x's positions at a
+    batch of 2: each element of y holds the position it was moved from, -1 for elements from
+    elsewhere."""
+    width = math.prod(int(d) for d in x.shape if d != "N")
+    memo: dict[int, np.ndarray] = {}
+
+    def shape(t: Tensor) -> tuple[int, ...]:
+        return tuple(t.type.concrete(2))
+
+    def where(t: Tensor) -> np.ndarray:
+        if id(t) in memo:
+            return memo[id(t)]
+        op = t.node.op
+        if t is x:
+            out = np.arange(2 * width, dtype=np.float64).reshape(shape(t)) % width
+        elif op in _DIVISOR_MOVES or op == "concat":
+            attrs = {k: v for k, v in t.node.attrs if k != "name"}
+            out = IR_OPS[op].evaluate(*(where(p) for p in t.parents), **attrs)
+        elif _neutral_operand(t) is not None:
+            out = np.broadcast_to(where(t.parents[_neutral_operand(t) or 0]), shape(t))
+        else:
+            out = np.full(shape(t), -1.0)
+        memo[id(t)] = out = np.asarray(out, np.float64)
+        return out
+
+    try:
+        got = where(y)
+    except (GraphcError, ValueError, TypeError, IndexError, KeyError):
+        # an op whose reference cannot run on positions: every position is checked
+        return None
+    if got.shape != shape(y):
+        return None
+    pos = {int(p) for p in np.unique(got) if p >= 0}
+    return None if len(pos) == width else _runs(pos)
+
+
+def _positions(runs: Sequence[Sequence[int]]) -> set[int]:
+    return {p for a, b in runs for p in range(int(a), int(b))}
+
+
+def _runs(pos: set[int]) -> tuple[tuple[int, int], ...]:
+    """Sorted positions as runs (start, stop) of consecutive ones."""
+    out: list[list[int]] = []
+    for p in sorted(pos):
+        if out and out[-1][1] == p:
+            out[-1][1] = p + 1
+        else:
+            out.append([p, p + 1])
+    return tuple((a, b) for a, b in out)
 
 
 def _known_array(t: Tensor) -> np.ndarray | None:

@@ -237,15 +237,30 @@ def unit_error(name: str, a: np.ndarray) -> ArgumentError | None:
 
 
 def row_indices_valid(
-    v: np.ndarray, rows: int, low: int | None = None, nonzero: bool = False
+    v: np.ndarray, rows: int, low: int | None = None, nonzero: Any = False
 ) -> np.ndarray:
     """Elementwise: ``v`` (float64) is a whole number in low..rows-1, low = -rows unless given
     (NaN is not), and with ``nonzero`` not 0: the row indices an embedding lookup into a table
     of ``rows`` rows takes, or an integer input's range (codegen/checks.py's native "index"
-    check; "divisor" with ``nonzero``)."""
+    check; "divisor" with ``nonzero``: True, or a bool mask over v's last axis, the positions
+    where 0 is refused, zero_mask)."""
     with np.errstate(invalid="ignore"):
         ok = (v >= (-rows if low is None else low)) & (v < rows) & (np.trunc(v) == v)
-    return ok & (v != 0) if nonzero else ok
+    if nonzero is False:
+        return ok
+    return ok & ((v != 0) | np.logical_not(nonzero))
+
+
+def zero_mask(runs: Any, width: int) -> Any:
+    """A divisor check's positions where 0 is refused, as row_indices_valid's ``nonzero``: True
+    for every position (``runs`` None), else a bool mask of ``width`` per-row positions set in
+    the runs (start, stop) (ir.ops.sources.zero_runs)."""
+    if runs is None:
+        return True
+    mask = np.zeros(width, bool)
+    for a, b in runs:
+        mask[int(a) : int(b)] = True
+    return mask
 
 
 def index_error(
@@ -256,15 +271,17 @@ def index_error(
     low: int | None = None,
     nonzero: bool = False,
     table: bool = True,
+    zero_at: Any = None,
 ) -> ArgumentError | None:
     """The error for row indices of an embedding lookup into a table of ``rows`` rows that are
     no whole number in low..rows-1 (low = -rows unless given; NaN included), with ``nonzero``
     for a divisor holding such a value or 0, or None; ``table`` False: the values pick no
     rows, their range only keeps what is computed from them exact (an ONNX import's integer
-    input) or in range (sequence lengths)."""
+    input) or in range (sequence lengths); ``zero_at``: the runs of per-row positions where a
+    divisor's 0 is refused (None: all, zero_mask)."""
     v = np.asarray(a, dtype=np.float64)
     flat = v.reshape(v.shape[0], -1) if v.ndim else v.reshape(1, 1)
-    ok = row_indices_valid(flat, rows, low, nonzero)
+    ok = row_indices_valid(flat, rows, low, nonzero and zero_mask(zero_at, flat.shape[1]))
     bad = ~ok.all(axis=1)
     if not bad.any():
         return None
@@ -290,9 +307,11 @@ def explain(
     hint: str = "",
     low: int | None = None,
     table: bool = True,
+    zero_at: Any = None,
 ) -> ArgumentError:
     """The error naming the first row of ``a`` that fails check ``kind`` (codegen/checks.py;
-    ``low``: an index check's smallest value when not -bound; a classes check's ignore_index)."""
+    ``low``: an index check's smallest value when not -bound; a classes check's ignore_index;
+    ``zero_at``: a divisor check's runs of positions where 0 is refused, None: all)."""
     err: ArgumentError | None
     if kind == "lr":
         err = ArgumentError(
@@ -303,7 +322,7 @@ def explain(
     elif kind == "unit":
         err = nonfinite_error(name, a, hint) or unit_error(name, a)
     elif kind in ("index", "divisor"):
-        err = index_error(name, a, bound, hint, low, kind == "divisor", table)
+        err = index_error(name, a, bound, hint, low, kind == "divisor", table, zero_at)
     else:
         err = nonfinite_error(name, a, hint)
     return err or ArgumentError(f"input {name!r} was rejected by the native check ({kind})")

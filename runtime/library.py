@@ -445,7 +445,8 @@ class Library:
                     low, note = (chk[2], chk[3]) if len(chk) > 3 else (None, "")
                     table = bool(chk[4]) if len(chk) > 4 else True
                     rows = np.moveaxis(np.asarray(a), p.get("batch_axis", 0), 0)  # N first
-                    err = explain(chk[0], p["name"], rows, chk[1], note, low, table)
+                    at = chk[5] if len(chk) > 5 else None  # a divisor's positions of 0
+                    err = explain(chk[0], p["name"], rows, chk[1], note, low, table, at)
                     if "rejected by the native check" not in str(err):
                         return ArgumentError(f"{self.name}_{entry}: {err}")
         return self._error(entry, rc)

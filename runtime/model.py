@@ -27,7 +27,7 @@ from graphc.ir.errors import (
     OptionTypeError,
 )
 from graphc.ir.ops.loss import label_classes
-from graphc.ir.ops.sources import index_check
+from graphc.ir.ops.sources import index_check, zero_runs
 from graphc.ir.program import UNIT_TARGET_LOSSES
 from graphc.ir.types import BATCH
 
@@ -45,6 +45,7 @@ from .checks import (
     label_error,
     param_value,
     row_indices_valid,
+    zero_mask,
 )
 from .executable import (
     Entry,
@@ -951,11 +952,12 @@ class Model:
                 lookup = src[name].attr("index_rows")
                 if lookup is not None:  # row indices: whole numbers in -V..V-1, NaN failing
                     flat = np.asarray(part, dtype=np.float64).reshape(rows, width)
+                    nonzero = bool(src[name].attr("index_nonzero"))
                     fine = row_indices_valid(
                         flat,
                         lookup,
                         src[name].attr("index_low"),
-                        bool(src[name].attr("index_nonzero")),
+                        nonzero and zero_mask(zero_runs(src[name]), width),
                     )
                     if not fine.all():
                         found.append((i, 2, lo + int(np.flatnonzero(~fine.all(axis=1))[0]), 0))
@@ -1010,7 +1012,7 @@ class Model:
         a = given[name]
         if check == 2:
             kind, rows, low, note, table = index_check(src[name])
-            raise explain(kind, name, a, rows, note, low, table)
+            raise explain(kind, name, a, rows, note, low, table, zero_runs(src[name]))
         if check == 1:
             raise ArgumentError(
                 f"targets {name!r}: row {row} holds {a[row].ravel()[:4].tolist()}, outside [0, 1] "

@@ -38,7 +38,10 @@ class Input(Source):
     Attr ``index_nonzero`` (True or a str, or None): with ``index_rows``, 0 is refused too
     (the divisor of an ONNX import's integer Div or Mod, which ONNX leaves undefined at 0); a
     str says which node divides by it, added to the refusal's message (check_note). Attr
-    ``index_table`` (a bool, or None: True): whether the checked values pick rows of a table
+    ``index_nonzero_at`` (a tuple of (start, stop) pairs, or None: every position): the
+    per-row element positions (row-major, runs of consecutive ones) where 0 is refused, those
+    that reach a divisor (a Slice of the input leaves others out); the range is checked at
+    every position (zero_runs). Attr ``index_table`` (a bool, or None: True): whether the checked values pick rows of a table
     (a lookup: the refusal says "no row of its lookup table") or only keep what is computed
     from them exact or in range (False: an ONNX import's integer input, sequence lengths)."""
 
@@ -49,8 +52,16 @@ class Input(Source):
         "index_note": None,
         "index_notes": None,
         "index_nonzero": None,
+        "index_nonzero_at": None,
         "index_table": None,
     }
+
+
+def zero_runs(node: Any) -> tuple[tuple[int, int], ...] | None:
+    """The runs (start, stop) of per-row element positions (row-major) in which input
+    ``node``'s divisor check refuses 0 (its ``index_nonzero_at``); None: every position."""
+    at = node.attr("index_nonzero_at")
+    return None if at is None else tuple((int(a), int(b)) for a, b in at)
 
 
 def check_note(node: Any) -> str:
