@@ -1077,7 +1077,8 @@ def _header_port(key: str, kind: str, p: Port, chk: InputCheck | None) -> list[s
     if p.batch_axis:  # the caller's layout, the kernels' in the workspace
         how += (
             f": the batch N at axis {p.batch_axis}, as in the ONNX file (the library copies it "
-            f"{'to' if kind == 'input' else 'from'} the kernels' {p.type} in the workspace)"
+            f"{'to' if kind == 'input' else 'from'} the kernels' "
+            f"{p.type.with_dtype(p.computed or p.type.dtype)} in the workspace)"
         )
     L = [f"/* {kind} {p.cname} ({p.name}): {p.ctype} {TensorType(p.shape, p.type.dtype)}{how} */"]
     L.append(f"#define {key}_ROW_ELEMS ((int64_t){row})")

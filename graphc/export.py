@@ -704,6 +704,8 @@ def model_from_spec(spec: Any, *, seed: int = 0, opt_level: int = 2) -> Any:
 
     if spec.model is not None:
         return spec.model
+    if spec.onnx is not None:  # with the file's output types and layouts, as from_onnx's
+        return spec.onnx.compile(seed=seed, opt_level=opt_level)
     if spec.graph is not None:
         raise ArgumentError(
             f"{spec.name}: graphc compile needs a Model or tensors (outputs, loss), "

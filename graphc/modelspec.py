@@ -22,6 +22,10 @@ class ModelSpec:
     outputs: list | None = None
     loss: Any = None
     optimizer: Any = None
+    # an ONNX file's import (graphc.onnx_import.OnnxImport): compiled through its compile,
+    # which keeps what predict and export read besides the outputs (int64 outputs, the
+    # batch axes of inputs and outputs, outputs known at import, MaxPool's row terms)
+    onnx: Any = None
 
 
 def load_object(spec: str) -> tuple[Any, str]:
@@ -115,7 +119,7 @@ def resolve(spec: str, dims: dict[str, int] | None = None) -> ModelSpec:
 
         stem = os.path.splitext(os.path.basename(spec))[0]
         imp = gc.from_onnx(spec, name=c_name(stem, set(), "model"), dims=dims)  # libSTEM.so
-        return ModelSpec(imp.name, outputs=imp.outputs)
+        return ModelSpec(imp.name, outputs=imp.outputs, onnx=imp)
 
     if spec.endswith(".gcm") and os.path.isfile(spec):  # a whole-model file: no Python runs
         model = gc.load_model(spec)

@@ -27,6 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 from test_onnx_input_batch_axis import DATA, _feeds, _moved_inputs, _ort
 
 import graphc as gc
+from graphc.cli import main as cli_main
 from graphc.ir.errors import ArgumentError
 
 
@@ -118,6 +119,35 @@ def test_hand_made_axes_1_and_2_and_an_int64_output(tmp_path) -> None:
     assert empty["r"].shape == (4, 5, 0) and empty["k"].shape == (5, 0)
     with pytest.raises(ArgumentError, match=r"input 's' expects f32\[4,5,N\]"):
         lib.predict({"x": np.zeros((3, 2), np.float32), "s": np.zeros((2, 4, 5), np.float32)})
+
+
+def test_command_line_compile_keeps_the_files_layouts_and_types(tmp_path, capsys) -> None:
+    """graphc compile FILE.onnx built its model from the import's outputs alone, losing what
+    from_onnx's compile sets besides them: its library took and returned x [3, N], r [4, 5,
+    N], ... N first and k as float, and a Shape output was left out without a word. Now its
+    library equals from_onnx's model's predict, and the Shape output is refused as
+    Model.export refuses it."""
+    m = _hand_made()
+    path = str(tmp_path / "moved.onnx")
+    onnx.save(m, path)
+    assert cli_main(["compile", path, "-o", str(tmp_path / "libmoved.so")]) == 0
+    h = (tmp_path / "moved.h").read_text()
+    assert "/* output k (k): int64_t i64[5,N] (computed as f32" in h
+    assert "the kernels' f32[N,5] in the workspace" in h
+    lib = gc.load(str(tmp_path / "libmoved.so"))
+    feeds = _feeds(m, 3, np.random.default_rng(6))
+    want = gc.from_onnx(m).compile().predict(feeds)
+    got = lib.predict(feeds)
+    for k, w in want.items():
+        assert got[k].dtype == w.dtype and got[k].shape == w.shape
+        np.testing.assert_array_equal(got[k], w)
+    m.graph.node.append(helper.make_node("Shape", ["y"], ["sh"]))
+    m.graph.output.append(helper.make_tensor_value_info("sh", TensorProto.INT64, [2]))
+    onnx.save(m, str(tmp_path / "shaped.onnx"))
+    lib = str(tmp_path / "libshaped.so")
+    assert cli_main(["compile", str(tmp_path / "shaped.onnx"), "-o", lib]) != 0
+    assert "the outputs ['sh'] are known at import" in capsys.readouterr().err
+    assert not os.path.exists(lib)
 
 
 def test_train_step_takes_a_moved_input(tmp_path) -> None:
