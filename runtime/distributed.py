@@ -110,10 +110,11 @@ the rank's rows, runs ``train_grads``, calls back into Python for the all-reduce
 decisions above (about 10 µs of Python per step), then runs ``apply_update``; the per-step
 Python loop (about 0.25 ms per step besides the native calls) remains for batch callbacks.
 Both make the same native calls on the same rows: their results are equal bit for bit. With
-the summed update and spinning waits, the native epoch runs the all-reduce itself
+the summed or the sharded update and spinning waits, the native epoch runs the all-reduce itself
 (codegen.epoch.emit_native_reduce): the flags into the rank's slot, a barrier of atomic
 arrival counters in the window (no MPI_Barrier, no Python), the flags summed in rank order,
-the summed update, a second barrier; a step whose summed flags ask for a decision (rows
+the summed update (or the rank's shard of the shared parameters' update), a second barrier;
+a step whose summed flags ask for a decision (rows
 rejected, a stop requested, a non-finite loss) returns to Python, which decides as the
 call-out would, every rank at that step. Such epochs return to Python every ~50 ms
 (_native_chunks) so that a signal is taken at the next step as with the call-out.
@@ -781,9 +782,9 @@ class SplitStep:
         a = self.update._args
         self._shard_args = (self.params_at, a[1], a[2], ctypes.addressof(self.update.inputs),
                             self.lo, self.hi, ctypes.addressof(self.gtable), w.k)  # fmt: skip
-        if self.shares_params:
-            return
-        # the native epoch's all-reduce (codegen.epoch: CTL); fit sets the per-epoch words
+        # the native epoch's all-reduce (codegen.epoch: CTL); fit sets the per-epoch words;
+        # with shared parameters the native epoch trains the window's and updates this
+        # rank's shard (lo..hi), as shard_update does
         assert self.FLAGS == epoch_abi.FLAGS
         c = self.ctl
         self._flag_table = (ctypes.c_void_p * w.k)(*[address(f) for f in self.slot_flags])
@@ -1485,7 +1486,12 @@ def _epochs(
                 c[epoch_abi.CTL_SCALES] = 0
             if rc == ERR_DECIDE:  # every rank at step ``at``: the update was not applied
                 lo = at * bs
-                decide(at, min(bs, n - lo), step.native_summed, native.rejected())
+                try:
+                    decide(at, min(bs, n - lo), step.native_summed, native.rejected())
+                except BaseException as e:  # the steps before it stay (a non-finite loss):
+                    if step.shares_params and _keeps_steps(e):  # the window's parameters
+                        step.gather(model, comm)  # collective: every rank decided alike
+                    raise
                 raise DistributedError(f"step {at}: the ranks' summed flags asked for no decision")
             if step.shares_params and (_keeps_steps(failed[0]) if failed else rc == 0):
                 step.gather(model, comm)  # collective: every rank gets here at the same step

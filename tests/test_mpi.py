@@ -570,7 +570,7 @@ def test_c_example_matches_python(dtype, tmp_path):
 
 
 @need_mpi
-@pytest.mark.parametrize("wait", ["sleep", "spin"])
+@pytest.mark.parametrize("wait", ["sleep", "spin", "spin-shard"])
 def test_fit_limits_match_one_process(wait, tmp_path):
     """Distributed fit keeps fit's one-process behaviours, identically on every rank (2 ranks):
     the non-finite stop (NumericsError naming epoch 0, step 2 and the rows; the parameters
@@ -580,7 +580,11 @@ def test_fit_limits_match_one_process(wait, tmp_path):
     the all-reduce by napping (GRAPHC_MPI_WAIT=sleep: MPI_Iallreduce polled), so that path is
     checked too (the other tests use the default MPI_Allreduce); and spinning with the summed
     update, where the all-reduce and these decisions run inside the native epoch."""
-    env = {"GRAPHC_MPI_WAIT": "sleep"} if wait == "sleep" else UPDATES["summed"]
+    env = {
+        "sleep": {"GRAPHC_MPI_WAIT": "sleep"},
+        "spin": UPDATES["summed"],
+        "spin-shard": {"GRAPHC_MPI_WAIT": "spin"},  # the shared parameters, native all-reduce
+    }[wait]
     r = mpirun(2, "limits", str(tmp_path / "got.npz"), **env)
     assert r.returncode == 0, r.stderr[-3000:]
     serial("limits", str(tmp_path / "ref.npz"))
@@ -619,7 +623,7 @@ def test_native_epoch_equals_python_steps(update, tmp_path):
     r = mpirun(2, "paths", str(tmp_path / "got.npz"), **UPDATES[update])
     assert r.returncode == 0, r.stderr[-3000:]
     got = dict(np.load(tmp_path / "got.npz"))
-    assert str(got["native_path"]) == ("native-reduce" if update == "summed" else "native")
+    assert str(got["native_path"]) == "native-reduce"  # both: spinning in auto wait mode
     assert int(got["ran_native"]) == 1 and int(got["ran_python"]) == 1
     assert len(got["steps"]) == 2 * 4 and np.isfinite(got["steps"]).all()
     assert bool(got["identical"])  # the first fit's fresh window vs the later fits' kept one
