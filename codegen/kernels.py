@@ -1097,14 +1097,21 @@ def _label(ctx: KernelContext, labels: str, r: ir.Value, cols: ir.Value, ignore:
 class _XentRows:
     """A softmax cross-entropy kernel's options as its row loops read them: ``ignore`` (the
     ignore_index or None), ``table`` (the class weights as a constant array, or None),
-    ``none`` (reduction "none": the loss stored per row, dy read per row as ``dy``)."""
+    ``none`` (reduction "none": the loss stored per row, dy read per row as ``dy``), ``eps``
+    (label_smoothing e, 0.0 without) with ``classes`` C and ``wsum`` W (the weights' sum, C
+    without weights)."""
 
     def __init__(self, ctx: KernelContext, first: Node, t: ir.Type) -> None:
         self.ignore = first.attr("ignore_index")
         self.reduction = first.attr("reduction", "mean")
         self.none = self.reduction == "none"
         self.dy: str | None = None
+        self.t = t
         weight = first.attr("weight")
+        self.classes = int(ctx.g[first.inputs[0]].type.shape[-1])
+        self.eps = float(first.attr("label_smoothing", None) or 0.0)
+        self.values = None if weight is None else tuple(float(v) for v in weight)
+        self.wsum = float(sum(weight)) if weight is not None else float(self.classes)
         self.table = None
         if weight is not None:
             at = ir.ArrayType(t, len(weight))
@@ -1123,16 +1130,40 @@ class _XentRows:
         p = b.gep(self.table, [i64(0), lab], inbounds=True, source_etype=at)
         return b.load(p, typ=at.element, name="w_label")
 
-    def row_scale(self, ctx: KernelContext, r: ir.Value, w: ir.Value | None, scale):
-        """A row's gradient factor: dy / divisor (``scale``), or the row's dy for "none",
-        times its class weight."""
+    def class_weight(self, b: ir.IRBuilder, c: ir.Value) -> ir.Value:
+        """Column c's class weight (1 without weights)."""
+        w = self.weight(b, c)
+        return ir.Constant(self.t, 1.0) if w is None else w
+
+    def grad_coefs(self, ctx: KernelContext, r: ir.Value, w: ir.Value | None, scale):
+        """A row's gradient dz_j = a softmax_j - hit [j == label] - cw w_j as (a, hit, cw):
+        the row's factor f = dy / divisor (``scale``), or its own dy for "none"; without
+        smoothing a = hit = f w_label and cw None; with smoothing e (torch's, C classes,
+        weights' sum W) a = (1 - e) f w_label + e / C W f, hit = (1 - e) f w_label,
+        cw = e / C f."""
+        b = ctx.b
         if self.none:
             assert self.dy is not None
             node = ctx.g[self.dy]
             scale = (
                 ctx.inline_value(node) if is_inline(ctx.sched, self.dy) else ctx.load(self.dy, r)
             )
-        return scale if w is None else ctx.b.fmul(scale, w)
+        hit = scale if w is None else b.fmul(scale, w)
+        if not self.eps:
+            return hit, hit, None
+        hit = b.fmul(hit, ir.Constant(self.t, 1.0 - self.eps))
+        cw = b.fmul(scale, ir.Constant(self.t, self.eps / self.classes))
+        return b.fadd(hit, b.fmul(cw, ir.Constant(self.t, self.wsum))), hit, cw
+
+    def smoothed(self, b: ir.IRBuilder, term: ir.Value, spread: ir.Value, s: ir.Value):
+        """The row's loss with smoothing: (1 - e) term + e / C (sum_c w_c (m - z_c) + W log s)
+        (``spread``: the sum; the row's -sum_c w_c log softmax_c in the log-sum-exp form)."""
+        t = self.t
+        smooth = b.fadd(spread, b.fmul(ir.Constant(t, self.wsum), vmath.log(b, s)))
+        return b.fadd(
+            b.fmul(term, ir.Constant(t, 1.0 - self.eps)),
+            b.fmul(smooth, ir.Constant(t, self.eps / self.classes)),
+        )
 
 
 def _divisor(ctx: KernelContext, labels: str, rows: ir.Value, opts: _XentRows) -> ir.Value:
@@ -1179,16 +1210,20 @@ def _xent_term(b: ir.IRBuilder, m: ir.Value, s: ir.Value, zl: ir.Value) -> ir.Va
     return b.fadd(b.fsub(m, zl), vmath.log(b, s))
 
 
-def _xent_grad_row(ctx: KernelContext, dz, z, row, cols, scale, bad, sums) -> None:
-    """One row of dz = (softmax(z) - onehot) * scale, stored (to ``dz`` unless None) and/or
-    added to the column sums ``sums`` = (pointer, type, float64?) unless None."""
+def _xent_grad_row(ctx: KernelContext, dz, z, row, cols, coefs, bad, sums, opts) -> None:
+    """One row of dz = a softmax(z) - hit onehot [- cw w] (``coefs``: _XentRows.grad_coefs),
+    stored (to ``dz`` unless None) and/or added to the column sums ``sums`` = (pointer, type,
+    float64?) unless None."""
     b = ctx.b
     base, m, s, lab, ok, skip = row
-    inv = b.fmul(b.fdiv(ir.Constant(s.type, 1.0), s), scale)
+    a, hit, cw = coefs
+    inv = b.fmul(b.fdiv(ir.Constant(s.type, 1.0), s), a)
     with _col_loop(b, cols, "c2") as c:
         i = b.add(base, c)
         v = b.fmul(vmath.exp(b, b.fsub(ctx.load(z, i), m)), inv)
-        v = b.select(b.icmp_signed("==", c, lab), b.select(ok, b.fsub(v, scale), bad), v)
+        v = b.select(b.icmp_signed("==", c, lab), b.select(ok, b.fsub(v, hit), bad), v)
+        if cw is not None:  # label smoothing's uniform part
+            v = b.fsub(v, b.fmul(cw, opts.class_weight(b, c)))
         if skip is not None:  # an ignored row: no gradient
             v = b.select(skip, ir.Constant(v.type, 0.0), v)
         if dz is not None:
@@ -1248,6 +1283,9 @@ def _xent_narrow_rows(
     vt, vd = ir.VectorType(t, lanes), ir.VectorType(F64, lanes)
     live = [ir.Constant(ir.IntType(1), k < cols) for k in range(lanes)]
     lane_no = ir.Constant(ir.VectorType(I64, lanes), list(range(lanes)))
+    # the class weights as lanes (1 without; 0 past the row), for label smoothing's sums
+    wl = opts.values or (1.0,) * cols
+    weights = ir.Constant(vt, [float(wl[k]) if k < cols else 0.0 for k in range(lanes)])
     zero_d = vconst(vd, 0.0)
     carried = [zero_d] if sums is not None else []
     if loss_acc is not None:
@@ -1277,6 +1315,12 @@ def _xent_narrow_rows(
             term = b.select(ok, _xent_term(b, m, s, zl), ir.Constant(t, float("nan")))
             if w is not None:
                 term = b.fmul(term, w)
+            if opts.eps:  # sum_c w_c (m - z_c) over the row's lanes
+                gap = b.select(pad, b.fsub(_splat(b, m, lanes), zv), zero)
+                if opts.table is not None:
+                    gap = b.fmul(gap, weights)
+                spread = _lanes_reduce(b, gap, lambda x, y: b.fadd(x, y, flags=("reassoc", "nsz")))
+                term = opts.smoothed(b, term, spread, s)
             if skip is not None:
                 term = b.select(skip, ir.Constant(t, 0.0), term)
             if loss_rows is not None:
@@ -1285,14 +1329,16 @@ def _xent_narrow_rows(
                 out[-1] = b.fadd(out[-1], b.fpext(term, F64))
         if grad is not None:
             dz, scale = grad
-            scale = opts.row_scale(ctx, r.iv, w, scale)
-            inv = b.fmul(b.fdiv(ir.Constant(t, 1.0), s), scale)
+            a, hit, cw = opts.grad_coefs(ctx, r.iv, w, scale)
+            inv = b.fmul(b.fdiv(ir.Constant(t, 1.0), s), a)
             v = b.fmul(e, _splat(b, inv, lanes))
             at_label = b.icmp_signed("==", lane_no, _splat(b, lab, lanes))
             fix = b.select(
-                ok, b.fsub(v, _splat(b, scale, lanes)), ir.Constant(vt, [float("nan")] * lanes)
+                ok, b.fsub(v, _splat(b, hit, lanes)), ir.Constant(vt, [float("nan")] * lanes)
             )
             v = b.select(at_label, fix, v)
+            if cw is not None:  # label smoothing's uniform part
+                v = b.fsub(v, b.fmul(_splat(b, cw, lanes), weights))
             if skip is not None:  # an ignored row: no gradient
                 v = b.select(skip, zero, v)
             if dz is not None:
@@ -1340,6 +1386,12 @@ def _xent_general_rows(
             term = b.select(ok, _xent_term(b, m, s, zl), bad)
             if w is not None:
                 term = b.fmul(term, w)
+            if opts.eps:  # sum_c w_c (m - z_c), one more pass over the row
+                zero = ir.Constant(t, 0.0)
+                with counted_loop(b, i64(0), cols, 1, name="spread", carried=[zero]) as sp:
+                    gap = b.fsub(m, ctx.load(z, b.add(base, sp.iv)))
+                    sp.carried = [b.fadd(sp.carried[0], b.fmul(opts.class_weight(b, sp.iv), gap))]
+                term = opts.smoothed(b, term, sp.final[0], s)
             if skip is not None:
                 term = b.select(skip, ir.Constant(t, 0.0), term)
             if acc is None:  # reduction "none": the row's own loss
@@ -1354,9 +1406,10 @@ def _xent_general_rows(
                 z,
                 (base, m, s, lab, ok, skip),
                 cols,
-                opts.row_scale(ctx, r, w, scale),
+                opts.grad_coefs(ctx, r, w, scale),
                 bad,
                 (sums, at, wide) if colsum is not None else None,
+                opts,
             )
     if colsum is not None and wide:
         with _col_loop(b, cols, "m") as c:

@@ -1068,7 +1068,8 @@ def softmax_cross_entropy(
     ``label_smoothing`` e (torch's cross_entropy(label_smoothing=e)): the target of each row is
     (1 - e) onehot(label) + e / C, so the loss is (1 - e) times the above plus e times the mean
     over rows and classes of -log softmax(z) (that term is infinite where a logit is -inf);
-    with ignore_index, over the kept rows only (torch's formula).
+    with ignore_index, over the kept rows only; with weight, row i's uniform term is
+    sum_c w_c (-log p_ic) / C, divided as the rest (torch's formula).
 
     ``ignore_index`` k (torch's cross_entropy(ignore_index=k), whose default is -100; here
     None, nothing ignored): rows (positions) labelled k add nothing to the loss or the
@@ -1085,7 +1086,7 @@ def softmax_cross_entropy(
     with a last axis of 1), ignore_index not an int32 or one of the classes 0..C-1, weight
     not of C entries, negative, not finite or all 0. OptionTypeError: label_smoothing not a
     number (a bool, a string), weight not numbers, reduction unknown; GraphcError:
-    label_smoothing outside [0, 1] or NaN, or given with weight.
+    label_smoothing outside [0, 1] or NaN.
     Warns ``LossInputWarning`` when ``logits`` is a softmax's output (probabilities) or has one
     column (the loss is then 0 whatever the weights).
     """
@@ -1126,13 +1127,10 @@ def softmax_cross_entropy(
         opts["weight"] = _class_weights(weight, logits)
     if red != "mean":
         opts["reduction"] = red
-    if eps and "weight" in opts:
-        raise GraphcError(
-            "softmax_cross_entropy: label_smoothing together with weight is not supported "
-            "(torch weights each class's smoothing term); pass one of them"
-        )
+    if eps and "weight" in opts:  # torch weights each class's smoothing term: in the op
+        opts["label_smoothing"] = eps
     loss = apply("softmax_cross_entropy", logits, labels, **opts)
-    if eps:  # the uniform part of the smoothed target: -log p averaged over the classes
+    if eps and "weight" not in opts:  # the uniform part of the target: -log p over the classes
         if ignore_index is None and red == "mean":  # and over every row
             smooth = mean(softmax_along(logits, -1, log=True))
         else:

@@ -267,6 +267,11 @@ def _softmax_cross_entropy(w: _Writer, n: Node) -> None:
     [N, T, ..] are ONNX's as they are; Keras's [N, .., 1] lose their last axis). Its
     ignore_index, weight (a third input) and reduction are torch's, as graphc's."""
     z, labels = n.inputs
+    if n.attr("label_smoothing") is not None:
+        raise OnnxError(
+            f"{n.name}: softmax_cross_entropy with weight and label_smoothing has no ONNX form "
+            "(SoftmaxCrossEntropyLoss has no label smoothing); export without include_loss"
+        )
     rank = w.g[z].type.rank
     if w.g[labels].type.rank == rank:  # labels [N, .., 1]: ONNX takes [N, ..]
         axis = np.array([rank - 1], np.int64)

@@ -52,6 +52,18 @@ CASES = {
         {"ignore_index": -7, "label_smoothing": 0.2, "reduction": "sum"},
         None,
     ),
+    "smooth_weight_ignore_seq": (
+        (3,),
+        5,
+        {"weight": WEIGHTS[5], "ignore_index": -100, "label_smoothing": 0.1},
+        None,
+    ),
+    "smooth_weight_none_wide": (
+        (),
+        40,
+        {"weight": list(np.linspace(0.1, 4.0, 40)), "label_smoothing": 0.3, "reduction": "none"},
+        "mean",
+    ),
     "smooth_ignore_none_wide": (
         (),
         40,
@@ -123,14 +135,16 @@ def test_options_match_torch_and_the_formula(case):
 
 def test_float32_narrow_rows_weighted_and_per_row():
     """f32 logits of 10 classes (the narrow vector kernel), weights and ignore_index: the
-    mean, and the sum of the per-row losses ("none"), vs numpy float64 (2e-6) with dL/db; a
+    mean, and the sum of the per-row losses ("none", also label-smoothed), vs numpy float64
+    (2e-6) with dL/db; a
     batch whose kept rows all have weight 0 gives loss 0 and leaves the weights as they were
     (torch: NaN)."""
     opts = {"weight": [0.0, *WEIGHTS[10][1:]], "ignore_index": -1}
     rng = np.random.default_rng(5)
     xs = rng.normal(size=(9, 4)).astype(np.float32)
     ys = np.array([1, -1, 3, 9, -1, 0, 2, -1, 7], np.int32)
-    for extra, then in (({}, None), ({"reduction": "none"}, "sum")):
+    smooth = {"reduction": "none", "label_smoothing": 0.2}
+    for extra, then in (({}, None), ({"reduction": "none"}, "sum"), (smooth, "sum")):
         m = _model((), 10, {**opts, **extra}, then, "xo32", dtype="f32")
         w = m.get_weights()
         zr = xs.astype(np.float64) @ w["d.w"] + w["d.b"]
@@ -168,8 +182,6 @@ def test_bad_options_are_refused_naming_the_logits_and_the_length():
             gc.softmax_cross_entropy(z, y, weight=w)
     with pytest.raises(gc.OptionTypeError, match=r"reduction must be 'mean', 'sum' or 'none'"):
         gc.softmax_cross_entropy(z, y, reduction="avg")
-    with pytest.raises(gc.GraphcError, match="label_smoothing together with weight"):
-        gc.softmax_cross_entropy(z, y, weight=np.ones(5), label_smoothing=0.1)
     # Keras's names: 'sum_over_batch_size' is the mean (without weight), None per row
     assert gc.softmax_cross_entropy(z, y, reduction="sum_over_batch_size").node.attrs == ()
     assert gc.softmax_cross_entropy(z, y, reduction=None).shape == ("N",)
@@ -226,3 +238,7 @@ def test_library_and_onnx(tmp_path):
         sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
         got = sess.run(None, {"x": xs, "y": ys})
         assert got[-1] == pytest.approx(d.evaluate(xs, ys)["loss"], rel=1e-9)
+    d = _model((), 5, {**opts, "label_smoothing": 0.1}, None, "xoonnx")
+    with pytest.raises(gc.OnnxError, match="weight and label_smoothing has no ONNX form"):
+        d.to_onnx(str(tmp_path / "xs.onnx"), include_loss=True)
+    assert not (tmp_path / "xs.onnx").exists()

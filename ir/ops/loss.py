@@ -62,6 +62,9 @@ def check_ignore_index(op: str, attrs: dict[str, Any], classes: int | str) -> No
     red = attrs.get("reduction", "mean")
     if red not in XENT_REDUCTIONS:
         raise ShapeError(f"{op}: reduction must be one of {XENT_REDUCTIONS}, got {red!r}")
+    e = attrs.get("label_smoothing")
+    if e is not None and (isinstance(e, bool) or not isinstance(e, float) or not 0.0 < e <= 1.0):
+        raise ShapeError(f"{op}: label_smoothing must be a float in (0, 1], got {e!r}")
     w = attrs.get("weight")
     if w is None:
         return
@@ -85,11 +88,10 @@ def check_ignore_index(op: str, attrs: dict[str, Any], classes: int | str) -> No
 
 
 def xent_options(node: Node) -> dict[str, Any]:
-    """The options (ignore_index, weight, reduction) a softmax_cross_entropy node was given,
-    for its gradient node: the defaults left out, as the loss's own node does."""
-    return {
-        k: node.attr(k) for k in ("ignore_index", "weight", "reduction") if node.attr(k) is not None
-    }
+    """The options (ignore_index, weight, reduction, label_smoothing) a softmax_cross_entropy
+    node was given, for its gradient node: the defaults left out, as the loss's own node does."""
+    keys = ("ignore_index", "weight", "reduction", "label_smoothing")
+    return {k: node.attr(k) for k in keys if node.attr(k) is not None}
 
 
 def _kept(labels: np.ndarray, ignore_index: int | None) -> np.ndarray:
@@ -183,7 +185,7 @@ class SoftmaxCrossEntropy(Op):
     name = "softmax_cross_entropy"
     arity = 2
     kind = Kind.ROWWISE
-    attrs = {"ignore_index": None, "weight": None, "reduction": "mean"}
+    attrs = {"ignore_index": None, "weight": None, "reduction": "mean", "label_smoothing": None}
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         _check_logits_labels(self.name, *types)
@@ -192,13 +194,20 @@ class SoftmaxCrossEntropy(Op):
             return TensorType(types[0].shape[:-1], types[0].dtype)
         return TensorType((), types[0].dtype)
 
-    def reference(self, z, labels, ignore_index=None, weight=None, reduction="mean"):
+    def reference(
+        self, z, labels, ignore_index=None, weight=None, reduction="mean", label_smoothing=None
+    ):
         lead = z.shape[:-1]
         z, labels = _rows_of(z, labels)
         keep, w = _row_weights(labels, ignore_index, weight, z.dtype)
         rows = np.flatnonzero(keep)
         terms = np.zeros(len(labels), z.dtype)
-        terms[rows] = -_log_softmax(z[rows])[np.arange(len(rows)), labels[rows]] * w[rows]
+        ls = _log_softmax(z[rows])
+        terms[rows] = -ls[np.arange(len(rows)), labels[rows]] * w[rows]
+        if label_smoothing is not None:  # (1 - e) of that plus e / C sum_c w_c (-log p_c)
+            e, c = label_smoothing, z.shape[-1]
+            wc = np.ones(c) if weight is None else np.asarray(weight, np.float64)
+            terms[rows] = (1 - e) * terms[rows] + e / c * -(ls * wc).sum(-1)
         if reduction == "none":
             return terms.reshape(lead)
         return np.asarray(np.sum(terms) / _divisor(w, reduction), z.dtype)
@@ -220,7 +229,7 @@ class SoftmaxCrossEntropyGrad(Op):
     arity = 3
     kind = Kind.ROWWISE
     nondifferentiable = True
-    attrs = {"ignore_index": None, "weight": None, "reduction": "mean"}
+    attrs = {"ignore_index": None, "weight": None, "reduction": "mean", "label_smoothing": None}
 
     def infer(self, types: list[TensorType], attrs: dict[str, Any]) -> TensorType:
         z, labels, dy = types
@@ -232,15 +241,20 @@ class SoftmaxCrossEntropyGrad(Op):
             raise ShapeError(f"{self.name}: dy must be {shown} (the loss's type), got {dy}")
         return z
 
-    def reference(self, z, labels, dy, ignore_index=None, weight=None, reduction="mean"):
+    def reference(
+        self, z, labels, dy, ignore_index=None, weight=None, reduction="mean", label_smoothing=None
+    ):
         shape = z.shape
         z, labels = _rows_of(z, labels)
         keep, w = _row_weights(labels, ignore_index, weight, z.dtype)
         p = np.exp(_log_softmax(z))
         rows = np.flatnonzero(keep)
-        p[rows, labels[rows]] -= 1.0
-        if reduction == "none":
-            scale = np.reshape(dy, -1) * w
-        else:
-            scale = w * (dy / _divisor(w, reduction))
-        return (p * scale[:, None]).reshape(shape)
+        g = p.copy()
+        g[rows, labels[rows]] -= 1.0
+        g *= w[:, None]
+        if label_smoothing is not None:  # (1 - e) of that plus e / C (W p_j - w_j)
+            e, c = label_smoothing, z.shape[-1]
+            wc = np.ones(c) if weight is None else np.asarray(weight, np.float64)
+            g = (1 - e) * g + e / c * (wc.sum() * p - wc) * keep[:, None]
+        base = np.reshape(dy, -1) if reduction == "none" else dy / _divisor(w, reduction)
+        return (g * np.broadcast_to(base, (len(labels),))[:, None]).reshape(shape)
