@@ -69,6 +69,7 @@ def compile(
     verify_each = check_bool(verify_each, "compile: verify_each")
     check_numerics = check_bool(check_numerics, "compile: check_numerics")
     check_seed(seed)  # before compiling: numpy refuses a negative seed only at initialization
+    threads = dsl.index_value(threads)
     if threads is not None and (
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
     ):  # (threads=True was 1 thread)

@@ -14,7 +14,17 @@ from typing import Any
 from graphc.ir.errors import GraphcError, ShapeError
 from graphc.runtime.checks import check_bool
 
-from .dsl import Tensor, _fresh, activation_name, apply, mean, param, reshape, shares_weights
+from .dsl import (
+    Tensor,
+    _fresh,
+    activation_name,
+    apply,
+    index_value,
+    mean,
+    param,
+    reshape,
+    shares_weights,
+)
 
 Ints = int | tuple[int, ...] | list[int]
 
@@ -32,6 +42,7 @@ def _spatial_rank(where: str, x: Tensor, rank: int | None = None) -> int:
 
 
 def _per_axis(where: str, key: str, v: Any, r: int, least: int) -> tuple[int, ...]:
+    v = [index_value(i) for i in v] if isinstance(v, tuple | list) else index_value(v)
     if isinstance(v, int) and not isinstance(v, bool):
         v = (v,) * r
     if (
@@ -104,6 +115,7 @@ def conv(
     """
     r = _spatial_rank("conv", x)
     use_bias = check_bool(use_bias, "conv: use_bias")
+    filters, groups = index_value(filters), index_value(groups)
     if not isinstance(filters, int) or isinstance(filters, bool) or filters <= 0:
         raise GraphcError(f"conv: filters must be a positive int, got {filters!r}")
     if not isinstance(groups, int) or isinstance(groups, bool) or groups <= 0:

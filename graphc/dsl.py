@@ -386,6 +386,19 @@ def dtype_name(dtype: Any) -> str:
     raise ValueError(f"unknown dtype {dtype!r}; expected one of {ours} (numpy's {theirs})")
 
 
+def index_value(v: Any) -> Any:
+    """``v`` as a Python int when it is a numpy integer scalar (``X.shape[1] // 2`` is an int,
+    but ``y.max() + 1`` or ``np.prod(...)`` is not), else unchanged: the DSL's checks of sizes,
+    counts and axes then take both, as torch's and Keras's do."""
+    return int(v) if isinstance(v, np.integer) else v
+
+
+def real_value(v: Any) -> Any:
+    """``v`` as a Python float when it is a numpy real scalar (np.float32(0.5), a rate read
+    from an array), else unchanged; a numpy bool stays a bool-like refusal for the checks."""
+    return float(v) if isinstance(v, np.floating | np.integer) else v
+
+
 def _source(op: str, name: str, shape: Iterable, dtype: str, attrs: dict | None = None) -> Tensor:
     if not isinstance(name, str) and isinstance(shape, str):  # gc.input(("N", 4), "x")
         raise GraphcError(
@@ -398,7 +411,7 @@ def _source(op: str, name: str, shape: Iterable, dtype: str, attrs: dict | None 
         raise ShapeError(
             f"{op} {name!r}: the shape must be a tuple of sizes, such as {example}; got {shape!r}"
         )
-    dims = tuple(shape)
+    dims = tuple(index_value(d) for d in shape)
     try:
         t = TensorType(dims, dtype_name(dtype))
     except (ValueError, TypeError) as e:
@@ -518,7 +531,7 @@ def param(
     values = None
     if not isinstance(init, str):  # the starting values (an ndarray failed in `init == ...`)
         values = _array_value(init, dtype, f"param {name!r}: init")
-        want = tuple(shape)  # type: ignore[arg-type]  # _named checked it is given
+        want = tuple(index_value(d) for d in shape)  # type: ignore[union-attr]  # given
         if values.ndim == 0 and all(type(d) is int for d in want):
             values = np.full(want, values, values.dtype)
         if tuple(values.shape) != want:
@@ -536,7 +549,7 @@ def param(
     else:
         check_initializer(init, init_args, {"f32": np.float32, "f64": np.float64}.get(dtype))
     attrs: dict[str, Any] = {"init": init}
-    for key, w in (("l1", l1), ("l2", l2)):
+    for key, w in (("l1", real_value(l1)), ("l2", real_value(l2))):
         if isinstance(w, bool) or not isinstance(w, int | float) or not 0.0 <= w < float("inf"):
             raise GraphcError(f"param {name!r}: {key} must be a finite number >= 0, got {w!r}")
         if w:
@@ -816,6 +829,7 @@ def dropout(x: Tensor, p: float, *, seed: int = 0, name: str | None = None) -> T
     """
     import zlib
 
+    p, seed = real_value(p), index_value(seed)
     if isinstance(p, bool) or not isinstance(p, int | float) or not 0 <= p < 1:
         raise GraphcError(f"dropout: p must be a number in [0, 1), got {p!r} ({_user_loc()})")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
@@ -1250,6 +1264,7 @@ def dense(
                 else ""
             )
         )
+    units = index_value(units)
     if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
         raise ShapeError(f"dense: units must be a positive int, got {units!r}")
     activation = activation_name(activation, "dense: ")
@@ -1288,6 +1303,7 @@ class Dense:
         kernel_l2: float = 0.0,
     ) -> None:
         activation = activation_name(activation, f"Dense (at {_user_loc()}): ")
+        units = index_value(units)
         if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
             raise ShapeError(
                 f"Dense: units must be a positive int, got {units!r} (at {_user_loc()})"

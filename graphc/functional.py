@@ -32,6 +32,7 @@ from .dsl import (
     apply,
     check_logits,
     constant,
+    index_value,
     maximum,
     mean,
     names_user_line,
@@ -364,6 +365,7 @@ def flip(x: Tensor, axes: Iterable[int] | int) -> Tensor:
     Raises:
         ShapeError: an axis out of range, repeated, or the batch axis.
     """
+    axes = index_value(axes)
     return apply("reverse", x, axes=(axes,) if isinstance(axes, int) else tuple(axes))
 
 

@@ -224,6 +224,7 @@ def _recurrent(
     use_bias = check_bool(use_bias, f"{where}: use_bias")
     reset_after = check_bool(reset_after, f"{where}: reset_after")
     unit_forget_bias = check_bool(unit_forget_bias, f"{where}: unit_forget_bias")
+    units = dsl.index_value(units)
     if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
         raise GraphcError(f"{where}: units must be a positive int, got {units!r}")
     if x.type.rank != 3 or not all(isinstance(d, int) for d in x.shape[1:]):
@@ -444,6 +445,7 @@ class _Layer:
         for key in ("activation", "recurrent_activation"):
             if key in kw:
                 activation_name(kw[key], f"{where}: ")
+        units = dsl.index_value(units)
         if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
             raise GraphcError(f"{where}: units must be a positive int, got {units!r}")
 

@@ -190,3 +190,39 @@ def test_param_takes_its_starting_values_as_init() -> None:
         torch.nn.functional.mse_loss(torch.tensor(xs) @ tw + tb, torch.tensor(ts)).backward()
         opt.step()
     np.testing.assert_allclose(m.get_weights()["w"], tw.detach().numpy(), rtol=1e-14)
+
+
+def _sized_net(k, r, tag):
+    """A conv / pool / dense / LSTM / dropout network whose sizes are k(...) and rates r(...)."""
+    x = gc.input("im", ("N", k(1), k(6), k(6)))
+    h = gc.conv2d(x, k(2), (k(3), k(3)), strides=k(1), groups=k(1), name="c")
+    h = gc.max_pool(h, k(2))
+    h = gc.reshape(gc.flip(h, k(1)), ("N", k(2), k(4)))
+    h = gc.lstm(h, k(3), name="l")
+    h = gc.dropout(h, r(0.25), seed=k(7))
+    z = gc.Dense(k(3), name="d2")(gc.dense(h, k(5), "relu", name="d1"))
+    w = gc.param("w", (k(3),), init=r(0.5), l2=r(0.125))  # exact in float32
+    y = gc.input("y", ("N",), dtype="i32")
+    return gc.compile(z * w, gc.softmax_cross_entropy(z * w, y), gc.SGD(0.1), name=tag)
+
+
+def test_numpy_scalars_as_sizes_counts_and_rates() -> None:
+    """Sizes computed with numpy (y.max() + 1, np.prod(...)) are numpy integers, rates read
+    from an array numpy floats; torch and Keras take them as ints and floats. A network
+    declared with np.int64 sizes and np.float32 rates (input shape, conv filters / kernel /
+    strides / groups, pool size, flip axis, LSTM and Dense units, dropout p and seed, param
+    init and l2) builds the same model as with Python numbers: the same weights and the same
+    loss, bit for bit. Before: 'bad dimension np.int64(1)', 'units must be a positive int,
+    got np.int64(5)', 'dropout: p must be a number' (and np.flip's axis: TypeError)."""
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(4, 1, 6, 6)).astype(np.float32)
+    ys = np.array([0, 2, 1, 2], np.int32)
+    a = _sized_net(int, float, "sizes_py")
+    b = _sized_net(np.int64, np.float32, "sizes_np")
+    wa, wb = a.get_weights(), b.get_weights()
+    assert list(wa) == list(wb)
+    for key in wa:
+        np.testing.assert_array_equal(wa[key], wb[key], err_msg=key)
+    assert a.train_step(xs, ys) == b.train_step(xs, ys)
+    with pytest.raises(gc.ShapeError, match="units must be a positive int"):
+        gc.dense(gc.input("x", ("N", 2)), np.float64(3.0))
