@@ -164,6 +164,38 @@ def test_c_program_training_matches_python_and_loss_falls(build, data):
         np.testing.assert_allclose(lib.params[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+def test_c_programs_serve_a_float64_model(tmp_path):
+    """examples/c/predict.c and train.c for a float64 model (they were float: its header gave
+    them no generic names, then float arrays for double parameters): rows read as double,
+    outputs and losses printed with 17 digits equal the Model's predict (1e-14) and its
+    train_step's losses over 6 steps of 4 rows, wrapping around 10 rows (1e-12)."""
+    x = gc.input("x", ("N", 6), dtype="f64")
+    y = gc.input("y", ("N",), dtype="i32")
+    logits = gc.dense(gc.dense(x, 5, "tanh"), 3)
+    m = gc.compile(logits, gc.softmax_cross_entropy(logits, y), gc.Adam(lr=0.01), name="m64")
+    ref = gc.compile(logits, gc.softmax_cross_entropy(logits, y), gc.Adam(lr=0.01), name="r64")
+    ref.set_weights(m.get_weights())
+    m.export(str(tmp_path / "libm64.so"))
+    flags = [*CFLAGS, '-DMODEL_HEADER="m64.h"']
+    progs = {
+        p: build_program(EXAMPLES / "c" / f"{p}.c", tmp_path, "m64", tmp_path / p, flags)
+        for p in ("predict", "train")
+    }
+    rng = np.random.default_rng(3)
+    xs, ys = rng.standard_normal((10, 6)) / 3, rng.integers(0, 3, 10).astype(np.int32)
+    np.savetxt(tmp_path / "x.txt", xs, fmt="%.17g")
+    np.savetxt(tmp_path / "xy.txt", np.hstack([xs, ys[:, None]]), fmt="%.17g")
+    r = run([progs["predict"]], tmp_path / "x.txt")
+    assert r.returncode == 0, r.stderr
+    got = np.array([[float(v) for v in line.split()] for line in r.stdout.splitlines()])
+    np.testing.assert_allclose(got, m.predict(xs), rtol=1e-14, atol=1e-15)
+    r = run([progs["train"], "6", "4", "0.01"], tmp_path / "xy.txt")
+    assert r.returncode == 0, r.stderr
+    losses = [float(line.split()[3]) for line in r.stdout.splitlines()]
+    want = [ref.train_step(xs[i], ys[i]) for i in ((s * 4 + np.arange(4)) % 10 for s in range(6))]
+    np.testing.assert_allclose(losses, want, rtol=1e-12)
+
+
 def test_bad_calls_return_their_error_codes(build):
     d = build["dir"]
     r = run(

@@ -2,7 +2,7 @@
  *
  * Reads rows from stdin, one per line, MODEL_X_ROW_ELEMS numbers each (separated by spaces,
  * tabs or commas; see rows.h: a line of another length is an error naming the line); prints one
- * line per row with the model's outputs. With an argument, loads the weights from that file
+ * line per row with the model's outputs (to their precision: 9 digits, 17 for a float64 model). With an argument, loads the weights from that file
  * first (libraries built with --weights file). `make rows` writes digits_rows.txt.
  *
  *     graphc compile ../models.py:digits -o libdigits.so
@@ -25,7 +25,8 @@ static int fail(const char *what, int rc) {
 
 int main(int argc, char **argv) {
     model_ctx ctx;
-    float *x = NULL, *y = NULL;
+    model_float_t *x = NULL, *y = NULL;
+    int digits = sizeof(model_float_t) == sizeof(double) ? 17 : 9;
     int64_t n, i, j;
     int rc, status = 1;
 
@@ -42,7 +43,7 @@ int main(int argc, char **argv) {
     ctx.state_bytes = 0;
     ctx.workspace_bytes = model_workspace_size(n);
     ctx.workspace = malloc((size_t)ctx.workspace_bytes);
-    y = (float *)malloc((size_t)(n * MODEL_Y_ROW_ELEMS) * sizeof *y);
+    y = (model_float_t *)malloc((size_t)(n * MODEL_Y_ROW_ELEMS) * sizeof *y);
     if (!ctx.params || !ctx.workspace || !y) { fprintf(stderr, "predict: out of memory\n"); goto done; }
     if (getenv("MODEL_THREADS")) model_set_num_threads(atoi(getenv("MODEL_THREADS")));
     if ((rc = model_init(&ctx)) != MODEL_OK) { status = fail("init", rc); goto done; }
@@ -54,7 +55,7 @@ int main(int argc, char **argv) {
     if (rc != MODEL_OK) { status = fail("infer", rc); goto done; }
     for (i = 0; i < n; i++) {
         for (j = 0; j < MODEL_Y_ROW_ELEMS; j++)
-            printf(j ? " %.9g" : "%.9g", (double)y[i * MODEL_Y_ROW_ELEMS + j]);
+            printf(j ? " %.*g" : "%.*g", digits, (double)y[i * MODEL_Y_ROW_ELEMS + j]);
         printf("\n");
     }
     status = 0;

@@ -1,4 +1,6 @@
 /* rows.h: read a table of numbers from a text stream, one row per line, every row checked.
+ * Include it after the model's header with GRAPHC_MODEL_ALIASES: the numbers are read as the
+ * model's floating type model_float_t (float, or double for a float64 model).
  *
  * Format: numbers separated by spaces, tabs or commas; one row per line; blank lines and lines
  * starting with '#' are skipped. A line with more or fewer than COLS numbers, or with
@@ -14,12 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Reads all rows of COLS numbers from F into *OUT (malloc'ed, rows * COLS floats) and *ROWS.
+/* Reads all rows of COLS numbers from F into *OUT (malloc'ed, rows * COLS model_float_t)
+ * and *ROWS.
  * Returns 0, or 1 after printing "PROG: line L: ..." to stderr (then *OUT is NULL). */
-static int read_rows(FILE *f, int64_t cols, float **out, int64_t *rows, const char *prog) {
+static int read_rows(FILE *f, int64_t cols, model_float_t **out, int64_t *rows, const char *prog) {
     char *line = NULL;
     size_t cap = 0;
-    float *data = NULL;
+    model_float_t *data = NULL;
     int64_t count = 0, room = 0, lineno = 0;
     *out = NULL;
     *rows = 0;
@@ -47,9 +50,9 @@ static int read_rows(FILE *f, int64_t cols, float **out, int64_t *rows, const ch
             while (*p == ' ' || *p == '\t' || *p == '\r') p++;
             if (*p == '\0' || *p == '#') continue;
             while (*p) {
-                float v;
-                errno = 0;
-                v = strtof(p, &end);
+                model_float_t v;
+                errno = 0;  /* each type's own correctly rounded reading */
+                v = sizeof v == sizeof(double) ? (model_float_t)strtod(p, &end) : (model_float_t)strtof(p, &end);
                 if (end == p) {
                     fprintf(stderr, "%s: line %ld: not a number at column %ld: \"%.20s\"\n", prog,
                             (long)lineno, (long)(p - line) + 1, p);
@@ -61,9 +64,9 @@ static int read_rows(FILE *f, int64_t cols, float **out, int64_t *rows, const ch
                     goto fail;
                 }
                 if (count == room) {
-                    float *grown;
+                    model_float_t *grown;
                     room = room ? 2 * room : 1024 * cols;
-                    grown = (float *)realloc(data, (size_t)room * sizeof *data);
+                    grown = (model_float_t *)realloc(data, (size_t)room * sizeof *data);
                     if (!grown) { fprintf(stderr, "%s: out of memory\n", prog); goto fail; }
                     data = grown;
                 }

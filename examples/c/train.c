@@ -5,7 +5,7 @@
  * must be class ids 0 .. MODEL_Y_ROW_ELEMS-1, checked here). `make rows`
  * writes digits_train.txt.
  * Runs STEPS optimizer steps on mini-batches of BATCH rows taken in order (wrapping around),
- * printing "step K loss L" after each, and with OUT given writes the trained weights there as a
+ * printing "step K loss L" after each (9 digits, 17 for a float64 model: model_float_t double), and with OUT given writes the trained weights there as a
  * weights file (load it with NAME_load_weights, or graphc.load(...).load_weights).
  *
  *     ./train [STEPS=100] [BATCH=64] [LR=0.01] [OUT] < digits_train.txt
@@ -22,12 +22,13 @@
 
 int main(int argc, char **argv) {
     model_ctx ctx;
-    float *data = NULL, *xb = NULL;
+    model_float_t *data = NULL, *xb = NULL;
     model_label_t *lb = NULL;
     unsigned char *image = NULL;
     int64_t rows, i, j, step;
     long steps = argc > 1 ? atol(argv[1]) : 100, batch = argc > 2 ? atol(argv[2]) : 64;
-    float lr = argc > 3 ? (float)atof(argv[3]) : 0.01f, loss = 0.0f;
+    model_float_t lr = (model_float_t)(argc > 3 ? atof(argv[3]) : 0.01), loss = 0;
+    int digits = sizeof(model_float_t) == sizeof(double) ? 17 : 9;
     int rc, status = 1;
 
     if (read_rows(stdin, ROW, &data, &rows, "train")) return 1;
@@ -41,10 +42,10 @@ int main(int argc, char **argv) {
        an id out of range, but a 3.5 read from text would reach it as 3) */
     for (i = 0; i < rows; i++)
         for (j = 0; j < MODEL_LABEL_ROW_ELEMS; j++) {
-            float v = data[i * ROW + MODEL_X_ROW_ELEMS + j];
-            if (!(v >= 0.0f && v < (float)MODEL_Y_ROW_ELEMS) || v != (float)(int32_t)v) {
+            double v = (double)data[i * ROW + MODEL_X_ROW_ELEMS + j];
+            if (!(v >= 0.0 && v < (double)MODEL_Y_ROW_ELEMS) || v != (double)(int32_t)v) {
                 fprintf(stderr, "train: row %ld: label %g is not a class id 0..%ld\n",
-                        (long)i + 1, (double)v, (long)MODEL_Y_ROW_ELEMS - 1);
+                        (long)i + 1, v, (long)MODEL_Y_ROW_ELEMS - 1);
                 free(data);
                 return 1;
             }
@@ -57,7 +58,7 @@ int main(int argc, char **argv) {
     ctx.state = malloc((size_t)ctx.state_bytes);
     ctx.workspace_bytes = model_workspace_size(batch);
     ctx.workspace = malloc((size_t)ctx.workspace_bytes);
-    xb = (float *)malloc((size_t)(batch * MODEL_X_ROW_ELEMS) * sizeof *xb);
+    xb = (model_float_t *)malloc((size_t)(batch * MODEL_X_ROW_ELEMS) * sizeof *xb);
     lb = (model_label_t *)malloc((size_t)(batch * MODEL_LABEL_ROW_ELEMS) * sizeof *lb);
     image = (unsigned char *)malloc((size_t)MODEL_WEIGHTS_FILE_BYTES);
     if (!ctx.params || !ctx.state || !ctx.workspace || !xb || !lb || !image) {
@@ -71,7 +72,7 @@ int main(int argc, char **argv) {
     }
     for (step = 0; step < steps; step++) {
         for (i = 0; i < batch; i++) {  /* rows step*batch ... wrapping around the data */
-            const float *r = data + ((step * batch + i) % rows) * ROW;
+            const model_float_t *r = data + ((step * batch + i) % rows) * ROW;
             for (j = 0; j < MODEL_X_ROW_ELEMS; j++) xb[i * MODEL_X_ROW_ELEMS + j] = r[j];
             for (j = 0; j < MODEL_LABEL_ROW_ELEMS; j++)
                 lb[i * MODEL_LABEL_ROW_ELEMS + j] = (model_label_t)r[MODEL_X_ROW_ELEMS + j];
@@ -82,7 +83,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "train: step %ld: %s\n", (long)step, model_strerror(rc));
             goto done;
         }
-        printf("step %ld loss %.9g\n", (long)step, (double)loss);
+        printf("step %ld loss %.*g\n", (long)step, digits, (double)loss);
     }
     if (argc > 4) {
         FILE *f;
