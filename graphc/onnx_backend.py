@@ -151,7 +151,9 @@ class GraphcRep:
         self.onnx_model = model
         self.imported = from_onnx(model, trainable=False, constants=constants)
         self.mode = mode
-        if mode == "compile":
+        if not self.imported.outputs:  # every output known at import: KnownOutputs
+            self.model = self.imported.compile()
+        elif mode == "compile":
             self.model = self.imported.compile(**compile_kw)
         elif mode != "interpret":
             raise GraphcError(f"mode must be 'compile' or 'interpret', got {mode!r}")
@@ -168,6 +170,10 @@ class GraphcRep:
             }
         else:
             feeds = {imp.input_names[k]: np.asarray(v) for k, v in zip(names, arrays)}
+        if not imp.outputs:  # every output known at import (either mode)
+            res = self.model.predict(feeds or None)
+            outs = [res] if len(imp.output_order) == 1 else [res[k] for k in imp.output_order]
+            return tuple(np.asarray(o) for o in outs)
         if self.mode == "interpret":
             from graphc.dsl import collect_graph
             from graphc.ir.interpret import interpret

@@ -141,12 +141,16 @@ class OnnxImport:
         parameters and constants hold the file's values, and its ``predict`` returns each
         output the file declares integer or bool in that type (``output_dtypes``: int64 for
         ArgMax, TopK's indices or a classifier's label, as ONNX Runtime returns them; the
-        float outputs stay float32).
+        float outputs stay float32). An import whose every output is known at import (no
+        ``outputs`` computed, all in ``constant_outputs``) compiles nothing and returns a
+        ``graphc.onnx_known.KnownOutputs``, whose ``predict`` returns them as ONNX Runtime
+        does (once per call, a size holding N given the input's rows).
 
         Raises:
             OnnxError: a loss or an optimizer for a model with an inference-only node
                 (``inference_only``: a tree ensemble or a support vector machine, whose
-                outputs have no useful gradient), naming the node.
+                outputs have no useful gradient), naming the node; or for one whose every
+                output is known at import.
         """
         from .api import compile as gc_compile
 
@@ -155,6 +159,21 @@ class OnnxImport:
                 f"{self.name}: {', '.join(self.inference_only[:3])} predicts only: a tree "
                 "ensemble's or support vector machine's output has no gradient to train "
                 "with; compile without loss and optimizer to predict"
+            )
+        if not self.outputs:  # every output known at import: nothing to compile
+            if loss is not None or optimizer is not None:
+                raise OnnxError(
+                    f"{self.name}: every output is known at import "
+                    f"({', '.join(self.output_order)}); there is nothing to train"
+                )
+            from .onnx_known import KnownOutputs
+
+            return KnownOutputs(
+                kw.get("name", self.name),
+                self.inputs,
+                self.input_batch_axes,
+                self.constant_outputs,
+                self.output_order,
             )
         kw.setdefault("name", self.name)
         model = gc_compile(self.outputs, loss, optimizer, **kw)
@@ -1600,9 +1619,13 @@ class Importer:
     def constant_output(self, name: str, v: Any, want: list[str]) -> bool:
         """Whether output ``name``, a value known at import (``v``: numbers, or sizes that
         hold the batch size, such as Shape(x) = [N, 3]), is returned by predict beside the
-        computed outputs (OnnxImport.constant_outputs; recorded in self.const_outputs): where
-        another selected output is computed and leads with N (predict's rows give N)."""
+        computed outputs (OnnxImport.constant_outputs; recorded in self.const_outputs):
+        numbers always; sizes holding N where another selected output is computed and leads
+        with N (predict's rows give N) or no selected output is computed (a KnownOutputs
+        model: the rows of the input that carries N)."""
         a = np.asarray(v) if not isinstance(v, np.ndarray) else v
+        if str(a.dtype) == "bfloat16":  # returned as float32, as the computed ones
+            a = a.astype(np.float32)
         if a.dtype == object:
             if not all(
                 isinstance(e, (int, np.integer)) or _sym_multiple(e) is not None for e in a.flat
@@ -1610,12 +1633,11 @@ class Importer:
                 return False
         elif a.dtype.kind not in "iufb":
             return False
-        if not any(
-            isinstance(self.values.get(n), Tensor) and self.values[n].shape[:1] == ("N",)
-            for n in want
-            if n != name
-        ):
-            return False
+        computed = [
+            self.values[n] for n in want if n != name and isinstance(self.values.get(n), Tensor)
+        ]
+        if computed and a.dtype == object and not any(t.shape[:1] == ("N",) for t in computed):
+            return False  # a size holding N beside computed outputs of no batch: no rows
         self.const_outputs[name] = a
         return True
 
@@ -4829,8 +4851,11 @@ def _unary_fold(f: Callable) -> Callable[[NodeContext, list], list]:
 
 def _size(cx: NodeContext) -> list[Value]:
     shape = _shape_of(cx.value(0))
-    if "N" in shape:
-        cx.fail(f"Size of {_fmt(shape)} depends on the batch size N")
+    fixed = [d for d in shape if d != "N"]
+    if len(fixed) < len(shape) - 1 or not all(isinstance(d, int) for d in fixed):
+        cx.fail(f"Size of {_fmt(shape)} depends on the batch size N more than once")
+    if len(fixed) < len(shape):  # N * the other sizes: a size holding N, as Shape's are
+        return [np.array(_sym_of(math.prod(fixed)), dtype=object)]
     return [np.array(math.prod(shape), np.int64)]
 
 

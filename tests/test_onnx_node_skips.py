@@ -67,3 +67,64 @@ def test_matmul_of_two_batch_vectors_is_refused() -> None:
     )
     with pytest.raises(OnnxError, match=r"dot.*across samples"):
         gc.from_onnx(m)
+
+
+def test_outputs_all_known_at_import_are_returned_as_onnxruntime_does() -> None:
+    """A graph whose every output is known at import (the Shape of a batched input, a
+    ConstantOfShape, a Size): predict returns ONNX Runtime's values and dtypes, once per call
+    (not repeated per row), N given the input's rows; the input's shape is checked; training
+    and export are refused by name."""
+    i64 = TensorProto.INT64
+    m = _model(
+        [
+            helper.make_node("Shape", ["x"], ["s"]),
+            helper.make_node("Size", ["x"], ["n"]),
+            helper.make_node(
+                "ConstantOfShape",
+                ["dims"],
+                ["c"],
+                value=numpy_helper.from_array(np.array([7], np.int32), "v"),
+            ),
+        ],
+        [helper.make_tensor_value_info("x", F, ["N", 3])],
+        [
+            helper.make_tensor_value_info("s", i64, [2]),
+            helper.make_tensor_value_info("c", TensorProto.INT32, [2, 4]),
+            helper.make_tensor_value_info("n", i64, []),
+        ],
+        [numpy_helper.from_array(np.array([2, 4], np.int64), "dims")],
+    )
+    model = gc.from_onnx(m).compile()
+    for rows in (1, 5):
+        x = np.zeros((rows, 3), np.float32)
+        want = ort_run(m, {"x": x})
+        got = model.predict(x)
+        assert list(got) == ["s", "c", "n"]
+        for g, w in zip(got.values(), want):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_array_equal(g, w)
+    with pytest.raises(gc.ArgumentError, match=r"input 'x' expects"):
+        model.predict(np.zeros((2, 4), np.float32))
+    with pytest.raises(gc.GraphcError, match=r"every output is known at import.*'fit'"):
+        model.fit(np.zeros((2, 3), np.float32), np.zeros((2, 3), np.float32))
+
+
+def test_graph_without_inputs_returns_its_constants() -> None:
+    """A Constant as the only node and output (no graph input): predict() gives ONNX
+    Runtime's value; the node tests of Constant, ConstantOfShape, Shape and Size pass
+    compiled."""
+    value = np.arange(6, dtype=np.float32).reshape(2, 3) / 7
+    m = _model(
+        [helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(value, "k"))],
+        [],
+        [helper.make_tensor_value_info("k", F, [2, 3])],
+    )
+    (want,) = ort_run(m, {})
+    got = gc.from_onnx(m).compile().predict()
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+    names = ("test_constant", "test_constantofshape_int_zeros", "test_shape_start_1", "test_size")
+    cases = _cases(*names)
+    assert len(cases) == len(names)
+    for case in cases:
+        assert run_case(case, "compile") == ("pass", ""), case.name
