@@ -115,7 +115,9 @@ def class_ids(name: str, a: np.ndarray) -> np.ndarray:
     if np.issubdtype(a.dtype, np.integer):
         return a
     if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
-        big = np.abs(a) >= 2.0**62  # beyond int64's exact whole numbers: the cast would wrap
+        # beyond int64's exact whole numbers: the cast would wrap (compared in float64: 2**62
+        # as a float16 overflowed, with a RuntimeWarning, for labels read as float16)
+        big = np.abs(a.astype(np.float64, copy=False)) >= 2.0**62
         if np.any(big):
             at = np.unravel_index(int(np.argmax(big)), a.shape)
             raise ArgumentError(

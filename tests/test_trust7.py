@@ -226,3 +226,22 @@ def test_numpy_scalars_as_sizes_counts_and_rates() -> None:
     assert a.train_step(xs, ys) == b.train_step(xs, ys)
     with pytest.raises(gc.ShapeError, match="units must be a positive int"):
         gc.dense(gc.input("x", ("N", 2)), np.float64(3.0))
+
+
+def test_float16_class_labels_read_without_a_warning() -> None:
+    """Whole-number labels in float16 (a dataset stored compactly) are the class ids, with no
+    RuntimeWarning: the int64-range check compared them with 2**62 in float16, which
+    overflows ('overflow encountered in cast'). The loss equals the int32 labels' exactly."""
+    import warnings
+
+    x = gc.input("x", ("N", 4))
+    y = gc.input("y", ("N",), dtype="i32")
+    z = gc.dense(x, 3, name="d")
+    m = gc.compile(z, gc.softmax_cross_entropy(z, y), gc.SGD(0.0), name="f16_labels")
+    xs = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    ys = np.array([0, 1, 2, 1, 0, 2])
+    want = m.evaluate(xs, ys.astype(np.int32))["loss"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert m.evaluate(xs, ys.astype(np.float16))["loss"] == want
+        assert m.train_step(xs, ys.astype(np.float16)) == want
