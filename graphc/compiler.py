@@ -124,9 +124,9 @@ def build_graphs(
             if swapped
             else ""
         )
-        if not swapped and loss.node.op == "softmax_cross_entropy":  # reduction="none"
+        if not swapped and getattr(loss, "kind", None):  # a built-in loss, reduction="none"
             hint = (
-                "; a loss per row (softmax_cross_entropy(..., reduction='none')) trains only "
+                f"; a loss per row ({loss.kind}(..., reduction='none')) trains only "
                 f"once reduced to one number: pass gc.mean({loss.name}) (or gc.sum), or give "
                 "the loss its reduction='mean' or 'sum'"
             )

@@ -1020,11 +1020,31 @@ def check_logits(loss: str, logits: Tensor, squash: str, instead: str) -> None:
 _KERAS_REDUCTIONS = {"sum_over_batch_size": "mean", None: "none"}
 
 
-def _class_weights(weight: Any, logits: Tensor) -> tuple[float, ...]:
-    """``weight`` (C numbers) as the op's attr, refused naming the logits and the length when
-    it is not C finite numbers >= 0, not all 0."""
+def loss_reduction(loss: str, reduction: Any, keras_differs: bool) -> str:
+    """torch's reduction ("mean", "sum", "none") of a ``reduction=`` argument, Keras's names
+    taken too ("sum_over_batch_size": "mean", None: "none"; refused when ``keras_differs``:
+    a weighted torch mean divides by the weights, Keras's by the rows)."""
+    keras = isinstance(reduction, str | type(None)) and reduction in _KERAS_REDUCTIONS
+    red = _KERAS_REDUCTIONS[reduction] if keras else reduction
+    if red not in ("mean", "sum", "none"):
+        raise OptionTypeError(
+            f"{loss}: reduction must be 'mean', 'sum' or 'none' (torch's; "
+            f"Keras's 'sum_over_batch_size' and None are taken too), got {reduction!r}"
+        )
+    if reduction == "sum_over_batch_size" and keras_differs:
+        raise GraphcError(
+            f"{loss}: Keras's reduction 'sum_over_batch_size' divides by the "
+            "rows, torch's 'mean' with weight by the rows' weights: pass reduction='mean' "
+            "(torch's) or weight=None"
+        )
+    return str(red)
+
+
+def class_weights(loss: str, weight: Any, logits: Tensor) -> tuple[float, ...]:
+    """``weight`` (C numbers, C the last axis of ``logits``) as floats, refused naming the
+    logits and the length when it is not C finite numbers >= 0, not all 0."""
     c = logits.shape[-1]
-    where = f"softmax_cross_entropy: weight (logits {logits.name} {logits.type}, {c} classes)"
+    where = f"{loss}: weight (logits {logits.name} {logits.type}, {c} classes)"
     if isinstance(weight, Tensor):
         raise OptionTypeError(
             f"{where}: give the class weights as numbers (a list or an array), not a graph "
@@ -1119,26 +1139,14 @@ def softmax_cross_entropy(
             LossInputWarning,
             stacklevel=_user_stacklevel(),
         )
-    keras = isinstance(reduction, str | type(None)) and reduction in _KERAS_REDUCTIONS
-    red = _KERAS_REDUCTIONS[reduction] if keras else reduction
-    if red not in ("mean", "sum", "none"):
-        raise OptionTypeError(
-            f"softmax_cross_entropy: reduction must be 'mean', 'sum' or 'none' (torch's; "
-            f"Keras's 'sum_over_batch_size' and None are taken too), got {reduction!r}"
-        )
-    if reduction == "sum_over_batch_size" and weight is not None:
-        raise GraphcError(
-            "softmax_cross_entropy: Keras's reduction 'sum_over_batch_size' divides by the "
-            "rows, torch's 'mean' with weight by the rows' weights: pass reduction='mean' "
-            "(torch's) or weight=None"
-        )
+    red = loss_reduction("softmax_cross_entropy", reduction, weight is not None)
     opts: dict[str, Any] = {}
     if isinstance(ignore_index, np.integer):
         ignore_index = int(ignore_index)
     if ignore_index is not None:
         opts["ignore_index"] = ignore_index
     if weight is not None:
-        opts["weight"] = _class_weights(weight, logits)
+        opts["weight"] = class_weights("softmax_cross_entropy", weight, logits)
     if red != "mean":
         opts["reduction"] = red
     if eps and "weight" in opts:  # torch weights each class's smoothing term: in the op

@@ -31,8 +31,10 @@ from .dsl import (
     _tag,
     apply,
     check_logits,
+    class_weights,
     constant,
     index_value,
+    loss_reduction,
     maximum,
     mean,
     names_user_line,
@@ -667,7 +669,12 @@ def _same_shape(loss: str, pred: Tensor, target: Tensor) -> None:
 
 
 def categorical_cross_entropy(
-    logits: Tensor, targets: Tensor, *, label_smoothing: float = 0.0
+    logits: Tensor,
+    targets: Tensor,
+    *,
+    label_smoothing: float = 0.0,
+    weight: Any = None,
+    reduction: str | None = "mean",
 ) -> Tensor:
     """Mean over rows of -sum_c t_c log softmax(z)_c, from logits z [N,C] and float targets
     t [N,C] (one-hot or soft, rows summing to 1); or z, t [N, ..., C] (a sequence's tokens,
@@ -678,9 +685,18 @@ def categorical_cross_entropy(
     as scipy.special.xlogy and optax); a -inf logit where the target is above 0 gives an
     infinite loss.
 
+    torch's F.cross_entropy with class-probability targets: ``weight`` w (C numbers >= 0)
+    makes row i's term -sum_c w_c t_c log p_c; ``reduction`` "mean" (default) divides the
+    sum by the rows (positions), not by the weights (torch's rule for probability targets,
+    and Keras's "sum_over_batch_size", taken as a name too), "sum" adds them up, "none"
+    returns each row's term, f32[N] (f32[N, T, ..]), to reduce before training. The weights
+    are a constant of the graph (gc.constant: saved and exported with the model).
+
     Raises:
-        ShapeError: the shapes differ or the logits are of rank < 2.
-        OptionTypeError: label_smoothing not a number (a bool, a string).
+        ShapeError: the shapes differ or the logits are of rank < 2; weight not of C entries,
+            negative, not finite or all 0.
+        OptionTypeError: label_smoothing not a number (a bool, a string); weight not numbers;
+            an unknown reduction.
         GraphcError: label_smoothing outside [0, 1] or NaN.
 
     Warns ``LossInputWarning`` when ``logits`` is a softmax's output (probabilities).
@@ -695,9 +711,13 @@ def categorical_cross_entropy(
     label_smoothing = check_real(label_smoothing, "categorical_cross_entropy: label_smoothing", 0.0)
     if label_smoothing > 1.0:
         raise GraphcError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    red = loss_reduction("categorical_cross_entropy", reduction, False)
     t = targets
     if label_smoothing:
         t = t * (1.0 - label_smoothing) + label_smoothing / logits.shape[-1]
+    if weight is not None:  # w_c t_c: the class weights on the last axis
+        w = class_weights("categorical_cross_entropy", weight, logits)
+        t = t * constant(np.array(w), dtype=logits.dtype)
     # t log p with 0 log 0 = 0 (scipy's xlogy): a class masked out with a -inf logit and a
     # target of 0 adds nothing (t * -inf was NaN, optax #896); log p is raised to the dtype's
     # lowest finite value only where t == 0, so the product is 0 and its gradients finite
@@ -705,7 +725,8 @@ def categorical_cross_entropy(
     lowest = float(np.finfo(logits.type.np_dtype).min)
     ls = where(equal(t, 0.0), maximum(ls, lowest), ls)
     per_row = sum(t * ls, axes=logits.type.rank - 1)
-    return _tag(-mean(per_row), "categorical_cross_entropy", logits, targets)
+    loss = -mean(per_row) if red == "mean" else -sum(per_row) if red == "sum" else -per_row
+    return _tag(loss, "categorical_cross_entropy", logits, targets)
 
 
 BCE_EPSILON = 1e-7  # tf.keras.backend.epsilon(): the clamp of binary_cross_entropy on probabilities

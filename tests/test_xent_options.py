@@ -164,6 +164,67 @@ def test_float32_narrow_rows_weighted_and_per_row():
         np.testing.assert_array_equal(v, before[key])
 
 
+def _soft_reference(zr, t, weight, reduction, eps):
+    """numpy float64: torch's cross_entropy with class-probability targets, row i's term
+    -sum_c w_c t'_ic log p_ic with t' = (1 - e) t + e / C; "mean" divides by the rows."""
+    c = zr.shape[-1]
+    ls = zr - zr.max(-1, keepdims=True)
+    ls = ls - np.log(np.exp(ls).sum(-1, keepdims=True))
+    per = -(((1 - eps) * t + eps / c) * np.asarray(weight) * ls).sum(-1)
+    return per if reduction == "none" else per.sum() if reduction == "sum" else per.mean()
+
+
+@pytest.mark.parametrize(
+    "lead,opts,then",
+    [
+        ((), {"reduction": "sum_over_batch_size"}, None),
+        ((3,), {"reduction": "sum", "label_smoothing": 0.2}, None),
+        ((), {"reduction": "none", "label_smoothing": 0.1}, "mean"),
+    ],
+    ids=["keras_mean", "seq_sum_smooth", "none_smooth"],
+)
+def test_categorical_cross_entropy_takes_weight_and_reduction(lead, opts, then):
+    """categorical_cross_entropy (soft targets) with weight and reduction: torch's
+    cross_entropy with class probabilities ("mean" over the rows, not the weights): loss vs
+    numpy float64 1e-12 and torch 2.13, dL/db vs central differences 1e-8."""
+    rng = np.random.default_rng(4)
+    x = gc.input("x", ("N", *lead, 4), dtype="f64")
+    t = gc.input("t", ("N", *lead, 5), dtype="f64")
+    z = gc.dense(x, 5, name="d")
+    loss = gc.categorical_cross_entropy(z, t, weight=WEIGHTS[5], **opts)
+    loss = loss if then is None else gc.mean(loss)
+    m = gc.compile(z, loss, gc.SGD(lr=1.0), name="xo_cat")
+    xs = rng.normal(size=(6, *lead, 4))
+    ts = rng.dirichlet(np.ones(5), size=(6, *lead))
+    w = m.get_weights()
+    zr = (xs @ w["d.w"] + w["d.b"]).reshape(-1, 5)
+    red = {"sum_over_batch_size": "mean"}.get(opts["reduction"], opts["reduction"])
+    eps = opts.get("label_smoothing", 0.0)
+
+    def ref(zz):
+        got = _soft_reference(zz, ts.reshape(-1, 5), WEIGHTS[5], red, eps)
+        return got if then is None else got.mean()
+
+    want = ref(zr)
+    h, fd = 1e-6, np.zeros(5)
+    for j in range(5):
+        e = np.zeros(5)
+        e[j] = h
+        fd[j] = (ref(zr + e) - ref(zr - e)) / (2 * h)
+    np.testing.assert_allclose(m.gradients(xs, ts)["d.b"], fd, atol=1e-8)
+    assert m.train_step(xs, ts) == pytest.approx(want, rel=1e-12)
+    torch = pytest.importorskip("torch")
+    tz = torch.tensor(xs @ w["d.w"] + w["d.b"])
+    tl = torch.nn.functional.cross_entropy(
+        tz.movedim(-1, 1),
+        torch.tensor(ts).movedim(-1, 1),
+        weight=torch.tensor(WEIGHTS[5], dtype=torch.float64),
+        reduction=red,
+        label_smoothing=eps,
+    )
+    assert float(tl if then is None else tl.mean()) == pytest.approx(want, rel=1e-12)
+
+
 def test_bad_options_are_refused_naming_the_logits_and_the_length():
     z = gc.dense(gc.input("x", ("N", 4)), 5)
     y = gc.input("y", ("N",), dtype="i32")
@@ -187,6 +248,8 @@ def test_bad_options_are_refused_naming_the_logits_and_the_length():
     assert gc.softmax_cross_entropy(z, y, reduction=None).shape == ("N",)
     with pytest.raises(gc.GraphcError, match=r"sum_over_batch_size.*reduction='mean'"):
         gc.softmax_cross_entropy(z, y, reduction="sum_over_batch_size", weight=np.ones(5))
+    with pytest.raises(gc.ShapeError, match=r"categorical_cross_entropy: weight .* has 2"):
+        gc.categorical_cross_entropy(z, gc.input("t", ("N", 5)), weight=[1, 2])
     # a per-row loss does not train as it is: compile names the fix
     rows = gc.softmax_cross_entropy(z, y, reduction="none")
     with pytest.raises(gc.GraphcError, match=r"loss must be a scalar.*pass gc\.mean\(%\d+\)"):
