@@ -107,7 +107,7 @@ class Stages:
         ]
 
 
-def load_program(model: str, dims: dict[str, int] | None = None):
+def load_program(model: str, dims: dict[str, int | str] | None = None):
     """MODEL (``file.py:name``) as (Program with no passes run yet, build seconds, optimizer);
     ``dims``: the sizes of an ONNX MODEL's symbolic dimensions after the batch (from_onnx's).
 
@@ -157,7 +157,7 @@ def compile_stages(
     verify_each: bool = False,
     target_cpu: str = "native",
     disabled_passes: tuple[str, ...] = (),
-    dims: dict[str, int] | None = None,
+    dims: dict[str, int | str] | None = None,
 ) -> Stages:
     """Run the compiler's pipeline (``graphc.compiler.compile_program``) and keep every stage.
 

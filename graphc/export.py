@@ -671,17 +671,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="NAME=SIZE",
         help="for an ONNX MODEL: the size of a symbolic dimension after the batch, by its "
-        "name (from_onnx's dims; e.g. --dim seq=128); may be repeated",
+        "name (from_onnx's dims; e.g. --dim seq=128), or NAME=N for the one that is the batch "
+        "(an input [1, batch, seq]: --dim batch=N --dim seq=128); may be repeated",
     )
     p.set_defaults(run=run)
 
 
-def parse_dims(items: list[str], model: str) -> dict[str, int] | None:
-    """--dim NAME=SIZE options as from_onnx's ``dims`` (None when none is given).
+def parse_dims(items: list[str], model: str) -> dict[str, int | str] | None:
+    """--dim NAME=SIZE (or NAME=N: the batch) options as from_onnx's ``dims`` (None when none
+    is given).
 
     Raises:
-        ArgumentError: an item not of the form NAME=SIZE with SIZE an int >= 1, or --dim with
-            a MODEL that is no ONNX file.
+        ArgumentError: an item not of the form NAME=SIZE with SIZE an int >= 1 or N, or --dim
+            with a MODEL that is no ONNX file.
     """
     if not items:
         return None
@@ -689,11 +691,14 @@ def parse_dims(items: list[str], model: str) -> dict[str, int] | None:
         raise ArgumentError(
             f"--dim {items[0]}: only an ONNX MODEL has symbolic dimensions to fix ({model})"
         )
-    dims: dict[str, int] = {}
+    dims: dict[str, int | str] = {}
     for item in items:
         name, eq, size = item.partition("=")
+        if eq and name and size.strip() == "N":
+            dims[name] = "N"
+            continue
         if not (eq and name and size.strip().isdigit() and int(size) >= 1):
-            raise ArgumentError(f"--dim {item!r}: give NAME=SIZE with SIZE an int >= 1")
+            raise ArgumentError(f"--dim {item!r}: give NAME=SIZE with SIZE an int >= 1, or NAME=N")
         dims[name] = int(size)
     return dims
 

@@ -97,7 +97,7 @@ def _check_model_function(spec: str, name: str, fn: Any) -> None:
         )
 
 
-def resolve(spec: str, dims: dict[str, int] | None = None) -> ModelSpec:
+def resolve(spec: str, dims: dict[str, int | str] | None = None) -> ModelSpec:
     """Load MODEL and classify it: a Model, a Graph, a Tensor, a (outputs, loss[, optimizer])
     tuple or dict, or a function returning one of these; or an ONNX file (``model.onnx``,
     imported by graphc.onnx_import).

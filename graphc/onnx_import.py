@@ -1006,21 +1006,25 @@ def _gather_for_index_transposes(model: Any) -> Any:
     return out
 
 
-def check_dims(dims: Any, where: str) -> dict[str, int]:
-    """``from_onnx``'s ``dims``: a dict of names to ints >= 1 (numpy integers too), else
-    OnnxError naming the entry."""
+def check_dims(dims: Any, where: str) -> dict[str, int | str]:
+    """``from_onnx``'s ``dims``: a dict of names to ints >= 1 (numpy integers too) or, for one
+    name, "N" (that dimension is the batch), else OnnxError naming the entry."""
     if dims is None:
         return {}
     if not isinstance(dims, dict):
         raise OnnxError(f"{where}: dims must be a dict of dimension names to sizes, got {dims!r}")
-    out = {}
+    out: dict[str, int | str] = {}
     for k, v in dims.items():
-        ok = isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1
+        ok = v == "N" or (isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 1)
         if not isinstance(k, str) or not k or not ok:
             raise OnnxError(
-                f"{where}: dims entry {k!r}: {v!r}; give a dimension name and an int >= 1"
+                f"{where}: dims entry {k!r}: {v!r}; give a dimension name and an int >= 1, or "
+                '"N" for the dimension that is the batch'
             )
-        out[k] = int(v)
+        out[k] = v if v == "N" else int(v)
+    batch = sorted(k for k, v in out.items() if v == "N")
+    if len(batch) > 1:
+        raise OnnxError(f"{where}: dims names {batch} the batch N; one dimension is the batch")
     return out
 
 
@@ -1035,7 +1039,7 @@ class Importer:
         where: str,
         bound: dict,
         prefix: str = "",
-        dims: dict[str, int] | None = None,
+        dims: dict[str, int | str] | None = None,
     ) -> None:
         onnx = require_onnx()
         self.prefix = prefix  # before every graphc name this import gives
@@ -2041,20 +2045,39 @@ class Importer:
         outputs = {o.name for o in self.graph.output}
         return bool(readers) and all(_tree_x(n) == name for n in readers) and name not in outputs
 
-    def batch_axis(self, dims: Any) -> int:
-        """The axis of an input's ONNX dimensions ``dims`` that is the batch N: the first,
-        unless its size is fixed (a dim_value, or a dim_param named in ``self.dims``) and
-        exactly one later dimension is left free, which is then N (torch's nn.LSTM / nn.GRU
-        with batch_first=False: x [T, N, C] with T fixed, h0 / c0 [layers * dirs, N, H])."""
+    def batch_axis(self, dims: Any, where: str = "") -> int:
+        """The axis of an input's ONNX dimensions ``dims`` that is the batch N: the one whose
+        dim_param ``self.dims`` maps to "N"; else the first, unless its size is fixed (a
+        dim_value, or a dim_param ``self.dims`` gives a size) and exactly one later dimension
+        is left free, which is then N (torch's nn.LSTM / nn.GRU with batch_first=False: x
+        [T, N, C] with T fixed, h0 / c0 [layers * dirs, N, H]). Raises OnnxError (``where``
+        names the input) for two or more free dimensions after a fixed first one ([1, N, S]):
+        which one is the batch is the user's to say, with dims."""
 
         def free(d: Any) -> bool:
             if d.HasField("dim_value") and d.dim_value >= 0:
                 return False
             return not (d.dim_param and d.dim_param in self.dims)
 
+        named = [k for k, d in enumerate(dims) if d.dim_param and self.dims.get(d.dim_param) == "N"]
+        if len(named) > 1:
+            raise OnnxError(
+                f"{where}: dims' batch {dims[named[0]].dim_param!r} is more than one of its dimensions"
+            )
+        if named:
+            return named[0]
         if not dims or free(dims[0]):
             return 0
         later = [k for k, d in enumerate(dims) if k and free(d)]
+        if len(later) > 1 and all(dims[k].dim_param for k in later):
+            a, b = (dims[k].dim_param for k in later[:2])
+            shown = ", ".join(f"{k} ({dims[k].dim_param})" for k in later)
+            raise OnnxError(
+                f"{where}: dimensions {shown} are symbolic after a fixed first one: graphc "
+                "cannot tell which is the batch N (the others need a size); say it with "
+                f"from_onnx(..., dims={{{a!r}: 'N', {b!r}: size}}) (or --dim {a}=N --dim "
+                f"{b}=SIZE), or {{{b!r}: 'N', {a!r}: size}} where {b!r} is the batch"
+            )
         return later[0] if len(later) == 1 else 0
 
     def graph_input(self, vi: Any) -> tuple[Tensor, int]:
@@ -2080,7 +2103,7 @@ class Importer:
             )
         if not tt.HasField("shape"):
             raise OnnxError(f"{where}: the input has no shape; graphc needs every dimension")
-        batch = self.batch_axis(tt.shape.dim)
+        batch = self.batch_axis(tt.shape.dim, where)
         shape: list[Any] = []
         for k, d in enumerate(tt.shape.dim):
             # dim_value -1 (older keras2onnx/tf2onnx files), an empty dim_param and no value at
@@ -2096,7 +2119,7 @@ class Importer:
             if fixed:
                 shape.append(int(d.dim_value))
             elif k == batch:
-                if k == 0 and d.dim_param in self.dims:
+                if k == 0 and self.dims.get(d.dim_param, "N") != "N":
                     raise OnnxError(
                         f"{where}: dims names {d.dim_param!r}, the first dimension: the batch N "
                         "stays symbolic (every batch size runs); dims fixes the others"
@@ -2132,9 +2155,10 @@ class Importer:
                         "inside forward): graphc's inputs and outputs lead with N, which may "
                         "move inside the model"
                     )
+                but = "the first (the batch N)" if batch == 0 else f"the batch N (axis {batch})"
                 raise OnnxError(
                     f"{where}: dimension {k} is symbolic ({name}); graphc fixes "
-                    f"every dimension but the first (the batch N){hint}"
+                    f"every dimension but {but}{hint}"
                 )
         if batch:  # declared N first, the ONNX value a layout view of it (Importer.run)
             shape.insert(0, shape.pop(batch))
@@ -2806,7 +2830,7 @@ def from_onnx(
     name: str | None = None,
     constants: dict[str, Any] | None = None,
     prefix: str = "",
-    dims: dict[str, int] | None = None,
+    dims: dict[str, int | str] | None = None,
 ) -> OnnxImport:
     """Import an ONNX model as graphc tensors, ready for ``gc.compile``.
 
@@ -2841,6 +2865,9 @@ def from_onnx(
             is refused, and so is naming an input's first dimension unless exactly one later
             dimension stays free, which is then the batch N (a sequence-first x [T, N, C]:
             dims={"T": 5}; predict takes x in that layout: OnnxImport.input_batch_axes).
+            One name may map to "N" instead: that dimension is the batch, wherever it stands
+            (x [1, batch, seq]: dims={"batch": "N", "seq": 128}); two or more free dimensions
+            after a fixed first one are refused without it, naming dims.
 
     Integer inputs: graphc holds ONNX's integers as float32 (exact below 2**24 in
     magnitude). Each integer input that the graph computes with or looks rows up with is
