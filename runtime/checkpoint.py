@@ -488,8 +488,8 @@ def load(
     set-up's (``setup_hash``: the same network, loss and optimizer options, whatever graphc
     wrote the file), or ``rebuilt`` (the model was compiled from this file's own description:
     load_model, pickle), or, for a file written before graphc kept ``setup_hash``, the forward
-    graph agrees and every optimizer slot agrees in name, shape and dtype (the slots name the
-    optimizer's kind; torch's load_state_dict checks no more). Each array is still checked.
+    graph agrees and the optimizer slots agree in order, kind, shape and dtype (the slots name
+    the optimizer's kind; torch's load_state_dict checks no more). Each array is still checked.
 
     Returns:
         The checkpoint's header (model, epochs_done, extra, ...).
@@ -508,12 +508,7 @@ def load(
         rebuilt
         or header.get("graph_hash") == structure_hash(prog.training or prog.forward)
         or header.get("setup_hash") == setup_hash(model)
-        or (
-            "setup_hash" not in header
-            and same_forward
-            and {k: (v.shape, v.dtype) for k, v in state.items()}
-            == {k: (v.shape, v.dtype) for k, v in model.state.items()}
-        )
+        or ("setup_hash" not in header and same_forward and _slots(state) == _slots(model.state))
     )
     if not weights_only and not same_graph:
         try:
@@ -549,6 +544,13 @@ def load(
         if hasattr(model, "initial_lr"):
             model.initial_lr = float(base) if isinstance(base, (int, float)) else keep_base
     return header
+
+
+def _slots(state: dict[str, np.ndarray]) -> list[tuple[str, tuple[int, ...], np.dtype]]:
+    """The optimizer's slots in order: each one's kind (``exp_avg`` of ``d.w.exp_avg``,
+    ``step``), shape and dtype; not the parameter names, which automatic layer names
+    (``layer_norm5`` / ``layer_norm105``) number differently in another process."""
+    return [(k.rsplit(".", 1)[-1], v.shape, v.dtype) for k, v in state.items()]
 
 
 def _match(

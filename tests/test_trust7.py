@@ -26,11 +26,12 @@ def _resumes_as_before(m, kind: str) -> None:
     np.testing.assert_allclose(m.predict(ref["x"]), ref["pred"], rtol=1e-6, atol=1e-6)
     loss = m.train_step(ref["x"][:8], ref["t"][:8])
     assert loss == pytest.approx(float(ref["step_loss"]), rel=1e-6)
-    now = {**m.params, **m.state}
+    now = {**m.params, **m.state}  # in order: automatic layer names may differ (layer_norm2)
     after = {k.split("/", 1)[1]: ref[k] for k in ref.files if k.startswith("after/")}
-    assert set(after) == set(now)
-    for k, v in after.items():
-        np.testing.assert_allclose(now[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+    assert len(after) == len(now)
+    for (k, v), (k2, w) in zip(after.items(), now.items()):
+        assert k.rsplit(".", 1)[-1] == k2.rsplit(".", 1)[-1]
+        np.testing.assert_allclose(w, v, rtol=1e-5, atol=1e-6, err_msg=k)
 
 
 @pytest.mark.parametrize("kind", ["ln_rms", "sgd_bce"])
@@ -42,6 +43,7 @@ def test_files_of_an_older_graphc_load_and_resume(kind) -> None:
     were refused: 'training-graph hash differs: ... the optimizer or the loss differs'."""
     _resumes_as_before(gc.load_model(os.path.join(OLD, f"{kind}.gcm")), kind)
     x, _ = old.data()
+    old.build(kind, x)  # the second build's layers get other automatic names (layer_norm2)
     m = old.build(kind, x)
     m.load(os.path.join(OLD, f"{kind}.npz"))
     _resumes_as_before(m, kind)
