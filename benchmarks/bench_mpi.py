@@ -103,13 +103,18 @@ def graphc_worker(args: argparse.Namespace) -> None:
         "step_ms": 1e3 * wall / steps,
         "cpu_wait_ms": 1e3 * waited / steps,
     }
-    if comm is not None:
-        out.update(step_parts(m, comm, x, y, args.batch))
+    if comm is not None:  # the update fit chose (GRAPHC_MPI_SHARD=auto: its window's probe)
+        from graphc.runtime import distributed
+
+        out["update"] = distributed.LAST_UPDATE
+        probe = distributed.LAST_PROBE
+        out["probe_ms"] = None if probe is None else [round(1e3 * t, 4) for t in probe]
+        out.update(step_parts(m, comm, x, y, args.batch, distributed.LAST_UPDATE))
     if comm is None or comm.Get_rank() == 0:
         print("RESULT " + json.dumps(out), flush=True)
 
 
-def step_parts(m, comm, x, y, batch: int) -> dict:
+def step_parts(m, comm, x, y, batch: int, update: str) -> dict:
     """Medians over one epoch of the distributed fit's step (the loop of
     graphc.runtime.distributed, lr 0 so the model does not move), part by part, the slowest
     rank's: compute (rows gathered + train_grads), all-reduce, apply_update. With the summed
@@ -117,7 +122,8 @@ def step_parts(m, comm, x, y, batch: int) -> dict:
     window's first barrier and the flags' sum, "update" the gradients' sum over the slots
     inside the update (all elements, or this rank's shard) and the second barrier
     (SplitStep.shard_update), as the call-out runs them (the fit's native epochs with spinning
-    waits run them natively instead, without the Python and MPI calls)."""
+    waits run them natively instead, without the Python and MPI calls). ``update``: the one
+    the fit ran ("shard", "summed", "whole"), which this step runs too."""
     from mpi4py import MPI
 
     from graphc.runtime.distributed import (
@@ -132,7 +138,15 @@ def step_parts(m, comm, x, y, batch: int) -> dict:
     n = len(x)
     first, count = shard(batch, k, r)
     how = choose_reduce(comm, reduce_mode())  # as fit chooses (GRAPHC_MPI_REDUCE)
-    s = SplitStep(m, count, comm, how)
+    before = os.environ.get("GRAPHC_MPI_SHARD")
+    os.environ["GRAPHC_MPI_SHARD"] = "1" if update == "shard" else "0"  # no second probe
+    try:
+        s = SplitStep(m, count, comm, how)
+    finally:
+        if before is None:
+            del os.environ["GRAPHC_MPI_SHARD"]
+        else:
+            os.environ["GRAPHC_MPI_SHARD"] = before
     s.lr[...] = 0.0
     sharded = s.plan is not None
     if sharded:  # as fit's native epochs (with GRAPHC_MPI_SHARD=1 on the shared parameters)
@@ -556,6 +570,7 @@ def median_run(runs: list[dict]) -> dict:
     ordered = sorted(runs, key=lambda g: g["samples_per_s"])
     out = dict(ordered[(len(ordered) - 1) // 2])
     out["all_samples_per_s"] = [round(g["samples_per_s"]) for g in runs]
+    out["all_updates"] = [g.get("update", "") for g in runs]  # auto: each launch's choice
     return out
 
 
@@ -569,7 +584,9 @@ def main() -> None:
         help="GRAPHC_MPI_REDUCE of the distributed runs, several comma-separated (auto,allreduce:"
         " the shared-memory window against MPI_Allreduce, interleaved); MODE:shard runs MODE with"
         " GRAPHC_MPI_SHARD=1 (each rank sums and updates a shard), MODE:whole with"
-        " GRAPHC_MPI_SHARD=0 (the whole update on every rank, the default: auto:whole,auto:shard)",
+        " GRAPHC_MPI_SHARD=0 (the whole update on every rank); MODE alone leaves"
+        " GRAPHC_MPI_SHARD as it is (auto, the default: each window times both and runs the"
+        " faster): auto:whole,auto:shard,auto",
     )
     ap.add_argument("--rows", type=int, default=16384)
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs per run")
@@ -649,7 +666,10 @@ def main() -> None:
             t = median_run(t_runs[k]) if torch else None
             eff = g["samples_per_s"] / (k * base)
             teff = t["samples_per_s"] / (k * tbase) if t and tbase else float("nan")
-            row = {"batch": batch, "ranks": k, "reduce": g.get("reduce", ""), "graphc": g,
+            label = g.get("reduce", "")
+            if any(g["all_updates"]):  # the update each repeat's fit ran (auto: its probe's)
+                label += " (fits: " + "/".join(u for u in g["all_updates"]) + ")"
+            row = {"batch": batch, "ranks": k, "reduce": label, "graphc": g,
                    "torch": t, "efficiency": eff, "torch_efficiency": teff,
                    "load": [before, after]}  # fmt: skip
             rows.append(row)

@@ -20,16 +20,18 @@ model and calls ``fit`` with the same data and arguments. Then:
   optimizer update on every rank. The trajectory is the one-process trajectory with batch
   size B, up to the order of the floating-point sums; dropout masks depend on the global row
   index, so they match too;
-- the summed update (the default for ranks sharing memory in native epochs, when the update
+- the summed update (for ranks sharing memory in native epochs, when the update
   runs by elements: codegen.epoch.update_shard_plan): instead of the window's sum followed
   by ``apply_update``, after the window's first barrier every rank runs
   ``NAME_apply_update_shard`` over all elements on its own parameters, each gradient
   element summed over the ranks' slots (rank order) as the update reads it (one pass over
   the slots, parameters and state instead of two; parameters bit for bit those of the sum and
   ``apply_update``), then a second barrier before any rank writes its slot again;
-- the sharded update (``GRAPHC_MPI_SHARD=1``, off by default: on this project's 2-core host
-  it measured no faster, the cores' cache-to-cache traffic eating the saved update, see
-  benchmarks/README.md; for ranks sharing memory, native epochs, an update that runs by
+- the sharded update (``GRAPHC_MPI_SHARD=1``; ``auto``, the default, times it against the
+  summed update once per window and runs the faster: SplitStep._faster_sharded, since on
+  this project's 2-core host either wins depending on the launch, the cores' cache-to-cache
+  traffic deciding, see benchmarks/README.md; ``0``: the summed update; for ranks sharing
+  memory, native epochs, an update that runs by
   elements: codegen.epoch.update_shard_plan): the parameters the
   ranks train live once, in the shared-memory window; after the window's first barrier each
   rank sums its shard of the gradients over the slots and applies the update to that shard
@@ -129,6 +131,7 @@ import logging
 import math
 import os
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -162,6 +165,11 @@ LAST_SCAN = ""  # where it checked the float rows: "epoch" (the first epoch's ga
 # its update: "shard" (each rank a shard, shared parameters), "summed" (every rank all of it,
 # summing the slots' gradients as it reads them) or "whole" (apply_update after the all-reduce)
 LAST_UPDATE = ""
+# GRAPHC_MPI_SHARD=auto (the default): the medians (seconds, the slower rank's) of the summed
+# and the sharded update as the last window timed them (SplitStep._faster_sharded)
+LAST_PROBE: tuple[float, float] | None = None
+PROBE_ROUNDS = 5  # each update timed this many times, interleaved
+PROBE_MARGIN = 0.1  # the sharded update must be this much faster (the summed is the tested default)
 # A list to make every step's all-reduce append (entered, first barrier left, this rank's share
 # summed, left) in time.perf_counter_ns() (CLOCK_MONOTONIC: one clock for all ranks of a
 # machine; the window's barrier and sum, or the whole MPI_Allreduce as entered..left), for
@@ -667,17 +675,18 @@ class SplitStep:
         self.how = reduce
         # ranks sharing memory, native epochs: each rank sums the slots' gradients inside its
         # update (NAME_apply_update_shard over all elements, see shard_update), or with
-        # GRAPHC_MPI_SHARD=1 over its shard of the parameters, which then live in the window
+        # GRAPHC_MPI_SHARD=1 over its shard of the parameters, which then live in the window;
+        # auto (the default): whichever of the two the window's probe finds faster
         self.plan = None
         self.shares_params = False
         self.sharding = False  # set by fit around the native epochs that use the plan
+        shard = os.environ.get("GRAPHC_MPI_SHARD", "").strip().lower() or "auto"
         if reduce == "window" and jit.has(f"{name}_apply_update_shard"):
             self.plan = update_shard_plan(prog.schedules["apply_update"])
-            self.shares_params = (
-                self.plan is not None and os.environ.get("GRAPHC_MPI_SHARD", "").strip() == "1"
-            )
+            self.shares_params = self.plan is not None and shard == "1"
+        probe = reduce == "window" and self.plan is not None and shard == "auto"
         if reduce == "window":
-            shared = prog.param_bytes if self.shares_params else 0
+            shared = prog.param_bytes if self.shares_params or probe else 0
             self.window = WindowReduce(comm, size, jit.address(fn), shared)
             self.buffer = self.window.mine
         else:  # zeroed: the padding between gradients stays 0
@@ -712,6 +721,8 @@ class SplitStep:
         self.native_summed = np.zeros(self.FLAGS, self.dtype)
         self.native_reduce = False
         if self.plan is not None:
+            if probe:
+                self.shares_params = self._faster_sharded(model, jit, name, flag_bytes)
             self._bind_shards(jit, name, flag_bytes)
 
         # the rank's whole epoch in one native call (NAME_train_epoch_split), when compiled
@@ -796,6 +807,48 @@ class SplitStep:
         c[epoch_abi.CTL_GRAD], c[epoch_abi.CTL_GRAD_BYTES] = address(self.grad), self.grad.nbytes
         c[epoch_abi.CTL_SHARD] = jit.address(f"{name}_apply_update_shard")
         self.native_reduce = True
+
+    def _faster_sharded(self, model: Any, jit: Any, name: str, flag_bytes: int) -> bool:
+        """Whether the sharded update is faster than the summed one on these ranks (collective
+        over the window's ranks; GRAPHC_MPI_SHARD=auto, the default). Both give the same
+        parameters bit for bit, but which is faster changes from one launch to the next on
+        the same machine (benchmarks/README.md: the sharded update's part 0.019 ms per step
+        in some launches and 0.064 in others, the summed one's 0.041-0.051): so each kept
+        window times both, PROBE_ROUNDS times, interleaved, as a step runs them: this rank's
+        gradients written, barrier, NAME_apply_update_shard (all elements on a scratch copy
+        of the parameters, or this rank's shard of the window's shared parameters; a scratch
+        copy of the optimizer state, lr 0), barrier, every parameter read (the next forward
+        pass). The slower rank's medians decide; the sharded update must win by
+        PROBE_MARGIN. The window's shared parameters are scratch until fit's share_params
+        fills them. About 1 ms, once per window."""
+        from mpi4py import MPI
+
+        w = self.window
+        assert w is not None and w.shared is not None
+        params = aligned_empty(model._param_region.nbytes)
+        np.copyto(params, model._param_region.view(np.uint8))
+        state = model._state_region.copy()
+        times: list[list[float]] = [[], []]
+        for _ in range(PROBE_ROUNDS):
+            for sharded in (False, True):
+                self.shares_params = sharded
+                self._bind_shards(jit, name, flag_bytes)
+                args = list(self._shard_args)
+                args[0] = address(w.shared) if sharded else address(params)
+                args[1] = address(state)
+                self.grad[...] = 0  # written by this rank, as train_grads leaves them
+                w._barrier(False)
+                t0 = time.perf_counter()
+                self.shard_fn(*args)  # (lr 0, scratch copies: a nonzero code changes nothing)
+                w._barrier(False)
+                read = w.shared if sharded else params
+                np.bitwise_or.reduce(read[: read.size - read.size % 8].view(np.uint64))
+                times[sharded].append(time.perf_counter() - t0)
+        worst = np.array([statistics.median(t) for t in times])
+        w.comm.Allreduce(MPI.IN_PLACE, worst, op=MPI.MAX)
+        global LAST_PROBE
+        LAST_PROBE = (float(worst[0]), float(worst[1]))
+        return bool(worst[1] < worst[0] * (1 - PROBE_MARGIN))
 
     def share_params(self, model: Any, napping: bool = False) -> None:
         """Collective over the window's ranks: rank 0 copies ``model``'s parameters into the
