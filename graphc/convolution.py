@@ -271,34 +271,45 @@ def _recount(y: Tensor, ks, ss, begins, spans) -> Tensor:
 
 def _pad_for_pool(kind: str, x: Tensor, pads: tuple[int, ...]) -> Tensor:
     """x with ``pads`` (begins, then ends) around its spatial axes: zeros for an average (the
-    sum of a window is the sum of its elements inside x); for a maximum, copies of the edge
-    element: with every pad below the window (those of 'same' are; explicit pads are checked)
-    each window that reaches into the padding also holds the edge element, so the copies never
-    change a maximum, and their gradient returns to the edge element (a -inf fill would need a
-    constant array)."""
+    sum of a window is the sum of its elements inside x), -inf for a maximum (torch's
+    MaxPool: a padded position never wins, not even a tie), selected where a padded mask of
+    ones is 0 (x * 0 + 1 is NaN for an infinite or NaN element, which where takes as true)."""
     r = len(pads) // 2
-    if kind == "avg":
-        axes = tuple(a for a in range(r) if pads[a] or pads[r + a])
+    axes = tuple(a for a in range(r) if pads[a] or pads[r + a])
+
+    def pad(t: Tensor) -> Tensor:
         return apply(
             "pad",
-            x,
+            t,
             axes=tuple(2 + a for a in axes),
             before=tuple(pads[a] for a in axes),
             after=tuple(pads[r + a] for a in axes),
         )
-    for a in range(r):
-        axis, size = 2 + a, int(x.shape[2 + a])
-        first, last = strided_slice(x, axis, 0, 1, 1), strided_slice(x, axis, size - 1, 1, 1)
-        parts = [first] * pads[a] + [x] + [last] * pads[r + a]
-        if len(parts) > 1:
-            x = apply("concat", *parts, axis=axis)
-    return x
+
+    if kind == "avg":
+        return pad(x)
+    from .functional import where
+
+    return where(pad(x * 0.0 + 1.0), pad(x), -math.inf)
+
+
+def first_max(acc: Tensor, t: Tensor) -> Tensor:
+    """The running maximum of a window read element by element: ``t`` replaces ``acc`` when it
+    is greater or NaN (torch's max pooling kernels: ``val > max || isnan(val)``), so a tie
+    keeps the earlier element and the gradient reaches the first maximum of each window in
+    row-major order only, as torch's, TensorFlow's and JAX's max pooling (and ONNX MaxPool's
+    Indices) pick it; a NaN window gives NaN."""
+    from .functional import not_equal, where
+
+    take = apply("maximum", apply("greater", t, acc), not_equal(t, t))
+    return where(take, t, acc)
 
 
 def _valid_pool(kind: str, x: Tensor, ks, ss, out: list[int]) -> Tensor:
-    """max or mean over the windows of ``ks`` every ``ss`` that lie in x ([N, C, D1..Dk])."""
+    """max or mean over the windows of ``ks`` every ``ss`` that lie in x ([N, C, D1..Dk]);
+    the max by ``first_max`` over the window's offsets in row-major order."""
     r = len(ks)
-    if ss == ks:  # windows side by side: one reshape to [..., O, K, ...] and one reduction
+    if ss == ks and kind != "max":  # windows side by side: a reshape and one reduction
         t = x
         for a in range(r):
             t = strided_slice(t, 2 + a, 0, 1, out[a] * ks[a])
@@ -306,22 +317,15 @@ def _valid_pool(kind: str, x: Tensor, ks, ss, out: list[int]) -> Tensor:
         for o, k in zip(out, ks):
             shape += [o, k]
         t = reshape(t, tuple(shape))
-        axes = tuple(3 + 2 * a for a in range(r))
-        if kind == "max":
-            from .functional import max as reduce_max
-
-            return reduce_max(t, axes)
-        return mean(t, axes)
+        return mean(t, tuple(3 + 2 * a for a in range(r)))
     acc: Tensor | None = None
     import itertools
-
-    from .dsl import maximum
 
     for offs in itertools.product(*(range(k) for k in ks)):
         t = x
         for a, k in enumerate(offs):
             t = strided_slice(t, 2 + a, k, ss[a], out[a])
-        acc = t if acc is None else (maximum(acc, t) if kind == "max" else acc + t)
+        acc = t if acc is None else (first_max(acc, t) if kind == "max" else acc + t)
     assert acc is not None
     return acc if kind == "max" else acc * (1.0 / math.prod(ks))
 
@@ -347,8 +351,9 @@ def max_pool(
     ``ceil_mode`` (torch's): O = ceil((D + before + after - pool_size) / stride) + 1, less one
     if the last window would start past the input and its begin pad; that window may run past
     the padded input and takes what lies inside. Padded positions never win (as -inf, torch's
-    MaxPool). The gradient goes to the maximum (split evenly among ties, as graphc's max; an
-    edge element that ties with another takes the shares of the padded positions too).
+    MaxPool). The gradient goes to the first maximum of each window in row-major order (a tie
+    keeps the earlier element; NaN wins), as torch's, TensorFlow's and JAX's max pooling:
+    ``first_max``. (graphc's ``max`` reduction, torch.amax's rule, splits it among ties.)
 
     Raises:
         ShapeError: x not [N, C, D1..Dk] or a window larger than the (padded) input.

@@ -39,7 +39,7 @@ from graphc.ir.ops.sources import index_range, is_table
 from graphc.ir.types import TensorType
 
 from . import dsl, onnx_import_rnn, onnx_layout
-from .convolution import strided_slice
+from .convolution import first_max, strided_slice
 from .dsl import Tensor
 from .functional import permute
 
@@ -6182,7 +6182,7 @@ def _pool(kind: str) -> Callable[[NodeContext], list[Value]]:
             count += counted
             if kind == "max":
                 reads.append((t, acc, [axes[j][k][0] for j, k in enumerate(offsets)]))
-                acc = t if acc is None else dsl.maximum(acc, t)
+                acc = t if acc is None else first_max(acc, t)
                 continue
             if kind == "lp":
                 t = _power(_abs(t), p)

@@ -247,3 +247,48 @@ def test_float16_class_labels_read_without_a_warning() -> None:
         warnings.simplefilter("error", RuntimeWarning)
         assert m.evaluate(xs, ys.astype(np.float16))["loss"] == want
         assert m.train_step(xs, ys.astype(np.float16)) == want
+
+
+def _first_max_pool_2d(x, k, s, p, u):
+    """numpy float64: torch's max_pool2d(x, k, s, p) (padding -inf) and the gradient of
+    sum(u * y) in x, which goes to the first maximum of each window in row-major order."""
+    n, c, h, w = x.shape
+    xp = np.full((n, c, h + 2 * p, w + 2 * p), -np.inf)
+    xp[:, :, p : p + h, p : p + w] = x
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    y, g = np.zeros((n, c, oh, ow)), np.zeros_like(xp)
+    for i, j in np.ndindex(oh, ow):
+        win = xp[:, :, i * s : i * s + k, j * s : j * s + k].reshape(n, c, -1)
+        first = np.argmax(win, axis=-1)  # numpy's argmax: the first maximum
+        y[:, :, i, j] = np.take_along_axis(win, first[..., None], -1)[..., 0]
+        for b, ch in np.ndindex(n, c):
+            a, bb = divmod(int(first[b, ch]), k)
+            g[b, ch, i * s + a, j * s + bb] += u[ch, i, j]
+    return y, g[:, :, p : p + h, p : p + w]
+
+
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (3, 1, 1), (3, 2, 1), (2, 1, 0)])
+def test_max_pool_ties_send_the_gradient_to_the_first_maximum(k, s, p) -> None:
+    """Windows with tied maxima (small integers): max_pool's gradient reaches the first
+    maximum of each window in row-major order, as torch's (and TensorFlow's, JAX's) max
+    pooling; padded positions never win. Before, windows side by side split it evenly among
+    the ties and overlapping ones halved it along a chain of maximum (0.25, 0.25, 0.5 for
+    three), neither of which any of them does. Reference: the numpy float64 rule above and,
+    where installed, torch 2.13's max_pool2d autograd; forward values unchanged."""
+    rng = np.random.default_rng(k * 10 + s + p)
+    xs = rng.integers(-2, 3, size=(2, 2, 6, 6)).astype(np.float64)
+    x = gc.input("x", ("N", 2, 6, 6), dtype="f64")
+    w = gc.param("w", (2, 6, 6), init=1.0, dtype="f64")
+    y = gc.max_pool(x * w, k, strides=s, padding=p)
+    u = rng.normal(size=y.shape[1:])
+    loss = gc.sum(y * gc.constant(u, dtype="f64"))
+    m = gc.compile(y, loss, gc.SGD(0.0), name=f"pool_ties_{k}{s}{p}")
+    want_y, want_g = _first_max_pool_2d(xs, k, s, p, u)
+    np.testing.assert_array_equal(m.predict(xs), want_y)
+    g = m.gradients(xs)["w"]  # sums of the same terms in another order: 1e-13
+    np.testing.assert_allclose(g, (want_g * xs).sum(0), rtol=1e-13, atol=1e-13)
+    torch = pytest.importorskip("torch")
+    tw = torch.ones((2, 6, 6), dtype=torch.float64, requires_grad=True)
+    ty = torch.nn.functional.max_pool2d(torch.tensor(xs) * tw, k, s, p)
+    (ty * torch.tensor(u)).sum().backward()
+    np.testing.assert_allclose(g, tw.grad.numpy(), rtol=1e-13, atol=1e-13)
