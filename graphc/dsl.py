@@ -873,14 +873,23 @@ def matmul(a: Tensor, b: Tensor, *, transpose_a: bool = False, transpose_b: bool
 def sum(x: Tensor, axes: Iterable[int] | int | None = None, keepdims: bool = False) -> Tensor:
     """Sum over ``axes`` (all when None). Raises OptionTypeError: ``keepdims`` not a bool."""
     keepdims = check_bool(keepdims, "sum: keepdims")
-    return apply("sum", x, axes=_axes(axes), keepdims=keepdims or None)
+    return _reduced_loss(apply("sum", x, axes=_axes(axes), keepdims=keepdims or None), x)
 
 
 def mean(x: Tensor, axes: Iterable[int] | int | None = None, keepdims: bool = False) -> Tensor:
     """Mean over ``axes`` (all when None); the count includes the batch size at run time.
     Raises OptionTypeError: ``keepdims`` not a bool."""
     keepdims = check_bool(keepdims, "mean: keepdims")
-    return apply("mean", x, axes=_axes(axes), keepdims=keepdims or None)
+    return _reduced_loss(apply("mean", x, axes=_axes(axes), keepdims=keepdims or None), x)
+
+
+def _reduced_loss(out: Tensor, x: Tensor) -> Tensor:
+    """``out``, the sum or mean of ``x`` to a scalar, keeps the tag of a built-in loss of
+    reduction "none" (``loss(..., reduction="none")``, then gc.mean as in torch): evaluate
+    still reports its metrics (accuracy) from the loss's prediction and target."""
+    if x.kind is not None and out.type.shape == ():
+        out.kind, out.prediction, out.target = x.kind, x.prediction, x.target
+    return out
 
 
 def reshape(x: Tensor, shape: Iterable) -> Tensor:

@@ -109,7 +109,11 @@ def test_options_match_torch_and_the_formula(case):
     zr = (xs @ w["d.w"] + w["d.b"]).reshape(-1, classes)
     flat = ys.reshape(-1)
     want = _loss(zr, flat, opts, then)
-    assert m.evaluate(xs, ys, batch_size=2)["loss"] == pytest.approx(want, rel=1e-12)
+    ev = m.evaluate(xs, ys, batch_size=2)
+    assert ev["loss"] == pytest.approx(want, rel=1e-12)
+    # accuracy over the kept positions, also for a per-row loss reduced by gc.mean / gc.sum
+    kept = flat != k if k is not None else np.ones(flat.size, bool)
+    assert ev["accuracy"] == pytest.approx(np.mean(zr.argmax(-1)[kept] == flat[kept]), abs=1e-12)
     h, fd = 1e-6, np.zeros(classes)
     for j in range(classes):
         e = np.zeros(classes)
