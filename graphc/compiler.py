@@ -167,7 +167,8 @@ def build_graphs(
     # they are), but a rank's slice would normalize by its own rows' statistics
     build_split(prog, train_fwd, params, optimizer)
     prog.loss_note = not_row_mean(train_fwd, loss_name)
-    prog.kept_rows = kept_rows(train_fwd, loss_name) if prog.loss_note else None
+    kept = kept_rows(train_fwd, loss_name) if prog.loss_note else None
+    prog.kept_rows, prog.kept_weight = kept if kept is not None else (None, None)
     if state_updates:
         prog.ranks_note = (
             "its batch statistics (batch_norm) would be each rank's own, not the global batch's"
@@ -177,17 +178,24 @@ def build_graphs(
     return prog
 
 
-def kept_rows(g: Graph, loss: str) -> tuple[str, int] | None:
-    """(labels input, ignore_index) when ``loss`` is a mean over the rows softmax_cross_entropy
-    keeps (ir.batch.kept_mean_loss) and its labels are a graph input with N leading, whose
-    values data-parallel fit can count per row; else None."""
+def kept_rows(
+    g: Graph, loss: str
+) -> tuple[tuple[str, int | None], tuple[float, ...] | None] | None:
+    """((labels input, ignore_index or None), class weights or None) when ``loss`` is a mean
+    over the rows softmax_cross_entropy keeps or weighs (ir.batch.kept_mean_loss) and its
+    labels are a graph input with N leading, whose values data-parallel fit can weigh per
+    row; else None."""
     node = kept_mean_loss(g, loss)
     if node is None:
         return None
     labels = g[node.inputs[1]]
     if labels.op != "input" or not labels.type.shape or labels.type.shape[0] != BATCH:
         return None
-    return labels.name, int(node.attr("ignore_index"))
+    ignore, weight = node.attr("ignore_index"), node.attr("weight")
+    return (
+        (labels.name, None if ignore is None else int(ignore)),
+        None if weight is None else tuple(float(w) for w in weight),
+    )
 
 
 def not_row_mean(g: Graph, loss: str) -> str:
@@ -215,8 +223,10 @@ def not_row_mean(g: Graph, loss: str) -> str:
         return (
             f"its loss {loss!r} is softmax_cross_entropy with weight: a mean divided by the "
             "class weights of the rows each rank keeps, whose sums differ between ranks, so "
-            "the ranks' gradients would not add up to the global batch's (data-parallel fit "
-            "rescales by kept label counts only); train it in one process"
+            "the ranks' gradients add up to the global batch's only when each rank's "
+            "loss_scale is its kept rows' weights over the global batch's (graphc's "
+            "data-parallel fit does that when the labels are a graph input and the loss "
+            "holds no other mean over rows)"
         )
     if mean_of_xent and first.attr("ignore_index") is not None:
         return (

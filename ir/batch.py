@@ -163,27 +163,30 @@ def loss_is_row_mean(g: Graph, loss: str) -> bool:
     return batch_kinds(g)[loss] in (MEAN, CONST)
 
 
+KEPT_ATTRS = ("ignore_index", "weight")  # softmax_cross_entropy's normalizers of kept rows
+
+
 def kept_mean_loss(g: Graph, loss: str) -> Node | None:
-    """The softmax_cross_entropy node with ``ignore_index`` when the scalar ``loss`` is affine
-    in that node's value alone (its mean over the rows whose label is not ignore_index, plus
-    or times terms of no row), else None. Then a block of rows holding ``K_b`` of the batch's
-    ``K`` kept rows (row i counting its label positions other than ignore_index) contributes
-    ``loss_b * K_b / K`` to the batch's loss and gradient: data-parallel training's
-    loss_scale (runtime.distributed.kept_scales). Any other attribute of the node set (a
-    normalizer of another kind), another mean over rows in the loss, or a second such node:
-    None."""
+    """The softmax_cross_entropy node with ``ignore_index`` and / or class ``weight`` (its
+    mean: the sum of w[y_i] * loss_i over the label positions not ignored, divided by their
+    weights' sum W, or their count K without weight) when the scalar ``loss`` is affine in
+    that node's value alone (plus or times terms of no row), else None. Then a block of rows
+    holding ``W_b`` of the batch's ``W`` contributes ``loss_b * W_b / W`` to the batch's loss
+    and gradient: data-parallel training's loss_scale (runtime.distributed.kept_scales). Any
+    other attribute of the node set (reduction, label_smoothing), another mean over rows in
+    the loss, or a second such node: None."""
     from .algorithms import ancestors
 
     needed = ancestors(g, [loss])
     found = [
         n for n in g.nodes
         if n.name in needed and n.op == "softmax_cross_entropy"
-        and n.attr("ignore_index") is not None
+        and any(n.attr(k) is not None for k in KEPT_ATTRS)
     ]  # fmt: skip
     if len(found) != 1:
         return None
     node = found[0]
     defaults = OPS[node.op].attrs
-    if any(OPS[node.op].attr(node, k) != v for k, v in defaults.items() if k != "ignore_index"):
+    if any(OPS[node.op].attr(node, k) != v for k, v in defaults.items() if k not in KEPT_ATTRS):
         return None
     return node if batch_kinds(g, kept=node.name)[loss] == MEAN else None

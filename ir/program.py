@@ -71,11 +71,14 @@ class Program:
     # right in one process (train_grads with loss_scale 1, then apply_update, is train_step)
     loss_note: str = ""
     # set when the loss is a mean over the rows whose labels are not softmax_cross_entropy's
-    # ignore_index (ir.batch.kept_mean_loss) read from a graph input: (that input's name, the
-    # ignore_index). loss_note says why the split entries alone are not data-parallel, but
+    # ignore_index, or weighted by its class weights (ir.batch.kept_mean_loss), read from a
+    # graph input: (that input's name, the ignore_index or None). loss_note says why the split entries alone are not data-parallel, but
     # data-parallel fit trains it, each rank's loss_scale its kept label positions over the
     # global batch's (runtime.distributed.kept_scales)
-    kept_rows: tuple[str, int] | None = None
+    kept_rows: tuple[str, int | None] | None = None
+    # with kept_rows: softmax_cross_entropy's class weights (each kept label position counts
+    # its class's weight instead of 1), or None
+    kept_weight: tuple[float, ...] | None = None
     # the passes' options schedule_program ran with (graphc.compiler.compile_split reuses them)
     disabled_passes: tuple[str, ...] = ()
     verify_each: bool = False

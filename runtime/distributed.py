@@ -103,10 +103,11 @@ model and calls ``fit`` with the same data and arguments. Then:
 
 Ops whose value depends on the whole batch (batch normalization) and losses that are no mean
 over the rows (a sum over them, RMSE: graphc.compiler.not_row_mean) refuse distributed fit,
-naming the node (see ``Model.fit``). A softmax_cross_entropy with ``ignore_index`` is a mean
-over the label positions kept, whose counts differ between ranks: each rank's loss_scale is
-then its kept positions over the global batch's (kept_scales, computed every epoch from the
-labels every rank holds), and validation figures are weighted by kept positions. Without batch callbacks (and with ``model.use_epoch_entry``, the default), a
+naming the node (see ``Model.fit``). A softmax_cross_entropy with ``ignore_index`` or class
+``weight`` is a mean over the label positions kept (weighted), whose counts (weights) differ
+between ranks: each rank's loss_scale is then its kept positions' weights over the global
+batch's (kept_scales, computed every epoch from the labels every rank holds), and validation
+figures are weighted by them (the accuracy by the kept count). Without batch callbacks (and with ``model.use_epoch_entry``, the default), a
 rank's epoch is one native call (``NAME_train_epoch_split``, graphc.codegen.epoch): it gathers
 the rank's rows, runs ``train_grads``, calls back into Python for the all-reduce and the
 decisions above (about 10 µs of Python per step), then runs ``apply_update``; the per-step
@@ -1629,16 +1630,27 @@ CHUNK_SECONDS = 0.05  # a native epoch with its own all-reduce returns to Python
 MAX_CHUNK = 4096  # steps per such call at most
 
 
-def kept_counts(model: Any, feeds: dict[str, np.ndarray], n: int) -> np.ndarray | None:
-    """Per row of ``feeds`` (``n`` rows), how many of its label positions a loss that is a
-    mean over the rows softmax_cross_entropy keeps counts (labels other than ignore_index:
-    ``program.kept_rows``), as float64; None for any other loss."""
-    kept = getattr(model.program, "kept_rows", None)
+def kept_counts(
+    model: Any, feeds: dict[str, np.ndarray], n: int, weighted: bool = True
+) -> np.ndarray | None:
+    """Per row of ``feeds`` (``n`` rows), what a loss that is a mean over the label positions
+    softmax_cross_entropy keeps (``program.kept_rows``: labels other than ignore_index) counts
+    of it: the sum of their class weights (``program.kept_weight``; with ``weighted``) or
+    their number, as float64; None for any other loss. Labels outside the classes (which
+    fit's checks then refuse) count the nearest class's weight."""
+    prog = model.program
+    kept = getattr(prog, "kept_rows", None)
     if kept is None:
         return None
     labels, ignore = kept
     rows = np.asarray(feeds[labels]).reshape(n, -1)
-    return np.count_nonzero(rows != ignore, axis=1).astype(np.float64)
+    mask = np.ones(rows.shape, bool) if ignore is None else rows != ignore
+    weight = getattr(prog, "kept_weight", None)
+    if not weighted or weight is None:
+        return np.count_nonzero(mask, axis=1).astype(np.float64)
+    w = np.asarray(weight, np.float64)
+    per = w[np.clip(rows, 0, len(w) - 1).astype(np.intp)]
+    return np.where(mask, per, 0.0).sum(axis=1)
 
 
 def kept_scales(kept: np.ndarray, bs: int, k: int, r: int) -> np.ndarray:
@@ -1732,15 +1744,23 @@ def _evaluate(model: Any, comm: Any, feeds: dict[str, np.ndarray], n: int) -> li
     figs: dict[str, float] = {}
     if count:
         figs = model._evaluate_feeds({name: a[first : first + count] for name, a in feeds.items()})
-    # a loss over the kept label positions (ignore_index): its loss and accuracy are means
-    # over those (Model._metrics; 0 when none is kept), weighted by them
+    # a loss over the kept label positions (ignore_index, class weights): its loss is a mean
+    # over their weights, its accuracy over their number (Model._metrics; 0 when none is
+    # kept): each weighted by the slices' share of them
     kept = kept_counts(model, feeds, n)
-    mine = count if kept is None else float(kept[first : first + count].sum())
+    mine: tuple[float, float] = (count, count)
+    if kept is not None:
+        number = kept_counts(model, feeds, n, weighted=False)
+        assert number is not None
+        part = slice(first, first + count)
+        mine = (float(kept[part].sum()), float(number[part].sum()))
     everyone = comm.allgather((count, figs, mine))
     keys = next(f for c, f, _ in everyone if c).keys()
-    total = sum(w for _, _, w in everyone)
-    out = {key: sum(w * f[key] for c, f, w in everyone if c) / total if total else 0.0
-           for key in keys}  # fmt: skip
+    out = {}
+    for key in keys:
+        by = 0 if key == "loss" else 1
+        total = sum(w[by] for _, _, w in everyone)
+        out[key] = sum(w[by] * f[key] for c, f, w in everyone if c) / total if total else 0.0
     if "r2" in out:  # per output, as one process's evaluate (model._r2_uniform)
         from .model import metric_target_of, r2_from_sums
 

@@ -536,7 +536,8 @@ def ignore(dist: str | None) -> dict[str, np.ndarray]:
     softmax_cross_entropy(ignore_index=-100) over token labels [N, 3] (40% ignored) plus an L2
     penalty, momentum; shuffled with validation, and unshuffled (global batch 0's first half
     keeps none: rank 0 of 2 adds nothing that step; the last batch, rows 48-49, keeps none at
-    all), the native epoch and the per-step loop (a batch callback). Per-step losses (the
+    all), the native epoch and the per-step loop (a batch callback); with class weights (one
+    of them 0) and ignore_index, and with weights alone. Per-step losses (the
     one process's from its batch logs), epoch and validation losses, parameters."""
     rng = np.random.default_rng(11)
     x = rng.standard_normal((ROWS, 3, FEATURES)).astype(np.float32)
@@ -553,22 +554,27 @@ def ignore(dist: str | None) -> dict[str, np.ndarray]:
         def on_batch_end(self, batch, logs):
             self.losses.append(logs["batch_loss"])
 
-    for case, more in (
-        ("shuffled", {"seed": 5, "validation_split": 0.2}),
-        ("ordered", {"shuffle": False}),
-        ("stepwise", {"seed": 6, "batch_callback": True}),
+    weight = [0.5, 2.0, 0.0, 1.5]  # class 2 counts for nothing
+    every = np.where(y == -100, 1, y).astype(np.int32)  # no ignored label
+    ignore = {"ignore_index": -100}
+    for case, more, opts, labels in (
+        ("shuffled", {"seed": 5, "validation_split": 0.2}, ignore, y),
+        ("ordered", {"shuffle": False}, ignore, y),
+        ("stepwise", {"seed": 6, "batch_callback": True}, ignore, y),
+        ("weighted", {"seed": 7, "validation_split": 0.2}, {**ignore, "weight": weight}, y),
+        ("weight_only", {"shuffle": False}, {"weight": weight}, every),
     ):
         xi = gc.input("x", ("N", 3, FEATURES))
         yi = gc.input("y", ("N", 3), dtype="i32")
         z = gc.dense(gc.dense(xi, 8, "tanh", name="fc1", kernel_l2=1e-3), CLASSES, name="fc2")
-        loss = gc.softmax_cross_entropy(z, yi, ignore_index=-100)
+        loss = gc.softmax_cross_entropy(z, yi, **opts)
         m = gc.compile(z, loss, gc.SGD(lr=0.1, momentum=0.9), name=f"ign_{case}", seed=2)
         m.threads = 1
         log = Steps()
         cbs = [log] if (dist is None or more.pop("batch_callback", False)) else []
         more.pop("batch_callback", None)
-        h = m.fit(x, y, epochs=2, batch_size=BATCH, verbose=0, distributed=dist, callbacks=cbs,
-                  **more)  # fmt: skip
+        h = m.fit(x, labels, epochs=2, batch_size=BATCH, verbose=0, distributed=dist,
+                  callbacks=cbs, **more)  # fmt: skip
         res[f"{case}_steps"] = np.array(h.step_losses if dist else log.losses)
         for key in h.metrics:  # loss, val_loss, val_accuracy (and lr, seconds: not kept)
             if "loss" in key or "val_" in key:

@@ -853,7 +853,9 @@ def test_ignore_index_trains_data_parallel_as_one_process(ranks, update, tmp_pat
     batch's (distributed.kept_scales), so per-step and epoch losses, validation loss and
     parameters equal the one process's (token labels [N, 3], 40% ignored, an L2 penalty,
     momentum; a step where rank 0 keeps nothing, a global batch keeping nothing, where the
-    penalty alone trains; the native epoch and the per-step loop). Before: refused."""
+    penalty alone trains; the native epoch and the per-step loop); likewise with class
+    weights (the ranks' shares of the kept rows' weights; validation loss weighted by them,
+    accuracy by the kept count). Before: refused."""
     r = mpirun(ranks, "ignore", str(tmp_path / "got.npz"), **UPDATES[update])
     assert r.returncode == 0, r.stderr[-3000:]
     assert "ordered path: native" in r.stdout and "stepwise path: python" in r.stdout

@@ -261,9 +261,10 @@ def test_bad_options_are_refused_naming_the_logits_and_the_length():
 
 
 def test_data_parallel_refusal_names_the_option():
-    """Data-parallel fit refuses a weighted mean (each rank divides by its own rows'
-    weights) and a sum over rows, naming why; a mean of the per-row losses is a row mean, and
-    ignore_index alone keeps 858370d's kept-label scaling (its program.kept_rows)."""
+    """Data-parallel fit refuses a sum over rows, naming why; a mean of the per-row losses is
+    a row mean; a weighted mean (each rank divides by its own rows' weights) and ignore_index
+    are scaled by the kept rows' weights / counts (program.kept_rows, kept_weight; trained
+    in tests/test_mpi.py::test_ignore_index_trains_data_parallel_as_one_process)."""
     from graphc.compiler import not_row_mean
 
     def note(opts, then=None):
@@ -271,9 +272,10 @@ def test_data_parallel_refusal_names_the_option():
         return m.program
 
     p = note({"weight": WEIGHTS[5], "ignore_index": -100})
-    why = p.ranks_note
-    assert why == not_row_mean(p.forward, p.loss) and p.kept_rows is None
-    assert "with weight" in why and "class weights" in why and "one process" in why
+    why = p.loss_note  # the split entries alone are not data-parallel; fit scales the ranks
+    assert why == not_row_mean(p.forward, p.loss) and p.ranks_note == ""
+    assert "with weight" in why and "class weights" in why and "loss_scale" in why
+    assert p.kept_rows == ("y", -100) and p.kept_weight == tuple(WEIGHTS[5])
     assert "a sum over them" in note({"reduction": "sum"}).ranks_note
     assert note({"reduction": "none"}, "mean").ranks_note == ""
     # ignore_index alone still trains data-parallel (each rank scaled by its kept labels)
