@@ -1760,7 +1760,9 @@ def _evaluate(model: Any, comm: Any, feeds: dict[str, np.ndarray], n: int) -> li
     for key in keys:
         by = 0 if key == "loss" else 1
         total = sum(w[by] for _, _, w in everyone)
-        out[key] = sum(w[by] * f[key] for c, f, w in everyone if c) / total if total else 0.0
+        if not total:  # nothing kept: the loss is its terms of no row (a penalty) on every
+            total, by = n, 2  # slice alike, the accuracy 0: as kept_scales, by rows
+        out[key] = sum((w + (c,))[by] * f[key] for c, f, w in everyone if c) / total
     if "r2" in out:  # per output, as one process's evaluate (model._r2_uniform)
         from .model import metric_target_of, r2_from_sums
 

@@ -545,6 +545,8 @@ def ignore(dist: str | None) -> dict[str, np.ndarray]:
     y[rng.random((ROWS, 3)) < 0.4] = -100
     y[:8] = -100
     y[48:] = -100
+    y_none = y.copy()
+    y_none[40:] = -100  # validation_split 0.2: its rows keep no label (its loss: the penalty)
     res: dict[str, np.ndarray] = {}
 
     class Steps:
@@ -563,6 +565,7 @@ def ignore(dist: str | None) -> dict[str, np.ndarray]:
         ("stepwise", {"seed": 6, "batch_callback": True}, ignore, y),
         ("weighted", {"seed": 7, "validation_split": 0.2}, {**ignore, "weight": weight}, y),
         ("weight_only", {"shuffle": False}, {"weight": weight}, every),
+        ("val_none", {"seed": 9, "validation_split": 0.2}, ignore, y_none),
     ):
         xi = gc.input("x", ("N", 3, FEATURES))
         yi = gc.input("y", ("N", 3), dtype="i32")
