@@ -132,6 +132,8 @@ def test_clip_with_one_bound_and_attrs_by_position() -> None:
         gc.clip(h, "0")
     with pytest.raises(gc.ShapeError, match="attr alpha must be finite"):
         gc.leaky_relu(h, float("inf"))
+    with pytest.raises(gc.ShapeError, match=r"give -1.0 everywhere.*swap the bounds"):
+        gc.clip(h, 1.0, -1.0)  # torch.clamp / np.clip: max everywhere; refused, naming both
     ort = pytest.importorskip("onnxruntime")
     import tempfile
 

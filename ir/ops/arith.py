@@ -78,7 +78,10 @@ class Clip(Unary):
             if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v):
                 raise ShapeError(f"clip: attr {k} must be a number, got {v!r}")
         if float(lo) > float(hi):  # type: ignore[arg-type]  # both numbers: checked above
-            raise ShapeError(f"clip: min {lo!r} is greater than max {hi!r}")
+            raise ShapeError(
+                f"clip: min {lo!r} is greater than max {hi!r} (torch.clamp and np.clip would "
+                f"give {hi!r} everywhere: write that as a constant, or swap the bounds)"
+            )
         return super().infer(types, attrs)
 
     def reference(self, x, *, min, max):
