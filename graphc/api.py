@@ -110,7 +110,9 @@ def compile_sequential(
 ) -> Model:
     """Compile a Sequential with input ``x`` of shape (N, *input_shape) and a named loss.
 
-    ``loss`` is "softmax_cross_entropy" (labels i32[N] for an output [N, C], i32[N, T] for a
+    ``input_shape`` is one sample's shape, (6,) for rows of 6 features (Keras's input_shape);
+    a shape that starts with the batch axis, ("N", 6) or Keras's batch_input_shape (None, 6),
+    is taken as that axis and the sample's shape. ``loss`` is "softmax_cross_entropy" (labels i32[N] for an output [N, C], i32[N, T] for a
     sequence's [N, T, C]: the output's shape without its classes), "binary_cross_entropy" or
     "mean_squared_error" (targets shaped like the output).
     """
@@ -118,7 +120,10 @@ def compile_sequential(
         raise GraphcError(
             f"unknown loss {loss!r}{_loss_hint(loss)}; choose one of {sorted(dsl.LOSSES)}"
         )
-    x = dsl.input("x", ("N", *input_shape))
+    shape = tuple(input_shape) if isinstance(input_shape, tuple | list) else input_shape
+    if isinstance(shape, tuple) and shape and (shape[0] is None or shape[0] == "N"):
+        shape = shape[1:]  # the batch axis given too: ('N', 6), Keras's (None, 6)
+    x = dsl.input("x", ("N", *shape))
     out = net(x)
     if loss == "softmax_cross_entropy":
         y = dsl.input("y", out.shape[:-1], dtype="i32")

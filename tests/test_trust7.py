@@ -294,3 +294,19 @@ def test_max_pool_ties_send_the_gradient_to_the_first_maximum(k, s, p) -> None:
     ty = torch.nn.functional.max_pool2d(torch.tensor(xs) * tw, k, s, p)
     (ty * torch.tensor(u)).sum().backward()
     np.testing.assert_allclose(g, tw.grad.numpy(), rtol=1e-13, atol=1e-13)
+
+
+def test_compile_sequential_takes_a_shape_with_its_batch_axis() -> None:
+    """compile_sequential(net, ('N', 6)) and Keras's batch_input_shape (None, 6) are the model
+    of input_shape (6,): the same loss on the same data. Before: "shape ('N', 'N', 6) uses the
+    batch dimension N more than once" and a TypeError-like refusal of None."""
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(8, 6)).astype(np.float32)
+    ys = rng.integers(0, 3, 8).astype(np.int32)
+    losses = []
+    for shape in [(6,), ("N", 6), (None, 6)]:
+        net = gc.Sequential([gc.Dense(4, "relu", name="h"), gc.Dense(3, name="o")])
+        m = gc.compile_sequential(net, shape, "softmax_cross_entropy", gc.SGD(0.1), name="sq")
+        assert m.program.forward.inputs[0].type.shape == ("N", 6)
+        losses.append(m.evaluate(xs, ys)["loss"])
+    assert losses[0] == losses[1] == losses[2]
