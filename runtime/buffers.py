@@ -185,7 +185,9 @@ class Outputs(dict):
     outputs): keyed by the names users see (codegen.aot.output_keys: the C header's ``y0``,
     ``y1``, ... for graphc's unnamed values), and answering to the graph's own value names
     too (``'%7'``, predict's keys before 2026-12-08, which code may still index by, e.g. from
-    ``model.program.outputs``); iteration, ``len`` and ``in`` see only the first names."""
+    ``model.program.outputs``): ``[]``, ``get`` and ``in`` take either, ``copy()`` keeps
+    both; iteration, ``len``, ``keys()``, ``dict(result)`` and ``{**result}`` see only the
+    first names."""
 
     def __init__(self, items: Iterable[tuple[str, Any]], aliases: dict[str, str]) -> None:
         super().__init__(items)
@@ -196,8 +198,16 @@ class Outputs(dict):
             return self[self.aliases[key]]
         raise KeyError(key)
 
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or key in self.aliases
+
     def get(self, key: Any, default: Any = None) -> Any:
-        return self[key] if key in self or key in self.aliases else default
+        if key in self:  # (an alias too: dict.get would not call __missing__)
+            return self[key]
+        return default
+
+    def copy(self) -> Outputs:
+        return Outputs(self.items(), dict(self.aliases))
 
 
 def keyed_outputs(keys: list[str], names: Iterable[str], arrays: Iterable[Any]) -> dict[str, Any]:

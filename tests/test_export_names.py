@@ -108,6 +108,9 @@ def test_predict_keys_are_the_headers_and_onnxs_names(tmp_path) -> None:
         np.testing.assert_array_equal(theirs[k], mine[k])
         assert mine[o] is mine[k] and theirs[o] is theirs[k]  # the old keys still answer
         assert mine.get(o) is mine[k]
+        assert o in mine and o in theirs and o in mine.copy()  # (review rvI F3)
+        assert mine.copy()[o] is mine[k] and theirs.copy()[o] is theirs[k]
+    assert "%99" not in mine and mine.get("%99") is None and list(mine.copy()) == want
     with pytest.raises(KeyError):
         mine["%99"]
     for who in (m, lib):
