@@ -79,12 +79,7 @@ def setup_hash(model: Any) -> str:
     prog = model.program
     position = {n.name: i for i, n in enumerate(prog.forward.nodes)}
     opt = getattr(model, "optimizer", None) if prog.loss is not None else None
-    chosen: dict[str, Any] = {}
-    if opt is not None and dataclasses.is_dataclass(opt):
-        for f in dataclasses.fields(opt):
-            v = getattr(opt, f.name)
-            if f.name not in ("lr", "learning_rate") and v != f.default:
-                chosen[f.name] = v
+    chosen = chosen_options(opt)
     item = [
         structure_hash(prog.forward),
         position.get(prog.loss) if prog.loss is not None else None,
@@ -92,6 +87,23 @@ def setup_hash(model: Any) -> str:
         sorted(chosen.items()),
     ]
     return hashlib.sha256(repr(item).encode()).hexdigest()
+
+
+def chosen_options(opt: Any) -> dict[str, Any]:
+    """The options of optimizer ``opt`` (a dataclass) that differ from their default, the
+    learning rate aside: an option left at its profile's default (torch / keras:
+    Optimizer.DEFAULTS, which __post_init__ fills where the field's own default is None) is
+    not chosen either, so that an option a later graphc adds that way leaves setup_hash as it
+    was. {} for None or a non-dataclass."""
+    chosen: dict[str, Any] = {}
+    if opt is None or not dataclasses.is_dataclass(opt):
+        return chosen
+    profile = getattr(type(opt), "DEFAULTS", {}).get(getattr(opt, "semantics", ""), {})
+    for f in dataclasses.fields(opt):
+        v = getattr(opt, f.name)
+        if f.name not in ("lr", "learning_rate") and v != profile.get(f.name, f.default):
+            chosen[f.name] = v
+    return chosen
 
 
 def _entries(arrays: dict[str, np.ndarray]) -> list[list[Any]]:

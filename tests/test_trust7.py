@@ -310,3 +310,19 @@ def test_compile_sequential_takes_a_shape_with_its_batch_axis() -> None:
         assert m.program.forward.inputs[0].type.shape == ("N", 6)
         losses.append(m.evaluate(xs, ys)["loss"])
     assert losses[0] == losses[1] == losses[2]
+
+
+def test_setup_hash_counts_only_options_the_user_chose():
+    """setup_hash leaves out an optimizer option at its profile's default (review rvI F2:
+    eps, weight_decay, alpha are None fields filled by the torch / keras profile, and counted
+    as chosen, so a later option added that way would change every file's hash)."""
+    from graphc.runtime.checkpoint import chosen_options
+
+    for opt in (gc.Adam(), gc.RMSprop(), gc.AdamW(), gc.Adagrad(), gc.Adadelta(), gc.SGD()):
+        assert chosen_options(opt) == {}, opt
+    assert chosen_options(gc.Adam(eps=1e-7)) == {"eps": 1e-7}
+    assert chosen_options(gc.SGD(momentum=0.9, nesterov=True)) == {
+        "momentum": 0.9,
+        "nesterov": True,
+    }
+    assert chosen_options(gc.Adam(semantics="keras")) == {"semantics": "keras"}
