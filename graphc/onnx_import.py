@@ -1496,6 +1496,9 @@ class Importer:
             if vi.name in self.initializers:  # IR < 4: initializers listed as inputs too
                 continue
             all_inputs.append(vi.name)
+            empty = self.empty_input(vi)
+            if empty is not None:  # no values to take: known at import, as a bound input
+                self.bound[vi.name] = empty
             if vi.name in self.bound:
                 self.values[vi.name] = self.bound[vi.name]
                 continue
@@ -2079,6 +2082,24 @@ class Importer:
                 f"{b}=SIZE), or {{{b!r}: 'N', {a!r}: size}} where {b!r} is the batch"
             )
         return later[0] if len(later) == 1 else 0
+
+    def empty_input(self, vi: Any) -> np.ndarray | None:
+        """An input whose declared shape is fixed and has a dimension of size 0 holds no
+        values, so its only value is known: that empty array (in the declared type; bfloat16
+        as float32), which the import binds as ``constants=`` would (the nodes reading it fold,
+        predict does not take it). None for any other input (an unknown or batch dimension
+        included: [N, 0] stays refused by graph_input)."""
+        tt = vi.type.tensor_type if vi.type.HasField("tensor_type") else None
+        if tt is None or not tt.HasField("shape") or tt.elem_type not in _NP_OF:
+            return None
+        dims = tt.shape.dim
+        if not all(d.HasField("dim_value") and d.dim_value >= 0 for d in dims):
+            return None
+        shape = tuple(int(d.dim_value) for d in dims)
+        if 0 not in shape:
+            return None
+        dtype = np.float32 if tt.elem_type == 16 else _NP_OF[tt.elem_type]
+        return np.zeros(shape, dtype)
 
     def graph_input(self, vi: Any) -> tuple[Tensor, int]:
         where = f"{self.where}: input {vi.name!r}"
@@ -5138,6 +5159,55 @@ def _fold_reduce_prod(cx: NodeContext, args: list) -> list:
     return [np.prod(a, axis=ax, keepdims=keep).astype(a.dtype) if ax else a]
 
 
+def _fold_reduce(kind: str, attr_until: int) -> Callable[[NodeContext, list], list]:
+    """Reduce* of a value known at import (an empty input's [2, 0, 4] included), computed
+    with numpy in float64 (integers and bool exactly) and returned in the operand's type, as
+    ONNX's reference does. Over an empty set each gives its identity, per the operators'
+    definitions (opset 18): sum, L1, L2, sum of squares 0; max -inf (an integer type's
+    least value, bool False); min +inf (greatest, True); log-sum and log-sum-exp -inf; mean
+    NaN. No axes with noop_with_empty_axes: the pointwise part (|x|, x^2, log x)."""
+
+    def fold(cx: NodeContext, args: list) -> list:
+        a = np.asarray(args[0])
+        if a.dtype == object:
+            cx.fail(f"a reduction of the shape {a.tolist()}, which holds the batch size N")
+        ax = _reduction_axes(cx, a.ndim, attr_until)
+        keep = bool(cx.attr("keepdims", 1))
+        exact = a.dtype.kind in "iub"
+        w = a if exact else a.astype(np.float64)
+        if not ax:
+            part = {"l1": np.abs, "l2": np.abs, "sumsquare": np.square, "logsum": np.log}
+            return [part[kind](w).astype(a.dtype) if kind in part else a]
+        if kind in ("max", "min"):
+            if a.dtype.kind == "b":
+                edge: Any = kind == "min"
+            elif exact:
+                info = np.iinfo(a.dtype)
+                edge = info.min if kind == "max" else info.max
+            else:
+                edge = -np.inf if kind == "max" else np.inf
+            f = np.max if kind == "max" else np.min
+            return [f(w, axis=ax, keepdims=keep, initial=edge).astype(a.dtype)]
+        with np.errstate(all="ignore"):
+            if kind == "logsumexp":
+                m = np.max(w, axis=ax, keepdims=True, initial=-np.inf)
+                m = np.where(np.isfinite(m), m, 0.0)
+                out = np.log(np.sum(np.exp(w - m), axis=ax, keepdims=True)) + m
+                out = out if keep else out.reshape(_kept(a.shape, ax))
+            elif kind == "mean":
+                out = np.mean(w.astype(np.float64), axis=ax, keepdims=keep)
+            else:
+                term = {"sum": w, "l1": np.abs(w), "l2": np.square(w), "sumsquare": np.square(w)}
+                out = np.sum(term.get(kind, w), axis=ax, keepdims=keep)
+                if kind == "l2":
+                    out = np.sqrt(out)
+                elif kind == "logsum":
+                    out = np.log(out)
+        return [np.asarray(out).astype(a.dtype)]
+
+    return fold
+
+
 def _kept(shape: tuple, axes: tuple) -> tuple:
     return tuple(d for i, d in enumerate(shape) if i not in axes)
 
@@ -7367,8 +7437,16 @@ OPS: dict[str, Rule] = {
         _constant,
         ("value", "value_float", "value_floats", "value_int", "value_ints", "sparse_value"),
     ),
-    "ReduceMean": Rule(_reduce("mean", 18), ("axes", "keepdims", "noop_with_empty_axes")),
-    "ReduceSum": Rule(_reduce("sum", 13), ("axes", "keepdims", "noop_with_empty_axes")),
+    "ReduceMean": Rule(
+        _reduce("mean", 18),
+        ("axes", "keepdims", "noop_with_empty_axes"),
+        fold=_fold_reduce("mean", 18),
+    ),
+    "ReduceSum": Rule(
+        _reduce("sum", 13),
+        ("axes", "keepdims", "noop_with_empty_axes"),
+        fold=_fold_reduce("sum", 13),
+    ),
     "ReduceProd": Rule(
         _reduce_prod, ("axes", "keepdims", "noop_with_empty_axes"), fold=_fold_reduce_prod
     ),
@@ -7418,12 +7496,20 @@ OPS: dict[str, Rule] = {
         ),
     ),
     "ArgMax": Rule(_argmax, ("axis", "keepdims", "select_last_index")),
-    "ReduceMax": Rule(_reduce_max, ("axes", "keepdims", "noop_with_empty_axes")),
-    "ReduceMin": Rule(_reduce_min, ("axes", "keepdims", "noop_with_empty_axes")),
+    "ReduceMax": Rule(
+        _reduce_max, ("axes", "keepdims", "noop_with_empty_axes"), fold=_fold_reduce("max", 18)
+    ),
+    "ReduceMin": Rule(
+        _reduce_min, ("axes", "keepdims", "noop_with_empty_axes"), fold=_fold_reduce("min", 18)
+    ),
     "ArgMin": Rule(_argmin, ("axis", "keepdims", "select_last_index")),
     "Mean": Rule(_mean_of),
     **{
-        op: Rule(_reduce_composed(kind), ("axes", "keepdims", "noop_with_empty_axes"))
+        op: Rule(
+            _reduce_composed(kind),
+            ("axes", "keepdims", "noop_with_empty_axes"),
+            fold=_fold_reduce(kind, 18),
+        )
         for op, kind in (
             ("ReduceL1", "l1"),
             ("ReduceL2", "l2"),

@@ -128,3 +128,59 @@ def test_graph_without_inputs_returns_its_constants() -> None:
     assert len(cases) == len(names)
     for case in cases:
         assert run_case(case, "compile") == ("pass", ""), case.name
+
+
+def test_empty_inputs_are_known_and_their_reductions_fold() -> None:
+    """An input declared with a fixed dimension of size 0 holds no values: known at import
+    (predict does not take it), so the reductions over it fold to each reduction's identity
+    (sum 0, max -inf, an int64 min the type's greatest, L2 0, log-sum-exp -inf), as ONNX
+    Runtime computes them; the node tests' empty-set reductions, Split's zero-size pieces and
+    Reshape's allowzero pass compiled."""
+    i64 = TensorProto.INT64
+    axes = {f"a{k}": np.array(v, np.int64) for k, v in enumerate(([0, 1], [1]))}
+    m = _model(
+        [
+            helper.make_node("ReduceSum", ["e", "a0"], ["s"], keepdims=0),
+            helper.make_node("Add", ["x", "s"], ["y"]),
+            helper.make_node("ReduceMax", ["e", "a1"], ["mx"]),
+            helper.make_node("ReduceL2", ["e", "a1"], ["l2"], keepdims=0),
+            helper.make_node("ReduceLogSumExp", ["e", "a1"], ["lse"], keepdims=0),
+            helper.make_node("ReduceMin", ["k", "a1"], ["mn"]),
+        ],
+        [
+            helper.make_tensor_value_info("x", F, ["N", 4]),
+            helper.make_tensor_value_info("e", F, [2, 0, 4]),
+            helper.make_tensor_value_info("k", i64, [3, 0]),
+        ],
+        [
+            helper.make_tensor_value_info("y", F, ["N", 4]),
+            helper.make_tensor_value_info("mx", F, [2, 1, 4]),
+            helper.make_tensor_value_info("l2", F, [2, 4]),
+            helper.make_tensor_value_info("lse", F, [2, 4]),
+            helper.make_tensor_value_info("mn", i64, [3, 1]),
+        ],
+        [numpy_helper.from_array(v, k) for k, v in axes.items()],
+        opset=18,
+    )
+    model = gc.from_onnx(m).compile()
+    x = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
+    feeds = {"x": x, "e": np.zeros((2, 0, 4), np.float32), "k": np.zeros((3, 0), np.int64)}
+    want = ort_run(m, feeds)
+    got = model.predict(x)
+    assert list(got) == ["y", "mx", "l2", "lse", "mn"]
+    for g, w in zip(got.values(), want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_array_equal(g, w)
+    names = (
+        "test_reduce_sum_empty_set",
+        "test_reduce_max_empty_set",
+        "test_reduce_l2_empty_set",
+        "test_reduce_log_sum_exp_empty_set",
+        "test_reduce_min_empty_set",
+        "test_split_zero_size_splits_opset18",
+        "test_reshape_allowzero_reordered",
+    )
+    cases = _cases(*names)
+    assert len(cases) == len(names)
+    for case in cases:
+        assert run_case(case, "compile") == ("pass", ""), case.name
