@@ -481,11 +481,14 @@ def emit_batched_matmul(ctx: KernelContext, kernel: Kernel) -> None:
     as graphc's GEMM sums it (blocks of KC along K on the packed path), so a stack's products
     carry the error of the matmul of the same M, N, K.
 
-    Threads: a GEMM of at least PARALLEL_MIN_MACS multiply-adds splits its C between the
-    pool's threads itself; a stack of smaller ones whose sum is that large (split_pays, the
-    pool's scale as for a product) is split into runs of whole matrices, up to
-    BLOCKS_PER_THREAD runs a thread (_stack_task). Either way each matrix is computed by the
-    same code as by one thread, so results do not depend on the thread count."""
+    Threads: a stack whose multiply-adds pay for a split (split_pays, PRODUCTS: at least
+    PARALLEL_MIN_MACS times the pool's scale) is split into runs of whole matrices, up to
+    BLOCKS_PER_THREAD runs a thread (_stack_task), when it holds at least 2 matrices, or 2 a
+    thread where each is a product of PARALLEL_MIN_MACS or more; otherwise such products
+    split their own C between the threads (the GEMM's split: a dispatch a matrix). A GEMM
+    that runs in a run of the stack finds the pool busy and runs alone. Either way each
+    matrix is computed by the same code as by one thread, so results do not depend on the
+    thread count."""
     g, b = ctx.g, ctx.b
     mm, _tail, dtype, ta, tb, _ext = matmul_parts(g, kernel)
     an, bn = mm.inputs
@@ -523,12 +526,15 @@ def emit_batched_matmul(ctx: KernelContext, kernel: Kernel) -> None:
 
     items = ctx.count(lead)
     args = [ctx.ptr(an), ctx.ptr(bn), ctx.ptr(mm.name), ctx.extra[0], ctx.n]
-    if ctx.pool is None or m * p * k >= PARALLEL_MIN_MACS:  # the GEMM splits, or no threads
+    if ctx.pool is None:
         b.call(items_fn, [*args, i64(0), items])
         b.ret_void()
         return
     threads, split = split_pays(b, ctx.pool, b.mul(items, i64(m * p * k)), PARALLEL_MIN_MACS)
-    with b.if_else(b.and_(split, b.icmp_signed(">", items, i64(1)))) as (then, otherwise):
+    # a stack of products that split themselves splits only from 2 matrices a thread (fewer
+    # would leave a thread idle for a whole product); smaller products from 2 in all
+    fewest = b.mul(threads, i64(2)) if m * p * k >= PARALLEL_MIN_MACS else i64(2)
+    with b.if_else(b.and_(split, b.icmp_signed(">=", items, fewest))) as (then, otherwise):
         with then:
             pself = declare(ctx.module, "pthread_self", I64, [])
             fields = [*args, items, b.call(pself, [], name="caller")]

@@ -74,18 +74,19 @@ def _att(name: str, t: int, d: int, heads: int) -> gc.Model:
 
 
 @pytest.mark.parametrize(
-    "t, d, heads",
+    "t, d, heads, rows",
     [
-        (16, 8, 4),  # 1,024 to 2,048 multiply-adds a matrix: the stack is split
-        (96, 48, 1),  # 221,184 (the stack split) and 442,368 (each GEMM split)
+        (16, 8, 4, 64),  # 1,024 to 2,048 multiply-adds a matrix: the stack is split
+        (96, 48, 1, 8),  # 221,184 and 442,368, 8 of each: the stack is split
+        (128, 64, 1, 3),  # 524,288 and 1,048,576, 3 of each: each GEMM is split
     ],
 )
-def test_threads_give_the_same_bits(t, d, heads) -> None:
-    """A stack of small products (split into runs of whole matrices) and large ones (each GEMM
-    split) at 1, 2 and 3 threads: predict gives the same bits, at 2 and 3 threads the pool was
-    handed work (its dispatch counter moved), and the result equals numpy float64 (2e-5)."""
+def test_threads_give_the_same_bits(t, d, heads, rows) -> None:
+    """Stacks of small products, of large ones (both split into runs of whole matrices) and a
+    short stack of large ones (each GEMM split) at 1, 2 and 3 threads: predict gives the same
+    bits, at 2 and 3 threads the pool was handed work (its dispatch counter moved), and the
+    result equals numpy float64 (2e-5)."""
     rng = np.random.default_rng(4)
-    rows = 64 if heads > 1 else 8
     assert rows * heads * t * t * d >= 2 * PARALLEL_MIN_MACS
     m = _att(f"bmmthr{t}", t, d, heads)
     x = rng.standard_normal((rows, heads, t, d)).astype(np.float32)
