@@ -4497,6 +4497,15 @@ def _pad(cx: NodeContext) -> list[Value]:
 WHOLE_BATCH = 10**9
 
 
+def _empty_slice(shape: tuple, axes: list, starts: list, ends: list, steps: list) -> np.ndarray:
+    """An empty Slice of a value of fixed ``shape`` (numpy's bounds: x[1000:1000] of 10
+    elements): it holds no values, so it is known, the float32 array of the sliced shape."""
+    dims = [int(d) for d in shape]
+    for a, st, en, step in zip(axes, starts, ends, steps):
+        dims[a] = len(range(*slice(int(st), int(en), int(step)).indices(dims[a])))
+    return np.zeros(dims, np.float32)
+
+
 def _slice(cx: NodeContext) -> list[Value]:
     """Slice of a computed value: graphc's slice op for the steps of 1, and _take for the other
     steps (negative steps read backwards, as numpy's x[start:end:step]); the batch axis whole."""
@@ -4534,6 +4543,8 @@ def _slice(cx: NodeContext) -> list[Value]:
             cx.fail(f"slicing the batch dimension N of {_fmt(x.shape)} is not supported")
         if step != 1:
             idx = _strided_indices(cx, int(st), int(en), step, int(size))
+            if not idx and "N" not in x.shape:
+                return [_empty_slice(x.shape, axes, starts, ends, steps)]
             if not idx:
                 cx.fail(
                     f"the slice [{st}:{en}:{step}] of axis {a} (size {size}) is empty: graphc "
@@ -4542,6 +4553,8 @@ def _slice(cx: NodeContext) -> list[Value]:
             strided.append((a, idx))
             continue
         lo, hi, _ = slice(int(st), int(en)).indices(int(size))
+        if hi <= lo and "N" not in x.shape:
+            return [_empty_slice(x.shape, axes, starts, ends, steps)]
         if hi <= lo:
             cx.fail(
                 f"the slice [{st}:{en}] of axis {a} (size {size}) is empty: graphc has no "

@@ -184,3 +184,43 @@ def test_empty_inputs_are_known_and_their_reductions_fold() -> None:
     assert len(cases) == len(names)
     for case in cases:
         assert run_case(case, "compile") == ("pass", ""), case.name
+
+
+def test_empty_slice_of_a_fixed_value_is_known() -> None:
+    """A Slice past the end of a fixed-shape computed value (numpy's bounds) is empty: known
+    at import, returned beside the computed outputs with ONNX Runtime's shape; the node test
+    test_slice_start_out_of_bounds passes compiled. An empty slice of a value holding N stays
+    refused."""
+    ints = {k: np.array(v, np.int64) for k, v in (("st", [7]), ("en", [9]), ("ax", [1]))}
+    m = _model(
+        [
+            helper.make_node("Relu", ["x"], ["y"]),
+            helper.make_node("Relu", ["f"], ["g"]),
+            helper.make_node("Slice", ["g", "st", "en", "ax"], ["z"]),
+        ],
+        [
+            helper.make_tensor_value_info("x", F, ["N", 4]),
+            helper.make_tensor_value_info("f", F, [3, 5]),
+        ],
+        [
+            helper.make_tensor_value_info("y", F, ["N", 4]),
+            helper.make_tensor_value_info("z", F, None),
+        ],
+        [numpy_helper.from_array(v, k) for k, v in ints.items()],
+    )
+    x = np.random.default_rng(2).standard_normal((2, 4)).astype(np.float32)
+    want = ort_run(m, {"x": x, "f": np.ones((3, 5), np.float32)})
+    got = gc.from_onnx(m).compile().predict({"x": x})
+    for g, w in zip(got.values(), want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_array_equal(g, w)
+    (case,) = _cases("test_slice_start_out_of_bounds")
+    assert run_case(case, "compile") == ("pass", "")
+    bad = _model(
+        [helper.make_node("Slice", ["x", "st", "en", "ax"], ["z"])],
+        [helper.make_tensor_value_info("x", F, ["N", 4])],
+        [helper.make_tensor_value_info("z", F, None)],
+        [numpy_helper.from_array(v, k) for k, v in ints.items()],
+    )
+    with pytest.raises(OnnxError, match="is empty"):
+        gc.from_onnx(bad)
