@@ -377,7 +377,7 @@ def _integer_inputs(g: Any) -> tuple[set[str], set[str]]:
         i.name
         for i in g.input
         if i.type.HasField("tensor_type")
-        and i.type.tensor_type.elem_type in (2, 3, 5, 6, 7, 12, 13)
+        and i.type.tensor_type.elem_type in (2, 3, 4, 5, 6, 7, 12, 13)
     }
     return shape_args, integer
 
