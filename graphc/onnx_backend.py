@@ -62,7 +62,6 @@ UNSUPPORTED = {
     "empty tensors (a dimension of size 0)": r"dimension of size 0",
     "opsets below 7": r"opset \d is outside what graphc imports",
     "models without a default-domain opset": r"declares no default-domain opset",
-    "Einsum with rank-0 operands": r"\(Einsum, opset \d+\): equation",
     "MaxPool's Indices of C * P >= 2**24 as a graph output, MaxUnpool of indices from elsewhere "
     "(their batch row)": r"holds MaxPool's Indices|not a MaxPool's Indices output",
 }

@@ -6723,7 +6723,7 @@ def _einsum_terms(cx: NodeContext, n: int) -> tuple[list[str], str]:
     else:
         body = "".join(ins)
         out = ell + "".join(sorted(c for c in set(body) if c not in ell and body.count(c) == 1))
-    if not all(t.isalpha() for t in ins) or not (out == "" or out.isalpha()):
+    if not all(t == "" or t.isalpha() for t in ins) or not (out == "" or out.isalpha()):
         cx.fail(f"equation {eq!r} does not match the node's {n} inputs")
     return ins, out
 

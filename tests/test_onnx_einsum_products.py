@@ -38,6 +38,8 @@ EQUATIONS = [
     ("nj,ij,nk->kin", [("x", (3,)), ("w", (4, 3)), ("x", (2,))]),
     ("ni,nij->jin", [("x", (3,)), ("x", (3, 2))]),
     ("nij->jni", [("x", (3, 2))]),
+    (",ni->ni", [("w", ()), ("x", (3,))]),
+    ("ni,->n", [("x", (3,)), ("w", ())]),
 ]
 
 
@@ -82,8 +84,8 @@ def _ort(m, feeds) -> list:
 
 
 def test_einsum_equations_match_onnxruntime() -> None:
-    """Batched, transposed, summed-out, diagonal, three-operand and N-moving equations: shape
-    and values equal ONNX Runtime's at batches 1 and 3."""
+    """Batched, transposed, summed-out, diagonal, three-operand, N-moving and rank-0-operand
+    equations: shape and values equal ONNX Runtime's at batches 1 and 3."""
     m = _model(EQUATIONS)
     model = gc.from_onnx(m).compile()
     rng = np.random.default_rng(1)
