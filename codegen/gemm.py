@@ -96,7 +96,13 @@ from graphc.ir.types import DTYPE_INFO
 
 from .lltypes import I1, I8, I32, I64, LL, PTR, VOID, glue, vconst
 from .loops import counted_loop as _loop
-from .threads import TASK_TYPE, ThreadPool, dispatch_ns_env, pool_call, split_pays
+from .threads import (
+    ThreadPool,
+    dispatch_ns_env,
+    pool_call,
+    split_pays,
+    task_function,
+)
 
 Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value], ir.Value]
 """epilogue(b, acc, i, j) -> value of acc's type, applied to C[i, j:j+W] before it is stored."""
@@ -1064,24 +1070,9 @@ class _GemmEmitter:
     ) -> tuple[ir.Function, ir.IRBuilder, list[ir.Value], ir.Value, ir.Value]:
         """`void name.SUFFIX(ptr ctx, i64 t, i64 count)`, its builder after loading the context
         (task_context's fields, M, N, K as constants where fixed), t and count."""
-        fn = ir.Function(self.module, TASK_TYPE, name=f"{self.name}.{suffix}")
-        fn.linkage = "internal"
-        fn.attributes.add("nounwind")
-        glue(fn)
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
-        ctx, t, count = fn.args
-        fields = [
-            b.load(
-                b.gep(
-                    ctx,
-                    [ir.Constant(I32, 0), ir.Constant(I32, n)],
-                    inbounds=True,
-                    source_etype=ctx_type,
-                ),
-                typ=ft,
-            )
-            for n, ft in enumerate(ctx_type.elements)
-        ]
+        fn, b, fields, t, count = task_function(
+            self.module, f"{self.name}.{suffix}", list(ctx_type.elements), nounwind=True
+        )
         for n, dim in enumerate("MNK"):
             if dim in self.fixed:
                 fields[n] = self.const(self.fixed[dim])

@@ -31,7 +31,7 @@ from .gemm import BLOCKS_PER_THREAD, PARALLEL_MIN_MACS
 from .lltypes import F64, I32, I64, LL, PTR, VOID, glue, i64, vconst
 from .loops import counted_loop, loop, loop_nest
 from .lower import lower_elementwise
-from .threads import LOOPS, TASK_TYPE, ThreadPool, declare, split_pays
+from .threads import LOOPS, ThreadPool, declare, split_pays, task_function
 
 ENTRY_TYPE = ir.FunctionType(I32, [PTR, PTR, PTR, PTR, PTR, I64])
 
@@ -294,7 +294,7 @@ def flat_loop(
     ctx.fn, ctx.b, ctx.n = kernel_fn, kernel_b, kernel_n
 
     # the task: range t of count, in whole chunks
-    task, tb, fields, t, count = task_function(ctx.module, kernel_fn.name, [*head, I64])
+    task, tb, fields, t, count = task_function(ctx.module, f"{kernel_fn.name}.task", [*head, I64])
     n_total = fields.pop()
     chunks = tb.sdiv(tb.add(n_total, i64(chunk - 1)), i64(chunk))
     per = tb.mul(tb.sdiv(tb.add(chunks, tb.sub(count, i64(1))), count), i64(chunk))
@@ -333,30 +333,6 @@ def task_context(ctx: KernelContext, fields: list[ir.Value]) -> ir.Value:
         at = [ir.Constant(I32, 0), ir.Constant(I32, k)]
         b.store(v, b.gep(cp, at, inbounds=True, source_etype=ctx_type))
     return cp
-
-
-def task_function(
-    module: ir.Module, kernel_name: str, types: list[ir.Type]
-) -> tuple[ir.Function, ir.IRBuilder, list[ir.Value], ir.Value, ir.Value]:
-    """``void KERNEL.task(ptr ctx, i64 t, i64 count)`` (internal glue) whose context holds
-    values of ``types`` (task_context's struct): the function, its builder after loading
-    them, the values, t and count."""
-    ctx_type = ir.LiteralStructType(types)
-    task = ir.Function(module, TASK_TYPE, name=f"{kernel_name}.task")
-    task.linkage = "internal"
-    glue(task)
-    tb = ir.IRBuilder(task.append_basic_block("entry"))
-    cp, t, count = task.args
-    fields = [
-        tb.load(
-            tb.gep(
-                cp, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True, source_etype=ctx_type
-            ),
-            typ=ft,
-        )
-        for k, ft in enumerate(types)
-    ]
-    return task, tb, fields, t, count
 
 
 def nest(
@@ -557,7 +533,7 @@ def _stack_task(
     (whose stack may be small) gives its GEMMs the work buffer, one on a worker a null one,
     so that the GEMM packs into its own stack (WORKER_STACK_BYTES), as codegen/gemm.py's
     tasks do: no two threads share a buffer."""
-    task, tb, fields, t, count = task_function(ctx.module, ctx.fn.name, types)
+    task, tb, fields, t, count = task_function(ctx.module, f"{ctx.fn.name}.task", types)
     (pa, pb, pc, work, n, items, caller) = fields
     per = tb.sdiv(tb.add(items, tb.sub(count, i64(1))), count)
     clamp = lambda v: tb.select(tb.icmp_signed("<", v, items), v, items)  # noqa: E731

@@ -202,6 +202,32 @@ START_NS = FAR_NS // 2  # the cost assumed at the pool's start until probes say 
 CLOCK_MONOTONIC = 1  # Linux's clock id (glibc, musl; x86-64 and aarch64)
 
 
+def task_function(
+    module: ir.Module, name: str, types: list[ir.Type], nounwind: bool = False
+) -> tuple[ir.Function, ir.IRBuilder, list[ir.Value], ir.Value, ir.Value]:
+    """``void NAME(ptr ctx, i64 t, i64 count)`` (internal glue; TASK_TYPE, what the pool
+    calls) whose context is a struct of values of ``types``: the function, its builder after
+    loading them, the values, t and count. The kernels' tasks and the GEMM's share it."""
+    ctx_type = ir.LiteralStructType(types)
+    task = ir.Function(module, TASK_TYPE, name=name)
+    task.linkage = "internal"
+    if nounwind:
+        task.attributes.add("nounwind")
+    glue(task)
+    tb = ir.IRBuilder(task.append_basic_block("entry"))
+    cp, t, count = task.args
+    fields = [
+        tb.load(
+            tb.gep(
+                cp, [ir.Constant(I32, 0), ir.Constant(I32, k)], inbounds=True, source_etype=ctx_type
+            ),
+            typ=ft,
+        )
+        for k, ft in enumerate(types)
+    ]
+    return task, tb, fields, t, count
+
+
 def scale_of(cost_ns: int, kind: int = PRODUCTS) -> int:
     """The factor on the split thresholds of ``kind`` (PRODUCTS, LOOPS) for a dispatch cost in
     ns (the median of the last PROBE_WINDOW probes): 1 below FAR_NS, else cost_ns //
